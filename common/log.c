@@ -1,0 +1,115 @@
+/* log.c - the logfmt logger (see log.h).  Owns the log fd. */
+#include "common/log.h"
+#include "common/err.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static int log_fd = STDERR_FILENO;
+static enum pgw_log_level log_level = PGW_LOG_INFO;
+static const char *const level_names[] = {
+    "debug", "info", "notice", "warning", "error", "fatal"
+};
+
+int pgw_log_open(const char *path)
+{
+    int fd = STDERR_FILENO;
+    if (path && *path) {
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd < 0)
+            return PGW_EIO;
+    }
+    int old = log_fd;
+    log_fd = fd;
+    if (old != STDERR_FILENO && old != fd)
+        close(old);
+    return 0;
+}
+
+void pgw_log_set_level(enum pgw_log_level level) { log_level = level; }
+enum pgw_log_level pgw_log_get_level(void) { return log_level; }
+
+int pgw_log_level_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+        if (strcasecmp(name, level_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *pgw_log_quote(char *buf, size_t size, const char *value)
+{
+    if (!value)
+        value = "";
+    int plain = *value != '\0';
+    for (const char *p = value; *p; p++)
+        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20)
+            plain = 0;
+    if (plain) {
+        snprintf(buf, size, "%s", value);
+        return buf;
+    }
+    size_t o = 0;
+    if (size < 3) {
+        if (size)
+            buf[0] = '\0';
+        return buf;
+    }
+    buf[o++] = '"';
+    for (const char *p = value; *p && o + 3 < size; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)c;
+        } else if (c == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+        } else if (c < 0x20) {
+            buf[o++] = ' ';
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
+{
+    if (level < log_level)
+        return;
+    char line[2048];
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line),
+                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s event=%s",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
+                     level_names[level], event);
+    if (fmt && *fmt && n < (int)sizeof(line) - 2) {
+        line[n++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            n += m;
+    }
+    if (n > (int)sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    ssize_t w;
+    do {
+        w = write(log_fd, line, (size_t)n);
+    } while (w < 0 && errno == EINTR);
+}

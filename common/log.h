@@ -1,0 +1,44 @@
+/*
+ * log.h - one line per event, in logfmt:
+ *   ts=2026-11-30T10:31:08.123Z level=info event=login client=127.0.0.1:5123 db=app user=bob
+ *
+ * The logger is process-wide (like nginx's error log): each line goes out in
+ * a single write(2), so lines from several loop threads never interleave.
+ * Fields are given as a printf format of `key=value` pairs; pgw_log_quote()
+ * makes a value safe for logfmt when it may hold spaces or quotes.
+ */
+#ifndef PGW_COMMON_LOG_H
+#define PGW_COMMON_LOG_H
+
+#include <stddef.h>
+
+enum pgw_log_level {
+    PGW_LOG_DEBUG,
+    PGW_LOG_INFO,
+    PGW_LOG_NOTICE,
+    PGW_LOG_WARNING,
+    PGW_LOG_ERROR,
+    PGW_LOG_FATAL
+};
+
+/* Send lines to this file (NULL or "" = stderr).  Reopens when called again
+ * (SIGHUP, for logrotate).  Returns 0 or PGW_EIO. */
+int pgw_log_open(const char *path);
+void pgw_log_set_level(enum pgw_log_level level);
+enum pgw_log_level pgw_log_get_level(void);
+/* Parse "debug", "info", ...; returns -1 when unknown. */
+int pgw_log_level_parse(const char *name);
+
+void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Quote a value for logfmt into buf (always NUL-terminated); returns buf. */
+const char *pgw_log_quote(char *buf, size_t size, const char *value);
+
+#define pgw_debug(ev, ...)  do { if (pgw_log_get_level() <= PGW_LOG_DEBUG) pgw_log(PGW_LOG_DEBUG, ev, __VA_ARGS__); } while (0)
+#define pgw_info(ev, ...)   pgw_log(PGW_LOG_INFO, ev, __VA_ARGS__)
+#define pgw_notice(ev, ...) pgw_log(PGW_LOG_NOTICE, ev, __VA_ARGS__)
+#define pgw_warn(ev, ...)   pgw_log(PGW_LOG_WARNING, ev, __VA_ARGS__)
+#define pgw_error(ev, ...)  pgw_log(PGW_LOG_ERROR, ev, __VA_ARGS__)
+
+#endif

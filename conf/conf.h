@@ -1,0 +1,248 @@
+/*
+ * conf.h - pgwharf's configuration: an INI file laid out like pgbouncer.ini.
+ *
+ * Sections: [pgwharf] (or [pgbouncer]) for general settings, [databases]
+ * (name = connection string, "*" as the fallback entry), [users]
+ * (name = per-user settings).  `%include FILE` pulls in another file
+ * (relative to the including file).  Durations take seconds with fractions
+ * or units: 250ms, 5s, 2min, 1h, 1d.  Sizes take plain numbers.
+ *
+ * Errors and warnings name the place: "pgwharf.ini:12: default_pool_size:
+ * expected a positive integer, got \"-3\"".  An unknown key is an error; a
+ * PgBouncer key pgwharf does not implement yet is a warning, so a real
+ * pgbouncer.ini loads.
+ *
+ * A loaded struct pgw_config is immutable; reload builds a new one.
+ */
+#ifndef PGW_CONF_CONF_H
+#define PGW_CONF_CONF_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+enum pgw_pool_mode {
+    PGW_POOL_SESSION,
+    PGW_POOL_TRANSACTION,
+    PGW_POOL_STATEMENT
+};
+
+enum pgw_auth_type {
+    PGW_AUTH_TRUST,
+    PGW_AUTH_ANY,            /* like trust, but ignores the user name */
+    PGW_AUTH_PLAIN,          /* cleartext password */
+    PGW_AUTH_MD5,
+    PGW_AUTH_SCRAM,          /* scram-sha-256 */
+    PGW_AUTH_CERT,
+    PGW_AUTH_HBA
+};
+
+enum pgw_tls_mode {
+    PGW_TLS_DISABLE,
+    PGW_TLS_ALLOW,
+    PGW_TLS_PREFER,
+    PGW_TLS_REQUIRE,
+    PGW_TLS_VERIFY_CA,
+    PGW_TLS_VERIFY_FULL
+};
+
+const char *pgw_pool_mode_name(enum pgw_pool_mode m);
+const char *pgw_auth_type_name(enum pgw_auth_type t);
+const char *pgw_tls_mode_name(enum pgw_tls_mode m);
+
+/* One [databases] entry.  Fields the entry does not set are -1 (numbers)
+ * or NULL (strings) and inherit the general settings; use the
+ * pgw_conf_db_* accessors below for effective values. */
+struct pgw_conf_db {
+    char *name;              /* database name clients ask for; "*" = fallback */
+    /* libpq connection keywords for the server (host, port, dbname, user,
+     * password, sslmode, ...), NULL-terminated, ready for
+     * PQconnectStartParams.  Pool keys below are not in here. */
+    char **conn_keys;
+    char **conn_vals;
+    int nconn;
+    /* Convenience pointers into conn_vals (NULL when not given). */
+    const char *host, *port, *dbname, *user, *password;
+    int pool_size;
+    int min_pool_size;
+    int reserve_pool_size;
+    int max_db_connections;
+    int pool_mode;           /* enum pgw_pool_mode, or -1 */
+    char *auth_user;
+    char *connect_query;
+    char *file;              /* where it was defined */
+    int line;
+};
+
+/* One [users] entry. */
+struct pgw_conf_user {
+    char *name;
+    int pool_mode;           /* -1 = inherit */
+    int pool_size;
+    int max_user_connections;
+    double query_timeout;    /* < 0 = inherit */
+    double idle_transaction_timeout;
+    double client_idle_timeout;
+    char *file;
+    int line;
+};
+
+struct pgw_config {
+    char *file;              /* path of the main file */
+
+    /* listening */
+    char *listen_addr;       /* comma-separated; "*" = all IPv4/IPv6; default "127.0.0.1" */
+    int listen_port;         /* 6432 */
+    char *unix_socket_dir;   /* "" = off; default "/tmp" */
+    int listen_backlog;      /* 128 */
+
+    /* authentication */
+    enum pgw_auth_type auth_type;   /* md5 */
+    char *auth_file;
+    char *auth_hba_file;
+    char *auth_user;
+    char *auth_query;        /* PgBouncer's default query */
+    char *auth_dbname;
+    char *admin_users;       /* comma-separated */
+    char *stats_users;
+
+    /* pooling */
+    enum pgw_pool_mode pool_mode;   /* session */
+    int max_client_conn;     /* 100 */
+    int default_pool_size;   /* 20 */
+    int min_pool_size;       /* 0 */
+    int reserve_pool_size;   /* 0 */
+    double reserve_pool_timeout;    /* 5 s */
+    int max_db_connections;  /* 0 = unlimited */
+    int max_user_connections;       /* 0 = unlimited */
+    int max_prepared_statements;    /* 200; 0 = pass-through */
+
+    /* server connections */
+    double server_lifetime;         /* 3600 s */
+    double server_idle_timeout;     /* 600 s */
+    double server_connect_timeout;  /* 15 s */
+    double server_login_retry;      /* 15 s */
+    char *server_reset_query;       /* "DISCARD ALL" */
+    bool server_reset_query_always; /* false */
+    char *server_check_query;       /* "select 1" */
+    double server_check_delay;      /* 30 s */
+    bool server_round_robin;        /* false */
+
+    /* client timeouts; 0 = off */
+    double query_timeout;
+    double query_wait_timeout;      /* 120 s */
+    double client_login_timeout;    /* 60 s */
+    double client_idle_timeout;
+    double idle_transaction_timeout;
+
+    /* logging */
+    char *logfile;
+    char *pidfile;
+    bool log_connections;           /* true */
+    bool log_disconnections;        /* true */
+    bool log_pooler_errors;         /* true */
+    double stats_period;            /* 60 s */
+    char *log_level;                /* "info" (ours) */
+
+    /* TLS to clients */
+    enum pgw_tls_mode client_tls_sslmode;   /* disable */
+    char *client_tls_key_file, *client_tls_cert_file, *client_tls_ca_file;
+    char *client_tls_protocols;     /* "secure" */
+    char *client_tls_ciphers;       /* "fast" */
+    /* TLS to servers */
+    enum pgw_tls_mode server_tls_sslmode;   /* prefer */
+    char *server_tls_key_file, *server_tls_cert_file, *server_tls_ca_file;
+    char *server_tls_protocols;
+    char *server_tls_ciphers;
+
+    /* ours: circuit breaker, connect rate, metrics, shutdown */
+    int breaker_threshold;          /* 3 */
+    double breaker_cooldown;        /* 1 s */
+    double breaker_max_cooldown;    /* 30 s */
+    double server_connect_rate;     /* per second per backend; 0 = unlimited */
+    int server_connect_burst;       /* 0 = same as rate, at least 1 */
+    char *metrics_addr;             /* "127.0.0.1" */
+    int metrics_port;               /* 0 = off */
+    double shutdown_timeout;        /* 30 s */
+
+    struct pgw_conf_db *dbs;
+    int ndbs;
+    struct pgw_conf_user *users;
+    int nusers;
+};
+
+/* Messages gathered while loading: each a full "file:line: text" line. */
+struct pgw_conf_diag {
+    char **errors;
+    int nerrors;
+    char **warnings;
+    int nwarnings;
+};
+
+/* Load and validate.  Returns 0 and sets *out, or PGW_ECONFIG with every
+ * problem listed in diag (and *out NULL).  Warnings are listed either way.
+ * diag may be NULL. */
+int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_diag *diag);
+/* Load from a string (for tests); `name` stands for the file in messages;
+ * %include paths are relative to the current directory. */
+int pgw_conf_load_string(const char *name, const char *text, struct pgw_config **out,
+                         struct pgw_conf_diag *diag);
+void pgw_conf_free(struct pgw_config *cfg);
+void pgw_conf_diag_free(struct pgw_conf_diag *diag);
+
+/* A config with every default and no databases. */
+struct pgw_config *pgw_conf_defaults(void);
+
+/* Print the effective settings as `key = value` lines, [pgwharf] first, then
+ * [databases] and [users]: what `pgwharf --check` shows.  Passwords are
+ * masked. */
+void pgw_conf_print(FILE *f, const struct pgw_config *cfg);
+
+/* Set one [pgwharf] key as the file would (admin SET).  Returns 0 or
+ * PGW_ECONFIG with a message in errbuf. */
+int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
+                 char *errbuf, size_t errlen);
+/* The current value of a general key as text (admin SHOW CONFIG); returns
+ * false for an unknown key.  Iterate all keys with pgw_conf_key_name(i)
+ * until it returns NULL. */
+bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
+const char *pgw_conf_key_name(int i);
+const char *pgw_conf_key_default(int i);
+
+/* The entry for a database name: exact match, else "*", else NULL. */
+const struct pgw_conf_db *pgw_conf_find_db(const struct pgw_config *cfg, const char *name);
+const struct pgw_conf_user *pgw_conf_find_user(const struct pgw_config *cfg, const char *name);
+
+/* Effective values for a (database, user) pair, resolving inheritance:
+ * user entry, then database entry, then general setting. */
+enum pgw_pool_mode pgw_conf_pool_mode(const struct pgw_config *cfg,
+                                      const struct pgw_conf_db *db,
+                                      const struct pgw_conf_user *user);
+int pgw_conf_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db,
+                       const struct pgw_conf_user *user);
+
+/* Durations: parse "250ms", "5s", "2min", "1.5", "1h", "1d" into seconds.
+ * Returns 0 or PGW_EINVAL. */
+int pgw_conf_parse_duration(const char *text, double *seconds);
+/* Is name in a comma-separated list (admin_users, stats_users)? */
+bool pgw_conf_list_has(const char *list, const char *name);
+
+/*
+ * auth_file in PgBouncer's format: one `"user" "secret"` per line; the
+ * secret is plaintext, "md5<32 hex>" or "SCRAM-SHA-256$...".  Lines starting
+ * with ';' or '#' and blank lines are skipped; `""` inside quotes is a quote.
+ */
+struct pgw_auth_entry {
+    char *user;
+    char *secret;
+};
+struct pgw_auth_file {
+    struct pgw_auth_entry *entries;
+    int n;
+};
+int pgw_authfile_load(const char *path, struct pgw_auth_file **out, struct pgw_conf_diag *diag);
+int pgw_authfile_parse(const char *name, const char *text, struct pgw_auth_file **out,
+                       struct pgw_conf_diag *diag);
+const char *pgw_authfile_lookup(const struct pgw_auth_file *af, const char *user);
+void pgw_authfile_free(struct pgw_auth_file *af);
+
+#endif

@@ -1,0 +1,215 @@
+/*
+ * pool.h - server connection pools.
+ *
+ * A pool set belongs to one libev loop (one per worker thread later) and
+ * owns every pool and backend of that loop:
+ *   - struct pgw_pool: one per (database, user); lends server connections to
+ *     waiters in strict FIFO order, grows on demand up to its size, keeps
+ *     min_pool_size warm, retires idle/old servers, checks and resets them.
+ *   - struct pgw_backend: one per server address (host:port); holds the
+ *     circuit breaker and the connect-rate token bucket shared by every pool
+ *     that connects there.
+ *   - struct pgw_server: one libpq connection.  libpq connects and logs in
+ *     asynchronously on the loop; after CONNECTION_OK the proxy relays bytes
+ *     on srv->fd (through srv->ssl when TLS is on) while srv is lent.
+ *
+ * Lifecycle of a lent server: pgw_pool_acquire() grants it; the caller owns
+ * it exclusively until pgw_pool_release().  While idle in the pool the pool
+ * watches the socket, so a server that closes (or sends anything) while idle
+ * is dropped.
+ */
+#ifndef PGW_POOL_POOL_H
+#define PGW_POOL_POOL_H
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/list.h"
+#include "conf/conf.h"
+#include "ctx/ctx.h"
+
+struct pgw_pool_set;
+struct pgw_pool;
+struct pgw_backend;
+struct pgw_server;
+
+/* An error to show a client: SQLSTATE and a message saying why. */
+struct pgw_pool_error {
+    int code;                 /* PGW_E* */
+    char sqlstate[6];
+    char message[512];
+};
+
+/* ---- server parameters (ParameterStatus) ---- */
+#define PGW_MAX_PARAMS 24
+struct pgw_param {
+    char name[48];
+    char value[80];
+};
+struct pgw_params {
+    struct pgw_param p[PGW_MAX_PARAMS];
+    int n;
+};
+const char *pgw_params_get(const struct pgw_params *ps, const char *name);
+/* Returns false when full or the value does not fit (it is then not stored). */
+bool pgw_params_set(struct pgw_params *ps, const char *name, const char *value);
+
+/* ---- server connections ---- */
+enum pgw_server_state {
+    PGW_SRV_CONNECTING,       /* libpq connect/login in progress */
+    PGW_SRV_RESETTING,        /* running server_reset_query / check / connect_query */
+    PGW_SRV_IDLE,             /* in the pool, ready to lend */
+    PGW_SRV_ACTIVE,           /* lent to a client */
+    PGW_SRV_CLOSING
+};
+
+struct pgw_server {
+    /* Read-only for users of pool.h. */
+    uint64_t id;
+    int fd;                   /* PQsocket() after login */
+    void *ssl;                /* SSL * when the link is TLS, else NULL */
+    PGconn *conn;             /* kept alive: PQfinish closes fd */
+    PGcancel *cancel;         /* PQgetCancel(); for cancel forwarding */
+    int backend_pid;
+    int server_version;
+    struct pgw_params params; /* as the server reported them */
+    struct pgw_pool *pool;
+    struct pgw_backend *backend;
+    enum pgw_server_state state;
+    ev_tstamp connect_time;   /* login finished */
+    ev_tstamp request_time;   /* last lend or release */
+    uint64_t lend_count;
+    void *link;               /* the client session while ACTIVE (proxy's) */
+
+    /* Private to pool/. */
+    struct pgw_list node;     /* in the pool's idle/active/... list */
+    ev_io io;
+    ev_timer timer;
+    ev_tstamp expire_at;      /* server_lifetime with jitter */
+    int pending_ready;        /* ReadyForQuery still expected from reset/check */
+    void *rbuf;
+    int close_err;
+};
+
+/* Read/write bytes on a lent server, through TLS when it has it.
+ * Return bytes done (> 0), 0 on EOF (read only), PGW_EAGAIN when the socket
+ * is not ready (for TLS, *want_write tells whether to wait for writability
+ * instead of readability), or another negative PGW_E* code. */
+ssize_t pgw_server_read(struct pgw_server *srv, void *buf, size_t n, bool *want_write);
+ssize_t pgw_server_write(struct pgw_server *srv, const void *buf, size_t n, bool *want_read);
+/* Bytes already decrypted and buffered inside TLS (SSL_pending), else 0. */
+size_t pgw_server_pending(const struct pgw_server *srv);
+
+/* ---- acquiring ---- */
+enum pgw_acquire_result {
+    PGW_ACQ_GRANTED = 1,      /* w->server is set now; no callback */
+    PGW_ACQ_QUEUED = 0        /* the callback will run exactly once */
+};
+
+struct pgw_pool_waiter;
+/* srv is the granted server, or NULL with w->error filled (deadline,
+ * cancel, breaker open, pool closed). */
+typedef void (*pgw_pool_acquire_fn)(struct pgw_pool_waiter *w, struct pgw_server *srv);
+
+/* Embedded by the caller (the session); fields are private but for arg,
+ * server and error. */
+struct pgw_pool_waiter {
+    void *arg;
+    struct pgw_server *server;
+    struct pgw_pool_error error;
+    /* private */
+    struct pgw_list node;
+    struct pgw_pool *pool;
+    pgw_pool_acquire_fn cb;
+    struct pgw_ctx *ctx;      /* child of the caller's ctx with query_wait_timeout */
+    struct pgw_ctx_sub sub;
+    ev_tstamp since;
+};
+
+/*
+ * Acquire a server from pool under ctx (the session's context).
+ * Returns PGW_ACQ_GRANTED (w->server set), PGW_ACQ_QUEUED (cb later, with
+ * w->since set), or a negative PGW_E* code with w->error filled (breaker
+ * open, ctx already done, pool closed) and no callback.
+ * While queued the wait runs under a child context whose deadline is the
+ * pool's query_wait_timeout; if it passes, cb gets NULL with PGW_EDEADLINE;
+ * if ctx is cancelled, cb gets NULL with PGW_ECANCELED.
+ */
+int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
+                     struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg);
+/* Leave the queue without a callback (no-op when not queued). */
+void pgw_pool_cancel_wait(struct pgw_pool_waiter *w);
+
+enum pgw_release {
+    PGW_RELEASE_IDLE,         /* clean: transaction idle, nothing outstanding */
+    PGW_RELEASE_RESET,        /* clean, but run server_reset_query first */
+    PGW_RELEASE_CLOSE         /* dirty or broken: close it, never reuse */
+};
+/* Give a lent server back.  The caller must not touch srv afterwards and
+ * must have stopped its own watchers on srv->fd. */
+void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
+
+/* ---- pools ---- */
+struct pgw_pool_stats {
+    int cl_active;            /* clients holding a server */
+    int cl_waiting;
+    int sv_active, sv_idle, sv_used, sv_tested, sv_login;
+    ev_tstamp maxwait;        /* longest current wait, seconds */
+    uint64_t total_acquires;
+    uint64_t total_wait_us;
+    uint64_t total_wait_timeouts;
+    uint64_t total_connects;
+    uint64_t total_connect_failures;
+    uint64_t total_breaker_rejects;
+};
+
+/* Create or find the pool for (db entry, client-facing database name, user).
+ * password: for the server login when the db entry's conninfo has none
+ * (from auth_file), may be NULL.  Returns NULL on allocation failure. */
+struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db *db,
+                              const char *dbname, const char *user, const char *password);
+const char *pgw_pool_dbname(const struct pgw_pool *pool);
+const char *pgw_pool_user(const struct pgw_pool *pool);
+enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
+void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st);
+/* Pause: lend nothing (waiters queue) until resumed. */
+void pgw_pool_pause(struct pgw_pool *pool, bool paused);
+/* Close every idle server and mark active ones to be closed at release. */
+void pgw_pool_reconnect(struct pgw_pool *pool);
+
+/* Iterate pools: pass NULL first. */
+struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev);
+/* Iterate servers of a pool (any state): pass NULL first. */
+struct pgw_server *pgw_pool_server_next(struct pgw_pool *pool, struct pgw_server *prev);
+
+/* ---- backends and circuit breakers ---- */
+enum pgw_breaker_state { PGW_BREAKER_CLOSED, PGW_BREAKER_OPEN, PGW_BREAKER_HALF_OPEN };
+const char *pgw_breaker_state_name(enum pgw_breaker_state s);
+
+struct pgw_backend_info {
+    const char *address;      /* "host:port" */
+    enum pgw_breaker_state state;
+    int failures;             /* consecutive */
+    uint64_t trips;
+    ev_tstamp next_probe;     /* 0 when not open */
+    const char *last_error;   /* "" when none */
+    const char *last_sqlstate;
+};
+/* Iterate backends: pass NULL first. */
+struct pgw_backend *pgw_backend_next(struct pgw_pool_set *set, struct pgw_backend *prev);
+void pgw_backend_get_info(const struct pgw_backend *be, struct pgw_backend_info *info);
+
+/* ---- the set ---- */
+struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *root,
+                                         const struct pgw_config *cfg);
+/* Apply a reloaded config: new sizes and timeouts take effect; nobody is
+ * dropped.  cfg must outlive the set or the next reconfigure. */
+void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config *cfg);
+/* Number of servers in all pools (any state) -- for shutdown and tests. */
+int pgw_pool_set_server_count(const struct pgw_pool_set *set);
+/* Cancel every waiter, close every server (PQfinish), free everything. */
+void pgw_pool_set_destroy(struct pgw_pool_set *set);
+
+#endif

@@ -1,0 +1,1 @@
+/* placeholder until proxy.c lands */

@@ -1,0 +1,40 @@
+/*
+ * proxy.h - the client-facing side of pgwharf: listeners, client sessions,
+ * authentication, the relay, cancel forwarding, the admin console and the
+ * metrics endpoint, all on one libev loop.
+ *
+ * main.c makes one struct pgw_proxy per loop, feeds it signals (as
+ * pgw_proxy_reload / pgw_proxy_shutdown) and runs the loop until
+ * pgw_proxy_finished() says it may exit.
+ */
+#ifndef PGW_PROXY_PROXY_H
+#define PGW_PROXY_PROXY_H
+
+#include <ev.h>
+#include <stdbool.h>
+
+#include "conf/conf.h"
+
+struct pgw_proxy;
+
+enum pgw_shutdown_mode {
+    PGW_SHUTDOWN_FAST,            /* SIGQUIT: close everything now */
+    PGW_SHUTDOWN_WAIT_CLIENTS,    /* SIGTERM: stop accepting, let clients finish */
+    PGW_SHUTDOWN_WAIT_SERVERS     /* SIGINT: stop accepting, wait for servers to be released */
+};
+
+/* Takes ownership of cfg.  Returns NULL and a message in errbuf on failure
+ * (cannot bind, unreadable auth_file, ...). */
+struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
+                                   char *errbuf, size_t errlen);
+/* Swap in a new config (takes ownership); nobody is dropped. */
+void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg);
+/* Re-read cfg->file; on errors logs each with file:line and keeps the old
+ * config.  Returns 0 or PGW_ECONFIG. */
+int pgw_proxy_reload_file(struct pgw_proxy *px);
+void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode);
+/* True once a shutdown has completed and the loop may stop. */
+bool pgw_proxy_finished(const struct pgw_proxy *px);
+void pgw_proxy_destroy(struct pgw_proxy *px);
+
+#endif
