@@ -17,8 +17,13 @@
  * creator with pgw_ctx_release().  Releasing cancels the context (with
  * PGW_ECANCELED, if still live) and detaches it from its parent; live
  * children of a released context stay valid (already cancelled) until
- * their own release.  The background context is made per loop and
- * released last, with pgw_ctx_release() too.
+ * their own release; they are detached, so value lookups from them no
+ * longer reach the released context or its ancestors.  Subscriptions of a
+ * context that has ended still fire if it is released, by another
+ * callback of the same cascade, before their turn.  The background
+ * context is made per loop and released last, with pgw_ctx_release() too
+ * (releasing it earlier is safe: the per-loop state lives until the last
+ * context of the tree is released).
  *
  * Threads: a context tree belongs to one loop and one thread.
  */
@@ -71,11 +76,14 @@ struct ev_loop *pgw_ctx_loop(const struct pgw_ctx *ctx);
 
 /* Subscribe: fn(sub, err) runs once when ctx ends.  Returns 0, or the
  * context's error if it has already ended (and then nothing is subscribed
- * and fn never runs). */
+ * and fn never runs).  sub must not be subscribed at the time (it need
+ * not be initialised; a fired or removed sub may be reused, also from
+ * inside its own callback).  O(1). */
 int pgw_ctx_subscribe(struct pgw_ctx *ctx, struct pgw_ctx_sub *sub,
                       pgw_ctx_done_fn fn, void *arg);
 /* Remove a subscription that has not fired; a no-op if it has fired or was
- * never subscribed.  Safe to call from any callback. */
+ * never subscribed (after pgw_ctx_sub_init or a failed subscribe).  Safe to
+ * call from any callback.  O(1). */
 void pgw_ctx_unsubscribe(struct pgw_ctx_sub *sub);
 static inline void pgw_ctx_sub_init(struct pgw_ctx_sub *sub)
 {

@@ -1,1 +1,329 @@
-/* placeholder until proxy.c lands */
+/*
+ * proxy.c - the proxy object: owns the config, auth file, pool set,
+ * listeners and sessions of one loop; the buffer free list; deferred
+ * freeing of closed sessions; reload and shutdown.
+ */
+#include "proxy/proxy_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define MAX_FREE_BUFS 256
+
+struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px)
+{
+    struct pgw_list *n = pgw_list_first(&px->free_bufs);
+    struct pgw_iobuf *b;
+    if (n) {
+        pgw_list_del(n);
+        px->nfree_bufs--;
+        b = pgw_container_of(n, struct pgw_iobuf, node);
+    } else {
+        b = malloc(sizeof(*b) + PGW_IOBUF_SIZE);
+        if (!b)
+            return NULL;
+        pgw_list_init(&b->node);
+        b->cap = PGW_IOBUF_SIZE;
+    }
+    b->sent = b->parsed = b->len = 0;
+    return b;
+}
+
+void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b)
+{
+    if (!b)
+        return;
+    if (px->nfree_bufs >= MAX_FREE_BUFS) {
+        free(b);
+        return;
+    }
+    pgw_list_prepend(&px->free_bufs, &b->node);
+    px->nfree_bufs++;
+}
+
+void pgw_iobuf_compact(struct pgw_iobuf *b)
+{
+    if (b->sent == 0)
+        return;
+    memmove(b->data, b->data + b->sent, b->len - b->sent);
+    b->parsed -= b->sent;
+    b->len -= b->sent;
+    b->sent = 0;
+}
+
+bool pgw_iobuf_append(struct pgw_iobuf *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap)
+        pgw_iobuf_compact(b);
+    if (b->len + n > b->cap)
+        return false;
+    memcpy(b->data + b->len, p, n);
+    b->len += (uint32_t)n;
+    return true;
+}
+
+bool pgw_iobuf_insert(struct pgw_iobuf *b, uint32_t at, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        uint32_t shift = b->sent;
+        pgw_iobuf_compact(b);
+        at -= shift;
+    }
+    if (b->len + n > b->cap)
+        return false;
+    memmove(b->data + at + n, b->data + at, b->len - at);
+    memcpy(b->data + at, p, n);
+    b->len += (uint32_t)n;
+    if (b->parsed >= at)
+        b->parsed += (uint32_t)n;
+    return true;
+}
+
+void pgw_iobuf_cut(struct pgw_iobuf *b, uint32_t at, uint32_t n)
+{
+    memmove(b->data + at, b->data + at + n, b->len - at - n);
+    b->len -= n;
+    if (b->parsed > at)
+        b->parsed = b->parsed >= at + n ? b->parsed - n : at;
+}
+
+static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, reaper);
+    struct pgw_list *pos, *tmp;
+    pgw_list_foreach_safe(pos, tmp, &px->closing) {
+        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+        pgw_list_del(&s->node);
+        pgw_session_free(s);
+    }
+    ev_check_stop(loop, w);
+    pgw_proxy_maybe_finish(px);
+}
+
+static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
+{
+    *out = NULL;
+    if (!cfg->auth_file || !*cfg->auth_file)
+        return 0;
+    struct pgw_conf_diag diag = { 0 };
+    int rc = pgw_authfile_load(cfg->auth_file, out, &diag);
+    for (int i = 0; i < diag.nerrors; i++)
+        pgw_error("auth_file", "reason=%s", diag.errors[i]);
+    pgw_conf_diag_free(&diag);
+    return rc;
+}
+
+static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, stats_timer);
+    pgw_info("stats", "clients=%d servers=%d xacts=%llu queries=%llu bytes_in=%llu bytes_out=%llu",
+             px->nclients, pgw_pool_set_server_count(px->pools),
+             (unsigned long long)px->total_xact, (unsigned long long)px->total_query,
+             (unsigned long long)px->total_bytes_in, (unsigned long long)px->total_bytes_out);
+}
+
+struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
+                                   char *errbuf, size_t errlen)
+{
+    struct pgw_proxy *px = calloc(1, sizeof(*px));
+    if (!px) {
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    px->loop = loop;
+    px->cfg = cfg;
+    pgw_list_init(&px->sessions);
+    pgw_list_init(&px->closing);
+    pgw_list_init(&px->free_bufs);
+    for (int i = 0; i < PGW_CANCEL_BUCKETS; i++)
+        pgw_list_init(&px->cancel_hash[i]);
+    ev_check_init(&px->reaper, reaper_cb);
+    if (load_auth(cfg, &px->auth) < 0) {
+        snprintf(errbuf, errlen, "%s: cannot load auth_file", cfg->auth_file);
+        goto fail;
+    }
+    px->root = pgw_ctx_background(loop);
+    px->pools = px->root ? pgw_pool_set_create(loop, px->root, cfg) : NULL;
+    if (!px->pools) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    if (pgw_cancel_init(px) < 0) {
+        snprintf(errbuf, errlen, "cannot start the cancel worker");
+        goto fail;
+    }
+    if (pgw_listener_open_all(px, errbuf, errlen) < 0)
+        goto fail;
+    if (cfg->stats_period > 0) {
+        ev_timer_init(&px->stats_timer, stats_cb, cfg->stats_period, cfg->stats_period);
+        ev_timer_start(loop, &px->stats_timer);
+        ev_unref(loop);
+    }
+    return px;
+fail:
+    px->cfg = NULL; /* the caller keeps cfg on failure */
+    pgw_proxy_destroy(px);
+    return NULL;
+}
+
+void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
+{
+    struct pgw_auth_file *auth;
+    if (load_auth(cfg, &auth) < 0) {
+        pgw_error("reload", "reason=\"cannot load auth_file, keeping the old config\"");
+        pgw_conf_free(cfg);
+        return;
+    }
+    pgw_authfile_free(px->auth);
+    px->auth = auth;
+    pgw_pool_set_reconfigure(px->pools, cfg);
+    /* Sessions keep pointers into the old config's db entries until they
+     * re-resolve; keep a few old configs alive rather than chase them. */
+    if (px->nretired == (int)(sizeof(px->retired_cfgs) / sizeof(px->retired_cfgs[0]))) {
+        pgw_conf_free(px->retired_cfgs[0]);
+        memmove(px->retired_cfgs, px->retired_cfgs + 1,
+                sizeof(px->retired_cfgs[0]) * (size_t)(px->nretired - 1));
+        px->nretired--;
+    }
+    px->retired_cfgs[px->nretired++] = px->cfg;
+    px->cfg = cfg;
+    /* Sessions re-resolve their db entry so the retired configs can go. */
+    struct pgw_list *pos;
+    for (pos = px->sessions.next; pos != &px->sessions; pos = pos->next) {
+        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+        if (s->database && !s->is_admin)
+            s->db = pgw_conf_find_db(cfg, s->database);
+    }
+    if (ev_is_active(&px->stats_timer)) {
+        ev_ref(px->loop);
+        ev_timer_stop(px->loop, &px->stats_timer);
+    }
+    if (cfg->stats_period > 0) {
+        ev_timer_set(&px->stats_timer, cfg->stats_period, cfg->stats_period);
+        ev_timer_start(px->loop, &px->stats_timer);
+        ev_unref(px->loop);
+    }
+    pgw_log_open(cfg->logfile);
+    pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
+}
+
+int pgw_proxy_reload_file(struct pgw_proxy *px)
+{
+    struct pgw_config *cfg = NULL;
+    struct pgw_conf_diag diag = { 0 };
+    int rc = pgw_conf_load(px->cfg->file, &cfg, &diag);
+    for (int i = 0; i < diag.nwarnings; i++)
+        pgw_warn("config", "reason=\"%s\"", diag.warnings[i]);
+    for (int i = 0; i < diag.nerrors; i++)
+        pgw_error("config", "reason=\"%s\"", diag.errors[i]);
+    pgw_conf_diag_free(&diag);
+    if (rc < 0 || !cfg) {
+        pgw_error("reload", "reason=\"config has errors, keeping the old one\"");
+        return PGW_ECONFIG;
+    }
+    pgw_proxy_reload(px, cfg);
+    return 0;
+}
+
+static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, shutdown_timer);
+    pgw_warn("shutdown", "reason=\"shutdown_timeout reached, closing remaining clients\"");
+    pgw_proxy_shutdown(px, PGW_SHUTDOWN_FAST);
+}
+
+static void close_all_sessions(struct pgw_proxy *px, bool only_idle)
+{
+    struct pgw_list *pos, *tmp;
+    pgw_list_foreach_safe(pos, tmp, &px->sessions) {
+        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+        if (only_idle && (s->server || s->state == PGW_SS_WAIT_SERVER))
+            continue;
+        pgw_session_close(s, "57P01", "terminating connection due to administrator command");
+    }
+}
+
+void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
+{
+    if (!px->shutting_down) {
+        px->shutting_down = true;
+        pgw_listener_close_all(px);
+        if (px->cfg->shutdown_timeout > 0 && mode != PGW_SHUTDOWN_FAST) {
+            ev_timer_init(&px->shutdown_timer, shutdown_timeout_cb, px->cfg->shutdown_timeout, 0);
+            ev_timer_start(px->loop, &px->shutdown_timer);
+        }
+    }
+    px->shutdown_mode = mode;
+    pgw_info("shutdown", "mode=%s clients=%d",
+             mode == PGW_SHUTDOWN_FAST ? "fast" :
+             mode == PGW_SHUTDOWN_WAIT_CLIENTS ? "wait_for_clients" : "wait_for_servers",
+             px->nclients);
+    if (mode == PGW_SHUTDOWN_FAST)
+        close_all_sessions(px, false);
+    else if (mode == PGW_SHUTDOWN_WAIT_SERVERS)
+        close_all_sessions(px, true);
+    pgw_proxy_maybe_finish(px);
+}
+
+/* Called whenever a session goes away or a server is released. */
+void pgw_proxy_maybe_finish(struct pgw_proxy *px)
+{
+    if (!px->shutting_down || px->finished)
+        return;
+    if (px->shutdown_mode == PGW_SHUTDOWN_WAIT_SERVERS) {
+        /* Clients that no longer hold a server are closed as they let go. */
+        close_all_sessions(px, true);
+    }
+    if (!pgw_list_empty(&px->sessions) || !pgw_list_empty(&px->closing))
+        return;
+    px->finished = true;
+    if (ev_is_active(&px->shutdown_timer))
+        ev_timer_stop(px->loop, &px->shutdown_timer);
+    ev_break(px->loop, EVBREAK_ALL);
+}
+
+bool pgw_proxy_finished(const struct pgw_proxy *px) { return px->finished; }
+
+void pgw_proxy_destroy(struct pgw_proxy *px)
+{
+    if (!px)
+        return;
+    struct pgw_list *pos, *tmp;
+    pgw_list_foreach_safe(pos, tmp, &px->sessions) {
+        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+        pgw_session_close(s, NULL, "shutdown");
+    }
+    pgw_list_foreach_safe(pos, tmp, &px->closing) {
+        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+        pgw_list_del(&s->node);
+        pgw_session_free(s);
+    }
+    if (ev_is_active(&px->reaper))
+        ev_check_stop(px->loop, &px->reaper);
+    if (ev_is_active(&px->shutdown_timer))
+        ev_timer_stop(px->loop, &px->shutdown_timer);
+    if (ev_is_active(&px->stats_timer)) {
+        ev_ref(px->loop);
+        ev_timer_stop(px->loop, &px->stats_timer);
+    }
+    pgw_listener_close_all(px);
+    pgw_cancel_deinit(px);
+    if (px->pools)
+        pgw_pool_set_destroy(px->pools);
+    if (px->root)
+        pgw_ctx_release(px->root);
+    pgw_list_foreach_safe(pos, tmp, &px->free_bufs) {
+        pgw_list_del(pos);
+        free(pgw_container_of(pos, struct pgw_iobuf, node));
+    }
+    pgw_authfile_free(px->auth);
+    for (int i = 0; i < px->nretired; i++)
+        pgw_conf_free(px->retired_cfgs[i]);
+    if (px->cfg)
+        pgw_conf_free(px->cfg);
+    free(px);
+}

@@ -1,0 +1,54 @@
+/*
+ * codec.h - pure parsers for the bytes clients send before and around the
+ * relay: the startup packet (StartupMessage, SSLRequest, GSSENCRequest,
+ * CancelRequest) and the password message.  Functions over buffers, no I/O,
+ * fuzzable (tests/fuzz).  Internal to proxy/ (and its tests).
+ */
+#ifndef PGW_PROXY_CODEC_H
+#define PGW_PROXY_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum pgw_startup_kind {
+    PGW_STARTUP_V3,          /* StartupMessage 3.x */
+    PGW_STARTUP_SSL,
+    PGW_STARTUP_GSSENC,
+    PGW_STARTUP_CANCEL,
+    PGW_STARTUP_BAD          /* see .error */
+};
+
+#define PGW_STARTUP_MAX_PARAMS 32
+
+struct pgw_startup {
+    enum pgw_startup_kind kind;
+    uint32_t version;        /* the requested protocol version */
+    uint32_t cancel_pid, cancel_key;
+    /* V3: parameters, pointers into the packet (must outlive this). */
+    const char *user, *database;
+    int nparams;
+    const char *names[PGW_STARTUP_MAX_PARAMS];
+    const char *values[PGW_STARTUP_MAX_PARAMS];
+    /* "_pq_." protocol options the client asked for (for NegotiateProtocolVersion). */
+    int nprotoopts;
+    const char *protoopts[PGW_STARTUP_MAX_PARAMS];
+    const char *error;       /* BAD: why */
+};
+
+/*
+ * How many bytes the first packet needs: 0 when fewer than 4 bytes are in,
+ * the declared length when it is sane (8..PGW_STARTUP_MAX), or -1 when the
+ * length field is out of range.
+ */
+long pgw_startup_need(const uint8_t *buf, size_t len);
+
+/* Parse a whole first packet (len = its declared length).  Always fills
+ * out; returns 0, or PGW_EPROTO with out->kind = PGW_STARTUP_BAD. */
+int pgw_startup_parse(const uint8_t *pkt, size_t len, struct pgw_startup *out);
+
+/* A whole frontend message in buf: returns its total size (type + length)
+ * when complete, 0 when more bytes are needed, -1 when the length field is
+ * invalid (< 4 or > max). */
+long pgw_msg_complete(const uint8_t *buf, size_t len, uint32_t max);
+
+#endif

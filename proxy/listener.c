@@ -1,0 +1,215 @@
+/*
+ * listener.c - listening sockets: TCP on every listen_addr entry and the
+ * Unix socket <unix_socket_dir>/.s.PGSQL.<port>, as PostgreSQL names it.
+ * Accepts in a bounded batch per wake-up; beyond max_client_conn a client
+ * gets ErrorResponse 53300 and is closed.
+ */
+#include "proxy/proxy_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define ACCEPT_BATCH 64
+
+static void reject_full(int fd)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_error(&b, "FATAL", "53300", "no more connections allowed (max_client_conn)");
+    if (!b.failed) {
+        ssize_t w = write(fd, b.data, b.len);
+        (void)w;
+    }
+    pgw_wbuf_deinit(&b);
+    close(fd);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_listener *l = pgw_container_of(w, struct pgw_listener, io);
+    struct pgw_proxy *px = l->px;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof(sa);
+        int fd = accept4(l->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                pgw_warn("accept", "reason=\"%s\"", strerror(errno));
+            return;
+        }
+        if (px->shutting_down) {
+            close(fd);
+            continue;
+        }
+        if (px->nclients >= px->cfg->max_client_conn) {
+            pgw_warn("client_rejected", "reason=max_client_conn clients=%d", px->nclients);
+            reject_full(fd);
+            continue;
+        }
+        if (!l->unix_sock) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        }
+        if (!pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock))
+            close(fd);
+    }
+}
+
+static int add_listener(struct pgw_proxy *px, int fd, bool unix_sock, const char *path)
+{
+    struct pgw_listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return PGW_ENOMEM;
+    l->fd = fd;
+    l->px = px;
+    l->unix_sock = unix_sock;
+    l->path = path ? strdup(path) : NULL;
+    ev_io_init(&l->io, accept_cb, fd, EV_READ);
+    ev_io_start(px->loop, &l->io);
+    l->next = px->listeners;
+    px->listeners = l;
+    return 0;
+}
+
+static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *errbuf, size_t errlen)
+{
+    struct addrinfo hints = { 0 }, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    const char *node = strcmp(host, "*") == 0 ? NULL : host;
+    int rc = getaddrinfo(node, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "listen_addr %s: %s", host, gai_strerror(rc));
+        return PGW_ECONFIG;
+    }
+    int opened = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+            listen(fd, px->cfg->listen_backlog > 0 ? px->cfg->listen_backlog : 128) < 0) {
+            snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+            close(fd);
+            if (node) {
+                freeaddrinfo(res);
+                return PGW_EIO;
+            }
+            continue;   /* "*": IPv6 may be missing */
+        }
+        if (add_listener(px, fd, false, NULL) < 0) {
+            close(fd);
+            freeaddrinfo(res);
+            return PGW_ENOMEM;
+        }
+        opened++;
+    }
+    freeaddrinfo(res);
+    if (!opened) {
+        if (!*errbuf)
+            snprintf(errbuf, errlen, "cannot listen on %s:%d", host, port);
+        return PGW_EIO;
+    }
+    return 0;
+}
+
+static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *errbuf, size_t errlen)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", dir, port);
+    if (n < 0 || (size_t)n >= sizeof(sun.sun_path)) {
+        snprintf(errbuf, errlen, "unix_socket_dir %s: path too long", dir);
+        return PGW_ECONFIG;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "socket: %s", strerror(errno));
+        return PGW_EIO;
+    }
+    unlink(sun.sun_path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 128) < 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", sun.sun_path, strerror(errno));
+        close(fd);
+        return PGW_EIO;
+    }
+    chmod(sun.sun_path, 0777);
+    if (add_listener(px, fd, true, sun.sun_path) < 0) {
+        close(fd);
+        return PGW_ENOMEM;
+    }
+    return 0;
+}
+
+int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
+{
+    const struct pgw_config *cfg = px->cfg;
+    errbuf[0] = '\0';
+    char *addrs = strdup(cfg->listen_addr ? cfg->listen_addr : "");
+    if (!addrs)
+        return PGW_ENOMEM;
+    int rc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(addrs, ", ", &save); tok && rc == 0; tok = strtok_r(NULL, ", ", &save))
+        rc = listen_tcp(px, tok, cfg->listen_port, errbuf, errlen);
+    free(addrs);
+    if (rc == 0 && cfg->unix_socket_dir && *cfg->unix_socket_dir)
+        rc = listen_unix(px, cfg->unix_socket_dir, cfg->listen_port, errbuf, errlen);
+    if (rc == 0 && !px->listeners) {
+        snprintf(errbuf, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");
+        rc = PGW_ECONFIG;
+    }
+    if (rc == 0)
+        for (struct pgw_listener *l = px->listeners; l; l = l->next)
+            pgw_info("listening", "addr=%s", l->unix_sock ? l->path : cfg->listen_addr);
+    return rc;
+}
+
+void pgw_listener_pause(struct pgw_proxy *px, bool paused)
+{
+    for (struct pgw_listener *l = px->listeners; l; l = l->next) {
+        if (paused)
+            ev_io_stop(px->loop, &l->io);
+        else
+            ev_io_start(px->loop, &l->io);
+    }
+}
+
+void pgw_listener_close_all(struct pgw_proxy *px)
+{
+    struct pgw_listener *l = px->listeners;
+    while (l) {
+        struct pgw_listener *next = l->next;
+        ev_io_stop(px->loop, &l->io);
+        close(l->fd);
+        if (l->path) {
+            unlink(l->path);
+            free(l->path);
+        }
+        free(l);
+        l = next;
+    }
+    px->listeners = NULL;
+}

@@ -1,0 +1,221 @@
+/*
+ * proxy_int.h - the proxy's internal types, shared by the files of proxy/
+ * and never included from outside it (but for its tests).
+ *
+ * Ownership: struct pgw_proxy owns listeners, sessions, the buffer free
+ * list, the pool set, the auth file and the config.  A session owns its
+ * client fd, its two I/O buffers while they hold bytes, and -- while
+ * linked -- the lent server (returned through pgw_pool_release).
+ */
+#ifndef PGW_PROXY_PROXY_INT_H
+#define PGW_PROXY_PROXY_INT_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/list.h"
+#include "common/wire.h"
+#include "conf/conf.h"
+#include "ctx/ctx.h"
+#include "pool/pool.h"
+#include "proxy/proxy.h"
+
+/* ---- I/O buffers: fixed size, pooled, taken on first use ---- */
+#define PGW_IOBUF_SIZE (32 * 1024)
+
+/* data[0 .. sent) written out, [sent .. parsed) scanned and ready to send,
+ * [parsed .. len) received but not yet scanned (a partial header or a
+ * message that must be whole to be inspected). */
+struct pgw_iobuf {
+    uint32_t sent, parsed, len, cap;
+    struct pgw_list node;            /* free list */
+    uint8_t data[];
+};
+
+struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px);
+void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b);
+/* Move unsent bytes to the front to make room at the end. */
+void pgw_iobuf_compact(struct pgw_iobuf *b);
+/* Append proxy-made bytes after everything received; false if no room. */
+bool pgw_iobuf_append(struct pgw_iobuf *b, const void *p, size_t n);
+/* Insert bytes at `at` (sent <= at <= len), shifting the rest up. */
+bool pgw_iobuf_insert(struct pgw_iobuf *b, uint32_t at, const void *p, size_t n);
+/* Remove n bytes at `at`, shifting the rest down. */
+void pgw_iobuf_cut(struct pgw_iobuf *b, uint32_t at, uint32_t n);
+
+/* ---- parameters a client sees and the pooler keeps in step ---- */
+enum pgw_tracked_param {
+    PGW_TP_CLIENT_ENCODING,
+    PGW_TP_DATESTYLE,
+    PGW_TP_TIMEZONE,
+    PGW_TP_INTERVALSTYLE,
+    PGW_TP_STANDARD_CONFORMING_STRINGS,
+    PGW_TP_APPLICATION_NAME,
+    PGW_TP_COUNT
+};
+extern const char *const pgw_tracked_param_names[PGW_TP_COUNT];
+int pgw_tracked_param_index(const char *name);   /* -1 when not tracked */
+
+/* ---- sessions ---- */
+enum pgw_sess_state {
+    PGW_SS_STARTUP,          /* reading the first packet */
+    PGW_SS_AUTH,             /* waiting for the password message */
+    PGW_SS_LOGIN_WAIT,       /* waiting for a server to learn its parameters */
+    PGW_SS_LOGIN_SYNC,       /* server linked, startup SETs in flight */
+    PGW_SS_IDLE,             /* logged in, no server linked */
+    PGW_SS_WAIT_SERVER,      /* client bytes pending, acquiring */
+    PGW_SS_LINKED,           /* relaying */
+    PGW_SS_ADMIN,            /* talking to the admin console */
+    PGW_SS_CANCEL,           /* a CancelRequest connection */
+    PGW_SS_CLOSING
+};
+const char *pgw_sess_state_name(enum pgw_sess_state s);
+
+struct pgw_session {
+    struct pgw_proxy *px;
+    uint64_t id;
+    enum pgw_sess_state state;
+    int fd;
+    bool unix_sock;
+    struct sockaddr_storage addr;
+    char addr_text[64];              /* "ip:port" or "unix" */
+    ev_io cli_r, cli_w;
+    ev_io srv_r, srv_w;
+    ev_timer timer;                  /* login, idle, query, idle-in-transaction */
+    ev_tstamp connect_time;
+    ev_tstamp last_activity;         /* last byte either way */
+    ev_tstamp query_start;           /* first outstanding request, 0 when none */
+    struct pgw_list node;            /* proxy's session list / close list */
+    struct pgw_list cancel_node;     /* cancel key hash bucket */
+    struct pgw_ctx *ctx;
+
+    /* who */
+    char *user, *database;
+    const struct pgw_conf_db *db;
+    struct pgw_pool *pool;
+    enum pgw_pool_mode mode;
+    bool is_admin, admin_can_write;
+    uint32_t cancel_pid, cancel_key; /* issued by pgwharf */
+    uint8_t md5_salt[4];
+    char *params[PGW_TP_COUNT];      /* what the client should see; NULL = server's */
+
+    /* relay */
+    struct pgw_iobuf *cbuf;          /* client -> server */
+    struct pgw_iobuf *sbuf;          /* server -> client (and proxy's own replies) */
+    struct pgw_server *server;
+    struct pgw_pool_waiter waiter;
+    uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
+    int sync_out;                    /* Sync/Query sent, ReadyForQuery not yet back */
+    int fe_open;                     /* messages since the last Sync/Query */
+    int swallow;                     /* injected queries whose replies are dropped */
+    int sync_exec;                   /* Syncs since the last Execute (COPY IN ignores them) */
+    char tx_status;                  /* last ReadyForQuery status seen */
+    bool copy;                       /* COPY under way */
+    bool discard;                    /* after a failed acquire: drop up to Sync */
+    bool discard_last;               /* the message being dropped ends discarding */
+    bool terminating;                /* client sent Terminate */
+    bool want_release;               /* release at the end of the current scan */
+    bool cli_write_blocked, srv_write_blocked;
+    int cancel_inflight;             /* forwarded cancels not finished yet */
+    bool close_after_flush;
+
+    /* stats */
+    uint64_t xact_count, query_count;
+    uint64_t bytes_in, bytes_out;
+};
+
+/* session.c */
+struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struct sockaddr *sa,
+                                       socklen_t salen, bool unix_sock);
+/* The one way a session ends: log why, tell the client (sqlstate non-NULL
+ * and the client can read), return or close the server, free later. */
+void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void pgw_session_free(struct pgw_session *s);
+/* Queue a message pgwharf composed for the client and try to send it. */
+bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg);
+void pgw_session_flush_client(struct pgw_session *s);
+void pgw_session_on_client_input(struct pgw_session *s);
+void pgw_session_login_done(struct pgw_session *s);
+void pgw_session_arm_timer(struct pgw_session *s);
+
+/* relay.c */
+void pgw_relay_client_data(struct pgw_session *s);
+void pgw_relay_server_readable(struct pgw_session *s);
+void pgw_relay_flush_server(struct pgw_session *s);
+void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);
+void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how);
+void pgw_relay_acquire(struct pgw_session *s);
+/* How the server should go back when the client leaves now. */
+enum pgw_release pgw_relay_release_mode(const struct pgw_session *s);
+
+/* auth.c */
+void pgw_auth_start(struct pgw_session *s);
+void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len);
+const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf_db *db,
+                                     const char *user);
+bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt[4],
+                        const char *response);
+
+/* cancel.c */
+void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
+void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
+void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from);
+int pgw_cancel_init(struct pgw_proxy *px);
+void pgw_cancel_deinit(struct pgw_proxy *px);
+
+/* admin.c */
+void pgw_admin_login(struct pgw_session *s);
+void pgw_admin_input(struct pgw_session *s);
+
+/* listener.c */
+struct pgw_listener {
+    ev_io io;
+    int fd;
+    bool unix_sock;
+    char *path;                      /* unix socket path to unlink */
+    struct pgw_proxy *px;
+    struct pgw_listener *next;
+};
+int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen);
+void pgw_listener_pause(struct pgw_proxy *px, bool paused);
+void pgw_listener_close_all(struct pgw_proxy *px);
+
+/* ---- the proxy ---- */
+#define PGW_CANCEL_BUCKETS 4096
+
+struct pgw_cancel_state;
+
+struct pgw_proxy {
+    struct ev_loop *loop;
+    struct pgw_config *cfg;
+    struct pgw_config *old_cfgs;     /* not used yet */
+    struct pgw_auth_file *auth;
+    struct pgw_ctx *root;
+    struct pgw_pool_set *pools;
+    struct pgw_listener *listeners;
+    struct pgw_list sessions;
+    struct pgw_list closing;         /* freed by the check watcher */
+    ev_check reaper;
+    ev_timer shutdown_timer;
+    ev_timer stats_timer;
+    int nclients;
+    uint64_t next_session_id;
+    struct pgw_list free_bufs;
+    int nfree_bufs;
+    struct pgw_list cancel_hash[PGW_CANCEL_BUCKETS];
+    struct pgw_cancel_state *cancel;
+    bool shutting_down, finished;
+    enum pgw_shutdown_mode shutdown_mode;
+    struct pgw_config *retired_cfgs[8];  /* old configs still referenced by pools */
+    int nretired;
+    /* totals for stats */
+    uint64_t total_xact, total_query, total_bytes_in, total_bytes_out;
+    uint64_t total_clients;
+};
+
+void pgw_proxy_maybe_finish(struct pgw_proxy *px);
+
+#endif

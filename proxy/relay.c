@@ -1,0 +1,600 @@
+/*
+ * relay.c - moving protocol bytes between a client and its lent server.
+ *
+ * Only the 5-byte message headers are parsed on the hot path; bodies pass
+ * untouched, in pieces if they are larger than a buffer.  The few messages
+ * the pooler must read (ReadyForQuery, ParameterStatus, and everything it
+ * swallows) are inspected whole.  Counters decide when a server may go
+ * back to the pool in transaction/statement mode:
+ *   sync_out  Sync/Query/FunctionCall sent whose ReadyForQuery is not back
+ *   fe_open   messages sent since the last Sync/Query (an open batch)
+ * A server is released at ReadyForQuery 'I' when both are zero.
+ *
+ * Backpressure: a full buffer stops reading its source until the
+ * destination drains it; nothing grows without bound.
+ */
+#include "proxy/proxy_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define MSG_MAX (1u << 30)
+
+static void srv_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    pgw_relay_server_readable(pgw_container_of(w, struct pgw_session, srv_r));
+}
+
+static void srv_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    pgw_relay_flush_server(pgw_container_of(w, struct pgw_session, srv_w));
+}
+
+static void send_ready(struct pgw_session *s, char status)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_ready(&b, status);
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+}
+
+static void send_error(struct pgw_session *s, const char *sqlstate, const char *msg)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_error(&b, "ERROR", sqlstate, "%s", msg);
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+}
+
+/* ---- parameters ---- */
+
+static void quote_literal(char *out, size_t size, const char *v)
+{
+    size_t o = 0;
+    if (size < 3)
+        return;
+    out[o++] = '\'';
+    for (; *v && o + 3 < size; v++) {
+        if (*v == '\'')
+            out[o++] = '\'';
+        out[o++] = *v;
+    }
+    out[o++] = '\'';
+    out[o] = '\0';
+}
+
+/* Queue SETs that make the server's tracked parameters match what the
+ * client has seen; their replies are swallowed. */
+static bool sync_params(struct pgw_session *s)
+{
+    char sql[2048];
+    size_t len = 0;
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        const char *want = s->params[i];
+        if (!want)
+            continue;
+        const char *have = pgw_params_get(&s->server->params, pgw_tracked_param_names[i]);
+        if (have && strcmp(have, want) == 0)
+            continue;
+        char lit[400];
+        quote_literal(lit, sizeof(lit), want);
+        int n = snprintf(sql + len, sizeof(sql) - len, "SET %s TO %s;",
+                         pgw_tracked_param_names[i], lit);
+        if (n < 0 || (size_t)n >= sizeof(sql) - len)
+            return false;
+        len += (size_t)n;
+    }
+    if (len == 0)
+        return true;
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_query(&b, sql);
+    bool ok = !b.failed;
+    if (ok && !s->cbuf)
+        ok = (s->cbuf = pgw_iobuf_get(s->px)) != NULL;
+    if (ok)
+        ok = pgw_iobuf_insert(s->cbuf, s->cbuf->sent, b.data, b.len);
+    pgw_wbuf_deinit(&b);
+    if (ok)
+        s->swallow++;
+    return ok;
+}
+
+/* A ParameterStatus from the server: both the server and the client now
+ * have this value. */
+static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
+{
+    const char *name = (const char *)body;
+    const uint8_t *ne = memchr(body, 0, len);
+    if (!ne || (size_t)(ne - body) + 1 >= len)
+        return;
+    const char *value = (const char *)ne + 1;
+    if (!memchr(value, 0, len - (size_t)(ne - body) - 1))
+        return;
+    pgw_params_set(&s->server->params, name, value);
+    int t = pgw_tracked_param_index(name);
+    if (t >= 0 && (!s->params[t] || strcmp(s->params[t], value) != 0)) {
+        char *v = strdup(value);
+        if (v) {
+            free(s->params[t]);
+            s->params[t] = v;
+        }
+    }
+}
+
+/* ---- linking ---- */
+
+void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
+{
+    struct ev_loop *loop = s->px->loop;
+    s->server = srv;
+    srv->link = s;
+    s->sskip = 0;
+    s->sync_out = s->fe_open = s->swallow = 0;
+    s->copy = false;
+    s->tx_status = 'I';
+    ev_io_init(&s->srv_r, srv_read_cb, srv->fd, EV_READ);
+    ev_io_init(&s->srv_w, srv_write_cb, srv->fd, EV_WRITE);
+    ev_io_start(loop, &s->srv_r);
+    if (!sync_params(s))
+        pgw_warn("param_sync", "client=%s reason=\"cannot queue SET for parameters\"", s->addr_text);
+}
+
+enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
+{
+    if (s->sync_out > 0 || s->fe_open > 0 || s->swallow > 0 || s->copy || s->cskip ||
+        s->sskip || s->cancel_inflight || s->tx_status != 'I')
+        return PGW_RELEASE_CLOSE;
+    if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
+        return PGW_RELEASE_CLOSE;
+    if (s->sbuf && s->sbuf->parsed < s->sbuf->len)
+        return PGW_RELEASE_CLOSE;
+    if (s->mode == PGW_POOL_SESSION || s->px->cfg->server_reset_query_always)
+        return PGW_RELEASE_RESET;
+    return PGW_RELEASE_IDLE;
+}
+
+void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
+{
+    struct pgw_server *srv = s->server;
+    struct ev_loop *loop = s->px->loop;
+    if (!srv)
+        return;
+    ev_io_stop(loop, &s->srv_r);
+    ev_io_stop(loop, &s->srv_w);
+    s->srv_write_blocked = false;
+    s->server = NULL;
+    srv->link = NULL;
+    if (s->sbuf)
+        s->sbuf->len = s->sbuf->parsed;   /* a partial server message is the server's */
+    s->sskip = 0;
+    s->sync_out = s->fe_open = s->swallow = 0;
+    s->copy = false;
+    s->query_start = 0;
+    pgw_pool_release(srv, how);
+    if (s->state == PGW_SS_LINKED)
+        s->state = PGW_SS_IDLE;
+    pgw_proxy_maybe_finish(s->px);
+}
+
+/* ---- the welcome after login ---- */
+
+static void welcome(struct pgw_session *s)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    const struct pgw_params *sp = &s->server->params;
+    for (int i = 0; i < sp->n; i++) {
+        const char *v = sp->p[i].value;
+        int t = pgw_tracked_param_index(sp->p[i].name);
+        if (t >= 0 && s->params[t])
+            v = s->params[t];
+        pgw_wire_param_status(&b, sp->p[i].name, v);
+    }
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        if (!s->params[i]) {
+            const char *v = pgw_params_get(sp, pgw_tracked_param_names[i]);
+            s->params[i] = strdup(v ? v : "");
+        }
+    }
+    pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
+    pgw_wire_ready(&b, 'I');
+    if (!pgw_session_send(s, &b)) {
+        pgw_wbuf_deinit(&b);
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    pgw_wbuf_deinit(&b);
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    if (s->mode == PGW_POOL_SESSION) {
+        s->state = PGW_SS_LINKED;
+    } else {
+        s->state = PGW_SS_IDLE;
+        pgw_relay_unlink(s, PGW_RELEASE_IDLE);
+    }
+    pgw_session_arm_timer(s);
+    if (s->cbuf && s->cbuf->len > s->cbuf->parsed)
+        pgw_relay_client_data(s);
+}
+
+/* ---- acquiring ---- */
+
+static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *err)
+{
+    if (err->code == PGW_ECANCELED || s->state == PGW_SS_CLOSING)
+        return;
+    if (s->state == PGW_SS_LOGIN_WAIT) {
+        pgw_session_close(s, err->sqlstate[0] ? err->sqlstate : "08006", "%s", err->message);
+        return;
+    }
+    if (s->px->cfg->log_pooler_errors)
+        pgw_warn("pooler_error", "client=%s db=%s user=%s sqlstate=%s reason=\"%s\"",
+                 s->addr_text, s->database, s->user, err->sqlstate, err->message);
+    send_error(s, err->sqlstate[0] ? err->sqlstate : "08006", err->message);
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    /* Drop what the client sent up to its next Sync/Query, then
+     * ReadyForQuery: the session stays usable. */
+    s->state = PGW_SS_IDLE;
+    s->discard = true;
+    s->sync_out = s->fe_open = 0;
+    s->query_start = 0;
+    if (s->cbuf) {
+        s->cbuf->parsed = s->cbuf->sent;
+        s->cskip = 0;
+    }
+    if (!ev_is_active(&s->cli_r))
+        ev_io_start(s->px->loop, &s->cli_r);
+    pgw_relay_client_data(s);
+}
+
+static void granted(struct pgw_session *s, struct pgw_server *srv)
+{
+    pgw_relay_link(s, srv);
+    if (s->state == PGW_SS_LOGIN_WAIT) {
+        if (s->swallow > 0) {
+            s->state = PGW_SS_LOGIN_SYNC;
+            pgw_relay_flush_server(s);
+        } else {
+            welcome(s);
+        }
+        return;
+    }
+    s->state = PGW_SS_LINKED;
+    if (!ev_is_active(&s->cli_r))
+        ev_io_start(s->px->loop, &s->cli_r);
+    pgw_session_arm_timer(s);
+    pgw_relay_flush_server(s);
+}
+
+static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
+{
+    struct pgw_session *s = w->arg;
+    if (!srv) {
+        acquire_failed(s, &w->error);
+        return;
+    }
+    if (s->state == PGW_SS_CLOSING) {
+        pgw_pool_release(srv, PGW_RELEASE_IDLE);
+        return;
+    }
+    granted(s, srv);
+}
+
+void pgw_relay_acquire(struct pgw_session *s)
+{
+    int r = pgw_pool_acquire(s->pool, &s->waiter, s->ctx, acquired_cb, s);
+    if (r == PGW_ACQ_GRANTED) {
+        granted(s, s->waiter.server);
+    } else if (r == PGW_ACQ_QUEUED) {
+        if (s->state != PGW_SS_LOGIN_WAIT)
+            s->state = PGW_SS_WAIT_SERVER;
+    } else {
+        if (s->waiter.error.code == 0)
+            s->waiter.error.code = r;
+        acquire_failed(s, &s->waiter.error);
+    }
+}
+
+/* ---- client -> server ---- */
+
+/* Scan client messages; returns false when the session was closed. */
+static bool scan_client(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    while (b->parsed < b->len) {
+        uint32_t avail = b->len - b->parsed;
+        if (s->cskip) {
+            uint32_t n = avail < s->cskip ? avail : s->cskip;
+            if (s->discard)
+                pgw_iobuf_cut(b, b->parsed, n);
+            else
+                b->parsed += n;
+            s->cskip -= n;
+            if (s->discard && s->cskip == 0 && s->discard_last) {
+                s->discard = s->discard_last = false;
+                send_ready(s, 'I');
+                if (s->state == PGW_SS_CLOSING)
+                    return false;
+            }
+            continue;
+        }
+        if (avail < PGW_MSG_HDR)
+            break;
+        const uint8_t *p = b->data + b->parsed;
+        char type = (char)p[0];
+        uint32_t mlen = pgw_get_u32(p + 1);
+        if (mlen < 4 || mlen > MSG_MAX) {
+            pgw_session_close(s, "08P01", "invalid message length %u for message type %d",
+                              mlen, p[0]);
+            return false;
+        }
+        uint32_t total = mlen + 1;
+        uint32_t n = avail < total ? avail : total;
+        if (type == PGW_FE_TERMINATE) {
+            s->terminating = true;
+            b->len = b->parsed;
+            break;
+        }
+        if (s->discard) {
+            pgw_iobuf_cut(b, b->parsed, n);
+            s->cskip = total - n;
+            if (type == PGW_FE_QUERY || type == PGW_FE_SYNC) {
+                /* A Query still arriving keeps dropping until it is gone. */
+                s->discard_last = true;
+                if (s->cskip == 0) {
+                    s->discard = s->discard_last = false;
+                    send_ready(s, 'I');
+                    if (s->state == PGW_SS_CLOSING)
+                        return false;
+                }
+            }
+            continue;
+        }
+        switch (type) {
+        case PGW_FE_QUERY:
+        case PGW_FE_FUNCTION_CALL:
+            s->sync_exec = 0;
+            /* fall through */
+        case PGW_FE_SYNC:
+            if (type == PGW_FE_SYNC)
+                s->sync_exec++;
+            if (s->sync_out++ == 0)
+                s->query_start = ev_now(s->px->loop);
+            s->fe_open = 0;
+            s->query_count++;
+            break;
+        case PGW_FE_COPY_DONE:
+        case PGW_FE_COPY_FAIL:
+            /* Syncs sent between an Execute that started COPY FROM STDIN
+             * and its end are ignored by the server: no ReadyForQuery. */
+            s->sync_out -= s->sync_exec;
+            s->sync_exec = 0;
+            break;
+        case PGW_FE_COPY_DATA:
+            break;
+        case PGW_FE_EXECUTE:
+            s->sync_exec = 0;
+            s->fe_open++;
+            break;
+        default:
+            s->fe_open++;
+            break;
+        }
+        b->parsed += n;
+        s->cskip = total - n;
+    }
+    return true;
+}
+
+void pgw_relay_client_data(struct pgw_session *s)
+{
+    if (!s->cbuf)
+        return;
+    if (!scan_client(s))
+        return;
+    if (s->terminating) {
+        pgw_session_close(s, NULL, "client terminated");
+        return;
+    }
+    struct pgw_iobuf *b = s->cbuf;
+    if (b->sent == b->parsed) {
+        if (b->sent == b->len && !s->server) {
+            pgw_iobuf_put(s->px, b);
+            s->cbuf = NULL;
+        }
+        return;
+    }
+    if (s->server && s->state == PGW_SS_LINKED) {
+        pgw_session_arm_timer(s);
+        pgw_relay_flush_server(s);
+    } else if (s->state == PGW_SS_IDLE) {
+        s->state = PGW_SS_WAIT_SERVER;
+        pgw_relay_acquire(s);
+    }
+}
+
+void pgw_relay_flush_server(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    struct pgw_server *srv = s->server;
+    struct ev_loop *loop = s->px->loop;
+    if (!b || !srv)
+        return;
+    while (b->sent < b->parsed) {
+        bool want_read = false;
+        ssize_t w = pgw_server_write(srv, b->data + b->sent, b->parsed - b->sent, &want_read);
+        if (w == PGW_EAGAIN) {
+            s->srv_write_blocked = true;
+            if (!ev_is_active(&s->srv_w))
+                ev_io_start(loop, &s->srv_w);
+            return;
+        }
+        if (w < 0) {
+            pgw_session_close(s, "08006", "server connection lost while sending: %s",
+                              pgw_strerror((int)w));
+            return;
+        }
+        b->sent += (uint32_t)w;
+    }
+    s->srv_write_blocked = false;
+    if (ev_is_active(&s->srv_w))
+        ev_io_stop(loop, &s->srv_w);
+    if (b->sent == b->len)
+        b->sent = b->parsed = b->len = 0;
+    if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING)
+        ev_io_start(loop, &s->cli_r);
+}
+
+/* ---- server -> client ---- */
+
+enum scan_after { AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR };
+
+static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
+{
+    if (s->sync_out > 0)
+        s->sync_out--;
+    s->tx_status = status;
+    s->copy = false;
+    if (s->sync_out > 0)
+        return;
+    s->query_start = 0;
+    if (status == 'I')
+        s->xact_count++;
+    if (s->fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED)
+        return;
+    if (status == 'I')
+        *after = AFTER_RELEASE;
+    else if (s->mode == PGW_POOL_STATEMENT)
+        *after = AFTER_STMT_ERROR;
+}
+
+/* Scan server messages; returns false when the session was closed. */
+static bool scan_server(struct pgw_session *s, enum scan_after *after)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    while (b->parsed < b->len) {
+        uint32_t avail = b->len - b->parsed;
+        if (s->sskip) {
+            uint32_t n = avail < s->sskip ? avail : s->sskip;
+            b->parsed += n;
+            s->sskip -= n;
+            continue;
+        }
+        if (avail < PGW_MSG_HDR)
+            break;
+        const uint8_t *p = b->data + b->parsed;
+        char type = (char)p[0];
+        uint32_t mlen = pgw_get_u32(p + 1);
+        if (mlen < 4 || mlen > MSG_MAX) {
+            pgw_session_close(s, "08P01", "server sent an invalid message length");
+            return false;
+        }
+        uint32_t total = mlen + 1;
+        bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0;
+        if (!whole) {
+            if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
+                s->copy = true;
+            uint32_t n = avail < total ? avail : total;
+            b->parsed += n;
+            s->sskip = total - n;
+            continue;
+        }
+        if (total > avail) {
+            if (total > b->cap) {
+                pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
+                return false;
+            }
+            break;
+        }
+        bool drop = s->swallow > 0;
+        if (type == PGW_BE_READY) {
+            if (s->swallow > 0) {
+                if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
+                    *after = AFTER_LOGIN;
+            } else {
+                on_ready(s, mlen >= 5 ? (char)p[5] : 'I', after);
+            }
+        } else if (type == PGW_BE_PARAM_STATUS) {
+            note_param(s, p + 5, mlen - 4);
+        } else if (type == PGW_BE_ERROR && drop) {
+            struct pgw_wire_err_fields f;
+            if (pgw_wire_parse_error(p + 5, mlen - 4, &f) == 0)
+                pgw_warn("param_sync", "client=%s sqlstate=%s reason=\"%s\"", s->addr_text,
+                         f.sqlstate, f.message);
+        }
+        if (drop)
+            pgw_iobuf_cut(b, b->parsed, total);
+        else
+            b->parsed += total;
+    }
+    return true;
+}
+
+static void after_scan(struct pgw_session *s, enum scan_after after)
+{
+    switch (after) {
+    case AFTER_LOGIN:
+        welcome(s);
+        break;
+    case AFTER_RELEASE:
+        if (s->cancel_inflight)
+            break;          /* cancel.c releases it when the cancel is done */
+        s->px->total_xact++;
+        pgw_relay_unlink(s, PGW_RELEASE_IDLE);
+        pgw_session_arm_timer(s);
+        /* Bytes that arrived for the next transaction are already scanned
+         * only if complete; anything pending gets a new server. */
+        if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
+            pgw_relay_client_data(s);
+        break;
+    case AFTER_STMT_ERROR:
+        pgw_session_close(s, "08P01", "transaction blocks not allowed in statement pooling mode");
+        break;
+    default:
+        break;
+    }
+}
+
+void pgw_relay_server_readable(struct pgw_session *s)
+{
+    struct pgw_server *srv = s->server;
+    struct ev_loop *loop = s->px->loop;
+    if (!srv)
+        return;
+    if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px))) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    struct pgw_iobuf *b = s->sbuf;
+    if (b->len == b->cap)
+        pgw_iobuf_compact(b);
+    if (b->len == b->cap) {
+        ev_io_stop(loop, &s->srv_r);   /* the client is slow: wait for it */
+        return;
+    }
+    bool want_write = false;
+    ssize_t n = pgw_server_read(srv, b->data + b->len, b->cap - b->len, &want_write);
+    if (n == PGW_EAGAIN)
+        return;
+    if (n <= 0) {
+        pgw_session_close(s, "08006", "server closed the connection unexpectedly");
+        return;
+    }
+    b->len += (uint32_t)n;
+    s->last_activity = ev_now(loop);
+    enum scan_after after = AFTER_NONE;
+    if (!scan_server(s, &after))
+        return;
+    pgw_session_flush_client(s);
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    after_scan(s, after);
+}

@@ -1,0 +1,556 @@
+/*
+ * session.c - one client connection as a state machine (see enum
+ * pgw_sess_state in proxy_int.h): reading the startup packet, handing off
+ * to auth, the welcome after login, the session timer, and the single close
+ * path.  The byte relay lives in relay.c.
+ */
+#include "proxy/proxy_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "proxy/codec.h"
+
+const char *const pgw_tracked_param_names[PGW_TP_COUNT] = {
+    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle",
+    "standard_conforming_strings", "application_name"
+};
+
+int pgw_tracked_param_index(const char *name)
+{
+    for (int i = 0; i < PGW_TP_COUNT; i++)
+        if (strcasecmp(name, pgw_tracked_param_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *pgw_sess_state_name(enum pgw_sess_state st)
+{
+    static const char *const names[] = {
+        "startup", "auth", "login_wait", "login_sync", "idle", "waiting",
+        "active", "admin", "cancel", "closing"
+    };
+    return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
+}
+
+static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void addr_to_text(struct pgw_session *s, const struct sockaddr *sa)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (s->unix_sock) {
+        snprintf(s->addr_text, sizeof(s->addr_text), "unix");
+        return;
+    }
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(s->addr_text, sizeof(s->addr_text), "%s:%d", host, port);
+}
+
+struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struct sockaddr *sa,
+                                       socklen_t salen, bool unix_sock)
+{
+    struct pgw_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->ctx = pgw_ctx_with_cancel(px->root);
+    if (!s->ctx) {
+        free(s);
+        return NULL;
+    }
+    s->px = px;
+    s->id = ++px->next_session_id;
+    s->fd = fd;
+    s->unix_sock = unix_sock;
+    if (salen <= sizeof(s->addr))
+        memcpy(&s->addr, sa, salen);
+    addr_to_text(s, sa);
+    s->state = PGW_SS_STARTUP;
+    s->tx_status = 'I';
+    s->connect_time = s->last_activity = ev_now(px->loop);
+    pgw_list_init(&s->cancel_node);
+    ev_io_init(&s->cli_r, client_read_cb, fd, EV_READ);
+    ev_io_init(&s->cli_w, client_write_cb, fd, EV_WRITE);
+    ev_init(&s->timer, timer_cb);
+    ev_io_start(px->loop, &s->cli_r);
+    pgw_list_append(&px->sessions, &s->node);
+    px->nclients++;
+    px->total_clients++;
+    pgw_session_arm_timer(s);
+    return s;
+}
+
+/* ---- the session timer: one ev_timer, re-armed lazily ---- */
+
+/* The moment the current timeout expires, or 0 when none applies. */
+static ev_tstamp session_deadline(const struct pgw_session *s, const char **what)
+{
+    const struct pgw_config *cfg = s->px->cfg;
+    switch (s->state) {
+    case PGW_SS_STARTUP:
+    case PGW_SS_AUTH:
+    case PGW_SS_LOGIN_WAIT:
+    case PGW_SS_LOGIN_SYNC:
+        *what = "client_login_timeout";
+        return cfg->client_login_timeout > 0 ? s->connect_time + cfg->client_login_timeout : 0;
+    case PGW_SS_IDLE:
+    case PGW_SS_ADMIN:
+        *what = "client_idle_timeout";
+        return cfg->client_idle_timeout > 0 ? s->last_activity + cfg->client_idle_timeout : 0;
+    case PGW_SS_LINKED:
+        if (s->sync_out > 0 && s->query_start > 0) {
+            *what = "query_timeout";
+            return cfg->query_timeout > 0 ? s->query_start + cfg->query_timeout : 0;
+        }
+        if (s->tx_status != 'I') {
+            *what = "idle_transaction_timeout";
+            return cfg->idle_transaction_timeout > 0
+                       ? s->last_activity + cfg->idle_transaction_timeout : 0;
+        }
+        *what = "client_idle_timeout";
+        return cfg->client_idle_timeout > 0 ? s->last_activity + cfg->client_idle_timeout : 0;
+    default:
+        return 0;
+    }
+}
+
+void pgw_session_arm_timer(struct pgw_session *s)
+{
+    const char *what;
+    ev_tstamp at = session_deadline(s, &what);
+    struct ev_loop *loop = s->px->loop;
+    if (at <= 0) {
+        return;     /* a running timer re-checks when it fires */
+    }
+    ev_tstamp in = at - ev_now(loop);
+    if (in < 0)
+        in = 0;
+    if (ev_is_active(&s->timer) && ev_timer_remaining(loop, &s->timer) <= in + 0.001)
+        return;
+    ev_timer_stop(loop, &s->timer);
+    ev_timer_set(&s->timer, in, 0);
+    ev_timer_start(loop, &s->timer);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_session *s = pgw_container_of(w, struct pgw_session, timer);
+    const char *what = "";
+    ev_tstamp at = session_deadline(s, &what);
+    if (at <= 0)
+        return;
+    if (at > ev_now(loop) + 0.0005) {
+        ev_timer_set(w, at - ev_now(loop), 0);
+        ev_timer_start(loop, w);
+        return;
+    }
+    if (strcmp(what, "query_timeout") == 0)
+        pgw_session_close(s, "57014", "query_timeout: canceling statement due to query timeout");
+    else if (strcmp(what, "client_login_timeout") == 0)
+        pgw_session_close(s, "08P01", "client_login_timeout: client did not log in in time");
+    else if (strcmp(what, "idle_transaction_timeout") == 0)
+        pgw_session_close(s, "25P03", "idle_transaction_timeout: idle transaction timed out");
+    else
+        pgw_session_close(s, "08P01", "client_idle_timeout: client idle too long");
+}
+
+/* ---- writing to the client ---- */
+
+static ssize_t cli_write(struct pgw_session *s, const void *p, size_t n)
+{
+    ssize_t w;
+    do {
+        w = write(s->fd, p, n);
+    } while (w < 0 && errno == EINTR);
+    return w;
+}
+
+void pgw_session_flush_client(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    struct ev_loop *loop = s->px->loop;
+    if (!b)
+        return;
+    while (b->sent < b->parsed) {
+        ssize_t w = cli_write(s, b->data + b->sent, b->parsed - b->sent);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!ev_is_active(&s->cli_w))
+                    ev_io_start(loop, &s->cli_w);
+                s->cli_write_blocked = true;
+                return;
+            }
+            pgw_session_close(s, NULL, "client write failed: %s", strerror(errno));
+            return;
+        }
+        b->sent += (uint32_t)w;
+        s->bytes_out += (uint64_t)w;
+    }
+    s->cli_write_blocked = false;
+    if (ev_is_active(&s->cli_w))
+        ev_io_stop(loop, &s->cli_w);
+    if (b->sent == b->len) {
+        b->sent = b->parsed = b->len = 0;
+        if (!s->server) {
+            pgw_iobuf_put(s->px, b);
+            s->sbuf = NULL;
+        }
+    }
+    if (s->close_after_flush) {
+        pgw_session_close(s, NULL, "client terminated");
+        return;
+    }
+    /* Room again: resume reading the server if we had stopped. */
+    if (s->server && !ev_is_active(&s->srv_r))
+        ev_io_start(loop, &s->srv_r);
+}
+
+static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_w);
+    pgw_session_flush_client(s);
+}
+
+bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
+{
+    if (msg->failed)
+        return false;
+    if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
+        return false;
+    /* Proxy-made bytes go after everything scanned, before any partial
+     * server message still being received. */
+    if (!pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, msg->data, msg->len))
+        return false;
+    pgw_session_flush_client(s);
+    return true;
+}
+
+/* ---- reading from the client ---- */
+
+static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_r);
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px))) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    struct pgw_iobuf *b = s->cbuf;
+    if (b->len == b->cap)
+        pgw_iobuf_compact(b);
+    if (b->len == b->cap) {
+        /* Full: stop reading until the server (or we) drain it. */
+        ev_io_stop(loop, w);
+        return;
+    }
+    ssize_t n;
+    do {
+        n = read(s->fd, b->data + b->len, b->cap - b->len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        pgw_session_close(s, NULL, "client read failed: %s", strerror(errno));
+        return;
+    }
+    if (n == 0) {
+        pgw_session_close(s, NULL, "client closed the connection");
+        return;
+    }
+    b->len += (uint32_t)n;
+    s->bytes_in += (uint64_t)n;
+    s->last_activity = ev_now(loop);
+    pgw_session_on_client_input(s);
+}
+
+static void send_simple_byte(struct pgw_session *s, char c)
+{
+    ssize_t w = cli_write(s, &c, 1);
+    (void)w;  /* a client that can't take one byte right after connecting is gone */
+}
+
+static void negotiate_version(struct pgw_session *s, const struct pgw_startup *st)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    size_t m = pgw_wbuf_msg_begin(&b, PGW_BE_NEGOTIATE);
+    pgw_wbuf_put_u32(&b, PGW_PROTO_V3);
+    pgw_wbuf_put_u32(&b, (uint32_t)st->nprotoopts);
+    for (int i = 0; i < st->nprotoopts; i++)
+        pgw_wbuf_put_str(&b, st->protoopts[i]);
+    pgw_wbuf_msg_end(&b, m);
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+}
+
+static bool ignored_param(const struct pgw_config *cfg, const char *name)
+{
+    return cfg->ignore_startup_parameters && pgw_conf_list_has(cfg->ignore_startup_parameters, name);
+}
+
+/* Take what the startup packet says; false when the session was closed. */
+static bool take_startup_params(struct pgw_session *s, const struct pgw_startup *st)
+{
+    for (int i = 0; i < st->nparams; i++) {
+        const char *name = st->names[i], *value = st->values[i];
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
+            continue;
+        int t = pgw_tracked_param_index(name);
+        if (t >= 0) {
+            free(s->params[t]);
+            s->params[t] = strdup(value);
+            continue;
+        }
+        if (ignored_param(s->px->cfg, name))
+            continue;
+        pgw_session_close(s, "08P01", "unsupported startup parameter: %s", name);
+        return false;
+    }
+    return true;
+}
+
+static void handle_startup(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    long need = pgw_startup_need(b->data + b->sent, b->len - b->sent);
+    if (need < 0) {
+        pgw_session_close(s, "08P01", "invalid length of startup packet");
+        return;
+    }
+    if (need == 0 || b->len - b->sent < (uint32_t)need)
+        return;
+    struct pgw_startup st;
+    const uint8_t *pkt = b->data + b->sent;
+    if (pgw_startup_parse(pkt, (size_t)need, &st) < 0) {
+        pgw_session_close(s, "08P01", "%s", st.error);
+        return;
+    }
+    switch (st.kind) {
+    case PGW_STARTUP_SSL:
+    case PGW_STARTUP_GSSENC:
+        b->sent += (uint32_t)need;
+        b->parsed = b->sent;
+        if (b->sent != b->len) {
+            pgw_session_close(s, "08P01", "unexpected data after encryption request");
+            return;
+        }
+        b->sent = b->parsed = b->len = 0;
+        send_simple_byte(s, 'N');
+        return;
+    case PGW_STARTUP_CANCEL:
+        s->state = PGW_SS_CANCEL;
+        pgw_cancel_request(s->px, st.cancel_pid, st.cancel_key, s->addr_text);
+        pgw_session_close(s, NULL, "cancel request handled");
+        return;
+    default:
+        break;
+    }
+    s->user = strdup(st.user);
+    s->database = strdup(st.database);
+    if (!s->user || !s->database) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    if ((st.version & 0xffff) != 0 || st.nprotoopts > 0)
+        negotiate_version(s, &st);
+    if (!take_startup_params(s, &st))
+        return;
+    b->sent += (uint32_t)need;
+    b->parsed = b->sent;
+    if (b->sent == b->len)
+        b->sent = b->parsed = b->len = 0;
+    if (strcmp(s->database, "pgwharf") == 0 || strcmp(s->database, "pgbouncer") == 0) {
+        s->is_admin = true;
+    } else {
+        s->db = pgw_conf_find_db(s->px->cfg, s->database);
+        if (!s->db) {
+            pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
+            return;
+        }
+    }
+    s->state = PGW_SS_AUTH;
+    pgw_auth_start(s);
+}
+
+static void handle_auth_input(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, 8192);
+    if (n < 0) {
+        pgw_session_close(s, "08P01", "invalid message length during authentication");
+        return;
+    }
+    if (n == 0)
+        return;
+    const uint8_t *msg = b->data + b->sent;
+    if (msg[0] != PGW_FE_PASSWORD) {
+        pgw_session_close(s, "08P01", "expected password response, got message type %d", msg[0]);
+        return;
+    }
+    b->sent += (uint32_t)n;
+    b->parsed = b->sent;
+    pgw_auth_password(s, msg + 5, (size_t)n - 5);
+    if (s->state != PGW_SS_CLOSING && b->sent == b->len)
+        b->sent = b->parsed = b->len = 0;
+}
+
+void pgw_session_on_client_input(struct pgw_session *s)
+{
+    switch (s->state) {
+    case PGW_SS_STARTUP:
+        handle_startup(s);
+        /* A client may send the startup packet right behind SSLRequest's N. */
+        if (s->state == PGW_SS_STARTUP && s->cbuf && s->cbuf->len > 0)
+            handle_startup(s);
+        break;
+    case PGW_SS_AUTH:
+        handle_auth_input(s);
+        break;
+    case PGW_SS_LOGIN_WAIT:
+    case PGW_SS_LOGIN_SYNC:
+        /* Nothing is expected before ReadyForQuery; keep it for later. */
+        break;
+    case PGW_SS_ADMIN:
+        pgw_admin_input(s);
+        break;
+    case PGW_SS_IDLE:
+    case PGW_SS_WAIT_SERVER:
+    case PGW_SS_LINKED:
+        pgw_relay_client_data(s);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Auth succeeded: AuthenticationOk, then find a server to learn its
+ * parameters (or enter the admin console). */
+void pgw_session_login_done(struct pgw_session *s)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_auth(&b, 0, NULL, 0);
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    do {
+        if (getrandom(&s->cancel_pid, sizeof(s->cancel_pid), 0) != sizeof(s->cancel_pid) ||
+            getrandom(&s->cancel_key, sizeof(s->cancel_key), 0) != sizeof(s->cancel_key)) {
+            pgw_session_close(s, "53200", "cannot make a cancel key");
+            return;
+        }
+        s->cancel_pid &= 0x7fffffff;
+    } while (s->cancel_pid == 0);
+    pgw_cancel_register(s->px, s);
+    if (s->px->cfg->log_connections)
+        pgw_info("login", "client=%s db=%s user=%s", s->addr_text, s->database, s->user);
+    if (s->is_admin) {
+        pgw_admin_login(s);
+        return;
+    }
+    const struct pgw_conf_user *u = pgw_conf_find_user(s->px->cfg, s->user);
+    s->mode = pgw_conf_pool_mode(s->px->cfg, s->db, u);
+    const char *pw = pgw_auth_server_password(s->px, s->db, s->user);
+    s->pool = pgw_pool_get(s->px->pools, s->db, s->database, s->user, pw);
+    if (!s->pool) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    s->mode = pgw_pool_mode(s->pool);
+    s->state = PGW_SS_LOGIN_WAIT;
+    pgw_relay_acquire(s);
+}
+
+/* ---- closing ---- */
+
+static void send_final_error(struct pgw_session *s, const char *sqlstate, const char *msg)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_error(&b, "FATAL", sqlstate, "%s", msg);
+    if (!b.failed) {
+        /* Whatever is already queued goes first; then one attempt. */
+        if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
+            pgw_session_flush_client(s);
+        if (!s->cli_write_blocked) {
+            ssize_t w = cli_write(s, b.data, b.len);
+            (void)w;
+        }
+    }
+    pgw_wbuf_deinit(&b);
+}
+
+void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
+{
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    struct pgw_proxy *px = s->px;
+    char reason[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    enum pgw_sess_state was = s->state;
+    if (was != PGW_SS_CANCEL && (px->cfg->log_disconnections || sqlstate)) {
+        char q[700];
+        pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
+                "client=%s db=%s user=%s state=%s reason=%s", s->addr_text,
+                s->database ? s->database : "", s->user ? s->user : "",
+                pgw_sess_state_name(was), pgw_log_quote(q, sizeof(q), reason));
+    }
+    if (sqlstate)
+        send_final_error(s, sqlstate, reason);
+    s->state = PGW_SS_CLOSING;
+    pgw_pool_cancel_wait(&s->waiter);
+    if (s->server)
+        pgw_relay_unlink(s, pgw_relay_release_mode(s));
+    struct ev_loop *loop = px->loop;
+    ev_io_stop(loop, &s->cli_r);
+    ev_io_stop(loop, &s->cli_w);
+    ev_timer_stop(loop, &s->timer);
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    pgw_cancel_unregister(px, s);
+    if (s->ctx)
+        pgw_ctx_cancel(s->ctx);
+    px->nclients--;
+    pgw_list_del(&s->node);
+    pgw_list_append(&px->closing, &s->node);
+    if (!ev_is_active(&px->reaper))
+        ev_check_start(loop, &px->reaper);
+}
+
+void pgw_session_free(struct pgw_session *s)
+{
+    struct pgw_proxy *px = s->px;
+    if (s->ctx)
+        pgw_ctx_release(s->ctx);
+    pgw_iobuf_put(px, s->cbuf);
+    pgw_iobuf_put(px, s->sbuf);
+    for (int i = 0; i < PGW_TP_COUNT; i++)
+        free(s->params[i]);
+    free(s->user);
+    free(s->database);
+    free(s);
+}
