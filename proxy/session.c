@@ -377,14 +377,16 @@ static void handle_startup(struct pgw_session *s)
     b->parsed = b->sent;
     if (b->sent == b->len)
         b->sent = b->parsed = b->len = 0;
-    if (strcmp(s->database, "pgwharf") == 0 || strcmp(s->database, "pgbouncer") == 0) {
+    /* The admin console answers as "pgwharf" and "pgbouncer" unless
+     * [databases] names a real database so. */
+    s->db = pgw_conf_find_db(s->px->cfg, s->database);
+    bool admin_name = strcmp(s->database, "pgwharf") == 0 || strcmp(s->database, "pgbouncer") == 0;
+    if (admin_name && (!s->db || strcmp(s->db->name, s->database) != 0)) {
         s->is_admin = true;
-    } else {
-        s->db = pgw_conf_find_db(s->px->cfg, s->database);
-        if (!s->db) {
-            pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
-            return;
-        }
+        s->db = NULL;
+    } else if (!s->db) {
+        pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
+        return;
     }
     s->state = PGW_SS_AUTH;
     pgw_auth_start(s);

@@ -1,0 +1,197 @@
+/* test_codec.c - the startup-packet and framing parsers (proxy/codec.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "common/wire.h"
+#include "proxy/codec.h"
+
+static size_t build_startup(uint8_t *buf, uint32_t version, const char *const *kv, int nkv)
+{
+    size_t o = 8;
+    for (int i = 0; i < nkv; i++) {
+        size_t l = strlen(kv[i]) + 1;
+        memcpy(buf + o, kv[i], l);
+        o += l;
+    }
+    buf[o++] = 0;
+    pgw_put_u32(buf, (uint32_t)o);
+    pgw_put_u32(buf + 4, version);
+    return o;
+}
+
+static void test_startup_v3(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    const char *kv[] = { "user", "bob", "database", "app", "application_name", "psql" };
+    size_t n = build_startup(buf, PGW_PROTO_V3, kv, 6);
+    struct pgw_startup st;
+    assert_int_equal(pgw_startup_need(buf, n), (long)n);
+    assert_int_equal(pgw_startup_parse(buf, n, &st), 0);
+    assert_int_equal(st.kind, PGW_STARTUP_V3);
+    assert_string_equal(st.user, "bob");
+    assert_string_equal(st.database, "app");
+    assert_int_equal(st.nparams, 3);
+    assert_string_equal(st.names[2], "application_name");
+    assert_string_equal(st.values[2], "psql");
+}
+
+static void test_startup_database_defaults_to_user(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    const char *kv[] = { "user", "bob" };
+    size_t n = build_startup(buf, PGW_PROTO_V3, kv, 2);
+    struct pgw_startup st;
+    assert_int_equal(pgw_startup_parse(buf, n, &st), 0);
+    assert_string_equal(st.database, "bob");
+}
+
+static void test_startup_no_user(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    const char *kv[] = { "database", "x" };
+    size_t n = build_startup(buf, PGW_PROTO_V3, kv, 2);
+    struct pgw_startup st;
+    assert_int_equal(pgw_startup_parse(buf, n, &st), PGW_EPROTO);
+    assert_int_equal(st.kind, PGW_STARTUP_BAD);
+    assert_non_null(strstr(st.error, "user name"));
+}
+
+static void test_startup_minor_and_protoopts(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    const char *kv[] = { "user", "u", "_pq_.foo", "1" };
+    size_t n = build_startup(buf, PGW_PROTO_V3 | 2, kv, 4);
+    struct pgw_startup st;
+    assert_int_equal(pgw_startup_parse(buf, n, &st), 0);
+    assert_int_equal(st.version & 0xffff, 2);
+    assert_int_equal(st.nprotoopts, 1);
+    assert_string_equal(st.protoopts[0], "_pq_.foo");
+    assert_int_equal(st.nparams, 1);
+}
+
+static void test_startup_bad_version(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    const char *kv[] = { "user", "u" };
+    size_t n = build_startup(buf, 2u << 16, kv, 2);
+    struct pgw_startup st;
+    assert_int_equal(pgw_startup_parse(buf, n, &st), PGW_EPROTO);
+}
+
+static void test_ssl_gss_cancel(void **state)
+{
+    (void)state;
+    uint8_t buf[16];
+    struct pgw_startup st;
+    pgw_put_u32(buf, 8);
+    pgw_put_u32(buf + 4, PGW_PROTO_SSLREQ);
+    assert_int_equal(pgw_startup_parse(buf, 8, &st), 0);
+    assert_int_equal(st.kind, PGW_STARTUP_SSL);
+    pgw_put_u32(buf + 4, PGW_PROTO_GSSENCREQ);
+    assert_int_equal(pgw_startup_parse(buf, 8, &st), 0);
+    assert_int_equal(st.kind, PGW_STARTUP_GSSENC);
+    pgw_put_u32(buf, 16);
+    pgw_put_u32(buf + 4, PGW_PROTO_CANCELREQ);
+    pgw_put_u32(buf + 8, 1234);
+    pgw_put_u32(buf + 12, 0xdeadbeef);
+    assert_int_equal(pgw_startup_parse(buf, 16, &st), 0);
+    assert_int_equal(st.kind, PGW_STARTUP_CANCEL);
+    assert_int_equal(st.cancel_pid, 1234);
+    assert_int_equal(st.cancel_key, 0xdeadbeef);
+    /* A cancel request of the wrong size is refused. */
+    pgw_put_u32(buf, 12);
+    assert_int_equal(pgw_startup_parse(buf, 12, &st), PGW_EPROTO);
+}
+
+static void test_startup_lengths(void **state)
+{
+    (void)state;
+    uint8_t buf[8] = { 0 };
+    pgw_put_u32(buf, 4);
+    assert_int_equal(pgw_startup_need(buf, 4), -1);
+    pgw_put_u32(buf, PGW_STARTUP_MAX + 1);
+    assert_int_equal(pgw_startup_need(buf, 4), -1);
+    pgw_put_u32(buf, 0x80000000u);
+    assert_int_equal(pgw_startup_need(buf, 4), -1);
+    assert_int_equal(pgw_startup_need(buf, 3), 0);
+}
+
+/* Every truncation of a valid packet is either "need more" or rejected --
+ * never accepted, never out of bounds (run under ASan). */
+static void test_startup_every_truncation(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    const char *kv[] = { "user", "bob", "database", "app" };
+    size_t n = build_startup(buf, PGW_PROTO_V3, kv, 4);
+    for (size_t cut = 0; cut < n; cut++) {
+        long need = pgw_startup_need(buf, cut);
+        assert_true(need == 0 || (size_t)need == n);
+        struct pgw_startup st;
+        uint8_t copy[512];
+        memcpy(copy, buf, cut);
+        pgw_put_u32(copy, (uint32_t)cut);   /* lie about the length */
+        if (cut >= 8)
+            assert_int_equal(pgw_startup_parse(copy, cut, &st), PGW_EPROTO);
+    }
+}
+
+static void test_msg_complete(void **state)
+{
+    (void)state;
+    uint8_t m[10] = { 'Q', 0, 0, 0, 9, 's', 'e', 'l', 0, 0 };
+    for (size_t i = 0; i < 10; i++)
+        assert_int_equal(pgw_msg_complete(m, i, 100), 0);
+    assert_int_equal(pgw_msg_complete(m, 10, 100), 10);
+    m[4] = 3;
+    assert_int_equal(pgw_msg_complete(m, 10, 100), -1);
+    pgw_put_u32(m + 1, 200);
+    assert_int_equal(pgw_msg_complete(m, 10, 100), -1);
+}
+
+static void test_wire_error_roundtrip(void **state)
+{
+    (void)state;
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_error(&b, "ERROR", "57014", "waited %d s", 3);
+    assert_false(b.failed);
+    assert_int_equal(b.data[0], 'E');
+    assert_int_equal(pgw_get_u32(b.data + 1), b.len - 1);
+    struct pgw_wire_err_fields f;
+    assert_int_equal(pgw_wire_parse_error(b.data + 5, b.len - 5, &f), 0);
+    assert_string_equal(f.severity, "ERROR");
+    assert_string_equal(f.sqlstate, "57014");
+    assert_string_equal(f.message, "waited 3 s");
+    /* Truncated bodies are rejected, never read past. */
+    for (size_t cut = 0; cut < b.len - 5; cut++)
+        assert_int_equal(pgw_wire_parse_error(b.data + 5, cut, &f), PGW_EPROTO);
+    pgw_wbuf_deinit(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_startup_v3),
+        cmocka_unit_test(test_startup_database_defaults_to_user),
+        cmocka_unit_test(test_startup_no_user),
+        cmocka_unit_test(test_startup_minor_and_protoopts),
+        cmocka_unit_test(test_startup_bad_version),
+        cmocka_unit_test(test_ssl_gss_cancel),
+        cmocka_unit_test(test_startup_lengths),
+        cmocka_unit_test(test_startup_every_truncation),
+        cmocka_unit_test(test_msg_complete),
+        cmocka_unit_test(test_wire_error_roundtrip),
+    };
+    return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
+}
