@@ -51,7 +51,13 @@ const char *pgw_tls_mode_name(enum pgw_tls_mode m);
 
 /* One [databases] entry.  Fields the entry does not set are -1 (numbers)
  * or NULL (strings) and inherit the general settings; use the
- * pgw_conf_db_* accessors below for effective values. */
+ * "effective values" functions below (pgw_conf_pool_size, ...).
+ * PgBouncer's datestyle= and timezone= keys are turned into libpq's
+ * options ("-c DateStyle=... -c TimeZone=..."), after any options= given.
+ * dbname defaults to the entry's name, except for "*" (where NULL means
+ * "the name the client asked for").  The libpq keyword list is static
+ * (conf does not link libpq) and includes keys of libpq 16-18: an older
+ * libpq rejects those at connect time. */
 struct pgw_conf_db {
     char *name;              /* database name clients ask for; "*" = fallback */
     /* libpq connection keywords for the server (host, port, dbname, user,
@@ -86,6 +92,7 @@ struct pgw_conf_user {
     int line;
 };
 
+/* General settings.  String fields are never NULL: "" means unset. */
 struct pgw_config {
     char *file;              /* path of the main file */
 
@@ -104,6 +111,8 @@ struct pgw_config {
     char *auth_dbname;
     char *admin_users;       /* comma-separated */
     char *stats_users;
+    char *ignore_startup_parameters;    /* comma-separated; "" */
+    bool application_name_add_host;     /* false */
 
     /* pooling */
     enum pgw_pool_mode pool_mode;   /* session */
@@ -170,7 +179,8 @@ struct pgw_config {
     int nusers;
 };
 
-/* Messages gathered while loading: each a full "file:line: text" line. */
+/* Messages gathered while loading: each a full "file:line: text" line.
+ * Zero it before the first use; loaders append to it. */
 struct pgw_conf_diag {
     char **errors;
     int nerrors;
@@ -180,7 +190,8 @@ struct pgw_conf_diag {
 
 /* Load and validate.  Returns 0 and sets *out, or PGW_ECONFIG with every
  * problem listed in diag (and *out NULL).  Warnings are listed either way.
- * diag may be NULL. */
+ * diag may be NULL.  Checks across keys (auth_type needs auth_file, ...)
+ * run once every line has parsed without error. */
 int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_diag *diag);
 /* Load from a string (for tests); `name` stands for the file in messages;
  * %include paths are relative to the current directory. */
@@ -203,7 +214,8 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
                  char *errbuf, size_t errlen);
 /* The current value of a general key as text (admin SHOW CONFIG); returns
  * false for an unknown key.  Iterate all keys with pgw_conf_key_name(i)
- * until it returns NULL. */
+ * until it returns NULL.  Booleans read "on"/"off", durations plain
+ * seconds; a value longer than len is truncated. */
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
 const char *pgw_conf_key_name(int i);
 const char *pgw_conf_key_default(int i);
@@ -219,11 +231,24 @@ enum pgw_pool_mode pgw_conf_pool_mode(const struct pgw_config *cfg,
                                       const struct pgw_conf_user *user);
 int pgw_conf_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db,
                        const struct pgw_conf_user *user);
+/* The same for the other inherited settings (db and user may be NULL);
+ * pgw_conf_auth_user returns NULL when neither sets one. */
+int pgw_conf_min_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+int pgw_conf_max_db_connections(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+int pgw_conf_max_user_connections(const struct pgw_config *cfg,
+                                  const struct pgw_conf_user *user);
+double pgw_conf_query_timeout(const struct pgw_config *cfg, const struct pgw_conf_user *user);
+double pgw_conf_idle_transaction_timeout(const struct pgw_config *cfg,
+                                         const struct pgw_conf_user *user);
+double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
+                                    const struct pgw_conf_user *user);
 
 /* Durations: parse "250ms", "5s", "2min", "1.5", "1h", "1d" into seconds.
  * Returns 0 or PGW_EINVAL. */
 int pgw_conf_parse_duration(const char *text, double *seconds);
-/* Is name in a comma-separated list (admin_users, stats_users)? */
+/* Is name in a comma- or space-separated list (admin_users, stats_users)? */
 bool pgw_conf_list_has(const char *list, const char *name);
 
 /*

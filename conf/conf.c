@@ -1,1 +1,0 @@
-/* placeholder until conf.c lands */

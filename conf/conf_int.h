@@ -1,0 +1,152 @@
+/*
+ * conf_int.h - what the files of conf/ share; never included outside conf/.
+ *
+ *   report.c   collecting "file:line: message" errors and warnings
+ *   value.c    text -> int / duration / bool / enum, and back
+ *   keys.c     the one table of [pgwharf] keys: defaults, set, get, free
+ *   ini.c      the INI reader: lines, sections, %include
+ *   load.c     the loader: routes sections and keys, builds the config
+ *   connstr.c  `key=value ...` strings and the libpq keyword list
+ *   dbs.c      [databases] entries      users.c  [users] entries
+ *   validate.c checks across keys       lookup.c finding entries, inheritance
+ *   print.c    pgw_conf_print           authfile.c  the auth_file reader
+ */
+#ifndef PGW_CONF_CONF_INT_H
+#define PGW_CONF_CONF_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "conf/conf.h"
+
+/* ---- report.c ---- */
+
+/* Where messages go.  diag may be NULL: counts are kept either way, so a
+ * message lost to a failed allocation still fails the load. */
+struct conf_report {
+    struct pgw_conf_diag *diag;
+    int nerrors;
+    int nwarnings;
+    bool oom;
+};
+
+/* "file:line: text" (line 0: "file: text"). */
+void conf_error(struct conf_report *r, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void conf_warn(struct conf_report *r, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* strdup that records a failure in r (r may be NULL). */
+char *conf_strdup(struct conf_report *r, const char *s);
+
+/* ---- value.c: parsers write "expected ..., got \"x\"" into err ---- */
+
+#define CONF_ERRLEN 256
+
+int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
+int conf_parse_dur(const char *text, double *out, char *err, size_t errlen);
+int conf_parse_num(const char *text, double *out, char *err, size_t errlen);
+int conf_parse_bool(const char *text, bool *out, char *err, size_t errlen);
+int conf_parse_pool_mode(const char *text, int *out, char *err, size_t errlen);
+int conf_parse_auth_type(const char *text, int *out, char *err, size_t errlen);
+int conf_parse_tls_mode(const char *text, int *out, char *err, size_t errlen);
+int conf_parse_log_level(const char *text, char *err, size_t errlen);
+/* The shortest plain decimal that reads back as the same double. */
+void conf_format_num(char *buf, size_t len, double v);
+
+/* ---- keys.c ---- */
+
+enum conf_kind {
+    CONF_INT, CONF_DUR, CONF_NUM, CONF_BOOL, CONF_STR,
+    CONF_POOL_MODE, CONF_AUTH_TYPE, CONF_TLS_MODE, CONF_LOG_LEVEL
+};
+
+struct conf_key {
+    const char *name;
+    enum conf_kind kind;
+    size_t offset;           /* into struct pgw_config */
+    const char *def;         /* default, as the file would write it */
+    int lo, hi;              /* CONF_INT range */
+};
+
+int conf_key_count(void);
+const struct conf_key *conf_key_at(int i);
+/* Index of a key (case-insensitive), or -1. */
+int conf_key_find(const char *name);
+/* A PgBouncer key pgwharf accepts but ignores (case-insensitive)? */
+bool conf_key_unsupported(const char *name);
+/* Parse text into the field.  0, PGW_ECONFIG (message in err) or PGW_ENOMEM. */
+int conf_key_set(struct pgw_config *cfg, const struct conf_key *k, const char *text,
+                 char *err, size_t errlen);
+void conf_key_get(const struct pgw_config *cfg, const struct conf_key *k, char *buf,
+                  size_t len);
+/* The value of a string key (never truncated), or NULL for other kinds. */
+const char *conf_key_string(const struct pgw_config *cfg, const struct conf_key *k);
+/* Free the general string fields (not file, dbs or users). */
+void conf_keys_free(struct pgw_config *cfg);
+
+/* ---- ini.c ---- */
+
+/* What the INI reader calls for each section header and key line.  `file`
+ * is the name to show in messages; `quoted` says the key was "quoted". */
+struct conf_ini_handler {
+    void (*section)(void *arg, const char *file, int line, const char *name);
+    void (*key)(void *arg, const char *file, int line, const char *key,
+                const char *value);
+    void *arg;
+    struct conf_report *rep;
+};
+
+#define CONF_INCLUDE_DEPTH 10
+#define CONF_MAX_FILE_SIZE (16 * 1024 * 1024)
+
+/* Read a file (and its %includes).  Returns 0, or PGW_ECONFIG when the
+ * file itself cannot be read; syntax errors only go to h->rep. */
+int conf_ini_load_file(const struct conf_ini_handler *h, const char *path);
+int conf_ini_load_string(const struct conf_ini_handler *h, const char *name,
+                         const char *text);
+/* Read a whole file into a NUL-terminated heap string (for authfile.c too).
+ * On failure returns NULL with a message in err. */
+char *conf_read_file(const char *path, char *err, size_t errlen);
+
+/* ---- load.c: the loader state shared with dbs.c, users.c, validate.c ---- */
+
+enum conf_section { SECT_NONE, SECT_GENERAL, SECT_DATABASES, SECT_USERS, SECT_SKIP };
+
+struct conf_origin {
+    char *file;              /* NULL: key left at its default */
+    int line;
+};
+
+struct conf_loader {
+    struct pgw_config *cfg;
+    struct conf_report rep;
+    enum conf_section sect;
+    struct conf_origin *origins;    /* one per general key */
+};
+
+/* ---- connstr.c ---- */
+
+/* Next `key=value` of a connection string; *p advances.  Returns 1 with
+ * heap copies in *key and *val, 0 at the end, PGW_ECONFIG with a message
+ * in err, PGW_ENOMEM. */
+int conf_connstr_next(const char **p, char **key, char **val, char *err, size_t errlen);
+/* The canonical libpq keyword for name (case-insensitive), or NULL. */
+const char *conf_libpq_keyword(const char *name);
+/* Write a value the way conf_connstr_next reads it back. */
+void conf_connstr_quote(FILE *f, const char *val);
+
+/* ---- dbs.c, users.c ---- */
+
+void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
+                 const char *connstr);
+void conf_db_free(struct pgw_conf_db *db);
+void conf_user_add(struct conf_loader *ld, const char *file, int line, const char *name,
+                   const char *settings);
+void conf_user_free(struct pgw_conf_user *u);
+
+/* ---- validate.c ---- */
+
+void conf_validate(struct conf_loader *ld);
+
+#endif

@@ -1,0 +1,311 @@
+/*
+ * dbs.c - [databases] entries: `name = key=value ...`.  libpq keywords go
+ * to conn_keys/conn_vals for PQconnectStartParams; PgBouncer's pool keys
+ * (pool_size, min_pool_size, reserve_pool[_size], max_db_connections,
+ * pool_mode, auth_user, connect_query) fill the entry's fields; datestyle=
+ * and timezone= become "-c DateStyle=... -c TimeZone=..." in options.
+ * An entry with any error is reported and left out.
+ */
+#include "conf/conf_int.h"
+#include "common/err.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* PgBouncer database keys pgwharf does not implement yet. */
+static const char *const unsupported_db_keys[] = {
+    "max_db_client_connections", "server_lifetime", "auth_dbname", "auth_query",
+};
+
+/* An entry being built, with the PgBouncer extras still to merge. */
+struct db_build {
+    struct pgw_conf_db db;
+    char *gucs;              /* "-c DateStyle=... -c TimeZone=..." or NULL */
+    int nerrors;
+};
+
+static void db_init(struct pgw_conf_db *db)
+{
+    memset(db, 0, sizeof(*db));
+    db->pool_size = db->min_pool_size = db->reserve_pool_size = -1;
+    db->max_db_connections = db->pool_mode = -1;
+}
+
+void conf_db_free(struct pgw_conf_db *db)
+{
+    for (int i = 0; i < db->nconn; i++) {
+        free(db->conn_keys[i]);
+        free(db->conn_vals[i]);
+    }
+    free(db->conn_keys);
+    free(db->conn_vals);
+    free(db->name);
+    free(db->auth_user);
+    free(db->connect_query);
+    free(db->file);
+    db_init(db);
+}
+
+static int find_conn(const struct pgw_conf_db *db, const char *key)
+{
+    for (int i = 0; i < db->nconn; i++)
+        if (strcmp(db->conn_keys[i], key) == 0)
+            return i;
+    return -1;
+}
+
+/* Append key=val (taking val) keeping both arrays NULL-terminated. */
+static int add_conn(struct pgw_conf_db *db, const char *key, char *val)
+{
+    char **keys = realloc(db->conn_keys, (size_t)(db->nconn + 2) * sizeof(char *));
+    if (keys)
+        db->conn_keys = keys;
+    char **vals = keys ? realloc(db->conn_vals, (size_t)(db->nconn + 2) * sizeof(char *)) : NULL;
+    if (vals)
+        db->conn_vals = vals;
+    char *k = vals ? strdup(key) : NULL;
+    if (!k) {
+        free(val);
+        return PGW_ENOMEM;
+    }
+    db->conn_keys[db->nconn] = k;
+    db->conn_vals[db->nconn] = val;
+    db->nconn++;
+    db->conn_keys[db->nconn] = db->conn_vals[db->nconn] = NULL;
+    return 0;
+}
+
+/* " -c Name=value" with the server's escapes for spaces and backslashes. */
+static int add_guc(struct db_build *b, const char *name, const char *value)
+{
+    size_t old = b->gucs ? strlen(b->gucs) : 0;
+    char *s = realloc(b->gucs, old + strlen(name) + 2 * strlen(value) + 8);
+    if (!s)
+        return PGW_ENOMEM;
+    b->gucs = s;
+    s += old;
+    s += sprintf(s, "%s-c %s=", old ? " " : "", name);
+    for (const char *p = value; *p; p++) {
+        if (*p == ' ' || *p == '\\')
+            *s++ = '\\';
+        *s++ = *p;
+    }
+    *s = '\0';
+    return 0;
+}
+
+static int set_str(char **field, const char *val)
+{
+    char *copy = strdup(val);
+    if (!copy)
+        return PGW_ENOMEM;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* A pool key: 1 when handled, 0 when key is not one, or an error. */
+static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, char *err,
+                    size_t errlen)
+{
+    int rc;
+    if (strcasecmp(key, "pool_size") == 0)
+        rc = conf_parse_int(val, 1, INT_MAX, &db->pool_size, err, errlen);
+    else if (strcasecmp(key, "min_pool_size") == 0)
+        rc = conf_parse_int(val, 0, INT_MAX, &db->min_pool_size, err, errlen);
+    else if (strcasecmp(key, "reserve_pool") == 0 || strcasecmp(key, "reserve_pool_size") == 0)
+        rc = conf_parse_int(val, 0, INT_MAX, &db->reserve_pool_size, err, errlen);
+    else if (strcasecmp(key, "max_db_connections") == 0)
+        rc = conf_parse_int(val, 0, INT_MAX, &db->max_db_connections, err, errlen);
+    else if (strcasecmp(key, "pool_mode") == 0)
+        rc = conf_parse_pool_mode(val, &db->pool_mode, err, errlen);
+    else if (strcasecmp(key, "auth_user") == 0)
+        rc = set_str(&db->auth_user, val);
+    else if (strcasecmp(key, "connect_query") == 0)
+        rc = set_str(&db->connect_query, val);
+    else
+        return 0;
+    return rc == 0 ? 1 : rc;
+}
+
+static bool unsupported_db_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof(unsupported_db_keys) / sizeof(unsupported_db_keys[0]); i++)
+        if (strcasecmp(unsupported_db_keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* A key that is not a pool key: datestyle/timezone, a libpq keyword, a
+ * PgBouncer key to warn about.  Takes *val.  0, PGW_ECONFIG with err, or
+ * PGW_ENOMEM. */
+static int conn_key(struct conf_loader *ld, struct db_build *b, const char *file, int line,
+                    const char *key, char *val, char *err, size_t errlen)
+{
+    const char *kw = conf_libpq_keyword(key);
+    int rc = 0;
+    if (strcasecmp(key, "datestyle") == 0 || strcasecmp(key, "timezone") == 0) {
+        rc = add_guc(b, strcasecmp(key, "datestyle") == 0 ? "DateStyle" : "TimeZone", val);
+    } else if (kw && find_conn(&b->db, kw) >= 0) {
+        snprintf(err, errlen, "duplicate key \"%s\"", kw);
+        rc = PGW_ECONFIG;
+    } else if (kw) {
+        return add_conn(&b->db, kw, val);
+    } else if (unsupported_db_key(key)) {
+        conf_warn(&ld->rep, file, line, "database \"%s\": %s: ignored: not supported yet",
+                  b->db.name, key);
+    } else {
+        snprintf(err, errlen, "unknown key \"%s\"", key);
+        rc = PGW_ECONFIG;
+    }
+    free(val);
+    return rc;
+}
+
+/* Route one key=value of the connection string; takes val.  Errors are
+ * reported and counted; returns PGW_ENOMEM or 0. */
+static int db_key(struct conf_loader *ld, struct db_build *b, const char *file, int line,
+                  const char *key, char *val)
+{
+    char err[CONF_ERRLEN];
+    int rc = pool_key(&b->db, key, val, err, sizeof(err));
+    if (rc == PGW_ECONFIG)      /* a pool key's value: name the key */
+        conf_error(&ld->rep, file, line, "database \"%s\": %s: %s", b->db.name, key, err);
+    if (rc != 0) {
+        free(val);
+    } else if ((rc = conn_key(ld, b, file, line, key, val, err, sizeof(err))) == PGW_ECONFIG) {
+        conf_error(&ld->rep, file, line, "database \"%s\": %s", b->db.name, err);
+    }
+    if (rc == PGW_ENOMEM)
+        ld->rep.oom = true;
+    b->nerrors += rc < 0;
+    return rc == PGW_ENOMEM ? rc : 0;
+}
+
+/* Every comma-separated port must be empty (libpq's default) or 1-65535. */
+static bool ports_valid(const char *ports)
+{
+    char err[CONF_ERRLEN], one[16];
+    int port;
+    for (const char *p = ports;; p++) {
+        size_t n = strcspn(p, ",");
+        if (n >= sizeof(one))
+            return false;
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (n > 0 && conf_parse_int(one, 1, 65535, &port, err, sizeof(err)) != 0)
+            return false;
+        p += n;
+        if (!*p)
+            return true;
+    }
+}
+
+static const char *conn_value(const struct pgw_conf_db *db, const char *key)
+{
+    int i = find_conn(db, key);
+    return i < 0 ? NULL : db->conn_vals[i];
+}
+
+/* Merge the extras into the libpq keys and set the convenience pointers. */
+static int db_finish(struct db_build *b)
+{
+    struct pgw_conf_db *db = &b->db;
+    int i, rc = 0;
+    if (b->gucs && (i = find_conn(db, "options")) >= 0) {
+        char *merged = NULL;
+        if (asprintf(&merged, "%s %s", db->conn_vals[i], b->gucs) < 0)
+            return PGW_ENOMEM;
+        free(db->conn_vals[i]);
+        db->conn_vals[i] = merged;
+    } else if (b->gucs) {
+        rc = add_conn(db, "options", b->gucs);
+        b->gucs = NULL;
+    }
+    if (rc == 0 && !conn_value(db, "dbname") && strcmp(db->name, "*") != 0) {
+        char *dbname = strdup(db->name);
+        rc = dbname ? add_conn(db, "dbname", dbname) : PGW_ENOMEM;
+    }
+    db->host = conn_value(db, "host");
+    db->port = conn_value(db, "port");
+    db->dbname = conn_value(db, "dbname");
+    db->user = conn_value(db, "user");
+    db->password = conn_value(db, "password");
+    return rc;
+}
+
+static void parse_connstr(struct conf_loader *ld, struct db_build *b, const char *file,
+                          int line, const char *connstr)
+{
+    char err[CONF_ERRLEN], *key, *val;
+    const char *p = connstr;
+    int rc;
+    while ((rc = conf_connstr_next(&p, &key, &val, err, sizeof(err))) > 0) {
+        rc = db_key(ld, b, file, line, key, val);
+        free(key);
+        if (rc == PGW_ENOMEM)
+            return;
+    }
+    if (rc == PGW_ECONFIG) {
+        conf_error(&ld->rep, file, line, "database \"%s\": %s", b->db.name, err);
+        b->nerrors++;
+    } else if (rc == PGW_ENOMEM) {
+        ld->rep.oom = true;
+        b->nerrors++;
+    }
+    const char *port = conn_value(&b->db, "port");
+    if (port && !ports_valid(port)) {
+        conf_error(&ld->rep, file, line,
+                   "database \"%s\": port: expected a port number from 1 to 65535, got \"%s\"",
+                   b->db.name, port);
+        b->nerrors++;
+    }
+}
+
+static const struct pgw_conf_db *find_exact(const struct pgw_config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->ndbs; i++)
+        if (strcmp(cfg->dbs[i].name, name) == 0)
+            return &cfg->dbs[i];
+    return NULL;
+}
+
+static int db_append(struct pgw_config *cfg, struct pgw_conf_db *db)
+{
+    struct pgw_conf_db *grown = realloc(cfg->dbs, (size_t)(cfg->ndbs + 1) * sizeof(*grown));
+    if (!grown)
+        return PGW_ENOMEM;
+    cfg->dbs = grown;
+    cfg->dbs[cfg->ndbs++] = *db;
+    return 0;
+}
+
+void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
+                 const char *connstr)
+{
+    const struct pgw_conf_db *old = find_exact(ld->cfg, name);
+    if (old) {
+        conf_error(&ld->rep, file, line, "duplicate database \"%s\" (first defined at %s:%d)",
+                   name, old->file, old->line);
+        return;
+    }
+    struct db_build b = { .gucs = NULL };
+    db_init(&b.db);
+    b.db.name = conf_strdup(&ld->rep, name);
+    b.db.file = conf_strdup(&ld->rep, file);
+    b.db.line = line;
+    if (b.db.name && b.db.file)
+        parse_connstr(ld, &b, file, line, connstr);
+    if (b.nerrors == 0 && b.db.name && b.db.file && db_finish(&b) == 0 &&
+        db_append(ld->cfg, &b.db) == 0) {
+        free(b.gucs);
+        return;
+    }
+    if (b.nerrors == 0)
+        ld->rep.oom = true;
+    free(b.gucs);
+    conf_db_free(&b.db);
+}

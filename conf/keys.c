@@ -1,0 +1,325 @@
+/*
+ * keys.c - the one table of [pgwharf] keys.  Parsing, defaults, printing,
+ * admin SET/SHOW and freeing all walk this table, so a key cannot be
+ * known to one and forgotten by another.  A compile-time check ties each
+ * entry's kind to the C type of its struct pgw_config field.
+ *
+ * Also the list of PgBouncer keys accepted with a warning.
+ */
+#include "conf/conf_int.h"
+#include "common/err.h"
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PGW_AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
+
+/* X(field = key name, kind, default text, lo, hi): lo/hi bound CONF_INT. */
+#define PGW_CONF_KEYS(X)                                                    \
+    X(listen_addr,              STR,        "127.0.0.1",   0, 0)            \
+    X(listen_port,              INT,        "6432",        0, 65535)        \
+    X(unix_socket_dir,          STR,        "/tmp",        0, 0)            \
+    X(listen_backlog,           INT,        "128",         1, INT_MAX)      \
+    X(auth_type,                AUTH_TYPE,  "md5",         0, 0)            \
+    X(auth_file,                STR,        "",            0, 0)            \
+    X(auth_hba_file,            STR,        "",            0, 0)            \
+    X(auth_user,                STR,        "",            0, 0)            \
+    X(auth_query,               STR,        PGW_AUTH_QUERY_DEFAULT, 0, 0)   \
+    X(auth_dbname,              STR,        "",            0, 0)            \
+    X(admin_users,              STR,        "",            0, 0)            \
+    X(stats_users,              STR,        "",            0, 0)            \
+    X(ignore_startup_parameters, STR,       "",            0, 0)            \
+    X(application_name_add_host, BOOL,      "off",         0, 0)            \
+    X(pool_mode,                POOL_MODE,  "session",     0, 0)            \
+    X(max_client_conn,          INT,        "100",         1, INT_MAX)      \
+    X(default_pool_size,        INT,        "20",          1, INT_MAX)      \
+    X(min_pool_size,            INT,        "0",           0, INT_MAX)      \
+    X(reserve_pool_size,        INT,        "0",           0, INT_MAX)      \
+    X(reserve_pool_timeout,     DUR,        "5",           0, 0)            \
+    X(max_db_connections,       INT,        "0",           0, INT_MAX)      \
+    X(max_user_connections,     INT,        "0",           0, INT_MAX)      \
+    X(max_prepared_statements,  INT,        "200",         0, INT_MAX)      \
+    X(server_lifetime,          DUR,        "3600",        0, 0)            \
+    X(server_idle_timeout,      DUR,        "600",         0, 0)            \
+    X(server_connect_timeout,   DUR,        "15",          0, 0)            \
+    X(server_login_retry,       DUR,        "15",          0, 0)            \
+    X(server_reset_query,       STR,        "DISCARD ALL", 0, 0)            \
+    X(server_reset_query_always, BOOL,      "off",         0, 0)            \
+    X(server_check_query,       STR,        "select 1",    0, 0)            \
+    X(server_check_delay,       DUR,        "30",          0, 0)            \
+    X(server_round_robin,       BOOL,       "off",         0, 0)            \
+    X(query_timeout,            DUR,        "0",           0, 0)            \
+    X(query_wait_timeout,       DUR,        "120",         0, 0)            \
+    X(client_login_timeout,     DUR,        "60",          0, 0)            \
+    X(client_idle_timeout,      DUR,        "0",           0, 0)            \
+    X(idle_transaction_timeout, DUR,        "0",           0, 0)            \
+    X(logfile,                  STR,        "",            0, 0)            \
+    X(pidfile,                  STR,        "",            0, 0)            \
+    X(log_connections,          BOOL,       "on",          0, 0)            \
+    X(log_disconnections,       BOOL,       "on",          0, 0)            \
+    X(log_pooler_errors,        BOOL,       "on",          0, 0)            \
+    X(stats_period,             DUR,        "60",          0, 0)            \
+    X(log_level,                LOG_LEVEL,  "info",        0, 0)            \
+    X(client_tls_sslmode,       TLS_MODE,   "disable",     0, 0)            \
+    X(client_tls_key_file,      STR,        "",            0, 0)            \
+    X(client_tls_cert_file,     STR,        "",            0, 0)            \
+    X(client_tls_ca_file,       STR,        "",            0, 0)            \
+    X(client_tls_protocols,     STR,        "secure",      0, 0)            \
+    X(client_tls_ciphers,       STR,        "fast",        0, 0)            \
+    X(server_tls_sslmode,       TLS_MODE,   "prefer",      0, 0)            \
+    X(server_tls_key_file,      STR,        "",            0, 0)            \
+    X(server_tls_cert_file,     STR,        "",            0, 0)            \
+    X(server_tls_ca_file,       STR,        "",            0, 0)            \
+    X(server_tls_protocols,     STR,        "secure",      0, 0)            \
+    X(server_tls_ciphers,       STR,        "fast",        0, 0)            \
+    X(breaker_threshold,        INT,        "3",           1, INT_MAX)      \
+    X(breaker_cooldown,         DUR,        "1",           0, 0)            \
+    X(breaker_max_cooldown,     DUR,        "30",          0, 0)            \
+    X(server_connect_rate,      NUM,        "0",           0, 0)            \
+    X(server_connect_burst,     INT,        "0",           0, INT_MAX)      \
+    X(metrics_addr,             STR,        "127.0.0.1",   0, 0)            \
+    X(metrics_port,             INT,        "0",           0, 65535)        \
+    X(shutdown_timeout,         DUR,        "30",          0, 0)
+
+/* The C type each kind is stored as. */
+#define CTYPE_INT int
+#define CTYPE_DUR double
+#define CTYPE_NUM double
+#define CTYPE_BOOL bool
+#define CTYPE_STR char *
+#define CTYPE_LOG_LEVEL char *
+#define CTYPE_POOL_MODE enum pgw_pool_mode
+#define CTYPE_AUTH_TYPE enum pgw_auth_type
+#define CTYPE_TLS_MODE enum pgw_tls_mode
+
+#define KEY_TYPE_CHECK(field, kind, def, lo, hi)                                  \
+    _Static_assert(__builtin_types_compatible_p(                                  \
+                       __typeof__(((struct pgw_config *)0)->field), CTYPE_##kind), \
+                   "struct pgw_config." #field " is not " #kind);
+PGW_CONF_KEYS(KEY_TYPE_CHECK)
+#undef KEY_TYPE_CHECK
+
+#define KEY_ENTRY(field, kind, def, lo, hi) \
+    { #field, CONF_##kind, offsetof(struct pgw_config, field), def, lo, hi },
+static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
+#undef KEY_ENTRY
+
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+/* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
+ * error, so an existing pgbouncer.ini loads. */
+static const char *const unsupported_keys[] = {
+    "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
+    "cancel_wait_timeout", "client_tls13_ciphers", "client_tls_dheparams",
+    "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
+    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_stats",
+    "max_db_client_connections", "max_packet_size", "max_user_client_connections",
+    "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
+    "scram_iterations", "server_fast_close", "server_tls13_ciphers", "service_name",
+    "so_reuseport", "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
+    "tcp_defer_accept", "tcp_keepalive", "tcp_keepcnt", "tcp_keepidle",
+    "tcp_keepintvl", "tcp_socket_buffer", "tcp_user_timeout",
+    "track_extra_parameters", "transaction_timeout", "unix_socket_group",
+    "unix_socket_mode", "user", "verbose",
+};
+
+int conf_key_count(void) { return NKEYS; }
+
+const struct conf_key *conf_key_at(int i)
+{
+    return i >= 0 && i < NKEYS ? &keys[i] : NULL;
+}
+
+int conf_key_find(const char *name)
+{
+    for (int i = 0; i < NKEYS; i++)
+        if (strcasecmp(keys[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+bool conf_key_unsupported(const char *name)
+{
+    for (size_t i = 0; i < sizeof(unsupported_keys) / sizeof(unsupported_keys[0]); i++)
+        if (strcasecmp(unsupported_keys[i], name) == 0)
+            return true;
+    return false;
+}
+
+const char *pgw_conf_key_name(int i)
+{
+    return i >= 0 && i < NKEYS ? keys[i].name : NULL;
+}
+
+const char *pgw_conf_key_default(int i)
+{
+    return i >= 0 && i < NKEYS ? keys[i].def : NULL;
+}
+
+#define FIELD(cfg, k, type) ((type *)((char *)(cfg) + (k)->offset))
+#define CFIELD(cfg, k, type) ((const type *)((const char *)(cfg) + (k)->offset))
+
+static int set_string(char **field, const char *text)
+{
+    char *copy = strdup(text);
+    if (!copy)
+        return PGW_ENOMEM;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* Enums are stored through an int parse, then assigned with their type. */
+static int set_enum(struct pgw_config *cfg, const struct conf_key *k, const char *text,
+                    char *err, size_t errlen)
+{
+    int v, rc;
+    switch (k->kind) {
+    case CONF_POOL_MODE:
+        if ((rc = conf_parse_pool_mode(text, &v, err, errlen)) == 0)
+            *FIELD(cfg, k, enum pgw_pool_mode) = (enum pgw_pool_mode)v;
+        return rc;
+    case CONF_AUTH_TYPE:
+        if ((rc = conf_parse_auth_type(text, &v, err, errlen)) == 0)
+            *FIELD(cfg, k, enum pgw_auth_type) = (enum pgw_auth_type)v;
+        return rc;
+    case CONF_TLS_MODE:
+        if ((rc = conf_parse_tls_mode(text, &v, err, errlen)) == 0)
+            *FIELD(cfg, k, enum pgw_tls_mode) = (enum pgw_tls_mode)v;
+        return rc;
+    default:
+        return PGW_EINVAL;
+    }
+}
+
+int conf_key_set(struct pgw_config *cfg, const struct conf_key *k, const char *text,
+                 char *err, size_t errlen)
+{
+    switch (k->kind) {
+    case CONF_INT:
+        return conf_parse_int(text, k->lo, k->hi, FIELD(cfg, k, int), err, errlen);
+    case CONF_DUR:
+        return conf_parse_dur(text, FIELD(cfg, k, double), err, errlen);
+    case CONF_NUM:
+        return conf_parse_num(text, FIELD(cfg, k, double), err, errlen);
+    case CONF_BOOL:
+        return conf_parse_bool(text, FIELD(cfg, k, bool), err, errlen);
+    case CONF_LOG_LEVEL:
+        if (conf_parse_log_level(text, err, errlen) != 0)
+            return PGW_ECONFIG;
+        return set_string(FIELD(cfg, k, char *), text);
+    case CONF_STR:
+        return set_string(FIELD(cfg, k, char *), text);
+    default:
+        return set_enum(cfg, k, text, err, errlen);
+    }
+}
+
+void conf_key_get(const struct pgw_config *cfg, const struct conf_key *k, char *buf,
+                  size_t len)
+{
+    switch (k->kind) {
+    case CONF_INT:
+        snprintf(buf, len, "%d", *CFIELD(cfg, k, int));
+        break;
+    case CONF_DUR:
+    case CONF_NUM:
+        conf_format_num(buf, len, *CFIELD(cfg, k, double));
+        break;
+    case CONF_BOOL:
+        snprintf(buf, len, "%s", *CFIELD(cfg, k, bool) ? "on" : "off");
+        break;
+    case CONF_STR:
+    case CONF_LOG_LEVEL:
+        snprintf(buf, len, "%s", *CFIELD(cfg, k, char *) ? *CFIELD(cfg, k, char *) : "");
+        break;
+    case CONF_POOL_MODE:
+        snprintf(buf, len, "%s", pgw_pool_mode_name(*CFIELD(cfg, k, enum pgw_pool_mode)));
+        break;
+    case CONF_AUTH_TYPE:
+        snprintf(buf, len, "%s", pgw_auth_type_name(*CFIELD(cfg, k, enum pgw_auth_type)));
+        break;
+    case CONF_TLS_MODE:
+        snprintf(buf, len, "%s", pgw_tls_mode_name(*CFIELD(cfg, k, enum pgw_tls_mode)));
+        break;
+    }
+}
+
+const char *conf_key_string(const struct pgw_config *cfg, const struct conf_key *k)
+{
+    if (k->kind != CONF_STR && k->kind != CONF_LOG_LEVEL)
+        return NULL;
+    return *CFIELD(cfg, k, char *) ? *CFIELD(cfg, k, char *) : "";
+}
+
+void conf_keys_free(struct pgw_config *cfg)
+{
+    for (int i = 0; i < NKEYS; i++) {
+        if (keys[i].kind == CONF_STR || keys[i].kind == CONF_LOG_LEVEL) {
+            char **field = FIELD(cfg, &keys[i], char *);
+            free(*field);
+            *field = NULL;
+        }
+    }
+}
+
+struct pgw_config *pgw_conf_defaults(void)
+{
+    struct pgw_config *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return NULL;
+    char err[CONF_ERRLEN];
+    for (int i = 0; i < NKEYS; i++) {
+        if (conf_key_set(cfg, &keys[i], keys[i].def, err, sizeof(err)) != 0) {
+            pgw_conf_free(cfg);
+            return NULL;
+        }
+    }
+    cfg->file = strdup("");
+    if (!cfg->file) {
+        pgw_conf_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
+                 char *errbuf, size_t errlen)
+{
+    char err[CONF_ERRLEN] = "", dummy[1];
+    int i = conf_key_find(key);
+    int rc = PGW_ECONFIG;
+    if (!errbuf || !errlen) {
+        errbuf = dummy;
+        errlen = sizeof(dummy);
+    }
+    if (!value)
+        value = "";
+    if (i < 0 && conf_key_unsupported(key))
+        snprintf(errbuf, errlen, "%s: not supported yet", key);
+    else if (i < 0)
+        snprintf(errbuf, errlen, "unknown key \"%s\"", key);
+    else if (strpbrk(value, "\r\n"))
+        snprintf(errbuf, errlen, "%s: the value must be on one line", keys[i].name);
+    else if ((rc = conf_key_set(cfg, &keys[i], value, err, sizeof(err))) == PGW_ECONFIG)
+        snprintf(errbuf, errlen, "%s: %s", keys[i].name, err);
+    else if (rc == PGW_ENOMEM)
+        snprintf(errbuf, errlen, "out of memory");
+    else
+        errbuf[0] = '\0';
+    return rc;
+}
+
+bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len)
+{
+    int i = conf_key_find(key);
+    if (i < 0)
+        return false;
+    if (buf && len)
+        conf_key_get(cfg, &keys[i], buf, len);
+    return true;
+}

@@ -1,0 +1,148 @@
+/*
+ * load.c - pgw_conf_load: reads the INI file through ini.c, routes each
+ * section's keys ([pgwharf]/[pgbouncer] through the key table, [databases]
+ * to dbs.c, [users] to users.c), then runs the checks across keys.  It
+ * owns the config under construction until it is handed out whole.
+ */
+#include "conf/conf_int.h"
+#include "common/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void on_section(void *arg, const char *file, int line, const char *name)
+{
+    struct conf_loader *ld = arg;
+    if (strcasecmp(name, "pgwharf") == 0 || strcasecmp(name, "pgbouncer") == 0) {
+        ld->sect = SECT_GENERAL;
+    } else if (strcasecmp(name, "databases") == 0) {
+        ld->sect = SECT_DATABASES;
+    } else if (strcasecmp(name, "users") == 0) {
+        ld->sect = SECT_USERS;
+    } else if (strcasecmp(name, "peers") == 0) {
+        conf_warn(&ld->rep, file, line, "[%s]: ignored: not supported yet", name);
+        ld->sect = SECT_SKIP;
+    } else {
+        conf_error(&ld->rep, file, line,
+                   "unknown section [%s] (expected pgwharf, pgbouncer, databases or users)",
+                   name);
+        ld->sect = SECT_SKIP;
+    }
+}
+
+static void set_origin(struct conf_loader *ld, int i, const char *file, int line)
+{
+    char *copy = conf_strdup(&ld->rep, file);
+    if (!copy)
+        return;
+    free(ld->origins[i].file);
+    ld->origins[i].file = copy;
+    ld->origins[i].line = line;
+}
+
+static void general_key(struct conf_loader *ld, const char *file, int line, const char *key,
+                        const char *value)
+{
+    char err[CONF_ERRLEN];
+    int i = conf_key_find(key);
+    if (i < 0 && conf_key_unsupported(key)) {
+        conf_warn(&ld->rep, file, line, "%s: ignored: not supported yet", key);
+        return;
+    }
+    if (i < 0) {
+        conf_error(&ld->rep, file, line, "unknown key \"%s\"", key);
+        return;
+    }
+    int rc = conf_key_set(ld->cfg, conf_key_at(i), value, err, sizeof(err));
+    if (rc == PGW_ENOMEM)
+        ld->rep.oom = true;
+    else if (rc != 0)
+        conf_error(&ld->rep, file, line, "%s: %s", conf_key_at(i)->name, err);
+    else
+        set_origin(ld, i, file, line);
+}
+
+static void on_key(void *arg, const char *file, int line, const char *key, const char *value)
+{
+    struct conf_loader *ld = arg;
+    switch (ld->sect) {
+    case SECT_NONE:
+        conf_error(&ld->rep, file, line, "key \"%s\" outside of any section", key);
+        break;
+    case SECT_GENERAL:
+        general_key(ld, file, line, key, value);
+        break;
+    case SECT_DATABASES:
+        conf_db_add(ld, file, line, key, value);
+        break;
+    case SECT_USERS:
+        conf_user_add(ld, file, line, key, value);
+        break;
+    case SECT_SKIP:
+        break;
+    }
+}
+
+/* Load from a file (text NULL) or from text standing for file `name`. */
+static int load(const char *name, const char *text, struct pgw_config **out,
+                struct pgw_conf_diag *diag)
+{
+    struct conf_loader ld = { .rep = { .diag = diag } };
+    struct conf_ini_handler h = { on_section, on_key, &ld, &ld.rep };
+    *out = NULL;
+    ld.cfg = pgw_conf_defaults();
+    ld.origins = calloc((size_t)conf_key_count(), sizeof(*ld.origins));
+    if (!ld.cfg || !ld.origins) {
+        pgw_conf_free(ld.cfg);
+        free(ld.origins);
+        return PGW_ENOMEM;
+    }
+    free(ld.cfg->file);
+    ld.cfg->file = conf_strdup(&ld.rep, name);
+
+    int rc = text ? conf_ini_load_string(&h, name, text) : conf_ini_load_file(&h, name);
+    /* Checks across keys only make sense once every key parsed. */
+    if (rc == 0 && ld.rep.nerrors == 0 && !ld.rep.oom)
+        conf_validate(&ld);
+
+    for (int i = 0; i < conf_key_count(); i++)
+        free(ld.origins[i].file);
+    free(ld.origins);
+    if (rc == 0 && ld.rep.oom)
+        rc = PGW_ENOMEM;
+    else if (rc == 0 && ld.rep.nerrors > 0)
+        rc = PGW_ECONFIG;
+    if (rc != 0) {
+        pgw_conf_free(ld.cfg);
+        return rc;
+    }
+    *out = ld.cfg;
+    return 0;
+}
+
+int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_diag *diag)
+{
+    return load(path, NULL, out, diag);
+}
+
+int pgw_conf_load_string(const char *name, const char *text, struct pgw_config **out,
+                         struct pgw_conf_diag *diag)
+{
+    return load(name, text, out, diag);
+}
+
+void pgw_conf_free(struct pgw_config *cfg)
+{
+    if (!cfg)
+        return;
+    conf_keys_free(cfg);
+    for (int i = 0; i < cfg->ndbs; i++)
+        conf_db_free(&cfg->dbs[i]);
+    for (int i = 0; i < cfg->nusers; i++)
+        conf_user_free(&cfg->users[i]);
+    free(cfg->dbs);
+    free(cfg->users);
+    free(cfg->file);
+    free(cfg);
+}

@@ -1,0 +1,116 @@
+/*
+ * lookup.c - reading a loaded config: finding [databases] and [users]
+ * entries, and the effective value of each inherited setting (user entry,
+ * then database entry, then the general key).
+ */
+#include "conf/conf_int.h"
+
+#include <ctype.h>
+#include <string.h>
+
+const struct pgw_conf_db *pgw_conf_find_db(const struct pgw_config *cfg, const char *name)
+{
+    const struct pgw_conf_db *fallback = NULL;
+    for (int i = 0; i < cfg->ndbs; i++) {
+        if (strcmp(cfg->dbs[i].name, name) == 0)
+            return &cfg->dbs[i];
+        if (strcmp(cfg->dbs[i].name, "*") == 0)
+            fallback = &cfg->dbs[i];
+    }
+    return fallback;
+}
+
+const struct pgw_conf_user *pgw_conf_find_user(const struct pgw_config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nusers; i++)
+        if (strcmp(cfg->users[i].name, name) == 0)
+            return &cfg->users[i];
+    return NULL;
+}
+
+enum pgw_pool_mode pgw_conf_pool_mode(const struct pgw_config *cfg,
+                                      const struct pgw_conf_db *db,
+                                      const struct pgw_conf_user *user)
+{
+    if (user && user->pool_mode >= 0)
+        return (enum pgw_pool_mode)user->pool_mode;
+    if (db && db->pool_mode >= 0)
+        return (enum pgw_pool_mode)db->pool_mode;
+    return cfg->pool_mode;
+}
+
+int pgw_conf_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db,
+                       const struct pgw_conf_user *user)
+{
+    if (user && user->pool_size >= 0)
+        return user->pool_size;
+    if (db && db->pool_size >= 0)
+        return db->pool_size;
+    return cfg->default_pool_size;
+}
+
+int pgw_conf_min_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    return db && db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+}
+
+int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    return db && db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
+}
+
+int pgw_conf_max_db_connections(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    return db && db->max_db_connections >= 0 ? db->max_db_connections
+                                             : cfg->max_db_connections;
+}
+
+const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    if (db && db->auth_user && *db->auth_user)
+        return db->auth_user;
+    return *cfg->auth_user ? cfg->auth_user : NULL;
+}
+
+int pgw_conf_max_user_connections(const struct pgw_config *cfg,
+                                  const struct pgw_conf_user *user)
+{
+    return user && user->max_user_connections >= 0 ? user->max_user_connections
+                                                   : cfg->max_user_connections;
+}
+
+double pgw_conf_query_timeout(const struct pgw_config *cfg, const struct pgw_conf_user *user)
+{
+    return user && user->query_timeout >= 0 ? user->query_timeout : cfg->query_timeout;
+}
+
+double pgw_conf_idle_transaction_timeout(const struct pgw_config *cfg,
+                                         const struct pgw_conf_user *user)
+{
+    return user && user->idle_transaction_timeout >= 0 ? user->idle_transaction_timeout
+                                                       : cfg->idle_transaction_timeout;
+}
+
+double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
+                                    const struct pgw_conf_user *user)
+{
+    return user && user->client_idle_timeout >= 0 ? user->client_idle_timeout
+                                                  : cfg->client_idle_timeout;
+}
+
+bool pgw_conf_list_has(const char *list, const char *name)
+{
+    if (!list || !name || !*name)
+        return false;
+    size_t want = strlen(name);
+    const char *p = list;
+    while (*p) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        size_t n = strcspn(p, ", \t\r\n");
+        if (n == want && strncmp(p, name, n) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}

@@ -1,0 +1,119 @@
+/*
+ * users.c - [users] entries: `name = key=value ...` with pool_mode,
+ * pool_size, max_user_connections, query_timeout, idle_transaction_timeout
+ * and client_idle_timeout.  Fields not given stay -1 (inherit).  An entry
+ * with any error is reported and left out.
+ */
+#include "conf/conf_int.h"
+#include "common/err.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* PgBouncer user keys pgwharf does not implement yet. */
+static const char *const unsupported_user_keys[] = {
+    "reserve_pool_size", "max_user_client_connections", "transaction_timeout",
+};
+
+void conf_user_free(struct pgw_conf_user *u)
+{
+    free(u->name);
+    free(u->file);
+    u->name = u->file = NULL;
+}
+
+static void user_init(struct pgw_conf_user *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->pool_mode = u->pool_size = u->max_user_connections = -1;
+    u->query_timeout = u->idle_transaction_timeout = u->client_idle_timeout = -1;
+}
+
+static bool unsupported_user_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof(unsupported_user_keys) / sizeof(unsupported_user_keys[0]);
+         i++)
+        if (strcasecmp(unsupported_user_keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* 0, PGW_ECONFIG with err, or 1 for a key to warn about. */
+static int user_key(struct pgw_conf_user *u, const char *key, const char *val, char *err,
+                    size_t errlen)
+{
+    if (strcasecmp(key, "pool_mode") == 0)
+        return conf_parse_pool_mode(val, &u->pool_mode, err, errlen);
+    if (strcasecmp(key, "pool_size") == 0)
+        return conf_parse_int(val, 1, INT_MAX, &u->pool_size, err, errlen);
+    if (strcasecmp(key, "max_user_connections") == 0)
+        return conf_parse_int(val, 0, INT_MAX, &u->max_user_connections, err, errlen);
+    if (strcasecmp(key, "query_timeout") == 0)
+        return conf_parse_dur(val, &u->query_timeout, err, errlen);
+    if (strcasecmp(key, "idle_transaction_timeout") == 0)
+        return conf_parse_dur(val, &u->idle_transaction_timeout, err, errlen);
+    if (strcasecmp(key, "client_idle_timeout") == 0)
+        return conf_parse_dur(val, &u->client_idle_timeout, err, errlen);
+    if (unsupported_user_key(key))
+        return 1;
+    return PGW_ENOTFOUND;
+}
+
+/* Parse the settings; returns the number of errors reported. */
+static int parse_settings(struct conf_loader *ld, struct pgw_conf_user *u, const char *file,
+                          int line, const char *settings)
+{
+    char err[CONF_ERRLEN], *key, *val;
+    const char *p = settings;
+    int rc, nerrors = 0;
+    while ((rc = conf_connstr_next(&p, &key, &val, err, sizeof(err))) > 0) {
+        rc = user_key(u, key, val, err, sizeof(err));
+        if (rc == 1)
+            conf_warn(&ld->rep, file, line, "user \"%s\": %s: ignored: not supported yet",
+                      u->name, key);
+        else if (rc == PGW_ENOTFOUND)
+            conf_error(&ld->rep, file, line, "user \"%s\": unknown key \"%s\"", u->name, key);
+        else if (rc != 0)
+            conf_error(&ld->rep, file, line, "user \"%s\": %s: %s", u->name, key, err);
+        nerrors += rc < 0;
+        free(key);
+        free(val);
+    }
+    if (rc == PGW_ECONFIG)
+        conf_error(&ld->rep, file, line, "user \"%s\": %s", u->name, err);
+    else if (rc == PGW_ENOMEM)
+        ld->rep.oom = true;
+    return nerrors + (rc < 0);
+}
+
+void conf_user_add(struct conf_loader *ld, const char *file, int line, const char *name,
+                   const char *settings)
+{
+    struct pgw_config *cfg = ld->cfg;
+    for (int i = 0; i < cfg->nusers; i++) {
+        if (strcmp(cfg->users[i].name, name) == 0) {
+            conf_error(&ld->rep, file, line, "duplicate user \"%s\" (first defined at %s:%d)",
+                       name, cfg->users[i].file, cfg->users[i].line);
+            return;
+        }
+    }
+    struct pgw_conf_user u;
+    user_init(&u);
+    u.name = conf_strdup(&ld->rep, name);
+    u.file = conf_strdup(&ld->rep, file);
+    u.line = line;
+    if (u.name && u.file && parse_settings(ld, &u, file, line, settings) == 0) {
+        struct pgw_conf_user *grown =
+            realloc(cfg->users, (size_t)(cfg->nusers + 1) * sizeof(*grown));
+        if (grown) {
+            cfg->users = grown;
+            cfg->users[cfg->nusers++] = u;
+            return;
+        }
+        ld->rep.oom = true;
+    }
+    conf_user_free(&u);
+}

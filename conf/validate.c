@@ -1,0 +1,107 @@
+/*
+ * validate.c - checks that span several keys, run once every file has been
+ * read without error.  Each error names the line of the key that decides it
+ * (or just the main file when that key kept its default).
+ */
+#include "conf/conf_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Report at the line where general key `name` was set. */
+static void key_error(struct conf_loader *ld, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void key_error(struct conf_loader *ld, const char *name, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    int i = conf_key_find(name);
+    const struct conf_origin *o = i >= 0 ? &ld->origins[i] : NULL;
+    if (o && o->file)
+        conf_error(&ld->rep, o->file, o->line, "%s", text);
+    else
+        conf_error(&ld->rep, ld->cfg->file, 0, "%s", text);
+}
+
+static bool any_auth_user(const struct pgw_config *cfg)
+{
+    if (*cfg->auth_user)
+        return true;
+    for (int i = 0; i < cfg->ndbs; i++)
+        if (cfg->dbs[i].auth_user && *cfg->dbs[i].auth_user)
+            return true;
+    return false;
+}
+
+static void check_auth(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    const char *type = pgw_auth_type_name(cfg->auth_type);
+    bool needs_secrets = cfg->auth_type == PGW_AUTH_PLAIN || cfg->auth_type == PGW_AUTH_MD5 ||
+                         cfg->auth_type == PGW_AUTH_SCRAM;
+    if (needs_secrets && !*cfg->auth_file && !any_auth_user(cfg))
+        key_error(ld, "auth_type",
+                  "auth_type %s needs auth_file, or auth_user to look passwords up with "
+                  "auth_query", type);
+    if (any_auth_user(cfg) && !*cfg->auth_query)
+        key_error(ld, "auth_query", "auth_query: must not be empty when auth_user is set");
+    if (cfg->auth_type == PGW_AUTH_HBA && !*cfg->auth_hba_file)
+        key_error(ld, "auth_type", "auth_type hba needs auth_hba_file");
+    if (cfg->auth_type == PGW_AUTH_CERT && cfg->client_tls_sslmode == PGW_TLS_DISABLE)
+        key_error(ld, "auth_type", "auth_type cert needs client_tls_sslmode other than disable");
+}
+
+static void check_tls(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    if (cfg->client_tls_sslmode != PGW_TLS_DISABLE &&
+        (!*cfg->client_tls_key_file || !*cfg->client_tls_cert_file))
+        key_error(ld, "client_tls_sslmode",
+                  "client_tls_sslmode %s needs client_tls_key_file and client_tls_cert_file",
+                  pgw_tls_mode_name(cfg->client_tls_sslmode));
+    if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)
+        key_error(ld, "server_tls_key_file", "server_tls_key_file needs server_tls_cert_file");
+    if (!*cfg->server_tls_key_file && *cfg->server_tls_cert_file)
+        key_error(ld, "server_tls_cert_file", "server_tls_cert_file needs server_tls_key_file");
+}
+
+static void check_pools(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    if (cfg->min_pool_size > cfg->default_pool_size)
+        key_error(ld, "min_pool_size", "min_pool_size %d is larger than default_pool_size %d",
+                  cfg->min_pool_size, cfg->default_pool_size);
+    for (int i = 0; i < cfg->ndbs; i++) {
+        const struct pgw_conf_db *db = &cfg->dbs[i];
+        if (db->min_pool_size < 0 && db->pool_size < 0)
+            continue;
+        int min = pgw_conf_min_pool_size(cfg, db), size = pgw_conf_pool_size(cfg, db, NULL);
+        if (min > size)
+            conf_error(&ld->rep, db->file, db->line,
+                       "database \"%s\": min_pool_size %d is larger than pool_size %d",
+                       db->name, min, size);
+    }
+}
+
+void conf_validate(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    check_auth(ld);
+    check_tls(ld);
+    check_pools(ld);
+    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown) {
+        char max[64], min[64];
+        conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);
+        conf_format_num(min, sizeof(min), cfg->breaker_cooldown);
+        key_error(ld, "breaker_max_cooldown",
+                  "breaker_max_cooldown %ss is shorter than breaker_cooldown %ss", max, min);
+    }
+    if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
+        key_error(ld, "listen_addr",
+                  "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+}

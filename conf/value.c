@@ -1,0 +1,238 @@
+/*
+ * value.c - the value types of the config file: integers with ranges,
+ * durations ("250ms", "1.5", "2min"), plain numbers, booleans (PgBouncer's
+ * 0/1 and the usual words), and the enums with their names.  Each parser
+ * returns 0 or PGW_ECONFIG with "expected ..., got \"x\"" in err.
+ */
+#include "conf/conf_int.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Longer than any sane duration; keeps seconds * 1e6 inside an int64. */
+#define MAX_SECONDS 1e12
+
+static const char *const pool_mode_names[] = {
+    [PGW_POOL_SESSION] = "session",
+    [PGW_POOL_TRANSACTION] = "transaction",
+    [PGW_POOL_STATEMENT] = "statement",
+};
+static const char *const auth_type_names[] = {
+    [PGW_AUTH_TRUST] = "trust", [PGW_AUTH_ANY] = "any",
+    [PGW_AUTH_PLAIN] = "plain", [PGW_AUTH_MD5] = "md5",
+    [PGW_AUTH_SCRAM] = "scram-sha-256", [PGW_AUTH_CERT] = "cert",
+    [PGW_AUTH_HBA] = "hba",
+};
+static const char *const tls_mode_names[] = {
+    [PGW_TLS_DISABLE] = "disable", [PGW_TLS_ALLOW] = "allow",
+    [PGW_TLS_PREFER] = "prefer", [PGW_TLS_REQUIRE] = "require",
+    [PGW_TLS_VERIFY_CA] = "verify-ca", [PGW_TLS_VERIFY_FULL] = "verify-full",
+};
+#define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const char *name_of(const char *const *names, int n, int v)
+{
+    return v >= 0 && v < n ? names[v] : "?";
+}
+
+const char *pgw_pool_mode_name(enum pgw_pool_mode m)
+{
+    return name_of(pool_mode_names, NELEM(pool_mode_names), (int)m);
+}
+
+const char *pgw_auth_type_name(enum pgw_auth_type t)
+{
+    return name_of(auth_type_names, NELEM(auth_type_names), (int)t);
+}
+
+const char *pgw_tls_mode_name(enum pgw_tls_mode m)
+{
+    return name_of(tls_mode_names, NELEM(tls_mode_names), (int)m);
+}
+
+static int parse_enum(const char *const *names, int n, const char *text, int *out,
+                      char *err, size_t errlen)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcasecmp(text, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    size_t used = (size_t)snprintf(err, errlen, "expected one of ");
+    for (int i = 0; i < n && used < errlen; i++)
+        used += (size_t)snprintf(err + used, errlen - used, "%s%s", i ? ", " : "", names[i]);
+    if (used < errlen)
+        snprintf(err + used, errlen - used, "; got \"%s\"", text);
+    return PGW_ECONFIG;
+}
+
+int conf_parse_pool_mode(const char *text, int *out, char *err, size_t errlen)
+{
+    return parse_enum(pool_mode_names, NELEM(pool_mode_names), text, out, err, errlen);
+}
+
+int conf_parse_auth_type(const char *text, int *out, char *err, size_t errlen)
+{
+    return parse_enum(auth_type_names, NELEM(auth_type_names), text, out, err, errlen);
+}
+
+int conf_parse_tls_mode(const char *text, int *out, char *err, size_t errlen)
+{
+    return parse_enum(tls_mode_names, NELEM(tls_mode_names), text, out, err, errlen);
+}
+
+int conf_parse_log_level(const char *text, char *err, size_t errlen)
+{
+    if (pgw_log_level_parse(text) >= 0)
+        return 0;
+    snprintf(err, errlen,
+             "expected one of debug, info, notice, warning, error, fatal; got \"%s\"", text);
+    return PGW_ECONFIG;
+}
+
+int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t errlen)
+{
+    const char *p = text;
+    if (*p == '+' || *p == '-')
+        p++;
+    bool digits = isdigit((unsigned char)*p);
+    while (isdigit((unsigned char)*p))
+        p++;
+    long long v = 0;
+    if (digits && *p == '\0' && p - text <= 12)
+        v = strtoll(text, NULL, 10);
+    if (digits && *p == '\0' && p - text <= 12 && v >= lo && v <= hi) {
+        *out = (int)v;
+        return 0;
+    }
+    if (lo == 1 && hi == INT_MAX)
+        snprintf(err, errlen, "expected a positive integer, got \"%s\"", text);
+    else if (lo == 0 && hi == INT_MAX)
+        snprintf(err, errlen, "expected a non-negative integer, got \"%s\"", text);
+    else
+        snprintf(err, errlen, "expected an integer from %d to %d, got \"%s\"", lo, hi, text);
+    return PGW_ECONFIG;
+}
+
+/* A plain decimal "12", "1.5", ".5", "3." at the start of text; returns the
+ * length, 0 when there is none.  strtod reads it (the C locale is assumed). */
+static size_t decimal_len(const char *text)
+{
+    const char *p = text;
+    size_t ndigits = 0;
+    for (; isdigit((unsigned char)*p); p++)
+        ndigits++;
+    if (*p == '.')
+        for (p++; isdigit((unsigned char)*p); p++)
+            ndigits++;
+    return ndigits ? (size_t)(p - text) : 0;
+}
+
+/* seconds = number * scale / divisor: dividing keeps "250ms" exact. */
+static const struct {
+    const char *name;
+    double scale;
+    double divisor;
+} dur_units[] = {
+    { "us", 1, 1e6 }, { "ms", 1, 1e3 }, { "s", 1, 1 },
+    { "min", 60, 1 }, { "h", 3600, 1 }, { "d", 86400, 1 },
+};
+
+static int parse_dur(const char *text, double *out)
+{
+    while (isspace((unsigned char)*text))
+        text++;
+    size_t n = decimal_len(text);
+    if (n == 0)
+        return PGW_EINVAL;
+    double v = strtod(text, NULL);
+    const char *unit = text + n;
+    while (isspace((unsigned char)*unit))
+        unit++;
+    size_t ulen = strlen(unit);
+    while (ulen > 0 && isspace((unsigned char)unit[ulen - 1]))
+        ulen--;
+    if (ulen > 0) {
+        int i = 0;
+        while (i < NELEM(dur_units) && (strlen(dur_units[i].name) != ulen ||
+                                        strncasecmp(unit, dur_units[i].name, ulen) != 0))
+            i++;
+        if (i == NELEM(dur_units))
+            return PGW_EINVAL;
+        v = v * dur_units[i].scale / dur_units[i].divisor;
+    }
+    if (!isfinite(v) || v > MAX_SECONDS)
+        return PGW_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int pgw_conf_parse_duration(const char *text, double *seconds)
+{
+    return text ? parse_dur(text, seconds) : PGW_EINVAL;
+}
+
+int conf_parse_dur(const char *text, double *out, char *err, size_t errlen)
+{
+    if (parse_dur(text, out) == 0)
+        return 0;
+    if (text[strspn(text, " \t")] == '-')
+        snprintf(err, errlen, "expected a non-negative duration, got \"%s\"", text);
+    else
+        snprintf(err, errlen,
+                 "expected a duration (seconds, or a number with us, ms, s, min, h, d), "
+                 "got \"%s\"", text);
+    return PGW_ECONFIG;
+}
+
+int conf_parse_num(const char *text, double *out, char *err, size_t errlen)
+{
+    size_t n = decimal_len(text);
+    if (n > 0 && text[n] == '\0') {
+        double v = strtod(text, NULL);
+        if (isfinite(v) && v <= MAX_SECONDS) {
+            *out = v;
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "expected a non-negative number, got \"%s\"", text);
+    return PGW_ECONFIG;
+}
+
+static const struct {
+    const char *name;
+    bool value;
+} bool_words[] = {
+    { "1", true }, { "0", false }, { "yes", true }, { "no", false },
+    { "on", true }, { "off", false }, { "true", true }, { "false", false },
+};
+
+int conf_parse_bool(const char *text, bool *out, char *err, size_t errlen)
+{
+    for (int i = 0; i < NELEM(bool_words); i++) {
+        if (strcasecmp(text, bool_words[i].name) == 0) {
+            *out = bool_words[i].value;
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "expected a boolean (on/off, yes/no, true/false, 1/0), got \"%s\"",
+             text);
+    return PGW_ECONFIG;
+}
+
+void conf_format_num(char *buf, size_t len, double v)
+{
+    for (int prec = 0; prec <= 20; prec++) {
+        snprintf(buf, len, "%.*f", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}

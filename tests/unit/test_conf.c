@@ -1,0 +1,1107 @@
+/*
+ * test_conf.c - the config loader: every value type, defaults, sections,
+ * %include, each kind of error with its exact "file:line: message",
+ * connection strings, [users] and inheritance, print/reload round trip,
+ * admin SET/SHOW, the auth file, and a real-world pgbouncer.ini.
+ * Data files live in tests/unit/data/conf/.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "conf/conf.h"
+
+#define DATA PGW_SOURCE_DIR "/tests/unit/data/conf/"
+/* The smallest valid [pgwharf] section: no auth secrets needed. */
+#define BASE "[pgwharf]\nauth_type = trust\n"
+
+/* ---- helpers ---- */
+
+static void dump(const struct pgw_conf_diag *d)
+{
+    for (int i = 0; i < d->nerrors; i++)
+        fprintf(stderr, "  error: %s\n", d->errors[i]);
+    for (int i = 0; i < d->nwarnings; i++)
+        fprintf(stderr, "  warning: %s\n", d->warnings[i]);
+}
+
+static bool has(char **msgs, int n, const char *want)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(msgs[i], want) == 0)
+            return true;
+    return false;
+}
+
+#define assert_error(d, want)                                                 \
+    do {                                                                      \
+        if (!has((d)->errors, (d)->nerrors, want)) {                          \
+            dump(d);                                                          \
+            fail_msg("missing error: %s", want);                              \
+        }                                                                     \
+    } while (0)
+#define assert_warning(d, want)                                               \
+    do {                                                                      \
+        if (!has((d)->warnings, (d)->nwarnings, want)) {                      \
+            dump(d);                                                          \
+            fail_msg("missing warning: %s", want);                            \
+        }                                                                     \
+    } while (0)
+
+static struct pgw_config *load_ok(const char *text, struct pgw_conf_diag *d)
+{
+    struct pgw_config *cfg = NULL;
+    int rc = pgw_conf_load_string("t.ini", text, &cfg, d);
+    if (rc != 0 || d->nerrors)
+        dump(d);
+    assert_int_equal(rc, 0);
+    assert_int_equal(d->nerrors, 0);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* Expect failure with exactly `nerrors` errors; diag keeps them. */
+static void load_fail(const char *text, struct pgw_conf_diag *d, int nerrors)
+{
+    struct pgw_config *cfg = (struct pgw_config *)1;
+    int rc = pgw_conf_load_string("t.ini", text, &cfg, d);
+    if (d->nerrors != nerrors)
+        dump(d);
+    assert_int_equal(rc, PGW_ECONFIG);
+    assert_null(cfg);
+    assert_int_equal(d->nerrors, nerrors);
+}
+
+/* One general key's value error, as the loader reports it. */
+static void expect_key_error(const char *line, const char *want)
+{
+    char text[512];
+    struct pgw_conf_diag d = { 0 };
+    snprintf(text, sizeof(text), BASE "%s\n", line);
+    load_fail(text, &d, 1);
+    assert_error(&d, want);
+    pgw_conf_diag_free(&d);
+}
+
+static const char *conn(const struct pgw_conf_db *db, const char *key)
+{
+    for (int i = 0; i < db->nconn; i++)
+        if (strcmp(db->conn_keys[i], key) == 0)
+            return db->conn_vals[i];
+    return NULL;
+}
+
+/* ---- defaults ---- */
+
+static void test_defaults(void **state)
+{
+    struct pgw_config *cfg = pgw_conf_defaults();
+    assert_non_null(cfg);
+    assert_string_equal(cfg->listen_addr, "127.0.0.1");
+    assert_int_equal(cfg->listen_port, 6432);
+    assert_string_equal(cfg->unix_socket_dir, "/tmp");
+    assert_int_equal(cfg->listen_backlog, 128);
+    assert_int_equal(cfg->auth_type, PGW_AUTH_MD5);
+    assert_string_equal(cfg->auth_file, "");
+    assert_string_equal(cfg->auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+    assert_int_equal(cfg->pool_mode, PGW_POOL_SESSION);
+    assert_int_equal(cfg->max_client_conn, 100);
+    assert_int_equal(cfg->default_pool_size, 20);
+    assert_int_equal(cfg->min_pool_size, 0);
+    assert_int_equal(cfg->reserve_pool_size, 0);
+    assert_true(cfg->reserve_pool_timeout == 5);
+    assert_int_equal(cfg->max_prepared_statements, 200);
+    assert_true(cfg->server_lifetime == 3600);
+    assert_true(cfg->server_idle_timeout == 600);
+    assert_true(cfg->server_connect_timeout == 15);
+    assert_true(cfg->server_login_retry == 15);
+    assert_string_equal(cfg->server_reset_query, "DISCARD ALL");
+    assert_false(cfg->server_reset_query_always);
+    assert_string_equal(cfg->server_check_query, "select 1");
+    assert_true(cfg->server_check_delay == 30);
+    assert_false(cfg->server_round_robin);
+    assert_true(cfg->query_timeout == 0);
+    assert_true(cfg->query_wait_timeout == 120);
+    assert_true(cfg->client_login_timeout == 60);
+    assert_true(cfg->log_connections && cfg->log_disconnections && cfg->log_pooler_errors);
+    assert_true(cfg->stats_period == 60);
+    assert_string_equal(cfg->log_level, "info");
+    assert_int_equal(cfg->client_tls_sslmode, PGW_TLS_DISABLE);
+    assert_string_equal(cfg->client_tls_protocols, "secure");
+    assert_string_equal(cfg->client_tls_ciphers, "fast");
+    assert_int_equal(cfg->server_tls_sslmode, PGW_TLS_PREFER);
+    assert_int_equal(cfg->breaker_threshold, 3);
+    assert_true(cfg->breaker_cooldown == 1);
+    assert_true(cfg->breaker_max_cooldown == 30);
+    assert_true(cfg->server_connect_rate == 0);
+    assert_int_equal(cfg->server_connect_burst, 0);
+    assert_string_equal(cfg->metrics_addr, "127.0.0.1");
+    assert_int_equal(cfg->metrics_port, 0);
+    assert_true(cfg->shutdown_timeout == 30);
+    assert_string_equal(cfg->ignore_startup_parameters, "");
+    assert_false(cfg->application_name_add_host);
+    assert_int_equal(cfg->ndbs, 0);
+    assert_int_equal(cfg->nusers, 0);
+
+    /* The table's default text is what SHOW gives for a default config. */
+    int n = 0;
+    char buf[256];
+    for (const char *k; (k = pgw_conf_key_name(n)) != NULL; n++) {
+        assert_true(pgw_conf_get(cfg, k, buf, sizeof(buf)));
+        assert_string_equal(buf, pgw_conf_key_default(n));
+    }
+    assert_true(n > 60);
+    assert_null(pgw_conf_key_default(n));
+    assert_null(pgw_conf_key_name(-1));
+    pgw_conf_free(cfg);
+}
+
+static void test_minimal_file_gets_defaults(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE, &d);
+    assert_string_equal(cfg->file, "t.ini");
+    assert_int_equal(cfg->listen_port, 6432);
+    assert_int_equal(cfg->default_pool_size, 20);
+    assert_int_equal(d.nwarnings, 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- value types ---- */
+
+static void test_int_keys(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "listen_port = 0\nmax_client_conn = 5000\n"
+                                          "default_pool_size=1\nmin_pool_size = 0\n"
+                                          "metrics_port = 65535\nbreaker_threshold = +7\n", &d);
+    assert_int_equal(cfg->listen_port, 0);
+    assert_int_equal(cfg->max_client_conn, 5000);
+    assert_int_equal(cfg->default_pool_size, 1);
+    assert_int_equal(cfg->metrics_port, 65535);
+    assert_int_equal(cfg->breaker_threshold, 7);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    expect_key_error("default_pool_size = -3",
+                     "t.ini:3: default_pool_size: expected a positive integer, got \"-3\"");
+    expect_key_error("default_pool_size = 0",
+                     "t.ini:3: default_pool_size: expected a positive integer, got \"0\"");
+    expect_key_error("listen_port = 65536",
+                     "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"65536\"");
+    expect_key_error("listen_port = 64k",
+                     "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"64k\"");
+    expect_key_error("min_pool_size = -1",
+                     "t.ini:3: min_pool_size: expected a non-negative integer, got \"-1\"");
+    expect_key_error("max_client_conn = 99999999999999",
+                     "t.ini:3: max_client_conn: expected a positive integer, got "
+                     "\"99999999999999\"");
+    expect_key_error("max_client_conn =",
+                     "t.ini:3: max_client_conn: expected a positive integer, got \"\"");
+    expect_key_error("max_client_conn = 1.5",
+                     "t.ini:3: max_client_conn: expected a positive integer, got \"1.5\"");
+}
+
+static void test_duration_parse(void **state)
+{
+    static const struct {
+        const char *text;
+        double want;
+    } good[] = {
+        { "0", 0 }, { "5", 5 }, { "1.5", 1.5 }, { ".5", 0.5 }, { "3.", 3 },
+        { "250ms", 0.25 }, { "100us", 0.0001 }, { "2s", 2 }, { "2min", 120 },
+        { "1h", 3600 }, { "1.5h", 5400 }, { "1d", 86400 }, { "5 s", 5 },
+        { "10MS", 0.01 }, { " 7 ", 7 },
+    };
+    static const char *const bad[] = {
+        "", "-1", "-5s", "abc", "5x", "1m", "1.2.3", "inf", "nan", "1e3", "0x10",
+        "s", ".", "5 s s", "+5",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        double v = -1;
+        assert_int_equal(pgw_conf_parse_duration(good[i].text, &v), 0);
+        if (v != good[i].want)
+            fail_msg("%s -> %g, want %g", good[i].text, v, good[i].want);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        double v = 42;
+        if (pgw_conf_parse_duration(bad[i], &v) != PGW_EINVAL)
+            fail_msg("\"%s\" parsed", bad[i]);
+        assert_true(v == 42);
+    }
+}
+
+static void test_duration_keys(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "server_lifetime = 2h\nquery_timeout = 1.5\n"
+                                          "query_wait_timeout = 250ms\nbreaker_cooldown = 500us\n"
+                                          "shutdown_timeout = 1min\nstats_period = 1d\n"
+                                          "server_connect_rate = 2.5\n", &d);
+    assert_true(cfg->server_lifetime == 7200);
+    assert_true(cfg->query_timeout == 1.5);
+    assert_true(cfg->query_wait_timeout == 0.25);
+    assert_true(cfg->breaker_cooldown == 0.0005);
+    assert_true(cfg->shutdown_timeout == 60);
+    assert_true(cfg->stats_period == 86400);
+    assert_true(cfg->server_connect_rate == 2.5);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    expect_key_error("server_lifetime = -5",
+                     "t.ini:3: server_lifetime: expected a non-negative duration, got \"-5\"");
+    expect_key_error("server_idle_timeout = 10 minutes",
+                     "t.ini:3: server_idle_timeout: expected a duration (seconds, or a number "
+                     "with us, ms, s, min, h, d), got \"10 minutes\"");
+    expect_key_error("server_connect_rate = fast",
+                     "t.ini:3: server_connect_rate: expected a non-negative number, got \"fast\"");
+}
+
+static void test_bool_forms(void **state)
+{
+    static const struct {
+        const char *text;
+        bool want;
+    } forms[] = {
+        { "1", true }, { "0", false }, { "yes", true }, { "no", false }, { "on", true },
+        { "off", false }, { "true", true }, { "false", false }, { "TRUE", true }, { "Off", false },
+    };
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        char text[256];
+        struct pgw_conf_diag d = { 0 };
+        snprintf(text, sizeof(text), BASE "server_round_robin = %s\nlog_connections = %s\n",
+                 forms[i].text, forms[i].text);
+        struct pgw_config *cfg = load_ok(text, &d);
+        assert_int_equal(cfg->server_round_robin, forms[i].want);
+        assert_int_equal(cfg->log_connections, forms[i].want);
+        pgw_conf_free(cfg);
+        pgw_conf_diag_free(&d);
+    }
+    expect_key_error("log_connections = maybe",
+                     "t.ini:3: log_connections: expected a boolean (on/off, yes/no, true/false, "
+                     "1/0), got \"maybe\"");
+    expect_key_error("server_round_robin = 2",
+                     "t.ini:3: server_round_robin: expected a boolean (on/off, yes/no, "
+                     "true/false, 1/0), got \"2\"");
+}
+
+static void test_enums(void **state)
+{
+    static const char *const pools[] = { "session", "transaction", "statement" };
+    static const char *const auths[] = { "trust", "any", "plain", "md5", "scram-sha-256",
+                                         "cert", "hba" };
+    static const char *const tls[] = { "disable", "allow", "prefer", "require", "verify-ca",
+                                       "verify-full" };
+    char err[256];
+    struct pgw_config *cfg = pgw_conf_defaults();
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pgw_conf_set(cfg, "pool_mode", pools[i], err, sizeof(err)), 0);
+        assert_int_equal(cfg->pool_mode, i);
+        assert_string_equal(pgw_pool_mode_name((enum pgw_pool_mode)i), pools[i]);
+    }
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(pgw_conf_set(cfg, "auth_type", auths[i], err, sizeof(err)), 0);
+        assert_int_equal(cfg->auth_type, i);
+        assert_string_equal(pgw_auth_type_name((enum pgw_auth_type)i), auths[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(pgw_conf_set(cfg, "server_tls_sslmode", tls[i], err, sizeof(err)), 0);
+        assert_int_equal(cfg->server_tls_sslmode, i);
+        assert_int_equal(pgw_conf_set(cfg, "client_tls_sslmode", tls[i], err, sizeof(err)), 0);
+        assert_int_equal(cfg->client_tls_sslmode, i);
+        assert_string_equal(pgw_tls_mode_name((enum pgw_tls_mode)i), tls[i]);
+    }
+    assert_int_equal(pgw_conf_set(cfg, "pool_mode", "Transaction", err, sizeof(err)), 0);
+    assert_int_equal(cfg->pool_mode, PGW_POOL_TRANSACTION);
+    pgw_conf_free(cfg);
+
+    expect_key_error("pool_mode = txn",
+                     "t.ini:3: pool_mode: expected one of session, transaction, statement; "
+                     "got \"txn\"");
+    expect_key_error("server_tls_sslmode = on",
+                     "t.ini:3: server_tls_sslmode: expected one of disable, allow, prefer, "
+                     "require, verify-ca, verify-full; got \"on\"");
+    expect_key_error("log_level = loud",
+                     "t.ini:3: log_level: expected one of debug, info, notice, warning, error, "
+                     "fatal; got \"loud\"");
+    struct pgw_conf_diag d = { 0 };
+    load_fail("[pgwharf]\nauth_type = pam\n", &d, 1);
+    assert_error(&d, "t.ini:2: auth_type: expected one of trust, any, plain, md5, "
+                     "scram-sha-256, cert, hba; got \"pam\"");
+    pgw_conf_diag_free(&d);
+}
+
+static void test_strings(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(
+        BASE "server_reset_query = RESET ALL; SET search_path = public\n"
+             "auth_query = SELECT u, p FROM auth.lookup($1) ; -- not a comment\n"
+             "unix_socket_dir =\n"
+             "listen_addr = 0.0.0.0, ::1\n"
+             "admin_users = \"quoted stays\"\n"
+             "log_level = DEBUG\n", &d);
+    assert_string_equal(cfg->server_reset_query, "RESET ALL; SET search_path = public");
+    assert_string_equal(cfg->auth_query, "SELECT u, p FROM auth.lookup($1) ; -- not a comment");
+    assert_string_equal(cfg->unix_socket_dir, "");
+    assert_string_equal(cfg->listen_addr, "0.0.0.0, ::1");
+    assert_string_equal(cfg->admin_users, "\"quoted stays\"");
+    assert_string_equal(cfg->log_level, "DEBUG");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- sections, case, comments ---- */
+
+static void test_sections_and_case(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok("\xef\xbb\xbf; comment\r\n"
+                                     "  # indented comment\n"
+                                     "[PgBouncer]\r\n"
+                                     "AUTH_TYPE = trust\n"
+                                     "Listen_Port=7001\t\n"
+                                     "\n"
+                                     "[ DATABASES ]  ; trailing comment\n"
+                                     "App = host=h\n"
+                                     "[pgwharf]\n"
+                                     "listen_port = 7002\n", &d);
+    assert_int_equal(cfg->auth_type, PGW_AUTH_TRUST);
+    assert_int_equal(cfg->listen_port, 7002);  /* the later line wins */
+    assert_int_equal(cfg->ndbs, 1);
+    assert_string_equal(cfg->dbs[0].name, "App");  /* database names keep their case */
+    assert_null(pgw_conf_find_db(cfg, "app"));
+    assert_int_equal(cfg->dbs[0].line, 8);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+static void test_syntax_errors_all_reported(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail("listen_port = 1\n"              /* 1: before any section */
+              "[pgwharf\n"                     /* 2 */
+              "[pgwharf]\n"                    /* 3 */
+              "auth_type = trust\n"            /* 4 */
+              "listen_port 6432\n"             /* 5: no '=' */
+              "= 5\n"                          /* 6 */
+              "%includ x.ini\n"                /* 7 */
+              "%include\n"                     /* 8 */
+              "[bogus]\n"                      /* 9 */
+              "anything = goes here\n"         /* 10: skipped, section unknown */
+              "[databases]\n"                  /* 11 */
+              "\"unterminated = x\n"           /* 12 */
+              "[]\n"                           /* 13 */
+              "[users] junk\n",                /* 14 */
+              &d, 10);
+    assert_error(&d, "t.ini:1: key \"listen_port\" outside of any section");
+    assert_error(&d, "t.ini:2: unterminated section header (expected \"]\")");
+    assert_error(&d, "t.ini:5: syntax error: expected \"key = value\", got \"listen_port 6432\"");
+    assert_error(&d, "t.ini:6: syntax error: no key before \"=\"");
+    assert_error(&d, "t.ini:7: unknown directive \"%includ\"");
+    assert_error(&d, "t.ini:8: %include needs a file name");
+    assert_error(&d, "t.ini:9: unknown section [bogus] (expected pgwharf, pgbouncer, "
+                     "databases or users)");
+    assert_error(&d, "t.ini:12: unterminated quoted key");
+    assert_error(&d, "t.ini:13: empty section name");
+    assert_error(&d, "t.ini:14: unexpected text after section header: \"junk\"");
+    pgw_conf_diag_free(&d);
+}
+
+static void test_value_errors_all_reported(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "listen_port = x\n"
+                   "default_pool_size = -3\n"
+                   "nope = 1\n"
+                   "[databases]\n"
+                   "a = hots=h\n"
+                   "b = pool_size=zero\n"
+                   "[users]\n"
+                   "u = pool_mode=bad\n", &d, 6);
+    assert_error(&d, "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"x\"");
+    assert_error(&d, "t.ini:4: default_pool_size: expected a positive integer, got \"-3\"");
+    assert_error(&d, "t.ini:5: unknown key \"nope\"");
+    assert_error(&d, "t.ini:7: database \"a\": unknown key \"hots\"");
+    assert_error(&d, "t.ini:8: database \"b\": pool_size: expected a positive integer, "
+                     "got \"zero\"");
+    assert_error(&d, "t.ini:10: user \"u\": pool_mode: expected one of session, transaction, "
+                     "statement; got \"bad\"");
+    pgw_conf_diag_free(&d);
+}
+
+static void test_unknown_vs_unsupported(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "tcp_keepalive = 1\nSYSLOG = 0\njob_name = x\n"
+                                          "[peers]\n1 = host=peer1\n", &d);
+    assert_int_equal(d.nwarnings, 4);
+    assert_warning(&d, "t.ini:3: tcp_keepalive: ignored: not supported yet");
+    assert_warning(&d, "t.ini:4: SYSLOG: ignored: not supported yet");
+    assert_warning(&d, "t.ini:5: job_name: ignored: not supported yet");
+    assert_warning(&d, "t.ini:6: [peers]: ignored: not supported yet");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    load_fail(BASE "tcp_keepalive = 1\nfoo = 1\n", &d, 1);
+    assert_error(&d, "t.ini:4: unknown key \"foo\"");
+    assert_int_equal(d.nwarnings, 1);   /* warnings are listed on failure too */
+    pgw_conf_diag_free(&d);
+
+    /* diag may be NULL */
+    struct pgw_config *out = NULL;
+    assert_int_equal(pgw_conf_load_string("t.ini", BASE "foo = 1\n", &out, NULL), PGW_ECONFIG);
+    assert_null(out);
+    assert_int_equal(pgw_conf_load_string("t.ini", BASE, &out, NULL), 0);
+    pgw_conf_free(out);
+}
+
+/* ---- %include ---- */
+
+static void test_include(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = NULL;
+    int rc = pgw_conf_load(DATA "include-main.ini", &cfg, &d);
+    if (rc)
+        dump(&d);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg->listen_port, 7001);
+    assert_int_equal(cfg->max_client_conn, 500);
+    assert_int_equal(cfg->default_pool_size, 42);
+    assert_int_equal(cfg->ndbs, 2);
+    const struct pgw_conf_db *app1 = pgw_conf_find_db(cfg, "app1");
+    assert_non_null(app1);
+    assert_string_equal(app1->file, DATA "inc/part.ini");
+    assert_int_equal(app1->line, 5);
+    const struct pgw_conf_db *app2 = pgw_conf_find_db(cfg, "app2");
+    assert_non_null(app2);
+    assert_string_equal(app2->file, DATA "include-main.ini");
+    assert_int_equal(app2->line, 7);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+static void test_include_errors(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = NULL;
+    assert_int_equal(pgw_conf_load(DATA "loop-a.ini", &cfg, &d), PGW_ECONFIG);
+    assert_null(cfg);
+    assert_int_equal(d.nerrors, 1);
+    assert_error(&d, DATA "loop-b.ini:2: %include loop: \"" DATA "loop-a.ini\" is already "
+                          "being read");
+    pgw_conf_diag_free(&d);
+
+    assert_int_equal(pgw_conf_load(DATA "include-missing.ini", &cfg, &d), PGW_ECONFIG);
+    assert_error(&d, DATA "include-missing.ini:3: %include \"" DATA "does-not-exist.ini\": "
+                          "cannot open: No such file or directory");
+    pgw_conf_diag_free(&d);
+
+    assert_int_equal(pgw_conf_load(DATA "no-such.ini", &cfg, &d), PGW_ECONFIG);
+    assert_int_equal(d.nerrors, 1);
+    assert_error(&d, DATA "no-such.ini: cannot open: No such file or directory");
+    pgw_conf_diag_free(&d);
+}
+
+/* A chain deep0 -> deep1 -> ... deeper than the limit, in a temp dir. */
+static void test_include_depth_limit(void **state)
+{
+    char dir[] = "/tmp/pgw_conf_XXXXXX", path[PATH_MAX], want[PATH_MAX + 128];
+    assert_non_null(mkdtemp(dir));
+    for (int i = 0; i <= 12; i++) {
+        snprintf(path, sizeof(path), "%s/deep%d.ini", dir, i);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        if (i == 0)
+            fprintf(f, BASE);
+        fprintf(f, "%%include deep%d.ini\n", i + 1);
+        fclose(f);
+    }
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = NULL;
+    snprintf(path, sizeof(path), "%s/deep0.ini", dir);
+    assert_int_equal(pgw_conf_load(path, &cfg, &d), PGW_ECONFIG);
+    snprintf(want, sizeof(want), "%s/deep10.ini:1: %%include nested too deeply (more than 10 "
+                                 "levels)", dir);
+    assert_int_equal(d.nerrors, 1);
+    assert_error(&d, want);
+    pgw_conf_diag_free(&d);
+    for (int i = 0; i <= 12; i++) {
+        snprintf(path, sizeof(path), "%s/deep%d.ini", dir, i);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* ---- [databases] ---- */
+
+static void test_connstr(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(
+        BASE "[databases]\n"
+             "app = host=db1 port=5433 user=bob password='se cr\\'et' "
+             "application_name='it''s' options=-c\\ search_path=x pool_size=7 "
+             "min_pool_size=2 reserve_pool=3 max_db_connections=9 pool_mode=transaction "
+             "auth_user=lookup connect_query='SELECT 1' SSLMODE = require\n"
+             "plain =\n"
+             "\"odd name\" = dbname=real reserve_pool_size=4\n", &d);
+    assert_int_equal(cfg->ndbs, 3);
+    const struct pgw_conf_db *db = &cfg->dbs[0];
+    assert_string_equal(db->name, "app");
+    assert_string_equal(db->host, "db1");
+    assert_string_equal(db->port, "5433");
+    assert_string_equal(db->user, "bob");
+    assert_string_equal(db->password, "se cr'et");
+    assert_string_equal(db->dbname, "app");         /* defaults to the entry name */
+    assert_string_equal(conn(db, "application_name"), "it's");
+    assert_string_equal(conn(db, "options"), "-c search_path=x");
+    assert_string_equal(conn(db, "sslmode"), "require");  /* keyword case folded */
+    assert_null(conn(db, "pool_size"));
+    assert_null(conn(db, "auth_user"));
+    assert_int_equal(db->nconn, 8);
+    assert_null(db->conn_keys[db->nconn]);
+    assert_null(db->conn_vals[db->nconn]);
+    assert_int_equal(db->pool_size, 7);
+    assert_int_equal(db->min_pool_size, 2);
+    assert_int_equal(db->reserve_pool_size, 3);
+    assert_int_equal(db->max_db_connections, 9);
+    assert_int_equal(db->pool_mode, PGW_POOL_TRANSACTION);
+    assert_string_equal(db->auth_user, "lookup");
+    assert_string_equal(db->connect_query, "SELECT 1");
+    assert_string_equal(db->file, "t.ini");
+    assert_int_equal(db->line, 4);
+
+    db = &cfg->dbs[1];
+    assert_int_equal(db->nconn, 1);
+    assert_string_equal(db->dbname, "plain");
+    assert_null(db->host);
+    assert_int_equal(db->pool_size, -1);
+    assert_int_equal(db->pool_mode, -1);
+    assert_null(db->auth_user);
+
+    db = pgw_conf_find_db(cfg, "odd name");
+    assert_non_null(db);
+    assert_string_equal(db->dbname, "real");
+    assert_int_equal(db->reserve_pool_size, 4);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+static void test_connstr_datestyle_timezone(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(
+        BASE "[databases]\n"
+             "a = datestyle=ISO timezone=UTC\n"
+             "b = options='-c work_mem=64MB' DateStyle='ISO, MDY' client_encoding=UTF8\n", &d);
+    assert_string_equal(conn(&cfg->dbs[0], "options"), "-c DateStyle=ISO -c TimeZone=UTC");
+    assert_null(conn(&cfg->dbs[0], "datestyle"));
+    assert_string_equal(conn(&cfg->dbs[1], "options"),
+                        "-c work_mem=64MB -c DateStyle=ISO,\\ MDY");
+    assert_string_equal(conn(&cfg->dbs[1], "client_encoding"), "UTF8");
+    assert_int_equal(d.nwarnings, 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+static void test_connstr_errors(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "[databases]\n"
+                   "a = host=h hots=x\n"                   /* 4 */
+                   "b = password='open\n"                  /* 5 */
+                   "c = host='h'x\n"                       /* 6 */
+                   "d = port=5432,99999\n"                 /* 7 */
+                   "e = host=a host=b\n"                   /* 8 */
+                   "f = pool_mode=txn min_pool_size=-1\n"  /* 9: two errors */
+                   "g = host\n"                            /* 10 */
+                   "ok = host=h\n"                         /* 11 */
+                   "ok = host=again\n"                     /* 12 */
+                   "h = =x\n",                             /* 13 */
+              &d, 10);
+    assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
+    assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
+    assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
+    assert_error(&d, "t.ini:7: database \"d\": port: expected a port number from 1 to 65535, "
+                     "got \"5432,99999\"");
+    assert_error(&d, "t.ini:8: database \"e\": duplicate key \"host\"");
+    assert_error(&d, "t.ini:9: database \"f\": pool_mode: expected one of session, transaction, "
+                     "statement; got \"txn\"");
+    assert_error(&d, "t.ini:9: database \"f\": min_pool_size: expected a non-negative integer, "
+                     "got \"-1\"");
+    assert_error(&d, "t.ini:10: database \"g\": expected \"=\" after \"host\"");
+    assert_error(&d, "t.ini:12: duplicate database \"ok\" (first defined at t.ini:11)");
+    assert_error(&d, "t.ini:13: database \"h\": expected key=value, got \"=x\"");
+    pgw_conf_diag_free(&d);
+
+    /* a PgBouncer database key not implemented yet: a warning */
+    struct pgw_config *cfg = load_ok(BASE "[databases]\nx = max_db_client_connections=5\n", &d);
+    assert_warning(&d, "t.ini:4: database \"x\": max_db_client_connections: ignored: not "
+                       "supported yet");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+static void test_fallback_db(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "[databases]\n* = host=fallback port=6000\n"
+                                          "app = host=main\n", &d);
+    const struct pgw_conf_db *star = pgw_conf_find_db(cfg, "whatever");
+    assert_non_null(star);
+    assert_string_equal(star->name, "*");
+    assert_string_equal(star->host, "fallback");
+    assert_null(star->dbname);          /* the client's database name is used */
+    assert_string_equal(pgw_conf_find_db(cfg, "app")->host, "main");
+    assert_ptr_equal(pgw_conf_find_db(cfg, "*"), star);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    cfg = load_ok(BASE "[databases]\napp = host=main\n", &d);
+    assert_null(pgw_conf_find_db(cfg, "other"));
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- [users] and inheritance ---- */
+
+static void test_users_and_inheritance(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(
+        BASE "pool_mode = statement\ndefault_pool_size = 10\nmin_pool_size = 1\n"
+             "query_timeout = 30\nmax_user_connections = 50\nauth_user = global_lookup\n"
+             "[databases]\n"
+             "a = pool_mode=transaction pool_size=5 min_pool_size=2 reserve_pool=1 "
+             "max_db_connections=8 auth_user=a_lookup\n"
+             "b = host=h\n"
+             "[users]\n"
+             "alice = pool_mode=session pool_size=3 max_user_connections=4 query_timeout=2s "
+             "idle_transaction_timeout=1min client_idle_timeout=500ms\n"
+             "bob =\n"
+             "carol = reserve_pool_size=2\n", &d);
+    assert_int_equal(cfg->nusers, 3);
+    assert_warning(&d, "t.ini:15: user \"carol\": reserve_pool_size: ignored: not supported yet");
+    const struct pgw_conf_db *a = pgw_conf_find_db(cfg, "a"), *b = pgw_conf_find_db(cfg, "b");
+    const struct pgw_conf_user *alice = pgw_conf_find_user(cfg, "alice");
+    const struct pgw_conf_user *bob = pgw_conf_find_user(cfg, "bob");
+    assert_non_null(alice);
+    assert_non_null(bob);
+    assert_null(pgw_conf_find_user(cfg, "nobody"));
+    assert_string_equal(alice->file, "t.ini");
+    assert_int_equal(alice->line, 13);
+    assert_int_equal(bob->pool_mode, -1);
+    assert_true(bob->query_timeout < 0);
+
+    /* user > database > general */
+    assert_int_equal(pgw_conf_pool_mode(cfg, a, alice), PGW_POOL_SESSION);
+    assert_int_equal(pgw_conf_pool_mode(cfg, a, bob), PGW_POOL_TRANSACTION);
+    assert_int_equal(pgw_conf_pool_mode(cfg, b, bob), PGW_POOL_STATEMENT);
+    assert_int_equal(pgw_conf_pool_mode(cfg, NULL, NULL), PGW_POOL_STATEMENT);
+    assert_int_equal(pgw_conf_pool_size(cfg, a, alice), 3);
+    assert_int_equal(pgw_conf_pool_size(cfg, a, bob), 5);
+    assert_int_equal(pgw_conf_pool_size(cfg, b, NULL), 10);
+    assert_int_equal(pgw_conf_min_pool_size(cfg, a), 2);
+    assert_int_equal(pgw_conf_min_pool_size(cfg, b), 1);
+    assert_int_equal(pgw_conf_reserve_pool_size(cfg, a), 1);
+    assert_int_equal(pgw_conf_reserve_pool_size(cfg, b), 0);
+    assert_int_equal(pgw_conf_max_db_connections(cfg, a), 8);
+    assert_int_equal(pgw_conf_max_db_connections(cfg, b), 0);
+    assert_string_equal(pgw_conf_auth_user(cfg, a), "a_lookup");
+    assert_string_equal(pgw_conf_auth_user(cfg, b), "global_lookup");
+    assert_int_equal(pgw_conf_max_user_connections(cfg, alice), 4);
+    assert_int_equal(pgw_conf_max_user_connections(cfg, bob), 50);
+    assert_true(pgw_conf_query_timeout(cfg, alice) == 2);
+    assert_true(pgw_conf_query_timeout(cfg, bob) == 30);
+    assert_true(pgw_conf_idle_transaction_timeout(cfg, alice) == 60);
+    assert_true(pgw_conf_idle_transaction_timeout(cfg, NULL) == 0);
+    assert_true(pgw_conf_client_idle_timeout(cfg, alice) == 0.5);
+    assert_true(pgw_conf_client_idle_timeout(cfg, bob) == 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    load_fail(BASE "[users]\nu = pool_size=0\nu = \nv = colour=blue\nw = pool_mode\n", &d, 3);
+    assert_error(&d, "t.ini:4: user \"u\": pool_size: expected a positive integer, got \"0\"");
+    assert_error(&d, "t.ini:6: user \"v\": unknown key \"colour\"");
+    assert_error(&d, "t.ini:7: user \"w\": expected \"=\" after \"pool_mode\"");
+    pgw_conf_diag_free(&d);
+    /* the entry at line 4 failed, so line 5 is not a duplicate; with a good first: */
+    load_fail(BASE "[users]\nu = pool_size=1\nu = pool_size=2\n", &d, 1);
+    assert_error(&d, "t.ini:5: duplicate user \"u\" (first defined at t.ini:4)");
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- checks across keys ---- */
+
+static void test_validation(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail("[pgwharf]\nlisten_port = 1\n", &d, 1);
+    assert_error(&d, "t.ini: auth_type md5 needs auth_file, or auth_user to look passwords up "
+                     "with auth_query");
+    pgw_conf_diag_free(&d);
+
+    load_fail("[pgwharf]\nauth_type = scram-sha-256\n", &d, 1);
+    assert_error(&d, "t.ini:2: auth_type scram-sha-256 needs auth_file, or auth_user to look "
+                     "passwords up with auth_query");
+    pgw_conf_diag_free(&d);
+
+    /* md5 is fine with an auth_file, or an auth_user (global or per database) */
+    pgw_conf_free(load_ok("[pgwharf]\nauth_type = md5\nauth_file = /x\n", &d));
+    pgw_conf_free(load_ok("[pgwharf]\nauth_type = plain\nauth_user = a\n", &d));
+    pgw_conf_free(load_ok("[pgwharf]\n[databases]\nx = auth_user=a\n", &d));
+    pgw_conf_diag_free(&d);
+
+    load_fail("[pgwharf]\nauth_type = hba\n"
+              "auth_user = a\nauth_query =\n"
+              "client_tls_sslmode = require\nclient_tls_key_file = /k\n"
+              "server_tls_cert_file = /c\n"
+              "breaker_cooldown = 10\nbreaker_max_cooldown = 5s\n"
+              "default_pool_size = 4\nmin_pool_size = 5\n"
+              "listen_addr =\nunix_socket_dir =\n"
+              "[databases]\n"
+              "p = pool_size=3 min_pool_size=4\n"
+              "q = pool_size=4\n"          /* general min_pool_size 5 > 4 */
+              "r = min_pool_size=2\n", &d, 9);
+    assert_error(&d, "t.ini:2: auth_type hba needs auth_hba_file");
+    assert_error(&d, "t.ini:4: auth_query: must not be empty when auth_user is set");
+    assert_error(&d, "t.ini:5: client_tls_sslmode require needs client_tls_key_file and "
+                     "client_tls_cert_file");
+    assert_error(&d, "t.ini:7: server_tls_cert_file needs server_tls_key_file");
+    assert_error(&d, "t.ini:9: breaker_max_cooldown 5s is shorter than breaker_cooldown 10s");
+    assert_error(&d, "t.ini:11: min_pool_size 5 is larger than default_pool_size 4");
+    assert_error(&d, "t.ini:12: nothing to listen on: listen_addr and unix_socket_dir are both "
+                     "empty");
+    assert_error(&d, "t.ini:15: database \"p\": min_pool_size 4 is larger than pool_size 3");
+    assert_error(&d, "t.ini:16: database \"q\": min_pool_size 5 is larger than pool_size 4");
+    pgw_conf_diag_free(&d);
+
+    load_fail("[pgwharf]\nauth_type = cert\n", &d, 1);
+    assert_error(&d, "t.ini:2: auth_type cert needs client_tls_sslmode other than disable");
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- print ---- */
+
+static char *print_to_string(const struct pgw_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    pgw_conf_print(f, cfg);
+    fclose(f);
+    return buf;
+}
+
+static void assert_same_config(const struct pgw_config *x, const struct pgw_config *y)
+{
+    char a[1024], b[1024];
+    for (int i = 0; pgw_conf_key_name(i); i++) {
+        assert_true(pgw_conf_get(x, pgw_conf_key_name(i), a, sizeof(a)));
+        assert_true(pgw_conf_get(y, pgw_conf_key_name(i), b, sizeof(b)));
+        assert_string_equal(a, b);
+    }
+    assert_int_equal(x->ndbs, y->ndbs);
+    for (int i = 0; i < x->ndbs; i++) {
+        const struct pgw_conf_db *p = &x->dbs[i], *q = &y->dbs[i];
+        assert_string_equal(p->name, q->name);
+        assert_int_equal(p->nconn, q->nconn);
+        for (int j = 0; j < p->nconn; j++) {
+            assert_string_equal(p->conn_keys[j], q->conn_keys[j]);
+            if (strstr(p->conn_keys[j], "password"))
+                assert_string_equal(q->conn_vals[j], "****");   /* masked */
+            else
+                assert_string_equal(p->conn_vals[j], q->conn_vals[j]);
+        }
+        assert_int_equal(p->pool_size, q->pool_size);
+        assert_int_equal(p->min_pool_size, q->min_pool_size);
+        assert_int_equal(p->reserve_pool_size, q->reserve_pool_size);
+        assert_int_equal(p->max_db_connections, q->max_db_connections);
+        assert_int_equal(p->pool_mode, q->pool_mode);
+        assert_true((p->auth_user == NULL) == (q->auth_user == NULL));
+        if (p->auth_user)
+            assert_string_equal(p->auth_user, q->auth_user);
+        assert_true((p->connect_query == NULL) == (q->connect_query == NULL));
+        if (p->connect_query)
+            assert_string_equal(p->connect_query, q->connect_query);
+    }
+    assert_int_equal(x->nusers, y->nusers);
+    for (int i = 0; i < x->nusers; i++) {
+        const struct pgw_conf_user *p = &x->users[i], *q = &y->users[i];
+        assert_string_equal(p->name, q->name);
+        assert_int_equal(p->pool_mode, q->pool_mode);
+        assert_int_equal(p->pool_size, q->pool_size);
+        assert_int_equal(p->max_user_connections, q->max_user_connections);
+        assert_true(p->query_timeout == q->query_timeout);
+        assert_true(p->idle_transaction_timeout == q->idle_transaction_timeout);
+        assert_true(p->client_idle_timeout == q->client_idle_timeout);
+    }
+}
+
+static void test_print_roundtrip(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(
+        "[pgwharf]\nauth_type = md5\nauth_file = /etc/users.txt\nlisten_port = 7000\n"
+        "server_lifetime = 1.25h\nquery_wait_timeout = 333ms\nbreaker_cooldown = 0.1\n"
+        "server_connect_rate = 0.3\nserver_round_robin = yes\npool_mode = transaction\n"
+        "server_reset_query = RESET ALL; DISCARD PLANS\n"
+        "[databases]\n"
+        "app = host=db1 password='top secret' user=bob application_name='a \\'q\\' \\\\b' "
+        "pool_size=5 pool_mode=session connect_query='SET x = ''y''' datestyle=ISO\n"
+        "\"we\"\"ird name\" = host=h sslpassword=hunter2\n"
+        "* = host=fallback\n"
+        "[users]\n"
+        "alice = pool_mode=statement query_timeout=1.5 client_idle_timeout=250ms\n"
+        "bob =\n", &d);
+    char *text = print_to_string(cfg);
+    assert_non_null(strstr(text, "[pgwharf]\nlisten_addr = 127.0.0.1\nlisten_port = 7000\n"));
+    assert_non_null(strstr(text, "\nserver_lifetime = 4500\n"));
+    assert_non_null(strstr(text, "\nquery_wait_timeout = 0.333\n"));
+    assert_non_null(strstr(text, "\nserver_round_robin = on\n"));
+    assert_non_null(strstr(text, "\n[databases]\napp = host=db1 password=**** user=bob "));
+    assert_non_null(strstr(text, "sslpassword=****"));
+    assert_null(strstr(text, "top secret"));
+    assert_null(strstr(text, "hunter2"));
+    assert_non_null(strstr(text, "\n\"we\"\"ird name\" = host=h"));
+    assert_non_null(strstr(text, "\n[users]\nalice = pool_mode=statement query_timeout=1.5 "
+                                 "client_idle_timeout=0.25\nbob =\n"));
+
+    struct pgw_config *again = load_ok(text, &d);
+    assert_same_config(cfg, again);
+    assert_string_equal(pgw_conf_find_db(again, "app")->password, "****");
+    /* printing the reloaded config gives the same text */
+    char *text2 = print_to_string(again);
+    assert_string_equal(text, text2);
+    free(text);
+    free(text2);
+    pgw_conf_free(again);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- admin SET / SHOW ---- */
+
+static void test_set_get(void **state)
+{
+    struct pgw_config *cfg = pgw_conf_defaults();
+    char err[256], buf[256];
+    assert_int_equal(pgw_conf_set(cfg, "listen_port", "7000", err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(cfg->listen_port, 7000);
+    assert_true(pgw_conf_get(cfg, "LISTEN_PORT", buf, sizeof(buf)));
+    assert_string_equal(buf, "7000");
+
+    assert_int_equal(pgw_conf_set(cfg, "listen_port", "x", err, sizeof(err)), PGW_ECONFIG);
+    assert_string_equal(err, "listen_port: expected an integer from 0 to 65535, got \"x\"");
+    assert_int_equal(cfg->listen_port, 7000);   /* unchanged */
+
+    assert_int_equal(pgw_conf_set(cfg, "server_lifetime", "1.5h", err, sizeof(err)), 0);
+    assert_true(pgw_conf_get(cfg, "server_lifetime", buf, sizeof(buf)));
+    assert_string_equal(buf, "5400");
+    assert_int_equal(pgw_conf_set(cfg, "log_connections", "no", err, sizeof(err)), 0);
+    assert_true(pgw_conf_get(cfg, "log_connections", buf, sizeof(buf)));
+    assert_string_equal(buf, "off");
+    assert_int_equal(pgw_conf_set(cfg, "server_reset_query", "RESET ALL", err, sizeof(err)), 0);
+    assert_string_equal(cfg->server_reset_query, "RESET ALL");
+    assert_int_equal(pgw_conf_set(cfg, "auth_type", "scram-sha-256", err, sizeof(err)), 0);
+    assert_true(pgw_conf_get(cfg, "auth_type", buf, sizeof(buf)));
+    assert_string_equal(buf, "scram-sha-256");
+    assert_int_equal(pgw_conf_set(cfg, "ignore_startup_parameters", "extra_float_digits",
+                                  err, sizeof(err)), 0);
+    assert_string_equal(cfg->ignore_startup_parameters, "extra_float_digits");
+
+    assert_int_equal(pgw_conf_set(cfg, "nope", "1", err, sizeof(err)), PGW_ECONFIG);
+    assert_string_equal(err, "unknown key \"nope\"");
+    assert_int_equal(pgw_conf_set(cfg, "tcp_keepalive", "1", err, sizeof(err)), PGW_ECONFIG);
+    assert_string_equal(err, "tcp_keepalive: not supported yet");
+    assert_int_equal(pgw_conf_set(cfg, "logfile", "a\nb", err, sizeof(err)), PGW_ECONFIG);
+    assert_string_equal(err, "logfile: the value must be on one line");
+    assert_int_equal(pgw_conf_set(cfg, "listen_port", "1", NULL, 0), 0);
+    assert_false(pgw_conf_get(cfg, "nope", buf, sizeof(buf)));
+
+    /* a short buffer truncates */
+    char tiny[4];
+    assert_true(pgw_conf_get(cfg, "server_reset_query", tiny, sizeof(tiny)));
+    assert_string_equal(tiny, "RES");
+    pgw_conf_free(cfg);
+}
+
+static void test_list_has(void **state)
+{
+    const char *list = " alice, bob,carol  dave\t,, eve ";
+    assert_true(pgw_conf_list_has(list, "alice"));
+    assert_true(pgw_conf_list_has(list, "bob"));
+    assert_true(pgw_conf_list_has(list, "carol"));
+    assert_true(pgw_conf_list_has(list, "dave"));
+    assert_true(pgw_conf_list_has(list, "eve"));
+    assert_false(pgw_conf_list_has(list, "al"));
+    assert_false(pgw_conf_list_has(list, "alice,"));
+    assert_false(pgw_conf_list_has(list, "Alice"));
+    assert_false(pgw_conf_list_has(list, ""));
+    assert_false(pgw_conf_list_has("", "alice"));
+    assert_false(pgw_conf_list_has(NULL, "alice"));
+}
+
+/* ---- auth file ---- */
+
+static void test_authfile_parse(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_auth_file *af = NULL;
+    assert_int_equal(pgw_authfile_load(DATA "userlist.txt", &af, &d), 0);
+    assert_int_equal(d.nerrors, 0);
+    assert_int_equal(af->n, 4);
+    assert_string_equal(pgw_authfile_lookup(af, "alice"), "md5a3556571e93b0d20722ba62be61e8c2d");
+    assert_non_null(strstr(pgw_authfile_lookup(af, "bob"), "SCRAM-SHA-256$4096:"));
+    assert_string_equal(pgw_authfile_lookup(af, "carol \"the admin\""), "pa ss\"word");
+    assert_string_equal(pgw_authfile_lookup(af, "dave"), "plain");
+    assert_null(pgw_authfile_lookup(af, "mallory"));
+    assert_null(pgw_authfile_lookup(af, "carol"));
+    pgw_authfile_free(af);
+
+    /* a user listed twice: the later line wins, with a warning */
+    assert_int_equal(pgw_authfile_parse("u.txt", "\"a\" \"1\"\n\"b\" \"2\"\n\"a\" \"3\"\n", &af,
+                                        &d), 0);
+    assert_int_equal(af->n, 2);
+    assert_string_equal(pgw_authfile_lookup(af, "a"), "3");
+    assert_warning(&d, "u.txt:3: user \"a\" is listed again; this line replaces line 1");
+    pgw_authfile_free(af);
+    pgw_conf_diag_free(&d);
+
+    assert_int_equal(pgw_authfile_parse("empty.txt", "; nothing\n\n", &af, &d), 0);
+    assert_int_equal(af->n, 0);
+    assert_null(pgw_authfile_lookup(af, "a"));
+    pgw_authfile_free(af);
+}
+
+static void test_authfile_errors(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_auth_file *af = (struct pgw_auth_file *)1;
+    int rc = pgw_authfile_parse("u.txt",
+                                "\"ok\" \"fine\"\n"
+                                "alice \"secret\"\n"
+                                "\"bob \"secret\"\n"
+                                "\"carol\"\n"
+                                "\"dave\" \"unterminated\n"
+                                "\"\" \"x\"\n"
+                                "\"erin\" secret\n", &af, &d);
+    assert_int_equal(rc, PGW_ECONFIG);
+    assert_null(af);
+    assert_int_equal(d.nerrors, 6);
+    assert_error(&d, "u.txt:2: expected a quoted user name (\"user\" \"secret\")");
+    assert_error(&d, "u.txt:3: user \"bob \": expected a quoted secret after the user name");
+    assert_error(&d, "u.txt:4: user \"carol\": expected a quoted secret after the user name");
+    assert_error(&d, "u.txt:5: user \"dave\": unterminated quoted secret");
+    assert_error(&d, "u.txt:6: empty user name");
+    assert_error(&d, "u.txt:7: user \"erin\": expected a quoted secret after the user name");
+    pgw_conf_diag_free(&d);
+
+    assert_int_equal(pgw_authfile_parse("u.txt", "\"open\n", &af, &d), PGW_ECONFIG);
+    assert_error(&d, "u.txt:1: unterminated quoted user name");
+    pgw_conf_diag_free(&d);
+
+    assert_int_equal(pgw_authfile_load(DATA "missing.txt", &af, &d), PGW_ECONFIG);
+    assert_error(&d, DATA "missing.txt: cannot open: No such file or directory");
+    pgw_conf_diag_free(&d);
+}
+
+/* ---- a real-world pgbouncer.ini ---- */
+
+static void test_real_pgbouncer_ini(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = NULL;
+    int rc = pgw_conf_load(DATA "pgbouncer-real.ini", &cfg, &d);
+    if (rc != 0 || d.nerrors)
+        dump(&d);
+    assert_int_equal(rc, 0);
+    assert_int_equal(d.nerrors, 0);
+    assert_int_equal(d.nwarnings, 26);
+    assert_warning(&d, DATA "pgbouncer-real.ini:42: unix_socket_mode: ignored: not supported yet");
+    assert_warning(&d, DATA "pgbouncer-real.ini:150: dns_zone_check_period: ignored: not "
+                            "supported yet");
+
+    assert_string_equal(cfg->listen_addr, "*");
+    assert_int_equal(cfg->auth_type, PGW_AUTH_SCRAM);
+    assert_int_equal(cfg->pool_mode, PGW_POOL_TRANSACTION);
+    assert_int_equal(cfg->max_client_conn, 5000);
+    assert_int_equal(cfg->listen_backlog, 4096);
+    assert_int_equal(cfg->client_tls_sslmode, PGW_TLS_PREFER);
+    assert_true(cfg->server_round_robin);
+    assert_true(cfg->application_name_add_host);
+    assert_false(cfg->log_connections);
+    assert_true(cfg->server_idle_timeout == 300);
+    assert_string_equal(cfg->ignore_startup_parameters, "extra_float_digits, search_path");
+    assert_true(pgw_conf_list_has(cfg->admin_users, "dba"));
+    assert_true(pgw_conf_list_has(cfg->stats_users, "monitoring"));
+
+    assert_int_equal(cfg->ndbs, 6);
+    const struct pgw_conf_db *orders = pgw_conf_find_db(cfg, "orders");
+    assert_string_equal(orders->password, "Sup3r$ecret");
+    assert_int_equal(orders->reserve_pool_size, 5);
+    assert_int_equal(pgw_conf_pool_mode(cfg, orders, NULL), PGW_POOL_TRANSACTION);
+    const struct pgw_conf_db *ro = pgw_conf_find_db(cfg, "orders_ro");
+    assert_string_equal(ro->host, "pg-replica1.internal,pg-replica2.internal");
+    assert_string_equal(ro->dbname, "orders");
+    const struct pgw_conf_db *rep = pgw_conf_find_db(cfg, "reporting");
+    assert_string_equal(rep->connect_query, "SET statement_timeout = '15min'");
+    assert_string_equal(pgw_conf_auth_user(cfg, rep), "pgbouncer_auth");
+    assert_string_equal(conn(pgw_conf_find_db(cfg, "legacy"), "options"),
+                        "-c DateStyle=ISO -c TimeZone=UTC");
+    assert_string_equal(pgw_conf_find_db(cfg, "unlisted")->name, "*");
+    const struct pgw_conf_user *web = pgw_conf_find_user(cfg, "web");
+    assert_int_equal(pgw_conf_pool_mode(cfg, pgw_conf_find_db(cfg, "reporting"), web),
+                     PGW_POOL_TRANSACTION);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_minimal_file_gets_defaults),
+        cmocka_unit_test(test_int_keys),
+        cmocka_unit_test(test_duration_parse),
+        cmocka_unit_test(test_duration_keys),
+        cmocka_unit_test(test_bool_forms),
+        cmocka_unit_test(test_enums),
+        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_sections_and_case),
+        cmocka_unit_test(test_syntax_errors_all_reported),
+        cmocka_unit_test(test_value_errors_all_reported),
+        cmocka_unit_test(test_unknown_vs_unsupported),
+        cmocka_unit_test(test_include),
+        cmocka_unit_test(test_include_errors),
+        cmocka_unit_test(test_include_depth_limit),
+        cmocka_unit_test(test_connstr),
+        cmocka_unit_test(test_connstr_datestyle_timezone),
+        cmocka_unit_test(test_connstr_errors),
+        cmocka_unit_test(test_fallback_db),
+        cmocka_unit_test(test_users_and_inheritance),
+        cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_print_roundtrip),
+        cmocka_unit_test(test_set_get),
+        cmocka_unit_test(test_list_has),
+        cmocka_unit_test(test_authfile_parse),
+        cmocka_unit_test(test_authfile_errors),
+        cmocka_unit_test(test_real_pgbouncer_ini),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
