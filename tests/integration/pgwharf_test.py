@@ -1,0 +1,849 @@
+"""pgwharf_test - helpers for pgwharf's Python integration tests.
+
+Standard library only; runs under /usr/bin/python3 (ctest starts the tests
+with `python3 -m unittest -v test_<name>` from this directory).
+
+The ctest fixture "pg" (tests/pgcluster.sh) starts one throwaway PostgreSQL
+cluster and describes it in the file named by $PGW_TEST_ENV; ctest also sets
+$PGW_BINARY (the pgwharf executable), $PGW_SOURCE_DIR and $PGW_BUILD_DIR.
+
+    import pgwharf_test as pt
+
+    class TestSomething(pt.PgwharfTestCase):
+        def test_select(self):
+            px = self.start_pgwharf(settings={"pool_mode": "transaction"})
+            self.assertEqual(px.psql("select 1"), "1")
+            with psycopg2.connect(px.dsn()) as conn: ...
+
+The pieces:
+  env(key)                 a value from $PGW_TEST_ENV (None when missing)
+  free_port()              a free TCP port on 127.0.0.1 below 32768
+  Postgres                 the test cluster: dsn(), psql(), stop/start/
+                           restart/kill9/pause/resume, backend_count()
+  Pgwharf                  one pgwharf process with its own config, auth file
+                           and log in a temp dir; a context manager
+  PgwharfTestCase          unittest.TestCase that skips without a cluster,
+                           stops every pgwharf it started and puts the
+                           cluster back up after each test
+"""
+
+import os
+import re
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+__all__ = ["env", "load_env", "free_port", "wait_port", "Postgres", "Pgwharf",
+           "PgwharfTestCase", "PgwharfError", "parse_tps", "pg_bin"]
+
+
+class PgwharfError(Exception):
+    pass
+
+
+# --- the environment file ----------------------------------------------------
+
+_ENV = None
+
+
+def load_env(path=None):
+    """Parse a KEY=value file as tests/pgcluster.sh writes it ({} if absent)."""
+    path = path or os.environ.get("PGW_TEST_ENV")
+    out = {}
+    if not path or not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, val = line.split("=", 1)
+            if len(val) >= 2 and val[0] in "'\"" and val[-1] == val[0]:
+                val = val[1:-1]
+            out[key.strip()] = val
+    return out
+
+
+def env(key, default=None):
+    """A value from the $PGW_TEST_ENV file, or default."""
+    global _ENV
+    if _ENV is None:
+        _ENV = load_env()
+    return _ENV.get(key, default)
+
+
+def pg_bin(name):
+    """Path of a PostgreSQL client/server program (psql, pgbench, pg_ctl...)."""
+    d = env("PGW_TEST_PGBIN")
+    if d and os.path.exists(os.path.join(d, name)):
+        return os.path.join(d, name)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise PgwharfError("cannot find %s (no PGW_TEST_PGBIN and not on PATH)" % name)
+
+
+# --- ports -------------------------------------------------------------------
+
+_handed_out = set()
+
+
+def free_port(lo=20000, hi=32000):
+    """A TCP port on 127.0.0.1 that nothing holds now, below the ephemeral
+    range (32768-60999).  Not reserved: bind soon.  Never the same port twice
+    in one process."""
+    span = hi - lo
+    start = random.randrange(span)
+    for i in range(span):
+        port = lo + (start + i) % span
+        if port in _handed_out:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))     # no SO_REUSEADDR: TIME_WAIT counts as taken
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
+    raise PgwharfError("no free port in %d-%d" % (lo, hi))
+
+
+def port_open(host, port, timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host, port, timeout=15.0, proc=None):
+    """Wait until host:port accepts TCP connections; False on timeout or if
+    proc (a Popen) exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if port_open(host, port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _conninfo(**kw):
+    """libpq keyword/value string; values quoted when needed."""
+    parts = []
+    for k, v in kw.items():
+        if v is None:
+            continue
+        v = str(v)
+        if v == "" or re.search(r"[\s'\\]", v):
+            v = "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        parts.append("%s=%s" % (k, v))
+    return " ".join(parts)
+
+
+def _url(host, port, db, user, password):
+    from urllib.parse import quote
+    auth = quote(user, safe="")
+    if password is not None:
+        auth += ":" + quote(password, safe="")
+    return "postgresql://%s@%s:%d/%s" % (auth, host, int(port), quote(db, safe=""))
+
+
+def _run_psql(host, port, user, password, db, sql, check=True, timeout=60,
+              extra_args=(), env_extra=None, connect_timeout=10):
+    """psql -X -A -t -q with ON_ERROR_STOP, sql on stdin (meta-commands such
+    as \\c work).  Returns stdout without the trailing newline, or the
+    CompletedProcess when check is False."""
+    e = dict(os.environ)
+    e.pop("PGSERVICE", None)
+    e["PGCONNECT_TIMEOUT"] = str(connect_timeout)
+    if password is not None:
+        e["PGPASSWORD"] = password
+    else:
+        e.pop("PGPASSWORD", None)
+    if env_extra:
+        e.update(env_extra)
+    cmd = [pg_bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+           "-h", str(host), "-p", str(port), "-U", user, "-d", db] + list(extra_args)
+    cp = subprocess.run(cmd, input=sql, capture_output=True, text=True,
+                        timeout=timeout, env=e)
+    if not check:
+        return cp
+    if cp.returncode != 0:
+        raise PgwharfError("psql %s@%s:%s/%s failed (rc %d): %s\nSQL: %s"
+                           % (user, host, port, db, cp.returncode,
+                              cp.stderr.strip(), sql))
+    return cp.stdout.rstrip("\n")
+
+
+def parse_tps(pgbench_output):
+    """The 'tps = N (without initial connection time)' figure, or None."""
+    m = re.search(r"tps = ([0-9.]+) \(without initial", pgbench_output)
+    if not m:
+        m = re.search(r"tps = ([0-9.]+)", pgbench_output)
+    return float(m.group(1)) if m else None
+
+
+# --- PostgreSQL --------------------------------------------------------------
+
+class Postgres:
+    """The cluster tests/pgcluster.sh started.  Connection defaults are the
+    superuser and database pgwharf; app/app_pw is a plain role, pgwharf2 a
+    second database."""
+
+    def __init__(self):
+        if not env("PGW_TEST_PGPORT"):
+            raise PgwharfError("no test cluster: $PGW_TEST_ENV is unset or has no "
+                               "PGW_TEST_PGPORT (run through ctest, or "
+                               "tests/pgcluster.sh start DIR and export "
+                               "PGW_TEST_ENV=DIR/env)")
+        self.host = env("PGW_TEST_PGHOST", "127.0.0.1")
+        self.port = int(env("PGW_TEST_PGPORT"))
+        self.user = env("PGW_TEST_PGUSER", "pgwharf")
+        self.password = env("PGW_TEST_PGPASSWORD", "pgwharf")
+        self.database = env("PGW_TEST_PGDATABASE", "pgwharf")
+        self.database2 = env("PGW_TEST_PGDATABASE2", "pgwharf2")
+        self.app_user = env("PGW_TEST_APPUSER", "app")
+        self.app_password = env("PGW_TEST_APPPASSWORD", "app_pw")
+        self.bindir = env("PGW_TEST_PGBIN")
+        self.datadir = env("PGW_TEST_PGDATA")
+        self.sockdir = env("PGW_TEST_PGSOCKDIR")
+        self.logfile = env("PGW_TEST_PGLOG")
+        self.osuser = env("PGW_TEST_PGOSUSER")
+
+    @staticmethod
+    def available():
+        return bool(env("PGW_TEST_PGPORT"))
+
+    # connection strings
+    def dsn(self, db=None, user=None, password=None, **extra):
+        """libpq keyword string straight to PostgreSQL over TCP."""
+        user = user or self.user
+        if password is None:
+            password = self._default_password(user)
+        return _conninfo(host=self.host, port=self.port, dbname=db or self.database,
+                         user=user, password=password, **extra)
+
+    def url(self, db=None, user=None, password=None):
+        user = user or self.user
+        if password is None:
+            password = self._default_password(user)
+        return _url(self.host, self.port, db or self.database, user, password)
+
+    def conn_string(self, db=None, user=None, password=None, **extra):
+        """A [databases] value for pgwharf pointing here: host, port, dbname,
+        and user/password only when given."""
+        return _conninfo(host=self.host, port=self.port, dbname=db or self.database,
+                         user=user, password=password, **extra)
+
+    def _default_password(self, user):
+        return {self.user: self.password, self.app_user: self.app_password}.get(user)
+
+    def psql(self, sql, db=None, user=None, password=None, check=True, timeout=60,
+             via_socket=False, connect_timeout=10):
+        """Run sql with psql; returns unaligned, tuples-only output.  Over TCP
+        with a password by default; via_socket=True goes through the unix socket
+        (trust auth, works while TCP auth is being broken on purpose)."""
+        user = user or self.user
+        if password is None:
+            password = self._default_password(user)
+        host = self.sockdir if via_socket else self.host
+        return _run_psql(host, self.port, user, password, db or self.database, sql,
+                         check=check, timeout=timeout, connect_timeout=connect_timeout)
+
+    def backend_count(self, db=None, user=None):
+        """Client backends connected, not counting the one asking."""
+        cond = ["backend_type = 'client backend'", "pid <> pg_backend_pid()"]
+        if db:
+            cond.append("datname = '%s'" % db.replace("'", "''"))
+        if user:
+            cond.append("usename = '%s'" % user.replace("'", "''"))
+        return int(self.psql("select count(*) from pg_stat_activity where "
+                             + " and ".join(cond), db="postgres", via_socket=True))
+
+    def terminate_backends(self, db=None, user=None):
+        """pg_terminate_backend() for matching client backends; returns count."""
+        cond = ["backend_type = 'client backend'", "pid <> pg_backend_pid()"]
+        if db:
+            cond.append("datname = '%s'" % db.replace("'", "''"))
+        if user:
+            cond.append("usename = '%s'" % user.replace("'", "''"))
+        out = self.psql("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                        "where " + " and ".join(cond), db="postgres", via_socket=True)
+        return int(out)
+
+    # process control
+    def _as_osuser(self, cmd):
+        if os.geteuid() == 0 and self.osuser and self.osuser != "root":
+            return ["runuser", "-u", self.osuser, "--"] + cmd
+        return cmd
+
+    def pg_ctl(self, *args, check=True, timeout=90):
+        cmd = self._as_osuser([pg_bin("pg_ctl"), "-D", self.datadir] + list(args))
+        cp = subprocess.run(cmd, cwd="/", stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=timeout)
+        if check and cp.returncode != 0:
+            raise PgwharfError("pg_ctl %s failed (rc %d): %s %s"
+                               % (" ".join(args), cp.returncode, cp.stdout, cp.stderr))
+        return cp
+
+    def postmaster_pid(self):
+        """PID of the running postmaster, or None."""
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                pid = int(f.readline().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def is_running(self):
+        return self.postmaster_pid() is not None
+
+    def is_ready(self, timeout=2):
+        cp = subprocess.run([pg_bin("pg_isready"), "-q", "-h", self.host,
+                             "-p", str(self.port), "-t", str(int(timeout))],
+                            capture_output=True)
+        return cp.returncode == 0
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_ready(timeout=1):
+                return
+            time.sleep(0.1)
+        raise PgwharfError("PostgreSQL not ready after %ss; log:\n%s"
+                           % (timeout, self.log_tail()))
+
+    def start(self, timeout=60):
+        """Start the postmaster (after stop() or kill9()) and wait until ready."""
+        if self.is_running():
+            self.resume()
+            self.wait_ready(timeout)
+            return
+        # Right after a kill -9 the old postmaster may linger as a zombie
+        # (kill(pid, 0) still succeeds, so PostgreSQL thinks its lock file
+        # is live) or orphaned backends may still hold the shared memory:
+        # retry until those are gone.
+        deadline = time.monotonic() + timeout
+        while True:
+            cp = self.pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", self.logfile,
+                             check=False)
+            if cp.returncode == 0:
+                break
+            tail = self.log_tail(5)
+            transient = ("lock file" in tail or "shared memory block" in tail)
+            if not transient or time.monotonic() > deadline:
+                raise PgwharfError("pg_ctl start failed (rc %d): %s%s\nlog:\n%s"
+                                   % (cp.returncode, cp.stdout, cp.stderr,
+                                      self.log_tail()))
+            time.sleep(0.2)
+        self.wait_ready(timeout)
+
+    def stop(self, mode="fast", timeout=60):
+        """pg_ctl stop -m fast|smart|immediate; waits until it is gone."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        self.resume()
+        self.pg_ctl("stop", "-m", mode, "-w", "-t", str(int(timeout)), check=False)
+        _wait_gone(pid, timeout)
+
+    def restart(self, mode="fast", timeout=60):
+        self.stop(mode=mode, timeout=timeout)
+        self.start(timeout=timeout)
+
+    def kill9(self, children=True, timeout=30):
+        """SIGKILL the postmaster, as a crash would; with children=True also
+        every backend and auxiliary process, so clients see their connections
+        die at once and start() can follow right away.  Returns the old PID."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return None
+        kids = _children(pid) if children else []
+        for p in [pid] + kids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in [pid] + kids:
+            _wait_gone(p, timeout)
+        return pid
+
+    def pause(self):
+        """SIGSTOP the postmaster: new connections hang (the kernel still
+        completes TCP handshakes), running backends keep going."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    def pause_all(self):
+        """SIGSTOP the postmaster and every backend: the whole server hangs."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            for p in [pid] + _children(pid):
+                try:
+                    os.kill(p, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+        return pid
+
+    def resume(self):
+        """SIGCONT the postmaster and its children (undoes pause/pause_all)."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            for p in [pid] + _children(pid):
+                try:
+                    os.kill(p, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        return pid
+
+    def ensure_running(self):
+        """Put the cluster back after a test that stopped, killed or paused it."""
+        if self.is_running():
+            self.resume()
+        else:
+            self.start()
+        self.wait_ready()
+
+    def log_tail(self, lines=40):
+        return _tail(self.logfile, lines)
+
+
+def _alive(pid):
+    """Alive and not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_gone(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise PgwharfError("process %d does not go away" % pid)
+        time.sleep(0.05)
+
+
+def _children(pid):
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            kids.append(int(name))
+    return kids
+
+
+def _tail(path, lines):
+    if not path:
+        return ""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return "(cannot read %s: %s)" % (path, e)
+
+
+# --- pgwharf -----------------------------------------------------------------
+
+def _ini_value(v):
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, dict):
+        return _conninfo(**v)
+    return str(v)
+
+
+class Pgwharf:
+    """One pgwharf process in its own temp dir (config, auth file, log).
+
+    settings   [pgwharf] keys; merged over the defaults: listen_addr
+               127.0.0.1, listen_port a free port, unix_socket_dir the temp
+               dir, auth_type md5, auth_file the generated file,
+               admin_users/stats_users pgwharf.  A value of None drops a key.
+    databases  [databases]: name -> connection string or dict of libpq
+               keywords.  Default: pgwharf, pgwharf2 and postgres on the
+               test cluster, without user/password (the client's are used).
+    users      [users]: name -> string or dict ("pool_mode=session").
+    auth_users the auth file: user -> secret (plaintext, md5..., SCRAM-...).
+               Default: the cluster's superuser and app role, plaintext.
+    extra      raw text appended to the config.
+    binary     default $PGW_BINARY.
+    args       extra command-line arguments before the config path.
+    env        extra environment for the process.
+
+    start() is implicit in `with Pgwharf(...) as px:`; stop() always runs.
+    """
+
+    ready_timeout = 15.0
+
+    def __init__(self, pg=None, settings=None, databases=None, users=None,
+                 auth_users=None, extra="", binary=None, args=(), env=None,
+                 tmpdir=None):
+        self.pg = pg if pg is not None else (Postgres() if Postgres.available() else None)
+        self.binary = binary or os.environ.get("PGW_BINARY")
+        if not self.binary:
+            raise PgwharfError("$PGW_BINARY is not set (run through ctest)")
+        self.args = list(args)
+        self.extra_env = dict(env or {})
+        self.dir = tmpdir or tempfile.mkdtemp(prefix="pgwharf-test-")
+        self._own_dir = tmpdir is None
+        self.config_path = os.path.join(self.dir, "pgwharf.ini")
+        self.auth_path = os.path.join(self.dir, "userlist.txt")
+        self.log_path = os.path.join(self.dir, "pgwharf.log")
+        self.proc = None
+        self.returncode = None
+        self.killed = False          # stop() had to SIGKILL
+
+        self.settings = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": None,     # filled by start()
+            "unix_socket_dir": self.dir,
+            "auth_type": "md5",
+            "auth_file": self.auth_path,
+            "admin_users": self.pg.user if self.pg else "pgwharf",
+            "stats_users": self.pg.user if self.pg else "pgwharf",
+        }
+        self.settings.update(settings or {})
+        if databases is None:
+            databases = {}
+            if self.pg:
+                for db in (self.pg.database, self.pg.database2, "postgres"):
+                    databases[db] = self.pg.conn_string(db)
+        self.databases = dict(databases)
+        self.users = dict(users or {})
+        if auth_users is None:
+            auth_users = {}
+            if self.pg:
+                auth_users = {self.pg.user: self.pg.password,
+                              self.pg.app_user: self.pg.app_password}
+        self.auth_users = dict(auth_users)
+        self.extra = extra
+
+    # files
+    @property
+    def port(self):
+        p = self.settings.get("listen_port")
+        return int(p) if p not in (None, "") else None
+
+    @property
+    def host(self):
+        addr = str(self.settings.get("listen_addr") or "127.0.0.1")
+        first = addr.split(",")[0].strip()
+        return "127.0.0.1" if first in ("*", "0.0.0.0", "") else first
+
+    def config_text(self):
+        out = ["; written by tests/integration/pgwharf_test.py", "[pgwharf]"]
+        for k, v in self.settings.items():
+            if v is not None:
+                out.append("%s = %s" % (k, _ini_value(v)))
+        out += ["", "[databases]"]
+        for k, v in self.databases.items():
+            out.append("%s = %s" % (k, _ini_value(v)))
+        out += ["", "[users]"]
+        for k, v in self.users.items():
+            out.append("%s = %s" % (k, _ini_value(v)))
+        out.append("")
+        if self.extra:
+            out.append(self.extra)
+        return "\n".join(out) + "\n"
+
+    def auth_text(self):
+        def q(s):
+            return '"' + str(s).replace('"', '""') + '"'
+        return "".join("%s %s\n" % (q(u), q(s)) for u, s in self.auth_users.items())
+
+    def write_config(self):
+        """(Re)write the config and auth files; start() and reload() call it."""
+        if self.settings.get("listen_port") in (None, "", 0, "0", "auto"):
+            self.settings["listen_port"] = free_port()
+        for k in ("metrics_port",):
+            if self.settings.get(k) == "auto":
+                self.settings[k] = free_port()
+        _write(self.auth_path, self.auth_text())
+        _write(self.config_path, self.config_text())
+
+    # process
+    def start(self, wait=True):
+        """Write the files, start the binary, wait until the port accepts
+        connections.  Retries with a new port if the chosen one was taken."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise PgwharfError("already running (pid %d)" % self.proc.pid)
+        fixed_port = self.settings.get("listen_port") not in (None, "", 0, "0", "auto")
+        for attempt in range(3):
+            self.write_config()
+            e = dict(os.environ)
+            e.update(self.extra_env)
+            logf = open(self.log_path, "ab")
+            try:
+                self.proc = subprocess.Popen(
+                    [self.binary] + self.args + [self.config_path],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                    cwd=self.dir, env=e, start_new_session=True)
+            finally:
+                logf.close()
+            self.returncode = None
+            self.killed = False
+            if not wait:
+                return self
+            if wait_port(self.host, self.port, self.ready_timeout, proc=self.proc):
+                return self
+            rc = self.proc.poll()
+            if rc is None:
+                self.stop()
+                raise PgwharfError("pgwharf did not listen on %s:%d within %ss; log:\n%s"
+                                   % (self.host, self.port, self.ready_timeout,
+                                      self.log_tail()))
+            self.returncode = rc
+            if not fixed_port and "in use" in self.log():
+                self.settings["listen_port"] = None
+                continue
+            raise PgwharfError("pgwharf exited with %s before listening; log:\n%s"
+                               % (rc, self.log_tail()))
+        raise PgwharfError("pgwharf could not find a free port; log:\n%s" % self.log_tail())
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def reload(self, rewrite=True):
+        """Rewrite the files from the current attributes (unless rewrite is
+        False) and send SIGHUP."""
+        if rewrite:
+            self.write_config()
+        self.send_signal(signal.SIGHUP)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Send sig (SIGTERM: graceful), wait up to timeout, then SIGKILL.
+        Returns the exit status (negative: killed by that signal).  Safe to
+        call twice."""
+        if self.proc is None:
+            return self.returncode
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
+            self.returncode = self.proc.returncode
+        return self.returncode
+
+    def cleanup(self):
+        """stop() and remove the temp dir (kept when $PGW_KEEP_TMP is set)."""
+        self.stop()
+        if self._own_dir and not os.environ.get("PGW_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+    def check(self, timeout=30):
+        """`pgwharf --check CONFIG` on the current files: CompletedProcess."""
+        self.write_config()
+        return subprocess.run([self.binary, "--check", self.config_path],
+                              capture_output=True, text=True, timeout=timeout,
+                              cwd=self.dir)
+
+    # clients
+    def dsn(self, db=None, user=None, password=None, **extra):
+        """libpq keyword string to pgwharf (psycopg2.connect, psycopg.connect)."""
+        db = db or (self.pg.database if self.pg else "pgwharf")
+        user = user or (self.pg.user if self.pg else "pgwharf")
+        if password is None:
+            password = self.auth_users.get(user)
+            if password is None or str(password).startswith(("md5", "SCRAM-SHA-256$")):
+                password = self.pg._default_password(user) if self.pg else None
+        return _conninfo(host=self.host, port=self.port, dbname=db, user=user,
+                         password=password, **extra)
+
+    def url(self, db=None, user=None, password=None):
+        """postgresql:// URL to pgwharf (asyncpg, node-postgres)."""
+        kw = _parse_conninfo(self.dsn(db, user, password))
+        return _url(kw["host"], kw["port"], kw["dbname"], kw["user"], kw.get("password"))
+
+    def psql(self, sql, db=None, user=None, password=None, check=True, timeout=60,
+             extra_args=(), connect_timeout=10):
+        """psql through pgwharf: unaligned, tuples-only output (see _run_psql)."""
+        kw = _parse_conninfo(self.dsn(db, user, password))
+        return _run_psql(kw["host"], kw["port"], kw["user"], kw.get("password"),
+                         kw["dbname"], sql, check=check, timeout=timeout,
+                         extra_args=extra_args, connect_timeout=connect_timeout)
+
+    def admin(self, sql, db="pgbouncer", user=None, password=None, check=True):
+        """A command on the admin console (SHOW POOLS; ...): rows as lists."""
+        out = self.psql(sql, db=db, user=user, password=password, check=check,
+                        extra_args=("-F", "\t"))
+        if not check:
+            return out
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def pgbench(self, args, db=None, user=None, password=None, timeout=300, check=True):
+        """Run pgbench against pgwharf; args a list (e.g. ["-S", "-c", "10",
+        "-T", "5"]).  Returns the CompletedProcess (parse_tps(cp.stdout))."""
+        kw = _parse_conninfo(self.dsn(db, user, password))
+        return run_pgbench(kw["host"], kw["port"], kw["user"], kw.get("password"),
+                           kw["dbname"], args, timeout=timeout, check=check)
+
+    # observation
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=60):
+        return _tail(self.log_path, lines)
+
+    def wait_for_log(self, pattern, timeout=10.0):
+        """Wait until the log matches the regex; returns the match or raises."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log())
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise PgwharfError("log never matched %r; tail:\n%s"
+                                   % (pattern, self.log_tail()))
+            time.sleep(0.05)
+
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def threads(self):
+        return len(os.listdir("/proc/%d/task" % self.pid))
+
+
+def run_pgbench(host, port, user, password, db, args, timeout=300, check=True):
+    e = dict(os.environ)
+    if password is not None:
+        e["PGPASSWORD"] = password
+    cmd = [pg_bin("pgbench"), "-h", str(host), "-p", str(port), "-U", user] + list(args) + [db]
+    cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+    if check and cp.returncode != 0:
+        raise PgwharfError("pgbench %s failed (rc %d):\n%s\n%s"
+                           % (" ".join(args), cp.returncode, cp.stdout, cp.stderr))
+    return cp
+
+
+def _parse_conninfo(s):
+    out = {}
+    for m in re.finditer(r"(\w+)=('(?:[^'\\]|\\.)*'|\S*)", s):
+        v = m.group(2)
+        if v.startswith("'"):
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        out[m.group(1)] = v
+    return out
+
+
+def _write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+# --- the test case base ------------------------------------------------------
+
+class PgwharfTestCase(unittest.TestCase):
+    """Skips when there is no test cluster.  self.pg is the Postgres helper;
+    self.start_pgwharf(**kw) starts a Pgwharf that is always stopped.  After
+    every pgwharf stops, the test fails if the process did not exit with 0
+    on SIGTERM (crash, sanitizer report, hang that needed SIGKILL) unless
+    the test set self.expect_clean_exit = False.  The cluster is put back up
+    after each test."""
+
+    expect_clean_exit = True
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not Postgres.available():
+            raise unittest.SkipTest("no test cluster ($PGW_TEST_ENV)")
+        cls.pg = Postgres()
+
+    def setUp(self):
+        super().setUp()
+        self._pgwharfs = []
+        self.addCleanup(self._cleanup_all)
+
+    def start_pgwharf(self, start=True, **kw):
+        kw.setdefault("pg", self.pg)
+        px = Pgwharf(**kw)
+        self._pgwharfs.append(px)
+        if start:
+            px.start()
+        return px
+
+    def _cleanup_all(self):
+        problems = []
+        for px in self._pgwharfs:
+            was_running = px.alive()
+            rc = px.stop()
+            if self.expect_clean_exit and was_running and (px.killed or rc != 0):
+                problems.append("pgwharf pid %s %s; log tail:\n%s"
+                                % (px.pid, "hung on SIGTERM and was killed" if px.killed
+                                   else "exited with %s" % rc, px.log_tail()))
+            elif os.environ.get("PGW_TEST_VERBOSE"):
+                sys.stderr.write("--- pgwharf log %s ---\n%s" % (px.log_path, px.log()))
+            if not problems:
+                px.cleanup()
+        try:
+            self.pg.ensure_running()
+        except PgwharfError as e:
+            problems.append(str(e))
+        if problems:
+            self.fail("\n".join(problems))
