@@ -1,1 +1,570 @@
-/* placeholder until pool.c lands */
+/*
+ * pool.c - one pool per (database, user): the FIFO waiter queue, lending
+ * and taking back servers, growing within the pool's limits, stats and
+ * iteration.
+ *
+ * Invariants:
+ *   - a server is in exactly one of pool->idle / active / pending, or closed;
+ *   - a waiter is queued (w->node linked, w->ctx subscribed) or not, and
+ *     its callback runs at most once per acquire, never inside
+ *     pgw_pool_acquire();
+ *   - pgw_pool_kick() is reentrant: a waiter callback may release or
+ *     acquire on any pool; a nested kick of the same pool only flags the
+ *     running one to loop again.
+ * Lending an idle server allocates nothing.
+ */
+#include "pool/pool_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+static void waiter_done_cb(struct pgw_ctx_sub *sub, int err);
+
+int pgw_pool_total(const struct pgw_pool *pool)
+{
+    return pool->n_idle + pool->n_active + pool->n_connecting + pool->n_resetting;
+}
+
+static ev_tstamp pool_now(const struct pgw_pool *pool)
+{
+    return ev_now(pool->set->loop);
+}
+
+static void set_error(struct pgw_pool_error *e, int code, const char *sqlstate,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void set_error(struct pgw_pool_error *e, int code, const char *sqlstate,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    e->code = code;
+    snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", sqlstate);
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+}
+
+/* ---- waiters ----------------------------------------------------------- */
+
+bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w)
+{
+    return w->pool && w->node.next && pgw_list_linked(&w->node);
+}
+
+/* Take w off the queue and end its wait context; no callback. */
+static void waiter_unqueue(struct pgw_pool_waiter *w)
+{
+    struct pgw_pool *pool = w->pool;
+    pgw_list_del(&w->node);
+    pool->n_waiters--;
+    pgw_ctx_unsubscribe(&w->sub);
+    if (w->ctx)
+        pgw_ctx_release(w->ctx);
+    w->ctx = NULL;
+}
+
+static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *err)
+{
+    waiter_unqueue(w);
+    w->error = *err;
+    w->server = NULL;
+    w->cb(w, NULL);
+}
+
+static void waiter_done_cb(struct pgw_ctx_sub *sub, int err)
+{
+    struct pgw_pool_waiter *w = pgw_container_of(sub, struct pgw_pool_waiter, sub);
+    struct pgw_pool *pool = w->pool;
+    struct pgw_pool_error e;
+    ev_tstamp waited = pool_now(pool) - w->since;
+
+    if (err == PGW_EDEADLINE) {
+        pool->st.total_wait_timeouts++;
+        set_error(&e, PGW_EDEADLINE, "57014",
+                  "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
+                  pool->dbname, pool->user);
+        pgw_info("pool_wait_timeout", "db=%s user=%s waited=%.3f", pool->dbname, pool->user,
+                 waited);
+    } else {
+        set_error(&e, PGW_ECANCELED, "57014", "canceled while waiting for a server");
+    }
+    waiter_fail(w, &e);
+}
+
+void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err)
+{
+    struct pgw_list snap;
+    pgw_list_init(&snap);
+    /* Move the queue aside so waiters queued by the callbacks are kept. */
+    if (!pgw_list_empty(&pool->waiters)) {
+        snap.next = pool->waiters.next;
+        snap.prev = pool->waiters.prev;
+        snap.next->prev = &snap;
+        snap.prev->next = &snap;
+        pgw_list_init(&pool->waiters);
+    }
+    struct pgw_list *n;
+    while ((n = pgw_list_first(&snap))) {
+        struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
+        waiter_fail(w, err);
+    }
+}
+
+/* ---- lending ----------------------------------------------------------- */
+
+static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_waiter *w)
+{
+    ev_tstamp now = pool_now(pool);
+    ev_io_stop(pool->set->loop, &srv->io);
+    pgw_server_move(srv, PGW_SRV_ACTIVE);
+    srv->request_time = now;
+    srv->lend_count++;
+    srv->link = NULL;
+    srv_priv(srv)->checked = false;
+    w->server = srv;
+    pool->st.total_acquires++;
+}
+
+/* The server to lend without a check, if any: the most recent idle one. */
+static struct pgw_server *fresh_idle(struct pgw_pool *pool)
+{
+    struct pgw_list *n = pgw_list_first(&pool->idle);
+    if (!n)
+        return NULL;
+    struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+    return pgw_server_needs_check(srv, pool_now(pool)) ? NULL : srv;
+}
+
+static void check_or_close(struct pgw_server *srv)
+{
+    const char *q = srv->pool->set->cfg->server_check_query;
+    if (pgw_server_job(srv, SRV_JOB_CHECK, q) < 0)
+        pgw_server_close(srv, "out of memory for server_check_query");
+}
+
+/* Hand idle servers to waiters in FIFO order. */
+static void serve_waiters(struct pgw_pool *pool)
+{
+    while (!pool->paused && pool->n_waiters > 0 && !pool->set->destroying) {
+        struct pgw_list *n = pgw_list_first(&pool->idle);
+        if (!n)
+            return;
+        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+        if (pgw_server_needs_check(srv, pool_now(pool))) {
+            check_or_close(srv);
+            continue;
+        }
+        struct pgw_pool_waiter *w =
+            pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
+        pool->st.total_wait_us += (uint64_t)((pool_now(pool) - w->since) * 1e6);
+        waiter_unqueue(w);
+        lend(pool, srv, w);
+        w->cb(w, srv);
+    }
+}
+
+void pgw_pool_kick(struct pgw_pool *pool)
+{
+    if (pool->dispatching) {
+        pool->dispatch_again = true;
+        return;
+    }
+    pool->dispatching = true;
+    do {
+        pool->dispatch_again = false;
+        serve_waiters(pool);
+        pgw_pool_grow(pool);
+    } while (pool->dispatch_again);
+    pool->dispatching = false;
+}
+
+/* A server of pool closed: pools sharing its db or user limit may now have
+ * room to grow. */
+void pgw_pool_kick_related(struct pgw_pool *pool)
+{
+    pgw_pool_kick(pool);
+    if (pool->max_db_connections <= 0 && pool->max_user_connections <= 0)
+        return;
+    struct pgw_list *n;
+    for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p != pool && p->n_waiters > 0 &&
+            (strcmp(p->dbname, pool->dbname) == 0 || strcmp(p->user, pool->user) == 0))
+            pgw_pool_kick(p);
+    }
+}
+
+/* ---- growing ----------------------------------------------------------- */
+
+static int count_servers(const struct pgw_pool *pool, bool by_db)
+{
+    int total = 0;
+    const struct pgw_list *n;
+    for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
+        const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (strcmp(by_db ? p->dbname : p->user, by_db ? pool->dbname : pool->user) == 0)
+            total += pgw_pool_total(p);
+    }
+    return total;
+}
+
+/* The oldest waiter has waited past reserve_pool_timeout?  Otherwise arm
+ * the timer for when it will have. */
+static bool reserve_due(struct pgw_pool *pool)
+{
+    struct ev_loop *loop = pool->set->loop;
+    ev_timer_stop(loop, &pool->reserve_timer);
+    if (pool->reserve_pool_size <= 0 || pool->n_waiters == 0)
+        return false;
+    struct pgw_pool_waiter *w =
+        pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
+    double left = w->since + pool->set->cfg->reserve_pool_timeout - pool_now(pool);
+    if (left <= 0)
+        return true;
+    ev_timer_set(&pool->reserve_timer, left, 0);
+    ev_timer_start(loop, &pool->reserve_timer);
+    return false;
+}
+
+/* At a db/user limit, an idle server of another pool under the same limit
+ * makes way (the least recently used one), as PgBouncer does.  Returns
+ * true when one was closed. */
+static bool evict_idle(struct pgw_pool *pool, bool by_db)
+{
+    struct pgw_server *victim = NULL;
+    struct pgw_list *n;
+    for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p == pool || strcmp(by_db ? p->dbname : p->user, by_db ? pool->dbname : pool->user))
+            continue;
+        struct pgw_list *last = pgw_list_last(&p->idle);
+        if (!last)
+            continue;
+        struct pgw_server *s = pgw_container_of(last, struct pgw_server, node);
+        if (!victim || s->request_time < victim->request_time)
+            victim = s;
+    }
+    if (!victim)
+        return false;
+    pgw_server_close(victim, by_db ? "max_db_connections: making room for another pool"
+                                   : "max_user_connections: making room for another pool");
+    return true;
+}
+
+/* Room under a db or user limit, evicting other pools' idle servers for
+ * up to `evict` new ones. */
+static int limit_room(struct pgw_pool *pool, int limit, bool by_db, int evict)
+{
+    int r = limit - count_servers(pool, by_db);
+    while (r < evict && evict_idle(pool, by_db))
+        r++;
+    return r;
+}
+
+/* How many more servers this pool may have now (all limits), at most want.
+ * Only waiters (`evict` of them) make other pools' idle servers go; warming
+ * min_pool_size never does, or two pools would take turns. */
+static int room(struct pgw_pool *pool, int want, int evict)
+{
+    int max = pool->pool_size;
+    if (reserve_due(pool))
+        max += pool->reserve_pool_size;
+    int r = max - pgw_pool_total(pool);
+    r = want < r ? want : r;
+    if (r > 0 && pool->max_db_connections > 0) {
+        int d = limit_room(pool, pool->max_db_connections, true, evict < r ? evict : r);
+        r = d < r ? d : r;
+    }
+    if (r > 0 && pool->max_user_connections > 0) {
+        int u = limit_room(pool, pool->max_user_connections, false, evict < r ? evict : r);
+        r = u < r ? u : r;
+    }
+    return r;
+}
+
+/* Servers waiters need beyond those on their way (connecting, being
+ * checked or reset: each ends idle and serves a waiter). */
+static int needed(const struct pgw_pool *pool)
+{
+    int coming = pool->n_connecting + pool->n_resetting + pool->n_idle;
+    return pool->paused ? 0 : pool->n_waiters - coming;
+}
+
+void pgw_pool_grow(struct pgw_pool *pool)
+{
+    if (pool->orphan || pool->set->destroying)
+        return;
+    int need = needed(pool);
+    int warm = pool->min_pool_size - pgw_pool_total(pool);
+    int n = need > warm ? need : warm;
+    if (n <= 0)
+        return;
+    n = room(pool, n, need);
+    while (n-- > 0) {
+        bool probe = false;
+        if (pgw_backend_admit(pool->backend, &probe) < 0)
+            return;
+        if (!pgw_server_start(pool, probe)) {
+            if (probe)
+                pgw_breaker_probe_abort(&pool->backend->breaker, pool_now(pool));
+            return;
+        }
+    }
+}
+
+static void reserve_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pgw_pool *pool = pgw_container_of(t, struct pgw_pool, reserve_timer);
+    pgw_pool_kick(pool);
+}
+
+void pgw_pool_init_queues(struct pgw_pool *pool)
+{
+    pgw_list_init(&pool->idle);
+    pgw_list_init(&pool->active);
+    pgw_list_init(&pool->pending);
+    pgw_list_init(&pool->waiters);
+    ev_init(&pool->reserve_timer, reserve_timer_cb);
+}
+
+/* ---- acquire / release ------------------------------------------------- */
+
+/* Would this waiter need a new connection that the breaker refuses? */
+static bool breaker_refuses(struct pgw_pool *pool)
+{
+    if (!pgw_breaker_blocked(&pool->backend->breaker, pool_now(pool)))
+        return false;
+    if (pool->paused)
+        return false;
+    int coming = pool->n_connecting + pool->n_resetting + pool->n_idle;
+    if (pool->n_waiters + 1 <= coming)
+        return false;
+    /* At its size the pool waits for a release, not a new connection. */
+    return pool->n_active < pool->pool_size || pool->n_active == 0;
+}
+
+static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
+{
+    if (pool->set->destroying) {
+        set_error(&w->error, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
+        return PGW_ESHUTDOWN;
+    }
+    if (pool->orphan) {
+        set_error(&w->error, PGW_ENOTFOUND, "3D000",
+                  "database \"%s\" is no longer in the configuration", pool->dbname);
+        return PGW_ENOTFOUND;
+    }
+    if (breaker_refuses(pool)) {
+        pool->st.total_breaker_rejects++;
+        pgw_backend_error(pool->backend, &w->error);
+        return PGW_EBREAKER_OPEN;
+    }
+    return 0;
+}
+
+int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
+                     struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg)
+{
+    w->arg = arg;
+    w->server = NULL;
+    memset(&w->error, 0, sizeof(w->error));
+    pgw_list_init(&w->node);
+    pgw_ctx_sub_init(&w->sub);
+    w->pool = pool;
+    w->cb = cb;
+    w->ctx = NULL;
+    w->since = pool_now(pool);
+
+    int err = pgw_ctx_err(ctx);
+    if (err) {
+        set_error(&w->error, err, "57014", "canceled before waiting for a server");
+        return err;
+    }
+    err = acquire_refuse(pool, w);
+    if (err)
+        return err;
+    struct pgw_server *srv = pool->paused || pool->n_waiters ? NULL : fresh_idle(pool);
+    if (srv) {
+        lend(pool, srv, w);
+        return PGW_ACQ_GRANTED;
+    }
+    double t = pool->set->cfg->query_wait_timeout;
+    w->ctx = t > 0 ? pgw_ctx_with_timeout(ctx, t) : pgw_ctx_with_cancel(ctx);
+    if (!w->ctx) {
+        set_error(&w->error, PGW_ENOMEM, "53200", "out of memory");
+        return PGW_ENOMEM;
+    }
+    err = pgw_ctx_subscribe(w->ctx, &w->sub, waiter_done_cb, w);
+    if (err) {
+        pgw_ctx_release(w->ctx);
+        w->ctx = NULL;
+        set_error(&w->error, err, "57014", "canceled before waiting for a server");
+        return err;
+    }
+    pgw_list_append(&pool->waiters, &w->node);
+    pool->n_waiters++;
+    /* Start checks and connections, but lend nothing here: the callback
+     * must not run inside this call.  A nested kick only flags. */
+    bool was = pool->dispatching;
+    pool->dispatching = true;
+    for (struct pgw_list *n = pool->idle.next; n != &pool->idle && !pool->paused;) {
+        struct pgw_server *s = pgw_container_of(n, struct pgw_server, node);
+        n = n->next;
+        if (pool->n_resetting + pool->n_connecting >= pool->n_waiters)
+            break;
+        check_or_close(s);
+    }
+    pgw_pool_grow(pool);
+    pool->dispatching = was;
+    return PGW_ACQ_QUEUED;
+}
+
+void pgw_pool_cancel_wait(struct pgw_pool_waiter *w)
+{
+    if (pgw_pool_waiter_queued(w))
+        waiter_unqueue(w);
+}
+
+void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
+{
+    struct pgw_pool *pool = srv->pool;
+    const char *reset = pool->set->cfg->server_reset_query;
+
+    if (srv->state != PGW_SRV_ACTIVE) {
+        pgw_warn("pool_release_bad_state", "db=%s user=%s id=%llu state=%d", pool->dbname,
+                 pool->user, (unsigned long long)srv->id, (int)srv->state);
+        return;
+    }
+    srv->request_time = pool_now(pool);
+    srv->link = NULL;
+    if (how == PGW_RELEASE_CLOSE)
+        pgw_server_close(srv, "closed by client session");
+    else if (srv_priv(srv)->reconnect || pool->orphan ||
+             (srv->expire_at > 0 && srv->request_time >= srv->expire_at))
+        pgw_server_close(srv, srv_priv(srv)->reconnect ? "reconnect" : "server_lifetime");
+    else if (how == PGW_RELEASE_RESET && reset && *reset) {
+        if (pgw_server_job(srv, SRV_JOB_RESET, reset) < 0)
+            pgw_server_close(srv, "out of memory for server_reset_query");
+    } else
+        pgw_server_make_idle(srv);
+    pgw_pool_kick_related(pool);
+}
+
+/* ---- maintenance ------------------------------------------------------- */
+
+/* Close idle servers past server_idle_timeout (above min_pool_size) or
+ * past their lifetime.  Oldest-used first: they sit at the tail. */
+void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
+{
+    const struct pgw_config *cfg = pool->set->cfg;
+    struct pgw_list *n, *prev;
+    for (n = pool->idle.prev; n != &pool->idle; n = prev) {
+        prev = n->prev;
+        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+        if (srv->expire_at > 0 && now >= srv->expire_at)
+            pgw_server_close(srv, "server_lifetime");
+        else if (cfg->server_idle_timeout > 0 &&
+                 now - srv->request_time >= cfg->server_idle_timeout &&
+                 pgw_pool_total(pool) > pool->min_pool_size)
+            pgw_server_close(srv, "server_idle_timeout");
+        else if (pool->n_waiters == 0 &&
+                 pgw_pool_total(pool) > pool->pool_size + pool->reserve_pool_size)
+            pgw_server_close(srv, "pool_size lowered");
+    }
+}
+
+/* ---- accessors, admin ---------------------------------------------------- */
+
+const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }
+const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
+enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool) { return pool->mode; }
+
+void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st)
+{
+    ev_tstamp now = pool_now(pool);
+    *st = pool->st;
+    st->cl_active = pool->n_active;
+    st->cl_waiting = pool->n_waiters;
+    st->sv_active = pool->n_active;
+    st->sv_tested = pool->n_resetting;
+    st->sv_login = pool->n_connecting;
+    st->sv_idle = st->sv_used = 0;
+    const struct pgw_list *n;
+    for (n = pool->idle.next; n != &pool->idle; n = n->next) {
+        const struct pgw_server *s = pgw_container_of(n, struct pgw_server, node);
+        if (pgw_server_needs_check(s, now))
+            st->sv_used++;
+        else
+            st->sv_idle++;
+    }
+    st->pool_size = pool->pool_size;
+    st->min_pool_size = pool->min_pool_size;
+    st->reserve_pool_size = pool->reserve_pool_size;
+    st->paused = pool->paused;
+    st->maxwait = 0;
+    struct pgw_list *f = pgw_list_first(&pool->waiters);
+    if (f)
+        st->maxwait = now - pgw_container_of(f, struct pgw_pool_waiter, node)->since;
+}
+
+void pgw_pool_pause(struct pgw_pool *pool, bool paused)
+{
+    pool->paused = paused;
+    if (!paused)
+        pgw_pool_kick(pool);
+}
+
+void pgw_pool_reconnect(struct pgw_pool *pool)
+{
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &pool->idle)
+        pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
+    for (n = pool->active.next; n != &pool->active; n = n->next)
+        srv_priv(pgw_container_of(n, struct pgw_server, node))->reconnect = true;
+    for (n = pool->pending.next; n != &pool->pending; n = n->next)
+        srv_priv(pgw_container_of(n, struct pgw_server, node))->reconnect = true;
+    pgw_pool_kick_related(pool);
+}
+
+struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev)
+{
+    struct pgw_list *n = prev ? prev->node.next : set->pools.next;
+    return n == &set->pools ? NULL : pgw_container_of(n, struct pgw_pool, node);
+}
+
+static struct pgw_list *server_list(struct pgw_pool *pool, int i)
+{
+    switch (i) {
+    case 0: return &pool->idle;
+    case 1: return &pool->active;
+    case 2: return &pool->pending;
+    default: return NULL;
+    }
+}
+
+static int list_index(enum pgw_server_state st)
+{
+    return st == PGW_SRV_IDLE ? 0 : st == PGW_SRV_ACTIVE ? 1 : 2;
+}
+
+struct pgw_server *pgw_pool_server_next(struct pgw_pool *pool, struct pgw_server *prev)
+{
+    int i = prev ? list_index(prev->state) : 0;
+    struct pgw_list *n = prev ? prev->node.next : pool->idle.next;
+    for (;;) {
+        struct pgw_list *head = server_list(pool, i);
+        if (!head)
+            return NULL;
+        if (n != head)
+            return pgw_container_of(n, struct pgw_server, node);
+        head = server_list(pool, ++i);
+        if (!head)
+            return NULL;
+        n = head->next;
+    }
+}

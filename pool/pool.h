@@ -71,7 +71,8 @@ struct pgw_server {
     int fd;                   /* PQsocket() after login */
     void *ssl;                /* SSL * when the link is TLS, else NULL */
     PGconn *conn;             /* kept alive: PQfinish closes fd */
-    PGcancel *cancel;         /* PQgetCancel(); for cancel forwarding */
+    PGcancel *cancel;         /* PQgetCancel(); for cancel forwarding; valid
+                               * only while the server is lent to you */
     int backend_pid;
     int server_version;
     struct pgw_params params; /* as the server reported them */
@@ -136,11 +137,26 @@ struct pgw_pool_waiter {
  * While queued the wait runs under a child context whose deadline is the
  * pool's query_wait_timeout; if it passes, cb gets NULL with PGW_EDEADLINE;
  * if ctx is cancelled, cb gets NULL with PGW_ECANCELED.
+ * w->error on failure (code, SQLSTATE, message):
+ *   PGW_EDEADLINE      57014  "query_wait_timeout: waited 2.0 s for a server in pool db/user"
+ *   PGW_ECANCELED      57014  (the caller's ctx ended; the client went away)
+ *   PGW_EBREAKER_OPEN  the backend's own (28P01, 53300, 3D000, 57P03, ...) guessed
+ *                      from libpq's text, else 08001/08006;
+ *                      "server connection failed: <libpq's message>"
+ *   PGW_ESHUTDOWN      57P01  (pgw_pool_set_destroy)
+ *   PGW_ENOTFOUND      3D000  (the database left the config on reload)
+ *   PGW_ENOMEM         53200
+ * Callbacks run from the loop (or from inside pgw_pool_release / pause /
+ * reconnect / reconfigure, which may hand a server over at once), never
+ * from inside pgw_pool_acquire; they may call back into the pool.
  */
 int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                      struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg);
-/* Leave the queue without a callback (no-op when not queued). */
+/* Leave the queue without a callback (no-op when not queued).  w must have
+ * been zeroed or passed to pgw_pool_acquire() before. */
 void pgw_pool_cancel_wait(struct pgw_pool_waiter *w);
+/* Is w queued (its callback still to come)?  Same precondition. */
+bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w);
 
 enum pgw_release {
     PGW_RELEASE_IDLE,         /* clean: transaction idle, nothing outstanding */
@@ -163,6 +179,9 @@ struct pgw_pool_stats {
     uint64_t total_connects;
     uint64_t total_connect_failures;
     uint64_t total_breaker_rejects;
+    /* settings in force (for SHOW POOLS) */
+    int pool_size, min_pool_size, reserve_pool_size;
+    bool paused;
 };
 
 /* Create or find the pool for (db entry, client-facing database name, user).
@@ -209,7 +228,9 @@ struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *r
 void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config *cfg);
 /* Number of servers in all pools (any state) -- for shutdown and tests. */
 int pgw_pool_set_server_count(const struct pgw_pool_set *set);
-/* Cancel every waiter, close every server (PQfinish), free everything. */
+/* Cancel every waiter (callback with PGW_ESHUTDOWN, SQLSTATE 57P01), close
+ * every server (PQfinish; lent ones too, so release or forget them first),
+ * free everything.  Not from inside a pool callback. */
 void pgw_pool_set_destroy(struct pgw_pool_set *set);
 
 #endif

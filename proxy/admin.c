@@ -1,13 +1,253 @@
 /*
  * admin.c - the admin console: the virtual database "pgwharf" (also
- * "pgbouncer").  Simple query protocol only.
+ * "pgbouncer").  Simple query protocol only; commands are PgBouncer's
+ * (SHOW ..., PAUSE, RESUME, KILL, RELOAD, SET, ...), case-insensitive, one or
+ * more per Query separated by ';'.  admin_users may run everything,
+ * stats_users only SHOW (and the harmless SETs drivers send).
+ *
+ * Output never grows a session buffer past its size: a result is built in
+ * the session's admin_out and moved into the client buffer as it drains;
+ * the next query is read only when the previous reply is on its way.
+ *
+ * Also here: the result-set builder, the PAUSE state and the admin state's
+ * init/reload/deinit (see admin_int.h for the other files).
  */
-#include "proxy/proxy_int.h"
+#include "proxy/admin_int.h"
 
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
+#include "common/err.h"
 #include "common/log.h"
 #include "proxy/codec.h"
+
+#define ADMIN_MAX_STMTS 32
+#define ADMIN_WORD_MAX 256
+#define ADMIN_VALUE_MAX 4096
+
+/* ---- text helpers ---- */
+
+void pgw_admin_printf(struct pgw_wbuf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->failed = true;
+        return;
+    }
+    if ((size_t)n < sizeof(small)) {
+        pgw_wbuf_append(b, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    pgw_wbuf_append(b, big, (size_t)n);
+    free(big);
+}
+
+int pgw_admin_error(struct pgw_wbuf *out, const char *sqlstate, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pgw_wire_verror(out, "ERROR", sqlstate, fmt, ap);
+    va_end(ap);
+    return PGW_ADMIN_FAILED;
+}
+
+/* ---- result sets ---- */
+
+static int16_t type_len(uint32_t oid)
+{
+    switch (oid) {
+    case PGW_OID_INT8:      return 8;
+    case PGW_OID_INT4:      return 4;
+    case PGW_OID_TIMESTAMP: return 8;
+    default:                return -1;
+    }
+}
+
+void pgw_rs_begin(struct pgw_rs *rs, struct pgw_wbuf *out, const struct pgw_rs_col *cols, int n)
+{
+    memset(rs, 0, sizeof(*rs));
+    rs->out = out;
+    rs->ncols = n;
+    size_t m = pgw_wbuf_msg_begin(out, PGW_BE_ROW_DESC);
+    pgw_wbuf_put_u16(out, (uint16_t)n);
+    for (int i = 0; i < n; i++) {
+        pgw_wbuf_put_str(out, cols[i].name);
+        pgw_wbuf_put_u32(out, 0);                        /* table */
+        pgw_wbuf_put_u16(out, 0);                        /* column */
+        pgw_wbuf_put_u32(out, cols[i].oid);
+        pgw_wbuf_put_u16(out, (uint16_t)type_len(cols[i].oid));
+        pgw_wbuf_put_u32(out, 0xffffffffu);              /* typmod -1 */
+        pgw_wbuf_put_u16(out, 0);                        /* text */
+    }
+    pgw_wbuf_msg_end(out, m);
+}
+
+void pgw_rs_row(struct pgw_rs *rs)
+{
+    rs->row = pgw_wbuf_msg_begin(rs->out, PGW_BE_DATA_ROW);
+    pgw_wbuf_put_u16(rs->out, (uint16_t)rs->ncols);
+    rs->col = 0;
+}
+
+void pgw_rs_text(struct pgw_rs *rs, const char *v)
+{
+    if (!v) {
+        pgw_wbuf_put_u32(rs->out, 0xffffffffu);
+    } else {
+        size_t n = strlen(v);
+        pgw_wbuf_put_u32(rs->out, (uint32_t)n);
+        pgw_wbuf_append(rs->out, v, n);
+    }
+    rs->col++;
+}
+
+void pgw_rs_int(struct pgw_rs *rs, int64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%lld", (long long)v);
+    pgw_rs_text(rs, buf);
+}
+
+void pgw_rs_uint(struct pgw_rs *rs, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    pgw_rs_text(rs, buf);
+}
+
+void pgw_rs_time(struct pgw_rs *rs, ev_tstamp t)
+{
+    if (t <= 0) {
+        pgw_rs_text(rs, NULL);
+        return;
+    }
+    time_t sec = (time_t)t;
+    struct tm tm;
+    char buf[40];
+    gmtime_r(&sec, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+    pgw_rs_text(rs, buf);
+}
+
+void pgw_rs_row_end(struct pgw_rs *rs)
+{
+    if (rs->col != rs->ncols) {
+        /* A bug in a SHOW handler: never send a malformed row. */
+        pgw_error("admin", "reason=\"row has %d values for %d columns\"", rs->col, rs->ncols);
+        rs->out->failed = true;
+    }
+    pgw_wbuf_msg_end(rs->out, rs->row);
+    rs->nrows++;
+}
+
+void pgw_rs_end(struct pgw_rs *rs, const char *tag)
+{
+    pgw_wire_command_complete(rs->out, tag);
+}
+
+/* ---- PAUSE state ---- */
+
+bool pgw_admin_db_paused(const struct pgw_proxy *px, const char *db)
+{
+    const struct pgw_admin *adm = px->admin;
+    if (!adm)
+        return false;
+    if (adm->paused_all)
+        return true;
+    for (int i = 0; i < adm->npaused; i++)
+        if (strcmp(adm->paused_dbs[i], db) == 0)
+            return true;
+    return false;
+}
+
+void pgw_admin_pool_attach(struct pgw_proxy *px, struct pgw_pool *pool)
+{
+    if (pool && pgw_admin_db_paused(px, pgw_pool_dbname(pool)))
+        pgw_pool_pause(pool, true);
+}
+
+/* ---- sending: admin_out -> sbuf as it drains ---- */
+
+static void admin_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+/* Move queued output into the client buffer and flush; returns true when
+ * everything queued has been handed to the client buffer. */
+static bool admin_push(struct pgw_session *s)
+{
+    struct pgw_wbuf *o = &s->admin_out;
+    while (o->len > 0) {
+        if (s->state == PGW_SS_CLOSING)
+            return false;
+        if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px))) {
+            pgw_session_close(s, "53200", "out of memory");
+            return false;
+        }
+        struct pgw_iobuf *b = s->sbuf;
+        pgw_iobuf_compact(b);
+        size_t room = b->cap - b->len;
+        if (room == 0)
+            return false;                /* admin_write_cb comes back */
+        size_t n = o->len < room ? o->len : room;
+        memcpy(b->data + b->len, o->data, n);
+        b->len += (uint32_t)n;
+        b->parsed = b->len;
+        pgw_wbuf_consume(o, n);
+        pgw_session_flush_client(s);
+        if (s->state == PGW_SS_CLOSING)
+            return false;
+        if (s->cli_write_blocked && o->len > 0)
+            return false;
+    }
+    pgw_wbuf_deinit(o);                  /* give the memory back between replies */
+    return true;
+}
+
+static void admin_queue(struct pgw_session *s, struct pgw_wbuf *msg)
+{
+    if (msg->failed) {
+        pgw_session_close(s, "53200", "out of memory building the admin reply");
+        return;
+    }
+    if (s->admin_out.len == 0 && !s->admin_out.data) {
+        s->admin_out = *msg;             /* take the buffer over */
+        pgw_wbuf_init(msg);
+    } else {
+        pgw_wbuf_append(&s->admin_out, msg->data, msg->len);
+        if (s->admin_out.failed) {
+            pgw_session_close(s, "53200", "out of memory queueing the admin reply");
+            return;
+        }
+    }
+    admin_push(s);
+}
+
+static void admin_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_w);
+    pgw_session_flush_client(s);
+    if (s->state != PGW_SS_ADMIN || s->cli_write_blocked)
+        return;
+    if (admin_push(s))
+        pgw_admin_input(s);              /* the next query may go now */
+}
+
+/* ---- login ---- */
 
 void pgw_admin_login(struct pgw_session *s)
 {
@@ -19,6 +259,8 @@ void pgw_admin_login(struct pgw_session *s)
         return;
     }
     s->admin_can_write = admin;
+    /* Replies larger than a buffer are fed from admin_out as it drains. */
+    ev_set_cb(&s->cli_w, admin_write_cb);
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_param_status(&b, "server_version", PGW_VERSION "/pgwharf");
@@ -26,43 +268,427 @@ void pgw_admin_login(struct pgw_session *s)
     pgw_wire_param_status(&b, "server_encoding", "UTF8");
     pgw_wire_param_status(&b, "DateStyle", "ISO, MDY");
     pgw_wire_param_status(&b, "standard_conforming_strings", "on");
+    pgw_wire_param_status(&b, "application_name", "");
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
     pgw_wire_ready(&b, 'I');
     s->state = PGW_SS_ADMIN;
-    pgw_session_send(s, &b);
+    pgw_session_arm_timer(s);
+    admin_queue(s, &b);
     pgw_wbuf_deinit(&b);
+}
+
+/* ---- parsing ---- */
+
+struct admin_stmt {
+    char cmd[64];
+    char arg[ADMIN_WORD_MAX];
+    char key[ADMIN_WORD_MAX];            /* SET */
+    char value[ADMIN_VALUE_MAX];
+    bool is_set;
+};
+
+static const char *skip_ws(const char *p)
+{
+    while (*p && isspace((unsigned char)*p))
+        p++;
+    return p;
+}
+
+/* A word: "quoted" ("" for a quote inside) or [A-Za-z0-9_]+.  Returns the
+ * position after it, or NULL when there is none or it does not fit. */
+static const char *read_word(const char *p, char *out, size_t size)
+{
+    size_t n = 0;
+    if (*p == '"') {
+        for (p++;; p++) {
+            if (!*p)
+                return NULL;
+            if (*p == '"') {
+                if (p[1] != '"')
+                    break;
+                p++;
+            }
+            if (n + 1 >= size)
+                return NULL;
+            out[n++] = *p;
+        }
+        out[n] = '\0';
+        return n ? p + 1 : NULL;
+    }
+    while (isalnum((unsigned char)*p) || *p == '_') {
+        if (n + 1 >= size)
+            return NULL;
+        out[n++] = *p++;
+    }
+    out[n] = '\0';
+    return n ? p : NULL;
+}
+
+/* A SET value: 'string' ('' for a quote inside) or a run of non-blanks. */
+static const char *read_value(const char *p, char *out, size_t size)
+{
+    size_t n = 0;
+    if (*p == '\'') {
+        for (p++;; p++) {
+            if (!*p)
+                return NULL;
+            if (*p == '\'') {
+                if (p[1] != '\'')
+                    break;
+                p++;
+            }
+            if (n + 1 >= size)
+                return NULL;
+            out[n++] = *p;
+        }
+        out[n] = '\0';
+        return p + 1;
+    }
+    while (*p && !isspace((unsigned char)*p)) {
+        if (n + 1 >= size)
+            return NULL;
+        out[n++] = *p++;
+    }
+    out[n] = '\0';
+    return n ? p : NULL;
+}
+
+/* Parse one statement (no ';').  Returns 0 or writes an error. */
+static int parse_stmt(const char *text, struct admin_stmt *st, struct pgw_wbuf *out)
+{
+    memset(st, 0, sizeof(*st));
+    const char *p = read_word(skip_ws(text), st->cmd, sizeof(st->cmd));
+    if (!p)
+        goto bad;
+    p = skip_ws(p);
+    if (strcasecmp(st->cmd, "set") == 0) {
+        st->is_set = true;
+        p = read_word(p, st->key, sizeof(st->key));
+        if (!p)
+            goto bad;
+        p = skip_ws(p);
+        if (*p == '=')
+            p++;
+        else if (strncasecmp(p, "to", 2) == 0 && isspace((unsigned char)p[2]))
+            p += 2;
+        else
+            goto bad;
+        p = read_value(skip_ws(p), st->value, sizeof(st->value));
+        if (!p)
+            goto bad;
+    } else if (*p) {
+        p = read_word(p, st->arg, sizeof(st->arg));
+        if (!p)
+            goto bad;
+    }
+    if (*skip_ws(p))
+        goto bad;
+    return 0;
+bad:
+    return pgw_admin_error(out, "42601", "invalid command \"%s\", use SHOW HELP;", text);
+}
+
+/* Split a query on ';' outside quotes into trimmed, non-empty statements
+ * (written over a copy of the text).  Returns the count or -1 when there are
+ * too many or a quote is not closed. */
+static int split_query(char *q, char **stmts, int max)
+{
+    int n = 0;
+    char quote = 0;
+    char *start = q;
+    for (char *p = q;; p++) {
+        if (*p && quote) {
+            if (*p == quote)
+                quote = 0;
+            continue;
+        }
+        if (*p == '\'' || *p == '"') {
+            quote = *p;
+            continue;
+        }
+        if (*p && *p != ';')
+            continue;
+        bool end = *p == '\0';
+        *p = '\0';
+        char *t = (char *)skip_ws(start);
+        size_t len = strlen(t);
+        while (len > 0 && isspace((unsigned char)t[len - 1]))
+            t[--len] = '\0';
+        if (len > 0) {
+            if (n == max)
+                return -1;
+            stmts[n++] = t;
+        }
+        if (end)
+            break;
+        start = p + 1;
+    }
+    return quote ? -1 : n;
+}
+
+/* ---- dispatch ---- */
+
+typedef int (*admin_cmd_fn)(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
+
+struct admin_cmd {
+    const char *word;
+    bool needs_admin;
+    admin_cmd_fn fn;
+};
+
+static int cmd_show(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    if (!*arg)
+        return pgw_admin_error(out, "42601", "SHOW needs an argument, use SHOW HELP;");
+    return pgw_admin_show(s, arg, out);
+}
+
+static const struct admin_cmd admin_cmds[] = {
+    { "show",        false, cmd_show },
+    { "pause",       true,  pgw_admin_cmd_pause },
+    { "resume",      true,  pgw_admin_cmd_resume },
+    { "kill",        true,  pgw_admin_cmd_kill },
+    { "kill_client", true,  pgw_admin_cmd_kill_client },
+    { "reconnect",   true,  pgw_admin_cmd_reconnect },
+    { "wait_close",  true,  pgw_admin_cmd_wait_close },
+    { "reload",      true,  pgw_admin_cmd_reload },
+    { "shutdown",    true,  pgw_admin_cmd_shutdown },
+};
+
+/* Session parameters drivers like to SET on connect: accepted and ignored. */
+static bool fake_param(const char *name)
+{
+    static const char *const names[] = {
+        "client_encoding", "default_transaction_isolation", "standard_conforming_strings",
+        "datestyle", "timezone", "extra_float_digits", "application_name"
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static int run_stmt(struct pgw_session *s, const char *text, bool last, struct pgw_wbuf *out)
+{
+    struct admin_stmt st;
+    if (parse_stmt(text, &st, out) < 0)
+        return PGW_ADMIN_FAILED;
+    if (st.is_set) {
+        if (fake_param(st.key)) {
+            pgw_wire_notice(out, "00000", "SET ignored");
+            pgw_wire_command_complete(out, "SET");
+            return PGW_ADMIN_DONE;
+        }
+        if (!s->admin_can_write)
+            return pgw_admin_error(out, "42501", "admin access needed");
+        return pgw_admin_cmd_set(s, st.key, st.value, out);
+    }
+    for (size_t i = 0; i < sizeof(admin_cmds) / sizeof(admin_cmds[0]); i++) {
+        const struct admin_cmd *c = &admin_cmds[i];
+        if (strcasecmp(st.cmd, c->word) != 0)
+            continue;
+        if (c->needs_admin && !s->admin_can_write)
+            return pgw_admin_error(out, "42501", "admin access needed");
+        if (c->fn == pgw_admin_cmd_wait_close && !last)
+            return pgw_admin_error(out, "42601", "WAIT_CLOSE must be the last command of a query");
+        return c->fn(s, st.arg, out);
+    }
+    return pgw_admin_error(out, "42601", "invalid command \"%s\", use SHOW HELP;", text);
+}
+
+static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)
+{
+    struct pgw_wbuf out;
+    pgw_wbuf_init(&out);
+    char *q = NULL;
+    if (len == 0 || body[len - 1] != '\0' || !(q = strdup((const char *)body))) {
+        pgw_wbuf_deinit(&out);
+        pgw_session_close(s, "08P01", "invalid Query message");
+        return;
+    }
+    char *stmts[ADMIN_MAX_STMTS];
+    int n = split_query(q, stmts, ADMIN_MAX_STMTS);
+    int rc = PGW_ADMIN_DONE;
+    if (n < 0) {
+        pgw_admin_error(&out, "42601", "cannot parse the query (unclosed quote or more than %d "
+                        "commands)", ADMIN_MAX_STMTS);
+    } else if (n == 0) {
+        size_t m = pgw_wbuf_msg_begin(&out, PGW_BE_EMPTY_QUERY);
+        pgw_wbuf_msg_end(&out, m);
+    }
+    for (int i = 0; i < n && rc == PGW_ADMIN_DONE && s->state == PGW_SS_ADMIN; i++) {
+        pgw_debug("admin", "client=%s user=%s command=\"%s\"", s->addr_text, s->user, stmts[i]);
+        rc = run_stmt(s, stmts[i], i == n - 1, &out);
+    }
+    free(q);
+    if (rc != PGW_ADMIN_DEFERRED)
+        pgw_wire_ready(&out, 'I');
+    if (s->state == PGW_SS_ADMIN)
+        admin_queue(s, &out);
+    pgw_wbuf_deinit(&out);
+}
+
+static void reply_simple(struct pgw_session *s, bool error, char ready)
+{
+    struct pgw_wbuf out;
+    pgw_wbuf_init(&out);
+    if (error)
+        pgw_admin_error(&out, "08P01", "the admin console takes simple queries only");
+    if (ready)
+        pgw_wire_ready(&out, ready);
+    admin_queue(s, &out);
+    pgw_wbuf_deinit(&out);
+}
+
+static void handle_message(struct pgw_session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    switch (type) {
+    case PGW_FE_TERMINATE:
+        pgw_session_close(s, NULL, "client terminated");
+        return;
+    case PGW_FE_SYNC:
+        s->admin_skip = false;
+        reply_simple(s, false, 'I');
+        return;
+    case PGW_FE_QUERY:
+        if (!s->admin_skip)
+            run_query(s, body, len);
+        return;
+    case PGW_FE_FUNCTION_CALL:
+        reply_simple(s, true, 'I');
+        return;
+    case PGW_FE_PARSE:
+    case PGW_FE_BIND:
+    case PGW_FE_DESCRIBE:
+    case PGW_FE_EXECUTE:
+    case PGW_FE_CLOSE:
+    case PGW_FE_FLUSH:
+        if (!s->admin_skip)
+            reply_simple(s, true, 0);
+        s->admin_skip = true;            /* drop the rest up to Sync */
+        return;
+    case PGW_FE_COPY_DATA:
+    case PGW_FE_COPY_DONE:
+    case PGW_FE_COPY_FAIL:
+        return;                          /* no COPY here: ignore, as PostgreSQL does */
+    default:
+        pgw_session_close(s, "08P01", "invalid frontend message type %d", type);
+        return;
+    }
 }
 
 void pgw_admin_input(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
-    while (s->state == PGW_SS_ADMIN && b->sent < b->len) {
-        long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, 1u << 20);
+    /* One message at a time, and only once the last reply is handed over. */
+    while (b && s->state == PGW_SS_ADMIN && !s->admin_waiting && s->admin_out.len == 0 &&
+           b->sent < b->len) {
+        long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, b->cap - PGW_MSG_HDR);
         if (n < 0) {
             pgw_session_close(s, "08P01", "invalid message length");
             return;
         }
-        if (n == 0)
-            return;
-        uint8_t type = b->data[b->sent];
+        if (n == 0) {
+            if (b->sent > 0)
+                pgw_iobuf_compact(b);    /* make room for the rest */
+            break;
+        }
+        const uint8_t *msg = b->data + b->sent;
         b->sent += (uint32_t)n;
         b->parsed = b->sent;
-        if (type == PGW_FE_TERMINATE) {
-            pgw_session_close(s, NULL, "client terminated");
-            return;
-        }
-        struct pgw_wbuf out;
-        pgw_wbuf_init(&out);
-        if (type == PGW_FE_QUERY) {
-            pgw_wire_error(&out, "ERROR", "0A000", "admin console commands are not implemented yet");
-            pgw_wire_ready(&out, 'I');
-        } else {
-            pgw_wire_error(&out, "ERROR", "08P01", "the admin console takes simple queries only");
-            pgw_wire_ready(&out, 'I');
-        }
-        pgw_session_send(s, &out);
-        pgw_wbuf_deinit(&out);
+        handle_message(s, msg[0], msg + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
     }
-    if (s->state == PGW_SS_ADMIN && b->sent == b->len)
+    if (s->state != PGW_SS_ADMIN || s->cbuf != b || !b)
+        return;
+    if (b->sent == b->len)
         b->sent = b->parsed = b->len = 0;
+    /* client_read_cb stops reading when the buffer fills; read on. */
+    if (!s->admin_waiting && !ev_is_active(&s->cli_r) && b->len < b->cap)
+        ev_io_start(s->px->loop, &s->cli_r);
+}
+
+void pgw_admin_resume_input(struct pgw_session *s)
+{
+    if (s->state == PGW_SS_ADMIN && !s->admin_waiting && s->admin_out.len == 0)
+        pgw_admin_input(s);
+}
+
+void pgw_admin_deferred_reply(struct pgw_session *s, const char *tag)
+{
+    struct pgw_wbuf out;
+    pgw_wbuf_init(&out);
+    pgw_wire_command_complete(&out, tag);
+    pgw_wire_ready(&out, 'I');
+    s->admin_waiting = false;
+    s->admin_wait_db[0] = '\0';
+    admin_queue(s, &out);
+    pgw_wbuf_deinit(&out);
+    pgw_admin_resume_input(s);
+}
+
+/* ---- the admin state ---- */
+
+static void wait_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_admin *adm = pgw_container_of(w, struct pgw_admin, wait_timer);
+    pgw_admin_wait_tick(adm->px);
+}
+
+int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
+{
+    struct pgw_admin *adm = calloc(1, sizeof(*adm));
+    if (!adm) {
+        snprintf(errbuf, errlen, "out of memory");
+        return PGW_ENOMEM;
+    }
+    adm->px = px;
+    ev_init(&adm->wait_timer, wait_timer_cb);
+    ev_init(&adm->shutdown_timer, NULL);
+    px->admin = adm;
+    adm->stats = pgw_stats_create(px);
+    if (!adm->stats) {
+        snprintf(errbuf, errlen, "out of memory");
+        pgw_admin_deinit(px);
+        return PGW_ENOMEM;
+    }
+    int rc = pgw_metrics_create(px, &adm->metrics, errbuf, errlen);
+    if (rc < 0) {
+        pgw_admin_deinit(px);
+        return rc;
+    }
+    return 0;
+}
+
+void pgw_admin_reload(struct pgw_proxy *px)
+{
+    if (!px->admin)
+        return;
+    pgw_stats_reconfigure(px->admin->stats);
+    pgw_metrics_reconfigure(px->admin->metrics);
+}
+
+void pgw_admin_deinit(struct pgw_proxy *px)
+{
+    struct pgw_admin *adm = px->admin;
+    if (!adm)
+        return;
+    ev_timer_stop(px->loop, &adm->wait_timer);
+    ev_timer_stop(px->loop, &adm->shutdown_timer);
+    pgw_metrics_destroy(adm->metrics);
+    pgw_stats_destroy(adm->stats);
+    for (int i = 0; i < adm->npaused; i++)
+        free(adm->paused_dbs[i]);
+    free(adm->paused_dbs);
+    for (int i = 0; i < adm->nmarks; i++)
+        free(adm->marks[i].db);
+    free(adm->marks);
+    free(adm);
+    px->admin = NULL;
+}
+
+void pgw_admin_session_gone(struct pgw_session *s)
+{
+    if (s->px->admin)
+        pgw_stats_session_gone(s->px->admin->stats, s);
+    pgw_wbuf_deinit(&s->admin_out);
 }

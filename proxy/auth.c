@@ -1,22 +1,69 @@
 /*
- * auth.c - client authentication: trust, any, plain (cleartext) and md5
- * against auth_file (PgBouncer's format).  An unknown user goes through the
- * same exchange and fails with the same message as a wrong password.
- * Secrets are compared in constant time.
+ * auth.c - client authentication against auth_file (PgBouncer's format):
+ * trust, any, plain (cleartext), md5 and scram-sha-256, or a method per
+ * connection from auth_hba_file (auth_type hba).
+ *
+ * As PostgreSQL does: md5 with a SCRAM secret runs SCRAM instead; plain
+ * with a SCRAM secret checks the cleartext against the verifier.  An
+ * unknown user goes through the same exchange and fails with the same
+ * message as a wrong password.  Secrets are compared in constant time.
+ *
+ * Per-session state (struct pgw_auth_state) exists only while a password
+ * exchange is under way: made by pgw_auth_start, freed when auth ends (or
+ * by pgw_session_free when the client leaves half-way).
  */
 #include "proxy/proxy_int.h"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/err.h"
 #include "common/log.h"
+#include "proxy/hba.h"
+#include "proxy/scram.h"
 
-#define AUTH_OK          0u
-#define AUTH_CLEARTEXT   3u
-#define AUTH_MD5         5u
+#define AUTH_OK             0u
+#define AUTH_CLEARTEXT      3u
+#define AUTH_MD5            5u
+#define AUTH_SASL           10u
+#define AUTH_SASL_CONTINUE  11u
+#define AUTH_SASL_FINAL     12u
+
+enum auth_method {
+    AM_PLAIN,
+    AM_MD5,
+    AM_SCRAM
+};
+
+struct pgw_auth_state {
+    enum auth_method method;
+    int hba_line;                    /* the auth_hba_file rule, 0 without one */
+    bool sasl_begun;                 /* SASLInitialResponse seen */
+    bool scram_ready;                /* scram initialised */
+    struct pgw_scram_server scram;
+};
+
+void pgw_auth_state_free(struct pgw_auth_state *st)
+{
+    if (!st)
+        return;
+    if (st->scram_ready)
+        pgw_scram_server_deinit(&st->scram);
+    free(st);
+}
+
+static void release_state(struct pgw_session *s)
+{
+    pgw_auth_state_free(s->auth_state);
+    s->auth_state = NULL;
+}
+
+/* ---- secrets ---- */
 
 static void md5_hex(const void *data, size_t len, char out[33])
 {
@@ -30,11 +77,6 @@ static void md5_hex(const void *data, size_t len, char out[33])
 static bool is_md5_secret(const char *secret)
 {
     return strlen(secret) == 35 && strncmp(secret, "md5", 3) == 0;
-}
-
-static bool is_scram_secret(const char *secret)
-{
-    return strncmp(secret, "SCRAM-SHA-256$", 14) == 0;
 }
 
 /* "md5" + md5(password + user), as pg_authid stores it. */
@@ -81,8 +123,12 @@ static bool plain_check(const char *user, const char *secret, const char *passwo
         md5_inner(user, password, inner);
         return const_eq(inner, secret);
     }
-    if (is_scram_secret(secret))
-        return false;   /* needs the SCRAM exchange */
+    if (pgw_scram_is_secret(secret)) {
+        struct pgw_scram_secret v;
+        bool ok = pgw_scram_secret_parse(secret, &v) == 0 && pgw_scram_verify_plain(&v, password);
+        OPENSSL_cleanse(&v, sizeof(v));
+        return ok;
+    }
     return const_eq(password, secret);
 }
 
@@ -91,10 +137,23 @@ static const char *lookup_secret(struct pgw_session *s)
     return s->px->auth ? pgw_authfile_lookup(s->px->auth, s->user) : NULL;
 }
 
-static void auth_fail(struct pgw_session *s)
+/* ---- outcomes ---- */
+
+/* Wrong password and unknown user end alike; only the log says which. */
+static void auth_fail(struct pgw_session *s, const char *why)
 {
-    pgw_warn("auth_failed", "client=%s db=%s user=%s", s->addr_text, s->database, s->user);
+    char q[200];
+    int line = s->auth_state ? s->auth_state->hba_line : 0;
+    pgw_warn("auth_failed", "client=%s db=%s user=%s hba_line=%d reason=%s", s->addr_text,
+             s->database, s->user, line, pgw_log_quote(q, sizeof(q), why));
+    release_state(s);
     pgw_session_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
+}
+
+static void auth_ok(struct pgw_session *s)
+{
+    release_state(s);
+    pgw_session_login_done(s);
 }
 
 static void send_auth_request(struct pgw_session *s, uint32_t code, const void *extra, size_t n)
@@ -102,8 +161,117 @@ static void send_auth_request(struct pgw_session *s, uint32_t code, const void *
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_auth(&b, code, extra, n);
-    pgw_session_send(s, &b);
+    if (!pgw_session_send(s, &b) && s->state != PGW_SS_CLOSING)
+        pgw_session_close(s, "53200", "out of memory");
     pgw_wbuf_deinit(&b);
+}
+
+/* As PgBouncer: no password, but the user must be known when there is an
+ * auth_file. */
+static void trust_login(struct pgw_session *s)
+{
+    if (s->px->auth && !lookup_secret(s)) {
+        pgw_session_close(s, "28000", "no such user: \"%s\"", s->user);
+        return;
+    }
+    pgw_session_login_done(s);
+}
+
+/* Ask for a password with `method`; hba_line is the rule that chose it. */
+static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
+{
+    const char *secret = lookup_secret(s);
+    if (method == AM_MD5 && secret && pgw_scram_is_secret(secret))
+        method = AM_SCRAM;           /* as PostgreSQL does */
+    struct pgw_auth_state *st = calloc(1, sizeof(*st));
+    if (!st) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    release_state(s);
+    s->auth_state = st;
+    st->method = method;
+    st->hba_line = hba_line;
+    switch (method) {
+    case AM_PLAIN:
+        send_auth_request(s, AUTH_CLEARTEXT, NULL, 0);
+        return;
+    case AM_MD5:
+        if (getrandom(s->md5_salt, sizeof(s->md5_salt), 0) != sizeof(s->md5_salt)) {
+            pgw_session_close(s, "53200", "cannot make a salt");
+            return;
+        }
+        send_auth_request(s, AUTH_MD5, s->md5_salt, sizeof(s->md5_salt));
+        return;
+    case AM_SCRAM:
+        if (pgw_scram_server_init(&st->scram, secret, s->user) < 0) {
+            pgw_session_close(s, "53200", "out of memory");
+            return;
+        }
+        st->scram_ready = true;
+        /* The mechanism list: each name NUL-terminated, then an empty one. */
+        send_auth_request(s, AUTH_SASL, PGW_SCRAM_MECHANISM "\0",
+                          sizeof(PGW_SCRAM_MECHANISM) + 1);
+        return;
+    }
+}
+
+/* "127.0.0.1" or "[local]", as PostgreSQL names the host in its messages. */
+static const char *client_host(const struct pgw_session *s, char *buf, size_t size)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&s->addr;
+    snprintf(buf, size, "[local]");
+    if (s->unix_sock)
+        return buf;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)size);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)size);
+    return buf;
+}
+
+static void hba_start(struct pgw_session *s)
+{
+    struct pgw_proxy *px = s->px;
+    char host[INET6_ADDRSTRLEN + 8];
+    int line = 0;
+    if (!px->hba) {
+        pgw_session_close(s, "28000", "auth_hba_file is not loaded");
+        return;
+    }
+    /* No TLS on client connections yet: never is_tls. */
+    enum pgw_hba_method m = pgw_hba_match(px->hba, s->unix_sock, false,
+                                          (const struct sockaddr *)&s->addr, s->database,
+                                          s->user, &line);
+    pgw_debug("hba", "client=%s db=%s user=%s method=%s line=%d", s->addr_text, s->database,
+              s->user, pgw_hba_method_name(m), line);
+    switch (m) {
+    case PGW_HBA_REJECT:
+        client_host(s, host, sizeof(host));
+        if (line > 0)
+            pgw_session_close(s, "28000", "pg_hba.conf rejects connection for host \"%s\", user "
+                              "\"%s\", database \"%s\", no encryption", host, s->user,
+                              s->database);
+        else
+            pgw_session_close(s, "28000", "no pg_hba.conf entry for host \"%s\", user \"%s\", "
+                              "database \"%s\", no encryption", host, s->user, s->database);
+        return;
+    case PGW_HBA_TRUST:
+        trust_login(s);
+        return;
+    case PGW_HBA_PASSWORD:
+        begin(s, AM_PLAIN, line);
+        return;
+    case PGW_HBA_MD5:
+        begin(s, AM_MD5, line);
+        return;
+    case PGW_HBA_SCRAM:
+        begin(s, AM_SCRAM, line);
+        return;
+    case PGW_HBA_CERT:
+        pgw_session_close(s, "28000", "cert authentication requires TLS");
+        return;
+    }
 }
 
 void pgw_auth_start(struct pgw_session *s)
@@ -114,23 +282,19 @@ void pgw_auth_start(struct pgw_session *s)
         pgw_session_login_done(s);
         return;
     case PGW_AUTH_TRUST:
-        /* As PgBouncer: no password, but the user must be known when there
-         * is an auth_file. */
-        if (s->px->auth && !lookup_secret(s)) {
-            pgw_session_close(s, "28000", "no such user: \"%s\"", s->user);
-            return;
-        }
-        pgw_session_login_done(s);
+        trust_login(s);
         return;
     case PGW_AUTH_PLAIN:
-        send_auth_request(s, AUTH_CLEARTEXT, NULL, 0);
+        begin(s, AM_PLAIN, 0);
         return;
     case PGW_AUTH_MD5:
-        if (getrandom(s->md5_salt, sizeof(s->md5_salt), 0) != sizeof(s->md5_salt)) {
-            pgw_session_close(s, "53200", "cannot make a salt");
-            return;
-        }
-        send_auth_request(s, AUTH_MD5, s->md5_salt, sizeof(s->md5_salt));
+        begin(s, AM_MD5, 0);
+        return;
+    case PGW_AUTH_SCRAM:
+        begin(s, AM_SCRAM, 0);
+        return;
+    case PGW_AUTH_HBA:
+        hba_start(s);
         return;
     default:
         pgw_session_close(s, "28000", "auth_type %s is not supported yet",
@@ -139,7 +303,9 @@ void pgw_auth_start(struct pgw_session *s)
     }
 }
 
-void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len)
+/* ---- the password message ---- */
+
+static void password_step(struct pgw_session *s, const uint8_t *body, size_t len)
 {
     if (len == 0 || body[len - 1] != '\0' || memchr(body, 0, len) != body + len - 1) {
         pgw_session_close(s, "08P01", "invalid password packet");
@@ -148,24 +314,101 @@ void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len)
     const char *given = (const char *)body;
     const char *secret = lookup_secret(s);
     bool ok = false;
-    switch (s->px->cfg->auth_type) {
-    case PGW_AUTH_PLAIN:
+    if (s->auth_state->method == AM_PLAIN) {
         ok = secret && plain_check(s->user, secret, given);
-        break;
-    case PGW_AUTH_MD5:
+    } else {
         /* Unknown users are checked against a throwaway secret so the
          * work and the answer are the same. */
-        ok = pgw_auth_md5_check(s->user, secret && !is_scram_secret(secret) ? secret : "\x01",
-                                s->md5_salt, given) && secret && !is_scram_secret(secret);
-        break;
-    default:
-        break;
+        bool usable = secret && !pgw_scram_is_secret(secret);
+        ok = pgw_auth_md5_check(s->user, usable ? secret : "\x01", s->md5_salt, given) && usable;
     }
     if (!ok) {
-        auth_fail(s);
+        auth_fail(s, secret ? "password does not match" : "no such user");
         return;
     }
-    pgw_session_login_done(s);
+    auth_ok(s);
+}
+
+/* SASLInitialResponse: mechanism\0, int32 length (-1: none), data.  Sets
+ * data and dlen (data NULL when the client sent none); false when it closed. */
+static bool sasl_initial(struct pgw_session *s, const uint8_t *body, size_t len,
+                         const uint8_t **data, size_t *dlen)
+{
+    const uint8_t *nul = memchr(body, '\0', len);
+    if (!nul) {
+        pgw_session_close(s, "08P01", "invalid SASLInitialResponse message");
+        return false;
+    }
+    if (strcmp((const char *)body, PGW_SCRAM_MECHANISM) != 0) {
+        pgw_session_close(s, "08P01",
+                          "client selected an invalid SASL authentication mechanism");
+        return false;
+    }
+    size_t rest = len - (size_t)(nul + 1 - body);
+    if (rest < 4) {
+        pgw_session_close(s, "08P01", "invalid SASLInitialResponse message");
+        return false;
+    }
+    int32_t n = (int32_t)pgw_get_u32(nul + 1);
+    if (n == -1 && rest == 4) {
+        *data = NULL;
+        *dlen = 0;
+        return true;
+    }
+    if (n < 0 || (size_t)n != rest - 4) {
+        pgw_session_close(s, "08P01", "invalid SASLInitialResponse message (length mismatch)");
+        return false;
+    }
+    *data = nul + 5;
+    *dlen = (size_t)n;
+    return true;
+}
+
+static void sasl_step(struct pgw_session *s, const uint8_t *body, size_t len)
+{
+    struct pgw_auth_state *st = s->auth_state;
+    const uint8_t *data = body;
+    size_t dlen = len;
+    if (!st->sasl_begun) {
+        if (!sasl_initial(s, body, len, &data, &dlen))
+            return;
+        st->sasl_begun = true;
+        if (!data) {
+            /* No initial response: an empty challenge asks for it. */
+            send_auth_request(s, AUTH_SASL_CONTINUE, NULL, 0);
+            return;
+        }
+    }
+    const char *out = NULL;
+    size_t outlen = 0;
+    bool final = st->scram.stage == PGW_SCRAM_WANT_CLIENT_FINAL;
+    int rc = final ? pgw_scram_server_client_final(&st->scram, (const char *)data, dlen, &out,
+                                                   &outlen)
+                   : pgw_scram_server_client_first(&st->scram, (const char *)data, dlen, &out,
+                                                   &outlen);
+    if (rc == PGW_EAUTH) {
+        auth_fail(s, st->scram.error);
+        return;
+    }
+    if (rc < 0) {
+        pgw_session_close(s, st->scram.sqlstate, "%s", st->scram.error);
+        return;
+    }
+    send_auth_request(s, final ? AUTH_SASL_FINAL : AUTH_SASL_CONTINUE, out, outlen);
+    if (final && s->state != PGW_SS_CLOSING)
+        auth_ok(s);
+}
+
+void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len)
+{
+    if (!s->auth_state) {
+        pgw_session_close(s, "08P01", "unexpected password message");
+        return;
+    }
+    if (s->auth_state->method == AM_SCRAM)
+        sasl_step(s, body, len);
+    else
+        password_step(s, body, len);
 }
 
 const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf_db *db,
@@ -176,7 +419,7 @@ const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf
     if (db && db->user)
         user = db->user;
     const char *secret = px->auth ? pgw_authfile_lookup(px->auth, user) : NULL;
-    if (secret && !is_md5_secret(secret) && !is_scram_secret(secret))
+    if (secret && !is_md5_secret(secret) && !pgw_scram_is_secret(secret))
         return secret;
     return NULL;
 }

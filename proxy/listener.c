@@ -23,6 +23,7 @@
 #include "common/log.h"
 
 #define ACCEPT_BATCH 64
+#define OVERFLOW_SESSIONS 64
 
 static void reject_full(int fd)
 {
@@ -56,7 +57,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             continue;
         }
-        if (px->nclients >= px->cfg->max_client_conn) {
+        /* Beyond max_client_conn a client still gets to send its first
+         * packet (a CancelRequest must work when full; a StartupMessage
+         * gets a clear 53300 after SSLRequest), within a hard bound. */
+        bool over = px->nclients >= px->cfg->max_client_conn;
+        if (over && px->nrejecting >= OVERFLOW_SESSIONS) {
             pgw_warn("client_rejected", "reason=max_client_conn clients=%d", px->nclients);
             reject_full(fd);
             continue;
@@ -66,7 +71,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
             setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
         }
-        if (!pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock))
+        if (!pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock, over))
             close(fd);
     }
 }

@@ -11,6 +11,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "proxy/hba.h"
 
 #define MAX_FREE_BUFS 256
 
@@ -98,6 +99,7 @@ static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
     pgw_list_foreach_safe(pos, tmp, &px->closing) {
         struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
         pgw_list_del(&s->node);
+        pgw_admin_session_gone(s);              /* admin: fold its stats */
         pgw_session_free(s);
     }
     ev_check_stop(loop, w);
@@ -146,6 +148,10 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "%s: cannot load auth_file", cfg->auth_file);
         goto fail;
     }
+    if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &px->hba) < 0) {
+        snprintf(errbuf, errlen, "%s: cannot load auth_hba_file", cfg->auth_hba_file);
+        goto fail;
+    }
     px->root = pgw_ctx_background(loop);
     px->pools = px->root ? pgw_pool_set_create(loop, px->root, cfg) : NULL;
     if (!px->pools) {
@@ -157,6 +163,8 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         goto fail;
     }
     if (pgw_listener_open_all(px, errbuf, errlen) < 0)
+        goto fail;
+    if (pgw_admin_init(px, errbuf, errlen) < 0)   /* admin: stats, metrics endpoint */
         goto fail;
     if (cfg->stats_period > 0) {
         ev_timer_init(&px->stats_timer, stats_cb, cfg->stats_period, cfg->stats_period);
@@ -178,6 +186,15 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         pgw_conf_free(cfg);
         return;
     }
+    struct pgw_hba *hba = NULL;
+    if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &hba) < 0) {
+        pgw_error("reload", "reason=\"cannot load auth_hba_file, keeping the old config\"");
+        pgw_authfile_free(auth);
+        pgw_conf_free(cfg);
+        return;
+    }
+    pgw_hba_free(px->hba);
+    px->hba = hba;
     pgw_authfile_free(px->auth);
     px->auth = auth;
     pgw_pool_set_reconfigure(px->pools, cfg);
@@ -207,6 +224,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         ev_timer_start(px->loop, &px->stats_timer);
         ev_unref(px->loop);
     }
+    pgw_admin_reload(px);                       /* admin: metrics listener, stats timer */
     pgw_log_open(cfg->logfile);
     pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
 }
@@ -300,8 +318,10 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
     pgw_list_foreach_safe(pos, tmp, &px->closing) {
         struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
         pgw_list_del(&s->node);
+        pgw_admin_session_gone(s);              /* admin */
         pgw_session_free(s);
     }
+    pgw_admin_deinit(px);                       /* admin: before the pools go */
     if (ev_is_active(&px->reaper))
         ev_check_stop(px->loop, &px->reaper);
     if (ev_is_active(&px->shutdown_timer))
@@ -321,6 +341,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
         free(pgw_container_of(pos, struct pgw_iobuf, node));
     }
     pgw_authfile_free(px->auth);
+    pgw_hba_free(px->hba);
     for (int i = 0; i < px->nretired; i++)
         pgw_conf_free(px->retired_cfgs[i]);
     if (px->cfg)

@@ -120,15 +120,27 @@ struct pgw_session {
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
     bool close_after_flush;
+    bool over_limit;                 /* beyond max_client_conn: refused at startup */
 
     /* stats */
     uint64_t xact_count, query_count;
     uint64_t bytes_in, bytes_out;
+
+    /* ---- admin console and metrics (admin*.c, metrics.c) ---- */
+    struct pgw_wbuf admin_out;       /* reply not yet moved into sbuf */
+    bool admin_skip;                 /* extended protocol refused: drop up to Sync */
+    bool admin_waiting;              /* WAIT_CLOSE: reply (and read on) when done */
+    char admin_wait_db[64];          /* its database, "" = all */
+    ev_tstamp xact_start;            /* first query of the open transaction, 0 = none */
+    uint64_t xact_time_us, query_time_us;
+
+    /* ---- client authentication (auth.c) ---- */
+    struct pgw_auth_state *auth_state;   /* only while a password exchange runs */
 };
 
 /* session.c */
 struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struct sockaddr *sa,
-                                       socklen_t salen, bool unix_sock);
+                                       socklen_t salen, bool unix_sock, bool over_limit);
 /* The one way a session ends: log why, tell the client (sqlstate non-NULL
  * and the client can read), return or close the server, free later. */
 void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
@@ -158,6 +170,7 @@ const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf
                                      const char *user);
 bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt[4],
                         const char *response);
+void pgw_auth_state_free(struct pgw_auth_state *st);
 
 /* cancel.c */
 void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
@@ -166,9 +179,26 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
 int pgw_cancel_init(struct pgw_proxy *px);
 void pgw_cancel_deinit(struct pgw_proxy *px);
 
-/* admin.c */
+/* admin.c, admin_*.c, metrics.c: the admin console, per-database stats and
+ * the Prometheus endpoint.  Where the rest of proxy/ calls in:
+ *   pgw_admin_init       pgw_proxy_create, after the listeners (may fail:
+ *                        metrics_port cannot be bound)
+ *   pgw_admin_reload     end of pgw_proxy_reload (metrics listener, stats timer)
+ *   pgw_admin_deinit     pgw_proxy_destroy, before the pool set goes
+ *   pgw_admin_session_gone   just before pgw_session_free (folds its counters)
+ *   pgw_admin_pool_attach    after pgw_pool_get in login (PAUSE covers new pools)
+ *   pgw_metrics_observe_wait relay.c granted(): seconds since waiter.since
+ *   pgw_metrics_ready    relay.c on_ready(): after the sync_out > 0 return,
+ *                        before query_start is cleared */
 void pgw_admin_login(struct pgw_session *s);
 void pgw_admin_input(struct pgw_session *s);
+int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen);
+void pgw_admin_reload(struct pgw_proxy *px);
+void pgw_admin_deinit(struct pgw_proxy *px);
+void pgw_admin_session_gone(struct pgw_session *s);
+void pgw_admin_pool_attach(struct pgw_proxy *px, struct pgw_pool *pool);
+void pgw_metrics_observe_wait(struct pgw_session *s, double seconds);
+void pgw_metrics_ready(struct pgw_session *s, char status);
 
 /* listener.c */
 struct pgw_listener {
@@ -201,7 +231,8 @@ struct pgw_proxy {
     ev_check reaper;
     ev_timer shutdown_timer;
     ev_timer stats_timer;
-    int nclients;
+    int nclients;                    /* sessions within max_client_conn */
+    int nrejecting;                  /* sessions beyond it, about to be refused */
     uint64_t next_session_id;
     struct pgw_list free_bufs;
     int nfree_bufs;
@@ -214,6 +245,10 @@ struct pgw_proxy {
     /* totals for stats */
     uint64_t total_xact, total_query, total_bytes_in, total_bytes_out;
     uint64_t total_clients;
+    /* ---- admin console state, stats and metrics endpoint (admin*.c, metrics.c) ---- */
+    struct pgw_admin *admin;
+    /* ---- client authentication (auth.c, hba.c) ---- */
+    struct pgw_hba *hba;             /* auth_hba_file, loaded when auth_type is hba */
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);

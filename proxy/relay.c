@@ -133,10 +133,12 @@ static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 {
     struct ev_loop *loop = s->px->loop;
+    /* sync_out/fe_open already count what the client sent while no server
+     * was linked: those messages go to this server now. */
     s->server = srv;
     srv->link = s;
     s->sskip = 0;
-    s->sync_out = s->fe_open = s->swallow = 0;
+    s->swallow = 0;
     s->copy = false;
     s->tx_status = 'I';
     ev_io_init(&s->srv_r, srv_read_cb, srv->fd, EV_READ);
@@ -521,6 +523,13 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                     *after = AFTER_LOGIN;
             } else {
                 on_ready(s, mlen >= 5 ? (char)p[5] : 'I', after);
+                if (*after == AFTER_STMT_ERROR) {
+                    /* The client gets the error in place of this
+                     * ReadyForQuery, so it reports it as the result. */
+                    pgw_iobuf_cut(b, b->parsed, total);
+                    b->len = b->parsed;
+                    break;
+                }
             }
         } else if (type == PGW_BE_PARAM_STATUS) {
             note_param(s, p + 5, mlen - 4);
@@ -596,5 +605,8 @@ void pgw_relay_server_readable(struct pgw_session *s)
     pgw_session_flush_client(s);
     if (s->state == PGW_SS_CLOSING)
         return;
-    after_scan(s, after);
+    if (after != AFTER_NONE)
+        after_scan(s, after);
+    else if (s->sync_out == 0)
+        pgw_session_arm_timer(s);   /* idle in transaction from now on */
 }

@@ -67,7 +67,7 @@ static void addr_to_text(struct pgw_session *s, const struct sockaddr *sa)
 }
 
 struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struct sockaddr *sa,
-                                       socklen_t salen, bool unix_sock)
+                                       socklen_t salen, bool unix_sock, bool over_limit)
 {
     struct pgw_session *s = calloc(1, sizeof(*s));
     if (!s)
@@ -93,7 +93,11 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
     ev_init(&s->timer, timer_cb);
     ev_io_start(px->loop, &s->cli_r);
     pgw_list_append(&px->sessions, &s->node);
-    px->nclients++;
+    s->over_limit = over_limit;
+    if (over_limit)
+        px->nrejecting++;
+    else
+        px->nclients++;
     px->total_clients++;
     pgw_session_arm_timer(s);
     return s;
@@ -363,6 +367,10 @@ static void handle_startup(struct pgw_session *s)
     default:
         break;
     }
+    if (s->over_limit) {
+        pgw_session_close(s, "53300", "no more connections allowed (max_client_conn)");
+        return;
+    }
     s->user = strdup(st.user);
     s->database = strdup(st.database);
     if (!s->user || !s->database) {
@@ -515,9 +523,10 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     if (was != PGW_SS_CANCEL && (px->cfg->log_disconnections || sqlstate)) {
         char q[700];
         pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
-                "client=%s db=%s user=%s state=%s reason=%s", s->addr_text,
+                "client=%s db=%s user=%s state=%s sqlstate=%s reason=%s", s->addr_text,
                 s->database ? s->database : "", s->user ? s->user : "",
-                pgw_sess_state_name(was), pgw_log_quote(q, sizeof(q), reason));
+                pgw_sess_state_name(was), sqlstate ? sqlstate : "",
+                pgw_log_quote(q, sizeof(q), reason));
     }
     if (sqlstate)
         send_final_error(s, sqlstate, reason);
@@ -536,7 +545,10 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     pgw_cancel_unregister(px, s);
     if (s->ctx)
         pgw_ctx_cancel(s->ctx);
-    px->nclients--;
+    if (s->over_limit)
+        px->nrejecting--;
+    else
+        px->nclients--;
     pgw_list_del(&s->node);
     pgw_list_append(&px->closing, &s->node);
     if (!ev_is_active(&px->reaper))
@@ -554,5 +566,6 @@ void pgw_session_free(struct pgw_session *s)
         free(s->params[i]);
     free(s->user);
     free(s->database);
+    pgw_auth_state_free(s->auth_state);
     free(s);
 }

@@ -1,0 +1,421 @@
+/*
+ * backend.c - one backend per server address ("host:port"): the circuit
+ * breaker and the connect-rate token bucket shared by every pool that
+ * connects there, and name resolution off the loop.
+ *
+ * Name resolution: libpq resolves `host` with a blocking getaddrinfo()
+ * inside PQconnectPoll.  So when a host is a name (not a numeric address,
+ * not a socket directory, and the entry gives no hostaddr), the backend
+ * resolves it on a short-lived thread and wakes the loop with an ev_async;
+ * connections then get libpq's `hostaddr` (host kept for TLS checks and
+ * .pgpass).  Each name expands to all its addresses as a multi-host list,
+ * so libpq still tries them in turn.  Results are reused for PGW_DNS_TTL
+ * seconds; a stale result is used while a fresh one is on its way.  The
+ * set joins any thread still running when it is destroyed.
+ */
+#include "pool/pool_int.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define DNS_MAX_ADDRS 8
+#define DNS_LIST_MAX 2048
+
+struct dns_req {
+    pthread_t thread;
+    struct ev_loop *loop;
+    ev_async *async;
+    char *hosts, *ports;      /* input lists (comma-separated) */
+    char host[DNS_LIST_MAX], hostaddr[DNS_LIST_MAX], port[DNS_LIST_MAX];
+    char error[512];
+    atomic_bool done;
+};
+
+/* ---- name resolution (the thread side touches only its dns_req) ------- */
+
+static bool host_is_literal(const char *h)
+{
+    unsigned char tmp[16];
+    return !*h || h[0] == '/' || h[0] == '@' || inet_pton(AF_INET, h, tmp) == 1 ||
+           inet_pton(AF_INET6, h, tmp) == 1;
+}
+
+static bool list_has_name(const char *hosts)
+{
+    char buf[DNS_LIST_MAX];
+    snprintf(buf, sizeof(buf), "%s", hosts);
+    char *save = NULL;
+    for (char *h = strtok_r(buf, ",", &save); h; h = strtok_r(NULL, ",", &save))
+        if (!host_is_literal(h))
+            return true;
+    return false;
+}
+
+static void list_add(char *list, const char *item)
+{
+    size_t l = strlen(list);
+    snprintf(list + l, DNS_LIST_MAX - l, "%s%s", l ? "," : "", item);
+}
+
+/* The i-th port of a list, or the only one. */
+static void port_at(const char *ports, int i, char *out, size_t len)
+{
+    char buf[DNS_LIST_MAX];
+    snprintf(buf, sizeof(buf), "%s", ports);
+    char *save = NULL, *last = "";
+    int k = 0;
+    for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save), k++) {
+        last = p;
+        if (k == i)
+            break;
+    }
+    snprintf(out, len, "%s", last);
+}
+
+static bool resolve_one(struct dns_req *r, const char *h, const char *port)
+{
+    if (host_is_literal(h)) {
+        list_add(r->host, h);
+        list_add(r->hostaddr, h[0] == '/' || h[0] == '@' ? "" : h);
+        list_add(r->port, port);
+        return true;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    int e = getaddrinfo(h, NULL, &hints, &res);
+    if (e) {
+        snprintf(r->error, sizeof(r->error), "could not translate host name \"%s\" to address: %s",
+                 h, gai_strerror(e));
+        return false;
+    }
+    int n = 0;
+    for (struct addrinfo *a = res; a && n < DNS_MAX_ADDRS; a = a->ai_next) {
+        char num[NI_MAXHOST];
+        if (getnameinfo(a->ai_addr, a->ai_addrlen, num, sizeof(num), NULL, 0, NI_NUMERICHOST))
+            continue;
+        list_add(r->host, h);
+        list_add(r->hostaddr, num);
+        list_add(r->port, port);
+        n++;
+    }
+    freeaddrinfo(res);
+    if (!n)
+        snprintf(r->error, sizeof(r->error), "no address for host name \"%s\"", h);
+    return n > 0;
+}
+
+static void *dns_thread(void *arg)
+{
+    struct dns_req *r = arg;
+    char buf[DNS_LIST_MAX], port[64];
+    snprintf(buf, sizeof(buf), "%s", r->hosts);
+    char *save = NULL;
+    int i = 0;
+    for (char *h = strtok_r(buf, ",", &save); h; h = strtok_r(NULL, ",", &save), i++) {
+        port_at(r->ports, i, port, sizeof(port));
+        if (!resolve_one(r, h, port))
+            break;
+    }
+    atomic_store(&r->done, true);
+    ev_async_send(r->loop, r->async);
+    return NULL;
+}
+
+static void dns_req_free(struct dns_req *r)
+{
+    free(r->hosts);
+    free(r->ports);
+    free(r);
+}
+
+static void dns_start(struct pgw_backend *be)
+{
+    struct dns_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return;
+    r->loop = be->set->loop;
+    r->async = &be->set->dns_async;
+    r->hosts = strdup(be->hosts);
+    r->ports = strdup(be->port);
+    atomic_init(&r->done, false);
+    if (!r->hosts || !r->ports || pthread_create(&r->thread, NULL, dns_thread, r) != 0) {
+        dns_req_free(r);
+        return;
+    }
+    be->dns = r;
+}
+
+static void dns_apply(struct pgw_backend *be, struct dns_req *r)
+{
+    if (r->error[0]) {
+        pgw_warn("server_resolve_failed", "backend=%s reason=\"%s\"", be->address, r->error);
+        /* The resolution stands for a connection attempt. */
+        bool probe = false;
+        if (pgw_breaker_allow(&be->breaker, ev_now(be->set->loop), &probe))
+            pgw_backend_failed(be, probe, r->error);
+        return;
+    }
+    char *h = strdup(r->host), *a = strdup(r->hostaddr), *p = strdup(r->port);
+    if (!h || !a || !p) {
+        free(h), free(a), free(p);
+        return;
+    }
+    free(be->res_host), free(be->hostaddr), free(be->res_port);
+    be->res_host = h;
+    be->hostaddr = a;
+    be->res_port = p;
+    be->hostaddr_until = ev_now(be->set->loop) + PGW_DNS_TTL;
+    pgw_debug("server_resolve", "backend=%s hostaddr=%s", be->address, a);
+}
+
+void pgw_backend_dns_done(struct pgw_pool_set *set)
+{
+    struct pgw_list *n;
+    for (n = set->backends.next; n != &set->backends; n = n->next) {
+        struct pgw_backend *be = pgw_container_of(n, struct pgw_backend, node);
+        struct dns_req *r = be->dns;
+        if (!r || !atomic_load(&r->done))
+            continue;
+        pthread_join(r->thread, NULL);
+        be->dns = NULL;
+        dns_apply(be, r);
+        dns_req_free(r);
+        pgw_backend_kick_pools(be);
+    }
+}
+
+/* ---- backends ---------------------------------------------------------- */
+
+static const char *conn_value(const struct pgw_conf_db *db, const char *key)
+{
+    for (int i = 0; i < db->nconn && db->conn_keys[i]; i++)
+        if (strcmp(db->conn_keys[i], key) == 0)
+            return db->conn_vals[i];
+    return NULL;
+}
+
+static void wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pgw_backend_kick_pools(pgw_container_of(t, struct pgw_backend, wake));
+}
+
+/* The backend for a db entry's address, made on first use. */
+struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_conf_db *db)
+{
+    const char *host = db->host && *db->host ? db->host : "/var/run/postgresql";
+    const char *port = db->port && *db->port ? db->port : "5432";
+    const char *hostaddr = conn_value(db, "hostaddr");
+    char address[1024];
+    snprintf(address, sizeof(address), "%s:%s", host, port);
+
+    struct pgw_list *n;
+    for (n = set->backends.next; n != &set->backends; n = n->next) {
+        struct pgw_backend *be = pgw_container_of(n, struct pgw_backend, node);
+        if (strcmp(be->address, address) == 0)
+            return be;
+    }
+    struct pgw_backend *be = calloc(1, sizeof(*be));
+    if (!be)
+        return NULL;
+    be->set = set;
+    be->address = strdup(address);
+    be->port = strdup(port);
+    bool names = (!hostaddr || !*hostaddr) && list_has_name(host);
+    be->hosts = names ? strdup(host) : NULL;
+    if (!be->address || !be->port || (names && !be->hosts)) {
+        pgw_backend_free(be);
+        return NULL;
+    }
+    ev_init(&be->wake, wake_cb);
+    pgw_breaker_init(&be->breaker, set->cfg->breaker_threshold, set->cfg->breaker_cooldown,
+                     set->cfg->breaker_max_cooldown);
+    pgw_bucket_init(&be->bucket, set->cfg->server_connect_rate, set->cfg->server_connect_burst,
+                    ev_now(set->loop));
+    pgw_list_append(&set->backends, &be->node);
+    return be;
+}
+
+void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)
+{
+    pgw_breaker_configure(&be->breaker, cfg->breaker_threshold, cfg->breaker_cooldown,
+                          cfg->breaker_max_cooldown);
+    pgw_bucket_configure(&be->bucket, cfg->server_connect_rate, cfg->server_connect_burst,
+                         ev_now(be->set->loop));
+}
+
+void pgw_backend_free(struct pgw_backend *be)
+{
+    if (be->dns) {
+        pthread_join(be->dns->thread, NULL);
+        dns_req_free(be->dns);
+    }
+    if (be->set)
+        ev_timer_stop(be->set->loop, &be->wake);
+    if (pgw_list_linked(&be->node))
+        pgw_list_del(&be->node);
+    free(be->address);
+    free(be->port);
+    free(be->hosts);
+    free(be->hostaddr);
+    free(be->res_host);
+    free(be->res_port);
+    free(be);
+}
+
+void pgw_backend_kick_pools(struct pgw_backend *be)
+{
+    struct pgw_list *n;
+    for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->backend == be)
+            pgw_pool_kick(p);
+    }
+}
+
+static void wake_in(struct pgw_backend *be, double after)
+{
+    struct ev_loop *loop = be->set->loop;
+    if (ev_is_active(&be->wake) && ev_timer_remaining(loop, &be->wake) <= after)
+        return;
+    ev_timer_stop(loop, &be->wake);
+    ev_timer_set(&be->wake, after, 0);
+    ev_timer_start(loop, &be->wake);
+}
+
+/* Resolved addresses usable now?  Starts a resolution when due. */
+static bool dns_ready(struct pgw_backend *be, ev_tstamp now)
+{
+    if (!be->hosts)
+        return true;
+    if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns)
+        dns_start(be);
+    return be->hostaddr != NULL;
+}
+
+int pgw_backend_admit(struct pgw_backend *be, bool *probe)
+{
+    ev_tstamp now = ev_now(be->set->loop);
+    *probe = false;
+    if (pgw_breaker_blocked(&be->breaker, now))
+        return PGW_EBREAKER_OPEN;
+    if (now < be->retry_after) {
+        wake_in(be, be->retry_after - now);
+        return PGW_EAGAIN;
+    }
+    if (!dns_ready(be, now))
+        return PGW_EAGAIN;    /* the async wakes the pools */
+    double wait = pgw_bucket_wait(&be->bucket, now);
+    if (wait > 0) {
+        wake_in(be, wait);
+        return PGW_EAGAIN;
+    }
+    if (!pgw_breaker_allow(&be->breaker, now, probe))
+        return PGW_EBREAKER_OPEN;
+    pgw_bucket_take(&be->bucket, now);
+    if (*probe)
+        pgw_info("breaker_half_open", "backend=%s failures=%d", be->address,
+                 be->breaker.failures);
+    return 0;
+}
+
+void pgw_backend_connected(struct pgw_backend *be, bool probe)
+{
+    enum pgw_breaker_state was = be->breaker.state;
+    pgw_breaker_success(&be->breaker);
+    be->retry_after = 0;
+    if (was == PGW_BREAKER_CLOSED)
+        return;
+    pgw_info("breaker_closed", "backend=%s probe=%s", be->address, probe ? "yes" : "no");
+    pgw_backend_kick_pools(be);
+}
+
+void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err)
+{
+    err->code = PGW_EBREAKER_OPEN;
+    snprintf(err->sqlstate, sizeof(err->sqlstate), "%s",
+             be->last_sqlstate[0] ? be->last_sqlstate : "08006");
+    if (be->last_error[0])
+        snprintf(err->message, sizeof(err->message), "server connection failed: %.480s",
+                 be->last_error);
+    else
+        snprintf(err->message, sizeof(err->message),
+                 "server connection failed: circuit breaker open for %s", be->address);
+}
+
+void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg)
+{
+    struct pgw_pool_set *set = be->set;
+    ev_tstamp now = ev_now(set->loop);
+    pgw_pool_trim_error(be->last_error, sizeof(be->last_error), msg);
+    snprintf(be->last_sqlstate, sizeof(be->last_sqlstate), "%s", pgw_pool_guess_sqlstate(msg));
+    bool tripped = pgw_breaker_failure(&be->breaker, now, probe);
+    if (be->breaker.threshold <= 0 && set->cfg->server_login_retry > 0)
+        be->retry_after = now + set->cfg->server_login_retry;
+    if (!tripped)
+        return;
+    char q[600];
+    pgw_warn("breaker_open", "backend=%s failures=%d cooldown=%.1f sqlstate=%s reason=%s",
+             be->address, be->breaker.failures, be->breaker.cooldown, be->last_sqlstate,
+             pgw_log_quote(q, sizeof(q), be->last_error));
+    struct pgw_pool_error err;
+    pgw_backend_error(be, &err);
+    struct pgw_list *n;
+    for (n = set->pools.next; n != &set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->backend == be) {
+            p->st.total_breaker_rejects += (uint64_t)p->n_waiters;
+            pgw_pool_fail_waiters(p, &err);
+        }
+    }
+}
+
+/* Maintenance: once the cooldown has passed, probe even without demand. */
+void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
+{
+    if (be->breaker.state == PGW_BREAKER_CLOSED || pgw_breaker_blocked(&be->breaker, now))
+        return;
+    struct pgw_list *n;
+    for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->backend != be || p->orphan || pgw_pool_total(p) >= p->pool_size)
+            continue;
+        bool probe = false;
+        if (pgw_backend_admit(be, &probe) == 0 && !pgw_server_start(p, probe) && probe)
+            pgw_breaker_probe_abort(&be->breaker, now);
+        return;
+    }
+}
+
+struct pgw_backend *pgw_backend_next(struct pgw_pool_set *set, struct pgw_backend *prev)
+{
+    struct pgw_list *n = prev ? prev->node.next : set->backends.next;
+    return n == &set->backends ? NULL : pgw_container_of(n, struct pgw_backend, node);
+}
+
+void pgw_backend_get_info(const struct pgw_backend *be, struct pgw_backend_info *info)
+{
+    info->address = be->address;
+    info->state = be->breaker.state;
+    info->failures = be->breaker.failures;
+    info->trips = be->breaker.trips;
+    info->next_probe = be->breaker.state == PGW_BREAKER_OPEN ? be->breaker.next_probe : 0;
+    info->last_error = be->last_error;
+    info->last_sqlstate = be->last_sqlstate;
+}
+
+const char *pgw_breaker_state_name(enum pgw_breaker_state s)
+{
+    switch (s) {
+    case PGW_BREAKER_CLOSED:    return "closed";
+    case PGW_BREAKER_OPEN:      return "open";
+    case PGW_BREAKER_HALF_OPEN: return "half-open";
+    }
+    return "?";
+}

@@ -1,0 +1,187 @@
+/*
+ * breaker.c - the circuit breaker state machine and the guess of a
+ * SQLSTATE from libpq's connect error text.  Pure: no clock, no I/O.
+ */
+#include "pool/breaker.h"
+
+#include <ctype.h>
+#include <string.h>
+
+void pgw_breaker_init(struct pgw_breaker *b, int threshold, double cooldown,
+                      double max_cooldown)
+{
+    memset(b, 0, sizeof(*b));
+    b->state = PGW_BREAKER_CLOSED;
+    pgw_breaker_configure(b, threshold, cooldown, max_cooldown);
+    b->cooldown = b->base_cooldown;
+}
+
+void pgw_breaker_configure(struct pgw_breaker *b, int threshold, double cooldown,
+                           double max_cooldown)
+{
+    b->threshold = threshold;
+    b->base_cooldown = cooldown > 0 ? cooldown : 0;
+    b->max_cooldown = max_cooldown > b->base_cooldown ? max_cooldown : b->base_cooldown;
+    if (b->cooldown < b->base_cooldown)
+        b->cooldown = b->base_cooldown;
+    if (b->cooldown > b->max_cooldown)
+        b->cooldown = b->max_cooldown;
+    if (threshold <= 0 && b->state != PGW_BREAKER_CLOSED) {
+        b->state = PGW_BREAKER_CLOSED;
+        b->probe_inflight = false;
+        b->next_probe = 0;
+    }
+}
+
+bool pgw_breaker_blocked(const struct pgw_breaker *b, double now)
+{
+    switch (b->state) {
+    case PGW_BREAKER_CLOSED:
+        return false;
+    case PGW_BREAKER_OPEN:
+        return now < b->next_probe;
+    case PGW_BREAKER_HALF_OPEN:
+        return b->probe_inflight;
+    }
+    return false;
+}
+
+bool pgw_breaker_allow(struct pgw_breaker *b, double now, bool *probe)
+{
+    *probe = false;
+    if (pgw_breaker_blocked(b, now))
+        return false;
+    if (b->state == PGW_BREAKER_CLOSED)
+        return true;
+    b->state = PGW_BREAKER_HALF_OPEN;
+    b->probe_inflight = true;
+    *probe = true;
+    return true;
+}
+
+void pgw_breaker_success(struct pgw_breaker *b)
+{
+    b->state = PGW_BREAKER_CLOSED;
+    b->failures = 0;
+    b->cooldown = b->base_cooldown;
+    b->next_probe = 0;
+    b->probe_inflight = false;
+}
+
+static void breaker_open(struct pgw_breaker *b, double now)
+{
+    b->state = PGW_BREAKER_OPEN;
+    b->probe_inflight = false;
+    b->next_probe = now + b->cooldown;
+}
+
+bool pgw_breaker_failure(struct pgw_breaker *b, double now, bool probe)
+{
+    b->failures++;
+    if (b->threshold <= 0)
+        return false;
+    if (b->state == PGW_BREAKER_HALF_OPEN && probe) {
+        b->cooldown *= 2;
+        if (b->cooldown > b->max_cooldown)
+            b->cooldown = b->max_cooldown;
+        breaker_open(b, now);
+        b->trips++;
+        return true;
+    }
+    if (b->state == PGW_BREAKER_CLOSED && b->failures >= b->threshold) {
+        breaker_open(b, now);
+        b->trips++;
+        return true;
+    }
+    /* Late failures of attempts started before the trip change nothing. */
+    return false;
+}
+
+void pgw_breaker_probe_abort(struct pgw_breaker *b, double now)
+{
+    if (b->state != PGW_BREAKER_HALF_OPEN)
+        return;
+    b->state = PGW_BREAKER_OPEN;
+    b->probe_inflight = false;
+    b->next_probe = now;
+}
+
+/* ---- SQLSTATE from libpq's text ---- */
+
+struct sqlstate_pattern {
+    const char *needle;
+    const char *sqlstate;
+    const char *also;         /* must follow needle too, or NULL */
+};
+
+/* Backend messages (the FATAL: part) first, then libpq's own. Order matters:
+ * the first match wins. */
+static const struct sqlstate_pattern patterns[] = {
+    { "password authentication failed", "28P01" },
+    { "SCRAM authentication", "28P01" },
+    { "no password supplied", "28P01" },
+    { "fe_sendauth: no password", "28P01" },
+    { "no pg_hba.conf entry", "28000" },
+    { "authentication failed", "28000" },
+    { "too many connections", "53300" },
+    { "too many clients", "53300" },
+    { "remaining connection slots are reserved", "53300" },
+    { "out of memory", "53200" },
+    { "the database system is starting up", "57P03" },
+    { "the database system is shutting down", "57P03" },
+    { "the database system is in recovery mode", "57P03" },
+    { "the database system is not yet accepting connections", "57P03" },
+    { "the database system is not accepting connections", "57P03" },
+    { "terminating connection due to administrator command", "57P01" },
+    { "is not currently accepting connections", "55000" },
+    { "permission denied for database", "42501" },
+    { "is not permitted to log in", "28000" },
+    { "role \"", "28000", "does not exist" },
+    { "database \"", "3D000", "does not exist" },
+    { "could not translate host name", "08001" },
+    { "Connection refused", "08001" },
+    { "No such file or directory", "08001" },
+    { "timeout expired", "08001" },
+    { "server_connect_timeout", "08001" },
+    { "timed out", "08001" },
+    { "Network is unreachable", "08001" },
+    { "No route to host", "08001" },
+    { "SSL", "08001" },
+};
+
+const char *pgw_pool_guess_sqlstate(const char *msg)
+{
+    if (!msg)
+        return "08006";
+    for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++) {
+        const char *hit = strstr(msg, patterns[i].needle);
+        if (!hit)
+            continue;
+        if (patterns[i].also && !strstr(hit, patterns[i].also))
+            continue;
+        return patterns[i].sqlstate;
+    }
+    return "08006";
+}
+
+void pgw_pool_trim_error(char *buf, size_t size, const char *msg)
+{
+    if (!size)
+        return;
+    size_t o = 0;
+    bool space = true;        /* drop leading blanks, collapse runs */
+    for (const char *p = msg ? msg : ""; *p && o + 1 < size; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (isspace(c)) {
+            if (!space)
+                buf[o++] = ' ';
+            space = true;
+            continue;
+        }
+        buf[o++] = (char)c;
+        space = false;
+    }
+    while (o > 0 && buf[o - 1] == ' ')
+        o--;
+    buf[o] = '\0';
+}

@@ -1,0 +1,80 @@
+/*
+ * breaker.h - pure parts of pool/: the circuit breaker state machine, the
+ * connect-rate token bucket and the classification of libpq connect errors.
+ *
+ * Internal to pool/ (exposed only so tests/unit can reach them).  Nothing
+ * here reads a clock: every function takes `now` in seconds, so the unit
+ * tests drive time by hand.
+ */
+#ifndef PGW_POOL_BREAKER_H
+#define PGW_POOL_BREAKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool/pool.h"
+
+/*
+ * closed --(threshold consecutive failures)--> open
+ * open --(now >= next_probe; one attempt allowed)--> half-open (probe in flight)
+ * half-open --success--> closed (failures and cooldown reset)
+ * half-open --failure--> open, cooldown doubled (up to max_cooldown)
+ * A success in any state closes the breaker: the backend answered.
+ * threshold <= 0 disables the breaker (it never opens).
+ */
+struct pgw_breaker {
+    enum pgw_breaker_state state;
+    int threshold;
+    double base_cooldown, max_cooldown;
+    double cooldown;          /* the one in force (doubles per failed probe) */
+    double next_probe;        /* when open: earliest probe time */
+    int failures;             /* consecutive */
+    uint64_t trips;
+    bool probe_inflight;      /* half-open: the single probe is out */
+};
+
+void pgw_breaker_init(struct pgw_breaker *b, int threshold, double cooldown,
+                      double max_cooldown);
+/* New settings; state and counts are kept. */
+void pgw_breaker_configure(struct pgw_breaker *b, int threshold, double cooldown,
+                           double max_cooldown);
+/* Would a new connection attempt be refused now?  No side effects. */
+bool pgw_breaker_blocked(const struct pgw_breaker *b, double now);
+/* May a new connection attempt start now?  When open and the cooldown has
+ * passed, this turns the breaker half-open and the caller's attempt is the
+ * probe (*probe set true): it must report success, failure or abort. */
+bool pgw_breaker_allow(struct pgw_breaker *b, double now, bool *probe);
+void pgw_breaker_success(struct pgw_breaker *b);
+/* Returns true when this failure opened the breaker (a trip). */
+bool pgw_breaker_failure(struct pgw_breaker *b, double now, bool probe);
+/* The probe ended without an answer (closed by us): allow another at once. */
+void pgw_breaker_probe_abort(struct pgw_breaker *b, double now);
+
+/*
+ * Token bucket: `rate` tokens per second up to `burst`.  rate <= 0 means
+ * unlimited.  burst <= 0 means max(1, rate).
+ */
+struct pgw_bucket {
+    double rate, burst, tokens, last;
+};
+void pgw_bucket_init(struct pgw_bucket *tb, double rate, int burst, double now);
+/* New rate/burst; tokens are kept (capped at the new burst). */
+void pgw_bucket_configure(struct pgw_bucket *tb, double rate, int burst, double now);
+/* Take one token if there is one. */
+bool pgw_bucket_take(struct pgw_bucket *tb, double now);
+/* Seconds until a token is available (0 when one is, or unlimited). */
+double pgw_bucket_wait(const struct pgw_bucket *tb, double now);
+
+/*
+ * libpq 15 keeps no SQLSTATE for a failed connect or login, only the text of
+ * PQerrorMessage().  Guess the SQLSTATE the backend sent from that text
+ * ("FATAL:  password authentication failed ..." -> 28P01, ...); "08006"
+ * (connection_failure) when nothing matches, "08001" when the client could
+ * not even reach the server.  Returns a static string.
+ */
+const char *pgw_pool_guess_sqlstate(const char *libpq_msg);
+/* Copy libpq's multi-line message into buf on one line, trimmed. */
+void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * pool_conf.c - making pools and keeping them in step with the config:
+ * pgw_pool_get() (create or find), copying what a pool needs out of its db
+ * entry (the entry may be freed by a reload, so pools keep their own copy
+ * of the libpq keywords and effective sizes), and freeing a pool.
+ */
+#include "pool/pool_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static void free_strv(char **v, int n)
+{
+    if (!v)
+        return;
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static char *build_signature(const struct pgw_conf_db *db)
+{
+    size_t len = 1;
+    for (int i = 0; i < db->nconn && db->conn_keys[i]; i++)
+        len += strlen(db->conn_keys[i]) + strlen(db->conn_vals[i] ? db->conn_vals[i] : "") + 2;
+    char *s = malloc(len);
+    if (!s)
+        return NULL;
+    size_t o = 0;
+    for (int i = 0; i < db->nconn && db->conn_keys[i]; i++)
+        o += (size_t)sprintf(s + o, "%s=%s\n", db->conn_keys[i],
+                             db->conn_vals[i] ? db->conn_vals[i] : "");
+    s[o] = 0;
+    return s;
+}
+
+static bool copy_keys(struct pgw_pool *pool, const struct pgw_conf_db *db)
+{
+    int n = 0;
+    while (n < db->nconn && db->conn_keys[n])
+        n++;
+    char **k = calloc((size_t)n + 1, sizeof(*k));
+    char **v = calloc((size_t)n + 1, sizeof(*v));
+    bool ok = k && v;
+    for (int i = 0; ok && i < n; i++) {
+        k[i] = strdup(db->conn_keys[i]);
+        v[i] = strdup(db->conn_vals[i] ? db->conn_vals[i] : "");
+        ok = k[i] && v[i];
+    }
+    if (!ok) {
+        free_strv(k, n);
+        free_strv(v, n);
+        return false;
+    }
+    free_strv(pool->keys, pool->nkeys);
+    free_strv(pool->vals, pool->nkeys);
+    pool->keys = k;
+    pool->vals = v;
+    pool->nkeys = n;
+    pool->db_sets_user = db->user && *db->user;
+    pool->db_sets_password = db->password && *db->password;
+    pool->db_sets_dbname = db->dbname && *db->dbname;
+    return true;
+}
+
+static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
+{
+    const struct pgw_config *cfg = pool->set->cfg;
+    const struct pgw_conf_user *u = pgw_conf_find_user(cfg, pool->user);
+    pool->mode = pgw_conf_pool_mode(cfg, db, u);
+    pool->pool_size = pgw_conf_pool_size(cfg, db, u);
+    pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
+    pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db);
+    pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
+    pool->max_user_connections = pgw_conf_max_user_connections(cfg, u);
+    if (pool->min_pool_size > pool->pool_size)
+        pool->min_pool_size = pool->pool_size;
+    char *cq = db->connect_query && *db->connect_query ? strdup(db->connect_query) : NULL;
+    free(pool->connect_query);
+    pool->connect_query = cq;
+}
+
+/* Returns true when the connection keys changed (servers must reconnect). */
+bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
+{
+    pool->db_src = db;
+    pool->orphan = false;
+    apply_settings(pool, db);
+    char *sig = build_signature(db);
+    if (!sig)
+        return false;
+    if (pool->signature && strcmp(sig, pool->signature) == 0) {
+        free(sig);
+        return false;
+    }
+    bool first = pool->signature == NULL;
+    if (!copy_keys(pool, db)) {
+        free(sig);
+        return false;
+    }
+    free(pool->signature);
+    pool->signature = sig;
+    struct pgw_backend *be = pgw_backend_get(pool->set, db);
+    if (be)
+        pool->backend = be;
+    return !first;
+}
+
+struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db *db,
+                              const char *dbname, const char *user, const char *password)
+{
+    struct pgw_list *n;
+    for (n = set->pools.next; n != &set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (strcmp(p->dbname, dbname) || strcmp(p->user, user))
+            continue;
+        if (password && (!p->password || strcmp(p->password, password))) {
+            char *pw = strdup(password);
+            if (pw) {
+                free(p->password);
+                p->password = pw;
+            }
+        }
+        if (p->db_src != db && pgw_pool_apply_db(p, db))
+            pgw_pool_reconnect(p);
+        return p;
+    }
+    struct pgw_pool *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pool->set = set;
+    pgw_pool_init_queues(pool);
+    pool->dbname = strdup(dbname);
+    pool->user = strdup(user);
+    pool->password = password ? strdup(password) : NULL;
+    pgw_pool_apply_db(pool, db);
+    if (!pool->dbname || !pool->user || (password && !pool->password) || !pool->signature ||
+        !pool->backend) {
+        pgw_pool_free(pool);
+        return NULL;
+    }
+    pgw_list_append(&set->pools, &pool->node);
+    pgw_info("pool_create", "db=%s user=%s backend=%s pool_size=%d", pool->dbname, pool->user,
+             pool->backend->address, pool->pool_size);
+    return pool;
+}
+
+/* Frees the pool's memory; its servers and waiters must be gone. */
+void pgw_pool_free(struct pgw_pool *pool)
+{
+    ev_timer_stop(pool->set->loop, &pool->reserve_timer);
+    if (pgw_list_linked(&pool->node))
+        pgw_list_del(&pool->node);
+    free_strv(pool->keys, pool->nkeys);
+    free_strv(pool->vals, pool->nkeys);
+    free(pool->signature);
+    free(pool->connect_query);
+    free(pool->dbname);
+    free(pool->user);
+    free(pool->password);
+    free(pool);
+}

@@ -1,0 +1,175 @@
+/*
+ * pool_int.h - pool/'s private structures and the functions its files share.
+ * Never included outside pool/.
+ *
+ * Files:
+ *   pool.c     pools: acquire/release, the waiter queue, lending, growing
+ *   pool_conf.c  pools from the config: get/create, apply a db entry, free
+ *   server.c   one server: libpq connect, raw I/O, reset/check queries,
+ *              the idle watch, closing
+ *   backend.c  backends: breaker and rate-limit glue, name resolution
+ *   set.c      the set: create/reconfigure/destroy, maintenance, reaping
+ *   breaker.c, bucket.c, params.c   pure helpers
+ *
+ * Ownership: the set owns pools and backends (freed only at destroy); a
+ * pool owns its servers; a closed server's memory is freed by the set's
+ * reaper after the current callback (never inside its own callback).
+ */
+#ifndef PGW_POOL_POOL_INT_H
+#define PGW_POOL_POOL_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "common/wire.h"
+#include "pool/breaker.h"
+#include "pool/pool.h"
+
+/* How often the maintenance timer runs (idle/lifetime retirement,
+ * min_pool_size, breaker probes). */
+#define PGW_POOL_TICK 1.0
+/* How long a resolved host name is reused. */
+#define PGW_DNS_TTL 30.0
+
+/* What a server in PGW_SRV_RESETTING is doing. */
+enum srv_job {
+    SRV_JOB_NONE,
+    SRV_JOB_CONNECT_QUERY,    /* after login, before first use */
+    SRV_JOB_RESET,            /* server_reset_query after release */
+    SRV_JOB_CHECK             /* server_check_query before lending */
+};
+
+/* A server as the pool sees it: the public part plus private state. */
+struct pool_server {
+    struct pgw_server pub;
+    enum srv_job job;
+    bool probe;               /* this connect is the breaker's probe */
+    bool reconnect;           /* close instead of reusing */
+    bool checked;             /* passed server_check_query since its last lend */
+    /* raw query engine */
+    struct pgw_wbuf out;
+    uint8_t hdr[PGW_MSG_HDR];
+    unsigned hdr_len;
+    uint32_t body_left, body_len, body_got;
+    uint8_t body[1024];       /* kept part of the current message */
+};
+
+static inline struct pool_server *srv_priv(struct pgw_server *s)
+{
+    return pgw_container_of(s, struct pool_server, pub);
+}
+
+struct dns_req;
+
+struct pgw_backend {
+    struct pgw_list node;     /* in set->backends */
+    struct pgw_pool_set *set;
+    char *address;            /* "host:port", the key */
+    char *hosts;              /* host list to resolve, NULL when none needs it */
+    char *port;
+    struct pgw_breaker breaker;
+    struct pgw_bucket bucket;
+    ev_timer wake;            /* a token is due / retry delay over */
+    ev_tstamp retry_after;    /* no new connect before (breaker disabled) */
+    char last_error[512];
+    char last_sqlstate[6];
+    /* resolved lists for libpq: host, hostaddr and port, one entry per
+     * address (see backend.c) */
+    char *res_host, *hostaddr, *res_port;
+    ev_tstamp hostaddr_until;
+    struct dns_req *dns;      /* resolution in flight */
+};
+
+struct pgw_pool {
+    struct pgw_list node;     /* in set->pools */
+    struct pgw_pool_set *set;
+    struct pgw_backend *backend;
+    char *dbname, *user, *password;
+    const struct pgw_conf_db *db_src;   /* identity only: never dereferenced
+                                         * after a reconfigure */
+    /* copied from the db entry (it may be freed by a reload) */
+    char **keys, **vals;
+    int nkeys;
+    char *signature;          /* the connection keys, to see changes */
+    bool db_sets_user, db_sets_password, db_sets_dbname;
+    char *connect_query;
+    /* effective settings */
+    enum pgw_pool_mode mode;
+    int pool_size, min_pool_size, reserve_pool_size;
+    int max_db_connections, max_user_connections;
+    bool paused;
+    bool orphan;              /* its db entry is gone from the config */
+    /* servers by state */
+    struct pgw_list idle;     /* most recently used first */
+    struct pgw_list active;
+    struct pgw_list pending;  /* CONNECTING and RESETTING */
+    int n_idle, n_active, n_connecting, n_resetting;
+    /* waiters, FIFO */
+    struct pgw_list waiters;
+    int n_waiters;
+    ev_timer reserve_timer;   /* the oldest waiter reaches reserve_pool_timeout */
+    bool dispatching, dispatch_again;
+    struct pgw_pool_stats st; /* counters only; gauges computed on demand */
+};
+
+struct pgw_pool_set {
+    struct ev_loop *loop;
+    struct pgw_ctx *root;
+    const struct pgw_config *cfg;
+    struct pgw_list pools, backends;
+    struct pgw_list dead;     /* closed servers awaiting free */
+    ev_timer tick;
+    ev_idle reaper;
+    ev_async dns_async;
+    uint64_t next_id;
+    uint64_t rng;
+    bool destroying;
+};
+
+/* pool.c */
+int pgw_pool_total(const struct pgw_pool *pool);
+/* Empty server lists and waiter queue, timers initialised. */
+void pgw_pool_init_queues(struct pgw_pool *pool);
+/* Serve waiters from idle servers, start checks, then grow.  Reentrant. */
+void pgw_pool_kick(struct pgw_pool *pool);
+/* Start connections for waiters / min_pool_size as limits allow. */
+void pgw_pool_grow(struct pgw_pool *pool);
+/* Fail every queued waiter with err (a snapshot: waiters queued by the
+ * callbacks are kept). */
+void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+void pgw_pool_free(struct pgw_pool *pool);
+/* Copy what the pool needs from a db entry; true if connection keys changed. */
+bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);
+void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now);
+/* Pools over their db/user limits may get room when a server closes. */
+void pgw_pool_kick_related(struct pgw_pool *pool);
+
+/* server.c */
+struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe);
+void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st);
+void pgw_server_make_idle(struct pgw_server *srv);
+int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql);
+/* Stop watchers, PQfinish, unlink; the memory goes to the reaper. */
+void pgw_server_close(struct pgw_server *srv, const char *reason);
+void pgw_server_free(struct pgw_server *srv);
+bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now);
+
+/* backend.c */
+struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_conf_db *db);
+void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg);
+void pgw_backend_free(struct pgw_backend *be);
+/* May a connection start now?  0 and *probe, or PGW_EAGAIN (a wake-up is
+ * armed: DNS, token or retry delay) or PGW_EBREAKER_OPEN. */
+int pgw_backend_admit(struct pgw_backend *be, bool *probe);
+void pgw_backend_connected(struct pgw_backend *be, bool probe);
+void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
+void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);
+void pgw_backend_kick_pools(struct pgw_backend *be);
+void pgw_backend_dns_done(struct pgw_pool_set *set);
+void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now);
+
+/* set.c */
+double pgw_pool_set_random(struct pgw_pool_set *set);
+void pgw_pool_set_reap_later(struct pgw_pool_set *set, struct pgw_server *srv);
+
+#endif

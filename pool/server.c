@@ -1,0 +1,727 @@
+/*
+ * server.c - one server connection: the asynchronous libpq connect and
+ * login, byte I/O on the socket (through TLS when libpq set it up), the
+ * raw-protocol engine that runs connect_query / server_reset_query /
+ * server_check_query, the watch on idle servers, and closing.
+ *
+ * Owns: struct pool_server (the public struct pgw_server plus private
+ * state), its PGconn and PGcancel, its ev_io and ev_timer.  One ev_io serves
+ * every phase; its callback changes with the phase (connect, job, idle) and
+ * its fd/events change only while it is stopped.  Closing never frees: the
+ * memory goes to the set's reaper.
+ */
+#include "pool/pool_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+/* libpq has no iterator over the ParameterStatus values it saw: these are
+ * the ones PostgreSQL reports (GUC_REPORT). */
+static const char *const reported_params[] = {
+    "server_version", "server_encoding", "client_encoding", "application_name",
+    "default_transaction_read_only", "in_hot_standby", "is_superuser",
+    "session_authorization", "DateStyle", "IntervalStyle", "TimeZone",
+    "integer_datetimes", "standard_conforming_strings",
+};
+
+static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* ---- byte I/O ---------------------------------------------------------- */
+
+static ssize_t tls_result(SSL *ssl, int r, bool *want_other, int fail)
+{
+    int e = SSL_get_error(ssl, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return PGW_EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        if (want_other)
+            *want_other = true;
+        return PGW_EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PGW_EAGAIN;
+        return r == 0 && fail == PGW_ESERVER_READ ? 0 : fail;
+    default:
+        return fail;
+    }
+}
+
+ssize_t pgw_server_read(struct pgw_server *srv, void *buf, size_t n, bool *want_write)
+{
+    if (want_write)
+        *want_write = false;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    if (srv->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_read(srv->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        ssize_t rc = tls_result(srv->ssl, r, want_write, PGW_ESERVER_READ);
+        /* OpenSSL 3 reports a peer that vanished without close_notify as
+         * an SSL error: it is an EOF all the same. */
+        if (rc == PGW_ESERVER_READ &&
+            ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+            rc = 0;
+        ERR_clear_error();
+        return rc;
+    }
+    for (;;) {
+        ssize_t r = recv(srv->fd, buf, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PGW_EAGAIN;
+        return PGW_ESERVER_READ;
+    }
+}
+
+ssize_t pgw_server_write(struct pgw_server *srv, const void *buf, size_t n, bool *want_read)
+{
+    if (want_read)
+        *want_read = false;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    if (srv->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_write(srv->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        bool want_write = false;
+        ssize_t rc = tls_result(srv->ssl, r, &want_write, PGW_ESERVER_WRITE);
+        /* For a write, WANT_READ is the "other" direction. */
+        if (rc == PGW_EAGAIN && want_read)
+            *want_read = !want_write;
+        ERR_clear_error();
+        return rc == 0 ? PGW_ESERVER_WRITE : rc;
+    }
+    for (;;) {
+        ssize_t r = send(srv->fd, buf, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PGW_EAGAIN;
+        return PGW_ESERVER_WRITE;
+    }
+}
+
+size_t pgw_server_pending(const struct pgw_server *srv)
+{
+    if (!srv->ssl)
+        return 0;
+    int n = SSL_pending(srv->ssl);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* ---- lists and counters ------------------------------------------------ */
+
+static int *state_counter(struct pgw_pool *pool, enum pgw_server_state st)
+{
+    switch (st) {
+    case PGW_SRV_CONNECTING: return &pool->n_connecting;
+    case PGW_SRV_RESETTING:  return &pool->n_resetting;
+    case PGW_SRV_IDLE:       return &pool->n_idle;
+    case PGW_SRV_ACTIVE:     return &pool->n_active;
+    case PGW_SRV_CLOSING:    break;
+    }
+    return NULL;
+}
+
+/* Move srv to the list of state st (idle: most recently used first). */
+void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
+{
+    struct pgw_pool *pool = srv->pool;
+    int *c = state_counter(pool, srv->state);
+    if (pgw_list_linked(&srv->node)) {
+        pgw_list_del(&srv->node);
+        if (c)
+            (*c)--;
+    }
+    srv->state = st;
+    c = state_counter(pool, st);
+    if (!c)
+        return;
+    (*c)++;
+    if (st == PGW_SRV_IDLE)
+        pgw_list_prepend(&pool->idle, &srv->node);
+    else if (st == PGW_SRV_ACTIVE)
+        pgw_list_append(&pool->active, &srv->node);
+    else
+        pgw_list_append(&pool->pending, &srv->node);
+}
+
+static void io_watch(struct pgw_server *srv, void (*cb)(struct ev_loop *, ev_io *, int),
+                     int fd, int events)
+{
+    struct ev_loop *loop = srv->pool->set->loop;
+    ev_io_stop(loop, &srv->io);
+    ev_set_cb(&srv->io, cb);
+    ev_io_set(&srv->io, fd, events);
+    ev_io_start(loop, &srv->io);
+}
+
+static void timer_arm(struct pgw_server *srv, double after)
+{
+    struct ev_loop *loop = srv->pool->set->loop;
+    ev_timer_stop(loop, &srv->timer);
+    if (after >= 0) {
+        ev_timer_set(&srv->timer, after, 0);
+        ev_timer_start(loop, &srv->timer);
+    }
+}
+
+static const char *srv_log_fields(const struct pgw_server *srv, char *buf, size_t len)
+{
+    snprintf(buf, len, "db=%s user=%s backend=%s id=%llu pid=%d", srv->pool->dbname,
+             srv->pool->user, srv->backend->address, (unsigned long long)srv->id,
+             srv->backend_pid);
+    return buf;
+}
+
+/* A server that may go back to idle: not marked, not too old, pool alive. */
+static bool server_reusable(const struct pgw_server *srv)
+{
+    struct pool_server *ps = srv_priv((struct pgw_server *)srv);
+    ev_tstamp now = ev_now(srv->pool->set->loop);
+    if (ps->reconnect || srv->pool->orphan || srv->pool->set->destroying)
+        return false;
+    return !(srv->expire_at > 0 && now >= srv->expire_at);
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+void pgw_server_close(struct pgw_server *srv, const char *reason)
+{
+    if (srv->state == PGW_SRV_CLOSING)
+        return;
+    struct pool_server *ps = srv_priv(srv);
+    struct pgw_pool_set *set = srv->pool->set;
+    if (ps->probe) {
+        ps->probe = false;
+        pgw_breaker_probe_abort(&srv->backend->breaker, ev_now(set->loop));
+    }
+    ev_io_stop(set->loop, &srv->io);
+    ev_timer_stop(set->loop, &srv->timer);
+    if (reason) {
+        char f[256], q[600];
+        pgw_info("server_close", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
+                 pgw_log_quote(q, sizeof(q), reason));
+    }
+    pgw_server_move(srv, PGW_SRV_CLOSING);
+    if (srv->cancel)
+        PQfreeCancel(srv->cancel);
+    srv->cancel = NULL;
+    if (srv->conn)
+        PQfinish(srv->conn);
+    srv->conn = NULL;
+    srv->ssl = NULL;
+    srv->fd = -1;
+    srv->link = NULL;
+    pgw_pool_set_reap_later(set, srv);
+}
+
+void pgw_server_free(struct pgw_server *srv)
+{
+    struct pool_server *ps = srv_priv(srv);
+    pgw_wbuf_deinit(&ps->out);
+    free(ps);
+}
+
+bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now)
+{
+    const struct pgw_config *cfg = srv->pool->set->cfg;
+    if (!cfg->server_check_query || !*cfg->server_check_query ||
+        srv_priv((struct pgw_server *)srv)->checked)
+        return false;
+    /* With a delay of 0 every reuse is checked, but not a fresh login. */
+    if (cfg->server_check_delay <= 0)
+        return srv->lend_count > 0;
+    return now - srv->request_time >= cfg->server_check_delay;
+}
+
+/* ---- idle -------------------------------------------------------------- */
+
+void pgw_server_make_idle(struct pgw_server *srv)
+{
+    srv_priv(srv)->job = SRV_JOB_NONE;
+    timer_arm(srv, -1);
+    pgw_server_move(srv, PGW_SRV_IDLE);
+    io_watch(srv, idle_io_cb, srv->fd, EV_READ);
+}
+
+/* An idle server has nothing to say: any byte, EOF or error closes it (a
+ * terminated backend sends a FATAL ErrorResponse, then EOF). */
+static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_server *srv = pgw_container_of(w, struct pgw_server, io);
+    struct pgw_pool *pool = srv->pool;
+    uint8_t buf[1024];
+    char why[600];
+    ssize_t n = pgw_server_read(srv, buf, sizeof(buf) - 1, NULL);
+    if (n == PGW_EAGAIN)
+        return;               /* TLS housekeeping, no data */
+    if (n == 0) {
+        snprintf(why, sizeof(why), "server closed the connection while idle");
+    } else if (n < 0) {
+        snprintf(why, sizeof(why), "%s while idle", pgw_strerror((int)n));
+    } else if (buf[0] == PGW_BE_ERROR && n > (ssize_t)PGW_MSG_HDR) {
+        struct pgw_wire_err_fields f;
+        buf[n] = 0;           /* a truncated body still ends in NUL */
+        if (pgw_wire_parse_error(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR + 1, &f) == 0)
+            snprintf(why, sizeof(why), "server error while idle: %s (%s)", f.message,
+                     f.sqlstate);
+        else
+            snprintf(why, sizeof(why), "server error while idle");
+    } else {
+        snprintf(why, sizeof(why), "unexpected message '%c' from idle server",
+                 buf[0] >= 0x20 && buf[0] < 0x7f ? buf[0] : '?');
+    }
+    pgw_server_close(srv, why);
+    pgw_pool_kick_related(pool);
+}
+
+/* ---- connect ----------------------------------------------------------- */
+
+static bool pool_has_key(const struct pgw_pool *pool, const char *key)
+{
+    for (int i = 0; i < pool->nkeys; i++)
+        if (strcmp(pool->keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+static void add_kv(const char **k, const char **v, int *n, const char *key, const char *val)
+{
+    if (!val || !*val)
+        return;
+    k[*n] = key;
+    v[*n] = val;
+    (*n)++;
+}
+
+/* The libpq keywords: the db entry's, then what it leaves out. */
+static int build_params(const struct pgw_pool *pool, const char **k, const char **v)
+{
+    const struct pgw_config *cfg = pool->set->cfg;
+    int n = 0;
+    const struct pgw_backend *be = pool->backend;
+    bool resolved = be->hosts && be->hostaddr;
+    for (int i = 0; i < pool->nkeys; i++) {
+        if (resolved && (strcmp(pool->keys[i], "host") == 0 ||
+                         strcmp(pool->keys[i], "port") == 0 ||
+                         strcmp(pool->keys[i], "hostaddr") == 0))
+            continue;
+        add_kv(k, v, &n, pool->keys[i], pool->vals[i]);
+    }
+    if (resolved) {
+        add_kv(k, v, &n, "host", be->res_host);
+        add_kv(k, v, &n, "hostaddr", be->hostaddr);
+        add_kv(k, v, &n, "port", be->res_port);
+    }
+    if (!pool->db_sets_user)
+        add_kv(k, v, &n, "user", pool->user);
+    if (!pool->db_sets_password)
+        add_kv(k, v, &n, "password", pool->password);
+    if (!pool->db_sets_dbname)
+        add_kv(k, v, &n, "dbname", pool->dbname);
+    if (!pool_has_key(pool, "sslmode"))
+        add_kv(k, v, &n, "sslmode", pgw_tls_mode_name(cfg->server_tls_sslmode));
+    if (!pool_has_key(pool, "sslrootcert"))
+        add_kv(k, v, &n, "sslrootcert", cfg->server_tls_ca_file);
+    if (!pool_has_key(pool, "sslcert"))
+        add_kv(k, v, &n, "sslcert", cfg->server_tls_cert_file);
+    if (!pool_has_key(pool, "sslkey"))
+        add_kv(k, v, &n, "sslkey", cfg->server_tls_key_file);
+    k[n] = NULL;
+    v[n] = NULL;
+    return n;
+}
+
+static void connect_failed(struct pgw_server *srv, const char *msg)
+{
+    struct pgw_pool *pool = srv->pool;
+    struct pgw_backend *be = srv->backend;
+    struct pool_server *ps = srv_priv(srv);
+    bool probe = ps->probe;
+    char text[512], f[256], q[600];
+
+    pgw_pool_trim_error(text, sizeof(text), msg);
+    ps->probe = false;        /* the breaker hears the outcome below */
+    pool->st.total_connect_failures++;
+    pgw_warn("server_connect_failed", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
+             pgw_log_quote(q, sizeof(q), text));
+    pgw_server_close(srv, NULL);
+    pgw_backend_failed(be, probe, text);
+    pgw_pool_kick_related(pool);
+}
+
+static void login_succeeded(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    struct pool_server *ps = srv_priv(srv);
+    bool probe = ps->probe;
+    ps->probe = false;
+    if (server_reusable(srv))
+        pgw_server_make_idle(srv);
+    else
+        pgw_server_close(srv, "not reusable after login");
+    pgw_backend_connected(srv->backend, probe);
+    pgw_pool_kick_related(pool);
+}
+
+static void take_params(struct pgw_server *srv)
+{
+    for (size_t i = 0; i < sizeof(reported_params) / sizeof(reported_params[0]); i++) {
+        const char *v = PQparameterStatus(srv->conn, reported_params[i]);
+        if (v)
+            pgw_params_set(&srv->params, reported_params[i], v);
+    }
+}
+
+/* CONNECTION_OK: from here on the pool and the proxy own the byte stream. */
+static void login_done(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    struct pgw_pool_set *set = pool->set;
+    ev_tstamp now = ev_now(set->loop);
+    char f[256];
+
+    timer_arm(srv, -1);
+    ev_io_stop(set->loop, &srv->io);
+    (void)PQisBusy(srv->conn);          /* let libpq settle its input state */
+    srv->fd = PQsocket(srv->conn);
+    srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
+    srv->cancel = PQgetCancel(srv->conn);
+    srv->backend_pid = PQbackendPID(srv->conn);
+    srv->server_version = PQserverVersion(srv->conn);
+    take_params(srv);
+    srv->connect_time = srv->request_time = now;
+    double life = set->cfg->server_lifetime;
+    srv->expire_at = life > 0 ? now + life * (0.9 + 0.2 * pgw_pool_set_random(set)) : 0;
+    pgw_info("server_connect", "%s tls=%s", srv_log_fields(srv, f, sizeof(f)),
+             srv->ssl ? "on" : "off");
+    if (pool->connect_query && *pool->connect_query) {
+        if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query) < 0)
+            connect_failed(srv, "out of memory for connect_query");
+        return;
+    }
+    login_succeeded(srv);
+}
+
+static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_server *srv = pgw_container_of(w, struct pgw_server, io);
+    PostgresPollingStatusType st = PQconnectPoll(srv->conn);
+    int fd = PQsocket(srv->conn);
+
+    ev_io_stop(loop, w);
+    switch (st) {
+    case PGRES_POLLING_READING:
+    case PGRES_POLLING_WRITING:
+        if (fd < 0) {
+            connect_failed(srv, "libpq lost its socket");
+            return;
+        }
+        io_watch(srv, connect_io_cb, fd, st == PGRES_POLLING_READING ? EV_READ : EV_WRITE);
+        return;
+    case PGRES_POLLING_OK:
+        login_done(srv);
+        return;
+    default:
+        connect_failed(srv, PQerrorMessage(srv->conn));
+        return;
+    }
+}
+
+/* Starts a connection for pool; the caller has been admitted by the
+ * backend (breaker, rate, DNS).  Failures surface from the loop, never
+ * inside this call. */
+struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe)
+{
+    struct pgw_pool_set *set = pool->set;
+    struct pool_server *ps = calloc(1, sizeof(*ps));
+    if (!ps)
+        return NULL;
+    struct pgw_server *srv = &ps->pub;
+    srv->id = ++set->next_id;
+    srv->fd = -1;
+    srv->pool = pool;
+    srv->backend = pool->backend;
+    srv->state = PGW_SRV_CLOSING;
+    pgw_list_init(&srv->node);
+    pgw_wbuf_init(&ps->out);
+    ps->probe = probe;
+    ev_init(&srv->io, connect_io_cb);
+    ev_init(&srv->timer, server_timer_cb);
+    pgw_server_move(srv, PGW_SRV_CONNECTING);
+    pool->st.total_connects++;
+
+    int cap = pool->nkeys + 16;
+    const char **k = calloc((size_t)cap, sizeof(*k));
+    const char **v = calloc((size_t)cap, sizeof(*v));
+    if (k && v) {
+        build_params(pool, k, v);
+        srv->conn = PQconnectStartParams(k, v, 0);
+    }
+    free(k);
+    free(v);
+    int fd = srv->conn ? PQsocket(srv->conn) : -1;
+    if (!srv->conn || PQstatus(srv->conn) == CONNECTION_BAD || fd < 0) {
+        timer_arm(srv, 0);    /* report from the loop: see server_timer_cb */
+        return srv;
+    }
+    io_watch(srv, connect_io_cb, fd, EV_WRITE);
+    if (set->cfg->server_connect_timeout > 0)
+        timer_arm(srv, set->cfg->server_connect_timeout);
+    return srv;
+}
+
+/* ---- raw queries: connect_query, server_reset_query, server_check_query */
+
+static const char *job_name(enum srv_job job)
+{
+    switch (job) {
+    case SRV_JOB_CONNECT_QUERY: return "connect_query";
+    case SRV_JOB_RESET:         return "server_reset_query";
+    case SRV_JOB_CHECK:         return "server_check_query";
+    case SRV_JOB_NONE:          break;
+    }
+    return "none";
+}
+
+int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
+{
+    struct pool_server *ps = srv_priv(srv);
+    pgw_wbuf_reset(&ps->out);
+    pgw_wire_query(&ps->out, sql);
+    if (ps->out.failed)
+        return PGW_ENOMEM;
+    ps->job = job;
+    ps->hdr_len = 0;
+    ps->body_left = ps->body_len = ps->body_got = 0;
+    srv->pending_ready = 1;
+    pgw_server_move(srv, PGW_SRV_RESETTING);
+    io_watch(srv, job_io_cb, srv->fd, EV_WRITE);
+    double t = srv->pool->set->cfg->server_connect_timeout;
+    timer_arm(srv, t > 0 ? t : -1);
+    return 0;
+}
+
+/* One whole message (body possibly cut to sizeof(ps->body)).  Returns 0 to
+ * go on, 1 when the final ReadyForQuery came, or a negative code with why. */
+static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
+{
+    struct pool_server *ps = srv_priv(srv);
+    size_t kept = ps->body_got;
+    bool whole = ps->body_got == ps->body_len;
+    struct pgw_wire_err_fields f;
+
+    switch (type) {
+    case PGW_BE_READY:
+        if (--srv->pending_ready > 0)
+            return 0;
+        if (kept < 1 || ps->body[0] != 'I') {
+            snprintf(why, wl, "%s left the server in state '%c'", job_name(ps->job),
+                     kept ? ps->body[0] : '?');
+            return PGW_EPROTO;
+        }
+        return 1;
+    case PGW_BE_ERROR:
+        ps->body[kept < sizeof(ps->body) ? kept : sizeof(ps->body) - 1] = 0;
+        if (pgw_wire_parse_error(ps->body, kept, &f) == 0 || !whole)
+            snprintf(why, wl, "%s failed: %s (%s)", job_name(ps->job), f.message, f.sqlstate);
+        else
+            snprintf(why, wl, "%s failed", job_name(ps->job));
+        return PGW_EPROTO;
+    case PGW_BE_PARAM_STATUS: {
+        const char *name = (const char *)ps->body;
+        size_t nl = whole ? strnlen(name, kept) : kept;
+        if (whole && nl + 1 < kept && ps->body[kept - 1] == 0)
+            pgw_params_set(&srv->params, name, name + nl + 1);
+        return 0;
+    }
+    case PGW_BE_NOTICE:
+    case PGW_BE_ROW_DESC:
+    case PGW_BE_DATA_ROW:
+    case PGW_BE_COMMAND_COMPLETE:
+    case PGW_BE_EMPTY_QUERY:
+        return 0;
+    default:
+        snprintf(why, wl, "unexpected message '%c' during %s",
+                 type >= 0x20 && type < 0x7f ? type : '?', job_name(ps->job));
+        return PGW_EPROTO;
+    }
+}
+
+/* Feed received bytes to the message framer. */
+static int job_feed(struct pgw_server *srv, const uint8_t *p, size_t n, char *why, size_t wl)
+{
+    struct pool_server *ps = srv_priv(srv);
+    while (n > 0) {
+        if (ps->hdr_len < PGW_MSG_HDR) {
+            size_t take = PGW_MSG_HDR - ps->hdr_len;
+            take = take < n ? take : n;
+            memcpy(ps->hdr + ps->hdr_len, p, take);
+            ps->hdr_len += (unsigned)take;
+            p += take;
+            n -= take;
+            if (ps->hdr_len < PGW_MSG_HDR)
+                return 0;
+            uint32_t len = pgw_get_u32(ps->hdr + 1);
+            if (len < 4 || len > (1u << 30)) {
+                snprintf(why, wl, "bad message length %u during %s", len, job_name(ps->job));
+                return PGW_EPROTO;
+            }
+            ps->body_len = ps->body_left = len - 4;
+            ps->body_got = 0;
+        }
+        size_t take = ps->body_left < n ? ps->body_left : n;
+        if (ps->body_got < sizeof(ps->body)) {
+            size_t keep = sizeof(ps->body) - ps->body_got;
+            keep = keep < take ? keep : take;
+            memcpy(ps->body + ps->body_got, p, keep);
+            ps->body_got += (uint32_t)keep;
+        }
+        ps->body_left -= (uint32_t)take;
+        p += take;
+        n -= take;
+        if (ps->body_left > 0)
+            return 0;
+        ps->hdr_len = 0;
+        int rc = job_message(srv, (char)ps->hdr[0], why, wl);
+        if (rc != 0) {
+            if (rc == 1 && (n > 0 || pgw_server_pending(srv) > 0)) {
+                snprintf(why, wl, "unexpected data after %s", job_name(ps->job));
+                return PGW_EPROTO;
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Write what is left of the query, then read replies until ReadyForQuery.
+ * Returns 0 (waiting; watcher set), 1 (done) or a negative code with why. */
+static int job_step(struct pgw_server *srv, char *why, size_t wl)
+{
+    struct pool_server *ps = srv_priv(srv);
+    bool other = false;
+    while (ps->out.len > 0) {
+        ssize_t n = pgw_server_write(srv, ps->out.data, ps->out.len, &other);
+        if (n == PGW_EAGAIN) {
+            io_watch(srv, job_io_cb, srv->fd, other ? EV_READ : EV_WRITE);
+            return 0;
+        }
+        if (n < 0) {
+            snprintf(why, wl, "%s: %s", job_name(ps->job), pgw_strerror((int)n));
+            return (int)n;
+        }
+        pgw_wbuf_consume(&ps->out, (size_t)n);
+    }
+    for (;;) {
+        uint8_t buf[4096];
+        ssize_t n = pgw_server_read(srv, buf, sizeof(buf), &other);
+        if (n == PGW_EAGAIN) {
+            io_watch(srv, job_io_cb, srv->fd, other ? EV_WRITE : EV_READ);
+            return 0;
+        }
+        if (n <= 0) {
+            snprintf(why, wl, "%s: %s", job_name(ps->job),
+                     pgw_strerror(n == 0 ? PGW_ESERVER_EOF : (int)n));
+            return n == 0 ? PGW_ESERVER_EOF : (int)n;
+        }
+        int rc = job_feed(srv, buf, (size_t)n, why, wl);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+static void job_finished(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    enum srv_job job = srv_priv(srv)->job;
+    timer_arm(srv, -1);
+    ev_io_stop(pool->set->loop, &srv->io);
+    srv_priv(srv)->job = SRV_JOB_NONE;
+    if (job == SRV_JOB_CONNECT_QUERY) {
+        login_succeeded(srv);
+        return;
+    }
+    if (job == SRV_JOB_CHECK) {
+        srv->request_time = ev_now(pool->set->loop);
+        srv_priv(srv)->checked = true;
+    }
+    if (server_reusable(srv))
+        pgw_server_make_idle(srv);
+    else
+        pgw_server_close(srv, "retired after reset");
+    pgw_pool_kick_related(pool);
+}
+
+static void job_failed(struct pgw_server *srv, const char *why)
+{
+    struct pgw_pool *pool = srv->pool;
+    if (srv_priv(srv)->job == SRV_JOB_CONNECT_QUERY) {
+        connect_failed(srv, why);
+        return;
+    }
+    pgw_server_close(srv, why);
+    pgw_pool_kick_related(pool);
+}
+
+static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_server *srv = pgw_container_of(w, struct pgw_server, io);
+    char why[600];
+    int rc = job_step(srv, why, sizeof(why));
+    if (rc == 1)
+        job_finished(srv);
+    else if (rc < 0)
+        job_failed(srv, why);
+}
+
+/* connect: a deferred libpq failure or server_connect_timeout;
+ * a job: the reply took too long. */
+static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_server *srv = pgw_container_of(w, struct pgw_server, timer);
+    char why[600];
+    if (srv->state == PGW_SRV_CONNECTING) {
+        if (!srv->conn)
+            connect_failed(srv, "out of memory");
+        else if (PQstatus(srv->conn) == CONNECTION_BAD)
+            connect_failed(srv, PQerrorMessage(srv->conn));
+        else {
+            snprintf(why, sizeof(why), "server_connect_timeout (%.1f s) expired",
+                     srv->pool->set->cfg->server_connect_timeout);
+            connect_failed(srv, why);
+        }
+        return;
+    }
+    if (srv->state == PGW_SRV_RESETTING) {
+        snprintf(why, sizeof(why), "%s: no reply in time", job_name(srv_priv(srv)->job));
+        job_failed(srv, why);
+    }
+}

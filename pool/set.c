@@ -1,0 +1,162 @@
+/*
+ * set.c - the pool set of one loop: creation, reconfiguration, the
+ * maintenance tick, the reaper that frees closed servers after the
+ * callback that closed them, and destruction.
+ *
+ * Owns: every pool and backend of the loop (freed only by destroy), the
+ * tick timer, the reaper idle watcher and the ev_async that DNS threads
+ * use to wake the loop.  No globals: all state hangs off the set.
+ */
+#include "pool/pool_int.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+double pgw_pool_set_random(struct pgw_pool_set *set)
+{
+    /* xorshift64*: enough to spread server lifetimes. */
+    uint64_t x = set->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    set->rng = x;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+static void reaper_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct pgw_pool_set *set = pgw_container_of(w, struct pgw_pool_set, reaper);
+    struct pgw_list *n;
+    while ((n = pgw_list_first(&set->dead))) {
+        pgw_list_del(n);
+        pgw_server_free(pgw_container_of(n, struct pgw_server, node));
+    }
+    ev_idle_stop(loop, w);
+}
+
+void pgw_pool_set_reap_later(struct pgw_pool_set *set, struct pgw_server *srv)
+{
+    pgw_list_append(&set->dead, &srv->node);
+    if (!set->destroying)
+        ev_idle_start(set->loop, &set->reaper);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_pool_set *set = pgw_container_of(w, struct pgw_pool_set, tick);
+    ev_tstamp now = ev_now(loop);
+    struct pgw_list *n;
+    for (n = set->pools.next; n != &set->pools; n = n->next)
+        pgw_pool_retire(pgw_container_of(n, struct pgw_pool, node), now);
+    for (n = set->backends.next; n != &set->backends; n = n->next)
+        pgw_backend_tick(pgw_container_of(n, struct pgw_backend, node), now);
+    for (n = set->pools.next; n != &set->pools; n = n->next)
+        pgw_pool_kick(pgw_container_of(n, struct pgw_pool, node));
+}
+
+static void dns_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    pgw_backend_dns_done(pgw_container_of(w, struct pgw_pool_set, dns_async));
+}
+
+struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *root,
+                                         const struct pgw_config *cfg)
+{
+    struct pgw_pool_set *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    set->loop = loop;
+    set->root = root;
+    set->cfg = cfg;
+    set->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)set;
+    if (!set->rng)
+        set->rng = 88172645463325252ULL;
+    pgw_list_init(&set->pools);
+    pgw_list_init(&set->backends);
+    pgw_list_init(&set->dead);
+    ev_timer_init(&set->tick, tick_cb, PGW_POOL_TICK, PGW_POOL_TICK);
+    ev_timer_start(loop, &set->tick);
+    ev_idle_init(&set->reaper, reaper_cb);
+    ev_async_init(&set->dns_async, dns_async_cb);
+    ev_async_start(loop, &set->dns_async);
+    ev_unref(loop);           /* housekeeping: does not keep the loop alive */
+    return set;
+}
+
+void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config *cfg)
+{
+    struct pgw_list *n;
+    set->cfg = cfg;
+    for (n = set->backends.next; n != &set->backends; n = n->next)
+        pgw_backend_configure(pgw_container_of(n, struct pgw_backend, node), cfg);
+    for (n = set->pools.next; n != &set->pools; n = n->next) {
+        struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
+        const struct pgw_conf_db *db = pgw_conf_find_db(cfg, pool->dbname);
+        if (db) {
+            if (pgw_pool_apply_db(pool, db))
+                pgw_pool_reconnect(pool);
+            continue;
+        }
+        /* Gone from the config: no new servers, the lent ones close at
+         * release, waiters are told why. */
+        pgw_info("pool_orphaned", "db=%s user=%s", pool->dbname, pool->user);
+        pool->orphan = true;
+        pool->db_src = NULL;
+        struct pgw_pool_error err = { .code = PGW_ENOTFOUND, .sqlstate = "3D000" };
+        snprintf(err.message, sizeof(err.message),
+                 "database \"%s\" is no longer in the configuration", pool->dbname);
+        pgw_pool_fail_waiters(pool, &err);
+        pgw_pool_reconnect(pool);
+    }
+    for (n = set->pools.next; n != &set->pools; n = n->next)
+        pgw_pool_kick(pgw_container_of(n, struct pgw_pool, node));
+}
+
+int pgw_pool_set_server_count(const struct pgw_pool_set *set)
+{
+    int total = 0;
+    const struct pgw_list *n;
+    for (n = set->pools.next; n != &set->pools; n = n->next)
+        total += pgw_pool_total(pgw_container_of(n, struct pgw_pool, node));
+    return total;
+}
+
+static void close_list(struct pgw_list *head)
+{
+    struct pgw_list *n;
+    while ((n = pgw_list_first(head)))
+        pgw_server_close(pgw_container_of(n, struct pgw_server, node), "shutdown");
+}
+
+void pgw_pool_set_destroy(struct pgw_pool_set *set)
+{
+    if (!set)
+        return;
+    struct pgw_list *n;
+    set->destroying = true;
+    ev_timer_stop(set->loop, &set->tick);
+    struct pgw_pool_error err = { .code = PGW_ESHUTDOWN, .sqlstate = "57P01",
+                                  .message = "pgwharf is shutting down" };
+    for (n = set->pools.next; n != &set->pools; n = n->next)
+        pgw_pool_fail_waiters(pgw_container_of(n, struct pgw_pool, node), &err);
+    for (n = set->pools.next; n != &set->pools; n = n->next) {
+        struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
+        close_list(&pool->idle);
+        close_list(&pool->active);
+        close_list(&pool->pending);
+    }
+    while ((n = pgw_list_first(&set->pools)))
+        pgw_pool_free(pgw_container_of(n, struct pgw_pool, node));
+    while ((n = pgw_list_first(&set->backends)))
+        pgw_backend_free(pgw_container_of(n, struct pgw_backend, node));
+    ev_idle_stop(set->loop, &set->reaper);
+    reaper_cb(set->loop, &set->reaper, 0);
+    ev_ref(set->loop);
+    ev_async_stop(set->loop, &set->dns_async);
+    free(set);
+}

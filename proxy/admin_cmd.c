@@ -1,0 +1,439 @@
+/*
+ * admin_cmd.c - the admin console's commands that change things: PAUSE,
+ * RESUME, KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE, RELOAD, SET, SHUTDOWN.
+ *
+ * Differences from PgBouncer, kept on purpose (simpler, and what a pooler
+ * with a FIFO pool queue needs):
+ *   - PAUSE answers at once: paused pools stop lending (new transactions
+ *     wait in the queue, under query_wait_timeout); servers already lent
+ *     finish normally.  PgBouncer also waits for them before answering.
+ *   - KILL closes the database's clients and servers but does not leave the
+ *     database paused.
+ *   - WAIT_CLOSE waits for the servers RECONNECT or KILL marked (those that
+ *     existed then) to be closed; without such marks it answers at once,
+ *     also after a RELOAD that changed a database (the pool closes those
+ *     servers on release by itself).
+ *   - SET re-reads the config file for [databases]/[users], keeps the
+ *     current general settings, changes the one key and applies the result
+ *     as a reload would.  The change lasts until the next RELOAD/SIGHUP.
+ */
+#include "proxy/admin_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define WAIT_TICK 0.1
+
+/* The console's own name (as session.c decides: "pgwharf" and "pgbouncer"
+ * unless [databases] defines a database of exactly that name). */
+static bool is_admin_db(const struct pgw_proxy *px, const char *db)
+{
+    if (strcmp(db, "pgwharf") != 0 && strcmp(db, "pgbouncer") != 0)
+        return false;
+    const struct pgw_conf_db *d = pgw_conf_find_db(px->cfg, db);
+    return !d || strcmp(d->name, db) != 0;
+}
+
+static bool pool_matches(struct pgw_pool *p, const char *db)
+{
+    return !*db || strcmp(pgw_pool_dbname(p), db) == 0;
+}
+
+/* A database name as an argument: known to the config (or "*") or to a
+ * pool, and not the console itself.  Writes the error otherwise. */
+static int check_db(struct pgw_proxy *px, const char *verb, const char *db, struct pgw_wbuf *out)
+{
+    if (is_admin_db(px, db))
+        return pgw_admin_error(out, "55000", "cannot %s admin db: %s", verb, db);
+    if (pgw_conf_find_db(px->cfg, db))
+        return 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        if (strcmp(pgw_pool_dbname(p), db) == 0)
+            return 0;
+    return pgw_admin_error(out, "3D000", "no such database: %s", db);
+}
+
+static int done(struct pgw_wbuf *out, const char *tag)
+{
+    pgw_wire_command_complete(out, tag);
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- PAUSE / RESUME ---- */
+
+static void pause_pools(struct pgw_proxy *px, const char *db, bool paused)
+{
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        if (pool_matches(p, db))
+            pgw_pool_pause(p, paused);
+}
+
+static int paused_index(const struct pgw_admin *adm, const char *db)
+{
+    for (int i = 0; i < adm->npaused; i++)
+        if (strcmp(adm->paused_dbs[i], db) == 0)
+            return i;
+    return -1;
+}
+
+int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    if (adm->paused_all)
+        return pgw_admin_error(out, "55000", "already suspended/paused");
+    if (!*arg) {
+        adm->paused_all = true;
+        pause_pools(px, "", true);
+        pgw_info("admin_pause", "user=%s db=*", s->user);
+        return done(out, "PAUSE");
+    }
+    if (check_db(px, "pause", arg, out) < 0)
+        return PGW_ADMIN_FAILED;
+    if (paused_index(adm, arg) >= 0)
+        return pgw_admin_error(out, "55000", "database %s is already paused", arg);
+    char **v = realloc(adm->paused_dbs, sizeof(*v) * (size_t)(adm->npaused + 1));
+    char *name = strdup(arg);
+    if (v)
+        adm->paused_dbs = v;
+    if (!v || !name) {
+        free(name);
+        return pgw_admin_error(out, "53200", "out of memory");
+    }
+    adm->paused_dbs[adm->npaused++] = name;
+    pause_pools(px, arg, true);
+    pgw_info("admin_pause", "user=%s db=%s", s->user, arg);
+    return done(out, "PAUSE");
+}
+
+int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    if (!*arg) {
+        if (!adm->paused_all && adm->npaused == 0)
+            return pgw_admin_error(out, "55000", "pooler is not paused/suspended");
+        adm->paused_all = false;
+        for (int i = 0; i < adm->npaused; i++)
+            free(adm->paused_dbs[i]);
+        adm->npaused = 0;
+        pause_pools(px, "", false);
+        pgw_info("admin_resume", "user=%s db=*", s->user);
+        return done(out, "RESUME");
+    }
+    int i = paused_index(adm, arg);
+    if (i < 0)
+        return pgw_admin_error(out, "55000", "database %s is not paused", arg);
+    free(adm->paused_dbs[i]);
+    adm->paused_dbs[i] = adm->paused_dbs[--adm->npaused];
+    if (!adm->paused_all)
+        pause_pools(px, arg, false);
+    pgw_info("admin_resume", "user=%s db=%s", s->user, arg);
+    return done(out, "RESUME");
+}
+
+/* ---- RECONNECT marks for WAIT_CLOSE ---- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Forget marks of servers that are gone. */
+static void prune_marks(struct pgw_proxy *px)
+{
+    struct pgw_admin *adm = px->admin;
+    if (adm->nmarks == 0)
+        return;
+    size_t n = 0, cap = 64;
+    uint64_t *ids = malloc(cap * sizeof(*ids));
+    if (!ids)
+        return;                          /* try again on the next tick */
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
+             srv = pgw_pool_server_next(p, srv)) {
+            if (n == cap) {
+                uint64_t *more = realloc(ids, 2 * cap * sizeof(*ids));
+                if (!more) {
+                    free(ids);
+                    return;
+                }
+                ids = more;
+                cap *= 2;
+            }
+            ids[n++] = srv->id;
+        }
+    }
+    qsort(ids, n, sizeof(*ids), cmp_u64);
+    int kept = 0;
+    for (int i = 0; i < adm->nmarks; i++) {
+        struct pgw_close_mark *m = &adm->marks[i];
+        if (n && bsearch(&m->server_id, ids, n, sizeof(*ids), cmp_u64))
+            adm->marks[kept++] = *m;
+        else
+            free(m->db);
+    }
+    adm->nmarks = kept;
+    free(ids);
+}
+
+static bool has_marks(const struct pgw_admin *adm, const char *db)
+{
+    for (int i = 0; i < adm->nmarks; i++)
+        if (!*db || strcmp(adm->marks[i].db, db) == 0)
+            return true;
+    return false;
+}
+
+static void add_mark(struct pgw_admin *adm, const char *db, uint64_t id)
+{
+    for (int i = 0; i < adm->nmarks; i++)
+        if (adm->marks[i].server_id == id)
+            return;
+    if (adm->nmarks == adm->capmarks) {
+        int cap = adm->capmarks ? 2 * adm->capmarks : 32;
+        struct pgw_close_mark *m = realloc(adm->marks, sizeof(*m) * (size_t)cap);
+        if (!m)
+            return;                      /* WAIT_CLOSE may answer early */
+        adm->marks = m;
+        adm->capmarks = cap;
+    }
+    char *name = strdup(db);
+    if (!name)
+        return;
+    adm->marks[adm->nmarks].db = name;
+    adm->marks[adm->nmarks].server_id = id;
+    adm->nmarks++;
+}
+
+/* Mark the pools' servers for WAIT_CLOSE and have them closed: idle ones
+ * now, lent ones when they come back. */
+static void reconnect_pools(struct pgw_proxy *px, const char *db)
+{
+    struct pgw_admin *adm = px->admin;
+    prune_marks(px);
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        if (!pool_matches(p, db))
+            continue;
+        for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
+             srv = pgw_pool_server_next(p, srv))
+            add_mark(adm, pgw_pool_dbname(p), srv->id);
+        pgw_pool_reconnect(p);
+    }
+}
+
+int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    if (*arg && check_db(s->px, "reconnect", arg, out) < 0)
+        return PGW_ADMIN_FAILED;
+    pgw_info("admin_reconnect", "user=%s db=%s", s->user, *arg ? arg : "*");
+    reconnect_pools(s->px, arg);
+    return done(out, "RECONNECT");
+}
+
+int pgw_admin_cmd_wait_close(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    if (*arg && check_db(px, "wait in", arg, out) < 0)
+        return PGW_ADMIN_FAILED;
+    if (strlen(arg) >= sizeof(s->admin_wait_db))
+        return pgw_admin_error(out, "22023", "database name too long");
+    prune_marks(px);
+    if (!has_marks(adm, arg))
+        return done(out, "WAIT_CLOSE");
+    s->admin_waiting = true;
+    snprintf(s->admin_wait_db, sizeof(s->admin_wait_db), "%s", arg);
+    if (!ev_is_active(&adm->wait_timer)) {
+        ev_timer_set(&adm->wait_timer, WAIT_TICK, WAIT_TICK);
+        ev_timer_start(px->loop, &adm->wait_timer);
+    }
+    return PGW_ADMIN_DEFERRED;
+}
+
+/* The next waiting console session whose servers are all gone. */
+static struct pgw_session *next_ready_waiter(struct pgw_proxy *px, bool *any_waiting)
+{
+    *any_waiting = false;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (!s->is_admin || !s->admin_waiting || s->state != PGW_SS_ADMIN)
+            continue;
+        if (!has_marks(px->admin, s->admin_wait_db))
+            return s;
+        *any_waiting = true;
+    }
+    return NULL;
+}
+
+void pgw_admin_wait_tick(struct pgw_proxy *px)
+{
+    struct pgw_admin *adm = px->admin;
+    bool waiting = false;
+    struct pgw_session *s;
+    prune_marks(px);
+    /* Replying may run the session's next commands, which may close other
+     * sessions: look the next one up afresh each time. */
+    while ((s = next_ready_waiter(px, &waiting)))
+        pgw_admin_deferred_reply(s, "WAIT_CLOSE");
+    if (!waiting)
+        ev_timer_stop(px->loop, &adm->wait_timer);
+}
+
+/* ---- KILL / KILL_CLIENT ---- */
+
+static struct pgw_session *find_victim(struct pgw_proxy *px, const struct pgw_session *self,
+                                       const char *db)
+{
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (s == self || s->is_admin || !s->database || s->state == PGW_SS_CLOSING ||
+            s->state == PGW_SS_CANCEL)
+            continue;
+        if (!*db || strcmp(s->database, db) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    if (*arg && check_db(px, "kill", arg, out) < 0)
+        return PGW_ADMIN_FAILED;
+    int n = 0;
+    struct pgw_session *v;
+    /* Closing one session may change the list (a release can wake others):
+     * start over each time. */
+    while ((v = find_victim(px, s, arg))) {
+        pgw_session_close(v, "57P01", "terminating connection due to administrator command");
+        n++;
+    }
+    reconnect_pools(px, arg);
+    pgw_info("admin_kill", "user=%s db=%s clients=%d", s->user, *arg ? arg : "*", n);
+    return done(out, "KILL");
+}
+
+int pgw_admin_cmd_kill_client(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    char *end;
+    errno = 0;
+    unsigned long long id = strtoull(arg, &end, 10);
+    if (!*arg || *end || errno)
+        return pgw_admin_error(out, "22023", "KILL_CLIENT needs a client id (SHOW CLIENTS, column id)");
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        struct pgw_session *v = pgw_container_of(l, struct pgw_session, node);
+        if (v->id != id || v->state == PGW_SS_CLOSING)
+            continue;
+        if (v == s)
+            return pgw_admin_error(out, "55000", "cannot kill the connection issuing KILL_CLIENT");
+        pgw_info("admin_kill_client", "user=%s id=%llu client=%s", s->user, id, v->addr_text);
+        pgw_session_close(v, "57P01", "terminating connection due to administrator command");
+        return done(out, "KILL_CLIENT");
+    }
+    return pgw_admin_error(out, "42704", "client not found: %llu", id);
+}
+
+/* ---- RELOAD / SET ---- */
+
+int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    if (*arg)
+        return pgw_admin_error(out, "42601", "RELOAD takes no argument");
+    pgw_info("admin_reload", "user=%s", s->user);
+    if (pgw_proxy_reload_file(s->px) < 0)
+        return pgw_admin_error(out, "F0000", "RELOAD failed, see the log for details");
+    return done(out, "RELOAD");
+}
+
+/* A new config: the file's databases and users, the running general
+ * settings, and key = value. */
+static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, const char *value,
+                                      struct pgw_wbuf *out)
+{
+    struct pgw_config *cfg = NULL;
+    struct pgw_conf_diag diag = { 0 };
+    int rc = pgw_conf_load(px->cfg->file, &cfg, &diag);
+    if (rc < 0 || !cfg) {
+        pgw_admin_error(out, "F0000", "SET failed: cannot re-read %s%s%s", px->cfg->file,
+                        diag.nerrors ? ": " : "", diag.nerrors ? diag.errors[0] : "");
+        pgw_conf_diag_free(&diag);
+        pgw_conf_free(cfg);
+        return NULL;
+    }
+    pgw_conf_diag_free(&diag);
+    char buf[8192], err[512];
+    for (int i = 0; pgw_conf_key_name(i); i++) {
+        const char *k = pgw_conf_key_name(i);
+        if (pgw_conf_get(px->cfg, k, buf, sizeof(buf)) &&
+            pgw_conf_set(cfg, k, buf, err, sizeof(err)) < 0)
+            pgw_warn("admin_set", "key=%s reason=\"cannot carry the value over: %s\"", k, err);
+    }
+    if (pgw_conf_set(cfg, key, value, err, sizeof(err)) < 0) {
+        pgw_admin_error(out, "22023", "SET failed: %s", err);
+        pgw_conf_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
+                      struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    if (pgw_conf_get(px->cfg, key, NULL, 0) && !pgw_admin_key_changeable(key))
+        return pgw_admin_error(out, "55P02", "parameter \"%s\" cannot be changed without "
+                               "restarting pgwharf", key);
+    struct pgw_config *cfg = config_with(px, key, value, out);
+    if (!cfg)
+        return PGW_ADMIN_FAILED;
+    char q[600];
+    pgw_info("admin_set", "user=%s key=%s value=%s", s->user, key,
+             pgw_log_quote(q, sizeof(q), value));
+    pgw_proxy_reload(px, cfg);
+    char tag[300];
+    snprintf(tag, sizeof(tag), "SET %.100s=%.150s", key, value);
+    return done(out, tag);
+}
+
+/* ---- SHUTDOWN ---- */
+
+static void shutdown_later_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_admin *adm = pgw_container_of(w, struct pgw_admin, shutdown_timer);
+    pgw_proxy_shutdown(adm->px, adm->shutdown_mode);
+}
+
+int pgw_admin_cmd_shutdown(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    enum pgw_shutdown_mode mode;
+    if (!*arg)
+        mode = PGW_SHUTDOWN_FAST;
+    else if (strcasecmp(arg, "wait_for_clients") == 0)
+        mode = PGW_SHUTDOWN_WAIT_CLIENTS;
+    else if (strcasecmp(arg, "wait_for_servers") == 0)
+        mode = PGW_SHUTDOWN_WAIT_SERVERS;
+    else
+        return pgw_admin_error(out, "42601", "SHUTDOWN takes WAIT_FOR_CLIENTS or WAIT_FOR_SERVERS");
+    pgw_info("admin_shutdown", "user=%s mode=%s", s->user, *arg ? arg : "immediate");
+    if (mode == PGW_SHUTDOWN_FAST) {
+        /* Like PgBouncer: no reply; the connection ends with the process. */
+        pgw_proxy_shutdown(px, mode);
+        return PGW_ADMIN_DONE;
+    }
+    /* Answer first; a waiting shutdown may close this (idle) session. */
+    adm->shutdown_mode = mode;
+    ev_timer_init(&adm->shutdown_timer, shutdown_later_cb, 0, 0);
+    ev_timer_start(px->loop, &adm->shutdown_timer);
+    return done(out, "SHUTDOWN");
+}

@@ -1,0 +1,892 @@
+/*
+ * admin_show.c - SHOW commands of the admin console.
+ *
+ * Column names, order and types follow PgBouncer 1.24 (without
+ * load_balance_hosts, which pgwharf does not have), so tools written for
+ * PgBouncer (pgbouncer_exporter and the like) read them unchanged.  Where
+ * pgwharf has no such value the column holds 0, "" or NULL of the right
+ * type.  Timestamps are UTC.  SHOW BREAKERS is pgwharf's own.
+ *
+ * The live pool counts (pgw_admin_pool_rows) are shared with /metrics so
+ * both always agree.
+ */
+#include "proxy/admin_int.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "common/log.h"
+
+#define I4 PGW_OID_INT4
+#define I8 PGW_OID_INT8
+#define TX PGW_OID_TEXT
+#define TS PGW_OID_TIMESTAMP
+#define NU PGW_OID_NUMERIC
+
+/* ---- live pool counts ---- */
+
+static int cmp_row_pool(const void *a, const void *b)
+{
+    const struct pgw_pool *x = ((const struct pgw_pool_row *)a)->pool;
+    const struct pgw_pool *y = ((const struct pgw_pool_row *)b)->pool;
+    return x < y ? -1 : x > y;
+}
+
+static struct pgw_pool_row *find_row(struct pgw_pool_row *sorted, int n, struct pgw_pool *pool)
+{
+    struct pgw_pool_row key = { .pool = pool };
+    return bsearch(&key, sorted, (size_t)n, sizeof(key), cmp_row_pool);
+}
+
+struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
+{
+    int count = 0;
+    *n = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        count++;
+    if (count == 0)
+        return NULL;
+    struct pgw_pool_row *rows = calloc((size_t)count, sizeof(*rows));
+    struct pgw_pool_row *sorted = calloc((size_t)count, sizeof(*sorted));
+    if (!rows || !sorted) {
+        free(rows);
+        free(sorted);
+        return NULL;
+    }
+    int i = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        sorted[i++].pool = p;
+    qsort(sorted, (size_t)count, sizeof(*sorted), cmp_row_pool);
+    /* Clients from the sessions, as SHOW CLIENTS shows them. */
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        struct pgw_pool_row *r = s->pool ? find_row(sorted, count, s->pool) : NULL;
+        if (!r)
+            continue;
+        switch (s->state) {
+        case PGW_SS_IDLE:
+        case PGW_SS_LINKED:
+        case PGW_SS_LOGIN_SYNC:
+            r->cl_active++;
+            break;
+        case PGW_SS_WAIT_SERVER:
+        case PGW_SS_LOGIN_WAIT:
+            r->cl_waiting++;
+            break;
+        default:
+            break;
+        }
+    }
+    i = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        struct pgw_pool_row *r = &rows[i++];
+        *r = *find_row(sorted, count, p);
+        struct pgw_pool_stats st;
+        pgw_pool_get_stats(p, &st);
+        r->sv_active = st.sv_active;
+        r->sv_idle = st.sv_idle;
+        r->sv_used = st.sv_used;
+        r->sv_tested = st.sv_tested;
+        r->sv_login = st.sv_login;
+        r->maxwait = st.maxwait > 0 ? st.maxwait : 0;
+        r->paused = pgw_admin_db_paused(px, pgw_pool_dbname(p));
+    }
+    free(sorted);
+    *n = count;
+    return rows;
+}
+
+/* ---- helpers ---- */
+
+/* "host:port" (host may hold ':' for IPv6) into its parts. */
+static void split_address(const char *address, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(address, ':');
+    size_t n = colon ? (size_t)(colon - address) : strlen(address);
+    if (n >= hostlen)
+        n = hostlen - 1;
+    memcpy(host, address, n);
+    host[n] = '\0';
+    *port = colon ? atoi(colon + 1) : 0;
+    if (host[0] == '/')
+        snprintf(host, hostlen, "unix");
+}
+
+static void sockaddr_text(const struct sockaddr_storage *ss, char *host, size_t hostlen,
+                          int *port)
+{
+    snprintf(host, hostlen, "unix");
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)hostlen);
+        *port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, (socklen_t)hostlen);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
+static void local_address(int fd, char *host, size_t hostlen, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(host, hostlen, "%s", "");
+        *port = 0;
+        return;
+    }
+    sockaddr_text(&ss, host, hostlen, port);
+}
+
+static int peer_pid(const struct pgw_session *s)
+{
+    if (!s->unix_sock || s->fd < 0)
+        return 0;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return 0;
+    return (int)cred.pid;
+}
+
+static const char *client_state(const struct pgw_session *s)
+{
+    switch (s->state) {
+    case PGW_SS_LINKED:
+    case PGW_SS_LOGIN_SYNC:
+        return s->cancel_inflight ? "active_cancel_req" : "active";
+    case PGW_SS_WAIT_SERVER:
+    case PGW_SS_LOGIN_WAIT:
+        return "waiting";
+    case PGW_SS_IDLE:
+    case PGW_SS_ADMIN:
+        return "idle";
+    default:
+        return NULL;         /* not logged in yet, or going: not listed */
+    }
+}
+
+static const char *pool_mode_text(enum pgw_pool_mode m) { return pgw_pool_mode_name(m); }
+
+/* ---- SHOW POOLS ---- */
+
+static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "database", TX }, { "user", TX }, { "cl_active", I4 }, { "cl_waiting", I4 },
+        { "cl_active_cancel_req", I4 }, { "cl_waiting_cancel_req", I4 },
+        { "sv_active", I4 }, { "sv_active_cancel", I4 }, { "sv_being_canceled", I4 },
+        { "sv_idle", I4 }, { "sv_used", I4 }, { "sv_tested", I4 }, { "sv_login", I4 },
+        { "maxwait", I4 }, { "maxwait_us", I4 }, { "pool_mode", TX },
+    };
+    struct pgw_rs rs;
+    int n;
+    struct pgw_pool_row *rows = pgw_admin_pool_rows(s->px, &n);
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (int i = 0; i < n; i++) {
+        const struct pgw_pool_row *r = &rows[i];
+        long long us = (long long)(r->maxwait * 1e6);
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, pgw_pool_dbname(r->pool));
+        pgw_rs_text(&rs, pgw_pool_user(r->pool));
+        pgw_rs_int(&rs, r->cl_active);
+        pgw_rs_int(&rs, r->cl_waiting);
+        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, r->sv_active);
+        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, r->sv_idle);
+        pgw_rs_int(&rs, r->sv_used);
+        pgw_rs_int(&rs, r->sv_tested);
+        pgw_rs_int(&rs, r->sv_login);
+        pgw_rs_int(&rs, us / 1000000);
+        pgw_rs_int(&rs, us % 1000000);
+        pgw_rs_text(&rs, pool_mode_text(pgw_pool_mode(r->pool)));
+        pgw_rs_row_end(&rs);
+    }
+    free(rows);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- SHOW CLIENTS / SERVERS ---- */
+
+static const struct pgw_rs_col socket_cols[] = {
+    { "type", TX }, { "user", TX }, { "database", TX }, { "replication", TX }, { "state", TX },
+    { "addr", TX }, { "port", I4 }, { "local_addr", TX }, { "local_port", I4 },
+    { "connect_time", TS }, { "request_time", TS }, { "wait", I4 }, { "wait_us", I4 },
+    { "close_needed", I4 }, { "ptr", TX }, { "link", TX }, { "remote_pid", I4 }, { "tls", TX },
+    { "application_name", TX }, { "prepared_statements", I4 }, { "id", I8 },
+};
+
+static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const char *state,
+                       ev_tstamp now)
+{
+    char addr[INET6_ADDRSTRLEN + 8], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32];
+    int port, lport;
+    sockaddr_text(&s->addr, addr, sizeof(addr), &port);
+    if (s->unix_sock)
+        port = s->px->cfg->listen_port;
+    local_address(s->fd, laddr, sizeof(laddr), &lport);
+    snprintf(ptr, sizeof(ptr), "%p", (const void *)s);
+    snprintf(link, sizeof(link), "%s", "");
+    if (s->server)
+        snprintf(link, sizeof(link), "%p", (const void *)s->server);
+    long long wait_us = 0;
+    if (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT)
+        wait_us = (long long)((now - s->waiter.since) * 1e6);
+    if (wait_us < 0)
+        wait_us = 0;
+    const char *app = s->params[PGW_TP_APPLICATION_NAME];
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, "C");
+    pgw_rs_text(rs, s->user ? s->user : "(nouser)");
+    pgw_rs_text(rs, s->database ? s->database : "(nodb)");
+    pgw_rs_text(rs, "none");
+    pgw_rs_text(rs, state);
+    pgw_rs_text(rs, addr);
+    pgw_rs_int(rs, port);
+    pgw_rs_text(rs, laddr);
+    pgw_rs_int(rs, lport);
+    pgw_rs_time(rs, s->connect_time);
+    pgw_rs_time(rs, s->last_activity);
+    pgw_rs_int(rs, wait_us / 1000000);
+    pgw_rs_int(rs, wait_us % 1000000);
+    pgw_rs_int(rs, 0);
+    pgw_rs_text(rs, ptr);
+    pgw_rs_text(rs, link);
+    pgw_rs_int(rs, peer_pid(s));
+    pgw_rs_text(rs, "");
+    pgw_rs_text(rs, app ? app : "");
+    pgw_rs_int(rs, 0);
+    pgw_rs_uint(rs, s->id);
+    pgw_rs_row_end(rs);
+}
+
+static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = self->px;
+    ev_tstamp now = ev_now(px->loop);
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        const char *state = client_state(s);
+        if (state)
+            client_row(&rs, s, state, now);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static const char *server_state(const struct pgw_server *srv, ev_tstamp now, double check_delay)
+{
+    switch (srv->state) {
+    case PGW_SRV_CONNECTING: return "new";
+    case PGW_SRV_RESETTING:  return "tested";
+    case PGW_SRV_ACTIVE:     return "active";
+    case PGW_SRV_IDLE:
+        return check_delay > 0 && now - srv->request_time > check_delay ? "used" : "idle";
+    default:
+        return NULL;
+    }
+}
+
+static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pgw_server *srv,
+                       const char *state)
+{
+    struct pgw_backend_info bi;
+    char host[300], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32];
+    int port = 0, lport;
+    memset(&bi, 0, sizeof(bi));
+    if (srv->backend)
+        pgw_backend_get_info(srv->backend, &bi);
+    split_address(bi.address ? bi.address : "", host, sizeof(host), &port);
+    local_address(srv->state == PGW_SRV_CONNECTING ? -1 : srv->fd, laddr, sizeof(laddr), &lport);
+    snprintf(ptr, sizeof(ptr), "%p", (const void *)srv);
+    snprintf(link, sizeof(link), "%s", "");
+    const struct pgw_session *cl = srv->link;
+    if (cl)
+        snprintf(link, sizeof(link), "%p", (const void *)cl);
+    const char *app = cl ? cl->params[PGW_TP_APPLICATION_NAME] : NULL;
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, "S");
+    pgw_rs_text(rs, pgw_pool_user(pool));
+    pgw_rs_text(rs, pgw_pool_dbname(pool));
+    pgw_rs_text(rs, "none");
+    pgw_rs_text(rs, state);
+    pgw_rs_text(rs, host);
+    pgw_rs_int(rs, port);
+    pgw_rs_text(rs, laddr);
+    pgw_rs_int(rs, lport);
+    pgw_rs_time(rs, srv->connect_time);
+    pgw_rs_time(rs, srv->request_time);
+    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, 0);
+    pgw_rs_text(rs, ptr);
+    pgw_rs_text(rs, link);
+    pgw_rs_int(rs, srv->backend_pid);
+    pgw_rs_text(rs, srv->ssl ? "TLS" : "");
+    pgw_rs_text(rs, app ? app : "");
+    pgw_rs_int(rs, 0);
+    pgw_rs_uint(rs, srv->id);
+    pgw_rs_row_end(rs);
+}
+
+static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = self->px;
+    ev_tstamp now = ev_now(px->loop);
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
+             srv = pgw_pool_server_next(p, srv)) {
+            const char *state = server_state(srv, now, px->cfg->server_check_delay);
+            if (state)
+                server_row(&rs, p, srv, state);
+        }
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- SHOW DATABASES / USERS ---- */
+
+static int pool_servers(struct pgw_pool *p)
+{
+    struct pgw_pool_stats st;
+    pgw_pool_get_stats(p, &st);
+    return st.sv_active + st.sv_idle + st.sv_used + st.sv_tested + st.sv_login;
+}
+
+static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "name", TX }, { "host", TX }, { "port", I4 }, { "database", TX }, { "force_user", TX },
+        { "pool_size", I4 }, { "min_pool_size", I4 }, { "reserve_pool_size", I4 },
+        { "server_lifetime", I4 }, { "pool_mode", TX }, { "max_connections", I4 },
+        { "current_connections", I4 }, { "max_client_connections", I4 },
+        { "current_client_connections", I4 }, { "paused", I4 }, { "disabled", I4 },
+    };
+    struct pgw_proxy *px = self->px;
+    const struct pgw_config *cfg = px->cfg;
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (int i = 0; i < cfg->ndbs; i++) {
+        const struct pgw_conf_db *db = &cfg->dbs[i];
+        int servers = 0, clients = 0;
+        for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p;
+             p = pgw_pool_next(px->pools, p))
+            if (pgw_conf_find_db(cfg, pgw_pool_dbname(p)) == db)
+                servers += pool_servers(p);
+        for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+            const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+            if (!s->is_admin && s->db == db)
+                clients++;
+        }
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, db->name);
+        pgw_rs_text(&rs, db->host);
+        pgw_rs_int(&rs, db->port ? atoi(db->port) : 5432);
+        pgw_rs_text(&rs, db->dbname ? db->dbname : (strcmp(db->name, "*") ? db->name : NULL));
+        pgw_rs_text(&rs, db->user);
+        pgw_rs_int(&rs, pgw_conf_pool_size(cfg, db, NULL));
+        pgw_rs_int(&rs, pgw_conf_min_pool_size(cfg, db));
+        pgw_rs_int(&rs, pgw_conf_reserve_pool_size(cfg, db));
+        pgw_rs_int(&rs, (int64_t)cfg->server_lifetime);
+        pgw_rs_text(&rs, db->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)db->pool_mode)
+                                            : NULL);
+        pgw_rs_int(&rs, pgw_conf_max_db_connections(cfg, db));
+        pgw_rs_int(&rs, servers);
+        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, clients);
+        pgw_rs_int(&rs, pgw_admin_db_paused(px, db->name));
+        pgw_rs_int(&rs, 0);
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
+                     const struct pgw_conf_user *u)
+{
+    int servers = 0, clients = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        if (strcmp(pgw_pool_user(p), name) == 0)
+            servers += pool_servers(p);
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (!s->is_admin && s->pool && s->user && strcmp(s->user, name) == 0)
+            clients++;
+    }
+    char size[16] = "";
+    if (u && u->pool_size >= 0)
+        snprintf(size, sizeof(size), "%d", u->pool_size);
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, name);
+    pgw_rs_text(rs, size);
+    pgw_rs_text(rs, "");
+    pgw_rs_text(rs, u && u->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)u->pool_mode)
+                                           : NULL);
+    pgw_rs_int(rs, pgw_conf_max_user_connections(px->cfg, u));
+    pgw_rs_int(rs, servers);
+    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, clients);
+    pgw_rs_row_end(rs);
+}
+
+static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "name", TX }, { "pool_size", TX }, { "reserve_pool_size", TX }, { "pool_mode", TX },
+        { "max_user_connections", I4 }, { "current_connections", I4 },
+        { "max_user_client_connections", I4 }, { "current_client_connections", I4 },
+    };
+    struct pgw_proxy *px = self->px;
+    const struct pgw_config *cfg = px->cfg;
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    /* [users] entries, then users that only have pools. */
+    for (int i = 0; i < cfg->nusers; i++)
+        user_row(&rs, px, cfg->users[i].name, &cfg->users[i]);
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        const char *name = pgw_pool_user(p);
+        if (pgw_conf_find_user(cfg, name))
+            continue;
+        bool seen = false;
+        for (struct pgw_pool *q = pgw_pool_next(px->pools, NULL); q != p;
+             q = pgw_pool_next(px->pools, q))
+            seen = seen || strcmp(pgw_pool_user(q), name) == 0;
+        if (!seen)
+            user_row(&rs, px, name, NULL);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- SHOW CONFIG / STATE / VERSION / LISTS / MEM ---- */
+
+/* Keys a reload cannot change (the listeners stay as they are). */
+bool pgw_admin_key_changeable(const char *key)
+{
+    static const char *const fixed[] = {
+        "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "pidfile"
+    };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (strcasecmp(key, fixed[i]) == 0)
+            return false;
+    return true;
+}
+
+static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "key", TX }, { "value", TX }, { "default", TX }, { "changeable", TX },
+    };
+    struct pgw_rs rs;
+    char value[4096];
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (int i = 0; pgw_conf_key_name(i); i++) {
+        const char *key = pgw_conf_key_name(i);
+        if (!pgw_conf_get(s->px->cfg, key, value, sizeof(value)))
+            continue;
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, key);
+        pgw_rs_text(&rs, value);
+        pgw_rs_text(&rs, pgw_conf_key_default(i));
+        pgw_rs_text(&rs, pgw_admin_key_changeable(key) ? "yes" : "no");
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static int show_state(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = { { "key", TX }, { "value", TX } };
+    bool paused = s->px->admin && s->px->admin->paused_all;
+    static const char *const keys[] = { "active", "paused", "suspended" };
+    const bool vals[] = { !paused, paused, false };
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (int i = 0; i < 3; i++) {
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, keys[i]);
+        pgw_rs_text(&rs, vals[i] ? "yes" : "no");
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static int show_version(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = { { "version", TX } };
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, 1);
+    pgw_rs_row(&rs);
+    pgw_rs_text(&rs, "pgwharf " PGW_VERSION);
+    pgw_rs_row_end(&rs);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static void list_row(struct pgw_rs *rs, const char *name, int64_t v)
+{
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, name);
+    pgw_rs_int(rs, v);
+    pgw_rs_row_end(rs);
+}
+
+static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = { { "list", TX }, { "items", I4 } };
+    struct pgw_proxy *px = s->px;
+    int pools = 0, used = 0, login = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        pools++;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *c = pgw_container_of(l, struct pgw_session, node);
+        used++;
+        if (c->state <= PGW_SS_LOGIN_SYNC)
+            login++;
+    }
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    list_row(&rs, "databases", px->cfg->ndbs);
+    list_row(&rs, "users", px->cfg->nusers);
+    list_row(&rs, "peers", 0);
+    list_row(&rs, "pools", pools);
+    list_row(&rs, "peer_pools", 0);
+    list_row(&rs, "free_clients", 0);
+    list_row(&rs, "used_clients", used);
+    list_row(&rs, "login_clients", login);
+    list_row(&rs, "free_servers", 0);
+    list_row(&rs, "used_servers", pgw_pool_set_server_count(px->pools));
+    list_row(&rs, "dns_names", 0);
+    list_row(&rs, "dns_zones", 0);
+    list_row(&rs, "dns_queries", 0);
+    list_row(&rs, "dns_pending", 0);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static void mem_row(struct pgw_rs *rs, const char *name, size_t size, int used, int nfree)
+{
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, name);
+    pgw_rs_int(rs, (int64_t)size);
+    pgw_rs_int(rs, used);
+    pgw_rs_int(rs, nfree);
+    pgw_rs_int(rs, (int64_t)size * (used + nfree));
+    pgw_rs_row_end(rs);
+}
+
+static int show_mem(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "name", TX }, { "size", I4 }, { "used", I4 }, { "free", I4 }, { "memtotal", I4 },
+    };
+    struct pgw_proxy *px = s->px;
+    int sessions = 0, bufs = 0;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *c = pgw_container_of(l, struct pgw_session, node);
+        sessions++;
+        bufs += (c->cbuf != NULL) + (c->sbuf != NULL);
+    }
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    mem_row(&rs, "session", sizeof(struct pgw_session), sessions, 0);
+    mem_row(&rs, "iobuf", sizeof(struct pgw_iobuf) + PGW_IOBUF_SIZE, bufs, px->nfree_bufs);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- SHOW STATS* ---- */
+
+enum stats_view { STATS_ALL, STATS_TOTALS, STATS_AVERAGES };
+
+static void stat_values(struct pgw_rs *rs, const struct pgw_dbstat *d)
+{
+    pgw_rs_uint(rs, d->assignments);
+    pgw_rs_uint(rs, d->xacts);
+    pgw_rs_uint(rs, d->queries);
+    pgw_rs_uint(rs, d->recv);
+    pgw_rs_uint(rs, d->sent);
+    pgw_rs_uint(rs, d->xact_us);
+    pgw_rs_uint(rs, d->query_us);
+    pgw_rs_uint(rs, d->wait_us);
+    pgw_rs_uint(rs, 0);          /* client_parse_count */
+    pgw_rs_uint(rs, 0);          /* server_parse_count */
+    pgw_rs_uint(rs, 0);          /* bind_count */
+}
+
+static int show_stats(struct pgw_session *s, enum stats_view view, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col all[] = {
+        { "database", TX }, { "total_server_assignment_count", NU }, { "total_xact_count", NU },
+        { "total_query_count", NU }, { "total_received", NU }, { "total_sent", NU },
+        { "total_xact_time", NU }, { "total_query_time", NU }, { "total_wait_time", NU },
+        { "total_client_parse_count", NU }, { "total_server_parse_count", NU },
+        { "total_bind_count", NU }, { "avg_server_assignment_count", NU },
+        { "avg_xact_count", NU }, { "avg_query_count", NU }, { "avg_recv", NU },
+        { "avg_sent", NU }, { "avg_xact_time", NU }, { "avg_query_time", NU },
+        { "avg_wait_time", NU }, { "avg_client_parse_count", NU },
+        { "avg_server_parse_count", NU }, { "avg_bind_count", NU },
+    };
+    static const struct pgw_rs_col totals[] = {
+        { "database", TX }, { "server_assignment_count", NU }, { "xact_count", NU },
+        { "query_count", NU }, { "bytes_received", NU }, { "bytes_sent", NU },
+        { "xact_time", NU }, { "query_time", NU }, { "wait_time", NU },
+        { "client_parse_count", NU }, { "server_parse_count", NU }, { "bind_count", NU },
+    };
+    static const struct pgw_rs_col averages[] = {
+        { "database", TX }, { "server_assignment_count", NU }, { "xact_count", NU },
+        { "query_count", NU }, { "bytes_received", NU }, { "bytes_sent", NU },
+        { "xact_time", NU }, { "query_time", NU }, { "wait_time", NU },
+        { "avg_client_parse_count", NU }, { "avg_server_parse_count", NU },
+        { "avg_bind_count", NU },
+    };
+    struct pgw_rs rs;
+    int n;
+    struct pgw_dbstat_row *rows = pgw_stats_rows(s->px, &n);
+    if (view == STATS_ALL)
+        pgw_rs_begin(&rs, out, all, PGW_RS_NCOLS(all));
+    else if (view == STATS_TOTALS)
+        pgw_rs_begin(&rs, out, totals, PGW_RS_NCOLS(totals));
+    else
+        pgw_rs_begin(&rs, out, averages, PGW_RS_NCOLS(averages));
+    for (int i = 0; i < n; i++) {
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, rows[i].database);
+        if (view != STATS_AVERAGES)
+            stat_values(&rs, &rows[i].total);
+        if (view != STATS_TOTALS)
+            stat_values(&rs, &rows[i].avg);
+        pgw_rs_row_end(&rs);
+    }
+    free(rows);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static void total_row(struct pgw_rs *rs, const char *name, uint64_t v)
+{
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, name);
+    pgw_rs_uint(rs, v);
+    pgw_rs_row_end(rs);
+}
+
+/* SHOW TOTALS: SHOW STATS summed over databases, one name/value per row.
+ * The averages are per-database averages summed (rates) or weighted. */
+static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = { { "name", TX }, { "value", NU } };
+    int n;
+    struct pgw_dbstat_row *rows = pgw_stats_rows(s->px, &n);
+    struct pgw_dbstat t = { 0 }, a = { 0 };
+    uint64_t wx = 0, wq = 0, wa = 0;
+    for (int i = 0; i < n; i++) {
+        const struct pgw_dbstat *d = &rows[i].total, *v = &rows[i].avg;
+        t.assignments += d->assignments;
+        t.xacts += d->xacts;
+        t.queries += d->queries;
+        t.recv += d->recv;
+        t.sent += d->sent;
+        t.xact_us += d->xact_us;
+        t.query_us += d->query_us;
+        t.wait_us += d->wait_us;
+        a.assignments += v->assignments;
+        a.xacts += v->xacts;
+        a.queries += v->queries;
+        a.recv += v->recv;
+        a.sent += v->sent;
+        wx += v->xact_us * v->xacts;
+        wq += v->query_us * v->queries;
+        wa += v->wait_us * v->assignments;
+    }
+    a.xact_us = a.xacts ? wx / a.xacts : 0;
+    a.query_us = a.queries ? wq / a.queries : 0;
+    a.wait_us = a.assignments ? wa / a.assignments : 0;
+    free(rows);
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    total_row(&rs, "total_server_assignment_count", t.assignments);
+    total_row(&rs, "total_xact_count", t.xacts);
+    total_row(&rs, "total_query_count", t.queries);
+    total_row(&rs, "total_received", t.recv);
+    total_row(&rs, "total_sent", t.sent);
+    total_row(&rs, "total_xact_time", t.xact_us);
+    total_row(&rs, "total_query_time", t.query_us);
+    total_row(&rs, "total_wait_time", t.wait_us);
+    total_row(&rs, "avg_server_assignment_count", a.assignments);
+    total_row(&rs, "avg_xact_count", a.xacts);
+    total_row(&rs, "avg_query_count", a.queries);
+    total_row(&rs, "avg_recv", a.recv);
+    total_row(&rs, "avg_sent", a.sent);
+    total_row(&rs, "avg_xact_time", a.xact_us);
+    total_row(&rs, "avg_query_time", a.query_us);
+    total_row(&rs, "avg_wait_time", a.wait_us);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- SHOW BREAKERS (pgwharf's own) ---- */
+
+static int show_breakers(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "backend", TX }, { "state", TX }, { "failures", I4 }, { "trips", I8 },
+        { "last_error", TX }, { "last_sqlstate", TX }, { "next_probe", TS },
+    };
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (struct pgw_backend *be = pgw_backend_next(s->px->pools, NULL); be;
+         be = pgw_backend_next(s->px->pools, be)) {
+        struct pgw_backend_info bi;
+        pgw_backend_get_info(be, &bi);
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, bi.address);
+        pgw_rs_text(&rs, pgw_breaker_state_name(bi.state));
+        pgw_rs_int(&rs, bi.failures);
+        pgw_rs_uint(&rs, bi.trips);
+        pgw_rs_text(&rs, bi.last_error ? bi.last_error : "");
+        pgw_rs_text(&rs, bi.last_sqlstate ? bi.last_sqlstate : "");
+        pgw_rs_time(&rs, bi.state == PGW_BREAKER_OPEN ? bi.next_probe : 0);
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* ---- PgBouncer views pgwharf has nothing for: right columns, no rows ---- */
+
+static int show_empty(struct pgw_wbuf *out, const struct pgw_rs_col *cols, int n)
+{
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, n);
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static int show_dns_hosts(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = { { "hostname", TX }, { "ttl", I8 }, { "addrs", TX } };
+    return show_empty(out, cols, PGW_RS_NCOLS(cols));
+}
+
+static int show_dns_zones(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = { { "zonename", TX }, { "serial", I8 }, { "count", I4 } };
+    return show_empty(out, cols, PGW_RS_NCOLS(cols));
+}
+
+static int show_peers(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "peer_id", I4 }, { "host", TX }, { "port", I4 }, { "pool_size", I4 },
+    };
+    return show_empty(out, cols, PGW_RS_NCOLS(cols));
+}
+
+static int show_peer_pools(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "peer_id", I4 }, { "cl_active_cancel_req", I4 }, { "cl_waiting_cancel_req", I4 },
+        { "sv_active_cancel", I4 }, { "sv_login", I4 },
+    };
+    return show_empty(out, cols, PGW_RS_NCOLS(cols));
+}
+
+static int show_help(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    size_t m = pgw_wbuf_msg_begin(out, PGW_BE_NOTICE);
+    static const char *const fields[] = {
+        "SNOTICE", "VNOTICE", "C00000", "MConsole usage",
+        "D\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
+        "\tSHOW LISTS|MEM|STATE|BREAKERS\n"
+        "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+        "\tSET key = arg\n"
+        "\tRELOAD\n"
+        "\tPAUSE [<db>]\n"
+        "\tRESUME [<db>]\n"
+        "\tRECONNECT [<db>]\n"
+        "\tKILL [<db>]\n"
+        "\tKILL_CLIENT <client_id>\n"
+        "\tWAIT_CLOSE [<db>]\n"
+        "\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        pgw_wbuf_put_str(out, fields[i]);
+    pgw_wbuf_put_u8(out, 0);
+    pgw_wbuf_msg_end(out, m);
+    pgw_wire_command_complete(out, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+/* Session parameters some drivers SHOW on connect. */
+static int show_fake(const char *name, struct pgw_wbuf *out)
+{
+    static const char *const params[][2] = {
+        { "client_encoding", "UTF8" }, { "default_transaction_isolation", "read committed" },
+        { "standard_conforming_strings", "on" }, { "datestyle", "ISO" }, { "timezone", "UTC" },
+        { "extra_float_digits", "2" }, { "server_version", PGW_VERSION "/pgwharf" },
+    };
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+        if (strcasecmp(name, params[i][0]) != 0)
+            continue;
+        struct pgw_rs_col col = { params[i][0], TX };
+        struct pgw_rs rs;
+        pgw_rs_begin(&rs, out, &col, 1);
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, params[i][1]);
+        pgw_rs_row_end(&rs);
+        pgw_rs_end(&rs, "SHOW");
+        return PGW_ADMIN_DONE;
+    }
+    return pgw_admin_error(out, "42601", "invalid command \"SHOW %s\", use SHOW HELP;", name);
+}
+
+/* ---- dispatch ---- */
+
+static int show_stats_all(struct pgw_session *s, struct pgw_wbuf *o) { return show_stats(s, STATS_ALL, o); }
+static int show_stats_totals(struct pgw_session *s, struct pgw_wbuf *o) { return show_stats(s, STATS_TOTALS, o); }
+static int show_stats_averages(struct pgw_session *s, struct pgw_wbuf *o) { return show_stats(s, STATS_AVERAGES, o); }
+
+int pgw_admin_show(struct pgw_session *s, const char *what, struct pgw_wbuf *out)
+{
+    static const struct {
+        const char *word;
+        int (*fn)(struct pgw_session *s, struct pgw_wbuf *out);
+    } views[] = {
+        { "pools", show_pools },           { "clients", show_clients },
+        { "servers", show_servers },       { "databases", show_databases },
+        { "users", show_users },           { "config", show_config },
+        { "lists", show_lists },           { "mem", show_mem },
+        { "version", show_version },       { "state", show_state },
+        { "stats", show_stats_all },       { "stats_totals", show_stats_totals },
+        { "stats_averages", show_stats_averages }, { "totals", show_totals },
+        { "breakers", show_breakers },     { "help", show_help },
+        { "dns_hosts", show_dns_hosts },   { "dns_zones", show_dns_zones },
+        { "peers", show_peers },           { "peer_pools", show_peer_pools },
+    };
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
+        if (strcasecmp(what, views[i].word) == 0)
+            return views[i].fn(s, out);
+    return show_fake(what, out);
+}

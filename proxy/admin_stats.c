@@ -1,0 +1,292 @@
+/*
+ * admin_stats.c - per-database counters for SHOW STATS and the
+ * pgwharf_*_total metrics.
+ *
+ * Where each number comes from:
+ *   xacts, queries, bytes      the sessions' own counters (relay/session)
+ *   xact_time, query_time      the sessions' counters kept by
+ *                              pgw_metrics_ready (metrics.c)
+ *   assignments, wait_time,    the pools' counters (total_acquires,
+ *   wait_timeouts              total_wait_us, total_wait_timeouts); pools
+ *                              live as long as the pool set
+ * Totals = counters folded in from sessions already freed + sessions alive
+ * (open and closing) + pools.  A session counts once it has a pool and is
+ * not an admin session, so a total never goes down.
+ *
+ * Averages (PgBouncer's avg_*) cover the last complete stats_period: a timer
+ * snapshots the totals; rates are per second, times per transaction, query
+ * and server assignment.
+ */
+#include "proxy/admin_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+struct stat_entry {
+    char *database;
+    struct pgw_dbstat closed;        /* from sessions already freed */
+    struct pgw_dbstat prev, last;    /* snapshots for the averages */
+};
+
+struct pgw_stats {
+    struct pgw_proxy *px;
+    struct stat_entry *e;            /* sorted by database */
+    int n, cap;
+    ev_timer timer;
+    ev_tstamp prev_t, last_t;
+};
+
+bool pgw_stats_counts(const struct pgw_session *s)
+{
+    return !s->is_admin && s->pool && s->database;
+}
+
+static int entry_index(const struct pgw_stats *st, const char *db, bool *found)
+{
+    int lo = 0, hi = st->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        int c = strcmp(st->e[mid].database, db);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+/* The entry for db, made when missing; NULL when memory is short. */
+static struct stat_entry *entry_get(struct pgw_stats *st, const char *db)
+{
+    bool found;
+    int i = entry_index(st, db, &found);
+    if (found)
+        return &st->e[i];
+    if (st->n == st->cap) {
+        int cap = st->cap ? 2 * st->cap : 16;
+        struct stat_entry *e = realloc(st->e, sizeof(*e) * (size_t)cap);
+        if (!e)
+            return NULL;
+        st->e = e;
+        st->cap = cap;
+    }
+    char *name = strdup(db);
+    if (!name)
+        return NULL;
+    memmove(&st->e[i + 1], &st->e[i], sizeof(*st->e) * (size_t)(st->n - i));
+    memset(&st->e[i], 0, sizeof(st->e[i]));
+    st->e[i].database = name;
+    st->n++;
+    return &st->e[i];
+}
+
+static void add(struct pgw_dbstat *t, const struct pgw_dbstat *d)
+{
+    t->assignments += d->assignments;
+    t->xacts += d->xacts;
+    t->queries += d->queries;
+    t->recv += d->recv;
+    t->sent += d->sent;
+    t->xact_us += d->xact_us;
+    t->query_us += d->query_us;
+    t->wait_us += d->wait_us;
+    t->wait_timeouts += d->wait_timeouts;
+}
+
+static void session_stat(const struct pgw_session *s, struct pgw_dbstat *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->xacts = s->xact_count;
+    d->queries = s->query_count;
+    d->recv = s->bytes_in;
+    d->sent = s->bytes_out;
+    d->xact_us = s->xact_time_us;
+    d->query_us = s->query_time_us;
+}
+
+static void pool_stat(const struct pgw_pool *p, struct pgw_dbstat *d)
+{
+    struct pgw_pool_stats ps;
+    pgw_pool_get_stats(p, &ps);
+    memset(d, 0, sizeof(*d));
+    d->assignments = ps.total_acquires;
+    d->wait_us = ps.total_wait_us;
+    d->wait_timeouts = ps.total_wait_timeouts;
+}
+
+static void walk_sessions(struct pgw_stats *st, struct pgw_list *head, struct pgw_dbstat *cur)
+{
+    for (struct pgw_list *l = head->next; l != head; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (!pgw_stats_counts(s))
+            continue;
+        bool found;
+        int i = entry_index(st, s->database, &found);
+        if (found) {
+            struct pgw_dbstat d;
+            session_stat(s, &d);
+            add(&cur[i], &d);
+        }
+    }
+}
+
+/* Current totals, one per entry (entries for every database seen first).
+ * NULL when memory is short. */
+static struct pgw_dbstat *collect(struct pgw_stats *st)
+{
+    struct pgw_proxy *px = st->px;
+    struct pgw_list *heads[] = { &px->sessions, &px->closing };
+    for (int h = 0; h < 2; h++)
+        for (struct pgw_list *l = heads[h]->next; l != heads[h]; l = l->next) {
+            const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+            if (pgw_stats_counts(s))
+                entry_get(st, s->database);
+        }
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        entry_get(st, pgw_pool_dbname(p));
+    struct pgw_dbstat *cur = calloc((size_t)(st->n ? st->n : 1), sizeof(*cur));
+    if (!cur)
+        return NULL;
+    for (int i = 0; i < st->n; i++)
+        cur[i] = st->e[i].closed;
+    walk_sessions(st, &px->sessions, cur);
+    walk_sessions(st, &px->closing, cur);
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        bool found;
+        int i = entry_index(st, pgw_pool_dbname(p), &found);
+        if (found) {
+            struct pgw_dbstat d;
+            pool_stat(p, &d);
+            add(&cur[i], &d);
+        }
+    }
+    return cur;
+}
+
+static uint64_t delta(uint64_t now, uint64_t before) { return now > before ? now - before : 0; }
+
+static void averages(const struct stat_entry *e, double dt, struct pgw_dbstat *avg)
+{
+    memset(avg, 0, sizeof(*avg));
+    if (dt <= 0)
+        return;
+    const struct pgw_dbstat *a = &e->prev, *b = &e->last;
+    uint64_t xacts = delta(b->xacts, a->xacts), queries = delta(b->queries, a->queries);
+    uint64_t assignments = delta(b->assignments, a->assignments);
+    avg->assignments = (uint64_t)(assignments / dt);
+    avg->xacts = (uint64_t)(xacts / dt);
+    avg->queries = (uint64_t)(queries / dt);
+    avg->recv = (uint64_t)(delta(b->recv, a->recv) / dt);
+    avg->sent = (uint64_t)(delta(b->sent, a->sent) / dt);
+    avg->wait_timeouts = (uint64_t)(delta(b->wait_timeouts, a->wait_timeouts) / dt);
+    avg->xact_us = xacts ? delta(b->xact_us, a->xact_us) / xacts : 0;
+    avg->query_us = queries ? delta(b->query_us, a->query_us) / queries : 0;
+    avg->wait_us = assignments ? delta(b->wait_us, a->wait_us) / assignments : 0;
+}
+
+struct pgw_dbstat_row *pgw_stats_rows(struct pgw_proxy *px, int *n)
+{
+    struct pgw_stats *st = px->admin ? px->admin->stats : NULL;
+    *n = 0;
+    if (!st)
+        return NULL;
+    struct pgw_dbstat *cur = collect(st);
+    if (!cur || st->n == 0) {
+        free(cur);
+        return NULL;
+    }
+    struct pgw_dbstat_row *rows = calloc((size_t)st->n, sizeof(*rows));
+    if (!rows) {
+        free(cur);
+        return NULL;
+    }
+    for (int i = 0; i < st->n; i++) {
+        rows[i].database = st->e[i].database;
+        rows[i].total = cur[i];
+        averages(&st->e[i], st->last_t - st->prev_t, &rows[i].avg);
+    }
+    free(cur);
+    *n = st->n;
+    return rows;
+}
+
+static void snapshot_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_stats *st = pgw_container_of(w, struct pgw_stats, timer);
+    struct pgw_dbstat *cur = collect(st);
+    if (!cur)
+        return;
+    for (int i = 0; i < st->n; i++) {
+        st->e[i].prev = st->e[i].last;
+        st->e[i].last = cur[i];
+    }
+    st->prev_t = st->last_t;
+    st->last_t = ev_now(loop);
+    free(cur);
+}
+
+static void timer_stop(struct pgw_stats *st)
+{
+    if (ev_is_active(&st->timer)) {
+        ev_ref(st->px->loop);
+        ev_timer_stop(st->px->loop, &st->timer);
+    }
+}
+
+/* The snapshot timer follows stats_period (60 s when it is 0, as the
+ * averages need some period).  It does not keep the loop alive. */
+void pgw_stats_reconfigure(struct pgw_stats *st)
+{
+    double period = st->px->cfg->stats_period > 0 ? st->px->cfg->stats_period : 60;
+    if (ev_is_active(&st->timer) && st->timer.repeat == period)
+        return;
+    timer_stop(st);
+    ev_timer_set(&st->timer, period, period);
+    ev_timer_start(st->px->loop, &st->timer);
+    ev_unref(st->px->loop);
+}
+
+struct pgw_stats *pgw_stats_create(struct pgw_proxy *px)
+{
+    struct pgw_stats *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->px = px;
+    st->prev_t = st->last_t = ev_now(px->loop);
+    ev_init(&st->timer, snapshot_cb);
+    pgw_stats_reconfigure(st);
+    return st;
+}
+
+void pgw_stats_destroy(struct pgw_stats *st)
+{
+    if (!st)
+        return;
+    timer_stop(st);
+    for (int i = 0; i < st->n; i++)
+        free(st->e[i].database);
+    free(st->e);
+    free(st);
+}
+
+void pgw_stats_session_gone(struct pgw_stats *st, const struct pgw_session *s)
+{
+    if (!st || !pgw_stats_counts(s))
+        return;
+    struct stat_entry *e = entry_get(st, s->database);
+    if (!e) {
+        pgw_warn("stats", "db=%s reason=\"out of memory: a closed session's counters are lost\"",
+                 s->database);
+        return;
+    }
+    struct pgw_dbstat d;
+    session_stat(s, &d);
+    add(&e->closed, &d);
+}

@@ -1,0 +1,794 @@
+/*
+ * hba.c - auth_hba_file in pg_hba.conf syntax (see hba.h): a tokenizer for
+ * one record at a time, the field parsers that turn a record into a rule,
+ * and the first-match-wins matcher.  A struct pgw_hba owns its rules and
+ * their strings; it is immutable once parsed, so sessions of any loop may
+ * read it.
+ */
+#include "proxy/hba.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define HBA_MAX_FILE (16 * 1024 * 1024)
+
+/* ---- rules ---- */
+
+enum item_kind {
+    IK_NAME,        /* a literal name */
+    IK_ALL,
+    IK_SAMEUSER,    /* database named like the user */
+    IK_UNKNOWN,     /* samerole, +group: cannot be evaluated here */
+    IK_NEVER        /* replication */
+};
+
+struct hba_item {
+    enum item_kind kind;
+    char *name;
+};
+
+struct hba_list {
+    struct hba_item *items;
+    int n;
+};
+
+enum conn_type {
+    CT_LOCAL, CT_HOST, CT_HOSTSSL, CT_HOSTNOSSL, CT_HOSTGSSENC, CT_HOSTNOGSSENC
+};
+
+enum addr_kind {
+    AK_NONE,        /* local rules */
+    AK_ALL,
+    AK_NET,         /* family + addr + mask */
+    AK_UNKNOWN      /* samehost, samenet, host names */
+};
+
+struct hba_rule {
+    int line;
+    enum conn_type type;
+    struct hba_list dbs, users;
+    enum addr_kind addr_kind;
+    int family;
+    uint8_t addr[16], mask[16];
+    enum pgw_hba_method method;
+};
+
+struct pgw_hba {
+    struct hba_rule *rules;
+    int n, cap;
+};
+
+static const char *const method_names[] = {
+    [PGW_HBA_REJECT] = "reject",
+    [PGW_HBA_TRUST] = "trust",
+    [PGW_HBA_PASSWORD] = "password",
+    [PGW_HBA_MD5] = "md5",
+    [PGW_HBA_SCRAM] = "scram-sha-256",
+    [PGW_HBA_CERT] = "cert",
+};
+
+const char *pgw_hba_method_name(enum pgw_hba_method m)
+{
+    return (unsigned)m < sizeof(method_names) / sizeof(method_names[0]) ? method_names[m] : "?";
+}
+
+static void list_free(struct hba_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->items[i].name);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void pgw_hba_free(struct pgw_hba *hba)
+{
+    if (!hba)
+        return;
+    for (int i = 0; i < hba->n; i++) {
+        list_free(&hba->rules[i].dbs);
+        list_free(&hba->rules[i].users);
+    }
+    free(hba->rules);
+    free(hba);
+}
+
+int pgw_hba_count(const struct pgw_hba *hba) { return hba ? hba->n : 0; }
+
+/* ---- reporting ---- */
+
+struct report {
+    struct pgw_conf_diag *diag;
+    const char *name;
+    int line;
+    int nerrors;
+    bool oom;
+};
+
+static void report(struct report *r, bool error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void report(struct report *r, bool error, const char *fmt, ...)
+{
+    char msg[512], full[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (error)
+        r->nerrors++;
+    if (!r->diag)
+        return;
+    if (r->line > 0)
+        snprintf(full, sizeof(full), "%s:%d: %s", r->name, r->line, msg);
+    else
+        snprintf(full, sizeof(full), "%s: %s", r->name, msg);
+    char ***arr = error ? &r->diag->errors : &r->diag->warnings;
+    int *n = error ? &r->diag->nerrors : &r->diag->nwarnings;
+    char **grown = realloc(*arr, (size_t)(*n + 1) * sizeof(**arr));
+    char *copy = strdup(full);
+    if (!grown || !copy) {
+        if (grown)
+            *arr = grown;
+        free(copy);
+        r->oom = true;
+        return;
+    }
+    *arr = grown;
+    (*arr)[(*n)++] = copy;
+}
+
+/* ---- tokens: a record is a list of fields, a field a list of tokens ---- */
+
+struct token {
+    char *s;
+    bool quoted;
+};
+
+struct field {
+    struct token *toks;
+    int n;
+};
+
+struct record {
+    struct field *fields;
+    int n;
+};
+
+static void record_free(struct record *rec)
+{
+    for (int i = 0; i < rec->n; i++) {
+        for (int j = 0; j < rec->fields[i].n; j++)
+            free(rec->fields[i].toks[j].s);
+        free(rec->fields[i].toks);
+    }
+    free(rec->fields);
+    rec->fields = NULL;
+    rec->n = 0;
+}
+
+static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* Read one token at *pp: up to a blank, ',' or '#' outside quotes.  Returns
+ * false (with a reported error) on an unterminated quote or no memory. */
+static bool read_token(struct report *r, const char **pp, struct token *t)
+{
+    const char *p = *pp;
+    char *out = malloc(strlen(p) + 1), *o = out;
+    bool in_quote = false;
+    t->quoted = false;
+    if (!out) {
+        r->oom = true;
+        return false;
+    }
+    for (; *p; p++) {
+        if (in_quote) {
+            if (*p == '"' && p[1] == '"') {
+                *o++ = '"';
+                p++;
+            } else if (*p == '"') {
+                in_quote = false;
+            } else {
+                *o++ = *p;
+            }
+            continue;
+        }
+        if (is_blank(*p) || *p == ',' || *p == '#')
+            break;
+        if (*p == '"') {
+            in_quote = true;
+            t->quoted = true;
+        } else {
+            *o++ = *p;
+        }
+    }
+    if (in_quote) {
+        free(out);
+        report(r, true, "unterminated quoted string");
+        return false;
+    }
+    *o = '\0';
+    t->s = out;
+    *pp = p;
+    return true;
+}
+
+static bool field_add(struct report *r, struct field *f, struct token t)
+{
+    struct token *grown = realloc(f->toks, (size_t)(f->n + 1) * sizeof(*grown));
+    if (!grown) {
+        free(t.s);
+        r->oom = true;
+        return false;
+    }
+    f->toks = grown;
+    f->toks[f->n++] = t;
+    return true;
+}
+
+static bool record_add(struct report *r, struct record *rec)
+{
+    struct field *grown = realloc(rec->fields, (size_t)(rec->n + 1) * sizeof(*grown));
+    if (!grown) {
+        r->oom = true;
+        return false;
+    }
+    rec->fields = grown;
+    rec->fields[rec->n++] = (struct field){ 0 };
+    return true;
+}
+
+/* Split one logical line into fields.  A comma continues the field, even
+ * across blanks ("db1, db2"). */
+static bool tokenize(struct report *r, const char *line, struct record *rec)
+{
+    const char *p = line;
+    for (;;) {
+        while (is_blank(*p))
+            p++;
+        if (!*p || *p == '#')
+            return true;
+        if (!record_add(r, rec))
+            return false;
+        struct field *f = &rec->fields[rec->n - 1];
+        for (;;) {
+            struct token t;
+            if (!read_token(r, &p, &t))
+                return false;
+            if (!*t.s && !t.quoted) {
+                free(t.s);
+                report(r, true, "empty element in a comma-separated list");
+                return false;
+            }
+            if (!field_add(r, f, t))
+                return false;
+            if (*p != ',')
+                break;
+            p++;
+            while (is_blank(*p))
+                p++;
+            if (!*p || *p == '#') {
+                report(r, true, "a comma-separated list ends with a comma");
+                return false;
+            }
+        }
+    }
+}
+
+/* ---- fields to rule ---- */
+
+static bool keyword(const struct token *t, const char *kw)
+{
+    return !t->quoted && strcmp(t->s, kw) == 0;
+}
+
+static bool parse_type(struct report *r, const struct field *f, enum conn_type *out)
+{
+    static const char *const names[] = {
+        [CT_LOCAL] = "local", [CT_HOST] = "host", [CT_HOSTSSL] = "hostssl",
+        [CT_HOSTNOSSL] = "hostnossl", [CT_HOSTGSSENC] = "hostgssenc",
+        [CT_HOSTNOGSSENC] = "hostnogssenc",
+    };
+    if (f->n != 1) {
+        report(r, true, "multiple values specified for connection type");
+        return false;
+    }
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+        if (keyword(&f->toks[0], names[i])) {
+            *out = (enum conn_type)i;
+            if (*out == CT_HOSTGSSENC)
+                report(r, false, "hostgssenc rules never match: pgwharf does not do GSSAPI "
+                       "encryption");
+            return true;
+        }
+    }
+    report(r, true, "invalid connection type \"%s\" (expected local, host, hostssl, hostnossl, "
+           "hostgssenc or hostnogssenc)", f->toks[0].s);
+    return false;
+}
+
+/* A database or user list; is_db picks the keywords that apply. */
+static bool parse_list(struct report *r, const struct field *f, bool is_db, struct hba_list *out)
+{
+    out->items = calloc((size_t)f->n, sizeof(*out->items));
+    if (!out->items) {
+        r->oom = true;
+        return false;
+    }
+    for (int i = 0; i < f->n; i++) {
+        const struct token *t = &f->toks[i];
+        struct hba_item *it = &out->items[out->n];
+        if (!t->quoted && t->s[0] == '@') {
+            report(r, true, "@file inclusion (\"%s\") is not supported", t->s);
+            return false;
+        }
+        if (keyword(t, "all")) {
+            it->kind = IK_ALL;
+        } else if (is_db && keyword(t, "sameuser")) {
+            it->kind = IK_SAMEUSER;
+        } else if (is_db && (keyword(t, "samerole") || keyword(t, "samegroup"))) {
+            it->kind = IK_UNKNOWN;
+            report(r, false, "\"%s\" is not supported (pgwharf does not know role membership); "
+                   "the rule matches only if it is a reject rule", t->s);
+        } else if (is_db && keyword(t, "replication")) {
+            it->kind = IK_NEVER;
+        } else if (!is_db && !t->quoted && t->s[0] == '+') {
+            it->kind = IK_UNKNOWN;
+            report(r, false, "group \"%s\" is not supported (pgwharf does not know role "
+                   "membership); the rule matches only if it is a reject rule", t->s);
+        } else {
+            it->kind = IK_NAME;
+            if (!(it->name = strdup(t->s))) {
+                r->oom = true;
+                return false;
+            }
+        }
+        out->n++;
+    }
+    return true;
+}
+
+/* Parse an address (no mask) into family/bytes. */
+static bool parse_ip(const char *s, int *family, uint8_t out[16])
+{
+    memset(out, 0, 16);
+    if (inet_pton(AF_INET, s, out) == 1) {
+        *family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, s, out) == 1) {
+        *family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+static bool mask_from_bits(const char *bits, int family, uint8_t mask[16])
+{
+    int max = family == AF_INET ? 32 : 128;
+    if (!*bits || strlen(bits) > 3)
+        return false;
+    int n = 0;
+    for (const char *d = bits; *d; d++) {
+        if (*d < '0' || *d > '9')
+            return false;
+        n = n * 10 + (*d - '0');
+    }
+    if (n > max)
+        return false;
+    memset(mask, 0, 16);
+    for (int i = 0; i < n; i++)
+        mask[i / 8] |= (uint8_t)(0x80 >> (i % 8));
+    return true;
+}
+
+/* The address field (and the mask field after it when there is no /bits);
+ * *next is the index of the field after them. */
+static bool parse_address(struct report *r, const struct record *rec, int at,
+                          struct hba_rule *rule, int *next)
+{
+    const struct field *f = &rec->fields[at];
+    *next = at + 1;
+    if (f->n != 1) {
+        report(r, true, "multiple values specified for host address");
+        return false;
+    }
+    const struct token *t = &f->toks[0];
+    if (keyword(t, "all")) {
+        rule->addr_kind = AK_ALL;
+        return true;
+    }
+    if (keyword(t, "samehost") || keyword(t, "samenet")) {
+        rule->addr_kind = AK_UNKNOWN;
+        report(r, false, "\"%s\" is not supported; the rule matches only if it is a reject rule",
+               t->s);
+        return true;
+    }
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", t->s);
+    char *slash = strchr(buf, '/');
+    if (slash)
+        *slash = '\0';
+    if (!parse_ip(buf, &rule->family, rule->addr)) {
+        if (slash || strlen(t->s) >= sizeof(buf) || strchr(t->s, ':')) {
+            report(r, true, "invalid IP address \"%s\"", t->s);
+            return false;
+        }
+        rule->addr_kind = AK_UNKNOWN;
+        report(r, false, "host name \"%s\" is not supported (give an address); the rule "
+               "matches only if it is a reject rule", t->s);
+        return true;
+    }
+    rule->addr_kind = AK_NET;
+    if (slash) {
+        if (!mask_from_bits(slash + 1, rule->family, rule->mask)) {
+            report(r, true, "invalid CIDR mask in address \"%s\"", t->s);
+            return false;
+        }
+        return true;
+    }
+    if (at + 1 >= rec->n) {
+        report(r, true, "end-of-line before netmask specification");
+        return false;
+    }
+    const struct field *mf = &rec->fields[at + 1];
+    int mfamily;
+    if (mf->n != 1 || !parse_ip(mf->toks[0].s, &mfamily, rule->mask)) {
+        report(r, true, "invalid IP mask \"%s\"", mf->toks[0].s);
+        return false;
+    }
+    if (mfamily != rule->family) {
+        report(r, true, "IP address and mask do not match");
+        return false;
+    }
+    *next = at + 2;
+    return true;
+}
+
+static bool parse_method(struct report *r, const struct field *f, enum conn_type type,
+                         enum pgw_hba_method *out)
+{
+    static const char *const unsupported[] = {
+        "peer", "ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "krb5", "crypt",
+    };
+    if (f->n != 1) {
+        report(r, true, "multiple values specified for authentication type");
+        return false;
+    }
+    const char *m = f->toks[0].s;
+    for (int i = 0; i < (int)(sizeof(method_names) / sizeof(method_names[0])); i++) {
+        if (strcmp(m, method_names[i]) == 0) {
+            *out = (enum pgw_hba_method)i;
+            if (*out == PGW_HBA_CERT && type != CT_HOSTSSL) {
+                report(r, true, "cert authentication is only supported on hostssl connections");
+                return false;
+            }
+            return true;
+        }
+    }
+    for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+        if (strcmp(m, unsupported[i]) == 0) {
+            report(r, false, "authentication method \"%s\" is not supported by pgwharf; the "
+                   "rule rejects", m);
+            *out = PGW_HBA_REJECT;
+            return true;
+        }
+    }
+    report(r, true, "invalid authentication method \"%s\" (expected trust, reject, password, "
+           "md5, scram-sha-256 or cert)", m);
+    return false;
+}
+
+static bool parse_rule(struct report *r, const struct record *rec, struct hba_rule *rule)
+{
+    memset(rule, 0, sizeof(*rule));
+    rule->line = r->line;
+    if (!parse_type(r, &rec->fields[0], &rule->type))
+        return false;
+    if (rec->n < 2) {
+        report(r, true, "end-of-line before database specification");
+        return false;
+    }
+    if (!parse_list(r, &rec->fields[1], true, &rule->dbs))
+        return false;
+    if (rec->n < 3) {
+        report(r, true, "end-of-line before role specification");
+        return false;
+    }
+    if (!parse_list(r, &rec->fields[2], false, &rule->users))
+        return false;
+    int at = 3;
+    if (rule->type != CT_LOCAL) {
+        if (rec->n < 4) {
+            report(r, true, "end-of-line before IP address specification");
+            return false;
+        }
+        if (!parse_address(r, rec, 3, rule, &at))
+            return false;
+    }
+    if (rec->n <= at) {
+        report(r, true, "end-of-line before authentication method");
+        return false;
+    }
+    return parse_method(r, &rec->fields[at], rule->type, &rule->method);
+}
+
+static bool hba_add(struct report *r, struct pgw_hba *hba, const struct hba_rule *rule)
+{
+    if (hba->n == hba->cap) {
+        int cap = hba->cap ? hba->cap * 2 : 16;
+        struct hba_rule *grown = realloc(hba->rules, (size_t)cap * sizeof(*grown));
+        if (!grown) {
+            r->oom = true;
+            return false;
+        }
+        hba->rules = grown;
+        hba->cap = cap;
+    }
+    hba->rules[hba->n++] = *rule;
+    return true;
+}
+
+/* One record (already joined across continuation lines). */
+static void parse_record(struct report *r, struct pgw_hba *hba, const char *text)
+{
+    struct record rec = { 0 };
+    struct hba_rule rule;
+    if (tokenize(r, text, &rec) && rec.n > 0) {
+        if (parse_rule(r, &rec, &rule)) {
+            if (!hba_add(r, hba, &rule)) {
+                list_free(&rule.dbs);
+                list_free(&rule.users);
+            }
+        } else {
+            list_free(&rule.dbs);
+            list_free(&rule.users);
+        }
+    }
+    record_free(&rec);
+}
+
+int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
+                  struct pgw_conf_diag *diag)
+{
+    struct report r = { .diag = diag, .name = name };
+    struct pgw_hba *hba = calloc(1, sizeof(*hba));
+    char *buf = malloc(strlen(text) + 1);
+    *out = NULL;
+    if (!hba || !buf) {
+        free(hba);
+        free(buf);
+        return PGW_ENOMEM;
+    }
+    int lineno = 0;
+    size_t blen = 0;
+    for (const char *p = text; *p && !r.oom;) {
+        size_t n = strcspn(p, "\n");
+        if (blen == 0)
+            r.line = lineno + 1;     /* a record is reported at its first line */
+        lineno++;
+        memcpy(buf + blen, p, n);
+        blen += n;
+        while (blen > 0 && buf[blen - 1] == '\r')
+            blen--;
+        p += n + (p[n] == '\n');
+        bool more = blen > 0 && buf[blen - 1] == '\\' && *p;
+        if (more) {
+            buf[blen - 1] = ' ';
+            continue;
+        }
+        if (blen > 0 && buf[blen - 1] == '\\')
+            blen--;                 /* a continuation at the end of the file */
+        buf[blen] = '\0';
+        parse_record(&r, hba, buf);
+        blen = 0;
+    }
+    free(buf);
+    if (r.oom) {
+        pgw_hba_free(hba);
+        return PGW_ENOMEM;
+    }
+    if (r.nerrors) {
+        pgw_hba_free(hba);
+        return PGW_ECONFIG;
+    }
+    *out = hba;
+    return 0;
+}
+
+/* The whole file as a string; NULL (with a reported error) on failure. */
+static char *read_file(struct report *r)
+{
+    FILE *f = fopen(r->name, "r");
+    if (!f) {
+        report(r, true, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    size_t len = 0, cap = 4096;
+    char *text = malloc(cap);
+    while (text) {
+        if (len + 1 == cap) {
+            char *grown = cap <= HBA_MAX_FILE ? realloc(text, cap * 2) : NULL;
+            if (!grown) {
+                report(r, true, cap > HBA_MAX_FILE ? "file too large" : "out of memory");
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = grown;
+            cap *= 2;
+        }
+        size_t n = fread(text + len, 1, cap - 1 - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (text && ferror(f)) {
+        report(r, true, "read error");
+        free(text);
+        text = NULL;
+    }
+    fclose(f);
+    if (text) {
+        text[len] = '\0';
+        if (strlen(text) != len) {
+            report(r, true, "file contains a NUL byte");
+            free(text);
+            text = NULL;
+        }
+    }
+    return text;
+}
+
+int pgw_hba_load(const char *path, struct pgw_hba **out, struct pgw_conf_diag *diag)
+{
+    struct report r = { .diag = diag, .name = path };
+    *out = NULL;
+    char *text = read_file(&r);
+    if (!text)
+        return PGW_ECONFIG;
+    int rc = pgw_hba_parse(path, text, out, diag);
+    free(text);
+    return rc;
+}
+
+int pgw_hba_load_logged(const char *path, struct pgw_hba **out)
+{
+    struct pgw_conf_diag diag = { 0 };
+    char q[1100];
+    int rc = pgw_hba_load(path, out, &diag);
+    for (int i = 0; i < diag.nwarnings; i++)
+        pgw_warn("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
+    for (int i = 0; i < diag.nerrors; i++)
+        pgw_error("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.errors[i]));
+    if (rc == PGW_ENOMEM)
+        pgw_error("auth_hba_file", "file=%s reason=\"out of memory\"", path);
+    pgw_conf_diag_free(&diag);
+    return rc;
+}
+
+/* ---- matching ---- */
+
+enum tri { NO, MAYBE, YES };
+
+static enum tri match_list(const struct hba_list *l, const char *name, const char *user)
+{
+    enum tri best = NO;
+    for (int i = 0; i < l->n; i++) {
+        const struct hba_item *it = &l->items[i];
+        switch (it->kind) {
+        case IK_ALL:
+            return YES;
+        case IK_SAMEUSER:
+            if (strcmp(name, user) == 0)
+                return YES;
+            break;
+        case IK_NAME:
+            if (strcmp(name, it->name) == 0)
+                return YES;
+            break;
+        case IK_UNKNOWN:
+            best = MAYBE;
+            break;
+        case IK_NEVER:
+            break;
+        }
+    }
+    return best;
+}
+
+static bool net_match(const struct hba_rule *rule, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    int len;
+    if (sa->sa_family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        len = 4;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        a = (const uint8_t *)in6;
+        len = 16;
+        if (rule->family == AF_INET && IN6_IS_ADDR_V4MAPPED(in6)) {
+            a += 12;
+            len = 4;
+        }
+    } else {
+        return false;
+    }
+    if ((rule->family == AF_INET) != (len == 4))
+        return false;
+    for (int i = 0; i < len; i++)
+        if ((a[i] & rule->mask[i]) != (rule->addr[i] & rule->mask[i]))
+            return false;
+    return true;
+}
+
+static enum tri match_conn(const struct hba_rule *rule, bool is_unix, bool is_tls,
+                           const struct sockaddr *addr)
+{
+    switch (rule->type) {
+    case CT_LOCAL:
+        return is_unix ? YES : NO;
+    case CT_HOSTSSL:
+        if (!is_tls)
+            return NO;
+        break;
+    case CT_HOSTNOSSL:
+        if (is_tls)
+            return NO;
+        break;
+    case CT_HOSTGSSENC:
+        return NO;
+    case CT_HOST:
+    case CT_HOSTNOGSSENC:
+        break;
+    }
+    if (is_unix)
+        return NO;
+    switch (rule->addr_kind) {
+    case AK_ALL:
+        return YES;
+    case AK_NET:
+        return addr && net_match(rule, addr) ? YES : NO;
+    case AK_UNKNOWN:
+        return MAYBE;
+    case AK_NONE:
+        break;
+    }
+    return NO;
+}
+
+enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool is_tls,
+                                  const struct sockaddr *addr, const char *db, const char *user,
+                                  int *line)
+{
+    *line = 0;
+    for (int i = 0; hba && i < hba->n; i++) {
+        const struct hba_rule *rule = &hba->rules[i];
+        enum tri c = match_conn(rule, is_unix, is_tls, addr);
+        if (c == NO)
+            continue;
+        enum tri d = match_list(&rule->dbs, db, user);
+        if (d == NO)
+            continue;
+        enum tri u = match_list(&rule->users, user, user);
+        if (u == NO)
+            continue;
+        bool sure = c == YES && d == YES && u == YES;
+        /* Unsure: let only a reject rule decide (fail closed). */
+        if (sure || rule->method == PGW_HBA_REJECT) {
+            *line = rule->line;
+            return rule->method;
+        }
+    }
+    return PGW_HBA_REJECT;
+}

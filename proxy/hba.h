@@ -1,0 +1,74 @@
+/*
+ * hba.h - auth_hba_file: which authentication method a connection gets,
+ * in PostgreSQL's pg_hba.conf syntax.  Pure: parsing and matching, no I/O
+ * but reading the file.
+ *
+ * One rule per line, fields separated by blanks, '#' to the end of the line
+ * a comment, '\' at the end of a line continues it:
+ *
+ *     local      DATABASE  USER            METHOD [OPTIONS]
+ *     host       DATABASE  USER  ADDRESS   METHOD [OPTIONS]
+ *     hostssl    ... (also hostnossl, hostgssenc, hostnogssenc)
+ *
+ * DATABASE and USER are comma-separated lists; "double quotes" keep blanks
+ * and commas and take away a keyword's meaning ("all" quoted is a name).
+ * Keywords: all; for databases also sameuser, samerole/samegroup and
+ * replication; for users a +group prefix.  ADDRESS is `all`, an IPv4 or
+ * IPv6 address with /bits, or an address followed by a mask field.
+ * METHOD: trust, reject, password, md5, scram-sha-256, cert.  Options
+ * after the method are ignored.
+ *
+ * What pgwharf cannot evaluate is accepted with a warning and fails closed:
+ * samerole and +group (no role membership here), samehost and samenet, host
+ * names, and the methods pgwharf does not implement (peer, ident, ldap, ...,
+ * treated as reject).  A rule whose outcome hinges on such an element
+ * matches if it is a reject rule and does not match otherwise, so a
+ * connection PostgreSQL would refuse is never let in.  `replication` never
+ * matches (pgwharf has no replication connections); hostgssenc never
+ * matches (no GSSAPI encryption).  @file inclusion is an error.
+ *
+ * An IPv4-mapped IPv6 client address (::ffff:a.b.c.d) also matches IPv4
+ * rules.  The first matching rule wins; no match means reject.
+ */
+#ifndef PGW_PROXY_HBA_H
+#define PGW_PROXY_HBA_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+
+enum pgw_hba_method {
+    PGW_HBA_REJECT,
+    PGW_HBA_TRUST,
+    PGW_HBA_PASSWORD,
+    PGW_HBA_MD5,
+    PGW_HBA_SCRAM,
+    PGW_HBA_CERT
+};
+
+const char *pgw_hba_method_name(enum pgw_hba_method m);
+
+struct pgw_hba;
+
+/* Parse rules from text; `name` stands for the file in messages.  Returns
+ * 0 and sets *out, or PGW_ECONFIG with every problem in diag as
+ * "file:line: message" (warnings are listed either way), or PGW_ENOMEM.
+ * diag may be NULL. */
+int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
+                  struct pgw_conf_diag *diag);
+int pgw_hba_load(const char *path, struct pgw_hba **out, struct pgw_conf_diag *diag);
+void pgw_hba_free(struct pgw_hba *hba);
+int pgw_hba_count(const struct pgw_hba *hba);
+
+/* Load and log what went wrong (event "auth_hba_file"), for the proxy. */
+int pgw_hba_load_logged(const char *path, struct pgw_hba **out);
+
+/* The method for a connection.  addr is the client's address (ignored when
+ * is_unix).  *line is set to the matching rule's line, 0 when none matched
+ * (and the answer is PGW_HBA_REJECT). */
+enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool is_tls,
+                                  const struct sockaddr *addr, const char *db, const char *user,
+                                  int *line);
+
+#endif

@@ -1,0 +1,733 @@
+/*
+ * metrics.c - the Prometheus endpoint: GET /metrics on metrics_addr:
+ * metrics_port (0 = off) answers with the text exposition format 0.0.4.
+ *
+ * A tiny HTTP/1.0 server on the proxy's loop: non-blocking sockets, a
+ * request of at most METRICS_REQ_MAX bytes, at most METRICS_MAX_CONNS
+ * connections, METRICS_TIMEOUT seconds per connection, one response per
+ * connection (then a lingering close).  The body is built at once from live
+ * data (it is small) and written as the socket takes it, so a slow scraper
+ * holds only its own connection.
+ *
+ * Also here: the two histograms (acquire wait, transaction duration) and the
+ * hooks the relay calls to feed them.  The pool gauges come from
+ * pgw_admin_pool_rows and the totals from pgw_stats_rows, as SHOW POOLS and
+ * SHOW STATS do, so the console and the endpoint agree.
+ */
+#include "proxy/admin_int.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#define METRICS_REQ_MAX 8192
+#define METRICS_MAX_CONNS 32
+#define METRICS_TIMEOUT 10.0
+#define METRICS_LINGER 2.0
+#define METRICS_ACCEPTS_PER_CB 16
+
+/* ---- histograms ---- */
+
+static const double wait_bounds[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
+};
+static const double xact_bounds[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
+};
+#define NWAIT (sizeof(wait_bounds) / sizeof(wait_bounds[0]))
+#define NXACT (sizeof(xact_bounds) / sizeof(xact_bounds[0]))
+
+struct hist {
+    const double *bounds;
+    size_t n;
+    uint64_t *buckets;       /* n + 1: the last is +Inf; not cumulative */
+    uint64_t count;
+    double sum;
+};
+
+static void hist_observe(struct hist *h, double v)
+{
+    if (v < 0)
+        v = 0;
+    size_t i = 0;
+    while (i < h->n && v > h->bounds[i])
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum += v;
+}
+
+/* ---- the server ---- */
+
+enum conn_phase { CONN_READ, CONN_WRITE, CONN_LINGER };
+
+struct mconn {
+    struct pgw_metrics *m;
+    struct pgw_list node;
+    int fd;
+    enum conn_phase phase;
+    ev_io io;
+    ev_timer timer;
+    size_t rlen, sent;
+    struct pgw_wbuf out;
+    char req[METRICS_REQ_MAX];
+};
+
+struct pgw_metrics {
+    struct pgw_proxy *px;
+    int lfd;
+    ev_io lio;
+    ev_timer retry;          /* accept failed for lack of fds: try again later */
+    char *addr;              /* what lfd is bound to */
+    int port;
+    struct pgw_list conns, dead;
+    int nconns;
+    ev_check reaper;
+    struct hist wait, xact;
+    uint64_t wait_buckets[NWAIT + 1], xact_buckets[NXACT + 1];
+};
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+/* Stop, close and queue for freeing after this loop iteration. */
+static void conn_close(struct mconn *c)
+{
+    struct ev_loop *loop = c->m->px->loop;
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->timer);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    pgw_list_del(&c->node);
+    pgw_list_append(&c->m->dead, &c->node);
+    c->m->nconns--;
+    if (!ev_is_active(&c->m->reaper))
+        ev_check_start(loop, &c->m->reaper);
+}
+
+static void conn_free(struct mconn *c)
+{
+    pgw_wbuf_deinit(&c->out);
+    free(c);
+}
+
+static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    struct pgw_metrics *m = pgw_container_of(w, struct pgw_metrics, reaper);
+    struct pgw_list *pos, *tmp;
+    pgw_list_foreach_safe(pos, tmp, &m->dead) {
+        pgw_list_del(pos);
+        conn_free(pgw_container_of(pos, struct mconn, node));
+    }
+    ev_check_stop(loop, w);
+}
+
+static void conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    conn_close(pgw_container_of(w, struct mconn, timer));
+}
+
+static void conn_watch(struct mconn *c, int events)
+{
+    struct ev_loop *loop = c->m->px->loop;
+    ev_io_stop(loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(loop, &c->io);
+}
+
+/* Response sent: stop writing, read until the client closes (or the linger
+ * timer), so a close never turns into a reset that eats the response. */
+static void conn_linger(struct mconn *c)
+{
+    struct ev_loop *loop = c->m->px->loop;
+    shutdown(c->fd, SHUT_WR);
+    c->phase = CONN_LINGER;
+    conn_watch(c, EV_READ);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, METRICS_LINGER, 0);
+    ev_timer_start(loop, &c->timer);
+}
+
+static void conn_flush(struct mconn *c)
+{
+    while (c->sent < c->out.len) {
+        ssize_t w = send(c->fd, c->out.data + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;                  /* the write watcher brings us back */
+            conn_close(c);
+            return;
+        }
+        c->sent += (size_t)w;
+    }
+    pgw_wbuf_deinit(&c->out);
+    conn_linger(c);
+}
+
+static void respond(struct mconn *c, int code, const char *reason, const char *ctype,
+                    const struct pgw_wbuf *body, bool head)
+{
+    size_t len = body ? body->len : 0;
+    pgw_wbuf_reset(&c->out);
+    pgw_admin_printf(&c->out,
+                     "HTTP/1.0 %d %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-cache\r\n"
+                     "Connection: close\r\n"
+                     "%s"
+                     "\r\n",
+                     code, reason, ctype, len, code == 405 ? "Allow: GET, HEAD\r\n" : "");
+    if (body && !head)
+        pgw_wbuf_append(&c->out, body->data, body->len);
+    if (c->out.failed) {
+        conn_close(c);
+        return;
+    }
+    c->phase = CONN_WRITE;
+    c->sent = 0;
+    conn_watch(c, EV_WRITE);
+    conn_flush(c);
+}
+
+static void respond_text(struct mconn *c, int code, const char *reason, const char *text)
+{
+    struct pgw_wbuf body;
+    pgw_wbuf_init(&body);
+    pgw_wbuf_append(&body, text, strlen(text));
+    respond(c, code, reason, "text/plain; charset=utf-8", &body, false);
+    pgw_wbuf_deinit(&body);
+}
+
+/* A whole request head is in c->req: answer it. */
+static void handle_request(struct mconn *c)
+{
+    char method[16], target[512];
+    if (sscanf(c->req, "%15s %511s", method, target) != 2) {
+        respond_text(c, 400, "Bad Request", "bad request\n");
+        return;
+    }
+    char *q = strchr(target, '?');
+    if (q)
+        *q = '\0';
+    if (strcmp(target, "/metrics") != 0) {
+        respond_text(c, 404, "Not Found", "not found: try /metrics\n");
+        return;
+    }
+    bool head = strcmp(method, "HEAD") == 0;
+    if (!head && strcmp(method, "GET") != 0) {
+        respond_text(c, 405, "Method Not Allowed", "method not allowed\n");
+        return;
+    }
+    struct pgw_wbuf body;
+    pgw_wbuf_init(&body);
+    pgw_metrics_render(c->m->px, &body);
+    if (body.failed)
+        respond_text(c, 500, "Internal Server Error", "out of memory\n");
+    else
+        respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &body, head);
+    pgw_wbuf_deinit(&body);
+}
+
+static void conn_read(struct mconn *c)
+{
+    for (;;) {
+        if (c->phase == CONN_LINGER) {
+            char sink[512];
+            ssize_t n = read(c->fd, sink, sizeof(sink));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            if (n <= 0) {
+                conn_close(c);           /* EOF (or error): done */
+                return;
+            }
+            continue;
+        }
+        size_t room = sizeof(c->req) - 1 - c->rlen;
+        if (room == 0) {
+            respond_text(c, 431, "Request Header Fields Too Large", "request too large\n");
+            return;
+        }
+        ssize_t n = read(c->fd, c->req + c->rlen, room);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            conn_close(c);
+            return;
+        }
+        c->rlen += (size_t)n;
+        c->req[c->rlen] = '\0';
+        if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {
+            handle_request(c);
+            return;
+        }
+    }
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct mconn *c = pgw_container_of(w, struct mconn, io);
+    if (c->phase == CONN_WRITE)
+        conn_flush(c);
+    else
+        conn_read(c);
+}
+
+static void conn_start(struct pgw_metrics *m, int fd)
+{
+    struct mconn *c = malloc(sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    memset(c, 0, offsetof(struct mconn, req));
+    c->req[0] = '\0';
+    c->m = m;
+    c->fd = fd;
+    c->phase = CONN_READ;
+    pgw_list_append(&m->conns, &c->node);
+    m->nconns++;
+    ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+    ev_timer_init(&c->timer, conn_timeout_cb, METRICS_TIMEOUT, 0);
+    ev_io_start(m->px->loop, &c->io);
+    ev_timer_start(m->px->loop, &c->timer);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_metrics *m = pgw_container_of(w, struct pgw_metrics, retry);
+    if (m->lfd >= 0)
+        ev_io_start(loop, &m->lio);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pgw_metrics *m = pgw_container_of(w, struct pgw_metrics, lio);
+    for (int i = 0; i < METRICS_ACCEPTS_PER_CB; i++) {
+        int fd = accept4(m->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: a level-triggered watcher would spin. */
+                pgw_warn("metrics", "reason=\"accept: %s; pausing the endpoint for 1 s\"",
+                         strerror(errno));
+                ev_io_stop(loop, &m->lio);
+                ev_timer_stop(loop, &m->retry);
+                ev_timer_set(&m->retry, 1.0, 0);
+                ev_timer_start(loop, &m->retry);
+            }
+            return;
+        }
+        if (m->nconns >= METRICS_MAX_CONNS) {
+            close(fd);                   /* too many scrapers at once */
+            continue;
+        }
+        conn_start(m, fd);
+    }
+}
+
+static void listener_close(struct pgw_metrics *m)
+{
+    struct ev_loop *loop = m->px->loop;
+    ev_io_stop(loop, &m->lio);
+    ev_timer_stop(loop, &m->retry);
+    if (m->lfd >= 0) {
+        close(m->lfd);
+        m->lfd = -1;
+    }
+    free(m->addr);
+    m->addr = NULL;
+    m->port = 0;
+}
+
+static int listener_open(struct pgw_metrics *m, const char *addr, int port, char *errbuf,
+                         size_t errlen)
+{
+    const char *host = addr;
+    if (!*host || strcmp(host, "*") == 0)
+        host = "0.0.0.0";
+    else if (strcasecmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+    int gai = getaddrinfo(host, portstr, &hints, &ai);
+    if (gai != 0) {
+        snprintf(errbuf, errlen, "metrics_addr %s: %s (a numeric address, \"*\" or localhost)",
+                 addr, gai_strerror(gai));
+        return PGW_ECONFIG;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+        snprintf(errbuf, errlen, "metrics endpoint %s:%d: %s", addr, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return PGW_EIO;
+    }
+    freeaddrinfo(ai);
+    m->addr = strdup(addr);
+    if (!m->addr) {
+        close(fd);
+        snprintf(errbuf, errlen, "out of memory");
+        return PGW_ENOMEM;
+    }
+    m->lfd = fd;
+    m->port = port;
+    ev_io_init(&m->lio, accept_cb, fd, EV_READ);
+    ev_io_start(m->px->loop, &m->lio);
+    pgw_info("metrics_listen", "addr=%s port=%d", addr, port);
+    return 0;
+}
+
+int pgw_metrics_create(struct pgw_proxy *px, struct pgw_metrics **out, char *errbuf,
+                       size_t errlen)
+{
+    struct pgw_metrics *m = calloc(1, sizeof(*m));
+    *out = NULL;
+    if (!m) {
+        snprintf(errbuf, errlen, "out of memory");
+        return PGW_ENOMEM;
+    }
+    m->px = px;
+    m->lfd = -1;
+    pgw_list_init(&m->conns);
+    pgw_list_init(&m->dead);
+    ev_init(&m->lio, accept_cb);
+    ev_init(&m->retry, retry_cb);
+    ev_check_init(&m->reaper, reaper_cb);
+    m->wait = (struct hist){ wait_bounds, NWAIT, m->wait_buckets, 0, 0 };
+    m->xact = (struct hist){ xact_bounds, NXACT, m->xact_buckets, 0, 0 };
+    const struct pgw_config *cfg = px->cfg;
+    if (cfg->metrics_port > 0) {
+        int rc = listener_open(m, cfg->metrics_addr, cfg->metrics_port, errbuf, errlen);
+        if (rc < 0) {
+            free(m);
+            return rc;
+        }
+    }
+    *out = m;
+    return 0;
+}
+
+/* After a reload: move the listener when metrics_addr/metrics_port
+ * changed.  Open scrapes finish on the old socket. */
+void pgw_metrics_reconfigure(struct pgw_metrics *m)
+{
+    if (!m)
+        return;
+    const struct pgw_config *cfg = m->px->cfg;
+    int port = cfg->metrics_port;
+    if (port == m->port && (port == 0 || (m->addr && strcmp(m->addr, cfg->metrics_addr) == 0)))
+        return;
+    listener_close(m);
+    if (port > 0) {
+        char err[300];
+        if (listener_open(m, cfg->metrics_addr, port, err, sizeof(err)) < 0)
+            pgw_error("metrics_listen", "reason=\"%s; the endpoint is off\"", err);
+    }
+}
+
+void pgw_metrics_destroy(struct pgw_metrics *m)
+{
+    if (!m)
+        return;
+    listener_close(m);
+    struct pgw_list *pos, *tmp;
+    pgw_list_foreach_safe(pos, tmp, &m->conns)
+        conn_close(pgw_container_of(pos, struct mconn, node));
+    ev_check_stop(m->px->loop, &m->reaper);
+    pgw_list_foreach_safe(pos, tmp, &m->dead) {
+        pgw_list_del(pos);
+        conn_free(pgw_container_of(pos, struct mconn, node));
+    }
+    free(m);
+}
+
+/* ---- hooks from the relay ---- */
+
+static struct pgw_metrics *metrics_of(const struct pgw_session *s)
+{
+    return s->px->admin ? s->px->admin->metrics : NULL;
+}
+
+void pgw_metrics_observe_wait(struct pgw_session *s, double seconds)
+{
+    struct pgw_metrics *m = metrics_of(s);
+    if (m)
+        hist_observe(&m->wait, seconds);
+}
+
+/* At the ReadyForQuery that ends the outstanding requests: the query time
+ * since query_start; a transaction starts with the first query after 'I'
+ * and ends at the next 'I' (idle-in-transaction time included, as
+ * PgBouncer counts it). */
+void pgw_metrics_ready(struct pgw_session *s, char status)
+{
+    ev_tstamp now = ev_now(s->px->loop);
+    if (s->query_start > 0 && now >= s->query_start) {
+        s->query_time_us += (uint64_t)((now - s->query_start) * 1e6);
+        if (s->xact_start == 0)
+            s->xact_start = s->query_start;
+    }
+    if (status != 'I' || s->xact_start == 0)
+        return;
+    double d = now - s->xact_start;
+    if (d < 0)
+        d = 0;
+    s->xact_time_us += (uint64_t)(d * 1e6);
+    s->xact_start = 0;
+    struct pgw_metrics *m = metrics_of(s);
+    if (m)
+        hist_observe(&m->xact, d);
+}
+
+/* ---- the exposition text ---- */
+
+static void put_escaped(struct pgw_wbuf *b, const char *v, bool label)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            pgw_wbuf_append(b, "\\\\", 2);
+        else if (*v == '\n')
+            pgw_wbuf_append(b, "\\n", 2);
+        else if (*v == '"' && label)
+            pgw_wbuf_append(b, "\\\"", 2);
+        else
+            pgw_wbuf_append(b, v, 1);
+    }
+}
+
+static void family(struct pgw_wbuf *b, const char *name, const char *type, const char *help)
+{
+    pgw_admin_printf(b, "# HELP %s ", name);
+    put_escaped(b, help, false);
+    pgw_admin_printf(b, "\n# TYPE %s %s\n", name, type);
+}
+
+/* name{k1="v1",k2="v2"} value: labels as NULL-terminated key/value pairs. */
+static void sample(struct pgw_wbuf *b, const char *name, const char *const *labels,
+                   const char *value)
+{
+    pgw_wbuf_append(b, name, strlen(name));
+    if (labels && labels[0]) {
+        pgw_wbuf_put_u8(b, '{');
+        for (int i = 0; labels[i]; i += 2) {
+            if (i)
+                pgw_wbuf_put_u8(b, ',');
+            pgw_admin_printf(b, "%s=\"", labels[i]);
+            put_escaped(b, labels[i + 1], true);
+            pgw_wbuf_put_u8(b, '"');
+        }
+        pgw_wbuf_put_u8(b, '}');
+    }
+    pgw_admin_printf(b, " %s\n", value);
+}
+
+static void sample_u(struct pgw_wbuf *b, const char *name, const char *const *labels, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    sample(b, name, labels, buf);
+}
+
+static void sample_f(struct pgw_wbuf *b, const char *name, const char *const *labels, double v)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%.6f", v);
+    sample(b, name, labels, buf);
+}
+
+/* ---- pool gauges ---- */
+
+enum pool_field { PF_CL_ACTIVE, PF_CL_WAITING, PF_SV_ACTIVE, PF_SV_IDLE, PF_SV_USED,
+                  PF_SV_TESTED, PF_SV_LOGIN, PF_PAUSED };
+
+static const struct {
+    const char *name, *help;
+    enum pool_field f;
+} pool_gauges[] = {
+    { "pgwharf_pool_client_active", "Clients linked to a server or idle, per pool (SHOW POOLS cl_active).", PF_CL_ACTIVE },
+    { "pgwharf_pool_client_waiting", "Clients waiting for a server, per pool (SHOW POOLS cl_waiting).", PF_CL_WAITING },
+    { "pgwharf_pool_server_active", "Servers lent to a client, per pool (SHOW POOLS sv_active).", PF_SV_ACTIVE },
+    { "pgwharf_pool_server_idle", "Servers idle and ready, per pool (SHOW POOLS sv_idle).", PF_SV_IDLE },
+    { "pgwharf_pool_server_used", "Idle servers due for server_check_query, per pool (SHOW POOLS sv_used).", PF_SV_USED },
+    { "pgwharf_pool_server_tested", "Servers running a reset or check query, per pool (SHOW POOLS sv_tested).", PF_SV_TESTED },
+    { "pgwharf_pool_server_login", "Servers connecting or logging in, per pool (SHOW POOLS sv_login).", PF_SV_LOGIN },
+    { "pgwharf_pool_paused", "1 while the pool is paused by PAUSE.", PF_PAUSED },
+};
+
+static int pool_value(const struct pgw_pool_row *r, enum pool_field f)
+{
+    switch (f) {
+    case PF_CL_ACTIVE:  return r->cl_active;
+    case PF_CL_WAITING: return r->cl_waiting;
+    case PF_SV_ACTIVE:  return r->sv_active;
+    case PF_SV_IDLE:    return r->sv_idle;
+    case PF_SV_USED:    return r->sv_used;
+    case PF_SV_TESTED:  return r->sv_tested;
+    case PF_SV_LOGIN:   return r->sv_login;
+    case PF_PAUSED:     return r->paused;
+    }
+    return 0;
+}
+
+static void render_pools(struct pgw_proxy *px, struct pgw_wbuf *b)
+{
+    int n;
+    struct pgw_pool_row *rows = pgw_admin_pool_rows(px, &n);
+    for (size_t g = 0; g < sizeof(pool_gauges) / sizeof(pool_gauges[0]); g++) {
+        family(b, pool_gauges[g].name, "gauge", pool_gauges[g].help);
+        for (int i = 0; i < n; i++) {
+            const char *labels[] = { "database", pgw_pool_dbname(rows[i].pool),
+                                     "user", pgw_pool_user(rows[i].pool), NULL };
+            sample_u(b, pool_gauges[g].name, labels, (uint64_t)pool_value(&rows[i], pool_gauges[g].f));
+        }
+    }
+    family(b, "pgwharf_pool_maxwait_seconds", "gauge",
+           "How long the oldest waiting client of the pool has waited.");
+    for (int i = 0; i < n; i++) {
+        const char *labels[] = { "database", pgw_pool_dbname(rows[i].pool),
+                                 "user", pgw_pool_user(rows[i].pool), NULL };
+        sample_f(b, "pgwharf_pool_maxwait_seconds", labels, rows[i].maxwait);
+    }
+    free(rows);
+}
+
+/* ---- per-database counters ---- */
+
+enum db_field { DF_XACTS, DF_QUERIES, DF_RECV, DF_SENT, DF_ASSIGN, DF_TIMEOUTS,
+                DF_WAIT_S, DF_XACT_S, DF_QUERY_S };
+
+static const struct {
+    const char *name, *help;
+    enum db_field f;
+} db_counters[] = {
+    { "pgwharf_transactions_total", "Transactions finished, per database (SHOW STATS total_xact_count).", DF_XACTS },
+    { "pgwharf_queries_total", "Queries (Query or Sync) sent, per database (SHOW STATS total_query_count).", DF_QUERIES },
+    { "pgwharf_bytes_received_total", "Bytes received from clients, per database.", DF_RECV },
+    { "pgwharf_bytes_sent_total", "Bytes sent to clients, per database.", DF_SENT },
+    { "pgwharf_server_assignments_total", "Servers lent to clients, per database.", DF_ASSIGN },
+    { "pgwharf_wait_seconds_total", "Time clients waited for a server, per database.", DF_WAIT_S },
+    { "pgwharf_wait_timeouts_total", "Waits that ended at query_wait_timeout, per database.", DF_TIMEOUTS },
+    { "pgwharf_transaction_seconds_total", "Time spent in transactions, per database.", DF_XACT_S },
+    { "pgwharf_query_seconds_total", "Time spent running queries, per database.", DF_QUERY_S },
+};
+
+static void render_db_counters(struct pgw_proxy *px, struct pgw_wbuf *b)
+{
+    int n;
+    struct pgw_dbstat_row *rows = pgw_stats_rows(px, &n);
+    for (size_t c = 0; c < sizeof(db_counters) / sizeof(db_counters[0]); c++) {
+        const char *name = db_counters[c].name;
+        family(b, name, "counter", db_counters[c].help);
+        for (int i = 0; i < n; i++) {
+            const struct pgw_dbstat *t = &rows[i].total;
+            const char *labels[] = { "database", rows[i].database, NULL };
+            switch (db_counters[c].f) {
+            case DF_XACTS:    sample_u(b, name, labels, t->xacts); break;
+            case DF_QUERIES:  sample_u(b, name, labels, t->queries); break;
+            case DF_RECV:     sample_u(b, name, labels, t->recv); break;
+            case DF_SENT:     sample_u(b, name, labels, t->sent); break;
+            case DF_ASSIGN:   sample_u(b, name, labels, t->assignments); break;
+            case DF_TIMEOUTS: sample_u(b, name, labels, t->wait_timeouts); break;
+            case DF_WAIT_S:   sample_f(b, name, labels, (double)t->wait_us / 1e6); break;
+            case DF_XACT_S:   sample_f(b, name, labels, (double)t->xact_us / 1e6); break;
+            case DF_QUERY_S:  sample_f(b, name, labels, (double)t->query_us / 1e6); break;
+            }
+        }
+    }
+    free(rows);
+}
+
+/* ---- breakers ---- */
+
+static void render_breakers(struct pgw_proxy *px, struct pgw_wbuf *b)
+{
+    static const char *const names[] = {
+        "pgwharf_breaker_state", "pgwharf_breaker_failures", "pgwharf_breaker_trips_total"
+    };
+    static const char *const types[] = { "gauge", "gauge", "counter" };
+    static const char *const helps[] = {
+        "Circuit breaker of the backend: 0 closed, 1 open, 2 half-open.",
+        "Consecutive connect/login failures of the backend.",
+        "Times the backend's breaker opened.",
+    };
+    for (int k = 0; k < 3; k++) {
+        family(b, names[k], types[k], helps[k]);
+        for (struct pgw_backend *be = pgw_backend_next(px->pools, NULL); be;
+             be = pgw_backend_next(px->pools, be)) {
+            struct pgw_backend_info bi;
+            pgw_backend_get_info(be, &bi);
+            const char *labels[] = { "backend", bi.address ? bi.address : "", NULL };
+            uint64_t v = k == 0 ? (bi.state == PGW_BREAKER_OPEN ? 1
+                                   : bi.state == PGW_BREAKER_HALF_OPEN ? 2 : 0)
+                       : k == 1 ? (uint64_t)bi.failures : bi.trips;
+            sample_u(b, names[k], labels, v);
+        }
+    }
+}
+
+static void render_hist(struct pgw_wbuf *b, const char *name, const char *help,
+                        const struct hist *h)
+{
+    char sname[128], le[32];
+    family(b, name, "histogram", help);
+    snprintf(sname, sizeof(sname), "%s_bucket", name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= h->n; i++) {
+        cum += h->buckets[i];
+        if (i < h->n)
+            snprintf(le, sizeof(le), "%g", h->bounds[i]);
+        else
+            snprintf(le, sizeof(le), "+Inf");
+        const char *labels[] = { "le", le, NULL };
+        sample_u(b, sname, labels, cum);
+    }
+    snprintf(sname, sizeof(sname), "%s_sum", name);
+    sample_f(b, sname, NULL, h->sum);
+    snprintf(sname, sizeof(sname), "%s_count", name);
+    sample_u(b, sname, NULL, h->count);
+}
+
+void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
+{
+    family(b, "pgwharf_up", "gauge", "1 while pgwharf runs.");
+    sample_u(b, "pgwharf_up", NULL, 1);
+    family(b, "pgwharf_clients_total", "gauge",
+           "Client connections open now, in any state (admin console included).");
+    sample_u(b, "pgwharf_clients_total", NULL, (uint64_t)(px->nclients > 0 ? px->nclients : 0));
+    family(b, "pgwharf_servers_total", "gauge", "Server connections open now, in any state.");
+    sample_u(b, "pgwharf_servers_total", NULL, (uint64_t)pgw_pool_set_server_count(px->pools));
+    render_pools(px, b);
+    render_db_counters(px, b);
+    render_breakers(px, b);
+    struct pgw_metrics *m = px->admin ? px->admin->metrics : NULL;
+    if (m) {
+        render_hist(b, "pgwharf_acquire_wait_seconds",
+                    "Time from asking the pool for a server to getting one.", &m->wait);
+        render_hist(b, "pgwharf_transaction_duration_seconds",
+                    "Transaction duration, first query to ReadyForQuery idle.", &m->xact);
+    }
+}

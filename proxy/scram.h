@@ -1,0 +1,158 @@
+/*
+ * scram.h - the server side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as
+ * PostgreSQL speaks it, for client authentication.  Pure: no I/O, no
+ * logging; OpenSSL does HMAC, SHA-256 and PBKDF2.
+ *
+ * Secrets use PostgreSQL's verifier format, as in pg_authid.rolpassword:
+ *
+ *     SCRAM-SHA-256$<iterations>:<salt base64>$<StoredKey base64>:<ServerKey base64>
+ *
+ * The exchange (PostgreSQL's flavour of it):
+ *
+ *     client-first   n,,n=<ignored>,r=<client nonce>      ("y,," too; "p=..." refused:
+ *                                                           no SCRAM-SHA-256-PLUS yet)
+ *     server-first   r=<client nonce><server nonce>,s=<salt>,i=<iterations>
+ *     client-final   c=<base64 of the gs2 header>,r=<nonce>,p=<ClientProof>
+ *     server-final   v=<ServerSignature>
+ *
+ * The user name inside the exchange is ignored (the startup packet's is the
+ * one that counts).  The proof is checked without PBKDF2:
+ * ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage), and
+ * SHA-256(ClientKey) must equal StoredKey (compared in constant time).
+ *
+ * An unknown user (secret NULL), or a secret SCRAM cannot use (an md5
+ * hash), gets a mock exchange: a salt derived from the user name with a
+ * per-process random key, so asking twice shows the same salt, and a
+ * failure at the end that looks exactly like a wrong password.  A plaintext
+ * secret is turned into a verifier on the fly (PBKDF2, 4096 iterations).
+ */
+#ifndef PGW_PROXY_SCRAM_H
+#define PGW_PROXY_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_SCRAM_KEY_LEN            32     /* SHA-256 */
+#define PGW_SCRAM_SALT_LEN           16     /* for verifiers pgwharf makes */
+#define PGW_SCRAM_MAX_SALT_LEN       64     /* longest salt a verifier may have */
+#define PGW_SCRAM_ITERATIONS         4096   /* for verifiers pgwharf makes */
+#define PGW_SCRAM_NONCE_RAW_LEN      18     /* server nonce: 18 random bytes ... */
+#define PGW_SCRAM_NONCE_LEN          24     /* ... as 24 base64 characters */
+#define PGW_SCRAM_MAX_MSG            2048   /* longest client message accepted */
+#define PGW_SCRAM_MECHANISM          "SCRAM-SHA-256"
+
+/* A parsed verifier. */
+struct pgw_scram_secret {
+    int iterations;
+    size_t salt_len;
+    uint8_t salt[PGW_SCRAM_MAX_SALT_LEN];
+    uint8_t stored_key[PGW_SCRAM_KEY_LEN];
+    uint8_t server_key[PGW_SCRAM_KEY_LEN];
+};
+
+/* Does the text claim to be a SCRAM verifier ("SCRAM-SHA-256$" prefix)? */
+bool pgw_scram_is_secret(const char *text);
+
+/* Parse a verifier.  Returns 0, or PGW_EINVAL when it is not one. */
+int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out);
+
+/* Make a verifier from a password, SASLprepped as PostgreSQL does (see
+ * pgw_saslprep).  salt NULL: PGW_SCRAM_SALT_LEN random bytes; iterations
+ * <= 0: PGW_SCRAM_ITERATIONS.  Returns 0, PGW_EINVAL (salt too long) or
+ * PGW_ENOMEM. */
+int pgw_scram_secret_make(const char *password, const uint8_t *salt, size_t salt_len,
+                          int iterations, struct pgw_scram_secret *out);
+
+/* Write the verifier's text into buf.  Returns its length, or PGW_EINVAL
+ * when buf is too small (256 bytes always suffice). */
+int pgw_scram_secret_format(const struct pgw_scram_secret *s, char *buf, size_t size);
+
+/* Check a cleartext password against a verifier (for auth_type plain):
+ * SASLprep, PBKDF2, compare ServerKey in constant time. */
+bool pgw_scram_verify_plain(const struct pgw_scram_secret *s, const char *password);
+
+/*
+ * SASLprep (RFC 4013) of a password, PostgreSQL style: an ASCII password
+ * is used as it is; one that is not valid UTF-8, that holds prohibited
+ * characters (RFC 3454 C.2-C.9), or that maps to nothing, is used raw.
+ *
+ * What is implemented: the ASCII fast path; UTF-8 validation; mapping
+ * (B.1 to nothing, C.1.2 non-ASCII spaces to U+0020); the prohibition
+ * tables C.2.1-C.9; and NFKC for the characters whose normal form is known
+ * here: those that are their own NFKC form (ASCII, Latin-1, Latin
+ * Extended-A, Greek, Cyrillic, CJK ideographs of Unicode 3.2, kana, Hangul
+ * syllables) and the common compatibility characters (fullwidth ASCII,
+ * superscript digits, ordinal indicators, fractions, the micro sign, the
+ * f-ligatures, long s, IJ, L-dot, n-apostrophe, spacing diacritics).
+ * Anything else (combining marks, other scripts) gives
+ * PGW_SASLPREP_UNSUPPORTED and the caller uses the raw password, as it does
+ * on failure: such a password works when stored as a verifier taken from
+ * pg_authid, but may not when stored in plaintext.
+ *
+ * On PGW_SASLPREP_OK *out is a malloc'd string; otherwise *out is NULL.
+ */
+enum pgw_saslprep_rc {
+    PGW_SASLPREP_OK = 0,
+    PGW_SASLPREP_INVALID_UTF8 = -1,
+    PGW_SASLPREP_PROHIBITED = -2,
+    PGW_SASLPREP_UNSUPPORTED = -3,  /* normal form not known to pgwharf */
+    PGW_SASLPREP_NOMEM = -4
+};
+enum pgw_saslprep_rc pgw_saslprep(const char *in, char **out);
+
+/* ---- the server's state machine ---- */
+
+enum pgw_scram_stage {
+    PGW_SCRAM_WANT_CLIENT_FIRST,
+    PGW_SCRAM_WANT_CLIENT_FINAL,
+    PGW_SCRAM_DONE,                   /* succeeded */
+    PGW_SCRAM_FAILED
+};
+
+struct pgw_scram_server {
+    enum pgw_scram_stage stage;
+    struct pgw_scram_secret secret;
+    bool doomed;                      /* mock exchange: fail at the end */
+    char gs2_header[4];               /* "n,," or "y,," */
+    char server_nonce[64];
+    char *client_nonce;
+    char *client_first_bare;
+    char *server_first;
+    char server_final[64];
+    /* After a failure: why, for the log (never secret), and the SQLSTATE
+     * for the client when it was not a wrong password. */
+    char error[160];
+    const char *sqlstate;
+};
+
+/* Start an exchange.  secret: the user's secret from auth_file (a
+ * verifier, plaintext, or md5 hash), NULL for an unknown user.  Returns 0
+ * or PGW_ENOMEM. */
+int pgw_scram_server_init(struct pgw_scram_server *st, const char *secret, const char *username);
+void pgw_scram_server_deinit(struct pgw_scram_server *st);
+
+/* Heap versions for callers that keep a pointer (NULL on no memory). */
+struct pgw_scram_server *pgw_scram_server_create(const char *secret, const char *username);
+void pgw_scram_server_destroy(struct pgw_scram_server *st);
+
+/* Tests only: use this server nonce (printable, no ',', at most 63
+ * characters) instead of a random one.  Call before client-first. */
+int pgw_scram_server_set_nonce(struct pgw_scram_server *st, const char *nonce);
+
+/*
+ * Feed the client's messages.  On 0, *out and *outlen are the reply to send
+ * (owned by st, valid until deinit).  On failure:
+ *   PGW_EAUTH   wrong password, unknown user, unusable secret: tell the
+ *               client only "password authentication failed"
+ *   PGW_EPROTO  malformed message or refused feature: st->sqlstate and
+ *               st->error say what to send
+ *   PGW_ENOMEM
+ * After a failure, or after client-final, further calls fail.
+ */
+int pgw_scram_server_client_first(struct pgw_scram_server *st, const char *msg, size_t len,
+                                  const char **out, size_t *outlen);
+int pgw_scram_server_client_final(struct pgw_scram_server *st, const char *msg, size_t len,
+                                  const char **out, size_t *outlen);
+
+#endif

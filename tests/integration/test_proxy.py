@@ -1,0 +1,501 @@
+"""Proxy core: real clients through pgwharf against a real PostgreSQL.
+
+psql, pgbench, psycopg2, psycopg 3, asyncpg and node-postgres in session,
+transaction and statement mode; cancel; timeouts; parameter tracking;
+dirty servers never reused; signals and reload.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import unittest
+
+import psycopg2
+import psycopg2.extensions
+
+import pgwharf_test as pt
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def connect(px, **kw):
+    conn = psycopg2.connect(px.dsn(**kw))
+    conn.autocommit = True
+    return conn
+
+
+def one(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()[0]
+
+
+def execute(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
+class TestPsql(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                               "default_pool_size": 3})
+
+    def test_queries_errors_notice_multi(self):
+        px = self.px
+        self.assertEqual(px.psql("select 40 + 2"), "42")
+        cp = px.psql("select 1/0", check=False)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("division by zero", cp.stderr)
+        cp = px.psql("do $$ begin raise notice 'hello from %', 'pg'; end $$", check=False)
+        self.assertIn("hello from pg", cp.stderr)
+        self.assertEqual(px.psql("select 1; select 2; select 3").split(), ["1", "2", "3"])
+        # The session is still good after an error inside a transaction.
+        conn = psycopg2.connect(px.dsn())
+        try:
+            with self.assertRaises(psycopg2.errors.DivisionByZero):
+                conn.cursor().execute("select 1/0")
+            conn.rollback()
+            self.assertEqual(one(conn, "select 'after'"), "after")
+        finally:
+            conn.close()
+
+    def test_copy_in_and_out(self):
+        px = self.px
+        px.psql("drop table if exists copy_t; create table copy_t(a int, b text)")
+        data = "".join("%d,row %d\n" % (i, i) for i in range(5000))
+        cp = subprocess.run(
+            ["psql", "-X", "-v", "ON_ERROR_STOP=1", px.url(), "-c",
+             "\\copy copy_t from stdin csv"],
+            input=data, capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(px.psql("select count(*), sum(a) from copy_t"), "5000|12497500")
+        cp = subprocess.run(["psql", "-X", px.url(), "-c", "\\copy copy_t to stdout csv"],
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(len(cp.stdout.splitlines()), 5000)
+        # The pool is still clean afterwards.
+        self.assertEqual(px.psql("select 'ok'"), "ok")
+
+    def test_reconnect_to_another_database(self):
+        px = self.px
+        script = "\\c %s\nselect current_database();\n" % self.pg.database2
+        cp = subprocess.run(["psql", "-X", "-At", px.url()], input=script,
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn(self.pg.database2, cp.stdout.split())
+
+    def test_unknown_database_and_bad_password(self):
+        px = self.px
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(db="nosuchdb"))
+        self.assertIn('database "nosuchdb" does not exist', str(cm.exception))
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(password="wrong"))
+        self.assertIn("password authentication failed", str(cm.exception))
+
+
+class TestPgbench(pt.PgwharfTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
+                       cls.pg.database, ["-i", "-s", "2", "-q"])
+
+    def run_bench(self, px, args):
+        cp = px.pgbench(args + ["-T", "4", "-j", "2"], check=False)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        m = [l for l in cp.stdout.splitlines() if "failed transactions" in l]
+        if m:
+            self.assertIn(": 0 (", m[0])
+        self.assertGreater(pt.parse_tps(cp.stdout), 0)
+        return cp
+
+    def test_transaction_mode_100_clients_pool_10(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 10,
+                                          "max_client_conn": 200})
+        for args in (["-S", "-c", "100"], ["-c", "100"],
+                     ["-S", "-M", "extended", "-c", "100"], ["-M", "extended", "-c", "50"]):
+            with self.subTest(args=args):
+                self.run_bench(px, args)
+                # Never more servers than the pool allows.
+                self.assertLessEqual(self.pg.backend_count(db=self.pg.database), 10 + 1)
+
+    def test_session_mode_prepared(self):
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 20})
+        self.run_bench(px, ["-S", "-M", "prepared", "-c", "10"])
+
+    def test_connect_per_transaction(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
+        self.run_bench(px, ["-S", "-C", "-c", "10"])
+
+
+class TestDrivers(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                               "default_pool_size": 2})
+
+    def test_psycopg2_many_transactions(self):
+        conns = [psycopg2.connect(self.px.dsn()) for _ in range(6)]
+        try:
+            for i in range(30):
+                for n, c in enumerate(conns):
+                    with c.cursor() as cur:
+                        cur.execute("select %s::int, %s::text", (i * 10 + n, "x" * n))
+                        self.assertEqual(cur.fetchone(), (i * 10 + n, "x" * n))
+                    c.commit()
+        finally:
+            for c in conns:
+                c.close()
+
+    def test_psycopg3_and_pipeline(self):
+        import psycopg
+        with psycopg.connect(self.px.dsn(), autocommit=True) as conn:
+            self.assertEqual(conn.execute("select %s::int + 1", (41,)).fetchone()[0], 42)
+            with conn.pipeline():
+                curs = [conn.execute("select %s::int * 2", (i,)) for i in range(20)]
+            self.assertEqual([c.fetchone()[0] for c in curs], [i * 2 for i in range(20)])
+            # Several Syncs in flight, then the server must still be reusable.
+            self.assertEqual(conn.execute("select 'after'").fetchone()[0], "after")
+
+    def test_asyncpg_without_statement_cache(self):
+        import asyncpg
+
+        async def main():
+            conns = [await asyncpg.connect(self.px.url(), statement_cache_size=0)
+                     for _ in range(5)]
+            try:
+                for i in range(20):
+                    res = await asyncio.gather(*[c.fetchval("select $1::int * 3", i + k)
+                                                 for k, c in enumerate(conns)])
+                    self.assertEqual(res, [(i + k) * 3 for k in range(5)])
+                async with conns[0].transaction():
+                    await conns[0].execute("create temp table if not exists tt(a int)")
+            finally:
+                for c in conns:
+                    await c.close()
+
+        asyncio.run(main())
+
+    def test_node_postgres(self):
+        script = r"""
+const { Client } = require('pg');
+(async () => {
+  const clients = [];
+  for (let i = 0; i < 4; i++) { const c = new Client(process.argv[1]); await c.connect(); clients.push(c); }
+  let sum = 0;
+  for (let r = 0; r < 25; r++) {
+    const res = await Promise.all(clients.map((c, i) => c.query('select $1::int + $2::int as v', [r, i])));
+    for (const x of res) sum += x.rows[0].v;
+  }
+  for (const c of clients) await c.end();
+  console.log(JSON.stringify({sum}));
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+        cp = subprocess.run(["node", "-e", script, self.px.url()], cwd=HERE,
+                            capture_output=True, text=True, timeout=120)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        expected = sum(r + i for r in range(25) for i in range(4))
+        self.assertEqual(json.loads(cp.stdout)["sum"], expected)
+
+
+class TestCancel(pt.PgwharfTestCase):
+    def test_cancel_running_query(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
+        conn = connect(px)
+        try:
+            timer = threading.Timer(0.5, conn.cancel)
+            timer.start()
+            t0 = time.monotonic()
+            with self.assertRaises(psycopg2.errors.QueryCanceled):
+                one(conn, "select pg_sleep(30)")
+            self.assertLess(time.monotonic() - t0, 20)
+            timer.join()
+            self.assertEqual(one(conn, "select 'usable'"), "usable")
+        finally:
+            conn.close()
+        px.wait_for_log("event=cancel_forwarded")
+
+    def test_stale_cancel_hits_nothing(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        a = connect(px)
+        b = connect(px)
+        try:
+            a_pid = one(a, "select pg_backend_pid()")
+            result = {}
+
+            def run_b():
+                result["v"] = one(b, "select pg_sleep(1.5), pg_backend_pid()")
+
+            t = threading.Thread(target=run_b)
+            t.start()
+            # Wait until b's query is running on the (single) server.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                n = int(self.pg.psql("select count(*) from pg_stat_activity where query like "
+                                     "'select pg_sleep(1.5)%' and state = 'active'"))
+                if n:
+                    break
+                time.sleep(0.05)
+            a.cancel()        # a has no query in flight: must hit nothing
+            t.join(20)
+            self.assertFalse(t.is_alive())
+            self.assertIn("v", result)      # b's query was not cancelled
+            self.assertEqual(a_pid, one(b, "select pg_backend_pid()"))
+        finally:
+            a.close()
+            b.close()
+        px.wait_for_log("event=cancel_ignored")
+
+
+class TestStateAcrossServers(pt.PgwharfTestCase):
+    def test_killed_client_mid_transaction_leaves_nothing(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        victim = psycopg2.connect(px.dsn())
+        cur = victim.cursor()
+        cur.execute("create temp table leftover(a int)")
+        cur.execute("insert into leftover values (1)")
+        # Drop the TCP connection without Terminate, mid-transaction.
+        s = socket.socket(fileno=os.dup(victim.fileno()))
+        s.shutdown(socket.SHUT_RDWR)
+        s.close()
+        conn = connect(px)
+        try:
+            self.assertEqual(one(conn, "select count(*) from pg_class where relname = 'leftover'"), 0)
+            self.assertEqual(one(conn, "select now() = statement_timestamp()"), True)
+        finally:
+            conn.close()
+            try:
+                victim.close()
+            except Exception:
+                pass
+
+    def test_set_persists_in_session_mode(self):
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 2})
+        conn = connect(px)
+        try:
+            execute(conn, "set statement_timeout = '1234ms'")
+            for _ in range(5):
+                self.assertEqual(one(conn, "show statement_timeout"), "1234ms")
+        finally:
+            conn.close()
+        # The next client gets a reset server.
+        conn = connect(px)
+        try:
+            self.assertEqual(one(conn, "show statement_timeout"), "0")
+        finally:
+            conn.close()
+
+    def test_tracked_parameters_follow_client_to_another_server(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
+        a = connect(px, application_name="client_a")
+        holder = psycopg2.connect(px.dsn())
+        try:
+            execute(a, "set timezone = 'Asia/Tokyo'")
+            pid_a = one(a, "select pg_backend_pid()")
+            # Hold a's last server in a transaction so a must use the other one.
+            hc = holder.cursor()
+            for _ in range(10):
+                hc.execute("select pg_backend_pid()")
+                if hc.fetchone()[0] == pid_a:
+                    break
+                holder.rollback()
+            self.assertEqual(one(a, "select pg_backend_pid() <> %s", (pid_a,)), True)
+            self.assertEqual(one(a, "show timezone"), "Asia/Tokyo")
+            self.assertEqual(one(a, "show application_name"), "client_a")
+            self.assertEqual(a.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        finally:
+            holder.close()
+            a.close()
+
+
+class TestWaitTimeout(pt.PgwharfTestCase):
+    def test_query_wait_timeout_then_usable(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "query_wait_timeout": "1s"})
+        holder = psycopg2.connect(px.dsn())
+        waiter = connect(px)
+        try:
+            holder.cursor().execute("select 1")       # holds the only server
+            t0 = time.monotonic()
+            with self.assertRaises(psycopg2.Error) as cm:
+                one(waiter, "select 2")
+            waited = time.monotonic() - t0
+            self.assertIn("query_wait_timeout", str(cm.exception))
+            self.assertEqual(cm.exception.pgcode, "57014")
+            self.assertGreaterEqual(waited, 0.9)
+            self.assertLess(waited, 10)
+            holder.commit()
+            self.assertEqual(one(waiter, "select 3"), 3)
+        finally:
+            holder.close()
+            waiter.close()
+
+
+class TestLimitsAndModes(pt.PgwharfTestCase):
+    def test_max_client_conn(self):
+        px = self.start_pgwharf(settings={"max_client_conn": 2})
+        a, b = connect(px), connect(px)
+        try:
+            with self.assertRaises(psycopg2.OperationalError) as cm:
+                psycopg2.connect(px.dsn())
+            self.assertIn("max_client_conn", str(cm.exception))
+        finally:
+            a.close()
+            b.close()
+
+    def test_statement_mode_refuses_transactions(self):
+        px = self.start_pgwharf(settings={"pool_mode": "statement", "default_pool_size": 2})
+        conn = connect(px)
+        try:
+            self.assertEqual(one(conn, "select 5"), 5)
+        finally:
+            conn.close()
+        # (psql, not psycopg2: libpq 15 keeps a FATAL's text only in
+        # PQerrorMessage, which psycopg2 does not show.)
+        cp = px.psql("begin", check=False)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("transaction blocks not allowed in statement pooling mode", cp.stderr)
+        self.assertEqual(px.psql("select 'next client fine'"), "next client fine")
+
+    def test_unsupported_startup_parameter(self):
+        px = self.start_pgwharf()
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(options="-c work_mem=1MB"))
+        self.assertIn("unsupported startup parameter", str(cm.exception))
+
+
+class TestTimeouts(pt.PgwharfTestCase):
+    def test_idle_transaction_timeout(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "idle_transaction_timeout": "300ms"})
+        conn = psycopg2.connect(px.dsn())
+        conn.cursor().execute("select 1")             # now idle in transaction
+        px.wait_for_log("idle_transaction_timeout", timeout=10)
+        with self.assertRaises(psycopg2.Error):
+            conn.cursor().execute("select 1")
+        conn.close()
+        # The server it held was not given to anyone dirty.
+        c2 = connect(px)
+        try:
+            self.assertEqual(one(c2, "select now() = statement_timestamp()"), True)
+        finally:
+            c2.close()
+
+    def test_query_timeout(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "query_timeout": "500ms"})
+        t0 = time.monotonic()
+        cp = px.psql("select pg_sleep(20)", check=False)
+        self.assertLess(time.monotonic() - t0, 15)
+        self.assertIn("query_timeout", cp.stderr)
+        self.assertIn("57014", px.log())
+        # The server running the query was closed, not lent on busy.
+        self.assertEqual(px.psql("select 'fresh'"), "fresh")
+
+    def test_client_login_timeout(self):
+        px = self.start_pgwharf(settings={"client_login_timeout": "300ms"})
+        s = socket.create_connection((px.host, px.port))
+        s.settimeout(10)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        # Closed by pgwharf, with a FATAL error saying why.
+        self.assertTrue(data.startswith(b"E"), data)
+        self.assertIn(b"client_login_timeout", data)
+        px.wait_for_log("client_login_timeout")
+
+
+class TestMalformed(pt.PgwharfTestCase):
+    def test_bad_startup_length_and_garbage(self):
+        px = self.start_pgwharf()
+        for payload in (struct.pack("!I", 3), struct.pack("!I", 100000),
+                        b"\x00\x00\x00\x08\x00\x02\x00\x00"):
+            s = socket.create_connection((px.host, px.port))
+            s.settimeout(10)
+            s.sendall(payload)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            self.assertTrue(data.startswith(b"E"), payload)
+            self.assertIn(b"08P01", data)
+        self.assertEqual(px.psql("select 'still fine'"), "still fine")
+
+    def test_bad_message_length_after_login(self):
+        px = self.start_pgwharf(settings={"auth_type": "trust"})
+        s = socket.create_connection((px.host, px.port))
+        s.settimeout(10)
+        body = b"user\x00%s\x00database\x00%s\x00\x00" % (self.pg.user.encode(),
+                                                          self.pg.database.encode())
+        s.sendall(struct.pack("!II", len(body) + 8, 196608) + body)
+        buf = b""
+        while not buf.endswith(b"Z\x00\x00\x00\x05I"):
+            chunk = s.recv(4096)
+            self.assertTrue(chunk)
+            buf += chunk
+        s.sendall(b"Q\x00\x00\x00\x02")          # length below 4
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        self.assertIn(b"08P01", data)
+        self.assertEqual(px.psql("select 'ok'"), "ok")
+
+
+class TestSignals(pt.PgwharfTestCase):
+    def test_reload_applies_and_broken_config_keeps_old(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        self.assertEqual(px.psql("select 1"), "1")
+        px.settings["query_wait_timeout"] = "7s"
+        px.reload()
+        px.wait_for_log("event=reload")
+        # Broken file: pgwharf keeps running on the old config and says where.
+        with open(px.config_path, "a") as f:
+            f.write("\n[pgwharf]\ndefault_pool_size = -3\n")
+        px.send_signal(signal.SIGHUP)
+        px.wait_for_log(r"pgwharf\.ini:\d+: default_pool_size")
+        self.assertEqual(px.psql("select 'still serving'"), "still serving")
+
+    def test_sigterm_waits_for_client_then_exits(self):
+        px = self.start_pgwharf(settings={"pool_mode": "session"})
+        conn = connect(px)
+        px.send_signal(signal.SIGTERM)
+        px.wait_for_log("event=shutdown")
+        # The connected client can still work ...
+        self.assertEqual(one(conn, "select 'finishing'"), "finishing")
+        # ... new ones are refused ...
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(), connect_timeout=3)
+        conn.close()
+        # ... and once it leaves, pgwharf exits 0 by itself.
+        px.proc.wait(timeout=15)
+        self.assertEqual(px.proc.returncode, 0)
+
+    def test_sigquit_exits_at_once(self):
+        px = self.start_pgwharf()
+        conn = connect(px)
+        px.send_signal(signal.SIGQUIT)
+        px.proc.wait(timeout=10)
+        self.assertEqual(px.proc.returncode, 0)
+        conn.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,108 @@
+/*
+ * test_pool_util.c - unit tests for pool/'s pure helpers: the SQLSTATE
+ * guessed from libpq's connect error text (as libpq 15 words it), the
+ * one-line trim of that text, and the server parameter table.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "pool/breaker.h"
+
+static void t_sqlstate_table(void **state)
+{
+    static const struct { const char *msg, *want; } cases[] = {
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password "
+          "authentication failed for user \"bob\"\n", "28P01" },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: fe_sendauth: no "
+          "password supplied\n", "28P01" },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  sorry, too "
+          "many clients already\n", "53300" },
+        { "FATAL:  remaining connection slots are reserved for non-replication superuser "
+          "connections", "53300" },
+        { "FATAL:  too many connections for role \"app\"", "53300" },
+        { "connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: FATAL:  database "
+          "\"nope\" does not exist\n", "3D000" },
+        { "FATAL:  role \"ghost\" does not exist", "28000" },
+        { "FATAL:  the database system is starting up", "57P03" },
+        { "FATAL:  the database system is shutting down", "57P03" },
+        { "FATAL:  no pg_hba.conf entry for host \"10.0.0.1\", user \"x\", database \"y\"",
+          "28000" },
+        { "FATAL:  permission denied for database \"db\"", "42501" },
+        { "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs "
+          "the server running on that host and accepting TCP/IP connections?\n", "08001" },
+        { "could not translate host name \"nohost.invalid\" to address: Name or service "
+          "not known", "08001" },
+        { "server_connect_timeout (15.0 s) expired", "08001" },
+        { "server closed the connection unexpectedly", "08006" },
+        { "", "08006" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = pgw_pool_guess_sqlstate(cases[i].msg);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("case %zu: \"%s\" -> %s, want %s", i, cases[i].msg, got, cases[i].want);
+    }
+    assert_string_equal(pgw_pool_guess_sqlstate(NULL), "08006");
+}
+
+static void t_trim(void **state)
+{
+    char buf[64];
+    pgw_pool_trim_error(buf, sizeof(buf), "  connection failed: FATAL:  bad\n\tsecond line\n");
+    assert_string_equal(buf, "connection failed: FATAL: bad second line");
+    pgw_pool_trim_error(buf, 8, "abcdefghijkl");
+    assert_string_equal(buf, "abcdefg");
+    pgw_pool_trim_error(buf, sizeof(buf), NULL);
+    assert_string_equal(buf, "");
+    pgw_pool_trim_error(buf, sizeof(buf), "\n\n");
+    assert_string_equal(buf, "");
+}
+
+static void t_params(void **state)
+{
+    struct pgw_params ps = { .n = 0 };
+    assert_null(pgw_params_get(&ps, "TimeZone"));
+    assert_true(pgw_params_set(&ps, "TimeZone", "UTC"));
+    assert_true(pgw_params_set(&ps, "client_encoding", "UTF8"));
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), "UTC");
+    assert_true(pgw_params_set(&ps, "TimeZone", "Europe/Paris"));
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), "Europe/Paris");
+    assert_int_equal(ps.n, 2);
+    /* names are case-sensitive, as PostgreSQL reports them */
+    assert_null(pgw_params_get(&ps, "timezone"));
+    /* too long: not stored, old value kept */
+    char big[200];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    assert_false(pgw_params_set(&ps, "TimeZone", big));
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), "Europe/Paris");
+    assert_false(pgw_params_set(&ps, big, "v"));
+    /* exactly at the limit fits */
+    char edge[80];
+    memset(edge, 'y', sizeof(edge) - 1);
+    edge[sizeof(edge) - 1] = 0;
+    assert_true(pgw_params_set(&ps, "application_name", edge));
+    assert_string_equal(pgw_params_get(&ps, "application_name"), edge);
+    /* full table */
+    while (ps.n < PGW_MAX_PARAMS) {
+        char name[16];
+        snprintf(name, sizeof(name), "p%d", ps.n);
+        assert_true(pgw_params_set(&ps, name, "1"));
+    }
+    assert_false(pgw_params_set(&ps, "one_more", "1"));
+    assert_true(pgw_params_set(&ps, "TimeZone", "UTC"));   /* updates still work */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_sqlstate_table),
+        cmocka_unit_test(t_trim),
+        cmocka_unit_test(t_params),
+    };
+    return cmocka_run_group_tests_name("pool_util", tests, NULL, NULL);
+}
