@@ -83,6 +83,8 @@ struct pgw_server {
     ev_tstamp request_time;   /* last lend or release */
     uint64_t lend_count;
     void *link;               /* the client session while ACTIVE (proxy's) */
+    void *user_state;         /* the proxy's per-server state (prepared
+                               * statements); freed by the set's free hook */
 
     /* Private to pool/. */
     struct pgw_list node;     /* in the pool's idle/active/... list */
@@ -226,6 +228,10 @@ struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *r
 /* Apply a reloaded config: new sizes and timeouts take effect; nobody is
  * dropped.  cfg must outlive the set or the next reconfigure. */
 void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config *cfg);
+/* Called once for each server as it is freed, so the owner of
+ * srv->user_state can free it.  NULL = none. */
+typedef void (*pgw_server_free_fn)(struct pgw_server *srv, void *arg);
+void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, void *arg);
 /* Number of servers in all pools (any state) -- for shutdown and tests. */
 int pgw_pool_set_server_count(const struct pgw_pool_set *set);
 /* Cancel every waiter (callback with PGW_ESHUTDOWN, SQLSTATE 57P01), close

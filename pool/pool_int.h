@@ -124,6 +124,8 @@ struct pgw_pool_set {
     uint64_t next_id;
     uint64_t rng;
     bool destroying;
+    pgw_server_free_fn free_hook;
+    void *free_hook_arg;
 };
 
 /* pool.c */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -245,6 +246,10 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
 void pgw_server_free(struct pgw_server *srv)
 {
     struct pool_server *ps = srv_priv(srv);
+    struct pgw_pool_set *set = srv->pool->set;
+    if (set->free_hook && srv->user_state)
+        set->free_hook(srv, set->free_hook_arg);
+    srv->user_state = NULL;
     pgw_wbuf_deinit(&ps->out);
     free(ps);
 }
@@ -321,6 +326,46 @@ static void add_kv(const char **k, const char **v, int *n, const char *key, cons
     (*n)++;
 }
 
+/* server_tls_protocols (PgBouncer's list: tlsv1.0 .. tlsv1.3, all,
+ * secure, legacy, "!" to take one away) as libpq's protocol range.  libpq
+ * takes a range, so a list with a hole gets its outer bounds; max is NULL
+ * when TLS 1.3 is allowed (no cap).  Unknown words are skipped. */
+static void tls_protocol_range(const char *text, const char **min, const char **max)
+{
+    static const char *const libpq_names[] = { "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3" };
+    static const struct { const char *word; unsigned mask; } words[] = {
+        { "tlsv1", 1 }, { "tlsv1.0", 1 }, { "tlsv1.1", 2 }, { "tlsv1.2", 4 }, { "tlsv1.3", 8 },
+        { "all", 15 }, { "legacy", 15 }, { "secure", 12 }, { "default", 12 },
+    };
+    unsigned on = 0, off = 0;
+    const char *p = text ? text : "";
+    for (;;) {
+        p += strspn(p, ", :\t");
+        size_t n = strcspn(p, ", :\t");
+        if (n == 0)
+            break;
+        bool neg = *p == '!';
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+            if (strlen(words[i].word) == n - neg && strncasecmp(words[i].word, p + neg, n - neg) == 0) {
+                if (neg)
+                    off |= words[i].mask;
+                else
+                    on |= words[i].mask;
+            }
+        }
+        p += n;
+    }
+    on = (on ? on : off ? 15u : 12u) & ~off;
+    *min = *max = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (on & (1u << i)) {
+            if (!*min)
+                *min = libpq_names[i];
+            *max = i < 3 ? libpq_names[i] : NULL;
+        }
+    }
+}
+
 /* The libpq keywords: the db entry's, then what it leaves out. */
 static int build_params(const struct pgw_pool *pool, const char **k, const char **v)
 {
@@ -354,6 +399,12 @@ static int build_params(const struct pgw_pool *pool, const char **k, const char 
         add_kv(k, v, &n, "sslcert", cfg->server_tls_cert_file);
     if (!pool_has_key(pool, "sslkey"))
         add_kv(k, v, &n, "sslkey", cfg->server_tls_key_file);
+    const char *tls_min, *tls_max;
+    tls_protocol_range(cfg->server_tls_protocols, &tls_min, &tls_max);
+    if (!pool_has_key(pool, "ssl_min_protocol_version"))
+        add_kv(k, v, &n, "ssl_min_protocol_version", tls_min);
+    if (!pool_has_key(pool, "ssl_max_protocol_version"))
+        add_kv(k, v, &n, "ssl_max_protocol_version", tls_max);
     k[n] = NULL;
     v[n] = NULL;
     return n;

@@ -150,13 +150,20 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set)
         close_list(&pool->active);
         close_list(&pool->pending);
     }
+    /* Servers first: their free hook may still look at their pool. */
+    ev_idle_stop(set->loop, &set->reaper);
+    reaper_cb(set->loop, &set->reaper, 0);
     while ((n = pgw_list_first(&set->pools)))
         pgw_pool_free(pgw_container_of(n, struct pgw_pool, node));
     while ((n = pgw_list_first(&set->backends)))
         pgw_backend_free(pgw_container_of(n, struct pgw_backend, node));
-    ev_idle_stop(set->loop, &set->reaper);
-    reaper_cb(set->loop, &set->reaper, 0);
     ev_ref(set->loop);
     ev_async_stop(set->loop, &set->dns_async);
     free(set);
+}
+
+void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, void *arg)
+{
+    set->free_hook = fn;
+    set->free_hook_arg = arg;
 }

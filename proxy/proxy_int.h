@@ -53,12 +53,16 @@ enum pgw_tracked_param {
     PGW_TP_INTERVALSTYLE,
     PGW_TP_STANDARD_CONFORMING_STRINGS,
     PGW_TP_APPLICATION_NAME,
+    PGW_TP_EXTRA_FLOAT_DIGITS,       /* not reported by the server: kept as set */
     PGW_TP_COUNT
 };
 extern const char *const pgw_tracked_param_names[PGW_TP_COUNT];
 int pgw_tracked_param_index(const char *name);   /* -1 when not tracked */
 
 /* ---- sessions ---- */
+struct ssl_st;                       /* OpenSSL's SSL and SSL_CTX */
+struct ssl_ctx_st;
+
 enum pgw_sess_state {
     PGW_SS_STARTUP,          /* reading the first packet */
     PGW_SS_AUTH,             /* waiting for the password message */
@@ -122,12 +126,19 @@ struct pgw_session {
     bool close_after_flush;
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
 
+    /* prepared statements (prepared.c) */
+    bool ps_on;                      /* rewriting for this link */
+    bool ps_need_room;               /* a rewrite waits for buffer room */
+    struct ps_client *ps_client;     /* the client's statement names */
+    struct ps_queue *ps_queue;       /* responses expected from the server */
+
     /* stats */
     uint64_t xact_count, query_count;
     uint64_t bytes_in, bytes_out;
 
     /* ---- admin console and metrics (admin*.c, metrics.c) ---- */
     struct pgw_wbuf admin_out;       /* reply not yet moved into sbuf */
+    void (*admin_write_next)(struct ev_loop *, ev_io *, int);  /* cli_w's own callback */
     bool admin_skip;                 /* extended protocol refused: drop up to Sync */
     bool admin_waiting;              /* WAIT_CLOSE: reply (and read on) when done */
     char admin_wait_db[64];          /* its database, "" = all */
@@ -136,6 +147,11 @@ struct pgw_session {
 
     /* ---- client authentication (auth.c) ---- */
     struct pgw_auth_state *auth_state;   /* only while a password exchange runs */
+
+    /* ---- TLS to the client (tls.c, tls.h) ---- */
+    struct ssl_st *ssl;              /* set once SSLRequest got 'S'; NULL = plaintext */
+    ev_prepare tls_pending;          /* reads bytes OpenSSL holds decrypted (SSL_pending) */
+    unsigned tls_flags;              /* PGW_TLS_* */
 };
 
 /* session.c */
@@ -149,6 +165,9 @@ void pgw_session_free(struct pgw_session *s);
 /* Queue a message pgwharf composed for the client and try to send it. */
 bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg);
 void pgw_session_flush_client(struct pgw_session *s);
+/* Read what the client sent (through TLS when s->ssl) and act on it; what
+ * cli_r's callback does once TLS has had its say (tls.c calls it too). */
+void pgw_session_read_client(struct pgw_session *s);
 void pgw_session_on_client_input(struct pgw_session *s);
 void pgw_session_login_done(struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
@@ -238,6 +257,7 @@ struct pgw_proxy {
     int nfree_bufs;
     struct pgw_list cancel_hash[PGW_CANCEL_BUCKETS];
     struct pgw_cancel_state *cancel;
+    struct ps_registry *ps;          /* prepared statements (prepared.c) */
     bool shutting_down, finished;
     enum pgw_shutdown_mode shutdown_mode;
     struct pgw_config *retired_cfgs[8];  /* old configs still referenced by pools */
@@ -249,6 +269,8 @@ struct pgw_proxy {
     struct pgw_admin *admin;
     /* ---- client authentication (auth.c, hba.c) ---- */
     struct pgw_hba *hba;             /* auth_hba_file, loaded when auth_type is hba */
+    /* ---- TLS to clients (tls.c) ---- */
+    struct ssl_ctx_st *tls_ctx;      /* from client_tls_*; NULL when sslmode is disable */
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);

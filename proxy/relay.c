@@ -21,6 +21,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "proxy/prepared.h"
 
 #define MSG_MAX (1u << 30)
 
@@ -89,6 +90,8 @@ static bool sync_params(struct pgw_session *s)
         if (n < 0 || (size_t)n >= sizeof(sql) - len)
             return false;
         len += (size_t)n;
+        /* Unreported parameters are known only by what pgwharf set. */
+        pgw_params_set(&s->server->params, pgw_tracked_param_names[i], want);
     }
     if (len == 0)
         return true;
@@ -144,6 +147,9 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     ev_io_init(&s->srv_r, srv_read_cb, srv->fd, EV_READ);
     ev_io_init(&s->srv_w, srv_write_cb, srv->fd, EV_WRITE);
     ev_io_start(loop, &s->srv_r);
+    s->ps_on = pgw_ps_enabled(s);
+    if (s->ps_on)
+        pgw_ps_link(s);
     if (!sync_params(s))
         pgw_warn("param_sync", "client=%s reason=\"cannot queue SET for parameters\"", s->addr_text);
 }
@@ -151,7 +157,7 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
 {
     if (s->sync_out > 0 || s->fe_open > 0 || s->swallow > 0 || s->copy || s->cskip ||
-        s->sskip || s->cancel_inflight || s->tx_status != 'I')
+        s->sskip || s->cancel_inflight || s->tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)))
         return PGW_RELEASE_CLOSE;
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
         return PGW_RELEASE_CLOSE;
@@ -179,6 +185,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->sync_out = s->fe_open = s->swallow = 0;
     s->copy = false;
     s->query_start = 0;
+    s->ps_need_room = false;
+    if (s->ps_on)
+        pgw_ps_unlink(s);
     pgw_pool_release(srv, how);
     if (s->state == PGW_SS_LINKED)
         s->state = PGW_SS_IDLE;
@@ -200,10 +209,9 @@ static void welcome(struct pgw_session *s)
         pgw_wire_param_status(&b, sp->p[i].name, v);
     }
     for (int i = 0; i < PGW_TP_COUNT; i++) {
-        if (!s->params[i]) {
-            const char *v = pgw_params_get(sp, pgw_tracked_param_names[i]);
-            s->params[i] = strdup(v ? v : "");
-        }
+        const char *v = pgw_params_get(sp, pgw_tracked_param_names[i]);
+        if (!s->params[i] && v)          /* unreported and unset: no opinion */
+            s->params[i] = strdup(v);
     }
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
     pgw_wire_ready(&b, 'I');
@@ -222,8 +230,12 @@ static void welcome(struct pgw_session *s)
         pgw_relay_unlink(s, PGW_RELEASE_IDLE);
     }
     pgw_session_arm_timer(s);
-    if (s->cbuf && s->cbuf->len > s->cbuf->parsed)
+    if (s->cbuf && s->cbuf->len > s->cbuf->parsed) {
         pgw_relay_client_data(s);
+    } else if (s->cbuf && !s->server && s->cbuf->sent == s->cbuf->len) {
+        pgw_iobuf_put(s->px, s->cbuf);     /* an idle client holds no buffer */
+        s->cbuf = NULL;
+    }
 }
 
 /* ---- acquiring ---- */
@@ -272,8 +284,10 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
     s->state = PGW_SS_LINKED;
     if (!ev_is_active(&s->cli_r))
         ev_io_start(s->px->loop, &s->cli_r);
-    pgw_session_arm_timer(s);
-    pgw_relay_flush_server(s);
+    if (s->cbuf)
+        pgw_relay_client_data(s);     /* scan what waited, then send */
+    if (s->state == PGW_SS_LINKED)
+        pgw_session_arm_timer(s);
 }
 
 static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
@@ -306,6 +320,21 @@ void pgw_relay_acquire(struct pgw_session *s)
 }
 
 /* ---- client -> server ---- */
+
+/* Room kept free in a buffer for what prepared statements inject. */
+#define PS_HEADROOM 1024
+
+/* Frontend messages the prepared-statement layer must see. */
+static bool ps_type(char type)
+{
+    switch (type) {
+    case PGW_FE_PARSE: case PGW_FE_BIND: case PGW_FE_DESCRIBE: case PGW_FE_CLOSE:
+    case PGW_FE_QUERY: case PGW_FE_EXECUTE: case PGW_FE_SYNC: case PGW_FE_FUNCTION_CALL:
+        return true;
+    default:
+        return false;
+    }
+}
 
 /* Scan client messages; returns false when the session was closed. */
 static bool scan_client(struct pgw_session *s)
@@ -345,6 +374,8 @@ static bool scan_client(struct pgw_session *s)
             b->len = b->parsed;
             break;
         }
+        if (!s->discard && !s->server)
+            break;          /* scanned once a server is linked */
         if (s->discard) {
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
@@ -360,6 +391,32 @@ static bool scan_client(struct pgw_session *s)
             }
             continue;
         }
+        if (s->ps_on && ps_type(type)) {
+            if (total > avail) {
+                if (total > b->cap - PS_HEADROOM) {
+                    pgw_session_close(s, "54000", "message of type %c too large (%u bytes) "
+                                      "with max_prepared_statements on", type, total);
+                    return false;
+                }
+                break;      /* wait for the whole message */
+            }
+            enum pgw_ps_action a = pgw_ps_frontend(s, b, type, &total);
+            if (a == PGW_PS_FAILED)
+                return false;
+            if (a == PGW_PS_NEED_ROOM) {
+                if (b->sent == b->parsed) {
+                    pgw_session_close(s, "54000", "prepared statement too large to relay");
+                    return false;
+                }
+                s->ps_need_room = true;
+                break;
+            }
+            if (a == PGW_PS_DROPPED) {
+                pgw_ps_emit(s);
+                continue;
+            }
+            n = total;
+        }
         switch (type) {
         case PGW_FE_QUERY:
         case PGW_FE_FUNCTION_CALL:
@@ -372,12 +429,15 @@ static bool scan_client(struct pgw_session *s)
                 s->query_start = ev_now(s->px->loop);
             s->fe_open = 0;
             s->query_count++;
+            s->px->total_query++;
             break;
         case PGW_FE_COPY_DONE:
         case PGW_FE_COPY_FAIL:
             /* Syncs sent between an Execute that started COPY FROM STDIN
              * and its end are ignored by the server: no ReadyForQuery. */
             s->sync_out -= s->sync_exec;
+            if (s->ps_on)
+                pgw_ps_copy_ignored_syncs(s, s->sync_exec);
             s->sync_exec = 0;
             break;
         case PGW_FE_COPY_DATA:
@@ -407,17 +467,23 @@ void pgw_relay_client_data(struct pgw_session *s)
         return;
     }
     struct pgw_iobuf *b = s->cbuf;
-    if (b->sent == b->parsed) {
-        if (b->sent == b->len && !s->server) {
+    if (s->server) {
+        if (b->sent < b->parsed && s->state == PGW_SS_LINKED) {
+            pgw_session_arm_timer(s);
+            pgw_relay_flush_server(s);
+        }
+        return;
+    }
+    if (b->parsed == b->len) {
+        if (b->sent == b->len) {
             pgw_iobuf_put(s->px, b);
             s->cbuf = NULL;
         }
         return;
     }
-    if (s->server && s->state == PGW_SS_LINKED) {
-        pgw_session_arm_timer(s);
-        pgw_relay_flush_server(s);
-    } else if (s->state == PGW_SS_IDLE) {
+    /* A message is coming and no server is linked: get one first; it is
+     * scanned (and maybe rewritten) once the server is known. */
+    if (s->state == PGW_SS_IDLE && b->len - b->parsed >= PGW_MSG_HDR) {
         s->state = PGW_SS_WAIT_SERVER;
         pgw_relay_acquire(s);
     }
@@ -451,6 +517,12 @@ void pgw_relay_flush_server(struct pgw_session *s)
         ev_io_stop(loop, &s->srv_w);
     if (b->sent == b->len)
         b->sent = b->parsed = b->len = 0;
+    if (s->ps_need_room) {
+        /* A rewrite waited for room: there is some now. */
+        s->ps_need_room = false;
+        pgw_relay_client_data(s);
+        return;
+    }
     if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING)
         ev_io_start(loop, &s->cli_r);
 }
@@ -470,7 +542,8 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     s->query_start = 0;
     if (status == 'I')
         s->xact_count++;
-    if (s->fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED)
+    if (s->fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
+        (s->ps_on && !pgw_ps_idle(s)))
         return;
     if (status == 'I')
         *after = AFTER_RELEASE;
@@ -500,13 +573,19 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             return false;
         }
         uint32_t total = mlen + 1;
-        bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0;
+        bool ps = s->ps_on && s->swallow == 0;
+        bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
+                     (ps && pgw_ps_backend_wants_whole(s, type));
         if (!whole) {
             if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
                 s->copy = true;
+            if (ps)
+                pgw_ps_backend(s, type, NULL, total);
             uint32_t n = avail < total ? avail : total;
             b->parsed += n;
             s->sskip = total - n;
+            if (ps && s->sskip == 0)
+                pgw_ps_emit(s);
             continue;
         }
         if (total > avail) {
@@ -517,6 +596,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             break;
         }
         bool drop = s->swallow > 0;
+        if (ps)
+            drop = pgw_ps_backend(s, type, p, total);
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
                 if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
@@ -543,6 +624,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             pgw_iobuf_cut(b, b->parsed, total);
         else
             b->parsed += total;
+        if (ps)
+            pgw_ps_emit(s);
     }
     return true;
 }

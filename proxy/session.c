@@ -19,10 +19,12 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "proxy/codec.h"
+#include "proxy/tls.h"
+#include "proxy/prepared.h"
 
 const char *const pgw_tracked_param_names[PGW_TP_COUNT] = {
     "client_encoding", "DateStyle", "TimeZone", "IntervalStyle",
-    "standard_conforming_strings", "application_name"
+    "standard_conforming_strings", "application_name", "extra_float_digits"
 };
 
 int pgw_tracked_param_index(const char *name)
@@ -179,8 +181,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- writing to the client ---- */
 
+/* write(2) alike, through TLS once the client asked for it. */
 static ssize_t cli_write(struct pgw_session *s, const void *p, size_t n)
 {
+    if (s->ssl)
+        return pgw_tls_write(s, p, n);
     ssize_t w;
     do {
         w = write(s->fd, p, n);
@@ -208,9 +213,10 @@ void pgw_session_flush_client(struct pgw_session *s)
         }
         b->sent += (uint32_t)w;
         s->bytes_out += (uint64_t)w;
+        s->px->total_bytes_out += (uint64_t)w;
     }
     s->cli_write_blocked = false;
-    if (ev_is_active(&s->cli_w))
+    if (ev_is_active(&s->cli_w) && !(s->tls_flags & PGW_TLS_READ_WANTS_WRITE))
         ev_io_stop(loop, &s->cli_w);
     if (b->sent == b->len) {
         b->sent = b->parsed = b->len = 0;
@@ -223,15 +229,22 @@ void pgw_session_flush_client(struct pgw_session *s)
         pgw_session_close(s, NULL, "client terminated");
         return;
     }
-    /* Room again: resume reading the server if we had stopped. */
-    if (s->server && !ev_is_active(&s->srv_r))
+    /* Room again: resume reading the server if we had stopped.  Bytes a
+     * TLS server link already decrypted will not make its socket readable. */
+    if (s->server && !ev_is_active(&s->srv_r)) {
         ev_io_start(loop, &s->srv_r);
+        if (pgw_server_pending(s->server) > 0)
+            ev_feed_event(loop, &s->srv_r, EV_READ);
+    }
 }
 
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_w);
-    pgw_session_flush_client(s);
+    if (s->ssl)
+        pgw_tls_writable(s);    /* handshake, or a TLS read waiting for writability */
+    else
+        pgw_session_flush_client(s);
 }
 
 bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
@@ -250,9 +263,30 @@ bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
 
 /* ---- reading from the client ---- */
 
+/* read(2) alike, through TLS once the client asked for it. */
+static ssize_t cli_read(struct pgw_session *s, void *p, size_t n)
+{
+    if (s->ssl)
+        return pgw_tls_read(s, p, n);
+    ssize_t r;
+    do {
+        r = read(s->fd, p, n);
+    } while (r < 0 && errno == EINTR);
+    return r;
+}
+
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_r);
+    if (s->ssl)
+        pgw_tls_readable(s);    /* handshake, or a TLS write waiting for readability */
+    else
+        pgw_session_read_client(s);
+}
+
+void pgw_session_read_client(struct pgw_session *s)
+{
+    struct ev_loop *loop = s->px->loop;
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px))) {
         pgw_session_close(s, "53200", "out of memory");
         return;
@@ -262,13 +296,10 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         pgw_iobuf_compact(b);
     if (b->len == b->cap) {
         /* Full: stop reading until the server (or we) drain it. */
-        ev_io_stop(loop, w);
+        ev_io_stop(loop, &s->cli_r);
         return;
     }
-    ssize_t n;
-    do {
-        n = read(s->fd, b->data + b->len, b->cap - b->len);
-    } while (n < 0 && errno == EINTR);
+    ssize_t n = cli_read(s, b->data + b->len, b->cap - b->len);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
@@ -281,6 +312,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     b->len += (uint32_t)n;
     s->bytes_in += (uint64_t)n;
+    s->px->total_bytes_in += (uint64_t)n;
     s->last_activity = ev_now(loop);
     pgw_session_on_client_input(s);
 }
@@ -352,11 +384,21 @@ static void handle_startup(struct pgw_session *s)
     case PGW_STARTUP_GSSENC:
         b->sent += (uint32_t)need;
         b->parsed = b->sent;
+        if (s->ssl) {
+            pgw_session_close(s, "08P01", "encryption request on an encrypted connection");
+            return;
+        }
+        /* Plaintext behind the request would be read as if encrypted. */
         if (b->sent != b->len) {
             pgw_session_close(s, "08P01", "unexpected data after encryption request");
             return;
         }
         b->sent = b->parsed = b->len = 0;
+        if (st.kind == PGW_STARTUP_SSL && pgw_tls_offered(s)) {
+            send_simple_byte(s, 'S');
+            pgw_tls_accept(s);
+            return;
+        }
         send_simple_byte(s, 'N');
         return;
     case PGW_STARTUP_CANCEL:
@@ -366,6 +408,11 @@ static void handle_startup(struct pgw_session *s)
         return;
     default:
         break;
+    }
+    if (!s->ssl && !s->unix_sock && s->px->cfg->client_tls_sslmode >= PGW_TLS_REQUIRE) {
+        pgw_session_close(s, "28000", "SSL required (client_tls_sslmode is %s)",
+                          pgw_tls_mode_name(s->px->cfg->client_tls_sslmode));
+        return;
     }
     if (s->over_limit) {
         pgw_session_close(s, "53300", "no more connections allowed (max_client_conn)");
@@ -538,6 +585,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     ev_io_stop(loop, &s->cli_r);
     ev_io_stop(loop, &s->cli_w);
     ev_timer_stop(loop, &s->timer);
+    pgw_tls_close(s);
     if (s->fd >= 0) {
         close(s->fd);
         s->fd = -1;
@@ -558,6 +606,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
 void pgw_session_free(struct pgw_session *s)
 {
     struct pgw_proxy *px = s->px;
+    pgw_ps_session_free(s);
     if (s->ctx)
         pgw_ctx_release(s->ctx);
     pgw_iobuf_put(px, s->cbuf);

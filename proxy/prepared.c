@@ -1,0 +1,807 @@
+/*
+ * prepared.c - named prepared statements across pooled servers (see
+ * prepared.h).  Owns the statement registry (per proxy), each client's
+ * name map, each server's LRU of prepared statements (srv->user_state) and
+ * each session's queue of expected responses.
+ */
+#include "proxy/prepared.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/err.h"
+#include "common/hmap.h"
+#include "common/log.h"
+#include "proxy/proxy_int.h"
+
+/* ---- the registry: one entry per distinct (text, parameter types) ---- */
+
+struct ps_stmt {
+    struct pgw_hnode hnode;
+    uint64_t id;
+    char name[24];               /* "PGW_<id>" */
+    uint8_t *parse;              /* the whole Parse message under that name */
+    uint32_t parse_len;
+    uint32_t key_off, key_len;   /* text + types inside parse */
+    int refs;                    /* client names + servers + queue entries */
+};
+
+struct ps_registry {
+    struct pgw_hmap map;
+    uint64_t next_id;
+    struct pgw_ps_stats st;
+};
+
+struct ps_client_name {
+    struct pgw_hnode hnode;
+    struct ps_stmt *stmt;
+    char name[];
+};
+
+struct ps_client {
+    struct pgw_hmap map;
+};
+
+struct ps_server_stmt {
+    struct pgw_hnode hnode;
+    struct pgw_list lru;         /* most recently used first */
+    struct ps_stmt *stmt;
+    bool stale;                  /* the server's plan is unusable: re-prepare */
+};
+
+struct ps_server {
+    struct pgw_hmap map;
+    struct pgw_list lru;
+    int count;
+    struct ps_registry *reg;
+};
+
+/* ---- the queue of expected responses ---- */
+enum { Q_PASS, Q_SWALLOW, Q_FAKE };
+
+struct qent {
+    uint8_t kind;
+    char type;                   /* the frontend message it answers */
+    struct ps_stmt *stmt;        /* Parse: undone on error; Bind/Execute: stale plans */
+};
+
+struct ps_queue {
+    struct qent *e;
+    uint32_t head, len, cap;     /* ring */
+};
+
+static struct ps_registry *reg_of(const struct pgw_session *s)
+{
+    return s->px->ps;
+}
+
+static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
+{
+    if (!st || --st->refs > 0)
+        return;
+    pgw_hmap_remove(&reg->map, &st->hnode);
+    reg->st.statements--;
+    free(st->parse);
+    free(st);
+}
+
+/* Find or make the statement for a Parse body (name already skipped). */
+static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len)
+{
+    uint64_t h = pgw_hash_bytes(key, key_len, 0x5eed);
+    for (struct pgw_hnode *n = pgw_hmap_first(&reg->map, h); n; n = pgw_hmap_next(n)) {
+        struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
+        if (st->key_len == key_len && memcmp(st->parse + st->key_off, key, key_len) == 0) {
+            st->refs++;
+            return st;
+        }
+    }
+    struct ps_stmt *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->id = ++reg->next_id;
+    snprintf(st->name, sizeof(st->name), "PGW_%llu", (unsigned long long)st->id);
+    size_t nl = strlen(st->name) + 1;
+    st->parse_len = (uint32_t)(5 + nl + key_len);
+    st->parse = malloc(st->parse_len);
+    if (!st->parse || pgw_hmap_insert(&reg->map, &st->hnode, h) < 0) {
+        free(st->parse);
+        free(st);
+        return NULL;
+    }
+    st->parse[0] = PGW_FE_PARSE;
+    pgw_put_u32(st->parse + 1, st->parse_len - 1);
+    memcpy(st->parse + 5, st->name, nl);
+    memcpy(st->parse + 5 + nl, key, key_len);
+    st->key_off = (uint32_t)(5 + nl);
+    st->key_len = key_len;
+    st->refs = 1;
+    reg->st.statements++;
+    return st;
+}
+
+int pgw_ps_init(struct pgw_proxy *px)
+{
+    struct ps_registry *reg = calloc(1, sizeof(*reg));
+    if (!reg)
+        return PGW_ENOMEM;
+    pgw_hmap_init(&reg->map);
+    px->ps = reg;
+    pgw_pool_set_free_hook(px->pools, pgw_ps_server_free, reg);
+    return 0;
+}
+
+void pgw_ps_deinit(struct pgw_proxy *px)
+{
+    struct ps_registry *reg = px->ps;
+    if (!reg)
+        return;
+    /* Servers and sessions are gone by now; anything left is unreferenced. */
+    size_t b = 0;
+    struct pgw_hnode *n = pgw_hmap_iter(&reg->map, &b, NULL);
+    while (n) {
+        struct pgw_hnode *next = pgw_hmap_iter(&reg->map, &b, n);
+        struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
+        free(st->parse);
+        free(st);
+        n = next;
+    }
+    pgw_hmap_deinit(&reg->map);
+    free(reg);
+    px->ps = NULL;
+}
+
+void pgw_ps_get_stats(const struct pgw_proxy *px, struct pgw_ps_stats *st)
+{
+    if (px->ps)
+        *st = ((const struct ps_registry *)px->ps)->st;
+    else
+        memset(st, 0, sizeof(*st));
+}
+
+bool pgw_ps_enabled(const struct pgw_session *s)
+{
+    return s->mode != PGW_POOL_SESSION && s->px->cfg->max_prepared_statements > 0 && s->px->ps;
+}
+
+/* ---- client names ---- */
+
+static uint64_t name_hash(const char *name)
+{
+    return pgw_hash_bytes(name, strlen(name), 0xc11e);
+}
+
+static struct ps_client_name *client_find(struct pgw_session *s, const char *name)
+{
+    struct ps_client *c = s->ps_client;
+    if (!c)
+        return NULL;
+    for (struct pgw_hnode *n = pgw_hmap_first(&c->map, name_hash(name)); n; n = pgw_hmap_next(n)) {
+        struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+        if (strcmp(e->name, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static bool client_add(struct pgw_session *s, const char *name, struct ps_stmt *st)
+{
+    if (!s->ps_client) {
+        s->ps_client = calloc(1, sizeof(struct ps_client));
+        if (!s->ps_client)
+            return false;
+        pgw_hmap_init(&s->ps_client->map);
+    }
+    size_t l = strlen(name) + 1;
+    struct ps_client_name *e = malloc(sizeof(*e) + l);
+    if (!e)
+        return false;
+    memcpy(e->name, name, l);
+    e->stmt = st;
+    if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
+        free(e);
+        return false;
+    }
+    return true;
+}
+
+static void client_remove(struct pgw_session *s, struct ps_client_name *e)
+{
+    pgw_hmap_remove(&s->ps_client->map, &e->hnode);
+    stmt_unref(reg_of(s), e->stmt);
+    free(e);
+}
+
+static void client_clear(struct pgw_session *s)
+{
+    struct ps_client *c = s->ps_client;
+    if (!c)
+        return;
+    size_t b = 0;
+    struct pgw_hnode *n = pgw_hmap_iter(&c->map, &b, NULL);
+    while (n) {
+        struct pgw_hnode *next = pgw_hmap_iter(&c->map, &b, n);
+        struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+        stmt_unref(reg_of(s), e->stmt);
+        free(e);
+        n = next;
+    }
+    pgw_hmap_deinit(&c->map);
+    pgw_hmap_init(&c->map);
+}
+
+/* ---- server statements ---- */
+
+static struct ps_server *server_state(struct pgw_session *s)
+{
+    struct pgw_server *srv = s->server;
+    if (!srv->user_state) {
+        struct ps_server *ss = calloc(1, sizeof(*ss));
+        if (!ss)
+            return NULL;
+        pgw_hmap_init(&ss->map);
+        pgw_list_init(&ss->lru);
+        ss->reg = reg_of(s);
+        srv->user_state = ss;
+    }
+    return srv->user_state;
+}
+
+static struct ps_server_stmt *server_find(struct ps_server *ss, const struct ps_stmt *st)
+{
+    for (struct pgw_hnode *n = pgw_hmap_first(&ss->map, st->id); n; n = pgw_hmap_next(n)) {
+        struct ps_server_stmt *e = pgw_container_of(n, struct ps_server_stmt, hnode);
+        if (e->stmt == st)
+            return e;
+    }
+    return NULL;
+}
+
+static void server_drop(struct ps_server *ss, struct ps_server_stmt *e)
+{
+    pgw_hmap_remove(&ss->map, &e->hnode);
+    pgw_list_del(&e->lru);
+    ss->count--;
+    stmt_unref(ss->reg, e->stmt);
+    free(e);
+}
+
+static void server_clear(struct ps_server *ss)
+{
+    while (!pgw_list_empty(&ss->lru))
+        server_drop(ss, pgw_container_of(pgw_list_first(&ss->lru), struct ps_server_stmt, lru));
+}
+
+void pgw_ps_server_free(struct pgw_server *srv, void *arg)
+{
+    struct ps_server *ss = srv->user_state;
+    if (!ss)
+        return;
+    server_clear(ss);
+    pgw_hmap_deinit(&ss->map);
+    free(ss);
+    srv->user_state = NULL;
+}
+
+/* ---- the response queue ---- */
+
+static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stmt *st)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q) {
+        q = s->ps_queue = calloc(1, sizeof(*q));
+        if (!q)
+            return false;
+    }
+    if (q->len == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 64;
+        struct qent *e = malloc(sizeof(*e) * cap);
+        if (!e)
+            return false;
+        for (uint32_t i = 0; i < q->len; i++)
+            e[i] = q->e[(q->head + i) % q->cap];
+        free(q->e);
+        q->e = e;
+        q->cap = cap;
+        q->head = 0;
+    }
+    struct qent *x = &q->e[(q->head + q->len) % q->cap];
+    x->kind = kind;
+    x->type = type;
+    x->stmt = st;
+    if (st)
+        st->refs++;
+    q->len++;
+    return true;
+}
+
+static struct qent *q_head(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && q->len ? &q->e[q->head] : NULL;
+}
+
+static void q_pop(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    struct qent *x = &q->e[q->head];
+    stmt_unref(reg_of(s), x->stmt);
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+}
+
+bool pgw_ps_idle(const struct pgw_session *s)
+{
+    return !q_head(s);
+}
+
+void pgw_ps_link(struct pgw_session *s)
+{
+    while (q_head(s))
+        q_pop(s);
+}
+
+void pgw_ps_unlink(struct pgw_session *s)
+{
+    pgw_ps_link(s);
+}
+
+void pgw_ps_session_free(struct pgw_session *s)
+{
+    pgw_ps_link(s);
+    if (s->ps_queue) {
+        free(s->ps_queue->e);
+        free(s->ps_queue);
+        s->ps_queue = NULL;
+    }
+    if (s->ps_client) {
+        client_clear(s);
+        pgw_hmap_deinit(&s->ps_client->map);
+        free(s->ps_client);
+        s->ps_client = NULL;
+    }
+}
+
+/* ---- answers made by pgwharf ---- */
+
+static void emit_fake(struct pgw_session *s, char type)
+{
+    uint8_t m[5] = { (uint8_t)type, 0, 0, 0, 4 };
+    if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
+        return;
+    pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, m, sizeof(m));
+}
+
+void pgw_ps_emit(struct pgw_session *s)
+{
+    struct qent *h;
+    while ((h = q_head(s)) && h->kind == Q_FAKE) {
+        emit_fake(s, h->type == PGW_FE_CLOSE ? PGW_BE_CLOSE_COMPLETE : PGW_BE_PARSE_COMPLETE);
+        q_pop(s);
+    }
+}
+
+/* ---- frontend side ---- */
+
+/* Room for n more bytes in b once what is scanned has been sent? */
+static bool room(const struct pgw_iobuf *b, uint32_t n)
+{
+    return b->cap - (b->len - b->sent) >= n;
+}
+
+static void insert_here(struct pgw_iobuf *b, const void *p, uint32_t n)
+{
+    pgw_iobuf_insert(b, b->parsed, p, n);      /* parsed moves past it */
+}
+
+/* Replace the message at b->parsed (old bytes) with new ones; parsed stays
+ * at its start. */
+static void replace_here(struct pgw_iobuf *b, uint32_t old, const struct pgw_wbuf *m)
+{
+    pgw_iobuf_cut(b, b->parsed, old);
+    pgw_iobuf_insert(b, b->parsed, m->data, m->len);
+    b->parsed -= (uint32_t)m->len;
+}
+
+/* Make sure the server has st prepared (injecting Close for an LRU victim
+ * and a Parse as needed); `bytes` tells how much that needs. */
+static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st)
+{
+    struct ps_server *ss = server_state(s);
+    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    if (e && !e->stale)
+        return 0;
+    return st->parse_len + 2 * 40;     /* Parse, and a Close or two */
+}
+
+static void inject_close(struct pgw_session *s, struct pgw_iobuf *b, const char *name)
+{
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
+    pgw_wbuf_put_u8(&m, 'S');
+    pgw_wbuf_put_str(&m, name);
+    pgw_wbuf_msg_end(&m, at);
+    if (!m.failed) {
+        insert_here(b, m.data, (uint32_t)m.len);
+        q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL);
+    }
+    pgw_wbuf_deinit(&m);
+}
+
+static bool server_add(struct pgw_session *s, struct pgw_iobuf *b, struct ps_server *ss,
+                       struct ps_stmt *st)
+{
+    int max = s->px->cfg->max_prepared_statements;
+    while (ss->count >= max && !pgw_list_empty(&ss->lru)) {
+        struct ps_server_stmt *victim =
+            pgw_container_of(pgw_list_last(&ss->lru), struct ps_server_stmt, lru);
+        inject_close(s, b, victim->stmt->name);
+        reg_of(s)->st.evictions++;
+        server_drop(ss, victim);
+    }
+    struct ps_server_stmt *e = calloc(1, sizeof(*e));
+    if (!e || pgw_hmap_insert(&ss->map, &e->hnode, st->id) < 0) {
+        free(e);
+        return false;
+    }
+    e->stmt = st;
+    st->refs++;
+    pgw_list_prepend(&ss->lru, &e->lru);
+    ss->count++;
+    return true;
+}
+
+/* Before a Bind/Describe of st: the server must have it.  Returns false on
+ * allocation failure. */
+static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct ps_stmt *st,
+                            bool swallow_parse)
+{
+    struct ps_server *ss = server_state(s);
+    if (!ss)
+        return false;
+    struct ps_server_stmt *e = server_find(ss, st);
+    if (e && !e->stale) {
+        pgw_list_del(&e->lru);
+        pgw_list_prepend(&ss->lru, &e->lru);
+        reg_of(s)->st.hits++;
+        return true;
+    }
+    if (e) {                     /* stale plan: close it first */
+        inject_close(s, b, st->name);
+        server_drop(ss, e);
+    }
+    if (!server_add(s, b, ss, st))
+        return false;
+    if (swallow_parse) {
+        insert_here(b, st->parse, st->parse_len);
+        q_push(s, Q_SWALLOW, PGW_FE_PARSE, st);
+    }
+    reg_of(s)->st.server_prepares++;
+    return true;
+}
+
+static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *name)
+{
+    /* Let the server raise it, so the implicit transaction aborts and the
+     * rest of the batch is skipped exactly as PostgreSQL would. */
+    char msg[300], sql[600];
+    size_t o = 0;
+    for (const char *p = name; *p && o + 2 < sizeof(msg); p++) {
+        if (*p == '\'')
+            msg[o++] = '\'';
+        msg[o++] = *p;
+    }
+    msg[o] = '\0';
+    if (strstr(name, "$pgw$"))
+        snprintf(msg, sizeof(msg), "%s", "?");
+    snprintf(sql, sizeof(sql),
+             "DO $pgw$BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', "
+             "MESSAGE = 'prepared statement \"%s\" already exists'; END$pgw$", msg);
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
+    pgw_wbuf_put_str(&m, "");
+    pgw_wbuf_put_str(&m, sql);
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    at = pgw_wbuf_msg_begin(&m, PGW_FE_BIND);
+    pgw_wbuf_put_str(&m, "");
+    pgw_wbuf_put_str(&m, "");
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    at = pgw_wbuf_msg_begin(&m, PGW_FE_EXECUTE);
+    pgw_wbuf_put_str(&m, "");
+    pgw_wbuf_put_u32(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    bool ok = !m.failed && room(b, (uint32_t)m.len);
+    if (ok) {
+        insert_here(b, m.data, (uint32_t)m.len);
+        q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL);
+        q_push(s, Q_SWALLOW, PGW_FE_BIND, NULL);
+        q_push(s, Q_PASS, PGW_FE_EXECUTE, NULL);
+    }
+    pgw_wbuf_deinit(&m);
+    return ok;
+}
+
+static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
+{
+    const uint8_t *body = b->data + b->parsed + 5;
+    uint32_t blen = *total - 5;
+    const uint8_t *ne = memchr(body, 0, blen);
+    if (!ne) {
+        pgw_session_close(s, "08P01", "invalid Parse message");
+        return PGW_PS_FAILED;
+    }
+    const char *name = (const char *)body;
+    if (!*name) {
+        q_push(s, Q_PASS, PGW_FE_PARSE, NULL);
+        return PGW_PS_FORWARD;
+    }
+    struct ps_registry *reg = reg_of(s);
+    reg->st.client_parses++;
+    if (client_find(s, name)) {
+        if (!dup_error(s, b, name))
+            return PGW_PS_NEED_ROOM;
+        pgw_iobuf_cut(b, b->parsed, *total);
+        return PGW_PS_DROPPED;
+    }
+    const uint8_t *key = ne + 1;
+    uint32_t key_len = (uint32_t)(body + blen - key);
+    struct ps_stmt *st = stmt_get(reg, key, key_len);
+    if (!st)
+        goto oom;
+    if (!room(b, ensure_bytes(s, st) + st->parse_len)) {
+        stmt_unref(reg, st);
+        return PGW_PS_NEED_ROOM;
+    }
+    if (!client_add(s, name, st)) {
+        stmt_unref(reg, st);
+        goto oom;
+    }
+    struct ps_server *ss = server_state(s);
+    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    if (e && !e->stale) {
+        /* The server has it: answer ParseComplete ourselves. */
+        pgw_list_del(&e->lru);
+        pgw_list_prepend(&ss->lru, &e->lru);
+        reg->st.hits++;
+        pgw_iobuf_cut(b, b->parsed, *total);
+        q_push(s, Q_FAKE, PGW_FE_PARSE, NULL);
+        return PGW_PS_DROPPED;
+    }
+    if (!ensure_prepared(s, b, st, false))
+        goto oom;
+    /* Send the Parse under pgwharf's name. */
+    struct pgw_wbuf m = { .data = st->parse, .len = st->parse_len };
+    replace_here(b, *total, &m);
+    *total = st->parse_len;
+    q_push(s, Q_PASS, PGW_FE_PARSE, st);
+    return PGW_PS_FORWARD;
+oom:
+    pgw_session_close(s, "53200", "out of memory");
+    return PGW_PS_FAILED;
+}
+
+/* Bind (portal\0 stmt\0 ...), Describe/Close ('S'|'P' name\0). */
+static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, char type,
+                                   uint32_t *total)
+{
+    const uint8_t *body = b->data + b->parsed + 5;
+    uint32_t blen = *total - 5;
+    uint32_t name_off;
+    if (type == PGW_FE_BIND) {
+        const uint8_t *pe = memchr(body, 0, blen);
+        if (!pe)
+            goto bad;
+        name_off = (uint32_t)(pe - body) + 1;
+    } else {
+        if (blen < 2)
+            goto bad;
+        if (body[0] != 'S') {        /* a portal: nothing to do */
+            q_push(s, Q_PASS, type, NULL);
+            return PGW_PS_FORWARD;
+        }
+        name_off = 1;
+    }
+    if (name_off >= blen || !memchr(body + name_off, 0, blen - name_off))
+        goto bad;
+    const char *name = (const char *)body + name_off;
+    if (!*name) {
+        q_push(s, Q_PASS, type, NULL);
+        return PGW_PS_FORWARD;
+    }
+    struct ps_client_name *cn = client_find(s, name);
+    if (type == PGW_FE_CLOSE) {
+        /* Answered here; an unknown name is no error, as in PostgreSQL. */
+        if (cn)
+            client_remove(s, cn);
+        pgw_iobuf_cut(b, b->parsed, *total);
+        q_push(s, Q_FAKE, PGW_FE_CLOSE, NULL);
+        return PGW_PS_DROPPED;
+    }
+    if (!cn) {
+        /* Unknown to pgwharf: the server answers 26000 itself. */
+        q_push(s, Q_PASS, type, NULL);
+        return PGW_PS_FORWARD;
+    }
+    struct ps_stmt *st = cn->stmt;
+    size_t old_nl = strlen(name), new_nl = strlen(st->name);
+    if (!room(b, ensure_bytes(s, st) + (uint32_t)new_nl + 8))
+        return PGW_PS_NEED_ROOM;
+    /* Build the renamed message before anything moves the buffer. */
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    size_t at = pgw_wbuf_msg_begin(&m, type);
+    pgw_wbuf_append(&m, body, name_off);
+    pgw_wbuf_put_str(&m, st->name);
+    pgw_wbuf_append(&m, body + name_off + old_nl + 1, blen - name_off - old_nl - 1);
+    pgw_wbuf_msg_end(&m, at);
+    st->refs++;                  /* ensure_prepared may drop other refs */
+    bool ok = !m.failed && ensure_prepared(s, b, st, true);
+    if (ok) {
+        replace_here(b, *total, &m);
+        *total = (uint32_t)m.len;
+        q_push(s, Q_PASS, type, st);
+    }
+    stmt_unref(reg_of(s), st);
+    pgw_wbuf_deinit(&m);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory");
+        return PGW_PS_FAILED;
+    }
+    return PGW_PS_FORWARD;
+bad:
+    pgw_session_close(s, "08P01", "invalid message of type %c", type);
+    return PGW_PS_FAILED;
+}
+
+static bool is_cmd(const char *sql, const char *cmd)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+        sql++;
+    size_t n = strlen(cmd);
+    if (strncasecmp(sql, cmd, n) != 0)
+        return false;
+    sql += n;
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == ';')
+        sql++;
+    return *sql == '\0';
+}
+
+static void on_query(struct pgw_session *s, struct pgw_iobuf *b, uint32_t total)
+{
+    const char *sql = (const char *)b->data + b->parsed + 5;
+    if (total > 64 || !memchr(sql, 0, total - 5))
+        return;
+    if (is_cmd(sql, "DISCARD ALL") || is_cmd(sql, "DEALLOCATE ALL") ||
+        is_cmd(sql, "DEALLOCATE PREPARE ALL")) {
+        client_clear(s);
+        struct ps_server *ss = server_state(s);
+        if (ss)
+            server_clear(ss);
+    }
+}
+
+enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
+                                   uint32_t *total)
+{
+    switch (type) {
+    case PGW_FE_PARSE:
+        return on_parse(s, b, total);
+    case PGW_FE_BIND:
+    case PGW_FE_DESCRIBE:
+    case PGW_FE_CLOSE:
+        return on_named(s, b, type, total);
+    case PGW_FE_QUERY:
+        on_query(s, b, *total);
+        q_push(s, Q_PASS, type, NULL);
+        return PGW_PS_FORWARD;
+    default:
+        q_push(s, Q_PASS, type, NULL);
+        return PGW_PS_FORWARD;
+    }
+}
+
+void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n)
+{
+    struct ps_queue *q = s->ps_queue;
+    /* The ignored Syncs are the newest entries of type Sync. */
+    while (n > 0 && q && q->len) {
+        struct qent *x = &q->e[(q->head + q->len - 1) % q->cap];
+        if (x->type != PGW_FE_SYNC)
+            break;
+        stmt_unref(reg_of(s), x->stmt);
+        q->len--;
+        n--;
+    }
+}
+
+/* ---- backend side ---- */
+
+bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type)
+{
+    return type == PGW_BE_ERROR || type == PGW_BE_PARSE_COMPLETE ||
+           type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE;
+}
+
+static bool completes(char fe, char be)
+{
+    switch (fe) {
+    case PGW_FE_PARSE: return be == PGW_BE_PARSE_COMPLETE;
+    case PGW_FE_BIND: return be == PGW_BE_BIND_COMPLETE;
+    case PGW_FE_CLOSE: return be == PGW_BE_CLOSE_COMPLETE;
+    case PGW_FE_DESCRIBE: return be == PGW_BE_ROW_DESC || be == 'n';
+    case PGW_FE_EXECUTE:
+        return be == PGW_BE_COMMAND_COMPLETE || be == PGW_BE_EMPTY_QUERY || be == 's';
+    case PGW_FE_SYNC:
+    case PGW_FE_QUERY:
+    case PGW_FE_FUNCTION_CALL:
+        return be == PGW_BE_READY;
+    default:
+        return false;
+    }
+}
+
+/* A Parse that never happened on the server: forget it there. */
+static void undo_parse(struct pgw_session *s, const struct qent *x)
+{
+    if (x->type != PGW_FE_PARSE || !x->stmt || !s->server || !s->server->user_state)
+        return;
+    struct ps_server *ss = s->server->user_state;
+    struct ps_server_stmt *e = server_find(ss, x->stmt);
+    if (e)
+        server_drop(ss, e);
+}
+
+static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct qent *h = q_head(s);
+    if (!h || h->type == PGW_FE_QUERY || h->type == PGW_FE_FUNCTION_CALL ||
+        h->type == PGW_FE_SYNC)
+        return;
+    struct pgw_wire_err_fields f;
+    if (h->stmt && s->server && s->server->user_state &&
+        pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strcmp(f.sqlstate, "0A000") == 0 &&
+        strstr(f.message, "cached plan must not change result type")) {
+        struct ps_server_stmt *e = server_find(s->server->user_state, h->stmt);
+        if (e)
+            e->stale = true;
+    }
+    /* The server skips everything up to the next Sync. */
+    while ((h = q_head(s)) && h->type != PGW_FE_SYNC) {
+        undo_parse(s, h);
+        q_pop(s);
+    }
+}
+
+bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
+{
+    struct qent *h = q_head(s);
+    if (!h)
+        return false;
+    if (type == PGW_BE_ERROR) {
+        on_error(s, msg, total);
+        return false;
+    }
+    if (type == PGW_BE_READY) {
+        /* Everything up to the Sync (or Query) it answers is done. */
+        while ((h = q_head(s))) {
+            char t = h->type;
+            q_pop(s);
+            if (t == PGW_FE_SYNC || t == PGW_FE_QUERY || t == PGW_FE_FUNCTION_CALL)
+                break;
+        }
+        return false;
+    }
+    if (!completes(h->type, type))
+        return false;
+    bool drop = h->kind == Q_SWALLOW;
+    q_pop(s);
+    return drop;
+}

@@ -1,0 +1,83 @@
+/*
+ * prepared.h - protocol-level named prepared statements in transaction and
+ * statement mode (max_prepared_statements > 0).
+ *
+ * A client's named Parse is registered under a pgwharf-owned name
+ * ("PGW_<n>"); identical statements (same text and parameter types) share
+ * one entry across clients.  Bind/Describe/Close naming the client's
+ * statement are rewritten; a server that lacks the statement gets a Parse
+ * injected first, whose ParseComplete is swallowed.  Each server keeps an
+ * LRU of at most max_prepared_statements statements and closes the ones it
+ * evicts.  A Parse the server already has, and a client's Close, are
+ * answered by pgwharf itself.
+ *
+ * To put pgwharf's own answers in the right place among the server's, the
+ * session keeps a queue of the responses it expects, one entry per message
+ * sent (forwarded, injected or answered locally), in order.
+ *
+ * Internal to proxy/.
+ */
+#ifndef PGW_PROXY_PREPARED_H
+#define PGW_PROXY_PREPARED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pgw_proxy;
+struct pgw_session;
+struct pgw_server;
+struct pgw_iobuf;
+
+struct pgw_ps_stats {
+    uint64_t statements;         /* entries in the registry now */
+    uint64_t client_parses;      /* named Parse messages from clients */
+    uint64_t server_prepares;    /* Parse messages sent to servers */
+    uint64_t hits;               /* Parse/Bind served without a server prepare */
+    uint64_t evictions;          /* statements closed by a server's LRU */
+};
+
+int pgw_ps_init(struct pgw_proxy *px);
+void pgw_ps_deinit(struct pgw_proxy *px);
+void pgw_ps_get_stats(const struct pgw_proxy *px, struct pgw_ps_stats *st);
+
+/* Is the session's traffic rewritten (transaction/statement mode with
+ * max_prepared_statements > 0)? */
+bool pgw_ps_enabled(const struct pgw_session *s);
+/* The session is gone: drop its statements and queue. */
+void pgw_ps_session_free(struct pgw_session *s);
+/* Linking or unlinking a server: the response queue starts empty. */
+void pgw_ps_link(struct pgw_session *s);
+void pgw_ps_unlink(struct pgw_session *s);
+
+enum pgw_ps_action {
+    PGW_PS_FORWARD,              /* send the message at b->parsed (*total may change) */
+    PGW_PS_DROPPED,              /* pgwharf answered it; it is gone from the buffer */
+    PGW_PS_NEED_ROOM,            /* wait until the buffer drains, then scan again */
+    PGW_PS_FAILED                /* the session was closed */
+};
+
+/* A whole frontend message of `type` and `*total` bytes sits at b->parsed
+ * (the session is linked).  Injects what the server needs before it,
+ * rewrites it, and queues the responses expected.  P, B, D, C, Q and
+ * the response-producing E, S, F come here; others do not. */
+enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
+                                   uint32_t *total);
+/* COPY FROM STDIN ended (CopyDone/CopyFail): the last n Syncs sent during
+ * it get no ReadyForQuery. */
+void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n);
+
+/* Does this backend message type need to be whole in the buffer? */
+bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type);
+/* A backend message at sbuf->parsed; returns true when it must be dropped
+ * (a reply to an injected message).  May queue pgwharf's own answers to
+ * be inserted after it: see pgw_ps_emit. */
+bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total);
+/* Insert answers that are due (queue head) at sbuf->parsed, advancing it. */
+void pgw_ps_emit(struct pgw_session *s);
+/* Nothing outstanding in the queue? */
+bool pgw_ps_idle(const struct pgw_session *s);
+
+/* Server state freed with the server (pgw_pool_set_free_hook). */
+void pgw_ps_server_free(struct pgw_server *srv, void *arg);
+
+#endif

@@ -1,0 +1,357 @@
+"""Protocol-level named prepared statements in transaction mode.
+
+pgbench -M prepared, asyncpg with its statement cache, psycopg 3 with
+prepare=True (also in a pipeline), node-postgres named queries, JDBC;
+sharing across clients, the per-server LRU, and PostgreSQL's own errors.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import unittest
+
+import psycopg2
+
+import pgwharf_test as pt
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Raw:
+    """A bare-bones protocol client (trust auth) to send exact messages."""
+
+    def __init__(self, host, port, user, db):
+        self.s = socket.create_connection((host, port))
+        self.s.settimeout(20)
+        body = b"user\x00%s\x00database\x00%s\x00\x00" % (user.encode(), db.encode())
+        self.s.sendall(struct.pack("!II", len(body) + 8, 196608) + body)
+        self.buf = b""
+        self.until_ready()
+
+    def msg(self, t, body=b""):
+        return t + struct.pack("!I", len(body) + 4) + body
+
+    def send(self, *msgs):
+        self.s.sendall(b"".join(msgs))
+
+    def read_msg(self):
+        while len(self.buf) < 5 or len(self.buf) < 1 + struct.unpack("!I", self.buf[1:5])[0]:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; buffered %r" % self.buf)
+            self.buf += chunk
+        n = 1 + struct.unpack("!I", self.buf[1:5])[0]
+        m, self.buf = self.buf[:n], self.buf[n:]
+        return m[:1], m[5:]
+
+    def until_ready(self):
+        """Messages up to and including ReadyForQuery: [(type, body)]."""
+        out = []
+        while True:
+            t, b = self.read_msg()
+            out.append((t, b))
+            if t == b"Z":
+                return out
+
+    def parse(self, name, sql):
+        return self.msg(b"P", name.encode() + b"\x00" + sql.encode() + b"\x00\x00\x00")
+
+    def bind(self, stmt, portal=""):
+        return self.msg(b"B", portal.encode() + b"\x00" + stmt.encode() + b"\x00" +
+                        b"\x00\x00" + b"\x00\x00" + b"\x00\x00")
+
+    def execute(self, portal=""):
+        return self.msg(b"E", portal.encode() + b"\x00" + b"\x00\x00\x00\x00")
+
+    def close_stmt(self, name):
+        return self.msg(b"C", b"S" + name.encode() + b"\x00")
+
+    def sync(self):
+        return self.msg(b"S")
+
+    def close(self):
+        try:
+            self.send(self.msg(b"X"))
+        except OSError:
+            pass
+        self.s.close()
+
+
+def sqlstate(body):
+    for field in body.split(b"\x00"):
+        if field[:1] == b"C":
+            return field[1:].decode()
+    return None
+
+
+def types(msgs):
+    return b"".join(t for t, _ in msgs).decode()
+
+
+class TestPgbenchPrepared(pt.PgwharfTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
+                       cls.pg.database, ["-i", "-s", "2", "-q"])
+
+    def bench(self, px, args):
+        cp = px.pgbench(args + ["-T", "4", "-j", "2"], check=False)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("number of failed transactions: 0 ", cp.stdout)
+        self.assertGreater(pt.parse_tps(cp.stdout), 0)
+
+    def test_select_only_100_clients_pool_5(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_client_conn": 200})
+        self.bench(px, ["-S", "-M", "prepared", "-c", "100"])
+
+    def test_tpcb_prepared_no_more_clients_than_servers(self):
+        # pgbench prepares each client's statements with blocking calls: with
+        # more clients than servers its own thread can deadlock (any pooler).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
+        self.bench(px, ["-M", "prepared", "-c", "5"])
+
+
+class TestDriversPrepared(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                               "default_pool_size": 2})
+
+    def test_asyncpg_default_statement_cache(self):
+        import asyncpg
+
+        async def main():
+            conns = [await asyncpg.connect(self.px.url()) for _ in range(6)]
+            try:
+                for i in range(40):
+                    res = await asyncio.gather(*[
+                        c.fetchval("select $1::int * %d" % (k + 2), i)
+                        for k, c in enumerate(conns)])
+                    self.assertEqual(res, [i * (k + 2) for k in range(6)])
+                    # A transaction with several statements on one server.
+                    async with conns[i % 6].transaction():
+                        v = await conns[i % 6].fetchval("select $1::text || 'x'", str(i))
+                        self.assertEqual(v, "%dx" % i)
+            finally:
+                for c in conns:
+                    await c.close()
+
+        asyncio.run(main())
+
+    def test_psycopg3_prepare_and_pipeline(self):
+        import psycopg
+        conns = [psycopg.connect(self.px.dsn(), autocommit=True) for _ in range(4)]
+        try:
+            for i in range(20):
+                for k, c in enumerate(conns):
+                    r = c.execute("select %s::int + %s::int", (i, k), prepare=True).fetchone()
+                    self.assertEqual(r[0], i + k)
+            with conns[0].pipeline():
+                curs = [conns[0].execute("select %s::int * 7", (i,), prepare=True)
+                        for i in range(15)]
+            self.assertEqual([c.fetchone()[0] for c in curs], [i * 7 for i in range(15)])
+        finally:
+            for c in conns:
+                c.close()
+
+    def test_node_postgres_named_queries(self):
+        script = r"""
+const { Client } = require('pg');
+(async () => {
+  const clients = [];
+  for (let i = 0; i < 4; i++) { const c = new Client(process.argv[1]); await c.connect(); clients.push(c); }
+  let sum = 0;
+  for (let r = 0; r < 25; r++) {
+    const res = await Promise.all(clients.map((c, i) =>
+      c.query({ name: 'add-' + (i % 2), text: 'select $1::int + $2::int as v', values: [r, i] })));
+    for (const x of res) sum += x.rows[0].v;
+  }
+  for (const c of clients) await c.end();
+  console.log(JSON.stringify({ sum }));
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+        cp = subprocess.run(["node", "-e", script, self.px.url()], cwd=HERE,
+                            capture_output=True, text=True, timeout=120)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(json.loads(cp.stdout)["sum"],
+                         sum(r + i for r in range(25) for i in range(4)))
+
+    @unittest.skipUnless(shutil.which("javac") and os.path.exists(
+        "/usr/share/java/postgresql.jar"), "needs javac and libpostgresql-jdbc-java")
+    def test_jdbc_prepare_threshold_1(self):
+        src = r"""
+import java.sql.*;
+public class T {
+  public static void main(String[] a) throws Exception {
+    long sum = 0;
+    Connection[] cs = new Connection[4];
+    for (int i = 0; i < 4; i++) cs[i] = DriverManager.getConnection(a[0], a[1], a[2]);
+    for (int r = 0; r < 30; r++)
+      for (int i = 0; i < 4; i++) {
+        PreparedStatement ps = cs[i].prepareStatement("select ?::int + ?::int");
+        ps.setInt(1, r); ps.setInt(2, i);
+        ResultSet rs = ps.executeQuery(); rs.next(); sum += rs.getInt(1); rs.close(); ps.close();
+      }
+    for (Connection c : cs) c.close();
+    System.out.println(sum);
+  }
+}
+"""
+        d = tempfile.mkdtemp(prefix="pgwharf-jdbc-")
+        try:
+            with open(os.path.join(d, "T.java"), "w") as f:
+                f.write(src)
+            jar = "/usr/share/java/postgresql.jar"
+            subprocess.run(["javac", "-cp", jar, "T.java"], cwd=d, check=True, timeout=120)
+            url = "jdbc:postgresql://%s:%d/%s?prepareThreshold=1&sslmode=disable" % (
+                self.px.host, self.px.port, self.pg.database)
+            cp = subprocess.run(["java", "-cp", jar + ":.", "T", url, self.pg.user,
+                                 self.pg.password], cwd=d, capture_output=True, text=True,
+                                timeout=120)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(int(cp.stdout.strip()),
+                             sum(r + i for r in range(30) for i in range(4)))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class TestSharingAndLru(pt.PgwharfTestCase):
+    def server_statements(self, px, n_servers):
+        """Hold every server in a transaction and list its statements."""
+        conns = [psycopg2.connect(px.dsn()) for _ in range(n_servers)]
+        try:
+            out = {}
+            for c in conns:
+                cur = c.cursor()
+                cur.execute("select pg_backend_pid(), array(select name from "
+                            "pg_prepared_statements order by name)")
+                pid, names = cur.fetchone()
+                out[pid] = names
+            return out
+        finally:
+            for c in conns:
+                c.close()
+
+    def test_fifty_clients_three_statements_share(self):
+        import psycopg
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "max_client_conn": 100})
+        sqls = ["select %s::int + 1", "select %s::int + 2", "select %s::int + 3"]
+        errors = []
+
+        def client(n):
+            try:
+                with psycopg.connect(px.dsn(), autocommit=True) as c:
+                    for r in range(3):
+                        for k, q in enumerate(sqls):
+                            v = c.execute(q, (n,), prepare=True).fetchone()[0]
+                            if v != n + k + 1:
+                                errors.append((n, k, v))
+            except Exception as e:       # reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        per_server = self.server_statements(px, 2)
+        self.assertEqual(len(per_server), 2)
+        for pid, names in per_server.items():
+            self.assertLessEqual(len(names), 3, (pid, names))
+            for name in names:
+                self.assertTrue(name.startswith("PGW_"), names)
+
+    def test_lru_two_statements_five_distinct(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "max_prepared_statements": 2})
+        import psycopg
+        with psycopg.connect(px.dsn(), autocommit=True) as c:
+            for r in range(4):
+                for k in range(5):
+                    v = c.execute("select %%s::int * %d" % (k + 1), (r,), prepare=True).fetchone()
+                    self.assertEqual(v[0], r * (k + 1))
+        names = list(self.server_statements(px, 1).values())[0]
+        self.assertLessEqual(len(names), 2, names)
+
+
+class TestErrors(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                               "default_pool_size": 2, "auth_type": "trust"})
+
+    def raw(self):
+        return Raw(self.px.host, self.px.port, self.pg.user, self.pg.database)
+
+    def test_duplicate_name_42P05_and_unknown_26000(self):
+        r = self.raw()
+        try:
+            r.send(r.parse("s1", "select 1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "1Z")
+            r.send(r.parse("s1", "select 2"), r.bind("s1"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "42P05")
+            self.assertIn(b'prepared statement "s1" already exists', msgs[0][1])
+            r.send(r.bind("nosuch"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ")
+            self.assertEqual(sqlstate(msgs[0][1]), "26000")
+            # s1 still works, and Close is answered; then it is gone.
+            r.send(r.bind("s1"), r.execute(), r.close_stmt("s1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "2DC3Z")
+            r.send(r.bind("s1"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(sqlstate(msgs[0][1]), "26000")
+        finally:
+            r.close()
+
+    def test_cached_plan_error_then_reprepared(self):
+        self.pg.psql("drop table if exists ps_ddl; create table ps_ddl(a int); "
+                     "insert into ps_ddl values (1)")
+        r = self.raw()
+        try:
+            r.send(r.parse("q", "select * from ps_ddl"), r.bind("q"), r.execute(), r.sync())
+            self.assertEqual(types(r.until_ready()), "12DCZ")
+            self.pg.psql("alter table ps_ddl add column b int default 7")
+            r.send(r.bind("q"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs)[-2:], "EZ")
+            err = [b for t, b in msgs if t == b"E"][0]
+            self.assertEqual(sqlstate(err), "0A000")
+            self.assertIn(b"cached plan must not change result type", err)
+            # The client re-prepares: it works again.
+            r.send(r.close_stmt("q"), r.parse("q", "select * from ps_ddl"), r.bind("q"),
+                   r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "312DCZ", msgs)
+            row = [b for t, b in msgs if t == b"D"][0]
+            self.assertEqual(struct.unpack("!H", row[:2])[0], 2)   # two columns now
+        finally:
+            r.close()
+
+    def test_discard_all_clears_names(self):
+        r = self.raw()
+        try:
+            r.send(r.parse("d1", "select 1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "1Z")
+            r.send(r.msg(b"Q", b"DISCARD ALL\x00"))
+            self.assertEqual(types(r.until_ready()), "CZ")
+            r.send(r.parse("d1", "select 1"), r.bind("d1"), r.execute(), r.sync())
+            self.assertEqual(types(r.until_ready()), "12DCZ")
+        finally:
+            r.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
