@@ -23,7 +23,8 @@ PACKAGES=(
     # PostgreSQL server, clients, pgbench
     postgresql postgresql-client postgresql-contrib
     # test clients
-    python3 python3-psycopg2 python3-psycopg python3-asyncpg
+    python3 python3-psycopg2 python3-psycopg python3-asyncpg python3-prometheus-client
+    libpostgresql-jdbc-java
     # benchmarks against PgBouncer
     pgbouncer
     # tools the scripts use: ps/pgrep, ss, openssl (test certificates),
@@ -47,6 +48,8 @@ want=("${PACKAGES[@]}")
 # nodejs bundles npm and conflicts with Debian's npm): only install Debian's
 # when there is no node at all.
 command -v node >/dev/null 2>&1 || want+=(nodejs npm)
+# JDBC tests need a compiler; many machines carry a JDK already.
+command -v javac >/dev/null 2>&1 || want+=(default-jdk-headless)
 
 missing=()
 for p in "${want[@]}"; do
