@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "common/log.h"
 #include "proxy/hba.h"
 #include "proxy/scram.h"
+#include "proxy/tls.h"
 
 #define AUTH_OK             0u
 #define AUTH_CLEARTEXT      3u
@@ -142,10 +144,11 @@ static const char *lookup_secret(struct pgw_session *s)
 /* Wrong password and unknown user end alike; only the log says which. */
 static void auth_fail(struct pgw_session *s, const char *why)
 {
-    char q[200];
+    char qd[200], qu[200], qw[200];
     int line = s->auth_state ? s->auth_state->hba_line : 0;
     pgw_warn("auth_failed", "client=%s db=%s user=%s hba_line=%d reason=%s", s->addr_text,
-             s->database, s->user, line, pgw_log_quote(q, sizeof(q), why));
+             pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+             line, pgw_log_quote(qw, sizeof(qw), why));
     release_state(s);
     pgw_session_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
 }
@@ -197,7 +200,7 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
         send_auth_request(s, AUTH_CLEARTEXT, NULL, 0);
         return;
     case AM_MD5:
-        if (getrandom(s->md5_salt, sizeof(s->md5_salt), 0) != sizeof(s->md5_salt)) {
+        if (RAND_bytes(s->md5_salt, sizeof(s->md5_salt)) != 1) {
             pgw_session_close(s, "53200", "cannot make a salt");
             return;
         }
@@ -214,6 +217,20 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
                           sizeof(PGW_SCRAM_MECHANISM) + 1);
         return;
     }
+}
+
+/* cert: the verified client certificate's CN must be the user name. */
+static void cert_login(struct pgw_session *s)
+{
+    char cn[256];
+    const char *why = "";
+    if (!pgw_tls_peer_cn(s, cn, sizeof(cn), &why))
+        pgw_session_close(s, "28000", "connection requires a valid client certificate: %s", why);
+    else if (strcmp(cn, s->user) != 0)
+        pgw_session_close(s, "28000", "certificate authentication failed for user \"%s\": "
+                          "the certificate is for \"%s\"", s->user, cn);
+    else
+        pgw_session_login_done(s);
 }
 
 /* "127.0.0.1" or "[local]", as PostgreSQL names the host in its messages. */
@@ -239,22 +256,24 @@ static void hba_start(struct pgw_session *s)
         pgw_session_close(s, "28000", "auth_hba_file is not loaded");
         return;
     }
-    /* No TLS on client connections yet: never is_tls. */
-    enum pgw_hba_method m = pgw_hba_match(px->hba, s->unix_sock, false,
+    enum pgw_hba_method m = pgw_hba_match(px->hba, s->unix_sock, s->ssl != NULL,
                                           (const struct sockaddr *)&s->addr, s->database,
                                           s->user, &line);
-    pgw_debug("hba", "client=%s db=%s user=%s method=%s line=%d", s->addr_text, s->database,
-              s->user, pgw_hba_method_name(m), line);
+    char qd[200], qu[200];
+    pgw_debug("hba", "client=%s db=%s user=%s method=%s line=%d", s->addr_text,
+              pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+              pgw_hba_method_name(m), line);
     switch (m) {
     case PGW_HBA_REJECT:
         client_host(s, host, sizeof(host));
         if (line > 0)
             pgw_session_close(s, "28000", "pg_hba.conf rejects connection for host \"%s\", user "
-                              "\"%s\", database \"%s\", no encryption", host, s->user,
-                              s->database);
+                              "\"%s\", database \"%s\", %s", host, s->user, s->database,
+                              s->ssl ? "SSL encryption" : "no encryption");
         else
             pgw_session_close(s, "28000", "no pg_hba.conf entry for host \"%s\", user \"%s\", "
-                              "database \"%s\", no encryption", host, s->user, s->database);
+                              "database \"%s\", %s", host, s->user, s->database,
+                              s->ssl ? "SSL encryption" : "no encryption");
         return;
     case PGW_HBA_TRUST:
         trust_login(s);
@@ -269,7 +288,7 @@ static void hba_start(struct pgw_session *s)
         begin(s, AM_SCRAM, line);
         return;
     case PGW_HBA_CERT:
-        pgw_session_close(s, "28000", "cert authentication requires TLS");
+        cert_login(s);
         return;
     }
 }
@@ -295,6 +314,9 @@ void pgw_auth_start(struct pgw_session *s)
         return;
     case PGW_AUTH_HBA:
         hba_start(s);
+        return;
+    case PGW_AUTH_CERT:
+        cert_login(s);
         return;
     default:
         pgw_session_close(s, "28000", "auth_type %s is not supported yet",

@@ -164,6 +164,8 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
 void pgw_session_free(struct pgw_session *s);
 /* Queue a message pgwharf composed for the client and try to send it. */
 bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg);
+/* The same without writing yet (the next send or flush takes it along). */
+bool pgw_session_queue(struct pgw_session *s, const struct pgw_wbuf *msg);
 void pgw_session_flush_client(struct pgw_session *s);
 /* Read what the client sent (through TLS when s->ssl) and act on it; what
  * cli_r's callback does once TLS has had its say (tls.c calls it too). */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
+#include <openssl/rand.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -247,7 +247,7 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         pgw_session_flush_client(s);
 }
 
-bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
+bool pgw_session_queue(struct pgw_session *s, const struct pgw_wbuf *msg)
 {
     if (msg->failed)
         return false;
@@ -255,7 +255,12 @@ bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
         return false;
     /* Proxy-made bytes go after everything scanned, before any partial
      * server message still being received. */
-    if (!pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, msg->data, msg->len))
+    return pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, msg->data, msg->len);
+}
+
+bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
+{
+    if (!pgw_session_queue(s, msg))
         return false;
     pgw_session_flush_client(s);
     return true;
@@ -502,16 +507,20 @@ void pgw_session_on_client_input(struct pgw_session *s)
  * parameters (or enter the admin console). */
 void pgw_session_login_done(struct pgw_session *s)
 {
+    /* AuthenticationOk goes out together with the welcome that follows
+     * (one write instead of two). */
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_auth(&b, 0, NULL, 0);
-    pgw_session_send(s, &b);
+    bool ok = pgw_session_queue(s, &b);
     pgw_wbuf_deinit(&b);
-    if (s->state == PGW_SS_CLOSING)
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory");
         return;
+    }
     do {
-        if (getrandom(&s->cancel_pid, sizeof(s->cancel_pid), 0) != sizeof(s->cancel_pid) ||
-            getrandom(&s->cancel_key, sizeof(s->cancel_key), 0) != sizeof(s->cancel_key)) {
+        if (RAND_bytes((unsigned char *)&s->cancel_pid, sizeof(s->cancel_pid)) != 1 ||
+            RAND_bytes((unsigned char *)&s->cancel_key, sizeof(s->cancel_key)) != 1) {
             pgw_session_close(s, "53200", "cannot make a cancel key");
             return;
         }
