@@ -83,6 +83,10 @@ struct pgw_server {
     ev_tstamp request_time;   /* last lend or release */
     uint64_t lend_count;
     void *link;               /* the client session while ACTIVE (proxy's) */
+    /* For the borrower while lent: watchers on fd, set up once per server
+     * (ev_io_set only the first time, so lending costs no epoll_ctl). */
+    ev_io user_r, user_w;
+    bool user_io_set;
     void *user_state;         /* the proxy's per-server state (prepared
                                * statements); freed by the set's free hook */
 

@@ -183,6 +183,20 @@ static void io_watch(struct pgw_server *srv, void (*cb)(struct ev_loop *, ev_io 
     ev_io_start(loop, &srv->io);
 }
 
+/* Like io_watch for a socket that cannot have changed (after login): no
+ * ev_io_set when fd and events are the same, so libev does not re-register
+ * the fd with the kernel (an epoll_ctl per lend/release otherwise). */
+static void io_watch_stable(struct pgw_server *srv, void (*cb)(struct ev_loop *, ev_io *, int),
+                            int fd, int events)
+{
+    struct ev_loop *loop = srv->pool->set->loop;
+    ev_io_stop(loop, &srv->io);
+    ev_set_cb(&srv->io, cb);
+    if (srv->io.fd != fd || (srv->io.events & (EV_READ | EV_WRITE)) != events)
+        ev_io_set(&srv->io, fd, events);
+    ev_io_start(loop, &srv->io);
+}
+
 static void timer_arm(struct pgw_server *srv, double after)
 {
     struct ev_loop *loop = srv->pool->set->loop;
@@ -273,7 +287,7 @@ void pgw_server_make_idle(struct pgw_server *srv)
     srv_priv(srv)->job = SRV_JOB_NONE;
     timer_arm(srv, -1);
     pgw_server_move(srv, PGW_SRV_IDLE);
-    io_watch(srv, idle_io_cb, srv->fd, EV_READ);
+    io_watch_stable(srv, idle_io_cb, srv->fd, EV_READ);
 }
 
 /* An idle server has nothing to say: any byte, EOF or error closes it (a

@@ -237,10 +237,12 @@ static void admin_queue(struct pgw_session *s, struct pgw_wbuf *msg)
     admin_push(s);
 }
 
+/* cli_w's callback while in the console: the session's own (flush, TLS),
+ * then the rest of the reply. */
 static void admin_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_w);
-    pgw_session_flush_client(s);
+    s->admin_write_next(loop, w, revents);
     if (s->state != PGW_SS_ADMIN || s->cli_write_blocked)
         return;
     if (admin_push(s))
@@ -259,8 +261,12 @@ void pgw_admin_login(struct pgw_session *s)
         return;
     }
     s->admin_can_write = admin;
-    /* Replies larger than a buffer are fed from admin_out as it drains. */
-    ev_set_cb(&s->cli_w, admin_write_cb);
+    /* Replies larger than a buffer are fed from admin_out as it drains:
+     * chain a callback in front of the session's own. */
+    if (ev_cb(&s->cli_w) != admin_write_cb) {
+        s->admin_write_next = ev_cb(&s->cli_w);
+        ev_set_cb(&s->cli_w, admin_write_cb);
+    }
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_param_status(&b, "server_version", PGW_VERSION "/pgwharf");
@@ -275,6 +281,9 @@ void pgw_admin_login(struct pgw_session *s)
     pgw_session_arm_timer(s);
     admin_queue(s, &b);
     pgw_wbuf_deinit(&b);
+    /* A query sent right behind the password is already here. */
+    if (s->state == PGW_SS_ADMIN && s->cbuf && s->cbuf->sent < s->cbuf->len)
+        pgw_admin_input(s);
 }
 
 /* ---- parsing ---- */

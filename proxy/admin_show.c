@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,16 @@ static const char *client_state(const struct pgw_session *s)
 
 static const char *pool_mode_text(enum pgw_pool_mode m) { return pgw_pool_mode_name(m); }
 
+/* PgBouncer's tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", "" without TLS. */
+static const char *tls_text(void *ssl, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (ssl)
+        snprintf(buf, len, "%s/%s", SSL_get_version((SSL *)ssl),
+                 SSL_CIPHER_get_name(SSL_get_current_cipher((SSL *)ssl)));
+    return buf;
+}
+
 /* ---- SHOW POOLS ---- */
 
 static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
@@ -232,7 +243,7 @@ static const struct pgw_rs_col socket_cols[] = {
 static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const char *state,
                        ev_tstamp now)
 {
-    char addr[INET6_ADDRSTRLEN + 8], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32];
+    char addr[INET6_ADDRSTRLEN + 8], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32], tls[160];
     int port, lport;
     sockaddr_text(&s->addr, addr, sizeof(addr), &port);
     if (s->unix_sock)
@@ -266,7 +277,7 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     pgw_rs_text(rs, ptr);
     pgw_rs_text(rs, link);
     pgw_rs_int(rs, peer_pid(s));
-    pgw_rs_text(rs, "");
+    pgw_rs_text(rs, tls_text(s->ssl, tls, sizeof(tls)));
     pgw_rs_text(rs, app ? app : "");
     pgw_rs_int(rs, 0);
     pgw_rs_uint(rs, s->id);
@@ -306,7 +317,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
                        const char *state)
 {
     struct pgw_backend_info bi;
-    char host[300], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32];
+    char host[300], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32], tls[160];
     int port = 0, lport;
     memset(&bi, 0, sizeof(bi));
     if (srv->backend)
@@ -337,7 +348,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_text(rs, ptr);
     pgw_rs_text(rs, link);
     pgw_rs_int(rs, srv->backend_pid);
-    pgw_rs_text(rs, srv->ssl ? "TLS" : "");
+    pgw_rs_text(rs, tls_text(srv->ssl, tls, sizeof(tls)));
     pgw_rs_text(rs, app ? app : "");
     pgw_rs_int(rs, 0);
     pgw_rs_uint(rs, srv->id);

@@ -86,7 +86,6 @@ struct pgw_session {
     struct sockaddr_storage addr;
     char addr_text[64];              /* "ip:port" or "unix" */
     ev_io cli_r, cli_w;
-    ev_io srv_r, srv_w;
     ev_timer timer;                  /* login, idle, query, idle-in-transaction */
     ev_tstamp connect_time;
     ev_tstamp last_activity;         /* last byte either way */
@@ -175,6 +174,8 @@ void pgw_session_login_done(struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
 
 /* relay.c */
+void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_client_data(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);
 void pgw_relay_flush_server(struct pgw_session *s);

@@ -25,14 +25,24 @@
 
 #define MSG_MAX (1u << 30)
 
-static void srv_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    pgw_relay_server_readable(pgw_container_of(w, struct pgw_session, srv_r));
+    struct pgw_server *srv = pgw_container_of(w, struct pgw_server, user_r);
+    if (!srv->link) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    pgw_relay_server_readable(srv->link);
 }
 
-static void srv_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    pgw_relay_flush_server(pgw_container_of(w, struct pgw_session, srv_w));
+    struct pgw_server *srv = pgw_container_of(w, struct pgw_server, user_w);
+    if (!srv->link) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    pgw_relay_flush_server(srv->link);
 }
 
 static void send_ready(struct pgw_session *s, char status)
@@ -144,9 +154,15 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     s->swallow = 0;
     s->copy = false;
     s->tx_status = 'I';
-    ev_io_init(&s->srv_r, srv_read_cb, srv->fd, EV_READ);
-    ev_io_init(&s->srv_w, srv_write_cb, srv->fd, EV_WRITE);
-    ev_io_start(loop, &s->srv_r);
+    /* The pool has had this socket registered with libev since it
+     * connected, so the watchers need ev_io_set only when the fd number
+     * differs from last time (which costs an epoll_ctl). */
+    if (!srv->user_io_set) {
+        ev_io_init(&srv->user_r, pgw_relay_srv_read_cb, srv->fd, EV_READ);
+        ev_io_init(&srv->user_w, pgw_relay_srv_write_cb, srv->fd, EV_WRITE);
+        srv->user_io_set = true;
+    }
+    ev_io_start(loop, &srv->user_r);
     s->ps_on = pgw_ps_enabled(s);
     if (s->ps_on)
         pgw_ps_link(s);
@@ -174,8 +190,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     struct ev_loop *loop = s->px->loop;
     if (!srv)
         return;
-    ev_io_stop(loop, &s->srv_r);
-    ev_io_stop(loop, &s->srv_w);
+    ev_io_stop(loop, &srv->user_r);
+    ev_io_stop(loop, &srv->user_w);
     s->srv_write_blocked = false;
     s->server = NULL;
     srv->link = NULL;
@@ -271,6 +287,7 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
 
 static void granted(struct pgw_session *s, struct pgw_server *srv)
 {
+    pgw_metrics_observe_wait(s, ev_now(s->px->loop) - s->waiter.since);
     pgw_relay_link(s, srv);
     if (s->state == PGW_SS_LOGIN_WAIT) {
         if (s->swallow > 0) {
@@ -501,8 +518,8 @@ void pgw_relay_flush_server(struct pgw_session *s)
         ssize_t w = pgw_server_write(srv, b->data + b->sent, b->parsed - b->sent, &want_read);
         if (w == PGW_EAGAIN) {
             s->srv_write_blocked = true;
-            if (!ev_is_active(&s->srv_w))
-                ev_io_start(loop, &s->srv_w);
+            if (!ev_is_active(&srv->user_w))
+                ev_io_start(loop, &srv->user_w);
             return;
         }
         if (w < 0) {
@@ -513,8 +530,8 @@ void pgw_relay_flush_server(struct pgw_session *s)
         b->sent += (uint32_t)w;
     }
     s->srv_write_blocked = false;
-    if (ev_is_active(&s->srv_w))
-        ev_io_stop(loop, &s->srv_w);
+    if (ev_is_active(&srv->user_w))
+        ev_io_stop(loop, &srv->user_w);
     if (b->sent == b->len)
         b->sent = b->parsed = b->len = 0;
     if (s->ps_need_room) {
@@ -539,6 +556,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     s->copy = false;
     if (s->sync_out > 0)
         return;
+    pgw_metrics_ready(s, status);
     s->query_start = 0;
     if (status == 'I')
         s->xact_count++;
@@ -669,7 +687,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
     if (b->len == b->cap)
         pgw_iobuf_compact(b);
     if (b->len == b->cap) {
-        ev_io_stop(loop, &s->srv_r);   /* the client is slow: wait for it */
+        ev_io_stop(loop, &srv->user_r);   /* the client is slow: wait for it */
         return;
     }
     bool want_write = false;

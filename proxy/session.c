@@ -231,10 +231,10 @@ void pgw_session_flush_client(struct pgw_session *s)
     }
     /* Room again: resume reading the server if we had stopped.  Bytes a
      * TLS server link already decrypted will not make its socket readable. */
-    if (s->server && !ev_is_active(&s->srv_r)) {
-        ev_io_start(loop, &s->srv_r);
+    if (s->server && !ev_is_active(&s->server->user_r)) {
+        ev_io_start(loop, &s->server->user_r);
         if (pgw_server_pending(s->server) > 0)
-            ev_feed_event(loop, &s->srv_r, EV_READ);
+            ev_feed_event(loop, &s->server->user_r, EV_READ);
     }
 }
 
@@ -541,6 +541,7 @@ void pgw_session_login_done(struct pgw_session *s)
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
+    pgw_admin_pool_attach(s->px, s->pool);
     s->mode = pgw_pool_mode(s->pool);
     s->state = PGW_SS_LOGIN_WAIT;
     pgw_relay_acquire(s);

@@ -1,0 +1,532 @@
+"""The admin console (virtual database pgbouncer / pgwharf) through real
+clients: every SHOW has PgBouncer's columns (names, order, type OIDs) and
+live values; admin and stats users; PAUSE/RESUME, RELOAD, SET, KILL,
+KILL_CLIENT, RECONNECT/WAIT_CLOSE, SHUTDOWN."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import pgwharf_test as pt
+
+try:
+    import psycopg2
+except ImportError:          # the tests skip; scripts/deps.sh installs it
+    psycopg2 = None
+try:
+    import psycopg
+except ImportError:
+    psycopg = None
+
+TEXT, INT4, INT8, TS, NUM = 25, 23, 20, 1114, 1700
+
+SOCKET_COLS = [
+    ("type", TEXT), ("user", TEXT), ("database", TEXT), ("replication", TEXT),
+    ("state", TEXT), ("addr", TEXT), ("port", INT4), ("local_addr", TEXT),
+    ("local_port", INT4), ("connect_time", TS), ("request_time", TS), ("wait", INT4),
+    ("wait_us", INT4), ("close_needed", INT4), ("ptr", TEXT), ("link", TEXT),
+    ("remote_pid", INT4), ("tls", TEXT), ("application_name", TEXT),
+    ("prepared_statements", INT4), ("id", INT8),
+]
+STAT_NAMES = ["server_assignment_count", "xact_count", "query_count", "received", "sent",
+              "xact_time", "query_time", "wait_time", "client_parse_count",
+              "server_parse_count", "bind_count"]
+COLUMNS = {
+    "POOLS": [
+        ("database", TEXT), ("user", TEXT), ("cl_active", INT4), ("cl_waiting", INT4),
+        ("cl_active_cancel_req", INT4), ("cl_waiting_cancel_req", INT4),
+        ("sv_active", INT4), ("sv_active_cancel", INT4), ("sv_being_canceled", INT4),
+        ("sv_idle", INT4), ("sv_used", INT4), ("sv_tested", INT4), ("sv_login", INT4),
+        ("maxwait", INT4), ("maxwait_us", INT4), ("pool_mode", TEXT),
+    ],
+    "CLIENTS": SOCKET_COLS,
+    "SERVERS": SOCKET_COLS,
+    "DATABASES": [
+        ("name", TEXT), ("host", TEXT), ("port", INT4), ("database", TEXT),
+        ("force_user", TEXT), ("pool_size", INT4), ("min_pool_size", INT4),
+        ("reserve_pool_size", INT4), ("server_lifetime", INT4), ("pool_mode", TEXT),
+        ("max_connections", INT4), ("current_connections", INT4),
+        ("max_client_connections", INT4), ("current_client_connections", INT4),
+        ("paused", INT4), ("disabled", INT4),
+    ],
+    "USERS": [
+        ("name", TEXT), ("pool_size", TEXT), ("reserve_pool_size", TEXT), ("pool_mode", TEXT),
+        ("max_user_connections", INT4), ("current_connections", INT4),
+        ("max_user_client_connections", INT4), ("current_client_connections", INT4),
+    ],
+    "CONFIG": [("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)],
+    "LISTS": [("list", TEXT), ("items", INT4)],
+    "MEM": [("name", TEXT), ("size", INT4), ("used", INT4), ("free", INT4),
+            ("memtotal", INT4)],
+    "VERSION": [("version", TEXT)],
+    "STATE": [("key", TEXT), ("value", TEXT)],
+    "STATS": [("database", TEXT)]
+             + [("total_" + n, NUM) for n in STAT_NAMES[:3]]
+             + [("total_received", NUM), ("total_sent", NUM)]
+             + [("total_" + n, NUM) for n in STAT_NAMES[5:]]
+             + [("avg_" + n, NUM) for n in STAT_NAMES[:3]]
+             + [("avg_recv", NUM), ("avg_sent", NUM)]
+             + [("avg_" + n, NUM) for n in STAT_NAMES[5:]],
+    "STATS_TOTALS": [("database", TEXT)]
+                    + [(n, NUM) for n in STAT_NAMES[:3]]
+                    + [("bytes_received", NUM), ("bytes_sent", NUM)]
+                    + [(n, NUM) for n in STAT_NAMES[5:]],
+    "STATS_AVERAGES": [("database", TEXT)]
+                      + [(n, NUM) for n in STAT_NAMES[:3]]
+                      + [("bytes_received", NUM), ("bytes_sent", NUM)]
+                      + [(n, NUM) for n in STAT_NAMES[5:8]]
+                      + [("avg_" + n, NUM) for n in STAT_NAMES[8:]],
+    "BREAKERS": [("backend", TEXT), ("state", TEXT), ("failures", INT4), ("trips", INT8),
+                 ("last_error", TEXT), ("last_sqlstate", TEXT), ("next_probe", TS)],
+}
+
+
+def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+class Background(threading.Thread):
+    """Run fn in a thread; .result / .error afterwards."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.fn()
+        except Exception as e:          # reported by the test
+            self.error = e
+
+
+@unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
+class AdminTestCase(pt.PgwharfTestCase):
+
+    def start(self, **settings):
+        base = {"pool_mode": "transaction"}
+        base.update(settings)
+        return self.start_pgwharf(settings=base)
+
+    def admin_conn(self, px, user=None, password=None, db="pgbouncer"):
+        conn = psycopg2.connect(px.dsn(db=db, user=user, password=password))
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        return conn
+
+    def client(self, px, autocommit=True, **extra):
+        conn = psycopg2.connect(px.dsn(**extra))
+        conn.autocommit = autocommit
+        self.addCleanup(conn.close)
+        return conn
+
+    @staticmethod
+    def show(conn, what):
+        """(column names, rows as dicts) of SHOW <what>."""
+        cur = conn.cursor()
+        cur.execute("SHOW " + what)
+        names = [d.name for d in cur.description]
+        return names, [dict(zip(names, r)) for r in cur.fetchall()]
+
+    @staticmethod
+    def rows(conn, what, **match):
+        _, rows = AdminTestCase.show(conn, what)
+        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+    def pool(self, conn, db=None, user=None):
+        db = db or self.pg.database
+        user = user or self.pg.user
+        found = self.rows(conn, "POOLS", database=db, user=user)
+        return found[0] if found else None
+
+
+class TestShowColumns(AdminTestCase):
+
+    def test_every_show_has_pgbouncer_columns_and_types(self):
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")   # makes a pool and a server
+        conn = self.admin_conn(px)
+        for what, expected in COLUMNS.items():
+            with self.subTest(show=what):
+                cur = conn.cursor()
+                cur.execute("SHOW %s;" % what.lower())
+                got = [(d.name, d.type_code) for d in cur.description]
+                self.assertEqual(got, expected)
+                cur.fetchall()
+
+    def test_psql_and_both_database_names(self):
+        px = self.start()
+        rows = px.admin("SHOW VERSION")
+        self.assertEqual(len(rows), 1)
+        self.assertIn("pgwharf", rows[0][0])
+        # "pgwharf" is the console too, unless [databases] has a database of
+        # that name (as the test cluster's is)
+        px2 = self.start_pgwharf(settings={"admin_users": self.pg.user},
+                                 databases={"app": self.pg.conn_string()})
+        self.assertIn("pgwharf", px2.admin("SHOW VERSION", db="pgwharf")[0][0])
+        self.assertEqual(px.psql("select current_database()", db="pgwharf"), "pgwharf")
+        # several commands in one query string, trailing ';', any case
+        conn = self.admin_conn(px)
+        cur = conn.cursor()
+        cur.execute("show state ;  SHOW Version;")
+        self.assertIn("pgwharf", cur.fetchall()[0][0])
+
+    def test_live_values(self):
+        px = self.start(default_pool_size=3)
+        cl = self.client(px, application_name="live-values")
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        pool = self.pool(conn)
+        self.assertEqual(pool["pool_mode"], "transaction")
+        self.assertEqual(pool["cl_active"], 1)
+        self.assertEqual(pool["cl_waiting"], 0)
+        self.assertEqual(pool["sv_idle"] + pool["sv_used"], 1)
+        clients = self.rows(conn, "CLIENTS", application_name="live-values")
+        self.assertEqual(len(clients), 1)
+        self.assertEqual(clients[0]["state"], "idle")
+        self.assertEqual(clients[0]["database"], self.pg.database)
+        self.assertEqual(clients[0]["addr"], "127.0.0.1")
+        self.assertEqual(clients[0]["local_port"], px.port)
+        servers = self.rows(conn, "SERVERS", database=self.pg.database)
+        self.assertEqual(len(servers), 1)
+        self.assertEqual(servers[0]["port"], self.pg.port)
+        self.assertGreater(servers[0]["remote_pid"], 0)
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["pool_size"], 3)
+        self.assertEqual(dbs[self.pg.database]["current_connections"], 1)
+        self.assertEqual(dbs[self.pg.database]["current_client_connections"], 1)
+        self.assertEqual(dbs[self.pg.database]["paused"], 0)
+        config = {r["key"]: r for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["default_pool_size"]["value"], "3")
+        self.assertEqual(config["default_pool_size"]["default"], "20")
+        self.assertEqual(config["listen_port"]["changeable"], "no")
+        lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+        self.assertEqual(lists["pools"], 1)
+        self.assertEqual(lists["databases"], 3)
+        self.assertGreaterEqual(lists["used_clients"], 2)
+        state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
+        self.assertEqual(state, {"active": "yes", "paused": "no", "suspended": "no"})
+        users = self.rows(conn, "USERS", name=self.pg.user)
+        self.assertEqual(users[0]["current_client_connections"], 1)
+        breakers = self.show(conn, "BREAKERS")[1]
+        self.assertEqual([b["state"] for b in breakers], ["closed"])
+        self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))
+
+    def test_show_stats_counts_transactions(self):
+        px = self.start()
+        cl = self.client(px)
+        cur = cl.cursor()
+        for _ in range(10):
+            cur.execute("select 1")
+        cl.autocommit = False
+        cur.execute("select 1")
+        cur.execute("select 2")
+        cl.commit()
+        conn = self.admin_conn(px)
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertGreaterEqual(stats["total_xact_count"], 11)
+        self.assertGreaterEqual(stats["total_query_count"], 13)
+        self.assertGreater(stats["total_received"], 0)
+        self.assertGreater(stats["total_sent"], 0)
+        self.assertGreater(stats["total_query_time"], 0)
+        self.assertGreater(stats["total_xact_time"], 0)
+        self.assertGreaterEqual(stats["total_server_assignment_count"], 11)
+        totals = self.rows(conn, "STATS_TOTALS", database=self.pg.database)[0]
+        self.assertGreaterEqual(totals["xact_count"], stats["total_xact_count"])
+        # a client that goes away keeps its counts in the totals
+        cl.close()
+        wait_until(lambda: not self.rows(conn, "CLIENTS", database=self.pg.database),
+                   what="the client to be gone")
+        after = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertGreaterEqual(after["total_xact_count"], stats["total_xact_count"])
+        self.assertGreaterEqual(after["total_received"], stats["total_received"])
+
+    def test_large_reply_is_streamed(self):
+        # ~20 x SHOW CONFIG in one query: far more than one 32 KiB buffer
+        px = self.start()
+        conn = self.admin_conn(px)
+        cur = conn.cursor()
+        cur.execute("; ".join(["SHOW CONFIG"] * 25))
+        self.assertGreater(len(cur.fetchall()), 40)
+        cur.execute("SHOW VERSION")
+        self.assertIn("pgwharf", cur.fetchone()[0])
+
+
+    @unittest.skipIf(shutil.which("openssl") is None, "no openssl command")
+    def test_large_reply_over_tls(self):
+        td = tempfile.TemporaryDirectory()
+        self.addCleanup(td.cleanup)
+        d = td.name
+        key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                        "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        px = self.start(client_tls_sslmode="require", client_tls_key_file=key,
+                        client_tls_cert_file=cert)
+        conn = psycopg2.connect(px.dsn(db="pgbouncer", sslmode="require"))
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        cur = conn.cursor()
+        for _ in range(5):
+            cur.execute("; ".join(["SHOW CONFIG"] * 30))
+            self.assertGreater(len(cur.fetchall()), 40)
+        me = [r for r in self.show(conn, "CLIENTS")[1] if r["database"] == "pgbouncer"]
+        self.assertTrue(me[0]["tls"].startswith("TLS"), me[0]["tls"])
+
+
+class TestWaiting(AdminTestCase):
+
+    def test_cl_waiting_rises_while_a_client_waits(self):
+        px = self.start(default_pool_size=1)
+        waiter = self.client(px, application_name="waiter")
+        holder = self.client(px, autocommit=False)
+        holder.cursor().execute("select 1")          # holds the only server
+        conn = self.admin_conn(px)
+        bg = Background(lambda: waiter.cursor().execute("select pg_backend_pid()"))
+        pool = wait_until(lambda: (lambda p: p if p and p["cl_waiting"] == 1 else None)(
+            self.pool(conn)), what="cl_waiting = 1")
+        self.assertEqual(pool["sv_active"], 1)
+        self.assertEqual(pool["cl_active"], 1)
+        clients = self.rows(conn, "CLIENTS", application_name="waiter")
+        self.assertEqual(clients[0]["state"], "waiting")
+        time.sleep(1.1)
+        pool = self.pool(conn)
+        self.assertGreaterEqual(pool["maxwait"], 1)
+        holder.commit()
+        bg.join(10)
+        self.assertIsNone(bg.error)
+        self.assertFalse(bg.is_alive())
+        pool = self.pool(conn)
+        self.assertEqual(pool["cl_waiting"], 0)
+        self.assertEqual(pool["maxwait"], 0)
+
+
+class TestBreakers(AdminTestCase):
+
+    def test_breaker_opens_when_postgres_is_down(self):
+        px = self.start(breaker_threshold=2, breaker_cooldown="30s",
+                        breaker_max_cooldown="60s", server_connect_timeout="2s")
+        conn = self.admin_conn(px)
+        try:
+            self.pg.stop()
+
+            def tripped():
+                px.psql("select 1", check=False, connect_timeout=5)
+                found = self.show(conn, "BREAKERS")[1]
+                return found and found[0]["state"] == "open" and found[0]
+
+            b = wait_until(tripped, timeout=30, interval=0.2, what="breaker open")
+            self.assertGreaterEqual(b["trips"], 1)
+            self.assertGreaterEqual(b["failures"], 2)
+            self.assertTrue(b["last_error"])
+            self.assertIsNotNone(b["next_probe"])
+        finally:
+            self.pg.start()
+
+
+class TestAccess(AdminTestCase):
+
+    def test_other_users_are_refused(self):
+        px = self.start(admin_users=self.pg.user, stats_users=self.pg.user)
+        cp = px.psql("SHOW POOLS", db="pgbouncer", user=self.pg.app_user, check=False)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("not allowed to connect to the admin console", cp.stderr)
+
+    def test_stats_user_may_show_but_not_change(self):
+        px = self.start(admin_users=self.pg.user, stats_users=self.pg.app_user)
+        conn = self.admin_conn(px, user=self.pg.app_user)
+        self.assertEqual(self.show(conn, "POOLS")[0][0], "database")
+        self.show(conn, "STATS")
+        conn.cursor().execute("SET client_encoding = 'UTF8'")   # drivers do this
+        for cmd in ("PAUSE", "RESUME", "RELOAD", "KILL pgwharf", "RECONNECT",
+                    "SET default_pool_size = 3", "SHUTDOWN"):
+            with self.subTest(cmd=cmd):
+                with self.assertRaises(psycopg2.Error) as cm:
+                    conn.cursor().execute(cmd)
+                self.assertEqual(cm.exception.pgcode, "42501")
+        # still usable afterwards, and the admin user may
+        self.assertEqual(self.show(conn, "VERSION")[0], ["version"])
+        admin = self.admin_conn(px)
+        admin.cursor().execute("RELOAD")
+
+    def test_errors_keep_the_session(self):
+        px = self.start()
+        conn = self.admin_conn(px)
+        for cmd, state in (("SHOW NOTHING", "42601"), ("FROB", "42601"),
+                           ("SHOW POOLS extra words", "42601"), ("KILL_CLIENT 999999", "42704"),
+                           ("KILL_CLIENT abc", "22023"), ("PAUSE nosuchdb", "3D000"),
+                           ("RESUME", "55000"), ("SET nosuchkey = 1", "22023"),
+                           ("SET listen_port = 7000", "55P02"), ("PAUSE pgbouncer", "55000")):
+            with self.subTest(cmd=cmd):
+                with self.assertRaises(psycopg2.Error) as cm:
+                    conn.cursor().execute(cmd)
+                self.assertEqual(cm.exception.pgcode, state, str(cm.exception))
+        self.assertIn("pgwharf", self.show(conn, "VERSION")[1][0]["version"])
+
+    @unittest.skipIf(psycopg is None, "psycopg (3) is not installed")
+    def test_extended_protocol_is_refused_cleanly(self):
+        px = self.start()
+        with psycopg.connect(px.dsn(db="pgbouncer"), autocommit=True) as conn:
+            with self.assertRaises(psycopg.Error) as cm:
+                conn.execute("SHOW POOLS", binary=True)    # extended protocol
+            self.assertEqual(cm.exception.sqlstate, "08P01")
+            cur = psycopg.ClientCursor(conn)          # simple protocol
+            cur.execute("SHOW VERSION")
+            self.assertIn("pgwharf", cur.fetchone()[0])
+
+
+class TestCommands(AdminTestCase):
+
+    def test_pause_makes_transactions_wait_and_resume_releases_them(self):
+        px = self.start(default_pool_size=2)
+        cl = self.client(px)
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["paused"], 1)
+        self.assertEqual(dbs[self.pg.database2]["paused"], 0)
+        with self.assertRaises(psycopg2.Error):
+            conn.cursor().execute("PAUSE %s" % self.pg.database)     # already
+        bg = Background(lambda: cl.cursor().execute("select 2"))
+        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        time.sleep(0.3)
+        self.assertTrue(bg.is_alive(), "the transaction ran on a paused database")
+        # other databases go on
+        self.assertEqual(px.psql("select 3", db=self.pg.database2), "3")
+        conn.cursor().execute("RESUME %s" % self.pg.database)
+        bg.join(10)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        # PAUSE without a database pauses everything, SHOW STATE says so
+        conn.cursor().execute("PAUSE")
+        state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
+        self.assertEqual(state["paused"], "yes")
+        bg = Background(lambda: cl.cursor().execute("select 4"))
+        time.sleep(0.3)
+        self.assertTrue(bg.is_alive())
+        conn.cursor().execute("RESUME")
+        bg.join(10)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+
+    def test_reload_applies_a_changed_pool_size(self):
+        px = self.start(default_pool_size=1)
+        conn = self.admin_conn(px)
+        a = self.client(px, autocommit=False)
+        b = self.client(px, autocommit=False)
+        a.cursor().execute("select 1")
+        bg = Background(lambda: b.cursor().execute("select 2"))
+        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        px.settings["default_pool_size"] = 2
+        px.write_config()
+        conn.cursor().execute("RELOAD")
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["pool_size"], 2)
+        bg.join(10)
+        self.assertFalse(bg.is_alive(), "the waiter did not get the second server")
+        self.assertIsNone(bg.error)
+        pool = self.pool(conn)
+        self.assertEqual(pool["sv_active"], 2)
+        self.assertEqual(pool["cl_waiting"], 0)
+        a.commit()
+        b.commit()
+
+    def test_set_changes_a_setting(self):
+        px = self.start(default_pool_size=1)
+        conn = self.admin_conn(px)
+        conn.cursor().execute("SET default_pool_size = 4")
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["default_pool_size"], "4")
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["pool_size"], 4)
+        conn.cursor().execute("SET server_check_query TO 'select ''x'''")
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["server_check_query"], "select 'x'")
+        self.assertEqual(config["default_pool_size"], "4")       # kept
+        self.assertEqual(px.psql("select 1"), "1")
+
+    def test_kill_client_closes_that_client_only(self):
+        px = self.start(pool_mode="session")
+        victim = self.client(px, application_name="victim")
+        bystander = self.client(px, application_name="bystander")
+        conn = self.admin_conn(px)
+        row = self.rows(conn, "CLIENTS", application_name="victim")[0]
+        self.assertEqual(row["state"], "active")            # session mode: linked
+        conn.cursor().execute("KILL_CLIENT %d" % row["id"])
+        with self.assertRaises(psycopg2.Error):
+            victim.cursor().execute("select 1")
+        cur = bystander.cursor()
+        cur.execute("select 42")
+        self.assertEqual(cur.fetchone()[0], 42)
+        wait_until(lambda: not self.rows(conn, "CLIENTS", application_name="victim"),
+                   what="the victim to leave SHOW CLIENTS")
+        self.assertEqual(len(self.rows(conn, "CLIENTS", application_name="bystander")), 1)
+
+    def test_kill_database_closes_its_clients_and_servers(self):
+        px = self.start()
+        one = self.client(px)
+        two = self.client(px, db=self.pg.database2)
+        one.cursor().execute("select 1")
+        two.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        conn.cursor().execute("KILL %s" % self.pg.database2)
+        with self.assertRaises(psycopg2.Error):
+            two.cursor().execute("select 1")
+        one.cursor().execute("select 1")
+        wait_until(lambda: not self.rows(conn, "SERVERS", database=self.pg.database2),
+                   what="pgwharf2's servers to close")
+        self.assertEqual(len(self.rows(conn, "SERVERS", database=self.pg.database)), 1)
+
+    def test_reconnect_and_wait_close(self):
+        px = self.start()
+        holder = self.client(px, autocommit=False)
+        holder.cursor().execute("select 1")         # one active server
+        idle = self.client(px)
+        idle.cursor().execute("select 1")           # and one idle one
+        conn = self.admin_conn(px)
+        before = {r["id"] for r in self.rows(conn, "SERVERS", database=self.pg.database)}
+        self.assertEqual(len(before), 2)
+        conn.cursor().execute("RECONNECT %s" % self.pg.database)
+        waiter_conn = self.admin_conn(px)
+        bg = Background(lambda: waiter_conn.cursor().execute("WAIT_CLOSE %s" % self.pg.database))
+        time.sleep(0.5)
+        self.assertTrue(bg.is_alive(), "WAIT_CLOSE returned while a marked server is lent")
+        holder.commit()                             # the lent server comes back: closed
+        bg.join(10)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        now = {r["id"] for r in self.rows(conn, "SERVERS", database=self.pg.database)}
+        self.assertFalse(before & now)
+        # nothing marked: answers at once
+        conn.cursor().execute("WAIT_CLOSE")
+        self.assertEqual(px.psql("select 1"), "1")
+
+    def test_shutdown_wait_for_clients(self):
+        px = self.start()
+        cl = self.client(px)
+        conn = self.admin_conn(px)
+        conn.cursor().execute("SHUTDOWN WAIT_FOR_CLIENTS")
+        self.assertTrue(px.alive())
+        cur = cl.cursor()
+        cur.execute("select 5")                     # existing clients go on
+        self.assertEqual(cur.fetchone()[0], 5)
+        cl.close()
+        conn.close()
+        px.proc.wait(15)
+        self.assertEqual(px.proc.returncode, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,360 @@
+"""The Prometheus endpoint: GET /metrics parsed with prometheus_client's own
+parser of the text exposition format; values agree with SHOW POOLS and
+SHOW STATS; the tiny HTTP server copes with wrong paths, slow and
+oversized requests and follows metrics_port across a reload."""
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import pgwharf_test as pt
+
+try:
+    import psycopg2
+except ImportError:          # the tests skip; scripts/deps.sh installs it
+    psycopg2 = None
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:          # Debian: python3-prometheus-client (scripts/deps.sh)
+    text_string_to_metric_families = None
+
+FAMILIES = {
+    "pgwharf_up": "gauge",
+    "pgwharf_clients_total": "gauge",
+    "pgwharf_servers_total": "gauge",
+    "pgwharf_pool_client_active": "gauge",
+    "pgwharf_pool_client_waiting": "gauge",
+    "pgwharf_pool_server_active": "gauge",
+    "pgwharf_pool_server_idle": "gauge",
+    "pgwharf_pool_server_used": "gauge",
+    "pgwharf_pool_server_tested": "gauge",
+    "pgwharf_pool_server_login": "gauge",
+    "pgwharf_pool_paused": "gauge",
+    "pgwharf_pool_maxwait_seconds": "gauge",
+    "pgwharf_transactions": "counter",
+    "pgwharf_queries": "counter",
+    "pgwharf_bytes_received": "counter",
+    "pgwharf_bytes_sent": "counter",
+    "pgwharf_server_assignments": "counter",
+    "pgwharf_wait_seconds": "counter",
+    "pgwharf_wait_timeouts": "counter",
+    "pgwharf_transaction_seconds": "counter",
+    "pgwharf_query_seconds": "counter",
+    "pgwharf_breaker_state": "gauge",
+    "pgwharf_breaker_failures": "gauge",
+    "pgwharf_breaker_trips": "counter",
+    "pgwharf_acquire_wait_seconds": "histogram",
+    "pgwharf_transaction_duration_seconds": "histogram",
+}
+
+POOL_GAUGES = {
+    "pgwharf_pool_client_active": "cl_active",
+    "pgwharf_pool_client_waiting": "cl_waiting",
+    "pgwharf_pool_server_active": "sv_active",
+    "pgwharf_pool_server_idle": "sv_idle",
+    "pgwharf_pool_server_used": "sv_used",
+    "pgwharf_pool_server_tested": "sv_tested",
+    "pgwharf_pool_server_login": "sv_login",
+}
+
+
+def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+def parse(body):
+    """{family name: Metric}; counters are keyed without _total, as the
+    parser names them."""
+    return {f.name: f for f in text_string_to_metric_families(body)}
+
+
+def sample(fams, family, name=None, **labels):
+    f = fams[family]
+    name = name or (family + "_total" if f.type == "counter" else family)
+    found = [s.value for s in f.samples if s.name == name and all(
+        s.labels.get(k) == v for k, v in labels.items())]
+    if len(found) != 1:
+        raise AssertionError("%s%r: %d samples in %r" % (name, labels, len(found), f.samples))
+    return found[0]
+
+
+def raw_request(port, data, rcvbuf=None, timeout=10):
+    """Send data on a new connection and read the whole reply."""
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    s.sendall(data)
+    chunks = []
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        chunks.append(c)
+    s.close()
+    return b"".join(chunks)
+
+
+@unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
+@unittest.skipIf(text_string_to_metric_families is None,
+                 "prometheus_client is not installed (python3-prometheus-client)")
+class TestMetrics(pt.PgwharfTestCase):
+
+    def start(self, **settings):
+        base = {"pool_mode": "transaction", "metrics_port": "auto"}
+        base.update(settings)
+        return self.start_pgwharf(settings=base)
+
+    def url(self, px, path="/metrics"):
+        return "http://127.0.0.1:%d%s" % (int(px.settings["metrics_port"]), path)
+
+    def scrape(self, px):
+        with urllib.request.urlopen(self.url(px), timeout=10) as r:
+            self.assertEqual(r.status, 200)
+            ctype = r.headers["Content-Type"]
+            self.assertTrue(ctype.startswith("text/plain"), ctype)
+            self.assertIn("version=0.0.4", ctype)
+            return parse(r.read().decode("utf-8"))
+
+    def client(self, px, autocommit=True, **extra):
+        conn = psycopg2.connect(px.dsn(**extra))
+        conn.autocommit = autocommit
+        self.addCleanup(conn.close)
+        return conn
+
+    def admin(self, px):
+        conn = psycopg2.connect(px.dsn(db="pgbouncer"))
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        return conn
+
+    @staticmethod
+    def show(conn, what):
+        cur = conn.cursor()
+        cur.execute("SHOW " + what)
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def test_format_and_families(self):
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        fams = self.scrape(px)
+        for name, typ in FAMILIES.items():
+            with self.subTest(family=name):
+                self.assertIn(name, fams)
+                self.assertEqual(fams[name].type, typ)
+                self.assertTrue(fams[name].documentation)
+        self.assertEqual(sample(fams, "pgwharf_up"), 1)
+        db, user = self.pg.database, self.pg.user
+        self.assertEqual(sample(fams, "pgwharf_pool_server_idle", database=db, user=user), 1)
+        backend = "%s:%d" % (self.pg.host, self.pg.port)
+        self.assertEqual(sample(fams, "pgwharf_breaker_state", backend=backend), 0)
+        for h in ("pgwharf_acquire_wait_seconds", "pgwharf_transaction_duration_seconds"):
+            buckets = [(s.labels["le"], s.value) for s in fams[h].samples
+                       if s.name == h + "_bucket"]
+            self.assertEqual(buckets[-1][0], "+Inf")
+            values = [v for _, v in buckets]
+            self.assertEqual(values, sorted(values), "buckets are not cumulative")
+            self.assertEqual(values[-1], sample(fams, h, h + "_count"))
+
+    def test_pool_gauges_agree_with_show_pools(self):
+        px = self.start(default_pool_size=1)
+        waiter = self.client(px)
+        holder = self.client(px, autocommit=False)
+        holder.cursor().execute("select 1")
+        admin = self.admin(px)
+        done = threading.Event()
+
+        def wait_for_server():
+            waiter.cursor().execute("select 2")
+            done.set()
+        threading.Thread(target=wait_for_server, daemon=True).start()
+
+        def pool_row():
+            rows = [r for r in self.show(admin, "POOLS")
+                    if r["database"] == self.pg.database and r["user"] == self.pg.user]
+            return rows and rows[0]["cl_waiting"] == 1 and rows[0]
+        row = wait_until(pool_row, what="a waiting client")
+        fams = self.scrape(px)
+        labels = {"database": self.pg.database, "user": self.pg.user}
+        for metric, column in POOL_GAUGES.items():
+            with self.subTest(metric=metric):
+                self.assertEqual(sample(fams, metric, **labels), row[column])
+        self.assertEqual(sample(fams, "pgwharf_pool_client_waiting", **labels), 1)
+        self.assertEqual(sample(fams, "pgwharf_pool_server_active", **labels), 1)
+        self.assertGreater(sample(fams, "pgwharf_pool_maxwait_seconds", **labels), 0)
+        holder.commit()
+        self.assertTrue(done.wait(10))
+        fams = self.scrape(px)
+        self.assertEqual(sample(fams, "pgwharf_pool_client_waiting", **labels), 0)
+        # the wait just ended shows in the histogram and the totals
+        self.assertGreater(sample(fams, "pgwharf_wait_seconds", database=self.pg.database), 0)
+        h = "pgwharf_acquire_wait_seconds"
+        self.assertGreater(sample(fams, h, h + "_sum"), 0)
+
+    def test_counters_agree_with_show_stats(self):
+        px = self.start()
+        before = self.scrape(px)
+        self.assertNotIn(self.pg.database, [s.labels.get("database") for s in
+                                            before["pgwharf_transactions"].samples])
+        cl = self.client(px)
+        cur = cl.cursor()
+        n = 20
+        for i in range(n):
+            cur.execute("select %s", (i,))
+        admin = self.admin(px)
+        stats = [r for r in self.show(admin, "STATS") if r["database"] == self.pg.database][0]
+        fams = self.scrape(px)
+        db = self.pg.database
+        self.assertEqual(sample(fams, "pgwharf_transactions", database=db),
+                         stats["total_xact_count"])
+        self.assertEqual(sample(fams, "pgwharf_queries", database=db),
+                         stats["total_query_count"])
+        self.assertEqual(sample(fams, "pgwharf_server_assignments", database=db),
+                         stats["total_server_assignment_count"])
+        self.assertGreaterEqual(stats["total_xact_count"], n)
+        self.assertGreater(sample(fams, "pgwharf_bytes_received", database=db), 0)
+        self.assertGreater(sample(fams, "pgwharf_bytes_sent", database=db), 0)
+        h = "pgwharf_transaction_duration_seconds"
+        self.assertGreaterEqual(sample(fams, h, h + "_count"), n)
+        h = "pgwharf_acquire_wait_seconds"
+        self.assertGreaterEqual(sample(fams, h, h + "_count"), n)
+        # closing the client keeps its counts
+        cl.close()
+        wait_until(lambda: sample(self.scrape(px), "pgwharf_clients_total") == 1,
+                   what="only the admin client left")
+        after = self.scrape(px)
+        self.assertGreaterEqual(sample(after, "pgwharf_transactions", database=db),
+                                stats["total_xact_count"])
+
+    def test_http_errors(self):
+        px = self.start()
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(self.url(px, "/nothing"), timeout=10)
+        self.assertEqual(cm.exception.code, 404)
+        req = urllib.request.Request(self.url(px), data=b"x", method="POST")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(cm.exception.code, 405)
+        port = int(px.settings["metrics_port"])
+        head = raw_request(port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.0 200"), head[:40])
+        self.assertTrue(head.endswith(b"\r\n\r\n"), "HEAD has a body")
+        big = raw_request(port, b"GET /metrics HTTP/1.0\r\nX-Pad: " + b"a" * 20000)
+        self.assertTrue(big.startswith(b"HTTP/1.0 431"), big[:40])
+        bad = raw_request(port, b"\r\n\r\n")
+        self.assertTrue(bad.startswith(b"HTTP/1.0 400"), bad[:40])
+        self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+
+    def test_slow_scrapers_block_nothing(self):
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        # one sends half a request and stalls, one never reads its reply
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"GET /metr")
+        lazy = socket.socket()
+        lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        lazy.connect(("127.0.0.1", port))
+        lazy.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        try:
+            t0 = time.monotonic()
+            self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+            self.assertEqual(px.psql("select 7"), "7")
+            self.assertLess(time.monotonic() - t0, 5)
+            time.sleep(0.5)
+            lazy.settimeout(10)
+            data = b""
+            while True:
+                c = lazy.recv(4096)
+                if not c:
+                    break
+                data += c
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.0 200"))
+            length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                      if l.lower().startswith(b"content-length")][0]
+            self.assertEqual(len(body), length)
+            self.assertEqual(sample(parse(body.decode()), "pgwharf_up"), 1)
+        finally:
+            for s in [stalled, lazy] + idle:
+                s.close()
+
+    def test_label_values_are_escaped(self):
+        odd = 'odd"db\\x'
+        key = '"' + odd.replace('"', '""') + '"'
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "metrics_port": "auto"},
+                                databases={key: self.pg.conn_string(self.pg.database)})
+        cl = self.client(px, db=odd)
+        cl.cursor().execute("select 1")
+        fams = self.scrape(px)
+        self.assertEqual(sample(fams, "pgwharf_pool_server_idle", database=odd,
+                                user=self.pg.user), 1)
+        self.assertGreaterEqual(sample(fams, "pgwharf_transactions", database=odd), 1)
+
+    def test_grafana_dashboard_uses_existing_metrics(self):
+        path = os.path.join(os.environ.get("PGW_SOURCE_DIR") or
+                            os.path.join(os.path.dirname(__file__), "..", ".."),
+                            "docker", "grafana-dashboard.json")
+        with open(path) as f:
+            dash = json.load(f)
+        exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+        used = {m for e in exprs for m in re.findall(r"pgwharf_[a-z_]+", e)}
+        self.assertIn("pgwharf_transactions_total", used)
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        with urllib.request.urlopen(self.url(px), timeout=10) as r:
+            body = r.read().decode()
+        names = {s.name for f in parse(body).values() for s in f.samples}
+        self.assertEqual(sorted(used - names), [])
+
+    def test_metrics_port_follows_reload(self):
+        px = self.start()
+        old = int(px.settings["metrics_port"])
+        self.scrape(px)
+        new = pt.free_port()
+        px.settings["metrics_port"] = new
+        px.reload()
+        wait_until(lambda: pt.port_open("127.0.0.1", new), what="the new metrics port")
+        self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+        self.assertFalse(pt.port_open("127.0.0.1", old))
+        px.settings["metrics_port"] = 0
+        px.reload()
+        wait_until(lambda: not pt.port_open("127.0.0.1", new), what="the endpoint to close")
+        self.assertEqual(px.psql("select 1"), "1")
+
+    def test_breaker_state_metric(self):
+        px = self.start(breaker_threshold=2, breaker_cooldown="30s", breaker_max_cooldown="60s",
+                        server_connect_timeout="2s")
+        backend = "%s:%d" % (self.pg.host, self.pg.port)
+        try:
+            self.pg.stop()
+
+            def opened():
+                px.psql("select 1", check=False, connect_timeout=5)
+                fams = self.scrape(px)
+                return ("pgwharf_breaker_state" in fams and
+                        [s for s in fams["pgwharf_breaker_state"].samples
+                         if s.labels.get("backend") == backend and s.value == 1] and fams)
+            fams = wait_until(opened, timeout=30, interval=0.2, what="breaker open")
+            self.assertGreaterEqual(sample(fams, "pgwharf_breaker_trips", backend=backend), 1)
+        finally:
+            self.pg.start()
+
+
+if __name__ == "__main__":
+    unittest.main()
