@@ -11,6 +11,7 @@
  * both always agree.
  */
 #include "proxy/admin_int.h"
+#include "proxy/prepared.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -785,6 +786,30 @@ static int show_breakers(struct pgw_session *s, struct pgw_wbuf *out)
     return PGW_ADMIN_DONE;
 }
 
+/* ---- SHOW PREPARED_STATEMENTS (pgwharf's own) ---- */
+
+static int show_prepared(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "name", TX }, { "parameters", I4 }, { "refs", I4 }, { "query", TX },
+    };
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    size_t bucket = 0;
+    void *cursor = NULL;
+    struct pgw_ps_info info;
+    while (pgw_ps_next(s->px, &bucket, &cursor, &info)) {
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, info.name);
+        pgw_rs_int(&rs, info.nparams);
+        pgw_rs_int(&rs, info.refs);
+        pgw_rs_text(&rs, info.query);
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
 /* ---- PgBouncer views pgwharf has nothing for: right columns, no rows ---- */
 
 static int show_empty(struct pgw_wbuf *out, const struct pgw_rs_col *cols, int n)
@@ -830,7 +855,7 @@ static int show_help(struct pgw_session *s, struct pgw_wbuf *out)
     static const char *const fields[] = {
         "SNOTICE", "VNOTICE", "C00000", "MConsole usage",
         "D\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-        "\tSHOW LISTS|MEM|STATE|BREAKERS\n"
+        "\tSHOW LISTS|MEM|STATE|BREAKERS|PREPARED_STATEMENTS\n"
         "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
         "\tSET key = arg\n"
         "\tRELOAD\n"
@@ -893,6 +918,7 @@ int pgw_admin_show(struct pgw_session *s, const char *what, struct pgw_wbuf *out
         { "stats", show_stats_all },       { "stats_totals", show_stats_totals },
         { "stats_averages", show_stats_averages }, { "totals", show_totals },
         { "breakers", show_breakers },     { "help", show_help },
+        { "prepared_statements", show_prepared },
         { "dns_hosts", show_dns_hosts },   { "dns_zones", show_dns_zones },
         { "peers", show_peers },           { "peer_pools", show_peer_pools },
     };

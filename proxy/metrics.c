@@ -15,6 +15,7 @@
  * SHOW STATS do, so the console and the endpoint agree.
  */
 #include "proxy/admin_int.h"
+#include "proxy/prepared.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -711,6 +712,28 @@ static void render_hist(struct pgw_wbuf *b, const char *name, const char *help,
     sample_u(b, sname, NULL, h->count);
 }
 
+static void render_prepared(struct pgw_proxy *px, struct pgw_wbuf *b)
+{
+    struct pgw_ps_stats st;
+    pgw_ps_get_stats(px, &st);
+    family(b, "pgwharf_prepared_statements", "gauge",
+           "Distinct prepared statements registered (shared by text and parameter types).");
+    sample_u(b, "pgwharf_prepared_statements", NULL, st.statements);
+    static const struct { const char *name, *help; } c[] = {
+        { "pgwharf_prepared_client_parses_total", "Named Parse messages from clients." },
+        { "pgwharf_prepared_server_prepares_total", "Parse messages pgwharf sent to servers." },
+        { "pgwharf_prepared_hits_total",
+          "Parse/Bind/Describe served by a statement the server already had." },
+        { "pgwharf_prepared_evictions_total",
+          "Statements closed on a server by its max_prepared_statements LRU." },
+    };
+    const uint64_t v[] = { st.client_parses, st.server_prepares, st.hits, st.evictions };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        family(b, c[i].name, "counter", c[i].help);
+        sample_u(b, c[i].name, NULL, v[i]);
+    }
+}
+
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
 {
     family(b, "pgwharf_up", "gauge", "1 while pgwharf runs.");
@@ -723,6 +746,7 @@ void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
     render_pools(px, b);
     render_db_counters(px, b);
     render_breakers(px, b);
+    render_prepared(px, b);
     struct pgw_metrics *m = px->admin ? px->admin->metrics : NULL;
     if (m) {
         render_hist(b, "pgwharf_acquire_wait_seconds",

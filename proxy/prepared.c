@@ -161,6 +161,25 @@ void pgw_ps_get_stats(const struct pgw_proxy *px, struct pgw_ps_stats *st)
         memset(st, 0, sizeof(*st));
 }
 
+bool pgw_ps_next(const struct pgw_proxy *px, size_t *bucket, void **cursor,
+                 struct pgw_ps_info *info)
+{
+    const struct ps_registry *reg = px->ps;
+    if (!reg)
+        return false;
+    struct pgw_hnode *n = pgw_hmap_iter(&reg->map, bucket, *cursor);
+    *cursor = n;
+    if (!n)
+        return false;
+    const struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
+    info->name = st->name;
+    info->query = (const char *)st->parse + st->key_off;
+    const uint8_t *after = st->parse + st->key_off + strlen(info->query) + 1;
+    info->nparams = after + 2 <= st->parse + st->parse_len ? pgw_get_u16(after) : 0;
+    info->refs = st->refs;
+    return true;
+}
+
 bool pgw_ps_enabled(const struct pgw_session *s)
 {
     return s->mode != PGW_POOL_SESSION && s->px->cfg->max_prepared_statements > 0 && s->px->ps;

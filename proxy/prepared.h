@@ -21,6 +21,7 @@
 #define PGW_PROXY_PREPARED_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct pgw_proxy;
@@ -35,6 +36,18 @@ struct pgw_ps_stats {
     uint64_t hits;               /* Parse/Bind served without a server prepare */
     uint64_t evictions;          /* statements closed by a server's LRU */
 };
+
+/* One registered statement, for SHOW PREPARED_STATEMENTS. */
+struct pgw_ps_info {
+    const char *name;            /* pgwharf's name on servers */
+    const char *query;
+    int nparams;
+    int refs;                    /* client names + servers + in-flight messages */
+};
+/* Iterate the registry: start with *cursor = NULL and bucket = 0; returns
+ * false at the end.  Nothing may change the registry meanwhile. */
+bool pgw_ps_next(const struct pgw_proxy *px, size_t *bucket, void **cursor,
+                 struct pgw_ps_info *info);
 
 int pgw_ps_init(struct pgw_proxy *px);
 void pgw_ps_deinit(struct pgw_proxy *px);

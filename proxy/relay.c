@@ -700,6 +700,9 @@ void pgw_relay_server_readable(struct pgw_session *s)
     }
     b->len += (uint32_t)n;
     s->last_activity = ev_now(loop);
+    /* TLS: the rest of a decrypted record never makes the fd readable. */
+    if (srv->ssl && pgw_server_pending(srv) > 0)
+        ev_feed_event(loop, &srv->user_r, EV_READ);
     enum scan_after after = AFTER_NONE;
     if (!scan_server(s, &after))
         return;

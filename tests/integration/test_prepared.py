@@ -264,6 +264,11 @@ class TestSharingAndLru(pt.PgwharfTestCase):
         for t in threads:
             t.join(120)
         self.assertEqual(errors, [])
+        # The admin console lists the three shared statements.
+        rows = px.admin("SHOW PREPARED_STATEMENTS")
+        self.assertEqual(sorted(r[3] for r in rows),
+                         sorted(q.replace("%s", "$1") for q in sqls))
+        self.assertTrue(all(r[0].startswith("PGW_") and r[1] == "1" for r in rows), rows)
         per_server = self.server_statements(px, 2)
         self.assertEqual(len(per_server), 2)
         for pid, names in per_server.items():

@@ -1,0 +1,500 @@
+"""Client authentication through pgwharf: SCRAM-SHA-256 with real clients
+(psql, psycopg2, psycopg 3, asyncpg, node-postgres) against a plaintext
+password and against a verifier taken from PostgreSQL's pg_authid; wrong
+password and unknown user failing alike; md5 and plain with every kind of
+secret; auth_hba_file rules by address, socket and database.
+
+A small SCRAM client on a raw socket checks what drivers hide: the
+mechanism list, the shape of server-first, the salt an unknown user sees,
+and the errors for malformed exchanges."""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import subprocess
+import time
+import unittest
+
+import pgwharf_test as pt
+
+try:
+    import psycopg2
+except ImportError:
+    psycopg2 = None
+try:
+    import psycopg
+except ImportError:
+    psycopg = None
+try:
+    import asyncpg
+except ImportError:
+    asyncpg = None
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_MODULES = os.path.join(HERE, "node_modules")
+
+NODE_SCRIPT = r"""
+const { Client } = require('pg');
+(async () => {
+  const c = new Client({ host: process.env.H, port: +process.env.P, user: process.env.U,
+                         password: process.env.PW, database: process.env.D });
+  await c.connect();
+  const r = await c.query('select current_user as u');
+  console.log(r.rows[0].u);
+  await c.end();
+})().catch(e => { console.log('ERROR ' + e.code + ' ' + e.message); process.exit(1); });
+"""
+
+
+def md5_secret(user, password):
+    return "md5" + hashlib.md5((password + user).encode()).hexdigest()
+
+
+# --- a raw protocol client ---------------------------------------------------
+
+class Raw:
+    """One connection speaking just enough of the protocol for auth."""
+
+    def __init__(self, host, port, user, db):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
+        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+
+    def close(self):
+        self.sock.close()
+
+    def _read(self, n):
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise EOFError("connection closed after %d of %d bytes" % (len(out), n))
+            out += chunk
+        return out
+
+    def read(self):
+        """(type, body) of the next message."""
+        hdr = self._read(5)
+        typ, length = hdr[:1], struct.unpack("!i", hdr[1:])[0]
+        return typ, self._read(length - 4)
+
+    def send(self, typ, body):
+        self.sock.sendall(typ + struct.pack("!i", len(body) + 4) + body)
+
+    def auth(self):
+        """Read an Authentication message: (code, rest) or ('E', fields)."""
+        typ, body = self.read()
+        if typ == b"E":
+            return "E", error_fields(body)
+        assert typ == b"R", typ
+        return struct.unpack("!i", body[:4])[0], body[4:]
+
+    def sasl_initial(self, data, mech=b"SCRAM-SHA-256"):
+        self.send(b"p", mech + b"\0" + struct.pack("!i", len(data)) + data)
+
+    def sasl_response(self, data):
+        self.send(b"p", data)
+
+
+def error_fields(body):
+    out = {}
+    for part in body.split(b"\0"):
+        if part:
+            out[chr(part[0])] = part[1:].decode()
+    return out
+
+
+def scram_client_final(password, bare, server_first, gs2=b"n,,"):
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    salt = base64.b64decode(attrs["s"])
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored = hashlib.sha256(client_key).digest()
+    without_proof = "c=%s,r=%s" % (base64.b64encode(gs2).decode(), attrs["r"])
+    auth_msg = "%s,%s,%s" % (bare, server_first, without_proof)
+    sig = hmac.new(stored, auth_msg.encode(), "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, sig))
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    expect_v = base64.b64encode(hmac.new(server_key, auth_msg.encode(), "sha256").digest())
+    return (without_proof + ",p=" + base64.b64encode(proof).decode()).encode(), expect_v
+
+
+class AuthTestCase(pt.PgwharfTestCase):
+
+    def app(self):
+        return self.pg.app_user, self.pg.app_password
+
+    def pg_verifier(self, user):
+        out = self.pg.psql("select rolpassword from pg_authid where rolname = '%s'" % user,
+                           db="postgres", via_socket=True)
+        self.assertTrue(out.startswith("SCRAM-SHA-256$4096:"), out)
+        return out
+
+    def start(self, auth_type, auth_users, databases=None, **settings):
+        settings = dict(settings)
+        settings["auth_type"] = auth_type
+        return self.start_pgwharf(settings=settings, auth_users=auth_users, databases=databases)
+
+    def app_databases(self):
+        """[databases] logging in to PostgreSQL as app with its password, for
+        auth files that hold no plaintext pgwharf could use."""
+        user, pw = self.app()
+        return {db: self.pg.conn_string(db, user=user, password=pw)
+                for db in (self.pg.database, self.pg.database2, "postgres")}
+
+    # one client each; all return current_user or raise
+    def via_psql(self, px, user, password, db=None):
+        return px.psql("select current_user", user=user, password=password, db=db)
+
+    def via_psycopg2(self, px, user, password, db=None):
+        with psycopg2.connect(px.dsn(db=db, user=user, password=password)) as conn:
+            with conn.cursor() as cur:
+                cur.execute("select current_user")
+                out = cur.fetchone()[0]
+        conn.close()
+        return out
+
+    def via_psycopg3(self, px, user, password, db=None):
+        with psycopg.connect(px.dsn(db=db, user=user, password=password)) as conn:
+            return conn.execute("select current_user").fetchone()[0]
+
+    def via_asyncpg(self, px, user, password, db=None):
+        async def run():
+            conn = await asyncpg.connect(host=px.host, port=px.port, user=user, password=password,
+                                         database=db or self.pg.database, timeout=10)
+            try:
+                return await conn.fetchval("select current_user")
+            finally:
+                await conn.close()
+        return asyncio.run(run())
+
+    def via_node(self, px, user, password, db=None):
+        env = dict(os.environ, H=px.host, P=str(px.port), U=user, PW=password,
+                   D=db or self.pg.database, NODE_PATH=NODE_MODULES)
+        cp = subprocess.run(["node", "-e", NODE_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=60)
+        if cp.returncode != 0:
+            raise pt.PgwharfError("node: %s %s" % (cp.stdout.strip(), cp.stderr.strip()))
+        return cp.stdout.strip()
+
+    def clients(self):
+        out = [("psql", self.via_psql)]
+        if psycopg2:
+            out.append(("psycopg2", self.via_psycopg2))
+        if psycopg:
+            out.append(("psycopg3", self.via_psycopg3))
+        if asyncpg:
+            out.append(("asyncpg", self.via_asyncpg))
+        if os.path.isdir(os.path.join(NODE_MODULES, "pg")) and _have("node"):
+            out.append(("node-postgres", self.via_node))
+        return out
+
+    def assert_all_clients_log_in(self, px, user, password):
+        for name, fn in self.clients():
+            with self.subTest(client=name):
+                self.assertEqual(fn(px, user, password), user)
+
+    def psql_error(self, px, user, password, db=None):
+        cp = px.psql("select 1", user=user, password=password, db=db, check=False)
+        self.assertNotEqual(cp.returncode, 0, "login should have failed")
+        return cp.stderr.strip()
+
+    def pg_error(self, px, user, password, db=None):
+        """The message of a failed login through psycopg2 (libpq 15 keeps
+        no SQLSTATE for connection errors; raw_scram checks those)."""
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(db=db, user=user, password=password)).close()
+        return str(cm.exception)
+
+    def raw_scram(self, px, user, password, db=None, first=None):
+        """Run SCRAM by hand.  Returns a dict with what the server sent."""
+        seen = {}
+        r = Raw(px.host, px.port, user, db or self.pg.database)
+        try:
+            code, rest = r.auth()
+            seen["request"] = code
+            if code != 10:
+                seen["rest"] = rest
+                return seen
+            seen["mechanisms"] = rest
+            nonce = base64.b64encode(os.urandom(18)).decode()
+            first = first or ("n,,n=,r=" + nonce).encode()
+            r.sasl_initial(first)
+            code, rest = r.auth()
+            if code == "E":
+                seen["error"] = rest
+                return seen
+            self.assertEqual(code, 11)
+            server_first = rest.decode()
+            seen["server_first"] = server_first
+            final, expect_v = scram_client_final(password, first[3:].decode(), server_first)
+            r.sasl_response(final)
+            code, rest = r.auth()
+            if code == "E":
+                seen["error"] = rest
+                return seen
+            self.assertEqual(code, 12)
+            seen["server_final"] = rest
+            seen["expected_final"] = b"v=" + expect_v
+            code, rest = r.auth()
+            seen["after"] = code
+            return seen
+        finally:
+            r.close()
+
+
+def _have(prog):
+    from shutil import which
+    return which(prog) is not None
+
+
+class TestScram(AuthTestCase):
+
+    def test_plaintext_secret_all_clients(self):
+        user, pw = self.app()
+        px = self.start("scram-sha-256", {user: pw, self.pg.user: self.pg.password})
+        self.assert_all_clients_log_in(px, user, pw)
+        self.assert_all_clients_log_in(px, self.pg.user, self.pg.password)
+
+    def test_postgres_verifier_all_clients(self):
+        user, pw = self.app()
+        px = self.start("scram-sha-256", {user: self.pg_verifier(user)},
+                        databases=self.app_databases())
+        self.assert_all_clients_log_in(px, user, pw)
+
+    def test_wrong_password_and_unknown_user_look_alike(self):
+        user, pw = self.app()
+        for secret in (pw, self.pg_verifier(user)):
+            px = self.start("scram-sha-256", {user: secret, "other": "x"},
+                            databases=self.app_databases())
+            wrong = self.psql_error(px, user, "not-" + pw)
+            unknown = self.psql_error(px, "ghost", "not-" + pw)
+            self.assertIn('FATAL:  password authentication failed for user "%s"' % user, wrong)
+            self.assertEqual(wrong.replace(user, "U"), unknown.replace("ghost", "U"))
+            if psycopg2:
+                self.assertEqual(self.pg_error(px, user, "bad").replace(user, "U"),
+                                 self.pg_error(px, "ghost", "bad").replace("ghost", "U"))
+            # On the wire: both get a full exchange, then the same error.
+            for who in (user, "ghost"):
+                seen = self.raw_scram(px, who, "bad")
+                self.assertEqual(seen["request"], 10)
+                self.assertIn("server_first", seen)
+                self.assertEqual(seen["error"]["C"], "28P01")
+                self.assertEqual(seen["error"]["S"], "FATAL")
+                self.assertEqual(seen["error"]["M"],
+                                 'password authentication failed for user "%s"' % who)
+            px.stop()
+
+    def test_exchange_on_the_wire(self):
+        user, pw = self.app()
+        px = self.start("scram-sha-256", {user: self.pg_verifier(user)},
+                        databases=self.app_databases())
+        seen = self.raw_scram(px, user, pw)
+        self.assertEqual(seen["mechanisms"], b"SCRAM-SHA-256\0\0")
+        attrs = dict(kv.split("=", 1) for kv in seen["server_first"].split(","))
+        self.assertEqual(len(base64.b64decode(attrs["s"])), 16)
+        self.assertEqual(attrs["i"], "4096")
+        self.assertEqual(seen["server_final"], seen["expected_final"])
+        self.assertEqual(seen["after"], 0)       # AuthenticationOk
+
+    def test_unknown_user_salt_is_stable(self):
+        user, pw = self.app()
+        px = self.start("scram-sha-256", {user: pw})
+
+        def salt(who):
+            first = self.raw_scram(px, who, "x")["server_first"]
+            return dict(kv.split("=", 1) for kv in first.split(","))["s"]
+        self.assertEqual(salt("ghost"), salt("ghost"))
+        self.assertNotEqual(salt("ghost"), salt("ghost2"))
+        self.assertEqual(salt(user), salt(user))     # plaintext: per-user salt too
+
+    def test_malformed_exchanges(self):
+        user, pw = self.app()
+        px = self.start("scram-sha-256", {user: pw})
+        seen = self.raw_scram(px, user, pw, first=b"p=tls-server-end-point,,n=,r=abcdef")
+        self.assertEqual(seen["error"]["C"], "08P01")
+        self.assertIn("channel binding", seen["error"]["M"])
+        seen = self.raw_scram(px, user, pw, first=b"n,,n=,r=")
+        self.assertEqual(seen["error"]["C"], "08P01")
+        # An unknown mechanism.
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            self.assertEqual(r.auth()[0], 10)
+            r.sasl_initial(b"n,,n=,r=abc", mech=b"SCRAM-SHA-1")
+            code, err = r.auth()
+            self.assertEqual(code, "E")
+            self.assertEqual(err["C"], "08P01")
+            self.assertIn("invalid SASL authentication mechanism", err["M"])
+        finally:
+            r.close()
+        # No initial response: an empty challenge, then client-first.
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            self.assertEqual(r.auth()[0], 10)
+            r.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", -1))
+            self.assertEqual(r.auth(), (11, b""))
+            bare = "n=,r=xyz123"
+            r.sasl_response(("n,," + bare).encode())
+            code, server_first = r.auth()
+            self.assertEqual(code, 11)
+            final, _ = scram_client_final(pw, bare, server_first.decode())
+            r.sasl_response(final)
+            self.assertEqual(r.auth()[0], 12)
+            self.assertEqual(r.auth()[0], 0)
+        finally:
+            r.close()
+        # The proxy is still fine.
+        self.assertEqual(self.via_psql(px, user, pw), user)
+
+
+class TestMd5AndPlain(AuthTestCase):
+
+    def test_md5_with_plaintext_and_md5_secrets(self):
+        user, pw = self.app()
+        for secret in (pw, md5_secret(user, pw)):
+            with self.subTest(secret=secret[:3]):
+                px = self.start("md5", {user: secret}, databases=self.app_databases())
+                seen = self.raw_scram(px, user, pw)
+                self.assertEqual(seen["request"], 5)           # AuthenticationMD5Password
+                self.assert_all_clients_log_in(px, user, pw)
+                self.assertIn('password authentication failed for user "%s"' % user,
+                              self.psql_error(px, user, "bad"))
+                px.stop()
+
+    def test_md5_with_scram_secret_does_scram(self):
+        user, pw = self.app()
+        px = self.start("md5", {user: self.pg_verifier(user)}, databases=self.app_databases())
+        seen = self.raw_scram(px, user, pw)
+        self.assertEqual(seen["request"], 10)
+        self.assertEqual(seen["after"], 0)
+        self.assert_all_clients_log_in(px, user, pw)
+        self.assertIn("password authentication failed", self.psql_error(px, user, "bad"))
+        # Unknown users still get md5, and the same failure.
+        self.assertEqual(self.raw_scram(px, "ghost", "x")["request"], 5)
+        self.assertIn('password authentication failed for user "ghost"',
+                      self.psql_error(px, "ghost", "bad"))
+
+    def test_plain_with_every_secret(self):
+        user, pw = self.app()
+        for secret in (pw, md5_secret(user, pw), self.pg_verifier(user)):
+            with self.subTest(secret=secret[:5]):
+                px = self.start("plain", {user: secret}, databases=self.app_databases())
+                self.assertEqual(self.raw_scram(px, user, pw)["request"], 3)  # cleartext
+                self.assertEqual(self.via_psql(px, user, pw), user)
+                if psycopg2:
+                    self.assertEqual(self.via_psycopg2(px, user, pw), user)
+                wrong = self.psql_error(px, user, "bad")
+                unknown = self.psql_error(px, "ghost", "bad")
+                self.assertEqual(wrong.replace(user, "U"), unknown.replace("ghost", "U"))
+                px.stop()
+
+
+HBA = """\
+# pgwharf test rules
+local   pgwharf2  all                 reject
+local   all       all                 trust
+host    pgwharf2  all   127.0.0.1/32  reject
+host    pgwharf   all   127.0.0.1/32  scram-sha-256
+host    postgres  all   127.0.0.0 255.0.0.0  md5
+host    all       all   ::1/128       trust
+"""
+
+
+class TestHba(AuthTestCase):
+
+    def start_hba(self, text=HBA, secret=None):
+        user, pw = self.app()
+        self.hba_path = os.path.join(self.scratch(), "hba.conf")
+        with open(self.hba_path, "w") as f:
+            f.write(text)
+        dbs = self.app_databases()
+        dbs["unlisted"] = dbs[self.pg.database]
+        return self.start("hba", {user: secret or pw}, databases=dbs,
+                          auth_hba_file=self.hba_path)
+
+    def scratch(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="pgwharf-hba-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
+        return d
+
+    def unix_psql(self, px, sql, db, user, password=None, check=True):
+        """psql over pgwharf's unix socket (no password unless given)."""
+        return pt._run_psql(px.dir, px.port, user, password, db, sql, check=check)
+
+    def test_rules_by_address_socket_and_database(self):
+        user, pw = self.app()
+        px = self.start_hba()
+        # TCP 127.0.0.1 + pgwharf: scram
+        self.assertEqual(self.raw_scram(px, user, pw)["request"], 10)
+        self.assert_all_clients_log_in(px, user, pw)
+        self.assertIn("password authentication failed", self.psql_error(px, user, "bad"))
+        # TCP 127.0.0.1 + pgwharf2: rejected by line 4
+        err = self.psql_error(px, user, pw, db=self.pg.database2)
+        self.assertIn('pg_hba.conf rejects connection for host "127.0.0.1", user "%s", '
+                      'database "%s"' % (user, self.pg.database2), err)
+        seen = Raw(px.host, px.port, user, self.pg.database2)
+        try:
+            code, fields = seen.auth()
+            self.assertEqual((code, fields["C"]), ("E", "28000"))
+        finally:
+            seen.close()
+        # TCP + postgres: md5 through the address + mask rule
+        self.assertEqual(self.raw_scram(px, user, pw, db="postgres")["request"], 5)
+        self.assertEqual(self.via_psql(px, user, pw, db="postgres"), user)
+        # TCP + a database no rule names: no entry
+        err = self.psql_error(px, user, pw, db="unlisted")
+        self.assertIn('no pg_hba.conf entry for host "127.0.0.1", user "%s", database '
+                      '"unlisted"' % user, err)
+        # unix socket: trust, no password asked, but pgwharf2 is rejected first
+        self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, user), user)
+        cp = self.unix_psql(px, "select 1", self.pg.database2, user, check=False)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn('pg_hba.conf rejects connection for host "[local]"', cp.stderr)
+        # trust still wants a user the auth_file knows
+        cp = self.unix_psql(px, "select 1", self.pg.database, "ghost", check=False)
+        self.assertIn('no such user', cp.stderr)
+
+    def test_reload_applies_new_rules(self):
+        user, pw = self.app()
+        px = self.start_hba()
+        self.assertEqual(self.via_psql(px, user, pw), user)
+        with open(self.hba_path, "w") as f:
+            f.write("host all all 127.0.0.1/32 reject\nlocal all all trust\n")
+        px.reload(rewrite=False)
+        deadline = time.monotonic() + 10
+        while True:
+            cp = px.psql("select 1", user=user, password=pw, check=False)
+            if cp.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertIn("pg_hba.conf rejects connection", cp.stderr)
+        # A broken file on reload keeps the rules in force.
+        with open(self.hba_path, "w") as f:
+            f.write("host all all 127.0.0.1/32 trust\nnonsense here\n")
+        px.reload(rewrite=False)
+        px.wait_for_log(r"hba\.conf:2: invalid connection type")
+        self.assertIn("pg_hba.conf rejects connection", self.psql_error(px, user, pw))
+
+    def test_bad_file_stops_startup(self):
+        user, pw = self.app()
+        self.expect_clean_exit = False
+        with self.assertRaises(pt.PgwharfError) as cm:
+            self.start_hba("local all all trust\nhost all all 127.0.0.1/40 md5\n")
+        self.assertIn("hba.conf:2: invalid CIDR mask", str(cm.exception))
+
+    def test_verifier_secret_with_hba_scram(self):
+        user, pw = self.app()
+        px = self.start_hba(secret=self.pg_verifier(user))
+        self.assert_all_clients_log_in(px, user, pw)
+        # md5 rule + SCRAM secret: SCRAM is used instead
+        self.assertEqual(self.raw_scram(px, user, pw, db="postgres")["request"], 10)
+        self.assertEqual(self.via_psql(px, user, pw, db="postgres"), user)
+
+
+if __name__ == "__main__":
+    unittest.main()

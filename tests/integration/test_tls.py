@@ -1,0 +1,613 @@
+"""TLS: clients to pgwharf and pgwharf to PostgreSQL.
+
+A throwaway CA, a server certificate (CN 127.0.0.1, SAN IP:127.0.0.1 and
+DNS:localhost) and client certificates are made with the openssl CLI.
+Clients: psql with sslmode=verify-full, psycopg2, pgbench, raw sockets for
+the handshake edge cases.  Server side: the shared cluster gets ssl=on for
+the test (ALTER SYSTEM + pg_reload_conf(), undone in tearDown) and pgwharf
+must show up in pg_stat_ssl.
+"""
+
+import os
+import re
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import psycopg2
+
+import pgwharf_test as pt
+
+SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+
+def openssl(*args, cwd):
+    cp = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, text=True,
+                        timeout=60)
+    if cp.returncode != 0:
+        raise pt.PgwharfError("openssl %s failed: %s" % (" ".join(args), cp.stderr))
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", name + ".key", "-out", name + ".crt", "-days", "3",
+            "-subj", "/CN=%s" % name,
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_cert(d, name, cn, ca, ext):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=%s" % cn, cwd=d)
+    with open(os.path.join(d, name + ".ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\n" + ext + "\n")
+    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-out", name + ".crt", "-days", "3",
+            "-extfile", name + ".ext", cwd=d)
+    os.chmod(os.path.join(d, name + ".key"), 0o600)
+
+
+class Certs:
+    """ca.crt; server.{crt,key}; client.{crt,key} (CN pgwharf); other.{crt,key}
+    (CN someone); stranger.{crt,key} (CN pgwharf, from another CA)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="pgwharf-tls-")
+        os.chmod(self.dir, 0o755)
+        make_ca(self.dir, "ca")
+        make_ca(self.dir, "otherca")
+        make_cert(self.dir, "server", "127.0.0.1", "ca",
+                  "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+        make_cert(self.dir, "client", "pgwharf", "ca", "extendedKeyUsage=clientAuth")
+        make_cert(self.dir, "other", "someone", "ca", "extendedKeyUsage=clientAuth")
+        make_cert(self.dir, "stranger", "pgwharf", "otherca", "extendedKeyUsage=clientAuth")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_psql(conninfo, sql, password=None, timeout=60, env_extra=None):
+    e = dict(os.environ)
+    e.pop("PGSERVICE", None)
+    e.pop("PGSSLMODE", None)
+    e["PGCONNECT_TIMEOUT"] = "10"
+    if password is not None:
+        e["PGPASSWORD"] = password
+    if env_extra:
+        e.update(env_extra)
+    return subprocess.run([pt.pg_bin("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                           "-d", conninfo], input=sql, capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+class TlsTestCase(pt.PgwharfTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.certs = Certs()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.certs.cleanup()
+        super().tearDownClass()
+
+    def tls_settings(self, mode="require", **more):
+        s = {"client_tls_sslmode": mode,
+             "client_tls_cert_file": self.certs.path("server.crt"),
+             "client_tls_key_file": self.certs.path("server.key")}
+        s.update(more)
+        return s
+
+    def conninfo(self, px, user=None, db=None, host="localhost", **kw):
+        parts = {"host": host, "port": px.port, "dbname": db or self.pg.database,
+                 "user": user or self.pg.user}
+        parts.update(kw)
+        return " ".join("%s=%s" % (k, v) for k, v in parts.items())
+
+    def psql(self, px, sql, user=None, password=None, **kw):
+        user = user or self.pg.user
+        if password is None:
+            password = self.pg._default_password(user)
+        return run_psql(self.conninfo(px, user=user, **kw), sql, password=password)
+
+    def connect(self, px, user=None, **kw):
+        user = user or self.pg.user
+        kw.setdefault("password", self.pg._default_password(user))
+        kw.setdefault("sslmode", "require")
+        conn = psycopg2.connect(host="127.0.0.1", port=px.port, dbname=self.pg.database,
+                                user=user, connect_timeout=10, **kw)
+        conn.autocommit = True
+        return conn
+
+
+class RawClient:
+    """A bare protocol-3 client (trust auth), to read replies slowly."""
+
+    def __init__(self, port, user, db, rcvbuf=4096, tls=False):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(15)
+        self.sock.connect(("127.0.0.1", port))
+        if tls:
+            self.sock.sendall(SSL_REQUEST)
+            if self.sock.recv(1) != b"S":
+                raise pt.PgwharfError("TLS refused")
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.sock = ctx.wrap_socket(self.sock)
+        self.buf = b""
+        params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
+        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+        self.until_ready()
+
+    def read_msg(self):
+        while len(self.buf) < 5 or len(self.buf) < 1 + struct.unpack("!i", self.buf[1:5])[0]:
+            data = self.sock.recv(8192)
+            if not data:
+                raise pt.PgwharfError("connection closed; have %r" % self.buf[:100])
+            self.buf += data
+        n = 1 + struct.unpack("!i", self.buf[1:5])[0]
+        msg, self.buf = self.buf[:n], self.buf[n:]
+        if msg[:1] == b"E":
+            raise pt.PgwharfError("error: %r" % msg)
+        return msg[:1], msg[5:]
+
+    def until_ready(self):
+        size = 0
+        while True:
+            t, body = self.read_msg()
+            size += len(body)
+            if t == b"Z":
+                return size
+
+    def query(self, sql, pause=0.0):
+        q = sql.encode() + b"\0"
+        self.sock.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
+        time.sleep(pause)
+        return self.until_ready()
+
+    def close(self):
+        self.sock.close()
+
+
+def one(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()[0]
+
+
+class TestClientTls(TlsTestCase):
+    def test_psql_verify_full_and_conninfo(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require",
+                                                           pool_mode="transaction"))
+        cp = self.psql(px, "select 40 + 2;\n\\conninfo\n", sslmode="verify-full",
+                       sslrootcert=self.certs.path("ca.crt"))
+        self.assertEqual(cp.returncode, 0, cp.stderr + px.log_tail())
+        self.assertIn("42", cp.stdout)
+        self.assertRegex(cp.stdout, r"SSL connection \(protocol: TLSv1\.[23]")
+        # verify-full checks the name: 127.0.0.1 is in the SAN too.
+        cp = self.psql(px, "select 1", host="127.0.0.1", sslmode="verify-full",
+                       sslrootcert=self.certs.path("ca.crt"))
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        conn = self.connect(px, sslmode="verify-full", sslrootcert=self.certs.path("ca.crt"))
+        try:
+            self.assertTrue(conn.info.ssl_in_use)
+            self.assertIn(conn.info.ssl_attribute("protocol"), ("TLSv1.2", "TLSv1.3"))
+            self.assertEqual(one(conn, "select 'over tls'"), "over tls")
+        finally:
+            conn.close()
+
+    def test_prefer_offers_tls_and_allows_plaintext(self):
+        px = self.start_pgwharf(settings=self.tls_settings("prefer"))
+        conn = self.connect(px, sslmode="prefer")
+        self.assertTrue(conn.info.ssl_in_use)
+        conn.close()
+        conn = self.connect(px, sslmode="disable")
+        self.assertFalse(conn.info.ssl_in_use)
+        self.assertEqual(one(conn, "select 1"), 1)
+        conn.close()
+
+    def test_disable_answers_n(self):
+        px = self.start_pgwharf(settings={"client_tls_sslmode": "disable"})
+        with socket.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+            s.sendall(SSL_REQUEST)
+            self.assertEqual(s.recv(1), b"N")
+        cp = self.psql(px, "select 1", sslmode="require")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("does not support SSL", cp.stderr)
+
+    def test_big_results_and_copy_over_tls(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require", pool_mode="transaction"))
+        conn = self.connect(px)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select i, repeat(md5(i::text), 3000) from generate_series(1, 300) i")
+                rows = cur.fetchall()
+            self.assertEqual(len(rows), 300)
+            self.assertTrue(all(len(r[1]) == 96000 for r in rows))
+            execute = conn.cursor().execute
+            execute("drop table if exists tls_copy")
+            execute("create table tls_copy(a int, b text)")
+            import io
+            data = "".join("%d\t%s\n" % (i, "y" * 500) for i in range(20000))
+            with conn.cursor() as cur:
+                cur.copy_expert("copy tls_copy from stdin", io.StringIO(data))
+            self.assertEqual(one(conn, "select count(*) from tls_copy"), 20000)
+            out = io.StringIO()
+            with conn.cursor() as cur:
+                cur.copy_expert("copy tls_copy to stdout", out)
+            self.assertEqual(len(out.getvalue()), len(data))
+            execute("drop table tls_copy")
+        finally:
+            conn.close()
+
+    def test_pgbench_over_tls(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require", pool_mode="transaction",
+                                                           default_pool_size=4))
+        script = os.path.join(px.dir, "bench.sql")
+        with open(script, "w") as f:
+            f.write("\\set a random(1, 100000)\nselect :a, repeat('z', :a % 5000);\n"
+                    "begin;\nselect :a + 1;\nend;\n")
+        e = dict(os.environ)
+        e.update(PGPASSWORD=self.pg.password, PGSSLMODE="require")
+        for mode in ("simple", "extended"):
+            cp = subprocess.run([pt.pg_bin("pgbench"), "-h", "127.0.0.1", "-p", str(px.port),
+                                 "-U", self.pg.user, "-n", "-c", "12", "-j", "2", "-T", "4",
+                                 "-M", mode, "-f", script, self.pg.database],
+                                capture_output=True, text=True, timeout=120, env=e)
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr + px.log_tail())
+            m = re.search(r"number of transactions actually processed: (\d+)", cp.stdout)
+            self.assertTrue(m and int(m.group(1)) > 0, cp.stdout)
+            m = re.search(r"number of failed transactions: (\d+)", cp.stdout)
+            if m:
+                self.assertEqual(int(m.group(1)), 0, cp.stdout)
+        self.assertNotIn("tls_error", px.log())
+
+    def test_require_refuses_plaintext(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require"))
+        cp = self.psql(px, "select 1", sslmode="disable")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("SSL required", cp.stderr)
+        # TLS is fine, and so is the unix socket (libpq never asks for TLS there).
+        self.assertEqual(self.psql(px, "select 1", sslmode="require").returncode, 0)
+        cp = run_psql("host=%s port=%d dbname=%s user=%s" % (px.dir, px.port, self.pg.database,
+                                                            self.pg.user),
+                      "select 'unix'", password=self.pg.password)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(cp.stdout.strip(), "unix")
+
+    def test_garbage_in_handshake_closes_only_that_client(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require", pool_mode="session"))
+        keep = self.connect(px)
+        try:
+            for garbage in (b"GARBAGE!" + os.urandom(600),
+                            b"\x16\x03\x01\x00\x05" + os.urandom(5),   # a short bogus record
+                            b"\x00" * 64):
+                with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
+                    s.sendall(SSL_REQUEST)
+                    self.assertEqual(s.recv(1), b"S")
+                    s.sendall(garbage)
+                    t0 = time.monotonic()
+                    while True:       # maybe an alert, then EOF
+                        try:
+                            data = s.recv(4096)
+                        except ConnectionResetError:
+                            break
+                        if not data:
+                            break
+                    self.assertLess(time.monotonic() - t0, 5)
+            # Plaintext right behind the SSLRequest is refused too.
+            with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
+                s.sendall(SSL_REQUEST + struct.pack("!ii", 8, 196608))
+                data = s.recv(4096)
+                self.assertIn(b"unexpected data after encryption request", data)
+            # A client that vanishes half-way through the handshake.
+            with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
+                s.sendall(SSL_REQUEST)
+                self.assertEqual(s.recv(1), b"S")
+                s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+            self.assertTrue(px.alive())
+            self.assertEqual(one(keep, "select 'still here'"), "still here")
+            conn = self.connect(px)
+            self.assertEqual(one(conn, "select 2"), 2)
+            conn.close()
+            px.wait_for_log(r"TLS handshake failed")
+        finally:
+            keep.close()
+
+    def test_many_concurrent_tls_clients(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require", pool_mode="transaction",
+                                                           default_pool_size=3))
+        errors = []
+
+        def worker(n):
+            try:
+                conn = self.connect(px)
+                for i in range(30):
+                    if one(conn, "select %s::int + 1", (i,)) != i + 1:
+                        errors.append("bad answer")
+                conn.close()
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+
+    def test_decrypted_bytes_left_in_openssl_are_read(self):
+        """A TLS record only partly read because the client buffer (32 KiB)
+        filled up: its rest sits decrypted inside OpenSSL, the socket never
+        becomes readable for it, and it must still be relayed once the
+        buffer drains."""
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", pool_mode="transaction", default_pool_size=1, auth_type="trust"))
+        holder = psycopg2.connect(host="127.0.0.1", port=px.port, dbname=self.pg.database,
+                                  user=self.pg.user, sslmode="require")
+        c = None
+        try:
+            c = RawClient(px.port, self.pg.user, self.pg.database, tls=True)
+            one(holder, "select 1")          # holds the only server (open transaction)
+            # 48 queries of 891 bytes, sent as three TLS records of 10000,
+            # 16384 and 16384 bytes: the third is read 6384 bytes in while
+            # the session waits for the server, and nothing follows it.
+            q = b"select '" + b"x" * 876 + b"'\0"
+            msg = b"Q" + struct.pack("!i", 4 + len(q)) + q
+            self.assertEqual(len(msg), 891)
+            data = msg * 48
+            c.sock.sendall(data[:10000])
+            c.sock.sendall(data[10000:26384])
+            c.sock.sendall(data[26384:])
+            time.sleep(0.5)
+            holder.commit()
+            for i in range(48):
+                c.until_ready()
+        finally:
+            if c:
+                c.close()
+            holder.close()
+
+    def test_protocols_and_ciphers(self):
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", client_tls_protocols="tlsv1.2",
+            client_tls_ciphers="ECDHE-ECDSA-AES256-GCM-SHA384"))
+        conn = self.connect(px)
+        self.assertEqual(conn.info.ssl_attribute("protocol"), "TLSv1.2")
+        self.assertEqual(conn.info.ssl_attribute("cipher"), "ECDHE-ECDSA-AES256-GCM-SHA384")
+        conn.close()
+        px.stop()
+        px2 = self.start_pgwharf(settings=self.tls_settings("require",
+                                                            client_tls_protocols="tlsv1.2",
+                                                            client_tls_ciphers="fast"))
+        conn = self.connect(px2)
+        self.assertEqual(conn.info.ssl_attribute("protocol"), "TLSv1.2")
+        self.assertIn("AES128-GCM", conn.info.ssl_attribute("cipher"))
+        conn.close()
+        # A client that only speaks TLS 1.2 against tlsv1.3 is refused.
+        px3 = self.start_pgwharf(settings=self.tls_settings("require",
+                                                            client_tls_protocols="tlsv1.3"))
+        cp = self.psql(px3, "select 1", sslmode="require", ssl_max_protocol_version="TLSv1.2")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertEqual(self.psql(px3, "select 1", sslmode="require").returncode, 0)
+
+    def test_bad_settings_stop_startup(self):
+        cases = [
+            ({"client_tls_protocols": "tlsv9"}, "client_tls_protocols"),
+            ({"client_tls_ciphers": "NO-SUCH-CIPHER"}, "client_tls_ciphers"),
+            ({"client_tls_key_file": "/nonexistent/key.pem"}, "client_tls_key_file"),
+            ({"client_tls_key_file": self.certs.path("client.key")}, "does not match"),
+            ({"client_tls_sslmode": "verify-ca"}, "client_tls_ca_file"),
+        ]
+        for more, needle in cases:
+            px = self.start_pgwharf(start=False, settings=self.tls_settings("require", **more))
+            with self.assertRaises(pt.PgwharfError, msg=needle):
+                px.start()
+            self.assertIn(needle, px.log())
+
+    def test_reload(self):
+        px = self.start_pgwharf(settings=self.tls_settings("require"))
+        keep = self.connect(px)
+        # A broken key on reload keeps the old config (and TLS) going.
+        px.settings["client_tls_key_file"] = "/nonexistent/key.pem"
+        px.reload()
+        px.wait_for_log(r"cannot set up client TLS, keeping the old config")
+        self.assertEqual(self.psql(px, "select 1", sslmode="require").returncode, 0)
+        # Turning TLS off: new clients get 'N'; the TLS client carries on.
+        px.settings["client_tls_key_file"] = self.certs.path("server.key")
+        px.settings["client_tls_sslmode"] = "disable"
+        px.reload()
+        deadline = time.monotonic() + 10
+        while True:
+            cp = self.psql(px, "select 1", sslmode="require")
+            if cp.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertIn("does not support SSL", cp.stderr)
+        self.assertEqual(self.psql(px, "select 1", sslmode="disable").returncode, 0)
+        self.assertEqual(one(keep, "select 'old tls client'"), "old tls client")
+        keep.close()
+        # And on again.
+        px.settings["client_tls_sslmode"] = "require"
+        px.reload()
+        deadline = time.monotonic() + 10
+        while True:
+            cp = self.psql(px, "select 1", sslmode="disable")
+            if cp.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertIn("SSL required", cp.stderr)
+
+
+class TestCertAuth(TlsTestCase):
+    def cert_kw(self, name="client"):
+        return {"sslcert": self.certs.path(name + ".crt"),
+                "sslkey": self.certs.path(name + ".key"),
+                "sslrootcert": self.certs.path("ca.crt"), "sslmode": "verify-full"}
+
+    def test_auth_type_cert(self):
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", auth_type="cert", client_tls_ca_file=self.certs.path("ca.crt")))
+        cp = self.psql(px, "select current_user", password="", **self.cert_kw())
+        self.assertEqual(cp.returncode, 0, cp.stderr + px.log_tail())
+        self.assertEqual(cp.stdout.strip(), self.pg.user)
+        # No certificate.
+        cp = self.psql(px, "select 1", password="", sslmode="require")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("requires a valid client certificate", cp.stderr)
+        # A certificate for someone else.
+        cp = self.psql(px, "select 1", password="", **self.cert_kw("other"))
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("certificate authentication failed for user \"%s\"" % self.pg.user,
+                      cp.stderr)
+        # The right name from the wrong CA fails in the handshake.
+        cp = self.psql(px, "select 1", password="", **self.cert_kw("stranger"))
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertRegex(cp.stderr, r"(?i)ssl|certificate|unknown ca")
+        self.assertRegex(px.log(), r"TLS handshake failed")
+
+    def test_verify_ca_needs_a_certificate(self):
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "verify-ca", client_tls_ca_file=self.certs.path("ca.crt")))
+        cp = self.psql(px, "select 1", sslmode="require")
+        self.assertNotEqual(cp.returncode, 0)
+        cp = self.psql(px, "select 'with cert'", **self.cert_kw())
+        self.assertEqual(cp.returncode, 0, cp.stderr + px.log_tail())
+        self.assertEqual(cp.stdout.strip(), "with cert")
+
+    def test_hba_hostssl_cert_and_hostnossl(self):
+        hba = os.path.join(self.certs.dir, "hba-%d.conf" % os.getpid())
+        with open(hba, "w") as f:
+            f.write("hostssl   all  %s  127.0.0.1/32  cert\n"
+                    "hostnossl all  %s  127.0.0.1/32  reject\n"
+                    "hostnossl all  %s  127.0.0.1/32  md5\n"
+                    "hostssl   all  %s  127.0.0.1/32  scram-sha-256\n"
+                    % (self.pg.user, self.pg.user, self.pg.app_user, self.pg.app_user))
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "prefer", auth_type="hba", auth_hba_file=hba,
+            client_tls_ca_file=self.certs.path("ca.crt")))
+        cp = self.psql(px, "select current_user", password="", **self.cert_kw())
+        self.assertEqual(cp.returncode, 0, cp.stderr + px.log_tail())
+        cp = self.psql(px, "select 1", sslmode="disable")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("rejects connection", cp.stderr)
+        self.assertIn("no encryption", cp.stderr)
+        for mode in ("disable", "require"):
+            cp = self.psql(px, "select current_user", user=self.pg.app_user, sslmode=mode)
+            self.assertEqual(cp.returncode, 0, mode + cp.stderr + px.log_tail())
+            self.assertEqual(cp.stdout.strip(), self.pg.app_user)
+
+
+class TestServerTls(TlsTestCase):
+    """The shared cluster gets ssl=on with our server certificate."""
+
+    def setUp(self):
+        super().setUp()
+        pg = self.pg
+        if not pg.datadir or not os.path.isdir(pg.datadir):
+            self.skipTest("no PGW_TEST_PGDATA to put certificates in")
+        self.files = []
+        for name in ("server.crt", "server.key"):
+            dst = os.path.join(pg.datadir, "pgwharf_tls_" + name)
+            shutil.copy(self.certs.path(name), dst)
+            os.chmod(dst, 0o600)
+            if os.geteuid() == 0 and pg.osuser and pg.osuser != "root":
+                shutil.chown(dst, pg.osuser, None)
+            self.files.append(dst)
+        self.addCleanup(self.ssl_off)
+        pg.psql("alter system set ssl_cert_file = '%s'; alter system set ssl_key_file = '%s';"
+                "alter system set ssl = on; select pg_reload_conf();" % tuple(self.files),
+                db="postgres", via_socket=True)
+        deadline = time.monotonic() + 10
+        while pg.psql("show ssl", db="postgres", via_socket=True) != "on":
+            if time.monotonic() > deadline:
+                self.fail("ssl did not come on: " + pg.log_tail())
+            time.sleep(0.1)
+
+    def ssl_off(self):
+        self.pg.ensure_running()
+        self.pg.psql("alter system reset ssl; alter system reset ssl_cert_file;"
+                     "alter system reset ssl_key_file; select pg_reload_conf();",
+                     db="postgres", via_socket=True)
+        for f in self.files:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+    def test_server_tls_slow_client(self):
+        """Backpressure with a TLS server link: the client stops reading,
+        pgwharf's buffer fills, the server's record is half-read inside
+        OpenSSL; every byte must still come through once the client reads."""
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "require", "auth_type": "trust",
+                                          "pool_mode": "session"})
+        c = RawClient(px.port, self.pg.user, self.pg.database)
+        try:
+            for width, rows in ((100000, 40), (33333, 97), (7777, 501), (16000, 64)):
+                size = c.query("select repeat('x', %d) from generate_series(1, %d)"
+                               % (width, rows), pause=1.0)
+                self.assertGreater(size, width * rows)
+        finally:
+            c.close()
+
+    def server_ssl(self, conn):
+        return one(conn, "select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+
+    def test_server_tls_require(self):
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
+                                          "pool_mode": "transaction"})
+        conn = self.connect(px, sslmode="disable")
+        try:
+            self.assertTrue(self.server_ssl(conn))
+            with conn.cursor() as cur:
+                cur.execute("select repeat(md5(i::text), 2000) from generate_series(1, 400) i")
+                self.assertEqual(len(cur.fetchall()), 400)
+        finally:
+            conn.close()
+        self.assertRegex(px.log(), r"server_connect .*tls=on")
+
+    def test_server_tls_verify_full_and_client_tls(self):
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", server_tls_sslmode="verify-full",
+            server_tls_ca_file=self.certs.path("ca.crt"), pool_mode="session"))
+        conn = self.connect(px, sslmode="verify-full", sslrootcert=self.certs.path("ca.crt"))
+        try:
+            self.assertTrue(conn.info.ssl_in_use)
+            self.assertTrue(self.server_ssl(conn))
+            with conn.cursor() as cur:
+                cur.execute("select i, repeat('q', 70000) from generate_series(1, 200) i")
+                self.assertEqual(len(cur.fetchall()), 200)
+        finally:
+            conn.close()
+        # The wrong CA for the server fails the server login, clearly.
+        px2 = self.start_pgwharf(settings={
+            "server_tls_sslmode": "verify-full",
+            "server_tls_ca_file": self.certs.path("otherca.crt")})
+        cp = self.psql(px2, "select 1", sslmode="disable")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("certificate verify failed", cp.stderr)
+
+    def test_server_tls_protocols(self):
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
+                                          "server_tls_protocols": "tlsv1.2"})
+        conn = self.connect(px, sslmode="disable")
+        try:
+            self.assertEqual(one(conn, "select version from pg_stat_ssl "
+                                       "where pid = pg_backend_pid()"), "TLSv1.2")
+        finally:
+            conn.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,315 @@
+/* test_hba.c - auth_hba_file parsing and matching (proxy/hba.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "proxy/hba.h"
+
+static struct pgw_hba *parse_ok(const char *text, struct pgw_conf_diag *diag)
+{
+    struct pgw_hba *hba = NULL;
+    int rc = pgw_hba_parse("hba.conf", text, &hba, diag);
+    if (rc != 0)
+        fail_msg("parse failed (%d): %s", rc,
+                 diag && diag->nerrors ? diag->errors[0] : "(no message)");
+    return hba;
+}
+
+/* ---- parser errors: each names the file and the record's first line ---- */
+
+static void test_parse_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *error;
+    } cases[] = {
+        { "hots all all 127.0.0.1/32 trust\n", "hba.conf:1: invalid connection type \"hots\"" },
+        { "# c\n\nlocal\n", "hba.conf:3: end-of-line before database specification" },
+        { "local all\n", "hba.conf:1: end-of-line before role specification" },
+        { "local all all\n", "hba.conf:1: end-of-line before authentication method" },
+        { "host all all\n", "hba.conf:1: end-of-line before IP address specification" },
+        { "host all all 127.0.0.1/32\n", "hba.conf:1: end-of-line before authentication method" },
+        { "host all all 127.0.0.1\n", "hba.conf:1: end-of-line before netmask specification" },
+        { "host all all 127.0.0.1 255.255.x.0 md5\n", "hba.conf:1: invalid IP mask" },
+        { "host all all 127.0.0.1 ffff:: md5\n", "hba.conf:1: IP address and mask do not match" },
+        { "host all all 127.0.0.1/33 md5\n", "hba.conf:1: invalid CIDR mask" },
+        { "host all all ::1/129 md5\n", "hba.conf:1: invalid CIDR mask" },
+        { "host all all 127.0.0.1/ md5\n", "hba.conf:1: invalid CIDR mask" },
+        { "host all all 127.0.0.1/3a md5\n", "hba.conf:1: invalid CIDR mask" },
+        { "host all all 300.0.0.1/8 md5\n", "hba.conf:1: invalid IP address \"300.0.0.1/8\"" },
+        { "host all all fe80:::1 md5\n", "hba.conf:1: invalid IP address" },
+        { "host all all 127.0.0.1/32,::1/128 md5\n", "multiple values specified for host address" },
+        { "local all all md5,trust\n", "multiple values specified for authentication type" },
+        { "local,host all all trust\n", "multiple values specified for connection type" },
+        { "local all all blah\n", "hba.conf:1: invalid authentication method \"blah\"" },
+        { "local all all \"trust\"x\n", "invalid authentication method \"trustx\"" },
+        { "host all all all cert\n", "cert authentication is only supported on hostssl" },
+        { "local @dbs all trust\n", "hba.conf:1: @file inclusion (\"@dbs\") is not supported" },
+        { "local all @users trust\n", "@file inclusion" },
+        { "local a,,b all trust\n", "hba.conf:1: empty element in a comma-separated list" },
+        { "local a, all trust\n", "end-of-line before authentication method" },  /* a, all = 1 field */
+        { "local a,\n", "hba.conf:1: a comma-separated list ends with a comma" },
+        { "local \"abc all trust\n", "hba.conf:1: unterminated quoted string" },
+        { "local all all trust\nlocal all \\\nall\n",
+          "hba.conf:2: end-of-line before authentication method" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgw_conf_diag diag = { 0 };
+        struct pgw_hba *hba = (struct pgw_hba *)1;
+        int rc = pgw_hba_parse("hba.conf", cases[i].text, &hba, &diag);
+        if (rc != PGW_ECONFIG || hba != NULL || diag.nerrors < 1 ||
+            !strstr(diag.errors[0], cases[i].error))
+            fail_msg("case %zu: rc %d, first error \"%s\", expected \"%s\"", i, rc,
+                     diag.nerrors ? diag.errors[0] : "", cases[i].error);
+        pgw_conf_diag_free(&diag);
+    }
+}
+
+/* Every bad line is reported, each with its own line number. */
+static void test_parse_reports_all_errors(void **state)
+{
+    (void)state;
+    const char *text = "local all all trust\n"
+                       "bogus all all trust\n"
+                       "# fine\n"
+                       "host all all 1.2.3.4/99 md5\n"
+                       "local all all trust\n"
+                       "local all all nope\n";
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_hba *hba;
+    assert_int_equal(pgw_hba_parse("x.conf", text, &hba, &diag), PGW_ECONFIG);
+    assert_null(hba);
+    assert_int_equal(diag.nerrors, 3);
+    assert_non_null(strstr(diag.errors[0], "x.conf:2: "));
+    assert_non_null(strstr(diag.errors[1], "x.conf:4: "));
+    assert_non_null(strstr(diag.errors[2], "x.conf:6: "));
+    pgw_conf_diag_free(&diag);
+    /* diag may be NULL. */
+    assert_int_equal(pgw_hba_parse("x.conf", text, &hba, NULL), PGW_ECONFIG);
+}
+
+static void test_parse_warnings(void **state)
+{
+    (void)state;
+    const char *text = "local all all peer\n"
+                       "host samerole all all md5\n"
+                       "host all +admins all md5\n"
+                       "host all all samenet md5\n"
+                       "host all all db.example.com md5\n"
+                       "hostgssenc all all all md5\n"
+                       "host all all all md5 clientcert=verify-ca foo=bar\n";
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_hba *hba = parse_ok(text, &diag);
+    assert_int_equal(pgw_hba_count(hba), 7);
+    assert_int_equal(diag.nwarnings, 6);
+    assert_non_null(strstr(diag.warnings[0], "hba.conf:1: authentication method \"peer\""));
+    assert_non_null(strstr(diag.warnings[1], "hba.conf:2: \"samerole\""));
+    assert_non_null(strstr(diag.warnings[2], "hba.conf:3: group \"+admins\""));
+    assert_non_null(strstr(diag.warnings[3], "hba.conf:4: \"samenet\""));
+    assert_non_null(strstr(diag.warnings[4], "hba.conf:5: host name \"db.example.com\""));
+    assert_non_null(strstr(diag.warnings[5], "hba.conf:6: hostgssenc"));
+    pgw_conf_diag_free(&diag);
+    pgw_hba_free(hba);
+}
+
+static void test_parse_syntax(void **state)
+{
+    (void)state;
+    /* Comments, blank lines, CRLF, continuation, quoting, lists with blanks. */
+    const char *text = "  # leading comment\r\n"
+                       "\r\n"
+                       "local \"my db\",\"all\" \"u,1\",\"He said \"\"hi\"\"\" trust # trailing\r\n"
+                       "host\tdb1, db2\t\\\n"
+                       "   alice 10.0.0.0/8 \\\n"
+                       "   md5\n"
+                       "local all all reject";
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_hba *hba = parse_ok(text, &diag);
+    assert_int_equal(pgw_hba_count(hba), 3);
+    assert_int_equal(diag.nwarnings, 0);
+    int line;
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "my db", "u,1", &line), PGW_HBA_TRUST);
+    assert_int_equal(line, 3);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "all", "He said \"hi\"", &line),
+                     PGW_HBA_TRUST);
+    /* Quoted "all" is a name, not the keyword. */
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "other", "u,1", &line),
+                     PGW_HBA_REJECT);
+    assert_int_equal(line, 7);
+    struct sockaddr_in in = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "10.1.2.3", &in.sin_addr);
+    assert_int_equal(pgw_hba_match(hba, false, false, (struct sockaddr *)&in, "db2", "alice",
+                                   &line), PGW_HBA_MD5);
+    assert_int_equal(line, 4);   /* a continued record counts from its first line */
+    pgw_hba_free(hba);
+
+    hba = parse_ok("", NULL);
+    assert_int_equal(pgw_hba_count(hba), 0);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "db", "u", &line), PGW_HBA_REJECT);
+    assert_int_equal(line, 0);
+    pgw_hba_free(hba);
+}
+
+/* ---- matching ---- */
+
+static const char *const match_rules =
+    "# line 1\n"
+    "local   all       postgres                    reject\n"             /* 2 */
+    "local   sameuser  all                         trust\n"              /* 3 */
+    "local   all       all                         scram-sha-256\n"      /* 4 */
+    "host    all       blocked  0.0.0.0/0          reject\n"             /* 5 */
+    "host    app       all      127.0.0.1/32       trust\n"              /* 6 */
+    "host    app,other bob      10.0.0.0/8         md5\n"                /* 7 */
+    "host    all       all      10.1.0.0 255.255.0.0 password\n"         /* 8 */
+    "host    all       all      ::1/128            scram-sha-256\n"      /* 9 */
+    "host    all       all      2001:db8::/32      md5\n"                /* 10 */
+    "hostssl all       all      192.168.0.0/16     cert\n"               /* 11 */
+    "hostnossl all     all      192.168.0.0/16     scram-sha-256\n"      /* 12 */
+    "host    replication all    all                trust\n"              /* 13 */
+    "host    all       +staff   172.16.0.0/12      trust\n"              /* 14 */
+    "host    all       +banned  172.16.0.0/12      reject\n"             /* 15 */
+    "host    all       all      172.16.0.0/12      md5\n"                /* 16 */
+    "host    all       all      samehost           trust\n"              /* 17 */
+    "host    \"all\"   all      all                password\n";          /* 18 */
+
+static void test_match_table(void **state)
+{
+    (void)state;
+    static const struct {
+        bool is_unix, is_tls;
+        const char *addr, *db, *user;
+        enum pgw_hba_method method;
+        int line;
+    } cases[] = {
+        /* local: first match wins */
+        { true, false, NULL, "postgres", "postgres", PGW_HBA_REJECT, 2 },
+        { true, false, NULL, "alice", "alice", PGW_HBA_TRUST, 3 },          /* sameuser */
+        { true, false, NULL, "app", "alice", PGW_HBA_SCRAM, 4 },
+        /* host v4 */
+        { false, false, "127.0.0.1", "app", "blocked", PGW_HBA_REJECT, 5 },
+        { false, false, "127.0.0.1", "app", "alice", PGW_HBA_TRUST, 6 },
+        { false, false, "127.0.0.2", "app", "alice", PGW_HBA_REJECT, 0 },     /* /32 */
+        { false, false, "10.9.9.9", "other", "bob", PGW_HBA_MD5, 7 },
+        { false, false, "10.9.9.9", "app", "carol", PGW_HBA_REJECT, 0 },     /* no match */
+        { false, false, "10.1.200.3", "app", "carol", PGW_HBA_PASSWORD, 8 }, /* addr + mask */
+        { false, false, "10.2.0.1", "x", "carol", PGW_HBA_REJECT, 0 },
+        /* host v6 */
+        { false, false, "::1", "app", "alice", PGW_HBA_SCRAM, 9 },
+        { false, false, "2001:db8:1::5", "x", "y", PGW_HBA_MD5, 10 },
+        { false, false, "2001:db9::5", "x", "y", PGW_HBA_REJECT, 0 },
+        /* an IPv4-mapped IPv6 client matches IPv4 rules */
+        { false, false, "::ffff:127.0.0.1", "app", "alice", PGW_HBA_TRUST, 6 },
+        /* ssl / nossl */
+        { false, false, "192.168.1.1", "x", "y", PGW_HBA_SCRAM, 12 },
+        { false, true, "192.168.1.1", "x", "y", PGW_HBA_CERT, 11 },
+        /* replication never matches */
+        { false, false, "172.15.0.1", "replication", "y", PGW_HBA_REJECT, 0 },
+        /* +group: unknown; skipped for trust, decides for reject */
+        { false, false, "172.16.5.5", "x", "y", PGW_HBA_REJECT, 15 },
+        /* samehost on a trust rule never lets anyone in */
+        { false, false, "8.8.8.8", "x", "y", PGW_HBA_REJECT, 0 },
+        /* a TCP rule never matches a unix socket, nor a local rule TCP */
+        { false, false, "8.8.8.8", "all", "y", PGW_HBA_PASSWORD, 18 },
+        { true, false, NULL, "all", "postgres", PGW_HBA_REJECT, 2 },
+    };
+    struct pgw_hba *hba = parse_ok(match_rules, NULL);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        const struct sockaddr *sa = NULL;
+        if (cases[i].addr) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            if (inet_pton(AF_INET, cases[i].addr, &in->sin_addr) == 1)
+                in->sin_family = AF_INET;
+            else if (inet_pton(AF_INET6, cases[i].addr, &in6->sin6_addr) == 1)
+                in6->sin6_family = AF_INET6;
+            else
+                fail_msg("bad test address %s", cases[i].addr);
+            sa = (const struct sockaddr *)&ss;
+        }
+        int line = -1;
+        enum pgw_hba_method m = pgw_hba_match(hba, cases[i].is_unix, cases[i].is_tls, sa,
+                                              cases[i].db, cases[i].user, &line);
+        if (m != cases[i].method || line != cases[i].line)
+            fail_msg("case %zu (%s %s/%s): got %s line %d, expected %s line %d", i,
+                     cases[i].addr ? cases[i].addr : "unix", cases[i].db, cases[i].user,
+                     pgw_hba_method_name(m), line, pgw_hba_method_name(cases[i].method),
+                     cases[i].line);
+    }
+    pgw_hba_free(hba);
+}
+
+/* Methods pgwharf lacks reject; a +group on a trust rule is skipped. */
+static void test_unsupported_fail_closed(void **state)
+{
+    (void)state;
+    struct pgw_hba *hba = parse_ok("local all all peer\nlocal all all trust\n", NULL);
+    int line;
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_REJECT);
+    assert_int_equal(line, 1);
+    pgw_hba_free(hba);
+    hba = parse_ok("local samegroup all trust\nlocal all all md5\n", NULL);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_MD5);
+    assert_int_equal(line, 2);
+    pgw_hba_free(hba);
+}
+
+static void test_method_names(void **state)
+{
+    (void)state;
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_REJECT), "reject");
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_TRUST), "trust");
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_PASSWORD), "password");
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_MD5), "md5");
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_SCRAM), "scram-sha-256");
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_CERT), "cert");
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pgw-test-hba-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "local all all trust\nhost all all 127.0.0.1/32 md5\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct pgw_hba *hba;
+    struct pgw_conf_diag diag = { 0 };
+    assert_int_equal(pgw_hba_load(path, &hba, &diag), 0);
+    assert_int_equal(pgw_hba_count(hba), 2);
+    pgw_hba_free(hba);
+    unlink(path);
+    assert_int_equal(pgw_hba_load(path, &hba, &diag), PGW_ECONFIG);
+    assert_null(hba);
+    assert_int_equal(diag.nerrors, 1);
+    assert_non_null(strstr(diag.errors[0], path));
+    assert_non_null(strstr(diag.errors[0], "cannot open"));
+    pgw_conf_diag_free(&diag);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_reports_all_errors),
+        cmocka_unit_test(test_parse_warnings),
+        cmocka_unit_test(test_parse_syntax),
+        cmocka_unit_test(test_match_table),
+        cmocka_unit_test(test_unsupported_fail_closed),
+        cmocka_unit_test(test_method_names),
+        cmocka_unit_test(test_load_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
