@@ -63,9 +63,11 @@ static int check(const char *path)
     struct pgw_config *cfg = load(path, true);
     if (!cfg)
         return 2;
-    pgw_conf_print(stdout, cfg);
+    int problems = pgw_proxy_check_files(cfg, stderr);
+    if (problems == 0)
+        pgw_conf_print(stdout, cfg);
     pgw_conf_free(cfg);
-    return 0;
+    return problems ? 2 : 0;
 }
 
 

@@ -256,6 +256,38 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
 }
 
+int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
+{
+    int problems = 0;
+    struct pgw_conf_diag diag = { 0 };
+    if (cfg->auth_file && *cfg->auth_file) {
+        struct pgw_auth_file *af = NULL;
+        if (pgw_authfile_load(cfg->auth_file, &af, &diag) < 0 && diag.nerrors == 0)
+            fprintf(err, "%s: cannot read auth_file\n", cfg->auth_file), problems++;
+        pgw_authfile_free(af);
+    }
+    if (cfg->auth_type == PGW_AUTH_HBA) {
+        struct pgw_hba *hba = NULL;
+        if (pgw_hba_load(cfg->auth_hba_file, &hba, &diag) < 0 && diag.nerrors == 0)
+            fprintf(err, "%s: cannot read auth_hba_file\n", cfg->auth_hba_file), problems++;
+        pgw_hba_free(hba);
+    }
+    for (int i = 0; i < diag.nwarnings; i++)
+        fprintf(err, "%s\n", diag.warnings[i]);
+    for (int i = 0; i < diag.nerrors; i++)
+        fprintf(err, "%s\n", diag.errors[i]);
+    problems += diag.nerrors;
+    pgw_conf_diag_free(&diag);
+    if (cfg->client_tls_sslmode != PGW_TLS_DISABLE) {
+        struct ssl_ctx_st *ctx = NULL;
+        char why[512];
+        if (pgw_tls_ctx_build(cfg, &ctx, why, sizeof(why)) < 0)
+            fprintf(err, "%s: client TLS: %s\n", cfg->file ? cfg->file : "config", why), problems++;
+        pgw_tls_ctx_free(ctx);
+    }
+    return problems;
+}
+
 int pgw_proxy_reload_file(struct pgw_proxy *px)
 {
     struct pgw_config *cfg = NULL;

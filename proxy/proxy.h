@@ -12,6 +12,7 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "conf/conf.h"
 
@@ -27,6 +28,10 @@ enum pgw_shutdown_mode {
  * (cannot bind, unreadable auth_file, ...). */
 struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
                                    char *errbuf, size_t errlen);
+/* What `pgwharf --check` adds to the config file's own checks: the files
+ * it names (auth_file, auth_hba_file, TLS keys and certificates) load.
+ * Prints each problem to err; returns the number of problems. */
+int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err);
 /* Swap in a new config (takes ownership); nobody is dropped. */
 void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg);
 /* Re-read cfg->file; on errors logs each with file:line and keeps the old

@@ -1,0 +1,88 @@
+"""The pgwharf command line: --check, --version, --help, bad usage."""
+
+import os
+import subprocess
+import tempfile
+import unittest
+
+BINARY = os.environ.get("PGW_BINARY")
+
+
+def run(*args):
+    return subprocess.run([BINARY] + list(args), capture_output=True, text=True, timeout=30)
+
+
+class TestCli(unittest.TestCase):
+    def setUp(self):
+        if not BINARY:
+            self.fail("$PGW_BINARY is not set (run through ctest)")
+        self.dir = tempfile.mkdtemp(prefix="pgwharf-cli-")
+        self.auth = os.path.join(self.dir, "userlist.txt")
+        with open(self.auth, "w") as f:
+            f.write('"bob" "secret"\n')
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_check_valid_prints_effective_settings(self):
+        path = self.write("ok.ini", "[databases]\napp = host=127.0.0.1 dbname=app\n"
+                          "[pgbouncer]\nlisten_port = 6439\nauth_file = %s\n"
+                          "default_pool_size = 7\npool_mode = transaction\n" % self.auth)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("default_pool_size = 7", cp.stdout)
+        self.assertIn("pool_mode = transaction", cp.stdout)
+        self.assertIn("listen_port = 6439", cp.stdout)
+        self.assertIn("query_wait_timeout = 120", cp.stdout)   # a default
+
+    def test_check_reports_every_error_with_file_and_line(self):
+        path = self.write("bad.ini", "[pgwharf]\n"
+                          "default_pool_size = -3\n"
+                          "pool_mode = sometimes\n"
+                          "no_such_key = 1\n"
+                          "query_wait_timeout = 5 parsecs\n"
+                          "auth_file = %s\n" % self.auth)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2)
+        errs = cp.stderr
+        self.assertIn("bad.ini:2: default_pool_size", errs)
+        self.assertIn("bad.ini:3: pool_mode", errs)
+        self.assertIn('bad.ini:4: unknown key "no_such_key"', errs)
+        self.assertIn("bad.ini:5: query_wait_timeout", errs)
+        self.assertEqual(cp.stdout, "")
+
+    def test_check_loads_the_files_it_names(self):
+        path = self.write("hba.ini", "[pgwharf]\nauth_type = hba\nauth_hba_file = %s\n"
+                          "auth_file = %s\n" % (self.write("hba.conf", "hostx all all 127.0.0.1/32 md5\n"),
+                                                self.auth))
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2)
+        self.assertIn("hba.conf:1:", cp.stderr)
+
+    def test_unsupported_pgbouncer_key_is_a_warning(self):
+        path = self.write("warn.ini", "[pgbouncer]\nauth_file = %s\nsyslog = 1\n" % self.auth)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("warn.ini:3: syslog: ignored: not supported yet", cp.stderr)
+
+    def test_version_help_usage(self):
+        cp = run("--version")
+        self.assertEqual(cp.returncode, 0)
+        self.assertRegex(cp.stdout, r"^pgwharf \d+\.\d+\.\d+")
+        cp = run("--help")
+        self.assertEqual(cp.returncode, 0)
+        self.assertIn("--check", cp.stdout)
+        self.assertEqual(run().returncode, 2)
+        self.assertEqual(run("--bogus").returncode, 2)
+
+    def test_missing_file(self):
+        cp = run("--check", os.path.join(self.dir, "nope.ini"))
+        self.assertEqual(cp.returncode, 2)
+        self.assertIn("nope.ini", cp.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
