@@ -17,7 +17,6 @@
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,7 +199,7 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
         send_auth_request(s, AUTH_CLEARTEXT, NULL, 0);
         return;
     case AM_MD5:
-        if (RAND_bytes(s->md5_salt, sizeof(s->md5_salt)) != 1) {
+        if (pgw_proxy_random(s->px, s->md5_salt, sizeof(s->md5_salt)) < 0) {
             pgw_session_close(s, "53200", "cannot make a salt");
             return;
         }

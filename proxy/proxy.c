@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <openssl/rand.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -100,6 +101,29 @@ void pgw_iobuf_cut(struct pgw_iobuf *b, uint32_t at, uint32_t n)
         b->parsed = b->parsed >= at + n ? b->parsed - n : at;
 }
 
+int pgw_proxy_random(struct pgw_proxy *px, void *out, size_t n)
+{
+    /* Drawn from OpenSSL's CSPRNG a block at a time: one call (and its
+     * fork-check getpid) per 16 logins rather than three per login. */
+    uint8_t *o = out;
+    while (n > 0) {
+        if (px->rnd_pos == sizeof(px->rnd)) {
+            if (RAND_bytes(px->rnd, sizeof(px->rnd)) != 1)
+                return PGW_EIO;
+            px->rnd_pos = 0;
+        }
+        size_t k = sizeof(px->rnd) - px->rnd_pos;
+        if (k > n)
+            k = n;
+        memcpy(o, px->rnd + px->rnd_pos, k);
+        memset(px->rnd + px->rnd_pos, 0, k);     /* used bytes are not kept */
+        px->rnd_pos += k;
+        o += k;
+        n -= k;
+    }
+    return 0;
+}
+
 static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, reaper);
@@ -146,6 +170,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     }
     px->loop = loop;
     px->cfg = cfg;
+    px->rnd_pos = sizeof(px->rnd);
     pgw_list_init(&px->sessions);
     pgw_list_init(&px->closing);
     pgw_list_init(&px->free_bufs);

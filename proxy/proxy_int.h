@@ -261,6 +261,8 @@ struct pgw_proxy {
     struct pgw_list cancel_hash[PGW_CANCEL_BUCKETS];
     struct pgw_cancel_state *cancel;
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
+    uint8_t rnd[256];                /* random bytes not handed out yet */
+    size_t rnd_pos;
     bool shutting_down, finished;
     enum pgw_shutdown_mode shutdown_mode;
     struct pgw_config *retired_cfgs[8];  /* old configs still referenced by pools */
@@ -277,5 +279,7 @@ struct pgw_proxy {
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);
+/* n unpredictable bytes (salts, cancel keys).  Returns 0 or PGW_EIO. */
+int pgw_proxy_random(struct pgw_proxy *px, void *out, size_t n);
 
 #endif

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -519,8 +518,8 @@ void pgw_session_login_done(struct pgw_session *s)
         return;
     }
     do {
-        if (RAND_bytes((unsigned char *)&s->cancel_pid, sizeof(s->cancel_pid)) != 1 ||
-            RAND_bytes((unsigned char *)&s->cancel_key, sizeof(s->cancel_key)) != 1) {
+        if (pgw_proxy_random(s->px, &s->cancel_pid, sizeof(s->cancel_pid)) < 0 ||
+            pgw_proxy_random(s->px, &s->cancel_key, sizeof(s->cancel_key)) < 0) {
             pgw_session_close(s, "53200", "cannot make a cancel key");
             return;
         }
