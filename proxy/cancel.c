@@ -89,7 +89,7 @@ static void job_done(struct pgw_cancel_state *cs, struct cancel_job *j)
     if (!s || --s->cancel_inflight > 0)
         return;
     if (s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
-        s->sync_out == 0 && s->fe_open == 0 && s->tx_status == 'I') {
+        s->track.sync_out == 0 && s->track.fe_open == 0 && s->track.tx_status == 'I') {
         pgw_relay_unlink(s, PGW_RELEASE_IDLE);
         if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
             pgw_relay_client_data(s);
@@ -136,7 +136,7 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
         pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
         return;
     }
-    bool busy = s->server && (s->sync_out > 0 || s->fe_open > 0 || s->copy);
+    bool busy = s->server && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
     if (!busy) {
         pgw_info("cancel_ignored", "client=%s target=%s reason=\"no query in progress\"",
                  from, s->addr_text);

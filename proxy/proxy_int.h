@@ -21,6 +21,7 @@
 #include "ctx/ctx.h"
 #include "pool/pool.h"
 #include "proxy/proxy.h"
+#include "proxy/track.h"
 
 /* ---- I/O buffers: fixed size, pooled, taken on first use ---- */
 #define PGW_IOBUF_SIZE (32 * 1024)
@@ -110,12 +111,8 @@ struct pgw_session {
     struct pgw_server *server;
     struct pgw_pool_waiter waiter;
     uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
-    int sync_out;                    /* Sync/Query sent, ReadyForQuery not yet back */
-    int fe_open;                     /* messages since the last Sync/Query */
+    struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
-    int sync_exec;                   /* Syncs since the last Execute (COPY IN ignores them) */
-    char tx_status;                  /* last ReadyForQuery status seen */
-    bool copy;                       /* COPY under way */
     bool discard;                    /* after a failed acquire: drop up to Sync */
     bool discard_last;               /* the message being dropped ends discarding */
     bool terminating;                /* client sent Terminate */

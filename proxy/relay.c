@@ -146,14 +146,14 @@ static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 {
     struct ev_loop *loop = s->px->loop;
-    /* sync_out/fe_open already count what the client sent while no server
-     * was linked: those messages go to this server now. */
+    /* Client bytes are scanned only while linked, so the counters start
+     * from nothing here. */
     s->server = srv;
     srv->link = s;
     s->sskip = 0;
     s->swallow = 0;
-    s->copy = false;
-    s->tx_status = 'I';
+    s->track.copy = false;
+    s->track.tx_status = 'I';
     /* The pool has had this socket registered with libev since it
      * connected, so the watchers need ev_io_set only when the fd number
      * differs from last time (which costs an epoll_ctl). */
@@ -172,8 +172,8 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
 {
-    if (s->sync_out > 0 || s->fe_open > 0 || s->swallow > 0 || s->copy || s->cskip ||
-        s->sskip || s->cancel_inflight || s->tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)))
+    if (s->track.sync_out > 0 || s->track.fe_open > 0 || s->swallow > 0 || s->track.copy || s->cskip ||
+        s->sskip || s->cancel_inflight || s->track.tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)))
         return PGW_RELEASE_CLOSE;
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
         return PGW_RELEASE_CLOSE;
@@ -198,8 +198,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     if (s->sbuf)
         s->sbuf->len = s->sbuf->parsed;   /* a partial server message is the server's */
     s->sskip = 0;
-    s->sync_out = s->fe_open = s->swallow = 0;
-    s->copy = false;
+    pgw_track_reset(&s->track);
+    s->swallow = 0;
     s->query_start = 0;
     s->ps_need_room = false;
     if (s->ps_on)
@@ -274,7 +274,7 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
      * ReadyForQuery: the session stays usable. */
     s->state = PGW_SS_IDLE;
     s->discard = true;
-    s->sync_out = s->fe_open = 0;
+    pgw_track_reset(&s->track);
     s->query_start = 0;
     if (s->cbuf) {
         s->cbuf->parsed = s->cbuf->sent;
@@ -434,38 +434,13 @@ static bool scan_client(struct pgw_session *s)
             }
             n = total;
         }
-        switch (type) {
-        case PGW_FE_QUERY:
-        case PGW_FE_FUNCTION_CALL:
-            s->sync_exec = 0;
-            /* fall through */
-        case PGW_FE_SYNC:
-            if (type == PGW_FE_SYNC)
-                s->sync_exec++;
-            if (s->sync_out++ == 0)
-                s->query_start = ev_now(s->px->loop);
-            s->fe_open = 0;
+        if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
+            pgw_ps_copy_ignored_syncs(s, s->track.sync_exec);
+        if (pgw_track_frontend(&s->track, type))
+            s->query_start = ev_now(s->px->loop);
+        if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
             s->px->total_query++;
-            break;
-        case PGW_FE_COPY_DONE:
-        case PGW_FE_COPY_FAIL:
-            /* Syncs sent between an Execute that started COPY FROM STDIN
-             * and its end are ignored by the server: no ReadyForQuery. */
-            s->sync_out -= s->sync_exec;
-            if (s->ps_on)
-                pgw_ps_copy_ignored_syncs(s, s->sync_exec);
-            s->sync_exec = 0;
-            break;
-        case PGW_FE_COPY_DATA:
-            break;
-        case PGW_FE_EXECUTE:
-            s->sync_exec = 0;
-            s->fe_open++;
-            break;
-        default:
-            s->fe_open++;
-            break;
         }
         b->parsed += n;
         s->cskip = total - n;
@@ -550,17 +525,13 @@ enum scan_after { AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR };
 
 static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
-    if (s->sync_out > 0)
-        s->sync_out--;
-    s->tx_status = status;
-    s->copy = false;
-    if (s->sync_out > 0)
+    if (!pgw_track_ready(&s->track, status))
         return;
     pgw_metrics_ready(s, status);
     s->query_start = 0;
     if (status == 'I')
         s->xact_count++;
-    if (s->fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
+    if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
         (s->ps_on && !pgw_ps_idle(s)))
         return;
     if (status == 'I')
@@ -595,8 +566,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
                      (ps && pgw_ps_backend_wants_whole(s, type));
         if (!whole) {
-            if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
-                s->copy = true;
+            pgw_track_backend(&s->track, type);
             if (ps)
                 pgw_ps_backend(s, type, NULL, total);
             uint32_t n = avail < total ? avail : total;
@@ -711,6 +681,6 @@ void pgw_relay_server_readable(struct pgw_session *s)
         return;
     if (after != AFTER_NONE)
         after_scan(s, after);
-    else if (s->sync_out == 0)
+    else if (s->track.sync_out == 0)
         pgw_session_arm_timer(s);   /* idle in transaction from now on */
 }

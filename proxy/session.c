@@ -86,7 +86,7 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
         memcpy(&s->addr, sa, salen);
     addr_to_text(s, sa);
     s->state = PGW_SS_STARTUP;
-    s->tx_status = 'I';
+    s->track.tx_status = 'I';
     s->connect_time = s->last_activity = ev_now(px->loop);
     pgw_list_init(&s->cancel_node);
     ev_io_init(&s->cli_r, client_read_cb, fd, EV_READ);
@@ -122,11 +122,11 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
         *what = "client_idle_timeout";
         return cfg->client_idle_timeout > 0 ? s->last_activity + cfg->client_idle_timeout : 0;
     case PGW_SS_LINKED:
-        if (s->sync_out > 0 && s->query_start > 0) {
+        if (s->track.sync_out > 0 && s->query_start > 0) {
             *what = "query_timeout";
             return cfg->query_timeout > 0 ? s->query_start + cfg->query_timeout : 0;
         }
-        if (s->tx_status != 'I') {
+        if (s->track.tx_status != 'I') {
             *what = "idle_transaction_timeout";
             return cfg->idle_transaction_timeout > 0
                        ? s->last_activity + cfg->idle_transaction_timeout : 0;

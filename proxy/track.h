@@ -1,0 +1,108 @@
+/*
+ * track.h - what the relay counts to know when a server may go back to the
+ * pool: pure functions over message types, shared by relay.c and the fuzz
+ * target that feeds whole protocol streams in random pieces.
+ *
+ *   sync_out   Sync/Query/FunctionCall sent whose ReadyForQuery is not back
+ *   fe_open    messages sent since the last Sync/Query (an open batch)
+ *   sync_exec  Syncs since the last Execute: COPY FROM STDIN ignores them,
+ *              so CopyDone/CopyFail takes them back
+ *
+ * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
+ * are both zero.  Internal to proxy/.
+ */
+#ifndef PGW_PROXY_TRACK_H
+#define PGW_PROXY_TRACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/wire.h"
+
+struct pgw_track {
+    int sync_out;
+    int fe_open;
+    int sync_exec;
+    char tx_status;              /* last ReadyForQuery status */
+    bool copy;                   /* COPY under way */
+};
+
+static inline void pgw_track_reset(struct pgw_track *t)
+{
+    t->sync_out = t->fe_open = t->sync_exec = 0;
+    t->copy = false;
+}
+
+/* A frontend message of `type` is sent.  Returns true when it opens a
+ * request (the first outstanding Sync/Query), for query timing. */
+static inline bool pgw_track_frontend(struct pgw_track *t, char type)
+{
+    switch (type) {
+    case PGW_FE_QUERY:
+    case PGW_FE_FUNCTION_CALL:
+        t->sync_exec = 0;
+        t->fe_open = 0;
+        return t->sync_out++ == 0;
+    case PGW_FE_SYNC:
+        t->sync_exec++;
+        t->fe_open = 0;
+        return t->sync_out++ == 0;
+    case PGW_FE_COPY_DONE:
+    case PGW_FE_COPY_FAIL:
+        t->sync_out -= t->sync_exec;
+        if (t->sync_out < 0)
+            t->sync_out = 0;
+        t->sync_exec = 0;
+        return false;
+    case PGW_FE_COPY_DATA:
+        return false;
+    case PGW_FE_EXECUTE:
+        t->sync_exec = 0;
+        t->fe_open++;
+        return false;
+    default:
+        t->fe_open++;
+        return false;
+    }
+}
+
+/* Copy responses from the server. */
+static inline void pgw_track_backend(struct pgw_track *t, char type)
+{
+    if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
+        t->copy = true;
+}
+
+/* ReadyForQuery with `status`: true when it answers the last outstanding
+ * request. */
+static inline bool pgw_track_ready(struct pgw_track *t, char status)
+{
+    if (t->sync_out > 0)
+        t->sync_out--;
+    t->tx_status = status;
+    t->copy = false;
+    return t->sync_out == 0;
+}
+
+/* Could the server go back to the pool right now? */
+static inline bool pgw_track_idle(const struct pgw_track *t)
+{
+    return t->sync_out == 0 && t->fe_open == 0 && !t->copy && t->tx_status == 'I';
+}
+
+/*
+ * Feed a byte stream in pieces (fuzzing and tests): frames messages across
+ * chunk boundaries and applies the counters.  `skip` and `hdr` carry a
+ * partial message between calls.  Returns the number of whole-message
+ * headers seen, or -1 on an invalid length.
+ */
+struct pgw_track_stream {
+    uint32_t skip;               /* body bytes of the current message still to pass */
+    uint8_t hdr[6];              /* a partial header (type, length, first body byte) */
+    uint8_t nhdr;
+    bool backend;
+};
+int pgw_track_feed(struct pgw_track *t, struct pgw_track_stream *st, const uint8_t *p, size_t n);
+
+#endif

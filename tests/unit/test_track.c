@@ -1,0 +1,145 @@
+/* test_track.c - the relay's release tracker (proxy/track.h): whole protocol
+ * conversations fed in every possible split must end in the same state. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/wire.h"
+#include "proxy/track.h"
+
+static size_t msg(uint8_t *out, char type, const char *body, size_t blen)
+{
+    out[0] = (uint8_t)type;
+    pgw_put_u32(out + 1, (uint32_t)(blen + 4));
+    memcpy(out + 5, body, blen);
+    return blen + 5;
+}
+
+/* Feed fe then be in chunks of `step`; return the final state. */
+static struct pgw_track run(const uint8_t *fe, size_t fn, const uint8_t *be, size_t bn, size_t step)
+{
+    struct pgw_track t = { .tx_status = 'I' };
+    struct pgw_track_stream fs = { .backend = false }, bs = { .backend = true };
+    for (size_t i = 0; i < fn; i += step)
+        assert_true(pgw_track_feed(&t, &fs, fe + i, fn - i < step ? fn - i : step) >= 0);
+    for (size_t i = 0; i < bn; i += step)
+        assert_true(pgw_track_feed(&t, &bs, be + i, bn - i < step ? bn - i : step) >= 0);
+    return t;
+}
+
+static void test_simple_query_then_idle(void **state)
+{
+    (void)state;
+    uint8_t fe[64], be[128];
+    size_t fn = msg(fe, 'Q', "select 1", 9);
+    size_t bn = 0;
+    bn += msg(be + bn, 'T', "\0\0", 2);
+    bn += msg(be + bn, 'D', "\0\1\0\0\0\1" "1", 7);
+    bn += msg(be + bn, 'C', "SELECT 1", 9);
+    bn += msg(be + bn, 'Z', "I", 1);
+    for (size_t step = 1; step <= bn; step++) {
+        struct pgw_track t = run(fe, fn, be, bn, step);
+        assert_true(pgw_track_idle(&t));
+    }
+}
+
+static void test_pipeline_two_syncs_needs_both_ready(void **state)
+{
+    (void)state;
+    uint8_t fe[128], be[64];
+    size_t fn = 0;
+    fn += msg(fe + fn, 'P', "\0select 1\0\0\0", 12);
+    fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
+    fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
+    fn += msg(fe + fn, 'S', "", 0);
+    fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
+    fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
+    fn += msg(fe + fn, 'S', "", 0);
+    size_t one = msg(be, 'Z', "I", 1);
+    for (size_t step = 1; step <= fn; step++) {
+        struct pgw_track t = run(fe, fn, be, one, step);
+        assert_false(pgw_track_idle(&t));       /* one Sync still outstanding */
+        assert_int_equal(t.sync_out, 1);
+    }
+    size_t bn = one + msg(be + one, 'Z', "I", 1);
+    struct pgw_track t = run(fe, fn, be, bn, 3);
+    assert_true(pgw_track_idle(&t));
+}
+
+static void test_open_batch_blocks_release(void **state)
+{
+    (void)state;
+    uint8_t fe[64], be[16];
+    size_t fn = 0;
+    fn += msg(fe + fn, 'Q', "select 1", 9);
+    fn += msg(fe + fn, 'P', "\0select 2\0\0\0", 12);   /* no Sync yet */
+    size_t bn = msg(be, 'Z', "I", 1);
+    struct pgw_track t = run(fe, fn, be, bn, 1);
+    assert_int_equal(t.sync_out, 0);
+    assert_int_equal(t.fe_open, 1);
+    assert_false(pgw_track_idle(&t));
+}
+
+static void test_transaction_status_blocks_release(void **state)
+{
+    (void)state;
+    uint8_t fe[32], be[16];
+    size_t fn = msg(fe, 'Q', "begin", 6);
+    size_t bn = msg(be, 'Z', "T", 1);
+    struct pgw_track t = run(fe, fn, be, bn, 2);
+    assert_int_equal(t.tx_status, 'T');
+    assert_false(pgw_track_idle(&t));
+}
+
+static void test_copy_in_extended_ignores_inner_sync(void **state)
+{
+    (void)state;
+    /* libpq: P B E S (COPY FROM STDIN), then d d c S.  The first Sync
+     * arrives during COPY IN and gets no ReadyForQuery. */
+    uint8_t fe[256], be[64];
+    size_t fn = 0;
+    fn += msg(fe + fn, 'P', "\0copy t from stdin\0\0\0", 22);
+    fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
+    fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
+    fn += msg(fe + fn, 'S', "", 0);
+    fn += msg(fe + fn, 'd', "1\n", 2);
+    fn += msg(fe + fn, 'd', "2\n", 2);
+    fn += msg(fe + fn, 'c', "", 0);
+    fn += msg(fe + fn, 'S', "", 0);
+    size_t bn = 0;
+    bn += msg(be + bn, 'G', "\0\0\0", 3);
+    bn += msg(be + bn, 'C', "COPY 2", 7);
+    bn += msg(be + bn, 'Z', "I", 1);
+    for (size_t step = 1; step <= fn; step += 3) {
+        struct pgw_track t = run(fe, fn, be, bn, step);
+        assert_true(pgw_track_idle(&t));
+    }
+}
+
+static void test_bad_length_rejected(void **state)
+{
+    (void)state;
+    uint8_t bad[5] = { 'Q', 0, 0, 0, 3 };
+    struct pgw_track t = { .tx_status = 'I' };
+    struct pgw_track_stream st = { 0 };
+    assert_int_equal(pgw_track_feed(&t, &st, bad, sizeof(bad)), -1);
+    uint8_t huge[5] = { 'D', 0x7f, 0xff, 0xff, 0xff };
+    struct pgw_track_stream bs = { .backend = true };
+    assert_int_equal(pgw_track_feed(&t, &bs, huge, sizeof(huge)), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simple_query_then_idle),
+        cmocka_unit_test(test_pipeline_two_syncs_needs_both_ready),
+        cmocka_unit_test(test_open_batch_blocks_release),
+        cmocka_unit_test(test_transaction_status_blocks_release),
+        cmocka_unit_test(test_copy_in_extended_ignores_inner_sync),
+        cmocka_unit_test(test_bad_length_rejected),
+    };
+    return cmocka_run_group_tests_name("track", tests, NULL, NULL);
+}
