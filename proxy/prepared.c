@@ -410,6 +410,15 @@ static bool room(const struct pgw_iobuf *b, uint32_t n)
     return b->cap - (b->len - b->sent) >= n;
 }
 
+/* The same, noting what is missing for the caller (PGW_PS_NEED_ROOM). */
+static bool need_room(struct pgw_session *s, const struct pgw_iobuf *b, uint32_t n)
+{
+    if (room(b, n))
+        return true;
+    s->ps_room_need = n;
+    return false;
+}
+
 static void insert_here(struct pgw_iobuf *b, const void *p, uint32_t n)
 {
     pgw_iobuf_insert(b, b->parsed, p, n);      /* parsed moves past it */
@@ -563,10 +572,12 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         return PGW_PS_FORWARD;
     }
     struct ps_registry *reg = reg_of(s);
-    reg->st.client_parses++;
     if (client_find(s, name)) {
-        if (!dup_error(s, b, name))
+        if (!dup_error(s, b, name)) {
+            s->ps_room_need = 700;
             return PGW_PS_NEED_ROOM;
+        }
+        reg->st.client_parses++;
         pgw_iobuf_cut(b, b->parsed, *total);
         return PGW_PS_DROPPED;
     }
@@ -575,10 +586,14 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     struct ps_stmt *st = stmt_get(reg, key, key_len);
     if (!st)
         goto oom;
-    if (!room(b, ensure_bytes(s, st) + st->parse_len)) {
+    /* The Parse is replaced by one under pgwharf's name (a few bytes
+     * longer at most), maybe after a Close or two for the LRU. */
+    uint32_t grow = st->parse_len > *total ? st->parse_len - *total : 0;
+    if (!need_room(s, b, grow + 2 * 40)) {
         stmt_unref(reg, st);
         return PGW_PS_NEED_ROOM;
     }
+    reg->st.client_parses++;
     if (!client_add(s, name, st)) {
         stmt_unref(reg, st);
         goto oom;
@@ -651,7 +666,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     }
     struct ps_stmt *st = cn->stmt;
     size_t old_nl = strlen(name), new_nl = strlen(st->name);
-    if (!room(b, ensure_bytes(s, st) + (uint32_t)new_nl + 8))
+    if (!need_room(s, b, ensure_bytes(s, st) + (uint32_t)new_nl + 8))
         return PGW_PS_NEED_ROOM;
     /* Build the renamed message before anything moves the buffer. */
     struct pgw_wbuf m;

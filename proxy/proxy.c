@@ -43,10 +43,39 @@ struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px)
     return b;
 }
 
+bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need)
+{
+    struct pgw_iobuf *b = *bp;
+    if (need <= b->cap)
+        return true;
+    if (need > PGW_IOBUF_MAX)
+        return false;
+    size_t page = 65536;
+    size_t cap = ((size_t)need + sizeof(*b) + page - 1) / page * page - sizeof(*b);
+    void *m = mmap(NULL, sizeof(*b) + cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (m == MAP_FAILED)
+        return false;
+    struct pgw_iobuf *nb = m;
+    pgw_list_init(&nb->node);
+    nb->cap = (uint32_t)cap;
+    nb->sent = 0;
+    nb->parsed = b->parsed - b->sent;
+    nb->len = b->len - b->sent;
+    memcpy(nb->data, b->data + b->sent, nb->len);
+    pgw_iobuf_put(px, b);
+    *bp = nb;
+    return true;
+}
+
 void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b)
 {
     if (!b)
         return;
+    if (b->cap != PGW_IOBUF_SIZE) {          /* grown for one large message */
+        munmap(b, sizeof(*b) + b->cap);
+        return;
+    }
     if (px->nfree_bufs >= MAX_FREE_BUFS) {
         munmap(b, IOBUF_MAP);
         return;

@@ -35,7 +35,14 @@ struct pgw_iobuf {
     uint8_t data[];
 };
 
+/* The largest message pgwharf holds whole (to inspect or rewrite it). */
+#define PGW_IOBUF_MAX (64u * 1024 * 1024)
+
 struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px);
+/* Make *bp hold at least `need` bytes from its first unsent one, moving to
+ * a larger mapping if needed (given back when the buffer empties).  False
+ * when need exceeds PGW_IOBUF_MAX or memory is short. */
+bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need);
 void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b);
 /* Move unsent bytes to the front to make room at the end. */
 void pgw_iobuf_compact(struct pgw_iobuf *b);
@@ -125,6 +132,7 @@ struct pgw_session {
     /* prepared statements (prepared.c) */
     bool ps_on;                      /* rewriting for this link */
     bool ps_need_room;               /* a rewrite waits for buffer room */
+    uint32_t ps_room_need;           /* how much room it wants */
     struct ps_client *ps_client;     /* the client's statement names */
     struct ps_queue *ps_queue;       /* responses expected from the server */
 

@@ -409,8 +409,14 @@ static bool scan_client(struct pgw_session *s)
             continue;
         }
         if (s->ps_on && ps_type(type)) {
-            if (total > avail) {
-                if (total > b->cap - PS_HEADROOM) {
+            /* Parse/Bind/Describe/Close are read whole (names are rewritten);
+             * a short Query too (DISCARD ALL); the rest only queue a reply. */
+            bool whole = type == PGW_FE_PARSE || type == PGW_FE_BIND ||
+                         type == PGW_FE_DESCRIBE || type == PGW_FE_CLOSE ||
+                         (type == PGW_FE_QUERY && total <= 64);
+            if (whole && total > avail) {
+                uint32_t need = (b->parsed - b->sent) + total + PS_HEADROOM;
+                if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->cbuf, need)) {
                     pgw_session_close(s, "54000", "message of type %c too large (%u bytes) "
                                       "with max_prepared_statements on", type, total);
                     return false;
@@ -421,18 +427,24 @@ static bool scan_client(struct pgw_session *s)
             if (a == PGW_PS_FAILED)
                 return false;
             if (a == PGW_PS_NEED_ROOM) {
-                if (b->sent == b->parsed) {
+                if (b->sent < b->parsed) {
+                    s->ps_need_room = true;     /* room comes as the server drains */
+                    break;
+                }
+                /* Nothing to drain: a larger buffer, then the same message again. */
+                if (!pgw_iobuf_reserve(s->px, &s->cbuf, b->len - b->sent + s->ps_room_need)) {
                     pgw_session_close(s, "54000", "prepared statement too large to relay");
                     return false;
                 }
-                s->ps_need_room = true;
-                break;
+                b = s->cbuf;
+                continue;
             }
             if (a == PGW_PS_DROPPED) {
                 pgw_ps_emit(s);
                 continue;
             }
-            n = total;
+            if (whole)
+                n = total;  /* may have changed with a rewrite */
         }
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
             pgw_ps_copy_ignored_syncs(s, s->track.sync_exec);
@@ -507,8 +519,13 @@ void pgw_relay_flush_server(struct pgw_session *s)
     s->srv_write_blocked = false;
     if (ev_is_active(&srv->user_w))
         ev_io_stop(loop, &srv->user_w);
-    if (b->sent == b->len)
+    if (b->sent == b->len) {
         b->sent = b->parsed = b->len = 0;
+        if (b->cap != PGW_IOBUF_SIZE) {      /* a grown buffer goes back at once */
+            pgw_iobuf_put(s->px, b);
+            s->cbuf = NULL;
+        }
+    }
     if (s->ps_need_room) {
         /* A rewrite waited for room: there is some now. */
         s->ps_need_room = false;
@@ -577,7 +594,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             continue;
         }
         if (total > avail) {
-            if (total > b->cap) {
+            uint32_t need = (b->parsed - b->sent) + total;
+            if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
                 pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
                 return false;
             }

@@ -219,7 +219,7 @@ void pgw_session_flush_client(struct pgw_session *s)
         ev_io_stop(loop, &s->cli_w);
     if (b->sent == b->len) {
         b->sent = b->parsed = b->len = 0;
-        if (!s->server) {
+        if (!s->server || b->cap != PGW_IOBUF_SIZE) {
             pgw_iobuf_put(s->px, b);
             s->sbuf = NULL;
         }

@@ -223,6 +223,31 @@ public class T {
             shutil.rmtree(d, ignore_errors=True)
 
 
+class TestLargeMessages(pt.PgwharfTestCase):
+    """Messages bigger than a relay buffer (32 KiB) with prepared
+    statements on: Query, Bind and Parse are all held whole or streamed."""
+
+    def test_large_query_bind_and_parse(self):
+        import psycopg
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
+        big = "x" * 200000
+        # A large simple Query (psql sends Q).
+        out = px.psql("select length('%s')" % big)
+        self.assertEqual(out, str(len(big)))
+        with psycopg.connect(px.dsn(), autocommit=True) as c:
+            # A large Bind parameter (unnamed and named statements).
+            self.assertEqual(c.execute("select length(%s)", (big,)).fetchone()[0], len(big))
+            for _ in range(3):
+                v = c.execute("select length(%s::text)", (big,), prepare=True).fetchone()[0]
+                self.assertEqual(v, len(big))
+            # A large named Parse (long statement text), prepared and reused.
+            long_sql = "select %s::int + 1 /* " + ("y" * 100000) + " */"
+            for i in range(3):
+                self.assertEqual(c.execute(long_sql, (i,), prepare=True).fetchone()[0], i + 1)
+            # A large result back.
+            self.assertEqual(len(c.execute("select repeat('z', 500000)").fetchone()[0]), 500000)
+
+
 class TestSharingAndLru(pt.PgwharfTestCase):
     def server_statements(self, px, n_servers):
         """Hold every server in a transaction and list its statements."""
