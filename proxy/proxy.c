@@ -295,6 +295,10 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
         if (s->database && !s->is_admin)
             s->db = pgw_conf_find_db(cfg, s->database);
+        if (s->user && s->state != PGW_SS_STARTUP && s->state != PGW_SS_AUTH) {
+            pgw_session_apply_timeouts(s);
+            pgw_session_arm_timer(s);
+        }
     }
     if (ev_is_active(&px->stats_timer)) {
         ev_ref(px->loop);
@@ -307,6 +311,9 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     }
     pgw_admin_reload(px);                       /* admin: metrics listener, stats timer */
     pgw_log_open(cfg->logfile);
+    int lvl = cfg->log_level && *cfg->log_level ? pgw_log_level_parse(cfg->log_level) : -1;
+    if (lvl >= 0)
+        pgw_log_set_level((enum pgw_log_level)lvl);
     pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
 }
 

@@ -136,6 +136,9 @@ struct pgw_session {
     struct ps_client *ps_client;     /* the client's statement names */
     struct ps_queue *ps_queue;       /* responses expected from the server */
 
+    /* timeouts in force ([users] over [pgwharf]); 0 = off */
+    double query_timeout, idle_transaction_timeout, client_idle_timeout;
+
     /* stats */
     uint64_t xact_count, query_count;
     uint64_t bytes_in, bytes_out;
@@ -177,6 +180,8 @@ void pgw_session_read_client(struct pgw_session *s);
 void pgw_session_on_client_input(struct pgw_session *s);
 void pgw_session_login_done(struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
+/* Take the timeouts for this user from the config in force. */
+void pgw_session_apply_timeouts(struct pgw_session *s);
 
 /* relay.c */
 void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents);

@@ -646,7 +646,8 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
         if (s->cancel_inflight)
             break;          /* cancel.c releases it when the cancel is done */
         s->px->total_xact++;
-        pgw_relay_unlink(s, PGW_RELEASE_IDLE);
+        pgw_relay_unlink(s, s->px->cfg->server_reset_query_always ? PGW_RELEASE_RESET
+                                                                  : PGW_RELEASE_IDLE);
         pgw_session_arm_timer(s);
         /* Bytes that arrived for the next transaction are already scanned
          * only if complete; anything pending gets a new server. */

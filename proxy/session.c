@@ -107,6 +107,15 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
 /* ---- the session timer: one ev_timer, re-armed lazily ---- */
 
 /* The moment the current timeout expires, or 0 when none applies. */
+void pgw_session_apply_timeouts(struct pgw_session *s)
+{
+    const struct pgw_config *cfg = s->px->cfg;
+    const struct pgw_conf_user *u = s->user ? pgw_conf_find_user(cfg, s->user) : NULL;
+    s->query_timeout = pgw_conf_query_timeout(cfg, u);
+    s->idle_transaction_timeout = pgw_conf_idle_transaction_timeout(cfg, u);
+    s->client_idle_timeout = pgw_conf_client_idle_timeout(cfg, u);
+}
+
 static ev_tstamp session_deadline(const struct pgw_session *s, const char **what)
 {
     const struct pgw_config *cfg = s->px->cfg;
@@ -120,19 +129,19 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
     case PGW_SS_IDLE:
     case PGW_SS_ADMIN:
         *what = "client_idle_timeout";
-        return cfg->client_idle_timeout > 0 ? s->last_activity + cfg->client_idle_timeout : 0;
+        return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
     case PGW_SS_LINKED:
         if (s->track.sync_out > 0 && s->query_start > 0) {
             *what = "query_timeout";
-            return cfg->query_timeout > 0 ? s->query_start + cfg->query_timeout : 0;
+            return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
         }
         if (s->track.tx_status != 'I') {
             *what = "idle_transaction_timeout";
-            return cfg->idle_transaction_timeout > 0
-                       ? s->last_activity + cfg->idle_transaction_timeout : 0;
+            return s->idle_transaction_timeout > 0
+                       ? s->last_activity + s->idle_transaction_timeout : 0;
         }
         *what = "client_idle_timeout";
-        return cfg->client_idle_timeout > 0 ? s->last_activity + cfg->client_idle_timeout : 0;
+        return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
     default:
         return 0;
     }
@@ -526,6 +535,7 @@ void pgw_session_login_done(struct pgw_session *s)
         s->cancel_pid &= 0x7fffffff;
     } while (s->cancel_pid == 0);
     pgw_cancel_register(s->px, s);
+    pgw_session_apply_timeouts(s);
     if (s->px->cfg->log_connections)
         pgw_info("login", "client=%s db=%s user=%s", s->addr_text, s->database, s->user);
     if (s->is_admin) {

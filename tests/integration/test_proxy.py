@@ -399,6 +399,28 @@ class TestTimeouts(pt.PgwharfTestCase):
         # The server running the query was closed, not lent on busy.
         self.assertEqual(px.psql("select 'fresh'"), "fresh")
 
+    def test_user_query_timeout_overrides_general(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "query_timeout": "0"},
+                                users={self.pg.user: "query_timeout=400ms"})
+        t0 = time.monotonic()
+        cp = px.psql("select pg_sleep(20)", check=False)
+        self.assertLess(time.monotonic() - t0, 15)
+        self.assertIn("query_timeout", cp.stderr)
+        # Another user keeps the general setting (off): its query runs.
+        self.assertEqual(px.psql("select pg_sleep(0.6), 'done'", user=self.pg.app_user),
+                         "|done")
+
+    def test_reset_query_always_in_transaction_mode(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "server_reset_query_always": 1})
+        conn = connect(px)
+        try:
+            execute(conn, "set statement_timeout = '4321ms'")
+            # The SET's transaction ended: the server was reset before reuse.
+            self.assertEqual(one(conn, "show statement_timeout"), "0")
+        finally:
+            conn.close()
+
     def test_client_login_timeout(self):
         px = self.start_pgwharf(settings={"client_login_timeout": "300ms"})
         s = socket.create_connection((px.host, px.port))
