@@ -13,11 +13,12 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "proxy/authquery.h"
 #include "proxy/prepared.h"
 #include "proxy/hba.h"
 #include "proxy/tls.h"
 
-#define MAX_FREE_BUFS 256
+#define MAX_FREE_BUFS 64
 #define IOBUF_MAP (sizeof(struct pgw_iobuf) + PGW_IOBUF_SIZE)
 
 struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px)
@@ -226,6 +227,10 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    if (pgw_authquery_init(px) < 0) {            /* auth_query cache */
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
     if (pgw_cancel_init(px) < 0) {
         snprintf(errbuf, errlen, "cannot start the cancel worker");
         goto fail;
@@ -289,6 +294,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     }
     px->retired_cfgs[px->nretired++] = px->cfg;
     px->cfg = cfg;
+    pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
     /* Sessions re-resolve their db entry so the retired configs can go. */
     struct pgw_list *pos;
     for (pos = px->sessions.next; pos != &px->sessions; pos = pos->next) {
@@ -452,6 +458,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
     }
     pgw_listener_close_all(px);
     pgw_cancel_deinit(px);
+    pgw_authquery_deinit(px);                   /* auth_query: before the pools go */
     if (px->pools)
         pgw_pool_set_destroy(px->pools);
     pgw_ps_deinit(px);
