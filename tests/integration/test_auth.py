@@ -13,9 +13,11 @@ import base64
 import hashlib
 import hmac
 import os
+import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -123,6 +125,21 @@ def scram_client_final(password, bare, server_first, gs2=b"n,,"):
     return (without_proof + ",p=" + base64.b64encode(proof).decode()).encode(), expect_v
 
 
+JDBC_JAR = "/usr/share/java/postgresql.jar"     # Debian libpostgresql-jdbc-java
+JDBC_SOURCE = """
+import java.sql.*;
+public class Who {
+  public static void main(String[] a) throws Exception {
+    try (Connection c = DriverManager.getConnection(a[0], a[1], a[2]);
+         ResultSet rs = c.createStatement().executeQuery("select current_user")) {
+      rs.next();
+      System.out.println(rs.getString(1));
+    }
+  }
+}
+"""
+
+
 class AuthTestCase(pt.PgwharfTestCase):
 
     def app(self):
@@ -181,8 +198,27 @@ class AuthTestCase(pt.PgwharfTestCase):
             raise pt.PgwharfError("node: %s %s" % (cp.stdout.strip(), cp.stderr.strip()))
         return cp.stdout.strip()
 
+    def via_jdbc(self, px, user, password, db=None):
+        d = getattr(self, "_jdbc_dir", None)
+        if d is None:
+            d = self._jdbc_dir = tempfile.mkdtemp(prefix="pgwharf-jdbc-")
+            self.addCleanup(shutil.rmtree, d, True)
+            with open(os.path.join(d, "Who.java"), "w") as f:
+                f.write(JDBC_SOURCE)
+            subprocess.run(["javac", "-cp", JDBC_JAR, "Who.java"], cwd=d, check=True,
+                           timeout=120)
+        url = "jdbc:postgresql://%s:%d/%s?sslmode=disable" % (px.host, px.port,
+                                                            db or self.pg.database)
+        cp = subprocess.run(["java", "-cp", JDBC_JAR + ":.", "Who", url, user, password],
+                            cwd=d, capture_output=True, text=True, timeout=120)
+        if cp.returncode != 0:
+            raise pt.PgwharfError("jdbc: %s %s" % (cp.stdout.strip(), cp.stderr.strip()))
+        return cp.stdout.strip()
+
     def clients(self):
         out = [("psql", self.via_psql)]
+        if _have("javac") and os.path.exists(JDBC_JAR):
+            out.append(("jdbc", self.via_jdbc))
         if psycopg2:
             out.append(("psycopg2", self.via_psycopg2))
         if psycopg:
