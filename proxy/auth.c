@@ -24,6 +24,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "proxy/authquery.h"
 #include "proxy/hba.h"
 #include "proxy/scram.h"
 #include "proxy/tls.h"
@@ -47,6 +48,12 @@ struct pgw_auth_state {
     bool sasl_begun;                 /* SASLInitialResponse seen */
     bool scram_ready;                /* scram initialised */
     struct pgw_scram_server scram;
+    /* ---- auth_query (authquery.c): a user not in auth_file ---- */
+    struct pgw_aq_wait aq;           /* the lookup being waited for */
+    bool aq_trust;                   /* it was for trust: only existence counts */
+    bool aq_done;                    /* looked up: aq_found, aq_secret */
+    bool aq_found;                   /* a row came back */
+    char *aq_secret;                 /* NULL: no row, or a NULL password */
 };
 
 void pgw_auth_state_free(struct pgw_auth_state *st)
@@ -55,6 +62,11 @@ void pgw_auth_state_free(struct pgw_auth_state *st)
         return;
     if (st->scram_ready)
         pgw_scram_server_deinit(&st->scram);
+    pgw_authquery_cancel(&st->aq);
+    if (st->aq_secret) {
+        OPENSSL_cleanse(st->aq_secret, strlen(st->aq_secret));
+        free(st->aq_secret);
+    }
     free(st);
 }
 
@@ -135,7 +147,64 @@ static bool plain_check(const char *user, const char *secret, const char *passwo
 
 static const char *lookup_secret(struct pgw_session *s)
 {
-    return s->px->auth ? pgw_authfile_lookup(s->px->auth, s->user) : NULL;
+    const char *secret = s->px->auth ? pgw_authfile_lookup(s->px->auth, s->user) : NULL;
+    if (!secret && s->auth_state && s->auth_state->aq_done)
+        secret = s->auth_state->aq_secret;          /* auth_query's answer */
+    return secret;
+}
+
+/* ---- auth_query: the secret of a user auth_file does not know ---- */
+
+static void begin(struct pgw_session *s, enum auth_method method, int hba_line);
+static void trust_login(struct pgw_session *s);
+
+/* The per-session state, made on first use. */
+static struct pgw_auth_state *state_get(struct pgw_session *s)
+{
+    if (!s->auth_state && !(s->auth_state = calloc(1, sizeof(*s->auth_state))))
+        pgw_session_close(s, "53200", "out of memory");
+    return s->auth_state;
+}
+
+static bool need_lookup(struct pgw_session *s)
+{
+    if (s->auth_state && s->auth_state->aq_done)
+        return false;
+    if (s->px->auth && pgw_authfile_lookup(s->px->auth, s->user))
+        return false;
+    return pgw_authquery_applies(s);
+}
+
+static void lookup_done(struct pgw_aq_wait *w, const struct pgw_aq_result *r)
+{
+    struct pgw_session *s = w->session;
+    struct pgw_auth_state *st = s->auth_state;
+    if (r->status == PGW_AQ_ERROR) {
+        pgw_session_close(s, r->sqlstate, "%s", r->message);
+        return;
+    }
+    st->aq_done = true;
+    st->aq_found = r->status == PGW_AQ_FOUND;
+    if (r->secret && !(st->aq_secret = strdup(r->secret))) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
+    if (st->aq_trust)
+        trust_login(s);
+    else
+        begin(s, st->method, st->hba_line);
+}
+
+/* Look the user up, then carry on with begin() (or trust_login()). */
+static void lookup_start(struct pgw_session *s, enum auth_method method, int hba_line, bool trust)
+{
+    struct pgw_auth_state *st = state_get(s);
+    if (!st)
+        return;
+    st->method = method;
+    st->hba_line = hba_line;
+    st->aq_trust = trust;
+    pgw_authquery_lookup(s, &st->aq, lookup_done);
 }
 
 /* ---- outcomes ---- */
@@ -154,6 +223,8 @@ static void auth_fail(struct pgw_session *s, const char *why)
 
 static void auth_ok(struct pgw_session *s)
 {
+    if (s->auth_state && s->auth_state->aq_done)     /* auth_query: the server login */
+        pgw_authquery_server_login(s, s->auth_state->aq_secret);
     release_state(s);
     pgw_session_login_done(s);
 }
@@ -172,26 +243,32 @@ static void send_auth_request(struct pgw_session *s, uint32_t code, const void *
  * auth_file. */
 static void trust_login(struct pgw_session *s)
 {
-    if (s->px->auth && !lookup_secret(s)) {
+    if (need_lookup(s)) {
+        lookup_start(s, AM_PLAIN, 0, true);
+        return;
+    }
+    bool looked_up = s->auth_state && s->auth_state->aq_done;
+    bool known = looked_up ? s->auth_state->aq_found : lookup_secret(s) != NULL;
+    if ((s->px->auth || looked_up) && !known) {
         pgw_session_close(s, "28000", "no such user: \"%s\"", s->user);
         return;
     }
-    pgw_session_login_done(s);
+    auth_ok(s);
 }
 
 /* Ask for a password with `method`; hba_line is the rule that chose it. */
 static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
 {
+    if (need_lookup(s)) {
+        lookup_start(s, method, hba_line, false);
+        return;
+    }
     const char *secret = lookup_secret(s);
     if (method == AM_MD5 && secret && pgw_scram_is_secret(secret))
         method = AM_SCRAM;           /* as PostgreSQL does */
-    struct pgw_auth_state *st = calloc(1, sizeof(*st));
-    if (!st) {
-        pgw_session_close(s, "53200", "out of memory");
+    struct pgw_auth_state *st = state_get(s);     /* keeps auth_query's answer */
+    if (!st)
         return;
-    }
-    release_state(s);
-    s->auth_state = st;
     st->method = method;
     st->hba_line = hba_line;
     switch (method) {
@@ -422,7 +499,7 @@ static void sasl_step(struct pgw_session *s, const uint8_t *body, size_t len)
 
 void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len)
 {
-    if (!s->auth_state) {
+    if (!s->auth_state || pgw_authquery_waiting(&s->auth_state->aq)) {
         pgw_session_close(s, "08P01", "unexpected password message");
         return;
     }

@@ -249,6 +249,7 @@ void pgw_listener_close_all(struct pgw_proxy *px);
 #define PGW_CANCEL_BUCKETS 4096
 
 struct pgw_cancel_state;
+struct pgw_aq_cache;                 /* authquery.c */
 
 struct pgw_proxy {
     struct ev_loop *loop;
@@ -286,6 +287,8 @@ struct pgw_proxy {
     struct pgw_hba *hba;             /* auth_hba_file, loaded when auth_type is hba */
     /* ---- TLS to clients (tls.c) ---- */
     struct ssl_ctx_st *tls_ctx;      /* from client_tls_*; NULL when sslmode is disable */
+    /* ---- auth_query look-ups and their cache (authquery.c, authquery.h) ---- */
+    struct pgw_aq_cache *aq;
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);

@@ -1,0 +1,845 @@
+/*
+ * authquery.c - auth_query: a client's secret looked up in PostgreSQL, on
+ * the loop, with a short-lived cache (see authquery.h for the interface).
+ *
+ * One lookup per cache entry, shared by every session that asks for the
+ * same (lookup database, auth_user, user) while it runs:
+ *   1. acquire a server from pgwharf's own pool for (auth_dbname or the
+ *      client's database, auth_user), waiting like any client (FIFO,
+ *      query_wait_timeout, breaker) -- pgw_pool_acquire with a callback;
+ *   2. send Parse/Bind/Execute/Sync with the user name as a text parameter
+ *      (no quoting to get wrong), written and read raw with
+ *      pgw_server_write/pgw_server_read through an ev_io of our own on
+ *      srv->fd.  While a server is lent the pool's idle watcher is stopped
+ *      and the relay's watchers are not running (srv->link is NULL), so
+ *      ours is the only one; it is stopped before the server goes back;
+ *   3. read until ReadyForQuery: DataRow gives the secret (column 2),
+ *      ErrorResponse the failure; then release the server IDLE when the
+ *      reply ended cleanly at ReadyForQuery 'I', else CLOSE.
+ * The reply must come within server_connect_timeout (as for the pool's own
+ * reset and check queries).
+ *
+ * Answers are kept PGW_AQ_TTL seconds (no row: PGW_AQ_NEG_TTL), at most
+ * PGW_AQ_MAX_ENTRIES of them; errors are not kept.  A reload forgets them.
+ * A session that leaves (its ctx ends) stops waiting; a lookup nobody waits
+ * for is dropped while it still waits for a server, and otherwise allowed
+ * to finish (bounded by the reply timeout) so its server goes back clean
+ * and its answer is kept.
+ */
+#include "proxy/authquery.h"
+#include "proxy/proxy_int.h"
+
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/hmap.h"
+#include "common/log.h"
+#include "proxy/scram.h"
+
+#define AQ_RBUF 16384              /* the longest reply message kept whole */
+
+struct aq_lookup {
+    struct pgw_aq_entry *entry;
+    struct pgw_aq_cache *cache;
+    struct pgw_pool_waiter waiter;
+    struct pgw_server *srv;          /* lent to us, or NULL */
+    ev_io io;
+    ev_timer timer;                  /* server_connect_timeout for the reply */
+    ev_tstamp started;
+    struct pgw_wbuf out;
+    size_t out_off;
+    /* the reply */
+    int rows, cols;
+    char *secret;                    /* column 2 of the first row; NULL = SQL NULL */
+    bool at_ready;                   /* ReadyForQuery seen */
+    char status;                     /* its transaction status */
+    bool dirty;                      /* the server's stream cannot be trusted: close it */
+    bool failed;                     /* sqlstate/message say why */
+    char sqlstate[6];
+    char message[600];
+    uint32_t skip;                   /* body bytes of an ignored long message to drop */
+    uint32_t in_len;
+    uint8_t in[AQ_RBUF];
+};
+
+struct pgw_aq_entry {
+    struct pgw_hnode hnode;
+    struct pgw_list node;            /* cache->pending, or cache->ready (oldest first) */
+    struct pgw_aq_cache *cache;
+    char *key;                       /* dbname \0 auth_user \0 user \0 */
+    size_t keylen;
+    const char *dbname, *auth_user, *user;   /* into key */
+    bool in_map;                     /* false once a reload made it stale */
+    bool cached;                     /* on the ready list */
+    bool warned;                     /* the server-login notice was logged */
+    enum pgw_aq_status status;
+    char *secret;
+    ev_tstamp expires;
+    struct pgw_list waiters;         /* struct pgw_aq_wait */
+    struct aq_lookup *lk;            /* while the lookup runs */
+};
+
+struct pgw_aq_cache {
+    struct pgw_proxy *px;
+    struct pgw_hmap map;
+    struct pgw_list pending, ready;
+    int nready;
+    double ttl, neg_ttl;
+    uint64_t seed;
+};
+
+static void conclude(struct aq_lookup *lk);
+
+/* ---- secrets ---- */
+
+static bool is_verifier(const char *secret)
+{
+    return (strlen(secret) == 35 && strncmp(secret, "md5", 3) == 0) ||
+           pgw_scram_is_secret(secret);
+}
+
+static void free_secret(char *p)
+{
+    if (p) {
+        OPENSSL_cleanse(p, strlen(p));
+        free(p);
+    }
+}
+
+/* ---- entries ---- */
+
+/* The database whose pool runs the lookup, or NULL without an auth_user. */
+static const char *lookup_db(const struct pgw_session *s, const char **auth_user)
+{
+    const struct pgw_config *cfg = s->px->cfg;
+    *auth_user = pgw_conf_auth_user(cfg, s->db);
+    if (!*auth_user || !*cfg->auth_query)
+        return NULL;
+    if (*cfg->auth_dbname)
+        return cfg->auth_dbname;
+    /* The console is no database to run a query in. */
+    return s->is_admin ? NULL : s->database;
+}
+
+static char *make_key(const char *db, const char *auth_user, const char *user, size_t *len)
+{
+    size_t a = strlen(db) + 1, b = strlen(auth_user) + 1, c = strlen(user) + 1;
+    char *k = malloc(a + b + c);
+    if (!k)
+        return NULL;
+    memcpy(k, db, a);
+    memcpy(k + a, auth_user, b);
+    memcpy(k + a + b, user, c);
+    *len = a + b + c;
+    return k;
+}
+
+static struct pgw_aq_entry *find(struct pgw_aq_cache *c, const char *key, size_t len,
+                                 uint64_t hash)
+{
+    for (struct pgw_hnode *n = pgw_hmap_first(&c->map, hash); n; n = pgw_hmap_next(n)) {
+        struct pgw_aq_entry *e = pgw_container_of(n, struct pgw_aq_entry, hnode);
+        if (e->keylen == len && memcmp(e->key, key, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Only for an entry nobody waits on and no lookup runs for. */
+static void entry_free(struct pgw_aq_entry *e)
+{
+    struct pgw_aq_cache *c = e->cache;
+    if (e->in_map)
+        pgw_hmap_remove(&c->map, &e->hnode);
+    if (e->cached)
+        c->nready--;
+    pgw_list_del(&e->node);
+    free_secret(e->secret);
+    free(e->key);
+    free(e);
+}
+
+/* Drop answers past their time, and the oldest beyond the cap. */
+static void prune(struct pgw_aq_cache *c, ev_tstamp now)
+{
+    struct pgw_list *n;
+    while ((n = pgw_list_first(&c->ready))) {
+        struct pgw_aq_entry *e = pgw_container_of(n, struct pgw_aq_entry, node);
+        if (e->expires > now && c->nready < PGW_AQ_MAX_ENTRIES)
+            break;
+        entry_free(e);
+    }
+}
+
+/* Takes key. */
+static struct pgw_aq_entry *entry_new(struct pgw_aq_cache *c, char *key, size_t len,
+                                      uint64_t hash)
+{
+    struct pgw_aq_entry *e = calloc(1, sizeof(*e));
+    if (!e || pgw_hmap_insert(&c->map, &e->hnode, hash) < 0) {
+        free(e);
+        free(key);
+        return NULL;
+    }
+    e->cache = c;
+    e->key = key;
+    e->keylen = len;
+    e->dbname = key;
+    e->auth_user = e->dbname + strlen(e->dbname) + 1;
+    e->user = e->auth_user + strlen(e->auth_user) + 1;
+    e->in_map = true;
+    pgw_list_init(&e->waiters);
+    pgw_list_append(&c->pending, &e->node);
+    return e;
+}
+
+static void detach(struct pgw_aq_wait *w)
+{
+    pgw_ctx_unsubscribe(&w->sub);
+    pgw_list_del(&w->node);
+    w->entry = NULL;
+}
+
+static void lookup_free(struct aq_lookup *lk)
+{
+    pgw_wbuf_deinit(&lk->out);
+    free_secret(lk->secret);
+    OPENSSL_cleanse(lk->in, sizeof(lk->in));
+    free(lk);
+}
+
+/* Nobody waits any more: a lookup still queued for a server is dropped
+ * (one already talking to its server finishes, see the top). */
+static void maybe_abandon(struct pgw_aq_entry *e)
+{
+    struct aq_lookup *lk = e->lk;
+    if (!lk || !pgw_list_empty(&e->waiters) || lk->srv || !pgw_pool_waiter_queued(&lk->waiter))
+        return;
+    pgw_pool_cancel_wait(&lk->waiter);
+    char qu[200];
+    pgw_debug("auth_query", "db=%s user=%s result=abandoned", e->dbname,
+              pgw_log_quote(qu, sizeof(qu), e->user));
+    e->lk = NULL;
+    lookup_free(lk);
+    entry_free(e);
+}
+
+static void wait_ctx_done(struct pgw_ctx_sub *sub, int err)
+{
+    struct pgw_aq_wait *w = sub->arg;
+    struct pgw_aq_entry *e = w->entry;
+    if (!e)
+        return;
+    pgw_list_del(&w->node);
+    w->entry = NULL;
+    maybe_abandon(e);
+}
+
+void pgw_authquery_cancel(struct pgw_aq_wait *w)
+{
+    struct pgw_aq_entry *e = w->entry;
+    if (!e)
+        return;
+    detach(w);
+    maybe_abandon(e);
+}
+
+/* Store the answer (unless it is an error or the entry went stale) and
+ * hand it to every waiter. */
+static void entry_answer(struct pgw_aq_entry *e, const struct pgw_aq_result *res)
+{
+    struct pgw_aq_cache *c = e->cache;
+    struct pgw_aq_result r = *res;
+    if (r.status == PGW_AQ_FOUND && r.secret && *r.secret) {
+        e->secret = strdup(r.secret);
+        if (!e->secret) {
+            r.status = PGW_AQ_ERROR;
+            r.sqlstate = "53200";
+            r.message = "out of memory";
+        }
+    }
+    r.secret = e->secret;
+    e->status = r.status;
+    pgw_list_del(&e->node);
+    double ttl = r.status == PGW_AQ_FOUND ? c->ttl : c->neg_ttl;
+    if (r.status != PGW_AQ_ERROR && e->in_map && ttl > 0) {
+        e->expires = ev_now(c->px->loop) + ttl;
+        e->cached = true;
+        pgw_list_append(&c->ready, &e->node);
+        c->nready++;
+    } else if (e->in_map) {
+        pgw_hmap_remove(&c->map, &e->hnode);
+        e->in_map = false;
+    }
+    struct pgw_list *n;
+    while ((n = pgw_list_first(&e->waiters))) {
+        struct pgw_aq_wait *w = pgw_container_of(n, struct pgw_aq_wait, node);
+        detach(w);
+        w->done(w, &r);
+    }
+    if (!e->cached)
+        entry_free(e);
+}
+
+/* ---- the query ---- */
+
+static void record(struct aq_lookup *lk, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void record(struct aq_lookup *lk, const char *sqlstate, const char *fmt, ...)
+{
+    if (lk->failed)
+        return;             /* the first reason is the one to tell */
+    lk->failed = true;
+    snprintf(lk->sqlstate, sizeof(lk->sqlstate), "%s", sqlstate);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(lk->message, sizeof(lk->message), fmt, ap);
+    va_end(ap);
+}
+
+/* A protocol or I/O failure: the server goes, not back to the pool. */
+#define broken(lk, ...) do { (lk)->dirty = true; record((lk), __VA_ARGS__); } while (0)
+
+/* Parse (unnamed, one parameter of unspecified type, as a literal would
+ * be), Bind (the user name as text), Execute (all rows), Sync. */
+static bool build_request(struct pgw_wbuf *b, const char *query, const char *user)
+{
+    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_PARSE);
+    pgw_wbuf_put_str(b, "");
+    pgw_wbuf_put_str(b, query);
+    pgw_wbuf_put_u16(b, 1);
+    pgw_wbuf_put_u32(b, 0);
+    pgw_wbuf_msg_end(b, m);
+    m = pgw_wbuf_msg_begin(b, PGW_FE_BIND);
+    pgw_wbuf_put_str(b, "");
+    pgw_wbuf_put_str(b, "");
+    pgw_wbuf_put_u16(b, 0);               /* parameter formats: all text */
+    pgw_wbuf_put_u16(b, 1);
+    pgw_wbuf_put_u32(b, (uint32_t)strlen(user));
+    pgw_wbuf_append(b, user, strlen(user));
+    pgw_wbuf_put_u16(b, 0);               /* result formats: all text */
+    pgw_wbuf_msg_end(b, m);
+    m = pgw_wbuf_msg_begin(b, PGW_FE_EXECUTE);
+    pgw_wbuf_put_str(b, "");
+    pgw_wbuf_put_u32(b, 0);
+    pgw_wbuf_msg_end(b, m);
+    m = pgw_wbuf_msg_begin(b, PGW_FE_SYNC);
+    pgw_wbuf_msg_end(b, m);
+    return !b->failed;
+}
+
+/* DataRow: int16 columns, then per column int32 length (-1 = NULL) and
+ * the bytes.  Keeps column 2 of the first row. */
+static void data_row(struct aq_lookup *lk, const uint8_t *p, uint32_t n)
+{
+    if (++lk->rows > 1)
+        return;
+    if (n < 2) {
+        broken(lk, "08P01", "auth_query: malformed DataRow from the server");
+        return;
+    }
+    lk->cols = pgw_get_u16(p);
+    uint32_t pos = 2;
+    for (int i = 0; i < lk->cols && i < 2; i++) {
+        if (n - pos < 4) {
+            broken(lk, "08P01", "auth_query: malformed DataRow from the server");
+            return;
+        }
+        int32_t len = (int32_t)pgw_get_u32(p + pos);
+        pos += 4;
+        if (len < -1 || (len > 0 && (uint32_t)len > n - pos)) {
+            broken(lk, "08P01", "auth_query: malformed DataRow from the server");
+            return;
+        }
+        if (i == 1 && len >= 0) {
+            if (memchr(p + pos, 0, (size_t)len)) {
+                record(lk, "28000", "auth_query: the password column holds a NUL byte");
+                return;
+            }
+            lk->secret = strndup((const char *)p + pos, (size_t)len);
+            if (!lk->secret)
+                record(lk, "53200", "out of memory");
+        }
+        if (len > 0)
+            pos += (uint32_t)len;
+    }
+}
+
+/* One whole reply message.  Returns true at ReadyForQuery. */
+static bool reply_message(struct aq_lookup *lk, uint8_t type, const uint8_t *p, uint32_t n)
+{
+    struct pgw_wire_err_fields f;
+    switch (type) {
+    case PGW_BE_PARSE_COMPLETE:
+    case PGW_BE_BIND_COMPLETE:
+    case PGW_BE_COMMAND_COMPLETE:
+    case PGW_BE_EMPTY_QUERY:
+    case PGW_BE_NOTICE:
+    case PGW_BE_PARAM_STATUS:
+    case PGW_BE_NOTIFY:
+        return false;
+    case PGW_BE_DATA_ROW:
+        data_row(lk, p, n);
+        return false;
+    case PGW_BE_ERROR:
+        /* The body ends in a NUL; a malformed one still gives a reason. */
+        if (n > 0 && p[n - 1] == 0 && pgw_wire_parse_error(p, n, &f) == 0 && *f.sqlstate)
+            record(lk, f.sqlstate, "%s", f.message);
+        else
+            record(lk, "08P01", "malformed error from the server");
+        return false;
+    case PGW_BE_READY:
+        lk->at_ready = true;
+        lk->status = n >= 1 ? (char)p[0] : '?';
+        return true;
+    default:
+        broken(lk, "08P01", "auth_query: unexpected message type '%c' from the server",
+               type >= 0x20 && type < 0x7f ? type : '?');
+        return true;
+    }
+}
+
+/* Take the whole messages received.  True when the reply is over (at
+ * ReadyForQuery or after a failure that ends it). */
+static bool take_replies(struct aq_lookup *lk)
+{
+    uint32_t pos = 0;
+    bool over = false;
+    while (!over) {
+        uint32_t avail = lk->in_len - pos;
+        if (lk->skip) {
+            uint32_t k = lk->skip < avail ? lk->skip : avail;
+            pos += k;
+            lk->skip -= k;
+            if (lk->skip)
+                break;
+            continue;
+        }
+        if (avail < PGW_MSG_HDR)
+            break;
+        const uint8_t *m = lk->in + pos;
+        uint32_t len = pgw_get_u32(m + 1);
+        if (len < 4) {
+            broken(lk, "08P01", "auth_query: invalid message length from the server");
+            return true;
+        }
+        uint32_t body = len - 4;
+        if (body > AQ_RBUF - PGW_MSG_HDR) {
+            if (m[0] == PGW_BE_NOTICE || m[0] == PGW_BE_PARAM_STATUS || m[0] == PGW_BE_NOTIFY) {
+                pos += PGW_MSG_HDR;
+                lk->skip = body;
+                continue;
+            }
+            broken(lk, "08P01", "auth_query: reply message '%c' too long (%u bytes)",
+                   m[0] >= 0x20 && m[0] < 0x7f ? m[0] : '?', body);
+            return true;
+        }
+        if (avail < PGW_MSG_HDR + body)
+            break;
+        over = reply_message(lk, m[0], m + PGW_MSG_HDR, body);
+        pos += PGW_MSG_HDR + body;
+    }
+    memmove(lk->in, lk->in + pos, lk->in_len - pos);
+    lk->in_len -= pos;
+    if (over && lk->in_len > 0)
+        lk->dirty = true;          /* bytes after ReadyForQuery: not ours to leave behind */
+    return over;
+}
+
+static void io_wait(struct aq_lookup *lk, int events)
+{
+    struct ev_loop *loop = lk->cache->px->loop;
+    if (ev_is_active(&lk->io) && (lk->io.events & (EV_READ | EV_WRITE)) == events)
+        return;
+    ev_io_stop(loop, &lk->io);
+    ev_io_set(&lk->io, lk->srv->fd, events);
+    ev_io_start(loop, &lk->io);
+}
+
+/* Write what is left of the request, then read until the reply is over
+ * or the socket has nothing more for now. */
+static void step(struct aq_lookup *lk)
+{
+    struct pgw_server *srv = lk->srv;
+    bool other = false;
+    while (lk->out_off < lk->out.len) {
+        ssize_t n = pgw_server_write(srv, lk->out.data + lk->out_off, lk->out.len - lk->out_off,
+                                     &other);
+        if (n == PGW_EAGAIN) {
+            io_wait(lk, other ? EV_READ : EV_WRITE);
+            return;
+        }
+        if (n < 0) {
+            broken(lk, "08006", "auth_query: cannot send to the server: %s", pgw_strerror((int)n));
+            conclude(lk);
+            return;
+        }
+        lk->out_off += (size_t)n;
+    }
+    for (;;) {
+        if (lk->in_len == sizeof(lk->in)) {
+            broken(lk, "08P01", "auth_query: reply too long");
+            conclude(lk);
+            return;
+        }
+        ssize_t n = pgw_server_read(srv, lk->in + lk->in_len, sizeof(lk->in) - lk->in_len, &other);
+        if (n == PGW_EAGAIN) {
+            io_wait(lk, other ? EV_WRITE : EV_READ);
+            return;
+        }
+        if (n <= 0) {
+            broken(lk, "08006", "auth_query: %s",
+                   n == 0 ? "server closed the connection unexpectedly" : pgw_strerror((int)n));
+            conclude(lk);
+            return;
+        }
+        lk->in_len += (uint32_t)n;
+        if (take_replies(lk)) {
+            conclude(lk);
+            return;
+        }
+    }
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    step(pgw_container_of(w, struct aq_lookup, io));
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct aq_lookup *lk = pgw_container_of(w, struct aq_lookup, timer);
+    broken(lk, "08006", "auth_query: no reply from the server within server_connect_timeout "
+           "(%g s)", lk->cache->px->cfg->server_connect_timeout);
+    conclude(lk);
+}
+
+static void run(struct aq_lookup *lk, struct pgw_server *srv)
+{
+    struct ev_loop *loop = lk->cache->px->loop;
+    double limit = lk->cache->px->cfg->server_connect_timeout;
+    lk->srv = srv;
+    ev_io_set(&lk->io, srv->fd, EV_WRITE);
+    if (limit > 0) {
+        ev_timer_set(&lk->timer, limit, 0);
+        ev_timer_start(loop, &lk->timer);
+    }
+    step(lk);
+}
+
+static void acquire_failed(struct aq_lookup *lk, const struct pgw_pool_error *err)
+{
+    record(lk, err->sqlstate[0] ? err->sqlstate : "08006", "%s",
+           err->message[0] ? err->message : pgw_strerror(err->code));
+    conclude(lk);
+}
+
+static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
+{
+    struct aq_lookup *lk = w->arg;
+    if (!srv)
+        acquire_failed(lk, &w->error);
+    else
+        run(lk, srv);
+}
+
+static void log_result(const struct aq_lookup *lk, const struct pgw_aq_result *r)
+{
+    const struct pgw_aq_entry *e = lk->entry;
+    char qd[200], qa[200], qu[200], qm[700];
+    double ms = (ev_now(lk->cache->px->loop) - lk->started) * 1000.0;
+    pgw_log_quote(qd, sizeof(qd), e->dbname);
+    pgw_log_quote(qa, sizeof(qa), e->auth_user);
+    pgw_log_quote(qu, sizeof(qu), e->user);
+    if (r->status == PGW_AQ_ERROR) {
+        pgw_warn("auth_query", "db=%s auth_user=%s user=%s result=error sqlstate=%s ms=%.1f "
+                 "reason=%s", qd, qa, qu, r->sqlstate, ms,
+                 pgw_log_quote(qm, sizeof(qm), lk->message));
+        return;
+    }
+    pgw_info("auth_query", "db=%s auth_user=%s user=%s result=%s ms=%.1f", qd, qa, qu,
+             r->status == PGW_AQ_NOT_FOUND ? "not_found" : r->secret ? "found" : "no_password",
+             ms);
+}
+
+/* The lookup is over (done, failed or timed out): give the server back,
+ * answer the waiters, free the lookup. */
+static void conclude(struct aq_lookup *lk)
+{
+    struct pgw_aq_entry *e = lk->entry;
+    struct ev_loop *loop = lk->cache->px->loop;
+    ev_io_stop(loop, &lk->io);
+    ev_timer_stop(loop, &lk->timer);
+    pgw_pool_cancel_wait(&lk->waiter);
+    struct pgw_server *srv = lk->srv;
+    lk->srv = NULL;
+    enum pgw_release how = lk->at_ready && lk->status == 'I' && !lk->dirty ? PGW_RELEASE_IDLE
+                                                                            : PGW_RELEASE_CLOSE;
+    char why[700];
+    struct pgw_aq_result r = { .status = PGW_AQ_FOUND };
+    if (!lk->failed && lk->rows > 1)
+        record(lk, "28000", "auth_query returned %d rows (expected at most one)", lk->rows);
+    if (!lk->failed && lk->rows == 1 && lk->cols < 2)
+        record(lk, "28000", "auth_query must return two columns (user name, password), "
+               "not %d", lk->cols);
+    if (!lk->failed && !lk->at_ready)
+        broken(lk, "08P01", "auth_query: the reply ended early");
+    if (lk->failed) {
+        r.status = PGW_AQ_ERROR;
+        r.sqlstate = lk->sqlstate;
+        snprintf(why, sizeof(why), "auth_query failed for user \"%s\": %s", e->user, lk->message);
+        r.message = why;
+    } else if (lk->rows == 0) {
+        r.status = PGW_AQ_NOT_FOUND;
+    } else {
+        r.secret = lk->secret && *lk->secret ? lk->secret : NULL;
+    }
+    log_result(lk, &r);
+    e->lk = NULL;
+    if (srv)
+        pgw_pool_release(srv, how);
+    entry_answer(e, &r);
+    lookup_free(lk);
+}
+
+static void lookup_start(struct pgw_aq_entry *e)
+{
+    struct pgw_aq_cache *c = e->cache;
+    struct pgw_proxy *px = c->px;
+    struct aq_lookup *lk = calloc(1, sizeof(*lk));
+    if (!lk) {
+        struct pgw_aq_result r = { .status = PGW_AQ_ERROR, .sqlstate = "53200",
+                                   .message = "out of memory" };
+        entry_answer(e, &r);
+        return;
+    }
+    lk->entry = e;
+    lk->cache = c;
+    e->lk = lk;
+    pgw_wbuf_init(&lk->out);
+    ev_init(&lk->io, io_cb);
+    ev_init(&lk->timer, timer_cb);
+    lk->started = ev_now(px->loop);
+    const struct pgw_conf_db *db = pgw_conf_find_db(px->cfg, e->dbname);
+    if (!db) {
+        record(lk, "3D000", "auth_dbname \"%s\" is not in [databases]", e->dbname);
+        conclude(lk);
+        return;
+    }
+    if (!build_request(&lk->out, px->cfg->auth_query, e->user)) {
+        record(lk, "53200", "out of memory");
+        conclude(lk);
+        return;
+    }
+    struct pgw_pool *pool = pgw_pool_get(px->pools, db, e->dbname, e->auth_user,
+                                         pgw_auth_server_password(px, db, e->auth_user));
+    if (!pool) {
+        record(lk, "53200", "out of memory");
+        conclude(lk);
+        return;
+    }
+    pgw_admin_pool_attach(px, pool);
+    int rc = pgw_pool_acquire(pool, &lk->waiter, px->root, acquired_cb, lk);
+    if (rc == PGW_ACQ_GRANTED) {
+        run(lk, lk->waiter.server);
+    } else if (rc < 0) {
+        if (lk->waiter.error.code == 0)
+            lk->waiter.error.code = rc;
+        acquire_failed(lk, &lk->waiter.error);
+    }
+}
+
+/* ---- the interface ---- */
+
+bool pgw_authquery_applies(const struct pgw_session *s)
+{
+    const char *auth_user;
+    return s->px->aq && lookup_db(s, &auth_user) != NULL;
+}
+
+void pgw_authquery_lookup(struct pgw_session *s, struct pgw_aq_wait *w, pgw_aq_done_fn done)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_aq_cache *c = px->aq;
+    pgw_authquery_cancel(w);
+    w->session = s;
+    w->done = done;
+    const char *auth_user = NULL;
+    const char *db = c ? lookup_db(s, &auth_user) : NULL;
+    struct pgw_aq_result r = { .status = PGW_AQ_ERROR, .sqlstate = "53200",
+                               .message = "out of memory" };
+    if (!db) {
+        r.sqlstate = "28000";
+        r.message = "no auth_user applies to this database";
+        done(w, &r);
+        return;
+    }
+    size_t len;
+    char *key = make_key(db, auth_user, s->user, &len);
+    if (!key) {
+        done(w, &r);
+        return;
+    }
+    uint64_t hash = pgw_hash_bytes(key, len, c->seed);
+    ev_tstamp now = ev_now(px->loop);
+    struct pgw_aq_entry *e = find(c, key, len, hash);
+    if (e && e->cached && e->expires <= now) {
+        entry_free(e);
+        e = NULL;
+    }
+    if (e && e->cached) {
+        free(key);
+        struct pgw_aq_result hit = { .status = e->status, .secret = e->secret };
+        done(w, &hit);
+        return;
+    }
+    if (pgw_ctx_subscribe(s->ctx, &w->sub, wait_ctx_done, w) != 0) {
+        free(key);                 /* the session is ending: nobody to answer */
+        return;
+    }
+    bool created = false;
+    if (e) {
+        free(key);
+    } else {
+        prune(c, now);
+        e = entry_new(c, key, len, hash);
+        if (!e) {
+            pgw_ctx_unsubscribe(&w->sub);
+            done(w, &r);
+            return;
+        }
+        created = true;
+    }
+    pgw_list_append(&e->waiters, &w->node);
+    w->entry = e;
+    if (created)
+        lookup_start(e);
+}
+
+void pgw_authquery_server_login(struct pgw_session *s, const char *secret)
+{
+    const struct pgw_conf_db *db = s->db;
+    if (s->is_admin || !db)
+        return;
+    /* The entry's own password, or a fixed user= that logs in with its
+     * own secret, leaves nothing to do. */
+    if ((db->password && *db->password) || (db->user && *db->user))
+        return;
+    if (secret && *secret && !is_verifier(secret)) {
+        /* The pool login_done is about to use; it keeps the password. */
+        pgw_pool_get(s->px->pools, db, s->database, s->user, secret);
+        return;
+    }
+    /* Once per cached answer, not per login. */
+    struct pgw_aq_cache *c = s->px->aq;
+    const char *auth_user = NULL;
+    const char *ldb = c ? lookup_db(s, &auth_user) : NULL;
+    if (ldb) {
+        size_t len;
+        char *key = make_key(ldb, auth_user, s->user, &len);
+        struct pgw_aq_entry *e = key ? find(c, key, len, pgw_hash_bytes(key, len, c->seed)) : NULL;
+        free(key);
+        if (e && e->warned)
+            return;
+        if (e)
+            e->warned = true;
+    }
+    char qd[200], qu[200];
+    pgw_notice("auth_query_server_login", "db=%s user=%s reason=\"auth_query gave %s, which "
+               "libpq cannot log in with: the server login as this user works only if the "
+               "server does not ask for a password (trust, cert, peer), a passfile has it, or "
+               "the [databases] entry sets password= (or user= and password=)\"",
+               pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+               secret && *secret ? "a verifier" : "no password");
+}
+
+static double env_ttl(void)
+{
+    const char *v = getenv("PGW_AUTH_CACHE_TTL");
+    if (!v || !*v)
+        return PGW_AQ_TTL;
+    char *end;
+    double t = strtod(v, &end);
+    if (*end || !(t >= 0) || t > 86400) {
+        pgw_warn("auth_query", "reason=\"PGW_AUTH_CACHE_TTL=%s is not a number of seconds, "
+                 "using %g\"", v, PGW_AQ_TTL);
+        return PGW_AQ_TTL;
+    }
+    return t;
+}
+
+int pgw_authquery_init(struct pgw_proxy *px)
+{
+    struct pgw_aq_cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        return PGW_ENOMEM;
+    c->px = px;
+    pgw_hmap_init(&c->map);
+    pgw_list_init(&c->pending);
+    pgw_list_init(&c->ready);
+    c->ttl = env_ttl();
+    c->neg_ttl = c->ttl < PGW_AQ_NEG_TTL ? c->ttl : PGW_AQ_NEG_TTL;
+    if (pgw_proxy_random(px, &c->seed, sizeof(c->seed)) < 0)
+        c->seed = (uint64_t)(uintptr_t)c;
+    px->aq = c;
+    return 0;
+}
+
+void pgw_authquery_reload(struct pgw_proxy *px)
+{
+    struct pgw_aq_cache *c = px->aq;
+    struct pgw_list *pos, *tmp;
+    if (!c)
+        return;
+    pgw_list_foreach_safe(pos, tmp, &c->ready)
+        entry_free(pgw_container_of(pos, struct pgw_aq_entry, node));
+    /* Lookups under way answer their waiters, then are forgotten. */
+    pgw_list_foreach_safe(pos, tmp, &c->pending) {
+        struct pgw_aq_entry *e = pgw_container_of(pos, struct pgw_aq_entry, node);
+        if (e->in_map) {
+            pgw_hmap_remove(&c->map, &e->hnode);
+            e->in_map = false;
+        }
+    }
+}
+
+void pgw_authquery_deinit(struct pgw_proxy *px)
+{
+    struct pgw_aq_cache *c = px->aq;
+    struct pgw_list *pos, *tmp, *n;
+    if (!c)
+        return;
+    /* First leave every queue, so giving servers back below cannot call
+     * into a lookup of ours. */
+    pgw_list_foreach_safe(pos, tmp, &c->pending) {
+        struct pgw_aq_entry *e = pgw_container_of(pos, struct pgw_aq_entry, node);
+        while ((n = pgw_list_first(&e->waiters)))
+            detach(pgw_container_of(n, struct pgw_aq_wait, node));
+        if (e->lk) {
+            ev_io_stop(px->loop, &e->lk->io);
+            ev_timer_stop(px->loop, &e->lk->timer);
+            pgw_pool_cancel_wait(&e->lk->waiter);
+        }
+    }
+    while ((n = pgw_list_first(&c->pending))) {
+        struct pgw_aq_entry *e = pgw_container_of(n, struct pgw_aq_entry, node);
+        struct aq_lookup *lk = e->lk;
+        e->lk = NULL;
+        if (lk) {
+            struct pgw_server *srv = lk->srv;
+            lookup_free(lk);
+            if (srv)
+                pgw_pool_release(srv, PGW_RELEASE_CLOSE);   /* mid-reply */
+        }
+        entry_free(e);
+    }
+    pgw_list_foreach_safe(pos, tmp, &c->ready)
+        entry_free(pgw_container_of(pos, struct pgw_aq_entry, node));
+    pgw_hmap_deinit(&c->map);
+    free(c);
+    px->aq = NULL;
+}

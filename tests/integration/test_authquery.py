@@ -1,0 +1,472 @@
+"""auth_query / auth_user / auth_dbname: clients whose user is not in
+auth_file, looked up in PostgreSQL by pgwharf itself.
+
+Each test makes its own roles with SCRAM passwords (dropped afterwards).
+auth_file holds only the cluster's superuser pgwharf, which is the
+auth_user.  The server login for a looked-up role needs a password libpq
+can use (a SCRAM verifier is not one), so the tests give it one of the
+documented ways: a [databases] entry with password=, an entry with a fixed
+user= and password=, or an auth_query that returns plaintext.
+
+Every lookup logs one `event=auth_query` line; the tests count those to see
+the cache and the sharing of one lookup by concurrent logins.
+PGW_AUTH_CACHE_TTL (seconds) shortens the cache for the password-change
+test."""
+
+import os
+import re
+import shutil
+import threading
+import time
+import unittest
+
+import pgwharf_test as pt
+from test_auth import AuthTestCase, Raw
+
+try:
+    import psycopg2
+except ImportError:
+    psycopg2 = None
+
+
+class AuthQueryTestCase(AuthTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.roles = []
+        self.addCleanup(self.drop_roles)
+
+    # roles
+    def make_role(self, suffix, password="secret", login=True):
+        name = "aq_%d_%s" % (os.getpid(), suffix)
+        pw = "PASSWORD '%s'" % password if password is not None else "PASSWORD NULL"
+        self.pg.psql("SET password_encryption = 'scram-sha-256'; DROP ROLE IF EXISTS %s; "
+                     "CREATE ROLE %s %s %s" % (name, name, "LOGIN" if login else "NOLOGIN", pw),
+                     db="postgres", via_socket=True)
+        self.roles.append(name)
+        return name
+
+    def set_password(self, role, password):
+        self.pg.psql("SET password_encryption = 'scram-sha-256'; ALTER ROLE %s PASSWORD '%s'"
+                     % (role, password), db="postgres", via_socket=True)
+
+    def drop_roles(self):
+        for r in self.roles:
+            self.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE usename = '%s'" % r, db="postgres", via_socket=True)
+            self.pg.psql("DROP ROLE IF EXISTS %s" % r, db="postgres", via_socket=True)
+
+    # pgwharf
+    def start_aq(self, databases=None, env=None, **settings):
+        s = {"auth_type": "scram-sha-256", "auth_user": self.pg.user,
+             "auth_dbname": self.pg.database}
+        s.update(settings)
+        s = {k: v for k, v in s.items() if v is not None}
+        if databases is None:
+            databases = {self.pg.database: self.pg.conn_string(self.pg.database)}
+        return self.start_pgwharf(settings=s, databases=databases, env=env,
+                                  auth_users={self.pg.user: self.pg.password})
+
+    def db_with_password(self, password, name="aqdb"):
+        """An entry whose servers log in as the client's user with password."""
+        return {name: self.pg.conn_string(self.pg.database, password=password)}
+
+    def current_user(self, px, user, password, db):
+        return px.psql("select current_user", user=user, password=password, db=db)
+
+    def lookups(self, px, user, result=None):
+        rx = r"event=auth_query .*user=%s result=%s" % (re.escape(user), result or r"\w+")
+        return len(re.findall(rx, px.log()))
+
+    def longest_wait(self, px):
+        """SHOW POOLS maxwait (in microseconds) of the lookup's pool."""
+        for row in px.admin("SHOW POOLS"):
+            if row[0] == self.pg.database and row[1] == self.pg.user:
+                return int(row[13]) * 1000000 + int(row[14])
+        return 0
+
+    def raw_error(self, px, user, password, db):
+        """The ErrorResponse fields of a SCRAM login done by hand, or None."""
+        seen = self.raw_scram(px, user, password, db=db)
+        if "rest" in seen and seen["request"] == "E":
+            return seen["rest"]
+        return seen.get("error")
+
+
+class TestAuthQuery(AuthQueryTestCase):
+
+    def test_role_not_in_auth_file_logs_in(self):
+        role = self.make_role("alice", "alice_pw")
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database)}
+        dbs.update(self.db_with_password("alice_pw"))
+        for auth_type in ("scram-sha-256", "md5"):
+            with self.subTest(auth_type=auth_type):
+                px = self.start_aq(databases=dbs, auth_type=auth_type)
+                self.assertEqual(self.current_user(px, role, "alice_pw", "aqdb"), role)
+                if psycopg2:
+                    self.assertEqual(self.via_psycopg2(px, role, "alice_pw", db="aqdb"), role)
+                # The lookup ran once, in auth_dbname, as auth_user.
+                self.assertEqual(self.lookups(px, role, "found"), 1, px.log_tail())
+                self.assertRegex(px.log(), r"event=auth_query db=%s auth_user=%s user=%s "
+                                 r"result=found" % (self.pg.database, self.pg.user, role))
+                px.stop()
+
+    def test_wrong_password_and_unknown_user_look_alike(self):
+        role = self.make_role("bob", "bob_pw")
+        ghost = "aq_%d_ghost" % os.getpid()
+        px = self.start_aq(databases=dict(self.db_with_password("bob_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}))
+        wrong = self.psql_error(px, role, "not-bob_pw", db="aqdb")
+        unknown = self.psql_error(px, ghost, "not-bob_pw", db="aqdb")
+        self.assertIn('FATAL:  password authentication failed for user "%s"' % role, wrong)
+        self.assertEqual(wrong.replace(role, "U"), unknown.replace(ghost, "U"))
+        for who in (role, ghost):
+            seen = self.raw_scram(px, who, "bad", db="aqdb")
+            self.assertEqual(seen["request"], 10)            # a full exchange for both
+            self.assertIn("server_first", seen)
+            self.assertEqual(seen["error"]["C"], "28P01")
+            self.assertEqual(seen["error"]["M"],
+                             'password authentication failed for user "%s"' % who)
+        self.assertEqual(self.lookups(px, ghost, "not_found"), 1)    # cached since
+        self.assertRegex(px.log(), r"event=auth_failed .*user=%s .*reason=" % ghost)
+
+    def test_null_password_fails_like_a_wrong_one(self):
+        role = self.make_role("nopw", password=None)
+        px = self.start_aq(databases=dict(self.db_with_password("x"),
+                                          **{self.pg.database: self.pg.conn_string()}))
+        seen = self.raw_scram(px, role, "anything", db="aqdb")
+        self.assertEqual(seen["error"]["C"], "28P01")
+        self.assertEqual(self.lookups(px, role, "no_password"), 1)
+
+    def test_auth_dbname_or_the_clients_database(self):
+        role = self.make_role("carol", "carol_pw")
+        db2 = self.pg.database2
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
+               db2: self.pg.conn_string(db2, password="carol_pw")}
+        # Without auth_dbname the lookup runs in the client's own database,
+        # through that entry as it is (so without its password=, which
+        # would apply to the auth_user too; the server login for carol then
+        # has no password).
+        px = self.start_aq(databases={self.pg.database: self.pg.conn_string(self.pg.database),
+                                      db2: self.pg.conn_string(db2)},
+                           auth_dbname=None, breaker_threshold=100)
+        self.assertIn("no password supplied", self.psql_error(px, role, "carol_pw", db=db2))
+        self.assertRegex(px.log(), r"event=auth_query db=%s auth_user=%s user=%s result=found"
+                         % (db2, self.pg.user, role))
+        px.stop()
+        # auth_dbname names a [databases] entry...
+        px = self.start_aq(databases=dbs, auth_dbname=self.pg.database)
+        self.assertEqual(self.current_user(px, role, "carol_pw", db2), role)
+        self.assertRegex(px.log(), r"event=auth_query db=%s auth_user=%s user=%s result=found"
+                         % (self.pg.database, self.pg.user, role))
+        px.stop()
+        # ... or the login fails with a clear error.
+        px = self.start_aq(databases=dbs, auth_dbname="nosuchdb")
+        err = self.raw_error(px, role, "carol_pw", db2)
+        self.assertEqual(err["C"], "3D000")
+        self.assertIn('auth_dbname "nosuchdb" is not in [databases]', err["M"])
+
+    def test_per_database_auth_user_wins(self):
+        role = self.make_role("dave", "dave_pw")
+        # The general auth_user is a role that does not exist; the entry's
+        # auth_user= is the one used.  (The lookup runs in auth_dbname: aqdb's
+        # password= would apply to the auth_user's login there too.)
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
+               "aqdb": self.pg.conn_string(self.pg.database, password="dave_pw",
+                                           auth_user=self.pg.user)}
+        px = self.start_aq(databases=dbs, auth_user="aq_nobody")
+        self.assertEqual(self.current_user(px, role, "dave_pw", "aqdb"), role)
+        self.assertRegex(px.log(), r"event=auth_query db=%s auth_user=%s user=%s result=found"
+                         % (self.pg.database, self.pg.user, role))
+
+    def test_query_errors_are_fatal_with_the_servers_sqlstate(self):
+        role = self.make_role("erin", "erin_pw")
+        px = self.start_aq(databases=dict(self.db_with_password("erin_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query="SELECT usename, passwd FROM no_such_table WHERE usename=$1")
+        err = self.raw_error(px, role, "erin_pw", "aqdb")
+        self.assertEqual(err["S"], "FATAL")
+        self.assertEqual(err["C"], "42P01")
+        self.assertEqual(err["M"], 'auth_query failed for user "%s": relation "no_such_table" '
+                         'does not exist' % role)
+        self.assertRegex(px.log(), r"event=auth_query .*user=%s result=error sqlstate=42P01" % role)
+        self.assertRegex(px.log(), r"event=disconnect .*user=%s .*sqlstate=42P01" % role)
+        # Errors are not cached; the server went back to the pool clean.
+        self.assertIsNotNone(self.raw_error(px, role, "erin_pw", "aqdb"))
+        self.assertEqual(self.lookups(px, role, "error"), 2)
+        rows = px.admin("SHOW POOLS")
+        self.assertTrue(rows)
+        # Two columns are required; several rows are refused.
+        px.stop()
+        px = self.start_aq(databases=dict(self.db_with_password("erin_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query="SELECT passwd FROM pg_shadow WHERE usename=$1")
+        err = self.raw_error(px, role, "erin_pw", "aqdb")
+        self.assertEqual(err["C"], "28000")
+        self.assertIn("two columns", err["M"])
+        px.stop()
+        px = self.start_aq(databases=dict(self.db_with_password("erin_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query="SELECT usename, passwd FROM pg_shadow WHERE $1 <> ''")
+        err = self.raw_error(px, role, "erin_pw", "aqdb")
+        self.assertEqual(err["C"], "28000")
+        self.assertIn("rows (expected at most one)", err["M"])
+
+    def test_auth_user_cannot_log_in(self):
+        role = self.make_role("frank", "frank_pw")
+        px = self.start_aq(databases=dict(self.db_with_password("frank_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_user="aq_no_such_role", breaker_threshold=100)
+        err = self.raw_error(px, role, "frank_pw", "aqdb")
+        self.assertEqual(err["S"], "FATAL")
+        self.assertIn('auth_query failed for user "%s": server connection failed' % role, err["M"])
+        self.assertRegex(err["C"], r"^[0-9A-Z]{5}$")
+        self.assertRegex(px.log(), r"event=auth_query .*user=%s result=error" % role)
+
+    def test_verifier_without_a_server_password(self):
+        """The client authenticates, but pgwharf has no password to log in
+        to the server as that role: a clear FATAL and a log line saying
+        what would work."""
+        role = self.make_role("gina", "gina_pw")
+        px = self.start_aq(auth_dbname=None, breaker_threshold=100)
+        out = self.psql_error(px, role, "gina_pw", db=self.pg.database)
+        self.assertIn("server connection failed", out)
+        self.assertIn("no password supplied", out)
+        self.assertRegex(px.log(), r"event=auth_query_server_login .*user=%s .*a verifier" % role)
+
+    def test_plaintext_from_auth_query_logs_in_to_the_server(self):
+        role = self.make_role("hank", "hank_pw")
+        q = "SELECT usename, 'hank_pw'::text FROM pg_shadow WHERE usename=$1"
+        px = self.start_aq(auth_query=q, auth_dbname=None)
+        self.assertEqual(self.current_user(px, role, "hank_pw", self.pg.database), role)
+        err = self.raw_error(px, role, "wrong", self.pg.database)
+        self.assertEqual(err["C"], "28P01")
+
+    def test_fixed_user_entry(self):
+        role = self.make_role("ivy", "ivy_pw")
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
+               "fixed": self.pg.conn_string(self.pg.database, user=self.pg.app_user,
+                                            password=self.pg.app_password)}
+        px = self.start_aq(databases=dbs)
+        self.assertEqual(self.current_user(px, role, "ivy_pw", "fixed"), self.pg.app_user)
+
+    def test_trust_needs_a_known_user(self):
+        role = self.make_role("jack", "jack_pw")
+        ghost = "aq_%d_ghost2" % os.getpid()
+        px = self.start_aq(databases=dict(self.db_with_password("jack_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_type="trust")
+        self.assertEqual(self.current_user(px, role, None, "aqdb"), role)
+        err = self.raw_error(px, ghost, "x", "aqdb")
+        self.assertEqual(err["C"], "28000")
+        self.assertIn("no such user", err["M"])
+
+    def test_password_change_seen_after_the_cache_expires(self):
+        ttl = 3.0
+        role = self.make_role("kate", "old_pw")
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
+               "fixed": self.pg.conn_string(self.pg.database, user=self.pg.user,
+                                            password=self.pg.password)}
+        px = self.start_aq(databases=dbs, env={"PGW_AUTH_CACHE_TTL": str(ttl)})
+        t0 = time.monotonic()
+        self.assertEqual(self.current_user(px, role, "old_pw", "fixed"), self.pg.user)
+        self.set_password(role, "new_pw")
+        err = self.raw_error(px, role, "new_pw", "fixed")
+        if time.monotonic() - t0 < ttl - 0.5:
+            # Still the cached verifier: the old password is what counts.
+            self.assertEqual(err["C"], "28P01")
+            self.assertEqual(self.lookups(px, role), 1)
+        time.sleep(max(0.0, ttl + 0.3 - (time.monotonic() - t0)))
+        self.assertEqual(self.current_user(px, role, "new_pw", "fixed"), self.pg.user)
+        self.assertEqual(self.raw_error(px, role, "old_pw", "fixed")["C"], "28P01")
+        self.assertEqual(self.lookups(px, role, "found"), 2)
+
+    def test_reload_forgets_answers(self):
+        role = self.make_role("leo", "leo_pw")
+        px = self.start_aq(databases=dict(self.db_with_password("leo_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}))
+        self.current_user(px, role, "leo_pw", "aqdb")
+        self.current_user(px, role, "leo_pw", "aqdb")
+        self.assertEqual(self.lookups(px, role), 1)
+        px.reload()
+        px.wait_for_log(r"event=reload")
+        self.current_user(px, role, "leo_pw", "aqdb")
+        self.assertEqual(self.lookups(px, role), 2)
+
+    @unittest.skipUnless(psycopg2, "needs psycopg2")
+    def test_burst_of_logins_runs_one_query(self):
+        role = self.make_role("mia", "mia_pw")
+        # A slow query so that every login of the burst arrives while it runs.
+        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(0.5) WHERE usename=$1"
+        px = self.start_aq(databases=dict(self.db_with_password("mia_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query=q, pool_mode="transaction")
+        results, lock = [], threading.Lock()
+
+        def login():
+            try:
+                out = self.via_psycopg2(px, role, "mia_pw", db="aqdb")
+            except Exception as e:      # noqa: BLE001 - reported below
+                out = repr(e)
+            with lock:
+                results.append(out)
+        threads = [threading.Thread(target=login) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(results, [role] * 20)
+        self.assertEqual(self.lookups(px, role), 1, px.log_tail())
+
+    def test_client_leaves_while_the_lookup_runs(self):
+        role = self.make_role("nina", "nina_pw")
+        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(0.5) WHERE usename=$1"
+        px = self.start_aq(databases=dict(self.db_with_password("nina_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query=q)
+        r = Raw(px.host, px.port, role, "aqdb")
+        time.sleep(0.1)
+        r.close()
+        # The lookup finishes, its server goes back clean, its answer is kept.
+        px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
+        self.assertEqual(self.current_user(px, role, "nina_pw", "aqdb"), role)
+        self.assertEqual(self.lookups(px, role), 1)
+        pools = {(row[0], row[1]): row for row in px.admin("SHOW POOLS")}
+        self.assertIn((self.pg.database, self.pg.user), pools)
+
+    def test_client_login_timeout_covers_the_lookup(self):
+        role = self.make_role("quinn", "quinn_pw")
+        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(2) WHERE usename=$1"
+        px = self.start_aq(databases=dict(self.db_with_password("quinn_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query=q, client_login_timeout=1)
+        t0 = time.monotonic()
+        err = self.raw_error(px, role, "quinn_pw", "aqdb")
+        self.assertLess(time.monotonic() - t0, 1.9)
+        self.assertEqual(err["C"], "08P01")
+        self.assertIn("client_login_timeout", err["M"])
+        # The lookup finishes anyway and its answer serves the next login.
+        px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
+        self.assertIsNone(self.raw_error(px, role, "quinn_pw", "aqdb"))
+        self.assertEqual(self.lookups(px, role), 1)
+
+    def test_waiting_for_a_server_queue_wait_and_abandon(self):
+        role = self.make_role("olga", "olga_pw")
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database, pool_size=1),
+               "aqdb": self.pg.conn_string(self.pg.database, password="olga_pw")}
+        px = self.start_aq(databases=dbs, pool_mode="session", query_wait_timeout=1)
+        # Hold the only server of the lookup's pool (pgwharf/pgwharf).
+        holder = subprocess_psql(px, self.pg.user, self.pg.password, self.pg.database,
+                                 "select pg_sleep(4)")
+        try:
+            time.sleep(0.5)
+            # A client that leaves while the lookup waits for a server: the
+            # lookup is dropped and never runs.
+            r = Raw(px.host, px.port, role, "aqdb")
+            time.sleep(0.3)
+            self.assertGreater(self.longest_wait(px), 0)     # the lookup is queued
+            r.close()
+            time.sleep(0.2)
+            self.assertEqual(self.longest_wait(px), 0)       # and left the queue
+            # One that waits past query_wait_timeout gets a FATAL 57014.
+            err = self.raw_error(px, role, "olga_pw", "aqdb")
+            self.assertEqual(err["C"], "57014")
+            self.assertIn('auth_query failed for user "%s": query_wait_timeout' % role, err["M"])
+        finally:
+            holder.wait(30)
+        self.assertEqual(self.lookups(px, role, "found"), 0)
+        self.assertEqual(self.lookups(px, role, "error"), 1)
+        # Once the server is free the login works.
+        self.assertEqual(self.current_user(px, role, "olga_pw", "aqdb"), role)
+
+    def test_password_message_before_the_lookup_ends(self):
+        role = self.make_role("pia", "pia_pw")
+        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(0.5) WHERE usename=$1"
+        px = self.start_aq(databases=dict(self.db_with_password("pia_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query=q)
+        r = Raw(px.host, px.port, role, "aqdb")
+        try:
+            time.sleep(0.1)          # a read of its own, while the lookup runs
+            r.send(b"p", b"too-early\0")
+            code, err = r.auth()
+            self.assertEqual(code, "E")
+            self.assertEqual(err["C"], "08P01")
+        finally:
+            r.close()
+        px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
+
+
+class TestAuthQueryServerTls(AuthQueryTestCase):
+    """The lookup through a TLS server link (the cluster gets ssl=on for the
+    test, as in test_tls)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        import test_tls
+        cls.certs = test_tls.Certs()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.certs.cleanup()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        pg = self.pg
+        if not pg.datadir or not os.path.isdir(pg.datadir):
+            self.skipTest("no PGW_TEST_PGDATA to put certificates in")
+        self.files = []
+        for name in ("server.crt", "server.key"):
+            dst = os.path.join(pg.datadir, "pgwharf_aq_tls_" + name)
+            shutil.copy(self.certs.path(name), dst)
+            os.chmod(dst, 0o600)
+            if os.geteuid() == 0 and pg.osuser and pg.osuser != "root":
+                shutil.chown(dst, pg.osuser, None)
+            self.files.append(dst)
+        self.addCleanup(self.ssl_off)
+        pg.psql("alter system set ssl_cert_file = '%s'; alter system set ssl_key_file = '%s';"
+                "alter system set ssl = on; select pg_reload_conf();" % tuple(self.files),
+                db="postgres", via_socket=True)
+        deadline = time.monotonic() + 10
+        while pg.psql("show ssl", db="postgres", via_socket=True) != "on":
+            if time.monotonic() > deadline:
+                self.fail("ssl did not come on: " + pg.log_tail())
+            time.sleep(0.1)
+
+    def ssl_off(self):
+        self.pg.ensure_running()
+        self.pg.psql("alter system reset ssl; alter system reset ssl_cert_file;"
+                     "alter system reset ssl_key_file; select pg_reload_conf();",
+                     db="postgres", via_socket=True)
+        for f in self.files:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+    def test_lookup_over_tls(self):
+        role = self.make_role("tls", "tls_pw")
+        px = self.start_aq(databases=dict(self.db_with_password("tls_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           server_tls_sslmode="require", pool_mode="transaction")
+        self.assertEqual(self.current_user(px, role, "tls_pw", "aqdb"), role)
+        self.assertEqual(self.raw_error(px, role + "x", "tls_pw", "aqdb")["C"], "28P01")
+        self.assertEqual(self.lookups(px, role, "found"), 1)
+        # The lookup's server went back clean and serves pgwharf's own
+        # clients, over TLS.
+        self.assertEqual(px.psql("select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+                                 user=self.pg.user, password=self.pg.password), "t")
+
+
+def subprocess_psql(px, user, password, db, sql):
+    import subprocess
+    e = dict(os.environ, PGPASSWORD=password)
+    return subprocess.Popen([pt.pg_bin("psql"), "-X", "-q", "-h", px.host, "-p", str(px.port),
+                             "-U", user, "-d", db, "-c", sql], env=e,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    unittest.main()
