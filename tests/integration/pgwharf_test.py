@@ -408,6 +408,44 @@ class Postgres:
                     pass
         return pid
 
+    def enable_ssl(self, cert_file, key_file, prefix="pgwharf_"):
+        """Turn ssl on in the cluster with this certificate and key (copied
+        into the data directory, owned by the cluster's OS user).  Returns a
+        function that turns it off again and removes the copies; call it in
+        cleanup."""
+        if not self.datadir or not os.path.isdir(self.datadir):
+            raise unittest.SkipTest("no PGW_TEST_PGDATA to put certificates in")
+        files = []
+        for src in (cert_file, key_file):
+            dst = os.path.join(self.datadir, prefix + os.path.basename(src))
+            shutil.copy(src, dst)
+            os.chmod(dst, 0o600)
+            if os.geteuid() == 0 and self.osuser and self.osuser != "root":
+                shutil.chown(dst, self.osuser, None)
+            files.append(dst)
+
+        def off():
+            self.ensure_running()
+            self.psql("alter system reset ssl; alter system reset ssl_cert_file;"
+                      "alter system reset ssl_key_file; select pg_reload_conf();",
+                      db="postgres", via_socket=True)
+            for f in files:
+                try:
+                    os.unlink(f)
+                except OSError:
+                    pass
+
+        self.psql("alter system set ssl_cert_file = '%s'; alter system set ssl_key_file = '%s';"
+                  "alter system set ssl = on; select pg_reload_conf();" % tuple(files),
+                  db="postgres", via_socket=True)
+        deadline = time.monotonic() + 10
+        while self.psql("show ssl", db="postgres", via_socket=True) != "on":
+            if time.monotonic() > deadline:
+                off()
+                raise PgwharfError("ssl did not come on: " + self.log_tail())
+            time.sleep(0.1)
+        return off
+
     def ensure_running(self):
         """Put the cluster back after a test that stopped, killed or paused it."""
         if self.is_running():

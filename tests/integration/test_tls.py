@@ -514,37 +514,9 @@ class TestServerTls(TlsTestCase):
 
     def setUp(self):
         super().setUp()
-        pg = self.pg
-        if not pg.datadir or not os.path.isdir(pg.datadir):
-            self.skipTest("no PGW_TEST_PGDATA to put certificates in")
-        self.files = []
-        for name in ("server.crt", "server.key"):
-            dst = os.path.join(pg.datadir, "pgwharf_tls_" + name)
-            shutil.copy(self.certs.path(name), dst)
-            os.chmod(dst, 0o600)
-            if os.geteuid() == 0 and pg.osuser and pg.osuser != "root":
-                shutil.chown(dst, pg.osuser, None)
-            self.files.append(dst)
-        self.addCleanup(self.ssl_off)
-        pg.psql("alter system set ssl_cert_file = '%s'; alter system set ssl_key_file = '%s';"
-                "alter system set ssl = on; select pg_reload_conf();" % tuple(self.files),
-                db="postgres", via_socket=True)
-        deadline = time.monotonic() + 10
-        while pg.psql("show ssl", db="postgres", via_socket=True) != "on":
-            if time.monotonic() > deadline:
-                self.fail("ssl did not come on: " + pg.log_tail())
-            time.sleep(0.1)
-
-    def ssl_off(self):
-        self.pg.ensure_running()
-        self.pg.psql("alter system reset ssl; alter system reset ssl_cert_file;"
-                     "alter system reset ssl_key_file; select pg_reload_conf();",
-                     db="postgres", via_socket=True)
-        for f in self.files:
-            try:
-                os.unlink(f)
-            except OSError:
-                pass
+        self.addCleanup(self.pg.enable_ssl(self.certs.path("server.crt"),
+                                           self.certs.path("server.key"),
+                                           prefix="pgwharf_tls_"))
 
     def test_server_tls_slow_client(self):
         """Backpressure with a TLS server link: the client stops reading,
