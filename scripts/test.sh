@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - pgwharf's one test command (what CI runs, through .ci/run).
 #
-#   scripts/test.sh [--quick | --asan-only] [--fuzz] [--no-deps] [-- CTEST_ARGS...]
+#   scripts/test.sh [--quick | --asan-only] [--fuzz | --no-fuzz] [--no-deps] [-- CTEST_ARGS...]
 #
 # On a fresh Debian 12 machine: installs the dependencies (scripts/deps.sh,
 # as root), the Node test clients (npm ci in tests/integration), then
@@ -9,31 +9,36 @@
 #      C integration and Python integration tests, the latter against a
 #      throwaway PostgreSQL the ctest fixture starts (tests/pgcluster.sh);
 #   2. builds again in build-asan/ with -DPGW_SANITIZE=ON (ASan + UBSan) and
-#      runs ctest there with leak detection on.
+#      runs ctest there with leak detection on;
+#   3. builds the libFuzzer targets (tests/fuzz) with clang in build-fuzz/
+#      and runs each for a few seconds from its seed corpus (scripts/fuzz.sh).
 # Exits non-zero if any step fails; prints a summary at the end.
 #
-#   --quick       step 1 only (no sanitizer pass)
+#   --quick       step 1 only (no sanitizer pass, no fuzzing)
 #   --asan-only   step 2 only
-#   --fuzz        also install clang/libFuzzer (for tests/fuzz, later)
+#   --fuzz        run step 3 even with --quick or --asan-only
+#   --no-fuzz     skip step 3 (and do not install clang)
 #   --no-deps     skip apt and npm (same as PGW_SKIP_APT=1 PGW_SKIP_NPM=1)
 #   -- ARGS       passed to ctest (e.g. -- -R unit.)
-# Environment: PGW_BUILD_DIR / PGW_ASAN_BUILD_DIR (default build, build-asan),
+# Environment: PGW_BUILD_DIR / PGW_ASAN_BUILD_DIR / PGW_FUZZ_BUILD_DIR (default
+# build, build-asan, build-fuzz), PGW_FUZZ_SECONDS (per target, default 10),
 # PGW_JOBS (default nproc), PGW_SKIP_APT=1, PGW_SKIP_NPM=1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
 
-quick=0 asan_only=0 fuzz=0
+quick=0 asan_only=0 fuzz=auto
 ctest_args=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=1 ;;
         --asan-only) asan_only=1 ;;
         --fuzz) fuzz=1 ;;
+        --no-fuzz) fuzz=0 ;;
         --no-deps) export PGW_SKIP_APT=1 PGW_SKIP_NPM=1 ;;
         --) shift; ctest_args=("$@"); break ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -43,8 +48,14 @@ if [[ $quick == 1 && $asan_only == 1 ]]; then
     exit 2
 fi
 
+if [[ $fuzz == auto ]]; then
+    fuzz=$(( quick == 0 && asan_only == 0 ))
+fi
+
 BUILD=${PGW_BUILD_DIR:-build}
 BUILD_ASAN=${PGW_ASAN_BUILD_DIR:-build-asan}
+BUILD_FUZZ=${PGW_FUZZ_BUILD_DIR:-build-fuzz}
+FUZZ_SECONDS=${PGW_FUZZ_SECONDS:-10}
 JOBS=${PGW_JOBS:-$(nproc 2>/dev/null || echo 2)}
 T0=$SECONDS
 
@@ -176,6 +187,26 @@ if [[ $quick == 0 ]]; then
     pass asan "$BUILD_ASAN" -DPGW_SANITIZE=ON
 else
     skip "asan" "(--quick)"
+fi
+
+# --- fuzzing (tests/fuzz): clang + libFuzzer, ASan + UBSan -------------------
+
+fuzz_build() {
+    CC=clang cmake -S . -B "$BUILD_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DPGW_FUZZ=ON -DPGW_SANITIZE=ON -DPGW_TESTS=ON &&
+    cmake --build "$BUILD_FUZZ" -j "$JOBS" --target fuzzers
+}
+
+if [[ $fuzz == 1 ]]; then
+    if step "fuzz: build ($BUILD_FUZZ)" fuzz_build; then
+        step "fuzz: run (each target ${FUZZ_SECONDS}s)" \
+            env PGW_FUZZ_BUILD_DIR="$BUILD_FUZZ" PGW_FUZZ_NO_BUILD=1 \
+            scripts/fuzz.sh all "$FUZZ_SECONDS" || true
+    else
+        skip "fuzz: run" "(build failed)"
+    fi
+else
+    skip "fuzz" "(--quick, --asan-only or --no-fuzz)"
 fi
 
 summary

@@ -1,0 +1,113 @@
+/*
+ * fuzz_startup.c - the first bytes a client sends (proxy/codec.h).
+ *
+ * The input is a client's byte stream as the session reads it: the first
+ * packet (StartupMessage, SSLRequest, GSSENCRequest or CancelRequest) framed
+ * by pgw_startup_need() and parsed by pgw_startup_parse(), a second startup
+ * packet after an SSLRequest 'N', then regular frontend messages framed by
+ * pgw_msg_complete() as during auth (cap 8192) and the relay (cap 1 GiB).
+ * Invariants checked beyond "no crash": a parsed packet's pointers lie
+ * inside it; a complete message never claims more bytes than are there.
+ */
+#include <stdbool.h>
+
+#include "common/wire.h"
+#include "fuzz_util.h"
+#include "proxy/codec.h"
+
+static bool inside(const void *p, const uint8_t *pkt, size_t len)
+{
+    const uint8_t *b = p;
+    return b >= pkt && b < pkt + len;
+}
+
+/* Parse one startup packet at the front of buf; returns its size, or 0. */
+static size_t one_startup(const uint8_t *buf, size_t len, int *kind)
+{
+    long need = pgw_startup_need(buf, len);
+    if (need < 0) {
+        if (len < 4)
+            abort();            /* -1 needs a length field */
+        return 0;
+    }
+    if (need == 0) {
+        if (len >= 4)
+            abort();            /* 4 bytes always decide */
+        return 0;
+    }
+    if (need < 8 || need > (long)PGW_STARTUP_MAX)
+        abort();
+    if ((size_t)need > len)
+        return 0;
+    /* An exact-size heap copy: any read past the packet is an ASan report. */
+    uint8_t *pkt = malloc((size_t)need);
+    if (!pkt)
+        abort();
+    memcpy(pkt, buf, (size_t)need);
+    struct pgw_startup st;
+    int rc = pgw_startup_parse(pkt, (size_t)need, &st);
+    *kind = st.kind;
+    if (rc < 0) {
+        if (st.kind != PGW_STARTUP_BAD || !st.error || !*st.error)
+            abort();
+    } else if (st.kind == PGW_STARTUP_V3) {
+        if (!st.user || !*st.user || !st.database || !inside(st.user, pkt, (size_t)need) ||
+            !inside(st.database, pkt, (size_t)need))
+            abort();
+        if (st.nparams < 0 || st.nparams > PGW_STARTUP_MAX_PARAMS ||
+            st.nprotoopts < 0 || st.nprotoopts > PGW_STARTUP_MAX_PARAMS)
+            abort();
+        for (int i = 0; i < st.nparams; i++) {
+            if (!inside(st.names[i], pkt, (size_t)need) || !inside(st.values[i], pkt, (size_t)need))
+                abort();
+            fuzz_touch(st.names[i]);
+            fuzz_touch(st.values[i]);
+        }
+        for (int i = 0; i < st.nprotoopts; i++)
+            fuzz_touch(st.protoopts[i]);
+        fuzz_touch(st.user);
+        fuzz_touch(st.database);
+    } else if (st.kind == PGW_STARTUP_BAD) {
+        abort();                /* success never says BAD */
+    }
+    free(pkt);
+    return (size_t)need;
+}
+
+static void messages(const uint8_t *buf, size_t len, uint32_t max)
+{
+    while (len > 0) {
+        long n = pgw_msg_complete(buf, len, max);
+        if (n < 0)
+            return;
+        if (n == 0)
+            return;
+        if ((size_t)n > len || n < (long)PGW_MSG_HDR)
+            abort();
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    fuzz_quiet_logs();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int kind = PGW_STARTUP_BAD;
+    size_t used = one_startup(data, size, &kind);
+    if (used == 0)
+        return 0;
+    if (kind == PGW_STARTUP_SSL || kind == PGW_STARTUP_GSSENC) {
+        size_t more = one_startup(data + used, size - used, &kind);
+        if (more == 0)
+            return 0;
+        used += more;
+    }
+    messages(data + used, size - used, 8192);
+    messages(data + used, size - used, 1u << 30);
+    return 0;
+}

@@ -1,0 +1,613 @@
+"""pgw_hardening - helpers for the hardening tests (test_faults, test_load,
+test_crosstalk, test_malformed): a compact raw-protocol asyncio client, a
+load "fleet" that measures every request, a pgbench runner in the
+background, and leak checks (fds, server connections, RSS) that poll with
+a bound.  Not a test module itself (no test_ prefix: ctest does not run
+it).
+
+Standard library only (plus what pgwharf_test uses).
+
+    rc = await RawConn.connect(host, port, user, db, password)
+    rows, err = await rc.query("select 1")        # err: dict of fields or None
+"""
+
+import asyncio
+import hashlib
+import hmac
+import base64
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import pgwharf_test as pt
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def parse_fields(body):
+    """ErrorResponse/NoticeResponse body -> {'S':..., 'C':..., 'M':...}."""
+    out = {}
+    i = 0
+    while i < len(body) and body[i] != 0:
+        code = chr(body[i])
+        end = body.index(b"\x00", i + 1)
+        out[code] = body[i + 1:end].decode("utf-8", "replace")
+        i = end + 1
+    return out
+
+
+def startup_packet(user, db, **params):
+    body = struct.pack("!I", 196608)
+    for k, v in [("user", user), ("database", db)] + list(params.items()):
+        body += k.encode() + b"\x00" + v.encode() + b"\x00"
+    body += b"\x00"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def msg(t, body=b""):
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
+def query_msg(sql):
+    return msg(b"Q", sql.encode() + b"\x00")
+
+
+class PgError(Exception):
+    def __init__(self, fields):
+        super().__init__("%s %s" % (fields.get("C"), fields.get("M")))
+        self.fields = fields
+        self.sqlstate = fields.get("C")
+
+
+class RawConn:
+    """One client connection speaking the v3 protocol by hand (asyncio)."""
+
+    def __init__(self, reader, writer):
+        self.r = reader
+        self.w = writer
+        self.params = {}
+        self.key = None
+        self.closed = False
+
+    @classmethod
+    async def connect(cls, host, port, user, db, password=None, timeout=30.0, **params):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        c = cls(reader, writer)
+        try:
+            await asyncio.wait_for(c._login(user, db, password, params), timeout)
+        except BaseException:
+            c.abort()
+            raise
+        return c
+
+    async def read_msg(self):
+        hdr = await self.r.readexactly(5)
+        n = struct.unpack("!I", hdr[1:])[0]
+        if n < 4:
+            raise ProtocolError("bad length %d for %r" % (n, hdr[:1]))
+        body = await self.r.readexactly(n - 4) if n > 4 else b""
+        return hdr[:1], body
+
+    async def _login(self, user, db, password, params):
+        self.w.write(startup_packet(user, db, **params))
+        scram = None
+        while True:
+            t, body = await self.read_msg()
+            if t == b"E":
+                raise PgError(parse_fields(body))
+            if t == b"R":
+                code = struct.unpack("!I", body[:4])[0]
+                if code == 0:
+                    continue
+                if code == 3:
+                    self.w.write(msg(b"p", (password or "").encode() + b"\x00"))
+                elif code == 5:
+                    salt = body[4:8]
+                    inner = hashlib.md5((password + user).encode()).hexdigest()
+                    outer = hashlib.md5(inner.encode() + salt).hexdigest()
+                    self.w.write(msg(b"p", b"md5" + outer.encode() + b"\x00"))
+                elif code == 10:
+                    scram = _Scram(password)
+                    first = scram.client_first()
+                    self.w.write(msg(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first))
+                                     + first))
+                elif code == 11:
+                    self.w.write(msg(b"p", scram.client_final(body[4:])))
+                elif code == 12:
+                    scram.check_final(body[4:])
+                else:
+                    raise ProtocolError("unsupported auth request %d" % code)
+            elif t == b"S":
+                k, v = body.split(b"\x00")[:2]
+                self.params[k.decode()] = v.decode()
+            elif t == b"K":
+                self.key = struct.unpack("!II", body)
+            elif t == b"Z":
+                return
+            elif t == b"N":
+                continue
+            elif t == b"v":
+                continue
+            else:
+                raise ProtocolError("unexpected %r during login" % t)
+
+    async def query(self, sql):
+        """Simple query; returns (rows, error_fields).  rows: list of lists
+        of bytes/None for every DataRow of every statement."""
+        self.w.write(query_msg(sql))
+        return await self.read_result()
+
+    async def read_result(self):
+        rows, err = [], None
+        while True:
+            t, body = await self.read_msg()
+            if t == b"D":
+                rows.append(_data_row(body))
+            elif t == b"E":
+                err = parse_fields(body)
+                if err.get("S") in ("FATAL", "PANIC"):
+                    # The connection ends after a FATAL: no ReadyForQuery.
+                    self.closed = True
+                    return rows, err
+            elif t == b"Z":
+                return rows, err
+            elif t in (b"T", b"C", b"N", b"S", b"I", b"A"):
+                continue
+            else:
+                raise ProtocolError("unexpected message %r" % t)
+
+    def send(self, data):
+        self.w.write(data)
+
+    def abort(self):
+        """Drop the TCP connection at once (RST when data is unread)."""
+        self.closed = True
+        try:
+            self.w.transport.abort()
+            self.w.close()
+        except Exception:
+            pass
+
+    async def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.w.write(msg(b"X"))
+            self.w.close()
+            await asyncio.wait_for(self.w.wait_closed(), 5)
+        except Exception:
+            pass
+
+
+def _data_row(body):
+    n = struct.unpack("!H", body[:2])[0]
+    out, i = [], 2
+    for _ in range(n):
+        ln = struct.unpack("!i", body[i:i + 4])[0]
+        i += 4
+        if ln < 0:
+            out.append(None)
+        else:
+            out.append(body[i:i + ln])
+            i += ln
+    return out
+
+
+class _Scram:
+    def __init__(self, password):
+        self.password = (password or "").encode()
+        self.nonce = base64.b64encode(os.urandom(18)).decode()
+        self.first_bare = "n=,r=" + self.nonce
+
+    def client_first(self):
+        return ("n,," + self.first_bare).encode()
+
+    def client_final(self, server_first):
+        sf = server_first.decode()
+        attrs = dict(kv.split("=", 1) for kv in sf.split(","))
+        salt = base64.b64decode(attrs["s"])
+        salted = hashlib.pbkdf2_hmac("sha256", self.password, salt, int(attrs["i"]))
+        ckey = hmac.new(salted, b"Client Key", "sha256").digest()
+        stored = hashlib.sha256(ckey).digest()
+        without = "c=biws,r=" + attrs["r"]
+        auth = ",".join([self.first_bare, sf, without]).encode()
+        sig = hmac.new(stored, auth, "sha256").digest()
+        proof = bytes(a ^ b for a, b in zip(ckey, sig))
+        skey = hmac.new(salted, b"Server Key", "sha256").digest()
+        self.expect = base64.b64encode(hmac.new(skey, auth, "sha256").digest()).decode()
+        return (without + ",p=" + base64.b64encode(proof).decode()).encode()
+
+    def check_final(self, body):
+        if body.decode() != "v=" + self.expect:
+            raise ProtocolError("bad server signature")
+
+
+# --- observation -------------------------------------------------------------
+
+def sanitized(px):
+    """Is this pgwharf built with ASan/UBSan?  (Looks at its mapped libraries
+    and, for static runtimes, its symbols' names in /proc/PID/exe.)"""
+    try:
+        with open("/proc/%d/maps" % px.pid) as f:
+            maps = f.read()
+        if "libasan" in maps or "libubsan" in maps:
+            return True
+    except OSError:
+        pass
+    cache = os.path.join(os.environ.get("PGW_BUILD_DIR", ""), "CMakeCache.txt")
+    try:
+        with open(cache) as f:
+            return "PGW_SANITIZE:BOOL=ON" in f.read()
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def raise_nofile(want):
+    """Raise this process's RLIMIT_NOFILE soft limit towards want (capped
+    at the hard limit); children inherit it.  Returns (old soft, new soft)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new = min(max(soft, want), hard)
+    if new != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return soft, new
+
+
+def set_nofile(soft):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+
+
+def server_conns(pg, user, db=None, states=False):
+    """Client backends of user (and db) on the cluster; with states=True a
+    dict state -> count."""
+    cond = "backend_type = 'client backend' and pid <> pg_backend_pid() and usename = '%s'" % user
+    if db:
+        cond += " and datname = '%s'" % db
+    if not states:
+        return int(pg.psql("select count(*) from pg_stat_activity where " + cond,
+                           db="postgres", via_socket=True))
+    out = pg.psql("select coalesce(state, '?'), count(*) from pg_stat_activity where " + cond
+                  + " group by 1", db="postgres", via_socket=True)
+    res = {}
+    for line in out.splitlines():
+        if line:
+            s, n = line.split("|")
+            res[s] = int(n)
+    return res
+
+
+class Baseline:
+    """What an idle pgwharf looks like, to compare with after a scenario:
+    fds that are not server connections, and RSS.
+
+    Under ASan the RSS is ASan's (a quarantine of freed blocks up to 256 MB,
+    shadow memory): there it is printed, not checked; LeakSanitizer checks
+    for leaks when that pgwharf exits instead."""
+
+    def __init__(self, px, pg, user, db=None):
+        self.px, self.pg, self.user, self.db = px, pg, user, db
+        self.fds = px.fd_count() - server_conns(pg, user, db)
+        self.rss_kb = px.rss_kb()
+        self.check_rss = not sanitized(px)
+
+    def settle(self, testcase, max_servers, rss_margin_kb=32 * 1024, timeout=30.0,
+               what="scenario"):
+        """Poll (bounded) until pgwharf is back to the baseline: no extra
+        fds, at most max_servers server connections and all of them idle,
+        RSS within the margin.  Fails the test with the numbers if not."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            srv = server_conns(self.pg, self.user, self.db, states=True)
+            nsrv = sum(srv.values())
+            fds = self.px.fd_count() - nsrv
+            rss = self.px.rss_kb()
+            busy = {k: v for k, v in srv.items() if k != "idle"}
+            ok = (fds <= self.fds and nsrv <= max_servers and not busy
+                  and (rss <= self.rss_kb + rss_margin_kb or not self.check_rss))
+            last = ("after %s: non-server fds %d (baseline %d), server connections %s "
+                    "(max %d), RSS %d kB (baseline %d kB, margin %d kB%s)"
+                    % (what, fds, self.fds, srv, max_servers, rss, self.rss_kb, rss_margin_kb,
+                       "" if self.check_rss else ", not checked under ASan"))
+            if ok:
+                print("settled: " + last)
+                return
+            if time.monotonic() > deadline:
+                testcase.fail("pgwharf did not return to baseline within %ss: %s\n"
+                              "its sockets:\n%s\nlog tail:\n%s"
+                              % (timeout, last, sockets(self.px.pid), self.px.log_tail(30)))
+            time.sleep(0.25)
+
+
+def sockets(pid):
+    """`ss` lines for the TCP sockets of pid: state, local and peer address."""
+    cp = subprocess.run(["ss", "-tanp"], capture_output=True, text=True)
+    lines = [l for l in cp.stdout.splitlines() if "pid=%d," % pid in l]
+    return "\n".join(" ".join(l.split()[:1] + l.split()[3:5]) for l in lines)
+
+
+def wait_until(fn, timeout, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# --- load --------------------------------------------------------------------
+
+class Fleet:
+    """N clients in a background asyncio loop, each logging in through
+    pgwharf and running `sql` in a loop until stop().  Every request (login
+    or query) is timed and classified:
+      ok        a result and ReadyForQuery
+      sqlstate  an ErrorResponse with a SQLSTATE (then a reconnect if FATAL)
+      broken    anything else: connection refused/reset/closed without an
+                ErrorResponse, a protocol error, or no answer within
+                `hang_after` seconds (counted as a hang)
+    The slowest request of each kind is kept."""
+
+    def __init__(self, px, n, user, password, db, sql="select 1", hang_after=30.0,
+                 pause=0.0):
+        self.px, self.n, self.user, self.password, self.db = px, n, user, password, db
+        self.sql = sql
+        self.hang_after = hang_after
+        self.pause = pause
+        self.ok = 0
+        self.logins = 0
+        self.errors = {}           # sqlstate -> count
+        self.broken = []           # (what, detail)
+        self.max_latency = 0.0
+        self.max_latency_what = ""
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        self.last_ok = 0.0
+
+    def start(self):
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=60):
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError("fleet did not stop within %ss" % timeout)
+
+    def _note(self, kind, latency, detail=""):
+        with self._lock:
+            if latency > self.max_latency:
+                self.max_latency = latency
+                self.max_latency_what = "%s %s" % (kind, detail)
+            if kind == "ok":
+                self.ok += 1
+                self.last_ok = time.monotonic()
+            elif kind == "sqlstate":
+                self.errors[detail] = self.errors.get(detail, 0) + 1
+            elif kind == "login-ok":
+                self.logins += 1
+            else:
+                if len(self.broken) < 50:
+                    self.broken.append(detail)
+
+    def oks(self):
+        with self._lock:
+            return self.ok
+
+    async def _client(self, k):
+        rnd = random.Random(k)
+        conn = None
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            if conn is None or conn.closed:
+                if conn is not None:
+                    conn.abort()            # after a FATAL: close our end too
+                try:
+                    conn = await asyncio.wait_for(
+                        RawConn.connect(self.px.host, self.px.port, self.user, self.db,
+                                        self.password, timeout=self.hang_after + 5),
+                        self.hang_after)
+                    self._note("login-ok", time.monotonic() - t0)
+                except PgError as e:
+                    self._note("sqlstate", time.monotonic() - t0, e.sqlstate or "none")
+                    if not e.sqlstate:
+                        self._note("broken", 0, "login error without SQLSTATE: %s" % e)
+                    conn = None
+                    await asyncio.sleep(0.05 + rnd.random() * 0.1)
+                    continue
+                except asyncio.TimeoutError:
+                    self._note("broken", time.monotonic() - t0, "login hung > %ss" % self.hang_after)
+                    conn = None
+                    continue
+                except (OSError, asyncio.IncompleteReadError, ProtocolError) as e:
+                    self._note("broken", time.monotonic() - t0, "login: %r" % e)
+                    conn = None
+                    await asyncio.sleep(0.1)
+                    continue
+                t0 = time.monotonic()
+            try:
+                rows, err = await asyncio.wait_for(conn.query(self.sql), self.hang_after)
+                lat = time.monotonic() - t0
+                if err is None:
+                    self._note("ok", lat)
+                else:
+                    self._note("sqlstate", lat, err.get("C") or "none")
+                    if not err.get("C"):
+                        self._note("broken", 0, "error without SQLSTATE: %r" % err)
+            except asyncio.TimeoutError:
+                self._note("broken", time.monotonic() - t0, "query hung > %ss" % self.hang_after)
+                conn.abort()
+            except (OSError, asyncio.IncompleteReadError, ProtocolError) as e:
+                self._note("broken", time.monotonic() - t0, "query: %r" % e)
+                conn.abort()
+            if self.pause:
+                await asyncio.sleep(self.pause * rnd.random())
+        if conn is not None:
+            await conn.close()
+            conn.abort()
+
+    async def _main(self):
+        await asyncio.gather(*[self._client(k) for k in range(self.n)])
+
+
+class Pgbench:
+    """pgbench through pgwharf in the background (a custom script, so no
+    pgbench tables are needed)."""
+
+    def __init__(self, px, args, user, password, db, script="select 1;\n"):
+        self.dir = tempfile.mkdtemp(prefix="pgw-bench-")
+        self.script = os.path.join(self.dir, "bench.sql")
+        with open(self.script, "w") as f:
+            f.write(script)
+        e = dict(os.environ, PGPASSWORD=password, PGSSLMODE="disable", PGCONNECT_TIMEOUT="10")
+        cmd = [pt.pg_bin("pgbench"), "-h", px.host, "-p", str(px.port), "-U", user, "-n",
+               "-f", self.script] + list(args) + [db]
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=e, start_new_session=True)
+        self.out = self.err = ""
+
+    def kill(self):
+        """Stop it (by its PID) if it still runs: for cleanups."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate(timeout=10)
+
+    def sockets(self):
+        """How many sockets pgbench holds (its connected clients)."""
+        n = 0
+        try:
+            for fd in os.listdir("/proc/%d/fd" % self.proc.pid):
+                try:
+                    if os.readlink("/proc/%d/fd/%s" % (self.proc.pid, fd)).startswith("socket:"):
+                        n += 1
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        return n
+
+    def wait(self, timeout):
+        try:
+            self.out, self.err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.out, self.err = self.proc.communicate(timeout=10)
+            raise AssertionError("pgbench did not finish within %ss (hung client?)\n%s\n%s"
+                                 % (timeout, self.out, self.err[-3000:]))
+        finally:
+            try:
+                os.unlink(self.script)
+                os.rmdir(self.dir)
+            except OSError:
+                pass
+        return self.proc.returncode
+
+    def failed_transactions(self):
+        m = re.search(r"number of failed transactions: (\d+)", self.out)
+        return int(m.group(1)) if m else None
+
+    def transactions(self):
+        m = re.search(r"number of transactions actually processed: (\d+)", self.out)
+        return int(m.group(1)) if m else None
+
+
+# --- blocking sockets ----------------------------------------------------------
+
+def recv_msg(sock):
+    """One backend message from a blocking socket: (type, body); raises
+    EOFError when the peer closed."""
+    hdr = _recv_exact(sock, 5)
+    n = struct.unpack("!I", hdr[1:])[0]
+    return hdr[:1], _recv_exact(sock, n - 4)
+
+
+def _recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("peer closed after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return buf
+
+
+def sync_login(sock, user, db, password=None):
+    """Log in on a connected blocking socket (trust, cleartext or md5);
+    returns the ParameterStatus dict.  Raises PgError on an ErrorResponse."""
+    sock.sendall(startup_packet(user, db))
+    params = {}
+    while True:
+        t, body = recv_msg(sock)
+        if t == b"E":
+            raise PgError(parse_fields(body))
+        if t == b"R":
+            code = struct.unpack("!I", body[:4])[0]
+            if code == 3:
+                sock.sendall(msg(b"p", (password or "").encode() + b"\x00"))
+            elif code == 5:
+                inner = hashlib.md5((password + user).encode()).hexdigest()
+                outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
+                sock.sendall(msg(b"p", b"md5" + outer.encode() + b"\x00"))
+            elif code != 0:
+                raise ProtocolError("unsupported auth request %d" % code)
+        elif t == b"S":
+            k, v = body.split(b"\x00")[:2]
+            params[k.decode()] = v.decode()
+        elif t == b"Z":
+            return params
+
+
+def read_until_closed(sock, timeout):
+    """Everything the peer sends until it closes; (data, closed?)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except (socket.timeout, TimeoutError):
+        return data, False
+    except ConnectionResetError:
+        return data, True
+    return data, False
+
+
+def error_fields_in(data):
+    """Fields of each ErrorResponse found in a stream of backend messages."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        t = data[i:i + 1]
+        n = struct.unpack("!I", data[i + 1:i + 5])[0]
+        if n < 4:
+            break
+        if t == b"E":
+            out.append(parse_fields(data[i + 5:i + 1 + n]))
+        i += 1 + n
+    return out

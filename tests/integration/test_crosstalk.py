@@ -1,0 +1,218 @@
+"""Cross-talk: in transaction mode, on a pool of 3, every client only ever
+sees its own rows, however the others behave.
+
+40 asyncio clients (the raw-protocol client of pgw_hardening) each own a
+token and loop for DURATION seconds over a random mix of:
+
+  small        SELECT 'token', pg_backend_pid(), now() = statement_timestamp()
+               (the last column proves no transaction was left open on the
+               server by whoever had it before)
+  large        SELECT repeat('token', 10000) (~90 kB through the relay)
+  transaction  BEGIN; small; large; COMMIT, all on one backend
+  pipelined    three queries sent at once, results read afterwards
+  extended     Parse/Bind/Execute/Sync with the token as a parameter
+  drop-in-tx   BEGIN; small; then the socket is closed abruptly
+  drop-mid-row a large result half read, then the socket is closed abruptly
+
+Every DataRow must carry the client's own token (and the right value);
+any other token, a wrong value, an unexpected error or a protocol error
+fails the test.  Afterwards pgwharf is back to its baseline (fds, at most
+3 idle servers, RSS).
+"""
+
+import asyncio
+import random
+import struct
+import time
+import unittest
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+CLIENTS = 40
+POOL = 3
+DURATION = 20.0
+
+
+def token(k):
+    return "T%03dT" % k
+
+
+class Violation(Exception):
+    pass
+
+
+class CrossTalkClient:
+    def __init__(self, test, px, k):
+        self.test, self.px, self.k = test, px, k
+        self.tok = token(k)
+        self.rnd = random.Random(1000 + k)
+        self.conn = None
+        self.counts = {}
+        self.violations = []
+
+    async def ensure(self):
+        if self.conn is None or self.conn.closed:
+            self.conn = await hz.RawConn.connect(self.px.host, self.px.port, self.test.user,
+                                                 self.test.db, self.test.password, timeout=60)
+
+    def check_rows(self, rows, what, expect):
+        for r in rows:
+            texts = [c.decode() if c is not None else None for c in r]
+            joined = "|".join(t or "" for t in texts)
+            if self.tok not in joined:
+                self.violations.append("%s: client %s got row %r" % (what, self.tok, joined[:80]))
+                continue
+            for other in set(hz_tokens(joined)) - {self.tok}:
+                self.violations.append("%s: client %s saw %s" % (what, self.tok, other))
+        if expect is not None and len(rows) != expect:
+            self.violations.append("%s: %d rows instead of %d" % (what, len(rows), expect))
+
+    async def q(self, sql, what, expect_rows=1):
+        rows, err = await self.conn.query(sql)
+        if err:
+            raise Violation("%s: unexpected error %s %s" % (what, err.get("C"), err.get("M")))
+        self.check_rows(rows, what, expect_rows)
+        return rows
+
+    async def small(self):
+        rows = await self.q("select '%s', pg_backend_pid(), now() = statement_timestamp()"
+                            % self.tok, "small")
+        if rows and rows[0][2] != b"t":
+            self.violations.append("small: %s ran inside a transaction it did not open "
+                                   "(backend %s)" % (self.tok, rows[0][1]))
+        return rows[0][1] if rows else None
+
+    async def large(self):
+        rows = await self.q("select repeat('%s', 10000)" % self.tok, "large")
+        if rows and rows[0][0] != (self.tok * 10000).encode():
+            self.violations.append("large: %s got a wrong value (%d bytes)"
+                                   % (self.tok, len(rows[0][0] or b"")))
+
+    async def transaction(self):
+        await self.q("begin", "begin", 0)
+        rows = await self.q("select '%s', pg_backend_pid()" % self.tok, "tx-small")
+        await self.large()
+        rows2 = await self.q("select '%s', pg_backend_pid()" % self.tok, "tx-small2")
+        if rows and rows2 and rows[0][1] != rows2[0][1]:
+            self.violations.append("transaction of %s moved from backend %s to %s"
+                                   % (self.tok, rows[0][1], rows2[0][1]))
+        await self.q("commit", "commit", 0)
+
+    async def pipelined(self):
+        sqls = ["select '%s', %d" % (self.tok, i) for i in range(3)]
+        for s in sqls:
+            self.conn.send(hz.query_msg(s))
+        for i in range(3):
+            rows, err = await self.conn.read_result()
+            if err:
+                raise Violation("pipelined: error %s" % err)
+            self.check_rows(rows, "pipelined", 1)
+            if rows and rows[0][1] != str(i).encode():
+                self.violations.append("pipelined: %s result %d out of order: %r"
+                                       % (self.tok, i, rows[0]))
+
+    async def extended(self):
+        sql = b"select $1::text, pg_backend_pid()\x00"
+        parse = hz.msg(b"P", b"\x00" + sql + struct.pack("!H", 0))
+        val = self.tok.encode()
+        bind = hz.msg(b"B", b"\x00\x00" + struct.pack("!HHI", 0, 1, len(val)) + val
+                      + struct.pack("!H", 0))
+        execute = hz.msg(b"E", b"\x00" + struct.pack("!I", 0))
+        self.conn.send(parse + bind + execute + hz.msg(b"S"))
+        rows = []
+        while True:
+            t, body = await self.conn.read_msg()
+            if t == b"D":
+                rows.append(hz._data_row(body))
+            elif t == b"E":
+                raise Violation("extended: error %s" % hz.parse_fields(body))
+            elif t == b"Z":
+                break
+        self.check_rows(rows, "extended", 1)
+
+    async def drop_in_tx(self):
+        await self.q("begin", "begin", 0)
+        await self.q("select '%s', pg_backend_pid()" % self.tok, "drop-in-tx")
+        self.conn.abort()
+
+    async def drop_mid_row(self):
+        self.conn.send(hz.query_msg("select repeat('%s', 10000)" % self.tok))
+        got = await self.conn.r.read(self.rnd.randint(1, 40000))
+        if self.tok.encode() not in got and len(got) > 200:
+            # Past the headers there must be our token, nobody else's.
+            self.violations.append("drop-mid-row: %s read %r" % (self.tok, got[:80]))
+        for other in set(hz_tokens(got.decode("latin-1"))) - {self.tok}:
+            self.violations.append("drop-mid-row: %s saw %s" % (self.tok, other))
+        self.conn.abort()
+
+    async def run(self, until):
+        actions = [(self.small, 30), (self.large, 15), (self.transaction, 15),
+                   (self.pipelined, 10), (self.extended, 10), (self.drop_in_tx, 5),
+                   (self.drop_mid_row, 5)]
+        total = sum(w for _, w in actions)
+        while time.monotonic() < until and not self.violations:
+            x = self.rnd.uniform(0, total)
+            for fn, w in actions:
+                x -= w
+                if x <= 0:
+                    break
+            try:
+                await self.ensure()
+                await asyncio.wait_for(fn(), 60)
+            except Violation as e:
+                self.violations.append(str(e))
+            except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError,
+                    hz.ProtocolError, hz.PgError) as e:
+                self.violations.append("%s: %s: %r" % (fn.__name__, self.tok, e))
+            self.counts[fn.__name__] = self.counts.get(fn.__name__, 0) + 1
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn.abort()
+
+
+def hz_tokens(text):
+    import re
+    return re.findall(r"T\d{3}T", text)
+
+
+class TestCrossTalk(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.user = self.pg.app_user
+        self.password = self.pg.app_password
+        self.db = self.pg.database
+
+    def test_every_client_sees_only_its_own_rows(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": POOL,
+                                          "max_client_conn": 200, "query_wait_timeout": "60s",
+                                          "log_connections": 0, "log_disconnections": 0})
+        slow = hz.sanitized(px)
+        self.assertEqual(px.psql("select 1", user=self.user), "1")
+        base = hz.Baseline(px, self.pg, self.user)
+        clients = [CrossTalkClient(self, px, k) for k in range(CLIENTS)]
+
+        async def main():
+            until = time.monotonic() + DURATION
+            await asyncio.gather(*[c.run(until) for c in clients])
+
+        t0 = time.monotonic()
+        asyncio.run(main())
+        took = time.monotonic() - t0
+        counts = {}
+        for c in clients:
+            for k, v in c.counts.items():
+                counts[k] = counts.get(k, 0) + v
+        violations = [v for c in clients for v in c.violations]
+        print("cross-talk: %d clients, pool %d, %.1fs: %s; %d violations"
+              % (CLIENTS, POOL, took, counts, len(violations)))
+        self.assertEqual(violations[:20], [])
+        self.assertTrue(all(sum(c.counts.values()) >= 5 for c in clients),
+                        "some clients starved: %s" % [sum(c.counts.values()) for c in clients])
+        self.assertTrue(px.alive())
+        base.settle(self, max_servers=POOL, what="cross-talk",
+                    rss_margin_kb=(128 if slow else 32) * 1024)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,191 @@
+"""Fault injection: PostgreSQL fails under load and pgwharf must keep every
+promise it can.
+
+Each scenario runs pgbench (200 clients, transaction mode, a pool of 20,
+bounded by -T) and a fleet of raw-protocol clients that time every login
+and query, through one pgwharf, then breaks the test cluster:
+
+  kill -9        the postmaster and every backend die; down for 3 s
+  freeze         SIGSTOP of the postmaster and every backend for 10 s, SIGCONT
+  restart        pg_ctl restart -m fast
+  refusing       ALTER ROLE app CONNECTION LIMIT 0 + its backends terminated
+  password       ALTER ROLE app PASSWORD changed + its backends terminated
+
+and checks, for each:
+  - every request of the fleet ends with its result or an ErrorResponse
+    carrying a SQLSTATE, never a bare disconnect or a hang, and within the
+    configured deadline (query_wait_timeout + query_timeout, or
+    client_login_timeout, plus slack);
+  - the circuit breaker goes open -> half-open -> closed (pgwharf's log:
+    event=breaker_open / breaker_half_open / breaker_closed) where the
+    failure lasts long enough to trip it, and SHOW BREAKERS says closed
+    at the end;
+  - pgwharf serves again within a few seconds of PostgreSQL being back;
+  - pgbench finishes by its -T plus the deadline (no client stuck);
+  - pgwharf's fds, server connections and RSS return to the baseline
+    (polled with a bound), and it exits 0 on SIGTERM (the harness).
+"""
+
+import re
+import time
+import unittest
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+QUERY_WAIT = 3.0
+QUERY_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+LOGIN_TIMEOUT = 8.0
+POOL = 20
+SETTINGS = {
+    "pool_mode": "transaction",
+    "default_pool_size": POOL,
+    "max_client_conn": 1000,
+    "query_wait_timeout": "%gs" % QUERY_WAIT,
+    "query_timeout": "%gs" % QUERY_TIMEOUT,
+    "server_connect_timeout": "%gs" % CONNECT_TIMEOUT,
+    "client_login_timeout": "%gs" % LOGIN_TIMEOUT,
+    "server_login_retry": "0.5s",
+    "breaker_threshold": 3,
+    "breaker_cooldown": "0.5s",
+    "breaker_max_cooldown": "2s",
+    "log_connections": 0,
+    "log_disconnections": 0,
+    "shutdown_timeout": "10s",
+}
+
+
+class FaultCase(pt.PgwharfTestCase):
+    BENCH_CLIENTS = 200
+    FLEET = 40
+
+    def setUp(self):
+        super().setUp()
+        self.user = self.pg.app_user
+        self.password = self.pg.app_password
+        self.db = self.pg.database
+        self.addCleanup(self._restore_role)
+
+    def _restore_role(self):
+        # Whatever a scenario changed on the role, put it back.
+        self.pg.ensure_running()
+        self.pg.psql("alter role %s connection limit -1 password '%s'"
+                     % (self.user, self.password), db="postgres", via_socket=True)
+
+    def terminate_app_backends(self):
+        return self.pg.terminate_backends(user=self.user)
+
+    def scenario(self, name, inject, recover, hold, expect_breaker=True, expect_errors=None):
+        px = self.start_pgwharf(settings=dict(SETTINGS))
+        slow = hz.sanitized(px)
+        slack = 6.0 if slow else 3.0
+        deadline = max(QUERY_WAIT + QUERY_TIMEOUT, LOGIN_TIMEOUT) + slack
+        self.assertEqual(px.psql("select 1", user=self.user), "1")
+        base = hz.Baseline(px, self.pg, self.user)
+
+        run_for = int(2 + hold + 12)
+        bench = hz.Pgbench(px, ["-c", str(self.BENCH_CLIENTS), "-j", "2", "-T", str(run_for)],
+                           self.user, self.password, self.db)
+        self.addCleanup(bench.kill)
+        fleet = hz.Fleet(px, self.FLEET, self.user, self.password, self.db,
+                         hang_after=deadline + 10, pause=0.02).start()
+        try:
+            hz.wait_until(lambda: fleet.oks() > 50 and bench.sockets() >= self.BENCH_CLIENTS,
+                          30, what="load flowing (pgbench clients all connected)")
+            log_mark = len(px.log())
+            inject()
+            time.sleep(hold)
+            recover()
+            t_back = time.monotonic()
+            ok_before = fleet.oks()
+            # Serving again: fresh successes after PostgreSQL is back.
+            hz.wait_until(lambda: fleet.last_ok > t_back and fleet.oks() > ok_before + 20,
+                          20, what="%s: pgwharf serving again" % name)
+            recovery = fleet.last_ok - t_back
+            time.sleep(1.0)
+        finally:
+            fleet.stop()
+        rc = bench.wait(run_for + deadline + 30)
+        print("%s: fleet ok=%d errors=%s broken=%d max_latency=%.2fs (%s); recovery %.2fs; "
+              "pgbench rc=%s tx=%s failed=%s"
+              % (name, fleet.ok, fleet.errors, len(fleet.broken), fleet.max_latency,
+                 fleet.max_latency_what, recovery, rc, bench.transactions(),
+                 bench.failed_transactions()))
+        print("pgbench: " + " | ".join((bench.out + bench.err).strip().splitlines()[-6:]))
+        self.assertTrue(px.alive(), "pgwharf died during %s:\n%s" % (name, px.log_tail()))
+        self.assertEqual(fleet.broken, [], "requests that ended without a SQLSTATE or hung")
+        self.assertLessEqual(fleet.max_latency, deadline,
+                             "a request took %.2fs (> %.1fs): %s"
+                             % (fleet.max_latency, deadline, fleet.max_latency_what))
+        if expect_errors:
+            self.assertTrue(set(fleet.errors) & set(expect_errors),
+                            "expected some of %s among %s" % (expect_errors, fleet.errors))
+        self.assertLessEqual(recovery, 2.0 + 4.0 * (2 if slow else 1),
+                             "pgwharf took %.2fs to serve again" % recovery)
+
+        new_log = px.log()[log_mark:]
+        if expect_breaker:
+            self.assert_breaker_cycle(new_log)
+        states = [r[1] for r in px.admin("SHOW BREAKERS")]
+        self.assertTrue(states and all(s == "closed" for s in states), states)
+        # Serving: a fresh client, and pgbench with no failures.
+        self.assertEqual(px.psql("select 'after %s'" % name, user=self.user), "after " + name)
+        after = hz.Pgbench(px, ["-c", "20", "-j", "2", "-T", "2"], self.user, self.password,
+                           self.db)
+        self.assertEqual(after.wait(30), 0, after.out + after.err)
+        self.assertEqual(after.failed_transactions() or 0, 0, after.out)
+        base.settle(self, max_servers=POOL, what=name,
+                    rss_margin_kb=(128 if slow else 32) * 1024)
+        return px, fleet
+
+    def assert_breaker_cycle(self, log):
+        events = re.findall(r"event=(breaker_open|breaker_half_open|breaker_closed)\b", log)
+        self.assertIn("breaker_open", events, "breaker never opened; log:\n" + log[-3000:])
+        i = events.index("breaker_open")
+        self.assertIn("breaker_half_open", events[i:], "no half-open after open: %s" % events)
+        j = events.index("breaker_half_open", i)
+        self.assertIn("breaker_closed", events[j:], "never closed after half-open: %s" % events)
+        self.assertEqual(events[-1], "breaker_closed", events)
+
+
+class TestFaults(FaultCase):
+    def test_kill9(self):
+        self.scenario("kill9", lambda: self.pg.kill9(), lambda: self.pg.start(), hold=3.0,
+                      expect_errors=["08006", "08001", "57P01"])
+
+    def test_freeze_sigstop_sigcont(self):
+        self.scenario("freeze", lambda: self.pg.pause_all(), lambda: self.pg.resume(), hold=10.0,
+                      expect_errors=["57014", "08006", "08001"])
+
+    def test_restart(self):
+        self.scenario("restart", lambda: None, lambda: self.pg.restart(), hold=0.0,
+                      expect_breaker=False)
+
+    def test_refusing_logins(self):
+        def inject():
+            self.pg.psql("alter role %s connection limit 0" % self.user, db="postgres",
+                         via_socket=True)
+            self.terminate_app_backends()
+
+        def recover():
+            self.pg.psql("alter role %s connection limit -1" % self.user, db="postgres",
+                         via_socket=True)
+
+        self.scenario("refusing", inject, recover, hold=4.0, expect_errors=["53300"])
+
+    def test_password_changed(self):
+        def inject():
+            self.pg.psql("alter role %s password 'changed-by-test'" % self.user, db="postgres",
+                         via_socket=True)
+            self.terminate_app_backends()
+
+        def recover():
+            self.pg.psql("alter role %s password '%s'" % (self.user, self.password),
+                         db="postgres", via_socket=True)
+
+        self.scenario("password", inject, recover, hold=4.0, expect_errors=["28P01"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,273 @@
+"""Load: many clients, slow clients, clients that never read.
+
+  10 000 idle clients   logged in (md5) through a compact asyncio
+                        raw-protocol client; pgwharf's RSS per client is
+                        printed; a sample of them and a fresh client still
+                        get answers; all go away and pgwharf is back to its
+                        baseline.  RLIMIT_NOFILE is raised in this process
+                        before pgwharf starts (pgwharf inherits it).
+  5 000 slowloris       connections that send nothing or half a startup
+                        packet are closed at client_login_timeout (with
+                        08P01 where they can read it), while a pgbench run
+                        beside them completes with no failures.
+  unread results        clients send many queries with large results and
+                        never read: pgwharf's RSS stays bounded
+                        (backpressure), other clients keep working, and once
+                        the readers-that-never-read go away their servers
+                        are closed, not lent on dirty.
+  fd exhaustion         pgwharf at its RLIMIT_NOFILE with clients still
+                        knocking: it must not spin on accept() nor flood
+                        its log, and serves again once fds free up.
+
+Only sanity bounds on sizes and times (generous, and looser under ASan).
+"""
+
+import asyncio
+import random
+import socket
+import struct
+import time
+import unittest
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+IDLE_CLIENTS = 10000
+SLOWLORIS = 5000
+
+
+class LoadCase(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.user = self.pg.app_user
+        self.password = self.pg.app_password
+        self.db = self.pg.database
+        # This process holds the clients' fds, pgwharf theirs: each needs
+        # a little more than IDLE_CLIENTS.
+        old, new = hz.raise_nofile(IDLE_CLIENTS + 1000)
+        self.addCleanup(hz.set_nofile, old)
+        self.nofile = new
+
+    def start(self, **settings):
+        base = {"pool_mode": "transaction", "default_pool_size": 20,
+                "max_client_conn": IDLE_CLIENTS + 1000, "listen_backlog": 4096,
+                "log_connections": 0, "log_disconnections": 0}
+        base.update(settings)
+        return self.start_pgwharf(settings=base)
+
+
+class TestIdleClients(LoadCase):
+    def test_10000_idle_clients(self):
+        n = min(IDLE_CLIENTS, self.nofile - 500)
+        if n < IDLE_CLIENTS:
+            print("RLIMIT_NOFILE %d: %d idle clients instead of %d" % (self.nofile, n, IDLE_CLIENTS))
+        px = self.start()
+        slow = hz.sanitized(px)
+        self.assertEqual(px.psql("select 1", user=self.user), "1")
+        base = hz.Baseline(px, self.pg, self.user)
+        rss0 = px.rss_kb()
+
+        async def main():
+            sem = asyncio.Semaphore(200)
+            conns = []
+            failures = []
+
+            async def one(k):
+                async with sem:
+                    for attempt in range(3):
+                        try:
+                            c = await hz.RawConn.connect(px.host, px.port, self.user, self.db,
+                                                         self.password, timeout=60)
+                            conns.append(c)
+                            return
+                        except (OSError, asyncio.TimeoutError, hz.PgError,
+                                asyncio.IncompleteReadError) as e:
+                            err = e
+                            await asyncio.sleep(0.2)
+                    failures.append(repr(err))
+
+            t0 = time.monotonic()
+            await asyncio.gather(*[one(k) for k in range(n)])
+            took = time.monotonic() - t0
+            try:
+                self.assertEqual(failures[:5], [], "%d logins failed" % len(failures))
+                self.assertEqual(len(conns), n)
+                rss1 = px.rss_kb()
+                per = (rss1 - rss0) * 1024.0 / n
+                print("%d idle clients logged in in %.1fs; pgwharf RSS %d kB -> %d kB "
+                      "(%.0f bytes per idle client), %d fds"
+                      % (n, took, rss0, rss1, per, px.fd_count()))
+                # Sanity only: an idle client must not cost a buffer's worth or more.
+                self.assertLess(per, (256 if slow else 64) * 1024)
+                # A sample of them, and a fresh client, still get answers.
+                sample = random.Random(1).sample(conns, 50)
+                res = await asyncio.gather(*[c.query("select %d" % i)
+                                             for i, c in enumerate(sample)])
+                self.assertEqual([r[0][0][0] for r in res],
+                                 [str(i).encode() for i in range(50)])
+                self.assertEqual(px.psql("select 'fresh'", user=self.user), "fresh")
+            finally:
+                for c in conns:
+                    c.abort()
+                await asyncio.sleep(0.1)
+
+        asyncio.run(main())
+        base.settle(self, max_servers=20, what="10000 idle clients",
+                    rss_margin_kb=(512 if slow else 128) * 1024, timeout=60)
+
+
+class TestSlowloris(LoadCase):
+    def test_5000_slowloris_closed_at_login_timeout_while_pgbench_runs(self):
+        login_timeout = 3.0
+        px = self.start(client_login_timeout="%gs" % login_timeout)
+        slow = hz.sanitized(px)
+        self.assertEqual(px.psql("select 1", user=self.user), "1")
+        base = hz.Baseline(px, self.pg, self.user)
+        half = hz.startup_packet(self.user, self.db)
+        half = half[:len(half) // 2]
+        results = []       # (kind, seconds open, data)
+
+        async def loris(k):
+            t0 = time.monotonic()
+            try:
+                r, w = await asyncio.open_connection(px.host, px.port)
+            except OSError as e:
+                results.append(("connect-failed", 0, repr(e).encode()))
+                return
+            if k % 2:
+                w.write(half)
+            data = b""
+            try:
+                while True:
+                    chunk = await asyncio.wait_for(r.read(65536), login_timeout + 30)
+                    if not chunk:
+                        break
+                    data += chunk
+                kind = "closed"
+            except asyncio.TimeoutError:
+                kind = "still-open"
+            except ConnectionResetError:
+                kind = "closed"
+            results.append((kind, time.monotonic() - t0, data))
+            w.close()
+
+        async def main():
+            tasks = [asyncio.ensure_future(loris(k)) for k in range(SLOWLORIS)]
+            await asyncio.sleep(0.5)
+            bench = hz.Pgbench(px, ["-c", "20", "-j", "2", "-T", "5"], self.user,
+                               self.password, self.db)
+            self.addCleanup(bench.kill)
+            await asyncio.gather(*tasks)
+            rc = await asyncio.get_running_loop().run_in_executor(None, bench.wait, 60)
+            return bench, rc
+
+        t0 = time.monotonic()
+        bench, rc = asyncio.run(main())
+        took = time.monotonic() - t0
+        kinds = {}
+        for kind, _, _ in results:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        longest = max(r[1] for r in results)
+        with_error = [r for r in results if r[2]]
+        print("%d slowloris in %.1fs: %s; longest open %.2fs; %d got an ErrorResponse; "
+              "pgbench: %s transactions, %s failed"
+              % (len(results), took, kinds, longest, len(with_error), bench.transactions(),
+                 bench.failed_transactions()))
+        self.assertEqual(rc, 0, bench.out + bench.err[-2000:])
+        self.assertEqual(bench.failed_transactions() or 0, 0, bench.out)
+        self.assertGreater(bench.transactions() or 0, 0, bench.out)
+        self.assertEqual(kinds, {"closed": SLOWLORIS})
+        self.assertLess(longest, login_timeout + (15 if slow else 8))
+        for _, _, data in with_error:
+            errs = hz.error_fields_in(data)
+            self.assertTrue(errs and errs[0].get("C") == "08P01", data[:200])
+        self.assertTrue(px.alive())
+        base.settle(self, max_servers=20, what="slowloris",
+                    rss_margin_kb=(256 if slow else 64) * 1024, timeout=60)
+
+
+class TestUnreadResults(LoadCase):
+    CLIENTS = 40
+    QUERIES = 30
+    # ~3 MB per query: 64 rows of 48 kB.
+    SQL = "select repeat('x', 49152) from generate_series(1, 64)"
+
+    def test_clients_that_never_read_keep_rss_bounded(self):
+        px = self.start(default_pool_size=self.CLIENTS + 10)
+        slow = hz.sanitized(px)
+        self.assertEqual(px.psql("select 1", user=self.user), "1")
+        base = hz.Baseline(px, self.pg, self.user)
+        rss0 = px.rss_kb()
+        socks = []
+        try:
+            batch = hz.query_msg(self.SQL) * self.QUERIES
+            for _ in range(self.CLIENTS):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect((px.host, px.port))
+                s.settimeout(30)
+                hz.sync_login(s, self.user, self.db, self.password)
+                s.setblocking(False)
+                try:
+                    s.send(batch)         # as much as fits; never read
+                except BlockingIOError:
+                    pass
+                socks.append(s)
+            # Let pgwharf fill every buffer it is going to fill.
+            time.sleep(3)
+            rss1 = px.rss_kb()
+            time.sleep(2)
+            rss2 = px.rss_kb()
+            stuck = hz.server_conns(self.pg, self.user, states=True)
+            print("unread results: %d clients x %d queries x ~3 MB; RSS %d kB -> %d kB -> %d kB; "
+                  "servers %s" % (self.CLIENTS, self.QUERIES, rss0, rss1, rss2, stuck))
+            if not slow:        # under ASan the RSS is mostly its quarantine
+                self.assertLess(rss2 - rss0, 64 * 1024,
+                                "RSS grew by %d kB with clients not reading" % (rss2 - rss0))
+            # Everyone else is unaffected.
+            self.assertEqual(px.psql("select 'others fine'", user=self.user), "others fine")
+        finally:
+            for s in socks:
+                # RST: drop the connection with unread data.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+        # Their servers were mid-result: closed, not lent on.
+        base.settle(self, max_servers=self.CLIENTS + 10, what="unread results",
+                    rss_margin_kb=(256 if slow else 64) * 1024, timeout=60)
+        conn_check = px.psql("select count(*) from pg_stat_activity where state = 'active' "
+                             "and query like 'select repeat%'", user=self.user)
+        self.assertEqual(conn_check, "0")
+
+
+class TestFdExhaustion(LoadCase):
+    def test_at_rlimit_nofile_no_spin_no_log_flood(self):
+        old = hz.raise_nofile(0)[0]
+        hz.set_nofile(40)
+        try:
+            px = self.start(default_pool_size=2)
+        finally:
+            hz.set_nofile(old)
+        self.assertEqual(px.psql("select 1", user=self.user), "1")
+        socks = []
+        try:
+            for _ in range(60):
+                socks.append(socket.create_connection((px.host, px.port), timeout=5))
+            time.sleep(0.5)
+            c0, l0 = hz.cpu_seconds(px.pid), len(px.log())
+            time.sleep(2.0)
+            cpu = hz.cpu_seconds(px.pid) - c0
+            logged = len(px.log()) - l0
+            print("at RLIMIT_NOFILE: %.2f CPU-s in 2 s, %d bytes of log" % (cpu, logged))
+            self.assertLess(cpu, 0.5, "pgwharf spins at RLIMIT_NOFILE (%.2f CPU-s in 2 s); "
+                            "log tail:\n%s" % (cpu, px.log_tail(3)))
+            self.assertLess(logged, 64 * 1024, "pgwharf floods its log at RLIMIT_NOFILE "
+                            "(%d bytes in 2 s)" % logged)
+        finally:
+            for s in socks:
+                s.close()
+        hz.wait_until(lambda: px.psql("select 'back'", user=self.user, check=False).stdout.strip()
+                      == "back", 20, what="serving again after fds free up")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,304 @@
+"""Malformed input from clients: random bytes, truncated messages, length
+fields of 0, 0xFFFFFFFF and beyond the caps, messages in the wrong phase.
+
+For each: the offending client gets a FATAL ErrorResponse with SQLSTATE
+08P01 where it can read one (or, for bytes that never complete a packet,
+is closed at client_login_timeout with 08P01), its connection is closed,
+and a concurrent client running queries all along sees no error.  At the
+end pgwharf is back to its baseline (fds, idle servers, RSS).
+"""
+
+import random
+import socket
+import struct
+import threading
+import time
+import unittest
+
+import psycopg2
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+LOGIN_TIMEOUT = 2.0
+SSLREQ = struct.pack("!II", 8, 80877103)
+GSSREQ = struct.pack("!II", 8, 80877104)
+
+
+class Bystander(threading.Thread):
+    """A well-behaved client running a query every 20 ms until stopped."""
+
+    def __init__(self, px):
+        super().__init__(daemon=True)
+        self.px = px
+        self.stop = threading.Event()
+        self.ok = 0
+        self.errors = []
+
+    def run(self):
+        try:
+            conn = psycopg2.connect(self.px.dsn(user=self.px.pg.app_user))
+            conn.autocommit = True
+            cur = conn.cursor()
+            while not self.stop.is_set():
+                cur.execute("select %s::int", (self.ok,))
+                if cur.fetchone()[0] != self.ok:
+                    self.errors.append("wrong answer")
+                self.ok += 1
+                time.sleep(0.02)
+            conn.close()
+        except Exception as e:      # noqa: BLE001 - reported by the test
+            self.errors.append(repr(e))
+
+
+class TestMalformed(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 3,
+            "client_login_timeout": "%gs" % LOGIN_TIMEOUT,
+            "log_connections": 0})
+        self.assertEqual(self.px.psql("select 1", user=self.pg.app_user), "1")
+        self.base = hz.Baseline(self.px, self.pg, self.pg.app_user)
+        self.bystander = Bystander(self.px)
+        self.bystander.start()
+        hz.wait_until(lambda: self.bystander.ok > 3 or self.bystander.errors, 10,
+                      what="bystander running")
+
+    def tearDown(self):
+        self.bystander.stop.set()
+        self.bystander.join(10)
+        super().tearDown()
+
+    def finish(self, what):
+        self.assertEqual(self.bystander.errors, [], "the bystander was affected")
+        ok = self.bystander.ok
+        hz.wait_until(lambda: self.bystander.ok > ok + 3 or self.bystander.errors, 10,
+                      what="bystander still running")
+        self.assertEqual(self.bystander.errors, [])
+        self.assertTrue(self.px.alive())
+        self.bystander.stop.set()
+        self.bystander.join(10)
+        self.base.settle(self, max_servers=3, what=what, rss_margin_kb=64 * 1024)
+
+    # helpers
+    def connect(self, login=False, user=None, password=None):
+        s = socket.create_connection((self.px.host, self.px.port), timeout=10)
+        if login:
+            hz.sync_login(s, user or self.pg.app_user, self.pg.database,
+                          password or self.pg.app_password)
+        return s
+
+    def expect_08p01(self, payload, what, login=False, within=1.0, after_auth_request=False,
+                     message=None):
+        """Send payload; the connection must close within `within` seconds
+        with a FATAL 08P01 the client can read."""
+        s = self.connect(login=login)
+        try:
+            if after_auth_request:
+                s.sendall(hz.startup_packet(self.pg.app_user, self.pg.database))
+                t, _ = hz.recv_msg(s)
+                self.assertEqual(t, b"R")
+            t0 = time.monotonic()
+            s.sendall(payload)
+            data, closed = hz.read_until_closed(s, within + 5)
+            took = time.monotonic() - t0
+        finally:
+            s.close()
+        if data[:1] == b"N":
+            data = data[1:]
+        errs = hz.error_fields_in(data)
+        self.assertTrue(closed, "%s: connection left open; got %r" % (what, data[:100]))
+        self.assertTrue(errs, "%s: closed without an ErrorResponse; got %r" % (what, data[:100]))
+        self.assertEqual(errs[0].get("C"), "08P01", "%s: %s" % (what, errs))
+        self.assertEqual(errs[0].get("S"), "FATAL", "%s: %s" % (what, errs))
+        if message:
+            self.assertIn(message, errs[0].get("M", ""), what)
+        self.assertLess(took, within, "%s: took %.2fs to answer (%s)" % (what, took, errs[0]))
+        return errs
+
+    # --- before and during the startup packet ---
+
+    def test_bad_startup_lengths(self):
+        cases = [
+            ("length 0", b"\x00\x00\x00\x00"),
+            ("length 3", b"\x00\x00\x00\x03"),
+            ("length 7", b"\x00\x00\x00\x07\x00\x03\x00"),
+            ("length 0xFFFFFFFF", b"\xff\xff\xff\xff"),
+            ("length negative", struct.pack("!i", -8) + b"\x00" * 8),
+            ("length beyond cap", struct.pack("!II", 10001, 196608) + b"x" * 100),
+            ("query before startup", hz.query_msg("select 1")),
+            ("cancel of 12 bytes", struct.pack("!III", 12, 80877102, 1)),
+            ("startup without user", struct.pack("!II", 9, 196608) + b"\x00"),
+            ("startup without terminator", struct.pack("!II", 17, 196608) + b"user\x00app\x00"),
+            ("protocol 2.0", struct.pack("!II", 8, 0x00020000)),
+            ("data after SSLRequest", SSLREQ + SSLREQ),
+        ]
+        for what, payload in cases:
+            with self.subTest(what):
+                self.expect_08p01(payload, what)
+        self.finish("bad startup lengths")
+
+    def test_truncated_startup_closed_at_login_timeout(self):
+        for what, payload in [
+                ("nothing", b""),
+                ("2 bytes of length", b"\x00\x00"),
+                ("half a startup", hz.startup_packet("app", "pgwharf")[:20]),
+                ("GSSENCRequest then nothing", GSSREQ)]:
+            with self.subTest(what):
+                errs = self.expect_08p01(payload, what, within=LOGIN_TIMEOUT + 3)
+                self.assertIn("client_login_timeout", errs[0].get("M", ""))
+        self.finish("truncated startup")
+
+    def test_random_bytes(self):
+        # 40 connections at once (most wait for client_login_timeout, so
+        # one after the other would take minutes).
+        rnd = random.Random(20261130)
+        payloads = []
+        for i in range(40):
+            n = rnd.choice([1, 3, 4, 5, 8, 16, 64, 500, 4096, 20000])
+            payloads.append(bytes(rnd.getrandbits(8) for _ in range(n)))
+        results = [None] * len(payloads)
+
+        def one(i):
+            s = self.connect()
+            t0 = time.monotonic()
+            try:
+                s.sendall(payloads[i])
+            except OSError:
+                pass                        # closed while we were still sending
+            data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 5)
+            s.close()
+            if data[:1] == b"N":
+                data = data[1:]
+            results[i] = (closed, time.monotonic() - t0, hz.error_fields_in(data))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(LOGIN_TIMEOUT + 30)
+        for i, (closed, took, errs) in enumerate(results):
+            with self.subTest(i=i, n=len(payloads[i])):
+                self.assertTrue(closed, "left open: %r" % payloads[i][:16])
+                self.assertLess(took, LOGIN_TIMEOUT + 3)
+                # Whatever pgwharf said, it said it with a SQLSTATE.
+                for e in errs:
+                    self.assertTrue(e.get("C"), e)
+        print("random first packets: %d closed, %d with an ErrorResponse"
+              % (sum(r[0] for r in results), sum(1 for r in results if r[2])))
+        self.finish("random bytes")
+
+    # --- during authentication (md5) ---
+
+    def test_wrong_messages_during_auth(self):
+        cases = [
+            ("query instead of password", hz.query_msg("select 1"), "expected password"),
+            ("password length 0xFFFFFFFF", b"p\xff\xff\xff\xff", None),
+            ("password length 3", b"p\x00\x00\x00\x03", None),
+            ("password beyond the cap", b"p" + struct.pack("!I", 9000) + b"x" * 8996, None),
+            ("password without NUL", hz.msg(b"p", b"md5abc"), None),
+            ("startup again", hz.startup_packet("app", "pgwharf"), None),
+        ]
+        for what, payload, message in cases:
+            with self.subTest(what):
+                self.expect_08p01(payload, what, after_auth_request=True, message=message)
+        self.finish("wrong messages during auth")
+
+    def test_malformed_sent_together_with_the_startup_packet(self):
+        # The same violations, but in the same write as the startup packet
+        # (so pgwharf has them in its buffer when it asks for the password):
+        # PostgreSQL answers at once; pgwharf must not sit on them until
+        # client_login_timeout.
+        pk = hz.startup_packet(self.pg.app_user, self.pg.database)
+        cases = [
+            ("query instead of password", pk + hz.query_msg("select 1")),
+            ("password length 0xFFFFFFFF", pk + b"p\xff\xff\xff\xff"),
+            ("password length 3", pk + b"p\x00\x00\x00\x03"),
+        ]
+        for what, payload in cases:
+            with self.subTest(what):
+                self.expect_08p01(payload, what, within=1.0)
+        self.finish("malformed with startup")
+
+    def test_truncated_password_closed_at_login_timeout(self):
+        errs = self.expect_08p01(b"p\x00\x00\x00\x28md5", "truncated password",
+                                 after_auth_request=True, within=LOGIN_TIMEOUT + 3)
+        self.assertIn("client_login_timeout", errs[0].get("M", ""))
+        self.finish("truncated password")
+
+    # --- after login ---
+
+    def test_bad_lengths_after_login(self):
+        cases = [
+            ("length 0", b"Q\x00\x00\x00\x00"),
+            ("length 3", b"Q\x00\x00\x00\x03"),
+            ("length 0xFFFFFFFF", b"Q\xff\xff\xff\xff"),
+            ("length beyond 1 GiB", b"P" + struct.pack("!I", (1 << 30) + 1)),
+            ("second message bad", hz.query_msg("select 1") + b"Q\x00\x00\x00\x01"),
+        ]
+        for what, payload in cases:
+            with self.subTest(what):
+                self.expect_08p01(payload, what, login=True)
+        self.finish("bad lengths after login")
+
+    def test_wrong_phase_after_login(self):
+        # Messages that only belong to the startup or auth phase, sent once
+        # logged in: PostgreSQL (behind pgwharf) or pgwharf refuses them
+        # with 08P01, and only this client is affected.
+        cases = [
+            ("password message when none was asked", hz.msg(b"p", b"secret\x00")),
+            ("startup packet again", hz.startup_packet("app", "pgwharf")),
+            ("SSLRequest after login", SSLREQ),
+        ]
+        for what, payload in cases:
+            with self.subTest(what):
+                self.expect_08p01(payload, what, login=True)
+        # Servers killed by PostgreSQL over these are replaced.
+        self.assertEqual(self.px.psql("select 'ok'", user=self.pg.app_user), "ok")
+        self.finish("wrong phase after login")
+
+    def test_random_bytes_after_login(self):
+        rnd = random.Random(7)
+        for i in range(20):
+            n = rnd.choice([1, 5, 100, 5000, 70000])
+            payload = bytes(rnd.getrandbits(8) for _ in range(n))
+            s = self.connect(login=True)
+            try:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)      # and nothing more: EOF
+            except OSError:
+                pass
+            data, closed = hz.read_until_closed(s, 10)
+            s.close()
+            with self.subTest(i=i, n=n):
+                self.assertTrue(closed, "left open after %r" % payload[:16])
+                for e in hz.error_fields_in(data):
+                    self.assertTrue(e.get("C"), e)
+        self.finish("random bytes after login")
+
+    def test_pipelined_startup_and_query_with_trust(self):
+        # Not malformed: a client may send its first query right behind the
+        # startup packet; with trust auth it must be answered.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 2})
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        s.sendall(hz.startup_packet(self.pg.app_user, self.pg.database)
+                  + hz.query_msg("select 'pipelined'"))
+        seen = []
+        while True:
+            t, body = hz.recv_msg(s)
+            seen.append(t)
+            if t == b"D":
+                self.assertIn(b"pipelined", body)
+            if t == b"Z" and b"D" in seen:
+                break
+            if t == b"E":
+                self.fail("error: %s" % hz.parse_fields(body))
+        s.close()
+        px.stop()
+        self.finish("pipelined startup")
+
+
+if __name__ == "__main__":
+    unittest.main()
