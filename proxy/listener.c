@@ -24,6 +24,7 @@
 
 #define ACCEPT_BATCH 64
 #define OVERFLOW_SESSIONS 64
+#define ACCEPT_RETRY 0.5      /* seconds without accepting after EMFILE */
 
 static void reject_full(int fd)
 {
@@ -49,6 +50,16 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors or memory: the listener stays readable,
+                 * so stop listening for a moment instead of spinning. */
+                pgw_warn("accept_paused", "reason=\"%s\" retry_in=%.1fs clients=%d",
+                         strerror(errno), ACCEPT_RETRY, px->nclients);
+                pgw_listener_pause(px, true);
+                ev_timer_set(&px->accept_retry, ACCEPT_RETRY, 0);
+                ev_timer_start(loop, &px->accept_retry);
+                return;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 pgw_warn("accept", "reason=\"%s\"", strerror(errno));
             return;
@@ -74,6 +85,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (!pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock, over))
             close(fd);
     }
+}
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, accept_retry);
+    if (!px->shutting_down)
+        pgw_listener_pause(px, false);
 }
 
 static int add_listener(struct pgw_proxy *px, int fd, bool unix_sock, const char *path)
@@ -172,6 +190,7 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
 {
     const struct pgw_config *cfg = px->cfg;
     errbuf[0] = '\0';
+    ev_init(&px->accept_retry, accept_retry_cb);
     char *addrs = strdup(cfg->listen_addr ? cfg->listen_addr : "");
     if (!addrs)
         return PGW_ENOMEM;
@@ -204,6 +223,8 @@ void pgw_listener_pause(struct pgw_proxy *px, bool paused)
 
 void pgw_listener_close_all(struct pgw_proxy *px)
 {
+    if (ev_is_active(&px->accept_retry))
+        ev_timer_stop(px->loop, &px->accept_retry);
     struct pgw_listener *l = px->listeners;
     while (l) {
         struct pgw_listener *next = l->next;

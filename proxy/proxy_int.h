@@ -262,6 +262,7 @@ struct pgw_proxy {
     struct pgw_list sessions;
     struct pgw_list closing;         /* freed by the check watcher */
     ev_check reaper;
+    ev_timer accept_retry;           /* listeners paused after EMFILE */
     ev_timer shutdown_timer;
     ev_timer stats_timer;
     int nclients;                    /* sessions within max_client_conn */

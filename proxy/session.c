@@ -482,14 +482,17 @@ static void handle_auth_input(struct pgw_session *s)
         b->sent = b->parsed = b->len = 0;
 }
 
-void pgw_session_on_client_input(struct pgw_session *s)
+static uint32_t unread(const struct pgw_session *s)
+{
+    return s->cbuf ? s->cbuf->len - s->cbuf->sent : 0;
+}
+
+/* One step of the state machine over what the client sent. */
+static void client_input_step(struct pgw_session *s)
 {
     switch (s->state) {
     case PGW_SS_STARTUP:
         handle_startup(s);
-        /* A client may send the startup packet right behind SSLRequest's N. */
-        if (s->state == PGW_SS_STARTUP && s->cbuf && s->cbuf->len > 0)
-            handle_startup(s);
         break;
     case PGW_SS_AUTH:
         handle_auth_input(s);
@@ -508,6 +511,22 @@ void pgw_session_on_client_input(struct pgw_session *s)
         break;
     default:
         break;
+    }
+}
+
+void pgw_session_on_client_input(struct pgw_session *s)
+{
+    /* Bytes that arrived together (an SSLRequest and the startup packet,
+     * the startup packet and whatever followed it) are handled in the
+     * same turn, each by the state it reaches, until nothing moves. */
+    for (int round = 0; round < 64; round++) {
+        enum pgw_sess_state before = s->state;
+        uint32_t left = unread(s);
+        client_input_step(s);
+        if (s->state == PGW_SS_CLOSING || unread(s) == 0)
+            return;
+        if (s->state == before && unread(s) == left)
+            return;
     }
 }
 
