@@ -205,6 +205,16 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     if (s->ps_on)
         pgw_ps_unlink(s);
     pgw_pool_release(srv, how);
+    /* A client without a server holds no empty buffer (an idle client is
+     * then just its session). */
+    if (s->sbuf && s->sbuf->sent == s->sbuf->len) {
+        pgw_iobuf_put(s->px, s->sbuf);
+        s->sbuf = NULL;
+    }
+    if (s->cbuf && s->cbuf->sent == s->cbuf->len) {
+        pgw_iobuf_put(s->px, s->cbuf);
+        s->cbuf = NULL;
+    }
     if (s->state == PGW_SS_LINKED)
         s->state = PGW_SS_IDLE;
     pgw_proxy_maybe_finish(s->px);

@@ -477,8 +477,11 @@ static void handle_auth_input(struct pgw_session *s)
     }
     b->sent += (uint32_t)n;
     b->parsed = b->sent;
+    /* Logging in may link and release a server, which gives an empty
+     * buffer back: look at s->cbuf afresh afterwards, never at b. */
     pgw_auth_password(s, msg + 5, (size_t)n - 5);
-    if (s->state != PGW_SS_CLOSING && b->sent == b->len)
+    b = s->cbuf;
+    if (b && s->state != PGW_SS_CLOSING && b->sent == b->len)
         b->sent = b->parsed = b->len = 0;
 }
 
