@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,13 +79,28 @@ static void release_state(struct pgw_session *s)
 
 /* ---- secrets ---- */
 
+/* OpenSSL 3 looks a digest up by name on every EVP_Digest with EVP_md5();
+ * fetched once instead (an immutable object, shared by every loop). */
+static EVP_MD *md5_md;
+static pthread_once_t md5_once = PTHREAD_ONCE_INIT;
+
+static void md5_fetch(void)
+{
+    md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
+}
+
 static void md5_hex(const void *data, size_t len, char out[33])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dl = 0;
-    EVP_Digest(data, len, d, &dl, EVP_md5(), NULL);
-    for (unsigned i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", d[i]);
+    pthread_once(&md5_once, md5_fetch);
+    EVP_Digest(data, len, d, &dl, md5_md ? md5_md : EVP_md5(), NULL);
+    for (unsigned i = 0; i < 16; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15];
+    }
+    out[32] = '\0';
 }
 
 static bool is_md5_secret(const char *secret)
