@@ -30,5 +30,6 @@ bool pgw_params_set(struct pgw_params *ps, const char *name, const char *value)
         memcpy(p->name, name, nl + 1);
     }
     memcpy(p->value, value, vl + 1);
+    ps->gen++;
     return true;
 }

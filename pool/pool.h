@@ -51,6 +51,7 @@ struct pgw_param {
 struct pgw_params {
     struct pgw_param p[PGW_MAX_PARAMS];
     int n;
+    uint32_t gen;             /* bumped by every pgw_params_set */
 };
 const char *pgw_params_get(const struct pgw_params *ps, const char *name);
 /* Returns false when full or the value does not fit (it is then not stored). */
@@ -87,6 +88,10 @@ struct pgw_server {
      * (ev_io_set only the first time, so lending costs no epoll_ctl). */
     ev_io user_r, user_w;
     bool user_io_set;
+    /* The borrower's note that params matched its summary `user_sig` when
+     * params.gen was `user_sig_gen` (lets it skip comparing them). */
+    uint64_t user_sig;
+    uint32_t user_sig_gen;
     void *user_state;         /* the proxy's per-server state (prepared
                                * statements); freed by the set's free hook */
 

@@ -111,6 +111,7 @@ struct pgw_session {
     uint32_t cancel_pid, cancel_key; /* issued by pgwharf */
     uint8_t md5_salt[4];
     char *params[PGW_TP_COUNT];      /* what the client should see; NULL = server's */
+    uint64_t params_sig;             /* summary of params (relay.c), 0 = stale */
 
     /* relay */
     struct pgw_iobuf *cbuf;          /* client -> server */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/hmap.h"
 #include "common/log.h"
 #include "proxy/prepared.h"
 
@@ -82,8 +83,26 @@ static void quote_literal(char *out, size_t size, const char *v)
 
 /* Queue SETs that make the server's tracked parameters match what the
  * client has seen; their replies are swallowed. */
+/* A summary of the client's tracked values (0 = none yet). */
+static uint64_t params_sig(const struct pgw_session *s)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        const char *v = s->params[i];
+        h = pgw_hash_bytes(v ? v : "\001", v ? strlen(v) + 1 : 1, h);
+    }
+    return h ? h : 1;
+}
+
 static bool sync_params(struct pgw_session *s)
 {
+    struct pgw_server *srv = s->server;
+    /* Most links find the server as this client left it (or as another
+     * client with the same settings did): one comparison of summaries. */
+    if (!s->params_sig)
+        s->params_sig = params_sig(s);
+    if (srv->user_sig == s->params_sig && srv->user_sig_gen == srv->params.gen)
+        return true;
     char sql[2048];
     size_t len = 0;
     for (int i = 0; i < PGW_TP_COUNT; i++) {
@@ -103,6 +122,8 @@ static bool sync_params(struct pgw_session *s)
         /* Unreported parameters are known only by what pgwharf set. */
         pgw_params_set(&s->server->params, pgw_tracked_param_names[i], want);
     }
+    srv->user_sig = s->params_sig;        /* true once the SETs below ran */
+    srv->user_sig_gen = srv->params.gen;
     if (len == 0)
         return true;
     struct pgw_wbuf b;
@@ -137,6 +158,7 @@ static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
         if (v) {
             free(s->params[t]);
             s->params[t] = v;
+            s->params_sig = 0;
         }
     }
 }
@@ -239,6 +261,7 @@ static void welcome(struct pgw_session *s)
         if (!s->params[i] && v)          /* unreported and unset: no opinion */
             s->params[i] = strdup(v);
     }
+    s->params_sig = 0;
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
     pgw_wire_ready(&b, 'I');
     if (!pgw_session_send(s, &b)) {
