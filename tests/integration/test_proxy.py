@@ -36,6 +36,16 @@ def one(conn, sql, args=None):
         return cur.fetchone()[0]
 
 
+def recv_all(sock):
+    """Everything the peer sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def execute(conn, sql, args=None):
     with conn.cursor() as cur:
         cur.execute(sql, args)
@@ -425,12 +435,7 @@ class TestTimeouts(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"client_login_timeout": "300ms"})
         s = socket.create_connection((px.host, px.port))
         s.settimeout(10)
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         s.close()
         # Closed by pgwharf, with a FATAL error saying why.
         self.assertTrue(data.startswith(b"E"), data)
@@ -446,12 +451,7 @@ class TestMalformed(pt.PgwharfTestCase):
             s = socket.create_connection((px.host, px.port))
             s.settimeout(10)
             s.sendall(payload)
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s)
             s.close()
             self.assertTrue(data.startswith(b"E"), payload)
             self.assertIn(b"08P01", data)
@@ -470,12 +470,7 @@ class TestMalformed(pt.PgwharfTestCase):
             self.assertTrue(chunk)
             buf += chunk
         s.sendall(b"Q\x00\x00\x00\x02")          # length below 4
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         s.close()
         self.assertIn(b"08P01", data)
         self.assertEqual(px.psql("select 'ok'"), "ok")
