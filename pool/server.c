@@ -165,8 +165,14 @@ void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
     if (!c)
         return;
     (*c)++;
-    if (st == PGW_SRV_IDLE)
-        pgw_list_prepend(&pool->idle, &srv->node);
+    if (st == PGW_SRV_IDLE) {
+        /* Lent from the head: most recently used first (so extras idle
+         * out), or the longest idle first with server_round_robin. */
+        if (pool->set->cfg->server_round_robin)
+            pgw_list_append(&pool->idle, &srv->node);
+        else
+            pgw_list_prepend(&pool->idle, &srv->node);
+    }
     else if (st == PGW_SRV_ACTIVE)
         pgw_list_append(&pool->active, &srv->node);
     else

@@ -326,6 +326,36 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
             a.close()
 
 
+class TestServerOrder(pt.PgwharfTestCase):
+    def pids_of_sequential_queries(self, round_robin):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "server_round_robin": round_robin})
+        a, b = psycopg2.connect(px.dsn()), psycopg2.connect(px.dsn())
+        try:
+            # Two transactions at once: two servers, both idle afterwards.
+            a.cursor().execute("select 1")
+            b.cursor().execute("select 1")
+            a.commit()
+            b.commit()
+            conn = connect(px)
+            try:
+                return [one(conn, "select pg_backend_pid()") for _ in range(4)]
+            finally:
+                conn.close()
+        finally:
+            a.close()
+            b.close()
+
+    def test_lifo_by_default(self):
+        pids = self.pids_of_sequential_queries(0)
+        self.assertEqual(len(set(pids)), 1, pids)
+
+    def test_server_round_robin_spreads_load(self):
+        pids = self.pids_of_sequential_queries(1)
+        self.assertEqual(len(set(pids)), 2, pids)
+        self.assertNotEqual(pids[0], pids[1])
+
+
 class TestWaitTimeout(pt.PgwharfTestCase):
     def test_query_wait_timeout_then_usable(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
