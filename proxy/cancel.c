@@ -96,9 +96,9 @@ static void job_done(struct pgw_cancel_state *cs, struct cancel_job *j)
     }
 }
 
-static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
+/* Finish every job its thread has handed back. */
+static void reap_done(struct pgw_cancel_state *cs)
 {
-    struct pgw_cancel_state *cs = pgw_container_of(w, struct pgw_cancel_state, async);
     struct pgw_list done;
     pgw_list_init(&done);
     pthread_mutex_lock(&cs->lock);
@@ -113,8 +113,19 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
         pgw_list_del(n);
         job_done(cs, pgw_container_of(n, struct cancel_job, done_node));
     }
+}
+
+static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct pgw_cancel_state *cs = pgw_container_of(w, struct pgw_cancel_state, async);
+    reap_done(cs);
     if (cs->ninflight == 0)
         pgw_proxy_maybe_finish(cs->px);
+}
+
+int pgw_cancel_inflight(const struct pgw_proxy *px)
+{
+    return px->cancel ? px->cancel->ninflight : 0;
 }
 
 static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key)
@@ -197,8 +208,10 @@ void pgw_cancel_deinit(struct pgw_proxy *px)
     struct pgw_cancel_state *cs = px->cancel;
     if (!cs)
         return;
+    /* Jobs handed back but not yet seen by the loop (it stopped first). */
+    reap_done(cs);
     /* Threads still running own their jobs; leave the state to them rather
-     * than free it under their feet (only at process exit). */
+     * than free it under their feet (only at a fast exit). */
     if (cs->ninflight > 0)
         return;
     ev_ref(px->loop);

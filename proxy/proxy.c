@@ -424,6 +424,10 @@ void pgw_proxy_maybe_finish(struct pgw_proxy *px)
     }
     if (!pgw_list_empty(&px->sessions) || !pgw_list_empty(&px->closing))
         return;
+    /* A forwarded cancel finishes first (its thread reports back), unless
+     * this is the fast shutdown. */
+    if (px->shutdown_mode != PGW_SHUTDOWN_FAST && pgw_cancel_inflight(px) > 0)
+        return;
     px->finished = true;
     if (ev_is_active(&px->shutdown_timer))
         ev_timer_stop(px->loop, &px->shutdown_timer);

@@ -210,6 +210,8 @@ void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from);
 int pgw_cancel_init(struct pgw_proxy *px);
+/* Cancels forwarded and not finished yet. */
+int pgw_cancel_inflight(const struct pgw_proxy *px);
 void pgw_cancel_deinit(struct pgw_proxy *px);
 
 /* admin.c, admin_*.c, metrics.c: the admin console, per-database stats and
