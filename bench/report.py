@@ -20,7 +20,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-TARGETS = ("direct", "pgbouncer", "pgwharf")
+TARGETS = ("direct", "pgbouncer", "pgwharf", "pgwharf-nobatch")
 PROXIES = ("pgbouncer", "pgwharf")
 COLS = ["cell", "clients", "rep", "target", "status", "tps", "lat", "p99", "ntx", "cpu", "rss", "error"]
 
@@ -93,6 +93,12 @@ def f_lat(s):
     return "%.2f / %s" % (s["lat"], p99)
 
 
+def f_cpu_ratio(a, b):
+    if a["state"] == "ok" and b["state"] == "ok" and a["cpu"] and b["cpu"]:
+        return "%.2f" % (a["cpu"] / b["cpu"])
+    return "-"
+
+
 def f_cpu(s):
     return "%.1f" % s["cpu"] if s["state"] == "ok" and s["cpu"] is not None else "-"
 
@@ -112,12 +118,28 @@ def main_table(summary):
     header = ["cell", "direct TPS", "pgbouncer TPS", "pgwharf TPS", "pgwharf/pgbouncer",
               "pgwharf/direct", "direct lat avg/p99 ms", "pgbouncer lat avg/p99 ms",
               "pgwharf lat avg/p99 ms", "pgbouncer CPU ms/1k tx", "pgwharf CPU ms/1k tx",
-              "pgbouncer RSS MiB", "pgwharf RSS MiB"]
+              "CPU pgwharf/pgbouncer", "pgbouncer RSS MiB", "pgwharf RSS MiB"]
     rows = []
     for row in summary:
-        d, b, w = (row["t"][t] for t in TARGETS)
+        d, b, w = (row["t"][t] for t in TARGETS[:3])
         rows.append([row["label"], f_tps(d), f_tps(b), f_tps(w), f_ratio(w, b), f_ratio(w, d),
-                     f_lat(d), f_lat(b), f_lat(w), f_cpu(b), f_cpu(w), f_rss(b), f_rss(w)])
+                     f_lat(d), f_lat(b), f_lat(w), f_cpu(b), f_cpu(w), f_cpu_ratio(w, b),
+                     f_rss(b), f_rss(w)])
+    return md_table(header, rows)
+
+
+def batch_table(summary):
+    """pgwharf with io_batch on (the default) against the same binary with
+    io_batch = off, when the run had the pgwharf-nobatch target."""
+    if all(row["t"]["pgwharf-nobatch"]["state"] == "absent" for row in summary):
+        return None
+    header = ["cell", "io_batch=on TPS", "io_batch=off TPS", "on/off", "on CPU ms/1k tx",
+              "off CPU ms/1k tx", "CPU on/off", "on lat avg/p99 ms", "off lat avg/p99 ms"]
+    rows = []
+    for row in summary:
+        w, n = row["t"]["pgwharf"], row["t"]["pgwharf-nobatch"]
+        rows.append([row["label"], f_tps(w), f_tps(n), f_ratio(w, n), f_cpu(w), f_cpu(n),
+                     f_cpu_ratio(w, n), f_lat(w), f_lat(n)])
     return md_table(header, rows)
 
 
@@ -205,6 +227,12 @@ def main():
                                                                    meta.get("duration", "?")))
     body.append("")
     body.append(main_table(summary))
+    bt = batch_table(summary)
+    if bt:
+        body.append("")
+        body.append("## io_batch on vs off (same binary, same run)")
+        body.append("")
+        body.append(bt)
     n = notes(summary)
     if n:
         body.append("")

@@ -135,6 +135,7 @@ struct pgw_config {
     char *server_check_query;       /* "select 1" */
     double server_check_delay;      /* 30 s */
     bool server_round_robin;        /* false */
+    bool io_batch;                  /* true: relay writes sent per loop iteration */
 
     /* client timeouts; 0 = off */
     double query_timeout;

@@ -52,6 +52,7 @@
     X(server_check_query,       STR,        "select 1",    0, 0)            \
     X(server_check_delay,       DUR,        "30",          0, 0)            \
     X(server_round_robin,       BOOL,       "off",         0, 0)            \
+    X(io_batch,                 BOOL,       "on",          0, 0)            \
     X(query_timeout,            DUR,        "0",           0, 0)            \
     X(query_wait_timeout,       DUR,        "120",         0, 0)            \
     X(client_login_timeout,     DUR,        "60",          0, 0)            \

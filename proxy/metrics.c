@@ -734,6 +734,21 @@ static void render_prepared(struct pgw_proxy *px, struct pgw_wbuf *b)
     }
 }
 
+static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
+{
+    struct pgw_batch_stats st;
+    pgw_batch_get_stats(px, &st);
+    family(b, "pgwharf_io_batch_enabled", "gauge",
+           "1 while relay writes are batched through io_uring (io_batch).");
+    sample_u(b, "pgwharf_io_batch_enabled", NULL, st.on ? 1 : 0);
+    family(b, "pgwharf_io_batches_total", "counter",
+           "io_uring_enter(2) calls that sent a batch of relay writes.");
+    sample_u(b, "pgwharf_io_batches_total", NULL, st.batches);
+    family(b, "pgwharf_io_batched_sends_total", "counter",
+           "Relay writes sent in those batches (divide by batches: the mean batch size).");
+    sample_u(b, "pgwharf_io_batched_sends_total", NULL, st.sends);
+}
+
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
 {
     family(b, "pgwharf_up", "gauge", "1 while pgwharf runs.");
@@ -747,6 +762,7 @@ void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
     render_db_counters(px, b);
     render_breakers(px, b);
     render_prepared(px, b);
+    render_batch(px, b);
     struct pgw_metrics *m = px->admin ? px->admin->metrics : NULL;
     if (m) {
         render_hist(b, "pgwharf_acquire_wait_seconds",

@@ -231,6 +231,10 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    if (pgw_batch_init(px) < 0) {                  /* io_batch */
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
     if (pgw_cancel_init(px) < 0) {
         snprintf(errbuf, errlen, "cannot start the cancel worker");
         goto fail;
@@ -294,6 +298,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     }
     px->retired_cfgs[px->nretired++] = px->cfg;
     px->cfg = cfg;
+    pgw_batch_configure(px);
     pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
     /* Sessions re-resolve their db entry so the retired configs can go. */
     struct pgw_list *pos;
@@ -461,6 +466,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
         ev_timer_stop(px->loop, &px->stats_timer);
     }
     pgw_listener_close_all(px);
+    pgw_batch_free(px);
     pgw_cancel_deinit(px);
     pgw_authquery_deinit(px);                   /* auth_query: before the pools go */
     if (px->pools)

@@ -127,7 +127,6 @@ struct pgw_session {
     bool want_release;               /* release at the end of the current scan */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
-    bool close_after_flush;
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
 
     /* prepared statements (prepared.c) */
@@ -156,6 +155,10 @@ struct pgw_session {
     /* ---- client authentication (auth.c) ---- */
     struct pgw_auth_state *auth_state;   /* only while a password exchange runs */
 
+    /* ---- writes gathered per loop iteration (batch.c) ---- */
+    struct pgw_list batch_node;      /* on the loop's list while batch_want != 0 */
+    unsigned batch_want;             /* directions to flush before the next poll */
+
     /* ---- TLS to the client (tls.c, tls.h) ---- */
     struct ssl_st *ssl;              /* set once SSLRequest got 'S'; NULL = plaintext */
     ev_prepare tls_pending;          /* reads bytes OpenSSL holds decrypted (SSL_pending) */
@@ -170,7 +173,8 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
 void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void pgw_session_free(struct pgw_session *s);
-/* Queue a message pgwharf composed for the client and try to send it. */
+/* Queue a message pgwharf composed for the client; it goes out with this
+ * loop iteration's writes (batch.c), or at once. */
 bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg);
 /* The same without writing yet (the next send or flush takes it along). */
 bool pgw_session_queue(struct pgw_session *s, const struct pgw_wbuf *msg);
@@ -293,9 +297,28 @@ struct pgw_proxy {
     struct ssl_ctx_st *tls_ctx;      /* from client_tls_*; NULL when sslmode is disable */
     /* ---- auth_query look-ups and their cache (authquery.c, authquery.h) ---- */
     struct pgw_aq_cache *aq;
+    /* ---- the relay's writes, sent together per iteration (batch.c) ---- */
+    struct pgw_batch *batch;
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);
+
+/* batch.c: the relay's hot writes, made together before the loop polls
+ * (io_batch).  configure applies px->cfg->io_batch (start and reload). */
+int pgw_batch_init(struct pgw_proxy *px);
+void pgw_batch_configure(struct pgw_proxy *px);
+void pgw_batch_free(struct pgw_proxy *px);
+struct pgw_batch_stats {
+    bool on;                         /* batching now (io_batch and a ring) */
+    uint64_t batches, sends;         /* io_uring_enter(2) calls, sends in them */
+};
+void pgw_batch_get_stats(const struct pgw_proxy *px, struct pgw_batch_stats *st);
+/* pgw_session_flush_client / pgw_relay_flush_server, now or before the
+ * next poll. */
+void pgw_batch_flush_client(struct pgw_session *s);
+void pgw_batch_flush_server(struct pgw_session *s);
+/* Off the list (the session is closing). */
+void pgw_batch_forget(struct pgw_session *s);
 /* n unpredictable bytes (salts, cancel keys).  Returns 0 or PGW_EIO. */
 int pgw_proxy_random(struct pgw_proxy *px, void *out, size_t n);
 

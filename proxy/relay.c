@@ -507,7 +507,7 @@ void pgw_relay_client_data(struct pgw_session *s)
     if (s->server) {
         if (b->sent < b->parsed && s->state == PGW_SS_LINKED) {
             pgw_session_arm_timer(s);
-            pgw_relay_flush_server(s);
+            pgw_batch_flush_server(s);
         }
         return;
     }
@@ -728,7 +728,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
     enum scan_after after = AFTER_NONE;
     if (!scan_server(s, &after))
         return;
-    pgw_session_flush_client(s);
+    pgw_batch_flush_client(s);
     if (s->state == PGW_SS_CLOSING)
         return;
     if (after != AFTER_NONE)

@@ -233,10 +233,6 @@ void pgw_session_flush_client(struct pgw_session *s)
             s->sbuf = NULL;
         }
     }
-    if (s->close_after_flush) {
-        pgw_session_close(s, NULL, "client terminated");
-        return;
-    }
     /* Room again: resume reading the server if we had stopped.  Bytes a
      * TLS server link already decrypted will not make its socket readable. */
     if (s->server && !ev_is_active(&s->server->user_r)) {
@@ -270,7 +266,7 @@ bool pgw_session_send(struct pgw_session *s, const struct pgw_wbuf *msg)
 {
     if (!pgw_session_queue(s, msg))
         return false;
-    pgw_session_flush_client(s);
+    pgw_batch_flush_client(s);
     return true;
 }
 
@@ -619,6 +615,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     if (sqlstate)
         send_final_error(s, sqlstate, reason);
     s->state = PGW_SS_CLOSING;
+    pgw_batch_forget(s);
     pgw_pool_cancel_wait(&s->waiter);
     if (s->server)
         pgw_relay_unlink(s, pgw_relay_release_mode(s));

@@ -19,7 +19,7 @@ set -euo pipefail
 
 PACKAGES=(
     # build
-    build-essential cmake pkg-config libev-dev libpq-dev libssl-dev libcmocka-dev
+    build-essential cmake pkg-config libev-dev libpq-dev libssl-dev libcmocka-dev liburing-dev
     # PostgreSQL server, clients, pgbench
     postgresql postgresql-client postgresql-contrib
     # test clients

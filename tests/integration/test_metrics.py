@@ -49,6 +49,9 @@ FAMILIES = {
     "pgwharf_breaker_state": "gauge",
     "pgwharf_breaker_failures": "gauge",
     "pgwharf_breaker_trips": "counter",
+    "pgwharf_io_batch_enabled": "gauge",
+    "pgwharf_io_batches": "counter",
+    "pgwharf_io_batched_sends": "counter",
     "pgwharf_acquire_wait_seconds": "histogram",
     "pgwharf_transaction_duration_seconds": "histogram",
 }

@@ -1,0 +1,377 @@
+/*
+ * batch.c - the relay's writes of one loop iteration, sent together.
+ *
+ * Relaying a message costs a wake-up of the peer that reads it.  On a busy
+ * loop, writing at once means that the first write wakes a peer onto this
+ * CPU, the scheduler switches to it, and the rest of the iteration's events
+ * wait for the proxy to be scheduled again: one involuntary context switch
+ * per relayed message, paid by everybody's latency.
+ *
+ * With io_batch on (the default), the two hot writes (server bytes to the client, client
+ * bytes to the server) are not made where the bytes arrive: the session is
+ * put on this loop's list, and the prepare watcher, which runs after every
+ * callback of the iteration and before the loop polls again, sends them
+ * all with one io_uring_enter(2) (sends with MSG_DONTWAIT complete inside
+ * it, so no buffer stays in the kernel's hands after it returns).  A short
+ * or refused send falls back to the ordinary flush, which arms the write
+ * watcher.  Where io_uring is missing (old kernel, a seccomp profile that
+ * forbids it, built without liburing) io_batch stays off with a warning:
+ * deferring plain send(2)s buys nothing measurable.
+ *
+ * The list is open from the check watcher (right after polling) to the end
+ * of the prepare watcher; a write asked for while it is closed (from a
+ * callback the prepare phase itself set off) is made at once, so nothing
+ * can wait across a blocking poll.  TLS sessions and links always write at
+ * once.  State is per loop (struct pgw_batch in struct pgw_proxy).
+ */
+#include "proxy/proxy_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+#ifdef PGW_HAVE_LIBURING
+#include <liburing.h>
+#endif
+
+#define BATCH_RING_ENTRIES 256
+
+enum { WANT_CLIENT = 1, WANT_SERVER = 2 };
+
+struct pgw_batch {
+    struct pgw_proxy *px;
+    bool on;                          /* watchers running, writes deferred */
+    bool open;                        /* between the check and the prepare */
+    struct pgw_list pending;          /* sessions, through batch_node */
+    ev_check opener;
+    ev_prepare flusher;
+    bool ring_tried, ring_ok;
+    uint64_t batches, sends;          /* io_uring_enter calls, sends in them */
+#ifdef PGW_HAVE_LIBURING
+    struct io_uring ring;
+#endif
+};
+
+/* The bytes a direction has scanned and not sent; false when none or the
+ * direction cannot be batched now. */
+static bool client_span(struct pgw_session *s, int *fd, const uint8_t **p, size_t *n)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    if (!b || s->ssl || s->fd < 0 || b->sent >= b->parsed)
+        return false;
+    *fd = s->fd;
+    *p = b->data + b->sent;
+    *n = b->parsed - b->sent;
+    return true;
+}
+
+static bool server_span(struct pgw_session *s, int *fd, const uint8_t **p, size_t *n)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    struct pgw_server *srv = s->server;
+    if (!b || !srv || srv->ssl || b->sent >= b->parsed)
+        return false;
+    *fd = srv->fd;
+    *p = b->data + b->sent;
+    *n = b->parsed - b->sent;
+    return *fd >= 0;
+}
+
+/* Account for what a batched send did, then let the ordinary flush finish
+ * the job (the rest of a short send, the watcher after EAGAIN, an error,
+ * and everything a completed flush does next). */
+static void client_done(struct pgw_session *s, ssize_t res)
+{
+    if (res > 0) {
+        s->sbuf->sent += (uint32_t)res;
+        s->bytes_out += (uint64_t)res;
+        s->px->total_bytes_out += (uint64_t)res;
+    }
+    pgw_session_flush_client(s);
+}
+
+static void server_done(struct pgw_session *s, ssize_t res)
+{
+    if (res > 0)
+        s->cbuf->sent += (uint32_t)res;
+    pgw_relay_flush_server(s);
+}
+
+static ssize_t send_now(int fd, const uint8_t *p, size_t n)
+{
+    ssize_t w;
+    do {
+        w = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    return w;
+}
+
+/* Take the session off the list and finish both of its directions with
+ * results already known (res: bytes sent, or -1 for "not sent"). */
+static void finish(struct pgw_session *s, unsigned want, ssize_t cres, ssize_t sres)
+{
+    if (want & WANT_SERVER) {
+        server_done(s, sres);
+        if (s->state == PGW_SS_CLOSING)
+            return;
+    }
+    if (want & WANT_CLIENT)
+        client_done(s, cres);
+}
+
+/* With plain send(2)s: what is left when the ring fails or io_batch is
+ * turned off. */
+static void flush_plain(struct pgw_batch *bt)
+{
+    while (!pgw_list_empty(&bt->pending)) {
+        struct pgw_session *s = pgw_container_of(bt->pending.next, struct pgw_session, batch_node);
+        unsigned want = s->batch_want;
+        pgw_list_del(&s->batch_node);
+        s->batch_want = 0;
+        int fd;
+        const uint8_t *p;
+        size_t n;
+        ssize_t sres = -1, cres = -1;
+        if ((want & WANT_SERVER) && server_span(s, &fd, &p, &n))
+            sres = send_now(fd, p, n);
+        if ((want & WANT_CLIENT) && client_span(s, &fd, &p, &n))
+            cres = send_now(fd, p, n);
+        finish(s, want, cres, sres);
+    }
+}
+
+#ifdef PGW_HAVE_LIBURING
+/* One io_uring_enter(2) for up to BATCH_RING_ENTRIES sends; returns false
+ * when the ring failed (the caller falls back to plain sends). */
+static bool flush_ring(struct pgw_batch *bt)
+{
+    struct pgw_session *taken[BATCH_RING_ENTRIES / 2];
+    ssize_t cres[BATCH_RING_ENTRIES / 2], sres[BATCH_RING_ENTRIES / 2];
+    unsigned want[BATCH_RING_ENTRIES / 2];
+    unsigned nsess = 0, nsqe = 0;
+
+    while (!pgw_list_empty(&bt->pending) && nsess < BATCH_RING_ENTRIES / 2) {
+        struct pgw_session *s = pgw_container_of(bt->pending.next, struct pgw_session, batch_node);
+        pgw_list_del(&s->batch_node);
+        want[nsess] = s->batch_want;
+        s->batch_want = 0;
+        cres[nsess] = sres[nsess] = -1;
+        int fd;
+        const uint8_t *p;
+        size_t n;
+        for (unsigned dir = 0; dir < 2; dir++) {
+            bool ok = dir == 0 ? (want[nsess] & WANT_SERVER) && server_span(s, &fd, &p, &n)
+                               : (want[nsess] & WANT_CLIENT) && client_span(s, &fd, &p, &n);
+            if (!ok)
+                continue;
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&bt->ring);
+            if (!sqe)
+                goto failed;       /* cannot happen: the ring was empty */
+            io_uring_prep_send(sqe, fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, (uint64_t)nsess << 1 | dir);
+            nsqe++;
+        }
+        taken[nsess++] = s;
+    }
+    if (nsqe > 0) {
+        int rc = io_uring_submit(&bt->ring);
+        if (rc < 0 || (unsigned)rc != nsqe)
+            goto failed;
+        bt->batches++;
+        bt->sends += nsqe;
+        /* MSG_DONTWAIT sends finish inside the submit; should one have been
+         * queued in the kernel all the same, wait for it: its buffer is ours. */
+        unsigned seen = 0;
+        while (seen < nsqe) {
+            struct io_uring_cqe *cqe;
+            unsigned head, got = 0;
+            io_uring_for_each_cqe(&bt->ring, head, cqe) {
+                uint64_t d = io_uring_cqe_get_data64(cqe);
+                unsigned i = (unsigned)(d >> 1);
+                if (i < nsess) {
+                    ssize_t r = cqe->res >= 0 ? cqe->res : -1;
+                    if (d & 1)
+                        cres[i] = r;
+                    else
+                        sres[i] = r;
+                }
+                got++;
+            }
+            io_uring_cq_advance(&bt->ring, got);
+            seen += got;
+            if (seen < nsqe && io_uring_wait_cqe(&bt->ring, &cqe) < 0)
+                goto failed;
+        }
+    }
+    /* A finish() can close another session of this batch (it stays
+     * allocated until the reaper runs next iteration): skip those. */
+    for (unsigned i = 0; i < nsess; i++) {
+        if (taken[i]->state != PGW_SS_CLOSING)
+            finish(taken[i], want[i], cres[i], sres[i]);
+    }
+    return true;
+failed:
+    /* Nothing was sent: put the sessions back for the plain pass. */
+    for (unsigned i = 0; i < nsess; i++) {
+        if (taken[i]->state != PGW_SS_CLOSING && !taken[i]->batch_want)
+            pgw_list_append(&bt->pending, &taken[i]->batch_node);
+        taken[i]->batch_want |= want[i];
+    }
+    return false;
+}
+#endif
+
+static void opener_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    struct pgw_batch *bt = pgw_container_of(w, struct pgw_batch, opener);
+    bt->open = true;
+}
+
+static void stop(struct pgw_batch *bt)
+{
+    struct ev_loop *loop = bt->px->loop;
+    flush_plain(bt);
+    ev_ref(loop);
+    ev_ref(loop);
+    ev_check_stop(loop, &bt->opener);
+    ev_prepare_stop(loop, &bt->flusher);
+    bt->on = bt->open = false;
+}
+
+static void flusher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct pgw_batch *bt = pgw_container_of(w, struct pgw_batch, flusher);
+    /* finish() may queue more (a flush that resumes reading): go on until
+     * the list stays empty, then close it for the rest of this iteration. */
+    while (!pgw_list_empty(&bt->pending)) {
+#ifdef PGW_HAVE_LIBURING
+        if (flush_ring(bt))
+            continue;
+#endif
+        pgw_warn("io_batch", "reason=\"io_uring submit failed: writing at once from now on\"");
+        stop(bt);
+        return;
+    }
+    bt->open = false;
+}
+
+/* Set up the ring the first time io_batch is on; false when there is none. */
+static bool ring_ready(struct pgw_batch *bt)
+{
+    if (bt->ring_tried)
+        return bt->ring_ok;
+    bt->ring_tried = true;
+#ifdef PGW_HAVE_LIBURING
+    /* One thread (this loop's) submits; nothing here needs task work to
+     * interrupt it.  Kernels before 6.0 refuse these flags: then plain. */
+    int rc = io_uring_queue_init(BATCH_RING_ENTRIES, &bt->ring,
+                                 IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN);
+    if (rc == -EINVAL)
+        rc = io_uring_queue_init(BATCH_RING_ENTRIES, &bt->ring, 0);
+    if (rc == 0) {
+        bt->ring_ok = true;
+        return true;
+    }
+    pgw_warn("io_batch", "reason=\"io_uring unavailable (%s): writing at once\"", strerror(-rc));
+#else
+    pgw_warn("io_batch", "reason=\"built without liburing: writing at once\"");
+#endif
+    return false;
+}
+
+void pgw_batch_configure(struct pgw_proxy *px)
+{
+    struct pgw_batch *bt = px->batch;
+    if (!bt)
+        return;
+    bool want = px->cfg->io_batch;
+    if (want && !bt->on && ring_ready(bt)) {
+        ev_check_start(px->loop, &bt->opener);
+        ev_prepare_start(px->loop, &bt->flusher);
+        ev_unref(px->loop);          /* neither keeps the loop alive */
+        ev_unref(px->loop);
+        bt->on = true;
+    } else if (!want && bt->on) {
+        stop(bt);
+    }
+}
+
+int pgw_batch_init(struct pgw_proxy *px)
+{
+    struct pgw_batch *bt = calloc(1, sizeof(*bt));
+    if (!bt)
+        return PGW_ENOMEM;
+    bt->px = px;
+    pgw_list_init(&bt->pending);
+    ev_check_init(&bt->opener, opener_cb);
+    ev_prepare_init(&bt->flusher, flusher_cb);
+    px->batch = bt;
+    pgw_batch_configure(px);
+    return 0;
+}
+
+void pgw_batch_get_stats(const struct pgw_proxy *px, struct pgw_batch_stats *st)
+{
+    const struct pgw_batch *bt = px->batch;
+    st->on = bt && bt->on;
+    st->batches = bt ? bt->batches : 0;
+    st->sends = bt ? bt->sends : 0;
+}
+
+void pgw_batch_free(struct pgw_proxy *px)
+{
+    struct pgw_batch *bt = px->batch;
+    if (!bt)
+        return;
+    if (bt->on)
+        stop(bt);
+#ifdef PGW_HAVE_LIBURING
+    if (bt->ring_ok)
+        io_uring_queue_exit(&bt->ring);
+#endif
+    free(bt);
+    px->batch = NULL;
+}
+
+static void later(struct pgw_session *s, unsigned want)
+{
+    struct pgw_batch *bt = s->px->batch;
+    if (!s->batch_want)
+        pgw_list_append(&bt->pending, &s->batch_node);
+    s->batch_want |= want;
+}
+
+static bool can_wait(const struct pgw_session *s)
+{
+    const struct pgw_batch *bt = s->px->batch;
+    return bt && bt->open;
+}
+
+void pgw_batch_flush_client(struct pgw_session *s)
+{
+    if (can_wait(s) && !s->ssl && !s->cli_write_blocked)
+        later(s, WANT_CLIENT);
+    else
+        pgw_session_flush_client(s);
+}
+
+void pgw_batch_flush_server(struct pgw_session *s)
+{
+    if (can_wait(s) && s->server && !s->server->ssl && !s->srv_write_blocked)
+        later(s, WANT_SERVER);
+    else
+        pgw_relay_flush_server(s);
+}
+
+void pgw_batch_forget(struct pgw_session *s)
+{
+    if (s->batch_want) {
+        pgw_list_del(&s->batch_node);
+        s->batch_want = 0;
+    }
+}
