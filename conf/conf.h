@@ -101,6 +101,7 @@ struct pgw_config {
     int listen_port;         /* 6432 */
     char *unix_socket_dir;   /* "" = off; default "/tmp" */
     int listen_backlog;      /* 128 */
+    int tcp_defer_accept;    /* 1 s; 0 = accept at once (TCP_DEFER_ACCEPT) */
 
     /* authentication */
     enum pgw_auth_type auth_type;   /* md5 */

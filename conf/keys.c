@@ -24,6 +24,7 @@
     X(listen_port,              INT,        "6432",        0, 65535)        \
     X(unix_socket_dir,          STR,        "/tmp",        0, 0)            \
     X(listen_backlog,           INT,        "128",         1, INT_MAX)      \
+    X(tcp_defer_accept,         INT,        "1",           0, 3600)         \
     X(auth_type,                AUTH_TYPE,  "md5",         0, 0)            \
     X(auth_file,                STR,        "",            0, 0)            \
     X(auth_hba_file,            STR,        "",            0, 0)            \
@@ -122,7 +123,7 @@ static const char *const unsupported_keys[] = {
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
     "scram_iterations", "server_fast_close", "server_tls13_ciphers", "service_name",
     "so_reuseport", "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
-    "tcp_defer_accept", "tcp_keepalive", "tcp_keepcnt", "tcp_keepidle",
+    "tcp_keepalive", "tcp_keepcnt", "tcp_keepidle",
     "tcp_keepintvl", "tcp_socket_buffer", "tcp_user_timeout",
     "track_extra_parameters", "transaction_timeout", "unix_socket_group",
     "unix_socket_mode", "user", "verbose",

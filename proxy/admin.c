@@ -303,26 +303,37 @@ static const char *skip_ws(const char *p)
     return p;
 }
 
+/* A string quoted with q (q doubled for q inside), p at the opening quote.
+ * Returns the position after the closing quote, or NULL when it does not
+ * end or does not fit; *len gets its length. */
+static const char *read_quoted(const char *p, char q, char *out, size_t size, size_t *len)
+{
+    size_t n = 0;
+    for (p++;; p++) {
+        if (!*p)
+            return NULL;
+        if (*p == q) {
+            if (p[1] != q)
+                break;
+            p++;
+        }
+        if (n + 1 >= size)
+            return NULL;
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+    *len = n;
+    return p + 1;
+}
+
 /* A word: "quoted" ("" for a quote inside) or [A-Za-z0-9_]+.  Returns the
  * position after it, or NULL when there is none or it does not fit. */
 static const char *read_word(const char *p, char *out, size_t size)
 {
     size_t n = 0;
     if (*p == '"') {
-        for (p++;; p++) {
-            if (!*p)
-                return NULL;
-            if (*p == '"') {
-                if (p[1] != '"')
-                    break;
-                p++;
-            }
-            if (n + 1 >= size)
-                return NULL;
-            out[n++] = *p;
-        }
-        out[n] = '\0';
-        return n ? p + 1 : NULL;
+        p = read_quoted(p, '"', out, size, &n);
+        return n ? p : NULL;
     }
     while (isalnum((unsigned char)*p) || *p == '_') {
         if (n + 1 >= size)
@@ -337,22 +348,8 @@ static const char *read_word(const char *p, char *out, size_t size)
 static const char *read_value(const char *p, char *out, size_t size)
 {
     size_t n = 0;
-    if (*p == '\'') {
-        for (p++;; p++) {
-            if (!*p)
-                return NULL;
-            if (*p == '\'') {
-                if (p[1] != '\'')
-                    break;
-                p++;
-            }
-            if (n + 1 >= size)
-                return NULL;
-            out[n++] = *p;
-        }
-        out[n] = '\0';
-        return p + 1;
-    }
+    if (*p == '\'')
+        return read_quoted(p, '\'', out, size, &n);
     while (*p && !isspace((unsigned char)*p)) {
         if (n + 1 >= size)
             return NULL;

@@ -495,7 +495,8 @@ static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
 bool pgw_admin_key_changeable(const char *key)
 {
     static const char *const fixed[] = {
-        "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "pidfile"
+        "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
+        "pidfile"
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (strcasecmp(key, fixed[i]) == 0)

@@ -7,14 +7,15 @@
  * wait for the proxy to be scheduled again: one involuntary context switch
  * per relayed message, paid by everybody's latency.
  *
- * With io_batch on (the default), the two hot writes (server bytes to the client, client
- * bytes to the server) are not made where the bytes arrive: the session is
- * put on this loop's list, and the prepare watcher, which runs after every
- * callback of the iteration and before the loop polls again, sends them
- * all with one io_uring_enter(2) (sends with MSG_DONTWAIT complete inside
- * it, so no buffer stays in the kernel's hands after it returns).  A short
- * or refused send falls back to the ordinary flush, which arms the write
- * watcher.  Where io_uring is missing (old kernel, a seccomp profile that
+ * With io_batch on (the default), the relay's writes (server bytes to the
+ * client, client bytes to the server, proxy-made messages) are not made
+ * where the bytes arrive: the session is put on this loop's list, and the
+ * prepare watcher, which runs after every callback of the iteration and
+ * before the loop polls again, sends them all with one io_uring_enter(2)
+ * (sends with MSG_DONTWAIT complete inside it, so no buffer stays in the
+ * kernel's hands after it returns); a round that holds a single write uses
+ * send(2), the cheaper call.  A short or refused send falls back to the
+ * ordinary flush, which arms the write watcher.  Where io_uring is missing (old kernel, a seccomp profile that
  * forbids it, built without liburing) io_batch stays off with a warning:
  * deferring plain send(2)s buys nothing measurable.
  *
@@ -51,7 +52,7 @@ struct pgw_batch {
     ev_check opener;
     ev_prepare flusher;
     bool ring_tried, ring_ok;
-    uint64_t batches, sends;          /* io_uring_enter calls, sends in them */
+    uint64_t batches, sends;          /* flush rounds, deferred writes made */
 #ifdef PGW_HAVE_LIBURING
     struct io_uring ring;
 #endif
@@ -124,25 +125,34 @@ static void finish(struct pgw_session *s, unsigned want, ssize_t cres, ssize_t s
         client_done(s, cres);
 }
 
-/* With plain send(2)s: what is left when the ring fails or io_batch is
- * turned off. */
+/* The first session on the list, with send(2)s. */
+static void flush_one(struct pgw_batch *bt)
+{
+    struct pgw_session *s = pgw_container_of(bt->pending.next, struct pgw_session, batch_node);
+    unsigned want = s->batch_want;
+    pgw_list_del(&s->batch_node);
+    s->batch_want = 0;
+    int fd;
+    const uint8_t *p;
+    size_t n;
+    ssize_t sres = -1, cres = -1;
+    if ((want & WANT_SERVER) && server_span(s, &fd, &p, &n)) {
+        sres = send_now(fd, p, n);
+        bt->sends++;
+    }
+    if ((want & WANT_CLIENT) && client_span(s, &fd, &p, &n)) {
+        cres = send_now(fd, p, n);
+        bt->sends++;
+    }
+    finish(s, want, cres, sres);
+}
+
+/* All of it with send(2)s: a batch of one, what is left when the ring
+ * fails, or io_batch turned off. */
 static void flush_plain(struct pgw_batch *bt)
 {
-    while (!pgw_list_empty(&bt->pending)) {
-        struct pgw_session *s = pgw_container_of(bt->pending.next, struct pgw_session, batch_node);
-        unsigned want = s->batch_want;
-        pgw_list_del(&s->batch_node);
-        s->batch_want = 0;
-        int fd;
-        const uint8_t *p;
-        size_t n;
-        ssize_t sres = -1, cres = -1;
-        if ((want & WANT_SERVER) && server_span(s, &fd, &p, &n))
-            sres = send_now(fd, p, n);
-        if ((want & WANT_CLIENT) && client_span(s, &fd, &p, &n))
-            cres = send_now(fd, p, n);
-        finish(s, want, cres, sres);
-    }
+    while (!pgw_list_empty(&bt->pending))
+        flush_one(bt);
 }
 
 #ifdef PGW_HAVE_LIBURING
@@ -182,7 +192,6 @@ static bool flush_ring(struct pgw_batch *bt)
         int rc = io_uring_submit(&bt->ring);
         if (rc < 0 || (unsigned)rc != nsqe)
             goto failed;
-        bt->batches++;
         bt->sends += nsqe;
         /* MSG_DONTWAIT sends finish inside the submit; should one have been
          * queued in the kernel all the same, wait for it: its buffer is ours. */
@@ -226,6 +235,16 @@ failed:
 }
 #endif
 
+/* Exactly one session with one direction pending. */
+static bool single(const struct pgw_batch *bt)
+{
+    const struct pgw_list *first = bt->pending.next;
+    if (first->next != &bt->pending)
+        return false;
+    const struct pgw_session *s = pgw_container_of(first, struct pgw_session, batch_node);
+    return s->batch_want == WANT_CLIENT || s->batch_want == WANT_SERVER;
+}
+
 static void opener_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
     struct pgw_batch *bt = pgw_container_of(w, struct pgw_batch, opener);
@@ -249,6 +268,13 @@ static void flusher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     /* finish() may queue more (a flush that resumes reading): go on until
      * the list stays empty, then close it for the rest of this iteration. */
     while (!pgw_list_empty(&bt->pending)) {
+        bt->batches++;
+        if (single(bt)) {
+            /* One send: send(2) is the cheaper syscall, and there is no
+             * second wake-up for the first to get in the way of. */
+            flush_one(bt);
+            continue;
+        }
 #ifdef PGW_HAVE_LIBURING
         if (flush_ring(bt))
             continue;

@@ -742,10 +742,11 @@ static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
            "1 while relay writes are batched through io_uring (io_batch).");
     sample_u(b, "pgwharf_io_batch_enabled", NULL, st.on ? 1 : 0);
     family(b, "pgwharf_io_batches_total", "counter",
-           "io_uring_enter(2) calls that sent a batch of relay writes.");
+           "Rounds of deferred relay writes made before a poll (one io_uring_enter(2), or one "
+           "send(2) when the round holds a single write).");
     sample_u(b, "pgwharf_io_batches_total", NULL, st.batches);
     family(b, "pgwharf_io_batched_sends_total", "counter",
-           "Relay writes sent in those batches (divide by batches: the mean batch size).");
+           "Relay writes made in those rounds (divided by the rounds: the mean batch size).");
     sample_u(b, "pgwharf_io_batched_sends_total", NULL, st.sends);
 }
 

@@ -244,6 +244,7 @@ struct pgw_listener {
     ev_io io;
     int fd;
     bool unix_sock;
+    bool defer;                      /* TCP_DEFER_ACCEPT: data is there at accept */
     char *path;                      /* unix socket path to unlink */
     struct pgw_proxy *px;
     struct pgw_listener *next;
@@ -310,7 +311,7 @@ void pgw_batch_configure(struct pgw_proxy *px);
 void pgw_batch_free(struct pgw_proxy *px);
 struct pgw_batch_stats {
     bool on;                         /* batching now (io_batch and a ring) */
-    uint64_t batches, sends;         /* io_uring_enter(2) calls, sends in them */
+    uint64_t batches, sends;         /* flush rounds, deferred writes made in them */
 };
 void pgw_batch_get_stats(const struct pgw_proxy *px, struct pgw_batch_stats *st);
 /* pgw_session_flush_client / pgw_relay_flush_server, now or before the

@@ -858,6 +858,19 @@ class PgwharfTestCase(unittest.TestCase):
         self._pgwharfs = []
         self.addCleanup(self._cleanup_all)
 
+    def assert_pgbench_ok(self, px, args):
+        """Run pgbench through px; it must exit 0 with no failed transaction
+        and a TPS figure.  Returns (CompletedProcess, transactions processed)."""
+        cp = px.pgbench(args, check=False)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        failed = [l for l in cp.stdout.splitlines() if "failed transactions" in l]
+        if failed:                   # pgbench 15 prints the line; older ones do not
+            self.assertIn(": 0 (", failed[0], cp.stdout)
+        self.assertGreater(parse_tps(cp.stdout) or 0, 0, cp.stdout)
+        m = re.search(r"number of transactions actually processed: (\d+)", cp.stdout)
+        self.assertIsNotNone(m, cp.stdout)
+        return cp, int(m.group(1))
+
     def start_pgwharf(self, start=True, **kw):
         kw.setdefault("pg", self.pg)
         px = Pgwharf(**kw)

@@ -36,13 +36,6 @@ def metrics(px):
     return out
 
 
-def pgbench_tx(cp):
-    m = re.search(r"number of transactions actually processed: (\d+)", cp.stdout)
-    if not m:
-        raise AssertionError("no transaction count in pgbench output:\n" + cp.stdout + cp.stderr)
-    return int(m.group(1))
-
-
 @unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
 class TestBatch(pt.PgwharfTestCase):
 
@@ -62,12 +55,7 @@ class TestBatch(pt.PgwharfTestCase):
         return self.start_pgwharf(settings=base)
 
     def bench(self, px, args):
-        cp = px.pgbench(["-n"] + args, check=False)
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        failed = [l for l in cp.stdout.splitlines() if "failed transactions" in l]
-        if failed:
-            self.assertIn(": 0 (", failed[0])
-        return pgbench_tx(cp)
+        return self.assert_pgbench_ok(px, ["-n"] + args)[1]
 
     def test_relay_writes_go_through_batches(self):
         px = self.start()

@@ -244,7 +244,8 @@ class TestFdExhaustion(LoadCase):
         old = hz.raise_nofile(0)[0]
         hz.set_nofile(40)
         try:
-            px = self.start(default_pool_size=2)
+            # Silent connections must be accepted to reach EMFILE.
+            px = self.start(default_pool_size=2, tcp_defer_accept=0)
         finally:
             hz.set_nofile(old)
         self.assertEqual(px.psql("select 1", user=self.user), "1")

@@ -119,13 +119,7 @@ class TestPgbench(pt.PgwharfTestCase):
                        cls.pg.database, ["-i", "-s", "2", "-q"])
 
     def run_bench(self, px, args):
-        cp = px.pgbench(args + ["-T", "4", "-j", "2"], check=False)
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        m = [l for l in cp.stdout.splitlines() if "failed transactions" in l]
-        if m:
-            self.assertIn(": 0 (", m[0])
-        self.assertGreater(pt.parse_tps(cp.stdout), 0)
-        return cp
+        return self.assert_pgbench_ok(px, args + ["-T", "4", "-j", "2"])[0]
 
     def test_transaction_mode_100_clients_pool_10(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 10,
@@ -462,7 +456,9 @@ class TestTimeouts(pt.PgwharfTestCase):
             conn.close()
 
     def test_client_login_timeout(self):
-        px = self.start_pgwharf(settings={"client_login_timeout": "300ms"})
+        # tcp_defer_accept = 0: a client that says nothing is accepted at once.
+        px = self.start_pgwharf(settings={"client_login_timeout": "300ms",
+                                          "tcp_defer_accept": 0})
         s = socket.create_connection((px.host, px.port))
         s.settimeout(10)
         data = recv_all(s)
@@ -471,6 +467,64 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertTrue(data.startswith(b"E"), data)
         self.assertIn(b"client_login_timeout", data)
         px.wait_for_log("client_login_timeout")
+
+
+def syn_recv_count(port):
+    """Connections to 127.0.0.1:port the kernel holds half-accepted (the
+    listener's TCP_DEFER_ACCEPT waits for their first bytes)."""
+    out = subprocess.run(["ss", "-Htn", "state", "syn-recv", "( sport = :%d )" % port],
+                         capture_output=True, text=True, check=True).stdout
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+def wait_for(fn, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.02)
+    return fn()
+
+
+class TestDeferAccept(pt.PgwharfTestCase):
+    def startup(self):
+        body = b"user\x00%s\x00database\x00%s\x00\x00" % (self.pg.user.encode(),
+                                                          self.pg.database.encode())
+        return struct.pack("!II", len(body) + 8, 196608) + body
+
+    def test_silent_client_waits_in_the_kernel_until_it_speaks(self):
+        # 30 s: far longer than the test, so the kernel cannot give up
+        # waiting and hand the connection over meanwhile.
+        px = self.start_pgwharf(settings={"tcp_defer_accept": 30})
+        fds = px.fd_count()
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        self.assertEqual(wait_for(lambda: syn_recv_count(px.port)), 1)
+        self.assertEqual(px.fd_count(), fds)           # not accepted
+        s.sendall(self.startup())
+        data = s.recv(1024)                           # accepted and read at once
+        self.assertEqual(data[:1], b"R", data)        # an authentication request
+        self.assertEqual(syn_recv_count(px.port), 0)
+
+    def test_zero_accepts_at_once(self):
+        px = self.start_pgwharf(settings={"tcp_defer_accept": 0})
+        fds = px.fd_count()
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        self.assertTrue(wait_for(lambda: px.fd_count() == fds + 1))
+        self.assertEqual(syn_recv_count(px.port), 0)
+        s.sendall(self.startup())
+        self.assertEqual(s.recv(1024)[:1], b"R")
+
+    def test_fixed_at_start(self):
+        px = self.start_pgwharf()
+        conn = psycopg2.connect(px.dsn(db="pgbouncer"))
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("SET tcp_defer_accept = 5")
+        self.assertEqual(cm.exception.pgcode, "55P02")
 
 
 class TestMalformed(pt.PgwharfTestCase):
