@@ -116,6 +116,19 @@ def free_port(lo=20000, hi=32000):
     raise PgwharfError("no free port in %d-%d" % (lo, hi))
 
 
+def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
+    """fn()'s first true value, polled every interval; AssertionError (with
+    the last value) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
 def port_open(host, port, timeout=0.5):
     try:
         with socket.create_connection((host, port), timeout=timeout):

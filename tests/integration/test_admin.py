@@ -85,15 +85,7 @@ COLUMNS = {
 }
 
 
-def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+wait_until = pt.wait_until
 
 
 class Background(threading.Thread):
@@ -414,7 +406,8 @@ class TestCommands(AdminTestCase):
         state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
         self.assertEqual(state["paused"], "yes")
         bg = Background(lambda: cl.cursor().execute("select 4"))
-        time.sleep(0.3)
+        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        time.sleep(0.3)                  # and it stays waiting
         self.assertTrue(bg.is_alive())
         conn.cursor().execute("RESUME")
         bg.join(10)

@@ -148,7 +148,7 @@ class TestBatch(pt.PgwharfTestCase):
         s.settimeout(30)
         s.connect(("127.0.0.1", px.port))
         self.addCleanup(s.close)
-        pt_login(s, self.pg.user, self.pg.password, self.pg.database)
+        raw_login(s, self.pg.user, self.pg.password, self.pg.database)
         n = 200
         out = b"".join(_query("select %d, repeat('y', 3000)" % i) for i in range(n))
         s.sendall(out)
@@ -183,9 +183,9 @@ def _query(sql):
     return _msg(b"Q", sql.encode() + b"\0")
 
 
-def pt_login(s, user, password, db):
-    """Startup and MD5/cleartext/SCRAM-free login as pgwharf's md5 default
-    expects; returns after ReadyForQuery."""
+def raw_login(s, user, password, db):
+    """A StartupMessage and an md5 (or cleartext) password exchange on a raw
+    socket; returns after ReadyForQuery."""
     params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
     s.sendall(struct.pack("!II", len(params) + 8, 196608) + params)
     buf = b""

@@ -67,15 +67,7 @@ POOL_GAUGES = {
 }
 
 
-def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+wait_until = pt.wait_until
 
 
 def parse(body):

@@ -477,16 +477,6 @@ def syn_recv_count(port):
     return len([l for l in out.splitlines() if l.strip()])
 
 
-def wait_for(fn, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.02)
-    return fn()
-
-
 class TestDeferAccept(pt.PgwharfTestCase):
     def startup(self):
         body = b"user\x00%s\x00database\x00%s\x00\x00" % (self.pg.user.encode(),
@@ -500,7 +490,8 @@ class TestDeferAccept(pt.PgwharfTestCase):
         fds = px.fd_count()
         s = socket.create_connection((px.host, px.port), timeout=10)
         self.addCleanup(s.close)
-        self.assertEqual(wait_for(lambda: syn_recv_count(px.port)), 1)
+        self.assertEqual(pt.wait_until(lambda: syn_recv_count(px.port),
+                                       what="a half-accepted connection"), 1)
         self.assertEqual(px.fd_count(), fds)           # not accepted
         s.sendall(self.startup())
         data = s.recv(1024)                           # accepted and read at once
@@ -512,7 +503,7 @@ class TestDeferAccept(pt.PgwharfTestCase):
         fds = px.fd_count()
         s = socket.create_connection((px.host, px.port), timeout=10)
         self.addCleanup(s.close)
-        self.assertTrue(wait_for(lambda: px.fd_count() == fds + 1))
+        pt.wait_until(lambda: px.fd_count() == fds + 1, what="the connection accepted")
         self.assertEqual(syn_recv_count(px.port), 0)
         s.sendall(self.startup())
         self.assertEqual(s.recv(1024)[:1], b"R")
