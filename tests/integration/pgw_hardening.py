@@ -151,7 +151,7 @@ class RawConn:
         while True:
             t, body = await self.read_msg()
             if t == b"D":
-                rows.append(_data_row(body))
+                rows.append(data_row(body))
             elif t == b"E":
                 err = parse_fields(body)
                 if err.get("S") in ("FATAL", "PANIC"):
@@ -189,7 +189,8 @@ class RawConn:
             pass
 
 
-def _data_row(body):
+def data_row(body):
+    """A DataRow body as a list of column values (bytes, None for NULL)."""
     n = struct.unpack("!H", body[:2])[0]
     out, i = [], 2
     for _ in range(n):

@@ -9,11 +9,11 @@ writes at once (no batch counted)."""
 import hashlib
 import re
 import socket
-import struct
 import threading
 import unittest
 import urllib.request
 
+import pgw_hardening as hz
 import pgwharf_test as pt
 
 try:
@@ -148,72 +148,20 @@ class TestBatch(pt.PgwharfTestCase):
         s.settimeout(30)
         s.connect(("127.0.0.1", px.port))
         self.addCleanup(s.close)
-        raw_login(s, self.pg.user, self.pg.password, self.pg.database)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
         n = 200
-        out = b"".join(_query("select %d, repeat('y', 3000)" % i) for i in range(n))
-        s.sendall(out)
+        s.sendall(b"".join(hz.query_msg("select %d, repeat('y', 3000)" % i)
+                           for i in range(n)))
         got = []
-        buf = b""
         while len(got) < n:
-            chunk = s.recv(1024)
-            self.assertTrue(chunk, "connection closed after %d answers" % len(got))
-            buf += chunk
-            while len(buf) >= 5:
-                typ, ln = buf[0:1], struct.unpack("!I", buf[1:5])[0]
-                if len(buf) < 1 + ln:
-                    break
-                body, buf = buf[5:1 + ln], buf[1 + ln:]
-                if typ == b"E":
-                    self.fail("error: %r" % body)
-                if typ == b"D":
-                    ncol = struct.unpack("!H", body[:2])[0]
-                    self.assertEqual(ncol, 2)
-                    l1 = struct.unpack("!i", body[2:6])[0]
-                    got.append(int(body[6:6 + l1]))
-                    l2 = struct.unpack("!i", body[6 + l1:10 + l1])[0]
-                    self.assertEqual(body[10 + l1:10 + l1 + l2], b"y" * 3000)
+            t, body = hz.recv_msg(s)        # small reads: the kernel buffer is 4 KiB
+            if t == b"E":
+                self.fail("error: %r" % hz.parse_fields(body))
+            if t == b"D":
+                i, text = hz.data_row(body)
+                got.append(int(i))
+                self.assertEqual(text, b"y" * 3000)
         self.assertEqual(got, list(range(n)))
-
-
-def _msg(typ, body):
-    return typ + struct.pack("!I", len(body) + 4) + body
-
-
-def _query(sql):
-    return _msg(b"Q", sql.encode() + b"\0")
-
-
-def raw_login(s, user, password, db):
-    """A StartupMessage and an md5 (or cleartext) password exchange on a raw
-    socket; returns after ReadyForQuery."""
-    params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
-    s.sendall(struct.pack("!II", len(params) + 8, 196608) + params)
-    buf = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise AssertionError("closed during login")
-        buf += chunk
-        while len(buf) >= 5:
-            typ, ln = buf[0:1], struct.unpack("!I", buf[1:5])[0]
-            if len(buf) < 1 + ln:
-                break
-            body, buf = buf[5:1 + ln], buf[1 + ln:]
-            if typ == b"R":
-                code = struct.unpack("!I", body[:4])[0]
-                if code == 5:
-                    salt = body[4:8]
-                    inner = hashlib.md5((password + user).encode()).hexdigest()
-                    outer = hashlib.md5(inner.encode() + salt).hexdigest()
-                    s.sendall(_msg(b"p", b"md5" + outer.encode() + b"\0"))
-                elif code == 3:
-                    s.sendall(_msg(b"p", password.encode() + b"\0"))
-                elif code != 0:
-                    raise AssertionError("unexpected auth request %d" % code)
-            elif typ == b"E":
-                raise AssertionError("login failed: %r" % body)
-            elif typ == b"Z":
-                return
 
 
 if __name__ == "__main__":

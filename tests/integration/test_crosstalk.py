@@ -124,7 +124,7 @@ class CrossTalkClient:
         while True:
             t, body = await self.conn.read_msg()
             if t == b"D":
-                rows.append(hz._data_row(body))
+                rows.append(hz.data_row(body))
             elif t == b"E":
                 raise Violation("extended: error %s" % hz.parse_fields(body))
             elif t == b"Z":
