@@ -197,20 +197,17 @@ class TestAuthQuery(AuthQueryTestCase):
         rows = px.admin("SHOW POOLS")
         self.assertTrue(rows)
         # Two columns are required; several rows are refused.
-        px.stop()
-        px = self.start_aq(databases=dict(self.db_with_password("erin_pw"),
-                                          **{self.pg.database: self.pg.conn_string()}),
-                           auth_query="SELECT passwd FROM pg_shadow WHERE usename=$1")
-        err = self.raw_error(px, role, "erin_pw", "aqdb")
-        self.assertEqual(err["C"], "28000")
-        self.assertIn("two columns", err["M"])
-        px.stop()
-        px = self.start_aq(databases=dict(self.db_with_password("erin_pw"),
-                                          **{self.pg.database: self.pg.conn_string()}),
-                           auth_query="SELECT usename, passwd FROM pg_shadow WHERE $1 <> ''")
-        err = self.raw_error(px, role, "erin_pw", "aqdb")
-        self.assertEqual(err["C"], "28000")
-        self.assertIn("rows (expected at most one)", err["M"])
+        for query, why in (("SELECT passwd FROM pg_shadow WHERE usename=$1", "two columns"),
+                           ("SELECT usename, passwd FROM pg_shadow WHERE $1 <> ''",
+                            "rows (expected at most one)")):
+            with self.subTest(auth_query=query):
+                px.stop()
+                px = self.start_aq(databases=dict(self.db_with_password("erin_pw"),
+                                                  **{self.pg.database: self.pg.conn_string()}),
+                                   auth_query=query)
+                err = self.raw_error(px, role, "erin_pw", "aqdb")
+                self.assertEqual(err["C"], "28000")
+                self.assertIn(why, err["M"])
 
     def test_auth_user_cannot_log_in(self):
         role = self.make_role("frank", "frank_pw")
