@@ -38,9 +38,8 @@
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
+#include "proxy/aq_reply.h"
 #include "proxy/scram.h"
-
-#define AQ_RBUF 16384              /* the longest reply message kept whole */
 
 struct aq_lookup {
     struct pgw_aq_entry *entry;
@@ -52,18 +51,7 @@ struct aq_lookup {
     ev_tstamp started;
     struct pgw_wbuf out;
     size_t out_off;
-    /* the reply */
-    int rows, cols;
-    char *secret;                    /* column 2 of the first row; NULL = SQL NULL */
-    bool at_ready;                   /* ReadyForQuery seen */
-    char status;                     /* its transaction status */
-    bool dirty;                      /* the server's stream cannot be trusted: close it */
-    bool failed;                     /* sqlstate/message say why */
-    char sqlstate[6];
-    char message[600];
-    uint32_t skip;                   /* body bytes of an ignored long message to drop */
-    uint32_t in_len;
-    uint8_t in[AQ_RBUF];
+    struct pgw_aq_reply reply;
 };
 
 struct pgw_aq_entry {
@@ -207,8 +195,8 @@ static void detach(struct pgw_aq_wait *w)
 static void lookup_free(struct aq_lookup *lk)
 {
     pgw_wbuf_deinit(&lk->out);
-    free_secret(lk->secret);
-    OPENSSL_cleanse(lk->in, sizeof(lk->in));
+    free_secret(lk->reply.secret);
+    OPENSSL_cleanse(lk->reply.in, sizeof(lk->reply.in));
     free(lk);
 }
 
@@ -285,170 +273,11 @@ static void entry_answer(struct pgw_aq_entry *e, const struct pgw_aq_result *res
         entry_free(e);
 }
 
-/* ---- the query ---- */
+/* ---- the query (the reply is parsed in aq_reply.c) ---- */
 
-static void record(struct aq_lookup *lk, const char *sqlstate, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void record(struct aq_lookup *lk, const char *sqlstate, const char *fmt, ...)
-{
-    if (lk->failed)
-        return;             /* the first reason is the one to tell */
-    lk->failed = true;
-    snprintf(lk->sqlstate, sizeof(lk->sqlstate), "%s", sqlstate);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(lk->message, sizeof(lk->message), fmt, ap);
-    va_end(ap);
-}
-
+#define record(lk, ...) pgw_aq_reply_fail(&(lk)->reply, false, __VA_ARGS__)
 /* A protocol or I/O failure: the server goes, not back to the pool. */
-#define broken(lk, ...) do { (lk)->dirty = true; record((lk), __VA_ARGS__); } while (0)
-
-/* Parse (unnamed, one parameter of unspecified type, as a literal would
- * be), Bind (the user name as text), Execute (all rows), Sync. */
-static bool build_request(struct pgw_wbuf *b, const char *query, const char *user)
-{
-    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_PARSE);
-    pgw_wbuf_put_str(b, "");
-    pgw_wbuf_put_str(b, query);
-    pgw_wbuf_put_u16(b, 1);
-    pgw_wbuf_put_u32(b, 0);
-    pgw_wbuf_msg_end(b, m);
-    m = pgw_wbuf_msg_begin(b, PGW_FE_BIND);
-    pgw_wbuf_put_str(b, "");
-    pgw_wbuf_put_str(b, "");
-    pgw_wbuf_put_u16(b, 0);               /* parameter formats: all text */
-    pgw_wbuf_put_u16(b, 1);
-    pgw_wbuf_put_u32(b, (uint32_t)strlen(user));
-    pgw_wbuf_append(b, user, strlen(user));
-    pgw_wbuf_put_u16(b, 0);               /* result formats: all text */
-    pgw_wbuf_msg_end(b, m);
-    m = pgw_wbuf_msg_begin(b, PGW_FE_EXECUTE);
-    pgw_wbuf_put_str(b, "");
-    pgw_wbuf_put_u32(b, 0);
-    pgw_wbuf_msg_end(b, m);
-    m = pgw_wbuf_msg_begin(b, PGW_FE_SYNC);
-    pgw_wbuf_msg_end(b, m);
-    return !b->failed;
-}
-
-/* DataRow: int16 columns, then per column int32 length (-1 = NULL) and
- * the bytes.  Keeps column 2 of the first row. */
-static void data_row(struct aq_lookup *lk, const uint8_t *p, uint32_t n)
-{
-    if (++lk->rows > 1)
-        return;
-    if (n < 2) {
-        broken(lk, "08P01", "auth_query: malformed DataRow from the server");
-        return;
-    }
-    lk->cols = pgw_get_u16(p);
-    uint32_t pos = 2;
-    for (int i = 0; i < lk->cols && i < 2; i++) {
-        if (n - pos < 4) {
-            broken(lk, "08P01", "auth_query: malformed DataRow from the server");
-            return;
-        }
-        int32_t len = (int32_t)pgw_get_u32(p + pos);
-        pos += 4;
-        if (len < -1 || (len > 0 && (uint32_t)len > n - pos)) {
-            broken(lk, "08P01", "auth_query: malformed DataRow from the server");
-            return;
-        }
-        if (i == 1 && len >= 0) {
-            if (memchr(p + pos, 0, (size_t)len)) {
-                record(lk, "28000", "auth_query: the password column holds a NUL byte");
-                return;
-            }
-            lk->secret = strndup((const char *)p + pos, (size_t)len);
-            if (!lk->secret)
-                record(lk, "53200", "out of memory");
-        }
-        if (len > 0)
-            pos += (uint32_t)len;
-    }
-}
-
-/* One whole reply message.  Returns true at ReadyForQuery. */
-static bool reply_message(struct aq_lookup *lk, uint8_t type, const uint8_t *p, uint32_t n)
-{
-    struct pgw_wire_err_fields f;
-    switch (type) {
-    case PGW_BE_PARSE_COMPLETE:
-    case PGW_BE_BIND_COMPLETE:
-    case PGW_BE_COMMAND_COMPLETE:
-    case PGW_BE_EMPTY_QUERY:
-    case PGW_BE_NOTICE:
-    case PGW_BE_PARAM_STATUS:
-    case PGW_BE_NOTIFY:
-        return false;
-    case PGW_BE_DATA_ROW:
-        data_row(lk, p, n);
-        return false;
-    case PGW_BE_ERROR:
-        /* The body ends in a NUL; a malformed one still gives a reason. */
-        if (n > 0 && p[n - 1] == 0 && pgw_wire_parse_error(p, n, &f) == 0 && *f.sqlstate)
-            record(lk, f.sqlstate, "%s", f.message);
-        else
-            record(lk, "08P01", "malformed error from the server");
-        return false;
-    case PGW_BE_READY:
-        lk->at_ready = true;
-        lk->status = n >= 1 ? (char)p[0] : '?';
-        return true;
-    default:
-        broken(lk, "08P01", "auth_query: unexpected message type '%c' from the server",
-               type >= 0x20 && type < 0x7f ? type : '?');
-        return true;
-    }
-}
-
-/* Take the whole messages received.  True when the reply is over (at
- * ReadyForQuery or after a failure that ends it). */
-static bool take_replies(struct aq_lookup *lk)
-{
-    uint32_t pos = 0;
-    bool over = false;
-    while (!over) {
-        uint32_t avail = lk->in_len - pos;
-        if (lk->skip) {
-            uint32_t k = lk->skip < avail ? lk->skip : avail;
-            pos += k;
-            lk->skip -= k;
-            if (lk->skip)
-                break;
-            continue;
-        }
-        if (avail < PGW_MSG_HDR)
-            break;
-        const uint8_t *m = lk->in + pos;
-        uint32_t len = pgw_get_u32(m + 1);
-        if (len < 4) {
-            broken(lk, "08P01", "auth_query: invalid message length from the server");
-            return true;
-        }
-        uint32_t body = len - 4;
-        if (body > AQ_RBUF - PGW_MSG_HDR) {
-            if (m[0] == PGW_BE_NOTICE || m[0] == PGW_BE_PARAM_STATUS || m[0] == PGW_BE_NOTIFY) {
-                pos += PGW_MSG_HDR;
-                lk->skip = body;
-                continue;
-            }
-            broken(lk, "08P01", "auth_query: reply message '%c' too long (%u bytes)",
-                   m[0] >= 0x20 && m[0] < 0x7f ? m[0] : '?', body);
-            return true;
-        }
-        if (avail < PGW_MSG_HDR + body)
-            break;
-        over = reply_message(lk, m[0], m + PGW_MSG_HDR, body);
-        pos += PGW_MSG_HDR + body;
-    }
-    memmove(lk->in, lk->in + pos, lk->in_len - pos);
-    lk->in_len -= pos;
-    if (over && lk->in_len > 0)
-        lk->dirty = true;          /* bytes after ReadyForQuery: not ours to leave behind */
-    return over;
-}
+#define broken(lk, ...) pgw_aq_reply_fail(&(lk)->reply, true, __VA_ARGS__)
 
 static void io_wait(struct aq_lookup *lk, int events)
 {
@@ -481,12 +310,12 @@ static void step(struct aq_lookup *lk)
         lk->out_off += (size_t)n;
     }
     for (;;) {
-        if (lk->in_len == sizeof(lk->in)) {
+        if (lk->reply.in_len == sizeof(lk->reply.in)) {
             broken(lk, "08P01", "auth_query: reply too long");
             conclude(lk);
             return;
         }
-        ssize_t n = pgw_server_read(srv, lk->in + lk->in_len, sizeof(lk->in) - lk->in_len, &other);
+        ssize_t n = pgw_server_read(srv, lk->reply.in + lk->reply.in_len, sizeof(lk->reply.in) - lk->reply.in_len, &other);
         if (n == PGW_EAGAIN) {
             io_wait(lk, other ? EV_WRITE : EV_READ);
             return;
@@ -497,8 +326,8 @@ static void step(struct aq_lookup *lk)
             conclude(lk);
             return;
         }
-        lk->in_len += (uint32_t)n;
-        if (take_replies(lk)) {
+        lk->reply.in_len += (uint32_t)n;
+        if (pgw_aq_reply_take(&lk->reply)) {
             conclude(lk);
             return;
         }
@@ -558,7 +387,7 @@ static void log_result(const struct aq_lookup *lk, const struct pgw_aq_result *r
     if (r->status == PGW_AQ_ERROR) {
         pgw_warn("auth_query", "db=%s auth_user=%s user=%s result=error sqlstate=%s ms=%.1f "
                  "reason=%s", qd, qa, qu, r->sqlstate, ms,
-                 pgw_log_quote(qm, sizeof(qm), lk->message));
+                 pgw_log_quote(qm, sizeof(qm), lk->reply.message));
         return;
     }
     pgw_info("auth_query", "db=%s auth_user=%s user=%s result=%s ms=%.1f", qd, qa, qu,
@@ -577,26 +406,26 @@ static void conclude(struct aq_lookup *lk)
     pgw_pool_cancel_wait(&lk->waiter);
     struct pgw_server *srv = lk->srv;
     lk->srv = NULL;
-    enum pgw_release how = lk->at_ready && lk->status == 'I' && !lk->dirty ? PGW_RELEASE_IDLE
+    enum pgw_release how = lk->reply.at_ready && lk->reply.status == 'I' && !lk->reply.dirty ? PGW_RELEASE_IDLE
                                                                             : PGW_RELEASE_CLOSE;
     char why[700];
     struct pgw_aq_result r = { .status = PGW_AQ_FOUND };
-    if (!lk->failed && lk->rows > 1)
-        record(lk, "28000", "auth_query returned %d rows (expected at most one)", lk->rows);
-    if (!lk->failed && lk->rows == 1 && lk->cols < 2)
+    if (!lk->reply.failed && lk->reply.rows > 1)
+        record(lk, "28000", "auth_query returned %d rows (expected at most one)", lk->reply.rows);
+    if (!lk->reply.failed && lk->reply.rows == 1 && lk->reply.cols < 2)
         record(lk, "28000", "auth_query must return two columns (user name, password), "
-               "not %d", lk->cols);
-    if (!lk->failed && !lk->at_ready)
+               "not %d", lk->reply.cols);
+    if (!lk->reply.failed && !lk->reply.at_ready)
         broken(lk, "08P01", "auth_query: the reply ended early");
-    if (lk->failed) {
+    if (lk->reply.failed) {
         r.status = PGW_AQ_ERROR;
-        r.sqlstate = lk->sqlstate;
-        snprintf(why, sizeof(why), "auth_query failed for user \"%s\": %s", e->user, lk->message);
+        r.sqlstate = lk->reply.sqlstate;
+        snprintf(why, sizeof(why), "auth_query failed for user \"%s\": %s", e->user, lk->reply.message);
         r.message = why;
-    } else if (lk->rows == 0) {
+    } else if (lk->reply.rows == 0) {
         r.status = PGW_AQ_NOT_FOUND;
     } else {
-        r.secret = lk->secret && *lk->secret ? lk->secret : NULL;
+        r.secret = lk->reply.secret && *lk->reply.secret ? lk->reply.secret : NULL;
     }
     log_result(lk, &r);
     e->lk = NULL;
@@ -630,7 +459,7 @@ static void lookup_start(struct pgw_aq_entry *e)
         conclude(lk);
         return;
     }
-    if (!build_request(&lk->out, px->cfg->auth_query, e->user)) {
+    if (!pgw_aq_build_request(&lk->out, px->cfg->auth_query, e->user)) {
         record(lk, "53200", "out of memory");
         conclude(lk);
         return;
