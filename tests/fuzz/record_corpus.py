@@ -114,20 +114,19 @@ def client_messages(stream):
         i += n
         if code not in (80877103, 80877104):
             break
-    out = []
-    while i + 5 <= len(stream):
-        t = stream[i:i + 1]
-        n = struct.unpack("!I", stream[i + 1:i + 5])[0]
-        out.append((t, stream[i + 5:i + 1 + n]))
-        i += 1 + n
-    return out
+    return split_messages(stream, i)
 
 
 def server_messages(stream):
-    out = []
     i = 0
     if stream[:1] in (b"N", b"S") and (len(stream) == 1 or stream[1:2] in b"RE"):
         i = 1                    # the answer to SSLRequest
+    return split_messages(stream, i)
+
+
+def split_messages(stream, i):
+    """(type, body) of each typed message from offset i on."""
+    out = []
     while i + 5 <= len(stream):
         t = stream[i:i + 1]
         n = struct.unpack("!I", stream[i + 1:i + 5])[0]

@@ -75,16 +75,27 @@ static void done(struct pgw_aq_reply *r)
     free(r);
 }
 
+/* A whole reply with one row (user, secret of len2 bytes; < 0 = NULL),
+ * fed in chunks of step (0: at once); it must be over. */
+static struct pgw_aq_reply *one_row(const char *user, const char *secret, int len2, size_t step,
+                                    size_t extra_ready)
+{
+    uint8_t rows[128], buf[512];
+    size_t rn = data_row(rows, user, secret, len2);
+    size_t n = reply(buf, rows, rn);
+    for (size_t i = 0; i < extra_ready; i++)
+        n += msg(buf + n, 'Z', "I", 1);
+    bool over;
+    struct pgw_aq_reply *r = feed(buf, n, step ? step : n, &over);
+    assert_true(over);
+    return r;
+}
+
 static void test_secret_in_any_split(void **state)
 {
     (void)state;
-    uint8_t rows[128], buf[512];
-    size_t rn = data_row(rows, "alice", "md5abc", 6);
-    size_t n = reply(buf, rows, rn);
-    for (size_t step = 1; step <= n; step++) {
-        bool over;
-        struct pgw_aq_reply *r = feed(buf, n, step, &over);
-        assert_true(over);
+    for (size_t step = 1; step <= 64; step++) {   /* the reply is 56 bytes: every cut */
+        struct pgw_aq_reply *r = one_row("alice", "md5abc", 6, step, 0);
         assert_false(r->failed);
         assert_false(r->dirty);
         assert_true(r->at_ready);
@@ -109,10 +120,7 @@ static void test_no_row_and_null_secret(void **state)
     assert_null(r->secret);
     done(r);
 
-    size_t rn = data_row(rows, "bob", NULL, -1);
-    n = reply(buf, rows, rn);
-    r = feed(buf, n, 3, &over);
-    assert_true(over);
+    r = one_row("bob", NULL, -1, 3, 0);
     assert_int_equal(r->rows, 1);
     assert_null(r->secret);
     assert_false(r->failed);
@@ -139,12 +147,7 @@ static void test_error_response_gives_its_sqlstate(void **state)
 static void test_nul_in_password_refused(void **state)
 {
     (void)state;
-    uint8_t rows[128], buf[512];
-    size_t rn = data_row(rows, "eve", "ab\0cd", 5);
-    size_t n = reply(buf, rows, rn);
-    bool over;
-    struct pgw_aq_reply *r = feed(buf, n, n, &over);
-    assert_true(over);
+    struct pgw_aq_reply *r = one_row("eve", "ab\0cd", 5, 0, 0);
     assert_true(r->failed);
     assert_string_equal(r->sqlstate, "28000");
     assert_null(r->secret);
@@ -213,13 +216,7 @@ static void test_oversized_notice_skipped_other_refused(void **state)
 static void test_bytes_after_ready_are_dirty(void **state)
 {
     (void)state;
-    uint8_t rows[128], buf[512];
-    size_t rn = data_row(rows, "al", "pw", 2);
-    size_t n = reply(buf, rows, rn);
-    n += msg(buf + n, 'Z', "I", 1);
-    bool over;
-    struct pgw_aq_reply *r = feed(buf, n, n, &over);
-    assert_true(over);
+    struct pgw_aq_reply *r = one_row("al", "pw", 2, 0, 1);
     assert_true(r->dirty);                    /* not left behind on a pooled server */
     assert_false(r->failed);
     done(r);
