@@ -247,6 +247,24 @@ double pgw_conf_idle_transaction_timeout(const struct pgw_config *cfg,
 double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
                                     const struct pgw_conf_user *user);
 
+/* Open files.  pgw_conf_server_fds: server connections the configured
+ * pools may hold at once -- per [databases] entry, pool_size (or the
+ * largest [users] pool_size) plus reserve_pool_size, times the [users]
+ * entries (at least one pool), capped by max_db_connections.
+ * pgw_conf_fd_reserve: descriptors kept aside under a limit of `nofile`
+ * besides the servers' (PGW_FD_FIXED for listeners, the log, the loop,
+ * cancel and auth_query links; the rest for logins past the client cap
+ * that still get to read a first packet), at most PGW_FD_RESERVE_MAX.
+ * pgw_conf_fd_need: the open-files limit the config wants.
+ * pgw_conf_client_cap: the clients that fit under `nofile` with the
+ * servers' descriptors and the reserve kept aside (0..max_client_conn). */
+#define PGW_FD_FIXED 16
+#define PGW_FD_RESERVE_MAX 128
+int pgw_conf_server_fds(const struct pgw_config *cfg);
+long long pgw_conf_fd_reserve(long long nofile);
+long long pgw_conf_fd_need(const struct pgw_config *cfg);
+int pgw_conf_client_cap(const struct pgw_config *cfg, long long nofile);
+
 /* Durations: parse "250ms", "5s", "2min", "1.5", "1h", "1d" into seconds.
  * Returns 0 or PGW_EINVAL. */
 int pgw_conf_parse_duration(const char *text, double *seconds);

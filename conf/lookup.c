@@ -6,6 +6,7 @@
 #include "conf/conf_int.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <string.h>
 
 const struct pgw_conf_db *pgw_conf_find_db(const struct pgw_config *cfg, const char *name)
@@ -113,4 +114,52 @@ bool pgw_conf_list_has(const char *list, const char *name)
         p += n;
     }
     return false;
+}
+
+/* ---- open files ---- */
+
+int pgw_conf_server_fds(const struct pgw_config *cfg)
+{
+    int user_size = -1;              /* the largest [users] pool_size */
+    for (int i = 0; i < cfg->nusers; i++)
+        if (cfg->users[i].pool_size > user_size)
+            user_size = cfg->users[i].pool_size;
+    long long total = 0;
+    for (int i = 0; i < cfg->ndbs; i++) {
+        const struct pgw_conf_db *db = &cfg->dbs[i];
+        long long size = pgw_conf_pool_size(cfg, db, NULL);
+        if (user_size > size)
+            size = user_size;
+        size += pgw_conf_reserve_pool_size(cfg, db);
+        /* A pool per client user (a forced server user too), of which
+         * only the [users] entries are known here. */
+        long long pools = cfg->nusers > 0 ? cfg->nusers : 1;
+        long long n = size * pools;
+        int cap = pgw_conf_max_db_connections(cfg, db);
+        if (cap > 0 && n > cap)
+            n = cap;
+        total += n;
+        if (total > INT_MAX / 2)
+            return INT_MAX / 2;
+    }
+    return (int)total;
+}
+
+long long pgw_conf_fd_reserve(long long nofile)
+{
+    long long r = PGW_FD_FIXED + (nofile > 0 ? nofile / 8 : 0);
+    return r < PGW_FD_RESERVE_MAX ? r : PGW_FD_RESERVE_MAX;
+}
+
+long long pgw_conf_fd_need(const struct pgw_config *cfg)
+{
+    return (long long)cfg->max_client_conn + pgw_conf_server_fds(cfg) + PGW_FD_RESERVE_MAX;
+}
+
+int pgw_conf_client_cap(const struct pgw_config *cfg, long long nofile)
+{
+    long long room = nofile - pgw_conf_server_fds(cfg) - pgw_conf_fd_reserve(nofile);
+    if (room < 0)
+        return 0;
+    return room < cfg->max_client_conn ? (int)room : cfg->max_client_conn;
 }

@@ -1,8 +1,9 @@
 /*
  * listener.c - listening sockets: TCP on every listen_addr entry and the
  * Unix socket <unix_socket_dir>/.s.PGSQL.<port>, as PostgreSQL names it.
- * Accepts in a bounded batch per wake-up; beyond max_client_conn a client
- * gets ErrorResponse 53300 and is closed.
+ * Accepts in a bounded batch per wake-up; beyond max_client_conn (or the
+ * fewer clients the open-files limit leaves room for, px->client_cap) a
+ * client gets ErrorResponse 53300 and is closed.
  */
 #include "proxy/proxy_int.h"
 
@@ -23,20 +24,29 @@
 #include "common/log.h"
 
 #define ACCEPT_BATCH 64
-#define OVERFLOW_SESSIONS 64
 #define ACCEPT_RETRY 0.5      /* seconds without accepting after EMFILE */
 
-static void reject_full(int fd)
+static void reject_full(int fd, bool fd_limit)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
-    pgw_wire_error(&b, "FATAL", "53300", "no more connections allowed (max_client_conn)");
+    pgw_wire_error(&b, "FATAL", "53300", fd_limit ? "no more connections allowed (open-files limit)"
+                                                  : "no more connections allowed (max_client_conn)");
     if (!b.failed) {
         ssize_t w = write(fd, b.data, b.len);
         (void)w;
     }
     pgw_wbuf_deinit(&b);
     close(fd);
+}
+
+/* TCP_NODELAY and SO_KEEPALIVE for clients.  Set on the listening socket,
+ * Linux hands them down to every accepted one: two syscalls less a login. */
+static void client_sockopts(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -68,20 +78,21 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             continue;
         }
-        /* Beyond max_client_conn a client still gets to send its first
-         * packet (a CancelRequest must work when full; a StartupMessage
-         * gets a clear 53300 after SSLRequest), within a hard bound. */
-        bool over = px->nclients >= px->cfg->max_client_conn;
-        if (over && px->nrejecting >= OVERFLOW_SESSIONS) {
-            pgw_warn("client_rejected", "reason=max_client_conn clients=%d", px->nclients);
-            reject_full(fd);
+        /* Beyond the cap a client still gets to send its first packet (a
+         * CancelRequest must work when full; a StartupMessage gets a clear
+         * 53300 after SSLRequest), within a hard bound. */
+        bool over = px->nclients >= px->client_cap;
+        if (over && px->nrejecting >= px->overflow_cap) {
+            bool fd_limit = px->client_cap < px->cfg->max_client_conn;
+            pgw_warn("client_rejected", "reason=%s clients=%d",
+                     fd_limit ? "open_files_limit" : "max_client_conn", px->nclients);
+            reject_full(fd, fd_limit);
             continue;
         }
-        if (!l->unix_sock) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-        }
+#ifndef __linux__
+        if (!l->unix_sock)
+            client_sockopts(fd);   /* Linux: inherited from the listener */
+#endif
         struct pgw_session *s =
             pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock, over);
         if (!s)
@@ -137,6 +148,7 @@ static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *er
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        client_sockopts(fd);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
             listen(fd, px->cfg->listen_backlog > 0 ? px->cfg->listen_backlog : 128) < 0) {
             snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));

@@ -5,10 +5,12 @@
  */
 #include "proxy/proxy_int.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <openssl/rand.h>
 
 #include "common/err.h"
@@ -190,6 +192,45 @@ static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
              (unsigned long long)px->total_bytes_in, (unsigned long long)px->total_bytes_out);
 }
 
+/* Open files: raise the soft RLIMIT_NOFILE to what the config needs (up to
+ * the hard limit, as `ulimit -n` could), then cap clients below it so that
+ * a flood of clients never takes the descriptors the pools need: past the
+ * cap a client gets 53300 like past max_client_conn, and servers can still
+ * be opened.  Process-wide: loops sharing the process must split the cap. */
+static void fd_budget(struct pgw_proxy *px, bool starting)
+{
+    const struct pgw_config *cfg = px->cfg;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        px->client_cap = cfg->max_client_conn;
+        px->overflow_cap = PGW_OVERFLOW_SESSIONS;
+        return;
+    }
+    long long need = pgw_conf_fd_need(cfg);
+    long long soft = rl.rlim_cur == RLIM_INFINITY ? LLONG_MAX : (long long)rl.rlim_cur;
+    long long hard = rl.rlim_max == RLIM_INFINITY ? LLONG_MAX : (long long)rl.rlim_max;
+    long long was = soft;
+    if (soft < need && soft < hard) {
+        struct rlimit raised = rl;
+        raised.rlim_cur = (rlim_t)(need < hard ? need : hard);
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            soft = (long long)raised.rlim_cur;
+    }
+    int old_cap = px->client_cap;
+    px->client_cap = pgw_conf_client_cap(cfg, soft);
+    long long spare = pgw_conf_fd_reserve(soft) - PGW_FD_FIXED;
+    px->overflow_cap = spare < PGW_OVERFLOW_SESSIONS ? (int)spare : PGW_OVERFLOW_SESSIONS;
+    if (px->client_cap < cfg->max_client_conn)
+        pgw_warn("fd_limit", "nofile=%lld hard=%lld max_client_conn=%d server_fds=%d "
+                 "client_cap=%d reason=\"the open-files limit allows only client_cap clients; "
+                 "raise it (ulimit -n, LimitNOFILE=)\"", soft, hard == LLONG_MAX ? -1 : hard,
+                 cfg->max_client_conn, pgw_conf_server_fds(cfg), px->client_cap);
+    else if (starting || soft != was || old_cap != px->client_cap)
+        pgw_info("fd_limit", "nofile=%lld%s max_client_conn=%d server_fds=%d",
+                 soft == LLONG_MAX ? -1 : soft, soft != was ? " raised=yes" : "",
+                 cfg->max_client_conn, pgw_conf_server_fds(cfg));
+}
+
 struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
                                    char *errbuf, size_t errlen)
 {
@@ -207,6 +248,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     for (int i = 0; i < PGW_CANCEL_BUCKETS; i++)
         pgw_list_init(&px->cancel_hash[i]);
     ev_check_init(&px->reaper, reaper_cb);
+    fd_budget(px, true);
     if (load_auth(cfg, &px->auth) < 0) {
         snprintf(errbuf, errlen, "%s: cannot load auth_file", cfg->auth_file);
         goto fail;
@@ -298,6 +340,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     }
     px->retired_cfgs[px->nretired++] = px->cfg;
     px->cfg = cfg;
+    fd_budget(px, false);
     pgw_batch_configure(px);
     pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
     /* Sessions re-resolve their db entry so the retired configs can go. */

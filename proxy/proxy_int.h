@@ -254,6 +254,10 @@ void pgw_listener_pause(struct pgw_proxy *px, bool paused);
 void pgw_listener_close_all(struct pgw_proxy *px);
 
 /* ---- the proxy ---- */
+/* Logins past the client cap still read their first packet (a CancelRequest
+ * must work when full; a StartupMessage gets a clear 53300), at most this many
+ * at once. */
+#define PGW_OVERFLOW_SESSIONS 64
 #define PGW_CANCEL_BUCKETS 4096
 
 struct pgw_cancel_state;
@@ -273,7 +277,9 @@ struct pgw_proxy {
     ev_timer accept_retry;           /* listeners paused after EMFILE */
     ev_timer shutdown_timer;
     ev_timer stats_timer;
-    int nclients;                    /* sessions within max_client_conn */
+    int nclients;                    /* sessions within client_cap */
+    int client_cap;                  /* max_client_conn, or fewer under the open-files limit */
+    int overflow_cap;                /* sessions past client_cap that may read a first packet */
     int nrejecting;                  /* sessions beyond it, about to be refused */
     uint64_t next_session_id;
     struct pgw_list free_bufs;

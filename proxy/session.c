@@ -424,7 +424,9 @@ static void handle_startup(struct pgw_session *s)
         return;
     }
     if (s->over_limit) {
-        pgw_session_close(s, "53300", "no more connections allowed (max_client_conn)");
+        pgw_session_close(s, "53300", "no more connections allowed (%s)",
+                          s->px->client_cap < s->px->cfg->max_client_conn ? "open-files limit"
+                                                                          : "max_client_conn");
         return;
     }
     s->user = strdup(st.user);

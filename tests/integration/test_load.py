@@ -18,12 +18,19 @@
   fd exhaustion         pgwharf at its RLIMIT_NOFILE with clients still
                         knocking: it must not spin on accept() nor flood
                         its log, and serves again once fds free up.
+  open-files budget     pgwharf raises its soft RLIMIT_NOFILE to what the
+                        config needs (up to the hard limit); under a hard
+                        limit too low for max_client_conn it caps clients
+                        (53300 past the cap, a warning at start) so that
+                        the pools can still open servers.
 
 Only sanity bounds on sizes and times (generous, and looser under ASan).
 """
 
 import asyncio
+import os
 import random
+import re
 import socket
 import struct
 import time
@@ -239,15 +246,34 @@ class TestUnreadResults(LoadCase):
         self.assertEqual(conn_check, "0")
 
 
-class TestFdExhaustion(LoadCase):
+def with_nofile(soft, hard):
+    """Start arguments running pgwharf under RLIMIT_NOFILE soft:hard."""
+    return {"binary": "prlimit",
+            "args": ["--nofile=%d:%d" % (soft, hard), "--", os.environ["PGW_BINARY"]]}
+
+
+def nofile_of(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open-files limit for pid %d" % pid)
+
+
+class NofileCase(LoadCase):
+    def start(self, nofile=None, **settings):
+        base = {"pool_mode": "transaction", "default_pool_size": 20,
+                "max_client_conn": IDLE_CLIENTS + 1000, "listen_backlog": 4096,
+                "log_connections": 0, "log_disconnections": 0}
+        base.update(settings)
+        return self.start_pgwharf(settings=base, **(with_nofile(*nofile) if nofile else {}))
+
+
+class TestFdExhaustion(NofileCase):
     def test_at_rlimit_nofile_no_spin_no_log_flood(self):
-        old = hz.raise_nofile(0)[0]
-        hz.set_nofile(40)
-        try:
-            # Silent connections must be accepted to reach EMFILE.
-            px = self.start(default_pool_size=2, tcp_defer_accept=0)
-        finally:
-            hz.set_nofile(old)
+        # Silent connections must be accepted to reach the limit; a hard
+        # limit of 40 keeps pgwharf from raising it.
+        px = self.start(nofile=(40, 40), default_pool_size=2, tcp_defer_accept=0)
         self.assertEqual(px.psql("select 1", user=self.user), "1")
         socks = []
         try:
@@ -268,6 +294,59 @@ class TestFdExhaustion(LoadCase):
                 s.close()
         hz.wait_until(lambda: px.psql("select 'back'", user=self.user, check=False).stdout.strip()
                       == "back", 20, what="serving again after fds free up")
+
+
+class TestFdBudget(NofileCase):
+    def test_soft_limit_raised_to_what_the_config_needs(self):
+        px = self.start(nofile=(64, 4096), max_client_conn=500, default_pool_size=4)
+        raised = nofile_of(px.pid)
+        self.assertGreater(raised, 500, "soft limit not raised: %d" % raised)
+        self.assertLessEqual(raised, 4096)
+        self.assertIn("event=fd_limit nofile=%d raised=yes" % raised, px.log())
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(150):             # more than the 64 it started with
+            s = socket.create_connection((px.host, px.port), timeout=10)
+            socks.append(s)
+            hz.sync_login(s, self.user, self.db, self.password)
+        self.assertEqual(px.psql("select 'ok'", user=self.user), "ok")
+
+    def test_clients_capped_so_servers_can_still_open(self):
+        # tcp_defer_accept = 0: the start-up probe's session is gone at once
+        # and cannot take a slot.
+        px = self.start(nofile=(200, 200), max_client_conn=1000, default_pool_size=4,
+                        tcp_defer_accept=0)
+        m = re.search(r"level=warning event=fd_limit nofile=200 .*client_cap=(\d+)", px.log())
+        self.assertIsNotNone(m, "no fd_limit warning:\n" + px.log_tail(5))
+        cap = int(m.group(1))
+        self.assertTrue(0 < cap < 200 - 3 * 4, cap)   # three databases' pools kept aside
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(cap):
+            s = socket.create_connection((px.host, px.port), timeout=10)
+            socks.append(s)
+            hz.sync_login(s, self.user, self.db, self.password)
+        extra = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(extra.close)
+        with self.assertRaises(hz.PgError) as cm:
+            hz.sync_login(extra, self.user, self.db, self.password)
+        self.assertEqual(cm.exception.sqlstate, "53300")
+        self.assertEqual(cm.exception.fields["M"], "no more connections allowed (open-files limit)")
+        # With every client slot taken, four transactions at once still get
+        # four servers: the clients did not eat the pools' descriptors.
+        pids = set()
+        for s in socks[:4]:
+            for sql in ("begin", "select pg_backend_pid()"):
+                s.sendall(hz.query_msg(sql))
+                while True:
+                    t, body = hz.recv_msg(s)
+                    if t == b"E":
+                        self.fail("query failed: %s" % hz.parse_fields(body))
+                    if t == b"D":
+                        pids.add(hz.data_row(body)[0])
+                    if t == b"Z":
+                        break
+        self.assertEqual(len(pids), 4, pids)
 
 
 if __name__ == "__main__":

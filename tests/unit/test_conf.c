@@ -678,6 +678,46 @@ static void test_fallback_db(void **state)
 
 /* ---- [users] and inheritance ---- */
 
+/* The open-files budget: servers the pools may hold, the limit wanted, and
+ * the clients that fit under a given limit. */
+static void test_fd_budget(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    /* A pool per [users] entry (a forced server user too), each as large as
+     * the largest pool_size that may apply (alice's 12) plus the reserve:
+     * a: (12 + 1) x 2 = 26; b: 12 x 2 = 24, capped at max_db_connections
+     * 20; c: 12 x 2 = 24. */
+    struct pgw_config *cfg = load_ok(
+        BASE "default_pool_size = 10\nmax_client_conn = 1000\n"
+             "[databases]\n"
+             "a = user=u pool_size=5 reserve_pool=1\n"
+             "b = max_db_connections=20\n"
+             "c = host=h\n"
+             "[users]\n"
+             "alice = pool_size=12\n"
+             "bob =\n", &d);
+    assert_int_equal(pgw_conf_server_fds(cfg), 26 + 20 + 24);
+    assert_int_equal(pgw_conf_fd_need(cfg), 1000 + 70 + PGW_FD_RESERVE_MAX);
+    /* the reserve: PGW_FD_FIXED plus an eighth, at most the maximum */
+    assert_int_equal(pgw_conf_fd_reserve(40), PGW_FD_FIXED + 5);
+    assert_int_equal(pgw_conf_fd_reserve(1024), PGW_FD_RESERVE_MAX);
+    assert_int_equal(pgw_conf_fd_reserve(1LL << 40), PGW_FD_RESERVE_MAX);
+    assert_int_equal(pgw_conf_client_cap(cfg, 1000 + 70 + PGW_FD_RESERVE_MAX), 1000);
+    assert_int_equal(pgw_conf_client_cap(cfg, 1LL << 40), 1000);
+    assert_int_equal(pgw_conf_client_cap(cfg, 1024), 1024 - 70 - PGW_FD_RESERVE_MAX);
+    assert_int_equal(pgw_conf_client_cap(cfg, 200), 200 - 70 - (PGW_FD_FIXED + 25));
+    assert_int_equal(pgw_conf_client_cap(cfg, 80), 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* No [databases] and no [users]: nothing kept for servers. */
+    cfg = load_ok(BASE "max_client_conn = 5\n", &d);
+    assert_int_equal(pgw_conf_server_fds(cfg), 0);
+    assert_int_equal(pgw_conf_client_cap(cfg, 1024), 5);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_users_and_inheritance(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -1097,6 +1137,7 @@ int main(void)
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_fallback_db),
         cmocka_unit_test(test_users_and_inheritance),
+        cmocka_unit_test(test_fd_budget),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_print_roundtrip),
         cmocka_unit_test(test_set_get),
