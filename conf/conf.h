@@ -247,22 +247,21 @@ double pgw_conf_idle_transaction_timeout(const struct pgw_config *cfg,
 double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
                                     const struct pgw_conf_user *user);
 
-/* Open files.  pgw_conf_server_fds: server connections the configured
- * pools may hold at once -- per [databases] entry, pool_size (or the
- * largest [users] pool_size) plus reserve_pool_size, times the [users]
- * entries (at least one pool), capped by max_db_connections.
+/* Open files.  pgw_conf_server_fds: the server connections of one full
+ * pool per [databases] entry -- pool_size (or the largest [users]
+ * pool_size) plus reserve_pool_size, capped by max_db_connections.  More
+ * users per database mean more pools; those are not counted.
  * pgw_conf_fd_reserve: descriptors kept aside under a limit of `nofile`
- * besides the servers' (PGW_FD_FIXED for listeners, the log, the loop,
- * cancel and auth_query links; the rest for logins past the client cap
- * that still get to read a first packet), at most PGW_FD_RESERVE_MAX.
- * pgw_conf_fd_need: the open-files limit the config wants.
- * pgw_conf_client_cap: the clients that fit under `nofile` with the
- * servers' descriptors and the reserve kept aside (0..max_client_conn). */
-#define PGW_FD_FIXED 16
-#define PGW_FD_RESERVE_MAX 128
+ * besides the servers': PGW_FD_FIXED for cancel links in flight (32),
+ * metrics connections (32), listeners, the log and the loop; the rest for
+ * logins past the client cap that still get to read a first packet.
+ * pgw_conf_client_cap: the clients that fit under `nofile` with those kept
+ * aside (servers at most half of it), never fewer than a quarter of it,
+ * at most max_client_conn. */
+#define PGW_FD_FIXED 80
+#define PGW_FD_RESERVE_MAX 160
 int pgw_conf_server_fds(const struct pgw_config *cfg);
 long long pgw_conf_fd_reserve(long long nofile);
-long long pgw_conf_fd_need(const struct pgw_config *cfg);
 int pgw_conf_client_cap(const struct pgw_config *cfg, long long nofile);
 
 /* Durations: parse "250ms", "5s", "2min", "1.5", "1h", "1d" into seconds.

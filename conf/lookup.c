@@ -127,14 +127,10 @@ int pgw_conf_server_fds(const struct pgw_config *cfg)
     long long total = 0;
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = &cfg->dbs[i];
-        long long size = pgw_conf_pool_size(cfg, db, NULL);
-        if (user_size > size)
-            size = user_size;
-        size += pgw_conf_reserve_pool_size(cfg, db);
-        /* A pool per client user (a forced server user too), of which
-         * only the [users] entries are known here. */
-        long long pools = cfg->nusers > 0 ? cfg->nusers : 1;
-        long long n = size * pools;
+        long long n = pgw_conf_pool_size(cfg, db, NULL);
+        if (user_size > n)
+            n = user_size;
+        n += pgw_conf_reserve_pool_size(cfg, db);
         int cap = pgw_conf_max_db_connections(cfg, db);
         if (cap > 0 && n > cap)
             n = cap;
@@ -151,15 +147,13 @@ long long pgw_conf_fd_reserve(long long nofile)
     return r < PGW_FD_RESERVE_MAX ? r : PGW_FD_RESERVE_MAX;
 }
 
-long long pgw_conf_fd_need(const struct pgw_config *cfg)
-{
-    return (long long)cfg->max_client_conn + pgw_conf_server_fds(cfg) + PGW_FD_RESERVE_MAX;
-}
-
 int pgw_conf_client_cap(const struct pgw_config *cfg, long long nofile)
 {
-    long long room = nofile - pgw_conf_server_fds(cfg) - pgw_conf_fd_reserve(nofile);
-    if (room < 0)
-        return 0;
+    long long servers = pgw_conf_server_fds(cfg);
+    if (servers > nofile / 2)
+        servers = nofile / 2;
+    long long room = nofile - servers - pgw_conf_fd_reserve(nofile);
+    if (room < nofile / 4)           /* the admin console stays reachable */
+        room = nofile / 4;
     return room < cfg->max_client_conn ? (int)room : cfg->max_client_conn;
 }

@@ -481,6 +481,7 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
 /* ---- accessors, admin ---------------------------------------------------- */
 
 const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }
+const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }
 const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool) { return pool->mode; }
 

@@ -201,6 +201,8 @@ struct pgw_pool_stats {
 struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db *db,
                               const char *dbname, const char *user, const char *password);
 const char *pgw_pool_dbname(const struct pgw_pool *pool);
+/* The parameters a fresh server of the pool reports (see pool->defaults). */
+const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
 const char *pgw_pool_user(const struct pgw_pool *pool);
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st);

@@ -93,6 +93,9 @@ struct pgw_pool {
     char *signature;          /* the connection keys, to see changes */
     bool db_sets_user, db_sets_password, db_sets_dbname;
     char *connect_query;
+    /* What the last server to log in reported, before any client SET:
+     * what a new client sees of parameters it did not set itself. */
+    struct pgw_params defaults;
     /* effective settings */
     enum pgw_pool_mode mode;
     int pool_size, min_pool_size, reserve_pool_size;

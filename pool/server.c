@@ -469,6 +469,7 @@ static void take_params(struct pgw_server *srv)
         if (v)
             pgw_params_set(&srv->params, reported_params[i], v);
     }
+    srv->pool->defaults = srv->params;
 }
 
 /* CONNECTION_OK: from here on the pool and the proxy own the byte stream. */

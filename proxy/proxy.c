@@ -192,11 +192,11 @@ static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
              (unsigned long long)px->total_bytes_in, (unsigned long long)px->total_bytes_out);
 }
 
-/* Open files: raise the soft RLIMIT_NOFILE to what the config needs (up to
- * the hard limit, as `ulimit -n` could), then cap clients below it so that
- * a flood of clients never takes the descriptors the pools need: past the
- * cap a client gets 53300 like past max_client_conn, and servers can still
- * be opened.  Process-wide: loops sharing the process must split the cap. */
+/* Open files: raise the soft RLIMIT_NOFILE to the hard limit (as `ulimit
+ * -n` could; nothing here uses select()), then cap clients below it so that
+ * a flood of clients does not take the descriptors the pools need: past
+ * the cap a client gets 53300 as past max_client_conn.  Process-wide:
+ * loops sharing the process must split the cap. */
 static void fd_budget(struct pgw_proxy *px, bool starting)
 {
     const struct pgw_config *cfg = px->cfg;
@@ -206,28 +206,28 @@ static void fd_budget(struct pgw_proxy *px, bool starting)
         px->overflow_cap = PGW_OVERFLOW_SESSIONS;
         return;
     }
-    long long need = pgw_conf_fd_need(cfg);
-    long long soft = rl.rlim_cur == RLIM_INFINITY ? LLONG_MAX : (long long)rl.rlim_cur;
-    long long hard = rl.rlim_max == RLIM_INFINITY ? LLONG_MAX : (long long)rl.rlim_max;
-    long long was = soft;
-    if (soft < need && soft < hard) {
-        struct rlimit raised = rl;
-        raised.rlim_cur = (rlim_t)(need < hard ? need : hard);
-        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
-            soft = (long long)raised.rlim_cur;
+    bool raised = false;
+    if (rl.rlim_cur != rl.rlim_max) {
+        struct rlimit up = { rl.rlim_max, rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            rl.rlim_cur = rl.rlim_max;
+            raised = true;
+        }
     }
+    long long soft = rl.rlim_cur == RLIM_INFINITY ? LLONG_MAX : (long long)rl.rlim_cur;
     int old_cap = px->client_cap;
     px->client_cap = pgw_conf_client_cap(cfg, soft);
     long long spare = pgw_conf_fd_reserve(soft) - PGW_FD_FIXED;
     px->overflow_cap = spare < PGW_OVERFLOW_SESSIONS ? (int)spare : PGW_OVERFLOW_SESSIONS;
     if (px->client_cap < cfg->max_client_conn)
-        pgw_warn("fd_limit", "nofile=%lld hard=%lld max_client_conn=%d server_fds=%d "
-                 "client_cap=%d reason=\"the open-files limit allows only client_cap clients; "
-                 "raise it (ulimit -n, LimitNOFILE=)\"", soft, hard == LLONG_MAX ? -1 : hard,
-                 cfg->max_client_conn, pgw_conf_server_fds(cfg), px->client_cap);
-    else if (starting || soft != was || old_cap != px->client_cap)
+        pgw_warn("fd_limit", "nofile=%lld%s max_client_conn=%d server_fds=%d client_cap=%d "
+                 "reason=\"the open-files limit leaves room for client_cap clients only; "
+                 "raise the hard limit (ulimit -Hn, LimitNOFILE=)\"", soft,
+                 raised ? " raised=yes" : "", cfg->max_client_conn, pgw_conf_server_fds(cfg),
+                 px->client_cap);
+    else if (starting || raised || old_cap != px->client_cap)
         pgw_info("fd_limit", "nofile=%lld%s max_client_conn=%d server_fds=%d",
-                 soft == LLONG_MAX ? -1 : soft, soft != was ? " raised=yes" : "",
+                 soft == LLONG_MAX ? -1 : soft, raised ? " raised=yes" : "",
                  cfg->max_client_conn, pgw_conf_server_fds(cfg));
 }
 
@@ -340,7 +340,6 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     }
     px->retired_cfgs[px->nretired++] = px->cfg;
     px->cfg = cfg;
-    fd_budget(px, false);
     pgw_batch_configure(px);
     pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
     /* Sessions re-resolve their db entry so the retired configs can go. */
@@ -368,6 +367,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     int lvl = cfg->log_level && *cfg->log_level ? pgw_log_level_parse(cfg->log_level) : -1;
     if (lvl >= 0)
         pgw_log_set_level((enum pgw_log_level)lvl);
+    fd_budget(px, false);
     pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
 }
 

@@ -68,14 +68,24 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
 
 static void quote_literal(char *out, size_t size, const char *v)
 {
+    /* An E'' literal, quotes and backslashes doubled: it reads the same
+     * whatever standard_conforming_strings the client chose.  A value too
+     * long for the buffer is cut at a UTF-8 character boundary. */
     size_t o = 0;
-    if (size < 3)
+    if (size < 4)
         return;
+    out[o++] = 'E';
     out[o++] = '\'';
     for (; *v && o + 3 < size; v++) {
-        if (*v == '\'')
-            out[o++] = '\'';
+        if (*v == '\'' || *v == '\\')
+            out[o++] = *v;
         out[o++] = *v;
+    }
+    if (((unsigned char)*v & 0xC0) == 0x80) {         /* stopped inside a character */
+        while (o > 2 && ((unsigned char)out[o - 1] & 0xC0) == 0x80)
+            o--;
+        if (o > 2 && (unsigned char)out[o - 1] >= 0xC0)
+            o--;
     }
     out[o++] = '\'';
     out[o] = '\0';
@@ -248,18 +258,27 @@ static void welcome(struct pgw_session *s)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
+    /* A tracked parameter the client did not set is, in transaction and
+     * statement mode, what a fresh server reports -- not what the client
+     * before it on this server SET (the next link SETs it back).  In
+     * session mode the client keeps this server, reset for it by
+     * server_reset_query: what it reports is what the client gets. */
     const struct pgw_params *sp = &s->server->params;
+    const struct pgw_params *dp =
+        s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->server->pool);
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        const char *v = pgw_params_get(dp, pgw_tracked_param_names[i]);
+        if (!v)
+            v = pgw_params_get(sp, pgw_tracked_param_names[i]);
+        if (!s->params[i] && v)          /* unreported and unset: no opinion */
+            s->params[i] = strdup(v);
+    }
     for (int i = 0; i < sp->n; i++) {
         const char *v = sp->p[i].value;
         int t = pgw_tracked_param_index(sp->p[i].name);
         if (t >= 0 && s->params[t])
             v = s->params[t];
         pgw_wire_param_status(&b, sp->p[i].name, v);
-    }
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *v = pgw_params_get(sp, pgw_tracked_param_names[i]);
-        if (!s->params[i] && v)          /* unreported and unset: no opinion */
-            s->params[i] = strdup(v);
     }
     s->params_sig = 0;
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);

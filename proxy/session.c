@@ -369,6 +369,27 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
         pgw_session_close(s, "08P01", "unsupported startup parameter: %s", name);
         return false;
     }
+    if (s->px->cfg->application_name_add_host) {
+        /* As PgBouncer: "<application_name or app> - <ip:port>", set once
+         * at login; a later SET wins.  A long name is cut whole characters
+         * at a time (PostgreSQL keeps 63 bytes of it anyway). */
+        char *app = s->params[PGW_TP_APPLICATION_NAME];
+        const char *name = app && *app ? app : "app";
+        size_t n = strlen(name);
+        if (n > 200) {
+            n = 200;
+            while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+                n--;
+        }
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%.*s - %s", (int)n, name, s->addr_text);
+        free(app);
+        s->params[PGW_TP_APPLICATION_NAME] = strdup(buf);
+        if (!s->params[PGW_TP_APPLICATION_NAME]) {
+            pgw_session_close(s, "53200", "out of memory");
+            return false;
+        }
+    }
     return true;
 }
 

@@ -319,6 +319,42 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
             holder.close()
             a.close()
 
+    def test_parameter_values_quoted_under_any_standard_conforming_strings(self):
+        # One server: b leaves it with standard_conforming_strings off, then
+        # a's login SETs its application_name there; a value ending in a
+        # backslash must not end the literal early.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        b = connect(px)
+        try:
+            execute(b, "set standard_conforming_strings = off")
+            name = "it's a\\"
+            a = connect(px, application_name=name)
+            try:
+                self.assertEqual(one(a, "show application_name"), name)
+                self.assertEqual(one(a, "show standard_conforming_strings"), "on")
+            finally:
+                a.close()
+            self.assertNotIn("event=param_sync", px.log())
+        finally:
+            b.close()
+
+    def test_application_name_add_host(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "application_name_add_host": 1})
+        os.environ.pop("PGAPPNAME", None)     # libpq would send it as the name
+        for given, name in (("myapp", "myapp"), (None, "app")):
+            conn = connect(px, **({"application_name": given} if given else {}))
+            try:
+                local = socket.socket(fileno=os.dup(conn.fileno()))
+                want = "%s - 127.0.0.1:%d" % (name, local.getsockname()[1])
+                local.close()
+                self.assertEqual(one(conn, "show application_name"), want)
+                self.assertEqual(conn.get_parameter_status("application_name"), want)
+                execute(conn, "set application_name = 'renamed'")   # set once, at login
+                self.assertEqual(one(conn, "show application_name"), "renamed")
+            finally:
+                conn.close()
+
 
 class TestServerOrder(pt.PgwharfTestCase):
     def pids_of_sequential_queries(self, round_robin):

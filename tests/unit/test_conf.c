@@ -678,39 +678,39 @@ static void test_fallback_db(void **state)
 
 /* ---- [users] and inheritance ---- */
 
-/* The open-files budget: servers the pools may hold, the limit wanted, and
- * the clients that fit under a given limit. */
+/* The open-files budget: servers of one full pool per database, the
+ * reserve, and the clients that fit under a given limit. */
 static void test_fd_budget(void **state)
 {
     struct pgw_conf_diag d = { 0 };
-    /* A pool per [users] entry (a forced server user too), each as large as
-     * the largest pool_size that may apply (alice's 12) plus the reserve:
-     * a: (12 + 1) x 2 = 26; b: 12 x 2 = 24, capped at max_db_connections
-     * 20; c: 12 x 2 = 24. */
+    /* Each pool as large as the largest pool_size that may apply (alice's
+     * 12) plus the reserve: a: 12 + 1 = 13; b: 12 (max_db_connections 20
+     * is more); c: 12, capped at max_db_connections 6. */
     struct pgw_config *cfg = load_ok(
         BASE "default_pool_size = 10\nmax_client_conn = 1000\n"
              "[databases]\n"
              "a = user=u pool_size=5 reserve_pool=1\n"
              "b = max_db_connections=20\n"
-             "c = host=h\n"
+             "c = max_db_connections=6\n"
              "[users]\n"
              "alice = pool_size=12\n"
              "bob =\n", &d);
-    assert_int_equal(pgw_conf_server_fds(cfg), 26 + 20 + 24);
-    assert_int_equal(pgw_conf_fd_need(cfg), 1000 + 70 + PGW_FD_RESERVE_MAX);
+    int servers = 13 + 12 + 6;
+    assert_int_equal(pgw_conf_server_fds(cfg), servers);
     /* the reserve: PGW_FD_FIXED plus an eighth, at most the maximum */
-    assert_int_equal(pgw_conf_fd_reserve(40), PGW_FD_FIXED + 5);
-    assert_int_equal(pgw_conf_fd_reserve(1024), PGW_FD_RESERVE_MAX);
+    assert_int_equal(pgw_conf_fd_reserve(400), PGW_FD_FIXED + 50);
+    assert_int_equal(pgw_conf_fd_reserve(4096), PGW_FD_RESERVE_MAX);
     assert_int_equal(pgw_conf_fd_reserve(1LL << 40), PGW_FD_RESERVE_MAX);
-    assert_int_equal(pgw_conf_client_cap(cfg, 1000 + 70 + PGW_FD_RESERVE_MAX), 1000);
+    assert_int_equal(pgw_conf_client_cap(cfg, 1000 + servers + PGW_FD_RESERVE_MAX), 1000);
     assert_int_equal(pgw_conf_client_cap(cfg, 1LL << 40), 1000);
-    assert_int_equal(pgw_conf_client_cap(cfg, 1024), 1024 - 70 - PGW_FD_RESERVE_MAX);
-    assert_int_equal(pgw_conf_client_cap(cfg, 200), 200 - 70 - (PGW_FD_FIXED + 25));
-    assert_int_equal(pgw_conf_client_cap(cfg, 80), 0);
+    assert_int_equal(pgw_conf_client_cap(cfg, 1024), 1024 - servers - PGW_FD_RESERVE_MAX);
+    assert_int_equal(pgw_conf_client_cap(cfg, 400), 400 - servers - (PGW_FD_FIXED + 50));
+    /* servers take at most half, clients get at least a quarter */
+    assert_int_equal(pgw_conf_client_cap(cfg, 60), 60 / 4);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 
-    /* No [databases] and no [users]: nothing kept for servers. */
+    /* No [databases]: nothing kept for servers. */
     cfg = load_ok(BASE "max_client_conn = 5\n", &d);
     assert_int_equal(pgw_conf_server_fds(cfg), 0);
     assert_int_equal(pgw_conf_client_cap(cfg, 1024), 5);
