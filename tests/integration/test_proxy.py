@@ -551,6 +551,17 @@ class TestDeferAccept(pt.PgwharfTestCase):
         s.sendall(self.startup())
         self.assertEqual(s.recv(1024)[:1], b"R")
 
+    def test_client_sockets_have_keepalive(self):
+        # Set on the listening socket; Linux hands it to accepted ones.
+        px = self.start_pgwharf(settings={"tcp_defer_accept": 0})
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        pt.wait_until(lambda: accepted_by(px.pid, px.port, s), what="the connection accepted")
+        out = subprocess.run(["ss", "-Htno", "( sport = :%d and dport = :%d )"
+                              % (px.port, s.getsockname()[1])],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertIn("timer:(keepalive", out)
+
     def test_fixed_at_start(self):
         px = self.start_pgwharf()
         conn = psycopg2.connect(px.dsn(db="pgbouncer"))
