@@ -757,6 +757,9 @@ void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
     family(b, "pgwharf_clients_total", "gauge",
            "Client connections open now, in any state (admin console included).");
     sample_u(b, "pgwharf_clients_total", NULL, (uint64_t)(px->nclients > 0 ? px->nclients : 0));
+    family(b, "pgwharf_clients_max", "gauge",
+           "Clients served at once: max_client_conn, or fewer under the open-files limit.");
+    sample_u(b, "pgwharf_clients_max", NULL, (uint64_t)(px->client_cap > 0 ? px->client_cap : 0));
     family(b, "pgwharf_servers_total", "gauge", "Server connections open now, in any state.");
     sample_u(b, "pgwharf_servers_total", NULL, (uint64_t)pgw_pool_set_server_count(px->pools));
     render_pools(px, b);

@@ -27,6 +27,7 @@ except ImportError:          # Debian: python3-prometheus-client (scripts/deps.s
 FAMILIES = {
     "pgwharf_up": "gauge",
     "pgwharf_clients_total": "gauge",
+    "pgwharf_clients_max": "gauge",
     "pgwharf_servers_total": "gauge",
     "pgwharf_pool_client_active": "gauge",
     "pgwharf_pool_client_waiting": "gauge",
@@ -145,7 +146,7 @@ class TestMetrics(pt.PgwharfTestCase):
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def test_format_and_families(self):
-        px = self.start()
+        px = self.start(max_client_conn=150)
         self.assertEqual(px.psql("select 1"), "1")
         fams = self.scrape(px)
         for name, typ in FAMILIES.items():
@@ -154,6 +155,7 @@ class TestMetrics(pt.PgwharfTestCase):
                 self.assertEqual(fams[name].type, typ)
                 self.assertTrue(fams[name].documentation)
         self.assertEqual(sample(fams, "pgwharf_up"), 1)
+        self.assertEqual(sample(fams, "pgwharf_clients_max"), 150)
         db, user = self.pg.database, self.pg.user
         self.assertEqual(sample(fams, "pgwharf_pool_server_idle", database=db, user=user), 1)
         backend = "%s:%d" % (self.pg.host, self.pg.port)
