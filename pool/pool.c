@@ -68,10 +68,19 @@ static void waiter_unqueue(struct pgw_pool_waiter *w)
     w->ctx = NULL;
 }
 
+/* The loop's error slot, filled, for a waiter to point at. */
+static const struct pgw_pool_error *fail_slot(struct pgw_pool *pool,
+                                              const struct pgw_pool_error *err)
+{
+    if (err != &pool->set->error)
+        pool->set->error = *err;
+    return &pool->set->error;
+}
+
 static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *err)
 {
     waiter_unqueue(w);
-    w->error = *err;
+    w->error = fail_slot(w->pool, err);
     w->server = NULL;
     w->cb(w, NULL);
 }
@@ -350,21 +359,33 @@ static bool breaker_refuses(struct pgw_pool *pool)
 
 static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
 {
+    struct pgw_pool_error *e = &pool->set->error;
     if (pool->set->destroying) {
-        set_error(&w->error, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
+        set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
+        w->error = e;
         return PGW_ESHUTDOWN;
     }
     if (pool->orphan) {
-        set_error(&w->error, PGW_ENOTFOUND, "3D000",
+        set_error(e, PGW_ENOTFOUND, "3D000",
                   "database \"%s\" is no longer in the configuration", pool->dbname);
+        w->error = e;
         return PGW_ENOTFOUND;
     }
     if (breaker_refuses(pool)) {
         pool->st.total_breaker_rejects++;
-        pgw_backend_error(pool->backend, &w->error);
+        pgw_backend_error(pool->backend, e);
+        w->error = e;
         return PGW_EBREAKER_OPEN;
     }
     return 0;
+}
+
+const struct pgw_pool_error *pgw_pool_error_of(const struct pgw_pool_waiter *w, int rc)
+{
+    if (w->error)
+        return w->error;
+    set_error(&w->pool->set->error, rc, "08006", "%s", pgw_strerror(rc));
+    return &w->pool->set->error;
 }
 
 int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
@@ -372,7 +393,7 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
 {
     w->arg = arg;
     w->server = NULL;
-    memset(&w->error, 0, sizeof(w->error));
+    w->error = NULL;
     pgw_list_init(&w->node);
     pgw_ctx_sub_init(&w->sub);
     w->pool = pool;
@@ -382,7 +403,8 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
 
     int err = pgw_ctx_err(ctx);
     if (err) {
-        set_error(&w->error, err, "57014", "canceled before waiting for a server");
+        set_error(&pool->set->error, err, "57014", "canceled before waiting for a server");
+        w->error = &pool->set->error;
         return err;
     }
     err = acquire_refuse(pool, w);
@@ -396,14 +418,16 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     double t = pool->set->cfg->query_wait_timeout;
     w->ctx = t > 0 ? pgw_ctx_with_timeout(ctx, t) : pgw_ctx_with_cancel(ctx);
     if (!w->ctx) {
-        set_error(&w->error, PGW_ENOMEM, "53200", "out of memory");
+        set_error(&pool->set->error, PGW_ENOMEM, "53200", "out of memory");
+        w->error = &pool->set->error;
         return PGW_ENOMEM;
     }
     err = pgw_ctx_subscribe(w->ctx, &w->sub, waiter_done_cb, w);
     if (err) {
         pgw_ctx_release(w->ctx);
         w->ctx = NULL;
-        set_error(&w->error, err, "57014", "canceled before waiting for a server");
+        set_error(&pool->set->error, err, "57014", "canceled before waiting for a server");
+        w->error = &pool->set->error;
         return err;
     }
     pgw_list_append(&pool->waiters, &w->node);

@@ -130,7 +130,11 @@ typedef void (*pgw_pool_acquire_fn)(struct pgw_pool_waiter *w, struct pgw_server
 struct pgw_pool_waiter {
     void *arg;
     struct pgw_server *server;
-    struct pgw_pool_error error;
+    /* On failure: code, SQLSTATE and message, in the pool set's one error
+     * slot (a waiter holds no 500-byte message while it idles or waits):
+     * valid until the next failure on this loop -- read it at once, in the
+     * callback or right after pgw_pool_acquire returns.  NULL otherwise. */
+    const struct pgw_pool_error *error;
     /* private */
     struct pgw_list node;
     struct pgw_pool *pool;
@@ -161,6 +165,9 @@ struct pgw_pool_waiter {
  * reconnect / reconfigure, which may hand a server over at once), never
  * from inside pgw_pool_acquire; they may call back into the pool.
  */
+/* w->error after pgw_pool_acquire returned rc < 0 (one with only the
+ * code rc, should none have been set). */
+const struct pgw_pool_error *pgw_pool_error_of(const struct pgw_pool_waiter *w, int rc);
 int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                      struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg);
 /* Leave the queue without a callback (no-op when not queued).  w must have

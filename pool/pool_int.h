@@ -117,6 +117,7 @@ struct pgw_pool {
 
 struct pgw_pool_set {
     struct ev_loop *loop;
+    struct pgw_pool_error error;  /* the failed waiter's (see pgw_pool_waiter) */
     struct pgw_ctx *root;
     const struct pgw_config *cfg;
     struct pgw_list pools, backends;

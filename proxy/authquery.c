@@ -371,7 +371,7 @@ static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
 {
     struct aq_lookup *lk = w->arg;
     if (!srv)
-        acquire_failed(lk, &w->error);
+        acquire_failed(lk, w->error);
     else
         run(lk, srv);
 }
@@ -476,9 +476,7 @@ static void lookup_start(struct pgw_aq_entry *e)
     if (rc == PGW_ACQ_GRANTED) {
         run(lk, lk->waiter.server);
     } else if (rc < 0) {
-        if (lk->waiter.error.code == 0)
-            lk->waiter.error.code = rc;
-        acquire_failed(lk, &lk->waiter.error);
+        acquire_failed(lk, pgw_pool_error_of(&lk->waiter, rc));
     }
 }
 

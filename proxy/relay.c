@@ -363,7 +363,7 @@ static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
 {
     struct pgw_session *s = w->arg;
     if (!srv) {
-        acquire_failed(s, &w->error);
+        acquire_failed(s, w->error);
         return;
     }
     if (s->state == PGW_SS_CLOSING) {
@@ -382,9 +382,7 @@ void pgw_relay_acquire(struct pgw_session *s)
         if (s->state != PGW_SS_LOGIN_WAIT)
             s->state = PGW_SS_WAIT_SERVER;
     } else {
-        if (s->waiter.error.code == 0)
-            s->waiter.error.code = r;
-        acquire_failed(s, &s->waiter.error);
+        acquire_failed(s, pgw_pool_error_of(&s->waiter, r));
     }
 }
 

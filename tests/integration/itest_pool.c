@@ -50,6 +50,7 @@ struct client {
     bool done;
     struct pgw_server *srv;
     int err;
+    struct pgw_pool_error e;  /* w.error, copied when it was valid */
     bool release_in_cb;
 };
 
@@ -226,7 +227,9 @@ static void acquired(struct pgw_pool_waiter *w, struct pgw_server *srv)
     assert_false(c->done);
     c->done = true;
     c->srv = srv;
-    c->err = srv ? 0 : w->error.code;
+    c->err = srv ? 0 : w->error->code;
+    if (!srv)
+        c->e = *w->error;
     assert_true(srv == w->server);
     if (srv)
         fx->order[fx->norder++] = c->id;
@@ -247,6 +250,8 @@ static int acquire(struct fx *fx, int i, struct pgw_ctx *ctx)
         c->done = true;
         c->srv = c->w.server;
         fx->order[fx->norder++] = i;
+    } else if (rc < 0) {
+        c->e = *pgw_pool_error_of(&c->w, rc);
     }
     return rc;
 }
@@ -426,8 +431,8 @@ static void t_wait_timeout(void **state)
     assert_true(wall() - t0 < 1.0);
     assert_null(fx->cl[1].srv);
     assert_int_equal(fx->cl[1].err, PGW_EDEADLINE);
-    assert_string_equal(fx->cl[1].w.error.sqlstate, "57014");
-    assert_non_null(strstr(fx->cl[1].w.error.message, "query_wait_timeout"));
+    assert_string_equal(fx->cl[1].e.sqlstate, "57014");
+    assert_non_null(strstr(fx->cl[1].e.message, "query_wait_timeout"));
     assert_false(fx->cl[2].done);
     assert_int_equal(stats(fx).total_wait_timeouts, 1);
     release(fx, 0, PGW_RELEASE_IDLE);
@@ -615,9 +620,9 @@ static void t_breaker(void **state)
     for (int i = 1; i <= 2; i++) {
         assert_null(fx->cl[i].srv);
         assert_int_equal(fx->cl[i].err, PGW_EBREAKER_OPEN);
-        assert_string_equal(fx->cl[i].w.error.sqlstate, "08001");
-        assert_non_null(strstr(fx->cl[i].w.error.message, "server connection failed: "));
-        assert_non_null(strstr(fx->cl[i].w.error.message, "refused"));
+        assert_string_equal(fx->cl[i].e.sqlstate, "08001");
+        assert_non_null(strstr(fx->cl[i].e.message, "server connection failed: "));
+        assert_non_null(strstr(fx->cl[i].e.message, "refused"));
     }
     struct pgw_backend_info info = backend_info(fx);
     assert_int_equal(info.state, PGW_BREAKER_OPEN);
@@ -634,7 +639,7 @@ static void t_breaker(void **state)
     assert_int_equal(rc, PGW_EBREAKER_OPEN);
     assert_false(fx->cl[3].done);
     assert_true(took < 0.1);
-    assert_non_null(strstr(fx->cl[3].w.error.message, "refused"));
+    assert_non_null(strstr(fx->cl[3].e.message, "refused"));
     assert_int_equal(stats(fx).total_breaker_rejects, 3);
 
     /* Still down after the cooldown: the probe fails, the cooldown doubles. */
@@ -664,10 +669,10 @@ static void t_bad_password(void **state)
     assert_true(run_until_done(fx, 0));
     assert_null(fx->cl[0].srv);
     assert_int_equal(fx->cl[0].err, PGW_EBREAKER_OPEN);
-    assert_string_equal(fx->cl[0].w.error.sqlstate, "28P01");
-    assert_non_null(strstr(fx->cl[0].w.error.message, "password authentication failed"));
+    assert_string_equal(fx->cl[0].e.sqlstate, "28P01");
+    assert_non_null(strstr(fx->cl[0].e.message, "password authentication failed"));
     assert_int_equal(acquire(fx, 1, NULL), PGW_EBREAKER_OPEN);
-    assert_string_equal(fx->cl[1].w.error.sqlstate, "28P01");
+    assert_string_equal(fx->cl[1].e.sqlstate, "28P01");
 }
 
 /* A host name is resolved off the loop and works; min_pool_size is kept
@@ -841,8 +846,8 @@ static void t_connect_timeout(void **state)
     assert_true(ok);
     assert_true(wall() - t0 >= 0.19);
     assert_int_equal(fx->cl[0].err, PGW_EBREAKER_OPEN);
-    assert_string_equal(fx->cl[0].w.error.sqlstate, "08001");
-    assert_non_null(strstr(fx->cl[0].w.error.message, "server_connect_timeout"));
+    assert_string_equal(fx->cl[0].e.sqlstate, "08001");
+    assert_non_null(strstr(fx->cl[0].e.message, "server_connect_timeout"));
 }
 
 /* connect_query runs once after login; a failing one counts as a failure. */
@@ -868,7 +873,7 @@ static void t_connect_query(void **state)
     assert_true(run_until_done(fx, 1));
     assert_null(fx->cl[1].srv);
     assert_int_equal(fx->cl[1].err, PGW_EBREAKER_OPEN);
-    assert_non_null(strstr(fx->cl[1].w.error.message, "connect_query failed"));
+    assert_non_null(strstr(fx->cl[1].e.message, "connect_query failed"));
 }
 
 /* ---- stress: reentrant acquire/release from callbacks ------------------ */
@@ -938,7 +943,7 @@ static void s_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
         s_granted(c, srv);
         return;
     }
-    assert_true(w->error.code == PGW_EDEADLINE || w->error.code == PGW_ECANCELED);
+    assert_true(w->error->code == PGW_EDEADLINE || w->error->code == PGW_ECANCELED);
     S->timeouts++;
     s_round_done(c);          /* acquires again from inside the callback */
 }
