@@ -35,11 +35,12 @@ static ev_tstamp pool_now(const struct pgw_pool *pool)
     return ev_now(pool->set->loop);
 }
 
-static void set_error(struct pgw_pool_error *e, int code, const char *sqlstate,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static const struct pgw_pool_error *set_error(struct pgw_pool_error *e, int code,
+                                              const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void set_error(struct pgw_pool_error *e, int code, const char *sqlstate,
-                      const char *fmt, ...)
+static const struct pgw_pool_error *set_error(struct pgw_pool_error *e, int code,
+                                              const char *sqlstate, const char *fmt, ...)
 {
     va_list ap;
     e->code = code;
@@ -47,6 +48,7 @@ static void set_error(struct pgw_pool_error *e, int code, const char *sqlstate,
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+    return e;
 }
 
 /* ---- waiters ----------------------------------------------------------- */
@@ -361,14 +363,12 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
 {
     struct pgw_pool_error *e = &pool->set->error;
     if (pool->set->destroying) {
-        set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
-        w->error = e;
+        w->error = set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
         return PGW_ESHUTDOWN;
     }
     if (pool->orphan) {
-        set_error(e, PGW_ENOTFOUND, "3D000",
-                  "database \"%s\" is no longer in the configuration", pool->dbname);
-        w->error = e;
+        w->error = set_error(e, PGW_ENOTFOUND, "3D000",
+                             "database \"%s\" is no longer in the configuration", pool->dbname);
         return PGW_ENOTFOUND;
     }
     if (breaker_refuses(pool)) {
@@ -382,10 +382,8 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
 
 const struct pgw_pool_error *pgw_pool_error_of(const struct pgw_pool_waiter *w, int rc)
 {
-    if (w->error)
-        return w->error;
-    set_error(&w->pool->set->error, rc, "08006", "%s", pgw_strerror(rc));
-    return &w->pool->set->error;
+    return w->error ? w->error
+                    : set_error(&w->pool->set->error, rc, "08006", "%s", pgw_strerror(rc));
 }
 
 int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
@@ -403,8 +401,8 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
 
     int err = pgw_ctx_err(ctx);
     if (err) {
-        set_error(&pool->set->error, err, "57014", "canceled before waiting for a server");
-        w->error = &pool->set->error;
+        w->error = set_error(&pool->set->error, err, "57014",
+                             "canceled before waiting for a server");
         return err;
     }
     err = acquire_refuse(pool, w);
@@ -418,16 +416,15 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     double t = pool->set->cfg->query_wait_timeout;
     w->ctx = t > 0 ? pgw_ctx_with_timeout(ctx, t) : pgw_ctx_with_cancel(ctx);
     if (!w->ctx) {
-        set_error(&pool->set->error, PGW_ENOMEM, "53200", "out of memory");
-        w->error = &pool->set->error;
+        w->error = set_error(&pool->set->error, PGW_ENOMEM, "53200", "out of memory");
         return PGW_ENOMEM;
     }
     err = pgw_ctx_subscribe(w->ctx, &w->sub, waiter_done_cb, w);
     if (err) {
         pgw_ctx_release(w->ctx);
         w->ctx = NULL;
-        set_error(&pool->set->error, err, "57014", "canceled before waiting for a server");
-        w->error = &pool->set->error;
+        w->error = set_error(&pool->set->error, err, "57014",
+                             "canceled before waiting for a server");
         return err;
     }
     pgw_list_append(&pool->waiters, &w->node);
