@@ -131,10 +131,8 @@ if want_target pgwharf || want_target pgwharf-nobatch; then
         pgwharf_bin=$ROOT/build-bench/pgwharf
         if [[ $build == 1 ]]; then
             log "building pgwharf (Release) in build-bench/"
-            cmake -B "$ROOT/build-bench" -S "$ROOT" -DCMAKE_BUILD_TYPE=Release >/dev/null \
-                || die "cmake configure failed"
-            cmake --build "$ROOT/build-bench" -j "$(nproc)" --target pgwharf >/dev/null \
-                || die "pgwharf does not build (try: cmake --build build-bench --target pgwharf)"
+            "$ROOT/scripts/build.sh" build-bench --type Release --target pgwharf >/dev/null \
+                || die "pgwharf does not build (try: scripts/build.sh build-bench --type Release --target pgwharf)"
         fi
     fi
     [[ -x $pgwharf_bin ]] || die "no pgwharf binary at $pgwharf_bin"

@@ -2,12 +2,17 @@
 # deps.sh - install what pgwharf needs to build, test, run and benchmark, on
 # Debian 12 (bookworm), with apt.  Used by scripts/test.sh and scripts/run.sh.
 #
-#   scripts/deps.sh [--fuzz]
+#   scripts/deps.sh [--fuzz | --build-only | --runtime-only]
+#   scripts/deps.sh --list build|runtime|all
 #
 # Runs apt only as root and only when a package is missing (then
 # `apt-get update` + `apt-get install -y --no-install-recommends`).
 # PGW_SKIP_APT=1 skips apt altogether.  --fuzz (or PGW_FUZZ=1) adds clang and
-# the libFuzzer/sanitizer runtimes.
+# the libFuzzer/sanitizer runtimes.  --build-only installs just what building
+# the binary needs and --runtime-only just the libraries it runs with: the
+# two stages of docker/Dockerfile call them, so the image is built with the
+# packages the tests build with (tests/integration/test_docker.py checks
+# the binary needs nothing beyond the runtime group).  --list prints a group.
 #
 # Where things come from on Debian 12: the PostgreSQL 15 server binaries
 # (initdb, pg_ctl, postgres, and the real pgbench) are in postgresql-15,
@@ -17,9 +22,11 @@
 # stable across versions.
 set -euo pipefail
 
+BUILD_PACKAGES=(build-essential cmake pkg-config libev-dev libpq-dev libssl-dev libcmocka-dev liburing-dev)
+# what the binary links against (libc6 comes with every Debian system)
+RUNTIME_PACKAGES=(libev4 libpq5 libssl3 liburing2 ca-certificates)
 PACKAGES=(
-    # build
-    build-essential cmake pkg-config libev-dev libpq-dev libssl-dev libcmocka-dev liburing-dev
+    "${BUILD_PACKAGES[@]}"
     # PostgreSQL server, clients, pgbench
     postgresql postgresql-client postgresql-contrib
     # test clients
@@ -30,26 +37,45 @@ PACKAGES=(
     # tools the scripts use: ps/pgrep, ss, openssl (test certificates),
     # runuser (util-linux), useradd (passwd)
     procps iproute2 openssl util-linux passwd ca-certificates
+    # docker/: `docker-compose config` validates the compose file, PyYAML reads it
+    docker-compose python3-yaml
 )
 FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 
-fuzz=${PGW_FUZZ:-0}
-for arg in "$@"; do
-    case $arg in
+fuzz=${PGW_FUZZ:-0} group=all
+while [[ $# -gt 0 ]]; do
+    case $1 in
         --fuzz) fuzz=1 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
+        --build-only) group=build ;;
+        --runtime-only) group=runtime ;;
+        --list)
+            case ${2:-} in
+                build) printf '%s\n' "${BUILD_PACKAGES[@]}" ;;
+                runtime) printf '%s\n' "${RUNTIME_PACKAGES[@]}" ;;
+                all) printf '%s\n' "${PACKAGES[@]}" ;;
+                *) echo "deps.sh: --list build|runtime|all" >&2; exit 2 ;;
+            esac
+            exit 0 ;;
+        -h|--help) sed -n '/^set -euo/q; 2,$p' "$0"; exit 0 ;;
+        *) echo "deps.sh: unknown option $1" >&2; exit 2 ;;
     esac
+    shift
 done
 
-want=("${PACKAGES[@]}")
-[[ $fuzz == 1 ]] && want+=("${FUZZ_PACKAGES[@]}")
-# Node.js comes preinstalled on some machines (e.g. from NodeSource, whose
-# nodejs bundles npm and conflicts with Debian's npm): only install Debian's
-# when there is no node at all.
-command -v node >/dev/null 2>&1 || want+=(nodejs npm)
-# JDBC tests need a compiler; many machines carry a JDK already.
-command -v javac >/dev/null 2>&1 || want+=(default-jdk-headless)
+case $group in
+    build) want=("${BUILD_PACKAGES[@]}") ;;
+    runtime) want=("${RUNTIME_PACKAGES[@]}") ;;
+    *)
+        want=("${PACKAGES[@]}" "${RUNTIME_PACKAGES[@]}")
+        [[ $fuzz == 1 ]] && want+=("${FUZZ_PACKAGES[@]}")
+        # Node.js comes preinstalled on some machines (e.g. from NodeSource,
+        # whose nodejs bundles npm and conflicts with Debian's npm): only
+        # install Debian's when there is no node at all.
+        command -v node >/dev/null 2>&1 || want+=(nodejs npm)
+        # JDBC tests need a compiler; many machines carry a JDK already.
+        command -v javac >/dev/null 2>&1 || want+=(default-jdk-headless)
+        ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

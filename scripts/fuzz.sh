@@ -61,11 +61,8 @@ if ! command -v clang >/dev/null 2>&1; then
 fi
 
 if [[ ${PGW_FUZZ_NO_BUILD:-0} != 1 ]]; then
-    if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-        CC=clang cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-            -DPGW_FUZZ=ON -DPGW_SANITIZE=ON -DPGW_TESTS=ON >/dev/null
-    fi
-    cmake --build "$BUILD" -j "$JOBS" --target fuzzers
+    CC=clang PGW_JOBS=$JOBS scripts/build.sh "$BUILD" --target fuzzers -- \
+        -DPGW_FUZZ=ON -DPGW_SANITIZE=ON -DPGW_TESTS=ON >/dev/null
 fi
 
 # The sanitizers stop at the first report; libFuzzer saves the input.

@@ -93,8 +93,7 @@ else
 fi
 
 say "build ($BUILD)"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target pgwharf
+scripts/build.sh "$BUILD" --target pgwharf >/dev/null
 BIN=$ROOT/$BUILD/pgwharf
 [[ -x $BIN ]] || die "no binary at $BIN"
 

@@ -129,13 +129,11 @@ npm_install() {
 
 # --- build + test -----------------------------------------------------------
 
-configure() {   # DIR [cmake args...]
+build() {   # DIR [cmake args...]: scripts/build.sh, as the Dockerfile uses it
     local dir=$1
     shift
-    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+    PGW_JOBS=$JOBS scripts/build.sh "$dir" -- "$@"
 }
-
-build() { cmake --build "$1" -j "$JOBS"; }
 
 run_ctest() {   # DIR
     ctest --test-dir "$1" --output-on-failure -j "$JOBS" "${ctest_args[@]}"
@@ -151,8 +149,7 @@ run_ctest_asan() {
 pass() {
     local name=$1 dir=$2
     shift 2
-    if step "$name: configure ($dir)" configure "$dir" "$@" &&
-       step "$name: build" build "$dir"; then
+    if step "$name: build ($dir)" build "$dir" "$@"; then
         if [[ $name == asan ]]; then
             step "$name: ctest" run_ctest_asan "$dir" || true
         else
@@ -192,9 +189,8 @@ fi
 # --- fuzzing (tests/fuzz): clang + libFuzzer, ASan + UBSan -------------------
 
 fuzz_build() {
-    CC=clang cmake -S . -B "$BUILD_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DPGW_FUZZ=ON -DPGW_SANITIZE=ON -DPGW_TESTS=ON &&
-    cmake --build "$BUILD_FUZZ" -j "$JOBS" --target fuzzers
+    CC=clang PGW_JOBS=$JOBS scripts/build.sh "$BUILD_FUZZ" --target fuzzers -- \
+        -DPGW_FUZZ=ON -DPGW_SANITIZE=ON -DPGW_TESTS=ON
 }
 
 if [[ $fuzz == 1 ]]; then
