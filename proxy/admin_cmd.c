@@ -398,7 +398,9 @@ int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
     char q[600];
     pgw_info("admin_set", "user=%s key=%s value=%s", s->user, key,
              pgw_log_quote(q, sizeof(q), value));
-    pgw_proxy_reload(px, cfg);
+    if (pgw_proxy_reload(px, cfg) < 0)
+        return pgw_admin_error(out, "F0000", "SET failed: the new config does not load "
+                               "(auth_file, auth_hba_file or TLS files), see the log");
     char tag[300];
     snprintf(tag, sizeof(tag), "SET %.100s=%.150s", key, value);
     return done(out, tag);
@@ -433,7 +435,9 @@ int pgw_admin_cmd_shutdown(struct pgw_session *s, const char *arg, struct pgw_wb
     }
     /* Answer first; a waiting shutdown may close this (idle) session. */
     adm->shutdown_mode = mode;
-    ev_timer_init(&adm->shutdown_timer, shutdown_later_cb, 0, 0);
-    ev_timer_start(px->loop, &adm->shutdown_timer);
+    if (!ev_is_active(&adm->shutdown_timer)) {   /* a second SHUTDOWN in the same turn */
+        ev_timer_init(&adm->shutdown_timer, shutdown_later_cb, 0, 0);
+        ev_timer_start(px->loop, &adm->shutdown_timer);
+    }
     return done(out, "SHUTDOWN");
 }

@@ -89,13 +89,24 @@ static void md5_fetch(void)
     md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
 }
 
-static void md5_hex(const void *data, size_t len, char out[33])
+/* Hex MD5 of a followed by b (b may be NULL). */
+static void md5_hex2(const void *a, size_t la, const void *b, size_t lb, char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned char d[EVP_MAX_MD_SIZE] = {0};
     unsigned int dl = 0;
     pthread_once(&md5_once, md5_fetch);
-    EVP_Digest(data, len, d, &dl, md5_md ? md5_md : EVP_md5(), NULL);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, md5_md ? md5_md : EVP_md5(), NULL) == 1 &&
+              EVP_DigestUpdate(c, a, la) == 1 && (!b || EVP_DigestUpdate(c, b, lb) == 1) &&
+              EVP_DigestFinal_ex(c, d, &dl) == 1 && dl == 16;
+    EVP_MD_CTX_free(c);
+    if (!ok) {
+        /* No digest, no match: an impossible value (not hex). */
+        memset(out, 'x', 32);
+        out[32] = '\0';
+        return;
+    }
     for (unsigned i = 0; i < 16; i++) {
         out[2 * i] = hex[d[i] >> 4];
         out[2 * i + 1] = hex[d[i] & 15];
@@ -108,18 +119,21 @@ static bool is_md5_secret(const char *secret)
     return strlen(secret) == 35 && strncmp(secret, "md5", 3) == 0;
 }
 
-/* "md5" + md5(password + user), as pg_authid stores it. */
+/* "md5" + md5(password + user), as pg_authid stores it, for any length. */
+static void md5_of_password(const char *user, const char *password, char out[36])
+{
+    memcpy(out, "md5", 3);
+    md5_hex2(password, strlen(password), user, strlen(user), out + 3);
+}
+
+/* The stored secret in that form: an md5 secret as it is, a plain one
+ * hashed.  (Only for secrets: what a client sends is always hashed.) */
 static void md5_inner(const char *user, const char *secret, char out[36])
 {
-    if (is_md5_secret(secret)) {
+    if (is_md5_secret(secret))
         memcpy(out, secret, 36);
-        return;
-    }
-    char buf[1024];
-    int n = snprintf(buf, sizeof(buf), "%s%s", secret, user);
-    memcpy(out, "md5", 3);
-    md5_hex(buf, n > 0 && (size_t)n < sizeof(buf) ? (size_t)n : 0, out + 3);
-    out[35] = '\0';
+    else
+        md5_of_password(user, secret, out);
 }
 
 static bool const_eq(const char *a, const char *b)
@@ -140,16 +154,18 @@ bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt
     memcpy(buf, inner + 3, 32);
     memcpy(buf + 32, salt, 4);
     memcpy(expect, "md5", 3);
-    md5_hex(buf, 36, expect + 3);
+    md5_hex2(buf, 36, NULL, 0, expect + 3);
     expect[35] = '\0';
     return const_eq(response, expect);
 }
 
 static bool plain_check(const char *user, const char *secret, const char *password)
 {
+    if (!*password)
+        return false;                /* as PostgreSQL: no empty passwords */
     if (is_md5_secret(secret)) {
         char inner[36];
-        md5_inner(user, password, inner);
+        md5_of_password(user, password, inner);
         return const_eq(inner, secret);
     }
     if (pgw_scram_is_secret(secret)) {
@@ -166,7 +182,10 @@ static const char *lookup_secret(struct pgw_session *s)
     const char *secret = s->px->auth ? pgw_authfile_lookup(s->px->auth, s->user) : NULL;
     if (!secret && s->auth_state && s->auth_state->aq_done)
         secret = s->auth_state->aq_secret;          /* auth_query's answer */
-    return secret;
+    /* An empty secret is no password, not the empty one (PgBouncer and
+     * PostgreSQL refuse those logins too): the user cannot log in with a
+     * password at all. */
+    return secret && *secret ? secret : NULL;
 }
 
 /* ---- auth_query: the secret of a user auth_file does not know ---- */

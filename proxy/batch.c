@@ -156,13 +156,32 @@ static void flush_plain(struct pgw_batch *bt)
 }
 
 #ifdef PGW_HAVE_LIBURING
-/* One io_uring_enter(2) for up to BATCH_RING_ENTRIES sends; returns false
- * when the ring failed (the caller falls back to plain sends). */
+/* The ring is not to be used again: SQEs a failed submit left in it would
+ * go out with the next io_uring_enter(2), long after their bytes were sent
+ * some other way. */
+static void ring_retire(struct pgw_batch *bt)
+{
+    if (bt->ring_ok) {
+        io_uring_queue_exit(&bt->ring);
+        bt->ring_ok = false;
+    }
+}
+
+#define RES_UNKNOWN ((ssize_t)-2)  /* submitted, completion not seen yet */
+
+/* One io_uring_enter(2) for up to BATCH_RING_ENTRIES sends.  Returns false
+ * when the ring failed; the ring is then retired and the caller goes on with
+ * plain sends.  A send the kernel took is never made twice: sessions with
+ * nothing submitted go back on the list; a submitted send whose completion
+ * cannot be had (a wait that fails other than by EINTR, which does not
+ * happen with MSG_DONTWAIT sends) closes its session, as its bytes may or
+ * may not have gone out. */
 static bool flush_ring(struct pgw_batch *bt)
 {
     struct pgw_session *taken[BATCH_RING_ENTRIES / 2];
     ssize_t cres[BATCH_RING_ENTRIES / 2], sres[BATCH_RING_ENTRIES / 2];
     unsigned want[BATCH_RING_ENTRIES / 2];
+    uint64_t order[BATCH_RING_ENTRIES];  /* SQE user data, in submission order */
     unsigned nsess = 0, nsqe = 0;
 
     while (!pgw_list_empty(&bt->pending) && nsess < BATCH_RING_ENTRIES / 2) {
@@ -171,6 +190,7 @@ static bool flush_ring(struct pgw_batch *bt)
         want[nsess] = s->batch_want;
         s->batch_want = 0;
         cres[nsess] = sres[nsess] = -1;
+        taken[nsess] = s;
         int fd;
         const uint8_t *p;
         size_t n;
@@ -180,52 +200,81 @@ static bool flush_ring(struct pgw_batch *bt)
             if (!ok)
                 continue;
             struct io_uring_sqe *sqe = io_uring_get_sqe(&bt->ring);
-            if (!sqe)
-                goto failed;       /* cannot happen: the ring was empty */
+            if (!sqe) {            /* cannot happen: the ring was empty */
+                nsess++;
+                goto unsent;
+            }
             io_uring_prep_send(sqe, fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(sqe, (uint64_t)nsess << 1 | dir);
+            order[nsqe] = (uint64_t)nsess << 1 | dir;
+            io_uring_sqe_set_data64(sqe, order[nsqe]);
             nsqe++;
         }
-        taken[nsess++] = s;
+        nsess++;
     }
-    if (nsqe > 0) {
+
+    unsigned submitted = 0;
+    bool lost = false;
+    while (submitted < nsqe) {
         int rc = io_uring_submit(&bt->ring);
-        if (rc < 0 || (unsigned)rc != nsqe)
-            goto failed;
-        bt->sends += nsqe;
-        /* MSG_DONTWAIT sends finish inside the submit; should one have been
-         * queued in the kernel all the same, wait for it: its buffer is ours. */
-        unsigned seen = 0;
-        while (seen < nsqe) {
-            struct io_uring_cqe *cqe;
-            unsigned head, got = 0;
-            io_uring_for_each_cqe(&bt->ring, head, cqe) {
-                uint64_t d = io_uring_cqe_get_data64(cqe);
-                unsigned i = (unsigned)(d >> 1);
-                if (i < nsess) {
-                    ssize_t r = cqe->res >= 0 ? cqe->res : -1;
-                    if (d & 1)
-                        cres[i] = r;
-                    else
-                        sres[i] = r;
-                }
-                got++;
+        if (rc == -EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        submitted += (unsigned)rc;
+    }
+    if (nsqe > 0 && submitted == 0)
+        goto unsent;
+    bt->sends += submitted;
+    /* The kernel takes SQEs in order: the first `submitted` went in. */
+    for (unsigned k = 0; k < submitted; k++) {
+        unsigned i = (unsigned)(order[k] >> 1);
+        *(order[k] & 1 ? &cres[i] : &sres[i]) = RES_UNKNOWN;
+    }
+    /* MSG_DONTWAIT sends finish inside the submit; should one have been
+     * queued in the kernel all the same, wait for it: its buffer is ours. */
+    unsigned seen = 0;
+    while (seen < submitted) {
+        struct io_uring_cqe *cqe;
+        unsigned head, got = 0;
+        io_uring_for_each_cqe(&bt->ring, head, cqe) {
+            uint64_t d = io_uring_cqe_get_data64(cqe);
+            unsigned i = (unsigned)(d >> 1);
+            if (i < nsess) {
+                ssize_t r = cqe->res >= 0 ? cqe->res : -1;
+                *(d & 1 ? &cres[i] : &sres[i]) = r;
             }
-            io_uring_cq_advance(&bt->ring, got);
-            seen += got;
-            if (seen < nsqe && io_uring_wait_cqe(&bt->ring, &cqe) < 0)
-                goto failed;
+            got++;
         }
+        io_uring_cq_advance(&bt->ring, got);
+        seen += got;
+        if (seen < submitted) {
+            int rc = io_uring_wait_cqe(&bt->ring, &cqe);
+            if (rc < 0 && rc != -EINTR) {
+                lost = true;
+                break;
+            }
+        }
+    }
+    if (submitted < nsqe || lost) {
+        pgw_warn("io_batch", "reason=\"io_uring %s: writing at once from now on\"",
+                 lost ? "completion wait failed" : "submit failed");
+        ring_retire(bt);
     }
     /* A finish() can close another session of this batch (it stays
      * allocated until the reaper runs next iteration): skip those. */
     for (unsigned i = 0; i < nsess; i++) {
-        if (taken[i]->state != PGW_SS_CLOSING)
+        if (taken[i]->state == PGW_SS_CLOSING)
+            continue;
+        if (cres[i] == RES_UNKNOWN || sres[i] == RES_UNKNOWN)
+            pgw_session_close(taken[i], "08006", "lost track of a batched write");
+        else
             finish(taken[i], want[i], cres[i], sres[i]);
     }
-    return true;
-failed:
+    return bt->ring_ok;
+unsent:
     /* Nothing was sent: put the sessions back for the plain pass. */
+    pgw_warn("io_batch", "reason=\"io_uring submit failed: writing at once from now on\"");
+    ring_retire(bt);
     for (unsigned i = 0; i < nsess; i++) {
         if (taken[i]->state != PGW_SS_CLOSING && !taken[i]->batch_want)
             pgw_list_append(&bt->pending, &taken[i]->batch_node);
@@ -279,7 +328,6 @@ static void flusher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         if (flush_ring(bt))
             continue;
 #endif
-        pgw_warn("io_batch", "reason=\"io_uring submit failed: writing at once from now on\"");
         stop(bt);
         return;
     }

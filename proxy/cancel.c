@@ -90,9 +90,8 @@ static void job_done(struct pgw_cancel_state *cs, struct cancel_job *j)
         return;
     if (s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
         s->track.sync_out == 0 && s->track.fe_open == 0 && s->track.tx_status == 'I') {
-        pgw_relay_unlink(s, PGW_RELEASE_IDLE);
-        if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
-            pgw_relay_client_data(s);
+        s->release_held = true;
+        pgw_relay_release_if_clean(s);
     }
 }
 

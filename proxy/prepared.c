@@ -56,7 +56,17 @@ struct ps_server {
     struct pgw_list lru;
     int count;
     struct ps_registry *reg;
+    /* Statements an injected Close did not reach (an earlier error made
+     * the server skip it): the server may still have them, so they are
+     * closed again before pgwharf prepares anything more there (Close of
+     * an unknown name is no error), else a later Parse of the same name
+     * fails with 42P05. */
+    uint64_t *reclose;
+    uint32_t nreclose, capreclose;
 };
+
+/* Room one injected Close takes ("PGW_" and up to 20 digits). */
+#define CLOSE_BYTES 40
 
 /* ---- the queue of expected responses ---- */
 enum { Q_PASS, Q_SWALLOW, Q_FAKE };
@@ -65,6 +75,8 @@ struct qent {
     uint8_t kind;
     char type;                   /* the frontend message it answers */
     struct ps_stmt *stmt;        /* Parse: undone on error; Bind/Execute: stale plans */
+    uint64_t close_id;           /* an injected Close: the statement's id */
+    char *cname;                 /* a client's Parse: its name, gone if skipped */
 };
 
 struct ps_queue {
@@ -300,6 +312,7 @@ void pgw_ps_server_free(struct pgw_server *srv, void *arg)
         return;
     server_clear(ss);
     pgw_hmap_deinit(&ss->map);
+    free(ss->reclose);
     free(ss);
     srv->user_state = NULL;
 }
@@ -330,6 +343,8 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->kind = kind;
     x->type = type;
     x->stmt = st;
+    x->close_id = 0;
+    x->cname = NULL;
     if (st)
         st->refs++;
     q->len++;
@@ -342,11 +357,18 @@ static struct qent *q_head(const struct pgw_session *s)
     return q && q->len ? &q->e[q->head] : NULL;
 }
 
+static struct qent *q_tail(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && q->len ? &q->e[(q->head + q->len - 1) % q->cap] : NULL;
+}
+
 static void q_pop(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
     struct qent *x = &q->e[q->head];
     stmt_unref(reg_of(s), x->stmt);
+    free(x->cname);
     q->head = (q->head + 1) % q->cap;
     q->len--;
 }
@@ -385,19 +407,31 @@ void pgw_ps_session_free(struct pgw_session *s)
 
 /* ---- answers made by pgwharf ---- */
 
-static void emit_fake(struct pgw_session *s, char type)
+/* Put a reply of ours where the client reads next, making room if a large
+ * result fills the buffer (the caller re-reads s->sbuf). */
+static bool emit_fake(struct pgw_session *s, char type)
 {
     uint8_t m[5] = { (uint8_t)type, 0, 0, 0, 4 };
     if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
-        return;
-    pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, m, sizeof(m));
+        return false;
+    if (!pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + (uint32_t)sizeof(m)))
+        return false;
+    return pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, m, sizeof(m));
 }
 
 void pgw_ps_emit(struct pgw_session *s)
 {
     struct qent *h;
+    /* Never inside a server message still arriving: it goes out once
+     * that message is through (relay.c calls again). */
+    if (s->sskip)
+        return;
     while ((h = q_head(s)) && h->kind == Q_FAKE) {
-        emit_fake(s, h->type == PGW_FE_CLOSE ? PGW_BE_CLOSE_COMPLETE : PGW_BE_PARSE_COMPLETE);
+        if (!emit_fake(s, h->type == PGW_FE_CLOSE ? PGW_BE_CLOSE_COMPLETE
+                                                  : PGW_BE_PARSE_COMPLETE)) {
+            pgw_session_close(s, "53200", "out of memory for a reply to the client");
+            return;
+        }
         q_pop(s);
     }
 }
@@ -441,22 +475,46 @@ static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st)
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     if (e && !e->stale)
         return 0;
-    return st->parse_len + 2 * 40;     /* Parse, and a Close or two */
+    /* Parse, a Close or two, and the Closes owed from a failed batch. */
+    return st->parse_len + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES;
 }
 
-static void inject_close(struct pgw_session *s, struct pgw_iobuf *b, const char *name)
+static void inject_close(struct pgw_session *s, struct pgw_iobuf *b, uint64_t id)
 {
+    char name[32];
+    snprintf(name, sizeof(name), "PGW_%llu", (unsigned long long)id);
     struct pgw_wbuf m;
     pgw_wbuf_init(&m);
     size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
     pgw_wbuf_put_u8(&m, 'S');
     pgw_wbuf_put_str(&m, name);
     pgw_wbuf_msg_end(&m, at);
-    if (!m.failed) {
+    if (!m.failed && q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL)) {
         insert_here(b, m.data, (uint32_t)m.len);
-        q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL);
+        q_tail(s)->close_id = id;
     }
     pgw_wbuf_deinit(&m);
+}
+
+static void reclose_add(struct ps_server *ss, uint64_t id)
+{
+    if (ss->nreclose == ss->capreclose) {
+        uint32_t cap = ss->capreclose ? ss->capreclose * 2 : 4;
+        uint64_t *n = realloc(ss->reclose, sizeof(*n) * cap);
+        if (!n)
+            return;          /* then a 42P05 may come: the server ends at release */
+        ss->reclose = n;
+        ss->capreclose = cap;
+    }
+    ss->reclose[ss->nreclose++] = id;
+}
+
+static void reclose_flush(struct pgw_session *s, struct pgw_iobuf *b, struct ps_server *ss)
+{
+    uint32_t n = ss->nreclose;
+    ss->nreclose = 0;             /* inject_close's entries re-add what is skipped again */
+    for (uint32_t i = 0; i < n; i++)
+        inject_close(s, b, ss->reclose[i]);
 }
 
 static bool server_add(struct pgw_session *s, struct pgw_iobuf *b, struct ps_server *ss,
@@ -466,7 +524,7 @@ static bool server_add(struct pgw_session *s, struct pgw_iobuf *b, struct ps_ser
     while (ss->count >= max && !pgw_list_empty(&ss->lru)) {
         struct ps_server_stmt *victim =
             pgw_container_of(pgw_list_last(&ss->lru), struct ps_server_stmt, lru);
-        inject_close(s, b, victim->stmt->name);
+        inject_close(s, b, victim->stmt->id);
         reg_of(s)->st.evictions++;
         server_drop(ss, victim);
     }
@@ -497,8 +555,9 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
         reg_of(s)->st.hits++;
         return true;
     }
+    reclose_flush(s, b, ss);
     if (e) {                     /* stale plan: close it first */
-        inject_close(s, b, st->name);
+        inject_close(s, b, st->id);
         server_drop(ss, e);
     }
     if (!server_add(s, b, ss, st))
@@ -589,7 +648,8 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     /* The Parse is replaced by one under pgwharf's name (a few bytes
      * longer at most), maybe after a Close or two for the LRU. */
     uint32_t grow = st->parse_len > *total ? st->parse_len - *total : 0;
-    if (!need_room(s, b, grow + 2 * 40)) {
+    struct ps_server *ss = server_state(s);
+    if (!need_room(s, b, grow + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES)) {
         stmt_unref(reg, st);
         return PGW_PS_NEED_ROOM;
     }
@@ -598,7 +658,11 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         stmt_unref(reg, st);
         goto oom;
     }
-    struct ps_server *ss = server_state(s);
+    /* The name stands only if the server does not skip this Parse (an
+     * earlier error in the batch, or its own): kept with the entry. */
+    char *cname = strdup(name);          /* name points into b, which moves */
+    if (!cname)
+        goto oom;
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     if (e && !e->stale) {
         /* The server has it: answer ParseComplete ourselves. */
@@ -606,16 +670,26 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         pgw_list_prepend(&ss->lru, &e->lru);
         reg->st.hits++;
         pgw_iobuf_cut(b, b->parsed, *total);
-        q_push(s, Q_FAKE, PGW_FE_PARSE, NULL);
+        if (!q_push(s, Q_FAKE, PGW_FE_PARSE, st)) {
+            free(cname);
+            goto oom;
+        }
+        q_tail(s)->cname = cname;
         return PGW_PS_DROPPED;
     }
-    if (!ensure_prepared(s, b, st, false))
+    if (!ensure_prepared(s, b, st, false)) {
+        free(cname);
         goto oom;
+    }
     /* Send the Parse under pgwharf's name. */
     struct pgw_wbuf m = { .data = st->parse, .len = st->parse_len };
     replace_here(b, *total, &m);
     *total = st->parse_len;
-    q_push(s, Q_PASS, PGW_FE_PARSE, st);
+    if (!q_push(s, Q_PASS, PGW_FE_PARSE, st)) {
+        free(cname);
+        goto oom;
+    }
+    q_tail(s)->cname = cname;
     return PGW_PS_FORWARD;
 oom:
     pgw_session_close(s, "53200", "out of memory");
@@ -782,10 +856,19 @@ static bool completes(char fe, char be)
     }
 }
 
-/* A Parse that never happened on the server: forget it there. */
+/* A Parse that never happened on the server: forget it there, and forget
+ * the client's name for it (PostgreSQL has no such statement either, so the
+ * client may Parse that name again). */
 static void undo_parse(struct pgw_session *s, const struct qent *x)
 {
-    if (x->type != PGW_FE_PARSE || !x->stmt || !s->server || !s->server->user_state)
+    if (x->cname && s->ps_client) {
+        struct ps_client_name *cn = client_find(s, x->cname);
+        if (cn && cn->stmt == x->stmt)
+            client_remove(s, cn);
+    }
+    /* A ParseComplete of pgwharf's own left the server's statement alone. */
+    if (x->type != PGW_FE_PARSE || x->kind == Q_FAKE || !x->stmt || !s->server ||
+        !s->server->user_state)
         return;
     struct ps_server *ss = s->server->user_state;
     struct ps_server_stmt *e = server_find(ss, x->stmt);
@@ -810,6 +893,8 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     /* The server skips everything up to the next Sync. */
     while ((h = q_head(s)) && h->type != PGW_FE_SYNC) {
         undo_parse(s, h);
+        if (h->close_id && s->server && s->server->user_state)
+            reclose_add(s->server->user_state, h->close_id);
         q_pop(s);
     }
 }

@@ -297,20 +297,20 @@ fail:
     return NULL;
 }
 
-void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
+int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
 {
     struct pgw_auth_file *auth;
     if (load_auth(cfg, &auth) < 0) {
         pgw_error("reload", "reason=\"cannot load auth_file, keeping the old config\"");
         pgw_conf_free(cfg);
-        return;
+        return PGW_ECONFIG;
     }
     struct pgw_hba *hba = NULL;
     if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &hba) < 0) {
         pgw_error("reload", "reason=\"cannot load auth_hba_file, keeping the old config\"");
         pgw_authfile_free(auth);
         pgw_conf_free(cfg);
-        return;
+        return PGW_ECONFIG;
     }
     struct ssl_ctx_st *tls = NULL;      /* TLS: sessions keep the context they started with */
     char tls_err[512];
@@ -321,7 +321,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         pgw_hba_free(hba);
         pgw_authfile_free(auth);
         pgw_conf_free(cfg);
-        return;
+        return PGW_ECONFIG;
     }
     pgw_tls_ctx_free(px->tls_ctx);
     px->tls_ctx = tls;
@@ -369,6 +369,7 @@ void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         pgw_log_set_level((enum pgw_log_level)lvl);
     fd_budget(px, false);
     pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
+    return 0;
 }
 
 int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
@@ -417,8 +418,7 @@ int pgw_proxy_reload_file(struct pgw_proxy *px)
         pgw_error("reload", "reason=\"config has errors, keeping the old one\"");
         return PGW_ECONFIG;
     }
-    pgw_proxy_reload(px, cfg);
-    return 0;
+    return pgw_proxy_reload(px, cfg);
 }
 
 static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -32,8 +32,10 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
  * it names (auth_file, auth_hba_file, TLS keys and certificates) load.
  * Prints each problem to err; returns the number of problems. */
 int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err);
-/* Swap in a new config (takes ownership); nobody is dropped. */
-void pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg);
+/* Swap in a new config (takes ownership); nobody is dropped.  Returns 0,
+ * or PGW_ECONFIG when a file it names (auth_file, auth_hba_file, TLS keys)
+ * does not load: then the old config stays, as the log says. */
+int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg);
 /* Re-read cfg->file; on errors logs each with file:line and keeps the old
  * config.  Returns 0 or PGW_ECONFIG. */
 int pgw_proxy_reload_file(struct pgw_proxy *px);

@@ -124,7 +124,8 @@ struct pgw_session {
     bool discard;                    /* after a failed acquire: drop up to Sync */
     bool discard_last;               /* the message being dropped ends discarding */
     bool terminating;                /* client sent Terminate */
-    bool want_release;               /* release at the end of the current scan */
+    bool release_held;               /* ReadyForQuery came with a message half
+                                        relayed: release once clean (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
@@ -199,6 +200,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how);
 void pgw_relay_acquire(struct pgw_session *s);
 /* How the server should go back when the client leaves now. */
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s);
+/* With release_held set: release the server if nothing is half relayed. */
+void pgw_relay_release_if_clean(struct pgw_session *s);
 
 /* auth.c */
 void pgw_auth_start(struct pgw_session *s);

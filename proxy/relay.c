@@ -115,11 +115,12 @@ static bool sync_params(struct pgw_session *s)
         return true;
     char sql[2048];
     size_t len = 0;
+    bool set[PGW_TP_COUNT] = {false};
     for (int i = 0; i < PGW_TP_COUNT; i++) {
         const char *want = s->params[i];
         if (!want)
             continue;
-        const char *have = pgw_params_get(&s->server->params, pgw_tracked_param_names[i]);
+        const char *have = pgw_params_get(&srv->params, pgw_tracked_param_names[i]);
         if (have && strcmp(have, want) == 0)
             continue;
         char lit[400];
@@ -129,25 +130,35 @@ static bool sync_params(struct pgw_session *s)
         if (n < 0 || (size_t)n >= sizeof(sql) - len)
             return false;
         len += (size_t)n;
-        /* Unreported parameters are known only by what pgwharf set. */
-        pgw_params_set(&s->server->params, pgw_tracked_param_names[i], want);
+        set[i] = true;
     }
-    srv->user_sig = s->params_sig;        /* true once the SETs below ran */
-    srv->user_sig_gen = srv->params.gen;
-    if (len == 0)
-        return true;
-    struct pgw_wbuf b;
-    pgw_wbuf_init(&b);
-    pgw_wire_query(&b, sql);
-    bool ok = !b.failed;
-    if (ok && !s->cbuf)
-        ok = (s->cbuf = pgw_iobuf_get(s->px)) != NULL;
-    if (ok)
-        ok = pgw_iobuf_insert(s->cbuf, s->cbuf->sent, b.data, b.len);
-    pgw_wbuf_deinit(&b);
-    if (ok)
+    if (len > 0) {
+        /* In front of whatever the client has queued, however much that is:
+         * its first query must not run with another client's settings. */
+        struct pgw_wbuf b;
+        pgw_wbuf_init(&b);
+        pgw_wire_query(&b, sql);
+        bool ok = !b.failed;
+        if (ok && !s->cbuf)
+            ok = (s->cbuf = pgw_iobuf_get(s->px)) != NULL;
+        if (ok && s->cbuf->len + b.len > s->cbuf->cap)
+            ok = pgw_iobuf_reserve(s->px, &s->cbuf,
+                                   (uint32_t)(s->cbuf->len - s->cbuf->sent + b.len));
+        if (ok)
+            ok = pgw_iobuf_insert(s->cbuf, s->cbuf->sent, b.data, b.len);
+        pgw_wbuf_deinit(&b);
+        if (!ok)
+            return false;
         s->swallow++;
-    return ok;
+        /* Unreported parameters are known only by what pgwharf set. */
+        for (int i = 0; i < PGW_TP_COUNT; i++) {
+            if (set[i])
+                pgw_params_set(&srv->params, pgw_tracked_param_names[i], s->params[i]);
+        }
+    }
+    srv->user_sig = s->params_sig;        /* true once the SETs above ran */
+    srv->user_sig_gen = srv->params.gen;
+    return true;
 }
 
 /* A ParameterStatus from the server: both the server and the client now
@@ -198,8 +209,10 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     s->ps_on = pgw_ps_enabled(s);
     if (s->ps_on)
         pgw_ps_link(s);
+    /* Relaying the client's bytes without the SETs would run them with
+     * the settings another client left on this server. */
     if (!sync_params(s))
-        pgw_warn("param_sync", "client=%s reason=\"cannot queue SET for parameters\"", s->addr_text);
+        pgw_session_close(s, "53200", "out of memory queueing SET for the client's parameters");
 }
 
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
@@ -216,10 +229,33 @@ enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
     return PGW_RELEASE_IDLE;
 }
 
+/* The server is idle with nothing outstanding (ReadyForQuery 'I' in
+ * transaction or statement mode): let it go, unless a message is half
+ * relayed either way -- a client still streaming CopyData after the server
+ * ended its COPY, a partial message in a buffer or on its way.  Those bytes
+ * belong to this server (which ignores stray CopyData), not the next one:
+ * the release waits until they are through (release_held), and is tried
+ * again after each flush to the server and each server read. */
+void pgw_relay_release_if_clean(struct pgw_session *s)
+{
+    if (!s->release_held || !s->server || s->state != PGW_SS_LINKED)
+        return;
+    enum pgw_release how = pgw_relay_release_mode(s);
+    if (how == PGW_RELEASE_CLOSE)
+        return;
+    pgw_relay_unlink(s, how);
+    pgw_session_arm_timer(s);
+    /* Bytes that arrived for the next transaction are already scanned
+     * only if complete; anything pending gets a new server. */
+    if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
+        pgw_relay_client_data(s);
+}
+
 void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
 {
     struct pgw_server *srv = s->server;
     struct ev_loop *loop = s->px->loop;
+    s->release_held = false;
     if (!srv)
         return;
     ev_io_stop(loop, &srv->user_r);
@@ -341,6 +377,8 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
 {
     pgw_metrics_observe_wait(s, ev_now(s->px->loop) - s->waiter.since);
     pgw_relay_link(s, srv);
+    if (s->state == PGW_SS_CLOSING)
+        return;
     if (s->state == PGW_SS_LOGIN_WAIT) {
         if (s->swallow > 0) {
             s->state = PGW_SS_LOGIN_SYNC;
@@ -490,7 +528,14 @@ static bool scan_client(struct pgw_session *s)
                 continue;
             }
             if (a == PGW_PS_DROPPED) {
+                /* Answered by pgwharf: to the client now (a Flush may be
+                 * all the client sends next), unless a server message is
+                 * half relayed, after which scan_server sends it. */
                 pgw_ps_emit(s);
+                if (s->state == PGW_SS_CLOSING)
+                    return false;
+                if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
+                    pgw_batch_flush_client(s);
                 continue;
             }
             if (whole)
@@ -584,6 +629,7 @@ void pgw_relay_flush_server(struct pgw_session *s)
     }
     if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING)
         ev_io_start(loop, &s->cli_r);
+    pgw_relay_release_if_clean(s);
 }
 
 /* ---- server -> client ---- */
@@ -617,6 +663,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             uint32_t n = avail < s->sskip ? avail : s->sskip;
             b->parsed += n;
             s->sskip -= n;
+            if (s->sskip == 0 && s->ps_on && s->swallow == 0) {
+                pgw_ps_emit(s);          /* replies held back by this message */
+                if (s->state == PGW_SS_CLOSING)
+                    return false;
+                b = s->sbuf;
+            }
             continue;
         }
         if (avail < PGW_MSG_HDR)
@@ -639,8 +691,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             uint32_t n = avail < total ? avail : total;
             b->parsed += n;
             s->sskip = total - n;
-            if (ps && s->sskip == 0)
+            if (ps && s->sskip == 0) {
                 pgw_ps_emit(s);
+                if (s->state == PGW_SS_CLOSING)
+                    return false;
+                b = s->sbuf;
+            }
             continue;
         }
         if (total > avail) {
@@ -680,8 +736,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             pgw_iobuf_cut(b, b->parsed, total);
         else
             b->parsed += total;
-        if (ps)
+        if (ps) {
             pgw_ps_emit(s);
+            if (s->state == PGW_SS_CLOSING)
+                return false;
+            b = s->sbuf;
+        }
     }
     return true;
 }
@@ -693,16 +753,13 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
         welcome(s);
         break;
     case AFTER_RELEASE:
+        s->px->total_xact++;
         if (s->cancel_inflight)
             break;          /* cancel.c releases it when the cancel is done */
-        s->px->total_xact++;
-        pgw_relay_unlink(s, s->px->cfg->server_reset_query_always ? PGW_RELEASE_RESET
-                                                                  : PGW_RELEASE_IDLE);
-        pgw_session_arm_timer(s);
-        /* Bytes that arrived for the next transaction are already scanned
-         * only if complete; anything pending gets a new server. */
-        if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
-            pgw_relay_client_data(s);
+        s->release_held = true;
+        pgw_relay_release_if_clean(s);
+        if (s->server)
+            pgw_session_arm_timer(s);
         break;
     case AFTER_STMT_ERROR:
         pgw_session_close(s, "08P01", "transaction blocks not allowed in statement pooling mode");
@@ -750,6 +807,8 @@ void pgw_relay_server_readable(struct pgw_session *s)
         return;
     if (after != AFTER_NONE)
         after_scan(s, after);
+    else if (s->release_held)
+        pgw_relay_release_if_clean(s);
     else if (s->track.sync_out == 0)
         pgw_session_arm_timer(s);   /* idle in transaction from now on */
 }

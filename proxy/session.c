@@ -583,6 +583,11 @@ void pgw_session_login_done(struct pgw_session *s)
         pgw_admin_login(s);
         return;
     }
+    if (!s->db) {
+        /* A reload during the login took the database out of [databases]. */
+        pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
+        return;
+    }
     const struct pgw_conf_user *u = pgw_conf_find_user(s->px->cfg, s->user);
     s->mode = pgw_conf_pool_mode(s->px->cfg, s->db, u);
     const char *pw = pgw_auth_server_password(s->px, s->db, s->user);

@@ -428,6 +428,80 @@ class TestMd5AndPlain(AuthTestCase):
                 self.assertEqual(wrong.replace(user, "U"), unknown.replace("ghost", "U"))
                 px.stop()
 
+    def test_plain_refuses_the_stored_md5_hash_as_password(self):
+        # Whoever has the auth_file's md5 secret (or pg_shadow) must not log
+        # in with it where the password itself is asked for.
+        user, pw = self.app()
+        secret = md5_secret(user, pw)
+        px = self.start("plain", {user: secret}, databases=self.app_databases())
+        self.assertEqual(self.via_psql(px, user, pw), user)
+        self.assertIn("password authentication failed", self.psql_error(px, user, secret))
+
+    def test_empty_secret_or_password_never_logs_in(self):
+        user, pw = self.app()
+        for auth_type in ("plain", "md5", "scram-sha-256"):
+            with self.subTest(auth_type=auth_type):
+                px = self.start(auth_type, {user: ""}, databases=self.app_databases())
+                r = Raw(px.host, px.port, user, self.pg.database)
+                try:
+                    code, rest = r.auth()
+                    if code == 3:
+                        r.send(b"p", b"\0")
+                    elif code == 5:
+                        inner = hashlib.md5(user.encode()).hexdigest()   # md5("" + user)
+                        outer = hashlib.md5(inner.encode() + rest[:4]).hexdigest()
+                        r.send(b"p", b"md5" + outer.encode() + b"\0")
+                    else:
+                        self.assertEqual(code, 10)
+                        bare = "n=,r=abcdefghijklmnop"
+                        r.sasl_initial(("n,," + bare).encode())
+                        code, rest = r.auth()
+                        self.assertEqual(code, 11)
+                        final, _ = scram_client_final("", bare, rest.decode())
+                        r.sasl_response(final)
+                    code, fields = r.auth()
+                    self.assertEqual(code, "E")
+                    self.assertEqual(fields["C"], "28P01")
+                finally:
+                    r.close()
+                px.stop()
+        # and an empty password against a real one, in cleartext
+        px = self.start("plain", {user: pw}, databases=self.app_databases())
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            self.assertEqual(r.auth()[0], 3)
+            r.send(b"p", b"\0")
+            code, fields = r.auth()
+            self.assertEqual((code, fields.get("C")), ("E", "28P01"))
+        finally:
+            r.close()
+
+    def test_long_plaintext_secret(self):
+        # 1100 bytes: longer than any fixed buffer; only the real password
+        # may log in (once md5("") stood in for it).
+        user = self.pg.app_user
+        long_pw = "p" * 1100
+        px = self.start("md5", {user: long_pw}, databases=self.app_databases())
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            code, rest = r.auth()
+            self.assertEqual(code, 5)
+            outer = hashlib.md5(hashlib.md5(b"").hexdigest().encode() + rest[:4]).hexdigest()
+            r.send(b"p", b"md5" + outer.encode() + b"\0")
+            code, fields = r.auth()
+            self.assertEqual((code, fields.get("C")), ("E", "28P01"))
+        finally:
+            r.close()
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            code, rest = r.auth()
+            inner = hashlib.md5((long_pw + user).encode()).hexdigest()
+            outer = hashlib.md5(inner.encode() + rest[:4]).hexdigest()
+            r.send(b"p", b"md5" + outer.encode() + b"\0")
+            self.assertEqual(r.auth()[0], 0)     # AuthenticationOk
+        finally:
+            r.close()
+
 
 HBA = """\
 # pgwharf test rules

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import random
 import socket
 import struct
 import subprocess
@@ -309,6 +310,89 @@ class TestSharingAndLru(pt.PgwharfTestCase):
                     self.assertEqual(v[0], r * (k + 1))
         names = list(self.server_statements(px, 1).values())[0]
         self.assertLessEqual(len(names), 2, names)
+
+
+class TestEvictionInAFailedBatch(pt.PgwharfTestCase):
+    """max_prepared_statements = 2 and one server: an error early in a batch
+    makes the server skip the Close pgwharf injected for an LRU victim
+    further on, so the server still has the victim.  Using it again must
+    not end in 42P05 "prepared statement PGW_n already exists"."""
+
+    def test_victim_used_again_after_the_failed_batch(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "max_prepared_statements": 2, "auth_type": "trust"})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        try:
+            r.send(r.parse("e", "select 1/(random()*0)::int"), r.parse("s1", "select 11"),
+                   r.sync())
+            self.assertEqual(types(r.until_ready()), "11Z")
+            # e fails at Execute; the Close of s1 (evicted for s2) is skipped.
+            r.send(r.bind("e"), r.execute(), r.parse("s2", "select 22"), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "2EZ", msgs)
+            self.assertEqual(sqlstate(msgs[1][1]), "22012")
+            for _ in range(2):
+                r.send(r.bind("s1"), r.execute(), r.sync())
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "2DCZ", msgs)
+                self.assertEqual(msgs[1][1][-2:], b"11")
+            r.send(r.parse("s2", "select 22"), r.bind("s2"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "12DCZ", msgs)
+        finally:
+            r.close()
+
+    def test_failed_parse_leaves_no_name(self):
+        # PostgreSQL keeps no statement from a Parse that failed or was
+        # skipped, so a client (pgjdbc after a batch error, say) may Parse
+        # the name again; pgwharf once answered 42P05 to that.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust"})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        try:
+            r.send(r.parse("s3", "selec 3"), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "42601"))
+            r.send(r.parse("s4", "select 4"), r.sync())           # known to the server...
+            self.assertEqual(types(r.until_ready()), "1Z")
+            r.send(r.parse("bad", "selec"), r.parse("s5", "select 4"), r.sync())
+            self.assertEqual(types(r.until_ready()), "EZ")       # ...s5's Parse skipped
+            for name, want in (("s3", b"3"), ("s5", b"4")):
+                r.send(r.parse(name, "select %s" % want.decode()), r.bind(name), r.execute(),
+                       r.sync())
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "12DCZ", msgs)
+                self.assertEqual(msgs[2][1][-1:], want)
+        finally:
+            r.close()
+
+
+class TestRepliesInOrder(pt.PgwharfTestCase):
+    """ParseComplete answered by pgwharf (the server has the statement
+    already) right after a result of any size: it must come out between
+    that result's CommandComplete and the next BindComplete, whatever the
+    reads cut.  (Once it waited for the next server message when the
+    CommandComplete came in two reads, or was lost when a large result
+    filled the buffer.  Sizes vary so that the cuts fall everywhere.)"""
+
+    def test_fake_parse_complete_after_results_of_every_size(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        try:
+            r.send(r.parse("k", "select 1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "1Z")
+            rnd = random.Random(8)
+            for i in range(2000):
+                rows, width = rnd.randint(5, 120), rnd.randint(100, 2000)
+                name = "n%d" % i            # another name for "select 1": no Parse sent
+                r.send(r.parse("", "select repeat('x', %d) from generate_series(1, %d)"
+                               % (width, rows)), r.bind(""), r.execute(),
+                       r.parse(name, "select 1"), r.bind(name), r.execute(), r.sync())
+                got = types(r.until_ready())
+                self.assertEqual(got, "12" + "D" * rows + "C" + "12DCZ", (i, rows, width))
+        finally:
+            r.close()
 
 
 class TestErrors(pt.PgwharfTestCase):
