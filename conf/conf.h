@@ -199,6 +199,9 @@ int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_dia
  * %include paths are relative to the current directory. */
 int pgw_conf_load_string(const char *name, const char *text, struct pgw_config **out,
                          struct pgw_conf_diag *diag);
+/* The checks across keys pgw_conf_load runs, on a config changed since
+ * (the admin console's SET): 0 or PGW_ECONFIG with the messages in diag. */
+int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag);
 void pgw_conf_free(struct pgw_config *cfg);
 void pgw_conf_diag_free(struct pgw_conf_diag *diag);
 

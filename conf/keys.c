@@ -16,7 +16,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define PGW_AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
+/* Expired passwords (rolvaliduntil) and roles without LOGIN give no secret,
+ * so those logins fail as PostgreSQL's own would. */
+#define PGW_AUTH_QUERY_DEFAULT                                                   \
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END " \
+    "FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
 
 /* X(field = key name, kind, default text, lo, hi): lo/hi bound CONF_INT. */
 #define PGW_CONF_KEYS(X)                                                    \

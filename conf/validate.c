@@ -5,6 +5,8 @@
  */
 #include "conf/conf_int.h"
 
+#include "common/err.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +23,7 @@ static void key_error(struct conf_loader *ld, const char *name, const char *fmt,
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     int i = conf_key_find(name);
-    const struct conf_origin *o = i >= 0 ? &ld->origins[i] : NULL;
+    const struct conf_origin *o = i >= 0 && ld->origins ? &ld->origins[i] : NULL;
     if (o && o->file)
         conf_error(&ld->rep, o->file, o->line, "%s", text);
     else
@@ -101,7 +103,16 @@ void conf_validate(struct conf_loader *ld)
         key_error(ld, "breaker_max_cooldown",
                   "breaker_max_cooldown %ss is shorter than breaker_cooldown %ss", max, min);
     }
+    if (cfg->stats_period > 0 && cfg->stats_period < 1)
+        key_error(ld, "stats_period", "stats_period must be 0 (off) or at least 1s");
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
         key_error(ld, "listen_addr",
                   "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+}
+
+int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag)
+{
+    struct conf_loader ld = { .cfg = cfg, .rep = { .diag = diag } };
+    conf_validate(&ld);
+    return ld.rep.nerrors || ld.rep.oom ? PGW_ECONFIG : 0;
 }

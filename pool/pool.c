@@ -126,6 +126,45 @@ void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *e
     }
 }
 
+/* ---- refused logins ---------------------------------------------------- */
+
+bool pgw_pool_login_error_is_local(const char *sqlstate)
+{
+    return strncmp(sqlstate, "28", 2) == 0 || strcmp(sqlstate, "3D000") == 0 ||
+           strcmp(sqlstate, "42501") == 0;
+}
+
+static bool login_blocked(const struct pgw_pool *pool)
+{
+    return pool->login_error && pool_now(pool) < pool->login_retry_until;
+}
+
+void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const char *msg)
+{
+    double retry = pool->set->cfg->server_login_retry;
+    char *copy = strdup(msg);
+    if (copy) {
+        free(pool->login_error);
+        pool->login_error = copy;
+        snprintf(pool->login_sqlstate, sizeof(pool->login_sqlstate), "%s", sqlstate);
+        pool->login_retry_until = retry > 0 ? pool_now(pool) + retry : 0;
+    }
+    /* Its waiters would only wait for the same refusal: they get it now,
+     * unless a server of the pool is lent out and comes back. */
+    if (pool->n_active == 0 && pool->n_idle == 0) {
+        struct pgw_pool_error err;
+        set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
+        pgw_pool_fail_waiters(pool, &err);
+    }
+}
+
+void pgw_pool_login_ok(struct pgw_pool *pool)
+{
+    free(pool->login_error);
+    pool->login_error = NULL;
+    pool->login_retry_until = 0;
+}
+
 /* ---- lending ----------------------------------------------------------- */
 
 static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_waiter *w)
@@ -282,11 +321,11 @@ static int limit_room(struct pgw_pool *pool, int limit, bool by_db, int evict)
  * min_pool_size never does, or two pools would take turns. */
 static int room(struct pgw_pool *pool, int want, int evict)
 {
-    int max = pool->pool_size;
+    long long max = pool->pool_size;         /* both may be up to INT_MAX */
     if (reserve_due(pool))
         max += pool->reserve_pool_size;
-    int r = max - pgw_pool_total(pool);
-    r = want < r ? want : r;
+    long long left = max - pgw_pool_total(pool);
+    int r = want < left ? want : (int)left;
     if (r > 0 && pool->max_db_connections > 0) {
         int d = limit_room(pool, pool->max_db_connections, true, evict < r ? evict : r);
         r = d < r ? d : r;
@@ -308,7 +347,7 @@ static int needed(const struct pgw_pool *pool)
 
 void pgw_pool_grow(struct pgw_pool *pool)
 {
-    if (pool->orphan || pool->set->destroying)
+    if (pool->orphan || pool->set->destroying || login_blocked(pool))
         return;
     int need = needed(pool);
     int warm = pool->min_pool_size - pgw_pool_total(pool);
@@ -413,6 +452,12 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
         lend(pool, srv, w);
         return PGW_ACQ_GRANTED;
     }
+    if (login_blocked(pool) && pool->n_active == 0 && pool->n_idle == 0) {
+        /* Nothing will come back, and no new login before the retry. */
+        w->error = set_error(&pool->set->error, PGW_ESERVER_LOGIN, pool->login_sqlstate,
+                             "server login failed: %s", pool->login_error);
+        return PGW_ESERVER_LOGIN;
+    }
     double t = pool->set->cfg->query_wait_timeout;
     w->ctx = t > 0 ? pgw_ctx_with_timeout(ctx, t) : pgw_ctx_with_cancel(ctx);
     if (!w->ctx) {
@@ -494,7 +539,7 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
                  pgw_pool_total(pool) > pool->min_pool_size)
             pgw_server_close(srv, "server_idle_timeout");
         else if (pool->n_waiters == 0 &&
-                 pgw_pool_total(pool) > pool->pool_size + pool->reserve_pool_size)
+                 pgw_pool_total(pool) > (long long)pool->pool_size + pool->reserve_pool_size)
             pgw_server_close(srv, "pool_size lowered");
     }
 }

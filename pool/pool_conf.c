@@ -161,5 +161,6 @@ void pgw_pool_free(struct pgw_pool *pool)
     free(pool->dbname);
     free(pool->user);
     free(pool->password);
+    free(pool->login_error);
     free(pool);
 }

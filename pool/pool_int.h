@@ -112,6 +112,13 @@ struct pgw_pool {
     int n_waiters;
     ev_timer reserve_timer;   /* the oldest waiter reaches reserve_pool_timeout */
     bool dispatching, dispatch_again;
+    /* The server refused this pool's login (28xxx, 3D000, 42501): no new
+     * connect before login_retry_until (server_login_retry), and clients
+     * with no server to wait for get login_error at once.  This pool's
+     * fault, not the backend's: the breaker does not count it. */
+    ev_tstamp login_retry_until;
+    char *login_error;
+    char login_sqlstate[6];
     struct pgw_pool_stats st; /* counters only; gauges computed on demand */
 };
 
@@ -143,6 +150,12 @@ void pgw_pool_grow(struct pgw_pool *pool);
 /* Fail every queued waiter with err (a snapshot: waiters queued by the
  * callbacks are kept). */
 void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+/* Whether the server's refusal of a login (guessed sqlstate) is about this
+ * pool's credentials or database rather than the backend. */
+bool pgw_pool_login_error_is_local(const char *sqlstate);
+/* A login of this pool was refused / succeeded (server.c). */
+void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const char *msg);
+void pgw_pool_login_ok(struct pgw_pool *pool);
 void pgw_pool_free(struct pgw_pool *pool);
 /* Copy what the pool needs from a db entry; true if connection keys changed. */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);

@@ -444,7 +444,16 @@ static void connect_failed(struct pgw_server *srv, const char *msg)
     pgw_warn("server_connect_failed", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
-    pgw_backend_failed(be, probe, text);
+    const char *sqlstate = pgw_pool_guess_sqlstate(text);
+    if (pgw_pool_login_error_is_local(sqlstate)) {
+        /* The server answered and refused this pool's user or database:
+         * the backend is fine (other pools on it too), this pool waits
+         * server_login_retry. */
+        pgw_backend_connected(be, probe);
+        pgw_pool_login_failed(pool, sqlstate, text);
+    } else {
+        pgw_backend_failed(be, probe, text);
+    }
     pgw_pool_kick_related(pool);
 }
 
@@ -454,6 +463,7 @@ static void login_succeeded(struct pgw_server *srv)
     struct pool_server *ps = srv_priv(srv);
     bool probe = ps->probe;
     ps->probe = false;
+    pgw_pool_login_ok(pool);
     if (server_reusable(srv))
         pgw_server_make_idle(srv);
     else

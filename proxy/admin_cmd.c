@@ -382,6 +382,18 @@ static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, con
         pgw_conf_free(cfg);
         return NULL;
     }
+    /* The checks a config file gets (auth_type md5 without auth_file...):
+     * a SET must not lock everyone out, the console included. */
+    struct pgw_conf_diag vd = { 0 };
+    if (pgw_conf_validate(cfg, &vd) < 0) {
+        const char *why = vd.nerrors ? vd.errors[0] : "invalid combination of settings";
+        const char *colon = strstr(why, ": ");       /* drop "file:line: " */
+        pgw_admin_error(out, "22023", "SET failed: %s", colon ? colon + 2 : why);
+        pgw_conf_diag_free(&vd);
+        pgw_conf_free(cfg);
+        return NULL;
+    }
+    pgw_conf_diag_free(&vd);
     return cfg;
 }
 

@@ -519,7 +519,18 @@ static bool parse_rule(struct report *r, const struct record *rec, struct hba_ru
         report(r, true, "end-of-line before authentication method");
         return false;
     }
-    return parse_method(r, &rec->fields[at], rule->type, &rule->method);
+    if (!parse_method(r, &rec->fields[at], rule->type, &rule->method))
+        return false;
+    /* Options (clientcert=, map=, ...) are not implemented.  Ignoring one
+     * would let in more than the rule says: the rule rejects instead, as
+     * for an unsupported method. */
+    if (rec->n > at + 1 && rule->method != PGW_HBA_REJECT) {
+        const struct field *opt = &rec->fields[at + 1];
+        report(r, false, "authentication option \"%s\" is not supported by pgwharf; the "
+               "rule rejects", opt->n > 0 ? opt->toks[0].s : "");
+        rule->method = PGW_HBA_REJECT;
+    }
+    return true;
 }
 
 static bool hba_add(struct report *r, struct pgw_hba *hba, const struct hba_rule *rule)

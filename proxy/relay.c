@@ -364,6 +364,10 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
     s->discard = true;
     pgw_track_reset(&s->track);
     s->query_start = 0;
+    /* Idle from now: client_idle_timeout counts again (its timer may have
+     * fired, finding no deadline, while the client waited). */
+    s->last_activity = ev_now(s->px->loop);
+    pgw_session_arm_timer(s);
     if (s->cbuf) {
         s->cbuf->parsed = s->cbuf->sent;
         s->cskip = 0;

@@ -135,6 +135,13 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
             *what = "query_timeout";
             return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
         }
+        if (s->track.fe_open > 0) {
+            /* Extended-protocol messages with no Sync yet (a cursor's
+             * Execute + Flush, a pipeline): the server may be running them,
+             * so the client is not idle. */
+            *what = "";
+            return 0;
+        }
         if (s->track.tx_status != 'I') {
             *what = "idle_transaction_timeout";
             return s->idle_transaction_timeout > 0
@@ -456,8 +463,11 @@ static void handle_startup(struct pgw_session *s)
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
-    if ((st.version & 0xffff) != 0 || st.nprotoopts > 0)
+    if ((st.version & 0xffff) != 0 || st.nprotoopts > 0) {
         negotiate_version(s, &st);
+        if (s->state == PGW_SS_CLOSING)       /* the write failed: gone */
+            return;
+    }
     if (!take_startup_params(s, &st))
         return;
     b->sent += (uint32_t)need;
@@ -640,9 +650,11 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
                 pgw_sess_state_name(was), sqlstate ? sqlstate : "",
                 pgw_log_quote(q, sizeof(q), reason));
     }
+    /* Closing from here on: a failed write while the error goes out must
+     * not close the session a second time (counters would drift). */
+    s->state = PGW_SS_CLOSING;
     if (sqlstate)
         send_final_error(s, sqlstate, reason);
-    s->state = PGW_SS_CLOSING;
     pgw_batch_forget(s);
     pgw_pool_cancel_wait(&s->waiter);
     if (s->server)
@@ -672,6 +684,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
 void pgw_session_free(struct pgw_session *s)
 {
     struct pgw_proxy *px = s->px;
+    pgw_cancel_unregister(px, s);      /* closed already; never left in the table */
     pgw_ps_session_free(s);
     if (s->ctx)
         pgw_ctx_release(s->ctx);

@@ -660,19 +660,26 @@ static void t_breaker(void **state)
     release(fx, 4, PGW_RELEASE_IDLE);
 }
 
-/* A wrong server password: 28P01 and libpq's text reach the waiter. */
+/* A wrong server password: 28P01 and libpq's text reach the waiter at
+ * once; the pool waits server_login_retry before another login, the next
+ * client gets the same error without one, and the backend's breaker stays
+ * closed (the server answered: other pools on it are fine). */
 static void t_bad_password(void **state)
 {
     struct fx *fx = *state;
-    fx_start(fx, make_cfg("breaker_threshold = 2\n", NULL, NULL), "not-the-password");
+    fx_start(fx, make_cfg("breaker_threshold = 1\nserver_login_retry = 30\n", NULL, NULL),
+             "not-the-password");
     assert_int_equal(acquire(fx, 0, NULL), PGW_ACQ_QUEUED);
     assert_true(run_until_done(fx, 0));
     assert_null(fx->cl[0].srv);
-    assert_int_equal(fx->cl[0].err, PGW_EBREAKER_OPEN);
+    assert_int_equal(fx->cl[0].err, PGW_ESERVER_LOGIN);
     assert_string_equal(fx->cl[0].e.sqlstate, "28P01");
     assert_non_null(strstr(fx->cl[0].e.message, "password authentication failed"));
-    assert_int_equal(acquire(fx, 1, NULL), PGW_EBREAKER_OPEN);
+    assert_int_equal(acquire(fx, 1, NULL), PGW_ESERVER_LOGIN);
     assert_string_equal(fx->cl[1].e.sqlstate, "28P01");
+    assert_int_equal(stats(fx).total_connect_failures, 1);
+    assert_int_equal(backend_info(fx).failures, 0);
+    assert_int_equal(backend_info(fx).trips, 0);
 }
 
 /* A host name is resolved off the loop and works; min_pool_size is kept

@@ -330,6 +330,27 @@ class TestBreakers(AdminTestCase):
         finally:
             self.pg.start()
 
+    def test_a_pool_refused_by_the_server_does_not_trip_the_backend(self):
+        # One database entry carries a wrong password: its clients get the
+        # server's 28P01 at once, and the other entries on the same server
+        # keep working (one breaker per host:port must not open for it).
+        bad = self.pg.conn_string(self.pg.database, user=self.pg.app_user, password="wrong")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                                          "server_login_retry": "30s"},
+                                databases={"bad": bad,
+                                           self.pg.database: self.pg.conn_string()})
+        conn = self.admin_conn(px)
+        for i in range(4):
+            with self.assertRaises(psycopg2.Error) as cm:
+                psycopg2.connect(px.dsn(db="bad")).close()
+            self.assertIn("password authentication failed", str(cm.exception))
+        self.assertEqual(px.psql("select 'still here'"), "still here")
+        states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
+        self.assertTrue(all(st == "closed" for st in states), states)
+        # Within server_login_retry the refused pool does not try again:
+        # one login reached PostgreSQL.
+        self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
+
 
 class TestAccess(AdminTestCase):
 
@@ -567,6 +588,21 @@ class TestCommands(AdminTestCase):
         config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
         self.assertEqual(config["auth_file"], good)
         self.assertEqual(px.psql("select 1"), "1")
+
+    def test_set_refuses_what_a_config_file_may_not_say(self):
+        # Each of these would lock every client out, the console included.
+        px = self.start()
+        conn = self.admin_conn(px)
+        for sql, words in (("SET auth_file = ''", "auth_file"),
+                           ("SET auth_type = cert", "client_tls_sslmode"),
+                           ("SET breaker_max_cooldown = '0.5s'", "breaker_cooldown")):
+            with self.subTest(sql=sql):
+                with self.assertRaises(psycopg2.Error) as cm:
+                    conn.cursor().execute(sql)
+                self.assertEqual(cm.exception.pgcode, "22023")
+                self.assertIn(words, str(cm.exception))
+        self.assertEqual(px.psql("select 1"), "1")
+        conn.cursor().execute("SET default_pool_size = 5")       # a good one still works
 
     def test_database_removed_by_reload_during_login(self):
         # The client is between the md5 challenge and its answer when a

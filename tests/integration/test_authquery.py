@@ -138,6 +138,26 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(seen["error"]["C"], "28P01")
         self.assertEqual(self.lookups(px, role, "no_password"), 1)
 
+    def test_expired_password_and_nologin_role_fail(self):
+        # The default auth_query gives no secret for a password past its
+        # VALID UNTIL or a role without LOGIN: PostgreSQL would refuse
+        # both, and the server login (as another user here) would not.
+        expired = self.make_role("old", "old_pw")
+        self.pg.psql("ALTER ROLE %s VALID UNTIL '2000-01-01'" % expired, db="postgres",
+                     via_socket=True)
+        nologin = self.make_role("nol", "nol_pw", login=False)
+        fresh = self.make_role("new", "new_pw")
+        self.pg.psql("ALTER ROLE %s VALID UNTIL 'infinity'" % fresh, db="postgres",
+                     via_socket=True)
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
+               "aqdb": self.pg.conn_string(self.pg.database, user=self.pg.user,
+                                           password=self.pg.password)}
+        px = self.start_aq(databases=dbs)
+        for role, pw in ((expired, "old_pw"), (nologin, "nol_pw")):
+            seen = self.raw_scram(px, role, pw, db="aqdb")
+            self.assertEqual(seen["error"]["C"], "28P01", role)
+        self.assertEqual(self.current_user(px, fresh, "new_pw", "aqdb"), self.pg.user)
+
     def test_auth_dbname_or_the_clients_database(self):
         role = self.make_role("carol", "carol_pw")
         db2 = self.pg.database2
@@ -216,7 +236,7 @@ class TestAuthQuery(AuthQueryTestCase):
                            auth_user="aq_no_such_role", breaker_threshold=100)
         err = self.raw_error(px, role, "frank_pw", "aqdb")
         self.assertEqual(err["S"], "FATAL")
-        self.assertIn('auth_query failed for user "%s": server connection failed' % role, err["M"])
+        self.assertIn('auth_query failed for user "%s": server login failed' % role, err["M"])
         self.assertRegex(err["C"], r"^[0-9A-Z]{5}$")
         self.assertRegex(px.log(), r"event=auth_query .*user=%s result=error" % role)
 
@@ -227,7 +247,7 @@ class TestAuthQuery(AuthQueryTestCase):
         role = self.make_role("gina", "gina_pw")
         px = self.start_aq(auth_dbname=None, breaker_threshold=100)
         out = self.psql_error(px, role, "gina_pw", db=self.pg.database)
-        self.assertIn("server connection failed", out)
+        self.assertIn("server login failed", out)
         self.assertIn("no password supplied", out)
         self.assertRegex(px.log(), r"event=auth_query_server_login .*user=%s .*a verifier" % role)
 

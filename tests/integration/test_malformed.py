@@ -51,6 +51,59 @@ class Bystander(threading.Thread):
             self.errors.append(repr(e))
 
 
+class TestResetDuringStartup(pt.PgwharfTestCase):
+    """A client that asks for protocol 3.2 with options pgwharf refuses, and
+    resets the connection at once: the NegotiateProtocolVersion (and the
+    FATAL) cannot be written.  The session once went on after that failed
+    write (and was freed while still in the cancel table), or was closed
+    twice, each time lowering the client count, so max_client_conn stopped
+    refusing anyone."""
+
+    def attempts(self, px, n):
+        seen = px.log().count("event=disconnect")
+        for i in range(n):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.connect((px.host, px.port))
+            body = struct.pack("!I", (3 << 16) | 2)
+            params = [("user", self.pg.user), ("database", self.pg.database),
+                      ("_pq_.pgwharf_test", "1")]
+            if i % 2:
+                params.append(("no_such_setting", "x"))        # refused: FATAL 08P01
+            for k, v in params:
+                body += k.encode() + b"\0" + v.encode() + b"\0"
+            body += b"\0"
+            s.sendall(struct.pack("!I", len(body) + 4) + body)
+            s.close()                                           # RST
+        hz.wait_until(lambda: px.log().count("event=disconnect") >= seen + n, 20,
+                      what="pgwharf to see every reset")
+
+    def test_client_count_and_cap_survive(self):
+        for io_batch, auth in ((1, "trust"), (0, "trust"), (1, "md5"), (0, "md5")):
+            with self.subTest(io_batch=io_batch, auth=auth):
+                px = self.start_pgwharf(settings={
+                    "max_client_conn": 3, "io_batch": io_batch, "auth_type": auth,
+                    "log_disconnections": 1, "pool_mode": "transaction"})
+                self.attempts(px, 12)
+                conns = [psycopg2.connect(px.dsn()) for _ in range(3)]
+                try:
+                    with self.assertRaises(psycopg2.OperationalError) as cm:
+                        psycopg2.connect(px.dsn()).close()
+                    self.assertIn("no more connections allowed", str(cm.exception))
+                    # and a cancel still finds the right session
+                    cur = conns[0].cursor()
+                    t = threading.Timer(0.5, conns[0].cancel)
+                    t.start()
+                    with self.assertRaises(psycopg2.errors.QueryCanceled):
+                        cur.execute("select pg_sleep(30)")
+                    t.join()
+                finally:
+                    for c in conns:
+                        c.close()
+                px.stop()
+                self.assertTrue(px.returncode == 0, px.log_tail())
+
+
 class TestMalformed(pt.PgwharfTestCase):
     def setUp(self):
         super().setUp()

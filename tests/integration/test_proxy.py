@@ -20,6 +20,7 @@ import psycopg2
 import psycopg2.extensions
 
 import pgwharf_test as pt
+import pgw_hardening as hz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -490,6 +491,48 @@ class TestTimeouts(pt.PgwharfTestCase):
             self.assertEqual(one(conn, "show statement_timeout"), "0")
         finally:
             conn.close()
+
+    def test_client_idle_timeout_after_a_failed_wait(self):
+        # The idle timer fired while the client waited for a server (no
+        # deadline then); after query_wait_timeout the client was idle for
+        # good and never closed.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "client_idle_timeout": "1s",
+                                          "query_wait_timeout": "2s"})
+        conn = psycopg2.connect(px.dsn())
+        px.admin("PAUSE")
+        try:
+            with self.assertRaises(psycopg2.Error) as cm:
+                conn.cursor().execute("select 1")
+            self.assertIn("query_wait_timeout", str(cm.exception))
+            px.wait_for_log("client_idle_timeout", timeout=15)
+        finally:
+            conn.close()
+            px.admin("RESUME")
+
+    def test_no_idle_timeout_while_an_unsynced_execute_runs(self):
+        # Parse/Bind/Execute + Flush, no Sync (a cursor, a pipeline): the
+        # server is busy, the client is not idle.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "client_idle_timeout": "1s",
+                                          "idle_transaction_timeout": "1s"})
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        try:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+            parse = hz.msg(b"P", b"\0select pg_sleep(3), 'done'\0\0\0")
+            bind = hz.msg(b"B", b"\0\0\0\0\0\0\0\0")
+            execute = hz.msg(b"E", b"\0\0\0\0\0")
+            s.sendall(parse + bind + execute + hz.msg(b"H"))
+            got = []
+            while not got or got[-1][0] != b"C":
+                t, body = hz.recv_msg(s)
+                self.assertNotEqual(t, b"E", hz.parse_fields(body))
+                got.append((t, body))
+            self.assertEqual(b"".join(t for t, _ in got), b"12DC")
+            s.sendall(hz.msg(b"S"))
+            self.assertEqual(hz.recv_msg(s), (b"Z", b"I"))
+        finally:
+            s.close()
 
     def test_client_login_timeout(self):
         # tcp_defer_accept = 0: a client that says nothing is accepted at once.

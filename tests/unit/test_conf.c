@@ -113,7 +113,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->listen_backlog, 128);
     assert_int_equal(cfg->auth_type, PGW_AUTH_MD5);
     assert_string_equal(cfg->auth_file, "");
-    assert_string_equal(cfg->auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+    assert_string_equal(cfg->auth_query,
+                        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE "
+                        "rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin");
     assert_int_equal(cfg->pool_mode, PGW_POOL_SESSION);
     assert_int_equal(cfg->max_client_conn, 100);
     assert_int_equal(cfg->default_pool_size, 20);
@@ -827,6 +829,11 @@ static void test_validation(void **state)
                      "empty");
     assert_error(&d, "t.ini:15: database \"p\": min_pool_size 4 is larger than pool_size 3");
     assert_error(&d, "t.ini:16: database \"q\": min_pool_size 5 is larger than pool_size 4");
+    pgw_conf_diag_free(&d);
+
+    /* a sub-second stats_period would keep two repeating timers spinning */
+    load_fail("[pgwharf]\nauth_type = trust\nstats_period = 1us\n", &d, 1);
+    assert_error(&d, "t.ini:3: stats_period must be 0 (off) or at least 1s");
     pgw_conf_diag_free(&d);
 
     load_fail("[pgwharf]\nauth_type = cert\n", &d, 1);

@@ -111,13 +111,16 @@ static void test_parse_warnings(void **state)
     struct pgw_conf_diag diag = { 0 };
     struct pgw_hba *hba = parse_ok(text, &diag);
     assert_int_equal(pgw_hba_count(hba), 7);
-    assert_int_equal(diag.nwarnings, 6);
+    assert_int_equal(diag.nwarnings, 7);
     assert_non_null(strstr(diag.warnings[0], "hba.conf:1: authentication method \"peer\""));
     assert_non_null(strstr(diag.warnings[1], "hba.conf:2: \"samerole\""));
     assert_non_null(strstr(diag.warnings[2], "hba.conf:3: group \"+admins\""));
     assert_non_null(strstr(diag.warnings[3], "hba.conf:4: \"samenet\""));
     assert_non_null(strstr(diag.warnings[4], "hba.conf:5: host name \"db.example.com\""));
     assert_non_null(strstr(diag.warnings[5], "hba.conf:6: hostgssenc"));
+    /* an option is not ignored: the rule rejects (fail closed) */
+    assert_non_null(strstr(diag.warnings[6], "hba.conf:7: authentication option "
+                                             "\"clientcert=verify-ca\" is not supported"));
     pgw_conf_diag_free(&diag);
     pgw_hba_free(hba);
 }
@@ -256,6 +259,13 @@ static void test_unsupported_fail_closed(void **state)
     (void)state;
     struct pgw_hba *hba = parse_ok("local all all peer\nlocal all all trust\n", NULL);
     int line;
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_REJECT);
+    assert_int_equal(line, 1);
+    pgw_hba_free(hba);
+    /* An option pgwharf does not implement (clientcert=verify-full would
+     * require a certificate): that rule rejects rather than letting in
+     * more than it says. */
+    hba = parse_ok("local all all md5 clientcert=verify-full\nlocal all all trust\n", NULL);
     assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_REJECT);
     assert_int_equal(line, 1);
     pgw_hba_free(hba);
