@@ -538,8 +538,11 @@ static bool scan_client(struct pgw_session *s)
                 pgw_ps_emit(s);
                 if (s->state == PGW_SS_CLOSING)
                     return false;
-                if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
+                if (s->sbuf && s->sbuf->sent < s->sbuf->parsed) {
                     pgw_batch_flush_client(s);
+                    if (s->state == PGW_SS_CLOSING)
+                        return false;
+                }
                 continue;
             }
             if (whole)
