@@ -287,6 +287,8 @@ struct pgw_proxy {
     uint64_t next_session_id;
     struct pgw_list free_bufs;
     int nfree_bufs;
+    int free_low;                    /* fewest free buffers since the last trim */
+    ev_timer buf_trim;               /* returns unneeded free buffers */
     struct pgw_list cancel_hash[PGW_CANCEL_BUCKETS];
     struct pgw_cancel_state *cancel;
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
