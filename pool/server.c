@@ -430,7 +430,10 @@ static int build_params(const struct pgw_pool *pool, const char **k, const char 
     return n;
 }
 
-static void connect_failed(struct pgw_server *srv, const char *msg)
+/* answered: the SQLSTATE of an ErrorResponse the server sent to the
+ * connect_query (the server is up: this pool's problem), or NULL. */
+static void connect_failed_answered(struct pgw_server *srv, const char *msg,
+                                    const char *answered)
 {
     struct pgw_pool *pool = srv->pool;
     struct pgw_backend *be = srv->backend;
@@ -444,8 +447,8 @@ static void connect_failed(struct pgw_server *srv, const char *msg)
     pgw_warn("server_connect_failed", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
-    const char *sqlstate = pgw_pool_guess_sqlstate(text);
-    if (pgw_pool_login_error_is_local(sqlstate)) {
+    const char *sqlstate = answered ? answered : pgw_pool_guess_sqlstate(text);
+    if (answered || pgw_pool_login_error_is_local(sqlstate)) {
         /* The server answered and refused this pool's user or database:
          * the backend is fine (other pools on it too), this pool waits
          * server_login_retry. */
@@ -455,6 +458,11 @@ static void connect_failed(struct pgw_server *srv, const char *msg)
         pgw_backend_failed(be, probe, text);
     }
     pgw_pool_kick_related(pool);
+}
+
+static void connect_failed(struct pgw_server *srv, const char *msg)
+{
+    connect_failed_answered(srv, msg, NULL);
 }
 
 static void login_succeeded(struct pgw_server *srv)
@@ -601,6 +609,7 @@ int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
     if (ps->out.failed)
         return PGW_ENOMEM;
     ps->job = job;
+    ps->err_sqlstate[0] = 0;
     ps->hdr_len = 0;
     ps->body_left = ps->body_len = ps->body_got = 0;
     srv->pending_ready = 1;
@@ -632,9 +641,11 @@ static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
         return 1;
     case PGW_BE_ERROR:
         ps->body[kept < sizeof(ps->body) ? kept : sizeof(ps->body) - 1] = 0;
-        if (pgw_wire_parse_error(ps->body, kept, &f) == 0 || !whole)
+        if (pgw_wire_parse_error(ps->body, kept, &f) == 0 || !whole) {
             snprintf(why, wl, "%s failed: %s (%s)", job_name(ps->job), f.message, f.sqlstate);
-        else
+            if (f.sqlstate && strlen(f.sqlstate) == 5)
+                memcpy(ps->err_sqlstate, f.sqlstate, 6);
+        } else
             snprintf(why, wl, "%s failed", job_name(ps->job));
         return PGW_EPROTO;
     case PGW_BE_PARAM_STATUS: {
@@ -748,6 +759,9 @@ static void job_finished(struct pgw_server *srv)
     ev_io_stop(pool->set->loop, &srv->io);
     srv_priv(srv)->job = SRV_JOB_NONE;
     if (job == SRV_JOB_CONNECT_QUERY) {
+        /* What a new client sees of parameters it did not set: the server
+         * as connect_query left it (a SET TimeZone there is the pool's). */
+        pool->defaults = srv->params;
         login_succeeded(srv);
         return;
     }
@@ -765,8 +779,11 @@ static void job_finished(struct pgw_server *srv)
 static void job_failed(struct pgw_server *srv, const char *why)
 {
     struct pgw_pool *pool = srv->pool;
-    if (srv_priv(srv)->job == SRV_JOB_CONNECT_QUERY) {
-        connect_failed(srv, why);
+    struct pool_server *ps = srv_priv(srv);
+    if (ps->job == SRV_JOB_CONNECT_QUERY) {
+        /* An error the server answered is this pool's connect_query, not
+         * the backend's health: no breaker count, server_login_retry. */
+        connect_failed_answered(srv, why, ps->err_sqlstate[0] ? ps->err_sqlstate : NULL);
         return;
     }
     pgw_server_close(srv, why);

@@ -352,6 +352,27 @@ class TestBreakers(AdminTestCase):
         self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
 
 
+    def test_a_failing_connect_query_does_not_trip_the_backend(self):
+        # The server answers the connect_query with an error: that is the
+        # entry's configuration, not the server's health.  Its clients get
+        # the server's SQLSTATE, and other entries on the server go on.
+        bad = self.pg.conn_string(self.pg.database, connect_query="select 1/0")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                                          "server_login_retry": "30s"},
+                                databases={"bad": bad,
+                                           self.pg.database: self.pg.conn_string()})
+        conn = self.admin_conn(px)
+        for i in range(3):
+            with socket.create_connection((px.host, px.port), timeout=10) as s:
+                with self.assertRaises(hz.PgError) as cm:
+                    hz.sync_login(s, self.pg.user, "bad", self.pg.password)
+            self.assertEqual(cm.exception.sqlstate, "22012", cm.exception.fields)
+            self.assertIn("division by zero", cm.exception.fields.get("M"))
+        self.assertEqual(px.psql("select 'still here'"), "still here")
+        states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
+        self.assertTrue(all(st == "closed" for st in states), states)
+        self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
+
 class TestAccess(AdminTestCase):
 
     def test_other_users_are_refused(self):

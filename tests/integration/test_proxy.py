@@ -282,6 +282,24 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
             except Exception:
                 pass
 
+    def test_connect_query_settings_are_what_clients_see(self):
+        # A connect_query SET of a reported parameter is the pool's default:
+        # in transaction mode pgwharf must not SET it back to what the
+        # server reported before the connect_query ran, on the first
+        # client nor on later ones.  (In session mode server_reset_query,
+        # DISCARD ALL, undoes it for later clients, as with PgBouncer.)
+        dbs = {"cq": self.pg.conn_string(self.pg.database,
+                                         connect_query="SET TimeZone = 'Asia/Tokyo'")}
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1},
+                                databases=dbs)
+        for i in range(3):
+            self.assertEqual(px.psql("show timezone", db="cq"), "Asia/Tokyo")
+        conn = psycopg2.connect(px.dsn(db="cq"))
+        try:
+            self.assertEqual(conn.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        finally:
+            conn.close()
+
     def test_set_persists_in_session_mode(self):
         px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 2})
         conn = connect(px)
