@@ -129,4 +129,9 @@ struct pgw_wire_err_fields {
 /* body/len: the message body after the 5-byte header.  Returns 0 or PGW_EPROTO. */
 int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fields *out);
 
+/* Decode one UTF-8 sequence at s (NUL-terminated) into *cp; returns its
+ * length, or 0 when it is not well-formed (overlong, surrogate,
+ * > U+10FFFF, cut short). */
+size_t pgw_utf8_decode(const unsigned char *s, uint32_t *cp);
+
 #endif

@@ -506,9 +506,23 @@ void pgw_metrics_ready(struct pgw_session *s, char status)
 
 /* ---- the exposition text ---- */
 
+/* The exposition format is UTF-8: a byte that does not start a well-formed
+ * sequence (a database name a client chose under "*", say) becomes
+ * U+FFFD instead of making the whole scrape unparsable. */
 static void put_escaped(struct pgw_wbuf *b, const char *v, bool label)
 {
     for (; *v; v++) {
+        uint32_t cp;
+        size_t n = (unsigned char)*v < 0x80 ? 1 : pgw_utf8_decode((const unsigned char *)v, &cp);
+        if (n == 0) {
+            pgw_wbuf_append(b, "\xEF\xBF\xBD", 3);
+            continue;
+        }
+        if (n > 1) {
+            pgw_wbuf_append(b, v, n);
+            v += n - 1;
+            continue;
+        }
         if (*v == '\\')
             pgw_wbuf_append(b, "\\\\", 2);
         else if (*v == '\n')

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/wire.h"
 
 #define SCRAM_PREFIX "SCRAM-SHA-256$"
 
@@ -204,36 +205,6 @@ static const char *compat_of(uint32_t c)
     return NULL;
 }
 
-/* Decode one UTF-8 sequence at s (NUL-terminated); returns its length, or
- * 0 when it is not well-formed (overlong, surrogate, > U+10FFFF, cut). */
-static size_t utf8_decode(const unsigned char *s, uint32_t *cp)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        n = 2, v = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, v = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return n;
-}
-
 static size_t utf8_encode(uint32_t c, char *out)
 {
     if (c < 0x80) {
@@ -274,7 +245,7 @@ static enum pgw_saslprep_rc saslprep_check(const char *in, size_t *outlen)
     enum pgw_saslprep_rc rc = PGW_SASLPREP_OK;
     while (*p) {
         uint32_t c;
-        size_t n = utf8_decode(p, &c);
+        size_t n = pgw_utf8_decode(p, &c);
         if (n == 0)
             return PGW_SASLPREP_INVALID_UTF8;
         p += n;
@@ -317,7 +288,7 @@ enum pgw_saslprep_rc pgw_saslprep(const char *in, char **out)
         return PGW_SASLPREP_NOMEM;
     for (const unsigned char *p = (const unsigned char *)in; *p;) {
         uint32_t c;
-        p += utf8_decode(p, &c);
+        p += pgw_utf8_decode(p, &c);
         const char *m;
         if (in_ranges(c, non_ascii_space, NRANGES(non_ascii_space)))
             *w++ = ' ';

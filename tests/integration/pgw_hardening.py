@@ -48,7 +48,7 @@ def parse_fields(body):
 def startup_packet(user, db, **params):
     body = struct.pack("!I", 196608)
     for k, v in [("user", user), ("database", db)] + list(params.items()):
-        body += k.encode() + b"\x00" + v.encode() + b"\x00"
+        body += k.encode() + b"\x00" + (v if isinstance(v, bytes) else v.encode()) + b"\x00"
     body += b"\x00"
     return struct.pack("!I", len(body) + 4) + body
 

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 import pgwharf_test as pt
+import pgw_hardening as hz
 
 try:
     import psycopg2
@@ -167,6 +168,22 @@ class TestMetrics(pt.PgwharfTestCase):
             values = [v for _, v in buckets]
             self.assertEqual(values, sorted(values), "buckets are not cumulative")
             self.assertEqual(values[-1], sample(fams, h, h + "_count"))
+
+    def test_labels_stay_utf8_whatever_names_clients_choose(self):
+        # Under a "*" entry the client names the pool: bytes that are not
+        # UTF-8 must not make the whole scrape unparsable.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "metrics_port": "auto"},
+                                databases={"*": self.pg.conn_string(self.pg.database)})
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, b"db\xff\xfe\xc3\xa9\xed\xa0\x80", self.pg.password)
+            s.sendall(hz.query_msg("select 1"))
+            while hz.recv_msg(s)[0] != b"Z":
+                pass
+            fams = self.scrape(px)              # decodes as UTF-8 and parses
+        # invalid bytes (and the encoded surrogate) become U+FFFD, the
+        # well-formed e-acute stays
+        self.assertEqual(sample(fams, "pgwharf_pool_server_idle", user=self.pg.user,
+                                database="db\ufffd\ufffd\u00e9\ufffd\ufffd\ufffd"), 1)
 
     def test_pool_gauges_agree_with_show_pools(self):
         px = self.start(default_pool_size=1)
