@@ -50,6 +50,7 @@
     X(max_prepared_statements,  INT,        "200",         0, INT_MAX)      \
     X(server_lifetime,          DUR,        "3600",        0, 0)            \
     X(server_idle_timeout,      DUR,        "600",         0, 0)            \
+    X(autodb_idle_timeout,      DUR,        "3600",        0, 0)            \
     X(server_connect_timeout,   DUR,        "15",          0, 0)            \
     X(server_login_retry,       DUR,        "15",          0, 0)            \
     X(server_reset_query,       STR,        "DISCARD ALL", 0, 0)            \
@@ -119,7 +120,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 /* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
-    "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
+    "auth_ident_file", "auth_ldap_options",
     "cancel_wait_timeout", "client_tls13_ciphers", "client_tls_dheparams",
     "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_stats",

@@ -350,7 +350,7 @@ void pgw_pool_grow(struct pgw_pool *pool)
     if (pool->orphan || pool->set->destroying || login_blocked(pool))
         return;
     int need = needed(pool);
-    int warm = pool->min_pool_size - pgw_pool_total(pool);
+    int warm = pool->expiring ? 0 : pool->min_pool_size - pgw_pool_total(pool);
     int n = need > warm ? need : warm;
     if (n <= 0)
         return;
@@ -545,6 +545,19 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
 }
 
 /* ---- accessors, admin ---------------------------------------------------- */
+
+void pgw_pool_ref(struct pgw_pool *pool)
+{
+    pool->refs++;
+    pool->expiring = false;
+}
+
+void pgw_pool_unref(struct pgw_pool *pool)
+{
+    if (pool->refs > 0)
+        pool->refs--;
+    pool->last_used = pool_now(pool);
+}
 
 const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }

@@ -215,6 +215,11 @@ enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st);
 /* Pause: lend nothing (waiters queue) until resumed. */
 void pgw_pool_pause(struct pgw_pool *pool, bool paused);
+/* A session holds the pool from its login to its free: a pool of the "*"
+ * entry (or of an entry a reload removed) is freed only when nothing holds
+ * it, nobody waits and no server is busy (set.c expire_pools). */
+void pgw_pool_ref(struct pgw_pool *pool);
+void pgw_pool_unref(struct pgw_pool *pool);
 /* Close every idle server and mark active ones to be closed at release. */
 void pgw_pool_reconnect(struct pgw_pool *pool);
 

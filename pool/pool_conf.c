@@ -88,6 +88,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     pool->db_src = db;
     pool->orphan = false;
+    pool->autodb = strcmp(db->name, "*") == 0;
     apply_settings(pool, db);
     char *sig = build_signature(db);
     if (!sig)
@@ -126,6 +127,8 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
         }
         if (p->db_src != db && pgw_pool_apply_db(p, db))
             pgw_pool_reconnect(p);
+        p->last_used = ev_now(set->loop);    /* about to be used: not expired now */
+        p->expiring = false;
         return p;
     }
     struct pgw_pool *pool = calloc(1, sizeof(*pool));
@@ -136,6 +139,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
     pool->dbname = strdup(dbname);
     pool->user = strdup(user);
     pool->password = password ? strdup(password) : NULL;
+    pool->last_used = ev_now(set->loop);
     pgw_pool_apply_db(pool, db);
     if (!pool->dbname || !pool->user || (password && !pool->password) || !pool->signature ||
         !pool->backend) {

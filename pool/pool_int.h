@@ -103,6 +103,10 @@ struct pgw_pool {
     int max_db_connections, max_user_connections;
     bool paused;
     bool orphan;              /* its db entry is gone from the config */
+    bool autodb;              /* made from the "*" entry */
+    bool expiring;            /* unused past autodb_idle_timeout: no warming */
+    int refs;                 /* sessions holding it (pgw_pool_ref) */
+    ev_tstamp last_used;      /* last tick it had clients, waiters or busy servers */
     /* servers by state */
     struct pgw_list idle;     /* most recently used first */
     struct pgw_list active;

@@ -3,7 +3,9 @@
  * maintenance tick, the reaper that frees closed servers after the
  * callback that closed them, and destruction.
  *
- * Owns: every pool and backend of the loop (freed only by destroy), the
+ * Owns: every pool and backend of the loop (pools of the "*" entry and of
+ * entries a reload removed are freed once unused, see expire_pools; the
+ * rest by destroy), the
  * tick timer, the reaper idle watcher and the ev_async that DNS threads
  * use to wake the loop.  No globals: all state hangs off the set.
  */
@@ -46,11 +48,57 @@ void pgw_pool_set_reap_later(struct pgw_pool_set *set, struct pgw_server *srv)
         ev_idle_start(set->loop, &set->reaper);
 }
 
+static bool has_dead_server(const struct pgw_pool_set *set, const struct pgw_pool *pool)
+{
+    for (const struct pgw_list *n = set->dead.next; n != &set->dead; n = n->next)
+        if (pgw_container_of(n, struct pgw_server, node)->pool == pool)
+            return true;
+    return false;
+}
+
+/* Pools of the "*" entry unused for autodb_idle_timeout, and pools whose
+ * entry left the config as soon as they are unused, go (PgBouncer's
+ * autodb_idle_timeout): otherwise every database name a client tries under
+ * "*" would keep a pool, and its stats, for ever.  Used = held by a
+ * session (pgw_pool_ref), waited on, or with a server lent, connecting or
+ * being reset.  Idle servers close first; the pool itself goes once none
+ * of its closed servers waits for the reaper (their free hook reads it). */
+static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
+{
+    double limit = set->cfg->autodb_idle_timeout;
+    struct pgw_list *n, *next;
+    for (n = set->pools.next; n != &set->pools; n = next) {
+        next = n->next;
+        struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
+        if (pool->refs > 0 || pool->n_waiters > 0 ||
+            pool->n_active + pool->n_connecting + pool->n_resetting > 0) {
+            pool->last_used = now;
+            pool->expiring = false;
+            continue;
+        }
+        if (!pool->orphan && !(pool->autodb && limit > 0 && now - pool->last_used >= limit))
+            continue;
+        const char *why = pool->orphan ? "database removed" : "autodb_idle_timeout";
+        pool->expiring = true;               /* min_pool_size does not refill it */
+        struct pgw_list *s;
+        while ((s = pgw_list_first(&pool->idle)))
+            pgw_server_close(pgw_container_of(s, struct pgw_server, node), why);
+        if (pgw_pool_total(pool) == 0 && pool->n_waiters == 0 && pool->refs == 0 &&
+            !has_dead_server(set, pool)) {
+            pgw_info("pool_free", "db=%s user=%s reason=%s", pool->dbname, pool->user,
+                     pool->orphan ? "database_removed" : "autodb_idle_timeout");
+            next = n->next;                  /* closing may have changed the list */
+            pgw_pool_free(pool);
+        }
+    }
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_pool_set *set = pgw_container_of(w, struct pgw_pool_set, tick);
     ev_tstamp now = ev_now(loop);
     struct pgw_list *n;
+    expire_pools(set, now);
     for (n = set->pools.next; n != &set->pools; n = n->next)
         pgw_pool_retire(pgw_container_of(n, struct pgw_pool, node), now);
     for (n = set->backends.next; n != &set->backends; n = n->next)

@@ -7,11 +7,12 @@
  *   xact_time, query_time      the sessions' counters kept by
  *                              pgw_metrics_ready (metrics.c)
  *   assignments, wait_time,    the pools' counters (total_acquires,
- *   wait_timeouts              total_wait_us, total_wait_timeouts); pools
- *                              live as long as the pool set
+ *   wait_timeouts              total_wait_us, total_wait_timeouts)
  * Totals = counters folded in from sessions already freed + sessions alive
  * (open and closing) + pools.  A session counts once it has a pool and is
- * not an admin session, so a total never goes down.
+ * not an admin session, so a total never goes down -- until the database's
+ * pools are freed (autodb_idle_timeout, or the entry left the config):
+ * then its entry goes too.
  *
  * Averages (PgBouncer's avg_*) cover the last complete stats_period: a timer
  * snapshots the totals; rates are per second, times per transaction, query
@@ -26,6 +27,7 @@
 
 struct stat_entry {
     char *database;
+    bool live;                       /* a pool or a session has it (collect) */
     struct pgw_dbstat closed;        /* from sessions already freed */
     struct pgw_dbstat prev, last;    /* snapshots for the averages */
 };
@@ -139,18 +141,39 @@ static void walk_sessions(struct pgw_stats *st, struct pgw_list *head, struct pg
 
 /* Current totals, one per entry (entries for every database seen first).
  * NULL when memory is short. */
+static void mark_live(struct pgw_stats *st, const char *db)
+{
+    struct stat_entry *e = entry_get(st, db);
+    if (e)
+        e->live = true;
+}
+
 static struct pgw_dbstat *collect(struct pgw_stats *st)
 {
     struct pgw_proxy *px = st->px;
     struct pgw_list *heads[] = { &px->sessions, &px->closing };
+    for (int i = 0; i < st->n; i++)
+        st->e[i].live = false;
     for (int h = 0; h < 2; h++)
         for (struct pgw_list *l = heads[h]->next; l != heads[h]; l = l->next) {
             const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
             if (pgw_stats_counts(s))
-                entry_get(st, s->database);
+                mark_live(st, s->database);
         }
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
-        entry_get(st, pgw_pool_dbname(p));
+        mark_live(st, pgw_pool_dbname(p));
+    /* A database with neither pool nor session had its pools freed
+     * (autodb_idle_timeout, or removed from the config): its stats go
+     * with them, as in PgBouncer, so that names tried under "*" do not
+     * pile up. */
+    int kept = 0;
+    for (int i = 0; i < st->n; i++) {
+        if (st->e[i].live)
+            st->e[kept++] = st->e[i];
+        else
+            free(st->e[i].database);
+    }
+    st->n = kept;
     struct pgw_dbstat *cur = calloc((size_t)(st->n ? st->n : 1), sizeof(*cur));
     if (!cur)
         return NULL;

@@ -606,6 +606,7 @@ void pgw_session_login_done(struct pgw_session *s)
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
+    pgw_pool_ref(s->pool);                   /* until pgw_session_free */
     pgw_admin_pool_attach(s->px, s->pool);
     s->mode = pgw_pool_mode(s->pool);
     s->state = PGW_SS_LOGIN_WAIT;
@@ -688,6 +689,8 @@ void pgw_session_free(struct pgw_session *s)
     pgw_ps_session_free(s);
     if (s->ctx)
         pgw_ctx_release(s->ctx);
+    if (s->pool)
+        pgw_pool_unref(s->pool);
     pgw_iobuf_put(px, s->cbuf);
     pgw_iobuf_put(px, s->sbuf);
     for (int i = 0; i < PGW_TP_COUNT; i++)

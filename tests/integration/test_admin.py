@@ -373,6 +373,63 @@ class TestBreakers(AdminTestCase):
         self.assertTrue(all(st == "closed" for st in states), states)
         self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
 
+class TestPoolsFreed(AdminTestCase):
+    """Pools that nobody can come back for must not stay for ever: those of
+    the "*" entry after autodb_idle_timeout, those of an entry a reload
+    removed once unused; with them go their servers and SHOW STATS rows."""
+
+    def pools(self, conn):
+        return {r["database"] for r in self.show(conn, "POOLS")[1]
+                if r["user"] == self.pg.app_user}
+
+    def test_autodb_pools_freed_after_autodb_idle_timeout(self):
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "autodb_idle_timeout": "1s",
+                      "min_pool_size": 1, "default_pool_size": 2},
+            databases={"*": self.pg.conn_string(self.pg.database2)})
+        conn = self.admin_conn(px)
+        # held: a client stays connected (idle) all along
+        held = self.client(px, db="held", user=self.pg.app_user)
+        held.cursor().execute("select 1")
+        names = ["tried%d" % i for i in range(20)]
+        for name in names:
+            self.assertEqual(px.psql("select 1", db=name, user=self.pg.app_user), "1")
+        self.assertTrue(set(names) <= self.pools(conn))
+        # Unused for a second: freed, min_pool_size notwithstanding, with
+        # their servers and stats rows.
+        wait_until(lambda: self.pools(conn) == {"held"}, timeout=30, interval=0.2,
+                   what="tried* pools freed")
+        stats = {r["database"] for r in self.show(conn, "STATS")[1]}
+        self.assertFalse(stats & set(names), stats)
+        wait_until(lambda: hz.server_conns(self.pg, self.pg.app_user) <= 2, timeout=30,
+                   interval=0.2, what="servers of freed pools closed")
+        self.assertIn("event=pool_free", px.log())
+        # The client that held its pool all along still works, and a freed
+        # name can be used again.
+        cur = held.cursor()
+        cur.execute("select 42")
+        self.assertEqual(cur.fetchone()[0], 42)
+        self.assertEqual(px.psql("select 2", db=names[0], user=self.pg.app_user), "2")
+        self.assertIn(names[0], self.pools(conn))
+
+    def test_removed_database_pool_freed_once_unused(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"},
+                                databases={"gone": self.pg.conn_string(self.pg.database2),
+                                           self.pg.database: self.pg.conn_string()})
+        conn = self.admin_conn(px)
+        c = self.client(px, db="gone", user=self.pg.app_user)
+        c.cursor().execute("select 1")
+        del px.databases["gone"]
+        px.reload()
+        px.wait_for_log(r"event=pool_orphaned db=gone")
+        self.assertIn("gone", self.pools(conn))     # its client still holds it
+        c.close()
+        wait_until(lambda: "gone" not in self.pools(conn), timeout=30, interval=0.2,
+                   what="pool of the removed database freed")
+        px.wait_for_log(r"event=pool_free db=gone user=%s reason=database_removed"
+                        % self.pg.app_user)
+        self.assertEqual(px.psql("select 1"), "1")
+
 class TestAccess(AdminTestCase):
 
     def test_other_users_are_refused(self):
