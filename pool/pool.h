@@ -255,6 +255,10 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
  * srv->user_state can free it.  NULL = none. */
 typedef void (*pgw_server_free_fn)(struct pgw_server *srv, void *arg);
 void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, void *arg);
+/* Called with a pool about to be freed while the loop runs (unused pools of
+ * "*" or of a removed entry): its counters can be kept (admin stats). */
+typedef void (*pgw_pool_gone_fn)(const struct pgw_pool *pool, void *arg);
+void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void *arg);
 /* Number of servers in all pools (any state) -- for shutdown and tests. */
 int pgw_pool_set_server_count(const struct pgw_pool_set *set);
 /* Cancel every waiter (callback with PGW_ESHUTDOWN, SQLSTATE 57P01), close

@@ -142,6 +142,8 @@ struct pgw_pool_set {
     bool destroying;
     pgw_server_free_fn free_hook;
     void *free_hook_arg;
+    pgw_pool_gone_fn gone_hook;
+    void *gone_hook_arg;
 };
 
 /* pool.c */

@@ -78,6 +78,8 @@ static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
         }
         if (!pool->orphan && !(pool->autodb && limit > 0 && now - pool->last_used >= limit))
             continue;
+        if (pool->login_retry_until > now)   /* a new pool would not wait server_login_retry */
+            continue;
         const char *why = pool->orphan ? "database removed" : "autodb_idle_timeout";
         pool->expiring = true;               /* min_pool_size does not refill it */
         struct pgw_list *s;
@@ -88,6 +90,8 @@ static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
             pgw_info("pool_free", "db=%s user=%s reason=%s", pool->dbname, pool->user,
                      pool->orphan ? "database_removed" : "autodb_idle_timeout");
             next = n->next;                  /* closing may have changed the list */
+            if (set->gone_hook)
+                set->gone_hook(pool, set->gone_hook_arg);
             pgw_pool_free(pool);
         }
     }
@@ -208,6 +212,12 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set)
     ev_ref(set->loop);
     ev_async_stop(set->loop, &set->dns_async);
     free(set);
+}
+
+void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void *arg)
+{
+    set->gone_hook = fn;
+    set->gone_hook_arg = arg;
 }
 
 void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, void *arg)

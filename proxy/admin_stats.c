@@ -276,6 +276,22 @@ void pgw_stats_reconfigure(struct pgw_stats *st)
     ev_unref(st->px->loop);
 }
 
+/* A freed pool's counters stay with its database (in `closed`), so that a
+ * total only goes down when the database's entry goes. */
+static void pool_gone(const struct pgw_pool *pool, void *arg)
+{
+    struct pgw_stats *st = arg;
+    struct stat_entry *e = entry_get(st, pgw_pool_dbname(pool));
+    if (!e) {
+        pgw_warn("stats", "db=%s reason=\"out of memory: a freed pool's counters are lost\"",
+                 pgw_pool_dbname(pool));
+        return;
+    }
+    struct pgw_dbstat d;
+    pool_stat(pool, &d);
+    add(&e->closed, &d);
+}
+
 struct pgw_stats *pgw_stats_create(struct pgw_proxy *px)
 {
     struct pgw_stats *st = calloc(1, sizeof(*st));
@@ -285,6 +301,7 @@ struct pgw_stats *pgw_stats_create(struct pgw_proxy *px)
     st->prev_t = st->last_t = ev_now(px->loop);
     ev_init(&st->timer, snapshot_cb);
     pgw_stats_reconfigure(st);
+    pgw_pool_set_gone_hook(px->pools, pool_gone, st);
     return st;
 }
 
@@ -292,6 +309,7 @@ void pgw_stats_destroy(struct pgw_stats *st)
 {
     if (!st)
         return;
+    pgw_pool_set_gone_hook(st->px->pools, NULL, NULL);
     timer_stop(st);
     for (int i = 0; i < st->n; i++)
         free(st->e[i].database);

@@ -412,6 +412,28 @@ class TestPoolsFreed(AdminTestCase):
         self.assertEqual(px.psql("select 2", db=names[0], user=self.pg.app_user), "2")
         self.assertIn(names[0], self.pools(conn))
 
+    def test_counters_of_a_freed_pool_stay_with_its_database(self):
+        # Two users' pools of one database: freeing one must not take its
+        # assignments out of the database's totals (SHOW STATS and the
+        # *_total metrics are counters).
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "autodb_idle_timeout": "1s"},
+            databases={"*": self.pg.conn_string(self.pg.database2)})
+        conn = self.admin_conn(px)
+        held = self.client(px, db="x")             # the pgwharf user's pool stays
+        held.cursor().execute("select 1")
+        for i in range(5):
+            self.assertEqual(px.psql("select 1", db="x", user=self.pg.app_user), "1")
+
+        def totals():
+            row = [r for r in self.show(conn, "STATS")[1] if r["database"] == "x"][0]
+            return row["total_server_assignment_count"], row["total_xact_count"]
+
+        before = totals()
+        self.assertGreaterEqual(before[0], 6)
+        px.wait_for_log(r"event=pool_free db=x user=%s" % self.pg.app_user, timeout=30)
+        self.assertEqual(totals(), before)
+
     def test_removed_database_pool_freed_once_unused(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction"},
                                 databases={"gone": self.pg.conn_string(self.pg.database2),
