@@ -80,16 +80,13 @@ static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
             continue;
         if (pool->login_retry_until > now)   /* a new pool would not wait server_login_retry */
             continue;
-        const char *why = pool->orphan ? "database removed" : "autodb_idle_timeout";
+        const char *why = pool->orphan ? "database_removed" : "autodb_idle_timeout";
         pool->expiring = true;               /* min_pool_size does not refill it */
         struct pgw_list *s;
         while ((s = pgw_list_first(&pool->idle)))
             pgw_server_close(pgw_container_of(s, struct pgw_server, node), why);
-        if (pgw_pool_total(pool) == 0 && pool->n_waiters == 0 && pool->refs == 0 &&
-            !has_dead_server(set, pool)) {
-            pgw_info("pool_free", "db=%s user=%s reason=%s", pool->dbname, pool->user,
-                     pool->orphan ? "database_removed" : "autodb_idle_timeout");
-            next = n->next;                  /* closing may have changed the list */
+        if (pgw_pool_total(pool) == 0 && !has_dead_server(set, pool)) {
+            pgw_info("pool_free", "db=%s user=%s reason=%s", pool->dbname, pool->user, why);
             if (set->gone_hook)
                 set->gone_hook(pool, set->gone_hook_arg);
             pgw_pool_free(pool);
