@@ -200,7 +200,9 @@ static void check_or_close(struct pgw_server *srv)
 /* Hand idle servers to waiters in FIFO order. */
 static void serve_waiters(struct pgw_pool *pool)
 {
-    while (!pool->paused && pool->n_waiters > 0 && !pool->set->destroying) {
+    /* The queue itself, not n_waiters: while pgw_pool_fail_waiters fails a
+     * snapshot of it, n_waiters still counts waiters no longer on it. */
+    while (!pool->paused && !pgw_list_empty(&pool->waiters) && !pool->set->destroying) {
         struct pgw_list *n = pgw_list_first(&pool->idle);
         if (!n)
             return;
@@ -269,7 +271,7 @@ static bool reserve_due(struct pgw_pool *pool)
 {
     struct ev_loop *loop = pool->set->loop;
     ev_timer_stop(loop, &pool->reserve_timer);
-    if (pool->reserve_pool_size <= 0 || pool->n_waiters == 0)
+    if (pool->reserve_pool_size <= 0 || pgw_list_empty(&pool->waiters))   /* as above */
         return false;
     struct pgw_pool_waiter *w =
         pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
