@@ -550,8 +550,7 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
 
 void pgw_pool_ref(struct pgw_pool *pool)
 {
-    pool->refs++;
-    pool->expiring = false;
+    pool->refs++;             /* pgw_pool_get, just before, ended any expiry */
 }
 
 void pgw_pool_unref(struct pgw_pool *pool)

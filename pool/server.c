@@ -449,9 +449,9 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     pgw_server_close(srv, NULL);
     const char *sqlstate = answered ? answered : pgw_pool_guess_sqlstate(text);
     if (answered || pgw_pool_login_error_is_local(sqlstate)) {
-        /* The server answered and refused this pool's user or database:
-         * the backend is fine (other pools on it too), this pool waits
-         * server_login_retry. */
+        /* The server answered and refused this pool's user or database,
+         * or its connect_query: the backend is fine (other pools on it
+         * too), this pool waits server_login_retry. */
         pgw_backend_connected(be, probe);
         pgw_pool_login_failed(pool, sqlstate, text);
     } else {

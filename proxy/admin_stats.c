@@ -8,11 +8,12 @@
  *                              pgw_metrics_ready (metrics.c)
  *   assignments, wait_time,    the pools' counters (total_acquires,
  *   wait_timeouts              total_wait_us, total_wait_timeouts)
- * Totals = counters folded in from sessions already freed + sessions alive
- * (open and closing) + pools.  A session counts once it has a pool and is
- * not an admin session, so a total never goes down -- until the database's
- * pools are freed (autodb_idle_timeout, or the entry left the config):
- * then its entry goes too.
+ * Totals = counters folded in from sessions and pools already freed +
+ * sessions alive (open and closing) + pools.  A session counts once it has
+ * a pool and is not an admin session, so a total never goes down -- until
+ * the database has neither pool nor session left (its pools freed by
+ * autodb_idle_timeout, or its entry gone from the config): then its entry
+ * goes.
  *
  * Averages (PgBouncer's avg_*) cover the last complete stats_period: a timer
  * snapshots the totals; rates are per second, times per transaction, query
@@ -139,8 +140,6 @@ static void walk_sessions(struct pgw_stats *st, struct pgw_list *head, struct pg
     }
 }
 
-/* Current totals, one per entry (entries for every database seen first).
- * NULL when memory is short. */
 static void mark_live(struct pgw_stats *st, const char *db)
 {
     struct stat_entry *e = entry_get(st, db);
@@ -148,6 +147,8 @@ static void mark_live(struct pgw_stats *st, const char *db)
         e->live = true;
 }
 
+/* Current totals, one per entry (entries for every database seen first).
+ * NULL when memory is short. */
 static struct pgw_dbstat *collect(struct pgw_stats *st)
 {
     struct pgw_proxy *px = st->px;
