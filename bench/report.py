@@ -20,7 +20,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-TARGETS = ("direct", "pgbouncer", "pgwharf", "pgwharf-nobatch")
+TARGETS = ("direct", "pgbouncer", "pgwharf", "pgwharf-nobatch", "pgwharf-pipe")
 PROXIES = ("pgbouncer", "pgwharf")
 COLS = ["cell", "clients", "rep", "target", "status", "tps", "lat", "p99", "ntx", "cpu", "rss", "error"]
 
@@ -143,6 +143,22 @@ def batch_table(summary):
     return md_table(header, rows)
 
 
+def pipe_table(summary):
+    """server_pipeline_depth = 2 (pgwharf-pipe) against PgBouncer and the
+    default pgwharf, when the run had that target."""
+    if all(row["t"]["pgwharf-pipe"]["state"] == "absent" for row in summary):
+        return None
+    header = ["cell", "pgbouncer TPS", "pgwharf TPS", "pipe TPS", "pipe/pgbouncer",
+              "pipe/pgwharf", "pgbouncer CPU ms/1k tx", "pipe CPU ms/1k tx",
+              "CPU pipe/pgbouncer", "pgwharf lat avg/p99 ms", "pipe lat avg/p99 ms"]
+    rows = []
+    for row in summary:
+        b, w, p = row["t"]["pgbouncer"], row["t"]["pgwharf"], row["t"]["pgwharf-pipe"]
+        rows.append([row["label"], f_tps(b), f_tps(w), f_tps(p), f_ratio(p, b), f_ratio(p, w),
+                     f_cpu(b), f_cpu(p), f_cpu_ratio(p, b), f_lat(w), f_lat(p)])
+    return md_table(header, rows)
+
+
 def notes(summary):
     lines = []
     for row in summary:
@@ -233,6 +249,12 @@ def main():
         body.append("## io_batch on vs off (same binary, same run)")
         body.append("")
         body.append(bt)
+    pt = pipe_table(summary)
+    if pt:
+        body.append("")
+        body.append("## server_pipeline_depth = 2 (same binary, same run)")
+        body.append("")
+        body.append(pt)
     n = notes(summary)
     if n:
         body.append("")

@@ -36,10 +36,11 @@
 #   --duration S       seconds per pgbench run (default 10)
 #   --reps N           repetitions per cell and target (default 3)
 #   --cells LIST       comma-separated cell ids (default: all)
-#   --targets LIST     subset of direct,pgbouncer,pgwharf,pgwharf-nobatch
-#                      (default: direct,pgbouncer,pgwharf; pgwharf-nobatch is
-#                      the same binary with io_batch = off, for an A/B of
-#                      batched writes in the same interleaved run)
+#   --targets LIST     subset of direct,pgbouncer,pgwharf,pgwharf-nobatch,
+#                      pgwharf-pipe (default: direct,pgbouncer,pgwharf;
+#                      pgwharf-nobatch is the same binary with io_batch = off,
+#                      pgwharf-pipe with server_pipeline_depth = 2, each for
+#                      an A/B in the same interleaved run)
 #   --idle-clients N   idle connections per proxy (default 10000; 0 = skip)
 #   --pgwharf PATH     use this binary (implies --no-build)
 #   --no-build         use build-bench/pgwharf as it is
@@ -103,7 +104,8 @@ want_target() { [[ ,$targets_arg, == *,$1,* ]]; }
 want_cell() { [[ -z $cells_arg || ,$cells_arg, == *,$1,* ]]; }
 
 for t in ${targets_arg//,/ }; do
-    [[ $t == direct || $t == pgbouncer || $t == pgwharf || $t == pgwharf-nobatch ]] || die "unknown target $t"
+    [[ $t == direct || $t == pgbouncer || $t == pgwharf || $t == pgwharf-nobatch ||
+       $t == pgwharf-pipe ]] || die "unknown target $t"
 done
 
 # --- limits -----------------------------------------------------------------
@@ -126,7 +128,7 @@ if want_target pgbouncer; then
     PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     [[ -x $PGBOUNCER ]] || die "pgbouncer not found (scripts/deps.sh installs it)"
 fi
-if want_target pgwharf || want_target pgwharf-nobatch; then
+if want_target pgwharf || want_target pgwharf-nobatch || want_target pgwharf-pipe; then
     if [[ -z $pgwharf_bin ]]; then
         pgwharf_bin=$ROOT/build-bench/pgwharf
         if [[ $build == 1 ]]; then
@@ -234,7 +236,8 @@ mkdir -p "$PXDIR"
 printf '"%s" "%s"\n' "$USER_NAME" "$PASSWORD" >"$PXDIR/userlist.txt"
 
 # write_ini NAME SECTION PORT: the shared settings; both proxies get the same
-# (pgwharf-nobatch: plus io_batch = off).
+# (pgwharf-nobatch: plus io_batch = off; pgwharf-pipe: plus
+# server_pipeline_depth = 2).
 write_ini() {
     local name=$1 section=$2 port=$3
     {
@@ -258,6 +261,7 @@ log_connections = 0
 log_disconnections = 0
 EOF
         [[ $name != pgwharf-nobatch ]] || echo "io_batch = off"
+        [[ $name != pgwharf-pipe ]] || echo "server_pipeline_depth = 2"
     } >"$PXDIR/$name.ini"
 }
 
@@ -302,7 +306,12 @@ if want_target pgwharf-nobatch; then
     PORT[pgwharf-nobatch]=$FREE_PORT
     write_ini pgwharf-nobatch pgwharf "${PORT[pgwharf-nobatch]}"
 fi
-if want_target pgwharf || want_target pgwharf-nobatch; then
+if want_target pgwharf-pipe; then
+    free_port
+    PORT[pgwharf-pipe]=$FREE_PORT
+    write_ini pgwharf-pipe pgwharf "${PORT[pgwharf-pipe]}"
+fi
+if want_target pgwharf || want_target pgwharf-nobatch || want_target pgwharf-pipe; then
     cp "$pgwharf_bin" "$PXDIR/pgwharf"      # reachable by $OSUSER wherever the tree is
 fi
 chown -R "$OSUSER" "$PXDIR" 2>/dev/null || true
@@ -312,10 +321,11 @@ proxy_cmd() {   # NAME: the command line that runs this proxy
         pgbouncer) echo "$PGBOUNCER" "$PXDIR/pgbouncer.ini" ;;
         pgwharf) echo "$PXDIR/pgwharf" "$PXDIR/pgwharf.ini" ;;
         pgwharf-nobatch) echo "$PXDIR/pgwharf" "$PXDIR/pgwharf-nobatch.ini" ;;
+        pgwharf-pipe) echo "$PXDIR/pgwharf" "$PXDIR/pgwharf-pipe.ini" ;;
     esac
 }
 # shellcheck disable=SC2046
-for name in pgbouncer pgwharf pgwharf-nobatch; do
+for name in pgbouncer pgwharf pgwharf-nobatch pgwharf-pipe; do
     want_target "$name" && start_proxy "$name" $(proxy_cmd "$name")
 done
 
@@ -462,7 +472,7 @@ for spec in "${ALL_CELLS[@]}"; do
     IFS='|' read -r cell label clients opts <<<"$spec"
     want_cell "$cell" || continue
     for ((rep = 1; rep <= reps; rep++)); do
-        for target in direct pgbouncer pgwharf pgwharf-nobatch; do
+        for target in direct pgbouncer pgwharf pgwharf-nobatch pgwharf-pipe; do
             want_target "$target" || continue
             run_one "$cell" "$label" "$clients" "$target" "$rep" "$opts"
         done

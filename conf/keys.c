@@ -58,6 +58,7 @@
     X(server_check_query,       STR,        "select 1",    0, 0)            \
     X(server_check_delay,       DUR,        "30",          0, 0)            \
     X(server_round_robin,       BOOL,       "off",         0, 0)            \
+    X(server_pipeline_depth,    INT,        "0",           0, 64)           \
     X(io_batch,                 BOOL,       "on",          0, 0)            \
     X(query_timeout,            DUR,        "0",           0, 0)            \
     X(query_wait_timeout,       DUR,        "120",         0, 0)            \

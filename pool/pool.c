@@ -180,6 +180,51 @@ static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_
     pool->st.total_acquires++;
 }
 
+struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
+                                          int (*score)(struct pgw_server *, void *), void *arg)
+{
+    /* Only when a client would otherwise wait: a free server or room to
+     * grow serves it sooner.  (Queued waiters are not passed for long: a
+     * server handed on while they wait takes nobody new behind it.) */
+    if (pool->paused || pool->orphan || pool->n_idle > 0 ||
+        pgw_pool_total(pool) < pool->pool_size || pool->set->destroying)
+        return NULL;
+    ev_tstamp now = pool_now(pool);
+    struct pgw_server *best = NULL;
+    int best_score = -1;
+    for (struct pgw_list *n = pool->active.next; n != &pool->active; n = n->next) {
+        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+        if (srv_priv(srv)->reconnect || (srv->expire_at > 0 && now >= srv->expire_at))
+            continue;         /* closes at its release: queue nobody behind it */
+        int sc = score(srv, arg);
+        if (sc >= 0 && (!best || sc < best_score)) {
+            best = srv;
+            best_score = sc;
+            if (sc == 0)
+                break;
+        }
+    }
+    return best;
+}
+
+bool pgw_pool_has_waiters(const struct pgw_pool *pool)
+{
+    return !pgw_list_empty(&pool->waiters);
+}
+
+bool pgw_pool_handoff(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    ev_tstamp now = pool_now(pool);
+    if (srv->state != PGW_SRV_ACTIVE || srv_priv(srv)->reconnect || pool->orphan ||
+        (srv->expire_at > 0 && now >= srv->expire_at))
+        return false;
+    srv->request_time = now;
+    srv->lend_count++;
+    pool->st.total_acquires++;
+    return true;
+}
+
 /* The server to lend without a check, if any: the most recent idle one. */
 static struct pgw_server *fresh_idle(struct pgw_pool *pool)
 {

@@ -94,6 +94,15 @@ struct pgw_server {
     uint32_t user_sig_gen;
     void *user_state;         /* the proxy's per-server state (prepared
                                * statements); freed by the set's free hook */
+    /* For the borrower: clients whose query is already sent to this server
+     * behind the current borrower's (server_pipeline_depth; relay.c). */
+    struct pgw_list user_queue;
+    int user_queued;
+    bool user_pipe_ok;        /* what the borrower sent ends at its next
+                               * ReadyForQuery 'I': others may queue */
+    bool user_pipe_broken;    /* it cannot pass on: close at the handoff */
+    int user_tail_skip;       /* replies after the last queued client's that
+                               * nobody reads (clients that left) */
 
     /* Private to pool/. */
     struct pgw_list node;     /* in the pool's idle/active/... list */
@@ -184,6 +193,20 @@ enum pgw_release {
 /* Give a lent server back.  The caller must not touch srv afterwards and
  * must have stopped its own watchers on srv->fd. */
 void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
+
+/* Pipelining (the proxy's server_pipeline_depth).  pick: when the pool has
+ * no idle server, no waiter and is not paused, the lent server with the
+ * lowest score(srv, arg) >= 0 (a negative score rules a server out), else
+ * NULL (servers due to close at their release are never picked; waiters
+ * do not stop it: the caller stops queuing behind a server it hands on
+ * while clients wait, so they wait at most for the queue ahead).
+ * handoff: the lent server passes straight to the next borrower, counted as
+ * a lend; false when it must close instead (RECONNECT, server_lifetime, its
+ * database gone): release it with PGW_RELEASE_CLOSE then. */
+struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
+                                          int (*score)(struct pgw_server *, void *), void *arg);
+bool pgw_pool_handoff(struct pgw_server *srv);
+bool pgw_pool_has_waiters(const struct pgw_pool *pool);
 
 /* ---- pools ---- */
 struct pgw_pool_stats {

@@ -561,6 +561,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe)
     srv->backend = pool->backend;
     srv->state = PGW_SRV_CLOSING;
     pgw_list_init(&srv->node);
+    pgw_list_init(&srv->user_queue);
     pgw_wbuf_init(&ps->out);
     ps->probe = probe;
     ev_init(&srv->io, connect_io_cb);

@@ -182,6 +182,11 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
     pthread_attr_destroy(&attr);
     cs->ninflight++;
     s->cancel_inflight++;
+    if (s->server->user_queued > 0) {
+        /* The cancel may land on a query queued behind this one
+         * (server_pipeline_depth): those clients get 08006 instead. */
+        pgw_relay_pipe_taint(s->server);
+    }
     pgw_info("cancel_forwarded", "client=%s target=%s backend_pid=%d", from, s->addr_text,
              s->server->backend_pid);
 }

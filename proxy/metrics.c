@@ -762,6 +762,13 @@ static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
     family(b, "pgwharf_io_batched_sends_total", "counter",
            "Relay writes made in those rounds (divided by the rounds: the mean batch size).");
     sample_u(b, "pgwharf_io_batched_sends_total", NULL, st.sends);
+    family(b, "pgwharf_pipelined_queries_total", "counter",
+           "Queries sent to a busy server behind another client's (server_pipeline_depth).");
+    sample_u(b, "pgwharf_pipelined_queries_total", NULL, px->total_pipelined);
+    family(b, "pgwharf_pipelined_failed_total", "counter",
+           "Of those, queries whose client got 08006 because the server could not pass on to "
+           "it (a queued client left, a cancel, a settings change, the server closed).");
+    sample_u(b, "pgwharf_pipelined_failed_total", NULL, px->total_pipeline_failed);
 }
 
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)

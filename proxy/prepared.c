@@ -384,6 +384,11 @@ void pgw_ps_link(struct pgw_session *s)
         q_pop(s);
 }
 
+bool pgw_ps_query_sent(struct pgw_session *s)
+{
+    return q_push(s, Q_PASS, PGW_FE_QUERY, NULL);
+}
+
 void pgw_ps_unlink(struct pgw_session *s)
 {
     pgw_ps_link(s);

@@ -60,6 +60,10 @@ bool pgw_ps_enabled(const struct pgw_session *s);
 void pgw_ps_session_free(struct pgw_session *s);
 /* Linking or unlinking a server: the response queue starts empty. */
 void pgw_ps_link(struct pgw_session *s);
+/* A Query of the client's went to the server without passing
+ * pgw_ps_frontend (queued behind another client's, relay.c): expect its
+ * reply.  False when out of memory. */
+bool pgw_ps_query_sent(struct pgw_session *s);
 void pgw_ps_unlink(struct pgw_session *s);
 
 enum pgw_ps_action {

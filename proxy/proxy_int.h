@@ -128,6 +128,21 @@ struct pgw_session {
                                         relayed: release once clean (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
+    /* server_pipeline_depth (relay.c): while pipe_srv is set, this client's
+     * one Query is on that server, queued behind its borrower's (state
+     * WAIT_SERVER, on the server's user_queue by pipe_node). */
+    struct pgw_server *pipe_srv;
+    struct pgw_list pipe_node;
+    uint8_t pipe_budget;             /* client messages this link may still send
+                                        while others may queue behind it */
+    bool pipe_stop;                  /* got its last ReadyForQuery; what the
+                                        server sends next is the next client's */
+    int pipe_skip;                   /* replies ahead of its own to drop (of
+                                        clients that left), its own included
+                                        when pipe_fail_own */
+    uint32_t pipe_drop;              /* bytes of a message to drop first */
+    bool pipe_fail_own;              /* its query ran with another client's
+                                        settings or cancel: 08006 instead */
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
 
     /* prepared statements (prepared.c) */
@@ -202,6 +217,11 @@ void pgw_relay_acquire(struct pgw_session *s);
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s);
 /* With release_held set: release the server if nothing is half relayed. */
 void pgw_relay_release_if_clean(struct pgw_session *s);
+/* A client queued on a server (pipe_srv) is closing. */
+void pgw_relay_pipe_leave(struct pgw_session *s);
+/* The clients queued on srv get 08006 instead of their replies (their
+ * queries run after a change of settings, or a cancel, not theirs). */
+void pgw_relay_pipe_taint(struct pgw_server *srv);
 
 /* auth.c */
 void pgw_auth_start(struct pgw_session *s);
@@ -301,6 +321,7 @@ struct pgw_proxy {
     /* totals for stats */
     uint64_t total_xact, total_query, total_bytes_in, total_bytes_out;
     uint64_t total_clients;
+    uint64_t total_pipelined, total_pipeline_failed;   /* server_pipeline_depth */
     /* ---- admin console state, stats and metrics endpoint (admin*.c, metrics.c) ---- */
     struct pgw_admin *admin;
     /* ---- client authentication (auth.c, hba.c) ---- */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/err.h"
 #include "common/hmap.h"
@@ -172,6 +173,13 @@ static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
     const char *value = (const char *)ne + 1;
     if (!memchr(value, 0, len - (size_t)(ne - body) - 1))
         return;
+    if (s->server->user_queued > 0) {
+        /* Queued queries run after this change, not with the settings
+         * they were queued for. */
+        const char *have = pgw_params_get(&s->server->params, name);
+        if (!have || strcmp(have, value) != 0)
+            pgw_relay_pipe_taint(s->server);
+    }
     pgw_params_set(&s->server->params, name, value);
     int t = pgw_tracked_param_index(name);
     if (t >= 0 && (!s->params[t] || strcmp(s->params[t], value) != 0)) {
@@ -222,7 +230,7 @@ enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
         return PGW_RELEASE_CLOSE;
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
         return PGW_RELEASE_CLOSE;
-    if (s->sbuf && s->sbuf->parsed < s->sbuf->len)
+    if (s->sbuf && s->sbuf->parsed < s->sbuf->len && !s->pipe_stop)
         return PGW_RELEASE_CLOSE;
     if (s->mode == PGW_POOL_SESSION || s->px->cfg->server_reset_query_always)
         return PGW_RELEASE_RESET;
@@ -251,6 +259,24 @@ void pgw_relay_release_if_clean(struct pgw_session *s)
         pgw_relay_client_data(s);
 }
 
+static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n);
+static void pipe_fail(struct pgw_list *queue, const char *why);
+
+/* Room for n more bytes in *bp (taken if NULL), so that appending or
+ * inserting them cannot fail. */
+static bool pipe_room(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t n)
+{
+    if (n == 0)
+        return true;
+    if (!*bp && !(*bp = pgw_iobuf_get(px)))
+        return false;
+    struct pgw_iobuf *b = *bp;
+    if (b->len + n <= b->cap)
+        return true;
+    pgw_iobuf_compact(b);
+    return b->len + n <= b->cap || pgw_iobuf_reserve(px, bp, b->len - b->sent + n);
+}
+
 void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
 {
     struct pgw_server *srv = s->server;
@@ -263,6 +289,58 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->srv_write_blocked = false;
     s->server = NULL;
     srv->link = NULL;
+    /* Clients queued behind this one (server_pipeline_depth) get the
+     * server next, with what it already sent them.  A borrower that leaves
+     * before its reply is through leaves the rest of it for the next one to
+     * drop.  When the server cannot go on they fail. */
+    struct pgw_session *next = NULL;
+    struct pgw_list failing;
+    pgw_list_init(&failing);
+    const char *why = "server connection closed while the query ahead of yours ran";
+    if (srv->user_queued > 0 || srv->user_tail_skip > 0) {
+        /* Its own reply: through (pipe_stop), or all that is outstanding. */
+        bool clean = !s->track.copy && s->track.fe_open == 0 && s->swallow == 0 &&
+                     s->cskip == 0 && s->cancel_inflight == 0 &&
+                     s->track.sync_out == (s->pipe_stop ? 0 : 1);
+        if (srv->user_queued > 0 && clean && !srv->user_pipe_broken && pgw_pool_handoff(srv)) {
+            next = pgw_container_of(pgw_list_first(&srv->user_queue), struct pgw_session,
+                                    pipe_node);
+            if (!s->pipe_stop) {
+                next->pipe_skip += 1 + s->pipe_skip;
+                next->pipe_drop = s->pipe_skip > 0 ? s->pipe_drop : s->sskip;
+            }
+            /* What the server sent past this client's reply, and what is
+             * still to be sent to it (queries queued behind), go with it. */
+            uint32_t left = s->sbuf ? s->sbuf->len - s->sbuf->parsed : 0;
+            uint32_t unsent = s->cbuf ? s->cbuf->parsed - s->cbuf->sent : 0;
+            if (!pipe_room(s->px, &next->sbuf, left) || !pipe_room(s->px, &next->cbuf, unsent)) {
+                next = NULL;
+                why = "out of memory passing the server on";
+            } else {
+                if (left > 0)
+                    pgw_iobuf_append(next->sbuf, s->sbuf->data + s->sbuf->parsed, left);
+                if (unsent > 0) {
+                    pgw_iobuf_insert(next->cbuf, next->cbuf->sent, s->cbuf->data + s->cbuf->sent,
+                                     unsent);
+                    pgw_iobuf_cut(s->cbuf, s->cbuf->sent, unsent);
+                }
+            }
+        }
+        if (!next) {
+            how = PGW_RELEASE_CLOSE;
+            struct pgw_list *q;
+            while ((q = pgw_list_first(&srv->user_queue))) {
+                pgw_list_del(q);
+                pgw_list_append(&failing, q);
+            }
+            srv->user_queued = 0;
+        }
+        srv->user_tail_skip = 0;
+    }
+    srv->user_pipe_ok = false;
+    srv->user_pipe_broken = false;
+    s->pipe_stop = false;
+    s->pipe_budget = 0;
     if (s->sbuf)
         s->sbuf->len = s->sbuf->parsed;   /* a partial server message is the server's */
     s->sskip = 0;
@@ -272,7 +350,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->ps_need_room = false;
     if (s->ps_on)
         pgw_ps_unlink(s);
-    pgw_pool_release(srv, how);
+    if (!next)
+        pgw_pool_release(srv, how);
     /* A client without a server holds no empty buffer (an idle client is
      * then just its session). */
     if (s->sbuf && s->sbuf->sent == s->sbuf->len) {
@@ -285,6 +364,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     }
     if (s->state == PGW_SS_LINKED)
         s->state = PGW_SS_IDLE;
+    if (next)
+        pipe_handoff(srv, next);
+    pipe_fail(&failing, why);
     pgw_proxy_maybe_finish(s->px);
 }
 
@@ -342,6 +424,234 @@ static void welcome(struct pgw_session *s)
     }
 }
 
+/* ---- pipelining: clients queued on a busy server (server_pipeline_depth) ----
+ *
+ * When a pool has no free server and no room to grow, a client whose
+ * request is one simple-protocol SELECT may have it sent at once to a lent
+ * server, behind the query its borrower runs, instead of waiting for a
+ * server to come back.  PostgreSQL answers in order, each answer ending
+ * with ReadyForQuery, so the bytes after the borrower's last ReadyForQuery
+ * are the next client's.  Only where that is certain:
+ *   - the borrower's own request is one such SELECT and it has sent nothing
+ *     since (pipe_budget; what it sends next is held until the server
+ *     moves on), so it leaves at that ReadyForQuery 'I';
+ *   - a SELECT without ';' is one statement in its own implicit
+ *     transaction: it cannot leave a transaction open for the next client;
+ *   - the queued client's tracked settings are those the server has, and a
+ *     ParameterStatus that changes them while others are queued, a cancel
+ *     of the borrower, or a queued client that leaves closes the server at
+ *     the handoff: the clients behind get 08006 rather than an answer run
+ *     with another client's settings, canceled for another client, or meant
+ *     for another client. */
+
+static void server_data(struct pgw_session *s);
+
+/* A Query text that is one SELECT: optional blanks, SELECT, and no ';'
+ * before the trailing blanks and semicolons (in a string, a comment or
+ * code, a ';' rules the query out: safe, not exact). */
+static bool pipe_safe_sql(const char *sql, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+        i++;
+    if (len - i < 7 || strncasecmp(sql + i, "select", 6) != 0)
+        return false;
+    char c = sql[i + 6];
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+        return false;
+    size_t end = len;
+    while (end > i && (sql[end - 1] == ';' || sql[end - 1] == ' ' || sql[end - 1] == '\t' ||
+                       sql[end - 1] == '\n' || sql[end - 1] == '\r'))
+        end--;
+    return memchr(sql + i, ';', end - i) == NULL;
+}
+
+/* The client's unsent bytes are exactly one whole Query that
+ * pipe_safe_sql accepts, and the session may take part. */
+static bool pipe_eligible(const struct pgw_session *s)
+{
+    const struct pgw_config *cfg = s->px->cfg;
+    const struct pgw_iobuf *b = s->cbuf;
+    if (cfg->server_pipeline_depth <= 0 || s->mode == PGW_POOL_SESSION ||
+        cfg->server_reset_query_always || s->discard || s->cskip || s->cancel_inflight ||
+        !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
+        return false;
+    const uint8_t *p = b->data + b->parsed;
+    uint32_t mlen = pgw_get_u32(p + 1);
+    if (p[0] != PGW_FE_QUERY || mlen < 5 || (uint64_t)mlen + 1 != b->len - b->parsed)
+        return false;
+    const char *sql = (const char *)p + PGW_MSG_HDR;
+    size_t n = mlen - 5;                 /* without the terminating NUL */
+    if (sql[n] != '\0' || memchr(sql, '\0', n))
+        return false;
+    return pipe_safe_sql(sql, n);
+}
+
+/* How good a place srv is for s's query: the fewest clients queued; -1
+ * when it is no place at all. */
+static int pipe_score(struct pgw_server *srv, void *arg)
+{
+    struct pgw_session *s = arg;
+    struct pgw_session *h = srv->link;
+    if (!h || !srv->user_pipe_ok || srv->user_pipe_broken ||
+        srv->user_queued >= s->px->cfg->server_pipeline_depth)
+        return -1;
+    if (h->state != PGW_SS_LINKED || h->pipe_stop || h->release_held || h->cancel_inflight ||
+        h->swallow || h->track.sync_out != 1 || h->track.fe_open || h->track.copy ||
+        (h->cbuf && h->cbuf->parsed != h->cbuf->len))
+        return -1;
+    if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)
+        return -1;                       /* other settings: it would need SETs */
+    return srv->user_queued;
+}
+
+/* Queue s's query on a busy server if pipelining may; true when done. */
+static bool pipe_enqueue(struct pgw_session *s)
+{
+    if (!pipe_eligible(s))
+        return false;
+    if (!s->params_sig)
+        s->params_sig = params_sig(s);
+    struct pgw_server *srv = pgw_pool_pipeline_pick(s->pool, pipe_score, s);
+    if (!srv)
+        return false;
+    struct pgw_session *h = srv->link;
+    struct pgw_iobuf *b = s->cbuf;
+    uint32_t n = b->len - b->parsed;
+    if (!h->cbuf && !(h->cbuf = pgw_iobuf_get(s->px)))
+        return false;
+    /* The borrower's buffer is the server's outgoing queue: the query goes
+     * behind everything it sent, as scanned bytes the borrower's next
+     * client bytes (held) never mix with. */
+    if (!pgw_iobuf_append(h->cbuf, b->data + b->parsed, n))
+        return false;
+    h->cbuf->parsed = h->cbuf->len;
+    b->len = b->parsed;
+    if (b->sent == b->len) {
+        pgw_iobuf_put(s->px, b);
+        s->cbuf = NULL;
+    }
+    struct ev_loop *loop = s->px->loop;
+    pgw_list_append(&srv->user_queue, &s->pipe_node);
+    srv->user_queued++;
+    s->pipe_srv = srv;
+    s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
+    s->pipe_drop = 0;
+    s->pipe_fail_own = false;
+    srv->user_tail_skip = 0;
+    s->state = PGW_SS_WAIT_SERVER;
+    s->waiter.since = ev_now(loop);
+    s->query_start = ev_now(loop);
+    s->query_count++;
+    s->px->total_query++;
+    s->px->total_pipelined++;
+    pgw_session_arm_timer(s);
+    pgw_batch_flush_server(h);
+    return true;
+}
+
+/* n, first on srv's queue, becomes its borrower: its query is on the
+ * server already, and so may be part of its answer (in its sbuf). */
+static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
+{
+    struct ev_loop *loop = n->px->loop;
+    pgw_list_del(&n->pipe_node);
+    srv->user_queued--;
+    n->pipe_srv = NULL;
+    pgw_metrics_observe_wait(n, ev_now(loop) - n->waiter.since);
+    /* No SETs: its settings were the server's when it queued, and a change
+     * since would have closed the server instead. */
+    n->server = srv;
+    srv->link = n;
+    n->sskip = 0;
+    n->swallow = 0;
+    n->pipe_stop = false;
+    n->pipe_budget = 0;
+    pgw_track_reset(&n->track);
+    pgw_track_frontend(&n->track, PGW_FE_QUERY);
+    /* While clients wait in the pool's queue, nobody new queues here: the
+     * server goes back to the pool once this queue is done. */
+    srv->user_pipe_ok = !pgw_pool_has_waiters(srv->pool);
+    ev_io_start(loop, &srv->user_r);
+    n->ps_on = pgw_ps_enabled(n);
+    if (n->ps_on) {
+        pgw_ps_link(n);
+        if (!pgw_ps_query_sent(n)) {
+            pgw_session_close(n, "53200", "out of memory");
+            return;
+        }
+    }
+    n->state = PGW_SS_LINKED;
+    pgw_session_arm_timer(n);
+    if (n->sbuf && n->sbuf->parsed < n->sbuf->len)
+        server_data(n);
+    /* Queries still to go to the server (moved from the borrower that
+     * left), then whatever it sent itself meanwhile. */
+    if (n->state == PGW_SS_LINKED && n->server == srv && n->cbuf && n->cbuf->sent < n->cbuf->len)
+        pgw_relay_client_data(n);
+}
+
+/* Clients taken off a server's queue: their query may or may not have run;
+ * each gets 08006 and ReadyForQuery and stays logged in. */
+static void pipe_fail(struct pgw_list *queue, const char *why)
+{
+    struct pgw_list *q;
+    while ((q = pgw_list_first(queue))) {
+        struct pgw_session *f = pgw_container_of(q, struct pgw_session, pipe_node);
+        pgw_list_del(q);
+        f->pipe_srv = NULL;
+        f->pipe_skip = 0;
+        f->pipe_drop = 0;
+        f->pipe_fail_own = false;
+        pgw_track_reset(&f->track);
+        f->query_start = 0;
+        f->state = PGW_SS_IDLE;
+        f->px->total_pipeline_failed++;
+        pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=\"%s\"", f->addr_text,
+                 f->database, f->user, why);
+        send_error(f, "08006", why);
+        if (f->state == PGW_SS_CLOSING)
+            continue;
+        send_ready(f, 'I');
+        if (f->state == PGW_SS_CLOSING)
+            continue;
+        f->last_activity = ev_now(f->px->loop);
+        pgw_session_arm_timer(f);
+        if (f->cbuf && f->cbuf->parsed < f->cbuf->len)
+            pgw_relay_client_data(f);
+    }
+}
+
+void pgw_relay_pipe_leave(struct pgw_session *s)
+{
+    struct pgw_server *srv = s->pipe_srv;
+    /* Its reply (and what it had to drop first) will still come: whoever
+     * is behind it drops it, or the server closes if nobody is. */
+    int skip = s->pipe_skip + (s->pipe_fail_own ? 0 : 1);
+    struct pgw_list *after = s->pipe_node.next;
+    if (after != &srv->user_queue)
+        pgw_container_of(after, struct pgw_session, pipe_node)->pipe_skip += skip;
+    else
+        srv->user_tail_skip += skip;
+    pgw_list_del(&s->pipe_node);
+    srv->user_queued--;
+    s->pipe_srv = NULL;
+    s->pipe_skip = 0;
+    s->pipe_fail_own = false;
+}
+
+void pgw_relay_pipe_taint(struct pgw_server *srv)
+{
+    for (struct pgw_list *q = srv->user_queue.next; q != &srv->user_queue; q = q->next) {
+        struct pgw_session *f = pgw_container_of(q, struct pgw_session, pipe_node);
+        if (!f->pipe_fail_own) {
+            f->pipe_fail_own = true;
+            f->pipe_skip++;               /* its own reply is dropped too */
+        }
+    }
+    srv->user_pipe_ok = false;
+}
+
 /* ---- acquiring ---- */
 
 static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *err)
@@ -380,9 +690,15 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
 static void granted(struct pgw_session *s, struct pgw_server *srv)
 {
     pgw_metrics_observe_wait(s, ev_now(s->px->loop) - s->waiter.since);
+    bool pipe = s->state == PGW_SS_WAIT_SERVER && pipe_eligible(s);
     pgw_relay_link(s, srv);
     if (s->state == PGW_SS_CLOSING)
         return;
+    /* Others may queue behind a lone SELECT (no SETs before it). */
+    srv->user_pipe_ok = pipe && s->swallow == 0;
+    srv->user_pipe_broken = false;
+    s->pipe_budget = srv->user_pipe_ok ? 1 : 0;
+    s->pipe_stop = false;
     if (s->state == PGW_SS_LOGIN_WAIT) {
         if (s->swallow > 0) {
             s->state = PGW_SS_LOGIN_SYNC;
@@ -417,6 +733,9 @@ static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
 
 void pgw_relay_acquire(struct pgw_session *s)
 {
+    if (s->state == PGW_SS_WAIT_SERVER && s->px->cfg->server_pipeline_depth > 0 &&
+        pipe_enqueue(s))
+        return;
     int r = pgw_pool_acquire(s->pool, &s->waiter, s->ctx, acquired_cb, s);
     if (r == PGW_ACQ_GRANTED) {
         granted(s, s->waiter.server);
@@ -485,6 +804,16 @@ static bool scan_client(struct pgw_session *s)
         }
         if (!s->discard && !s->server)
             break;          /* scanned once a server is linked */
+        if (s->server && s->pipe_budget == 0 && !s->discard) {
+            /* Held while clients are queued, whether or not more may queue
+             * (user_pipe_ok is off after a handoff with pool waiters, or a
+             * taint, while the queue is still there): sent now, it would
+             * run before their queries and their replies would be read as
+             * its own. */
+            if (s->server->user_queued > 0)
+                break;      /* the server answers queued clients first: held */
+            s->server->user_pipe_ok = false;   /* more than one SELECT: none may queue */
+        }
         if (s->discard) {
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
@@ -558,6 +887,8 @@ static bool scan_client(struct pgw_session *s)
         }
         b->parsed += n;
         s->cskip = total - n;
+        if (s->pipe_budget > 0 && s->server)
+            s->pipe_budget--;
     }
     return true;
 }
@@ -660,11 +991,120 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         *after = AFTER_STMT_ERROR;
 }
 
+/* The reply in place of a tainted client's own (pipe_fail_own): the
+ * error, then its ReadyForQuery. */
+static bool pipe_failed_reply(struct pgw_session *s, enum scan_after *after)
+{
+    struct pgw_wbuf w;
+    pgw_wbuf_init(&w);
+    pgw_wire_error(&w, "ERROR", "08006", "%s",
+                   "query queued on a server behind another client's, which changed the "
+                   "server's settings or was canceled: its result is not yours to see; it may "
+                   "have run");
+    pgw_wire_ready(&w, 'I');
+    bool ok = !w.failed && pipe_room(s->px, &s->sbuf, (uint32_t)w.len) &&
+              pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, w.data, w.len);
+    pgw_wbuf_deinit(&w);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory");
+        return false;
+    }
+    s->px->total_pipeline_failed++;
+    pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=\"settings changed or cancel "
+             "ahead of its query\"", s->addr_text, s->database, s->user);
+    s->pipe_fail_own = false;
+    if (s->ps_on)
+        pgw_ps_link(s);                  /* its reply never passed */
+    on_ready(s, 'I', after);
+    return true;
+}
+
+/* Drop what s skips ahead of its own reply (pipe_skip, pipe_drop): the
+ * rest of the replies of clients that left.  1: moved on, 0: needs more
+ * bytes, -1: the session was closed. */
+static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    uint32_t avail = b->len - b->parsed;
+    if (s->pipe_drop > 0) {
+        uint32_t n = avail < s->pipe_drop ? avail : s->pipe_drop;
+        pgw_iobuf_cut(b, b->parsed, n);
+        s->pipe_drop -= n;
+        return 1;
+    }
+    if (avail < PGW_MSG_HDR)
+        return 0;
+    const uint8_t *p = b->data + b->parsed;
+    char type = (char)p[0];
+    uint32_t mlen = pgw_get_u32(p + 1);
+    if (mlen < 4 || mlen > MSG_MAX) {
+        pgw_session_close(s, "08P01", "server sent an invalid message length");
+        return -1;
+    }
+    uint32_t total = mlen + 1;
+    if (type != PGW_BE_READY && type != PGW_BE_PARAM_STATUS) {
+        uint32_t n = avail < total ? avail : total;
+        pgw_iobuf_cut(b, b->parsed, n);
+        s->pipe_drop = total - n;
+        return 1;
+    }
+    if (total > avail) {
+        uint32_t need = (b->parsed - b->sent) + total;
+        if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
+            pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
+            return -1;
+        }
+        return 0;
+    }
+    if (type == PGW_BE_PARAM_STATUS) {
+        /* Another client's change: the server has it, this client's own
+         * query runs with it. */
+        const char *name = (const char *)p + PGW_MSG_HDR;
+        const uint8_t *ne = memchr(name, 0, mlen - 4);
+        if (ne && ne + 1 < p + total && memchr(ne + 1, 0, (size_t)(p + total - ne - 1))) {
+            const char *value = (const char *)ne + 1;
+            const char *have = pgw_params_get(&s->server->params, name);
+            if (!have || strcmp(have, value) != 0) {
+                if (!s->pipe_fail_own) {
+                    s->pipe_fail_own = true;
+                    s->pipe_skip++;
+                }
+                pgw_relay_pipe_taint(s->server);
+                pgw_params_set(&s->server->params, name, value);
+            }
+        }
+        pgw_iobuf_cut(b, b->parsed, total);
+        return 1;
+    }
+    pgw_iobuf_cut(b, b->parsed, total);
+    if (--s->pipe_skip == 0 && s->pipe_fail_own && !pipe_failed_reply(s, after))
+        return -1;
+    return 1;
+}
+
+static bool pipe_more(const struct pgw_session *s)
+{
+    return s->server->user_queued > 0 || s->server->user_tail_skip > 0;
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
     struct pgw_iobuf *b = s->sbuf;
-    while (b->parsed < b->len) {
+    while (b->parsed < b->len && !s->pipe_stop) {
+        if (s->pipe_skip > 0 || s->pipe_drop > 0) {
+            int r = pipe_drop_step(s, after);
+            if (r < 0)
+                return false;
+            b = s->sbuf;
+            if (r == 0)
+                break;
+            if (*after == AFTER_RELEASE) {
+                s->pipe_stop = pipe_more(s);
+                break;
+            }
+            continue;
+        }
         uint32_t avail = b->len - b->parsed;
         if (s->sskip) {
             uint32_t n = avail < s->sskip ? avail : s->sskip;
@@ -743,6 +1183,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             pgw_iobuf_cut(b, b->parsed, total);
         else
             b->parsed += total;
+        if (*after == AFTER_RELEASE && pipe_more(s)) {
+            s->pipe_stop = true;     /* the rest is the queued clients' */
+            if (ps)
+                pgw_ps_emit(s);
+            break;
+        }
         if (ps) {
             pgw_ps_emit(s);
             if (s->state == PGW_SS_CLOSING)
@@ -806,6 +1252,13 @@ void pgw_relay_server_readable(struct pgw_session *s)
     /* TLS: the rest of a decrypted record never makes the fd readable. */
     if (srv->ssl && pgw_server_pending(srv) > 0)
         ev_feed_event(loop, &srv->user_r, EV_READ);
+    if (!s->pipe_stop)
+        server_data(s);
+}
+
+/* Relay what sbuf holds unscanned from the server, and act on it. */
+static void server_data(struct pgw_session *s)
+{
     enum scan_after after = AFTER_NONE;
     if (!scan_server(s, &after))
         return;

@@ -89,6 +89,7 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
     s->track.tx_status = 'I';
     s->connect_time = s->last_activity = ev_now(px->loop);
     pgw_list_init(&s->cancel_node);
+    pgw_list_init(&s->pipe_node);
     ev_io_init(&s->cli_r, client_read_cb, fd, EV_READ);
     ev_io_init(&s->cli_w, client_write_cb, fd, EV_WRITE);
     ev_init(&s->timer, timer_cb);
@@ -130,6 +131,11 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
     case PGW_SS_ADMIN:
         *what = "client_idle_timeout";
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
+    case PGW_SS_WAIT_SERVER:
+        /* Queued on a server (server_pipeline_depth): the query is sent. */
+        *what = "query_timeout";
+        return s->pipe_srv && s->query_timeout > 0 && s->query_start > 0
+                   ? s->query_start + s->query_timeout : 0;
     case PGW_SS_LINKED:
         if (s->track.sync_out > 0 && s->query_start > 0) {
             *what = "query_timeout";
@@ -658,6 +664,8 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
         send_final_error(s, sqlstate, reason);
     pgw_batch_forget(s);
     pgw_pool_cancel_wait(&s->waiter);
+    if (s->pipe_srv)
+        pgw_relay_pipe_leave(s);
     if (s->server)
         pgw_relay_unlink(s, pgw_relay_release_mode(s));
     struct ev_loop *loop = px->loop;

@@ -22,9 +22,11 @@ fails the test.  Afterwards pgwharf is back to its baseline (fds, at most
 
 import asyncio
 import random
+import re
 import struct
 import time
 import unittest
+import urllib.request
 
 import pgwharf_test as pt
 import pgw_hardening as hz
@@ -184,9 +186,28 @@ class TestCrossTalk(pt.PgwharfTestCase):
         self.db = self.pg.database
 
     def test_every_client_sees_only_its_own_rows(self):
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": POOL,
-                                          "max_client_conn": 200, "query_wait_timeout": "60s",
-                                          "log_connections": 0, "log_disconnections": 0})
+        self.cross_talk({})
+
+    def test_every_client_sees_only_its_own_rows_with_queries_queued_on_servers(self):
+        # server_pipeline_depth: small and large are lone SELECTs, queued
+        # behind one another; clients that drop mid-row or mid-transaction
+        # leave replies for the queue to drop.
+        px = self.cross_talk({"server_pipeline_depth": 2, "metrics_port": "auto"})
+        url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read().decode("utf-8")
+        queued = int(re.search(r"^pgwharf_pipelined_queries_total (\d+)$", body, re.M).group(1))
+        failed = int(re.search(r"^pgwharf_pipelined_failed_total (\d+)$", body, re.M).group(1))
+        print("cross-talk: %d queries queued on servers, %d failed" % (queued, failed))
+        self.assertGreater(queued, 100)
+        self.assertEqual(failed, 0)
+
+    def cross_talk(self, extra):
+        settings = {"pool_mode": "transaction", "default_pool_size": POOL,
+                    "max_client_conn": 200, "query_wait_timeout": "60s",
+                    "log_connections": 0, "log_disconnections": 0}
+        settings.update(extra)
+        px = self.start_pgwharf(settings=settings)
         slow = hz.sanitized(px)
         self.assertEqual(px.psql("select 1", user=self.user), "1")
         base = hz.Baseline(px, self.pg, self.user)
@@ -212,6 +233,7 @@ class TestCrossTalk(pt.PgwharfTestCase):
         self.assertTrue(px.alive())
         base.settle(self, max_servers=POOL, what="cross-talk",
                     rss_margin_kb=(128 if slow else 32) * 1024)
+        return px
 
 
 if __name__ == "__main__":

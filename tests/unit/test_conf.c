@@ -132,6 +132,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->server_check_query, "select 1");
     assert_true(cfg->server_check_delay == 30);
     assert_false(cfg->server_round_robin);
+    assert_int_equal(cfg->server_pipeline_depth, 0);
     assert_true(cfg->query_timeout == 0);
     assert_true(cfg->query_wait_timeout == 120);
     assert_true(cfg->client_login_timeout == 60);
@@ -200,6 +201,8 @@ static void test_int_keys(void **state)
                      "t.ini:3: default_pool_size: expected a positive integer, got \"-3\"");
     expect_key_error("default_pool_size = 0",
                      "t.ini:3: default_pool_size: expected a positive integer, got \"0\"");
+    expect_key_error("server_pipeline_depth = 65",
+                     "t.ini:3: server_pipeline_depth: expected an integer from 0 to 64, got \"65\"");
     expect_key_error("listen_port = 65536",
                      "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"65536\"");
     expect_key_error("listen_port = 64k",

@@ -1,0 +1,247 @@
+"""server_pipeline_depth: a client's lone SELECT queued on a busy server
+behind another client's query, when the pool has no free server.
+
+Each test uses a pool of one server and raw-protocol clients
+(pgw_hardening.RawConn), so who is queued behind whom is known:
+  A runs a query that waits (pg_sleep) and holds the only server;
+  B (and C) send theirs once A's is seen running in pg_stat_activity, and
+  are queued once pgwharf_pipelined_queries_total says so.
+Every answer must be the client's own; what happens when the client ahead
+leaves, changes settings or is canceled, or a client in the queue leaves,
+is checked against what the README promises.
+"""
+
+import asyncio
+import re
+import struct
+import unittest
+import urllib.request
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+
+def metric(px, name):
+    url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = r.read().decode("utf-8")
+    m = re.search(r"^%s (\d+)$" % re.escape(name), body, re.M)
+    if not m:
+        raise AssertionError("%s missing from /metrics" % name)
+    return int(m.group(1))
+
+
+QUEUED = "pgwharf_pipelined_queries_total"
+FAILED = "pgwharf_pipelined_failed_total"
+
+
+class TestPipeline(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.user = self.pg.app_user
+        self.password = self.pg.app_password
+        self.db = self.pg.database
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "query_wait_timeout": "60s"})
+
+    async def conn(self, **params):
+        return await hz.RawConn.connect(self.px.host, self.px.port, self.user, self.db,
+                                        self.password, timeout=30, **params)
+
+    def running(self, marker):
+        return self.pg.psql("select count(*) from pg_stat_activity where state = 'active' "
+                            "and query like '%%%s%%' and pid <> pg_backend_pid()" % marker) == "1"
+
+    async def wait_running(self, marker):
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: pt.wait_until(lambda: self.running(marker), 30,
+                                        what="%s running" % marker))
+
+    async def wait_queued(self, n):
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: pt.wait_until(lambda: metric(self.px, QUEUED) >= n, 30,
+                                        what="%d queries queued" % n))
+
+    def run_async(self, coro):
+        return asyncio.run(asyncio.wait_for(coro, 120))
+
+    def rows(self, result):
+        rows, err = result
+        self.assertIsNone(err, "unexpected error %r" % (err,))
+        return [[c.decode() if c is not None else None for c in r] for r in rows]
+
+    def test_queued_clients_get_their_own_answers_in_order(self):
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q1"))
+            await self.wait_running("marker_q1")
+            b.send(hz.query_msg("select 'B', pg_backend_pid()"))
+            c.send(hz.query_msg("select 'C', pg_backend_pid()"))
+            await self.wait_queued(2)
+            ra, rb, rc = await asyncio.gather(a.read_result(), b.read_result(),
+                                              c.read_result())
+            self.assertEqual(self.rows(ra)[0][0], "A")
+            rb, rc = self.rows(rb), self.rows(rc)
+            self.assertEqual(rb[0][0], "B")
+            self.assertEqual(rc[0][0], "C")
+            self.assertEqual(rb[0][1], rc[0][1], "both ran on the one server")
+            # Each client goes on as usual.
+            for x, tag in ((a, "A2"), (b, "B2"), (c, "C2")):
+                self.assertEqual(self.rows(await x.query("select '%s'" % tag)), [[tag]])
+            for x in (a, b, c):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_queued_clients_next_query_waits_for_the_queue_behind_it(self):
+        # B's second query arrives while B is queued.  When B gets the
+        # server (with W waiting in the pool, so nobody new may queue) C is
+        # still queued behind B: B's second query must wait for C's reply,
+        # or B would read C's reply as its own.
+        async def main():
+            a, b, c, w = (await self.conn(), await self.conn(), await self.conn(),
+                          await self.conn())
+            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q8"))
+            await self.wait_running("marker_q8")
+            # Still running when B gets the server, so B's second query
+            # arrives at a borrower with a reply outstanding.
+            b.send(hz.query_msg("select 'B1', pg_sleep(0.3)"))
+            await self.wait_queued(1)
+            c.send(hz.query_msg("select 'C', pg_sleep(0.2)"))
+            await self.wait_queued(2)
+            w.send(hz.query_msg("select 'W1'; select 'W2'"))     # waits in the pool
+            # Queued clients count as waiting (they hold no server): B, C, W.
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 3, 30,
+                                            what="W waiting"))
+            b.send(hz.query_msg("select 'B2'"))
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(self.rows(await b.read_result())[0][0], "B1")
+            self.assertEqual(self.rows(await b.read_result()), [["B2"]])
+            self.assertEqual(self.rows(await c.read_result())[0][0], "C")
+            self.assertEqual(self.rows(await w.read_result()), [["W1"], ["W2"]])
+            for x in (a, b, c, w):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def waiting(self):
+        url = "http://127.0.0.1:%d/metrics" % int(self.px.settings["metrics_port"])
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read().decode("utf-8")
+        return sum(int(v) for v in re.findall(
+            r'^pgwharf_pool_client_waiting\{[^}]*\} (\d+)$', body, re.M))
+
+    def test_only_a_lone_select_is_queued(self):
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q2"))
+            await self.wait_running("marker_q2")
+            # Two statements (the second could be BEGIN) wait for the server
+            # as usual.
+            b.send(hz.query_msg("select 'B1'; select 'B2'"))
+            self.rows(await a.read_result())
+            self.assertEqual(self.rows(await b.read_result()), [["B1"], ["B2"]])
+            # Behind an open transaction nobody is queued: A's SELECT would
+            # run inside C's transaction (now() would be C's start).
+            self.rows(await c.query("begin"))
+            self.rows(await c.query("select pg_sleep(0.2) as marker_q3"))
+            a.send(hz.query_msg("select 'A', now() = statement_timestamp()"))
+            self.rows(await c.query("select pg_sleep(0.2)"))
+            self.rows(await c.query("commit"))
+            self.assertEqual(self.rows(await a.read_result()), [["A", "t"]])
+            for x in (a, b, c):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, QUEUED), 0)
+
+    def test_the_client_ahead_leaving_mid_query_costs_the_queue_nothing(self):
+        pids_before = None
+
+        async def main():
+            nonlocal pids_before
+            a, b = await self.conn(), await self.conn()
+            pids_before = self.rows(await b.query("select pg_backend_pid()"))[0][0]
+            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q4 "
+                                "from generate_series(1, 3)"))
+            await self.wait_running("marker_q4")
+            b.send(hz.query_msg("select 'B', pg_backend_pid()"))
+            await self.wait_queued(1)
+            a.abort()
+            rb = self.rows(await b.read_result())
+            self.assertEqual(rb[0][0], "B")
+            # The same server: its rest of A's reply was dropped, not the
+            # server closed.
+            self.assertEqual(rb[0][1], pids_before)
+            await b.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_queued_client_leaving_costs_the_others_nothing(self):
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q5"))
+            await self.wait_running("marker_q5")
+            b.send(hz.query_msg("select 'B', repeat('b', 100000)"))
+            await self.wait_queued(1)
+            c.send(hz.query_msg("select 'C'"))
+            await self.wait_queued(2)
+            b.abort()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(self.rows(await c.read_result()), [["C"]])
+            self.assertEqual(self.rows(await c.query("select 'C2'")), [["C2"]])
+            for x in (a, c):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_settings_change_ahead_fails_the_queued_query(self):
+        async def main():
+            # The same settings, so that B may queue behind A.
+            a = await self.conn(application_name="app")
+            b = await self.conn(application_name="app")
+            a.send(hz.query_msg("select set_config('application_name', 'evil', false), "
+                                "pg_sleep(0.5) as marker_q6"))
+            await self.wait_running("marker_q6")
+            b.send(hz.query_msg("select current_setting('application_name')"))
+            await self.wait_queued(1)
+            self.assertEqual(self.rows(await a.read_result())[0][0], "evil")
+            rows, err = await b.read_result()
+            self.assertEqual(rows, [], "b must not see a result run with a's settings")
+            self.assertIsNotNone(err)
+            self.assertEqual(err.get("C"), "08006")
+            # B's session goes on, with its own settings back.
+            self.assertEqual(self.rows(await b.query(
+                "select current_setting('application_name')")), [["app"]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 1)
+
+    def test_a_cancel_of_the_client_ahead_never_lands_on_the_queue(self):
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            a.send(hz.query_msg("select pg_sleep(30) as marker_q7"))
+            await self.wait_running("marker_q7")
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(1)
+            r, w = await asyncio.open_connection(self.px.host, self.px.port)
+            w.write(struct.pack("!IIII", 16, 80877102, a.key[0], a.key[1]))
+            await w.drain()
+            await r.read()            # pgwharf closes it once forwarded
+            w.close()
+            rows, err = await a.read_result()
+            self.assertEqual((err or {}).get("C"), "57014")
+            rows, err = await b.read_result()
+            self.assertEqual(rows, [])
+            self.assertEqual((err or {}).get("C"), "08006")
+            self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
