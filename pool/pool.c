@@ -216,8 +216,11 @@ bool pgw_pool_handoff(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
     ev_tstamp now = pool_now(pool);
-    if (srv->state != PGW_SRV_ACTIVE || srv_priv(srv)->reconnect || pool->orphan ||
-        (srv->expire_at > 0 && now >= srv->expire_at))
+    /* RECONNECT, server_lifetime, a removed database or PAUSE do not stop
+     * it: the queries queued here are on the server already, and their
+     * answers come only this way.  (Nobody new queues behind a server due
+     * to close, nor on a paused pool; it closes at its last release.) */
+    if (srv->state != PGW_SRV_ACTIVE)
         return false;
     srv->request_time = now;
     srv->lend_count++;

@@ -201,8 +201,8 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
  * do not stop it: the caller stops queuing behind a server it hands on
  * while clients wait, so they wait at most for the queue ahead).
  * handoff: the lent server passes straight to the next borrower, counted as
- * a lend; false when it must close instead (RECONNECT, server_lifetime, its
- * database gone): release it with PGW_RELEASE_CLOSE then. */
+ * a lend (a server due to close closes at its last release); false when it
+ * is not lent any more. */
 struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
                                           int (*score)(struct pgw_server *, void *), void *arg);
 bool pgw_pool_handoff(struct pgw_server *srv);

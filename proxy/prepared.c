@@ -389,6 +389,13 @@ bool pgw_ps_query_sent(struct pgw_session *s)
     return q_push(s, Q_PASS, PGW_FE_QUERY, NULL);
 }
 
+void pgw_ps_query_dropped(struct pgw_session *s)
+{
+    const struct qent *h = q_head(s);
+    if (h && h->type == PGW_FE_QUERY)
+        q_pop(s);
+}
+
 void pgw_ps_unlink(struct pgw_session *s)
 {
     pgw_ps_link(s);

@@ -64,6 +64,8 @@ void pgw_ps_link(struct pgw_session *s);
  * pgw_ps_frontend (queued behind another client's, relay.c): expect its
  * reply.  False when out of memory. */
 bool pgw_ps_query_sent(struct pgw_session *s);
+/* Its reply was dropped and answered by pgwharf instead: forget it. */
+void pgw_ps_query_dropped(struct pgw_session *s);
 void pgw_ps_unlink(struct pgw_session *s);
 
 enum pgw_ps_action {

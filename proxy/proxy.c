@@ -461,12 +461,23 @@ static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void close_all_sessions(struct pgw_proxy *px, bool only_idle)
 {
-    struct pgw_list *pos, *tmp;
-    pgw_list_foreach_safe(pos, tmp, &px->sessions) {
-        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
-        if (only_idle && (s->server || s->state == PGW_SS_WAIT_SERVER))
-            continue;
-        pgw_session_close(s, "57P01", "terminating connection due to administrator command");
+    /* From the head again after each close: closing one session may close
+     * others (the clients queued on its server, a failed write to one),
+     * which leave this list for px->closing, a saved next pointer with them. */
+    for (;;) {
+        struct pgw_session *victim = NULL;
+        for (struct pgw_list *pos = px->sessions.next; pos != &px->sessions; pos = pos->next) {
+            struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+            if (s->state == PGW_SS_CLOSING)       /* being closed further up */
+                continue;
+            if (only_idle && (s->server || s->state == PGW_SS_WAIT_SERVER))
+                continue;
+            victim = s;
+            break;
+        }
+        if (!victim)
+            return;
+        pgw_session_close(victim, "57P01", "terminating connection due to administrator command");
     }
 }
 

@@ -302,11 +302,13 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         bool clean = !s->track.copy && s->track.fe_open == 0 && s->swallow == 0 &&
                      s->cskip == 0 && s->cancel_inflight == 0 &&
                      s->track.sync_out == (s->pipe_stop ? 0 : 1);
-        if (srv->user_queued > 0 && clean && !srv->user_pipe_broken && pgw_pool_handoff(srv)) {
+        if (srv->user_queued > 0 && clean && !srv->user_pipe_broken && how != PGW_RELEASE_RESET &&
+            pgw_pool_handoff(srv)) {
             next = pgw_container_of(pgw_list_first(&srv->user_queue), struct pgw_session,
                                     pipe_node);
             if (!s->pipe_stop) {
-                next->pipe_skip += 1 + s->pipe_skip;
+                /* Its own reply is in pipe_skip already when tainted. */
+                next->pipe_skip += s->pipe_skip + (s->pipe_fail_own ? 0 : 1);
                 next->pipe_drop = s->pipe_skip > 0 ? s->pipe_drop : s->sskip;
             }
             /* What the server sent past this client's reply, and what is
@@ -334,8 +336,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
                 pgw_list_append(&failing, q);
             }
             srv->user_queued = 0;
+            srv->user_tail_skip = 0;
         }
-        srv->user_tail_skip = 0;
+        /* else user_tail_skip stays: those replies come after the queue's. */
     }
     srv->user_pipe_ok = false;
     srv->user_pipe_broken = false;
@@ -573,6 +576,8 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
      * server goes back to the pool once this queue is done. */
     srv->user_pipe_ok = !pgw_pool_has_waiters(srv->pool);
     ev_io_start(loop, &srv->user_r);
+    if (srv->ssl && pgw_server_pending(srv) > 0)
+        ev_feed_event(loop, &srv->user_r, EV_READ);   /* decrypted, not readable */
     n->ps_on = pgw_ps_enabled(n);
     if (n->ps_on) {
         pgw_ps_link(n);
@@ -810,7 +815,7 @@ static bool scan_client(struct pgw_session *s)
              * taint, while the queue is still there): sent now, it would
              * run before their queries and their replies would be read as
              * its own. */
-            if (s->server->user_queued > 0)
+            if (s->server->user_queued > 0 || s->server->user_tail_skip > 0 || s->pipe_stop)
                 break;      /* the server answers queued clients first: held */
             s->server->user_pipe_ok = false;   /* more than one SELECT: none may queue */
         }
@@ -943,6 +948,7 @@ void pgw_relay_flush_server(struct pgw_session *s)
             return;
         }
         if (w < 0) {
+            srv->user_pipe_broken = true;      /* nothing is handed on */
             pgw_session_close(s, "08006", "server connection lost while sending: %s",
                               pgw_strerror((int)w));
             return;
@@ -1014,7 +1020,7 @@ static bool pipe_failed_reply(struct pgw_session *s, enum scan_after *after)
              "ahead of its query\"", s->addr_text, s->database, s->user);
     s->pipe_fail_own = false;
     if (s->ps_on)
-        pgw_ps_link(s);                  /* its reply never passed */
+        pgw_ps_query_dropped(s);         /* its reply never passed */
     on_ready(s, 'I', after);
     return true;
 }
@@ -1038,6 +1044,7 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
     char type = (char)p[0];
     uint32_t mlen = pgw_get_u32(p + 1);
     if (mlen < 4 || mlen > MSG_MAX) {
+        s->server->user_pipe_broken = true;
         pgw_session_close(s, "08P01", "server sent an invalid message length");
         return -1;
     }
@@ -1051,6 +1058,7 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
     if (total > avail) {
         uint32_t need = (b->parsed - b->sent) + total;
         if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
+            s->server->user_pipe_broken = true;
             pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
             return -1;
         }
@@ -1124,6 +1132,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         char type = (char)p[0];
         uint32_t mlen = pgw_get_u32(p + 1);
         if (mlen < 4 || mlen > MSG_MAX) {
+            s->server->user_pipe_broken = true;
             pgw_session_close(s, "08P01", "server sent an invalid message length");
             return false;
         }
@@ -1149,6 +1158,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (total > avail) {
             uint32_t need = (b->parsed - b->sent) + total;
             if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
+                s->server->user_pipe_broken = true;
                 pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
                 return false;
             }
@@ -1244,6 +1254,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
     if (n == PGW_EAGAIN)
         return;
     if (n <= 0) {
+        srv->user_pipe_broken = true;      /* nothing is handed on */
         pgw_session_close(s, "08006", "server closed the connection unexpectedly");
         return;
     }

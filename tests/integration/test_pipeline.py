@@ -196,6 +196,66 @@ class TestPipeline(pt.PgwharfTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 0)
 
+    def test_the_last_queued_client_leaving_keeps_its_reply_from_the_next_borrower(self):
+        async def main():
+            a, b, c, d = (await self.conn(), await self.conn(), await self.conn(),
+                          await self.conn())
+            a.send(hz.query_msg("select 'A', pg_sleep(0.3) as marker_q9"))
+            await self.wait_running("marker_q9")
+            b.send(hz.query_msg("select 'B', pg_sleep(0.2)"))
+            await self.wait_queued(1)
+            c.send(hz.query_msg("select 'C', pg_sleep(0.2)"))
+            await self.wait_queued(2)
+            c.abort()
+            # D waits in the pool: it must never be lent the server while
+            # C's reply is still to come on it.
+            d.send(hz.query_msg("select 'D1'; select 'D2'"))
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(self.rows(await b.read_result())[0][0], "B")
+            self.assertEqual(self.rows(await d.read_result()), [["D1"], ["D2"]])
+            for x in (a, b, d):
+                await x.close()
+        self.run_async(main())
+
+    def test_the_client_ahead_sends_more_after_the_queue_behind_it_left(self):
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            a.send(hz.query_msg("select 'A1', pg_sleep(0.3) as marker_q10"))
+            await self.wait_running("marker_q10")
+            b.send(hz.query_msg("select 'B', pg_sleep(0.1)"))
+            await self.wait_queued(1)
+            b.abort()
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
+                                            what="B gone"))
+            a.send(hz.query_msg("select 'A2'"))
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A1")
+            self.assertEqual(self.rows(await a.read_result()), [["A2"]])
+            await a.close()
+        self.run_async(main())
+
+    def test_a_tainted_client_leaving_as_borrower_costs_the_queue_one_reply(self):
+        async def main():
+            x = await self.conn(application_name="app")
+            a = await self.conn(application_name="app")
+            b = await self.conn(application_name="app")
+            x.send(hz.query_msg("select set_config('application_name', 'evil', false), "
+                                "pg_sleep(0.3) as marker_q11"))
+            await self.wait_running("marker_q11")
+            a.send(hz.query_msg("select 'A', pg_sleep(0.5)"))
+            await self.wait_queued(1)
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(2)
+            self.rows(await x.read_result())
+            a.abort()           # A has the server now, its own reply dropped
+            rows, err = await asyncio.wait_for(b.read_result(), 20)
+            self.assertEqual(rows, [])
+            self.assertEqual((err or {}).get("C"), "08006")
+            self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
+            for y in (x, b):
+                await y.close()
+        self.run_async(main())
+
     def test_a_settings_change_ahead_fails_the_queued_query(self):
         async def main():
             # The same settings, so that B may queue behind A.
