@@ -140,12 +140,26 @@ static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key
 
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
 {
-    struct pgw_cancel_state *cs = px->cancel;
     struct pgw_session *s = find(px, pid, key);
     if (!s) {
         pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
         return;
     }
+    if (s->pipe_srv) {
+        /* Queued behind another client's query (server_pipeline_depth):
+         * the server runs someone else's query now.  Sent once this
+         * client has the server (pgw_cancel_session from the handoff). */
+        s->pipe_cancel = true;
+        pgw_info("cancel_deferred", "client=%s target=%s reason=\"query queued on a server\"",
+                 from, s->addr_text);
+        return;
+    }
+    pgw_cancel_session(px, s, from);
+}
+
+void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from)
+{
+    struct pgw_cancel_state *cs = px->cancel;
     bool busy = s->server && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
     if (!busy) {
         pgw_info("cancel_ignored", "client=%s target=%s reason=\"no query in progress\"",

@@ -143,6 +143,8 @@ struct pgw_session {
     uint32_t pipe_drop;              /* bytes of a message to drop first */
     bool pipe_fail_own;              /* its query ran with another client's
                                         settings or cancel: 08006 instead */
+    bool pipe_cancel;                /* canceled while queued: forwarded once
+                                        it has the server */
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
 
     /* prepared statements (prepared.c) */
@@ -236,6 +238,8 @@ void pgw_auth_state_free(struct pgw_auth_state *st);
 void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from);
+/* Forward a cancel for s's query on its server (when it runs one). */
+void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from);
 int pgw_cancel_init(struct pgw_proxy *px);
 /* Cancels forwarded and not finished yet. */
 int pgw_cancel_inflight(const struct pgw_proxy *px);

@@ -499,7 +499,10 @@ static int pipe_score(struct pgw_server *srv, void *arg)
     if (!h || !srv->user_pipe_ok || srv->user_pipe_broken ||
         srv->user_queued >= s->px->cfg->server_pipeline_depth)
         return -1;
-    if (h->state != PGW_SS_LINKED || h->pipe_stop || h->release_held || h->cancel_inflight ||
+    /* Not behind a reply nobody reads (it may be a runaway query a client
+     * gave up on) nor a borrower with a cancel on its way. */
+    if (h->state != PGW_SS_LINKED || h->pipe_stop || h->pipe_skip || h->pipe_drop ||
+        h->release_held || h->cancel_inflight || h->pipe_cancel ||
         h->swallow || h->track.sync_out != 1 || h->track.fe_open || h->track.copy ||
         (h->cbuf && h->cbuf->parsed != h->cbuf->len))
         return -1;
@@ -541,6 +544,7 @@ static bool pipe_enqueue(struct pgw_session *s)
     s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
     s->pipe_drop = 0;
     s->pipe_fail_own = false;
+    s->pipe_cancel = false;
     srv->user_tail_skip = 0;
     s->state = PGW_SS_WAIT_SERVER;
     s->waiter.since = ev_now(loop);
@@ -588,6 +592,12 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     }
     n->state = PGW_SS_LINKED;
     pgw_session_arm_timer(n);
+    if (n->pipe_cancel) {
+        /* Its query runs now, or is about to: the cancel waits no longer.
+         * (Should it land on the next one's, those behind are tainted.) */
+        n->pipe_cancel = false;
+        pgw_cancel_session(n->px, n, "deferred");
+    }
     if (n->sbuf && n->sbuf->parsed < n->sbuf->len)
         server_data(n);
     /* Queries still to go to the server (moved from the borrower that
@@ -608,6 +618,7 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
         f->pipe_skip = 0;
         f->pipe_drop = 0;
         f->pipe_fail_own = false;
+        f->pipe_cancel = false;
         pgw_track_reset(&f->track);
         f->query_start = 0;
         f->state = PGW_SS_IDLE;
@@ -643,6 +654,7 @@ void pgw_relay_pipe_leave(struct pgw_session *s)
     s->pipe_srv = NULL;
     s->pipe_skip = 0;
     s->pipe_fail_own = false;
+    s->pipe_cancel = false;
 }
 
 void pgw_relay_pipe_taint(struct pgw_server *srv)
@@ -815,7 +827,11 @@ static bool scan_client(struct pgw_session *s)
              * taint, while the queue is still there): sent now, it would
              * run before their queries and their replies would be read as
              * its own. */
-            if (s->server->user_queued > 0 || s->server->user_tail_skip > 0 || s->pipe_stop)
+            /* Also while it drops replies ahead of its own: a settings
+             * change in them would fail its query, and must not reach
+             * what it sends next. */
+            if (s->server->user_queued > 0 || s->server->user_tail_skip > 0 || s->pipe_stop ||
+                s->pipe_skip > 0 || s->pipe_drop > 0)
                 break;      /* the server answers queued clients first: held */
             s->server->user_pipe_ok = false;   /* more than one SELECT: none may queue */
         }

@@ -190,8 +190,13 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(loop, w);
         return;
     }
-    if (strcmp(what, "query_timeout") == 0)
+    if (strcmp(what, "query_timeout") == 0) {
+        /* Its server may be stuck in that query: nobody queued on it
+         * (server_pipeline_depth) is handed the server; it closes. */
+        if (s->server)
+            s->server->user_pipe_broken = true;
         pgw_session_close(s, "57014", "query_timeout: canceling statement due to query timeout");
+    }
     else if (strcmp(what, "client_login_timeout") == 0)
         pgw_session_close(s, "08P01", "client_login_timeout: client did not log in in time");
     else if (strcmp(what, "idle_transaction_timeout") == 0)

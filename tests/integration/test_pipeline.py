@@ -3,9 +3,11 @@ behind another client's query, when the pool has no free server.
 
 Each test uses a pool of one server and raw-protocol clients
 (pgw_hardening.RawConn), so who is queued behind whom is known:
-  A runs a query that waits (pg_sleep) and holds the only server;
-  B (and C) send theirs once A's is seen running in pg_stat_activity, and
-  are queued once pgwharf_pipelined_queries_total says so.
+  A runs a query that waits on a gate (a transaction-level advisory lock
+  the test holds on its own connection to PostgreSQL) and so holds the
+  only server; B (and C) send theirs once A's is seen running in
+  pg_stat_activity, and are queued once pgwharf_pipelined_queries_total
+  says so; then the test opens the gate.  No step waits on a clock.
 Every answer must be the client's own; what happens when the client ahead
 leaves, changes settings or is canceled, or a client in the queue leaves,
 is checked against what the README promises.
@@ -45,9 +47,17 @@ class TestPipeline(pt.PgwharfTestCase):
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
             "metrics_port": "auto", "query_wait_timeout": "60s"})
 
-    async def conn(self, **params):
-        return await hz.RawConn.connect(self.px.host, self.px.port, self.user, self.db,
+    async def conn(self, px=None, **params):
+        px = px or self.px
+        return await hz.RawConn.connect(px.host, px.port, self.user, self.db,
                                         self.password, timeout=30, **params)
+
+    async def cancel(self, conn):
+        r, w = await asyncio.open_connection(self.px.host, self.px.port)
+        w.write(struct.pack("!IIII", 16, 80877102, conn.key[0], conn.key[1]))
+        await w.drain()
+        await r.read()            # pgwharf closes it once handled
+        w.close()
 
     def running(self, marker):
         return self.pg.psql("select count(*) from pg_stat_activity where state = 'active' "
@@ -63,6 +73,19 @@ class TestPipeline(pt.PgwharfTestCase):
             None, lambda: pt.wait_until(lambda: metric(self.px, QUEUED) >= n, 30,
                                         what="%d queries queued" % n))
 
+    async def gate(self, key):
+        """Hold advisory lock `key` on a direct connection; a query doing
+        pg_advisory_xact_lock_shared(key) waits until gate.open()."""
+        g = await hz.RawConn.connect(self.pg.host, self.pg.port, self.pg.user, self.db,
+                                     self.pg.password, timeout=30)
+        self.rows(await g.query("select pg_advisory_lock(%d)" % key))
+
+        async def open_():
+            self.rows(await g.query("select pg_advisory_unlock(%d)" % key))
+            await g.close()
+        g.open = open_
+        return g
+
     def run_async(self, coro):
         return asyncio.run(asyncio.wait_for(coro, 120))
 
@@ -74,11 +97,13 @@ class TestPipeline(pt.PgwharfTestCase):
     def test_queued_clients_get_their_own_answers_in_order(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q1"))
+            g = await self.gate(1)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(1) as marker_q1"))
             await self.wait_running("marker_q1")
             b.send(hz.query_msg("select 'B', pg_backend_pid()"))
             c.send(hz.query_msg("select 'C', pg_backend_pid()"))
             await self.wait_queued(2)
+            await g.open()
             ra, rb, rc = await asyncio.gather(a.read_result(), b.read_result(),
                                               c.read_result())
             self.assertEqual(self.rows(ra)[0][0], "A")
@@ -102,11 +127,13 @@ class TestPipeline(pt.PgwharfTestCase):
         async def main():
             a, b, c, w = (await self.conn(), await self.conn(), await self.conn(),
                           await self.conn())
-            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q8"))
+            g = await self.gate(8)
+            g2 = await self.gate(80)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(8) as marker_q8"))
             await self.wait_running("marker_q8")
-            # Still running when B gets the server, so B's second query
+            # Still waiting when B gets the server, so B's second query
             # arrives at a borrower with a reply outstanding.
-            b.send(hz.query_msg("select 'B1', pg_sleep(0.3)"))
+            b.send(hz.query_msg("select 'B1', pg_advisory_xact_lock_shared(80)"))
             await self.wait_queued(1)
             c.send(hz.query_msg("select 'C', pg_sleep(0.2)"))
             await self.wait_queued(2)
@@ -115,8 +142,10 @@ class TestPipeline(pt.PgwharfTestCase):
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: pt.wait_until(lambda: self.waiting() == 3, 30,
                                             what="W waiting"))
-            b.send(hz.query_msg("select 'B2'"))
+            await self.send_and_wait_read(b, hz.query_msg("select 'B2'"))
+            await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            await g2.open()
             self.assertEqual(self.rows(await b.read_result())[0][0], "B1")
             self.assertEqual(self.rows(await b.read_result()), [["B2"]])
             self.assertEqual(self.rows(await c.read_result())[0][0], "C")
@@ -125,6 +154,22 @@ class TestPipeline(pt.PgwharfTestCase):
                 await x.close()
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 0)
+
+    def received(self):
+        """Bytes pgwharf has read from clients (held or not)."""
+        url = "http://127.0.0.1:%d/metrics" % int(self.px.settings["metrics_port"])
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read().decode("utf-8")
+        return sum(int(v) for v in re.findall(
+            r'^pgwharf_bytes_received_total\{[^}]*\} (\d+)$', body, re.M))
+
+    async def send_and_wait_read(self, conn, data):
+        """Send data and wait until pgwharf has read it."""
+        before = self.received()
+        conn.send(data)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: pt.wait_until(lambda: self.received() >= before + len(data), 30,
+                                        what="%d bytes read by pgwharf" % len(data)))
 
     def waiting(self):
         url = "http://127.0.0.1:%d/metrics" % int(self.px.settings["metrics_port"])
@@ -136,11 +181,16 @@ class TestPipeline(pt.PgwharfTestCase):
     def test_only_a_lone_select_is_queued(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q2"))
+            g = await self.gate(2)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(2) as marker_q2"))
             await self.wait_running("marker_q2")
             # Two statements (the second could be BEGIN) wait for the server
             # as usual.
             b.send(hz.query_msg("select 'B1'; select 'B2'"))
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 1, 30,
+                                            what="B waiting"))
+            await g.open()
             self.rows(await a.read_result())
             self.assertEqual(self.rows(await b.read_result()), [["B1"], ["B2"]])
             # Behind an open transaction nobody is queued: A's SELECT would
@@ -163,12 +213,17 @@ class TestPipeline(pt.PgwharfTestCase):
             nonlocal pids_before
             a, b = await self.conn(), await self.conn()
             pids_before = self.rows(await b.query("select pg_backend_pid()"))[0][0]
-            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q4 "
-                                "from generate_series(1, 3)"))
+            g = await self.gate(4)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(4) as marker_q4, "
+                                "repeat('a', 100000) from generate_series(1, 3)"))
             await self.wait_running("marker_q4")
             b.send(hz.query_msg("select 'B', pg_backend_pid()"))
             await self.wait_queued(1)
             a.abort()
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
+                                            what="A gone, B has the server"))
+            await g.open()
             rb = self.rows(await b.read_result())
             self.assertEqual(rb[0][0], "B")
             # The same server: its rest of A's reply was dropped, not the
@@ -181,13 +236,18 @@ class TestPipeline(pt.PgwharfTestCase):
     def test_a_queued_client_leaving_costs_the_others_nothing(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            a.send(hz.query_msg("select 'A', pg_sleep(0.5) as marker_q5"))
+            g = await self.gate(5)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(5) as marker_q5"))
             await self.wait_running("marker_q5")
             b.send(hz.query_msg("select 'B', repeat('b', 100000)"))
             await self.wait_queued(1)
             c.send(hz.query_msg("select 'C'"))
             await self.wait_queued(2)
             b.abort()
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 1, 30,
+                                            what="B gone"))
+            await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assertEqual(self.rows(await c.read_result()), [["C"]])
             self.assertEqual(self.rows(await c.query("select 'C2'")), [["C2"]])
@@ -200,18 +260,25 @@ class TestPipeline(pt.PgwharfTestCase):
         async def main():
             a, b, c, d = (await self.conn(), await self.conn(), await self.conn(),
                           await self.conn())
-            a.send(hz.query_msg("select 'A', pg_sleep(0.3) as marker_q9"))
+            g = await self.gate(9)
+            g2 = await self.gate(90)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(9) as marker_q9"))
             await self.wait_running("marker_q9")
-            b.send(hz.query_msg("select 'B', pg_sleep(0.2)"))
+            b.send(hz.query_msg("select 'B'"))
             await self.wait_queued(1)
-            c.send(hz.query_msg("select 'C', pg_sleep(0.2)"))
+            c.send(hz.query_msg("select 'C', pg_advisory_xact_lock_shared(90)"))
             await self.wait_queued(2)
             c.abort()
             # D waits in the pool: it must never be lent the server while
             # C's reply is still to come on it.
             d.send(hz.query_msg("select 'D1'; select 'D2'"))
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 2, 30,
+                                            what="C gone, D waiting"))
+            await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assertEqual(self.rows(await b.read_result())[0][0], "B")
+            await g2.open()
             self.assertEqual(self.rows(await d.read_result()), [["D1"], ["D2"]])
             for x in (a, b, d):
                 await x.close()
@@ -220,15 +287,18 @@ class TestPipeline(pt.PgwharfTestCase):
     def test_the_client_ahead_sends_more_after_the_queue_behind_it_left(self):
         async def main():
             a, b = await self.conn(), await self.conn()
-            a.send(hz.query_msg("select 'A1', pg_sleep(0.3) as marker_q10"))
+            g = await self.gate(10)
+            a.send(hz.query_msg("select 'A1', pg_advisory_xact_lock_shared(10) as marker_q10"))
             await self.wait_running("marker_q10")
-            b.send(hz.query_msg("select 'B', pg_sleep(0.1)"))
+            b.send(hz.query_msg("select 'B'"))
             await self.wait_queued(1)
             b.abort()
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
                                             what="B gone"))
-            a.send(hz.query_msg("select 'A2'"))
+            # A2 reaches pgwharf while B's reply is still due.
+            await self.send_and_wait_read(a, hz.query_msg("select 'A2'"))
+            await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A1")
             self.assertEqual(self.rows(await a.read_result()), [["A2"]])
             await a.close()
@@ -239,15 +309,22 @@ class TestPipeline(pt.PgwharfTestCase):
             x = await self.conn(application_name="app")
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
+            g = await self.gate(11)
+            g2 = await self.gate(110)
             x.send(hz.query_msg("select set_config('application_name', 'evil', false), "
-                                "pg_sleep(0.3) as marker_q11"))
+                                "pg_advisory_xact_lock_shared(11) as marker_q11"))
             await self.wait_running("marker_q11")
-            a.send(hz.query_msg("select 'A', pg_sleep(0.5)"))
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(110)"))
             await self.wait_queued(1)
             b.send(hz.query_msg("select 'B'"))
             await self.wait_queued(2)
+            await g.open()
             self.rows(await x.read_result())
             a.abort()           # A has the server now, its own reply dropped
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
+                                            what="A gone, B has the server"))
+            await g2.open()
             rows, err = await asyncio.wait_for(b.read_result(), 20)
             self.assertEqual(rows, [])
             self.assertEqual((err or {}).get("C"), "08006")
@@ -256,16 +333,81 @@ class TestPipeline(pt.PgwharfTestCase):
                 await y.close()
         self.run_async(main())
 
+    def test_a_queued_clients_cancel_is_sent_when_its_query_runs(self):
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.gate(12)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(12) as marker_q12"))
+            await self.wait_running("marker_q12")
+            b.send(hz.query_msg("select pg_sleep(60)"))
+            await self.wait_queued(1)
+            await self.cancel(b)
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            rows, err = await asyncio.wait_for(b.read_result(), 20)
+            self.assertEqual((err or {}).get("C"), "57014")
+            self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+
+    def test_a_query_timeout_ahead_hands_nobody_the_stuck_server(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "query_timeout": 2})
+
+        async def main():
+            a, b, c = await self.conn(px), await self.conn(px), await self.conn(px)
+            a.send(hz.query_msg("select pg_sleep(30) as marker_q13"))
+            await self.wait_running("marker_q13")
+            b.send(hz.query_msg("select 'B'"))
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pt.wait_until(lambda: metric(px, QUEUED) >= 1, 30,
+                                            what="B queued"))
+            rows, err = await asyncio.wait_for(a.read_result(), 20)
+            self.assertEqual((err or {}).get("C"), "57014")       # A's query_timeout
+            rows, err = await asyncio.wait_for(b.read_result(), 20)
+            self.assertEqual((err or {}).get("C"), "08006")
+            # The server stuck in A's sleep was closed: C gets a new one at
+            # once, not a place behind the sleep.
+            self.assertEqual(self.rows(await asyncio.wait_for(c.query("select 'C'"), 10)),
+                             [["C"]])
+            for x in (b, c):
+                await x.close()
+        self.run_async(main())
+
+    def test_a_tainted_clients_next_query_runs_with_its_own_settings(self):
+        async def main():
+            a = await self.conn(TimeZone="UTC")
+            x = await self.conn(TimeZone="UTC")
+            g = await self.gate(14)
+            a.send(hz.query_msg("select set_config('TimeZone', 'Asia/Tokyo', false), "
+                                "pg_advisory_xact_lock_shared(14) as marker_q14"))
+            await self.wait_running("marker_q14")
+            x.send(hz.query_msg("select 'X1'"))
+            await self.wait_queued(1)
+            await self.send_and_wait_read(x, hz.query_msg("select current_setting('TimeZone')"))
+            await g.open()
+            self.rows(await a.read_result())
+            rows, err = await x.read_result()
+            self.assertEqual((err or {}).get("C"), "08006")
+            self.assertEqual(self.rows(await x.read_result()), [["UTC"]])
+            for y in (a, x):
+                await y.close()
+        self.run_async(main())
+
     def test_a_settings_change_ahead_fails_the_queued_query(self):
         async def main():
             # The same settings, so that B may queue behind A.
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
+            g = await self.gate(6)
             a.send(hz.query_msg("select set_config('application_name', 'evil', false), "
-                                "pg_sleep(0.5) as marker_q6"))
+                                "pg_advisory_xact_lock_shared(6) as marker_q6"))
             await self.wait_running("marker_q6")
             b.send(hz.query_msg("select current_setting('application_name')"))
             await self.wait_queued(1)
+            await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "evil")
             rows, err = await b.read_result()
             self.assertEqual(rows, [], "b must not see a result run with a's settings")
@@ -286,11 +428,7 @@ class TestPipeline(pt.PgwharfTestCase):
             await self.wait_running("marker_q7")
             b.send(hz.query_msg("select 'B'"))
             await self.wait_queued(1)
-            r, w = await asyncio.open_connection(self.px.host, self.px.port)
-            w.write(struct.pack("!IIII", 16, 80877102, a.key[0], a.key[1]))
-            await w.drain()
-            await r.read()            # pgwharf closes it once forwarded
-            w.close()
+            await self.cancel(a)
             rows, err = await a.read_result()
             self.assertEqual((err or {}).get("C"), "57014")
             rows, err = await b.read_result()
