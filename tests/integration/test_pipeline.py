@@ -135,7 +135,7 @@ class TestPipeline(pt.PgwharfTestCase):
             # arrives at a borrower with a reply outstanding.
             b.send(hz.query_msg("select 'B1', pg_advisory_xact_lock_shared(80)"))
             await self.wait_queued(1)
-            c.send(hz.query_msg("select 'C', pg_sleep(0.2)"))
+            c.send(hz.query_msg("select 'C'"))
             await self.wait_queued(2)
             w.send(hz.query_msg("select 'W1'; select 'W2'"))     # waits in the pool
             # Queued clients count as waiting (they hold no server): B, C, W.
@@ -196,9 +196,11 @@ class TestPipeline(pt.PgwharfTestCase):
             # Behind an open transaction nobody is queued: A's SELECT would
             # run inside C's transaction (now() would be C's start).
             self.rows(await c.query("begin"))
-            self.rows(await c.query("select pg_sleep(0.2) as marker_q3"))
-            a.send(hz.query_msg("select 'A', now() = statement_timestamp()"))
-            self.rows(await c.query("select pg_sleep(0.2)"))
+            self.rows(await c.query("select 'C1'"))
+            # A's query is at pgwharf while C's transaction holds the server.
+            await self.send_and_wait_read(
+                a, hz.query_msg("select 'A', now() = statement_timestamp()"))
+            self.rows(await c.query("select 'C2'"))
             self.rows(await c.query("commit"))
             self.assertEqual(self.rows(await a.read_result()), [["A", "t"]])
             for x in (a, b, c):
