@@ -145,10 +145,11 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
         pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
         return;
     }
-    if (s->pipe_srv) {
-        /* Queued behind another client's query (server_pipeline_depth):
-         * the server runs someone else's query now.  Sent once this
-         * client has the server (pgw_cancel_session from the handoff). */
+    if (s->pipe_srv || (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0))) {
+        /* Queued behind another client's query (server_pipeline_depth), or
+         * holding the server while it still drops replies of clients that
+         * left: the server runs someone else's query now.  Sent once this
+         * client's own query runs (relay.c, pipe_cancel_due). */
         s->pipe_cancel = true;
         pgw_info("cancel_deferred", "client=%s target=%s reason=\"query queued on a server\"",
                  from, s->addr_text);

@@ -261,6 +261,7 @@ void pgw_relay_release_if_clean(struct pgw_session *s)
 
 static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n);
 static void pipe_fail(struct pgw_list *queue, const char *why);
+static void pipe_cancel_due(struct pgw_session *s);
 
 /* Room for n more bytes in *bp (taken if NULL), so that appending or
  * inserting them cannot fail. */
@@ -592,18 +593,33 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     }
     n->state = PGW_SS_LINKED;
     pgw_session_arm_timer(n);
-    if (n->pipe_cancel) {
-        /* Its query runs now, or is about to: the cancel waits no longer.
-         * (Should it land on the next one's, those behind are tainted.) */
-        n->pipe_cancel = false;
-        pgw_cancel_session(n->px, n, "deferred");
-    }
+    pipe_cancel_due(n);
+    if (n->state != PGW_SS_LINKED)
+        return;
     if (n->sbuf && n->sbuf->parsed < n->sbuf->len)
         server_data(n);
     /* Queries still to go to the server (moved from the borrower that
      * left), then whatever it sent itself meanwhile. */
     if (n->state == PGW_SS_LINKED && n->server == srv && n->cbuf && n->cbuf->sent < n->cbuf->len)
         pgw_relay_client_data(n);
+}
+
+/* A cancel held while s was queued or dropped others' replies goes out
+ * once nothing but its own query is ahead of it on the server (should it
+ * land on the next one's, those behind are tainted).  A query whose reply
+ * is replaced by 08006 anyway needs none. */
+static void pipe_cancel_due(struct pgw_session *s)
+{
+    if (!s->pipe_cancel || !s->server)
+        return;
+    if (s->pipe_fail_own) {
+        s->pipe_cancel = false;
+        return;
+    }
+    if (s->pipe_skip > 0 || s->pipe_drop > 0)
+        return;
+    s->pipe_cancel = false;
+    pgw_cancel_session(s->px, s, "deferred");
 }
 
 /* Clients taken off a server's queue: their query may or may not have run;
@@ -716,6 +732,7 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
     srv->user_pipe_broken = false;
     s->pipe_budget = srv->user_pipe_ok ? 1 : 0;
     s->pipe_stop = false;
+    s->pipe_cancel = false;
     if (s->state == PGW_SS_LOGIN_WAIT) {
         if (s->swallow > 0) {
             s->state = PGW_SS_LOGIN_SYNC;
@@ -1103,7 +1120,8 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
     pgw_iobuf_cut(b, b->parsed, total);
     if (--s->pipe_skip == 0 && s->pipe_fail_own && !pipe_failed_reply(s, after))
         return -1;
-    return 1;
+    pipe_cancel_due(s);
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
 }
 
 static bool pipe_more(const struct pgw_session *s)

@@ -353,6 +353,34 @@ class TestPipeline(pt.PgwharfTestCase):
                 await x.close()
         self.run_async(main())
 
+    def test_a_deferred_cancel_waits_for_replies_of_clients_that_left(self):
+        # X leaves while queued ahead of B, its query still to run: when B
+        # gets the server, X's query runs first and B drops its reply.
+        # B's cancel must not go out then (it would cancel X's query and
+        # leave B's running), only once B's own query runs.
+        async def main():
+            a, x, b = await self.conn(), await self.conn(), await self.conn()
+            g = await self.gate(15)
+            g2 = await self.gate(150)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(15) as marker_q15"))
+            await self.wait_running("marker_q15")
+            x.send(hz.query_msg("select 'X', pg_advisory_xact_lock_shared(150) as marker_q16"))
+            await self.wait_queued(1)
+            b.send(hz.query_msg("select pg_sleep(60)"))
+            await self.wait_queued(2)
+            x.abort()
+            await self.cancel(b)
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            await self.wait_running("marker_q16")          # X's query, B dropping it
+            await g2.open()
+            rows, err = await asyncio.wait_for(b.read_result(), 20)
+            self.assertEqual((err or {}).get("C"), "57014")
+            self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
+            for y in (a, b):
+                await y.close()
+        self.run_async(main())
+
     def test_a_query_timeout_ahead_hands_nobody_the_stuck_server(self):
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
