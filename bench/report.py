@@ -243,18 +243,11 @@ def main():
                                                                    meta.get("duration", "?")))
     body.append("")
     body.append(main_table(summary))
-    bt = batch_table(summary)
-    if bt:
-        body.append("")
-        body.append("## io_batch on vs off (same binary, same run)")
-        body.append("")
-        body.append(bt)
-    pt = pipe_table(summary)
-    if pt:
-        body.append("")
-        body.append("## server_pipeline_depth = 2 (same binary, same run)")
-        body.append("")
-        body.append(pt)
+    # A/B tables of the same binary, for the targets the run had.
+    for title, table in (("io_batch on vs off", batch_table(summary)),
+                         ("server_pipeline_depth = 2", pipe_table(summary))):
+        if table:
+            body += ["", "## %s (same binary, same run)" % title, "", table]
     n = notes(summary)
     if n:
         body.append("")

@@ -1030,6 +1030,34 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         *after = AFTER_STMT_ERROR;
 }
 
+/* The length of the server message at p with its type byte, or 0 after
+ * closing the session: an invalid length loses the stream, so nothing on
+ * this server is handed on either. */
+static uint32_t server_msg_total(struct pgw_session *s, const uint8_t *p)
+{
+    uint32_t mlen = pgw_get_u32(p + 1);
+    if (mlen < 4 || mlen > MSG_MAX) {
+        s->server->user_pipe_broken = true;
+        pgw_session_close(s, "08P01", "server sent an invalid message length");
+        return 0;
+    }
+    return mlen + 1;
+}
+
+/* Room in sbuf for the whole message of `total` bytes at parsed (to
+ * inspect it); false after closing the session. */
+static bool server_msg_room(struct pgw_session *s, char type, uint32_t total)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    uint32_t need = (b->parsed - b->sent) + total;
+    if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
+        s->server->user_pipe_broken = true;
+        pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
+        return false;
+    }
+    return true;
+}
+
 /* The reply in place of a tainted client's own (pipe_fail_own): the
  * error, then its ReadyForQuery. */
 static bool pipe_failed_reply(struct pgw_session *s, enum scan_after *after)
@@ -1075,28 +1103,18 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
         return 0;
     const uint8_t *p = b->data + b->parsed;
     char type = (char)p[0];
-    uint32_t mlen = pgw_get_u32(p + 1);
-    if (mlen < 4 || mlen > MSG_MAX) {
-        s->server->user_pipe_broken = true;
-        pgw_session_close(s, "08P01", "server sent an invalid message length");
+    uint32_t total = server_msg_total(s, p);
+    if (!total)
         return -1;
-    }
-    uint32_t total = mlen + 1;
+    uint32_t mlen = total - 1;
     if (type != PGW_BE_READY && type != PGW_BE_PARAM_STATUS) {
         uint32_t n = avail < total ? avail : total;
         pgw_iobuf_cut(b, b->parsed, n);
         s->pipe_drop = total - n;
         return 1;
     }
-    if (total > avail) {
-        uint32_t need = (b->parsed - b->sent) + total;
-        if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
-            s->server->user_pipe_broken = true;
-            pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
-            return -1;
-        }
-        return 0;
-    }
+    if (total > avail)
+        return server_msg_room(s, type, total) ? 0 : -1;
     if (type == PGW_BE_PARAM_STATUS) {
         /* Another client's change: the server has it, this client's own
          * query runs with it. */
@@ -1164,13 +1182,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             break;
         const uint8_t *p = b->data + b->parsed;
         char type = (char)p[0];
-        uint32_t mlen = pgw_get_u32(p + 1);
-        if (mlen < 4 || mlen > MSG_MAX) {
-            s->server->user_pipe_broken = true;
-            pgw_session_close(s, "08P01", "server sent an invalid message length");
+        uint32_t total = server_msg_total(s, p);
+        if (!total)
             return false;
-        }
-        uint32_t total = mlen + 1;
+        uint32_t mlen = total - 1;
         bool ps = s->ps_on && s->swallow == 0;
         bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
                      (ps && pgw_ps_backend_wants_whole(s, type));
@@ -1190,12 +1205,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             continue;
         }
         if (total > avail) {
-            uint32_t need = (b->parsed - b->sent) + total;
-            if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
-                s->server->user_pipe_broken = true;
-                pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
+            if (!server_msg_room(s, type, total))
                 return false;
-            }
             break;
         }
         bool drop = s->swallow > 0;

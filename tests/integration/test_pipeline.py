@@ -24,13 +24,15 @@ import pgw_hardening as hz
 
 
 def metric(px, name):
+    """The value of an unlabelled metric, or the sum over a labelled one's
+    series."""
     url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
     with urllib.request.urlopen(url, timeout=10) as r:
         body = r.read().decode("utf-8")
-    m = re.search(r"^%s (\d+)$" % re.escape(name), body, re.M)
-    if not m:
+    vals = re.findall(r"^%s(?:\{[^}]*\})? (\d+)$" % re.escape(name), body, re.M)
+    if not vals:
         raise AssertionError("%s missing from /metrics" % name)
-    return int(m.group(1))
+    return sum(int(v) for v in vals)
 
 
 QUEUED = "pgwharf_pipelined_queries_total"
@@ -63,15 +65,16 @@ class TestPipeline(pt.PgwharfTestCase):
         return self.pg.psql("select count(*) from pg_stat_activity where state = 'active' "
                             "and query like '%%%s%%' and pid <> pg_backend_pid()" % marker) == "1"
 
-    async def wait_running(self, marker):
+    async def until(self, fn, what):
+        """pt.wait_until off the event loop (its checks block)."""
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: pt.wait_until(lambda: self.running(marker), 30,
-                                        what="%s running" % marker))
+            None, lambda: pt.wait_until(fn, 30, what=what))
 
-    async def wait_queued(self, n):
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: pt.wait_until(lambda: metric(self.px, QUEUED) >= n, 30,
-                                        what="%d queries queued" % n))
+    async def wait_running(self, marker):
+        await self.until(lambda: self.running(marker), "%s running" % marker)
+
+    async def wait_queued(self, n, px=None):
+        await self.until(lambda: metric(px or self.px, QUEUED) >= n, "%d queries queued" % n)
 
     async def gate(self, key):
         """Hold advisory lock `key` on a direct connection; a query doing
@@ -139,9 +142,7 @@ class TestPipeline(pt.PgwharfTestCase):
             await self.wait_queued(2)
             w.send(hz.query_msg("select 'W1'; select 'W2'"))     # waits in the pool
             # Queued clients count as waiting (they hold no server): B, C, W.
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 3, 30,
-                                            what="W waiting"))
+            await self.until(lambda: self.waiting() == 3, "W waiting")
             await self.send_and_wait_read(b, hz.query_msg("select 'B2'"))
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
@@ -157,26 +158,18 @@ class TestPipeline(pt.PgwharfTestCase):
 
     def received(self):
         """Bytes pgwharf has read from clients (held or not)."""
-        url = "http://127.0.0.1:%d/metrics" % int(self.px.settings["metrics_port"])
-        with urllib.request.urlopen(url, timeout=10) as r:
-            body = r.read().decode("utf-8")
-        return sum(int(v) for v in re.findall(
-            r'^pgwharf_bytes_received_total\{[^}]*\} (\d+)$', body, re.M))
+        return metric(self.px, "pgwharf_bytes_received_total")
+
+    def waiting(self):
+        """Clients waiting for a server; queued ones count (they hold none)."""
+        return metric(self.px, "pgwharf_pool_client_waiting")
 
     async def send_and_wait_read(self, conn, data):
         """Send data and wait until pgwharf has read it."""
         before = self.received()
         conn.send(data)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: pt.wait_until(lambda: self.received() >= before + len(data), 30,
-                                        what="%d bytes read by pgwharf" % len(data)))
-
-    def waiting(self):
-        url = "http://127.0.0.1:%d/metrics" % int(self.px.settings["metrics_port"])
-        with urllib.request.urlopen(url, timeout=10) as r:
-            body = r.read().decode("utf-8")
-        return sum(int(v) for v in re.findall(
-            r'^pgwharf_pool_client_waiting\{[^}]*\} (\d+)$', body, re.M))
+        await self.until(lambda: self.received() >= before + len(data),
+                         "%d bytes read by pgwharf" % len(data))
 
     def test_only_a_lone_select_is_queued(self):
         async def main():
@@ -187,9 +180,7 @@ class TestPipeline(pt.PgwharfTestCase):
             # Two statements (the second could be BEGIN) wait for the server
             # as usual.
             b.send(hz.query_msg("select 'B1'; select 'B2'"))
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 1, 30,
-                                            what="B waiting"))
+            await self.until(lambda: self.waiting() == 1, "B waiting")
             await g.open()
             self.rows(await a.read_result())
             self.assertEqual(self.rows(await b.read_result()), [["B1"], ["B2"]])
@@ -222,9 +213,7 @@ class TestPipeline(pt.PgwharfTestCase):
             b.send(hz.query_msg("select 'B', pg_backend_pid()"))
             await self.wait_queued(1)
             a.abort()
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
-                                            what="A gone, B has the server"))
+            await self.until(lambda: self.waiting() == 0, "A gone, B has the server")
             await g.open()
             rb = self.rows(await b.read_result())
             self.assertEqual(rb[0][0], "B")
@@ -246,9 +235,7 @@ class TestPipeline(pt.PgwharfTestCase):
             c.send(hz.query_msg("select 'C'"))
             await self.wait_queued(2)
             b.abort()
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 1, 30,
-                                            what="B gone"))
+            await self.until(lambda: self.waiting() == 1, "B gone")
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assertEqual(self.rows(await c.read_result()), [["C"]])
@@ -274,9 +261,7 @@ class TestPipeline(pt.PgwharfTestCase):
             # D waits in the pool: it must never be lent the server while
             # C's reply is still to come on it.
             d.send(hz.query_msg("select 'D1'; select 'D2'"))
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 2, 30,
-                                            what="C gone, D waiting"))
+            await self.until(lambda: self.waiting() == 2, "C gone, D waiting")
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assertEqual(self.rows(await b.read_result())[0][0], "B")
@@ -295,9 +280,7 @@ class TestPipeline(pt.PgwharfTestCase):
             b.send(hz.query_msg("select 'B'"))
             await self.wait_queued(1)
             b.abort()
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
-                                            what="B gone"))
+            await self.until(lambda: self.waiting() == 0, "B gone")
             # A2 reaches pgwharf while B's reply is still due.
             await self.send_and_wait_read(a, hz.query_msg("select 'A2'"))
             await g.open()
@@ -323,9 +306,7 @@ class TestPipeline(pt.PgwharfTestCase):
             await g.open()
             self.rows(await x.read_result())
             a.abort()           # A has the server now, its own reply dropped
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: self.waiting() == 0, 30,
-                                            what="A gone, B has the server"))
+            await self.until(lambda: self.waiting() == 0, "A gone, B has the server")
             await g2.open()
             rows, err = await asyncio.wait_for(b.read_result(), 20)
             self.assertEqual(rows, [])
@@ -391,9 +372,7 @@ class TestPipeline(pt.PgwharfTestCase):
             a.send(hz.query_msg("select pg_sleep(30) as marker_q13"))
             await self.wait_running("marker_q13")
             b.send(hz.query_msg("select 'B'"))
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pt.wait_until(lambda: metric(px, QUEUED) >= 1, 30,
-                                            what="B queued"))
+            await self.wait_queued(1, px)
             rows, err = await asyncio.wait_for(a.read_result(), 20)
             self.assertEqual((err or {}).get("C"), "57014")       # A's query_timeout
             rows, err = await asyncio.wait_for(b.read_result(), 20)
