@@ -384,16 +384,23 @@ void pgw_ps_link(struct pgw_session *s)
         q_pop(s);
 }
 
-bool pgw_ps_query_sent(struct pgw_session *s)
+bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n)
 {
-    return q_push(s, Q_PASS, PGW_FE_QUERY, NULL);
+    for (int i = 0; i < n; i++)
+        if (!q_push(s, Q_PASS, types[i], NULL))
+            return false;
+    return true;
 }
 
-void pgw_ps_query_dropped(struct pgw_session *s)
+void pgw_ps_request_dropped(struct pgw_session *s)
 {
-    const struct qent *h = q_head(s);
-    if (h && h->type == PGW_FE_QUERY)
+    const struct qent *h;
+    while ((h = q_head(s))) {
+        char t = h->type;
         q_pop(s);
+        if (t == PGW_FE_QUERY || t == PGW_FE_SYNC || t == PGW_FE_FUNCTION_CALL)
+            break;
+    }
 }
 
 void pgw_ps_unlink(struct pgw_session *s)

@@ -60,12 +60,13 @@ bool pgw_ps_enabled(const struct pgw_session *s);
 void pgw_ps_session_free(struct pgw_session *s);
 /* Linking or unlinking a server: the response queue starts empty. */
 void pgw_ps_link(struct pgw_session *s);
-/* A Query of the client's went to the server without passing
- * pgw_ps_frontend (queued behind another client's, relay.c): expect its
- * reply.  False when out of memory. */
-bool pgw_ps_query_sent(struct pgw_session *s);
-/* Its reply was dropped and answered by pgwharf instead: forget it. */
-void pgw_ps_query_dropped(struct pgw_session *s);
+/* A request of the client's (a Query, or unnamed Parse/Bind/Describe/
+ * Execute and a Sync: `n` message types) went to the server without passing
+ * pgw_ps_frontend (queued behind another client's, relay.c), none of them
+ * naming a statement: expect its replies.  False when out of memory. */
+bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n);
+/* Its replies were dropped and answered by pgwharf instead: forget them. */
+void pgw_ps_request_dropped(struct pgw_session *s);
 void pgw_ps_unlink(struct pgw_session *s);
 
 enum pgw_ps_action {

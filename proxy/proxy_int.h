@@ -23,6 +23,10 @@
 #include "proxy/proxy.h"
 #include "proxy/track.h"
 
+/* Messages of a request queued on a busy server (relay.c): Query, or
+ * Parse, Bind, Describe, Execute, Sync and one more of them. */
+#define PGW_PIPE_REQ_MAX 6
+
 /* ---- I/O buffers: fixed size, pooled, taken on first use ---- */
 #define PGW_IOBUF_SIZE (32 * 1024)
 
@@ -135,6 +139,8 @@ struct pgw_session {
     struct pgw_list pipe_node;
     uint8_t pipe_budget;             /* client messages this link may still send
                                         while others may queue behind it */
+    uint8_t pipe_nreq;               /* the queued request: its message types */
+    char pipe_req[PGW_PIPE_REQ_MAX];
     bool pipe_stop;                  /* got its last ReadyForQuery; what the
                                         server sends next is the next client's */
     int pipe_skip;                   /* replies ahead of its own to drop (of

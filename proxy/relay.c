@@ -470,25 +470,79 @@ static bool pipe_safe_sql(const char *sql, size_t len)
     return memchr(sql + i, ';', end - i) == NULL;
 }
 
-/* The client's unsent bytes are exactly one whole Query that
- * pipe_safe_sql accepts, and the session may take part. */
-static bool pipe_eligible(const struct pgw_session *s)
+/* One message of a queueable extended-protocol request: unnamed
+ * statement and portal only (a named one lives on some servers and not
+ * others), and the Parse, first, of a text pipe_safe_sql accepts. */
+static bool pipe_ext_msg(char type, const uint8_t *body, uint32_t blen, int i)
+{
+    switch (type) {
+    case PGW_FE_PARSE: {
+        if (i != 0 || blen < 4 || body[0] != '\0')
+            return false;
+        const uint8_t *sql = body + 1, *end = body + blen;
+        const uint8_t *nul = memchr(sql, 0, (size_t)(end - sql));
+        if (!nul || end - nul < 3 || !pipe_safe_sql((const char *)sql, (size_t)(nul - sql)))
+            return false;
+        uint32_t nparams = pgw_get_u16(nul + 1);
+        return (uint64_t)(end - nul - 3) == 4ull * nparams;
+    }
+    case PGW_FE_BIND:            /* portal "", statement "" */
+        return i > 0 && blen >= 2 && body[0] == '\0' && body[1] == '\0';
+    case PGW_FE_DESCRIBE:
+        return i > 0 && blen == 2 && (body[0] == 'S' || body[0] == 'P') && body[1] == '\0';
+    case PGW_FE_EXECUTE:
+        return i > 0 && blen == 5 && body[0] == '\0';
+    case PGW_FE_SYNC:
+        return i > 0 && blen == 0;
+    default:
+        return false;
+    }
+}
+
+/* The client's unsent bytes are exactly one whole request that may queue
+ * on a busy server, and the session may take part: one Query that
+ * pipe_safe_sql accepts, or Parse of such a text into the unnamed
+ * statement, then Bind/Describe/Execute of it and one Sync, last (what
+ * libpq's PQexecParams and pgbench -M extended send).  Returns the number
+ * of messages (their types in types[] when given), 0 when it may not. */
+static int pipe_request(const struct pgw_session *s, char types[PGW_PIPE_REQ_MAX])
 {
     const struct pgw_config *cfg = s->px->cfg;
     const struct pgw_iobuf *b = s->cbuf;
     if (cfg->server_pipeline_depth <= 0 || s->mode == PGW_POOL_SESSION ||
         cfg->server_reset_query_always || s->discard || s->cskip || s->cancel_inflight ||
         !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
-        return false;
-    const uint8_t *p = b->data + b->parsed;
-    uint32_t mlen = pgw_get_u32(p + 1);
-    if (p[0] != PGW_FE_QUERY || mlen < 5 || (uint64_t)mlen + 1 != b->len - b->parsed)
-        return false;
-    const char *sql = (const char *)p + PGW_MSG_HDR;
-    size_t n = mlen - 5;                 /* without the terminating NUL */
-    if (sql[n] != '\0' || memchr(sql, '\0', n))
-        return false;
-    return pipe_safe_sql(sql, n);
+        return 0;
+    const uint8_t *p = b->data + b->parsed, *end = b->data + b->len;
+    if (p[0] == PGW_FE_QUERY) {
+        uint32_t mlen = pgw_get_u32(p + 1);
+        if (mlen < 5 || (uint64_t)mlen + 1 != (uint64_t)(end - p))
+            return 0;
+        const char *sql = (const char *)p + PGW_MSG_HDR;
+        size_t n = mlen - 5;                 /* without the terminating NUL */
+        if (sql[n] != '\0' || memchr(sql, '\0', n) || !pipe_safe_sql(sql, n))
+            return 0;
+        if (types)
+            types[0] = PGW_FE_QUERY;
+        return 1;
+    }
+    int i = 0;
+    while (p < end) {
+        if (i == PGW_PIPE_REQ_MAX || end - p < PGW_MSG_HDR)
+            return 0;
+        char type = (char)p[0];
+        uint32_t mlen = pgw_get_u32(p + 1);
+        if (mlen < 4 || (uint64_t)mlen + 1 > (uint64_t)(end - p) ||
+            !pipe_ext_msg(type, p + PGW_MSG_HDR, mlen - 4, i))
+            return 0;
+        if (types)
+            types[i] = type;
+        i++;
+        p += mlen + 1;
+        if (type == PGW_FE_SYNC)
+            return p == end ? i : 0;     /* one Sync, the last message */
+    }
+    return 0;
 }
 
 /* How good a place srv is for s's query: the fewest clients queued; -1
@@ -515,7 +569,9 @@ static int pipe_score(struct pgw_server *srv, void *arg)
 /* Queue s's query on a busy server if pipelining may; true when done. */
 static bool pipe_enqueue(struct pgw_session *s)
 {
-    if (!pipe_eligible(s))
+    char types[PGW_PIPE_REQ_MAX];
+    int nreq = pipe_request(s, types);
+    if (nreq == 0)
         return false;
     if (!s->params_sig)
         s->params_sig = params_sig(s);
@@ -542,6 +598,8 @@ static bool pipe_enqueue(struct pgw_session *s)
     pgw_list_append(&srv->user_queue, &s->pipe_node);
     srv->user_queued++;
     s->pipe_srv = srv;
+    memcpy(s->pipe_req, types, (size_t)nreq);
+    s->pipe_nreq = (uint8_t)nreq;
     s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
     s->pipe_drop = 0;
     s->pipe_fail_own = false;
@@ -576,7 +634,8 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     n->pipe_stop = false;
     n->pipe_budget = 0;
     pgw_track_reset(&n->track);
-    pgw_track_frontend(&n->track, PGW_FE_QUERY);
+    for (int i = 0; i < n->pipe_nreq; i++)
+        pgw_track_frontend(&n->track, n->pipe_req[i]);
     /* While clients wait in the pool's queue, nobody new queues here: the
      * server goes back to the pool once this queue is done. */
     srv->user_pipe_ok = !pgw_pool_has_waiters(srv->pool);
@@ -586,7 +645,7 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     n->ps_on = pgw_ps_enabled(n);
     if (n->ps_on) {
         pgw_ps_link(n);
-        if (!pgw_ps_query_sent(n)) {
+        if (!pgw_ps_request_sent(n, n->pipe_req, n->pipe_nreq)) {
             pgw_session_close(n, "53200", "out of memory");
             return;
         }
@@ -723,14 +782,14 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
 static void granted(struct pgw_session *s, struct pgw_server *srv)
 {
     pgw_metrics_observe_wait(s, ev_now(s->px->loop) - s->waiter.since);
-    bool pipe = s->state == PGW_SS_WAIT_SERVER && pipe_eligible(s);
+    int pipe = s->state == PGW_SS_WAIT_SERVER ? pipe_request(s, NULL) : 0;
     pgw_relay_link(s, srv);
     if (s->state == PGW_SS_CLOSING)
         return;
     /* Others may queue behind a lone SELECT (no SETs before it). */
-    srv->user_pipe_ok = pipe && s->swallow == 0;
+    srv->user_pipe_ok = pipe > 0 && s->swallow == 0;
     srv->user_pipe_broken = false;
-    s->pipe_budget = srv->user_pipe_ok ? 1 : 0;
+    s->pipe_budget = srv->user_pipe_ok ? (uint8_t)pipe : 0;
     s->pipe_stop = false;
     s->pipe_cancel = false;
     if (s->state == PGW_SS_LOGIN_WAIT) {
@@ -1081,7 +1140,7 @@ static bool pipe_failed_reply(struct pgw_session *s, enum scan_after *after)
              "ahead of its query\"", s->addr_text, s->database, s->user);
     s->pipe_fail_own = false;
     if (s->ps_on)
-        pgw_ps_query_dropped(s);         /* its reply never passed */
+        pgw_ps_request_dropped(s);       /* its reply never passed */
     on_ready(s, 'I', after);
     return true;
 }

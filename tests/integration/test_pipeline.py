@@ -35,6 +35,37 @@ def metric(px, name):
     return sum(int(v) for v in vals)
 
 
+def ext_msgs(sql, *params, parse=True, stmt=""):
+    """What libpq's PQexecParams sends: Parse into the unnamed statement,
+    Bind (text parameters), Describe the portal, Execute, Sync."""
+    out = b""
+    if parse:
+        out += hz.msg(b"P", stmt.encode() + b"\x00" + sql.encode() + b"\x00" +
+                      struct.pack("!H", 0))
+    vals = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in params)
+    out += hz.msg(b"B", b"\x00" + stmt.encode() + b"\x00" + struct.pack("!H", 0) +
+                  struct.pack("!H", len(params)) + vals + struct.pack("!H", 0))
+    out += hz.msg(b"D", b"P\x00")
+    out += hz.msg(b"E", b"\x00" + struct.pack("!I", 0))
+    out += hz.msg(b"S")
+    return out
+
+
+async def read_ext(conn):
+    """The reply to ext_msgs: (message types, rows, error fields), to its
+    ReadyForQuery."""
+    types, rows, err = [], [], None
+    while True:
+        t, body = await conn.read_msg()
+        types.append(t.decode())
+        if t == b"D":
+            rows.append([c.decode() if c is not None else None for c in hz.data_row(body)])
+        elif t == b"E":
+            err = hz.parse_fields(body)
+        elif t == b"Z":
+            return types, rows, err
+
+
 QUEUED = "pgwharf_pipelined_queries_total"
 FAILED = "pgwharf_pipelined_failed_total"
 
@@ -444,6 +475,135 @@ class TestPipeline(pt.PgwharfTestCase):
             self.assertEqual(rows, [])
             self.assertEqual((err or {}).get("C"), "08006")
             self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 1)
+
+    # ---- the extended protocol (unnamed statement) ----
+
+    def test_extended_protocol_requests_queue_and_get_their_own_answers(self):
+        # A's request is extended too (five messages: none of it may be
+        # taken for more than one SELECT); B sends a simple Query, C and D
+        # extended ones, C's failing.
+        async def main():
+            a, b, c, d = (await self.conn(), await self.conn(), await self.conn(),
+                          await self.conn())
+            g = await self.gate(11)
+            a.send(ext_msgs("select $1::text, pg_advisory_xact_lock_shared(11) as marker_q11",
+                            "A"))
+            await self.wait_running("marker_q11")
+            b.send(hz.query_msg("select 'B', pg_backend_pid()"))
+            await self.wait_queued(1)
+            c.send(ext_msgs("select $1::text, 1 / $2::int", "C", "0"))
+            await self.wait_queued(2)
+            await g.open()
+            types, rows, err = await read_ext(a)
+            self.assertIsNone(err)
+            self.assertEqual(types, ["1", "2", "T", "D", "C", "Z"])
+            self.assertEqual(rows[0][0], "A")
+            rb = self.rows(await b.read_result())
+            self.assertEqual(rb[0][0], "B")
+            types, rows, err = await read_ext(c)
+            self.assertEqual(rows, [])
+            self.assertEqual((err or {}).get("C"), "22012")
+            self.assertEqual(types, ["1", "E", "Z"])     # 1/0 folded at Bind
+            # B now holds the server; D queues behind B's next query.
+            g2 = await self.gate(12)
+            b.send(hz.query_msg("select 'B2', pg_advisory_xact_lock_shared(12) as marker_q12"))
+            await self.wait_running("marker_q12")
+            d.send(ext_msgs("select $1::text, pg_backend_pid()", "D"))
+            await self.wait_queued(3)
+            await g2.open()
+            self.assertEqual(self.rows(await b.read_result())[0][0], "B2")
+            types, rows, err = await read_ext(d)
+            self.assertIsNone(err)
+            self.assertEqual(types, ["1", "2", "T", "D", "C", "Z"])
+            self.assertEqual(rows, [["D", rb[0][1]]], "D ran on the one server")
+            # Everyone goes on with the extended protocol.
+            for x, tag in ((a, "a2"), (b, "b2"), (c, "c2"), (d, "d2")):
+                x.send(ext_msgs("select $1::text", tag))
+                types, rows, err = await read_ext(x)
+                self.assertEqual((types, rows, err), (["1", "2", "T", "D", "C", "Z"],
+                                                      [[tag]], None))
+            for x in (a, b, c, d):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_only_an_unnamed_parse_of_a_select_queues(self):
+        # A named statement may exist on one server and not another; a Bind
+        # with no Parse before it would bind whatever the server has in its
+        # unnamed statement; a Parse without Sync is not a whole request.
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            for n, req in enumerate((
+                    ext_msgs("select $1::text", "named", stmt="s1"),
+                    ext_msgs("", parse=False),
+                    ext_msgs("update pgbench_nothing set x = $1", "1"),
+                    ext_msgs("select 1; select 2"),
+                    ext_msgs("select $1::text", "nosync")[:-5])):
+                g = await self.gate(20 + n)
+                a.send(hz.query_msg("select pg_advisory_xact_lock_shared(%d) as marker_q%d"
+                                    % (20 + n, 20 + n)))
+                await self.wait_running("marker_q%d" % (20 + n))
+                b.send(req)
+                await self.until(lambda: self.waiting() == 1, "B waiting")
+                await g.open()
+                self.rows(await a.read_result())
+                if n == 4:
+                    b.send(hz.msg(b"S"))
+                types, rows, err = await read_ext(b)
+                self.assertEqual(types[-1], "Z")
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, QUEUED), 0)
+
+    def test_an_extended_request_of_a_client_that_left_is_dropped_whole(self):
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            g = await self.gate(13)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(13) as marker_q13"))
+            await self.wait_running("marker_q13")
+            b.send(ext_msgs("select $1::text, repeat('b', 100000)", "B"))
+            await self.wait_queued(1)
+            c.send(ext_msgs("select $1::text", "C"))
+            await self.wait_queued(2)
+            b.abort()
+            await self.until(lambda: self.waiting() == 1, "B gone")
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            types, rows, err = await read_ext(c)
+            self.assertEqual((types, rows, err), (["1", "2", "T", "D", "C", "Z"], [["C"]],
+                                                  None))
+            for x in (a, c):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_settings_change_ahead_fails_a_queued_extended_request_cleanly(self):
+        # Its whole reply (ParseComplete to ReadyForQuery) is replaced by
+        # 08006, and what pgwharf expected of it is forgotten: its next
+        # request gets every message of its reply.
+        async def main():
+            a = await self.conn(application_name="app")
+            b = await self.conn(application_name="app")
+            g = await self.gate(14)
+            a.send(hz.query_msg("select set_config('application_name', 'evil', false), "
+                                "pg_advisory_xact_lock_shared(14) as marker_q14"))
+            await self.wait_running("marker_q14")
+            b.send(ext_msgs("select current_setting($1)", "application_name"))
+            await self.wait_queued(1)
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "evil")
+            types, rows, err = await read_ext(b)
+            self.assertEqual((types, rows), (["E", "Z"], []))
+            self.assertEqual(err.get("C"), "08006")
+            b.send(ext_msgs("select current_setting($1)", "application_name"))
+            types, rows, err = await read_ext(b)
+            self.assertEqual((types, rows, err), (["1", "2", "T", "D", "C", "Z"], [["app"]],
+                                                  None))
             for x in (a, b):
                 await x.close()
         self.run_async(main())
