@@ -384,12 +384,54 @@ void pgw_ps_link(struct pgw_session *s)
         q_pop(s);
 }
 
-bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n)
+bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsigned named,
+                         struct ps_stmt *st)
 {
     for (int i = 0; i < n; i++)
-        if (!q_push(s, Q_PASS, types[i], NULL))
+        if (!q_push(s, Q_PASS, types[i], (named >> i) & 1 ? st : NULL))
             return false;
     return true;
+}
+
+struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, const char **sql,
+                                   const char **server_name)
+{
+    struct ps_client_name *cn = client_find(s, name);
+    if (!cn)
+        return NULL;
+    /* The Parse body: pgwharf's name, then the text (NUL-terminated). */
+    *sql = (const char *)cn->stmt->parse + cn->stmt->key_off;
+    *server_name = cn->stmt->name;
+    return cn->stmt;
+}
+
+bool pgw_ps_server_ready(struct pgw_server *srv, const struct ps_stmt *st)
+{
+    struct ps_server *ss = srv->user_state;
+    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    return e && !e->stale;
+}
+
+bool pgw_ps_parse_pending(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    for (uint32_t i = 0; q && i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->type == PGW_FE_PARSE && x->stmt)
+            return true;
+    }
+    return false;
+}
+
+void pgw_ps_server_used(struct pgw_session *s, struct pgw_server *srv, const struct ps_stmt *st)
+{
+    struct ps_server *ss = srv->user_state;
+    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    if (!e)
+        return;
+    pgw_list_del(&e->lru);
+    pgw_list_prepend(&ss->lru, &e->lru);
+    reg_of(s)->st.hits++;
 }
 
 void pgw_ps_request_dropped(struct pgw_session *s)

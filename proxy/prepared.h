@@ -28,6 +28,7 @@ struct pgw_proxy;
 struct pgw_session;
 struct pgw_server;
 struct pgw_iobuf;
+struct ps_stmt;
 
 struct pgw_ps_stats {
     uint64_t statements;         /* entries in the registry now */
@@ -60,11 +61,25 @@ bool pgw_ps_enabled(const struct pgw_session *s);
 void pgw_ps_session_free(struct pgw_session *s);
 /* Linking or unlinking a server: the response queue starts empty. */
 void pgw_ps_link(struct pgw_session *s);
-/* A request of the client's (a Query, or unnamed Parse/Bind/Describe/
- * Execute and a Sync: `n` message types) went to the server without passing
- * pgw_ps_frontend (queued behind another client's, relay.c), none of them
- * naming a statement: expect its replies.  False when out of memory. */
-bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n);
+/* A request of the client's (a Query, or Parse/Bind/Describe/Execute and a
+ * Sync: `n` message types) went to the server without passing
+ * pgw_ps_frontend (queued behind another client's, relay.c): expect its
+ * replies.  Bit i of `named` says message i names statement st (which the
+ * server had: pgw_ps_server_ready).  False when out of memory. */
+bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsigned named,
+                         struct ps_stmt *st);
+/* The statement the client calls `name`, with its text and the name it has
+ * on servers; NULL when the client has none by that name.  It lives while
+ * the client's name does. */
+struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, const char **sql,
+                                   const char **server_name);
+/* srv has st prepared, with a usable plan. */
+bool pgw_ps_server_ready(struct pgw_server *srv, const struct ps_stmt *st);
+/* A Parse of a named statement (the client's or injected) awaits its
+ * answer on s's server. */
+bool pgw_ps_parse_pending(const struct pgw_session *s);
+/* s sends a request using st to srv, which has it (LRU order, hit count). */
+void pgw_ps_server_used(struct pgw_session *s, struct pgw_server *srv, const struct ps_stmt *st);
 /* Its replies were dropped and answered by pgwharf instead: forget them. */
 void pgw_ps_request_dropped(struct pgw_session *s);
 void pgw_ps_unlink(struct pgw_session *s);

@@ -139,8 +139,10 @@ struct pgw_session {
     struct pgw_list pipe_node;
     uint8_t pipe_budget;             /* client messages this link may still send
                                         while others may queue behind it */
-    uint8_t pipe_nreq;               /* the queued request: its message types */
+    uint8_t pipe_nreq;               /* the queued request: its message types, */
     char pipe_req[PGW_PIPE_REQ_MAX];
+    uint8_t pipe_named;              /* which of them name pipe_stmt (bit i), */
+    struct ps_stmt *pipe_stmt;       /* a statement of the client's names map */
     bool pipe_stop;                  /* got its last ReadyForQuery; what the
                                         server sends next is the next client's */
     int pipe_skip;                   /* replies ahead of its own to drop (of

@@ -470,86 +470,140 @@ static bool pipe_safe_sql(const char *sql, size_t len)
     return memchr(sql + i, ';', end - i) == NULL;
 }
 
-/* One message of a queueable extended-protocol request: unnamed
- * statement and portal only (a named one lives on some servers and not
- * others), and the Parse, first, of a text pipe_safe_sql accepts. */
-static bool pipe_ext_msg(char type, const uint8_t *body, uint32_t blen, int i)
+/* A request that may queue on a busy server, as pipe_request reads it. */
+struct pipe_req {
+    int n;                           /* messages */
+    char types[PGW_PIPE_REQ_MAX];
+    bool parse;                      /* it starts with a Parse (unnamed) */
+    bool bound;                      /* a Bind came: the portal is its own */
+    unsigned named;                  /* bit i: message i names stmt */
+    struct ps_stmt *stmt;            /* the client's named statement */
+    const char *name;                /* its name for it (in the client's buffer) */
+    const char *srv_name;            /* its name on servers */
+};
+
+/* One message of a queueable extended-protocol request: the Parse, first,
+ * of a text pipe_safe_sql accepts into the unnamed statement and Bind/
+ * Describe/Execute of it with the unnamed portal; or, with no Parse, the
+ * same naming one of the client's prepared statements whose text
+ * pipe_safe_sql accepts (prepared.c renames it; only servers that have it
+ * take the request: pipe_score). */
+static bool pipe_ext_msg(struct pgw_session *s, char type, const uint8_t *body, uint32_t blen,
+                         struct pipe_req *r)
 {
+    const char *name = NULL;         /* the statement it names */
     switch (type) {
     case PGW_FE_PARSE: {
-        if (i != 0 || blen < 4 || body[0] != '\0')
+        if (r->n != 0 || blen < 4 || body[0] != '\0')
             return false;
         const uint8_t *sql = body + 1, *end = body + blen;
         const uint8_t *nul = memchr(sql, 0, (size_t)(end - sql));
         if (!nul || end - nul < 3 || !pipe_safe_sql((const char *)sql, (size_t)(nul - sql)))
             return false;
         uint32_t nparams = pgw_get_u16(nul + 1);
-        return (uint64_t)(end - nul - 3) == 4ull * nparams;
+        if ((uint64_t)(end - nul - 3) != 4ull * nparams)
+            return false;
+        r->parse = true;
+        break;
     }
-    case PGW_FE_BIND:            /* portal "", statement "" */
-        return i > 0 && blen >= 2 && body[0] == '\0' && body[1] == '\0';
-    case PGW_FE_DESCRIBE:
-        return i > 0 && blen == 2 && (body[0] == 'S' || body[0] == 'P') && body[1] == '\0';
+    case PGW_FE_BIND:                /* portal "", statement, the rest */
+        if (blen < 2 || body[0] != '\0' || !memchr(body + 1, 0, blen - 1))
+            return false;
+        name = (const char *)body + 1;
+        r->bound = true;
+        break;
+    case PGW_FE_DESCRIBE:            /* 'P' "" or 'S' name */
+        if (blen < 2 || body[blen - 1] != '\0' || memchr(body + 1, 0, blen - 1) != body + blen - 1)
+            return false;
+        if (body[0] == 'S')
+            name = (const char *)body + 1;
+        else if (body[0] != 'P' || blen != 2 || !r->bound)
+            return false;
+        break;
     case PGW_FE_EXECUTE:
-        return i > 0 && blen == 5 && body[0] == '\0';
+        if (!r->bound || blen != 5 || body[0] != '\0')
+            return false;
+        break;
     case PGW_FE_SYNC:
-        return i > 0 && blen == 0;
+        if (r->n == 0 || blen != 0)
+            return false;
+        break;
     default:
         return false;
     }
+    if (name && *name == '\0' && !r->parse)
+        return false;                /* whatever the server has unnamed */
+    if (name && *name != '\0') {
+        if (r->parse)
+            return false;
+        if (!r->stmt) {
+            const char *sql;
+            if (!pgw_ps_enabled(s) ||
+                !(r->stmt = pgw_ps_client_stmt(s, name, &sql, &r->srv_name)) ||
+                !pipe_safe_sql(sql, strlen(sql)))
+                return false;
+            r->name = name;
+        } else if (strcmp(name, r->name) != 0) {
+            return false;
+        }
+        r->named |= 1u << r->n;
+    }
+    r->types[r->n++] = type;
+    return true;
 }
 
 /* The client's unsent bytes are exactly one whole request that may queue
  * on a busy server, and the session may take part: one Query that
- * pipe_safe_sql accepts, or Parse of such a text into the unnamed
- * statement, then Bind/Describe/Execute of it and one Sync, last (what
- * libpq's PQexecParams and pgbench -M extended send).  Returns the number
- * of messages (their types in types[] when given), 0 when it may not. */
-static int pipe_request(const struct pgw_session *s, char types[PGW_PIPE_REQ_MAX])
+ * pipe_safe_sql accepts, or extended-protocol messages pipe_ext_msg
+ * accepts and one Sync, last (what libpq's PQexecParams and
+ * PQexecPrepared send).  Fills r; false when it may not. */
+static bool pipe_request(struct pgw_session *s, struct pipe_req *r)
 {
     const struct pgw_config *cfg = s->px->cfg;
     const struct pgw_iobuf *b = s->cbuf;
+    memset(r, 0, sizeof(*r));
     if (cfg->server_pipeline_depth <= 0 || s->mode == PGW_POOL_SESSION ||
         cfg->server_reset_query_always || s->discard || s->cskip || s->cancel_inflight ||
         !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
-        return 0;
+        return false;
     const uint8_t *p = b->data + b->parsed, *end = b->data + b->len;
     if (p[0] == PGW_FE_QUERY) {
         uint32_t mlen = pgw_get_u32(p + 1);
         if (mlen < 5 || (uint64_t)mlen + 1 != (uint64_t)(end - p))
-            return 0;
+            return false;
         const char *sql = (const char *)p + PGW_MSG_HDR;
         size_t n = mlen - 5;                 /* without the terminating NUL */
         if (sql[n] != '\0' || memchr(sql, '\0', n) || !pipe_safe_sql(sql, n))
-            return 0;
-        if (types)
-            types[0] = PGW_FE_QUERY;
-        return 1;
+            return false;
+        r->types[r->n++] = PGW_FE_QUERY;
+        return true;
     }
-    int i = 0;
     while (p < end) {
-        if (i == PGW_PIPE_REQ_MAX || end - p < PGW_MSG_HDR)
-            return 0;
+        if (r->n == PGW_PIPE_REQ_MAX || end - p < PGW_MSG_HDR)
+            return false;
         char type = (char)p[0];
         uint32_t mlen = pgw_get_u32(p + 1);
         if (mlen < 4 || (uint64_t)mlen + 1 > (uint64_t)(end - p) ||
-            !pipe_ext_msg(type, p + PGW_MSG_HDR, mlen - 4, i))
-            return 0;
-        if (types)
-            types[i] = type;
-        i++;
+            !pipe_ext_msg(s, type, p + PGW_MSG_HDR, mlen - 4, r))
+            return false;
         p += mlen + 1;
         if (type == PGW_FE_SYNC)
-            return p == end ? i : 0;     /* one Sync, the last message */
+            return p == end;             /* one Sync, the last message */
     }
-    return 0;
+    return false;
 }
+
+struct pipe_pick {
+    struct pgw_session *s;
+    const struct ps_stmt *stmt;
+};
 
 /* How good a place srv is for s's query: the fewest clients queued; -1
  * when it is no place at all. */
 static int pipe_score(struct pgw_server *srv, void *arg)
 {
-    struct pgw_session *s = arg;
+    const struct pipe_pick *pk = arg;
+    struct pgw_session *s = pk->s;
     struct pgw_session *h = srv->link;
     if (!h || !srv->user_pipe_ok || srv->user_pipe_broken ||
         srv->user_queued >= s->px->cfg->server_pipeline_depth)
@@ -563,19 +617,54 @@ static int pipe_score(struct pgw_server *srv, void *arg)
         return -1;
     if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)
         return -1;                       /* other settings: it would need SETs */
+    /* The server has the statement, and not by a Parse still in flight
+     * (that may fail). */
+    if (pk->stmt && (!pgw_ps_server_ready(srv, pk->stmt) || pgw_ps_parse_pending(h)))
+        return -1;
     return srv->user_queued;
+}
+
+/* Append r (the n bytes at p) to b with the statement's server name in
+ * place of the client's; false when b has no room. */
+static bool pipe_copy(struct pgw_iobuf *b, const uint8_t *p, uint32_t n, const struct pipe_req *r)
+{
+    if (!r->named)
+        return pgw_iobuf_append(b, p, n);
+    size_t oldn = strlen(r->name), newn = strlen(r->srv_name);
+    int64_t grow = ((int64_t)newn - (int64_t)oldn) * __builtin_popcount(r->named);
+    if (b->len + n + grow > b->cap)
+        pgw_iobuf_compact(b);
+    if (b->len + n + grow > b->cap)
+        return false;
+    for (int i = 0; i < r->n; i++) {
+        uint32_t total = pgw_get_u32(p + 1) + 1;
+        if (!((r->named >> i) & 1)) {
+            pgw_iobuf_append(b, p, total);
+        } else {
+            /* Bind: portal "" then the name; Describe: 'S' then the name. */
+            uint8_t hdr[PGW_MSG_HDR + 1];
+            hdr[0] = p[0];
+            pgw_put_u32(hdr + 1, (uint32_t)(total - 1 - oldn + newn));
+            hdr[5] = p[5];
+            pgw_iobuf_append(b, hdr, sizeof(hdr));
+            pgw_iobuf_append(b, r->srv_name, newn);
+            pgw_iobuf_append(b, p + 6 + oldn, total - 6 - oldn);
+        }
+        p += total;
+    }
+    return true;
 }
 
 /* Queue s's query on a busy server if pipelining may; true when done. */
 static bool pipe_enqueue(struct pgw_session *s)
 {
-    char types[PGW_PIPE_REQ_MAX];
-    int nreq = pipe_request(s, types);
-    if (nreq == 0)
+    struct pipe_req r;
+    if (!pipe_request(s, &r))
         return false;
     if (!s->params_sig)
         s->params_sig = params_sig(s);
-    struct pgw_server *srv = pgw_pool_pipeline_pick(s->pool, pipe_score, s);
+    struct pipe_pick pk = { s, r.stmt };
+    struct pgw_server *srv = pgw_pool_pipeline_pick(s->pool, pipe_score, &pk);
     if (!srv)
         return false;
     struct pgw_session *h = srv->link;
@@ -586,7 +675,7 @@ static bool pipe_enqueue(struct pgw_session *s)
     /* The borrower's buffer is the server's outgoing queue: the query goes
      * behind everything it sent, as scanned bytes the borrower's next
      * client bytes (held) never mix with. */
-    if (!pgw_iobuf_append(h->cbuf, b->data + b->parsed, n))
+    if (!pipe_copy(h->cbuf, b->data + b->parsed, n, &r))
         return false;
     h->cbuf->parsed = h->cbuf->len;
     b->len = b->parsed;
@@ -594,12 +683,16 @@ static bool pipe_enqueue(struct pgw_session *s)
         pgw_iobuf_put(s->px, b);
         s->cbuf = NULL;
     }
+    if (r.stmt)
+        pgw_ps_server_used(s, srv, r.stmt);
     struct ev_loop *loop = s->px->loop;
     pgw_list_append(&srv->user_queue, &s->pipe_node);
     srv->user_queued++;
     s->pipe_srv = srv;
-    memcpy(s->pipe_req, types, (size_t)nreq);
-    s->pipe_nreq = (uint8_t)nreq;
+    memcpy(s->pipe_req, r.types, (size_t)r.n);
+    s->pipe_nreq = (uint8_t)r.n;
+    s->pipe_named = (uint8_t)r.named;
+    s->pipe_stmt = r.stmt;
     s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
     s->pipe_drop = 0;
     s->pipe_fail_own = false;
@@ -645,11 +738,12 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     n->ps_on = pgw_ps_enabled(n);
     if (n->ps_on) {
         pgw_ps_link(n);
-        if (!pgw_ps_request_sent(n, n->pipe_req, n->pipe_nreq)) {
+        if (!pgw_ps_request_sent(n, n->pipe_req, n->pipe_nreq, n->pipe_named, n->pipe_stmt)) {
             pgw_session_close(n, "53200", "out of memory");
             return;
         }
     }
+    n->pipe_stmt = NULL;
     n->state = PGW_SS_LINKED;
     pgw_session_arm_timer(n);
     pipe_cancel_due(n);
@@ -690,6 +784,7 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
         struct pgw_session *f = pgw_container_of(q, struct pgw_session, pipe_node);
         pgw_list_del(q);
         f->pipe_srv = NULL;
+        f->pipe_stmt = NULL;
         f->pipe_skip = 0;
         f->pipe_drop = 0;
         f->pipe_fail_own = false;
@@ -727,6 +822,7 @@ void pgw_relay_pipe_leave(struct pgw_session *s)
     pgw_list_del(&s->pipe_node);
     srv->user_queued--;
     s->pipe_srv = NULL;
+    s->pipe_stmt = NULL;
     s->pipe_skip = 0;
     s->pipe_fail_own = false;
     s->pipe_cancel = false;
@@ -782,7 +878,8 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
 static void granted(struct pgw_session *s, struct pgw_server *srv)
 {
     pgw_metrics_observe_wait(s, ev_now(s->px->loop) - s->waiter.since);
-    int pipe = s->state == PGW_SS_WAIT_SERVER ? pipe_request(s, NULL) : 0;
+    struct pipe_req r;
+    int pipe = s->state == PGW_SS_WAIT_SERVER && pipe_request(s, &r) ? r.n : 0;
     pgw_relay_link(s, srv);
     if (s->state == PGW_SS_CLOSING)
         return;

@@ -11,8 +11,11 @@ token and loop for DURATION seconds over a random mix of:
   transaction  BEGIN; small; large; COMMIT, all on one backend
   pipelined    three queries sent at once, results read afterwards
   extended     Parse/Bind/Execute/Sync with the token as a parameter
+  prepared     the same through a named statement (prepared once per
+               connection, the same text for every client)
   drop-in-tx   BEGIN; small; then the socket is closed abruptly
-  drop-mid-row a large result half read, then the socket is closed abruptly
+  drop-mid-row a large result (simple or extended protocol) half read, then
+               the socket is closed abruptly
 
 Every DataRow must carry the client's own token (and the right value);
 any other token, a wrong value, an unexpected error or a protocol error
@@ -57,6 +60,7 @@ class CrossTalkClient:
         if self.conn is None or self.conn.closed:
             self.conn = await hz.RawConn.connect(self.px.host, self.px.port, self.test.user,
                                                  self.test.db, self.test.password, timeout=60)
+            self.prepared_here = False
 
     def check_rows(self, rows, what, expect):
         for r in rows:
@@ -114,24 +118,32 @@ class CrossTalkClient:
                 self.violations.append("pipelined: %s result %d out of order: %r"
                                        % (self.tok, i, rows[0]))
 
-    async def extended(self):
-        sql = b"select $1::text, pg_backend_pid()\x00"
-        parse = hz.msg(b"P", b"\x00" + sql + struct.pack("!H", 0))
+    def bind_execute(self, stmt=b""):
         val = self.tok.encode()
-        bind = hz.msg(b"B", b"\x00\x00" + struct.pack("!HHI", 0, 1, len(val)) + val
+        bind = hz.msg(b"B", b"\x00" + stmt + b"\x00" + struct.pack("!HHI", 0, 1, len(val)) + val
                       + struct.pack("!H", 0))
-        execute = hz.msg(b"E", b"\x00" + struct.pack("!I", 0))
-        self.conn.send(parse + bind + execute + hz.msg(b"S"))
+        return bind + hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S")
+
+    async def extended(self, stmt=b"", what="extended"):
+        sql = b"select $1::text, pg_backend_pid()\x00"
+        parse = hz.msg(b"P", stmt + b"\x00" + sql + struct.pack("!H", 0))
+        if stmt and self.prepared_here:
+            parse = b""
+        self.conn.send(parse + self.bind_execute(stmt))
+        self.prepared_here = self.prepared_here or bool(stmt)
         rows = []
         while True:
             t, body = await self.conn.read_msg()
             if t == b"D":
                 rows.append(hz.data_row(body))
             elif t == b"E":
-                raise Violation("extended: error %s" % hz.parse_fields(body))
+                raise Violation("%s: error %s" % (what, hz.parse_fields(body)))
             elif t == b"Z":
                 break
-        self.check_rows(rows, "extended", 1)
+        self.check_rows(rows, what, 1)
+
+    async def prepared(self):
+        await self.extended(b"st", "prepared")
 
     async def drop_in_tx(self):
         await self.q("begin", "begin", 0)
@@ -139,7 +151,12 @@ class CrossTalkClient:
         self.conn.abort()
 
     async def drop_mid_row(self):
-        self.conn.send(hz.query_msg("select repeat('%s', 10000)" % self.tok))
+        if self.rnd.random() < 0.5:
+            self.conn.send(hz.query_msg("select repeat('%s', 10000)" % self.tok))
+        else:
+            sql = b"select repeat($1::text, 10000)\x00"
+            self.conn.send(hz.msg(b"P", b"\x00" + sql + struct.pack("!H", 0)) +
+                           self.bind_execute())
         got = await self.conn.r.read(self.rnd.randint(1, 40000))
         if self.tok.encode() not in got and len(got) > 200:
             # Past the headers there must be our token, nobody else's.
@@ -150,7 +167,8 @@ class CrossTalkClient:
 
     async def run(self, until):
         actions = [(self.small, 30), (self.large, 15), (self.transaction, 15),
-                   (self.pipelined, 10), (self.extended, 10), (self.drop_in_tx, 5),
+                   (self.pipelined, 10), (self.extended, 10), (self.prepared, 10),
+                   (self.drop_in_tx, 5),
                    (self.drop_mid_row, 5)]
         total = sum(w for _, w in actions)
         while time.monotonic() < until and not self.violations:
@@ -189,8 +207,8 @@ class TestCrossTalk(pt.PgwharfTestCase):
         self.cross_talk({})
 
     def test_every_client_sees_only_its_own_rows_with_queries_queued_on_servers(self):
-        # server_pipeline_depth: small and large are lone SELECTs, queued
-        # behind one another; clients that drop mid-row or mid-transaction
+        # server_pipeline_depth: small, large, extended and prepared are
+        # lone SELECTs, queued behind one another; clients that drop mid-row or mid-transaction
         # leave replies for the queue to drop.
         px = self.cross_talk({"server_pipeline_depth": 2, "metrics_port": "auto"})
         url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])

@@ -35,13 +35,16 @@ def metric(px, name):
     return sum(int(v) for v in vals)
 
 
+def parse_msg(stmt, sql):
+    return hz.msg(b"P", stmt.encode() + b"\x00" + sql.encode() + b"\x00" + struct.pack("!H", 0))
+
+
 def ext_msgs(sql, *params, parse=True, stmt=""):
     """What libpq's PQexecParams sends: Parse into the unnamed statement,
     Bind (text parameters), Describe the portal, Execute, Sync."""
     out = b""
     if parse:
-        out += hz.msg(b"P", stmt.encode() + b"\x00" + sql.encode() + b"\x00" +
-                      struct.pack("!H", 0))
+        out += parse_msg(stmt, sql)
     vals = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in params)
     out += hz.msg(b"B", b"\x00" + stmt.encode() + b"\x00" + struct.pack("!H", 0) +
                   struct.pack("!H", len(params)) + vals + struct.pack("!H", 0))
@@ -537,9 +540,14 @@ class TestPipeline(pt.PgwharfTestCase):
         # unnamed statement; a Parse without Sync is not a whole request.
         async def main():
             a, b = await self.conn(), await self.conn()
+            # B's own prepared statement that is not a SELECT.
+            b.send(parse_msg("w", "show application_name") + hz.msg(b"S"))
+            self.assertEqual((await read_ext(b))[0], ["1", "Z"])
             for n, req in enumerate((
                     ext_msgs("select $1::text", "named", stmt="s1"),
                     ext_msgs("", parse=False),
+                    ext_msgs("", parse=False, stmt="w"),
+                    ext_msgs("", parse=False, stmt="unknown"),
                     ext_msgs("update pgbench_nothing set x = $1", "1"),
                     ext_msgs("select 1; select 2"),
                     ext_msgs("select $1::text", "nosync")[:-5])):
@@ -551,7 +559,7 @@ class TestPipeline(pt.PgwharfTestCase):
                 await self.until(lambda: self.waiting() == 1, "B waiting")
                 await g.open()
                 self.rows(await a.read_result())
-                if n == 4:
+                if n == 6:
                     b.send(hz.msg(b"S"))
                 types, rows, err = await read_ext(b)
                 self.assertEqual(types[-1], "Z")
@@ -608,6 +616,110 @@ class TestPipeline(pt.PgwharfTestCase):
                 await x.close()
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 1)
+
+    # ---- the extended protocol (named statements, max_prepared_statements) ----
+
+    def test_prepared_statement_requests_queue_on_a_server_that_has_them(self):
+        # B and C prepared the same text under their own names (one
+        # statement on the server); their Bind/Execute queue behind A.
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            text = "select $1::text, pg_backend_pid()"
+            for x, name in ((b, "b_stmt"), (c, "c_stmt")):
+                x.send(parse_msg(name, text) + hz.msg(b"S"))
+                self.assertEqual((await read_ext(x))[0], ["1", "Z"])
+            g = await self.gate(15)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(15) as marker_q15"))
+            await self.wait_running("marker_q15")
+            b.send(ext_msgs("", "B", parse=False, stmt="b_stmt"))
+            await self.wait_queued(1)
+            c.send(ext_msgs("", "C", parse=False, stmt="c_stmt"))
+            await self.wait_queued(2)
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            tb, rb, eb = await read_ext(b)
+            tc, rc, ec = await read_ext(c)
+            self.assertEqual((tb, eb, tc, ec), (["2", "T", "D", "C", "Z"], None,
+                                                ["2", "T", "D", "C", "Z"], None))
+            self.assertEqual(rb[0][0], "B")
+            self.assertEqual(rc[0][0], "C")
+            self.assertEqual(rb[0][1], rc[0][1])
+            for x in (a, b, c):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_prepared_statement_the_server_lacks_waits_for_a_server(self):
+        # With max_prepared_statements = 1 the server keeps one statement:
+        # B's first one was closed there when B prepared a second.  Its
+        # Bind of the first must not queue (PGW_n would not exist there):
+        # it waits, and pgwharf prepares the statement again when B gets
+        # the server.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "max_prepared_statements": 1})
+
+        async def main():
+            a, b = await self.conn(px), await self.conn(px)
+            for name, text in (("one", "select $1::text, 1"), ("two", "select $1::text, 2")):
+                b.send(parse_msg(name, text) + hz.msg(b"S"))
+                self.assertEqual((await read_ext(b))[0], ["1", "Z"])
+            g = await self.gate(16)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(16) as marker_q16"))
+            await self.wait_running("marker_q16")
+            b.send(ext_msgs("", "B", parse=False, stmt="one"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1,
+                             "B waiting")
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(await read_ext(b), (["2", "T", "D", "C", "Z"], [["B", "1"]], None))
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, QUEUED), 0)
+        self.assertEqual(metric(px, FAILED), 0)
+
+    def test_drivers_queue_and_every_one_reads_its_own_rows(self):
+        # asyncpg (its statement cache: named statements) and psycopg 3
+        # (the unnamed statement, then its own prepared ones after five
+        # runs) on a pool of one server: many of their requests queue (a
+        # client waiting in the pool stops more from queueing, so not most).
+        import asyncpg
+        import psycopg
+
+        async def worker(run, tok, n):
+            for i in range(n):
+                row = await run("select $1::text || %s, pg_backend_pid()" % (i % 3), tok)
+                self.assertEqual(row[0], "%s%d" % (tok, i % 3))
+
+        async def main():
+            apg = [await asyncpg.connect(self.px.url()) for _ in range(4)]
+            pg3 = [await psycopg.AsyncConnection.connect(self.px.dsn(), autocommit=True)
+                   for _ in range(4)]
+
+            def via_asyncpg(c):
+                async def run(sql, tok):
+                    return await c.fetchrow(sql, tok)
+                return run
+
+            def via_psycopg(c):
+                async def run(sql, tok):
+                    cur = await c.execute(sql.replace("$1", "%s"), (tok,))
+                    return await cur.fetchone()
+                return run
+            try:
+                await asyncio.gather(
+                    *[worker(via_asyncpg(c), "apg%d-" % k, 150) for k, c in enumerate(apg)],
+                    *[worker(via_psycopg(c), "pg3%d-" % k, 150) for k, c in enumerate(pg3)])
+            finally:
+                for c in apg:
+                    await c.close()
+                for c in pg3:
+                    await c.close()
+        self.run_async(main())
+        print("drivers: %d requests queued" % metric(self.px, QUEUED))
+        self.assertGreater(metric(self.px, QUEUED), 30)
+        self.assertEqual(metric(self.px, FAILED), 0)
 
 
 if __name__ == "__main__":
