@@ -180,22 +180,46 @@ static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_
     pool->st.total_acquires++;
 }
 
+/* srv closes when its borrower is done (RECONNECT, server_lifetime). */
+static bool closes_at_release(struct pgw_server *srv, ev_tstamp now)
+{
+    return srv_priv(srv)->reconnect || (srv->expire_at > 0 && now >= srv->expire_at);
+}
+
+struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    if (pool->paused || pool->orphan || pool->set->destroying ||
+        pgw_list_empty(&pool->waiters) || srv->state != PGW_SRV_ACTIVE ||
+        closes_at_release(srv, pool_now(pool)))
+        return NULL;
+    return pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
+}
+
+void pgw_pool_take_waiter(struct pgw_pool_waiter *w)
+{
+    struct pgw_pool *pool = w->pool;
+    pool->st.total_wait_us += (uint64_t)((pool_now(pool) - w->since) * 1e6);
+    waiter_unqueue(w);
+}
+
 struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
                                           int (*score)(struct pgw_server *, void *), void *arg)
 {
     /* Only when a client would otherwise wait: a free server or room to
-     * grow serves it sooner.  (Queued waiters are not passed for long: a
-     * server handed on while they wait takes nobody new behind it.) */
+     * grow serves it sooner.  Not past clients already waiting: they are
+     * queued first, in order (pgw_pool_pipeline_waiter). */
     if (pool->paused || pool->orphan || pool->n_idle > 0 ||
-        pgw_pool_total(pool) < pool->pool_size || pool->set->destroying)
+        pgw_pool_total(pool) < pool->pool_size || pool->set->destroying ||
+        !pgw_list_empty(&pool->waiters))
         return NULL;
     ev_tstamp now = pool_now(pool);
     struct pgw_server *best = NULL;
     int best_score = -1;
     for (struct pgw_list *n = pool->active.next; n != &pool->active; n = n->next) {
         struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
-        if (srv_priv(srv)->reconnect || (srv->expire_at > 0 && now >= srv->expire_at))
-            continue;         /* closes at its release: queue nobody behind it */
+        if (closes_at_release(srv, now))
+            continue;         /* queue nobody behind it */
         int sc = score(srv, arg);
         if (sc >= 0 && (!best || sc < best_score)) {
             best = srv;
@@ -205,11 +229,6 @@ struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
         }
     }
     return best;
-}
-
-bool pgw_pool_has_waiters(const struct pgw_pool *pool)
-{
-    return !pgw_list_empty(&pool->waiters);
 }
 
 bool pgw_pool_handoff(struct pgw_server *srv)

@@ -195,18 +195,22 @@ enum pgw_release {
 void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
 
 /* Pipelining (the proxy's server_pipeline_depth).  pick: when the pool has
- * no idle server, no waiter and is not paused, the lent server with the
- * lowest score(srv, arg) >= 0 (a negative score rules a server out), else
- * NULL (servers due to close at their release are never picked; waiters
- * do not stop it: the caller stops queuing behind a server it hands on
- * while clients wait, so they wait at most for the queue ahead).
+ * no idle server, no room to grow, no waiter and is not paused, the lent
+ * server with the lowest score(srv, arg) >= 0 (a negative score rules a
+ * server out), else NULL (servers due to close at their release are never
+ * picked).
+ * waiter: the first client waiting in the pool, which the caller may queue
+ * on srv (a lent server) instead, in order; NULL when there is none, or the
+ * pool is paused or going, or srv closes at its release.  take: that
+ * waiter leaves the pool's queue (no callback), its wait counted.
  * handoff: the lent server passes straight to the next borrower, counted as
  * a lend (a server due to close closes at its last release); false when it
  * is not lent any more. */
 struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
                                           int (*score)(struct pgw_server *, void *), void *arg);
+struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv);
+void pgw_pool_take_waiter(struct pgw_pool_waiter *w);
 bool pgw_pool_handoff(struct pgw_server *srv);
-bool pgw_pool_has_waiters(const struct pgw_pool *pool);
 
 /* ---- pools ---- */
 struct pgw_pool_stats {

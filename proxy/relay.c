@@ -655,6 +655,54 @@ static bool pipe_copy(struct pgw_iobuf *b, const uint8_t *p, uint32_t n, const s
     return true;
 }
 
+/* Put s's request r on srv's queue, behind its borrower's; false when it
+ * does not fit there (nothing changed).  A client taken from the pool's
+ * queue (pulled) keeps its wait start. */
+static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const struct pipe_req *r,
+                          bool pulled)
+{
+    struct pgw_session *h = srv->link;
+    struct pgw_iobuf *b = s->cbuf;
+    uint32_t n = b->len - b->parsed;
+    if (!h->cbuf && !(h->cbuf = pgw_iobuf_get(s->px)))
+        return false;
+    /* The borrower's buffer is the server's outgoing queue: the query goes
+     * behind everything it sent, as scanned bytes the borrower's next
+     * client bytes (held) never mix with. */
+    if (!pipe_copy(h->cbuf, b->data + b->parsed, n, r))
+        return false;
+    h->cbuf->parsed = h->cbuf->len;
+    b->len = b->parsed;
+    if (b->sent == b->len) {
+        pgw_iobuf_put(s->px, b);
+        s->cbuf = NULL;
+    }
+    if (r->stmt)
+        pgw_ps_server_used(s, srv, r->stmt);
+    struct ev_loop *loop = s->px->loop;
+    pgw_list_append(&srv->user_queue, &s->pipe_node);
+    srv->user_queued++;
+    s->pipe_srv = srv;
+    memcpy(s->pipe_req, r->types, (size_t)r->n);
+    s->pipe_nreq = (uint8_t)r->n;
+    s->pipe_named = (uint8_t)r->named;
+    s->pipe_stmt = r->stmt;
+    s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
+    s->pipe_drop = 0;
+    s->pipe_fail_own = false;
+    s->pipe_cancel = false;
+    srv->user_tail_skip = 0;
+    s->state = PGW_SS_WAIT_SERVER;
+    if (!pulled)
+        s->waiter.since = ev_now(loop);
+    s->query_start = ev_now(loop);
+    s->query_count++;
+    s->px->total_query++;
+    s->px->total_pipelined++;
+    pgw_session_arm_timer(s);
+    return true;
+}
+
 /* Queue s's query on a busy server if pipelining may; true when done. */
 static bool pipe_enqueue(struct pgw_session *s)
 {
@@ -665,48 +713,37 @@ static bool pipe_enqueue(struct pgw_session *s)
         s->params_sig = params_sig(s);
     struct pipe_pick pk = { s, r.stmt };
     struct pgw_server *srv = pgw_pool_pipeline_pick(s->pool, pipe_score, &pk);
-    if (!srv)
+    if (!srv || !pipe_queue_on(s, srv, &r, false))
         return false;
-    struct pgw_session *h = srv->link;
-    struct pgw_iobuf *b = s->cbuf;
-    uint32_t n = b->len - b->parsed;
-    if (!h->cbuf && !(h->cbuf = pgw_iobuf_get(s->px)))
-        return false;
-    /* The borrower's buffer is the server's outgoing queue: the query goes
-     * behind everything it sent, as scanned bytes the borrower's next
-     * client bytes (held) never mix with. */
-    if (!pipe_copy(h->cbuf, b->data + b->parsed, n, &r))
-        return false;
-    h->cbuf->parsed = h->cbuf->len;
-    b->len = b->parsed;
-    if (b->sent == b->len) {
-        pgw_iobuf_put(s->px, b);
-        s->cbuf = NULL;
-    }
-    if (r.stmt)
-        pgw_ps_server_used(s, srv, r.stmt);
-    struct ev_loop *loop = s->px->loop;
-    pgw_list_append(&srv->user_queue, &s->pipe_node);
-    srv->user_queued++;
-    s->pipe_srv = srv;
-    memcpy(s->pipe_req, r.types, (size_t)r.n);
-    s->pipe_nreq = (uint8_t)r.n;
-    s->pipe_named = (uint8_t)r.named;
-    s->pipe_stmt = r.stmt;
-    s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
-    s->pipe_drop = 0;
-    s->pipe_fail_own = false;
-    s->pipe_cancel = false;
-    srv->user_tail_skip = 0;
-    s->state = PGW_SS_WAIT_SERVER;
-    s->waiter.since = ev_now(loop);
-    s->query_start = ev_now(loop);
-    s->query_count++;
-    s->px->total_query++;
-    s->px->total_pipelined++;
-    pgw_session_arm_timer(s);
-    pgw_batch_flush_server(h);
+    pgw_batch_flush_server(srv->link);
     return true;
+}
+
+/* Queue on srv, in order, the clients waiting in its pool whose requests
+ * may queue there; stop at the first that may not (so the pool's queue
+ * stays first come, first served). */
+static void pipe_pull(struct pgw_server *srv)
+{
+    struct pgw_pool_waiter *w;
+    struct pgw_session *h = srv->link;
+    bool any = false;
+    while (srv->user_pipe_ok && srv->link == h && (w = pgw_pool_pipeline_waiter(srv))) {
+        struct pgw_session *s = w->arg;
+        struct pipe_req r;
+        if (s->state != PGW_SS_WAIT_SERVER || !pipe_request(s, &r))
+            break;
+        if (!s->params_sig)
+            s->params_sig = params_sig(s);
+        struct pipe_pick pk = { s, r.stmt };
+        if (pipe_score(srv, &pk) < 0)
+            break;
+        if (!pipe_queue_on(s, srv, &r, true))
+            break;                       /* no room: it waits for a server */
+        pgw_pool_take_waiter(&s->waiter);
+        any = true;
+    }
+    if (any)
+        pgw_batch_flush_server(h);
 }
 
 /* n, first on srv's queue, becomes its borrower: its query is on the
@@ -729,9 +766,8 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     pgw_track_reset(&n->track);
     for (int i = 0; i < n->pipe_nreq; i++)
         pgw_track_frontend(&n->track, n->pipe_req[i]);
-    /* While clients wait in the pool's queue, nobody new queues here: the
-     * server goes back to the pool once this queue is done. */
-    srv->user_pipe_ok = !pgw_pool_has_waiters(srv->pool);
+    /* Its request may have others queued behind it (pipe_pull, below). */
+    srv->user_pipe_ok = true;
     ev_io_start(loop, &srv->user_r);
     if (srv->ssl && pgw_server_pending(srv) > 0)
         ev_feed_event(loop, &srv->user_r, EV_READ);   /* decrypted, not readable */
@@ -755,6 +791,8 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
      * left), then whatever it sent itself meanwhile. */
     if (n->state == PGW_SS_LINKED && n->server == srv && n->cbuf && n->cbuf->sent < n->cbuf->len)
         pgw_relay_client_data(n);
+    if (n->state == PGW_SS_LINKED && n->server == srv)
+        pipe_pull(srv);
 }
 
 /* A cancel held while s was queued or dropped others' replies goes out
@@ -905,6 +943,8 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
         pgw_relay_client_data(s);     /* scan what waited, then send */
     if (s->state == PGW_SS_LINKED)
         pgw_session_arm_timer(s);
+    if (s->state == PGW_SS_LINKED && s->server == srv && srv->user_pipe_ok)
+        pipe_pull(srv);               /* clients waiting behind it */
 }
 
 static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
