@@ -703,6 +703,15 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     const uint8_t *key = ne + 1;
     uint32_t key_len = (uint32_t)(body + blen - key);
+    /* The key is the text (NUL-terminated) and the parameter types: a
+     * malformed one is never registered (the server would refuse it, and
+     * the text is read as a C string later). */
+    const uint8_t *te = memchr(key, 0, key_len);
+    if (!te || key + key_len - te < 3 ||
+        (uint64_t)(key + key_len - te - 3) != 4ull * pgw_get_u16(te + 1)) {
+        pgw_session_close(s, "08P01", "invalid Parse message");
+        return PGW_PS_FAILED;
+    }
     struct ps_stmt *st = stmt_get(reg, key, key_len);
     if (!st)
         goto oom;
@@ -957,6 +966,25 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         if (h->close_id && s->server && s->server->user_state)
             reclose_add(s->server->user_state, h->close_id);
         q_pop(s);
+    }
+}
+
+void pgw_ps_abandon(struct pgw_session *s, struct pgw_server *srv)
+{
+    struct ps_server *ss = srv->user_state;
+    struct ps_queue *q = s->ps_queue;
+    if (!ss || !q)
+        return;
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->type == PGW_FE_PARSE && x->stmt && x->kind != Q_FAKE) {
+            struct ps_server_stmt *e = server_find(ss, x->stmt);
+            if (e)
+                server_drop(ss, e);
+            reclose_add(ss, x->stmt->id);
+        }
+        if (x->close_id)
+            reclose_add(ss, x->close_id);
     }
 }
 

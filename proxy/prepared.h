@@ -75,6 +75,11 @@ struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, cons
                                    const char **server_name);
 /* srv has st prepared, with a usable plan. */
 bool pgw_ps_server_ready(struct pgw_server *srv, const struct ps_stmt *st);
+/* s leaves srv to clients queued behind it before the answers to
+ * what it sent came: the statements it was preparing there may or may
+ * not exist, and its Closes may or may not have run.  They are forgotten
+ * and closed again before the server prepares anything more. */
+void pgw_ps_abandon(struct pgw_session *s, struct pgw_server *srv);
 /* A Parse of a named statement (the client's or injected) awaits its
  * answer on s's server. */
 bool pgw_ps_parse_pending(const struct pgw_session *s);

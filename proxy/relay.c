@@ -307,6 +307,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
             pgw_pool_handoff(srv)) {
             next = pgw_container_of(pgw_list_first(&srv->user_queue), struct pgw_session,
                                     pipe_node);
+            if (s->ps_on && !s->pipe_stop)
+                pgw_ps_abandon(s, srv);
             if (!s->pipe_stop) {
                 /* Its own reply is in pipe_skip already when tainted. */
                 next->pipe_skip += s->pipe_skip + (s->pipe_fail_own ? 0 : 1);

@@ -736,6 +736,52 @@ class TestPipeline(pt.PgwharfTestCase):
         self.assertEqual(metric(px, QUEUED), 0)
         self.assertEqual(metric(px, FAILED), 0)
 
+    def test_a_borrower_leaving_while_preparing_leaves_the_server_usable(self):
+        # B's Bind needs its statement prepared on the server again (the
+        # LRU closed it there): pgwharf sends a Parse first, which waits on
+        # a lock; C queues behind; B leaves and C gets the server.  Then the
+        # table goes, so that Parse fails.  pgwharf must not believe the
+        # server has the statement: once the table is back, binding it
+        # works (it is closed and prepared again), rather than 26000 for
+        # good.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "max_prepared_statements": 1})
+        self.pg.psql("drop table if exists t_pipe_ps; create table t_pipe_ps(x int); "
+                     "grant all on t_pipe_ps to %s" % self.user)
+
+        async def main():
+            b, c, e = await self.conn(px), await self.conn(px), await self.conn(px)
+            text = "select count(*) from t_pipe_ps"
+            for x, name, sql in ((e, "ex", text), (b, "bx", text), (e, "ey", "select 2")):
+                x.send(parse_msg(name, sql) + hz.msg(b"S"))
+                self.assertEqual((await read_ext(x))[0], ["1", "Z"])
+            lock = await hz.RawConn.connect(self.pg.host, self.pg.port, self.pg.user, self.db,
+                                            self.pg.password, timeout=30)
+            self.rows(await lock.query("begin"))
+            self.rows(await lock.query("lock table t_pipe_ps in access exclusive mode"))
+            b.send(ext_msgs("", parse=False, stmt="bx"))
+            await self.until(lambda: self.pg.psql(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                "and backend_type = 'client backend'") == "1", "B's Parse waiting on the lock")
+            c.send(ext_msgs("select $1::text", "C"))
+            await self.wait_queued(1, px)
+            b.abort()
+            await self.until(lambda: metric(px, "pgwharf_clients_total") == 2, "B gone")
+            self.rows(await lock.query("drop table t_pipe_ps"))
+            self.rows(await lock.query("commit"))
+            await lock.close()
+            self.assertEqual(await read_ext(c), (["1", "2", "T", "D", "C", "Z"], [["C"]], None))
+            self.pg.psql("create table t_pipe_ps(x int); grant all on t_pipe_ps to %s"
+                         % self.user)
+            for _ in range(2):
+                e.send(ext_msgs("", parse=False, stmt="ex"))
+                self.assertEqual(await read_ext(e), (["2", "T", "D", "C", "Z"], [["0"]], None))
+            for x in (c, e):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
+
     def test_drivers_queue_and_every_one_reads_its_own_rows(self):
         # asyncpg (its statement cache: named statements) and psycopg 3
         # (the unnamed statement, then its own prepared ones after five

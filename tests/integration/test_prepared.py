@@ -451,6 +451,22 @@ class TestErrors(pt.PgwharfTestCase):
         finally:
             r.close()
 
+    def test_a_parse_with_an_unterminated_text_is_refused(self):
+        # The text is read as a C string later (SHOW PREPARED_STATEMENTS,
+        # pipelining): such a Parse never reaches the registry.
+        r = self.raw()
+        try:
+            r.send(r.msg(b"P", b"bad\x00select 1, 'no terminating nul'"), r.sync())
+            t, body = r.read_msg()
+            self.assertEqual(t, b"E")
+            self.assertEqual(sqlstate(body), "08P01")
+            self.assertIn(b"invalid Parse message", body)
+            with self.assertRaises((EOFError, ConnectionError)):
+                r.read_msg()
+        finally:
+            r.close()
+        self.assertEqual(self.px.psql("select 1", user=self.pg.user), "1")
+
     def test_discard_all_clears_names(self):
         r = self.raw()
         try:
