@@ -186,14 +186,21 @@ static bool closes_at_release(struct pgw_server *srv, ev_tstamp now)
     return srv_priv(srv)->reconnect || (srv->expire_at > 0 && now >= srv->expire_at);
 }
 
-struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv)
+struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_pool_acquire_fn cb)
 {
     struct pgw_pool *pool = srv->pool;
+    /* As for pick: only clients no other server would take soon.  A free
+     * server, room to grow, or a server connecting or being reset serves
+     * the head of the queue sooner, without waiting behind this one. */
     if (pool->paused || pool->orphan || pool->set->destroying ||
         pgw_list_empty(&pool->waiters) || srv->state != PGW_SRV_ACTIVE ||
+        pool->n_idle > 0 || pgw_pool_total(pool) < pool->pool_size ||
+        pool->n_waiters <= pool->n_connecting + pool->n_resetting ||
         closes_at_release(srv, pool_now(pool)))
         return NULL;
-    return pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
+    struct pgw_pool_waiter *w =
+        pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
+    return w->cb == cb ? w : NULL;
 }
 
 void pgw_pool_take_waiter(struct pgw_pool_waiter *w)

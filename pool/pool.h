@@ -199,16 +199,19 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
  * server with the lowest score(srv, arg) >= 0 (a negative score rules a
  * server out), else NULL (servers due to close at their release are never
  * picked).
- * waiter: the first client waiting in the pool, which the caller may queue
- * on srv (a lent server) instead, in order; NULL when there is none, or the
- * pool is paused or going, or srv closes at its release.  take: that
+ * waiter: the first waiter in the pool, when it waits with callback cb
+ * (the caller's clients: auth_query lookups wait too), which the caller
+ * may queue on srv (a lent server) instead, in order; NULL when there is
+ * none, or the pool is paused or going, has an idle server or room to
+ * grow, has no more waiters than servers connecting or being reset, or srv
+ * closes at its release.  take: that
  * waiter leaves the pool's queue (no callback), its wait counted.
  * handoff: the lent server passes straight to the next borrower, counted as
  * a lend (a server due to close closes at its last release); false when it
  * is not lent any more. */
 struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
                                           int (*score)(struct pgw_server *, void *), void *arg);
-struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv);
+struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_pool_acquire_fn cb);
 void pgw_pool_take_waiter(struct pgw_pool_waiter *w);
 bool pgw_pool_handoff(struct pgw_server *srv);
 

@@ -721,6 +721,8 @@ static bool pipe_enqueue(struct pgw_session *s)
     return true;
 }
 
+static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv);
+
 /* Queue on srv, in order, the clients waiting in its pool whose requests
  * may queue there; stop at the first that may not (so the pool's queue
  * stays first come, first served). */
@@ -729,7 +731,8 @@ static void pipe_pull(struct pgw_server *srv)
     struct pgw_pool_waiter *w;
     struct pgw_session *h = srv->link;
     bool any = false;
-    while (srv->user_pipe_ok && srv->link == h && (w = pgw_pool_pipeline_waiter(srv))) {
+    while (srv->user_pipe_ok && srv->link == h &&
+           (w = pgw_pool_pipeline_waiter(srv, acquired_cb))) {
         struct pgw_session *s = w->arg;
         struct pipe_req r;
         if (s->state != PGW_SS_WAIT_SERVER || !pipe_request(s, &r))
@@ -1038,8 +1041,8 @@ static bool scan_client(struct pgw_session *s)
             break;          /* scanned once a server is linked */
         if (s->server && s->pipe_budget == 0 && !s->discard) {
             /* Held while clients are queued, whether or not more may queue
-             * (user_pipe_ok is off after a handoff with pool waiters, or a
-             * taint, while the queue is still there): sent now, it would
+             * (user_pipe_ok is off after a taint while the queue is still
+             * there): sent now, it would
              * run before their queries and their replies would be read as
              * its own. */
             /* Also while it drops replies ahead of its own: a settings

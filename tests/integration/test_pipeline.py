@@ -29,10 +29,10 @@ def metric(px, name):
     url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
     with urllib.request.urlopen(url, timeout=10) as r:
         body = r.read().decode("utf-8")
-    vals = re.findall(r"^%s(?:\{[^}]*\})? (\d+)$" % re.escape(name), body, re.M)
+    vals = re.findall(r"^%s(?:\{[^}]*\})? ([0-9.eE+-]+)$" % re.escape(name), body, re.M)
     if not vals:
         raise AssertionError("%s missing from /metrics" % name)
-    return sum(int(v) for v in vals)
+    return sum(float(v) for v in vals)
 
 
 def parse_msg(stmt, sql):
@@ -511,6 +511,82 @@ class TestPipeline(pt.PgwharfTestCase):
                 await x.close()
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_free_server_takes_the_next_waiter_rather_than_a_queue(self):
+        # After RESUME both servers are idle and two clients wait: the
+        # second gets the second server, not a place behind the first.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "admin_users": self.pg.user})
+
+        def waiting(n):
+            return lambda: metric(px, "pgwharf_pool_client_waiting") == n
+
+        async def main():
+            w1, w2 = await self.conn(px), await self.conn(px)
+            for x in (w1, w2):               # two servers, then both idle
+                self.rows(await x.query("begin"))
+            for x in (w1, w2):
+                self.rows(await x.query("commit"))
+            px.admin("PAUSE %s" % self.db, user=self.pg.user)
+            w1.send(hz.query_msg("select 'W1', pg_backend_pid()"))
+            await self.until(waiting(1), "W1 waiting")
+            w2.send(hz.query_msg("select 'W2', pg_backend_pid()"))
+            await self.until(waiting(2), "W2 waiting")
+            px.admin("RESUME %s" % self.db, user=self.pg.user)
+            r1, r2 = self.rows(await w1.read_result()), self.rows(await w2.read_result())
+            self.assertEqual((r1[0][0], r2[0][0]), ("W1", "W2"))
+            self.assertNotEqual(r1[0][1], r2[0][1], "W2 waited behind W1 on one server")
+            for x in (w1, w2):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, QUEUED), 0)
+
+    def test_an_auth_query_lookup_waiting_in_the_pool_keeps_its_place(self):
+        # auth_query lookups wait in the auth_user's pool as clients do,
+        # but they are no clients: one at the head of the pool's queue is
+        # neither queued on a server nor passed by the clients behind it.
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "server_pipeline_depth": 2, "metrics_port": "auto",
+                      "query_wait_timeout": "60s", "auth_type": "scram-sha-256",
+                      "auth_user": self.pg.user, "auth_dbname": self.db},
+            databases={self.db: self.pg.conn_string(self.db),
+                       "aqdb": self.pg.conn_string(self.db, password=self.pg.app_password)},
+            auth_users={self.pg.user: self.pg.password})
+
+        async def main():
+            async def su():
+                return await hz.RawConn.connect(px.host, px.port, self.pg.user, self.db,
+                                                self.pg.password, timeout=30)
+            a, b, c, e = await su(), await su(), await su(), await su()
+            g = await self.gate(50)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(50) as marker_q50"))
+            await self.wait_running("marker_q50")
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(1, px)
+            c.send(hz.query_msg("select 'C'"))
+            await self.wait_queued(2, px)
+            # app is not in auth_file: its login looks it up, and the lookup
+            # waits for the pool's one server.
+            login = asyncio.ensure_future(hz.RawConn.connect(
+                px.host, px.port, self.pg.app_user, "aqdb", self.pg.app_password, timeout=60))
+            await self.until(lambda: metric(px, "pgwharf_pool_maxwait_seconds") > 0,
+                             "the lookup waiting")
+            e.send(hz.query_msg("select 'E'"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 3,
+                             "E waiting")
+            await g.open()
+            for x, tag in ((a, "A"), (b, "B"), (c, "C"), (e, "E")):
+                self.assertEqual(self.rows(await x.read_result())[0][0], tag)
+            d = await login
+            self.assertEqual(self.rows(await d.query("select current_user")),
+                             [[self.pg.app_user]])
+            for x in (a, b, c, d, e):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, QUEUED), 2)
+        self.assertEqual(metric(px, FAILED), 0)
 
     def test_a_waiting_client_that_may_not_queue_keeps_its_place(self):
         # B (a lone SELECT), D (two statements), C (a lone SELECT) wait in
