@@ -180,6 +180,15 @@ static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_
     pool->st.total_acquires++;
 }
 
+/* The pool may not grow any more, its reserve included: queueing on a
+ * busy server must not keep a waiting client from a reserve server, which
+ * it would get past reserve_pool_timeout. */
+static bool pipeline_full(const struct pgw_pool *pool)
+{
+    return pool->n_idle == 0 &&
+           pgw_pool_total(pool) >= (long long)pool->pool_size + pool->reserve_pool_size;
+}
+
 /* srv closes when its borrower is done (RECONNECT, server_lifetime). */
 static bool closes_at_release(struct pgw_server *srv, ev_tstamp now)
 {
@@ -190,12 +199,12 @@ struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_poo
 {
     struct pgw_pool *pool = srv->pool;
     /* As for pick: only clients no other server would take soon.  A free
-     * server, room to grow, or a server connecting or being reset serves
-     * the head of the queue sooner, without waiting behind this one. */
+     * server, room to grow (reserve included), or a server connecting or
+     * being reset serves the head of the queue sooner, without waiting
+     * behind this one. */
     if (pool->paused || pool->orphan || pool->set->destroying ||
         pgw_list_empty(&pool->waiters) || srv->state != PGW_SRV_ACTIVE ||
-        pool->n_idle > 0 || pgw_pool_total(pool) < pool->pool_size ||
-        pool->n_waiters <= pool->n_connecting + pool->n_resetting ||
+        !pipeline_full(pool) || pool->n_waiters <= pool->n_connecting + pool->n_resetting ||
         closes_at_release(srv, pool_now(pool)))
         return NULL;
     struct pgw_pool_waiter *w =
@@ -216,8 +225,7 @@ struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
     /* Only when a client would otherwise wait: a free server or room to
      * grow serves it sooner.  Not past clients already waiting: they are
      * queued first, in order (pgw_pool_pipeline_waiter). */
-    if (pool->paused || pool->orphan || pool->n_idle > 0 ||
-        pgw_pool_total(pool) < pool->pool_size || pool->set->destroying ||
+    if (pool->paused || pool->orphan || !pipeline_full(pool) || pool->set->destroying ||
         !pgw_list_empty(&pool->waiters))
         return NULL;
     ev_tstamp now = pool_now(pool);

@@ -303,6 +303,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         bool clean = !s->track.copy && s->track.fe_open == 0 && s->swallow == 0 &&
                      s->cskip == 0 && s->cancel_inflight == 0 &&
                      s->track.sync_out == (s->pipe_stop ? 0 : 1);
+        if (how == PGW_RELEASE_RESET)    /* server_reset_query_always, turned on by a reload */
+            why = "the server must run server_reset_query before another client's query; "
+                  "your query may have run";
         if (srv->user_queued > 0 && clean && !srv->user_pipe_broken && how != PGW_RELEASE_RESET &&
             pgw_pool_handoff(srv)) {
             next = pgw_container_of(pgw_list_first(&srv->user_queue), struct pgw_session,
@@ -563,11 +566,11 @@ static bool pipe_request(struct pgw_session *s, struct pipe_req *r)
 {
     const struct pgw_config *cfg = s->px->cfg;
     const struct pgw_iobuf *b = s->cbuf;
-    memset(r, 0, sizeof(*r));
     if (cfg->server_pipeline_depth <= 0 || s->mode == PGW_POOL_SESSION ||
         cfg->server_reset_query_always || s->discard || s->cskip || s->cancel_inflight ||
         !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
         return false;
+    memset(r, 0, sizeof(*r));
     const uint8_t *p = b->data + b->parsed, *end = b->data + b->len;
     if (p[0] == PGW_FE_QUERY) {
         uint32_t mlen = pgw_get_u32(p + 1);
@@ -697,7 +700,9 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     s->state = PGW_SS_WAIT_SERVER;
     if (!pulled)
         s->waiter.since = ev_now(loop);
-    s->query_start = ev_now(loop);
+    /* Its query runs once it has the server (query_timeout from then on):
+     * the query ahead runs under its own. */
+    s->query_start = 0;
     s->query_count++;
     s->px->total_query++;
     s->px->total_pipelined++;
@@ -786,6 +791,7 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     }
     n->pipe_stmt = NULL;
     n->state = PGW_SS_LINKED;
+    n->query_start = ev_now(loop);
     pgw_session_arm_timer(n);
     pipe_cancel_due(n);
     if (n->state != PGW_SS_LINKED)

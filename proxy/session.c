@@ -132,10 +132,11 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
         *what = "client_idle_timeout";
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
     case PGW_SS_WAIT_SERVER:
-        /* Queued on a server (server_pipeline_depth): the query is sent. */
-        *what = "query_timeout";
-        return s->pipe_srv && s->query_timeout > 0 && s->query_start > 0
-                   ? s->query_start + s->query_timeout : 0;
+        /* In the pool's queue query_wait_timeout runs there; queued on a
+         * server (server_pipeline_depth), the query ahead runs under its
+         * own query_timeout, and this one's starts when it gets the
+         * server. */
+        return 0;
     case PGW_SS_LINKED:
         if (s->track.sync_out > 0 && s->query_start > 0) {
             *what = "query_timeout";

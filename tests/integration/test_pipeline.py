@@ -419,6 +419,64 @@ class TestPipeline(pt.PgwharfTestCase):
                 await x.close()
         self.run_async(main())
 
+    def test_a_query_timeout_ahead_fails_the_pulled_clients_but_keeps_them(self):
+        # B is granted the server and C pulled behind it at the same moment:
+        # only B's query_timeout runs (C's query has not started), so C gets
+        # 08006 and stays logged in, whatever order timers fire in.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "query_timeout": 2})
+
+        async def main():
+            x, b, c = await self.conn(px), await self.conn(px), await self.conn(px)
+            self.rows(await x.query("begin"))
+            b.send(hz.query_msg("select pg_sleep(30) as marker_q17"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "B waiting")
+            c.send(hz.query_msg("select 'C'"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 2, "C waiting")
+            self.rows(await x.query("commit"))
+            await self.wait_queued(1, px)
+            rows, err = await asyncio.wait_for(b.read_result(), 20)
+            self.assertEqual((err or {}).get("C"), "57014")       # B's query_timeout
+            rows, err = await asyncio.wait_for(c.read_result(), 20)
+            self.assertEqual((rows, (err or {}).get("C"), err.get("S")), ([], "08006", "ERROR"))
+            self.assertEqual(self.rows(await asyncio.wait_for(c.query("select 'C2'"), 10)),
+                             [["C2"]])
+            for y in (x, c):
+                await y.close()
+        self.run_async(main())
+
+    def test_nothing_queues_while_the_reserve_pool_could_grow(self):
+        # pool 1 + reserve 1.  B gets the server when X commits; C, waiting
+        # too, is not queued behind B's stuck query: it gets the reserve
+        # server after reserve_pool_timeout, as without queueing, and so
+        # does D later (the reserve server is then idle).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "reserve_pool_size": 1,
+            "reserve_pool_timeout": 1, "server_pipeline_depth": 2, "metrics_port": "auto",
+            "query_wait_timeout": "60s"})
+
+        async def main():
+            x, b, c, d = (await self.conn(px), await self.conn(px), await self.conn(px),
+                          await self.conn(px))
+            self.rows(await x.query("begin"))
+            g = await self.gate(18)
+            b.send(hz.query_msg("select 'B', pg_advisory_xact_lock_shared(18) as marker_q18"))
+            c.send(hz.query_msg("select 'C'"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 2,
+                             "B and C waiting")
+            self.rows(await x.query("commit"))
+            await self.wait_running("marker_q18")
+            self.assertEqual(self.rows(await asyncio.wait_for(c.read_result(), 20)), [["C"]])
+            self.assertEqual(self.rows(await asyncio.wait_for(d.query("select 'D'"), 20)),
+                             [["D"]])
+            await g.open()
+            self.assertEqual(self.rows(await b.read_result())[0][0], "B")
+            for y in (x, b, c, d):
+                await y.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, QUEUED), 0)
+
     def test_a_tainted_clients_next_query_runs_with_its_own_settings(self):
         async def main():
             a = await self.conn(TimeZone="UTC")
