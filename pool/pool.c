@@ -295,8 +295,7 @@ static void serve_waiters(struct pgw_pool *pool)
         }
         struct pgw_pool_waiter *w =
             pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
-        pool->st.total_wait_us += (uint64_t)((pool_now(pool) - w->since) * 1e6);
-        waiter_unqueue(w);
+        pgw_pool_take_waiter(w);
         lend(pool, srv, w);
         w->cb(w, srv);
     }

@@ -194,19 +194,20 @@ enum pgw_release {
  * must have stopped its own watchers on srv->fd. */
 void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
 
-/* Pipelining (the proxy's server_pipeline_depth).  pick: when the pool has
- * no idle server, no room to grow (reserve_pool_size included), no waiter
- * and is not paused, the lent
+/* Pipelining (the proxy's server_pipeline_depth).
+ * pick: when the pool has no idle server, no room to grow
+ * (reserve_pool_size included), no waiter and is not paused, the lent
  * server with the lowest score(srv, arg) >= 0 (a negative score rules a
  * server out), else NULL (servers due to close at their release are never
  * picked).
  * waiter: the first waiter in the pool, when it waits with callback cb
  * (the caller's clients: auth_query lookups wait too), which the caller
  * may queue on srv (a lent server) instead, in order; NULL when there is
- * none, or the pool is paused or going, has an idle server or room to
- * grow (reserve included), has no more waiters than servers connecting or being reset, or srv
- * closes at its release.  take: that
- * waiter leaves the pool's queue (no callback), its wait counted.
+ * none, or the pool is paused or going, has an idle server or room to grow
+ * (reserve included), has no more waiters than servers connecting or
+ * being reset, or srv closes at its release.
+ * take: that waiter leaves the pool's queue (no callback), its wait
+ * counted (also how the pool serves its waiters).
  * handoff: the lent server passes straight to the next borrower, counted as
  * a lend (a server due to close closes at its last release); false when it
  * is not lent any more. */

@@ -290,6 +290,14 @@ static struct ps_server_stmt *server_find(struct ps_server *ss, const struct ps_
     return NULL;
 }
 
+/* A use of e served without preparing it: most recently used, a hit. */
+static void server_hit(struct ps_server *ss, struct ps_server_stmt *e)
+{
+    pgw_list_del(&e->lru);
+    pgw_list_prepend(&ss->lru, &e->lru);
+    ss->reg->st.hits++;
+}
+
 static void server_drop(struct ps_server *ss, struct ps_server_stmt *e)
 {
     pgw_hmap_remove(&ss->map, &e->hnode);
@@ -427,11 +435,8 @@ void pgw_ps_server_used(struct pgw_session *s, struct pgw_server *srv, const str
 {
     struct ps_server *ss = srv->user_state;
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
-    if (!e)
-        return;
-    pgw_list_del(&e->lru);
-    pgw_list_prepend(&ss->lru, &e->lru);
-    reg_of(s)->st.hits++;
+    if (e)
+        server_hit(ss, e);
 }
 
 void pgw_ps_request_dropped(struct pgw_session *s)
@@ -611,9 +616,7 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
         return false;
     struct ps_server_stmt *e = server_find(ss, st);
     if (e && !e->stale) {
-        pgw_list_del(&e->lru);
-        pgw_list_prepend(&ss->lru, &e->lru);
-        reg_of(s)->st.hits++;
+        server_hit(ss, e);
         return true;
     }
     reclose_flush(s, b, ss);
@@ -736,9 +739,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     if (e && !e->stale) {
         /* The server has it: answer ParseComplete ourselves. */
-        pgw_list_del(&e->lru);
-        pgw_list_prepend(&ss->lru, &e->lru);
-        reg->st.hits++;
+        server_hit(ss, e);
         pgw_iobuf_cut(b, b->parsed, *total);
         if (!q_push(s, Q_FAKE, PGW_FE_PARSE, st)) {
             free(cname);
