@@ -246,7 +246,7 @@ struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
     return best;
 }
 
-bool pgw_pool_handoff(struct pgw_server *srv)
+bool pgw_pool_handoff(struct pgw_server *srv, ev_tstamp since)
 {
     struct pgw_pool *pool = srv->pool;
     ev_tstamp now = pool_now(pool);
@@ -259,6 +259,8 @@ bool pgw_pool_handoff(struct pgw_server *srv)
     srv->request_time = now;
     srv->lend_count++;
     pool->st.total_acquires++;
+    if (now > since)
+        pool->st.total_wait_us += (uint64_t)((now - since) * 1e6);
     return true;
 }
 

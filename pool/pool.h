@@ -209,13 +209,14 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
  * take: that waiter leaves the pool's queue (no callback), its wait
  * counted (also how the pool serves its waiters).
  * handoff: the lent server passes straight to the next borrower, counted as
- * a lend (a server due to close closes at its last release); false when it
- * is not lent any more. */
+ * a lend, and the borrower's wait since `since` (queued on srv) as a wait (a
+ * server due to close closes at its last release); false when it is not
+ * lent any more. */
 struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
                                           int (*score)(struct pgw_server *, void *), void *arg);
 struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_pool_acquire_fn cb);
 void pgw_pool_take_waiter(struct pgw_pool_waiter *w);
-bool pgw_pool_handoff(struct pgw_server *srv);
+bool pgw_pool_handoff(struct pgw_server *srv, ev_tstamp since);
 
 /* ---- pools ---- */
 struct pgw_pool_stats {

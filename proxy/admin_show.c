@@ -66,6 +66,7 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         sorted[i++].pool = p;
     qsort(sorted, (size_t)count, sizeof(*sorted), cmp_row_pool);
     /* Clients from the sessions, as SHOW CLIENTS shows them. */
+    ev_tstamp now = ev_now(px->loop);
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
         struct pgw_pool_row *r = s->pool ? find_row(sorted, count, s->pool) : NULL;
@@ -80,6 +81,10 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         case PGW_SS_WAIT_SERVER:
         case PGW_SS_LOGIN_WAIT:
             r->cl_waiting++;
+            /* Queued on a busy server (server_pipeline_depth), it waits
+             * for that server: its wait counts as the pool's queue's does. */
+            if (s->pipe_srv && now - s->waiter.since > r->maxwait)
+                r->maxwait = now - s->waiter.since;
             break;
         default:
             break;
@@ -96,7 +101,8 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         r->sv_used = st.sv_used;
         r->sv_tested = st.sv_tested;
         r->sv_login = st.sv_login;
-        r->maxwait = st.maxwait > 0 ? st.maxwait : 0;
+        if (st.maxwait > r->maxwait)
+            r->maxwait = st.maxwait;
         r->paused = pgw_admin_db_paused(px, pgw_pool_dbname(p));
     }
     free(sorted);

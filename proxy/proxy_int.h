@@ -137,6 +137,8 @@ struct pgw_session {
      * WAIT_SERVER, on the server's user_queue by pipe_node). */
     struct pgw_server *pipe_srv;
     struct pgw_list pipe_node;
+    ev_tstamp pipe_since;            /* queued at (its wait in the pool's queue,
+                                        if any, is counted up to then) */
     uint8_t pipe_budget;             /* client messages this link may still send
                                         while others may queue behind it */
     uint8_t pipe_nreq;               /* the queued request: its message types, */

@@ -306,10 +306,12 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         if (how == PGW_RELEASE_RESET)    /* server_reset_query_always, turned on by a reload */
             why = "the server must run server_reset_query before another client's query; "
                   "your query may have run";
-        if (srv->user_queued > 0 && clean && !srv->user_pipe_broken && how != PGW_RELEASE_RESET &&
-            pgw_pool_handoff(srv)) {
-            next = pgw_container_of(pgw_list_first(&srv->user_queue), struct pgw_session,
-                                    pipe_node);
+        struct pgw_list *first = pgw_list_first(&srv->user_queue);
+        struct pgw_session *head = first ? pgw_container_of(first, struct pgw_session, pipe_node)
+                                         : NULL;
+        if (head && clean && !srv->user_pipe_broken && how != PGW_RELEASE_RESET &&
+            pgw_pool_handoff(srv, head->pipe_since)) {
+            next = head;
             if (s->ps_on && !s->pipe_stop)
                 pgw_ps_abandon(s, srv);
             if (!s->pipe_stop) {
@@ -698,8 +700,9 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     s->pipe_cancel = false;
     srv->user_tail_skip = 0;
     s->state = PGW_SS_WAIT_SERVER;
+    s->pipe_since = ev_now(loop);
     if (!pulled)
-        s->waiter.since = ev_now(loop);
+        s->waiter.since = s->pipe_since;
     /* Its query runs once it has the server (query_timeout from then on):
      * the query ahead runs under its own. */
     s->query_start = 0;

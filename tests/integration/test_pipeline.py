@@ -156,6 +156,37 @@ class TestPipeline(pt.PgwharfTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 0)
 
+    def test_a_queued_clients_wait_shows_in_maxwait_and_the_wait_time(self):
+        # B queued behind A waits for the server as a client in the pool's
+        # queue does: maxwait grows while it is queued, and its wait is
+        # added to the wait time (SHOW STATS) when the server gets to it.
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.gate(2)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(2) as marker_q30"))
+            await self.wait_running("marker_q30")
+            self.assertEqual(metric(self.px, "pgwharf_pool_maxwait_seconds"), 0)
+            waited0 = metric(self.px, "pgwharf_wait_seconds_total")
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(1)
+            seen = []
+
+            def grown():
+                seen.append(metric(self.px, "pgwharf_pool_maxwait_seconds"))
+                return seen[-1] >= 0.2
+            await self.until(grown, "maxwait of the queued client at 0.2 s")
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result()), [["A", ""]])
+            self.assertEqual(self.rows(await b.read_result()), [["B"]])
+            for x in (a, b):
+                await x.close()
+            return seen[-1], waited0
+        queued, waited0 = self.run_async(main())
+        pt.wait_until(lambda: metric(self.px, "pgwharf_wait_seconds_total") - waited0 >= queued,
+                      10, what="B's queued time in pgwharf_wait_seconds_total")
+        self.assertEqual(metric(self.px, "pgwharf_pool_maxwait_seconds"), 0)
+        self.assertEqual(metric(self.px, FAILED), 0)
+
     def test_a_queued_clients_next_query_waits_for_the_queue_behind_it(self):
         # B's second query arrives while B is queued.  When B gets the
         # server (with W waiting in the pool, so nobody new may queue) C is
