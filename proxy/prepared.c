@@ -533,6 +533,25 @@ static void replace_here(struct pgw_iobuf *b, uint32_t old, const struct pgw_wbu
     b->parsed -= (uint32_t)m->len;
 }
 
+/* Rename the statement in the message at b->parsed, in place: the old_nl
+ * bytes at name_off in its body become `name` (new_nl bytes), and its
+ * length follows.  No allocation: the Bind of every execution comes here.
+ * False when the buffer has no room for a longer name. */
+static bool rename_here(struct pgw_iobuf *b, uint32_t name_off, uint32_t old_nl, const char *name,
+                        uint32_t new_nl)
+{
+    if (new_nl > old_nl) {
+        if (!pgw_iobuf_insert(b, b->parsed + 5 + name_off + old_nl, name, new_nl - old_nl))
+            return false;
+    } else if (new_nl < old_nl) {
+        pgw_iobuf_cut(b, b->parsed + 5 + name_off + new_nl, old_nl - new_nl);
+    }
+    uint8_t *m = b->data + b->parsed;
+    memcpy(m + 5 + name_off, name, new_nl);
+    pgw_put_u32(m + 1, pgw_get_u32(m + 1) - old_nl + new_nl);
+    return true;
+}
+
 /* Make sure the server has st prepared (injecting Close for an LRU victim
  * and a Parse as needed); `bytes` tells how much that needs. */
 static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st)
@@ -813,23 +832,16 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     size_t old_nl = strlen(name), new_nl = strlen(st->name);
     if (!need_room(s, b, ensure_bytes(s, st) + (uint32_t)new_nl + 8))
         return PGW_PS_NEED_ROOM;
-    /* Build the renamed message before anything moves the buffer. */
-    struct pgw_wbuf m;
-    pgw_wbuf_init(&m);
-    size_t at = pgw_wbuf_msg_begin(&m, type);
-    pgw_wbuf_append(&m, body, name_off);
-    pgw_wbuf_put_str(&m, st->name);
-    pgw_wbuf_append(&m, body + name_off + old_nl + 1, blen - name_off - old_nl - 1);
-    pgw_wbuf_msg_end(&m, at);
+    /* ensure_prepared may insert ahead of the message (body and name move
+     * with it); the name is renamed in place after that, by offset. */
     st->refs++;                  /* ensure_prepared may drop other refs */
-    bool ok = !m.failed && ensure_prepared(s, b, st, true);
+    bool ok = ensure_prepared(s, b, st, true) &&
+              rename_here(b, name_off, (uint32_t)old_nl, st->name, (uint32_t)new_nl);
     if (ok) {
-        replace_here(b, *total, &m);
-        *total = (uint32_t)m.len;
+        *total = *total - (uint32_t)old_nl + (uint32_t)new_nl;
         q_push(s, Q_PASS, type, st);
     }
     stmt_unref(reg_of(s), st);
-    pgw_wbuf_deinit(&m);
     if (!ok) {
         pgw_session_close(s, "53200", "out of memory");
         return PGW_PS_FAILED;

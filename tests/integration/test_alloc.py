@@ -1,0 +1,103 @@
+"""Relaying allocates nothing per transaction.
+
+pgwharf runs with tests/alloc_count.c preloaded, which counts every
+malloc/calloc/realloc of the process in a file the test reads.  For each
+workload pgbench runs three times against the same pgwharf: a warm-up
+(servers connected, buffers and statement maps grown), then T1 and T2
+transactions per client with the same number of clients.  Logins and
+whatever else does not depend on the number of transactions cost both runs
+the same, so (allocations of the second - of the first) / (transactions of
+the second - of the first) is what one transaction costs: it must stay
+under 0.01 (one allocation per hundred transactions; in practice 0).
+
+The sanitizer build brings its own allocator: there the test skips.
+"""
+
+import os
+import struct
+import subprocess
+import unittest
+
+import pgwharf_test as pt
+
+T1, T2 = 100, 1100
+LIMIT = 0.01
+
+
+def sanitized(binary):
+    try:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libasan" in out or "libubsan" in out
+
+
+class TestAlloc(pt.PgwharfTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
+                       cls.pg.database, ["-i", "-s", "1", "-q"])
+
+    def setUp(self):
+        super().setUp()
+        self.lib = os.environ.get("PGW_ALLOC_COUNT_LIB")
+        if not self.lib:
+            if sanitized(os.environ.get("PGW_BINARY", "")):
+                self.skipTest("sanitizer build: its allocator is not glibc's")
+            self.fail("PGW_ALLOC_COUNT_LIB is not set (run through ctest)")
+        self.assertTrue(os.path.exists(self.lib), self.lib)
+
+    def per_transaction(self, settings, args):
+        px = self.start_pgwharf(start=False, settings=dict(
+            {"pool_mode": "transaction", "default_pool_size": 20, "max_client_conn": 100},
+            **settings))
+        path = os.path.join(px.dir, "allocs")
+        px.extra_env.update({"LD_PRELOAD": self.lib, "PGW_ALLOC_COUNT_FILE": path})
+        px.start()
+
+        def allocs():
+            with open(path, "rb") as f:
+                return struct.unpack("=Q", f.read(8))[0]
+        self.assertGreater(allocs(), 0, "the counter is not counting")
+        self.assert_pgbench_ok(px, args + ["-j", "2", "-t", str(T1)])     # warm-up
+        counts = []
+        for t in (T1, T2):
+            before = allocs()
+            _, tx = self.assert_pgbench_ok(px, args + ["-j", "2", "-t", str(t)])
+            counts.append((allocs() - before, tx))
+        (a1, tx1), (a2, tx2) = counts
+        self.assertGreater(tx2, tx1)
+        per_tx = (a2 - a1) / (tx2 - tx1)
+        self.assertLess(per_tx, LIMIT,
+                        "%.3f allocations per transaction (%d in %d transactions, %d in %d)"
+                        % (per_tx, a1, tx1, a2, tx2))
+        self.assertTrue(px.alive(), px.log_tail())
+
+    def test_simple_protocol(self):
+        self.per_transaction({}, ["-S", "-c", "8"])
+
+    def test_tpcb_transactions(self):
+        self.per_transaction({}, ["-c", "8"])
+
+    def test_extended_protocol(self):
+        self.per_transaction({}, ["-S", "-M", "extended", "-c", "8"])
+
+    def test_prepared_statements(self):
+        self.per_transaction({}, ["-S", "-M", "prepared", "-c", "8"])
+
+    def test_session_mode(self):
+        self.per_transaction({"pool_mode": "session"}, ["-S", "-c", "8"])
+
+    def test_clients_waiting_in_the_pool(self):
+        self.per_transaction({"default_pool_size": 3}, ["-S", "-c", "12"])
+
+    def test_queued_on_busy_servers(self):
+        for proto in ("simple", "prepared"):
+            with self.subTest(protocol=proto):
+                self.per_transaction({"default_pool_size": 3, "server_pipeline_depth": 2},
+                                     ["-S", "-M", proto, "-c", "12"])
+
+
+if __name__ == "__main__":
+    unittest.main()
