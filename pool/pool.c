@@ -318,6 +318,13 @@ void pgw_pool_kick(struct pgw_pool *pool)
     pool->dispatching = false;
 }
 
+/* Do a and b share the max_db_connections (by_db) or max_user_connections
+ * limit?  The user one is the server login user's. */
+static bool same_limit(const struct pgw_pool *a, const struct pgw_pool *b, bool by_db)
+{
+    return strcmp(by_db ? a->dbname : a->server_user, by_db ? b->dbname : b->server_user) == 0;
+}
+
 /* A server of pool closed: pools sharing its db or user limit may now have
  * room to grow. */
 void pgw_pool_kick_related(struct pgw_pool *pool)
@@ -329,7 +336,7 @@ void pgw_pool_kick_related(struct pgw_pool *pool)
     for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         if (p != pool && p->n_waiters > 0 &&
-            (strcmp(p->dbname, pool->dbname) == 0 || strcmp(p->user, pool->user) == 0))
+            (same_limit(p, pool, true) || same_limit(p, pool, false)))
             pgw_pool_kick(p);
     }
 }
@@ -342,7 +349,7 @@ static int count_servers(const struct pgw_pool *pool, bool by_db)
     const struct pgw_list *n;
     for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
         const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (strcmp(by_db ? p->dbname : p->user, by_db ? pool->dbname : pool->user) == 0)
+        if (same_limit(p, pool, by_db))
             total += pgw_pool_total(p);
     }
     return total;
@@ -375,7 +382,7 @@ static bool evict_idle(struct pgw_pool *pool, bool by_db)
     struct pgw_list *n;
     for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p == pool || strcmp(by_db ? p->dbname : p->user, by_db ? pool->dbname : pool->user))
+        if (p == pool || !same_limit(p, pool, by_db))
             continue;
         struct pgw_list *last = pgw_list_last(&p->idle);
         if (!last)
@@ -646,6 +653,7 @@ void pgw_pool_unref(struct pgw_pool *pool)
 const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }
 const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
+const char *pgw_pool_server_user(const struct pgw_pool *pool) { return pool->server_user; }
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool) { return pool->mode; }
 
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st)

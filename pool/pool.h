@@ -244,6 +244,10 @@ const char *pgw_pool_dbname(const struct pgw_pool *pool);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
 const char *pgw_pool_user(const struct pgw_pool *pool);
+/* The user its servers log in as: the database entry's user=, else
+ * pgw_pool_user.  max_user_connections counts servers by this user (the
+ * [users] entry of this name sets it), as PgBouncer does. */
+const char *pgw_pool_server_user(const struct pgw_pool *pool);
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st);
 /* Pause: lend nothing (waiters queue) until resumed. */

@@ -63,6 +63,10 @@ static bool copy_keys(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->db_sets_user = db->user && *db->user;
     pool->db_sets_password = db->password && *db->password;
     pool->db_sets_dbname = db->dbname && *db->dbname;
+    pool->server_user = pool->user;
+    for (int i = 0; pool->db_sets_user && i < n; i++)
+        if (strcmp(k[i], "user") == 0)
+            pool->server_user = v[i];
     return true;
 }
 
@@ -75,7 +79,9 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
     pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db);
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
-    pool->max_user_connections = pgw_conf_max_user_connections(cfg, u);
+    /* The cap of the user the servers log in as (copy_keys). */
+    const char *su = db->user && *db->user ? db->user : pool->user;
+    pool->max_user_connections = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));
     if (pool->min_pool_size > pool->pool_size)
         pool->min_pool_size = pool->pool_size;
     char *cq = db->connect_query && *db->connect_query ? strdup(db->connect_query) : NULL;

@@ -86,6 +86,9 @@ struct pgw_pool {
     struct pgw_pool_set *set;
     struct pgw_backend *backend;
     char *dbname, *user, *password;
+    /* The user its servers log in as: the entry's user= (in vals), else
+     * user.  max_user_connections counts servers by it, as PgBouncer. */
+    const char *server_user;
     const struct pgw_conf_db *db_src;   /* identity only: never dereferenced
                                          * after a reconfigure */
     /* copied from the db entry (it may be freed by a reload) */

@@ -442,8 +442,10 @@ static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
                      const struct pgw_conf_user *u)
 {
     int servers = 0, clients = 0;
+    /* Servers as max_user_connections counts them: by the user they log
+     * in as. */
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
-        if (strcmp(pgw_pool_user(p), name) == 0)
+        if (strcmp(pgw_pool_server_user(p), name) == 0)
             servers += pool_servers(p);
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
@@ -466,6 +468,16 @@ static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
     pgw_rs_row_end(rs);
 }
 
+/* Does a pool before `stop` have `name` as its user or server user? */
+static bool pool_user_before(struct pgw_proxy *px, const struct pgw_pool *stop, const char *name)
+{
+    for (struct pgw_pool *q = pgw_pool_next(px->pools, NULL); q != stop;
+         q = pgw_pool_next(px->pools, q))
+        if (strcmp(pgw_pool_user(q), name) == 0 || strcmp(pgw_pool_server_user(q), name) == 0)
+            return true;
+    return false;
+}
+
 static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
@@ -477,19 +489,18 @@ static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
     const struct pgw_config *cfg = px->cfg;
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    /* [users] entries, then users that only have pools. */
+    /* [users] entries, then users that only have pools: their clients'
+     * or, for an entry with user=, the one their servers log in as. */
     for (int i = 0; i < cfg->nusers; i++)
         user_row(&rs, px, cfg->users[i].name, &cfg->users[i]);
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        const char *name = pgw_pool_user(p);
-        if (pgw_conf_find_user(cfg, name))
-            continue;
-        bool seen = false;
-        for (struct pgw_pool *q = pgw_pool_next(px->pools, NULL); q != p;
-             q = pgw_pool_next(px->pools, q))
-            seen = seen || strcmp(pgw_pool_user(q), name) == 0;
-        if (!seen)
-            user_row(&rs, px, name, NULL);
+        const char *names[2] = { pgw_pool_user(p), pgw_pool_server_user(p) };
+        for (int k = 0; k < 2; k++) {
+            if (k == 1 && strcmp(names[1], names[0]) == 0)
+                break;
+            if (!pgw_conf_find_user(cfg, names[k]) && !pool_user_before(px, p, names[k]))
+                user_row(&rs, px, names[k], NULL);
+        }
     }
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;

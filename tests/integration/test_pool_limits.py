@@ -1,0 +1,502 @@
+"""Pool limits and server retirement against the real PostgreSQL:
+max_user_connections (general, per [users] entry, and counted by the
+server login user of an entry with user=), server_lifetime,
+server_idle_timeout with min_pool_size, and auth_type = any.
+
+Every wait polls observable state (SHOW POOLS / SHOW SERVERS on the
+console, pg_stat_activity, the log) with a bound; the timeouts under
+test are 1 s, and the pool's maintenance tick runs once a second.
+"""
+
+import datetime
+import socket
+import struct
+import threading
+import time
+import unittest
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+try:
+    import psycopg2
+    import psycopg2.errors
+except ImportError:          # the tests skip; scripts/deps.sh installs it
+    psycopg2 = None
+
+wait_until = pt.wait_until
+
+
+class Background(threading.Thread):
+    """Run fn in a thread; .result / .error afterwards."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.fn()
+        except Exception as e:          # reported by the test
+            self.error = e
+
+
+class ServerSampler(threading.Thread):
+    """Polls SHOW SERVERS on its own console connection until stopped and
+    keeps the largest number of server connections pgwharf had for `user`
+    (any state, connecting included): the cap must hold at every moment,
+    not only where the test looks."""
+
+    def __init__(self, px, user):
+        super().__init__(daemon=True)
+        self.conn = psycopg2.connect(px.dsn(db="pgbouncer"))
+        self.conn.autocommit = True
+        self.user, self.most, self.samples = user, 0, 0
+        self.halt = threading.Event()
+        self.start()
+
+    def run(self):
+        try:
+            while not self.halt.is_set():
+                cur = self.conn.cursor()
+                cur.execute("SHOW SERVERS")
+                names = [d.name for d in cur.description]
+                n = sum(1 for r in cur.fetchall() if dict(zip(names, r))["user"] == self.user)
+                self.most = max(self.most, n)
+                self.samples += 1
+                self.halt.wait(0.02)
+        finally:
+            self.conn.close()
+
+    def stop(self):
+        self.halt.set()
+        self.join(10)
+        return self.most
+
+
+@unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
+class PoolLimitsCase(pt.PgwharfTestCase):
+
+    def connect(self, px, autocommit=True, **kw):
+        conn = psycopg2.connect(px.dsn(**kw))
+        conn.autocommit = autocommit
+        self.addCleanup(conn.close)
+        return conn
+
+    def console(self, px):
+        return self.connect(px, db="pgbouncer", user=self.pg.user)
+
+    @staticmethod
+    def one(conn, sql):
+        cur = conn.cursor()
+        cur.execute(sql)
+        return cur.fetchone()[0]
+
+    @staticmethod
+    def show(conn, what, **match):
+        cur = conn.cursor()
+        cur.execute("SHOW " + what)
+        names = [d.name for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+    def pool(self, conn, db, user):
+        rows = self.show(conn, "POOLS", database=db, user=user)
+        return rows[0] if rows else None
+
+    def waiting(self, conn, db, user, n=1):
+        """Wait until (db, user) has n clients waiting; returns the row."""
+        return wait_until(lambda: (lambda p: p if p and p["cl_waiting"] == n else None)(
+            self.pool(conn, db, user)), timeout=10, what="cl_waiting = %d in %s/%s"
+            % (n, db, user))
+
+    def server_pids(self, conn, **match):
+        return sorted(r["remote_pid"] for r in self.show(conn, "SERVERS", **match))
+
+    def backend_pids(self, user=None):
+        """PIDs of the cluster's client backends (not the asking one)."""
+        cond = "backend_type = 'client backend' and pid <> pg_backend_pid()"
+        if user:
+            cond += " and usename = '%s'" % user
+        out = self.pg.psql("select pid from pg_stat_activity where " + cond,
+                           db="postgres", via_socket=True)
+        return sorted(int(p) for p in out.split())
+
+    def backend_age(self, pid):
+        """Seconds since PostgreSQL started backend pid, and its state."""
+        out = self.pg.psql("select extract(epoch from clock_timestamp() - backend_start), state "
+                           "from pg_stat_activity where pid = %d" % pid,
+                           db="postgres", via_socket=True)
+        if not out:
+            return None, None
+        age, state = out.split("|")
+        return float(age), state
+
+    def closed_because(self, px, pid, reason):
+        """The log line of pgwharf closing the server of backend pid."""
+        return px.wait_for_log(r"event=server_close [^\n]*pid=%d reason=%s" % (pid, reason),
+                               timeout=10)
+
+
+class TestMaxUserConnections(PoolLimitsCase):
+    """max_user_connections caps the server connections of one user over all
+    its pools (here two databases).  A client that would need one more
+    waits (cl_waiting); it is served when a server of that user closes,
+    and an idle server of the user's other pool makes way for it; or it
+    gets query_wait_timeout (57014)."""
+
+    def test_extra_client_waits_and_is_served_when_another_leaves(self):
+        app = self.pg.app_user
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 5,
+                                          "max_user_connections": 2,
+                                          "query_wait_timeout": 20})
+        con = self.console(px)
+        sampler = ServerSampler(px, app)
+        self.addCleanup(sampler.stop)
+        c1 = self.connect(px, db=self.pg.database, user=app)
+        c2 = self.connect(px, db=self.pg.database2, user=app)
+        pid1 = self.one(c1, "select pg_backend_pid()")
+        pid2 = self.one(c2, "select pg_backend_pid()")
+        self.assertEqual(self.backend_pids(app), sorted([pid1, pid2]))
+
+        # A third client of the user (session mode: it needs a server to log
+        # in) waits, although its pool has room (pool_size 5).
+        c3 = []
+        bg = Background(lambda: c3.append(self.connect(px, db=self.pg.database, user=app))
+                        or self.one(c3[0], "select pg_backend_pid()"))
+        pool = self.waiting(con, self.pg.database, app)
+        self.assertEqual(pool["sv_active"], 1)
+        self.assertEqual(pool["sv_login"], 0)
+        self.assertEqual(self.backend_pids(app), sorted([pid1, pid2]))
+        self.assertTrue(bg.is_alive())
+        # The other user is not limited by app's cap.
+        self.assertEqual(px.psql("select 1", user=self.pg.user), "1")
+
+        # c2 leaves: its server (DISCARD ALL, then idle in the other pool)
+        # closes to make room, and the waiter gets a new one.
+        c2.close()
+        bg.join(15)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        pid3 = bg.result
+        self.assertNotIn(pid3, (pid1, pid2))
+        self.closed_because(px, pid2, '"max_user_connections: making room for another pool"')
+        wait_until(lambda: self.backend_pids(app) == sorted([pid1, pid3]), timeout=10,
+                   what="app's backends to be c1's and c3's")
+        self.assertEqual(self.pool(con, self.pg.database, app)["cl_waiting"], 0)
+        most = sampler.stop()
+        self.assertGreater(sampler.samples, 5)
+        self.assertLessEqual(most, 2, "pgwharf had %d servers for %s" % (most, app))
+
+    def test_wait_ends_with_query_wait_timeout(self):
+        app = self.pg.app_user
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 1,
+                                          "query_wait_timeout": 1})
+        con = self.console(px)
+        sampler = ServerSampler(px, app)
+        self.addCleanup(sampler.stop)
+        # waiter logs in (a server of pool 2, idle again right after) ...
+        waiter = self.connect(px, db=self.pg.database2, user=app)
+        pid_w = self.one(waiter, "select pg_backend_pid()")
+        # ... holder's pool makes that idle server close for its own one,
+        # and keeps it in a transaction.
+        holder = self.connect(px, autocommit=False, db=self.pg.database, user=app)
+        pid_h = self.one(holder, "select pg_backend_pid()")
+        self.assertNotEqual(pid_h, pid_w)
+        self.closed_because(px, pid_w, '"max_user_connections: making room for another pool"')
+        wait_until(lambda: self.backend_pids(app) == [pid_h], timeout=10,
+                   what="only the holder's backend")
+
+        bg = Background(lambda: self.one(waiter, "select pg_backend_pid()"))
+        self.waiting(con, self.pg.database2, app)
+        self.assertEqual(self.backend_pids(app), [pid_h])
+        bg.join(10)
+        self.assertFalse(bg.is_alive())
+        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        self.assertEqual(bg.error.pgcode, "57014")
+        self.assertIn("query_wait_timeout", str(bg.error))
+        self.assertEqual(self.pool(con, self.pg.database2, app)["cl_waiting"], 0)
+        # The session goes on; the holder still has its transaction.
+        self.assertEqual(self.one(holder, "select pg_backend_pid()"), pid_h)
+        holder.commit()
+        pid_again = self.one(waiter, "select pg_backend_pid()")
+        self.assertNotIn(pid_again, (pid_w, pid_h))
+        self.assertEqual(self.backend_pids(app), [pid_again])
+        most = sampler.stop()
+        self.assertLessEqual(most, 1, "pgwharf had %d servers for %s" % (most, app))
+
+    def test_users_entry_overrides_the_general_cap(self):
+        app, su = self.pg.app_user, self.pg.user
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 5,
+                                          "max_user_connections": 3,
+                                          "query_wait_timeout": 20},
+                                users={app: "max_user_connections=1"})
+        con = self.console(px)
+        users = {r["name"]: r for r in self.show(con, "USERS")}
+        self.assertEqual(users[app]["max_user_connections"], 1)
+        # The general cap (3) for everyone else ...
+        held = [self.connect(px, db=db, user=su)
+                for db in (self.pg.database, self.pg.database2, self.pg.database)]
+        self.assertEqual(len(set(self.one(c, "select pg_backend_pid()") for c in held)), 3)
+        self.assertEqual(len(self.backend_pids(su)), 3)
+        # ... and 1 for app, whatever the database.
+        first = self.connect(px, db=self.pg.database, user=app)
+        pid1 = self.one(first, "select pg_backend_pid()")
+        second = []
+        bg = Background(lambda: second.append(
+            self.connect(px, db=self.pg.database2, user=app))
+            or self.one(second[0], "select pg_backend_pid()"))
+        self.waiting(con, self.pg.database2, app)
+        self.assertEqual(self.backend_pids(app), [pid1])
+        users = {r["name"]: r for r in self.show(con, "USERS")}
+        self.assertEqual(users[app]["current_connections"], 1)
+        first.close()
+        bg.join(15)
+        self.assertIsNone(bg.error)
+        self.assertNotEqual(bg.result, pid1)
+        wait_until(lambda: self.backend_pids(app) == [bg.result], timeout=10,
+                   what="app's only backend to be the second client's")
+
+    def test_entry_with_user_counts_the_server_user(self):
+        # PgBouncer: the cap "considers the PgBouncer user that is associated
+        # with a pool, which is either the user specified for the server
+        # connection or in absence of that the user the client has connected
+        # as".  Two client users, one server user (app, whose [users] entry
+        # sets its cap): one cap.
+        app, su = self.pg.app_user, self.pg.user
+        forced = self.pg.conn_string(user=app, password=self.pg.app_password)
+        forced2 = self.pg.conn_string(self.pg.database2, user=app,
+                                      password=self.pg.app_password)
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 5,
+                                          "max_user_connections": 5,
+                                          "query_wait_timeout": 20},
+                                databases={"f1": forced, "f2": forced2,
+                                           self.pg.database: self.pg.conn_string()},
+                                users={app: "max_user_connections=2"})
+        con = self.console(px)
+        a = self.connect(px, db="f1", user=su)
+        b = self.connect(px, db="f2", user=app)
+        self.assertEqual(self.one(a, "select session_user"), app)
+        pids = sorted([self.one(a, "select pg_backend_pid()"),
+                       self.one(b, "select pg_backend_pid()")])
+        self.assertEqual(self.backend_pids(app), pids)
+        later = []
+        bg = Background(lambda: later.append(self.connect(px, db="f2", user=su))
+                        or self.one(later[0], "select pg_backend_pid()"))
+        self.waiting(con, "f2", su)
+        self.assertEqual(self.backend_pids(app), pids)
+        users = {r["name"]: r for r in self.show(con, "USERS")}
+        self.assertEqual((users[app]["max_user_connections"],
+                          users[app]["current_connections"]), (2, 2))
+        # su's own cap (the general 5) is not what counts here, and su's
+        # servers that log in as su are not app's.
+        self.assertEqual(px.psql("select session_user", user=su), su)
+        a.close()
+        bg.join(15)
+        self.assertIsNone(bg.error)
+        self.assertNotIn(bg.result, pids)
+        wait_until(lambda: len(self.backend_pids(app)) == 2 and bg.result in
+                   self.backend_pids(app), timeout=10, what="the waiter's backend")
+        self.assertLessEqual(len(self.backend_pids(app)), 2)
+
+
+class TestServerLifetime(PoolLimitsCase):
+    """server_lifetime (1 s here, each server gets +-10 %) closes a server
+    once it is older, when it is idle in the pool or as it comes back, never
+    while a client uses it."""
+
+    LIFE = 1.0
+
+    def start_px(self, mode):
+        return self.start_pgwharf(settings={"pool_mode": mode, "default_pool_size": 1,
+                                            "server_lifetime": self.LIFE,
+                                            "server_idle_timeout": 0,
+                                            "query_wait_timeout": 10})
+
+    def test_idle_server_closed_after_its_lifetime(self):
+        px = self.start_px("transaction")
+        t0 = time.monotonic()                  # before the server's login
+        c = self.connect(px)
+        pid1 = self.one(c, "select pg_backend_pid()")
+        self.assertIn(pid1, self.backend_pids(self.pg.user))
+        wait_until(lambda: pid1 not in self.backend_pids(self.pg.user), timeout=10,
+                   what="the idle server to be closed")
+        # Not before its lifetime (0.9 s at the earliest), and for it.
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9 * self.LIFE)
+        self.closed_because(px, pid1, "server_lifetime")
+        pid2 = self.one(c, "select pg_backend_pid()")
+        self.assertNotEqual(pid2, pid1)
+
+    def _hold_past_lifetime(self, pid, px):
+        """Wait until backend pid is past the longest lifetime pgwharf may
+        have given it and a maintenance tick has run since; it must still
+        be there, in use."""
+        limit = 1.1 * self.LIFE + 1.2
+        wait_until(lambda: (self.backend_age(pid)[0] or 0) >= limit, timeout=10,
+                   interval=0.1, what="backend %d older than %.1f s" % (pid, limit))
+        self.assertNotIn("pid=%d reason=server_lifetime" % pid, px.log())
+        self.assertIn(pid, self.backend_pids(self.pg.user))
+
+    def test_server_in_a_transaction_is_closed_only_when_given_back(self):
+        px = self.start_px("transaction")
+        c = self.connect(px, autocommit=False)
+        cur = c.cursor()
+        cur.execute("create temp table life_t(x int) on commit drop; insert into life_t values (1)")
+        pid1 = self.one(c, "select pg_backend_pid()")
+        self._hold_past_lifetime(pid1, px)
+        self.assertEqual(self.backend_age(pid1)[1], "idle in transaction")
+        # Same server, same transaction.
+        self.assertEqual(self.one(c, "select pg_backend_pid()"), pid1)
+        self.assertEqual(self.one(c, "select count(*) from life_t"), 1)
+        c.commit()
+        # Closed as it came back (not by a later tick): the very next
+        # transaction, on this pool of one, has another server.
+        c.autocommit = True
+        self.assertNotEqual(self.one(c, "select pg_backend_pid()"), pid1)
+        self.closed_because(px, pid1, "server_lifetime")
+        wait_until(lambda: pid1 not in self.backend_pids(self.pg.user), timeout=10,
+                   what="the old server's backend to exit")
+
+    def test_session_keeps_its_server_and_it_closes_when_the_client_leaves(self):
+        px = self.start_px("session")
+        c = self.connect(px)
+        pid1 = self.one(c, "select pg_backend_pid()")
+        self._hold_past_lifetime(pid1, px)
+        self.assertEqual(self.one(c, "select pg_backend_pid()"), pid1)
+        c.close()
+        # Closed instead of reset and reused.
+        self.closed_because(px, pid1, "server_lifetime")
+        self.assertEqual(px.psql("select 1"), "1")
+        con = self.console(px)
+        self.assertNotIn(pid1, self.server_pids(con))
+
+
+class TestServerIdleTimeout(PoolLimitsCase):
+    """server_idle_timeout (1 s) closes servers idle that long while the
+    pool keeps min_pool_size; a server in use is not idle."""
+
+    def start_px(self, min_pool_size):
+        return self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 4,
+                                            "min_pool_size": min_pool_size,
+                                            "server_idle_timeout": 1,
+                                            "server_check_delay": 30})
+
+    def open_servers(self, px, n):
+        """n servers at once (n clients in a transaction); returns the
+        clients, still in their transactions, and the backend PIDs."""
+        conns = [self.connect(px, autocommit=False) for _ in range(n)]
+        pids = [self.one(c, "select pg_backend_pid()") for c in conns]
+        self.assertEqual(len(set(pids)), n)
+        return conns, pids
+
+    def test_idle_servers_beyond_min_pool_size_close(self):
+        px = self.start_px(min_pool_size=1)
+        con = self.console(px)
+        conns, pids = self.open_servers(px, 3)
+        for c in conns:
+            c.commit()
+        pool = wait_until(lambda: (lambda p: p if p["sv_active"] == 0 else None)(
+            self.pool(con, self.pg.database, self.pg.user)), what="the servers back")
+        self.assertEqual(pool["sv_idle"] + pool["sv_used"], 3)
+        self.assertEqual(sorted(pids), self.server_pids(con, database=self.pg.database))
+        # Two close; min_pool_size keeps one of them.
+        wait_until(lambda: len(self.server_pids(con, database=self.pg.database)) == 1,
+                   timeout=10, what="idle servers beyond min_pool_size to close")
+        kept = self.server_pids(con, database=self.pg.database)[0]
+        self.assertIn(kept, pids)
+        for pid in pids:
+            if pid != kept:
+                self.closed_because(px, pid, "server_idle_timeout")
+        wait_until(lambda: self.backend_pids(self.pg.user) == [kept], timeout=10,
+                   what="the closed servers' backends to exit")
+        # The one kept stays, though idle for twice the timeout since.
+        srv = self.show(con, "SERVERS", remote_pid=kept)[0]
+        released = srv["request_time"]
+
+        def idle_for():
+            now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+            return (now - released).total_seconds()
+
+        wait_until(lambda: idle_for() >= 2.5, timeout=10, what="2.5 s of idleness")
+        self.assertEqual(self.server_pids(con, database=self.pg.database), [kept])
+        self.assertNotIn("pid=%d reason=server_idle_timeout" % kept, px.log())
+        pool = self.pool(con, self.pg.database, self.pg.user)
+        self.assertEqual(pool["sv_idle"] + pool["sv_used"], 1)
+        self.assertEqual(self.one(conns[0], "select pg_backend_pid()"), kept)
+
+    def test_all_idle_servers_close_and_a_busy_one_is_kept(self):
+        px = self.start_px(min_pool_size=0)
+        con = self.console(px)
+        conns, pids = self.open_servers(px, 2)
+        busy, idle = conns
+        idle.commit()
+        self.closed_because(px, pids[1], "server_idle_timeout")
+        wait_until(lambda: self.backend_pids(self.pg.user) == [pids[0]], timeout=10,
+                   what="only the busy server's backend")
+        # The busy one, in its transaction for longer than the timeout, stays.
+        wait_until(lambda: (self.backend_age(pids[0])[0] or 0) >= 2.5, timeout=10,
+                   what="the busy server to be 2.5 s old")
+        self.assertEqual(self.backend_age(pids[0])[1], "idle in transaction")
+        self.assertEqual(self.one(busy, "select pg_backend_pid()"), pids[0])
+        busy.commit()
+        # Given back, it idles out too: no server left.
+        self.closed_because(px, pids[0], "server_idle_timeout")
+        wait_until(lambda: not self.server_pids(con, database=self.pg.database), timeout=10,
+                   what="no server left")
+        wait_until(lambda: not self.backend_pids(self.pg.user), timeout=10,
+                   what="no backend left")
+
+
+class TestAuthAny(PoolLimitsCase):
+    """auth_type = any: no password is asked for and any user name is let
+    in; the server login is the [databases] entry's user and password."""
+
+    def start_px(self, **databases):
+        if not databases:
+            databases = {"anydb": self.pg.conn_string(user=self.pg.app_user,
+                                                      password=self.pg.app_password)}
+        return self.start_pgwharf(settings={"auth_type": "any", "auth_file": None,
+                                            "pool_mode": "transaction"},
+                                  databases=databases, auth_users={})
+
+    def test_no_password_is_asked_for(self):
+        px = self.start_px()
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            s.sendall(hz.startup_packet("whoever", "anydb"))
+            t, body = hz.recv_msg(s)
+            self.assertEqual(t, b"R")
+            self.assertEqual(struct.unpack("!I", body[:4])[0], 0, "not AuthenticationOk")
+            while t != b"Z":
+                t, body = hz.recv_msg(s)
+                if t == b"E":
+                    self.fail(hz.parse_fields(body))
+
+    def test_any_name_and_password_log_in_as_the_entry_user(self):
+        px = self.start_px()
+        app = self.pg.app_user
+        for user, password in (("nobody_listed", "whatever"), ("nobody_listed", None),
+                               (self.pg.user, "not-its-password")):
+            with self.subTest(user=user, password=password):
+                conn = psycopg2.connect(pt._conninfo(host=px.host, port=px.port, dbname="anydb",
+                                                     user=user, password=password))
+                self.addCleanup(conn.close)
+                conn.autocommit = True
+                self.assertEqual(self.one(conn, "select session_user"), app)
+                pid = self.one(conn, "select pg_backend_pid()")
+                self.assertIn(pid, self.backend_pids(app))
+        self.assertEqual(self.backend_pids(self.pg.user), [])
+
+    def test_entry_without_user_logs_in_as_the_client(self):
+        # pgwharf's documented behaviour (README, Client authentication);
+        # PgBouncer requires user= on every entry with auth_type = any.
+        px = self.start_px(plain=self.pg.conn_string(password=self.pg.app_password))
+        conn = psycopg2.connect(pt._conninfo(host=px.host, port=px.port, dbname="plain",
+                                             user=self.pg.app_user))
+        self.addCleanup(conn.close)
+        self.assertEqual(self.one(conn, "select session_user"), self.pg.app_user)
+
+
+if __name__ == "__main__":
+    unittest.main()
