@@ -115,8 +115,10 @@ class PoolLimitsCase(pt.PgwharfTestCase):
         return sorted(r["remote_pid"] for r in self.show(conn, "SERVERS", **match))
 
     def backend_pids(self, user=None):
-        """PIDs of the cluster's client backends (not the asking one)."""
-        cond = "backend_type = 'client backend' and pid <> pg_backend_pid()"
+        """PIDs of the client backends of the test databases (not the
+        asking one; not other databases' on a cluster shared with more)."""
+        cond = ("backend_type = 'client backend' and pid <> pg_backend_pid() "
+                "and datname in ('%s', '%s')" % (self.pg.database, self.pg.database2))
         if user:
             cond += " and usename = '%s'" % user
         out = self.pg.psql("select pid from pg_stat_activity where " + cond,
