@@ -275,7 +275,8 @@ static void send_auth_request(struct pgw_session *s, uint32_t code, const void *
 }
 
 /* As PgBouncer: no password, but the user must be known when there is an
- * auth_file. */
+ * auth_file.  Being listed is enough: an empty secret means no password,
+ * which trust does not ask for. */
 static void trust_login(struct pgw_session *s)
 {
     if (need_lookup(s)) {
@@ -283,7 +284,8 @@ static void trust_login(struct pgw_session *s)
         return;
     }
     bool looked_up = s->auth_state && s->auth_state->aq_done;
-    bool known = looked_up ? s->auth_state->aq_found : lookup_secret(s) != NULL;
+    bool known = looked_up ? s->auth_state->aq_found
+                           : s->px->auth && pgw_authfile_lookup(s->px->auth, s->user) != NULL;
     if ((s->px->auth || looked_up) && !known) {
         pgw_session_close(s, "28000", "no such user: \"%s\"", s->user);
         return;

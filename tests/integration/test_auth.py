@@ -476,6 +476,26 @@ class TestMd5AndPlain(AuthTestCase):
         finally:
             r.close()
 
+    def test_trust_lets_in_a_user_listed_with_an_empty_secret(self):
+        # An empty secret is no password, and trust asks for none: the user
+        # is listed, so it logs in (it was refused as "no such user").
+        user, pw = self.app()
+        px = self.start("trust", {user: "", "other": "x"}, databases=self.app_databases())
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            self.assertEqual(r.auth()[0], 0)     # AuthenticationOk, no password asked
+        finally:
+            r.close()
+        self.assertEqual(self.via_psql(px, user, None), user)
+        # Someone not listed still is refused.
+        r = Raw(px.host, px.port, "ghost", self.pg.database)
+        try:
+            code, fields = r.auth()
+            self.assertEqual((code, fields["C"]), ("E", "28000"))
+            self.assertEqual(fields["M"], 'no such user: "ghost"')
+        finally:
+            r.close()
+
     def test_long_plaintext_secret(self):
         # 1100 bytes: longer than any fixed buffer; only the real password
         # may log in (once md5("") stood in for it).
