@@ -778,10 +778,24 @@ static enum tri match_conn(const struct hba_rule *rule, bool is_unix, bool is_tl
     return NO;
 }
 
+/* Does `later` ask at least what `skipped` would have?  Reject asks the
+ * most, trust the least; scram-sha-256 is md5 without the md5 secrets
+ * (an md5 rule runs SCRAM for a SCRAM secret anyway).  Other pairs do not
+ * compare: a password is not an md5 hash, a certificate not a password. */
+static bool asks_at_least(enum pgw_hba_method later, enum pgw_hba_method skipped)
+{
+    return later == skipped || later == PGW_HBA_REJECT || skipped == PGW_HBA_TRUST ||
+           (skipped == PGW_HBA_MD5 && later == PGW_HBA_SCRAM);
+}
+
 enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool is_tls,
                                   const struct sockaddr *addr, const char *db, const char *user,
                                   int *line)
 {
+    /* Per method, the first rule skipped as unsure that asks for it (0:
+     * none).  PostgreSQL may have matched any of them, so the rule that
+     * decides must ask for at least what each of them would. */
+    int skipped[PGW_HBA_CERT + 1] = { 0 };
     *line = 0;
     for (int i = 0; hba && i < hba->n; i++) {
         const struct hba_rule *rule = &hba->rules[i];
@@ -795,11 +809,19 @@ enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool 
         if (u == NO)
             continue;
         bool sure = c == YES && d == YES && u == YES;
-        /* Unsure: let only a reject rule decide (fail closed). */
-        if (sure || rule->method == PGW_HBA_REJECT) {
-            *line = rule->line;
-            return rule->method;
+        if (!sure && rule->method != PGW_HBA_REJECT) {
+            /* Unsure: only a reject rule decides (fail closed). */
+            if (!skipped[rule->method])
+                skipped[rule->method] = rule->line;
+            continue;
         }
+        int refused = 0;                 /* the first skipped rule it asks less than */
+        for (int m = 0; m <= PGW_HBA_CERT; m++)
+            if (skipped[m] && !asks_at_least(rule->method, (enum pgw_hba_method)m) &&
+                (!refused || skipped[m] < refused))
+                refused = skipped[m];
+        *line = refused ? refused : rule->line;
+        return refused ? PGW_HBA_REJECT : rule->method;
     }
     return PGW_HBA_REJECT;
 }

@@ -16,16 +16,20 @@
  * replication; for users a +group prefix.  ADDRESS is `all`, an IPv4 or
  * IPv6 address with /bits, or an address followed by a mask field.
  * METHOD: trust, reject, password, md5, scram-sha-256, cert.  Options
- * after the method are ignored.
+ * after the method are not implemented: the rule rejects instead.
  *
  * What pgwharf cannot evaluate is accepted with a warning and fails closed:
  * samerole and +group (no role membership here), samehost and samenet, host
  * names, and the methods pgwharf does not implement (peer, ident, ldap, ...,
  * treated as reject).  A rule whose outcome hinges on such an element
- * matches if it is a reject rule and does not match otherwise, so a
- * connection PostgreSQL would refuse is never let in.  `replication` never
- * matches (pgwharf has no replication connections); hostgssenc never
- * matches (no GSSAPI encryption).  @file inclusion is an error.
+ * matches if it is a reject rule and does not match otherwise; a later rule
+ * then decides only if it asks for at least as much as the skipped one (the
+ * same method, reject, scram-sha-256 after md5, anything after trust), else
+ * the connection is rejected.  So a connection PostgreSQL would refuse, or
+ * ask a password or certificate of, is never let in with less.
+ * `replication` never matches (pgwharf has no replication connections);
+ * hostgssenc never matches (no GSSAPI encryption).  @file inclusion is an
+ * error.
  *
  * An IPv4-mapped IPv6 client address (::ffff:a.b.c.d) also matches IPv4
  * rules.  The first matching rule wins; no match means reject.

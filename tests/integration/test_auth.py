@@ -617,6 +617,30 @@ class TestHba(AuthTestCase):
             self.start_hba("local all all trust\nhost all all 127.0.0.1/40 md5\n")
         self.assertIn("hba.conf:2: invalid CIDR mask", str(cm.exception))
 
+    def test_unsure_rule_is_not_passed_for_a_weaker_one(self):
+        # pgwharf cannot tell whether app is in +admins.  PostgreSQL would
+        # ask a member for a password (line 1); pgwharf used to skip the line
+        # and trust everyone (line 2).  Now the connection is rejected.
+        user, pw = self.app()
+        px = self.start_hba("host all +admins 127.0.0.1/32 scram-sha-256\n"
+                            "host all all     127.0.0.1/32 trust\n")
+        r = Raw(px.host, px.port, user, self.pg.database)
+        try:
+            code, fields = r.auth()
+            self.assertEqual(code, "E", "logged in without a password (AuthenticationOk)")
+            self.assertEqual(fields["C"], "28000")
+            self.assertIn('pg_hba.conf rejects connection for host "127.0.0.1", user "%s"' % user,
+                          fields["M"])
+        finally:
+            r.close()
+        px.wait_for_log(r"event=disconnect .*sqlstate=28000")
+        px.stop()
+        # A later rule that asks for as much still decides.
+        px = self.start_hba("host all +admins 127.0.0.1/32 md5\n"
+                            "host all all     127.0.0.1/32 scram-sha-256\n")
+        self.assertEqual(self.raw_scram(px, user, pw)["request"], 10)
+        self.assertEqual(self.via_psql(px, user, pw), user)
+
     def test_verifier_secret_with_hba_scram(self):
         user, pw = self.app()
         px = self.start_hba(secret=self.pg_verifier(user))

@@ -275,6 +275,56 @@ static void test_unsupported_fail_closed(void **state)
     pgw_hba_free(hba);
 }
 
+/* A rule skipped as unsure (+group, samerole, samenet, a host name) may be
+ * the one PostgreSQL would use: a later rule that asks for less must not
+ * decide in its place (once `+admins scram` then `all trust` let every
+ * admin in without a password). */
+static void test_unsure_rule_is_not_passed_for_less(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        enum pgw_hba_method method;
+        int line;
+    } cases[] = {
+        /* asks for less: rejected, at the skipped rule */
+        { "local all +admins scram-sha-256\nlocal all all trust\n", PGW_HBA_REJECT, 1 },
+        { "local samerole all md5\nlocal all all password\n", PGW_HBA_REJECT, 1 },
+        { "local all +g md5\nlocal all all trust\nlocal all all md5\n", PGW_HBA_REJECT, 1 },
+        { "local all +a password\nlocal all +b md5\nlocal all all md5\n", PGW_HBA_REJECT, 1 },
+        { "local all +a md5\nlocal all +b password\nlocal all all md5\n", PGW_HBA_REJECT, 2 },
+        /* asks for as much: that rule decides */
+        { "local all +admins md5\nlocal all all md5\n", PGW_HBA_MD5, 2 },
+        { "local all +admins md5\nlocal all all scram-sha-256\n", PGW_HBA_SCRAM, 2 },
+        { "local all +admins password\nlocal all all reject\n", PGW_HBA_REJECT, 2 },
+        { "local all +staff trust\nlocal all all password\n", PGW_HBA_PASSWORD, 2 },
+        /* a sure rule before the unsure one is not affected */
+        { "local all all trust\nlocal all +admins md5\n", PGW_HBA_TRUST, 1 },
+        /* nothing decides: no entry */
+        { "local all +admins md5\n", PGW_HBA_REJECT, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgw_hba *hba = parse_ok(cases[i].text, NULL);
+        int line = -1;
+        enum pgw_hba_method m = pgw_hba_match(hba, true, false, NULL, "d", "u", &line);
+        if (m != cases[i].method || line != cases[i].line)
+            fail_msg("case %zu: got %s line %d, want %s line %d", i, pgw_hba_method_name(m),
+                     line, pgw_hba_method_name(cases[i].method), cases[i].line);
+        pgw_hba_free(hba);
+    }
+    /* The same over TCP with samenet and a host name. */
+    struct sockaddr_in in = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "10.1.2.3", &in.sin_addr);
+    struct pgw_hba *hba = parse_ok("host all all samenet md5\n"
+                                   "host all all db.example.com scram-sha-256\n"
+                                   "host all all 10.0.0.0/8 trust\n", NULL);
+    int line;
+    assert_int_equal(pgw_hba_match(hba, false, false, (const struct sockaddr *)&in, "d", "u",
+                                   &line), PGW_HBA_REJECT);
+    assert_int_equal(line, 1);
+    pgw_hba_free(hba);
+}
+
 static void test_method_names(void **state)
 {
     (void)state;
@@ -318,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_parse_syntax),
         cmocka_unit_test(test_match_table),
         cmocka_unit_test(test_unsupported_fail_closed),
+        cmocka_unit_test(test_unsure_rule_is_not_passed_for_less),
         cmocka_unit_test(test_method_names),
         cmocka_unit_test(test_load_file),
     };
