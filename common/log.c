@@ -18,18 +18,28 @@ static const char *const level_names[] = {
     "debug", "info", "notice", "warning", "error", "fatal"
 };
 
-int pgw_log_open(const char *path)
+int pgw_log_file_open(const char *path)
 {
-    int fd = STDERR_FILENO;
-    if (path && *path) {
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (fd < 0)
-            return PGW_EIO;
-    }
+    if (!path || !*path)
+        return STDERR_FILENO;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    return fd < 0 ? PGW_EIO : fd;
+}
+
+void pgw_log_use(int fd)
+{
     int old = log_fd;
     log_fd = fd;
     if (old != STDERR_FILENO && old != fd)
         close(old);
+}
+
+int pgw_log_open(const char *path)
+{
+    int fd = pgw_log_file_open(path);
+    if (fd < 0)
+        return fd;
+    pgw_log_use(fd);
     return 0;
 }
 

@@ -24,6 +24,11 @@ enum pgw_log_level {
 /* Send lines to this file (NULL or "" = stderr).  Reopens when called again
  * (SIGHUP, for logrotate).  Returns 0 or PGW_EIO. */
 int pgw_log_open(const char *path);
+/* pgw_log_open in two steps, for a reload that must not change anything
+ * when it fails: open the file (errno set on PGW_EIO; NULL or "" gives
+ * stderr), then switch to it once nothing else can fail. */
+int pgw_log_file_open(const char *path);
+void pgw_log_use(int fd);
 void pgw_log_set_level(enum pgw_log_level level);
 enum pgw_log_level pgw_log_get_level(void);
 /* Parse "debug", "info", ...; returns -1 when unknown. */

@@ -224,6 +224,17 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
  * until it returns NULL.  Booleans read "on"/"off", durations plain
  * seconds; a value longer than len is truncated. */
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
+/* Keys fixed at start (listen_addr, listen_port, unix_socket_dir,
+ * listen_backlog, tcp_defer_accept, pidfile): SET refuses them, a reload
+ * keeps them. */
+bool pgw_conf_key_fixed(const char *key);
+/* For a reload: give cfg the running values of the fixed keys, as PgBouncer
+ * does, calling changed (may be NULL) for each one the file changed (values
+ * as SHOW CONFIG writes them).  0 or PGW_ENOMEM. */
+typedef void (*pgw_conf_changed_fn)(const char *key, const char *was, const char *now,
+                                    void *arg);
+int pgw_conf_keep_fixed(struct pgw_config *cfg, const struct pgw_config *running,
+                        pgw_conf_changed_fn changed, void *arg);
 const char *pgw_conf_key_name(int i);
 const char *pgw_conf_key_default(int i);
 

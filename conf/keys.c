@@ -135,6 +135,14 @@ static const char *const unsupported_keys[] = {
     "unix_socket_mode", "user", "verbose",
 };
 
+/* Keys fixed at start: the listeners and the pidfile are set up once.  A
+ * reload keeps their running values (PgBouncer's CF_NO_RELOAD), so SHOW
+ * CONFIG never shows a value that is not in force. */
+static const char *const fixed_keys[] = {
+    "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
+    "pidfile",
+};
+
 int conf_key_count(void) { return NKEYS; }
 
 const struct conf_key *conf_key_at(int i)
@@ -320,6 +328,76 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
     else
         errbuf[0] = '\0';
     return rc;
+}
+
+bool pgw_conf_key_fixed(const char *key)
+{
+    for (size_t i = 0; i < sizeof(fixed_keys) / sizeof(fixed_keys[0]); i++)
+        if (strcasecmp(fixed_keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* Whether key k holds the same value in a and b. */
+static bool key_same(const struct pgw_config *a, const struct pgw_config *b,
+                     const struct conf_key *k)
+{
+    const char *sa = conf_key_string(a, k), *sb = conf_key_string(b, k);
+    if (sa || sb)
+        return sa && sb && strcmp(sa, sb) == 0;
+    char va[64], vb[64];
+    conf_key_get(a, k, va, sizeof(va));
+    conf_key_get(b, k, vb, sizeof(vb));
+    return strcmp(va, vb) == 0;
+}
+
+/* Copy key k from src into dst, strings duplicated.  0 or PGW_ENOMEM. */
+static int key_copy(struct pgw_config *dst, const struct pgw_config *src,
+                    const struct conf_key *k)
+{
+    switch (k->kind) {
+    case CONF_STR:
+    case CONF_LOG_LEVEL:
+        return set_string(FIELD(dst, k, char *), conf_key_string(src, k));
+    case CONF_INT:
+        *FIELD(dst, k, int) = *CFIELD(src, k, int);
+        return 0;
+    case CONF_DUR:
+    case CONF_NUM:
+        *FIELD(dst, k, double) = *CFIELD(src, k, double);
+        return 0;
+    case CONF_BOOL:
+        *FIELD(dst, k, bool) = *CFIELD(src, k, bool);
+        return 0;
+    case CONF_POOL_MODE:
+        *FIELD(dst, k, enum pgw_pool_mode) = *CFIELD(src, k, enum pgw_pool_mode);
+        return 0;
+    case CONF_AUTH_TYPE:
+        *FIELD(dst, k, enum pgw_auth_type) = *CFIELD(src, k, enum pgw_auth_type);
+        return 0;
+    case CONF_TLS_MODE:
+        *FIELD(dst, k, enum pgw_tls_mode) = *CFIELD(src, k, enum pgw_tls_mode);
+        return 0;
+    }
+    return PGW_EINVAL;
+}
+
+int pgw_conf_keep_fixed(struct pgw_config *cfg, const struct pgw_config *running,
+                        pgw_conf_changed_fn changed, void *arg)
+{
+    char was[256], now[256];
+    for (int i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &keys[i];
+        if (!pgw_conf_key_fixed(k->name) || key_same(cfg, running, k))
+            continue;
+        conf_key_get(running, k, was, sizeof(was));
+        conf_key_get(cfg, k, now, sizeof(now));
+        if (key_copy(cfg, running, k) != 0)
+            return PGW_ENOMEM;
+        if (changed)
+            changed(k->name, was, now, arg);
+    }
+    return 0;
 }
 
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len)

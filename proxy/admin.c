@@ -665,12 +665,16 @@ int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
     return 0;
 }
 
+int pgw_admin_prepare_reload(struct pgw_proxy *px, const struct pgw_config *cfg, char *errbuf,
+                             size_t errlen)
+{
+    return px->admin ? pgw_metrics_reconfigure(px->admin->metrics, cfg, errbuf, errlen) : 0;
+}
+
 void pgw_admin_reload(struct pgw_proxy *px)
 {
-    if (!px->admin)
-        return;
-    pgw_stats_reconfigure(px->admin->stats);
-    pgw_metrics_reconfigure(px->admin->metrics);
+    if (px->admin)
+        pgw_stats_reconfigure(px->admin->stats);
 }
 
 void pgw_admin_deinit(struct pgw_proxy *px)

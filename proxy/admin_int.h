@@ -145,7 +145,8 @@ bool pgw_stats_counts(const struct pgw_session *s);
 struct pgw_metrics;
 int pgw_metrics_create(struct pgw_proxy *px, struct pgw_metrics **out, char *errbuf,
                        size_t errlen);
-void pgw_metrics_reconfigure(struct pgw_metrics *m);
+int pgw_metrics_reconfigure(struct pgw_metrics *m, const struct pgw_config *cfg, char *errbuf,
+                            size_t errlen);
 void pgw_metrics_destroy(struct pgw_metrics *m);
 /* The exposition text (format 0.0.4) into out. */
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *out);

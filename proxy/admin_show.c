@@ -511,14 +511,7 @@ static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
 /* Keys a reload cannot change (the listeners stay as they are). */
 bool pgw_admin_key_changeable(const char *key)
 {
-    static const char *const fixed[] = {
-        "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
-        "pidfile"
-    };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        if (strcasecmp(key, fixed[i]) == 0)
-            return false;
-    return true;
+    return !pgw_conf_key_fixed(key);
 }
 
 static int show_config(struct pgw_session *s, struct pgw_wbuf *out)

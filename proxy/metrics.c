@@ -432,22 +432,70 @@ int pgw_metrics_create(struct pgw_proxy *px, struct pgw_metrics **out, char *err
     return 0;
 }
 
-/* After a reload: move the listener when metrics_addr/metrics_port
- * changed.  Open scrapes finish on the old socket. */
-void pgw_metrics_reconfigure(struct pgw_metrics *m)
+/* A listening socket taken out of m, still open (fd -1: there was none). */
+struct old_listener {
+    int fd;
+    char *addr;
+    int port;
+};
+
+static struct old_listener listener_detach(struct pgw_metrics *m)
+{
+    struct old_listener o = { m->lfd, m->addr, m->port };
+    ev_io_stop(m->px->loop, &m->lio);
+    ev_timer_stop(m->px->loop, &m->retry);
+    m->lfd = -1;
+    m->addr = NULL;
+    m->port = 0;
+    return o;
+}
+
+static void listener_attach(struct pgw_metrics *m, struct old_listener *o)
+{
+    m->lfd = o->fd;
+    m->addr = o->addr;
+    m->port = o->port;
+    if (o->fd >= 0) {
+        ev_io_init(&m->lio, accept_cb, o->fd, EV_READ);
+        ev_io_start(m->px->loop, &m->lio);
+    }
+}
+
+/* Before a reload commits: move the listener to cfg's metrics_addr and
+ * metrics_port when they changed.  The new socket opens before the old one
+ * closes, so a port that cannot be bound changes nothing: PGW_EIO (or
+ * PGW_ECONFIG for a bad address) with the reason in errbuf, and the old
+ * endpoint stays.  Open scrapes finish on the old socket. */
+int pgw_metrics_reconfigure(struct pgw_metrics *m, const struct pgw_config *cfg, char *errbuf,
+                            size_t errlen)
 {
     if (!m)
-        return;
-    const struct pgw_config *cfg = m->px->cfg;
+        return 0;
     int port = cfg->metrics_port;
     if (port == m->port && (port == 0 || (m->addr && strcmp(m->addr, cfg->metrics_addr) == 0)))
-        return;
-    listener_close(m);
-    if (port > 0) {
-        char err[300];
-        if (listener_open(m, cfg->metrics_addr, port, err, sizeof(err)) < 0)
-            pgw_error("metrics_listen", "reason=\"%s; the endpoint is off\"", err);
+        return 0;
+    struct old_listener old = listener_detach(m);
+    int rc = port > 0 ? listener_open(m, cfg->metrics_addr, port, errbuf, errlen) : 0;
+    if (rc == PGW_EIO && old.fd >= 0 && old.port == port) {
+        /* Another address on the same port: the old socket may be what
+         * holds the port.  Close it, try again, and on failure go back. */
+        close(old.fd);
+        old.fd = -1;
+        rc = listener_open(m, cfg->metrics_addr, port, errbuf, errlen);
+        char why[300], q[320];
+        if (rc < 0 && listener_open(m, old.addr, old.port, why, sizeof(why)) < 0)
+            pgw_error("metrics_listen", "reason=%s", pgw_log_quote(q, sizeof(q), why));
+        free(old.addr);
+        return rc;
     }
+    if (rc < 0) {
+        listener_attach(m, &old);
+        return rc;
+    }
+    if (old.fd >= 0)
+        close(old.fd);
+    free(old.addr);
+    return 0;
 }
 
 void pgw_metrics_destroy(struct pgw_metrics *m)

@@ -5,12 +5,14 @@
  */
 #include "proxy/proxy_int.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 
 #include "common/err.h"
@@ -206,9 +208,10 @@ static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
     if (!cfg->auth_file || !*cfg->auth_file)
         return 0;
     struct pgw_conf_diag diag = { 0 };
+    char q[1100];
     int rc = pgw_authfile_load(cfg->auth_file, out, &diag);
     for (int i = 0; i < diag.nerrors; i++)
-        pgw_error("auth_file", "reason=%s", diag.errors[i]);
+        pgw_error("auth_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.errors[i]));
     pgw_conf_diag_free(&diag);
     return rc;
 }
@@ -328,38 +331,89 @@ fail:
     return NULL;
 }
 
+/* What a reload builds before it commits: everything that may fail. */
+struct reload_prep {
+    struct pgw_auth_file *auth;
+    struct pgw_hba *hba;
+    struct ssl_ctx_st *tls;
+    int log_fd;
+};
+
+static void reload_discard(struct reload_prep *r)
+{
+    pgw_authfile_free(r->auth);
+    pgw_hba_free(r->hba);
+    pgw_tls_ctx_free(r->tls);
+    if (r->log_fd > STDERR_FILENO)
+        close(r->log_fd);
+}
+
+static void fixed_key_changed(const char *key, const char *was, const char *now, void *arg)
+{
+    char qw[300], qn[300];
+    (void)arg;
+    pgw_warn("config", "key=%s running=%s file=%s reason=\"fixed at start: a restart applies it\"",
+             key, pgw_log_quote(qw, sizeof(qw), was), pgw_log_quote(qn, sizeof(qn), now));
+}
+
+/* Load the files cfg names and move the metrics listener; on failure log
+ * why and leave everything as it was.  The metrics listener goes last: it
+ * is the one step that changes something when it succeeds. */
+static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct reload_prep *r)
+{
+    char err[512], q[600], ebuf[128];
+    memset(r, 0, sizeof(*r));
+    r->log_fd = -1;
+    if (pgw_conf_keep_fixed(cfg, px->cfg, fixed_key_changed, NULL) < 0) {
+        pgw_error("reload", "reason=\"out of memory, keeping the old config\"");
+        return PGW_ENOMEM;
+    }
+    if (load_auth(cfg, &r->auth) < 0) {
+        pgw_error("reload", "reason=\"cannot load auth_file, keeping the old config\"");
+        return PGW_ECONFIG;
+    }
+    if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &r->hba) < 0) {
+        pgw_error("reload", "reason=\"cannot load auth_hba_file, keeping the old config\"");
+        reload_discard(r);
+        return PGW_ECONFIG;
+    }
+    /* TLS: sessions keep the context they started with */
+    if (pgw_tls_ctx_build(cfg, &r->tls, err, sizeof(err)) < 0) {
+        pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        pgw_error("reload", "reason=\"cannot set up client TLS, keeping the old config\"");
+        reload_discard(r);
+        return PGW_ECONFIG;
+    }
+    if ((r->log_fd = pgw_log_file_open(cfg->logfile)) < 0) {
+        snprintf(err, sizeof(err), "cannot open logfile %s: %s, keeping the old config",
+                 cfg->logfile, strerror_r(errno, ebuf, sizeof(ebuf)));
+        pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        reload_discard(r);
+        return PGW_ECONFIG;
+    }
+    if (pgw_admin_prepare_reload(px, cfg, err, sizeof(err)) < 0) {
+        pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        pgw_error("reload", "reason=\"cannot move the metrics endpoint, keeping the old config\"");
+        reload_discard(r);
+        return PGW_ECONFIG;
+    }
+    return 0;
+}
+
 int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
 {
-    struct pgw_auth_file *auth;
-    if (load_auth(cfg, &auth) < 0) {
-        pgw_error("reload", "reason=\"cannot load auth_file, keeping the old config\"");
+    struct reload_prep r;
+    int rc = reload_prepare(px, cfg, &r);
+    if (rc < 0) {
         pgw_conf_free(cfg);
-        return PGW_ECONFIG;
-    }
-    struct pgw_hba *hba = NULL;
-    if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &hba) < 0) {
-        pgw_error("reload", "reason=\"cannot load auth_hba_file, keeping the old config\"");
-        pgw_authfile_free(auth);
-        pgw_conf_free(cfg);
-        return PGW_ECONFIG;
-    }
-    struct ssl_ctx_st *tls = NULL;      /* TLS: sessions keep the context they started with */
-    char tls_err[512];
-    if (pgw_tls_ctx_build(cfg, &tls, tls_err, sizeof(tls_err)) < 0) {
-        char q[600];
-        pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), tls_err));
-        pgw_error("reload", "reason=\"cannot set up client TLS, keeping the old config\"");
-        pgw_hba_free(hba);
-        pgw_authfile_free(auth);
-        pgw_conf_free(cfg);
-        return PGW_ECONFIG;
+        return rc;
     }
     pgw_tls_ctx_free(px->tls_ctx);
-    px->tls_ctx = tls;
+    px->tls_ctx = r.tls;
     pgw_hba_free(px->hba);
-    px->hba = hba;
+    px->hba = r.hba;
     pgw_authfile_free(px->auth);
-    px->auth = auth;
+    px->auth = r.auth;
     pgw_pool_set_reconfigure(px->pools, cfg);
     /* Sessions keep pointers into the old config's db entries until they
      * re-resolve; keep a few old configs alive rather than chase them. */
@@ -393,8 +447,8 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         ev_timer_start(px->loop, &px->stats_timer);
         ev_unref(px->loop);
     }
-    pgw_admin_reload(px);                       /* admin: metrics listener, stats timer */
-    pgw_log_open(cfg->logfile);
+    pgw_admin_reload(px);                       /* admin: stats timer */
+    pgw_log_use(r.log_fd);                      /* reopened: logrotate */
     int lvl = cfg->log_level && *cfg->log_level ? pgw_log_level_parse(cfg->log_level) : -1;
     if (lvl >= 0)
         pgw_log_set_level((enum pgw_log_level)lvl);
@@ -439,11 +493,12 @@ int pgw_proxy_reload_file(struct pgw_proxy *px)
 {
     struct pgw_config *cfg = NULL;
     struct pgw_conf_diag diag = { 0 };
+    char q[1100];
     int rc = pgw_conf_load(px->cfg->file, &cfg, &diag);
     for (int i = 0; i < diag.nwarnings; i++)
-        pgw_warn("config", "reason=\"%s\"", diag.warnings[i]);
+        pgw_warn("config", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)
-        pgw_error("config", "reason=\"%s\"", diag.errors[i]);
+        pgw_error("config", "reason=%s", pgw_log_quote(q, sizeof(q), diag.errors[i]));
     pgw_conf_diag_free(&diag);
     if (rc < 0 || !cfg) {
         pgw_error("reload", "reason=\"config has errors, keeping the old one\"");

@@ -259,7 +259,10 @@ void pgw_cancel_deinit(struct pgw_proxy *px);
  * the Prometheus endpoint.  Where the rest of proxy/ calls in:
  *   pgw_admin_init       pgw_proxy_create, after the listeners (may fail:
  *                        metrics_port cannot be bound)
- *   pgw_admin_reload     end of pgw_proxy_reload (metrics listener, stats timer)
+ *   pgw_admin_prepare_reload  pgw_proxy_reload, the last step that may fail
+ *                        before the new config is committed: moves the
+ *                        metrics listener (on failure the old one stays)
+ *   pgw_admin_reload     end of pgw_proxy_reload (stats timer)
  *   pgw_admin_deinit     pgw_proxy_destroy, before the pool set goes
  *   pgw_admin_session_gone   just before pgw_session_free (folds its counters)
  *   pgw_admin_pool_attach    after pgw_pool_get in login (PAUSE covers new pools)
@@ -269,6 +272,8 @@ void pgw_cancel_deinit(struct pgw_proxy *px);
 void pgw_admin_login(struct pgw_session *s);
 void pgw_admin_input(struct pgw_session *s);
 int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen);
+int pgw_admin_prepare_reload(struct pgw_proxy *px, const struct pgw_config *cfg, char *errbuf,
+                             size_t errlen);
 void pgw_admin_reload(struct pgw_proxy *px);
 void pgw_admin_deinit(struct pgw_proxy *px);
 void pgw_admin_session_gone(struct pgw_session *s);

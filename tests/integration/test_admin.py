@@ -5,6 +5,7 @@ KILL_CLIENT, RECONNECT/WAIT_CLOSE, SHUTDOWN."""
 
 import hashlib
 import os
+import re
 import socket
 import struct
 import shutil
@@ -725,6 +726,121 @@ class TestCommands(AdminTestCase):
         self.assertTrue(closed)
         self.assertTrue(errs and errs[0]["C"] == "3D000", data)
         self.assertTrue(px.alive())
+        self.assertEqual(px.psql("select 1"), "1")
+
+
+
+LOGFMT_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|[^ "]*)(?: |$)')
+
+
+def logfmt(line):
+    """A log line as {key: value}; AssertionError when it is not logfmt."""
+    out, pos = {}, 0
+    while pos < len(line):
+        m = LOGFMT_PAIR.match(line, pos)
+        if not m:
+            raise AssertionError("not logfmt at %d: %r" % (pos, line))
+        v = m.group(2)
+        if v.startswith('"'):
+            v = re.sub(r'\\(.)', r'\1', v[1:-1])
+        out[m.group(1)] = v
+        pos = m.end()
+    return out
+
+
+class TestReloadKeepsTheOldConfig(AdminTestCase):
+    """A RELOAD or SET that cannot be applied whole changes nothing, says
+    so, and logs why in lines a logfmt reader can parse."""
+
+    def config(self, conn):
+        return {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+
+    def test_keys_fixed_at_start_keep_their_running_values(self):
+        px = self.start()
+        conn = self.admin_conn(px)
+        port = px.port
+        px.settings.update(listen_port=pt.free_port(), listen_backlog=7,
+                           default_pool_size=3)
+        px.write_config()
+        px.settings["listen_port"] = port           # the one still listening
+        conn.cursor().execute("RELOAD")
+        config = self.config(conn)
+        self.assertEqual(config["default_pool_size"], "3")      # the reload applied
+        self.assertEqual(config["listen_port"], str(port))     # as PgBouncer: kept
+        self.assertEqual(config["listen_backlog"], "128")
+        line = [l for l in px.log().splitlines() if "event=config" in l and "listen_port" in l]
+        self.assertTrue(line, "no warning about listen_port:\n" + px.log_tail())
+        self.assertEqual(logfmt(line[-1])["level"], "warning")
+        self.assertEqual(px.psql("select 1"), "1")
+
+    def test_a_logfile_that_cannot_be_opened_keeps_the_old_config(self):
+        px = self.start()
+        conn = self.admin_conn(px)
+        bad = os.path.join(px.dir, "no-such-dir", "pgwharf.log")
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("SET logfile = '%s'" % bad)
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        self.assertEqual(self.config(conn)["logfile"], "")
+        px.settings.update(logfile=bad, default_pool_size=3)
+        px.write_config()
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RELOAD")
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        config = self.config(conn)
+        self.assertEqual(config["logfile"], "")
+        self.assertEqual(config["default_pool_size"], "20")     # all of it stays
+        self.assertIn("no-such-dir", px.log())                  # still logging here
+        self.assertEqual(px.psql("select 1"), "1")
+
+    def test_a_metrics_port_that_cannot_be_bound_keeps_the_old_endpoint(self):
+        px = self.start(metrics_port="auto")
+        conn = self.admin_conn(px)
+        old = int(px.settings["metrics_port"])
+        blocker = socket.socket()
+        self.addCleanup(blocker.close)
+        blocker.bind(("127.0.0.1", pt.free_port()))
+        blocker.listen(1)
+        busy = blocker.getsockname()[1]
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("SET metrics_port = %d" % busy)
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        self.assertEqual(self.config(conn)["metrics_port"], str(old))
+        self.assertTrue(pt.port_open("127.0.0.1", old), "the old endpoint was closed")
+        px.settings["metrics_port"] = busy
+        px.write_config()
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RELOAD")
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        self.assertEqual(self.config(conn)["metrics_port"], str(old))
+        self.assertTrue(pt.port_open("127.0.0.1", old), "the old endpoint was closed")
+        # a port that is free still moves it; the address alone too
+        new = pt.free_port()
+        conn.cursor().execute("SET metrics_port = %d" % new)
+        self.assertTrue(pt.port_open("127.0.0.1", new))
+        self.assertFalse(pt.port_open("127.0.0.1", old))
+        conn.cursor().execute("SET metrics_addr = '*'")
+        self.assertTrue(pt.port_open("127.0.0.1", new))
+        self.assertEqual(self.config(conn)["metrics_addr"], "*")
+
+    def test_reload_errors_are_logged_in_logfmt(self):
+        px = self.start()
+        conn = self.admin_conn(px)
+        px.extra = '[pgwharf]\n"no such key" = 1\n'
+        px.write_config()
+        with self.assertRaises(psycopg2.Error):
+            conn.cursor().execute("RELOAD")
+        px.extra = ""
+        px.write_config()
+        with open(px.auth_path, "a") as f:
+            f.write("not quoted\n")
+        with self.assertRaises(psycopg2.Error):
+            conn.cursor().execute("RELOAD")
+        lines = px.log().splitlines()
+        config = [logfmt(l) for l in lines if "event=config" in l]
+        self.assertTrue(config and config[-1]["reason"].endswith('unknown key "no such key"'),
+                        config)
+        auth = [logfmt(l) for l in lines if "event=auth_file" in l]
+        self.assertTrue(auth and "expected a quoted user name" in auth[-1]["reason"], auth)
         self.assertEqual(px.psql("select 1"), "1")
 
 

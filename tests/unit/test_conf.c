@@ -991,6 +991,52 @@ static void test_set_get(void **state)
     pgw_conf_free(cfg);
 }
 
+/* A reload keeps the keys fixed at start at their running values. */
+struct changed_log {
+    char text[512];
+    int n;
+};
+
+static void note_changed(const char *key, const char *was, const char *now, void *arg)
+{
+    struct changed_log *l = arg;
+    size_t used = strlen(l->text);
+    snprintf(l->text + used, sizeof(l->text) - used, "%s:%s->%s;", key, was, now);
+    l->n++;
+}
+
+static void test_keep_fixed(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *running = load_ok(BASE "listen_port = 7000\nlisten_addr = 127.0.0.1\n"
+                                              "pidfile = /run/a.pid\n", &d);
+    struct pgw_config *cfg = load_ok(BASE "listen_port = 7001\nlisten_addr = *\n"
+                                          "listen_backlog = 7\npidfile = /run/a.pid\n"
+                                          "default_pool_size = 3\n", &d);
+    assert_true(pgw_conf_key_fixed("LISTEN_PORT"));
+    assert_true(pgw_conf_key_fixed("pidfile"));
+    assert_false(pgw_conf_key_fixed("default_pool_size"));
+    assert_false(pgw_conf_key_fixed("nope"));
+    struct changed_log l = { "", 0 };
+    assert_int_equal(pgw_conf_keep_fixed(cfg, running, note_changed, &l), 0);
+    assert_int_equal(cfg->listen_port, 7000);
+    assert_string_equal(cfg->listen_addr, "127.0.0.1");
+    assert_int_equal(cfg->listen_backlog, 128);
+    assert_string_equal(cfg->pidfile, "/run/a.pid");
+    assert_int_equal(cfg->default_pool_size, 3);          /* the rest is the file's */
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.text, "listen_addr:127.0.0.1->*;listen_port:7000->7001;"
+                                "listen_backlog:128->7;");
+    /* nothing changed: nothing to say */
+    l.n = 0;
+    l.text[0] = '\0';
+    assert_int_equal(pgw_conf_keep_fixed(cfg, running, note_changed, &l), 0);
+    assert_int_equal(l.n, 0);
+    pgw_conf_free(cfg);
+    pgw_conf_free(running);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_list_has(void **state)
 {
     const char *list = " alice, bob,carol  dave\t,, eve ";
@@ -1152,6 +1198,7 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_print_roundtrip),
         cmocka_unit_test(test_set_get),
+        cmocka_unit_test(test_keep_fixed),
         cmocka_unit_test(test_list_has),
         cmocka_unit_test(test_authfile_parse),
         cmocka_unit_test(test_authfile_errors),
