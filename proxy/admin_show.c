@@ -715,8 +715,11 @@ static void total_row(struct pgw_rs *rs, const char *name, uint64_t v)
     pgw_rs_row_end(rs);
 }
 
-/* SHOW TOTALS: SHOW STATS summed over databases, one name/value per row.
- * The averages are per-database averages summed (rates) or weighted. */
+/* SHOW TOTALS: SHOW STATS summed over databases, one name/value per row,
+ * named as PgBouncer's show_stat_totals names them: "total_"/"avg_" and
+ * its counter's field name (client_bytes, ps_bind_count...; the ps_* are 0
+ * as in SHOW STATS).  The averages are per-database averages summed (rates)
+ * or weighted. */
 static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "name", TX }, { "value", NU } };
@@ -752,19 +755,25 @@ static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
     total_row(&rs, "total_server_assignment_count", t.assignments);
     total_row(&rs, "total_xact_count", t.xacts);
     total_row(&rs, "total_query_count", t.queries);
-    total_row(&rs, "total_received", t.recv);
-    total_row(&rs, "total_sent", t.sent);
+    total_row(&rs, "total_client_bytes", t.recv);
+    total_row(&rs, "total_server_bytes", t.sent);
     total_row(&rs, "total_xact_time", t.xact_us);
     total_row(&rs, "total_query_time", t.query_us);
     total_row(&rs, "total_wait_time", t.wait_us);
+    total_row(&rs, "total_ps_client_parse_count", 0);
+    total_row(&rs, "total_ps_server_parse_count", 0);
+    total_row(&rs, "total_ps_bind_count", 0);
     total_row(&rs, "avg_server_assignment_count", a.assignments);
     total_row(&rs, "avg_xact_count", a.xacts);
     total_row(&rs, "avg_query_count", a.queries);
-    total_row(&rs, "avg_recv", a.recv);
-    total_row(&rs, "avg_sent", a.sent);
+    total_row(&rs, "avg_client_bytes", a.recv);
+    total_row(&rs, "avg_server_bytes", a.sent);
     total_row(&rs, "avg_xact_time", a.xact_us);
     total_row(&rs, "avg_query_time", a.query_us);
     total_row(&rs, "avg_wait_time", a.wait_us);
+    total_row(&rs, "avg_ps_client_parse_count", 0);
+    total_row(&rs, "avg_ps_server_parse_count", 0);
+    total_row(&rs, "avg_ps_bind_count", 0);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -249,6 +249,26 @@ class TestShowColumns(AdminTestCase):
         self.assertGreaterEqual(after["total_xact_count"], stats["total_xact_count"])
         self.assertGreaterEqual(after["total_received"], stats["total_received"])
 
+    def test_show_totals_has_pgbouncers_rows(self):
+        # SHOW TOTALS is one (name, value) row per counter, named as
+        # PgBouncer's show_stat_totals names them ("total_" / "avg_" and the
+        # PgStats field: client_bytes, not SHOW STATS' "received").
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        conn = self.admin_conn(px)
+        names, rows = self.show(conn, "TOTALS")
+        self.assertEqual(names, ["name", "value"])
+        fields = ["server_assignment_count", "xact_count", "query_count", "client_bytes",
+                  "server_bytes", "xact_time", "query_time", "wait_time",
+                  "ps_client_parse_count", "ps_server_parse_count", "ps_bind_count"]
+        self.assertEqual([r["name"] for r in rows],
+                         ["total_" + f for f in fields] + ["avg_" + f for f in fields])
+        totals = {r["name"]: r["value"] for r in rows}
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertGreaterEqual(totals["total_client_bytes"], stats["total_received"])
+        self.assertGreaterEqual(totals["total_server_bytes"], stats["total_sent"])
+        self.assertGreater(totals["total_server_bytes"], 0)
+
     def test_large_reply_is_streamed(self):
         # ~20 x SHOW CONFIG in one query: far more than one 32 KiB buffer
         px = self.start()
