@@ -210,6 +210,8 @@ static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
     struct pgw_conf_diag diag = { 0 };
     char q[1100];
     int rc = pgw_authfile_load(cfg->auth_file, out, &diag);
+    for (int i = 0; i < diag.nwarnings; i++)
+        pgw_warn("auth_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)
         pgw_error("auth_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.errors[i]));
     pgw_conf_diag_free(&diag);

@@ -863,6 +863,20 @@ class TestReloadKeepsTheOldConfig(AdminTestCase):
         self.assertTrue(auth and "expected a quoted user name" in auth[-1]["reason"], auth)
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_auth_file_warnings_are_logged(self):
+        # A user listed twice loads (the later line wins) "with a warning":
+        # at start and on every reload, not only under --check.
+        px = self.start()
+        conn = self.admin_conn(px)
+        with open(px.auth_path, "a") as f:
+            f.write('"%s" "%s"\n' % (self.pg.user, self.pg.password))
+        conn.cursor().execute("RELOAD")
+        warned = [logfmt(l) for l in px.log().splitlines() if "event=auth_file" in l]
+        self.assertTrue(warned, "no event=auth_file line:\n" + px.log_tail())
+        self.assertEqual(warned[-1]["level"], "warning")
+        self.assertIn("is listed again", warned[-1]["reason"])
+        self.assertEqual(px.psql("select 1"), "1")
+
 
 if __name__ == "__main__":
     unittest.main()
