@@ -194,7 +194,12 @@ bool pgw_ps_next(const struct pgw_proxy *px, size_t *bucket, void **cursor,
 
 bool pgw_ps_enabled(const struct pgw_session *s)
 {
-    return s->mode != PGW_POOL_SESSION && s->px->cfg->max_prepared_statements > 0 && s->px->ps;
+    if (s->mode == PGW_POOL_SESSION || !s->px->ps)
+        return false;
+    /* A client's statements live on the servers under pgwharf's names: a
+     * reload to 0 leaves it rewriting until it has none left. */
+    return s->px->cfg->max_prepared_statements > 0 ||
+           (s->ps_client && s->ps_client->map.count > 0);
 }
 
 /* ---- client names ---- */

@@ -479,6 +479,38 @@ class TestErrors(pt.PgwharfTestCase):
         finally:
             r.close()
 
+    def test_a_reload_turning_it_off_keeps_the_names_a_client_has(self):
+        # Statements a client prepared while max_prepared_statements was on
+        # live under pgwharf's names on the servers: after a reload sets it
+        # to 0 they keep working for that client (new clients pass theirs
+        # through untouched).
+        r = self.raw()
+        try:
+            r.send(r.parse("k1", "select 41 + 1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "1Z")
+            self.px.settings["max_prepared_statements"] = 0
+            self.px.write_config()
+            self.px.admin("RELOAD")
+            for _ in range(3):
+                r.send(r.bind("k1"), r.execute(), r.sync())
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "2DCZ", msgs)
+            r.send(r.close_stmt("k1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "3Z")
+            # A new client's statement goes to the server under its own name.
+            n = self.raw()
+            try:
+                n.send(n.parse("k2", "select 2"), n.bind("k2"), n.execute(), n.sync())
+                self.assertEqual(types(n.until_ready()), "12DCZ")
+                n.send(n.msg(b"Q", b"select count(*) from pg_prepared_statements "
+                             b"where name = 'k2'\x00"))
+                msgs = n.until_ready()
+                self.assertEqual(types(msgs), "TDCZ", msgs)
+            finally:
+                n.close()
+        finally:
+            r.close()
+
 
 if __name__ == "__main__":
     unittest.main()
