@@ -33,3 +33,15 @@ bool pgw_params_set(struct pgw_params *ps, const char *name, const char *value)
     ps->gen++;
     return true;
 }
+
+bool pgw_params_unset(struct pgw_params *ps, const char *name)
+{
+    for (int i = 0; i < ps->n; i++) {
+        if (strcmp(ps->p[i].name, name) == 0) {
+            ps->p[i] = ps->p[--ps->n];
+            ps->gen++;
+            return true;
+        }
+    }
+    return false;
+}

@@ -56,6 +56,8 @@ struct pgw_params {
 const char *pgw_params_get(const struct pgw_params *ps, const char *name);
 /* Returns false when full or the value does not fit (it is then not stored). */
 bool pgw_params_set(struct pgw_params *ps, const char *name, const char *value);
+/* Forget name; false when it was not there. */
+bool pgw_params_unset(struct pgw_params *ps, const char *name);
 
 /* ---- server connections ---- */
 enum pgw_server_state {

@@ -105,6 +105,14 @@ static uint64_t params_sig(const struct pgw_session *s)
     return h ? h : 1;
 }
 
+/* Does PostgreSQL report name (ParameterStatus)?  A fresh server of the
+ * pool did.  A server's record of one it does not (extra_float_digits) is
+ * only what pgwharf SET there, for whichever client. */
+static bool param_reported(const struct pgw_server *srv, const char *name)
+{
+    return pgw_params_get(pgw_pool_defaults(srv->pool), name) != NULL;
+}
+
 static bool sync_params(struct pgw_session *s)
 {
     struct pgw_server *srv = s->server;
@@ -116,18 +124,30 @@ static bool sync_params(struct pgw_session *s)
         return true;
     char sql[2048];
     size_t len = 0;
-    bool set[PGW_TP_COUNT] = {false};
+    bool set[PGW_TP_COUNT] = {false}, reset[PGW_TP_COUNT] = {false};
     for (int i = 0; i < PGW_TP_COUNT; i++) {
+        const char *name = pgw_tracked_param_names[i];
         const char *want = s->params[i];
-        if (!want)
+        const char *have = pgw_params_get(&srv->params, name);
+        int n;
+        if (!want) {
+            /* Never set by the client: it has what a fresh server has.  A
+             * parameter the server does not report may hold another
+             * client's SET (or be unknown after server_reset_query). */
+            if (!have || param_reported(srv, name))
+                continue;
+            n = snprintf(sql + len, sizeof(sql) - len, "RESET %s;", name);
+            if (n < 0 || (size_t)n >= sizeof(sql) - len)
+                return false;
+            len += (size_t)n;
+            reset[i] = true;
             continue;
-        const char *have = pgw_params_get(&srv->params, pgw_tracked_param_names[i]);
+        }
         if (have && strcmp(have, want) == 0)
             continue;
         char lit[400];
         quote_literal(lit, sizeof(lit), want);
-        int n = snprintf(sql + len, sizeof(sql) - len, "SET %s TO %s;",
-                         pgw_tracked_param_names[i], lit);
+        n = snprintf(sql + len, sizeof(sql) - len, "SET %s TO %s;", name, lit);
         if (n < 0 || (size_t)n >= sizeof(sql) - len)
             return false;
         len += (size_t)n;
@@ -155,6 +175,8 @@ static bool sync_params(struct pgw_session *s)
         for (int i = 0; i < PGW_TP_COUNT; i++) {
             if (set[i])
                 pgw_params_set(&srv->params, pgw_tracked_param_names[i], s->params[i]);
+            else if (reset[i])
+                pgw_params_unset(&srv->params, pgw_tracked_param_names[i]);
         }
     }
     srv->user_sig = s->params_sig;        /* true once the SETs above ran */
@@ -361,6 +383,16 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->ps_need_room = false;
     if (s->ps_on)
         pgw_ps_unlink(s);
+    if (how == PGW_RELEASE_RESET) {
+        /* server_reset_query may take back what pgwharf SET of a parameter
+         * the server does not report: unknown from now on (the next client
+         * gets a SET or RESET). */
+        for (int i = 0; i < PGW_TP_COUNT; i++) {
+            const char *name = pgw_tracked_param_names[i];
+            if (!param_reported(srv, name) && pgw_params_get(&srv->params, name))
+                pgw_params_set(&srv->params, name, "");
+        }
+    }
     if (!next)
         pgw_pool_release(srv, how);
     /* A client without a server holds no empty buffer (an idle client is
@@ -392,18 +424,22 @@ static void welcome(struct pgw_session *s)
      * before it on this server SET (the next link SETs it back).  In
      * session mode the client keeps this server, reset for it by
      * server_reset_query: what it reports is what the client gets. */
+    /* A parameter the server does not report (extra_float_digits) is the
+     * client's only if it set it: the server's record of one is another
+     * client's SET, and PostgreSQL sends no ParameterStatus for it. */
     const struct pgw_params *sp = &s->server->params;
     const struct pgw_params *dp =
         s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->server->pool);
     for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *v = pgw_params_get(dp, pgw_tracked_param_names[i]);
-        if (!v)
-            v = pgw_params_get(sp, pgw_tracked_param_names[i]);
+        const char *v = param_reported(s->server, pgw_tracked_param_names[i])
+                            ? pgw_params_get(dp, pgw_tracked_param_names[i]) : NULL;
         if (!s->params[i] && v)          /* unreported and unset: no opinion */
             s->params[i] = strdup(v);
     }
     for (int i = 0; i < sp->n; i++) {
         const char *v = sp->p[i].value;
+        if (!param_reported(s->server, sp->p[i].name))
+            continue;
         int t = pgw_tracked_param_index(sp->p[i].name);
         if (t >= 0 && s->params[t])
             v = s->params[t];
@@ -1126,7 +1162,7 @@ static bool scan_client(struct pgw_session *s)
                 n = total;  /* may have changed with a rewrite */
         }
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
-            pgw_ps_copy_ignored_syncs(s, s->track.sync_exec);
+            pgw_ps_copy_ignored_syncs(s, pgw_track_copy_ignored(&s->track));
         if (pgw_track_frontend(&s->track, type))
             s->query_start = ev_now(s->px->loop);
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {

@@ -5,8 +5,16 @@
  *
  *   sync_out   Sync/Query/FunctionCall sent whose ReadyForQuery is not back
  *   fe_open    messages sent since the last Sync/Query (an open batch)
- *   sync_exec  Syncs since the last Execute: COPY FROM STDIN ignores them,
- *              so CopyDone/CopyFail takes them back
+ *   sync_exec  Syncs sent right after the last Execute (nothing but Syncs
+ *              and Flushes between): a COPY FROM STDIN that Execute starts
+ *              ignores them, so CopyDone/CopyFail takes them back -- only
+ *              when the server's CopyInResponse was certainly that
+ *              Execute's (copy_in).  A CopyDone outside a COPY, which the
+ *              server ignores, must not: ReadyForQuery would be expected one
+ *              too few, and the server would go back to the pool with a
+ *              reply still to come, read by the next client.  When unsure,
+ *              the count stays high: the server is kept (and closed when
+ *              the client leaves), never handed on early.
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
@@ -24,14 +32,24 @@ struct pgw_track {
     int sync_out;
     int fe_open;
     int sync_exec;
+    int execs;                   /* Executes since the last Sync/Query */
+    int exec_batch;              /* Executes in the batch of the last Execute, up to it */
     char tx_status;              /* last ReadyForQuery status */
     bool copy;                   /* COPY under way */
+    bool exec_last;              /* only Syncs/Flushes since the last Execute */
+    bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
 };
 
 static inline void pgw_track_reset(struct pgw_track *t)
 {
-    t->sync_out = t->fe_open = t->sync_exec = 0;
-    t->copy = false;
+    t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = 0;
+    t->copy = t->exec_last = t->copy_in = false;
+}
+
+/* How many Syncs a CopyDone/CopyFail sent now takes back. */
+static inline int pgw_track_copy_ignored(const struct pgw_track *t)
+{
+    return t->copy_in ? t->sync_exec : 0;
 }
 
 /* A frontend message of `type` is sent.  Returns true when it opens a
@@ -41,37 +59,58 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     switch (type) {
     case PGW_FE_QUERY:
     case PGW_FE_FUNCTION_CALL:
-        t->sync_exec = 0;
+        t->sync_exec = t->execs = 0;
         t->fe_open = 0;
+        t->exec_last = t->copy_in = false;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
-        t->sync_exec++;
+        if (t->exec_last)
+            t->sync_exec++;
+        t->execs = 0;
         t->fe_open = 0;
         return t->sync_out++ == 0;
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL:
-        t->sync_out -= t->sync_exec;
+        t->sync_out -= pgw_track_copy_ignored(t);
         if (t->sync_out < 0)
             t->sync_out = 0;
         t->sync_exec = 0;
+        t->exec_last = t->copy_in = false;
         return false;
     case PGW_FE_COPY_DATA:
+        /* A Sync after data may come after the COPY failed: it counts. */
+        t->exec_last = false;
         return false;
     case PGW_FE_EXECUTE:
         t->sync_exec = 0;
+        t->exec_batch = ++t->execs;
+        t->exec_last = true;
+        t->copy_in = false;
+        t->fe_open++;
+        return false;
+    case PGW_FE_FLUSH:
         t->fe_open++;
         return false;
     default:
+        /* Any other message would end a COPY FROM STDIN (the server fails
+         * it): the Syncs before it are not taken back. */
+        t->exec_last = t->copy_in = false;
         t->fe_open++;
         return false;
     }
 }
 
-/* Copy responses from the server. */
+/* Copy responses from the server.  A CopyInResponse is the last Execute's
+ * for certain when every Sync before that Execute is answered, it is the
+ * only Execute of its batch, and the client has sent nothing but Syncs
+ * and Flushes since (a client that waits for the CopyInResponse, as
+ * libpq does).  Otherwise its Syncs are not taken back. */
 static inline void pgw_track_backend(struct pgw_track *t, char type)
 {
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
         t->copy = true;
+    if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
+        t->copy_in = t->exec_last && t->exec_batch == 1 && t->sync_out == t->sync_exec;
 }
 
 /* ReadyForQuery with `status`: true when it answers the last outstanding
@@ -81,7 +120,7 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     if (t->sync_out > 0)
         t->sync_out--;
     t->tx_status = status;
-    t->copy = false;
+    t->copy = t->copy_in = false;
     return t->sync_out == 0;
 }
 

@@ -62,7 +62,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (hw != hs || whole.sync_out != split.sync_out || whole.fe_open != split.fe_open ||
         whole.sync_exec != split.sync_exec || whole.tx_status != split.tx_status ||
-        whole.copy != split.copy || ws.skip != ss.skip || ws.nhdr != ss.nhdr)
+        whole.copy != split.copy || whole.copy_in != split.copy_in ||
+        whole.exec_last != split.exec_last || whole.exec_batch != split.exec_batch ||
+        ws.skip != ss.skip || ws.nhdr != ss.nhdr)
         abort();
     if (whole.sync_out < 0 || whole.fe_open < 0)
         abort();

@@ -10,6 +10,16 @@ one server, so the next client gets the very same one).
 - A client whose first query is larger than the relay buffer must still get
   its own settings (the SETs pgwharf puts in front): before the fix they
   were dropped when the buffer was full and the server recorded as set.
+- A CopyDone (or CopyFail) sent outside a COPY, which the server ignores,
+  took back the Sync before it: the server went back to the pool at that
+  Sync's ReadyForQuery with the client's next query still running, and the
+  next client read that query's rows as its own.  An extended-protocol
+  COPY as libpq sends it (Execute and Sync, CopyInResponse, data,
+  CopyDone and Sync) still gives the server back.
+- extra_float_digits, which PostgreSQL does not report: a client that never
+  set it got the value another client's startup packet had made pgwharf
+  SET on the server (transaction mode), and after server_reset_query (which
+  resets it) pgwharf still took the server for set (session mode).
 """
 
 import hashlib
@@ -112,11 +122,126 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         self.assertEqual(self.pg.psql("select count(*) from relay_edges_copy"), "0")
 
 
+    def ext_query(self, sql):
+        return (hz.msg(b"P", b"\x00" + sql.encode() + b"\x00\x00\x00") +
+                hz.msg(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00") +
+                hz.msg(b"E", b"\x00\x00\x00\x00\x00") + hz.msg(b"S"))
+
+    def client_b(self, result):
+        """Client B logs in (it needs the one server) and runs select 42."""
+        try:
+            b = self.login()
+            try:
+                b.sendall(hz.query_msg("select 42"))
+                result["msgs"] = self.read_until_ready(b)
+            finally:
+                b.close()
+        except Exception as e:              # reported by the caller
+            result["error"] = e
+
+    def test_copy_done_outside_a_copy(self):
+        a = self.login()
+        self.addCleanup(a.close)
+        # One Sync, a CopyDone the server ignores, and a slow query: two
+        # ReadyForQuery to come, the second after the rows of A's query.
+        a.sendall(self.ext_query("select 1") + hz.msg(b"c") +
+                  hz.query_msg("select pg_sleep(0.5), 'only for A'"))
+        first = self.read_until_ready(a)
+        self.assertEqual([hz.data_row(b) for t, b in first if t == b"D"], [[b"1"]])
+        result = {}
+        tb = threading.Thread(target=self.client_b, args=(result,))
+        tb.start()
+        second = self.read_until_ready(a)
+        self.assertEqual([hz.data_row(b) for t, b in second if t == b"D"],
+                         [[b"", b"only for A"]])
+        tb.join(30)
+        self.assertFalse(tb.is_alive(), "client B hangs")
+        self.assertNotIn("error", result, result.get("error"))
+        rows_b = [hz.data_row(b) for t, b in result["msgs"] if t == b"D"]
+        self.assertEqual(rows_b, [[b"42"]])
+
+    def test_extended_copy_gives_the_server_back(self):
+        a = self.login()
+        self.addCleanup(a.close)
+        a.sendall(self.ext_query("copy relay_edges_copy from stdin"))
+        while True:
+            t, _ = hz.recv_msg(a)
+            if t == b"G":
+                break
+            self.assertIn(t, (b"1", b"2"), "no CopyInResponse")
+        a.sendall(copy_data(b"1\n") + copy_data(b"2\n") + hz.msg(b"c") + hz.msg(b"S"))
+        got = self.read_until_ready(a)
+        self.assertEqual([b for t, b in got if t == b"C"], [b"COPY 2\x00"])
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        # The one server is back in the pool: B gets it while A stays.
+        result = {}
+        tb = threading.Thread(target=self.client_b, args=(result,))
+        tb.start()
+        tb.join(10)
+        self.assertFalse(tb.is_alive(), "client B waits: A kept the server")
+        self.assertNotIn("error", result, result.get("error"))
+        self.assertEqual([hz.data_row(b) for t, b in result["msgs"] if t == b"D"], [[b"42"]])
+        a.sendall(hz.query_msg("select count(*) from relay_edges_copy"))
+        got = self.read_until_ready(a)
+        self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"2"]])
+
+
+class TestUnreportedParameter(pt.PgwharfTestCase):
+    """extra_float_digits = 0 prints 0.1::float8 * 3 as 0.3; PostgreSQL's
+    default (1) as 0.30000000000000004."""
+
+    SQL = "select 0.1::float8 * 3"
+
+    def login(self, px, **params):
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        TestSettingsWithALargeFirstQuery.startup(self, s, **params)
+        return s
+
+    def test_transaction_mode_client_without_it(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0})
+        a = self.login(px, extra_float_digits="0")
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, a, self.SQL),
+                         ([[b"0.3"]], []))
+        # B logs in through the server A used, and never sets it.
+        b = self.login(px)
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, b, self.SQL),
+                         ([[b"0.30000000000000004"]], []))
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, a, self.SQL),
+                         ([[b"0.3"]], []))
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, b, self.SQL),
+                         ([[b"0.30000000000000004"]], []))
+
+    def test_session_mode_after_server_reset_query(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "session", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0})
+        a = self.login(px, extra_float_digits="0")
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, a, self.SQL),
+                         ([[b"0.3"]], []))
+        a.sendall(hz.msg(b"X"))
+        a.close()
+        # DISCARD ALL resets it on the one server; B asks for it again.
+        b = self.login(px, extra_float_digits="0")
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, b, self.SQL),
+                         ([[b"0.3"]], []))
+        b.sendall(hz.msg(b"X"))
+        b.close()
+        c = self.login(px)
+        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, c, self.SQL),
+                         ([[b"0.30000000000000004"]], []))
+
+
 class TestSettingsWithALargeFirstQuery(pt.PgwharfTestCase):
 
     def login(self, px, **params):
         s = socket.create_connection((px.host, px.port), timeout=20)
         self.addCleanup(s.close)
+        return self.startup(s, **params)
+
+    def startup(self, s, **params):
         s.sendall(hz.startup_packet(self.pg.user, self.pg.database, **params))
         while True:
             t, body = hz.recv_msg(s)

@@ -94,29 +94,98 @@ static void test_transaction_status_blocks_release(void **state)
     assert_false(pgw_track_idle(&t));
 }
 
+/* Feed fe1, be1, fe2, be2 in chunks of `step`, each stream framed across
+ * the pieces: a client that waits for the server between the two. */
+static struct pgw_track run2(const uint8_t *fe1, size_t fn1, const uint8_t *be1, size_t bn1,
+                             const uint8_t *fe2, size_t fn2, const uint8_t *be2, size_t bn2,
+                             size_t step)
+{
+    struct pgw_track t = { .tx_status = 'I' };
+    struct pgw_track_stream fs = { .backend = false }, bs = { .backend = true };
+    const uint8_t *p[4] = { fe1, be1, fe2, be2 };
+    size_t n[4] = { fn1, bn1, fn2, bn2 };
+    for (int k = 0; k < 4; k++) {
+        struct pgw_track_stream *st = k % 2 ? &bs : &fs;
+        for (size_t i = 0; i < n[k]; i += step)
+            assert_true(pgw_track_feed(&t, st, p[k] + i, n[k] - i < step ? n[k] - i : step) >= 0);
+    }
+    return t;
+}
+
 static void test_copy_in_extended_ignores_inner_sync(void **state)
 {
     (void)state;
-    /* libpq: P B E S (COPY FROM STDIN), then d d c S.  The first Sync
-     * arrives during COPY IN and gets no ReadyForQuery. */
-    uint8_t fe[256], be[64];
+    /* libpq: P B E S (COPY FROM STDIN), waits for CopyInResponse, then
+     * d d c S.  The first Sync arrives during COPY IN and gets no
+     * ReadyForQuery. */
+    uint8_t fe1[128], fe2[128], be1[32], be2[64];
+    size_t fn1 = 0, fn2 = 0, bn1 = 0, bn2 = 0;
+    fn1 += msg(fe1 + fn1, 'P', "\0copy t from stdin\0\0\0", 22);
+    fn1 += msg(fe1 + fn1, 'B', "\0\0\0\0\0\0\0\0", 8);
+    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
+    fn1 += msg(fe1 + fn1, 'S', "", 0);
+    bn1 += msg(be1 + bn1, '1', "", 0);
+    bn1 += msg(be1 + bn1, '2', "", 0);
+    bn1 += msg(be1 + bn1, 'G', "\0\0\0", 3);
+    fn2 += msg(fe2 + fn2, 'd', "1\n", 2);
+    fn2 += msg(fe2 + fn2, 'd', "2\n", 2);
+    fn2 += msg(fe2 + fn2, 'c', "", 0);
+    fn2 += msg(fe2 + fn2, 'S', "", 0);
+    bn2 += msg(be2 + bn2, 'C', "COPY 2", 7);
+    bn2 += msg(be2 + bn2, 'Z', "I", 1);
+    for (size_t step = 1; step <= fn1 + fn2; step += 3) {
+        struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2, step);
+        assert_true(pgw_track_idle(&t));
+    }
+    /* Before the last ReadyForQuery: not idle. */
+    struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2 - 6, 1);
+    assert_int_equal(t.sync_out, 1);
+    assert_false(pgw_track_idle(&t));
+}
+
+static void test_copy_done_outside_copy_takes_nothing_back(void **state)
+{
+    (void)state;
+    /* P B E S, a CopyDone the server ignores (no COPY), a Query: two
+     * ReadyForQuery to come.  After the first the server is not idle. */
+    uint8_t fe[128], be[32];
     size_t fn = 0;
-    fn += msg(fe + fn, 'P', "\0copy t from stdin\0\0\0", 22);
+    fn += msg(fe + fn, 'P', "\0select 1\0\0\0", 12);
     fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
     fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
     fn += msg(fe + fn, 'S', "", 0);
-    fn += msg(fe + fn, 'd', "1\n", 2);
-    fn += msg(fe + fn, 'd', "2\n", 2);
     fn += msg(fe + fn, 'c', "", 0);
-    fn += msg(fe + fn, 'S', "", 0);
-    size_t bn = 0;
-    bn += msg(be + bn, 'G', "\0\0\0", 3);
-    bn += msg(be + bn, 'C', "COPY 2", 7);
-    bn += msg(be + bn, 'Z', "I", 1);
-    for (size_t step = 1; step <= fn; step += 3) {
-        struct pgw_track t = run(fe, fn, be, bn, step);
-        assert_true(pgw_track_idle(&t));
+    fn += msg(fe + fn, 'Q', "select 2", 9);
+    size_t one = msg(be, 'Z', "I", 1);
+    for (size_t step = 1; step <= fn; step++) {
+        struct pgw_track t = run(fe, fn, be, one, step);
+        assert_int_equal(t.sync_out, 1);
+        assert_false(pgw_track_idle(&t));
     }
+    size_t bn = one + msg(be + one, 'Z', "I", 1);
+    struct pgw_track t = run(fe, fn, be, bn, 2);
+    assert_true(pgw_track_idle(&t));
+}
+
+static void test_copy_in_response_of_an_earlier_execute_takes_nothing_back(void **state)
+{
+    (void)state;
+    /* E (COPY), B, E, S: the CopyInResponse is the first Execute's; the
+     * server fails that COPY at the Bind and answers the Sync.  A CopyDone
+     * then must not take that Sync back. */
+    uint8_t fe1[64], fe2[64], be1[16], be2[16];
+    size_t fn1 = 0, fn2 = 0, bn1 = 0, bn2 = 0;
+    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
+    fn1 += msg(fe1 + fn1, 'B', "\0\0\0\0\0\0\0\0", 8);
+    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
+    fn1 += msg(fe1 + fn1, 'S', "", 0);
+    bn1 += msg(be1 + bn1, 'G', "\0\0\0", 3);
+    fn2 += msg(fe2 + fn2, 'c', "", 0);
+    fn2 += msg(fe2 + fn2, 'Q', "select 2", 9);
+    bn2 += msg(be2 + bn2, 'Z', "I", 1);
+    struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2, 1);
+    assert_int_equal(t.sync_out, 1);
+    assert_false(pgw_track_idle(&t));
 }
 
 static void test_bad_length_rejected(void **state)
@@ -139,6 +208,8 @@ int main(void)
         cmocka_unit_test(test_open_batch_blocks_release),
         cmocka_unit_test(test_transaction_status_blocks_release),
         cmocka_unit_test(test_copy_in_extended_ignores_inner_sync),
+        cmocka_unit_test(test_copy_done_outside_copy_takes_nothing_back),
+        cmocka_unit_test(test_copy_in_response_of_an_earlier_execute_takes_nothing_back),
         cmocka_unit_test(test_bad_length_rejected),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
