@@ -857,33 +857,6 @@ bad:
     return PGW_PS_FAILED;
 }
 
-static bool is_cmd(const char *sql, const char *cmd)
-{
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-        sql++;
-    size_t n = strlen(cmd);
-    if (strncasecmp(sql, cmd, n) != 0)
-        return false;
-    sql += n;
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == ';')
-        sql++;
-    return *sql == '\0';
-}
-
-static void on_query(struct pgw_session *s, struct pgw_iobuf *b, uint32_t total)
-{
-    const char *sql = (const char *)b->data + b->parsed + 5;
-    if (total > 64 || !memchr(sql, 0, total - 5))
-        return;
-    if (is_cmd(sql, "DISCARD ALL") || is_cmd(sql, "DEALLOCATE ALL") ||
-        is_cmd(sql, "DEALLOCATE PREPARE ALL")) {
-        client_clear(s);
-        struct ps_server *ss = server_state(s);
-        if (ss)
-            server_clear(ss);
-    }
-}
-
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
 {
@@ -894,10 +867,6 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
     case PGW_FE_DESCRIBE:
     case PGW_FE_CLOSE:
         return on_named(s, b, type, total);
-    case PGW_FE_QUERY:
-        on_query(s, b, *total);
-        q_push(s, Q_PASS, type, NULL);
-        return PGW_PS_FORWARD;
     default:
         q_push(s, Q_PASS, type, NULL);
         return PGW_PS_FORWARD;
@@ -923,7 +892,8 @@ void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n)
 bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type)
 {
     return type == PGW_BE_ERROR || type == PGW_BE_PARSE_COMPLETE ||
-           type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE;
+           type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE ||
+           type == PGW_BE_COMMAND_COMPLETE;        /* a few bytes: its tag */
 }
 
 static bool completes(char fe, char be)
@@ -1006,6 +976,85 @@ void pgw_ps_abandon(struct pgw_session *s, struct pgw_server *srv)
     }
 }
 
+/* A Parse sent after the queue head, not yet answered: st under the
+ * client's name cname (NULL: any name), prepared on the server (true) or
+ * answered by pgwharf (false). */
+static bool parse_queued(const struct pgw_session *s, const struct ps_stmt *st, const char *cname,
+                         bool on_server)
+{
+    const struct ps_queue *q = s->ps_queue;
+    for (uint32_t i = 0; q && i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->type == PGW_FE_PARSE && x->stmt == st && (x->kind != Q_FAKE) == on_server &&
+            (!cname || (x->cname && strcmp(x->cname, cname) == 0)))
+            return true;
+    }
+    return false;
+}
+
+/* The server ran DISCARD ALL or DEALLOCATE ALL for s (its CommandComplete
+ * came, so it did not fail): it has no prepared statements left, and the
+ * client none of its names -- but for Parses sent after it, which the
+ * server runs later. */
+static void on_discard(struct pgw_session *s)
+{
+    struct ps_server *ss = s->server ? s->server->user_state : NULL;
+    if (ss) {
+        struct pgw_list *n = ss->lru.next, *next;
+        for (; n != &ss->lru; n = next) {
+            next = n->next;
+            struct ps_server_stmt *e = pgw_container_of(n, struct ps_server_stmt, lru);
+            if (!parse_queued(s, e->stmt, NULL, true))
+                server_drop(ss, e);
+        }
+    }
+    struct ps_client *c = s->ps_client;
+    if (!c)
+        return;
+    size_t b = 0;
+    struct pgw_hnode *n = pgw_hmap_iter(&c->map, &b, NULL);
+    while (n) {
+        struct pgw_hnode *next = pgw_hmap_iter(&c->map, &b, n);
+        struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+        if (!parse_queued(s, e->stmt, e->name, true) && !parse_queued(s, e->stmt, e->name, false))
+            client_remove(s, e);
+        n = next;
+    }
+}
+
+static bool is_cmd(const char *sql, const char *cmd)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+        sql++;
+    size_t n = strlen(cmd);
+    if (strncasecmp(sql, cmd, n) != 0)
+        return false;
+    sql += n;
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == ';')
+        sql++;
+    return *sql == '\0';
+}
+
+void pgw_ps_server_reset(struct pgw_server *srv, const char *reset_query)
+{
+    struct ps_server *ss = srv->user_state;
+    if (!ss || !reset_query || !*reset_query)
+        return;
+    if (is_cmd(reset_query, "DISCARD ALL") || is_cmd(reset_query, "DEALLOCATE ALL")) {
+        server_clear(ss);           /* it fails only by closing the server */
+        ss->nreclose = 0;
+        return;
+    }
+    /* Whatever else it does, the statements may be gone or not: closed
+     * again before the server prepares anything more. */
+    while (!pgw_list_empty(&ss->lru)) {
+        struct ps_server_stmt *e =
+            pgw_container_of(pgw_list_first(&ss->lru), struct ps_server_stmt, lru);
+        reclose_add(ss, e->stmt->id);
+        server_drop(ss, e);
+    }
+}
+
 bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
@@ -1025,6 +1074,10 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         }
         return false;
     }
+    if (type == PGW_BE_COMMAND_COMPLETE && msg && total > 5 && msg[total - 1] == '\0' &&
+        (strcmp((const char *)msg + 5, "DISCARD ALL") == 0 ||
+         strcmp((const char *)msg + 5, "DEALLOCATE ALL") == 0))
+        on_discard(s);
     if (!completes(h->type, type))
         return false;
     bool drop = h->kind == Q_SWALLOW;

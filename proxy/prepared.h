@@ -117,6 +117,10 @@ void pgw_ps_emit(struct pgw_session *s);
 /* Nothing outstanding in the queue? */
 bool pgw_ps_idle(const struct pgw_session *s);
 
+/* srv goes back to the pool through reset_query (server_reset_query),
+ * which may drop its statements (DISCARD ALL): forget them there. */
+void pgw_ps_server_reset(struct pgw_server *srv, const char *reset_query);
+
 /* Server state freed with the server (pgw_pool_set_free_hook). */
 void pgw_ps_server_free(struct pgw_server *srv, void *arg);
 

@@ -392,6 +392,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
             if (!param_reported(srv, name) && pgw_params_get(&srv->params, name))
                 pgw_params_set(&srv->params, name, "");
         }
+        pgw_ps_server_reset(srv, s->px->cfg->server_reset_query);
     }
     if (!next)
         pgw_pool_release(srv, how);
@@ -1115,10 +1116,9 @@ static bool scan_client(struct pgw_session *s)
         }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);
-             * a short Query too (DISCARD ALL); the rest only queue a reply. */
+             * the rest only queue a reply. */
             bool whole = type == PGW_FE_PARSE || type == PGW_FE_BIND ||
-                         type == PGW_FE_DESCRIBE || type == PGW_FE_CLOSE ||
-                         (type == PGW_FE_QUERY && total <= 64);
+                         type == PGW_FE_DESCRIBE || type == PGW_FE_CLOSE;
             if (whole && total > avail) {
                 uint32_t need = (b->parsed - b->sent) + total + PS_HEADROOM;
                 if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->cbuf, need)) {

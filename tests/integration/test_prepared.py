@@ -512,5 +512,100 @@ class TestErrors(pt.PgwharfTestCase):
             r.close()
 
 
+class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
+    """DISCARD ALL / DEALLOCATE ALL drop every statement on the server that
+    runs them, whoever's and however they are sent; one that fails drops
+    nothing.  Once only a simple Query of exactly that text was seen, when
+    sent (even if it then failed), and server_reset_query not at all: the
+    server's statements and what pgwharf thought it had parted ways, and
+    other clients got 26000 "PGW_n does not exist" or 42P05 "PGW_n already
+    exists" on that server from then on."""
+
+    def start(self, **extra):
+        settings = {"pool_mode": "transaction", "auth_type": "trust",
+                    "default_pool_size": 1, "max_db_connections": 1}
+        settings.update(extra)
+        px = self.start_pgwharf(settings=settings)
+        return px, lambda: Raw(px.host, px.port, self.pg.user, self.pg.database)
+
+    def test_deallocate_all_in_the_extended_protocol(self):
+        import psycopg
+        px, raw = self.start()
+        a, b = raw(), raw()
+        try:
+            b.send(b.parse("t", "select 1"), b.sync())
+            self.assertEqual(types(b.until_ready()), "1Z")
+            a.send(a.parse("s1", "select 1"), a.sync())
+            self.assertEqual(types(a.until_ready()), "1Z")
+            # A statement parsed after it in the same batch stays.
+            a.send(a.parse("", "DEALLOCATE ALL"), a.bind(""), a.execute(),
+                   a.parse("s9", "select 9"), a.sync())
+            self.assertEqual(types(a.until_ready()), "12C1Z")
+            a.send(a.bind("s1"), a.execute(), a.sync())
+            msgs = a.until_ready()
+            self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+            a.send(a.bind("s9"), a.execute(), a.sync())
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "2DCZ", msgs)
+            self.assertEqual(msgs[1][1][-1:], b"9")
+            for _ in range(2):
+                b.send(b.bind("t"), b.execute(), b.sync())
+                msgs = b.until_ready()
+                self.assertEqual(types(msgs), "2DCZ", msgs)
+        finally:
+            a.close()
+            b.close()
+        # psycopg 3 sends everything in the extended protocol: one
+        # connection's DEALLOCATE ALL, another's statements.
+        with psycopg.connect(px.dsn(), autocommit=True) as c1, \
+                psycopg.connect(px.dsn(), autocommit=True) as c2:
+            for i in range(3):
+                self.assertEqual(c1.execute("select %s::int + 5", (i,), prepare=True)
+                                 .fetchone()[0], i + 5)
+                c2.execute("DEALLOCATE ALL")
+
+    def test_discard_all_that_fails_forgets_nothing(self):
+        px, raw = self.start()
+        a, b = raw(), raw()
+        try:
+            b.send(b.parse("t", "select 1"), b.sync())
+            self.assertEqual(types(b.until_ready()), "1Z")
+            a.send(a.parse("s1", "select 1"), a.sync())
+            self.assertEqual(types(a.until_ready()), "1Z")
+            a.send(a.msg(b"Q", b"BEGIN\x00"))
+            self.assertEqual(types(a.until_ready()), "CZ")
+            a.send(a.msg(b"Q", b"DISCARD ALL\x00"))
+            msgs = a.until_ready()
+            self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25001"), msgs)
+            a.send(a.msg(b"Q", b"ROLLBACK\x00"))
+            self.assertEqual(types(a.until_ready()), "CZ")
+            a.send(a.bind("s1"), a.execute(), a.sync())
+            self.assertEqual(types(a.until_ready()), "2DCZ")
+            b.send(b.bind("t"), b.execute(), b.sync())
+            msgs = b.until_ready()
+            self.assertEqual(types(msgs), "2DCZ", msgs)
+        finally:
+            a.close()
+            b.close()
+
+    def test_server_reset_query_always(self):
+        px, raw = self.start(server_reset_query_always=1)
+        r = raw()
+        try:
+            r.send(r.parse("s1", "select 1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "1Z")
+            for _ in range(3):
+                # The server ran DISCARD ALL since: prepared again.
+                r.send(r.bind("s1"), r.execute(), r.sync())
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "2DCZ", msgs)
+                r.send(r.parse("s2", "select 1"), r.bind("s2"), r.execute(),
+                       r.close_stmt("s2"), r.sync())
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "12DC3Z", msgs)
+        finally:
+            r.close()
+
+
 if __name__ == "__main__":
     unittest.main()
