@@ -74,9 +74,11 @@ enum { Q_PASS, Q_SWALLOW, Q_FAKE };
 struct qent {
     uint8_t kind;
     char type;                   /* the frontend message it answers */
-    struct ps_stmt *stmt;        /* Parse: undone on error; Bind/Execute: stale plans */
+    struct ps_stmt *stmt;        /* Parse: undone on error; Bind/Execute: stale plans;
+                                  * a client's Close: what its name was */
     uint64_t close_id;           /* an injected Close: the statement's id */
-    char *cname;                 /* a client's Parse: its name, gone if skipped */
+    char *cname;                 /* a client's Parse: its name, gone if skipped;
+                                  * a client's Close: its name, back if skipped */
 };
 
 struct ps_queue {
@@ -821,11 +823,19 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     }
     struct ps_client_name *cn = client_find(s, name);
     if (type == PGW_FE_CLOSE) {
-        /* Answered here; an unknown name is no error, as in PostgreSQL. */
+        /* Answered here; an unknown name is no error, as in PostgreSQL.
+         * The name goes now (a Parse further on may take it again), and
+         * comes back if the server skips the Close (undo_close). */
+        char *cname = cn ? strdup(name) : NULL;      /* name points into b */
+        if ((cn && !cname) || !q_push(s, Q_FAKE, PGW_FE_CLOSE, cn ? cn->stmt : NULL)) {
+            free(cname);
+            pgw_session_close(s, "53200", "out of memory");
+            return PGW_PS_FAILED;
+        }
+        q_tail(s)->cname = cname;
         if (cn)
             client_remove(s, cn);
         pgw_iobuf_cut(b, b->parsed, *total);
-        q_push(s, Q_FAKE, PGW_FE_CLOSE, NULL);
         return PGW_PS_DROPPED;
     }
     if (!cn) {
@@ -934,6 +944,23 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
         server_drop(ss, e);
 }
 
+/* A client's Close that the server skipped (an earlier error in the
+ * batch): PostgreSQL keeps the statement, so the client's name stands
+ * again -- over a Parse of that name further on, which is skipped too. */
+static void undo_close(struct pgw_session *s, const struct qent *x)
+{
+    if (x->type != PGW_FE_CLOSE || x->kind != Q_FAKE || !x->cname || !x->stmt)
+        return;
+    struct ps_client_name *cn = client_find(s, x->cname);
+    x->stmt->refs++;                     /* the name's reference */
+    if (cn) {
+        stmt_unref(reg_of(s), cn->stmt);
+        cn->stmt = x->stmt;
+    } else if (!client_add(s, x->cname, x->stmt)) {
+        stmt_unref(reg_of(s), x->stmt);  /* out of memory: the name stays closed */
+    }
+}
+
 static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
@@ -951,6 +978,7 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     /* The server skips everything up to the next Sync. */
     while ((h = q_head(s)) && h->type != PGW_FE_SYNC) {
         undo_parse(s, h);
+        undo_close(s, h);
         if (h->close_id && s->server && s->server->user_state)
             reclose_add(s->server->user_state, h->close_id);
         q_pop(s);

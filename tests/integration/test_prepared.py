@@ -607,5 +607,40 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
             r.close()
 
 
+class TestCloseSkippedAfterAnError(pt.PgwharfTestCase):
+    """A Close after an error in the batch is skipped by PostgreSQL: the
+    statement stays.  pgwharf, answering Close itself, once forgot the
+    client's name anyway (26000 on its next Bind).  The same exchange in
+    session mode (passed through untouched) is PostgreSQL's own answer."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        out = []
+        try:
+            for batch in ([r.parse("s1", "select 1")],
+                          [r.parse("", "selec"), r.close_stmt("s1")],
+                          [r.bind("s1"), r.execute()],
+                          # Close, then a Parse of that name and an error.
+                          [r.close_stmt("s1"), r.parse("s1", "select 2"), r.parse("", "selec")],
+                          # An error, then Close and a Parse of that name.
+                          [r.parse("", "selec"), r.close_stmt("s1"), r.parse("s1", "select 3")],
+                          [r.bind("s1"), r.execute()]):
+                r.send(*(batch + [r.sync()]))
+                out.append([(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()])
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_the_name_stands(self):
+        got = self.exchange("transaction")
+        self.assertEqual([types(m) for m in got], ["1Z", "EZ", "2DCZ", "31EZ", "EZ", "2DCZ"],
+                         got)
+        self.assertEqual(got[-1][1][1][-1:], b"2")
+        self.assertEqual(got, self.exchange("session"))
+
+
 if __name__ == "__main__":
     unittest.main()
