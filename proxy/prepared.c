@@ -571,21 +571,23 @@ static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st)
     return st->parse_len + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES;
 }
 
-static void inject_close(struct pgw_session *s, struct pgw_iobuf *b, uint64_t id)
+/* Queue a Close of PGW_<id> ahead of the message at b->parsed, its reply
+ * swallowed.  Callers reserve the room (ensure_bytes: CLOSE_BYTES each);
+ * false, and nothing sent or queued, when there is none. */
+static bool inject_close(struct pgw_session *s, struct pgw_iobuf *b, uint64_t id)
 {
-    char name[32];
-    snprintf(name, sizeof(name), "PGW_%llu", (unsigned long long)id);
-    struct pgw_wbuf m;
-    pgw_wbuf_init(&m);
-    size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
-    pgw_wbuf_put_u8(&m, 'S');
-    pgw_wbuf_put_str(&m, name);
-    pgw_wbuf_msg_end(&m, at);
-    if (!m.failed && q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL)) {
-        insert_here(b, m.data, (uint32_t)m.len);
-        q_tail(s)->close_id = id;
-    }
-    pgw_wbuf_deinit(&m);
+    uint8_t m[CLOSE_BYTES];
+    int n = snprintf((char *)m + PGW_MSG_HDR + 1, sizeof(m) - PGW_MSG_HDR - 1, "PGW_%llu",
+                     (unsigned long long)id);
+    uint32_t len = PGW_MSG_HDR + 1 + (uint32_t)n + 1;
+    m[0] = PGW_FE_CLOSE;
+    pgw_put_u32(m + 1, len - 1);
+    m[PGW_MSG_HDR] = 'S';
+    if (!room(b, len) || !q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL))
+        return false;
+    insert_here(b, m, len);
+    q_tail(s)->close_id = id;
+    return true;
 }
 
 static void reclose_add(struct ps_server *ss, uint64_t id)
@@ -606,17 +608,25 @@ static void reclose_flush(struct pgw_session *s, struct pgw_iobuf *b, struct ps_
     uint32_t n = ss->nreclose;
     ss->nreclose = 0;             /* inject_close's entries re-add what is skipped again */
     for (uint32_t i = 0; i < n; i++)
-        inject_close(s, b, ss->reclose[i]);
+        if (!inject_close(s, b, ss->reclose[i]))
+            reclose_add(ss, ss->reclose[i]);     /* next time */
 }
 
+/* Add st to the server's LRU, closing at most `closes` of the least
+ * recently used to make room (the Closes ensure_bytes reserved room for:
+ * after a reload lowers max_prepared_statements the LRU shrinks a little
+ * at each prepare, not all at once). */
 static bool server_add(struct pgw_session *s, struct pgw_iobuf *b, struct ps_server *ss,
-                       struct ps_stmt *st)
+                       struct ps_stmt *st, int closes)
 {
     int max = s->px->cfg->max_prepared_statements;
-    while (ss->count >= max && !pgw_list_empty(&ss->lru)) {
+    if (max < 1)
+        max = 1;                  /* a client keeping its statements after a reload to 0 */
+    while (ss->count >= max && closes-- > 0 && !pgw_list_empty(&ss->lru)) {
         struct ps_server_stmt *victim =
             pgw_container_of(pgw_list_last(&ss->lru), struct ps_server_stmt, lru);
-        inject_close(s, b, victim->stmt->id);
+        if (!inject_close(s, b, victim->stmt->id))
+            break;                /* it stays on the server and in the LRU */
         reg_of(s)->st.evictions++;
         server_drop(ss, victim);
     }
@@ -646,11 +656,13 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
         return true;
     }
     reclose_flush(s, b, ss);
-    if (e) {                     /* stale plan: close it first */
-        inject_close(s, b, st->id);
+    bool stale = e != NULL;
+    if (stale) {                 /* stale plan: close it first */
+        if (!inject_close(s, b, st->id))
+            return false;
         server_drop(ss, e);
     }
-    if (!server_add(s, b, ss, st))
+    if (!server_add(s, b, ss, st, stale ? 1 : 2))
         return false;
     if (swallow_parse) {
         insert_here(b, st->parse, st->parse_len);

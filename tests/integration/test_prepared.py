@@ -311,6 +311,30 @@ class TestSharingAndLru(pt.PgwharfTestCase):
         names = list(self.server_statements(px, 1).values())[0]
         self.assertLessEqual(len(names), 2, names)
 
+    def test_a_reload_lowering_the_lru_shrinks_it_as_statements_are_prepared(self):
+        # 30 statements on the one server; a reload lowers the LRU to 2.
+        # Each later prepare closes at most two (the room it reserved), so
+        # the server's set comes down step by step, and every statement,
+        # old or new, keeps answering as its own.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "max_prepared_statements": 50})
+        import psycopg
+        with psycopg.connect(px.dsn(), autocommit=True) as c:
+            for k in range(30):
+                self.assertEqual(c.execute("select %%s::int + %d" % k, (1,),
+                                           prepare=True).fetchone()[0], 1 + k)
+            self.assertEqual(len(list(self.server_statements(px, 1).values())[0]), 30)
+            px.settings["max_prepared_statements"] = 2
+            px.write_config()
+            px.admin("RELOAD")
+            counts = []
+            for r in range(2):
+                for k in range(30, 0, -1):
+                    self.assertEqual(c.execute("select %%s::int + %d" % k, (r,),
+                                               prepare=True).fetchone()[0], r + k)
+                counts.append(len(list(self.server_statements(px, 1).values())[0]))
+            self.assertLessEqual(counts[-1], 2, counts)
+
 
 class TestEvictionInAFailedBatch(pt.PgwharfTestCase):
     """max_prepared_statements = 2 and one server: an error early in a batch
