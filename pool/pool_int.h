@@ -46,7 +46,7 @@ struct pool_server {
     bool probe;               /* this connect is the breaker's probe */
     bool reconnect;           /* close instead of reusing */
     bool checked;             /* passed server_check_query since its last lend */
-    char err_sqlstate[6];     /* the job's ErrorResponse, "" when none */
+    char err_sqlstate[6];     /* the job's ERROR (not a FATAL), "" when none */
     /* raw query engine */
     struct pgw_wbuf out;
     uint8_t hdr[PGW_MSG_HDR];

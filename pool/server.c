@@ -430,8 +430,8 @@ static int build_params(const struct pgw_pool *pool, const char **k, const char 
     return n;
 }
 
-/* answered: the SQLSTATE of an ErrorResponse the server sent to the
- * connect_query (the server is up: this pool's problem), or NULL. */
+/* answered: the SQLSTATE of an ERROR the server answered the
+ * connect_query with (the server is up: this pool's problem), or NULL. */
 static void connect_failed_answered(struct pgw_server *srv, const char *msg,
                                     const char *answered)
 {
@@ -644,7 +644,11 @@ static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
         ps->body[kept < sizeof(ps->body) ? kept : sizeof(ps->body) - 1] = 0;
         if (pgw_wire_parse_error(ps->body, kept, &f) == 0 || !whole) {
             snprintf(why, wl, "%s failed: %s (%s)", job_name(ps->job), f.message, f.sqlstate);
-            if (f.sqlstate && strlen(f.sqlstate) == 5)
+            /* An ERROR is the query's answer; a FATAL or PANIC ends the
+             * connection (terminated, shutting down, crashed): the
+             * server's state, whatever the query was. */
+            bool fatal = strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0;
+            if (!fatal && f.sqlstate && strlen(f.sqlstate) == 5)
                 memcpy(ps->err_sqlstate, f.sqlstate, 6);
         } else
             snprintf(why, wl, "%s failed", job_name(ps->job));

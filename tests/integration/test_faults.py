@@ -27,6 +27,8 @@ and checks, for each:
 """
 
 import re
+import socket
+import threading
 import time
 import unittest
 
@@ -188,6 +190,59 @@ class TestFaults(FaultCase):
         # server_login_retry between tries; the breaker stays out of it.
         self.scenario("password", inject, recover, hold=4.0, expect_breaker=False,
                       expect_errors=["28P01"])
+
+
+
+class TestRefusedLoginEdges(pt.PgwharfTestCase):
+    """A pool that the server refused (server_login_retry) must stop
+    refusing as soon as the refusal no longer stands, and only the
+    server's own refusal of the pool counts as one."""
+
+    def client_query(self, px, sql, db=None, timeout=20):
+        """sql through px as the app role: ("ok", value) or ("err", sqlstate)."""
+        with socket.create_connection((px.host, px.port), timeout=timeout) as s:
+            try:
+                hz.sync_login(s, self.pg.app_user, db or self.pg.database, self.pg.app_password)
+            except hz.PgError as e:
+                return "err", e.sqlstate
+            s.sendall(hz.query_msg(sql))
+            value, err = None, None
+            while True:
+                t, body = hz.recv_msg(s)
+                if t == b"D":
+                    value = hz.data_row(body)[0].decode()
+                elif t == b"E":
+                    err = hz.parse_fields(body).get("C")
+                elif t == b"Z":
+                    return ("err", err) if err else ("ok", value)
+
+    def test_backend_terminated_during_connect_query_is_no_login_refusal(self):
+        # A FATAL while connect_query runs (pg_terminate_backend, a restart)
+        # ends the connection: the server's state, not an answer to this
+        # pool's connect_query.  It must not hold the pool for
+        # server_login_retry (30 s here) with "terminating connection" for
+        # every client while PostgreSQL is fine.
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "server_login_retry": "30s",
+                      "query_wait_timeout": "20s"},
+            databases={self.pg.database: self.pg.conn_string(
+                self.pg.database, connect_query="select pg_sleep(1.5)")})
+        first = {}
+        t = threading.Thread(target=lambda: first.update(r=self.client_query(px, "select 'a'")))
+        t.start()
+        hz.wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_stat_activity where usename = '%s' and "
+            "query like 'select pg_sleep%%'" % self.pg.app_user,
+            db="postgres", via_socket=True) == "1", 10, what="connect_query running")
+        self.assertEqual(self.terminate_app(), 1)
+        t.join(30)
+        self.assertFalse(t.is_alive(), "the first client hangs")
+        # Its wait goes on: the pool connects again at once.
+        self.assertEqual(first.get("r"), ("ok", "a"), px.log_tail())
+        self.assertEqual(self.client_query(px, "select 'b'"), ("ok", "b"), px.log_tail())
+
+    def terminate_app(self):
+        return self.pg.terminate_backends(user=self.pg.app_user)
 
 
 if __name__ == "__main__":
