@@ -113,6 +113,9 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     struct pgw_backend *be = pgw_backend_get(pool->set, db);
     if (be)
         pool->backend = be;
+    /* A refusal of the old keys (password, user, dbname...) says nothing
+     * about the new ones: no server_login_retry wait for them. */
+    pgw_pool_login_ok(pool);
     return !first;
 }
 
@@ -129,6 +132,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
             if (pw) {
                 free(p->password);
                 p->password = pw;
+                pgw_pool_login_ok(p);     /* refused with the old password */
             }
         }
         if (p->db_src != db && pgw_pool_apply_db(p, db))

@@ -244,6 +244,23 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
     def terminate_app(self):
         return self.pg.terminate_backends(user=self.pg.app_user)
 
+    def test_reload_fixing_the_server_password_ends_the_refusal(self):
+        # The pool was refused with the old password; after RELOAD with the
+        # right one, the old refusal must not answer clients for the rest
+        # of server_login_retry.
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "server_login_retry": "30s"},
+            databases={self.pg.database: self.pg.conn_string(
+                self.pg.database, user=self.pg.app_user, password="wrong-password")})
+        self.assertEqual(self.client_query(px, "select 1"), ("err", "28P01"))
+        self.assertEqual(self.client_query(px, "select 1"), ("err", "28P01"))
+        px.databases[self.pg.database] = self.pg.conn_string(
+            self.pg.database, user=self.pg.app_user, password=self.pg.app_password)
+        mark = px.log().count("event=reload ")
+        px.reload()
+        hz.wait_until(lambda: px.log().count("event=reload ") > mark, 10, what="reload")
+        self.assertEqual(self.client_query(px, "select 'fixed'"), ("ok", "fixed"),
+                         px.log_tail())
 
 if __name__ == "__main__":
     unittest.main()
