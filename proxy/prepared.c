@@ -69,6 +69,7 @@ struct ps_server {
 #define CLOSE_BYTES 40
 
 /* ---- the queue of expected responses ---- */
+#define PS_BNAME_MAX 64
 enum { Q_PASS, Q_SWALLOW, Q_FAKE };
 
 struct qent {
@@ -79,6 +80,9 @@ struct qent {
     uint64_t close_id;           /* an injected Close: the statement's id */
     char *cname;                 /* a client's Parse: its name, gone if skipped;
                                   * a client's Close: its name, back if skipped */
+    char bname[PS_BNAME_MAX];    /* a Bind/Describe of stmt: the client's name, for
+                                  * the server's errors quoting pgwharf's ("" if long) */
+    bool dup;                    /* the Execute raising 42P05 (dup_error) */
 };
 
 struct ps_queue {
@@ -360,6 +364,8 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->stmt = st;
     x->close_id = 0;
     x->cname = NULL;
+    x->bname[0] = '\0';
+    x->dup = false;
     if (st)
         st->refs++;
     q->len++;
@@ -395,6 +401,7 @@ bool pgw_ps_idle(const struct pgw_session *s)
 
 void pgw_ps_link(struct pgw_session *s)
 {
+    s->ps_skipping = false;
     while (q_head(s))
         q_pop(s);
 }
@@ -713,6 +720,7 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
         q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL);
         q_push(s, Q_SWALLOW, PGW_FE_BIND, NULL);
         q_push(s, Q_PASS, PGW_FE_EXECUTE, NULL);
+        q_tail(s)->dup = true;
     }
     pgw_wbuf_deinit(&m);
     return ok;
@@ -857,6 +865,9 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     }
     struct ps_stmt *st = cn->stmt;
     size_t old_nl = strlen(name), new_nl = strlen(st->name);
+    char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
+    if (old_nl < sizeof(bname))
+        memcpy(bname, name, old_nl + 1);
     if (!need_room(s, b, ensure_bytes(s, st) + (uint32_t)new_nl + 8))
         return PGW_PS_NEED_ROOM;
     /* ensure_prepared may insert ahead of the message (body and name move
@@ -866,7 +877,9 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
               rename_here(b, name_off, (uint32_t)old_nl, st->name, (uint32_t)new_nl);
     if (ok) {
         *total = *total - (uint32_t)old_nl + (uint32_t)new_nl;
-        q_push(s, Q_PASS, type, st);
+        ok = q_push(s, Q_PASS, type, st);
+        if (ok)
+            memcpy(q_tail(s)->bname, bname, sizeof(bname));
     }
     stmt_unref(reg_of(s), st);
     if (!ok) {
@@ -882,6 +895,13 @@ bad:
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
 {
+    if (s->ps_skipping) {
+        /* The server skips it and answers nothing, as PostgreSQL would:
+         * sent as it is, no name taken or closed, no Parse injected. */
+        if (type != PGW_FE_SYNC)
+            return PGW_PS_FORWARD;
+        s->ps_skipping = false;
+    }
     switch (type) {
     case PGW_FE_PARSE:
         return on_parse(s, b, total);
@@ -987,14 +1007,28 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         if (e)
             e->stale = true;
     }
-    /* The server skips everything up to the next Sync. */
-    while ((h = q_head(s)) && h->type != PGW_FE_SYNC) {
-        undo_parse(s, h);
-        undo_close(s, h);
+    /* The server skips everything up to the next Sync.  The client's
+     * names are put back newest first, as they were before each message:
+     * a Parse and then a Close of one name, both skipped, leave no name. */
+    struct ps_queue *q = s->ps_queue;
+    uint32_t k = 0;
+    while (k < q->len && q->e[(q->head + k) % q->cap].type != PGW_FE_SYNC)
+        k++;
+    for (uint32_t i = k; i-- > 0;) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        undo_parse(s, x);
+        undo_close(s, x);
+    }
+    while (k-- > 0) {
+        h = q_head(s);
         if (h->close_id && s->server && s->server->user_state)
             reclose_add(s->server->user_state, h->close_id);
         q_pop(s);
     }
+    h = q_head(s);
+    /* That Sync is still to come: so is what the client sends before it. */
+    if (!h)
+        s->ps_skipping = true;
 }
 
 void pgw_ps_abandon(struct pgw_session *s, struct pgw_server *srv)
@@ -1093,6 +1127,92 @@ void pgw_ps_server_reset(struct pgw_server *srv, const char *reset_query)
         reclose_add(ss, e->stmt->id);
         server_drop(ss, e);
     }
+}
+
+/* The error's body rewritten into w: each "PGW_<n>" (quoted, as
+ * PostgreSQL quotes names) becomes "cname"; without_context drops the
+ * CONTEXT (W) field.  False when there is nothing to change. */
+static bool error_rewrite(const uint8_t *msg, uint32_t total, const char *pgw_name,
+                          const char *cname, bool without_context, struct pgw_wbuf *w)
+{
+    char quoted[32];
+    int ql = snprintf(quoted, sizeof(quoted), "\"%s\"", pgw_name);
+    bool changed = false;
+    size_t at = pgw_wbuf_msg_begin(w, PGW_BE_ERROR);
+    uint32_t i = PGW_MSG_HDR;
+    while (i < total && msg[i] != 0) {
+        const uint8_t *end = memchr(msg + i + 1, 0, total - i - 1);
+        if (!end)
+            return false;             /* malformed: passed on untouched */
+        uint32_t flen = (uint32_t)(end - msg) - i;          /* code and text */
+        if (without_context && msg[i] == 'W') {
+            changed = true;
+            i += flen + 1;
+            continue;
+        }
+        const uint8_t *f = msg + i, *fend = f + flen;
+        const uint8_t *hit;
+        while (ql > 0 && cname && (hit = memmem(f, (size_t)(fend - f), quoted, (size_t)ql))) {
+            pgw_wbuf_append(w, f, (size_t)(hit - f));
+            pgw_wbuf_put_u8(w, '"');
+            pgw_wbuf_append(w, cname, strlen(cname));
+            pgw_wbuf_put_u8(w, '"');
+            f = hit + ql;
+            changed = true;
+        }
+        pgw_wbuf_append(w, f, (size_t)(fend - f));
+        pgw_wbuf_put_u8(w, 0);
+        i += flen + 1;
+    }
+    pgw_wbuf_put_u8(w, 0);
+    pgw_wbuf_msg_end(w, at);
+    return changed && !w->failed;
+}
+
+bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
+{
+    const struct qent *h = q_head(s);
+    if (!h || h->kind != Q_PASS || !(h->dup || (h->stmt && (h->type == PGW_FE_BIND ||
+                                                           h->type == PGW_FE_DESCRIBE))))
+        return true;
+    const char *cname = NULL;
+    if (h->stmt) {
+        cname = h->bname;
+        if (!*cname) {                /* a long name: the client's for it now, if any */
+            cname = NULL;
+            size_t bk = 0;
+            for (struct pgw_hnode *n = s->ps_client ? pgw_hmap_iter(&s->ps_client->map, &bk, NULL)
+                                                    : NULL;
+                 n; n = pgw_hmap_iter(&s->ps_client->map, &bk, n)) {
+                struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+                if (e->stmt == h->stmt) {
+                    cname = e->name;
+                    break;
+                }
+            }
+        }
+    }
+    struct pgw_iobuf *b = s->sbuf;
+    struct pgw_wbuf w;
+    pgw_wbuf_init(&w);
+    bool ok = true;
+    if (error_rewrite(b->data + b->parsed, *total, h->stmt ? h->stmt->name : "", cname, h->dup,
+                      &w)) {
+        uint32_t n = (uint32_t)w.len;
+        if (n <= *total || pgw_iobuf_reserve(s->px, &s->sbuf, b->len - b->sent + n - *total)) {
+            b = s->sbuf;
+            pgw_iobuf_cut(b, b->parsed, *total);
+            pgw_iobuf_insert(b, b->parsed, w.data, n);
+            b->parsed -= n;
+            *total = n;
+        } else {
+            ok = false;
+        }
+    }
+    pgw_wbuf_deinit(&w);
+    if (!ok)
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+    return ok;
 }
 
 bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)

@@ -1456,6 +1456,13 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             break;
         }
         bool drop = s->swallow > 0;
+        if (ps && type == PGW_BE_ERROR) {
+            if (!pgw_ps_backend_error(s, &total))
+                return false;
+            b = s->sbuf;
+            p = b->data + b->parsed;
+            mlen = total - 1;
+        }
         if (ps)
             drop = pgw_ps_backend(s, type, p, total);
         if (type == PGW_BE_READY) {

@@ -666,5 +666,101 @@ class TestCloseSkippedAfterAnError(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestMessagesAfterAnError(pt.PgwharfTestCase):
+    """After an error in an extended-protocol batch PostgreSQL skips every
+    message up to the next Sync, answering none.  Messages the client sends
+    once the error has come (it sent Flush, read the error, went on) were
+    handled as if they ran: pgwharf answered Close and Parse itself
+    (CloseComplete, ParseComplete the client never gets from PostgreSQL),
+    took or dropped the names, and recorded a Parse it injected for a Bind
+    as prepared on the server, which skipped it (26000 "PGW_n" at the next
+    Bind).  And with a Parse and a Close of one name both skipped in one
+    batch, the name came back (a Bind of a statement PostgreSQL never made
+    ran).  The same exchanges in session mode are PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1,
+                                          "max_prepared_statements": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        out = []
+
+        def replies():
+            return [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+        try:
+            r.send(r.parse("s1", "select 1"), r.parse("s3", "select 3"), r.sync())
+            out.append(replies())     # s1 is evicted from the server (LRU of 1)
+            r.send(r.bind("nosuch"), r.msg(b"H"))
+            t, b = r.read_msg()
+            out.append([(t, sqlstate(b))])
+            # All skipped by the server: no reply but ReadyForQuery.
+            r.send(r.close_stmt("s3"), r.parse("s2", "select 2"), r.bind("s1"), r.execute(),
+                   r.sync())
+            out.append(replies())
+            for name in ("s3", "s1", "s2"):
+                r.send(r.bind(name), r.execute(), r.sync())
+                out.append(replies())
+            # A Parse and a Close of one name, skipped after an error.
+            r.send(r.parse("", "selec"), r.parse("s4", "select 4"), r.close_stmt("s4"),
+                   r.sync())
+            out.append(replies())
+            r.send(r.bind("s4"), r.execute(), r.sync())
+            out.append(replies())
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_skipped_messages_are_not_answered_or_recorded(self):
+        got = self.exchange("transaction")
+        self.assertEqual([types(m) for m in got],
+                         ["11Z", "E", "Z", "2DCZ", "2DCZ", "EZ", "EZ", "EZ"], got)
+        self.assertEqual(got[-1][0], (b"E", "26000"))
+        self.assertEqual(got, self.exchange("session"))
+
+
+class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
+    """PostgreSQL quotes a statement's name in some errors: a Bind with the
+    wrong number of parameters (08P01 "bind message supplies 1 parameters,
+    but prepared statement "s1" requires 0"), a Bind of a statement whose
+    Parse failed earlier in the same pipeline (26000).  The client got
+    pgwharf's name (PGW_n) in them.  And the 42P05 pgwharf raises for a
+    Parse of a name in use came with a CONTEXT line (the DO block raising
+    it) PostgreSQL does not send.  The same exchanges in session mode are
+    PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        out = []
+        one = b"\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"   # 1 parameter, '1'
+        try:
+            for batch in ([r.parse("s1", "select 1")],
+                          [r.msg(b"B", b"\x00s1\x00" + one)],
+                          [r.parse("s1", "select 2")],
+                          [r.msg(b"Q", b"begin\x00"), r.msg(b"Q", b"select 1/0\x00"),
+                           r.parse("s2", "select 3")],
+                          [r.bind("s2")],
+                          [r.msg(b"Q", b"rollback\x00")]):
+                r.send(*(batch + [r.sync()]))
+                got = []
+                for _ in range(1 + sum(m[:1] == b"Q" for m in batch)):
+                    # Fields up to the source file (F, L, R differ: pgwharf
+                    # raises 42P05 from PL/pgSQL).
+                    got += [(t, b.split(b"\x00F")[0] if t == b"E" else b)
+                            for t, b in r.until_ready()]
+                out.append(got)
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_the_clients_name_and_postgres_fields(self):
+        got = self.exchange("transaction")
+        self.assertNotIn(b"PGW_", repr(got).encode(), got)
+        self.assertEqual(got, self.exchange("session"))
+
+
 if __name__ == "__main__":
     unittest.main()
