@@ -83,6 +83,8 @@ struct qent {
     char bname[PS_BNAME_MAX];    /* a Bind/Describe of stmt: the client's name, for
                                   * the server's errors quoting pgwharf's ("" if long) */
     bool dup;                    /* the Execute raising 42P05 (dup_error) */
+    bool had;                    /* a Parse the server refuses (parse_refused):
+                                  * its statement there stays */
 };
 
 struct ps_queue {
@@ -366,6 +368,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->cname = NULL;
     x->bname[0] = '\0';
     x->dup = false;
+    x->had = false;
     if (st)
         st->refs++;
     q->len++;
@@ -726,6 +729,33 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
     return ok;
 }
 
+/* Will the server refuse a Parse of st sent now, for its transaction?
+ * In a failed transaction (the last ReadyForQuery said 'E', and nothing
+ * sent since could have ended it) PostgreSQL refuses a Parse with 25P02,
+ * but for an empty text or a statement that ends the transaction.  The
+ * text is judged conservatively: only a first word that is plainly
+ * something else (SELECT, INSERT...) counts. */
+static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
+{
+    if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.fe_open != 0)
+        return false;
+    const char *q = (const char *)st->parse + st->key_off;
+    while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+        q++;
+    char word[16];
+    size_t n = 0;
+    while (n < sizeof(word) - 1 && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')))
+        word[n++] = *q++;
+    word[n] = '\0';
+    if (n == 0)
+        return false;             /* a comment, a parenthesis...: unsure */
+    static const char *const ends[] = { "commit", "end", "rollback", "abort", "prepare" };
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+        if (strcasecmp(word, ends[i]) == 0)
+            return false;
+    return true;
+}
+
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
 {
     const uint8_t *body = b->data + b->parsed + 5;
@@ -783,7 +813,10 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     if (!cname)
         goto oom;
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
-    if (e && !e->stale) {
+    /* In a failed transaction the server answers it (25P02), as it would
+     * without pgwharf, and the client gets no name. */
+    bool refused = e && !e->stale && parse_refused(s, st);
+    if (e && !e->stale && !refused) {
         /* The server has it: answer ParseComplete ourselves. */
         server_hit(ss, e);
         pgw_iobuf_cut(b, b->parsed, *total);
@@ -807,6 +840,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         goto oom;
     }
     q_tail(s)->cname = cname;
+    q_tail(s)->had = refused;
     return PGW_PS_FORWARD;
 oom:
     pgw_session_close(s, "53200", "out of memory");
@@ -966,8 +1000,9 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
         if (cn && cn->stmt == x->stmt)
             client_remove(s, cn);
     }
-    /* A ParseComplete of pgwharf's own left the server's statement alone. */
-    if (x->type != PGW_FE_PARSE || x->kind == Q_FAKE || !x->stmt || !s->server ||
+    /* A ParseComplete of pgwharf's own, or a Parse refused in a failed
+     * transaction, left the server's statement alone. */
+    if (x->type != PGW_FE_PARSE || x->kind == Q_FAKE || x->had || !x->stmt || !s->server ||
         !s->server->user_state)
         return;
     struct ps_server *ss = s->server->user_state;

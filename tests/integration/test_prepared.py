@@ -762,5 +762,54 @@ class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestParseInAFailedTransaction(pt.PgwharfTestCase):
+    """A Parse in a failed transaction is refused by PostgreSQL (25P02) and
+    makes no name, even when the server has the statement already (where
+    pgwharf would otherwise answer ParseComplete itself)."""
+
+    def test_refused_and_no_name(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "auth_type": "trust"})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        try:
+            # The one server gets the statement; the client keeps no name.
+            r.send(r.parse("s1", "select 1"), r.close_stmt("s1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "13Z")
+            r.send(r.msg(b"Q", b"begin\x00"))
+            self.assertEqual(types(r.until_ready()), "CZ")
+            r.send(r.msg(b"Q", b"select 1/0\x00"))
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ")
+            self.assertEqual(msgs[-1][1], b"E")
+            r.send(r.parse("s1", "select 1"), r.bind("s1"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "25P02")
+            r.send(r.msg(b"Q", b"rollback\x00"))
+            self.assertEqual(types(r.until_ready()), "CZ")
+            r.send(r.bind("s1"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "26000")
+            self.assertIn(b'"s1"', msgs[0][1])
+            # Out of the failed transaction the name is made as usual, and
+            # the server's statement serves it.
+            r.send(r.parse("s1", "select 1"), r.bind("s1"), r.execute(), r.sync())
+            self.assertEqual(types(r.until_ready()), "12DCZ")
+            # A statement ending the transaction is accepted in it.
+            r.send(r.parse("c1", "rollback"), r.close_stmt("c1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "13Z")
+            r.send(r.msg(b"Q", b"begin\x00"))
+            r.until_ready()
+            r.send(r.msg(b"Q", b"select 1/0\x00"))
+            r.until_ready()
+            r.send(r.parse("c1", "rollback"), r.bind("c1"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "12CZ", msgs)
+            self.assertEqual(msgs[-1][1], b"I")
+        finally:
+            r.close()
+
+
 if __name__ == "__main__":
     unittest.main()
