@@ -1465,6 +1465,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         }
         if (ps)
             drop = pgw_ps_backend(s, type, p, total);
+        if (!drop && type != PGW_BE_READY)
+            pgw_track_backend(&s->track, type);
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
                 if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)

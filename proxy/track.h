@@ -34,6 +34,8 @@ struct pgw_track {
     int sync_exec;
     int execs;                   /* Executes since the last Sync/Query */
     int exec_batch;              /* Executes in the batch of the last Execute, up to it */
+    int exec_done;               /* Executes answered (CommandComplete, EmptyQueryResponse,
+                                  * PortalSuspended) since the last ReadyForQuery */
     char tx_status;              /* last ReadyForQuery status */
     bool copy;                   /* COPY under way */
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
@@ -42,7 +44,7 @@ struct pgw_track {
 
 static inline void pgw_track_reset(struct pgw_track *t)
 {
-    t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = 0;
+    t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = false;
 }
 
@@ -100,17 +102,23 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     }
 }
 
-/* Copy responses from the server.  A CopyInResponse is the last Execute's
- * for certain when every Sync before that Execute is answered, it is the
- * only Execute of its batch, and the client has sent nothing but Syncs
- * and Flushes since (a client that waits for the CopyInResponse, as
- * libpq does).  Otherwise its Syncs are not taken back. */
+/* A server message other than ReadyForQuery, one the client gets (not
+ * the replies pgwharf drops).  A CopyInResponse is the last Execute's for
+ * certain when every Sync before that Execute is answered, every Execute
+ * of its batch before it is answered (so none of them is the COPY), and
+ * the client has sent nothing but Syncs and Flushes since (a client that
+ * waits for the CopyInResponse, as libpq does).  Otherwise its Syncs are
+ * not taken back. */
 static inline void pgw_track_backend(struct pgw_track *t, char type)
 {
+    if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
+        type == PGW_BE_PORTAL_SUSPENDED)
+        t->exec_done++;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
         t->copy = true;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
-        t->copy_in = t->exec_last && t->exec_batch == 1 && t->sync_out == t->sync_exec;
+        t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
+                     t->sync_out == t->sync_exec;
 }
 
 /* ReadyForQuery with `status`: true when it answers the last outstanding
@@ -119,6 +127,7 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
 {
     if (t->sync_out > 0)
         t->sync_out--;
+    t->exec_done = 0;
     t->tx_status = status;
     t->copy = t->copy_in = false;
     return t->sync_out == 0;

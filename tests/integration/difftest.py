@@ -95,8 +95,9 @@ QUERIES = [
 class Gen:
     """known: also generate what is known to differ (see KNOWN)."""
 
-    def __init__(self, seed, table, steps, params=None, known=True):
+    def __init__(self, seed, table, steps, params=None, known=True, no_txn=False):
         self.r = random.Random(seed)
+        self.no_txn = no_txn           # statement mode: never open a transaction
         self.params = params or {}
         self.known = known
         self.table = table
@@ -113,6 +114,8 @@ class Gen:
         while True:
             q, n = self.r.choice(QUERIES)
             if "from stdin" in q and not allow_copy_in:
+                continue
+            if self.no_txn and q == "begin":
                 continue
             if not self.known and q.startswith("reset") and any(
                     k.lower() in q.lower() for k in self.params):
@@ -441,12 +444,12 @@ def session_params(r):
 #   shared servers) it goes to the server's default;
 # - a Query sent after an extended-protocol error before the Sync:
 #   PostgreSQL skips it, pgwharf still counts a ReadyForQuery for it.
-def make_session(seed, steps, known=True):
+def make_session(seed, steps, known=True, no_txn=False):
     r = random.Random(seed * 7919 + 1)
     table = "dt_%d" % seed
     params = session_params(r)
     return {"seed": seed, "table": table, "params": params,
-            "steps": Gen(seed, table, steps, params, known).session()}
+            "steps": Gen(seed, table, steps, params, known, no_txn).session()}
 
 
 def reset_tables(pg, sessions):
@@ -525,8 +528,8 @@ def fmt(msgs):
         repr(m[1]) if m[0] in "D" else "") for m in msgs)
 
 
-def differential(px, pg, seeds, steps, concurrency, known=True):
-    sessions = [make_session(s, steps, known) for s in seeds]
+def differential(px, pg, seeds, steps, concurrency, known=True, no_txn=False):
+    sessions = [make_session(s, steps, known, no_txn) for s in seeds]
     reset_tables(pg, sessions)
     direct = run_all(sessions, pg.host, pg.port, pg, concurrency)
     reset_tables(pg, sessions)
@@ -581,7 +584,8 @@ def main():
         seeds = range(a.seed, a.seed + a.sessions)
         t0 = time.monotonic()
         sessions, diffs, direct = differential(px, pg, seeds, a.steps, a.concurrency,
-                                               known=not a.no_known)
+                                               known=not a.no_known,
+                                               no_txn=a.mode == "statement")
         kinds = {}
         for s in sessions:
             for st in s["steps"]:

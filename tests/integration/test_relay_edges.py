@@ -16,6 +16,11 @@ one server, so the next client gets the very same one).
   next client read that query's rows as its own.  An extended-protocol
   COPY as libpq sends it (Execute and Sync, CopyInResponse, data,
   CopyDone and Sync) still gives the server back.
+- The same COPY as the second Execute of its batch (Execute of a SELECT,
+  then of the COPY, then Sync; found by difftest.py): the Sync the COPY
+  ignores was not taken back, so the client kept the server until it
+  left, and the prepared-statement reply queue stayed one Sync behind:
+  the errors of its later Binds named pgwharf's statement (PGW_n).
 - extra_float_digits, which PostgreSQL does not report: a client that never
   set it got the value another client's startup packet had made pgwharf
   SET on the server (transaction mode), and after server_reset_query (which
@@ -184,6 +189,41 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         a.sendall(hz.query_msg("select count(*) from relay_edges_copy"))
         got = self.read_until_ready(a)
         self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"2"]])
+
+
+    def test_extended_copy_after_another_execute_gives_the_server_back(self):
+        a = self.login()
+        self.addCleanup(a.close)
+        # A statement of A's own, then one batch: a SELECT and the COPY.
+        a.sendall(hz.msg(b"P", b"s1\x00select 1\x00\x00\x00") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in self.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(self.ext_query("select 7")[:-5] + self.ext_query("copy relay_edges_copy from stdin"))
+        got = []
+        while True:
+            t, _ = hz.recv_msg(a)
+            got.append(t)
+            if t == b"G":
+                break
+            self.assertNotIn(t, (b"E", b"Z"), "no CopyInResponse")
+        self.assertEqual(got, [b"1", b"2", b"D", b"C", b"1", b"2", b"G"])
+        a.sendall(copy_data(b"1\n") + hz.msg(b"c") + hz.msg(b"S"))
+        got = self.read_until_ready(a)
+        self.assertEqual([b for t, b in got if t == b"C"], [b"COPY 1\x00"])
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        result = {}
+        tb = threading.Thread(target=self.client_b, args=(result,))
+        tb.start()
+        tb.join(10)
+        self.assertFalse(tb.is_alive(), "client B waits: A kept the server")
+        self.assertNotIn("error", result, result.get("error"))
+        self.assertEqual([hz.data_row(b) for t, b in result["msgs"] if t == b"D"], [[b"42"]])
+        # A Bind of s1 with one parameter too many: PostgreSQL's error,
+        # naming the client's statement.
+        a.sendall(hz.msg(b"B", b"\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00") +
+                  hz.msg(b"S"))
+        got = self.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertIn(b'prepared statement "s1" requires 0', got[0][1])
 
 
 class TestUnreportedParameter(pt.PgwharfTestCase):

@@ -188,6 +188,32 @@ static void test_copy_in_response_of_an_earlier_execute_takes_nothing_back(void 
     assert_false(pgw_track_idle(&t));
 }
 
+static void test_copy_in_after_an_answered_execute_takes_its_sync_back(void **state)
+{
+    (void)state;
+    /* E (SELECT), E (COPY), S: the first Execute is answered (CommandComplete)
+     * before the CopyInResponse, which is so the last one's; the Sync
+     * after it is ignored by the server, and the CopyDone takes it back. */
+    uint8_t fe1[64], fe2[64], be1[64], be2[64];
+    size_t fn1 = 0, fn2 = 0, bn1 = 0, bn2 = 0;
+    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
+    fn1 += msg(fe1 + fn1, 'E', "p\0\0\0\0\0", 6);
+    fn1 += msg(fe1 + fn1, 'S', "", 0);
+    bn1 += msg(be1 + bn1, 'D', "\0\1\0\0\0\1" "1", 7);
+    bn1 += msg(be1 + bn1, 'C', "SELECT 1", 9);
+    bn1 += msg(be1 + bn1, 'G', "\0\0\0", 3);
+    fn2 += msg(fe2 + fn2, 'd', "1\n", 2);
+    fn2 += msg(fe2 + fn2, 'c', "", 0);
+    fn2 += msg(fe2 + fn2, 'S', "", 0);
+    bn2 += msg(be2 + bn2, 'C', "COPY 1", 7);
+    bn2 += msg(be2 + bn2, 'Z', "I", 1);
+    for (size_t step = 1; step <= 16; step++) {
+        struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2, step);
+        assert_int_equal(t.sync_out, 0);
+        assert_true(pgw_track_idle(&t));
+    }
+}
+
 static void test_bad_length_rejected(void **state)
 {
     (void)state;
@@ -210,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_copy_in_extended_ignores_inner_sync),
         cmocka_unit_test(test_copy_done_outside_copy_takes_nothing_back),
         cmocka_unit_test(test_copy_in_response_of_an_earlier_execute_takes_nothing_back),
+        cmocka_unit_test(test_copy_in_after_an_answered_execute_takes_its_sync_back),
         cmocka_unit_test(test_bad_length_rejected),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
