@@ -682,10 +682,18 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
     return true;
 }
 
-static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *name)
+/* Bytes dup_error adds ahead of a Parse of `total` bytes, at most. */
+#define DUP_BYTES(total) ((total) + 700)
+
+static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *name,
+                      uint32_t total)
 {
     /* Let the server raise it, so the implicit transaction aborts and the
-     * rest of the batch is skipped exactly as PostgreSQL would. */
+     * rest of the batch is skipped exactly as PostgreSQL would.  PostgreSQL
+     * parses and analyses the text before it looks at the name: the
+     * client's Parse goes first into the unnamed statement (its
+     * ParseComplete dropped), so a text that fails gets its own error
+     * (42601, 42P01, 25P02...) in place of 42P05. */
     char msg[300], sql[600];
     size_t o = 0;
     for (const char *p = name; *p && o + 2 < sizeof(msg); p++) {
@@ -701,7 +709,13 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
              "MESSAGE = 'prepared statement \"%s\" already exists'; END$pgw$", msg);
     struct pgw_wbuf m;
     pgw_wbuf_init(&m);
+    const uint8_t *body = b->data + b->parsed + PGW_MSG_HDR;
+    size_t nl = strlen(name) + 1;       /* on_parse found its NUL */
     size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
+    pgw_wbuf_put_str(&m, "");
+    pgw_wbuf_append(&m, body + nl, total - PGW_MSG_HDR - nl);
+    pgw_wbuf_msg_end(&m, at);
+    at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
     pgw_wbuf_put_str(&m, "");
     pgw_wbuf_put_str(&m, sql);
     pgw_wbuf_put_u16(&m, 0);
@@ -720,6 +734,7 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
     bool ok = !m.failed && room(b, (uint32_t)m.len);
     if (ok) {
         insert_here(b, m.data, (uint32_t)m.len);
+        q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL);
         q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL);
         q_push(s, Q_SWALLOW, PGW_FE_BIND, NULL);
         q_push(s, Q_PASS, PGW_FE_EXECUTE, NULL);
@@ -772,8 +787,8 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     struct ps_registry *reg = reg_of(s);
     if (client_find(s, name)) {
-        if (!dup_error(s, b, name)) {
-            s->ps_room_need = 700;
+        if (!dup_error(s, b, name, *total)) {
+            s->ps_room_need = DUP_BYTES(*total);
             return PGW_PS_NEED_ROOM;
         }
         reg->st.client_parses++;

@@ -762,6 +762,42 @@ class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestDuplicateParseOfAFailingText(pt.PgwharfTestCase):
+    """PostgreSQL parses and analyses a Parse's text before it looks at the
+    name: a Parse of a name in use whose text fails gets the text's error
+    (42P01, 42601, 25P02 in a failed transaction), not 42P05 (found by
+    difftest.py).  pgwharf raised 42P05 for all of them."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        out = []
+        try:
+            for batch in ([r.parse("s1", "select 1")],
+                          [r.parse("s1", "select * from no_such_table_dup")],
+                          [r.parse("s1", "selec 1")],
+                          [r.parse("s1", "select $1::int"), r.bind("s1"), r.execute()],
+                          [r.msg(b"Q", b"begin\x00"), r.msg(b"Q", b"select 1/0\x00"),
+                           r.parse("s1", "select 3")],
+                          [r.msg(b"Q", b"rollback\x00"), r.bind("s1"), r.execute()]):
+                r.send(*(batch + [r.sync()]))
+                got = []
+                for _ in range(1 + sum(m[:1] == b"Q" for m in batch)):
+                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+                out.append(got)
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_the_texts_own_error(self):
+        got = self.exchange("transaction")
+        self.assertEqual([e for batch in got for t, e in batch if t == b"E"],
+                         ["42P01", "42601", "42P05", "22012", "25P02"], got)
+        self.assertEqual(got, self.exchange("session"))
+
+
 class TestParseInAFailedTransaction(pt.PgwharfTestCase):
     """A Parse in a failed transaction is refused by PostgreSQL (25P02) and
     makes no name, even when the server has the statement already (where
