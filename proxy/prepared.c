@@ -746,13 +746,14 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
 
 /* Will the server refuse a Parse of st sent now, for its transaction?
  * In a failed transaction (the last ReadyForQuery said 'E', and nothing
- * sent since could have ended it) PostgreSQL refuses a Parse with 25P02,
+ * sent since could have ended it: no Query, Sync or Execute; a Bind,
+ * Describe or Close cannot) PostgreSQL refuses a Parse with 25P02,
  * but for an empty text or a statement that ends the transaction.  The
  * text is judged conservatively: only a first word that is plainly
  * something else (SELECT, INSERT...) counts. */
 static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
 {
-    if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.fe_open != 0)
+    if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.execs != 0)
         return false;
     const char *q = (const char *)st->parse + st->key_off;
     while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')

@@ -828,6 +828,17 @@ class TestParseInAFailedTransaction(pt.PgwharfTestCase):
             self.assertEqual(types(msgs), "EZ", msgs)
             self.assertEqual(sqlstate(msgs[0][1]), "26000")
             self.assertIn(b'"s1"', msgs[0][1])
+            # So after a message that cannot end the transaction (a Close).
+            r.send(r.msg(b"Q", b"begin\x00"))
+            r.until_ready()
+            r.send(r.msg(b"Q", b"select 1/0\x00"))
+            r.until_ready()
+            r.send(r.msg(b"C", b"P\x00"), r.parse("s1", "select 1"), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "3EZ", msgs)
+            self.assertEqual(sqlstate(msgs[1][1]), "25P02")
+            r.send(r.msg(b"Q", b"rollback\x00"))
+            self.assertEqual(types(r.until_ready()), "CZ")
             # Out of the failed transaction the name is made as usual, and
             # the server's statement serves it.
             r.send(r.parse("s1", "select 1"), r.bind("s1"), r.execute(), r.sync())
