@@ -1126,6 +1126,9 @@ static bool scan_client(struct pgw_session *s)
                                       "with max_prepared_statements on", type, total);
                     return false;
                 }
+                /* The server is held for it meanwhile: query_timeout runs. */
+                if (s->query_start == 0)
+                    s->query_start = ev_now(s->px->loop);
                 break;      /* wait for the whole message */
             }
             enum pgw_ps_action a = pgw_ps_frontend(s, b, type, &total);
@@ -1163,7 +1166,10 @@ static bool scan_client(struct pgw_session *s)
         }
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
             pgw_ps_copy_ignored_syncs(s, pgw_track_copy_ignored(&s->track));
-        if (pgw_track_frontend(&s->track, type))
+        /* A request starts with its first message (a Parse with no Sync
+         * yet counts); a Sync restarts the clock as before. */
+        bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
+        if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
             s->query_start = ev_now(s->px->loop);
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
@@ -1189,10 +1195,11 @@ void pgw_relay_client_data(struct pgw_session *s)
     }
     struct pgw_iobuf *b = s->cbuf;
     if (s->server) {
-        if (b->sent < b->parsed && s->state == PGW_SS_LINKED) {
-            pgw_session_arm_timer(s);
+        if (s->state != PGW_SS_LINKED)
+            return;
+        pgw_session_arm_timer(s);       /* also for a message still arriving */
+        if (b->sent < b->parsed)
             pgw_batch_flush_server(s);
-        }
         return;
     }
     if (b->parsed == b->len) {
@@ -1264,7 +1271,8 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     if (!pgw_track_ready(&s->track, status))
         return;
     pgw_metrics_ready(s, status);
-    s->query_start = 0;
+    /* Messages sent since the last Sync are still under way. */
+    s->query_start = s->track.fe_open > 0 ? ev_now(s->px->loop) : 0;
     if (status == 'I')
         s->xact_count++;
     if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||

@@ -117,6 +117,12 @@ void pgw_session_apply_timeouts(struct pgw_session *s)
     s->client_idle_timeout = pgw_conf_client_idle_timeout(cfg, u);
 }
 
+/* Bytes of a client message not yet relayed (one still arriving). */
+static bool client_msg_arriving(const struct pgw_session *s)
+{
+    return s->cbuf && s->cbuf->parsed < s->cbuf->len;
+}
+
 static ev_tstamp session_deadline(const struct pgw_session *s, const char **what)
 {
     const struct pgw_config *cfg = s->px->cfg;
@@ -138,7 +144,13 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
          * server. */
         return 0;
     case PGW_SS_LINKED:
-        if (s->track.sync_out > 0 && s->query_start > 0) {
+        /* query_start is set while a request is under way: one awaiting
+         * its ReadyForQuery, extended-protocol messages with no Sync yet,
+         * or a message still arriving.  Without a Sync a client could
+         * otherwise hold its server for ever. */
+        if (s->query_start > 0 &&
+            (s->track.sync_out > 0 ||
+             (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
             *what = "query_timeout";
             return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
         }

@@ -18,6 +18,11 @@
   fd exhaustion         pgwharf at its RLIMIT_NOFILE with clients still
                         knocking: it must not spin on accept() nor flood
                         its log, and serves again once fds free up.
+  servers held without  a client that holds its server with a request it
+  a Sync                never ends (the header of a Parse and nothing more,
+                        Execute + Flush of a long query and no Sync) meets
+                        query_timeout: 57014, its server closed, and the
+                        client waiting for that server is served.
   buffer reuse          after a burst of 300 queued clients the freed
                         I/O buffers stay on the free list (more than the
                         floor of 64: a busy pool does not map and unmap a
@@ -252,6 +257,70 @@ class TestUnreadResults(LoadCase):
         conn_check = px.psql("select count(*) from pg_stat_activity where state = 'active' "
                              "and query like 'select repeat%'", user=self.user)
         self.assertEqual(conn_check, "0")
+
+
+class TestServerHeldWithoutSync(LoadCase):
+    """A request with no Sync behind it held its server for ever: the
+    header of a Parse (read whole with max_prepared_statements on, so not
+    yet counted as sent) or Execute + Flush of a long query ran under no
+    timeout at all, query_timeout included; a few such clients took a
+    pool for good.  Now such a request runs under query_timeout from its
+    first byte, as a Query does."""
+
+    QUERY_TIMEOUT = 1.0
+
+    def start_one_server(self):
+        return self.start(default_pool_size=1, query_timeout=self.QUERY_TIMEOUT,
+                          query_wait_timeout=60)
+
+    def login(self, px):
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        s.settimeout(10)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.user, self.db, self.password)
+        return s
+
+    def sv_active(self, px):
+        return [int(r[6]) for r in px.admin("SHOW POOLS") if r[:2] == [self.db, self.user]]
+
+    def check_held_then_freed(self, px, other, holder):
+        # The other client waits for the one server, which the holder has.
+        hz.wait_until(lambda: self.sv_active(px) == [1], 10, what="the holder linked")
+        other.sendall(hz.query_msg("select 'other'"))
+        t0 = time.monotonic()
+        data, closed = hz.read_until_closed(holder, 10 * self.QUERY_TIMEOUT + 5)
+        took = time.monotonic() - t0
+        self.assertTrue(closed, "the holder was not closed %.0f s on with query_timeout = %s"
+                        % (took, self.QUERY_TIMEOUT))
+        self.assertEqual([e["C"] for e in hz.error_fields_in(data)], ["57014"], data)
+        rows = []
+        while True:
+            t, body = hz.recv_msg(other)
+            self.assertNotEqual(t, b"E", body)
+            if t == b"D":
+                rows.append(hz.data_row(body))
+            if t == b"Z":
+                break
+        self.assertEqual(rows, [[b"other"]])
+
+    def test_header_of_a_parse(self):
+        px = self.start_one_server()
+        other, holder = self.login(px), self.login(px)
+        holder.sendall(b"P" + struct.pack("!I", 100))     # and nothing more
+        self.check_held_then_freed(px, other, holder)
+
+    def test_execute_and_flush_without_sync(self):
+        px = self.start_one_server()
+        other, holder = self.login(px), self.login(px)
+        sql = "select pg_sleep(60)"
+        # Its server is closed, not cancelled: PostgreSQL notices only
+        # when the sleep ends.
+        self.addCleanup(self.pg.psql, "select pg_terminate_backend(pid) from pg_stat_activity "
+                        "where query = '%s'" % sql)
+        holder.sendall(hz.msg(b"P", b"\x00" + sql.encode() + b"\x00\x00\x00") +
+                       hz.msg(b"B", b"\x00\x00" + b"\x00\x00" * 3) +
+                       hz.msg(b"E", b"\x00\x00\x00\x00\x00") + hz.msg(b"H"))
+        self.check_held_then_freed(px, other, holder)
 
 
 class TestBufferReuse(LoadCase):
