@@ -296,9 +296,39 @@ def server_conns(pg, user, db=None, states=False):
     return res
 
 
+def own_server_sockets(pid, port):
+    """pgwharf's own TCP connections to the PostgreSQL port, read from
+    /proc at about the moment its fds are counted (PostgreSQL's list of
+    backends lags: a backend of a pgwharf just stopped may still be
+    exiting, one just connected may not be listed yet)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    n = 0
+    for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if (int(cols[2].rsplit(":", 1)[1], 16) == port and cols[3] == "01"
+                            and cols[9] in inodes):
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
 class Baseline:
     """What an idle pgwharf looks like, to compare with after a scenario:
-    fds that are not server connections, and RSS.
+    fds that are not server connections (pgwharf's own view of those), and
+    RSS.
 
     Under ASan the RSS is ASan's (a quarantine of freed blocks up to 256 MB,
     shadow memory): there it is printed, not checked; LeakSanitizer checks
@@ -306,9 +336,13 @@ class Baseline:
 
     def __init__(self, px, pg, user, db=None):
         self.px, self.pg, self.user, self.db = px, pg, user, db
-        self.fds = px.fd_count() - server_conns(pg, user, db)
+        self.fds = self.other_fds()
         self.rss_kb = px.rss_kb()
         self.check_rss = not sanitized(px)
+
+    def other_fds(self):
+        """Open fds of pgwharf that are not its server connections."""
+        return self.px.fd_count() - own_server_sockets(self.px.pid, self.pg.port)
 
     def settle(self, testcase, max_servers, rss_margin_kb=32 * 1024, timeout=30.0,
                what="scenario"):
@@ -320,7 +354,7 @@ class Baseline:
         while True:
             srv = server_conns(self.pg, self.user, self.db, states=True)
             nsrv = sum(srv.values())
-            fds = self.px.fd_count() - nsrv
+            fds = self.other_fds()
             rss = self.px.rss_kb()
             busy = {k: v for k, v in srv.items() if k != "idle"}
             ok = (fds <= self.fds and nsrv <= max_servers and not busy
