@@ -929,7 +929,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         *total = *total - (uint32_t)old_nl + (uint32_t)new_nl;
         ok = q_push(s, Q_PASS, type, st);
         if (ok)
-            memcpy(q_tail(s)->bname, bname, sizeof(bname));
+            memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);
     }
     stmt_unref(reg_of(s), st);
     if (!ok) {
@@ -1251,10 +1251,7 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
                       &w)) {
         uint32_t n = (uint32_t)w.len;
         if (n <= *total || pgw_iobuf_reserve(s->px, &s->sbuf, b->len - b->sent + n - *total)) {
-            b = s->sbuf;
-            pgw_iobuf_cut(b, b->parsed, *total);
-            pgw_iobuf_insert(b, b->parsed, w.data, n);
-            b->parsed -= n;
+            replace_here(s->sbuf, *total, &w);
             *total = n;
         } else {
             ok = false;
