@@ -74,7 +74,6 @@ static int16_t type_len(uint32_t oid)
     switch (oid) {
     case PGW_OID_INT8:      return 8;
     case PGW_OID_INT4:      return 4;
-    case PGW_OID_TIMESTAMP: return 8;
     default:                return -1;
     }
 }
@@ -141,7 +140,7 @@ void pgw_rs_time(struct pgw_rs *rs, ev_tstamp t)
     struct tm tm;
     char buf[40];
     gmtime_r(&sec, &tm);
-    strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
     pgw_rs_text(rs, buf);
 }
 

@@ -31,7 +31,6 @@
 #define PGW_OID_INT8      20
 #define PGW_OID_INT4      23
 #define PGW_OID_TEXT      25
-#define PGW_OID_TIMESTAMP 1114
 #define PGW_OID_NUMERIC   1700
 
 struct pgw_rs_col {
@@ -53,7 +52,9 @@ void pgw_rs_row(struct pgw_rs *rs);
 void pgw_rs_text(struct pgw_rs *rs, const char *v);     /* NULL: SQL NULL */
 void pgw_rs_int(struct pgw_rs *rs, int64_t v);
 void pgw_rs_uint(struct pgw_rs *rs, uint64_t v);
-void pgw_rs_time(struct pgw_rs *rs, ev_tstamp t);       /* 0: NULL; local time */
+/* A time as PgBouncer shows one: text, "2026-12-01 15:01:52 UTC" (pgwharf
+ * always in UTC); 0: NULL. */
+void pgw_rs_time(struct pgw_rs *rs, ev_tstamp t);
 void pgw_rs_row_end(struct pgw_rs *rs);
 void pgw_rs_end(struct pgw_rs *rs, const char *tag);
 

@@ -28,7 +28,7 @@
 #define I4 PGW_OID_INT4
 #define I8 PGW_OID_INT8
 #define TX PGW_OID_TEXT
-#define TS PGW_OID_TIMESTAMP
+#define TS PGW_OID_TEXT        /* times are text, as in PgBouncer (pgw_rs_time) */
 #define NU PGW_OID_NUMERIC
 
 /* ---- live pool counts ---- */

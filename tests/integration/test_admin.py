@@ -3,6 +3,7 @@ clients: every SHOW has PgBouncer's columns (names, order, type OIDs) and
 live values; admin and stats users; PAUSE/RESUME, RELOAD, SET, KILL,
 KILL_CLIENT, RECONNECT/WAIT_CLOSE, SHUTDOWN."""
 
+import datetime
 import hashlib
 import os
 import re
@@ -27,7 +28,8 @@ try:
 except ImportError:
     psycopg = None
 
-TEXT, INT4, INT8, TS, NUM = 25, 23, 20, 1114, 1700
+TEXT, INT4, INT8, NUM = 25, 23, 20, 1700
+TS = TEXT       # times are text, "2026-12-01 15:01:52 UTC", as PgBouncer sends them
 
 SOCKET_COLS = [
     ("type", TEXT), ("user", TEXT), ("database", TEXT), ("replication", TEXT),
@@ -195,10 +197,17 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(clients[0]["database"], self.pg.database)
         self.assertEqual(clients[0]["addr"], "127.0.0.1")
         self.assertEqual(clients[0]["local_port"], px.port)
+        # times as PgBouncer writes them (text, not timestamp: scripts parse them)
+        for col in ("connect_time", "request_time"):
+            self.assertRegex(clients[0][col], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
         servers = self.rows(conn, "SERVERS", database=self.pg.database)
         self.assertEqual(len(servers), 1)
         self.assertEqual(servers[0]["port"], self.pg.port)
         self.assertGreater(servers[0]["remote_pid"], 0)
+        connected = datetime.datetime.strptime(servers[0]["connect_time"],
+                                               "%Y-%m-%d %H:%M:%S UTC")
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        self.assertLess(abs((now - connected).total_seconds()), 60)
         dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
         self.assertEqual(dbs[self.pg.database]["pool_size"], 3)
         self.assertEqual(dbs[self.pg.database]["current_connections"], 1)

@@ -415,7 +415,7 @@ class TestServerIdleTimeout(PoolLimitsCase):
                    what="the closed servers' backends to exit")
         # The one kept stays, though idle for twice the timeout since.
         srv = self.show(con, "SERVERS", remote_pid=kept)[0]
-        released = srv["request_time"]
+        released = datetime.datetime.strptime(srv["request_time"], "%Y-%m-%d %H:%M:%S UTC")
 
         def idle_for():
             now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
