@@ -97,7 +97,7 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
     if (check_db(px, "pause", arg, out) < 0)
         return PGW_ADMIN_FAILED;
     if (paused_index(adm, arg) >= 0)
-        return pgw_admin_error(out, "55000", "database %s is already paused", arg);
+        return done(out, "PAUSE");       /* as PgBouncer: pausing twice is no error */
     char **v = realloc(adm->paused_dbs, sizeof(*v) * (size_t)(adm->npaused + 1));
     char *name = strdup(arg);
     if (v)

@@ -544,8 +544,11 @@ class TestCommands(AdminTestCase):
         dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
         self.assertEqual(dbs[self.pg.database]["paused"], 1)
         self.assertEqual(dbs[self.pg.database2]["paused"], 0)
-        with self.assertRaises(psycopg2.Error):
-            conn.cursor().execute("PAUSE %s" % self.pg.database)     # already
+        # pausing a paused database again is no error (as in PgBouncer: scripts
+        # retry it); one RESUME still undoes it
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["paused"], 1)
         bg = Background(lambda: cl.cursor().execute("select 2"))
         wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
         time.sleep(0.3)
