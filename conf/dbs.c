@@ -286,12 +286,13 @@ static int db_append(struct pgw_config *cfg, struct pgw_conf_db *db)
 void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
                  const char *connstr)
 {
+    /* A name defined again replaces the earlier entry, in its place (as
+     * PgBouncer, where the later line wins), with a warning. */
     const struct pgw_conf_db *old = find_exact(ld->cfg, name);
-    if (old) {
-        conf_error(&ld->rep, file, line, "duplicate database \"%s\" (first defined at %s:%d)",
-                   name, old->file, old->line);
-        return;
-    }
+    int replace = old ? (int)(old - ld->cfg->dbs) : -1;
+    if (old)
+        conf_warn(&ld->rep, file, line, "database \"%s\" defined again: replaces %s:%d", name,
+                  old->file, old->line);
     struct db_build b = { .gucs = NULL };
     db_init(&b.db);
     b.db.name = conf_strdup(&ld->rep, name);
@@ -299,8 +300,17 @@ void conf_db_add(struct conf_loader *ld, const char *file, int line, const char 
     b.db.line = line;
     if (b.db.name && b.db.file)
         parse_connstr(ld, &b, file, line, connstr);
-    if (b.nerrors == 0 && b.db.name && b.db.file && db_finish(&b) == 0 &&
-        db_append(ld->cfg, &b.db) == 0) {
+    int rc = -1;
+    if (b.nerrors == 0 && b.db.name && b.db.file) {
+        rc = db_finish(&b);
+        if (rc == 0 && replace >= 0) {
+            conf_db_free(&ld->cfg->dbs[replace]);
+            ld->cfg->dbs[replace] = b.db;
+        } else if (rc == 0) {
+            rc = db_append(ld->cfg, &b.db);
+        }
+    }
+    if (rc == 0) {
         free(b.gucs);
         return;
     }

@@ -92,12 +92,15 @@ static int parse_settings(struct conf_loader *ld, struct pgw_conf_user *u, const
 void conf_user_add(struct conf_loader *ld, const char *file, int line, const char *name,
                    const char *settings)
 {
+    /* A user defined again replaces the earlier line, in its place (as in
+     * PgBouncer, where the later line wins), with a warning. */
     struct pgw_config *cfg = ld->cfg;
-    for (int i = 0; i < cfg->nusers; i++) {
+    int replace = -1;
+    for (int i = 0; i < cfg->nusers && replace < 0; i++) {
         if (strcmp(cfg->users[i].name, name) == 0) {
-            conf_error(&ld->rep, file, line, "duplicate user \"%s\" (first defined at %s:%d)",
-                       name, cfg->users[i].file, cfg->users[i].line);
-            return;
+            conf_warn(&ld->rep, file, line, "user \"%s\" defined again: replaces %s:%d", name,
+                      cfg->users[i].file, cfg->users[i].line);
+            replace = i;
         }
     }
     struct pgw_conf_user u;
@@ -105,15 +108,21 @@ void conf_user_add(struct conf_loader *ld, const char *file, int line, const cha
     u.name = conf_strdup(&ld->rep, name);
     u.file = conf_strdup(&ld->rep, file);
     u.line = line;
-    if (u.name && u.file && parse_settings(ld, &u, file, line, settings) == 0) {
-        struct pgw_conf_user *grown =
-            realloc(cfg->users, (size_t)(cfg->nusers + 1) * sizeof(*grown));
-        if (grown) {
-            cfg->users = grown;
-            cfg->users[cfg->nusers++] = u;
-            return;
-        }
-        ld->rep.oom = true;
+    if (!u.name || !u.file || parse_settings(ld, &u, file, line, settings) != 0) {
+        conf_user_free(&u);
+        return;
     }
+    if (replace >= 0) {
+        conf_user_free(&cfg->users[replace]);
+        cfg->users[replace] = u;
+        return;
+    }
+    struct pgw_conf_user *grown = realloc(cfg->users, (size_t)(cfg->nusers + 1) * sizeof(*grown));
+    if (grown) {
+        cfg->users = grown;
+        cfg->users[cfg->nusers++] = u;
+        return;
+    }
+    ld->rep.oom = true;
     conf_user_free(&u);
 }

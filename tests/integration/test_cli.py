@@ -68,6 +68,25 @@ class TestCli(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertIn("warn.ini:3: syslog: ignored: not supported yet", cp.stderr)
 
+    def test_a_database_or_user_defined_again_replaces_the_first(self):
+        # PgBouncer loads such a file, the later line winning; so must pgwharf
+        path = self.write("dup.ini", "[pgbouncer]\nauth_file = %s\n"
+                          "[databases]\n"
+                          "x = host=127.0.0.1 port=1111\n"
+                          "y = host=127.0.0.3\n"
+                          "x = host=127.0.0.2 port=2222 pool_size=7\n"
+                          "[users]\n"
+                          "u = pool_mode=session\n"
+                          "u = pool_mode=statement\n" % self.auth)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn('dup.ini:6: database "x" defined again: replaces %s:4' % path, cp.stderr)
+        self.assertIn('dup.ini:9: user "u" defined again: replaces %s:8' % path, cp.stderr)
+        dbs = cp.stdout.split("[databases]\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        self.assertEqual(dbs, ["x = host=127.0.0.2 port=2222 dbname=x pool_size=7",
+                               "y = host=127.0.0.3 dbname=y"])
+        self.assertIn("[users]\nu = pool_mode=statement\n", cp.stdout)
+
     def test_version_help_usage(self):
         cp = run("--version")
         self.assertEqual(cp.returncode, 0)

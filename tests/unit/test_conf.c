@@ -636,7 +636,7 @@ static void test_connstr_errors(void **state)
                    "ok = host=h\n"                         /* 11 */
                    "ok = host=again\n"                     /* 12 */
                    "h = =x\n",                             /* 13 */
-              &d, 10);
+              &d, 9);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
     assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
@@ -648,7 +648,7 @@ static void test_connstr_errors(void **state)
     assert_error(&d, "t.ini:9: database \"f\": min_pool_size: expected a non-negative integer, "
                      "got \"-1\"");
     assert_error(&d, "t.ini:10: database \"g\": expected \"=\" after \"host\"");
-    assert_error(&d, "t.ini:12: duplicate database \"ok\" (first defined at t.ini:11)");
+    assert_warning(&d, "t.ini:12: database \"ok\" defined again: replaces t.ini:11");
     assert_error(&d, "t.ini:13: database \"h\": expected key=value, got \"=x\"");
     pgw_conf_diag_free(&d);
 
@@ -783,9 +783,30 @@ static void test_users_and_inheritance(void **state)
     assert_error(&d, "t.ini:6: user \"v\": unknown key \"colour\"");
     assert_error(&d, "t.ini:7: user \"w\": expected \"=\" after \"pool_mode\"");
     pgw_conf_diag_free(&d);
-    /* the entry at line 4 failed, so line 5 is not a duplicate; with a good first: */
-    load_fail(BASE "[users]\nu = pool_size=1\nu = pool_size=2\n", &d, 1);
-    assert_error(&d, "t.ini:5: duplicate user \"u\" (first defined at t.ini:4)");
+    /* a name defined again: the later line wins, in the earlier one's place
+     * (as in PgBouncer), with a warning */
+    cfg = load_ok(BASE "[users]\nu = pool_size=1\nv = pool_size=3\nu = pool_mode=session\n", &d);
+    assert_warning(&d, "t.ini:6: user \"u\" defined again: replaces t.ini:4");
+    assert_int_equal(cfg->nusers, 2);
+    assert_string_equal(cfg->users[0].name, "u");
+    assert_int_equal(cfg->users[0].line, 6);
+    assert_true(cfg->users[0].pool_size <= 0);           /* not the first line's 1 */
+    assert_int_equal(cfg->users[0].pool_mode, PGW_POOL_SESSION);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    cfg = load_ok(BASE "[databases]\nx = host=a port=1111\ny = host=b\nx = host=c pool_size=7\n",
+                  &d);
+    assert_warning(&d, "t.ini:6: database \"x\" defined again: replaces t.ini:4");
+    assert_int_equal(cfg->ndbs, 2);
+    assert_string_equal(cfg->dbs[0].name, "x");
+    assert_string_equal(cfg->dbs[0].host, "c");
+    assert_null(cfg->dbs[0].port);
+    assert_int_equal(cfg->dbs[0].pool_size, 7);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    /* a later line with an error still fails the file */
+    load_fail(BASE "[users]\nu = pool_size=1\nu = pool_size=0\n", &d, 1);
+    assert_error(&d, "t.ini:5: user \"u\": pool_size: expected a positive integer, got \"0\"");
     pgw_conf_diag_free(&d);
 }
 
