@@ -175,6 +175,19 @@ bool pgw_admin_db_paused(const struct pgw_proxy *px, const char *db)
     return false;
 }
 
+/* ---- DISABLE state ---- */
+
+bool pgw_admin_db_disabled(const struct pgw_proxy *px, const char *db)
+{
+    const struct pgw_admin *adm = px->admin;
+    if (!adm || !db)
+        return false;
+    for (int i = 0; i < adm->ndisabled; i++)
+        if (strcmp(adm->disabled_dbs[i], db) == 0)
+            return true;
+    return false;
+}
+
 void pgw_admin_pool_attach(struct pgw_proxy *px, struct pgw_pool *pool)
 {
     if (pool && pgw_admin_db_paused(px, pgw_pool_dbname(pool)))
@@ -452,6 +465,8 @@ static const struct admin_cmd admin_cmds[] = {
     { "show",        false, cmd_show },
     { "pause",       true,  pgw_admin_cmd_pause },
     { "resume",      true,  pgw_admin_cmd_resume },
+    { "disable",     true,  pgw_admin_cmd_disable },
+    { "enable",      true,  pgw_admin_cmd_enable },
     { "kill",        true,  pgw_admin_cmd_kill },
     { "kill_client", true,  pgw_admin_cmd_kill_client },
     { "reconnect",   true,  pgw_admin_cmd_reconnect },
@@ -688,6 +703,9 @@ void pgw_admin_deinit(struct pgw_proxy *px)
     for (int i = 0; i < adm->npaused; i++)
         free(adm->paused_dbs[i]);
     free(adm->paused_dbs);
+    for (int i = 0; i < adm->ndisabled; i++)
+        free(adm->disabled_dbs[i]);
+    free(adm->disabled_dbs);
     for (int i = 0; i < adm->nmarks; i++)
         free(adm->marks[i].db);
     free(adm->marks);

@@ -1,6 +1,7 @@
 /*
  * admin_cmd.c - the admin console's commands that change things: PAUSE,
- * RESUME, KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE, RELOAD, SET, SHUTDOWN.
+ * RESUME, DISABLE, ENABLE, KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE,
+ * RELOAD, SET, SHUTDOWN.
  *
  * Differences from PgBouncer, kept on purpose (simpler, and what a pooler
  * with a FIFO pool queue needs):
@@ -136,6 +137,57 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
         pause_pools(px, arg, false);
     pgw_info("admin_resume", "user=%s db=%s", s->user, arg);
     return done(out, "RESUME");
+}
+
+/* ---- DISABLE / ENABLE ---- */
+
+static int disabled_index(const struct pgw_admin *adm, const char *db)
+{
+    for (int i = 0; i < adm->ndisabled; i++)
+        if (strcmp(adm->disabled_dbs[i], db) == 0)
+            return i;
+    return -1;
+}
+
+/* New clients of the database are refused at login (55000); its clients
+ * already in go on.  Kept by name, so it outlasts a reload and covers the
+ * names "*" serves. */
+int pgw_admin_cmd_disable(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_admin *adm = s->px->admin;
+    if (!*arg)
+        return pgw_admin_error(out, "42601", "a database is required");
+    if (check_db(s->px, "disable", arg, out) < 0)
+        return PGW_ADMIN_FAILED;
+    if (disabled_index(adm, arg) < 0) {
+        char **v = realloc(adm->disabled_dbs, sizeof(*v) * (size_t)(adm->ndisabled + 1));
+        char *name = strdup(arg);
+        if (v)
+            adm->disabled_dbs = v;
+        if (!v || !name) {
+            free(name);
+            return pgw_admin_error(out, "53200", "out of memory");
+        }
+        adm->disabled_dbs[adm->ndisabled++] = name;
+    }
+    pgw_info("admin_disable", "user=%s db=%s", s->user, arg);
+    return done(out, "DISABLE");
+}
+
+int pgw_admin_cmd_enable(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    struct pgw_admin *adm = s->px->admin;
+    if (!*arg)
+        return pgw_admin_error(out, "42601", "a database is required");
+    int i = disabled_index(adm, arg);
+    if (i < 0 && check_db(s->px, "enable", arg, out) < 0)
+        return PGW_ADMIN_FAILED;
+    if (i >= 0) {
+        free(adm->disabled_dbs[i]);
+        adm->disabled_dbs[i] = adm->disabled_dbs[--adm->ndisabled];
+    }
+    pgw_info("admin_enable", "user=%s db=%s", s->user, arg);
+    return done(out, "ENABLE");
 }
 
 /* ---- RECONNECT marks for WAIT_CLOSE ---- */

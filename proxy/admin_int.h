@@ -5,8 +5,8 @@
  *   admin.c        login, the query loop, command parsing and dispatch, the
  *                  result-set builder, PAUSE state, init/reload/deinit
  *   admin_show.c   SHOW commands (PgBouncer's column layouts)
- *   admin_cmd.c    PAUSE, RESUME, KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE,
- *                  RELOAD, SET, SHUTDOWN
+ *   admin_cmd.c    PAUSE, RESUME, DISABLE, ENABLE, KILL, KILL_CLIENT,
+ *                  RECONNECT, WAIT_CLOSE, RELOAD, SET, SHUTDOWN
  *   admin_stats.c  per-database counters (SHOW STATS, pgwharf_*_total) and
  *                  the averages of the last stats_period
  *   metrics.c      the Prometheus endpoint: a small HTTP/1.0 server on the
@@ -82,6 +82,8 @@ bool pgw_admin_key_changeable(const char *key);
 int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
 int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
 int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
+int pgw_admin_cmd_disable(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
+int pgw_admin_cmd_enable(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
 int pgw_admin_cmd_kill_client(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
 int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
 int pgw_admin_cmd_wait_close(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
@@ -160,6 +162,9 @@ struct pgw_admin {
     bool paused_all;
     char **paused_dbs;
     int npaused;
+    /* DISABLE: databases whose new clients are refused */
+    char **disabled_dbs;
+    int ndisabled;
     /* RECONNECT marks: (database, server id) still to close for WAIT_CLOSE */
     struct pgw_close_mark {
         char *db;

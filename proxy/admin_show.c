@@ -431,7 +431,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_int(&rs, 0);
         pgw_rs_int(&rs, clients);
         pgw_rs_int(&rs, pgw_admin_db_paused(px, db->name));
-        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, pgw_admin_db_disabled(px, db->name));
         pgw_rs_row_end(&rs);
     }
     pgw_rs_end(&rs, "SHOW");
@@ -881,6 +881,8 @@ static int show_help(struct pgw_session *s, struct pgw_wbuf *out)
         "\tRELOAD\n"
         "\tPAUSE [<db>]\n"
         "\tRESUME [<db>]\n"
+        "\tDISABLE <db>\n"
+        "\tENABLE <db>\n"
         "\tRECONNECT [<db>]\n"
         "\tKILL [<db>]\n"
         "\tKILL_CLIENT <client_id>\n"

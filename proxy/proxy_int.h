@@ -269,6 +269,7 @@ void pgw_cancel_deinit(struct pgw_proxy *px);
  *   pgw_admin_deinit     pgw_proxy_destroy, before the pool set goes
  *   pgw_admin_session_gone   just before pgw_session_free (folds its counters)
  *   pgw_admin_pool_attach    after pgw_pool_get in login (PAUSE covers new pools)
+ *   pgw_admin_db_disabled    in login, before the pool (DISABLE refuses new clients)
  *   pgw_metrics_observe_wait relay.c granted(): seconds since waiter.since
  *   pgw_metrics_ready    relay.c on_ready(): after the sync_out > 0 return,
  *                        before query_start is cleared */
@@ -281,6 +282,7 @@ void pgw_admin_reload(struct pgw_proxy *px);
 void pgw_admin_deinit(struct pgw_proxy *px);
 void pgw_admin_session_gone(struct pgw_session *s);
 void pgw_admin_pool_attach(struct pgw_proxy *px, struct pgw_pool *pool);
+bool pgw_admin_db_disabled(const struct pgw_proxy *px, const char *db);
 void pgw_metrics_observe_wait(struct pgw_session *s, double seconds);
 void pgw_metrics_ready(struct pgw_session *s, char status);
 

@@ -622,6 +622,12 @@ void pgw_session_login_done(struct pgw_session *s)
         pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
         return;
     }
+    if (pgw_admin_db_disabled(s->px, s->database)) {
+        /* DISABLE: as PgBouncer's message; 55000 as PostgreSQL's for a
+         * database not accepting connections. */
+        pgw_session_close(s, "55000", "database \"%s\" is disabled", s->database);
+        return;
+    }
     const struct pgw_conf_user *u = pgw_conf_find_user(s->px->cfg, s->user);
     s->mode = pgw_conf_pool_mode(s->px->cfg, s->db, u);
     const char *pw = pgw_auth_server_password(s->px, s->db, s->user);

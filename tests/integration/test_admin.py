@@ -497,7 +497,8 @@ class TestAccess(AdminTestCase):
         self.show(conn, "STATS")
         conn.cursor().execute("SET client_encoding = 'UTF8'")   # drivers do this
         for cmd in ("PAUSE", "RESUME", "RELOAD", "KILL pgwharf", "RECONNECT",
-                    "SET default_pool_size = 3", "SHUTDOWN"):
+                    "SET default_pool_size = 3", "SHUTDOWN", "DISABLE pgwharf",
+                    "ENABLE pgwharf"):
             with self.subTest(cmd=cmd):
                 with self.assertRaises(psycopg2.Error) as cm:
                     conn.cursor().execute(cmd)
@@ -571,6 +572,46 @@ class TestCommands(AdminTestCase):
         bg.join(10)
         self.assertFalse(bg.is_alive())
         self.assertIsNone(bg.error)
+
+    def login_error(self, px, db):
+        """The SQLSTATE and message a new client of db is refused with."""
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(s, self.pg.user, db, self.pg.password)
+        return cm.exception.sqlstate, cm.exception.fields.get("M")
+
+    def test_disable_refuses_new_clients_and_enable_lets_them_in(self):
+        px = self.start()
+        cl = self.client(px)
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        conn.cursor().execute("DISABLE %s" % self.pg.database)
+        conn.cursor().execute("DISABLE %s" % self.pg.database)       # again: no error
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["disabled"], 1)
+        self.assertEqual(dbs[self.pg.database2]["disabled"], 0)
+        self.assertEqual(self.login_error(px, self.pg.database),
+                         ("55000", 'database "%s" is disabled' % self.pg.database))
+        # a client already in goes on; other databases are not touched
+        cur = cl.cursor()
+        cur.execute("select 2")
+        self.assertEqual(cur.fetchone()[0], 2)
+        self.assertEqual(px.psql("select 3", db=self.pg.database2), "3")
+        # a reload keeps it disabled
+        conn.cursor().execute("RELOAD")
+        self.assertEqual(self.login_error(px, self.pg.database)[0], "55000")
+        conn.cursor().execute("ENABLE %s" % self.pg.database)
+        conn.cursor().execute("ENABLE %s" % self.pg.database)        # again: no error
+        self.assertEqual(px.psql("select 4"), "4")
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(dbs[self.pg.database]["disabled"], 0)
+        for cmd, state in (("DISABLE", "42601"), ("ENABLE", "42601"),
+                           ("DISABLE nosuchdb", "3D000"), ("ENABLE nosuchdb", "3D000"),
+                           ("DISABLE pgbouncer", "55000")):
+            with self.subTest(cmd=cmd):
+                with self.assertRaises(psycopg2.Error) as cm:
+                    conn.cursor().execute(cmd)
+                self.assertEqual(cm.exception.pgcode, state, str(cm.exception))
 
     def test_reload_applies_a_changed_pool_size(self):
         px = self.start(default_pool_size=1)
