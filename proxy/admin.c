@@ -511,6 +511,7 @@ static int run_stmt(struct pgw_session *s, const char *text, bool last, struct p
             return pgw_admin_error(out, "42501", "admin access needed");
         if (c->fn == pgw_admin_cmd_wait_close && !last)
             return pgw_admin_error(out, "42601", "WAIT_CLOSE must be the last command of a query");
+        s->admin_last = last;
         return c->fn(s, st.arg, out);
     }
     return pgw_admin_error(out, "42601", "invalid command \"%s\", use SHOW HELP;", text);
@@ -640,6 +641,7 @@ void pgw_admin_deferred_reply(struct pgw_session *s, const char *tag)
     pgw_wire_command_complete(&out, tag);
     pgw_wire_ready(&out, 'I');
     s->admin_waiting = false;
+    s->admin_wait_pause = false;
     s->admin_wait_db[0] = '\0';
     admin_queue(s, &out);
     pgw_wbuf_deinit(&out);

@@ -3,11 +3,14 @@
  * RESUME, DISABLE, ENABLE, KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE,
  * RELOAD, SET, SHUTDOWN.
  *
+ * PAUSE works as PgBouncer's: the pools stop lending (new transactions
+ * wait in the queue, under query_wait_timeout), their servers are closed
+ * (idle ones now, lent ones when they come back, as RECONNECT does) and the
+ * reply waits until they are all gone -- unless other commands follow in
+ * the same query, when it answers at once.
+ *
  * Differences from PgBouncer, kept on purpose (simpler, and what a pooler
  * with a FIFO pool queue needs):
- *   - PAUSE answers at once: paused pools stop lending (new transactions
- *     wait in the queue, under query_wait_timeout); servers already lent
- *     finish normally.  PgBouncer also waits for them before answering.
  *   - KILL closes the database's clients and servers but does not leave the
  *     database paused.
  *   - WAIT_CLOSE waits for the servers RECONNECT or KILL marked (those that
@@ -66,6 +69,39 @@ static int done(struct pgw_wbuf *out, const char *tag)
     return PGW_ADMIN_DONE;
 }
 
+static void reconnect_pools(struct pgw_proxy *px, const char *db);
+static void prune_marks(struct pgw_proxy *px);
+static bool has_marks(const struct pgw_admin *adm, const char *db);
+
+/* Reply later, once the servers RECONNECT, KILL or PAUSE marked (of db, or
+ * of all when "") are closed; at once when there are none. */
+static int reply_when_closed(struct pgw_session *s, const char *db, bool pause,
+                             struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    prune_marks(px);
+    if (!has_marks(adm, db))
+        return done(out, pause ? "PAUSE" : "WAIT_CLOSE");
+    s->admin_waiting = true;
+    s->admin_wait_pause = pause;
+    snprintf(s->admin_wait_db, sizeof(s->admin_wait_db), "%s", db);
+    if (!ev_is_active(&adm->wait_timer)) {
+        ev_timer_set(&adm->wait_timer, WAIT_TICK, WAIT_TICK);
+        ev_timer_start(px->loop, &adm->wait_timer);
+    }
+    return PGW_ADMIN_DEFERRED;
+}
+
+/* PAUSE's reply: the paused pools' servers are closed first. */
+static int pause_reply(struct pgw_session *s, const char *db, struct pgw_wbuf *out)
+{
+    reconnect_pools(s->px, db);
+    if (!s->admin_last)
+        return done(out, "PAUSE");       /* more commands follow: do not wait */
+    return reply_when_closed(s, db, true, out);
+}
+
 /* ---- PAUSE / RESUME ---- */
 
 static void pause_pools(struct pgw_proxy *px, const char *db, bool paused)
@@ -93,12 +129,14 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
         adm->paused_all = true;
         pause_pools(px, "", true);
         pgw_info("admin_pause", "user=%s db=*", s->user);
-        return done(out, "PAUSE");
+        return pause_reply(s, "", out);
     }
     if (check_db(px, "pause", arg, out) < 0)
         return PGW_ADMIN_FAILED;
+    if (strlen(arg) >= sizeof(s->admin_wait_db))
+        return pgw_admin_error(out, "22023", "database name too long");
     if (paused_index(adm, arg) >= 0)
-        return done(out, "PAUSE");       /* as PgBouncer: pausing twice is no error */
+        return pause_reply(s, arg, out); /* as PgBouncer: pausing twice is no error */
     char **v = realloc(adm->paused_dbs, sizeof(*v) * (size_t)(adm->npaused + 1));
     char *name = strdup(arg);
     if (v)
@@ -110,7 +148,7 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
     adm->paused_dbs[adm->npaused++] = name;
     pause_pools(px, arg, true);
     pgw_info("admin_pause", "user=%s db=%s", s->user, arg);
-    return done(out, "PAUSE");
+    return pause_reply(s, arg, out);
 }
 
 int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
@@ -292,22 +330,11 @@ int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_w
 
 int pgw_admin_cmd_wait_close(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
 {
-    struct pgw_proxy *px = s->px;
-    struct pgw_admin *adm = px->admin;
-    if (*arg && check_db(px, "wait in", arg, out) < 0)
+    if (*arg && check_db(s->px, "wait in", arg, out) < 0)
         return PGW_ADMIN_FAILED;
     if (strlen(arg) >= sizeof(s->admin_wait_db))
         return pgw_admin_error(out, "22023", "database name too long");
-    prune_marks(px);
-    if (!has_marks(adm, arg))
-        return done(out, "WAIT_CLOSE");
-    s->admin_waiting = true;
-    snprintf(s->admin_wait_db, sizeof(s->admin_wait_db), "%s", arg);
-    if (!ev_is_active(&adm->wait_timer)) {
-        ev_timer_set(&adm->wait_timer, WAIT_TICK, WAIT_TICK);
-        ev_timer_start(px->loop, &adm->wait_timer);
-    }
-    return PGW_ADMIN_DEFERRED;
+    return reply_when_closed(s, arg, false, out);
 }
 
 /* The next waiting console session whose servers are all gone. */
@@ -334,7 +361,7 @@ void pgw_admin_wait_tick(struct pgw_proxy *px)
     /* Replying may run the session's next commands, which may close other
      * sessions: look the next one up afresh each time. */
     while ((s = next_ready_waiter(px, &waiting)))
-        pgw_admin_deferred_reply(s, "WAIT_CLOSE");
+        pgw_admin_deferred_reply(s, s->admin_wait_pause ? "PAUSE" : "WAIT_CLOSE");
     if (!waiting)
         ev_timer_stop(px->loop, &adm->wait_timer);
 }

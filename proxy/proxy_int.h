@@ -178,7 +178,9 @@ struct pgw_session {
     struct pgw_wbuf admin_out;       /* reply not yet moved into sbuf */
     void (*admin_write_next)(struct ev_loop *, ev_io *, int);  /* cli_w's own callback */
     bool admin_skip;                 /* extended protocol refused: drop up to Sync */
-    bool admin_waiting;              /* WAIT_CLOSE: reply (and read on) when done */
+    bool admin_waiting;              /* WAIT_CLOSE, PAUSE: reply (and read on) when done */
+    bool admin_wait_pause;           /* ... and the reply is PAUSE's */
+    bool admin_last;                 /* the command running is the last of its query */
     char admin_wait_db[64];          /* its database, "" = all */
     ev_tstamp xact_start;            /* first query of the open transaction, 0 = none */
     uint64_t xact_time_us, query_time_us;

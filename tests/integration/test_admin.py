@@ -573,6 +573,53 @@ class TestCommands(AdminTestCase):
         self.assertFalse(bg.is_alive())
         self.assertIsNone(bg.error)
 
+    def test_pause_waits_for_lent_servers_and_closes_them(self):
+        # As PgBouncer: PAUSE answers once the database has no server left:
+        # idle ones are closed at once, a lent one when its transaction ends.
+        px = self.start(default_pool_size=3)
+        idle = self.client(px)
+        idle.cursor().execute("select 1")            # leaves an idle server
+        busy = self.client(px, autocommit=False)
+        cur = busy.cursor()
+        cur.execute("select pg_backend_pid()")       # holds a server: transaction open
+        busy_pid = cur.fetchone()[0]
+        conn = self.admin_conn(px)
+        pauser = self.admin_conn(px)
+        bg = Background(lambda: pauser.cursor().execute("PAUSE %s" % self.pg.database))
+        wait_until(lambda: {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+                   .get(self.pg.database) == 1, what="the database paused")
+        wait_until(lambda: [r["state"] for r in
+                            self.rows(conn, "SERVERS", database=self.pg.database)] == ["active"],
+                   what="the idle server closed")
+        self.assertTrue(bg.is_alive(), "PAUSE answered while a transaction ran")
+        cur.execute("select 2")                      # the transaction goes on
+        self.assertEqual(cur.fetchone()[0], 2)
+        self.assertTrue(bg.is_alive(), "PAUSE answered while a transaction ran")
+        busy.commit()
+        bg.join(10)
+        self.assertFalse(bg.is_alive(), "PAUSE did not answer once the server came back")
+        self.assertIsNone(bg.error)
+        self.assertEqual(self.rows(conn, "SERVERS", database=self.pg.database), [])
+        # not followed by other commands, PAUSE answers at once (no server now anyway)
+        cur2 = conn.cursor()
+        cur2.execute("PAUSE %s; SHOW STATE" % self.pg.database)
+        conn.cursor().execute("RESUME %s" % self.pg.database)
+        cur.execute("select pg_backend_pid()")
+        self.assertNotEqual(cur.fetchone()[0], busy_pid)
+        busy.commit()
+
+    def test_pause_followed_by_other_commands_answers_at_once(self):
+        px = self.start()
+        busy = self.client(px, autocommit=False)
+        busy.cursor().execute("select 1")             # holds a server
+        conn = self.admin_conn(px)
+        cur = conn.cursor()
+        cur.execute("PAUSE %s; SHOW DATABASES" % self.pg.database)
+        paused = {r[0]: r[-2] for r in cur.fetchall()}
+        self.assertEqual(paused[self.pg.database], 1)
+        cur.execute("RESUME %s" % self.pg.database)
+        busy.commit()
+
     def login_error(self, px, db):
         """The SQLSTATE and message a new client of db is refused with."""
         with socket.create_connection((px.host, px.port), timeout=10) as s:
