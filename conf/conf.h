@@ -237,6 +237,8 @@ int pgw_conf_keep_fixed(struct pgw_config *cfg, const struct pgw_config *running
                         pgw_conf_changed_fn changed, void *arg);
 const char *pgw_conf_key_name(int i);
 const char *pgw_conf_key_default(int i);
+/* Is key i a boolean (written "on"/"off" by pgw_conf_get)? */
+bool pgw_conf_key_is_bool(int i);
 
 /* The entry for a database name: exact match, else "*", else NULL. */
 const struct pgw_conf_db *pgw_conf_find_db(const struct pgw_config *cfg, const char *name);

@@ -176,6 +176,11 @@ const char *pgw_conf_key_default(int i)
     return i >= 0 && i < NKEYS ? keys[i].def : NULL;
 }
 
+bool pgw_conf_key_is_bool(int i)
+{
+    return i >= 0 && i < NKEYS && keys[i].kind == CONF_BOOL;
+}
+
 #define FIELD(cfg, k, type) ((type *)((char *)(cfg) + (k)->offset))
 #define CFIELD(cfg, k, type) ((const type *)((const char *)(cfg) + (k)->offset))
 

@@ -217,6 +217,11 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(config["default_pool_size"]["value"], "3")
         self.assertEqual(config["default_pool_size"]["default"], "20")
         self.assertEqual(config["listen_port"]["changeable"], "no")
+        # booleans as PgBouncer writes them
+        self.assertEqual((config["log_connections"]["value"],
+                          config["log_connections"]["default"]), ("1", "1"))
+        self.assertEqual((config["server_round_robin"]["value"],
+                          config["server_round_robin"]["default"]), ("0", "0"))
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["pools"], 1)
         self.assertEqual(lists["databases"], 3)
