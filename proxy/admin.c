@@ -403,7 +403,7 @@ static int parse_stmt(const char *text, struct admin_stmt *st, struct pgw_wbuf *
         goto bad;
     return 0;
 bad:
-    return pgw_admin_error(out, "42601", "invalid command \"%s\", use SHOW HELP;", text);
+    return pgw_admin_error(out, "42601", "invalid command '%s', use SHOW HELP;", text);
 }
 
 /* Split a query on ';' outside quotes into trimmed, non-empty statements
@@ -514,7 +514,7 @@ static int run_stmt(struct pgw_session *s, const char *text, bool last, struct p
         s->admin_last = last;
         return c->fn(s, st.arg, out);
     }
-    return pgw_admin_error(out, "42601", "invalid command \"%s\", use SHOW HELP;", text);
+    return pgw_admin_error(out, "42601", "invalid command '%s', use SHOW HELP;", text);
 }
 
 static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)

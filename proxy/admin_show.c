@@ -923,7 +923,7 @@ static int show_fake(const char *name, struct pgw_wbuf *out)
         pgw_rs_end(&rs, "SHOW");
         return PGW_ADMIN_DONE;
     }
-    return pgw_admin_error(out, "42601", "invalid command \"SHOW %s\", use SHOW HELP;", name);
+    return pgw_admin_error(out, "42601", "invalid command 'SHOW %s', use SHOW HELP;", name);
 }
 
 /* ---- dispatch ---- */

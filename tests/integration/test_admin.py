@@ -525,6 +525,12 @@ class TestAccess(AdminTestCase):
                 with self.assertRaises(psycopg2.Error) as cm:
                     conn.cursor().execute(cmd)
                 self.assertEqual(cm.exception.pgcode, state, str(cm.exception))
+        # PgBouncer's wording, quotes included (scripts match on it)
+        for cmd in ("SHOW NOTHING", "FROB"):
+            with self.assertRaises(psycopg2.Error) as cm:
+                conn.cursor().execute(cmd)
+            self.assertEqual(cm.exception.diag.message_primary,
+                             "invalid command '%s', use SHOW HELP;" % cmd)
         self.assertIn("pgwharf", self.show(conn, "VERSION")[1][0]["version"])
 
     @unittest.skipIf(psycopg is None, "psycopg (3) is not installed")
