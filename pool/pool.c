@@ -442,7 +442,9 @@ void pgw_pool_grow(struct pgw_pool *pool)
     if (pool->orphan || pool->set->destroying || login_blocked(pool))
         return;
     int need = needed(pool);
-    int warm = pool->expiring ? 0 : pool->min_pool_size - pgw_pool_total(pool);
+    /* A paused pool keeps no servers warm: PAUSE closed them, as PgBouncer's
+     * does, and new ones now would hit a server being restarted. */
+    int warm = pool->expiring || pool->paused ? 0 : pool->min_pool_size - pgw_pool_total(pool);
     int n = need > warm ? need : warm;
     if (n <= 0)
         return;

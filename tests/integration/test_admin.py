@@ -619,6 +619,22 @@ class TestCommands(AdminTestCase):
         self.assertNotEqual(cur.fetchone()[0], busy_pid)
         busy.commit()
 
+    def test_a_paused_pool_keeps_no_servers_warm(self):
+        # min_pool_size does not reopen what PAUSE closed (as PgBouncer: the
+        # database may be restarting); RESUME brings them back.
+        px = self.start(min_pool_size=2)
+        self.assertEqual(px.psql("select 1"), "1")
+        conn = self.admin_conn(px)
+
+        def servers():
+            return self.rows(conn, "SERVERS", database=self.pg.database)
+        wait_until(lambda: len(servers()) == 2, what="min_pool_size servers")
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        self.assertEqual(servers(), [])
+        self.assertEqual(self.pool(conn)["sv_login"], 0)
+        conn.cursor().execute("RESUME %s" % self.pg.database)
+        wait_until(lambda: len(servers()) == 2, what="min_pool_size servers again")
+
     def test_pause_followed_by_other_commands_answers_at_once(self):
         px = self.start()
         busy = self.client(px, autocommit=False)

@@ -602,22 +602,23 @@ class TestPipeline(pt.PgwharfTestCase):
         self.assertEqual(metric(self.px, FAILED), 0)
 
     def test_a_free_server_takes_the_next_waiter_rather_than_a_queue(self):
-        # After RESUME both servers are idle and two clients wait: the
-        # second gets the second server, not a place behind the first.
-        # (PAUSE closes the pool's servers; min_pool_size opens two idle
-        # ones again while it is paused.)
+        # Two clients wait while the pool is paused (PAUSE closed its
+        # servers); after RESUME two servers come: the second client gets
+        # the second server, not a place behind the first.
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 2, "server_pipeline_depth": 2,
-            "min_pool_size": 2, "metrics_port": "auto", "admin_users": self.pg.user})
+            "metrics_port": "auto", "admin_users": self.pg.user})
 
         def waiting(n):
             return lambda: metric(px, "pgwharf_pool_client_waiting") == n
 
         async def main():
             w1, w2 = await self.conn(px), await self.conn(px)
+            for x in (w1, w2):               # two servers, then both idle
+                self.rows(await x.query("begin"))
+            for x in (w1, w2):
+                self.rows(await x.query("commit"))
             px.admin("PAUSE %s" % self.db, user=self.pg.user)
-            await self.until(lambda: metric(px, "pgwharf_pool_server_idle") == 2,
-                             "two idle servers in the paused pool")
             w1.send(hz.query_msg("select 'W1', pg_backend_pid()"))
             await self.until(waiting(1), "W1 waiting")
             w2.send(hz.query_msg("select 'W2', pg_backend_pid()"))
