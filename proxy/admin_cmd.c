@@ -13,8 +13,8 @@
  * with a FIFO pool queue needs):
  *   - KILL closes the database's clients and servers but does not leave the
  *     database paused.
- *   - WAIT_CLOSE waits for the servers RECONNECT or KILL marked (those that
- *     existed then) to be closed; without such marks it answers at once,
+ *   - WAIT_CLOSE waits for the servers RECONNECT, KILL or PAUSE marked (those
+ *     that existed then) to be closed; without such marks it answers at once,
  *     also after a RELOAD that changed a database (the pool closes those
  *     servers on release by itself).
  *   - SET re-reads the config file for [databases]/[users], keeps the
