@@ -603,8 +603,9 @@ class TestPipeline(pt.PgwharfTestCase):
 
     def test_a_free_server_takes_the_next_waiter_rather_than_a_queue(self):
         # Two clients wait while the pool is paused (PAUSE closed its
-        # servers); after RESUME two servers come: the second client gets
-        # the second server, not a place behind the first.
+        # servers); after RESUME two servers connect. The first takes W1,
+        # whose query then waits on a gate: W2 gets the second server, not a
+        # place behind W1 on the first.
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 2, "server_pipeline_depth": 2,
             "metrics_port": "auto", "admin_users": self.pg.user})
@@ -618,13 +619,17 @@ class TestPipeline(pt.PgwharfTestCase):
                 self.rows(await x.query("begin"))
             for x in (w1, w2):
                 self.rows(await x.query("commit"))
+            gate = await self.gate(91)
             px.admin("PAUSE %s" % self.db, user=self.pg.user)
-            w1.send(hz.query_msg("select 'W1', pg_backend_pid()"))
+            w1.send(hz.query_msg("select 'W1', pg_backend_pid(), "
+                                 "pg_advisory_xact_lock_shared(91)"))
             await self.until(waiting(1), "W1 waiting")
             w2.send(hz.query_msg("select 'W2', pg_backend_pid()"))
             await self.until(waiting(2), "W2 waiting")
             px.admin("RESUME %s" % self.db, user=self.pg.user)
-            r1, r2 = self.rows(await w1.read_result()), self.rows(await w2.read_result())
+            r2 = self.rows(await w2.read_result())    # while W1 waits on the gate
+            await gate.open()
+            r1 = self.rows(await w1.read_result())
             self.assertEqual((r1[0][0], r2[0][0]), ("W1", "W2"))
             self.assertNotEqual(r1[0][1], r2[0][1], "W2 waited behind W1 on one server")
             for x in (w1, w2):
