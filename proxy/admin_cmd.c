@@ -3,6 +3,9 @@
  * RESUME, DISABLE, ENABLE, KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE,
  * RELOAD, SET, SHUTDOWN.
  *
+ * KILL closes the database's clients and servers and leaves it paused, as
+ * PgBouncer's does.
+ *
  * PAUSE works as PgBouncer's: the pools stop lending (new transactions
  * wait in the queue, under query_wait_timeout), their servers are closed
  * (idle ones now, lent ones when they come back, as RECONNECT does) and the
@@ -11,8 +14,6 @@
  *
  * Differences from PgBouncer, kept on purpose (simpler, and what a pooler
  * with a FIFO pool queue needs):
- *   - KILL closes the database's clients and servers but does not leave the
- *     database paused.
  *   - WAIT_CLOSE waits for the servers RECONNECT, KILL or PAUSE marked (those
  *     that existed then) to be closed; without such marks it answers at once,
  *     also after a RELOAD that changed a database (the pool closes those
@@ -119,6 +120,26 @@ static int paused_index(const struct pgw_admin *adm, const char *db)
     return -1;
 }
 
+/* Pause one database by name (PAUSE db, KILL db); 0, or -1 when memory is
+ * short.  Already paused: nothing to do. */
+static int pause_db(struct pgw_proxy *px, const char *db)
+{
+    struct pgw_admin *adm = px->admin;
+    if (paused_index(adm, db) >= 0)
+        return 0;
+    char **v = realloc(adm->paused_dbs, sizeof(*v) * (size_t)(adm->npaused + 1));
+    char *name = strdup(db);
+    if (v)
+        adm->paused_dbs = v;
+    if (!v || !name) {
+        free(name);
+        return -1;
+    }
+    adm->paused_dbs[adm->npaused++] = name;
+    pause_pools(px, db, true);
+    return 0;
+}
+
 int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = s->px;
@@ -135,18 +156,9 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
         return PGW_ADMIN_FAILED;
     if (strlen(arg) >= sizeof(s->admin_wait_db))
         return pgw_admin_error(out, "22023", "database name too long");
-    if (paused_index(adm, arg) >= 0)
-        return pause_reply(s, arg, out); /* as PgBouncer: pausing twice is no error */
-    char **v = realloc(adm->paused_dbs, sizeof(*v) * (size_t)(adm->npaused + 1));
-    char *name = strdup(arg);
-    if (v)
-        adm->paused_dbs = v;
-    if (!v || !name) {
-        free(name);
+    /* Pausing twice is no error (as PgBouncer). */
+    if (pause_db(px, arg) < 0)
         return pgw_admin_error(out, "53200", "out of memory");
-    }
-    adm->paused_dbs[adm->npaused++] = name;
-    pause_pools(px, arg, true);
     pgw_info("admin_pause", "user=%s db=%s", s->user, arg);
     return pause_reply(s, arg, out);
 }
@@ -385,8 +397,19 @@ static struct pgw_session *find_victim(struct pgw_proxy *px, const struct pgw_se
 int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    if (adm->paused_all)
+        return pgw_admin_error(out, "55000", "already suspended/paused");
     if (*arg && check_db(px, "kill", arg, out) < 0)
         return PGW_ADMIN_FAILED;
+    /* As PgBouncer, the database stays paused: its new clients wait for
+     * RESUME (scripts run KILL db, then RESUME db). */
+    if (!*arg) {
+        adm->paused_all = true;
+        pause_pools(px, "", true);
+    } else if (pause_db(px, arg) < 0) {
+        return pgw_admin_error(out, "53200", "out of memory");
+    }
     int n = 0;
     struct pgw_session *v;
     /* Closing one session may change the list (a release can wake others):

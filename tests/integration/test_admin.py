@@ -754,6 +754,30 @@ class TestCommands(AdminTestCase):
         wait_until(lambda: not self.rows(conn, "SERVERS", database=self.pg.database2),
                    what="pgwharf2's servers to close")
         self.assertEqual(len(self.rows(conn, "SERVERS", database=self.pg.database)), 1)
+        # As PgBouncer, the killed database stays paused: a new client waits
+        # until RESUME (scripts run KILL db, then RESUME db)
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual((dbs[self.pg.database2]["paused"], dbs[self.pg.database]["paused"]),
+                         (1, 0))
+        bg = Background(lambda: px.psql("select 'after kill'", db=self.pg.database2))
+        wait_until(lambda: (self.pool(conn, db=self.pg.database2) or {}).get("cl_waiting") == 1,
+                   what="a new client waiting on the killed database")
+        self.assertTrue(bg.is_alive())
+        conn.cursor().execute("RESUME %s" % self.pg.database2)
+        bg.join(30)
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, "after kill")
+        # KILL while everything is paused: refused, as PgBouncer does
+        conn.cursor().execute("PAUSE")
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("KILL %s" % self.pg.database2)
+        self.assertEqual(cm.exception.pgcode, "55000")
+        conn.cursor().execute("RESUME")
+        conn.cursor().execute("KILL")
+        state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
+        self.assertEqual(state["paused"], "yes")
+        conn.cursor().execute("RESUME")
+        self.assertEqual(px.psql("select 'resumed'"), "resumed")
 
     def test_reconnect_and_wait_close(self):
         px = self.start()
