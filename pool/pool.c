@@ -654,6 +654,12 @@ void pgw_pool_unref(struct pgw_pool *pool)
 
 const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }
+
+bool pgw_pool_welcome_ready(const struct pgw_pool *pool)
+{
+    return pool->defaults.n > 0 && !pool->set->destroying && !pool->orphan &&
+           !pgw_breaker_blocked(&pool->backend->breaker, pool_now(pool)) && !login_blocked(pool);
+}
 const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
 const char *pgw_pool_server_user(const struct pgw_pool *pool) { return pool->server_user; }
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool) { return pool->mode; }

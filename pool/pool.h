@@ -245,6 +245,11 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
 const char *pgw_pool_dbname(const struct pgw_pool *pool);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
+/* May a new client be welcomed with pgw_pool_defaults, before it has a
+ * server?  Once a server of the pool has logged in, and only while nothing
+ * would refuse the client a server: not shutting down, still configured,
+ * no breaker blocking the backend, no server login refusal pending. */
+bool pgw_pool_welcome_ready(const struct pgw_pool *pool);
 const char *pgw_pool_user(const struct pgw_pool *pool);
 /* The user its servers log in as: the database entry's user=, else
  * pgw_pool_user.  max_user_connections counts servers by this user (the

@@ -116,6 +116,8 @@ struct pgw_session {
     uint8_t md5_salt[4];
     char *params[PGW_TP_COUNT];      /* what the client should see; NULL = server's */
     uint64_t params_sig;             /* summary of params (relay.c), 0 = stale */
+    char *login_refusal;             /* a startup parameter the server refused:
+                                        SQLSTATE, NUL, message (relay.c) */
 
     /* relay */
     struct pgw_iobuf *cbuf;          /* client -> server */
@@ -230,6 +232,9 @@ void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);
 void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how);
 void pgw_relay_acquire(struct pgw_session *s);
+/* A client's login is done: welcome it (ParameterStatus, BackendKeyData,
+ * ReadyForQuery), taking a server first when it needs one. */
+void pgw_relay_login(struct pgw_session *s);
 /* How the server should go back when the client leaves now. */
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s);
 /* With release_held set: release the server if nothing is half relayed. */

@@ -108,9 +108,9 @@ static uint64_t params_sig(const struct pgw_session *s)
 /* Does PostgreSQL report name (ParameterStatus)?  A fresh server of the
  * pool did.  A server's record of one it does not (extra_float_digits) is
  * only what pgwharf SET there, for whichever client. */
-static bool param_reported(const struct pgw_server *srv, const char *name)
+static bool param_reported(const struct pgw_pool *pool, const char *name)
 {
-    return pgw_params_get(pgw_pool_defaults(srv->pool), name) != NULL;
+    return pgw_params_get(pgw_pool_defaults(pool), name) != NULL;
 }
 
 static bool sync_params(struct pgw_session *s)
@@ -122,43 +122,40 @@ static bool sync_params(struct pgw_session *s)
         s->params_sig = params_sig(s);
     if (srv->user_sig == s->params_sig && srv->user_sig_gen == srv->params.gen)
         return true;
-    char sql[2048];
-    size_t len = 0;
+    /* One Query per SET or RESET: a value the server refuses (a startup
+     * parameter PostgreSQL never checked) must not skip the others, as
+     * the rest of a multi-statement Query would be. */
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    int queries = 0;
     bool set[PGW_TP_COUNT] = {false}, reset[PGW_TP_COUNT] = {false};
     for (int i = 0; i < PGW_TP_COUNT; i++) {
         const char *name = pgw_tracked_param_names[i];
         const char *want = s->params[i];
         const char *have = pgw_params_get(&srv->params, name);
-        int n;
+        char sql[512];
         if (!want) {
             /* Never set by the client: it has what a fresh server has.  A
              * parameter the server does not report may hold another
              * client's SET (or be unknown after server_reset_query). */
-            if (!have || param_reported(srv, name))
+            if (!have || param_reported(srv->pool, name))
                 continue;
-            n = snprintf(sql + len, sizeof(sql) - len, "RESET %s;", name);
-            if (n < 0 || (size_t)n >= sizeof(sql) - len)
-                return false;
-            len += (size_t)n;
+            snprintf(sql, sizeof(sql), "RESET %s", name);
             reset[i] = true;
-            continue;
+        } else {
+            if (have && strcmp(have, want) == 0)
+                continue;
+            char lit[400];
+            quote_literal(lit, sizeof(lit), want);
+            snprintf(sql, sizeof(sql), "SET %s TO %s", name, lit);
+            set[i] = true;
         }
-        if (have && strcmp(have, want) == 0)
-            continue;
-        char lit[400];
-        quote_literal(lit, sizeof(lit), want);
-        n = snprintf(sql + len, sizeof(sql) - len, "SET %s TO %s;", name, lit);
-        if (n < 0 || (size_t)n >= sizeof(sql) - len)
-            return false;
-        len += (size_t)n;
-        set[i] = true;
+        pgw_wire_query(&b, sql);
+        queries++;
     }
-    if (len > 0) {
+    if (queries > 0) {
         /* In front of whatever the client has queued, however much that is:
          * its first query must not run with another client's settings. */
-        struct pgw_wbuf b;
-        pgw_wbuf_init(&b);
-        pgw_wire_query(&b, sql);
         bool ok = !b.failed;
         if (ok && !s->cbuf)
             ok = (s->cbuf = pgw_iobuf_get(s->px)) != NULL;
@@ -170,18 +167,47 @@ static bool sync_params(struct pgw_session *s)
         pgw_wbuf_deinit(&b);
         if (!ok)
             return false;
-        s->swallow++;
-        /* Unreported parameters are known only by what pgwharf set. */
+        s->swallow += queries;
+        /* Unreported parameters are known only by what pgwharf set (a
+         * refused SET makes them unknown again: param_sync_failed). */
         for (int i = 0; i < PGW_TP_COUNT; i++) {
             if (set[i])
                 pgw_params_set(&srv->params, pgw_tracked_param_names[i], s->params[i]);
             else if (reset[i])
                 pgw_params_unset(&srv->params, pgw_tracked_param_names[i]);
         }
+    } else {
+        pgw_wbuf_deinit(&b);
     }
     srv->user_sig = s->params_sig;        /* true once the SETs above ran */
     srv->user_sig_gen = srv->params.gen;
     return true;
+}
+
+/* The server refused a SET or RESET of sync_params.  What it holds is no
+ * longer what user_sig says, nor, for a parameter it does not report, what
+ * pgwharf recorded: the next link compares and sets again.  During the
+ * login the value is a startup parameter, which PostgreSQL refuses with a
+ * FATAL: the client gets that instead of the welcome (AFTER_LOGIN). */
+static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_fields *f)
+{
+    struct pgw_server *srv = s->server;
+    srv->user_sig = 0;
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        const char *name = pgw_tracked_param_names[i];
+        if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
+            pgw_params_set(&srv->params, name, "");      /* unknown */
+    }
+    if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
+        return;
+    const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
+    const char *msg = f->message ? f->message : "invalid startup parameter";
+    size_t n = strlen(msg);
+    s->login_refusal = malloc(6 + n + 1);
+    if (s->login_refusal) {
+        memcpy(s->login_refusal, state, 6);     /* "SQLSTATE\0" then the message */
+        memcpy(s->login_refusal + 6, msg, n + 1);
+    }
 }
 
 /* A ParameterStatus from the server: both the server and the client now
@@ -389,7 +415,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
          * gets a SET or RESET). */
         for (int i = 0; i < PGW_TP_COUNT; i++) {
             const char *name = pgw_tracked_param_names[i];
-            if (!param_reported(srv, name) && pgw_params_get(&srv->params, name))
+            if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
                 pgw_params_set(&srv->params, name, "");
         }
         pgw_ps_server_reset(srv, s->px->cfg->server_reset_query);
@@ -428,18 +454,20 @@ static void welcome(struct pgw_session *s)
     /* A parameter the server does not report (extra_float_digits) is the
      * client's only if it set it: the server's record of one is another
      * client's SET, and PostgreSQL sends no ParameterStatus for it. */
-    const struct pgw_params *sp = &s->server->params;
+    /* Without a server (welcome_without_server) the pool's record of a
+     * fresh one stands for it. */
+    const struct pgw_params *sp = s->server ? &s->server->params : pgw_pool_defaults(s->pool);
     const struct pgw_params *dp =
-        s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->server->pool);
+        s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->pool);
     for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *v = param_reported(s->server, pgw_tracked_param_names[i])
+        const char *v = param_reported(s->pool, pgw_tracked_param_names[i])
                             ? pgw_params_get(dp, pgw_tracked_param_names[i]) : NULL;
         if (!s->params[i] && v)          /* unreported and unset: no opinion */
             s->params[i] = strdup(v);
     }
     for (int i = 0; i < sp->n; i++) {
         const char *v = sp->p[i].value;
-        if (!param_reported(s->server, sp->p[i].name))
+        if (!param_reported(s->pool, sp->p[i].name))
             continue;
         int t = pgw_tracked_param_index(sp->p[i].name);
         if (t >= 0 && s->params[t])
@@ -461,7 +489,8 @@ static void welcome(struct pgw_session *s)
         s->state = PGW_SS_LINKED;
     } else {
         s->state = PGW_SS_IDLE;
-        pgw_relay_unlink(s, PGW_RELEASE_IDLE);
+        if (s->server)
+            pgw_relay_unlink(s, PGW_RELEASE_IDLE);
     }
     pgw_session_arm_timer(s);
     if (s->cbuf && s->cbuf->len > s->cbuf->parsed) {
@@ -1012,6 +1041,57 @@ static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
     granted(s, srv);
 }
 
+/* An application_name PostgreSQL keeps as it is: printable ASCII (it
+ * turns other bytes into '?') shorter than NAMEDATALEN (it truncates). */
+static bool application_name_as_is(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++)
+        if (v[n] < 0x20 || v[n] > 0x7e)
+            return false;
+    return n < 64;
+}
+
+/* Can the client be welcomed before a server has seen its startup
+ * parameters?  Each must be what a fresh server of the pool reports, byte
+ * for byte, or an application_name PostgreSQL keeps as it is (SET at the
+ * first link, like any change).  Anything else needs PostgreSQL to check
+ * and spell it (client_encoding 'utf8' comes back 'UTF8', a bad DateStyle
+ * is refused), and a parameter it does not report (extra_float_digits)
+ * has no record to compare with. */
+static bool startup_params_known(const struct pgw_session *s)
+{
+    const struct pgw_params *dp = pgw_pool_defaults(s->pool);
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        if (!s->params[i])
+            continue;
+        if (i == PGW_TP_APPLICATION_NAME && application_name_as_is(s->params[i]))
+            continue;
+        const char *have = pgw_params_get(dp, pgw_tracked_param_names[i]);
+        if (!have || strcmp(have, s->params[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+void pgw_relay_login(struct pgw_session *s)
+{
+    /* In transaction and statement mode a client whose startup parameters
+     * a fresh server already has is welcomed with the pool's record of one
+     * and takes a server at its first request, as in PgBouncer: a login
+     * does not wait for a free server (a full or paused pool).  Otherwise
+     * -- session mode, the pool's first client, parameters to SET (and
+     * have PostgreSQL check), a breaker or a server login refusal that
+     * would refuse it -- the login takes a server now and fails with the
+     * reason when there is none. */
+    if (s->mode != PGW_POOL_SESSION && pgw_pool_welcome_ready(s->pool) &&
+        startup_params_known(s)) {
+        welcome(s);
+        return;
+    }
+    pgw_relay_acquire(s);
+}
+
 void pgw_relay_acquire(struct pgw_session *s)
 {
     if (s->state == PGW_SS_WAIT_SERVER && s->px->cfg->server_pipeline_depth > 0 &&
@@ -1493,9 +1573,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             note_param(s, p + 5, mlen - 4);
         } else if (type == PGW_BE_ERROR && drop) {
             struct pgw_wire_err_fields f;
-            if (pgw_wire_parse_error(p + 5, mlen - 4, &f) == 0)
+            if (pgw_wire_parse_error(p + 5, mlen - 4, &f) == 0) {
                 pgw_warn("param_sync", "client=%s sqlstate=%s reason=\"%s\"", s->addr_text,
                          f.sqlstate, f.message);
+                if (s->swallow > 0)
+                    param_sync_failed(s, &f);
+            }
         }
         if (drop)
             pgw_iobuf_cut(b, b->parsed, total);
@@ -1521,7 +1604,10 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
 {
     switch (after) {
     case AFTER_LOGIN:
-        welcome(s);
+        if (s->login_refusal)
+            pgw_session_close(s, s->login_refusal, "%s", s->login_refusal + 6);
+        else
+            welcome(s);
         break;
     case AFTER_RELEASE:
         s->px->total_xact++;

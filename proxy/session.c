@@ -640,7 +640,7 @@ void pgw_session_login_done(struct pgw_session *s)
     pgw_admin_pool_attach(s->px, s->pool);
     s->mode = pgw_pool_mode(s->pool);
     s->state = PGW_SS_LOGIN_WAIT;
-    pgw_relay_acquire(s);
+    pgw_relay_login(s);
 }
 
 /* ---- closing ---- */
@@ -727,6 +727,7 @@ void pgw_session_free(struct pgw_session *s)
     pgw_iobuf_put(px, s->sbuf);
     for (int i = 0; i < PGW_TP_COUNT; i++)
         free(s->params[i]);
+    free(s->login_refusal);
     free(s->user);
     free(s->database);
     pgw_auth_state_free(s->auth_state);

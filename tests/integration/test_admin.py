@@ -3,6 +3,7 @@ clients: every SHOW has PgBouncer's columns (names, order, type OIDs) and
 live values; admin and stats users; PAUSE/RESUME, RELOAD, SET, KILL,
 KILL_CLIENT, RECONNECT/WAIT_CLOSE, SHUTDOWN."""
 
+import asyncio
 import datetime
 import hashlib
 import os
@@ -341,6 +342,95 @@ class TestWaiting(AdminTestCase):
         pool = self.pool(conn)
         self.assertEqual(pool["cl_waiting"], 0)
         self.assertEqual(pool["maxwait"], 0)
+
+
+    PARAMS = ("server_version", "server_encoding", "client_encoding", "DateStyle",
+              "IntervalStyle", "TimeZone", "integer_datetimes", "standard_conforming_strings",
+              "is_superuser", "session_authorization", "application_name",
+              "default_transaction_read_only", "in_hot_standby")
+
+    def params(self, conn):
+        return {n: conn.get_parameter_status(n) for n in self.PARAMS}
+
+    def test_a_client_logs_in_while_the_pool_is_full(self):
+        # As PgBouncer: once the pool has a server's parameters, a login
+        # waits for no server (only the client's first query does), and it
+        # is welcomed with the same ParameterStatus a server would give.
+        px = self.start(default_pool_size=1, query_wait_timeout="60s")
+        holder = self.client(px, autocommit=False)
+        holder.cursor().execute("select 1")          # holds the only server
+        conn = self.admin_conn(px)
+        login = Background(lambda: psycopg2.connect(px.dsn()))
+        psql_login = Background(lambda: px.psql("select 'psql'", timeout=90))
+        login.join(20)
+        self.assertFalse(login.is_alive(), "the login waited for the pool's only server")
+        self.assertIsNone(login.error)
+        late = login.result
+        self.addCleanup(late.close)
+        late.autocommit = True
+        self.assertEqual(self.params(late), self.params(holder))
+        # psql sends application_name: still no server needed to log in;
+        # its query waits with the other client's
+        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1,
+                   what="psql's query waiting")
+        bg = Background(lambda: late.cursor().execute("select 2"))
+        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 2,
+                   what="both queries waiting")
+        self.assertTrue(bg.is_alive())
+        self.assertEqual(self.pool(conn)["sv_active"], 1)
+        holder.commit()
+        for b in (bg, psql_login):
+            b.join(20)
+            self.assertFalse(b.is_alive())
+            self.assertIsNone(b.error)
+        self.assertEqual(psql_login.result, "psql")
+        # what the welcome promised is what the server runs with
+        cur = late.cursor()
+        cur.execute("show application_name")
+        self.assertEqual(cur.fetchone()[0], late.get_parameter_status("application_name"))
+
+    def test_a_client_logs_in_while_its_database_is_paused(self):
+        px = self.start(default_pool_size=2)
+        self.assertEqual(px.psql("select 1"), "1")  # the pool has seen a server
+        conn = self.admin_conn(px)
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        login = Background(lambda: psycopg2.connect(px.dsn(application_name="late")))
+        login.join(20)
+        self.assertFalse(login.is_alive(), "the login waited for RESUME")
+        self.assertIsNone(login.error)
+        late = login.result
+        self.addCleanup(late.close)
+        late.autocommit = True
+        self.assertEqual(late.get_parameter_status("application_name"), "late")
+        cur = late.cursor()
+        bg = Background(lambda: cur.execute("select current_setting('application_name')"))
+        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        self.assertTrue(bg.is_alive(), "a query ran on a paused database")
+        conn.cursor().execute("RESUME %s" % self.pg.database)
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        self.assertEqual(cur.fetchone()[0], "late")
+
+    def test_a_login_that_needs_the_server_still_takes_one(self):
+        # A startup parameter PostgreSQL must check (and spell) is SET on a
+        # server before the welcome: a bad one is refused at login, as
+        # straight to PostgreSQL, even once the pool has a server's record.
+        px = self.start(default_pool_size=1)
+        self.assertEqual(px.psql("select 1"), "1")
+
+        async def login(**params):
+            c = await hz.RawConn.connect(px.host, px.port, self.pg.user, self.pg.database,
+                                         self.pg.password, **params)
+            await c.close()
+            return c.params
+        with self.assertRaises(hz.PgError) as cm:
+            asyncio.run(login(DateStyle="nonsense"))
+        self.assertEqual(cm.exception.sqlstate, "22023")
+        self.assertEqual(asyncio.run(login(DateStyle="SQL, DMY"))["DateStyle"], "SQL, DMY")
+        conn = psycopg2.connect(px.dsn(client_encoding="latin1"))
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.get_parameter_status("client_encoding"), "LATIN1")
 
 
 class TestBreakers(AdminTestCase):
