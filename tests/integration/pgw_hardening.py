@@ -590,11 +590,13 @@ def _recv_exact(sock, n):
     return buf
 
 
-def sync_login(sock, user, db, password=None):
-    """Log in on a connected blocking socket (trust, cleartext or md5);
-    returns the ParameterStatus dict.  Raises PgError on an ErrorResponse."""
-    sock.sendall(startup_packet(user, db))
+def sync_login(sock, user, db, password=None, **startup):
+    """Log in on a connected blocking socket (trust, cleartext, md5 or
+    SCRAM-SHA-256), startup parameters as keywords; returns the
+    ParameterStatus dict.  Raises PgError on an ErrorResponse."""
+    sock.sendall(startup_packet(user, db, **startup))
     params = {}
+    scram = None
     while True:
         t, body = recv_msg(sock)
         if t == b"E":
@@ -607,6 +609,15 @@ def sync_login(sock, user, db, password=None):
                 inner = hashlib.md5((password + user).encode()).hexdigest()
                 outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
                 sock.sendall(msg(b"p", b"md5" + outer.encode() + b"\x00"))
+            elif code == 10:
+                scram = _Scram(password)
+                first = scram.client_first()
+                sock.sendall(msg(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) +
+                                 first))
+            elif code == 11:
+                sock.sendall(msg(b"p", scram.client_final(body[4:])))
+            elif code == 12:
+                scram.check_final(body[4:])
             elif code != 0:
                 raise ProtocolError("unsupported auth request %d" % code)
         elif t == b"S":

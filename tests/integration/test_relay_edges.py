@@ -84,30 +84,9 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
 
         # Client B asks for the (only) server now.
         result = {}
-
-        def run_b():
-            try:
-                b = socket.create_connection((self.px.host, self.px.port), timeout=40)
-                try:
-                    result["port"] = b.getsockname()[1]
-                    hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password)
-                    b.sendall(hz.query_msg("select 42"))
-                    result["msgs"] = self.read_until_ready(b)
-                finally:
-                    b.close()
-            except Exception as e:          # reported below
-                result["error"] = e
-
-        tb = threading.Thread(target=run_b)
+        tb = threading.Thread(target=self.client_b, args=(result,))
         tb.start()
-
-        def b_asked():
-            if "error" in result:
-                return True
-            port = str(result.get("port"))
-            return any(row[4] in ("active", "waiting") and row[6] == port
-                       for row in self.px.admin("show clients"))
-        hz.wait_until(b_asked, 20, what="client B's query reached pgwharf")
+        self.wait_b_asked(result)
         # A finishes its message (and the COPY, which the server ignores
         # now), then runs a query of its own.
         a.sendall(second[20:] + hz.msg(b"c"))
@@ -133,10 +112,13 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
                 hz.msg(b"E", b"\x00\x00\x00\x00\x00") + hz.msg(b"S"))
 
     def client_b(self, result):
-        """Client B logs in (it needs the one server) and runs select 42."""
+        """Client B logs in (it needs the one server) and runs select 42;
+        result gets its port, its reply (msgs) or the error."""
         try:
-            b = self.login()
+            b = socket.create_connection((self.px.host, self.px.port), timeout=40)
             try:
+                result["port"] = b.getsockname()[1]
+                hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password)
                 b.sendall(hz.query_msg("select 42"))
                 result["msgs"] = self.read_until_ready(b)
             finally:
@@ -144,26 +126,56 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         except Exception as e:              # reported by the caller
             result["error"] = e
 
+    def wait_b_asked(self, result):
+        """Until client B's query has reached pgwharf: B waits for a server
+        or is linked to one (SHOW CLIENTS: state, link), or B failed."""
+        def asked():
+            if "error" in result or "msgs" in result:
+                return True
+            port = str(result.get("port"))
+            return any(row[6] == port and (row[4] == "waiting" or row[15])
+                       for row in self.px.admin("show clients"))
+        pt.wait_until(asked, 20, what="client B's query reached pgwharf")
+
     def test_copy_done_outside_a_copy(self):
         a = self.login()
         self.addCleanup(a.close)
-        # One Sync, a CopyDone the server ignores, and a slow query: two
-        # ReadyForQuery to come, the second after the rows of A's query.
+        # A gate: advisory lock 1, held on a connection straight to
+        # PostgreSQL; A's query waits on it, so A keeps the server busy
+        # until the test opens it.
+        gate = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(gate.close)
+        hz.sync_login(gate, self.pg.user, self.pg.database, self.pg.password)
+        gate.sendall(hz.query_msg("select pg_advisory_lock(1)"))
+        self.read_until_ready(gate)
+        # One Sync, a CopyDone the server ignores, and a query held at the
+        # gate: two ReadyForQuery to come, the second after the rows of A's
+        # query.
         a.sendall(self.ext_query("select 1") + hz.msg(b"c") +
-                  hz.query_msg("select pg_sleep(0.5), 'only for A'"))
+                  hz.query_msg("select pg_advisory_xact_lock_shared(1), 'only for A'"))
         first = self.read_until_ready(a)
         self.assertEqual([hz.data_row(b) for t, b in first if t == b"D"], [[b"1"]])
+        pt.wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+            "and query like '%only for A%' and pid <> pg_backend_pid()") == "1",
+            20, what="A's query waiting at the gate")
+        # B asks for the one server while A's query is still running: B
+        # must wait (the bug linked B to it at once, and B read A's rows).
         result = {}
         tb = threading.Thread(target=self.client_b, args=(result,))
         tb.start()
-        second = self.read_until_ready(a)
-        self.assertEqual([hz.data_row(b) for t, b in second if t == b"D"],
-                         [[b"", b"only for A"]])
+        self.addCleanup(tb.join, 30)
+        self.wait_b_asked(result)
+        gate.sendall(hz.query_msg("select pg_advisory_unlock(1)"))
+        self.read_until_ready(gate)
         tb.join(30)
         self.assertFalse(tb.is_alive(), "client B hangs")
         self.assertNotIn("error", result, result.get("error"))
         rows_b = [hz.data_row(b) for t, b in result["msgs"] if t == b"D"]
         self.assertEqual(rows_b, [[b"42"]])
+        second = self.read_until_ready(a)
+        self.assertEqual([hz.data_row(b) for t, b in second if t == b"D"],
+                         [[b"", b"only for A"]])
 
     def test_extended_copy_gives_the_server_back(self):
         a = self.login()
