@@ -300,27 +300,15 @@ class Client:
 
     def login(self, user, password, db, params):
         self.s.sendall(hz.startup_packet(user, db, **params))
-        scram = None
+        state = {}
         while True:
             t, body = self.recv()
             if t == b"E":
                 raise hz.PgError(hz.parse_fields(body))
             if t == b"R":
-                code = struct.unpack("!I", body[:4])[0]
-                if code == 3:
-                    self.s.sendall(msg(b"p", cstr(password)))
-                elif code == 5:
-                    import hashlib
-                    inner = hashlib.md5((password + user).encode()).hexdigest()
-                    outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
-                    self.s.sendall(msg(b"p", b"md5" + cstr(outer)))
-                elif code == 10:
-                    scram = hz._Scram(password)
-                    first = scram.client_first()
-                    self.s.sendall(msg(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first))
-                                       + first))
-                elif code == 11:
-                    self.s.sendall(msg(b"p", scram.client_final(body[4:])))
+                reply = hz.auth_reply(body, user, password, state)
+                if reply:
+                    self.s.sendall(reply)
             elif t == b"Z":
                 return
 

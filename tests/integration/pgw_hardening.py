@@ -61,6 +61,53 @@ def query_msg(sql):
     return msg(b"Q", sql.encode() + b"\x00")
 
 
+def parse_msg(stmt, sql):
+    """Parse of sql into statement stmt ("" unnamed), no parameter types."""
+    return msg(b"P", stmt.encode() + b"\x00" + sql.encode() + b"\x00" + struct.pack("!H", 0))
+
+
+def ext_msgs(sql, *params, parse=True, stmt="", describe=True):
+    """What libpq's PQexecParams sends: Parse into the unnamed statement (or
+    stmt), Bind (text parameters), Describe the portal (unless describe is
+    False), Execute, Sync."""
+    out = b""
+    if parse:
+        out += parse_msg(stmt, sql)
+    vals = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in params)
+    out += msg(b"B", b"\x00" + stmt.encode() + b"\x00" + struct.pack("!H", 0) +
+               struct.pack("!H", len(params)) + vals + struct.pack("!H", 0))
+    if describe:
+        out += msg(b"D", b"P\x00")
+    out += msg(b"E", b"\x00" + struct.pack("!I", 0))
+    out += msg(b"S")
+    return out
+
+
+def auth_reply(body, user, password, state):
+    """The client's answer to an AuthenticationRequest (R) body: bytes to
+    send, b"" for none (AuthenticationOk, SASLFinal, checked).  Cleartext,
+    md5 and SCRAM-SHA-256; state is a dict kept over one login."""
+    code = struct.unpack("!I", body[:4])[0]
+    if code == 0:
+        return b""
+    if code == 3:
+        return msg(b"p", (password or "").encode() + b"\x00")
+    if code == 5:
+        inner = hashlib.md5((password + user).encode()).hexdigest()
+        outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
+        return msg(b"p", b"md5" + outer.encode() + b"\x00")
+    if code == 10:
+        state["scram"] = _Scram(password)
+        first = state["scram"].client_first()
+        return msg(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first)
+    if code == 11:
+        return msg(b"p", state["scram"].client_final(body[4:]))
+    if code == 12:
+        state["scram"].check_final(body[4:])
+        return b""
+    raise ProtocolError("unsupported auth request %d" % code)
+
+
 class PgError(Exception):
     def __init__(self, fields):
         super().__init__("%s %s" % (fields.get("C"), fields.get("M")))
@@ -99,33 +146,15 @@ class RawConn:
 
     async def _login(self, user, db, password, params):
         self.w.write(startup_packet(user, db, **params))
-        scram = None
+        state = {}
         while True:
             t, body = await self.read_msg()
             if t == b"E":
                 raise PgError(parse_fields(body))
             if t == b"R":
-                code = struct.unpack("!I", body[:4])[0]
-                if code == 0:
-                    continue
-                if code == 3:
-                    self.w.write(msg(b"p", (password or "").encode() + b"\x00"))
-                elif code == 5:
-                    salt = body[4:8]
-                    inner = hashlib.md5((password + user).encode()).hexdigest()
-                    outer = hashlib.md5(inner.encode() + salt).hexdigest()
-                    self.w.write(msg(b"p", b"md5" + outer.encode() + b"\x00"))
-                elif code == 10:
-                    scram = _Scram(password)
-                    first = scram.client_first()
-                    self.w.write(msg(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first))
-                                     + first))
-                elif code == 11:
-                    self.w.write(msg(b"p", scram.client_final(body[4:])))
-                elif code == 12:
-                    scram.check_final(body[4:])
-                else:
-                    raise ProtocolError("unsupported auth request %d" % code)
+                reply = auth_reply(body, user, password, state)
+                if reply:
+                    self.w.write(reply)
             elif t == b"S":
                 k, v = body.split(b"\x00")[:2]
                 self.params[k.decode()] = v.decode()
@@ -380,15 +409,7 @@ def sockets(pid):
     return "\n".join(" ".join(l.split()[:1] + l.split()[3:5]) for l in lines)
 
 
-def wait_until(fn, timeout, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(interval)
+wait_until = pt.wait_until
 
 
 # --- load --------------------------------------------------------------------
@@ -596,35 +617,39 @@ def sync_login(sock, user, db, password=None, **startup):
     ParameterStatus dict.  Raises PgError on an ErrorResponse."""
     sock.sendall(startup_packet(user, db, **startup))
     params = {}
-    scram = None
+    state = {}
     while True:
         t, body = recv_msg(sock)
         if t == b"E":
             raise PgError(parse_fields(body))
         if t == b"R":
-            code = struct.unpack("!I", body[:4])[0]
-            if code == 3:
-                sock.sendall(msg(b"p", (password or "").encode() + b"\x00"))
-            elif code == 5:
-                inner = hashlib.md5((password + user).encode()).hexdigest()
-                outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
-                sock.sendall(msg(b"p", b"md5" + outer.encode() + b"\x00"))
-            elif code == 10:
-                scram = _Scram(password)
-                first = scram.client_first()
-                sock.sendall(msg(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) +
-                                 first))
-            elif code == 11:
-                sock.sendall(msg(b"p", scram.client_final(body[4:])))
-            elif code == 12:
-                scram.check_final(body[4:])
-            elif code != 0:
-                raise ProtocolError("unsupported auth request %d" % code)
+            reply = auth_reply(body, user, password, state)
+            if reply:
+                sock.sendall(reply)
         elif t == b"S":
             k, v = body.split(b"\x00")[:2]
             params[k.decode()] = v.decode()
         elif t == b"Z":
             return params
+
+
+def read_until_ready(sock):
+    """Backend messages up to and including ReadyForQuery: [(type, body)]."""
+    got = []
+    while True:
+        t, body = recv_msg(sock)
+        got.append((t, body))
+        if t == b"Z":
+            return got
+
+
+def simple_query(sock, sql):
+    """sql as a simple Query on a logged-in blocking socket: (rows, errors),
+    rows as data_row lists, errors as parse_fields dicts, to ReadyForQuery."""
+    sock.sendall(query_msg(sql))
+    got = read_until_ready(sock)
+    return ([data_row(b) for t, b in got if t == b"D"],
+            [parse_fields(b) for t, b in got if t == b"E"])
 
 
 def read_until_closed(sock, timeout):

@@ -24,9 +24,22 @@ The pieces:
                            and log in a temp dir; a context manager
   PgwharfTestCase          unittest.TestCase that skips without a cluster,
                            stops every pgwharf it started and puts the
-                           cluster back up after each test
+                           cluster back up after each test; db_conn/
+                           console_conn: psycopg2 connections through a
+                           pgwharf, closed at the test's end
+  AppRoleTestCase          the same, logging in as the app role (self.user,
+                           self.password, self.db)
+  wait_until(fn, timeout)  poll a condition with a deadline
+  Background(fn)           fn in a thread; .result / .error afterwards
+  one(conn, sql)           the first value of a query (DB-API connection)
+  show(conn, what, **m)    SHOW <what> on a console connection: dict rows
+                           (those matching m); show_table adds the names;
+                           pool_row / wait_pool: one SHOW POOLS row, or
+                           wait until it has given values
+  px.show(what, **m)       the same through psql, values as text
 """
 
+import csv
 import os
 import re
 import random
@@ -36,11 +49,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
-__all__ = ["env", "load_env", "free_port", "wait_port", "Postgres", "Pgwharf",
-           "PgwharfTestCase", "PgwharfError", "parse_tps", "pg_bin"]
+__all__ = ["env", "load_env", "free_port", "wait_port", "wait_until", "Postgres", "Pgwharf",
+           "PgwharfTestCase", "AppRoleTestCase", "PgwharfError", "parse_tps", "pg_bin",
+           "Background", "one", "show", "show_table", "pool_row", "wait_pool"]
 
 
 class PgwharfError(Exception):
@@ -118,15 +133,81 @@ def free_port(lo=20000, hi=32000):
 
 def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
     """fn()'s first true value, polled every interval; AssertionError (with
-    the last value) after timeout seconds."""
+    the last value) after timeout seconds (fn is asked once more at the
+    deadline, so a slow fn still gets a last look)."""
     deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    while True:
         last = fn()
         if last:
             return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %ss waiting for %s (last: %r)"
+                                 % (timeout, what, last))
         time.sleep(interval)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+class Background(threading.Thread):
+    """Run fn in a (daemon) thread; .result / .error afterwards."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.fn()
+        except Exception as e:          # reported by the test
+            self.error = e
+
+
+# --- the admin console (and other DB-API connections) --------------------------
+
+def one(conn, sql, args=None):
+    """The first column of the first row of sql on a DB-API connection."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, args)
+        return cur.fetchone()[0]
+    finally:
+        cur.close()
+
+
+def show_table(conn, what):
+    """(column names, rows as dicts) of SHOW <what> on a console connection
+    (psycopg2 or psycopg, autocommit)."""
+    cur = conn.cursor()
+    try:
+        cur.execute("SHOW " + what)
+        names = [d.name for d in cur.description]
+        return names, [dict(zip(names, r)) for r in cur.fetchall()]
+    finally:
+        cur.close()
+
+
+def _matching(rows, match):
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def show(conn, what, **match):
+    """The rows (dicts) of SHOW <what> whose columns equal match."""
+    return _matching(show_table(conn, what)[1], match)
+
+
+def pool_row(conn, db, user):
+    """The SHOW POOLS row of (db, user), or None."""
+    rows = show(conn, "POOLS", database=db, user=user)
+    return rows[0] if rows else None
+
+
+def wait_pool(conn, db, user, timeout=10.0, **want):
+    """Poll SHOW POOLS until the row of (db, user) has the values of want
+    (cl_waiting=1, ...); returns that row."""
+    def ready():
+        p = pool_row(conn, db, user)
+        return p if p and all(p[k] == v for k, v in want.items()) else None
+    return wait_until(ready, timeout, what="%s in pool %s/%s" % (
+        ", ".join("%s = %r" % kv for kv in want.items()), db, user))
 
 
 def port_open(host, port, timeout=0.5):
@@ -272,6 +353,12 @@ class Postgres:
         host = self.sockdir if via_socket else self.host
         return _run_psql(host, self.port, user, password, db or self.database, sql,
                          check=check, timeout=timeout, connect_timeout=connect_timeout)
+
+    def pgbench(self, args, db=None, timeout=300, check=True):
+        """pgbench straight against the cluster as its superuser (pgbench -i
+        for a test's tables)."""
+        return run_pgbench(self.host, self.port, self.user, self.password,
+                           db or self.database, args, timeout=timeout, check=check)
 
     def backend_count(self, db=None, user=None):
         """Client backends connected, not counting the one asking."""
@@ -772,6 +859,18 @@ class Pgwharf:
             return out
         return [line.split("\t") for line in out.splitlines() if line]
 
+    def show(self, what, **match):
+        """SHOW <what> on the admin console through psql: rows as dicts of
+        text values (NULL as ""), only those whose columns equal match
+        (compare with strings: port="5432")."""
+        out = self.psql("SHOW " + what, db="pgbouncer",
+                        extra_args=("--csv", "-P", "tuples_only=off"))
+        lines = list(csv.reader(out.splitlines()))
+        if not lines:
+            return []
+        rows = [dict(zip(lines[0], r)) for r in lines[1:]]
+        return _matching(rows, {k: str(v) for k, v in match.items()})
+
     def pgbench(self, args, db=None, user=None, password=None, timeout=300, check=True):
         """Run pgbench against pgwharf; args a list (e.g. ["-S", "-c", "10",
         "-T", "5"]).  Returns the CompletedProcess (parse_tps(cp.stdout))."""
@@ -884,6 +983,20 @@ class PgwharfTestCase(unittest.TestCase):
         self.assertIsNotNone(m, cp.stdout)
         return cp, int(m.group(1))
 
+    def db_conn(self, px, autocommit=True, **dsn):
+        """A psycopg2 connection through px (px.dsn(**dsn)), closed at the
+        test's end; autocommit unless told otherwise."""
+        import psycopg2              # only for the tests that use it
+        conn = psycopg2.connect(px.dsn(**dsn))
+        conn.autocommit = autocommit
+        self.addCleanup(conn.close)
+        return conn
+
+    def console_conn(self, px, **dsn):
+        """A psycopg2 connection to px's admin console (autocommit)."""
+        dsn.setdefault("db", "pgbouncer")
+        return self.db_conn(px, **dsn)
+
     def start_pgwharf(self, start=True, **kw):
         kw.setdefault("pg", self.pg)
         px = Pgwharf(**kw)
@@ -911,3 +1024,14 @@ class PgwharfTestCase(unittest.TestCase):
             problems.append(str(e))
         if problems:
             self.fail("\n".join(problems))
+
+
+class AppRoleTestCase(PgwharfTestCase):
+    """A PgwharfTestCase whose clients log in as the cluster's unprivileged
+    app role: self.user, self.password, self.db."""
+
+    def setUp(self):
+        super().setUp()
+        self.user = self.pg.app_user
+        self.password = self.pg.app_password
+        self.db = self.pg.database

@@ -13,7 +13,6 @@ import struct
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
@@ -94,21 +93,7 @@ COLUMNS = {
 
 
 wait_until = pt.wait_until
-
-
-class Background(threading.Thread):
-    """Run fn in a thread; .result / .error afterwards."""
-
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-        self.start()
-
-    def run(self):
-        try:
-            self.result = self.fn()
-        except Exception as e:          # reported by the test
-            self.error = e
+Background = pt.Background
 
 
 @unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
@@ -120,35 +105,20 @@ class AdminTestCase(pt.PgwharfTestCase):
         return self.start_pgwharf(settings=base)
 
     def admin_conn(self, px, user=None, password=None, db="pgbouncer"):
-        conn = psycopg2.connect(px.dsn(db=db, user=user, password=password))
-        conn.autocommit = True
-        self.addCleanup(conn.close)
-        return conn
+        return self.console_conn(px, db=db, user=user, password=password)
 
     def client(self, px, autocommit=True, **extra):
-        conn = psycopg2.connect(px.dsn(**extra))
-        conn.autocommit = autocommit
-        self.addCleanup(conn.close)
-        return conn
+        return self.db_conn(px, autocommit, **extra)
 
-    @staticmethod
-    def show(conn, what):
-        """(column names, rows as dicts) of SHOW <what>."""
-        cur = conn.cursor()
-        cur.execute("SHOW " + what)
-        names = [d.name for d in cur.description]
-        return names, [dict(zip(names, r)) for r in cur.fetchall()]
-
-    @staticmethod
-    def rows(conn, what, **match):
-        _, rows = AdminTestCase.show(conn, what)
-        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    show = staticmethod(pt.show_table)     # (column names, rows as dicts)
+    rows = staticmethod(pt.show)           # rows matching column=value
 
     def pool(self, conn, db=None, user=None):
-        db = db or self.pg.database
-        user = user or self.pg.user
-        found = self.rows(conn, "POOLS", database=db, user=user)
-        return found[0] if found else None
+        return pt.pool_row(conn, db or self.pg.database, user or self.pg.user)
+
+    def wait_pool(self, conn, **want):
+        """Until the test database's pool (SHOW POOLS) has want's values."""
+        return pt.wait_pool(conn, self.pg.database, self.pg.user, **want)
 
 
 class TestShowColumns(AdminTestCase):
@@ -326,8 +296,7 @@ class TestWaiting(AdminTestCase):
         holder.cursor().execute("select 1")          # holds the only server
         conn = self.admin_conn(px)
         bg = Background(lambda: waiter.cursor().execute("select pg_backend_pid()"))
-        pool = wait_until(lambda: (lambda p: p if p and p["cl_waiting"] == 1 else None)(
-            self.pool(conn)), what="cl_waiting = 1")
+        pool = self.wait_pool(conn, cl_waiting=1)
         self.assertEqual(pool["sv_active"], 1)
         self.assertEqual(pool["cl_active"], 1)
         clients = self.rows(conn, "CLIENTS", application_name="waiter")
@@ -652,7 +621,7 @@ class TestCommands(AdminTestCase):
         dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
         self.assertEqual(dbs[self.pg.database]["paused"], 1)
         bg = Background(lambda: cl.cursor().execute("select 2"))
-        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        self.wait_pool(conn, cl_waiting=1)
         time.sleep(0.3)
         self.assertTrue(bg.is_alive(), "the transaction ran on a paused database")
         # other databases go on
@@ -666,7 +635,7 @@ class TestCommands(AdminTestCase):
         state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
         self.assertEqual(state["paused"], "yes")
         bg = Background(lambda: cl.cursor().execute("select 4"))
-        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        self.wait_pool(conn, cl_waiting=1)
         time.sleep(0.3)                  # and it stays waiting
         self.assertTrue(bg.is_alive())
         conn.cursor().execute("RESUME")
@@ -784,7 +753,7 @@ class TestCommands(AdminTestCase):
         b = self.client(px, autocommit=False)
         a.cursor().execute("select 1")
         bg = Background(lambda: b.cursor().execute("select 2"))
-        wait_until(lambda: (self.pool(conn) or {}).get("cl_waiting") == 1, what="a waiter")
+        self.wait_pool(conn, cl_waiting=1)
         px.settings["default_pool_size"] = 2
         px.write_config()
         conn.cursor().execute("RELOAD")

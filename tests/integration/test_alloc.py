@@ -36,8 +36,7 @@ class TestAlloc(pt.PgwharfTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
-                       cls.pg.database, ["-i", "-s", "1", "-q"])
+        cls.pg.pgbench(["-i", "-s", "1", "-q"])
 
     def setUp(self):
         super().setUp()

@@ -80,9 +80,8 @@ class AuthQueryTestCase(AuthTestCase):
 
     def longest_wait(self, px):
         """SHOW POOLS maxwait (in microseconds) of the lookup's pool."""
-        for row in px.admin("SHOW POOLS"):
-            if row[0] == self.pg.database and row[1] == self.pg.user:
-                return int(row[13]) * 1000000 + int(row[14])
+        for row in px.show("POOLS", database=self.pg.database, user=self.pg.user):
+            return int(row["maxwait"]) * 1000000 + int(row["maxwait_us"])
         return 0
 
     def raw_error(self, px, user, password, db):
@@ -348,8 +347,7 @@ class TestAuthQuery(AuthQueryTestCase):
         px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
         self.assertEqual(self.current_user(px, role, "nina_pw", "aqdb"), role)
         self.assertEqual(self.lookups(px, role), 1)
-        pools = {(row[0], row[1]): row for row in px.admin("SHOW POOLS")}
-        self.assertIn((self.pg.database, self.pg.user), pools)
+        self.assertTrue(px.show("POOLS", database=self.pg.database, user=self.pg.user))
 
     def test_client_login_timeout_covers_the_lookup(self):
         role = self.make_role("quinn", "quinn_pw")

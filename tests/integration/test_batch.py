@@ -44,8 +44,7 @@ class TestBatch(pt.PgwharfTestCase):
         super().setUpClass()
         # pgbench tables in their own database, made directly on PostgreSQL.
         cls.bench_db = cls.pg.database
-        cp = pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
-                            cls.bench_db, ["-i", "-s", "1", "-q"], timeout=300)
+        cp = cls.pg.pgbench(["-i", "-s", "1", "-q"], db=cls.bench_db)
         assert cp.returncode == 0, cp.stdout + cp.stderr
 
     def start(self, **settings):

@@ -196,13 +196,7 @@ def hz_tokens(text):
     return re.findall(r"T\d{3}T", text)
 
 
-class TestCrossTalk(pt.PgwharfTestCase):
-    def setUp(self):
-        super().setUp()
-        self.user = self.pg.app_user
-        self.password = self.pg.app_password
-        self.db = self.pg.database
-
+class TestCrossTalk(pt.AppRoleTestCase):
     def test_every_client_sees_only_its_own_rows(self):
         self.cross_talk({})
 

@@ -58,15 +58,12 @@ SETTINGS = {
 }
 
 
-class FaultCase(pt.PgwharfTestCase):
+class FaultCase(pt.AppRoleTestCase):
     BENCH_CLIENTS = 200
     FLEET = 40
 
     def setUp(self):
         super().setUp()
-        self.user = self.pg.app_user
-        self.password = self.pg.app_password
-        self.db = self.pg.database
         self.addCleanup(self._restore_role)
 
     def _restore_role(self):
@@ -205,16 +202,10 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
                 hz.sync_login(s, self.pg.app_user, db or self.pg.database, self.pg.app_password)
             except hz.PgError as e:
                 return "err", e.sqlstate
-            s.sendall(hz.query_msg(sql))
-            value, err = None, None
-            while True:
-                t, body = hz.recv_msg(s)
-                if t == b"D":
-                    value = hz.data_row(body)[0].decode()
-                elif t == b"E":
-                    err = hz.parse_fields(body).get("C")
-                elif t == b"Z":
-                    return ("err", err) if err else ("ok", value)
+            rows, errs = hz.simple_query(s, sql)
+            if errs:
+                return "err", errs[-1].get("C")
+            return "ok", rows[-1][0].decode() if rows else None
 
     def test_backend_terminated_during_connect_query_is_no_login_refusal(self):
         # A FATAL while connect_query runs (pg_terminate_backend, a restart)

@@ -54,12 +54,9 @@ IDLE_CLIENTS = 10000
 SLOWLORIS = 5000
 
 
-class LoadCase(pt.PgwharfTestCase):
+class LoadCase(pt.AppRoleTestCase):
     def setUp(self):
         super().setUp()
-        self.user = self.pg.app_user
-        self.password = self.pg.app_password
-        self.db = self.pg.database
         # This process holds the clients' fds, pgwharf theirs: each needs
         # a little more than IDLE_CLIENTS.
         old, new = hz.raise_nofile(IDLE_CLIENTS + 1000)
@@ -281,7 +278,7 @@ class TestServerHeldWithoutSync(LoadCase):
         return s
 
     def sv_active(self, px):
-        return [int(r[6]) for r in px.admin("SHOW POOLS") if r[:2] == [self.db, self.user]]
+        return [int(r["sv_active"]) for r in px.show("POOLS", database=self.db, user=self.user)]
 
     def check_held_then_freed(self, px, other, holder):
         # The other client waits for the one server, which the holder has.
@@ -293,15 +290,9 @@ class TestServerHeldWithoutSync(LoadCase):
         self.assertTrue(closed, "the holder was not closed %.0f s on with query_timeout = %s"
                         % (took, self.QUERY_TIMEOUT))
         self.assertEqual([e["C"] for e in hz.error_fields_in(data)], ["57014"], data)
-        rows = []
-        while True:
-            t, body = hz.recv_msg(other)
-            self.assertNotEqual(t, b"E", body)
-            if t == b"D":
-                rows.append(hz.data_row(body))
-            if t == b"Z":
-                break
-        self.assertEqual(rows, [[b"other"]])
+        got = hz.read_until_ready(other)
+        self.assertEqual([b for t, b in got if t == b"E"], [])
+        self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"other"]])
 
     def test_header_of_a_parse(self):
         px = self.start_one_server()
@@ -331,8 +322,8 @@ class TestBufferReuse(LoadCase):
             f.write("select pg_sleep(0.02);\n")
 
         def iobuf():
-            row = [r for r in px.admin("SHOW MEM") if r[0] == "iobuf"][0]
-            return int(row[2]), int(row[3])          # used, free
+            row = px.show("MEM", name="iobuf")[0]
+            return int(row["used"]), int(row["free"])
 
         # 300 clients on 20 servers: most wait with their query in a buffer.
         px.pgbench(["-n", "-f", script, "-c", "300", "-j", "2", "-t", "3"], user=self.user)
@@ -434,15 +425,9 @@ class TestFdBudget(LoadCase):
         pids = set()
         for s in socks[:4]:
             for sql in ("begin", "select pg_backend_pid()"):
-                s.sendall(hz.query_msg(sql))
-                while True:
-                    t, body = hz.recv_msg(s)
-                    if t == b"E":
-                        self.fail("query failed: %s" % hz.parse_fields(body))
-                    if t == b"D":
-                        pids.add(hz.data_row(body)[0])
-                    if t == b"Z":
-                        break
+                rows, errs = hz.simple_query(s, sql)
+                self.assertEqual(errs, [], "query failed")
+                pids.update(r[0] for r in rows)
         self.assertEqual(len(pids), 4, pids)
 
 

@@ -128,23 +128,11 @@ class TestMetrics(pt.PgwharfTestCase):
             return parse(r.read().decode("utf-8"))
 
     def client(self, px, autocommit=True, **extra):
-        conn = psycopg2.connect(px.dsn(**extra))
-        conn.autocommit = autocommit
-        self.addCleanup(conn.close)
-        return conn
+        return self.db_conn(px, autocommit, **extra)
 
     def admin(self, px):
-        conn = psycopg2.connect(px.dsn(db="pgbouncer"))
-        conn.autocommit = True
-        self.addCleanup(conn.close)
-        return conn
+        return self.console_conn(px)
 
-    @staticmethod
-    def show(conn, what):
-        cur = conn.cursor()
-        cur.execute("SHOW " + what)
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def test_format_and_families(self):
         px = self.start(max_client_conn=150)
@@ -176,9 +164,7 @@ class TestMetrics(pt.PgwharfTestCase):
                                 databases={"*": self.pg.conn_string(self.pg.database)})
         with socket.create_connection((px.host, px.port), timeout=10) as s:
             hz.sync_login(s, self.pg.user, b"db\xff\xfe\xc3\xa9\xed\xa0\x80", self.pg.password)
-            s.sendall(hz.query_msg("select 1"))
-            while hz.recv_msg(s)[0] != b"Z":
-                pass
+            hz.simple_query(s, "select 1")
             fams = self.scrape(px)              # decodes as UTF-8 and parses
         # invalid bytes (and the encoded surrogate) become U+FFFD, the
         # well-formed e-acute stays
@@ -198,11 +184,7 @@ class TestMetrics(pt.PgwharfTestCase):
             done.set()
         threading.Thread(target=wait_for_server, daemon=True).start()
 
-        def pool_row():
-            rows = [r for r in self.show(admin, "POOLS")
-                    if r["database"] == self.pg.database and r["user"] == self.pg.user]
-            return rows and rows[0]["cl_waiting"] == 1 and rows[0]
-        row = wait_until(pool_row, what="a waiting client")
+        row = pt.wait_pool(admin, self.pg.database, self.pg.user, cl_waiting=1)
         fams = self.scrape(px)
         labels = {"database": self.pg.database, "user": self.pg.user}
         for metric, column in POOL_GAUGES.items():
@@ -231,7 +213,7 @@ class TestMetrics(pt.PgwharfTestCase):
         for i in range(n):
             cur.execute("select %s", (i,))
         admin = self.admin(px)
-        stats = [r for r in self.show(admin, "STATS") if r["database"] == self.pg.database][0]
+        stats = pt.show(admin, "STATS", database=self.pg.database)[0]
         fams = self.scrape(px)
         db = self.pg.database
         self.assertEqual(sample(fams, "pgwharf_transactions", database=db),

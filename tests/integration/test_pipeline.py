@@ -35,23 +35,8 @@ def metric(px, name):
     return sum(float(v) for v in vals)
 
 
-def parse_msg(stmt, sql):
-    return hz.msg(b"P", stmt.encode() + b"\x00" + sql.encode() + b"\x00" + struct.pack("!H", 0))
-
-
-def ext_msgs(sql, *params, parse=True, stmt=""):
-    """What libpq's PQexecParams sends: Parse into the unnamed statement,
-    Bind (text parameters), Describe the portal, Execute, Sync."""
-    out = b""
-    if parse:
-        out += parse_msg(stmt, sql)
-    vals = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in params)
-    out += hz.msg(b"B", b"\x00" + stmt.encode() + b"\x00" + struct.pack("!H", 0) +
-                  struct.pack("!H", len(params)) + vals + struct.pack("!H", 0))
-    out += hz.msg(b"D", b"P\x00")
-    out += hz.msg(b"E", b"\x00" + struct.pack("!I", 0))
-    out += hz.msg(b"S")
-    return out
+parse_msg = hz.parse_msg
+ext_msgs = hz.ext_msgs
 
 
 async def read_ext(conn):
@@ -73,12 +58,9 @@ QUEUED = "pgwharf_pipelined_queries_total"
 FAILED = "pgwharf_pipelined_failed_total"
 
 
-class TestPipeline(pt.PgwharfTestCase):
+class TestPipeline(pt.AppRoleTestCase):
     def setUp(self):
         super().setUp()
-        self.user = self.pg.app_user
-        self.password = self.pg.app_password
-        self.db = self.pg.database
         self.px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
             "metrics_port": "auto", "query_wait_timeout": "60s"})

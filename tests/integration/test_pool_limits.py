@@ -25,21 +25,7 @@ except ImportError:          # the tests skip; scripts/deps.sh installs it
     psycopg2 = None
 
 wait_until = pt.wait_until
-
-
-class Background(threading.Thread):
-    """Run fn in a thread; .result / .error afterwards."""
-
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-        self.start()
-
-    def run(self):
-        try:
-            self.result = self.fn()
-        except Exception as e:          # reported by the test
-            self.error = e
+Background = pt.Background
 
 
 class ServerSampler(threading.Thread):
@@ -59,10 +45,7 @@ class ServerSampler(threading.Thread):
     def run(self):
         try:
             while not self.halt.is_set():
-                cur = self.conn.cursor()
-                cur.execute("SHOW SERVERS")
-                names = [d.name for d in cur.description]
-                n = sum(1 for r in cur.fetchall() if dict(zip(names, r))["user"] == self.user)
+                n = len(pt.show(self.conn, "SERVERS", user=self.user))
                 self.most = max(self.most, n)
                 self.samples += 1
                 self.halt.wait(0.02)
@@ -79,37 +62,19 @@ class ServerSampler(threading.Thread):
 class PoolLimitsCase(pt.PgwharfTestCase):
 
     def connect(self, px, autocommit=True, **kw):
-        conn = psycopg2.connect(px.dsn(**kw))
-        conn.autocommit = autocommit
-        self.addCleanup(conn.close)
-        return conn
+        return self.db_conn(px, autocommit, **kw)
 
     def console(self, px):
-        return self.connect(px, db="pgbouncer", user=self.pg.user)
+        return self.console_conn(px, user=self.pg.user)
+
+    one = staticmethod(pt.one)
+    show = staticmethod(pt.show)           # rows matching column=value
+    pool = staticmethod(pt.pool_row)
 
     @staticmethod
-    def one(conn, sql):
-        cur = conn.cursor()
-        cur.execute(sql)
-        return cur.fetchone()[0]
-
-    @staticmethod
-    def show(conn, what, **match):
-        cur = conn.cursor()
-        cur.execute("SHOW " + what)
-        names = [d.name for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
-        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
-
-    def pool(self, conn, db, user):
-        rows = self.show(conn, "POOLS", database=db, user=user)
-        return rows[0] if rows else None
-
-    def waiting(self, conn, db, user, n=1):
+    def waiting(conn, db, user, n=1):
         """Wait until (db, user) has n clients waiting; returns the row."""
-        return wait_until(lambda: (lambda p: p if p and p["cl_waiting"] == n else None)(
-            self.pool(conn, db, user)), timeout=10, what="cl_waiting = %d in %s/%s"
-            % (n, db, user))
+        return pt.wait_pool(conn, db, user, cl_waiting=n)
 
     def server_pids(self, conn, **match):
         return sorted(r["remote_pid"] for r in self.show(conn, "SERVERS", **match))
@@ -470,10 +435,8 @@ class TestAuthAny(PoolLimitsCase):
             t, body = hz.recv_msg(s)
             self.assertEqual(t, b"R")
             self.assertEqual(struct.unpack("!I", body[:4])[0], 0, "not AuthenticationOk")
-            while t != b"Z":
-                t, body = hz.recv_msg(s)
-                if t == b"E":
-                    self.fail(hz.parse_fields(body))
+            got = hz.read_until_ready(s)
+            self.assertEqual([hz.parse_fields(b) for t, b in got if t == b"E"], [])
 
     def test_any_name_and_password_log_in_as_the_entry_user(self):
         px = self.start_px()

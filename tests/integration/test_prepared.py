@@ -99,8 +99,7 @@ class TestPgbenchPrepared(pt.PgwharfTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
-                       cls.pg.database, ["-i", "-s", "2", "-q"])
+        cls.pg.pgbench(["-i", "-s", "2", "-q"])
 
     def bench(self, px, args):
         self.assert_pgbench_ok(px, args + ["-T", "4", "-j", "2"])

@@ -31,10 +31,7 @@ def connect(px, **kw):
     return conn
 
 
-def one(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchone()[0]
+one = pt.one
 
 
 def recv_all(sock):
@@ -116,8 +113,7 @@ class TestPgbench(pt.PgwharfTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        pt.run_pgbench(cls.pg.host, cls.pg.port, cls.pg.user, cls.pg.password,
-                       cls.pg.database, ["-i", "-s", "2", "-q"])
+        cls.pg.pgbench(["-i", "-s", "2", "-q"])
 
     def run_bench(self, px, args):
         return self.assert_pgbench_ok(px, args + ["-T", "4", "-j", "2"])[0]

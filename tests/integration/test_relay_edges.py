@@ -27,9 +27,7 @@ one server, so the next client gets the very same one).
   resets it) pgwharf still took the server for set (session mode).
 """
 
-import hashlib
 import socket
-import struct
 import threading
 import unittest
 
@@ -58,13 +56,7 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
         return s
 
-    def read_until_ready(self, s):
-        got = []
-        while True:
-            t, body = hz.recv_msg(s)
-            got.append((t, body))
-            if t == b"Z":
-                return got
+    read_until_ready = staticmethod(hz.read_until_ready)
 
     def test_copy_data_after_the_server_ended_the_copy(self):
         a = self.login()
@@ -105,11 +97,10 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         self.assertEqual(rows_a, [[b"7"]])
         self.assertEqual(self.pg.psql("select count(*) from relay_edges_copy"), "0")
 
-
-    def ext_query(self, sql):
-        return (hz.msg(b"P", b"\x00" + sql.encode() + b"\x00\x00\x00") +
-                hz.msg(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00") +
-                hz.msg(b"E", b"\x00\x00\x00\x00\x00") + hz.msg(b"S"))
+    @staticmethod
+    def ext_query(sql):
+        """Parse, Bind, Execute, Sync (no Describe)."""
+        return hz.ext_msgs(sql, describe=False)
 
     def client_b(self, result):
         """Client B logs in (it needs the one server) and runs select 42;
@@ -126,15 +117,24 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         except Exception as e:              # reported by the caller
             result["error"] = e
 
+    def assert_b_served(self):
+        """Client B gets the one server and its own answer while A stays."""
+        result = {}
+        tb = threading.Thread(target=self.client_b, args=(result,))
+        tb.start()
+        tb.join(10)
+        self.assertFalse(tb.is_alive(), "client B waits: A kept the server")
+        self.assertNotIn("error", result, result.get("error"))
+        self.assertEqual([hz.data_row(b) for t, b in result["msgs"] if t == b"D"], [[b"42"]])
+
     def wait_b_asked(self, result):
         """Until client B's query has reached pgwharf: B waits for a server
         or is linked to one (SHOW CLIENTS: state, link), or B failed."""
         def asked():
             if "error" in result or "msgs" in result:
                 return True
-            port = str(result.get("port"))
-            return any(row[6] == port and (row[4] == "waiting" or row[15])
-                       for row in self.px.admin("show clients"))
+            return any(row["state"] == "waiting" or row["link"]
+                       for row in self.px.show("CLIENTS", port=result.get("port")))
         pt.wait_until(asked, 20, what="client B's query reached pgwharf")
 
     def test_copy_done_outside_a_copy(self):
@@ -191,17 +191,10 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         self.assertEqual([b for t, b in got if t == b"C"], [b"COPY 2\x00"])
         self.assertEqual(got[-1], (b"Z", b"I"))
         # The one server is back in the pool: B gets it while A stays.
-        result = {}
-        tb = threading.Thread(target=self.client_b, args=(result,))
-        tb.start()
-        tb.join(10)
-        self.assertFalse(tb.is_alive(), "client B waits: A kept the server")
-        self.assertNotIn("error", result, result.get("error"))
-        self.assertEqual([hz.data_row(b) for t, b in result["msgs"] if t == b"D"], [[b"42"]])
+        self.assert_b_served()
         a.sendall(hz.query_msg("select count(*) from relay_edges_copy"))
         got = self.read_until_ready(a)
         self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"2"]])
-
 
     def test_extended_copy_after_another_execute_gives_the_server_back(self):
         a = self.login()
@@ -222,13 +215,7 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         got = self.read_until_ready(a)
         self.assertEqual([b for t, b in got if t == b"C"], [b"COPY 1\x00"])
         self.assertEqual(got[-1], (b"Z", b"I"))
-        result = {}
-        tb = threading.Thread(target=self.client_b, args=(result,))
-        tb.start()
-        tb.join(10)
-        self.assertFalse(tb.is_alive(), "client B waits: A kept the server")
-        self.assertNotIn("error", result, result.get("error"))
-        self.assertEqual([hz.data_row(b) for t, b in result["msgs"] if t == b"D"], [[b"42"]])
+        self.assert_b_served()
         # A Bind of s1 with one parameter too many: PostgreSQL's error,
         # naming the client's statement.
         a.sendall(hz.msg(b"B", b"\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00") +
@@ -238,6 +225,15 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         self.assertIn(b'prepared statement "s1" requires 0', got[0][1])
 
 
+def login(test, px, **params):
+    """A raw client of px logged in as the cluster's user (closed at the
+    test's end), startup parameters as keywords."""
+    s = socket.create_connection((px.host, px.port), timeout=20)
+    test.addCleanup(s.close)
+    hz.sync_login(s, test.pg.user, test.pg.database, test.pg.password, **params)
+    return s
+
+
 class TestUnreportedParameter(pt.PgwharfTestCase):
     """extra_float_digits = 0 prints 0.1::float8 * 3 as 0.3; PostgreSQL's
     default (1) as 0.30000000000000004."""
@@ -245,25 +241,22 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
     SQL = "select 0.1::float8 * 3"
 
     def login(self, px, **params):
-        s = socket.create_connection((px.host, px.port), timeout=20)
-        self.addCleanup(s.close)
-        TestSettingsWithALargeFirstQuery.startup(self, s, **params)
-        return s
+        return login(self, px, **params)
 
     def test_transaction_mode_client_without_it(self):
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
             "log_connections": 0})
         a = self.login(px, extra_float_digits="0")
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, a, self.SQL),
+        self.assertEqual(hz.simple_query(a, self.SQL),
                          ([[b"0.3"]], []))
         # B logs in through the server A used, and never sets it.
         b = self.login(px)
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, b, self.SQL),
+        self.assertEqual(hz.simple_query(b, self.SQL),
                          ([[b"0.30000000000000004"]], []))
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, a, self.SQL),
+        self.assertEqual(hz.simple_query(a, self.SQL),
                          ([[b"0.3"]], []))
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, b, self.SQL),
+        self.assertEqual(hz.simple_query(b, self.SQL),
                          ([[b"0.30000000000000004"]], []))
 
     def test_session_mode_after_server_reset_query(self):
@@ -271,52 +264,27 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
             "pool_mode": "session", "default_pool_size": 1, "max_db_connections": 1,
             "log_connections": 0})
         a = self.login(px, extra_float_digits="0")
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, a, self.SQL),
+        self.assertEqual(hz.simple_query(a, self.SQL),
                          ([[b"0.3"]], []))
         a.sendall(hz.msg(b"X"))
         a.close()
         # DISCARD ALL resets it on the one server; B asks for it again.
         b = self.login(px, extra_float_digits="0")
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, b, self.SQL),
+        self.assertEqual(hz.simple_query(b, self.SQL),
                          ([[b"0.3"]], []))
         b.sendall(hz.msg(b"X"))
         b.close()
         c = self.login(px)
-        self.assertEqual(TestSettingsWithALargeFirstQuery.query(self, c, self.SQL),
+        self.assertEqual(hz.simple_query(c, self.SQL),
                          ([[b"0.30000000000000004"]], []))
 
 
 class TestSettingsWithALargeFirstQuery(pt.PgwharfTestCase):
 
     def login(self, px, **params):
-        s = socket.create_connection((px.host, px.port), timeout=20)
-        self.addCleanup(s.close)
-        return self.startup(s, **params)
+        return login(self, px, **params)
 
-    def startup(self, s, **params):
-        s.sendall(hz.startup_packet(self.pg.user, self.pg.database, **params))
-        while True:
-            t, body = hz.recv_msg(s)
-            if t == b"R" and struct.unpack("!I", body[:4])[0] == 5:
-                inner = hashlib.md5((self.pg.password + self.pg.user).encode()).hexdigest()
-                outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
-                s.sendall(hz.msg(b"p", b"md5" + outer.encode() + b"\x00"))
-            elif t == b"E":
-                self.fail(hz.parse_fields(body))
-            elif t == b"Z":
-                return s
-
-    def query(self, s, sql):
-        s.sendall(hz.query_msg(sql))
-        rows, errs = [], []
-        while True:
-            t, body = hz.recv_msg(s)
-            if t == b"D":
-                rows.append(hz.data_row(body))
-            elif t == b"E":
-                errs.append(hz.parse_fields(body))
-            elif t == b"Z":
-                return rows, errs
+    query = staticmethod(hz.simple_query)
 
     def test_set_goes_in_front_of_a_full_buffer(self):
         px = self.start_pgwharf(settings={

@@ -180,10 +180,7 @@ class RawClient:
         self.sock.close()
 
 
-def one(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchone()[0]
+one = pt.one
 
 
 class TestClientTls(TlsTestCase):
