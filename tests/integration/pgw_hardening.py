@@ -402,6 +402,20 @@ class Baseline:
             time.sleep(0.25)
 
 
+def unread_on_port(pid, port):
+    """{client's port: Recv-Q} of each established TCP socket of process
+    pid on its local port: what each client sent that it has not read yet
+    (from `ss`)."""
+    cp = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True,
+                        text=True, timeout=30)
+    out = {}
+    for line in cp.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 4 and "pid=%d," % pid in line and f[2].rsplit(":", 1)[-1] == str(port):
+            out[int(f[3].rsplit(":", 1)[-1])] = int(f[0])
+    return out
+
+
 def sockets(pid):
     """`ss` lines for the TCP sockets of pid: state, local and peer address."""
     cp = subprocess.run(["ss", "-tanp"], capture_output=True, text=True)
@@ -616,6 +630,11 @@ def sync_login(sock, user, db, password=None, **startup):
     SCRAM-SHA-256), startup parameters as keywords; returns the
     ParameterStatus dict.  Raises PgError on an ErrorResponse."""
     sock.sendall(startup_packet(user, db, **startup))
+    return finish_login(sock, user, password)
+
+
+def finish_login(sock, user, password=None):
+    """The rest of sync_login, once the startup packet is sent."""
     params = {}
     state = {}
     while True:
@@ -650,6 +669,41 @@ def simple_query(sock, sql):
     got = read_until_ready(sock)
     return ([data_row(b) for t, b in got if t == b"D"],
             [parse_fields(b) for t, b in got if t == b"E"])
+
+
+class Gate:
+    """An advisory-lock gate: lock `key` held on a connection straight to
+    PostgreSQL until open().  A query doing pg_advisory_xact_lock_shared(key)
+    (void, so '' in a row) waits there: a test holds a server busy, or an
+    auth_query lookup running, for exactly as long as it needs."""
+
+    def __init__(self, pg, key, db=None):
+        self.key = key
+        self.sock = socket.create_connection((pg.host, pg.port), timeout=30)
+        sync_login(self.sock, pg.user, db or pg.database, pg.password)
+        self._run("select pg_advisory_lock(%d)" % key)
+
+    def _run(self, sql):
+        rows, errs = simple_query(self.sock, sql)
+        if errs:
+            raise PgError(errs[0])
+        return rows
+
+    def sql(self):
+        return "pg_advisory_xact_lock_shared(%d)" % self.key
+
+    def open(self):
+        if self.sock is None:
+            return
+        try:
+            self._run("select pg_advisory_unlock(%d)" % self.key)
+        finally:
+            self.close()
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()         # the session ends: the lock goes too
+            self.sock = None
 
 
 def read_until_closed(sock, timeout):

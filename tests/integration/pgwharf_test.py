@@ -360,6 +360,23 @@ class Postgres:
         return run_pgbench(self.host, self.port, self.user, self.password,
                            db or self.database, args, timeout=timeout, check=check)
 
+    def queries_running(self, marker, lock_wait=False):
+        """How many backends (not the asking one) run a query containing
+        marker now; with lock_wait, only those waiting on a lock (an
+        advisory-lock gate)."""
+        cond = "wait_event_type = 'Lock'" if lock_wait else "state = 'active'"
+        return int(self.psql("select count(*) from pg_stat_activity where %s and query like "
+                             "'%%%s%%' and pid <> pg_backend_pid()"
+                             % (cond, marker.replace("'", "''")), db="postgres",
+                             via_socket=True))
+
+    def wait_running(self, marker, n=1, lock_wait=False, timeout=20):
+        """Until n backends run a query containing marker (see
+        queries_running)."""
+        wait_until(lambda: self.queries_running(marker, lock_wait) >= n, timeout,
+                   what="%d queries like %r %s" % (n, marker,
+                                                    "waiting on a lock" if lock_wait else "running"))
+
     def backend_count(self, db=None, user=None):
         """Client backends connected, not counting the one asking."""
         cond = ["backend_type = 'client backend'", "pid <> pg_backend_pid()"]
@@ -858,6 +875,18 @@ class Pgwharf:
         if not check:
             return out
         return [line.split("\t") for line in out.splitlines() if line]
+
+    def metric(self, name):
+        """The value of an unlabelled metric on /metrics (metrics_port must be
+        set: "auto" picks one), or the sum over a labelled one's series."""
+        import urllib.request
+        url = "http://127.0.0.1:%d/metrics" % int(self.settings["metrics_port"])
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read().decode("utf-8")
+        vals = re.findall(r"^%s(?:\{[^}]*\})? ([0-9.eE+-]+)$" % re.escape(name), body, re.M)
+        if not vals:
+            raise AssertionError("%s missing from /metrics" % name)
+        return sum(float(v) for v in vals)
 
     def show(self, what, **match):
         """SHOW <what> on the admin console through psql: rows as dicts of

@@ -13,7 +13,6 @@ import struct
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 
 import pgwharf_test as pt
@@ -301,9 +300,11 @@ class TestWaiting(AdminTestCase):
         self.assertEqual(pool["cl_active"], 1)
         clients = self.rows(conn, "CLIENTS", application_name="waiter")
         self.assertEqual(clients[0]["state"], "waiting")
-        time.sleep(1.1)
-        pool = self.pool(conn)
-        self.assertGreaterEqual(pool["maxwait"], 1)
+        # maxwait counts up while the client waits (the holder keeps the
+        # server as long as it takes).
+        pool = wait_until(lambda: (lambda p: p["maxwait"] >= 1 and p)(self.pool(conn)),
+                          what="maxwait >= 1")
+        self.assertEqual(pool["cl_waiting"], 1)
         holder.commit()
         bg.join(10)
         self.assertIsNone(bg.error)
@@ -610,6 +611,9 @@ class TestCommands(AdminTestCase):
         px = self.start(default_pool_size=2)
         cl = self.client(px)
         cl.cursor().execute("select 1")
+        clock = psycopg2.connect(self.pg.dsn())       # straight to PostgreSQL
+        clock.autocommit = True
+        self.addCleanup(clock.close)
         conn = self.admin_conn(px)
         conn.cursor().execute("PAUSE %s" % self.pg.database)
         dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
@@ -620,28 +624,32 @@ class TestCommands(AdminTestCase):
         conn.cursor().execute("PAUSE %s" % self.pg.database)
         dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
         self.assertEqual(dbs[self.pg.database]["paused"], 1)
-        bg = Background(lambda: cl.cursor().execute("select 2"))
+        # The paused query reads PostgreSQL's clock when it runs: that must
+        # be after RESUME (after a reading of the same clock just before).
+        bg = Background(lambda: pt.one(cl, "select clock_timestamp()"))
         self.wait_pool(conn, cl_waiting=1)
-        time.sleep(0.3)
-        self.assertTrue(bg.is_alive(), "the transaction ran on a paused database")
         # other databases go on
         self.assertEqual(px.psql("select 3", db=self.pg.database2), "3")
+        paused_until = pt.one(clock, "select clock_timestamp()")
+        self.assertTrue(bg.is_alive(), "the transaction ran on a paused database")
         conn.cursor().execute("RESUME %s" % self.pg.database)
         bg.join(10)
         self.assertFalse(bg.is_alive())
         self.assertIsNone(bg.error)
+        self.assertGreater(bg.result, paused_until, "the transaction ran on a paused database")
         # PAUSE without a database pauses everything, SHOW STATE says so
         conn.cursor().execute("PAUSE")
         state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
         self.assertEqual(state["paused"], "yes")
-        bg = Background(lambda: cl.cursor().execute("select 4"))
+        bg = Background(lambda: pt.one(cl, "select clock_timestamp()"))
         self.wait_pool(conn, cl_waiting=1)
-        time.sleep(0.3)                  # and it stays waiting
+        paused_until = pt.one(clock, "select clock_timestamp()")
         self.assertTrue(bg.is_alive())
         conn.cursor().execute("RESUME")
         bg.join(10)
         self.assertFalse(bg.is_alive())
         self.assertIsNone(bg.error)
+        self.assertGreater(bg.result, paused_until, "a query ran while everything was paused")
 
     def test_pause_waits_for_lent_servers_and_closes_them(self):
         # As PgBouncer: PAUSE answers once the database has no server left:
@@ -848,14 +856,26 @@ class TestCommands(AdminTestCase):
         before = {r["id"] for r in self.rows(conn, "SERVERS", database=self.pg.database)}
         self.assertEqual(len(before), 2)
         conn.cursor().execute("RECONNECT %s" % self.pg.database)
-        waiter_conn = self.admin_conn(px)
-        bg = Background(lambda: waiter_conn.cursor().execute("WAIT_CLOSE %s" % self.pg.database))
-        time.sleep(0.5)
-        self.assertTrue(bg.is_alive(), "WAIT_CLOSE returned while a marked server is lent")
+        # WAIT_CLOSE on a console of its own: once pgwharf has read it (the
+        # socket's receive queue is empty) and a later command on the other
+        # console is answered, no answer may have come yet.
+        w = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(w.close)
+        hz.sync_login(w, self.pg.user, "pgbouncer", self.pg.password)
+        w.sendall(hz.query_msg("WAIT_CLOSE %s" % self.pg.database))
+        wport = w.getsockname()[1]
+        wait_until(lambda: hz.unread_on_port(px.pid, px.port).get(wport) == 0,
+                   what="pgwharf read the WAIT_CLOSE")
+        self.show(conn, "VERSION")
+        w.setblocking(False)
+        with self.assertRaises(BlockingIOError, msg="WAIT_CLOSE returned while a marked "
+                               "server is lent"):
+            w.recv(1)
+        w.settimeout(10)
         holder.commit()                             # the lent server comes back: closed
-        bg.join(10)
-        self.assertFalse(bg.is_alive())
-        self.assertIsNone(bg.error)
+        got = hz.read_until_ready(w)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+        self.assertEqual(got[0][1], b"WAIT_CLOSE\x00")
         now = {r["id"] for r in self.rows(conn, "SERVERS", database=self.pg.database)}
         self.assertFalse(before & now)
         # nothing marked: answers at once

@@ -15,12 +15,12 @@ test."""
 
 import os
 import re
-import shutil
-import threading
+import socket
 import time
 import unittest
 
 import pgwharf_test as pt
+import pgw_hardening as hz
 from test_auth import AuthTestCase, Raw
 
 try:
@@ -309,40 +309,58 @@ class TestAuthQuery(AuthQueryTestCase):
         self.current_user(px, role, "leo_pw", "aqdb")
         self.assertEqual(self.lookups(px, role), 2)
 
-    @unittest.skipUnless(psycopg2, "needs psycopg2")
+    def gated_lookup(self, key):
+        """An auth_query held at an advisory-lock gate (opened by the test,
+        or at its end): the lookup runs exactly as long as the test needs."""
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        return gate, "SELECT usename, passwd FROM pg_shadow, %s WHERE usename=$1" % gate.sql()
+
+    def wait_lookup_at_gate(self):
+        self.pg.wait_running("FROM pg_shadow, pg_advisory_xact_lock_shared", lock_wait=True)
+
     def test_burst_of_logins_runs_one_query(self):
         role = self.make_role("mia", "mia_pw")
-        # A slow query so that every login of the burst arrives while it runs.
-        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(0.5) WHERE usename=$1"
+        # Every login of the burst arrives while the lookup runs: it waits
+        # at the gate until pgwharf has read all 20 startup packets.
+        gate, q = self.gated_lookup(21)
         px = self.start_aq(databases=dict(self.db_with_password("mia_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q, pool_mode="transaction")
-        results, lock = [], threading.Lock()
+        socks = []
+        for _ in range(20):
+            c = socket.create_connection((px.host, px.port), timeout=30)
+            self.addCleanup(c.close)
+            c.sendall(hz.startup_packet(role, "aqdb"))
+            socks.append(c)
+        self.wait_lookup_at_gate()
+        ports = {c.getsockname()[1] for c in socks}
+        pt.wait_until(lambda: (lambda q: ports <= set(q) and not any(q[p] for p in ports))(
+            hz.unread_on_port(px.pid, px.port)), 20, what="pgwharf read every startup packet")
+        gate.open()
 
-        def login():
-            try:
-                out = self.via_psycopg2(px, role, "mia_pw", db="aqdb")
-            except Exception as e:      # noqa: BLE001 - reported below
-                out = repr(e)
-            with lock:
-                results.append(out)
-        threads = [threading.Thread(target=login) for _ in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        self.assertEqual(results, [role] * 20)
+        def login(c):
+            hz.finish_login(c, role, "mia_pw")
+            return hz.simple_query(c, "select current_user")
+        bgs = [pt.Background(lambda c=c: login(c)) for c in socks]
+        for bg in bgs:
+            bg.join(60)
+        self.assertEqual([(bg.error, bg.result) for bg in bgs],
+                         [(None, ([[role.encode()]], []))] * 20)
         self.assertEqual(self.lookups(px, role), 1, px.log_tail())
 
     def test_client_leaves_while_the_lookup_runs(self):
         role = self.make_role("nina", "nina_pw")
-        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(0.5) WHERE usename=$1"
+        gate, q = self.gated_lookup(22)
         px = self.start_aq(databases=dict(self.db_with_password("nina_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
-                           auth_query=q)
+                           auth_query=q, metrics_port="auto")
         r = Raw(px.host, px.port, role, "aqdb")
-        time.sleep(0.1)
+        self.wait_lookup_at_gate()
         r.close()
+        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 0, 20,
+                      what="pgwharf saw the client leave")
+        gate.open()
         # The lookup finishes, its server goes back clean, its answer is kept.
         px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
         self.assertEqual(self.current_user(px, role, "nina_pw", "aqdb"), role)
@@ -351,15 +369,18 @@ class TestAuthQuery(AuthQueryTestCase):
 
     def test_client_login_timeout_covers_the_lookup(self):
         role = self.make_role("quinn", "quinn_pw")
-        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(2) WHERE usename=$1"
+        # The lookup lasts until the gate opens: the client's 08P01 can only
+        # be client_login_timeout's.
+        gate, q = self.gated_lookup(23)
         px = self.start_aq(databases=dict(self.db_with_password("quinn_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q, client_login_timeout=1)
-        t0 = time.monotonic()
         err = self.raw_error(px, role, "quinn_pw", "aqdb")
-        self.assertLess(time.monotonic() - t0, 1.9)
         self.assertEqual(err["C"], "08P01")
         self.assertIn("client_login_timeout", err["M"])
+        self.assertEqual(self.pg.queries_running("FROM pg_shadow, pg_advisory_xact_lock_shared",
+                                                 lock_wait=True), 1)
+        gate.open()
         # The lookup finishes anyway and its answer serves the next login.
         px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
         self.assertIsNone(self.raw_error(px, role, "quinn_pw", "aqdb"))
@@ -370,24 +391,28 @@ class TestAuthQuery(AuthQueryTestCase):
         dbs = {self.pg.database: self.pg.conn_string(self.pg.database, pool_size=1),
                "aqdb": self.pg.conn_string(self.pg.database, password="olga_pw")}
         px = self.start_aq(databases=dbs, pool_mode="session", query_wait_timeout=1)
-        # Hold the only server of the lookup's pool (pgwharf/pgwharf).
+        # Hold the only server of the lookup's pool (pgwharf/pgwharf): a
+        # query waiting at a gate.
+        gate = hz.Gate(self.pg, 24)
+        self.addCleanup(gate.close)
         holder = subprocess_psql(px, self.pg.user, self.pg.password, self.pg.database,
-                                 "select pg_sleep(4)")
+                                 "select %s /* holder */" % gate.sql())
         try:
-            time.sleep(0.5)
+            self.pg.wait_running("/* holder */", lock_wait=True)
             # A client that leaves while the lookup waits for a server: the
             # lookup is dropped and never runs.
             r = Raw(px.host, px.port, role, "aqdb")
-            time.sleep(0.3)
-            self.assertGreater(self.longest_wait(px), 0)     # the lookup is queued
+            pt.wait_until(lambda: self.longest_wait(px) > 0, 20,
+                          what="the lookup queued for a server")
             r.close()
-            time.sleep(0.2)
-            self.assertEqual(self.longest_wait(px), 0)       # and left the queue
+            pt.wait_until(lambda: self.longest_wait(px) == 0, 20,
+                          what="the lookup gone from the queue")
             # One that waits past query_wait_timeout gets a FATAL 57014.
             err = self.raw_error(px, role, "olga_pw", "aqdb")
             self.assertEqual(err["C"], "57014")
             self.assertIn('auth_query failed for user "%s": query_wait_timeout' % role, err["M"])
         finally:
+            gate.open()
             holder.wait(30)
         self.assertEqual(self.lookups(px, role, "found"), 0)
         self.assertEqual(self.lookups(px, role, "error"), 1)
@@ -396,19 +421,22 @@ class TestAuthQuery(AuthQueryTestCase):
 
     def test_password_message_before_the_lookup_ends(self):
         role = self.make_role("pia", "pia_pw")
-        q = "SELECT usename, passwd FROM pg_shadow, pg_sleep(0.5) WHERE usename=$1"
+        gate, q = self.gated_lookup(25)
         px = self.start_aq(databases=dict(self.db_with_password("pia_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q)
         r = Raw(px.host, px.port, role, "aqdb")
         try:
-            time.sleep(0.1)          # a read of its own, while the lookup runs
+            # pgwharf has read the startup packet (the lookup runs): the
+            # password comes in a read of its own, before the lookup ends.
+            self.wait_lookup_at_gate()
             r.send(b"p", b"too-early\0")
             code, err = r.auth()
             self.assertEqual(code, "E")
             self.assertEqual(err["C"], "08P01")
         finally:
             r.close()
+        gate.open()
         px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
 
 

@@ -126,7 +126,7 @@ class FaultCase(pt.AppRoleTestCase):
         new_log = px.log()[log_mark:]
         if expect_breaker:
             self.assert_breaker_cycle(new_log)
-        states = [r[1] for r in px.admin("SHOW BREAKERS")]
+        states = [r["state"] for r in px.show("BREAKERS")]
         self.assertTrue(states and all(s == "closed" for s in states), states)
         # Serving: a fresh client, and pgbench with no failures.
         self.assertEqual(px.psql("select 'after %s'" % name, user=self.user), "after " + name)
@@ -213,19 +213,21 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         # pool's connect_query.  It must not hold the pool for
         # server_login_retry (30 s here) with "terminating connection" for
         # every client while PostgreSQL is fine.
+        # connect_query waits at a gate until the backend running it is
+        # terminated.
+        gate = hz.Gate(self.pg, 31)
+        self.addCleanup(gate.close)
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "server_login_retry": "30s",
                       "query_wait_timeout": "20s"},
             databases={self.pg.database: self.pg.conn_string(
-                self.pg.database, connect_query="select pg_sleep(1.5)")})
+                self.pg.database, connect_query="select %s" % gate.sql())})
         first = {}
         t = threading.Thread(target=lambda: first.update(r=self.client_query(px, "select 'a'")))
         t.start()
-        hz.wait_until(lambda: self.pg.psql(
-            "select count(*) from pg_stat_activity where usename = '%s' and "
-            "query like 'select pg_sleep%%'" % self.pg.app_user,
-            db="postgres", via_socket=True) == "1", 10, what="connect_query running")
+        self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)
         self.assertEqual(self.terminate_app(), 1)
+        gate.open()
         t.join(30)
         self.assertFalse(t.is_alive(), "the first client hangs")
         # Its wait goes on: the pool connects again at once.

@@ -143,6 +143,7 @@ class TestSlowloris(LoadCase):
         half = hz.startup_packet(self.user, self.db)
         half = half[:len(half) // 2]
         results = []       # (kind, seconds open, data)
+        opened = []
 
         async def loris(k):
             t0 = time.monotonic()
@@ -153,6 +154,7 @@ class TestSlowloris(LoadCase):
                 return
             if k % 2:
                 w.write(half)
+            opened.append(k)
             data = b""
             try:
                 while True:
@@ -170,7 +172,10 @@ class TestSlowloris(LoadCase):
 
         async def main():
             tasks = [asyncio.ensure_future(loris(k)) for k in range(SLOWLORIS)]
-            await asyncio.sleep(0.5)
+            # pgbench starts once every slowloris is connected (or failed to).
+            deadline = time.monotonic() + 60
+            while len(opened) + len(results) < SLOWLORIS and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             bench = hz.Pgbench(px, ["-c", "20", "-j", "2", "-T", "5"], self.user,
                                self.password, self.db)
             self.addCleanup(bench.kill)
@@ -230,10 +235,15 @@ class TestUnreadResults(LoadCase):
                 except BlockingIOError:
                     pass
                 socks.append(s)
-            # Let pgwharf fill every buffer it is going to fill.
-            time.sleep(3)
+            # pgwharf has filled every buffer it is going to fill once each
+            # client's server is stuck writing (the client reads nothing).
+            hz.wait_until(lambda: int(self.pg.psql(
+                "select count(*) from pg_stat_activity where usename = '%s' "
+                "and wait_event = 'ClientWrite'" % self.user,
+                db="postgres", via_socket=True)) >= self.CLIENTS, 60,
+                what="every server stuck writing to pgwharf")
             rss1 = px.rss_kb()
-            time.sleep(2)
+            time.sleep(2)                 # and it stays bounded
             rss2 = px.rss_kb()
             stuck = hz.server_conns(self.pg, self.user, states=True)
             print("unread results: %d clients x %d queries x ~3 MB; RSS %d kB -> %d kB -> %d kB; "

@@ -92,11 +92,12 @@ class TestResetDuringStartup(pt.PgwharfTestCase):
                     self.assertIn("no more connections allowed", str(cm.exception))
                     # and a cancel still finds the right session
                     cur = conns[0].cursor()
-                    t = threading.Timer(0.5, conns[0].cancel)
-                    t.start()
+                    t = pt.Background(lambda: (self.pg.wait_running(
+                        "select pg_sleep(30) /* to cancel */"), conns[0].cancel()))
                     with self.assertRaises(psycopg2.errors.QueryCanceled):
-                        cur.execute("select pg_sleep(30)")
-                    t.join()
+                        cur.execute("select pg_sleep(30) /* to cancel */")
+                    t.join(20)
+                    self.assertIsNone(t.error)
                 finally:
                     for c in conns:
                         c.close()

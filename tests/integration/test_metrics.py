@@ -6,6 +6,7 @@ oversized requests and follows metrics_port across a reload."""
 import json
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -268,11 +269,17 @@ class TestMetrics(pt.PgwharfTestCase):
         lazy.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
         try:
+            # pgwharf has read the stalled half request (its receive queue is
+            # empty) and has begun the lazy one's reply, which that one does
+            # not read.
+            sport = stalled.getsockname()[1]
+            wait_until(lambda: hz.unread_on_port(px.pid, port).get(sport) == 0 and
+                       select.select([lazy], [], [], 0)[0],
+                       what="the half request read, the lazy one's reply begun")
             t0 = time.monotonic()
             self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
             self.assertEqual(px.psql("select 7"), "7")
             self.assertLess(time.monotonic() - t0, 5)
-            time.sleep(0.5)
             lazy.settimeout(10)
             data = b""
             while True:

@@ -14,25 +14,15 @@ is checked against what the README promises.
 """
 
 import asyncio
-import re
 import struct
 import unittest
-import urllib.request
 
 import pgwharf_test as pt
 import pgw_hardening as hz
 
 
 def metric(px, name):
-    """The value of an unlabelled metric, or the sum over a labelled one's
-    series."""
-    url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
-    with urllib.request.urlopen(url, timeout=10) as r:
-        body = r.read().decode("utf-8")
-    vals = re.findall(r"^%s(?:\{[^}]*\})? ([0-9.eE+-]+)$" % re.escape(name), body, re.M)
-    if not vals:
-        raise AssertionError("%s missing from /metrics" % name)
-    return sum(float(v) for v in vals)
+    return px.metric(name)
 
 
 parse_msg = hz.parse_msg
@@ -78,8 +68,7 @@ class TestPipeline(pt.AppRoleTestCase):
         w.close()
 
     def running(self, marker):
-        return self.pg.psql("select count(*) from pg_stat_activity where state = 'active' "
-                            "and query like '%%%s%%' and pid <> pg_backend_pid()" % marker) == "1"
+        return self.pg.queries_running(marker) == 1
 
     async def until(self, fn, what):
         """pt.wait_until off the event loop (its checks block)."""

@@ -12,7 +12,6 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 import unittest
 
@@ -212,13 +211,15 @@ class TestCancel(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
         conn = connect(px)
         try:
-            timer = threading.Timer(0.5, conn.cancel)
-            timer.start()
+            # The cancel goes once the query is seen running on the server.
+            canceller = pt.Background(lambda: (
+                self.pg.wait_running("select pg_sleep(30) /* to cancel */"), conn.cancel()))
             t0 = time.monotonic()
             with self.assertRaises(psycopg2.errors.QueryCanceled):
-                one(conn, "select pg_sleep(30)")
+                one(conn, "select pg_sleep(30) /* to cancel */")
             self.assertLess(time.monotonic() - t0, 20)
-            timer.join()
+            canceller.join(20)
+            self.assertIsNone(canceller.error)
             self.assertEqual(one(conn, "select 'usable'"), "usable")
         finally:
             conn.close()
@@ -228,32 +229,24 @@ class TestCancel(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
         a = connect(px)
         b = connect(px)
+        gate = hz.Gate(self.pg, 2)
+        self.addCleanup(gate.close)
         try:
             a_pid = one(a, "select pg_backend_pid()")
-            result = {}
-
-            def run_b():
-                result["v"] = one(b, "select pg_sleep(1.5), pg_backend_pid()")
-
-            t = threading.Thread(target=run_b)
-            t.start()
-            # Wait until b's query is running on the (single) server.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                n = int(self.pg.psql("select count(*) from pg_stat_activity where query like "
-                                     "'select pg_sleep(1.5)%' and state = 'active'"))
-                if n:
-                    break
-                time.sleep(0.05)
+            # b's query holds the (single) server at the gate until a's
+            # cancel has been dealt with.
+            bg = pt.Background(lambda: one(b, "select %s, pg_backend_pid() /* b */" % gate.sql()))
+            self.pg.wait_running("pg_backend_pid() /* b */", lock_wait=True)
             a.cancel()        # a has no query in flight: must hit nothing
-            t.join(20)
-            self.assertFalse(t.is_alive())
-            self.assertIn("v", result)      # b's query was not cancelled
+            px.wait_for_log("event=cancel_ignored")
+            gate.open()
+            bg.join(20)
+            self.assertFalse(bg.is_alive())
+            self.assertIsNone(bg.error)     # b's query was not cancelled
             self.assertEqual(a_pid, one(b, "select pg_backend_pid()"))
         finally:
             a.close()
             b.close()
-        px.wait_for_log("event=cancel_ignored")
 
 
 class TestStateAcrossServers(pt.PgwharfTestCase):

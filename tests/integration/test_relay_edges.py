@@ -140,25 +140,18 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
     def test_copy_done_outside_a_copy(self):
         a = self.login()
         self.addCleanup(a.close)
-        # A gate: advisory lock 1, held on a connection straight to
-        # PostgreSQL; A's query waits on it, so A keeps the server busy
-        # until the test opens it.
-        gate = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        # A's query waits at a gate (an advisory lock the test holds), so
+        # A keeps the server busy until the test opens it.
+        gate = hz.Gate(self.pg, 1)
         self.addCleanup(gate.close)
-        hz.sync_login(gate, self.pg.user, self.pg.database, self.pg.password)
-        gate.sendall(hz.query_msg("select pg_advisory_lock(1)"))
-        self.read_until_ready(gate)
         # One Sync, a CopyDone the server ignores, and a query held at the
         # gate: two ReadyForQuery to come, the second after the rows of A's
         # query.
         a.sendall(self.ext_query("select 1") + hz.msg(b"c") +
-                  hz.query_msg("select pg_advisory_xact_lock_shared(1), 'only for A'"))
+                  hz.query_msg("select %s, 'only for A'" % gate.sql()))
         first = self.read_until_ready(a)
         self.assertEqual([hz.data_row(b) for t, b in first if t == b"D"], [[b"1"]])
-        pt.wait_until(lambda: self.pg.psql(
-            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-            "and query like '%only for A%' and pid <> pg_backend_pid()") == "1",
-            20, what="A's query waiting at the gate")
+        self.pg.wait_running("only for A", lock_wait=True)
         # B asks for the one server while A's query is still running: B
         # must wait (the bug linked B to it at once, and B read A's rows).
         result = {}
@@ -166,8 +159,7 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         tb.start()
         self.addCleanup(tb.join, 30)
         self.wait_b_asked(result)
-        gate.sendall(hz.query_msg("select pg_advisory_unlock(1)"))
-        self.read_until_ready(gate)
+        gate.open()
         tb.join(30)
         self.assertFalse(tb.is_alive(), "client B hangs")
         self.assertNotIn("error", result, result.get("error"))

@@ -23,6 +23,7 @@ import unittest
 import psycopg2
 
 import pgwharf_test as pt
+import pgw_hardening as hz
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
@@ -171,6 +172,8 @@ class RawClient:
                 return size
 
     def query(self, sql, pause=0.0):
+        """sql, then pause seconds of not reading (the subject of a test of
+        backpressure), then the reply: its size."""
         q = sql.encode() + b"\0"
         self.sock.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
         time.sleep(pause)
@@ -367,7 +370,13 @@ class TestClientTls(TlsTestCase):
             c.sock.sendall(data[:10000])
             c.sock.sendall(data[10000:26384])
             c.sock.sendall(data[26384:])
-            time.sleep(0.5)
+            # pgwharf has read all three records off the socket (its receive
+            # queue is empty) while the session waits for the server.
+            cport = c.sock.getsockname()[1]
+            pt.wait_until(lambda: hz.unread_on_port(px.pid, px.port).get(cport) == 0 and
+                          px.show("POOLS", database=self.pg.database,
+                                  user=self.pg.user)[0]["cl_waiting"] == "1",
+                          20, what="the records read, the session waiting")
             holder.commit()
             for i in range(48):
                 c.until_ready()
