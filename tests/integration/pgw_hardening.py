@@ -675,7 +675,8 @@ class Gate:
     """An advisory-lock gate: lock `key` held on a connection straight to
     PostgreSQL until open().  A query doing pg_advisory_xact_lock_shared(key)
     (void, so '' in a row) waits there: a test holds a server busy, or an
-    auth_query lookup running, for exactly as long as it needs."""
+    auth_query lookup running, for exactly as long as it needs.  Keys: 7000
+    and up (test_pipeline's async gates use lower ones); one per test."""
 
     def __init__(self, pg, key, db=None):
         self.key = key

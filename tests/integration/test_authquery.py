@@ -323,7 +323,7 @@ class TestAuthQuery(AuthQueryTestCase):
         role = self.make_role("mia", "mia_pw")
         # Every login of the burst arrives while the lookup runs: it waits
         # at the gate until pgwharf has read all 20 startup packets.
-        gate, q = self.gated_lookup(21)
+        gate, q = self.gated_lookup(7021)
         px = self.start_aq(databases=dict(self.db_with_password("mia_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q, pool_mode="transaction")
@@ -351,7 +351,7 @@ class TestAuthQuery(AuthQueryTestCase):
 
     def test_client_leaves_while_the_lookup_runs(self):
         role = self.make_role("nina", "nina_pw")
-        gate, q = self.gated_lookup(22)
+        gate, q = self.gated_lookup(7022)
         px = self.start_aq(databases=dict(self.db_with_password("nina_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q, metrics_port="auto")
@@ -371,7 +371,7 @@ class TestAuthQuery(AuthQueryTestCase):
         role = self.make_role("quinn", "quinn_pw")
         # The lookup lasts until the gate opens: the client's 08P01 can only
         # be client_login_timeout's.
-        gate, q = self.gated_lookup(23)
+        gate, q = self.gated_lookup(7023)
         px = self.start_aq(databases=dict(self.db_with_password("quinn_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q, client_login_timeout=1)
@@ -393,7 +393,7 @@ class TestAuthQuery(AuthQueryTestCase):
         px = self.start_aq(databases=dbs, pool_mode="session", query_wait_timeout=1)
         # Hold the only server of the lookup's pool (pgwharf/pgwharf): a
         # query waiting at a gate.
-        gate = hz.Gate(self.pg, 24)
+        gate = hz.Gate(self.pg, 7024)
         self.addCleanup(gate.close)
         holder = subprocess_psql(px, self.pg.user, self.pg.password, self.pg.database,
                                  "select %s /* holder */" % gate.sql())
@@ -421,7 +421,7 @@ class TestAuthQuery(AuthQueryTestCase):
 
     def test_password_message_before_the_lookup_ends(self):
         role = self.make_role("pia", "pia_pw")
-        gate, q = self.gated_lookup(25)
+        gate, q = self.gated_lookup(7025)
         px = self.start_aq(databases=dict(self.db_with_password("pia_pw"),
                                           **{self.pg.database: self.pg.conn_string()}),
                            auth_query=q)

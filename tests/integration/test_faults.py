@@ -215,7 +215,7 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         # every client while PostgreSQL is fine.
         # connect_query waits at a gate until the backend running it is
         # terminated.
-        gate = hz.Gate(self.pg, 31)
+        gate = hz.Gate(self.pg, 7031)
         self.addCleanup(gate.close)
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "server_login_retry": "30s",

@@ -229,7 +229,7 @@ class TestCancel(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
         a = connect(px)
         b = connect(px)
-        gate = hz.Gate(self.pg, 2)
+        gate = hz.Gate(self.pg, 7002)
         self.addCleanup(gate.close)
         try:
             a_pid = one(a, "select pg_backend_pid()")

@@ -142,7 +142,7 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
         self.addCleanup(a.close)
         # A's query waits at a gate (an advisory lock the test holds), so
         # A keeps the server busy until the test opens it.
-        gate = hz.Gate(self.pg, 1)
+        gate = hz.Gate(self.pg, 7001)
         self.addCleanup(gate.close)
         # One Sync, a CopyDone the server ignores, and a query held at the
         # gate: two ReadyForQuery to come, the second after the rows of A's
