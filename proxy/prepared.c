@@ -404,7 +404,6 @@ bool pgw_ps_idle(const struct pgw_session *s)
 
 void pgw_ps_link(struct pgw_session *s)
 {
-    s->ps_skipping = false;
     while (q_head(s))
         q_pop(s);
 }
@@ -945,13 +944,11 @@ bad:
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
 {
-    if (s->ps_skipping) {
-        /* The server skips it and answers nothing, as PostgreSQL would:
-         * sent as it is, no name taken or closed, no Parse injected. */
-        if (type != PGW_FE_SYNC)
-            return PGW_PS_FORWARD;
-        s->ps_skipping = false;
-    }
+    /* The server skips it and answers nothing, as PostgreSQL would: sent
+     * as it is, no name taken or closed, no Parse injected (the Sync ends
+     * the skipping: pgw_track_frontend). */
+    if (s->track.skip_sync && type != PGW_FE_SYNC)
+        return PGW_PS_FORWARD;
     switch (type) {
     case PGW_FE_PARSE:
         return on_parse(s, b, total);
@@ -1058,13 +1055,17 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         if (e)
             e->stale = true;
     }
-    /* The server skips everything up to the next Sync.  The client's
-     * names are put back newest first, as they were before each message:
-     * a Parse and then a Close of one name, both skipped, leave no name. */
+    /* The server skips everything up to the next Sync -- a Query or
+     * FunctionCall in between too, which gets no ReadyForQuery then: the
+     * relay must not wait for one (the server would stay with the client
+     * until it left).  The client's names are put back newest first, as
+     * they were before each message: a Parse and then a Close of one name,
+     * both skipped, leave no name. */
     struct ps_queue *q = s->ps_queue;
     uint32_t k = 0;
-    while (k < q->len && q->e[(q->head + k) % q->cap].type != PGW_FE_SYNC)
-        k++;
+    int requests = 0;
+    for (char t; k < q->len && (t = q->e[(q->head + k) % q->cap].type) != PGW_FE_SYNC; k++)
+        requests += t == PGW_FE_QUERY || t == PGW_FE_FUNCTION_CALL;
     for (uint32_t i = k; i-- > 0;) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
         undo_parse(s, x);
@@ -1076,10 +1077,9 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
             reclose_add(s->server->user_state, h->close_id);
         q_pop(s);
     }
-    h = q_head(s);
-    /* That Sync is still to come: so is what the client sends before it. */
-    if (!h)
-        s->ps_skipping = true;
+    /* No Sync queued: it is still to come, and so is what the client
+     * sends before it (skipped too). */
+    pgw_track_ext_error(&s->track, requests, !q_head(s));
 }
 
 void pgw_ps_abandon(struct pgw_session *s, struct pgw_server *srv)

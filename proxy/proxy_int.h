@@ -165,9 +165,6 @@ struct pgw_session {
     uint32_t ps_room_need;           /* how much room it wants */
     struct ps_client *ps_client;     /* the client's statement names */
     struct ps_queue *ps_queue;       /* responses expected from the server */
-    bool ps_skipping;                /* an extended-protocol error came before the
-                                        client's next Sync: the server skips what
-                                        it gets until that Sync */
 
     /* timeouts in force ([users] over [pgwharf]); 0 = off */
     double query_timeout, idle_transaction_timeout, client_idle_timeout;

@@ -15,6 +15,11 @@
  *              reply still to come, read by the next client.  When unsure,
  *              the count stays high: the server is kept (and closed when
  *              the client leaves), never handed on early.
+ *   skip_sync  an extended-protocol error came and the client has sent no
+ *              Sync since: the server skips all it gets until that Sync --
+ *              a Query or FunctionCall too, which then opens no request
+ *              and gets no ReadyForQuery (set by prepared.c, which knows
+ *              what each error answers: pgw_track_ext_error).
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
@@ -40,12 +45,13 @@ struct pgw_track {
     bool copy;                   /* COPY under way */
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
+    bool skip_sync;              /* the server skips messages until the next Sync */
 };
 
 static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
-    t->copy = t->exec_last = t->copy_in = false;
+    t->copy = t->exec_last = t->copy_in = t->skip_sync = false;
 }
 
 /* How many Syncs a CopyDone/CopyFail sent now takes back. */
@@ -58,6 +64,8 @@ static inline int pgw_track_copy_ignored(const struct pgw_track *t)
  * request (the first outstanding Sync/Query), for query timing. */
 static inline bool pgw_track_frontend(struct pgw_track *t, char type)
 {
+    if (t->skip_sync && (type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL))
+        type = PGW_FE_PARSE;     /* skipped by the server: one more message of the batch */
     switch (type) {
     case PGW_FE_QUERY:
     case PGW_FE_FUNCTION_CALL:
@@ -66,6 +74,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->exec_last = t->copy_in = false;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
+        t->skip_sync = false;
         if (t->exec_last)
             t->sync_exec++;
         t->execs = 0;
@@ -131,6 +140,21 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     t->tx_status = status;
     t->copy = t->copy_in = false;
     return t->sync_out == 0;
+}
+
+/* An ErrorResponse answering an extended-protocol message came: the
+ * server skips what was sent after that message up to the next Sync.
+ * `skipped` Queries/FunctionCalls were sent in between (no ReadyForQuery
+ * answers them); `open`: no Sync was sent after it yet, so the server goes
+ * on skipping what the client sends until one comes. */
+static inline void pgw_track_ext_error(struct pgw_track *t, int skipped, bool open)
+{
+    t->sync_out = t->sync_out > skipped ? t->sync_out - skipped : 0;
+    if (open) {
+        t->skip_sync = true;
+        if (t->fe_open == 0)
+            t->fe_open = 1;      /* the batch stays open until its Sync */
+    }
 }
 
 /* Could the server go back to the pool right now? */

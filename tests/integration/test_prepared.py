@@ -857,5 +857,50 @@ class TestParseInAFailedTransaction(pt.PgwharfTestCase):
             r.close()
 
 
+class TestQueryAfterAnError(pt.PgwharfTestCase):
+    """After an error in an extended-protocol batch PostgreSQL skips every
+    message up to the next Sync, a Query too, which then gets no
+    ReadyForQuery.  pgwharf counted one for it and kept the server with the
+    client until it left: the next client waited for it (found by
+    difftest.py).  Whether the Query was sent before the error came or
+    after, and whether its Sync came with it or later."""
+
+    def test_the_server_goes_back_to_the_pool(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "auth_type": "trust", "query_wait_timeout": "10s"})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        q = a.msg(b"Q", b"select 1\x00")
+        try:
+            # Sent before the error came, the Sync with them.
+            a.send(a.parse("", "selec"), a.bind(""), a.execute(), q, a.sync())
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "EZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "42601")
+            b.send(b.msg(b"Q", b"select 2\x00"))
+            self.assertEqual(types(b.until_ready()), "TDCZ")
+            # Sent after the error came (a Flush asked for it), then the Sync.
+            a.send(a.parse("s1", "select 1/g from generate_series(0, 0) g"), a.bind("s1"), a.execute(), a.msg(b"H"))
+            msgs = [a.read_msg() for _ in range(3)]
+            self.assertEqual(types(msgs), "12E", msgs)
+            self.assertEqual(sqlstate(msgs[2][1]), "22012")
+            a.send(q, a.msg(b"Q", b"select 3\x00"), a.bind("s1"))
+            a.send(a.sync())
+            self.assertEqual(types(a.until_ready()), "Z")
+            b.send(b.msg(b"Q", b"select 2\x00"))
+            self.assertEqual(types(b.until_ready()), "TDCZ")
+            # The statement is there, and both clients go on.
+            a.send(a.bind("s1"), a.execute(), a.sync())
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "2EZ", msgs)
+            a.send(q)
+            self.assertEqual(types(a.until_ready()), "TDCZ")
+            b.send(b.msg(b"Q", b"select 2\x00"))
+            self.assertEqual(types(b.until_ready()), "TDCZ")
+        finally:
+            a.close()
+            b.close()
+
+
 if __name__ == "__main__":
     unittest.main()
