@@ -90,6 +90,7 @@ struct qent {
 struct ps_queue {
     struct qent *e;
     uint32_t head, len, cap;     /* ring */
+    uint32_t syncs;              /* entries of type Sync */
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -372,6 +373,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     if (st)
         st->refs++;
     q->len++;
+    q->syncs += type == PGW_FE_SYNC;
     return true;
 }
 
@@ -393,6 +395,7 @@ static void q_pop(struct pgw_session *s)
     struct qent *x = &q->e[q->head];
     stmt_unref(reg_of(s), x->stmt);
     free(x->cname);
+    q->syncs -= x->type == PGW_FE_SYNC;
     q->head = (q->head + 1) % q->cap;
     q->len--;
 }
@@ -771,6 +774,44 @@ static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
     return true;
 }
 
+/* Is what the client's `name` (statement st, if it has one) means on
+ * the server still to be decided by a batch sent ahead, before a Sync
+ * whose ReadyForQuery has not come?  There a Parse or Close of that name
+ * (the client's), or a Parse or Close of st on the server (the client's
+ * or injected), takes effect only if nothing earlier in its batch fails:
+ * PostgreSQL skips it otherwise.  A message naming it that is sent now,
+ * after that Sync, waits for the answer (PGW_PS_WAIT): rewritten at
+ * once, it would run under pgwharf's name where PostgreSQL finds no
+ * statement, or be refused where PostgreSQL has one.  Rare (a pipeline
+ * through a Sync using a statement just prepared or closed) and cheap
+ * otherwise: no Sync queued, nothing to look at. */
+static bool name_unsettled(const struct pgw_session *s, const char *name,
+                           const struct ps_stmt *st)
+{
+    const struct ps_queue *q = s->ps_queue;
+    if (!q || q->syncs == 0 || s->track.copy)
+        return false;
+    bool pending = false;
+    for (uint32_t i = 0, left = q->syncs; i < q->len && left > 0; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->type == PGW_FE_SYNC) {
+            if (pending)
+                return true;
+            left--;
+            continue;
+        }
+        if (pending)
+            continue;
+        if (x->cname && (x->type == PGW_FE_PARSE || x->type == PGW_FE_CLOSE) &&
+            strcmp(x->cname, name) == 0)
+            pending = true;
+        else if (st && ((x->type == PGW_FE_PARSE && x->stmt == st && x->kind != Q_FAKE) ||
+                        (x->close_id && x->close_id == st->id)))
+            pending = true;
+    }
+    return false;
+}
+
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
 {
     const uint8_t *body = b->data + b->parsed + 5;
@@ -786,6 +827,8 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         return PGW_PS_FORWARD;
     }
     struct ps_registry *reg = reg_of(s);
+    if (name_unsettled(s, name, NULL))
+        return PGW_PS_WAIT;
     if (client_find(s, name)) {
         if (!dup_error(s, b, name, *total)) {
             s->ps_room_need = DUP_BYTES(*total);
@@ -809,6 +852,10 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     struct ps_stmt *st = stmt_get(reg, key, key_len);
     if (!st)
         goto oom;
+    if (st->refs > 1 && name_unsettled(s, name, st)) {
+        stmt_unref(reg, st);
+        return PGW_PS_WAIT;
+    }
     /* The Parse is replaced by one under pgwharf's name (a few bytes
      * longer at most), maybe after a Close or two for the LRU. */
     uint32_t grow = st->parse_len > *total ? st->parse_len - *total : 0;
@@ -891,6 +938,8 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         return PGW_PS_FORWARD;
     }
     struct ps_client_name *cn = client_find(s, name);
+    if (name_unsettled(s, name, cn ? cn->stmt : NULL))
+        return PGW_PS_WAIT;
     if (type == PGW_FE_CLOSE) {
         /* Answered here; an unknown name is no error, as in PostgreSQL.
          * The name goes now (a Parse further on may take it again), and
@@ -972,6 +1021,7 @@ void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n)
             break;
         stmt_unref(reg_of(s), x->stmt);
         q->len--;
+        q->syncs--;
         n--;
     }
 }

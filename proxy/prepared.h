@@ -93,6 +93,8 @@ enum pgw_ps_action {
     PGW_PS_FORWARD,              /* send the message at b->parsed (*total may change) */
     PGW_PS_DROPPED,              /* pgwharf answered it; it is gone from the buffer */
     PGW_PS_NEED_ROOM,            /* wait until the buffer drains, then scan again */
+    PGW_PS_WAIT,                 /* wait for the server's answers to what is sent (a
+                                  * Sync's ReadyForQuery), then scan again */
     PGW_PS_FAILED                /* the session was closed */
 };
 

@@ -162,6 +162,8 @@ struct pgw_session {
     /* prepared statements (prepared.c) */
     bool ps_on;                      /* rewriting for this link */
     bool ps_need_room;               /* a rewrite waits for buffer room */
+    bool ps_wait;                    /* a rewrite waits for the server's answers
+                                        (PGW_PS_WAIT) */
     uint32_t ps_room_need;           /* how much room it wants */
     struct ps_client *ps_client;     /* the client's statement names */
     struct ps_queue *ps_queue;       /* responses expected from the server */

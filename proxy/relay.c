@@ -407,6 +407,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->swallow = 0;
     s->query_start = 0;
     s->ps_need_room = false;
+    s->ps_wait = false;
     if (s->ps_on)
         pgw_ps_unlink(s);
     if (how == PGW_RELEASE_RESET) {
@@ -1214,6 +1215,10 @@ static bool scan_client(struct pgw_session *s)
             enum pgw_ps_action a = pgw_ps_frontend(s, b, type, &total);
             if (a == PGW_PS_FAILED)
                 return false;
+            if (a == PGW_PS_WAIT) {
+                s->ps_wait = true;              /* scanned again as answers come */
+                break;
+            }
             if (a == PGW_PS_NEED_ROOM) {
                 if (b->sent < b->parsed) {
                     s->ps_need_room = true;     /* room comes as the server drains */
@@ -1676,4 +1681,9 @@ static void server_data(struct pgw_session *s)
         pgw_relay_release_if_clean(s);
     else if (s->track.sync_out == 0)
         pgw_session_arm_timer(s);   /* idle in transaction from now on */
+    if (s->ps_wait && s->server && s->state == PGW_SS_LINKED) {
+        /* A message waited for answers (PGW_PS_WAIT): some came. */
+        s->ps_wait = false;
+        pgw_relay_client_data(s);
+    }
 }

@@ -902,5 +902,63 @@ class TestQueryAfterAnError(pt.PgwharfTestCase):
             b.close()
 
 
+class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
+    """A client that pipelines past a Sync and uses, in the next batch, a
+    name whose Parse or Close sits in a batch that fails: PostgreSQL skips
+    that Parse or Close, and the next batch finds the name as it was
+    before.  pgwharf rewrote the next batch before the error came, under
+    the name it expected: a statement PostgreSQL never made ran (or a
+    second Parse of the name got 42P05), one PostgreSQL kept got 26000, and
+    a Parse or Close pgwharf injected and the server skipped left it
+    preparing a statement the server already had (42P05 "PGW_n") (found by
+    difftest.py).  Each batch of a step is sent at once; the same exchanges
+    in session mode are PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1,
+                                          "max_prepared_statements": 2})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        bad = r.parse("", "selec")
+        out = []
+        try:
+            for step in (
+                    [[r.parse("s1", "select 1"), r.parse("s9", "select 3")]],
+                    # A Parse skipped, the name Parsed again.
+                    [[bad, r.parse("s2", "select 2")], [r.parse("s2", "select 22")],
+                     [r.bind("s2"), r.execute()]],
+                    # A Close skipped: the statement stays.
+                    [[bad, r.close_stmt("s1")], [r.bind("s1"), r.execute()]],
+                    # A Parse of a statement the server has, skipped.
+                    [[bad, r.parse("s3", "select 3")], [r.bind("s3"), r.execute()]],
+                    [[bad, r.parse("s4", "select 4")], [r.parse("s5", "select 4"),
+                                                        r.bind("s5"), r.execute()]],
+                    # A Close pgwharf injects (LRU) skipped, then the victim used.
+                    [[r.bind("s1"), r.execute()]],
+                    [[bad, r.parse("s6", "select 6"), r.parse("s7", "select 7")],
+                     [r.bind("s9"), r.execute()], [r.bind("s1"), r.execute()]],
+                    # A Close and a Parse of the name, skipped, a Bind of it.
+                    [[bad, r.close_stmt("s2"), r.parse("s2", "select 2")],
+                     [r.bind("s2"), r.execute()]],
+                    # Without an error the next batch goes on as usual.
+                    [[r.parse("s8", "select 8"), r.close_stmt("s1")],
+                     [r.bind("s8"), r.execute(), r.bind("s1")]]):
+                r.send(*[m for batch in step for m in batch + [r.sync()]])
+                out.append([[(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+                            for _ in step])
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_the_next_batch_finds_the_names_as_postgres_does(self):
+        got = self.exchange("transaction")
+        self.assertNotIn(b"PGW_", repr(got).encode(), got)
+        self.assertEqual(got, self.exchange("session"))
+        self.assertEqual(got[1][1:], [[(b"1", b""), (b"Z", b"I")],
+                                      [(b"2", b""), (b"D", b"\x00\x01\x00\x00\x00\x0222"),
+                                       (b"C", b"SELECT 1\x00"), (b"Z", b"I")]])
+
+
 if __name__ == "__main__":
     unittest.main()
