@@ -85,12 +85,17 @@ struct qent {
     bool dup;                    /* the Execute raising 42P05 (dup_error) */
     bool had;                    /* a Parse the server refuses (parse_refused):
                                   * its statement there stays */
+    uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
+                                  * request, itself included if a Query */
 };
 
 struct ps_queue {
     struct qent *e;
     uint32_t head, len, cap;     /* ring */
     uint32_t syncs;              /* entries of type Sync */
+    uint32_t batch_execs;        /* Executes pushed since the last Sync/Query/FunctionCall */
+    uint32_t pending_execs;      /* Executes, Queries and FunctionCalls of the requests
+                                  * queued (the execs of their Sync/Query entries) */
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -370,10 +375,18 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->bname[0] = '\0';
     x->dup = false;
     x->had = false;
+    x->execs = 0;
     if (st)
         st->refs++;
     q->len++;
     q->syncs += type == PGW_FE_SYNC;
+    if (type == PGW_FE_EXECUTE || type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL)
+        q->batch_execs++;
+    if (type == PGW_FE_SYNC || type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL) {
+        x->execs = q->batch_execs;
+        q->pending_execs += x->execs;
+        q->batch_execs = 0;
+    }
     return true;
 }
 
@@ -396,6 +409,7 @@ static void q_pop(struct pgw_session *s)
     stmt_unref(reg_of(s), x->stmt);
     free(x->cname);
     q->syncs -= x->type == PGW_FE_SYNC;
+    q->pending_execs -= x->execs;
     q->head = (q->head + 1) % q->cap;
     q->len--;
 }
@@ -409,6 +423,8 @@ void pgw_ps_link(struct pgw_session *s)
 {
     while (q_head(s))
         q_pop(s);
+    if (s->ps_queue)
+        s->ps_queue->batch_execs = 0;
 }
 
 bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsigned named,
@@ -753,10 +769,31 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
  * but for an empty text or a statement that ends the transaction.  The
  * text is judged conservatively: only a first word that is plainly
  * something else (SELECT, INSERT...) counts. */
+static bool text_refusable(const struct ps_stmt *st);
+
 static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
 {
     if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.execs != 0)
         return false;
+    return text_refusable(st);
+}
+
+/* Is the transaction a Parse sent now runs in (a failed one or not) still
+ * to be decided by requests sent ahead and not answered?  After a
+ * ReadyForQuery 'I' only an Execute or a Query among them can open a
+ * transaction block (to fail later); in a block any of them may fail it or
+ * end it.  An Execute earlier in the Parse's own batch leaves it unknown
+ * anyway (parse_refused). */
+static bool tx_pending(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && s->track.sync_out > 0 && s->track.execs == 0 && !s->track.copy &&
+           (s->track.tx_status != 'I' || q->pending_execs > 0);
+}
+
+/* Does PostgreSQL refuse a Parse of st's text in a failed transaction? */
+static bool text_refusable(const struct ps_stmt *st)
+{
     const char *q = (const char *)st->parse + st->key_off;
     while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
         q++;
@@ -860,6 +897,13 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
      * longer at most), maybe after a Close or two for the LRU. */
     uint32_t grow = st->parse_len > *total ? st->parse_len - *total : 0;
     struct ps_server *ss = server_state(s);
+    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    /* Answered here when the server has it, unless the transaction is a
+     * failed one: while that is still to be known, the Parse waits. */
+    if (e && !e->stale && tx_pending(s) && text_refusable(st)) {
+        stmt_unref(reg, st);
+        return PGW_PS_WAIT;
+    }
     if (!need_room(s, b, grow + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES)) {
         stmt_unref(reg, st);
         return PGW_PS_NEED_ROOM;
@@ -874,7 +918,6 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     char *cname = strdup(name);          /* name points into b, which moves */
     if (!cname)
         goto oom;
-    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     /* In a failed transaction the server answers it (25P02), as it would
      * without pgwharf, and the client gets no name. */
     bool refused = e && !e->stale && parse_refused(s, st);
@@ -1022,6 +1065,7 @@ void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n)
         stmt_unref(reg_of(s), x->stmt);
         q->len--;
         q->syncs--;
+        q->pending_execs -= x->execs;
         n--;
     }
 }

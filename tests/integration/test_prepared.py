@@ -960,5 +960,52 @@ class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
                                        (b"C", b"SELECT 1\x00"), (b"Z", b"I")]])
 
 
+class TestPipelinedParseInAFailedTransaction(pt.PgwharfTestCase):
+    """A Parse of a statement the server has, sent behind requests not yet
+    answered that leave the transaction failed: PostgreSQL refuses it
+    (25P02) and makes no name.  pgwharf could not know the transaction's
+    state when it read the Parse and answered ParseComplete itself (found
+    by difftest.py).  Each step is sent at once; the same exchanges in
+    session mode are PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+        out = []
+        try:
+            for step in (
+                    [r.parse("s9", "select 1"), r.sync()],
+                    # The failure and the Parse in one pipeline.
+                    [q("begin"), q("select 1/0"), r.parse("s1", "select 1"), r.bind("s1"),
+                     r.execute(), r.sync(), q("rollback"), r.bind("s1"), r.execute(),
+                     r.sync()],
+                    # In a block already, a Bind behind a Sync fails it.
+                    [q("begin")],
+                    [r.bind("nosuch"), r.sync(), r.parse("s2", "select 1"), r.sync(),
+                     q("rollback"), r.bind("s2"), r.execute(), r.sync()],
+                    # Not failed: answered as usual.
+                    [r.parse("s3", "select 1"), r.bind("s3"), r.execute(), r.sync(),
+                     r.parse("s4", "select 1"), r.bind("s4"), r.execute(), r.sync()]):
+                r.send(*step)
+                got = []
+                for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
+                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+                out.append(got)
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_refused_as_postgres_does(self):
+        got = self.exchange("transaction")
+        self.assertEqual([e for step in got for t, e in step if t == b"E"],
+                         ["22012", "25P02", "26000", "26000", "25P02", "26000"], got)
+        self.assertEqual(got, self.exchange("session"))
+
+
 if __name__ == "__main__":
     unittest.main()
