@@ -16,6 +16,34 @@
 #include "common/log.h"
 #include "proxy/proxy_int.h"
 
+/* ---- walking a hash map ---- */
+
+/* Every entry of a hash map (NULL: none), in any order, as w.node; the
+ * loop body may remove and free that entry (the next one is found
+ * first), but no other. */
+struct hmap_walk {
+    const struct pgw_hmap *m;
+    size_t bucket;
+    struct pgw_hnode *node, *next;
+    bool started;
+};
+
+static bool hmap_walk_step(struct hmap_walk *w)
+{
+    if (!w->m)
+        return false;
+    if (!w->started) {
+        w->started = true;
+        w->next = pgw_hmap_iter(w->m, &w->bucket, NULL);
+    }
+    w->node = w->next;
+    if (w->node)
+        w->next = pgw_hmap_iter(w->m, &w->bucket, w->node);
+    return w->node != NULL;
+}
+
+#define HMAP_WALK(w, map) for (struct hmap_walk w = { .m = (map) }; hmap_walk_step(&w);)
+
 /* ---- the registry: one entry per distinct (text, parameter types) ---- */
 
 struct ps_stmt {
@@ -165,14 +193,10 @@ void pgw_ps_deinit(struct pgw_proxy *px)
     if (!reg)
         return;
     /* Servers and sessions are gone by now; anything left is unreferenced. */
-    size_t b = 0;
-    struct pgw_hnode *n = pgw_hmap_iter(&reg->map, &b, NULL);
-    while (n) {
-        struct pgw_hnode *next = pgw_hmap_iter(&reg->map, &b, n);
-        struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
+    HMAP_WALK(w, &reg->map) {
+        struct ps_stmt *st = pgw_container_of(w.node, struct ps_stmt, hnode);
         free(st->parse);
         free(st);
-        n = next;
     }
     pgw_hmap_deinit(&reg->map);
     free(reg);
@@ -269,14 +293,10 @@ static void client_clear(struct pgw_session *s)
     struct ps_client *c = s->ps_client;
     if (!c)
         return;
-    size_t b = 0;
-    struct pgw_hnode *n = pgw_hmap_iter(&c->map, &b, NULL);
-    while (n) {
-        struct pgw_hnode *next = pgw_hmap_iter(&c->map, &b, n);
-        struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+    HMAP_WALK(w, &c->map) {
+        struct ps_client_name *e = pgw_container_of(w.node, struct ps_client_name, hnode);
         stmt_unref(reg_of(s), e->stmt);
         free(e);
-        n = next;
     }
     pgw_hmap_deinit(&c->map);
     pgw_hmap_init(&c->map);
@@ -1230,14 +1250,10 @@ static void on_discard(struct pgw_session *s)
     struct ps_client *c = s->ps_client;
     if (!c)
         return;
-    size_t b = 0;
-    struct pgw_hnode *n = pgw_hmap_iter(&c->map, &b, NULL);
-    while (n) {
-        struct pgw_hnode *next = pgw_hmap_iter(&c->map, &b, n);
-        struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+    HMAP_WALK(w, &c->map) {
+        struct ps_client_name *e = pgw_container_of(w.node, struct ps_client_name, hnode);
         if (!parse_queued(s, e->stmt, e->name, true) && !parse_queued(s, e->stmt, e->name, false))
             client_remove(s, e);
-        n = next;
     }
 }
 
@@ -1325,11 +1341,8 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
         cname = h->bname;
         if (!*cname) {                /* a long name: the client's for it now, if any */
             cname = NULL;
-            size_t bk = 0;
-            for (struct pgw_hnode *n = s->ps_client ? pgw_hmap_iter(&s->ps_client->map, &bk, NULL)
-                                                    : NULL;
-                 n; n = pgw_hmap_iter(&s->ps_client->map, &bk, n)) {
-                struct ps_client_name *e = pgw_container_of(n, struct ps_client_name, hnode);
+            HMAP_WALK(it, s->ps_client ? &s->ps_client->map : NULL) {
+                struct ps_client_name *e = pgw_container_of(it.node, struct ps_client_name, hnode);
                 if (e->stmt == h->stmt) {
                     cname = e->name;
                     break;
