@@ -1330,14 +1330,39 @@ static bool error_rewrite(const uint8_t *msg, uint32_t total, const char *pgw_na
     return changed && !w->failed;
 }
 
+/* Does the error at msg (total bytes, header included) have a field of
+ * this code? */
+static bool error_has_field(const uint8_t *msg, uint32_t total, uint8_t code)
+{
+    uint32_t i = PGW_MSG_HDR;
+    while (i < total && msg[i] != 0) {
+        if (msg[i] == code)
+            return true;
+        const uint8_t *end = memchr(msg + i + 1, 0, total - i - 1);
+        if (!end)
+            return false;
+        i = (uint32_t)(end - msg) + 1;
+    }
+    return false;
+}
+
 bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
 {
     const struct qent *h = q_head(s);
     if (!h || h->kind != Q_PASS || !(h->dup || (h->stmt && (h->type == PGW_FE_BIND ||
                                                            h->type == PGW_FE_DESCRIBE))))
         return true;
+    /* Most such errors (22012 from an Execute's Bind...) name no statement:
+     * looked at in place, and passed on untouched. */
+    const uint8_t *msg = s->sbuf->data + s->sbuf->parsed;
+    char quoted[32] = "";
+    if (h->stmt)
+        snprintf(quoted, sizeof(quoted), "\"%s\"", h->stmt->name);
+    bool named = *quoted && memmem(msg, *total, quoted, strlen(quoted));
+    if (!named && !(h->dup && error_has_field(msg, *total, 'W')))
+        return true;
     const char *cname = NULL;
-    if (h->stmt) {
+    if (named) {
         cname = h->bname;
         if (!*cname) {                /* a long name: the client's for it now, if any */
             cname = NULL;

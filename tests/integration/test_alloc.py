@@ -97,6 +97,38 @@ class TestAlloc(pt.PgwharfTestCase):
                 self.per_transaction({"default_pool_size": 3, "server_pipeline_depth": 2},
                                      ["-S", "-M", proto, "-c", "12"])
 
+    def test_errors_answering_prepared_statements(self):
+        # An error answering a renamed Bind (22012 here) is looked at for
+        # pgwharf's statement name in place: no copy when it has none.
+        from test_prepared import Raw, types
+        px = self.start_pgwharf(start=False, settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "auth_type": "trust"})
+        path = os.path.join(px.dir, "allocs")
+        px.extra_env.update({"LD_PRELOAD": self.lib, "PGW_ALLOC_COUNT_FILE": path})
+        px.start()
+
+        def allocs():
+            with open(path, "rb") as f:
+                return struct.unpack("=Q", f.read(8))[0]
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        zero = b"\x00\x00\x00\x01\x00\x00\x00\x010\x00\x00"     # 1 parameter, '0'
+
+        def run(n):
+            for _ in range(n):
+                r.send(r.msg(b"B", b"\x00s1\x00" + zero), r.execute(), r.sync())
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "EZ", msgs)
+        try:
+            r.send(r.parse("s1", "select 1/$1::int"), r.sync())
+            r.until_ready()
+            run(T1)                       # warm-up
+            before = allocs()
+            run(T2)
+            per_error = (allocs() - before) / T2
+        finally:
+            r.close()
+        self.assertLess(per_error, LIMIT, "%.3f allocations per error" % per_error)
+
 
 if __name__ == "__main__":
     unittest.main()
