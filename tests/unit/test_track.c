@@ -226,6 +226,44 @@ static void test_bad_length_rejected(void **state)
     assert_int_equal(pgw_track_feed(&t, &bs, huge, sizeof(huge)), -1);
 }
 
+/* An extended-protocol error (prepared.c says which: pgw_track_ext_error)
+ * skips the Query sent before its Sync, which then gets no ReadyForQuery;
+ * with no Sync sent yet, a Query after it opens no request and the batch
+ * stays open until the Sync. */
+static void test_query_skipped_after_an_extended_error(void **state)
+{
+    (void)state;
+    struct pgw_track t = { .tx_status = 'I' };
+    /* P B E Q S all sent, then the error: one ReadyForQuery in all. */
+    const char sent[] = { 'P', 'B', 'E', 'Q', 'S' };
+    for (size_t i = 0; i < sizeof(sent); i++)
+        pgw_track_frontend(&t, sent[i]);
+    assert_int_equal(t.sync_out, 2);
+    pgw_track_ext_error(&t, 1, false);
+    assert_int_equal(t.sync_out, 1);
+    assert_true(pgw_track_ready(&t, 'I'));
+    assert_true(pgw_track_idle(&t));
+    /* P B E H, the error, then Q Q and the Sync. */
+    pgw_track_frontend(&t, 'P');
+    pgw_track_frontend(&t, 'B');
+    pgw_track_frontend(&t, 'E');
+    pgw_track_frontend(&t, 'H');
+    pgw_track_ext_error(&t, 0, true);
+    assert_true(t.skip_sync);
+    assert_false(pgw_track_frontend(&t, 'Q'));
+    pgw_track_frontend(&t, 'Q');
+    assert_int_equal(t.sync_out, 0);
+    assert_false(pgw_track_idle(&t));           /* the server waits for the Sync */
+    assert_true(pgw_track_frontend(&t, 'S'));
+    assert_false(t.skip_sync);
+    assert_int_equal(t.sync_out, 1);
+    assert_true(pgw_track_ready(&t, 'I'));
+    assert_true(pgw_track_idle(&t));
+    /* After the Sync a Query is a request again. */
+    pgw_track_frontend(&t, 'Q');
+    assert_int_equal(t.sync_out, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_copy_in_response_of_an_earlier_execute_takes_nothing_back),
         cmocka_unit_test(test_copy_in_after_an_answered_execute_takes_its_sync_back),
         cmocka_unit_test(test_bad_length_rejected),
+        cmocka_unit_test(test_query_skipped_after_an_extended_error),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
 }
