@@ -782,35 +782,6 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
     return ok;
 }
 
-/* Will the server refuse a Parse of st sent now, for its transaction?
- * In a failed transaction (the last ReadyForQuery said 'E', and nothing
- * sent since could have ended it: no Query, Sync or Execute; a Bind,
- * Describe or Close cannot) PostgreSQL refuses a Parse with 25P02,
- * but for an empty text or a statement that ends the transaction.  The
- * text is judged conservatively: only a first word that is plainly
- * something else (SELECT, INSERT...) counts. */
-static bool text_refusable(const struct ps_stmt *st);
-
-static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
-{
-    if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.execs != 0)
-        return false;
-    return text_refusable(st);
-}
-
-/* Is the transaction a Parse sent now runs in (a failed one or not) still
- * to be decided by requests sent ahead and not answered?  After a
- * ReadyForQuery 'I' only an Execute or a Query among them can open a
- * transaction block (to fail later); in a block any of them may fail it or
- * end it.  An Execute earlier in the Parse's own batch leaves it unknown
- * anyway (parse_refused). */
-static bool tx_pending(const struct pgw_session *s)
-{
-    const struct ps_queue *q = s->ps_queue;
-    return q && s->track.sync_out > 0 && s->track.execs == 0 && !s->track.copy &&
-           (s->track.tx_status != 'I' || q->pending_execs > 0);
-}
-
 /* Does PostgreSQL refuse a Parse of st's text in a failed transaction? */
 static bool text_refusable(const struct ps_stmt *st)
 {
@@ -829,6 +800,33 @@ static bool text_refusable(const struct ps_stmt *st)
         if (strcasecmp(word, ends[i]) == 0)
             return false;
     return true;
+}
+
+/* Will the server refuse a Parse of st sent now, for its transaction?
+ * In a failed transaction (the last ReadyForQuery said 'E', and nothing
+ * sent since could have ended it: no Query, Sync or Execute; a Bind,
+ * Describe or Close cannot) PostgreSQL refuses a Parse with 25P02,
+ * but for an empty text or a statement that ends the transaction.  The
+ * text is judged conservatively: only a first word that is plainly
+ * something else (SELECT, INSERT...) counts. */
+static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
+{
+    if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.execs != 0)
+        return false;
+    return text_refusable(st);
+}
+
+/* Is the transaction a Parse sent now runs in (a failed one or not) still
+ * to be decided by requests sent ahead and not answered?  After a
+ * ReadyForQuery 'I' only an Execute or a Query among them can open a
+ * transaction block (to fail later); in a block any of them may fail it or
+ * end it.  An Execute earlier in the Parse's own batch leaves it unknown
+ * anyway (parse_refused). */
+static bool tx_pending(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && s->track.sync_out > 0 && s->track.execs == 0 && !s->track.copy &&
+           (s->track.tx_status != 'I' || q->pending_execs > 0);
 }
 
 /* Is what the client's `name` (statement st, if it has one) means on
