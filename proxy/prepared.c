@@ -54,6 +54,15 @@ struct ps_stmt {
     uint32_t parse_len;
     uint32_t key_off, key_len;   /* text + types inside parse */
     int refs;                    /* client names + servers + queue entries */
+    /* What PostgreSQL checks before it refuses the statement in a failed
+     * transaction, learnt by a Describe pgwharf sends once, ahead of a
+     * Bind or Describe of it (failed_tx_answer). */
+    bool described;              /* learnt */
+    bool describing;             /* that Describe is on its way */
+    bool rows;                   /* it returns rows (RowDescription, not NoData) */
+    uint16_t nparams;            /* its parameters, as the server counts them */
+    uint8_t *pdesc;              /* its ParameterDescription, the whole message */
+    uint32_t pdesc_len;
 };
 
 struct ps_registry {
@@ -115,6 +124,10 @@ struct qent {
                                   * its statement there stays */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
                                   * request, itself included if a Query */
+    bool learn;                  /* the Describe learning stmt (ps_stmt.described) */
+    bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
+                                  * whose 25P02 becomes the Bind's 08P01 (bind_error) */
+    uint16_t bind_formats, bind_params;   /* that Bind's counts */
 };
 
 struct ps_queue {
@@ -138,6 +151,7 @@ static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
     pgw_hmap_remove(&reg->map, &st->hnode);
     reg->st.statements--;
     free(st->parse);
+    free(st->pdesc);
     free(st);
 }
 
@@ -196,6 +210,7 @@ void pgw_ps_deinit(struct pgw_proxy *px)
     HMAP_WALK(w, &reg->map) {
         struct ps_stmt *st = pgw_container_of(w.node, struct ps_stmt, hnode);
         free(st->parse);
+        free(st->pdesc);
         free(st);
     }
     pgw_hmap_deinit(&reg->map);
@@ -396,6 +411,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->dup = false;
     x->had = false;
     x->execs = 0;
+    x->learn = x->bind_refused = false;
     if (st)
         st->refs++;
     q->len++;
@@ -426,6 +442,8 @@ static void q_pop(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
     struct qent *x = &q->e[q->head];
+    if (x->learn)
+        x->stmt->describing = false;     /* answered, or skipped: tried again later */
     stmt_unref(reg_of(s), x->stmt);
     free(x->cname);
     q->syncs -= x->type == PGW_FE_SYNC;
@@ -530,14 +548,19 @@ void pgw_ps_session_free(struct pgw_session *s)
 
 /* Put a reply of ours where the client reads next, making room if a large
  * result fills the buffer (the caller re-reads s->sbuf). */
+static bool emit_bytes(struct pgw_session *s, const uint8_t *m, uint32_t n)
+{
+    if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
+        return false;
+    if (!pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + n))
+        return false;
+    return pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, m, n);
+}
+
 static bool emit_fake(struct pgw_session *s, char type)
 {
     uint8_t m[5] = { (uint8_t)type, 0, 0, 0, 4 };
-    if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
-        return false;
-    if (!pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + (uint32_t)sizeof(m)))
-        return false;
-    return pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, m, sizeof(m));
+    return emit_bytes(s, m, sizeof(m));
 }
 
 void pgw_ps_emit(struct pgw_session *s)
@@ -548,8 +571,13 @@ void pgw_ps_emit(struct pgw_session *s)
     if (s->sskip)
         return;
     while ((h = q_head(s)) && h->kind == Q_FAKE) {
-        if (!emit_fake(s, h->type == PGW_FE_CLOSE ? PGW_BE_CLOSE_COMPLETE
-                                                  : PGW_BE_PARSE_COMPLETE)) {
+        /* A Describe in a failed transaction: ParameterDescription, NoData
+         * (failed_tx_answer). */
+        if (h->type == PGW_FE_DESCRIBE ? !emit_bytes(s, h->stmt->pdesc, h->stmt->pdesc_len) ||
+                                             !emit_fake(s, 'n')
+                                       : !emit_fake(s, h->type == PGW_FE_CLOSE
+                                                           ? PGW_BE_CLOSE_COMPLETE
+                                                           : PGW_BE_PARSE_COMPLETE)) {
             pgw_session_close(s, "53200", "out of memory for a reply to the client");
             return;
         }
@@ -636,6 +664,43 @@ static bool inject_close(struct pgw_session *s, struct pgw_iobuf *b, uint64_t id
     insert_here(b, m, len);
     q_tail(s)->close_id = id;
     return true;
+}
+
+/* A Describe of st's statement on servers, into m; its length. */
+static uint32_t describe_msg(const struct ps_stmt *st, uint8_t m[CLOSE_BYTES])
+{
+    size_t nl = strlen(st->name) + 1;
+    uint32_t len = (uint32_t)(PGW_MSG_HDR + 1 + nl);
+    m[0] = PGW_FE_DESCRIBE;
+    pgw_put_u32(m + 1, len - 1);
+    m[PGW_MSG_HDR] = 'S';
+    memcpy(m + PGW_MSG_HDR + 1, st->name, nl);
+    return len;
+}
+
+/* Queue a Describe of st at `at` in b (b->parsed: ahead of the message
+ * there; or right after a Parse, sent with it), its replies kept in st and
+ * swallowed (ps_stmt.described).  The caller reserves CLOSE_BYTES of
+ * room; false, and nothing sent, when there is none or out of memory. */
+static bool inject_describe(struct pgw_session *s, struct pgw_iobuf *b, struct ps_stmt *st,
+                            uint32_t at, uint32_t *len)
+{
+    uint8_t m[CLOSE_BYTES];
+    *len = describe_msg(st, m);
+    if (!room(b, *len) || !q_push(s, Q_SWALLOW, PGW_FE_DESCRIBE, st))
+        return false;
+    pgw_iobuf_insert(b, at, m, *len);
+    q_tail(s)->learn = true;
+    st->describing = true;
+    return true;
+}
+
+/* Is now the time to learn st (inject_describe)?  Not in a failed
+ * transaction, nor when one may come first. */
+static bool learn_now(const struct pgw_session *s, const struct ps_stmt *st)
+{
+    return !st->described && !st->describing && s->track.sync_out == 0 &&
+           s->track.tx_status != 'E';
 }
 
 static void reclose_add(struct ps_server *ss, uint64_t id)
@@ -782,10 +847,9 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
     return ok;
 }
 
-/* Does PostgreSQL refuse a Parse of st's text in a failed transaction? */
-static bool text_refusable(const struct ps_stmt *st)
+/* Does PostgreSQL refuse a Parse of this text in a failed transaction? */
+static bool sql_refusable(const char *q)
 {
-    const char *q = (const char *)st->parse + st->key_off;
     while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
         q++;
     char word[16];
@@ -802,6 +866,11 @@ static bool text_refusable(const struct ps_stmt *st)
     return true;
 }
 
+static bool text_refusable(const struct ps_stmt *st)
+{
+    return sql_refusable((const char *)st->parse + st->key_off);
+}
+
 /* Will the server refuse a Parse of st sent now, for its transaction?
  * In a failed transaction (the last ReadyForQuery said 'E', and nothing
  * sent since could have ended it: no Query, Sync or Execute; a Bind,
@@ -809,11 +878,14 @@ static bool text_refusable(const struct ps_stmt *st)
  * but for an empty text or a statement that ends the transaction.  The
  * text is judged conservatively: only a first word that is plainly
  * something else (SELECT, INSERT...) counts. */
+static bool tx_failed(const struct pgw_session *s)
+{
+    return s->track.tx_status == 'E' && s->track.sync_out == 0 && s->track.execs == 0;
+}
+
 static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
 {
-    if (s->track.tx_status != 'E' || s->track.sync_out != 0 || s->track.execs != 0)
-        return false;
-    return text_refusable(st);
+    return tx_failed(s) && text_refusable(st);
 }
 
 /* Is the transaction a Parse sent now runs in (a failed one or not) still
@@ -922,7 +994,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         stmt_unref(reg, st);
         return PGW_PS_WAIT;
     }
-    if (!need_room(s, b, grow + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES)) {
+    if (!need_room(s, b, grow + (3 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES)) {
         stmt_unref(reg, st);
         return PGW_PS_NEED_ROOM;
     }
@@ -964,10 +1036,42 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     q_tail(s)->cname = cname;
     q_tail(s)->had = refused;
+    /* Learnt with it (inject_describe), sent as part of it. */
+    uint32_t dlen;
+    if (!refused && learn_now(s, st) &&
+        inject_describe(s, b, st, b->parsed + st->parse_len, &dlen))
+        *total += dlen;
     return PGW_PS_FORWARD;
 oom:
     pgw_session_close(s, "53200", "out of memory");
     return PGW_PS_FAILED;
+}
+
+/* What PostgreSQL answers a Bind or Describe of st (which the server
+ * lacks) in a failed transaction, where the Parse pgwharf sends ahead of
+ * it is refused (25P02).  PostgreSQL looks at the statement first: a Bind
+ * whose parameters do not match gets 08P01 (FAIL_BIND, counts in *nf and
+ * *np), and a statement that returns no rows is described (FAIL_DESCRIBE:
+ * ParameterDescription, NoData); else 25P02 (FAIL_AS_IS).  Known once
+ * the statement was described (inject_describe). */
+enum { FAIL_AS_IS, FAIL_BIND, FAIL_DESCRIBE };
+
+static int failed_tx_answer(const struct ps_stmt *st, char type, const uint8_t *body,
+                            uint32_t blen, uint32_t name_off, uint16_t *nf, uint16_t *np)
+{
+    if (!st->described || !text_refusable(st))
+        return FAIL_AS_IS;
+    if (type == PGW_FE_DESCRIBE)
+        return st->rows ? FAIL_AS_IS : FAIL_DESCRIBE;
+    const uint8_t *p = memchr(body + name_off, 0, blen - name_off) + 1, *end = body + blen;
+    if (end - p < 2)
+        return FAIL_AS_IS;
+    *nf = pgw_get_u16(p);
+    p += 2 + 2 * (size_t)*nf;
+    if (p + 2 > end)
+        return FAIL_AS_IS;       /* malformed: the server says so */
+    *np = pgw_get_u16(p);
+    return (*nf > 1 && *nf != *np) || *np != st->nparams ? FAIL_BIND : FAIL_AS_IS;
 }
 
 /* Bind (portal\0 stmt\0 ...), Describe/Close ('S'|'P' name\0). */
@@ -1027,13 +1131,46 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
     if (old_nl < sizeof(bname))
         memcpy(bname, name, old_nl + 1);
-    if (!need_room(s, b, ensure_bytes(s, st) + (uint32_t)new_nl + 8))
+    uint32_t ensure = ensure_bytes(s, st);
+    uint16_t nf = 0, np = 0;
+    int fail = ensure && *bname ? failed_tx_answer(st, type, body, blen, name_off, &nf, &np)
+                                : FAIL_AS_IS;
+    if (fail != FAIL_AS_IS && !tx_failed(s)) {
+        if (tx_pending(s))
+            return PGW_PS_WAIT;  /* whether it is failed is still to be known */
+        fail = FAIL_AS_IS;
+    }
+    if (fail == FAIL_DESCRIBE) {
+        /* Answered here: nothing to send (nothing prepared either). */
+        if (!q_push(s, Q_FAKE, PGW_FE_DESCRIBE, st)) {
+            pgw_session_close(s, "53200", "out of memory");
+            return PGW_PS_FAILED;
+        }
+        pgw_iobuf_cut(b, b->parsed, *total);
+        return PGW_PS_DROPPED;
+    }
+    /* Learn what a failed transaction needs of it, while none is. */
+    bool learn = learn_now(s, st);
+    uint32_t dlen;
+    if (!need_room(s, b, ensure + (uint32_t)new_nl + 8 + (learn ? CLOSE_BYTES : 0)))
         return PGW_PS_NEED_ROOM;
     /* ensure_prepared may insert ahead of the message (body and name move
      * with it); the name is renamed in place after that, by offset. */
     st->refs++;                  /* ensure_prepared may drop other refs */
-    bool ok = ensure_prepared(s, b, st, true) &&
-              rename_here(b, name_off, (uint32_t)old_nl, st->name, (uint32_t)new_nl);
+    bool ok = ensure_prepared(s, b, st, true);
+    if (ok && fail == FAIL_BIND) {
+        struct qent *x = q_tail(s);          /* the Parse ensure_prepared sent */
+        if (x && x->type == PGW_FE_PARSE && x->stmt == st && x->kind == Q_SWALLOW) {
+            x->bind_refused = true;
+            x->bind_formats = nf;
+            x->bind_params = np;
+            memcpy(x->bname, bname, strlen(bname) + 1);
+        }
+    }
+    if (ok && learn && (ok = inject_describe(s, b, st, b->parsed, &dlen)))
+        memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);     /* its errors name it */
+    ok = ok &&
+         rename_here(b, name_off, (uint32_t)old_nl, st->name, (uint32_t)new_nl);
     if (ok) {
         *total = *total - (uint32_t)old_nl + (uint32_t)new_nl;
         ok = q_push(s, Q_PASS, type, st);
@@ -1092,9 +1229,13 @@ void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n)
 
 bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type)
 {
-    return type == PGW_BE_ERROR || type == PGW_BE_PARSE_COMPLETE ||
-           type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE ||
-           type == PGW_BE_COMMAND_COMPLETE;        /* a few bytes: its tag */
+    if (type == PGW_BE_ERROR || type == PGW_BE_PARSE_COMPLETE ||
+        type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE ||
+        type == PGW_BE_COMMAND_COMPLETE)           /* a few bytes: its tag */
+        return true;
+    /* The replies to a Describe pgwharf sent (inject_describe). */
+    const struct qent *h;
+    return (type == 't' || type == PGW_BE_ROW_DESC || type == 'n') && (h = q_head(s)) && h->learn;
 }
 
 static bool completes(char fe, char be)
@@ -1344,18 +1485,69 @@ static bool error_has_field(const uint8_t *msg, uint32_t total, uint8_t code)
     return false;
 }
 
+/* The error at sbuf->parsed (*total bytes) replaced by m. */
+static bool error_replace(struct pgw_session *s, uint32_t *total, const struct pgw_wbuf *m)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    uint32_t n = (uint32_t)m->len;
+    if (m->failed ||
+        (n > *total && !pgw_iobuf_reserve(s->px, &s->sbuf, b->len - b->sent + n - *total))) {
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+        return false;
+    }
+    replace_here(s->sbuf, *total, m);
+    *total = n;
+    return true;
+}
+
+/* The 25P02 refusing a Parse sent for a Bind in a failed transaction
+ * becomes the Bind's 08P01, as PostgreSQL checks its parameters first
+ * (failed_tx_answer). */
+static bool bind_error(struct pgw_session *s, const struct qent *h, uint32_t *total)
+{
+    char text[300];
+    if (h->bind_formats > 1 && h->bind_formats != h->bind_params)
+        snprintf(text, sizeof(text), "bind message has %u parameter formats but %u parameters",
+                 h->bind_formats, h->bind_params);
+    else
+        snprintf(text, sizeof(text),
+                 "bind message supplies %u parameters, but prepared statement \"%s\" requires %u",
+                 h->bind_params, h->bname, h->stmt->nparams);
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    size_t at = pgw_wbuf_msg_begin(&m, PGW_BE_ERROR);
+    static const char *const fields[] = { "SERROR", "VERROR", "C08P01" };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        pgw_wbuf_put_str(&m, fields[i]);
+    pgw_wbuf_put_u8(&m, 'M');
+    pgw_wbuf_put_str(&m, text);
+    pgw_wbuf_put_str(&m, "Fpostgres.c");
+    pgw_wbuf_put_str(&m, "Rexec_bind_message");
+    pgw_wbuf_put_u8(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    bool ok = error_replace(s, total, &m);
+    pgw_wbuf_deinit(&m);
+    return ok;
+}
+
 bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
 {
     const struct qent *h = q_head(s);
-    if (!h || h->kind != Q_PASS || !(h->dup || (h->stmt && (h->type == PGW_FE_BIND ||
-                                                           h->type == PGW_FE_DESCRIBE))))
+    struct pgw_wire_err_fields f;
+    if (h && h->bind_refused &&
+        pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,
+                             *total - PGW_MSG_HDR, &f) == 0 && strcmp(f.sqlstate, "25P02") == 0)
+        return bind_error(s, h, total);
+    if (!h || (h->kind != Q_PASS && !h->learn) ||
+        !(h->dup || (h->stmt && (h->type == PGW_FE_BIND || h->type == PGW_FE_DESCRIBE))))
         return true;
     /* Most such errors (22012 from an Execute's Bind...) name no statement:
      * looked at in place, and passed on untouched. */
     const uint8_t *msg = s->sbuf->data + s->sbuf->parsed;
+    const char *pgw_name = h->stmt ? h->stmt->name : "";
     char quoted[32] = "";
-    if (h->stmt)
-        snprintf(quoted, sizeof(quoted), "\"%s\"", h->stmt->name);
+    if (*pgw_name)
+        snprintf(quoted, sizeof(quoted), "\"%s\"", pgw_name);
     bool named = *quoted && memmem(msg, *total, quoted, strlen(quoted));
     if (!named && !(h->dup && error_has_field(msg, *total, 'W')))
         return true;
@@ -1373,23 +1565,11 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
             }
         }
     }
-    struct pgw_iobuf *b = s->sbuf;
     struct pgw_wbuf w;
     pgw_wbuf_init(&w);
-    bool ok = true;
-    if (error_rewrite(b->data + b->parsed, *total, h->stmt ? h->stmt->name : "", cname, h->dup,
-                      &w)) {
-        uint32_t n = (uint32_t)w.len;
-        if (n <= *total || pgw_iobuf_reserve(s->px, &s->sbuf, b->len - b->sent + n - *total)) {
-            replace_here(s->sbuf, *total, &w);
-            *total = n;
-        } else {
-            ok = false;
-        }
-    }
+    bool ok = !error_rewrite(msg, *total, pgw_name, cname, h->dup, &w) ||
+              error_replace(s, total, &w);
     pgw_wbuf_deinit(&w);
-    if (!ok)
-        pgw_session_close(s, "53200", "out of memory for a reply to the client");
     return ok;
 }
 
@@ -1411,6 +1591,24 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
                 break;
         }
         return false;
+    }
+    if (h->learn && msg) {
+        /* What inject_describe asked: kept, and not the client's. */
+        struct ps_stmt *st = h->stmt;
+        if (type == 't' && total >= PGW_MSG_HDR + 2 && !st->pdesc &&
+            (st->pdesc = malloc(total))) {
+            memcpy(st->pdesc, msg, total);
+            st->pdesc_len = total;
+            st->nparams = pgw_get_u16(msg + PGW_MSG_HDR);
+            return true;
+        }
+        if (type == PGW_BE_ROW_DESC || type == 'n') {
+            st->rows = type == PGW_BE_ROW_DESC;
+            st->described = st->pdesc != NULL;
+            q_pop(s);
+            return true;
+        }
+        return type == 't';
     }
     if (type == PGW_BE_COMMAND_COMPLETE && msg && total > 5 && msg[total - 1] == '\0' &&
         (strcmp((const char *)msg + 5, "DISCARD ALL") == 0 ||

@@ -117,9 +117,12 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
 /* A whole ErrorResponse of `*total` bytes at sbuf->parsed, before
  * pgw_ps_backend sees it: one answering a Bind or Describe renamed to
  * PGW_<n> names the client's statement instead (PostgreSQL quotes the name
- * in 26000 and in 08P01 "bind message supplies..."), and the 42P05 pgwharf
- * raises loses the CONTEXT of the DO block raising it.  *total and
- * s->sbuf may change.  False when the session was closed. */
+ * in 26000 and in 08P01 "bind message supplies..."), the 42P05 pgwharf
+ * raises loses the CONTEXT of the DO block raising it, and the 25P02
+ * refusing a Parse pgwharf sent for a Bind in a failed transaction becomes
+ * the 08P01 PostgreSQL raises first when the Bind's parameters do not
+ * match.  *total and s->sbuf may change.  False when the session was
+ * closed. */
 bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total);
 /* Insert answers that are due (queue head) at sbuf->parsed, advancing it. */
 void pgw_ps_emit(struct pgw_session *s);

@@ -1007,5 +1007,60 @@ class TestPipelinedParseInAFailedTransaction(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestStatementTheServerLacksInAFailedTransaction(pt.PgwharfTestCase):
+    """In a failed transaction PostgreSQL looks at a statement before it
+    refuses it: a Bind whose parameters do not match gets 08P01, a
+    Describe of a statement returning no rows gets ParameterDescription
+    and NoData.  A server lacking the statement (here its LRU of 1
+    evicted it) cannot prepare it then: the Parse pgwharf sent ahead was
+    refused, and the client got 25P02 (found by difftest.py).  The same
+    exchanges in session mode are PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1,
+                                          "max_prepared_statements": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        one = b"\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"   # 1 parameter, '1'
+        two_formats = b"\x00\x02\x00\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+        out = []
+        try:
+            for step in (
+                    [r.parse("s1", "select $1::int"), r.msg(b"B", b"\x00s1\x00" + one),
+                     r.execute(), r.sync()],
+                    [r.parse("s2", "do $$ begin end $$"), r.bind("s2"), r.execute(), r.sync()],
+                    [r.parse("s3", "select 3"), r.bind("s3"), r.execute(), r.sync()],
+                    [q("begin")], [q("select 1/0")],
+                    [r.bind("s1"), r.execute(), r.sync()],
+                    [r.msg(b"B", b"\x00s1\x00" + two_formats), r.sync()],
+                    [r.msg(b"D", b"Ss2\x00"), r.msg(b"D", b"Ss3\x00"), r.sync()],
+                    [r.msg(b"D", b"Ss2\x00"), r.bind("s1"), r.sync()],
+                    [r.msg(b"B", b"\x00s1\x00" + one), r.sync()],
+                    # Pipelined behind the failing query.
+                    [q("rollback")],
+                    [q("begin"), q("select 1/0"), r.bind("s1"), r.sync(),
+                     r.msg(b"D", b"Ss2\x00"), r.sync(), q("rollback")]):
+                r.send(*step)
+                got = []
+                for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
+                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+                out.append(got)
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_the_statement_looked_at_first(self):
+        got = self.exchange("transaction")
+        self.assertEqual(got, self.exchange("session"))
+        self.assertEqual([e for step in got for t, e in step if t == b"E"],
+                         ["22012", "08P01", "08P01", "25P02", "08P01", "25P02", "22012", "08P01"],
+                         got)
+        self.assertEqual([t for t, _ in got[7]], [b"t", b"n", b"E", b"Z"], got)
+
+
 if __name__ == "__main__":
     unittest.main()
