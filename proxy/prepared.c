@@ -901,6 +901,47 @@ static bool tx_pending(const struct pgw_session *s)
            (s->track.tx_status != 'I' || q->pending_execs > 0);
 }
 
+/* dup_error in a failed transaction, for a text PostgreSQL accepts there
+ * (ROLLBACK...): the Parse of the DO block raising 42P05 would be refused
+ * (25P02).  PostgreSQL's own 42P05 is raised instead: the text is Parsed
+ * twice under a name of pgwharf's own, the second time refused as a name
+ * in use (its error naming the client's statement: pgw_ps_backend_error).
+ * The statement the first Parse made is closed later (reclose). */
+static enum pgw_ps_action dup_error_ending(struct pgw_session *s, struct pgw_iobuf *b,
+                                           const char *name, uint32_t total)
+{
+    char own[24];
+    uint64_t id = ++reg_of(s)->next_id;
+    snprintf(own, sizeof(own), "PGW_%llu", (unsigned long long)id);
+    const uint8_t *body = b->data + b->parsed + PGW_MSG_HDR;
+    size_t nl = strlen(name) + 1;
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    for (int i = 0; i < 2; i++) {
+        size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
+        pgw_wbuf_put_str(&m, own);
+        pgw_wbuf_append(&m, body + nl, total - PGW_MSG_HDR - nl);
+        pgw_wbuf_msg_end(&m, at);
+    }
+    enum pgw_ps_action a = PGW_PS_NEED_ROOM;
+    if (!m.failed && room(b, (uint32_t)m.len)) {
+        /* server_state: where that statement is closed again */
+        if (server_state(s) && q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL) &&
+            q_push(s, Q_PASS, PGW_FE_PARSE, NULL)) {
+            struct qent *x = q_tail(s);
+            x->close_id = id;
+            memcpy(x->bname, name, nl);      /* before name (in b) moves */
+            insert_here(b, m.data, (uint32_t)m.len);
+            a = PGW_PS_DROPPED;
+        } else {
+            pgw_session_close(s, "53200", "out of memory");
+            a = PGW_PS_FAILED;
+        }
+    }
+    pgw_wbuf_deinit(&m);
+    return a;
+}
+
 /* Is what the client's `name` (statement st, if it has one) means on
  * the server still to be decided by a batch sent ahead, before a Sync
  * whose ReadyForQuery has not come?  There a Parse or Close of that name
@@ -957,8 +998,20 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     if (name_unsettled(s, name, NULL))
         return PGW_PS_WAIT;
     if (client_find(s, name)) {
-        if (!dup_error(s, b, name, *total)) {
-            s->ps_room_need = DUP_BYTES(*total);
+        const char *text = (const char *)ne + 1;
+        bool ending = strlen(name) < PS_BNAME_MAX &&
+                      memchr(text, 0, (size_t)(body + blen - (const uint8_t *)text)) &&
+                      !sql_refusable(text);
+        if (ending && tx_pending(s))
+            return PGW_PS_WAIT;   /* whether the transaction is failed is still to be known */
+        ending = ending && tx_failed(s);
+        enum pgw_ps_action a = ending ? dup_error_ending(s, b, name, *total)
+                               : dup_error(s, b, name, *total) ? PGW_PS_DROPPED
+                                                               : PGW_PS_NEED_ROOM;
+        if (a == PGW_PS_FAILED)
+            return a;
+        if (a == PGW_PS_NEED_ROOM) {
+            s->ps_room_need = ending ? 2 * *total + 64 : DUP_BYTES(*total);
             return PGW_PS_NEED_ROOM;
         }
         reg->st.client_parses++;
@@ -1538,14 +1591,18 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
         pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,
                              *total - PGW_MSG_HDR, &f) == 0 && strcmp(f.sqlstate, "25P02") == 0)
         return bind_error(s, h, total);
+    bool own = h && h->type == PGW_FE_PARSE && h->close_id;     /* dup_error_ending */
     if (!h || (h->kind != Q_PASS && !h->learn) ||
-        !(h->dup || (h->stmt && (h->type == PGW_FE_BIND || h->type == PGW_FE_DESCRIBE))))
+        !(h->dup || own || (h->stmt && (h->type == PGW_FE_BIND || h->type == PGW_FE_DESCRIBE))))
         return true;
     /* Most such errors (22012 from an Execute's Bind...) name no statement:
      * looked at in place, and passed on untouched. */
     const uint8_t *msg = s->sbuf->data + s->sbuf->parsed;
-    const char *pgw_name = h->stmt ? h->stmt->name : "";
-    char quoted[32] = "";
+    char pgw_name[24] = "", quoted[32] = "";
+    if (h->stmt)
+        snprintf(pgw_name, sizeof(pgw_name), "%s", h->stmt->name);
+    else if (own)
+        snprintf(pgw_name, sizeof(pgw_name), "PGW_%llu", (unsigned long long)h->close_id);
     if (*pgw_name)
         snprintf(quoted, sizeof(quoted), "\"%s\"", pgw_name);
     bool named = *quoted && memmem(msg, *total, quoted, strlen(quoted));

@@ -1062,5 +1062,53 @@ class TestStatementTheServerLacksInAFailedTransaction(pt.PgwharfTestCase):
         self.assertEqual([t for t, _ in got[7]], [b"t", b"n", b"E", b"Z"], got)
 
 
+class TestDuplicateEndingParseInAFailedTransaction(pt.PgwharfTestCase):
+    """In a failed transaction PostgreSQL accepts the text of a Parse that
+    ends it (ROLLBACK...), so a Parse of a name in use with such a text gets
+    42P05 there.  pgwharf raises its 42P05 from a DO block, whose Parse the
+    failed transaction refused: the client got 25P02 (found by
+    difftest.py).  The same exchanges in session mode are PostgreSQL's
+    answers."""
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+        out = []
+        try:
+            for step in (
+                    [r.parse("s1", "select 1"), r.sync()],
+                    [q("begin")], [q("select 1/0")],
+                    [r.parse("s1", "rollback"), r.sync()],
+                    [r.parse("s1", "commit"), r.bind("s1"), r.sync()],
+                    [r.parse("s1", "rollback garbage"), r.sync()],
+                    [r.parse("s1", "rollback /* %s */" % ("x" * 100000)), r.sync()],
+                    [q("rollback")],
+                    # Pipelined behind the failing query.
+                    [q("begin"), q("select 1/0"), r.parse("s1", "rollback"), r.sync(),
+                     q("rollback")],
+                    [r.bind("s1"), r.execute(), r.parse("s2", "rollback"), r.sync()]):
+                r.send(*step)
+                got = []
+                for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
+                    got += [(t, (sqlstate(b), b.split(b"\x00M")[1].split(b"\x00")[0])
+                             if t == b"E" else b) for t, b in r.until_ready()]
+                out.append(got)
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_42P05_as_postgres_raises_it(self):
+        got = self.exchange("transaction")
+        self.assertEqual([e[0] for step in got for t, e in step if t == b"E"],
+                         ["22012", "42P05", "42P05", "42601", "42P05", "22012", "42P05"], got)
+        self.assertIn((b"E", ("42P05", b'prepared statement "s1" already exists')), got[3])
+        self.assertEqual(got, self.exchange("session"))
+
+
 if __name__ == "__main__":
     unittest.main()
