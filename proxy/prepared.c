@@ -695,12 +695,16 @@ static bool inject_describe(struct pgw_session *s, struct pgw_iobuf *b, struct p
     return true;
 }
 
-/* Is now the time to learn st (inject_describe)?  Not in a failed
- * transaction, nor when one may come first. */
-static bool learn_now(const struct pgw_session *s, const struct ps_stmt *st)
+/* Is now the time to learn st (inject_describe)?  Right after a Parse of
+ * it the server sends, always: the Describe is skipped if that Parse
+ * fails, and cannot fail if it does not (in a failed transaction only a
+ * statement ending it, which returns no rows, is Parsed).  Elsewhere not
+ * in a failed transaction, nor when one may come first (a statement
+ * returning rows gets 25P02 there). */
+static bool learn_now(const struct pgw_session *s, const struct ps_stmt *st, bool after_parse)
 {
-    return !st->described && !st->describing && s->track.sync_out == 0 &&
-           s->track.tx_status != 'E';
+    return !st->described && !st->describing &&
+           (after_parse || (s->track.sync_out == 0 && s->track.tx_status != 'E'));
 }
 
 static void reclose_add(struct ps_server *ss, uint64_t id)
@@ -1091,7 +1095,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     q_tail(s)->had = refused;
     /* Learnt with it (inject_describe), sent as part of it. */
     uint32_t dlen;
-    if (!refused && learn_now(s, st) &&
+    if (!refused && learn_now(s, st, true) &&
         inject_describe(s, b, st, b->parsed + st->parse_len, &dlen))
         *total += dlen;
     return PGW_PS_FORWARD;
@@ -1203,7 +1207,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         return PGW_PS_DROPPED;
     }
     /* Learn what a failed transaction needs of it, while none is. */
-    bool learn = learn_now(s, st);
+    bool learn = learn_now(s, st, ensure > 0);
     uint32_t dlen;
     if (!need_room(s, b, ensure + (uint32_t)new_nl + 8 + (learn ? CLOSE_BYTES : 0)))
         return PGW_PS_NEED_ROOM;
