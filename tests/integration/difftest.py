@@ -120,6 +120,10 @@ class Gen:
             if not self.known and q.startswith("reset") and any(
                     k.lower() in q.lower() for k in self.params):
                 continue
+            if not self.known and "($1::int - 3)" in q:
+                # Not folded at Bind by a custom plan (see KNOWN): the
+                # error comes at Execute whichever plan runs.
+                q = q.replace("($1::int - 3)", "($1::int - 3 + 0 * random()::int)")
             q = (q.replace("{T}", self.table).replace("{TZ}", self.r.choice(TZS))
                  .replace("{DS}", self.r.choice(DATESTYLES))
                  .replace("{IS}", self.r.choice(INTERVALSTYLES))
@@ -429,7 +433,11 @@ def session_params(r):
 # Known to differ, left out with known=False (the unittest):
 # - RESET of a parameter the startup packet set: PostgreSQL goes back to
 #   the startup value, through pgwharf (which SETs startup values on
-#   shared servers) it goes to the server's default.
+#   shared servers) it goes to the server's default;
+# - an error a custom plan raises at Bind (a constant folded: $1 / ($1 - 3)
+#   with 3) comes at Execute once PostgreSQL has switched the statement to
+#   a generic plan (after five executions), and through pgwharf, which
+#   shares statements, that counts every client's executions on a server.
 def make_session(seed, steps, known=True, no_txn=False):
     r = random.Random(seed * 7919 + 1)
     table = "dt_%d" % seed
