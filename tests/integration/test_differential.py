@@ -1,0 +1,19 @@
+"""py.differential: difftest.py's fixed seeds under ctest.
+
+Random protocol sessions (simple and extended protocol, errors mid-batch,
+pipelines past a Sync, COPY, transactions, tracked SETs) run once straight
+against PostgreSQL and once through pgwharf in transaction mode on a pool
+of 2, eight at a time; every reply must match (see difftest.py for what is
+left out as known to differ)."""
+
+import unittest
+
+import difftest
+
+
+class TestDifferential(difftest.TestDifferential):
+    SEEDS = range(1, 201)
+
+
+if __name__ == "__main__":
+    unittest.main()
