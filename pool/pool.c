@@ -657,8 +657,9 @@ const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return
 
 bool pgw_pool_welcome_ready(const struct pgw_pool *pool)
 {
-    return pool->defaults.n > 0 && !pool->set->destroying && !pool->orphan &&
-           !pgw_breaker_blocked(&pool->backend->breaker, pool_now(pool)) && !login_blocked(pool);
+    return pool->defaults.n > 0 && !pool->defaults_stale && !pool->set->destroying &&
+           !pool->orphan && !pgw_breaker_blocked(&pool->backend->breaker, pool_now(pool)) &&
+           !login_blocked(pool);
 }
 const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
 const char *pgw_pool_server_user(const struct pgw_pool *pool) { return pool->server_user; }
@@ -699,9 +700,11 @@ void pgw_pool_pause(struct pgw_pool *pool, bool paused)
         pgw_pool_kick(pool);
 }
 
-void pgw_pool_reconnect(struct pgw_pool *pool)
+void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)
 {
     struct pgw_list *n, *t;
+    if (new_setup)
+        pool->defaults_stale = true;
     pgw_list_foreach_safe(n, t, &pool->idle)
         pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
     for (n = pool->active.next; n != &pool->active; n = n->next)

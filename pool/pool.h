@@ -246,7 +246,8 @@ const char *pgw_pool_dbname(const struct pgw_pool *pool);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
 /* May a new client be welcomed with pgw_pool_defaults, before it has a
- * server?  Once a server of the pool has logged in, and only while nothing
+ * server?  Once a server of the pool has logged in (since the last
+ * pgw_pool_reconnect with new_setup), and only while nothing
  * would refuse the client a server: not shutting down, still configured,
  * no breaker blocking the backend, no server login refusal pending. */
 bool pgw_pool_welcome_ready(const struct pgw_pool *pool);
@@ -264,8 +265,12 @@ void pgw_pool_pause(struct pgw_pool *pool, bool paused);
  * it, nobody waits and no server is busy (set.c expire_pools). */
 void pgw_pool_ref(struct pgw_pool *pool);
 void pgw_pool_unref(struct pgw_pool *pool);
-/* Close every idle server and mark active ones to be closed at release. */
-void pgw_pool_reconnect(struct pgw_pool *pool);
+/* Close every idle server and mark active ones to be closed at release.
+ * new_setup: the servers may come back different (new connection keys,
+ * RECONNECT, KILL), so new clients are welcomed by a server, not by
+ * pgw_pool_defaults, until one has logged in again (PAUSE keeps them:
+ * clients log in while it lasts). */
+void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup);
 
 /* Iterate pools: pass NULL first. */
 struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev);

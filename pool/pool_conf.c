@@ -136,7 +136,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
             }
         }
         if (p->db_src != db && pgw_pool_apply_db(p, db))
-            pgw_pool_reconnect(p);
+            pgw_pool_reconnect(p, true);
         p->last_used = ev_now(set->loop);    /* about to be used: not expired now */
         p->expiring = false;
         return p;

@@ -100,6 +100,10 @@ struct pgw_pool {
     /* What the last server to log in reported, before any client SET:
      * what a new client sees of parameters it did not set itself. */
     struct pgw_params defaults;
+    /* Servers must reconnect (new connection keys, RECONNECT, KILL): the
+     * backend may be another one, so no client is welcomed with defaults
+     * until a server logs in again (pgw_pool_welcome_ready). */
+    bool defaults_stale;
     /* effective settings */
     enum pgw_pool_mode mode;
     int pool_size, min_pool_size, reserve_pool_size;

@@ -487,7 +487,18 @@ static void take_params(struct pgw_server *srv)
         if (v)
             pgw_params_set(&srv->params, reported_params[i], v);
     }
+}
+
+/* What a new client sees of parameters it does not set: this server's as
+ * clients get it, after connect_query (a SET TimeZone there is the
+ * pool's).  Not from a server that logged in with what a reload or
+ * RECONNECT replaced (reconnect): that record is the old backend's. */
+static void take_defaults(struct pgw_server *srv)
+{
+    if (srv_priv(srv)->reconnect)
+        return;
     srv->pool->defaults = srv->params;
+    srv->pool->defaults_stale = false;
 }
 
 /* CONNECTION_OK: from here on the pool and the proxy own the byte stream. */
@@ -517,6 +528,7 @@ static void login_done(struct pgw_server *srv)
             connect_failed(srv, "out of memory for connect_query");
         return;
     }
+    take_defaults(srv);
     login_succeeded(srv);
 }
 
@@ -764,9 +776,7 @@ static void job_finished(struct pgw_server *srv)
     ev_io_stop(pool->set->loop, &srv->io);
     srv_priv(srv)->job = SRV_JOB_NONE;
     if (job == SRV_JOB_CONNECT_QUERY) {
-        /* What a new client sees of parameters it did not set: the server
-         * as connect_query left it (a SET TimeZone there is the pool's). */
-        pool->defaults = srv->params;
+        take_defaults(srv);
         login_succeeded(srv);
         return;
     }

@@ -148,7 +148,7 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
         const struct pgw_conf_db *db = pgw_conf_find_db(cfg, pool->dbname);
         if (db) {
             if (pgw_pool_apply_db(pool, db))
-                pgw_pool_reconnect(pool);
+                pgw_pool_reconnect(pool, true);
             continue;
         }
         /* Gone from the config: no new servers, the lent ones close at
@@ -160,7 +160,7 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
         snprintf(err.message, sizeof(err.message),
                  "database \"%s\" is no longer in the configuration", pool->dbname);
         pgw_pool_fail_waiters(pool, &err);
-        pgw_pool_reconnect(pool);
+        pgw_pool_reconnect(pool, true);
     }
     for (n = set->pools.next; n != &set->pools; n = n->next)
         pgw_pool_kick(pgw_container_of(n, struct pgw_pool, node));

@@ -70,7 +70,7 @@ static int done(struct pgw_wbuf *out, const char *tag)
     return PGW_ADMIN_DONE;
 }
 
-static void reconnect_pools(struct pgw_proxy *px, const char *db);
+static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup);
 static void prune_marks(struct pgw_proxy *px);
 static bool has_marks(const struct pgw_admin *adm, const char *db);
 
@@ -97,7 +97,7 @@ static int reply_when_closed(struct pgw_session *s, const char *db, bool pause,
 /* PAUSE's reply: the paused pools' servers are closed first. */
 static int pause_reply(struct pgw_session *s, const char *db, struct pgw_wbuf *out)
 {
-    reconnect_pools(s->px, db);
+    reconnect_pools(s->px, db, false);   /* clients log in while paused */
     if (!s->admin_last)
         return done(out, "PAUSE");       /* more commands follow: do not wait */
     return reply_when_closed(s, db, true, out);
@@ -316,8 +316,8 @@ static void add_mark(struct pgw_admin *adm, const char *db, uint64_t id)
 }
 
 /* Mark the pools' servers for WAIT_CLOSE and have them closed: idle ones
- * now, lent ones when they come back. */
-static void reconnect_pools(struct pgw_proxy *px, const char *db)
+ * now, lent ones when they come back (new_setup: pgw_pool_reconnect). */
+static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup)
 {
     struct pgw_admin *adm = px->admin;
     prune_marks(px);
@@ -327,7 +327,7 @@ static void reconnect_pools(struct pgw_proxy *px, const char *db)
         for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
              srv = pgw_pool_server_next(p, srv))
             add_mark(adm, pgw_pool_dbname(p), srv->id);
-        pgw_pool_reconnect(p);
+        pgw_pool_reconnect(p, new_setup);
     }
 }
 
@@ -336,7 +336,7 @@ int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_w
     if (*arg && check_db(s->px, "reconnect", arg, out) < 0)
         return PGW_ADMIN_FAILED;
     pgw_info("admin_reconnect", "user=%s db=%s", s->user, *arg ? arg : "*");
-    reconnect_pools(s->px, arg);
+    reconnect_pools(s->px, arg, true);
     return done(out, "RECONNECT");
 }
 
@@ -418,7 +418,7 @@ int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *
         pgw_session_close(v, "57P01", "terminating connection due to administrator command");
         n++;
     }
-    reconnect_pools(px, arg);
+    reconnect_pools(px, arg, true);     /* as PgBouncer's KILL, which drops the pool */
     pgw_info("admin_kill", "user=%s db=%s clients=%d", s->user, *arg ? arg : "*", n);
     return done(out, "KILL");
 }

@@ -735,7 +735,7 @@ static void t_pause_reconnect_destroy(void **state)
     pgw_pool_pause(fx->pool, false);
     assert_true(fx->cl[1].done);
     assert_int_equal(fx->cl[1].srv->backend_pid, pid);
-    pgw_pool_reconnect(fx->pool);           /* lent: closed at release */
+    pgw_pool_reconnect(fx->pool, true);           /* lent: closed at release */
     release(fx, 1, PGW_RELEASE_IDLE);
     assert_int_equal(pgw_pool_set_server_count(fx->set), 0);
     acquire(fx, 2, NULL);
@@ -879,7 +879,7 @@ static void t_connect_query(void **state)
     pgw_pool_set_reconfigure(fx->set, cfg2);
     pgw_conf_free(fx->cfg);
     fx->cfg = cfg2;
-    pgw_pool_reconnect(fx->pool);
+    pgw_pool_reconnect(fx->pool, true);
     acquire(fx, 1, NULL);
     assert_true(run_until_done(fx, 1));
     assert_null(fx->cl[1].srv);

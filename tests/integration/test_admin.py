@@ -402,6 +402,76 @@ class TestWaiting(AdminTestCase):
         self.addCleanup(conn.close)
         self.assertEqual(conn.get_parameter_status("client_encoding"), "LATIN1")
 
+    def test_a_reload_that_changes_the_servers_user_is_seen_at_the_next_login(self):
+        # New connection keys may reach another backend, or log in as
+        # another role: the pool's record of a server's parameters is the
+        # old keys', so the next login is welcomed by a server of the new.
+        entry = lambda user, pw: self.pg.conn_string(user=user, password=pw)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"},
+                                databases={self.pg.database: entry(self.pg.user, self.pg.password)})
+        first = self.client(px)
+        self.assertEqual(first.get_parameter_status("session_authorization"), self.pg.user)
+        conn = self.admin_conn(px)
+        px.databases[self.pg.database] = entry(self.pg.app_user, self.pg.app_password)
+        px.reload()
+        wait_until(lambda: self.rows(conn, "DATABASES", name=self.pg.database)[0]["force_user"]
+                   == self.pg.app_user, what="the reload")
+        late = self.client(px)
+        cur = late.cursor()
+        cur.execute("select current_user, current_setting('is_superuser')")
+        self.assertEqual(cur.fetchone(), (self.pg.app_user, "off"))
+        self.assertEqual(late.get_parameter_status("session_authorization"), self.pg.app_user)
+        self.assertEqual(late.get_parameter_status("is_superuser"), "off")
+
+    def test_after_reconnect_the_next_login_sees_the_new_servers(self):
+        # RECONNECT is for a backend whose setup changed (PgBouncer forgets
+        # its welcome there too): here a database default, which new
+        # backends report.
+        db = self.pg.database2
+        px = self.start()
+        self.assertNotEqual(px.psql("show timezone", db=db), "Asia/Tokyo")
+        self.pg.psql("ALTER DATABASE %s SET TimeZone = 'Asia/Tokyo'" % db)
+        self.addCleanup(self.pg.psql, "ALTER DATABASE %s RESET TimeZone" % db)
+        self.admin_conn(px).cursor().execute("RECONNECT %s" % db)
+        late = self.client(px, db=db)
+        self.assertEqual(late.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        cur = late.cursor()
+        cur.execute("show timezone")
+        self.assertEqual(cur.fetchone()[0], "Asia/Tokyo")
+
+    def test_a_login_while_a_new_server_runs_connect_query_sees_its_settings(self):
+        # A new server's parameters become the pool's record once its
+        # connect_query has run, not at its login: a client welcomed in
+        # between was told the server's TimeZone before the SET, and its
+        # first link SET that back.
+        cq = ("SET TimeZone = 'Asia/Tokyo'; SELECT pg_advisory_lock(4242); "
+              "SELECT pg_advisory_unlock(4242)")
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2},
+            databases={"cq": self.pg.conn_string(self.pg.database, connect_query=cq)})
+        holder = self.client(px, db="cq", autocommit=False)
+        holder.cursor().execute("select 1")          # the first server, held
+        self.assertEqual(holder.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        self.addCleanup(gate.close)
+        gate.cursor().execute("select pg_advisory_lock(4242)")
+        second = self.client(px, db="cq")
+        bg = Background(lambda: second.cursor().execute("select 1"))
+        conn = self.admin_conn(px)
+        wait_until(lambda: (self.pool(conn, db="cq") or {}).get("sv_tested") == 1,
+                   what="the second server's connect_query")
+        late = self.client(px, db="cq")
+        self.assertEqual(late.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        gate.cursor().execute("select pg_advisory_unlock(4242)")
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        holder.commit()
+        cur = late.cursor()
+        cur.execute("show timezone")
+        self.assertEqual(cur.fetchone()[0], "Asia/Tokyo")
+
 
 class TestBreakers(AdminTestCase):
 
