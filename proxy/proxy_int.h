@@ -127,6 +127,9 @@ struct pgw_session {
     uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
+    uint8_t sync_order[PGW_TP_COUNT]; /* the parameter of each SET/RESET swallowed */
+    uint8_t sync_queued;             /* how many the link queued (sync_params) */
+    bool sync_err;                   /* the one being answered failed */
     bool discard;                    /* after a failed acquire: drop up to Sync */
     bool discard_last;               /* the message being dropped ends discarding */
     bool terminating;                /* client sent Terminate */

@@ -151,7 +151,7 @@ static bool sync_params(struct pgw_session *s)
             set[i] = true;
         }
         pgw_wire_query(&b, sql);
-        queries++;
+        s->sync_order[queries++] = (uint8_t)i;
     }
     if (queries > 0) {
         /* In front of whatever the client has queued, however much that is:
@@ -167,10 +167,17 @@ static bool sync_params(struct pgw_session *s)
         pgw_wbuf_deinit(&b);
         if (!ok)
             return false;
-        s->swallow += queries;
+        s->swallow += queries;           /* 0 before: one sync per link */
+        s->sync_queued = (uint8_t)queries;
+        s->sync_err = false;
         /* Unreported parameters are known only by what pgwharf set (a
-         * refused SET makes them unknown again: param_sync_failed). */
+         * refused SET makes them unknown again: param_sync_failed).  A
+         * reported one is recorded when the server reports it, or as it
+         * was when the SET changed nothing (sync_answered): never as the
+         * client spelled a value the server may refuse. */
         for (int i = 0; i < PGW_TP_COUNT; i++) {
+            if (param_reported(srv->pool, pgw_tracked_param_names[i]))
+                continue;
             if (set[i])
                 pgw_params_set(&srv->params, pgw_tracked_param_names[i], s->params[i]);
             else if (reset[i])
@@ -198,6 +205,7 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
         if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
             pgw_params_set(&srv->params, name, "");      /* unknown */
     }
+    s->sync_err = true;
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
     const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
@@ -207,6 +215,33 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     if (s->login_refusal) {
         memcpy(s->login_refusal, state, 6);     /* "SQLSTATE\0" then the message */
         memcpy(s->login_refusal + 6, msg, n + 1);
+    }
+}
+
+/* The reply to one SET or RESET of sync_params is through.  A SET of a
+ * reported parameter that changed the value brought a ParameterStatus
+ * (note_param); one that changed nothing brought none: the server already
+ * had the value, as it spells it ('iso, mdy' is 'ISO, MDY'), and that
+ * spelling is the client's from now on, as PostgreSQL would have reported
+ * it (later links then find it equal instead of SETting it again). */
+static void sync_answered(struct pgw_session *s)
+{
+    int k = s->sync_queued - s->swallow;
+    bool failed = s->sync_err;
+    s->sync_err = false;
+    if (failed || k < 0 || k >= s->sync_queued)
+        return;
+    int i = s->sync_order[k];
+    const char *name = pgw_tracked_param_names[i];
+    const char *have = pgw_params_get(&s->server->params, name);
+    if (!s->params[i] || !have || !param_reported(s->server->pool, name) ||
+        strcmp(have, s->params[i]) == 0)
+        return;
+    char *v = strdup(have);
+    if (v) {
+        free(s->params[i]);
+        s->params[i] = v;
+        s->params_sig = 0;
     }
 }
 
@@ -1562,6 +1597,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             pgw_track_backend(&s->track, type);
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
+                sync_answered(s);
                 if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
                     *after = AFTER_LOGIN;
             } else {

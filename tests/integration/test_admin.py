@@ -402,6 +402,46 @@ class TestWaiting(AdminTestCase):
         self.addCleanup(conn.close)
         self.assertEqual(conn.get_parameter_status("client_encoding"), "LATIN1")
 
+    def raw_login(self, px, **params):
+        async def login():
+            c = await hz.RawConn.connect(px.host, px.port, self.pg.user, self.pg.database,
+                                         self.pg.password, **params)
+            await c.close()
+            return c.params
+        return asyncio.run(login())
+
+    def test_a_refused_startup_parameter_leaves_nothing_on_the_server(self):
+        # The refused value was recorded as the server's: the same login
+        # through the same server was then welcomed with it, and in session
+        # mode the next client was told it (its server runs the default).
+        for mode in ("transaction", "session"):
+            with self.subTest(mode=mode):
+                px = self.start(default_pool_size=1, pool_mode=mode)
+                self.assertEqual(px.psql("select 1"), "1")
+                for _ in range(2):
+                    with self.assertRaises(hz.PgError) as cm:
+                        self.raw_login(px, DateStyle="nonsense")
+                    self.assertEqual(cm.exception.sqlstate, "22023")
+                conn = self.client(px)
+                cur = conn.cursor()
+                cur.execute("show datestyle")
+                self.assertEqual(conn.get_parameter_status("DateStyle"), cur.fetchone()[0])
+
+    def test_a_startup_parameter_is_welcomed_as_postgresql_spells_it(self):
+        # A SET that changes nothing brings no ParameterStatus: the welcome
+        # carried the client's spelling where PostgreSQL reports its own.
+        px = self.start(default_pool_size=1)
+        self.assertEqual(px.psql("select 1"), "1")
+
+        async def direct():
+            c = await hz.RawConn.connect(self.pg.host, self.pg.port, self.pg.user,
+                                         self.pg.database, self.pg.password,
+                                         DateStyle="iso, mdy")
+            await c.close()
+            return c.params["DateStyle"]
+        self.assertEqual(self.raw_login(px, DateStyle="iso, mdy")["DateStyle"],
+                         asyncio.run(direct()))
+
     def test_a_reload_that_changes_the_servers_user_is_seen_at_the_next_login(self):
         # New connection keys may reach another backend, or log in as
         # another role: the pool's record of a server's parameters is the
