@@ -89,19 +89,32 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->connect_query = cq;
 }
 
-/* Returns true when the connection keys changed (servers must reconnect). */
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Returns true when the connection keys or connect_query changed (servers
+ * must reconnect: as PgBouncer, a server set up by the old connect_query
+ * is not what new clients are configured to get). */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     pool->db_src = db;
     pool->orphan = false;
     pool->autodb = strcmp(db->name, "*") == 0;
+    char *old_cq = pool->connect_query;
+    pool->connect_query = NULL;           /* apply_settings frees it otherwise */
     apply_settings(pool, db);
+    bool cq_changed = !same_text(old_cq, pool->connect_query);
+    free(old_cq);
     char *sig = build_signature(db);
     if (!sig)
         return false;
     if (pool->signature && strcmp(sig, pool->signature) == 0) {
         free(sig);
-        return false;
+        if (cq_changed)
+            pgw_pool_login_ok(pool);      /* a refusal of the old one */
+        return cq_changed;
     }
     bool first = pool->signature == NULL;
     if (!copy_keys(pool, db)) {

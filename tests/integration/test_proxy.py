@@ -289,6 +289,26 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         finally:
             conn.close()
 
+    def test_a_reload_that_changes_connect_query_reaches_new_clients(self):
+        # As PgBouncer, a changed connect_query makes the servers reconnect:
+        # new clients are welcomed with, and run under, what the new one
+        # SETs; a client from before keeps what it was told.
+        entry = lambda tz: self.pg.conn_string(self.pg.database,
+                                               connect_query="SET TimeZone = '%s'" % tz)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1},
+                                databases={"cq": entry("Asia/Tokyo")})
+        before = connect(px, db="cq")
+        self.addCleanup(before.close)
+        self.assertEqual(one(before, "show timezone"), "Asia/Tokyo")
+        px.databases["cq"] = entry("Europe/Paris")
+        px.reload()
+        px.wait_for_log(r"event=reload file=")
+        after = connect(px, db="cq")
+        self.addCleanup(after.close)
+        self.assertEqual(after.get_parameter_status("TimeZone"), "Europe/Paris")
+        self.assertEqual(one(after, "show timezone"), "Europe/Paris")
+        self.assertEqual(one(before, "show timezone"), "Asia/Tokyo")
+
     def test_set_persists_in_session_mode(self):
         px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 2})
         conn = connect(px)
