@@ -761,6 +761,35 @@ class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+def exchange_steps(case, mode, steps, err=None, **settings):
+    """Start a pgwharf in mode (trust, a pool of 1, plus settings), send each
+    step of steps(r, q) at once (r: a Raw client, q(sql): a Query message)
+    and collect what comes back up to the ReadyForQuery of each Query or
+    Sync in it: one list of (type, body) per step, an ErrorResponse kept as
+    err(body) (its SQLSTATE by default).  Session mode gives PostgreSQL's
+    own answers to compare with."""
+    err = err or sqlstate
+    base = {"pool_mode": mode, "auth_type": "trust", "default_pool_size": 1}
+    base.update(settings)
+    px = case.start_pgwharf(settings=base)
+    r = Raw(px.host, px.port, case.pg.user, case.pg.database)
+
+    def q(sql):
+        return r.msg(b"Q", sql.encode() + b"\x00")
+    out = []
+    try:
+        for step in steps(r, q):
+            r.send(*step)
+            got = []
+            for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
+                got += [(t, err(b) if t == b"E" else b) for t, b in r.until_ready()]
+            out.append(got)
+    finally:
+        r.close()
+    px.stop()
+    return out
+
+
 class TestDuplicateParseOfAFailingText(pt.PgwharfTestCase):
     """PostgreSQL parses and analyses a Parse's text before it looks at the
     name: a Parse of a name in use whose text fails gets the text's error
@@ -768,27 +797,13 @@ class TestDuplicateParseOfAFailingText(pt.PgwharfTestCase):
     difftest.py).  pgwharf raised 42P05 for all of them."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
-        out = []
-        try:
-            for batch in ([r.parse("s1", "select 1")],
-                          [r.parse("s1", "select * from no_such_table_dup")],
-                          [r.parse("s1", "selec 1")],
-                          [r.parse("s1", "select $1::int"), r.bind("s1"), r.execute()],
-                          [r.msg(b"Q", b"begin\x00"), r.msg(b"Q", b"select 1/0\x00"),
-                           r.parse("s1", "select 3")],
-                          [r.msg(b"Q", b"rollback\x00"), r.bind("s1"), r.execute()]):
-                r.send(*(batch + [r.sync()]))
-                got = []
-                for _ in range(1 + sum(m[:1] == b"Q" for m in batch)):
-                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
-                out.append(got)
-        finally:
-            r.close()
-        px.stop()
-        return out
+        return exchange_steps(self, mode, lambda r, q: [b + [r.sync()] for b in (
+            [r.parse("s1", "select 1")],
+            [r.parse("s1", "select * from no_such_table_dup")],
+            [r.parse("s1", "selec 1")],
+            [r.parse("s1", "select $1::int"), r.bind("s1"), r.execute()],
+            [q("begin"), q("select 1/0"), r.parse("s1", "select 3")],
+            [q("rollback"), r.bind("s1"), r.execute()])])
 
     def test_the_texts_own_error(self):
         got = self.exchange("transaction")
@@ -969,36 +984,18 @@ class TestPipelinedParseInAFailedTransaction(pt.PgwharfTestCase):
     session mode are PostgreSQL's answers."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
-
-        def q(sql):
-            return r.msg(b"Q", sql.encode() + b"\x00")
-        out = []
-        try:
-            for step in (
-                    [r.parse("s9", "select 1"), r.sync()],
-                    # The failure and the Parse in one pipeline.
-                    [q("begin"), q("select 1/0"), r.parse("s1", "select 1"), r.bind("s1"),
-                     r.execute(), r.sync(), q("rollback"), r.bind("s1"), r.execute(),
-                     r.sync()],
-                    # In a block already, a Bind behind a Sync fails it.
-                    [q("begin")],
-                    [r.bind("nosuch"), r.sync(), r.parse("s2", "select 1"), r.sync(),
-                     q("rollback"), r.bind("s2"), r.execute(), r.sync()],
-                    # Not failed: answered as usual.
-                    [r.parse("s3", "select 1"), r.bind("s3"), r.execute(), r.sync(),
-                     r.parse("s4", "select 1"), r.bind("s4"), r.execute(), r.sync()]):
-                r.send(*step)
-                got = []
-                for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
-                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
-                out.append(got)
-        finally:
-            r.close()
-        px.stop()
-        return out
+        return exchange_steps(self, mode, lambda r, q: (
+            [r.parse("s9", "select 1"), r.sync()],
+            # The failure and the Parse in one pipeline.
+            [q("begin"), q("select 1/0"), r.parse("s1", "select 1"), r.bind("s1"),
+             r.execute(), r.sync(), q("rollback"), r.bind("s1"), r.execute(), r.sync()],
+            # In a block already, a Bind behind a Sync fails it.
+            [q("begin")],
+            [r.bind("nosuch"), r.sync(), r.parse("s2", "select 1"), r.sync(),
+             q("rollback"), r.bind("s2"), r.execute(), r.sync()],
+            # Not failed: answered as usual.
+            [r.parse("s3", "select 1"), r.bind("s3"), r.execute(), r.sync(),
+             r.parse("s4", "select 1"), r.bind("s4"), r.execute(), r.sync()]))
 
     def test_refused_as_postgres_does(self):
         got = self.exchange("transaction")
@@ -1017,41 +1014,24 @@ class TestStatementTheServerLacksInAFailedTransaction(pt.PgwharfTestCase):
     exchanges in session mode are PostgreSQL's answers."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1,
-                                          "max_prepared_statements": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
         one = b"\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"   # 1 parameter, '1'
         two_formats = b"\x00\x02\x00\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"
-
-        def q(sql):
-            return r.msg(b"Q", sql.encode() + b"\x00")
-        out = []
-        try:
-            for step in (
-                    [r.parse("s1", "select $1::int"), r.msg(b"B", b"\x00s1\x00" + one),
-                     r.execute(), r.sync()],
-                    [r.parse("s2", "do $$ begin end $$"), r.bind("s2"), r.execute(), r.sync()],
-                    [r.parse("s3", "select 3"), r.bind("s3"), r.execute(), r.sync()],
-                    [q("begin")], [q("select 1/0")],
-                    [r.bind("s1"), r.execute(), r.sync()],
-                    [r.msg(b"B", b"\x00s1\x00" + two_formats), r.sync()],
-                    [r.msg(b"D", b"Ss2\x00"), r.msg(b"D", b"Ss3\x00"), r.sync()],
-                    [r.msg(b"D", b"Ss2\x00"), r.bind("s1"), r.sync()],
-                    [r.msg(b"B", b"\x00s1\x00" + one), r.sync()],
-                    # Pipelined behind the failing query.
-                    [q("rollback")],
-                    [q("begin"), q("select 1/0"), r.bind("s1"), r.sync(),
-                     r.msg(b"D", b"Ss2\x00"), r.sync(), q("rollback")]):
-                r.send(*step)
-                got = []
-                for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
-                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
-                out.append(got)
-        finally:
-            r.close()
-        px.stop()
-        return out
+        return exchange_steps(self, mode, lambda r, q: (
+            [r.parse("s1", "select $1::int"), r.msg(b"B", b"\x00s1\x00" + one),
+             r.execute(), r.sync()],
+            [r.parse("s2", "do $$ begin end $$"), r.bind("s2"), r.execute(), r.sync()],
+            [r.parse("s3", "select 3"), r.bind("s3"), r.execute(), r.sync()],
+            [q("begin")], [q("select 1/0")],
+            [r.bind("s1"), r.execute(), r.sync()],
+            [r.msg(b"B", b"\x00s1\x00" + two_formats), r.sync()],
+            [r.msg(b"D", b"Ss2\x00"), r.msg(b"D", b"Ss3\x00"), r.sync()],
+            [r.msg(b"D", b"Ss2\x00"), r.bind("s1"), r.sync()],
+            [r.msg(b"B", b"\x00s1\x00" + one), r.sync()],
+            # Pipelined behind the failing query.
+            [q("rollback")],
+            [q("begin"), q("select 1/0"), r.bind("s1"), r.sync(),
+             r.msg(b"D", b"Ss2\x00"), r.sync(), q("rollback")]),
+            max_prepared_statements=1)
 
     def test_the_statement_looked_at_first(self):
         got = self.exchange("transaction")
@@ -1071,36 +1051,19 @@ class TestDuplicateEndingParseInAFailedTransaction(pt.PgwharfTestCase):
     answers."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
-
-        def q(sql):
-            return r.msg(b"Q", sql.encode() + b"\x00")
-        out = []
-        try:
-            for step in (
-                    [r.parse("s1", "select 1"), r.sync()],
-                    [q("begin")], [q("select 1/0")],
-                    [r.parse("s1", "rollback"), r.sync()],
-                    [r.parse("s1", "commit"), r.bind("s1"), r.sync()],
-                    [r.parse("s1", "rollback garbage"), r.sync()],
-                    [r.parse("s1", "rollback /* %s */" % ("x" * 100000)), r.sync()],
-                    [q("rollback")],
-                    # Pipelined behind the failing query.
-                    [q("begin"), q("select 1/0"), r.parse("s1", "rollback"), r.sync(),
-                     q("rollback")],
-                    [r.bind("s1"), r.execute(), r.parse("s2", "rollback"), r.sync()]):
-                r.send(*step)
-                got = []
-                for _ in range(sum(m[:1] in (b"Q", b"S") for m in step)):
-                    got += [(t, (sqlstate(b), b.split(b"\x00M")[1].split(b"\x00")[0])
-                             if t == b"E" else b) for t, b in r.until_ready()]
-                out.append(got)
-        finally:
-            r.close()
-        px.stop()
-        return out
+        def err(body):
+            return sqlstate(body), body.split(b"\x00M")[1].split(b"\x00")[0]
+        return exchange_steps(self, mode, lambda r, q: (
+            [r.parse("s1", "select 1"), r.sync()],
+            [q("begin")], [q("select 1/0")],
+            [r.parse("s1", "rollback"), r.sync()],
+            [r.parse("s1", "commit"), r.bind("s1"), r.sync()],
+            [r.parse("s1", "rollback garbage"), r.sync()],
+            [r.parse("s1", "rollback /* %s */" % ("x" * 100000)), r.sync()],
+            [q("rollback")],
+            # Pipelined behind the failing query.
+            [q("begin"), q("select 1/0"), r.parse("s1", "rollback"), r.sync(), q("rollback")],
+            [r.bind("s1"), r.execute(), r.parse("s2", "rollback"), r.sync()]), err=err)
 
     def test_42P05_as_postgres_raises_it(self):
         got = self.exchange("transaction")
