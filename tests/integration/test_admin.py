@@ -322,6 +322,16 @@ class TestWaiting(AdminTestCase):
     def params(self, conn):
         return {n: conn.get_parameter_status(n) for n in self.PARAMS}
 
+    def login_at_once(self, px, why, **dsn):
+        """A client that logs in while the pool has no server for it."""
+        login = Background(lambda: psycopg2.connect(px.dsn(**dsn)))
+        login.join(20)
+        self.assertFalse(login.is_alive(), why)
+        self.assertIsNone(login.error)
+        self.addCleanup(login.result.close)
+        login.result.autocommit = True
+        return login.result
+
     def test_a_client_logs_in_while_the_pool_is_full(self):
         # As PgBouncer: once the pool has a server's parameters, a login
         # waits for no server (only the client's first query does), and it
@@ -330,14 +340,8 @@ class TestWaiting(AdminTestCase):
         holder = self.client(px, autocommit=False)
         holder.cursor().execute("select 1")          # holds the only server
         conn = self.admin_conn(px)
-        login = Background(lambda: psycopg2.connect(px.dsn()))
         psql_login = Background(lambda: px.psql("select 'psql'", timeout=90))
-        login.join(20)
-        self.assertFalse(login.is_alive(), "the login waited for the pool's only server")
-        self.assertIsNone(login.error)
-        late = login.result
-        self.addCleanup(late.close)
-        late.autocommit = True
+        late = self.login_at_once(px, "the login waited for the pool's only server")
         self.assertEqual(self.params(late), self.params(holder))
         # psql sends application_name: still no server needed to log in;
         # its query waits with the other client's
@@ -364,13 +368,7 @@ class TestWaiting(AdminTestCase):
         self.assertEqual(px.psql("select 1"), "1")  # the pool has seen a server
         conn = self.admin_conn(px)
         conn.cursor().execute("PAUSE %s" % self.pg.database)
-        login = Background(lambda: psycopg2.connect(px.dsn(application_name="late")))
-        login.join(20)
-        self.assertFalse(login.is_alive(), "the login waited for RESUME")
-        self.assertIsNone(login.error)
-        late = login.result
-        self.addCleanup(late.close)
-        late.autocommit = True
+        late = self.login_at_once(px, "the login waited for RESUME", application_name="late")
         self.assertEqual(late.get_parameter_status("application_name"), "late")
         cur = late.cursor()
         bg = Background(lambda: cur.execute("select current_setting('application_name')"))

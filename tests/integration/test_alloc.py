@@ -47,10 +47,10 @@ class TestAlloc(pt.PgwharfTestCase):
             self.fail("PGW_ALLOC_COUNT_LIB is not set (run through ctest)")
         self.assertTrue(os.path.exists(self.lib), self.lib)
 
-    def per_transaction(self, settings, args):
-        px = self.start_pgwharf(start=False, settings=dict(
-            {"pool_mode": "transaction", "default_pool_size": 20, "max_client_conn": 100},
-            **settings))
+    def start_counted(self, settings):
+        """A pgwharf with the allocation counter preloaded, and a function
+        reading its count so far."""
+        px = self.start_pgwharf(start=False, settings=settings)
         path = os.path.join(px.dir, "allocs")
         px.extra_env.update({"LD_PRELOAD": self.lib, "PGW_ALLOC_COUNT_FILE": path})
         px.start()
@@ -58,6 +58,12 @@ class TestAlloc(pt.PgwharfTestCase):
         def allocs():
             with open(path, "rb") as f:
                 return struct.unpack("=Q", f.read(8))[0]
+        return px, allocs
+
+    def per_transaction(self, settings, args):
+        px, allocs = self.start_counted(dict(
+            {"pool_mode": "transaction", "default_pool_size": 20, "max_client_conn": 100},
+            **settings))
         self.assertGreater(allocs(), 0, "the counter is not counting")
         self.assert_pgbench_ok(px, args + ["-j", "2", "-t", str(T1)])     # warm-up
         counts = []
@@ -101,15 +107,8 @@ class TestAlloc(pt.PgwharfTestCase):
         # An error answering a renamed Bind (22012 here) is looked at for
         # pgwharf's statement name in place: no copy when it has none.
         from test_prepared import Raw, types
-        px = self.start_pgwharf(start=False, settings={
+        px, allocs = self.start_counted({
             "pool_mode": "transaction", "default_pool_size": 1, "auth_type": "trust"})
-        path = os.path.join(px.dir, "allocs")
-        px.extra_env.update({"LD_PRELOAD": self.lib, "PGW_ALLOC_COUNT_FILE": path})
-        px.start()
-
-        def allocs():
-            with open(path, "rb") as f:
-                return struct.unpack("=Q", f.read(8))[0]
         r = Raw(px.host, px.port, self.pg.user, self.pg.database)
         zero = b"\x00\x00\x00\x01\x00\x00\x00\x010\x00\x00"     # 1 parameter, '0'
 
