@@ -700,6 +700,8 @@ void pgw_pool_pause(struct pgw_pool *pool, bool paused)
         pgw_pool_kick(pool);
 }
 
+bool pgw_pool_paused(const struct pgw_pool *pool) { return pool->paused; }
+
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)
 {
     struct pgw_list *n, *t;

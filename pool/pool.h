@@ -260,6 +260,7 @@ enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st);
 /* Pause: lend nothing (waiters queue) until resumed. */
 void pgw_pool_pause(struct pgw_pool *pool, bool paused);
+bool pgw_pool_paused(const struct pgw_pool *pool);
 /* A session holds the pool from its login to its free: a pool of the "*"
  * entry (or of an entry a reload removed) is freed only when nothing holds
  * it, nobody waits and no server is busy (set.c expire_pools). */

@@ -527,7 +527,11 @@ static void close_all_sessions(struct pgw_proxy *px, bool only_idle)
             struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
             if (s->state == PGW_SS_CLOSING)       /* being closed further up */
                 continue;
-            if (only_idle && (s->server || s->state == PGW_SS_WAIT_SERVER))
+            /* A client waiting in a paused pool gets no server (and the
+             * console that could RESUME is closed): it holds none. */
+            if (only_idle && (s->server || (s->state == PGW_SS_WAIT_SERVER &&
+                                            (s->pipe_srv || !s->pool ||
+                                             !pgw_pool_paused(s->pool)))))
                 continue;
             victim = s;
             break;

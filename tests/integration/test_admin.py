@@ -11,6 +11,7 @@ import re
 import socket
 import struct
 import shutil
+import signal
 import subprocess
 import tempfile
 import unittest
@@ -1003,6 +1004,24 @@ class TestCommands(AdminTestCase):
         conn.close()
         px.proc.wait(15)
         self.assertEqual(px.proc.returncode, 0)
+
+    def test_sigint_closes_clients_waiting_in_a_paused_pool(self):
+        # SIGINT (SHUTDOWN WAIT_FOR_SERVERS) closes clients that hold no
+        # server at once.  One waiting in a paused pool holds none and gets
+        # none (the console that could RESUME is closed too): it kept
+        # pgwharf running until shutdown_timeout.
+        px = self.start(shutdown_timeout=120)
+        cl = self.client(px)
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        bg = Background(lambda: pt.one(cl, "select 2"))
+        self.wait_pool(conn, cl_waiting=1)
+        px.send_signal(signal.SIGINT)
+        px.proc.wait(15)
+        self.assertEqual(px.proc.returncode, 0)
+        bg.join(10)
+        self.assertIsInstance(bg.error, psycopg2.Error)
 
     def test_two_shutdowns_in_one_loop_turn(self):
         # Two admins ask at the same moment: both commands arm the same
