@@ -113,6 +113,18 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
     return pgw_params_get(pgw_pool_defaults(pool), name) != NULL;
 }
 
+/* What pgwharf SET on srv of a parameter the server does not report is
+ * unknown from now on ("": the next client gets a SET or RESET), after
+ * server_reset_query or a refused SET. */
+static void forget_unreported(struct pgw_server *srv)
+{
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        const char *name = pgw_tracked_param_names[i];
+        if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
+            pgw_params_set(&srv->params, name, "");
+    }
+}
+
 static bool sync_params(struct pgw_session *s)
 {
     struct pgw_server *srv = s->server;
@@ -200,11 +212,7 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
 {
     struct pgw_server *srv = s->server;
     srv->user_sig = 0;
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *name = pgw_tracked_param_names[i];
-        if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
-            pgw_params_set(&srv->params, name, "");      /* unknown */
-    }
+    forget_unreported(srv);
     s->sync_err = true;
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
@@ -449,11 +457,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         /* server_reset_query may take back what pgwharf SET of a parameter
          * the server does not report: unknown from now on (the next client
          * gets a SET or RESET). */
-        for (int i = 0; i < PGW_TP_COUNT; i++) {
-            const char *name = pgw_tracked_param_names[i];
-            if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
-                pgw_params_set(&srv->params, name, "");
-        }
+        forget_unreported(srv);
         pgw_ps_server_reset(srv, s->px->cfg->server_reset_query);
     }
     if (!next)
