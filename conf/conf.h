@@ -102,6 +102,17 @@ struct pgw_config {
     char *unix_socket_dir;   /* "" = off; default "/tmp" */
     int listen_backlog;      /* 128 */
     int tcp_defer_accept;    /* 1 s; 0 = accept at once (TCP_DEFER_ACCEPT) */
+    bool so_reuseport;       /* false: SO_REUSEPORT on the TCP listeners */
+    char *unix_socket_mode;  /* "0777": octal permissions of the Unix socket */
+    char *unix_socket_group; /* "": group of the Unix socket (name or number) */
+
+    /* TCP tuning of client and server sockets; 0 = the kernel's default */
+    bool tcp_keepalive;      /* true: SO_KEEPALIVE */
+    int tcp_keepcnt;         /* TCP_KEEPCNT */
+    int tcp_keepidle;        /* TCP_KEEPIDLE, seconds */
+    int tcp_keepintvl;       /* TCP_KEEPINTVL, seconds */
+    int tcp_user_timeout;    /* TCP_USER_TIMEOUT, milliseconds */
+    int tcp_socket_buffer;   /* SO_SNDBUF and SO_RCVBUF, bytes */
 
     /* authentication */
     enum pgw_auth_type auth_type;   /* md5 */
@@ -225,9 +236,11 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
  * seconds; a value longer than len is truncated. */
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
 /* Keys fixed at start (listen_addr, listen_port, unix_socket_dir,
- * listen_backlog, tcp_defer_accept, pidfile): SET refuses them, a reload
- * keeps them. */
+ * listen_backlog, tcp_defer_accept, so_reuseport, unix_socket_mode,
+ * unix_socket_group, pidfile): SET refuses them, a reload keeps them. */
 bool pgw_conf_key_fixed(const char *key);
+/* unix_socket_mode as a number, or -1 when it is not octal 0000-0777. */
+int pgw_conf_unix_socket_mode(const struct pgw_config *cfg);
 /* For a reload: give cfg the running values of the fixed keys, as PgBouncer
  * does, calling changed (may be NULL) for each one the file changed (values
  * as SHOW CONFIG writes them).  0 or PGW_ENOMEM. */

@@ -29,6 +29,15 @@
     X(unix_socket_dir,          STR,        "/tmp",        0, 0)            \
     X(listen_backlog,           INT,        "128",         1, INT_MAX)      \
     X(tcp_defer_accept,         INT,        "1",           0, 3600)         \
+    X(so_reuseport,             BOOL,       "off",         0, 0)            \
+    X(unix_socket_mode,         STR,        "0777",        0, 0)            \
+    X(unix_socket_group,        STR,        "",            0, 0)            \
+    X(tcp_keepalive,            BOOL,       "on",          0, 0)            \
+    X(tcp_keepcnt,              INT,        "0",           0, 127)          \
+    X(tcp_keepidle,             INT,        "0",           0, 32767)        \
+    X(tcp_keepintvl,            INT,        "0",           0, 32767)        \
+    X(tcp_user_timeout,         INT,        "0",           0, INT_MAX)      \
+    X(tcp_socket_buffer,        INT,        "0",           0, INT_MAX)      \
     X(auth_type,                AUTH_TYPE,  "md5",         0, 0)            \
     X(auth_file,                STR,        "",            0, 0)            \
     X(auth_hba_file,            STR,        "",            0, 0)            \
@@ -128,11 +137,8 @@ static const char *const unsupported_keys[] = {
     "max_db_client_connections", "max_packet_size", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
     "scram_iterations", "server_fast_close", "server_tls13_ciphers", "service_name",
-    "so_reuseport", "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
-    "tcp_keepalive", "tcp_keepcnt", "tcp_keepidle",
-    "tcp_keepintvl", "tcp_socket_buffer", "tcp_user_timeout",
-    "track_extra_parameters", "transaction_timeout", "unix_socket_group",
-    "unix_socket_mode", "user", "verbose",
+    "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
+    "track_extra_parameters", "transaction_timeout", "user", "verbose",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A
@@ -140,7 +146,7 @@ static const char *const unsupported_keys[] = {
  * CONFIG never shows a value that is not in force. */
 static const char *const fixed_keys[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
-    "pidfile",
+    "so_reuseport", "unix_socket_mode", "unix_socket_group", "pidfile",
 };
 
 int conf_key_count(void) { return NKEYS; }

@@ -108,6 +108,24 @@ void conf_validate(struct conf_loader *ld)
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
         key_error(ld, "listen_addr",
                   "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+    if (pgw_conf_unix_socket_mode(cfg) < 0)
+        key_error(ld, "unix_socket_mode",
+                  "unix_socket_mode \"%s\": not an octal file mode (0000-0777)",
+                  cfg->unix_socket_mode);
+}
+
+int pgw_conf_unix_socket_mode(const struct pgw_config *cfg)
+{
+    const char *p = cfg->unix_socket_mode;
+    int mode = 0;
+    if (!*p || strlen(p) > 4)
+        return -1;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '7')
+            return -1;
+        mode = mode * 8 + (*p - '0');
+    }
+    return mode <= 0777 ? mode : -1;
 }
 
 int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag)

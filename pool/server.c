@@ -337,6 +337,8 @@ static bool pool_has_key(const struct pgw_pool *pool, const char *key)
     return false;
 }
 
+#define PGW_NUM_TEXT 16      /* an int as text */
+
 static void add_kv(const char **k, const char **v, int *n, const char *key, const char *val)
 {
     if (!val || !*val)
@@ -387,7 +389,31 @@ static void tls_protocol_range(const char *text, const char **min, const char **
 }
 
 /* The libpq keywords: the db entry's, then what it leaves out. */
-static int build_params(const struct pgw_pool *pool, const char **k, const char **v)
+/* tcp_keepalive and friends for server sockets, through libpq's own
+ * parameters (a database entry that sets one itself wins).  The numbers
+ * are written into text, which must outlast the connection start. */
+static void add_tcp_params(const struct pgw_pool *pool, const char **k, const char **v, int *n,
+                           char (*text)[PGW_NUM_TEXT])
+{
+    const struct pgw_config *cfg = pool->set->cfg;
+    const struct { const char *key; int value; } opt[] = {
+        { "keepalives_count", cfg->tcp_keepcnt },
+        { "keepalives_idle", cfg->tcp_keepidle },
+        { "keepalives_interval", cfg->tcp_keepintvl },
+        { "tcp_user_timeout", cfg->tcp_user_timeout },
+    };
+    if (!pool_has_key(pool, "keepalives"))
+        add_kv(k, v, n, "keepalives", cfg->tcp_keepalive ? "1" : "0");
+    for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++) {
+        if (opt[i].value <= 0 || pool_has_key(pool, opt[i].key))
+            continue;
+        snprintf(text[i], PGW_NUM_TEXT, "%d", opt[i].value);
+        add_kv(k, v, n, opt[i].key, text[i]);
+    }
+}
+
+static int build_params(const struct pgw_pool *pool, const char **k, const char **v,
+                        char (*text)[PGW_NUM_TEXT])
 {
     const struct pgw_config *cfg = pool->set->cfg;
     int n = 0;
@@ -425,6 +451,7 @@ static int build_params(const struct pgw_pool *pool, const char **k, const char 
         add_kv(k, v, &n, "ssl_min_protocol_version", tls_min);
     if (!pool_has_key(pool, "ssl_max_protocol_version"))
         add_kv(k, v, &n, "ssl_max_protocol_version", tls_max);
+    add_tcp_params(pool, k, v, &n, text);
     k[n] = NULL;
     v[n] = NULL;
     return n;
@@ -513,6 +540,11 @@ static void login_done(struct pgw_server *srv)
     ev_io_stop(set->loop, &srv->io);
     (void)PQisBusy(srv->conn);          /* let libpq settle its input state */
     srv->fd = PQsocket(srv->conn);
+    int buf = set->cfg->tcp_socket_buffer;
+    if (buf > 0) {                      /* libpq has no parameter for it */
+        setsockopt(srv->fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+        setsockopt(srv->fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    }
     srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
     srv->cancel = PQgetCancel(srv->conn);
     srv->backend_pid = PQbackendPID(srv->conn);
@@ -581,11 +613,12 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe)
     pgw_server_move(srv, PGW_SRV_CONNECTING);
     pool->st.total_connects++;
 
-    int cap = pool->nkeys + 16;
+    int cap = pool->nkeys + 24;    /* the keys build_params adds, and NULL */
     const char **k = calloc((size_t)cap, sizeof(*k));
     const char **v = calloc((size_t)cap, sizeof(*v));
+    char text[4][PGW_NUM_TEXT];
     if (k && v) {
-        build_params(pool, k, v);
+        build_params(pool, k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
     }
     free(k);

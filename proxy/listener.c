@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -40,13 +41,47 @@ static void reject_full(int fd, bool fd_limit)
     close(fd);
 }
 
-/* TCP_NODELAY and SO_KEEPALIVE for clients.  Set on the listening socket,
- * Linux hands them down to every accepted one: two syscalls less a login. */
-static void client_sockopts(int fd)
+/* TCP_NODELAY and SO_KEEPALIVE (tcp_keepalive) for clients.  Set on the
+ * listening socket, Linux hands them down to every accepted one: two
+ * syscalls less a login.  A reload sets them again on the listeners. */
+static void client_sockopts(const struct pgw_config *cfg, int fd)
 {
-    int one = 1;
+    int one = 1, keep = cfg->tcp_keepalive;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keep, sizeof(keep));
+}
+
+/* The tcp_* keys with a number (0 = the kernel's default) go on each
+ * accepted socket rather than the listener, so a reload back to 0 gives
+ * new clients the kernel's default again; nothing is set (no syscall)
+ * while they are all 0. */
+static void client_tcp_tuning(const struct pgw_config *cfg, int fd)
+{
+    struct { int level, name, value; } opt[] = {
+        { IPPROTO_TCP, TCP_KEEPCNT, cfg->tcp_keepcnt },
+        { IPPROTO_TCP, TCP_KEEPIDLE, cfg->tcp_keepidle },
+        { IPPROTO_TCP, TCP_KEEPINTVL, cfg->tcp_keepintvl },
+        { IPPROTO_TCP, TCP_USER_TIMEOUT, cfg->tcp_user_timeout },
+        { SOL_SOCKET, SO_SNDBUF, cfg->tcp_socket_buffer },
+        { SOL_SOCKET, SO_RCVBUF, cfg->tcp_socket_buffer },
+    };
+    for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++)
+        if (opt[i].value > 0 &&
+            setsockopt(fd, opt[i].level, opt[i].name, &opt[i].value, sizeof(int)) < 0)
+            pgw_debug("client_sockopt", "reason=\"%s\"", strerror(errno));
+}
+
+static bool tuned(const struct pgw_config *cfg)
+{
+    return cfg->tcp_keepcnt > 0 || cfg->tcp_keepidle > 0 || cfg->tcp_keepintvl > 0 ||
+           cfg->tcp_user_timeout > 0 || cfg->tcp_socket_buffer > 0;
+}
+
+void pgw_listener_reconfigure(struct pgw_proxy *px)
+{
+    for (struct pgw_listener *l = px->listeners; l; l = l->next)
+        if (!l->unix_sock)
+            client_sockopts(px->cfg, l->fd);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -89,10 +124,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             reject_full(fd, fd_limit);
             continue;
         }
+        if (!l->unix_sock) {
 #ifndef __linux__
-        if (!l->unix_sock)
-            client_sockopts(fd);   /* Linux: inherited from the listener */
+            client_sockopts(px->cfg, fd);   /* Linux: inherited from the listener */
 #endif
+            if (tuned(px->cfg))
+                client_tcp_tuning(px->cfg, fd);
+        }
         struct pgw_session *s =
             pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock, over);
         if (!s)
@@ -146,9 +184,18 @@ static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *er
             continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        /* so_reuseport: another pgwharf may listen on the same port (a
+         * rolling restart); the kernel spreads new clients over both. */
+        if (px->cfg->so_reuseport &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+            snprintf(errbuf, errlen, "so_reuseport: %s", strerror(errno));
+            close(fd);
+            freeaddrinfo(res);
+            return PGW_EIO;
+        }
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        client_sockopts(fd);
+        client_sockopts(px->cfg, fd);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
             listen(fd, px->cfg->listen_backlog > 0 ? px->cfg->listen_backlog : 128) < 0) {
             snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
@@ -181,6 +228,39 @@ static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *er
     return 0;
 }
 
+/* unix_socket_mode and unix_socket_group, as PgBouncer applies them. */
+static int unix_socket_access(const struct pgw_config *cfg, const char *path, char *errbuf,
+                              size_t errlen)
+{
+    if (*cfg->unix_socket_group) {
+        char *end;
+        long num = strtol(cfg->unix_socket_group, &end, 10);
+        gid_t gid;
+        if (*end == '\0' && num >= 0) {
+            gid = (gid_t)num;
+        } else {
+            struct group *gr = getgrnam(cfg->unix_socket_group);
+            if (!gr) {
+                snprintf(errbuf, errlen, "unix_socket_group \"%s\": no such group",
+                         cfg->unix_socket_group);
+                return -1;
+            }
+            gid = gr->gr_gid;
+        }
+        if (chown(path, (uid_t)-1, gid) < 0) {
+            snprintf(errbuf, errlen, "unix_socket_group \"%s\": cannot chown %s: %s",
+                     cfg->unix_socket_group, path, strerror(errno));
+            return -1;
+        }
+    }
+    int mode = pgw_conf_unix_socket_mode(cfg);
+    if (chmod(path, (mode_t)(mode < 0 ? 0777 : mode)) < 0) {
+        snprintf(errbuf, errlen, "unix_socket_mode: cannot chmod %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *errbuf, size_t errlen)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -200,7 +280,11 @@ static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *er
         close(fd);
         return PGW_EIO;
     }
-    chmod(sun.sun_path, 0777);
+    if (unix_socket_access(px->cfg, sun.sun_path, errbuf, errlen) < 0) {
+        close(fd);
+        unlink(sun.sun_path);
+        return PGW_EIO;
+    }
     if (add_listener(px, fd, true, sun.sun_path) < 0) {
         close(fd);
         return PGW_ENOMEM;

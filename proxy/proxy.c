@@ -428,6 +428,7 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     px->retired_cfgs[px->nretired++] = px->cfg;
     px->cfg = cfg;
     pgw_batch_configure(px);
+    pgw_listener_reconfigure(px);               /* tcp_keepalive */
     pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
     /* Sessions re-resolve their db entry so the retired configs can go. */
     struct pgw_list *pos;

@@ -308,6 +308,8 @@ struct pgw_listener {
 int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen);
 void pgw_listener_pause(struct pgw_proxy *px, bool paused);
 void pgw_listener_close_all(struct pgw_proxy *px);
+/* A reload: the listeners' socket options again (tcp_keepalive). */
+void pgw_listener_reconfigure(struct pgw_proxy *px);
 
 /* ---- the proxy ---- */
 /* Logins past the client cap still read their first packet (a CancelRequest

@@ -6,6 +6,8 @@ dirty servers never reused; signals and reload.
 """
 
 import asyncio
+import ctypes
+import errno
 import json
 import os
 import signal
@@ -640,6 +642,220 @@ class TestDeferAccept(pt.PgwharfTestCase):
         with self.assertRaises(psycopg2.Error) as cm:
             conn.cursor().execute("SET tcp_defer_accept = 5")
         self.assertEqual(cm.exception.pgcode, "55P02")
+
+
+def _pidfd_getfd(pid, fd):
+    """A copy of process pid's descriptor fd (pidfd_getfd(2): root, or
+    ptrace rights over pid)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        got = libc.syscall(438, pidfd, fd, 0)         # SYS_pidfd_getfd, x86_64 and arm64
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return got
+    finally:
+        os.close(pidfd)
+
+
+TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+def socket_options(pid, match):
+    """The options of process pid's TCP sockets whose (local, peer) address
+    pair satisfies match: a list of dicts, read from copies of pgwharf's own
+    descriptors."""
+    found = []
+    for name in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                continue
+            dup = _pidfd_getfd(pid, int(name))
+        except OSError as e:
+            if e.errno == errno.EPERM:
+                raise unittest.SkipTest("pidfd_getfd: no right to read pgwharf's sockets")
+            continue                                  # closed meanwhile
+        s = socket.socket(fileno=dup)
+        try:
+            if s.family not in (socket.AF_INET, socket.AF_INET6) or s.type != socket.SOCK_STREAM:
+                continue
+            try:
+                local, peer = s.getsockname(), s.getpeername()
+            except OSError:
+                continue                              # a listener
+            if not match(local, peer):
+                continue
+            get = lambda level, opt: s.getsockopt(level, opt)
+            found.append({
+                "keepalive": get(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                "keepidle": get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                "keepintvl": get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                "keepcnt": get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                "user_timeout": get(socket.IPPROTO_TCP, TCP_USER_TIMEOUT),
+                "sndbuf": get(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                "rcvbuf": get(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                "nodelay": get(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            })
+        finally:
+            s.close()
+    return found
+
+
+def kernel_default(name):
+    with open("/proc/sys/net/ipv4/" + name) as f:
+        return int(f.read().split()[0])
+
+
+class TestTcpKeys(pt.PgwharfTestCase):
+    """tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt,
+    tcp_user_timeout and tcp_socket_buffer on both sides, read back from
+    pgwharf's own sockets."""
+
+    def client_and_server(self, px):
+        conn = psycopg2.connect(px.dsn())
+        self.addCleanup(conn.close)
+        self.assertEqual(pt.one(conn, "select 1"), 1)  # a server is connected
+        cur = conn.cursor()
+        cur.execute("select inet_client_port()")
+        server_port = cur.fetchone()[0]               # pgwharf's end at PostgreSQL
+        conn.rollback()
+        mine = socket.socket(fileno=os.dup(conn.fileno()))
+        my_port = mine.getsockname()[1]
+        mine.close()
+        cli = socket_options(px.pid, lambda l, p: l[1] == px.port and p[1] == my_port)
+        srv = socket_options(px.pid, lambda l, p: l[1] == server_port and
+                             p[1] == int(self.pg.port))
+        self.assertEqual(len(cli), 1)
+        self.assertEqual(len(srv), 1)
+        return cli[0], srv[0]
+
+    def test_numbers_reach_client_and_server_sockets(self):
+        px = self.start_pgwharf(settings={"tcp_keepidle": 7, "tcp_keepintvl": 3,
+                                          "tcp_keepcnt": 4, "tcp_user_timeout": 5000,
+                                          "tcp_socket_buffer": 65536})
+        for side in self.client_and_server(px):
+            self.assertEqual(side["keepalive"], 1)
+            self.assertEqual((side["keepidle"], side["keepintvl"], side["keepcnt"]), (7, 3, 4))
+            self.assertEqual(side["user_timeout"], 5000)
+            # the kernel doubles what it is given, for its own bookkeeping
+            self.assertEqual((side["sndbuf"], side["rcvbuf"]), (131072, 131072))
+            self.assertEqual(side["nodelay"], 1)
+
+    def test_keepalive_off_then_reload(self):
+        px = self.start_pgwharf(settings={"tcp_keepalive": 0})
+        for side in self.client_and_server(px):
+            self.assertEqual(side["keepalive"], 0)
+        # a reload reaches new clients (the listener hands the setting down)
+        # and new servers
+        px.settings.update({"tcp_keepalive": 1, "tcp_keepidle": 9})
+        conn = psycopg2.connect(px.dsn(db="pgbouncer"))
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        px.reload()
+        pt.wait_until(lambda: pt.show(conn, "CONFIG", key="tcp_keepidle")[0]["value"] == "9",
+                      what="the reload")
+        conn.cursor().execute("RECONNECT")            # new servers for the new settings
+        cli, srv = self.client_and_server(px)
+        for side in (cli, srv):
+            self.assertEqual((side["keepalive"], side["keepidle"]), (1, 9))
+        # back to 0: new clients get the kernel's default again
+        px.settings["tcp_keepidle"] = 0
+        px.reload()
+        pt.wait_until(lambda: pt.show(conn, "CONFIG", key="tcp_keepidle")[0]["value"] == "0",
+                      what="the reload")
+        conn.cursor().execute("RECONNECT")
+        cli, srv = self.client_and_server(px)
+        for side in (cli, srv):
+            self.assertEqual(side["keepidle"], kernel_default("tcp_keepalive_time"))
+
+    def test_defaults_leave_the_kernel_alone(self):
+        px = self.start_pgwharf()
+        for side in self.client_and_server(px):
+            self.assertEqual(side["keepalive"], 1)
+            self.assertEqual(side["keepidle"], kernel_default("tcp_keepalive_time"))
+            self.assertEqual(side["user_timeout"], 0)
+
+
+def listening(pid, port):
+    out = subprocess.run(["ss", "-Hltnp", "( sport = :%d )" % port],
+                         capture_output=True, text=True, check=True).stdout
+    return "pid=%d," % pid in out
+
+
+class TestListenerKeys(pt.PgwharfTestCase):
+    def console_of(self, px):
+        """A console connection to this very pgwharf: its own Unix socket
+        (the TCP port may be shared)."""
+        conn = psycopg2.connect(px.dsn(db="pgbouncer") + " host=" + px.dir)
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        return conn
+
+    def xacts(self, conn):
+        rows = pt.show(conn, "STATS", database=self.pg.database)
+        return rows[0]["total_xact_count"] if rows else 0
+
+    def run_clients(self, port, n):
+        for _ in range(n):
+            c = psycopg2.connect(self.pg.dsn().replace("port=%s" % self.pg.port, "")
+                                 + " host=127.0.0.1 port=%d" % port)
+            c.autocommit = True                       # one transaction each
+            try:
+                self.assertEqual(pt.one(c, "select 1"), 1)
+            finally:
+                c.close()
+
+    def start_second(self, port, **settings):
+        px = self.start_pgwharf(start=False, settings=dict(settings, listen_port=port))
+        px.start(wait=False)
+        pt.wait_until(lambda: listening(px.pid, port) or not px.alive(),
+                      what="the second pgwharf listening or gone")
+        return px
+
+    def test_so_reuseport_rolling_restart(self):
+        old = self.start_pgwharf(settings={"so_reuseport": 1})
+        new = self.start_second(old.port, so_reuseport=1)
+        self.assertTrue(new.alive(), new.log_tail())
+        old_console, new_console = self.console_of(old), self.console_of(new)
+        # the kernel spreads new connections over both (a hash of the
+        # client's port: 40 all landing on one has odds of 2 in 10^12)
+        self.run_clients(old.port, 40)
+        self.assertGreater(self.xacts(old_console), 0)
+        self.assertGreater(self.xacts(new_console), 0)
+        # the old one goes; clients keep coming in through the new one
+        old_console.close()
+        self.assertEqual(old.stop(), 0)
+        before = self.xacts(new_console)
+        self.run_clients(new.port, 20)
+        self.assertEqual(self.xacts(new_console), before + 20)
+
+    def test_without_so_reuseport_the_port_is_taken(self):
+        first = self.start_pgwharf(settings={"so_reuseport": 1})
+        second = self.start_second(first.port)          # so_reuseport off
+        pt.wait_until(lambda: not second.alive(), what="the second pgwharf exiting")
+        self.assertIn("Address already in use", second.log())
+
+    def test_unix_socket_mode_and_group(self):
+        import grp
+        gid = grp.getgrnam("postgres").gr_gid
+        px = self.start_pgwharf(settings={"unix_socket_mode": "0770",
+                                          "unix_socket_group": "postgres"})
+        st = os.stat(os.path.join(px.dir, ".s.PGSQL.%d" % px.port))
+        self.assertEqual(st.st_mode & 0o7777, 0o770)
+        self.assertEqual(st.st_gid, gid)
+        self.assertEqual(pt.one(self.console_of(px), "SHOW VERSION").split()[0], "pgwharf")
+        # by number too; the default stays PgBouncer's 0777
+        px2 = self.start_pgwharf(settings={"unix_socket_group": str(gid)})
+        st = os.stat(os.path.join(px2.dir, ".s.PGSQL.%d" % px2.port))
+        self.assertEqual((st.st_mode & 0o7777, st.st_gid), (0o777, gid))
+
+    def test_unknown_unix_socket_group_stops_the_start(self):
+        px = self.start_pgwharf(start=False, settings={"unix_socket_group": "no_such_group_x"})
+        px.start(wait=False)
+        pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
+        self.assertNotEqual(px.proc.returncode, 0)
+        self.assertIn('pgwharf: unix_socket_group "no_such_group_x": no such group', px.log())
 
 
 class TestMalformed(pt.PgwharfTestCase):

@@ -449,17 +449,17 @@ static void test_value_errors_all_reported(void **state)
 static void test_unknown_vs_unsupported(void **state)
 {
     struct pgw_conf_diag d = { 0 };
-    struct pgw_config *cfg = load_ok(BASE "tcp_keepalive = 1\nSYSLOG = 0\njob_name = x\n"
+    struct pgw_config *cfg = load_ok(BASE "sbuf_loopcnt = 5\nSYSLOG = 0\njob_name = x\n"
                                           "[peers]\n1 = host=peer1\n", &d);
     assert_int_equal(d.nwarnings, 4);
-    assert_warning(&d, "t.ini:3: tcp_keepalive: ignored: not supported yet");
+    assert_warning(&d, "t.ini:3: sbuf_loopcnt: ignored: not supported yet");
     assert_warning(&d, "t.ini:4: SYSLOG: ignored: not supported yet");
     assert_warning(&d, "t.ini:5: job_name: ignored: not supported yet");
     assert_warning(&d, "t.ini:6: [peers]: ignored: not supported yet");
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 
-    load_fail(BASE "tcp_keepalive = 1\nfoo = 1\n", &d, 1);
+    load_fail(BASE "sbuf_loopcnt = 1\nfoo = 1\n", &d, 1);
     assert_error(&d, "t.ini:4: unknown key \"foo\"");
     assert_int_equal(d.nwarnings, 1);   /* warnings are listed on failure too */
     pgw_conf_diag_free(&d);
@@ -863,6 +863,21 @@ static void test_validation(void **state)
     load_fail("[pgwharf]\nauth_type = cert\n", &d, 1);
     assert_error(&d, "t.ini:2: auth_type cert needs client_tls_sslmode other than disable");
     pgw_conf_diag_free(&d);
+
+    /* unix_socket_mode is octal, as PgBouncer writes it */
+    struct pgw_config *cfg = load_ok("[pgwharf]\nauth_type = trust\nunix_socket_mode = 0770\n", &d);
+    assert_int_equal(pgw_conf_unix_socket_mode(cfg), 0770);
+    pgw_conf_free(cfg);
+    cfg = load_ok("[pgwharf]\nauth_type = trust\n", &d);
+    assert_int_equal(pgw_conf_unix_socket_mode(cfg), 0777);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    load_fail("[pgwharf]\nauth_type = trust\nunix_socket_mode = 0789\n", &d, 1);
+    assert_error(&d, "t.ini:3: unix_socket_mode \"0789\": not an octal file mode (0000-0777)");
+    pgw_conf_diag_free(&d);
+    load_fail("[pgwharf]\nauth_type = trust\nunix_socket_mode = 1777\n", &d, 1);
+    assert_error(&d, "t.ini:3: unix_socket_mode \"1777\": not an octal file mode (0000-0777)");
+    pgw_conf_diag_free(&d);
 }
 
 /* ---- print ---- */
@@ -998,8 +1013,11 @@ static void test_set_get(void **state)
 
     assert_int_equal(pgw_conf_set(cfg, "nope", "1", err, sizeof(err)), PGW_ECONFIG);
     assert_string_equal(err, "unknown key \"nope\"");
-    assert_int_equal(pgw_conf_set(cfg, "tcp_keepalive", "1", err, sizeof(err)), PGW_ECONFIG);
-    assert_string_equal(err, "tcp_keepalive: not supported yet");
+    assert_int_equal(pgw_conf_set(cfg, "sbuf_loopcnt", "1", err, sizeof(err)), PGW_ECONFIG);
+    assert_string_equal(err, "sbuf_loopcnt: not supported yet");
+    assert_int_equal(pgw_conf_set(cfg, "tcp_keepidle", "45", err, sizeof(err)), 0);
+    assert_int_equal(cfg->tcp_keepidle, 45);
+    assert_int_equal(pgw_conf_set(cfg, "tcp_keepcnt", "200", err, sizeof(err)), PGW_ECONFIG);
     assert_int_equal(pgw_conf_set(cfg, "logfile", "a\nb", err, sizeof(err)), PGW_ECONFIG);
     assert_string_equal(err, "logfile: the value must be on one line");
     assert_int_equal(pgw_conf_set(cfg, "listen_port", "1", NULL, 0), 0);
@@ -1149,8 +1167,7 @@ static void test_real_pgbouncer_ini(void **state)
         dump(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.nerrors, 0);
-    assert_int_equal(d.nwarnings, 24);     /* autodb_idle_timeout is implemented */
-    assert_warning(&d, DATA "pgbouncer-real.ini:42: unix_socket_mode: ignored: not supported yet");
+    assert_int_equal(d.nwarnings, 15);     /* autodb_idle_timeout, tcp_* are implemented */
     assert_warning(&d, DATA "pgbouncer-real.ini:150: dns_zone_check_period: ignored: not "
                             "supported yet");
 
@@ -1160,6 +1177,12 @@ static void test_real_pgbouncer_ini(void **state)
     assert_int_equal(cfg->max_client_conn, 5000);
     assert_int_equal(cfg->listen_backlog, 4096);
     assert_int_equal(cfg->tcp_defer_accept, 1);
+    assert_int_equal(pgw_conf_unix_socket_mode(cfg), 0777);
+    assert_false(cfg->so_reuseport);
+    assert_true(cfg->tcp_keepalive);
+    assert_int_equal(cfg->tcp_keepcnt, 5);
+    assert_int_equal(cfg->tcp_keepidle, 30);
+    assert_int_equal(cfg->tcp_keepintvl, 10);
     assert_true(cfg->io_batch);      /* not in the file: the default */
     assert_int_equal(cfg->client_tls_sslmode, PGW_TLS_PREFER);
     assert_true(cfg->server_round_robin);
