@@ -117,6 +117,12 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
     }
     if (n > (int)sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
+    /* One line per event whatever a value held: a control character left
+     * unquoted (a name from a client, a server's message) becomes a space,
+     * so no value can end the line or start a forged one. */
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = ' ';
     line[n++] = '\n';
     ssize_t w;
     do {

@@ -155,7 +155,9 @@ static void dns_start(struct pgw_backend *be)
 static void dns_apply(struct pgw_backend *be, struct dns_req *r)
 {
     if (r->error[0]) {
-        pgw_warn("server_resolve_failed", "backend=%s reason=\"%s\"", be->address, r->error);
+        char q[300];
+        pgw_warn("server_resolve_failed", "backend=%s reason=%s", be->address,
+                 pgw_log_quote(q, sizeof(q), r->error));
         /* The resolution stands for a connection attempt. */
         bool probe = false;
         if (pgw_breaker_allow(&be->breaker, ev_now(be->set->loop), &probe))

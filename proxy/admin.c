@@ -538,7 +538,9 @@ static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)
         pgw_wbuf_msg_end(&out, m);
     }
     for (int i = 0; i < n && rc == PGW_ADMIN_DONE && s->state == PGW_SS_ADMIN; i++) {
-        pgw_debug("admin", "client=%s user=%s command=\"%s\"", s->addr_text, s->user, stmts[i]);
+        char qu[200], qc[600];
+        pgw_debug("admin", "client=%s user=%s command=%s", s->addr_text,
+                  pgw_log_quote(qu, sizeof(qu), s->user), pgw_log_quote(qc, sizeof(qc), stmts[i]));
         rc = run_stmt(s, stmts[i], i == n - 1, &out);
     }
     free(q);

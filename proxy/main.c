@@ -128,14 +128,18 @@ static int run(const char *path)
     char err[512];
     struct pgw_proxy *px = pgw_proxy_create(loop, cfg, err, sizeof(err));
     if (!px) {
-        pgw_error("startup", "reason=\"%s\"", err);
+        char q[700];
+        pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
         free(pidfile);
         return 1;
     }
-    if (write_pidfile(pidfile) < 0)
-        pgw_warn("pidfile", "file=%s reason=\"%s\"", pidfile, strerror(errno));
+    if (write_pidfile(pidfile) < 0) {
+        char qf[300];
+        pgw_warn("pidfile", "file=%s reason=\"%s\"", pgw_log_quote(qf, sizeof(qf), pidfile),
+                 strerror(errno));
+    }
     static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT };
     ev_signal sw[4];
     for (int i = 0; i < 4; i++) {

@@ -951,8 +951,10 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
         f->query_start = 0;
         f->state = PGW_SS_IDLE;
         f->px->total_pipeline_failed++;
-        pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=\"%s\"", f->addr_text,
-                 f->database, f->user, why);
+        char qd[200], qu[200], qr[300];
+        pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=%s", f->addr_text,
+                 pgw_log_quote(qd, sizeof(qd), f->database), pgw_log_quote(qu, sizeof(qu), f->user),
+                 pgw_log_quote(qr, sizeof(qr), why));
         send_error(f, "08006", why);
         if (f->state == PGW_SS_CLOSING)
             continue;
@@ -1008,9 +1010,12 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
         pgw_session_close(s, err->sqlstate[0] ? err->sqlstate : "08006", "%s", err->message);
         return;
     }
-    if (s->px->cfg->log_pooler_errors)
-        pgw_warn("pooler_error", "client=%s db=%s user=%s sqlstate=%s reason=\"%s\"",
-                 s->addr_text, s->database, s->user, err->sqlstate, err->message);
+    if (s->px->cfg->log_pooler_errors) {
+        char qd[200], qu[200], qr[700];
+        pgw_warn("pooler_error", "client=%s db=%s user=%s sqlstate=%s reason=%s", s->addr_text,
+                 pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+                 err->sqlstate, pgw_log_quote(qr, sizeof(qr), err->message));
+    }
     send_error(s, err->sqlstate[0] ? err->sqlstate : "08006", err->message);
     if (s->state == PGW_SS_CLOSING)
         return;
@@ -1455,8 +1460,10 @@ static bool pipe_failed_reply(struct pgw_session *s, enum scan_after *after)
         return false;
     }
     s->px->total_pipeline_failed++;
+    char qd[200], qu[200];
     pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=\"settings changed or cancel "
-             "ahead of its query\"", s->addr_text, s->database, s->user);
+             "ahead of its query\"", s->addr_text, pgw_log_quote(qd, sizeof(qd), s->database),
+             pgw_log_quote(qu, sizeof(qu), s->user));
     s->pipe_fail_own = false;
     if (s->ps_on)
         pgw_ps_request_dropped(s);       /* its reply never passed */
@@ -1619,8 +1626,9 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         } else if (type == PGW_BE_ERROR && drop) {
             struct pgw_wire_err_fields f;
             if (pgw_wire_parse_error(p + 5, mlen - 4, &f) == 0) {
-                pgw_warn("param_sync", "client=%s sqlstate=%s reason=\"%s\"", s->addr_text,
-                         f.sqlstate, f.message);
+                char qr[700];
+                pgw_warn("param_sync", "client=%s sqlstate=%s reason=%s", s->addr_text,
+                         f.sqlstate, pgw_log_quote(qr, sizeof(qr), f.message));
                 if (s->swallow > 0)
                     param_sync_failed(s, &f);
             }

@@ -611,8 +611,11 @@ void pgw_session_login_done(struct pgw_session *s)
     } while (s->cancel_pid == 0);
     pgw_cancel_register(s->px, s);
     pgw_session_apply_timeouts(s);
-    if (s->px->cfg->log_connections)
-        pgw_info("login", "client=%s db=%s user=%s", s->addr_text, s->database, s->user);
+    if (s->px->cfg->log_connections) {
+        char qd[200], qu[200];
+        pgw_info("login", "client=%s db=%s user=%s", s->addr_text,
+                 pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user));
+    }
     if (s->is_admin) {
         pgw_admin_login(s);
         return;
@@ -674,10 +677,10 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     va_end(ap);
     enum pgw_sess_state was = s->state;
     if (was != PGW_SS_CANCEL && (px->cfg->log_disconnections || sqlstate)) {
-        char q[700];
+        char q[700], qd[200], qu[200];
         pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
                 "client=%s db=%s user=%s state=%s sqlstate=%s reason=%s", s->addr_text,
-                s->database ? s->database : "", s->user ? s->user : "",
+                pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
                 pgw_sess_state_name(was), sqlstate ? sqlstate : "",
                 pgw_log_quote(q, sizeof(q), reason));
     }

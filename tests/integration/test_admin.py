@@ -1125,6 +1125,38 @@ def logfmt(line):
     return out
 
 
+class TestLogLines(AdminTestCase):
+    FORGED = "ts=2026-01-01T00:00:00.000Z level=error event=forged"
+
+    def login(self, px, user, db, password="x"):
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            try:
+                hz.sync_login(s, user, db, password)
+            except hz.PgError as e:
+                return e.fields.get("C")
+        return None
+
+    def test_names_from_clients_cannot_forge_log_lines(self):
+        px = self.start(log_connections=1, log_disconnections=1, log_level="debug")
+        evil = 'ev"il \n' + self.FORGED
+        self.assertEqual(self.login(px, evil, self.pg.database), "28P01")
+        self.assertIn(self.login(px, self.pg.user, 'no such "db"\n' + self.FORGED,
+                                 self.pg.password), ("3D000", "08P01", "08006"))
+        conn = self.admin_conn(px)
+        with self.assertRaises(psycopg2.Error):         # logged, then refused
+            conn.cursor().execute("SHOW VERSION -- \n" + self.FORGED)
+        lines = px.log().splitlines()
+        parsed = [logfmt(l) for l in lines]             # AssertionError if not logfmt
+        self.assertTrue(all(l.startswith("ts=") for l in lines), lines)
+        self.assertFalse([p for p in parsed if p.get("event") == "forged"], lines)
+        users = [p["user"] for p in parsed if p.get("event") == "disconnect"]
+        self.assertIn('ev"il n' + self.FORGED, users)  # logfmt() reads \n as n
+        dbs = [p["db"] for p in parsed if p.get("event") == "disconnect"]
+        self.assertIn('no such "db"n' + self.FORGED, dbs)
+        commands = [p["command"] for p in parsed if p.get("event") == "admin"]
+        self.assertIn("SHOW VERSION -- n" + self.FORGED, commands)
+
+
 class TestReloadKeepsTheOldConfig(AdminTestCase):
     """A RELOAD or SET that cannot be applied whole changes nothing, says
     so, and logs why in lines a logfmt reader can parse."""
