@@ -72,6 +72,7 @@ struct pgw_conf_db {
     int min_pool_size;
     int reserve_pool_size;
     int max_db_connections;
+    int max_db_client_connections;
     int pool_mode;           /* enum pgw_pool_mode, or -1 */
     char *auth_user;
     char *connect_query;
@@ -85,6 +86,7 @@ struct pgw_conf_user {
     int pool_mode;           /* -1 = inherit */
     int pool_size;
     int max_user_connections;
+    int max_user_client_connections;
     double query_timeout;    /* < 0 = inherit */
     double idle_transaction_timeout;
     double client_idle_timeout;
@@ -135,6 +137,8 @@ struct pgw_config {
     double reserve_pool_timeout;    /* 5 s */
     int max_db_connections;  /* 0 = unlimited */
     int max_user_connections;       /* 0 = unlimited */
+    int max_db_client_connections;  /* clients per database; 0 = unlimited */
+    int max_user_client_connections;    /* clients per user; 0 = unlimited */
     int max_prepared_statements;    /* 200; 0 = pass-through */
 
     /* server connections */
@@ -269,6 +273,12 @@ int pgw_conf_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *d
 int pgw_conf_min_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 int pgw_conf_max_db_connections(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+/* Client limits (PgBouncer 1.24): the entry's own value, else the general
+ * key; 0 = unlimited.  db or user may be NULL. */
+int pgw_conf_max_db_client_connections(const struct pgw_config *cfg,
+                                       const struct pgw_conf_db *db);
+int pgw_conf_max_user_client_connections(const struct pgw_config *cfg,
+                                         const struct pgw_conf_user *user);
 const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 int pgw_conf_max_user_connections(const struct pgw_config *cfg,
                                   const struct pgw_conf_user *user);

@@ -56,6 +56,8 @@
     X(reserve_pool_timeout,     DUR,        "5",           0, 0)            \
     X(max_db_connections,       INT,        "0",           0, INT_MAX)      \
     X(max_user_connections,     INT,        "0",           0, INT_MAX)      \
+    X(max_db_client_connections, INT,       "0",           0, INT_MAX)      \
+    X(max_user_client_connections, INT,     "0",           0, INT_MAX)      \
     X(max_prepared_statements,  INT,        "200",         0, INT_MAX)      \
     X(server_lifetime,          DUR,        "3600",        0, 0)            \
     X(server_idle_timeout,      DUR,        "600",         0, 0)            \
@@ -134,7 +136,7 @@ static const char *const unsupported_keys[] = {
     "cancel_wait_timeout", "client_tls13_ciphers", "client_tls_dheparams",
     "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_stats",
-    "max_db_client_connections", "max_packet_size", "max_user_client_connections",
+    "max_packet_size",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
     "scram_iterations", "server_fast_close", "server_tls13_ciphers", "service_name",
     "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",

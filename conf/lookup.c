@@ -66,6 +66,20 @@ int pgw_conf_max_db_connections(const struct pgw_config *cfg, const struct pgw_c
                                              : cfg->max_db_connections;
 }
 
+int pgw_conf_max_db_client_connections(const struct pgw_config *cfg,
+                                       const struct pgw_conf_db *db)
+{
+    return db && db->max_db_client_connections >= 0 ? db->max_db_client_connections
+                                                    : cfg->max_db_client_connections;
+}
+
+int pgw_conf_max_user_client_connections(const struct pgw_config *cfg,
+                                         const struct pgw_conf_user *user)
+{
+    return user && user->max_user_client_connections >= 0 ? user->max_user_client_connections
+                                                          : cfg->max_user_client_connections;
+}
+
 const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_conf_db *db)
 {
     if (db && db->auth_user && *db->auth_user)

@@ -76,6 +76,7 @@ static void print_db(FILE *f, const struct pgw_conf_db *db)
     print_int(f, "min_pool_size", db->min_pool_size);
     print_int(f, "reserve_pool_size", db->reserve_pool_size);
     print_int(f, "max_db_connections", db->max_db_connections);
+    print_int(f, "max_db_client_connections", db->max_db_client_connections);
     if (db->pool_mode >= 0)
         fprintf(f, " pool_mode=%s", pgw_pool_mode_name((enum pgw_pool_mode)db->pool_mode));
     print_str(f, "auth_user", db->auth_user);
@@ -91,6 +92,7 @@ static void print_user(FILE *f, const struct pgw_conf_user *u)
         fprintf(f, " pool_mode=%s", pgw_pool_mode_name((enum pgw_pool_mode)u->pool_mode));
     print_int(f, "pool_size", u->pool_size);
     print_int(f, "max_user_connections", u->max_user_connections);
+    print_int(f, "max_user_client_connections", u->max_user_client_connections);
     print_dur(f, "query_timeout", u->query_timeout);
     print_dur(f, "idle_transaction_timeout", u->idle_transaction_timeout);
     print_dur(f, "client_idle_timeout", u->client_idle_timeout);

@@ -15,7 +15,7 @@
 
 /* PgBouncer user keys pgwharf does not implement yet. */
 static const char *const unsupported_user_keys[] = {
-    "reserve_pool_size", "max_user_client_connections", "transaction_timeout",
+    "reserve_pool_size", "transaction_timeout",
 };
 
 void conf_user_free(struct pgw_conf_user *u)
@@ -28,7 +28,7 @@ void conf_user_free(struct pgw_conf_user *u)
 static void user_init(struct pgw_conf_user *u)
 {
     memset(u, 0, sizeof(*u));
-    u->pool_mode = u->pool_size = u->max_user_connections = -1;
+    u->pool_mode = u->pool_size = u->max_user_connections = u->max_user_client_connections = -1;
     u->query_timeout = u->idle_transaction_timeout = u->client_idle_timeout = -1;
 }
 
@@ -51,6 +51,8 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
         return conf_parse_int(val, 1, INT_MAX, &u->pool_size, err, errlen);
     if (strcasecmp(key, "max_user_connections") == 0)
         return conf_parse_int(val, 0, INT_MAX, &u->max_user_connections, err, errlen);
+    if (strcasecmp(key, "max_user_client_connections") == 0)
+        return conf_parse_int(val, 0, INT_MAX, &u->max_user_client_connections, err, errlen);
     if (strcasecmp(key, "query_timeout") == 0)
         return conf_parse_dur(val, &u->query_timeout, err, errlen);
     if (strcasecmp(key, "idle_transaction_timeout") == 0)

@@ -411,7 +411,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
                 servers += pool_servers(p);
         for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
             const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-            if (!s->is_admin && s->db == db)
+            if (!s->is_admin && s->db == db && pgw_session_logged_in(s))
                 clients++;
         }
         pgw_rs_row(&rs);
@@ -428,7 +428,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
                                             : NULL);
         pgw_rs_int(&rs, pgw_conf_max_db_connections(cfg, db));
         pgw_rs_int(&rs, servers);
-        pgw_rs_int(&rs, 0);
+        pgw_rs_int(&rs, pgw_conf_max_db_client_connections(cfg, db));
         pgw_rs_int(&rs, clients);
         pgw_rs_int(&rs, pgw_admin_db_paused(px, db->name));
         pgw_rs_int(&rs, pgw_admin_db_disabled(px, db->name));
@@ -449,8 +449,8 @@ static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
             servers += pool_servers(p);
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-        if (!s->is_admin && s->pool && s->user && strcmp(s->user, name) == 0)
-            clients++;
+        if (pgw_session_logged_in(s) && strcmp(s->user, name) == 0)
+            clients++;     /* console sessions too, as PgBouncer */
     }
     char size[16] = "";
     if (u && u->pool_size >= 0)
@@ -463,7 +463,7 @@ static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
                                            : NULL);
     pgw_rs_int(rs, pgw_conf_max_user_connections(px->cfg, u));
     pgw_rs_int(rs, servers);
-    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, pgw_conf_max_user_client_connections(px->cfg, u));
     pgw_rs_int(rs, clients);
     pgw_rs_row_end(rs);
 }

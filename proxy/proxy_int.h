@@ -221,6 +221,8 @@ void pgw_session_flush_client(struct pgw_session *s);
 void pgw_session_read_client(struct pgw_session *s);
 void pgw_session_on_client_input(struct pgw_session *s);
 void pgw_session_login_done(struct pgw_session *s);
+/* Past authentication and not closing: what the client limits count. */
+bool pgw_session_logged_in(const struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
 /* Take the timeouts for this user from the config in force. */
 void pgw_session_apply_timeouts(struct pgw_session *s);

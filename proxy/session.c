@@ -586,10 +586,61 @@ void pgw_session_on_client_input(struct pgw_session *s)
     }
 }
 
+/* max_db_client_connections or max_user_client_connections, when this
+ * login would go past it (PgBouncer 1.24): the key's name, else NULL.
+ * Clients are counted by the database name they asked for and by user,
+ * once logged in; an admin user on the console is never refused.  The
+ * walk over the sessions only happens while a limit is set. */
+static const char *client_limit_reached(const struct pgw_session *s)
+{
+    const struct pgw_config *cfg = s->px->cfg;
+    if (s->is_admin && pgw_conf_list_has(cfg->admin_users, s->user))
+        return NULL;
+    int db_max = s->is_admin ? cfg->max_db_client_connections
+                             : pgw_conf_max_db_client_connections(cfg, s->db);
+    int user_max = pgw_conf_max_user_client_connections(cfg, pgw_conf_find_user(cfg, s->user));
+    if (db_max <= 0 && user_max <= 0)
+        return NULL;
+    int on_db = 0, as_user = 0;
+    const struct pgw_list *head = &s->px->sessions;
+    for (const struct pgw_list *l = head->next; l != head; l = l->next) {
+        const struct pgw_session *o = pgw_container_of(l, struct pgw_session, node);
+        if (o == s || !pgw_session_logged_in(o))
+            continue;
+        on_db += db_max > 0 && strcmp(o->database, s->database) == 0;
+        as_user += user_max > 0 && strcmp(o->user, s->user) == 0;
+    }
+    if (db_max > 0 && on_db >= db_max)
+        return "max_db_client_connections";
+    if (user_max > 0 && as_user >= user_max)
+        return "max_user_client_connections";
+    return NULL;
+}
+
+bool pgw_session_logged_in(const struct pgw_session *s)
+{
+    switch (s->state) {
+    case PGW_SS_LOGIN_WAIT:
+    case PGW_SS_LOGIN_SYNC:
+    case PGW_SS_IDLE:
+    case PGW_SS_WAIT_SERVER:
+    case PGW_SS_LINKED:
+    case PGW_SS_ADMIN:
+        return s->user && s->database;
+    default:
+        return false;
+    }
+}
+
 /* Auth succeeded: AuthenticationOk, then find a server to learn its
  * parameters (or enter the admin console). */
 void pgw_session_login_done(struct pgw_session *s)
 {
+    const char *limit = client_limit_reached(s);
+    if (limit) {
+        pgw_session_close(s, "53300", "no more connections allowed (%s)", limit);
+        return;
+    }
     /* AuthenticationOk goes out together with the welcome that follows
      * (one write instead of two). */
     struct pgw_wbuf b;

@@ -200,7 +200,8 @@ class TestShowColumns(AdminTestCase):
         state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
         self.assertEqual(state, {"active": "yes", "paused": "no", "suspended": "no"})
         users = self.rows(conn, "USERS", name=self.pg.user)
-        self.assertEqual(users[0]["current_client_connections"], 1)
+        # the client and this console session, as PgBouncer counts them
+        self.assertEqual(users[0]["current_client_connections"], 2)
         breakers = self.show(conn, "BREAKERS")[1]
         self.assertEqual([b["state"] for b in breakers], ["closed"])
         self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))

@@ -269,6 +269,62 @@ class TestMaxUserConnections(PoolLimitsCase):
         self.assertLessEqual(len(self.backend_pids(app)), 2)
 
 
+class TestClientLimits(pt.PgwharfTestCase):
+    """max_db_client_connections and max_user_client_connections
+    (PgBouncer 1.24): general keys, per [databases] / [users] entry."""
+
+    def refused(self, px, **dsn):
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            self.db_conn(px, **dsn)
+        return str(cm.exception)
+
+    def test_database_limit(self):
+        db = self.pg.database
+        px = self.start_pgwharf(
+            settings={"max_db_client_connections": 5},
+            databases={db: self.pg.conn_string(db) + " max_db_client_connections=2",
+                       self.pg.database2: self.pg.conn_string(self.pg.database2)})
+        console = self.console_conn(px)
+        # a wrong password is not a client: it takes no place
+        with self.assertRaises(psycopg2.OperationalError):
+            self.db_conn(px, password="wrong")
+        first = self.db_conn(px)
+        self.db_conn(px, user=self.pg.app_user)          # any user: counted by database
+        msg = self.refused(px)
+        self.assertIn("no more connections allowed (max_db_client_connections)", msg)
+        row = pt.show(console, "DATABASES", name=db)[0]
+        self.assertEqual((row["max_client_connections"], row["current_client_connections"]),
+                         (2, 2))
+        # the general key for the other database
+        self.assertEqual(pt.show(console, "DATABASES", name=self.pg.database2)[0]
+                         ["max_client_connections"], 5)
+        for _ in range(3):
+            self.db_conn(px, db=self.pg.database2)
+        # a place comes free when a client leaves
+        first.close()
+        wait_until(lambda: pt.show(console, "DATABASES", name=db)[0]
+                   ["current_client_connections"] == 1, what="the client gone")
+        self.assertEqual(pt.one(self.db_conn(px), "select 1"), 1)
+
+    def test_user_limit(self):
+        app = self.pg.app_user
+        px = self.start_pgwharf(settings={"max_user_client_connections": 1},
+                                users={app: "max_user_client_connections=2"})
+        console = self.console_conn(px)                  # the admin user's one place
+        # an admin user is never refused on the console ...
+        self.console_conn(px)
+        # ... but is on a database
+        msg = self.refused(px)
+        self.assertIn("no more connections allowed (max_user_client_connections)", msg)
+        # the [users] entry's own limit
+        self.db_conn(px, user=app)
+        self.db_conn(px, user=app, db=self.pg.database2)
+        self.assertIn("max_user_client_connections", self.refused(px, user=app))
+        row = pt.show(console, "USERS", name=app)[0]
+        self.assertEqual((row["max_user_client_connections"], row["current_client_connections"]),
+                         (2, 2))
+
+
 class TestServerLifetime(PoolLimitsCase):
     """server_lifetime (1 s here, each server gets +-10 %) closes a server
     once it is older, when it is idle in the pool or as it comes back, never

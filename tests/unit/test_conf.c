@@ -653,9 +653,20 @@ static void test_connstr_errors(void **state)
     pgw_conf_diag_free(&d);
 
     /* a PgBouncer database key not implemented yet: a warning */
-    struct pgw_config *cfg = load_ok(BASE "[databases]\nx = max_db_client_connections=5\n", &d);
-    assert_warning(&d, "t.ini:4: database \"x\": max_db_client_connections: ignored: not "
-                       "supported yet");
+    struct pgw_config *cfg = load_ok(BASE "[databases]\nx = auth_dbname=y\n", &d);
+    assert_warning(&d, "t.ini:4: database \"x\": auth_dbname: ignored: not supported yet");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* client limits: the entry's own, else the general key (PgBouncer 1.24) */
+    cfg = load_ok(BASE "max_db_client_connections = 7\nmax_user_client_connections = 9\n"
+                       "[databases]\nx = max_db_client_connections=5\ny =\n"
+                       "[users]\nu = max_user_client_connections=2\n", &d);
+    assert_int_equal(d.nwarnings, 0);
+    assert_int_equal(pgw_conf_max_db_client_connections(cfg, pgw_conf_find_db(cfg, "x")), 5);
+    assert_int_equal(pgw_conf_max_db_client_connections(cfg, pgw_conf_find_db(cfg, "y")), 7);
+    assert_int_equal(pgw_conf_max_user_client_connections(cfg, pgw_conf_find_user(cfg, "u")), 2);
+    assert_int_equal(pgw_conf_max_user_client_connections(cfg, NULL), 9);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 }
