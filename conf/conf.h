@@ -89,6 +89,7 @@ struct pgw_conf_user {
     int max_user_client_connections;
     double query_timeout;    /* < 0 = inherit */
     double idle_transaction_timeout;
+    double transaction_timeout;
     double client_idle_timeout;
     char *file;
     int line;
@@ -161,6 +162,7 @@ struct pgw_config {
     double client_login_timeout;    /* 60 s */
     double client_idle_timeout;
     double idle_transaction_timeout;
+    double transaction_timeout;     /* from a transaction's first query */
 
     /* logging */
     char *logfile;
@@ -284,6 +286,8 @@ int pgw_conf_max_user_connections(const struct pgw_config *cfg,
                                   const struct pgw_conf_user *user);
 double pgw_conf_query_timeout(const struct pgw_config *cfg, const struct pgw_conf_user *user);
 double pgw_conf_idle_transaction_timeout(const struct pgw_config *cfg,
+                                         const struct pgw_conf_user *user);
+double pgw_conf_transaction_timeout(const struct pgw_config *cfg,
                                          const struct pgw_conf_user *user);
 double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
                                     const struct pgw_conf_user *user);

@@ -76,6 +76,7 @@
     X(client_login_timeout,     DUR,        "60",          0, 0)            \
     X(client_idle_timeout,      DUR,        "0",           0, 0)            \
     X(idle_transaction_timeout, DUR,        "0",           0, 0)            \
+    X(transaction_timeout,      DUR,        "0",           0, 0)            \
     X(logfile,                  STR,        "",            0, 0)            \
     X(pidfile,                  STR,        "",            0, 0)            \
     X(log_connections,          BOOL,       "on",          0, 0)            \
@@ -140,7 +141,7 @@ static const char *const unsupported_keys[] = {
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
     "scram_iterations", "server_fast_close", "server_tls13_ciphers", "service_name",
     "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
-    "track_extra_parameters", "transaction_timeout", "user", "verbose",
+    "track_extra_parameters", "user", "verbose",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A

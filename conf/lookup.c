@@ -106,6 +106,13 @@ double pgw_conf_idle_transaction_timeout(const struct pgw_config *cfg,
                                                        : cfg->idle_transaction_timeout;
 }
 
+double pgw_conf_transaction_timeout(const struct pgw_config *cfg,
+                                         const struct pgw_conf_user *user)
+{
+    return user && user->transaction_timeout >= 0 ? user->transaction_timeout
+                                                       : cfg->transaction_timeout;
+}
+
 double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
                                     const struct pgw_conf_user *user)
 {

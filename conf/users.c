@@ -15,7 +15,7 @@
 
 /* PgBouncer user keys pgwharf does not implement yet. */
 static const char *const unsupported_user_keys[] = {
-    "reserve_pool_size", "transaction_timeout",
+    "reserve_pool_size",
 };
 
 void conf_user_free(struct pgw_conf_user *u)
@@ -30,6 +30,7 @@ static void user_init(struct pgw_conf_user *u)
     memset(u, 0, sizeof(*u));
     u->pool_mode = u->pool_size = u->max_user_connections = u->max_user_client_connections = -1;
     u->query_timeout = u->idle_transaction_timeout = u->client_idle_timeout = -1;
+    u->transaction_timeout = -1;
 }
 
 static bool unsupported_user_key(const char *key)
@@ -57,6 +58,8 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
         return conf_parse_dur(val, &u->query_timeout, err, errlen);
     if (strcasecmp(key, "idle_transaction_timeout") == 0)
         return conf_parse_dur(val, &u->idle_transaction_timeout, err, errlen);
+    if (strcasecmp(key, "transaction_timeout") == 0)
+        return conf_parse_dur(val, &u->transaction_timeout, err, errlen);
     if (strcasecmp(key, "client_idle_timeout") == 0)
         return conf_parse_dur(val, &u->client_idle_timeout, err, errlen);
     if (unsupported_user_key(key))

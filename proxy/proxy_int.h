@@ -172,7 +172,7 @@ struct pgw_session {
     struct ps_queue *ps_queue;       /* responses expected from the server */
 
     /* timeouts in force ([users] over [pgwharf]); 0 = off */
-    double query_timeout, idle_transaction_timeout, client_idle_timeout;
+    double query_timeout, idle_transaction_timeout, client_idle_timeout, transaction_timeout;
 
     /* stats */
     uint64_t xact_count, query_count;

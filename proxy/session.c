@@ -115,6 +115,28 @@ void pgw_session_apply_timeouts(struct pgw_session *s)
     s->query_timeout = pgw_conf_query_timeout(cfg, u);
     s->idle_transaction_timeout = pgw_conf_idle_transaction_timeout(cfg, u);
     s->client_idle_timeout = pgw_conf_client_idle_timeout(cfg, u);
+    s->transaction_timeout = pgw_conf_transaction_timeout(cfg, u);
+}
+
+/* transaction_timeout: a transaction runs from its first query (an
+ * implicit one-statement transaction too, as PostgreSQL 17 counts it)
+ * until the ReadyForQuery 'I' that ends it. */
+static ev_tstamp transaction_deadline(const struct pgw_session *s)
+{
+    if (s->transaction_timeout <= 0)
+        return 0;
+    ev_tstamp start = s->xact_start > 0 ? s->xact_start : s->query_start;
+    return start > 0 ? start + s->transaction_timeout : 0;
+}
+
+/* The earlier of two deadlines (0 = none). */
+static ev_tstamp earlier(ev_tstamp at, const char **what, ev_tstamp other, const char *other_what)
+{
+    if (other > 0 && (at <= 0 || other < at)) {
+        *what = other_what;
+        return other;
+    }
+    return at;
 }
 
 /* Bytes of a client message not yet relayed (one still arriving). */
@@ -122,6 +144,8 @@ static bool client_msg_arriving(const struct pgw_session *s)
 {
     return s->cbuf && s->cbuf->parsed < s->cbuf->len;
 }
+
+static ev_tstamp linked_deadline(const struct pgw_session *s, const char **what);
 
 static ev_tstamp session_deadline(const struct pgw_session *s, const char **what)
 {
@@ -144,33 +168,39 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
          * server. */
         return 0;
     case PGW_SS_LINKED:
-        /* query_start is set while a request is under way: one awaiting
-         * its ReadyForQuery, extended-protocol messages with no Sync yet,
-         * or a message still arriving.  Without a Sync a client could
-         * otherwise hold its server for ever. */
-        if (s->query_start > 0 &&
-            (s->track.sync_out > 0 ||
-             (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
-            *what = "query_timeout";
-            return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
-        }
-        if (s->track.fe_open > 0) {
-            /* Extended-protocol messages with no Sync yet (a cursor's
-             * Execute + Flush, a pipeline): the server may be running them,
-             * so the client is not idle. */
-            *what = "";
-            return 0;
-        }
-        if (s->track.tx_status != 'I') {
-            *what = "idle_transaction_timeout";
-            return s->idle_transaction_timeout > 0
-                       ? s->last_activity + s->idle_transaction_timeout : 0;
-        }
-        *what = "client_idle_timeout";
-        return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
+        return earlier(linked_deadline(s, what), what, transaction_deadline(s),
+                       "transaction_timeout");
     default:
         return 0;
     }
+}
+
+static ev_tstamp linked_deadline(const struct pgw_session *s, const char **what)
+{
+    /* query_start is set while a request is under way: one awaiting its
+     * ReadyForQuery, extended-protocol messages with no Sync yet, or a
+     * message still arriving.  Without a Sync a client could otherwise
+     * hold its server for ever. */
+    if (s->query_start > 0 &&
+        (s->track.sync_out > 0 ||
+         (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
+        *what = "query_timeout";
+        return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
+    }
+    if (s->track.fe_open > 0) {
+        /* Extended-protocol messages with no Sync yet (a cursor's Execute
+         * + Flush, a pipeline): the server may be running them, so the
+         * client is not idle. */
+        *what = "";
+        return 0;
+    }
+    if (s->track.tx_status != 'I') {
+        *what = "idle_transaction_timeout";
+        return s->idle_transaction_timeout > 0 ? s->last_activity + s->idle_transaction_timeout
+                                               : 0;
+    }
+    *what = "client_idle_timeout";
+    return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
 }
 
 void pgw_session_arm_timer(struct pgw_session *s)
@@ -209,6 +239,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (s->server)
             s->server->user_pipe_broken = true;
         pgw_session_close(s, "57014", "query_timeout: canceling statement due to query timeout");
+    } else if (strcmp(what, "transaction_timeout") == 0) {
+        if (s->server)
+            s->server->user_pipe_broken = true;     /* maybe mid-query, as above */
+        /* 25P04: PostgreSQL 17's transaction_timeout */
+        pgw_session_close(s, "25P04", "transaction_timeout: transaction timed out");
     }
     else if (strcmp(what, "client_login_timeout") == 0)
         pgw_session_close(s, "08P01", "client_login_timeout: client did not log in in time");

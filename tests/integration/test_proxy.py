@@ -489,6 +489,46 @@ class TestTimeouts(pt.PgwharfTestCase):
         finally:
             c2.close()
 
+    def test_transaction_timeout_ends_a_busy_transaction(self):
+        # Never idle (idle_transaction_timeout would not fire), never one
+        # long query (nor query_timeout): only the transaction's age.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "transaction_timeout": "1s",
+                                          "idle_transaction_timeout": "1s"})
+        conn = psycopg2.connect(px.dsn())               # not autocommit: one transaction
+        cur = conn.cursor()
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            for _ in range(100):                        # 20 s at most
+                cur.execute("select pg_sleep(0.2)")
+        conn.close()
+        self.assertIn("transaction_timeout", str(cm.exception) + px.log())
+        self.assertIn("sqlstate=25P04", px.log())
+        self.assertEqual(px.psql("select 'fresh'"), "fresh")
+
+    def test_transaction_timeout_ends_one_long_query(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"},
+                                users={self.pg.user: "transaction_timeout=500ms"})
+        cp = px.psql("select pg_sleep(20)", check=False)
+        self.assertIn("transaction_timeout", cp.stderr)
+        # the server that ran it was closed, not lent on busy
+        self.assertEqual(px.psql("select 'fresh'"), "fresh")
+        # the app user keeps the general setting (off)
+        self.assertEqual(px.psql("select pg_sleep(0.7), 'done'", user=self.pg.app_user),
+                         "|done")
+
+    def test_transaction_timeout_counts_each_transaction(self):
+        # Ten autocommit statements take longer than the timeout together;
+        # each is its own transaction.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "transaction_timeout": "1s"})
+        conn = connect(px)
+        try:
+            for _ in range(10):
+                execute(conn, "select pg_sleep(0.2)")
+            self.assertEqual(one(conn, "select 'still here'"), "still here")
+        finally:
+            conn.close()
+
     def test_query_timeout(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "query_timeout": "500ms"})
         t0 = time.monotonic()
