@@ -141,6 +141,7 @@ struct pgw_config {
     int max_db_client_connections;  /* clients per database; 0 = unlimited */
     int max_user_client_connections;    /* clients per user; 0 = unlimited */
     int max_prepared_statements;    /* 200; 0 = pass-through */
+    int scram_iterations;           /* 4096: verifiers made from plaintext secrets */
 
     /* server connections */
     double server_lifetime;         /* 3600 s */

@@ -59,6 +59,7 @@
     X(max_db_client_connections, INT,       "0",           0, INT_MAX)      \
     X(max_user_client_connections, INT,     "0",           0, INT_MAX)      \
     X(max_prepared_statements,  INT,        "200",         0, INT_MAX)      \
+    X(scram_iterations,         INT,        "4096",        1, INT_MAX)      \
     X(server_lifetime,          DUR,        "3600",        0, 0)            \
     X(server_idle_timeout,      DUR,        "600",         0, 0)            \
     X(autodb_idle_timeout,      DUR,        "3600",        0, 0)            \
@@ -139,7 +140,7 @@ static const char *const unsupported_keys[] = {
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_stats",
     "max_packet_size",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
-    "scram_iterations", "server_fast_close", "server_tls13_ciphers", "service_name",
+"server_fast_close", "server_tls13_ciphers", "service_name",
     "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
     "track_extra_parameters", "user", "verbose",
 };

@@ -320,7 +320,8 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
         send_auth_request(s, AUTH_MD5, s->md5_salt, sizeof(s->md5_salt));
         return;
     case AM_SCRAM:
-        if (pgw_scram_server_init(&st->scram, secret, s->user) < 0) {
+        if (pgw_scram_server_start(&st->scram, secret, s->user, s->px->cfg->scram_iterations,
+                                   s->px->scram_cache) < 0) {
             pgw_session_close(s, "53200", "out of memory");
             return;
         }

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "proxy/authquery.h"
 #include "proxy/prepared.h"
+#include "proxy/scram.h"
 #include "proxy/hba.h"
 #include "proxy/tls.h"
 
@@ -313,6 +314,11 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    px->scram_cache = pgw_scram_cache_new();     /* made SCRAM verifiers */
+    if (!px->scram_cache) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
     if (pgw_cancel_init(px) < 0) {
         snprintf(errbuf, errlen, "cannot start the cancel worker");
         goto fail;
@@ -430,6 +436,7 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     pgw_batch_configure(px);
     pgw_listener_reconfigure(px);               /* tcp_keepalive */
     pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
+    pgw_scram_cache_clear(px->scram_cache);     /* auth_file, scram_iterations */
     /* Sessions re-resolve their db entry so the retired configs can go. */
     struct pgw_list *pos;
     for (pos = px->sessions.next; pos != &px->sessions; pos = pos->next) {
@@ -615,6 +622,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
     pgw_listener_close_all(px);
     pgw_batch_free(px);
     pgw_cancel_deinit(px);
+    pgw_scram_cache_free(px->scram_cache);
     pgw_authquery_deinit(px);                   /* auth_query: before the pools go */
     if (px->pools)
         pgw_pool_set_destroy(px->pools);

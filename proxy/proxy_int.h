@@ -348,6 +348,7 @@ struct pgw_proxy {
     ev_timer buf_trim;               /* returns unneeded free buffers */
     struct pgw_list cancel_hash[PGW_CANCEL_BUCKETS];
     struct pgw_cancel_state *cancel;
+    struct pgw_scram_cache *scram_cache;     /* verifiers made from plaintext secrets */
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;

@@ -456,7 +456,88 @@ static bool is_md5_hash(const char *s)
     return strlen(s) == 35 && strncmp(s, "md5", 3) == 0;
 }
 
+/* ---- made verifiers, cached ---- */
+
+#define SCRAM_CACHE_SLOTS 256
+
+struct scram_cache_slot {
+    bool used;
+    uint8_t key[PGW_SCRAM_KEY_LEN];
+    struct pgw_scram_secret secret;
+};
+
+struct pgw_scram_cache {
+    struct scram_cache_slot slot[SCRAM_CACHE_SLOTS];
+    unsigned long hits, misses;
+};
+
+struct pgw_scram_cache *pgw_scram_cache_new(void)
+{
+    return calloc(1, sizeof(struct pgw_scram_cache));
+}
+
+void pgw_scram_cache_clear(struct pgw_scram_cache *c)
+{
+    if (c)
+        OPENSSL_cleanse(c->slot, sizeof(c->slot));
+}
+
+void pgw_scram_cache_free(struct pgw_scram_cache *c)
+{
+    pgw_scram_cache_clear(c);
+    free(c);
+}
+
+void pgw_scram_cache_counts(const struct pgw_scram_cache *c, unsigned long *hits,
+                            unsigned long *misses)
+{
+    *hits = c ? c->hits : 0;
+    *misses = c ? c->misses : 0;
+}
+
+/* The cache key: HMAC keyed by the password over the iterations and the
+ * user name (the password itself is never kept). */
+static bool cache_key(const char *password, const char *username, int iterations,
+                      uint8_t out[PGW_SCRAM_KEY_LEN])
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf), "%d:%s", iterations, username);
+    return n > 0 && (size_t)n < sizeof(buf) &&
+           hmac256((const uint8_t *)password, strlen(password), buf, (size_t)n, out);
+}
+
+/* pgw_scram_secret_make for a plaintext secret, through the cache. */
+static int made_secret(const char *password, const char *username, const uint8_t *salt,
+                       int iterations, struct pgw_scram_cache *c, struct pgw_scram_secret *out)
+{
+    uint8_t key[PGW_SCRAM_KEY_LEN];
+    struct scram_cache_slot *sl = NULL;
+    if (c && cache_key(password, username, iterations, key)) {
+        sl = &c->slot[(key[0] | (unsigned)key[1] << 8) % SCRAM_CACHE_SLOTS];
+        if (sl->used && CRYPTO_memcmp(sl->key, key, sizeof(key)) == 0) {
+            c->hits++;
+            *out = sl->secret;
+            return 0;
+        }
+        c->misses++;
+    }
+    int rc = pgw_scram_secret_make(password, salt, PGW_SCRAM_SALT_LEN, iterations, out);
+    if (rc == 0 && sl) {
+        sl->used = true;
+        memcpy(sl->key, key, sizeof(key));
+        sl->secret = *out;
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    return rc;
+}
+
 int pgw_scram_server_init(struct pgw_scram_server *st, const char *secret, const char *username)
+{
+    return pgw_scram_server_start(st, secret, username, 0, NULL);
+}
+
+int pgw_scram_server_start(struct pgw_scram_server *st, const char *secret, const char *username,
+                           int iterations, struct pgw_scram_cache *cache)
 {
     memset(st, 0, sizeof(*st));
     st->stage = PGW_SCRAM_WANT_CLIENT_FIRST;
@@ -480,7 +561,7 @@ int pgw_scram_server_init(struct pgw_scram_server *st, const char *secret, const
     } else {
         /* Plaintext: the salt is the per-user one, so the server-first
          * message is the same on every try, as for a stored verifier. */
-        int rc = pgw_scram_secret_make(secret, salt, sizeof(salt), 0, &st->secret);
+        int rc = made_secret(secret, username, salt, iterations, cache, &st->secret);
         if (rc < 0)
             return rc;
     }
@@ -488,7 +569,7 @@ int pgw_scram_server_init(struct pgw_scram_server *st, const char *secret, const
         memset(&st->secret, 0, sizeof(st->secret));
         memcpy(st->secret.salt, salt, sizeof(salt));
         st->secret.salt_len = sizeof(salt);
-        st->secret.iterations = PGW_SCRAM_ITERATIONS;
+        st->secret.iterations = iterations > 0 ? iterations : PGW_SCRAM_ITERATIONS;
     }
     return 0;
 }

@@ -130,6 +130,25 @@ struct pgw_scram_server {
  * verifier, plaintext, or md5 hash), NULL for an unknown user.  Returns 0
  * or PGW_ENOMEM. */
 int pgw_scram_server_init(struct pgw_scram_server *st, const char *secret, const char *username);
+
+/* Verifiers pgwharf made from plaintext secrets.  The salt is the user's
+ * own (the same on every try), so the verifier is too: kept here, a user's
+ * next login skips PBKDF2 (thousands of HMACs: most of a SCRAM login's
+ * CPU).  Keyed by a digest of (iterations, user, password), so a changed
+ * password or scram_iterations is a miss; a fixed number of slots, a
+ * collision replaces.  One per loop. */
+struct pgw_scram_cache;
+struct pgw_scram_cache *pgw_scram_cache_new(void);
+void pgw_scram_cache_clear(struct pgw_scram_cache *c);
+void pgw_scram_cache_free(struct pgw_scram_cache *c);
+/* Lookups and verifiers made so far (tests, SHOW MEM-like counters). */
+void pgw_scram_cache_counts(const struct pgw_scram_cache *c, unsigned long *hits,
+                            unsigned long *misses);
+
+/* pgw_scram_server_init with scram_iterations for verifiers made from a
+ * plaintext secret (<= 0: PGW_SCRAM_ITERATIONS) and a cache (may be NULL). */
+int pgw_scram_server_start(struct pgw_scram_server *st, const char *secret, const char *username,
+                           int iterations, struct pgw_scram_cache *cache);
 void pgw_scram_server_deinit(struct pgw_scram_server *st);
 
 /* Heap versions for callers that keep a pointer (NULL on no memory). */

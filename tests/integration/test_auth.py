@@ -337,6 +337,28 @@ class TestScram(AuthTestCase):
         self.assertEqual(seen["server_final"], seen["expected_final"])
         self.assertEqual(seen["after"], 0)       # AuthenticationOk
 
+    def test_scram_iterations(self):
+        # Verifiers pgwharf makes from a plaintext secret use
+        # scram_iterations; an unknown user's mock exchange too (the same
+        # answer either way).  A verifier is made once per user and kept:
+        # a wrong password still fails, a reload with a new one takes it.
+        user, pw = self.app()
+        px = self.start("scram-sha-256", {user: pw}, scram_iterations=10000)
+        for who in (user, user, "ghost"):
+            first = self.raw_scram(px, who, pw)["server_first"]
+            self.assertEqual(dict(kv.split("=", 1) for kv in first.split(","))["i"], "10000")
+        seen = self.raw_scram(px, user, pw)
+        self.assertEqual(seen["server_final"], seen["expected_final"])
+        self.assertEqual(self.raw_scram(px, user, "wrong")["error"]["C"], "28P01")
+        px.auth_users[user] = "new password"
+        px.settings["scram_iterations"] = 5000
+        px.reload()
+        pt.wait_until(lambda: dict(kv.split("=", 1) for kv in self.raw_scram(
+            px, user, "x")["server_first"].split(","))["i"] == "5000", what="the reload")
+        self.assertEqual(self.raw_scram(px, user, pw)["error"]["C"], "28P01")
+        seen = self.raw_scram(px, user, "new password")
+        self.assertEqual(seen["server_final"], seen["expected_final"])
+
     def test_unknown_user_salt_is_stable(self):
         user, pw = self.app()
         px = self.start("scram-sha-256", {user: pw})

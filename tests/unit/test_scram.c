@@ -111,6 +111,28 @@ static void client_final_for(const char *password, const char *gs2, const char *
     snprintf(out, outsize, "%s,p=%s", without_proof, proof_b64);
 }
 
+/* One whole exchange, with scram_iterations and a cache; returns the
+ * result of client-final.  The server-first message goes to sf_out when
+ * it is not NULL. */
+static int exchange_with(const char *secret, const char *user, const char *password,
+                         struct pgw_scram_server *st, int iterations,
+                         struct pgw_scram_cache *cache, char *sf_out, size_t sf_size)
+{
+    const char *out;
+    size_t outlen;
+    assert_int_equal(pgw_scram_server_start(st, secret, user, iterations, cache), 0);
+    const char *first = "n,,n=,r=clientnonce123";
+    int rc = pgw_scram_server_client_first(st, first, strlen(first), &out, &outlen);
+    if (rc < 0)
+        return rc;
+    char server_first[512], final[512];
+    snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
+    if (sf_out)
+        snprintf(sf_out, sf_size, "%s", server_first);
+    client_final_for(password, "n,,", first + 3, server_first, final, sizeof(final));
+    return pgw_scram_server_client_final(st, final, strlen(final), &out, &outlen);
+}
+
 /* One whole exchange; returns the result of client-final. */
 static int exchange(const char *secret, const char *user, const char *password,
                     struct pgw_scram_server *st)
@@ -126,6 +148,42 @@ static int exchange(const char *secret, const char *user, const char *password,
     snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
     client_final_for(password, "n,,", first + 3, server_first, final, sizeof(final));
     return pgw_scram_server_client_final(st, final, strlen(final), &out, &outlen);
+}
+
+/* ---- verifiers made from plaintext, cached ---- */
+
+static void cached_exchange(struct pgw_scram_cache *c, const char *secret, const char *password,
+                            int iterations, int want_rc, unsigned long want_hits,
+                            unsigned long want_misses)
+{
+    struct pgw_scram_server st;
+    char sf[512], iter[32];
+    assert_int_equal(exchange_with(secret, "u", password, &st, iterations, c, sf, sizeof(sf)),
+                     want_rc);
+    snprintf(iter, sizeof(iter), ",i=%d", iterations);
+    assert_non_null(strstr(sf, iter));
+    pgw_scram_server_deinit(&st);
+    unsigned long hits, misses;
+    pgw_scram_cache_counts(c, &hits, &misses);
+    assert_int_equal(hits, want_hits);
+    assert_int_equal(misses, want_misses);
+}
+
+static void test_made_verifier_cache(void **state)
+{
+    (void)state;
+    struct pgw_scram_cache *c = pgw_scram_cache_new();
+    assert_non_null(c);
+    cached_exchange(c, "pw", "pw", 4096, 0, 0, 1);           /* made once */
+    cached_exchange(c, "pw", "pw", 4096, 0, 1, 1);           /* then kept */
+    cached_exchange(c, "pw", "wrong", 4096, PGW_EAUTH, 2, 1); /* still checked */
+    cached_exchange(c, "pw2", "pw", 4096, PGW_EAUTH, 2, 2);  /* a new password: made again */
+    cached_exchange(c, "pw2", "pw2", 4096, 0, 3, 2);
+    cached_exchange(c, "pw2", "pw2", 5000, 0, 3, 3);         /* scram_iterations changed */
+    pgw_scram_cache_clear(c);
+    cached_exchange(c, "pw2", "pw2", 5000, 0, 3, 4);
+    pgw_scram_cache_free(c);
+    pgw_scram_cache_free(NULL);
 }
 
 /* ---- the exchange ---- */
@@ -672,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_postgres_verifiers),
         cmocka_unit_test(test_secret_parse_errors),
         cmocka_unit_test(test_saslprep),
+        cmocka_unit_test(test_made_verifier_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
