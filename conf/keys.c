@@ -70,6 +70,7 @@
     X(server_check_query,       STR,        "select 1",    0, 0)            \
     X(server_check_delay,       DUR,        "30",          0, 0)            \
     X(server_round_robin,       BOOL,       "off",         0, 0)            \
+    X(disable_pqexec,           BOOL,       "off",         0, 0)            \
     X(server_pipeline_depth,    INT,        "0",           0, 64)           \
     X(io_batch,                 BOOL,       "on",          0, 0)            \
     X(query_timeout,            DUR,        "0",           0, 0)            \
@@ -136,7 +137,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 static const char *const unsupported_keys[] = {
     "auth_ident_file", "auth_ldap_options",
     "cancel_wait_timeout", "client_tls13_ciphers", "client_tls_dheparams",
-    "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
+    "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_stats",
     "max_packet_size",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",

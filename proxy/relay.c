@@ -1208,6 +1208,12 @@ static bool scan_client(struct pgw_session *s)
             b->len = b->parsed;
             break;
         }
+        if (type == PGW_FE_QUERY && s->px->cfg->disable_pqexec) {
+            /* PgBouncer's words; a Query can carry several statements
+             * (SQL injection), the extended protocol only one. */
+            pgw_session_close(s, "08P01", "PQexec disallowed");
+            return false;
+        }
         if (!s->discard && !s->server)
             break;          /* scanned once a server is linked */
         if (s->server && s->pipe_budget == 0 && !s->discard) {

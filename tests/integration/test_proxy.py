@@ -465,6 +465,17 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         self.assertIn("transaction blocks not allowed in statement pooling mode", cp.stderr)
         self.assertEqual(px.psql("select 'next client fine'"), "next client fine")
 
+    def test_disable_pqexec(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "disable_pqexec": 1})
+        cp = px.psql("select 1", check=False)           # psql: the simple protocol
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("PQexec disallowed", cp.stderr)
+        import psycopg                                  # psycopg 3: the extended one
+        with psycopg.connect(px.dsn()) as conn:
+            self.assertEqual(conn.execute("select %s::int + 1", (41,)).fetchone()[0], 42)
+        self.assertEqual(px.admin("SHOW VERSION")[0][0].split()[0], "pgwharf")  # console: as before
+        self.assertIn("08P01", px.log())
+
     def test_unsupported_startup_parameter(self):
         px = self.start_pgwharf()
         with self.assertRaises(psycopg2.OperationalError) as cm:
