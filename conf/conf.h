@@ -73,6 +73,7 @@ struct pgw_conf_db {
     int reserve_pool_size;
     int max_db_connections;
     int max_db_client_connections;
+    double server_lifetime;  /* < 0 = the general one */
     int pool_mode;           /* enum pgw_pool_mode, or -1 */
     char *auth_user;
     char *connect_query;
@@ -277,6 +278,7 @@ int pgw_conf_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *d
 int pgw_conf_min_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 int pgw_conf_max_db_connections(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+double pgw_conf_server_lifetime(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 /* Client limits (PgBouncer 1.24): the entry's own value, else the general
  * key; 0 = unlimited.  db or user may be NULL. */
 int pgw_conf_max_db_client_connections(const struct pgw_config *cfg,

@@ -17,7 +17,7 @@
 
 /* PgBouncer database keys pgwharf does not implement yet. */
 static const char *const unsupported_db_keys[] = {
-    "server_lifetime", "auth_dbname", "auth_query",
+    "auth_dbname", "auth_query",
 };
 
 /* An entry being built, with the PgBouncer extras still to merge. */
@@ -32,6 +32,7 @@ static void db_init(struct pgw_conf_db *db)
     memset(db, 0, sizeof(*db));
     db->pool_size = db->min_pool_size = db->reserve_pool_size = -1;
     db->max_db_connections = db->max_db_client_connections = db->pool_mode = -1;
+    db->server_lifetime = -1;
 }
 
 void conf_db_free(struct pgw_conf_db *db)
@@ -122,6 +123,8 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
         rc = conf_parse_int(val, 0, INT_MAX, &db->max_db_connections, err, errlen);
     else if (strcasecmp(key, "max_db_client_connections") == 0)
         rc = conf_parse_int(val, 0, INT_MAX, &db->max_db_client_connections, err, errlen);
+    else if (strcasecmp(key, "server_lifetime") == 0)
+        rc = conf_parse_dur(val, &db->server_lifetime, err, errlen);
     else if (strcasecmp(key, "pool_mode") == 0)
         rc = conf_parse_pool_mode(val, &db->pool_mode, err, errlen);
     else if (strcasecmp(key, "auth_user") == 0)

@@ -80,6 +80,11 @@ int pgw_conf_max_user_client_connections(const struct pgw_config *cfg,
                                                           : cfg->max_user_client_connections;
 }
 
+double pgw_conf_server_lifetime(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    return db && db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime;
+}
+
 const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_conf_db *db)
 {
     if (db && db->auth_user && *db->auth_user)

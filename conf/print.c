@@ -77,6 +77,7 @@ static void print_db(FILE *f, const struct pgw_conf_db *db)
     print_int(f, "reserve_pool_size", db->reserve_pool_size);
     print_int(f, "max_db_connections", db->max_db_connections);
     print_int(f, "max_db_client_connections", db->max_db_client_connections);
+    print_dur(f, "server_lifetime", db->server_lifetime);
     if (db->pool_mode >= 0)
         fprintf(f, " pool_mode=%s", pgw_pool_mode_name((enum pgw_pool_mode)db->pool_mode));
     print_str(f, "auth_user", db->auth_user);

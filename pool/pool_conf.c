@@ -79,6 +79,7 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
     pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db);
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
+    pool->server_lifetime = pgw_conf_server_lifetime(cfg, db);
     /* The cap of the user the servers log in as (copy_keys). */
     const char *su = db->user && *db->user ? db->user : pool->user;
     pool->max_user_connections = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));

@@ -108,6 +108,7 @@ struct pgw_pool {
     enum pgw_pool_mode mode;
     int pool_size, min_pool_size, reserve_pool_size;
     int max_db_connections, max_user_connections;
+    double server_lifetime;   /* the entry's, else the general one */
     bool paused;
     bool orphan;              /* its db entry is gone from the config */
     bool autodb;              /* made from the "*" entry */

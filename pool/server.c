@@ -551,7 +551,7 @@ static void login_done(struct pgw_server *srv)
     srv->server_version = PQserverVersion(srv->conn);
     take_params(srv);
     srv->connect_time = srv->request_time = now;
-    double life = set->cfg->server_lifetime;
+    double life = pool->server_lifetime;
     srv->expire_at = life > 0 ? now + life * (0.9 + 0.2 * pgw_pool_set_random(set)) : 0;
     pgw_info("server_connect", "%s tls=%s", srv_log_fields(srv, f, sizeof(f)),
              srv->ssl ? "on" : "off");

@@ -423,7 +423,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_int(&rs, pgw_conf_pool_size(cfg, db, NULL));
         pgw_rs_int(&rs, pgw_conf_min_pool_size(cfg, db));
         pgw_rs_int(&rs, pgw_conf_reserve_pool_size(cfg, db));
-        pgw_rs_int(&rs, (int64_t)cfg->server_lifetime);
+        pgw_rs_int(&rs, (int64_t)pgw_conf_server_lifetime(cfg, db));
         pgw_rs_text(&rs, db->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)db->pool_mode)
                                             : NULL);
         pgw_rs_int(&rs, pgw_conf_max_db_connections(cfg, db));

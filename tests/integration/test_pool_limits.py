@@ -352,6 +352,22 @@ class TestServerLifetime(PoolLimitsCase):
         pid2 = self.one(c, "select pg_backend_pid()")
         self.assertNotEqual(pid2, pid1)
 
+    def test_database_entry_sets_its_own_lifetime(self):
+        db, db2 = self.pg.database, self.pg.database2
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "server_idle_timeout": 0},
+            databases={db: self.pg.conn_string(db) + " server_lifetime=%s" % self.LIFE,
+                       db2: self.pg.conn_string(db2)})
+        short = self.one(self.connect(px), "select pg_backend_pid()")
+        long = self.one(self.connect(px, db=db2), "select pg_backend_pid()")
+        wait_until(lambda: short not in self.backend_pids(self.pg.user), timeout=10,
+                   what="the short-lived server to be closed")
+        self.closed_because(px, short, "server_lifetime")
+        self.assertIn(long, self.backend_pids(self.pg.user))    # the general 3600 s
+        rows = {r["name"]: r for r in self.show(self.console(px), "DATABASES")}
+        self.assertEqual((rows[db]["server_lifetime"], rows[db2]["server_lifetime"]),
+                         (int(self.LIFE), 3600))
+
     def _hold_past_lifetime(self, pid, px):
         """Wait until backend pid is past the longest lifetime pgwharf may
         have given it and a maintenance tick has run since; it must still

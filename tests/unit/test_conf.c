@@ -660,11 +660,13 @@ static void test_connstr_errors(void **state)
 
     /* client limits: the entry's own, else the general key (PgBouncer 1.24) */
     cfg = load_ok(BASE "max_db_client_connections = 7\nmax_user_client_connections = 9\n"
-                       "[databases]\nx = max_db_client_connections=5\ny =\n"
+                       "[databases]\nx = max_db_client_connections=5 server_lifetime=90\ny =\n"
                        "[users]\nu = max_user_client_connections=2\n", &d);
     assert_int_equal(d.nwarnings, 0);
     assert_int_equal(pgw_conf_max_db_client_connections(cfg, pgw_conf_find_db(cfg, "x")), 5);
     assert_int_equal(pgw_conf_max_db_client_connections(cfg, pgw_conf_find_db(cfg, "y")), 7);
+    assert_true(pgw_conf_server_lifetime(cfg, pgw_conf_find_db(cfg, "x")) == 90);
+    assert_true(pgw_conf_server_lifetime(cfg, pgw_conf_find_db(cfg, "y")) == 3600);
     assert_int_equal(pgw_conf_max_user_client_connections(cfg, pgw_conf_find_user(cfg, "u")), 2);
     assert_int_equal(pgw_conf_max_user_client_connections(cfg, NULL), 9);
     pgw_conf_free(cfg);
