@@ -88,6 +88,7 @@ struct pgw_conf_user {
     int pool_size;
     int max_user_connections;
     int max_user_client_connections;
+    int reserve_pool_size;   /* -1 = the database entry's, else the general one */
     double query_timeout;    /* < 0 = inherit */
     double idle_transaction_timeout;
     double transaction_timeout;
@@ -276,7 +277,10 @@ int pgw_conf_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *d
 /* The same for the other inherited settings (db and user may be NULL);
  * pgw_conf_auth_user returns NULL when neither sets one. */
 int pgw_conf_min_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
-int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+/* The [users] entry's (PgBouncer 1.24), else the database entry's, else
+ * the general reserve_pool_size; user may be NULL. */
+int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db,
+                               const struct pgw_conf_user *user);
 int pgw_conf_max_db_connections(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 double pgw_conf_server_lifetime(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 /* Client limits (PgBouncer 1.24): the entry's own value, else the general

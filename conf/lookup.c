@@ -55,8 +55,11 @@ int pgw_conf_min_pool_size(const struct pgw_config *cfg, const struct pgw_conf_d
     return db && db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
 }
 
-int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+int pgw_conf_reserve_pool_size(const struct pgw_config *cfg, const struct pgw_conf_db *db,
+                               const struct pgw_conf_user *user)
 {
+    if (user && user->reserve_pool_size >= 0)
+        return user->reserve_pool_size;
     return db && db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
 }
 
@@ -156,7 +159,7 @@ int pgw_conf_server_fds(const struct pgw_config *cfg)
         long long n = pgw_conf_pool_size(cfg, db, NULL);
         if (user_size > n)
             n = user_size;
-        n += pgw_conf_reserve_pool_size(cfg, db);
+        n += pgw_conf_reserve_pool_size(cfg, db, NULL);
         int cap = pgw_conf_max_db_connections(cfg, db);
         if (cap > 0 && n > cap)
             n = cap;

@@ -94,6 +94,7 @@ static void print_user(FILE *f, const struct pgw_conf_user *u)
     print_int(f, "pool_size", u->pool_size);
     print_int(f, "max_user_connections", u->max_user_connections);
     print_int(f, "max_user_client_connections", u->max_user_client_connections);
+    print_int(f, "reserve_pool_size", u->reserve_pool_size);
     print_dur(f, "query_timeout", u->query_timeout);
     print_dur(f, "idle_transaction_timeout", u->idle_transaction_timeout);
     print_dur(f, "transaction_timeout", u->transaction_timeout);

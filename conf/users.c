@@ -13,11 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* PgBouncer user keys pgwharf does not implement yet. */
-static const char *const unsupported_user_keys[] = {
-    "reserve_pool_size",
-};
-
 void conf_user_free(struct pgw_conf_user *u)
 {
     free(u->name);
@@ -30,19 +25,12 @@ static void user_init(struct pgw_conf_user *u)
     memset(u, 0, sizeof(*u));
     u->pool_mode = u->pool_size = u->max_user_connections = u->max_user_client_connections = -1;
     u->query_timeout = u->idle_transaction_timeout = u->client_idle_timeout = -1;
-    u->transaction_timeout = -1;
+    u->transaction_timeout = u->reserve_pool_size = -1;
 }
 
-static bool unsupported_user_key(const char *key)
-{
-    for (size_t i = 0; i < sizeof(unsupported_user_keys) / sizeof(unsupported_user_keys[0]);
-         i++)
-        if (strcasecmp(unsupported_user_keys[i], key) == 0)
-            return true;
-    return false;
-}
 
-/* 0, PGW_ECONFIG with err, or 1 for a key to warn about. */
+/* 0, PGW_ECONFIG with err, or PGW_ENOTFOUND (every PgBouncer user key is
+ * implemented). */
 static int user_key(struct pgw_conf_user *u, const char *key, const char *val, char *err,
                     size_t errlen)
 {
@@ -50,6 +38,8 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
         return conf_parse_pool_mode(val, &u->pool_mode, err, errlen);
     if (strcasecmp(key, "pool_size") == 0)
         return conf_parse_int(val, 1, INT_MAX, &u->pool_size, err, errlen);
+    if (strcasecmp(key, "reserve_pool_size") == 0)
+        return conf_parse_int(val, 0, INT_MAX, &u->reserve_pool_size, err, errlen);
     if (strcasecmp(key, "max_user_connections") == 0)
         return conf_parse_int(val, 0, INT_MAX, &u->max_user_connections, err, errlen);
     if (strcasecmp(key, "max_user_client_connections") == 0)
@@ -62,8 +52,6 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
         return conf_parse_dur(val, &u->transaction_timeout, err, errlen);
     if (strcasecmp(key, "client_idle_timeout") == 0)
         return conf_parse_dur(val, &u->client_idle_timeout, err, errlen);
-    if (unsupported_user_key(key))
-        return 1;
     return PGW_ENOTFOUND;
 }
 
@@ -76,10 +64,7 @@ static int parse_settings(struct conf_loader *ld, struct pgw_conf_user *u, const
     int rc, nerrors = 0;
     while ((rc = conf_connstr_next(&p, &key, &val, err, sizeof(err))) > 0) {
         rc = user_key(u, key, val, err, sizeof(err));
-        if (rc == 1)
-            conf_warn(&ld->rep, file, line, "user \"%s\": %s: ignored: not supported yet",
-                      u->name, key);
-        else if (rc == PGW_ENOTFOUND)
+        if (rc == PGW_ENOTFOUND)
             conf_error(&ld->rep, file, line, "user \"%s\": unknown key \"%s\"", u->name, key);
         else if (rc != 0)
             conf_error(&ld->rep, file, line, "user \"%s\": %s: %s", u->name, key, err);

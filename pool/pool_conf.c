@@ -77,7 +77,7 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->mode = pgw_conf_pool_mode(cfg, db, u);
     pool->pool_size = pgw_conf_pool_size(cfg, db, u);
     pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
-    pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db);
+    pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db, u);
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
     pool->server_lifetime = pgw_conf_server_lifetime(cfg, db);
     /* The cap of the user the servers log in as (copy_keys). */

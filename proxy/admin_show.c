@@ -422,7 +422,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_text(&rs, db->user);
         pgw_rs_int(&rs, pgw_conf_pool_size(cfg, db, NULL));
         pgw_rs_int(&rs, pgw_conf_min_pool_size(cfg, db));
-        pgw_rs_int(&rs, pgw_conf_reserve_pool_size(cfg, db));
+        pgw_rs_int(&rs, pgw_conf_reserve_pool_size(cfg, db, NULL));
         pgw_rs_int(&rs, (int64_t)pgw_conf_server_lifetime(cfg, db));
         pgw_rs_text(&rs, db->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)db->pool_mode)
                                             : NULL);
@@ -452,13 +452,15 @@ static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
         if (pgw_session_logged_in(s) && strcmp(s->user, name) == 0)
             clients++;     /* console sessions too, as PgBouncer */
     }
-    char size[16] = "";
+    char size[16] = "", reserve[16] = "";
     if (u && u->pool_size >= 0)
         snprintf(size, sizeof(size), "%d", u->pool_size);
+    if (u && u->reserve_pool_size >= 0)
+        snprintf(reserve, sizeof(reserve), "%d", u->reserve_pool_size);
     pgw_rs_row(rs);
     pgw_rs_text(rs, name);
     pgw_rs_text(rs, size);
-    pgw_rs_text(rs, "");
+    pgw_rs_text(rs, reserve);
     pgw_rs_text(rs, u && u->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)u->pool_mode)
                                            : NULL);
     pgw_rs_int(rs, pgw_conf_max_user_connections(px->cfg, u));

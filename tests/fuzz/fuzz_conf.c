@@ -92,7 +92,7 @@ static void use_config(const struct pgw_config *cfg)
             pgw_conf_query_timeout(cfg, user);
         }
         pgw_conf_min_pool_size(cfg, db);
-        pgw_conf_reserve_pool_size(cfg, db);
+        pgw_conf_reserve_pool_size(cfg, db, NULL);
         pgw_conf_max_db_connections(cfg, db);
         fuzz_touch(pgw_conf_auth_user(cfg, db));
     }

@@ -325,6 +325,32 @@ class TestClientLimits(pt.PgwharfTestCase):
                          (2, 2))
 
 
+class TestUserReservePool(PoolLimitsCase):
+    """reserve_pool_size in [users] (PgBouncer 1.24): that user's pools may
+    grow past their size once a waiter has waited reserve_pool_timeout;
+    another user's may not."""
+
+    def test_users_entry_reserve(self):
+        app = self.pg.app_user
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "reserve_pool_timeout": "300ms",
+                                          "query_wait_timeout": "3s"},
+                                users={app: "reserve_pool_size=1"})
+        console = self.console(px)
+        for user, reserve in ((app, True), (self.pg.user, False)):
+            holder = self.connect(px, autocommit=False, user=user)
+            self.one(holder, "select 1")                  # holds the pool's one server
+            waiter = self.connect(px, user=user)
+            if reserve:
+                self.assertEqual(self.one(waiter, "select 'reserve'"), "reserve")
+                self.assertEqual(len(self.show(console, "SERVERS", user=user)), 2)
+            else:
+                with self.assertRaises(psycopg2.Error) as cm:
+                    self.one(waiter, "select 'none'")
+                self.assertIn("query_wait_timeout", str(cm.exception))
+            holder.rollback()
+        self.assertEqual(self.show(console, "USERS", name=app)[0]["reserve_pool_size"], "1")
+
 class TestServerLifetime(PoolLimitsCase):
     """server_lifetime (1 s here, each server gets +-10 %) closes a server
     once it is older, when it is idle in the pool or as it comes back, never

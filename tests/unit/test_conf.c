@@ -752,7 +752,7 @@ static void test_users_and_inheritance(void **state)
              "bob =\n"
              "carol = reserve_pool_size=2\n", &d);
     assert_int_equal(cfg->nusers, 3);
-    assert_warning(&d, "t.ini:15: user \"carol\": reserve_pool_size: ignored: not supported yet");
+    assert_int_equal(d.nwarnings, 0);   /* reserve_pool_size per user: PgBouncer 1.24 */
     const struct pgw_conf_db *a = pgw_conf_find_db(cfg, "a"), *b = pgw_conf_find_db(cfg, "b");
     const struct pgw_conf_user *alice = pgw_conf_find_user(cfg, "alice");
     const struct pgw_conf_user *bob = pgw_conf_find_user(cfg, "bob");
@@ -774,8 +774,11 @@ static void test_users_and_inheritance(void **state)
     assert_int_equal(pgw_conf_pool_size(cfg, b, NULL), 10);
     assert_int_equal(pgw_conf_min_pool_size(cfg, a), 2);
     assert_int_equal(pgw_conf_min_pool_size(cfg, b), 1);
-    assert_int_equal(pgw_conf_reserve_pool_size(cfg, a), 1);
-    assert_int_equal(pgw_conf_reserve_pool_size(cfg, b), 0);
+    assert_int_equal(pgw_conf_reserve_pool_size(cfg, a, NULL), 1);
+    assert_int_equal(pgw_conf_reserve_pool_size(cfg, b, NULL), 0);
+    const struct pgw_conf_user *carol = pgw_conf_find_user(cfg, "carol");
+    assert_int_equal(pgw_conf_reserve_pool_size(cfg, a, carol), 2);   /* the user's wins */
+    assert_int_equal(pgw_conf_reserve_pool_size(cfg, a, bob), 1);
     assert_int_equal(pgw_conf_max_db_connections(cfg, a), 8);
     assert_int_equal(pgw_conf_max_db_connections(cfg, b), 0);
     assert_string_equal(pgw_conf_auth_user(cfg, a), "a_lookup");
