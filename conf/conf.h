@@ -76,6 +76,8 @@ struct pgw_conf_db {
     double server_lifetime;  /* < 0 = the general one */
     int pool_mode;           /* enum pgw_pool_mode, or -1 */
     char *auth_user;
+    char *auth_dbname;       /* NULL or "": the general one */
+    char *auth_query;        /* NULL or "": the general one */
     char *connect_query;
     char *file;              /* where it was defined */
     int line;
@@ -290,6 +292,11 @@ int pgw_conf_max_db_client_connections(const struct pgw_config *cfg,
 int pgw_conf_max_user_client_connections(const struct pgw_config *cfg,
                                          const struct pgw_conf_user *user);
 const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+/* auth_dbname and auth_query: the database entry's, else the general
+ * ones.  auth_dbname is NULL when neither is set (the client's database
+ * is used); auth_query is never NULL ("" = none). */
+const char *pgw_conf_auth_dbname(const struct pgw_config *cfg, const struct pgw_conf_db *db);
+const char *pgw_conf_auth_query(const struct pgw_config *cfg, const struct pgw_conf_db *db);
 int pgw_conf_max_user_connections(const struct pgw_config *cfg,
                                   const struct pgw_conf_user *user);
 double pgw_conf_query_timeout(const struct pgw_config *cfg, const struct pgw_conf_user *user);

@@ -15,11 +15,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* PgBouncer database keys pgwharf does not implement yet. */
-static const char *const unsupported_db_keys[] = {
-    "auth_dbname", "auth_query",
-};
-
 /* An entry being built, with the PgBouncer extras still to merge. */
 struct db_build {
     struct pgw_conf_db db;
@@ -45,6 +40,8 @@ void conf_db_free(struct pgw_conf_db *db)
     free(db->conn_vals);
     free(db->name);
     free(db->auth_user);
+    free(db->auth_dbname);
+    free(db->auth_query);
     free(db->connect_query);
     free(db->file);
     db_init(db);
@@ -129,6 +126,10 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
         rc = conf_parse_pool_mode(val, &db->pool_mode, err, errlen);
     else if (strcasecmp(key, "auth_user") == 0)
         rc = set_str(&db->auth_user, val);
+    else if (strcasecmp(key, "auth_dbname") == 0)
+        rc = set_str(&db->auth_dbname, val);
+    else if (strcasecmp(key, "auth_query") == 0)
+        rc = set_str(&db->auth_query, val);
     else if (strcasecmp(key, "connect_query") == 0)
         rc = set_str(&db->connect_query, val);
     else
@@ -136,16 +137,8 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
     return rc == 0 ? 1 : rc;
 }
 
-static bool unsupported_db_key(const char *key)
-{
-    for (size_t i = 0; i < sizeof(unsupported_db_keys) / sizeof(unsupported_db_keys[0]); i++)
-        if (strcasecmp(unsupported_db_keys[i], key) == 0)
-            return true;
-    return false;
-}
-
-/* A key that is not a pool key: datestyle/timezone, a libpq keyword, a
- * PgBouncer key to warn about.  Takes *val.  0, PGW_ECONFIG with err, or
+/* A key that is not a pool key: datestyle/timezone or a libpq keyword.
+ * Takes *val.  0, PGW_ECONFIG with err, or
  * PGW_ENOMEM. */
 static int conn_key(struct conf_loader *ld, struct db_build *b, const char *file, int line,
                     const char *key, char *val, char *err, size_t errlen)
@@ -159,9 +152,6 @@ static int conn_key(struct conf_loader *ld, struct db_build *b, const char *file
         rc = PGW_ECONFIG;
     } else if (kw) {
         return add_conn(&b->db, kw, val);
-    } else if (unsupported_db_key(key)) {
-        conf_warn(&ld->rep, file, line, "database \"%s\": %s: ignored: not supported yet",
-                  b->db.name, key);
     } else {
         snprintf(err, errlen, "unknown key \"%s\"", key);
         rc = PGW_ECONFIG;

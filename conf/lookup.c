@@ -95,6 +95,20 @@ const char *pgw_conf_auth_user(const struct pgw_config *cfg, const struct pgw_co
     return *cfg->auth_user ? cfg->auth_user : NULL;
 }
 
+const char *pgw_conf_auth_dbname(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    if (db && db->auth_dbname && *db->auth_dbname)
+        return db->auth_dbname;
+    return *cfg->auth_dbname ? cfg->auth_dbname : NULL;
+}
+
+const char *pgw_conf_auth_query(const struct pgw_config *cfg, const struct pgw_conf_db *db)
+{
+    if (db && db->auth_query && *db->auth_query)
+        return db->auth_query;
+    return cfg->auth_query;
+}
+
 int pgw_conf_max_user_connections(const struct pgw_config *cfg,
                                   const struct pgw_conf_user *user)
 {

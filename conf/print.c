@@ -81,6 +81,8 @@ static void print_db(FILE *f, const struct pgw_conf_db *db)
     if (db->pool_mode >= 0)
         fprintf(f, " pool_mode=%s", pgw_pool_mode_name((enum pgw_pool_mode)db->pool_mode));
     print_str(f, "auth_user", db->auth_user);
+    print_str(f, "auth_dbname", db->auth_dbname);
+    print_str(f, "auth_query", db->auth_query);
     print_str(f, "connect_query", db->connect_query);
     fputc('\n', f);
 }

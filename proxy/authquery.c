@@ -58,9 +58,9 @@ struct pgw_aq_entry {
     struct pgw_hnode hnode;
     struct pgw_list node;            /* cache->pending, or cache->ready (oldest first) */
     struct pgw_aq_cache *cache;
-    char *key;                       /* dbname \0 auth_user \0 user \0 */
+    char *key;                       /* dbname \0 auth_user \0 user \0 query \0 */
     size_t keylen;
-    const char *dbname, *auth_user, *user;   /* into key */
+    const char *dbname, *auth_user, *user, *query;   /* into key */
     bool in_map;                     /* false once a reload made it stale */
     bool cached;                     /* on the ready list */
     bool warned;                     /* the server-login notice was logged */
@@ -100,29 +100,42 @@ static void free_secret(char *p)
 
 /* ---- entries ---- */
 
-/* The database whose pool runs the lookup, or NULL without an auth_user. */
-static const char *lookup_db(const struct pgw_session *s, const char **auth_user)
+/* Where and how a session's secret is looked up: the database whose pool
+ * runs the query (auth_dbname, the entry's or the general one, else the
+ * client's database), as whom, and the query (the entry's auth_query or
+ * the general one). */
+struct aq_target {
+    const char *db, *auth_user, *query;
+};
+
+/* False when no lookup applies (no auth_user or no query). */
+static bool lookup_target(const struct pgw_session *s, struct aq_target *t)
 {
     const struct pgw_config *cfg = s->px->cfg;
-    *auth_user = pgw_conf_auth_user(cfg, s->db);
-    if (!*auth_user || !*cfg->auth_query)
-        return NULL;
-    if (*cfg->auth_dbname)
-        return cfg->auth_dbname;
-    /* The console is no database to run a query in. */
-    return s->is_admin ? NULL : s->database;
+    t->auth_user = pgw_conf_auth_user(cfg, s->db);
+    t->query = pgw_conf_auth_query(cfg, s->db);
+    if (!t->auth_user || !*t->query)
+        return false;
+    t->db = pgw_conf_auth_dbname(cfg, s->db);
+    if (!t->db)   /* the console is no database to run a query in */
+        t->db = s->is_admin ? NULL : s->database;
+    return t->db != NULL;
 }
 
-static char *make_key(const char *db, const char *auth_user, const char *user, size_t *len)
+/* The cache key: entries differ by any of the four (two databases may
+ * share an auth_dbname and not their auth_query). */
+static char *make_key(const struct aq_target *t, const char *user, size_t *len)
 {
-    size_t a = strlen(db) + 1, b = strlen(auth_user) + 1, c = strlen(user) + 1;
-    char *k = malloc(a + b + c);
+    const char *part[4] = { t->db, t->auth_user, user, t->query };
+    size_t n[4], total = 0;
+    for (int i = 0; i < 4; i++)
+        total += n[i] = strlen(part[i]) + 1;
+    char *k = malloc(total);
     if (!k)
         return NULL;
-    memcpy(k, db, a);
-    memcpy(k + a, auth_user, b);
-    memcpy(k + a + b, user, c);
-    *len = a + b + c;
+    for (size_t i = 0, off = 0; i < 4; off += n[i], i++)
+        memcpy(k + off, part[i], n[i]);
+    *len = total;
     return k;
 }
 
@@ -179,6 +192,7 @@ static struct pgw_aq_entry *entry_new(struct pgw_aq_cache *c, char *key, size_t 
     e->dbname = key;
     e->auth_user = e->dbname + strlen(e->dbname) + 1;
     e->user = e->auth_user + strlen(e->auth_user) + 1;
+    e->query = e->user + strlen(e->user) + 1;
     e->in_map = true;
     pgw_list_init(&e->waiters);
     pgw_list_append(&c->pending, &e->node);
@@ -459,7 +473,7 @@ static void lookup_start(struct pgw_aq_entry *e)
         conclude(lk);
         return;
     }
-    if (!pgw_aq_build_request(&lk->out, px->cfg->auth_query, e->user)) {
+    if (!pgw_aq_build_request(&lk->out, e->query, e->user)) {
         record(lk, "53200", "out of memory");
         conclude(lk);
         return;
@@ -484,8 +498,8 @@ static void lookup_start(struct pgw_aq_entry *e)
 
 bool pgw_authquery_applies(const struct pgw_session *s)
 {
-    const char *auth_user;
-    return s->px->aq && lookup_db(s, &auth_user) != NULL;
+    struct aq_target t;
+    return s->px->aq && lookup_target(s, &t);
 }
 
 void pgw_authquery_lookup(struct pgw_session *s, struct pgw_aq_wait *w, pgw_aq_done_fn done)
@@ -495,18 +509,17 @@ void pgw_authquery_lookup(struct pgw_session *s, struct pgw_aq_wait *w, pgw_aq_d
     pgw_authquery_cancel(w);
     w->session = s;
     w->done = done;
-    const char *auth_user = NULL;
-    const char *db = c ? lookup_db(s, &auth_user) : NULL;
+    struct aq_target t;
     struct pgw_aq_result r = { .status = PGW_AQ_ERROR, .sqlstate = "53200",
                                .message = "out of memory" };
-    if (!db) {
+    if (!c || !lookup_target(s, &t)) {
         r.sqlstate = "28000";
         r.message = "no auth_user applies to this database";
         done(w, &r);
         return;
     }
     size_t len;
-    char *key = make_key(db, auth_user, s->user, &len);
+    char *key = make_key(&t, s->user, &len);
     if (!key) {
         done(w, &r);
         return;
@@ -563,11 +576,10 @@ void pgw_authquery_server_login(struct pgw_session *s, const char *secret)
     }
     /* Once per cached answer, not per login. */
     struct pgw_aq_cache *c = s->px->aq;
-    const char *auth_user = NULL;
-    const char *ldb = c ? lookup_db(s, &auth_user) : NULL;
-    if (ldb) {
+    struct aq_target t;
+    if (c && lookup_target(s, &t)) {
         size_t len;
-        char *key = make_key(ldb, auth_user, s->user, &len);
+        char *key = make_key(&t, s->user, &len);
         struct pgw_aq_entry *e = key ? find(c, key, len, pgw_hash_bytes(key, len, c->seed)) : NULL;
         free(key);
         if (e && e->warned)

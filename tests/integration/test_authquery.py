@@ -185,6 +185,25 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(err["C"], "3D000")
         self.assertIn('auth_dbname "nosuchdb" is not in [databases]', err["M"])
 
+    def test_per_database_auth_dbname_and_auth_query(self):
+        # PgBouncer's per-entry auth_dbname and auth_query win over the
+        # general ones; a lookup answered for one query is not an answer
+        # for another entry's, same user and database though it be.
+        role = self.make_role("erin", "erin_pw")
+        here = " auth_dbname=%s" % self.pg.database
+        never = " auth_query='select usename, passwd from pg_shadow where false and usename = $1'"
+        dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
+               "aqdb": self.pg.conn_string(self.pg.database, password="erin_pw") + here,
+               "aqnone": self.pg.conn_string(self.pg.database, password="erin_pw") + here + never}
+        px = self.start_aq(databases=dbs, auth_dbname="nosuchdb")
+        self.assertEqual(self.current_user(px, role, "erin_pw", "aqdb"), role)
+        self.assertEqual(self.raw_error(px, role, "erin_pw", "aqnone")["C"], "28P01")
+        self.assertEqual(self.lookups(px, role, "found"), 1)
+        self.assertEqual(self.lookups(px, role, "not_found"), 1)
+        err = self.raw_error(px, role, "erin_pw", self.pg.database)   # the general ones
+        self.assertEqual(err["C"], "3D000")
+        self.assertIn('auth_dbname "nosuchdb" is not in [databases]', err["M"])
+
     def test_per_database_auth_user_wins(self):
         role = self.make_role("dave", "dave_pw")
         # The general auth_user is a role that does not exist; the entry's

@@ -652,9 +652,16 @@ static void test_connstr_errors(void **state)
     assert_error(&d, "t.ini:13: database \"h\": expected key=value, got \"=x\"");
     pgw_conf_diag_free(&d);
 
-    /* a PgBouncer database key not implemented yet: a warning */
-    struct pgw_config *cfg = load_ok(BASE "[databases]\nx = auth_dbname=y\n", &d);
-    assert_warning(&d, "t.ini:4: database \"x\": auth_dbname: ignored: not supported yet");
+    /* auth_dbname and auth_query per entry, else the general ones */
+    struct pgw_config *cfg = load_ok(BASE "auth_dbname = g\n[databases]\n"
+                                          "x = auth_dbname=y auth_query='select $1, null'\nz =\n",
+                                     &d);
+    assert_int_equal(d.nwarnings, 0);
+    const struct pgw_conf_db *x = pgw_conf_find_db(cfg, "x"), *z = pgw_conf_find_db(cfg, "z");
+    assert_string_equal(pgw_conf_auth_dbname(cfg, x), "y");
+    assert_string_equal(pgw_conf_auth_query(cfg, x), "select $1, null");
+    assert_string_equal(pgw_conf_auth_dbname(cfg, z), "g");
+    assert_string_equal(pgw_conf_auth_query(cfg, z), cfg->auth_query);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 
