@@ -60,6 +60,8 @@
     X(max_user_client_connections, INT,     "0",           0, INT_MAX)      \
     X(max_prepared_statements,  INT,        "200",         0, INT_MAX)      \
     X(scram_iterations,         INT,        "4096",        1, INT_MAX)      \
+    X(max_packet_size,          INT,        "2147483647",  16, INT_MAX)     \
+    X(log_stats,                BOOL,       "on",          0, 0)            \
     X(server_lifetime,          DUR,        "3600",        0, 0)            \
     X(server_idle_timeout,      DUR,        "600",         0, 0)            \
     X(autodb_idle_timeout,      DUR,        "3600",        0, 0)            \
@@ -135,15 +137,12 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 /* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
-    "auth_ident_file", "auth_ldap_options",
-    "cancel_wait_timeout", "client_tls13_ciphers", "client_tls_dheparams",
-    "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
-    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_stats",
-    "max_packet_size",
-    "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt",
-"server_fast_close", "server_tls13_ciphers", "service_name",
-    "suspend_timeout", "syslog", "syslog_facility", "syslog_ident",
-    "track_extra_parameters", "user", "verbose",
+    "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "client_tls13_ciphers",
+    "client_tls_dheparams", "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
+    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
+    "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "server_fast_close",
+    "server_tls13_ciphers", "service_name", "suspend_timeout", "syslog", "syslog_facility",
+    "syslog_ident", "track_extra_parameters", "user", "verbose",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A

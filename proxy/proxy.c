@@ -222,6 +222,8 @@ static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
 static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, stats_timer);
+    if (!px->cfg->log_stats)
+        return;
     pgw_info("stats", "clients=%d servers=%d xacts=%llu queries=%llu bytes_in=%llu bytes_out=%llu",
              px->nclients, pgw_pool_set_server_count(px->pools),
              (unsigned long long)px->total_xact, (unsigned long long)px->total_query,

@@ -476,6 +476,34 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         self.assertEqual(px.admin("SHOW VERSION")[0][0].split()[0], "pgwharf")  # console: as before
         self.assertIn("08P01", px.log())
 
+    def test_max_packet_size(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "max_packet_size": 4096})
+        conn = connect(px)
+        self.assertEqual(one(conn, "select length(%s)", ("x" * 3000,)), 3000)
+        with self.assertRaises(psycopg2.OperationalError):
+            one(conn, "select length(%s)", ("x" * 5000,))      # the client's message
+        conn.close()
+        self.assertRegex(px.log(), r"sqlstate=08P01 reason=\"message of 50\d\d bytes is larger "
+                                   r"than max_packet_size \(4096\)")
+        conn = connect(px)
+        self.assertEqual(len(one(conn, "select repeat('y', 3000)")), 3000)
+        with self.assertRaises(psycopg2.OperationalError):
+            one(conn, "select repeat('y', 5000)")            # the server's row
+        conn.close()
+        self.assertIn("server message of 50", px.log())
+        # the server that sent it was closed, not lent on half-read
+        self.assertEqual(px.psql("select 'fresh'"), "fresh")
+
+    def test_log_stats_off(self):
+        # Both log every second; the one with log_stats off started first,
+        # so once the other has logged, it would have too.
+        off = self.start_pgwharf(settings={"stats_period": 1, "log_stats": 0})
+        on = self.start_pgwharf(settings={"stats_period": 1})
+        on.wait_for_log("event=stats ", timeout=10)
+        self.assertNotIn("event=stats ", off.log())
+        self.assertEqual(off.psql("select 1"), "1")
+
     def test_unsupported_startup_parameter(self):
         px = self.start_pgwharf()
         with self.assertRaises(psycopg2.OperationalError) as cm:
