@@ -167,6 +167,7 @@ struct pgw_config {
     /* client timeouts; 0 = off */
     double query_timeout;
     double query_wait_timeout;      /* 120 s */
+    double query_wait_notify;       /* 5 s: a NOTICE to a client queued that long; 0 = none */
     double client_login_timeout;    /* 60 s */
     double client_idle_timeout;
     double idle_transaction_timeout;

@@ -77,6 +77,7 @@
     X(io_batch,                 BOOL,       "on",          0, 0)            \
     X(query_timeout,            DUR,        "0",           0, 0)            \
     X(query_wait_timeout,       DUR,        "120",         0, 0)            \
+    X(query_wait_notify,        DUR,        "5",           0, 0)            \
     X(client_login_timeout,     DUR,        "60",          0, 0)            \
     X(client_idle_timeout,      DUR,        "0",           0, 0)            \
     X(idle_transaction_timeout, DUR,        "0",           0, 0)            \
@@ -140,7 +141,7 @@ static const char *const unsupported_keys[] = {
     "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "client_tls13_ciphers",
     "client_tls_dheparams", "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
-    "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "server_fast_close",
+"resolv_conf", "sbuf_loopcnt", "server_fast_close",
     "server_tls13_ciphers", "service_name", "suspend_timeout", "syslog", "syslog_facility",
     "syslog_ident", "track_extra_parameters", "user", "verbose",
 };

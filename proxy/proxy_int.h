@@ -133,6 +133,7 @@ struct pgw_session {
     bool discard;                    /* after a failed acquire: drop up to Sync */
     bool discard_last;               /* the message being dropped ends discarding */
     bool terminating;                /* client sent Terminate */
+    bool wait_notified;              /* query_wait_notify sent for this wait */
     bool release_held;               /* ReadyForQuery came with a message half
                                         relayed: release once clean (relay.c) */
     bool cli_write_blocked, srv_write_blocked;

@@ -1146,8 +1146,11 @@ void pgw_relay_acquire(struct pgw_session *s)
     if (r == PGW_ACQ_GRANTED) {
         granted(s, s->waiter.server);
     } else if (r == PGW_ACQ_QUEUED) {
-        if (s->state != PGW_SS_LOGIN_WAIT)
+        if (s->state != PGW_SS_LOGIN_WAIT) {
             s->state = PGW_SS_WAIT_SERVER;
+            s->wait_notified = false;
+            pgw_session_arm_timer(s);       /* query_wait_notify */
+        }
     } else {
         acquire_failed(s, pgw_pool_error_of(&s->waiter, r));
     }

@@ -162,10 +162,15 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
         *what = "client_idle_timeout";
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
     case PGW_SS_WAIT_SERVER:
-        /* In the pool's queue query_wait_timeout runs there; queued on a
-         * server (server_pipeline_depth), the query ahead runs under its
-         * own query_timeout, and this one's starts when it gets the
-         * server. */
+        /* In the pool's queue query_wait_timeout runs there (this timer
+         * only tells the client, once, that it waits: query_wait_notify);
+         * queued on a server (server_pipeline_depth), the query ahead runs
+         * under its own query_timeout, and this one's starts when it gets
+         * the server. */
+        if (cfg->query_wait_notify > 0 && !s->wait_notified && !s->pipe_srv) {
+            *what = "query_wait_notify";
+            return s->waiter.since + cfg->query_wait_notify;
+        }
         return 0;
     case PGW_SS_LINKED:
         return earlier(linked_deadline(s, what), what, transaction_deadline(s),
@@ -231,6 +236,18 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (at > ev_now(loop) + 0.0005) {
         ev_timer_set(w, at - ev_now(loop), 0);
         ev_timer_start(loop, w);
+        return;
+    }
+    if (strcmp(what, "query_wait_notify") == 0) {
+        /* PgBouncer 1.25's notice, once per wait; the wait goes on. */
+        s->wait_notified = true;
+        struct pgw_wbuf b;
+        pgw_wbuf_init(&b);
+        pgw_wire_notice(&b, "00000",
+                        "No server connection available in postgres backend, client being queued");
+        if (!pgw_session_send(s, &b))
+            pgw_session_close(s, "53200", "out of memory");
+        pgw_wbuf_deinit(&b);
         return;
     }
     if (strcmp(what, "query_timeout") == 0) {

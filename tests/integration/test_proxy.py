@@ -568,6 +568,32 @@ class TestTimeouts(pt.PgwharfTestCase):
         finally:
             conn.close()
 
+    def test_query_wait_notify(self):
+        # PgBouncer 1.25: a client queued for a server longer than
+        # query_wait_notify gets one NOTICE; the wait goes on.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "query_wait_notify": "300ms"})
+        holder = psycopg2.connect(px.dsn())
+        self.addCleanup(holder.close)
+        one(holder, "select 1")                        # in a transaction: the one server
+        console = connect(px, db="pgbouncer")
+        self.addCleanup(console.close)
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        s.sendall(hz.query_msg("select 'served'"))
+        t, body = hz.recv_msg(s)
+        self.assertEqual(t, b"N")
+        fields = hz.parse_fields(body)
+        self.assertEqual(fields["M"], "No server connection available in postgres backend, "
+                                      "client being queued")
+        # still waiting, well past three more periods: no second notice
+        pt.wait_until(lambda: (pt.pool_row(console, self.pg.database, self.pg.user)["maxwait"]
+                               >= 1), what="a wait of a second")
+        holder.commit()
+        got = hz.read_until_ready(s)
+        self.assertEqual([t for t, _ in got], [b"T", b"D", b"C", b"Z"])
+
     def test_query_timeout(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "query_timeout": "500ms"})
         t0 = time.monotonic()
