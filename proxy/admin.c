@@ -167,12 +167,7 @@ bool pgw_admin_db_paused(const struct pgw_proxy *px, const char *db)
     const struct pgw_admin *adm = px->admin;
     if (!adm)
         return false;
-    if (adm->paused_all)
-        return true;
-    for (int i = 0; i < adm->npaused; i++)
-        if (strcmp(adm->paused_dbs[i], db) == 0)
-            return true;
-    return false;
+    return adm->paused_all || pgw_names_has(&adm->paused, db);
 }
 
 /* ---- DISABLE state ---- */
@@ -180,12 +175,7 @@ bool pgw_admin_db_paused(const struct pgw_proxy *px, const char *db)
 bool pgw_admin_db_disabled(const struct pgw_proxy *px, const char *db)
 {
     const struct pgw_admin *adm = px->admin;
-    if (!adm || !db)
-        return false;
-    for (int i = 0; i < adm->ndisabled; i++)
-        if (strcmp(adm->disabled_dbs[i], db) == 0)
-            return true;
-    return false;
+    return adm && db && pgw_names_has(&adm->disabled, db);
 }
 
 void pgw_admin_pool_attach(struct pgw_proxy *px, struct pgw_pool *pool)
@@ -704,12 +694,8 @@ void pgw_admin_deinit(struct pgw_proxy *px)
     ev_timer_stop(px->loop, &adm->shutdown_timer);
     pgw_metrics_destroy(adm->metrics);
     pgw_stats_destroy(adm->stats);
-    for (int i = 0; i < adm->npaused; i++)
-        free(adm->paused_dbs[i]);
-    free(adm->paused_dbs);
-    for (int i = 0; i < adm->ndisabled; i++)
-        free(adm->disabled_dbs[i]);
-    free(adm->disabled_dbs);
+    pgw_names_deinit(&adm->paused);
+    pgw_names_deinit(&adm->disabled);
     for (int i = 0; i < adm->nmarks; i++)
         free(adm->marks[i].db);
     free(adm->marks);

@@ -112,31 +112,15 @@ static void pause_pools(struct pgw_proxy *px, const char *db, bool paused)
             pgw_pool_pause(p, paused);
 }
 
-static int paused_index(const struct pgw_admin *adm, const char *db)
-{
-    for (int i = 0; i < adm->npaused; i++)
-        if (strcmp(adm->paused_dbs[i], db) == 0)
-            return i;
-    return -1;
-}
-
 /* Pause one database by name (PAUSE db, KILL db); 0, or -1 when memory is
  * short.  Already paused: nothing to do. */
 static int pause_db(struct pgw_proxy *px, const char *db)
 {
-    struct pgw_admin *adm = px->admin;
-    if (paused_index(adm, db) >= 0)
-        return 0;
-    char **v = realloc(adm->paused_dbs, sizeof(*v) * (size_t)(adm->npaused + 1));
-    char *name = strdup(db);
-    if (v)
-        adm->paused_dbs = v;
-    if (!v || !name) {
-        free(name);
+    int rc = pgw_names_add(&px->admin->paused, db);
+    if (rc < 0)
         return -1;
-    }
-    adm->paused_dbs[adm->npaused++] = name;
-    pause_pools(px, db, true);
+    if (rc > 0)
+        pause_pools(px, db, true);
     return 0;
 }
 
@@ -168,21 +152,16 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
     struct pgw_proxy *px = s->px;
     struct pgw_admin *adm = px->admin;
     if (!*arg) {
-        if (!adm->paused_all && adm->npaused == 0)
+        if (!adm->paused_all && adm->paused.n == 0)
             return pgw_admin_error(out, "55000", "pooler is not paused/suspended");
         adm->paused_all = false;
-        for (int i = 0; i < adm->npaused; i++)
-            free(adm->paused_dbs[i]);
-        adm->npaused = 0;
+        pgw_names_clear(&adm->paused);
         pause_pools(px, "", false);
         pgw_info("admin_resume", "user=%s db=*", s->user);
         return done(out, "RESUME");
     }
-    int i = paused_index(adm, arg);
-    if (i < 0)
+    if (!pgw_names_remove(&adm->paused, arg))
         return pgw_admin_error(out, "55000", "database %s is not paused", arg);
-    free(adm->paused_dbs[i]);
-    adm->paused_dbs[i] = adm->paused_dbs[--adm->npaused];
     if (!adm->paused_all)
         pause_pools(px, arg, false);
     pgw_info("admin_resume", "user=%s db=%s", s->user, arg);
@@ -190,14 +169,6 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
 }
 
 /* ---- DISABLE / ENABLE ---- */
-
-static int disabled_index(const struct pgw_admin *adm, const char *db)
-{
-    for (int i = 0; i < adm->ndisabled; i++)
-        if (strcmp(adm->disabled_dbs[i], db) == 0)
-            return i;
-    return -1;
-}
 
 /* New clients of the database are refused at login (55000); its clients
  * already in go on.  Kept by name, so it outlasts a reload and covers the
@@ -209,17 +180,8 @@ int pgw_admin_cmd_disable(struct pgw_session *s, const char *arg, struct pgw_wbu
         return pgw_admin_error(out, "42601", "a database is required");
     if (check_db(s->px, "disable", arg, out) < 0)
         return PGW_ADMIN_FAILED;
-    if (disabled_index(adm, arg) < 0) {
-        char **v = realloc(adm->disabled_dbs, sizeof(*v) * (size_t)(adm->ndisabled + 1));
-        char *name = strdup(arg);
-        if (v)
-            adm->disabled_dbs = v;
-        if (!v || !name) {
-            free(name);
-            return pgw_admin_error(out, "53200", "out of memory");
-        }
-        adm->disabled_dbs[adm->ndisabled++] = name;
-    }
+    if (pgw_names_add(&adm->disabled, arg) < 0)
+        return pgw_admin_error(out, "53200", "out of memory");
     pgw_info("admin_disable", "user=%s db=%s", s->user, arg);
     return done(out, "DISABLE");
 }
@@ -229,13 +191,8 @@ int pgw_admin_cmd_enable(struct pgw_session *s, const char *arg, struct pgw_wbuf
     struct pgw_admin *adm = s->px->admin;
     if (!*arg)
         return pgw_admin_error(out, "42601", "a database is required");
-    int i = disabled_index(adm, arg);
-    if (i < 0 && check_db(s->px, "enable", arg, out) < 0)
+    if (!pgw_names_remove(&adm->disabled, arg) && check_db(s->px, "enable", arg, out) < 0)
         return PGW_ADMIN_FAILED;
-    if (i >= 0) {
-        free(adm->disabled_dbs[i]);
-        adm->disabled_dbs[i] = adm->disabled_dbs[--adm->ndisabled];
-    }
     pgw_info("admin_enable", "user=%s db=%s", s->user, arg);
     return done(out, "ENABLE");
 }

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/names.h"
 #include "proxy/proxy_int.h"
 
 /* ---- result sets (admin.c) ---- */
@@ -160,11 +161,9 @@ struct pgw_admin {
     struct pgw_proxy *px;
     /* PAUSE */
     bool paused_all;
-    char **paused_dbs;
-    int npaused;
+    struct pgw_names paused;     /* PAUSE db */
     /* DISABLE: databases whose new clients are refused */
-    char **disabled_dbs;
-    int ndisabled;
+    struct pgw_names disabled;
     /* RECONNECT marks: (database, server id) still to close for WAIT_CLOSE */
     struct pgw_close_mark {
         char *db;
