@@ -89,6 +89,13 @@ enum pgw_sess_state {
 };
 const char *pgw_sess_state_name(enum pgw_sess_state s);
 
+/* What ends a login whose startup parameter the server refused: the
+ * server's SQLSTATE and message, in one allocation (free() it). */
+struct pgw_login_refusal {
+    char sqlstate[6];
+    char message[];
+};
+
 struct pgw_session {
     struct pgw_proxy *px;
     uint64_t id;
@@ -116,8 +123,8 @@ struct pgw_session {
     uint8_t md5_salt[4];
     char *params[PGW_TP_COUNT];      /* what the client should see; NULL = server's */
     uint64_t params_sig;             /* summary of params (relay.c), 0 = stale */
-    char *login_refusal;             /* a startup parameter the server refused:
-                                        SQLSTATE, NUL, message (relay.c) */
+    struct pgw_login_refusal *login_refusal; /* a startup parameter the server
+                                                refused (relay.c) */
 
     /* relay */
     struct pgw_iobuf *cbuf;          /* client -> server */

@@ -219,10 +219,11 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
     const char *msg = f->message ? f->message : "invalid startup parameter";
     size_t n = strlen(msg);
-    s->login_refusal = malloc(6 + n + 1);
-    if (s->login_refusal) {
-        memcpy(s->login_refusal, state, 6);     /* "SQLSTATE\0" then the message */
-        memcpy(s->login_refusal + 6, msg, n + 1);
+    struct pgw_login_refusal *r = malloc(sizeof(*r) + n + 1);
+    if (r) {
+        memcpy(r->sqlstate, state, sizeof(r->sqlstate));
+        memcpy(r->message, msg, n + 1);
+        s->login_refusal = r;
     }
 }
 
@@ -1678,7 +1679,7 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
     switch (after) {
     case AFTER_LOGIN:
         if (s->login_refusal)
-            pgw_session_close(s, s->login_refusal, "%s", s->login_refusal + 6);
+            pgw_session_close(s, s->login_refusal->sqlstate, "%s", s->login_refusal->message);
         else
             welcome(s);
         break;
