@@ -10,38 +10,108 @@
 #include "common/wire.h"
 #include "proxy/track.h"
 
-static size_t msg(uint8_t *out, char type, const char *body, size_t blen)
+/* ---- building a conversation ---- */
+
+/* The bytes one side sends, message after message. */
+struct stream {
+    uint8_t b[256];
+    size_t n;
+};
+
+/* A client and its server taking turns: fe, then be, then fe2 (from a
+ * client that waits for the server's first reply), then be2. */
+struct conv {
+    struct stream fe, be, fe2, be2;
+};
+
+static void add(struct stream *st, char type, const char *body, size_t blen)
 {
-    out[0] = (uint8_t)type;
-    pgw_put_u32(out + 1, (uint32_t)(blen + 4));
-    memcpy(out + 5, body, blen);
-    return blen + 5;
+    assert_true(st->n + 5 + blen <= sizeof(st->b));
+    st->b[st->n] = (uint8_t)type;
+    pgw_put_u32(st->b + st->n + 1, (uint32_t)(blen + 4));
+    memcpy(st->b + st->n + 5, body, blen);
+    st->n += 5 + blen;
 }
 
-/* Feed fe then be in chunks of `step`; return the final state. */
-static struct pgw_track run(const uint8_t *fe, size_t fn, const uint8_t *be, size_t bn, size_t step)
+/* Frontend messages, with bodies as a driver sends them (the unnamed
+ * statement and portal, no parameters). */
+static void query(struct stream *st, const char *sql) { add(st, 'Q', sql, strlen(sql) + 1); }
+static void bind(struct stream *st) { add(st, 'B', "\0\0\0\0\0\0\0\0", 8); }
+static void sync(struct stream *st) { add(st, 'S', "", 0); }
+static void copy_data(struct stream *st, const char *row) { add(st, 'd', row, strlen(row)); }
+static void copy_done(struct stream *st) { add(st, 'c', "", 0); }
+
+static void parse(struct stream *st, const char *sql)
+{
+    uint8_t body[128];
+    size_t n = strlen(sql);
+    assert_true(n + 4 <= sizeof(body));
+    body[0] = '\0';                                 /* unnamed statement */
+    memcpy(body + 1, sql, n + 1);
+    body[n + 2] = body[n + 3] = 0;                  /* no parameter types */
+    add(st, 'P', (const char *)body, n + 4);
+}
+
+static void execute(struct stream *st, const char *portal)
+{
+    uint8_t body[64];
+    size_t n = strlen(portal);
+    assert_true(n + 5 <= sizeof(body));
+    memcpy(body, portal, n + 1);
+    memset(body + n + 1, 0, 4);                     /* no row limit */
+    add(st, 'E', (const char *)body, n + 5);
+}
+
+/* P B E S of sql. */
+static void extended(struct stream *st, const char *sql)
+{
+    parse(st, sql);
+    bind(st);
+    execute(st, "");
+    sync(st);
+}
+
+/* Backend messages. */
+static void ready(struct stream *st, char status) { add(st, 'Z', &status, 1); }
+static void complete(struct stream *st, const char *tag) { add(st, 'C', tag, strlen(tag) + 1); }
+static void copy_in(struct stream *st) { add(st, 'G', "\0\0\0", 3); }     /* text, no columns */
+static void row_of_1(struct stream *st) { add(st, 'D', "\0\1\0\0\0\1" "1", 7); }
+
+/* ---- feeding it ---- */
+
+static void feed(struct pgw_track *t, struct pgw_track_stream *ts, const struct stream *st,
+                 size_t step)
+{
+    for (size_t i = 0; i < st->n; i += step)
+        assert_true(pgw_track_feed(t, ts, st->b + i, st->n - i < step ? st->n - i : step) >= 0);
+}
+
+/* Feed the conversation, each side in chunks of `step` (framed across its
+ * turns); return the final state. */
+static struct pgw_track run(const struct conv *c, size_t step)
 {
     struct pgw_track t = { .tx_status = 'I' };
     struct pgw_track_stream fs = { .backend = false }, bs = { .backend = true };
-    for (size_t i = 0; i < fn; i += step)
-        assert_true(pgw_track_feed(&t, &fs, fe + i, fn - i < step ? fn - i : step) >= 0);
-    for (size_t i = 0; i < bn; i += step)
-        assert_true(pgw_track_feed(&t, &bs, be + i, bn - i < step ? bn - i : step) >= 0);
+    feed(&t, &fs, &c->fe, step);
+    feed(&t, &bs, &c->be, step);
+    feed(&t, &fs, &c->fe2, step);
+    feed(&t, &bs, &c->be2, step);
     return t;
 }
+
+/* ---- the tests ---- */
 
 static void test_simple_query_then_idle(void **state)
 {
     (void)state;
-    uint8_t fe[64], be[128];
-    size_t fn = msg(fe, 'Q', "select 1", 9);
-    size_t bn = 0;
-    bn += msg(be + bn, 'T', "\0\0", 2);
-    bn += msg(be + bn, 'D', "\0\1\0\0\0\1" "1", 7);
-    bn += msg(be + bn, 'C', "SELECT 1", 9);
-    bn += msg(be + bn, 'Z', "I", 1);
-    for (size_t step = 1; step <= bn; step++) {
-        struct pgw_track t = run(fe, fn, be, bn, step);
+    struct conv c = { 0 };
+    query(&c.fe, "select 1");
+    add(&c.be, 'T', "\0\0", 2);
+    row_of_1(&c.be);
+    complete(&c.be, "SELECT 1");
+    ready(&c.be, 'I');
+    for (size_t step = 1; step <= c.be.n; step++) {
+        struct pgw_track t = run(&c, step);
         assert_true(pgw_track_idle(&t));
     }
 }
@@ -49,35 +119,30 @@ static void test_simple_query_then_idle(void **state)
 static void test_pipeline_two_syncs_needs_both_ready(void **state)
 {
     (void)state;
-    uint8_t fe[128], be[64];
-    size_t fn = 0;
-    fn += msg(fe + fn, 'P', "\0select 1\0\0\0", 12);
-    fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
-    fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
-    fn += msg(fe + fn, 'S', "", 0);
-    fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
-    fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
-    fn += msg(fe + fn, 'S', "", 0);
-    size_t one = msg(be, 'Z', "I", 1);
-    for (size_t step = 1; step <= fn; step++) {
-        struct pgw_track t = run(fe, fn, be, one, step);
+    struct conv c = { 0 };
+    extended(&c.fe, "select 1");
+    bind(&c.fe);
+    execute(&c.fe, "");
+    sync(&c.fe);
+    ready(&c.be, 'I');
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
         assert_false(pgw_track_idle(&t));       /* one Sync still outstanding */
         assert_int_equal(t.sync_out, 1);
     }
-    size_t bn = one + msg(be + one, 'Z', "I", 1);
-    struct pgw_track t = run(fe, fn, be, bn, 3);
+    ready(&c.be, 'I');
+    struct pgw_track t = run(&c, 3);
     assert_true(pgw_track_idle(&t));
 }
 
 static void test_open_batch_blocks_release(void **state)
 {
     (void)state;
-    uint8_t fe[64], be[16];
-    size_t fn = 0;
-    fn += msg(fe + fn, 'Q', "select 1", 9);
-    fn += msg(fe + fn, 'P', "\0select 2\0\0\0", 12);   /* no Sync yet */
-    size_t bn = msg(be, 'Z', "I", 1);
-    struct pgw_track t = run(fe, fn, be, bn, 1);
+    struct conv c = { 0 };
+    query(&c.fe, "select 1");
+    parse(&c.fe, "select 2");                    /* no Sync yet */
+    ready(&c.be, 'I');
+    struct pgw_track t = run(&c, 1);
     assert_int_equal(t.sync_out, 0);
     assert_int_equal(t.fe_open, 1);
     assert_false(pgw_track_idle(&t));
@@ -86,30 +151,12 @@ static void test_open_batch_blocks_release(void **state)
 static void test_transaction_status_blocks_release(void **state)
 {
     (void)state;
-    uint8_t fe[32], be[16];
-    size_t fn = msg(fe, 'Q', "begin", 6);
-    size_t bn = msg(be, 'Z', "T", 1);
-    struct pgw_track t = run(fe, fn, be, bn, 2);
+    struct conv c = { 0 };
+    query(&c.fe, "begin");
+    ready(&c.be, 'T');
+    struct pgw_track t = run(&c, 2);
     assert_int_equal(t.tx_status, 'T');
     assert_false(pgw_track_idle(&t));
-}
-
-/* Feed fe1, be1, fe2, be2 in chunks of `step`, each stream framed across
- * the pieces: a client that waits for the server between the two. */
-static struct pgw_track run2(const uint8_t *fe1, size_t fn1, const uint8_t *be1, size_t bn1,
-                             const uint8_t *fe2, size_t fn2, const uint8_t *be2, size_t bn2,
-                             size_t step)
-{
-    struct pgw_track t = { .tx_status = 'I' };
-    struct pgw_track_stream fs = { .backend = false }, bs = { .backend = true };
-    const uint8_t *p[4] = { fe1, be1, fe2, be2 };
-    size_t n[4] = { fn1, bn1, fn2, bn2 };
-    for (int k = 0; k < 4; k++) {
-        struct pgw_track_stream *st = k % 2 ? &bs : &fs;
-        for (size_t i = 0; i < n[k]; i += step)
-            assert_true(pgw_track_feed(&t, st, p[k] + i, n[k] - i < step ? n[k] - i : step) >= 0);
-    }
-    return t;
 }
 
 static void test_copy_in_extended_ignores_inner_sync(void **state)
@@ -118,27 +165,25 @@ static void test_copy_in_extended_ignores_inner_sync(void **state)
     /* libpq: P B E S (COPY FROM STDIN), waits for CopyInResponse, then
      * d d c S.  The first Sync arrives during COPY IN and gets no
      * ReadyForQuery. */
-    uint8_t fe1[128], fe2[128], be1[32], be2[64];
-    size_t fn1 = 0, fn2 = 0, bn1 = 0, bn2 = 0;
-    fn1 += msg(fe1 + fn1, 'P', "\0copy t from stdin\0\0\0", 22);
-    fn1 += msg(fe1 + fn1, 'B', "\0\0\0\0\0\0\0\0", 8);
-    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
-    fn1 += msg(fe1 + fn1, 'S', "", 0);
-    bn1 += msg(be1 + bn1, '1', "", 0);
-    bn1 += msg(be1 + bn1, '2', "", 0);
-    bn1 += msg(be1 + bn1, 'G', "\0\0\0", 3);
-    fn2 += msg(fe2 + fn2, 'd', "1\n", 2);
-    fn2 += msg(fe2 + fn2, 'd', "2\n", 2);
-    fn2 += msg(fe2 + fn2, 'c', "", 0);
-    fn2 += msg(fe2 + fn2, 'S', "", 0);
-    bn2 += msg(be2 + bn2, 'C', "COPY 2", 7);
-    bn2 += msg(be2 + bn2, 'Z', "I", 1);
-    for (size_t step = 1; step <= fn1 + fn2; step += 3) {
-        struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2, step);
+    struct conv c = { 0 };
+    extended(&c.fe, "copy t from stdin");
+    add(&c.be, '1', "", 0);
+    add(&c.be, '2', "", 0);
+    copy_in(&c.be);
+    copy_data(&c.fe2, "1\n");
+    copy_data(&c.fe2, "2\n");
+    copy_done(&c.fe2);
+    sync(&c.fe2);
+    complete(&c.be2, "COPY 2");
+    size_t before_ready = c.be2.n;
+    ready(&c.be2, 'I');
+    for (size_t step = 1; step <= c.fe.n + c.fe2.n; step += 3) {
+        struct pgw_track t = run(&c, step);
         assert_true(pgw_track_idle(&t));
     }
     /* Before the last ReadyForQuery: not idle. */
-    struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2 - 6, 1);
+    c.be2.n = before_ready;
+    struct pgw_track t = run(&c, 1);
     assert_int_equal(t.sync_out, 1);
     assert_false(pgw_track_idle(&t));
 }
@@ -148,22 +193,18 @@ static void test_copy_done_outside_copy_takes_nothing_back(void **state)
     (void)state;
     /* P B E S, a CopyDone the server ignores (no COPY), a Query: two
      * ReadyForQuery to come.  After the first the server is not idle. */
-    uint8_t fe[128], be[32];
-    size_t fn = 0;
-    fn += msg(fe + fn, 'P', "\0select 1\0\0\0", 12);
-    fn += msg(fe + fn, 'B', "\0\0\0\0\0\0\0\0", 8);
-    fn += msg(fe + fn, 'E', "\0\0\0\0\0", 5);
-    fn += msg(fe + fn, 'S', "", 0);
-    fn += msg(fe + fn, 'c', "", 0);
-    fn += msg(fe + fn, 'Q', "select 2", 9);
-    size_t one = msg(be, 'Z', "I", 1);
-    for (size_t step = 1; step <= fn; step++) {
-        struct pgw_track t = run(fe, fn, be, one, step);
+    struct conv c = { 0 };
+    extended(&c.fe, "select 1");
+    copy_done(&c.fe);
+    query(&c.fe, "select 2");
+    ready(&c.be, 'I');
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
         assert_int_equal(t.sync_out, 1);
         assert_false(pgw_track_idle(&t));
     }
-    size_t bn = one + msg(be + one, 'Z', "I", 1);
-    struct pgw_track t = run(fe, fn, be, bn, 2);
+    ready(&c.be, 'I');
+    struct pgw_track t = run(&c, 2);
     assert_true(pgw_track_idle(&t));
 }
 
@@ -173,17 +214,16 @@ static void test_copy_in_response_of_an_earlier_execute_takes_nothing_back(void 
     /* E (COPY), B, E, S: the CopyInResponse is the first Execute's; the
      * server fails that COPY at the Bind and answers the Sync.  A CopyDone
      * then must not take that Sync back. */
-    uint8_t fe1[64], fe2[64], be1[16], be2[16];
-    size_t fn1 = 0, fn2 = 0, bn1 = 0, bn2 = 0;
-    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
-    fn1 += msg(fe1 + fn1, 'B', "\0\0\0\0\0\0\0\0", 8);
-    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
-    fn1 += msg(fe1 + fn1, 'S', "", 0);
-    bn1 += msg(be1 + bn1, 'G', "\0\0\0", 3);
-    fn2 += msg(fe2 + fn2, 'c', "", 0);
-    fn2 += msg(fe2 + fn2, 'Q', "select 2", 9);
-    bn2 += msg(be2 + bn2, 'Z', "I", 1);
-    struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2, 1);
+    struct conv c = { 0 };
+    execute(&c.fe, "");
+    bind(&c.fe);
+    execute(&c.fe, "");
+    sync(&c.fe);
+    copy_in(&c.be);
+    copy_done(&c.fe2);
+    query(&c.fe2, "select 2");
+    ready(&c.be2, 'I');
+    struct pgw_track t = run(&c, 1);
     assert_int_equal(t.sync_out, 1);
     assert_false(pgw_track_idle(&t));
 }
@@ -194,21 +234,20 @@ static void test_copy_in_after_an_answered_execute_takes_its_sync_back(void **st
     /* E (SELECT), E (COPY), S: the first Execute is answered (CommandComplete)
      * before the CopyInResponse, which is so the last one's; the Sync
      * after it is ignored by the server, and the CopyDone takes it back. */
-    uint8_t fe1[64], fe2[64], be1[64], be2[64];
-    size_t fn1 = 0, fn2 = 0, bn1 = 0, bn2 = 0;
-    fn1 += msg(fe1 + fn1, 'E', "\0\0\0\0\0", 5);
-    fn1 += msg(fe1 + fn1, 'E', "p\0\0\0\0\0", 6);
-    fn1 += msg(fe1 + fn1, 'S', "", 0);
-    bn1 += msg(be1 + bn1, 'D', "\0\1\0\0\0\1" "1", 7);
-    bn1 += msg(be1 + bn1, 'C', "SELECT 1", 9);
-    bn1 += msg(be1 + bn1, 'G', "\0\0\0", 3);
-    fn2 += msg(fe2 + fn2, 'd', "1\n", 2);
-    fn2 += msg(fe2 + fn2, 'c', "", 0);
-    fn2 += msg(fe2 + fn2, 'S', "", 0);
-    bn2 += msg(be2 + bn2, 'C', "COPY 1", 7);
-    bn2 += msg(be2 + bn2, 'Z', "I", 1);
+    struct conv c = { 0 };
+    execute(&c.fe, "");
+    execute(&c.fe, "p");
+    sync(&c.fe);
+    row_of_1(&c.be);
+    complete(&c.be, "SELECT 1");
+    copy_in(&c.be);
+    copy_data(&c.fe2, "1\n");
+    copy_done(&c.fe2);
+    sync(&c.fe2);
+    complete(&c.be2, "COPY 1");
+    ready(&c.be2, 'I');
     for (size_t step = 1; step <= 16; step++) {
-        struct pgw_track t = run2(fe1, fn1, be1, bn1, fe2, fn2, be2, bn2, step);
+        struct pgw_track t = run(&c, step);
         assert_int_equal(t.sync_out, 0);
         assert_true(pgw_track_idle(&t));
     }
@@ -225,7 +264,6 @@ static void test_bad_length_rejected(void **state)
     struct pgw_track_stream bs = { .backend = true };
     assert_int_equal(pgw_track_feed(&t, &bs, huge, sizeof(huge)), -1);
 }
-
 /* An extended-protocol error (prepared.c says which: pgw_track_ext_error)
  * skips the Query sent before its Sync, which then gets no ReadyForQuery;
  * with no Sync sent yet, a Query after it opens no request and the batch
