@@ -402,17 +402,19 @@ class Baseline:
             time.sleep(0.25)
 
 
-def unread_on_port(pid, port):
+def unread_on_port(pid, port, peer=False):
     """{client's port: Recv-Q} of each established TCP socket of process
     pid on its local port: what each client sent that it has not read yet
-    (from `ss`)."""
+    (from `ss`).  With peer=True, of its sockets to `port` (pgwharf's
+    server links: port is PostgreSQL's), keyed by their local port."""
     cp = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True,
                         text=True, timeout=30)
+    mine, other = (3, 2) if peer else (2, 3)
     out = {}
     for line in cp.stdout.splitlines():
         f = line.split()
-        if len(f) >= 4 and "pid=%d," % pid in line and f[2].rsplit(":", 1)[-1] == str(port):
-            out[int(f[3].rsplit(":", 1)[-1])] = int(f[0])
+        if len(f) >= 4 and "pid=%d," % pid in line and f[mine].rsplit(":", 1)[-1] == str(port):
+            out[int(f[other].rsplit(":", 1)[-1])] = int(f[0])
     return out
 
 

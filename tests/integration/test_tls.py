@@ -171,13 +171,9 @@ class RawClient:
             if t == b"Z":
                 return size
 
-    def query(self, sql, pause=0.0):
-        """sql, then pause seconds of not reading (the subject of a test of
-        backpressure), then the reply: its size."""
-        q = sql.encode() + b"\0"
-        self.sock.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
-        time.sleep(pause)
-        return self.until_ready()
+    def send_query(self, sql):
+        """sql, its reply left unread (see until_ready)."""
+        self.sock.sendall(hz.query_msg(sql))
 
     def close(self):
         self.sock.close()
@@ -526,18 +522,43 @@ class TestServerTls(TlsTestCase):
 
     def test_server_tls_slow_client(self):
         """Backpressure with a TLS server link: the client stops reading,
-        pgwharf's buffer fills, the server's record is half-read inside
-        OpenSSL; every byte must still come through once the client reads."""
+        pgwharf's buffer fills and it stops reading the server, a record
+        maybe half-read inside OpenSSL; every byte must still come through
+        once the client reads."""
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require", "auth_type": "trust",
                                           "pool_mode": "session"})
+        # Each reply outgrows what the kernel can hold between pgwharf and
+        # the client (pgwharf's send buffer grows up to tcp_wmem's maximum).
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            reply = int(f.read().split()[2]) + (1 << 20)
         c = RawClient(px.port, self.pg.user, self.pg.database)
         try:
-            for width, rows in ((100000, 40), (33333, 97), (7777, 501), (16000, 64)):
-                size = c.query("select repeat('x', %d) from generate_series(1, %d)"
-                               % (width, rows), pause=1.0)
-                self.assertGreater(size, width * rows)
+            for width in (100000, 33333, 7777, 16000):
+                rows = -(-reply // width)
+                sql = "select repeat('x', %d) from generate_series(1, %d)" % (width, rows)
+                c.send_query(sql)
+                self.wait_server_link_stopped(px, sql)
+                self.assertGreater(c.until_ready(), width * rows)
         finally:
             c.close()
+
+    def wait_server_link_stopped(self, px, sql):
+        """Until the server can send no more of sql's reply (done, or
+        blocked writing) and pgwharf leaves bytes of it unread on its one
+        server link, the same count twice running: it stopped reading."""
+        def server_stuck():
+            return self.pg.psql(
+                "select count(*) from pg_stat_activity where query = '%s' and "
+                "(state = 'idle' or wait_event = 'ClientWrite')" % sql.replace("'", "''"),
+                db="postgres", via_socket=True) == "1"
+        seen = [None]
+
+        def stopped():
+            unread = list(hz.unread_on_port(px.pid, self.pg.port, peer=True).values())
+            same = unread == seen[0]
+            seen[0] = unread
+            return same and len(unread) == 1 and unread[0] > 0 and server_stuck()
+        pt.wait_until(stopped, 30, what="pgwharf to stop reading its server")
 
     def server_ssl(self, conn):
         return one(conn, "select ssl from pg_stat_ssl where pid = pg_backend_pid()")
