@@ -325,27 +325,72 @@ class TestServerHeldWithoutSync(LoadCase):
 
 
 class TestBufferReuse(LoadCase):
+    """Free I/O buffers are kept up to 1024 and those unused for a whole
+    trim period (1 s, proxy.c) go back to the system, down to 64."""
+
+    CLIENTS = 300            # on 20 servers
+    GATE_KEY = 7041
+    # A buffer put back after t can be trimmed only at the second tick after
+    # t, 1 s on at the least: a look within this much of t sees it still.
+    BEFORE_TRIM = 0.5
+
+    def burst(self, px, console, iobuf):
+        """CLIENTS clients each with a query held in a buffer (20 at a gate
+        on the servers, the rest waiting for one), then the gate opened and
+        every answer read.  Returns (free iobufs right after, seconds from
+        the gate's opening to that look)."""
+        socks = []
+        for _ in range(self.CLIENTS):
+            s = socket.create_connection((px.host, px.port), timeout=30)
+            self.addCleanup(s.close)
+            hz.sync_login(s, self.user, self.db, self.password)
+            socks.append(s)
+        gate = hz.Gate(self.pg, self.GATE_KEY)
+        self.addCleanup(gate.close)
+        for s in socks:
+            s.sendall(hz.query_msg("select " + gate.sql()))
+        pt.wait_pool(console, self.db, self.user, timeout=60, sv_active=20,
+                     cl_waiting=self.CLIENTS - 20)
+        self.assertGreater(iobuf()[0], self.CLIENTS - 20, "iobufs held by the waiting clients")
+        t0 = time.monotonic()
+        gate.open()
+        for s in socks:
+            hz.read_until_ready(s)        # its buffers are back on the free list
+        free = iobuf()[1]
+        took = time.monotonic() - t0
+        for s in socks:
+            s.close()
+        print("buffer reuse: %d free iobufs %.3f s after the gate opened" % (free, took))
+        return free, took
+
     def test_free_buffers_kept_through_a_burst_then_returned(self):
         px = self.start()
-        script = os.path.join(px.dir, "sleep.sql")
-        with open(script, "w") as f:
-            f.write("select pg_sleep(0.02);\n")
+        console = self.console_conn(px)   # logged in already: SHOW MEM at once
 
         def iobuf():
-            row = px.show("MEM", name="iobuf")[0]
+            row = pt.show(console, "MEM", name="iobuf")[0]
             return int(row["used"]), int(row["free"])
 
-        # 300 clients on 20 servers: most wait with their query in a buffer.
-        px.pgbench(["-n", "-f", script, "-c", "300", "-j", "2", "-t", "3"], user=self.user)
-        used, free = iobuf()
-        # Everything pgbench held came back within this second: kept, not
-        # unmapped at a fixed cap of 64 (the second before the trim still
-        # saw them in use).
+        def trimmed():
+            # Down to the floor of 64, plus the buffers this polling console
+            # takes each time.
+            pt.wait_until(lambda: iobuf()[1] <= 64 + 2, timeout=15,
+                          what="free iobufs trimmed to 64")
+
+        for attempt in range(3):
+            free, took = self.burst(px, console, iobuf)
+            if took < self.BEFORE_TRIM:
+                break
+            # Too slow to tell "kept" from "kept, then trimmed": again.
+            print("buffer reuse: the burst's end took %.2f s, again" % took)
+            trimmed()
+        else:
+            self.skipTest("the end of a burst never took under %s s" % self.BEFORE_TRIM)
+        # Everything the burst held came back to the free list and stayed:
+        # not unmapped at a fixed cap of 64.
         self.assertGreater(free, 64, "free iobufs right after the burst")
         self.assertLessEqual(free, 1024)
-        # Unused for a whole second: returned down to the floor of 64, plus
-        # the buffers this polling admin connection takes each time.
-        pt.wait_until(lambda: iobuf()[1] <= 64 + 2, timeout=15, what="free iobufs trimmed to 64")
+        trimmed()
         self.assertEqual(px.psql("select 1", user=self.user), "1")
 
 
