@@ -176,6 +176,7 @@ struct pgw_config {
     /* logging */
     char *logfile;
     char *pidfile;
+    char *user;              /* "": stay; else the Unix user to become after start (as root) */
     bool log_connections;           /* true */
     bool log_disconnections;        /* true */
     bool log_pooler_errors;         /* true */

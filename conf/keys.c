@@ -84,6 +84,7 @@
     X(transaction_timeout,      DUR,        "0",           0, 0)            \
     X(logfile,                  STR,        "",            0, 0)            \
     X(pidfile,                  STR,        "",            0, 0)            \
+    X(user,                     STR,        "",            0, 0)            \
     X(log_connections,          BOOL,       "on",          0, 0)            \
     X(log_disconnections,       BOOL,       "on",          0, 0)            \
     X(log_pooler_errors,        BOOL,       "on",          0, 0)            \
@@ -143,7 +144,7 @@ static const char *const unsupported_keys[] = {
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
 "resolv_conf", "sbuf_loopcnt", "server_fast_close",
     "server_tls13_ciphers", "service_name", "suspend_timeout", "syslog", "syslog_facility",
-    "syslog_ident", "track_extra_parameters", "user", "verbose",
+    "syslog_ident", "track_extra_parameters", "verbose",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A
@@ -151,7 +152,7 @@ static const char *const unsupported_keys[] = {
  * CONFIG never shows a value that is not in force. */
 static const char *const fixed_keys[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
-    "so_reuseport", "unix_socket_mode", "unix_socket_group", "pidfile",
+    "so_reuseport", "unix_socket_mode", "unix_socket_group", "pidfile", "user",
 };
 
 int conf_key_count(void) { return NKEYS; }

@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +109,31 @@ static int write_pidfile(const char *path)
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* user = NAME (PgBouncer's): started as root, become NAME once the
+ * listeners (a port below 1024), the log and the pidfile are open.  Not
+ * root: only NAME's own uid is accepted.  0, or -1 with err. */
+static int become_user(const char *name, char *err, size_t errlen)
+{
+    struct passwd *pw = getpwnam(name);
+    if (!pw) {
+        snprintf(err, errlen, "user \"%s\": no such user", name);
+        return -1;
+    }
+    if (geteuid() != 0) {
+        if (pw->pw_uid == geteuid())
+            return 0;
+        snprintf(err, errlen, "user \"%s\": pgwharf must be started as root to become "
+                 "another user", name);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+        setuid(pw->pw_uid) < 0) {
+        snprintf(err, errlen, "user \"%s\": %s", name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int run(const char *path)
 {
     struct pgw_config *cfg = load(path, true);
@@ -139,6 +166,17 @@ static int run(const char *path)
         char qf[300];
         pgw_warn("pidfile", "file=%s reason=\"%s\"", pgw_log_quote(qf, sizeof(qf), pidfile),
                  strerror(errno));
+    }
+    if (*cfg->user && become_user(cfg->user, err, sizeof(err)) < 0) {
+        char q[700];
+        pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        fprintf(stderr, "pgwharf: %s\n", err);
+        pgw_proxy_destroy(px);
+        if (pidfile)
+            unlink(pidfile);
+        free(pidfile);
+        ev_loop_destroy(loop);
+        return 1;
     }
     static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT };
     ev_signal sw[4];

@@ -963,6 +963,39 @@ class TestListenerKeys(pt.PgwharfTestCase):
         self.assertIn('pgwharf: unix_socket_group "no_such_group_x": no such group', px.log())
 
 
+class TestUserKey(pt.PgwharfTestCase):
+    """user = NAME: started as root, pgwharf becomes NAME once its
+    listeners, log and pidfile are open (PgBouncer's key)."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest("needs root to change user")
+
+    def uids(self, pid):
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(("Uid:", "Gid:")):
+                    yield line.split()[0], {int(x) for x in line.split()[1:]}
+
+    def test_becomes_the_user(self):
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        px = self.start_pgwharf(settings={"user": "postgres"})
+        pt.wait_until(lambda: dict(self.uids(px.pid))["Uid:"] == {pw.pw_uid},
+                      what="pgwharf running as postgres")
+        self.assertEqual(dict(self.uids(px.pid))["Gid:"], {pw.pw_gid})
+        self.assertEqual(px.psql("select 'served'"), "served")
+        self.assertEqual(px.admin("SHOW VERSION")[0][0].split()[0], "pgwharf")
+
+    def test_unknown_user_stops_the_start(self):
+        px = self.start_pgwharf(start=False, settings={"user": "no_such_user_x"})
+        px.start(wait=False)
+        pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
+        self.assertNotEqual(px.proc.returncode, 0)
+        self.assertIn('pgwharf: user "no_such_user_x": no such user', px.log())
+
+
 class TestMalformed(pt.PgwharfTestCase):
     def test_bad_startup_length_and_garbage(self):
         px = self.start_pgwharf()
