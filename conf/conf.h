@@ -253,7 +253,7 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
 /* Keys fixed at start (listen_addr, listen_port, unix_socket_dir,
  * listen_backlog, tcp_defer_accept, so_reuseport, unix_socket_mode,
- * unix_socket_group, pidfile): SET refuses them, a reload keeps them. */
+ * unix_socket_group, pidfile, user): SET refuses them, a reload keeps them. */
 bool pgw_conf_key_fixed(const char *key);
 /* unix_socket_mode as a number, or -1 when it is not octal 0000-0777. */
 int pgw_conf_unix_socket_mode(const struct pgw_config *cfg);
