@@ -5,9 +5,10 @@
  * A tiny HTTP/1.0 server on the proxy's loop: non-blocking sockets, a
  * request of at most METRICS_REQ_MAX bytes, at most METRICS_MAX_CONNS
  * connections, METRICS_TIMEOUT seconds per connection, one response per
- * connection (then a lingering close).  The body is built at once from live
- * data (it is small) and written as the socket takes it, so a slow scraper
- * holds only its own connection.
+ * connection (then a lingering close that reads a bounded amount per
+ * callback).  The body is built at once from live data (it is small) and
+ * written as the socket takes it, so a slow scraper holds only its own
+ * connection.
  *
  * Also here: the two histograms (acquire wait, transaction duration) and the
  * hooks the relay calls to feed them.  The pool gauges come from
@@ -34,6 +35,8 @@
 #define METRICS_TIMEOUT 10.0
 #define METRICS_LINGER 2.0
 #define METRICS_ACCEPTS_PER_CB 16
+#define METRICS_DRAIN_PER_CB (64 * 1024)      /* lingering: bytes read per callback */
+#define METRICS_DRAIN_MAX (1024 * 1024)       /* ... and in all, then close */
 
 /* ---- histograms ---- */
 
@@ -78,6 +81,7 @@ struct mconn {
     ev_io io;
     ev_timer timer;
     size_t rlen, sent;
+    size_t drained;          /* bytes read and dropped while lingering */
     struct pgw_wbuf out;
     char req[METRICS_REQ_MAX];
 };
@@ -241,22 +245,35 @@ static void handle_request(struct mconn *c)
     pgw_wbuf_deinit(&body);
 }
 
+/* Lingering: read and drop what the client still sends until it closes.  A
+ * bounded amount per callback (the level-triggered watcher comes back next
+ * iteration), so a client streaming bytes cannot hold the loop; past
+ * METRICS_DRAIN_MAX it is closed (its reply went out before). */
+static void conn_drain(struct mconn *c)
+{
+    char sink[4096];
+    size_t this_cb = 0;
+    while (this_cb < METRICS_DRAIN_PER_CB) {
+        ssize_t n = read(c->fd, sink, sizeof(sink));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0 || (c->drained += (size_t)n) > METRICS_DRAIN_MAX) {
+            conn_close(c);               /* EOF (or error, or too much): done */
+            return;
+        }
+        this_cb += (size_t)n;
+    }
+}
+
 static void conn_read(struct mconn *c)
 {
+    if (c->phase == CONN_LINGER) {
+        conn_drain(c);
+        return;
+    }
     for (;;) {
-        if (c->phase == CONN_LINGER) {
-            char sink[512];
-            ssize_t n = read(c->fd, sink, sizeof(sink));
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return;
-            if (n <= 0) {
-                conn_close(c);           /* EOF (or error): done */
-                return;
-            }
-            continue;
-        }
         size_t room = sizeof(c->req) - 1 - c->rlen;
         if (room == 0) {
             respond_text(c, 431, "Request Header Fields Too Large", "request too large\n");

@@ -297,6 +297,53 @@ class TestMetrics(pt.PgwharfTestCase):
             for s in [stalled, lazy] + idle:
                 s.close()
 
+    def test_bytes_after_the_request_do_not_stall_the_proxy(self):
+        # After its reply a connection is drained until the client closes;
+        # the drain read until EAGAIN, so a client streaming bytes kept
+        # pgwharf's one loop in it for seconds: no query, no timer.
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        conn = self.client(px)
+        cur = conn.cursor()
+        stop = threading.Event()
+        streamed = []
+
+        def stream():
+            junk = b"x" * (1 << 20)
+            while not stop.is_set():
+                s = socket.create_connection(("127.0.0.1", port))
+                try:
+                    s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                    s.settimeout(10)
+                    while s.recv(65536):          # the whole reply first
+                        pass
+                    while not stop.is_set():
+                        s.sendall(junk)
+                        streamed.append(len(junk))
+                except OSError:
+                    pass                          # pgwharf closed it: again
+                finally:
+                    s.close()
+
+        threads = [threading.Thread(target=stream, daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(streamed) >= 8, what="the streams to flow")
+            worst = 0.0
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                t0 = time.monotonic()
+                cur.execute("select 1")
+                cur.fetchall()
+                worst = max(worst, time.monotonic() - t0)
+            self.assertLess(worst, 1.0, "a query waited %.2f s" % worst)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+        self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+
     def test_label_values_are_escaped(self):
         odd = 'odd"db\\x'
         key = '"' + odd.replace('"', '""') + '"'
