@@ -288,6 +288,11 @@ static void conn_read(struct mconn *c)
             conn_close(c);
             return;
         }
+        /* The head is searched as a C string: a NUL would hide its end. */
+        if (memchr(c->req + c->rlen, '\0', (size_t)n)) {
+            respond_text(c, 400, "Bad Request", "bad request: NUL byte\n");
+            return;
+        }
         c->rlen += (size_t)n;
         c->req[c->rlen] = '\0';
         if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {

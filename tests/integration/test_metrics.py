@@ -297,6 +297,19 @@ class TestMetrics(pt.PgwharfTestCase):
             for s in [stalled, lazy] + idle:
                 s.close()
 
+    def test_nul_in_the_request_is_a_bad_request(self):
+        # A NUL byte ended the C string the request head was searched in:
+        # its blank line was never found and the client waited for the
+        # 10 s connection timeout, with no answer.
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        for data in (b"GET /metrics\0 HTTP/1.0\r\n\r\n", b"\0\r\n\r\n",
+                     b"GET /metrics HTTP/1.0\r\nX-A: \0\r\n\r\n"):
+            with self.subTest(data=data):
+                reply = raw_request(port, data, timeout=5)
+                self.assertTrue(reply.startswith(b"HTTP/1.0 400"), reply[:40])
+        self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+
     def test_bytes_after_the_request_do_not_stall_the_proxy(self):
         # After its reply a connection is drained until the client closes;
         # the drain read until EAGAIN, so a client streaming bytes kept
