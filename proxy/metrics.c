@@ -4,7 +4,8 @@
  *
  * A tiny HTTP/1.0 server on the proxy's loop: non-blocking sockets, a
  * request of at most METRICS_REQ_MAX bytes, at most METRICS_MAX_CONNS
- * connections, METRICS_TIMEOUT seconds per connection, one response per
+ * connections (at the cap the oldest one still waiting for its request
+ * makes room), METRICS_TIMEOUT seconds per connection, one response per
  * connection (then a lingering close that reads a bounded amount per
  * callback).  The body is built at once from live data (it is small) and
  * written as the socket takes it, so a slow scraper holds only its own
@@ -338,6 +339,22 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_io_start(loop, &m->lio);
 }
 
+/* At the cap: close the oldest connection still waiting for its request
+ * (m->conns is in accept order), so peers that connect and send nothing
+ * cannot keep scrapes out.  false when every connection has its request. */
+static bool make_room(struct pgw_metrics *m)
+{
+    struct pgw_list *pos;
+    for (pos = m->conns.next; pos != &m->conns; pos = pos->next) {
+        struct mconn *c = pgw_container_of(pos, struct mconn, node);
+        if (c->phase == CONN_READ) {
+            conn_close(c);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_metrics *m = pgw_container_of(w, struct pgw_metrics, lio);
@@ -357,8 +374,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             return;
         }
-        if (m->nconns >= METRICS_MAX_CONNS) {
-            close(fd);                   /* too many scrapers at once */
+        if (m->nconns >= METRICS_MAX_CONNS && !make_room(m)) {
+            close(fd);                   /* that many replies under way */
             continue;
         }
         conn_start(m, fd);

@@ -310,6 +310,32 @@ class TestMetrics(pt.PgwharfTestCase):
                 self.assertTrue(reply.startswith(b"HTTP/1.0 400"), reply[:40])
         self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
 
+    def test_idle_connections_do_not_lock_out_scrapes(self):
+        # The endpoint's 32 connections held by peers that send nothing:
+        # each new scrape was closed unanswered (a reset) until one of them
+        # reached its 10 s timeout, so a peer reconnecting as often kept
+        # Prometheus out for good.  Now the oldest connection still waiting
+        # for its request makes room.
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        idle = []
+        try:
+            for _ in range(32):
+                idle.append(socket.create_connection(("127.0.0.1", port)))
+            wait_until(lambda: len(hz.unread_on_port(px.pid, port)) == 32,
+                       what="pgwharf to accept the 32 idle connections")
+            t0 = time.monotonic()
+            for _ in range(3):
+                self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+            self.assertLess(time.monotonic() - t0, 5)
+            # the oldest made room (pgwharf closed it); the newest is open
+            idle[0].settimeout(5)
+            self.assertEqual(idle[0].recv(100), b"")
+            self.assertEqual(select.select([idle[-1]], [], [], 0)[0], [])
+        finally:
+            for s in idle:
+                s.close()
+
     def test_bytes_after_the_request_do_not_stall_the_proxy(self):
         # After its reply a connection is drained until the client closes;
         # the drain read until EAGAIN, so a client streaming bytes kept
