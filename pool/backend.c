@@ -252,6 +252,16 @@ void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)
                          ev_now(be->set->loop));
 }
 
+void pgw_backend_forget_failures(struct pgw_backend *be)
+{
+    enum pgw_breaker_state was = be->breaker.state;
+    pgw_breaker_success(&be->breaker);
+    be->retry_after = 0;
+    if (was != PGW_BREAKER_CLOSED)
+        pgw_info("breaker_closed", "backend=%s reason=\"server_tls settings changed\"",
+                 be->address);
+}
+
 void pgw_backend_free(struct pgw_backend *be)
 {
     if (be->dns) {

@@ -191,6 +191,9 @@ bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now);
 /* backend.c */
 struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_conf_db *db);
 void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg);
+/* Every connect is made differently now (server_tls_*): forget the failures
+ * seen before, close the breaker. */
+void pgw_backend_forget_failures(struct pgw_backend *be);
 void pgw_backend_free(struct pgw_backend *be);
 /* May a connection start now?  0 and *probe, or PGW_EAGAIN (a wake-up is
  * armed: DNS, token or retry delay) or PGW_EBREAKER_OPEN. */

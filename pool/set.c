@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -137,18 +138,46 @@ struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *r
     return set;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* The server_tls_* settings libpq is given (server_tls_ciphers is not). */
+static bool server_tls_changed(const struct pgw_config *a, const struct pgw_config *b)
+{
+    return a->server_tls_sslmode != b->server_tls_sslmode ||
+           !same_str(a->server_tls_key_file, b->server_tls_key_file) ||
+           !same_str(a->server_tls_cert_file, b->server_tls_cert_file) ||
+           !same_str(a->server_tls_ca_file, b->server_tls_ca_file) ||
+           !same_str(a->server_tls_protocols, b->server_tls_protocols);
+}
+
 void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config *cfg)
 {
     struct pgw_list *n;
+    /* New server_tls_* settings: servers made under the old ones are
+     * replaced (as PgBouncer does: one kept would keep a weaker setting for
+     * as long as it lives), and failures seen under them are forgotten (an
+     * open breaker, a pool's refused login). */
+    bool tls = server_tls_changed(set->cfg, cfg);
     set->cfg = cfg;
-    for (n = set->backends.next; n != &set->backends; n = n->next)
-        pgw_backend_configure(pgw_container_of(n, struct pgw_backend, node), cfg);
+    for (n = set->backends.next; n != &set->backends; n = n->next) {
+        struct pgw_backend *be = pgw_container_of(n, struct pgw_backend, node);
+        pgw_backend_configure(be, cfg);
+        if (tls)
+            pgw_backend_forget_failures(be);
+    }
     for (n = set->pools.next; n != &set->pools; n = n->next) {
         struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
         const struct pgw_conf_db *db = pgw_conf_find_db(cfg, pool->dbname);
         if (db) {
-            if (pgw_pool_apply_db(pool, db))
+            if (pgw_pool_apply_db(pool, db)) {
                 pgw_pool_reconnect(pool, true);
+            } else if (tls) {
+                pgw_pool_login_ok(pool);
+                pgw_pool_reconnect(pool, false);
+            }
             continue;
         }
         /* Gone from the config: no new servers, the lent ones close at

@@ -597,6 +597,42 @@ class TestServerTls(TlsTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("certificate verify failed", cp.stderr)
 
+    def test_reload_of_server_tls_renews_the_servers(self):
+        # Servers made under the old server_tls_* settings were kept: one
+        # logged in without TLS served on after a reload to require (as
+        # PgBouncer, which recycles its servers then).
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "disable",
+                                          "pool_mode": "transaction"})
+        conn = self.connect(px, sslmode="disable")
+        self.assertFalse(self.server_ssl(conn))
+        px.settings["server_tls_sslmode"] = "require"
+        mark = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > mark, what="the reload")
+        self.assertTrue(self.server_ssl(conn))
+        conn.close()
+
+    def test_reload_of_server_tls_ends_the_breakers_refusal(self):
+        # Failures under the old server_tls_* settings (here the wrong CA)
+        # say nothing about the new ones, but the open breaker kept failing
+        # logins with the old error until its cooldown ended.
+        px = self.start_pgwharf(settings={
+            "server_tls_sslmode": "verify-full", "pool_mode": "transaction",
+            "server_tls_ca_file": self.certs.path("otherca.crt"),
+            "breaker_cooldown": "60s", "breaker_max_cooldown": "60s"})
+        for _ in range(3):
+            cp = self.psql(px, "select 1", sslmode="disable")
+            self.assertIn("certificate verify failed", cp.stderr)
+        self.assertEqual(px.show("BREAKERS")[0]["state"], "open")
+        px.settings["server_tls_ca_file"] = self.certs.path("ca.crt")
+        mark = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > mark, what="the reload")
+        cp = self.psql(px, "select 'verified'", sslmode="disable")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(cp.stdout.strip(), "verified")
+        self.assertEqual(px.show("BREAKERS")[0]["state"], "closed")
+
     def test_server_tls_protocols(self):
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
                                           "server_tls_protocols": "tlsv1.2"})
