@@ -303,6 +303,10 @@ static void handshake(struct pgw_session *s)
     case SSL_ERROR_WANT_WRITE:
         watch(s, EV_WRITE);
         return;
+    case SSL_ERROR_ZERO_RETURN:          /* EOF, with SSL_OP_IGNORE_UNEXPECTED_EOF */
+        s->tls_flags |= PGW_TLS_BROKEN;
+        pgw_session_close(s, NULL, "TLS handshake failed: client closed the connection");
+        return;
     case SSL_ERROR_SYSCALL:
         s->tls_flags |= PGW_TLS_BROKEN;
         if (ERR_peek_error() == 0) {

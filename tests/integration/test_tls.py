@@ -321,6 +321,21 @@ class TestClientTls(TlsTestCase):
         finally:
             keep.close()
 
+    def test_a_client_leaving_mid_handshake_is_logged_as_such(self):
+        # Its EOF came back as SSL_ERROR_ZERO_RETURN (OpenSSL with
+        # SSL_OP_IGNORE_UNEXPECTED_EOF) and was logged "unknown TLS error".
+        px = self.start_pgwharf(settings=self.tls_settings("require"))
+        for sent in (b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
+            with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
+                s.sendall(SSL_REQUEST)
+                self.assertEqual(s.recv(1), b"S")
+                s.sendall(sent)
+        pt.wait_until(lambda: px.log().count("TLS handshake failed") >= 2,
+                      what="both handshakes ended")
+        failed = [l for l in px.log().splitlines() if "TLS handshake failed" in l]
+        for line in failed:
+            self.assertIn("client closed the connection", line)
+
     def test_many_concurrent_tls_clients(self):
         px = self.start_pgwharf(settings=self.tls_settings("require", pool_mode="transaction",
                                                            default_pool_size=3))
