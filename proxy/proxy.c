@@ -298,6 +298,8 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     }
     if (pgw_tls_ctx_build(cfg, &px->tls_ctx, errbuf, errlen) < 0)   /* TLS: client_tls_* */
         goto fail;
+    if (pgw_tls_server_check(cfg, errbuf, errlen) < 0)              /* and server_tls_* */
+        goto fail;
     px->root = pgw_ctx_background(loop);
     px->pools = px->root ? pgw_pool_set_create(loop, px->root, cfg) : NULL;
     if (!px->pools) {
@@ -391,6 +393,12 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
     if (pgw_tls_ctx_build(cfg, &r->tls, err, sizeof(err)) < 0) {
         pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         pgw_error("reload", "reason=\"cannot set up client TLS, keeping the old config\"");
+        reload_discard(r);
+        return PGW_ECONFIG;
+    }
+    if (pgw_tls_server_check(cfg, err, sizeof(err)) < 0) {
+        pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        pgw_error("reload", "reason=\"cannot set up server TLS, keeping the old config\"");
         reload_discard(r);
         return PGW_ECONFIG;
     }
@@ -498,6 +506,9 @@ int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
             fprintf(err, "%s: client TLS: %s\n", cfg->file ? cfg->file : "config", why), problems++;
         pgw_tls_ctx_free(ctx);
     }
+    char why[512];
+    if (pgw_tls_server_check(cfg, why, sizeof(why)) < 0)
+        fprintf(err, "%s: server TLS: %s\n", cfg->file ? cfg->file : "config", why), problems++;
     return problems;
 }
 

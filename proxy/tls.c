@@ -243,6 +243,38 @@ int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, cha
     return 0;
 }
 
+int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen)
+{
+    char msg[300];
+    unsigned mask;
+    if (pgw_tls_protocols_parse(cfg->server_tls_protocols, &mask, msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "server_tls_protocols: %s", msg);
+        return PGW_ECONFIG;
+    }
+    const char *ca = cfg->server_tls_ca_file, *cert = cfg->server_tls_cert_file,
+               *key = cfg->server_tls_key_file;
+    if (!*ca && !*cert && !*key)
+        return 0;
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return ctx_fail(NULL, err, errlen, "%s", "cannot make a TLS context");
+    if (*ca && SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+        return ctx_fail(ctx, err, errlen, "server_tls_ca_file %s", ca);
+    if (*cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+        return ctx_fail(ctx, err, errlen, "server_tls_cert_file %s", cert);
+    if (*key && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                 (*cert && SSL_CTX_check_private_key(ctx) != 1))) {
+        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
+            return ctx_fail(ctx, err, errlen, "server_tls_key_file %s does not match "
+                            "server_tls_cert_file", key);
+        return ctx_fail(ctx, err, errlen, "server_tls_key_file %s", key);
+    }
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return 0;
+}
+
 void pgw_tls_ctx_free(struct ssl_ctx_st *ctx)
 {
     SSL_CTX_free(ctx);

@@ -56,6 +56,12 @@ const char *pgw_tls_ciphers_resolve(const char *text);
 int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, char *err,
                       size_t errlen);
 void pgw_tls_ctx_free(struct ssl_ctx_st *ctx);
+/* The server_tls_* settings libpq will be given, read now: the protocol
+ * list parses, the CA file has certificates, the certificate and key load
+ * and match (each only when set; libpq reads them at every connect, so a
+ * bad one would fail them all).  Returns 0, or PGW_ECONFIG with a message
+ * naming the setting and file at fault. */
+int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen);
 
 /* ---- sessions ---- */
 

@@ -648,6 +648,54 @@ class TestServerTls(TlsTestCase):
         self.assertEqual(cp.stdout.strip(), "verified")
         self.assertEqual(px.show("BREAKERS")[0]["state"], "closed")
 
+    def bad_server_tls_settings(self):
+        return [
+            ({"server_tls_ca_file": "/nonexistent/ca.pem"}, "server_tls_ca_file"),
+            ({"server_tls_ca_file": self.certs.path("server.key")}, "server_tls_ca_file"),
+            ({"server_tls_protocols": "tlsv9"}, "server_tls_protocols"),
+            ({"server_tls_cert_file": self.certs.path("client.crt"),
+              "server_tls_key_file": "/nonexistent/key.pem"}, "server_tls_key_file"),
+            ({"server_tls_cert_file": self.certs.path("client.crt"),
+              "server_tls_key_file": self.certs.path("other.key")}, "does not match"),
+        ]
+
+    def test_bad_server_tls_files_keep_the_old_config(self):
+        # They were not read until a server connect, each of which then
+        # failed: a typo in a reload took every database down.
+        good = {"server_tls_sslmode": "verify-full", "pool_mode": "transaction",
+                "server_tls_ca_file": self.certs.path("ca.crt")}
+        px = self.start_pgwharf(settings=dict(good))
+        conn = self.connect(px, sslmode="disable")
+        self.assertTrue(self.server_ssl(conn))
+        running = dict(px.settings)
+        for more, needle in self.bad_server_tls_settings():
+            with self.subTest(needle=needle, more=more):
+                px.settings = dict(running, **more)
+                fails = px.log().count("cannot set up server TLS, keeping the old config")
+                px.reload()
+                pt.wait_until(lambda: px.log().count(
+                    "cannot set up server TLS, keeping the old config") > fails,
+                    what="the reload refused")
+                self.assertIn(needle, px.log_tail(3))
+                self.assertTrue(self.server_ssl(conn))
+                cp = self.psql(px, "select 'still'", sslmode="disable")
+                self.assertEqual(cp.stdout.strip(), "still", cp.stderr)
+        conn.close()
+
+    def test_bad_server_tls_files_stop_startup(self):
+        for more, needle in self.bad_server_tls_settings():
+            with self.subTest(needle=needle, more=more):
+                px = self.start_pgwharf(start=False, settings=dict(
+                    {"server_tls_sslmode": "verify-full"}, **more))
+                with self.assertRaises(pt.PgwharfError):
+                    px.start()
+                self.assertIn(needle, px.log())
+                cp = subprocess.run([px.binary, "--check", px.config_path], capture_output=True,
+                                    text=True, timeout=30)
+                self.assertEqual(cp.returncode, 2, cp.stdout + cp.stderr)
+                self.assertIn("server TLS: ", cp.stderr)
+                self.assertIn(needle, cp.stderr)
+
     def test_server_tls_protocols(self):
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
                                           "server_tls_protocols": "tlsv1.2"})
