@@ -188,11 +188,15 @@ struct pgw_config {
     char *client_tls_key_file, *client_tls_cert_file, *client_tls_ca_file;
     char *client_tls_protocols;     /* "secure" */
     char *client_tls_ciphers;       /* "fast" */
+    char *client_tls13_ciphers;     /* "": OpenSSL's TLS 1.3 suites */
+    char *client_tls_ecdhcurve;     /* "auto" */
+    char *client_tls_dheparams;     /* "auto" */
     /* TLS to servers */
     enum pgw_tls_mode server_tls_sslmode;   /* prefer */
     char *server_tls_key_file, *server_tls_cert_file, *server_tls_ca_file;
     char *server_tls_protocols;
     char *server_tls_ciphers;
+    char *server_tls13_ciphers;     /* no effect: libpq has no cipher setting */
 
     /* ours: circuit breaker, connect rate, metrics, shutdown */
     int breaker_threshold;          /* 3 */

@@ -96,12 +96,16 @@
     X(client_tls_ca_file,       STR,        "",            0, 0)            \
     X(client_tls_protocols,     STR,        "secure",      0, 0)            \
     X(client_tls_ciphers,       STR,        "fast",        0, 0)            \
+    X(client_tls13_ciphers,     STR,        "",            0, 0)            \
+    X(client_tls_ecdhcurve,     STR,        "auto",        0, 0)            \
+    X(client_tls_dheparams,     STR,        "auto",        0, 0)            \
     X(server_tls_sslmode,       TLS_MODE,   "prefer",      0, 0)            \
     X(server_tls_key_file,      STR,        "",            0, 0)            \
     X(server_tls_cert_file,     STR,        "",            0, 0)            \
     X(server_tls_ca_file,       STR,        "",            0, 0)            \
     X(server_tls_protocols,     STR,        "secure",      0, 0)            \
     X(server_tls_ciphers,       STR,        "fast",        0, 0)            \
+    X(server_tls13_ciphers,     STR,        "",            0, 0)            \
     X(breaker_threshold,        INT,        "3",           1, INT_MAX)      \
     X(breaker_cooldown,         DUR,        "1",           0, 0)            \
     X(breaker_max_cooldown,     DUR,        "30",          0, 0)            \
@@ -139,12 +143,10 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 /* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
-    "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "client_tls13_ciphers",
-    "client_tls_dheparams", "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
+    "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
-"resolv_conf", "sbuf_loopcnt", "server_fast_close",
-    "server_tls13_ciphers", "service_name", "suspend_timeout", "syslog", "syslog_facility",
-    "syslog_ident", "track_extra_parameters", "verbose",
+    "resolv_conf", "sbuf_loopcnt", "server_fast_close", "service_name", "suspend_timeout",
+    "syslog", "syslog_facility", "syslog_ident", "track_extra_parameters", "verbose",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A

@@ -210,12 +210,25 @@ int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, cha
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"pgwharf", 7);
-    SSL_CTX_set_dh_auto(ctx, 1);
+    /* client_tls_dheparams: "none" offers no DHE key exchange (TLS 1.2 and
+     * below); "auto" and "legacy" let OpenSSL pick parameters as large as
+     * the certificate's key calls for. */
+    SSL_CTX_set_dh_auto(ctx, strcasecmp(cfg->client_tls_dheparams, "none") != 0);
     set_protocols(ctx, mask);
 
     const char *ciphers = pgw_tls_ciphers_resolve(cfg->client_tls_ciphers);
     if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
         return ctx_fail(ctx, err, errlen, "client_tls_ciphers %s", cfg->client_tls_ciphers);
+    if (*cfg->client_tls13_ciphers && SSL_CTX_set_ciphersuites(ctx, cfg->client_tls13_ciphers) != 1)
+        return ctx_fail(ctx, err, errlen, "client_tls13_ciphers %s", cfg->client_tls13_ciphers);
+    /* client_tls_ecdhcurve: "auto" (or empty) keeps OpenSSL's groups;
+     * "none" leaves finite-field groups only (no ECDHE); else OpenSSL's
+     * list ("prime256v1", "X25519:secp384r1", ...). */
+    const char *curve = cfg->client_tls_ecdhcurve;
+    if (*curve && strcasecmp(curve, "auto") != 0 &&
+        SSL_CTX_set1_groups_list(ctx, strcasecmp(curve, "none") == 0
+                                          ? "ffdhe2048:ffdhe3072:ffdhe4096" : curve) != 1)
+        return ctx_fail(ctx, err, errlen, "client_tls_ecdhcurve %s", curve);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->client_tls_cert_file) != 1)
         return ctx_fail(ctx, err, errlen, "client_tls_cert_file %s", cfg->client_tls_cert_file);
     if (SSL_CTX_use_PrivateKey_file(ctx, cfg->client_tls_key_file, SSL_FILETYPE_PEM) != 1 ||

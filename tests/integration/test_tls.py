@@ -419,10 +419,34 @@ class TestClientTls(TlsTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertEqual(self.psql(px3, "select 1", sslmode="require").returncode, 0)
 
+    def test_tls13_ciphers_and_ecdh_curve(self):
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", client_tls13_ciphers="TLS_CHACHA20_POLY1305_SHA256",
+            client_tls_ecdhcurve="secp384r1"))
+        conn = self.connect(px)
+        self.assertEqual(conn.info.ssl_attribute("protocol"), "TLSv1.3")
+        self.assertEqual(conn.info.ssl_attribute("cipher"), "TLS_CHACHA20_POLY1305_SHA256")
+        conn.close()
+        # the group the key exchange used, as openssl s_client reports it
+        cp = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-connect",
+                             "127.0.0.1:%d" % px.port, "-brief"], input="", text=True,
+                            capture_output=True, timeout=30)
+        self.assertIn("secp384r1", cp.stdout + cp.stderr)
+        # "none": no elliptic curve at all, a finite-field group instead
+        px2 = self.start_pgwharf(settings=self.tls_settings("require",
+                                                            client_tls_ecdhcurve="none"))
+        cp = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-connect",
+                             "127.0.0.1:%d" % px2.port, "-brief"], input="", text=True,
+                            capture_output=True, timeout=30)
+        self.assertIn("Server Temp Key: DH, ", cp.stdout + cp.stderr)   # not ECDH
+        self.assertEqual(self.psql(px2, "select 1", sslmode="require").returncode, 0)
+
     def test_bad_settings_stop_startup(self):
         cases = [
             ({"client_tls_protocols": "tlsv9"}, "client_tls_protocols"),
             ({"client_tls_ciphers": "NO-SUCH-CIPHER"}, "client_tls_ciphers"),
+            ({"client_tls13_ciphers": "TLS_NO_SUCH"}, "client_tls13_ciphers"),
+            ({"client_tls_ecdhcurve": "no-such-curve"}, "client_tls_ecdhcurve"),
             ({"client_tls_key_file": "/nonexistent/key.pem"}, "client_tls_key_file"),
             ({"client_tls_key_file": self.certs.path("client.key")}, "does not match"),
             ({"client_tls_sslmode": "verify-ca"}, "client_tls_ca_file"),

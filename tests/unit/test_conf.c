@@ -1190,7 +1190,7 @@ static void test_real_pgbouncer_ini(void **state)
         dump(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.nerrors, 0);
-    assert_int_equal(d.nwarnings, 13);     /* tcp_*, log_stats, max_packet_size... are implemented */
+    assert_int_equal(d.nwarnings, 11);     /* tcp_*, log_stats, client_tls_ecdhcurve... are implemented */
     assert_warning(&d, DATA "pgbouncer-real.ini:150: dns_zone_check_period: ignored: not "
                             "supported yet");
 
