@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,40 @@ static enum pgw_log_level log_level = PGW_LOG_INFO;
 static const char *const level_names[] = {
     "debug", "info", "notice", "warning", "error", "fatal"
 };
+static const int syslog_prio[] = {
+    LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_CRIT
+};
+static bool use_syslog;
+static char syslog_ident[64];     /* openlog keeps the pointer */
+
+int pgw_log_syslog_facility(const char *name)
+{
+    static const struct { const char *name; int value; } fac[] = {
+        { "auth", LOG_AUTH }, { "authpriv", LOG_AUTHPRIV }, { "daemon", LOG_DAEMON },
+        { "user", LOG_USER }, { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
+        { "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },
+        { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+    };
+    for (size_t i = 0; name && i < sizeof(fac) / sizeof(fac[0]); i++)
+        if (strcasecmp(name, fac[i].name) == 0)
+            return fac[i].value;
+    return -1;
+}
+
+int pgw_log_syslog(bool on, const char *ident, const char *facility)
+{
+    int fac = on ? pgw_log_syslog_facility(facility) : 0;
+    if (fac < 0)
+        return PGW_EINVAL;
+    if (use_syslog)
+        closelog();
+    use_syslog = on;
+    if (on) {
+        snprintf(syslog_ident, sizeof(syslog_ident), "%s", ident && *ident ? ident : "pgwharf");
+        openlog(syslog_ident, LOG_PID | LOG_NDELAY, fac);
+    }
+    return 0;
+}
 
 int pgw_log_file_open(const char *path)
 {
@@ -123,6 +158,12 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
     for (int i = 0; i < n; i++)
         if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
             line[i] = ' ';
+    if (use_syslog) {
+        /* syslog stamps its own time: from "level=" on */
+        const char *rest = memchr(line, ' ', (size_t)n);
+        rest = rest ? rest + 1 : line;
+        syslog(syslog_prio[level], "%.*s", (int)(n - (rest - line)), rest);
+    }
     line[n++] = '\n';
     ssize_t w;
     do {

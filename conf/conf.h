@@ -177,6 +177,9 @@ struct pgw_config {
     char *logfile;
     char *pidfile;
     char *user;              /* "": stay; else the Unix user to become after start (as root) */
+    bool syslog;             /* false: lines to syslog(3) too */
+    char *syslog_ident;      /* "pgwharf" */
+    char *syslog_facility;   /* "daemon" */
     bool log_connections;           /* true */
     bool log_disconnections;        /* true */
     bool log_pooler_errors;         /* true */

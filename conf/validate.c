@@ -6,6 +6,7 @@
 #include "conf/conf_int.h"
 
 #include "common/err.h"
+#include "common/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,6 +109,10 @@ void conf_validate(struct conf_loader *ld)
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
         key_error(ld, "listen_addr",
                   "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+    if (pgw_log_syslog_facility(cfg->syslog_facility) < 0)
+        key_error(ld, "syslog_facility",
+                  "syslog_facility \"%s\": expected auth, authpriv, daemon, user or "
+                  "local0-local7", cfg->syslog_facility);
     if (pgw_conf_unix_socket_mode(cfg) < 0)
         key_error(ld, "unix_socket_mode",
                   "unix_socket_mode \"%s\": not an octal file mode (0000-0777)",

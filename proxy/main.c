@@ -149,6 +149,7 @@ static int run(const char *path)
         pgw_conf_free(cfg);
         return 1;
     }
+    pgw_log_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);   /* checked */
     char *pidfile = cfg->pidfile && *cfg->pidfile ? strdup(cfg->pidfile) : NULL;
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);

@@ -63,10 +63,10 @@ class TestCli(unittest.TestCase):
         self.assertIn("hba.conf:1:", cp.stderr)
 
     def test_unsupported_pgbouncer_key_is_a_warning(self):
-        path = self.write("warn.ini", "[pgbouncer]\nauth_file = %s\nsyslog = 1\n" % self.auth)
+        path = self.write("warn.ini", "[pgbouncer]\nauth_file = %s\npkt_buf = 4096\n" % self.auth)
         cp = run("--check", path)
         self.assertEqual(cp.returncode, 0, cp.stderr)
-        self.assertIn("warn.ini:3: syslog: ignored: not supported yet", cp.stderr)
+        self.assertIn("warn.ini:3: pkt_buf: ignored: not supported yet", cp.stderr)
 
     def test_a_database_or_user_defined_again_replaces_the_first(self):
         # PgBouncer loads such a file, the later line winning; so must pgwharf

@@ -996,6 +996,32 @@ class TestUserKey(pt.PgwharfTestCase):
         self.assertIn('pgwharf: user "no_such_user_x": no such user', px.log())
 
 
+class TestSyslog(pt.PgwharfTestCase):
+    """syslog = 1: every line also goes to syslog(3).  The test stands in
+    for the syslog daemon at /dev/log (root, and only where none runs)."""
+
+    def test_lines_reach_syslog(self):
+        if os.geteuid() != 0 or os.path.exists("/dev/log"):
+            self.skipTest("needs root and no /dev/log of a real syslog daemon")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind("/dev/log")
+        self.addCleanup(os.unlink, "/dev/log")
+        self.addCleanup(sock.close)
+        sock.settimeout(10)
+        px = self.start_pgwharf(settings={"syslog": 1, "syslog_ident": "pgwtest",
+                                          "syslog_facility": "local3"})
+        self.assertEqual(px.psql("select 1"), "1")
+        got = []
+        while not any("event=started" in g for g in got):
+            got.append(sock.recv(4096).decode())
+        line = next(g for g in got if "event=started" in g)
+        # <local3 * 8 + info>, the ident with pgwharf's pid, then the line
+        # from level= on (syslog stamps its own time)
+        self.assertTrue(line.startswith("<158>"), line)
+        self.assertIn("pgwtest[%d]: level=info event=started" % px.pid, line)
+        self.assertIn("event=started", px.log())           # the log file as well
+
+
 class TestMalformed(pt.PgwharfTestCase):
     def test_bad_startup_length_and_garbage(self):
         px = self.start_pgwharf()
