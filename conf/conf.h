@@ -177,6 +177,7 @@ struct pgw_config {
     char *logfile;
     char *pidfile;
     char *user;              /* "": stay; else the Unix user to become after start (as root) */
+    int verbose;             /* 0; > 0: log at debug, as PgBouncer's -v */
     bool syslog;             /* false: lines to syslog(3) too */
     char *syslog_ident;      /* "pgwharf" */
     char *syslog_facility;   /* "daemon" */
@@ -262,6 +263,9 @@ bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size
  * listen_backlog, tcp_defer_accept, so_reuseport, unix_socket_mode,
  * unix_socket_group, pidfile, user): SET refuses them, a reload keeps them. */
 bool pgw_conf_key_fixed(const char *key);
+/* The log level to run at (enum pgw_log_level): debug when verbose > 0 (as
+ * PgBouncer's -v), else log_level's; -1 when neither says. */
+int pgw_conf_log_level(const struct pgw_config *cfg);
 /* unix_socket_mode as a number, or -1 when it is not octal 0000-0777. */
 int pgw_conf_unix_socket_mode(const struct pgw_config *cfg);
 /* For a reload: give cfg the running values of the fixed keys, as PgBouncer

@@ -90,6 +90,7 @@
     X(log_pooler_errors,        BOOL,       "on",          0, 0)            \
     X(stats_period,             DUR,        "60",          0, 0)            \
     X(log_level,                LOG_LEVEL,  "info",        0, 0)            \
+    X(verbose,                  INT,        "0",           0, 10)           \
     X(syslog,                   BOOL,       "off",         0, 0)            \
     X(syslog_ident,             STR,        "pgwharf",     0, 0)            \
     X(syslog_facility,          STR,        "daemon",      0, 0)            \
@@ -149,7 +150,7 @@ static const char *const unsupported_keys[] = {
     "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "server_fast_close", "service_name", "suspend_timeout",
-    "track_extra_parameters", "verbose",
+    "track_extra_parameters",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A

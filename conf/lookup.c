@@ -4,6 +4,7 @@
  * then database entry, then the general key).
  */
 #include "conf/conf_int.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -81,6 +82,13 @@ int pgw_conf_max_user_client_connections(const struct pgw_config *cfg,
 {
     return user && user->max_user_client_connections >= 0 ? user->max_user_client_connections
                                                           : cfg->max_user_client_connections;
+}
+
+int pgw_conf_log_level(const struct pgw_config *cfg)
+{
+    if (cfg->verbose > 0)
+        return PGW_LOG_DEBUG;
+    return cfg->log_level && *cfg->log_level ? pgw_log_level_parse(cfg->log_level) : -1;
 }
 
 double pgw_conf_server_lifetime(const struct pgw_config *cfg, const struct pgw_conf_db *db)

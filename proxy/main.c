@@ -139,11 +139,9 @@ static int run(const char *path)
     struct pgw_config *cfg = load(path, true);
     if (!cfg)
         return 2;
-    if (cfg->log_level) {
-        int lvl = pgw_log_level_parse(cfg->log_level);
-        if (lvl >= 0 && pgw_log_get_level() > PGW_LOG_DEBUG)
-            pgw_log_set_level((enum pgw_log_level)lvl);
-    }
+    int lvl = pgw_conf_log_level(cfg);
+    if (lvl >= 0 && pgw_log_get_level() > PGW_LOG_DEBUG)
+        pgw_log_set_level((enum pgw_log_level)lvl);
     if (pgw_log_open(cfg->logfile) < 0) {
         fprintf(stderr, "cannot open logfile %s: %s\n", cfg->logfile, strerror(errno));
         pgw_conf_free(cfg);

@@ -470,7 +470,7 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     pgw_admin_reload(px);                       /* admin: stats timer */
     pgw_log_use(r.log_fd);                      /* reopened: logrotate */
     pgw_log_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
-    int lvl = cfg->log_level && *cfg->log_level ? pgw_log_level_parse(cfg->log_level) : -1;
+    int lvl = pgw_conf_log_level(cfg);
     if (lvl >= 0)
         pgw_log_set_level((enum pgw_log_level)lvl);
     fd_budget(px, false);

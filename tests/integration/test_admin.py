@@ -1158,6 +1158,18 @@ class TestLogLines(AdminTestCase):
         self.assertIn("SHOW VERSION -- n" + self.FORGED, commands)
 
 
+class TestVerbose(AdminTestCase):
+    def test_verbose_logs_at_debug(self):
+        # PgBouncer's verbose (its -v): debug lines although log_level is info
+        for verbose, debug in ((0, False), (1, True)):
+            px = self.start(log_level="info", verbose=verbose)
+            conn = self.admin_conn(px)
+            conn.cursor().execute("SHOW VERSION")
+            conn.close()
+            self.assertEqual("level=debug event=admin" in px.log(), debug, px.log_tail())
+            px.stop()
+
+
 class TestReloadKeepsTheOldConfig(AdminTestCase):
     """A RELOAD or SET that cannot be applied whole changes nothing, says
     so, and logs why in lines a logfmt reader can parse."""

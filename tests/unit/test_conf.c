@@ -449,11 +449,11 @@ static void test_value_errors_all_reported(void **state)
 static void test_unknown_vs_unsupported(void **state)
 {
     struct pgw_conf_diag d = { 0 };
-    struct pgw_config *cfg = load_ok(BASE "sbuf_loopcnt = 5\nVERBOSE = 0\njob_name = x\n"
+    struct pgw_config *cfg = load_ok(BASE "sbuf_loopcnt = 5\nPKT_BUF = 0\njob_name = x\n"
                                           "[peers]\n1 = host=peer1\n", &d);
     assert_int_equal(d.nwarnings, 4);
     assert_warning(&d, "t.ini:3: sbuf_loopcnt: ignored: not supported yet");
-    assert_warning(&d, "t.ini:4: VERBOSE: ignored: not supported yet");
+    assert_warning(&d, "t.ini:4: PKT_BUF: ignored: not supported yet");
     assert_warning(&d, "t.ini:5: job_name: ignored: not supported yet");
     assert_warning(&d, "t.ini:6: [peers]: ignored: not supported yet");
     pgw_conf_free(cfg);
@@ -1195,7 +1195,7 @@ static void test_real_pgbouncer_ini(void **state)
         dump(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.nerrors, 0);
-    assert_int_equal(d.nwarnings, 8);      /* tcp_*, log_stats, syslog... are implemented */
+    assert_int_equal(d.nwarnings, 7);      /* tcp_*, log_stats, syslog, verbose... are implemented */
     assert_warning(&d, DATA "pgbouncer-real.ini:150: dns_zone_check_period: ignored: not "
                             "supported yet");
 
