@@ -168,6 +168,7 @@ struct pgw_config {
     double query_timeout;
     double query_wait_timeout;      /* 120 s */
     double query_wait_notify;       /* 5 s: a NOTICE to a client queued that long; 0 = none */
+    double dns_max_ttl;             /* 15 s: how long a resolved host name is used */
     double client_login_timeout;    /* 60 s */
     double client_idle_timeout;
     double idle_transaction_timeout;

@@ -115,6 +115,7 @@
     X(breaker_max_cooldown,     DUR,        "30",          0, 0)            \
     X(server_connect_rate,      NUM,        "0",           0, 0)            \
     X(server_connect_burst,     INT,        "0",           0, INT_MAX)      \
+    X(dns_max_ttl,              DUR,        "15",          0, 0)            \
     X(metrics_addr,             STR,        "127.0.0.1",   0, 0)            \
     X(metrics_port,             INT,        "0",           0, 65535)        \
     X(shutdown_timeout,         DUR,        "30",          0, 0)
@@ -147,7 +148,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 /* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
-    "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "conffile", "dns_max_ttl",
+    "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "conffile",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "server_fast_close", "service_name", "suspend_timeout",
     "track_extra_parameters",

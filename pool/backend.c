@@ -9,8 +9,8 @@
  * resolves it on a short-lived thread and wakes the loop with an ev_async;
  * connections then get libpq's `hostaddr` (host kept for TLS checks and
  * .pgpass).  Each name expands to all its addresses as a multi-host list,
- * so libpq still tries them in turn.  Results are reused for PGW_DNS_TTL
- * seconds; a stale result is used while a fresh one is on its way.  The
+ * so libpq still tries them in turn.  Results are reused for dns_max_ttl
+ * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  The
  * set joins any thread still running when it is destroyed.
  */
 #include "pool/pool_int.h"
@@ -173,7 +173,7 @@ static void dns_apply(struct pgw_backend *be, struct dns_req *r)
     be->res_host = h;
     be->hostaddr = a;
     be->res_port = p;
-    be->hostaddr_until = ev_now(be->set->loop) + PGW_DNS_TTL;
+    be->hostaddr_until = ev_now(be->set->loop) + be->set->cfg->dns_max_ttl;
     pgw_debug("server_resolve", "backend=%s hostaddr=%s", be->address, a);
 }
 

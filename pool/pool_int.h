@@ -29,7 +29,6 @@
  * min_pool_size, breaker probes). */
 #define PGW_POOL_TICK 1.0
 /* How long a resolved host name is reused. */
-#define PGW_DNS_TTL 30.0
 
 /* What a server in PGW_SRV_RESETTING is doing. */
 enum srv_job {

@@ -996,6 +996,36 @@ class TestUserKey(pt.PgwharfTestCase):
         self.assertIn('pgwharf: user "no_such_user_x": no such user', px.log())
 
 
+class TestDnsMaxTtl(pt.PgwharfTestCase):
+    """A host name is resolved off the loop and the answer used for
+    dns_max_ttl seconds (PgBouncer's key)."""
+
+    def resolutions(self, px):
+        return px.log().count("event=server_resolve ")
+
+    def run_with_ttl(self, ttl):
+        db = self.pg.database
+        px = self.start_pgwharf(settings={"log_level": "debug", "dns_max_ttl": ttl},
+                                databases={db: "host=localhost port=%s dbname=%s"
+                                           % (self.pg.port, db)})
+        self.assertEqual(px.psql("select 1"), "1")
+        self.assertEqual(self.resolutions(px), 1)
+        t0 = time.monotonic()
+        pt.wait_until(lambda: time.monotonic() - t0 > 0.6, what="0.6 s")  # past a 0.5 s TTL
+        px.admin("RECONNECT")                           # the next query needs a new server
+        self.assertEqual(px.psql("select 2"), "2")
+        self.assertEqual(px.psql("select 3"), "3")
+        return px
+
+    def test_resolved_again_after_the_ttl(self):
+        px = self.run_with_ttl("500ms")
+        pt.wait_until(lambda: self.resolutions(px) == 2, what="a second resolution")
+
+    def test_reused_within_the_ttl(self):
+        px = self.run_with_ttl(60)
+        self.assertEqual(self.resolutions(px), 1)
+
+
 class TestSyslog(pt.PgwharfTestCase):
     """syslog = 1: every line also goes to syslog(3).  The test stands in
     for the syslog daemon at /dev/log (root, and only where none runs)."""
