@@ -160,6 +160,7 @@ struct pgw_config {
     char *server_check_query;       /* "select 1" */
     double server_check_delay;      /* 30 s */
     bool server_round_robin;        /* false */
+    bool server_fast_close;         /* false: session mode ends sessions on servers due to close */
     bool disable_pqexec;            /* false: a client Query (simple protocol) ends the client */
     int server_pipeline_depth;      /* 0 = off: clients queued behind a busy server's query */
     bool io_batch;                  /* true: relay writes sent per loop iteration */

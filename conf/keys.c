@@ -72,6 +72,7 @@
     X(server_check_query,       STR,        "select 1",    0, 0)            \
     X(server_check_delay,       DUR,        "30",          0, 0)            \
     X(server_round_robin,       BOOL,       "off",         0, 0)            \
+    X(server_fast_close,        BOOL,       "off",         0, 0)            \
     X(disable_pqexec,           BOOL,       "off",         0, 0)            \
     X(server_pipeline_depth,    INT,        "0",           0, 64)           \
     X(io_batch,                 BOOL,       "on",          0, 0)            \
@@ -150,7 +151,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 static const char *const unsupported_keys[] = {
     "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "conffile",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
-    "resolv_conf", "sbuf_loopcnt", "server_fast_close", "service_name", "suspend_timeout",
+    "resolv_conf", "sbuf_loopcnt", "service_name", "suspend_timeout",
     "track_extra_parameters",
 };
 

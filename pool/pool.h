@@ -272,6 +272,9 @@ void pgw_pool_unref(struct pgw_pool *pool);
  * pgw_pool_defaults, until one has logged in again (PAUSE keeps them:
  * clients log in while it lasts). */
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup);
+/* Is srv to be closed when it comes back (RECONNECT, a reload that changed
+ * its connection settings, KILL)?  server_fast_close acts on it. */
+bool pgw_server_close_needed(struct pgw_server *srv);
 
 /* Iterate pools: pass NULL first. */
 struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev);

@@ -294,6 +294,7 @@ int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_w
         return PGW_ADMIN_FAILED;
     pgw_info("admin_reconnect", "user=%s db=%s", s->user, *arg ? arg : "*");
     reconnect_pools(s->px, arg, true);
+    pgw_relay_fast_close_idle(s->px);
     return done(out, "RECONNECT");
 }
 

@@ -320,6 +320,9 @@ void pgw_listener_pause(struct pgw_proxy *px, bool paused);
 void pgw_listener_close_all(struct pgw_proxy *px);
 /* A reload: the listeners' socket options again (tcp_keepalive). */
 void pgw_listener_reconfigure(struct pgw_proxy *px);
+/* relay.c: server_fast_close for sessions idle on a server due to close
+ * (after RECONNECT or a reload). */
+void pgw_relay_fast_close_idle(struct pgw_proxy *px);
 
 /* ---- the proxy ---- */
 /* Logins past the client cap still read their first packet (a CancelRequest

@@ -1408,7 +1408,40 @@ void pgw_relay_flush_server(struct pgw_session *s)
 
 /* ---- server -> client ---- */
 
-enum scan_after { AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR };
+enum scan_after { AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR, AFTER_FAST_CLOSE };
+
+/* server_fast_close (PgBouncer's; session mode): a session whose server is
+ * due to close (RECONNECT, a reload that changed its settings) ends as soon
+ * as nothing is outstanding, instead of keeping the old server until the
+ * client leaves: the client gets FATAL and reconnects to the new one. */
+static bool fast_close_due(const struct pgw_session *s)
+{
+    return s->mode == PGW_POOL_SESSION && s->state == PGW_SS_LINKED && s->server &&
+           s->px->cfg->server_fast_close && s->track.tx_status == 'I' &&
+           s->track.sync_out == 0 && s->track.fe_open == 0 && !s->track.copy &&
+           pgw_server_close_needed(s->server);
+}
+
+static void fast_close(struct pgw_session *s)
+{
+    pgw_session_close(s, "57P01", "database configuration changed");
+}
+
+void pgw_relay_fast_close_idle(struct pgw_proxy *px)
+{
+    if (!px->cfg->server_fast_close)
+        return;
+    struct pgw_list *pos, *next;
+    for (pos = px->sessions.next; pos != &px->sessions; pos = next) {
+        next = pos->next;
+        struct pgw_session *s = pgw_container_of(pos, struct pgw_session, node);
+        /* A request the client has sent and the server not yet seen is
+         * answered first; the session ends at its ReadyForQuery. */
+        bool unsent = s->cbuf && s->cbuf->sent < s->cbuf->len;
+        if (fast_close_due(s) && !unsent)
+            fast_close(s);
+    }
+}
 
 static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
@@ -1419,6 +1452,10 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     s->query_start = s->track.fe_open > 0 ? ev_now(s->px->loop) : 0;
     if (status == 'I')
         s->xact_count++;
+    if (fast_close_due(s)) {
+        *after = AFTER_FAST_CLOSE;      /* once this ReadyForQuery is out */
+        return;
+    }
     if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
         (s->ps_on && !pgw_ps_idle(s)))
         return;
@@ -1694,6 +1731,9 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
         break;
     case AFTER_STMT_ERROR:
         pgw_session_close(s, "08P01", "transaction blocks not allowed in statement pooling mode");
+        break;
+    case AFTER_FAST_CLOSE:
+        fast_close(s);
         break;
     default:
         break;

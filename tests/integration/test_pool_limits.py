@@ -351,6 +351,40 @@ class TestUserReservePool(PoolLimitsCase):
             holder.rollback()
         self.assertEqual(self.show(console, "USERS", name=app)[0]["reserve_pool_size"], "1")
 
+class TestServerFastClose(PoolLimitsCase):
+    """server_fast_close (PgBouncer's, session mode): after RECONNECT a
+    session on an old server ends as soon as it is idle, not when its client
+    leaves, so every client is on the new servers soon."""
+
+    def pid(self, conn):
+        return self.one(conn, "select pg_backend_pid()")
+
+    def test_idle_session_ends_at_once_and_a_transaction_at_its_end(self):
+        px = self.start_pgwharf(settings={"pool_mode": "session", "server_fast_close": 1})
+        idle = self.connect(px)
+        old_idle = self.pid(idle)
+        busy = self.connect(px, autocommit=False)
+        old_busy = self.pid(busy)                       # a transaction is open
+        self.console(px).cursor().execute("RECONNECT")
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            self.pid(idle)
+        self.assertIn("database configuration changed", str(cm.exception) + px.log())
+        self.assertEqual(self.pid(busy), old_busy)      # its transaction goes on
+        busy.commit()                                   # ... and the session ends with it
+        with self.assertRaises(psycopg2.OperationalError):
+            self.pid(busy)
+        fresh = self.pid(self.connect(px))
+        self.assertNotIn(fresh, (old_idle, old_busy))
+        self.assertRegex(px.log(), r"sqlstate=57P01 reason=\"database configuration changed\"")
+
+    def test_off_keeps_the_session_on_its_server(self):
+        px = self.start_pgwharf(settings={"pool_mode": "session"})
+        conn = self.connect(px)
+        old = self.pid(conn)
+        self.console(px).cursor().execute("RECONNECT")
+        self.assertEqual(self.pid(conn), old)
+
+
 class TestServerLifetime(PoolLimitsCase):
     """server_lifetime (1 s here, each server gets +-10 %) closes a server
     once it is older, when it is idle in the pool or as it comes back, never
