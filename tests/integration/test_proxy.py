@@ -882,6 +882,15 @@ class TestTcpKeys(pt.PgwharfTestCase):
             self.assertEqual(side["user_timeout"], 0)
 
 
+def start_fails(tc, settings, message):
+    """pgwharf with settings exits non-zero at start, saying message."""
+    px = tc.start_pgwharf(start=False, settings=settings)
+    px.start(wait=False)
+    pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
+    tc.assertNotEqual(px.proc.returncode, 0)
+    tc.assertIn(message, px.log())
+
+
 def listening(pid, port):
     out = subprocess.run(["ss", "-Hltnp", "( sport = :%d )" % port],
                          capture_output=True, text=True, check=True).stdout
@@ -956,11 +965,8 @@ class TestListenerKeys(pt.PgwharfTestCase):
         self.assertEqual((st.st_mode & 0o7777, st.st_gid), (0o777, gid))
 
     def test_unknown_unix_socket_group_stops_the_start(self):
-        px = self.start_pgwharf(start=False, settings={"unix_socket_group": "no_such_group_x"})
-        px.start(wait=False)
-        pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
-        self.assertNotEqual(px.proc.returncode, 0)
-        self.assertIn('pgwharf: unix_socket_group "no_such_group_x": no such group', px.log())
+        start_fails(self, {"unix_socket_group": "no_such_group_x"},
+                    'pgwharf: unix_socket_group "no_such_group_x": no such group')
 
 
 class TestUserKey(pt.PgwharfTestCase):
@@ -989,11 +995,8 @@ class TestUserKey(pt.PgwharfTestCase):
         self.assertEqual(px.admin("SHOW VERSION")[0][0].split()[0], "pgwharf")
 
     def test_unknown_user_stops_the_start(self):
-        px = self.start_pgwharf(start=False, settings={"user": "no_such_user_x"})
-        px.start(wait=False)
-        pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
-        self.assertNotEqual(px.proc.returncode, 0)
-        self.assertIn('pgwharf: user "no_such_user_x": no such user', px.log())
+        start_fails(self, {"user": "no_such_user_x"},
+                    'pgwharf: user "no_such_user_x": no such user')
 
 
 class TestDnsMaxTtl(pt.PgwharfTestCase):
