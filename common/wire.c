@@ -157,6 +157,14 @@ void pgw_wire_key_data(struct pgw_wbuf *b, uint32_t pid, uint32_t key)
     pgw_wbuf_msg_end(b, m);
 }
 
+void pgw_wire_cancel_request(uint8_t out[PGW_CANCEL_REQ_LEN], uint32_t pid, uint32_t key)
+{
+    pgw_put_u32(out, PGW_CANCEL_REQ_LEN);
+    pgw_put_u32(out + 4, PGW_PROTO_CANCELREQ);
+    pgw_put_u32(out + 8, pid);
+    pgw_put_u32(out + 12, key);
+}
+
 void pgw_wire_ready(struct pgw_wbuf *b, char status)
 {
     size_t m = pgw_wbuf_msg_begin(b, PGW_BE_READY);

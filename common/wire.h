@@ -19,6 +19,7 @@
 #define PGW_PROTO_SSLREQ        80877103u
 #define PGW_PROTO_GSSENCREQ     80877104u
 #define PGW_PROTO_CANCELREQ     80877102u
+#define PGW_CANCEL_REQ_LEN      16u         /* length, code, pid, key */
 #define PGW_STARTUP_MAX         10000u      /* PostgreSQL's own cap */
 #define PGW_MSG_HDR             5u          /* type byte + int32 length */
 
@@ -117,6 +118,8 @@ void pgw_wire_auth(struct pgw_wbuf *b, uint32_t code, const void *extra, size_t 
 void pgw_wire_param_status(struct pgw_wbuf *b, const char *name, const char *value);
 void pgw_wire_key_data(struct pgw_wbuf *b, uint32_t pid, uint32_t key);
 void pgw_wire_ready(struct pgw_wbuf *b, char status);
+/* A CancelRequest, the whole packet (it has no type byte). */
+void pgw_wire_cancel_request(uint8_t out[PGW_CANCEL_REQ_LEN], uint32_t pid, uint32_t key);
 void pgw_wire_query(struct pgw_wbuf *b, const char *sql);
 void pgw_wire_command_complete(struct pgw_wbuf *b, const char *tag);
 

@@ -113,6 +113,29 @@ static void test_ssl_gss_cancel(void **state)
     assert_int_equal(pgw_startup_parse(buf, 12, &st), PGW_EPROTO);
 }
 
+/* What pgwharf sends a server to cancel (proxy/cancel.c) is what it
+ * takes from clients: a 16-byte CancelRequest, pid and key intact. */
+static void test_cancel_request_round_trip(void **state)
+{
+    (void)state;
+    static const uint32_t cases[][2] = {
+        { 1, 0 }, { 4242, 0xdeadbeef }, { 0x7fffffff, 0xffffffff }, { 0x12345678, 0x80000000 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t pkt[PGW_CANCEL_REQ_LEN + 1];
+        memset(pkt, 0xaa, sizeof(pkt));
+        pgw_wire_cancel_request(pkt, cases[i][0], cases[i][1]);
+        assert_int_equal(pkt[PGW_CANCEL_REQ_LEN], 0xaa);      /* nothing past 16 bytes */
+        assert_int_equal(pgw_get_u32(pkt), 16);
+        assert_int_equal(pgw_get_u32(pkt + 4), 80877102);
+        struct pgw_startup st;
+        assert_int_equal(pgw_startup_parse(pkt, PGW_CANCEL_REQ_LEN, &st), 0);
+        assert_int_equal(st.kind, PGW_STARTUP_CANCEL);
+        assert_int_equal(st.cancel_pid, cases[i][0]);
+        assert_int_equal(st.cancel_key, cases[i][1]);
+    }
+}
+
 static void test_startup_lengths(void **state)
 {
     (void)state;
@@ -188,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_startup_minor_and_protoopts),
         cmocka_unit_test(test_startup_bad_version),
         cmocka_unit_test(test_ssl_gss_cancel),
+        cmocka_unit_test(test_cancel_request_round_trip),
         cmocka_unit_test(test_startup_lengths),
         cmocka_unit_test(test_startup_every_truncation),
         cmocka_unit_test(test_msg_complete),
