@@ -606,13 +606,22 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
         pgw_server_close(srv, "closed by client session");
     else if (srv_priv(srv)->reconnect || pool->orphan ||
              (srv->expire_at > 0 && srv->request_time >= srv->expire_at))
-        pgw_server_close(srv, srv_priv(srv)->reconnect ? "reconnect" : "server_lifetime");
+        pgw_server_close(srv, !srv_priv(srv)->reconnect ? "server_lifetime"
+                              : srv_priv(srv)->retire_why ? srv_priv(srv)->retire_why
+                                                          : "reconnect");
     else if (how == PGW_RELEASE_RESET && reset && *reset) {
         if (pgw_server_job(srv, SRV_JOB_RESET, reset) < 0)
             pgw_server_close(srv, "out of memory for server_reset_query");
     } else
         pgw_server_make_idle(srv);
     pgw_pool_kick_related(pool);
+}
+
+void pgw_server_retire(struct pgw_server *srv, const char *why)
+{
+    struct pool_server *ps = srv_priv(srv);
+    ps->reconnect = true;
+    ps->retire_why = why;
 }
 
 /* ---- maintenance ------------------------------------------------------- */

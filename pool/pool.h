@@ -25,6 +25,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/list.h"
 #include "conf/conf.h"
@@ -77,6 +78,13 @@ struct pgw_server {
     PGcancel *cancel;         /* PQgetCancel(); for cancel forwarding; valid
                                * only while the server is lent to you */
     int backend_pid;
+    /* Where a CancelRequest for this backend goes, recorded at login: the
+     * server socket's peer address and the backend's secret key.
+     * cancel_ok is false when either could not be had. */
+    struct sockaddr_storage cancel_addr;
+    socklen_t cancel_addrlen;
+    uint32_t cancel_key;
+    bool cancel_ok;
     int server_version;
     struct pgw_params params; /* as the server reported them */
     struct pgw_pool *pool;
@@ -195,6 +203,9 @@ enum pgw_release {
 /* Give a lent server back.  The caller must not touch srv afterwards and
  * must have stopped its own watchers on srv->fd. */
 void pgw_pool_release(struct pgw_server *srv, enum pgw_release how);
+/* srv, lent to the caller, is closed when given back instead of going back
+ * to the pool (why: the reason logged then, a static string). */
+void pgw_server_retire(struct pgw_server *srv, const char *why);
 
 /* Pipelining (the proxy's server_pipeline_depth).
  * pick: when the pool has no idle server, no room to grow

@@ -44,6 +44,7 @@ struct pool_server {
     enum srv_job job;
     bool probe;               /* this connect is the breaker's probe */
     bool reconnect;           /* close instead of reusing */
+    const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
     char err_sqlstate[6];     /* the job's ERROR (not a FATAL), "" when none */
     /* raw query engine */

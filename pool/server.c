@@ -528,6 +528,60 @@ static void take_defaults(struct pgw_server *srv)
     srv->pool->defaults_stale = false;
 }
 
+/* The start of libpq's struct pg_cancel (libpq-int.h), the same from
+ * libpq 9.1 to 17: { SockAddr raddr; int be_pid; int be_key; ... }.  libpq
+ * 18 made the key variable-length and moved it. */
+struct libpq_cancel_head {
+    struct {                     /* SockAddr: padded as a struct of its own */
+        struct sockaddr_storage addr;
+        socklen_t salen;
+    } raddr;
+    int be_pid;
+    int be_key;
+};
+
+/* The backend's secret key.  libpq before 17 hands it to no one but its
+ * own blocking PQcancel (17's PQcancelCreate still makes the connection
+ * itself), so it is read from the copy PQgetCancel makes, trusted only
+ * from a libpq whose layout is known and when the pid next to it is
+ * PQbackendPID's. */
+static bool read_cancel_key(struct pgw_server *srv, uint32_t *key)
+{
+    int ver = PQlibVersion();
+    if (ver < 90100 || ver >= 180000 || srv->backend_pid <= 0)
+        return false;
+    PGcancel *c = PQgetCancel(srv->conn);
+    if (!c)
+        return false;
+    struct libpq_cancel_head h;
+    memcpy(&h, c, sizeof(h));    /* a prefix of libpq's larger struct */
+    PQfreeCancel(c);
+    if (h.be_pid != srv->backend_pid)
+        return false;
+    *key = (uint32_t)h.be_key;
+    return true;
+}
+
+/* Where cancels for this backend go (proxy/cancel.c sends them itself, on
+ * the loop): the address the server socket is connected to, TCP or Unix,
+ * and the key.  A server without them is still usable; cancels for it
+ * fail (event=cancel_failed). */
+static void take_cancel_target(struct pgw_server *srv)
+{
+    srv->cancel_addrlen = sizeof(srv->cancel_addr);
+    srv->cancel_ok = srv->fd >= 0 &&
+                     getpeername(srv->fd, (struct sockaddr *)&srv->cancel_addr,
+                                 &srv->cancel_addrlen) == 0 &&
+                     srv->cancel_addrlen <= sizeof(srv->cancel_addr) &&
+                     read_cancel_key(srv, &srv->cancel_key);
+    if (!srv->cancel_ok) {
+        char f[256];
+        pgw_warn("server_no_cancel", "%s libpq=%d reason=\"cannot read the backend's cancel "
+                 "key or address: cancels for it will fail\"", srv_log_fields(srv, f, sizeof(f)),
+                 PQlibVersion());
+    }
+}
+
 /* CONNECTION_OK: from here on the pool and the proxy own the byte stream. */
 static void login_done(struct pgw_server *srv)
 {
@@ -548,6 +602,7 @@ static void login_done(struct pgw_server *srv)
     srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
     srv->cancel = PQgetCancel(srv->conn);
     srv->backend_pid = PQbackendPID(srv->conn);
+    take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);
     take_params(srv);
     srv->connect_time = srv->request_time = now;

@@ -403,6 +403,9 @@ static void t_size_and_fifo(void **state)
     assert_ptr_equal(fx->cl[10].srv, mru);
     assert_int_equal(fx->cl[10].srv->state, PGW_SRV_ACTIVE);
     assert_true(fx->cl[10].srv->backend_pid > 0);
+    /* The cancel target, read at login (libpq's key, the socket's peer). */
+    assert_true(fx->cl[10].srv->cancel_ok);
+    assert_true(fx->cl[10].srv->cancel_addrlen > 0);
     assert_true(fx->cl[10].srv->server_version >= 90000);
     assert_non_null(pgw_params_get(&fx->cl[10].srv->params, "server_version"));
     assert_string_equal(pgw_params_get(&fx->cl[10].srv->params, "application_name"), APPNAME);
