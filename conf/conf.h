@@ -170,6 +170,7 @@ struct pgw_config {
     double query_wait_timeout;      /* 120 s */
     double query_wait_notify;       /* 5 s: a NOTICE to a client queued that long; 0 = none */
     double dns_max_ttl;             /* 15 s: how long a resolved host name is used */
+    double cancel_wait_timeout;     /* 10 s: a forwarded cancel's deadline */
     double client_login_timeout;    /* 60 s */
     double client_idle_timeout;
     double idle_transaction_timeout;
@@ -329,7 +330,8 @@ double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
  * pool_size) plus reserve_pool_size, capped by max_db_connections.  More
  * users per database mean more pools; those are not counted.
  * pgw_conf_fd_reserve: descriptors kept aside under a limit of `nofile`
- * besides the servers': PGW_FD_FIXED for cancel links in flight (32),
+ * besides the servers': PGW_FD_FIXED for cancel links in flight (32 of
+ * them; there is no cap, more take from the rest),
  * metrics connections (32), listeners, the log and the loop; the rest for
  * logins past the client cap that still get to read a first packet.
  * pgw_conf_client_cap: the clients that fit under `nofile` with those kept

@@ -79,6 +79,7 @@
     X(query_timeout,            DUR,        "0",           0, 0)            \
     X(query_wait_timeout,       DUR,        "120",         0, 0)            \
     X(query_wait_notify,        DUR,        "5",           0, 0)            \
+    X(cancel_wait_timeout,      DUR,        "10",          0, 0)            \
     X(client_login_timeout,     DUR,        "60",          0, 0)            \
     X(client_idle_timeout,      DUR,        "0",           0, 0)            \
     X(idle_transaction_timeout, DUR,        "0",           0, 0)            \
@@ -149,7 +150,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 /* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
-    "auth_ident_file", "auth_ldap_options", "cancel_wait_timeout", "conffile",
+    "auth_ident_file", "auth_ldap_options", "conffile",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "service_name", "suspend_timeout",
     "track_extra_parameters",

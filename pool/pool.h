@@ -75,8 +75,6 @@ struct pgw_server {
     int fd;                   /* PQsocket() after login */
     void *ssl;                /* SSL * when the link is TLS, else NULL */
     PGconn *conn;             /* kept alive: PQfinish closes fd */
-    PGcancel *cancel;         /* PQgetCancel(); for cancel forwarding; valid
-                               * only while the server is lent to you */
     int backend_pid;
     /* Where a CancelRequest for this backend goes, recorded at login: the
      * server socket's peer address and the backend's secret key.

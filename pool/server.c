@@ -5,7 +5,7 @@
  * server_check_query, the watch on idle servers, and closing.
  *
  * Owns: struct pool_server (the public struct pgw_server plus private
- * state), its PGconn and PGcancel, its ev_io and ev_timer.  One ev_io serves
+ * state), its PGconn, its ev_io and ev_timer.  One ev_io serves
  * every phase; its callback changes with the phase (connect, job, idle) and
  * its fd/events change only while it is stopped.  Closing never frees: the
  * memory goes to the set's reaper.
@@ -251,9 +251,6 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
                  pgw_log_quote(q, sizeof(q), reason));
     }
     pgw_server_move(srv, PGW_SRV_CLOSING);
-    if (srv->cancel)
-        PQfreeCancel(srv->cancel);
-    srv->cancel = NULL;
     if (srv->conn)
         PQfinish(srv->conn);
     srv->conn = NULL;
@@ -600,7 +597,6 @@ static void login_done(struct pgw_server *srv)
         setsockopt(srv->fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
     }
     srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
-    srv->cancel = PQgetCancel(srv->conn);
     srv->backend_pid = PQbackendPID(srv->conn);
     take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);

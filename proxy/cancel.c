@@ -3,39 +3,55 @@
  *
  * Clients get a (pid, key) made by pgwharf; a CancelRequest carrying it is
  * looked up here and forwarded only to the server linked to that client,
- * and only while that server is busy with the client's request.  libpq's
- * PQcancel blocks, so each forward runs on a short-lived thread and reports
- * back through an ev_async.  While a cancel is in flight the session keeps
- * its server (no release to the pool), so the cancel can never reach the
- * next client's query.
+ * and only while that server is busy with the client's request.
+ *
+ * A forward is a job on the loop, as libpq's PQcancel does it but without
+ * blocking: a new connection to the address the server socket is connected
+ * to (recorded at login, pool/server.c, with the backend's pid and key),
+ * the 16-byte CancelRequest in plain text (as PQcancel, whatever TLS the
+ * server link uses), then a wait for the server to close it, which is
+ * when PostgreSQL has acted on it.  cancel_wait_timeout bounds the whole.
+ * While a job is in flight the session keeps its server (no release to the
+ * pool), so the cancel can never reach the next client's query; a job that
+ * gives up after sending retires that server (closed when given back), as
+ * the request may still be read later.
+ *
+ * Owns: the jobs (socket, ev_io, ev_timer each) and the list of them, per
+ * proxy.  No cap on their number: each holds one descriptor for at most
+ * cancel_wait_timeout.
  */
 #include "proxy/proxy_int.h"
 
-#include <pthread.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/log.h"
-
-#define MAX_INFLIGHT 32
+#include "common/wire.h"
 
 struct cancel_job {
-    struct pgw_list node;            /* inflight list: loop thread only */
-    struct pgw_list done_node;       /* done list: under the lock */
-    struct pgw_session *sess;        /* NULL once the session is gone */
-    PGcancel *cancel;
+    struct pgw_list node;            /* the state's inflight list */
     struct pgw_cancel_state *cs;
-    int ok;
-    char err[256];
+    struct pgw_session *sess;        /* NULL once the session is gone */
+    uint64_t srv_id;                 /* the server the cancel is for */
+    int backend_pid;
+    int fd;
+    ev_io io;                        /* writable until sent, then readable */
+    ev_timer timer;                  /* cancel_wait_timeout */
+    double limit;                    /* its value when the job began */
+    bool connected;
+    uint8_t sent;                    /* bytes of pkt written */
+    uint8_t pkt[PGW_CANCEL_REQ_LEN];
+    char from[64];                   /* who asked, for the log */
 };
 
 struct pgw_cancel_state {
     struct pgw_proxy *px;
-    pthread_mutex_t lock;
-    struct pgw_list inflight;        /* loop thread only */
-    struct pgw_list done;            /* guarded by lock */
+    struct pgw_list inflight;
     int ninflight;
-    ev_async async;
 };
 
 static unsigned bucket(uint32_t pid, uint32_t key)
@@ -63,31 +79,28 @@ void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s)
     s->cancel_inflight = 0;
 }
 
-static void *cancel_thread(void *arg)
+int pgw_cancel_inflight(const struct pgw_proxy *px)
 {
-    struct cancel_job *j = arg;
-    j->ok = PQcancel(j->cancel, j->err, sizeof(j->err));
-    struct pgw_cancel_state *cs = j->cs;
-    pthread_mutex_lock(&cs->lock);
-    pgw_list_append(&cs->done, &j->done_node);
-    pthread_mutex_unlock(&cs->lock);
-    ev_async_send(cs->px->loop, &cs->async);
-    return NULL;
+    return px->cancel ? px->cancel->ninflight : 0;
 }
 
-/* A cancel finished: a session that reached ReadyForQuery meanwhile can
- * now let its server go. */
-static void job_done(struct pgw_cancel_state *cs, struct cancel_job *j)
+/* Stop and free j; nothing else points to it once it is off the list. */
+static void job_free(struct cancel_job *j)
 {
-    struct pgw_session *s = j->sess;
-    if (!j->ok)
-        pgw_warn("cancel_failed", "reason=\"%s\"", j->err);
-    PQfreeCancel(j->cancel);
+    struct ev_loop *loop = j->cs->px->loop;
+    ev_io_stop(loop, &j->io);
+    ev_timer_stop(loop, &j->timer);
+    if (j->fd >= 0)
+        close(j->fd);
     pgw_list_del(&j->node);
-    cs->ninflight--;
+    j->cs->ninflight--;
     free(j);
-    if (!s || --s->cancel_inflight > 0)
-        return;
+}
+
+/* A session whose cancels are all done, and whose request ended meanwhile
+ * (ReadyForQuery 'I'), can let its server go now. */
+static void session_cancels_done(struct pgw_session *s)
+{
     if (s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
         s->track.sync_out == 0 && s->track.fe_open == 0 && s->track.tx_status == 'I') {
         s->release_held = true;
@@ -95,36 +108,106 @@ static void job_done(struct pgw_cancel_state *cs, struct cancel_job *j)
     }
 }
 
-/* Finish every job its thread has handed back. */
-static void reap_done(struct pgw_cancel_state *cs)
+/* The job is over: the server closed the connection (why NULL), or it
+ * failed.  Called from the job's own watchers: they are stopped and j is
+ * freed here (nothing else refers to it, so no deferred free is needed);
+ * the session is touched only after that. */
+static void job_end(struct cancel_job *j, const char *why)
 {
-    struct pgw_list done;
-    pgw_list_init(&done);
-    pthread_mutex_lock(&cs->lock);
-    while (!pgw_list_empty(&cs->done)) {
-        struct pgw_list *n = pgw_list_first(&cs->done);
-        pgw_list_del(n);
-        pgw_list_append(&done, n);
+    struct pgw_cancel_state *cs = j->cs;
+    struct pgw_session *s = j->sess;
+    if (why) {
+        char q[300];
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=%s", j->from, j->backend_pid,
+                 pgw_log_quote(q, sizeof(q), why));
+        /* Bytes may be on their way still: the server must not serve
+         * another client's query, where they could land. */
+        if (j->sent > 0 && s && s->server && s->server->id == j->srv_id)
+            pgw_server_retire(s->server, "a cancel sent to it was not confirmed");
     }
-    pthread_mutex_unlock(&cs->lock);
-    while (!pgw_list_empty(&done)) {
-        struct pgw_list *n = pgw_list_first(&done);
-        pgw_list_del(n);
-        job_done(cs, pgw_container_of(n, struct cancel_job, done_node));
-    }
-}
-
-static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
-{
-    struct pgw_cancel_state *cs = pgw_container_of(w, struct pgw_cancel_state, async);
-    reap_done(cs);
+    job_free(j);
+    if (s && --s->cancel_inflight == 0)
+        session_cancels_done(s);
     if (cs->ninflight == 0)
         pgw_proxy_maybe_finish(cs->px);
 }
 
-int pgw_cancel_inflight(const struct pgw_proxy *px)
+static void job_fail_errno(struct cancel_job *j, const char *what, int err)
 {
-    return px->cancel ? px->cancel->ninflight : 0;
+    char why[160];
+    snprintf(why, sizeof(why), "%s: %s", what, strerror(err));
+    job_end(j, why);
+}
+
+static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct cancel_job *j = pgw_container_of(w, struct cancel_job, io);
+    (void)revents;
+    if (!j->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(j->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            job_fail_errno(j, "connect", err);
+            return;
+        }
+        j->connected = true;
+    }
+    if (j->sent < sizeof(j->pkt)) {
+        ssize_t n = send(j->fd, j->pkt + j->sent, sizeof(j->pkt) - j->sent, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                job_fail_errno(j, "send", errno);
+            return;
+        }
+        j->sent += (uint8_t)n;
+        if (j->sent == sizeof(j->pkt)) {
+            ev_io_stop(loop, &j->io);
+            ev_io_set(&j->io, j->fd, EV_READ);
+            ev_io_start(loop, &j->io);
+        }
+        return;
+    }
+    /* PostgreSQL answers nothing: it closes once it has acted on the
+     * request.  As in PQcancel, an error reading counts as that close. */
+    uint8_t buf[64];
+    ssize_t n = recv(j->fd, buf, sizeof(buf), 0);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+        return;
+    job_end(j, NULL);
+}
+
+static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct cancel_job *j = pgw_container_of(w, struct cancel_job, timer);
+    (void)loop;
+    (void)revents;
+    char why[160];
+    snprintf(why, sizeof(why), "cancel_wait_timeout (%g s): the server %s", j->limit,
+             !j->connected ? "did not accept the connection"
+             : j->sent < sizeof(j->pkt) ? "did not take the request" : "did not close the connection");
+    job_end(j, why);
+}
+
+/* Start the connection for j; false (with *err set) when it failed at once. */
+static bool job_connect(struct cancel_job *j, const struct pgw_server *srv, int *err)
+{
+    j->fd = socket(srv->cancel_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (j->fd < 0) {
+        *err = errno;
+        return false;
+    }
+    if (connect(j->fd, (const struct sockaddr *)&srv->cancel_addr, srv->cancel_addrlen) == 0) {
+        j->connected = true;
+        return true;
+    }
+    /* EINTR: the connection goes on being made.  EAGAIN (a Unix socket
+     * whose listen queue is full) cannot be waited for: a failure. */
+    if (errno == EINPROGRESS || errno == EINTR)
+        return true;
+    *err = errno;
+    return false;
 }
 
 static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key)
@@ -158,52 +241,60 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
     pgw_cancel_session(px, s, from);
 }
 
+/* Failures before a job exists touch no session: it never held its server
+ * for them. */
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from)
 {
     struct pgw_cancel_state *cs = px->cancel;
-    bool busy = s->server && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
+    struct pgw_server *srv = s->server;
+    bool busy = srv && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
     if (!busy) {
         pgw_info("cancel_ignored", "client=%s target=%s reason=\"no query in progress\"",
                  from, s->addr_text);
         return;
     }
-    if (cs->ninflight >= MAX_INFLIGHT) {
-        pgw_warn("cancel_ignored", "client=%s reason=\"too many cancels in flight\"", from);
+    if (!srv->cancel_ok) {
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"the server's cancel key "
+                 "is unknown (event=server_no_cancel)\"", from, srv->backend_pid);
         return;
     }
     struct cancel_job *j = calloc(1, sizeof(*j));
-    if (!j)
+    if (!j) {
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"out of memory\"", from,
+                 srv->backend_pid);
         return;
-    j->cancel = PQgetCancel(s->server->conn);
-    if (!j->cancel) {
+    }
+    int err = 0;
+    if (!job_connect(j, srv, &err)) {
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"connect: %s\"", from,
+                 srv->backend_pid, strerror(err));
+        if (j->fd >= 0)
+            close(j->fd);
         free(j);
         return;
     }
-    j->sess = s;
     j->cs = cs;
-    pgw_list_init(&j->done_node);
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    j->sess = s;
+    j->srv_id = srv->id;
+    j->backend_pid = srv->backend_pid;
+    snprintf(j->from, sizeof(j->from), "%s", from);
+    pgw_wire_cancel_request(j->pkt, (uint32_t)srv->backend_pid, srv->cancel_key);
+    ev_io_init(&j->io, job_io_cb, j->fd, EV_WRITE);
+    ev_io_start(px->loop, &j->io);
+    j->limit = px->cfg->cancel_wait_timeout;
+    ev_timer_init(&j->timer, job_timer_cb, j->limit, 0);
+    if (j->limit > 0)
+        ev_timer_start(px->loop, &j->timer);
     pgw_list_append(&cs->inflight, &j->node);
-    if (pthread_create(&t, &attr, cancel_thread, j) != 0) {
-        pgw_list_del(&j->node);
-        PQfreeCancel(j->cancel);
-        free(j);
-        pthread_attr_destroy(&attr);
-        return;
-    }
-    pthread_attr_destroy(&attr);
     cs->ninflight++;
     s->cancel_inflight++;
-    if (s->server->user_queued > 0) {
+    if (srv->user_queued > 0) {
         /* The cancel may land on a query queued behind this one
          * (server_pipeline_depth): those clients get 08006 instead. */
-        pgw_relay_pipe_taint(s->server);
+        pgw_relay_pipe_taint(srv);
     }
     pgw_info("cancel_forwarded", "client=%s target=%s backend_pid=%d", from, s->addr_text,
-             s->server->backend_pid);
+             srv->backend_pid);
 }
 
 int pgw_cancel_init(struct pgw_proxy *px)
@@ -212,30 +303,25 @@ int pgw_cancel_init(struct pgw_proxy *px)
     if (!cs)
         return -1;
     cs->px = px;
-    pthread_mutex_init(&cs->lock, NULL);
     pgw_list_init(&cs->inflight);
-    pgw_list_init(&cs->done);
-    ev_async_init(&cs->async, async_cb);
-    ev_async_start(px->loop, &cs->async);
-    ev_unref(px->loop);
     px->cancel = cs;
     return 0;
 }
 
+/* Jobs still in flight (a fast shutdown does not wait for them) are
+ * dropped; their sessions are gone already. */
 void pgw_cancel_deinit(struct pgw_proxy *px)
 {
     struct pgw_cancel_state *cs = px->cancel;
     if (!cs)
         return;
-    /* Jobs handed back but not yet seen by the loop (it stopped first). */
-    reap_done(cs);
-    /* Threads still running own their jobs; leave the state to them rather
-     * than free it under their feet (only at a fast exit). */
-    if (cs->ninflight > 0)
-        return;
-    ev_ref(px->loop);
-    ev_async_stop(px->loop, &cs->async);
-    pthread_mutex_destroy(&cs->lock);
+    while (!pgw_list_empty(&cs->inflight)) {
+        struct cancel_job *j =
+            pgw_container_of(pgw_list_first(&cs->inflight), struct cancel_job, node);
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"pgwharf shut down\"",
+                 j->from, j->backend_pid);
+        job_free(j);
+    }
     free(cs);
     px->cancel = NULL;
 }

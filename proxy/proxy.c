@@ -324,7 +324,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         goto fail;
     }
     if (pgw_cancel_init(px) < 0) {
-        snprintf(errbuf, errlen, "cannot start the cancel worker");
+        snprintf(errbuf, errlen, "out of memory for cancel forwarding");
         goto fail;
     }
     if (pgw_listener_open_all(px, errbuf, errlen) < 0)
@@ -598,8 +598,8 @@ void pgw_proxy_maybe_finish(struct pgw_proxy *px)
     }
     if (!pgw_list_empty(&px->sessions) || !pgw_list_empty(&px->closing))
         return;
-    /* A forwarded cancel finishes first (its thread reports back), unless
-     * this is the fast shutdown. */
+    /* A forwarded cancel finishes first (the server closes its connection,
+     * or cancel_wait_timeout), unless this is the fast shutdown. */
     if (px->shutdown_mode != PGW_SHUTDOWN_FAST && pgw_cancel_inflight(px) > 0)
         return;
     px->finished = true;

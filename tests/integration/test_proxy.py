@@ -10,6 +10,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -249,6 +250,97 @@ class TestCancel(pt.PgwharfTestCase):
         finally:
             a.close()
             b.close()
+
+
+    def test_cancel_to_a_server_on_the_unix_socket(self):
+        """The cancel goes where the server socket is connected: here
+        PostgreSQL's Unix socket, not TCP."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"}, databases={
+            self.pg.database: "host=%s port=%d dbname=%s" % (self.pg.sockdir, self.pg.port,
+                                                             self.pg.database)})
+        conn = self.db_conn(px)
+        self.assertIsNone(one(conn, "select inet_server_addr()"))     # not TCP
+        canceller = pt.Background(lambda: (
+            self.pg.wait_running("/* cancel on unix */"), conn.cancel()))
+        with self.assertRaises(psycopg2.errors.QueryCanceled):
+            one(conn, "select pg_sleep(60) /* cancel on unix */")
+        canceller.join(20)
+        self.assertIsNone(canceller.error)
+        self.assertEqual(one(conn, "select 'usable'"), "usable")
+        px.wait_for_log("event=cancel_forwarded")
+
+    def test_forty_cancels_in_flight_at_once_all_land(self):
+        """More cancels in flight at once than the 32 pgwharf used to allow
+        (the postmaster is stopped while they go out, so none can finish
+        early): every one of the 40 queries is cancelled."""
+        n = 40
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": n})
+        conns = [self.db_conn(px) for _ in range(n)]
+        sql = "select pg_sleep(60) /* mass cancel */"
+
+        def run(conn):
+            try:
+                one(conn, sql)
+                return "finished"
+            except psycopg2.errors.QueryCanceled:
+                return "57014"
+        runs = [pt.Background(lambda c=c: run(c)) for c in conns]
+        self.pg.wait_running("/* mass cancel */", n=n)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        for conn in conns:
+            conn.cancel()      # pgwharf takes it and closes; the forward waits
+        pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|ignored|failed)",
+                                             px.log())) >= n, 20, what="%d cancels handled" % n)
+        self.pg.resume()
+        deadline = time.monotonic() + 30
+        for r in runs:
+            r.join(max(0.1, deadline - time.monotonic()))
+        self.assertEqual([r.result for r in runs], ["57014"] * n,
+                         [r.error for r in runs if r.error])
+        self.assertEqual(len(re.findall("event=cancel_forwarded", px.log())), n)
+        self.assertNotIn("event=cancel_failed", px.log())
+
+    def test_cancel_wait_timeout_gives_up_and_the_session_goes_on(self):
+        """The server takes the cancel's connection but never acts on it (its
+        postmaster is stopped): after cancel_wait_timeout pgwharf logs
+        cancel_failed, the query runs to its end, and the server the request
+        may still reach later is closed, never lent again."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        conn = self.db_conn(px)
+        console = self.console_conn(px)
+
+        def config():
+            return {r["key"]: r["value"] for r in pt.show(console, "CONFIG")}
+        self.assertEqual(config()["cancel_wait_timeout"], "10")      # PgBouncer's default
+        px.settings["cancel_wait_timeout"] = "1s"                     # by a reload
+        px.reload()
+        pt.wait_until(lambda: config()["cancel_wait_timeout"] == "1", 10,
+                      what="cancel_wait_timeout reloaded")
+        gate = hz.Gate(self.pg, 7011)
+        self.addCleanup(gate.close)
+        first_pid = one(conn, "select pg_backend_pid()")
+        bg = pt.Background(lambda: one(conn, "select %s, pg_backend_pid() /* frozen cancel */"
+                                       % gate.sql()))
+        self.pg.wait_running("/* frozen cancel */", lock_wait=True)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        conn.cancel()
+        px.wait_for_log(r"event=cancel_failed .*reason=\S*cancel_wait_timeout")
+        # The query was not cancelled: it waits at the gate, on its server.
+        self.assertTrue(bg.is_alive())
+        gate.open()
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        # Given back and closed: no server is left in the pool.
+        px.wait_for_log(r"event=server_close .*pid=%d reason=\S*a cancel sent to it" % first_pid)
+        pt.wait_until(lambda: pt.show(console, "SERVERS") == [], 10, what="no servers")
+        self.pg.resume()
+        # The late request lands on a backend that is gone; the next query
+        # runs on a new one.
+        self.assertNotEqual(one(conn, "select pg_backend_pid()"), first_pid)
+        self.assertEqual(one(conn, "select 'usable'"), "usable")
 
 
 class TestStateAcrossServers(pt.PgwharfTestCase):

@@ -720,6 +720,24 @@ class TestServerTls(TlsTestCase):
                 self.assertIn("server TLS: ", cp.stderr)
                 self.assertIn(needle, cp.stderr)
 
+    def test_cancel_over_a_tls_server_link(self):
+        """pgwharf sends the CancelRequest itself: in plain text, as libpq's
+        PQcancel does, to the server that speaks TLS to it."""
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
+                                          "pool_mode": "transaction"})
+        conn = self.connect(px, sslmode="disable")
+        self.addCleanup(conn.close)
+        conn.autocommit = True
+        self.assertTrue(self.server_ssl(conn))
+        canceller = pt.Background(lambda: (
+            self.pg.wait_running("/* cancel over tls */"), conn.cancel()))
+        with self.assertRaises(psycopg2.errors.QueryCanceled):
+            one(conn, "select pg_sleep(60) /* cancel over tls */")
+        canceller.join(20)
+        self.assertIsNone(canceller.error)
+        self.assertEqual(one(conn, "select 'usable'"), "usable")
+        px.wait_for_log("event=cancel_forwarded")
+
     def test_server_tls_protocols(self):
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
                                           "server_tls_protocols": "tlsv1.2"})

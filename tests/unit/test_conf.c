@@ -151,6 +151,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->metrics_addr, "127.0.0.1");
     assert_int_equal(cfg->metrics_port, 0);
     assert_true(cfg->shutdown_timeout == 30);
+    assert_true(cfg->cancel_wait_timeout == 10);
     assert_string_equal(cfg->ignore_startup_parameters, "");
     assert_false(cfg->application_name_add_host);
     assert_int_equal(cfg->ndbs, 0);
@@ -253,8 +254,10 @@ static void test_duration_keys(void **state)
     struct pgw_config *cfg = load_ok(BASE "server_lifetime = 2h\nquery_timeout = 1.5\n"
                                           "query_wait_timeout = 250ms\nbreaker_cooldown = 500us\n"
                                           "shutdown_timeout = 1min\nstats_period = 1d\n"
-                                          "server_connect_rate = 2.5\n", &d);
+                                          "server_connect_rate = 2.5\n"
+                                          "cancel_wait_timeout = 1500ms\n", &d);
     assert_true(cfg->server_lifetime == 7200);
+    assert_true(cfg->cancel_wait_timeout == 1.5);
     assert_true(cfg->query_timeout == 1.5);
     assert_true(cfg->query_wait_timeout == 0.25);
     assert_true(cfg->breaker_cooldown == 0.0005);
@@ -1218,6 +1221,7 @@ static void test_real_pgbouncer_ini(void **state)
     assert_false(cfg->log_connections);
     assert_true(cfg->server_idle_timeout == 300);
     assert_true(cfg->autodb_idle_timeout == 3600);
+    assert_true(cfg->cancel_wait_timeout == 10);
     assert_string_equal(cfg->ignore_startup_parameters, "extra_float_digits, search_path");
     assert_true(pgw_conf_list_has(cfg->admin_users, "dba"));
     assert_true(pgw_conf_list_has(cfg->stats_users, "monitoring"));
