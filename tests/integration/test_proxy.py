@@ -342,6 +342,27 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertNotEqual(one(conn, "select pg_backend_pid()"), first_pid)
         self.assertEqual(one(conn, "select 'usable'"), "usable")
 
+    def test_sigquit_with_a_cancel_in_flight(self):
+        """A fast exit while a cancel waits on a stopped postmaster: the job
+        is dropped and freed (under ASan a leak or a use after free fails
+        the exit status)."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "cancel_wait_timeout": 0})
+        conn = self.db_conn(px)
+        gate = hz.Gate(self.pg, 7012)
+        self.addCleanup(gate.close)
+        bg = pt.Background(lambda: one(conn, "select %s /* cancel at exit */" % gate.sql()))
+        self.pg.wait_running("/* cancel at exit */", lock_wait=True)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        conn.cancel()
+        px.wait_for_log("event=cancel_forwarded")
+        self.assertEqual(px.stop(sig=signal.SIGQUIT), 0, px.log_tail())
+        self.assertIn('event=cancel_failed', px.log())
+        self.assertRegex(px.log(), r'event=cancel_failed .*reason="pgwharf shut down"')
+        bg.join(20)
+        self.assertIsNotNone(bg.error)          # its connection was closed
+
 
 class TestStateAcrossServers(pt.PgwharfTestCase):
     def test_killed_client_mid_transaction_leaves_nothing(self):
