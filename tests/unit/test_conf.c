@@ -1198,7 +1198,7 @@ static void test_real_pgbouncer_ini(void **state)
         dump(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.nerrors, 0);
-    assert_int_equal(d.nwarnings, 6);      /* tcp_*, log_stats, syslog, dns_max_ttl... are implemented */
+    assert_int_equal(d.nwarnings, 5);      /* tcp_*, syslog, cancel_wait_timeout... are implemented */
     assert_warning(&d, DATA "pgbouncer-real.ini:150: dns_zone_check_period: ignored: not "
                             "supported yet");
 
