@@ -418,6 +418,20 @@ def unread_on_port(pid, port, peer=False):
     return out
 
 
+def tcp_queues(local_port, peer_port):
+    """(Recv-Q, Send-Q) of the established TCP socket on 127.0.0.1 from
+    local_port to peer_port, whichever process holds it (from `ss`), or
+    None.  Send-Q is what its owner wrote that the peer has not acked."""
+    cp = subprocess.run(["ss", "-tnH", "state", "established", "sport", "=", ":%d" % local_port,
+                         "dport", "=", ":%d" % peer_port], capture_output=True, text=True,
+                        timeout=30)
+    for line in cp.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 4:
+            return int(f[0]), int(f[1])
+    return None
+
+
 def sockets(pid):
     """`ss` lines for the TCP sockets of pid: state, local and peer address."""
     cp = subprocess.run(["ss", "-tanp"], capture_output=True, text=True)

@@ -8,6 +8,7 @@ the test (ALTER SYSTEM + pg_reload_conf(), undone in tearDown) and pgwharf
 must show up in pg_stat_ssl.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import ssl
 import struct
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 import unittest
@@ -563,7 +565,8 @@ class TestServerTls(TlsTestCase):
         """Backpressure with a TLS server link: the client stops reading,
         pgwharf's buffer fills and it stops reading the server, a record
         maybe half-read inside OpenSSL; every byte must still come through
-        once the client reads."""
+        once the client reads.  (That pgwharf reads a record's decrypted
+        rest with nothing more on the socket: the test below.)"""
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require", "auth_type": "trust",
                                           "pool_mode": "session"})
         # Each reply outgrows what the kernel can hold between pgwharf and
@@ -598,6 +601,130 @@ class TestServerTls(TlsTestCase):
             seen[0] = unread
             return same and len(unread) == 1 and unread[0] > 0 and server_stuck()
         pt.wait_until(stopped, 30, what="pgwharf to stop reading its server")
+
+    def test_server_tls_decrypted_tail_after_backpressure(self):
+        """The last TLS record of a reply half-read when pgwharf's buffer
+        fills, nothing after it on the socket: once the client drains the
+        buffer, pgwharf must read the rest out of OpenSSL itself (no socket
+        readiness comes for it) -- ev_feed_event in relay.c after the read
+        that fills the buffer, and in session.c when reading resumes.
+        Without either, the reply stops short and the client waits forever.
+
+        The client reads nothing until the reply has stopped moving.  With
+        tcp_socket_buffer and the client's SO_RCVBUF small, the kernel holds
+        little between pgwharf and the client (K, measured on a first big
+        reply), so the buffer (32 KiB) fills at byte F = K + 32 KiB of the
+        reply.  PostgreSQL sends a reply in 8 KiB writes, a TLS record each,
+        counted from its last flush; a NOTICE is flushed at once.  So a
+        NOTICE of the right size first, then rows, puts F in the middle of
+        the last record, 4 KiB either way to spare."""
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "require", "auth_type": "trust",
+                                          "pool_mode": "session", "tcp_socket_buffer": 4096})
+        c = RawClient(px.port, self.pg.user, self.pg.database, rcvbuf=4096)
+        iobuf = 32 * 1024               # PGW_IOBUF_SIZE
+        record = 8192                   # PostgreSQL's PqSendBufferSize
+        # After the NOTICE: CommandComplete DO, RowDescription, DataRow
+        # (less its text), CommandComplete, ReadyForQuery.
+        after = 8 + 27 + 11 + 14 + 6
+        hits = []
+        try:
+            # A first reply far past the buffer: K, and what a NOTICE adds
+            # to its text.
+            sizes, held, left = self.slow_reply(px, c, 1, 100000)
+            self.assertGreater(left, 0, "pgwharf did not stop reading its server")
+            fixed = sizes[0] - 1
+            for _ in range(4):
+                end = held + iobuf + record // 2
+                notice = fixed + 1 + (end - fixed - 1) % record
+                sizes, held, left = self.slow_reply(px, c, notice - fixed,
+                                                    end - notice - after)
+                self.assertEqual((sizes[0], sum(sizes)), (notice, end))
+                # All of it off the server's and pgwharf's sockets, more
+                # than the buffer not yet in the kernel: OpenSSL held it.
+                if left == 0 and end - held > iobuf:
+                    hits.append((end, held))
+        finally:
+            c.close()
+        self.assertTrue(hits, "the buffer never filled inside a reply's last TLS record: "
+                              "the test does not reach its case")
+
+    def slow_reply(self, px, c, notice, width):
+        """A NOTICE of `notice` characters, then a row of `width`, read once
+        the reply has stopped moving: (the size of each message, the bytes
+        the kernel held between pgwharf and the client, the bytes the
+        server and pgwharf's socket held)."""
+        sql = ("do $$begin raise notice '%%', repeat('n', %d); end$$; "
+               "select repeat('x', %d) as x" % (notice, width))
+        c.send_query(sql)
+        left, held = self.wait_relay_settled(px, c, sql)
+        sizes, idle = [], 0
+        deadline = time.monotonic() + 30
+        c.sock.settimeout(1)
+        try:
+            while True:
+                try:
+                    t, body = c.read_msg()
+                except socket.timeout:
+                    # Bytes still on their way from the server: a stalled
+                    # link, wait.  None, and nothing for 3 s: a hang.
+                    link = self.link_bytes(px)
+                    idle = 0 if link and link[0] > 0 else idle + 1
+                    if idle >= 3 or time.monotonic() > deadline:
+                        self.fail("the reply stopped short after %d bytes (%d of them in the "
+                                  "kernel once it settled), %r still at the server: pgwharf "
+                                  "did not read what OpenSSL held decrypted\n%s"
+                                  % (sum(sizes) + len(c.buf), held, link and link[0],
+                                     px.log_tail()))
+                    continue
+                idle = 0
+                sizes.append(5 + len(body))
+                if t == b"Z":
+                    break
+        finally:
+            c.sock.settimeout(15)
+        return sizes, held, left
+
+    def link_bytes(self, px):
+        """(bytes on their way from the server to pgwharf on its one
+        server link: the server's Send-Q and pgwharf's Recv-Q, pgwharf's
+        Recv-Q), or None without one link."""
+        links = hz.unread_on_port(px.pid, self.pg.port, peer=True)
+        if len(links) != 1:
+            return None
+        (lport, unread), = links.items()
+        server = hz.tcp_queues(self.pg.port, lport)
+        if server is None:
+            return None
+        return server[1] + unread, unread
+
+    def wait_relay_settled(self, px, c, sql):
+        """Until the server has sent all of sql's reply (or is blocked
+        sending it) and no byte of it moves any more, the same counts three
+        looks running: (bytes between the server and pgwharf, bytes between
+        pgwharf and the client)."""
+        cport = c.sock.getsockname()[1]
+        seen = []
+
+        def settled():
+            if self.pg.psql("select count(*) from pg_stat_activity where query = '%s' and "
+                            "(state = 'idle' or wait_event = 'ClientWrite')"
+                            % sql.replace("'", "''"),
+                            db="postgres", via_socket=True) != "1":
+                return False
+            link = self.link_bytes(px)
+            client = hz.tcp_queues(px.port, cport)
+            if link is None or client is None:
+                return False
+            (backlog, unread) = link
+            inq = struct.unpack("i", fcntl.ioctl(c.sock.fileno(), termios.FIONREAD,
+                                                 b"\0\0\0\0"))[0]
+            seen.append((backlog, client[1] + inq))
+            # Bytes left at the server with none on pgwharf's socket are
+            # still on their way (the link can stall a while: its
+            # SO_RCVBUF shrinks after the handshake), not held back.
+            return (len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3] and
+                    (unread > 0 or backlog == 0) and seen[-1])
+        return pt.wait_until(settled, 30, what="the reply to stop moving")
 
     def server_ssl(self, conn):
         return one(conn, "select ssl from pg_stat_ssl where pid = pg_backend_pid()")
