@@ -264,7 +264,8 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
 /* Keys fixed at start (listen_addr, listen_port, unix_socket_dir,
  * listen_backlog, tcp_defer_accept, so_reuseport, unix_socket_mode,
- * unix_socket_group, pidfile, user): SET refuses them, a reload keeps them. */
+ * unix_socket_group, tcp_socket_buffer, pidfile, user): SET refuses them,
+ * a reload keeps them. */
 bool pgw_conf_key_fixed(const char *key);
 /* The log level to run at (enum pgw_log_level): debug when verbose > 0 (as
  * PgBouncer's -v), else log_level's; -1 when neither says. */

@@ -161,7 +161,8 @@ static const char *const unsupported_keys[] = {
  * CONFIG never shows a value that is not in force. */
 static const char *const fixed_keys[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
-    "so_reuseport", "unix_socket_mode", "unix_socket_group", "pidfile", "user",
+    "so_reuseport", "unix_socket_mode", "unix_socket_group", "tcp_socket_buffer", "pidfile",
+    "user",
 };
 
 int conf_key_count(void) { return NKEYS; }

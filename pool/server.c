@@ -591,11 +591,13 @@ static void login_done(struct pgw_server *srv)
     ev_io_stop(set->loop, &srv->io);
     (void)PQisBusy(srv->conn);          /* let libpq settle its input state */
     srv->fd = PQsocket(srv->conn);
+    /* tcp_socket_buffer: libpq has no parameter for it and the link is
+     * open already, so the send buffer only (a receive buffer shrunk now
+     * would drop what the window advertised at the handshake let the
+     * server send). */
     int buf = set->cfg->tcp_socket_buffer;
-    if (buf > 0) {                      /* libpq has no parameter for it */
+    if (buf > 0)
         setsockopt(srv->fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-        setsockopt(srv->fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
-    }
     srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
     srv->backend_pid = PQbackendPID(srv->conn);
     take_cancel_target(srv);

@@ -43,12 +43,19 @@ static void reject_full(int fd, bool fd_limit)
 
 /* TCP_NODELAY and SO_KEEPALIVE (tcp_keepalive) for clients.  Set on the
  * listening socket, Linux hands them down to every accepted one: two
- * syscalls less a login.  A reload sets them again on the listeners. */
+ * syscalls less a login.  A reload sets them again on the listeners.
+ * tcp_socket_buffer too (fixed at start): a receive buffer shrunk on a
+ * connection already open drops what the window the handshake advertised
+ * let the peer send. */
 static void client_sockopts(const struct pgw_config *cfg, int fd)
 {
-    int one = 1, keep = cfg->tcp_keepalive;
+    int one = 1, keep = cfg->tcp_keepalive, buf = cfg->tcp_socket_buffer;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keep, sizeof(keep));
+    if (buf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    }
 }
 
 /* The tcp_* keys with a number (0 = the kernel's default) go on each
@@ -62,8 +69,6 @@ static void client_tcp_tuning(const struct pgw_config *cfg, int fd)
         { IPPROTO_TCP, TCP_KEEPIDLE, cfg->tcp_keepidle },
         { IPPROTO_TCP, TCP_KEEPINTVL, cfg->tcp_keepintvl },
         { IPPROTO_TCP, TCP_USER_TIMEOUT, cfg->tcp_user_timeout },
-        { SOL_SOCKET, SO_SNDBUF, cfg->tcp_socket_buffer },
-        { SOL_SOCKET, SO_RCVBUF, cfg->tcp_socket_buffer },
     };
     for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++)
         if (opt[i].value > 0 &&
@@ -74,7 +79,7 @@ static void client_tcp_tuning(const struct pgw_config *cfg, int fd)
 static bool tuned(const struct pgw_config *cfg)
 {
     return cfg->tcp_keepcnt > 0 || cfg->tcp_keepidle > 0 || cfg->tcp_keepintvl > 0 ||
-           cfg->tcp_user_timeout > 0 || cfg->tcp_socket_buffer > 0;
+           cfg->tcp_user_timeout > 0;
 }
 
 void pgw_listener_reconfigure(struct pgw_proxy *px)
