@@ -432,6 +432,17 @@ def tcp_queues(local_port, peer_port):
     return None
 
 
+def tcp_zero_window(local_port, peer_port):
+    """Whether the established TCP socket on 127.0.0.1 from local_port to
+    peer_port is on its persist timer (from `ss -o`): it has bytes to send,
+    none in flight, and the peer's window is shut -- only the peer's
+    reading (a window update) lets it send more."""
+    cp = subprocess.run(["ss", "-tnoH", "state", "established", "sport", "=",
+                         ":%d" % local_port, "dport", "=", ":%d" % peer_port],
+                        capture_output=True, text=True, timeout=30)
+    return "timer:(persist," in cp.stdout
+
+
 def sockets(pid):
     """`ss` lines for the TCP sockets of pid: state, local and peer address."""
     cp = subprocess.run(["ss", "-tanp"], capture_output=True, text=True)

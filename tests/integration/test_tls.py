@@ -610,54 +610,84 @@ class TestServerTls(TlsTestCase):
         that fills the buffer, and in session.c when reading resumes.
         Without either, the reply stops short and the client waits forever.
 
-        The client reads nothing until the reply has stopped moving.  With
-        tcp_socket_buffer and the client's SO_RCVBUF small, the kernel holds
-        little between pgwharf and the client (K, measured on a first big
-        reply), so the buffer (32 KiB) fills at byte F = K + 32 KiB of the
-        reply.  PostgreSQL sends a reply in 8 KiB writes, a TLS record each,
-        counted from its last flush; a NOTICE is flushed at once.  So a
-        NOTICE of the right size first, then rows, puts F in the middle of
-        the last record, 4 KiB either way to spare."""
+        The client reads nothing until the whole reply has reached pgwharf.
+        The buffer (32 KiB) fills at byte K + 32 KiB of the reply, K what
+        the kernel holds between pgwharf and the client (small with
+        tcp_socket_buffer and the client's SO_RCVBUF), but only once the
+        client's window has shut: K grows for a while after the client
+        stops reading (a delayed ACK), and the server link, its receive
+        buffer the kernel's own, fills the buffer sooner than that.  So the
+        reply comes in two parts, an advisory-lock gate between them.  Part
+        1, a NOTICE of P bytes (K < P < K + 32 KiB, K guessed from a first
+        reply), shuts the client's window for good: pgwharf's socket to it
+        on its persist timer (nothing in flight), K measured, P - K bytes in
+        the buffer.  Part 2 then fills the buffer at its byte
+        F = 32 KiB - (P - K).  PostgreSQL sends in 8 KiB TLS records counted
+        from its last flush, and flushes a NOTICE at once: part 2's NOTICE,
+        its length read from a table the test fills in while the gate holds
+        the query, ends 4 KiB before F, and the rest of the reply (a row,
+        ReadyForQuery) is one 8 KiB record that ends 4 KiB after it:
+        nothing left on the socket, half a record in OpenSSL."""
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require", "auth_type": "trust",
                                           "pool_mode": "session", "tcp_socket_buffer": 4096})
+        self.pg.psql("drop table if exists tls_tail; create table tls_tail (n int); "
+                     "insert into tls_tail values (1)", via_socket=True)
+        self.addCleanup(self.pg.psql, "drop table if exists tls_tail", check=False,
+                        via_socket=True)
         c = RawClient(px.port, self.pg.user, self.pg.database, rcvbuf=4096)
+        self.addCleanup(c.close)
         iobuf = 32 * 1024               # PGW_IOBUF_SIZE
         record = 8192                   # PostgreSQL's PqSendBufferSize
-        # After the NOTICE: CommandComplete DO, RowDescription, DataRow
-        # (less its text), CommandComplete, ReadyForQuery.
-        after = 8 + 27 + 11 + 14 + 6
-        hits = []
-        try:
-            # A first reply far past the buffer: K, and what a NOTICE adds
-            # to its text.
-            sizes, held, left = self.slow_reply(px, c, 1, 100000)
-            self.assertGreater(left, 0, "pgwharf did not stop reading its server")
-            fixed = sizes[0] - 1
-            for _ in range(4):
-                end = held + iobuf + record // 2
-                notice = fixed + 1 + (end - fixed - 1) % record
-                sizes, held, left = self.slow_reply(px, c, notice - fixed,
-                                                    end - notice - after)
-                self.assertEqual((sizes[0], sum(sizes)), (notice, end))
-                # All of it off the server's and pgwharf's sockets, more
-                # than the buffer not yet in the kernel: OpenSSL held it.
-                if left == 0 and end - held > iobuf:
-                    hits.append((end, held))
-        finally:
-            c.close()
-        self.assertTrue(hits, "the buffer never filled inside a reply's last TLS record: "
-                              "the test does not reach its case")
+        key = 7051
+        gated = ("do $$begin raise notice '%%', repeat('n', %d); end$$; "
+                 "select pg_advisory_xact_lock_shared(%d); "
+                 "do $$begin raise notice '%%', repeat('n', (select n from tls_tail)); end$$; "
+                 "select repeat('x', %d) as x")
+        kinds = b"NCTDCNCTDCZ"
 
-    def slow_reply(self, px, c, notice, width):
-        """A NOTICE of `notice` characters, then a row of `width`, read once
-        the reply has stopped moving: (the size of each message, the bytes
-        the kernel held between pgwharf and the client, the bytes the
-        server and pgwharf's socket held)."""
-        sql = ("do $$begin raise notice '%%', repeat('n', %d); end$$; "
-               "select repeat('x', %d) as x" % (notice, width))
+        # Unheld, the gate lets a first reply through: K, roughly, and the
+        # size of each message.
+        sql = gated % (100000, key, 0)
         c.send_query(sql)
-        left, held = self.wait_relay_settled(px, c, sql)
-        sizes, idle = [], 0
+        _, k_guess = self.wait_relay_settled(px, c, sql, "(state = 'idle' or "
+                                                         "wait_event = 'ClientWrite')")
+        kinds_got, sizes = self.read_reply(px, c, k_guess)
+        self.assertEqual(kinds_got, kinds)
+        notice1 = sizes[0] - 100000     # a NOTICE's size, less its text
+        between = sum(sizes[1:5])       # part 2 before its NOTICE
+        notice2 = sizes[5] - 1
+        width = record - sum(sizes[6:]) # the row that makes the tail one record
+
+        first = k_guess + iobuf // 2    # part 1: the buffer half full
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        sql = gated % (first - notice1, key, width)
+        c.send_query(sql)
+        left, k = self.wait_relay_settled(px, c, sql, "wait_event_type = 'Lock'")
+        fill = iobuf - (first - k)      # part 2's byte that fills the buffer
+        text2 = fill - record // 2 - between - notice2
+        self.assertTrue(left == 0 and 0 < first - k < iobuf and text2 >= 0,
+                        "part 1 (%d bytes; K %d, %d left at the server) does not leave the "
+                        "buffer part full: the test does not reach its case" % (first, k, left))
+        self.pg.psql("update tls_tail set n = %d" % text2, via_socket=True)
+        gate.open()
+        end = first + fill + record // 2
+        left, held = self.wait_relay_settled(px, c, sql, "state = 'idle'")
+        # All of it off the server's and pgwharf's sockets, more than the
+        # buffer not in the kernel: OpenSSL holds the rest, decrypted.
+        self.assertTrue(left == 0 and end - held > iobuf,
+                        "the buffer did not fill inside the reply's last TLS record (%d of %d "
+                        "bytes in the kernel, %d left at the server): the test does not reach "
+                        "its case" % (held, end, left))
+        kinds_got, sizes = self.read_reply(px, c, held)
+        self.assertEqual((kinds_got, sizes[0], sizes[5], sum(sizes)),
+                         (kinds, first, notice2 + text2, end))
+
+    def read_reply(self, px, c, held):
+        """Read a whole reply: (the kind of each message, the size of each);
+        a clear failure if it stops short.  held: the bytes the kernel held
+        between pgwharf and the client once it settled (for the message)."""
+        kinds, sizes, idle = b"", [], 0
         deadline = time.monotonic() + 30
         c.sock.settimeout(1)
         try:
@@ -677,12 +707,13 @@ class TestServerTls(TlsTestCase):
                                      px.log_tail()))
                     continue
                 idle = 0
+                kinds += t
                 sizes.append(5 + len(body))
                 if t == b"Z":
                     break
         finally:
             c.sock.settimeout(15)
-        return sizes, held, left
+        return kinds, sizes
 
     def link_bytes(self, px):
         """(bytes on their way from the server to pgwharf on its one
@@ -697,31 +728,32 @@ class TestServerTls(TlsTestCase):
             return None
         return server[1] + unread, unread
 
-    def wait_relay_settled(self, px, c, sql):
-        """Until the server has sent all of sql's reply (or is blocked
-        sending it) and no byte of it moves any more, the same counts three
-        looks running: (bytes between the server and pgwharf, bytes between
-        pgwharf and the client)."""
+    def wait_relay_settled(self, px, c, sql, server_state):
+        """Until the server running sql is in server_state (a condition on
+        pg_stat_activity) and no byte of the reply moves any more: the
+        client's window shut with nothing in flight (pgwharf's socket to it
+        on its persist timer: only the client's reading opens it), the same
+        counts three looks running.  (Bytes between the server and pgwharf,
+        bytes the kernel holds between pgwharf and the client.)"""
         cport = c.sock.getsockname()[1]
         seen = []
 
         def settled():
-            if self.pg.psql("select count(*) from pg_stat_activity where query = '%s' and "
-                            "(state = 'idle' or wait_event = 'ClientWrite')"
-                            % sql.replace("'", "''"),
+            if self.pg.psql("select count(*) from pg_stat_activity where query = '%s' and %s"
+                            % (sql.replace("'", "''"), server_state),
                             db="postgres", via_socket=True) != "1":
                 return False
             link = self.link_bytes(px)
             client = hz.tcp_queues(px.port, cport)
-            if link is None or client is None:
+            if link is None or client is None or not hz.tcp_zero_window(px.port, cport):
+                seen.clear()
                 return False
             (backlog, unread) = link
             inq = struct.unpack("i", fcntl.ioctl(c.sock.fileno(), termios.FIONREAD,
                                                  b"\0\0\0\0"))[0]
             seen.append((backlog, client[1] + inq))
             # Bytes left at the server with none on pgwharf's socket are
-            # still on their way (the link can stall a while: its
-            # SO_RCVBUF shrinks after the handshake), not held back.
+            # still on their way, not held back.
             return (len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3] and
                     (unread > 0 or backlog == 0) and seen[-1])
         return pt.wait_until(settled, 30, what="the reply to stop moving")
