@@ -3,7 +3,8 @@
  *
  * Sections: [pgwharf] (or [pgbouncer]) for general settings, [databases]
  * (name = connection string, "*" as the fallback entry), [users]
- * (name = per-user settings).  `%include FILE` pulls in another file
+ * (name = per-user settings), [peers] (id = address of another process
+ * sharing the port, for cancels).  `%include FILE` pulls in another file
  * (relative to the including file).  Durations take seconds with fractions
  * or units: 250ms, 5s, 2min, 1h, 1d.  Sizes take plain numbers.
  *
@@ -19,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 enum pgw_pool_mode {
     PGW_POOL_SESSION,
@@ -99,6 +101,28 @@ struct pgw_conf_user {
     int line;
 };
 
+/* Peer ids are 1..PGW_PEER_ID_MAX (PgBouncer's range); peer_id 0 is off. */
+#define PGW_PEER_ID_MAX 16383
+
+/* One [peers] entry: another process of a group sharing one port
+ * (so_reuseport), as PgBouncer's peering.  A CancelRequest whose key names
+ * this id (its low 16 bits, see peer_id) and that is not for a client of
+ * this process is passed on to `addr` unchanged.  The section may list
+ * the process's own id too (one [peers] for the whole group): that entry
+ * is never used. */
+struct pgw_conf_peer {
+    int id;                  /* 1..16383 */
+    char *host;              /* an IP address, or a Unix socket directory */
+    int port;                /* 6432 */
+    int pool_size;           /* PgBouncer's; accepted and unused; -1 = not given */
+    /* host and port resolved at load (no names: nothing to resolve on the
+     * loop): a TCP address, or <host>/.s.PGSQL.<port> */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *file;
+    int line;
+};
+
 /* General settings.  String fields are never NULL: "" means unset. */
 struct pgw_config {
     char *file;              /* path of the main file */
@@ -110,6 +134,8 @@ struct pgw_config {
     int listen_backlog;      /* 128 */
     int tcp_defer_accept;    /* 1 s; 0 = accept at once (TCP_DEFER_ACCEPT) */
     bool so_reuseport;       /* false: SO_REUSEPORT on the TCP listeners */
+    int peer_id;             /* 0 = off; 1..16383: this process's id among its
+                              * [peers], in the low 16 bits of its cancel keys */
     char *unix_socket_mode;  /* "0777": octal permissions of the Unix socket */
     char *unix_socket_group; /* "": group of the Unix socket (name or number) */
 
@@ -219,6 +245,8 @@ struct pgw_config {
     int ndbs;
     struct pgw_conf_user *users;
     int nusers;
+    struct pgw_conf_peer *peers;
+    int npeers;
 };
 
 /* Messages gathered while loading: each a full "file:line: text" line.
@@ -249,8 +277,8 @@ void pgw_conf_diag_free(struct pgw_conf_diag *diag);
 struct pgw_config *pgw_conf_defaults(void);
 
 /* Print the effective settings as `key = value` lines, [pgwharf] first, then
- * [databases] and [users]: what `pgwharf --check` shows.  Passwords are
- * masked. */
+ * [databases], [users] and [peers]: what `pgwharf --check` shows.  Passwords
+ * are masked. */
 void pgw_conf_print(FILE *f, const struct pgw_config *cfg);
 
 /* Set one [pgwharf] key as the file would (admin SET).  Returns 0 or
@@ -263,9 +291,9 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
  * seconds; a value longer than len is truncated. */
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
 /* Keys fixed at start (listen_addr, listen_port, unix_socket_dir,
- * listen_backlog, tcp_defer_accept, so_reuseport, unix_socket_mode,
- * unix_socket_group, tcp_socket_buffer, pidfile, user): SET refuses them,
- * a reload keeps them. */
+ * listen_backlog, tcp_defer_accept, so_reuseport, peer_id, unix_socket_mode,
+ * unix_socket_group, tcp_socket_buffer, pidfile, user): SET refuses them, a
+ * reload keeps them. */
 bool pgw_conf_key_fixed(const char *key);
 /* The log level to run at (enum pgw_log_level): debug when verbose > 0 (as
  * PgBouncer's -v), else log_level's; -1 when neither says. */
@@ -287,6 +315,8 @@ bool pgw_conf_key_is_bool(int i);
 /* The entry for a database name: exact match, else "*", else NULL. */
 const struct pgw_conf_db *pgw_conf_find_db(const struct pgw_config *cfg, const char *name);
 const struct pgw_conf_user *pgw_conf_find_user(const struct pgw_config *cfg, const char *name);
+/* The [peers] entry for id, or NULL. */
+const struct pgw_conf_peer *pgw_conf_find_peer(const struct pgw_config *cfg, int id);
 
 /* Effective values for a (database, user) pair, resolving inheritance:
  * user entry, then database entry, then general setting. */

@@ -8,6 +8,7 @@
  *   load.c     the loader: routes sections and keys, builds the config
  *   connstr.c  `key=value ...` strings and the libpq keyword list
  *   dbs.c      [databases] entries      users.c  [users] entries
+ *   peers.c    [peers] entries
  *   validate.c checks across keys       lookup.c finding entries, inheritance
  *   print.c    pgw_conf_print           authfile.c  the auth_file reader
  */
@@ -111,7 +112,9 @@ char *conf_read_file(const char *path, char *err, size_t errlen);
 
 /* ---- load.c: the loader state shared with dbs.c, users.c, validate.c ---- */
 
-enum conf_section { SECT_NONE, SECT_GENERAL, SECT_DATABASES, SECT_USERS, SECT_SKIP };
+enum conf_section {
+    SECT_NONE, SECT_GENERAL, SECT_DATABASES, SECT_USERS, SECT_PEERS, SECT_SKIP
+};
 
 struct conf_origin {
     char *file;              /* NULL: key left at its default */
@@ -136,7 +139,7 @@ const char *conf_libpq_keyword(const char *name);
 /* Write a value the way conf_connstr_next reads it back. */
 void conf_connstr_quote(FILE *f, const char *val);
 
-/* ---- dbs.c, users.c ---- */
+/* ---- dbs.c, users.c, peers.c ---- */
 
 void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
                  const char *connstr);
@@ -144,6 +147,9 @@ void conf_db_free(struct pgw_conf_db *db);
 void conf_user_add(struct conf_loader *ld, const char *file, int line, const char *name,
                    const char *settings);
 void conf_user_free(struct pgw_conf_user *u);
+void conf_peer_add(struct conf_loader *ld, const char *file, int line, const char *name,
+                   const char *settings);
+void conf_peer_free(struct pgw_conf_peer *p);
 
 /* ---- validate.c ---- */
 

@@ -30,6 +30,7 @@
     X(listen_backlog,           INT,        "128",         1, INT_MAX)      \
     X(tcp_defer_accept,         INT,        "1",           0, 3600)         \
     X(so_reuseport,             BOOL,       "off",         0, 0)            \
+    X(peer_id,                  INT,        "0",           0, PGW_PEER_ID_MAX) \
     X(unix_socket_mode,         STR,        "0777",        0, 0)            \
     X(unix_socket_group,        STR,        "",            0, 0)            \
     X(tcp_keepalive,            BOOL,       "on",          0, 0)            \
@@ -151,18 +152,22 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
     "auth_ident_file", "auth_ldap_options", "conffile",
-    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "peer_id", "pkt_buf",
+    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "service_name", "suspend_timeout",
     "track_extra_parameters",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A
  * reload keeps their running values (PgBouncer's CF_NO_RELOAD), so SHOW
- * CONFIG never shows a value that is not in force. */
+ * CONFIG never shows a value that is not in force.  peer_id too: it is in
+ * the cancel key of every client logged in, and the other processes'
+ * [peers] send this process the cancels of that id; a new id while those
+ * clients stay would have their cancels routed by an id no peer maps here
+ * any more. */
 static const char *const fixed_keys[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
-    "so_reuseport", "unix_socket_mode", "unix_socket_group", "tcp_socket_buffer", "pidfile",
-    "user",
+    "so_reuseport", "peer_id", "unix_socket_mode", "unix_socket_group", "tcp_socket_buffer",
+    "pidfile", "user",
 };
 
 int conf_key_count(void) { return NKEYS; }

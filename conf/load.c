@@ -1,8 +1,9 @@
 /*
  * load.c - pgw_conf_load: reads the INI file through ini.c, routes each
  * section's keys ([pgwharf]/[pgbouncer] through the key table, [databases]
- * to dbs.c, [users] to users.c), then runs the checks across keys.  It
- * owns the config under construction until it is handed out whole.
+ * to dbs.c, [users] to users.c, [peers] to peers.c), then runs the checks
+ * across keys.  It owns the config under construction until it is handed
+ * out whole.
  */
 #include "conf/conf_int.h"
 #include "common/err.h"
@@ -21,12 +22,10 @@ static void on_section(void *arg, const char *file, int line, const char *name)
     } else if (strcasecmp(name, "users") == 0) {
         ld->sect = SECT_USERS;
     } else if (strcasecmp(name, "peers") == 0) {
-        conf_warn(&ld->rep, file, line, "[%s]: ignored: not supported yet", name);
-        ld->sect = SECT_SKIP;
+        ld->sect = SECT_PEERS;
     } else {
-        conf_error(&ld->rep, file, line,
-                   "unknown section [%s] (expected pgwharf, pgbouncer, databases or users)",
-                   name);
+        conf_error(&ld->rep, file, line, "unknown section [%s] (expected pgwharf, pgbouncer, "
+                   "databases, users or peers)", name);
         ld->sect = SECT_SKIP;
     }
 }
@@ -78,6 +77,9 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
         break;
     case SECT_USERS:
         conf_user_add(ld, file, line, key, value);
+        break;
+    case SECT_PEERS:
+        conf_peer_add(ld, file, line, key, value);
         break;
     case SECT_SKIP:
         break;
@@ -141,8 +143,11 @@ void pgw_conf_free(struct pgw_config *cfg)
         conf_db_free(&cfg->dbs[i]);
     for (int i = 0; i < cfg->nusers; i++)
         conf_user_free(&cfg->users[i]);
+    for (int i = 0; i < cfg->npeers; i++)
+        conf_peer_free(&cfg->peers[i]);
     free(cfg->dbs);
     free(cfg->users);
+    free(cfg->peers);
     free(cfg->file);
     free(cfg);
 }

@@ -30,6 +30,14 @@ const struct pgw_conf_user *pgw_conf_find_user(const struct pgw_config *cfg, con
     return NULL;
 }
 
+const struct pgw_conf_peer *pgw_conf_find_peer(const struct pgw_config *cfg, int id)
+{
+    for (int i = 0; i < cfg->npeers; i++)
+        if (cfg->peers[i].id == id)
+            return &cfg->peers[i];
+    return NULL;
+}
+
 enum pgw_pool_mode pgw_conf_pool_mode(const struct pgw_config *cfg,
                                       const struct pgw_conf_db *db,
                                       const struct pgw_conf_user *user)

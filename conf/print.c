@@ -1,8 +1,8 @@
 /*
  * print.c - pgw_conf_print: the effective settings as an INI file that
  * loads back to the same values (what `pgwharf --check` shows): every
- * general key from the key table, then [databases] and [users].  Secrets
- * in connection strings print as ****.
+ * general key from the key table, then [databases], [users] and [peers].
+ * Secrets in connection strings print as ****.
  */
 #include "conf/conf_int.h"
 
@@ -104,6 +104,15 @@ static void print_user(FILE *f, const struct pgw_conf_user *u)
     fputc('\n', f);
 }
 
+static void print_peer(FILE *f, const struct pgw_conf_peer *p)
+{
+    fprintf(f, "%d =", p->id);
+    print_str(f, "host", p->host);
+    print_int(f, "port", p->port);
+    print_int(f, "pool_size", p->pool_size);
+    fputc('\n', f);
+}
+
 void pgw_conf_print(FILE *f, const struct pgw_config *cfg)
 {
     char value[256];
@@ -123,4 +132,7 @@ void pgw_conf_print(FILE *f, const struct pgw_config *cfg)
     fputs("\n[users]\n", f);
     for (int i = 0; i < cfg->nusers; i++)
         print_user(f, &cfg->users[i]);
+    fputs("\n[peers]\n", f);
+    for (int i = 0; i < cfg->npeers; i++)
+        print_peer(f, &cfg->peers[i]);
 }

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 
 /* Report at the line where general key `name` was set. */
 static void key_error(struct conf_loader *ld, const char *name, const char *fmt, ...)
@@ -91,12 +92,43 @@ static void check_pools(struct conf_loader *ld)
     }
 }
 
+/* A cancel passed to a peer that is this very process would come back and
+ * go round: an entry of another id with this process's own Unix socket is
+ * an error.  (A TCP address cannot be told apart: with so_reuseport the
+ * port is shared on purpose.)  [peers] without peer_id does nothing. */
+static void check_peers(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    if (cfg->npeers > 0 && cfg->peer_id == 0) {
+        conf_warn(&ld->rep, cfg->peers[0].file, cfg->peers[0].line,
+                  "[peers]: not used while peer_id is 0");
+        return;
+    }
+    if (!*cfg->unix_socket_dir)
+        return;
+    char own[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int n = snprintf(own, sizeof(own), "%s/.s.PGSQL.%d", cfg->unix_socket_dir,
+                     cfg->listen_port);
+    if (n < 0 || (size_t)n >= sizeof(own))
+        return;
+    for (int i = 0; i < cfg->npeers; i++) {
+        const struct pgw_conf_peer *p = &cfg->peers[i];
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&p->addr;
+        if (p->id != cfg->peer_id && p->addr.ss_family == AF_UNIX &&
+            strcmp(sun->sun_path, own) == 0)
+            conf_error(&ld->rep, p->file, p->line, "peer %d: %s is this process's own "
+                       "socket, but its peer_id is %d (cancels would loop)", p->id, own,
+                       cfg->peer_id);
+    }
+}
+
 void conf_validate(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
     check_auth(ld);
     check_tls(ld);
     check_pools(ld);
+    check_peers(ld);
     if (cfg->breaker_max_cooldown < cfg->breaker_cooldown) {
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);

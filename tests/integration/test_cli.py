@@ -87,6 +87,25 @@ class TestCli(unittest.TestCase):
                                "y = host=127.0.0.3 dbname=y"])
         self.assertIn("[users]\nu = pool_mode=statement\n", cp.stdout)
 
+    def test_check_prints_peers_and_refuses_host_names(self):
+        path = self.write("peers.ini", "[pgbouncer]\nauth_file = %s\npeer_id = 2\n"
+                          "[peers]\n"
+                          "1 = host=/run/pgwharf1 port=6432 pool_size=5\n"
+                          "2 = host=127.0.0.2\n" % self.auth)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(cp.stderr, "")                  # peer_id is no longer a warning
+        self.assertIn("\npeer_id = 2\n", cp.stdout)
+        self.assertTrue(cp.stdout.endswith(
+            "[peers]\n1 = host=/run/pgwharf1 port=6432 pool_size=5\n2 = host=127.0.0.2 port=6432\n"),
+            cp.stdout)
+        path = self.write("names.ini", "[pgbouncer]\nauth_file = %s\npeer_id = 1\n"
+                          "[peers]\n2 = host=pgwharf2.internal\n" % self.auth)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2)
+        self.assertIn('names.ini:5: peer 2: host: expected an IP address or a Unix socket '
+                      'directory (host names are not resolved), got "pgwharf2.internal"', cp.stderr)
+
     def test_version_help_usage(self):
         cp = run("--version")
         self.assertEqual(cp.returncode, 0)

@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -420,7 +423,7 @@ static void test_syntax_errors_all_reported(void **state)
     assert_error(&d, "t.ini:7: unknown directive \"%includ\"");
     assert_error(&d, "t.ini:8: %include needs a file name");
     assert_error(&d, "t.ini:9: unknown section [bogus] (expected pgwharf, pgbouncer, "
-                     "databases or users)");
+                     "databases, users or peers)");
     assert_error(&d, "t.ini:12: unterminated quoted key");
     assert_error(&d, "t.ini:13: empty section name");
     assert_error(&d, "t.ini:14: unexpected text after section header: \"junk\"");
@@ -453,12 +456,12 @@ static void test_unknown_vs_unsupported(void **state)
 {
     struct pgw_conf_diag d = { 0 };
     struct pgw_config *cfg = load_ok(BASE "sbuf_loopcnt = 5\nPKT_BUF = 0\njob_name = x\n"
-                                          "[peers]\n1 = host=peer1\n", &d);
-    assert_int_equal(d.nwarnings, 4);
+                                          "peer_id = 1\n", &d);
+    assert_int_equal(d.nwarnings, 3);       /* peer_id is implemented */
     assert_warning(&d, "t.ini:3: sbuf_loopcnt: ignored: not supported yet");
     assert_warning(&d, "t.ini:4: PKT_BUF: ignored: not supported yet");
     assert_warning(&d, "t.ini:5: job_name: ignored: not supported yet");
-    assert_warning(&d, "t.ini:6: [peers]: ignored: not supported yet");
+    assert_int_equal(cfg->peer_id, 1);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 
@@ -836,6 +839,113 @@ static void test_users_and_inheritance(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* ---- [peers] ---- */
+
+static const char *peer_path(const struct pgw_conf_peer *p)
+{
+    assert_int_equal(p->addr.ss_family, AF_UNIX);
+    assert_int_equal(p->addrlen, sizeof(struct sockaddr_un));
+    return ((const struct sockaddr_un *)&p->addr)->sun_path;
+}
+
+static void test_peers(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = pgw_conf_defaults();
+    assert_int_equal(cfg->peer_id, 0);                  /* off */
+    assert_int_equal(cfg->npeers, 0);
+    pgw_conf_free(cfg);
+    assert_true(pgw_conf_key_fixed("peer_id"));
+
+    /* the whole group's list, this process's own id included */
+    cfg = load_ok(BASE "peer_id = 2\n"
+                       "[peers]\n"
+                       "1 = host=/run/p1 port=7000\n"
+                       "2 = host=/run/p2 port=7000 pool_size=3\n"
+                       "16383 = host=127.0.0.1\n"
+                       "40 = host=::1 port=7001\n", &d);
+    assert_int_equal(d.nwarnings, 0);
+    assert_int_equal(cfg->peer_id, 2);
+    assert_int_equal(cfg->npeers, 4);
+    const struct pgw_conf_peer *p = pgw_conf_find_peer(cfg, 1);
+    assert_non_null(p);
+    assert_string_equal(p->host, "/run/p1");
+    assert_int_equal(p->port, 7000);
+    assert_int_equal(p->pool_size, -1);
+    assert_string_equal(peer_path(p), "/run/p1/.s.PGSQL.7000");
+    assert_string_equal(p->file, "t.ini");
+    assert_int_equal(p->line, 5);
+    assert_int_equal(pgw_conf_find_peer(cfg, 2)->pool_size, 3);   /* accepted, unused */
+    p = pgw_conf_find_peer(cfg, 16383);
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)&p->addr;
+    assert_int_equal(in4->sin_family, AF_INET);
+    assert_int_equal(p->addrlen, sizeof(*in4));
+    assert_int_equal(ntohs(in4->sin_port), 6432);       /* the default port */
+    assert_int_equal(ntohl(in4->sin_addr.s_addr), INADDR_LOOPBACK);
+    p = pgw_conf_find_peer(cfg, 40);
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&p->addr;
+    assert_int_equal(in6->sin6_family, AF_INET6);
+    assert_int_equal(ntohs(in6->sin6_port), 7001);
+    assert_true(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+    assert_null(pgw_conf_find_peer(cfg, 3));
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* every error at once, each at its line; an entry with one is left out */
+    load_fail(BASE "peer_id = 16384\n"
+                   "[peers]\n"
+                   "0 = host=/a\n"
+                   "x1 = host=/a\n"
+                   "16384 = host=/a\n"
+                   "5 = host=peer5.example port=6432\n"
+                   "6 = port=6432\n"
+                   "7 = host=/a port=0\n"
+                   "8 = host=/a colour=blue\n"
+                   "9 = host=/a/very/long/directory/name/that/goes/on/and/on/past/the/one/hundred"
+                   "/and/eight/bytes/of/sun_path\n"
+                   "10 = host\n", &d, 10);
+    assert_error(&d, "t.ini:3: peer_id: expected an integer from 0 to 16383, got \"16384\"");
+    assert_error(&d, "t.ini:5: [peers]: expected a peer id from 1 to 16383, got \"0\"");
+    assert_error(&d, "t.ini:6: [peers]: expected a peer id from 1 to 16383, got \"x1\"");
+    assert_error(&d, "t.ini:7: [peers]: expected a peer id from 1 to 16383, got \"16384\"");
+    assert_error(&d, "t.ini:8: peer 5: host: expected an IP address or a Unix socket directory "
+                     "(host names are not resolved), got \"peer5.example\"");
+    assert_error(&d, "t.ini:9: peer 6: host: missing (an IP address or a Unix socket "
+                     "directory)");
+    assert_error(&d, "t.ini:10: peer 7: port: expected an integer from 1 to 65535, got \"0\"");
+    assert_error(&d, "t.ini:11: peer 8: unknown key \"colour\" (expected host, port or "
+                     "pool_size)");
+    assert_error(&d, "t.ini:12: peer 9: host: the socket path /a/very/long/directory/name/that/"
+                     "goes/on/and/on/past/the/one/hundred/and/eight/bytes/of/sun_path/"
+                     ".s.PGSQL.6432 is longer than 107 bytes");
+    assert_error(&d, "t.ini:13: peer 10: expected \"=\" after \"host\"");
+    pgw_conf_diag_free(&d);
+
+    /* an id defined again: the later line wins, in its place */
+    cfg = load_ok(BASE "peer_id = 1\n[peers]\n2 = host=/a\n3 = host=/b\n2 = host=/c\n", &d);
+    assert_warning(&d, "t.ini:7: peer 2 defined again: replaces t.ini:5");
+    assert_int_equal(cfg->npeers, 2);
+    assert_int_equal(cfg->peers[0].id, 2);
+    assert_string_equal(peer_path(&cfg->peers[0]), "/c/.s.PGSQL.6432");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* another id at this process's own socket would send cancels round */
+    load_fail(BASE "peer_id = 1\nunix_socket_dir = /run/me\nlisten_port = 7000\n"
+                   "[peers]\n1 = host=/run/me port=7000\n2 = host=/run/me port=7000\n"
+                   "3 = host=/run/me port=7001\n", &d, 1);
+    assert_error(&d, "t.ini:8: peer 2: /run/me/.s.PGSQL.7000 is this process's own socket, "
+                     "but its peer_id is 1 (cancels would loop)");
+    pgw_conf_diag_free(&d);
+
+    /* [peers] without peer_id does nothing: said once */
+    cfg = load_ok(BASE "[peers]\n1 = host=/a\n2 = host=/b\n", &d);
+    assert_int_equal(d.nwarnings, 1);
+    assert_warning(&d, "t.ini:4: [peers]: not used while peer_id is 0");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 /* ---- checks across keys ---- */
 
 static void test_validation(void **state)
@@ -967,6 +1077,16 @@ static void assert_same_config(const struct pgw_config *x, const struct pgw_conf
         assert_true(p->idle_transaction_timeout == q->idle_transaction_timeout);
         assert_true(p->client_idle_timeout == q->client_idle_timeout);
     }
+    assert_int_equal(x->npeers, y->npeers);
+    for (int i = 0; i < x->npeers; i++) {
+        const struct pgw_conf_peer *p = &x->peers[i], *q = &y->peers[i];
+        assert_int_equal(p->id, q->id);
+        assert_string_equal(p->host, q->host);
+        assert_int_equal(p->port, q->port);
+        assert_int_equal(p->pool_size, q->pool_size);
+        assert_int_equal(p->addrlen, q->addrlen);
+        assert_memory_equal(&p->addr, &q->addr, p->addrlen);
+    }
 }
 
 static void test_print_roundtrip(void **state)
@@ -976,7 +1096,7 @@ static void test_print_roundtrip(void **state)
         "[pgwharf]\nauth_type = md5\nauth_file = /etc/users.txt\nlisten_port = 7000\n"
         "server_lifetime = 1.25h\nquery_wait_timeout = 333ms\nbreaker_cooldown = 0.1\n"
         "server_connect_rate = 0.3\nserver_round_robin = yes\npool_mode = transaction\n"
-        "server_reset_query = RESET ALL; DISCARD PLANS\n"
+        "server_reset_query = RESET ALL; DISCARD PLANS\npeer_id = 2\n"
         "[databases]\n"
         "app = host=db1 password='top secret' user=bob application_name='a \\'q\\' \\\\b' "
         "pool_size=5 pool_mode=session connect_query='SET x = ''y''' datestyle=ISO\n"
@@ -984,7 +1104,10 @@ static void test_print_roundtrip(void **state)
         "* = host=fallback\n"
         "[users]\n"
         "alice = pool_mode=statement query_timeout=1.5 client_idle_timeout=250ms\n"
-        "bob =\n", &d);
+        "bob =\n"
+        "[peers]\n"
+        "1 = host='/run/pg wharf' port=7000\n"
+        "2 = host=10.0.0.2 pool_size=4\n", &d);
     char *text = print_to_string(cfg);
     assert_non_null(strstr(text, "[pgwharf]\nlisten_addr = 127.0.0.1\nlisten_port = 7000\n"));
     assert_non_null(strstr(text, "\nserver_lifetime = 4500\n"));
@@ -997,6 +1120,9 @@ static void test_print_roundtrip(void **state)
     assert_non_null(strstr(text, "\n\"we\"\"ird name\" = host=h"));
     assert_non_null(strstr(text, "\n[users]\nalice = pool_mode=statement query_timeout=1.5 "
                                  "client_idle_timeout=0.25\nbob =\n"));
+    assert_non_null(strstr(text, "\npeer_id = 2\n"));
+    assert_non_null(strstr(text, "\n[peers]\n1 = host='/run/pg wharf' port=7000\n"
+                                 "2 = host=10.0.0.2 port=6432 pool_size=4\n"));
 
     struct pgw_config *again = load_ok(text, &d);
     assert_same_config(cfg, again);
@@ -1270,6 +1396,7 @@ int main(void)
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_fallback_db),
         cmocka_unit_test(test_users_and_inheritance),
+        cmocka_unit_test(test_peers),
         cmocka_unit_test(test_fd_budget),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_print_roundtrip),
