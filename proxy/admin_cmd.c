@@ -414,8 +414,8 @@ int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf
     return done(out, "RELOAD");
 }
 
-/* A new config: the file's databases and users, the running general
- * settings, and key = value. */
+/* A new config: the file's databases, users and peers, the running
+ * general settings, and key = value. */
 static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, const char *value,
                                       struct pgw_wbuf *out)
 {

@@ -600,7 +600,7 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     list_row(&rs, "databases", px->cfg->ndbs);
     list_row(&rs, "users", px->cfg->nusers);
-    list_row(&rs, "peers", 0);
+    list_row(&rs, "peers", px->cfg->npeers);
     list_row(&rs, "pools", pools);
     list_row(&rs, "peer_pools", 0);
     list_row(&rs, "free_clients", 0);
@@ -860,12 +860,30 @@ static int show_dns_zones(struct pgw_session *s, struct pgw_wbuf *out)
     return show_empty(out, cols, PGW_RS_NCOLS(cols));
 }
 
+/* The [peers] entries; pool_size is PgBouncer's, shown as given (NULL when
+ * not), unused: each forwarded cancel has its own connection. */
 static int show_peers(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
         { "peer_id", I4 }, { "host", TX }, { "port", I4 }, { "pool_size", I4 },
     };
-    return show_empty(out, cols, PGW_RS_NCOLS(cols));
+    const struct pgw_config *cfg = s->px->cfg;
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (int i = 0; i < cfg->npeers; i++) {
+        const struct pgw_conf_peer *p = &cfg->peers[i];
+        pgw_rs_row(&rs);
+        pgw_rs_int(&rs, p->id);
+        pgw_rs_text(&rs, p->host);
+        pgw_rs_int(&rs, p->port);
+        if (p->pool_size >= 0)
+            pgw_rs_int(&rs, p->pool_size);
+        else
+            pgw_rs_text(&rs, NULL);
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
 }
 
 static int show_peer_pools(struct pgw_session *s, struct pgw_wbuf *out)

@@ -16,6 +16,16 @@
  * gives up after sending retires that server (closed when given back), as
  * the request may still be read later.
  *
+ * Peering (peer_id, [peers]; PgBouncer's): with so_reuseport the kernel
+ * may hand the cancel's new connection to another process of the group
+ * than the one serving the client.  The keys handed out carry the peer id
+ * of the process that made them (session.c), so a request whose key is
+ * unknown here but names another configured peer is passed on to that
+ * peer, the 16 bytes unchanged, by the same kind of job: it has no session
+ * and retires no server, and it is over when the peer closes the
+ * connection (a pgwharf peer does once it has taken the request).  It
+ * cannot go round: the peer named owns that id and never passes it on.
+ *
  * Owns: the jobs (socket, ev_io, ev_timer each) and the list of them, per
  * proxy.  No cap on their number: each holds one descriptor for at most
  * cancel_wait_timeout.
@@ -35,9 +45,11 @@
 struct cancel_job {
     struct pgw_list node;            /* the state's inflight list */
     struct pgw_cancel_state *cs;
-    struct pgw_session *sess;        /* NULL once the session is gone */
+    struct pgw_session *sess;        /* NULL once the session is gone, or
+                                      * for a peer's job */
     uint64_t srv_id;                 /* the server the cancel is for */
     int backend_pid;
+    int peer;                        /* 0; else the [peers] id it goes to */
     int fd;
     ev_io io;                        /* writable until sent, then readable */
     ev_timer timer;                  /* cancel_wait_timeout */
@@ -108,6 +120,16 @@ static void session_cancels_done(struct pgw_session *s)
     }
 }
 
+/* Who a job's request is for, as the log names it. */
+static const char *job_target(const struct cancel_job *j, char *buf, size_t len)
+{
+    if (j->peer)
+        snprintf(buf, len, "peer=%d", j->peer);
+    else
+        snprintf(buf, len, "backend_pid=%d", j->backend_pid);
+    return buf;
+}
+
 /* The job is over: the server closed the connection (why NULL), or it
  * failed.  Called from the job's own watchers: they are stopped and j is
  * freed here (nothing else refers to it, so no deferred free is needed);
@@ -117,9 +139,9 @@ static void job_end(struct cancel_job *j, const char *why)
     struct pgw_cancel_state *cs = j->cs;
     struct pgw_session *s = j->sess;
     if (why) {
-        char q[300];
-        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=%s", j->from, j->backend_pid,
-                 pgw_log_quote(q, sizeof(q), why));
+        char q[300], t[32];
+        pgw_warn("cancel_failed", "client=%s %s reason=%s", j->from,
+                 job_target(j, t, sizeof(t)), pgw_log_quote(q, sizeof(q), why));
         /* Bytes may be on their way still: the server must not serve
          * another client's query, where they could land. */
         if (j->sent > 0 && s && s->server && s->server->id == j->srv_id)
@@ -184,21 +206,23 @@ static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     char why[160];
-    snprintf(why, sizeof(why), "cancel_wait_timeout (%g s): the server %s", j->limit,
-             !j->connected ? "did not accept the connection"
+    snprintf(why, sizeof(why), "cancel_wait_timeout (%g s): the %s %s", j->limit,
+             j->peer ? "peer" : "server", !j->connected ? "did not accept the connection"
              : j->sent < sizeof(j->pkt) ? "did not take the request" : "did not close the connection");
     job_end(j, why);
 }
 
-/* Start the connection for j; false (with *err set) when it failed at once. */
-static bool job_connect(struct cancel_job *j, const struct pgw_server *srv, int *err)
+/* Start j's connection to addr; false (with *err set) when it failed at
+ * once. */
+static bool job_connect(struct cancel_job *j, const struct sockaddr_storage *addr,
+                        socklen_t addrlen, int *err)
 {
-    j->fd = socket(srv->cancel_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    j->fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (j->fd < 0) {
         *err = errno;
         return false;
     }
-    if (connect(j->fd, (const struct sockaddr *)&srv->cancel_addr, srv->cancel_addrlen) == 0) {
+    if (connect(j->fd, (const struct sockaddr *)addr, addrlen) == 0) {
         j->connected = true;
         return true;
     }
@@ -208,6 +232,36 @@ static bool job_connect(struct cancel_job *j, const struct pgw_server *srv, int 
         return true;
     *err = errno;
     return false;
+}
+
+/* Start j (its request, target and `from` filled in) on the loop: the
+ * connection to addr, the timer.  False when the connection failed at
+ * once: logged, j freed. */
+static bool job_start(struct pgw_proxy *px, struct cancel_job *j,
+                      const struct sockaddr_storage *addr, socklen_t addrlen)
+{
+    struct pgw_cancel_state *cs = px->cancel;
+    int err = 0;
+    j->fd = -1;
+    if (!job_connect(j, addr, addrlen, &err)) {
+        char t[32];
+        pgw_warn("cancel_failed", "client=%s %s reason=\"connect: %s\"", j->from,
+                 job_target(j, t, sizeof(t)), strerror(err));
+        if (j->fd >= 0)
+            close(j->fd);
+        free(j);
+        return false;
+    }
+    j->cs = cs;
+    ev_io_init(&j->io, job_io_cb, j->fd, EV_WRITE);
+    ev_io_start(px->loop, &j->io);
+    j->limit = px->cfg->cancel_wait_timeout;
+    ev_timer_init(&j->timer, job_timer_cb, j->limit, 0);
+    if (j->limit > 0)
+        ev_timer_start(px->loop, &j->timer);
+    pgw_list_append(&cs->inflight, &j->node);
+    cs->ninflight++;
+    return true;
 }
 
 static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key)
@@ -221,11 +275,41 @@ static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key
     return NULL;
 }
 
+/* A key no client here has: with peering, one another peer made goes
+ * there as it came.  Keys of this process's own id (a client gone
+ * meanwhile, a stale or made-up key) are dropped as without peering. */
+static void cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
+{
+    int self = px->cfg->peer_id;
+    int id = (int)(key & PGW_PEER_KEY_MASK);
+    if (self == 0 || id == self) {
+        pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
+        return;
+    }
+    const struct pgw_conf_peer *peer = pgw_conf_find_peer(px->cfg, id);
+    if (!peer) {
+        pgw_info("cancel_ignored", "client=%s peer=%d reason=\"unknown cancel key, and no "
+                 "[peers] entry for the peer id in it\"", from, id);
+        return;
+    }
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        pgw_warn("cancel_failed", "client=%s peer=%d reason=\"out of memory\"", from, id);
+        return;
+    }
+    j->peer = id;
+    snprintf(j->from, sizeof(j->from), "%s", from);
+    pgw_wire_cancel_request(j->pkt, pid, key);
+    /* The entry is copied into the job: a reload may free it meanwhile. */
+    if (job_start(px, j, &peer->addr, peer->addrlen))
+        pgw_info("cancel_forwarded", "client=%s peer=%d", from, id);
+}
+
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
 {
     struct pgw_session *s = find(px, pid, key);
     if (!s) {
-        pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
+        cancel_not_here(px, pid, key, from);
         return;
     }
     if (s->pipe_srv || (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0))) {
@@ -245,7 +329,6 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
  * for them. */
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from)
 {
-    struct pgw_cancel_state *cs = px->cancel;
     struct pgw_server *srv = s->server;
     bool busy = srv && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
     if (!busy) {
@@ -264,29 +347,13 @@ void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char 
                  srv->backend_pid);
         return;
     }
-    int err = 0;
-    if (!job_connect(j, srv, &err)) {
-        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"connect: %s\"", from,
-                 srv->backend_pid, strerror(err));
-        if (j->fd >= 0)
-            close(j->fd);
-        free(j);
-        return;
-    }
-    j->cs = cs;
-    j->sess = s;
-    j->srv_id = srv->id;
     j->backend_pid = srv->backend_pid;
     snprintf(j->from, sizeof(j->from), "%s", from);
     pgw_wire_cancel_request(j->pkt, (uint32_t)srv->backend_pid, srv->cancel_key);
-    ev_io_init(&j->io, job_io_cb, j->fd, EV_WRITE);
-    ev_io_start(px->loop, &j->io);
-    j->limit = px->cfg->cancel_wait_timeout;
-    ev_timer_init(&j->timer, job_timer_cb, j->limit, 0);
-    if (j->limit > 0)
-        ev_timer_start(px->loop, &j->timer);
-    pgw_list_append(&cs->inflight, &j->node);
-    cs->ninflight++;
+    if (!job_start(px, j, &srv->cancel_addr, srv->cancel_addrlen))
+        return;
+    j->sess = s;
+    j->srv_id = srv->id;
     s->cancel_inflight++;
     if (srv->user_queued > 0) {
         /* The cancel may land on a query queued behind this one
@@ -318,8 +385,9 @@ void pgw_cancel_deinit(struct pgw_proxy *px)
     while (!pgw_list_empty(&cs->inflight)) {
         struct cancel_job *j =
             pgw_container_of(pgw_list_first(&cs->inflight), struct cancel_job, node);
-        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"pgwharf shut down\"",
-                 j->from, j->backend_pid);
+        char t[32];
+        pgw_warn("cancel_failed", "client=%s %s reason=\"pgwharf shut down\"", j->from,
+                 job_target(j, t, sizeof(t)));
         job_free(j);
     }
     free(cs);

@@ -475,7 +475,8 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         pgw_log_set_level((enum pgw_log_level)lvl);
     fd_budget(px, false);
     pgw_relay_fast_close_idle(px);              /* servers the reload replaces */
-    pgw_info("reload", "file=%s databases=%d", cfg->file ? cfg->file : "", cfg->ndbs);
+    pgw_info("reload", "file=%s databases=%d peers=%d", cfg->file ? cfg->file : "", cfg->ndbs,
+             cfg->npeers);
     return 0;
 }
 

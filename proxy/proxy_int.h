@@ -267,8 +267,14 @@ bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt
 void pgw_auth_state_free(struct pgw_auth_state *st);
 
 /* cancel.c */
+/* With peer_id > 0, the bits of the cancel keys pgwharf hands out that
+ * hold the peer id (session.c); the rest is random. */
+#define PGW_PEER_KEY_MASK 0xffffu
 void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
+/* A CancelRequest from a client: forwarded to the server of the session
+ * with that key, else to the [peers] process the key names, else dropped;
+ * each case logged. */
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from);
 /* Forward a cancel for s's query on its server (when it runs one). */
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from);

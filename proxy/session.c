@@ -712,6 +712,12 @@ void pgw_session_login_done(struct pgw_session *s)
         }
         s->cancel_pid &= 0x7fffffff;
     } while (s->cancel_pid == 0);
+    /* With peering the key's low 16 bits name this process, so that a
+     * peer given the cancel knows where to pass it (cancel.c).  What is
+     * left to guess is 31 + 16 random bits instead of 31 + 32. */
+    if (s->px->cfg->peer_id > 0)
+        s->cancel_key = (s->cancel_key & ~(uint32_t)PGW_PEER_KEY_MASK) |
+                        (uint32_t)s->px->cfg->peer_id;
     pgw_cancel_register(s->px, s);
     pgw_session_apply_timeouts(s);
     if (s->px->cfg->log_connections) {

@@ -652,15 +652,16 @@ def _recv_exact(sock, n):
     return buf
 
 
-def sync_login(sock, user, db, password=None, **startup):
+def sync_login(sock, user, db, password=None, key_data=None, **startup):
     """Log in on a connected blocking socket (trust, cleartext, md5 or
     SCRAM-SHA-256), startup parameters as keywords; returns the
-    ParameterStatus dict.  Raises PgError on an ErrorResponse."""
+    ParameterStatus dict.  Raises PgError on an ErrorResponse.  A list
+    given as key_data gets the BackendKeyData's (pid, key) appended."""
     sock.sendall(startup_packet(user, db, **startup))
-    return finish_login(sock, user, password)
+    return finish_login(sock, user, password, key_data)
 
 
-def finish_login(sock, user, password=None):
+def finish_login(sock, user, password=None, key_data=None):
     """The rest of sync_login, once the startup packet is sent."""
     params = {}
     state = {}
@@ -675,6 +676,8 @@ def finish_login(sock, user, password=None):
         elif t == b"S":
             k, v = body.split(b"\x00")[:2]
             params[k.decode()] = v.decode()
+        elif t == b"K" and key_data is not None:
+            key_data.append(struct.unpack("!II", body[:8]))
         elif t == b"Z":
             return params
 

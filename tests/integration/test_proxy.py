@@ -1086,6 +1086,183 @@ class TestListenerKeys(pt.PgwharfTestCase):
                     'pgwharf: unix_socket_group "no_such_group_x": no such group')
 
 
+CANCEL_REQUEST_CODE = 80877102
+
+
+def unix_socket(px, timeout=30):
+    """A blocking connection to px's own Unix socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.path.join(px.dir, ".s.PGSQL.%d" % px.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def unix_ready(px):
+    try:
+        unix_socket(px, 1).close()
+        return True
+    except OSError:
+        return False
+
+
+def send_cancel(px, pid, key):
+    """A raw CancelRequest to px through its Unix socket; returns once px
+    has closed the connection (it has dealt with the request by then)."""
+    sock = unix_socket(px)
+    try:
+        sock.sendall(struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, pid, key))
+        recv_all(sock)
+    finally:
+        sock.close()
+
+
+class TestPeers(pt.PgwharfTestCase):
+    """Peering (peer_id and [peers], as PgBouncer's): two pgwharf processes
+    share one TCP port (so_reuseport), and a CancelRequest the kernel hands
+    to the one that does not serve the client is passed on to the one that
+    does.  Each process is reached through its own Unix socket here, so the
+    test, not the kernel, picks which one gets what."""
+
+    def start_pair(self, peer_ids=(1, 2), peers=None):
+        """Two pgwharfs on one port; peer_ids None: no peering; peers: the
+        [peers] lines of each (default: both, by their Unix sockets)."""
+        port = pt.free_port()
+        pxs = [self.start_pgwharf(start=False, settings={
+            "so_reuseport": 1, "listen_port": port, "pool_mode": "transaction"})
+            for _ in range(2)]
+        if peer_ids:
+            if peers is None:
+                every = "".join("%d = host=%s port=%d\n" % (i, px.dir, port)
+                                for i, px in zip(peer_ids, pxs))
+                peers = [every, every]
+            for i, px, lines in zip(peer_ids, pxs, peers):
+                px.settings["peer_id"] = i
+                px.extra = "[peers]\n" + lines
+        pxs[0].start()
+        pxs[1].start(wait=False)
+        for px in pxs:
+            pt.wait_until(lambda: unix_ready(px) or not px.alive(), 15,
+                          what="pgwharf listening on its Unix socket")
+            self.assertTrue(px.alive(), px.log_tail())
+        return pxs
+
+    def login(self, px):
+        """A raw client logged in through px's Unix socket: (socket, pid, key)."""
+        sock = unix_socket(px)
+        self.addCleanup(sock.close)
+        keys = []
+        hz.sync_login(sock, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        self.assertEqual(len(keys), 1)
+        return sock, keys[0][0], keys[0][1]
+
+    def start_sleep(self, sock, marker):
+        """A 60 s query on sock, seen running; returns its marker (unique:
+        a backend of an earlier run may still sleep)."""
+        marker = "/* %s %s */" % (marker, os.urandom(4).hex())
+        sock.sendall(hz.query_msg("select pg_sleep(60) " + marker))
+        self.pg.wait_running(marker)
+        return marker
+
+    def result(self, sock):
+        """The SQLSTATE the query on sock ended with (None: no error)."""
+        got = hz.read_until_ready(sock)
+        errs = [hz.parse_fields(b) for t, b in got if t == b"E"]
+        return errs[0]["C"] if errs else None
+
+    def test_cancel_through_the_other_process_is_passed_on(self):
+        px1, px2 = self.start_pair()
+        sock, pid, key = self.login(px1)
+        self.assertEqual(key & 0xffff, 1)             # the key names its process
+        self.assertEqual(self.login(px2)[2] & 0xffff, 2)
+        self.start_sleep(sock, "peer cancel")
+        send_cancel(px2, pid, key)
+        self.assertEqual(self.result(sock), "57014")
+        px2.wait_for_log(r"event=cancel_forwarded .*peer=1\b")
+        px1.wait_for_log(r"event=cancel_forwarded .*backend_pid=")
+        self.assertNotIn("event=cancel_failed", px1.log() + px2.log())
+        console = psycopg2.connect(px2.dsn(db="pgbouncer") + " host=" + px2.dir)
+        console.autocommit = True
+        self.addCleanup(console.close)
+        self.assertEqual(pt.show(console, "PEERS"),
+                         [{"peer_id": 1, "host": px1.dir, "port": px1.port, "pool_size": None},
+                          {"peer_id": 2, "host": px2.dir, "port": px2.port, "pool_size": None}])
+        self.assertEqual(pt.show(console, "LISTS", list="peers")[0]["items"], 2)
+        # the session goes on
+        self.assertEqual(hz.simple_query(sock, "select 'usable'"), ([[b"usable"]], []))
+        # a cancel to the process of the client is not passed anywhere
+        self.start_sleep(sock, "own cancel")
+        send_cancel(px1, pid, key)
+        self.assertEqual(self.result(sock), "57014")
+        self.assertNotRegex(px1.log(), r"event=cancel_forwarded .*peer=")
+
+    def test_without_peering_the_other_process_drops_the_cancel(self):
+        px1, px2 = self.start_pair(peer_ids=None)
+        sock, pid, key = self.login(px1)
+        marker = self.start_sleep(sock, "no peering")
+        send_cancel(px2, pid, key)
+        px2.wait_for_log(r'event=cancel_ignored .*reason="unknown cancel key"')
+        # dropped, not passed on: the query runs on
+        self.assertEqual(self.pg.queries_running(marker), 1)
+        send_cancel(px1, pid, key)                     # its own process cancels it
+        self.assertEqual(self.result(sock), "57014")
+
+    def test_cancel_for_a_peer_not_in_peers_is_ignored(self):
+        """Process 2 lacks process 1's [peers] entry: the cancel is dropped
+        and logged, the query runs on; a reload adding the entry makes the
+        same cancel work ([peers] is reloaded, peer_id is fixed at start)."""
+        px1, px2 = self.start_pair(peers=["", ""])
+        sock, pid, key = self.login(px1)
+        marker = self.start_sleep(sock, "unknown peer")
+        send_cancel(px2, pid, key)
+        px2.wait_for_log(r"event=cancel_ignored .*peer=1 .*no \[peers\] entry")
+        # a key naming an id nobody has, and one naming process 2 itself
+        send_cancel(px2, pid, (key & ~0xffff) | 77)
+        px2.wait_for_log(r"event=cancel_ignored .*peer=77 ")
+        send_cancel(px2, pid, (key & ~0xffff) | 2)
+        px2.wait_for_log(r'event=cancel_ignored client=\S+ reason="unknown cancel key"')
+        self.assertEqual(self.pg.queries_running(marker), 1)
+        self.assertNotIn("event=cancel_forwarded", px2.log())
+        # the entry comes with a reload; a new peer_id does not
+        px2.extra = "[peers]\n1 = host=%s port=%d\n" % (px1.dir, px1.port)
+        px2.settings["peer_id"] = 5
+        px2.reload()
+        px2.wait_for_log(r"event=reload .*peers=1")
+        px2.wait_for_log(r"event=config key=peer_id running=2 file=5 ")
+        send_cancel(px2, pid, key)
+        self.assertEqual(self.result(sock), "57014")
+        px2.wait_for_log(r"event=cancel_forwarded .*peer=1\b")
+
+    def test_cancels_through_the_shared_port_all_land(self):
+        """Real clients on the shared TCP port: whichever process the kernel
+        gives each cancel to, every query is cancelled."""
+        px1, px2 = self.start_pair()
+        n = 8
+        conns = [psycopg2.connect(px1.dsn()) for _ in range(n)]
+        for c in conns:
+            c.autocommit = True
+            self.addCleanup(c.close)
+
+        def run(conn):
+            try:
+                one(conn, "select pg_sleep(60) /* shared port */")
+                return "finished"
+            except psycopg2.errors.QueryCanceled:
+                return "57014"
+        runs = [pt.Background(lambda c=c: run(c)) for c in conns]
+        self.pg.wait_running("/* shared port */", n=n)
+        for c in conns:
+            c.cancel()
+        deadline = time.monotonic() + 30
+        for r in runs:
+            r.join(max(0.1, deadline - time.monotonic()))
+        self.assertEqual([r.result for r in runs], ["57014"] * n,
+                         [r.error for r in runs if r.error])
+
+
 class TestUserKey(pt.PgwharfTestCase):
     """user = NAME: started as root, pgwharf becomes NAME once its
     listeners, log and pidfile are open (PgBouncer's key)."""
