@@ -281,9 +281,16 @@ static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key
 static void cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
 {
     int self = px->cfg->peer_id;
-    int id = (int)(key & PGW_PEER_KEY_MASK);
+    int id = (int)(key & PGW_PEER_ID_MASK);
+    unsigned hops = (key >> PGW_PEER_HOP_SHIFT) & 3u;
     if (self == 0 || id == self) {
         pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
+        return;
+    }
+    if (hops >= PGW_PEER_MAX_HOPS) {
+        pgw_warn("cancel_ignored", "client=%s peer=%d reason=\"passed on %u times already: "
+                 "do two [peers] lists name the same id at different processes?\"", from, id,
+                 hops);
         return;
     }
     const struct pgw_conf_peer *peer = pgw_conf_find_peer(px->cfg, id);
@@ -299,6 +306,7 @@ static void cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key, co
     }
     j->peer = id;
     snprintf(j->from, sizeof(j->from), "%s", from);
+    key = (key & ~(3u << PGW_PEER_HOP_SHIFT)) | ((hops + 1) << PGW_PEER_HOP_SHIFT);
     pgw_wire_cancel_request(j->pkt, pid, key);
     /* The entry is copied into the job: a reload may free it meanwhile. */
     if (job_start(px, j, &peer->addr, peer->addrlen))
@@ -307,7 +315,9 @@ static void cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key, co
 
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
 {
-    struct pgw_session *s = find(px, pid, key);
+    /* With peering the keys handed out have no hops: one passed on has. */
+    uint32_t own = px->cfg->peer_id > 0 ? key & ~(3u << PGW_PEER_HOP_SHIFT) : key;
+    struct pgw_session *s = find(px, pid, own);
     if (!s) {
         cancel_not_here(px, pid, key, from);
         return;

@@ -267,9 +267,15 @@ bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt
 void pgw_auth_state_free(struct pgw_auth_state *st);
 
 /* cancel.c */
-/* With peer_id > 0, the bits of the cancel keys pgwharf hands out that
- * hold the peer id (session.c); the rest is random. */
+/* With peer_id > 0, the low 16 bits of the cancel keys pgwharf hands out
+ * (session.c) are the peer id (14 bits: up to 16383) and a hop count (2
+ * bits, 0 in the keys handed out, raised at each pass to a peer, so a
+ * misconfigured group cannot pass a cancel round for ever); the rest is
+ * random. */
 #define PGW_PEER_KEY_MASK 0xffffu
+#define PGW_PEER_ID_MASK 0x3fffu
+#define PGW_PEER_HOP_SHIFT 14
+#define PGW_PEER_MAX_HOPS 3
 void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
 /* A CancelRequest from a client: forwarded to the server of the session

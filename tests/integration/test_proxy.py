@@ -1236,6 +1236,21 @@ class TestPeers(pt.PgwharfTestCase):
         self.assertEqual(self.result(sock), "57014")
         px2.wait_for_log(r"event=cancel_forwarded .*peer=1\b")
 
+    def test_a_misconfigured_group_passes_a_cancel_round_three_times_at_most(self):
+        """Each lists id 3 at the other: a cancel for id 3 would go round
+        for ever; the hop count in the key's bits 14-15 stops it after
+        three passes."""
+        px1, px2 = self.start_pair(peers=["", ""])
+        for px, other in ((px1, px2), (px2, px1)):
+            px.extra = "[peers]\n3 = host=%s port=%d\n" % (other.dir, other.port)
+            px.reload()
+            px.wait_for_log(r"event=reload .*peers=1")
+        send_cancel(px1, 12345, 0x5a5a0000 | 3)
+        pt.wait_until(lambda: "passed on 3 times already" in px1.log() + px2.log(),
+                      what="the cancel dropped after three passes")
+        forwarded = (px1.log() + px2.log()).count("event=cancel_forwarded")
+        self.assertEqual(forwarded, 3)
+
     def test_cancels_through_the_shared_port_all_land(self):
         """Real clients on the shared TCP port: whichever process the kernel
         gives each cancel to, every query is cancelled."""
