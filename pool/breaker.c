@@ -138,6 +138,14 @@ static const struct sqlstate_pattern patterns[] = {
     { "is not permitted to log in", "28000" },
     { "role \"", "28000", "does not exist" },
     { "database \"", "3D000", "does not exist" },
+    /* libpq's own TLS files (a database entry's sslrootcert, sslcert,
+     * sslkey, or the server_tls_* ones): this pool's configuration, not
+     * the server's health (before the network errors: some end in "No such
+     * file or directory"). */
+    { "root certificate file", "F0000" },
+    { "certificate file \"", "F0000" },
+    { "private key file", "F0000" },
+    { "SSL engine", "F0000" },
     { "could not translate host name", "08001" },
     { "Connection refused", "08001" },
     { "No such file or directory", "08001" },

@@ -561,6 +561,27 @@ class TestServerTls(TlsTestCase):
                                            self.certs.path("server.key"),
                                            prefix="pgwharf_tls_"))
 
+    def test_a_database_entrys_bad_tls_file_is_that_pools_failure(self):
+        """A database entry's own sslrootcert that cannot be read is that
+        entry's configuration, not the server's health: it tripped the
+        backend's breaker, shared with every other entry on that host and
+        port, which then failed fast too."""
+        db = self.pg.database
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                      "breaker_cooldown": "60s", "breaker_max_cooldown": "60s"},
+            databases={db: self.pg.conn_string(db),
+                       "badtls": self.pg.conn_string(db) +
+                       " sslmode=verify-ca sslrootcert=/nonexistent/ca.pem"})
+        for _ in range(3):
+            cp = self.psql(px, "select 1", sslmode="disable", db="badtls")
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn("root certificate file", cp.stderr)
+        self.assertEqual(px.show("BREAKERS")[0]["state"], "closed")
+        cp = self.psql(px, "select 'the other entry'", sslmode="disable")
+        self.assertEqual(cp.stdout.strip(), "the other entry", cp.stderr)
+        self.assertIn("sqlstate=F0000", px.log())
+
     def test_server_tls_slow_client(self):
         """Backpressure with a TLS server link: the client stops reading,
         pgwharf's buffer fills and it stops reading the server, a record
