@@ -40,6 +40,28 @@ void conf_warn(struct conf_report *r, const char *file, int line, const char *fm
 /* strdup that records a failure in r (r may be NULL). */
 char *conf_strdup(struct conf_report *r, const char *s);
 
+/* A parsed [databases], [users] or [peers] entry into its array: in place
+ * of entry `replace` (>= 0; the old one freed with free_fn), as a name
+ * defined again replaces the earlier line, or appended.  Evaluates to 0,
+ * or PGW_ENOMEM with the array unchanged (the caller frees the entry). */
+#define CONF_ENTRY_PUT(arr, n, replace, entry, free_fn)                          \
+    __extension__({                                                              \
+        int put_rc_ = 0;                                                         \
+        if ((replace) >= 0) {                                                    \
+            free_fn(&(arr)[(replace)]);                                          \
+            (arr)[(replace)] = (entry);                                          \
+        } else {                                                                 \
+            __typeof__(arr) grown_ = realloc((arr), (size_t)((n) + 1) * sizeof(*grown_)); \
+            if (grown_) {                                                        \
+                (arr) = grown_;                                                  \
+                (arr)[(n)++] = (entry);                                          \
+            } else {                                                             \
+                put_rc_ = PGW_ENOMEM;                                            \
+            }                                                                    \
+        }                                                                        \
+        put_rc_;                                                                 \
+    })
+
 /* ---- value.c: parsers write "expected ..., got \"x\"" into err ---- */
 
 #define CONF_ERRLEN 256

@@ -138,10 +138,8 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
 }
 
 /* A key that is not a pool key: datestyle/timezone or a libpq keyword.
- * Takes *val.  0, PGW_ECONFIG with err, or
- * PGW_ENOMEM. */
-static int conn_key(struct conf_loader *ld, struct db_build *b, const char *file, int line,
-                    const char *key, char *val, char *err, size_t errlen)
+ * Takes *val.  0, PGW_ECONFIG with err, or PGW_ENOMEM. */
+static int conn_key(struct db_build *b, const char *key, char *val, char *err, size_t errlen)
 {
     const char *kw = conf_libpq_keyword(key);
     int rc = 0;
@@ -171,7 +169,7 @@ static int db_key(struct conf_loader *ld, struct db_build *b, const char *file, 
         conf_error(&ld->rep, file, line, "database \"%s\": %s: %s", b->db.name, key, err);
     if (rc != 0) {
         free(val);
-    } else if ((rc = conn_key(ld, b, file, line, key, val, err, sizeof(err))) == PGW_ECONFIG) {
+    } else if ((rc = conn_key(b, key, val, err, sizeof(err))) == PGW_ECONFIG) {
         conf_error(&ld->rep, file, line, "database \"%s\": %s", b->db.name, err);
     }
     if (rc == PGW_ENOMEM)
@@ -268,16 +266,6 @@ static const struct pgw_conf_db *find_exact(const struct pgw_config *cfg, const 
     return NULL;
 }
 
-static int db_append(struct pgw_config *cfg, struct pgw_conf_db *db)
-{
-    struct pgw_conf_db *grown = realloc(cfg->dbs, (size_t)(cfg->ndbs + 1) * sizeof(*grown));
-    if (!grown)
-        return PGW_ENOMEM;
-    cfg->dbs = grown;
-    cfg->dbs[cfg->ndbs++] = *db;
-    return 0;
-}
-
 void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
                  const char *connstr)
 {
@@ -298,12 +286,8 @@ void conf_db_add(struct conf_loader *ld, const char *file, int line, const char 
     int rc = -1;
     if (b.nerrors == 0 && b.db.name && b.db.file) {
         rc = db_finish(&b);
-        if (rc == 0 && replace >= 0) {
-            conf_db_free(&ld->cfg->dbs[replace]);
-            ld->cfg->dbs[replace] = b.db;
-        } else if (rc == 0) {
-            rc = db_append(ld->cfg, &b.db);
-        }
+        if (rc == 0)
+            rc = CONF_ENTRY_PUT(ld->cfg->dbs, ld->cfg->ndbs, replace, b.db, conf_db_free);
     }
     if (rc == 0) {
         free(b.gucs);

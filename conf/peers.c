@@ -148,17 +148,8 @@ void conf_peer_add(struct conf_loader *ld, const char *file, int line, const cha
         conf_peer_free(&p);
         return;
     }
-    if (replace >= 0) {
-        conf_peer_free(&cfg->peers[replace]);
-        cfg->peers[replace] = p;
-        return;
+    if (CONF_ENTRY_PUT(cfg->peers, cfg->npeers, replace, p, conf_peer_free) != 0) {
+        ld->rep.oom = true;
+        conf_peer_free(&p);
     }
-    struct pgw_conf_peer *grown = realloc(cfg->peers, (size_t)(cfg->npeers + 1) * sizeof(*grown));
-    if (grown) {
-        cfg->peers = grown;
-        cfg->peers[cfg->npeers++] = p;
-        return;
-    }
-    ld->rep.oom = true;
-    conf_peer_free(&p);
 }

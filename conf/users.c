@@ -102,17 +102,8 @@ void conf_user_add(struct conf_loader *ld, const char *file, int line, const cha
         conf_user_free(&u);
         return;
     }
-    if (replace >= 0) {
-        conf_user_free(&cfg->users[replace]);
-        cfg->users[replace] = u;
-        return;
+    if (CONF_ENTRY_PUT(cfg->users, cfg->nusers, replace, u, conf_user_free) != 0) {
+        ld->rep.oom = true;
+        conf_user_free(&u);
     }
-    struct pgw_conf_user *grown = realloc(cfg->users, (size_t)(cfg->nusers + 1) * sizeof(*grown));
-    if (grown) {
-        cfg->users = grown;
-        cfg->users[cfg->nusers++] = u;
-        return;
-    }
-    ld->rep.oom = true;
-    conf_user_free(&u);
 }
