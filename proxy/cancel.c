@@ -52,7 +52,10 @@ struct cancel_job {
     int peer;                        /* 0; else the [peers] id it goes to */
     int fd;
     ev_io io;                        /* writable until sent, then readable */
-    ev_timer timer;                  /* cancel_wait_timeout */
+    ev_timer timer;                  /* cancel_wait_timeout; first the delay
+                                      * of a deferred cancel */
+    struct sockaddr_storage addr;    /* where it goes, kept for a delay */
+    socklen_t addrlen;
     double limit;                    /* its value when the job began */
     bool connected;
     uint8_t sent;                    /* bytes of pkt written */
@@ -237,12 +240,43 @@ static bool job_connect(struct cancel_job *j, const struct sockaddr_storage *add
 /* Start j (its request, target and `from` filled in) on the loop: the
  * connection to addr, the timer.  False when the connection failed at
  * once: logged, j freed. */
+/* A deferred cancel's wait is over: connect now (job_start). */
+static void job_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct cancel_job *j = pgw_container_of(w, struct cancel_job, timer);
+    (void)revents;
+    int err = 0;
+    if (!job_connect(j, &j->addr, j->addrlen, &err)) {
+        job_fail_errno(j, "connect", err);
+        return;
+    }
+    ev_io_set(&j->io, j->fd, EV_WRITE);
+    ev_io_start(loop, &j->io);
+    ev_timer_init(&j->timer, job_timer_cb, j->limit, 0);
+    if (j->limit > 0)
+        ev_timer_start(loop, &j->timer);
+}
+
+/* delay > 0: wait that long before connecting (the job counts as in
+ * flight meanwhile: its session keeps its server). */
 static bool job_start(struct pgw_proxy *px, struct cancel_job *j,
-                      const struct sockaddr_storage *addr, socklen_t addrlen)
+                      const struct sockaddr_storage *addr, socklen_t addrlen, double delay)
 {
     struct pgw_cancel_state *cs = px->cancel;
     int err = 0;
     j->fd = -1;
+    j->limit = px->cfg->cancel_wait_timeout;
+    ev_init(&j->io, job_io_cb);
+    if (delay > 0) {
+        j->cs = cs;
+        memcpy(&j->addr, addr, addrlen);
+        j->addrlen = addrlen;
+        ev_timer_init(&j->timer, job_delay_cb, delay, 0);
+        ev_timer_start(px->loop, &j->timer);
+        pgw_list_append(&cs->inflight, &j->node);
+        cs->ninflight++;
+        return true;
+    }
     if (!job_connect(j, addr, addrlen, &err)) {
         char t[32];
         pgw_warn("cancel_failed", "client=%s %s reason=\"connect: %s\"", j->from,
@@ -253,9 +287,8 @@ static bool job_start(struct pgw_proxy *px, struct cancel_job *j,
         return false;
     }
     j->cs = cs;
-    ev_io_init(&j->io, job_io_cb, j->fd, EV_WRITE);
+    ev_io_set(&j->io, j->fd, EV_WRITE);
     ev_io_start(px->loop, &j->io);
-    j->limit = px->cfg->cancel_wait_timeout;
     ev_timer_init(&j->timer, job_timer_cb, j->limit, 0);
     if (j->limit > 0)
         ev_timer_start(px->loop, &j->timer);
@@ -309,7 +342,7 @@ static void cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key, co
     key = (key & ~(3u << PGW_PEER_HOP_SHIFT)) | ((hops + 1) << PGW_PEER_HOP_SHIFT);
     pgw_wire_cancel_request(j->pkt, pid, key);
     /* The entry is copied into the job: a reload may free it meanwhile. */
-    if (job_start(px, j, &peer->addr, peer->addrlen))
+    if (job_start(px, j, &peer->addr, peer->addrlen, 0))
         pgw_info("cancel_forwarded", "client=%s peer=%d", from, id);
 }
 
@@ -332,12 +365,13 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
                  from, s->addr_text);
         return;
     }
-    pgw_cancel_session(px, s, from);
+    pgw_cancel_session(px, s, from, 0);
 }
 
 /* Failures before a job exists touch no session: it never held its server
  * for them. */
-void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from)
+void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from,
+                        double delay)
 {
     struct pgw_server *srv = s->server;
     bool busy = srv && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
@@ -360,7 +394,7 @@ void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char 
     j->backend_pid = srv->backend_pid;
     snprintf(j->from, sizeof(j->from), "%s", from);
     pgw_wire_cancel_request(j->pkt, (uint32_t)srv->backend_pid, srv->cancel_key);
-    if (!job_start(px, j, &srv->cancel_addr, srv->cancel_addrlen))
+    if (!job_start(px, j, &srv->cancel_addr, srv->cancel_addrlen, delay))
         return;
     j->sess = s;
     j->srv_id = srv->id;

@@ -283,7 +283,9 @@ void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
  * each case logged. */
 void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from);
 /* Forward a cancel for s's query on its server (when it runs one). */
-void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from);
+/* delay > 0: send it that much later (a deferred cancel, see relay.c). */
+void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from,
+                        double delay);
 int pgw_cancel_init(struct pgw_proxy *px);
 /* Cancels forwarded and not finished yet. */
 int pgw_cancel_inflight(const struct pgw_proxy *px);

@@ -354,6 +354,7 @@ void pgw_relay_release_if_clean(struct pgw_session *s)
 static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n);
 static void pipe_fail(struct pgw_list *queue, const char *why);
 static void pipe_cancel_due(struct pgw_session *s);
+#define PIPE_CANCEL_DELAY 0.1     /* seconds; see pipe_cancel_due */
 
 /* Room for n more bytes in *bp (taken if NULL), so that appending or
  * inserting them cannot fail. */
@@ -931,7 +932,10 @@ static void pipe_cancel_due(struct pgw_session *s)
     if (s->pipe_skip > 0 || s->pipe_drop > 0)
         return;
     s->pipe_cancel = false;
-    pgw_cancel_session(s->px, s, "deferred");
+    /* The server has the query but may not have started it yet (it just
+     * sent the ReadyForQuery of the one ahead), and PostgreSQL drops a
+     * cancel that comes while it is between queries: give it a moment. */
+    pgw_cancel_session(s->px, s, "deferred", PIPE_CANCEL_DELAY);
 }
 
 /* Clients taken off a server's queue: their query may or may not have run;

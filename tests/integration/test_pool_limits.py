@@ -61,6 +61,13 @@ class ServerSampler(threading.Thread):
 @unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
 class PoolLimitsCase(pt.PgwharfTestCase):
 
+    def setUp(self):
+        super().setUp()
+        # These tests count the test databases' backends: those of servers
+        # an earlier test's pgwharf closed may still be exiting.
+        wait_until(lambda: not self.backend_pids(), timeout=30,
+                   what="the backends of earlier tests gone")
+
     def connect(self, px, autocommit=True, **kw):
         return self.db_conn(px, autocommit, **kw)
 
