@@ -151,6 +151,7 @@ struct pgw_config {
     enum pgw_auth_type auth_type;   /* md5 */
     char *auth_file;
     char *auth_hba_file;
+    char *auth_ident_file;   /* "": user name maps (map= of peer and cert rules) */
     char *auth_user;
     char *auth_query;        /* PgBouncer's default query */
     char *auth_dbname;

@@ -42,6 +42,7 @@
     X(auth_type,                AUTH_TYPE,  "md5",         0, 0)            \
     X(auth_file,                STR,        "",            0, 0)            \
     X(auth_hba_file,            STR,        "",            0, 0)            \
+    X(auth_ident_file,          STR,        "",            0, 0)            \
     X(auth_user,                STR,        "",            0, 0)            \
     X(auth_query,               STR,        PGW_AUTH_QUERY_DEFAULT, 0, 0)   \
     X(auth_dbname,              STR,        "",            0, 0)            \
@@ -151,7 +152,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
 /* Genuine PgBouncer keys pgwharf does not implement: a warning, not an
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
-    "auth_ident_file", "auth_ldap_options", "conffile",
+    "auth_ldap_options", "conffile",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "service_name", "suspend_timeout",
     "track_extra_parameters",

@@ -17,11 +17,14 @@
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <errno.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -333,18 +336,67 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
     }
 }
 
-/* cert: the verified client certificate's CN must be the user name. */
-static void cert_login(struct pgw_session *s)
+/* Log why a login without a password failed (peer, cert). */
+static void identity_fail(struct pgw_session *s, const char *method, const char *who,
+                          const char *map, int hba_line)
+{
+    char qd[200], qu[200], qw[300], qm[200];
+    pgw_warn("auth_failed", "client=%s db=%s user=%s hba_line=%d method=%s identity=%s map=%s "
+             "reason=\"no user name map allows it\"", s->addr_text,
+             pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+             hba_line, method, pgw_log_quote(qw, sizeof(qw), who),
+             pgw_log_quote(qm, sizeof(qm), map ? map : ""));
+}
+
+/* cert: the verified client certificate's CN must be the user name, or
+ * map to it (map=, auth_ident_file). */
+static void cert_login(struct pgw_session *s, const char *map, int hba_line)
 {
     char cn[256];
     const char *why = "";
-    if (!pgw_tls_peer_cn(s, cn, sizeof(cn), &why))
+    int ident_line;
+    if (!pgw_tls_peer_cn(s, cn, sizeof(cn), &why)) {
         pgw_session_close(s, "28000", "connection requires a valid client certificate: %s", why);
-    else if (strcmp(cn, s->user) != 0)
-        pgw_session_close(s, "28000", "certificate authentication failed for user \"%s\": "
-                          "the certificate is for \"%s\"", s->user, cn);
-    else
+    } else if (!pgw_hba_usermap(s->px->hba, map, cn, s->user, &ident_line)) {
+        identity_fail(s, "cert", cn, map, hba_line);
+        if (map)
+            pgw_session_close(s, "28000", "certificate authentication failed for user \"%s\"",
+                              s->user);
+        else
+            pgw_session_close(s, "28000", "certificate authentication failed for user \"%s\": "
+                              "the certificate is for \"%s\"", s->user, cn);
+    } else {
         pgw_session_login_done(s);
+    }
+}
+
+/* peer (unix sockets): the connecting process's operating system user must
+ * be the user name, or map to it.  getpwuid_r reads the local user
+ * database (NSS) on the loop, as PostgreSQL's backend does. */
+static void peer_login(struct pgw_session *s, const char *map, int hba_line)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    char ebuf[128], pwbuf[4096];
+    struct passwd pw, *found = NULL;
+    int ident_line;
+    if (!s->unix_sock || getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        const char *why = s->unix_sock ? strerror_r(errno, ebuf, sizeof(ebuf)) : "not a unix socket";
+        pgw_session_close(s, "28000", "could not get peer credentials: %s", why);
+        return;
+    }
+    int rc = getpwuid_r(cred.uid, &pw, pwbuf, sizeof(pwbuf), &found);
+    if (!found) {
+        pgw_session_close(s, "28000", "could not look up local user ID %ld: %s", (long)cred.uid,
+                          rc ? strerror_r(rc, ebuf, sizeof(ebuf)) : "user does not exist");
+        return;
+    }
+    if (!pgw_hba_usermap(s->px->hba, map, pw.pw_name, s->user, &ident_line)) {
+        identity_fail(s, "peer", pw.pw_name, map, hba_line);
+        pgw_session_close(s, "28000", "Peer authentication failed for user \"%s\"", s->user);
+        return;
+    }
+    pgw_session_login_done(s);
 }
 
 /* "127.0.0.1" or "[local]", as PostgreSQL names the host in its messages. */
@@ -366,13 +418,14 @@ static void hba_start(struct pgw_session *s)
     struct pgw_proxy *px = s->px;
     char host[INET6_ADDRSTRLEN + 8];
     int line = 0;
+    const char *map = NULL;
     if (!px->hba) {
         pgw_session_close(s, "28000", "auth_hba_file is not loaded");
         return;
     }
     enum pgw_hba_method m = pgw_hba_match(px->hba, s->unix_sock, s->ssl != NULL,
                                           (const struct sockaddr *)&s->addr, s->database,
-                                          s->user, &line);
+                                          s->user, &line, &map);
     char qd[200], qu[200];
     pgw_debug("hba", "client=%s db=%s user=%s method=%s line=%d", s->addr_text,
               pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
@@ -402,7 +455,10 @@ static void hba_start(struct pgw_session *s)
         begin(s, AM_SCRAM, line);
         return;
     case PGW_HBA_CERT:
-        cert_login(s);
+        cert_login(s, map, line);
+        return;
+    case PGW_HBA_PEER:
+        peer_login(s, map, line);
         return;
     }
 }
@@ -430,7 +486,7 @@ void pgw_auth_start(struct pgw_session *s)
         hba_start(s);
         return;
     case PGW_AUTH_CERT:
-        cert_login(s);
+        cert_login(s, NULL, 0);
         return;
     default:
         pgw_session_close(s, "28000", "auth_type %s is not supported yet",

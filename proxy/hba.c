@@ -60,11 +60,29 @@ struct hba_rule {
     int family;
     uint8_t addr[16], mask[16];
     enum pgw_hba_method method;
+    char *map;                  /* map=: a user name map of auth_ident_file */
+};
+
+#define HBA_NMETHODS (PGW_HBA_PEER + 1)
+
+/* One line of auth_ident_file. */
+enum ident_kind {
+    ID_NAME,
+    ID_ALL,                     /* database user `all` */
+    ID_UNKNOWN                  /* a regular expression or +group: never matches */
+};
+
+struct ident_line {
+    int line;
+    char *map, *system_user, *db_user;
+    enum ident_kind system_kind, db_kind;
 };
 
 struct pgw_hba {
     struct hba_rule *rules;
     int n, cap;
+    struct ident_line *idents;
+    int nidents;
 };
 
 static const char *const method_names[] = {
@@ -74,6 +92,7 @@ static const char *const method_names[] = {
     [PGW_HBA_MD5] = "md5",
     [PGW_HBA_SCRAM] = "scram-sha-256",
     [PGW_HBA_CERT] = "cert",
+    [PGW_HBA_PEER] = "peer",
 };
 
 const char *pgw_hba_method_name(enum pgw_hba_method m)
@@ -90,15 +109,34 @@ static void list_free(struct hba_list *l)
     l->n = 0;
 }
 
+static void rule_free(struct hba_rule *rule)
+{
+    list_free(&rule->dbs);
+    list_free(&rule->users);
+    free(rule->map);
+    rule->map = NULL;
+}
+
+static void idents_free(struct pgw_hba *hba)
+{
+    for (int i = 0; i < hba->nidents; i++) {
+        free(hba->idents[i].map);
+        free(hba->idents[i].system_user);
+        free(hba->idents[i].db_user);
+    }
+    free(hba->idents);
+    hba->idents = NULL;
+    hba->nidents = 0;
+}
+
 void pgw_hba_free(struct pgw_hba *hba)
 {
     if (!hba)
         return;
-    for (int i = 0; i < hba->n; i++) {
-        list_free(&hba->rules[i].dbs);
-        list_free(&hba->rules[i].users);
-    }
+    for (int i = 0; i < hba->n; i++)
+        rule_free(&hba->rules[i]);
     free(hba->rules);
+    idents_free(hba);
     free(hba);
 }
 
@@ -458,7 +496,7 @@ static bool parse_method(struct report *r, const struct field *f, enum conn_type
                          enum pgw_hba_method *out)
 {
     static const char *const unsupported[] = {
-        "peer", "ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "krb5", "crypt",
+        "ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "krb5", "crypt",
     };
     if (f->n != 1) {
         report(r, true, "multiple values specified for authentication type");
@@ -470,6 +508,10 @@ static bool parse_method(struct report *r, const struct field *f, enum conn_type
             *out = (enum pgw_hba_method)i;
             if (*out == PGW_HBA_CERT && type != CT_HOSTSSL) {
                 report(r, true, "cert authentication is only supported on hostssl connections");
+                return false;
+            }
+            if (*out == PGW_HBA_PEER && type != CT_LOCAL) {
+                report(r, true, "peer authentication is only supported on local sockets");
                 return false;
             }
             return true;
@@ -484,8 +526,57 @@ static bool parse_method(struct report *r, const struct field *f, enum conn_type
         }
     }
     report(r, true, "invalid authentication method \"%s\" (expected trust, reject, password, "
-           "md5, scram-sha-256 or cert)", m);
+           "md5, scram-sha-256, cert or peer)", m);
     return false;
+}
+
+/* One option after the method: map=NAME on peer and cert rules,
+ * clientcert=verify-full on cert rules.  Any other is not implemented, and
+ * ignoring it would let in more than the rule says: the rule rejects
+ * instead, as for an unsupported method. */
+static bool parse_option(struct report *r, const struct field *f, struct hba_rule *rule)
+{
+    const char *opt = f->n > 0 ? f->toks[0].s : "";
+    const char *eq = strchr(opt, '=');
+    if (f->n != 1 || !eq) {
+        report(r, true, "authentication option not in name=value format: %s", opt);
+        return false;
+    }
+    size_t nlen = (size_t)(eq - opt);
+    const char *val = eq + 1;
+    if (rule->method == PGW_HBA_REJECT)
+        return true;                         /* rejects anyway */
+    if (nlen == 3 && strncmp(opt, "map", 3) == 0) {
+        if (rule->method != PGW_HBA_PEER && rule->method != PGW_HBA_CERT) {
+            report(r, true, "authentication option \"map\" is only valid for authentication "
+                   "methods peer and cert");
+            return false;
+        }
+        if (!*val) {
+            report(r, true, "map= needs a map name");
+            return false;
+        }
+        free(rule->map);
+        if (!(rule->map = strdup(val))) {
+            r->oom = true;
+            return false;
+        }
+        return true;
+    }
+    if (nlen == 10 && strncmp(opt, "clientcert", 10) == 0 && rule->method == PGW_HBA_CERT) {
+        if (strcmp(val, "verify-full") != 0) {
+            report(r, true, "clientcert only accepts \"verify-full\" when using \"cert\" "
+                   "authentication");
+            return false;
+        }
+        return true;
+    }
+    report(r, false, "authentication option \"%s\" is not supported by pgwharf; the rule "
+           "rejects", opt);
+    rule->method = PGW_HBA_REJECT;
+    free(rule->map);                         /* a reject rule maps nobody */
+    rule->map = NULL;
+    return true;
 }
 
 static bool parse_rule(struct report *r, const struct record *rec, struct hba_rule *rule)
@@ -521,15 +612,9 @@ static bool parse_rule(struct report *r, const struct record *rec, struct hba_ru
     }
     if (!parse_method(r, &rec->fields[at], rule->type, &rule->method))
         return false;
-    /* Options (clientcert=, map=, ...) are not implemented.  Ignoring one
-     * would let in more than the rule says: the rule rejects instead, as
-     * for an unsupported method. */
-    if (rec->n > at + 1 && rule->method != PGW_HBA_REJECT) {
-        const struct field *opt = &rec->fields[at + 1];
-        report(r, false, "authentication option \"%s\" is not supported by pgwharf; the "
-               "rule rejects", opt->n > 0 ? opt->toks[0].s : "");
-        rule->method = PGW_HBA_REJECT;
-    }
+    for (int i = at + 1; i < rec->n; i++)
+        if (!parse_option(r, &rec->fields[i], rule))
+            return false;
     return true;
 }
 
@@ -556,17 +641,17 @@ static void parse_record(struct report *r, struct pgw_hba *hba, const char *text
     struct hba_rule rule;
     if (tokenize(r, text, &rec) && rec.n > 0) {
         if (parse_rule(r, &rec, &rule)) {
-            if (!hba_add(r, hba, &rule)) {
-                list_free(&rule.dbs);
-                list_free(&rule.users);
-            }
+            if (!hba_add(r, hba, &rule))
+                rule_free(&rule);
         } else {
-            list_free(&rule.dbs);
-            list_free(&rule.users);
+            rule_free(&rule);
         }
     }
     record_free(&rec);
 }
+
+static void for_each_record(struct report *r, struct pgw_hba *hba, const char *text, char *buf,
+                            void (*fn)(struct report *, struct pgw_hba *, const char *));
 
 int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
                   struct pgw_conf_diag *diag)
@@ -580,29 +665,7 @@ int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
         free(buf);
         return PGW_ENOMEM;
     }
-    int lineno = 0;
-    size_t blen = 0;
-    for (const char *p = text; *p && !r.oom;) {
-        size_t n = strcspn(p, "\n");
-        if (blen == 0)
-            r.line = lineno + 1;     /* a record is reported at its first line */
-        lineno++;
-        memcpy(buf + blen, p, n);
-        blen += n;
-        while (blen > 0 && buf[blen - 1] == '\r')
-            blen--;
-        p += n + (p[n] == '\n');
-        bool more = blen > 0 && buf[blen - 1] == '\\' && *p;
-        if (more) {
-            buf[blen - 1] = ' ';
-            continue;
-        }
-        if (blen > 0 && buf[blen - 1] == '\\')
-            blen--;                 /* a continuation at the end of the file */
-        buf[blen] = '\0';
-        parse_record(&r, hba, buf);
-        blen = 0;
-    }
+    for_each_record(&r, hba, text, buf, parse_record);
     free(buf);
     if (r.oom) {
         pgw_hba_free(hba);
@@ -660,7 +723,32 @@ static char *read_file(struct report *r)
     return text;
 }
 
-int pgw_hba_load(const char *path, struct pgw_hba **out, struct pgw_conf_diag *diag)
+/* A map= that no line of auth_ident_file defines lets nobody in: say so. */
+static void warn_unknown_maps(const struct pgw_hba *hba, const char *path, const char *ident_path,
+                              struct pgw_conf_diag *diag)
+{
+    struct report r = { .diag = diag, .name = path };
+    for (int i = 0; i < hba->n; i++) {
+        const struct hba_rule *rule = &hba->rules[i];
+        int j = 0;
+        if (!rule->map || rule->method == PGW_HBA_REJECT)
+            continue;
+        while (j < hba->nidents && strcmp(hba->idents[j].map, rule->map) != 0)
+            j++;
+        if (j < hba->nidents)
+            continue;
+        r.line = rule->line;
+        if (ident_path && *ident_path)
+            report(&r, false, "map \"%s\" has no line in %s; the rule lets nobody in",
+                   rule->map, ident_path);
+        else
+            report(&r, false, "map \"%s\" but auth_ident_file is not set; the rule lets "
+                   "nobody in", rule->map);
+    }
+}
+
+int pgw_hba_load(const char *path, const char *ident_path, struct pgw_hba **out,
+                 struct pgw_conf_diag *diag)
 {
     struct report r = { .diag = diag, .name = path };
     *out = NULL;
@@ -669,14 +757,30 @@ int pgw_hba_load(const char *path, struct pgw_hba **out, struct pgw_conf_diag *d
         return PGW_ECONFIG;
     int rc = pgw_hba_parse(path, text, out, diag);
     free(text);
-    return rc;
+    if (rc < 0)
+        return rc;
+    if (ident_path && *ident_path) {
+        r.name = ident_path;
+        if (!(text = read_file(&r)))
+            rc = PGW_ECONFIG;
+        else
+            rc = pgw_hba_parse_ident(*out, ident_path, text, diag);
+        free(text);
+        if (rc < 0) {
+            pgw_hba_free(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
+    warn_unknown_maps(*out, path, ident_path, diag);
+    return 0;
 }
 
-int pgw_hba_load_logged(const char *path, struct pgw_hba **out)
+int pgw_hba_load_logged(const char *path, const char *ident_path, struct pgw_hba **out)
 {
     struct pgw_conf_diag diag = { 0 };
     char q[1100];
-    int rc = pgw_hba_load(path, out, &diag);
+    int rc = pgw_hba_load(path, ident_path, out, &diag);
     for (int i = 0; i < diag.nwarnings; i++)
         pgw_warn("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)
@@ -788,15 +892,24 @@ static bool asks_at_least(enum pgw_hba_method later, enum pgw_hba_method skipped
            (skipped == PGW_HBA_MD5 && later == PGW_HBA_SCRAM);
 }
 
+static bool same_map(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool is_tls,
                                   const struct sockaddr *addr, const char *db, const char *user,
-                                  int *line)
+                                  int *line, const char **map)
 {
-    /* Per method, the first rule skipped as unsure that asks for it (0:
-     * none).  PostgreSQL may have matched any of them, so the rule that
-     * decides must ask for at least what each of them would. */
-    int skipped[PGW_HBA_CERT + 1] = { 0 };
+    /* Per method, the first rule skipped as unsure that asks for it (line
+     * 0: none), its map, and whether later skipped rules of that method had
+     * another.  PostgreSQL may have matched any of them, so the rule that
+     * decides must ask for at least what each of them would: the same map
+     * too, as one map cannot be said to allow less than another. */
+    struct { int line; const char *map; bool mixed; } skipped[HBA_NMETHODS] = { { 0 } };
     *line = 0;
+    if (map)
+        *map = NULL;
     for (int i = 0; hba && i < hba->n; i++) {
         const struct hba_rule *rule = &hba->rules[i];
         enum tri c = match_conn(rule, is_unix, is_tls, addr);
@@ -811,17 +924,161 @@ enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool 
         bool sure = c == YES && d == YES && u == YES;
         if (!sure && rule->method != PGW_HBA_REJECT) {
             /* Unsure: only a reject rule decides (fail closed). */
-            if (!skipped[rule->method])
-                skipped[rule->method] = rule->line;
+            if (!skipped[rule->method].line) {
+                skipped[rule->method].line = rule->line;
+                skipped[rule->method].map = rule->map;
+            } else if (!same_map(skipped[rule->method].map, rule->map)) {
+                skipped[rule->method].mixed = true;
+            }
             continue;
         }
         int refused = 0;                 /* the first skipped rule it asks less than */
-        for (int m = 0; m <= PGW_HBA_CERT; m++)
-            if (skipped[m] && !asks_at_least(rule->method, (enum pgw_hba_method)m) &&
-                (!refused || skipped[m] < refused))
-                refused = skipped[m];
+        for (int m = 0; m < HBA_NMETHODS; m++) {
+            if (!skipped[m].line)
+                continue;
+            bool enough = asks_at_least(rule->method, (enum pgw_hba_method)m);
+            if (enough && rule->method == (enum pgw_hba_method)m &&
+                (skipped[m].mixed || !same_map(skipped[m].map, rule->map)))
+                enough = false;
+            if (!enough && (!refused || skipped[m].line < refused))
+                refused = skipped[m].line;
+        }
         *line = refused ? refused : rule->line;
-        return refused ? PGW_HBA_REJECT : rule->method;
+        if (refused)
+            return PGW_HBA_REJECT;
+        if (map)
+            *map = rule->map;
+        return rule->method;
     }
     return PGW_HBA_REJECT;
+}
+
+/* ---- user name maps ---- */
+
+static bool ident_line_add(struct report *r, struct pgw_hba *hba, struct ident_line *l)
+{
+    struct ident_line *grown = realloc(hba->idents, (size_t)(hba->nidents + 1) * sizeof(*grown));
+    if (!grown) {
+        r->oom = true;
+        return false;
+    }
+    hba->idents = grown;
+    hba->idents[hba->nidents++] = *l;
+    return true;
+}
+
+static void ident_record(struct report *r, struct pgw_hba *hba, const char *text)
+{
+    static const char *const what[] = { "map name", "system user name", "database user name" };
+    struct record rec = { 0 };
+    struct ident_line l = { .line = r->line };
+    if (!tokenize(r, text, &rec) || rec.n == 0)
+        goto done;
+    if (rec.n < 3) {
+        report(r, true, "missing entry at end of line (expected map name, system user name "
+               "and database user name)");
+        goto done;
+    }
+    if (rec.n > 3) {
+        report(r, true, "extra field \"%s\" after the database user name", rec.fields[3].toks[0].s);
+        goto done;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (rec.fields[i].n != 1) {
+            report(r, true, "multiple values in ident field (%s)", what[i]);
+            goto done;
+        }
+    }
+    const struct token *sys = &rec.fields[1].toks[0], *dbu = &rec.fields[2].toks[0];
+    if (!sys->quoted && sys->s[0] == '/') {
+        l.system_kind = ID_UNKNOWN;
+        report(r, false, "regular expression \"%s\" is not supported; the line never matches",
+               sys->s);
+    }
+    if (keyword(dbu, "all")) {
+        l.db_kind = ID_ALL;
+    } else if (!dbu->quoted && (dbu->s[0] == '/' || dbu->s[0] == '+')) {
+        l.db_kind = ID_UNKNOWN;
+        report(r, false, "%s \"%s\" is not supported; the line never matches",
+               dbu->s[0] == '/' ? "regular expression" : "group", dbu->s);
+    }
+    l.map = strdup(rec.fields[0].toks[0].s);
+    l.system_user = strdup(sys->s);
+    l.db_user = strdup(dbu->s);
+    if (!l.map || !l.system_user || !l.db_user) {
+        r->oom = true;
+        goto done;
+    }
+    if (ident_line_add(r, hba, &l))
+        l.map = l.system_user = l.db_user = NULL;
+done:
+    free(l.map);
+    free(l.system_user);
+    free(l.db_user);
+    record_free(&rec);
+}
+
+/* Feed each logical line (continuations joined) of text to fn. */
+static void for_each_record(struct report *r, struct pgw_hba *hba, const char *text, char *buf,
+                            void (*fn)(struct report *, struct pgw_hba *, const char *))
+{
+    int lineno = 0;
+    size_t blen = 0;
+    for (const char *p = text; *p && !r->oom;) {
+        size_t n = strcspn(p, "\n");
+        if (blen == 0)
+            r->line = lineno + 1;    /* a record is reported at its first line */
+        lineno++;
+        memcpy(buf + blen, p, n);
+        blen += n;
+        while (blen > 0 && buf[blen - 1] == '\r')
+            blen--;
+        p += n + (p[n] == '\n');
+        bool more = blen > 0 && buf[blen - 1] == '\\' && *p;
+        if (more) {
+            buf[blen - 1] = ' ';
+            continue;
+        }
+        if (blen > 0 && buf[blen - 1] == '\\')
+            blen--;                 /* a continuation at the end of the file */
+        buf[blen] = '\0';
+        fn(r, hba, buf);
+        blen = 0;
+    }
+}
+
+int pgw_hba_parse_ident(struct pgw_hba *hba, const char *name, const char *text,
+                        struct pgw_conf_diag *diag)
+{
+    struct report r = { .diag = diag, .name = name };
+    char *buf = malloc(strlen(text) + 1);
+    if (!buf)
+        return PGW_ENOMEM;
+    idents_free(hba);
+    for_each_record(&r, hba, text, buf, ident_record);
+    free(buf);
+    if (r.oom || r.nerrors) {
+        idents_free(hba);
+        return r.oom ? PGW_ENOMEM : PGW_ECONFIG;
+    }
+    return 0;
+}
+
+bool pgw_hba_usermap(const struct pgw_hba *hba, const char *map, const char *system_user,
+                     const char *db_user, int *line)
+{
+    *line = 0;
+    if (!map)
+        return strcmp(system_user, db_user) == 0;
+    for (int i = 0; hba && i < hba->nidents; i++) {
+        const struct ident_line *l = &hba->idents[i];
+        if (strcmp(l->map, map) != 0 || l->system_kind != ID_NAME || l->db_kind == ID_UNKNOWN ||
+            strcmp(l->system_user, system_user) != 0)
+            continue;
+        if (l->db_kind == ID_ALL || strcmp(l->db_user, db_user) == 0) {
+            *line = l->line;
+            return true;
+        }
+    }
+    return false;
 }

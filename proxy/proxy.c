@@ -292,8 +292,10 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "%s: cannot load auth_file", cfg->auth_file);
         goto fail;
     }
-    if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &px->hba) < 0) {
-        snprintf(errbuf, errlen, "%s: cannot load auth_hba_file", cfg->auth_hba_file);
+    if (cfg->auth_type == PGW_AUTH_HBA &&
+        pgw_hba_load_logged(cfg->auth_hba_file, cfg->auth_ident_file, &px->hba) < 0) {
+        snprintf(errbuf, errlen, "%s: cannot load auth_hba_file%s%s", cfg->auth_hba_file,
+                 *cfg->auth_ident_file ? " or auth_ident_file " : "", cfg->auth_ident_file);
         goto fail;
     }
     if (pgw_tls_ctx_build(cfg, &px->tls_ctx, errbuf, errlen) < 0)   /* TLS: client_tls_* */
@@ -384,8 +386,10 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
         pgw_error("reload", "reason=\"cannot load auth_file, keeping the old config\"");
         return PGW_ECONFIG;
     }
-    if (cfg->auth_type == PGW_AUTH_HBA && pgw_hba_load_logged(cfg->auth_hba_file, &r->hba) < 0) {
-        pgw_error("reload", "reason=\"cannot load auth_hba_file, keeping the old config\"");
+    if (cfg->auth_type == PGW_AUTH_HBA &&
+        pgw_hba_load_logged(cfg->auth_hba_file, cfg->auth_ident_file, &r->hba) < 0) {
+        pgw_error("reload", "reason=\"cannot load auth_hba_file or auth_ident_file, keeping the "
+                  "old config\"");
         reload_discard(r);
         return PGW_ECONFIG;
     }
@@ -492,7 +496,8 @@ int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
     }
     if (cfg->auth_type == PGW_AUTH_HBA) {
         struct pgw_hba *hba = NULL;
-        if (pgw_hba_load(cfg->auth_hba_file, &hba, &diag) < 0 && diag.nerrors == 0)
+        if (pgw_hba_load(cfg->auth_hba_file, cfg->auth_ident_file, &hba, &diag) < 0 &&
+            diag.nerrors == 0)
             fprintf(err, "%s: cannot read auth_hba_file\n", cfg->auth_hba_file), problems++;
         pgw_hba_free(hba);
     }

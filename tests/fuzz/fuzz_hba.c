@@ -4,7 +4,8 @@
  * A file that parses is then matched against a few connections (unix
  * socket, IPv4, IPv6, IPv4-mapped IPv6; with and without TLS); the answer
  * must be a known method and name a rule line within the file, or 0 with
- * reject.
+ * reject, and a map only for peer and cert.  The same text is then read as
+ * auth_ident_file (pg_ident.conf) and a few identities are mapped.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -43,15 +44,45 @@ static void match_all(const struct pgw_hba *hba, int nlines)
         for (int k = 0; k < 4; k++) {
             for (int tls = 0; tls < 2; tls++) {
                 int line = -1;
+                const char *map = "unset";
                 enum pgw_hba_method m = pgw_hba_match(hba, a < 0, tls,
                                                       a < 0 ? NULL : addrs[a], dbs[k],
-                                                      users[k], &line);
-                if ((int)m < PGW_HBA_REJECT || (int)m > PGW_HBA_CERT)
+                                                      users[k], &line, &map);
+                if ((int)m < PGW_HBA_REJECT || (int)m > PGW_HBA_PEER)
                     abort();
                 if (line < 0 || line > nlines || (line == 0 && m != PGW_HBA_REJECT))
                     abort();
+                if (map && (m != PGW_HBA_PEER && m != PGW_HBA_CERT))
+                    abort();
+                if (m == PGW_HBA_PEER && a >= 0)
+                    abort();                    /* peer is for local rules only */
                 fuzz_touch(pgw_hba_method_name(m));
+                if (map)
+                    fuzz_touch(map);
             }
+        }
+    }
+}
+
+/* The text as auth_ident_file, then a few identities mapped with it. */
+static void ident_all(struct pgw_hba *hba, const char *text)
+{
+    struct pgw_conf_diag diag = { 0 };
+    int rc = pgw_hba_parse_ident(hba, "ident.conf", text, &diag);
+    if (rc != 0 && rc != PGW_ECONFIG && rc != PGW_ENOMEM)
+        abort();
+    for (int i = 0; i < diag.nerrors; i++)
+        if (strncmp(diag.errors[i], "ident.conf:", 11) != 0)
+            abort();
+    pgw_conf_diag_free(&diag);
+    static const char *const names[] = { "app", "root", "all", "m", "" };
+    int nlines = count_lines(text);
+    for (int i = 0; i < 5; i++) {
+        for (int j = 0; j < 5; j++) {
+            int line = -1;
+            bool ok = pgw_hba_usermap(hba, names[j][0] ? names[j] : NULL, names[i], "app", &line);
+            if (line < 0 || line > nlines || (!ok && line != 0) || (rc != 0 && names[j][0] && ok))
+                abort();
         }
     }
 }
@@ -66,9 +97,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!hba || pgw_hba_count(hba) < 0)
             abort();
         match_all(hba, count_lines(text));
-        pgw_hba_free(hba);
     } else if (rc != PGW_ECONFIG && rc != PGW_ENOMEM) {
         abort();
+    } else if (pgw_hba_parse("hba.conf", "", &hba, NULL) != 0) {
+        hba = NULL;
+    }
+    if (hba) {
+        ident_all(hba, text);
+        pgw_hba_free(hba);
     }
     for (int i = 0; i < diag.nerrors; i++)
         if (strncmp(diag.errors[i], "hba.conf:", 9) != 0)

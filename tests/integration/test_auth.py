@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import pwd
 import shutil
 import socket
 import struct
@@ -558,15 +559,20 @@ host    all       all   ::1/128       trust
 
 class TestHba(AuthTestCase):
 
-    def start_hba(self, text=HBA, secret=None):
+    def start_hba(self, text=HBA, secret=None, ident=None):
         user, pw = self.app()
-        self.hba_path = os.path.join(self.scratch(), "hba.conf")
+        d = self.scratch()
+        self.hba_path = os.path.join(d, "hba.conf")
         with open(self.hba_path, "w") as f:
             f.write(text)
+        settings = {"auth_hba_file": self.hba_path}
+        if ident is not None:
+            self.ident_path = settings["auth_ident_file"] = os.path.join(d, "ident.conf")
+            with open(self.ident_path, "w") as f:
+                f.write(ident)
         dbs = self.app_databases()
         dbs["unlisted"] = dbs[self.pg.database]
-        return self.start("hba", {user: secret or pw}, databases=dbs,
-                          auth_hba_file=self.hba_path)
+        return self.start("hba", {user: secret or pw}, databases=dbs, **settings)
 
     def scratch(self):
         import tempfile
@@ -662,6 +668,63 @@ class TestHba(AuthTestCase):
                             "host all all     127.0.0.1/32 scram-sha-256\n")
         self.assertEqual(self.raw_scram(px, user, pw)["request"], 10)
         self.assertEqual(self.via_psql(px, user, pw), user)
+
+    def test_peer_over_the_unix_socket(self):
+        """peer: the operating system user of the process at the other end
+        of the unix socket (SO_PEERCRED) must be the user name."""
+        app, pw = self.app()
+        me = pwd.getpwuid(os.getuid()).pw_name
+        px = self.start_hba("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        # Logged in as the OS user, no password; the entry logs in to
+        # PostgreSQL as app.
+        self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, me), app)
+        cp = self.unix_psql(px, "select 1", self.pg.database, app, password=pw, check=False)
+        self.assertNotEqual(cp.returncode, 0, "peer let %s in as %s" % (me, app))
+        self.assertIn('Peer authentication failed for user "%s"' % app, cp.stderr)
+        px.wait_for_log(r'event=auth_failed .*user=%s .*hba_line=1 method=peer identity=%s'
+                        % (app, me))
+        # TCP still goes by line 2.
+        self.assertEqual(self.raw_scram(px, app, pw)["request"], 10)
+
+    def test_peer_with_a_user_name_map(self):
+        app, pw = self.app()
+        me = pwd.getpwuid(os.getuid()).pw_name
+        px = self.start_hba("local all all peer map=local\n",
+                            ident="# MAPNAME SYSTEM-USERNAME PG-USERNAME\n"
+                                  "local  %s  %s\n"
+                                  "local  %s  reports\n" % (me, app, me))
+        self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, app), app)
+        self.assertEqual(self.unix_psql(px, "select 1", self.pg.database, "reports"), "1")
+        # A map replaces "the same name": me is not mapped to me.
+        for user in (me, "someone"):
+            cp = self.unix_psql(px, "select 1", self.pg.database, user, check=False)
+            self.assertNotEqual(cp.returncode, 0, user)
+            self.assertIn('Peer authentication failed for user "%s"' % user, cp.stderr)
+        # A reload reads the map again; a broken one keeps the old.
+        with open(self.ident_path, "w") as f:
+            f.write("local  %s  reports\n" % me)
+        px.reload(rewrite=False)
+        deadline = time.monotonic() + 10
+        while True:
+            cp = self.unix_psql(px, "select 1", self.pg.database, app, check=False)
+            if cp.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertIn('Peer authentication failed for user "%s"' % app, cp.stderr)
+        with open(self.ident_path, "w") as f:
+            f.write("local  %s  %s\nlocal %s\n" % (me, app, me))
+        px.reload(rewrite=False)
+        px.wait_for_log(r"ident\.conf:2: missing entry at end of line")
+        px.wait_for_log(r"cannot load auth_hba_file or auth_ident_file, keeping the old config")
+        self.assertEqual(self.unix_psql(px, "select 1", self.pg.database, "reports"), "1")
+        cp = self.unix_psql(px, "select 1", self.pg.database, app, check=False)
+        self.assertIn('Peer authentication failed for user "%s"' % app, cp.stderr)
+
+    def test_bad_ident_file_stops_startup(self):
+        self.expect_clean_exit = False
+        with self.assertRaises(pt.PgwharfError) as cm:
+            self.start_hba("local all all peer map=m\n", ident="m root\n")
+        self.assertIn("ident.conf:1: missing entry at end of line", str(cm.exception))
 
     def test_verifier_secret_with_hba_scram(self):
         user, pw = self.app()

@@ -552,6 +552,30 @@ class TestCertAuth(TlsTestCase):
             self.assertEqual(cp.stdout.strip(), self.pg.app_user)
 
 
+    def test_hba_cert_with_a_user_name_map(self):
+        """cert map=NAME: the certificate's CN is mapped to the user by
+        auth_ident_file instead of having to equal it."""
+        hba = os.path.join(self.certs.dir, "hba-map-%d.conf" % os.getpid())
+        ident = os.path.join(self.certs.dir, "ident-%d.conf" % os.getpid())
+        with open(hba, "w") as f:
+            f.write("hostssl all all 127.0.0.1/32 cert map=certs clientcert=verify-full\n")
+        with open(ident, "w") as f:
+            f.write("certs  someone  %s\n" % self.pg.user)
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", auth_type="hba", auth_hba_file=hba, auth_ident_file=ident,
+            client_tls_ca_file=self.certs.path("ca.crt")))
+        cp = self.psql(px, "select 'mapped'", password="", **self.cert_kw("other"))
+        self.assertEqual(cp.returncode, 0, cp.stderr + px.log_tail())
+        self.assertEqual(cp.stdout.strip(), "mapped")
+        # The map replaces "CN = user name": the CN pgwharf is not in it.
+        cp = self.psql(px, "select 1", password="", **self.cert_kw())
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn('certificate authentication failed for user "%s"' % self.pg.user,
+                      cp.stderr)
+        px.wait_for_log(r"event=auth_failed .*method=cert identity=%s map=certs"
+                        % self.pg.user)
+
+
 class TestServerTls(TlsTestCase):
     """The shared cluster gets ssl=on with our server certificate."""
 

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -101,7 +102,7 @@ static void test_parse_reports_all_errors(void **state)
 static void test_parse_warnings(void **state)
 {
     (void)state;
-    const char *text = "local all all peer\n"
+    const char *text = "local all all ident\n"
                        "host samerole all all md5\n"
                        "host all +admins all md5\n"
                        "host all all samenet md5\n"
@@ -112,7 +113,7 @@ static void test_parse_warnings(void **state)
     struct pgw_hba *hba = parse_ok(text, &diag);
     assert_int_equal(pgw_hba_count(hba), 7);
     assert_int_equal(diag.nwarnings, 7);
-    assert_non_null(strstr(diag.warnings[0], "hba.conf:1: authentication method \"peer\""));
+    assert_non_null(strstr(diag.warnings[0], "hba.conf:1: authentication method \"ident\""));
     assert_non_null(strstr(diag.warnings[1], "hba.conf:2: \"samerole\""));
     assert_non_null(strstr(diag.warnings[2], "hba.conf:3: group \"+admins\""));
     assert_non_null(strstr(diag.warnings[3], "hba.conf:4: \"samenet\""));
@@ -141,24 +142,25 @@ static void test_parse_syntax(void **state)
     assert_int_equal(pgw_hba_count(hba), 3);
     assert_int_equal(diag.nwarnings, 0);
     int line;
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "my db", "u,1", &line), PGW_HBA_TRUST);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "my db", "u,1", &line, NULL),
+                     PGW_HBA_TRUST);
     assert_int_equal(line, 3);
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "all", "He said \"hi\"", &line),
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "all", "He said \"hi\"", &line, NULL),
                      PGW_HBA_TRUST);
     /* Quoted "all" is a name, not the keyword. */
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "other", "u,1", &line),
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "other", "u,1", &line, NULL),
                      PGW_HBA_REJECT);
     assert_int_equal(line, 7);
     struct sockaddr_in in = { .sin_family = AF_INET };
     inet_pton(AF_INET, "10.1.2.3", &in.sin_addr);
     assert_int_equal(pgw_hba_match(hba, false, false, (struct sockaddr *)&in, "db2", "alice",
-                                   &line), PGW_HBA_MD5);
+                                   &line, NULL), PGW_HBA_MD5);
     assert_int_equal(line, 4);   /* a continued record counts from its first line */
     pgw_hba_free(hba);
 
     hba = parse_ok("", NULL);
     assert_int_equal(pgw_hba_count(hba), 0);
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "db", "u", &line), PGW_HBA_REJECT);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "db", "u", &line, NULL), PGW_HBA_REJECT);
     assert_int_equal(line, 0);
     pgw_hba_free(hba);
 }
@@ -243,7 +245,7 @@ static void test_match_table(void **state)
         }
         int line = -1;
         enum pgw_hba_method m = pgw_hba_match(hba, cases[i].is_unix, cases[i].is_tls, sa,
-                                              cases[i].db, cases[i].user, &line);
+                                              cases[i].db, cases[i].user, &line, NULL);
         if (m != cases[i].method || line != cases[i].line)
             fail_msg("case %zu (%s %s/%s): got %s line %d, expected %s line %d", i,
                      cases[i].addr ? cases[i].addr : "unix", cases[i].db, cases[i].user,
@@ -257,20 +259,20 @@ static void test_match_table(void **state)
 static void test_unsupported_fail_closed(void **state)
 {
     (void)state;
-    struct pgw_hba *hba = parse_ok("local all all peer\nlocal all all trust\n", NULL);
+    struct pgw_hba *hba = parse_ok("local all all ident\nlocal all all trust\n", NULL);
     int line;
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_REJECT);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line, NULL), PGW_HBA_REJECT);
     assert_int_equal(line, 1);
     pgw_hba_free(hba);
     /* An option pgwharf does not implement (clientcert=verify-full would
      * require a certificate): that rule rejects rather than letting in
      * more than it says. */
     hba = parse_ok("local all all md5 clientcert=verify-full\nlocal all all trust\n", NULL);
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_REJECT);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line, NULL), PGW_HBA_REJECT);
     assert_int_equal(line, 1);
     pgw_hba_free(hba);
     hba = parse_ok("local samegroup all trust\nlocal all all md5\n", NULL);
-    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line), PGW_HBA_MD5);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line, NULL), PGW_HBA_MD5);
     assert_int_equal(line, 2);
     pgw_hba_free(hba);
 }
@@ -306,7 +308,7 @@ static void test_unsure_rule_is_not_passed_for_less(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct pgw_hba *hba = parse_ok(cases[i].text, NULL);
         int line = -1;
-        enum pgw_hba_method m = pgw_hba_match(hba, true, false, NULL, "d", "u", &line);
+        enum pgw_hba_method m = pgw_hba_match(hba, true, false, NULL, "d", "u", &line, NULL);
         if (m != cases[i].method || line != cases[i].line)
             fail_msg("case %zu: got %s line %d, want %s line %d", i, pgw_hba_method_name(m),
                      line, pgw_hba_method_name(cases[i].method), cases[i].line);
@@ -320,7 +322,7 @@ static void test_unsure_rule_is_not_passed_for_less(void **state)
                                    "host all all 10.0.0.0/8 trust\n", NULL);
     int line;
     assert_int_equal(pgw_hba_match(hba, false, false, (const struct sockaddr *)&in, "d", "u",
-                                   &line), PGW_HBA_REJECT);
+                                   &line, NULL), PGW_HBA_REJECT);
     assert_int_equal(line, 1);
     pgw_hba_free(hba);
 }
@@ -334,6 +336,222 @@ static void test_method_names(void **state)
     assert_string_equal(pgw_hba_method_name(PGW_HBA_MD5), "md5");
     assert_string_equal(pgw_hba_method_name(PGW_HBA_SCRAM), "scram-sha-256");
     assert_string_equal(pgw_hba_method_name(PGW_HBA_CERT), "cert");
+    assert_string_equal(pgw_hba_method_name(PGW_HBA_PEER), "peer");
+}
+
+/* peer and the options of peer and cert rules. */
+static void test_peer_and_map_options(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *error;
+    } bad[] = {
+        { "host all all all peer\n", "hba.conf:1: peer authentication is only supported on local "
+          "sockets" },
+        { "hostssl all all all peer map=m\n", "peer authentication is only supported on local" },
+        { "local all all md5 map=m\n", "hba.conf:1: authentication option \"map\" is only valid "
+          "for authentication methods peer and cert" },
+        { "local all all trust map=m\n", "\"map\" is only valid" },
+        { "local all all peer map=\n", "hba.conf:1: map= needs a map name" },
+        { "local all all peer map\n", "authentication option not in name=value format: map" },
+        { "hostssl all all all cert clientcert=verify-ca\n", "clientcert only accepts "
+          "\"verify-full\"" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pgw_conf_diag diag = { 0 };
+        struct pgw_hba *hba = NULL;
+        assert_int_equal(pgw_hba_parse("hba.conf", bad[i].text, &hba, &diag), PGW_ECONFIG);
+        assert_null(hba);
+        assert_int_equal(diag.nerrors, 1);
+        if (!strstr(diag.errors[0], bad[i].error))
+            fail_msg("case %zu: %s", i, diag.errors[0]);
+        pgw_conf_diag_free(&diag);
+    }
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_hba *hba = parse_ok("local db1 all peer\n"
+                                   "local db2 all peer map=\"local users\"\n"
+                                   "hostssl all all all cert map=certs clientcert=verify-full\n"
+                                   "local all all reject map=anything\n", &diag);
+    assert_int_equal(diag.nwarnings, 0);
+    pgw_conf_diag_free(&diag);
+    struct sockaddr_in in = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+    int line;
+    const char *map = "x";
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "db1", "u", &line, &map), PGW_HBA_PEER);
+    assert_int_equal(line, 1);
+    assert_null(map);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "db2", "u", &line, &map), PGW_HBA_PEER);
+    assert_string_equal(map, "local users");
+    assert_int_equal(pgw_hba_match(hba, false, true, (const struct sockaddr *)&in, "db2", "u",
+                                   &line, &map), PGW_HBA_CERT);
+    assert_int_equal(line, 3);
+    assert_string_equal(map, "certs");
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "db3", "u", &line, &map),
+                     PGW_HBA_REJECT);
+    assert_null(map);
+    pgw_hba_free(hba);
+    /* Another option on a peer rule: not implemented, the rule rejects. */
+    hba = parse_ok("local all all peer map=m include_realm=0\nlocal all all trust\n", NULL);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "u", &line, &map), PGW_HBA_REJECT);
+    assert_int_equal(line, 1);
+    assert_null(map);
+    pgw_hba_free(hba);
+}
+
+/* A skipped (unsure) peer or cert rule with a map is passed only for a rule
+ * with the same map: one map does not allow "at least as little" as
+ * another. */
+static void test_unsure_rule_maps(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        enum pgw_hba_method method;
+        int line;
+    } cases[] = {
+        { "local all +a peer map=x\nlocal all all peer\n", PGW_HBA_REJECT, 1 },
+        { "local all +a peer\nlocal all all peer map=x\n", PGW_HBA_REJECT, 1 },
+        { "local all +a peer map=x\nlocal all all peer map=y\n", PGW_HBA_REJECT, 1 },
+        { "local all +a peer map=x\nlocal all all peer map=x\n", PGW_HBA_PEER, 2 },
+        { "local all +a peer\nlocal all all peer\n", PGW_HBA_PEER, 2 },
+        { "local all +a peer map=x\nlocal all +b peer map=y\nlocal all all peer map=x\n",
+          PGW_HBA_REJECT, 1 },
+        { "local all +a peer map=x\nlocal all all md5\n", PGW_HBA_REJECT, 1 },
+        { "local all +a trust\nlocal all all peer map=x\n", PGW_HBA_PEER, 2 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgw_hba *hba = parse_ok(cases[i].text, NULL);
+        int line = -1;
+        enum pgw_hba_method m = pgw_hba_match(hba, true, false, NULL, "d", "u", &line, NULL);
+        if (m != cases[i].method || line != cases[i].line)
+            fail_msg("case %zu: got %s line %d, want %s line %d", i, pgw_hba_method_name(m),
+                     line, pgw_hba_method_name(cases[i].method), cases[i].line);
+        pgw_hba_free(hba);
+    }
+}
+
+static void test_ident_parse_and_match(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *error;
+    } bad[] = {
+        { "m sys\n", "ident.conf:1: missing entry at end of line" },
+        { "# c\nm\n", "ident.conf:2: missing entry" },
+        { "m sys db extra\n", "ident.conf:1: extra field \"extra\" after the database user name" },
+        { "m a,b db\n", "ident.conf:1: multiple values in ident field (system user name)" },
+        { "m sys \"db\n", "ident.conf:1: unterminated quoted string" },
+    };
+    struct pgw_hba *hba = parse_ok("local all all peer map=m\n", NULL);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pgw_conf_diag diag = { 0 };
+        assert_int_equal(pgw_hba_parse_ident(hba, "ident.conf", bad[i].text, &diag),
+                         PGW_ECONFIG);
+        assert_int_equal(diag.nerrors, 1);
+        if (!strstr(diag.errors[0], bad[i].error))
+            fail_msg("case %zu: %s", i, diag.errors[0]);
+        pgw_conf_diag_free(&diag);
+    }
+    struct pgw_conf_diag diag = { 0 };
+    assert_int_equal(pgw_hba_parse_ident(hba, "ident.conf",
+                                         "# map  system  database\n"
+                                         "m  alice  app\n"
+                                         "m  alice  report   # trailing\r\n"
+                                         "m  root   all\n"
+                                         "m  bob    \"all\"\n"
+                                         "m  /^(.*)$  \\1\n"
+                                         "m  carol  +staff\n"
+                                         "m  dave   /^x\n"
+                                         "other \"e v e\" app\n", &diag), 0);
+    assert_int_equal(diag.nwarnings, 3);
+    assert_non_null(strstr(diag.warnings[0], "ident.conf:6: regular expression \"/^(.*)$\""));
+    assert_non_null(strstr(diag.warnings[1], "ident.conf:7: group \"+staff\""));
+    assert_non_null(strstr(diag.warnings[2], "ident.conf:8: regular expression \"/^x\""));
+    pgw_conf_diag_free(&diag);
+    static const struct {
+        const char *map, *sys, *db;
+        bool ok;
+        int line;
+    } cases[] = {
+        { "m", "alice", "app", true, 2 },
+        { "m", "alice", "report", true, 3 },
+        { "m", "alice", "alice", false, 0 },     /* a map replaces "same name" */
+        { "m", "Alice", "app", false, 0 },       /* case matters */
+        { "m", "root", "anyone", true, 4 },      /* all */
+        { "m", "bob", "app", false, 0 },         /* "all" quoted is a name */
+        { "m", "bob", "all", true, 5 },
+        { "m", "x", "x", false, 0 },             /* the regex line never matches */
+        { "m", "carol", "staff", false, 0 },
+        { "m", "carol", "+staff", false, 0 },
+        { "m", "dave", "/^x", false, 0 },
+        { "other", "e v e", "app", true, 9 },
+        { "other", "alice", "app", false, 0 },
+        { "nosuch", "alice", "app", false, 0 },
+        { NULL, "alice", "alice", true, 0 },     /* no map: the same name */
+        { NULL, "alice", "app", false, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int line = -1;
+        bool ok = pgw_hba_usermap(hba, cases[i].map, cases[i].sys, cases[i].db, &line);
+        if (ok != cases[i].ok || line != cases[i].line)
+            fail_msg("case %zu: got %d line %d", i, ok, line);
+    }
+    /* A failed parse leaves no maps: nothing is let in by half a file. */
+    assert_int_equal(pgw_hba_parse_ident(hba, "ident.conf", "m alice app\nm\n", NULL),
+                     PGW_ECONFIG);
+    int line;
+    assert_false(pgw_hba_usermap(hba, "m", "alice", "app", &line));
+    pgw_hba_free(hba);
+}
+
+/* Write text to path; a path ending in XXXXXX is made unique first. */
+static void write_file(char *path, const char *text)
+{
+    size_t n = strlen(path);
+    int fd = n >= 6 && strcmp(path + n - 6, "XXXXXX") == 0
+                 ? mkstemp(path) : open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void test_load_with_ident_file(void **state)
+{
+    (void)state;
+    char hpath[] = "/tmp/pgw-test-hba-XXXXXX", ipath[] = "/tmp/pgw-test-ident-XXXXXX";
+    write_file(hpath, "local all all peer map=m\nlocal all all peer map=gone\n");
+    write_file(ipath, "m alice app\n");
+    struct pgw_hba *hba;
+    struct pgw_conf_diag diag = { 0 };
+    assert_int_equal(pgw_hba_load(hpath, ipath, &hba, &diag), 0);
+    int line;
+    assert_true(pgw_hba_usermap(hba, "m", "alice", "app", &line));
+    assert_int_equal(line, 1);
+    assert_int_equal(diag.nwarnings, 1);
+    assert_non_null(strstr(diag.warnings[0], ":2: map \"gone\" has no line in "));
+    pgw_conf_diag_free(&diag);
+    pgw_hba_free(hba);
+    /* No auth_ident_file: a map lets nobody in, and the load says so. */
+    assert_int_equal(pgw_hba_load(hpath, "", &hba, &diag), 0);
+    assert_int_equal(diag.nwarnings, 2);
+    assert_non_null(strstr(diag.warnings[0], ":1: map \"m\" but auth_ident_file is not set"));
+    assert_false(pgw_hba_usermap(hba, "m", "alice", "app", &line));
+    pgw_conf_diag_free(&diag);
+    pgw_hba_free(hba);
+    /* A bad or missing ident file fails the load, with file:line. */
+    unlink(ipath);
+    assert_int_equal(pgw_hba_load(hpath, ipath, &hba, &diag), PGW_ECONFIG);
+    assert_null(hba);
+    assert_non_null(strstr(diag.errors[0], "cannot open"));
+    pgw_conf_diag_free(&diag);
+    write_file(ipath, "m alice\n");
+    assert_int_equal(pgw_hba_load(hpath, ipath, &hba, &diag), PGW_ECONFIG);
+    assert_null(hba);
+    assert_non_null(strstr(diag.errors[0], ":1: missing entry at end of line"));
+    pgw_conf_diag_free(&diag);
+    unlink(ipath);
+    unlink(hpath);
 }
 
 static void test_load_file(void **state)
@@ -347,11 +565,11 @@ static void test_load_file(void **state)
     close(fd);
     struct pgw_hba *hba;
     struct pgw_conf_diag diag = { 0 };
-    assert_int_equal(pgw_hba_load(path, &hba, &diag), 0);
+    assert_int_equal(pgw_hba_load(path, NULL, &hba, &diag), 0);
     assert_int_equal(pgw_hba_count(hba), 2);
     pgw_hba_free(hba);
     unlink(path);
-    assert_int_equal(pgw_hba_load(path, &hba, &diag), PGW_ECONFIG);
+    assert_int_equal(pgw_hba_load(path, NULL, &hba, &diag), PGW_ECONFIG);
     assert_null(hba);
     assert_int_equal(diag.nerrors, 1);
     assert_non_null(strstr(diag.errors[0], path));
@@ -371,6 +589,10 @@ int main(void)
         cmocka_unit_test(test_unsure_rule_is_not_passed_for_less),
         cmocka_unit_test(test_method_names),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_peer_and_map_options),
+        cmocka_unit_test(test_unsure_rule_maps),
+        cmocka_unit_test(test_ident_parse_and_match),
+        cmocka_unit_test(test_load_with_ident_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
