@@ -296,6 +296,20 @@ static void trust_login(struct pgw_session *s)
     auth_ok(s);
 }
 
+/* AuthenticationSASL: the mechanism list, each name NUL-terminated, then an
+ * empty one.  Over TLS, SCRAM-SHA-256-PLUS first, as PostgreSQL does. */
+static void offer_mechanisms(struct pgw_session *s, struct pgw_scram_server *scram)
+{
+    static const char plain[] = PGW_SCRAM_MECHANISM "\0";
+    static const char both[] = PGW_SCRAM_MECHANISM_PLUS "\0" PGW_SCRAM_MECHANISM "\0";
+    unsigned char cbind[EVP_MAX_MD_SIZE];
+    size_t n = pgw_tls_server_end_point(s, cbind, sizeof(cbind));
+    if (n && pgw_scram_server_offer_plus(scram, cbind, n) == 0)
+        send_auth_request(s, AUTH_SASL, both, sizeof(both));
+    else
+        send_auth_request(s, AUTH_SASL, plain, sizeof(plain));
+}
+
 /* Ask for a password with `method`; hba_line is the rule that chose it. */
 static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
 {
@@ -329,9 +343,7 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
             return;
         }
         st->scram_ready = true;
-        /* The mechanism list: each name NUL-terminated, then an empty one. */
-        send_auth_request(s, AUTH_SASL, PGW_SCRAM_MECHANISM "\0",
-                          sizeof(PGW_SCRAM_MECHANISM) + 1);
+        offer_mechanisms(s, &st->scram);
         return;
     }
 }
@@ -531,9 +543,8 @@ static bool sasl_initial(struct pgw_session *s, const uint8_t *body, size_t len,
         pgw_session_close(s, "08P01", "invalid SASLInitialResponse message");
         return false;
     }
-    if (strcmp((const char *)body, PGW_SCRAM_MECHANISM) != 0) {
-        pgw_session_close(s, "08P01",
-                          "client selected an invalid SASL authentication mechanism");
+    if (pgw_scram_server_choose(&s->auth_state->scram, (const char *)body) < 0) {
+        pgw_session_close(s, s->auth_state->scram.sqlstate, "%s", s->auth_state->scram.error);
         return false;
     }
     size_t rest = len - (size_t)(nul + 1 - body);

@@ -683,18 +683,57 @@ static char *read_attr(char **p, char attr, char *got)
     return v;
 }
 
+int pgw_scram_server_offer_plus(struct pgw_scram_server *st, const uint8_t *data, size_t len)
+{
+    if (len == 0 || len > sizeof(st->cbind))
+        return PGW_EINVAL;
+    memcpy(st->cbind, data, len);
+    st->cbind_len = len;
+    return 0;
+}
+
+int pgw_scram_server_choose(struct pgw_scram_server *st, const char *mechanism)
+{
+    if (strcmp(mechanism, PGW_SCRAM_MECHANISM) == 0) {
+        st->plus = false;
+        return 0;
+    }
+    if (st->cbind_len && strcmp(mechanism, PGW_SCRAM_MECHANISM_PLUS) == 0) {
+        st->plus = true;
+        return 0;
+    }
+    return fail(st, PGW_EPROTO, "08P01",
+                "client selected an invalid SASL authentication mechanism");
+}
+
+#define CB_TYPE "tls-server-end-point"
+
 static int parse_client_first(struct pgw_scram_server *st, char *msg)
 {
     char *p = msg, cb[8];
     switch (*p) {
     case 'n':
     case 'y':
+        if (st->plus)
+            return fail(st, PGW_EPROTO, "08P01",
+                        "malformed SCRAM message: the client selected SCRAM-SHA-256-PLUS, but "
+                        "the SCRAM message does not include channel binding data");
+        if (*p == 'y' && st->cbind_len)
+            return fail(st, PGW_EPROTO, "08P01",
+                        "SCRAM channel binding negotiation error: the client supports SCRAM "
+                        "channel binding but thinks the server does not; this server does "
+                        "support channel binding");
         p++;
         break;
     case 'p':
-        return fail(st, PGW_EPROTO, "08P01",
-                    "the client asked for SCRAM channel binding (p=...), but pgwharf offers "
-                    "only SCRAM-SHA-256 without channel binding");
+        if (!st->plus)
+            return fail(st, PGW_EPROTO, "08P01",
+                        "malformed SCRAM message: the client selected SCRAM-SHA-256 without "
+                        "channel binding, but the SCRAM message includes channel binding data");
+        if (strncmp(p, "p=" CB_TYPE ",", sizeof(CB_TYPE) + 2) != 0)
+            return fail(st, PGW_EPROTO, "08P01", "unsupported SCRAM channel-binding type");
+        p += sizeof(CB_TYPE) + 1;            /* at the ',' after the type */
+        break;
     default:
         return MALFORMED(st, "unexpected channel-binding flag %s", show_char(*p, cb));
     }
@@ -708,8 +747,8 @@ static int parse_client_first(struct pgw_scram_server *st, char *msg)
     if (*p != ',')
         return MALFORMED(st, "unexpected attribute %s in client-first-message", show_char(*p, cb));
     p++;
-    memcpy(st->gs2_header, msg, 3);
-    st->gs2_header[3] = '\0';
+    memcpy(st->gs2_header, msg, (size_t)(p - msg));    /* at most "p=" CB_TYPE ",," */
+    st->gs2_header[p - msg] = '\0';
     if (!(st->client_first_bare = strdup(p)))
         return fail(st, PGW_ENOMEM, "53200", "out of memory");
     if (*p == 'm')
@@ -777,11 +816,18 @@ static int parse_client_final(struct pgw_scram_server *st, char *msg,
     char *cbind = read_attr(&p, 'c', NULL);
     if (!cbind)
         return MALFORMED(st, "expected attribute 'c' in client-final-message");
-    uint8_t cbuf[16];
+    /* c= is the gs2 header and, with PLUS, the binding data: a client
+     * that bound another TLS connection (a relay's) sends other data. */
+    uint8_t cbuf[sizeof(st->gs2_header) + PGW_SCRAM_CBIND_MAX], want[sizeof(cbuf)];
+    size_t hl = strlen(st->gs2_header), wl = hl + (st->plus ? st->cbind_len : 0);
+    memcpy(want, st->gs2_header, hl);
+    if (st->plus)
+        memcpy(want + hl, st->cbind, st->cbind_len);
     long cn = b64_decode(cbind, strlen(cbind), cbuf, sizeof(cbuf));
-    if (cn != 3 || memcmp(cbuf, st->gs2_header, 3) != 0)
-        return fail(st, PGW_EPROTO, "08P01",
-                    "SCRAM channel binding check failed (c= does not match the gs2 header)");
+    if (cn != (long)wl || CRYPTO_memcmp(cbuf, want, wl) != 0)
+        return fail(st, PGW_EPROTO, "08P01", "SCRAM channel binding check failed (c= does not "
+                    "match %s)", st->plus ? "this TLS connection's tls-server-end-point data"
+                                          : "the gs2 header");
     char *nonce = read_attr(&p, 'r', NULL);
     if (!nonce)
         return MALFORMED(st, "expected attribute 'r' in client-final-message");

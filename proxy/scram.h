@@ -9,11 +9,20 @@
  *
  * The exchange (PostgreSQL's flavour of it):
  *
- *     client-first   n,,n=<ignored>,r=<client nonce>      ("y,," too; "p=..." refused:
- *                                                           no SCRAM-SHA-256-PLUS yet)
+ *     client-first   n,,n=<ignored>,r=<client nonce>      ("y,," and, for
+ *                                                           SCRAM-SHA-256-PLUS,
+ *                                                           "p=tls-server-end-point,,")
  *     server-first   r=<client nonce><server nonce>,s=<salt>,i=<iterations>
- *     client-final   c=<base64 of the gs2 header>,r=<nonce>,p=<ClientProof>
+ *     client-final   c=<base64 of the gs2 header [+ binding data]>,r=<nonce>,p=<ClientProof>
  *     server-final   v=<ServerSignature>
+ *
+ * Channel binding (RFC 5802, RFC 5929), as PostgreSQL does it over TLS:
+ * the server offers SCRAM-SHA-256-PLUS as well, with tls-server-end-point
+ * (a hash of its certificate) as the binding data; a client that chooses it
+ * sends "p=tls-server-end-point" and echoes header and data in c=, so a
+ * man in the middle holding another certificate cannot relay the exchange.
+ * Where PLUS is offered, a client that says "y" (it could bind but thinks
+ * the server cannot) is refused: someone stripped PLUS from the list.
  *
  * The user name inside the exchange is ignored (the startup packet's is the
  * one that counts).  The proof is checked without PBKDF2:
@@ -41,6 +50,8 @@
 #define PGW_SCRAM_NONCE_LEN          24     /* ... as 24 base64 characters */
 #define PGW_SCRAM_MAX_MSG            2048   /* longest client message accepted */
 #define PGW_SCRAM_MECHANISM          "SCRAM-SHA-256"
+#define PGW_SCRAM_MECHANISM_PLUS     "SCRAM-SHA-256-PLUS"
+#define PGW_SCRAM_CBIND_MAX          64     /* longest binding data (SHA-512) */
 
 /* A parsed verifier. */
 struct pgw_scram_secret {
@@ -114,7 +125,10 @@ struct pgw_scram_server {
     enum pgw_scram_stage stage;
     struct pgw_scram_secret secret;
     bool doomed;                      /* mock exchange: fail at the end */
-    char gs2_header[4];               /* "n,," or "y,," */
+    char gs2_header[32];              /* "n,,", "y,," or "p=tls-server-end-point,," */
+    uint8_t cbind[PGW_SCRAM_CBIND_MAX];  /* tls-server-end-point data when PLUS is offered */
+    size_t cbind_len;                 /* 0: SCRAM-SHA-256-PLUS not offered */
+    bool plus;                        /* the client chose SCRAM-SHA-256-PLUS */
     char server_nonce[64];
     char *client_nonce;
     char *client_first_bare;
@@ -122,7 +136,7 @@ struct pgw_scram_server {
     char server_final[64];
     /* After a failure: why, for the log (never secret), and the SQLSTATE
      * for the client when it was not a wrong password. */
-    char error[160];
+    char error[256];
     const char *sqlstate;
 };
 
@@ -154,6 +168,15 @@ void pgw_scram_server_deinit(struct pgw_scram_server *st);
 /* Heap versions for callers that keep a pointer (NULL on no memory). */
 struct pgw_scram_server *pgw_scram_server_create(const char *secret, const char *username);
 void pgw_scram_server_destroy(struct pgw_scram_server *st);
+
+/* Offer SCRAM-SHA-256-PLUS: data is the TLS connection's tls-server-end-point
+ * binding (a hash of the server certificate).  Call before client-first.
+ * Returns 0, or PGW_EINVAL when len is 0 or over PGW_SCRAM_CBIND_MAX. */
+int pgw_scram_server_offer_plus(struct pgw_scram_server *st, const uint8_t *data, size_t len);
+
+/* The mechanism the client chose (SASLInitialResponse).  Returns 0, or
+ * PGW_EPROTO (st->error) for a name that was not offered. */
+int pgw_scram_server_choose(struct pgw_scram_server *st, const char *mechanism);
 
 /* Tests only: use this server nonce (printable, no ',', at most 63
  * characters) instead of a random one.  Call before client-first. */

@@ -22,6 +22,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -534,6 +536,23 @@ void pgw_tls_close(struct pgw_session *s)
     SSL_free(ssl);
     s->ssl = NULL;
     s->tls_flags = 0;
+}
+
+size_t pgw_tls_server_end_point(const struct pgw_session *s, unsigned char *out, size_t size)
+{
+    X509 *cert = s->ssl ? SSL_get_certificate(s->ssl) : NULL;
+    int md_nid = NID_undef;
+    unsigned int len = 0;
+    unsigned char hash[EVP_MAX_MD_SIZE];
+    if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL))
+        return 0;
+    if (md_nid == NID_md5 || md_nid == NID_sha1)
+        md_nid = NID_sha256;
+    const EVP_MD *md = md_nid == NID_undef ? NULL : EVP_get_digestbynid(md_nid);
+    if (!md || !X509_digest(cert, md, hash, &len) || len > size)
+        return 0;
+    memcpy(out, hash, len);
+    return len;
 }
 
 bool pgw_tls_peer_cn(const struct pgw_session *s, char *buf, size_t len, const char **why)

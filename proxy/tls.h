@@ -82,6 +82,11 @@ void pgw_tls_close(struct pgw_session *s);
 /* The verified client certificate's common name into buf.  false with
  * *why set when there is no verified certificate or no usable CN. */
 bool pgw_tls_peer_cn(const struct pgw_session *s, char *buf, size_t len, const char **why);
+/* The tls-server-end-point channel binding data of the connection (RFC
+ * 5929): the hash of pgwharf's certificate with its signature's digest
+ * (SHA-256 for MD5 and SHA-1).  Returns its length, 0 without TLS or when
+ * the signature names no single digest (Ed25519: no binding then). */
+size_t pgw_tls_server_end_point(const struct pgw_session *s, unsigned char *out, size_t size);
 /* "TLSv1.3/TLS_AES_256_GCM_SHA384" (or "" without TLS), for SHOW CLIENTS
  * and logs. */
 const char *pgw_tls_describe(const struct pgw_session *s, char *buf, size_t len);

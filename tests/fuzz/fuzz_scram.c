@@ -7,7 +7,9 @@
  * only).  Each input runs twice: against a known verifier (RFC 7677's
  * "pencil") with a fixed server nonce, so a seed holding the RFC's
  * messages reaches a successful exchange, and as an unknown user (the mock
- * exchange, which must never succeed).  The whole input is also parsed as
+ * exchange, which must never succeed), and a third time against the verifier
+ * with SCRAM-SHA-256-PLUS offered (fixed binding data) and chosen when
+ * client-first starts with 'p'.  The whole input is also parsed as
  * a verifier (and a parsed one must survive format + parse unchanged) and
  * SASLprepped.  No PBKDF2 runs per input: plaintext secrets are not used.
  */
@@ -28,12 +30,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 static void exchange(const char *secret, const uint8_t *first, size_t first_len,
-                     const uint8_t *final, size_t final_len, int has_final)
+                     const uint8_t *final, size_t final_len, int has_final, int plus)
 {
+    static const uint8_t cbind[32] = "0123456789abcdef0123456789abcdef";
     struct pgw_scram_server st;
     if (pgw_scram_server_init(&st, secret, "user") != 0)
         abort();
     if (pgw_scram_server_set_nonce(&st, RFC_SERVER_NONCE) != 0)
+        abort();
+    if (plus && (pgw_scram_server_offer_plus(&st, cbind, sizeof(cbind)) != 0 ||
+                 pgw_scram_server_choose(&st, first_len && first[0] == 'p'
+                                                  ? PGW_SCRAM_MECHANISM_PLUS
+                                                  : PGW_SCRAM_MECHANISM) != 0))
         abort();
     const char *out = NULL;
     size_t outlen = 0;
@@ -108,8 +116,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t first_len = nul ? (size_t)(nul - data) : size;
     const uint8_t *final = nul ? nul + 1 : data + size;
     size_t final_len = nul ? size - first_len - 1 : 0;
-    exchange(RFC_VERIFIER, data, first_len, final, final_len, nul != NULL);
-    exchange(NULL, data, first_len, final, final_len, nul != NULL);
+    exchange(RFC_VERIFIER, data, first_len, final, final_len, nul != NULL, 0);
+    exchange(NULL, data, first_len, final, final_len, nul != NULL, 0);
+    exchange(RFC_VERIFIER, data, first_len, final, final_len, nul != NULL, 1);
     if (size <= 512)
         verifier(data, size);
     return 0;

@@ -576,6 +576,111 @@ class TestCertAuth(TlsTestCase):
                         % self.pg.user)
 
 
+NODE_TLS_SCRIPT = r"""
+const { Client } = require('pg');
+(async () => {
+  const c = new Client({ host: process.env.H, port: +process.env.P, user: process.env.U,
+                         password: process.env.PW, database: process.env.D,
+                         ssl: { rejectUnauthorized: false },
+                         enableChannelBinding: process.env.CB === '1' });
+  await c.connect();
+  const r = await c.query("select 'bound'");
+  console.log(r.rows[0]['?column?']);
+  await c.end();
+})().catch(e => { console.log('ERROR ' + e.code + ' ' + e.message); process.exit(1); });
+"""
+
+
+class TestScramChannelBinding(TlsTestCase):
+    """SCRAM-SHA-256-PLUS over TLS (tls-server-end-point), as PostgreSQL
+    offers it: libpq's channel_binding=require used to fail against
+    pgwharf ("server authenticated client without channel binding")."""
+
+    def start_scram(self):
+        return self.start_pgwharf(settings=self.tls_settings(
+            "prefer", auth_type="scram-sha-256"))
+
+    def test_clients_bind_or_not(self):
+        px = self.start_scram()
+        user, pw = self.pg.user, self.pg._default_password(self.pg.user)
+        cp = self.psql(px, "select 'bound'", sslmode="require", channel_binding="require")
+        self.assertEqual(cp.returncode, 0, cp.stderr + px.log_tail())
+        self.assertEqual(cp.stdout.strip(), "bound")
+        # Without TLS there is nothing to bind to: libpq refuses to go on.
+        cp = self.psql(px, "select 1", sslmode="disable", channel_binding="require")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("channel binding", cp.stderr)
+        # A client that does not bind still logs in, with and without TLS.
+        for mode in ("require", "disable"):
+            cp = self.psql(px, "select 'unbound'", sslmode=mode, channel_binding="disable")
+            self.assertEqual(cp.returncode, 0, mode + cp.stderr)
+        conn = psycopg2.connect(host="127.0.0.1", port=px.port, dbname=self.pg.database,
+                                user=user, password=pw, sslmode="require",
+                                channel_binding="require", connect_timeout=10)
+        with conn.cursor() as cur:
+            cur.execute("select 1")
+            self.assertEqual(cur.fetchone()[0], 1)
+        conn.close()
+        try:
+            import asyncpg
+        except ImportError:
+            asyncpg = None
+        if asyncpg:                          # asyncpg does not bind: "n,,"
+            import asyncio
+
+            async def run():
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                conn = await asyncpg.connect(host="127.0.0.1", port=px.port, user=user,
+                                             password=pw, database=self.pg.database, ssl=ctx,
+                                             timeout=10)
+                try:
+                    return await conn.fetchval("select 'asyncpg'")
+                finally:
+                    await conn.close()
+            self.assertEqual(asyncio.run(run()), "asyncpg")
+        modules = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_modules")
+        if shutil.which("node") and os.path.isdir(os.path.join(modules, "pg")):
+            for cb in ("1", "0"):
+                env = dict(os.environ, H="127.0.0.1", P=str(px.port), U=user, PW=pw,
+                           D=self.pg.database, CB=cb, NODE_PATH=modules)
+                cp = subprocess.run(["node", "-e", NODE_TLS_SCRIPT], env=env,
+                                    capture_output=True, text=True, timeout=60)
+                self.assertEqual(cp.stdout.strip(), "bound", "node-postgres, binding=%s: %s"
+                                 % (cb, cp.stderr))
+
+    def test_a_client_told_there_is_no_binding_is_refused(self):
+        """'y': the client could bind but was told the server cannot.  Over
+        TLS pgwharf offers SCRAM-SHA-256-PLUS, so someone stripped it from
+        the list on the way: refused (PostgreSQL does the same)."""
+        px = self.start_scram()
+        raw = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+        raw.sendall(SSL_REQUEST)
+        self.assertEqual(raw.recv(1), b"S")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        t = ctx.wrap_socket(raw)
+        try:
+            t.sendall(hz.startup_packet(self.pg.user, self.pg.database))
+            kind, payload = hz.recv_msg(t)
+            self.assertEqual(kind, b"R")
+            self.assertEqual(struct.unpack("!i", payload[:4])[0], 10)
+            self.assertEqual(payload[4:], b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0")
+            first = b"y,,n=,r=abcdefghijkl"
+            msg = b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first
+            t.sendall(hz.msg(b"p", msg))
+            kind, payload = hz.recv_msg(t)
+            self.assertEqual(kind, b"E")
+            fields = hz.parse_fields(payload)
+            self.assertEqual(fields["C"], "08P01")
+            self.assertIn("channel binding negotiation error", fields["M"])
+        finally:
+            t.close()
+
+
+
 class TestServerTls(TlsTestCase):
     """The shared cluster gets ssl=on with our server certificate."""
 

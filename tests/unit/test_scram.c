@@ -84,13 +84,15 @@ static size_t b64dec(const char *in, uint8_t *out)
 }
 
 /* client-final for `password`, given the client-first-bare and the
- * server's first message; gs2 is the header the client sent. */
-static void client_final_for(const char *password, const char *gs2, const char *bare,
-                             const char *server_first, char *out, size_t outsize)
+ * server's first message; gs2 is the header the client sent, cbind the
+ * channel binding data it binds (SCRAM-SHA-256-PLUS; NULL: none). */
+static void client_final_bound(const char *password, const char *gs2, const uint8_t *cbind,
+                               size_t cbind_len, const char *bare, const char *server_first,
+                               char *out, size_t outsize)
 {
-    char nonce[256], salt_b64[256];
+    char nonce[200], salt_b64[256];
     int iter = 0;
-    assert_int_equal(sscanf(server_first, "r=%255[^,],s=%255[^,],i=%d", nonce, salt_b64, &iter),
+    assert_int_equal(sscanf(server_first, "r=%199[^,],s=%255[^,],i=%d", nonce, salt_b64, &iter),
                      3);
     uint8_t salt[128], salted[32], client_key[32], stored[32], sig[32], proof[32];
     size_t salt_len = b64dec(salt_b64, salt);
@@ -99,8 +101,13 @@ static void client_final_for(const char *password, const char *gs2, const char *
                                        iter, EVP_sha256(), 32, salted), 1);
     HMAC(EVP_sha256(), salted, 32, (const uint8_t *)"Client Key", 10, client_key, &l);
     EVP_Digest(client_key, 32, stored, &l, EVP_sha256(), NULL);
-    char cb[16], without_proof[300], am[2048];
-    b64enc((const uint8_t *)gs2, strlen(gs2), cb);
+    char cb[160], without_proof[400], am[2048];
+    uint8_t cbin[128];
+    size_t gl = strlen(gs2);
+    memcpy(cbin, gs2, gl);
+    if (cbind)
+        memcpy(cbin + gl, cbind, cbind_len);
+    b64enc(cbin, gl + (cbind ? cbind_len : 0), cb);
     snprintf(without_proof, sizeof(without_proof), "c=%s,r=%s", cb, nonce);
     snprintf(am, sizeof(am), "%s,%s,%s", bare, server_first, without_proof);
     HMAC(EVP_sha256(), stored, 32, (const uint8_t *)am, strlen(am), sig, &l);
@@ -109,6 +116,12 @@ static void client_final_for(const char *password, const char *gs2, const char *
     char proof_b64[64];
     b64enc(proof, 32, proof_b64);
     snprintf(out, outsize, "%s,p=%s", without_proof, proof_b64);
+}
+
+static void client_final_for(const char *password, const char *gs2, const char *bare,
+                             const char *server_first, char *out, size_t outsize)
+{
+    client_final_bound(password, gs2, NULL, 0, bare, server_first, out, outsize);
 }
 
 /* One whole exchange, with scram_iterations and a cache; returns the
@@ -355,6 +368,85 @@ static void test_channel_binding_refused(void **state)
     assert_non_null(strstr(st.error, "channel binding"));
     assert_non_null(strstr(st.error, "SCRAM-SHA-256"));
     assert_int_equal(st.stage, PGW_SCRAM_FAILED);
+    pgw_scram_server_deinit(&st);
+}
+
+/* SCRAM-SHA-256-PLUS: offered with the TLS connection's binding data,
+ * chosen by the client, and c= must carry that data. */
+static void test_channel_binding_plus(void **state)
+{
+    (void)state;
+    static const uint8_t tls_a[32] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, tls_b[32] = { 9 };
+    static const struct {
+        const char *mechanism, *first;
+        const uint8_t *bound;              /* the data the client binds */
+        int first_rc, final_rc;
+        const char *error;
+    } cases[] = {
+        { "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=abc", tls_a, 0, 0, NULL },
+        /* a relay's TLS connection: other data */
+        { "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=abc", tls_b, 0, PGW_EPROTO,
+          "tls-server-end-point data" },
+        /* the header alone (what an unbound client echoes) */
+        { "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=abc", NULL, 0, PGW_EPROTO,
+          "channel binding check failed" },
+        { "SCRAM-SHA-256-PLUS", "p=tls-unique,,n=,r=abc", NULL, PGW_EPROTO, 0,
+          "unsupported SCRAM channel-binding type" },
+        { "SCRAM-SHA-256-PLUS", "p=tls-server-end-pointX,,n=,r=abc", NULL, PGW_EPROTO, 0,
+          "unsupported SCRAM channel-binding type" },
+        { "SCRAM-SHA-256-PLUS", "p=tls-server-end-point", NULL, PGW_EPROTO, 0,
+          "unsupported SCRAM channel-binding type" },
+        { "SCRAM-SHA-256-PLUS", "n,,n=,r=abc", NULL, PGW_EPROTO, 0,
+          "selected SCRAM-SHA-256-PLUS, but" },
+        { "SCRAM-SHA-256-PLUS", "y,,n=,r=abc", NULL, PGW_EPROTO, 0,
+          "selected SCRAM-SHA-256-PLUS, but" },
+        /* PLUS offered, not chosen: "n" is fine, "y" means it was stripped */
+        { "SCRAM-SHA-256", "n,,n=,r=abc", NULL, 0, 0, NULL },
+        { "SCRAM-SHA-256", "y,,n=,r=abc", NULL, PGW_EPROTO, 0,
+          "channel binding negotiation error" },
+        { "SCRAM-SHA-256", "p=tls-server-end-point,,n=,r=abc", NULL, PGW_EPROTO, 0,
+          "without channel binding, but" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgw_scram_server st;
+        const char *out;
+        size_t outlen;
+        char sf[256], final[512];
+        assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
+        assert_int_equal(pgw_scram_server_offer_plus(&st, tls_a, sizeof(tls_a)), 0);
+        assert_int_equal(pgw_scram_server_choose(&st, cases[i].mechanism), 0);
+        const char *first = cases[i].first;
+        int rc = pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen);
+        if (rc != cases[i].first_rc)
+            fail_msg("case %zu: client-first %d (%s)", i, rc, st.error);
+        if (rc == 0) {
+            snprintf(sf, sizeof(sf), "%.*s", (int)outlen, out);
+            const char *bare = strstr(first, ",,") + 2;
+            char gs2[64];
+            snprintf(gs2, sizeof(gs2), "%.*s", (int)(bare - first), first);
+            client_final_bound("pw", gs2, cases[i].bound, 32, bare, sf, final, sizeof(final));
+            rc = pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen);
+            if (rc != cases[i].final_rc)
+                fail_msg("case %zu: client-final %d (%s)", i, rc, st.error);
+        }
+        if (cases[i].error) {
+            assert_string_equal(st.sqlstate, "08P01");
+            if (!strstr(st.error, cases[i].error))
+                fail_msg("case %zu: %s", i, st.error);
+        }
+        pgw_scram_server_deinit(&st);
+    }
+    /* PLUS is chosen only when offered (TLS); other names never. */
+    struct pgw_scram_server st;
+    assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
+    assert_int_equal(pgw_scram_server_choose(&st, "SCRAM-SHA-256-PLUS"), PGW_EPROTO);
+    assert_non_null(strstr(st.error, "invalid SASL authentication mechanism"));
+    pgw_scram_server_deinit(&st);
+    assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
+    assert_int_equal(pgw_scram_server_offer_plus(&st, tls_a, 0), PGW_EINVAL);
+    assert_int_equal(pgw_scram_server_offer_plus(&st, tls_a, PGW_SCRAM_CBIND_MAX + 1),
+                     PGW_EINVAL);
+    assert_int_equal(pgw_scram_server_choose(&st, "SCRAM-SHA-1"), PGW_EPROTO);
     pgw_scram_server_deinit(&st);
 }
 
@@ -711,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_unusable_secrets),
         cmocka_unit_test(test_y_flag_accepted),
         cmocka_unit_test(test_channel_binding_refused),
+        cmocka_unit_test(test_channel_binding_plus),
         cmocka_unit_test(test_client_first_malformed),
         cmocka_unit_test(test_client_final_malformed),
         cmocka_unit_test(test_truncations),
