@@ -649,6 +649,19 @@ class TestScramChannelBinding(TlsTestCase):
                                     capture_output=True, text=True, timeout=60)
                 self.assertEqual(cp.stdout.strip(), "bound", "node-postgres, binding=%s: %s"
                                  % (cb, cp.stderr))
+        import test_auth
+        if shutil.which("javac") and os.path.exists(test_auth.JDBC_JAR):
+            d = tempfile.mkdtemp(prefix="pgwharf-jdbc-")
+            self.addCleanup(shutil.rmtree, d, True)
+            with open(os.path.join(d, "Who.java"), "w") as f:
+                f.write(test_auth.JDBC_SOURCE)
+            subprocess.run(["javac", "-cp", test_auth.JDBC_JAR, "Who.java"], cwd=d, check=True,
+                           timeout=120)
+            url = "jdbc:postgresql://127.0.0.1:%d/%s?sslmode=require" % (px.port,
+                                                                       self.pg.database)
+            cp = subprocess.run(["java", "-cp", test_auth.JDBC_JAR + ":.", "Who", url, user, pw],
+                                cwd=d, capture_output=True, text=True, timeout=120)
+            self.assertEqual(cp.stdout.strip(), user, "jdbc: " + cp.stderr)
 
     def test_a_client_told_there_is_no_binding_is_refused(self):
         """'y': the client could bind but was told the server cannot.  Over
