@@ -159,6 +159,7 @@ struct pgw_config {
     char *stats_users;
     char *ignore_startup_parameters;    /* comma-separated; "" */
     bool application_name_add_host;     /* false */
+    char *login_notify_message;  /* "": a NOTICE in every pool login's welcome */
 
     /* pooling */
     enum pgw_pool_mode pool_mode;   /* session */

@@ -50,6 +50,7 @@
     X(stats_users,              STR,        "",            0, 0)            \
     X(ignore_startup_parameters, STR,       "",            0, 0)            \
     X(application_name_add_host, BOOL,      "off",         0, 0)            \
+    X(login_notify_message,     STR,        "",            0, 0)            \
     X(pool_mode,                POOL_MODE,  "session",     0, 0)            \
     X(max_client_conn,          INT,        "100",         1, INT_MAX)      \
     X(default_pool_size,        INT,        "20",          1, INT_MAX)      \

@@ -518,6 +518,10 @@ static void welcome(struct pgw_session *s)
     }
     s->params_sig = 0;
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
+    /* login_notify_message (PgBouncer 1.25): part of a pool's welcome,
+     * so the admin console, whose welcome is its own, does not get it. */
+    if (*s->px->cfg->login_notify_message)
+        pgw_wire_notice(&b, "00000", s->px->cfg->login_notify_message);
     pgw_wire_ready(&b, 'I');
     if (!pgw_session_send(s, &b)) {
         pgw_wbuf_deinit(&b);

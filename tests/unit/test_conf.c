@@ -478,6 +478,26 @@ static void test_unknown_vs_unsupported(void **state)
     pgw_conf_free(out);
 }
 
+/* PgBouncer 1.24/1.25 keys pgwharf once refused or ignored: they load
+ * without a warning and keep their values. */
+static void test_pgbouncer_new_keys(void **state)
+{
+    struct pgw_config *def = pgw_conf_defaults();
+    assert_string_equal(def->login_notify_message, "");
+    pgw_conf_free(def);
+
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "login_notify_message = Welcome: this is pgwharf, "
+                                          "not PostgreSQL\n", &d);
+    assert_int_equal(d.nwarnings, 0);
+    assert_string_equal(cfg->login_notify_message, "Welcome: this is pgwharf, not PostgreSQL");
+    char buf[128];
+    assert_true(pgw_conf_get(cfg, "login_notify_message", buf, sizeof(buf)));
+    assert_string_equal(buf, "Welcome: this is pgwharf, not PostgreSQL");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 /* ---- %include ---- */
 
 static void test_include(void **state)
@@ -1388,6 +1408,7 @@ int main(void)
         cmocka_unit_test(test_syntax_errors_all_reported),
         cmocka_unit_test(test_value_errors_all_reported),
         cmocka_unit_test(test_unknown_vs_unsupported),
+        cmocka_unit_test(test_pgbouncer_new_keys),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_include_errors),
         cmocka_unit_test(test_include_depth_limit),
