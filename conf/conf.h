@@ -181,6 +181,7 @@ struct pgw_config {
     double server_lifetime;         /* 3600 s */
     double server_idle_timeout;     /* 600 s */
     double autodb_idle_timeout;     /* 3600 s: free unused pools of the "*" entry */
+    double pool_idle_timeout;       /* 0 = off: free any pool without clients and servers */
     double server_connect_timeout;  /* 15 s */
     double server_login_retry;      /* 15 s */
     char *server_reset_query;       /* "DISCARD ALL" */

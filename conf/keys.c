@@ -68,6 +68,7 @@
     X(server_lifetime,          DUR,        "3600",        0, 0)            \
     X(server_idle_timeout,      DUR,        "600",         0, 0)            \
     X(autodb_idle_timeout,      DUR,        "3600",        0, 0)            \
+    X(pool_idle_timeout,        DUR,        "0",           0, 0)            \
     X(server_connect_timeout,   DUR,        "15",          0, 0)            \
     X(server_login_retry,       DUR,        "15",          0, 0)            \
     X(server_reset_query,       STR,        "DISCARD ALL", 0, 0)            \

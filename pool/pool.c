@@ -658,7 +658,7 @@ void pgw_pool_unref(struct pgw_pool *pool)
 {
     if (pool->refs > 0)
         pool->refs--;
-    pool->last_used = pool_now(pool);
+    pool->last_used = pool->last_held = pool_now(pool);
 }
 
 const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }

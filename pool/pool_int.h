@@ -115,6 +115,7 @@ struct pgw_pool {
     bool expiring;            /* unused past autodb_idle_timeout: no warming */
     int refs;                 /* sessions holding it (pgw_pool_ref) */
     ev_tstamp last_used;      /* last tick it had clients, waiters or busy servers */
+    ev_tstamp last_held;      /* last tick it had clients, waiters or any server */
     /* servers by state */
     struct pgw_list idle;     /* most recently used first */
     struct pgw_list active;

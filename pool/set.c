@@ -3,9 +3,9 @@
  * maintenance tick, the reaper that frees closed servers after the
  * callback that closed them, and destruction.
  *
- * Owns: every pool and backend of the loop (pools of the "*" entry and of
- * entries a reload removed are freed once unused, see expire_pools; the
- * rest by destroy), the
+ * Owns: every pool and backend of the loop (pools of the "*" entry, of
+ * entries a reload removed and, with pool_idle_timeout, any pool are freed
+ * once unused, see expire_pools; the rest by destroy), the
  * tick timer, the reaper idle watcher and the ev_async that DNS threads
  * use to wake the loop.  No globals: all state hangs off the set.
  */
@@ -57,31 +57,50 @@ static bool has_dead_server(const struct pgw_pool_set *set, const struct pgw_poo
     return false;
 }
 
-/* Pools of the "*" entry unused for autodb_idle_timeout, and pools whose
- * entry left the config as soon as they are unused, go (PgBouncer's
- * autodb_idle_timeout): otherwise every database name a client tries under
- * "*" would keep a pool, and its stats, for ever.  Used = held by a
- * session (pgw_pool_ref), waited on, or with a server lent, connecting or
- * being reset.  Idle servers close first; the pool itself goes once none
- * of its closed servers waits for the reaper (their free hook reads it). */
+/* Why an unused pool should go now, or NULL: its entry left the config
+ * (as soon as it is unused); a pool of the "*" entry unused for
+ * autodb_idle_timeout (idle servers or not: otherwise every database name
+ * a client tries under "*" would keep a pool, and its stats, for ever);
+ * any pool with neither clients nor servers for pool_idle_timeout
+ * (PgBouncer 1.25). */
+static const char *expire_reason(const struct pgw_pool *pool, const struct pgw_config *cfg,
+                                 ev_tstamp now)
+{
+    if (pool->orphan)
+        return "database_removed";
+    if (pool->autodb && cfg->autodb_idle_timeout > 0 &&
+        now - pool->last_used >= cfg->autodb_idle_timeout)
+        return "autodb_idle_timeout";
+    if (cfg->pool_idle_timeout > 0 && now - pool->last_held >= cfg->pool_idle_timeout)
+        return "pool_idle_timeout";
+    return NULL;
+}
+
+/* Free the pools nobody can come back for (expire_reason).  Used = held by
+ * a session (pgw_pool_ref, taken in the same callback as pgw_pool_get, so
+ * a client logging in never sees its pool go), waited on, or with a
+ * server lent, connecting or being reset: such a pool never goes.  Idle
+ * servers close first; the pool itself goes once none of its closed
+ * servers waits for the reaper (their free hook reads it). */
 static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
 {
-    double limit = set->cfg->autodb_idle_timeout;
     struct pgw_list *n, *next;
     for (n = set->pools.next; n != &set->pools; n = next) {
         next = n->next;
         struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
         if (pool->refs > 0 || pool->n_waiters > 0 ||
             pool->n_active + pool->n_connecting + pool->n_resetting > 0) {
-            pool->last_used = now;
+            pool->last_used = pool->last_held = now;
             pool->expiring = false;
             continue;
         }
-        if (!pool->orphan && !(pool->autodb && limit > 0 && now - pool->last_used >= limit))
+        if (pgw_pool_total(pool) > 0 || has_dead_server(set, pool))
+            pool->last_held = now;
+        const char *why = expire_reason(pool, set->cfg, now);
+        if (!why)
             continue;
         if (pool->login_retry_until > now)   /* a new pool would not wait server_login_retry */
             continue;
-        const char *why = pool->orphan ? "database_removed" : "autodb_idle_timeout";
         pool->expiring = true;               /* min_pool_size does not refill it */
         struct pgw_list *s;
         while ((s = pgw_list_first(&pool->idle)))

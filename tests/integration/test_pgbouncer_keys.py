@@ -113,5 +113,94 @@ class TestLoginNotifyMessage(pt.PgwharfTestCase):
         self.assertIn("7", cp.stdout)
 
 
+class TestPoolIdleTimeout(pt.PgwharfTestCase):
+    """pool_idle_timeout (PgBouncer 1.25): any pool (a [databases] entry's
+    too, not only the "*" entry's) with no client and no server for that
+    long is freed; 0 (the default) = never.  A pool with a waiter or a
+    server still connecting is in use and stays."""
+
+    def pools(self, conn):
+        return {(r["database"], r["user"]) for r in pt.show_table(conn, "POOLS")[1]}
+
+    def stats_lines(self, px):
+        return px.log().count("event=stats ")
+
+    def wait_ticks(self, px, n=3):
+        """Until n more stats lines (stats_period = 1 s) are logged: the
+        pool maintenance (every 1 s) has run at least n - 1 times since."""
+        start = self.stats_lines(px)
+        pt.wait_until(lambda: self.stats_lines(px) >= start + n, timeout=30,
+                      what="%d stats periods" % n)
+
+    def test_empty_pool_freed_after_timeout_and_not_with_0(self):
+        key = (self.pg.database, self.pg.user)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "stats_period": 1,
+                                          "server_idle_timeout": "1s",
+                                          "pool_idle_timeout": 0})
+        console = self.console_conn(px)
+        self.assertEqual(px.psql("select 1"), "1")
+        self.assertIn(key, self.pools(console))
+        # the client has left; its server goes after server_idle_timeout
+        px.wait_for_log(r"event=server_close .*reason=server_idle_timeout", timeout=30)
+        pt.wait_until(lambda: (pt.pool_row(console, *key) or {}).get("sv_idle") == 0,
+                      what="no server left")
+        # 0: the pool stays, empty, tick after tick
+        self.wait_ticks(px)
+        self.assertIn(key, self.pools(console))
+        self.assertNotIn("event=pool_free", px.log())
+
+        px.settings["pool_idle_timeout"] = "1s"
+        px.reload()
+        pt.wait_until(lambda: key not in self.pools(console), timeout=30, interval=0.1,
+                      what="the empty pool freed")
+        px.wait_for_log(r"event=pool_free db=%s user=%s reason=pool_idle_timeout" % key)
+        # the console's own pool is not one; a new client makes the pool again
+        self.assertEqual(px.psql("select 2"), "2")
+        self.assertIn(key, self.pools(console))
+
+    def test_pool_with_idle_servers_stays(self):
+        # "no client connections and no server connections": an idle server
+        # keeps its pool (server_idle_timeout closes it first)
+        key = (self.pg.database, self.pg.user)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "stats_period": 1,
+                                          "server_idle_timeout": 0,
+                                          "pool_idle_timeout": "1s"})
+        console = self.console_conn(px)
+        self.assertEqual(px.psql("select 1"), "1")
+        self.wait_ticks(px)
+        row = pt.pool_row(console, *key)
+        self.assertIsNotNone(row)
+        self.assertEqual(row["sv_idle"], 1)
+
+    def test_not_freed_while_a_server_connects(self):
+        # A pool no client holds whose only server is still logging in
+        # (its connect_query waits on a gate) past pool_idle_timeout: it
+        # stays, and the server, once through, is its idle server.
+        cq = "select pg_advisory_xact_lock_shared(7201)"
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "stats_period": 1, "min_pool_size": 1,
+                      "pool_idle_timeout": "1s", "server_idle_timeout": 0},
+            databases={"warm": self.pg.conn_string(self.pg.database, connect_query=cq),
+                       self.pg.database: self.pg.conn_string()})
+        console = self.console_conn(px)
+        self.assertEqual(px.psql("select 1", db="warm"), "1")   # makes the pool
+        pt.wait_pool(console, "warm", self.pg.user, sv_idle=1)
+        gate = hz.Gate(self.pg, 7201)
+        self.addCleanup(gate.close)
+        # the idle server goes; min_pool_size opens another, held by the gate
+        console.cursor().execute("RECONNECT warm")
+        self.pg.wait_running("7201", lock_wait=True)
+        self.wait_ticks(px)
+        row = pt.pool_row(console, "warm", self.pg.user)
+        self.assertIsNotNone(row, self.pools(console))
+        self.assertEqual(row["sv_idle"], 0)
+        self.assertNotIn("event=pool_free", px.log())
+        gate.open()
+        pt.wait_pool(console, "warm", self.pg.user, timeout=30, sv_idle=1)
+        self.wait_ticks(px)
+        self.assertIsNotNone(pt.pool_row(console, "warm", self.pg.user))
+        self.assertEqual(px.psql("select 3", db="warm"), "3")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -484,6 +484,7 @@ static void test_pgbouncer_new_keys(void **state)
 {
     struct pgw_config *def = pgw_conf_defaults();
     assert_string_equal(def->login_notify_message, "");
+    assert_true(def->pool_idle_timeout == 0);
     pgw_conf_free(def);
 
     struct pgw_conf_diag d = { 0 };
@@ -496,6 +497,16 @@ static void test_pgbouncer_new_keys(void **state)
     assert_string_equal(buf, "Welcome: this is pgwharf, not PostgreSQL");
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
+
+    cfg = load_ok(BASE "pool_idle_timeout = 90s\n", &d);
+    assert_int_equal(d.nwarnings, 0);
+    assert_true(cfg->pool_idle_timeout == 90);
+    assert_true(pgw_conf_get(cfg, "pool_idle_timeout", buf, sizeof(buf)));
+    assert_string_equal(buf, "90");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    expect_key_error("pool_idle_timeout = -1",
+                     "t.ini:3: pool_idle_timeout: expected a non-negative duration, got \"-1\"");
 }
 
 /* ---- %include ---- */
