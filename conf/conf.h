@@ -199,6 +199,7 @@ struct pgw_config {
     double query_wait_timeout;      /* 120 s */
     double query_wait_notify;       /* 5 s: a NOTICE to a client queued that long; 0 = none */
     double dns_max_ttl;             /* 15 s: how long a resolved host name is used */
+    double dns_nxdomain_ttl;        /* 15 s: how long a failed lookup stands; 0 = not kept */
     double cancel_wait_timeout;     /* 10 s: a forwarded cancel's deadline */
     double client_login_timeout;    /* 60 s */
     double client_idle_timeout;

@@ -122,6 +122,7 @@
     X(server_connect_rate,      NUM,        "0",           0, 0)            \
     X(server_connect_burst,     INT,        "0",           0, INT_MAX)      \
     X(dns_max_ttl,              DUR,        "15",          0, 0)            \
+    X(dns_nxdomain_ttl,         DUR,        "15",          0, 0)            \
     X(metrics_addr,             STR,        "127.0.0.1",   0, 0)            \
     X(metrics_port,             INT,        "0",           0, 65535)        \
     X(shutdown_timeout,         DUR,        "30",          0, 0)
@@ -155,7 +156,7 @@ static const struct conf_key keys[] = { PGW_CONF_KEYS(KEY_ENTRY) };
  * error, so an existing pgbouncer.ini loads. */
 static const char *const unsupported_keys[] = {
     "auth_ldap_options", "conffile",
-    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "pkt_buf",
+    "dns_zone_check_period", "job_name", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "service_name", "suspend_timeout",
     "track_extra_parameters",
 };

@@ -10,7 +10,8 @@
  * connections then get libpq's `hostaddr` (host kept for TLS checks and
  * .pgpass).  Each name expands to all its addresses as a multi-host list,
  * so libpq still tries them in turn.  Results are reused for dns_max_ttl
- * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  The
+ * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  A
+ * failed lookup is kept for dns_nxdomain_ttl (see dns_failed).  The
  * set joins any thread still running when it is destroyed.
  */
 #include "pool/pool_int.h"
@@ -152,16 +153,58 @@ static void dns_start(struct pgw_backend *be)
     be->dns = r;
 }
 
+/* The cached failure as the error a login gets. */
+static void dns_error_of(const struct pgw_backend *be, struct pgw_pool_error *err)
+{
+    err->code = PGW_ESERVER_CONNECT;
+    snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", pgw_pool_guess_sqlstate(be->dns_error));
+    snprintf(err->message, sizeof(err->message), "server connection failed: %.480s",
+             be->dns_error);
+}
+
+bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err)
+{
+    if (!be->hosts || be->hostaddr || be->dns ||
+        ev_now(be->set->loop) >= be->dns_error_until)
+        return false;
+    dns_error_of(be, err);
+    return true;
+}
+
+/* A failed lookup: one failed connection attempt for the breaker.  Kept
+ * for dns_nxdomain_ttl (PgBouncer's key): no new lookup before then, and,
+ * with no earlier addresses to use meanwhile, the clients waiting for a
+ * server of this backend get the error now and new logins at once
+ * (acquire_refuse), instead of a lookup each until the breaker opens. */
+static void dns_failed(struct pgw_backend *be, const char *error)
+{
+    struct pgw_pool_set *set = be->set;
+    ev_tstamp now = ev_now(set->loop);
+    char q[300];
+    pgw_warn("server_resolve_failed", "backend=%s reason=%s", be->address,
+             pgw_log_quote(q, sizeof(q), error));
+    bool probe = false;
+    if (pgw_breaker_allow(&be->breaker, now, &probe))
+        pgw_backend_failed(be, probe, error);
+    if (set->cfg->dns_nxdomain_ttl <= 0)
+        return;
+    snprintf(be->dns_error, sizeof(be->dns_error), "%s", error);
+    be->dns_error_until = now + set->cfg->dns_nxdomain_ttl;
+    struct pgw_pool_error err;
+    if (!pgw_backend_dns_failed(be, &err))
+        return;
+    struct pgw_list *n;
+    for (n = set->pools.next; n != &set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->backend == be && !p->paused)
+            pgw_pool_fail_waiters(p, &err);
+    }
+}
+
 static void dns_apply(struct pgw_backend *be, struct dns_req *r)
 {
     if (r->error[0]) {
-        char q[300];
-        pgw_warn("server_resolve_failed", "backend=%s reason=%s", be->address,
-                 pgw_log_quote(q, sizeof(q), r->error));
-        /* The resolution stands for a connection attempt. */
-        bool probe = false;
-        if (pgw_breaker_allow(&be->breaker, ev_now(be->set->loop), &probe))
-            pgw_backend_failed(be, probe, r->error);
+        dns_failed(be, r->error);
         return;
     }
     char *h = strdup(r->host), *a = strdup(r->hostaddr), *p = strdup(r->port);
@@ -174,6 +217,7 @@ static void dns_apply(struct pgw_backend *be, struct dns_req *r)
     be->hostaddr = a;
     be->res_port = p;
     be->hostaddr_until = ev_now(be->set->loop) + be->set->cfg->dns_max_ttl;
+    be->dns_error_until = 0;
     pgw_debug("server_resolve", "backend=%s hostaddr=%s", be->address, a);
 }
 
@@ -301,12 +345,13 @@ static void wake_in(struct pgw_backend *be, double after)
     ev_timer_start(loop, &be->wake);
 }
 
-/* Resolved addresses usable now?  Starts a resolution when due. */
+/* Resolved addresses usable now?  Starts a resolution when due, unless a
+ * failed one is still cached (dns_nxdomain_ttl). */
 static bool dns_ready(struct pgw_backend *be, ev_tstamp now)
 {
     if (!be->hosts)
         return true;
-    if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns)
+    if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns && now >= be->dns_error_until)
         dns_start(be);
     return be->hostaddr != NULL;
 }

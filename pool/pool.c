@@ -510,6 +510,12 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
         w->error = e;
         return PGW_EBREAKER_OPEN;
     }
+    /* Its host name did not resolve a moment ago (dns_nxdomain_ttl): no
+     * server can come until it is looked up again. */
+    if (!pool->paused && pgw_backend_dns_failed(pool->backend, e)) {
+        w->error = e;
+        return e->code;
+    }
     return 0;
 }
 

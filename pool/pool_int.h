@@ -79,6 +79,10 @@ struct pgw_backend {
     char *res_host, *hostaddr, *res_port;
     ev_tstamp hostaddr_until;
     struct dns_req *dns;      /* resolution in flight */
+    /* The last lookup failed: no new one before dns_error_until
+     * (dns_nxdomain_ttl); without addresses, logins fail with dns_error. */
+    ev_tstamp dns_error_until;
+    char dns_error[512];
 };
 
 struct pgw_pool {
@@ -204,6 +208,9 @@ void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
 void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);
 void pgw_backend_kick_pools(struct pgw_backend *be);
 void pgw_backend_dns_done(struct pgw_pool_set *set);
+/* A cached failed lookup (dns_nxdomain_ttl) leaves the backend without
+ * addresses: true, and err says why, for a login to fail at once. */
+bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err);
 void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now);
 
 /* set.c */

@@ -202,5 +202,69 @@ class TestPoolIdleTimeout(pt.PgwharfTestCase):
         self.assertEqual(px.psql("select 3", db="warm"), "3")
 
 
+class TestDnsNxdomainTtl(pt.PgwharfTestCase):
+    """dns_nxdomain_ttl: a host name that did not resolve is not looked up
+    again for that long; logins meanwhile fail at once with the error of
+    the lookup.  0 = not kept (each attempt looks it up, until the breaker
+    opens).  Names under the reserved .invalid TLD never resolve; the
+    lookups are counted by their server_resolve_failed lines."""
+
+    HOST = "pgwtest2.invalid"
+
+    def start(self, **settings):
+        settings.setdefault("breaker_threshold", 3)
+        return self.start_pgwharf(
+            settings=settings,
+            databases={"nx": "host=%s port=%d dbname=%s" % (self.HOST, self.pg.port,
+                                                             self.pg.database),
+                       self.pg.database: self.pg.conn_string()})
+
+    def login_error(self, px):
+        sock = socket.create_connection((px.host, px.port), timeout=30)
+        try:
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(sock, self.pg.user, "nx", self.pg.password)
+            return cm.exception.fields.get("C"), cm.exception.fields.get("M")
+        finally:
+            sock.close()
+
+    def lookups(self, px):
+        return px.log().count("event=server_resolve_failed")
+
+    def test_failure_cached_and_logins_fail_fast(self):
+        px = self.start(dns_nxdomain_ttl=3600)
+        first = self.login_error(px)
+        self.assertEqual(first[0], "08001")
+        self.assertIn('could not translate host name "%s"' % self.HOST, first[1])
+        for _ in range(5):
+            self.assertEqual(self.login_error(px), first)
+        self.assertEqual(self.lookups(px), 1, px.log_tail())
+        # the breaker counted the one lookup only
+        rows = pt.show_table(self.console_conn(px), "BREAKERS")[1]
+        row = [r for r in rows if r["backend"].startswith(self.HOST)][0]
+        self.assertEqual(row["state"], "closed")
+        self.assertEqual(px.psql("select 1"), "1")        # other databases unaffected
+
+    def test_looked_up_again_once_expired(self):
+        px = self.start(dns_nxdomain_ttl="1s", breaker_threshold=1000)
+        first = self.login_error(px)
+        self.assertEqual(self.lookups(px), 1)
+
+        def relooked():
+            self.assertEqual(self.login_error(px), first)
+            return self.lookups(px) >= 2
+        pt.wait_until(relooked, timeout=30, interval=0.1, what="a new lookup after 1 s")
+        self.assertEqual(self.lookups(px), 2, px.log_tail())
+
+    def test_zero_does_not_cache(self):
+        px = self.start(dns_nxdomain_ttl=0)
+        code, msg = self.login_error(px)
+        self.assertEqual(code, "08001")
+        self.assertIn("could not translate host name", msg)
+        # each attempt looked the name up again, until the breaker opened
+        # (3 failures; a probe after its cooldown may add one)
+        self.assertGreaterEqual(self.lookups(px), 3, px.log_tail())
+
+
 if __name__ == "__main__":
     unittest.main()

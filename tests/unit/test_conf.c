@@ -485,6 +485,7 @@ static void test_pgbouncer_new_keys(void **state)
     struct pgw_config *def = pgw_conf_defaults();
     assert_string_equal(def->login_notify_message, "");
     assert_true(def->pool_idle_timeout == 0);
+    assert_true(def->dns_nxdomain_ttl == 15);
     pgw_conf_free(def);
 
     struct pgw_conf_diag d = { 0 };
@@ -503,6 +504,11 @@ static void test_pgbouncer_new_keys(void **state)
     assert_true(cfg->pool_idle_timeout == 90);
     assert_true(pgw_conf_get(cfg, "pool_idle_timeout", buf, sizeof(buf)));
     assert_string_equal(buf, "90");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    cfg = load_ok(BASE "dns_nxdomain_ttl = 0\n", &d);
+    assert_int_equal(d.nwarnings, 0);      /* was "ignored: not supported yet" */
+    assert_true(cfg->dns_nxdomain_ttl == 0);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
     expect_key_error("pool_idle_timeout = -1",
@@ -1355,7 +1361,7 @@ static void test_real_pgbouncer_ini(void **state)
         dump(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.nerrors, 0);
-    assert_int_equal(d.nwarnings, 5);      /* tcp_*, syslog, cancel_wait_timeout... are implemented */
+    assert_int_equal(d.nwarnings, 4);      /* tcp_*, syslog, dns_nxdomain_ttl... are implemented */
     assert_warning(&d, DATA "pgbouncer-real.ini:150: dns_zone_check_period: ignored: not "
                             "supported yet");
 
@@ -1378,6 +1384,7 @@ static void test_real_pgbouncer_ini(void **state)
     assert_false(cfg->log_connections);
     assert_true(cfg->server_idle_timeout == 300);
     assert_true(cfg->autodb_idle_timeout == 3600);
+    assert_true(cfg->dns_nxdomain_ttl == 15);
     assert_true(cfg->cancel_wait_timeout == 10);
     assert_string_equal(cfg->ignore_startup_parameters, "extra_float_digits, search_path");
     assert_true(pgw_conf_list_has(cfg->admin_users, "dba"));
