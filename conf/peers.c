@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <limits.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,9 @@ static int peer_key(struct pgw_conf_peer *p, const char *key, const char *val, c
 static int peer_resolve(struct pgw_conf_peer *p, char *err, size_t errlen)
 {
     memset(&p->addr, 0, sizeof(p->addr));
-    if (p->host[0] == '/') {
+    if (p->host[0] == '/' || p->host[0] == '@') {
+        /* "@": a name in the abstract namespace (no trailing NUL in the
+         * address), as the peer's unix_socket_dir = @... listens */
         struct sockaddr_un *sun = (struct sockaddr_un *)&p->addr;
         sun->sun_family = AF_UNIX;
         int n = snprintf(sun->sun_path, sizeof(sun->sun_path), "%s/.s.PGSQL.%d", p->host,
@@ -61,6 +64,10 @@ static int peer_resolve(struct pgw_conf_peer *p, char *err, size_t errlen)
             return PGW_ECONFIG;
         }
         p->addrlen = (socklen_t)sizeof(*sun);
+        if (p->host[0] == '@') {
+            sun->sun_path[0] = '\0';
+            p->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n);
+        }
         return 0;
     }
     struct sockaddr_in *in4 = (struct sockaddr_in *)&p->addr;

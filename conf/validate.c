@@ -114,8 +114,10 @@ static void check_peers(struct conf_loader *ld)
     for (int i = 0; i < cfg->npeers; i++) {
         const struct pgw_conf_peer *p = &cfg->peers[i];
         const struct sockaddr_un *sun = (const struct sockaddr_un *)&p->addr;
+        /* an abstract name ("@...") has a NUL for its '@' */
         if (p->id != cfg->peer_id && p->addr.ss_family == AF_UNIX &&
-            strcmp(sun->sun_path, own) == 0)
+            sun->sun_path[0] == (own[0] == '@' ? '\0' : own[0]) &&
+            strcmp(sun->sun_path + 1, own + 1) == 0)
             conf_error(&ld->rep, p->file, p->line, "peer %d: %s is this process's own "
                        "socket, but its peer_id is %d (cancels would loop)", p->id, own,
                        cfg->peer_id);

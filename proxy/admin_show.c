@@ -122,7 +122,7 @@ static void split_address(const char *address, char *host, size_t hostlen, int *
     memcpy(host, address, n);
     host[n] = '\0';
     *port = colon ? atoi(colon + 1) : 0;
-    if (host[0] == '/')
+    if (host[0] == '/' || host[0] == '@')     /* a socket directory or abstract name */
         snprintf(host, hostlen, "unix");
 }
 

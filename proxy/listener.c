@@ -1,6 +1,7 @@
 /*
  * listener.c - listening sockets: TCP on every listen_addr entry and the
- * Unix socket <unix_socket_dir>/.s.PGSQL.<port>, as PostgreSQL names it.
+ * Unix socket <unix_socket_dir>/.s.PGSQL.<port>, as PostgreSQL names it (a
+ * file, or with "@" a name in the abstract namespace).
  * Accepts in a bounded batch per wake-up; beyond max_client_conn (or the
  * fewer clients the open-files limit leaves room for, px->client_cap) a
  * client gets ErrorResponse 53300 and is closed.
@@ -14,6 +15,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,31 +268,48 @@ static int unix_socket_access(const struct pgw_config *cfg, const char *path, ch
     return 0;
 }
 
+/* A unix_socket_dir starting with '@' is a name in Linux's abstract
+ * namespace (as PgBouncer and libpq take it): the socket "@dir/.s.PGSQL.N"
+ * is no file, so nothing to unlink, chmod or chown (unix_socket_mode and
+ * unix_socket_group do not apply), and it goes with the process.  Its
+ * address is the name after a NUL, without a trailing one, as libpq
+ * connects to it. */
 static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *errbuf, size_t errlen)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", dir, port);
+    bool abstract = dir[0] == '@';
+    /* path: what the log shows and close_all unlinks ("@..." for an
+     * abstract name) */
+    char path[sizeof(sun.sun_path) + 1];
+    int n = snprintf(path, sizeof(path), "%s/.s.PGSQL.%d", dir, port);
     if (n < 0 || (size_t)n >= sizeof(sun.sun_path)) {
         snprintf(errbuf, errlen, "unix_socket_dir %s: path too long", dir);
         return PGW_ECONFIG;
+    }
+    memcpy(sun.sun_path, path, (size_t)n);
+    socklen_t len = (socklen_t)sizeof(sun);
+    if (abstract) {
+        sun.sun_path[0] = '\0';
+        len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n);
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(errbuf, errlen, "socket: %s", strerror(errno));
         return PGW_EIO;
     }
-    unlink(sun.sun_path);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 128) < 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", sun.sun_path, strerror(errno));
+    if (!abstract)
+        unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, len) < 0 || listen(fd, 128) < 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", path, strerror(errno));
         close(fd);
         return PGW_EIO;
     }
-    if (unix_socket_access(px->cfg, sun.sun_path, errbuf, errlen) < 0) {
+    if (!abstract && unix_socket_access(px->cfg, path, errbuf, errlen) < 0) {
         close(fd);
-        unlink(sun.sun_path);
+        unlink(path);
         return PGW_EIO;
     }
-    if (add_listener(px, fd, true, sun.sun_path) < 0) {
+    if (add_listener(px, fd, true, path) < 0) {
         close(fd);
         return PGW_ENOMEM;
     }
@@ -342,7 +361,8 @@ void pgw_listener_close_all(struct pgw_proxy *px)
         ev_io_stop(px->loop, &l->io);
         close(l->fd);
         if (l->path) {
-            unlink(l->path);
+            if (l->path[0] != '@')
+                unlink(l->path);
             free(l->path);
         }
         free(l);

@@ -266,5 +266,89 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
         self.assertGreaterEqual(self.lookups(px), 3, px.log_tail())
 
 
+def abstract_sockets():
+    """The names of the abstract Unix sockets listening now ("@..."), from
+    /proc/net/unix."""
+    names = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 8 and parts[7].startswith("@"):
+                names.add(parts[7])
+    return names
+
+
+class TestAbstractUnixSockets(pt.PgwharfTestCase):
+    """unix_socket_dir = @name: pgwharf listens on the Linux abstract
+    socket "@name/.s.PGSQL.<port>" (no file; unix_socket_mode and
+    unix_socket_group do not apply); libpq reaches it with host=@name.  A
+    [databases] host=@name is PostgreSQL's abstract socket, passed to
+    libpq untouched."""
+
+    def test_listen_on_an_abstract_socket(self):
+        tmp = self.start_pgwharf(start=False)          # only for its temp dir
+        name = "@" + tmp.dir + "/abs"
+        px = self.start_pgwharf(settings={"unix_socket_dir": name,
+                                          "unix_socket_mode": "0600",
+                                          "unix_socket_group": "no-such-group-pgwharf"})
+        sock_name = "%s/.s.PGSQL.%d" % (name, px.port)
+        self.assertIn(sock_name, abstract_sockets())
+        self.assertFalse(os.path.exists(sock_name[1:]))
+        self.assertFalse(os.path.exists(tmp.dir + "/abs"))
+        px.wait_for_log(r"event=listening addr=%s" % sock_name.replace(".", r"\."))
+        out = pt._run_psql(name, px.port, self.pg.user, self.pg.password, self.pg.database,
+                           "select 'via ' || 'abstract'")
+        self.assertEqual(out, "via abstract")
+        conn = psycopg2.connect(host=name, port=px.port, user=self.pg.user,
+                                password=self.pg.password, dbname=self.pg.database)
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        self.assertEqual(pt.one(conn, "select 5"), 5)
+        console = self.console_conn(px)
+        addrs = {r["addr"] for r in pt.show_table(console, "CLIENTS")[1]
+                 if r["database"] == self.pg.database}
+        self.assertEqual(addrs, {"unix"})
+        conn.close()
+        console.close()
+        # stop and start again: the name went with the process, nothing is
+        # left behind, and the new process can take it
+        self.assertEqual(px.stop(), 0)
+        self.assertNotIn(sock_name, abstract_sockets())
+        px.start()
+        self.assertIn(sock_name, abstract_sockets())
+        self.assertEqual(pt._run_psql(name, px.port, self.pg.user, self.pg.password,
+                                      self.pg.database, "select 6"), "6")
+        self.assertEqual(px.stop(), 0)
+        self.assertNotIn(sock_name, abstract_sockets())
+        self.assertEqual(os.listdir(tmp.dir) if os.path.isdir(tmp.dir) else [], [])
+
+    def test_server_on_an_abstract_socket(self):
+        # PostgreSQL 14+ listens on an abstract socket too: the test
+        # cluster gets one for this test, from its command line (nothing
+        # written to its config), and a plain restart takes it away again.
+        name = "@%s-abs" % self.pg.sockdir
+        self.addCleanup(self.pg.restart)
+        self.pg.stop()
+        self.pg.pg_ctl("start", "-w", "-t", "60", "-l", self.pg.logfile, "-o",
+                       "-c unix_socket_directories='%s,%s'" % (self.pg.sockdir, name))
+        self.pg.wait_ready()
+        sock_name = "%s/.s.PGSQL.%d" % (name, self.pg.port)
+        self.assertIn(sock_name, abstract_sockets())
+        px = self.start_pgwharf(
+            databases={"abs": "host=%s port=%d dbname=%s" % (name, self.pg.port,
+                                                             self.pg.database)})
+        out = px.psql("select inet_server_addr() is null, current_setting('port')", db="abs")
+        self.assertEqual(out, "t|%d" % self.pg.port)    # no TCP address: a Unix socket
+        console = self.console_conn(px)
+        rows = pt.show_table(console, "DATABASES")[1]
+        self.assertEqual([r["host"] for r in rows if r["name"] == "abs"], [name])
+        servers = [r for r in pt.show_table(console, "SERVERS")[1] if r["database"] == "abs"]
+        self.assertEqual({r["addr"] for r in servers}, {"unix"})
+        breakers = {r["backend"] for r in pt.show_table(console, "BREAKERS")[1]}
+        self.assertIn("%s:%d" % (name, self.pg.port), breakers)
+        self.assertNotIn("server_resolve", px.log())    # not taken for a host name
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -975,6 +975,25 @@ static void test_peers(void **state)
                      "but its peer_id is 1 (cancels would loop)");
     pgw_conf_diag_free(&d);
 
+    /* "@": an abstract socket name, a NUL for its '@' and no trailing NUL
+     * in the address (as the listener binds it); the same own-socket check,
+     * and a file of the same path is another socket */
+    load_fail(BASE "peer_id = 1\nunix_socket_dir = @/run/me\nlisten_port = 7000\n"
+                   "[peers]\n1 = host=@/run/me port=7000\n2 = host=@/run/me port=7000\n"
+                   "3 = host=/run/me port=7000\n", &d, 1);
+    assert_error(&d, "t.ini:8: peer 2: @/run/me/.s.PGSQL.7000 is this process's own socket, "
+                     "but its peer_id is 1 (cancels would loop)");
+    pgw_conf_diag_free(&d);
+    cfg = load_ok(BASE "peer_id = 1\n[peers]\n2 = host=@/run/p2 port=7000\n", &d);
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&cfg->peers[0].addr;
+    assert_int_equal(sun->sun_family, AF_UNIX);
+    assert_int_equal(sun->sun_path[0], '\0');
+    assert_string_equal(sun->sun_path + 1, "/run/p2/.s.PGSQL.7000");
+    assert_int_equal(cfg->peers[0].addrlen,
+                     offsetof(struct sockaddr_un, sun_path) + strlen("@/run/p2/.s.PGSQL.7000"));
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
     /* [peers] without peer_id does nothing: said once */
     cfg = load_ok(BASE "[peers]\n1 = host=/a\n2 = host=/b\n", &d);
     assert_int_equal(d.nwarnings, 1);
