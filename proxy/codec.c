@@ -1,6 +1,9 @@
 /* codec.c - startup packet and message framing parsers (see codec.h). */
 #include "proxy/codec.h"
 
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -105,4 +108,93 @@ long pgw_msg_complete(const uint8_t *buf, size_t len, uint32_t max)
     if (n < 4 || n > max)
         return -1;
     return (size_t)n + 1 <= len ? (long)n + 1 : 0;
+}
+
+/* ---- the options startup parameter ---- */
+
+static bool opt_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* Split options into words in buf (each NUL-terminated, escapes undone);
+ * returns how many.  buf holds strlen(options) + 1 bytes: a word is never
+ * longer than its text, and a separator or the end follows each one. */
+static int split_words(const char *in, char *buf)
+{
+    int n = 0;
+    char *o = buf;
+    for (;;) {
+        while (opt_space(*in))
+            in++;
+        if (!*in)
+            return n;
+        bool escaped = false;
+        for (; *in && (escaped || !opt_space(*in)); in++) {
+            if (!escaped && *in == '\\') {
+                escaped = true;
+                continue;
+            }
+            escaped = false;
+            *o++ = *in;
+        }
+        *o++ = '\0';
+        n++;
+    }
+}
+
+/* "name=value" of -c or --: split it and give it to fn. */
+static int option_setting(char *word, const char *sw, pgw_startup_option_fn fn, void *arg)
+{
+    char why[160];
+    char *eq = strchr(word, '=');
+    if (!eq) {
+        snprintf(why, sizeof(why), "%s%.100s: no value (expected name=value)", sw, word);
+        return fn(arg, NULL, why);
+    }
+    if (eq == word) {
+        snprintf(why, sizeof(why), "%s%.100s: no parameter name", sw, word);
+        return fn(arg, NULL, why);
+    }
+    *eq = '\0';
+    for (char *c = word; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    return fn(arg, word, eq + 1);
+}
+
+int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg)
+{
+    size_t len = strlen(options);
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return PGW_ENOMEM;
+    int n = split_words(options, buf), rc = 0;
+    bool ended = false;              /* after "--": no more switches */
+    char why[160];
+    char *next = buf;
+    for (int i = 0; i < n && rc == 0; i++) {
+        char *w = next;
+        next = w + strlen(w) + 1;    /* before option_setting cuts w at '=' */
+        if (!ended && strcmp(w, "--") == 0) {
+            ended = true;
+        } else if (!ended && strncmp(w, "--", 2) == 0) {
+            rc = option_setting(w + 2, "--", fn, arg);
+        } else if (!ended && strcmp(w, "-c") == 0) {
+            if (++i == n) {
+                rc = fn(arg, NULL, "-c: no name=value after it");
+                break;
+            }
+            w = next;
+            next = w + strlen(w) + 1;
+            rc = option_setting(w, "-c ", fn, arg);
+        } else if (!ended && strncmp(w, "-c", 2) == 0) {
+            rc = option_setting(w + 2, "-c", fn, arg);
+        } else {
+            snprintf(why, sizeof(why), "\"%.100s\" is not -c name=value or --name=value", w);
+            rc = fn(arg, NULL, why);
+        }
+    }
+    free(buf);
+    return rc;
 }

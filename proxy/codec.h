@@ -51,4 +51,20 @@ int pgw_startup_parse(const uint8_t *pkt, size_t len, struct pgw_startup *out);
  * invalid (< 4 or > max). */
 long pgw_msg_complete(const uint8_t *buf, size_t len, uint32_t max);
 
+/*
+ * The "options" startup parameter (libpq's PGOPTIONS), read as PostgreSQL
+ * reads it (pg_split_opts, then its command-line switches): words split at
+ * white space, a backslash taking the next character as it is (an escaped
+ * space stays in its word, "\\" is one backslash, a backslash at the very
+ * end is dropped).  The switches that set a parameter, "-c name=value",
+ * "-cname=value" and "--name=value", call fn(arg, name, value), the name
+ * with '-' read as '_' as PostgreSQL does.  Every other word (another
+ * switch, a name without "=value", a bare word, anything after "--") calls
+ * fn(arg, NULL, why).  fn returns 0 to go on; anything else stops the
+ * split and is returned.  Returns 0, fn's return or PGW_ENOMEM.  Pure: no
+ * I/O, one allocation the size of options.
+ */
+typedef int (*pgw_startup_option_fn)(void *arg, const char *name, const char *value);
+int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg);
+
 #endif

@@ -6,8 +6,12 @@
  * by pgw_startup_need() and parsed by pgw_startup_parse(), a second startup
  * packet after an SSLRequest 'N', then regular frontend messages framed by
  * pgw_msg_complete() as during auth (cap 8192) and the relay (cap 1 GiB).
+ * Each parameter value is also read as the options parameter
+ * (pgw_startup_options).
  * Invariants checked beyond "no crash": a parsed packet's pointers lie
- * inside it; a complete message never claims more bytes than are there.
+ * inside it; a complete message never claims more bytes than are there;
+ * an option's name and value are no longer than the text they came from,
+ * and a refused word's reason is short.
  */
 #include <stdbool.h>
 
@@ -19,6 +23,18 @@ static bool inside(const void *p, const uint8_t *pkt, size_t len)
 {
     const uint8_t *b = p;
     return b >= pkt && b < pkt + len;
+}
+
+static int one_option(void *arg, const char *name, const char *value)
+{
+    size_t max = *(const size_t *)arg;
+    if (!value || (name && (!*name || strlen(name) > max || strlen(value) > max)) ||
+        (!name && (!*value || strlen(value) >= 160)))
+        abort();
+    if (name)
+        fuzz_touch(name);
+    fuzz_touch(value);
+    return 0;
 }
 
 /* Parse one startup packet at the front of buf; returns its size, or 0. */
@@ -62,6 +78,9 @@ static size_t one_startup(const uint8_t *buf, size_t len, int *kind)
                 abort();
             fuzz_touch(st.names[i]);
             fuzz_touch(st.values[i]);
+            size_t max = strlen(st.values[i]);
+            if (pgw_startup_options(st.values[i], one_option, &max) != 0)
+                abort();
         }
         for (int i = 0; i < st.nprotoopts; i++)
             fuzz_touch(st.protoopts[i]);

@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -202,6 +204,166 @@ static void test_wire_error_roundtrip(void **state)
     pgw_wbuf_deinit(&b);
 }
 
+/* ---- the options startup parameter ---- */
+
+/* What pgw_startup_options reported, one "name=value|" or "!why|" each. */
+struct opt_log {
+    char text[4096];
+    int calls, stop_after;           /* stop_after: fn returns 7 at that call */
+};
+
+static int opt_collect(void *arg, const char *name, const char *value)
+{
+    struct opt_log *l = arg;
+    size_t o = strlen(l->text);
+    if (name)
+        snprintf(l->text + o, sizeof(l->text) - o, "[%s]=[%s]|", name, value);
+    else
+        snprintf(l->text + o, sizeof(l->text) - o, "!%s|", value);
+    return ++l->calls == l->stop_after ? 7 : 0;
+}
+
+static const char *opts(const char *in)
+{
+    static struct opt_log l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pgw_startup_options(in, opt_collect, &l), 0);
+    return l.text;
+}
+
+static void test_options_settings(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *want; } cases[] = {
+        { "-c TimeZone=UTC", "[TimeZone]=[UTC]|" },
+        { "-cTimeZone=UTC", "[TimeZone]=[UTC]|" },
+        { "--TimeZone=UTC", "[TimeZone]=[UTC]|" },
+        { "  -c  a=1\t--b=2\n-cc=3  ", "[a]=[1]|[b]=[2]|[c]=[3]|" },
+        /* '-' in a name is '_'; not in the value */
+        { "--search-path=a-b -c x-y=-z", "[search_path]=[a-b]|[x_y]=[-z]|" },
+        /* the first '=' splits; the value may hold more, or be empty */
+        { "-c a=b=c --d=", "[a]=[b=c]|[d]=[]|" },
+        /* a backslash keeps the next character, white space included */
+        { "-c search_path=a\\ b", "[search_path]=[a b]|" },
+        { "-c x=a\\\\b", "[x]=[a\\b]|" },
+        { "-c x=a\\\\ -c y=1", "[x]=[a\\]|[y]=[1]|" },
+        { "-c x=\\a\\=b", "[x]=[a=b]|" },
+        { "-c\\ x=1", "[ x]=[1]|" },
+        { "\\-c x=1", "[x]=[1]|" },
+        /* a backslash at the very end is dropped */
+        { "-c x=1\\", "[x]=[1]|" },
+        { "-c x=1 \\", "[x]=[1]|!\"\" is not -c name=value or --name=value|" },
+        /* -c takes the next word whatever it is */
+        { "-c -c=1", "[_c]=[1]|" },
+        { "", "" },
+        { "   \t\n ", "" },
+        { "--", "" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = opts(cases[i].in);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("options %s: got %s, want %s", cases[i].in, got, cases[i].want);
+    }
+}
+
+static void test_options_refused_words(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *want; } cases[] = {
+        { "-c", "!-c: no name=value after it|" },
+        { "  -c  ", "!-c: no name=value after it|" },
+        { "-c TimeZone", "!-c TimeZone: no value (expected name=value)|" },
+        { "-cTimeZone", "!-cTimeZone: no value (expected name=value)|" },
+        { "--TimeZone", "!--TimeZone: no value (expected name=value)|" },
+        { "-c =UTC", "!-c =UTC: no parameter name|" },
+        { "--=x", "!--=x: no parameter name|" },
+        { "-B 100", "!\"-B\" is not -c name=value or --name=value|"
+                    "!\"100\" is not -c name=value or --name=value|" },
+        { "-e", "!\"-e\" is not -c name=value or --name=value|" },
+        { "TimeZone=UTC", "!\"TimeZone=UTC\" is not -c name=value or --name=value|" },
+        { "-- -c a=1", "!\"-c\" is not -c name=value or --name=value|"
+                       "!\"a=1\" is not -c name=value or --name=value|" },
+        { "\\", "!\"\" is not -c name=value or --name=value|" },
+        { "-c a=1 -x -c b=2", "[a]=[1]|!\"-x\" is not -c name=value or --name=value|[b]=[2]|" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = opts(cases[i].in);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("options %s: got %s, want %s", cases[i].in, got, cases[i].want);
+    }
+}
+
+static void test_options_callback_stops(void **state)
+{
+    (void)state;
+    struct opt_log l;
+    memset(&l, 0, sizeof(l));
+    l.stop_after = 2;
+    assert_int_equal(pgw_startup_options("-c a=1 -x -c b=2", opt_collect, &l), 7);
+    assert_int_equal(l.calls, 2);
+    assert_string_equal(l.text, "[a]=[1]|!\"-x\" is not -c name=value or --name=value|");
+}
+
+
+/* For long input: count the calls, check a setting's value is all 'v' or "1". */
+static int opt_count_long(void *arg, const char *name, const char *value)
+{
+    size_t *calls = arg;
+    (*calls)++;
+    if (name && strcmp(value, "1") != 0 && strcmp(name, "a") != 0)
+        for (const char *v = value; *v; v++)
+            assert_int_equal(*v, 'v');
+    if (!name)
+        assert_true(strlen(value) < 200);     /* a refusal quotes the word cut short */
+    return 0;
+}
+
+static void test_options_long_and_hostile(void **state)
+{
+    (void)state;
+    /* A long value, a long run of escapes and of spaces: read whole. */
+    size_t n = 20000;
+    char *in = malloc(n + 64);
+    assert_non_null(in);
+    strcpy(in, "-c x=");
+    memset(in + 5, 'v', n);
+    in[5 + n] = '\0';
+    size_t calls = 0;                  /* counted only: the text would not fit */
+    int rc = pgw_startup_options(in, opt_count_long, &calls);
+    assert_int_equal(rc, 0);
+    assert_int_equal(calls, 1);
+    /* only backslashes: half of them */
+    memset(in, '\\', n);
+    in[n] = '\0';
+    calls = 0;
+    assert_int_equal(pgw_startup_options(in, opt_count_long, &calls), 0);
+    assert_int_equal(calls, 1);                /* one word of n/2 backslashes: refused */
+    /* only spaces */
+    memset(in, ' ', n);
+    calls = 0;
+    assert_int_equal(pgw_startup_options(in, opt_count_long, &calls), 0);
+    assert_int_equal(calls, 0);
+    /* many words */
+    size_t o = 0;
+    while (o + 8 < n) {
+        memcpy(in + o, "-c a=1 ", 7);
+        o += 7;
+    }
+    in[o] = '\0';
+    calls = 0;
+    assert_int_equal(pgw_startup_options(in, opt_count_long, &calls), 0);
+    assert_int_equal(calls, o / 7);
+    /* every byte value but NUL, one at a time after -c a= : never more than one call */
+    for (int c = 1; c < 256; c++) {
+        char one[16];
+        snprintf(one, sizeof(one), "-c a=%c", c);
+        calls = 0;
+        assert_int_equal(pgw_startup_options(one, opt_count_long, &calls), 0);
+        assert_true(calls <= 1);
+    }
+    free(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +378,10 @@ int main(void)
         cmocka_unit_test(test_startup_every_truncation),
         cmocka_unit_test(test_msg_complete),
         cmocka_unit_test(test_wire_error_roundtrip),
+        cmocka_unit_test(test_options_settings),
+        cmocka_unit_test(test_options_refused_words),
+        cmocka_unit_test(test_options_callback_stops),
+        cmocka_unit_test(test_options_long_and_hostile),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
