@@ -158,6 +158,7 @@ struct pgw_config {
     char *admin_users;       /* comma-separated */
     char *stats_users;
     char *ignore_startup_parameters;    /* comma-separated; "" */
+    char *track_extra_parameters;       /* comma-separated; "" (fixed at start) */
     bool application_name_add_host;     /* false */
     char *login_notify_message;  /* "": a NOTICE in every pool login's welcome */
 
@@ -383,6 +384,16 @@ int pgw_conf_client_cap(const struct pgw_config *cfg, long long nofile);
 int pgw_conf_parse_duration(const char *text, double *seconds);
 /* Is name in a comma- or space-separated list (admin_users, stats_users)? */
 bool pgw_conf_list_has(const char *list, const char *name);
+/* track_extra_parameters: at most PGW_CONF_TRACK_EXTRA_MAX names, each a
+ * parameter name PostgreSQL would take unquoted (a letter or '_', then
+ * letters, digits, '_' and '$'; parts joined by '.' for an extension's) of
+ * at most PGW_CONF_PARAM_NAME_MAX bytes.  Into names, lower-cased as
+ * PostgreSQL folds them, each once.  Returns how many, or -1 with err
+ * saying what is wrong. */
+#define PGW_CONF_TRACK_EXTRA_MAX 16
+#define PGW_CONF_PARAM_NAME_MAX 47
+int pgw_conf_track_extra(const char *list,
+                         char names[][PGW_CONF_PARAM_NAME_MAX + 1], char *err, size_t errlen);
 
 /*
  * auth_file in PgBouncer's format: one `"user" "secret"` per line; the

@@ -49,6 +49,7 @@
     X(admin_users,              STR,        "",            0, 0)            \
     X(stats_users,              STR,        "",            0, 0)            \
     X(ignore_startup_parameters, STR,       "",            0, 0)            \
+    X(track_extra_parameters,   STR,        "",            0, 0)            \
     X(application_name_add_host, BOOL,      "off",         0, 0)            \
     X(login_notify_message,     STR,        "",            0, 0)            \
     X(pool_mode,                POOL_MODE,  "session",     0, 0)            \
@@ -158,7 +159,6 @@ static const char *const unsupported_keys[] = {
     "auth_ldap_options", "conffile",
     "dns_zone_check_period", "job_name", "pkt_buf",
     "resolv_conf", "sbuf_loopcnt", "service_name", "suspend_timeout",
-    "track_extra_parameters",
 };
 
 /* Keys fixed at start: the listeners and the pidfile are set up once.  A
@@ -167,11 +167,12 @@ static const char *const unsupported_keys[] = {
  * the cancel key of every client logged in, and the other processes'
  * [peers] send this process the cancels of that id; a new id while those
  * clients stay would have their cancels routed by an id no peer maps here
- * any more. */
+ * any more.  track_extra_parameters too: every session holds a value per
+ * tracked name, and sessions and servers compare them by position. */
 static const char *const fixed_keys[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "tcp_defer_accept",
     "so_reuseport", "peer_id", "unix_socket_mode", "unix_socket_group", "tcp_socket_buffer",
-    "pidfile", "user",
+    "pidfile", "user", "track_extra_parameters",
 };
 
 int conf_key_count(void) { return NKEYS; }

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 const struct pgw_conf_db *pgw_conf_find_db(const struct pgw_config *cfg, const char *name)
@@ -215,4 +216,53 @@ int pgw_conf_client_cap(const struct pgw_config *cfg, long long nofile)
     if (room < nofile / 4)           /* the admin console stays reachable */
         room = nofile / 4;
     return room < cfg->max_client_conn ? (int)room : cfg->max_client_conn;
+}
+
+static bool param_name_char(char c, bool first)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+           (!first && ((c >= '0' && c <= '9') || c == '$'));
+}
+
+int pgw_conf_track_extra(const char *list,
+                         char names[][PGW_CONF_PARAM_NAME_MAX + 1], char *err, size_t errlen)
+{
+    int n = 0;
+    const char *p = list ? list : "";
+    for (;;) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            return n;
+        size_t len = strcspn(p, ", \t\r\n\v\f");
+        bool ok = len <= PGW_CONF_PARAM_NAME_MAX;
+        for (size_t i = 0, part = 0; ok && i < len; i++, part++) {
+            if (p[i] == '.' && part > 0 && i + 1 < len) {
+                part = (size_t)-1;                   /* the next one starts a part */
+                continue;
+            }
+            ok = param_name_char(p[i], part == 0);
+        }
+        if (!ok) {
+            snprintf(err, errlen, "\"%.*s\" is not a parameter name (expected letters, digits, "
+                     "'_' and '$', at most %d bytes, starting with a letter or '_')",
+                     (int)(len < 100 ? len : 100), p, PGW_CONF_PARAM_NAME_MAX);
+            return -1;
+        }
+        char name[PGW_CONF_PARAM_NAME_MAX + 1];
+        for (size_t i = 0; i < len; i++)
+            name[i] = (char)tolower((unsigned char)p[i]);
+        name[len] = '\0';
+        p += len;
+        bool dup = false;
+        for (int i = 0; i < n && !dup; i++)
+            dup = strcmp(names[i], name) == 0;
+        if (dup)
+            continue;
+        if (n == PGW_CONF_TRACK_EXTRA_MAX) {
+            snprintf(err, errlen, "more than %d names", PGW_CONF_TRACK_EXTRA_MAX);
+            return -1;
+        }
+        memcpy(names[n++], name, len + 1);
+    }
 }

@@ -124,6 +124,13 @@ static void check_peers(struct conf_loader *ld)
     }
 }
 
+static void check_track_extra(struct conf_loader *ld)
+{
+    char names[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1], err[256];
+    if (pgw_conf_track_extra(ld->cfg->track_extra_parameters, names, err, sizeof(err)) < 0)
+        key_error(ld, "track_extra_parameters", "track_extra_parameters: %s", err);
+}
+
 void conf_validate(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
@@ -131,6 +138,7 @@ void conf_validate(struct conf_loader *ld)
     check_tls(ld);
     check_pools(ld);
     check_peers(ld);
+    check_track_extra(ld);
     if (cfg->breaker_max_cooldown < cfg->breaker_cooldown) {
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);

@@ -44,7 +44,10 @@ struct pgw_pool_error {
 };
 
 /* ---- server parameters (ParameterStatus) ---- */
-#define PGW_MAX_PARAMS 24
+/* What PostgreSQL reports (13 to 16 names by version), and what pgwharf SET
+ * of tracked parameters it does not report (extra_float_digits and up to
+ * PGW_CONF_TRACK_EXTRA_MAX of track_extra_parameters). */
+#define PGW_MAX_PARAMS 40
 struct pgw_param {
     char name[48];
     char value[80];

@@ -511,6 +511,16 @@ static void take_params(struct pgw_server *srv)
         if (v)
             pgw_params_set(&srv->params, reported_params[i], v);
     }
+    /* and track_extra_parameters that this PostgreSQL reports (a newer one
+     * may report more than the list above): the proxy follows those */
+    const char *extra = srv->pool->set->cfg->track_extra_parameters;
+    char names[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1], err[8];
+    int n = extra && *extra ? pgw_conf_track_extra(extra, names, err, sizeof(err)) : 0;
+    for (int i = 0; i < n; i++) {
+        const char *v = PQparameterStatus(srv->conn, names[i]);
+        if (v)
+            pgw_params_set(&srv->params, names[i], v);
+    }
 }
 
 /* What a new client sees of parameters it does not set: this server's as

@@ -288,6 +288,8 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         pgw_list_init(&px->cancel_hash[i]);
     ev_check_init(&px->reaper, reaper_cb);
     fd_budget(px, true);
+    if (pgw_tracked_params_init(px, errbuf, errlen) < 0)   /* track_extra_parameters */
+        goto fail;
     if (load_auth(cfg, &px->auth) < 0) {
         snprintf(errbuf, errlen, "%s: cannot load auth_file", cfg->auth_file);
         goto fail;

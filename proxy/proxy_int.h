@@ -66,10 +66,16 @@ enum pgw_tracked_param {
     PGW_TP_STANDARD_CONFORMING_STRINGS,
     PGW_TP_APPLICATION_NAME,
     PGW_TP_EXTRA_FLOAT_DIGITS,       /* not reported by the server: kept as set */
-    PGW_TP_COUNT
+    PGW_TP_COUNT                     /* then track_extra_parameters' (px->tracked) */
 };
+#define PGW_TP_MAX (PGW_TP_COUNT + PGW_CONF_TRACK_EXTRA_MAX)
 extern const char *const pgw_tracked_param_names[PGW_TP_COUNT];
-int pgw_tracked_param_index(const char *name);   /* -1 when not tracked */
+struct pgw_proxy;
+/* The tracked parameters: the built-in ones, then track_extra_parameters
+ * but those already built in (fixed at start).  0 or PGW_ECONFIG. */
+int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen);
+/* Its index in px->tracked (case does not matter), -1 when not tracked. */
+int pgw_tracked_param_index(const struct pgw_proxy *px, const char *name);
 
 /* ---- sessions ---- */
 struct ssl_st;                       /* OpenSSL's SSL and SSL_CTX */
@@ -121,7 +127,8 @@ struct pgw_session {
     bool is_admin, admin_can_write;
     uint32_t cancel_pid, cancel_key; /* issued by pgwharf */
     uint8_t md5_salt[4];
-    char *params[PGW_TP_COUNT];      /* what the client should see; NULL = server's */
+    char *params[PGW_TP_MAX];        /* what the client should see, by px->tracked
+                                        index; NULL = server's */
     uint64_t params_sig;             /* summary of params (relay.c), 0 = stale */
     struct pgw_login_refusal *login_refusal; /* a startup parameter the server
                                                 refused (relay.c) */
@@ -134,7 +141,7 @@ struct pgw_session {
     uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
-    uint8_t sync_order[PGW_TP_COUNT]; /* the parameter of each SET/RESET swallowed */
+    uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */
     uint8_t sync_queued;             /* how many the link queued (sync_params) */
     bool sync_err;                   /* the one being answered failed */
     bool discard;                    /* after a failed acquire: drop up to Sync */
@@ -395,6 +402,10 @@ struct pgw_proxy {
     struct pgw_aq_cache *aq;
     /* ---- the relay's writes, sent together per iteration (batch.c) ---- */
     struct pgw_batch *batch;
+    /* ---- tracked parameters (session.c): names by index, ntracked of them ---- */
+    const char *tracked[PGW_TP_MAX];
+    int ntracked;
+    char tracked_extra[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1];
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);

@@ -67,29 +67,31 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
 
 /* ---- parameters ---- */
 
-static void quote_literal(char *out, size_t size, const char *v)
+/* A Query message setting name to value as a startup parameter would:
+ * set_config takes the text as it is, where SET name TO 'a, b' makes one
+ * quoted element of a list parameter (search_path).  The value is an E''
+ * literal, quotes and backslashes doubled: it reads the same whatever
+ * standard_conforming_strings the client chose; whole, however long. */
+static void set_config_query(struct pgw_wbuf *b, const char *name, const char *value)
 {
-    /* An E'' literal, quotes and backslashes doubled: it reads the same
-     * whatever standard_conforming_strings the client chose.  A value too
-     * long for the buffer is cut at a UTF-8 character boundary. */
-    size_t o = 0;
-    if (size < 4)
-        return;
-    out[o++] = 'E';
-    out[o++] = '\'';
-    for (; *v && o + 3 < size; v++) {
-        if (*v == '\'' || *v == '\\')
-            out[o++] = *v;
-        out[o++] = *v;
+    static const char head[] = "SELECT pg_catalog.set_config('", mid[] = "', E'",
+                      tail[] = "', false)";
+    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
+    pgw_wbuf_append(b, head, sizeof(head) - 1);
+    pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
+    pgw_wbuf_append(b, mid, sizeof(mid) - 1);
+    for (const char *v = value; *v;) {
+        size_t n = strcspn(v, "'\\");
+        pgw_wbuf_append(b, v, n);
+        v += n;
+        if (*v) {
+            pgw_wbuf_append(b, v, 1);
+            pgw_wbuf_append(b, v, 1);
+            v++;
+        }
     }
-    if (((unsigned char)*v & 0xC0) == 0x80) {         /* stopped inside a character */
-        while (o > 2 && ((unsigned char)out[o - 1] & 0xC0) == 0x80)
-            o--;
-        if (o > 2 && (unsigned char)out[o - 1] >= 0xC0)
-            o--;
-    }
-    out[o++] = '\'';
-    out[o] = '\0';
+    pgw_wbuf_append(b, tail, sizeof(tail));      /* with its NUL */
+    pgw_wbuf_msg_end(b, m);
 }
 
 /* Queue SETs that make the server's tracked parameters match what the
@@ -98,7 +100,7 @@ static void quote_literal(char *out, size_t size, const char *v)
 static uint64_t params_sig(const struct pgw_session *s)
 {
     uint64_t h = 0x9e3779b97f4a7c15ULL;
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
+    for (int i = 0; i < s->px->ntracked; i++) {
         const char *v = s->params[i];
         h = pgw_hash_bytes(v ? v : "\001", v ? strlen(v) + 1 : 1, h);
     }
@@ -114,12 +116,13 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
 }
 
 /* What pgwharf SET on srv of a parameter the server does not report is
- * unknown from now on ("": the next client gets a SET or RESET), after
- * server_reset_query or a refused SET. */
-static void forget_unreported(struct pgw_server *srv)
+ * unknown from now on ("": the next client gets a SET or RESET, even one
+ * that wants ""), after server_reset_query, a refused SET, or a value too
+ * long for the record. */
+static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv)
 {
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *name = pgw_tracked_param_names[i];
+    for (int i = 0; i < px->ntracked; i++) {
+        const char *name = px->tracked[i];
         if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
             pgw_params_set(&srv->params, name, "");
     }
@@ -140,29 +143,28 @@ static bool sync_params(struct pgw_session *s)
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     int queries = 0;
-    bool set[PGW_TP_COUNT] = {false}, reset[PGW_TP_COUNT] = {false};
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *name = pgw_tracked_param_names[i];
+    bool set[PGW_TP_MAX] = {false}, reset[PGW_TP_MAX] = {false};
+    const struct pgw_proxy *px = s->px;
+    for (int i = 0; i < px->ntracked; i++) {
+        const char *name = px->tracked[i];
         const char *want = s->params[i];
         const char *have = pgw_params_get(&srv->params, name);
-        char sql[512];
         if (!want) {
             /* Never set by the client: it has what a fresh server has.  A
              * parameter the server does not report may hold another
              * client's SET (or be unknown after server_reset_query). */
             if (!have || param_reported(srv->pool, name))
                 continue;
+            char sql[64 + PGW_CONF_PARAM_NAME_MAX];
             snprintf(sql, sizeof(sql), "RESET %s", name);
+            pgw_wire_query(&b, sql);
             reset[i] = true;
         } else {
-            if (have && strcmp(have, want) == 0)
+            if (have && strcmp(have, want) == 0 && (*have || param_reported(srv->pool, name)))
                 continue;
-            char lit[400];
-            quote_literal(lit, sizeof(lit), want);
-            snprintf(sql, sizeof(sql), "SET %s TO %s", name, lit);
+            set_config_query(&b, name, want);
             set[i] = true;
         }
-        pgw_wire_query(&b, sql);
         s->sync_order[queries++] = (uint8_t)i;
     }
     if (queries > 0) {
@@ -187,13 +189,13 @@ static bool sync_params(struct pgw_session *s)
          * reported one is recorded when the server reports it, or as it
          * was when the SET changed nothing (sync_answered): never as the
          * client spelled a value the server may refuse. */
-        for (int i = 0; i < PGW_TP_COUNT; i++) {
-            if (param_reported(srv->pool, pgw_tracked_param_names[i]))
+        for (int i = 0; i < px->ntracked; i++) {
+            if (param_reported(srv->pool, px->tracked[i]))
                 continue;
-            if (set[i])
-                pgw_params_set(&srv->params, pgw_tracked_param_names[i], s->params[i]);
+            if (set[i] && !pgw_params_set(&srv->params, px->tracked[i], s->params[i]))
+                pgw_params_set(&srv->params, px->tracked[i], "");    /* too long: unknown */
             else if (reset[i])
-                pgw_params_unset(&srv->params, pgw_tracked_param_names[i]);
+                pgw_params_unset(&srv->params, px->tracked[i]);
         }
     } else {
         pgw_wbuf_deinit(&b);
@@ -212,7 +214,7 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
 {
     struct pgw_server *srv = s->server;
     srv->user_sig = 0;
-    forget_unreported(srv);
+    forget_unreported(s->px, srv);
     s->sync_err = true;
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
@@ -241,7 +243,7 @@ static void sync_answered(struct pgw_session *s)
     if (failed || k < 0 || k >= s->sync_queued)
         return;
     int i = s->sync_order[k];
-    const char *name = pgw_tracked_param_names[i];
+    const char *name = s->px->tracked[i];
     const char *have = pgw_params_get(&s->server->params, name);
     if (!s->params[i] || !have || !param_reported(s->server->pool, name) ||
         strcmp(have, s->params[i]) == 0)
@@ -252,6 +254,14 @@ static void sync_answered(struct pgw_session *s)
         s->params[i] = v;
         s->params_sig = 0;
     }
+}
+
+/* What srv reported of name.  A value too long for the record drops the
+ * record: left as it was, the old value would pass for the server's. */
+static void record_reported(struct pgw_server *srv, const char *name, const char *value)
+{
+    if (!pgw_params_set(&srv->params, name, value))
+        pgw_params_unset(&srv->params, name);
 }
 
 /* A ParameterStatus from the server: both the server and the client now
@@ -272,8 +282,8 @@ static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
         if (!have || strcmp(have, value) != 0)
             pgw_relay_pipe_taint(s->server);
     }
-    pgw_params_set(&s->server->params, name, value);
-    int t = pgw_tracked_param_index(name);
+    record_reported(s->server, name, value);
+    int t = pgw_tracked_param_index(s->px, name);
     if (t >= 0 && (!s->params[t] || strcmp(s->params[t], value) != 0)) {
         char *v = strdup(value);
         if (v) {
@@ -459,7 +469,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         /* server_reset_query may take back what pgwharf SET of a parameter
          * the server does not report: unknown from now on (the next client
          * gets a SET or RESET). */
-        forget_unreported(srv);
+        forget_unreported(s->px, srv);
         pgw_ps_server_reset(srv, s->px->cfg->server_reset_query);
     }
     if (!next)
@@ -501,9 +511,9 @@ static void welcome(struct pgw_session *s)
     const struct pgw_params *sp = s->server ? &s->server->params : pgw_pool_defaults(s->pool);
     const struct pgw_params *dp =
         s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->pool);
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
-        const char *v = param_reported(s->pool, pgw_tracked_param_names[i])
-                            ? pgw_params_get(dp, pgw_tracked_param_names[i]) : NULL;
+    for (int i = 0; i < s->px->ntracked; i++) {
+        const char *v = param_reported(s->pool, s->px->tracked[i])
+                            ? pgw_params_get(dp, s->px->tracked[i]) : NULL;
         if (!s->params[i] && v)          /* unreported and unset: no opinion */
             s->params[i] = strdup(v);
     }
@@ -511,7 +521,7 @@ static void welcome(struct pgw_session *s)
         const char *v = sp->p[i].value;
         if (!param_reported(s->pool, sp->p[i].name))
             continue;
-        int t = pgw_tracked_param_index(sp->p[i].name);
+        int t = pgw_tracked_param_index(s->px, sp->p[i].name);
         if (t >= 0 && s->params[t])
             v = s->params[t];
         pgw_wire_param_status(&b, sp->p[i].name, v);
@@ -1116,12 +1126,12 @@ static bool application_name_as_is(const char *v)
 static bool startup_params_known(const struct pgw_session *s)
 {
     const struct pgw_params *dp = pgw_pool_defaults(s->pool);
-    for (int i = 0; i < PGW_TP_COUNT; i++) {
+    for (int i = 0; i < s->px->ntracked; i++) {
         if (!s->params[i])
             continue;
         if (i == PGW_TP_APPLICATION_NAME && application_name_as_is(s->params[i]))
             continue;
-        const char *have = pgw_params_get(dp, pgw_tracked_param_names[i]);
+        const char *have = pgw_params_get(dp, s->px->tracked[i]);
         if (!have || strcmp(have, s->params[i]) != 0)
             return false;
     }
@@ -1580,7 +1590,7 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
                     s->pipe_skip++;
                 }
                 pgw_relay_pipe_taint(s->server);
-                pgw_params_set(&s->server->params, name, value);
+                record_reported(s->server, name, value);
             }
         }
         pgw_iobuf_cut(b, b->parsed, total);

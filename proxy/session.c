@@ -26,12 +26,34 @@ const char *const pgw_tracked_param_names[PGW_TP_COUNT] = {
     "standard_conforming_strings", "application_name", "extra_float_digits"
 };
 
-int pgw_tracked_param_index(const char *name)
+int pgw_tracked_param_index(const struct pgw_proxy *px, const char *name)
 {
-    for (int i = 0; i < PGW_TP_COUNT; i++)
-        if (strcasecmp(name, pgw_tracked_param_names[i]) == 0)
+    for (int i = 0; i < px->ntracked; i++)
+        if (strcasecmp(name, px->tracked[i]) == 0)
             return i;
     return -1;
+}
+
+/* The server's record of a parameter (struct pgw_param) must hold the name. */
+_Static_assert(PGW_CONF_PARAM_NAME_MAX < sizeof(((struct pgw_param *)0)->name),
+               "a track_extra_parameters name does not fit struct pgw_param");
+
+int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
+{
+    char err[256];
+    px->ntracked = 0;
+    for (int i = 0; i < PGW_TP_COUNT; i++)
+        px->tracked[px->ntracked++] = pgw_tracked_param_names[i];
+    int n = pgw_conf_track_extra(px->cfg->track_extra_parameters, px->tracked_extra, err,
+                                 sizeof(err));
+    if (n < 0) {
+        snprintf(errbuf, errlen, "track_extra_parameters: %s", err);
+        return PGW_ECONFIG;
+    }
+    for (int i = 0; i < n; i++)          /* IntervalStyle (PgBouncer's default) is built in */
+        if (pgw_tracked_param_index(px, px->tracked_extra[i]) < 0)
+            px->tracked[px->ntracked++] = px->tracked_extra[i];
+    return 0;
 }
 
 const char *pgw_sess_state_name(enum pgw_sess_state st)
@@ -434,23 +456,68 @@ static bool ignored_param(const struct pgw_config *cfg, const char *name)
     return cfg->ignore_startup_parameters && pgw_conf_list_has(cfg->ignore_startup_parameters, name);
 }
 
-/* Take what the startup packet says; false when the session was closed. */
+/* One startup parameter, on its own or from inside options: a tracked one
+ * is kept; one in ignore_startup_parameters is dropped, and inside options
+ * so is any other when options itself is listed there (as PgBouncer does);
+ * anything else refuses the login.  0, or CLOSED when the session was
+ * closed (positive: not one of pgw_startup_options' own codes). */
+#define CLOSED 1
+static int take_param(struct pgw_session *s, const char *name, const char *value,
+                      bool in_options)
+{
+    const struct pgw_config *cfg = s->px->cfg;
+    int t = pgw_tracked_param_index(s->px, name);
+    if (t >= 0) {
+        char *v = strdup(value);
+        if (!v) {
+            pgw_session_close(s, "53200", "out of memory");
+            return CLOSED;
+        }
+        free(s->params[t]);
+        s->params[t] = v;
+        return 0;
+    }
+    if (ignored_param(cfg, name) || (in_options && ignored_param(cfg, "options")))
+        return 0;
+    pgw_session_close(s, "08P01", "unsupported startup parameter%s: %s",
+                      in_options ? " in options" : "", name);
+    return CLOSED;
+}
+
+/* pgw_startup_options' callback: a setting inside options, or a word that
+ * is none (refused, unless options is in ignore_startup_parameters). */
+static int take_option(void *arg, const char *name, const char *value)
+{
+    struct pgw_session *s = arg;
+    if (name)
+        return take_param(s, name, value, true);
+    if (ignored_param(s->px->cfg, "options"))
+        return 0;
+    pgw_session_close(s, "08P01", "unsupported options startup parameter: %s", value);
+    return CLOSED;
+}
+
+/* Take what the startup packet says; false when the session was closed.
+ * options first: a parameter of its own in the packet wins over the same
+ * one inside options, as in PostgreSQL. */
 static bool take_startup_params(struct pgw_session *s, const struct pgw_startup *st)
 {
     for (int i = 0; i < st->nparams; i++) {
-        const char *name = st->names[i], *value = st->values[i];
-        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
+        if (strcmp(st->names[i], "options") != 0)
             continue;
-        int t = pgw_tracked_param_index(name);
-        if (t >= 0) {
-            free(s->params[t]);
-            s->params[t] = strdup(value);
+        int rc = pgw_startup_options(st->values[i], take_option, s);
+        if (rc == PGW_ENOMEM)
+            pgw_session_close(s, "53200", "out of memory");
+        if (rc != 0)
+            return false;
+    }
+    for (int i = 0; i < st->nparams; i++) {
+        const char *name = st->names[i];
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+            strcmp(name, "options") == 0)
             continue;
-        }
-        if (ignored_param(s->px->cfg, name))
-            continue;
-        pgw_session_close(s, "08P01", "unsupported startup parameter: %s", name);
-        return false;
+        if (take_param(s, name, st->values[i], false) != 0)
+            return false;
     }
     if (s->px->cfg->application_name_add_host) {
         /* As PgBouncer: "<application_name or app> - <ip:port>", set once
@@ -837,7 +904,7 @@ void pgw_session_free(struct pgw_session *s)
         pgw_pool_unref(s->pool);
     pgw_iobuf_put(px, s->cbuf);
     pgw_iobuf_put(px, s->sbuf);
-    for (int i = 0; i < PGW_TP_COUNT; i++)
+    for (int i = 0; i < PGW_TP_MAX; i++)
         free(s->params[i]);
     free(s->login_refusal);
     free(s->user);

@@ -1430,6 +1430,60 @@ static void test_real_pgbouncer_ini(void **state)
     pgw_conf_diag_free(&d);
 }
 
+static void test_track_extra_parameters(void **state)
+{
+    (void)state;
+    char names[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1], err[256];
+    assert_int_equal(pgw_conf_track_extra("", names, err, sizeof(err)), 0);
+    assert_int_equal(pgw_conf_track_extra(NULL, names, err, sizeof(err)), 0);
+    assert_int_equal(pgw_conf_track_extra(" , ,", names, err, sizeof(err)), 0);
+    /* lower-cased, each once, comma or space separated */
+    assert_int_equal(pgw_conf_track_extra("Default_Transaction_Read_Only, search_path "
+                                          "SEARCH_PATH,myext.some_Setting\tx$1",
+                                          names, err, sizeof(err)), 3 + 1);
+    assert_string_equal(names[0], "default_transaction_read_only");
+    assert_string_equal(names[1], "search_path");
+    assert_string_equal(names[2], "myext.some_setting");
+    assert_string_equal(names[3], "x$1");
+    /* 16 different names, then a repeat: fine; a 17th: not */
+    char list[512] = "";
+    for (int i = 0; i < PGW_CONF_TRACK_EXTRA_MAX; i++)
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "p%d,", i);
+    strcat(list, "P3");
+    assert_int_equal(pgw_conf_track_extra(list, names, err, sizeof(err)), 16);
+    strcat(list, ",p16");
+    assert_int_equal(pgw_conf_track_extra(list, names, err, sizeof(err)), -1);
+    assert_string_equal(err, "more than 16 names");
+    /* not names */
+    static const char *const bad[] = {
+        "1abc", "a-b", "a..b", ".a", "a.", "a.1b", "x'y", "a;b", "\"a\"", "é",
+        "a=b", "$a",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",          /* 48 bytes */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (pgw_conf_track_extra(bad[i], names, err, sizeof(err)) != -1)
+            fail_msg("accepted %s", bad[i]);
+        assert_non_null(strstr(err, "is not a parameter name"));
+    }
+    /* 47 bytes is the longest */
+    assert_int_equal(pgw_conf_track_extra("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                                          names, err, sizeof(err)), 1);
+    /* the loader: the key's line, and it is no longer "not supported yet" */
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "track_extra_parameters = search_path\n", &d);
+    assert_string_equal(cfg->track_extra_parameters, "search_path");
+    assert_int_equal(d.nwarnings, 0);
+    assert_true(pgw_conf_key_fixed("track_extra_parameters"));
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    load_fail(BASE "\ntrack_extra_parameters = search_path, bad-name\n", &d, 1);
+    assert_error(&d, "t.ini:4: track_extra_parameters: \"bad-name\" is not a parameter name "
+                     "(expected letters, digits, '_' and '$', at most 47 bytes, starting with "
+                     "a letter or '_')");
+    pgw_conf_diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1460,6 +1514,7 @@ int main(void)
         cmocka_unit_test(test_print_roundtrip),
         cmocka_unit_test(test_set_get),
         cmocka_unit_test(test_keep_fixed),
+        cmocka_unit_test(test_track_extra_parameters),
         cmocka_unit_test(test_list_has),
         cmocka_unit_test(test_authfile_parse),
         cmocka_unit_test(test_authfile_errors),

@@ -1,0 +1,232 @@
+"""Startup parameters: the `options` startup parameter (PGOPTIONS) and
+track_extra_parameters, against a real PostgreSQL.
+
+options is read as PostgreSQL reads it (-c name=value, -cname=value,
+--name=value, backslash escapes); each parameter inside it is taken as if
+it had been a startup parameter of its own.  track_extra_parameters adds
+names to the tracked set: accepted at login, followed from ParameterStatus
+and SET again on whichever server the client gets.
+"""
+
+import os
+import socket
+import unittest
+
+import psycopg2
+import psycopg2.errors
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+one = pt.one
+
+
+def connect(px, **kw):
+    conn = psycopg2.connect(px.dsn(**kw))
+    conn.autocommit = True
+    return conn
+
+
+def psql_with_pgoptions(px, sql, pgoptions, check=True):
+    kw = pt._parse_conninfo(px.dsn())
+    return pt._run_psql(kw["host"], kw["port"], kw["user"], kw.get("password"),
+                        kw["dbname"], sql, check=check,
+                        env_extra={"PGOPTIONS": pgoptions})
+
+
+TX1 = {"pool_mode": "transaction", "default_pool_size": 1}
+
+
+class TestOptions(pt.PgwharfTestCase):
+    def test_tracked_parameter_in_options_is_applied_and_kept(self):
+        # One server: b runs between a's transactions with its own TimeZone;
+        # a's from options comes back at a's next one.
+        px = self.start_pgwharf(settings=TX1)
+        a = connect(px, options="-c TimeZone=Asia/Tokyo")
+        self.addCleanup(a.close)
+        b = connect(px, options="--TimeZone=Europe/Paris")
+        self.addCleanup(b.close)
+        self.assertEqual(a.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        self.assertEqual(b.get_parameter_status("TimeZone"), "Europe/Paris")
+        for _ in range(2):
+            self.assertEqual(one(a, "show timezone"), "Asia/Tokyo")
+            self.assertEqual(one(b, "show timezone"), "Europe/Paris")
+        self.assertEqual(one(a, "select pg_backend_pid()"), one(b, "select pg_backend_pid()"))
+
+    def test_pgoptions_forms_and_escapes(self):
+        px = self.start_pgwharf(settings=TX1)
+        out = psql_with_pgoptions(
+            px, "show timezone; show datestyle; show extra_float_digits",
+            "-cTimeZone=Asia/Tokyo  --DateStyle=German\t-c extra-float-digits=2")
+        self.assertEqual(out.splitlines(), ["Asia/Tokyo", "German, DMY", "2"])
+        # (psql sends an application_name of its own, which wins: psycopg2)
+        os.environ.pop("PGAPPNAME", None)
+        # (a backslash at the very end is dropped, as PostgreSQL does)
+        conn = connect(px, options="-c application_name=my\\ app\\\\x\\  -c TimeZone=UTC\\")
+        self.addCleanup(conn.close)
+        self.assertEqual(one(conn, "show application_name"), "my app\\x ")
+        self.assertEqual(conn.get_parameter_status("application_name"), "my app\\x ")
+        self.assertEqual(one(conn, "show timezone"), "UTC")
+
+    def test_parameter_of_its_own_wins_over_options(self):
+        px = self.start_pgwharf(settings=dict(TX1, auth_type="trust"))
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database,
+                      options="-c TimeZone=Asia/Tokyo -c DateStyle=German",
+                      TimeZone="Europe/Paris")
+        rows, errs = hz.simple_query(s, "select current_setting('TimeZone'), "
+                                        "current_setting('DateStyle')")
+        self.assertEqual(errs, [])
+        self.assertEqual(rows, [[b"Europe/Paris", b"German, DMY"]])
+
+    def test_unknown_parameter_in_options_refused(self):
+        px = self.start_pgwharf()
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(options="-c TimeZone=UTC -c work_mem=1MB"))
+        self.assertIn("unsupported startup parameter in options: work_mem", str(cm.exception))
+        self.assertIn("sqlstate=08P01", px.log())
+
+    def test_other_switches_and_malformed_options_refused(self):
+        px = self.start_pgwharf()
+        for opts, text in (("-B 100", 'unsupported options startup parameter: "-B" is not '
+                                      '-c name=value'),
+                           ("-c TimeZone", "-c TimeZone: no value"),
+                           ("-c", "-c: no name=value after it"),
+                           ("-c =UTC", "no parameter name")):
+            with self.assertRaises(psycopg2.OperationalError, msg=opts) as cm:
+                psycopg2.connect(px.dsn(options=opts))
+            self.assertIn(text, str(cm.exception), opts)
+        self.assertEqual(px.psql("select 1"), "1")
+
+    def test_ignored_parameter_inside_options(self):
+        # work_mem is in ignore_startup_parameters: dropped, the tracked
+        # parameter next to it still applies.
+        px = self.start_pgwharf(settings=dict(TX1, ignore_startup_parameters="work_mem"))
+        default = self.pg.psql("show work_mem")
+        conn = connect(px, options="-c work_mem=1234kB -c TimeZone=Asia/Tokyo")
+        self.addCleanup(conn.close)
+        self.assertEqual(one(conn, "show timezone"), "Asia/Tokyo")
+        self.assertEqual(one(conn, "show work_mem"), default)
+
+    def test_options_in_ignore_list_ignores_unknown_inside_it(self):
+        # As PgBouncer: options listed in ignore_startup_parameters lets
+        # anything it does not know inside options through, ignored; the
+        # tracked parameters inside it are still taken.
+        px = self.start_pgwharf(settings=dict(TX1, ignore_startup_parameters="options"))
+        conn = connect(px, options="-c work_mem=1234kB -B 100 -c TimeZone=Asia/Tokyo -c x")
+        self.addCleanup(conn.close)
+        self.assertEqual(one(conn, "show timezone"), "Asia/Tokyo")
+        self.assertEqual(conn.get_parameter_status("TimeZone"), "Asia/Tokyo")
+
+
+class TestTrackExtraParameters(pt.PgwharfTestCase):
+    def setUp(self):
+        super().setUp()
+        self.pg.psql("drop table if exists pgw_extra_t; create table pgw_extra_t(a int); "
+                     "grant all on pgw_extra_t to public")
+        self.addCleanup(self.pg.psql, "drop table if exists pgw_extra_t")
+
+    def insert(self, conn):
+        with conn.cursor() as cur:
+            cur.execute("insert into pgw_extra_t values (1)")
+
+    def test_extra_parameter_applied_per_client_on_one_server(self):
+        px = self.start_pgwharf(settings=dict(TX1, auth_type="trust",
+                                              track_extra_parameters="default_transaction_read_only"))
+        # a: read-only by its startup packet (raw: libpq sends only known keys)
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        ps = hz.sync_login(s, self.pg.user, self.pg.database,
+                           default_transaction_read_only="on")
+        self.assertEqual(ps.get("default_transaction_read_only"), "on")
+        # b: plain; c: read-only through options
+        b = connect(px)
+        self.addCleanup(b.close)
+        c = connect(px, options="-c default_transaction_read_only=on")
+        self.addCleanup(c.close)
+        self.assertEqual(c.get_parameter_status("default_transaction_read_only"), "on")
+        self.assertEqual(b.get_parameter_status("default_transaction_read_only"), "off")
+        for _ in range(2):
+            rows, errs = hz.simple_query(s, "insert into pgw_extra_t values (1)")
+            self.assertEqual([e.get("C") for e in errs], ["25006"])
+            self.insert(b)
+            with self.assertRaises(psycopg2.errors.ReadOnlySqlTransaction):
+                self.insert(c)
+        self.assertEqual(one(b, "select count(*) from pgw_extra_t"), 2)
+        rows, _ = hz.simple_query(s, "select pg_backend_pid()")
+        self.assertEqual(int(rows[0][0]), one(b, "select pg_backend_pid()"))
+        # a SET by the client is followed: kept across b's and c's turns
+        rows, errs = hz.simple_query(s, "set default_transaction_read_only = off")
+        self.assertEqual(errs, [])
+        with self.assertRaises(psycopg2.errors.ReadOnlySqlTransaction):
+            self.insert(c)
+        rows, errs = hz.simple_query(s, "insert into pgw_extra_t values (1)")
+        self.assertEqual(errs, [])
+        execute_set = "set default_transaction_read_only = on"
+        with b.cursor() as cur:
+            cur.execute(execute_set)
+        with self.assertRaises(psycopg2.errors.ReadOnlySqlTransaction):
+            self.insert(b)
+        rows, errs = hz.simple_query(s, "insert into pgw_extra_t values (1)")
+        self.assertEqual(errs, [])
+        self.assertEqual(one(c, "show default_transaction_read_only"), "on")
+
+    def test_not_tracked_without_the_key(self):
+        px = self.start_pgwharf(settings=TX1)
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(options="-c default_transaction_read_only=on"))
+        self.assertIn("unsupported startup parameter in options: "
+                      "default_transaction_read_only", str(cm.exception))
+
+    def test_unreported_extra_parameter_set_at_login(self):
+        # search_path is not reported (PostgreSQL 15): kept as the client
+        # logged in with it, SET again where another client's value was.
+        px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters="Search_Path"))
+        a = connect(px, options=r"-c search_path=pg_catalog,\ public")
+        self.addCleanup(a.close)
+        b = connect(px)
+        self.addCleanup(b.close)
+        # a long one, whole (list elements as a startup parameter gives them)
+        c = connect(px, options="-c search_path=" + ",\\ ".join("s%03d" % i for i in range(150)))
+        self.addCleanup(c.close)
+        default = self.pg.psql("show search_path")
+        for _ in range(2):
+            self.assertEqual(one(a, "show search_path"), "pg_catalog, public")
+            self.assertEqual(one(b, "show search_path"), default)
+            self.assertEqual(one(c, "show search_path"), ", ".join("s%03d" % i for i in range(150)))
+
+    def test_show_config_and_reload_keeps_it(self):
+        px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters=
+                                              "default_transaction_read_only, IntervalStyle"))
+        row = px.show("CONFIG", key="track_extra_parameters")[0]
+        self.assertEqual(row["value"], "default_transaction_read_only, IntervalStyle")
+        self.assertEqual(row["changeable"], "no")
+        px.settings["track_extra_parameters"] = "search_path"
+        px.reload()
+        px.wait_for_log(r"key=track_extra_parameters running=.*restart applies it")
+        row = px.show("CONFIG", key="track_extra_parameters")[0]
+        self.assertEqual(row["value"], "default_transaction_read_only, IntervalStyle")
+        conn = connect(px, options="-c default_transaction_read_only=on")
+        self.addCleanup(conn.close)
+        self.assertEqual(one(conn, "show default_transaction_read_only"), "on")
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(options="-c search_path=x"))
+
+    def test_bad_values_refused_with_their_line(self):
+        px = self.start_pgwharf(start=False)
+        for value, text in (("default-transaction-read-only", "is not a parameter name"),
+                            ("a..b", "is not a parameter name"),
+                            ("x" * 48, "is not a parameter name"),
+                            (",".join("p%d" % i for i in range(17)), "more than 16 names")):
+            px.settings["track_extra_parameters"] = value
+            cp = px.check()
+            self.assertNotEqual(cp.returncode, 0, value)
+            self.assertRegex(cp.stdout + cp.stderr,
+                             r"pgwharf\.ini:\d+: track_extra_parameters: .*" + text)
+        px.settings["track_extra_parameters"] = ",".join("p%d" % i for i in range(16)) + ",P0"
+        self.assertEqual(px.check().returncode, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
