@@ -491,6 +491,12 @@ static void lookup_start(struct pgw_aq_entry *e)
         run(lk, lk->waiter.server);
     } else if (rc < 0) {
         acquire_failed(lk, pgw_pool_error_of(&lk->waiter, rc));
+    } else {
+        char qd[200], qa[200], qu[200];
+        pgw_debug("auth_query", "db=%s auth_user=%s user=%s result=waiting",
+                  pgw_log_quote(qd, sizeof(qd), e->dbname),
+                  pgw_log_quote(qa, sizeof(qa), e->auth_user),
+                  pgw_log_quote(qu, sizeof(qu), e->user));
     }
 }
 

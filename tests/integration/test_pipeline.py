@@ -14,6 +14,7 @@ is checked against what the README promises.
 """
 
 import asyncio
+import re
 import struct
 import unittest
 
@@ -616,7 +617,7 @@ class TestPipeline(pt.AppRoleTestCase):
             settings={"pool_mode": "transaction", "default_pool_size": 1,
                       "server_pipeline_depth": 2, "metrics_port": "auto",
                       "query_wait_timeout": "60s", "auth_type": "scram-sha-256",
-                      "auth_user": self.pg.user, "auth_dbname": self.db},
+                      "auth_user": self.pg.user, "auth_dbname": self.db, "verbose": 1},
             databases={self.db: self.pg.conn_string(self.db),
                        "aqdb": self.pg.conn_string(self.db, password=self.pg.app_password)},
             auth_users={self.pg.user: self.pg.password})
@@ -637,7 +638,9 @@ class TestPipeline(pt.AppRoleTestCase):
             # waits for the pool's one server.
             login = asyncio.ensure_future(hz.RawConn.connect(
                 px.host, px.port, self.pg.app_user, "aqdb", self.pg.app_password, timeout=60))
-            await self.until(lambda: metric(px, "pgwharf_pool_maxwait_seconds") > 0,
+            # (maxwait would not do: B and C, queued on the server, count)
+            await self.until(lambda: re.search(r"event=auth_query .*user=%s result=waiting"
+                                               % self.pg.app_user, px.log()),
                              "the lookup waiting")
             e.send(hz.query_msg("select 'E'"))
             await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 3,
