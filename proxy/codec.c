@@ -198,3 +198,56 @@ int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg
     free(buf);
     return rc;
 }
+
+/* ---- dollar quoting ---- */
+
+/* Would value, dollar-quoted with tag, end before its end?  The lexer
+ * takes a '$', the longest run of tag characters after it and a '$' as a
+ * delimiter; inside value that is "$T$", or "$T" at its end completed by
+ * the closing delimiter's '$' (T: tag without its '$'s). */
+static bool ends_early(const char *value, const char *tag)
+{
+    size_t vl = strlen(value), open = strlen(tag) - 1;    /* "$T" */
+    return strstr(value, tag) != NULL ||
+           (vl >= open && memcmp(value + vl - open, tag, open) == 0);
+}
+
+static void make_tag(char tag[PGW_DOLLAR_TAG_MAX], unsigned k)
+{
+    if (k == 0)
+        snprintf(tag, PGW_DOLLAR_TAG_MAX, "$pgw$");
+    else
+        snprintf(tag, PGW_DOLLAR_TAG_MAX, "$pgw%u$", k);
+}
+
+/* One pass: each "$pgw" in value names the tag it would end ("$pgw$" or
+ * "$pgwK$" inside it, "$pgw" or "$pgwK" at its end); the first tag none
+ * names is the answer.  A value of n bytes names fewer than n / 4 tags, so
+ * one of the first DOLLAR_KMAX is free for any startup parameter; past
+ * them (a longer value naming them all) the search goes on tag by tag. */
+#define DOLLAR_KMAX 4096u
+
+void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX])
+{
+    uint8_t used[DOLLAR_KMAX / 8] = { 0 };
+    for (const char *p = strstr(value, "$pgw"); p; p = strstr(p + 1, "$pgw")) {
+        const char *d = p + 4;
+        size_t nd = 0;
+        unsigned k = 0;
+        while (nd < 5 && d[nd] >= '0' && d[nd] <= '9')
+            k = k * 10 + (unsigned)(d[nd++] - '0');
+        if ((d[nd] != '$' && d[nd] != '\0') || (nd > 0 && d[0] == '0'))
+            continue;                /* "$pgwx", "$pgw123456...", "$pgw01$": none of ours */
+        if (k < DOLLAR_KMAX)
+            used[k / 8] |= (uint8_t)(1u << (k % 8));
+    }
+    for (unsigned k = 0; k < DOLLAR_KMAX; k++) {
+        if (!(used[k / 8] & (1u << (k % 8)))) {
+            make_tag(tag, k);
+            return;
+        }
+    }
+    unsigned k = DOLLAR_KMAX;
+    for (make_tag(tag, k); ends_early(value, tag) && k < 0xFFFFFFFFu;)
+        make_tag(tag, ++k);
+}

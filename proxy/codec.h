@@ -67,4 +67,17 @@ long pgw_msg_complete(const uint8_t *buf, size_t len, uint32_t max);
 typedef int (*pgw_startup_option_fn)(void *arg, const char *name, const char *value);
 int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg);
 
+/*
+ * The delimiter for value as a dollar-quoted string literal: "$pgw$", or
+ * "$pgw1$", "$pgw2$", ... when value would end an earlier one (it holds
+ * "$pgw$", or ends in "$pgw", which the closing delimiter completes).  No
+ * escapes: the literal reads the same whatever standard_conforming_strings
+ * or backslash_quote say, and whatever the client's client_encoding (no
+ * character of a client-only encoding has a '$' byte, where 0x5C, a
+ * backslash, is the second byte of many SJIS, BIG5, GBK ... characters).
+ * tag holds PGW_DOLLAR_TAG_MAX bytes.
+ */
+#define PGW_DOLLAR_TAG_MAX 16
+void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
+
 #endif

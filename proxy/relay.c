@@ -23,6 +23,7 @@
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
+#include "proxy/codec.h"
 #include "proxy/prepared.h"
 
 #define MSG_MAX (1u << 30)
@@ -69,27 +70,25 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
 
 /* A Query message setting name to value as a startup parameter would:
  * set_config takes the text as it is, where SET name TO 'a, b' makes one
- * quoted element of a list parameter (search_path).  The value is an E''
- * literal, quotes and backslashes doubled: it reads the same whatever
- * standard_conforming_strings the client chose; whole, however long. */
+ * quoted element of a list parameter (search_path).  The value is
+ * dollar-quoted (pgw_dollar_tag), whole however long: the server reads the
+ * query in the client's client_encoding, where an E'' literal with
+ * backslashes doubled byte by byte loses a doubling to a SJIS (BIG5, GBK
+ * ...) character whose second byte is 0x5C, and the quote after it ends
+ * the literal early. */
 static void set_config_query(struct pgw_wbuf *b, const char *name, const char *value)
 {
-    static const char head[] = "SELECT pg_catalog.set_config('", mid[] = "', E'",
-                      tail[] = "', false)";
+    static const char head[] = "SELECT pg_catalog.set_config('", mid[] = "', ",
+                      tail[] = ", false)";
+    char tag[PGW_DOLLAR_TAG_MAX];
+    pgw_dollar_tag(value, tag);
     size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
     pgw_wbuf_append(b, head, sizeof(head) - 1);
     pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
     pgw_wbuf_append(b, mid, sizeof(mid) - 1);
-    for (const char *v = value; *v;) {
-        size_t n = strcspn(v, "'\\");
-        pgw_wbuf_append(b, v, n);
-        v += n;
-        if (*v) {
-            pgw_wbuf_append(b, v, 1);
-            pgw_wbuf_append(b, v, 1);
-            v++;
-        }
-    }
+    pgw_wbuf_append(b, tag, strlen(tag));
+    pgw_wbuf_append(b, value, strlen(value));
+    pgw_wbuf_append(b, tag, strlen(tag));
     pgw_wbuf_append(b, tail, sizeof(tail));      /* with its NUL */
     pgw_wbuf_msg_end(b, m);
 }

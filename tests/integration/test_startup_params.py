@@ -228,5 +228,59 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         self.assertEqual(px.check().returncode, 0)
 
 
+class TestSetConfigQuoting(pt.PgwharfTestCase):
+    """A tracked value is SET again on the server with set_config(); the
+    server reads that query in the client's client_encoding.  In SJIS (and
+    BIG5, GBK, UHC, GB18030) the second byte of a character may be 0x5C,
+    a backslash: an E'' literal built byte by byte (backslashes doubled)
+    loses the doubling to that character, and what follows the lone
+    backslash is read as an escape: a quote after it goes unescaped."""
+
+    NOTE = "pgw.note"                # a custom parameter: takes any text
+
+    def login(self, px, **startup):
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, client_encoding="SJIS", **startup)
+        return s
+
+    def test_sjis_character_ending_in_backslash_byte(self):
+        # 0x95 0x5C is one SJIS character; before, the login failed with
+        # 22P06 "unsafe use of \' in a string literal".
+        px = self.start_pgwharf(settings=dict(TX1, auth_type="trust",
+                                              track_extra_parameters=self.NOTE))
+        value = b"\x95\x5c"
+        s = self.login(px, **{self.NOTE: value})
+        for _ in range(2):
+            rows, errs = hz.simple_query(s, "select current_setting('%s')" % self.NOTE)
+            self.assertEqual(errs, [])
+            self.assertEqual(rows, [[value]])
+        self.assertNotIn("param_sync", px.log())
+
+    def test_sjis_value_cannot_leave_the_literal(self):
+        # With backslash_quote on (any user may set it), the quote after
+        # the lone backslash was taken as escaped and the next one ended
+        # the literal: the rest of the value ran as SQL (here a SET the
+        # proxy never saw).
+        px = self.start_pgwharf(settings=dict(
+            TX1, auth_type="trust", track_extra_parameters="backslash_quote, " + self.NOTE))
+        default = self.pg.psql("show work_mem")
+        value = b"\x95\x5c', false); set work_mem = 1234; --"
+        s = self.login(px, backslash_quote="on", **{self.NOTE: value})
+        for _ in range(2):
+            rows, errs = hz.simple_query(
+                s, "select current_setting('work_mem'), current_setting('%s')" % self.NOTE)
+            self.assertEqual(errs, [])
+            self.assertEqual(rows, [[default.encode(), value]])
+        # and dollar quoting is not fooled by the delimiter in the value
+        for value in (b"$pgw$', false); set work_mem = 1234; --", b"a$pgw", b"$", b"",
+                      b"$pgw$$pgw1$\\'"):
+            s = self.login(px, **{self.NOTE: value})
+            rows, errs = hz.simple_query(
+                s, "select current_setting('work_mem'), current_setting('%s')" % self.NOTE)
+            self.assertEqual(errs, [], value)
+            self.assertEqual(rows, [[default.encode(), value]], value)
+
+
 if __name__ == "__main__":
     unittest.main()

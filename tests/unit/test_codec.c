@@ -364,6 +364,57 @@ static void test_options_long_and_hostile(void **state)
     free(in);
 }
 
+/* ---- dollar quoting ---- */
+
+static const char *dtag(const char *value)
+{
+    static char tag[PGW_DOLLAR_TAG_MAX];
+    pgw_dollar_tag(value, tag);
+    return tag;
+}
+
+static void test_dollar_tag(void **state)
+{
+    (void)state;
+    static const struct { const char *value, *want; } cases[] = {
+        { "", "$pgw$" },
+        { "plain", "$pgw$" },
+        { "a\\'b", "$pgw$" },
+        { "$", "$pgw$" },              /* "$$pgw$": "$$" is another delimiter */
+        { "$$", "$pgw$" },
+        { "x$pg", "$pgw$" },           /* "$pg$" is not "$pgw$" */
+        { "x$pgwa", "$pgw$" },         /* "$pgwa$" neither */
+        { "$pgw$", "$pgw1$" },
+        { "x$pgw", "$pgw1$" },         /* the closing '$' would complete "$pgw$" */
+        { "$pgw$ $pgw1$ x$pgw2", "$pgw3$" },
+        { "$pgw1$", "$pgw$" },
+        { "$pgw01$ $pgw0$ $pgw$", "$pgw1$" },   /* leading zeros: not ours */
+        { "$pgw1x$pgw$", "$pgw1$" },
+        { "$pgw$pgw1", "$pgw2$" },              /* "$pgw1" at the end */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_string_equal(dtag(cases[i].value), cases[i].want);
+    /* many delimiters in one value: a tag it holds nowhere, still short */
+    char big[8000] = "";
+    for (int k = 0; k < 500; k++) {
+        char one[16];
+        snprintf(one, sizeof(one), k ? "$pgw%d$" : "$pgw$", k);
+        strcat(big, one);
+    }
+    assert_string_equal(dtag(big), "$pgw500$");
+    /* a value naming every tag of the one-pass search: on tag by tag, and
+     * one ending a tag past them is still seen */
+    size_t cap = 4200 * 12, o = 0;
+    char *huge = malloc(cap);
+    assert_non_null(huge);
+    for (unsigned k = 0; k < 4097; k++)
+        o += (size_t)snprintf(huge + o, cap - o, k ? "$pgw%u$" : "$pgw$", k);
+    assert_string_equal(dtag(huge), "$pgw4097$");
+    snprintf(huge + o, cap - o, "x$pgw4097");
+    assert_string_equal(dtag(huge), "$pgw4098$");
+    free(huge);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_options_refused_words),
         cmocka_unit_test(test_options_callback_stops),
         cmocka_unit_test(test_options_long_and_hostile),
+        cmocka_unit_test(test_dollar_tag),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
