@@ -379,6 +379,12 @@ static bool parse_list(struct report *r, const struct field *f, bool is_db, stru
                    "the rule matches only if it is a reject rule", t->s);
         } else if (is_db && keyword(t, "replication")) {
             it->kind = IK_NEVER;
+        } else if (t->s[0] == '/') {
+            /* PostgreSQL 16 on: a regular expression, quoted or not (a
+             * `reject` rule naming one must not be passed over) */
+            it->kind = IK_UNKNOWN;
+            report(r, false, "regular expression \"%s\" is not supported; the rule matches "
+                   "only if it is a reject rule", t->s);
         } else if (!is_db && !t->quoted && t->s[0] == '+') {
             it->kind = IK_UNKNOWN;
             report(r, false, "group \"%s\" is not supported (pgwharf does not know role "
@@ -990,14 +996,16 @@ static void ident_record(struct report *r, struct pgw_hba *hba, const char *text
         }
     }
     const struct token *sys = &rec.fields[1].toks[0], *dbu = &rec.fields[2].toks[0];
-    if (!sys->quoted && sys->s[0] == '/') {
+    /* As PostgreSQL: a name starting with '/' is a regular expression,
+     * quoted or not. */
+    if (sys->s[0] == '/') {
         l.system_kind = ID_UNKNOWN;
         report(r, false, "regular expression \"%s\" is not supported; the line never matches",
                sys->s);
     }
     if (keyword(dbu, "all")) {
         l.db_kind = ID_ALL;
-    } else if (!dbu->quoted && (dbu->s[0] == '/' || dbu->s[0] == '+')) {
+    } else if (dbu->s[0] == '/' || (!dbu->quoted && dbu->s[0] == '+')) {
         l.db_kind = ID_UNKNOWN;
         report(r, false, "%s \"%s\" is not supported; the line never matches",
                dbu->s[0] == '/' ? "regular expression" : "group", dbu->s);

@@ -22,8 +22,9 @@
  * implemented: the rule rejects instead.
  *
  * What pgwharf cannot evaluate is accepted with a warning and fails closed:
- * samerole and +group (no role membership here), samehost and samenet, host
- * names, and the methods pgwharf does not implement (ident, ldap, ...,
+ * samerole and +group (no role membership here), regular expressions (a
+ * database or user name starting with '/', PostgreSQL 16's, quoted or
+ * not), samehost and samenet, host names, and the methods pgwharf does not implement (ident, ldap, ...,
  * treated as reject).  A rule whose outcome hinges on such an element
  * matches if it is a reject rule and does not match otherwise; a later rule
  * then decides only if it asks for at least as much as the skipped one (the
@@ -45,8 +46,8 @@
  * map NAME pairs it with the name the method found (the peer's operating
  * system user, the certificate's common name); without map= the two must
  * be equal.  DATABASE-USERNAME may be `all`.  Regular expressions (a name
- * starting with '/') and +group are accepted with a warning and never
- * match (fail closed).
+ * starting with '/', quoted or not, as PostgreSQL reads it) and +group are
+ * accepted with a warning and never match (fail closed).
  */
 #ifndef PGW_PROXY_HBA_H
 #define PGW_PROXY_HBA_H

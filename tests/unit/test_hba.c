@@ -556,6 +556,46 @@ static void test_load_file(void **state)
     pgw_conf_diag_free(&diag);
 }
 
+/* A database or user name starting with '/' is a regular expression to
+ * PostgreSQL 16 and later, quoted or not.  Read as a plain name, a reject
+ * rule naming /^adm never matched "admin", and the trust rule after it
+ * let admin in; now such a rule is unsure (fails closed). */
+static void test_regex_names_fail_closed(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {
+        "host all /^adm 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 trust\n",
+        "host all \"/^adm\" 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 trust\n",
+        "host /^adm all 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 trust\n",
+        "host all u,/x 0.0.0.0/0 scram-sha-256\nhost all all 0.0.0.0/0 trust\n",
+    };
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "10.0.0.1", &sin.sin_addr);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        struct pgw_conf_diag diag = { 0 };
+        struct pgw_hba *hba = parse_ok(texts[i], &diag);
+        int line;
+        enum pgw_hba_method m = pgw_hba_match(hba, false, false, (struct sockaddr *)&sin,
+                                              "admindb", "admin", &line, NULL);
+        if (m != PGW_HBA_REJECT || line != 1)
+            fail_msg("case %zu: method %d line %d", i, (int)m, line);
+        if (diag.nwarnings != 1 || !strstr(diag.warnings[0], "hba.conf:1: regular expression"))
+            fail_msg("case %zu: %d warnings: %s", i, diag.nwarnings,
+                     diag.nwarnings ? diag.warnings[0] : "");
+        pgw_conf_diag_free(&diag);
+        pgw_hba_free(hba);
+    }
+    /* in auth_ident_file too: a quoted "/..." system user is a regular
+     * expression, not a certificate CN or login spelled that way */
+    struct pgw_hba *hba = parse_ok("local all all peer map=m\n", NULL);
+    assert_int_equal(pgw_hba_parse_ident(hba, "ident.conf",
+                                         "m \"/^alice$\" bob\nm carol \"/^b\"\n", NULL), 0);
+    int line;
+    assert_false(pgw_hba_usermap(hba, "m", "/^alice$", "bob", &line));
+    assert_false(pgw_hba_usermap(hba, "m", "carol", "/^b", &line));
+    pgw_hba_free(hba);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -571,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_peer_and_map_options),
         cmocka_unit_test(test_ident_parse_and_match),
         cmocka_unit_test(test_load_with_ident_file),
+        cmocka_unit_test(test_regex_names_fail_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
