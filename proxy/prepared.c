@@ -14,6 +14,7 @@
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
+#include "proxy/codec.h"
 #include "proxy/proxy_int.h"
 
 /* ---- walking a hash map ---- */
@@ -801,19 +802,18 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
      * client's Parse goes first into the unnamed statement (its
      * ParseComplete dropped), so a text that fails gets its own error
      * (42601, 42P01, 25P02...) in place of 42P05. */
-    char msg[300], sql[600];
-    size_t o = 0;
-    for (const char *p = name; *p && o + 2 < sizeof(msg); p++) {
-        if (*p == '\'')
-            msg[o++] = '\'';
-        msg[o++] = *p;
-    }
-    msg[o] = '\0';
-    if (strstr(name, "$pgw$"))
-        snprintf(msg, sizeof(msg), "%s", "?");
-    snprintf(sql, sizeof(sql),
-             "DO $pgw$BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', "
-             "MESSAGE = 'prepared statement \"%s\" already exists'; END$pgw$", msg);
+    /* The message and the block are dollar-quoted (pgw_dollar_tag): no
+     * escapes, so a name reads as it is under any standard_conforming_strings
+     * (a '' literal took a backslash in it for an escape) and client
+     * encoding.  The block's tag is one the message's tag does not end. */
+    char msg[400], block[560], sql[640];   /* DUP_BYTES: under 700 in all */
+    char mtag[PGW_DOLLAR_TAG_MAX], btag[PGW_DOLLAR_TAG_MAX];
+    snprintf(msg, sizeof(msg), "prepared statement \"%.300s\" already exists", name);
+    pgw_dollar_tag(msg, mtag);
+    snprintf(block, sizeof(block), "BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', "
+             "MESSAGE = %s%s%s; END", mtag, msg, mtag);
+    pgw_dollar_tag(block, btag);
+    snprintf(sql, sizeof(sql), "DO %s%s%s", btag, block, btag);
     struct pgw_wbuf m;
     pgw_wbuf_init(&m);
     const uint8_t *body = b->data + b->parsed + PGW_MSG_HDR;

@@ -761,6 +761,46 @@ class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestDuplicateNameInAnyQuoting(pt.PgwharfTestCase):
+    """The 42P05 pgwharf raises for a Parse of a name in use comes from a
+    DO block whose message names the client's statement.  The name sat in
+    a '' literal with only quotes doubled: under standard_conforming_strings
+    off a backslash in it was an escape, so "a\\'b" ended the literal
+    (42601 syntax error in place of 42P05) and "c\\" lost its backslash
+    from the message.  Session mode gives PostgreSQL's own answers."""
+
+    NAMES = ("a\\'b", "c\\", "d'e", "$pgw$f", "g$pgw", "h\\''")
+
+    def exchange(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        out = []
+        try:
+            for scs in ("off", "on"):
+                r.send(r.msg(b"Q", b"set standard_conforming_strings = %s\x00" % scs.encode()))
+                r.until_ready()
+                for name in self.NAMES:
+                    name = scs + name
+                    r.send(r.parse(name, "select 1"), r.sync())
+                    r.until_ready()
+                    r.send(r.parse(name, "select 2"), r.sync())
+                    out.append([(t, sqlstate(b), [f for f in b.split(b"\x00")
+                                                  if f[:1] == b"M"])
+                                if t == b"E" else (t,) for t, b in r.until_ready()])
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_42P05_names_the_statement_whatever_its_characters(self):
+        self.maxDiff = None
+        got = self.exchange("transaction")
+        want = self.exchange("session")
+        self.assertEqual(want[0][0][1], "42P05")
+        self.assertEqual(got, want)
+
+
 def exchange_steps(case, mode, steps, err=None, **settings):
     """Start a pgwharf in mode (trust, a pool of 1, plus settings), send each
     step of steps(r, q) at once (r: a Raw client, q(sql): a Query message)
