@@ -95,6 +95,15 @@ def types(msgs):
     return b"".join(t for t, _ in msgs).decode()
 
 
+def raw_on_one_server(case, mode, **settings):
+    """A pgwharf in mode (trust, a pool of one server, plus settings) and a
+    Raw client logged in to it."""
+    base = {"pool_mode": mode, "auth_type": "trust", "default_pool_size": 1}
+    base.update(settings)
+    px = case.start_pgwharf(settings=base)
+    return px, Raw(px.host, px.port, case.pg.user, case.pg.database)
+
+
 class TestPgbenchPrepared(pt.PgwharfTestCase):
     @classmethod
     def setUpClass(cls):
@@ -637,9 +646,7 @@ class TestCloseSkippedAfterAnError(pt.PgwharfTestCase):
     session mode (passed through untouched) is PostgreSQL's own answer."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, r = raw_on_one_server(self, mode)
         out = []
         try:
             for batch in ([r.parse("s1", "select 1")],
@@ -678,10 +685,7 @@ class TestMessagesAfterAnError(pt.PgwharfTestCase):
     ran).  The same exchanges in session mode are PostgreSQL's answers."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1,
-                                          "max_prepared_statements": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, r = raw_on_one_server(self, mode, max_prepared_statements=1)
         out = []
 
         def replies():
@@ -729,9 +733,7 @@ class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
     PostgreSQL's answers."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, r = raw_on_one_server(self, mode)
         out = []
         one = b"\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"   # 1 parameter, '1'
         try:
@@ -772,9 +774,7 @@ class TestDuplicateNameInAnyQuoting(pt.PgwharfTestCase):
     NAMES = ("a\\'b", "c\\", "d'e", "$pgw$f", "g$pgw", "h\\''")
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, r = raw_on_one_server(self, mode)
         out = []
         try:
             for scs in ("off", "on"):
@@ -809,10 +809,7 @@ def exchange_steps(case, mode, steps, err=None, **settings):
     err(body) (its SQLSTATE by default).  Session mode gives PostgreSQL's
     own answers to compare with."""
     err = err or sqlstate
-    base = {"pool_mode": mode, "auth_type": "trust", "default_pool_size": 1}
-    base.update(settings)
-    px = case.start_pgwharf(settings=base)
-    r = Raw(px.host, px.port, case.pg.user, case.pg.database)
+    px, r = raw_on_one_server(case, mode, **settings)
 
     def q(sql):
         return r.msg(b"Q", sql.encode() + b"\x00")
@@ -970,10 +967,7 @@ class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     in session mode are PostgreSQL's answers."""
 
     def exchange(self, mode):
-        px = self.start_pgwharf(settings={"pool_mode": mode, "auth_type": "trust",
-                                          "default_pool_size": 1,
-                                          "max_prepared_statements": 2})
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, r = raw_on_one_server(self, mode, max_prepared_statements=2)
         bad = r.parse("", "selec")
         out = []
         try:
