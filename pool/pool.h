@@ -112,6 +112,8 @@ struct pgw_server {
     bool user_pipe_ok;        /* what the borrower sent ends at its next
                                * ReadyForQuery 'I': others may queue */
     bool user_pipe_broken;    /* it cannot pass on: close at the handoff */
+    uint64_t user_unnamed;    /* the session whose unnamed statement it may
+                               * hold (it outlives transactions); 0: none */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
 

@@ -127,14 +127,42 @@ static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv
     }
 }
 
+/* Does the client's first message on this link replace the server's
+ * unnamed statement (a simple Query, or a Parse into it)?  The first
+ * message of a link is never skipped after an error: it is processed. */
+static bool first_replaces_unnamed(const struct pgw_session *s)
+{
+    const struct pgw_iobuf *b = s->cbuf;
+    if (!b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
+        return false;
+    const uint8_t *p = b->data + b->parsed;
+    return p[0] == PGW_FE_QUERY || (p[0] == PGW_FE_PARSE && p[PGW_MSG_HDR] == '\0');
+}
+
+/* Queue what a client needs before its first message on this server: SETs
+ * that make the server's tracked parameters match what the client has
+ * seen, and a drop of an unnamed statement another client may have left
+ * there; their replies are swallowed. */
 static bool sync_params(struct pgw_session *s)
 {
     struct pgw_server *srv = s->server;
+    /* The unnamed statement outlives transactions and clients: a Bind of
+     * it without a Parse would run the one another client left here (its
+     * rows to this client).  Any simple Query drops it, the SETs below
+     * too; otherwise an empty one goes first -- unless the client's own
+     * first message replaces it anyway.  The client's own stays (as on
+     * a server of its own).  A transaction-mode login link sends nothing:
+     * the client gets a server anew for its first query. */
+    bool login_only = s->state == PGW_SS_LOGIN_WAIT && s->mode != PGW_POOL_SESSION;
+    bool unnamed = srv->user_unnamed && srv->user_unnamed != s->id && !login_only &&
+                   !first_replaces_unnamed(s);
+    if (unnamed || (!login_only && first_replaces_unnamed(s)))
+        srv->user_unnamed = 0;           /* dropped below, or by the client's message */
     /* Most links find the server as this client left it (or as another
      * client with the same settings did): one comparison of summaries. */
     if (!s->params_sig)
         s->params_sig = params_sig(s);
-    if (srv->user_sig == s->params_sig && srv->user_sig_gen == srv->params.gen)
+    if (!unnamed && srv->user_sig == s->params_sig && srv->user_sig_gen == srv->params.gen)
         return true;
     /* One Query per SET or RESET: a value the server refuses (a startup
      * parameter PostgreSQL never checked) must not skip the others, as
@@ -166,7 +194,12 @@ static bool sync_params(struct pgw_session *s)
         }
         s->sync_order[queries++] = (uint8_t)i;
     }
-    if (queries > 0) {
+    int extra = 0;                       /* an empty Query, answered first */
+    if (unnamed && queries == 0) {
+        pgw_wire_query(&b, "");
+        extra = 1;
+    }
+    if (queries + extra > 0) {
         /* In front of whatever the client has queued, however much that is:
          * its first query must not run with another client's settings. */
         bool ok = !b.failed;
@@ -180,7 +213,9 @@ static bool sync_params(struct pgw_session *s)
         pgw_wbuf_deinit(&b);
         if (!ok)
             return false;
-        s->swallow += queries;           /* 0 before: one sync per link */
+        /* 0 before: one sync per link.  The empty Query has no entry in
+         * sync_order: with none queued, sync_answered skips its reply. */
+        s->swallow += queries + extra;
         s->sync_queued = (uint8_t)queries;
         s->sync_err = false;
         /* Unreported parameters are known only by what pgwharf set (a
@@ -470,6 +505,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
          * gets a SET or RESET). */
         forget_unreported(s->px, srv);
         pgw_ps_server_reset(srv, s->px->cfg->server_reset_query);
+        const char *rq = s->px->cfg->server_reset_query;
+        if (rq && *rq)
+            srv->user_unnamed = 0;       /* a simple Query drops it */
     }
     if (!next)
         pgw_pool_release(srv, how);
@@ -745,6 +783,10 @@ static int pipe_score(struct pgw_server *srv, void *arg)
         return -1;
     if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)
         return -1;                       /* other settings: it would need SETs */
+    /* A request on a prepared statement leaves the unnamed one as it is:
+     * not another client's for this one to Bind once it has the server. */
+    if (pk->stmt && srv->user_unnamed && srv->user_unnamed != s->id)
+        return -1;
     /* The server has the statement, and not by a Parse still in flight
      * (that may fail). */
     if (pk->stmt && (!pgw_ps_server_ready(srv, pk->stmt) || pgw_ps_parse_pending(h)))
@@ -807,6 +849,8 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     }
     if (r->stmt)
         pgw_ps_server_used(s, srv, r->stmt);
+    if (r->parse)
+        srv->user_unnamed = s->id;       /* the client's, once it has the server */
     struct ev_loop *loop = s->px->loop;
     pgw_list_append(&srv->user_queue, &s->pipe_node);
     srv->user_queued++;
@@ -1336,6 +1380,10 @@ static bool scan_client(struct pgw_session *s)
             s->query_count++;
             s->px->total_query++;
         }
+        /* A Parse into the unnamed statement (or one whose name is not
+         * here yet) leaves it on the server for whoever comes next. */
+        if (type == PGW_FE_PARSE && (n <= PGW_MSG_HDR || b->data[b->parsed + PGW_MSG_HDR] == '\0'))
+            s->server->user_unnamed = s->id;
         b->parsed += n;
         s->cskip = total - n;
         if (s->pipe_budget > 0 && s->server)

@@ -851,6 +851,39 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 0)
 
+    def test_a_prepared_statement_request_never_queues_on_another_clients_unnamed(self):
+        # A's request runs in the unnamed statement.  B's request on its
+        # prepared statement, queued behind it, would leave A's statement
+        # in place, and B's next request (a Bind of the unnamed statement,
+        # sent while B waited) would then run A's: A's rows to B.
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            b.send(parse_msg("b_stmt", "select 'B'::text") + hz.msg(b"S"))
+            self.assertEqual((await read_ext(b))[0], ["1", "Z"])
+            g = await self.gate(19)
+            a.send(ext_msgs("select 'rows of A', pg_advisory_xact_lock_shared(19) as marker_q19"))
+            await self.wait_running("marker_q19")
+            b.send(ext_msgs("", parse=False, stmt="b_stmt"))
+            await self.until(lambda: any(r["state"] == "waiting"
+                                         for r in self.px.show("CLIENTS")), "B waiting")
+            # B's next request reaches pgwharf (SHOW STATS counts its bytes)
+            # while B is still queued: it goes to the server B is handed.
+            def received():
+                return int(self.px.show("STATS", database=self.db)[0]["total_received"])
+            before = received()
+            second = ext_msgs("", parse=False, stmt="")
+            b.send(second)
+            await self.until(lambda: received() >= before + len(second), "B's next request read")
+            await g.open()
+            self.assertEqual((await read_ext(a))[1], [["rows of A", ""]])
+            self.assertEqual((await read_ext(b))[1], [["B"]])
+            types, rows, err = await read_ext(b)
+            self.assertEqual(rows, [], "B ran A's unnamed statement")
+            self.assertEqual(err and err["C"], "26000", types)
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+
     def test_a_prepared_statement_the_server_lacks_waits_for_a_server(self):
         # With max_prepared_statements = 1 the server keeps one statement:
         # B's first one was closed there when B prepared a second.  Its

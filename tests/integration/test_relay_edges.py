@@ -25,9 +25,14 @@ one server, so the next client gets the very same one).
   set it got the value another client's startup packet had made pgwharf
   SET on the server (transaction mode), and after server_reset_query (which
   resets it) pgwharf still took the server for set (session mode).
+- The unnamed prepared statement outlives transactions: a client's Bind of
+  it without a Parse ran the statement another client had left on the
+  server (its rows to this client), in transaction mode and in session
+  mode without server_reset_query.
 """
 
 import socket
+import struct
 import threading
 import unittest
 
@@ -294,6 +299,67 @@ class TestSettingsWithALargeFirstQuery(pt.PgwharfTestCase):
         self.assertEqual(rows, [[b"UTC"]])
         # and the server's record is right: A still gets its own setting
         self.assertEqual(self.query(a, "show timezone"), ([[b"Asia/Kathmandu"]], []))
+
+
+def bind_unnamed_and_execute():
+    """Bind of the unnamed statement (no Parse), Execute, Sync."""
+    return (hz.msg(b"B", b"\x00\x00" + struct.pack("!HHH", 0, 0, 0)) +
+            hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S"))
+
+
+class TestUnnamedStatementOfAnotherClient(pt.PgwharfTestCase):
+    """The unnamed prepared statement lasts on its server until the next
+    Parse into it or simple Query, transactions and clients
+    notwithstanding: a client's Bind of it without a Parse of its own on
+    that server ran the statement the client before it left there, and got
+    that statement's rows.  It must get PostgreSQL's 26000 instead."""
+
+    SECRET = "select 'rows of client a'::text"
+
+    def setup_px(self, **settings):
+        conf = {"default_pool_size": 1, "max_db_connections": 1, "log_connections": 0}
+        conf.update(settings)
+        return self.start_pgwharf(settings=conf)
+
+    def leave_unnamed(self, px):
+        a = login(self, px)
+        a.sendall(hz.parse_msg("", self.SECRET) + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        return a
+
+    def assert_not_a_rows(self, sock):
+        sock.sendall(bind_unnamed_and_execute())
+        got = hz.read_until_ready(sock)
+        rows = [hz.data_row(b) for t, b in got if t == b"D"]
+        errs = [hz.parse_fields(b) for t, b in got if t == b"E"]
+        self.assertEqual(rows, [], "another client's unnamed statement ran")
+        self.assertEqual([e["C"] for e in errs], ["26000"], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        # and the session goes on, its own statements as usual
+        sock.sendall(hz.ext_msgs("select 'own'::text"))
+        got = hz.read_until_ready(sock)
+        self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"own"]], got)
+
+    def test_transaction_mode(self):
+        px = self.setup_px(pool_mode="transaction")
+        a = self.leave_unnamed(px)
+        self.assert_not_a_rows(login(self, px))
+        # A's own next request that parses first is untouched
+        a.sendall(hz.ext_msgs("select 'a again'::text"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"a again"]], got)
+
+    def test_transaction_mode_without_prepared_statement_support(self):
+        px = self.setup_px(pool_mode="transaction", max_prepared_statements=0)
+        self.leave_unnamed(px)
+        self.assert_not_a_rows(login(self, px))
+
+    def test_session_mode_without_server_reset_query(self):
+        px = self.setup_px(pool_mode="session", server_reset_query="")
+        a = self.leave_unnamed(px)
+        a.sendall(hz.msg(b"X"))
+        a.close()
+        self.assert_not_a_rows(login(self, px))
 
 
 if __name__ == "__main__":
