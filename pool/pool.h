@@ -114,6 +114,8 @@ struct pgw_server {
     bool user_pipe_broken;    /* it cannot pass on: close at the handoff */
     uint64_t user_unnamed;    /* the session whose unnamed statement it may
                                * hold (it outlives transactions); 0: none */
+    uint64_t user_listen;     /* the session that ran LISTEN on it
+                               * (transaction/statement mode); 0: none */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
 

@@ -1655,6 +1655,38 @@ static bool pipe_more(const struct pgw_session *s)
     return s->server->user_queued > 0 || s->server->user_tail_skip > 0;
 }
 
+/* Transaction and statement mode: LISTEN lives in the server connection,
+ * and PostgreSQL sends a notification to whoever holds the server then (at
+ * the end of that client's transaction, or while it waits).  The client
+ * whose LISTEN the relay saw (CommandComplete "LISTEN") gets them while it
+ * holds the server, which is closed when given back, so no other client
+ * ever holds a listening server; a notification that reaches another
+ * client (a LISTEN run inside a function, which has no tag of its own) is
+ * dropped and the server closed likewise.  msg is a whole CommandComplete
+ * or NotificationResponse; false: drop it. */
+static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
+{
+    static const char tag[] = "LISTEN";
+    struct pgw_server *srv = s->server;
+    if (type == PGW_BE_COMMAND_COMPLETE) {
+        if (total - PGW_MSG_HDR == sizeof(tag) &&
+            memcmp(msg + PGW_MSG_HDR, tag, sizeof(tag)) == 0) {
+            srv->user_listen = s->id;
+            pgw_server_retire(srv, "LISTEN in transaction pooling mode");
+        }
+        return true;
+    }
+    if (srv->user_listen == s->id)
+        return true;
+    char qd[200], qu[200];
+    pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"LISTEN of another client "
+             "on its server (transaction pooling mode)\"", s->addr_text,
+             pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user));
+    pgw_server_retire(srv, "a notification for another client (LISTEN in transaction pooling "
+                      "mode)");
+    return false;
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -1695,8 +1727,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             return false;
         uint32_t mlen = total - 1;
         bool ps = s->ps_on && s->swallow == 0;
+        bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&
+                      (type == PGW_BE_NOTIFY || type == PGW_BE_COMMAND_COMPLETE);
         bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
-                     (ps && pgw_ps_backend_wants_whole(s, type));
+                     listen || (ps && pgw_ps_backend_wants_whole(s, type));
         if (!whole) {
             pgw_track_backend(&s->track, type);
             if (ps)
@@ -1716,6 +1750,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             if (!server_msg_room(s, type, total))
                 return false;
             break;
+        }
+        if (listen && !listen_check(s, type, p, total)) {
+            pgw_iobuf_cut(b, b->parsed, total);
+            continue;
         }
         bool drop = s->swallow > 0;
         if (ps && type == PGW_BE_ERROR) {

@@ -29,6 +29,9 @@ one server, so the next client gets the very same one).
   it without a Parse ran the statement another client had left on the
   server (its rows to this client), in transaction mode and in session
   mode without server_reset_query.
+- LISTEN lives in the server connection: in transaction mode the next
+  client on a server where another client ran LISTEN got that client's
+  notifications.
 """
 
 import socket
@@ -360,6 +363,57 @@ class TestUnnamedStatementOfAnotherClient(pt.PgwharfTestCase):
         a.sendall(hz.msg(b"X"))
         a.close()
         self.assert_not_a_rows(login(self, px))
+
+
+class TestNotificationOfAnotherClient(pt.PgwharfTestCase):
+    """A NotificationResponse goes to whichever client holds the server when
+    PostgreSQL sends it (at the end of that client's transaction, or while
+    it waits): in transaction mode, after a client's LISTEN the next client
+    on that server got the notifications meant for the listener, payload
+    and all.  Only a client that ran LISTEN on the server may get them."""
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0})
+
+    def waiting_on_gate(self):
+        return self.pg.psql("select count(*) from pg_locks "
+                            "where locktype = 'advisory' and not granted") == "1"
+
+    def assert_b_gets_no_notification(self, listen_sql, key):
+        a = login(self, self.px)
+        self.assertEqual(hz.simple_query(a, listen_sql), ([], []))
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        b = login(self, self.px)
+        # B's query holds the (only, or a new) server while the NOTIFY comes.
+        b.sendall(hz.query_msg("select 'b', %s" % gate.sql()))
+        pt.wait_until(self.waiting_on_gate, 20, what="B's query waiting on the gate")
+        self.pg.psql("notify pgw_edges_chan, 'for a only'")
+        gate.open()
+        got = hz.read_until_ready(b)
+        self.assertEqual([t for t, _ in got if t == b"A"], [], got)
+        self.assertEqual([hz.data_row(m) for t, m in got if t == b"D"], [[b"b", b""]])
+        # B goes on as usual.
+        self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
+
+    def test_after_listen(self):
+        self.assert_b_gets_no_notification("listen pgw_edges_chan", 7302)
+
+    def test_after_listen_inside_a_function(self):
+        self.assert_b_gets_no_notification(
+            "do $$ begin execute 'listen pgw_edges_chan'; end $$", 7303)
+
+    def test_the_listener_gets_its_own(self):
+        a = login(self, self.px)
+        a.sendall(hz.query_msg("listen pgw_edges_chan; notify pgw_edges_chan, 'mine'"))
+        got = hz.read_until_ready(a)
+        notes = [m for t, m in got if t == b"A"]
+        self.assertEqual(len(notes), 1, got)
+        self.assertIn(b"mine", notes[0])
+        self.assertEqual(got[-1], (b"Z", b"I"))
 
 
 if __name__ == "__main__":
