@@ -355,14 +355,18 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
         cancel_not_here(px, pid, key, from);
         return;
     }
-    if (s->pipe_srv || (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0))) {
+    if (s->pipe_srv || (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0 || s->swallow > 0))) {
         /* Queued behind another client's query (server_pipeline_depth), or
          * holding the server while it still drops replies of clients that
-         * left: the server runs someone else's query now.  Sent once this
-         * client's own query runs (relay.c, pipe_cancel_due). */
+         * left, or while it runs the SETs that give it this client's
+         * settings: the server runs someone else's query, or pgwharf's,
+         * now (a canceled SET would leave the client's query with another
+         * client's settings).  Sent once this client's own query runs
+         * (relay.c, pipe_cancel_due). */
         s->pipe_cancel = true;
-        pgw_info("cancel_deferred", "client=%s target=%s reason=\"query queued on a server\"",
-                 from, s->addr_text);
+        pgw_info("cancel_deferred", "client=%s target=%s reason=\"%s\"", from, s->addr_text,
+                 s->swallow > 0 && !s->pipe_srv ? "the client's settings being restored first"
+                                                : "query queued on a server");
         return;
     }
     pgw_cancel_session(px, s, from, 0);

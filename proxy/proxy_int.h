@@ -173,8 +173,9 @@ struct pgw_session {
     uint32_t pipe_drop;              /* bytes of a message to drop first */
     bool pipe_fail_own;              /* its query ran with another client's
                                         settings or cancel: 08006 instead */
-    bool pipe_cancel;                /* canceled while queued: forwarded once
-                                        it has the server */
+    bool pipe_cancel;                /* canceled while queued (or while its
+                                        SETs ran): forwarded once its own
+                                        query runs */
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
 
     /* prepared statements (prepared.c) */

@@ -974,10 +974,10 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
         pipe_pull(srv);
 }
 
-/* A cancel held while s was queued or dropped others' replies goes out
- * once nothing but its own query is ahead of it on the server (should it
- * land on the next one's, those behind are tainted).  A query whose reply
- * is replaced by 08006 anyway needs none. */
+/* A cancel held while s was queued, dropped others' replies or had SETs
+ * run goes out once nothing but its own query is ahead of it on the
+ * server (should it land on the next one's, those behind are tainted).
+ * A query whose reply is replaced by 08006 anyway needs none. */
 static void pipe_cancel_due(struct pgw_session *s)
 {
     if (!s->pipe_cancel || !s->server)
@@ -986,7 +986,7 @@ static void pipe_cancel_due(struct pgw_session *s)
         s->pipe_cancel = false;
         return;
     }
-    if (s->pipe_skip > 0 || s->pipe_drop > 0)
+    if (s->pipe_skip > 0 || s->pipe_drop > 0 || s->swallow > 0)
         return;
     s->pipe_cancel = false;
     /* The server has the query but may not have started it yet (it just
@@ -1772,6 +1772,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 sync_answered(s);
                 if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
                     *after = AFTER_LOGIN;
+                else if (s->swallow == 0)
+                    pipe_cancel_due(s);      /* a cancel held while the SETs ran */
             } else {
                 on_ready(s, mlen >= 5 ? (char)p[5] : 'I', after);
                 if (*after == AFTER_STMT_ERROR) {

@@ -32,8 +32,13 @@ one server, so the next client gets the very same one).
 - LISTEN lives in the server connection: in transaction mode the next
   client on a server where another client ran LISTEN got that client's
   notifications.
+- A cancel that came while the server ran the SETs in front of the
+  client's query was forwarded at once: it could hit a SET (the query then
+  ran with another client's settings) or be dropped between messages.
 """
 
+import os
+import signal
 import socket
 import struct
 import threading
@@ -414,6 +419,57 @@ class TestNotificationOfAnotherClient(pt.PgwharfTestCase):
         self.assertEqual(len(notes), 1, got)
         self.assertIn(b"mine", notes[0])
         self.assertEqual(got[-1], (b"Z", b"I"))
+
+
+class TestCancelWhileSettingsAreRestored(pt.PgwharfTestCase):
+    """A client's query goes to the server behind the SETs that give the
+    server the client's settings (their replies swallowed).  A cancel that
+    came while they ran was forwarded at once: it hit a SET, which then
+    failed, and the query ran on with the settings another client left --
+    or, with the backend between messages, PostgreSQL dropped it and the
+    query was not canceled at all.  It must wait for the SETs and cancel
+    the client's own query."""
+
+    def test_cancel_waits_for_the_sets(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0})
+        keys = []
+        b = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password, key_data=keys,
+                      TimeZone="Asia/Kathmandu")
+        a = login(self, px)
+        pid = int(hz.simple_query(a, "select pg_backend_pid()")[0][0][0])
+        # The one server, A's settings on it, stops: B's SETs and query
+        # wait in its socket.
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(self.cont, pid)
+        b.sendall(hz.query_msg("select 'b', pg_sleep(60)"))
+        pt.wait_until(lambda: px.show("CLIENTS", port=b.getsockname()[1])[0]["state"]
+                      == "active", 20, what="B linked to the stopped server")
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        c.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        hz.read_until_closed(c, 10)
+        c.close()
+        px.wait_for_log("event=cancel_(forwarded|deferred)")
+        # A forwarded cancel is done once PostgreSQL has signalled the
+        # backend (it closes the cancel connection): SHOW CLIENTS state.
+        pt.wait_until(lambda: px.show("CLIENTS", port=b.getsockname()[1])[0]["state"]
+                      == "active", 20, what="the cancel dealt with")
+        self.cont(pid)
+        got = hz.read_until_ready(b)
+        errs = [hz.parse_fields(m) for t, m in got if t == b"E"]
+        self.assertEqual([e["C"] for e in errs], ["57014"], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.assertEqual(hz.simple_query(b, "show timezone"), ([[b"Asia/Kathmandu"]], []))
+
+    @staticmethod
+    def cont(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 if __name__ == "__main__":
