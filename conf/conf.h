@@ -295,6 +295,9 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
  * until it returns NULL.  Booleans read "on"/"off", durations plain
  * seconds; a value longer than len is truncated. */
 bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size_t len);
+/* The same text whole, malloc'd (the caller frees it); NULL for an unknown
+ * key or when memory is short. */
+char *pgw_conf_get_dup(const struct pgw_config *cfg, const char *key);
 /* Keys fixed at start (listen_addr, listen_port, unix_socket_dir,
  * listen_backlog, tcp_defer_accept, so_reuseport, peer_id, unix_socket_mode,
  * unix_socket_group, tcp_socket_buffer, pidfile, user): SET refuses them, a

@@ -446,3 +446,16 @@ bool pgw_conf_get(const struct pgw_config *cfg, const char *key, char *buf, size
         conf_key_get(cfg, &keys[i], buf, len);
     return true;
 }
+
+char *pgw_conf_get_dup(const struct pgw_config *cfg, const char *key)
+{
+    int i = conf_key_find(key);
+    if (i < 0)
+        return NULL;
+    const char *str = conf_key_string(cfg, &keys[i]);
+    if (str)
+        return strdup(str);
+    char buf[64];                        /* numbers, booleans and enum names */
+    conf_key_get(cfg, &keys[i], buf, sizeof(buf));
+    return strdup(buf);
+}

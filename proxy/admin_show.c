@@ -522,24 +522,29 @@ static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
         { "key", TX }, { "value", TX }, { "default", TX }, { "changeable", TX },
     };
     struct pgw_rs rs;
-    char value[4096];
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     for (int i = 0; pgw_conf_key_name(i); i++) {
         const char *key = pgw_conf_key_name(i);
         const char *def = pgw_conf_key_default(i);
-        if (!pgw_conf_get(s->px->cfg, key, value, sizeof(value)))
-            continue;
+        /* The whole value, however long the file made it. */
+        char *value = pgw_conf_get_dup(s->px->cfg, key);
+        if (!value) {
+            out->failed = true;          /* every key is known: memory is short */
+            break;
+        }
+        const char *shown = value;
         if (pgw_conf_key_is_bool(i)) {
             /* As PgBouncer writes booleans here (scripts compare with "1") */
-            snprintf(value, sizeof(value), "%s", strcmp(value, "on") == 0 ? "1" : "0");
+            shown = strcmp(value, "on") == 0 ? "1" : "0";
             def = strcmp(def, "on") == 0 ? "1" : "0";
         }
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, key);
-        pgw_rs_text(&rs, value);
+        pgw_rs_text(&rs, shown);
         pgw_rs_text(&rs, def);
         pgw_rs_text(&rs, pgw_admin_key_changeable(key) ? "yes" : "no");
         pgw_rs_row_end(&rs);
+        free(value);
     }
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;

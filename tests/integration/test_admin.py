@@ -903,6 +903,16 @@ class TestCommands(AdminTestCase):
         self.assertEqual(config["default_pool_size"], "4")       # kept
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_show_config_shows_a_long_value_whole(self):
+        # A value may be as long as the file makes it (a long auth_query or
+        # admin_users list): SHOW CONFIG cut it at 4095 bytes.
+        query = "select 1 /* " + "x" * 6000 + " */"
+        px = self.start(server_check_query=query)
+        conn = self.admin_conn(px)
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["server_check_query"], query)
+        self.assertEqual(config["log_connections"], "1")
+
     def test_kill_client_closes_that_client_only(self):
         px = self.start(pool_mode="session")
         victim = self.client(px, application_name="victim")
