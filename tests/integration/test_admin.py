@@ -913,6 +913,18 @@ class TestCommands(AdminTestCase):
         self.assertEqual(config["server_check_query"], query)
         self.assertEqual(config["log_connections"], "1")
 
+    def test_set_keeps_the_other_long_values_whole(self):
+        # SET carries the running values over into the config it builds:
+        # through an 8 KB buffer, so any SET cut a longer one.
+        query = "select 1 /* " + "x" * 9000 + " */"
+        px = self.start(server_check_query=query)
+        conn = self.admin_conn(px)
+        conn.cursor().execute("SET default_pool_size = 3")
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["default_pool_size"], "3")
+        self.assertEqual(len(config["server_check_query"]), len(query))
+        self.assertEqual(config["server_check_query"], query)
+
     def test_kill_client_closes_that_client_only(self):
         px = self.start(pool_mode="session")
         victim = self.client(px, application_name="victim")
