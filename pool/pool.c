@@ -99,8 +99,9 @@ static void waiter_done_cb(struct pgw_ctx_sub *sub, int err)
         set_error(&e, PGW_EDEADLINE, "57014",
                   "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
                   pool->dbname, pool->user);
-        pgw_info("pool_wait_timeout", "db=%s user=%s waited=%.3f", pool->dbname, pool->user,
-                 waited);
+        char names[PGW_POOL_LOG_NAMES];
+        pgw_info("pool_wait_timeout", "%s waited=%.3f",
+                 pgw_pool_log_names(pool, names, sizeof(names)), waited);
     } else {
         set_error(&e, PGW_ECANCELED, "57014", "canceled while waiting for a server");
     }
@@ -602,8 +603,10 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     const char *reset = pool->set->cfg->server_reset_query;
 
     if (srv->state != PGW_SRV_ACTIVE) {
-        pgw_warn("pool_release_bad_state", "db=%s user=%s id=%llu state=%d", pool->dbname,
-                 pool->user, (unsigned long long)srv->id, (int)srv->state);
+        char names[PGW_POOL_LOG_NAMES];
+        pgw_warn("pool_release_bad_state", "%s id=%llu state=%d",
+                 pgw_pool_log_names(pool, names, sizeof(names)), (unsigned long long)srv->id,
+                 (int)srv->state);
         return;
     }
     srv->request_time = pool_now(pool);
@@ -668,6 +671,14 @@ void pgw_pool_unref(struct pgw_pool *pool)
 }
 
 const char *pgw_pool_dbname(const struct pgw_pool *pool) { return pool->dbname; }
+
+const char *pgw_pool_log_names(const struct pgw_pool *pool, char *buf, size_t len)
+{
+    char qd[190], qu[190];
+    snprintf(buf, len, "db=%s user=%s", pgw_log_quote(qd, sizeof(qd), pool->dbname),
+             pgw_log_quote(qu, sizeof(qu), pool->user));
+    return buf;
+}
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }
 
 bool pgw_pool_welcome_ready(const struct pgw_pool *pool)

@@ -171,8 +171,10 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
         return NULL;
     }
     pgw_list_append(&set->pools, &pool->node);
-    pgw_info("pool_create", "db=%s user=%s backend=%s pool_size=%d", pool->dbname, pool->user,
-             pool->backend->address, pool->pool_size);
+    char names[PGW_POOL_LOG_NAMES];
+    pgw_info("pool_create", "%s backend=%s pool_size=%d",
+             pgw_pool_log_names(pool, names, sizeof(names)), pool->backend->address,
+             pool->pool_size);
     return pool;
 }
 

@@ -182,6 +182,10 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);
 void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now);
 /* Pools over their db/user limits may get room when a server closes. */
 void pgw_pool_kick_related(struct pgw_pool *pool);
+/* "db=... user=..." for a log line, each name quoted as logfmt wants (a
+ * client picks them: under "*" any database name).  buf: PGW_POOL_LOG_NAMES. */
+#define PGW_POOL_LOG_NAMES 400
+const char *pgw_pool_log_names(const struct pgw_pool *pool, char *buf, size_t len);
 
 /* server.c */
 struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe);

@@ -215,9 +215,10 @@ static void timer_arm(struct pgw_server *srv, double after)
 
 static const char *srv_log_fields(const struct pgw_server *srv, char *buf, size_t len)
 {
-    snprintf(buf, len, "db=%s user=%s backend=%s id=%llu pid=%d", srv->pool->dbname,
-             srv->pool->user, srv->backend->address, (unsigned long long)srv->id,
-             srv->backend_pid);
+    char names[PGW_POOL_LOG_NAMES];
+    snprintf(buf, len, "%s backend=%s id=%llu pid=%d",
+             pgw_pool_log_names(srv->pool, names, sizeof(names)), srv->backend->address,
+             (unsigned long long)srv->id, srv->backend_pid);
     return buf;
 }
 
@@ -246,7 +247,7 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
     ev_io_stop(set->loop, &srv->io);
     ev_timer_stop(set->loop, &srv->timer);
     if (reason) {
-        char f[256], q[600];
+        char f[PGW_POOL_LOG_NAMES + 200], q[600];
         pgw_info("server_close", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
                  pgw_log_quote(q, sizeof(q), reason));
     }
@@ -582,7 +583,7 @@ static void take_cancel_target(struct pgw_server *srv)
                      srv->cancel_addrlen <= sizeof(srv->cancel_addr) &&
                      read_cancel_key(srv, &srv->cancel_key);
     if (!srv->cancel_ok) {
-        char f[256];
+        char f[PGW_POOL_LOG_NAMES + 200];
         pgw_warn("server_no_cancel", "%s libpq=%d reason=\"cannot read the backend's cancel "
                  "key or address: cancels for it will fail\"", srv_log_fields(srv, f, sizeof(f)),
                  PQlibVersion());
@@ -595,7 +596,7 @@ static void login_done(struct pgw_server *srv)
     struct pgw_pool *pool = srv->pool;
     struct pgw_pool_set *set = pool->set;
     ev_tstamp now = ev_now(set->loop);
-    char f[256];
+    char f[PGW_POOL_LOG_NAMES + 200];
 
     timer_arm(srv, -1);
     ev_io_stop(set->loop, &srv->io);

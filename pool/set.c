@@ -106,7 +106,9 @@ static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
         while ((s = pgw_list_first(&pool->idle)))
             pgw_server_close(pgw_container_of(s, struct pgw_server, node), why);
         if (pgw_pool_total(pool) == 0 && !has_dead_server(set, pool)) {
-            pgw_info("pool_free", "db=%s user=%s reason=%s", pool->dbname, pool->user, why);
+            char names[PGW_POOL_LOG_NAMES];
+            pgw_info("pool_free", "%s reason=%s", pgw_pool_log_names(pool, names, sizeof(names)),
+                     why);
             if (set->gone_hook)
                 set->gone_hook(pool, set->gone_hook_arg);
             pgw_pool_free(pool);
@@ -201,7 +203,8 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
         }
         /* Gone from the config: no new servers, the lent ones close at
          * release, waiters are told why. */
-        pgw_info("pool_orphaned", "db=%s user=%s", pool->dbname, pool->user);
+        char names[PGW_POOL_LOG_NAMES];
+        pgw_info("pool_orphaned", "%s", pgw_pool_log_names(pool, names, sizeof(names)));
         pool->orphan = true;
         pool->db_src = NULL;
         struct pgw_pool_error err = { .code = PGW_ENOTFOUND, .sqlstate = "3D000" };

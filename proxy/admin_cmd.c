@@ -35,6 +35,11 @@
 
 #define WAIT_TICK 0.1
 
+/* A name for a log line, quoted as logfmt wants (a console user or an
+ * argument may hold spaces, quotes, '='); the buffer lives as long as the
+ * enclosing block. */
+#define LQ(v) pgw_log_quote((char[300]){ 0 }, 300, (v))
+
 /* The console's own name (as session.c decides: "pgwharf" and "pgbouncer"
  * unless [databases] defines a database of exactly that name). */
 static bool is_admin_db(const struct pgw_proxy *px, const char *db)
@@ -133,7 +138,7 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
     if (!*arg) {
         adm->paused_all = true;
         pause_pools(px, "", true);
-        pgw_info("admin_pause", "user=%s db=*", s->user);
+        pgw_info("admin_pause", "user=%s db=*", LQ(s->user));
         return pause_reply(s, "", out);
     }
     if (check_db(px, "pause", arg, out) < 0)
@@ -143,7 +148,7 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
     /* Pausing twice is no error (as PgBouncer). */
     if (pause_db(px, arg) < 0)
         return pgw_admin_error(out, "53200", "out of memory");
-    pgw_info("admin_pause", "user=%s db=%s", s->user, arg);
+    pgw_info("admin_pause", "user=%s db=%s", LQ(s->user), LQ(arg));
     return pause_reply(s, arg, out);
 }
 
@@ -157,14 +162,14 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
         adm->paused_all = false;
         pgw_names_clear(&adm->paused);
         pause_pools(px, "", false);
-        pgw_info("admin_resume", "user=%s db=*", s->user);
+        pgw_info("admin_resume", "user=%s db=*", LQ(s->user));
         return done(out, "RESUME");
     }
     if (!pgw_names_remove(&adm->paused, arg))
         return pgw_admin_error(out, "55000", "database %s is not paused", arg);
     if (!adm->paused_all)
         pause_pools(px, arg, false);
-    pgw_info("admin_resume", "user=%s db=%s", s->user, arg);
+    pgw_info("admin_resume", "user=%s db=%s", LQ(s->user), LQ(arg));
     return done(out, "RESUME");
 }
 
@@ -182,7 +187,7 @@ int pgw_admin_cmd_disable(struct pgw_session *s, const char *arg, struct pgw_wbu
         return PGW_ADMIN_FAILED;
     if (pgw_names_add(&adm->disabled, arg) < 0)
         return pgw_admin_error(out, "53200", "out of memory");
-    pgw_info("admin_disable", "user=%s db=%s", s->user, arg);
+    pgw_info("admin_disable", "user=%s db=%s", LQ(s->user), LQ(arg));
     return done(out, "DISABLE");
 }
 
@@ -193,7 +198,7 @@ int pgw_admin_cmd_enable(struct pgw_session *s, const char *arg, struct pgw_wbuf
         return pgw_admin_error(out, "42601", "a database is required");
     if (!pgw_names_remove(&adm->disabled, arg) && check_db(s->px, "enable", arg, out) < 0)
         return PGW_ADMIN_FAILED;
-    pgw_info("admin_enable", "user=%s db=%s", s->user, arg);
+    pgw_info("admin_enable", "user=%s db=%s", LQ(s->user), LQ(arg));
     return done(out, "ENABLE");
 }
 
@@ -292,7 +297,7 @@ int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_w
 {
     if (*arg && check_db(s->px, "reconnect", arg, out) < 0)
         return PGW_ADMIN_FAILED;
-    pgw_info("admin_reconnect", "user=%s db=%s", s->user, *arg ? arg : "*");
+    pgw_info("admin_reconnect", "user=%s db=%s", LQ(s->user), LQ(*arg ? arg : "*"));
     reconnect_pools(s->px, arg, true);
     pgw_relay_fast_close_idle(s->px);
     return done(out, "RECONNECT");
@@ -377,7 +382,7 @@ int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *
         n++;
     }
     reconnect_pools(px, arg, true);     /* as PgBouncer's KILL, which drops the pool */
-    pgw_info("admin_kill", "user=%s db=%s clients=%d", s->user, *arg ? arg : "*", n);
+    pgw_info("admin_kill", "user=%s db=%s clients=%d", LQ(s->user), LQ(*arg ? arg : "*"), n);
     return done(out, "KILL");
 }
 
@@ -395,7 +400,7 @@ int pgw_admin_cmd_kill_client(struct pgw_session *s, const char *arg, struct pgw
             continue;
         if (v == s)
             return pgw_admin_error(out, "55000", "cannot kill the connection issuing KILL_CLIENT");
-        pgw_info("admin_kill_client", "user=%s id=%llu client=%s", s->user, id, v->addr_text);
+        pgw_info("admin_kill_client", "user=%s id=%llu client=%s", LQ(s->user), id, v->addr_text);
         pgw_session_close(v, "57P01", "terminating connection due to administrator command");
         return done(out, "KILL_CLIENT");
     }
@@ -408,7 +413,7 @@ int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf
 {
     if (*arg)
         return pgw_admin_error(out, "42601", "RELOAD takes no argument");
-    pgw_info("admin_reload", "user=%s", s->user);
+    pgw_info("admin_reload", "user=%s", LQ(s->user));
     if (pgw_proxy_reload_file(s->px) < 0)
         return pgw_admin_error(out, "F0000", "RELOAD failed, see the log for details");
     return done(out, "RELOAD");
@@ -477,7 +482,7 @@ int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
     if (!cfg)
         return PGW_ADMIN_FAILED;
     char q[600];
-    pgw_info("admin_set", "user=%s key=%s value=%s", s->user, key,
+    pgw_info("admin_set", "user=%s key=%s value=%s", LQ(s->user), LQ(key),
              pgw_log_quote(q, sizeof(q), value));
     if (pgw_proxy_reload(px, cfg) < 0)
         return pgw_admin_error(out, "F0000", "SET failed: the new config does not load "
@@ -509,7 +514,7 @@ int pgw_admin_cmd_shutdown(struct pgw_session *s, const char *arg, struct pgw_wb
         mode = PGW_SHUTDOWN_WAIT_SERVERS;
     else
         return pgw_admin_error(out, "42601", "SHUTDOWN takes WAIT_FOR_CLIENTS or WAIT_FOR_SERVERS");
-    pgw_info("admin_shutdown", "user=%s mode=%s", s->user, *arg ? arg : "immediate");
+    pgw_info("admin_shutdown", "user=%s mode=%s", LQ(s->user), LQ(*arg ? arg : "immediate"));
     if (mode == PGW_SHUTDOWN_FAST) {
         /* Like PgBouncer: no reply; the connection ends with the process. */
         pgw_proxy_shutdown(px, mode);

@@ -1182,6 +1182,38 @@ class TestLogLines(AdminTestCase):
         commands = [p["command"] for p in parsed if p.get("event") == "admin"]
         self.assertIn("SHOW VERSION -- n" + self.FORGED, commands)
 
+    def test_pool_and_console_lines_quote_names(self):
+        # Under "*" a client picks any database name; the pool and server
+        # lines (pool_create, server_connect, server_close, pool_free...)
+        # and the console's own (admin_pause...) wrote names unquoted, so
+        # 'x user=forged' gave a line whose user read "forged".
+        db = 'x user=forged backend="evil"'
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "autodb_idle_timeout": 1,
+            "log_connections": 1, "log_disconnections": 1},
+            databases={"*": self.pg.conn_string(self.pg.database)})
+        conn = psycopg2.connect(px.dsn(db=db))
+        conn.autocommit = True
+        conn.cursor().execute("select 1")
+        conn.close()
+        console = self.admin_conn(px)
+        for cmd in ("PAUSE", "RESUME", "RECONNECT", "DISABLE", "ENABLE"):
+            console.cursor().execute('%s "%s"' % (cmd, db.replace('"', '""')))
+        px.wait_for_log(r"event=pool_free")        # autodb_idle_timeout
+        lines = px.log().splitlines()
+        parsed = [logfmt(l) for l in lines]         # AssertionError if not logfmt
+        events = {}
+        for p in parsed:
+            if "db" in p:
+                events.setdefault(p["event"], []).append(p)
+        for event in ("pool_create", "server_connect", "server_close", "pool_free",
+                      "admin_pause", "admin_resume", "admin_reconnect", "admin_disable",
+                      "admin_enable"):
+            self.assertIn(event, events, lines)
+            for p in events[event]:
+                self.assertEqual(p["db"], db, (event, lines))
+        self.assertFalse([p for p in parsed if p.get("user") == "forged"], lines)
+
 
 class TestVerbose(AdminTestCase):
     def test_verbose_logs_at_debug(self):
