@@ -104,14 +104,37 @@ void pgw_rs_row(struct pgw_rs *rs)
     rs->col = 0;
 }
 
+/* Length of the next piece of v as sent: a well-formed UTF-8 sequence as
+ * is (*len bytes of v), or one byte that starts none (*len 1, sent as
+ * U+FFFD). */
+static bool utf8_piece(const char *v, size_t *len)
+{
+    uint32_t cp;
+    size_t n = (unsigned char)*v < 0x80 ? 1 : pgw_utf8_decode((const unsigned char *)v, &cp);
+    *len = n ? n : 1;
+    return n != 0;
+}
+
 void pgw_rs_text(struct pgw_rs *rs, const char *v)
 {
     if (!v) {
         pgw_wbuf_put_u32(rs->out, 0xffffffffu);
-    } else {
-        size_t n = strlen(v);
-        pgw_wbuf_put_u32(rs->out, (uint32_t)n);
-        pgw_wbuf_append(rs->out, v, n);
+        rs->col++;
+        return;
+    }
+    /* The console says client_encoding UTF8: a byte that starts no
+     * well-formed sequence (in a database or application name a client
+     * chose) is sent as U+FFFD, as /metrics does, or drivers that decode
+     * strictly (psycopg) could not read the view at all. */
+    size_t out = 0, len;
+    for (const char *p = v; *p; p += len)
+        out += utf8_piece(p, &len) ? len : 3;
+    pgw_wbuf_put_u32(rs->out, (uint32_t)out);
+    for (const char *p = v; *p; p += len) {
+        if (utf8_piece(p, &len))
+            pgw_wbuf_append(rs->out, p, len);
+        else
+            pgw_wbuf_append(rs->out, "\xEF\xBF\xBD", 3);
     }
     rs->col++;
 }

@@ -288,6 +288,25 @@ class TestShowColumns(AdminTestCase):
         self.assertTrue(me[0]["tls"].startswith("TLS"), me[0]["tls"])
 
 
+    def test_names_that_are_not_utf8_do_not_break_the_views(self):
+        # The console says client_encoding UTF8; a database name a client
+        # chose under "*" went out as sent, and psycopg could not read SHOW
+        # POOLS, CLIENTS, SERVERS or STATS at all while the pool lived
+        # (autodb_idle_timeout).
+        px = self.start_pgwharf(settings={"pool_mode": "session"},
+                                databases={"*": self.pg.conn_string(self.pg.database)})
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, b"bad\xff\xc3name", self.pg.password)
+        db = "bad\ufffd\ufffdname"
+        conn = self.admin_conn(px)
+        self.assertEqual(len(self.rows(conn, "POOLS", database=db)), 1)
+        self.assertEqual(len(self.rows(conn, "CLIENTS", database=db)), 1)
+        self.assertEqual(len(self.rows(conn, "SERVERS", database=db)), 1)
+        self.assertEqual(len(self.rows(conn, "STATS", database=db)), 1)
+        self.assertEqual(len(self.rows(conn, "POOLS", database="x\u00e9y")), 0)
+
+
 class TestWaiting(AdminTestCase):
 
     def test_cl_waiting_rises_while_a_client_waits(self):
