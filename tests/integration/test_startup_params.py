@@ -21,9 +21,12 @@ import pgw_hardening as hz
 one = pt.one
 
 
-def connect(px, **kw):
+def connect(px, case=None, **kw):
+    """A psycopg2 connection in autocommit; closed at case's cleanup."""
     conn = psycopg2.connect(px.dsn(**kw))
     conn.autocommit = True
+    if case is not None:
+        case.addCleanup(conn.close)
     return conn
 
 
@@ -42,10 +45,8 @@ class TestOptions(pt.PgwharfTestCase):
         # One server: b runs between a's transactions with its own TimeZone;
         # a's from options comes back at a's next one.
         px = self.start_pgwharf(settings=TX1)
-        a = connect(px, options="-c TimeZone=Asia/Tokyo")
-        self.addCleanup(a.close)
-        b = connect(px, options="--TimeZone=Europe/Paris")
-        self.addCleanup(b.close)
+        a = connect(px, self, options="-c TimeZone=Asia/Tokyo")
+        b = connect(px, self, options="--TimeZone=Europe/Paris")
         self.assertEqual(a.get_parameter_status("TimeZone"), "Asia/Tokyo")
         self.assertEqual(b.get_parameter_status("TimeZone"), "Europe/Paris")
         for _ in range(2):
@@ -62,8 +63,7 @@ class TestOptions(pt.PgwharfTestCase):
         # (psql sends an application_name of its own, which wins: psycopg2)
         os.environ.pop("PGAPPNAME", None)
         # (a backslash at the very end is dropped, as PostgreSQL does)
-        conn = connect(px, options="-c application_name=my\\ app\\\\x\\  -c TimeZone=UTC\\")
-        self.addCleanup(conn.close)
+        conn = connect(px, self, options="-c application_name=my\\ app\\\\x\\  -c TimeZone=UTC\\")
         self.assertEqual(one(conn, "show application_name"), "my app\\x ")
         self.assertEqual(conn.get_parameter_status("application_name"), "my app\\x ")
         self.assertEqual(one(conn, "show timezone"), "UTC")
@@ -104,8 +104,7 @@ class TestOptions(pt.PgwharfTestCase):
         # parameter next to it still applies.
         px = self.start_pgwharf(settings=dict(TX1, ignore_startup_parameters="work_mem"))
         default = self.pg.psql("show work_mem")
-        conn = connect(px, options="-c work_mem=1234kB -c TimeZone=Asia/Tokyo")
-        self.addCleanup(conn.close)
+        conn = connect(px, self, options="-c work_mem=1234kB -c TimeZone=Asia/Tokyo")
         self.assertEqual(one(conn, "show timezone"), "Asia/Tokyo")
         self.assertEqual(one(conn, "show work_mem"), default)
 
@@ -114,8 +113,7 @@ class TestOptions(pt.PgwharfTestCase):
         # anything it does not know inside options through, ignored; the
         # tracked parameters inside it are still taken.
         px = self.start_pgwharf(settings=dict(TX1, ignore_startup_parameters="options"))
-        conn = connect(px, options="-c work_mem=1234kB -B 100 -c TimeZone=Asia/Tokyo -c x")
-        self.addCleanup(conn.close)
+        conn = connect(px, self, options="-c work_mem=1234kB -B 100 -c TimeZone=Asia/Tokyo -c x")
         self.assertEqual(one(conn, "show timezone"), "Asia/Tokyo")
         self.assertEqual(conn.get_parameter_status("TimeZone"), "Asia/Tokyo")
 
@@ -132,8 +130,8 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
             cur.execute("insert into pgw_extra_t values (1)")
 
     def test_extra_parameter_applied_per_client_on_one_server(self):
-        px = self.start_pgwharf(settings=dict(TX1, auth_type="trust",
-                                              track_extra_parameters="default_transaction_read_only"))
+        px = self.start_pgwharf(settings=dict(
+            TX1, auth_type="trust", track_extra_parameters="default_transaction_read_only"))
         # a: read-only by its startup packet (raw: libpq sends only known keys)
         s = socket.create_connection((px.host, px.port), timeout=10)
         self.addCleanup(s.close)
@@ -141,10 +139,8 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                            default_transaction_read_only="on")
         self.assertEqual(ps.get("default_transaction_read_only"), "on")
         # b: plain; c: read-only through options
-        b = connect(px)
-        self.addCleanup(b.close)
-        c = connect(px, options="-c default_transaction_read_only=on")
-        self.addCleanup(c.close)
+        b = connect(px, self)
+        c = connect(px, self, options="-c default_transaction_read_only=on")
         self.assertEqual(c.get_parameter_status("default_transaction_read_only"), "on")
         self.assertEqual(b.get_parameter_status("default_transaction_read_only"), "off")
         for _ in range(2):
@@ -183,13 +179,11 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         # search_path is not reported (PostgreSQL 15): kept as the client
         # logged in with it, SET again where another client's value was.
         px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters="Search_Path"))
-        a = connect(px, options=r"-c search_path=pg_catalog,\ public")
-        self.addCleanup(a.close)
-        b = connect(px)
-        self.addCleanup(b.close)
+        a = connect(px, self, options=r"-c search_path=pg_catalog,\ public")
+        b = connect(px, self)
         # a long one, whole (list elements as a startup parameter gives them)
-        c = connect(px, options="-c search_path=" + ",\\ ".join("s%03d" % i for i in range(150)))
-        self.addCleanup(c.close)
+        c = connect(px, self,
+                    options="-c search_path=" + ",\\ ".join("s%03d" % i for i in range(150)))
         default = self.pg.psql("show search_path")
         for _ in range(2):
             self.assertEqual(one(a, "show search_path"), "pg_catalog, public")
@@ -207,8 +201,7 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         px.wait_for_log(r"key=track_extra_parameters running=.*restart applies it")
         row = px.show("CONFIG", key="track_extra_parameters")[0]
         self.assertEqual(row["value"], "default_transaction_read_only, IntervalStyle")
-        conn = connect(px, options="-c default_transaction_read_only=on")
-        self.addCleanup(conn.close)
+        conn = connect(px, self, options="-c default_transaction_read_only=on")
         self.assertEqual(one(conn, "show default_transaction_read_only"), "on")
         with self.assertRaises(psycopg2.OperationalError):
             psycopg2.connect(px.dsn(options="-c search_path=x"))
