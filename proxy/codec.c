@@ -251,3 +251,97 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX])
     for (make_tag(tag, k); ends_early(value, tag) && k < 0xFFFFFFFFu;)
         make_tag(tag, ++k);
 }
+
+/* ---- LISTEN / UNLISTEN ---- */
+
+/* PostgreSQL's scanner: white space is space, \t, \n, \r, \f (and \v). */
+static bool sql_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool ident_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+
+static bool ident_cont(unsigned char c)
+{
+    return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+/* The keyword kw (upper case) at *p, not followed by a name character. */
+static bool sql_keyword(const char **p, const char *end, const char *kw)
+{
+    size_t n = strlen(kw);
+    if ((size_t)(end - *p) < n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        if (c != kw[i])
+            return false;
+    }
+    if (*p + n < end && ident_cont((unsigned char)(*p)[n]))
+        return false;
+    *p += n;
+    return true;
+}
+
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1])
+{
+    const char *p = sql, *end = sql + len;
+    enum pgw_listen_kind kind;
+    while (p < end && sql_space(*p))
+        p++;
+    if (sql_keyword(&p, end, "LISTEN"))
+        kind = PGW_LISTEN;
+    else if (sql_keyword(&p, end, "UNLISTEN"))
+        kind = PGW_UNLISTEN;
+    else
+        return PGW_LISTEN_NONE;
+    while (p < end && sql_space(*p))
+        p++;
+    size_t n = 0;
+    if (p == end)
+        return PGW_LISTEN_NONE;
+    if (*p == '*' && kind == PGW_UNLISTEN) {
+        kind = PGW_UNLISTEN_ALL;
+        p++;
+    } else if (*p == '"') {
+        for (p++;; p++) {
+            if (p == end)
+                return PGW_LISTEN_NONE;           /* unterminated */
+            if (*p == '"') {
+                if (p + 1 < end && p[1] == '"')
+                    p++;
+                else
+                    break;
+            }
+            if (*p == '\0' || n == PGW_CHANNEL_MAX)
+                return PGW_LISTEN_NONE;
+            chan[n++] = *p;
+        }
+        p++;
+        if (n == 0)
+            return PGW_LISTEN_NONE;               /* zero-length delimited identifier */
+    } else if (ident_start((unsigned char)*p)) {
+        for (; p < end && ident_cont((unsigned char)*p); p++) {
+            if (n == PGW_CHANNEL_MAX)
+                return PGW_LISTEN_NONE;
+            char c = *p;
+            chan[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+        }
+    } else {
+        return PGW_LISTEN_NONE;
+    }
+    chan[n] = '\0';
+    while (p < end && sql_space(*p))
+        p++;
+    if (p < end && *p == ';')
+        p++;
+    while (p < end && sql_space(*p))
+        p++;
+    return p == end ? kind : PGW_LISTEN_NONE;
+}

@@ -80,4 +80,19 @@ int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg
 #define PGW_DOLLAR_TAG_MAX 16
 void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
 
+/*
+ * A simple Query's text that is one LISTEN or UNLISTEN statement and
+ * nothing else: "LISTEN name", "UNLISTEN name" or "UNLISTEN *", keywords
+ * in any case, white space around, one optional ';' at the end.  The
+ * channel goes to chan as PostgreSQL names it: an unquoted name with its
+ * ASCII letters lowered, a quoted one as written ("" read as one quote).
+ * Anything else -- comments, several statements, a name longer than
+ * PGW_CHANNEL_MAX bytes (PostgreSQL would cut it), an empty quoted name --
+ * is PGW_LISTEN_NONE: the server reads it.  sql is len bytes, no NUL among
+ * them.  Pure.
+ */
+#define PGW_CHANNEL_MAX 63
+enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1]);
+
 #endif

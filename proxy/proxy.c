@@ -281,6 +281,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     px->cfg = cfg;
     px->rnd_pos = sizeof(px->rnd);
     pgw_list_init(&px->sessions);
+    pgw_notify_init(px);
     pgw_list_init(&px->closing);
     pgw_list_init(&px->free_bufs);
     ev_timer_init(&px->buf_trim, buf_trim_cb, BUF_TRIM_PERIOD, BUF_TRIM_PERIOD);
@@ -633,6 +634,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
         pgw_admin_session_gone(s);              /* admin */
         pgw_session_free(s);
     }
+    pgw_notify_destroy(px);                     /* hubs hold pools and servers */
     pgw_admin_deinit(px);                       /* admin: before the pools go */
     if (ev_is_active(&px->reaper))
         ev_check_stop(px->loop, &px->reaper);

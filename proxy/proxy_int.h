@@ -212,6 +212,9 @@ struct pgw_session {
     struct pgw_list batch_node;      /* on the loop's list while batch_want != 0 */
     unsigned batch_want;             /* directions to flush before the next poll */
 
+    /* ---- LISTEN in transaction/statement mode (notify.c) ---- */
+    struct pgw_notify_sub *notify;   /* NULL unless it listens (or its LISTEN runs) */
+
     /* ---- TLS to the client (tls.c, tls.h) ---- */
     struct ssl_st *ssl;              /* set once SSLRequest got 'S'; NULL = plaintext */
     ev_prepare tls_pending;          /* reads bytes OpenSSL holds decrypted (SSL_pending) */
@@ -403,6 +406,8 @@ struct pgw_proxy {
     struct pgw_aq_cache *aq;
     /* ---- the relay's writes, sent together per iteration (batch.c) ---- */
     struct pgw_batch *batch;
+    /* ---- LISTEN/NOTIFY fan-out: one hub per pool with listeners (notify.c) ---- */
+    struct pgw_list notify_hubs;
     /* ---- tracked parameters (session.c): names by index, ntracked of them ---- */
     const char *tracked[PGW_TP_MAX];
     int ntracked;
@@ -410,6 +415,24 @@ struct pgw_proxy {
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);
+
+/* notify.c: LISTEN/NOTIFY in transaction and statement mode (see there).
+ * pgw_notify_query: the client holds no server and its next message may
+ * be a lone LISTEN/UNLISTEN; 1 when taken, PGW_NOTIFY_MORE when it is to
+ * be read whole first, 0 when the relay should send it, -1 when the
+ * session was closed.
+ * While pgw_notify_waiting, the client's next messages stay unread.
+ * pgw_notify_flush: the session holds no server any more: notifications
+ * kept during its transaction go out. */
+struct pgw_notify_sub;
+#define PGW_NOTIFY_MORE 2
+void pgw_notify_init(struct pgw_proxy *px);
+void pgw_notify_destroy(struct pgw_proxy *px);
+int pgw_notify_query(struct pgw_session *s);
+bool pgw_notify_waiting(const struct pgw_session *s);
+void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+void pgw_notify_flush(struct pgw_session *s);
+void pgw_notify_session_gone(struct pgw_session *s);
 
 /* batch.c: the relay's hot writes, made together before the loop polls
  * (io_batch).  configure applies px->cfg->io_batch (start and reload). */

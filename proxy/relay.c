@@ -523,6 +523,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     }
     if (s->state == PGW_SS_LINKED)
         s->state = PGW_SS_IDLE;
+    if (s->notify)
+        pgw_notify_flush(s);         /* notifications held during its transaction */
     if (next)
         pipe_handoff(srv, next);
     pipe_fail(&failing, why);
@@ -1402,6 +1404,8 @@ void pgw_relay_client_data(struct pgw_session *s)
         pgw_session_close(s, NULL, "client terminated");
         return;
     }
+    if (s->notify && pgw_notify_waiting(s))
+        return;             /* read once its LISTEN is answered */
     struct pgw_iobuf *b = s->cbuf;
     if (s->server) {
         if (s->state != PGW_SS_LINKED)
@@ -1411,19 +1415,30 @@ void pgw_relay_client_data(struct pgw_session *s)
             pgw_batch_flush_server(s);
         return;
     }
-    if (b->parsed == b->len) {
-        if (b->sent == b->len) {
-            pgw_iobuf_put(s->px, b);
-            s->cbuf = NULL;
+    for (;;) {
+        if (b->parsed == b->len) {
+            if (b->sent == b->len) {
+                pgw_iobuf_put(s->px, b);
+                s->cbuf = NULL;
+            }
+            return;
         }
-        return;
+        if (s->state != PGW_SS_IDLE || b->len - b->parsed < PGW_MSG_HDR)
+            return;
+        if (s->mode == PGW_POOL_SESSION)
+            break;
+        /* A lone LISTEN or UNLISTEN takes no server (notify.c). */
+        int r = pgw_notify_query(s);
+        if (r < 0 || r == PGW_NOTIFY_MORE || (s->notify && pgw_notify_waiting(s)))
+            return;
+        if (r == 0)
+            break;
+        b = s->cbuf;        /* answered: the next message */
     }
     /* A message is coming and no server is linked: get one first; it is
      * scanned (and maybe rewritten) once the server is known. */
-    if (s->state == PGW_SS_IDLE && b->len - b->parsed >= PGW_MSG_HDR) {
-        s->state = PGW_SS_WAIT_SERVER;
-        pgw_relay_acquire(s);
-    }
+    s->state = PGW_SS_WAIT_SERVER;
+    pgw_relay_acquire(s);
 }
 
 void pgw_relay_flush_server(struct pgw_session *s)

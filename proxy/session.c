@@ -871,6 +871,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
         pgw_relay_pipe_leave(s);
     if (s->server)
         pgw_relay_unlink(s, pgw_relay_release_mode(s));
+    pgw_notify_session_gone(s);
     struct ev_loop *loop = px->loop;
     ev_io_stop(loop, &s->cli_r);
     ev_io_stop(loop, &s->cli_w);

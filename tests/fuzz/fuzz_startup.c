@@ -7,7 +7,8 @@
  * packet after an SSLRequest 'N', then regular frontend messages framed by
  * pgw_msg_complete() as during auth (cap 8192) and the relay (cap 1 GiB).
  * Each parameter value is also read as the options parameter
- * (pgw_startup_options).
+ * (pgw_startup_options), each Query's text as a lone LISTEN or UNLISTEN
+ * (pgw_listen_parse).
  * Invariants checked beyond "no crash": a parsed packet's pointers lie
  * inside it; a complete message never claims more bytes than are there;
  * an option's name and value are no longer than the text they came from,
@@ -93,6 +94,23 @@ static size_t one_startup(const uint8_t *buf, size_t len, int *kind)
     return (size_t)need;
 }
 
+/* A Query's text read as a lone LISTEN/UNLISTEN (pgw_listen_parse): the
+ * channel is at most PGW_CHANNEL_MAX bytes, no longer than the text, and
+ * a name for LISTEN and UNLISTEN, none for UNLISTEN *. */
+static void listen_statement(const uint8_t *sql, size_t len)
+{
+    char chan[PGW_CHANNEL_MAX + 1];
+    memset(chan, 0x5a, sizeof(chan));
+    enum pgw_listen_kind k = pgw_listen_parse((const char *)sql, len, chan);
+    if (k == PGW_LISTEN || k == PGW_UNLISTEN) {
+        size_t n = strnlen(chan, sizeof(chan));
+        if (n == 0 || n > PGW_CHANNEL_MAX || n > len)
+            abort();
+    } else if (k != PGW_LISTEN_NONE && k != PGW_UNLISTEN_ALL) {
+        abort();
+    }
+}
+
 static void messages(const uint8_t *buf, size_t len, uint32_t max)
 {
     while (len > 0) {
@@ -103,6 +121,8 @@ static void messages(const uint8_t *buf, size_t len, uint32_t max)
             return;
         if ((size_t)n > len || n < (long)PGW_MSG_HDR)
             abort();
+        if (buf[0] == 'Q')
+            listen_statement(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
         buf += n;
         len -= (size_t)n;
     }

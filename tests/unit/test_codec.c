@@ -415,6 +415,61 @@ static void test_dollar_tag(void **state)
     free(huge);
 }
 
+/* ---- LISTEN / UNLISTEN statements (notify.c takes them) ---- */
+
+static enum pgw_listen_kind lp(const char *sql, char *chan)
+{
+    return pgw_listen_parse(sql, strlen(sql), chan);
+}
+
+static void test_listen_parse(void **state)
+{
+    (void)state;
+    char chan[PGW_CHANNEL_MAX + 1];
+    struct { const char *sql; enum pgw_listen_kind kind; const char *chan; } ok[] = {
+        { "LISTEN foo", PGW_LISTEN, "foo" },
+        { "listen Foo_Bar$1", PGW_LISTEN, "foo_bar$1" },     /* unquoted: lowered */
+        { "  \t\nLiStEn\tx ; \n", PGW_LISTEN, "x" },
+        { "LISTEN \"Mixed Case\"", PGW_LISTEN, "Mixed Case" },
+        { "LISTEN \"a\"\"b\";", PGW_LISTEN, "a\"b" },       /* "" is one quote */
+        { "LISTEN\"q\"", PGW_LISTEN, "q" },
+        { "LISTEN _x", PGW_LISTEN, "_x" },
+        { "LISTEN \xc3\xa9t\xc3\xa9", PGW_LISTEN, "\xc3\xa9t\xc3\xa9" },  /* high bytes kept */
+        { "unlisten foo;", PGW_UNLISTEN, "foo" },
+        { "UNLISTEN *", PGW_UNLISTEN_ALL, "" },
+        { "UNLISTEN*;", PGW_UNLISTEN_ALL, "" },
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        memset(chan, 'z', sizeof(chan));
+        assert_int_equal(lp(ok[i].sql, chan), ok[i].kind);
+        if (ok[i].kind != PGW_UNLISTEN_ALL)
+            assert_string_equal(chan, ok[i].chan);
+    }
+    const char *none[] = {
+        "", "LISTEN", "LISTEN ;", "LISTENfoo", "LISTEN foo bar", "LISTEN foo;;",
+        "LISTEN foo; select 1", "LISTEN * ", "LISTEN \"\"", "LISTEN \"open",
+        "LISTEN 1abc", "LISTEN $x", "LISTEN foo -- comment", "/* c */ LISTEN foo",
+        "LISTEN foo/* c */", "NOTIFY foo", "select 1", "UNLISTEN", "UNLISTEN **",
+        "LISTEN a\"b\"", "XLISTEN foo", "LISTENX foo",
+        /* 64 bytes: PostgreSQL would cut it to 63 */
+        "LISTEN aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "LISTEN \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+    };
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+        assert_int_equal(lp(none[i], chan), PGW_LISTEN_NONE);
+    /* 63 bytes fit */
+    char max[80] = "LISTEN ";
+    memset(max + 7, 'b', 63);
+    max[70] = '\0';
+    assert_int_equal(lp(max, chan), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 63);
+    /* len bounds the text: what follows is not read */
+    assert_int_equal(pgw_listen_parse("LISTEN ab; select 1", 10, chan), PGW_LISTEN);
+    assert_string_equal(chan, "ab");
+    /* a NUL inside is not white space */
+    assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, chan), PGW_LISTEN_NONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_options_callback_stops),
         cmocka_unit_test(test_options_long_and_hostile),
         cmocka_unit_test(test_dollar_tag),
+        cmocka_unit_test(test_listen_parse),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }

@@ -1,0 +1,862 @@
+/*
+ * notify.c - LISTEN/NOTIFY in transaction and statement mode.
+ *
+ * PostgreSQL keeps a LISTEN in the server connection that ran it, which a
+ * pooler lends to another client at the end of the transaction.  So in
+ * these modes a client's LISTEN or UNLISTEN that comes as a simple Query
+ * on its own, while the client holds no server, does not go to a pooled
+ * server: each pool that has listeners keeps one server of its own (the
+ * hub's), which runs every LISTEN its clients ask for, and the
+ * notifications it receives go to the clients that listen on their
+ * channel (a fan-out: many clients, one listening connection).
+ *
+ * - LISTEN: the client's statement runs on the hub's server as it was
+ *   written (PostgreSQL checks it); its reply goes to the client, which
+ *   reads nothing else meanwhile (what it sends after waits).  From the
+ *   CommandComplete on, notifications on the channel reach the client.
+ * - UNLISTEN: answered by pgwharf; the hub's server runs UNLISTEN when the
+ *   last client of a channel leaves it.
+ * - A notification reaches a client that holds no server at once, one
+ *   inside a transaction when its server goes back to the pool (right
+ *   after its ReadyForQuery): between transactions, as PostgreSQL sends
+ *   them.  The process ID in it is the notifying server's.
+ * - The hub's server is one of the pool's (it counts in pool_size and
+ *   shows in SHOW SERVERS as active with no client).  When it is lost, or
+ *   marked for closing (RECONNECT, PAUSE, a reload), the hub takes
+ *   another and runs LISTEN for every channel again; notifications sent
+ *   in between are lost (event=notify_server_lost).
+ *
+ * LISTEN inside a transaction block, among other statements or through
+ * the extended protocol still runs on the client's server (relay.c
+ * listen_check).
+ *
+ * State lives in the proxy (px->notify_hubs) and in each listening
+ * session (s->notify): nothing global.
+ */
+#include "proxy/proxy_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/wire.h"
+#include "proxy/codec.h"
+
+#define NOTIFY_PENDING_MAX (1u << 20)   /* notifications held for one client */
+#define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
+#define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
+
+struct notify_chan {
+    char name[PGW_CHANNEL_MAX + 1];
+    int refs;                           /* clients listening */
+};
+
+/* A statement for the hub's server: a client's LISTEN, or the hub's own
+ * (s == NULL: LISTEN again on a new server, UNLISTEN). */
+struct notify_req {
+    struct notify_req *next;
+    struct pgw_session *s;
+    bool sent, failed, listen;
+    char chan[PGW_CHANNEL_MAX + 1];
+    char sql[];
+};
+
+struct pgw_notify_hub {
+    struct pgw_proxy *px;
+    struct pgw_pool *pool;              /* referenced */
+    struct pgw_list node;               /* px->notify_hubs */
+    struct pgw_list subs;               /* pgw_notify_sub.node */
+    struct notify_chan *chans;
+    int nchans, capchans;
+    struct notify_req *head, *tail;
+    struct pgw_server *srv;
+    struct pgw_pool_waiter waiter;
+    bool acquiring;
+    ev_timer tick;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    struct pgw_wbuf out;
+};
+
+struct pgw_notify_sub {
+    struct pgw_notify_hub *hub;
+    struct pgw_session *session;
+    struct pgw_list node;
+    char (*chans)[PGW_CHANNEL_MAX + 1];
+    int nchans, capchans;
+    struct pgw_wbuf pending;            /* notifications for after its transaction */
+    bool waiting;                       /* its LISTEN runs on the hub's server */
+    bool dropped;                       /* pending overflowed (logged once) */
+};
+
+static void hub_kick(struct pgw_notify_hub *h);
+static void hub_lost(struct pgw_notify_hub *h, const char *why);
+
+static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
+
+/* ---- channels ---- */
+
+static struct notify_chan *hub_chan(struct pgw_notify_hub *h, const char *name)
+{
+    for (int i = 0; i < h->nchans; i++)
+        if (strcmp(h->chans[i].name, name) == 0)
+            return &h->chans[i];
+    return NULL;
+}
+
+static int sub_find(const struct pgw_notify_sub *sub, const char *name)
+{
+    for (int i = 0; i < sub->nchans; i++)
+        if (strcmp(sub->chans[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* LISTEN or UNLISTEN "name" for the hub's server. */
+static struct notify_req *req_new(struct pgw_session *s, const char *sql, const char *chan,
+                                  bool listen)
+{
+    size_t n = strlen(sql);
+    struct notify_req *r = calloc(1, sizeof(*r) + n + 1);
+    if (!r)
+        return NULL;
+    r->s = s;
+    r->listen = listen;
+    snprintf(r->chan, sizeof(r->chan), "%s", chan);
+    memcpy(r->sql, sql, n + 1);
+    return r;
+}
+
+static struct notify_req *req_own(const char *verb, const char *chan)
+{
+    char sql[16 + 2 * PGW_CHANNEL_MAX + 4];
+    size_t n = (size_t)snprintf(sql, sizeof(sql), "%s \"", verb);
+    for (const char *c = chan; *c; c++) {
+        if (*c == '"')
+            sql[n++] = '"';
+        sql[n++] = *c;
+    }
+    sql[n++] = '"';
+    sql[n] = '\0';
+    return req_new(NULL, sql, chan, strcmp(verb, "LISTEN") == 0);
+}
+
+static void req_push(struct pgw_notify_hub *h, struct notify_req *r)
+{
+    r->next = NULL;
+    if (h->tail)
+        h->tail->next = r;
+    else
+        h->head = r;
+    h->tail = r;
+}
+
+/* The last client of a channel left it: the hub stops listening. */
+static void chan_unref(struct pgw_notify_hub *h, const char *name)
+{
+    struct notify_chan *c = hub_chan(h, name);
+    if (!c || --c->refs > 0)
+        return;
+    *c = h->chans[--h->nchans];
+    if (!h->srv)
+        return;           /* a new server listens only to what is wanted */
+    struct notify_req *r = req_own("UNLISTEN", name);
+    if (!r) {
+        hub_lost(h, "out of memory");    /* a new server forgets the channel */
+        return;
+    }
+    req_push(h, r);
+    hub_kick(h);
+}
+
+static bool chan_ref(struct pgw_notify_hub *h, const char *name)
+{
+    struct notify_chan *c = hub_chan(h, name);
+    if (c) {
+        c->refs++;
+        return true;
+    }
+    if (h->nchans == h->capchans) {
+        int cap = h->capchans ? 2 * h->capchans : 4;
+        struct notify_chan *n = realloc(h->chans, (size_t)cap * sizeof(*n));
+        if (!n)
+            return false;
+        h->chans = n;
+        h->capchans = cap;
+    }
+    c = &h->chans[h->nchans++];
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->refs = 1;
+    return true;
+}
+
+static bool sub_add(struct pgw_notify_sub *sub, const char *name)
+{
+    if (sub_find(sub, name) >= 0)
+        return true;
+    if (sub->nchans == sub->capchans) {
+        int cap = sub->capchans ? 2 * sub->capchans : 2;
+        void *n = realloc(sub->chans, (size_t)cap * sizeof(sub->chans[0]));
+        if (!n)
+            return false;
+        sub->chans = n;
+        sub->capchans = cap;
+    }
+    if (!chan_ref(sub->hub, name))
+        return false;
+    snprintf(sub->chans[sub->nchans++], sizeof(sub->chans[0]), "%s", name);
+    return true;
+}
+
+static void sub_remove(struct pgw_notify_sub *sub, const char *name)
+{
+    int i = sub_find(sub, name);
+    if (i < 0)
+        return;
+    memcpy(sub->chans[i], sub->chans[--sub->nchans], sizeof(sub->chans[0]));
+    chan_unref(sub->hub, name);
+}
+
+/* ---- the hub ---- */
+
+static struct pgw_notify_hub *hub_find(struct pgw_proxy *px, const struct pgw_pool *pool)
+{
+    for (struct pgw_list *n = px->notify_hubs.next; n != &px->notify_hubs; n = n->next) {
+        struct pgw_notify_hub *h = pgw_container_of(n, struct pgw_notify_hub, node);
+        if (h->pool == pool)
+            return h;
+    }
+    return NULL;
+}
+
+static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static struct pgw_notify_hub *hub_get(struct pgw_proxy *px, struct pgw_pool *pool)
+{
+    struct pgw_notify_hub *h = hub_find(px, pool);
+    if (h)
+        return h;
+    h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->px = px;
+    h->pool = pool;
+    pgw_pool_ref(pool);
+    pgw_list_init(&h->subs);
+    pgw_wbuf_init(&h->out);
+    ev_timer_init(&h->tick, hub_tick_cb, NOTIFY_TICK, NOTIFY_TICK);
+    h->tick.data = h;
+    ev_timer_start(px->loop, &h->tick);
+    pgw_list_append(&px->notify_hubs, &h->node);
+    return h;
+}
+
+static void hub_drop_server(struct pgw_notify_hub *h)
+{
+    struct pgw_server *srv = h->srv;
+    if (!srv)
+        return;
+    ev_io_stop(h->px->loop, &srv->user_r);
+    ev_io_stop(h->px->loop, &srv->user_w);
+    srv->user_io_set = false;          /* the watchers are the hub's */
+    h->srv = NULL;
+    h->rlen = 0;
+    pgw_wbuf_reset(&h->out);
+    pgw_pool_release(srv, PGW_RELEASE_CLOSE);
+}
+
+static void hub_free(struct pgw_notify_hub *h)
+{
+    struct pgw_proxy *px = h->px;
+    pgw_pool_cancel_wait(&h->waiter);
+    hub_drop_server(h);
+    ev_timer_stop(px->loop, &h->tick);
+    while (h->head) {
+        struct notify_req *r = h->head;
+        h->head = r->next;
+        free(r);
+    }
+    pgw_list_del(&h->node);
+    pgw_pool_unref(h->pool);
+    pgw_wbuf_deinit(&h->out);
+    free(h->rbuf);
+    free(h->chans);
+    free(h);
+}
+
+/* No client listens or waits: the hub and its server go. */
+static bool hub_maybe_free(struct pgw_notify_hub *h)
+{
+    if (!pgw_list_empty(&h->subs))
+        return false;
+    for (struct notify_req *r = h->head; r; r = r->next)
+        if (r->s)
+            return false;
+    hub_free(h);
+    return true;
+}
+
+/* Answer a waiting client with the rest of its LISTEN's reply, then read
+ * what it sent meanwhile. */
+static void client_resume(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || !sub->waiting)
+        return;
+    sub->waiting = false;
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_ready(&b, 'I');
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    if (sub->nchans == 0 && sub->pending.len == 0)
+        pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
+    if (s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
+        pgw_relay_client_data(s);
+}
+
+static void client_raw(struct pgw_session *s, const uint8_t *msg, size_t n)
+{
+    struct pgw_wbuf b = { .data = (uint8_t *)msg, .len = n, .cap = n };
+    pgw_session_send(s, &b);
+}
+
+/* Every waiting client's LISTEN fails with err (no server for the hub). */
+static void hub_fail_waiting(struct pgw_notify_hub *h, const char *sqlstate, const char *msg)
+{
+    struct notify_req *failing = NULL, **fp = &failing, **pp = &h->head;
+    h->tail = NULL;
+    while (*pp) {
+        struct notify_req *r = *pp;
+        if (!r->s) {
+            h->tail = r;
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        r->next = NULL;
+        *fp = r;
+        fp = &r->next;
+    }
+    /* Answered after the queue is whole again: a client may send its next
+     * LISTEN from client_resume. */
+    while (failing) {
+        struct notify_req *r = failing;
+        failing = r->next;
+        struct pgw_session *s = r->s;
+        free(r);
+        if (!s || s->state == PGW_SS_CLOSING)
+            continue;
+        struct pgw_wbuf b;
+        pgw_wbuf_init(&b);
+        pgw_wire_error(&b, "ERROR", sqlstate, "%s", msg);
+        pgw_session_send(s, &b);
+        pgw_wbuf_deinit(&b);
+        client_resume(s);
+    }
+}
+
+static void hub_flush(struct pgw_notify_hub *h)
+{
+    struct pgw_server *srv = h->srv;
+    while (srv && h->out.len > 0) {
+        bool want_read = false;
+        ssize_t n = pgw_server_write(srv, h->out.data, h->out.len, &want_read);
+        if (n == PGW_EAGAIN) {
+            ev_io_start(h->px->loop, &srv->user_w);
+            return;
+        }
+        if (n <= 0) {
+            hub_lost(h, "write to the server failed");
+            hub_kick(h);
+            return;
+        }
+        pgw_wbuf_consume(&h->out, (size_t)n);
+    }
+    if (srv)
+        ev_io_stop(h->px->loop, &srv->user_w);
+}
+
+/* Send what is not sent yet. */
+static void hub_send(struct pgw_notify_hub *h)
+{
+    if (!h->srv)
+        return;
+    for (struct notify_req *r = h->head; r; r = r->next)
+        if (!r->sent) {
+            pgw_wire_query(&h->out, r->sql);
+            r->sent = true;
+        }
+    if (h->out.failed) {
+        hub_lost(h, "out of memory");
+        return;
+    }
+    hub_flush(h);
+}
+
+static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total)
+{
+    /* Int32 pid, channel, payload. */
+    const char *chan = (const char *)msg + PGW_MSG_HDR + 4;
+    if (total < PGW_MSG_HDR + 6 || msg[total - 1] != '\0' ||
+        !memchr(chan, '\0', total - PGW_MSG_HDR - 4 - 1))
+        return;
+    /* Sessions first, then the sends: a failed send closes its session
+     * (and may close others), which leave the list; a closed session's
+     * memory stays until the loop's check watcher. */
+    size_t n = 0, cap = 0;
+    struct pgw_session **to = NULL;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub_find(sub, chan) < 0)
+            continue;
+        if (n == cap) {
+            size_t c = cap ? 2 * cap : 16;
+            struct pgw_session **t = realloc(to, c * sizeof(*t));
+            if (!t)
+                break;
+            to = t;
+            cap = c;
+        }
+        to[n++] = sub->session;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (to[i]->state != PGW_SS_CLOSING && to[i]->notify)
+            pgw_notify_deliver(to[i], msg, total);
+    free(to);
+}
+
+/* The hub's server sent a whole message. */
+static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total)
+{
+    struct notify_req *r = h->head && h->head->sent ? h->head : NULL;
+    switch ((char)msg[0]) {
+    case PGW_BE_NOTIFY:
+        fan_out(h, msg, total);
+        break;
+    case PGW_BE_COMMAND_COMPLETE:
+        if (!r)
+            break;
+        if (r->listen && !r->failed) {
+            /* From here on the channel's notifications are the client's. */
+            if (r->s && !sub_add(r->s->notify, r->chan)) {
+                r->failed = true;
+                struct pgw_wbuf b;
+                pgw_wbuf_init(&b);
+                pgw_wire_error(&b, "ERROR", "53200", "out of memory");
+                pgw_session_send(r->s, &b);
+                pgw_wbuf_deinit(&b);
+                break;
+            }
+        }
+        if (r->s)
+            client_raw(r->s, msg, total);
+        break;
+    case PGW_BE_ERROR:
+    case PGW_BE_NOTICE:
+        if (r && r->s) {
+            client_raw(r->s, msg, total);
+        } else {
+            struct pgw_wire_err_fields f;
+            char q1[700], q2[200], q3[200];
+            if (pgw_wire_parse_error(msg + PGW_MSG_HDR, total - PGW_MSG_HDR, &f) == 0)
+                pgw_warn("notify_server", "db=%s user=%s sqlstate=%s reason=%s",
+                         lq(q2, sizeof(q2), pgw_pool_dbname(h->pool)),
+                         lq(q3, sizeof(q3), pgw_pool_user(h->pool)), f.sqlstate,
+                         lq(q1, sizeof(q1), f.message));
+        }
+        if (r && (char)msg[0] == PGW_BE_ERROR)
+            r->failed = true;
+        break;
+    case PGW_BE_READY:
+        if (!r)
+            break;
+        h->head = r->next;
+        if (!h->head)
+            h->tail = NULL;
+        if (!r->s && r->listen && !r->failed && !hub_chan(h, r->chan)) {
+            /* Its client left before the LISTEN was through. */
+            struct notify_req *u = req_own("UNLISTEN", r->chan);
+            if (u)
+                req_push(h, u);
+        }
+        struct pgw_session *s = r->s;
+        free(r);
+        if (s)
+            client_resume(s);
+        hub_send(h);
+        break;
+    default:
+        break;         /* ParameterStatus and the like */
+    }
+}
+
+static void hub_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct pgw_notify_hub *h = w->data;
+    if (revents & EV_WRITE) {
+        hub_flush(h);
+        return;
+    }
+    for (;;) {
+        if (h->rcap - h->rlen < 8192) {
+            size_t cap = h->rcap ? 2 * h->rcap : 16384;
+            if (cap > NOTIFY_RBUF_MAX + 16384) {
+                hub_lost(h, "message too large");
+                hub_kick(h);
+                return;
+            }
+            uint8_t *n = realloc(h->rbuf, cap);
+            if (!n) {
+                hub_lost(h, "out of memory");
+                hub_kick(h);
+                return;
+            }
+            h->rbuf = n;
+            h->rcap = cap;
+        }
+        bool want_write = false;
+        ssize_t n = pgw_server_read(h->srv, h->rbuf + h->rlen, h->rcap - h->rlen, &want_write);
+        if (n == PGW_EAGAIN)
+            return;
+        if (n <= 0) {
+            hub_lost(h, n == 0 ? "server closed the connection" : "server read failed");
+            hub_kick(h);
+            return;
+        }
+        h->rlen += (size_t)n;
+        size_t off = 0;
+        while (h->rlen - off >= PGW_MSG_HDR) {
+            uint32_t mlen = pgw_get_u32(h->rbuf + off + 1);
+            if (mlen < 4 || mlen > NOTIFY_RBUF_MAX) {
+                hub_lost(h, "invalid message from the server");
+                hub_kick(h);
+                return;
+            }
+            if (h->rlen - off < (size_t)mlen + 1)
+                break;
+            struct pgw_server *srv = h->srv;
+            hub_message(h, h->rbuf + off, mlen + 1);
+            if (h->srv != srv)
+                return;        /* lost meanwhile (a failed write) */
+            off += (size_t)mlen + 1;
+        }
+        memmove(h->rbuf, h->rbuf + off, h->rlen - off);
+        h->rlen -= off;
+    }
+}
+
+static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
+{
+    struct ev_loop *loop = h->px->loop;
+    h->srv = srv;
+    h->rlen = 0;
+    pgw_wbuf_reset(&h->out);
+    ev_io_init(&srv->user_r, hub_read_cb, srv->fd, EV_READ);
+    ev_io_init(&srv->user_w, hub_read_cb, srv->fd, EV_WRITE);
+    srv->user_io_set = false;
+    srv->user_r.data = srv->user_w.data = h;
+    ev_io_start(loop, &srv->user_r);
+    /* The channels first, then the clients' LISTENs still to run. */
+    struct notify_req *first = NULL, **tailp = &first;
+    for (int i = 0; i < h->nchans; i++) {
+        struct notify_req *r = req_own("LISTEN", h->chans[i].name);
+        if (!r) {
+            while (first) {
+                struct notify_req *x = first;
+                first = x->next;
+                free(x);
+            }
+            hub_lost(h, "out of memory");
+            return;
+        }
+        *tailp = r;
+        tailp = &r->next;
+    }
+    if (first) {
+        *tailp = h->head;
+        if (!h->head)
+            h->tail = pgw_container_of(tailp, struct notify_req, next);
+        h->head = first;
+    }
+    char q1[200], q2[200];
+    pgw_debug("notify_server", "db=%s user=%s channels=%d backend_pid=%d",
+              lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),
+              h->nchans, srv->backend_pid);
+    hub_send(h);
+}
+
+static void hub_acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
+{
+    struct pgw_notify_hub *h = w->arg;
+    h->acquiring = false;
+    if (srv) {
+        hub_got_server(h, srv);
+        return;
+    }
+    const struct pgw_pool_error *err = w->error;
+    hub_fail_waiting(h, err ? err->sqlstate : "08006",
+                     err ? err->message : "no server connection for LISTEN");
+}
+
+static bool hub_has_work(const struct pgw_notify_hub *h)
+{
+    return h->nchans > 0 || h->head;
+}
+
+/* Take a server when there is something to listen to and none is held. */
+static void hub_kick(struct pgw_notify_hub *h)
+{
+    if (h->srv) {
+        hub_send(h);
+        return;
+    }
+    if (h->acquiring || !hub_has_work(h) || h->px->shutting_down)
+        return;
+    int r = pgw_pool_acquire(h->pool, &h->waiter, h->px->root, hub_acquired_cb, h);
+    if (r == PGW_ACQ_GRANTED) {
+        hub_got_server(h, h->waiter.server);
+    } else if (r == PGW_ACQ_QUEUED) {
+        h->acquiring = true;
+    } else {
+        const struct pgw_pool_error *err = pgw_pool_error_of(&h->waiter, r);
+        hub_fail_waiting(h, err ? err->sqlstate : "08006",
+                         err ? err->message : "no server connection for LISTEN");
+        /* The channels' clients stay; the tick tries again. */
+    }
+}
+
+/* The hub's server is gone (or given up): what was sent is sent again on
+ * the next one, the hub's own statements made anew. */
+static void hub_lost(struct pgw_notify_hub *h, const char *why)
+{
+    if (!h->srv)
+        return;
+    char q1[200], q2[200], q3[200];
+    pgw_warn("notify_server_lost", "db=%s user=%s channels=%d reason=%s "
+             "detail=\"notifications sent until another server listens are lost\"",
+             lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),
+             h->nchans, lq(q3, sizeof(q3), why));
+    hub_drop_server(h);
+    struct notify_req **pp = &h->head;
+    h->tail = NULL;
+    while (*pp) {
+        struct notify_req *r = *pp;
+        if (!r->s) {
+            *pp = r->next;
+            free(r);
+            continue;
+        }
+        r->sent = r->failed = false;
+        h->tail = r;
+        pp = &r->next;
+    }
+}
+
+static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct pgw_notify_hub *h = w->data;
+    if (hub_maybe_free(h))
+        return;
+    if (h->srv && (pgw_server_close_needed(h->srv) || pgw_pool_paused(h->pool)))
+        hub_lost(h, pgw_pool_paused(h->pool) ? "pool paused" : "server marked for closing");
+    if (!h->srv && !h->acquiring)
+        hub_kick(h);
+}
+
+/* ---- sessions ---- */
+
+static struct pgw_notify_sub *sub_get(struct pgw_session *s, struct pgw_notify_hub *h)
+{
+    if (s->notify)
+        return s->notify;
+    struct pgw_notify_sub *sub = calloc(1, sizeof(*sub));
+    if (!sub)
+        return NULL;
+    sub->hub = h;
+    sub->session = s;
+    pgw_wbuf_init(&sub->pending);
+    pgw_list_append(&h->subs, &sub->node);
+    s->notify = sub;
+    return sub;
+}
+
+static void reply_local(struct pgw_session *s, const char *tag)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_command_complete(&b, tag);
+    pgw_wire_ready(&b, 'I');
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+}
+
+/* The first n bytes of a Query's text could start LISTEN or UNLISTEN. */
+static bool may_be_listen(const char *sql, size_t n)
+{
+    size_t i = 0;
+    while (i < n && strchr(" \t\n\r\f\v", sql[i]) && sql[i])
+        i++;
+    static const char *const kw[] = { "LISTEN", "UNLISTEN" };
+    for (int k = 0; k < 2; k++) {
+        size_t j = 0;
+        while (kw[k][j] && i + j < n && (sql[i + j] & ~0x20) == kw[k][j])
+            j++;
+        if (!kw[k][j] || i + j == n)
+            return true;
+    }
+    return false;
+}
+
+/* The hub's server is one of the pool's: a pool of one server keeps it
+ * for the clients' queries (LISTEN runs there, as before). */
+static bool room_for_hub(const struct pgw_session *s)
+{
+    if (hub_find(s->px, s->pool))
+        return true;
+    struct pgw_pool_stats st;
+    pgw_pool_get_stats(s->pool, &st);
+    long long max = (long long)st.pool_size + st.reserve_pool_size;
+    int maxdb = pgw_conf_max_db_connections(s->px->cfg, s->db);
+    if (maxdb > 0 && maxdb < max)
+        max = maxdb;
+    return max >= 2;
+}
+
+int pgw_notify_query(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    if (s->mode == PGW_POOL_SESSION || !s->pool || b->len - b->parsed < PGW_MSG_HDR)
+        return 0;
+    const uint8_t *p = b->data + b->parsed;
+    if ((char)p[0] != PGW_FE_QUERY)
+        return 0;
+    uint32_t total = pgw_get_u32(p + 1) + 1;
+    if (total > PGW_MSG_HDR + 4096)
+        return 0;
+    if (b->len - b->parsed < total)   /* read it whole first, if it may be one */
+        return may_be_listen((const char *)p + PGW_MSG_HDR, b->len - b->parsed - PGW_MSG_HDR)
+                   ? PGW_NOTIFY_MORE : 0;
+    const char *sql = (const char *)p + PGW_MSG_HDR;
+    size_t len = total - PGW_MSG_HDR;
+    if (len == 0 || sql[len - 1] != '\0')
+        return 0;                       /* the server reports it */
+    char chan[PGW_CHANNEL_MAX + 1];
+    enum pgw_listen_kind kind = pgw_listen_parse(sql, len - 1, chan);
+    if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
+        return 0;
+    struct pgw_proxy *px = s->px;
+    if (kind == PGW_LISTEN && !room_for_hub(s))
+        return 0;
+    s->query_count++;
+    px->total_query++;
+    if (kind != PGW_LISTEN) {
+        pgw_iobuf_cut(b, b->parsed, total);
+        struct pgw_notify_sub *sub = s->notify;
+        if (sub && kind == PGW_UNLISTEN)
+            sub_remove(sub, chan);
+        else if (sub)
+            while (sub->nchans > 0)
+                sub_remove(sub, sub->chans[sub->nchans - 1]);
+        reply_local(s, "UNLISTEN");
+        if (s->state == PGW_SS_CLOSING)
+            return -1;
+        if (sub && sub->nchans == 0 && sub->pending.len == 0)
+            pgw_notify_session_gone(s);  /* listens no more */
+        return 1;
+    }
+    struct pgw_notify_hub *h = hub_get(px, s->pool);
+    struct pgw_notify_sub *sub = h ? sub_get(s, h) : NULL;
+    struct notify_req *r = sub ? req_new(s, sql, chan, true) : NULL;
+    if (!r) {
+        pgw_session_close(s, "53200", "out of memory");
+        return -1;
+    }
+    pgw_iobuf_cut(b, b->parsed, total);
+    sub->waiting = true;
+    req_push(h, r);
+    hub_kick(h);          /* may answer at once (a failed acquire) */
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
+bool pgw_notify_waiting(const struct pgw_session *s)
+{
+    return s->notify && s->notify->waiting;
+}
+
+/* Between transactions: no server, no partial message toward the client. */
+static bool deliverable(const struct pgw_session *s)
+{
+    return !s->server && !s->pipe_srv &&
+           (s->state == PGW_SS_IDLE || s->state == PGW_SS_WAIT_SERVER);
+}
+
+void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (deliverable(s) && sub->pending.len == 0) {
+        client_raw(s, msg, total);
+        return;
+    }
+    if (sub->pending.len + total > NOTIFY_PENDING_MAX) {
+        if (!sub->dropped) {
+            char qd[200], qu[200];
+            pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than 1 MB "
+                     "of notifications wait for the end of the client's transaction\"",
+                     s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
+            sub->dropped = true;
+        }
+        return;
+    }
+    pgw_wbuf_append(&sub->pending, msg, total);
+}
+
+void pgw_notify_flush(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || sub->pending.len == 0 || !deliverable(s))
+        return;
+    if (!sub->pending.failed)
+        pgw_session_send(s, &sub->pending);
+    pgw_wbuf_reset(&sub->pending);
+    sub->pending.failed = false;
+    sub->dropped = false;
+}
+
+void pgw_notify_session_gone(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub)
+        return;
+    struct pgw_notify_hub *h = sub->hub;
+    s->notify = NULL;
+    pgw_list_del(&sub->node);
+    for (struct notify_req *r = h->head; r; r = r->next)
+        if (r->s == s)
+            r->s = NULL;
+    while (sub->nchans > 0) {
+        int i = --sub->nchans;
+        chan_unref(h, sub->chans[i]);
+    }
+    pgw_wbuf_deinit(&sub->pending);
+    free(sub->chans);
+    free(sub);
+    /* The hub goes at its next tick (not from inside its own callbacks). */
+}
+
+void pgw_notify_init(struct pgw_proxy *px)
+{
+    pgw_list_init(&px->notify_hubs);
+}
+
+void pgw_notify_destroy(struct pgw_proxy *px)
+{
+    while (!pgw_list_empty(&px->notify_hubs))
+        hub_free(pgw_container_of(pgw_list_first(&px->notify_hubs), struct pgw_notify_hub, node));
+}

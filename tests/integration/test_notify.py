@@ -1,0 +1,288 @@
+"""LISTEN/NOTIFY in transaction and statement mode (proxy/notify.c).
+
+A client's lone LISTEN runs on one server per pool that pgwharf keeps for
+listening (the hub's); notifications go out from there to every client
+listening on the channel, between its transactions.  Raw protocol
+clients (pgw_hardening) check the messages and their order; psycopg2,
+psycopg 3 and node-postgres check that real clients get their
+notifications through a pool in transaction mode.
+"""
+
+import json
+import os
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import unittest
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+
+def login(test, px, **params):
+    s = socket.create_connection((px.host, px.port), timeout=20)
+    test.addCleanup(s.close)
+    hz.sync_login(s, test.pg.user, test.pg.database, test.pg.password, **params)
+    return s
+
+
+def notification(body):
+    """(pid, channel, payload) of a NotificationResponse body."""
+    pid = struct.unpack("!i", body[:4])[0]
+    chan, payload, _ = body[4:].split(b"\0", 2)
+    return pid, chan.decode(), payload.decode()
+
+
+def read_notifications(sock, n, timeout=20):
+    """The next n messages of an idle client: all NotificationResponses."""
+    sock.settimeout(timeout)
+    got = []
+    for _ in range(n):
+        t, body = hz.recv_msg(sock)
+        if t != b"A":
+            raise AssertionError("expected a notification, got %r %r" % (t, body))
+        got.append(notification(body))
+    return got
+
+
+def nothing_to_read(sock):
+    r, _, _ = select.select([sock], [], [], 0)
+    return not r
+
+
+class NotifyCase(pt.PgwharfTestCase):
+    MODE = "transaction"
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0})
+
+    def listeners(self):
+        """Backends of the cluster whose last statement was a LISTEN."""
+        return int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query ilike 'listen%%' "
+            "and datname = '%s'" % self.pg.database))
+
+    def notify(self, chan, payload):
+        self.pg.psql("select pg_notify('%s', '%s')" % (chan, payload))
+
+    def listen(self, sock, sql):
+        sock.sendall(hz.query_msg(sql))
+        got = hz.read_until_ready(sock)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+        self.assertEqual(got[0][1].rstrip(b"\0"), sql.split()[0].upper().encode())
+        return got
+
+
+class TestFanOut(NotifyCase):
+    def test_many_clients_one_listening_server(self):
+        clients = [login(self, self.px) for _ in range(5)]
+        for c in clients[:4]:
+            self.listen(c, "listen pgw_fan")
+        self.listen(clients[4], 'LISTEN "PGW other";')
+        # One server listens for all of them; the pool has 3.
+        self.assertEqual(self.listeners(), 1)
+        self.notify("pgw_fan", "hello")
+        for c in clients[:4]:
+            self.assertEqual([x[1:] for x in read_notifications(c, 1)], [("pgw_fan", "hello")])
+        self.notify("PGW other", "quoted")
+        self.assertEqual([x[1:] for x in read_notifications(clients[4], 1)],
+                         [("PGW other", "quoted")])
+        self.assertTrue(all(nothing_to_read(c) for c in clients[:4]))
+        # Queries go on as usual on the other servers.
+        for c in clients:
+            self.assertEqual(hz.simple_query(c, "select 42"), ([[b"42"]], []))
+
+    def test_unlisten(self):
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(a, "listen pgw_u1")
+        self.listen(a, "listen pgw_u2")
+        self.listen(b, "listen pgw_u1")
+        self.listen(a, "unlisten pgw_u1")
+        self.notify("pgw_u1", "one")
+        self.notify("pgw_u2", "two")
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)], [("pgw_u1", "one")])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_u2", "two")])
+        self.listen(a, "unlisten *")
+        self.listen(b, "unlisten *")
+        self.notify("pgw_u2", "none")
+        # Nobody listens: the hub lets its server go.
+        pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+        self.assertEqual(hz.simple_query(a, "select 'after'"), ([[b"after"]], []))
+        self.assertTrue(nothing_to_read(a) and nothing_to_read(b))
+
+    def test_listen_error_comes_from_postgresql(self):
+        a = login(self, self.px)
+        rows, errors = hz.simple_query(a, "listen select")     # a reserved word
+        self.assertEqual([e["C"] for e in errors], ["42601"])
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+
+    def test_pipelined_after_listen_waits_its_turn(self):
+        a = login(self, self.px)
+        a.sendall(hz.query_msg("listen pgw_pipe") + hz.query_msg("select 'next'"))
+        first = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in first], [b"C", b"Z"])
+        self.assertEqual(hz.read_until_ready(a)[1][0], b"D")
+        self.notify("pgw_pipe", "x")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_pipe", "x")])
+
+    def test_held_until_the_transaction_ends(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_tx")
+        self.assertEqual(hz.simple_query(a, "begin"), ([], []))
+        self.notify("pgw_tx", "during")
+        # Inside its transaction the client gets no notification ...
+        a.sendall(hz.query_msg("select 'in'"))
+        got = hz.read_until_ready(a)
+        self.assertNotIn(b"A", [t for t, _ in got], got)
+        # ... and gets it right after the transaction's ReadyForQuery.
+        a.sendall(hz.query_msg("commit"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z"])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_tx", "during")])
+
+    def test_listen_inside_a_transaction_block_still_works_as_before(self):
+        # Not a lone LISTEN: it runs on the client's server; that server
+        # is closed when given back (relay.c listen_check).
+        a = login(self, self.px)
+        self.assertEqual(hz.simple_query(a, "begin; listen pgw_inside; commit"), ([], []))
+        self.assertEqual(self.listeners(), 0)
+
+    def test_client_leaves_mid_listen_and_hub_forgets(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_gone")
+        pid = int(self.pg.psql("select pid from pg_stat_activity where query ilike 'listen%%'"))
+        a.close()
+        pt.wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_stat_activity where pid = %d" % pid) == "0", 20,
+            what="the hub's server closed after its last client left")
+        b = login(self, self.px)
+        self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
+
+
+class TestHubServerLost(NotifyCase):
+    def test_listens_again_on_a_new_server(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_lost")
+        old = int(self.pg.psql("select pid from pg_stat_activity where query ilike 'listen%%'"))
+        self.pg.psql("select pg_terminate_backend(%d)" % old)
+        pt.wait_until(lambda: "event=notify_server_lost" in self.px.log(), 20,
+                      what="the loss logged")
+
+        def relistened():
+            r = self.pg.psql("select pid from pg_stat_activity where query ilike 'listen%%'")
+            return r not in ("", str(old))
+        pt.wait_until(relistened, 20, what="a new server listening")
+        self.notify("pgw_lost", "again")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_lost", "again")])
+
+    def test_pause_takes_the_hub_server_back(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_pause")
+        console = self.console_conn(self.px)
+        cur = console.cursor()
+        cur.execute("PAUSE")            # returns once the servers are closed
+        self.assertEqual(self.listeners(), 0)
+        cur.execute("RESUME")
+        pt.wait_until(lambda: self.listeners() == 1, 20, what="listening again after RESUME")
+        self.notify("pgw_pause", "resumed")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_pause", "resumed")])
+
+
+class TestStatementMode(NotifyCase):
+    MODE = "statement"
+
+    def test_fan_out(self):
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(a, "listen pgw_stmt")
+        self.listen(b, "listen pgw_stmt")
+        self.notify("pgw_stmt", "s")
+        for c in (a, b):
+            self.assertEqual([x[1:] for x in read_notifications(c, 1)], [("pgw_stmt", "s")])
+
+
+class TestPoolOfOne(pt.PgwharfTestCase):
+    def test_listen_runs_on_the_clients_server(self):
+        # With one server there is none to spare for listening: LISTEN goes
+        # to the client's server as before and the pool stays usable.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        a, b = login(self, px), login(self, px)
+        self.assertEqual(hz.simple_query(a, "listen pgw_one"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+
+
+class TestRealClients(NotifyCase):
+    def test_psycopg2(self):
+        import psycopg2
+        conns = [self.db_conn(self.px) for _ in range(3)]
+        for c in conns:
+            c.cursor().execute("LISTEN pgw_py")
+        self.db_conn(self.px).cursor().execute("NOTIFY pgw_py, 'from a client'")
+        for c in conns:
+            def got():
+                c.poll()
+                return bool(c.notifies)
+            pt.wait_until(got, 20, what="psycopg2 notification")
+            n = c.notifies.pop(0)
+            self.assertEqual((n.channel, n.payload), ("pgw_py", "from a client"))
+        self.assertEqual(self.listeners(), 1)
+        del psycopg2
+
+    def test_psycopg3(self):
+        try:
+            import psycopg
+        except ImportError:
+            self.skipTest("psycopg 3 not installed")
+        with psycopg.connect(self.px.dsn(), autocommit=True) as conn:
+            conn.execute("LISTEN pgw_py3")
+            self.notify("pgw_py3", "three")
+            got = []
+            conn.add_notify_handler(lambda n: got.append((n.channel, n.payload)))
+
+            def arrived():
+                # Handlers run as psycopg reads; a query makes it read.
+                select.select([conn.fileno()], [], [], 1)
+                conn.execute("select 1")
+                return got
+            pt.wait_until(arrived, 20, what="psycopg 3 notification")
+            self.assertEqual(got, [("pgw_py3", "three")])
+
+    def test_node_postgres(self):
+        node = shutil.which("node")
+        here = os.path.dirname(os.path.abspath(__file__))
+        if not node or not os.path.isdir(os.path.join(here, "node_modules", "pg")):
+            self.skipTest("node or node_modules/pg missing")
+        script = """
+const { Client } = require('pg');
+(async () => {
+  const cfg = JSON.parse(process.argv[1]);
+  const a = new Client(cfg), b = new Client(cfg), n = new Client(cfg);
+  await a.connect(); await b.connect(); await n.connect();
+  const got = [];
+  const done = new Promise((resolve) => {
+    const on = (who) => (m) => { got.push([who, m.channel, m.payload]); if (got.length === 2) resolve(); };
+    a.on('notification', on('a')); b.on('notification', on('b'));
+  });
+  await a.query('LISTEN pgw_node'); await b.query('LISTEN pgw_node');
+  await n.query("NOTIFY pgw_node, 'js'");
+  const t = setTimeout(() => { console.log(JSON.stringify({timeout: got})); process.exit(2); }, 20000);
+  await done; clearTimeout(t);
+  got.sort();
+  console.log(JSON.stringify(got));
+  await a.end(); await b.end(); await n.end();
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+        cfg = {"host": self.px.host, "port": self.px.port, "user": self.pg.user,
+               "password": self.pg.password, "database": self.pg.database}
+        cp = subprocess.run([node, "-e", script, json.dumps(cfg)], cwd=here, capture_output=True,
+                            text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertEqual(json.loads(cp.stdout), [["a", "pgw_node", "js"], ["b", "pgw_node", "js"]])
+
+
+if __name__ == "__main__":
+    unittest.main()
