@@ -28,6 +28,12 @@ enum pgw_pool_mode {
     PGW_POOL_STATEMENT
 };
 
+/* load_balance_hosts: how a database entry's host list is used. */
+enum pgw_load_balance {
+    PGW_LB_ROUND_ROBIN,      /* each connection attempt takes the next host */
+    PGW_LB_DISABLE           /* the same host until a connection to it fails */
+};
+
 enum pgw_auth_type {
     PGW_AUTH_TRUST,
     PGW_AUTH_ANY,            /* like trust, but ignores the user name */
@@ -49,6 +55,7 @@ enum pgw_tls_mode {
 
 const char *pgw_pool_mode_name(enum pgw_pool_mode m);
 const char *pgw_auth_type_name(enum pgw_auth_type t);
+const char *pgw_load_balance_name(enum pgw_load_balance m);
 const char *pgw_tls_mode_name(enum pgw_tls_mode m);
 
 /* One [databases] entry.  Fields the entry does not set are -1 (numbers)
@@ -77,6 +84,7 @@ struct pgw_conf_db {
     int max_db_client_connections;
     double server_lifetime;  /* < 0 = the general one */
     int pool_mode;           /* enum pgw_pool_mode, or -1 */
+    int load_balance_hosts;  /* enum pgw_load_balance, or -1 (round-robin) */
     char *auth_user;
     char *auth_dbname;       /* NULL or "": the general one */
     char *auth_query;        /* NULL or "": the general one */

@@ -24,8 +24,8 @@ static const char *const libpq_keywords[] = {
     "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
     "ssl_max_protocol_version", "gssencmode", "krbsrvname", "gsslib", "replication",
     "target_session_attrs",
-    /* libpq 16 */
-    "require_auth", "sslcertmode", "load_balance_hosts",
+    /* libpq 16 (its load_balance_hosts is a pool key: pgwharf picks the host) */
+    "require_auth", "sslcertmode",
     /* libpq 17 */
     "sslnegotiation", "gssdelegation",
     /* libpq 18 */

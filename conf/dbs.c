@@ -2,7 +2,8 @@
  * dbs.c - [databases] entries: `name = key=value ...`.  libpq keywords go
  * to conn_keys/conn_vals for PQconnectStartParams; PgBouncer's pool keys
  * (pool_size, min_pool_size, reserve_pool[_size], max_db_connections,
- * pool_mode, auth_user, connect_query) fill the entry's fields; datestyle=
+ * pool_mode, load_balance_hosts, auth_user, connect_query) fill the
+ * entry's fields; datestyle=
  * and timezone= become "-c DateStyle=... -c TimeZone=..." in options.
  * An entry with any error is reported and left out.
  */
@@ -28,6 +29,7 @@ static void db_init(struct pgw_conf_db *db)
     db->pool_size = db->min_pool_size = db->reserve_pool_size = -1;
     db->max_db_connections = db->max_db_client_connections = db->pool_mode = -1;
     db->server_lifetime = -1;
+    db->load_balance_hosts = -1;
 }
 
 void conf_db_free(struct pgw_conf_db *db)
@@ -124,6 +126,8 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
         rc = conf_parse_dur(val, &db->server_lifetime, err, errlen);
     else if (strcasecmp(key, "pool_mode") == 0)
         rc = conf_parse_pool_mode(val, &db->pool_mode, err, errlen);
+    else if (strcasecmp(key, "load_balance_hosts") == 0)
+        rc = conf_parse_load_balance(val, &db->load_balance_hosts, err, errlen);
     else if (strcasecmp(key, "auth_user") == 0)
         rc = set_str(&db->auth_user, val);
     else if (strcasecmp(key, "auth_dbname") == 0)
@@ -203,6 +207,36 @@ static const char *conn_value(const struct pgw_conf_db *db, const char *key)
     return i < 0 ? NULL : db->conn_vals[i];
 }
 
+static int list_items(const char *list)
+{
+    int n = list && *list ? 1 : 0;
+    for (const char *p = list ? list : ""; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+/* pgwharf pairs the i-th host with the i-th hostaddr and port, as libpq
+ * does (pool/hosts.c): lists that do not pair up are an error here rather
+ * than on every connect.  True when they pair up, else err says why. */
+static bool host_lists_pair(const struct pgw_conf_db *db, char *err, size_t errlen)
+{
+    int nh = list_items(conn_value(db, "host"));
+    int na = list_items(conn_value(db, "hostaddr"));
+    int np = list_items(conn_value(db, "port"));
+    int n = nh ? nh : na ? na : 1;
+    if (na > 1 && na != n) {
+        snprintf(err, errlen, "hostaddr: %d values for %d hosts (expected one per host)", na,
+                 n);
+        return false;
+    }
+    if (np > 1 && np != n) {
+        snprintf(err, errlen, "port: %d ports for %d hosts (expected one, or one per host)",
+                 np, n);
+        return false;
+    }
+    return true;
+}
+
 /* Merge the extras into the libpq keys and set the convenience pointers. */
 static int db_finish(struct db_build *b)
 {
@@ -254,6 +288,9 @@ static void parse_connstr(struct conf_loader *ld, struct db_build *b, const char
         conf_error(&ld->rep, file, line,
                    "database \"%s\": port: expected a port number from 1 to 65535, got \"%s\"",
                    b->db.name, port);
+        b->nerrors++;
+    } else if (!host_lists_pair(&b->db, err, sizeof(err))) {
+        conf_error(&ld->rep, file, line, "database \"%s\": %s", b->db.name, err);
         b->nerrors++;
     }
 }

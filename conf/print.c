@@ -80,6 +80,9 @@ static void print_db(FILE *f, const struct pgw_conf_db *db)
     print_dur(f, "server_lifetime", db->server_lifetime);
     if (db->pool_mode >= 0)
         fprintf(f, " pool_mode=%s", pgw_pool_mode_name((enum pgw_pool_mode)db->pool_mode));
+    if (db->load_balance_hosts >= 0)
+        fprintf(f, " load_balance_hosts=%s",
+                pgw_load_balance_name((enum pgw_load_balance)db->load_balance_hosts));
     print_str(f, "auth_user", db->auth_user);
     print_str(f, "auth_dbname", db->auth_dbname);
     print_str(f, "auth_query", db->auth_query);

@@ -24,6 +24,10 @@ static const char *const pool_mode_names[] = {
     [PGW_POOL_TRANSACTION] = "transaction",
     [PGW_POOL_STATEMENT] = "statement",
 };
+static const char *const load_balance_names[] = {
+    [PGW_LB_ROUND_ROBIN] = "round-robin",
+    [PGW_LB_DISABLE] = "disable",
+};
 static const char *const auth_type_names[] = {
     [PGW_AUTH_TRUST] = "trust", [PGW_AUTH_ANY] = "any",
     [PGW_AUTH_PLAIN] = "plain", [PGW_AUTH_MD5] = "md5",
@@ -45,6 +49,11 @@ static const char *name_of(const char *const *names, int n, int v)
 const char *pgw_pool_mode_name(enum pgw_pool_mode m)
 {
     return name_of(pool_mode_names, NELEM(pool_mode_names), (int)m);
+}
+
+const char *pgw_load_balance_name(enum pgw_load_balance m)
+{
+    return name_of(load_balance_names, NELEM(load_balance_names), (int)m);
 }
 
 const char *pgw_auth_type_name(enum pgw_auth_type t)
@@ -77,6 +86,11 @@ static int parse_enum(const char *const *names, int n, const char *text, int *ou
 int conf_parse_pool_mode(const char *text, int *out, char *err, size_t errlen)
 {
     return parse_enum(pool_mode_names, NELEM(pool_mode_names), text, out, err, errlen);
+}
+
+int conf_parse_load_balance(const char *text, int *out, char *err, size_t errlen)
+{
+    return parse_enum(load_balance_names, NELEM(load_balance_names), text, out, err, errlen);
 }
 
 int conf_parse_auth_type(const char *text, int *out, char *err, size_t errlen)

@@ -678,8 +678,11 @@ static void test_connstr_errors(void **state)
                    "g = host\n"                            /* 10 */
                    "ok = host=h\n"                         /* 11 */
                    "ok = host=again\n"                     /* 12 */
-                   "h = =x\n",                             /* 13 */
-              &d, 9);
+                   "h = =x\n"                              /* 13 */
+                   "i = load_balance_hosts=random\n"        /* 14 */
+                   "j = host=a,b port=1,2,3\n"              /* 15 */
+                   "k = host=a,b,c hostaddr=1.1.1.1,2.2.2.2\n", /* 16 */
+              &d, 12);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
     assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
@@ -693,6 +696,25 @@ static void test_connstr_errors(void **state)
     assert_error(&d, "t.ini:10: database \"g\": expected \"=\" after \"host\"");
     assert_warning(&d, "t.ini:12: database \"ok\" defined again: replaces t.ini:11");
     assert_error(&d, "t.ini:13: database \"h\": expected key=value, got \"=x\"");
+    assert_error(&d, "t.ini:14: database \"i\": load_balance_hosts: expected one of "
+                     "round-robin, disable; got \"random\"");
+    assert_error(&d, "t.ini:15: database \"j\": port: 3 ports for 2 hosts (expected one, or "
+                     "one per host)");
+    assert_error(&d, "t.ini:16: database \"k\": hostaddr: 2 values for 3 hosts (expected one "
+                     "per host)");
+    pgw_conf_diag_free(&d);
+
+    /* load_balance_hosts: a pool key (libpq 15 does not know it), and
+     * printed back */
+    struct pgw_config *lb = load_ok(BASE "[databases]\n"
+                                         "a = host=x,y port=1,2 load_balance_hosts=disable\n"
+                                         "b = host=x,y load_balance_hosts=Round-Robin\nc =\n",
+                                    &d);
+    assert_int_equal(lb->dbs[0].load_balance_hosts, PGW_LB_DISABLE);
+    assert_null(conn(&lb->dbs[0], "load_balance_hosts"));
+    assert_int_equal(lb->dbs[1].load_balance_hosts, PGW_LB_ROUND_ROBIN);
+    assert_int_equal(lb->dbs[2].load_balance_hosts, -1);
+    pgw_conf_free(lb);
     pgw_conf_diag_free(&d);
 
     /* auth_dbname and auth_query per entry, else the general ones */
@@ -1115,6 +1137,7 @@ static void assert_same_config(const struct pgw_config *x, const struct pgw_conf
         assert_int_equal(p->reserve_pool_size, q->reserve_pool_size);
         assert_int_equal(p->max_db_connections, q->max_db_connections);
         assert_int_equal(p->pool_mode, q->pool_mode);
+        assert_int_equal(p->load_balance_hosts, q->load_balance_hosts);
         assert_true((p->auth_user == NULL) == (q->auth_user == NULL));
         if (p->auth_user)
             assert_string_equal(p->auth_user, q->auth_user);
@@ -1157,7 +1180,7 @@ static void test_print_roundtrip(void **state)
         "app = host=db1 password='top secret' user=bob application_name='a \\'q\\' \\\\b' "
         "pool_size=5 pool_mode=session connect_query='SET x = ''y''' datestyle=ISO\n"
         "\"we\"\"ird name\" = host=h sslpassword=hunter2\n"
-        "* = host=fallback\n"
+        "* = host=fallback,fb2 load_balance_hosts=disable\n"
         "[users]\n"
         "alice = pool_mode=statement query_timeout=1.5 client_idle_timeout=250ms\n"
         "bob =\n"
@@ -1174,6 +1197,7 @@ static void test_print_roundtrip(void **state)
     assert_null(strstr(text, "top secret"));
     assert_null(strstr(text, "hunter2"));
     assert_non_null(strstr(text, "\n\"we\"\"ird name\" = host=h"));
+    assert_non_null(strstr(text, "\n* = host=fallback,fb2 load_balance_hosts=disable\n"));
     assert_non_null(strstr(text, "\n[users]\nalice = pool_mode=statement query_timeout=1.5 "
                                  "client_idle_timeout=0.25\nbob =\n"));
     assert_non_null(strstr(text, "\npeer_id = 2\n"));
