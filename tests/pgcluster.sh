@@ -8,7 +8,8 @@
 # and by scripts/run.sh.  The cluster runs as a non-root OS user: as root,
 # the `postgres` system user if it exists, else a system user `pgwharf-test`
 # made on the spot; as any other user, that user.  It listens on 127.0.0.1
-# only, on a free port in 20000-32000 (below the kernel's ephemeral range),
+# and 127.0.0.2 (a second address of the same server, for host lists; a
+# missing one is only a warning in its log), on a free port in 20000-32000 (below the kernel's ephemeral range),
 # and on a unix socket in DIR.
 #
 # DIR/env describes the cluster as shell KEY=value lines (read by
@@ -193,7 +194,7 @@ write_conf() {
     cat >>"$DATA/postgresql.conf" <<EOF
 
 # --- pgwharf tests (tests/pgcluster.sh) ---
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1,127.0.0.2'
 port = $PORT
 unix_socket_directories = '$SOCKDIR'
 unix_socket_permissions = 0777
@@ -263,6 +264,9 @@ EOF
     fi
     rm -f "$pwfile"
     cp "$DATA/postgresql.conf" "$DATA/postgresql.conf.orig"
+    # initdb's rules allow 127.0.0.1/32; the second address too.
+    printf 'host    all             all             127.0.0.2/32            scram-sha-256\n' \
+        >>"$DATA/pg_hba.conf"
 
     # A free port; if someone takes it between the check and the bind, try again.
     for attempt in 1 2 3 4 5; do
