@@ -1,15 +1,16 @@
 /*
- * backend.c - one backend per server address ("host:port"): the circuit
- * breaker and the connect-rate token bucket shared by every pool that
- * connects there, and name resolution off the loop.
+ * backend.c - one backend per server address ("host:port": one host of a
+ * database entry's host list, pgwharf picks the host of each connection):
+ * the circuit breaker and the connect-rate token bucket shared by every
+ * pool that connects there, and name resolution off the loop.
  *
  * Name resolution: libpq resolves `host` with a blocking getaddrinfo()
  * inside PQconnectPoll.  So when a host is a name (not a numeric address,
  * not a socket directory, and the entry gives no hostaddr), the backend
  * resolves it on a short-lived thread and wakes the loop with an ev_async;
  * connections then get libpq's `hostaddr` (host kept for TLS checks and
- * .pgpass).  Each name expands to all its addresses as a multi-host list,
- * so libpq still tries them in turn.  Results are reused for dns_max_ttl
+ * .pgpass).  The name expands to all its addresses as a libpq list for
+ * that one host, so libpq still tries them in turn.  Results are reused for dns_max_ttl
  * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  A
  * failed lookup is kept for dns_nxdomain_ttl (see dns_failed).  The
  * set joins any thread still running when it is destroyed.
@@ -46,17 +47,6 @@ static bool host_is_literal(const char *h)
     unsigned char tmp[16];
     return !*h || h[0] == '/' || h[0] == '@' || inet_pton(AF_INET, h, tmp) == 1 ||
            inet_pton(AF_INET6, h, tmp) == 1;
-}
-
-static bool list_has_name(const char *hosts)
-{
-    char buf[DNS_LIST_MAX];
-    snprintf(buf, sizeof(buf), "%s", hosts);
-    char *save = NULL;
-    for (char *h = strtok_r(buf, ",", &save); h; h = strtok_r(NULL, ",", &save))
-        if (!host_is_literal(h))
-            return true;
-    return false;
 }
 
 static void list_add(char *list, const char *item)
@@ -190,14 +180,12 @@ static void dns_failed(struct pgw_backend *be, const char *error)
         return;
     snprintf(be->dns_error, sizeof(be->dns_error), "%s", error);
     be->dns_error_until = now + set->cfg->dns_nxdomain_ttl;
-    struct pgw_pool_error err;
-    if (!pgw_backend_dns_failed(be, &err))
-        return;
-    struct pgw_list *n;
-    for (n = set->pools.next; n != &set->pools; n = n->next) {
+    struct pgw_list *n, *next;
+    for (n = set->pools.next; n != &set->pools; n = next) {
+        next = n->next;
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p->backend == be && !p->paused)
-            pgw_pool_fail_waiters(p, &err);
+        if (pgw_pool_host_index(p, be) >= 0)
+            pgw_pool_host_down(p);
     }
 }
 
@@ -239,25 +227,18 @@ void pgw_backend_dns_done(struct pgw_pool_set *set)
 
 /* ---- backends ---------------------------------------------------------- */
 
-static const char *conn_value(const struct pgw_conf_db *db, const char *key)
-{
-    for (int i = 0; i < db->nconn && db->conn_keys[i]; i++)
-        if (strcmp(db->conn_keys[i], key) == 0)
-            return db->conn_vals[i];
-    return NULL;
-}
-
 static void wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     pgw_backend_kick_pools(pgw_container_of(t, struct pgw_backend, wake));
 }
 
-/* The backend for a db entry's address, made on first use. */
-struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_conf_db *db)
+/* The backend of one host of an entry's list, made on first use. */
+struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_host_spec *spec)
 {
-    const char *host = db->host && *db->host ? db->host : "/var/run/postgresql";
-    const char *port = db->port && *db->port ? db->port : "5432";
-    const char *hostaddr = conn_value(db, "hostaddr");
+    const char *host = spec->host[0]       ? spec->host
+                       : spec->hostaddr[0] ? spec->hostaddr
+                                           : "/var/run/postgresql";
+    const char *port = spec->port[0] ? spec->port : "5432";
     char address[1024];
     snprintf(address, sizeof(address), "%s:%s", host, port);
 
@@ -273,9 +254,9 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_c
     be->set = set;
     be->address = strdup(address);
     be->port = strdup(port);
-    bool names = (!hostaddr || !*hostaddr) && list_has_name(host);
-    be->hosts = names ? strdup(host) : NULL;
-    if (!be->address || !be->port || (names && !be->hosts)) {
+    bool name = !host_is_literal(host);
+    be->hosts = name ? strdup(host) : NULL;
+    if (!be->address || !be->port || (name && !be->hosts)) {
         pgw_backend_free(be);
         return NULL;
     }
@@ -286,6 +267,11 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_c
                     ev_now(set->loop));
     pgw_list_append(&set->backends, &be->node);
     return be;
+}
+
+bool pgw_backend_resolves(const struct pgw_backend *be, const struct pgw_host_spec *spec)
+{
+    return be->hosts && !spec->hostaddr[0];
 }
 
 void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)
@@ -330,7 +316,7 @@ void pgw_backend_kick_pools(struct pgw_backend *be)
     struct pgw_list *n;
     for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p->backend == be)
+        if (pgw_pool_host_index(p, be) >= 0)
             pgw_pool_kick(p);
     }
 }
@@ -347,16 +333,16 @@ static void wake_in(struct pgw_backend *be, double after)
 
 /* Resolved addresses usable now?  Starts a resolution when due, unless a
  * failed one is still cached (dns_nxdomain_ttl). */
-static bool dns_ready(struct pgw_backend *be, ev_tstamp now)
+static bool dns_ready(struct pgw_backend *be, bool resolve, ev_tstamp now)
 {
-    if (!be->hosts)
+    if (!be->hosts || !resolve)
         return true;
     if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns && now >= be->dns_error_until)
         dns_start(be);
     return be->hostaddr != NULL;
 }
 
-int pgw_backend_admit(struct pgw_backend *be, bool *probe)
+int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe)
 {
     ev_tstamp now = ev_now(be->set->loop);
     *probe = false;
@@ -366,7 +352,7 @@ int pgw_backend_admit(struct pgw_backend *be, bool *probe)
         wake_in(be, be->retry_after - now);
         return PGW_EAGAIN;
     }
-    if (!dns_ready(be, now))
+    if (!dns_ready(be, resolve, now))
         return PGW_EAGAIN;    /* the async wakes the pools */
     double wait = pgw_bucket_wait(&be->bucket, now);
     if (wait > 0) {
@@ -421,15 +407,12 @@ void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg)
     pgw_warn("breaker_open", "backend=%s failures=%d cooldown=%.1f sqlstate=%s reason=%s",
              be->address, be->breaker.failures, be->breaker.cooldown, be->last_sqlstate,
              pgw_log_quote(q, sizeof(q), be->last_error));
-    struct pgw_pool_error err;
-    pgw_backend_error(be, &err);
-    struct pgw_list *n;
-    for (n = set->pools.next; n != &set->pools; n = n->next) {
+    struct pgw_list *n, *next;
+    for (n = set->pools.next; n != &set->pools; n = next) {
+        next = n->next;
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p->backend == be) {
-            p->st.total_breaker_rejects += (uint64_t)p->n_waiters;
-            pgw_pool_fail_waiters(p, &err);
-        }
+        if (pgw_pool_host_index(p, be) >= 0)
+            pgw_pool_host_down(p);
     }
 }
 
@@ -441,10 +424,12 @@ void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
     struct pgw_list *n;
     for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p->backend != be || p->orphan || pgw_pool_total(p) >= p->pool_size)
+        int i = pgw_pool_host_index(p, be);
+        if (i < 0 || p->orphan || pgw_pool_total(p) >= p->pool_size)
             continue;
         bool probe = false;
-        if (pgw_backend_admit(be, &probe) == 0 && !pgw_server_start(p, probe) && probe)
+        if (pgw_backend_admit(be, pgw_backend_resolves(be, &p->hosts[i].spec), &probe) == 0 &&
+            !pgw_server_start(p, i, probe) && probe)
             pgw_breaker_probe_abort(&be->breaker, now);
         return;
     }

@@ -146,6 +146,12 @@ static const struct sqlstate_pattern patterns[] = {
     { "certificate file \"", "F0000" },
     { "private key file", "F0000" },
     { "SSL engine", "F0000" },
+    /* target_session_attrs (libpq 14+): the server is up but not the kind
+     * asked for (see pgw_pool_target_mismatch) */
+    { "session is read-only", "08001" },
+    { "session is not read-only", "08001" },
+    { "server is in hot standby mode", "08001" },
+    { "server is not in hot standby mode", "08001" },
     { "could not translate host name", "08001" },
     { "Connection refused", "08001" },
     { "No such file or directory", "08001" },
@@ -170,6 +176,18 @@ const char *pgw_pool_guess_sqlstate(const char *msg)
         return patterns[i].sqlstate;
     }
     return "08006";
+}
+
+bool pgw_pool_target_mismatch(const char *msg)
+{
+    static const char *const texts[] = {
+        "session is read-only", "session is not read-only",
+        "server is in hot standby mode", "server is not in hot standby mode",
+    };
+    for (size_t i = 0; msg && i < sizeof(texts) / sizeof(texts[0]); i++)
+        if (strstr(msg, texts[i]))
+            return true;
+    return false;
 }
 
 void pgw_pool_trim_error(char *buf, size_t size, const char *msg)

@@ -74,6 +74,9 @@ double pgw_bucket_wait(const struct pgw_bucket *tb, double now);
  * not even reach the server.  Returns a static string.
  */
 const char *pgw_pool_guess_sqlstate(const char *libpq_msg);
+/* Did libpq refuse the connection for target_session_attrs (the server
+ * answered, but is read-only / not, in hot standby / not)? */
+bool pgw_pool_target_mismatch(const char *libpq_msg);
 /* Copy libpq's multi-line message into buf on one line, trimmed. */
 void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);
 

@@ -1,7 +1,8 @@
 /*
  * pool.c - one pool per (database, user): the FIFO waiter queue, lending
- * and taking back servers, growing within the pool's limits, stats and
- * iteration.
+ * and taking back servers, growing within the pool's limits (each new
+ * server on a host of the entry's list chosen by the pool's cursor), the
+ * pool's view of its hosts being down, stats and iteration.
  *
  * Invariants:
  *   - a server is in exactly one of pool->idle / active / pending, or closed;
@@ -438,6 +439,21 @@ static int needed(const struct pgw_pool *pool)
     return pool->paused ? 0 : pool->n_waiters - coming;
 }
 
+struct grow_try {
+    struct pgw_pool *pool;
+    bool probe;
+};
+
+/* pgw_hosts_choose's try: may host i take a connection attempt now? */
+static int grow_try_host(int i, void *arg)
+{
+    struct grow_try *t = arg;
+    struct pool_host *h = &t->pool->hosts[i];
+    if (pool_now(t->pool) < h->skip_until)
+        return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match */
+    return pgw_backend_admit(h->be, pgw_backend_resolves(h->be, &h->spec), &t->probe);
+}
+
 void pgw_pool_grow(struct pgw_pool *pool)
 {
     if (pool->orphan || pool->set->destroying || login_blocked(pool))
@@ -451,12 +467,13 @@ void pgw_pool_grow(struct pgw_pool *pool)
         return;
     n = room(pool, n, need);
     while (n-- > 0) {
-        bool probe = false;
-        if (pgw_backend_admit(pool->backend, &probe) < 0)
+        struct grow_try t = { .pool = pool };
+        int i = pgw_hosts_choose(&pool->cursor, grow_try_host, &t);
+        if (i < 0)
             return;
-        if (!pgw_server_start(pool, probe)) {
-            if (probe)
-                pgw_breaker_probe_abort(&pool->backend->breaker, pool_now(pool));
+        if (!pgw_server_start(pool, i, t.probe)) {
+            if (t.probe)
+                pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pool_now(pool));
             return;
         }
     }
@@ -477,14 +494,100 @@ void pgw_pool_init_queues(struct pgw_pool *pool)
     ev_init(&pool->reserve_timer, reserve_timer_cb);
 }
 
+/* ---- hosts ------------------------------------------------------------- */
+
+int pgw_pool_host_index(const struct pgw_pool *pool, const struct pgw_backend *be)
+{
+    for (int i = 0; i < pool->nhosts; i++)
+        if (pool->hosts[i].be == be)
+            return i;
+    return -1;
+}
+
+/* Can no host of the pool take a connection attempt now?  0 when one can
+ * (or only target_session_attrs keeps them out: login_blocked covers
+ * that), else PGW_EBREAKER_OPEN with the first open breaker's error in
+ * err, or PGW_ESERVER_CONNECT with a cached failed lookup's. */
+static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
+{
+    ev_tstamp now = pool_now(pool);
+    const struct pgw_backend *open = NULL, *unresolved = NULL;
+    for (int k = 0; k < pool->nhosts; k++) {
+        const struct pool_host *h = &pool->hosts[(pool->cursor.next + k) % pool->nhosts];
+        if (now < h->skip_until)
+            continue;
+        if (pgw_breaker_blocked(&h->be->breaker, now)) {
+            open = open ? open : h->be;
+            continue;
+        }
+        if (pgw_backend_resolves(h->be, &h->spec) && pgw_backend_dns_failed(h->be, err)) {
+            unresolved = unresolved ? unresolved : h->be;
+            continue;
+        }
+        return 0;
+    }
+    if (open) {
+        pgw_backend_error(open, err);
+        return PGW_EBREAKER_OPEN;
+    }
+    if (unresolved) {
+        pgw_backend_dns_failed(unresolved, err);
+        return PGW_ESERVER_CONNECT;
+    }
+    return 0;
+}
+
+/* Does any host take an attempt now, target_session_attrs counted? */
+static bool host_left(const struct pgw_pool *pool)
+{
+    struct pgw_pool_error err;
+    ev_tstamp now = pool_now(pool);
+    for (int i = 0; i < pool->nhosts; i++) {
+        const struct pool_host *h = &pool->hosts[i];
+        if (now >= h->skip_until && !pgw_breaker_blocked(&h->be->breaker, now) &&
+            !(pgw_backend_resolves(h->be, &h->spec) && pgw_backend_dns_failed(h->be, &err)))
+            return true;
+    }
+    return false;
+}
+
+void pgw_pool_host_down(struct pgw_pool *pool)
+{
+    struct pgw_pool_error err;
+    int rc = hosts_down(pool, &err);
+    if (rc == PGW_EBREAKER_OPEN) {
+        pool->st.total_breaker_rejects += (uint64_t)pool->n_waiters;
+        pgw_pool_fail_waiters(pool, &err);
+    } else if (rc == PGW_ESERVER_CONNECT && !pool->paused) {
+        pgw_pool_fail_waiters(pool, &err);
+    }
+}
+
+void pgw_pool_host_failed(struct pgw_pool *pool, int i, const struct pgw_backend *be)
+{
+    if (i >= 0 && i < pool->nhosts && pool->hosts[i].be == be)
+        pgw_hosts_failed(&pool->cursor, i);
+}
+
+void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
+                            const char *sqlstate, const char *msg)
+{
+    if (i < 0 || i >= pool->nhosts || pool->hosts[i].be != be)
+        return;               /* the list changed meanwhile */
+    double retry = pool->set->cfg->server_login_retry;
+    pool->hosts[i].skip_until = pool_now(pool) + (retry > 1.0 ? retry : 1.0);
+    pgw_hosts_failed(&pool->cursor, i);
+    if (!host_left(pool))
+        pgw_pool_login_failed(pool, sqlstate, msg);
+}
+
 /* ---- acquire / release ------------------------------------------------- */
 
-/* Would this waiter need a new connection that the breaker refuses? */
-static bool breaker_refuses(struct pgw_pool *pool)
+/* Would this waiter need a new connection, and could the pool get one
+ * only from hosts whose breaker is open? */
+static bool breaker_refuses(struct pgw_pool *pool, struct pgw_pool_error *e)
 {
-    if (!pgw_breaker_blocked(&pool->backend->breaker, pool_now(pool)))
-        return false;
-    if (pool->paused)
+    if (pool->paused || hosts_down(pool, e) != PGW_EBREAKER_OPEN)
         return false;
     int coming = pool->n_connecting + pool->n_resetting + pool->n_idle;
     if (pool->n_waiters + 1 <= coming)
@@ -505,15 +608,14 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
                              "database \"%s\" is no longer in the configuration", pool->dbname);
         return PGW_ENOTFOUND;
     }
-    if (breaker_refuses(pool)) {
+    if (breaker_refuses(pool, e)) {
         pool->st.total_breaker_rejects++;
-        pgw_backend_error(pool->backend, e);
         w->error = e;
         return PGW_EBREAKER_OPEN;
     }
-    /* Its host name did not resolve a moment ago (dns_nxdomain_ttl): no
-     * server can come until it is looked up again. */
-    if (!pool->paused && pgw_backend_dns_failed(pool->backend, e)) {
+    /* No host name resolved a moment ago (dns_nxdomain_ttl): no server
+     * can come until one is looked up again. */
+    if (!pool->paused && hosts_down(pool, e) == PGW_ESERVER_CONNECT) {
         w->error = e;
         return e->code;
     }
@@ -683,9 +785,9 @@ const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return
 
 bool pgw_pool_welcome_ready(const struct pgw_pool *pool)
 {
+    struct pgw_pool_error err;
     return pool->defaults.n > 0 && !pool->defaults_stale && !pool->set->destroying &&
-           !pool->orphan && !pgw_breaker_blocked(&pool->backend->breaker, pool_now(pool)) &&
-           !login_blocked(pool);
+           !pool->orphan && hosts_down(pool, &err) != PGW_EBREAKER_OPEN && !login_blocked(pool);
 }
 const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
 const char *pgw_pool_server_user(const struct pgw_pool *pool) { return pool->server_user; }

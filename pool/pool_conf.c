@@ -70,6 +70,43 @@ static bool copy_keys(struct pgw_pool *pool, const struct pgw_conf_db *db)
     return true;
 }
 
+static const char *conn_value(const struct pgw_conf_db *db, const char *key)
+{
+    for (int i = 0; i < db->nconn && db->conn_keys[i]; i++)
+        if (strcmp(db->conn_keys[i], key) == 0)
+            return db->conn_vals[i];
+    return NULL;
+}
+
+/* The entry's host list, one backend per host; false (nothing changed)
+ * when it cannot be had. */
+static bool make_hosts(struct pgw_pool *pool, const struct pgw_conf_db *db)
+{
+    const char *hostaddr = conn_value(db, "hostaddr");
+    int n = pgw_hosts_count(db->host, hostaddr);
+    struct pool_host *hosts = calloc((size_t)n, sizeof(*hosts));
+    struct pgw_host_spec *specs = calloc((size_t)n, sizeof(*specs));
+    char err[128];
+    bool ok = hosts && specs && pgw_hosts_parse(db->host, hostaddr, db->port, specs, n, err,
+                                                sizeof(err)) == n;
+    for (int i = 0; ok && i < n; i++) {
+        hosts[i].spec = specs[i];
+        hosts[i].be = pgw_backend_get(pool->set, &specs[i]);
+        ok = hosts[i].be != NULL;
+    }
+    free(specs);
+    if (!ok) {
+        free(hosts);
+        return false;
+    }
+    free(pool->hosts);
+    pool->hosts = hosts;
+    pool->nhosts = n;
+    pool->cursor.n = n;
+    pool->cursor.next = 0;
+    return true;
+}
+
 static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     const struct pgw_config *cfg = pool->set->cfg;
@@ -79,6 +116,8 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
     pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db, u);
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
+    pool->cursor.mode = db->load_balance_hosts >= 0 ? (enum pgw_load_balance)db->load_balance_hosts
+                                                    : PGW_LB_ROUND_ROBIN;
     pool->server_lifetime = pgw_conf_server_lifetime(cfg, db);
     /* The cap of the user the servers log in as (copy_keys). */
     const char *su = db->user && *db->user ? db->user : pool->user;
@@ -124,9 +163,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     }
     free(pool->signature);
     pool->signature = sig;
-    struct pgw_backend *be = pgw_backend_get(pool->set, db);
-    if (be)
-        pool->backend = be;
+    make_hosts(pool, db);
     /* A refusal of the old keys (password, user, dbname...) says nothing
      * about the new ones: no server_login_retry wait for them. */
     pgw_pool_login_ok(pool);
@@ -166,15 +203,15 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
     pool->last_used = pool->last_held = ev_now(set->loop);
     pgw_pool_apply_db(pool, db);
     if (!pool->dbname || !pool->user || (password && !pool->password) || !pool->signature ||
-        !pool->backend) {
+        !pool->hosts) {
         pgw_pool_free(pool);
         return NULL;
     }
     pgw_list_append(&set->pools, &pool->node);
     char names[PGW_POOL_LOG_NAMES];
-    pgw_info("pool_create", "%s backend=%s pool_size=%d",
-             pgw_pool_log_names(pool, names, sizeof(names)), pool->backend->address,
-             pool->pool_size);
+    pgw_info("pool_create", "%s backend=%s hosts=%d pool_size=%d",
+             pgw_pool_log_names(pool, names, sizeof(names)), pool->hosts[0].be->address,
+             pool->nhosts, pool->pool_size);
     return pool;
 }
 
@@ -187,6 +224,7 @@ void pgw_pool_free(struct pgw_pool *pool)
     free_strv(pool->keys, pool->nkeys);
     free_strv(pool->vals, pool->nkeys);
     free(pool->signature);
+    free(pool->hosts);
     free(pool->connect_query);
     free(pool->dbname);
     free(pool->user);

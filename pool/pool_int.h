@@ -8,6 +8,7 @@
  *   server.c   one server: libpq connect, raw I/O, reset/check queries,
  *              the idle watch, closing
  *   backend.c  backends: breaker and rate-limit glue, name resolution
+ *   hosts.c    a host list split per host, the load_balance_hosts cursor
  *   set.c      the set: create/reconfigure/destroy, maintenance, reaping
  *   breaker.c, bucket.c, params.c   pure helpers
  *
@@ -23,6 +24,7 @@
 
 #include "common/wire.h"
 #include "pool/breaker.h"
+#include "pool/hosts.h"
 #include "pool/pool.h"
 
 /* How often the maintenance timer runs (idle/lifetime retirement,
@@ -43,6 +45,7 @@ struct pool_server {
     struct pgw_server pub;
     enum srv_job job;
     bool probe;               /* this connect is the breaker's probe */
+    int host;                 /* its index in pool->hosts at the start */
     bool reconnect;           /* close instead of reusing */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
@@ -62,11 +65,14 @@ static inline struct pool_server *srv_priv(struct pgw_server *s)
 
 struct dns_req;
 
+/* One server address ("host:port" of one host of a list).  Pools of
+ * every entry naming it share its breaker and token bucket. */
 struct pgw_backend {
     struct pgw_list node;     /* in set->backends */
     struct pgw_pool_set *set;
     char *address;            /* "host:port", the key */
-    char *hosts;              /* host list to resolve, NULL when none needs it */
+    char *hosts;              /* the host name to resolve, NULL for an address
+                               * or a socket directory */
     char *port;
     struct pgw_breaker breaker;
     struct pgw_bucket bucket;
@@ -85,10 +91,26 @@ struct pgw_backend {
     char dns_error[512];
 };
 
+/* One host of a pool's list: its backend, and what this pool gives libpq
+ * for it. */
+struct pool_host {
+    struct pgw_backend *be;
+    struct pgw_host_spec spec;
+    /* The host did not match the entry's target_session_attrs: no attempt
+     * on it before (not the backend's health: its breaker does not count
+     * it, and other entries on it do not care). */
+    ev_tstamp skip_until;
+};
+
 struct pgw_pool {
     struct pgw_list node;     /* in set->pools */
     struct pgw_pool_set *set;
-    struct pgw_backend *backend;
+    /* The entry's hosts (one when it names one), each with its backend;
+     * cursor picks the host of each connection attempt
+     * (load_balance_hosts). */
+    struct pool_host *hosts;
+    int nhosts;
+    struct pgw_host_cursor cursor;
     char *dbname, *user, *password;
     /* The user its servers log in as: the entry's user= (in vals), else
      * user.  max_user_connections counts servers by it, as PgBouncer. */
@@ -176,6 +198,19 @@ bool pgw_pool_login_error_is_local(const char *sqlstate);
 /* A login of this pool was refused / succeeded (server.c). */
 void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const char *msg);
 void pgw_pool_login_ok(struct pgw_pool *pool);
+/* The index of be in the pool's host list, or -1. */
+int pgw_pool_host_index(const struct pgw_pool *pool, const struct pgw_backend *be);
+/* A host of the pool went down (its breaker opened, its name did not
+ * resolve): when no host is left, the pool's waiters get the error now. */
+void pgw_pool_host_down(struct pgw_pool *pool);
+/* A connection to host i failed (the backend's failure, counted there):
+ * with load_balance_hosts=disable the next attempt takes the next host. */
+void pgw_pool_host_failed(struct pgw_pool *pool, int i, const struct pgw_backend *be);
+/* Host i answered but did not match target_session_attrs: skipped for
+ * server_login_retry (a second at least); when no host is left, a
+ * refused login of the pool (sqlstate, msg). */
+void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
+                            const char *sqlstate, const char *msg);
 void pgw_pool_free(struct pgw_pool *pool);
 /* Copy what the pool needs from a db entry; true if connection keys changed. */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);
@@ -188,7 +223,8 @@ void pgw_pool_kick_related(struct pgw_pool *pool);
 const char *pgw_pool_log_names(const struct pgw_pool *pool, char *buf, size_t len);
 
 /* server.c */
-struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe);
+/* A connection to pool->hosts[host], admitted by its backend. */
+struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe);
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st);
 void pgw_server_make_idle(struct pgw_server *srv);
 int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql);
@@ -198,15 +234,18 @@ void pgw_server_free(struct pgw_server *srv);
 bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now);
 
 /* backend.c */
-struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_conf_db *db);
+struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_host_spec *spec);
 void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg);
 /* Every connect is made differently now (server_tls_*): forget the failures
  * seen before, close the breaker. */
 void pgw_backend_forget_failures(struct pgw_backend *be);
 void pgw_backend_free(struct pgw_backend *be);
 /* May a connection start now?  0 and *probe, or PGW_EAGAIN (a wake-up is
- * armed: DNS, token or retry delay) or PGW_EBREAKER_OPEN. */
-int pgw_backend_admit(struct pgw_backend *be, bool *probe);
+ * armed: DNS, token or retry delay) or PGW_EBREAKER_OPEN.  resolve: the
+ * connection needs the host name resolved (the entry gives no hostaddr). */
+int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe);
+/* Does a connection to spec need be's name resolved first? */
+bool pgw_backend_resolves(const struct pgw_backend *be, const struct pgw_host_spec *spec);
 void pgw_backend_connected(struct pgw_backend *be, bool probe);
 void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
 void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);

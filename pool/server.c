@@ -410,24 +410,28 @@ static void add_tcp_params(const struct pgw_pool *pool, const char **k, const ch
     }
 }
 
-static int build_params(const struct pgw_pool *pool, const char **k, const char **v,
-                        char (*text)[PGW_NUM_TEXT])
+/* libpq gets one host of the entry's list, the one chosen (h): its name
+ * and port, with its addresses when pgwharf resolved the name. */
+static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
+                        const char **k, const char **v, char (*text)[PGW_NUM_TEXT])
 {
     const struct pgw_config *cfg = pool->set->cfg;
     int n = 0;
-    const struct pgw_backend *be = pool->backend;
-    bool resolved = be->hosts && be->hostaddr;
+    const struct pgw_backend *be = h->be;
     for (int i = 0; i < pool->nkeys; i++) {
-        if (resolved && (strcmp(pool->keys[i], "host") == 0 ||
-                         strcmp(pool->keys[i], "port") == 0 ||
-                         strcmp(pool->keys[i], "hostaddr") == 0))
+        if (strcmp(pool->keys[i], "host") == 0 || strcmp(pool->keys[i], "port") == 0 ||
+            strcmp(pool->keys[i], "hostaddr") == 0)
             continue;
         add_kv(k, v, &n, pool->keys[i], pool->vals[i]);
     }
-    if (resolved) {
+    if (pgw_backend_resolves(be, &h->spec) && be->hostaddr) {
         add_kv(k, v, &n, "host", be->res_host);
         add_kv(k, v, &n, "hostaddr", be->hostaddr);
         add_kv(k, v, &n, "port", be->res_port);
+    } else {
+        add_kv(k, v, &n, "host", h->spec.host);
+        add_kv(k, v, &n, "hostaddr", h->spec.hostaddr);
+        add_kv(k, v, &n, "port", h->spec.port);
     }
     if (!pool->db_sets_user)
         add_kv(k, v, &n, "user", pool->user);
@@ -473,13 +477,20 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
     const char *sqlstate = answered ? answered : pgw_pool_guess_sqlstate(text);
-    if (answered || pgw_pool_login_error_is_local(sqlstate)) {
+    if (!answered && pgw_pool_target_mismatch(text)) {
+        /* Up and answering, but not what target_session_attrs asks for
+         * (a standby, a read-only session): not a health failure; this
+         * pool tries its other hosts. */
+        pgw_backend_connected(be, probe);
+        pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
+    } else if (answered || pgw_pool_login_error_is_local(sqlstate)) {
         /* The server answered and refused this pool's user or database,
          * or its connect_query: the backend is fine (other pools on it
          * too), this pool waits server_login_retry. */
         pgw_backend_connected(be, probe);
         pgw_pool_login_failed(pool, sqlstate, text);
     } else {
+        pgw_pool_host_failed(pool, ps->host, be);
         pgw_backend_failed(be, probe, text);
     }
     pgw_pool_kick_related(pool);
@@ -653,10 +664,10 @@ static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-/* Starts a connection for pool; the caller has been admitted by the
- * backend (breaker, rate, DNS).  Failures surface from the loop, never
- * inside this call. */
-struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe)
+/* Starts a connection for pool to its host `host`; the caller has been
+ * admitted by that host's backend (breaker, rate, DNS).  Failures surface
+ * from the loop, never inside this call. */
+struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe)
 {
     struct pgw_pool_set *set = pool->set;
     struct pool_server *ps = calloc(1, sizeof(*ps));
@@ -666,12 +677,13 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe)
     srv->id = ++set->next_id;
     srv->fd = -1;
     srv->pool = pool;
-    srv->backend = pool->backend;
+    srv->backend = pool->hosts[host].be;
     srv->state = PGW_SRV_CLOSING;
     pgw_list_init(&srv->node);
     pgw_list_init(&srv->user_queue);
     pgw_wbuf_init(&ps->out);
     ps->probe = probe;
+    ps->host = host;
     ev_init(&srv->io, connect_io_cb);
     ev_init(&srv->timer, server_timer_cb);
     pgw_server_move(srv, PGW_SRV_CONNECTING);
@@ -682,7 +694,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, bool probe)
     const char **v = calloc((size_t)cap, sizeof(*v));
     char text[4][PGW_NUM_TEXT];
     if (k && v) {
-        build_params(pool, k, v, text);
+        build_params(pool, &pool->hosts[host], k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
     }
     free(k);

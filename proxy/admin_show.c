@@ -1,8 +1,8 @@
 /*
  * admin_show.c - SHOW commands of the admin console.
  *
- * Column names, order and types follow PgBouncer 1.24 (without
- * load_balance_hosts, which pgwharf does not have), so tools written for
+ * Column names, order and types follow PgBouncer 1.24 (without its
+ * load_balance_hosts columns), so tools written for
  * PgBouncer (pgbouncer_exporter and the like) read them unchanged.  Where
  * pgwharf has no such value the column holds 0, "" or NULL of the right
  * type.  Timestamps are UTC.  SHOW BREAKERS is pgwharf's own.

@@ -1,0 +1,99 @@
+/*
+ * hosts.c - a database entry's host list: libpq's lists split per host,
+ * and the load_balance_hosts cursor.  Pure: see hosts.h.
+ */
+#include "pool/hosts.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/err.h"
+
+static int items(const char *list)
+{
+    if (!list || !*list)
+        return 0;
+    int n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+int pgw_hosts_count(const char *host, const char *hostaddr)
+{
+    int n = items(host);
+    if (!n)
+        n = items(hostaddr);
+    return n ? n : 1;
+}
+
+/* The i-th item of list into out; false when it does not fit. */
+static bool item_at(const char *list, int i, char *out, size_t len)
+{
+    const char *p = list ? list : "";
+    for (; i > 0 && *p; i--) {
+        p += strcspn(p, ",");
+        if (*p)
+            p++;
+    }
+    size_t n = strcspn(p, ",");
+    if (n >= len)
+        return false;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}
+
+int pgw_hosts_parse(const char *host, const char *hostaddr, const char *port,
+                    struct pgw_host_spec *out, int count, char *err, size_t errlen)
+{
+    int na = items(hostaddr), np = items(port);
+    if (na > 1 && na != count) {
+        snprintf(err, errlen, "%d hostaddr values for %d hosts", na, count);
+        return -1;
+    }
+    if (np > 1 && np != count) {
+        snprintf(err, errlen, "%d ports for %d hosts (expected one, or one per host)", np,
+                 count);
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        struct pgw_host_spec *s = &out[i];
+        if (!item_at(host, i, s->host, sizeof(s->host)) ||
+            !item_at(hostaddr, na > 1 ? i : 0, s->hostaddr, sizeof(s->hostaddr)) ||
+            !item_at(port, np > 1 ? i : 0, s->port, sizeof(s->port))) {
+            snprintf(err, errlen, "host %d of the list is too long", i + 1);
+            return -1;
+        }
+    }
+    return count;
+}
+
+int pgw_hosts_choose(struct pgw_host_cursor *c, pgw_host_try_fn try_host, void *arg)
+{
+    bool wait = false;
+    if (c->n <= 0)
+        return PGW_EBREAKER_OPEN;
+    if (c->next < 0 || c->next >= c->n)
+        c->next = 0;
+    for (int k = 0; k < c->n; k++) {
+        int i = (c->next + k) % c->n;
+        int rc = try_host(i, arg);
+        if (rc == 0) {
+            c->next = c->mode == PGW_LB_DISABLE ? i : (i + 1) % c->n;
+            return i;
+        }
+        if (rc == PGW_EAGAIN) {
+            if (c->mode == PGW_LB_DISABLE)
+                return PGW_EAGAIN;
+            wait = true;
+        }
+    }
+    return wait ? PGW_EAGAIN : PGW_EBREAKER_OPEN;
+}
+
+void pgw_hosts_failed(struct pgw_host_cursor *c, int i)
+{
+    if (c->mode == PGW_LB_DISABLE && c->n > 0 && c->next == i)
+        c->next = (i + 1) % c->n;
+}

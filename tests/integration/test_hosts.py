@@ -1,0 +1,277 @@
+"""Host lists in [databases]: pgwharf picks one host per server connection
+(load_balance_hosts), with a circuit breaker per host.
+
+The test cluster listens on 127.0.0.1 and 127.0.0.2 (tests/pgcluster.sh),
+so inet_server_addr() tells which host a server went to; nothing listens
+on 127.0.0.3 or 127.0.0.4 (connection refused at once).  A host that does
+not match target_session_attrs is a small fake server in this file: it
+answers the startup with default_transaction_read_only=on, which libpq 15
+reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
+
+  - round-robin (the default): successive server connections alternate
+    between the hosts; SHOW SERVERS shows the address used, SHOW DATABASES
+    the list, SHOW BREAKERS one row per host;
+  - a dead host first in the list: every client is served by the live
+    host, the dead host's breaker opens (its own row), the live one's stays
+    closed; with every host dead, clients get the breaker's error;
+  - load_balance_hosts=disable: all servers on the first host; with the
+    first host dead, one failure moves it to the next, where it stays;
+  - a bad load_balance_hosts value, or a port list that does not pair with
+    the hosts, is a config error (file:line);
+  - target_session_attrs=read-write: a read-only host is passed over for
+    the next one, without counting against its breaker; with no host
+    matching, clients get libpq's reason.
+"""
+
+import re
+import socket
+import struct
+import threading
+
+import pgwharf_test as pt
+
+SETTINGS = {
+    "pool_mode": "session",
+    "default_pool_size": 10,
+    "breaker_threshold": 3,
+    "breaker_cooldown": "60s",       # an open breaker stays open for the test
+    "breaker_max_cooldown": "60s",
+    "server_login_retry": "60s",
+    "query_wait_timeout": "10s",
+}
+
+
+class FakeReadOnlyServer:
+    """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in and
+    reports a read-only session; libpq with target_session_attrs=read-write
+    then says "session is read-only" and hangs up."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.logins = 0
+        self.closed = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.closed = True
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            pass
+        self.thread.join(5)
+        self.sock.close()
+
+    def _serve(self):
+        while not self.closed:
+            conn, _ = self.sock.accept()
+            if self.closed:
+                conn.close()
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    @staticmethod
+    def _msg(kind, body):
+        return kind + struct.pack("!I", len(body) + 4) + body
+
+    def _one(self, conn):
+        conn.settimeout(10)
+        try:
+            while True:
+                (length,) = struct.unpack("!I", self._read(conn, 4))
+                body = self._read(conn, length - 4)
+                code = struct.unpack("!I", body[:4])[0]
+                if code in (80877103, 80877104):        # SSLRequest, GSSENCRequest
+                    conn.sendall(b"N")
+                    continue
+                break
+            self.logins += 1
+            out = self._msg(b"R", struct.pack("!I", 0))
+            for k, v in (("server_version", "15.0"), ("default_transaction_read_only", "on"),
+                         ("in_hot_standby", "off"), ("client_encoding", "UTF8")):
+                out += self._msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
+            out += self._msg(b"K", struct.pack("!II", 4242, 1234))
+            out += self._msg(b"Z", b"I")
+            conn.sendall(out)
+            while conn.recv(1024):
+                pass
+        except (OSError, EOFError, struct.error):
+            pass
+        finally:
+            conn.close()
+
+
+class HostListTest(pt.PgwharfTestCase):
+
+    def entry(self, hosts, port=None, **extra):
+        port = port if port is not None else self.pg.port
+        s = "host=%s port=%s dbname=%s" % (hosts, port, self.pg.database)
+        for k, v in extra.items():
+            s += " %s=%s" % (k, v)
+        return s
+
+    def start(self, databases, **settings):
+        s = dict(SETTINGS)
+        s.update(settings)
+        return self.start_pgwharf(settings=s, databases=databases)
+
+    def server_addrs(self, px, db, n):
+        """n clients of db, each holding its own server (session mode):
+        the server address each one's queries ran on."""
+        addrs = []
+        for _ in range(n):
+            conn = self.db_conn(px, db=db)
+            addrs.append(pt.one(conn, "select host(inet_server_addr())"))
+        return addrs
+
+    def breakers(self, px):
+        return {r["backend"]: r for r in px.show("BREAKERS")}
+
+    def test_round_robin(self):
+        px = self.start({"rr": self.entry("127.0.0.1,127.0.0.2")})
+        addrs = self.server_addrs(px, "rr", 4)
+        # each new server takes the next host of the list
+        self.assertEqual(addrs, ["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"])
+        servers = px.show("SERVERS", database="rr")
+        self.assertEqual(sorted(s["addr"] for s in servers),
+                         ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2"])
+        self.assertEqual({s["port"] for s in servers}, {str(self.pg.port)})
+        db = px.show("DATABASES", name="rr")[0]
+        self.assertEqual(db["host"], "127.0.0.1,127.0.0.2")
+        br = self.breakers(px)
+        for host in ("127.0.0.1", "127.0.0.2"):
+            self.assertEqual(br["%s:%d" % (host, self.pg.port)]["state"], "closed", br)
+        self.assertIn("backend=127.0.0.2:%d" % self.pg.port, px.log())
+
+    def test_dead_host_first(self):
+        dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
+        px = self.start({"d": self.entry("127.0.0.3,127.0.0.1")})
+        # every client is served, by the live host, while the dead one's
+        # breaker opens: three of the attempts went there and failed
+        addrs = self.server_addrs(px, "d", 6)
+        self.assertEqual(addrs, ["127.0.0.1"] * 6)
+        br = self.breakers(px)
+        self.assertEqual(br[dead]["state"], "open", br)
+        self.assertEqual(br[dead]["failures"], "3", br)
+        self.assertEqual(br[dead]["last_sqlstate"], "08001", br)
+        self.assertEqual(br[live]["state"], "closed", br)
+        self.assertEqual(br[live]["failures"], "0", br)
+        log = px.log()
+        self.assertRegex(log, r"event=server_connect_failed .*backend=%s" % re.escape(dead))
+        self.assertRegex(log, r"event=breaker_open backend=%s" % re.escape(dead))
+        self.assertNotRegex(log, r"event=breaker_open backend=%s" % re.escape(live))
+        # with the breaker open, new clients are still served (not failed
+        # fast): the open host is passed over
+        self.assertEqual(self.server_addrs(px, "d", 2), ["127.0.0.1"] * 2)
+        self.assertEqual(self.breakers(px)[dead]["failures"], "3")
+
+    def test_every_host_dead(self):
+        px = self.start({"x": self.entry("127.0.0.3,127.0.0.4")})
+        errors = []
+        for _ in range(3):
+            cp = px.psql("select 1", db="x", check=False)
+            self.assertNotEqual(cp.returncode, 0)
+            errors.append(cp.stderr)
+        br = self.breakers(px)
+        for host in ("127.0.0.3", "127.0.0.4"):
+            self.assertEqual(br["%s:%d" % (host, self.pg.port)]["state"], "open", br)
+        # now the breaker's error, at once
+        cp = px.psql("select 1", db="x", check=False)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("server connection failed", cp.stderr)
+        self.assertIn("Connection refused", cp.stderr)
+        rows = px.show("POOLS", database="x")
+        self.assertEqual(rows[0]["sv_login"], "0")
+
+    def test_disable_stays_on_one_host(self):
+        px = self.start({"one": self.entry("127.0.0.1,127.0.0.2",
+                                           load_balance_hosts="disable")})
+        self.assertEqual(self.server_addrs(px, "one", 4), ["127.0.0.1"] * 4)
+        self.assertEqual([s["addr"] for s in px.show("SERVERS", database="one")],
+                         ["127.0.0.1"] * 4)
+
+    def test_disable_moves_on_after_a_failure(self):
+        dead = "127.0.0.3:%d" % self.pg.port
+        px = self.start({"mv": self.entry("127.0.0.3,127.0.0.2",
+                                          load_balance_hosts="disable")})
+        # the first attempt fails on .3, the next goes to .2 and every
+        # later one stays there: one failure, the breaker still closed
+        self.assertEqual(self.server_addrs(px, "mv", 5), ["127.0.0.2"] * 5)
+        br = self.breakers(px)[dead]
+        self.assertEqual((br["state"], br["failures"]), ("closed", "1"))
+
+    def test_config_errors(self):
+        px = self.start_pgwharf(start=False, settings=dict(SETTINGS), databases={
+            "a": self.entry("127.0.0.1,127.0.0.2", load_balance_hosts="random"),
+            "b": self.entry("127.0.0.1,127.0.0.2", port="1,2,3"),
+        })
+        cp = px.check()
+        self.assertNotEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        out = cp.stdout + cp.stderr
+        self.assertRegex(out, r'pgwharf\.ini:\d+: database "a": load_balance_hosts: expected one '
+                              r'of round-robin, disable; got "random"')
+        self.assertRegex(out, r'pgwharf\.ini:\d+: database "b": port: 3 ports for 2 hosts')
+        # round-robin and disable are fine, and libpq (15) never sees the key
+        px.databases = {"a": self.entry("127.0.0.1,127.0.0.2", load_balance_hosts="round-robin")}
+        cp = px.check()
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        px.start()
+        self.assertEqual(px.psql("select 1", db="a"), "1")
+
+
+class TargetSessionAttrsTest(pt.PgwharfTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.fake = FakeReadOnlyServer()
+        self.addCleanup(self.fake.close)
+
+    def test_read_only_host_is_passed_over(self):
+        ro = "127.0.0.1:%d" % self.fake.port
+        entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s target_session_attrs=read-write" % (
+            self.fake.port, self.pg.port, self.pg.database)
+        px = self.start_pgwharf(settings=dict(SETTINGS), databases={"rw": entry})
+        addrs = []
+        for _ in range(5):
+            conn = self.db_conn(px, db="rw")
+            addrs.append(pt.one(conn, "select host(inet_server_addr())"))
+        self.assertEqual(addrs, ["127.0.0.2"] * 5)
+        self.assertGreaterEqual(self.fake.logins, 1)
+        # answered: not a failure of that host, and skipped afterwards
+        # (server_login_retry), so tried once
+        br = {r["backend"]: r for r in px.show("BREAKERS")}
+        self.assertEqual((br[ro]["state"], br[ro]["failures"]), ("closed", "0"), br)
+        self.assertEqual(self.fake.logins, 1)
+        self.assertIn("session is read-only", px.log())
+
+    def test_no_host_matches(self):
+        entry = "host=127.0.0.1 port=%d dbname=%s target_session_attrs=read-write" % (
+            self.fake.port, self.pg.database)
+        px = self.start_pgwharf(settings=dict(SETTINGS), databases={"ro": entry})
+        for _ in range(3):
+            cp = px.psql("select 1", db="ro", check=False)
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn("session is read-only", cp.stderr)
+        br = {r["backend"]: r for r in px.show("BREAKERS")}
+        ro = br["127.0.0.1:%d" % self.fake.port]
+        self.assertEqual((ro["state"], ro["failures"]), ("closed", "0"), br)
+        # server_login_retry: one attempt, the later clients got its error
+        self.assertEqual(self.fake.logins, 1)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
