@@ -12,8 +12,9 @@ reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
     between the hosts; SHOW SERVERS shows the address used, SHOW DATABASES
     the list, SHOW BREAKERS one row per host;
   - a dead host first in the list: every client is served by the live
-    host, the dead host's breaker opens (its own row), the live one's stays
-    closed; with every host dead, clients get the breaker's error;
+    host, the dead host's breaker opens (its own SHOW BREAKERS row and
+    metric series), the live one's stays closed; with every host dead,
+    clients get the breaker's error;
   - load_balance_hosts=disable: all servers on the first host; with the
     first host dead, one failure moves it to the next, where it stays;
   - a bad load_balance_hosts value, or a port list that does not pair with
@@ -158,7 +159,7 @@ class HostListTest(pt.PgwharfTestCase):
 
     def test_dead_host_first(self):
         dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
-        px = self.start({"d": self.entry("127.0.0.3,127.0.0.1")})
+        px = self.start({"d": self.entry("127.0.0.3,127.0.0.1")}, metrics_port="auto")
         # every client is served, by the live host, while the dead one's
         # breaker opens: three of the attempts went there and failed
         addrs = self.server_addrs(px, "d", 6)
@@ -169,6 +170,13 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(br[dead]["last_sqlstate"], "08001", br)
         self.assertEqual(br[live]["state"], "closed", br)
         self.assertEqual(br[live]["failures"], "0", br)
+        # the metrics have a series per host too
+        import urllib.request
+        url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read().decode()
+        self.assertIn('pgwharf_breaker_state{backend="%s"} 1\n' % dead, body)
+        self.assertIn('pgwharf_breaker_state{backend="%s"} 0\n' % live, body)
         log = px.log()
         self.assertRegex(log, r"event=server_connect_failed .*backend=%s" % re.escape(dead))
         self.assertRegex(log, r"event=breaker_open backend=%s" % re.escape(dead))
