@@ -157,6 +157,21 @@ class HostListTest(pt.PgwharfTestCase):
             self.assertEqual(br["%s:%d" % (host, self.pg.port)]["state"], "closed", br)
         self.assertIn("backend=127.0.0.2:%d" % self.pg.port, px.log())
 
+    def test_round_robin_with_a_host_name(self):
+        # the name is resolved off the loop; its addresses go to libpq as a
+        # list for that one host.  (The first attempt may go to .2 while the
+        # name is being looked up: round-robin passes over a host that
+        # asks to wait.)
+        px = self.start({"nm": self.entry("localhost,127.0.0.2")})
+        addrs = []
+        while not {"127.0.0.1", "127.0.0.2"} <= set(addrs) and len(addrs) < 6:
+            addrs += self.server_addrs(px, "nm", 1)
+        self.assertIn("127.0.0.1", addrs)
+        self.assertIn("127.0.0.2", addrs)
+        servers = [s["addr"] for s in px.show("SERVERS", database="nm")]
+        self.assertEqual(servers.count("localhost"), addrs.count("127.0.0.1"), servers)
+        self.assertIn("localhost:%d" % self.pg.port, self.breakers(px))
+
     def test_dead_host_first(self):
         dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
         px = self.start({"d": self.entry("127.0.0.3,127.0.0.1")}, metrics_port="auto")
