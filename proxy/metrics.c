@@ -856,6 +856,22 @@ static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
            "Of those, queries whose client got 08006 because the server could not pass on to "
            "it (a queued client left, a cancel, a settings change, the server closed).");
     sample_u(b, "pgwharf_pipelined_failed_total", NULL, px->total_pipeline_failed);
+    uint64_t channels, listeners;
+    pgw_notify_counts(px, &channels, &listeners);
+    family(b, "pgwharf_listen_channels", "gauge",
+           "Channels the pools' listening servers LISTEN on for clients in transaction and "
+           "statement mode.");
+    sample_u(b, "pgwharf_listen_channels", NULL, channels);
+    family(b, "pgwharf_listen_clients", "gauge",
+           "Clients listening on at least one of those channels.");
+    sample_u(b, "pgwharf_listen_clients", NULL, listeners);
+    family(b, "pgwharf_notifications_total", "counter",
+           "Notifications passed to clients from the listening servers.");
+    sample_u(b, "pgwharf_notifications_total", NULL, px->total_notifications);
+    family(b, "pgwharf_notifications_dropped_total", "counter",
+           "Notifications dropped for a client that had 1 MB of them waiting (inside a "
+           "transaction, or not reading).");
+    sample_u(b, "pgwharf_notifications_dropped_total", NULL, px->total_notifications_dropped);
 }
 
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)

@@ -318,10 +318,25 @@ static void client_resume(struct pgw_session *s)
         pgw_relay_client_data(s);
 }
 
-static void client_raw(struct pgw_session *s, const uint8_t *msg, size_t n)
+/* Bytes the client has not read yet (it holds no server: all are whole
+ * messages of pgwharf's). */
+static size_t unsent(const struct pgw_session *s)
 {
+    return s->sbuf ? s->sbuf->len - s->sbuf->sent : 0;
+}
+
+/* Whole messages to the client, its buffer grown to take them (up to
+ * NOTIFY_PENDING_MAX unread, checked by the callers); false when memory is
+ * short. */
+static bool client_raw(struct pgw_session *s, const uint8_t *msg, size_t n)
+{
+    if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
+        return false;
+    size_t need = unsent(s) + n;
+    if (need > s->sbuf->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, (uint32_t)need))
+        return false;
     struct pgw_wbuf b = { .data = (uint8_t *)msg, .len = n, .cap = n };
-    pgw_session_send(s, &b);
+    return pgw_session_send(s, &b);
 }
 
 /* Every waiting client's LISTEN fails with err (no server for the hub). */
@@ -496,13 +511,15 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
 
 static void hub_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     struct pgw_notify_hub *h = w->data;
     if (revents & EV_WRITE) {
         hub_flush(h);
         return;
     }
-    for (;;) {
+    /* One read per wake-up: what it delivers goes out to the clients with
+     * this loop iteration's writes before the hub reads more (a burst read
+     * to the end at once would pile up in the clients' buffers first). */
+    {
         if (h->rcap - h->rlen < 8192) {
             size_t cap = h->rcap ? 2 * h->rcap : 16384;
             if (cap > NOTIFY_RBUF_MAX + 16384) {
@@ -548,6 +565,9 @@ static void hub_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         memmove(h->rbuf, h->rbuf + off, h->rlen - off);
         h->rlen -= off;
     }
+    /* TLS may hold decrypted bytes the socket no longer signals. */
+    if (h->srv && pgw_server_pending(h->srv) > 0)
+        ev_feed_event(loop, &h->srv->user_r, EV_READ);
 }
 
 static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
@@ -800,15 +820,19 @@ static bool deliverable(const struct pgw_session *s)
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
-    if (deliverable(s) && sub->pending.len == 0) {
-        client_raw(s, msg, total);
+    bool now = deliverable(s) && sub->pending.len == 0;
+    size_t held = now ? unsent(s) : sub->pending.len;
+    if (held + total <= NOTIFY_PENDING_MAX && now && client_raw(s, msg, total)) {
+        s->px->total_notifications++;
         return;
     }
-    if (sub->pending.len + total > NOTIFY_PENDING_MAX) {
+    if (now || held + total > NOTIFY_PENDING_MAX) {
+        s->px->total_notifications_dropped++;
         if (!sub->dropped) {
             char qd[200], qu[200];
             pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than 1 MB "
-                     "of notifications wait for the end of the client's transaction\"",
+                     "of notifications wait for the client (its transaction to end, or to read "
+                     "them)\"",
                      s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
             sub->dropped = true;
         }
@@ -822,8 +846,21 @@ void pgw_notify_flush(struct pgw_session *s)
     struct pgw_notify_sub *sub = s->notify;
     if (!sub || sub->pending.len == 0 || !deliverable(s))
         return;
-    if (!sub->pending.failed)
-        pgw_session_send(s, &sub->pending);
+    if (!sub->pending.failed) {
+        /* Count the messages: each is 'A', length, body. */
+        uint64_t n = 0;
+        for (size_t off = 0; off + PGW_MSG_HDR <= sub->pending.len;
+             off += 1 + pgw_get_u32(sub->pending.data + off + 1))
+            n++;
+        if (client_raw(s, sub->pending.data, sub->pending.len))
+            s->px->total_notifications += n;
+        else
+            s->px->total_notifications_dropped += n;
+    }
+    if (sub->pending.cap > 65536) {
+        pgw_wbuf_deinit(&sub->pending);   /* a burst's memory goes back */
+        pgw_wbuf_init(&sub->pending);
+    }
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
     sub->dropped = false;
@@ -848,6 +885,19 @@ void pgw_notify_session_gone(struct pgw_session *s)
     free(sub->chans);
     free(sub);
     /* The hub goes at its next tick (not from inside its own callbacks). */
+}
+
+void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients)
+{
+    *channels = *clients = 0;
+    for (struct pgw_list *n = px->notify_hubs.next; n != &px->notify_hubs; n = n->next) {
+        const struct pgw_notify_hub *h = pgw_container_of(n, struct pgw_notify_hub, node);
+        *channels += (uint64_t)h->nchans;
+        for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+            const struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+            *clients += sub->nchans > 0;
+        }
+    }
 }
 
 void pgw_notify_init(struct pgw_proxy *px)

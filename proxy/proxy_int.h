@@ -408,6 +408,7 @@ struct pgw_proxy {
     struct pgw_batch *batch;
     /* ---- LISTEN/NOTIFY fan-out: one hub per pool with listeners (notify.c) ---- */
     struct pgw_list notify_hubs;
+    uint64_t total_notifications, total_notifications_dropped;  /* to clients */
     /* ---- tracked parameters (session.c): names by index, ntracked of them ---- */
     const char *tracked[PGW_TP_MAX];
     int ntracked;
@@ -433,6 +434,8 @@ bool pgw_notify_waiting(const struct pgw_session *s);
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_flush(struct pgw_session *s);
 void pgw_notify_session_gone(struct pgw_session *s);
+/* Channels listened on (over all pools) and clients listening. */
+void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients);
 
 /* batch.c: the relay's hot writes, made together before the loop polls
  * (io_batch).  configure applies px->cfg->io_batch (start and reload). */

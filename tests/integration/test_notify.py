@@ -164,6 +164,85 @@ class TestFanOut(NotifyCase):
         self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
 
 
+class TestMetrics(pt.PgwharfTestCase):
+    def test_channels_clients_and_notifications(self):
+        import re
+        import urllib.request
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                          "metrics_port": "auto"})
+
+        def metric(name):
+            url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = r.read().decode()
+            return int(re.search(r"^%s (\d+)$" % name, body, re.M).group(1))
+        a, b, c = login(self, px), login(self, px), login(self, px)
+        for sock, chan in ((a, "pgw_m1"), (a, "pgw_m2"), (b, "pgw_m1")):
+            sock.sendall(hz.query_msg("listen " + chan))
+            self.assertEqual([t for t, _ in hz.read_until_ready(sock)], [b"C", b"Z"])
+        self.assertEqual(metric("pgwharf_listen_channels"), 2)
+        self.assertEqual(metric("pgwharf_listen_clients"), 2)
+        self.assertEqual(hz.simple_query(c, "notify pgw_m1, 'x'"), ([], []))
+        read_notifications(a, 1)
+        read_notifications(b, 1)
+        self.assertEqual(metric("pgwharf_notifications_total"), 2)
+        self.assertEqual(metric("pgwharf_notifications_dropped_total"), 0)
+        self.assertEqual(hz.simple_query(a, "unlisten *"), ([], []))
+        self.assertEqual(metric("pgwharf_listen_channels"), 1)
+        self.assertEqual(metric("pgwharf_listen_clients"), 1)
+
+        # More than 1 MB for a client inside a transaction: the rest is
+        # dropped (memory stays bounded), counted and logged.
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        self.assertEqual(hz.simple_query(c, "select count(pg_notify('pgw_m1', "
+                                            "repeat('x', 7990) || i)) "
+                                            "from generate_series(1, 200) i"), ([[b"200"]], []))
+        pt.wait_until(lambda: metric("pgwharf_notifications_dropped_total") > 0, 20,
+                      what="notifications past 1 MB dropped")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        got = read_notifications(b, metric("pgwharf_notifications_total") - 2)
+        self.assertGreater(len(got), 100)
+        self.assertLess(len(got), 200)
+        self.assertEqual(len(got) + metric("pgwharf_notifications_dropped_total"), 200)
+        self.assertEqual([g[2][-2:] for g in got[:2]], ["x1", "x2"])    # in order
+        self.assertTrue(nothing_to_read(b))
+        self.assertIn("event=notification_dropped", px.log())
+
+
+class TestSlowListener(NotifyCase):
+    def test_a_client_that_does_not_read(self):
+        # 2000 notifications of 8 kB (16 MB: more than the sockets hold) to
+        # a client that reads none of them: pgwharf keeps at most 1 MB for
+        # it and drops the rest (a client that falls that far behind loses
+        # notifications); the client later reads what was kept, whole and
+        # in order, and goes on; the hub serves the other clients.
+        slow, other = login(self, self.px), login(self, self.px)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.listen(slow, "listen pgw_slow")
+        self.listen(other, "listen pgw_other")
+        n = 2000
+        self.pg.psql("select count(pg_notify('pgw_slow', repeat('x', 7990) || i)) "
+                     "from generate_series(1, %d) i" % n)
+        pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 30,
+                      what="the slow client's overflow logged")
+        self.notify("pgw_other", "still here")
+        self.assertEqual([x[1:] for x in read_notifications(other, 1)],
+                         [("pgw_other", "still here")])
+        # Its next query's reply comes after what was kept for it.
+        slow.settimeout(30)
+        slow.sendall(hz.query_msg("select 'alive'"))
+        got = hz.read_until_ready(slow)
+        kept = [notification(b)[2] for t, b in got if t == b"A"]
+        self.assertEqual([t for t, _ in got[len(kept):]], [b"T", b"D", b"C", b"Z"])
+        numbers = [int(p[7990:]) for p in kept]
+        self.assertGreater(len(kept), 10)
+        self.assertLess(len(kept), n)
+        # Whole, in order, from the first (a gap only where some were dropped).
+        self.assertTrue(all(p[:7990] == "x" * 7990 for p in kept))
+        self.assertEqual(numbers[0], 1)
+        self.assertEqual(numbers, sorted(set(numbers)))
+
+
 class TestHubServerLost(NotifyCase):
     def test_listens_again_on_a_new_server(self):
         a = login(self, self.px)
