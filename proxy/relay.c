@@ -1427,7 +1427,13 @@ void pgw_relay_client_data(struct pgw_session *s)
             return;
         if (s->mode == PGW_POOL_SESSION)
             break;
-        /* A lone LISTEN or UNLISTEN takes no server (notify.c). */
+        /* A lone LISTEN or UNLISTEN takes no server (notify.c): a Query
+         * whose text starts with white space, L or U may be one. */
+        const uint8_t *m = b->data + b->parsed;
+        if (m[0] != PGW_FE_QUERY ||
+            (b->len - b->parsed > PGW_MSG_HDR && m[PGW_MSG_HDR] > ' ' &&
+             (m[PGW_MSG_HDR] | 0x20) != 'l' && (m[PGW_MSG_HDR] | 0x20) != 'u'))
+            break;
         int r = pgw_notify_query(s);
         if (r < 0 || r == PGW_NOTIFY_MORE || (s->notify && pgw_notify_waiting(s)))
             return;
