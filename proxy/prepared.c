@@ -796,8 +796,12 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
 static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *name,
                       uint32_t total)
 {
-    /* Let the server raise it, so the implicit transaction aborts and the
-     * rest of the batch is skipped exactly as PostgreSQL would.  PostgreSQL
+    /* Only for a name of PS_BNAME_MAX bytes or more (dup_error_own does
+     * the rest): it replaces the unnamed statement and portal, and in a
+     * failed transaction the DO block's Parse is refused (25P02) even for a
+     * text that ends it.  Let the server raise it, so the implicit
+     * transaction aborts and the rest of the batch is skipped exactly as
+     * PostgreSQL would.  PostgreSQL
      * parses and analyses the text before it looks at the name: the
      * client's Parse goes first into the unnamed statement (its
      * ParseComplete dropped), so a text that fails gets its own error
@@ -905,13 +909,18 @@ static bool tx_pending(const struct pgw_session *s)
            (s->track.tx_status != 'I' || q->pending_execs > 0);
 }
 
-/* dup_error in a failed transaction, for a text PostgreSQL accepts there
- * (ROLLBACK...): the Parse of the DO block raising 42P05 would be refused
- * (25P02).  PostgreSQL's own 42P05 is raised instead: the text is Parsed
- * twice under a name of pgwharf's own, the second time refused as a name
- * in use (its error naming the client's statement: pgw_ps_backend_error).
- * The statement the first Parse made is closed later (reclose). */
-static enum pgw_ps_action dup_error_ending(struct pgw_session *s, struct pgw_iobuf *b,
+/* A Parse of a name the client has in use: PostgreSQL's own 42P05.  The
+ * text is Parsed twice under a name of pgwharf's own, the second time
+ * refused as a name in use (its error naming the client's statement:
+ * pgw_ps_backend_error).  As in PostgreSQL, a text that fails gets its own
+ * error first (42601, 42P01, 25P02 in a failed transaction, where a text
+ * that ends the transaction, ROLLBACK..., is accepted and gets 42P05); the
+ * implicit transaction aborts and the rest of the batch is skipped; and
+ * the unnamed statement and portal are left alone (dup_error's DO block
+ * replaced both, which in a transaction block the client may use after
+ * the Sync).  The statement the first Parse made is closed later
+ * (reclose). */
+static enum pgw_ps_action dup_error_own(struct pgw_session *s, struct pgw_iobuf *b,
                                            const char *name, uint32_t total)
 {
     char own[24];
@@ -1003,19 +1012,18 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         return PGW_PS_WAIT;
     if (client_find(s, name)) {
         const char *text = (const char *)ne + 1;
-        bool ending = strlen(name) < PS_BNAME_MAX &&
-                      memchr(text, 0, (size_t)(body + blen - (const uint8_t *)text)) &&
-                      !sql_refusable(text);
-        if (ending && tx_pending(s))
-            return PGW_PS_WAIT;   /* whether the transaction is failed is still to be known */
-        ending = ending && tx_failed(s);
-        enum pgw_ps_action a = ending ? dup_error_ending(s, b, name, *total)
+        /* The server's own 42P05, whatever the transaction's state; the DO
+         * block only for a name too long to quote back (or a malformed
+         * message, which the server refuses anyway). */
+        bool own = strlen(name) < PS_BNAME_MAX &&
+                   memchr(text, 0, (size_t)(body + blen - (const uint8_t *)text));
+        enum pgw_ps_action a = own ? dup_error_own(s, b, name, *total)
                                : dup_error(s, b, name, *total) ? PGW_PS_DROPPED
                                                                : PGW_PS_NEED_ROOM;
         if (a == PGW_PS_FAILED)
             return a;
         if (a == PGW_PS_NEED_ROOM) {
-            s->ps_room_need = ending ? 2 * *total + 64 : DUP_BYTES(*total);
+            s->ps_room_need = own ? 2 * *total + 64 : DUP_BYTES(*total);
             return PGW_PS_NEED_ROOM;
         }
         reg->st.client_parses++;
@@ -1595,7 +1603,7 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
         pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,
                              *total - PGW_MSG_HDR, &f) == 0 && strcmp(f.sqlstate, "25P02") == 0)
         return bind_error(s, h, total);
-    bool own = h && h->type == PGW_FE_PARSE && h->close_id;     /* dup_error_ending */
+    bool own = h && h->type == PGW_FE_PARSE && h->close_id;     /* dup_error_own */
     if (!h || (h->kind != Q_PASS && !h->learn) ||
         !(h->dup || own || (h->stmt && (h->type == PGW_FE_BIND || h->type == PGW_FE_DESCRIBE))))
         return true;

@@ -1107,5 +1107,36 @@ class TestDuplicateEndingParseInAFailedTransaction(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestDuplicateParseLeavesTheUnnamedAlone(pt.PgwharfTestCase):
+    """A Parse of a name in use must touch nothing but the transaction: in
+    a transaction block PostgreSQL keeps the unnamed statement and portal
+    across Syncs.  pgwharf raised its 42P05 by parsing the client's text
+    and then a DO block into the unnamed statement and running that in the
+    unnamed portal: the client's unnamed ROLLBACK became the DO (a Bind of
+    it refused with 25P02), and a Describe of the unnamed portal found the
+    failed DO's (NoData) where PostgreSQL has none (34000; found by
+    difftest.py, seed 2608 of 40 steps).  Session mode gives PostgreSQL's
+    answers."""
+
+    def exchange(self, mode):
+        def describe_portal(r, name):
+            return r.msg(b"D", b"P" + name.encode() + b"\x00")
+        return exchange_steps(self, mode, lambda r, q: (
+            [r.parse("s1", "select 1"), r.sync()],
+            [q("begin")],
+            [r.parse("", "rollback"), r.sync()],
+            [r.parse("s1", "select 2"), r.sync()],
+            [describe_portal(r, ""), r.sync()],
+            [r.bind(""), r.execute(), r.sync()],
+            [q("rollback")]))
+
+    def test_the_unnamed_statement_and_portal_stay(self):
+        got = self.exchange("transaction")
+        self.assertEqual([e for step in got for t, e in step if t == b"E"],
+                         ["42P05", "34000"], got)
+        self.assertIn((b"C", b"ROLLBACK\x00"), got[5])
+        self.assertEqual(got, self.exchange("session"))
+
+
 if __name__ == "__main__":
     unittest.main()
