@@ -79,9 +79,20 @@ struct pgw_notify_hub {
     struct pgw_wbuf out;
 };
 
+/* A LISTEN or UNLISTEN the client prepared (extended protocol): pgwharf
+ * answers its Parse and runs it at its Execute; no server has it. */
+#define NOTIFY_STMT_NAME_MAX 63
+struct notify_vstmt {
+    char name[NOTIFY_STMT_NAME_MAX + 1];     /* "" = the unnamed statement */
+    enum pgw_listen_kind kind;
+    char chan[PGW_CHANNEL_MAX + 1];
+};
+
 struct pgw_notify_sub {
     struct pgw_notify_hub *hub;
     struct pgw_session *session;
+    struct notify_vstmt *vst;
+    int nvst, capvst;
     struct pgw_list node;
     char (*chans)[PGW_CHANNEL_MAX + 1];
     int nchans, capchans;
@@ -312,7 +323,7 @@ static void client_resume(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
     if (s->state == PGW_SS_CLOSING)
         return;
-    if (sub->nchans == 0 && sub->pending.len == 0)
+    if (sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0)
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
     if (s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
@@ -749,12 +760,16 @@ static bool room_for_hub(const struct pgw_session *s)
     return max >= 2;
 }
 
+static int ext_batch(struct pgw_session *s);
+
 int pgw_notify_query(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
     if (s->mode == PGW_POOL_SESSION || !s->pool || b->len - b->parsed < PGW_MSG_HDR)
         return 0;
     const uint8_t *p = b->data + b->parsed;
+    if ((char)p[0] == PGW_FE_PARSE || (char)p[0] == PGW_FE_BIND)
+        return ext_batch(s);
     if ((char)p[0] != PGW_FE_QUERY)
         return 0;
     uint32_t total = pgw_get_u32(p + 1) + 1;
@@ -787,7 +802,7 @@ int pgw_notify_query(struct pgw_session *s)
         reply_local(s, "UNLISTEN");
         if (s->state == PGW_SS_CLOSING)
             return -1;
-        if (sub && sub->nchans == 0 && sub->pending.len == 0)
+        if (sub && sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0)
             pgw_notify_session_gone(s);  /* listens no more */
         return 1;
     }
@@ -803,6 +818,267 @@ int pgw_notify_query(struct pgw_session *s)
     req_push(h, r);
     hub_kick(h);          /* may answer at once (a failed acquire) */
     return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
+/* ---- the extended protocol: a prepared LISTEN or UNLISTEN ----
+ *
+ * asyncpg (add_listener), pgjdbc and others send LISTEN as Parse [Describe
+ * statement] Flush/Sync, then Bind [Describe portal] Execute Sync, or all
+ * of it at once.  A batch that is only that, on a lone LISTEN or UNLISTEN
+ * without parameters, is answered here (ParseComplete, ParameterDescription
+ * and NoData, BindComplete, NoData) and its Execute runs like the simple
+ * Query: the statement is the session's (a virtual one), reused by later
+ * Binds of its name.  PostgreSQL would refuse a bad LISTEN at its Parse;
+ * here the error comes at the Execute.  Anything else in the batch: the
+ * server gets all of it, as before. */
+
+struct fe_msg {
+    char type;
+    const uint8_t *body;
+    uint32_t len;
+};
+
+/* The message at off, whole; 0 when not all there, -1 when not sane. */
+static int fe_next(const struct pgw_iobuf *b, uint32_t off, struct fe_msg *m)
+{
+    if (b->len - off < PGW_MSG_HDR)
+        return 0;
+    uint32_t mlen = pgw_get_u32(b->data + off + 1);
+    if (mlen < 4 || mlen > 4096)
+        return -1;                /* a LISTEN's messages are small: not ours */
+    if (b->len - off < mlen + 1)
+        return 0;
+    m->type = (char)b->data[off];
+    m->body = b->data + off + PGW_MSG_HDR;
+    m->len = mlen - 4;
+    return 1;
+}
+
+/* A NUL-terminated string at *pos of body; NULL when there is none. */
+static const char *fe_str(const struct fe_msg *m, uint32_t *pos)
+{
+    if (*pos >= m->len)
+        return NULL;
+    const char *str = (const char *)m->body + *pos;
+    const void *nul = memchr(str, '\0', m->len - *pos);
+    if (!nul)
+        return NULL;
+    *pos += (uint32_t)((const char *)nul - str) + 1;
+    return str;
+}
+
+static bool fe_i16(const struct fe_msg *m, uint32_t *pos, int *v)
+{
+    if (*pos + 2 > m->len)
+        return false;
+    *v = (int)((uint16_t)m->body[*pos] << 8 | m->body[*pos + 1]);
+    *pos += 2;
+    return true;
+}
+
+static struct notify_vstmt *vstmt_find(struct pgw_notify_sub *sub, const char *name)
+{
+    for (int i = 0; sub && i < sub->nvst; i++)
+        if (strcmp(sub->vst[i].name, name) == 0)
+            return &sub->vst[i];
+    return NULL;
+}
+
+static void vstmt_drop(struct pgw_notify_sub *sub, const char *name)
+{
+    struct notify_vstmt *v = vstmt_find(sub, name);
+    if (v)
+        *v = sub->vst[--sub->nvst];
+}
+
+static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
+{
+    struct notify_vstmt *v = vstmt_find(sub, in->name);
+    if (!v) {
+        if (sub->nvst == sub->capvst) {
+            int cap = sub->capvst ? 2 * sub->capvst : 2;
+            struct notify_vstmt *n = realloc(sub->vst, (size_t)cap * sizeof(*n));
+            if (!n)
+                return false;
+            sub->vst = n;
+            sub->capvst = cap;
+        }
+        v = &sub->vst[sub->nvst++];
+    }
+    *v = *in;
+    return true;
+}
+
+/* The Parse at the head of the batch, read: 1 a lone LISTEN/UNLISTEN
+ * without parameters (into v), 0 another statement. */
+static int parse_listen(const struct fe_msg *m, struct notify_vstmt *v)
+{
+    uint32_t pos = 0;
+    int nparams;
+    const char *name = fe_str(m, &pos);
+    if (!name || pos >= m->len ||
+        !may_be_listen((const char *)m->body + pos, m->len - pos < 16 ? m->len - pos : 16))
+        return 0;                 /* the common case: another statement */
+    const char *sql = fe_str(m, &pos);
+    if (!sql || !fe_i16(m, &pos, &nparams) || nparams != 0 ||
+        strlen(name) > NOTIFY_STMT_NAME_MAX)
+        return 0;
+    snprintf(v->name, sizeof(v->name), "%s", name);
+    v->kind = pgw_listen_parse(sql, strlen(sql), v->chan);
+    return v->kind != PGW_LISTEN_NONE;
+}
+
+static int ext_batch(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    struct pgw_notify_sub *sub = s->notify;
+    struct notify_vstmt cur;
+    bool have = false, parsed = false, bound = false, executed = false, synced = false;
+    char portal[NOTIFY_STMT_NAME_MAX + 1] = "";
+    struct pgw_wbuf out;
+    pgw_wbuf_init(&out);
+    uint32_t off = b->parsed;
+    int rc = 0;
+    for (;;) {
+        struct fe_msg m;
+        int r = fe_next(b, off, &m);
+        if (r <= 0) {
+            rc = r == 0 ? PGW_NOTIFY_MORE : 0;   /* the rest may still come */
+            goto not_ours;
+        }
+        uint32_t pos = 0;
+        const char *name;
+        int n, kind;
+        switch (m.type) {
+        case PGW_FE_PARSE:
+            if (have || !parse_listen(&m, &cur))
+                goto not_ours;
+            have = parsed = true;
+            pgw_wbuf_msg_end(&out, pgw_wbuf_msg_begin(&out, PGW_BE_PARSE_COMPLETE));
+            break;
+        case PGW_FE_BIND:
+            if (bound || !(name = fe_str(&m, &pos)) || strlen(name) > NOTIFY_STMT_NAME_MAX)
+                goto not_ours;
+            snprintf(portal, sizeof(portal), "%s", name);
+            if (!(name = fe_str(&m, &pos)))
+                goto not_ours;
+            if (!have) {
+                struct notify_vstmt *v = vstmt_find(sub, name);
+                if (!v)
+                    goto not_ours;
+                cur = *v;
+                have = true;
+            } else if (strcmp(name, cur.name) != 0) {
+                goto not_ours;
+            }
+            if (!fe_i16(&m, &pos, &n))            /* parameter formats */
+                goto not_ours;
+            pos += 2 * (uint32_t)n;
+            if (!fe_i16(&m, &pos, &n) || n != 0)  /* no parameters */
+                goto not_ours;
+            bound = true;
+            pgw_wbuf_msg_end(&out, pgw_wbuf_msg_begin(&out, PGW_BE_BIND_COMPLETE));
+            break;
+        case PGW_FE_DESCRIBE:
+            if (m.len < 2 || !have || executed)
+                goto not_ours;
+            kind = m.body[0];
+            pos = 1;
+            if (!(name = fe_str(&m, &pos)))
+                goto not_ours;
+            if (kind == 'S' && strcmp(name, cur.name) == 0) {
+                size_t at = pgw_wbuf_msg_begin(&out, 't');
+                pgw_wbuf_put_u16(&out, 0);
+                pgw_wbuf_msg_end(&out, at);
+            } else if (kind != 'P' || !bound || strcmp(name, portal) != 0) {
+                goto not_ours;
+            }
+            pgw_wbuf_msg_end(&out, pgw_wbuf_msg_begin(&out, 'n'));
+            break;
+        case PGW_FE_EXECUTE:
+            if (!bound || executed || !(name = fe_str(&m, &pos)) || strcmp(name, portal) != 0)
+                goto not_ours;
+            executed = true;
+            break;
+        case PGW_FE_FLUSH:
+            if (executed)
+                goto not_ours;                    /* its reply needs a Sync */
+            off += m.len + PGW_MSG_HDR;
+            goto take;
+        case PGW_FE_SYNC:
+            synced = true;
+            off += m.len + PGW_MSG_HDR;
+            goto take;
+        default:
+            goto not_ours;
+        }
+        off += m.len + PGW_MSG_HDR;
+        if (executed) {
+            /* Only a Sync may follow. */
+            r = fe_next(b, off, &m);
+            if (r <= 0) {
+                rc = r == 0 ? PGW_NOTIFY_MORE : 0;
+                goto not_ours;
+            }
+            if (m.type != PGW_FE_SYNC)
+                goto not_ours;
+        }
+    }
+take:
+    if (out.failed)
+        goto oom;
+    {
+        struct pgw_notify_hub *h = hub_get(s->px, s->pool);
+        sub = h ? sub_get(s, h) : NULL;
+        if (!sub || (parsed && !vstmt_put(sub, &cur)))
+            goto oom;
+        struct notify_req *r = NULL;
+        if (executed && cur.kind == PGW_LISTEN && !(r = req_own("LISTEN", cur.chan)))
+            goto oom;
+        pgw_iobuf_cut(b, b->parsed, off - b->parsed);
+        s->query_count++;
+        s->px->total_query++;
+        if (executed && cur.kind != PGW_LISTEN) {
+            if (cur.kind == PGW_UNLISTEN)
+                sub_remove(sub, cur.chan);
+            else
+                while (sub->nchans > 0)
+                    sub_remove(sub, sub->chans[sub->nchans - 1]);
+            pgw_wire_command_complete(&out, "UNLISTEN");
+        }
+        if (synced && !r)
+            pgw_wire_ready(&out, 'I');
+        client_raw(s, out.data, out.len);
+        pgw_wbuf_deinit(&out);
+        if (s->state == PGW_SS_CLOSING) {
+            free(r);
+            return -1;
+        }
+        if (r) {
+            /* Its CommandComplete and ReadyForQuery come from the hub. */
+            r->s = s;
+            sub->waiting = true;
+            req_push(h, r);
+            hub_kick(h);
+        }
+        return s->state == PGW_SS_CLOSING ? -1 : 1;
+    }
+oom:
+    pgw_wbuf_deinit(&out);
+    pgw_session_close(s, "53200", "out of memory");
+    return -1;
+not_ours:
+    pgw_wbuf_deinit(&out);
+    if (rc == 0 && sub && b->len - b->parsed >= PGW_MSG_HDR &&
+        (char)b->data[b->parsed] == PGW_FE_PARSE) {
+        /* Another statement takes the name (the unnamed one, always). */
+        struct fe_msg m;
+        uint32_t pos = 0;
+        const char *name;
+        if (fe_next(b, b->parsed, &m) > 0 && (name = fe_str(&m, &pos)))
+            vstmt_drop(sub, name);
+    }
+    return rc;
 }
 
 bool pgw_notify_waiting(const struct pgw_session *s)
@@ -883,6 +1159,7 @@ void pgw_notify_session_gone(struct pgw_session *s)
     }
     pgw_wbuf_deinit(&sub->pending);
     free(sub->chans);
+    free(sub->vst);
     free(sub);
     /* The hub goes at its next tick (not from inside its own callbacks). */
 }

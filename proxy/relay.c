@@ -1428,12 +1428,16 @@ void pgw_relay_client_data(struct pgw_session *s)
         if (s->mode == PGW_POOL_SESSION)
             break;
         /* A lone LISTEN or UNLISTEN takes no server (notify.c): a Query
-         * whose text starts with white space, L or U may be one. */
+         * whose text starts with white space, L or U may be one, so may a
+         * Parse, or a Bind once the client has prepared one. */
         const uint8_t *m = b->data + b->parsed;
-        if (m[0] != PGW_FE_QUERY ||
-            (b->len - b->parsed > PGW_MSG_HDR && m[PGW_MSG_HDR] > ' ' &&
-             (m[PGW_MSG_HDR] | 0x20) != 'l' && (m[PGW_MSG_HDR] | 0x20) != 'u'))
+        if (m[0] == PGW_FE_QUERY) {
+            if (b->len - b->parsed > PGW_MSG_HDR && m[PGW_MSG_HDR] > ' ' &&
+                (m[PGW_MSG_HDR] | 0x20) != 'l' && (m[PGW_MSG_HDR] | 0x20) != 'u')
+                break;
+        } else if (m[0] != PGW_FE_PARSE && (m[0] != PGW_FE_BIND || !s->notify)) {
             break;
+        }
         int r = pgw_notify_query(s);
         if (r < 0 || r == PGW_NOTIFY_MORE || (s->notify && pgw_notify_waiting(s)))
             return;

@@ -272,6 +272,86 @@ class TestHubServerLost(NotifyCase):
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_pause", "resumed")])
 
 
+def bind_exec(stmt, describe=False):
+    """Bind stmt (no parameters) to the unnamed portal, [Describe it,] Execute, Sync."""
+    out = hz.msg(b"B", b"\x00" + stmt.encode() + b"\x00" + struct.pack("!HHH", 0, 0, 0))
+    if describe:
+        out += hz.msg(b"D", b"P\x00")
+    return out + hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S")
+
+
+class TestExtendedProtocol(NotifyCase):
+    """LISTEN prepared and executed through the extended protocol."""
+
+    def test_asyncpg_shape_named(self):
+        # Parse, Describe statement, Flush; then Bind, Execute, Sync.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s1", 'LISTEN "pgw_ext"') + hz.msg(b"D", b"Ss1\x00") +
+                  hz.msg(b"H"))
+        self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"t", b"n"])
+        a.sendall(bind_exec("s1"))
+        self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
+                                                  (b"Z", b"I")])
+        self.assertEqual(self.listeners(), 1)
+        self.notify("pgw_ext", "e1")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_ext", "e1")])
+        # The prepared UNLISTEN, all in one batch, then the LISTEN again by name.
+        a.sendall(hz.ext_msgs("unlisten pgw_ext"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"1", b"2", b"n", b"C", b"Z"])
+        self.assertEqual(got[3][1], b"UNLISTEN\x00")
+        self.notify("pgw_ext", "none")
+        a.sendall(bind_exec("s1", describe=True))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"n", b"C", b"Z"])
+        self.notify("pgw_ext", "e2")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_ext", "e2")])
+        # Other statements go to the servers as usual, the unnamed one too.
+        a.sendall(hz.ext_msgs("select $1::int + 1", "41"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([hz.data_row(m) for t, m in got if t == b"D"], [[b"42"]])
+
+    def test_jdbc_shape_unnamed(self):
+        a = login(self, self.px)
+        a.sendall(hz.ext_msgs("LISTEN pgw_jdbc"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"n", b"C", b"Z"])
+        self.notify("pgw_jdbc", "j")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_jdbc", "j")])
+
+    def test_not_a_lone_listen_goes_to_the_server(self):
+        a = login(self, self.px)
+        # With a parameter: PostgreSQL refuses it (LISTEN takes none).
+        a.sendall(hz.ext_msgs("LISTEN pgw_x", "1"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"1", b"E", b"Z"])
+        self.assertEqual(hz.parse_fields(got[1][1])["C"], "08P01")   # PostgreSQL's
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+
+    def test_asyncpg(self):
+        import asyncio
+        try:
+            import asyncpg
+        except ImportError:
+            self.skipTest("asyncpg not installed")
+
+        async def run(cache):
+            kw = dict(host=self.px.host, port=self.px.port, user=self.pg.user,
+                      password=self.pg.password, database=self.pg.database, ssl=False,
+                      statement_cache_size=cache)
+            a, b, n = [await asyncpg.connect(**kw) for _ in range(3)]
+            got = asyncio.Queue()
+            await a.add_listener("pgw_apg", lambda c, pid, ch, p: got.put_nowait(("a", ch, p)))
+            await b.add_listener("pgw_apg", lambda c, pid, ch, p: got.put_nowait(("b", ch, p)))
+            await n.execute("select pg_notify('pgw_apg', 'async')")
+            out = sorted([await asyncio.wait_for(got.get(), 20) for _ in range(2)])
+            # Queries on the same connections go on as usual.
+            self.assertEqual(await a.fetchval("select 1 + $1::int", 1), 2)
+            await a.close(), await b.close(), await n.close()
+            return out
+        for cache in (100, 0):
+            self.assertEqual(asyncio.run(run(cache)),
+                             [("a", "pgw_apg", "async"), ("b", "pgw_apg", "async")], cache)
+
+
 class TestStatementMode(NotifyCase):
     MODE = "statement"
 
