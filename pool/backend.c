@@ -331,15 +331,21 @@ static void wake_in(struct pgw_backend *be, double after)
     ev_timer_start(loop, &be->wake);
 }
 
-/* Resolved addresses usable now?  Starts a resolution when due, unless a
- * failed one is still cached (dns_nxdomain_ttl). */
-static bool dns_ready(struct pgw_backend *be, bool resolve, ev_tstamp now)
+/* Resolved addresses usable now?  0, PGW_EAGAIN (a lookup is on its way:
+ * the async wakes the pools) or PGW_ESERVER_CONNECT (a failed lookup is
+ * still cached, dns_nxdomain_ttl, and no earlier addresses: nothing wakes
+ * the pools for this host before then, so a host list goes on to its next
+ * host, with load_balance_hosts=disable too).  Starts a resolution when
+ * due. */
+static int dns_ready(struct pgw_backend *be, bool resolve, ev_tstamp now)
 {
     if (!be->hosts || !resolve)
-        return true;
+        return 0;
     if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns && now >= be->dns_error_until)
         dns_start(be);
-    return be->hostaddr != NULL;
+    if (be->hostaddr)
+        return 0;
+    return be->dns ? PGW_EAGAIN : PGW_ESERVER_CONNECT;
 }
 
 int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe)
@@ -352,8 +358,9 @@ int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe)
         wake_in(be, be->retry_after - now);
         return PGW_EAGAIN;
     }
-    if (!dns_ready(be, resolve, now))
-        return PGW_EAGAIN;    /* the async wakes the pools */
+    int rc = dns_ready(be, resolve, now);
+    if (rc < 0)
+        return rc;
     double wait = pgw_bucket_wait(&be->bucket, now);
     if (wait > 0) {
         wake_in(be, wait);

@@ -241,7 +241,8 @@ void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)
 void pgw_backend_forget_failures(struct pgw_backend *be);
 void pgw_backend_free(struct pgw_backend *be);
 /* May a connection start now?  0 and *probe, or PGW_EAGAIN (a wake-up is
- * armed: DNS, token or retry delay) or PGW_EBREAKER_OPEN.  resolve: the
+ * armed: DNS, token or retry delay), PGW_EBREAKER_OPEN, or
+ * PGW_ESERVER_CONNECT (a failed lookup is cached).  resolve: the
  * connection needs the host name resolved (the entry gives no hostaddr). */
 int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe);
 /* Does a connection to spec need be's name resolved first? */

@@ -236,6 +236,18 @@ class HostListTest(pt.PgwharfTestCase):
         br = self.breakers(px)[dead]
         self.assertEqual((br["state"], br["failures"]), ("closed", "1"))
 
+    def test_disable_moves_on_from_a_name_that_does_not_resolve(self):
+        # the first host's lookup fails (kept for dns_nxdomain_ttl): with
+        # disable the pool moves to the next host, as after a failed
+        # connect, instead of waiting for a lookup it will not make
+        px = self.start({"nx": self.entry("nosuch.invalid,127.0.0.2",
+                                          load_balance_hosts="disable")},
+                        query_wait_timeout="5s")
+        for _ in range(3):
+            cp = px.psql("select host(inet_server_addr())", db="nx", check=False)
+            self.assertEqual((cp.returncode, cp.stdout.strip()), (0, "127.0.0.2"), cp.stderr)
+        self.assertIn("event=server_resolve_failed", px.log())
+
     def test_config_errors(self):
         px = self.start_pgwharf(start=False, settings=dict(SETTINGS), databases={
             "a": self.entry("127.0.0.1,127.0.0.2", load_balance_hosts="random"),
