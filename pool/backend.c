@@ -232,12 +232,15 @@ static void wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgw_backend_kick_pools(pgw_container_of(t, struct pgw_backend, wake));
 }
 
-/* The backend of one host of an entry's list, made on first use. */
+/* The backend of one host of an entry's list, made on first use.  Its
+ * address is where libpq connects: the hostaddr when given (libpq then
+ * uses host only for TLS and .pgpass: host=db,db hostaddr=A,B are two
+ * servers), else the host. */
 struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_host_spec *spec)
 {
-    const char *host = spec->host[0]       ? spec->host
-                       : spec->hostaddr[0] ? spec->hostaddr
-                                           : "/var/run/postgresql";
+    const char *host = spec->hostaddr[0] ? spec->hostaddr
+                       : spec->host[0]   ? spec->host
+                                         : "/var/run/postgresql";
     const char *port = spec->port[0] ? spec->port : "5432";
     char address[1024];
     snprintf(address, sizeof(address), "%s:%s", host, port);

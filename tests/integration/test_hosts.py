@@ -201,6 +201,18 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(self.server_addrs(px, "d", 2), ["127.0.0.1"] * 2)
         self.assertEqual(self.breakers(px)[dead]["failures"], "3")
 
+    def test_hostaddr_list_one_breaker_per_address(self):
+        # one host name, two addresses (hostaddr): two servers, each with
+        # its own breaker; the dead one's opens and is passed over
+        dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
+        px = self.start({"ha": self.entry("localhost,localhost",
+                                          hostaddr="127.0.0.3,127.0.0.1")})
+        self.assertEqual(self.server_addrs(px, "ha", 6), ["127.0.0.1"] * 6)
+        br = self.breakers(px)
+        self.assertEqual((br[dead]["state"], br[dead]["failures"]), ("open", "3"), br)
+        self.assertEqual((br[live]["state"], br[live]["failures"]), ("closed", "0"), br)
+        self.assertEqual({s["addr"] for s in px.show("SERVERS", database="ha")}, {"127.0.0.1"})
+
     def test_every_host_dead(self):
         px = self.start({"x": self.entry("127.0.0.3,127.0.0.4")})
         errors = []
