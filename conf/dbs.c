@@ -224,9 +224,9 @@ static bool host_lists_pair(const struct pgw_conf_db *db, char *err, size_t errl
     int na = list_items(conn_value(db, "hostaddr"));
     int np = list_items(conn_value(db, "port"));
     int n = nh ? nh : na ? na : 1;
-    if (na > 1 && na != n) {
-        snprintf(err, errlen, "hostaddr: %d values for %d hosts (expected one per host)", na,
-                 n);
+    if (na && na != n) {      /* libpq: "could not match N host names to M hostaddr values" */
+        snprintf(err, errlen, "hostaddr: %d value%s for %d hosts (expected one per host)", na,
+                 na == 1 ? "" : "s", n);
         return false;
     }
     if (np > 1 && np != n) {

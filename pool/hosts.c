@@ -48,8 +48,8 @@ int pgw_hosts_parse(const char *host, const char *hostaddr, const char *port,
                     struct pgw_host_spec *out, int count, char *err, size_t errlen)
 {
     int na = items(hostaddr), np = items(port);
-    if (na > 1 && na != count) {
-        snprintf(err, errlen, "%d hostaddr values for %d hosts", na, count);
+    if (na && na != count) {
+        snprintf(err, errlen, "%d hostaddr value%s for %d hosts", na, na == 1 ? "" : "s", count);
         return -1;
     }
     if (np > 1 && np != count) {
@@ -60,7 +60,7 @@ int pgw_hosts_parse(const char *host, const char *hostaddr, const char *port,
     for (int i = 0; i < count; i++) {
         struct pgw_host_spec *s = &out[i];
         if (!item_at(host, i, s->host, sizeof(s->host)) ||
-            !item_at(hostaddr, na > 1 ? i : 0, s->hostaddr, sizeof(s->hostaddr)) ||
+            !item_at(hostaddr, i, s->hostaddr, sizeof(s->hostaddr)) ||
             !item_at(port, np > 1 ? i : 0, s->port, sizeof(s->port))) {
             snprintf(err, errlen, "host %d of the list is too long", i + 1);
             return -1;

@@ -26,9 +26,9 @@ struct pgw_host_spec {
 int pgw_hosts_count(const char *host, const char *hostaddr);
 /* Fill out[0..count-1] (count from pgw_hosts_count): the i-th host and
  * hostaddr, and the i-th port or the only one, as libpq pairs them.
- * Returns count, or -1 with err when the lists do not pair up (hostaddr
- * or port count neither 1 nor the host count; an item too long).  NULL or
- * "" lists are empty. */
+ * Returns count, or -1 with err when the lists do not pair up (a hostaddr
+ * count other than the host count; a port count neither 1 nor the host
+ * count; an item too long).  NULL or "" lists are empty. */
 int pgw_hosts_parse(const char *host, const char *hostaddr, const char *port,
                     struct pgw_host_spec *out, int count, char *err, size_t errlen);
 

@@ -681,8 +681,9 @@ static void test_connstr_errors(void **state)
                    "h = =x\n"                              /* 13 */
                    "i = load_balance_hosts=random\n"        /* 14 */
                    "j = host=a,b port=1,2,3\n"              /* 15 */
-                   "k = host=a,b,c hostaddr=1.1.1.1,2.2.2.2\n", /* 16 */
-              &d, 12);
+                   "k = host=a,b,c hostaddr=1.1.1.1,2.2.2.2\n"  /* 16 */
+                   "l = host=a,b hostaddr=1.1.1.1\n",           /* 17: libpq wants 2 */
+              &d, 13);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
     assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
@@ -701,6 +702,8 @@ static void test_connstr_errors(void **state)
     assert_error(&d, "t.ini:15: database \"j\": port: 3 ports for 2 hosts (expected one, or "
                      "one per host)");
     assert_error(&d, "t.ini:16: database \"k\": hostaddr: 2 values for 3 hosts (expected one "
+                     "per host)");
+    assert_error(&d, "t.ini:17: database \"l\": hostaddr: 1 value for 2 hosts (expected one "
                      "per host)");
     pgw_conf_diag_free(&d);
 

@@ -53,6 +53,10 @@ static void t_parse(void **state)
     assert_int_equal(pgw_hosts_parse("a,b,c", "1.1.1.1,2.2.2.2", NULL, s, 3, err, sizeof(err)),
                      -1);
     assert_string_equal(err, "2 hostaddr values for 3 hosts");
+    /* one hostaddr for two hosts: libpq refuses it too ("could not match
+     * 2 host names to 1 hostaddr values"), not every host to that one */
+    assert_int_equal(pgw_hosts_parse("a,b", "1.1.1.1", NULL, s, 2, err, sizeof(err)), -1);
+    assert_string_equal(err, "1 hostaddr value for 2 hosts");
     char longname[300];
     memset(longname, 'h', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
