@@ -211,16 +211,15 @@ class TestMetrics(pt.PgwharfTestCase):
 
 class TestSlowListener(NotifyCase):
     def test_a_client_that_does_not_read(self):
-        # 2000 notifications of 8 kB (16 MB: more than the sockets hold) to
+        # 4000 notifications of 8 kB (32 MB: more than the sockets hold) to
         # a client that reads none of them: pgwharf keeps at most 1 MB for
         # it and drops the rest (a client that falls that far behind loses
         # notifications); the client later reads what was kept, whole and
         # in order, and goes on; the hub serves the other clients.
         slow, other = login(self, self.px), login(self, self.px)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.listen(slow, "listen pgw_slow")
         self.listen(other, "listen pgw_other")
-        n = 2000
+        n = 4000
         self.pg.psql("select count(pg_notify('pgw_slow', repeat('x', 7990) || i)) "
                      "from generate_series(1, %d) i" % n)
         pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 30,
