@@ -73,6 +73,9 @@ struct pgw_notify_hub {
     struct pgw_server *srv;
     struct pgw_pool_waiter waiter;
     bool acquiring;
+    struct pgw_session *asking;         /* in pgw_notify_query: its caller reads
+                                           on (an answer from inside the kick
+                                           must not) */
     ev_timer tick;
     uint8_t *rbuf;
     size_t rlen, rcap;
@@ -309,12 +312,14 @@ static bool hub_maybe_free(struct pgw_notify_hub *h)
 }
 
 /* Answer a waiting client with the rest of its LISTEN's reply, then read
- * what it sent meanwhile. */
+ * what it sent meanwhile (unless it is the one asking: its reading goes on
+ * in relay.c, which would find its buffer gone from under it). */
 static void client_resume(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
     if (!sub || !sub->waiting)
         return;
+    bool read_on = sub->hub->asking != s;
     sub->waiting = false;
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
@@ -325,7 +330,7 @@ static void client_resume(struct pgw_session *s)
         return;
     if (sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0)
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
-    if (s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
+    if (read_on && s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
 }
 
@@ -816,7 +821,10 @@ int pgw_notify_query(struct pgw_session *s)
     pgw_iobuf_cut(b, b->parsed, total);
     sub->waiting = true;
     req_push(h, r);
+    struct pgw_session *was = h->asking;   /* another's, answered from a kick */
+    h->asking = s;
     hub_kick(h);          /* may answer at once (a failed acquire) */
+    h->asking = was;
     return s->state == PGW_SS_CLOSING ? -1 : 1;
 }
 

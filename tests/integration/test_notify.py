@@ -373,6 +373,35 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
 
 
+class TestAnsweredAtOnce(pt.PgwharfTestCase):
+    def test_pipelined_listens_refused_at_once(self):
+        # A pool whose database a reload removed refuses the listening
+        # server at once (3D000): each LISTEN is answered from inside the
+        # one before it, and what the client sent after is read once, in
+        # order (pgwharf read the client's buffer after relay.c had let it
+        # go: a NULL dereference).
+        db = self.pg.database
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3},
+                                databases={db: self.pg.conn_string(db),
+                                           "pgw_gone": self.pg.conn_string(db)})
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, "pgw_gone", self.pg.password)
+        self.assertEqual(hz.simple_query(s, "select 1"), ([[b"1"]], []))
+        del px.databases["pgw_gone"]
+        px.reload()
+        px.wait_for_log("event=pool_orphaned db=pgw_gone")
+        px.wait_for_log("event=reload ")
+        s.sendall(hz.query_msg("listen pgw_a1") + hz.query_msg("listen pgw_a2") +
+                  hz.query_msg("select 3"))
+        for _ in range(3):
+            got = hz.read_until_ready(s)
+            self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+            self.assertIn(b"C3D000\0", got[0][1])
+        self.assertTrue(px.alive())
+        self.assertEqual(hz.simple_query(login(self, px), "select 4"), ([[b"4"]], []))
+
+
 class TestRealClients(NotifyCase):
     def test_psycopg2(self):
         import psycopg2
