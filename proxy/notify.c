@@ -651,7 +651,9 @@ static void hub_kick(struct pgw_notify_hub *h)
         hub_send(h);
         return;
     }
-    if (h->acquiring || !hub_has_work(h) || h->px->shutting_down)
+    /* Shutting down too: clients go on until they leave (SIGTERM, SHUTDOWN
+     * WAIT_FOR_CLIENTS), their LISTENs with them. */
+    if (h->acquiring || !hub_has_work(h))
         return;
     int r = pgw_pool_acquire(h->pool, &h->waiter, h->px->root, hub_acquired_cb, h);
     if (r == PGW_ACQ_GRANTED) {

@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -400,6 +401,24 @@ class TestAnsweredAtOnce(pt.PgwharfTestCase):
             self.assertIn(b"C3D000\0", got[0][1])
         self.assertTrue(px.alive())
         self.assertEqual(hz.simple_query(login(self, px), "select 4"), ([[b"4"]], []))
+
+
+class TestShutdown(NotifyCase):
+    def test_listen_while_waiting_for_clients(self):
+        # SIGTERM waits for the clients, which go on working: a LISTEN then
+        # (the first: the pool has no listening server yet) got no server
+        # and its client waited for ever.
+        a, b = login(self, self.px), login(self, self.px)
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.px.send_signal(signal.SIGTERM)
+        self.px.wait_for_log("event=shutdown mode=wait_for_clients")
+        a.settimeout(10)
+        self.listen(a, "listen pgw_sd")
+        self.notify("pgw_sd", "bye")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_sd", "bye")])
+        a.close()
+        b.close()
+        self.assertEqual(self.px.proc.wait(timeout=20), 0)
 
 
 class TestRealClients(NotifyCase):
