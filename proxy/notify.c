@@ -753,18 +753,28 @@ static bool may_be_listen(const char *sql, size_t n)
 }
 
 /* The hub's server is one of the pool's: a pool of one server keeps it
- * for the clients' queries (LISTEN runs there, as before). */
+ * for the clients' queries (LISTEN runs there, as before).  It counts in
+ * max_db_connections and max_user_connections too, with the listening
+ * servers of the other pools under the same cap. */
 static bool room_for_hub(const struct pgw_session *s)
 {
     if (hub_find(s->px, s->pool))
         return true;
     struct pgw_pool_stats st;
     pgw_pool_get_stats(s->pool, &st);
-    long long max = (long long)st.pool_size + st.reserve_pool_size;
-    int maxdb = pgw_conf_max_db_connections(s->px->cfg, s->db);
-    if (maxdb > 0 && maxdb < max)
-        max = maxdb;
-    return max >= 2;
+    if ((long long)st.pool_size + st.reserve_pool_size < 2)
+        return false;
+    const struct pgw_config *cfg = s->px->cfg;
+    const char *db = pgw_pool_dbname(s->pool), *su = pgw_pool_server_user(s->pool);
+    int capdb = pgw_conf_max_db_connections(cfg, s->db);
+    int capuser = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));
+    int leftdb = capdb, leftuser = capuser;      /* 0 = no cap */
+    for (struct pgw_list *n = s->px->notify_hubs.next; n != &s->px->notify_hubs; n = n->next) {
+        const struct pgw_notify_hub *h = pgw_container_of(n, struct pgw_notify_hub, node);
+        leftdb -= strcmp(pgw_pool_dbname(h->pool), db) == 0;
+        leftuser -= strcmp(pgw_pool_server_user(h->pool), su) == 0;
+    }
+    return (capdb <= 0 || leftdb >= 2) && (capuser <= 0 || leftuser >= 2);
 }
 
 static int ext_batch(struct pgw_session *s);

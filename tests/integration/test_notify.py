@@ -373,6 +373,33 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(a, "listen pgw_one"), ([], []))
         self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
 
+    def test_max_user_connections_of_one(self):
+        # pool_size 3, but the user may have one server: listening on it
+        # left the clients' queries none (query_wait_timeout).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                          "max_user_connections": 1, "query_wait_timeout": 5})
+        a, b = login(self, px), login(self, px)
+        self.assertEqual(hz.simple_query(a, "listen pgw_one"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+
+    def test_max_db_connections_shared_by_two_pools(self):
+        # Two users' pools of one database under max_db_connections = 2:
+        # the second pool's listening server took the last one and no
+        # query of either pool got a server.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                          "max_db_connections": 2, "query_wait_timeout": 5})
+        a = login(self, px)
+        b = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.pg.app_user, self.pg.database, self.pg.app_password)
+        self.assertEqual(hz.simple_query(a, "listen pgw_two"), ([], []))
+        self.assertEqual(hz.simple_query(b, "listen pgw_two"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+        self.assertEqual(hz.simple_query(a, "select 3"), ([[b"3"]], []))
+        self.assertEqual(int(self.pg.psql("select count(*) from pg_stat_activity where "
+                                          "query ilike 'listen%%' and datname = '%s'"
+                                          % self.pg.database)), 1)
+
 
 class TestAnsweredAtOnce(pt.PgwharfTestCase):
     def test_pipelined_listens_refused_at_once(self):
