@@ -1152,6 +1152,8 @@ void pgw_notify_flush(struct pgw_session *s)
             s->px->total_notifications += n;
         else
             s->px->total_notifications_dropped += n;
+        if (s->notify != sub)
+            return;      /* the write failed: s is closed, sub freed with it */
     }
     if (sub->pending.cap > 65536) {
         pgw_wbuf_deinit(&sub->pending);   /* a burst's memory goes back */

@@ -48,6 +48,18 @@ def read_notifications(sock, n, timeout=20):
     return got
 
 
+def tcp_rx_queue(local_port, remote_port):
+    """Bytes received and not read yet on the TCP connection (IPv4) from
+    local_port to remote_port, -1 when there is none."""
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            x = line.split()
+            if (int(x[1].split(":")[1], 16) == local_port and
+                    int(x[2].split(":")[1], 16) == remote_port):
+                return int(x[4].split(":")[1], 16)
+    return -1
+
+
 def nothing_to_read(sock):
     r, _, _ = select.select([sock], [], [], 0)
     return not r
@@ -446,6 +458,51 @@ class TestShutdown(NotifyCase):
         a.close()
         b.close()
         self.assertEqual(self.px.proc.wait(timeout=20), 0)
+
+
+class TestHeldForAClientThatLeft(pt.PgwharfTestCase):
+    def test_flush_to_a_client_gone_meanwhile(self):
+        # A listener's transaction ends while it has notifications held and
+        # its socket is closed, pgwharf not having seen that yet: the
+        # transaction's reply is written (and the client's kernel resets
+        # the connection), the held notifications' write fails and closes
+        # the session, which freed what pgw_notify_flush went on to use
+        # (heap-use-after-free under ASan).  Whether pgwharf sees the
+        # reply or the close first is up to its event loop's order, so the
+        # scene plays several times (io_batch off: the writes are made at
+        # once, as they are for a TLS client).
+        import psycopg2
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                          "io_batch": "off"})
+        b = login(self, px)
+        b.sendall(hz.query_msg("listen pgw_gone"))
+        hz.read_until_ready(b)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        self.addCleanup(gate.close)
+        sql = "select pg_advisory_xact_lock_shared(74201); commit"
+        for _ in range(6):
+            gate.cursor().execute("select pg_advisory_lock(74201)")
+            a = login(self, px)
+            a.sendall(hz.query_msg("listen pgw_gone"))
+            hz.read_until_ready(a)
+            self.assertEqual(hz.simple_query(a, "begin"), ([], []))
+            self.pg.psql("notify pgw_gone, 'held'")
+            read_notifications(b, 1)            # the hub has it: a's is held
+            a.sendall(hz.query_msg(sql))
+            self.pg.wait_running("pg_advisory_xact_lock_shared(74201)", lock_wait=True)
+            port = int(self.pg.psql("select client_port from pg_stat_activity "
+                                    "where query = '%s'" % sql))
+            os.kill(px.pid, signal.SIGSTOP)
+            try:
+                a.close()
+                gate.cursor().execute("select pg_advisory_unlock(74201)")
+                pt.wait_until(lambda: tcp_rx_queue(port, self.pg.port) > 0, 20,
+                              what="the reply waiting in pgwharf's socket")
+            finally:
+                os.kill(px.pid, signal.SIGCONT)
+            self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
+        self.assertTrue(px.alive())
 
 
 class TestRealClients(NotifyCase):
