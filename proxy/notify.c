@@ -175,6 +175,9 @@ static void chan_unref(struct pgw_notify_hub *h, const char *name)
     *c = h->chans[--h->nchans];
     if (!h->srv)
         return;           /* a new server listens only to what is wanted */
+    for (struct notify_req *q = h->head; q; q = q->next)
+        if (q->listen && strcmp(q->chan, name) == 0)
+            return;       /* a LISTEN of it still runs: its end decides */
     struct notify_req *r = req_own("UNLISTEN", name);
     if (!r) {
         hub_lost(h, "out of memory");    /* a new server forgets the channel */
@@ -508,8 +511,9 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         h->head = r->next;
         if (!h->head)
             h->tail = NULL;
-        if (!r->s && r->listen && !r->failed && !hub_chan(h, r->chan)) {
-            /* Its client left before the LISTEN was through. */
+        if (r->listen && !hub_chan(h, r->chan)) {
+            /* Nobody listens to it now (its client left, or its last
+             * listener while the LISTEN ran, or the LISTEN failed). */
             struct notify_req *u = req_own("UNLISTEN", r->chan);
             if (u)
                 req_push(h, u);

@@ -177,6 +177,34 @@ class TestFanOut(NotifyCase):
         self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
 
 
+class TestListenMeetsUnlisten(NotifyCase):
+    def test_last_client_leaves_while_another_listen_runs(self):
+        # b is the channel's only listener; a's LISTEN of it is on its way
+        # through the listening server (its backend stopped) when b
+        # UNLISTENs: the hub's UNLISTEN went in after a's LISTEN, and the
+        # server stopped listening while a counted as listening.
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(a, "listen pgw_ctl")
+        self.listen(b, "listen pgw_shared")
+        pid, port = [int(x) for x in self.pg.psql(
+            "select pid, client_port from pg_stat_activity where query ilike 'listen%%'"
+        ).split("|")]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            a.sendall(hz.query_msg("listen pgw_shared"))
+            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                          what="a's LISTEN sent to the stopped backend")
+            self.listen(b, "unlisten pgw_shared")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+        self.notify("pgw_shared", "to a")
+        self.notify("pgw_ctl", "after")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_shared", "to a")])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_ctl", "after")])
+        self.assertTrue(nothing_to_read(b))
+
+
 class TestMetrics(pt.PgwharfTestCase):
     def test_channels_clients_and_notifications(self):
         import re
