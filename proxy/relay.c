@@ -1023,6 +1023,8 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
         if (f->state == PGW_SS_CLOSING)
             continue;
         send_ready(f, 'I');
+        if (f->notify)
+            pgw_notify_flush(f);     /* held while it was queued */
         if (f->state == PGW_SS_CLOSING)
             continue;
         f->last_activity = ev_now(f->px->loop);

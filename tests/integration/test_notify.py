@@ -205,6 +205,38 @@ class TestListenMeetsUnlisten(NotifyCase):
         self.assertTrue(nothing_to_read(b))
 
 
+class TestQueuedListener(pt.PgwharfTestCase):
+    def test_held_while_queued_comes_when_the_queue_fails(self):
+        # server_pipeline_depth: a listener's SELECT queued behind another
+        # client's query (notifications for it are held meanwhile); that
+        # query's query_timeout closes the server and the queued client
+        # gets 08006 and ReadyForQuery.  What was held for it stayed held
+        # (and every later notification behind it) until its next
+        # transaction.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "server_pipeline_depth": 2,
+            "query_timeout": 2, "metrics_port": "auto", "log_connections": 0,
+            "log_disconnections": 0})
+        a, listener, other = login(self, px), login(self, px), login(self, px)
+        for c in (listener, other):
+            c.sendall(hz.query_msg("listen pgw_pq"))
+            self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        a.sendall(hz.query_msg("select pg_sleep(30) as marker_nq"))
+        self.pg.wait_running("marker_nq")
+        listener.sendall(hz.query_msg("select 'queued'"))
+        pt.wait_until(lambda: px.metric("pgwharf_pipelined_queries_total") >= 1, 20,
+                      what="the listener's query queued")
+        self.pg.psql("notify pgw_pq, 'held'")
+        read_notifications(other, 1)        # the hub has it: the listener's is held
+        got = hz.read_until_ready(listener)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertIn(b"C08006\0", got[0][1])
+        self.assertEqual([x[1:] for x in read_notifications(listener, 1, timeout=10)],
+                         [("pgw_pq", "held")])
+        self.pg.psql("notify pgw_pq, 'next'")
+        self.assertEqual([x[1:] for x in read_notifications(listener, 1)], [("pgw_pq", "next")])
+
+
 class TestMetrics(pt.PgwharfTestCase):
     def test_channels_clients_and_notifications(self):
         import re
