@@ -1190,6 +1190,14 @@ void pgw_notify_session_gone(struct pgw_session *s)
     /* The hub goes at its next tick (not from inside its own callbacks). */
 }
 
+void pgw_notify_discard(struct pgw_session *s)
+{
+    /* Its channels, and (as in PostgreSQL) what came for them and is not
+     * delivered yet. */
+    if (s->notify && !s->notify->waiting)
+        pgw_notify_session_gone(s);
+}
+
 void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients)
 {
     *channels = *clients = 0;

@@ -434,6 +434,8 @@ bool pgw_notify_waiting(const struct pgw_session *s);
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_flush(struct pgw_session *s);
 void pgw_notify_session_gone(struct pgw_session *s);
+/* Its server ran DISCARD ALL: it listens to nothing any more. */
+void pgw_notify_discard(struct pgw_session *s);
 /* Channels listened on (over all pools) and clients listening. */
 void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients);
 

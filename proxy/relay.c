@@ -1693,13 +1693,16 @@ static bool pipe_more(const struct pgw_session *s)
  * or NotificationResponse; false: drop it. */
 static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
 {
-    static const char tag[] = "LISTEN";
+    static const char tag[] = "LISTEN", discard[] = "DISCARD ALL";
     struct pgw_server *srv = s->server;
     if (type == PGW_BE_COMMAND_COMPLETE) {
         if (total - PGW_MSG_HDR == sizeof(tag) &&
             memcmp(msg + PGW_MSG_HDR, tag, sizeof(tag)) == 0) {
             srv->user_listen = s->id;
             pgw_server_retire(srv, "LISTEN in transaction pooling mode");
+        } else if (s->notify && total - PGW_MSG_HDR == sizeof(discard) &&
+                   memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) {
+            pgw_notify_discard(s);       /* UNLISTEN * is part of it */
         }
         return true;
     }

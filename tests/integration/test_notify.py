@@ -158,6 +158,20 @@ class TestFanOut(NotifyCase):
         self.assertEqual([t for t, _ in got], [b"C", b"Z"])
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_tx", "during")])
 
+    def test_discard_all_unlistens(self):
+        # DISCARD ALL includes UNLISTEN *: it ran on the client's server
+        # and the client went on getting notifications from the hub.
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(a, "listen pgw_dis")
+        self.listen(b, "listen pgw_dis")
+        self.assertEqual(hz.simple_query(a, "discard all"), ([], []))
+        self.notify("pgw_dis", "after")
+        read_notifications(b, 1)            # a's would have gone out with it
+        a.sendall(hz.query_msg("select 'nothing before'"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        self.listen(b, "unlisten *")
+        pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+
     def test_listen_inside_a_transaction_block_still_works_as_before(self):
         # Not a lone LISTEN: it runs on the client's server; that server
         # is closed when given back (relay.c listen_check).
