@@ -490,21 +490,26 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
             client_raw(r->s, msg, total);
         break;
     case PGW_BE_ERROR:
-    case PGW_BE_NOTICE:
-        if (r && r->s) {
+    case PGW_BE_NOTICE: {
+        struct pgw_wire_err_fields f;
+        bool parsed = pgw_wire_parse_error(msg + PGW_MSG_HDR, total - PGW_MSG_HDR, &f) == 0;
+        /* FATAL or PANIC is the server's end, not the statement's: the
+         * statement runs again on the next server. */
+        bool fatal = (char)msg[0] == PGW_BE_ERROR && parsed &&
+                     (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0);
+        if (r && (char)msg[0] == PGW_BE_ERROR && !fatal)
+            r->failed = true;     /* first: a failed write may free r (hub_lost) */
+        if (r && r->s && !fatal) {
             client_raw(r->s, msg, total);
-        } else {
-            struct pgw_wire_err_fields f;
+        } else if (parsed) {
             char q1[700], q2[200], q3[200];
-            if (pgw_wire_parse_error(msg + PGW_MSG_HDR, total - PGW_MSG_HDR, &f) == 0)
-                pgw_warn("notify_server", "db=%s user=%s sqlstate=%s reason=%s",
-                         lq(q2, sizeof(q2), pgw_pool_dbname(h->pool)),
-                         lq(q3, sizeof(q3), pgw_pool_user(h->pool)), f.sqlstate,
-                         lq(q1, sizeof(q1), f.message));
+            pgw_warn("notify_server", "db=%s user=%s sqlstate=%s reason=%s",
+                     lq(q2, sizeof(q2), pgw_pool_dbname(h->pool)),
+                     lq(q3, sizeof(q3), pgw_pool_user(h->pool)), f.sqlstate,
+                     lq(q1, sizeof(q1), f.message));
         }
-        if (r && (char)msg[0] == PGW_BE_ERROR)
-            r->failed = true;
         break;
+    }
     case PGW_BE_READY:
         if (!r)
             break;

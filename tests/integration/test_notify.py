@@ -345,6 +345,30 @@ class TestHubServerLost(NotifyCase):
         self.notify("pgw_lost", "again")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_lost", "again")])
 
+    def test_terminated_while_a_listen_runs(self):
+        # The listening server is terminated with a client's LISTEN on it
+        # (its backend stopped, so the LISTEN waits there): the backend's
+        # FATAL went to the client as the LISTEN's error, and then, the
+        # LISTEN run again on the next server, its CommandComplete too.
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(b, "listen pgw_t0")
+        pid, port = [int(x) for x in self.pg.psql(
+            "select pid, client_port from pg_stat_activity where query ilike 'listen%%'"
+        ).split("|")]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            a.sendall(hz.query_msg("listen pgw_t1"))
+            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                          what="a's LISTEN sent to the stopped backend")
+            self.pg.psql("select pg_terminate_backend(%d)" % pid)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+        self.notify("pgw_t1", "on the next server")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)],
+                         [("pgw_t1", "on the next server")])
+
     def test_pause_takes_the_hub_server_back(self):
         a = login(self, self.px)
         self.listen(a, "listen pgw_pause")
