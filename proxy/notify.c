@@ -1056,6 +1056,8 @@ static int ext_batch(struct pgw_session *s)
 take:
     if (out.failed)
         goto oom;
+    if (cur.kind == PGW_LISTEN && !room_for_hub(s))
+        goto not_ours;            /* a pool of one server: it runs there */
     {
         struct pgw_notify_hub *h = hub_get(s->px, s->pool);
         sub = h ? sub_get(s, h) : NULL;
@@ -1088,7 +1090,10 @@ take:
             r->s = s;
             sub->waiting = true;
             req_push(h, r);
+            struct pgw_session *was = h->asking;   /* see pgw_notify_query */
+            h->asking = s;
             hub_kick(h);
+            h->asking = was;
         }
         return s->state == PGW_SS_CLOSING ? -1 : 1;
     }

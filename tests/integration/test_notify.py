@@ -538,6 +538,17 @@ class TestAnsweredAtOnce(pt.PgwharfTestCase):
             self.assertIn(b"C3D000\0", got[0][1])
         self.assertTrue(px.alive())
         self.assertEqual(hz.simple_query(login(self, px), "select 4"), ([[b"4"]], []))
+        # The same through the extended protocol: ParseComplete, BindComplete
+        # and NoData from pgwharf, then the pool's error.
+        s.sendall(hz.ext_msgs("listen pgw_a3") + hz.ext_msgs("listen pgw_a4") +
+                  hz.query_msg("select 5"))
+        for _ in range(2):
+            got = hz.read_until_ready(s)
+            self.assertEqual([t for t, _ in got], [b"1", b"2", b"n", b"E", b"Z"], got)
+            self.assertIn(b"C3D000\0", got[3][1])
+        got = hz.read_until_ready(s)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertTrue(px.alive())
 
 
 class TestShutdown(NotifyCase):
