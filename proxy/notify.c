@@ -606,28 +606,33 @@ static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
     srv->user_io_set = false;
     srv->user_r.data = srv->user_w.data = h;
     ev_io_start(loop, &srv->user_r);
-    /* The channels first, then the clients' LISTENs still to run. */
-    struct notify_req *first = NULL, **tailp = &first;
-    for (int i = 0; i < h->nchans; i++) {
+    /* UTF-8 (the server came with the last borrower's client_encoding,
+     * which would convert every channel and payload to it), then the
+     * channels, then the clients' LISTENs still to run. */
+    struct notify_req *first = req_new(NULL, "SET client_encoding TO 'UTF8'", "", false);
+    struct notify_req **tailp = first ? &first->next : NULL;
+    for (int i = 0; tailp && i < h->nchans; i++) {
         struct notify_req *r = req_own("LISTEN", h->chans[i].name);
         if (!r) {
-            while (first) {
-                struct notify_req *x = first;
-                first = x->next;
-                free(x);
-            }
-            hub_lost(h, "out of memory");
-            return;
+            tailp = NULL;
+            break;
         }
         *tailp = r;
         tailp = &r->next;
     }
-    if (first) {
-        *tailp = h->head;
-        if (!h->head)
-            h->tail = pgw_container_of(tailp, struct notify_req, next);
-        h->head = first;
+    if (!tailp) {
+        while (first) {
+            struct notify_req *x = first;
+            first = x->next;
+            free(x);
+        }
+        hub_lost(h, "out of memory");
+        return;
     }
+    *tailp = h->head;
+    if (!h->head)
+        h->tail = pgw_container_of(tailp, struct notify_req, next);
+    h->head = first;
     char q1[200], q2[200];
     pgw_debug("notify_server", "db=%s user=%s channels=%d backend_pid=%d",
               lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),

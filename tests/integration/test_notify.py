@@ -390,6 +390,23 @@ def bind_exec(stmt, describe=False):
     return out + hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S")
 
 
+class TestEncoding(NotifyCase):
+    def test_listening_server_speaks_utf8(self):
+        # The pool lends its most recently used server: the one a LATIN1
+        # client just left (client_encoding LATIN1 on it).  Channel names
+        # and payloads must still reach a UTF-8 client as UTF-8.
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        latin = login(self, self.px, client_encoding="LATIN1")
+        self.assertEqual(hz.simple_query(latin, "select 1"), ([[b"1"]], []))
+        a = login(self, self.px)
+        a.sendall(hz.msg(b"Q", 'LISTEN "caf\u00e9"'.encode() + b"\0"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+        self.pg.psql("select pg_notify('caf\u00e9', 'd\u00e9j\u00e0')")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)],
+                         [("caf\u00e9", "d\u00e9j\u00e0")])
+
+
 class TestExtendedProtocol(NotifyCase):
     """LISTEN prepared and executed through the extended protocol."""
 
