@@ -807,7 +807,9 @@ int pgw_notify_query(struct pgw_session *s)
     if (total > PGW_MSG_HDR + 4096)
         return 0;
     if (b->len - b->parsed < total)   /* read it whole first, if it may be one */
-        return may_be_listen((const char *)p + PGW_MSG_HDR, b->len - b->parsed - PGW_MSG_HDR)
+        return b->len - b->parsed > PGW_MSG_HDR &&
+                       may_be_listen((const char *)p + PGW_MSG_HDR,
+                                     b->len - b->parsed - PGW_MSG_HDR)
                    ? PGW_NOTIFY_MORE : 0;
     const char *sql = (const char *)p + PGW_MSG_HDR;
     size_t len = total - PGW_MSG_HDR;
@@ -962,6 +964,20 @@ static int parse_listen(const struct fe_msg *m, struct notify_vstmt *v)
     return v->kind != PGW_LISTEN_NONE;
 }
 
+/* A Parse still arriving: its name and the start of its text are there,
+ * and the text may start LISTEN or UNLISTEN. */
+static bool first_may_be_listen(const struct pgw_iobuf *b)
+{
+    const uint8_t *p = b->data + b->parsed;
+    size_t have = b->len - b->parsed;
+    if ((char)p[0] != PGW_FE_PARSE || have <= PGW_MSG_HDR)
+        return false;
+    const uint8_t *nul = memchr(p + PGW_MSG_HDR, '\0', have - PGW_MSG_HDR);
+    if (!nul || nul + 1 >= p + have)
+        return false;
+    return may_be_listen((const char *)nul + 1, (size_t)(p + have - (nul + 1)));
+}
+
 static int ext_batch(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -976,6 +992,13 @@ static int ext_batch(struct pgw_session *s)
     for (;;) {
         struct fe_msg m;
         int r = fe_next(b, off, &m);
+        if (r == 0 && off == b->parsed) {
+            /* The first message is not all there: wait only for what its
+             * first bytes say may be a LISTEN (a client that stops after
+             * a header takes a server, under query_timeout, as before). */
+            rc = first_may_be_listen(b) ? PGW_NOTIFY_MORE : 0;
+            goto not_ours;
+        }
         if (r <= 0) {
             rc = r == 0 ? PGW_NOTIFY_MORE : 0;   /* the rest may still come */
             goto not_ours;
