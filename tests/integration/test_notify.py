@@ -80,6 +80,20 @@ class NotifyCase(pt.PgwharfTestCase):
             "select count(*) from pg_stat_activity where query ilike 'listen%%' "
             "and datname = '%s'" % self.pg.database))
 
+    def stop_listening_backend(self):
+        """SIGSTOP the listening server's backend: (pid, its client port)."""
+        pid, port = [int(x) for x in self.pg.psql(
+            "select pid, client_port from pg_stat_activity where query ilike 'listen%%'"
+        ).split("|")]
+        os.kill(pid, signal.SIGSTOP)
+        return pid, port
+
+    def send_listen_to_stopped(self, sock, sql, port):
+        """sock's LISTEN, until it is in the stopped backend's socket."""
+        sock.sendall(hz.query_msg(sql))
+        pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                      what="the LISTEN sent to the stopped backend")
+
     def notify(self, chan, payload):
         self.pg.psql("select pg_notify('%s', '%s')" % (chan, payload))
 
@@ -200,14 +214,9 @@ class TestListenMeetsUnlisten(NotifyCase):
         a, b = login(self, self.px), login(self, self.px)
         self.listen(a, "listen pgw_ctl")
         self.listen(b, "listen pgw_shared")
-        pid, port = [int(x) for x in self.pg.psql(
-            "select pid, client_port from pg_stat_activity where query ilike 'listen%%'"
-        ).split("|")]
-        os.kill(pid, signal.SIGSTOP)
+        pid, port = self.stop_listening_backend()
         try:
-            a.sendall(hz.query_msg("listen pgw_shared"))
-            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
-                          what="a's LISTEN sent to the stopped backend")
+            self.send_listen_to_stopped(a, "listen pgw_shared", port)
             self.listen(b, "unlisten pgw_shared")
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -352,14 +361,9 @@ class TestHubServerLost(NotifyCase):
         # LISTEN run again on the next server, its CommandComplete too.
         a, b = login(self, self.px), login(self, self.px)
         self.listen(b, "listen pgw_t0")
-        pid, port = [int(x) for x in self.pg.psql(
-            "select pid, client_port from pg_stat_activity where query ilike 'listen%%'"
-        ).split("|")]
-        os.kill(pid, signal.SIGSTOP)
+        pid, port = self.stop_listening_backend()
         try:
-            a.sendall(hz.query_msg("listen pgw_t1"))
-            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
-                          what="a's LISTEN sent to the stopped backend")
+            self.send_listen_to_stopped(a, "listen pgw_t1", port)
             self.pg.psql("select pg_terminate_backend(%d)" % pid)
         finally:
             os.kill(pid, signal.SIGCONT)
