@@ -621,8 +621,10 @@ class TestHeldForAClientThatLeft(pt.PgwharfTestCase):
             read_notifications(b, 1)            # the hub has it: a's is held
             a.sendall(hz.query_msg(sql))
             self.pg.wait_running("pg_advisory_xact_lock_shared(74201)", lock_wait=True)
+            # The one waiting now (an earlier round's server, idle in the
+            # pool, still shows the same last query).
             port = int(self.pg.psql("select client_port from pg_stat_activity "
-                                    "where query = '%s'" % sql))
+                                    "where query = '%s' and state = 'active'" % sql))
             os.kill(px.pid, signal.SIGSTOP)
             try:
                 a.close()
