@@ -26,9 +26,11 @@
  *   another and runs LISTEN for every channel again; notifications sent
  *   in between are lost (event=notify_server_lost).
  *
- * LISTEN inside a transaction block, among other statements or through
- * the extended protocol still runs on the client's server (relay.c
- * listen_check).
+ * A lone LISTEN or UNLISTEN Query inside a transaction runs on the
+ * client's server and becomes the hub's when the transaction commits (see
+ * "inside a transaction" below).  One among other statements of a Query,
+ * or prepared inside a transaction, runs on the client's server only
+ * (relay.c listen_check).
  *
  * State lives in the proxy (px->notify_hubs) and in each listening
  * session (s->notify): nothing global.
@@ -91,6 +93,22 @@ struct notify_vstmt {
     char chan[PGW_CHANNEL_MAX + 1];
 };
 
+/* A lone LISTEN or UNLISTEN the client ran on its own server, in a
+ * transaction: the hub's once that commits (pgw_notify_tx_*). */
+struct notify_txop {
+    enum pgw_listen_kind kind;
+    int before;                         /* ReadyForQuery to come before its own */
+    char chan[PGW_CHANNEL_MAX + 1];
+};
+
+/* What the last CommandComplete said about the client's transaction. */
+enum notify_tx_tag {
+    TX_TAG_NONE,
+    TX_TAG_COMMIT,                      /* COMMIT (END): done, kept */
+    TX_TAG_LISTEN,                      /* LISTEN/UNLISTEN: kept if it ends now */
+    TX_TAG_ROLLBACK                     /* ROLLBACK (or a failed COMMIT) */
+};
+
 struct pgw_notify_sub {
     struct pgw_notify_hub *hub;
     struct pgw_session *session;
@@ -102,10 +120,19 @@ struct pgw_notify_sub {
     struct pgw_wbuf pending;            /* notifications for after its transaction */
     bool waiting;                       /* its LISTEN runs on the hub's server */
     bool dropped;                       /* pending overflowed (logged once) */
+    struct notify_txop *tx;             /* run in its open transaction, in order */
+    int ntx, captx;
+    enum notify_tx_tag tx_tag;          /* since its last ReadyForQuery */
 };
 
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
+
+/* Listens to nothing, holds nothing: the session needs no sub. */
+static bool sub_unused(const struct pgw_notify_sub *sub)
+{
+    return sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0 && sub->ntx == 0;
+}
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
 
@@ -166,6 +193,15 @@ static void req_push(struct pgw_notify_hub *h, struct notify_req *r)
     h->tail = r;
 }
 
+/* A LISTEN of the channel is queued (or runs): its end decides. */
+static bool listen_queued(const struct pgw_notify_hub *h, const char *name)
+{
+    for (const struct notify_req *q = h->head; q; q = q->next)
+        if (q->listen && strcmp(q->chan, name) == 0)
+            return true;
+    return false;
+}
+
 /* The last client of a channel left it: the hub stops listening. */
 static void chan_unref(struct pgw_notify_hub *h, const char *name)
 {
@@ -173,11 +209,8 @@ static void chan_unref(struct pgw_notify_hub *h, const char *name)
     if (!c || --c->refs > 0)
         return;
     *c = h->chans[--h->nchans];
-    if (!h->srv)
+    if (!h->srv || listen_queued(h, name))
         return;           /* a new server listens only to what is wanted */
-    for (struct notify_req *q = h->head; q; q = q->next)
-        if (q->listen && strcmp(q->chan, name) == 0)
-            return;       /* a LISTEN of it still runs: its end decides */
     struct notify_req *r = req_own("UNLISTEN", name);
     if (!r) {
         hub_lost(h, "out of memory");    /* a new server forgets the channel */
@@ -331,7 +364,7 @@ static void client_resume(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
     if (s->state == PGW_SS_CLOSING)
         return;
-    if (sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0)
+    if (sub_unused(sub))
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
     if (read_on && s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
@@ -516,9 +549,10 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         h->head = r->next;
         if (!h->head)
             h->tail = NULL;
-        if (r->listen && !hub_chan(h, r->chan)) {
+        if (r->listen && !hub_chan(h, r->chan) && !listen_queued(h, r->chan)) {
             /* Nobody listens to it now (its client left, or its last
-             * listener while the LISTEN ran, or the LISTEN failed). */
+             * listener while the LISTEN ran, or the LISTEN failed), and no
+             * LISTEN of it comes next (whose end decides). */
             struct notify_req *u = req_own("UNLISTEN", r->chan);
             if (u)
                 req_push(h, u);
@@ -804,7 +838,7 @@ int pgw_notify_query(struct pgw_session *s)
     if ((char)p[0] != PGW_FE_QUERY)
         return 0;
     uint32_t total = pgw_get_u32(p + 1) + 1;
-    if (total > PGW_MSG_HDR + 4096)
+    if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
         return 0;
     if (b->len - b->parsed < total)   /* read it whole first, if it may be one */
         return b->len - b->parsed > PGW_MSG_HDR &&
@@ -835,7 +869,7 @@ int pgw_notify_query(struct pgw_session *s)
         reply_local(s, "UNLISTEN");
         if (s->state == PGW_SS_CLOSING)
             return -1;
-        if (sub && sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0)
+        if (sub && sub_unused(sub))
             pgw_notify_session_gone(s);  /* listens no more */
         return 1;
     }
@@ -1221,11 +1255,154 @@ void pgw_notify_session_gone(struct pgw_session *s)
         int i = --sub->nchans;
         chan_unref(h, sub->chans[i]);
     }
+    for (int i = 0; i < sub->ntx; i++)
+        if (sub->tx[i].kind == PGW_LISTEN)
+            chan_unref(h, sub->tx[i].chan);      /* its hold */
     pgw_wbuf_deinit(&sub->pending);
     free(sub->chans);
     free(sub->vst);
+    free(sub->tx);
     free(sub);
     /* The hub goes at its next tick (not from inside its own callbacks). */
+}
+
+/* ---- LISTEN and UNLISTEN inside a transaction ----
+ *
+ * A lone LISTEN or UNLISTEN Query a client sends while it holds a server
+ * (inside a transaction block: BEGIN, then LISTEN, as psycopg2 and other
+ * drivers do outside autocommit; or behind other messages) runs there, so
+ * PostgreSQL checks it and the transaction decides it.  pgwharf notes it,
+ * and when the transaction commits the hub takes it over: from then on the
+ * client gets the channel's notifications from the hub, as after a LISTEN
+ * of its own (the server it ran on is closed when given back, relay.c
+ * listen_check).  A rolled-back or failed transaction forgets it.  The hub
+ * starts listening on a LISTEN's channel when pgwharf sees the LISTEN (a
+ * hold on the channel, given back at the end), so it listens by the time
+ * the COMMIT returns: no notification is lost in between unless the hub has
+ * to wait for a server. */
+
+static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const char *chan,
+                    int before)
+{
+    if (sub->ntx == sub->captx) {
+        int cap = sub->captx ? 2 * sub->captx : 2;
+        struct notify_txop *n = realloc(sub->tx, (size_t)cap * sizeof(*n));
+        if (!n)
+            return false;
+        sub->tx = n;
+        sub->captx = cap;
+    }
+    struct pgw_notify_hub *h = sub->hub;
+    if (kind == PGW_LISTEN) {
+        bool known = hub_chan(h, chan) != NULL;
+        if (!chan_ref(h, chan))
+            return false;
+        if (!known && h->srv) {
+            struct notify_req *r = req_own("LISTEN", chan);
+            if (!r) {
+                chan_unref(h, chan);
+                return false;
+            }
+            req_push(h, r);
+        }
+    }
+    struct notify_txop *op = &sub->tx[sub->ntx++];
+    op->kind = kind;
+    op->before = before;
+    snprintf(op->chan, sizeof(op->chan), "%s", chan);
+    if (kind == PGW_LISTEN)
+        hub_kick(h);      /* listens on a new server, or sends the LISTEN */
+    return true;
+}
+
+bool pgw_notify_tx_query(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    const char *sql = (const char *)msg + PGW_MSG_HDR;
+    size_t len = total - PGW_MSG_HDR;
+    if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || len == 0 || sql[len - 1] != '\0' ||
+        !s->pool)
+        return true;
+    char chan[PGW_CHANNEL_MAX + 1];
+    enum pgw_listen_kind kind = pgw_listen_parse(sql, len - 1, chan);
+    if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
+        return true;
+    if (!s->notify && (kind != PGW_LISTEN || !room_for_hub(s)))
+        return true;      /* nothing to undo; a pool of one keeps it as before */
+    struct pgw_notify_hub *h = hub_get(s->px, s->pool);
+    struct pgw_notify_sub *sub = h ? sub_get(s, h) : NULL;
+    if (!sub || !tx_note(sub, kind, chan, s->track.sync_out)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || sub->ntx == 0)
+        return;
+    const char *tag = (const char *)msg + PGW_MSG_HDR;
+    size_t n = total - PGW_MSG_HDR;
+    if (n == sizeof("COMMIT") && memcmp(tag, "COMMIT", n) == 0)
+        sub->tx_tag = TX_TAG_COMMIT;
+    else if (n == sizeof("ROLLBACK") && memcmp(tag, "ROLLBACK", n) == 0)
+        sub->tx_tag = TX_TAG_ROLLBACK;
+    else if ((n == sizeof("LISTEN") && memcmp(tag, "LISTEN", n) == 0) ||
+             (n == sizeof("UNLISTEN") && memcmp(tag, "UNLISTEN", n) == 0))
+        sub->tx_tag = TX_TAG_LISTEN;
+}
+
+/* The first n noted: their transaction ended. */
+static void tx_end(struct pgw_notify_sub *sub, int n, bool commit)
+{
+    struct pgw_notify_hub *h = sub->hub;
+    for (int i = 0; i < n; i++) {
+        const struct notify_txop *op = &sub->tx[i];
+        if (op->kind == PGW_LISTEN) {
+            if (commit && !sub_add(sub, op->chan)) {
+                char qd[200], qu[200];
+                pgw_warn("notify_listen_lost", "client=%s db=%s user=%s reason=\"out of "
+                         "memory\"", sub->session->addr_text,
+                         lq(qd, sizeof(qd), sub->session->database),
+                         lq(qu, sizeof(qu), sub->session->user));
+            }
+            chan_unref(h, op->chan);             /* the hold; sub_add took its own */
+        } else if (commit && op->kind == PGW_UNLISTEN) {
+            sub_remove(sub, op->chan);
+        } else if (commit) {
+            while (sub->nchans > 0)
+                sub_remove(sub, sub->chans[sub->nchans - 1]);
+        }
+    }
+    sub->ntx -= n;
+    memmove(sub->tx, sub->tx + n, (size_t)sub->ntx * sizeof(sub->tx[0]));
+}
+
+void pgw_notify_tx_ready(struct pgw_session *s, char status)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || sub->ntx == 0)
+        return;
+    enum notify_tx_tag tag = sub->tx_tag;
+    sub->tx_tag = TX_TAG_NONE;
+    /* Those whose Query is answered now or before (a prefix); the others
+     * came behind other requests, whose answer this is. */
+    int ran = 0;
+    for (int i = 0; i < sub->ntx; i++) {
+        if (sub->tx[i].before == 0)
+            ran++;
+        else
+            sub->tx[i].before--;
+    }
+    if (status == 'I')
+        tx_end(sub, ran, tag == TX_TAG_COMMIT || tag == TX_TAG_LISTEN);
+    else if (status == 'T' && tag == TX_TAG_COMMIT)
+        tx_end(sub, ran, true);          /* COMMIT AND CHAIN */
+    else
+        return;                          /* still open (or failed: ROLLBACK ends it) */
+    if (sub_unused(sub) && !sub->waiting)
+        pgw_notify_session_gone(s);
 }
 
 void pgw_notify_discard(struct pgw_session *s)

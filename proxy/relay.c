@@ -1319,6 +1319,16 @@ static bool scan_client(struct pgw_session *s)
             }
             continue;
         }
+        if (type == PGW_FE_QUERY && s->mode != PGW_POOL_SESSION && avail > PGW_MSG_HDR &&
+            (p[PGW_MSG_HDR] <= ' ' || (p[PGW_MSG_HDR] | 0x20) == 'l' ||
+             (p[PGW_MSG_HDR] | 0x20) == 'u')) {
+            /* May be a lone LISTEN or UNLISTEN inside a transaction: noted,
+             * the hub's if it commits (notify.c); read whole first. */
+            if (total > avail && total <= PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
+                break;
+            if (total <= avail && !pgw_notify_tx_query(s, p, total))
+                return false;
+        }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);
              * the rest only queue a reply. */
@@ -1704,6 +1714,8 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
                    memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) {
             pgw_notify_discard(s);       /* UNLISTEN * is part of it */
         }
+        if (s->notify)
+            pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK... */
         return true;
     }
     if (srv->user_listen == s->id)
@@ -1805,6 +1817,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 else if (s->swallow == 0)
                     pipe_cancel_due(s);      /* a cancel held while the SETs ran */
             } else {
+                if (s->notify)
+                    pgw_notify_tx_ready(s, mlen >= 5 ? (char)p[5] : 'I');
                 on_ready(s, mlen >= 5 ? (char)p[5] : 'I', after);
                 if (*after == AFTER_STMT_ERROR) {
                     /* The client gets the error in place of this

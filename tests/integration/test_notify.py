@@ -205,6 +205,125 @@ class TestFanOut(NotifyCase):
         self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
 
 
+class TestInsideATransaction(NotifyCase):
+    """A lone LISTEN or UNLISTEN Query inside a transaction runs on the
+    client's server; the hub takes it over when the transaction commits."""
+
+    def hub_listens(self, chan):
+        """The hub's server has run its own LISTEN of chan (its form, with
+        the name quoted)."""
+        pt.wait_until(lambda: int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query = 'LISTEN \"%s\"' "
+            "and state = 'idle'" % chan)) == 1, 20, what="the hub listening on " + chan)
+
+    def witness(self, chan):
+        """A client listening on chan through the hub: once it has a
+        notification, every other listener of the hub has it too."""
+        w = login(self, self.px)
+        self.listen(w, "listen " + chan)
+        return w
+
+    def expect(self, sock, sql, tags, status):
+        sock.sendall(hz.query_msg(sql))
+        got = hz.read_until_ready(sock)
+        self.assertEqual([t for t, _ in got], [b"C"] * len(tags) + [b"Z"], got)
+        self.assertEqual([b.rstrip(b"\0").decode() for _, b in got[:-1]], tags)
+        self.assertEqual(got[-1][1], status)
+
+    def test_kept_after_commit(self):
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen pgw_tx", ["LISTEN"], b"T")
+        self.hub_listens("pgw_tx")      # from the LISTEN on: no gap at COMMIT
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.notify("pgw_tx", "after commit")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_tx", "after commit")])
+        # Once: the server it ran on was closed when given back.
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.assertTrue(nothing_to_read(a))
+
+    def test_forgotten_after_rollback_or_a_failed_transaction(self):
+        for end in ("rollback", "select 1/0"):
+            with self.subTest(end=end):
+                a = login(self, self.px)
+                self.expect(a, "begin", ["BEGIN"], b"T")
+                self.expect(a, "listen pgw_rb", ["LISTEN"], b"T")
+                if end == "rollback":
+                    self.expect(a, "rollback", ["ROLLBACK"], b"I")
+                else:
+                    self.assertEqual(hz.simple_query(a, end)[0], [])
+                    self.expect(a, "commit", ["ROLLBACK"], b"I")
+                w = self.witness("pgw_rb")
+                self.notify("pgw_rb", end)
+                self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_rb", end)])
+                a.sendall(hz.query_msg("select 2"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                                 [b"T", b"D", b"C", b"Z"])
+                w.close()
+                a.close()
+
+    def test_unlisten_inside_a_transaction(self):
+        a = login(self, self.px)
+        w = self.witness("pgw_un")
+        self.listen(a, "listen pgw_un")
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "unlisten pgw_un", ["UNLISTEN"], b"T")
+        self.notify("pgw_un", "still open")   # the UNLISTEN is not committed yet
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_un", "still open")])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_un", "still open")])
+        self.notify("pgw_un", "after")
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_un", "after")])
+        a.sendall(hz.query_msg("select 3"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+
+    def test_pipelined_behind_a_query(self):
+        # Not between transactions: it runs on the client's server in its
+        # own implicit transaction, which commits.
+        a = login(self, self.px)
+        a.sendall(hz.query_msg("select 1") + hz.query_msg("listen pgw_behind"))
+        got = hz.read_until_ready(a) + hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"T", b"D", b"C", b"Z", b"C", b"Z"], got)
+        self.hub_listens("pgw_behind")
+        self.notify("pgw_behind", "p")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_behind", "p")])
+
+    def test_psycopg2_outside_autocommit(self):
+        conn = self.db_conn(self.px, autocommit=False)
+        conn.cursor().execute("LISTEN pgw_py2tx")
+        conn.commit()
+        self.hub_listens("pgw_py2tx")
+        self.notify("pgw_py2tx", "committed")
+
+        def got():
+            conn.poll()
+            return bool(conn.notifies)
+        pt.wait_until(got, 20, what="psycopg2 notification")
+        n = conn.notifies.pop(0)
+        self.assertEqual((n.channel, n.payload), ("pgw_py2tx", "committed"))
+
+    def test_psycopg3_outside_autocommit(self):
+        try:
+            import psycopg
+        except ImportError:
+            self.skipTest("psycopg 3 not installed")
+        with psycopg.connect(self.px.dsn()) as conn:
+            conn.execute("LISTEN pgw_py3tx")
+            conn.commit()
+            self.hub_listens("pgw_py3tx")
+            self.notify("pgw_py3tx", "three")
+            got = []
+            conn.add_notify_handler(lambda n: got.append((n.channel, n.payload)))
+
+            def arrived():
+                select.select([conn.fileno()], [], [], 1)
+                conn.execute("select 1")     # psycopg reads (and runs handlers)
+                conn.rollback()
+                return got
+            pt.wait_until(arrived, 20, what="psycopg 3 notification")
+            self.assertEqual(got, [("pgw_py3tx", "three")])
+
+
 class TestListenMeetsUnlisten(NotifyCase):
     def test_last_client_leaves_while_another_listen_runs(self):
         # b is the channel's only listener; a's LISTEN of it is on its way
@@ -226,6 +345,29 @@ class TestListenMeetsUnlisten(NotifyCase):
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_shared", "to a")])
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_ctl", "after")])
         self.assertTrue(nothing_to_read(b))
+
+    def test_listener_leaves_while_its_listen_runs_and_another_follows(self):
+        # b's LISTEN is on its way through the listening server (its
+        # backend stopped) when b leaves; c's LISTEN of the same channel
+        # queues behind it.  At the end of b's, nobody listened yet: the
+        # hub queued an UNLISTEN behind c's LISTEN, which undid it.
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_ctl2")
+        pid, port = self.stop_listening_backend()
+        try:
+            b = login(self, self.px)
+            self.send_listen_to_stopped(b, "listen pgw_left", port)
+            b.close()
+            c = login(self, self.px)
+            c.sendall(hz.query_msg("listen pgw_left"))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        self.notify("pgw_left", "to c")
+        self.notify("pgw_ctl2", "after")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_ctl2", "after")])
+        self.assertFalse(nothing_to_read(c))
+        self.assertEqual([x[1:] for x in read_notifications(c, 1)], [("pgw_left", "to c")])
 
 
 class TestQueuedListener(pt.PgwharfTestCase):
