@@ -186,7 +186,7 @@ class TestFanOut(NotifyCase):
         self.listen(b, "unlisten *")
         pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
 
-    def test_listen_inside_a_transaction_block_still_works_as_before(self):
+    def test_listen_among_other_statements_stays_on_the_server(self):
         # Not a lone LISTEN: it runs on the client's server; that server
         # is closed when given back (relay.c listen_check).
         a = login(self, self.px)
