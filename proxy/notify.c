@@ -26,11 +26,10 @@
  *   another and runs LISTEN for every channel again; notifications sent
  *   in between are lost (event=notify_server_lost).
  *
- * A lone LISTEN or UNLISTEN Query inside a transaction runs on the
- * client's server and becomes the hub's when the transaction commits (see
- * "inside a transaction" below).  One among other statements of a Query,
- * or prepared inside a transaction, runs on the client's server only
- * (relay.c listen_check).
+ * A lone LISTEN or UNLISTEN inside a transaction runs on the client's
+ * server and becomes the hub's when the transaction commits (see "inside
+ * a transaction" below).  One among other statements of a Query runs on
+ * the client's server only (relay.c listen_check).
  *
  * State lives in the proxy (px->notify_hubs) and in each listening
  * session (s->notify): nothing global.
@@ -98,6 +97,7 @@ struct notify_vstmt {
 struct notify_txop {
     enum pgw_listen_kind kind;
     int before;                         /* ReadyForQuery to come before its own */
+    bool ran;                           /* its CommandComplete came */
     char chan[PGW_CHANNEL_MAX + 1];
 };
 
@@ -1268,10 +1268,11 @@ void pgw_notify_session_gone(struct pgw_session *s)
 
 /* ---- LISTEN and UNLISTEN inside a transaction ----
  *
- * A lone LISTEN or UNLISTEN Query a client sends while it holds a server
- * (inside a transaction block: BEGIN, then LISTEN, as psycopg2 and other
- * drivers do outside autocommit; or behind other messages) runs there, so
- * PostgreSQL checks it and the transaction decides it.  pgwharf notes it,
+ * A lone LISTEN or UNLISTEN a client sends while it holds a server
+ * (inside a transaction block: BEGIN, then LISTEN, as psycopg2, pgjdbc and
+ * other drivers do outside autocommit; or behind other messages), as a
+ * Query or a Parse executed before its Sync, runs there, so PostgreSQL
+ * checks it and the transaction decides it.  pgwharf notes it,
  * and when the transaction commits the hub takes it over: from then on the
  * client gets the channel's notifications from the hub, as after a LISTEN
  * of its own (the server it ran on is closed when given back, relay.c
@@ -1309,22 +1310,34 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
     struct notify_txop *op = &sub->tx[sub->ntx++];
     op->kind = kind;
     op->before = before;
+    op->ran = false;
     snprintf(op->chan, sizeof(op->chan), "%s", chan);
     if (kind == PGW_LISTEN)
         hub_kick(h);      /* listens on a new server, or sends the LISTEN */
     return true;
 }
 
-bool pgw_notify_tx_query(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     const char *sql = (const char *)msg + PGW_MSG_HDR;
-    size_t len = total - PGW_MSG_HDR;
-    if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || len == 0 || sql[len - 1] != '\0' ||
-        !s->pool)
+    const char *end = (const char *)msg + total;
+    if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || !s->pool)
+        return true;
+    if ((char)msg[0] == PGW_FE_PARSE) {
+        const char *name_end = memchr(sql, '\0', (size_t)(end - sql));
+        if (!name_end)
+            return true;     /* the server reports it */
+        sql = name_end + 1;
+    }
+    /* A Query's text ends the message (an UPDATE is turned down before it
+     * is read through); a Parse's is followed by its parameter types. */
+    const char *sql_end = (char)msg[0] == PGW_FE_QUERY && end > sql && end[-1] == '\0'
+                              ? end - 1 : memchr(sql, '\0', (size_t)(end - sql));
+    if (!sql_end)
         return true;
     char chan[PGW_CHANNEL_MAX + 1];
-    enum pgw_listen_kind kind = pgw_listen_parse(sql, len - 1, chan);
-    if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
+    enum pgw_listen_kind kind = pgw_listen_parse(sql, (size_t)(sql_end - sql), chan);
+    if (kind == PGW_LISTEN_NONE || strlen(sql) != (size_t)(sql_end - sql))
         return true;
     if (!s->notify && (kind != PGW_LISTEN || !room_for_hub(s)))
         return true;      /* nothing to undo; a pool of one keeps it as before */
@@ -1344,23 +1357,39 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
         return;
     const char *tag = (const char *)msg + PGW_MSG_HDR;
     size_t n = total - PGW_MSG_HDR;
-    if (n == sizeof("COMMIT") && memcmp(tag, "COMMIT", n) == 0)
+    if (n == sizeof("COMMIT") && memcmp(tag, "COMMIT", n) == 0) {
         sub->tx_tag = TX_TAG_COMMIT;
-    else if (n == sizeof("ROLLBACK") && memcmp(tag, "ROLLBACK", n) == 0)
+    } else if (n == sizeof("ROLLBACK") && memcmp(tag, "ROLLBACK", n) == 0) {
         sub->tx_tag = TX_TAG_ROLLBACK;
-    else if ((n == sizeof("LISTEN") && memcmp(tag, "LISTEN", n) == 0) ||
-             (n == sizeof("UNLISTEN") && memcmp(tag, "UNLISTEN", n) == 0))
+    } else if ((n == sizeof("LISTEN") && memcmp(tag, "LISTEN", n) == 0) ||
+               (n == sizeof("UNLISTEN") && memcmp(tag, "UNLISTEN", n) == 0)) {
         sub->tx_tag = TX_TAG_LISTEN;
+        /* It ran: the first noted of this request that had not. */
+        for (int i = 0; i < sub->ntx && sub->tx[i].before == 0; i++) {
+            if (!sub->tx[i].ran) {
+                sub->tx[i].ran = true;
+                break;
+            }
+        }
+    }
 }
 
-/* The first n noted: their transaction ended. */
-static void tx_end(struct pgw_notify_sub *sub, int n, bool commit)
+/* Of the first n noted, those that ran are the hub's if commit; each
+ * LISTEN's hold goes; the ones kept (keep: those that ran, as their
+ * transaction goes on) stay noted. */
+static void tx_end(struct pgw_notify_sub *sub, int n, bool commit, bool keep)
 {
     struct pgw_notify_hub *h = sub->hub;
+    int kept = 0;
     for (int i = 0; i < n; i++) {
         const struct notify_txop *op = &sub->tx[i];
+        if (keep && op->ran) {
+            sub->tx[kept++] = *op;
+            continue;
+        }
+        bool apply = commit && op->ran;
         if (op->kind == PGW_LISTEN) {
-            if (commit && !sub_add(sub, op->chan)) {
+            if (apply && !sub_add(sub, op->chan)) {
                 char qd[200], qu[200];
                 pgw_warn("notify_listen_lost", "client=%s db=%s user=%s reason=\"out of "
                          "memory\"", sub->session->addr_text,
@@ -1368,15 +1397,15 @@ static void tx_end(struct pgw_notify_sub *sub, int n, bool commit)
                          lq(qu, sizeof(qu), sub->session->user));
             }
             chan_unref(h, op->chan);             /* the hold; sub_add took its own */
-        } else if (commit && op->kind == PGW_UNLISTEN) {
+        } else if (apply && op->kind == PGW_UNLISTEN) {
             sub_remove(sub, op->chan);
-        } else if (commit) {
+        } else if (apply) {
             while (sub->nchans > 0)
                 sub_remove(sub, sub->chans[sub->nchans - 1]);
         }
     }
-    sub->ntx -= n;
-    memmove(sub->tx, sub->tx + n, (size_t)sub->ntx * sizeof(sub->tx[0]));
+    memmove(sub->tx + kept, sub->tx + n, (size_t)(sub->ntx - n) * sizeof(sub->tx[0]));
+    sub->ntx -= n - kept;
 }
 
 void pgw_notify_tx_ready(struct pgw_session *s, char status)
@@ -1386,21 +1415,22 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
         return;
     enum notify_tx_tag tag = sub->tx_tag;
     sub->tx_tag = TX_TAG_NONE;
-    /* Those whose Query is answered now or before (a prefix); the others
-     * came behind other requests, whose answer this is. */
-    int ran = 0;
+    /* Those of this request or before (a prefix); the others came behind
+     * it.  One of this request that did not run (its error, or a Parse
+     * without an Execute) is forgotten now. */
+    int n = 0;
     for (int i = 0; i < sub->ntx; i++) {
         if (sub->tx[i].before == 0)
-            ran++;
+            n++;
         else
             sub->tx[i].before--;
     }
     if (status == 'I')
-        tx_end(sub, ran, tag == TX_TAG_COMMIT || tag == TX_TAG_LISTEN);
+        tx_end(sub, n, tag == TX_TAG_COMMIT || tag == TX_TAG_LISTEN, false);
     else if (status == 'T' && tag == TX_TAG_COMMIT)
-        tx_end(sub, ran, true);          /* COMMIT AND CHAIN */
+        tx_end(sub, n, true, false);     /* COMMIT AND CHAIN */
     else
-        return;                          /* still open (or failed: ROLLBACK ends it) */
+        tx_end(sub, n, false, true);     /* still open (failed: ROLLBACK ends it) */
     if (sub_unused(sub) && !sub->waiting)
         pgw_notify_session_gone(s);
 }

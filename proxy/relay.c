@@ -1240,6 +1240,28 @@ static bool ps_type(char type)
 }
 
 /* Scan client messages; returns false when the session was closed. */
+/* A Query or Parse that may be a lone LISTEN or UNLISTEN, sent while the
+ * client holds a server: notify.c notes it (the hub's if its transaction
+ * commits).  1: go on, 0: read the message whole first, -1: the session
+ * was closed. */
+static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t avail,
+                           uint32_t total)
+{
+    bool small = total <= PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX;
+    const uint8_t *text = p + PGW_MSG_HDR, *end = p + (avail < total ? avail : total);
+    if (p[0] == PGW_FE_PARSE && text < end) {
+        const uint8_t *z = memchr(text, '\0', (size_t)(end - text));
+        text = z ? z + 1 : end;
+    }
+    if (text >= end)
+        return total > avail && small ? 0 : 1;
+    if (*text > ' ' && (*text | 0x20) != 'l' && (*text | 0x20) != 'u')
+        return 1;
+    if (total > avail)
+        return small ? 0 : 1;
+    return pgw_notify_tx_message(s, p, total) ? 1 : -1;
+}
+
 static bool scan_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -1319,15 +1341,12 @@ static bool scan_client(struct pgw_session *s)
             }
             continue;
         }
-        if (type == PGW_FE_QUERY && s->mode != PGW_POOL_SESSION && avail > PGW_MSG_HDR &&
-            (p[PGW_MSG_HDR] <= ' ' || (p[PGW_MSG_HDR] | 0x20) == 'l' ||
-             (p[PGW_MSG_HDR] | 0x20) == 'u')) {
-            /* May be a lone LISTEN or UNLISTEN inside a transaction: noted,
-             * the hub's if it commits (notify.c); read whole first. */
-            if (total > avail && total <= PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
-                break;
-            if (total <= avail && !pgw_notify_tx_query(s, p, total))
+        if ((type == PGW_FE_QUERY || type == PGW_FE_PARSE) && s->mode != PGW_POOL_SESSION) {
+            int r = offer_tx_listen(s, p, avail, total);
+            if (r < 0)
                 return false;
+            if (r == 0)
+                break;      /* read it whole first */
         }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);

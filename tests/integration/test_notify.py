@@ -288,6 +288,27 @@ class TestInsideATransaction(NotifyCase):
         self.notify("pgw_behind", "p")
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_behind", "p")])
 
+    def test_prepared_inside_a_transaction(self):
+        # pgjdbc outside autocommit: BEGIN and the LISTEN in one batch,
+        # through the unnamed statement; COMMIT later.
+        a = login(self, self.px)
+        a.sendall(hz.ext_msgs("begin", describe=False)[:-5] + hz.ext_msgs("listen pgw_ext"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"1", b"2", b"C", b"1", b"2", b"n", b"C", b"Z"])
+        self.assertEqual(got[-1][1], b"T")
+        # Parsed, never executed: not listening.
+        a.sendall(hz.parse_msg("pgw_never", "listen pgw_never") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hub_listens("pgw_ext")
+        w = self.witness("pgw_never")
+        self.notify("pgw_never", "no")
+        self.notify("pgw_ext", "yes")
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_never", "no")])
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_ext", "yes")])
+        a.sendall(hz.query_msg("select 4"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+
     def test_psycopg2_outside_autocommit(self):
         conn = self.db_conn(self.px, autocommit=False)
         conn.cursor().execute("LISTEN pgw_py2tx")
