@@ -26,15 +26,17 @@
  *   another and runs LISTEN for every channel again; notifications sent
  *   in between are lost (event=notify_server_lost).
  *
- * A lone LISTEN or UNLISTEN inside a transaction runs on the client's
- * server and becomes the hub's when the transaction commits (see "inside
- * a transaction" below).  One among other statements of a Query runs on
- * the client's server only (relay.c listen_check).
+ * A lone LISTEN or UNLISTEN through the extended protocol (Parse, Bind,
+ * Execute) between transactions: notify_ext.c.  A lone LISTEN or UNLISTEN
+ * inside a transaction runs on the client's server and becomes the hub's
+ * when the transaction commits (see "inside a transaction" below).  One
+ * among other statements of a Query runs on the client's server only
+ * (relay.c listen_check).
  *
  * State lives in the proxy (px->notify_hubs) and in each listening
  * session (s->notify): nothing global.
  */
-#include "proxy/proxy_int.h"
+#include "proxy/notify_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,6 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/wire.h"
-#include "proxy/codec.h"
 
 #define NOTIFY_PENDING_MAX (1u << 20)   /* notifications held for one client */
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
@@ -83,56 +84,9 @@ struct pgw_notify_hub {
     struct pgw_wbuf out;
 };
 
-/* A LISTEN or UNLISTEN the client prepared (extended protocol): pgwharf
- * answers its Parse and runs it at its Execute; no server has it. */
-#define NOTIFY_STMT_NAME_MAX 63
-struct notify_vstmt {
-    char name[NOTIFY_STMT_NAME_MAX + 1];     /* "" = the unnamed statement */
-    enum pgw_listen_kind kind;
-    char chan[PGW_CHANNEL_MAX + 1];
-};
-
-/* A lone LISTEN or UNLISTEN the client ran on its own server, in a
- * transaction: the hub's once that commits (pgw_notify_tx_*). */
-struct notify_txop {
-    enum pgw_listen_kind kind;
-    int before;                         /* ReadyForQuery to come before its own */
-    bool ran;                           /* its CommandComplete came */
-    char chan[PGW_CHANNEL_MAX + 1];
-};
-
-/* What the last CommandComplete said about the client's transaction. */
-enum notify_tx_tag {
-    TX_TAG_NONE,
-    TX_TAG_COMMIT,                      /* COMMIT (END): done, kept */
-    TX_TAG_LISTEN,                      /* LISTEN/UNLISTEN: kept if it ends now */
-    TX_TAG_ROLLBACK                     /* ROLLBACK (or a failed COMMIT) */
-};
-
-struct pgw_notify_sub {
-    struct pgw_notify_hub *hub;
-    struct pgw_session *session;
-    struct notify_vstmt *vst;
-    int nvst, capvst;
-    struct pgw_list node;
-    char (*chans)[PGW_CHANNEL_MAX + 1];
-    int nchans, capchans;
-    struct pgw_wbuf pending;            /* notifications for after its transaction */
-    bool waiting;                       /* its LISTEN runs on the hub's server */
-    bool dropped;                       /* pending overflowed (logged once) */
-    struct notify_txop *tx;             /* run in its open transaction, in order */
-    int ntx, captx;
-    enum notify_tx_tag tx_tag;          /* since its last ReadyForQuery */
-};
-
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
 
-/* Listens to nothing, holds nothing: the session needs no sub. */
-static bool sub_unused(const struct pgw_notify_sub *sub)
-{
-    return sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0 && sub->ntx == 0;
-}
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
 
@@ -268,6 +222,13 @@ static void sub_remove(struct pgw_notify_sub *sub, const char *name)
     chan_unref(sub->hub, name);
 }
 
+/* It listens to nothing, holds nothing for the client, has no vstmt and
+ * nothing noted in a transaction. */
+static bool sub_empty(const struct pgw_notify_sub *sub)
+{
+    return sub->nchans == 0 && sub->pending.len == 0 && sub->nvst == 0 && sub->ntx == 0;
+}
+
 /* ---- the hub ---- */
 
 static struct pgw_notify_hub *hub_find(struct pgw_proxy *px, const struct pgw_pool *pool)
@@ -364,7 +325,7 @@ static void client_resume(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
     if (s->state == PGW_SS_CLOSING)
         return;
-    if (sub_unused(sub))
+    if (sub_empty(sub))
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
     if (read_on && s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
@@ -380,7 +341,7 @@ static size_t unsent(const struct pgw_session *s)
 /* Whole messages to the client, its buffer grown to take them (up to
  * NOTIFY_PENDING_MAX unread, checked by the callers); false when memory is
  * short. */
-static bool client_raw(struct pgw_session *s, const uint8_t *msg, size_t n)
+bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n)
 {
     if (!s->sbuf && !(s->sbuf = pgw_iobuf_get(s->px)))
         return false;
@@ -520,7 +481,7 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
             }
         }
         if (r->s)
-            client_raw(r->s, msg, total);
+            pgw_notify_send(r->s, msg, total);
         break;
     case PGW_BE_ERROR:
     case PGW_BE_NOTICE: {
@@ -533,7 +494,7 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (r && (char)msg[0] == PGW_BE_ERROR && !fatal)
             r->failed = true;     /* first: a failed write may free r (hub_lost) */
         if (r && r->s && !fatal) {
-            client_raw(r->s, msg, total);
+            pgw_notify_send(r->s, msg, total);
         } else if (parsed) {
             char q1[700], q2[200], q3[200];
             pgw_warn("notify_server", "db=%s user=%s sqlstate=%s reason=%s",
@@ -758,8 +719,11 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- sessions ---- */
 
-static struct pgw_notify_sub *sub_get(struct pgw_session *s, struct pgw_notify_hub *h)
+struct pgw_notify_sub *pgw_notify_sub_get(struct pgw_session *s)
 {
+    struct pgw_notify_hub *h = hub_get(s->px, s->pool);
+    if (!h)
+        return NULL;
     if (s->notify)
         return s->notify;
     struct pgw_notify_sub *sub = calloc(1, sizeof(*sub));
@@ -773,6 +737,32 @@ static struct pgw_notify_sub *sub_get(struct pgw_session *s, struct pgw_notify_h
     return sub;
 }
 
+void pgw_notify_unlisten(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const char *chan)
+{
+    if (kind == PGW_UNLISTEN)
+        sub_remove(sub, chan);
+    else
+        while (sub->nchans > 0)
+            sub_remove(sub, sub->chans[sub->nchans - 1]);
+}
+
+struct notify_req *pgw_notify_listen_req(const char *chan)
+{
+    return req_own("LISTEN", chan);
+}
+
+void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
+{
+    struct pgw_notify_hub *h = s->notify->hub;
+    r->s = s;
+    s->notify->waiting = true;
+    req_push(h, r);
+    struct pgw_session *was = h->asking;   /* another's, answered from a kick */
+    h->asking = s;
+    hub_kick(h);          /* may answer at once (a failed acquire) */
+    h->asking = was;
+}
+
 static void reply_local(struct pgw_session *s, const char *tag)
 {
     struct pgw_wbuf b;
@@ -783,8 +773,7 @@ static void reply_local(struct pgw_session *s, const char *tag)
     pgw_wbuf_deinit(&b);
 }
 
-/* The first n bytes of a Query's text could start LISTEN or UNLISTEN. */
-static bool may_be_listen(const char *sql, size_t n)
+bool pgw_notify_may_be_listen(const char *sql, size_t n)
 {
     size_t i = 0;
     while (i < n && strchr(" \t\n\r\f\v", sql[i]) && sql[i])
@@ -804,7 +793,7 @@ static bool may_be_listen(const char *sql, size_t n)
  * for the clients' queries (LISTEN runs there, as before).  It counts in
  * max_db_connections and max_user_connections too, with the listening
  * servers of the other pools under the same cap. */
-static bool room_for_hub(const struct pgw_session *s)
+bool pgw_notify_room_for_hub(const struct pgw_session *s)
 {
     if (hub_find(s->px, s->pool))
         return true;
@@ -825,8 +814,6 @@ static bool room_for_hub(const struct pgw_session *s)
     return (capdb <= 0 || leftdb >= 2) && (capuser <= 0 || leftuser >= 2);
 }
 
-static int ext_batch(struct pgw_session *s);
-
 int pgw_notify_query(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -834,7 +821,7 @@ int pgw_notify_query(struct pgw_session *s)
         return 0;
     const uint8_t *p = b->data + b->parsed;
     if ((char)p[0] == PGW_FE_PARSE || (char)p[0] == PGW_FE_BIND)
-        return ext_batch(s);
+        return pgw_notify_ext_batch(s);
     if ((char)p[0] != PGW_FE_QUERY)
         return 0;
     uint32_t total = pgw_get_u32(p + 1) + 1;
@@ -842,8 +829,8 @@ int pgw_notify_query(struct pgw_session *s)
         return 0;
     if (b->len - b->parsed < total)   /* read it whole first, if it may be one */
         return b->len - b->parsed > PGW_MSG_HDR &&
-                       may_be_listen((const char *)p + PGW_MSG_HDR,
-                                     b->len - b->parsed - PGW_MSG_HDR)
+                       pgw_notify_may_be_listen((const char *)p + PGW_MSG_HDR,
+                                                b->len - b->parsed - PGW_MSG_HDR)
                    ? PGW_NOTIFY_MORE : 0;
     const char *sql = (const char *)p + PGW_MSG_HDR;
     size_t len = total - PGW_MSG_HDR;
@@ -854,327 +841,31 @@ int pgw_notify_query(struct pgw_session *s)
     if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
         return 0;
     struct pgw_proxy *px = s->px;
-    if (kind == PGW_LISTEN && !room_for_hub(s))
+    if (kind == PGW_LISTEN && !pgw_notify_room_for_hub(s))
         return 0;
     s->query_count++;
     px->total_query++;
     if (kind != PGW_LISTEN) {
         pgw_iobuf_cut(b, b->parsed, total);
         struct pgw_notify_sub *sub = s->notify;
-        if (sub && kind == PGW_UNLISTEN)
-            sub_remove(sub, chan);
-        else if (sub)
-            while (sub->nchans > 0)
-                sub_remove(sub, sub->chans[sub->nchans - 1]);
+        if (sub)
+            pgw_notify_unlisten(sub, kind, chan);
         reply_local(s, "UNLISTEN");
         if (s->state == PGW_SS_CLOSING)
             return -1;
-        if (sub && sub_unused(sub))
+        if (sub && sub_empty(sub))
             pgw_notify_session_gone(s);  /* listens no more */
         return 1;
     }
-    struct pgw_notify_hub *h = hub_get(px, s->pool);
-    struct pgw_notify_sub *sub = h ? sub_get(s, h) : NULL;
+    struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
     struct notify_req *r = sub ? req_new(s, sql, chan, true) : NULL;
     if (!r) {
         pgw_session_close(s, "53200", "out of memory");
         return -1;
     }
     pgw_iobuf_cut(b, b->parsed, total);
-    sub->waiting = true;
-    req_push(h, r);
-    struct pgw_session *was = h->asking;   /* another's, answered from a kick */
-    h->asking = s;
-    hub_kick(h);          /* may answer at once (a failed acquire) */
-    h->asking = was;
+    pgw_notify_ask(s, r);
     return s->state == PGW_SS_CLOSING ? -1 : 1;
-}
-
-/* ---- the extended protocol: a prepared LISTEN or UNLISTEN ----
- *
- * asyncpg (add_listener), pgjdbc and others send LISTEN as Parse [Describe
- * statement] Flush/Sync, then Bind [Describe portal] Execute Sync, or all
- * of it at once.  A batch that is only that, on a lone LISTEN or UNLISTEN
- * without parameters, is answered here (ParseComplete, ParameterDescription
- * and NoData, BindComplete, NoData) and its Execute runs like the simple
- * Query: the statement is the session's (a virtual one), reused by later
- * Binds of its name.  PostgreSQL would refuse a bad LISTEN at its Parse;
- * here the error comes at the Execute.  Anything else in the batch: the
- * server gets all of it, as before. */
-
-struct fe_msg {
-    char type;
-    const uint8_t *body;
-    uint32_t len;
-};
-
-/* The message at off, whole; 0 when not all there, -1 when not sane. */
-static int fe_next(const struct pgw_iobuf *b, uint32_t off, struct fe_msg *m)
-{
-    if (b->len - off < PGW_MSG_HDR)
-        return 0;
-    uint32_t mlen = pgw_get_u32(b->data + off + 1);
-    if (mlen < 4 || mlen > 4096)
-        return -1;                /* a LISTEN's messages are small: not ours */
-    if (b->len - off < mlen + 1)
-        return 0;
-    m->type = (char)b->data[off];
-    m->body = b->data + off + PGW_MSG_HDR;
-    m->len = mlen - 4;
-    return 1;
-}
-
-/* A NUL-terminated string at *pos of body; NULL when there is none. */
-static const char *fe_str(const struct fe_msg *m, uint32_t *pos)
-{
-    if (*pos >= m->len)
-        return NULL;
-    const char *str = (const char *)m->body + *pos;
-    const void *nul = memchr(str, '\0', m->len - *pos);
-    if (!nul)
-        return NULL;
-    *pos += (uint32_t)((const char *)nul - str) + 1;
-    return str;
-}
-
-static bool fe_i16(const struct fe_msg *m, uint32_t *pos, int *v)
-{
-    if (*pos + 2 > m->len)
-        return false;
-    *v = (int)((uint16_t)m->body[*pos] << 8 | m->body[*pos + 1]);
-    *pos += 2;
-    return true;
-}
-
-static struct notify_vstmt *vstmt_find(struct pgw_notify_sub *sub, const char *name)
-{
-    for (int i = 0; sub && i < sub->nvst; i++)
-        if (strcmp(sub->vst[i].name, name) == 0)
-            return &sub->vst[i];
-    return NULL;
-}
-
-static void vstmt_drop(struct pgw_notify_sub *sub, const char *name)
-{
-    struct notify_vstmt *v = vstmt_find(sub, name);
-    if (v)
-        *v = sub->vst[--sub->nvst];
-}
-
-static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
-{
-    struct notify_vstmt *v = vstmt_find(sub, in->name);
-    if (!v) {
-        if (sub->nvst == sub->capvst) {
-            int cap = sub->capvst ? 2 * sub->capvst : 2;
-            struct notify_vstmt *n = realloc(sub->vst, (size_t)cap * sizeof(*n));
-            if (!n)
-                return false;
-            sub->vst = n;
-            sub->capvst = cap;
-        }
-        v = &sub->vst[sub->nvst++];
-    }
-    *v = *in;
-    return true;
-}
-
-/* The Parse at the head of the batch, read: 1 a lone LISTEN/UNLISTEN
- * without parameters (into v), 0 another statement. */
-static int parse_listen(const struct fe_msg *m, struct notify_vstmt *v)
-{
-    uint32_t pos = 0;
-    int nparams;
-    const char *name = fe_str(m, &pos);
-    if (!name || pos >= m->len ||
-        !may_be_listen((const char *)m->body + pos, m->len - pos < 16 ? m->len - pos : 16))
-        return 0;                 /* the common case: another statement */
-    const char *sql = fe_str(m, &pos);
-    if (!sql || !fe_i16(m, &pos, &nparams) || nparams != 0 ||
-        strlen(name) > NOTIFY_STMT_NAME_MAX)
-        return 0;
-    snprintf(v->name, sizeof(v->name), "%s", name);
-    v->kind = pgw_listen_parse(sql, strlen(sql), v->chan);
-    return v->kind != PGW_LISTEN_NONE;
-}
-
-/* A Parse still arriving: its name and the start of its text are there,
- * and the text may start LISTEN or UNLISTEN. */
-static bool first_may_be_listen(const struct pgw_iobuf *b)
-{
-    const uint8_t *p = b->data + b->parsed;
-    size_t have = b->len - b->parsed;
-    if ((char)p[0] != PGW_FE_PARSE || have <= PGW_MSG_HDR)
-        return false;
-    const uint8_t *nul = memchr(p + PGW_MSG_HDR, '\0', have - PGW_MSG_HDR);
-    if (!nul || nul + 1 >= p + have)
-        return false;
-    return may_be_listen((const char *)nul + 1, (size_t)(p + have - (nul + 1)));
-}
-
-static int ext_batch(struct pgw_session *s)
-{
-    struct pgw_iobuf *b = s->cbuf;
-    struct pgw_notify_sub *sub = s->notify;
-    struct notify_vstmt cur;
-    bool have = false, parsed = false, bound = false, executed = false, synced = false;
-    char portal[NOTIFY_STMT_NAME_MAX + 1] = "";
-    struct pgw_wbuf out;
-    pgw_wbuf_init(&out);
-    uint32_t off = b->parsed;
-    int rc = 0;
-    for (;;) {
-        struct fe_msg m;
-        int r = fe_next(b, off, &m);
-        if (r == 0 && off == b->parsed) {
-            /* The first message is not all there: wait only for what its
-             * first bytes say may be a LISTEN (a client that stops after
-             * a header takes a server, under query_timeout, as before). */
-            rc = first_may_be_listen(b) ? PGW_NOTIFY_MORE : 0;
-            goto not_ours;
-        }
-        if (r <= 0) {
-            rc = r == 0 ? PGW_NOTIFY_MORE : 0;   /* the rest may still come */
-            goto not_ours;
-        }
-        uint32_t pos = 0;
-        const char *name;
-        int n, kind;
-        switch (m.type) {
-        case PGW_FE_PARSE:
-            if (have || !parse_listen(&m, &cur))
-                goto not_ours;
-            have = parsed = true;
-            pgw_wbuf_msg_end(&out, pgw_wbuf_msg_begin(&out, PGW_BE_PARSE_COMPLETE));
-            break;
-        case PGW_FE_BIND:
-            if (bound || !(name = fe_str(&m, &pos)) || strlen(name) > NOTIFY_STMT_NAME_MAX)
-                goto not_ours;
-            snprintf(portal, sizeof(portal), "%s", name);
-            if (!(name = fe_str(&m, &pos)))
-                goto not_ours;
-            if (!have) {
-                struct notify_vstmt *v = vstmt_find(sub, name);
-                if (!v)
-                    goto not_ours;
-                cur = *v;
-                have = true;
-            } else if (strcmp(name, cur.name) != 0) {
-                goto not_ours;
-            }
-            if (!fe_i16(&m, &pos, &n))            /* parameter formats */
-                goto not_ours;
-            pos += 2 * (uint32_t)n;
-            if (!fe_i16(&m, &pos, &n) || n != 0)  /* no parameters */
-                goto not_ours;
-            bound = true;
-            pgw_wbuf_msg_end(&out, pgw_wbuf_msg_begin(&out, PGW_BE_BIND_COMPLETE));
-            break;
-        case PGW_FE_DESCRIBE:
-            if (m.len < 2 || !have || executed)
-                goto not_ours;
-            kind = m.body[0];
-            pos = 1;
-            if (!(name = fe_str(&m, &pos)))
-                goto not_ours;
-            if (kind == 'S' && strcmp(name, cur.name) == 0) {
-                size_t at = pgw_wbuf_msg_begin(&out, 't');
-                pgw_wbuf_put_u16(&out, 0);
-                pgw_wbuf_msg_end(&out, at);
-            } else if (kind != 'P' || !bound || strcmp(name, portal) != 0) {
-                goto not_ours;
-            }
-            pgw_wbuf_msg_end(&out, pgw_wbuf_msg_begin(&out, 'n'));
-            break;
-        case PGW_FE_EXECUTE:
-            if (!bound || executed || !(name = fe_str(&m, &pos)) || strcmp(name, portal) != 0)
-                goto not_ours;
-            executed = true;
-            break;
-        case PGW_FE_FLUSH:
-            if (executed)
-                goto not_ours;                    /* its reply needs a Sync */
-            off += m.len + PGW_MSG_HDR;
-            goto take;
-        case PGW_FE_SYNC:
-            synced = true;
-            off += m.len + PGW_MSG_HDR;
-            goto take;
-        default:
-            goto not_ours;
-        }
-        off += m.len + PGW_MSG_HDR;
-        if (executed) {
-            /* Only a Sync may follow. */
-            r = fe_next(b, off, &m);
-            if (r <= 0) {
-                rc = r == 0 ? PGW_NOTIFY_MORE : 0;
-                goto not_ours;
-            }
-            if (m.type != PGW_FE_SYNC)
-                goto not_ours;
-        }
-    }
-take:
-    if (out.failed)
-        goto oom;
-    if (cur.kind == PGW_LISTEN && !room_for_hub(s))
-        goto not_ours;            /* a pool of one server: it runs there */
-    {
-        struct pgw_notify_hub *h = hub_get(s->px, s->pool);
-        sub = h ? sub_get(s, h) : NULL;
-        if (!sub || (parsed && !vstmt_put(sub, &cur)))
-            goto oom;
-        struct notify_req *r = NULL;
-        if (executed && cur.kind == PGW_LISTEN && !(r = req_own("LISTEN", cur.chan)))
-            goto oom;
-        pgw_iobuf_cut(b, b->parsed, off - b->parsed);
-        s->query_count++;
-        s->px->total_query++;
-        if (executed && cur.kind != PGW_LISTEN) {
-            if (cur.kind == PGW_UNLISTEN)
-                sub_remove(sub, cur.chan);
-            else
-                while (sub->nchans > 0)
-                    sub_remove(sub, sub->chans[sub->nchans - 1]);
-            pgw_wire_command_complete(&out, "UNLISTEN");
-        }
-        if (synced && !r)
-            pgw_wire_ready(&out, 'I');
-        client_raw(s, out.data, out.len);
-        pgw_wbuf_deinit(&out);
-        if (s->state == PGW_SS_CLOSING) {
-            free(r);
-            return -1;
-        }
-        if (r) {
-            /* Its CommandComplete and ReadyForQuery come from the hub. */
-            r->s = s;
-            sub->waiting = true;
-            req_push(h, r);
-            struct pgw_session *was = h->asking;   /* see pgw_notify_query */
-            h->asking = s;
-            hub_kick(h);
-            h->asking = was;
-        }
-        return s->state == PGW_SS_CLOSING ? -1 : 1;
-    }
-oom:
-    pgw_wbuf_deinit(&out);
-    pgw_session_close(s, "53200", "out of memory");
-    return -1;
-not_ours:
-    pgw_wbuf_deinit(&out);
-    if (rc == 0 && sub && b->len - b->parsed >= PGW_MSG_HDR &&
-        (char)b->data[b->parsed] == PGW_FE_PARSE) {
-        /* Another statement takes the name (the unnamed one, always). */
-        struct fe_msg m;
-        uint32_t pos = 0;
-        const char *name;
-        if (fe_next(b, b->parsed, &m) > 0 && (name = fe_str(&m, &pos)))
-            vstmt_drop(sub, name);
-    }
-    return rc;
 }
 
 bool pgw_notify_waiting(const struct pgw_session *s)
@@ -1194,7 +885,7 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
     struct pgw_notify_sub *sub = s->notify;
     bool now = deliverable(s) && sub->pending.len == 0;
     size_t held = now ? unsent(s) : sub->pending.len;
-    if (held + total <= NOTIFY_PENDING_MAX && now && client_raw(s, msg, total)) {
+    if (held + total <= NOTIFY_PENDING_MAX && now && pgw_notify_send(s, msg, total)) {
         s->px->total_notifications++;
         return;
     }
@@ -1224,7 +915,7 @@ void pgw_notify_flush(struct pgw_session *s)
         for (size_t off = 0; off + PGW_MSG_HDR <= sub->pending.len;
              off += 1 + pgw_get_u32(sub->pending.data + off + 1))
             n++;
-        if (client_raw(s, sub->pending.data, sub->pending.len))
+        if (pgw_notify_send(s, sub->pending.data, sub->pending.len))
             s->px->total_notifications += n;
         else
             s->px->total_notifications_dropped += n;
@@ -1339,10 +1030,9 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     enum pgw_listen_kind kind = pgw_listen_parse(sql, (size_t)(sql_end - sql), chan);
     if (kind == PGW_LISTEN_NONE || strlen(sql) != (size_t)(sql_end - sql))
         return true;
-    if (!s->notify && (kind != PGW_LISTEN || !room_for_hub(s)))
+    if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
         return true;      /* nothing to undo; a pool of one keeps it as before */
-    struct pgw_notify_hub *h = hub_get(s->px, s->pool);
-    struct pgw_notify_sub *sub = h ? sub_get(s, h) : NULL;
+    struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
     if (!sub || !tx_note(sub, kind, chan, s->track.sync_out)) {
         pgw_session_close(s, "53200", "out of memory");
         return false;
@@ -1431,7 +1121,7 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
         tx_end(sub, n, true, false);     /* COMMIT AND CHAIN */
     else
         tx_end(sub, n, false, true);     /* still open (failed: ROLLBACK ends it) */
-    if (sub_unused(sub) && !sub->waiting)
+    if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);
 }
 

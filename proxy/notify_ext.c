@@ -1,0 +1,340 @@
+/*
+ * notify_ext.c - a prepared LISTEN or UNLISTEN (the extended protocol) in
+ * transaction and statement mode.
+ *
+ * asyncpg (add_listener), pgjdbc and others send LISTEN as Parse [Describe
+ * statement] Flush/Sync, then Bind [Describe portal] Execute Sync, or all
+ * of it at once.  A batch that is only that, on a lone LISTEN or UNLISTEN
+ * without parameters, is answered here (ParseComplete, ParameterDescription
+ * and NoData, BindComplete, NoData) and its Execute runs like the simple
+ * Query (notify.c): the statement is the session's (a virtual one, a
+ * "vstmt"), reused by later Binds of its name.  PostgreSQL would refuse a
+ * bad LISTEN at its Parse; here the error comes at the Execute.  Anything
+ * else in the batch: the server gets all of it, as before.
+ *
+ * The batch is read first (ext_read: the messages, the replies they get),
+ * then taken (ext_take: the buffer drops it, the replies go out, the
+ * statement runs).  State: the session's vstmt table (s->notify->vst).
+ */
+#include "proxy/notify_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/wire.h"
+
+/* ---- the client's messages ---- */
+
+struct fe_msg {
+    char type;
+    const uint8_t *body;
+    uint32_t len;
+};
+
+/* The message at off, whole; 0 when not all there, -1 when not sane. */
+static int fe_next(const struct pgw_iobuf *b, uint32_t off, struct fe_msg *m)
+{
+    if (b->len - off < PGW_MSG_HDR)
+        return 0;
+    uint32_t mlen = pgw_get_u32(b->data + off + 1);
+    if (mlen < 4 || mlen > 4096)
+        return -1;                /* a LISTEN's messages are small: not ours */
+    if (b->len - off < mlen + 1)
+        return 0;
+    m->type = (char)b->data[off];
+    m->body = b->data + off + PGW_MSG_HDR;
+    m->len = mlen - 4;
+    return 1;
+}
+
+/* A NUL-terminated string at *pos of body; NULL when there is none. */
+static const char *fe_str(const struct fe_msg *m, uint32_t *pos)
+{
+    if (*pos >= m->len)
+        return NULL;
+    const char *str = (const char *)m->body + *pos;
+    const void *nul = memchr(str, '\0', m->len - *pos);
+    if (!nul)
+        return NULL;
+    *pos += (uint32_t)((const char *)nul - str) + 1;
+    return str;
+}
+
+static bool fe_i16(const struct fe_msg *m, uint32_t *pos, int *v)
+{
+    if (*pos + 2 > m->len)
+        return false;
+    *v = (int)((uint16_t)m->body[*pos] << 8 | m->body[*pos + 1]);
+    *pos += 2;
+    return true;
+}
+
+/* ---- the session's virtual statements ---- */
+
+static struct notify_vstmt *vstmt_find(struct pgw_notify_sub *sub, const char *name)
+{
+    for (int i = 0; sub && i < sub->nvst; i++)
+        if (strcmp(sub->vst[i].name, name) == 0)
+            return &sub->vst[i];
+    return NULL;
+}
+
+static void vstmt_drop(struct pgw_notify_sub *sub, const char *name)
+{
+    struct notify_vstmt *v = vstmt_find(sub, name);
+    if (v)
+        *v = sub->vst[--sub->nvst];
+}
+
+static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
+{
+    struct notify_vstmt *v = vstmt_find(sub, in->name);
+    if (!v) {
+        if (sub->nvst == sub->capvst) {
+            int cap = sub->capvst ? 2 * sub->capvst : 2;
+            struct notify_vstmt *n = realloc(sub->vst, (size_t)cap * sizeof(*n));
+            if (!n)
+                return false;
+            sub->vst = n;
+            sub->capvst = cap;
+        }
+        v = &sub->vst[sub->nvst++];
+    }
+    *v = *in;
+    return true;
+}
+
+/* ---- reading the batch ---- */
+
+/* The Parse at the head of the batch, read: 1 a lone LISTEN/UNLISTEN
+ * without parameters (into v), 0 another statement. */
+static int parse_listen(const struct fe_msg *m, struct notify_vstmt *v)
+{
+    uint32_t pos = 0;
+    int nparams;
+    const char *name = fe_str(m, &pos);
+    if (!name || pos >= m->len ||
+        !pgw_notify_may_be_listen((const char *)m->body + pos,
+                                  m->len - pos < 16 ? m->len - pos : 16))
+        return 0;                 /* the common case: another statement */
+    const char *sql = fe_str(m, &pos);
+    if (!sql || !fe_i16(m, &pos, &nparams) || nparams != 0 ||
+        strlen(name) > NOTIFY_STMT_NAME_MAX)
+        return 0;
+    snprintf(v->name, sizeof(v->name), "%s", name);
+    v->kind = pgw_listen_parse(sql, strlen(sql), v->chan);
+    return v->kind != PGW_LISTEN_NONE;
+}
+
+/* A Parse still arriving: its name and the start of its text are there,
+ * and the text may start LISTEN or UNLISTEN. */
+static bool first_may_be_listen(const struct pgw_iobuf *b)
+{
+    const uint8_t *p = b->data + b->parsed;
+    size_t have = b->len - b->parsed;
+    if ((char)p[0] != PGW_FE_PARSE || have <= PGW_MSG_HDR)
+        return false;
+    const uint8_t *nul = memchr(p + PGW_MSG_HDR, '\0', have - PGW_MSG_HDR);
+    if (!nul || nul + 1 >= p + have)
+        return false;
+    return pgw_notify_may_be_listen((const char *)nul + 1, (size_t)(p + have - (nul + 1)));
+}
+
+/* A batch read so far: the one statement it uses, what it did with it,
+ * and pgwharf's replies to its messages. */
+struct ext_batch {
+    struct notify_vstmt cur;
+    bool have;                    /* cur is set: parsed here, or a vstmt bound */
+    bool parsed, bound, executed, synced;
+    char portal[NOTIFY_STMT_NAME_MAX + 1];
+    uint32_t end;                 /* in the client's buffer: after the last message read */
+    struct pgw_wbuf out;
+};
+
+static bool ext_parse(struct ext_batch *x, const struct fe_msg *m)
+{
+    if (x->have || !parse_listen(m, &x->cur))
+        return false;
+    x->have = x->parsed = true;
+    pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_PARSE_COMPLETE));
+    return true;
+}
+
+/* A Bind of the batch's statement, or of a vstmt, without parameters. */
+static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const struct fe_msg *m)
+{
+    uint32_t pos = 0;
+    int n;
+    const char *portal = fe_str(m, &pos), *name;
+    if (x->bound || !portal || strlen(portal) > NOTIFY_STMT_NAME_MAX ||
+        !(name = fe_str(m, &pos)))
+        return false;
+    if (!x->have) {
+        const struct notify_vstmt *v = vstmt_find(sub, name);
+        if (!v)
+            return false;
+        x->cur = *v;
+        x->have = true;
+    } else if (strcmp(name, x->cur.name) != 0) {
+        return false;
+    }
+    if (!fe_i16(m, &pos, &n))               /* parameter formats */
+        return false;
+    pos += 2 * (uint32_t)n;
+    if (!fe_i16(m, &pos, &n) || n != 0)     /* no parameters */
+        return false;
+    snprintf(x->portal, sizeof(x->portal), "%s", portal);
+    x->bound = true;
+    pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_BIND_COMPLETE));
+    return true;
+}
+
+/* Describe of the statement (no parameters, no rows) or of its portal (no
+ * rows), before the Execute. */
+static bool ext_describe(struct ext_batch *x, const struct fe_msg *m)
+{
+    uint32_t pos = 1;
+    const char *name;
+    if (m->len < 2 || !x->have || x->executed || !(name = fe_str(m, &pos)))
+        return false;
+    if (m->body[0] == 'S' && strcmp(name, x->cur.name) == 0) {
+        size_t at = pgw_wbuf_msg_begin(&x->out, 't');
+        pgw_wbuf_put_u16(&x->out, 0);
+        pgw_wbuf_msg_end(&x->out, at);
+    } else if (m->body[0] != 'P' || !x->bound || strcmp(name, x->portal) != 0) {
+        return false;
+    }
+    pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, 'n'));
+    return true;
+}
+
+static bool ext_execute(struct ext_batch *x, const struct fe_msg *m)
+{
+    uint32_t pos = 0;
+    const char *portal = fe_str(m, &pos);
+    if (!x->bound || x->executed || !portal || strcmp(portal, x->portal) != 0)
+        return false;
+    x->executed = true;
+    return true;
+}
+
+/* One message of the batch: false when it has no place in a lone LISTEN's
+ * batch (after the Execute, only a Sync has). */
+static bool ext_msg(struct ext_batch *x, struct pgw_notify_sub *sub, const struct fe_msg *m)
+{
+    switch (m->type) {
+    case PGW_FE_PARSE:
+        return ext_parse(x, m);
+    case PGW_FE_BIND:
+        return ext_bind(x, sub, m);
+    case PGW_FE_DESCRIBE:
+        return ext_describe(x, m);
+    case PGW_FE_EXECUTE:
+        return ext_execute(x, m);
+    case PGW_FE_FLUSH:
+        return !x->executed;          /* its reply needs a Sync */
+    case PGW_FE_SYNC:
+        x->synced = true;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Read the batch at the head of s's buffer, up to its Flush or Sync, into
+ * x: 1 when it is a lone LISTEN's or UNLISTEN's, 0 when not (the server
+ * gets it), PGW_NOTIFY_MORE when its rest may still come. */
+static int ext_read(const struct pgw_session *s, struct ext_batch *x)
+{
+    const struct pgw_iobuf *b = s->cbuf;
+    x->end = b->parsed;
+    for (;;) {
+        struct fe_msg m;
+        int r = fe_next(b, x->end, &m);
+        if (r == 0 && x->end == b->parsed) {
+            /* The first message is not all there: wait only for what its
+             * first bytes say may be a LISTEN (a client that stops after
+             * a header takes a server, under query_timeout, as before). */
+            return first_may_be_listen(b) ? PGW_NOTIFY_MORE : 0;
+        }
+        if (r <= 0)
+            return r == 0 ? PGW_NOTIFY_MORE : 0;     /* the rest may still come */
+        if (!ext_msg(x, s->notify, &m))
+            return 0;
+        x->end += m.len + PGW_MSG_HDR;
+        if (m.type == PGW_FE_FLUSH || m.type == PGW_FE_SYNC)
+            return 1;
+    }
+}
+
+/* ---- taking it ---- */
+
+static int close_oom(struct pgw_session *s)
+{
+    pgw_session_close(s, "53200", "out of memory");
+    return -1;
+}
+
+/* Answer the batch x read: the client's buffer drops it, the statement
+ * becomes the session's (Parse), its UNLISTEN runs or its LISTEN goes to
+ * the hub (Execute), the replies go out.  1 when taken, 0 when the server
+ * gets it after all (a LISTEN with no room for a listening server), -1
+ * when s was closed. */
+static int ext_take(struct pgw_session *s, struct ext_batch *x)
+{
+    if (x->out.failed)
+        return close_oom(s);
+    bool listen = x->cur.kind == PGW_LISTEN;
+    if (listen && !pgw_notify_room_for_hub(s))
+        return 0;                 /* a pool of one server: it runs there */
+    struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
+    if (!sub || (x->parsed && !vstmt_put(sub, &x->cur)))
+        return close_oom(s);
+    struct notify_req *r = NULL;
+    if (x->executed && listen && !(r = pgw_notify_listen_req(x->cur.chan)))
+        return close_oom(s);
+    struct pgw_iobuf *b = s->cbuf;
+    pgw_iobuf_cut(b, b->parsed, x->end - b->parsed);
+    s->query_count++;
+    s->px->total_query++;
+    if (x->executed && !listen) {
+        pgw_notify_unlisten(sub, x->cur.kind, x->cur.chan);
+        pgw_wire_command_complete(&x->out, "UNLISTEN");
+    }
+    if (x->synced && !r)
+        pgw_wire_ready(&x->out, 'I');
+    pgw_notify_send(s, x->out.data, x->out.len);
+    if (s->state == PGW_SS_CLOSING) {
+        free(r);
+        return -1;
+    }
+    if (r)
+        pgw_notify_ask(s, r);     /* its CommandComplete and ReadyForQuery come from the hub */
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
+/* A Parse at the head that the server gets takes its name from a vstmt
+ * (the unnamed one, always). */
+static void forget_head_name(struct pgw_session *s)
+{
+    struct fe_msg m;
+    uint32_t pos = 0;
+    const char *name;
+    if (s->notify && fe_next(s->cbuf, s->cbuf->parsed, &m) > 0 && m.type == PGW_FE_PARSE &&
+        (name = fe_str(&m, &pos)))
+        vstmt_drop(s->notify, name);
+}
+
+int pgw_notify_ext_batch(struct pgw_session *s)
+{
+    struct ext_batch x = { .have = false };
+    pgw_wbuf_init(&x.out);
+    int rc = ext_read(s, &x);
+    if (rc == 1)
+        rc = ext_take(s, &x);
+    pgw_wbuf_deinit(&x.out);
+    if (rc == 0)
+        forget_head_name(s);
+    return rc;
+}

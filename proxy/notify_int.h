@@ -1,0 +1,108 @@
+/*
+ * notify_int.h - what the LISTEN/NOTIFY files share; never included
+ * outside proxy/notify*.c.
+ *
+ *   notify.c       the hubs (one listening server per pool), the fan-out
+ *                  of notifications, a lone LISTEN/UNLISTEN as a simple
+ *                  Query, the session's side (delivery, flush, leaving)
+ *   notify_ext.c   the same statements through the extended protocol: the
+ *                  batch reader and the session's virtual prepared
+ *                  statements (vstmt)
+ *
+ * Ownership: a session's struct pgw_notify_sub (s->notify) is notify.c's
+ * (made by pgw_notify_sub_get, freed by pgw_notify_session_gone); the
+ * vstmt table in it is filled and read by notify_ext.c, freed with the sub.
+ */
+#ifndef PGW_PROXY_NOTIFY_INT_H
+#define PGW_PROXY_NOTIFY_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/list.h"
+#include "common/wire.h"
+#include "proxy/codec.h"
+#include "proxy/proxy_int.h"
+
+/* A LISTEN or UNLISTEN the client prepared (extended protocol): pgwharf
+ * answers its Parse and runs it at its Execute; no server has it. */
+#define NOTIFY_STMT_NAME_MAX 63
+struct notify_vstmt {
+    char name[NOTIFY_STMT_NAME_MAX + 1];     /* "" = the unnamed statement */
+    enum pgw_listen_kind kind;
+    char chan[PGW_CHANNEL_MAX + 1];
+};
+
+struct pgw_notify_hub;
+struct notify_req;                  /* a statement for the hub's server */
+
+/* A lone LISTEN or UNLISTEN the client ran on its own server, in a
+ * transaction: the hub's once that commits (notify.c, pgw_notify_tx_*). */
+struct notify_txop {
+    enum pgw_listen_kind kind;
+    int before;                         /* ReadyForQuery to come before its own */
+    bool ran;                           /* its CommandComplete came */
+    char chan[PGW_CHANNEL_MAX + 1];
+};
+
+/* What the last CommandComplete said about the client's transaction. */
+enum notify_tx_tag {
+    TX_TAG_NONE,
+    TX_TAG_COMMIT,                      /* COMMIT (END): done, kept */
+    TX_TAG_LISTEN,                      /* LISTEN/UNLISTEN: kept if it ends now */
+    TX_TAG_ROLLBACK                     /* ROLLBACK (or a failed COMMIT) */
+};
+
+struct pgw_notify_sub {
+    struct pgw_notify_hub *hub;
+    struct pgw_session *session;
+    struct notify_vstmt *vst;           /* notify_ext.c's */
+    int nvst, capvst;
+    struct pgw_list node;
+    char (*chans)[PGW_CHANNEL_MAX + 1];
+    int nchans, capchans;
+    struct pgw_wbuf pending;            /* notifications for after its transaction */
+    bool waiting;                       /* its LISTEN runs on the hub's server */
+    bool dropped;                       /* pending overflowed (logged once) */
+    struct notify_txop *tx;             /* run in its open transaction, in order */
+    int ntx, captx;
+    enum notify_tx_tag tx_tag;          /* since its last ReadyForQuery */
+};
+
+/* ---- notify.c, for notify_ext.c ---- */
+
+/* The first n bytes of a statement's text could start LISTEN or UNLISTEN. */
+bool pgw_notify_may_be_listen(const char *sql, size_t n);
+
+/* A LISTEN of s may take a listening server (see there); false: it runs on
+ * the client's server, as before. */
+bool pgw_notify_room_for_hub(const struct pgw_session *s);
+
+/* s's sub, made (with its pool's hub) when missing; NULL when memory is
+ * short. */
+struct pgw_notify_sub *pgw_notify_sub_get(struct pgw_session *s);
+
+/* UNLISTEN chan (PGW_UNLISTEN) or UNLISTEN * (PGW_UNLISTEN_ALL) for sub. */
+void pgw_notify_unlisten(struct pgw_notify_sub *sub, enum pgw_listen_kind kind,
+                         const char *chan);
+
+/* LISTEN "chan" as the hub writes it; NULL when memory is short. */
+struct notify_req *pgw_notify_listen_req(const char *chan);
+
+/* s's LISTEN r (from pgw_notify_listen_req, or the client's own text) goes
+ * to the hub's server; s reads nothing more until its reply is through.
+ * s may be closed on return. */
+void pgw_notify_ask(struct pgw_session *s, struct notify_req *r);
+
+/* Whole messages to a client that holds no server, its buffer grown to
+ * take them; false when memory is short. */
+bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n);
+
+/* ---- notify_ext.c, for notify.c ---- */
+
+/* A Parse or Bind at the head of s's buffer (s holds no server): as
+ * pgw_notify_query. */
+int pgw_notify_ext_batch(struct pgw_session *s);
+
+#endif
