@@ -6,6 +6,7 @@
  * wins, with a warning.  Secrets never appear in messages.
  */
 #include "conf/conf_int.h"
+#include "common/array.h"
 #include "common/err.h"
 
 #include <ctype.h>
@@ -20,7 +21,8 @@ struct auth_line {
 
 struct auth_parse {
     struct auth_line *lines;
-    int n, cap;
+    int n;
+    size_t cap;
 };
 
 /* Read a "quoted" field at *pp (which points at the quote).  Returns a heap
@@ -52,14 +54,11 @@ static char *quoted(const char **pp, bool *bad)
 
 static int add_line(struct auth_parse *ap, char *user, char *secret, int line)
 {
-    if (ap->n == ap->cap) {
-        int cap = ap->cap ? ap->cap * 2 : 16;
-        struct auth_line *grown = realloc(ap->lines, (size_t)cap * sizeof(*grown));
-        if (!grown)
-            return PGW_ENOMEM;
-        ap->lines = grown;
-        ap->cap = cap;
-    }
+    struct auth_line *grown = pgw_array_grow(ap->lines, sizeof(*grown), (size_t)ap->n, &ap->cap,
+                                             16);
+    if (!grown)
+        return PGW_ENOMEM;
+    ap->lines = grown;
     ap->lines[ap->n++] = (struct auth_line){ { user, secret }, line };
     return 0;
 }

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/array.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -216,26 +217,22 @@ static void prune_marks(struct pgw_proxy *px)
     struct pgw_admin *adm = px->admin;
     if (adm->nmarks == 0)
         return;
-    size_t n = 0, cap = 64;
-    uint64_t *ids = malloc(cap * sizeof(*ids));
-    if (!ids)
-        return;                          /* try again on the next tick */
+    size_t n = 0, cap = 0;
+    uint64_t *ids = NULL;
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
         for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
              srv = pgw_pool_server_next(p, srv)) {
-            if (n == cap) {
-                uint64_t *more = realloc(ids, 2 * cap * sizeof(*ids));
-                if (!more) {
-                    free(ids);
-                    return;
-                }
-                ids = more;
-                cap *= 2;
+            uint64_t *grown = pgw_array_grow(ids, sizeof(*ids), n, &cap, 64);
+            if (!grown) {
+                free(ids);
+                return;                  /* try again on the next tick */
             }
+            ids = grown;
             ids[n++] = srv->id;
         }
     }
-    qsort(ids, n, sizeof(*ids), cmp_u64);
+    if (n)
+        qsort(ids, n, sizeof(*ids), cmp_u64);
     int kept = 0;
     for (int i = 0; i < adm->nmarks; i++) {
         struct pgw_close_mark *m = &adm->marks[i];
@@ -261,14 +258,11 @@ static void add_mark(struct pgw_admin *adm, const char *db, uint64_t id)
     for (int i = 0; i < adm->nmarks; i++)
         if (adm->marks[i].server_id == id)
             return;
-    if (adm->nmarks == adm->capmarks) {
-        int cap = adm->capmarks ? 2 * adm->capmarks : 32;
-        struct pgw_close_mark *m = realloc(adm->marks, sizeof(*m) * (size_t)cap);
-        if (!m)
-            return;                      /* WAIT_CLOSE may answer early */
-        adm->marks = m;
-        adm->capmarks = cap;
-    }
+    struct pgw_close_mark *grown = pgw_array_grow(adm->marks, sizeof(*grown), (size_t)adm->nmarks,
+                                                  &adm->capmarks, 32);
+    if (!grown)
+        return;                          /* WAIT_CLOSE may answer early */
+    adm->marks = grown;
     char *name = strdup(db);
     if (!name)
         return;

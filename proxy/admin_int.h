@@ -169,7 +169,8 @@ struct pgw_admin {
         char *db;
         uint64_t server_id;
     } *marks;
-    int nmarks, capmarks;
+    int nmarks;
+    size_t capmarks;
     ev_timer wait_timer;     /* runs while a WAIT_CLOSE waits */
     ev_timer shutdown_timer; /* SHUTDOWN WAIT_*: after the reply went out */
     enum pgw_shutdown_mode shutdown_mode;

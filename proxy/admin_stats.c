@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/array.h"
 #include "common/log.h"
 
 struct stat_entry {
@@ -36,7 +37,8 @@ struct stat_entry {
 struct pgw_stats {
     struct pgw_proxy *px;
     struct stat_entry *e;            /* sorted by database */
-    int n, cap;
+    int n;
+    size_t cap;
     ev_timer timer;
     ev_tstamp prev_t, last_t;
 };
@@ -72,14 +74,10 @@ static struct stat_entry *entry_get(struct pgw_stats *st, const char *db)
     int i = entry_index(st, db, &found);
     if (found)
         return &st->e[i];
-    if (st->n == st->cap) {
-        int cap = st->cap ? 2 * st->cap : 16;
-        struct stat_entry *e = realloc(st->e, sizeof(*e) * (size_t)cap);
-        if (!e)
-            return NULL;
-        st->e = e;
-        st->cap = cap;
-    }
+    struct stat_entry *grown = pgw_array_grow(st->e, sizeof(*grown), (size_t)st->n, &st->cap, 16);
+    if (!grown)
+        return NULL;
+    st->e = grown;
     char *name = strdup(db);
     if (!name)
         return NULL;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/array.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -80,9 +81,11 @@ struct ident_line {
 
 struct pgw_hba {
     struct hba_rule *rules;
-    int n, cap;
+    int n;
+    size_t cap;
     struct ident_line *idents;
     int nidents;
+    size_t capidents;
 };
 
 static const char *const method_names[] = {
@@ -127,6 +130,7 @@ static void idents_free(struct pgw_hba *hba)
     free(hba->idents);
     hba->idents = NULL;
     hba->nidents = 0;
+    hba->capidents = 0;
 }
 
 void pgw_hba_free(struct pgw_hba *hba)
@@ -626,16 +630,13 @@ static bool parse_rule(struct report *r, const struct record *rec, struct hba_ru
 
 static bool hba_add(struct report *r, struct pgw_hba *hba, const struct hba_rule *rule)
 {
-    if (hba->n == hba->cap) {
-        int cap = hba->cap ? hba->cap * 2 : 16;
-        struct hba_rule *grown = realloc(hba->rules, (size_t)cap * sizeof(*grown));
-        if (!grown) {
-            r->oom = true;
-            return false;
-        }
-        hba->rules = grown;
-        hba->cap = cap;
+    struct hba_rule *grown = pgw_array_grow(hba->rules, sizeof(*grown), (size_t)hba->n,
+                                            &hba->cap, 16);
+    if (!grown) {
+        r->oom = true;
+        return false;
     }
+    hba->rules = grown;
     hba->rules[hba->n++] = *rule;
     return true;
 }
@@ -963,7 +964,8 @@ enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool 
 
 static bool ident_line_add(struct report *r, struct pgw_hba *hba, struct ident_line *l)
 {
-    struct ident_line *grown = realloc(hba->idents, (size_t)(hba->nidents + 1) * sizeof(*grown));
+    struct ident_line *grown = pgw_array_grow(hba->idents, sizeof(*grown), (size_t)hba->nidents,
+                                              &hba->capidents, 16);
     if (!grown) {
         r->oom = true;
         return false;

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/array.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -70,7 +71,8 @@ struct pgw_notify_hub {
     struct pgw_list node;               /* px->notify_hubs */
     struct pgw_list subs;               /* pgw_notify_sub.node */
     struct notify_chan *chans;
-    int nchans, capchans;
+    int nchans;
+    size_t capchans;
     struct notify_req *head, *tail;
     struct pgw_server *srv;
     struct pgw_pool_waiter waiter;
@@ -181,14 +183,11 @@ static bool chan_ref(struct pgw_notify_hub *h, const char *name)
         c->refs++;
         return true;
     }
-    if (h->nchans == h->capchans) {
-        int cap = h->capchans ? 2 * h->capchans : 4;
-        struct notify_chan *n = realloc(h->chans, (size_t)cap * sizeof(*n));
-        if (!n)
-            return false;
-        h->chans = n;
-        h->capchans = cap;
-    }
+    struct notify_chan *grown = pgw_array_grow(h->chans, sizeof(*grown), (size_t)h->nchans,
+                                               &h->capchans, 4);
+    if (!grown)
+        return false;
+    h->chans = grown;
     c = &h->chans[h->nchans++];
     snprintf(c->name, sizeof(c->name), "%s", name);
     c->refs = 1;
@@ -199,14 +198,11 @@ static bool sub_add(struct pgw_notify_sub *sub, const char *name)
 {
     if (sub_find(sub, name) >= 0)
         return true;
-    if (sub->nchans == sub->capchans) {
-        int cap = sub->capchans ? 2 * sub->capchans : 2;
-        void *n = realloc(sub->chans, (size_t)cap * sizeof(sub->chans[0]));
-        if (!n)
-            return false;
-        sub->chans = n;
-        sub->capchans = cap;
-    }
+    void *grown = pgw_array_grow(sub->chans, sizeof(sub->chans[0]), (size_t)sub->nchans,
+                                 &sub->capchans, 2);
+    if (!grown)
+        return false;
+    sub->chans = grown;
     if (!chan_ref(sub->hub, name))
         return false;
     snprintf(sub->chans[sub->nchans++], sizeof(sub->chans[0]), "%s", name);
@@ -441,14 +437,10 @@ static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
         if (sub_find(sub, chan) < 0)
             continue;
-        if (n == cap) {
-            size_t c = cap ? 2 * cap : 16;
-            struct pgw_session **t = realloc(to, c * sizeof(*t));
-            if (!t)
-                break;
-            to = t;
-            cap = c;
-        }
+        struct pgw_session **grown = pgw_array_grow(to, sizeof(*grown), n, &cap, 16);
+        if (!grown)
+            break;
+        to = grown;
         to[n++] = sub->session;
     }
     for (size_t i = 0; i < n; i++)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/array.h"
 #include "common/wire.h"
 
 /* ---- the client's messages ---- */
@@ -91,14 +92,10 @@ static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
 {
     struct notify_vstmt *v = vstmt_find(sub, in->name);
     if (!v) {
-        if (sub->nvst == sub->capvst) {
-            int cap = sub->capvst ? 2 * sub->capvst : 2;
-            struct notify_vstmt *n = realloc(sub->vst, (size_t)cap * sizeof(*n));
-            if (!n)
-                return false;
-            sub->vst = n;
-            sub->capvst = cap;
-        }
+        v = pgw_array_grow(sub->vst, sizeof(*v), (size_t)sub->nvst, &sub->capvst, 2);
+        if (!v)
+            return false;
+        sub->vst = v;
         v = &sub->vst[sub->nvst++];
     }
     *v = *in;

@@ -58,10 +58,12 @@ struct pgw_notify_sub {
     struct pgw_notify_hub *hub;
     struct pgw_session *session;
     struct notify_vstmt *vst;           /* notify_ext.c's */
-    int nvst, capvst;
+    int nvst;
+    size_t capvst;
     struct pgw_list node;
     char (*chans)[PGW_CHANNEL_MAX + 1];
-    int nchans, capchans;
+    int nchans;
+    size_t capchans;
     struct pgw_wbuf pending;            /* notifications for after its transaction */
     bool waiting;                       /* its LISTEN runs on the hub's server */
     bool dropped;                       /* pending overflowed (logged once) */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/array.h"
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
@@ -100,7 +101,8 @@ struct ps_server {
      * an unknown name is no error), else a later Parse of the same name
      * fails with 42P05. */
     uint64_t *reclose;
-    uint32_t nreclose, capreclose;
+    uint32_t nreclose;
+    size_t capreclose;
 };
 
 /* Room one injected Close takes ("PGW_" and up to 20 digits). */
@@ -710,14 +712,10 @@ static bool learn_now(const struct pgw_session *s, const struct ps_stmt *st, boo
 
 static void reclose_add(struct ps_server *ss, uint64_t id)
 {
-    if (ss->nreclose == ss->capreclose) {
-        uint32_t cap = ss->capreclose ? ss->capreclose * 2 : 4;
-        uint64_t *n = realloc(ss->reclose, sizeof(*n) * cap);
-        if (!n)
-            return;          /* then a 42P05 may come: the server ends at release */
-        ss->reclose = n;
-        ss->capreclose = cap;
-    }
+    uint64_t *grown = pgw_array_grow(ss->reclose, sizeof(*grown), ss->nreclose, &ss->capreclose, 4);
+    if (!grown)
+        return;              /* then a 42P05 may come: the server ends at release */
+    ss->reclose = grown;
     ss->reclose[ss->nreclose++] = id;
 }
 
