@@ -445,6 +445,15 @@ void pgw_notify_discard(struct pgw_session *s);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
+
+/* The first byte of a statement's text (a Query's, or a Parse's after its
+ * name) may start a lone LISTEN or UNLISTEN: white space (here any byte up
+ * to ' '), L or U.  The relay gives any other to the server without
+ * asking pgw_notify_query. */
+static inline bool pgw_notify_may_start(uint8_t c)
+{
+    return c <= ' ' || (c | 0x20) == 'l' || (c | 0x20) == 'u';
+}
 /* Channels listened on (over all pools) and clients listening. */
 void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients);
 

@@ -1255,7 +1255,7 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
     }
     if (text >= end)
         return total > avail && small ? 0 : 1;
-    if (*text > ' ' && (*text | 0x20) != 'l' && (*text | 0x20) != 'u')
+    if (!pgw_notify_may_start(*text))
         return 1;
     if (total > avail)
         return small ? 0 : 1;
@@ -1425,6 +1425,21 @@ static bool scan_client(struct pgw_session *s)
     return true;
 }
 
+/* The Parse m (have bytes of it here) may be a lone LISTEN or UNLISTEN:
+ * the first byte of its text, after its statement name, is here and may
+ * start one.  notify.c takes no other Parse, whole or still arriving (it
+ * does not wait for a text that is not here yet either). */
+static bool parse_may_be_listen(const uint8_t *m, size_t have)
+{
+    size_t end = (size_t)pgw_get_u32(m + 1) + 1;    /* the message's bytes */
+    if (end > have)
+        end = have;
+    if (end <= PGW_MSG_HDR)
+        return false;
+    const uint8_t *nul = memchr(m + PGW_MSG_HDR, '\0', end - PGW_MSG_HDR);
+    return nul && nul + 1 < m + end && pgw_notify_may_start(nul[1]);
+}
+
 void pgw_relay_client_data(struct pgw_session *s)
 {
     if (!s->cbuf)
@@ -1459,14 +1474,19 @@ void pgw_relay_client_data(struct pgw_session *s)
         if (s->mode == PGW_POOL_SESSION)
             break;
         /* A lone LISTEN or UNLISTEN takes no server (notify.c): a Query
-         * whose text starts with white space, L or U may be one, so may a
-         * Parse, or a Bind once the client has prepared one. */
+         * or a Parse whose text starts with white space, L or U may be
+         * one, so may a Bind once the client has prepared one.  Every
+         * Parse of such a client goes there too (one reusing the name of
+         * its prepared LISTEN replaces it). */
         const uint8_t *m = b->data + b->parsed;
+        size_t have = b->len - b->parsed;
         if (m[0] == PGW_FE_QUERY) {
-            if (b->len - b->parsed > PGW_MSG_HDR && m[PGW_MSG_HDR] > ' ' &&
-                (m[PGW_MSG_HDR] | 0x20) != 'l' && (m[PGW_MSG_HDR] | 0x20) != 'u')
+            if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]))
                 break;
-        } else if (m[0] != PGW_FE_PARSE && (m[0] != PGW_FE_BIND || !s->notify)) {
+        } else if (m[0] == PGW_FE_PARSE) {
+            if (!s->notify && !parse_may_be_listen(m, have))
+                break;
+        } else if (m[0] != PGW_FE_BIND || !s->notify) {
             break;
         }
         int r = pgw_notify_query(s);
