@@ -661,6 +661,14 @@ static void sample_f(struct pgw_wbuf *b, const char *name, const char *const *la
     sample(b, name, labels, buf);
 }
 
+/* A family of one sample without labels. */
+static void metric_u(struct pgw_wbuf *b, const char *name, const char *type, uint64_t v,
+                     const char *help)
+{
+    family(b, name, type, help);
+    sample_u(b, name, NULL, v);
+}
+
 /* ---- pool gauges ---- */
 
 enum pool_field { PF_CL_ACTIVE, PF_CL_WAITING, PF_SV_ACTIVE, PF_SV_IDLE, PF_SV_USED,
@@ -817,9 +825,8 @@ static void render_prepared(struct pgw_proxy *px, struct pgw_wbuf *b)
 {
     struct pgw_ps_stats st;
     pgw_ps_get_stats(px, &st);
-    family(b, "pgwharf_prepared_statements", "gauge",
-           "Distinct prepared statements registered (shared by text and parameter types).");
-    sample_u(b, "pgwharf_prepared_statements", NULL, st.statements);
+    metric_u(b, "pgwharf_prepared_statements", "gauge", st.statements,
+             "Distinct prepared statements registered (shared by text and parameter types).");
     static const struct { const char *name, *help; } c[] = {
         { "pgwharf_prepared_client_parses_total", "Named Parse messages from clients." },
         { "pgwharf_prepared_server_prepares_total", "Parse messages pgwharf sent to servers." },
@@ -829,63 +836,49 @@ static void render_prepared(struct pgw_proxy *px, struct pgw_wbuf *b)
           "Statements closed on a server by its max_prepared_statements LRU." },
     };
     const uint64_t v[] = { st.client_parses, st.server_prepares, st.hits, st.evictions };
-    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
-        family(b, c[i].name, "counter", c[i].help);
-        sample_u(b, c[i].name, NULL, v[i]);
-    }
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
+        metric_u(b, c[i].name, "counter", v[i], c[i].help);
 }
 
 static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
 {
     struct pgw_batch_stats st;
     pgw_batch_get_stats(px, &st);
-    family(b, "pgwharf_io_batch_enabled", "gauge",
-           "1 while relay writes are batched through io_uring (io_batch).");
-    sample_u(b, "pgwharf_io_batch_enabled", NULL, st.on ? 1 : 0);
-    family(b, "pgwharf_io_batches_total", "counter",
-           "Rounds of deferred relay writes made before a poll (one io_uring_enter(2), or one "
-           "send(2) when the round holds a single write).");
-    sample_u(b, "pgwharf_io_batches_total", NULL, st.batches);
-    family(b, "pgwharf_io_batched_sends_total", "counter",
-           "Relay writes made in those rounds (divided by the rounds: the mean batch size).");
-    sample_u(b, "pgwharf_io_batched_sends_total", NULL, st.sends);
-    family(b, "pgwharf_pipelined_queries_total", "counter",
-           "Queries sent to a busy server behind another client's (server_pipeline_depth).");
-    sample_u(b, "pgwharf_pipelined_queries_total", NULL, px->total_pipelined);
-    family(b, "pgwharf_pipelined_failed_total", "counter",
-           "Of those, queries whose client got 08006 because the server could not pass on to "
-           "it (a queued client left, a cancel, a settings change, the server closed).");
-    sample_u(b, "pgwharf_pipelined_failed_total", NULL, px->total_pipeline_failed);
+    metric_u(b, "pgwharf_io_batch_enabled", "gauge", st.on ? 1 : 0,
+             "1 while relay writes are batched through io_uring (io_batch).");
+    metric_u(b, "pgwharf_io_batches_total", "counter", st.batches,
+             "Rounds of deferred relay writes made before a poll (one io_uring_enter(2), or one "
+             "send(2) when the round holds a single write).");
+    metric_u(b, "pgwharf_io_batched_sends_total", "counter", st.sends,
+             "Relay writes made in those rounds (divided by the rounds: the mean batch size).");
+    metric_u(b, "pgwharf_pipelined_queries_total", "counter", px->total_pipelined,
+             "Queries sent to a busy server behind another client's (server_pipeline_depth).");
+    metric_u(b, "pgwharf_pipelined_failed_total", "counter", px->total_pipeline_failed,
+             "Of those, queries whose client got 08006 because the server could not pass on to "
+             "it (a queued client left, a cancel, a settings change, the server closed).");
     uint64_t channels, listeners;
     pgw_notify_counts(px, &channels, &listeners);
-    family(b, "pgwharf_listen_channels", "gauge",
-           "Channels the pools' listening servers LISTEN on for clients in transaction and "
-           "statement mode.");
-    sample_u(b, "pgwharf_listen_channels", NULL, channels);
-    family(b, "pgwharf_listen_clients", "gauge",
-           "Clients listening on at least one of those channels.");
-    sample_u(b, "pgwharf_listen_clients", NULL, listeners);
-    family(b, "pgwharf_notifications_total", "counter",
-           "Notifications passed to clients from the listening servers.");
-    sample_u(b, "pgwharf_notifications_total", NULL, px->total_notifications);
-    family(b, "pgwharf_notifications_dropped_total", "counter",
-           "Notifications dropped for a client that had 1 MB of them waiting (inside a "
-           "transaction, or not reading).");
-    sample_u(b, "pgwharf_notifications_dropped_total", NULL, px->total_notifications_dropped);
+    metric_u(b, "pgwharf_listen_channels", "gauge", channels,
+             "Channels the pools' listening servers LISTEN on for clients in transaction and "
+             "statement mode.");
+    metric_u(b, "pgwharf_listen_clients", "gauge", listeners,
+             "Clients listening on at least one of those channels.");
+    metric_u(b, "pgwharf_notifications_total", "counter", px->total_notifications,
+             "Notifications passed to clients from the listening servers.");
+    metric_u(b, "pgwharf_notifications_dropped_total", "counter", px->total_notifications_dropped,
+             "Notifications dropped for a client that had 1 MB of them waiting (inside a "
+             "transaction, or not reading).");
 }
 
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
 {
-    family(b, "pgwharf_up", "gauge", "1 while pgwharf runs.");
-    sample_u(b, "pgwharf_up", NULL, 1);
-    family(b, "pgwharf_clients_total", "gauge",
-           "Client connections open now, in any state (admin console included).");
-    sample_u(b, "pgwharf_clients_total", NULL, (uint64_t)(px->nclients > 0 ? px->nclients : 0));
-    family(b, "pgwharf_clients_max", "gauge",
-           "Clients served at once: max_client_conn, or fewer under the open-files limit.");
-    sample_u(b, "pgwharf_clients_max", NULL, (uint64_t)(px->client_cap > 0 ? px->client_cap : 0));
-    family(b, "pgwharf_servers_total", "gauge", "Server connections open now, in any state.");
-    sample_u(b, "pgwharf_servers_total", NULL, (uint64_t)pgw_pool_set_server_count(px->pools));
+    metric_u(b, "pgwharf_up", "gauge", 1, "1 while pgwharf runs.");
+    metric_u(b, "pgwharf_clients_total", "gauge", (uint64_t)(px->nclients > 0 ? px->nclients : 0),
+             "Client connections open now, in any state (admin console included).");
+    metric_u(b, "pgwharf_clients_max", "gauge", (uint64_t)(px->client_cap > 0 ? px->client_cap : 0),
+             "Clients served at once: max_client_conn, or fewer under the open-files limit.");
+    metric_u(b, "pgwharf_servers_total", "gauge", (uint64_t)pgw_pool_set_server_count(px->pools),
+             "Server connections open now, in any state.");
     render_pools(px, b);
     render_db_counters(px, b);
     render_breakers(px, b);
