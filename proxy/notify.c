@@ -968,14 +968,11 @@ void pgw_notify_session_gone(struct pgw_session *s)
 static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const char *chan,
                     int before)
 {
-    if (sub->ntx == sub->captx) {
-        int cap = sub->captx ? 2 * sub->captx : 2;
-        struct notify_txop *n = realloc(sub->tx, (size_t)cap * sizeof(*n));
-        if (!n)
-            return false;
-        sub->tx = n;
-        sub->captx = cap;
-    }
+    struct notify_txop *grown = pgw_array_grow(sub->tx, sizeof(*grown), (size_t)sub->ntx,
+                                               &sub->captx, 2);
+    if (!grown)
+        return false;
+    sub->tx = grown;
     struct pgw_notify_hub *h = sub->hub;
     if (kind == PGW_LISTEN) {
         bool known = hub_chan(h, chan) != NULL;

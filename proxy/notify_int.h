@@ -68,7 +68,8 @@ struct pgw_notify_sub {
     bool waiting;                       /* its LISTEN runs on the hub's server */
     bool dropped;                       /* pending overflowed (logged once) */
     struct notify_txop *tx;             /* run in its open transaction, in order */
-    int ntx, captx;
+    int ntx;
+    size_t captx;
     enum notify_tx_tag tx_tag;          /* since its last ReadyForQuery */
 };
 
