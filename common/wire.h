@@ -44,6 +44,7 @@
 #define PGW_BE_PARSE_COMPLETE   '1'
 #define PGW_BE_BIND_COMPLETE    '2'
 #define PGW_BE_CLOSE_COMPLETE   '3'
+#define PGW_BE_NO_DATA          'n'
 #define PGW_BE_NEGOTIATE        'v'
 
 /* Frontend message types. */

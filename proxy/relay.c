@@ -1768,6 +1768,17 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
     return false;
 }
 
+/* A server message the client gets, other than ReadyForQuery.  Which
+ * message an error answers, and so whether the server now skips a Query
+ * the client sent or sends, prepared.c knows when it is on; else the
+ * tracker works it out. */
+static void track_backend(struct pgw_session *s, char type)
+{
+    if (type == PGW_BE_ERROR && !s->ps_on)
+        pgw_track_error(&s->track);
+    pgw_track_backend(&s->track, type);
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -1813,7 +1824,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
                      listen || (ps && pgw_ps_backend_wants_whole(s, type));
         if (!whole) {
-            pgw_track_backend(&s->track, type);
+            track_backend(s, type);
             if (ps)
                 pgw_ps_backend(s, type, NULL, total);
             uint32_t n = avail < total ? avail : total;
@@ -1847,7 +1858,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (ps)
             drop = pgw_ps_backend(s, type, p, total);
         if (!drop && type != PGW_BE_READY)
-            pgw_track_backend(&s->track, type);
+            track_backend(s, type);
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
                 sync_answered(s);

@@ -3,6 +3,89 @@
 
 #define MSG_MAX (1u << 30)
 
+/* ---- mixed requests (see track.h) ---- */
+
+/* A Query or FunctionCall opens a request (called before sync_out counts
+ * it): one more for every mixed request whose Sync is still to come, and
+ * a mixed one itself after extended messages of its batch. */
+void pgw_track_mixed_query(struct pgw_track *t)
+{
+    for (int i = t->nmixed; i-- > 0 && t->mixed[i].open;)
+        t->mixed[i].skip++;
+    if (t->ext_open == 0 || t->nmixed == PGW_TRACK_MIXED_MAX)
+        return;
+    t->mixed[t->nmixed++] = (struct pgw_track_mixed) {
+        .seq = t->req_done + (uint32_t)t->sync_out, .ext = (uint32_t)t->ext_open,
+        .skip = 1, .open = true,
+    };
+}
+
+void pgw_track_mixed_sync(struct pgw_track *t)
+{
+    for (int i = t->nmixed; i-- > 0 && t->mixed[i].open;)
+        t->mixed[i].open = false;
+}
+
+/* Forget the mixed requests answered or skipped (numbered below req_done). */
+void pgw_track_mixed_drop(struct pgw_track *t)
+{
+    int k = 0;
+    while (k < t->nmixed && (int32_t)(t->mixed[k].seq - t->req_done) < 0)
+        k++;
+    if (k == 0)
+        return;
+    t->nmixed -= k;
+    for (int i = 0; i < t->nmixed; i++)
+        t->mixed[i] = t->mixed[i + k];
+}
+
+/* The first outstanding request, when it is a mixed one (NULL: not). */
+static const struct pgw_track_mixed *mixed_first(const struct pgw_track *t)
+{
+    if (t->nmixed == 0 || t->sync_out == 0 || t->mixed[0].seq != t->req_done)
+        return NULL;
+    return &t->mixed[0];
+}
+
+/* The replies that end a Parse, Bind, Close, Describe (after its
+ * ParameterDescription) and Execute (after its rows or COPY), which come
+ * before anything the Query's own answer holds.  An ErrorResponse ends
+ * one too, but pgw_track_error reads it first. */
+void pgw_track_mixed_reply(struct pgw_track *t, char type)
+{
+    const struct pgw_track_mixed *m = mixed_first(t);
+    if (!m || t->ext_done >= m->ext)
+        return;
+    switch (type) {
+    case PGW_BE_PARSE_COMPLETE: case PGW_BE_BIND_COMPLETE: case PGW_BE_CLOSE_COMPLETE:
+    case PGW_BE_ROW_DESC: case PGW_BE_NO_DATA: case PGW_BE_COMMAND_COMPLETE:
+    case PGW_BE_EMPTY_QUERY: case PGW_BE_PORTAL_SUSPENDED:
+        t->ext_done++;
+        break;
+    default:
+        break;
+    }
+}
+
+void pgw_track_error(struct pgw_track *t)
+{
+    if (t->skip_sync)
+        return;                  /* the server answers nothing until the Sync */
+    if (t->sync_out == 0) {
+        /* Every request is answered: it answers a message of the open
+         * batch, whose Sync is still to come. */
+        if (t->ext_open > 0)
+            pgw_track_ext_error(t, 0, true);
+        return;
+    }
+    /* It answers the first outstanding request: a Sync's batch (skipping
+     * ends at that Sync), a Query's own failure (its ReadyForQuery
+     * follows), or one of the extended messages before a mixed Query. */
+    const struct pgw_track_mixed *m = mixed_first(t);
+    if (m && t->ext_done < m->ext)
+        pgw_track_ext_error(t, (int)m->skip, m->open);
+}
+
 /* One header complete: apply it.  ReadyForQuery needs its status byte, so
  * backend headers wait for 6 bytes; everything else for 5. */
 static int on_header(struct pgw_track *t, struct pgw_track_stream *st)
@@ -13,10 +96,13 @@ static int on_header(struct pgw_track *t, struct pgw_track_stream *st)
     char type = (char)st->hdr[0];
     uint32_t consumed = st->nhdr - 1;      /* length field and any body byte */
     if (st->backend) {
-        if (type == PGW_BE_READY)
+        if (type == PGW_BE_READY) {
             pgw_track_ready(t, len >= 5 ? (char)st->hdr[5] : 'I');
-        else
+        } else {
+            if (type == PGW_BE_ERROR)
+                pgw_track_error(t);
             pgw_track_backend(t, type);
+        }
     } else {
         pgw_track_frontend(t, type);
     }

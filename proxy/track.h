@@ -18,8 +18,16 @@
  *   skip_sync  an extended-protocol error came and the client has sent no
  *              Sync since: the server skips all it gets until that Sync --
  *              a Query or FunctionCall too, which then opens no request
- *              and gets no ReadyForQuery (set by prepared.c, which knows
- *              what each error answers: pgw_track_ext_error).
+ *              and gets no ReadyForQuery.  Which message an error answers
+ *              prepared.c knows when it rewrites the session's traffic
+ *              (pgw_track_ext_error); otherwise the tracker works it out
+ *              (pgw_track_error): an error while no request is outstanding
+ *              answers a message of the open batch; one while requests are
+ *              outstanding answers the first of them, and only a Query or
+ *              FunctionCall sent after extended messages of its batch (no
+ *              Sync between: a "mixed" request, numbered and kept in
+ *              `mixed`) can then be skipped -- when the error comes before
+ *              those messages' replies are all in (ext_done).
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
@@ -32,6 +40,19 @@
 #include <stdint.h>
 
 #include "common/wire.h"
+
+/* A Query or FunctionCall sent after extended-protocol messages of its
+ * batch.  More than PGW_TRACK_MIXED_MAX outstanding at once are not kept:
+ * an error skipping one of those leaves a ReadyForQuery expected that never
+ * comes, so the server stays with the client (closed when it leaves),
+ * never handed on early. */
+#define PGW_TRACK_MIXED_MAX 8
+struct pgw_track_mixed {
+    uint32_t seq;                /* its request's number (req_done counts them) */
+    uint32_t ext;                /* the Parse/Bind/Describe/Execute/Close before it */
+    uint32_t skip;               /* Queries/FunctionCalls from it up to the next Sync */
+    bool open;                   /* that Sync is not sent yet */
+};
 
 struct pgw_track {
     int sync_out;
@@ -46,13 +67,30 @@ struct pgw_track {
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
     bool skip_sync;              /* the server skips messages until the next Sync */
+    int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
+                                  * Sync/Query/FunctionCall */
+    uint32_t req_done;           /* requests answered (or skipped) since the link: the
+                                  * first outstanding one has this number */
+    uint32_t ext_done;           /* replies ending one of the extended messages of the
+                                  * first outstanding request, when it is mixed */
+    int nmixed;
+    struct pgw_track_mixed mixed[PGW_TRACK_MIXED_MAX];   /* oldest first */
 };
 
 static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = false;
+    t->ext_open = t->nmixed = 0;
+    t->req_done = t->ext_done = 0;
 }
+
+/* Mixed requests (track.c): a Query/FunctionCall opening a request, a
+ * Sync, a reply the client gets, requests answered or skipped. */
+void pgw_track_mixed_query(struct pgw_track *t);
+void pgw_track_mixed_sync(struct pgw_track *t);
+void pgw_track_mixed_reply(struct pgw_track *t, char type);
+void pgw_track_mixed_drop(struct pgw_track *t);
 
 /* How many Syncs a CopyDone/CopyFail sent now takes back. */
 static inline int pgw_track_copy_ignored(const struct pgw_track *t)
@@ -69,11 +107,17 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     switch (type) {
     case PGW_FE_QUERY:
     case PGW_FE_FUNCTION_CALL:
+        if (t->ext_open > 0 || t->nmixed > 0)
+            pgw_track_mixed_query(t);
+        t->ext_open = 0;
         t->sync_exec = t->execs = 0;
         t->fe_open = 0;
         t->exec_last = t->copy_in = false;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
+        if (t->nmixed > 0)
+            pgw_track_mixed_sync(t);
+        t->ext_open = 0;
         t->skip_sync = false;
         if (t->exec_last)
             t->sync_exec++;
@@ -93,6 +137,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->exec_last = false;
         return false;
     case PGW_FE_EXECUTE:
+        t->ext_open++;
         t->sync_exec = 0;
         t->exec_batch = ++t->execs;
         t->exec_last = true;
@@ -102,6 +147,12 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_FLUSH:
         t->fe_open++;
         return false;
+    case PGW_FE_PARSE:
+    case PGW_FE_BIND:
+    case PGW_FE_DESCRIBE:
+    case PGW_FE_CLOSE:
+        t->ext_open++;
+        /* fall through */
     default:
         /* Any other message would end a COPY FROM STDIN (the server fails
          * it): the Syncs before it are not taken back. */
@@ -120,6 +171,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
  * not taken back. */
 static inline void pgw_track_backend(struct pgw_track *t, char type)
 {
+    if (t->nmixed > 0)
+        pgw_track_mixed_reply(t, type);
     if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
         type == PGW_BE_PORTAL_SUSPENDED)
         t->exec_done++;
@@ -134,8 +187,13 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
  * request. */
 static inline bool pgw_track_ready(struct pgw_track *t, char status)
 {
-    if (t->sync_out > 0)
+    if (t->sync_out > 0) {
         t->sync_out--;
+        t->req_done++;
+        t->ext_done = 0;
+        if (t->nmixed > 0)
+            pgw_track_mixed_drop(t);
+    }
     t->exec_done = 0;
     t->tx_status = status;
     t->copy = t->copy_in = false;
@@ -149,6 +207,13 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
  * on skipping what the client sends until one comes. */
 static inline void pgw_track_ext_error(struct pgw_track *t, int skipped, bool open)
 {
+    if (skipped > 0) {
+        /* The first `skipped` requests outstanding: their numbers pass. */
+        t->req_done += (uint32_t)(t->sync_out < skipped ? t->sync_out : skipped);
+        t->ext_done = 0;
+        if (t->nmixed > 0)
+            pgw_track_mixed_drop(t);
+    }
     t->sync_out = t->sync_out > skipped ? t->sync_out - skipped : 0;
     if (open) {
         t->skip_sync = true;
@@ -156,6 +221,12 @@ static inline void pgw_track_ext_error(struct pgw_track *t, int skipped, bool op
             t->fe_open = 1;      /* the batch stays open until its Sync */
     }
 }
+
+/* An ErrorResponse the client gets, when prepared.c does not say what it
+ * answers (max_prepared_statements = 0, session mode): works out whether
+ * the server now skips a Query/FunctionCall or what the client sends next
+ * (pgw_track_ext_error).  Call it before pgw_track_backend. */
+void pgw_track_error(struct pgw_track *t);
 
 /* Could the server go back to the pool right now? */
 static inline bool pgw_track_idle(const struct pgw_track *t)

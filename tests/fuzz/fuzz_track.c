@@ -64,9 +64,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         whole.sync_exec != split.sync_exec || whole.tx_status != split.tx_status ||
         whole.copy != split.copy || whole.copy_in != split.copy_in ||
         whole.exec_last != split.exec_last || whole.exec_batch != split.exec_batch ||
+        whole.skip_sync != split.skip_sync || whole.ext_open != split.ext_open ||
+        whole.req_done != split.req_done || whole.nmixed != split.nmixed ||
         ws.skip != ss.skip || ws.nhdr != ss.nhdr)
         abort();
-    if (whole.sync_out < 0 || whole.fe_open < 0)
+    if (whole.sync_out < 0 || whole.fe_open < 0 || whole.nmixed < 0 ||
+        whole.nmixed > PGW_TRACK_MIXED_MAX)
         abort();
+    /* The mixed requests kept are outstanding ones, in order. */
+    for (int i = 0; i < whole.nmixed; i++)
+        if ((int32_t)(whole.mixed[i].seq - whole.req_done) < 0 ||
+            whole.mixed[i].seq - whole.req_done >= (uint32_t)whole.sync_out ||
+            (i > 0 && whole.mixed[i].seq <= whole.mixed[i - 1].seq))
+            abort();
     return 0;
 }

@@ -954,6 +954,85 @@ class TestQueryAfterAnError(pt.PgwharfTestCase):
             b.close()
 
 
+class TestSkippedQueryWithoutRewriting(pt.PgwharfTestCase):
+    """The same skipping with max_prepared_statements = 0, where nothing
+    tells the relay which message an error answers: a Query or
+    FunctionCall that the server skipped after an extended-protocol error
+    (sent after a Flush brought the error, or pipelined behind the failing
+    message before its Sync) kept a ReadyForQuery expected that never came,
+    and the server stayed with the client until it left (in a pool of one,
+    the next client got 57014 at query_wait_timeout).  Each step is sent at
+    once and its replies read (their types); after each step that ends
+    with nothing outstanding another client must get the server.  Also
+    with the prepared-statement layer on, and in session mode
+    (PostgreSQL's answers)."""
+
+    def exchange(self, mode, **settings):
+        px, r = raw_on_one_server(self, mode, query_wait_timeout="5s", **settings)
+        other = Raw(px.host, px.port, self.pg.user, self.pg.database) \
+            if mode == "transaction" else None
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+        flush, sync = r.msg(b"H"), r.sync()
+        bad = r.parse("", "SELEC 1")
+        div = r.parse("", "select 1/g from generate_series(0, 0) g")
+        describe = r.msg(b"D", b"P\x00")
+        fcall = r.msg(b"F", b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+        steps = [
+            # The error after a Flush, the Query after it, the Sync later.
+            ([bad, flush], "E", False), ([q("select 1")], "", False), ([sync], "Z", True),
+            ([q("select 1")], "TDCZ", True),
+            # A Bind, a Describe or an Execute failing.
+            ([r.parse("", "select 1"), r.bind("nosuch"), flush], "1E", False),
+            ([sync], "Z", True), ([q("select 1")], "TDCZ", True),
+            ([div, r.bind(""), describe, r.execute(), flush], "12TE", False),
+            ([q("select 1"), fcall, q("select 2")], "", False), ([sync], "Z", True),
+            ([r.msg(b"D", b"Snosuch\x00"), flush], "E", False),
+            ([q("select 1"), sync, q("select 2")], "ZTDCZ", True),
+            # Pipelined before the error came: skipped up to the Sync.
+            ([bad, r.bind(""), r.execute(), q("select 1"), q("select 2"), sync, q("select 3")],
+             "EZTDCZ", True),
+            ([bad, q("select 1")], "E", False), ([sync], "Z", True),
+            # The Query's own error, and a batch with none, before a Sync.
+            ([r.parse("", "select 1"), r.bind(""), r.execute(), q("selec"), sync],
+             "12DCEZZ", True),
+            ([r.parse("", "select 1"), r.bind(""), r.execute(), q("selec")], "12DCEZ", True),
+            ([r.parse("", "select 1"), r.bind(""), describe, r.execute(), q("select 2")],
+             "12TDCTDCZ", False), ([sync], "Z", True),
+            # A second such Query fails, after the first one's answers.
+            ([r.parse("", "select 1"), r.bind(""), r.execute(), q("select 2"), bad,
+              q("select 3"), sync], "12DCTDCZEZ", True),
+            # A failing Execute behind a Query: a new batch, skipped to its Sync.
+            ([q("select 1"), div, r.bind(""), r.execute(), q("select 2"), sync],
+             "TDCZ12EZ", True),
+        ]
+        out = []
+        try:
+            for msgs, want, idle in steps:
+                r.send(*msgs)
+                got = [r.read_msg() for _ in want]
+                out.append("".join(t.decode() for t, _ in got) + "".join(
+                    "/" + sqlstate(b) for t, b in got if t == b"E"))
+                if idle and other:
+                    other.send(other.msg(b"Q", b"select 2\x00"))
+                    msgs = other.until_ready()
+                    self.assertEqual(types(msgs), "TDCZ", (out, msgs))
+        finally:
+            r.close()
+            if other:
+                other.close()
+        px.stop()
+        return out
+
+    def test_the_server_goes_back_to_the_pool(self):
+        want = self.exchange("session")
+        self.assertEqual(want[0], "E/42601")
+        for mps in (0, 100):
+            with self.subTest(max_prepared_statements=mps):
+                self.assertEqual(self.exchange("transaction", max_prepared_statements=mps), want)
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips

@@ -302,6 +302,124 @@ static void test_query_skipped_after_an_extended_error(void **state)
     assert_int_equal(t.sync_out, 1);
 }
 
+/* Without prepared.c the tracker works out what an ErrorResponse
+ * answers (pgw_track_error, which pgw_track_feed calls). */
+static void error(struct stream *st) { add(st, 'E', "SERROR\0C42601\0\0", 16); }
+static void flush(struct stream *st) { add(st, 'H', "", 0); }
+
+/* A failing Parse, a Flush, the error, then a Query (skipped) and the
+ * Sync: one ReadyForQuery in all, then nothing is outstanding. */
+static void test_error_in_the_open_batch_skips_the_next_query(void **state)
+{
+    (void)state;
+    struct conv c = { 0 };
+    parse(&c.fe, "selec");
+    flush(&c.fe);
+    error(&c.be);
+    query(&c.fe2, "select 1");
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_true(t.skip_sync);
+        assert_int_equal(t.sync_out, 0);
+        assert_false(pgw_track_idle(&t));   /* the server waits for the Sync */
+    }
+    sync(&c.fe2);
+    ready(&c.be2, 'I');
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_true(pgw_track_idle(&t));
+        assert_int_equal(t.req_done, 1);
+    }
+}
+
+/* P B E Q Q S Q sent at once; the Parse fails: both Queries before the
+ * Sync are skipped, the one after it is answered. */
+static void test_error_before_a_mixed_query_skips_it(void **state)
+{
+    (void)state;
+    struct conv c = { 0 };
+    parse(&c.fe, "selec");
+    bind(&c.fe);
+    execute(&c.fe, "");
+    query(&c.fe, "select 1");
+    query(&c.fe, "select 2");
+    sync(&c.fe);
+    query(&c.fe, "select 3");
+    error(&c.be);
+    ready(&c.be, 'I');
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_int_equal(t.sync_out, 1);        /* select 3's */
+        assert_int_equal(t.nmixed, 0);
+        assert_false(t.skip_sync);
+    }
+    complete(&c.be2, "SELECT 1");
+    ready(&c.be2, 'I');
+    struct pgw_track t = run(&c, 7);
+    assert_true(pgw_track_idle(&t));
+}
+
+/* P B E Q: the Query's own error comes after the Execute's answers, and
+ * its ReadyForQuery follows; then the Execute fails in the next one. */
+static void test_a_mixed_querys_own_error_is_answered(void **state)
+{
+    (void)state;
+    struct conv c = { 0 };
+    extended(&c.fe, "select 1");
+    c.fe.n -= 5;                                /* no Sync */
+    query(&c.fe, "selec");
+    add(&c.be, '1', "", 0);
+    add(&c.be, '2', "", 0);
+    row_of_1(&c.be);
+    complete(&c.be, "SELECT 1");
+    error(&c.be);
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_int_equal(t.sync_out, 1);
+        assert_false(t.skip_sync);
+    }
+    ready(&c.be, 'I');
+    struct pgw_track t = run(&c, 2);
+    assert_true(pgw_track_idle(&t));
+    /* The Execute fails this time: no ReadyForQuery for the Query. */
+    struct conv d = { 0 };
+    extended(&d.fe, "select 1/0");
+    d.fe.n -= 5;
+    query(&d.fe, "select 1");
+    add(&d.be, '1', "", 0);
+    add(&d.be, '2', "", 0);
+    error(&d.be);
+    for (size_t step = 1; step <= d.fe.n; step++) {
+        t = run(&d, step);
+        assert_int_equal(t.sync_out, 0);
+        assert_true(t.skip_sync);
+        assert_false(pgw_track_idle(&t));
+    }
+}
+
+/* More mixed Queries outstanding than the tracker keeps: an error skipping
+ * one it did not keep leaves a ReadyForQuery expected -- the server is
+ * kept, never released early. */
+static void test_mixed_queries_beyond_the_limit_keep_the_server(void **state)
+{
+    (void)state;
+    struct pgw_track t = { .tx_status = 'I' };
+    for (int i = 0; i < PGW_TRACK_MIXED_MAX + 1; i++) {
+        pgw_track_frontend(&t, 'P');
+        pgw_track_frontend(&t, 'Q');
+    }
+    assert_int_equal(t.nmixed, PGW_TRACK_MIXED_MAX);
+    for (int i = 0; i < PGW_TRACK_MIXED_MAX; i++) {
+        pgw_track_backend(&t, '1');
+        pgw_track_backend(&t, 'C');
+        assert_false(pgw_track_ready(&t, 'I'));
+    }
+    assert_int_equal(t.nmixed, 0);
+    pgw_track_error(&t);                        /* the last Parse's */
+    assert_int_equal(t.sync_out, 1);
+    assert_false(pgw_track_idle(&t));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +433,10 @@ int main(void)
         cmocka_unit_test(test_copy_in_after_an_answered_execute_takes_its_sync_back),
         cmocka_unit_test(test_bad_length_rejected),
         cmocka_unit_test(test_query_skipped_after_an_extended_error),
+        cmocka_unit_test(test_error_in_the_open_batch_skips_the_next_query),
+        cmocka_unit_test(test_error_before_a_mixed_query_skips_it),
+        cmocka_unit_test(test_a_mixed_querys_own_error_is_answered),
+        cmocka_unit_test(test_mixed_queries_beyond_the_limit_keep_the_server),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
 }
