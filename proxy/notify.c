@@ -25,6 +25,12 @@
  *   marked for closing (RECONNECT, PAUSE, a reload), the hub takes
  *   another and runs LISTEN for every channel again; notifications sent
  *   in between are lost (event=notify_server_lost).
+ * - A pool that can have only one server keeps it for queries (room_for);
+ *   when a reload leaves a hub's pool so (event=notify_no_room), the hub
+ *   gives its server back and ends: its clients' listening can only end
+ *   with their connections, as in PostgreSQL, so each gets FATAL 57P01
+ *   between transactions (and reconnects; its LISTEN then runs on its own
+ *   server).
  *
  * A lone LISTEN or UNLISTEN through the extended protocol (Parse, Bind,
  * Execute) between transactions: notify_ext.c.  A lone LISTEN or UNLISTEN
@@ -77,6 +83,8 @@ struct pgw_notify_hub {
     struct pgw_server *srv;
     struct pgw_pool_waiter waiter;
     bool acquiring;
+    bool no_room;                       /* ended by a reload (hub_end): takes no
+                                           server, its clients leave */
     struct pgw_session *asking;         /* in pgw_notify_query: its caller reads
                                            on (an answer from inside the kick
                                            must not) */
@@ -85,6 +93,11 @@ struct pgw_notify_hub {
     size_t rlen, rcap;
     struct pgw_wbuf out;
 };
+
+/* What a listening client gets when its hub ends (hub_end). */
+#define NOTIFY_NO_ROOM_SQLSTATE "57P01"
+#define NOTIFY_NO_ROOM_MSG "database configuration changed: the pool has no room for a " \
+                           "listening server"
 
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
@@ -654,7 +667,7 @@ static void hub_kick(struct pgw_notify_hub *h)
     }
     /* Shutting down too: clients go on until they leave (SIGTERM, SHUTDOWN
      * WAIT_FOR_CLIENTS), their LISTENs with them. */
-    if (h->acquiring || !hub_has_work(h))
+    if (h->acquiring || h->no_room || !hub_has_work(h))
         return;
     int r = pgw_pool_acquire(h->pool, &h->waiter, h->px->root, hub_acquired_cb, h);
     if (r == PGW_ACQ_GRANTED) {
@@ -696,6 +709,69 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
     }
 }
 
+static bool room_for(struct pgw_proxy *px, struct pgw_pool *pool,
+                     const struct pgw_notify_hub *self);
+
+/* Between transactions: no server, no partial message toward the client. */
+static bool deliverable(const struct pgw_session *s)
+{
+    return !s->server && !s->pipe_srv &&
+           (s->state == PGW_SS_IDLE || s->state == PGW_SS_WAIT_SERVER);
+}
+
+/* A reload left the pool no room for the hub's server (room_for): it goes
+ * back, and the hub ends.  Notifications can reach its clients no more
+ * (nor can the LISTEN statements they prepared, which only the hub
+ * knows, run), and a PostgreSQL session stops listening only when it
+ * ends: each client
+ * gets FATAL 57P01 between transactions -- at once when it holds no
+ * server (or waits for its LISTEN, which gets that as its answer), else
+ * at its transaction's end (pgw_notify_flush).  A client that reconnects
+ * and listens again finds no hub: its LISTEN runs on its own server.  The
+ * hub is freed at a tick once they are gone. */
+static void hub_end(struct pgw_notify_hub *h)
+{
+    char q1[200], q2[200];
+    int nsubs = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next)
+        nsubs++;
+    pgw_warn("notify_no_room", "db=%s user=%s channels=%d clients=%d reason=\"a reload left the "
+             "pool no room for a listening server\" detail=\"the listening clients are "
+             "disconnected (57P01) between transactions\"",
+             lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)),
+             lq(q2, sizeof(q2), pgw_pool_user(h->pool)), h->nchans, nsubs);
+    h->no_room = true;
+    if (h->acquiring) {
+        pgw_pool_cancel_wait(&h->waiter);
+        h->acquiring = false;
+    }
+    hub_drop_server(h);
+    /* Sessions first, then the closes (each leaves the list).  Short of
+     * memory, they are closed at their next transaction's end. */
+    struct pgw_session **to = nsubs ? calloc((size_t)nsubs, sizeof(*to)) : NULL;
+    int n = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        sub->ending = true;
+        if (to && (sub->waiting || deliverable(sub->session)) &&
+            sub->session->state != PGW_SS_WAIT_SERVER)
+            to[n++] = sub->session;
+    }
+    for (int i = 0; i < n; i++)
+        if (to[i]->state != PGW_SS_CLOSING)
+            pgw_session_close(to[i], NOTIFY_NO_ROOM_SQLSTATE, NOTIFY_NO_ROOM_MSG);
+    free(to);
+    /* Their LISTENs (their clients gone) and the hub's own statements. */
+    while (h->head) {
+        struct notify_req *r = h->head;
+        h->head = r->next;
+        if (r->s && r->s->state != PGW_SS_CLOSING)
+            pgw_session_close(r->s, NOTIFY_NO_ROOM_SQLSTATE, NOTIFY_NO_ROOM_MSG);
+        free(r);
+    }
+    h->tail = NULL;
+}
+
 static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -703,6 +779,12 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct pgw_notify_hub *h = w->data;
     if (hub_maybe_free(h))
         return;
+    if (h->no_room)
+        return;              /* its clients leave; then it goes */
+    if (!room_for(h->px, h->pool, h)) {
+        hub_end(h);
+        return;
+    }
     if (h->srv && (pgw_server_close_needed(h->srv) || pgw_pool_paused(h->pool)))
         hub_lost(h, pgw_pool_paused(h->pool) ? "pool paused" : "server marked for closing");
     if (!h->srv && !h->acquiring)
@@ -784,26 +866,39 @@ bool pgw_notify_may_be_listen(const char *sql, size_t n)
 /* The hub's server is one of the pool's: a pool of one server keeps it
  * for the clients' queries (LISTEN runs there, as before).  It counts in
  * max_db_connections and max_user_connections too, with the listening
- * servers of the other pools under the same cap. */
-bool pgw_notify_room_for_hub(const struct pgw_session *s)
+ * servers of the other pools under the same cap: for a new hub (self
+ * NULL) every one; for self, those older than it (the first to listen
+ * keeps its place when a reload lowers a cap). */
+static bool room_for(struct pgw_proxy *px, struct pgw_pool *pool,
+                     const struct pgw_notify_hub *self)
 {
-    if (hub_find(s->px, s->pool))
-        return true;
     struct pgw_pool_stats st;
-    pgw_pool_get_stats(s->pool, &st);
+    pgw_pool_get_stats(pool, &st);
     if ((long long)st.pool_size + st.reserve_pool_size < 2)
         return false;
-    const struct pgw_config *cfg = s->px->cfg;
-    const char *db = pgw_pool_dbname(s->pool), *su = pgw_pool_server_user(s->pool);
-    int capdb = pgw_conf_max_db_connections(cfg, s->db);
+    const struct pgw_config *cfg = px->cfg;
+    const char *db = pgw_pool_dbname(pool), *su = pgw_pool_server_user(pool);
+    int capdb = pgw_conf_max_db_connections(cfg, pgw_conf_find_db(cfg, db));
     int capuser = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));
     int leftdb = capdb, leftuser = capuser;      /* 0 = no cap */
-    for (struct pgw_list *n = s->px->notify_hubs.next; n != &s->px->notify_hubs; n = n->next) {
+    for (struct pgw_list *n = px->notify_hubs.next; n != &px->notify_hubs; n = n->next) {
         const struct pgw_notify_hub *h = pgw_container_of(n, struct pgw_notify_hub, node);
+        if (h == self)
+            break;
+        if (h->no_room)
+            continue;                            /* holds no server */
         leftdb -= strcmp(pgw_pool_dbname(h->pool), db) == 0;
         leftuser -= strcmp(pgw_pool_server_user(h->pool), su) == 0;
     }
     return (capdb <= 0 || leftdb >= 2) && (capuser <= 0 || leftuser >= 2);
+}
+
+/* May s's pool listen through a hub (a new one, or the one it has)?  An
+ * ended hub's pool is as a pool of one until the hub goes. */
+bool pgw_notify_room_for_hub(const struct pgw_session *s)
+{
+    const struct pgw_notify_hub *h = hub_find(s->px, s->pool);
+    return h ? !h->no_room : room_for(s->px, s->pool, NULL);
 }
 
 int pgw_notify_query(struct pgw_session *s)
@@ -865,13 +960,6 @@ bool pgw_notify_waiting(const struct pgw_session *s)
     return s->notify && s->notify->waiting;
 }
 
-/* Between transactions: no server, no partial message toward the client. */
-static bool deliverable(const struct pgw_session *s)
-{
-    return !s->server && !s->pipe_srv &&
-           (s->state == PGW_SS_IDLE || s->state == PGW_SS_WAIT_SERVER);
-}
-
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
@@ -896,11 +984,9 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
     pgw_wbuf_append(&sub->pending, msg, total);
 }
 
-void pgw_notify_flush(struct pgw_session *s)
+/* Notifications held during the client's transaction, out now. */
+static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
-    struct pgw_notify_sub *sub = s->notify;
-    if (!sub || sub->pending.len == 0 || !deliverable(s))
-        return;
     if (!sub->pending.failed) {
         /* Count the messages: each is 'A', length, body. */
         uint64_t n = 0;
@@ -921,6 +1007,17 @@ void pgw_notify_flush(struct pgw_session *s)
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
     sub->dropped = false;
+}
+
+void pgw_notify_flush(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || !deliverable(s))
+        return;
+    if (sub->pending.len > 0)
+        pending_flush(s, sub);
+    if (s->notify == sub && sub->ending && s->state != PGW_SS_CLOSING)
+        pgw_session_close(s, NOTIFY_NO_ROOM_SQLSTATE, NOTIFY_NO_ROOM_MSG);  /* hub_end */
 }
 
 void pgw_notify_session_gone(struct pgw_session *s)

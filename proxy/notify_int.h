@@ -67,6 +67,7 @@ struct pgw_notify_sub {
     struct pgw_wbuf pending;            /* notifications for after its transaction */
     bool waiting;                       /* its LISTEN runs on the hub's server */
     bool dropped;                       /* pending overflowed (logged once) */
+    bool ending;                        /* the hub ended: closed at its transaction's end */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
     size_t captx;

@@ -695,6 +695,86 @@ class TestPoolOfOne(pt.PgwharfTestCase):
                                           % self.pg.database)), 1)
 
 
+class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
+    """A reload that leaves a pool with listeners room for one server only:
+    the listening server kept it (the room check ran only when the pool's
+    first client listened), and every query waited for
+    query_wait_timeout.  The hub now gives its server back; its clients'
+    listening can end only with their connections (as in PostgreSQL), so
+    each gets FATAL 57P01 between transactions, and a LISTEN after that
+    runs on the client's own server, as in a pool of one."""
+
+    def assert_ended(self, sock, before=()):
+        """sock's next messages: those of types `before`, then FATAL 57P01
+        and the end of the connection."""
+        got = []
+        sock.settimeout(20)
+        try:
+            while True:
+                got.append(hz.recv_msg(sock))
+        except (EOFError, ConnectionResetError):
+            pass
+        self.assertEqual([t for t, _ in got], list(before) + [b"E"], got)
+        f = hz.parse_fields(got[-1][1])
+        self.assertEqual((f["S"], f["C"]), ("FATAL", "57P01"), f)
+        self.assertIn("no room for a listening server", f["M"])
+
+    def test_pool_size_lowered_to_one(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                          "query_wait_timeout": 10})
+        console = self.console_conn(px)
+        a, c, b = login(self, px), login(self, px), login(self, px)
+        self.assertEqual(hz.simple_query(a, "listen pgw_shrink"), ([], []))
+        self.assertEqual(hz.simple_query(c, "listen pgw_shrink"), ([], []))
+        self.assertEqual(hz.simple_query(c, "begin"), ([], []))   # c holds a server
+        px.settings["default_pool_size"] = 1
+        px.write_config()
+        px.admin("RELOAD")
+
+        def servers():
+            p = pt.pool_row(console, self.pg.database, self.pg.user)
+            return sum(p[k] for k in ("sv_active", "sv_idle", "sv_used", "sv_tested",
+                                      "sv_login"))
+        # The listening server goes back: c's is the pool's one server.
+        pt.wait_until(lambda: servers() == 1, 10, what="the pool down to c's server")
+        self.assertIn("event=notify_no_room", px.log())
+        # a, between transactions, is told at once; c at its transaction's end.
+        self.assert_ended(a)
+        self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
+        c.sendall(hz.query_msg("commit"))
+        self.assert_ended(c, [b"C", b"Z"])
+        # The one server serves queries, and a LISTEN as in a pool of one.
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+        d = login(self, px)
+        self.assertEqual(hz.simple_query(d, "listen pgw_shrink"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 3"), ([[b"3"]], []))
+        self.assertEqual(hz.simple_query(d, "select 4"), ([[b"4"]], []))
+
+    def test_max_db_connections_lowered_the_first_hub_stays(self):
+        # Two users' pools of one database, each with a listener, under
+        # max_db_connections = 3; lowered to 2, the newer pool's listening
+        # server goes, the older one's stays.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                          "max_db_connections": 3, "query_wait_timeout": 10})
+        a = login(self, px)
+        b = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.pg.app_user, self.pg.database, self.pg.app_password)
+        self.assertEqual(hz.simple_query(a, "listen pgw_cap"), ([], []))
+        self.assertEqual(hz.simple_query(b, "listen pgw_cap"), ([], []))
+        px.settings["max_db_connections"] = 2
+        px.write_config()
+        px.admin("RELOAD")
+        # Both listening servers held the two: the query waited for
+        # query_wait_timeout.  Now b's goes (b is told), a's stays.
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.assert_ended(b)
+        self.pg.psql("notify pgw_cap, 'still'")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_cap", "still")])
+        self.assertIn("event=notify_no_room db=%s user=%s" % (self.pg.database,
+                                                              self.pg.app_user), px.log())
+
+
 class TestAnsweredAtOnce(pt.PgwharfTestCase):
     def test_pipelined_listens_refused_at_once(self):
         # A pool whose database a reload removed refuses the listening
