@@ -898,7 +898,7 @@ static bool room_for(struct pgw_proxy *px, struct pgw_pool *pool,
 bool pgw_notify_room_for_hub(const struct pgw_session *s)
 {
     const struct pgw_notify_hub *h = hub_find(s->px, s->pool);
-    return h ? !h->no_room : room_for(s->px, s->pool, NULL);
+    return h ? !h->no_room && room_for(s->px, s->pool, h) : room_for(s->px, s->pool, NULL);
 }
 
 int pgw_notify_query(struct pgw_session *s)

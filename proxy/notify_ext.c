@@ -283,8 +283,10 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     if (x->out.failed)
         return close_oom(s);
     bool listen = x->cur.kind == PGW_LISTEN;
-    if (listen && !pgw_notify_room_for_hub(s))
-        return 0;                 /* a pool of one server: it runs there */
+    /* A pool of one server: a LISTEN runs there, and so does an UNLISTEN
+     * of a client that has no hub state (it would make a hub). */
+    if ((listen || !s->notify) && !pgw_notify_room_for_hub(s))
+        return 0;
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
     if (!sub || (x->parsed && !vstmt_put(sub, &x->cur)))
         return close_oom(s);

@@ -694,6 +694,20 @@ class TestPoolOfOne(pt.PgwharfTestCase):
                                           "query ilike 'listen%%' and datname = '%s'"
                                           % self.pg.database)), 1)
 
+    def test_an_unlisten_through_the_extended_protocol_makes_no_hub(self):
+        # A prepared UNLISTEN answered by pgwharf made the pool's hub (to
+        # keep the statement), and a LISTEN after it found a hub and took
+        # the pool's one server for it: other clients' queries waited.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "query_wait_timeout": 5})
+        a, b = login(self, px), login(self, px)
+        a.sendall(hz.ext_msgs("unlisten pgw_one"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"n", b"C", b"Z"])
+        self.assertEqual(hz.simple_query(a, "listen pgw_one"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.assertNotIn("event=notify_", px.log())
+
 
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
     """A reload that leaves a pool with listeners room for one server only:
