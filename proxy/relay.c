@@ -1345,8 +1345,13 @@ static bool scan_client(struct pgw_session *s)
             int r = offer_tx_listen(s, p, avail, total);
             if (r < 0)
                 return false;
-            if (r == 0)
-                break;      /* read it whole first */
+            if (r == 0) {
+                /* Read it whole first; the server is held for it
+                 * meanwhile: query_timeout runs. */
+                if (s->query_start == 0)
+                    s->query_start = ev_now(s->px->loop);
+                break;
+            }
         }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);
