@@ -34,6 +34,16 @@ enum pgw_load_balance {
     PGW_LB_DISABLE           /* the same host until a connection to it fails */
 };
 
+/* target_session_attrs: libpq's values (14+), checked per host (pool/). */
+enum pgw_target_session {
+    PGW_TSA_ANY,
+    PGW_TSA_READ_WRITE,      /* default_transaction_read_only off, not a standby */
+    PGW_TSA_READ_ONLY,       /* either of those on */
+    PGW_TSA_PRIMARY,         /* not in hot standby */
+    PGW_TSA_STANDBY,         /* in hot standby */
+    PGW_TSA_PREFER_STANDBY   /* a standby if the list has one up, else any host */
+};
+
 enum pgw_auth_type {
     PGW_AUTH_TRUST,
     PGW_AUTH_ANY,            /* like trust, but ignores the user name */
@@ -56,6 +66,7 @@ enum pgw_tls_mode {
 const char *pgw_pool_mode_name(enum pgw_pool_mode m);
 const char *pgw_auth_type_name(enum pgw_auth_type t);
 const char *pgw_load_balance_name(enum pgw_load_balance m);
+const char *pgw_target_session_name(enum pgw_target_session t);
 const char *pgw_tls_mode_name(enum pgw_tls_mode m);
 
 /* One [databases] entry.  Fields the entry does not set are -1 (numbers)
@@ -85,6 +96,9 @@ struct pgw_conf_db {
     double server_lifetime;  /* < 0 = the general one */
     int pool_mode;           /* enum pgw_pool_mode, or -1 */
     int load_balance_hosts;  /* enum pgw_load_balance, or -1 (round-robin) */
+    /* enum pgw_target_session, or -1 (any); also in conn_vals (its
+     * canonical name) for libpq */
+    int target_session_attrs;
     char *auth_user;
     char *auth_dbname;       /* NULL or "": the general one */
     char *auth_query;        /* NULL or "": the general one */

@@ -72,6 +72,7 @@ int conf_parse_num(const char *text, double *out, char *err, size_t errlen);
 int conf_parse_bool(const char *text, bool *out, char *err, size_t errlen);
 int conf_parse_pool_mode(const char *text, int *out, char *err, size_t errlen);
 int conf_parse_load_balance(const char *text, int *out, char *err, size_t errlen);
+int conf_parse_target_session(const char *text, int *out, char *err, size_t errlen);
 int conf_parse_auth_type(const char *text, int *out, char *err, size_t errlen);
 int conf_parse_tls_mode(const char *text, int *out, char *err, size_t errlen);
 int conf_parse_log_level(const char *text, char *err, size_t errlen);

@@ -30,6 +30,7 @@ static void db_init(struct pgw_conf_db *db)
     db->max_db_connections = db->max_db_client_connections = db->pool_mode = -1;
     db->server_lifetime = -1;
     db->load_balance_hosts = -1;
+    db->target_session_attrs = -1;
 }
 
 void conf_db_free(struct pgw_conf_db *db)
@@ -152,6 +153,18 @@ static int conn_key(struct db_build *b, const char *key, char *val, char *err, s
     } else if (kw && find_conn(&b->db, kw) >= 0) {
         snprintf(err, errlen, "duplicate key \"%s\"", kw);
         rc = PGW_ECONFIG;
+    } else if (kw && strcmp(kw, "target_session_attrs") == 0) {
+        /* pgwharf reads it to choose hosts; libpq gets the canonical name
+         * (a value libpq rejects would fail every connect, as if the
+         * server were down) */
+        int *tsa = &b->db.target_session_attrs;
+        size_t used = (size_t)snprintf(err, errlen, "%s: ", kw);
+        rc = conf_parse_target_session(val, tsa, err + used, errlen - used);
+        if (rc == 0) {
+            free(val);
+            val = strdup(pgw_target_session_name((enum pgw_target_session)*tsa));
+            return val ? add_conn(&b->db, kw, val) : PGW_ENOMEM;
+        }
     } else if (kw) {
         return add_conn(&b->db, kw, val);
     } else {

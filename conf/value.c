@@ -28,6 +28,11 @@ static const char *const load_balance_names[] = {
     [PGW_LB_ROUND_ROBIN] = "round-robin",
     [PGW_LB_DISABLE] = "disable",
 };
+static const char *const target_session_names[] = {
+    [PGW_TSA_ANY] = "any", [PGW_TSA_READ_WRITE] = "read-write",
+    [PGW_TSA_READ_ONLY] = "read-only", [PGW_TSA_PRIMARY] = "primary",
+    [PGW_TSA_STANDBY] = "standby", [PGW_TSA_PREFER_STANDBY] = "prefer-standby",
+};
 static const char *const auth_type_names[] = {
     [PGW_AUTH_TRUST] = "trust", [PGW_AUTH_ANY] = "any",
     [PGW_AUTH_PLAIN] = "plain", [PGW_AUTH_MD5] = "md5",
@@ -54,6 +59,11 @@ const char *pgw_pool_mode_name(enum pgw_pool_mode m)
 const char *pgw_load_balance_name(enum pgw_load_balance m)
 {
     return name_of(load_balance_names, NELEM(load_balance_names), (int)m);
+}
+
+const char *pgw_target_session_name(enum pgw_target_session t)
+{
+    return name_of(target_session_names, NELEM(target_session_names), (int)t);
 }
 
 const char *pgw_auth_type_name(enum pgw_auth_type t)
@@ -91,6 +101,11 @@ int conf_parse_pool_mode(const char *text, int *out, char *err, size_t errlen)
 int conf_parse_load_balance(const char *text, int *out, char *err, size_t errlen)
 {
     return parse_enum(load_balance_names, NELEM(load_balance_names), text, out, err, errlen);
+}
+
+int conf_parse_target_session(const char *text, int *out, char *err, size_t errlen)
+{
+    return parse_enum(target_session_names, NELEM(target_session_names), text, out, err, errlen);
 }
 
 int conf_parse_auth_type(const char *text, int *out, char *err, size_t errlen)

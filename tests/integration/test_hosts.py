@@ -264,6 +264,9 @@ class HostListTest(pt.PgwharfTestCase):
         px = self.start_pgwharf(start=False, settings=dict(SETTINGS), databases={
             "a": self.entry("127.0.0.1,127.0.0.2", load_balance_hosts="random"),
             "b": self.entry("127.0.0.1,127.0.0.2", port="1,2,3"),
+            # libpq refuses it on every connect: that looked like the
+            # server being down and opened its breaker for every entry
+            "c": self.entry("127.0.0.1", target_session_attrs="master"),
         })
         cp = px.check()
         self.assertNotEqual(cp.returncode, 0, cp.stdout + cp.stderr)
@@ -271,6 +274,9 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertRegex(out, r'pgwharf\.ini:\d+: database "a": load_balance_hosts: expected one '
                               r'of round-robin, disable; got "random"')
         self.assertRegex(out, r'pgwharf\.ini:\d+: database "b": port: 3 ports for 2 hosts')
+        self.assertRegex(out, r'pgwharf\.ini:\d+: database "c": target_session_attrs: expected '
+                              r'one of any, read-write, read-only, primary, standby, '
+                              r'prefer-standby; got "master"')
         # round-robin and disable are fine, and libpq (15) never sees the key
         px.databases = {"a": self.entry("127.0.0.1,127.0.0.2", load_balance_hosts="round-robin")}
         cp = px.check()

@@ -682,8 +682,9 @@ static void test_connstr_errors(void **state)
                    "i = load_balance_hosts=random\n"        /* 14 */
                    "j = host=a,b port=1,2,3\n"              /* 15 */
                    "k = host=a,b,c hostaddr=1.1.1.1,2.2.2.2\n"  /* 16 */
-                   "l = host=a,b hostaddr=1.1.1.1\n",           /* 17: libpq wants 2 */
-              &d, 13);
+                   "l = host=a,b hostaddr=1.1.1.1\n"            /* 17: libpq wants 2 */
+                   "m = target_session_attrs=master\n",          /* 18 */
+              &d, 14);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
     assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
@@ -705,6 +706,10 @@ static void test_connstr_errors(void **state)
                      "per host)");
     assert_error(&d, "t.ini:17: database \"l\": hostaddr: 1 value for 2 hosts (expected one "
                      "per host)");
+    /* libpq would refuse it on every connect, which looked like the
+     * server being down */
+    assert_error(&d, "t.ini:18: database \"m\": target_session_attrs: expected one of any, "
+                     "read-write, read-only, primary, standby, prefer-standby; got \"master\"");
     pgw_conf_diag_free(&d);
 
     /* load_balance_hosts: a pool key (libpq 15 does not know it), and
@@ -718,6 +723,21 @@ static void test_connstr_errors(void **state)
     assert_int_equal(lb->dbs[1].load_balance_hosts, PGW_LB_ROUND_ROBIN);
     assert_int_equal(lb->dbs[2].load_balance_hosts, -1);
     pgw_conf_free(lb);
+    pgw_conf_diag_free(&d);
+
+    /* target_session_attrs: read by pgwharf, and passed to libpq under
+     * the name libpq takes */
+    struct pgw_config *ts = load_ok(BASE "[databases]\n"
+                                         "a = host=x,y target_session_attrs=Prefer-Standby\n"
+                                         "b = host=x target_session_attrs=read-write\nc =\n",
+                                    &d);
+    assert_int_equal(ts->dbs[0].target_session_attrs, PGW_TSA_PREFER_STANDBY);
+    assert_string_equal(conn(&ts->dbs[0], "target_session_attrs"), "prefer-standby");
+    assert_int_equal(ts->dbs[1].target_session_attrs, PGW_TSA_READ_WRITE);
+    assert_string_equal(conn(&ts->dbs[1], "target_session_attrs"), "read-write");
+    assert_int_equal(ts->dbs[2].target_session_attrs, -1);
+    assert_null(conn(&ts->dbs[2], "target_session_attrs"));
+    pgw_conf_free(ts);
     pgw_conf_diag_free(&d);
 
     /* auth_dbname and auth_query per entry, else the general ones */
@@ -1141,6 +1161,7 @@ static void assert_same_config(const struct pgw_config *x, const struct pgw_conf
         assert_int_equal(p->max_db_connections, q->max_db_connections);
         assert_int_equal(p->pool_mode, q->pool_mode);
         assert_int_equal(p->load_balance_hosts, q->load_balance_hosts);
+        assert_int_equal(p->target_session_attrs, q->target_session_attrs);
         assert_true((p->auth_user == NULL) == (q->auth_user == NULL));
         if (p->auth_user)
             assert_string_equal(p->auth_user, q->auth_user);
@@ -1182,7 +1203,7 @@ static void test_print_roundtrip(void **state)
         "[databases]\n"
         "app = host=db1 password='top secret' user=bob application_name='a \\'q\\' \\\\b' "
         "pool_size=5 pool_mode=session connect_query='SET x = ''y''' datestyle=ISO\n"
-        "\"we\"\"ird name\" = host=h sslpassword=hunter2\n"
+        "\"we\"\"ird name\" = host=h sslpassword=hunter2 target_session_attrs=STANDBY\n"
         "* = host=fallback,fb2 load_balance_hosts=disable\n"
         "[users]\n"
         "alice = pool_mode=statement query_timeout=1.5 client_idle_timeout=250ms\n"
@@ -1200,6 +1221,7 @@ static void test_print_roundtrip(void **state)
     assert_null(strstr(text, "top secret"));
     assert_null(strstr(text, "hunter2"));
     assert_non_null(strstr(text, "\n\"we\"\"ird name\" = host=h"));
+    assert_non_null(strstr(text, "sslpassword=**** target_session_attrs=standby "));
     assert_non_null(strstr(text, "\n* = host=fallback,fb2 load_balance_hosts=disable\n"));
     assert_non_null(strstr(text, "\n[users]\nalice = pool_mode=statement query_timeout=1.5 "
                                  "client_idle_timeout=0.25\nbob =\n"));
