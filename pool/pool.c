@@ -439,9 +439,19 @@ static int needed(const struct pgw_pool *pool)
     return pool->paused ? 0 : pool->n_waiters - coming;
 }
 
+/* Is host h out of this attempt for target_session_attrs?  With
+ * prefer-standby only the standby pass leaves out the hosts found not to
+ * be one; the other pass takes any host. */
+static bool host_skipped(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now,
+                         bool standby_pass)
+{
+    return now < h->skip_until && (pool->tsa != PGW_TSA_PREFER_STANDBY || standby_pass);
+}
+
 struct grow_try {
     struct pgw_pool *pool;
     bool probe;
+    bool standby_pass;
 };
 
 /* pgw_hosts_choose's try: may host i take a connection attempt now? */
@@ -449,9 +459,24 @@ static int grow_try_host(int i, void *arg)
 {
     struct grow_try *t = arg;
     struct pool_host *h = &t->pool->hosts[i];
-    if (pool_now(t->pool) < h->skip_until)
+    if (host_skipped(t->pool, h, pool_now(t->pool), t->standby_pass))
         return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match */
     return pgw_backend_admit(h->be, pgw_backend_resolves(h->be, &h->spec), &t->probe);
+}
+
+/* The host of the next connection attempt (pgw_hosts_choose).  With
+ * prefer-standby, libpq's two passes: the hosts not found to be anything
+ * but a standby first; only when none of them can take the attempt now
+ * (each found not to be one, unreachable, or its breaker open) any host. */
+static int choose_host(struct pgw_pool *pool, struct grow_try *t)
+{
+    t->standby_pass = pool->tsa == PGW_TSA_PREFER_STANDBY;
+    int i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
+    if (i == PGW_EBREAKER_OPEN && t->standby_pass) {
+        t->standby_pass = false;
+        i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
+    }
+    return i;
 }
 
 void pgw_pool_grow(struct pgw_pool *pool)
@@ -468,7 +493,7 @@ void pgw_pool_grow(struct pgw_pool *pool)
     n = room(pool, n, need);
     while (n-- > 0) {
         struct grow_try t = { .pool = pool };
-        int i = pgw_hosts_choose(&pool->cursor, grow_try_host, &t);
+        int i = choose_host(pool, &t);
         if (i < 0)
             return;
         if (!pgw_server_start(pool, i, t.probe)) {
@@ -514,7 +539,7 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
     const struct pgw_backend *open = NULL, *unresolved = NULL;
     for (int k = 0; k < pool->nhosts; k++) {
         const struct pool_host *h = &pool->hosts[(pool->cursor.next + k) % pool->nhosts];
-        if (now < h->skip_until)
+        if (host_skipped(pool, h, now, false))
             continue;
         if (pgw_breaker_blocked(&h->be->breaker, now)) {
             open = open ? open : h->be;
@@ -544,7 +569,7 @@ static bool host_left(const struct pgw_pool *pool)
     ev_tstamp now = pool_now(pool);
     for (int i = 0; i < pool->nhosts; i++) {
         const struct pool_host *h = &pool->hosts[i];
-        if (now >= h->skip_until && !pgw_breaker_blocked(&h->be->breaker, now) &&
+        if (!host_skipped(pool, h, now, false) && !pgw_breaker_blocked(&h->be->breaker, now) &&
             !(pgw_backend_resolves(h->be, &h->spec) && pgw_backend_dns_failed(h->be, &err)))
             return true;
     }
@@ -569,16 +594,37 @@ void pgw_pool_host_failed(struct pgw_pool *pool, int i, const struct pgw_backend
         pgw_hosts_failed(&pool->cursor, i);
 }
 
+/* Skip host i for server_login_retry (a second at least); false when the
+ * list changed since the attempt on it started. */
+static bool host_skip(struct pgw_pool *pool, int i, const struct pgw_backend *be)
+{
+    if (i < 0 || i >= pool->nhosts || pool->hosts[i].be != be)
+        return false;
+    double retry = pool->set->cfg->server_login_retry;
+    pool->hosts[i].skip_until = pool_now(pool) + (retry > 1.0 ? retry : 1.0);
+    return true;
+}
+
 void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
                             const char *sqlstate, const char *msg)
 {
-    if (i < 0 || i >= pool->nhosts || pool->hosts[i].be != be)
-        return;               /* the list changed meanwhile */
-    double retry = pool->set->cfg->server_login_retry;
-    pool->hosts[i].skip_until = pool_now(pool) + (retry > 1.0 ? retry : 1.0);
+    if (!host_skip(pool, i, be))
+        return;
     pgw_hosts_failed(&pool->cursor, i);
     if (!host_left(pool))
         pgw_pool_login_failed(pool, sqlstate, msg);
+}
+
+void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be)
+{
+    if (pool->tsa == PGW_TSA_PREFER_STANDBY)
+        host_skip(pool, i, be);
+}
+
+bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i)
+{
+    return pool->tsa == PGW_TSA_PREFER_STANDBY && i >= 0 && i < pool->nhosts &&
+           !host_skipped(pool, &pool->hosts[i], pool_now(pool), true);
 }
 
 /* ---- acquire / release ------------------------------------------------- */

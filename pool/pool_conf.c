@@ -118,6 +118,8 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
     pool->cursor.mode = db->load_balance_hosts >= 0 ? (enum pgw_load_balance)db->load_balance_hosts
                                                     : PGW_LB_ROUND_ROBIN;
+    pool->tsa = db->target_session_attrs >= 0 ? (enum pgw_target_session)db->target_session_attrs
+                                              : PGW_TSA_ANY;
     pool->server_lifetime = pgw_conf_server_lifetime(cfg, db);
     /* The cap of the user the servers log in as (copy_keys). */
     const char *su = db->user && *db->user ? db->user : pool->user;

@@ -46,6 +46,9 @@ struct pool_server {
     enum srv_job job;
     bool probe;               /* this connect is the breaker's probe */
     int host;                 /* its index in pool->hosts at the start */
+    /* target_session_attrs=prefer-standby: libpq is asked for a standby
+     * (else for any server: no host of the list is known to be one) */
+    bool standby_pass;
     bool reconnect;           /* close instead of reusing */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
@@ -98,7 +101,9 @@ struct pool_host {
     struct pgw_host_spec spec;
     /* The host did not match the entry's target_session_attrs: no attempt
      * on it before (not the backend's health: its breaker does not count
-     * it, and other entries on it do not care). */
+     * it, and other entries on it do not care).  With prefer-standby: not
+     * a standby, or unreachable when asked for one; only the standby pass
+     * skips it (see pgw_pool_grow). */
     ev_tstamp skip_until;
 };
 
@@ -111,6 +116,7 @@ struct pgw_pool {
     struct pool_host *hosts;
     int nhosts;
     struct pgw_host_cursor cursor;
+    enum pgw_target_session tsa;    /* the entry's, PGW_TSA_ANY when unset */
     char *dbname, *user, *password;
     /* The user its servers log in as: the entry's user= (in vals), else
      * user.  max_user_connections counts servers by it, as PgBouncer. */
@@ -211,6 +217,12 @@ void pgw_pool_host_failed(struct pgw_pool *pool, int i, const struct pgw_backend
  * refused login of the pool (sqlstate, msg). */
 void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
                             const char *sqlstate, const char *msg);
+/* prefer-standby: host i could not be reached when asked for a standby:
+ * the standby pass skips it as it skips a host that is not one. */
+void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be);
+/* prefer-standby: would a connection to host i ask libpq for a standby
+ * (no: the host is known not to be one, for now)? */
+bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i);
 void pgw_pool_free(struct pgw_pool *pool);
 /* Copy what the pool needs from a db entry; true if connection keys changed. */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);

@@ -411,9 +411,12 @@ static void add_tcp_params(const struct pgw_pool *pool, const char **k, const ch
 }
 
 /* libpq gets one host of the entry's list, the one chosen (h): its name
- * and port, with its addresses when pgwharf resolved the name. */
+ * and port, with its addresses when pgwharf resolved the name.  With
+ * prefer-standby, libpq (one host: no second pass) is asked for a standby
+ * or for any server (standby_pass). */
 static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
-                        const char **k, const char **v, char (*text)[PGW_NUM_TEXT])
+                        bool standby_pass, const char **k, const char **v,
+                        char (*text)[PGW_NUM_TEXT])
 {
     const struct pgw_config *cfg = pool->set->cfg;
     int n = 0;
@@ -422,6 +425,11 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
         if (strcmp(pool->keys[i], "host") == 0 || strcmp(pool->keys[i], "port") == 0 ||
             strcmp(pool->keys[i], "hostaddr") == 0)
             continue;
+        if (strcmp(pool->keys[i], "target_session_attrs") == 0 &&
+            pool->tsa == PGW_TSA_PREFER_STANDBY) {
+            add_kv(k, v, &n, pool->keys[i], standby_pass ? "standby" : "any");
+            continue;
+        }
         add_kv(k, v, &n, pool->keys[i], pool->vals[i]);
     }
     if (pgw_backend_resolves(be, &h->spec) && be->hostaddr) {
@@ -491,6 +499,8 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_pool_login_failed(pool, sqlstate, text);
     } else {
         pgw_pool_host_failed(pool, ps->host, be);
+        if (ps->standby_pass)     /* libpq's first pass would go on too */
+            pgw_pool_host_no_standby(pool, ps->host, be);
         pgw_backend_failed(be, probe, text);
     }
     pgw_pool_kick_related(pool);
@@ -684,6 +694,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe)
     pgw_wbuf_init(&ps->out);
     ps->probe = probe;
     ps->host = host;
+    ps->standby_pass = pgw_pool_wants_standby(pool, host);
     ev_init(&srv->io, connect_io_cb);
     ev_init(&srv->timer, server_timer_cb);
     pgw_server_move(srv, PGW_SRV_CONNECTING);
@@ -694,7 +705,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe)
     const char **v = calloc((size_t)cap, sizeof(*v));
     char text[4][PGW_NUM_TEXT];
     if (k && v) {
-        build_params(pool, &pool->hosts[host], k, v, text);
+        build_params(pool, &pool->hosts[host], ps->standby_pass, k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
     }
     free(k);

@@ -21,12 +21,20 @@ reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
     the hosts, is a config error (file:line);
   - target_session_attrs=read-write: a read-only host is passed over for
     the next one, without counting against its breaker; with no host
-    matching, clients get libpq's reason.
+    matching, clients get libpq's reason;
+  - each target_session_attrs value against real servers of each kind
+    (SideClusters: a hot standby, a read-only primary, on unix sockets),
+    prefer-standby's two passes (a standby while one is up, else any host)
+    included; a value libpq does not know is a config error.
 """
 
+import os
 import re
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
 
 import pgwharf_test as pt
@@ -113,6 +121,97 @@ class FakeReadOnlyServer:
             pass
         finally:
             conn.close()
+
+
+class SideClusters:
+    """Small PostgreSQL clusters of the test cluster's binaries, each on
+    its own unix socket only (listen_addresses = '', so no TCP port: the
+    socket file takes the test cluster's port number in another
+    directory).  One cleanly stopped template (database pgwharf, superuser
+    pgwharf, trust), copied for each cluster:
+
+      start("standby")  a real hot standby: the copy with standby.signal
+                        (no primary: it stays in recovery, read-only,
+                        in_hot_standby = on)
+      start("ro")       a primary with default_transaction_read_only = on
+      start("rw")       a plain primary
+
+    (start(kind, name) for a second one of a kind.)  Each returns its
+    socket directory (sock_dir(name) before it starts) (a `host` for libpq); its
+    cluster_name is the name given, which `select
+    current_setting('cluster_name')` shows (the test cluster's is "").
+    close() stops every one (pg_ctl, by its data directory) and removes
+    the files."""
+
+    def __init__(self, pg):
+        self.pg = pg
+        self.root = tempfile.mkdtemp(prefix="pgwharf-side.")
+        os.chmod(self.root, 0o755)
+        self.started = []
+        self.template = os.path.join(self.root, "template")
+        self._chown(self.root)
+        self._run("initdb", "-D", self.template, "-U", pg.user, "--auth=trust", "-E", "UTF8",
+                  "--no-locale", "--no-sync")
+        with open(os.path.join(self.template, "postgresql.conf"), "a") as f:
+            f.write("\nlisten_addresses = ''\nport = %d\nfsync = off\n"
+                    "shared_buffers = 16MB\nmax_connections = 40\nmax_wal_senders = 0\n"
+                    "log_min_messages = warning\n" % pg.port)
+        sock = self._start(self.template, "template")
+        pt._run_psql(sock, pg.port, pg.user, None, "postgres",
+                     "create database %s" % pg.database)
+        self.stop(self.template)
+
+    def _chown(self, path):
+        if os.geteuid() == 0 and self.pg.osuser and self.pg.osuser != "root":
+            shutil.chown(path, user=self.pg.osuser)
+
+    def _run(self, prog, *args):
+        path = prog if prog.startswith("/") else pt.pg_bin(prog)
+        cmd = self.pg._as_osuser([path] + list(args))
+        cp = subprocess.run(cmd, cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=120)
+        if cp.returncode != 0:
+            raise pt.PgwharfError("%s failed: %s%s" % (prog, cp.stdout, cp.stderr))
+        return cp
+
+    def sock_dir(self, name):
+        return os.path.join(self.root, name + ".sock")
+
+    def _start(self, data, name, conf=""):
+        sock = self.sock_dir(name)
+        os.mkdir(sock)
+        self._chown(sock)
+        with open(os.path.join(data, "postgresql.auto.conf"), "a") as f:
+            f.write("unix_socket_directories = '%s'\ncluster_name = '%s'\n%s"
+                    % (sock, name, conf))
+        self.started.append(data)
+        self._run("pg_ctl", "start", "-D", data, "-w", "-t", "60",
+                  "-l", os.path.join(self.root, name + ".log"))
+        return sock
+
+    def start(self, kind, name=None):
+        name = name or kind
+        data = os.path.join(self.root, name)
+        self._run("/bin/cp", "-a", self.template, data)
+        if kind == "standby":
+            open(os.path.join(data, "standby.signal"), "w").close()
+            self._chown(os.path.join(data, "standby.signal"))
+        conf = "default_transaction_read_only = on\n" if kind == "ro" else ""
+        return self._start(data, name, conf)
+
+    def stop(self, data):
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            self._run("pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", "60")
+        if data in self.started:
+            self.started.remove(data)
+
+    def close(self):
+        for data in list(self.started):
+            try:
+                self.stop(data)
+            except pt.PgwharfError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class HostListTest(pt.PgwharfTestCase):
@@ -323,6 +422,118 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         self.assertEqual((ro["state"], ro["failures"]), ("closed", "0"), br)
         # server_login_retry: one attempt, the later clients got its error
         self.assertEqual(self.fake.logins, 1)
+
+
+class RealTargetSessionAttrsTest(pt.PgwharfTestCase):
+    """target_session_attrs against real servers: the test cluster (a
+    read-write primary, over TCP), a hot standby and a primary with
+    default_transaction_read_only = on (SideClusters, over unix
+    sockets)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.side = SideClusters(cls.pg)
+        try:
+            cls.ro = cls.side.start("ro")
+            cls.standby = cls.side.start("standby")
+        except Exception:
+            cls.side.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.side.close()
+        super().tearDownClass()
+
+    def host(self, name):
+        return {"main": "127.0.0.1", "ro": self.ro, "standby": self.standby,
+                "dead": os.path.join(self.side.root, "nothing-here")}[name]
+
+    def entry(self, hosts, tsa=None, **extra):
+        s = "host=%s port=%d dbname=%s" % (",".join(self.host(h) for h in hosts.split()),
+                                           self.pg.port, self.pg.database)
+        if tsa:
+            s += " target_session_attrs=" + tsa
+        for k, v in extra.items():
+            s += " %s=%s" % (k, v)
+        return s
+
+    def clusters(self, px, db, n):
+        """n clients of db, each holding its own server (session mode):
+        the cluster each one's server is on."""
+        names = []
+        for _ in range(n):
+            conn = self.db_conn(px, db=db)
+            names.append(pt.one(conn, "select current_setting('cluster_name')") or "main")
+        return names
+
+    def test_each_value(self):
+        # (entry, hosts in list order, target_session_attrs, where 6
+        # servers may go; each of them gets one at least)
+        cases = [
+            ("rw", "ro standby main", "Read-Write", {"main"}),
+            ("ro", "main ro standby", "read-only", {"ro", "standby"}),
+            ("pri", "standby ro main", "primary", {"ro", "main"}),
+            ("sb", "main ro standby", "standby", {"standby"}),
+            ("any", "main ro standby", "any", {"main", "ro", "standby"}),
+            ("unset", "main ro standby", None, {"main", "ro", "standby"}),
+        ]
+        px = self.start_pgwharf(settings=dict(SETTINGS), databases={
+            name: self.entry(hosts, tsa) for name, hosts, tsa, _ in cases})
+        for name, _, _, where in cases:
+            got = self.clusters(px, name, 6)
+            self.assertEqual(set(got), where, (name, got))
+        # the hosts of the wrong kind answered: no breaker counted them
+        br = {r["backend"]: r for r in px.show("BREAKERS")}
+        for host in ("ro", "standby"):
+            row = br["%s:%d" % (self.host(host), self.pg.port)]
+            self.assertEqual((row["state"], row["failures"]), ("closed", "0"), br)
+
+    def test_standby_without_one(self):
+        px = self.start_pgwharf(settings=dict(SETTINGS),
+                                databases={"sb": self.entry("main ro", "standby")})
+        cp = px.psql("select 1", db="sb", check=False)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("server is not in hot standby mode", cp.stderr)
+
+    def test_prefer_standby(self):
+        # libpq: the standby when there is one, wherever it is in the list
+        px = self.start_pgwharf(settings=dict(SETTINGS), databases={
+            "first": self.entry("standby main ro", "prefer-standby"),
+            "last": self.entry("main ro standby", "prefer-standby"),
+            "disable": self.entry("main ro standby", "prefer-standby",
+                                  load_balance_hosts="disable"),
+        })
+        for db in ("first", "last", "disable"):
+            self.assertEqual(self.clusters(px, db, 5), ["standby"] * 5, db)
+
+    def test_prefer_standby_without_one(self):
+        # no standby in the list, or the only one down: any host
+        px = self.start_pgwharf(settings=dict(SETTINGS), databases={
+            "none": self.entry("main ro", "prefer-standby"),
+            "down": self.entry("dead main", "prefer-standby"),
+            "none_disable": self.entry("ro main", "prefer-standby", load_balance_hosts="disable"),
+        })
+        self.assertEqual(set(self.clusters(px, "none", 4)), {"main", "ro"})
+        self.assertEqual(self.clusters(px, "down", 4), ["main"] * 4)
+        self.assertEqual(self.clusters(px, "none_disable", 4), ["ro"] * 4)
+
+    def test_prefer_standby_when_one_comes(self):
+        # while the only standby is down, any host; once it is up (and the
+        # standby pass tries it again: server_login_retry, and its breaker's
+        # cooldown), the standby
+        late = self.side.sock_dir("late")
+        settings = dict(SETTINGS, server_login_retry="1s", breaker_cooldown="1s",
+                        breaker_max_cooldown="1s")
+        px = self.start_pgwharf(settings=settings, databases={
+            "late": "host=127.0.0.1,%s port=%d dbname=%s target_session_attrs=prefer-standby "
+                    "pool_size=50" % (late, self.pg.port, self.pg.database)})
+        self.assertEqual(self.clusters(px, "late", 3), ["main"] * 3)
+        self.side.start("standby", "late")
+        pt.wait_until(lambda: self.clusters(px, "late", 1) == ["late"], timeout=10,
+                      interval=0.3, what="a server on the standby")
+        self.assertEqual(self.clusters(px, "late", 3), ["late"] * 3)
 
 
 if __name__ == "__main__":
