@@ -839,6 +839,11 @@ const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
 const char *pgw_pool_server_user(const struct pgw_pool *pool) { return pool->server_user; }
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool) { return pool->mode; }
 
+const char *pgw_pool_load_balance(const struct pgw_pool *pool)
+{
+    return pool->nhosts > 1 ? pgw_load_balance_name(pool->cursor.mode) : NULL;
+}
+
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st)
 {
     ev_tstamp now = pool_now(pool);

@@ -273,6 +273,9 @@ const char *pgw_pool_user(const struct pgw_pool *pool);
  * [users] entry of this name sets it), as PgBouncer does. */
 const char *pgw_pool_server_user(const struct pgw_pool *pool);
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
+/* How the pool uses its entry's host list (load_balance_hosts), NULL when
+ * the entry names one host (SHOW POOLS, as PgBouncer). */
+const char *pgw_pool_load_balance(const struct pgw_pool *pool);
 void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st);
 /* Pause: lend nothing (waiters queue) until resumed. */
 void pgw_pool_pause(struct pgw_pool *pool, bool paused);

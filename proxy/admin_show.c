@@ -1,9 +1,8 @@
 /*
  * admin_show.c - SHOW commands of the admin console.
  *
- * Column names, order and types follow PgBouncer 1.24 (without its
- * load_balance_hosts columns), so tools written for
- * PgBouncer (pgbouncer_exporter and the like) read them unchanged.  Where
+ * Column names, order and types follow PgBouncer 1.24, so tools written
+ * for PgBouncer (pgbouncer_exporter and the like) read them unchanged.  Where
  * pgwharf has no such value the column holds 0, "" or NULL of the right
  * type.  Timestamps are UTC.  SHOW BREAKERS is pgwharf's own.
  *
@@ -205,6 +204,7 @@ static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
         { "sv_active", I4 }, { "sv_active_cancel", I4 }, { "sv_being_canceled", I4 },
         { "sv_idle", I4 }, { "sv_used", I4 }, { "sv_tested", I4 }, { "sv_login", I4 },
         { "maxwait", I4 }, { "maxwait_us", I4 }, { "pool_mode", TX },
+        { "load_balance_hosts", TX },
     };
     struct pgw_rs rs;
     int n;
@@ -230,6 +230,7 @@ static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
         pgw_rs_int(&rs, us / 1000000);
         pgw_rs_int(&rs, us % 1000000);
         pgw_rs_text(&rs, pool_mode_text(pgw_pool_mode(r->pool)));
+        pgw_rs_text(&rs, pgw_pool_load_balance(r->pool));
         pgw_rs_row_end(&rs);
     }
     free(rows);
@@ -389,12 +390,52 @@ static int pool_servers(struct pgw_pool *p)
     return st.sv_active + st.sv_idle + st.sv_used + st.sv_tested + st.sv_login;
 }
 
+/* A libpq keyword of the entry, NULL when it gives none. */
+static const char *db_conn_value(const struct pgw_conf_db *db, const char *key)
+{
+    for (int i = 0; i < db->nconn; i++)
+        if (strcmp(db->conn_keys[i], key) == 0)
+            return db->conn_vals[i];
+    return NULL;
+}
+
+/* The port of every host of the entry (an empty item: libpq's 5432), or
+ * -1 when the hosts of a list have different ports: SHOW DATABASES' port
+ * is one int4, as in PgBouncer (whose host lists share one port). */
+static int db_port(const struct pgw_conf_db *db)
+{
+    int port = -1;
+    const char *p = db->port ? db->port : "";
+    for (;;) {
+        int one = *p && *p != ',' ? atoi(p) : 5432;
+        if (port >= 0 && one != port)
+            return -1;
+        port = one;
+        p += strcspn(p, ",");
+        if (!*p++)
+            return port;
+    }
+}
+
+/* load_balance_hosts when the entry names several hosts (host, or
+ * hostaddr without host), else NULL, as PgBouncer shows it. */
+static const char *db_load_balance(const struct pgw_conf_db *db)
+{
+    const char *list = db->host && *db->host ? db->host : db_conn_value(db, "hostaddr");
+    if (!list || !strchr(list, ','))
+        return NULL;
+    return pgw_load_balance_name(db->load_balance_hosts >= 0
+                                     ? (enum pgw_load_balance)db->load_balance_hosts
+                                     : PGW_LB_ROUND_ROBIN);
+}
+
 static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
         { "name", TX }, { "host", TX }, { "port", I4 }, { "database", TX }, { "force_user", TX },
         { "pool_size", I4 }, { "min_pool_size", I4 }, { "reserve_pool_size", I4 },
-        { "server_lifetime", I4 }, { "pool_mode", TX }, { "max_connections", I4 },
+        { "server_lifetime", I4 }, { "pool_mode", TX }, { "load_balance_hosts", TX },
+        { "max_connections", I4 },
         { "current_connections", I4 }, { "max_client_connections", I4 },
         { "current_client_connections", I4 }, { "paused", I4 }, { "disabled", I4 },
     };
@@ -417,7 +458,11 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, db->name);
         pgw_rs_text(&rs, db->host);
-        pgw_rs_int(&rs, db->port ? atoi(db->port) : 5432);
+        int port = db_port(db);
+        if (port >= 0)
+            pgw_rs_int(&rs, port);
+        else
+            pgw_rs_text(&rs, NULL);      /* hosts with different ports */
         pgw_rs_text(&rs, db->dbname ? db->dbname : (strcmp(db->name, "*") ? db->name : NULL));
         pgw_rs_text(&rs, db->user);
         pgw_rs_int(&rs, pgw_conf_pool_size(cfg, db, NULL));
@@ -426,6 +471,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_int(&rs, (int64_t)pgw_conf_server_lifetime(cfg, db));
         pgw_rs_text(&rs, db->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)db->pool_mode)
                                             : NULL);
+        pgw_rs_text(&rs, db_load_balance(db));
         pgw_rs_int(&rs, pgw_conf_max_db_connections(cfg, db));
         pgw_rs_int(&rs, servers);
         pgw_rs_int(&rs, pgw_conf_max_db_client_connections(cfg, db));

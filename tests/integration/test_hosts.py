@@ -251,6 +251,10 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual({s["port"] for s in servers}, {str(self.pg.port)})
         db = px.show("DATABASES", name="rr")[0]
         self.assertEqual(db["host"], "127.0.0.1,127.0.0.2")
+        self.assertEqual(db["port"], str(self.pg.port))
+        self.assertEqual(db["load_balance_hosts"], "round-robin")
+        pool = px.show("POOLS", database="rr")[0]
+        self.assertEqual(pool["load_balance_hosts"], "round-robin")
         br = self.breakers(px)
         for host in ("127.0.0.1", "127.0.0.2"):
             self.assertEqual(br["%s:%d" % (host, self.pg.port)]["state"], "closed", br)
@@ -336,6 +340,37 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(self.server_addrs(px, "one", 4), ["127.0.0.1"] * 4)
         self.assertEqual([s["addr"] for s in px.show("SERVERS", database="one")],
                          ["127.0.0.1"] * 4)
+        self.assertEqual(px.show("DATABASES", name="one")[0]["load_balance_hosts"], "disable")
+        self.assertEqual(px.show("POOLS", database="one")[0]["load_balance_hosts"], "disable")
+
+    def test_show_databases_host_list(self):
+        # SHOW DATABASES as PgBouncer 1.24: host as configured, one port,
+        # load_balance_hosts only for a list; a port list whose ports
+        # differ has no one port (NULL), not its first one
+        px = self.start({
+            "one": self.entry("127.0.0.1"),
+            "same": self.entry("127.0.0.1,127.0.0.2", port="%d,%d" % (self.pg.port, self.pg.port)),
+            "mixed": self.entry("127.0.0.1,127.0.0.2", port="%d,5999" % self.pg.port),
+            "dflt": self.entry("127.0.0.1,127.0.0.2", port=",5432"),
+            "addrs": "hostaddr=127.0.0.1,127.0.0.2 port=%d dbname=%s" % (self.pg.port,
+                                                                        self.pg.database),
+        })
+        dbs = {r["name"]: r for r in px.show("DATABASES")}
+        got = {n: (dbs[n]["host"], dbs[n]["port"], dbs[n]["load_balance_hosts"])
+               for n in ("one", "same", "mixed", "dflt", "addrs")}
+        port = str(self.pg.port)
+        self.assertEqual(got, {
+            "one": ("127.0.0.1", port, ""),                  # NULL
+            "same": ("127.0.0.1,127.0.0.2", port, "round-robin"),
+            "mixed": ("127.0.0.1,127.0.0.2", "", "round-robin"),
+            "dflt": ("127.0.0.1,127.0.0.2", "5432", "round-robin"),
+            "addrs": ("", port, "round-robin"),
+        })
+        # SHOW POOLS: the pool's (NULL for one host)
+        self.assertEqual(px.psql("select 1", db="one"), "1")
+        self.assertEqual(px.psql("select 1", db="same"), "1")
+        pools = {r["database"]: r["load_balance_hosts"] for r in px.show("POOLS")}
+        self.assertEqual((pools["one"], pools["same"]), ("", "round-robin"))
 
     def test_disable_moves_on_after_a_failure(self):
         dead = "127.0.0.3:%d" % self.pg.port
