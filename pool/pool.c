@@ -627,6 +627,87 @@ bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i)
            !host_skipped(pool, &pool->hosts[i], pool_now(pool), true);
 }
 
+static bool reports(const struct pgw_server *srv, const char *name, const char *value)
+{
+    const char *v = pgw_params_get(&srv->params, name);
+    return v && strcmp(v, value) == 0;
+}
+
+/* libpq's refusal of srv as it is now, NULL while it matches.
+ * in_hot_standby is the server's state (no session can set it; a server
+ * leaves hot standby when promoted, and enters it only by a restart).
+ * default_transaction_read_only can be a client's SET: it counts only
+ * while the session is pristine, or for a standby since promoted (a SET
+ * there changed nothing a client could see). */
+static const char *kind_mismatch(struct pgw_server *srv)
+{
+    if (srv->pool->tsa == PGW_TSA_ANY)
+        return NULL;          /* every release passes here: be quick */
+    struct pool_server *ps = srv_priv(srv);
+    bool standby = reports(srv, "in_hot_standby", "on");
+    bool primary = reports(srv, "in_hot_standby", "off");
+    bool defaults = ps->pristine || (ps->login_standby && primary);
+    bool ro = defaults && reports(srv, "default_transaction_read_only", "on");
+    bool rw = defaults && reports(srv, "default_transaction_read_only", "off");
+    switch (srv->pool->tsa) {
+    case PGW_TSA_READ_WRITE:
+        return standby || ro ? "session is read-only" : NULL;
+    case PGW_TSA_READ_ONLY:
+        return primary && rw ? "session is not read-only" : NULL;
+    case PGW_TSA_PRIMARY:
+        return standby ? "server is in hot standby mode" : NULL;
+    case PGW_TSA_STANDBY:
+        return primary ? "server is not in hot standby mode" : NULL;
+    case PGW_TSA_PREFER_STANDBY:
+        return ps->standby_pass && primary ? "server is not in hot standby mode" : NULL;
+    case PGW_TSA_ANY:
+        break;
+    }
+    return NULL;
+}
+
+bool pgw_pool_server_kind_changed(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    const char *why = kind_mismatch(srv);
+    if (!why)
+        return false;
+    struct pgw_backend *be = srv->backend;
+    char msg[512], names[PGW_POOL_LOG_NAMES], q[600];
+    snprintf(msg, sizeof(msg), "server at %s: %s (target_session_attrs=%s)", be->address, why,
+             pgw_target_session_name(pool->tsa));
+    pgw_warn("server_kind_changed", "%s backend=%s id=%llu reason=%s",
+             pgw_pool_log_names(pool, names, sizeof(names)), be->address,
+             (unsigned long long)srv->id, pgw_log_quote(q, sizeof(q), msg));
+    /* The host changed, not this server alone: its other servers go too
+     * (the idle ones now, the busy ones when given back). */
+    static const char retired[] = "its host no longer matches target_session_attrs";
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &pool->idle) {
+        struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+        if (o != srv && o->backend == be)
+            pgw_server_close(o, retired);
+    }
+    for (int k = 0; k < 2; k++) {
+        struct pgw_list *head = k ? &pool->pending : &pool->active;
+        for (n = head->next; n != head; n = n->next) {
+            struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+            if (o != srv && o->backend == be && o->state != PGW_SRV_CONNECTING)
+                pgw_server_retire(o, retired);
+        }
+    }
+    /* New servers go to the other hosts; when none is left, the next
+     * login tries this one and libpq's check says (and fails the waiters,
+     * from the loop, as any refused login). */
+    int i = srv_priv(srv)->host;
+    if (host_skip(pool, i, be)) {
+        pgw_hosts_failed(&pool->cursor, i);
+        if (!host_left(pool))
+            pool->hosts[i].skip_until = 0;
+    }
+    return true;
+}
+
 /* ---- acquire / release ------------------------------------------------- */
 
 /* Would this waiter need a new connection, and could the pool get one
@@ -761,6 +842,8 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     srv->link = NULL;
     if (how == PGW_RELEASE_CLOSE)
         pgw_server_close(srv, "closed by client session");
+    else if (pgw_pool_server_kind_changed(srv))
+        pgw_server_close(srv, "its host no longer matches target_session_attrs");
     else if (srv_priv(srv)->reconnect || pool->orphan ||
              (srv->expire_at > 0 && srv->request_time >= srv->expire_at))
         pgw_server_close(srv, !srv_priv(srv)->reconnect ? "server_lifetime"

@@ -49,6 +49,12 @@ struct pool_server {
     /* target_session_attrs=prefer-standby: libpq is asked for a standby
      * (else for any server: no host of the list is known to be one) */
     bool standby_pass;
+    /* The server said in_hot_standby=on at login. */
+    bool login_standby;
+    /* No client since its login or its server_reset_query: what it reports
+     * of default_transaction_read_only is the server's default (for the
+     * pool's role and database), not a client's SET. */
+    bool pristine;
     bool reconnect;           /* close instead of reusing */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
@@ -223,6 +229,12 @@ void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_bac
 /* prefer-standby: would a connection to host i ask libpq for a standby
  * (no: the host is known not to be one, for now)? */
 bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i);
+/* Has srv's host stopped matching target_session_attrs since srv logged
+ * in (a standby promoted; a primary whose sessions became read-only by
+ * default), from what srv reports now?  Then the pool skips that host as
+ * after a mismatch at login, closes its idle servers there and retires the
+ * busy ones, and true: the caller closes srv. */
+bool pgw_pool_server_kind_changed(struct pgw_server *srv);
 void pgw_pool_free(struct pgw_pool *pool);
 /* Copy what the pool needs from a db entry; true if connection keys changed. */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);

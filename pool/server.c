@@ -173,8 +173,10 @@ void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
         else
             pgw_list_prepend(&pool->idle, &srv->node);
     }
-    else if (st == PGW_SRV_ACTIVE)
+    else if (st == PGW_SRV_ACTIVE) {
+        srv_priv(srv)->pristine = false;     /* lent to a client */
         pgw_list_append(&pool->active, &srv->node);
+    }
     else
         pgw_list_append(&pool->pending, &srv->node);
 }
@@ -635,6 +637,8 @@ static void login_done(struct pgw_server *srv)
     take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);
     take_params(srv);
+    srv_priv(srv)->login_standby = pgw_params_get(&srv->params, "in_hot_standby") &&
+                                   strcmp(pgw_params_get(&srv->params, "in_hot_standby"), "on") == 0;
     srv->connect_time = srv->request_time = now;
     double life = pool->server_lifetime;
     srv->expire_at = life > 0 ? now + life * (0.9 + 0.2 * pgw_pool_set_random(set)) : 0;
@@ -695,6 +699,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe)
     ps->probe = probe;
     ps->host = host;
     ps->standby_pass = pgw_pool_wants_standby(pool, host);
+    ps->pristine = true;
     ev_init(&srv->io, connect_io_cb);
     ev_init(&srv->timer, server_timer_cb);
     pgw_server_move(srv, PGW_SRV_CONNECTING);
@@ -904,7 +909,11 @@ static void job_finished(struct pgw_server *srv)
         srv->request_time = ev_now(pool->set->loop);
         srv_priv(srv)->checked = true;
     }
-    if (server_reusable(srv))
+    if (job == SRV_JOB_RESET)
+        srv_priv(srv)->pristine = true;   /* a client's SETs are gone */
+    if (pgw_pool_server_kind_changed(srv))
+        pgw_server_close(srv, "its host no longer matches target_session_attrs");
+    else if (server_reusable(srv))
         pgw_server_make_idle(srv);
     else
         pgw_server_close(srv, "retired after reset");

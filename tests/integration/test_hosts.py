@@ -25,7 +25,10 @@ reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
   - each target_session_attrs value against real servers of each kind
     (SideClusters: a hot standby, a read-only primary, on unix sockets),
     prefer-standby's two passes (a standby while one is up, else any host)
-    included; a value libpq does not know is a config error.
+    included; a value libpq does not know is a config error;
+  - a host that stops matching after login (a standby promoted, a primary
+    read-only by default): its servers are closed at their next check,
+    reset or release, and new ones go to the other hosts.
 """
 
 import os
@@ -198,6 +201,14 @@ class SideClusters:
             self._chown(os.path.join(data, "standby.signal"))
         conf = "default_transaction_read_only = on\n" if kind == "ro" else ""
         return self._start(data, name, conf)
+
+    def promote(self, name):
+        """pg_ctl promote: the standby leaves recovery (a primary now)."""
+        self._run("pg_ctl", "promote", "-D", os.path.join(self.root, name), "-w", "-t", "60")
+
+    def psql(self, name, sql):
+        return pt._run_psql(self.sock_dir(name), self.pg.port, self.pg.user, None,
+                            self.pg.database, sql)
 
     def stop(self, data):
         if os.path.exists(os.path.join(data, "postmaster.pid")):
@@ -459,7 +470,26 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         self.assertEqual(self.fake.logins, 1)
 
 
-class RealTargetSessionAttrsTest(pt.PgwharfTestCase):
+class SideClusterTestCase(pt.PgwharfTestCase):
+    """self.side: SideClusters for the class's tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.side = SideClusters(cls.pg)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.side.close()
+        super().tearDownClass()
+
+    @staticmethod
+    def where(conn):
+        """The cluster conn's server is on (the test cluster: "main")."""
+        return pt.one(conn, "select current_setting('cluster_name')") or "main"
+
+
+class RealTargetSessionAttrsTest(SideClusterTestCase):
     """target_session_attrs against real servers: the test cluster (a
     read-write primary, over TCP), a hot standby and a primary with
     default_transaction_read_only = on (SideClusters, over unix
@@ -468,18 +498,12 @@ class RealTargetSessionAttrsTest(pt.PgwharfTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.side = SideClusters(cls.pg)
         try:
             cls.ro = cls.side.start("ro")
             cls.standby = cls.side.start("standby")
         except Exception:
             cls.side.close()
             raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.side.close()
-        super().tearDownClass()
 
     def host(self, name):
         return {"main": "127.0.0.1", "ro": self.ro, "standby": self.standby,
@@ -497,11 +521,7 @@ class RealTargetSessionAttrsTest(pt.PgwharfTestCase):
     def clusters(self, px, db, n):
         """n clients of db, each holding its own server (session mode):
         the cluster each one's server is on."""
-        names = []
-        for _ in range(n):
-            conn = self.db_conn(px, db=db)
-            names.append(pt.one(conn, "select current_setting('cluster_name')") or "main")
-        return names
+        return [self.where(self.db_conn(px, db=db)) for _ in range(n)]
 
     def test_each_value(self):
         # (entry, hosts in list order, target_session_attrs, where 6
@@ -569,6 +589,75 @@ class RealTargetSessionAttrsTest(pt.PgwharfTestCase):
         pt.wait_until(lambda: self.clusters(px, "late", 1) == ["late"], timeout=10,
                       interval=0.3, what="a server on the standby")
         self.assertEqual(self.clusters(px, "late", 3), ["late"] * 3)
+
+
+class KindChangeTest(SideClusterTestCase):
+    """A host that stops matching target_session_attrs after its servers
+    logged in (a standby promoted, a primary made read-only by default):
+    its servers are closed at their next check, reset or release, and new
+    ones go to the other hosts."""
+
+    def test_standby_promoted(self):
+        one, two = self.side.start("standby", "p1"), self.side.start("standby", "p2")
+        dbs = {}
+        for tsa in ("standby", "prefer-standby", "read-only"):
+            dbs[tsa.replace("-", "_")] = (
+                "host=%s,%s port=%d dbname=%s target_session_attrs=%s load_balance_hosts=disable"
+                % (one, two, self.pg.port, self.pg.database, tsa))
+        settings = dict(SETTINGS, pool_mode="transaction")
+        # checked: server_check_query before each reuse; released: caught
+        # when the server is given back after the query it ran
+        checked = self.start_pgwharf(settings=dict(settings, server_check_delay=0), databases=dbs)
+        released = self.start_pgwharf(settings=settings, databases=dbs)
+        conns = {}
+        for px in (checked, released):
+            for db in dbs:
+                conn = self.db_conn(px, db=db)
+                self.assertEqual(self.where(conn), "p1")
+                conns[px, db] = conn
+        self.side.promote("p1")
+        self.assertEqual(self.side.psql("p1", "select pg_is_in_recovery()"), "f")
+        for db in dbs:
+            conn = conns[checked, db]
+            # the check ran on p1 and saw it promoted: the query went to p2
+            self.assertEqual(self.where(conn), "p2", db)
+            self.assertEqual(self.where(conn), "p2", db)
+            conn = conns[released, db]
+            # the query ran on p1, which said so at its end: not again
+            self.assertEqual(self.where(conn), "p1", db)
+            self.assertEqual(self.where(conn), "p2", db)
+        for px in (checked, released):
+            for db in dbs:
+                addrs = {s["addr"] for s in px.show("SERVERS", database=db)}
+                self.assertNotIn(one, addrs, (db, addrs))
+            self.assertIn("event=server_kind_changed", px.log())
+            self.assertIn("server is not in hot standby mode (target_session_attrs=standby)",
+                          px.log())
+
+    def test_primary_made_read_only(self):
+        # read-write: a primary whose sessions become read-only by default
+        # (ALTER SYSTEM, reload) is left for the next host once a server
+        # there shows it at its defaults: after server_reset_query
+        fenced = self.side.start("rw", "fenced")
+        px = self.start_pgwharf(settings=dict(SETTINGS, server_check_delay=0), databases={
+            "rw": "host=%s,127.0.0.1 port=%d dbname=%s target_session_attrs=read-write "
+                  "load_balance_hosts=disable" % (fenced, self.pg.port, self.pg.database)})
+        conn = self.db_conn(px, db="rw")
+        self.assertEqual(self.where(conn), "fenced")
+        # a client's own SET is not the host's: the server stays
+        conn.cursor().execute("set default_transaction_read_only = on")
+        conn.close()
+        conn = self.db_conn(px, db="rw")
+        self.assertEqual(self.where(conn), "fenced")
+        conn.close()
+        self.side.psql("fenced", "alter system set default_transaction_read_only = on")
+        self.side.psql("fenced", "select pg_reload_conf()")
+        pt.wait_until(lambda: self.side.psql("fenced", "show default_transaction_read_only")
+                      == "on", what="the reload")
+        conn = self.db_conn(px, db="rw")
+        self.assertEqual(self.where(conn), "main")
+        self.assertEqual(pt.one(conn, "show default_transaction_read_only"), "off")
+        self.assertIn("session is read-only (target_session_attrs=read-write)", px.log())
 
 
 if __name__ == "__main__":
