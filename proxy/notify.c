@@ -39,8 +39,11 @@
  * among other statements of a Query runs on the client's server only
  * (relay.c listen_check).
  *
- * State lives in the proxy (px->notify_hubs) and in each listening
- * session (s->notify): nothing global.
+ * The hub's server speaks UTF-8: a client's LISTEN text is read in its
+ * client_encoding, and each notification goes out converted to it.
+ *
+ * State lives in the proxy (px->notify_hubs, px->notify_enc) and in each
+ * listening session (s->notify): nothing global.
  */
 #include "proxy/notify_int.h"
 
@@ -434,6 +437,102 @@ static void hub_send(struct pgw_notify_hub *h)
     hub_flush(h);
 }
 
+/* ---- client encodings: the hub's server speaks UTF-8 ---- */
+
+/* The converters for s's client_encoding (its own, or what its pool's
+ * servers start with); NULL when UTF-8 reaches it as it is. */
+static const struct pgw_pgenc_conv *client_conv(const struct pgw_session *s)
+{
+    const char *enc = s->params[PGW_TP_CLIENT_ENCODING];
+    if (!enc && s->pool)
+        enc = pgw_params_get(pgw_pool_defaults(s->pool), "client_encoding");
+    return enc ? pgw_pgenc_get(&s->px->notify_enc, enc) : NULL;
+}
+
+enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
+                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted)
+{
+    *converted = false;
+    const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(sql, len) ? NULL : client_conv(s);
+    if (!c)
+        return pgw_listen_parse(sql, len, chan);
+    if (len > PGW_NOTIFY_QUERY_MAX)
+        return PGW_LISTEN_NONE;
+    char utf8[4 * PGW_NOTIFY_QUERY_MAX];
+    ssize_t n = pgw_pgenc_convert(c->from_client, sql, len, utf8, sizeof(utf8));
+    if (n < 0)
+        return PGW_LISTEN_NONE;
+    *converted = true;
+    return pgw_listen_parse(utf8, (size_t)n, chan);
+}
+
+/* A NotificationResponse in one client encoding, made once per fan-out
+ * and encoding. */
+struct converted {
+    const struct pgw_pgenc_conv *conv;  /* what msg is in; NULL = none yet */
+    bool ok;
+    uint8_t *msg;
+    uint32_t len;
+    size_t cap;
+};
+
+static bool convert_notification(struct converted *x, const struct pgw_pgenc_conv *c,
+                                 const uint8_t *msg, uint32_t total)
+{
+    if (x->conv == c)
+        return x->ok;
+    x->conv = c;
+    x->ok = false;
+    /* Int32 pid, channel, payload: each string converted on its own; no
+     * encoding takes more than four bytes for a character UTF-8 writes
+     * in one. */
+    size_t need = 4 * (size_t)total + PGW_MSG_HDR;
+    if (need > x->cap) {
+        uint8_t *m = realloc(x->msg, need);
+        if (!m)
+            return false;
+        x->msg = m;
+        x->cap = need;
+    }
+    const char *chan = (const char *)msg + PGW_MSG_HDR + 4;
+    size_t nchan = strlen(chan);
+    const char *payload = chan + nchan + 1;
+    size_t npay = strlen(payload);
+    size_t off = PGW_MSG_HDR + 4;
+    memcpy(x->msg, msg, off);                    /* type, length (set below), pid */
+    ssize_t a = pgw_pgenc_convert(c->to_client, chan, nchan, (char *)x->msg + off,
+                                  x->cap - off - 2);
+    if (a < 0)
+        return false;
+    off += (size_t)a;
+    x->msg[off++] = '\0';
+    ssize_t b = pgw_pgenc_convert(c->to_client, payload, npay, (char *)x->msg + off,
+                                  x->cap - off - 1);
+    if (b < 0)
+        return false;
+    off += (size_t)b;
+    x->msg[off++] = '\0';
+    pgw_put_u32(x->msg + 1, (uint32_t)off - 1);
+    x->len = (uint32_t)off;
+    x->ok = true;
+    return true;
+}
+
+/* PostgreSQL cannot send such a notification to such a client either (it
+ * fails the conversion); pgwharf drops it for this client. */
+static void not_representable(struct pgw_session *s, const char *enc)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (sub->enc_warned)
+        return;
+    sub->enc_warned = true;
+    char qd[200], qu[200], qe[100];
+    pgw_warn("notification_dropped", "client=%s db=%s user=%s client_encoding=%s reason=\"a "
+             "character of the notification has no equivalent in the client's encoding\"",
+             s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user),
+             lq(qe, sizeof(qe), enc));
+}
+
 static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total)
 {
     /* Int32 pid, channel, payload. */
@@ -456,9 +555,22 @@ static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total
         to = grown;
         to[n++] = sub->session;
     }
-    for (size_t i = 0; i < n; i++)
-        if (to[i]->state != PGW_SS_CLOSING && to[i]->notify)
+    bool ascii = pgw_pgenc_ascii(msg + PGW_MSG_HDR + 4, total - PGW_MSG_HDR - 4);
+    struct converted conv = { 0 };
+    for (size_t i = 0; i < n; i++) {
+        if (to[i]->state == PGW_SS_CLOSING || !to[i]->notify)
+            continue;
+        const struct pgw_pgenc_conv *c = ascii ? NULL : client_conv(to[i]);
+        if (!c) {
             pgw_notify_deliver(to[i], msg, total);
+        } else if (convert_notification(&conv, c, msg, total)) {
+            pgw_notify_deliver(to[i], conv.msg, conv.len);
+        } else {
+            to[i]->px->total_notifications_dropped++;
+            not_representable(to[i], c->name);
+        }
+    }
+    free(conv.msg);
     free(to);
 }
 
@@ -924,7 +1036,8 @@ int pgw_notify_query(struct pgw_session *s)
     if (len == 0 || sql[len - 1] != '\0')
         return 0;                       /* the server reports it */
     char chan[PGW_CHANNEL_MAX + 1];
-    enum pgw_listen_kind kind = pgw_listen_parse(sql, len - 1, chan);
+    bool converted;
+    enum pgw_listen_kind kind = pgw_notify_parse(s, sql, len - 1, chan, &converted);
     if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
         return 0;
     struct pgw_proxy *px = s->px;
@@ -945,7 +1058,9 @@ int pgw_notify_query(struct pgw_session *s)
         return 1;
     }
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-    struct notify_req *r = sub ? req_new(s, sql, chan, true) : NULL;
+    /* The client's text as it wrote it; in the hub's form once converted. */
+    struct notify_req *r = !sub ? NULL : converted ? pgw_notify_listen_req(chan)
+                                                   : req_new(s, sql, chan, true);
     if (!r) {
         pgw_session_close(s, "53200", "out of memory");
         return -1;
@@ -1113,7 +1228,9 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     if (!sql_end)
         return true;
     char chan[PGW_CHANNEL_MAX + 1];
-    enum pgw_listen_kind kind = pgw_listen_parse(sql, (size_t)(sql_end - sql), chan);
+    bool converted;
+    enum pgw_listen_kind kind = pgw_notify_parse(s, sql, (size_t)(sql_end - sql), chan,
+                                                 &converted);
     if (kind == PGW_LISTEN_NONE || strlen(sql) != (size_t)(sql_end - sql))
         return true;
     if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
@@ -1241,4 +1358,5 @@ void pgw_notify_destroy(struct pgw_proxy *px)
 {
     while (!pgw_list_empty(&px->notify_hubs))
         hub_free(pgw_container_of(pgw_list_first(&px->notify_hubs), struct pgw_notify_hub, node));
+    pgw_pgenc_set_free(&px->notify_enc);
 }

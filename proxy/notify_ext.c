@@ -106,7 +106,8 @@ static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
 
 /* The Parse at the head of the batch, read: 1 a lone LISTEN/UNLISTEN
  * without parameters (into v), 0 another statement. */
-static int parse_listen(const struct fe_msg *m, struct notify_vstmt *v)
+static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
+                        struct notify_vstmt *v)
 {
     uint32_t pos = 0;
     int nparams;
@@ -120,7 +121,8 @@ static int parse_listen(const struct fe_msg *m, struct notify_vstmt *v)
         strlen(name) > NOTIFY_STMT_NAME_MAX)
         return 0;
     snprintf(v->name, sizeof(v->name), "%s", name);
-    v->kind = pgw_listen_parse(sql, strlen(sql), v->chan);
+    bool converted;     /* the hub runs its own LISTEN "chan" here anyway */
+    v->kind = pgw_notify_parse(s, sql, strlen(sql), v->chan, &converted);
     return v->kind != PGW_LISTEN_NONE;
 }
 
@@ -141,6 +143,7 @@ static bool first_may_be_listen(const struct pgw_iobuf *b)
 /* A batch read so far: the one statement it uses, what it did with it,
  * and pgwharf's replies to its messages. */
 struct ext_batch {
+    const struct pgw_session *s;
     struct notify_vstmt cur;
     bool have;                    /* cur is set: parsed here, or a vstmt bound */
     bool parsed, bound, executed, synced;
@@ -151,7 +154,7 @@ struct ext_batch {
 
 static bool ext_parse(struct ext_batch *x, const struct fe_msg *m)
 {
-    if (x->have || !parse_listen(m, &x->cur))
+    if (x->have || !parse_listen(x->s, m, &x->cur))
         return false;
     x->have = x->parsed = true;
     pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_PARSE_COMPLETE));
@@ -327,7 +330,7 @@ static void forget_head_name(struct pgw_session *s)
 
 int pgw_notify_ext_batch(struct pgw_session *s)
 {
-    struct ext_batch x = { .have = false };
+    struct ext_batch x = { .s = s, .have = false };
     pgw_wbuf_init(&x.out);
     int rc = ext_read(s, &x);
     if (rc == 1)

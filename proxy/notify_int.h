@@ -68,6 +68,7 @@ struct pgw_notify_sub {
     bool waiting;                       /* its LISTEN runs on the hub's server */
     bool dropped;                       /* pending overflowed (logged once) */
     bool ending;                        /* the hub ended: closed at its transaction's end */
+    bool enc_warned;                    /* a notification it could not take was logged */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
     size_t captx;
@@ -75,6 +76,14 @@ struct pgw_notify_sub {
 };
 
 /* ---- notify.c, for notify_ext.c ---- */
+
+/* pgw_listen_parse of s's statement text sql[0..len), which is in s's
+ * client_encoding: chan comes in UTF-8, the listening server's (and
+ * *converted says whether it had to be converted, so the server must not
+ * run sql as it is).  PGW_LISTEN_NONE when not a lone LISTEN or UNLISTEN,
+ * or when the text does not convert (the server reports it). */
+enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
+                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted);
 
 /* The first n bytes of a statement's text could start LISTEN or UNLISTEN. */
 bool pgw_notify_may_be_listen(const char *sql, size_t n);

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "common/list.h"
+#include "common/pgenc.h"
 #include "common/wire.h"
 #include "conf/conf.h"
 #include "ctx/ctx.h"
@@ -408,6 +409,7 @@ struct pgw_proxy {
     struct pgw_batch *batch;
     /* ---- LISTEN/NOTIFY fan-out: one hub per pool with listeners (notify.c) ---- */
     struct pgw_list notify_hubs;
+    struct pgw_pgenc_set notify_enc;  /* listeners' client_encodings (notify.c) */
     uint64_t total_notifications, total_notifications_dropped;  /* to clients */
     /* ---- tracked parameters (session.c): names by index, ntracked of them ---- */
     const char *tracked[PGW_TP_MAX];

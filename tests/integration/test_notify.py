@@ -573,6 +573,63 @@ class TestEncoding(NotifyCase):
         self.assertEqual([x[1:] for x in read_notifications(a, 1)],
                          [("caf\u00e9", "d\u00e9j\u00e0")])
 
+    def raw_notification(self, sock):
+        sock.settimeout(20)
+        t, body = hz.recv_msg(sock)
+        self.assertEqual(t, b"A", body)
+        chan, payload, _ = body[4:].split(b"\0", 2)
+        return chan, payload
+
+    def test_each_client_in_its_own_encoding(self):
+        # LISTEN's text comes in the client's encoding and notifications go
+        # out in it, as PostgreSQL converts them; one with a character the
+        # encoding lacks (the euro sign in LATIN1) does not reach it.
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        enc = {"latin1": ("LATIN1", "latin-1"), "win": ("WIN1252", "cp1252"),
+               "utf8": ("UTF8", "utf-8")}
+        socks = {}
+        for k, (pg_name, py_name) in enc.items():
+            socks[k] = login(self, self.px, client_encoding=pg_name)
+            socks[k].sendall(hz.msg(b"Q", 'listen "caf\u00e9"'.encode(py_name) + b"\0"))
+            self.assertEqual([t for t, _ in hz.read_until_ready(socks[k])], [b"C", b"Z"])
+        # ASCII SQL text: the same whatever psql's own encoding.
+        chan = "convert_from('\\x636166c3a9'::bytea, 'UTF8')"
+        self.pg.psql("select pg_notify(%s, convert_from('\\xc3a974c3a9'::bytea, 'UTF8'))" % chan)
+        self.pg.psql("select pg_notify(%s, convert_from('\\x3520e282ac'::bytea, 'UTF8'))" % chan)
+        for k, (pg_name, py_name) in enc.items():
+            with self.subTest(encoding=pg_name):
+                want = [("caf\u00e9".encode(py_name), "\u00e9t\u00e9".encode(py_name))]
+                if k != "latin1":
+                    want.append(("caf\u00e9".encode(py_name), "5 \u20ac".encode(py_name)))
+                self.assertEqual([self.raw_notification(socks[k]) for _ in want], want)
+        self.assertTrue(nothing_to_read(socks["latin1"]))
+        # UNLISTEN in LATIN1 names the same channel.
+        socks["latin1"].sendall(hz.msg(b"Q", 'unlisten "caf\u00e9"'.encode("latin-1") + b"\0"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(socks["latin1"])], [b"C", b"Z"])
+        self.pg.psql("select pg_notify(%s, 'x')" % chan)
+        self.assertEqual(self.raw_notification(socks["utf8"]), ("caf\u00e9".encode(), b"x"))
+        self.assertTrue(nothing_to_read(socks["latin1"]))
+
+    def test_inside_a_transaction_and_prepared(self):
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        a = login(self, self.px, client_encoding="LATIN1")
+        a.sendall(hz.query_msg("begin") +
+                  hz.msg(b"Q", 'listen "\u00e9t\u00e9"'.encode("latin-1") + b"\0") +
+                  hz.query_msg("commit"))
+        for _ in range(3):
+            self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+        b = login(self, self.px, client_encoding="LATIN1")
+        # Parse of the unnamed statement (no parameter types), then Bind,
+        # Execute, Sync: answered by pgwharf, run on the listening server.
+        b.sendall(hz.msg(b"P", b"\0" + 'listen "\u00e9t\u00e9"'.encode("latin-1") + b"\0\0\0") +
+                  bind_exec(""))
+        self.assertEqual([t for t, _ in hz.read_until_ready(b)], [b"1", b"2", b"C", b"Z"])
+        self.pg.psql("select pg_notify(convert_from('\\xc3a974c3a9'::bytea, 'UTF8'), 'y')")
+        for sock in (a, b):
+            self.assertEqual(self.raw_notification(sock), ("\u00e9t\u00e9".encode("latin-1"), b"y"))
+
 
 class TestExtendedProtocol(NotifyCase):
     """LISTEN prepared and executed through the extended protocol."""

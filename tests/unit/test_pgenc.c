@@ -1,0 +1,99 @@
+/*
+ * test_pgenc.c - client encodings (common/pgenc.h): PostgreSQL's names map
+ * to iconv's, UTF8 and SQL_ASCII need no converter, converters are opened
+ * once per encoding, and a character the target lacks (or a byte sequence
+ * the source does not allow) fails the conversion instead of being
+ * replaced.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/pgenc.h"
+
+static void t_names(void **state)
+{
+    (void)state;
+    assert_string_equal(pgw_pgenc_iconv_name("LATIN1"), "ISO-8859-1");
+    assert_string_equal(pgw_pgenc_iconv_name("latin9"), "ISO-8859-15");
+    assert_string_equal(pgw_pgenc_iconv_name("WIN1252"), "CP1252");
+    assert_string_equal(pgw_pgenc_iconv_name("SJIS"), "SHIFT_JIS");
+    assert_string_equal(pgw_pgenc_iconv_name("UHC"), "CP949");
+    assert_null(pgw_pgenc_iconv_name("UTF8"));
+    assert_null(pgw_pgenc_iconv_name("SQL_ASCII"));
+    assert_null(pgw_pgenc_iconv_name("MULE_INTERNAL"));
+    assert_null(pgw_pgenc_iconv_name("KLINGON"));
+}
+
+static void t_ascii(void **state)
+{
+    (void)state;
+    assert_true(pgw_pgenc_ascii("listen ch", 9));
+    assert_true(pgw_pgenc_ascii("", 0));
+    assert_false(pgw_pgenc_ascii("caf\xc3\xa9", 5));
+    assert_false(pgw_pgenc_ascii("\x80", 1));
+}
+
+static void t_set_opens_once(void **state)
+{
+    (void)state;
+    struct pgw_pgenc_set set = { 0 };
+    const struct pgw_pgenc_conv *a = pgw_pgenc_get(&set, "LATIN1");
+    assert_non_null(a);
+    assert_ptr_equal(pgw_pgenc_get(&set, "latin1"), a);
+    assert_non_null(pgw_pgenc_get(&set, "WIN1252"));
+    assert_null(pgw_pgenc_get(&set, "UTF8"));
+    assert_null(pgw_pgenc_get(&set, "NO_SUCH_ENCODING"));
+    assert_int_equal(set.n, 2);
+    pgw_pgenc_set_free(&set);
+    assert_int_equal(set.n, 0);
+}
+
+static void t_convert(void **state)
+{
+    (void)state;
+    struct pgw_pgenc_set set = { 0 };
+    const struct pgw_pgenc_conv *latin1 = pgw_pgenc_get(&set, "LATIN1");
+    const struct pgw_pgenc_conv *win = pgw_pgenc_get(&set, "WIN1252");
+    const struct pgw_pgenc_conv *sjis = pgw_pgenc_get(&set, "SJIS");
+    assert_non_null(latin1);
+    assert_non_null(win);
+    assert_non_null(sjis);
+    char out[64];
+
+    /* UTF-8 to the client: é is one byte in LATIN1; € has no LATIN1
+     * equivalent, and is 0x80 in WIN1252. */
+    assert_int_equal(pgw_pgenc_convert(latin1->to_client, "\xc3\xa9t\xc3\xa9", 5, out, sizeof(out)), 3);
+    assert_memory_equal(out, "\xe9t\xe9", 3);
+    assert_int_equal(pgw_pgenc_convert(latin1->to_client, "5 \xe2\x82\xac", 5, out, sizeof(out)), -1);
+    assert_int_equal(pgw_pgenc_convert(win->to_client, "5 \xe2\x82\xac", 5, out, sizeof(out)), 3);
+    assert_memory_equal(out, "5 \x80", 3);
+    /* The failure leaves the converter usable. */
+    assert_int_equal(pgw_pgenc_convert(latin1->to_client, "ok", 2, out, sizeof(out)), 2);
+
+    /* From the client to UTF-8; an SJIS lead byte with no trail byte is
+     * not valid. */
+    assert_int_equal(pgw_pgenc_convert(latin1->from_client, "caf\xe9", 4, out, sizeof(out)), 5);
+    assert_memory_equal(out, "caf\xc3\xa9", 5);
+    assert_int_equal(pgw_pgenc_convert(sjis->from_client, "\x82\xa0", 2, out, sizeof(out)), 3);
+    assert_memory_equal(out, "\xe3\x81\x82", 3);                  /* あ */
+    assert_int_equal(pgw_pgenc_convert(sjis->from_client, "a\x82", 2, out, sizeof(out)), -1);
+
+    /* Too small an output fails. */
+    assert_int_equal(pgw_pgenc_convert(latin1->from_client, "\xe9\xe9\xe9", 3, out, 4), -1);
+    pgw_pgenc_set_free(&set);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_names),
+        cmocka_unit_test(t_ascii),
+        cmocka_unit_test(t_set_opens_once),
+        cmocka_unit_test(t_convert),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
