@@ -142,6 +142,46 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
     return rc == 0 ? 1 : rc;
 }
 
+/* libpq keywords whose value libpq checks on every connect: a bad one
+ * failed each connect as if the server were down (the breaker opened for
+ * every entry on a healthy server).  Checked here as libpq compares them
+ * (case matters, but for the TLS versions; an empty version is libpq's
+ * default). */
+static const struct {
+    const char *kw;
+    const char *const values[7];
+    bool any_case;
+} libpq_enums[] = {
+    { "sslmode", { "disable", "allow", "prefer", "require", "verify-ca", "verify-full" }, false },
+    { "gssencmode", { "disable", "prefer", "require" }, false },
+    { "channel_binding", { "disable", "prefer", "require" }, false },
+    { "ssl_min_protocol_version", { "", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3" }, true },
+    { "ssl_max_protocol_version", { "", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3" }, true },
+};
+
+/* 0 when kw takes val (or is not one of libpq_enums), else PGW_ECONFIG
+ * with err. */
+static int libpq_enum_check(const char *kw, const char *val, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(libpq_enums) / sizeof(libpq_enums[0]); i++) {
+        if (strcmp(libpq_enums[i].kw, kw) != 0)
+            continue;
+        const char *const *v = libpq_enums[i].values;
+        for (size_t j = 0; j < 7 && v[j]; j++)
+            if (libpq_enums[i].any_case ? strcasecmp(v[j], val) == 0 : strcmp(v[j], val) == 0)
+                return 0;
+        size_t used = (size_t)snprintf(err, errlen, "%s: expected one of ", kw);
+        for (size_t j = 0; j < 7 && v[j] && used < errlen; j++)
+            if (*v[j])
+                used += (size_t)snprintf(err + used, errlen - used, "%s%s",
+                                         j > (v[0][0] == '\0') ? ", " : "", v[j]);
+        if (used < errlen)
+            snprintf(err + used, errlen - used, "; got \"%s\"", val);
+        return PGW_ECONFIG;
+    }
+    return 0;
+}
+
 /* A key that is not a pool key: datestyle/timezone or a libpq keyword.
  * Takes *val.  0, PGW_ECONFIG with err, or PGW_ENOMEM. */
 static int conn_key(struct db_build *b, const char *key, char *val, char *err, size_t errlen)
@@ -165,8 +205,10 @@ static int conn_key(struct db_build *b, const char *key, char *val, char *err, s
             val = strdup(pgw_target_session_name((enum pgw_target_session)*tsa));
             return val ? add_conn(&b->db, kw, val) : PGW_ENOMEM;
         }
-    } else if (kw) {
+    } else if (kw && (rc = libpq_enum_check(kw, val, err, errlen)) == 0) {
         return add_conn(&b->db, kw, val);
+    } else if (kw) {
+        /* rc and err say why */
     } else {
         snprintf(err, errlen, "unknown key \"%s\"", key);
         rc = PGW_ECONFIG;

@@ -146,6 +146,20 @@ static const struct sqlstate_pattern patterns[] = {
     { "certificate file \"", "F0000" },
     { "private key file", "F0000" },
     { "SSL engine", "F0000" },
+    /* libpq refusing a connection option's value before it connects
+     * ("invalid sslmode value: ...", "invalid integer value ... for
+     * connection option ...", "invalid SSL protocol version range"): the
+     * entry's, not the server's (conf/dbs.c checks the enum ones at load;
+     * this is for what gets past it, or a newer libpq's) */
+    { "invalid ", "F0000", " value: \"" },
+    { "invalid integer value", "F0000", "for connection option" },
+    { "invalid port number", "F0000" },
+    { "invalid connection option", "F0000" },
+    { "invalid SSL protocol version range", "F0000" },
+    /* The server refusing a parameter of the login (a [databases] entry's
+     * datestyle, timezone or options): configuration too */
+    { "invalid value for parameter", "22023" },
+    { "unrecognized configuration parameter", "42704" },
     /* target_session_attrs (libpq 14+): the server is up but not the kind
      * asked for (see pgw_pool_target_mismatch) */
     { "session is read-only", "08001" },

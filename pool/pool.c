@@ -133,7 +133,8 @@ void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *e
 bool pgw_pool_login_error_is_local(const char *sqlstate)
 {
     return strncmp(sqlstate, "28", 2) == 0 || strcmp(sqlstate, "3D000") == 0 ||
-           strcmp(sqlstate, "42501") == 0 || strcmp(sqlstate, "F0000") == 0;
+           strcmp(sqlstate, "42501") == 0 || strcmp(sqlstate, "F0000") == 0 ||
+           strcmp(sqlstate, "22023") == 0 || strcmp(sqlstate, "42704") == 0;
 }
 
 static bool login_blocked(const struct pgw_pool *pool)

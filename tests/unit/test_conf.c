@@ -683,8 +683,12 @@ static void test_connstr_errors(void **state)
                    "j = host=a,b port=1,2,3\n"              /* 15 */
                    "k = host=a,b,c hostaddr=1.1.1.1,2.2.2.2\n"  /* 16 */
                    "l = host=a,b hostaddr=1.1.1.1\n"            /* 17: libpq wants 2 */
-                   "m = target_session_attrs=master\n",          /* 18 */
-              &d, 14);
+                   "m = target_session_attrs=master\n"           /* 18 */
+                   "n = sslmode=requre\n"                        /* 19 */
+                   "o = gssencmode=Prefer channel_binding=maybe\n"   /* 20: two errors */
+                   "p = ssl_min_protocol_version=tlsv1.2 ssl_max_protocol_version=TLSv2\n"
+                   "q = sslmode=verify-full ssl_max_protocol_version='' gssencmode=disable\n",
+              &d, 18);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
     assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
@@ -710,6 +714,15 @@ static void test_connstr_errors(void **state)
      * server being down */
     assert_error(&d, "t.ini:18: database \"m\": target_session_attrs: expected one of any, "
                      "read-write, read-only, primary, standby, prefer-standby; got \"master\"");
+    /* the same for the values libpq checks on every connect */
+    assert_error(&d, "t.ini:19: database \"n\": sslmode: expected one of disable, allow, "
+                     "prefer, require, verify-ca, verify-full; got \"requre\"");
+    assert_error(&d, "t.ini:20: database \"o\": gssencmode: expected one of disable, prefer, "
+                     "require; got \"Prefer\"");
+    assert_error(&d, "t.ini:20: database \"o\": channel_binding: expected one of disable, "
+                     "prefer, require; got \"maybe\"");
+    assert_error(&d, "t.ini:21: database \"p\": ssl_max_protocol_version: expected one of "
+                     "TLSv1, TLSv1.1, TLSv1.2, TLSv1.3; got \"TLSv2\"");
     pgw_conf_diag_free(&d);
 
     /* load_balance_hosts: a pool key (libpq 15 does not know it), and

@@ -43,6 +43,17 @@ static void t_sqlstate_table(void **state)
         { "certificate present, but not private key file \"/k.pem\"", "F0000" },
         { "could not open certificate file \"/c.pem\": Permission denied", "F0000" },
         { "SSL error: certificate verify failed", "08001" },   /* the server's certificate */
+        /* libpq refusing an entry's option value before connecting, the
+         * server refusing a login parameter: configuration */
+        { "invalid sslmode value: \"requre\"", "F0000" },
+        { "invalid channel_binding value: \"x\"", "F0000" },
+        { "invalid sslcertmode value: \"x\"", "F0000" },           /* libpq 16 */
+        { "invalid integer value \"ten\" for connection option \"connect_timeout\"",
+          "F0000" },
+        { "invalid SSL protocol version range", "F0000" },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  invalid value "
+          "for parameter \"TimeZone\": \"Mars/Base\"\n", "22023" },
+        { "FATAL:  unrecognized configuration parameter \"no_such\"", "42704" },
         { "server closed the connection unexpectedly", "08006" },
         { "", "08006" },
     };
