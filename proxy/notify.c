@@ -1175,7 +1175,26 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * starts listening on a LISTEN's channel when pgwharf sees the LISTEN (a
  * hold on the channel, given back at the end), so it listens by the time
  * the COMMIT returns: no notification is lost in between unless the hub has
- * to wait for a server. */
+ * to wait for a server.
+ *
+ * What decides, from the server's replies (a noted statement runs once its
+ * CommandComplete comes; those of one request are the ones whose `before`
+ * is 0):
+ *   COMMIT                 what ran is the hub's (COMMIT AND CHAIN too);
+ *   ROLLBACK, no savepoint what ran is forgotten (ROLLBACK AND CHAIN too);
+ *   ROLLBACK, savepoints   ROLLBACK TO the latest: what ran since it is
+ *                          forgotten, the rest doomed (below);
+ *   an ErrorResponse       what ran is doomed: the transaction, implicit
+ *                          or not, is rolled back unless a ROLLBACK TO
+ *                          SAVEPOINT recovers it;
+ *   ReadyForQuery 'I'      the transaction ended: what ran and is not
+ *                          doomed committed (an implicit transaction, or
+ *                          behind a COMMIT), the rest is forgotten;
+ *   ReadyForQuery 'T'/'E'  the transaction goes on: doomed no more.
+ * Savepoints are counted from the first noted statement (SAVEPOINT,
+ * RELEASE), and each ROLLBACK TO taken to be to the latest, as drivers and
+ * ORMs nest them; one to an earlier savepoint leaves what ran between the
+ * two as if it were before. */
 
 static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const char *chan,
                     int before)
@@ -1199,10 +1218,13 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
             req_push(h, r);
         }
     }
+    if (sub->ntx == 0)
+        sub->tx_savepoints = 0;          /* counted from here */
     struct notify_txop *op = &sub->tx[sub->ntx++];
     op->kind = kind;
     op->before = before;
-    op->ran = false;
+    op->ran = op->doomed = false;
+    op->depth = 0;
     snprintf(op->chan, sizeof(op->chan), "%s", chan);
     if (kind == PGW_LISTEN)
         hub_kick(h);      /* listens on a new server, or sends the LISTEN */
@@ -1243,6 +1265,86 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     return true;
 }
 
+/* The noted statements of the request being answered (a prefix). */
+static int tx_current(const struct pgw_notify_sub *sub)
+{
+    int n = 0;
+    while (n < sub->ntx && sub->tx[n].before == 0)
+        n++;
+    return n;
+}
+
+/* op is decided: the hub's (apply) or forgotten; a LISTEN's hold goes. */
+static void tx_apply(struct pgw_notify_sub *sub, const struct notify_txop *op, bool apply)
+{
+    if (op->kind == PGW_LISTEN) {
+        if (apply && !sub_add(sub, op->chan)) {
+            char qd[200], qu[200];
+            pgw_warn("notify_listen_lost", "client=%s db=%s user=%s reason=\"out of "
+                     "memory\"", sub->session->addr_text,
+                     lq(qd, sizeof(qd), sub->session->database),
+                     lq(qu, sizeof(qu), sub->session->user));
+        }
+        chan_unref(sub->hub, op->chan);          /* the hold; sub_add took its own */
+    } else if (apply && op->kind == PGW_UNLISTEN) {
+        sub_remove(sub, op->chan);
+    } else if (apply) {
+        while (sub->nchans > 0)
+            sub_remove(sub, sub->chans[sub->nchans - 1]);
+    }
+}
+
+enum tx_event { TX_COMMIT, TX_ROLLBACK, TX_ENDED, TX_GOES_ON };
+enum tx_fate { TX_KEEP, TX_APPLY, TX_FORGET };
+
+/* What ev makes of op (see the top of this section). */
+static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop *op,
+                            enum tx_event ev)
+{
+    switch (ev) {
+    case TX_COMMIT:
+        return op->ran ? TX_APPLY : TX_KEEP;
+    case TX_ROLLBACK:
+        if (!op->ran)
+            return TX_KEEP;
+        if (sub->tx_savepoints == 0 || op->depth >= sub->tx_savepoints)
+            return TX_FORGET;
+        op->doomed = true;                   /* unless it was ROLLBACK TO */
+        return TX_KEEP;
+    case TX_ENDED:
+        return op->ran && !op->doomed ? TX_APPLY : TX_FORGET;
+    case TX_GOES_ON:
+    default:
+        if (!op->ran)
+            return TX_FORGET;                /* its error, or a Parse without Execute */
+        op->doomed = false;
+        return TX_KEEP;
+    }
+}
+
+/* ev for the first n noted. */
+static void tx_settle(struct pgw_notify_sub *sub, int n, enum tx_event ev)
+{
+    if (n == 0)
+        return;                          /* sub->tx may be NULL */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        struct notify_txop op = sub->tx[i];
+        enum tx_fate f = tx_fate(sub, &op, ev);
+        if (f == TX_KEEP)
+            sub->tx[kept++] = op;
+        else
+            tx_apply(sub, &op, f == TX_APPLY);
+    }
+    memmove(sub->tx + kept, sub->tx + n, (size_t)(sub->ntx - n) * sizeof(sub->tx[0]));
+    sub->ntx -= n - kept;
+}
+
+static bool tag_is(const char *tag, size_t n, const char *want)
+{
+    return n == strlen(want) + 1 && memcmp(tag, want, n) == 0;
+}
+
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
@@ -1250,80 +1352,54 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
         return;
     const char *tag = (const char *)msg + PGW_MSG_HDR;
     size_t n = total - PGW_MSG_HDR;
-    if (n == sizeof("COMMIT") && memcmp(tag, "COMMIT", n) == 0) {
-        sub->tx_tag = TX_TAG_COMMIT;
-    } else if (n == sizeof("ROLLBACK") && memcmp(tag, "ROLLBACK", n) == 0) {
-        sub->tx_tag = TX_TAG_ROLLBACK;
-    } else if ((n == sizeof("LISTEN") && memcmp(tag, "LISTEN", n) == 0) ||
-               (n == sizeof("UNLISTEN") && memcmp(tag, "UNLISTEN", n) == 0)) {
-        sub->tx_tag = TX_TAG_LISTEN;
+    if (tag_is(tag, n, "LISTEN") || tag_is(tag, n, "UNLISTEN")) {
         /* It ran: the first noted of this request that had not. */
         for (int i = 0; i < sub->ntx && sub->tx[i].before == 0; i++) {
-            if (!sub->tx[i].ran) {
-                sub->tx[i].ran = true;
+            struct notify_txop *op = &sub->tx[i];
+            if (!op->ran) {
+                op->ran = true;
+                op->doomed = false;
+                op->depth = sub->tx_savepoints;
                 break;
             }
         }
+    } else if (tag_is(tag, n, "SAVEPOINT")) {
+        sub->tx_savepoints++;
+    } else if (tag_is(tag, n, "RELEASE")) {
+        if (sub->tx_savepoints > 0)
+            sub->tx_savepoints--;
+        for (int i = 0; i < sub->ntx; i++)     /* part of the enclosing one now */
+            if (sub->tx[i].depth > sub->tx_savepoints)
+                sub->tx[i].depth = sub->tx_savepoints;
+    } else if (tag_is(tag, n, "COMMIT")) {
+        tx_settle(sub, tx_current(sub), TX_COMMIT);
+        sub->tx_savepoints = 0;
+    } else if (tag_is(tag, n, "ROLLBACK")) {
+        tx_settle(sub, tx_current(sub), TX_ROLLBACK);
     }
 }
 
-/* Of the first n noted, those that ran are the hub's if commit; each
- * LISTEN's hold goes; the ones kept (keep: those that ran, as their
- * transaction goes on) stay noted. */
-static void tx_end(struct pgw_notify_sub *sub, int n, bool commit, bool keep)
+void pgw_notify_tx_error(struct pgw_session *s)
 {
-    struct pgw_notify_hub *h = sub->hub;
-    int kept = 0;
-    for (int i = 0; i < n; i++) {
-        const struct notify_txop *op = &sub->tx[i];
-        if (keep && op->ran) {
-            sub->tx[kept++] = *op;
-            continue;
-        }
-        bool apply = commit && op->ran;
-        if (op->kind == PGW_LISTEN) {
-            if (apply && !sub_add(sub, op->chan)) {
-                char qd[200], qu[200];
-                pgw_warn("notify_listen_lost", "client=%s db=%s user=%s reason=\"out of "
-                         "memory\"", sub->session->addr_text,
-                         lq(qd, sizeof(qd), sub->session->database),
-                         lq(qu, sizeof(qu), sub->session->user));
-            }
-            chan_unref(h, op->chan);             /* the hold; sub_add took its own */
-        } else if (apply && op->kind == PGW_UNLISTEN) {
-            sub_remove(sub, op->chan);
-        } else if (apply) {
-            while (sub->nchans > 0)
-                sub_remove(sub, sub->chans[sub->nchans - 1]);
-        }
-    }
-    memmove(sub->tx + kept, sub->tx + n, (size_t)(sub->ntx - n) * sizeof(sub->tx[0]));
-    sub->ntx -= n - kept;
+    struct pgw_notify_sub *sub = s->notify;
+    for (int i = 0; sub && i < sub->ntx && sub->tx[i].before == 0; i++)
+        if (sub->tx[i].ran)
+            sub->tx[i].doomed = true;
 }
 
 void pgw_notify_tx_ready(struct pgw_session *s, char status)
 {
     struct pgw_notify_sub *sub = s->notify;
-    if (!sub || sub->ntx == 0)
+    if (!sub)
         return;
-    enum notify_tx_tag tag = sub->tx_tag;
-    sub->tx_tag = TX_TAG_NONE;
-    /* Those of this request or before (a prefix); the others came behind
-     * it.  One of this request that did not run (its error, or a Parse
-     * without an Execute) is forgotten now. */
-    int n = 0;
-    for (int i = 0; i < sub->ntx; i++) {
-        if (sub->tx[i].before == 0)
-            n++;
-        else
-            sub->tx[i].before--;
-    }
+    /* Those of this request or before (a prefix) are decided or kept; the
+     * others came behind it. */
+    int n = tx_current(sub);
+    for (int i = n; i < sub->ntx; i++)
+        sub->tx[i].before--;
+    tx_settle(sub, n, status == 'I' ? TX_ENDED : TX_GOES_ON);
     if (status == 'I')
-        tx_end(sub, n, tag == TX_TAG_COMMIT || tag == TX_TAG_LISTEN, false);
-    else if (status == 'T' && tag == TX_TAG_COMMIT)
-        tx_end(sub, n, true, false);     /* COMMIT AND CHAIN */
-    else
-        tx_end(sub, n, false, true);     /* still open (failed: ROLLBACK ends it) */
+        sub->tx_savepoints = 0;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);
 }

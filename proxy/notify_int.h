@@ -43,15 +43,10 @@ struct notify_txop {
     enum pgw_listen_kind kind;
     int before;                         /* ReadyForQuery to come before its own */
     bool ran;                           /* its CommandComplete came */
+    bool doomed;                        /* an error or a ROLLBACK came since it ran:
+                                           gone if its transaction ends now */
+    int depth;                          /* savepoints open when it ran */
     char chan[PGW_CHANNEL_MAX + 1];
-};
-
-/* What the last CommandComplete said about the client's transaction. */
-enum notify_tx_tag {
-    TX_TAG_NONE,
-    TX_TAG_COMMIT,                      /* COMMIT (END): done, kept */
-    TX_TAG_LISTEN,                      /* LISTEN/UNLISTEN: kept if it ends now */
-    TX_TAG_ROLLBACK                     /* ROLLBACK (or a failed COMMIT) */
 };
 
 struct pgw_notify_sub {
@@ -72,7 +67,8 @@ struct pgw_notify_sub {
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
     size_t captx;
-    enum notify_tx_tag tx_tag;          /* since its last ReadyForQuery */
+    int tx_savepoints;                  /* open (SAVEPOINT less RELEASE), counted from
+                                           its first noted one */
 };
 
 /* ---- notify.c, for notify_ext.c ---- */

@@ -441,11 +441,13 @@ void pgw_notify_discard(struct pgw_session *s);
 /* A lone LISTEN or UNLISTEN run on the client's server: the hub's if its
  * transaction commits.  pgw_notify_tx_message: a whole Query or Parse of at
  * most PGW_NOTIFY_QUERY_MAX bytes of text (false: the session was closed);
- * pgw_notify_tx_tag: each CommandComplete, whole; pgw_notify_tx_ready: each
- * ReadyForQuery's status. */
+ * pgw_notify_tx_tag: each CommandComplete, whole; pgw_notify_tx_error: each
+ * ErrorResponse the client gets; pgw_notify_tx_ready: each ReadyForQuery's
+ * status. */
 #define PGW_NOTIFY_QUERY_MAX 4096
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
 
 /* The first byte of a statement's text (a Query's, or a Parse's after its

@@ -1759,7 +1759,7 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
             pgw_notify_discard(s);       /* UNLISTEN * is part of it */
         }
         if (s->notify)
-            pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK... */
+            pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK, SAVEPOINT... */
         return true;
     }
     if (srv->user_listen == s->id)
@@ -1781,6 +1781,8 @@ static void track_backend(struct pgw_session *s, char type)
 {
     if (type == PGW_BE_ERROR && !s->ps_on)
         pgw_track_error(&s->track);
+    if (type == PGW_BE_ERROR && s->notify)
+        pgw_notify_tx_error(s);          /* a LISTEN that ran in its transaction */
     pgw_track_backend(&s->track, type);
 }
 

@@ -309,6 +309,90 @@ class TestInsideATransaction(NotifyCase):
         a.sendall(hz.query_msg("select 4"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
 
+    def not_listening(self, sock, chan):
+        """sock gets no notification of chan (a witness got one first),
+        and its session goes on."""
+        w = self.witness(chan)
+        self.notify(chan, "not for it")
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, "not for it")])
+        sock.sendall(hz.query_msg("select 5"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(sock)], [b"T", b"D", b"C", b"Z"])
+        w.close()
+
+    def test_an_error_later_in_its_batch_rolls_it_back(self):
+        # The LISTEN and a failing statement before one Sync run in one
+        # implicit transaction: the error rolls the LISTEN back, though its
+        # CommandComplete came (it was kept: the client got notifications).
+        a = login(self, self.px)
+        a.sendall(hz.ext_msgs("listen pgw_batch", describe=False)[:-5] +
+                  hz.ext_msgs("select 1/(random() * 0)::int", describe=False))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got][:3], [b"1", b"2", b"C"], got)
+        self.assertEqual([t for t, _ in got][-2:], [b"E", b"Z"], got)
+        self.assertEqual(got[-1][1], b"I")
+        self.not_listening(a, "pgw_batch")
+        # So does a COMMIT that fails (a deferred constraint), BEGIN, the
+        # LISTEN and the COMMIT in one batch.
+        self.pg.psql("drop table if exists pgw_defer; create table pgw_defer (x int unique "
+                     "deferrable initially deferred)")
+        self.addCleanup(self.pg.psql, "drop table if exists pgw_defer")
+        b = login(self, self.px)
+        b.sendall(b"".join(hz.ext_msgs(q, describe=False)[:-5] for q in (
+            "begin", "listen pgw_defer", "insert into pgw_defer values (1), (1)", "commit")) +
+            hz.msg(b"S"))
+        got = hz.read_until_ready(b)
+        self.assertEqual([t for t, _ in got][-2:], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[-2][1])["C"], "23505")
+        self.assertEqual(got[-1][1], b"I")
+        self.not_listening(b, "pgw_defer")
+
+    def test_rollback_and_chain(self):
+        # ROLLBACK AND CHAIN ends the transaction (a new one starts): its
+        # LISTEN was kept and became the hub's at the next COMMIT.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen pgw_chain", ["LISTEN"], b"T")
+        self.expect(a, "rollback and chain", ["ROLLBACK"], b"T")
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.not_listening(a, "pgw_chain")
+        # Behind ROLLBACK in one Query, likewise.
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen pgw_chain2", ["LISTEN"], b"T")
+        self.expect(a, "rollback; listen pgw_other", ["ROLLBACK", "LISTEN"], b"I")
+        self.not_listening(a, "pgw_chain2")
+        # COMMIT AND CHAIN commits it, whatever comes after.
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen pgw_cchain", ["LISTEN"], b"T")
+        self.expect(a, "commit and chain", ["COMMIT"], b"T")
+        self.expect(a, "rollback", ["ROLLBACK"], b"I")
+        self.notify("pgw_cchain", "c")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_cchain", "c")])
+
+    def test_rollback_to_savepoint(self):
+        # ROLLBACK TO SAVEPOINT takes back what ran after the savepoint.
+        a = login(self, self.px)
+        for sql, tags, status in (
+                ("begin", ["BEGIN"], b"T"),
+                ("listen pgw_sp_kept", ["LISTEN"], b"T"),
+                ("savepoint one", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sp_gone", ["LISTEN"], b"T"),
+                ("rollback to savepoint one", ["ROLLBACK"], b"T"),
+                ("savepoint two", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sp_released", ["LISTEN"], b"T"),
+                ("release two", ["RELEASE"], b"T"),       # part of the transaction now
+                ("savepoint three", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sp_failed", ["LISTEN"], b"T")):
+            self.expect(a, sql, tags, status)
+        self.assertEqual(hz.simple_query(a, "select 1/(random() * 0)::int")[0], [])
+        self.expect(a, "rollback to three", ["ROLLBACK"], b"T")
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.notify("pgw_sp_kept", "k")
+        self.notify("pgw_sp_released", "r")
+        self.assertEqual([n[1:] for n in read_notifications(a, 2)],
+                         [("pgw_sp_kept", "k"), ("pgw_sp_released", "r")])
+        self.not_listening(a, "pgw_sp_gone")
+        self.not_listening(a, "pgw_sp_failed")
+
     def test_psycopg2_outside_autocommit(self):
         conn = self.db_conn(self.px, autocommit=False)
         conn.cursor().execute("LISTEN pgw_py2tx")
