@@ -104,6 +104,7 @@ struct pgw_notify_hub {
 
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
+static void tx_unlinked(struct pgw_notify_sub *sub);
 
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
@@ -1129,6 +1130,13 @@ void pgw_notify_flush(struct pgw_session *s)
     struct pgw_notify_sub *sub = s->notify;
     if (!sub || !deliverable(s))
         return;
+    if (sub->ntx > 0) {
+        tx_unlinked(sub);
+        if (sub_empty(sub) && !sub->waiting) {
+            pgw_notify_session_gone(s);
+            return;
+        }
+    }
     if (sub->pending.len > 0)
         pending_flush(s, sub);
     if (s->notify == sub && sub->ending && s->state != PGW_SS_CLOSING)
@@ -1178,8 +1186,8 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * to wait for a server.
  *
  * What decides, from the server's replies (a noted statement runs once its
- * CommandComplete comes; those of one request are the ones whose `before`
- * is 0):
+ * CommandComplete comes; those of the request being answered are the ones
+ * numbered up to the tracker's req_done):
  *   COMMIT                 what ran is the hub's (COMMIT AND CHAIN too);
  *   ROLLBACK, no savepoint what ran is forgotten (ROLLBACK AND CHAIN too);
  *   ROLLBACK, savepoints   ROLLBACK TO the latest: what ran since it is
@@ -1197,7 +1205,7 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * two as if it were before. */
 
 static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const char *chan,
-                    int before)
+                    uint32_t req, int at)
 {
     struct notify_txop *grown = pgw_array_grow(sub->tx, sizeof(*grown), (size_t)sub->ntx,
                                                &sub->captx, 2);
@@ -1222,7 +1230,8 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
         sub->tx_savepoints = 0;          /* counted from here */
     struct notify_txop *op = &sub->tx[sub->ntx++];
     op->kind = kind;
-    op->before = before;
+    op->req = req;
+    op->at = at;
     op->ran = op->doomed = false;
     op->depth = 0;
     snprintf(op->chan, sizeof(op->chan), "%s", chan);
@@ -1257,19 +1266,31 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
         return true;
     if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
         return true;      /* nothing to undo; a pool of one keeps it as before */
+    /* Its place in what the client sent: the request the server answers
+     * after those outstanding, and the message in its batch.  The same
+     * message is offered again when the relay scans it again (prepared.c
+     * made it wait): noted once. */
+    uint32_t req = s->track.req_done + (uint32_t)s->track.sync_out;
+    int at = s->track.fe_open;
+    const struct pgw_notify_sub *was = s->notify;
+    if (was && was->ntx > 0 && was->tx[was->ntx - 1].req == req &&
+        was->tx[was->ntx - 1].at == at)
+        return true;
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-    if (!sub || !tx_note(sub, kind, chan, s->track.sync_out)) {
+    if (!sub || !tx_note(sub, kind, chan, req, at)) {
         pgw_session_close(s, "53200", "out of memory");
         return false;
     }
     return true;
 }
 
-/* The noted statements of the request being answered (a prefix). */
+/* The noted statements of the request being answered, or of one before
+ * it (skipped after an error): a prefix. */
 static int tx_current(const struct pgw_notify_sub *sub)
 {
+    uint32_t first = sub->session->track.req_done;
     int n = 0;
-    while (n < sub->ntx && sub->tx[n].before == 0)
+    while (n < sub->ntx && (int32_t)(sub->tx[n].req - first) <= 0)
         n++;
     return n;
 }
@@ -1294,7 +1315,7 @@ static void tx_apply(struct pgw_notify_sub *sub, const struct notify_txop *op, b
     }
 }
 
-enum tx_event { TX_COMMIT, TX_ROLLBACK, TX_ENDED, TX_GOES_ON };
+enum tx_event { TX_COMMIT, TX_ROLLBACK, TX_ENDED, TX_GOES_ON, TX_DROPPED };
 enum tx_fate { TX_KEEP, TX_APPLY, TX_FORGET };
 
 /* What ev makes of op (see the top of this section). */
@@ -1314,11 +1335,13 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
     case TX_ENDED:
         return op->ran && !op->doomed ? TX_APPLY : TX_FORGET;
     case TX_GOES_ON:
-    default:
         if (!op->ran)
             return TX_FORGET;                /* its error, or a Parse without Execute */
         op->doomed = false;
         return TX_KEEP;
+    case TX_DROPPED:
+    default:
+        return TX_FORGET;
     }
 }
 
@@ -1354,7 +1377,7 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
     size_t n = total - PGW_MSG_HDR;
     if (tag_is(tag, n, "LISTEN") || tag_is(tag, n, "UNLISTEN")) {
         /* It ran: the first noted of this request that had not. */
-        for (int i = 0; i < sub->ntx && sub->tx[i].before == 0; i++) {
+        for (int i = 0, cur = tx_current(sub); i < cur; i++) {
             struct notify_txop *op = &sub->tx[i];
             if (!op->ran) {
                 op->ran = true;
@@ -1382,7 +1405,7 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
 void pgw_notify_tx_error(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
-    for (int i = 0; sub && i < sub->ntx && sub->tx[i].before == 0; i++)
+    for (int i = 0, n = sub ? tx_current(sub) : 0; i < n; i++)
         if (sub->tx[i].ran)
             sub->tx[i].doomed = true;
 }
@@ -1392,12 +1415,9 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
     struct pgw_notify_sub *sub = s->notify;
     if (!sub)
         return;
-    /* Those of this request or before (a prefix) are decided or kept; the
-     * others came behind it. */
-    int n = tx_current(sub);
-    for (int i = n; i < sub->ntx; i++)
-        sub->tx[i].before--;
-    tx_settle(sub, n, status == 'I' ? TX_ENDED : TX_GOES_ON);
+    /* Those of this request or before are decided or kept; the others came
+     * behind it.  (Called before the tracker counts this ReadyForQuery.) */
+    tx_settle(sub, tx_current(sub), status == 'I' ? TX_ENDED : TX_GOES_ON);
     if (status == 'I')
         sub->tx_savepoints = 0;
     if (sub_empty(sub) && !sub->waiting)
@@ -1410,6 +1430,15 @@ void pgw_notify_discard(struct pgw_session *s)
      * delivered yet. */
     if (s->notify && !s->notify->waiting)
         pgw_notify_session_gone(s);
+}
+
+/* Its server went back (or was never had): anything still noted is
+ * forgotten.  (A Parse prepared.c held past the transaction's end is
+ * noted again when the relay scans it on the next server.) */
+static void tx_unlinked(struct pgw_notify_sub *sub)
+{
+    if (sub->ntx > 0)
+        tx_settle(sub, sub->ntx, TX_DROPPED);
 }
 
 void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients)

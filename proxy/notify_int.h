@@ -41,7 +41,9 @@ struct notify_req;                  /* a statement for the hub's server */
  * transaction: the hub's once that commits (notify.c, pgw_notify_tx_*). */
 struct notify_txop {
     enum pgw_listen_kind kind;
-    int before;                         /* ReadyForQuery to come before its own */
+    uint32_t req;                       /* its request's number (the tracker's
+                                           req_done counts them) */
+    int at;                             /* messages of its batch before it */
     bool ran;                           /* its CommandComplete came */
     bool doomed;                        /* an error or a ROLLBACK came since it ran:
                                            gone if its transaction ends now */

@@ -346,6 +346,73 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual(got[-1][1], b"I")
         self.not_listening(b, "pgw_defer")
 
+    def test_behind_a_query_skipped_after_an_error(self):
+        # A Parse that fails, a Query the server skips for it (no
+        # ReadyForQuery answers it), the Sync, then a LISTEN: pgwharf
+        # counted the skipped Query's ReadyForQuery as one still to come,
+        # took the LISTEN's for it, and never handed the LISTEN over.
+        for mps in (200, 0):
+            with self.subTest(max_prepared_statements=mps):
+                self.px.settings["max_prepared_statements"] = mps
+                self.px.write_config()
+                self.px.admin("RELOAD")
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg("", "selec 1") + hz.query_msg("select 1") +
+                          hz.msg(b"S") + hz.query_msg("listen pgw_skipped%d" % mps))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+                self.hub_listens("pgw_skipped%d" % mps)
+                self.notify("pgw_skipped%d" % mps, "s")
+                self.assertEqual([n[1:] for n in read_notifications(a, 1)],
+                                 [("pgw_skipped%d" % mps, "s")])
+                a.close()
+
+    def test_prepared_twice_in_one_batch_after_a_wait(self):
+        # In a transaction, a Parse of a text the server has prepared, sent
+        # behind a request not answered yet, waits for that answer
+        # (prepared.c) and is scanned again: it was noted twice, and the
+        # next LISTEN's CommandComplete was taken for the copy's.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("pgw_s1", "listen pgw_twice_a") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(hz.query_msg("select 1") + hz.parse_msg("pgw_s2", "listen pgw_twice_a") +
+                  hz.ext_msgs("", parse=False, stmt="pgw_s2", describe=False)[:-5] +
+                  hz.ext_msgs("listen pgw_twice_b", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"1", b"2", b"C", b"1", b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hub_listens("pgw_twice_b")      # the hub's LISTENs run in order
+        for chan in ("pgw_twice_a", "pgw_twice_b"):
+            self.notify(chan, "t")
+            self.assertEqual([n[1:] for n in read_notifications(a, 1)], [(chan, "t")])
+
+    def test_prepared_wait_outlasts_the_server(self):
+        # The same wait while the request ahead ends the transaction: the
+        # server goes back before the Parse is scanned again (on the next
+        # server, where the request numbers start again).  One server for
+        # queries (the other listens): the one that prepared it.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
+        w = login(self, px)
+        self.listen(w, "listen pgw_other")
+        a = login(self, px)
+        a.sendall(hz.query_msg("select 0") + hz.parse_msg("pgw_w1", "listen pgw_waited") +
+                  hz.msg(b"S"))          # the server prepares it
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(hz.ext_msgs("select 1", describe=False) +
+                  hz.parse_msg("pgw_w2", "listen pgw_waited") +
+                  hz.ext_msgs("", parse=False, stmt="pgw_w2", describe=False)[:-5] +
+                  hz.ext_msgs("select 2", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"1", b"2", b"C", b"1", b"2", b"D", b"C", b"Z"])
+        self.hub_listens("pgw_waited")
+        self.notify("pgw_waited", "w")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_waited", "w")])
+
     def test_rollback_and_chain(self):
         # ROLLBACK AND CHAIN ends the transaction (a new one starts): its
         # LISTEN was kept and became the hub's at the next COMMIT.
