@@ -1427,9 +1427,21 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
 void pgw_notify_discard(struct pgw_session *s)
 {
     /* Its channels, and (as in PostgreSQL) what came for them and is not
-     * delivered yet. */
-    if (s->notify && !s->notify->waiting)
+     * delivered yet; its prepared statements.  A LISTEN or UNLISTEN the
+     * client sent behind it runs after it: it stays noted. */
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || sub->waiting)
+        return;
+    int n = tx_current(sub);
+    if (n == sub->ntx) {
         pgw_notify_session_gone(s);
+        return;
+    }
+    tx_settle(sub, n, TX_DROPPED);
+    pgw_notify_unlisten(sub, PGW_UNLISTEN_ALL, NULL);
+    pgw_wbuf_reset(&sub->pending);
+    sub->pending.failed = sub->dropped = false;
+    sub->nvst = 0;
 }
 
 /* Its server went back (or was never had): anything still noted is

@@ -413,6 +413,23 @@ class TestInsideATransaction(NotifyCase):
         self.notify("pgw_waited", "w")
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_waited", "w")])
 
+    def test_behind_a_discard_all(self):
+        # DISCARD ALL ends what the client listened to before it, not a
+        # LISTEN it sent behind it (noted then, run after it).
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_before_discard")
+        a.sendall(hz.query_msg("discard all") + hz.query_msg("listen pgw_after_discard"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a) + hz.read_until_ready(a)],
+                         [b"C", b"Z", b"C", b"Z"])
+        # The hub ran LISTEN pgw_after_discard when it was noted, then the
+        # UNLISTEN of the channel a left.
+        pt.wait_until(lambda: int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query like 'UNLISTEN %%' "
+            "and state = 'idle'")) == 1, 20, what="the hub's UNLISTEN")
+        self.notify("pgw_after_discard", "d")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_after_discard", "d")])
+        self.not_listening(a, "pgw_before_discard")
+
     def test_rollback_and_chain(self):
         # ROLLBACK AND CHAIN ends the transaction (a new one starts): its
         # LISTEN was kept and became the hub's at the next COMMIT.
