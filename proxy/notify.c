@@ -454,6 +454,12 @@ enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *s
                                       char chan[PGW_CHANNEL_MAX + 1], bool *converted)
 {
     *converted = false;
+    /* The relay offers every Query and Parse whose text starts with white
+     * space, U or L (an UPDATE, an indented SELECT): the keyword first,
+     * before any scan or conversion of the whole text.  It is ASCII in
+     * every client encoding. */
+    if (!pgw_notify_may_be_listen(sql, len))
+        return PGW_LISTEN_NONE;
     const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(sql, len) ? NULL : client_conv(s);
     if (!c)
         return pgw_listen_parse(sql, len, chan);
