@@ -904,6 +904,17 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         hub_end(h);
         return;
     }
+    if (h->srv && !hub_has_work(h)) {
+        /* No channel left, while its clients stay (keeping a prepared
+         * LISTEN or UNLISTEN, as asyncpg after remove_listener): the
+         * server goes back; the next LISTEN takes one again. */
+        char q1[200], q2[200];
+        pgw_debug("notify_server", "db=%s user=%s channels=0 reason=\"given back\"",
+                  lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)),
+                  lq(q2, sizeof(q2), pgw_pool_user(h->pool)));
+        hub_drop_server(h);
+        return;
+    }
     if (h->srv && (pgw_server_close_needed(h->srv) || pgw_pool_paused(h->pool)))
         hub_lost(h, pgw_pool_paused(h->pool) ? "pool paused" : "server marked for closing");
     if (!h->srv && !h->acquiring)

@@ -870,6 +870,43 @@ class TestExtendedProtocol(NotifyCase):
             self.assertEqual(asyncio.run(run(cache)),
                              [("a", "pgw_apg", "async"), ("b", "pgw_apg", "async")], cache)
 
+    def test_no_channel_left_gives_the_server_back(self):
+        # asyncpg's remove_listener: the client's prepared LISTEN and
+        # UNLISTEN stay with pgwharf, which kept the listening server with
+        # no channel to listen to for as long as the client stayed.
+        import asyncio
+        try:
+            import asyncpg
+        except ImportError:
+            self.skipTest("asyncpg not installed")
+
+        def hub_backends():
+            return int(self.pg.psql(
+                "select count(*) from pg_stat_activity where (query ilike 'listen%%' or "
+                "query ilike 'unlisten%%') and datname = '%s'" % self.pg.database))
+
+        async def run():
+            a = await asyncpg.connect(host=self.px.host, port=self.px.port, user=self.pg.user,
+                                      password=self.pg.password, database=self.pg.database,
+                                      ssl=False)
+            got = asyncio.Queue()
+
+            def on_note(c, pid, ch, p):
+                got.put_nowait((ch, p))
+            try:
+                await a.add_listener("pgw_idle", on_note)
+                self.assertEqual(hub_backends(), 1)
+                await a.remove_listener("pgw_idle", on_note)
+                await asyncio.get_running_loop().run_in_executor(None, lambda: pt.wait_until(
+                    lambda: hub_backends() == 0, 20, what="the listening server given back"))
+                # Listening again takes a server again.
+                await a.add_listener("pgw_idle", on_note)
+                await a.execute("select pg_notify('pgw_idle', 'again')")
+                self.assertEqual(await asyncio.wait_for(got.get(), 20), ("pgw_idle", "again"))
+            finally:
+                a.terminate()
+        asyncio.run(run())
+
 
 class TestStatementMode(NotifyCase):
     MODE = "statement"
