@@ -591,6 +591,36 @@ class TestQueuedListener(pt.PgwharfTestCase):
         self.assertEqual([x[1:] for x in read_notifications(listener, 1)], [("pgw_pq", "next")])
 
 
+    def test_listen_behind_a_queued_select(self):
+        # A client whose SELECT is queued behind another client's query
+        # (server_pipeline_depth) sends LISTEN behind it: noted once the
+        # server is its own, decided at its own ReadyForQuery (the one
+        # ahead, the other client's, is dropped for it).
+        import psycopg2
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "log_connections": 0, "log_disconnections": 0})
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        self.addCleanup(gate.close)
+        gate.cursor().execute("select pg_advisory_lock(4804)")
+        w, a, b = login(self, px), login(self, px), login(self, px)
+        self.assertEqual(hz.simple_query(w, "listen pgw_pl_other"), ([], []))   # the hub's
+        a.sendall(hz.query_msg("select pg_advisory_lock(4804) as marker_pl"))
+        self.pg.wait_running("marker_pl", lock_wait=True)
+        b.sendall(hz.query_msg("select 'queued'"))
+        pt.wait_until(lambda: px.metric("pgwharf_pipelined_queries_total") >= 1, 20,
+                      what="b's query queued")
+        b.sendall(hz.query_msg("listen pgw_pl"))
+        gate.cursor().execute("select pg_advisory_unlock(4804)")
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(b)], [b"T", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(b)], [b"C", b"Z"])
+        self.pg.psql("notify pgw_pl, 'after'")
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)], [("pgw_pl", "after")])
+        self.assertEqual(hz.simple_query(a, "select pg_advisory_unlock_all()")[1], [])
+
+
 class TestMetrics(pt.PgwharfTestCase):
     def test_channels_clients_and_notifications(self):
         import re
@@ -703,6 +733,34 @@ class TestHubServerLost(NotifyCase):
         self.notify("pgw_t1", "on the next server")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)],
                          [("pgw_t1", "on the next server")])
+
+    def test_lost_while_a_transactions_listen_is_on_it(self):
+        # The hub's own LISTEN for a client's LISTEN inside a transaction
+        # (its hold on the channel) is on the listening server when that
+        # is lost: the next server listens on the channel, and the COMMIT
+        # hands it over.
+        a, w = login(self, self.px), login(self, self.px)
+        self.listen(w, "listen pgw_h0")
+        pid, port = self.stop_listening_backend()
+        try:
+            a.sendall(hz.query_msg("begin"))
+            hz.read_until_ready(a)
+            a.sendall(hz.query_msg("listen pgw_hold"))
+            self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                          what="the hub's LISTEN sent to the stopped backend")
+            self.pg.psql("select pg_terminate_backend(%d)" % pid)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        pt.wait_until(lambda: "event=notify_server_lost" in self.px.log(), 20,
+                      what="the loss logged")
+        a.sendall(hz.query_msg("commit"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+        pt.wait_until(lambda: int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query = 'LISTEN \"pgw_hold\"' "
+            "and state = 'idle' and pid <> %d" % pid)) == 1, 20, what="a new server listening")
+        self.notify("pgw_hold", "h")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_hold", "h")])
 
     def test_pause_takes_the_hub_server_back(self):
         a = login(self, self.px)
