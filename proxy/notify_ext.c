@@ -102,6 +102,16 @@ static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
     return true;
 }
 
+void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    struct fe_msg m = { (char)msg[0], msg + PGW_MSG_HDR, total - PGW_MSG_HDR };
+    uint32_t pos = 1;
+    const char *name;
+    if (sub && sub->nvst > 0 && m.len >= 2 && m.body[0] == 'S' && (name = fe_str(&m, &pos)))
+        vstmt_drop(sub, name);   /* the sub goes at the ReadyForQuery if that was all */
+}
+
 /* ---- reading the batch ---- */
 
 /* The Parse at the head of the batch, read: 1 a lone LISTEN/UNLISTEN

@@ -27,7 +27,7 @@
 
 /* A LISTEN or UNLISTEN the client prepared (extended protocol): pgwharf
  * answers its Parse and runs it at its Execute; no server has it. */
-#define NOTIFY_STMT_NAME_MAX 63
+#define NOTIFY_STMT_NAME_MAX PGW_NOTIFY_STMT_NAME_MAX
 struct notify_vstmt {
     char name[NOTIFY_STMT_NAME_MAX + 1];     /* "" = the unnamed statement */
     enum pgw_listen_kind kind;

@@ -445,6 +445,12 @@ void pgw_notify_discard(struct pgw_session *s);
  * ErrorResponse the client gets; pgw_notify_tx_ready: each ReadyForQuery's
  * status. */
 #define PGW_NOTIFY_QUERY_MAX 4096
+/* A Close (whole, at most PGW_NOTIFY_CLOSE_MAX bytes: longer names are
+ * never notify.c's) of a client holding s->notify: a prepared LISTEN or
+ * UNLISTEN of that name is gone. */
+#define PGW_NOTIFY_STMT_NAME_MAX 63
+#define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 2 + PGW_NOTIFY_STMT_NAME_MAX)
+void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);

@@ -1353,6 +1353,14 @@ static bool scan_client(struct pgw_session *s)
                 break;
             }
         }
+        if (type == PGW_FE_CLOSE && s->notify && total <= PGW_NOTIFY_CLOSE_MAX) {
+            if (total > avail) {
+                if (s->query_start == 0)
+                    s->query_start = ev_now(s->px->loop);
+                break;      /* a few bytes: read it whole first */
+            }
+            pgw_notify_close(s, p, total);
+        }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);
              * the rest only queue a reply. */

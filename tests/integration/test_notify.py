@@ -928,6 +928,35 @@ class TestExtendedProtocol(NotifyCase):
             self.assertEqual(asyncio.run(run(cache)),
                              [("a", "pgw_apg", "async"), ("b", "pgw_apg", "async")], cache)
 
+    def test_close_forgets_a_prepared_listen(self):
+        # Close of a prepared LISTEN (asyncpg closes the statements its
+        # cache evicts): pgwharf kept it, and a Bind of the name ran it
+        # where PostgreSQL has no such statement (26000); a client
+        # listening on channel after channel grew the table without end.
+        for mps, closing in ((200, "between transactions"), (200, "inside a transaction"),
+                             (0, "between transactions")):
+            with self.subTest(closing=closing, max_prepared_statements=mps):
+                self.px.settings["max_prepared_statements"] = mps
+                self.px.write_config()
+                self.px.admin("RELOAD")
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg("s1", "LISTEN pgw_closed") + hz.msg(b"D", b"Ss1\x00") +
+                          hz.msg(b"H"))
+                self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"t", b"n"])
+                a.sendall(bind_exec("s1"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+                if closing == "inside a transaction":
+                    self.assertEqual(hz.simple_query(a, "begin"), ([], []))
+                a.sendall(hz.msg(b"C", b"Ss1\x00") + hz.msg(b"S"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"3", b"Z"])
+                if closing == "inside a transaction":
+                    self.assertEqual(hz.simple_query(a, "commit"), ([], []))
+                a.sendall(bind_exec("s1"))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+                a.close()
+
     def test_no_channel_left_gives_the_server_back(self):
         # asyncpg's remove_listener: the client's prepared LISTEN and
         # UNLISTEN stay with pgwharf, which kept the listening server with
