@@ -289,6 +289,78 @@ static bool sql_keyword(const char **p, const char *end, const char *kw)
     return true;
 }
 
+/* The end of a dollar-quoted string whose opening tag ($tag$, tag len n
+ * including both $) starts at p; NULL when unterminated. */
+static const char *dollar_end(const char *p, const char *end, size_t n)
+{
+    for (const char *q = p + n; q + n <= end; q++)
+        if (*q == '$' && memcmp(q, p, n) == 0)
+            return q + n;
+    return NULL;
+}
+
+size_t pgw_sql_statement_end(const char *sql, size_t len)
+{
+    const char *p = sql, *end = sql + len;
+    while (p < end) {
+        char c = *p;
+        if (c == ';')
+            return (size_t)(p - sql);
+        if (c == '\'' || c == '"') {
+            /* E'...' takes backslash escapes; '' and "" are the quote */
+            bool esc = c == '\'' && p > sql && (p[-1] == 'E' || p[-1] == 'e') &&
+                       (p - 1 == sql || !ident_cont((unsigned char)p[-2]));
+            for (p++; p < end; p++) {
+                if (esc && *p == '\\' && p + 1 < end) {
+                    p++;
+                } else if (*p == c) {
+                    if (p + 1 < end && p[1] == c)
+                        p++;
+                    else
+                        break;
+                }
+            }
+            if (p < end)
+                p++;
+        } else if (c == '-' && p + 1 < end && p[1] == '-') {
+            while (p < end && *p != '\n')
+                p++;
+        } else if (c == '/' && p + 1 < end && p[1] == '*') {
+            int depth = 0;                       /* comments nest */
+            while (p < end) {
+                if (*p == '/' && p + 1 < end && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (*p == '*' && p + 1 < end && p[1] == '/') {
+                    p += 2;
+                    if (--depth == 0)
+                        break;
+                } else {
+                    p++;
+                }
+            }
+        } else if (c == '$' && (p == sql || !ident_cont((unsigned char)p[-1]))) {
+            /* $tag$ or $$ opens a dollar quote; $1 is a parameter */
+            const char *q = p + 1;
+            if (q < end && ident_start((unsigned char)*q))
+                while (q < end && ident_cont((unsigned char)*q) && *q != '$')
+                    q++;
+            if (q < end && *q == '$') {
+                const char *e = dollar_end(p, end, (size_t)(q - p) + 1);
+                p = e ? e : end;
+            } else {
+                p++;
+            }
+        } else if (ident_cont((unsigned char)c)) {
+            while (p < end && ident_cont((unsigned char)*p))
+                p++;                             /* a name: no quote starts inside it */
+        } else {
+            p++;
+        }
+    }
+    return len;
+}
+
 enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1])
 {
     const char *p = sql, *end = sql + len;

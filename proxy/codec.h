@@ -95,4 +95,10 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
 enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
 enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1]);
 
+/* Where the first statement of sql[0..len) ends: the offset of the ';'
+ * that ends it, outside string literals, quoted names, dollar quotes and
+ * comments (as PostgreSQL's scanner, with standard_conforming_strings on),
+ * or len when none does. */
+size_t pgw_sql_statement_end(const char *sql, size_t len);
+
 #endif

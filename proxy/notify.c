@@ -33,11 +33,11 @@
  *   server).
  *
  * A lone LISTEN or UNLISTEN through the extended protocol (Parse, Bind,
- * Execute) between transactions: notify_ext.c.  A lone LISTEN or UNLISTEN
- * inside a transaction runs on the client's server and becomes the hub's
- * when the transaction commits (see "inside a transaction" below).  One
- * among other statements of a Query runs on the client's server only
- * (relay.c listen_check).
+ * Execute) between transactions: notify_ext.c.  One inside a transaction,
+ * or among other statements of a Query, runs on the client's server and
+ * becomes the hub's when the transaction commits (see "inside a
+ * transaction" below).  One inside a function runs on the client's server
+ * only (relay.c listen_check).
  *
  * The hub's server speaks UTF-8: a client's LISTEN text is read in its
  * client_encoding, and each notification goes out converted to it.
@@ -1188,11 +1188,12 @@ void pgw_notify_session_gone(struct pgw_session *s)
 
 /* ---- LISTEN and UNLISTEN inside a transaction ----
  *
- * A lone LISTEN or UNLISTEN a client sends while it holds a server
- * (inside a transaction block: BEGIN, then LISTEN, as psycopg2, pgjdbc and
- * other drivers do outside autocommit; or behind other messages), as a
- * Query or a Parse executed before its Sync, runs there, so PostgreSQL
- * checks it and the transaction decides it.  pgwharf notes it,
+ * A LISTEN or UNLISTEN a client sends while it holds a server (inside a
+ * transaction block: BEGIN, then LISTEN, as psycopg2, pgjdbc and other
+ * drivers do outside autocommit; behind other messages; or among other
+ * statements of one Query), as a Query or a Parse executed before its
+ * Sync, runs there, so PostgreSQL checks it and the transaction decides
+ * it.  pgwharf notes it,
  * and when the transaction commits the hub takes it over: from then on the
  * client gets the channel's notifications from the hub, as after a LISTEN
  * of its own (the server it ran on is closed when given back, relay.c
@@ -1271,18 +1272,11 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     }
     /* A Query's text ends the message (an UPDATE is turned down before it
      * is read through); a Parse's is followed by its parameter types. */
-    const char *sql_end = (char)msg[0] == PGW_FE_QUERY && end > sql && end[-1] == '\0'
+    bool query = (char)msg[0] == PGW_FE_QUERY;
+    const char *sql_end = query && end > sql && end[-1] == '\0'
                               ? end - 1 : memchr(sql, '\0', (size_t)(end - sql));
-    if (!sql_end)
+    if (!sql_end || strlen(sql) != (size_t)(sql_end - sql))
         return true;
-    char chan[PGW_CHANNEL_MAX + 1];
-    bool converted;
-    enum pgw_listen_kind kind = pgw_notify_parse(s, sql, (size_t)(sql_end - sql), chan,
-                                                 &converted);
-    if (kind == PGW_LISTEN_NONE || strlen(sql) != (size_t)(sql_end - sql))
-        return true;
-    if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
-        return true;      /* nothing to undo; a pool of one keeps it as before */
     /* Its place in what the client sent: the request the server answers
      * after those outstanding, and the message in its batch.  The same
      * message is offered again when the relay scans it again (prepared.c
@@ -1293,10 +1287,25 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     if (was && was->ntx > 0 && was->tx[was->ntx - 1].req == req &&
         was->tx[was->ntx - 1].at == at)
         return true;
-    struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-    if (!sub || !tx_note(sub, kind, chan, req, at)) {
-        pgw_session_close(s, "53200", "out of memory");
-        return false;
+    /* A Parse holds one statement; a Query may hold several (BEGIN; LISTEN
+     * a; LISTEN b; COMMIT), each noted in its order (their tags come in
+     * that order). */
+    for (const char *p = sql; p < sql_end;) {
+        size_t n = query ? pgw_sql_statement_end(p, (size_t)(sql_end - p))
+                         : (size_t)(sql_end - p);
+        char chan[PGW_CHANNEL_MAX + 1];
+        bool converted;
+        enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted);
+        p += n + 1;
+        if (kind == PGW_LISTEN_NONE)
+            continue;
+        if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
+            continue;     /* nothing to undo; a pool of one keeps it as before */
+        struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
+        if (!sub || !tx_note(sub, kind, chan, req, at)) {
+            pgw_session_close(s, "53200", "out of memory");
+            return false;
+        }
     }
     return true;
 }

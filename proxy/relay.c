@@ -1240,10 +1240,11 @@ static bool ps_type(char type)
 }
 
 /* Scan client messages; returns false when the session was closed. */
-/* A Query or Parse that may be a lone LISTEN or UNLISTEN, sent while the
- * client holds a server: notify.c notes it (the hub's if its transaction
- * commits).  1: go on, 0: read the message whole first, -1: the session
- * was closed. */
+/* A Query or Parse that may be a lone LISTEN or UNLISTEN (or a Query
+ * with one among its statements), sent while the client holds a server:
+ * notify.c notes it (the hub's if its transaction commits).  1: go on, 0:
+ * read the message whole first (any Query or Parse of up to
+ * PGW_NOTIFY_QUERY_MAX bytes), -1: the session was closed. */
 static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t avail,
                            uint32_t total)
 {
@@ -1253,12 +1254,19 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
         const uint8_t *z = memchr(text, '\0', (size_t)(end - text));
         text = z ? z + 1 : end;
     }
-    if (text >= end)
-        return total > avail && small ? 0 : 1;
-    if (!pgw_notify_may_start(*text))
-        return 1;
     if (total > avail)
         return small ? 0 : 1;
+    if (text >= end)
+        return 1;
+    /* A Query of several statements (a ';' with more after it) may hold
+     * one anywhere. */
+    bool maybe = pgw_notify_may_start(*text);
+    const uint8_t *semi = maybe || p[0] != PGW_FE_QUERY ? NULL
+                                                       : memchr(text, ';', (size_t)(end - text));
+    while (semi && ++semi < end && (*semi <= ' ' || *semi == ';'))
+        ;              /* what follows the last ';': white space, the final NUL */
+    if (!maybe && !(semi && semi < end))
+        return 1;
     return pgw_notify_tx_message(s, p, total) ? 1 : -1;
 }
 

@@ -8,7 +8,8 @@
  * pgw_msg_complete() as during auth (cap 8192) and the relay (cap 1 GiB).
  * Each parameter value is also read as the options parameter
  * (pgw_startup_options), each Query's text as a lone LISTEN or UNLISTEN
- * (pgw_listen_parse).
+ * (pgw_listen_parse), and cut into statements (pgw_sql_statement_end),
+ * each read so too.
  * Invariants checked beyond "no crash": a parsed packet's pointers lie
  * inside it; a complete message never claims more bytes than are there;
  * an option's name and value are no longer than the text they came from,
@@ -111,6 +112,20 @@ static void listen_statement(const uint8_t *sql, size_t len)
     }
 }
 
+/* A Query's text cut into statements (pgw_sql_statement_end), each read
+ * as above: each end is within the text and at a ';' unless it is the
+ * text's end, so the walk moves on and stops. */
+static void statements(const uint8_t *sql, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        size_t n = pgw_sql_statement_end((const char *)sql + off, len - off);
+        if (n > len - off || (n < len - off && sql[off + n] != ';'))
+            abort();
+        listen_statement(sql + off, n);
+        off += n + 1;
+    }
+}
+
 static void messages(const uint8_t *buf, size_t len, uint32_t max)
 {
     while (len > 0) {
@@ -121,8 +136,10 @@ static void messages(const uint8_t *buf, size_t len, uint32_t max)
             return;
         if ((size_t)n > len || n < (long)PGW_MSG_HDR)
             abort();
-        if (buf[0] == 'Q')
+        if (buf[0] == 'Q') {
             listen_statement(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
+            statements(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
+        }
         buf += n;
         len -= (size_t)n;
     }

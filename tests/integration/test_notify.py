@@ -186,13 +186,6 @@ class TestFanOut(NotifyCase):
         self.listen(b, "unlisten *")
         pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
 
-    def test_listen_among_other_statements_stays_on_the_server(self):
-        # Not a lone LISTEN: it runs on the client's server; that server
-        # is closed when given back (relay.c listen_check).
-        a = login(self, self.px)
-        self.assertEqual(hz.simple_query(a, "begin; listen pgw_inside; commit"), ([], []))
-        self.assertEqual(self.listeners(), 0)
-
     def test_client_leaves_mid_listen_and_hub_forgets(self):
         a = login(self, self.px)
         self.listen(a, "listen pgw_gone")
@@ -287,6 +280,32 @@ class TestInsideATransaction(NotifyCase):
         self.hub_listens("pgw_behind")
         self.notify("pgw_behind", "p")
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_behind", "p")])
+
+    def test_among_other_statements_of_one_query(self):
+        # Each statement of the Query in turn: BEGIN; LISTEN; COMMIT, two
+        # LISTENs (their server is taken, and closed when given back), an
+        # implicit transaction a later statement fails, a LISTEN inside a
+        # string literal.
+        a = login(self, self.px)
+        self.expect(a, "begin; listen pgw_m1; commit", ["BEGIN", "LISTEN", "COMMIT"], b"I")
+        self.expect(a, "listen pgw_m2; listen \"pgw;m3\";", ["LISTEN", "LISTEN"], b"I")
+        a.sendall(hz.query_msg("listen pgw_m4; select 1/0"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"E", b"Z"])
+        a.sendall(hz.query_msg("select 'x; listen pgw_m5'; select 2"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"T", b"D", b"C", b"T", b"D", b"C", b"Z"])
+        # The witness's LISTENs queue behind what the hub was asked before:
+        # once they are answered, the hub listens on all five.
+        chans = ["pgw_m1", "pgw_m2", "pgw;m3", "pgw_m4", "pgw_m5"]
+        w = login(self, self.px)
+        for chan in chans:
+            self.listen(w, 'listen "%s"' % chan)
+        for chan in chans:
+            self.pg.psql("select pg_notify('%s', 'n')" % chan)
+        self.assertEqual([n[1] for n in read_notifications(w, 5)], chans)
+        self.assertEqual([n[1] for n in read_notifications(a, 3)], chans[:3])
+        a.sendall(hz.query_msg("select 5"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
 
     def test_prepared_inside_a_transaction(self):
         # pgjdbc outside autocommit: BEGIN and the LISTEN in one batch,

@@ -470,6 +470,40 @@ static void test_listen_parse(void **state)
     assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, chan), PGW_LISTEN_NONE);
 }
 
+/* ---- statements of a Query ---- */
+
+static void test_statement_end(void **state)
+{
+    (void)state;
+    static const struct { const char *sql; size_t end; } cases[] = {
+        { "LISTEN a; LISTEN b", 8 },
+        { "select 1", 8 },                              /* none: the whole text */
+        { ";", 0 },
+        { "select 'a;b'; listen x", 12 },               /* inside a literal */
+        { "select 'it''s;'; x", 15 },                   /* '' is a quote */
+        { "select E'\\';'; x", 13 },                  /* E'' takes \' */
+        { "select e'a\\'b;'; x", 15 },
+        { "select ne'a\\';x", 13 },                   /* the name ne: a plain literal */
+        { "select \"a;\"\"b\"; x", 14 },             /* a quoted name, "" inside */
+        { "select 1 -- a; b\n; x", 17 },               /* a line comment */
+        { "select /* a; /* b; */ c; */ 1; x", 29 },     /* comments nest */
+        { "select $$a;b$$; x", 14 },
+        { "select $f$ $$; $f$; x", 18 },                /* $$ inside $f$ */
+        { "select $1; x", 9 },                          /* a parameter, no quote */
+        { "select a$b; x", 10 },                        /* $ inside a name */
+        { "select $q$ unterminated; x", 26 },
+        { "select 'open; x", 15 },
+        { "select \xc3\xa9; x", 9 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t got = pgw_sql_statement_end(cases[i].sql, strlen(cases[i].sql));
+        if (got != cases[i].end)
+            fail_msg("case %zu: \"%s\" -> %zu, want %zu", i, cases[i].sql, got, cases[i].end);
+    }
+    /* len bounds it */
+    assert_int_equal(pgw_sql_statement_end("ab;c", 2), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -490,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_options_long_and_hostile),
         cmocka_unit_test(test_dollar_tag),
         cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_statement_end),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
