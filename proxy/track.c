@@ -50,11 +50,22 @@ static const struct pgw_track_mixed *mixed_first(const struct pgw_track *t)
 /* The replies that end a Parse, Bind, Close, Describe (after its
  * ParameterDescription) and Execute (after its rows or COPY), which come
  * before anything the Query's own answer holds.  An ErrorResponse ends
- * one too, but pgw_track_error reads it first. */
+ * one too, but pgw_track_error reads it first.  With nothing outstanding
+ * they answer the open batch, whose Query may come only after them (a
+ * client that flushed and read them first): counted all the same, or
+ * that Query's own error would pass for one of theirs. */
 void pgw_track_mixed_reply(struct pgw_track *t, char type)
 {
-    const struct pgw_track_mixed *m = mixed_first(t);
-    if (!m || t->ext_done >= m->ext)
+    uint32_t ext;
+    if (t->sync_out == 0) {
+        ext = (uint32_t)t->ext_open;
+    } else {
+        const struct pgw_track_mixed *m = mixed_first(t);
+        if (!m)
+            return;
+        ext = m->ext;
+    }
+    if (t->ext_done >= ext)
         return;
     switch (type) {
     case PGW_BE_PARSE_COMPLETE: case PGW_BE_BIND_COMPLETE: case PGW_BE_CLOSE_COMPLETE:

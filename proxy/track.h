@@ -72,7 +72,9 @@ struct pgw_track {
     uint32_t req_done;           /* requests answered (or skipped) since the link: the
                                   * first outstanding one has this number */
     uint32_t ext_done;           /* replies ending one of the extended messages of the
-                                  * first outstanding request, when it is mixed */
+                                  * first outstanding request, when it is mixed; while
+                                  * none is outstanding, of the open batch (a Query
+                                  * closing it takes them along) */
     int nmixed;
     struct pgw_track_mixed mixed[PGW_TRACK_MIXED_MAX];   /* oldest first */
 };
@@ -171,7 +173,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
  * not taken back. */
 static inline void pgw_track_backend(struct pgw_track *t, char type)
 {
-    if (t->nmixed > 0)
+    if (t->nmixed > 0 || (t->sync_out == 0 && t->ext_open > 0))
         pgw_track_mixed_reply(t, type);
     if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
         type == PGW_BE_PORTAL_SUSPENDED)

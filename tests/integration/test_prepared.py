@@ -1033,6 +1033,50 @@ class TestSkippedQueryWithoutRewriting(pt.PgwharfTestCase):
                 self.assertEqual(self.exchange("transaction", max_prepared_statements=mps), want)
 
 
+class TestMixedQueryAnsweredAfterAFlush(pt.PgwharfTestCase):
+    """max_prepared_statements = 0: a client flushes a Parse/Bind/Execute
+    and reads their answers, then sends a Query that fails, its Sync and
+    one more Query.  The tracker counted the answers of the Execute's batch
+    only once the Query was sent, so it took the Query's own error for the
+    Execute's (the Query skipped): it expected one ReadyForQuery too few and
+    gave the server back at the Sync's, with the last Query still running;
+    its rows went to the next client.  An advisory lock holds that Query
+    on the server while the next client asks; with a pool of one server it
+    must wait for it."""
+
+    def test_the_last_query_stays_with_its_client(self):
+        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
+                                  query_wait_timeout="20s")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        try:
+            gate.cursor().execute("select pg_advisory_lock(4242)")
+            a.send(a.parse("", "select 1"), a.bind(""), a.execute(), a.msg(b"H"))
+            self.assertEqual(types([a.read_msg() for _ in range(4)]), "12DC")
+            a.send(a.msg(b"Q", b"selec\x00"), a.sync(),
+                   a.msg(b"Q", b"select 'A' from pg_advisory_xact_lock(4242)\x00"))
+            msgs = [a.read_msg() for _ in range(3)]
+            self.assertEqual(types(msgs), "EZZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "42601")
+            self.pg.wait_running("pg_advisory_xact_lock(4242)", lock_wait=True)
+            b.send(b.msg(b"Q", b"select 'B'\x00"))
+            # The server is still A's: B waits for it.
+            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"] == "1", timeout=5,
+                          what="the next client waiting for the server")
+            gate.cursor().execute("select pg_advisory_unlock(4242)")
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"A", msgs[1][1])
+            msgs = b.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"B", msgs[1][1])
+        finally:
+            gate.close()
+            a.close()
+            b.close()
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips

@@ -397,6 +397,46 @@ static void test_a_mixed_querys_own_error_is_answered(void **state)
     }
 }
 
+/* P B E and a Flush, their answers read, then a Query that fails and the
+ * Sync: the answers came before the Query made the batch a mixed one, and
+ * still count -- the Query's error is its own, two ReadyForQuery follow. */
+static void test_a_mixed_querys_own_error_after_a_flush(void **state)
+{
+    (void)state;
+    struct conv c = { 0 };
+    extended(&c.fe, "select 1");
+    c.fe.n -= 5;                                /* no Sync */
+    flush(&c.fe);
+    add(&c.be, '1', "", 0);
+    add(&c.be, '2', "", 0);
+    row_of_1(&c.be);
+    complete(&c.be, "SELECT 1");
+    query(&c.fe2, "selec");
+    sync(&c.fe2);
+    error(&c.be2);
+    ready(&c.be2, 'I');
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_int_equal(t.sync_out, 1);        /* the Sync's */
+        assert_false(t.skip_sync);
+        assert_false(pgw_track_idle(&t));
+    }
+    ready(&c.be2, 'I');
+    struct pgw_track t = run(&c, 3);
+    assert_true(pgw_track_idle(&t));
+    /* A FunctionCall likewise, after a Close answered. */
+    struct pgw_track f = { .tx_status = 'I' };
+    pgw_track_frontend(&f, 'C');
+    pgw_track_frontend(&f, 'H');
+    pgw_track_backend(&f, '3');
+    pgw_track_frontend(&f, 'F');
+    pgw_track_frontend(&f, 'S');
+    pgw_track_error(&f);
+    pgw_track_backend(&f, 'E');
+    assert_false(pgw_track_ready(&f, 'I'));
+    assert_true(pgw_track_ready(&f, 'I'));
+}
+
 /* More mixed Queries outstanding than the tracker keeps: an error skipping
  * one it did not keep leaves a ReadyForQuery expected -- the server is
  * kept, never released early. */
@@ -436,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_error_in_the_open_batch_skips_the_next_query),
         cmocka_unit_test(test_error_before_a_mixed_query_skips_it),
         cmocka_unit_test(test_a_mixed_querys_own_error_is_answered),
+        cmocka_unit_test(test_a_mixed_querys_own_error_after_a_flush),
         cmocka_unit_test(test_mixed_queries_beyond_the_limit_keep_the_server),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
