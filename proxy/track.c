@@ -7,13 +7,21 @@
 
 /* A Query or FunctionCall opens a request (called before sync_out counts
  * it): one more for every mixed request whose Sync is still to come, and
- * a mixed one itself after extended messages of its batch. */
+ * a mixed one itself after extended messages of its batch.  One not kept
+ * may be skipped unseen, and the numbers of the requests after it be one
+ * too high: none is kept from then on until nothing is outstanding (the
+ * first of them would pass for outstanding while the server answers the
+ * next, and a Query's own error there for the skipping of it). */
 void pgw_track_mixed_query(struct pgw_track *t)
 {
     for (int i = t->nmixed; i-- > 0 && t->mixed[i].open;)
         t->mixed[i].skip++;
-    if (t->ext_open == 0 || t->nmixed == PGW_TRACK_MIXED_MAX)
+    if (t->ext_open == 0)
         return;
+    if (t->nmixed == PGW_TRACK_MIXED_MAX || t->mixed_off) {
+        t->mixed_off = true;
+        return;
+    }
     t->mixed[t->nmixed++] = (struct pgw_track_mixed) {
         .seq = t->req_done + (uint32_t)t->sync_out, .ext = (uint32_t)t->ext_open,
         .skip = 1, .open = true,

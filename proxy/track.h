@@ -45,7 +45,8 @@
  * batch.  More than PGW_TRACK_MIXED_MAX outstanding at once are not kept:
  * an error skipping one of those leaves a ReadyForQuery expected that never
  * comes, so the server stays with the client (closed when it leaves),
- * never handed on early. */
+ * never handed on early -- and no later one is kept either (mixed_off),
+ * their numbers counting that ReadyForQuery. */
 #define PGW_TRACK_MIXED_MAX 8
 struct pgw_track_mixed {
     uint32_t seq;                /* its request's number (req_done counts them) */
@@ -67,6 +68,10 @@ struct pgw_track {
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
     bool skip_sync;              /* the server skips messages until the next Sync */
+    /* The numbers of the requests outstanding may be off (a mixed Query
+     * was not kept: the server may skip it unseen): no new mixed request
+     * is kept until nothing is outstanding. */
+    bool mixed_off;
     int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
                                   * Sync/Query/FunctionCall */
     uint32_t req_done;           /* requests answered (or skipped) since the link: the
@@ -82,7 +87,7 @@ struct pgw_track {
 static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
-    t->copy = t->exec_last = t->copy_in = t->skip_sync = false;
+    t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = false;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
 }
@@ -198,6 +203,8 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     }
     t->exec_done = 0;
     t->tx_status = status;
+    if (t->sync_out == 0)
+        t->mixed_off = false;
     t->copy = t->copy_in = false;
     return t->sync_out == 0;
 }

@@ -1077,6 +1077,56 @@ class TestMixedQueryAnsweredAfterAFlush(pt.PgwharfTestCase):
             b.close()
 
 
+class TestMixedQueriesBeyondTheLimit(pt.PgwharfTestCase):
+    """max_prepared_statements = 0: nine Queries each after a Parse of
+    their batch, sent at once, the last Parse failing (PostgreSQL skips
+    that Query).  The tracker keeps eight such Queries: the ninth kept a
+    ReadyForQuery expected, as documented, but the next such Query was
+    kept with a number counting it, so the tracker took the Query after it
+    for that one, its own error for a skipping, and gave the server back
+    two ReadyForQuery early, with the last Query still running (its rows to
+    the next client).  An advisory lock holds that Query on the server."""
+
+    def test_the_last_query_stays_with_its_client(self):
+        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
+                                  query_wait_timeout="20s")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+
+        def q(sql):
+            return a.msg(b"Q", sql.encode() + b"\x00")
+        try:
+            gate.cursor().execute("select pg_advisory_lock(4243)")
+            a.send(*([a.parse("", "select 1"), q("select 1")] * 8),
+                   a.parse("", "selec"), q("select 1"), a.sync())
+            msgs = [a.read_msg() for _ in range(8 * 5 + 2)]
+            self.assertEqual(types(msgs), "1TDCZ" * 8 + "EZ", msgs)
+            a.send(a.parse("", "select 1"), q("select 1"), q("selec"), a.sync(),
+                   q("select 'A' from pg_advisory_xact_lock(4243)"))
+            msgs = [a.read_msg() for _ in range(8)]
+            self.assertEqual(types(msgs), "1TDCZEZZ", msgs)
+            self.pg.wait_running("pg_advisory_xact_lock(4243)", lock_wait=True)
+            b.send(b.msg(b"Q", b"select 'B'\x00"))
+            # The server is still A's: B waits for it.
+            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"]
+                          == "1", timeout=5, what="the next client waiting for the server")
+            gate.cursor().execute("select pg_advisory_unlock(4243)")
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"A", msgs[1][1])
+            # The skipped Query's ReadyForQuery is still expected: the server
+            # stays A's until A leaves, then B is served.
+            a.close()
+            msgs = b.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"B", msgs[1][1])
+        finally:
+            gate.close()
+            a.close()
+            b.close()
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips

@@ -460,6 +460,45 @@ static void test_mixed_queries_beyond_the_limit_keep_the_server(void **state)
     assert_false(pgw_track_idle(&t));
 }
 
+/* One more mixed Query than the tracker keeps, skipped after its Parse
+ * failed: its ReadyForQuery stays expected, and the numbers of the
+ * requests after it count it.  A mixed Query kept later would pass for
+ * outstanding while the server answers the next one, whose own error then
+ * passed for the skipping of it: two ReadyForQuery expected too few. */
+static void test_no_mixed_query_kept_after_one_was_not(void **state)
+{
+    (void)state;
+    struct pgw_track t = { .tx_status = 'I' };
+    for (int i = 0; i < PGW_TRACK_MIXED_MAX; i++) {
+        pgw_track_frontend(&t, 'P');
+        pgw_track_frontend(&t, 'Q');
+    }
+    pgw_track_frontend(&t, 'P');                /* fails */
+    pgw_track_frontend(&t, 'Q');                /* skipped */
+    pgw_track_frontend(&t, 'S');
+    for (int i = 0; i < PGW_TRACK_MIXED_MAX; i++) {
+        pgw_track_backend(&t, '1');
+        pgw_track_backend(&t, 'C');
+        assert_false(pgw_track_ready(&t, 'I'));
+    }
+    pgw_track_error(&t);
+    pgw_track_backend(&t, 'E');
+    assert_false(pgw_track_ready(&t, 'I'));      /* the Sync's; the Query's stays */
+    /* P Q Q(fails) S Q: all answered, the last Query's reply to come. */
+    const char sent[] = { 'P', 'Q', 'Q', 'S', 'Q' };
+    for (size_t i = 0; i < sizeof(sent); i++)
+        pgw_track_frontend(&t, sent[i]);
+    pgw_track_backend(&t, '1');
+    pgw_track_backend(&t, 'C');
+    assert_false(pgw_track_ready(&t, 'I'));
+    pgw_track_error(&t);
+    pgw_track_backend(&t, 'E');
+    assert_false(pgw_track_ready(&t, 'I'));
+    assert_false(pgw_track_ready(&t, 'I'));      /* the Sync's */
+    assert_true(t.sync_out > 0);
+    assert_false(pgw_track_idle(&t));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_a_mixed_querys_own_error_is_answered),
         cmocka_unit_test(test_a_mixed_querys_own_error_after_a_flush),
         cmocka_unit_test(test_mixed_queries_beyond_the_limit_keep_the_server),
+        cmocka_unit_test(test_no_mixed_query_kept_after_one_was_not),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
 }
