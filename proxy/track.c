@@ -7,7 +7,8 @@
 
 /* A Query or FunctionCall opens a request (called before sync_out counts
  * it): one more for every mixed request whose Sync is still to come, and
- * a mixed one itself after extended messages of its batch.  One not kept
+ * a mixed one itself after extended messages of its batch (not when some
+ * of them may have gone into a COPY: ext_unsure).  One not kept
  * may be skipped unseen, and the numbers of the requests after it be one
  * too high: none is kept from then on until nothing is outstanding (the
  * first of them would pass for outstanding while the server answers the
@@ -18,7 +19,7 @@ void pgw_track_mixed_query(struct pgw_track *t)
         t->mixed[i].skip++;
     if (t->ext_open == 0)
         return;
-    if (t->nmixed == PGW_TRACK_MIXED_MAX || t->mixed_off) {
+    if (t->nmixed == PGW_TRACK_MIXED_MAX || t->mixed_off || t->ext_unsure) {
         t->mixed_off = true;
         return;
     }

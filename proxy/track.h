@@ -27,7 +27,12 @@
  *              FunctionCall sent after extended messages of its batch (no
  *              Sync between: a "mixed" request, numbered and kept in
  *              `mixed`) can then be skipped -- when the error comes before
- *              those messages' replies are all in (ext_done).
+ *              those messages' replies are all in (ext_done).  Where the
+ *              numbers may be off (a mixed request not kept; a COPY FROM
+ *              STDIN, which reads the messages after it as its own) none is
+ *              kept until nothing is outstanding (mixed_off): a skipped
+ *              request then keeps the server with its client, never hands
+ *              it on early.
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
@@ -69,9 +74,12 @@ struct pgw_track {
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
     bool skip_sync;              /* the server skips messages until the next Sync */
     /* The numbers of the requests outstanding may be off (a mixed Query
-     * was not kept: the server may skip it unseen): no new mixed request
-     * is kept until nothing is outstanding. */
+     * was not kept: the server may skip it unseen; a COPY FROM STDIN may
+     * have read messages as its own): no new mixed request is kept until
+     * nothing is outstanding. */
     bool mixed_off;
+    bool ext_unsure;             /* the open batch was sent under mixed_off: some of
+                                  * its messages may get no answer */
     int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
                                   * Sync/Query/FunctionCall */
     uint32_t req_done;           /* requests answered (or skipped) since the link: the
@@ -87,7 +95,7 @@ struct pgw_track {
 static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
-    t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = false;
+    t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
 }
@@ -117,6 +125,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         if (t->ext_open > 0 || t->nmixed > 0)
             pgw_track_mixed_query(t);
         t->ext_open = 0;
+        t->ext_unsure = false;
         t->sync_exec = t->execs = 0;
         t->fe_open = 0;
         t->exec_last = t->copy_in = false;
@@ -125,6 +134,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         if (t->nmixed > 0)
             pgw_track_mixed_sync(t);
         t->ext_open = 0;
+        t->ext_unsure = false;
         t->skip_sync = false;
         if (t->exec_last)
             t->sync_exec++;
@@ -185,9 +195,16 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
         t->exec_done++;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
         t->copy = true;
-    if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
+    if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
+        /* The COPY reads what the client sent after the message that
+         * started it: a Sync there is read and ignored (no ReadyForQuery
+         * answers it); before PostgreSQL 14 any other message too, ending
+         * the COPY with an error (14 and later end the connection). */
+        t->mixed_off = true;
+        t->nmixed = 0;
+    }
 }
 
 /* ReadyForQuery with `status`: true when it answers the last outstanding
@@ -203,8 +220,10 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     }
     t->exec_done = 0;
     t->tx_status = status;
-    if (t->sync_out == 0)
+    if (t->sync_out == 0 && t->mixed_off) {
         t->mixed_off = false;
+        t->ext_unsure = t->ext_open > 0;
+    }
     t->copy = t->copy_in = false;
     return t->sync_out == 0;
 }

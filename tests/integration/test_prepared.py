@@ -1127,6 +1127,56 @@ class TestMixedQueriesBeyondTheLimit(pt.PgwharfTestCase):
             b.close()
 
 
+class TestMixedQueryAfterACopy(pt.PgwharfTestCase):
+    """max_prepared_statements = 0: a COPY FROM STDIN reads the messages
+    sent after its Query as its own, and a Sync there is read and ignored:
+    no ReadyForQuery answers it, and the tracker, expecting one, numbered
+    the requests after it one too high.  A mixed Query after the COPY
+    (Parse, Query, a failing Query, Sync, Query) was kept with that number:
+    the tracker took the next Query for it, that Query's own error for
+    the skipping of it, and gave the server back two ReadyForQuery early,
+    with the client's last Query still running (its rows to the next
+    client).  An advisory lock holds that Query there."""
+
+    def test_the_last_query_stays_with_its_client(self):
+        self.pg.psql("create table if not exists copy_gate (a int)")
+        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
+                                  query_wait_timeout="20s")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+
+        def q(sql):
+            return a.msg(b"Q", sql.encode() + b"\x00")
+        try:
+            gate.cursor().execute("select pg_advisory_lock(4244)")
+            a.send(q("copy copy_gate from stdin"), a.sync(), a.msg(b"c"))
+            self.assertEqual(types([a.read_msg() for _ in range(3)]), "GCZ")
+            a.send(a.parse("", "select 1"), q("select 1"), q("selec"), a.sync(),
+                   q("select 'A' from pg_advisory_xact_lock(4244)"))
+            msgs = [a.read_msg() for _ in range(8)]
+            self.assertEqual(types(msgs), "1TDCZEZZ", msgs)
+            self.pg.wait_running("pg_advisory_xact_lock(4244)", lock_wait=True)
+            b.send(b.msg(b"Q", b"select 'B'\x00"))
+            # The server is still A's: B waits for it.
+            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"]
+                          == "1", timeout=5, what="the next client waiting for the server")
+            gate.cursor().execute("select pg_advisory_unlock(4244)")
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"A", msgs[1][1])
+            # The ignored Sync's ReadyForQuery is still expected: the server
+            # stays A's until A leaves, then B is served.
+            a.close()
+            msgs = b.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"B", msgs[1][1])
+        finally:
+            gate.close()
+            a.close()
+            b.close()
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips

@@ -499,6 +499,61 @@ static void test_no_mixed_query_kept_after_one_was_not(void **state)
     assert_false(pgw_track_idle(&t));
 }
 
+/* A COPY FROM STDIN reads what the client sent after its Query: a Sync
+ * there is read and ignored (no ReadyForQuery for it), so the requests
+ * after it were numbered one too high.  A mixed Query after the COPY
+ * then passed for outstanding while the server answered the next Query,
+ * whose own error passed for the skipping of it. */
+static void test_no_mixed_query_after_a_copy_read_a_sync(void **state)
+{
+    (void)state;
+    struct conv c = { 0 };
+    query(&c.fe, "copy t from stdin");
+    sync(&c.fe);                                /* ignored by the COPY */
+    copy_done(&c.fe);
+    copy_in(&c.be);
+    complete(&c.be, "COPY 0");
+    ready(&c.be, 'I');
+    parse(&c.fe2, "select 1");
+    query(&c.fe2, "select 1");
+    query(&c.fe2, "selec");
+    sync(&c.fe2);
+    query(&c.fe2, "select 2");
+    add(&c.be2, '1', "", 0);
+    complete(&c.be2, "SELECT 1");
+    ready(&c.be2, 'I');
+    error(&c.be2);                              /* "selec"'s own */
+    ready(&c.be2, 'I');
+    ready(&c.be2, 'I');                         /* the Sync's */
+    for (size_t step = 1; step <= c.fe.n; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_true(t.sync_out >= 1);           /* select 2's (and the ignored Sync's) */
+        assert_false(pgw_track_idle(&t));
+    }
+}
+
+/* PostgreSQL 13 and older read a message that is not COPY data whole and
+ * fail the COPY with an ERROR (14 and later end the connection): a Bind
+ * there gets no answer of its own.  A Query closing its batch after the
+ * COPY's ReadyForQuery is not mixed: its own error is not the Bind's. */
+static void test_no_mixed_query_closing_a_batch_a_copy_read(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    pgw_track_frontend(&u, 'Q');
+    pgw_track_frontend(&u, 'B');                /* read by the COPY */
+    pgw_track_backend(&u, 'G');
+    pgw_track_error(&u);
+    pgw_track_backend(&u, 'E');
+    assert_true(pgw_track_ready(&u, 'I'));
+    pgw_track_frontend(&u, 'Q');
+    pgw_track_frontend(&u, 'S');
+    pgw_track_error(&u);                        /* the Query's own */
+    pgw_track_backend(&u, 'E');
+    assert_false(pgw_track_ready(&u, 'I'));
+    assert_true(pgw_track_ready(&u, 'I'));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +573,8 @@ int main(void)
         cmocka_unit_test(test_a_mixed_querys_own_error_after_a_flush),
         cmocka_unit_test(test_mixed_queries_beyond_the_limit_keep_the_server),
         cmocka_unit_test(test_no_mixed_query_kept_after_one_was_not),
+        cmocka_unit_test(test_no_mixed_query_after_a_copy_read_a_sync),
+        cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
 }
