@@ -13,7 +13,7 @@
 # reproduce one with build-fuzz/tests/fuzz/fuzz_TARGET FILE.
 # Prints one line per target: runs, execs/s, coverage, corpus size.
 #
-# Targets: startup wire_error conf authfile scram hba track aq_reply.
+# Targets: startup wire_error conf authfile scram hba track track_model aq_reply.
 # Environment: PGW_FUZZ_BUILD_DIR (default build-fuzz), PGW_JOBS,
 # PGW_FUZZ_NO_BUILD=1 (use what is built).
 set -euo pipefail
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
 BUILD=${PGW_FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${PGW_JOBS:-$(nproc 2>/dev/null || echo 2)}
-ALL=(startup wire_error conf authfile scram hba track aq_reply)
+ALL=(startup wire_error conf authfile scram hba track track_model aq_reply)
 
 usage() { sed -n '2,19p' "$0"; }
 

@@ -66,6 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         whole.exec_last != split.exec_last || whole.exec_batch != split.exec_batch ||
         whole.skip_sync != split.skip_sync || whole.ext_open != split.ext_open ||
         whole.req_done != split.req_done || whole.nmixed != split.nmixed ||
+        whole.ext_done != split.ext_done || whole.mixed_off != split.mixed_off ||
+        whole.ext_unsure != split.ext_unsure ||
         ws.skip != ss.skip || ws.nhdr != ss.nhdr)
         abort();
     if (whole.sync_out < 0 || whole.fe_open < 0 || whole.nmixed < 0 ||

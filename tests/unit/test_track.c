@@ -9,6 +9,7 @@
 
 #include "common/wire.h"
 #include "proxy/track.h"
+#include "track_model.h"
 
 /* ---- building a conversation ---- */
 
@@ -554,6 +555,30 @@ static void test_no_mixed_query_closing_a_batch_a_copy_read(void **state)
     assert_true(pgw_track_ready(&u, 'I'));
 }
 
+/* Random conversations with a model PostgreSQL backend (track_model.h):
+ * the server is never given back with a reply still to come, and is given
+ * back once nothing is (outside the cases the tracker keeps it by design).
+ * The fuzz target track_model explores further. */
+static void test_model_random_conversations(void **state)
+{
+    (void)state;
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    uint8_t script[512];
+    for (int run = 0; run < 200000; run++) {
+        size_t n = 2 + 2 * (size_t)(run % 256);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            script[i] = (uint8_t)(x >> 32);
+        }
+        enum track_model_result r = track_model_run(script, n);
+        if (r != TRACK_MODEL_OK)
+            fail_msg("conversation %d (%zu bytes): %s", run, n,
+                     r == TRACK_MODEL_EARLY ? "given back early" : "kept");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_no_mixed_query_kept_after_one_was_not),
         cmocka_unit_test(test_no_mixed_query_after_a_copy_read_a_sync),
         cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
+        cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
 }
