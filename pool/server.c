@@ -12,6 +12,7 @@
  */
 #include "pool/pool_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <openssl/err.h>
@@ -893,6 +894,30 @@ static int job_step(struct pgw_server *srv, char *why, size_t wl)
     }
 }
 
+static bool word_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+/* Does sql hold DISCARD ALL or RESET ALL (any case), which bring every
+ * setting of the session back to its default?  Another server_reset_query
+ * (DEALLOCATE ALL, say) leaves a client's SETs in place, and what the
+ * server reports after it is not the server's. */
+static bool resets_settings(const char *sql)
+{
+    for (const char *p = sql; p && *p; p++) {
+        size_t n = strncasecmp(p, "discard", 7) == 0 ? 7 : strncasecmp(p, "reset", 5) == 0 ? 5 : 0;
+        if (n == 0 || (p > sql && word_char(p[-1])) || !isspace((unsigned char)p[n]))
+            continue;
+        const char *w = p + n;
+        while (isspace((unsigned char)*w))
+            w++;
+        if (strncasecmp(w, "all", 3) == 0 && !word_char(w[3]))
+            return true;
+    }
+    return false;
+}
+
 static void job_finished(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
@@ -909,7 +934,7 @@ static void job_finished(struct pgw_server *srv)
         srv->request_time = ev_now(pool->set->loop);
         srv_priv(srv)->checked = true;
     }
-    if (job == SRV_JOB_RESET)
+    if (job == SRV_JOB_RESET && resets_settings(pool->set->cfg->server_reset_query))
         srv_priv(srv)->pristine = true;   /* a client's SETs are gone */
     if (pgw_pool_server_kind_changed(srv))
         pgw_server_close(srv, "its host no longer matches target_session_attrs");

@@ -470,6 +470,28 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         self.assertEqual(self.fake.logins, 1)
 
 
+    def test_a_set_kept_by_the_reset_query_is_the_clients(self):
+        # server_reset_query = DEALLOCATE ALL leaves a client's SET in place
+        # (PgBouncer's semantics): what the server reports after it is not
+        # its default.  Taken for the host's, it closed the server, skipped
+        # the host, and the next client was sent to the read-only one.
+        entry = ("host=127.0.0.1,127.0.0.1 port=%d,%d dbname=%s target_session_attrs=read-write "
+                 "load_balance_hosts=disable" % (self.pg.port, self.fake.port, self.pg.database))
+        px = self.start_pgwharf(settings=dict(SETTINGS, server_reset_query="DEALLOCATE ALL"),
+                                databases={"rw": entry})
+        conn = self.db_conn(px, db="rw")
+        pid = pt.one(conn, "select pg_backend_pid()")
+        conn.cursor().execute("set default_transaction_read_only = on")
+        conn.close()
+        pt.wait_until(lambda: all(r["sv_tested"] == "0" and r["cl_active"] == "0"
+                                  for r in px.show("POOLS", database="rw")),
+                      what="the server reset")
+        conn = self.db_conn(px, db="rw")
+        self.assertEqual(pt.one(conn, "select pg_backend_pid()"), pid)
+        self.assertNotIn("server_kind_changed", px.log())
+        self.assertEqual(self.fake.logins, 0)
+
+
 class SideClusterTestCase(pt.PgwharfTestCase):
     """self.side: SideClusters for the class's tests."""
 
