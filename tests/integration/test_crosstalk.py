@@ -16,6 +16,10 @@ token and loop for DURATION seconds over a random mix of:
   drop-in-tx   BEGIN; small; then the socket is closed abruptly
   drop-mid-row a large result (simple or extended protocol) half read, then
                the socket is closed abruptly
+  mixed        (with max_prepared_statements = 0) Parse/Bind/Execute and a
+               Flush, their answers read, then a Query that fails, a Sync
+               and a Query of the token; or a failing Parse, a Query
+               (skipped) and a Sync, then that Query
 
 Every DataRow must carry the client's own token (and the right value);
 any other token, a wrong value, an unexpected error or a protocol error
@@ -84,6 +88,9 @@ class CrossTalkClient:
     async def small(self):
         rows = await self.q("select '%s', pg_backend_pid(), now() = statement_timestamp()"
                             % self.tok, "small")
+        if rows and len(rows[0]) != 3:
+            raise Violation("small: %s got a row of %d columns: %r"
+                            % (self.tok, len(rows[0]), rows[0]))
         if rows and rows[0][2] != b"t":
             self.violations.append("small: %s ran inside a transaction it did not open "
                                    "(backend %s)" % (self.tok, rows[0][1]))
@@ -165,11 +172,50 @@ class CrossTalkClient:
             self.violations.append("drop-mid-row: %s saw %s" % (self.tok, other))
         self.conn.abort()
 
+    async def read_types(self, n, what):
+        got = []
+        for _ in range(n):
+            t, body = await self.conn.read_msg()
+            got.append(t)
+            if t == b"D":
+                self.check_rows([hz.data_row(body)], what, None)
+        return b"".join(got).decode()
+
+    async def mixed(self):
+        """A Query after extended messages of its batch (no Sync between),
+        its own error or theirs; the token's Query last."""
+        sql = b"select $1::text, pg_backend_pid()\x00"
+        mine = hz.query_msg("select '%s', pg_backend_pid()" % self.tok)
+        if self.rnd.random() < 0.5:
+            val = self.tok.encode()
+            self.conn.send(hz.msg(b"P", b"\x00" + sql + struct.pack("!H", 0)) +
+                           hz.msg(b"B", b"\x00\x00" + struct.pack("!HHI", 0, 1, len(val)) + val
+                                  + struct.pack("!H", 0)) +
+                           hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"H"))
+            want = ["12DC", "EZZ"]
+            first = await self.read_types(4, "mixed")
+            self.conn.send(hz.query_msg("selec") + hz.msg(b"S") + mine)
+        else:
+            self.conn.send(hz.msg(b"P", b"\x00selec\x00" + struct.pack("!H", 0)) +
+                           hz.query_msg("select 1") + hz.msg(b"S") + mine)
+            want = ["", "EZ"]
+            first = ""
+        second = await self.read_types(len(want[1]), "mixed")
+        if (first, second) != tuple(want):
+            raise Violation("mixed: %s got %s %s instead of %s" % (self.tok, first, second, want))
+        rows, err = await self.conn.read_result()
+        if err:
+            raise Violation("mixed: unexpected error %s %s" % (err.get("C"), err.get("M")))
+        self.check_rows(rows, "mixed", 1)
+
     async def run(self, until):
         actions = [(self.small, 30), (self.large, 15), (self.transaction, 15),
                    (self.pipelined, 10), (self.extended, 10), (self.prepared, 10),
                    (self.drop_in_tx, 5),
                    (self.drop_mid_row, 5)]
+        if self.test.mixed:
+            # Named statements are server-local without max_prepared_statements.
+            actions = [(fn, w) for fn, w in actions if fn != self.prepared] + [(self.mixed, 20)]
         total = sum(w for _, w in actions)
         while time.monotonic() < until and not self.violations:
             x = self.rnd.uniform(0, total)
@@ -197,8 +243,16 @@ def hz_tokens(text):
 
 
 class TestCrossTalk(pt.AppRoleTestCase):
+    mixed = False
+
     def test_every_client_sees_only_its_own_rows(self):
         self.cross_talk({})
+
+    def test_every_client_sees_only_its_own_rows_without_prepared_statements(self):
+        # max_prepared_statements = 0: the relay's tracker alone works out
+        # which request an extended-protocol error answers (mixed).
+        self.mixed = True
+        self.cross_talk({"max_prepared_statements": 0})
 
     def test_every_client_sees_only_its_own_rows_with_queries_queued_on_servers(self):
         # server_pipeline_depth: small, large, extended and prepared are
