@@ -577,11 +577,12 @@ class TestBreakers(AdminTestCase):
         self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
 
 
-    def test_a_login_parameter_refused_does_not_trip_the_backend(self):
-        # A typo in one entry's timezone: the server refuses that login
-        # parameter (FATAL 22023), which is the entry's configuration, not
-        # the server's health.  The other entries on the server go on.
-        bad = self.pg.conn_string(self.pg.database, timezone="Mars/Olympus_Mons")
+    def refused_entry_keeps_the_backend(self, bad, sqlstate, text):
+        """Entry "bad" (conn string bad) is refused at each login with
+        sqlstate (text in its message), which is the entry's configuration,
+        not the server's health: the other entry on the same server goes on,
+        no breaker opens, and within server_login_retry one login reached
+        PostgreSQL."""
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "breaker_threshold": 2,
                                           "server_login_retry": "30s"},
                                 databases={"bad": bad,
@@ -591,33 +592,26 @@ class TestBreakers(AdminTestCase):
             with socket.create_connection((px.host, px.port), timeout=10) as s:
                 with self.assertRaises(hz.PgError) as cm:
                     hz.sync_login(s, self.pg.user, "bad", self.pg.password)
-            self.assertEqual(cm.exception.sqlstate, "22023", cm.exception.fields)
-            self.assertIn("TimeZone", cm.exception.fields.get("M"))
+            self.assertEqual(cm.exception.sqlstate, sqlstate, cm.exception.fields)
+            self.assertIn(text, cm.exception.fields.get("M"))
         self.assertEqual(px.psql("select 'still here'"), "still here")
         states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
         self.assertTrue(all(st == "closed" for st in states), states)
         self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
 
+    def test_a_login_parameter_refused_does_not_trip_the_backend(self):
+        # A typo in one entry's timezone: the server refuses that login
+        # parameter (FATAL 22023).
+        self.refused_entry_keeps_the_backend(
+            self.pg.conn_string(self.pg.database, timezone="Mars/Olympus_Mons"),
+            "22023", "TimeZone")
+
     def test_a_failing_connect_query_does_not_trip_the_backend(self):
-        # The server answers the connect_query with an error: that is the
-        # entry's configuration, not the server's health.  Its clients get
-        # the server's SQLSTATE, and other entries on the server go on.
-        bad = self.pg.conn_string(self.pg.database, connect_query="select 1/0")
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "breaker_threshold": 2,
-                                          "server_login_retry": "30s"},
-                                databases={"bad": bad,
-                                           self.pg.database: self.pg.conn_string()})
-        conn = self.admin_conn(px)
-        for i in range(3):
-            with socket.create_connection((px.host, px.port), timeout=10) as s:
-                with self.assertRaises(hz.PgError) as cm:
-                    hz.sync_login(s, self.pg.user, "bad", self.pg.password)
-            self.assertEqual(cm.exception.sqlstate, "22012", cm.exception.fields)
-            self.assertIn("division by zero", cm.exception.fields.get("M"))
-        self.assertEqual(px.psql("select 'still here'"), "still here")
-        states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
-        self.assertTrue(all(st == "closed" for st in states), states)
-        self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
+        # The server answers the connect_query with an error: its clients
+        # get the server's SQLSTATE.
+        self.refused_entry_keeps_the_backend(
+            self.pg.conn_string(self.pg.database, connect_query="select 1/0"),
+            "22012", "division by zero")
 
 class TestPoolsFreed(AdminTestCase):
     """Pools that nobody can come back for must not stay for ever: those of

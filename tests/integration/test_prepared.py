@@ -1033,7 +1033,45 @@ class TestSkippedQueryWithoutRewriting(pt.PgwharfTestCase):
                 self.assertEqual(self.exchange("transaction", max_prepared_statements=mps), want)
 
 
-class TestMixedQueryAnsweredAfterAFlush(pt.PgwharfTestCase):
+class MixedQueryCase(pt.PgwharfTestCase):
+    """max_prepared_statements = 0, a pool of one server: client A sends a
+    sequence ending with a Query held on the server by an advisory lock
+    (key); B asks meanwhile and must wait until A's Query is done (then,
+    when a_leaves, until A leaves: a ReadyForQuery A's sequence never gets
+    is still expected)."""
+
+    def last_query_stays(self, key, sequence, a_leaves):
+        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
+                                  query_wait_timeout="20s")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        lock = "pg_advisory_xact_lock(" + str(key) + ")"
+        try:
+            gate.cursor().execute("select pg_advisory_lock(" + str(key) + ")")
+            sequence(a, lambda sql: a.msg(b"Q", sql.encode() + b"\x00"),
+                     "select 'A' from " + lock)
+            self.pg.wait_running(lock, lock_wait=True)
+            b.send(b.msg(b"Q", b"select 'B'\x00"))
+            # The server is still A's: B waits for it.
+            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"]
+                          == "1", timeout=5, what="the next client waiting for the server")
+            gate.cursor().execute("select pg_advisory_unlock(" + str(key) + ")")
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"A", msgs[1][1])
+            if a_leaves:
+                a.close()
+            msgs = b.until_ready()
+            self.assertEqual(types(msgs), "TDCZ", msgs)
+            self.assertIn(b"B", msgs[1][1])
+        finally:
+            gate.close()
+            a.close()
+            b.close()
+
+
+class TestMixedQueryAnsweredAfterAFlush(MixedQueryCase):
     """max_prepared_statements = 0: a client flushes a Parse/Bind/Execute
     and reads their answers, then sends a Query that fails, its Sync and
     one more Query.  The tracker counted the answers of the Execute's batch
@@ -1045,39 +1083,17 @@ class TestMixedQueryAnsweredAfterAFlush(pt.PgwharfTestCase):
     must wait for it."""
 
     def test_the_last_query_stays_with_its_client(self):
-        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
-                                  query_wait_timeout="20s")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
-        gate = psycopg2.connect(self.pg.dsn())
-        gate.autocommit = True
-        try:
-            gate.cursor().execute("select pg_advisory_lock(4242)")
+        def sequence(a, q, locked):
             a.send(a.parse("", "select 1"), a.bind(""), a.execute(), a.msg(b"H"))
             self.assertEqual(types([a.read_msg() for _ in range(4)]), "12DC")
-            a.send(a.msg(b"Q", b"selec\x00"), a.sync(),
-                   a.msg(b"Q", b"select 'A' from pg_advisory_xact_lock(4242)\x00"))
+            a.send(q("selec"), a.sync(), q(locked))
             msgs = [a.read_msg() for _ in range(3)]
             self.assertEqual(types(msgs), "EZZ", msgs)
             self.assertEqual(sqlstate(msgs[0][1]), "42601")
-            self.pg.wait_running("pg_advisory_xact_lock(4242)", lock_wait=True)
-            b.send(b.msg(b"Q", b"select 'B'\x00"))
-            # The server is still A's: B waits for it.
-            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"] == "1", timeout=5,
-                          what="the next client waiting for the server")
-            gate.cursor().execute("select pg_advisory_unlock(4242)")
-            msgs = a.until_ready()
-            self.assertEqual(types(msgs), "TDCZ", msgs)
-            self.assertIn(b"A", msgs[1][1])
-            msgs = b.until_ready()
-            self.assertEqual(types(msgs), "TDCZ", msgs)
-            self.assertIn(b"B", msgs[1][1])
-        finally:
-            gate.close()
-            a.close()
-            b.close()
+        self.last_query_stays(4242, sequence, a_leaves=False)
 
 
-class TestMixedQueriesBeyondTheLimit(pt.PgwharfTestCase):
+class TestMixedQueriesBeyondTheLimit(MixedQueryCase):
     """max_prepared_statements = 0: nine Queries each after a Parse of
     their batch, sent at once, the last Parse failing (PostgreSQL skips
     that Query).  The tracker keeps eight such Queries: the ninth kept a
@@ -1088,46 +1104,20 @@ class TestMixedQueriesBeyondTheLimit(pt.PgwharfTestCase):
     the next client).  An advisory lock holds that Query on the server."""
 
     def test_the_last_query_stays_with_its_client(self):
-        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
-                                  query_wait_timeout="20s")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
-        gate = psycopg2.connect(self.pg.dsn())
-        gate.autocommit = True
-
-        def q(sql):
-            return a.msg(b"Q", sql.encode() + b"\x00")
-        try:
-            gate.cursor().execute("select pg_advisory_lock(4243)")
+        def sequence(a, q, locked):
             a.send(*([a.parse("", "select 1"), q("select 1")] * 8),
                    a.parse("", "selec"), q("select 1"), a.sync())
             msgs = [a.read_msg() for _ in range(8 * 5 + 2)]
             self.assertEqual(types(msgs), "1TDCZ" * 8 + "EZ", msgs)
-            a.send(a.parse("", "select 1"), q("select 1"), q("selec"), a.sync(),
-                   q("select 'A' from pg_advisory_xact_lock(4243)"))
+            a.send(a.parse("", "select 1"), q("select 1"), q("selec"), a.sync(), q(locked))
             msgs = [a.read_msg() for _ in range(8)]
             self.assertEqual(types(msgs), "1TDCZEZZ", msgs)
-            self.pg.wait_running("pg_advisory_xact_lock(4243)", lock_wait=True)
-            b.send(b.msg(b"Q", b"select 'B'\x00"))
-            # The server is still A's: B waits for it.
-            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"]
-                          == "1", timeout=5, what="the next client waiting for the server")
-            gate.cursor().execute("select pg_advisory_unlock(4243)")
-            msgs = a.until_ready()
-            self.assertEqual(types(msgs), "TDCZ", msgs)
-            self.assertIn(b"A", msgs[1][1])
-            # The skipped Query's ReadyForQuery is still expected: the server
-            # stays A's until A leaves, then B is served.
-            a.close()
-            msgs = b.until_ready()
-            self.assertEqual(types(msgs), "TDCZ", msgs)
-            self.assertIn(b"B", msgs[1][1])
-        finally:
-            gate.close()
-            a.close()
-            b.close()
+        # The skipped Query's ReadyForQuery is still expected: the server
+        # stays A's until A leaves.
+        self.last_query_stays(4243, sequence, a_leaves=True)
 
 
-class TestMixedQueryAfterACopy(pt.PgwharfTestCase):
+class TestMixedQueryAfterACopy(MixedQueryCase):
     """max_prepared_statements = 0: a COPY FROM STDIN reads the messages
     sent after its Query as its own, and a Sync there is read and ignored:
     no ReadyForQuery answers it, and the tracker, expecting one, numbered
@@ -1140,41 +1130,16 @@ class TestMixedQueryAfterACopy(pt.PgwharfTestCase):
 
     def test_the_last_query_stays_with_its_client(self):
         self.pg.psql("create table if not exists copy_gate (a int)")
-        px, a = raw_on_one_server(self, "transaction", max_prepared_statements=0,
-                                  query_wait_timeout="20s")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
-        gate = psycopg2.connect(self.pg.dsn())
-        gate.autocommit = True
 
-        def q(sql):
-            return a.msg(b"Q", sql.encode() + b"\x00")
-        try:
-            gate.cursor().execute("select pg_advisory_lock(4244)")
+        def sequence(a, q, locked):
             a.send(q("copy copy_gate from stdin"), a.sync(), a.msg(b"c"))
             self.assertEqual(types([a.read_msg() for _ in range(3)]), "GCZ")
-            a.send(a.parse("", "select 1"), q("select 1"), q("selec"), a.sync(),
-                   q("select 'A' from pg_advisory_xact_lock(4244)"))
+            a.send(a.parse("", "select 1"), q("select 1"), q("selec"), a.sync(), q(locked))
             msgs = [a.read_msg() for _ in range(8)]
             self.assertEqual(types(msgs), "1TDCZEZZ", msgs)
-            self.pg.wait_running("pg_advisory_xact_lock(4244)", lock_wait=True)
-            b.send(b.msg(b"Q", b"select 'B'\x00"))
-            # The server is still A's: B waits for it.
-            pt.wait_until(lambda: px.show("POOLS", database=self.pg.database)[0]["cl_waiting"]
-                          == "1", timeout=5, what="the next client waiting for the server")
-            gate.cursor().execute("select pg_advisory_unlock(4244)")
-            msgs = a.until_ready()
-            self.assertEqual(types(msgs), "TDCZ", msgs)
-            self.assertIn(b"A", msgs[1][1])
-            # The ignored Sync's ReadyForQuery is still expected: the server
-            # stays A's until A leaves, then B is served.
-            a.close()
-            msgs = b.until_ready()
-            self.assertEqual(types(msgs), "TDCZ", msgs)
-            self.assertIn(b"B", msgs[1][1])
-        finally:
-            gate.close()
-            a.close()
-            b.close()
+        # The ignored Sync's ReadyForQuery is still expected: the server
+        # stays A's until A leaves.
+        self.last_query_stays(4244, sequence, a_leaves=True)
 
 
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
