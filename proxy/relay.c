@@ -1239,7 +1239,6 @@ static bool ps_type(char type)
     }
 }
 
-/* Scan client messages; returns false when the session was closed. */
 /* A Query or Parse that may be a lone LISTEN or UNLISTEN (or a Query
  * with one among its statements), sent while the client holds a server:
  * notify.c notes it (the hub's if its transaction commits).  1: go on, 0:
@@ -1270,6 +1269,7 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
     return pgw_notify_tx_message(s, p, total) ? 1 : -1;
 }
 
+/* Scan client messages; returns false when the session was closed. */
 static bool scan_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
