@@ -501,24 +501,19 @@ static bool convert_notification(struct converted *x, const struct pgw_pgenc_con
         x->msg = m;
         x->cap = need;
     }
-    const char *chan = (const char *)msg + PGW_MSG_HDR + 4;
-    size_t nchan = strlen(chan);
-    const char *payload = chan + nchan + 1;
-    size_t npay = strlen(payload);
     size_t off = PGW_MSG_HDR + 4;
     memcpy(x->msg, msg, off);                    /* type, length (set below), pid */
-    ssize_t a = pgw_pgenc_convert(c->to_client, chan, nchan, (char *)x->msg + off,
-                                  x->cap - off - 2);
-    if (a < 0)
-        return false;
-    off += (size_t)a;
-    x->msg[off++] = '\0';
-    ssize_t b = pgw_pgenc_convert(c->to_client, payload, npay, (char *)x->msg + off,
-                                  x->cap - off - 1);
-    if (b < 0)
-        return false;
-    off += (size_t)b;
-    x->msg[off++] = '\0';
+    const char *str = (const char *)msg + off;
+    for (int i = 0; i < 2; i++) {                /* the channel, then the payload */
+        size_t n = strlen(str);
+        ssize_t got = pgw_pgenc_convert(c->to_client, str, n, (char *)x->msg + off,
+                                        x->cap - off - (size_t)(2 - i));
+        if (got < 0)
+            return false;
+        off += (size_t)got;
+        x->msg[off++] = '\0';
+        str += n + 1;
+    }
     pgw_put_u32(x->msg + 1, (uint32_t)off - 1);
     x->len = (uint32_t)off;
     x->ok = true;

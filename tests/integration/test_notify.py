@@ -29,6 +29,14 @@ def login(test, px, **params):
     return s
 
 
+def login_app_user(test, px):
+    """A client of the other user's pool of the same database."""
+    s = socket.create_connection((px.host, px.port), timeout=20)
+    test.addCleanup(s.close)
+    hz.sync_login(s, test.pg.app_user, test.pg.database, test.pg.app_password)
+    return s
+
+
 def notification(body):
     """(pid, channel, payload) of a NotificationResponse body."""
     pid = struct.unpack("!i", body[:4])[0]
@@ -1051,9 +1059,7 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
                                           "max_db_connections": 2, "query_wait_timeout": 5})
         a = login(self, px)
-        b = socket.create_connection((px.host, px.port), timeout=20)
-        self.addCleanup(b.close)
-        hz.sync_login(b, self.pg.app_user, self.pg.database, self.pg.app_password)
+        b = login_app_user(self, px)
         self.assertEqual(hz.simple_query(a, "listen pgw_two"), ([], []))
         self.assertEqual(hz.simple_query(b, "listen pgw_two"), ([], []))
         self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
@@ -1139,9 +1145,7 @@ class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
                                           "max_db_connections": 3, "query_wait_timeout": 10})
         a = login(self, px)
-        b = socket.create_connection((px.host, px.port), timeout=20)
-        self.addCleanup(b.close)
-        hz.sync_login(b, self.pg.app_user, self.pg.database, self.pg.app_password)
+        b = login_app_user(self, px)
         self.assertEqual(hz.simple_query(a, "listen pgw_cap"), ([], []))
         self.assertEqual(hz.simple_query(b, "listen pgw_cap"), ([], []))
         px.settings["max_db_connections"] = 2
