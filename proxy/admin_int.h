@@ -123,6 +123,9 @@ struct pgw_dbstat {
     uint64_t recv, sent;     /* bytes from / to clients */
     uint64_t xact_us, query_us, wait_us;
     uint64_t wait_timeouts;
+    uint64_t ps_client_parses;   /* named Parses of clients (max_prepared_statements) */
+    uint64_t ps_server_parses;   /* Parses pgwharf sent to servers for them */
+    uint64_t ps_binds;           /* Binds of clients' named statements */
 };
 
 struct pgw_dbstat_row {

@@ -712,9 +712,9 @@ static void stat_values(struct pgw_rs *rs, const struct pgw_dbstat *d)
     pgw_rs_uint(rs, d->xact_us);
     pgw_rs_uint(rs, d->query_us);
     pgw_rs_uint(rs, d->wait_us);
-    pgw_rs_uint(rs, 0);          /* client_parse_count */
-    pgw_rs_uint(rs, 0);          /* server_parse_count */
-    pgw_rs_uint(rs, 0);          /* bind_count */
+    pgw_rs_uint(rs, d->ps_client_parses);
+    pgw_rs_uint(rs, d->ps_server_parses);
+    pgw_rs_uint(rs, d->ps_binds);
 }
 
 static int show_stats(struct pgw_session *s, enum stats_view view, struct pgw_wbuf *out)
@@ -776,9 +776,8 @@ static void total_row(struct pgw_rs *rs, const char *name, uint64_t v)
 
 /* SHOW TOTALS: SHOW STATS summed over databases, one name/value per row,
  * named as PgBouncer's show_stat_totals names them: "total_"/"avg_" and
- * its counter's field name (client_bytes, ps_bind_count...; the ps_* are 0
- * as in SHOW STATS).  The averages are per-database averages summed (rates)
- * or weighted. */
+ * its counter's field name (client_bytes, ps_bind_count...).  The averages
+ * are per-database averages summed (rates) or weighted. */
 static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "name", TX }, { "value", NU } };
@@ -796,6 +795,12 @@ static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
         t.xact_us += d->xact_us;
         t.query_us += d->query_us;
         t.wait_us += d->wait_us;
+        t.ps_client_parses += d->ps_client_parses;
+        t.ps_server_parses += d->ps_server_parses;
+        t.ps_binds += d->ps_binds;
+        a.ps_client_parses += v->ps_client_parses;
+        a.ps_server_parses += v->ps_server_parses;
+        a.ps_binds += v->ps_binds;
         a.assignments += v->assignments;
         a.xacts += v->xacts;
         a.queries += v->queries;
@@ -819,9 +824,9 @@ static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
     total_row(&rs, "total_xact_time", t.xact_us);
     total_row(&rs, "total_query_time", t.query_us);
     total_row(&rs, "total_wait_time", t.wait_us);
-    total_row(&rs, "total_ps_client_parse_count", 0);
-    total_row(&rs, "total_ps_server_parse_count", 0);
-    total_row(&rs, "total_ps_bind_count", 0);
+    total_row(&rs, "total_ps_client_parse_count", t.ps_client_parses);
+    total_row(&rs, "total_ps_server_parse_count", t.ps_server_parses);
+    total_row(&rs, "total_ps_bind_count", t.ps_binds);
     total_row(&rs, "avg_server_assignment_count", a.assignments);
     total_row(&rs, "avg_xact_count", a.xacts);
     total_row(&rs, "avg_query_count", a.queries);
@@ -830,9 +835,9 @@ static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
     total_row(&rs, "avg_xact_time", a.xact_us);
     total_row(&rs, "avg_query_time", a.query_us);
     total_row(&rs, "avg_wait_time", a.wait_us);
-    total_row(&rs, "avg_ps_client_parse_count", 0);
-    total_row(&rs, "avg_ps_server_parse_count", 0);
-    total_row(&rs, "avg_ps_bind_count", 0);
+    total_row(&rs, "avg_ps_client_parse_count", a.ps_client_parses);
+    total_row(&rs, "avg_ps_server_parse_count", a.ps_server_parses);
+    total_row(&rs, "avg_ps_bind_count", a.ps_binds);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -8,6 +8,8 @@
  *                              pgw_metrics_ready (metrics.c)
  *   assignments, wait_time,    the pools' counters (total_acquires,
  *   wait_timeouts              total_wait_us, total_wait_timeouts)
+ *   client/server parses,      the sessions' counters kept by prepared.c
+ *   binds                      (named statements, max_prepared_statements)
  * Totals = counters folded in from sessions and pools already freed +
  * sessions alive (open and closing) + pools.  A session counts once it has
  * a pool and is not an admin session, so a total never goes down -- until
@@ -99,6 +101,9 @@ static void add(struct pgw_dbstat *t, const struct pgw_dbstat *d)
     t->query_us += d->query_us;
     t->wait_us += d->wait_us;
     t->wait_timeouts += d->wait_timeouts;
+    t->ps_client_parses += d->ps_client_parses;
+    t->ps_server_parses += d->ps_server_parses;
+    t->ps_binds += d->ps_binds;
 }
 
 static void session_stat(const struct pgw_session *s, struct pgw_dbstat *d)
@@ -110,6 +115,9 @@ static void session_stat(const struct pgw_session *s, struct pgw_dbstat *d)
     d->sent = s->bytes_out;
     d->xact_us = s->xact_time_us;
     d->query_us = s->query_time_us;
+    d->ps_client_parses = s->ps_parse_count;
+    d->ps_server_parses = s->ps_server_parse_count;
+    d->ps_binds = s->ps_bind_count;
 }
 
 static void pool_stat(const struct pgw_pool *p, struct pgw_dbstat *d)
@@ -208,6 +216,9 @@ static void averages(const struct stat_entry *e, double dt, struct pgw_dbstat *a
     avg->recv = (uint64_t)(delta(b->recv, a->recv) / dt);
     avg->sent = (uint64_t)(delta(b->sent, a->sent) / dt);
     avg->wait_timeouts = (uint64_t)(delta(b->wait_timeouts, a->wait_timeouts) / dt);
+    avg->ps_client_parses = (uint64_t)(delta(b->ps_client_parses, a->ps_client_parses) / dt);
+    avg->ps_server_parses = (uint64_t)(delta(b->ps_server_parses, a->ps_server_parses) / dt);
+    avg->ps_binds = (uint64_t)(delta(b->ps_binds, a->ps_binds) / dt);
     avg->xact_us = xacts ? delta(b->xact_us, a->xact_us) / xacts : 0;
     avg->query_us = queries ? delta(b->query_us, a->query_us) / queries : 0;
     avg->wait_us = assignments ? delta(b->wait_us, a->wait_us) / assignments : 0;

@@ -728,7 +728,7 @@ static void render_pools(struct pgw_proxy *px, struct pgw_wbuf *b)
 /* ---- per-database counters ---- */
 
 enum db_field { DF_XACTS, DF_QUERIES, DF_RECV, DF_SENT, DF_ASSIGN, DF_TIMEOUTS,
-                DF_WAIT_S, DF_XACT_S, DF_QUERY_S };
+                DF_WAIT_S, DF_XACT_S, DF_QUERY_S, DF_CPARSE, DF_SPARSE, DF_BINDS };
 
 static const struct {
     const char *name, *help;
@@ -743,6 +743,9 @@ static const struct {
     { "pgwharf_wait_timeouts_total", "Waits that ended at query_wait_timeout, per database.", DF_TIMEOUTS },
     { "pgwharf_transaction_seconds_total", "Time spent in transactions, per database.", DF_XACT_S },
     { "pgwharf_query_seconds_total", "Time spent running queries, per database.", DF_QUERY_S },
+    { "pgwharf_client_parses_total", "Named Parse messages of clients, per database (SHOW STATS total_client_parse_count).", DF_CPARSE },
+    { "pgwharf_server_parses_total", "Parse messages pgwharf sent to servers for them, per database (SHOW STATS total_server_parse_count).", DF_SPARSE },
+    { "pgwharf_binds_total", "Binds of clients' named statements, per database (SHOW STATS total_bind_count).", DF_BINDS },
 };
 
 static void render_db_counters(struct pgw_proxy *px, struct pgw_wbuf *b)
@@ -765,6 +768,9 @@ static void render_db_counters(struct pgw_proxy *px, struct pgw_wbuf *b)
             case DF_WAIT_S:   sample_f(b, name, labels, (double)t->wait_us / 1e6); break;
             case DF_XACT_S:   sample_f(b, name, labels, (double)t->xact_us / 1e6); break;
             case DF_QUERY_S:  sample_f(b, name, labels, (double)t->query_us / 1e6); break;
+            case DF_CPARSE:   sample_u(b, name, labels, t->ps_client_parses); break;
+            case DF_SPARSE:   sample_u(b, name, labels, t->ps_server_parses); break;
+            case DF_BINDS:    sample_u(b, name, labels, t->ps_binds); break;
             }
         }
     }

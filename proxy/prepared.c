@@ -785,6 +785,7 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
         q_push(s, Q_SWALLOW, PGW_FE_PARSE, st);
     }
     reg_of(s)->st.server_prepares++;
+    s->ps_server_parse_count++;
     return true;
 }
 
@@ -1025,6 +1026,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
             return PGW_PS_NEED_ROOM;
         }
         reg->st.client_parses++;
+        s->ps_parse_count++;
         pgw_iobuf_cut(b, b->parsed, *total);
         return PGW_PS_DROPPED;
     }
@@ -1062,6 +1064,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         return PGW_PS_NEED_ROOM;
     }
     reg->st.client_parses++;
+    s->ps_parse_count++;
     if (!client_add(s, name, st)) {
         stmt_unref(reg, st);
         goto oom;
@@ -1245,6 +1248,8 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         pgw_session_close(s, "53200", "out of memory");
         return PGW_PS_FAILED;
     }
+    if (type == PGW_FE_BIND)
+        s->ps_bind_count++;
     return PGW_PS_FORWARD;
 bad:
     pgw_session_close(s, "08P01", "invalid message of type %c", type);

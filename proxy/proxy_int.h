@@ -194,6 +194,7 @@ struct pgw_session {
     /* stats */
     uint64_t xact_count, query_count;
     uint64_t bytes_in, bytes_out;
+    uint64_t ps_parse_count, ps_server_parse_count, ps_bind_count;  /* prepared.c */
 
     /* ---- admin console and metrics (admin*.c, metrics.c) ---- */
     struct pgw_wbuf admin_out;       /* reply not yet moved into sbuf */

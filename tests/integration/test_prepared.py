@@ -118,6 +118,32 @@ class TestPgbenchPrepared(pt.PgwharfTestCase):
                                           "max_client_conn": 200})
         self.bench(px, ["-S", "-M", "prepared", "-c", "100"])
 
+    def test_show_stats_counts_parses_and_binds(self):
+        # PgBouncer's total_client_parse_count, total_server_parse_count and
+        # total_bind_count: 4 pgbench clients prepare their one statement
+        # once each and bind it once per transaction; the two servers get it
+        # prepared once each at most (the rest are served from the registry).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "metrics_port": "auto"})
+        self.assert_pgbench_ok(px, ["-S", "-M", "prepared", "-c", "4", "-j", "2", "-t", "50"])
+        db = self.pg.database
+        row = px.show("STATS", database=db)[0]
+        self.assertEqual(row["total_client_parse_count"], "4", row)
+        self.assertEqual(row["total_bind_count"], "200", row)
+        self.assertIn(row["total_server_parse_count"], ("1", "2"), row)
+        totals = px.show("STATS_TOTALS", database=db)[0]
+        self.assertEqual((totals["client_parse_count"], totals["server_parse_count"],
+                          totals["bind_count"]),
+                         ("4", row["total_server_parse_count"], "200"))
+        named = {r["name"]: r["value"] for r in px.show("TOTALS")}
+        self.assertEqual((named["total_ps_client_parse_count"], named["total_ps_bind_count"],
+                          named["total_ps_server_parse_count"]),
+                         ("4", "200", row["total_server_parse_count"]))
+        self.assertEqual((px.metric("pgwharf_client_parses_total"),
+                          px.metric("pgwharf_server_parses_total"),
+                          px.metric("pgwharf_binds_total")),
+                         (4, int(row["total_server_parse_count"]), 200))
+
     def test_tpcb_prepared_no_more_clients_than_servers(self):
         # pgbench prepares each client's statements with blocking calls: with
         # more clients than servers its own thread can deadlock (any pooler).
