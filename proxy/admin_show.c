@@ -287,7 +287,7 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     pgw_rs_int(rs, peer_pid(s));
     pgw_rs_text(rs, tls_text(s->ssl, tls, sizeof(tls)));
     pgw_rs_text(rs, app ? app : "");
-    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, pgw_ps_client_count(s));
     pgw_rs_uint(rs, s->id);
     pgw_rs_row_end(rs);
 }
@@ -358,7 +358,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_int(rs, srv->backend_pid);
     pgw_rs_text(rs, tls_text(srv->ssl, tls, sizeof(tls)));
     pgw_rs_text(rs, app ? app : "");
-    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, pgw_ps_server_count(srv));
     pgw_rs_uint(rs, srv->id);
     pgw_rs_row_end(rs);
 }

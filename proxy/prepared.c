@@ -229,6 +229,17 @@ void pgw_ps_get_stats(const struct pgw_proxy *px, struct pgw_ps_stats *st)
         memset(st, 0, sizeof(*st));
 }
 
+int pgw_ps_client_count(const struct pgw_session *s)
+{
+    return s->ps_client ? (int)s->ps_client->map.count : 0;
+}
+
+int pgw_ps_server_count(const struct pgw_server *srv)
+{
+    const struct ps_server *ss = srv->user_state;
+    return ss ? ss->count : 0;
+}
+
 bool pgw_ps_next(const struct pgw_proxy *px, size_t *bucket, void **cursor,
                  struct pgw_ps_info *info)
 {

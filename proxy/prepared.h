@@ -53,6 +53,11 @@ bool pgw_ps_next(const struct pgw_proxy *px, size_t *bucket, void **cursor,
 int pgw_ps_init(struct pgw_proxy *px);
 void pgw_ps_deinit(struct pgw_proxy *px);
 void pgw_ps_get_stats(const struct pgw_proxy *px, struct pgw_ps_stats *st);
+/* Statements the client has prepared under its names, and statements the
+ * server has prepared under pgwharf's (SHOW CLIENTS / SERVERS
+ * prepared_statements). */
+int pgw_ps_client_count(const struct pgw_session *s);
+int pgw_ps_server_count(const struct pgw_server *srv);
 
 /* Is the session's traffic rewritten (transaction/statement mode with
  * max_prepared_statements > 0)? */

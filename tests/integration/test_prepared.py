@@ -665,6 +665,30 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
             r.close()
 
 
+class TestShowPreparedStatementsColumn(pt.PgwharfTestCase):
+    """SHOW CLIENTS / SERVERS prepared_statements, as in PgBouncer: the
+    statements a client prepared under its names, and those a server has
+    under pgwharf's."""
+
+    def test_counts_follow_parse_and_close(self):
+        px, r = raw_on_one_server(self, "transaction")
+        try:
+            r.send(r.parse("a", "select 1"), r.parse("b", "select 2"),
+                   r.parse("c", "select 1"), r.sync())
+            self.assertEqual(types(r.until_ready()), "111Z")
+            client = px.show("CLIENTS", database=self.pg.database)
+            self.assertEqual([c["prepared_statements"] for c in client], ["3"], client)
+            # "a" and "c" are one statement on the server
+            servers = px.show("SERVERS", database=self.pg.database)
+            self.assertEqual([v["prepared_statements"] for v in servers], ["2"], servers)
+            r.send(r.close_stmt("a"), r.close_stmt("b"), r.sync())
+            self.assertEqual(types(r.until_ready()), "33Z")
+            client = px.show("CLIENTS", database=self.pg.database)
+            self.assertEqual([c["prepared_statements"] for c in client], ["1"], client)
+        finally:
+            r.close()
+
+
 class TestCloseSkippedAfterAnError(pt.PgwharfTestCase):
     """A Close after an error in the batch is skipped by PostgreSQL: the
     statement stays.  pgwharf, answering Close itself, once forgot the
