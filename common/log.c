@@ -22,6 +22,7 @@ static const int syslog_prio[] = {
     LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_CRIT
 };
 static bool use_syslog;
+static bool quiet;
 static char syslog_ident[64];     /* openlog keeps the pointer */
 
 int pgw_log_syslog_facility(const char *name)
@@ -79,6 +80,7 @@ int pgw_log_open(const char *path)
 }
 
 void pgw_log_set_level(enum pgw_log_level level) { log_level = level; }
+void pgw_log_set_quiet(bool q) { quiet = q; }
 enum pgw_log_level pgw_log_get_level(void) { return log_level; }
 
 int pgw_log_level_parse(const char *name)
@@ -164,6 +166,8 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
         rest = rest ? rest + 1 : line;
         syslog(syslog_prio[level], "%.*s", (int)(n - (rest - line)), rest);
     }
+    if (quiet && log_fd == STDERR_FILENO)
+        return;
     line[n++] = '\n';
     ssize_t w;
     do {

@@ -30,6 +30,9 @@ int pgw_log_open(const char *path);
  * stderr), then switch to it once nothing else can fail. */
 int pgw_log_file_open(const char *path);
 void pgw_log_use(int fd);
+/* Quiet (-q, -d): lines that would go to stderr (no logfile) are dropped;
+ * syslog and a logfile still get them. */
+void pgw_log_set_quiet(bool quiet);
 void pgw_log_set_level(enum pgw_log_level level);
 enum pgw_log_level pgw_log_get_level(void);
 /* Parse "debug", "info", ...; returns -1 when unknown. */

@@ -2,18 +2,21 @@
  * main.c - the pgwharf command: parse the command line, load the config,
  * run one proxy on the default loop, turn signals into reload/shutdown.
  *
- *   pgwharf CONFIG            run
+ *   pgwharf [-d] [-q] [-u USER] [-v] CONFIG    run (PgBouncer's options)
  *   pgwharf --check CONFIG    validate, print the effective settings
  *   pgwharf --version | --help
  */
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
+#include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -33,7 +36,11 @@ static void usage(FILE *f)
             "  pgwharf --version            print the version\n"
             "  pgwharf --help               this text\n"
             "\n"
-            "Options:\n"
+            "Options (as PgBouncer's):\n"
+            "  -d, --daemon                 run in the background (needs pidfile, and logfile\n"
+            "                               or syslog); returns once pgwharf listens\n"
+            "  -q, --quiet                  no log lines on stderr (logfile, syslog go on)\n"
+            "  -u, --user=USER              become USER after start (overrides the user key)\n"
             "  -v, --verbose                log at debug level\n"
             "\n"
             "Signals: SIGHUP reloads the config; SIGTERM stops accepting and waits for\n"
@@ -109,6 +116,106 @@ static int write_pidfile(const char *path)
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* As PgBouncer: a pidfile naming a live process means another pgwharf
+ * runs (refuse to start); one naming no process is stale (removed).  0, or
+ * -1 with err. */
+static int check_pidfile(const char *path, char *err, size_t errlen)
+{
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long pid = 0;
+    int got = fscanf(f, "%ld", &pid);
+    fclose(f);
+    if (got == 1 && pid > 0 && pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+        snprintf(err, errlen, "pidfile %s: pgwharf (pid %ld) is already running", path, pid);
+        return -1;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "pidfile %s: cannot remove the stale file: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* -d: fork twice (a new session, not its leader) and return in the
+ * grandchild; the first process waits on a pipe and exits with the status
+ * the grandchild reports once it listens (ready()), or 1 if it dies first.
+ * Start-up errors thus still reach the terminal and the exit status, as
+ * without -d.  Returns the pipe's write end, or -1 (err set). */
+static int daemonize(char *err, size_t errlen)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        snprintf(err, errlen, "daemon: pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "daemon: fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid > 0) {
+        close(p[1]);
+        unsigned char status = 1;
+        ssize_t n;
+        do {
+            n = read(p[0], &status, 1);
+        } while (n < 0 && errno == EINTR);
+        waitpid(pid, NULL, 0);
+        _exit(n == 1 ? status : 1);
+    }
+    close(p[0]);
+    if (setsid() < 0)
+        _exit(1);
+    pid = fork();
+    if (pid < 0)
+        _exit(1);
+    if (pid > 0)
+        _exit(0);
+    return p[1];         /* the directory stays: relative paths in the config */
+}
+
+/* The daemon listens: stdin/stdout/stderr to /dev/null, exit status 0 to
+ * the waiting first process. */
+static void ready(int fd)
+{
+    if (fd < 0)
+        return;
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        if (null > STDERR_FILENO)
+            close(null);
+    }
+    unsigned char ok = 0;
+    ssize_t n;
+    do {
+        n = write(fd, &ok, 1);
+    } while (n < 0 && errno == EINTR);
+    close(fd);
+}
+
+/* A start-up failure in the daemon: the first process exits with it. */
+static int failed(int fd, int status)
+{
+    if (fd >= 0) {
+        unsigned char st = (unsigned char)status;
+        ssize_t n;
+        do {
+            n = write(fd, &st, 1);
+        } while (n < 0 && errno == EINTR);
+        close(fd);
+    }
+    return status;
+}
+
 /* user = NAME (PgBouncer's): started as root, become NAME once the
  * listeners (a port below 1024), the log and the pidfile are open.  Not
  * root: only NAME's own uid is accepted.  0, or -1 with err. */
@@ -134,24 +241,59 @@ static int become_user(const char *name, char *err, size_t errlen)
     return 0;
 }
 
-static int run(const char *path)
+struct options {
+    bool daemon, quiet;
+    const char *user;            /* -u, NULL = the config's */
+};
+
+static int run(const char *path, const struct options *o)
 {
     struct pgw_config *cfg = load(path, true);
     if (!cfg)
         return 2;
+    if (o->user) {
+        char *u = strdup(o->user);
+        if (!u) {
+            pgw_conf_free(cfg);
+            return 1;
+        }
+        free(cfg->user);
+        cfg->user = u;
+    }
+    if (o->daemon && (!cfg->pidfile || !*cfg->pidfile)) {
+        fprintf(stderr, "pgwharf: -d needs pidfile set in the config\n");
+        pgw_conf_free(cfg);
+        return 2;
+    }
+    if (o->daemon && (!cfg->logfile || !*cfg->logfile) && !cfg->syslog) {
+        fprintf(stderr, "pgwharf: -d needs logfile or syslog set in the config\n");
+        pgw_conf_free(cfg);
+        return 2;
+    }
+    char err[512];
+    if (check_pidfile(cfg->pidfile, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pgwharf: %s\n", err);
+        pgw_conf_free(cfg);
+        return 1;
+    }
+    int ready_fd = -1;
+    if (o->daemon && (ready_fd = daemonize(err, sizeof(err))) < 0) {
+        fprintf(stderr, "pgwharf: %s\n", err);
+        pgw_conf_free(cfg);
+        return 1;
+    }
     int lvl = pgw_conf_log_level(cfg);
     if (lvl >= 0 && pgw_log_get_level() > PGW_LOG_DEBUG)
         pgw_log_set_level((enum pgw_log_level)lvl);
     if (pgw_log_open(cfg->logfile) < 0) {
         fprintf(stderr, "cannot open logfile %s: %s\n", cfg->logfile, strerror(errno));
         pgw_conf_free(cfg);
-        return 1;
+        return failed(ready_fd, 1);
     }
     pgw_log_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);   /* checked */
     char *pidfile = cfg->pidfile && *cfg->pidfile ? strdup(cfg->pidfile) : NULL;
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
-    char err[512];
     struct pgw_proxy *px = pgw_proxy_create(loop, cfg, err, sizeof(err));
     if (!px) {
         char q[700];
@@ -159,7 +301,7 @@ static int run(const char *path)
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
         free(pidfile);
-        return 1;
+        return failed(ready_fd, 1);
     }
     if (write_pidfile(pidfile) < 0) {
         char qf[300];
@@ -175,7 +317,7 @@ static int run(const char *path)
             unlink(pidfile);
         free(pidfile);
         ev_loop_destroy(loop);
-        return 1;
+        return failed(ready_fd, 1);
     }
     static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT };
     ev_signal sw[4];
@@ -186,6 +328,7 @@ static int run(const char *path)
         ev_unref(loop);
     }
     pgw_info("started", "version=%s pid=%d", PGW_VERSION, (int)getpid());
+    ready(ready_fd);
     while (!pgw_proxy_finished(px))
         ev_run(loop, 0);
     for (int i = 0; i < 4; i++) {
@@ -203,34 +346,56 @@ static int run(const char *path)
 
 int main(int argc, char **argv)
 {
-    const char *config = NULL;
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },    { "version", no_argument, NULL, 'V' },
+        { "check", no_argument, NULL, 'C' },   { "verbose", no_argument, NULL, 'v' },
+        { "daemon", no_argument, NULL, 'd' },  { "quiet", no_argument, NULL, 'q' },
+        { "user", required_argument, NULL, 'u' }, { "reboot", no_argument, NULL, 'R' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct options o = { 0 };
     bool do_check = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hVvdqu:R", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+        case 'V':
             printf("pgwharf %s\n", PGW_VERSION);
             return 0;
-        } else if (strcmp(a, "--check") == 0) {
-            do_check = true;
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            pgw_log_set_level(PGW_LOG_DEBUG);
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "pgwharf: unknown option %s\n", a);
-            usage(stderr);
+        case 'C': do_check = true; break;
+        case 'v': pgw_log_set_level(PGW_LOG_DEBUG); break;
+        case 'd': o.daemon = true; break;
+        case 'q': o.quiet = true; break;
+        case 'u': o.user = optarg; break;
+        case 'R':
+            fprintf(stderr, "pgwharf: -R (online restart) is not supported: start the new "
+                    "pgwharf with so_reuseport = 1 beside the old one, then stop the old one "
+                    "with SIGINT\n");
             return 2;
-        } else if (!config) {
-            config = a;
-        } else {
-            fprintf(stderr, "pgwharf: one config file only\n");
+        case ':':
+            fprintf(stderr, "pgwharf: option %s needs a value\n", argv[optind - 1]);
+            return 2;
+        default:
+            if (optopt)
+                fprintf(stderr, "pgwharf: unknown option -%c\n", optopt);
+            else
+                fprintf(stderr, "pgwharf: unknown option %s\n", argv[optind - 1]);
+            usage(stderr);
             return 2;
         }
     }
-    if (!config) {
+    if (optind >= argc) {
         usage(stderr);
         return 2;
     }
-    return do_check ? check(config) : run(config);
+    if (optind + 1 < argc) {
+        fprintf(stderr, "pgwharf: one config file only\n");
+        return 2;
+    }
+    if (o.quiet || o.daemon)
+        pgw_log_set_quiet(true);
+    return do_check ? check(argv[optind]) : run(argv[optind], &o);
 }

@@ -1308,6 +1308,124 @@ class TestUserKey(pt.PgwharfTestCase):
                     'pgwharf: user "no_such_user_x": no such user')
 
 
+class TestDaemonAndQuiet(pt.PgwharfTestCase):
+    """PgBouncer's command-line options: -d (background; needs pidfile and
+    logfile or syslog; returns once listening, with start-up errors still
+    on stderr and in the exit status), -q (no log on stderr), -u, and the
+    pidfile check against a second start."""
+
+    def prepared(self, **settings):
+        px = self.start_pgwharf(start=False, settings=settings)
+        px.write_config()
+        return px
+
+    def daemon(self, px, *args):
+        cp = subprocess.run([px.binary, "-d"] + list(args) + [px.config_path],
+                            capture_output=True, text=True, timeout=30, cwd=px.dir)
+        pidfile = px.settings.get("pidfile")
+        if cp.returncode == 0:
+            with open(pidfile) as f:
+                pid = int(f.read())
+            self.addCleanup(self.stop_pid, pid)
+            return cp, pid
+        return cp, None
+
+    def stop_pid(self, pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        pt.wait_until(lambda: not os.path.exists("/proc/%d" % pid), what="pgwharf gone")
+
+    def files(self, px):
+        return {"pidfile": os.path.join(px.dir, "pgwharf.pid"),
+                "logfile": os.path.join(px.dir, "daemon.log")}
+
+    def test_daemon_serves_once_the_command_returns(self):
+        px = self.prepared()
+        px.settings.update(self.files(px))
+        px.write_config()
+        cp, pid = self.daemon(px)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual((cp.stdout, cp.stderr), ("", ""))
+        # listening before the command returned: no wait here
+        self.assertEqual(px.psql("select 'served'"), "served")
+        self.assertNotEqual(os.getsid(pid), pid)           # not a session leader
+        self.assertNotEqual(os.getsid(pid), os.getsid(0))  # nor in ours
+        for fd in (0, 1, 2):
+            self.assertEqual(os.readlink("/proc/%d/fd/%d" % (pid, fd)), "/dev/null")
+        with open(px.settings["logfile"]) as f:
+            self.assertIn("event=started", f.read())
+        self.stop_pid(pid)
+        self.assertFalse(os.path.exists(px.settings["pidfile"]))
+
+    def test_daemon_start_failure_reaches_the_terminal(self):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        self.addCleanup(holder.close)
+        px = self.prepared(listen_port=holder.getsockname()[1])
+        px.settings.update(self.files(px))
+        px.write_config()
+        cp, _ = self.daemon(px)
+        self.assertEqual(cp.returncode, 1, cp.stderr)
+        self.assertIn("in use", cp.stderr)
+        self.assertFalse(os.path.exists(px.settings["pidfile"]))
+
+    def test_daemon_needs_a_pidfile_and_a_log(self):
+        px = self.prepared()
+        cp, _ = self.daemon(px)
+        self.assertEqual(cp.returncode, 2)
+        self.assertIn("-d needs pidfile", cp.stderr)
+        px.settings["pidfile"] = self.files(px)["pidfile"]
+        px.write_config()
+        cp, _ = self.daemon(px)
+        self.assertEqual(cp.returncode, 2)
+        self.assertIn("-d needs logfile or syslog", cp.stderr)
+
+    def test_pidfile_of_a_running_pgwharf_stops_a_second_start(self):
+        first = self.prepared()
+        first.settings.update(self.files(first))
+        first.write_config()
+        cp, pid = self.daemon(first)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        second = self.prepared(pidfile=first.settings["pidfile"])
+        second.start(wait=False)
+        pt.wait_until(lambda: not second.alive(), what="the second pgwharf exiting")
+        self.assertEqual(second.proc.returncode, 1)
+        self.assertIn("pgwharf (pid %d) is already running" % pid, second.log())
+        self.assertEqual(first.psql("select 1"), "1")
+        # a stale one (its process gone) is replaced
+        self.stop_pid(pid)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        with open(first.settings["pidfile"], "w") as f:
+            f.write("%d\n" % dead.pid)
+        cp, pid = self.daemon(first)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(first.psql("select 2"), "2")
+
+    def test_quiet_keeps_stderr_empty(self):
+        loud = self.start_pgwharf()
+        self.assertEqual(loud.psql("select 1"), "1")
+        self.assertIn("event=started", loud.log())
+        px = self.start_pgwharf(args=["-q"])
+        self.assertEqual(px.psql("select 1"), "1")
+        px.stop()
+        self.assertEqual(px.log(), "")
+
+    def test_user_option_overrides_the_key(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to change user")
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        px = self.start_pgwharf(settings={"user": "no_such_user_x"}, args=["-u", "postgres"])
+        self.assertEqual(px.psql("select 'served'"), "served")
+        with open("/proc/%d/status" % px.pid) as f:
+            uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
+        self.assertEqual({int(u) for u in uids}, {pw.pw_uid})
+
+
 class TestDnsMaxTtl(pt.PgwharfTestCase):
     """A host name is resolved off the loop and the answer used for
     dns_max_ttl seconds (PgBouncer's key)."""
