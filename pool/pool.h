@@ -312,6 +312,13 @@ struct pgw_backend_info {
     ev_tstamp next_probe;     /* 0 when not open */
     const char *last_error;   /* "" when none */
     const char *last_sqlstate;
+    /* DNS (SHOW DNS_HOSTS): the host name pgwharf resolves (NULL for an
+     * address or a socket directory), its addresses as libpq gets them
+     * (comma-separated; NULL before the first answer) and until when they
+     * are used; a lookup is in flight. */
+    const char *hostname, *addrs;
+    ev_tstamp addrs_until;
+    bool resolving;
 };
 /* Iterate backends: pass NULL first. */
 struct pgw_backend *pgw_backend_next(struct pgw_pool_set *set, struct pgw_backend *prev);

@@ -638,9 +638,16 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "list", TX }, { "items", I4 } };
     struct pgw_proxy *px = s->px;
-    int pools = 0, used = 0, login = 0;
+    int pools = 0, used = 0, login = 0, names = 0, queries = 0;
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         pools++;
+    for (struct pgw_backend *be = pgw_backend_next(px->pools, NULL); be;
+         be = pgw_backend_next(px->pools, be)) {
+        struct pgw_backend_info bi;
+        pgw_backend_get_info(be, &bi);
+        names += bi.hostname != NULL;
+        queries += bi.resolving;
+    }
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *c = pgw_container_of(l, struct pgw_session, node);
         used++;
@@ -659,9 +666,9 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     list_row(&rs, "login_clients", login);
     list_row(&rs, "free_servers", 0);
     list_row(&rs, "used_servers", pgw_pool_set_server_count(px->pools));
-    list_row(&rs, "dns_names", 0);
+    list_row(&rs, "dns_names", names);
     list_row(&rs, "dns_zones", 0);
-    list_row(&rs, "dns_queries", 0);
+    list_row(&rs, "dns_queries", queries);
     list_row(&rs, "dns_pending", 0);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
@@ -904,10 +911,30 @@ static int show_empty(struct pgw_wbuf *out, const struct pgw_rs_col *cols, int n
     return PGW_ADMIN_DONE;
 }
 
+/* Host names of the backends and what their last lookup gave: ttl is the
+ * seconds until the next lookup (dns_max_ttl after the answer), addrs the
+ * addresses libpq connects to. */
 static int show_dns_hosts(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "hostname", TX }, { "ttl", I8 }, { "addrs", TX } };
-    return show_empty(out, cols, PGW_RS_NCOLS(cols));
+    ev_tstamp now = ev_now(s->px->loop);
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
+    for (struct pgw_backend *be = pgw_backend_next(s->px->pools, NULL); be;
+         be = pgw_backend_next(s->px->pools, be)) {
+        struct pgw_backend_info bi;
+        pgw_backend_get_info(be, &bi);
+        if (!bi.hostname)
+            continue;
+        double ttl = bi.addrs ? bi.addrs_until - now : 0;
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, bi.hostname);
+        pgw_rs_int(&rs, ttl > 0 ? (int64_t)(ttl + 0.999) : 0);
+        pgw_rs_text(&rs, bi.addrs ? bi.addrs : "");
+        pgw_rs_row_end(&rs);
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
 }
 
 static int show_dns_zones(struct pgw_session *s, struct pgw_wbuf *out)

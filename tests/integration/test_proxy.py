@@ -1455,6 +1455,26 @@ class TestDnsMaxTtl(pt.PgwharfTestCase):
         px = self.run_with_ttl(60)
         self.assertEqual(self.resolutions(px), 1)
 
+    def test_show_dns_hosts(self):
+        # PgBouncer's SHOW DNS_HOSTS (hostname, ttl: seconds to the next
+        # lookup, addrs) and SHOW LISTS dns_names; an address is no name.
+        db = self.pg.database
+        px = self.start_pgwharf(settings={"dns_max_ttl": 60},
+                                databases={db: "host=localhost port=%s dbname=%s"
+                                           % (self.pg.port, db),
+                                           "other": "host=127.0.0.1 port=%s dbname=%s"
+                                           % (self.pg.port, db)})
+        self.assertEqual(px.show("DNS_HOSTS"), [])
+        self.assertEqual(px.psql("select 1"), "1")
+        self.assertEqual(px.psql("select 1", db="other"), "1")
+        rows = px.show("DNS_HOSTS")
+        self.assertEqual([r["hostname"] for r in rows], ["localhost"], rows)
+        self.assertIn(int(rows[0]["ttl"]), range(1, 61), rows)
+        addrs = rows[0]["addrs"].split(",")
+        self.assertTrue(addrs and set(addrs) <= {"127.0.0.1", "::1"}, rows)
+        lists = {r["list"]: r["items"] for r in px.show("LISTS")}
+        self.assertEqual((lists["dns_names"], lists["dns_queries"]), ("1", "0"))
+
 
 class TestSyslog(pt.PgwharfTestCase):
     """syslog = 1: every line also goes to syslog(3).  The test stands in
