@@ -203,8 +203,9 @@ shared_buffers = 128MB
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-wal_level = minimal
-max_wal_senders = 0
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
 max_wal_size = 1GB
 password_encryption = 'scram-sha-256'
 log_line_prefix = '%m [%p] %q%u@%d '
@@ -264,6 +265,8 @@ EOF
     fi
     rm -f "$pwfile"
     cp "$DATA/postgresql.conf" "$DATA/postgresql.conf.orig"
+    # The server reads every file of its data directory (pg_basebackup).
+    if [[ $(id -u) -eq 0 ]]; then chown "$OSUSER" "$DATA/postgresql.conf.orig"; fi
     # initdb's rules allow 127.0.0.1/32; the second address too.
     printf 'host    all             all             127.0.0.2/32            scram-sha-256\n' \
         >>"$DATA/pg_hba.conf"
