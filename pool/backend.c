@@ -439,7 +439,7 @@ void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
             continue;
         bool probe = false;
         if (pgw_backend_admit(be, pgw_backend_resolves(be, &p->hosts[i].spec), &probe) == 0 &&
-            !pgw_server_start(p, i, probe) && probe)
+            !pgw_server_start(p, i, probe, NULL) && probe)
             pgw_breaker_probe_abort(&be->breaker, now);
         return;
     }

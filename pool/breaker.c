@@ -135,6 +135,12 @@ static const struct sqlstate_pattern patterns[] = {
     { "terminating connection due to administrator command", "57P01" },
     { "is not currently accepting connections", "55000" },
     { "permission denied for database", "42501" },
+    /* replication connections (pgw_pool_acquire_replication): a role
+     * without REPLICATION (PostgreSQL up to 15, then 16's wording), and
+     * max_wal_senders reached */
+    { "must be superuser or replication role", "42501" },
+    { "permission denied to start WAL sender", "42501" },
+    { "exceeds max_wal_senders", "53300" },
     { "is not permitted to log in", "28000" },
     { "role \"", "28000", "does not exist" },
     { "database \"", "3D000", "does not exist" },

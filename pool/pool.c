@@ -52,6 +52,18 @@ static const struct pgw_pool_error *set_error(struct pgw_pool_error *e, int code
     return e;
 }
 
+const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int code,
+                                                const char *sqlstate, const char *fmt, ...)
+{
+    va_list ap;
+    e->code = code;
+    snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", sqlstate);
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+    return e;
+}
+
 /* ---- waiters ----------------------------------------------------------- */
 
 bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w)
@@ -63,6 +75,10 @@ bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w)
 static void waiter_unqueue(struct pgw_pool_waiter *w)
 {
     struct pgw_pool *pool = w->pool;
+    if (w->replication) {
+        pgw_pool_repl_unqueue(w);
+        return;
+    }
     pgw_list_del(&w->node);
     pool->n_waiters--;
     pgw_ctx_unsubscribe(&w->sub);
@@ -126,6 +142,7 @@ void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *e
         struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
         waiter_fail(w, err);
     }
+    pgw_pool_repl_fail_waiters(pool, err);
 }
 
 /* ---- refused logins ---------------------------------------------------- */
@@ -317,6 +334,8 @@ void pgw_pool_kick(struct pgw_pool *pool)
         pool->dispatch_again = false;
         serve_waiters(pool);
         pgw_pool_grow(pool);
+        if (pool->n_repl_waiters > 0)
+            pgw_pool_repl_grow(pool);
     } while (pool->dispatch_again);
     pool->dispatching = false;
 }
@@ -480,6 +499,14 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
     return i;
 }
 
+int pgw_pool_choose_host(struct pgw_pool *pool, bool *probe)
+{
+    struct grow_try t = { .pool = pool };
+    int i = choose_host(pool, &t);
+    *probe = t.probe;
+    return i;
+}
+
 void pgw_pool_grow(struct pgw_pool *pool)
 {
     if (pool->orphan || pool->set->destroying || login_blocked(pool))
@@ -497,7 +524,7 @@ void pgw_pool_grow(struct pgw_pool *pool)
         int i = choose_host(pool, &t);
         if (i < 0)
             return;
-        if (!pgw_server_start(pool, i, t.probe)) {
+        if (!pgw_server_start(pool, i, t.probe, NULL)) {
             if (t.probe)
                 pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pool_now(pool));
             return;
@@ -517,6 +544,8 @@ void pgw_pool_init_queues(struct pgw_pool *pool)
     pgw_list_init(&pool->active);
     pgw_list_init(&pool->pending);
     pgw_list_init(&pool->waiters);
+    pgw_list_init(&pool->repl_waiters);
+    pgw_list_init(&pool->dedicated);
     ev_init(&pool->reserve_timer, reserve_timer_cb);
 }
 
@@ -768,6 +797,8 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     w->cb = cb;
     w->ctx = NULL;
     w->since = pool_now(pool);
+    w->replication = PGW_REPL_NONE;
+    w->repl_srv = NULL;
 
     int err = pgw_ctx_err(ctx);
     if (err) {
@@ -841,6 +872,10 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     }
     srv->request_time = pool_now(pool);
     srv->link = NULL;
+    if (srv->replication) {
+        pgw_server_close(srv, "replication client left");
+        return;               /* it held no room in any limit */
+    }
     if (how == PGW_RELEASE_CLOSE)
         pgw_server_close(srv, "closed by client session");
     else if (pgw_pool_server_kind_changed(srv))
@@ -996,18 +1031,21 @@ static struct pgw_list *server_list(struct pgw_pool *pool, int i)
     case 0: return &pool->idle;
     case 1: return &pool->active;
     case 2: return &pool->pending;
+    case 3: return &pool->dedicated;
     default: return NULL;
     }
 }
 
-static int list_index(enum pgw_server_state st)
+static int list_index(const struct pgw_server *srv)
 {
-    return st == PGW_SRV_IDLE ? 0 : st == PGW_SRV_ACTIVE ? 1 : 2;
+    if (srv->replication)
+        return 3;
+    return srv->state == PGW_SRV_IDLE ? 0 : srv->state == PGW_SRV_ACTIVE ? 1 : 2;
 }
 
 struct pgw_server *pgw_pool_server_next(struct pgw_pool *pool, struct pgw_server *prev)
 {
-    int i = prev ? list_index(prev->state) : 0;
+    int i = prev ? list_index(prev) : 0;
     struct pgw_list *n = prev ? prev->node.next : pool->idle.next;
     for (;;) {
         struct pgw_list *head = server_list(pool, i);
@@ -1020,4 +1058,9 @@ struct pgw_server *pgw_pool_server_next(struct pgw_pool *pool, struct pgw_server
             return NULL;
         n = head->next;
     }
+}
+
+int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
+{
+    return hosts_down(pool, err);
 }

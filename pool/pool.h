@@ -79,6 +79,9 @@ struct pgw_server {
     void *ssl;                /* SSL * when the link is TLS, else NULL */
     PGconn *conn;             /* kept alive: PQfinish closes fd */
     int backend_pid;
+    /* A replication client's own server (pgw_pool_acquire_replication):
+     * PGW_REPL_PHYSICAL or PGW_REPL_LOGICAL, else PGW_REPL_NONE. */
+    int replication;
     /* Where a CancelRequest for this backend goes, recorded at login: the
      * server socket's peer address and the backend's secret key.
      * cancel_ok is false when either could not be had. */
@@ -166,6 +169,10 @@ struct pgw_pool_waiter {
     struct pgw_ctx *ctx;      /* child of the caller's ctx with query_wait_timeout */
     struct pgw_ctx_sub sub;
     ev_tstamp since;
+    /* replication (pgw_pool_acquire_replication) */
+    int replication;
+    const char *repl_app, *repl_encoding;   /* the client's; outlive the wait */
+    struct pgw_server *repl_srv;            /* connecting for it */
 };
 
 /*
@@ -199,6 +206,29 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
 void pgw_pool_cancel_wait(struct pgw_pool_waiter *w);
 /* Is w queued (its callback still to come)?  Same precondition. */
 bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w);
+
+/* Replication connections (PgBouncer 1.23's design): a client sending the
+ * startup parameter replication gets a server of its own, connected for
+ * it with the same mode (and its application_name, client_encoding), not
+ * run through connect_query, checks or resets, never idle in the pool,
+ * closed when given back.  Outside pool_size, max_db_connections and
+ * max_user_connections (PostgreSQL bounds walsenders by max_wal_senders);
+ * listed with the pool's servers (pgw_pool_server_next).  Its login
+ * refused for the client's own reasons (privileges, pg_hba, 53300) goes
+ * to that client only: neither the backend's breaker nor the pool's
+ * server_login_retry hears of it.
+ * Returns PGW_ACQ_QUEUED (cb later, with the server logged in or NULL and
+ * w->error) or a negative code with w->error (as pgw_pool_acquire). */
+enum { PGW_REPL_NONE = 0, PGW_REPL_PHYSICAL = 1, PGW_REPL_LOGICAL = 2 };
+/* As SHOW CLIENTS / SERVERS name it (PgBouncer's replication column). */
+static inline const char *pgw_replication_name(int mode)
+{
+    return mode == PGW_REPL_PHYSICAL ? "physical" : mode == PGW_REPL_LOGICAL ? "logical" : "none";
+}
+int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *w,
+                                 struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg,
+                                 int mode, const char *application_name,
+                                 const char *client_encoding);
 
 enum pgw_release {
     PGW_RELEASE_IDLE,         /* clean: transaction idle, nothing outstanding */

@@ -58,6 +58,9 @@ struct pool_server {
     bool reconnect;           /* close instead of reusing */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
+    /* A replication client's server (pub.replication): the waiter it is
+     * connecting for, NULL once granted or when that client left. */
+    struct pgw_pool_waiter *owner;
     char err_sqlstate[6];     /* the job's ERROR (not a FATAL), "" when none */
     /* raw query engine */
     struct pgw_wbuf out;
@@ -162,6 +165,12 @@ struct pgw_pool {
     /* waiters, FIFO */
     struct pgw_list waiters;
     int n_waiters;
+    /* Replication clients (replication.c): those waiting for their own
+     * server, and the servers made for them (any state).  Outside every
+     * count above: no pool_size, no db/user limit, never idle. */
+    struct pgw_list repl_waiters;
+    struct pgw_list dedicated;
+    int n_repl_waiters, n_dedicated;
     ev_timer reserve_timer;   /* the oldest waiter reaches reserve_pool_timeout */
     bool dispatching, dispatch_again;
     /* The server refused this pool's login (28xxx, 3D000, 42501): no new
@@ -247,8 +256,11 @@ void pgw_pool_kick_related(struct pgw_pool *pool);
 const char *pgw_pool_log_names(const struct pgw_pool *pool, char *buf, size_t len);
 
 /* server.c */
-/* A connection to pool->hosts[host], admitted by its backend. */
-struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe);
+/* A connection to pool->hosts[host], admitted by its backend; for a
+ * replication client's waiter w (its mode and application_name), else
+ * NULL. */
+struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
+                                    struct pgw_pool_waiter *w);
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st);
 void pgw_server_make_idle(struct pgw_server *srv);
 int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql);
@@ -280,6 +292,23 @@ void pgw_backend_dns_done(struct pgw_pool_set *set);
  * addresses: true, and err says why, for a login to fail at once. */
 bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err);
 void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now);
+
+/* replication.c */
+/* Start servers for replication waiters that have none (from kick). */
+void pgw_pool_repl_grow(struct pgw_pool *pool);
+/* Its server logged in / failed to (srv->replication set). */
+void pgw_pool_repl_login_done(struct pgw_server *srv);
+void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg);
+/* Take w off the replication queue (no callback); its server, still
+ * connecting, is closed. */
+void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w);
+void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+/* pool.c helpers shared with replication.c */
+const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int code,
+                                                const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
+int pgw_pool_choose_host(struct pgw_pool *pool, bool *probe);
 
 /* set.c */
 double pgw_pool_set_random(struct pgw_pool_set *set);

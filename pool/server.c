@@ -155,6 +155,20 @@ static int *state_counter(struct pgw_pool *pool, enum pgw_server_state st)
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
 {
     struct pgw_pool *pool = srv->pool;
+    if (srv->replication) {
+        /* On the pool's list of replication servers, in no count of its
+         * own (pool_size, limits, SHOW POOLS' sv_*). */
+        if (pgw_list_linked(&srv->node)) {
+            pgw_list_del(&srv->node);
+            pool->n_dedicated--;
+        }
+        srv->state = st;
+        if (st != PGW_SRV_CLOSING) {
+            pgw_list_append(&pool->dedicated, &srv->node);
+            pool->n_dedicated++;
+        }
+        return;
+    }
     int *c = state_counter(pool, srv->state);
     if (pgw_list_linked(&srv->node)) {
         pgw_list_del(&srv->node);
@@ -417,17 +431,28 @@ static void add_tcp_params(const struct pgw_pool *pool, const char **k, const ch
  * and port, with its addresses when pgwharf resolved the name.  With
  * prefer-standby, libpq (one host: no second pass) is asked for a standby
  * or for any server (standby_pass). */
+/* For a replication client (w), its mode, application_name and
+ * client_encoding replace the entry's. */
 static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
-                        bool standby_pass, const char **k, const char **v,
-                        char (*text)[PGW_NUM_TEXT])
+                        bool standby_pass, const struct pgw_pool_waiter *w, const char **k,
+                        const char **v, char (*text)[PGW_NUM_TEXT])
 {
     const struct pgw_config *cfg = pool->set->cfg;
     int n = 0;
     const struct pgw_backend *be = h->be;
+    if (w) {
+        add_kv(k, v, &n, "replication", w->replication == PGW_REPL_LOGICAL ? "database" : "true");
+        add_kv(k, v, &n, "application_name", w->repl_app);
+        add_kv(k, v, &n, "client_encoding", w->repl_encoding);
+    }
     for (int i = 0; i < pool->nkeys; i++) {
         if (strcmp(pool->keys[i], "host") == 0 || strcmp(pool->keys[i], "port") == 0 ||
             strcmp(pool->keys[i], "hostaddr") == 0)
             continue;
+        if (strcmp(pool->keys[i], "replication") == 0 ||
+            (w && w->repl_app && strcmp(pool->keys[i], "application_name") == 0) ||
+            (w && w->repl_encoding && strcmp(pool->keys[i], "client_encoding") == 0))
+            continue;         /* the client's, or none: the server is pooled */
         if (strcmp(pool->keys[i], "target_session_attrs") == 0 &&
             pool->tsa == PGW_TSA_PREFER_STANDBY) {
             add_kv(k, v, &n, pool->keys[i], standby_pass ? "standby" : "any");
@@ -488,6 +513,22 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
     const char *sqlstate = answered ? answered : pgw_pool_guess_sqlstate(text);
+    if (srv->replication) {
+        /* A refusal the server answered (no REPLICATION privilege, no
+         * pg_hba line for replication, max_wal_senders) is this client's:
+         * the backend is up.  Only a failure to reach it counts there. */
+        bool refused = pgw_pool_login_error_is_local(sqlstate) ||
+                       strcmp(sqlstate, "53300") == 0 || pgw_pool_target_mismatch(text);
+        if (refused) {
+            pgw_backend_connected(be, probe);
+        } else {
+            pgw_pool_host_failed(pool, ps->host, be);
+            pgw_backend_failed(be, probe, text);
+        }
+        pgw_pool_repl_login_failed(srv, sqlstate, text);
+        pgw_pool_kick_related(pool);
+        return;
+    }
     if (!answered && pgw_pool_target_mismatch(text)) {
         /* Up and answering, but not what target_session_attrs asks for
          * (a standby, a read-only session): not a health failure; this
@@ -645,6 +686,15 @@ static void login_done(struct pgw_server *srv)
     srv->expire_at = life > 0 ? now + life * (0.9 + 0.2 * pgw_pool_set_random(set)) : 0;
     pgw_info("server_connect", "%s tls=%s", srv_log_fields(srv, f, sizeof(f)),
              srv->ssl ? "on" : "off");
+    if (srv->replication) {
+        /* No connect_query (a physical walsender takes replication
+         * commands only), no pool defaults: straight to its client. */
+        bool probe = srv_priv(srv)->probe;
+        srv_priv(srv)->probe = false;
+        pgw_backend_connected(srv->backend, probe);
+        pgw_pool_repl_login_done(srv);
+        return;
+    }
     if (pool->connect_query && *pool->connect_query) {
         if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query) < 0)
             connect_failed(srv, "out of memory for connect_query");
@@ -682,7 +732,8 @@ static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* Starts a connection for pool to its host `host`; the caller has been
  * admitted by that host's backend (breaker, rate, DNS).  Failures surface
  * from the loop, never inside this call. */
-struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe)
+struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
+                                    struct pgw_pool_waiter *w)
 {
     struct pgw_pool_set *set = pool->set;
     struct pool_server *ps = calloc(1, sizeof(*ps));
@@ -701,17 +752,22 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe)
     ps->host = host;
     ps->standby_pass = pgw_pool_wants_standby(pool, host);
     ps->pristine = true;
+    if (w) {
+        srv->replication = w->replication;
+        ps->owner = w;
+        w->repl_srv = srv;
+    }
     ev_init(&srv->io, connect_io_cb);
     ev_init(&srv->timer, server_timer_cb);
     pgw_server_move(srv, PGW_SRV_CONNECTING);
     pool->st.total_connects++;
 
-    int cap = pool->nkeys + 24;    /* the keys build_params adds, and NULL */
+    int cap = pool->nkeys + 27;    /* the keys build_params adds, and NULL */
     const char **k = calloc((size_t)cap, sizeof(*k));
     const char **v = calloc((size_t)cap, sizeof(*v));
     char text[4][PGW_NUM_TEXT];
     if (k && v) {
-        build_params(pool, &pool->hosts[host], ps->standby_pass, k, v, text);
+        build_params(pool, &pool->hosts[host], ps->standby_pass, w, k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
     }
     free(k);

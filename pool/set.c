@@ -88,7 +88,8 @@ static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
     for (n = set->pools.next; n != &set->pools; n = next) {
         next = n->next;
         struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
-        if (pool->refs > 0 || pool->n_waiters > 0 ||
+        if (pool->refs > 0 || pool->n_waiters > 0 || pool->n_repl_waiters > 0 ||
+            pool->n_dedicated > 0 ||
             pool->n_active + pool->n_connecting + pool->n_resetting > 0) {
             pool->last_used = pool->last_held = now;
             pool->expiring = false;
@@ -222,7 +223,10 @@ int pgw_pool_set_server_count(const struct pgw_pool_set *set)
     int total = 0;
     const struct pgw_list *n;
     for (n = set->pools.next; n != &set->pools; n = n->next)
-        total += pgw_pool_total(pgw_container_of(n, struct pgw_pool, node));
+    {
+        const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        total += pgw_pool_total(p) + p->n_dedicated;
+    }
     return total;
 }
 
@@ -249,6 +253,7 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set)
         close_list(&pool->idle);
         close_list(&pool->active);
         close_list(&pool->pending);
+        close_list(&pool->dedicated);
     }
     /* Servers first: their free hook may still look at their pool. */
     ev_idle_stop(set->loop, &set->reaper);

@@ -271,7 +271,7 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     pgw_rs_text(rs, "C");
     pgw_rs_text(rs, s->user ? s->user : "(nouser)");
     pgw_rs_text(rs, s->database ? s->database : "(nodb)");
-    pgw_rs_text(rs, "none");
+    pgw_rs_text(rs, pgw_replication_name(s->replication));
     pgw_rs_text(rs, state);
     pgw_rs_text(rs, addr);
     pgw_rs_int(rs, port);
@@ -342,7 +342,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_text(rs, "S");
     pgw_rs_text(rs, pgw_pool_user(pool));
     pgw_rs_text(rs, pgw_pool_dbname(pool));
-    pgw_rs_text(rs, "none");
+    pgw_rs_text(rs, pgw_replication_name(srv->replication));
     pgw_rs_text(rs, state);
     pgw_rs_text(rs, host);
     pgw_rs_int(rs, port);

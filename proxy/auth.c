@@ -435,9 +435,10 @@ static void hba_start(struct pgw_session *s)
         pgw_session_close(s, "28000", "auth_hba_file is not loaded");
         return;
     }
-    enum pgw_hba_method m = pgw_hba_match(px->hba, s->unix_sock, s->ssl != NULL,
-                                          (const struct sockaddr *)&s->addr, s->database,
-                                          s->user, &line, &map);
+    enum pgw_hba_method m = pgw_hba_match_conn(px->hba, s->unix_sock, s->ssl != NULL,
+                                               s->replication == PGW_REPL_PHYSICAL,
+                                               (const struct sockaddr *)&s->addr, s->database,
+                                               s->user, &line, &map);
     char qd[200], qu[200];
     pgw_debug("hba", "client=%s db=%s user=%s method=%s line=%d", s->addr_text,
               pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),

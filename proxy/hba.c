@@ -29,7 +29,7 @@ enum item_kind {
     IK_ALL,
     IK_SAMEUSER,    /* database named like the user */
     IK_UNKNOWN,     /* samerole, +group: cannot be evaluated here */
-    IK_NEVER        /* replication */
+    IK_REPLICATION  /* replication: physical replication connections only */
 };
 
 struct hba_item {
@@ -382,7 +382,7 @@ static bool parse_list(struct report *r, const struct field *f, bool is_db, stru
             report(r, false, "\"%s\" is not supported (pgwharf does not know role membership); "
                    "the rule matches only if it is a reject rule", t->s);
         } else if (is_db && keyword(t, "replication")) {
-            it->kind = IK_NEVER;
+            it->kind = IK_REPLICATION;
         } else if (t->s[0] == '/') {
             /* PostgreSQL 16 on: a regular expression, quoted or not (a
              * `reject` rule naming one must not be passed over) */
@@ -802,11 +802,20 @@ int pgw_hba_load_logged(const char *path, const char *ident_path, struct pgw_hba
 
 enum tri { NO, MAYBE, YES };
 
-static enum tri match_list(const struct hba_list *l, const char *name, const char *user)
+/* physical: a database list for a physical replication connection, which
+ * only the keyword replication matches (as in PostgreSQL's check_db);
+ * any other connection never matches that keyword. */
+static enum tri match_list(const struct hba_list *l, const char *name, const char *user,
+                           bool physical)
 {
     enum tri best = NO;
     for (int i = 0; i < l->n; i++) {
         const struct hba_item *it = &l->items[i];
+        if (physical) {
+            if (it->kind == IK_REPLICATION)
+                return YES;
+            continue;
+        }
         switch (it->kind) {
         case IK_ALL:
             return YES;
@@ -821,7 +830,7 @@ static enum tri match_list(const struct hba_list *l, const char *name, const cha
         case IK_UNKNOWN:
             best = MAYBE;
             break;
-        case IK_NEVER:
+        case IK_REPLICATION:
             break;
         }
     }
@@ -908,6 +917,14 @@ enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool 
                                   const struct sockaddr *addr, const char *db, const char *user,
                                   int *line, const char **map)
 {
+    return pgw_hba_match_conn(hba, is_unix, is_tls, false, addr, db, user, line, map);
+}
+
+enum pgw_hba_method pgw_hba_match_conn(const struct pgw_hba *hba, bool is_unix, bool is_tls,
+                                       bool physical, const struct sockaddr *addr,
+                                       const char *db, const char *user, int *line,
+                                       const char **map)
+{
     /* Per method, the first rule skipped as unsure that asks for it (line
      * 0: none), its map, and whether later skipped rules of that method had
      * another.  PostgreSQL may have matched any of them, so the rule that
@@ -922,10 +939,10 @@ enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool 
         enum tri c = match_conn(rule, is_unix, is_tls, addr);
         if (c == NO)
             continue;
-        enum tri d = match_list(&rule->dbs, db, user);
+        enum tri d = match_list(&rule->dbs, db, user, physical);
         if (d == NO)
             continue;
-        enum tri u = match_list(&rule->users, user, user);
+        enum tri u = match_list(&rule->users, user, user, false);
         if (u == NO)
             continue;
         bool sure = c == YES && d == YES && u == YES;

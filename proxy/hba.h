@@ -31,7 +31,10 @@
  * same method, reject, scram-sha-256 after md5, anything after trust), else
  * the connection is rejected.  So a connection PostgreSQL would refuse, or
  * ask a password or certificate of, is never let in with less.
- * `replication` never matches (pgwharf has no replication connections);
+ * A physical replication connection matches only rules whose database is
+ * the keyword `replication` (not `all`, not a name); any other connection,
+ * a logical replication one included, never matches that keyword -- as in
+ * PostgreSQL.
  * hostgssenc never matches (no GSSAPI encryption).  @file inclusion is an
  * error.
  *
@@ -96,6 +99,13 @@ int pgw_hba_load_logged(const char *path, const char *ident_path, struct pgw_hba
 enum pgw_hba_method pgw_hba_match(const struct pgw_hba *hba, bool is_unix, bool is_tls,
                                   const struct sockaddr *addr, const char *db, const char *user,
                                   int *line, const char **map);
+
+/* The same for a physical replication connection when physical (the
+ * startup parameter replication=true; a logical one matches as any). */
+enum pgw_hba_method pgw_hba_match_conn(const struct pgw_hba *hba, bool is_unix, bool is_tls,
+                                       bool physical, const struct sockaddr *addr,
+                                       const char *db, const char *user, int *line,
+                                       const char **map);
 
 /* May the client that the method identified as system_user log in as
  * db_user?  Without a map (NULL), only as itself; with one, when a line of

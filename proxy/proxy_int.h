@@ -125,6 +125,9 @@ struct pgw_session {
     const struct pgw_conf_db *db;
     struct pgw_pool *pool;
     enum pgw_pool_mode mode;
+    int replication;                 /* PGW_REPL_*: the startup parameter; such a
+                                        client has a server of its own (session
+                                        mode whatever the pool's) */
     bool is_admin, admin_can_write;
     uint32_t cancel_pid, cancel_key; /* issued by pgwharf */
     uint8_t md5_salt[4];

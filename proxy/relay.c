@@ -353,6 +353,10 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     s->ps_on = pgw_ps_enabled(s);
     if (s->ps_on)
         pgw_ps_link(s);
+    /* A replication client's server was made for it (a physical walsender
+     * would refuse a SET anyway). */
+    if (s->replication)
+        return;
     /* Relaying the client's bytes without the SETs would run them with
      * the settings another client left on this server. */
     if (!sync_params(s))
@@ -548,6 +552,23 @@ static void welcome(struct pgw_session *s)
     /* Without a server (welcome_without_server) the pool's record of a
      * fresh one stands for it. */
     const struct pgw_params *sp = s->server ? &s->server->params : pgw_pool_defaults(s->pool);
+    if (s->replication) {
+        /* Its own server, made with only application_name and
+         * client_encoding of what the client sent: the client sees what
+         * that server says, all of it. */
+        for (int i = 0; i < s->px->ntracked; i++) {
+            free(s->params[i]);
+            s->params[i] = NULL;
+        }
+        for (int i = 0; i < sp->n; i++) {
+            int t = pgw_tracked_param_index(s->px, sp->p[i].name);
+            if (t >= 0)
+                s->params[t] = strdup(sp->p[i].value);
+            pgw_wire_param_status(&b, sp->p[i].name, sp->p[i].value);
+        }
+        static const struct pgw_params none;
+        sp = &none;           /* nothing more below */
+    }
     const struct pgw_params *dp =
         s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->pool);
     for (int i = 0; i < s->px->ntracked; i++) {
@@ -1185,8 +1206,22 @@ static bool startup_params_known(const struct pgw_session *s)
     return true;
 }
 
+/* A replication client: its own server, connected for it (pool.h). */
+static void acquire_replication(struct pgw_session *s)
+{
+    int r = pgw_pool_acquire_replication(s->pool, &s->waiter, s->ctx, acquired_cb, s,
+                                         s->replication, s->params[PGW_TP_APPLICATION_NAME],
+                                         s->params[PGW_TP_CLIENT_ENCODING]);
+    if (r < 0)
+        acquire_failed(s, pgw_pool_error_of(&s->waiter, r));
+}
+
 void pgw_relay_login(struct pgw_session *s)
 {
+    if (s->replication) {
+        acquire_replication(s);
+        return;
+    }
     /* In transaction and statement mode a client whose startup parameters
      * a fresh server already has is welcomed with the pool's record of one
      * and takes a server at its first request, as in PgBouncer: a login
@@ -1312,7 +1347,7 @@ static bool scan_client(struct pgw_session *s)
             b->len = b->parsed;
             break;
         }
-        if (type == PGW_FE_QUERY && s->px->cfg->disable_pqexec) {
+        if (type == PGW_FE_QUERY && s->px->cfg->disable_pqexec && !s->replication) {
             /* PgBouncer's words; a Query can carry several statements
              * (SQL injection), the extended protocol only one. */
             pgw_session_close(s, "08P01", "PQexec disallowed");

@@ -138,6 +138,11 @@ void pgw_session_apply_timeouts(struct pgw_session *s)
     s->idle_transaction_timeout = pgw_conf_idle_transaction_timeout(cfg, u);
     s->client_idle_timeout = pgw_conf_client_idle_timeout(cfg, u);
     s->transaction_timeout = pgw_conf_transaction_timeout(cfg, u);
+    if (s->replication) {
+        /* START_REPLICATION and BASE_BACKUP stream for as long as they
+         * last: one "query" that never ends is no stuck transaction. */
+        s->query_timeout = s->idle_transaction_timeout = s->transaction_timeout = 0;
+    }
 }
 
 /* transaction_timeout: a transaction runs from its first query (an
@@ -484,6 +489,41 @@ static int take_param(struct pgw_session *s, const char *name, const char *value
     return CLOSED;
 }
 
+/* PostgreSQL's parse_bool: a boolean word or a unique prefix of one (two
+ * letters for on/off), any case; 1 true, 0 false, -1 neither. */
+static int parse_bool(const char *v)
+{
+    static const struct { const char *word; size_t min; int value; } words[] = {
+        { "true", 1, 1 }, { "false", 1, 0 }, { "yes", 1, 1 }, { "no", 1, 0 },
+        { "on", 2, 1 }, { "off", 2, 0 }, { "1", 1, 1 }, { "0", 1, 0 },
+    };
+    size_t n = strlen(v);
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (n >= words[i].min && n <= strlen(words[i].word) &&
+            strncasecmp(v, words[i].word, n) == 0)
+            return words[i].value;
+    return -1;
+}
+
+/* The startup parameter replication, as PostgreSQL reads it: "database"
+ * (logical), a boolean (physical or none), anything else refused.  False
+ * when the session was closed. */
+static bool take_replication(struct pgw_session *s, const char *value)
+{
+    if (strcmp(value, "database") == 0) {
+        s->replication = PGW_REPL_LOGICAL;
+        return true;
+    }
+    int b = parse_bool(value);
+    if (b < 0) {
+        pgw_session_close(s, "22023", "invalid value for parameter \"replication\": \"%s\"",
+                          value);
+        return false;
+    }
+    s->replication = b ? PGW_REPL_PHYSICAL : PGW_REPL_NONE;
+    return true;
+}
+
 /* pgw_startup_options' callback: a setting inside options, or a word that
  * is none (refused, unless options is in ignore_startup_parameters). */
 static int take_option(void *arg, const char *name, const char *value)
@@ -516,10 +556,17 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
         if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
             strcmp(name, "options") == 0)
             continue;
+        if (strcmp(name, "replication") == 0) {
+            if (!take_replication(s, st->values[i]))
+                return false;
+            continue;
+        }
         if (take_param(s, name, st->values[i], false) != 0)
             return false;
     }
-    if (s->px->cfg->application_name_add_host) {
+    if (s->px->cfg->application_name_add_host && !s->replication) {
+        /* (Not for replication: synchronous_standby_names names the
+         * standby by the application_name it sends.) */
         /* As PgBouncer: "<application_name or app> - <ip:port>", set once
          * at login; a later SET wins.  A long name is cut whole characters
          * at a time (PostgreSQL keeps 63 bytes of it anyway). */
@@ -624,6 +671,11 @@ static void handle_startup(struct pgw_session *s)
     if (admin_name && (!s->db || strcmp(s->db->name, s->database) != 0)) {
         s->is_admin = true;
         s->db = NULL;
+        if (s->replication) {
+            pgw_session_close(s, "0A000",
+                              "replication connections to the admin console are not supported");
+            return;
+        }
     } else if (!s->db) {
         pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
         return;
@@ -817,7 +869,8 @@ void pgw_session_login_done(struct pgw_session *s)
     }
     pgw_pool_ref(s->pool);                   /* until pgw_session_free */
     pgw_admin_pool_attach(s->px, s->pool);
-    s->mode = pgw_pool_mode(s->pool);
+    /* A replication client keeps its own server for its whole session. */
+    s->mode = s->replication ? PGW_POOL_SESSION : pgw_pool_mode(s->pool);
     s->state = PGW_SS_LOGIN_WAIT;
     pgw_relay_login(s);
 }

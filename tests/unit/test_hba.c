@@ -217,7 +217,8 @@ static void test_match_table(void **state)
         /* ssl / nossl */
         { false, false, "192.168.1.1", "x", "y", PGW_HBA_SCRAM, 12 },
         { false, true, "192.168.1.1", "x", "y", PGW_HBA_CERT, 11 },
-        /* replication never matches */
+        /* replication never matches a connection that is not physical
+         * replication (test_match_physical) */
         { false, false, "172.15.0.1", "replication", "y", PGW_HBA_REJECT, 0 },
         /* +group: unknown; skipped for trust, decides for reject */
         { false, false, "172.16.5.5", "x", "y", PGW_HBA_REJECT, 15 },
@@ -252,6 +253,44 @@ static void test_match_table(void **state)
                      pgw_hba_method_name(m), line, pgw_hba_method_name(cases[i].method),
                      cases[i].line);
     }
+    pgw_hba_free(hba);
+}
+
+/* A physical replication connection matches only the replication
+ * keyword; anything else (a logical one too) never matches it. */
+static void test_match_physical(void **state)
+{
+    (void)state;
+    struct pgw_hba *hba = parse_ok("local   all          all                 trust\n"           /* 1 */
+                                   "host    app          all   127.0.0.1/32  trust\n"           /* 2 */
+                                   "host    /^re         all   127.0.0.1/32  trust\n"           /* 3 */
+                                   "host    replication  repl  127.0.0.1/32  md5\n"             /* 4 */
+                                   "host    all,replication all 127.0.0.1/32 scram-sha-256\n",  /* 5 */
+                                   NULL);
+    struct sockaddr_in in;
+    memset(&in, 0, sizeof(in));
+    in.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+    const struct sockaddr *sa = (const struct sockaddr *)&in;
+    int line = -1;
+    /* physical: the database name plays no part; all and names do not match */
+    assert_int_equal(pgw_hba_match_conn(hba, false, false, true, sa, "app", "repl", &line, NULL),
+                     PGW_HBA_MD5);
+    assert_int_equal(line, 4);
+    assert_int_equal(pgw_hba_match_conn(hba, false, false, true, sa, "app", "bob", &line, NULL),
+                     PGW_HBA_SCRAM);
+    assert_int_equal(line, 5);
+    assert_int_equal(pgw_hba_match_conn(hba, true, false, true, NULL, "app", "bob", &line, NULL),
+                     PGW_HBA_REJECT);
+    assert_int_equal(line, 0);
+    /* logical (or none): as any connection; the keyword never matches */
+    assert_int_equal(pgw_hba_match_conn(hba, false, false, false, sa, "app", "repl", &line, NULL),
+                     PGW_HBA_TRUST);
+    assert_int_equal(line, 2);
+    assert_int_equal(pgw_hba_match_conn(hba, false, false, false, sa, "replication", "repl",
+                                        &line, NULL),
+                     PGW_HBA_SCRAM);    /* rule 3 unsure, 4 not for it: 5 */
+    assert_int_equal(line, 5);
     pgw_hba_free(hba);
 }
 
@@ -604,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_parse_warnings),
         cmocka_unit_test(test_parse_syntax),
         cmocka_unit_test(test_match_table),
+        cmocka_unit_test(test_match_physical),
         cmocka_unit_test(test_unsupported_fail_closed),
         cmocka_unit_test(test_unsure_rule_is_not_passed_for_less),
         cmocka_unit_test(test_method_names),

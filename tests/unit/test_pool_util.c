@@ -25,6 +25,12 @@ static void t_sqlstate_table(void **state)
         { "FATAL:  remaining connection slots are reserved for non-replication superuser "
           "connections", "53300" },
         { "FATAL:  too many connections for role \"app\"", "53300" },
+        { "FATAL:  must be superuser or replication role to start walsender", "42501" },
+        { "FATAL:  permission denied to start WAL sender", "42501" },
+        { "FATAL:  number of requested standby connections exceeds max_wal_senders "
+          "(currently 10)", "53300" },
+        { "FATAL:  no pg_hba.conf entry for replication connection from host \"127.0.0.1\", "
+          "user \"app\", no encryption", "28000" },
         { "connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: FATAL:  database "
           "\"nope\" does not exist\n", "3D000" },
         { "FATAL:  role \"ghost\" does not exist", "28000" },

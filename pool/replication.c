@@ -1,0 +1,188 @@
+/*
+ * replication.c - a replication client's own server (pool.h,
+ * pgw_pool_acquire_replication): the queue of such clients waiting for
+ * their server to log in, starting one server per waiter on a host of the
+ * entry's list, and handing it over or failing that one client.
+ *
+ * A replication server and its client form a pair: made for that client
+ * (its mode and application_name), never lent to another, never idle;
+ * pgw_pool_release closes it.  Such servers sit on pool->dedicated and in
+ * no count of the pool (pool_size, max_db_connections,
+ * max_user_connections, SHOW POOLS): PostgreSQL bounds them by
+ * max_wal_senders.  A waiter is on pool->repl_waiters from the acquire to
+ * its callback; w->repl_srv is its server while that one connects.
+ */
+#include "pool/pool_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+static void repl_done_cb(struct pgw_ctx_sub *sub, int err);
+
+int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *w,
+                                 struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg,
+                                 int mode, const char *application_name,
+                                 const char *client_encoding)
+{
+    struct pgw_pool_error *e = &pool->set->error;
+    w->arg = arg;
+    w->server = NULL;
+    w->error = NULL;
+    pgw_list_init(&w->node);
+    pgw_ctx_sub_init(&w->sub);
+    w->pool = pool;
+    w->cb = cb;
+    w->ctx = NULL;
+    w->since = ev_now(pool->set->loop);
+    w->replication = mode;
+    w->repl_app = application_name;
+    w->repl_encoding = client_encoding;
+    w->repl_srv = NULL;
+
+    if (pool->set->destroying) {
+        w->error = pgw_pool_set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
+        return PGW_ESHUTDOWN;
+    }
+    if (pool->orphan) {
+        w->error = pgw_pool_set_error(e, PGW_ENOTFOUND, "3D000",
+                                      "database \"%s\" is no longer in the configuration",
+                                      pool->dbname);
+        return PGW_ENOTFOUND;
+    }
+    int down = pgw_pool_hosts_down(pool, e);
+    if (down) {
+        if (down == PGW_EBREAKER_OPEN)
+            pool->st.total_breaker_rejects++;
+        w->error = e;
+        return e->code;
+    }
+    int err = pgw_ctx_err(ctx);
+    w->ctx = err ? NULL : pgw_ctx_with_cancel(ctx);
+    if (!err && !w->ctx)
+        err = PGW_ENOMEM;
+    if (!err && (err = pgw_ctx_subscribe(w->ctx, &w->sub, repl_done_cb, w)) != 0) {
+        pgw_ctx_release(w->ctx);
+        w->ctx = NULL;
+    }
+    if (err) {
+        w->error = pgw_pool_set_error(e, err, err == PGW_ENOMEM ? "53200" : "57014",
+                                      "canceled before its replication connection started");
+        return err;
+    }
+    pgw_list_append(&pool->repl_waiters, &w->node);
+    pool->n_repl_waiters++;
+    /* Start its server now when a host admits one; the callback comes
+     * from the loop (a connect never reports inside this call). */
+    bool was = pool->dispatching;
+    pool->dispatching = true;
+    pgw_pool_repl_grow(pool);
+    pool->dispatching = was;
+    return PGW_ACQ_QUEUED;
+}
+
+void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w)
+{
+    struct pgw_pool *pool = w->pool;
+    pgw_list_del(&w->node);
+    pool->n_repl_waiters--;
+    pgw_ctx_unsubscribe(&w->sub);
+    if (w->ctx)
+        pgw_ctx_release(w->ctx);
+    w->ctx = NULL;
+    struct pgw_server *srv = w->repl_srv;
+    w->repl_srv = NULL;
+    if (srv) {
+        srv_priv(srv)->owner = NULL;
+        pgw_server_close(srv, "replication client left before its server logged in");
+    }
+}
+
+static void repl_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *err)
+{
+    struct pgw_pool *pool = w->pool;
+    pgw_pool_repl_unqueue(w);
+    if (err != &pool->set->error)
+        pool->set->error = *err;
+    w->error = &pool->set->error;
+    w->server = NULL;
+    w->cb(w, NULL);
+}
+
+static void repl_done_cb(struct pgw_ctx_sub *sub, int err)
+{
+    struct pgw_pool_waiter *w = pgw_container_of(sub, struct pgw_pool_waiter, sub);
+    struct pgw_pool_error e;
+    pgw_pool_set_error(&e, PGW_ECANCELED, "57014",
+                       "canceled while its replication connection started");
+    (void)err;
+    repl_fail(w, &e);
+}
+
+void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err)
+{
+    /* Callbacks may queue others: fail only those queued now. */
+    int n = pool->n_repl_waiters;
+    struct pgw_list *f;
+    while (n-- > 0 && (f = pgw_list_first(&pool->repl_waiters)))
+        repl_fail(pgw_container_of(f, struct pgw_pool_waiter, node), err);
+}
+
+void pgw_pool_repl_grow(struct pgw_pool *pool)
+{
+    if (pool->set->destroying || pool->orphan)
+        return;
+    struct pgw_list *n;
+    for (n = pool->repl_waiters.next; n != &pool->repl_waiters; n = n->next) {
+        struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
+        if (w->repl_srv)
+            continue;
+        bool probe = false;
+        int i = pgw_pool_choose_host(pool, &probe);
+        if (i < 0)
+            return;           /* a wake-up kicks the pool again, or the hosts are
+                               * down: pgw_pool_host_down fails the waiters */
+        if (!pgw_server_start(pool, i, probe, w)) {
+            if (probe)
+                pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, ev_now(pool->set->loop));
+            return;
+        }
+    }
+}
+
+void pgw_pool_repl_login_done(struct pgw_server *srv)
+{
+    struct pool_server *ps = srv_priv(srv);
+    struct pgw_pool_waiter *w = ps->owner;
+    if (!w) {
+        pgw_server_close(srv, "its replication client left");
+        return;
+    }
+    ps->owner = NULL;
+    w->repl_srv = NULL;       /* its own now: unqueueing must not close it */
+    pgw_pool_repl_unqueue(w);
+    struct pgw_pool *pool = srv->pool;
+    pgw_server_move(srv, PGW_SRV_ACTIVE);
+    srv->request_time = ev_now(pool->set->loop);
+    srv->lend_count++;
+    srv->link = NULL;
+    pool->st.total_acquires++;
+    w->server = srv;
+    w->error = NULL;
+    w->cb(w, srv);
+}
+
+void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg)
+{
+    struct pool_server *ps = srv_priv(srv);
+    struct pgw_pool_waiter *w = ps->owner;
+    ps->owner = NULL;
+    if (!w)
+        return;
+    w->repl_srv = NULL;
+    struct pgw_pool_error e;
+    pgw_pool_set_error(&e, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
+    repl_fail(w, &e);
+}

@@ -1,0 +1,294 @@
+"""Replication connections through pgwharf (the startup parameter
+replication, as PgBouncer 1.23+): pg_basebackup, pg_receivewal, a logical
+stream with psycopg2's LogicalReplicationConnection and test_decoding.
+
+Each replication client gets a server of its own, made with its mode and
+application_name, closed when it leaves, whatever the pool_mode; SHOW
+CLIENTS / SERVERS say physical or logical.  A refusal by the server (no
+REPLICATION privilege) goes to that client and opens no breaker; a bad
+value is 22023; auth_type=hba matches physical connections to the
+replication keyword only.  Needs wal_level=logical (tests/pgcluster.sh).
+"""
+
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import psycopg2
+import psycopg2.extras
+
+import pgwharf_test as pt
+
+one = pt.one
+TX = {"pool_mode": "transaction", "default_pool_size": 1}
+
+
+class ReplicationCase(pt.PgwharfTestCase):
+    """Physical clients (pg_basebackup, pg_receivewal, psycopg2's
+    PhysicalReplicationConnection) always ask for the database
+    "replication": an entry of that name leads them to the cluster."""
+
+    def start_pgwharf(self, start=True, **kw):
+        dbs = {db: self.pg.conn_string(db)
+               for db in (self.pg.database, self.pg.database2, "postgres")}
+        dbs["replication"] = self.pg.conn_string(self.pg.database)
+        kw.setdefault("databases", dbs)
+        return super().start_pgwharf(start=start, **kw)
+
+    def setUp(self):
+        super().setUp()
+        if one(self.direct(), "show wal_level") != "logical":
+            self.skipTest("the test cluster needs wal_level=logical")
+
+    def direct(self):
+        if not hasattr(self, "_direct"):
+            self._direct = psycopg2.connect(self.pg.dsn())
+            self._direct.autocommit = True
+            self.addCleanup(self._direct.close)
+        return self._direct
+
+    def scratch(self):
+        d = tempfile.mkdtemp(prefix="pgwharf-repl-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+    def tool_env(self, password=None):
+        e = dict(os.environ)
+        e["PGPASSWORD"] = password or self.pg.password
+        return e
+
+    def walsenders(self, app=None):
+        sql = "select count(*) from pg_stat_activity where backend_type = 'walsender'"
+        if app is not None:
+            return one(self.direct(), sql + " and application_name = %s", (app,))
+        return one(self.direct(), sql)
+
+    def wait_walsenders(self, n, app=None, timeout=15):
+        pt.wait_until(lambda: self.walsenders(app) == n, timeout=timeout,
+                      what="%d walsender(s) %s" % (n, app or ""))
+
+    def rows(self, px, what, **match):
+        return pt.show(self.console_conn(px), what, **match)
+
+    def repl_conn(self, px, factory, **dsn):
+        conn = psycopg2.connect(px.dsn(**dsn), connection_factory=factory)
+        self.addCleanup(conn.close)
+        return conn
+
+
+class TestPhysical(ReplicationCase):
+
+    def test_basebackup_in_transaction_mode(self):
+        px = self.start_pgwharf(settings=TX)
+        d = os.path.join(self.scratch(), "backup")
+        r = subprocess.run(
+            [pt.pg_bin("pg_basebackup"), "-h", px.host, "-p", str(px.port),
+             "-U", self.pg.user, "-D", d, "-X", "stream", "-c", "fast", "--no-sync"],
+            env=self.tool_env(), capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.exists(os.path.join(d, "PG_VERSION")))
+        self.assertTrue(os.listdir(os.path.join(d, "pg_wal")))
+        # Its two servers (the backup, the WAL stream) left with it.
+        self.wait_walsenders(0, "pg_basebackup")
+        pt.wait_until(lambda: not self.rows(px, "SERVERS", replication="physical"),
+                      what="no replication server left")
+        # The pool's own servers were not touched: a normal client works.
+        self.assertEqual(one(self.db_conn(px), "select 1"), 1)
+
+    def test_receivewal_shows_physical_and_leaves(self):
+        px = self.start_pgwharf()
+        d = self.scratch()
+        c = self.direct().cursor()
+        endpos = one(self.direct(), "select (pg_current_wal_lsn() + 16777216)::text")
+        proc = subprocess.Popen(
+            [pt.pg_bin("pg_receivewal"), "-h", px.host, "-p", str(px.port),
+             "-U", self.pg.user, "-d", "application_name=pgw_rw",
+             "-D", d, "-n", "--endpos", endpos, "--no-sync"],
+            env=self.tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.wait_walsenders(1, "pgw_rw")
+        cl = self.rows(px, "CLIENTS", replication="physical")
+        self.assertEqual(len(cl), 1, cl)
+        self.assertEqual(cl[0]["application_name"], "pgw_rw")
+        sv = self.rows(px, "SERVERS", replication="physical")
+        self.assertEqual(len(sv), 1, sv)
+        self.assertEqual(sv[0]["link"], cl[0]["ptr"])
+        self.assertEqual(one(self.direct(), "select application_name from pg_stat_replication"),
+                         "pgw_rw")
+        # Outside pool_size: SHOW POOLS counts no server for it.
+        pool = pt.pool_row(self.console_conn(px), "replication", self.pg.user)
+        self.assertEqual(int(pool["sv_active"]), 0)
+        # The stream is no query that query_timeout could end: more WAL, two
+        # segment switches, and pg_receivewal stops at --endpos by itself.
+        c.execute("create table if not exists pgw_repl_t (i int)")
+        for _ in range(6):
+            if proc.poll() is not None:
+                break
+            c.execute("insert into pgw_repl_t values (1)")
+            c.execute("select pg_switch_wal()")
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertTrue([f for f in os.listdir(d) if len(f) == 24], os.listdir(d))
+        self.wait_walsenders(0, "pgw_rw")
+        pt.wait_until(lambda: not self.rows(px, "SERVERS", replication="physical"),
+                      what="its server closed")
+
+    def test_server_gone_closes_client(self):
+        px = self.start_pgwharf()
+        conn = self.repl_conn(px, psycopg2.extras.PhysicalReplicationConnection,
+                              application_name="pgw_kill")
+        cur = conn.cursor()
+        cur.execute("IDENTIFY_SYSTEM")
+        self.assertEqual(len(cur.fetchone()), 4)
+        self.wait_walsenders(1, "pgw_kill")
+        self.direct().cursor().execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where backend_type = 'walsender' and application_name = 'pgw_kill'")
+        with self.assertRaises(psycopg2.Error):
+            cur.execute("IDENTIFY_SYSTEM")
+            cur.fetchall()
+        pt.wait_until(lambda: not self.rows(px, "CLIENTS", replication="physical"),
+                      what="the client closed with its server")
+
+
+class TestLogical(ReplicationCase):
+
+    SLOT = "pgw_test_slot"
+
+    def drop_slot(self):
+        c = self.direct()
+
+        def gone():
+            try:
+                c.cursor().execute(
+                    "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+                    "where slot_name = %s", (self.SLOT,))
+                return True
+            except psycopg2.errors.ObjectInUse:
+                return False
+        pt.wait_until(gone, what="slot dropped")
+
+    def test_stream_in_transaction_mode(self):
+        px = self.start_pgwharf(settings=TX)
+        self.addCleanup(self.drop_slot)
+        self.drop_slot()
+        conn = self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection,
+                              application_name="pgw_logical")
+        cur = conn.cursor()
+        cur.create_replication_slot(self.SLOT, output_plugin="test_decoding")
+        cur.start_replication(slot_name=self.SLOT, decode=True)
+        cl = self.rows(px, "CLIENTS", replication="logical")
+        self.assertEqual([r["application_name"] for r in cl], ["pgw_logical"])
+        sv = self.rows(px, "SERVERS", replication="logical")
+        self.assertEqual(len(sv), 1)
+        c = self.direct()
+        c.cursor().execute("create table if not exists pgw_repl_l (i int)")
+        c.cursor().execute("insert into pgw_repl_l values (42)")
+        got = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("42" in m for m in got):
+            msg = cur.read_message()
+            if msg is None:
+                select.select([conn], [], [], 0.5)
+                continue
+            got.append(msg.payload)
+            cur.send_feedback(flush_lsn=msg.data_start)
+        self.assertTrue(any("pgw_repl_l" in m and "42" in m for m in got), got)
+        # A normal client of the same pool (one server) is not held up.
+        self.assertEqual(one(self.db_conn(px), "select 2"), 2)
+        conn.close()
+        self.wait_walsenders(0, "pgw_logical")
+        pt.wait_until(lambda: not self.rows(px, "SERVERS", replication="logical"),
+                      what="its server closed")
+
+    def test_sql_on_logical_connection(self):
+        px = self.start_pgwharf(settings=TX)
+        conn = self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection)
+        cur = conn.cursor()
+        cur.execute("IDENTIFY_SYSTEM")
+        row = cur.fetchone()
+        self.assertEqual(row[3], self.pg.database)    # dbname: logical
+        cur.execute("select current_database()")
+        self.assertEqual(cur.fetchone()[0], self.pg.database)
+
+
+class TestRefusals(ReplicationCase):
+
+    def test_bad_value_and_false(self):
+        px = self.start_pgwharf()
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(replication="maybe"))
+        self.assertIn('invalid value for parameter "replication": "maybe"', str(cm.exception))
+        self.assertTrue(px.wait_for_log(r"sqlstate=22023"))
+        for v in ("false", "off", "0", "no"):
+            conn = psycopg2.connect(px.dsn(replication=v))
+            self.addCleanup(conn.close)
+            conn.autocommit = True
+            self.assertEqual(one(conn, "select 1"), 1)
+        self.assertEqual(self.rows(px, "CLIENTS", replication="physical"), [])
+
+    def test_admin_console_refused(self):
+        px = self.start_pgwharf()
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(db="pgbouncer", replication="database"))
+        self.assertIn("admin console", str(cm.exception))
+
+    def test_no_replication_privilege_is_the_clients_error(self):
+        px = self.start_pgwharf()
+        for _ in range(5):       # more than breaker_threshold (3)
+            with self.assertRaises(psycopg2.OperationalError) as cm:
+                psycopg2.connect(px.dsn(user=self.pg.app_user),
+                                 connection_factory=psycopg2.extras.PhysicalReplicationConnection)
+            self.assertRegex(str(cm.exception),
+                             "replication role|permission denied to start WAL sender")
+        breakers = self.rows(px, "BREAKERS")
+        self.assertEqual([b["state"] for b in breakers], ["closed"], breakers)
+        self.assertEqual(int(breakers[0]["failures"]), 0)
+        # Nor the pool's server_login_retry: app's normal logins work.
+        self.assertEqual(one(self.db_conn(px, user=self.pg.app_user), "select 3"), 3)
+
+
+HBA = """\
+host replication {su}   127.0.0.1/32 md5
+host {db},replication {app} 127.0.0.1/32 md5
+host all         all    127.0.0.1/32 reject
+"""
+
+
+class TestHba(ReplicationCase):
+
+    def test_physical_matches_replication_keyword_only(self):
+        d = self.scratch()
+        path = os.path.join(d, "hba.conf")
+        with open(path, "w") as f:
+            f.write(HBA.format(su=self.pg.user, db=self.pg.database, app=self.pg.app_user))
+        px = self.start_pgwharf(settings={"auth_type": "hba", "auth_hba_file": path})
+        phys = psycopg2.extras.PhysicalReplicationConnection
+        logi = psycopg2.extras.LogicalReplicationConnection
+        # physical, superuser: line 1
+        conn = self.repl_conn(px, phys)
+        cur = conn.cursor()
+        cur.execute("IDENTIFY_SYSTEM")
+        self.assertIsNone(cur.fetchone()[3])
+        conn.close()
+        # logical, superuser: as a normal connection, line 3 rejects
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(), connection_factory=logi)
+        # physical, app: line 2 (database names, even "replication") and 3
+        # (all) are not for it
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(user=self.pg.app_user), connection_factory=phys)
+        # normal, app: line 2
+        self.assertEqual(one(self.db_conn(px, user=self.pg.app_user), "select 4"), 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
