@@ -57,6 +57,7 @@ struct pgw_auth_state {
     bool aq_trust;                   /* it was for trust: only existence counts */
     bool aq_done;                    /* looked up: aq_found, aq_secret */
     bool aq_found;                   /* a row came back */
+    bool aq_starting;                /* inside pgw_authquery_lookup: an answer now is synchronous */
     char *aq_secret;                 /* NULL: no row, or a NULL password */
 };
 
@@ -227,10 +228,18 @@ static void lookup_done(struct pgw_aq_wait *w, const struct pgw_aq_result *r)
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
+    bool async = !st->aq_starting;
     if (st->aq_trust)
         trust_login(s);
     else
         begin(s, st->method, st->hba_line);
+    /* What the client sent while the lookup ran (a password sent unasked)
+     * was kept: nothing reads it again unless more arrives, so take it now
+     * that it has been asked for.  (Answered at once, the input loop that
+     * started the lookup goes on by itself; once logged in, the welcome
+     * takes what waits, a query behind the startup packet.) */
+    if (async && s->state == PGW_SS_AUTH && s->cbuf && s->cbuf->sent < s->cbuf->len)
+        pgw_session_on_client_input(s);
 }
 
 /* Look the user up, then carry on with begin() (or trust_login()). */
@@ -242,7 +251,10 @@ static void lookup_start(struct pgw_session *s, enum auth_method method, int hba
     st->method = method;
     st->hba_line = hba_line;
     st->aq_trust = trust;
+    st->aq_starting = true;
     pgw_authquery_lookup(s, &st->aq, lookup_done);
+    if (s->auth_state)               /* st, unless the answer ended the auth already */
+        s->auth_state->aq_starting = false;
 }
 
 /* ---- outcomes ---- */
@@ -603,9 +615,14 @@ static void sasl_step(struct pgw_session *s, const uint8_t *body, size_t len)
         auth_ok(s);
 }
 
+bool pgw_auth_looking_up(const struct pgw_session *s)
+{
+    return s->auth_state && pgw_authquery_waiting(&s->auth_state->aq);
+}
+
 void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len)
 {
-    if (!s->auth_state || pgw_authquery_waiting(&s->auth_state->aq)) {
+    if (!s->auth_state) {
         pgw_session_close(s, "08P01", "unexpected password message");
         return;
     }

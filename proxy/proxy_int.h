@@ -276,6 +276,8 @@ void pgw_relay_pipe_taint(struct pgw_server *srv);
 /* auth.c */
 void pgw_auth_start(struct pgw_session *s);
 void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len);
+/* An auth_query lookup runs: nothing has been asked of the client yet. */
+bool pgw_auth_looking_up(const struct pgw_session *s);
 const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf_db *db,
                                      const char *user);
 bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt[4],

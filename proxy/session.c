@@ -687,6 +687,10 @@ static void handle_startup(struct pgw_session *s)
 static void handle_auth_input(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
+    /* auth_query still looking the user up: nothing was asked yet, so
+     * what came is kept for when it has been (auth.c takes it then). */
+    if (pgw_auth_looking_up(s))
+        return;
     long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, 8192);
     if (n < 0) {
         pgw_session_close(s, "08P01", "invalid message length during authentication");

@@ -296,6 +296,35 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(err["C"], "28000")
         self.assertIn("no such user", err["M"])
 
+    def test_input_sent_while_the_user_is_looked_up_is_kept(self):
+        # A client may send its first query right behind the startup packet
+        # (trust), or a cleartext password before it is asked for; PostgreSQL
+        # reads them when it gets there.  While auth_query looks the user up
+        # (always a round trip for a user not cached yet), nothing has been
+        # asked: the bytes must wait, not end the login.
+        role = self.make_role("nell", "nell_pw")
+        dbs = dict(self.db_with_password("nell_pw"), **{self.pg.database: self.pg.conn_string()})
+        query = hz.query_msg("select current_user")
+        for auth_type, behind in (("trust", query),
+                                  ("plain", hz.msg(b"p", b"nell_pw\0") + query)):
+            with self.subTest(auth_type=auth_type):
+                px = self.start_aq(databases=dbs, auth_type=auth_type)
+                s = socket.create_connection((px.host, px.port), timeout=10)
+                s.sendall(hz.startup_packet(role, "aqdb") + behind)
+                seen = []
+                while True:
+                    t, body = hz.recv_msg(s)
+                    seen.append(t)
+                    if t == b"E":
+                        self.fail("error: %s" % hz.parse_fields(body))
+                    if t == b"D":
+                        self.assertIn(role.encode(), body)
+                    if t == b"Z" and b"D" in seen:
+                        break
+                s.close()
+                self.assertEqual(self.lookups(px, role, "found"), 1)
+                px.stop()
+
     def test_password_change_seen_after_the_cache_expires(self):
         ttl = 3.0
         role = self.make_role("kate", "old_pw")
@@ -439,24 +468,36 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(self.current_user(px, role, "olga_pw", "aqdb"), role)
 
     def test_password_message_before_the_lookup_ends(self):
+        # Sent in a read of its own while the lookup runs (nothing asked
+        # yet), a password message waits for the request, as PostgreSQL
+        # would read it: a cleartext password logs in, and garbage where
+        # SCRAM wants its first message is refused once SCRAM is offered.
         role = self.make_role("pia", "pia_pw")
-        gate, q = self.gated_lookup(7025)
-        px = self.start_aq(databases=dict(self.db_with_password("pia_pw"),
-                                          **{self.pg.database: self.pg.conn_string()}),
-                           auth_query=q)
-        r = Raw(px.host, px.port, role, "aqdb")
-        try:
-            # pgwharf has read the startup packet (the lookup runs): the
-            # password comes in a read of its own, before the lookup ends.
-            self.wait_lookup_at_gate()
-            r.send(b"p", b"too-early\0")
-            code, err = r.auth()
-            self.assertEqual(code, "E")
-            self.assertEqual(err["C"], "08P01")
-        finally:
-            r.close()
-        gate.open()
-        px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
+        dbs = dict(self.db_with_password("pia_pw"), **{self.pg.database: self.pg.conn_string()})
+        for key, auth_type, early, request in ((7025, "plain", b"pia_pw\0", 3),
+                                               (7029, "scram-sha-256", b"too-early\0", 10)):
+            with self.subTest(auth_type=auth_type):
+                gate, q = self.gated_lookup(key)
+                px = self.start_aq(databases=dbs, auth_query=q, auth_type=auth_type)
+                r = Raw(px.host, px.port, role, "aqdb")
+                try:
+                    # pgwharf has read the startup packet (the lookup runs):
+                    # the password comes in a read of its own.
+                    self.wait_lookup_at_gate()
+                    r.send(b"p", early)
+                    gate.open()
+                    self.assertEqual(r.auth()[0], request)
+                    code, rest = r.auth()
+                    if auth_type == "plain":
+                        self.assertEqual(code, 0)
+                    else:
+                        self.assertEqual(code, "E")
+                        self.assertEqual(rest["C"], "08P01")
+                        self.assertIn("invalid SASL authentication mechanism", rest["M"])
+                finally:
+                    r.close()
+                px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
+                px.stop()
 
 
 class TestAuthQueryServerTls(AuthQueryTestCase):
