@@ -211,14 +211,20 @@ static void dns_apply(struct pgw_backend *be, struct dns_req *r)
 
 void pgw_backend_dns_done(struct pgw_pool_set *set)
 {
-    struct pgw_list *n;
-    for (n = set->backends.next; n != &set->backends; n = n->next) {
+    struct pgw_list *n, *next;
+    for (n = set->backends.next; n != &set->backends; n = next) {
+        next = n->next;
         struct pgw_backend *be = pgw_container_of(n, struct pgw_backend, node);
         struct dns_req *r = be->dns;
         if (!r || !atomic_load(&r->done))
             continue;
         pthread_join(r->thread, NULL);
         be->dns = NULL;
+        if (be->refs <= 0) {         /* unused since the lookup began */
+            dns_req_free(r);
+            pgw_backend_free(be);
+            continue;
+        }
         dns_apply(be, r);
         dns_req_free(r);
         pgw_backend_kick_pools(be);
@@ -248,13 +254,16 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_h
     struct pgw_list *n;
     for (n = set->backends.next; n != &set->backends; n = n->next) {
         struct pgw_backend *be = pgw_container_of(n, struct pgw_backend, node);
-        if (strcmp(be->address, address) == 0)
+        if (strcmp(be->address, address) == 0) {
+            be->refs++;
             return be;
+        }
     }
     struct pgw_backend *be = calloc(1, sizeof(*be));
     if (!be)
         return NULL;
     be->set = set;
+    be->refs = 1;
     be->address = strdup(address);
     be->port = strdup(port);
     bool name = !host_is_literal(host);
@@ -293,6 +302,20 @@ void pgw_backend_forget_failures(struct pgw_backend *be)
     if (was != PGW_BREAKER_CLOSED)
         pgw_info("breaker_closed", "backend=%s reason=\"server_tls settings changed\"",
                  be->address);
+}
+
+void pgw_backend_ref(struct pgw_backend *be)
+{
+    be->refs++;
+}
+
+void pgw_backend_unref(struct pgw_backend *be)
+{
+    if (!be || --be->refs > 0)
+        return;
+    pgw_debug("backend_free", "backend=%s", be->address);
+    if (!be->dns)                    /* else pgw_backend_dns_done frees it */
+        pgw_backend_free(be);
 }
 
 void pgw_backend_free(struct pgw_backend *be)

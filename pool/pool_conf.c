@@ -78,6 +78,15 @@ static const char *conn_value(const struct pgw_conf_db *db, const char *key)
     return NULL;
 }
 
+static void unref_hosts(struct pgw_pool *pool)
+{
+    for (int i = 0; i < pool->nhosts; i++)
+        pgw_backend_unref(pool->hosts[i].be);
+    free(pool->hosts);
+    pool->hosts = NULL;
+    pool->nhosts = 0;
+}
+
 /* The entry's host list, one backend per host; false (nothing changed)
  * when it cannot be had. */
 static bool make_hosts(struct pgw_pool *pool, const struct pgw_conf_db *db)
@@ -96,10 +105,12 @@ static bool make_hosts(struct pgw_pool *pool, const struct pgw_conf_db *db)
     }
     free(specs);
     if (!ok) {
+        for (int i = 0; hosts && i < n; i++)
+            pgw_backend_unref(hosts[i].be);
         free(hosts);
         return false;
     }
-    free(pool->hosts);
+    unref_hosts(pool);
     pool->hosts = hosts;
     pool->nhosts = n;
     pool->cursor.n = n;
@@ -226,7 +237,7 @@ void pgw_pool_free(struct pgw_pool *pool)
     free_strv(pool->keys, pool->nkeys);
     free_strv(pool->vals, pool->nkeys);
     free(pool->signature);
-    free(pool->hosts);
+    unref_hosts(pool);
     free(pool->connect_query);
     free(pool->dbname);
     free(pool->user);

@@ -12,9 +12,12 @@
  *   set.c      the set: create/reconfigure/destroy, maintenance, reaping
  *   breaker.c, bucket.c, params.c   pure helpers
  *
- * Ownership: the set owns pools and backends (freed only at destroy); a
- * pool owns its servers; a closed server's memory is freed by the set's
- * reaper after the current callback (never inside its own callback).
+ * Ownership: the set owns pools and backends; a pool owns its servers; a
+ * closed server's memory is freed by the set's reaper after the current
+ * callback (never inside its own callback).  A backend is counted (refs)
+ * by each pool host naming it and each server made to it, and freed when
+ * the count drops to 0 (after a reload removed its address), or once its
+ * name lookup in flight returns.
  */
 #ifndef PGW_POOL_POOL_INT_H
 #define PGW_POOL_POOL_INT_H
@@ -82,6 +85,8 @@ struct dns_req;
 struct pgw_backend {
     struct pgw_list node;     /* in set->backends */
     struct pgw_pool_set *set;
+    int refs;                 /* pool hosts (pool->hosts[i].be) and servers
+                               * (srv->backend) that point at it */
     char *address;            /* "host:port", the key */
     char *hosts;              /* the host name to resolve, NULL for an address
                                * or a socket directory */
@@ -270,7 +275,13 @@ void pgw_server_free(struct pgw_server *srv);
 bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now);
 
 /* backend.c */
+/* The backend of spec's address, made on first use, with a reference taken
+ * for the caller (pgw_backend_unref gives it back). */
 struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_host_spec *spec);
+void pgw_backend_ref(struct pgw_backend *be);
+/* The last reference gone: freed now, or when its lookup in flight returns
+ * (a thread is never joined on the loop's behalf while it may still run). */
+void pgw_backend_unref(struct pgw_backend *be);
 void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg);
 /* Every connect is made differently now (server_tls_*): forget the failures
  * seen before, close the breaker. */

@@ -285,6 +285,7 @@ void pgw_server_free(struct pgw_server *srv)
     if (set->free_hook && srv->user_state)
         set->free_hook(srv, set->free_hook_arg);
     srv->user_state = NULL;
+    pgw_backend_unref(srv->backend);
     pgw_wbuf_deinit(&ps->out);
     free(ps);
 }
@@ -744,6 +745,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
     srv->fd = -1;
     srv->pool = pool;
     srv->backend = pool->hosts[host].be;
+    pgw_backend_ref(srv->backend);
     srv->state = PGW_SRV_CLOSING;
     pgw_list_init(&srv->node);
     pgw_list_init(&srv->user_queue);

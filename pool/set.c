@@ -5,7 +5,8 @@
  *
  * Owns: every pool and backend of the loop (pools of the "*" entry, of
  * entries a reload removed and, with pool_idle_timeout, any pool are freed
- * once unused, see expire_pools; the rest by destroy), the
+ * once unused, see expire_pools; a backend once no pool host or server
+ * names it, see pgw_backend_unref; the rest by destroy), the
  * tick timer, the reaper idle watcher and the ev_async that DNS threads
  * use to wake the loop.  No globals: all state hangs off the set.
  */

@@ -695,6 +695,47 @@ class TestPoolsFreed(AdminTestCase):
                         % self.pg.app_user)
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_backends_of_removed_addresses_freed_once_unused(self):
+        # Each reload points the entry at another address: the backend of
+        # the old one (SHOW BREAKERS has a row per backend) goes once no
+        # pool host and no server names it, so a process reloaded again and
+        # again with changing addresses does not grow.  The first address
+        # keeps its backend while a server made to it is lent to a client.
+        real = self.pg.conn_string()
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"},
+                                databases={self.pg.database: real})
+        conn = self.admin_conn(px)
+        held = self.client(px, autocommit=False)
+        held.cursor().execute("select 1")          # a transaction: its server stays lent
+        first = {b["backend"] for b in self.show(conn, "BREAKERS")[1]}
+        self.assertEqual(len(first), 1, first)
+
+        def backends():
+            return {b["backend"] for b in self.show(conn, "BREAKERS")[1]}
+
+        for i in range(30):
+            # socket directories nothing listens in: no connection is tried
+            px.databases[self.pg.database] = pt._conninfo(
+                host=os.path.join(px.dir, "gone%d" % i), port=5432, dbname=self.pg.database)
+            px.write_config()
+            conn.cursor().execute("RELOAD")
+            want = first | {"%s:5432" % os.path.join(px.dir, "gone%d" % i)}
+            self.assertEqual(backends(), want)
+        # The lent server is still the client's, on the first address.
+        cur = held.cursor()
+        cur.execute("select 42")
+        self.assertEqual(cur.fetchone()[0], 42)
+        held.commit()                              # released: it closes (its host changed)
+        wait_until(lambda: backends() == {"%s:5432" % os.path.join(px.dir, "gone29")},
+                   timeout=30, interval=0.1, what="the first address's backend freed")
+        px.databases[self.pg.database] = real
+        px.write_config()
+        conn.cursor().execute("RELOAD")
+        cur.execute("select 43")
+        self.assertEqual(cur.fetchone()[0], 43)
+        held.commit()
+        self.assertEqual(backends(), first)
+
 class TestAccess(AdminTestCase):
 
     def test_other_users_are_refused(self):
