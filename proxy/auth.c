@@ -59,6 +59,10 @@ struct pgw_auth_state {
     bool aq_found;                   /* a row came back */
     bool aq_starting;                /* inside pgw_authquery_lookup: an answer now is synchronous */
     char *aq_secret;                 /* NULL: no row, or a NULL password */
+    /* ---- peer: the client's user name being looked up (peer.c) ---- */
+    struct pgw_peer_req *peer;       /* non-NULL while waiting */
+    char *peer_map;                  /* the rule's map=, NULL for none */
+    uid_t peer_uid;                  /* SO_PEERCRED's */
 };
 
 void pgw_auth_state_free(struct pgw_auth_state *st)
@@ -68,6 +72,8 @@ void pgw_auth_state_free(struct pgw_auth_state *st)
     if (st->scram_ready)
         pgw_scram_server_deinit(&st->scram);
     pgw_authquery_cancel(&st->aq);
+    pgw_peer_cancel(st->peer);
+    free(st->peer_map);
     if (st->aq_secret) {
         OPENSSL_cleanse(st->aq_secret, strlen(st->aq_secret));
         free(st->aq_secret);
@@ -394,33 +400,55 @@ static void cert_login(struct pgw_session *s, const char *map, int hba_line)
     }
 }
 
+/* The peer lookup's answer: the name must be the user, or map to it (with
+ * the map in force now: a reload may have come meanwhile). */
+static void peer_done(struct pgw_session *s, const char *name, const char *error)
+{
+    struct pgw_auth_state *st = s->auth_state;
+    st->peer = NULL;
+    int ident_line;
+    if (!name) {
+        pgw_session_close(s, "28000", "could not look up local user ID %ld: %s",
+                          (long)st->peer_uid, error);
+        return;
+    }
+    if (!pgw_hba_usermap(s->px->hba, st->peer_map, name, s->user, &ident_line)) {
+        identity_fail(s, "peer", name, st->peer_map, st->hba_line);
+        pgw_session_close(s, "28000", "Peer authentication failed for user \"%s\"", s->user);
+        return;
+    }
+    release_state(s);
+    pgw_session_login_done(s);
+}
+
 /* peer (unix sockets): the connecting process's operating system user must
- * be the user name, or map to it.  getpwuid_r reads the local user
- * database (NSS) on the loop, as PostgreSQL's backend does. */
+ * be the user name, or map to it.  Its name comes from the local user
+ * database (getpwuid_r, NSS: maybe LDAP or sssd, which can take long), so
+ * it is looked up on a thread (peer.c); the login waits for it, under
+ * client_login_timeout, in state auth. */
 static void peer_login(struct pgw_session *s, const char *map, int hba_line)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
-    char ebuf[128], pwbuf[4096];
-    struct passwd pw, *found = NULL;
-    int ident_line;
+    char ebuf[128];
     if (!s->unix_sock || getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
         const char *why = s->unix_sock ? strerror_r(errno, ebuf, sizeof(ebuf)) : "not a unix socket";
         pgw_session_close(s, "28000", "could not get peer credentials: %s", why);
         return;
     }
-    int rc = getpwuid_r(cred.uid, &pw, pwbuf, sizeof(pwbuf), &found);
-    if (!found) {
-        pgw_session_close(s, "28000", "could not look up local user ID %ld: %s", (long)cred.uid,
-                          rc ? strerror_r(rc, ebuf, sizeof(ebuf)) : "user does not exist");
+    struct pgw_auth_state *st = state_get(s);
+    if (!st)
+        return;
+    st->hba_line = hba_line;
+    st->peer_uid = cred.uid;
+    if (map && !(st->peer_map = strdup(map))) {
+        pgw_session_close(s, "53200", "out of memory");
         return;
     }
-    if (!pgw_hba_usermap(s->px->hba, map, pw.pw_name, s->user, &ident_line)) {
-        identity_fail(s, "peer", pw.pw_name, map, hba_line);
-        pgw_session_close(s, "28000", "Peer authentication failed for user \"%s\"", s->user);
-        return;
-    }
-    pgw_session_login_done(s);
+    st->peer = pgw_peer_lookup(s, cred.uid, peer_done);
+    if (!st->peer)
+        pgw_session_close(s, "53200", "could not start the lookup of local user ID %ld",
+                          (long)cred.uid);
 }
 
 /* "127.0.0.1" or "[local]", as PostgreSQL names the host in its messages. */
@@ -617,12 +645,12 @@ static void sasl_step(struct pgw_session *s, const uint8_t *body, size_t len)
 
 bool pgw_auth_looking_up(const struct pgw_session *s)
 {
-    return s->auth_state && pgw_authquery_waiting(&s->auth_state->aq);
+    return s->auth_state && (pgw_authquery_waiting(&s->auth_state->aq) || s->auth_state->peer);
 }
 
 void pgw_auth_password(struct pgw_session *s, const uint8_t *body, size_t len)
 {
-    if (!s->auth_state) {
+    if (!s->auth_state || s->auth_state->peer) {
         pgw_session_close(s, "08P01", "unexpected password message");
         return;
     }

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "common/list.h"
 #include "common/pgenc.h"
@@ -284,6 +285,20 @@ bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt
                         const char *response);
 void pgw_auth_state_free(struct pgw_auth_state *st);
 
+/* peer.c: a unix-socket client's local user name (auth method peer),
+ * looked up (getpwuid_r, NSS) on a thread, never on the loop.  done runs
+ * on the loop, once, with the name or else why there is none -- never
+ * inside pgw_peer_lookup, and never after pgw_peer_cancel (the session
+ * ended).  pgw_peer_lookup returns NULL when no thread can be had. */
+struct pgw_peer_req;
+struct pgw_peer_hub;
+typedef void (*pgw_peer_done_fn)(struct pgw_session *s, const char *name, const char *error);
+struct pgw_peer_req *pgw_peer_lookup(struct pgw_session *s, uid_t uid, pgw_peer_done_fn done);
+void pgw_peer_cancel(struct pgw_peer_req *r);
+/* pgw_proxy_destroy, after the sessions: lookups still running are left
+ * to finish on their own (their answers dropped), not waited for. */
+void pgw_peer_deinit(struct pgw_proxy *px);
+
 /* cancel.c */
 /* With peer_id > 0, the low 16 bits of the cancel keys pgwharf hands out
  * (session.c) are the peer id (14 bits: up to 16383) and a hop count (2
@@ -393,6 +408,7 @@ struct pgw_proxy {
     struct pgw_cancel_state *cancel;
     struct pgw_scram_cache *scram_cache;     /* verifiers made from plaintext secrets */
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
+    struct pgw_peer_hub *peer;       /* peer lookups (peer.c), made on first use */
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;
     bool shutting_down, finished;

@@ -10,11 +10,13 @@ and the errors for malformed exchanges."""
 
 import asyncio
 import base64
+import errno
 import hashlib
 import hmac
 import os
 import pwd
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -23,6 +25,8 @@ import time
 import unittest
 
 import pgwharf_test as pt
+
+wait_until = pt.wait_until
 
 try:
     import psycopg2
@@ -559,7 +563,7 @@ host    all       all   ::1/128       trust
 
 class TestHba(AuthTestCase):
 
-    def start_hba(self, text=HBA, secret=None, ident=None):
+    def start_hba(self, text=HBA, secret=None, ident=None, env=None, **extra):
         user, pw = self.app()
         d = self.scratch()
         self.hba_path = os.path.join(d, "hba.conf")
@@ -570,9 +574,16 @@ class TestHba(AuthTestCase):
             self.ident_path = settings["auth_ident_file"] = os.path.join(d, "ident.conf")
             with open(self.ident_path, "w") as f:
                 f.write(ident)
+        settings.update(extra)
         dbs = self.app_databases()
         dbs["unlisted"] = dbs[self.pg.database]
-        return self.start("hba", {user: secret or pw}, databases=dbs, **settings)
+        if not env:
+            return self.start("hba", {user: secret or pw}, databases=dbs, **settings)
+        settings["auth_type"] = "hba"
+        px = self.start_pgwharf(start=False, settings=settings, auth_users={user: secret or pw},
+                                databases=dbs)
+        px.extra_env.update(env)
+        return px.start()
 
     def scratch(self):
         import tempfile
@@ -719,6 +730,118 @@ class TestHba(AuthTestCase):
         self.assertEqual(self.unix_psql(px, "select 1", self.pg.database, "reports"), "1")
         cp = self.unix_psql(px, "select 1", self.pg.database, app, check=False)
         self.assertIn('Peer authentication failed for user "%s"' % app, cp.stderr)
+
+    # ---- peer: the user database (getpwuid_r, NSS) is asked off the loop ----
+    # tests/getpw_gate.c stands in for a slow NSS backend: getpwuid_r waits
+    # at a FIFO until the test lets it go.
+
+    def start_gated(self, **settings):
+        """pgwharf with peer on the unix socket, scram over TCP, and every
+        getpwuid_r held at a gate: (px, the gate's FIFO)."""
+        lib = os.environ.get("PGW_GETPW_GATE_LIB") or os.path.join(
+            os.path.dirname(os.path.abspath(os.environ.get("PGW_BINARY", ""))), "tests",
+            "libpgw_getpw_gate.so")
+        self.assertTrue(os.path.exists(lib), "no %s (build the tests)" % lib)
+        fifo = os.path.join(self.scratch(), "gate")
+        os.mkfifo(fifo)
+        asan = os.environ.get("ASAN_OPTIONS")
+        env = {"LD_PRELOAD": lib, "PGW_GETPW_GATE": fifo,
+               # the sanitizer runtime wants to be first; the gate comes first
+               "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+        px = self.start_hba("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
+                            env=env, **settings)
+        return px, fifo
+
+    def at_gate(self, fifo, what="a getpwuid_r call at the gate"):
+        """Waits until a getpwuid_r call waits at the gate; returns the
+        descriptor that releases it when closed (and lets through any call
+        that comes meanwhile)."""
+        def writer():
+            try:
+                return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno == errno.ENXIO:        # nobody reads yet
+                    return None
+                raise
+        return wait_until(writer, timeout=30, interval=0.02, what=what)
+
+    @staticmethod
+    def release(fifo, fd):
+        """Every call let through, now and later."""
+        os.unlink(fifo)
+        os.close(fd)
+
+    def unix_startup(self, px, user):
+        """A raw StartupMessage over pgwharf's unix socket."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(os.path.join(px.dir, ".s.PGSQL.%d" % px.port))
+        params = b"user\0" + user.encode() + b"\0database\0" + self.pg.database.encode() + b"\0\0"
+        s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+        return s
+
+    def test_peer_lookup_does_not_hold_up_the_others(self):
+        # A peer login waits for the user database; meanwhile other clients
+        # log in and run queries (it used to wait on the loop: nobody could).
+        app, pw = self.app()
+        me = pwd.getpwuid(os.getuid()).pw_name
+        px, fifo = self.start_gated()
+        login = pt.Background(
+            lambda: self.unix_psql(px, "select current_user", self.pg.database, me))
+        gate = self.at_gate(fifo)
+        try:
+            for i in range(3):
+                self.assertEqual(self.via_psql(px, app, pw), app)
+            self.assertTrue(login.is_alive(), "the peer login did not wait for its lookup")
+        finally:
+            self.release(fifo, gate)
+        login.join(30)
+        self.assertIsNone(login.error)
+        self.assertEqual(login.result, app)
+
+    def test_peer_lookup_outlived_by_its_client(self):
+        # One client leaves and one runs into client_login_timeout while
+        # their lookups wait: the answers that come later find no session
+        # (nothing to crash on, nothing left behind: the ASan build checks
+        # at exit), and peer logins go on working.
+        me = pwd.getpwuid(os.getuid()).pw_name
+        app, pw = self.app()
+        px, fifo = self.start_gated(client_login_timeout="2s")
+        gone = self.unix_startup(px, me)
+        gate = self.at_gate(fifo)
+        try:
+            gone.close()
+            px.wait_for_log(r"event=disconnect client=unix .*state=auth")
+            late = self.unix_startup(px, me)
+            try:
+                hdr = late.recv(5)
+                self.assertEqual(hdr[:1], b"E", hdr)
+                body = b""
+                while len(body) < struct.unpack("!i", hdr[1:])[0] - 4:
+                    body += late.recv(4096)
+                self.assertIn(b"client_login_timeout", body)
+                self.assertIn(b"C08P01", body)
+            finally:
+                late.close()
+        finally:
+            self.release(fifo, gate)
+        self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, me), app)
+        self.assertEqual(px.stop(), 0, px.log_tail())
+
+    def test_shutdown_with_a_peer_lookup_still_waiting(self):
+        # The user database never answers: pgwharf still shuts down at once
+        # and cleanly (the lookup's thread is not waited for).  SIGINT: the
+        # clients without a server go now (SIGTERM would wait for them).
+        me = pwd.getpwuid(os.getuid()).pw_name
+        px, fifo = self.start_gated()
+        waiting = self.unix_startup(px, me)
+        gate = self.at_gate(fifo)
+        try:
+            self.assertEqual(px.stop(sig=signal.SIGINT, timeout=20), 0, px.log_tail())
+            self.assertFalse(px.killed)
+        finally:
+            waiting.close()
+            self.release(fifo, gate)
 
     def test_bad_ident_file_stops_startup(self):
         self.expect_clean_exit = False
