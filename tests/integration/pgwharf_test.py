@@ -40,6 +40,7 @@ The pieces:
 """
 
 import csv
+import errno
 import os
 import re
 import random
@@ -159,6 +160,44 @@ class Background(threading.Thread):
             self.result = self.fn()
         except Exception as e:          # reported by the test
             self.error = e
+
+
+# --- a slow NSS: getpwuid_r / getaddrinfo held at a FIFO (tests/nss_gate.c) -----
+
+def nss_gate_env(**gates):
+    """The environment for a pgwharf with tests/nss_gate.c preloaded;
+    gates: PGW_GETPW_GATE= and/or PGW_GETADDRINFO_GATE= FIFO paths (calls
+    pass through until the FIFO exists)."""
+    lib = os.environ.get("PGW_NSS_GATE_LIB") or os.path.join(
+        os.path.dirname(os.path.abspath(os.environ.get("PGW_BINARY", ""))), "tests",
+        "libpgw_nss_gate.so")
+    if not os.path.exists(lib):
+        raise unittest.SkipTest("no %s (build the tests)" % lib)
+    asan = os.environ.get("ASAN_OPTIONS")
+    env = {"LD_PRELOAD": lib,
+           # the sanitizer runtime wants to come first; the gate does
+           "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+    env.update(gates)
+    return env
+
+
+def nss_gate_wait(fifo, timeout=30, what="a call at the gate"):
+    """Until a call waits at the gate fifo; returns the descriptor that
+    holds it (and any call that comes meanwhile) until nss_gate_release."""
+    def writer():
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno == errno.ENXIO:            # nobody reads yet
+                return None
+            raise
+    return wait_until(writer, timeout=timeout, interval=0.02, what=what)
+
+
+def nss_gate_release(fifo, fd):
+    """Every call let through, now and later."""
+    os.unlink(fifo)
+    os.close(fd)
 
 
 # --- the admin console (and other DB-API connections) --------------------------

@@ -10,7 +10,6 @@ and the errors for malformed exchanges."""
 
 import asyncio
 import base64
-import errno
 import hashlib
 import hmac
 import os
@@ -732,44 +731,20 @@ class TestHba(AuthTestCase):
         self.assertIn('Peer authentication failed for user "%s"' % app, cp.stderr)
 
     # ---- peer: the user database (getpwuid_r, NSS) is asked off the loop ----
-    # tests/getpw_gate.c stands in for a slow NSS backend: getpwuid_r waits
+    # tests/nss_gate.c stands in for a slow NSS backend: getpwuid_r waits
     # at a FIFO until the test lets it go.
 
     def start_gated(self, **settings):
         """pgwharf with peer on the unix socket, scram over TCP, and every
         getpwuid_r held at a gate: (px, the gate's FIFO)."""
-        lib = os.environ.get("PGW_GETPW_GATE_LIB") or os.path.join(
-            os.path.dirname(os.path.abspath(os.environ.get("PGW_BINARY", ""))), "tests",
-            "libpgw_getpw_gate.so")
-        self.assertTrue(os.path.exists(lib), "no %s (build the tests)" % lib)
         fifo = os.path.join(self.scratch(), "gate")
         os.mkfifo(fifo)
-        asan = os.environ.get("ASAN_OPTIONS")
-        env = {"LD_PRELOAD": lib, "PGW_GETPW_GATE": fifo,
-               # the sanitizer runtime wants to be first; the gate comes first
-               "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
         px = self.start_hba("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
-                            env=env, **settings)
+                            env=pt.nss_gate_env(PGW_GETPW_GATE=fifo), **settings)
         return px, fifo
 
-    def at_gate(self, fifo, what="a getpwuid_r call at the gate"):
-        """Waits until a getpwuid_r call waits at the gate; returns the
-        descriptor that releases it when closed (and lets through any call
-        that comes meanwhile)."""
-        def writer():
-            try:
-                return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                if e.errno == errno.ENXIO:        # nobody reads yet
-                    return None
-                raise
-        return wait_until(writer, timeout=30, interval=0.02, what=what)
-
-    @staticmethod
-    def release(fifo, fd):
-        """Every call let through, now and later."""
-        os.unlink(fifo)
-        os.close(fd)
+    at_gate = staticmethod(pt.nss_gate_wait)
+    release = staticmethod(pt.nss_gate_release)
 
     def unix_startup(self, px, user):
         """A raw StartupMessage over pgwharf's unix socket."""

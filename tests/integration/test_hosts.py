@@ -286,6 +286,38 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(servers.count("localhost"), addrs.count("127.0.0.1"), servers)
         self.assertIn("localhost:%d" % self.pg.port, self.breakers(px))
 
+    def test_backend_whose_lookup_runs_goes_when_it_returns(self):
+        # A reload moves the entry off a host name while that name's lookup
+        # still runs (getaddrinfo held at a gate, tests/nss_gate.c): the
+        # backend has nobody left, but its thread writes into it, so it goes
+        # when the answer comes back, not before (ASan) and not never.
+        fifo = os.path.join(tempfile.mkdtemp(prefix="pgwharf-gate-"), "gate")
+        self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
+        px = self.start_pgwharf(start=False, settings=dict(SETTINGS),
+                                databases={"nm": self.entry("localhost")})
+        px.extra_env.update(pt.nss_gate_env(PGW_GETADDRINFO_GATE=fifo))
+        px.start()
+        os.mkfifo(fifo)                 # from now on getaddrinfo waits
+        name = "localhost:%d" % self.pg.port
+        client = pt.Background(lambda: px.psql("select 'served'", db="nm"))
+        gate = pt.nss_gate_wait(fifo, what="the lookup of localhost")
+        try:
+            self.assertIn(name, self.breakers(px))
+            reloads = px.log().count("event=reload ")
+            px.databases["nm"] = self.entry("127.0.0.1")
+            px.reload()
+            pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+            client.join(60)
+            self.assertIsNone(client.error)
+            self.assertEqual(client.result, "served")    # by the new address
+            self.assertIn(name, self.breakers(px))       # the lookup still runs
+        finally:
+            pt.nss_gate_release(fifo, gate)
+        pt.wait_until(lambda: name not in self.breakers(px), timeout=30, interval=0.1,
+                      what="the backend of localhost freed")
+        self.assertEqual(set(self.breakers(px)), {"127.0.0.1:%d" % self.pg.port})
+        self.assertEqual(px.stop(), 0, px.log_tail())
+
     def test_dead_host_first(self):
         dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
         px = self.start({"d": self.entry("127.0.0.3,127.0.0.1")}, metrics_port="auto")

@@ -1,0 +1,72 @@
+/*
+ * nss_gate.c - an LD_PRELOAD library that holds getpwuid_r and getaddrinfo
+ * until a test lets them go, standing in for an NSS backend (LDAP, sssd,
+ * DNS) that is slow to answer.
+ *
+ * With PGW_GETPW_GATE (getpwuid_r) or PGW_GETADDRINFO_GATE (getaddrinfo)
+ * naming a FIFO that exists, each call (getaddrinfo: of a name, not of a
+ * numeric address) first opens it for reading, which
+ * blocks until a writer opens it, then reads to end of file; without the
+ * variable, or once the FIFO is gone, it is glibc's function at once.  A
+ * test sees a call waiting at the gate when open(fifo, O_WRONLY |
+ * O_NONBLOCK) succeeds (ENXIO while nobody reads), and releases it by
+ * closing that descriptor (unlinking the FIFO first lets later calls
+ * through too).
+ *
+ * tests/integration/test_auth.py uses it to show that a peer login waiting
+ * on the user database leaves the rest of pgwharf running, test_hosts.py
+ * to hold a backend's name lookup while a reload moves its pools away.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+typedef int (*getpwuid_r_fn)(uid_t, struct passwd *, char *, size_t, struct passwd **);
+typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *,
+                              struct addrinfo **);
+
+/* Wait at the FIFO the variable names, if it names one that exists. */
+static void gate_wait(const char *var)
+{
+    const char *gate = getenv(var);
+    if (!gate || !*gate)
+        return;
+    int fd = open(gate, O_RDONLY);
+    if (fd < 0)
+        return;
+    char c[64];
+    while (read(fd, c, sizeof(c)) > 0)
+        ;
+    close(fd);
+}
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+    getaddrinfo_fn real = (getaddrinfo_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    unsigned char a[16];
+    if (node && inet_pton(AF_INET, node, a) != 1 && inet_pton(AF_INET6, node, a) != 1)
+        gate_wait("PGW_GETADDRINFO_GATE");      /* names only: libpq asks for numbers too */
+    if (!real)
+        return EAI_SYSTEM;
+    return real(node, service, hints, res);
+}
+
+int getpwuid_r(uid_t uid, struct passwd *pw, char *buf, size_t len, struct passwd **result)
+{
+    getpwuid_r_fn real = (getpwuid_r_fn)dlsym(RTLD_NEXT, "getpwuid_r");
+    gate_wait("PGW_GETPW_GATE");
+    if (!real) {
+        *result = NULL;
+        return 38;                    /* ENOSYS */
+    }
+    return real(uid, pw, buf, len, result);
+}
