@@ -313,7 +313,8 @@ void pgw_backend_unref(struct pgw_backend *be)
 {
     if (!be || --be->refs > 0)
         return;
-    pgw_debug("backend_free", "backend=%s", be->address);
+    pgw_debug("backend_unused", "backend=%s lookup_running=%s", be->address,
+              be->dns ? "yes" : "no");
     if (!be->dns)                    /* else pgw_backend_dns_done frees it */
         pgw_backend_free(be);
 }
