@@ -130,9 +130,13 @@ void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_err
         repl_fail(pgw_container_of(f, struct pgw_pool_waiter, node), err);
 }
 
+/* Not while the pool is paused (PAUSE, KILL): as PgBouncer, no new server
+ * connection until RESUME, a replication client's neither (the server may
+ * be on its way down for a restart).  Such a client waits in its login,
+ * under client_login_timeout; RESUME kicks the pool. */
 void pgw_pool_repl_grow(struct pgw_pool *pool)
 {
-    if (pool->set->destroying || pool->orphan)
+    if (pool->set->destroying || pool->orphan || pool->paused)
         return;
     struct pgw_list *n;
     for (n = pool->repl_waiters.next; n != &pool->repl_waiters; n = n->next) {

@@ -159,6 +159,29 @@ class TestPhysical(ReplicationCase):
                       what="the client closed with its server")
 
 
+    def test_pause_holds_new_replication_clients(self):
+        # PAUSE (and KILL, which leaves the database paused) stops new
+        # server connections, a replication client's too, until RESUME:
+        # the server may be on its way down for a restart.
+        px = self.start_pgwharf()
+        console = self.console_conn(px)
+        console.cursor().execute("PAUSE replication")
+        t = pt.Background(lambda: psycopg2.connect(
+            px.dsn(application_name="pgw_paused"),
+            connection_factory=psycopg2.extras.PhysicalReplicationConnection))
+        self.addCleanup(lambda: t.result and t.result.close())
+        # Logged in: its server would be on its way now (started in the
+        # same callback).
+        self.assertTrue(px.wait_for_log(r"event=login .*db=replication"))
+        self.assertEqual(self.rows(px, "SERVERS", replication="physical"), [])
+        self.assertEqual(self.walsenders("pgw_paused"), 0)
+        console.cursor().execute("RESUME replication")
+        t.join(15)
+        self.assertIsNone(t.error)
+        self.assertIsNotNone(t.result)
+        self.wait_walsenders(1, "pgw_paused")
+
+
 class TestLogical(ReplicationCase):
 
     SLOT = "pgw_test_slot"
