@@ -799,6 +799,7 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     w->since = pool_now(pool);
     w->replication = PGW_REPL_NONE;
     w->repl_srv = NULL;
+    w->repl_app = w->repl_encoding = w->repl_options = NULL;
 
     int err = pgw_ctx_err(ctx);
     if (err) {

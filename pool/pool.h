@@ -172,6 +172,8 @@ struct pgw_pool_waiter {
     /* replication (pgw_pool_acquire_replication) */
     int replication;
     const char *repl_app, *repl_encoding;   /* the client's; outlive the wait */
+    const char *repl_options;               /* its other parameters, as libpq's
+                                               options ("-c name=value ..."), or NULL */
     struct pgw_server *repl_srv;            /* connecting for it */
 };
 
@@ -209,7 +211,8 @@ bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w);
 
 /* Replication connections (PgBouncer 1.23's design): a client sending the
  * startup parameter replication gets a server of its own, connected for
- * it with the same mode (and its application_name, client_encoding), not
+ * it with the same mode (and its application_name, client_encoding, and
+ * its other parameters as options, after the entry's own options), not
  * run through connect_query, checks or resets, never idle in the pool,
  * closed when given back.  Outside pool_size, max_db_connections and
  * max_user_connections (PostgreSQL bounds walsenders by max_wal_senders);
@@ -228,7 +231,7 @@ static inline const char *pgw_replication_name(int mode)
 int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                                  struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg,
                                  int mode, const char *application_name,
-                                 const char *client_encoding);
+                                 const char *client_encoding, const char *options);
 
 enum pgw_release {
     PGW_RELEASE_IDLE,         /* clean: transaction idle, nothing outstanding */

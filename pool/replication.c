@@ -25,7 +25,7 @@ static void repl_done_cb(struct pgw_ctx_sub *sub, int err);
 int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                                  struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg,
                                  int mode, const char *application_name,
-                                 const char *client_encoding)
+                                 const char *client_encoding, const char *options)
 {
     struct pgw_pool_error *e = &pool->set->error;
     w->arg = arg;
@@ -40,6 +40,7 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
     w->replication = mode;
     w->repl_app = application_name;
     w->repl_encoding = client_encoding;
+    w->repl_options = options;
     w->repl_srv = NULL;
 
     if (pool->set->destroying) {

@@ -355,6 +355,26 @@ static bool pool_has_key(const struct pgw_pool *pool, const char *key)
 
 #define PGW_NUM_TEXT 16      /* an int as text */
 
+/* A replication client's parameters (w->repl_options) after the entry's
+ * own options, if any (PostgreSQL applies them in order: the client's
+ * win, as a SET would on a pooled server).  NULL when the client has
+ * none or memory is short (the server then gets the entry's: the client
+ * sees what it got in the ParameterStatus of its login); free() it. */
+static char *repl_options(const struct pgw_pool *pool, const struct pgw_pool_waiter *w)
+{
+    if (!w || !w->repl_options || !*w->repl_options)
+        return NULL;
+    const char *entry = "";
+    for (int i = 0; i < pool->nkeys; i++)
+        if (strcmp(pool->keys[i], "options") == 0)
+            entry = pool->vals[i];
+    size_t len = strlen(entry) + 1 + strlen(w->repl_options) + 1;
+    char *o = malloc(len);
+    if (o)
+        snprintf(o, len, "%s%s%s", entry, *entry ? " " : "", w->repl_options);
+    return o;
+}
+
 static void add_kv(const char **k, const char **v, int *n, const char *key, const char *val)
 {
     if (!val || !*val)
@@ -433,10 +453,11 @@ static void add_tcp_params(const struct pgw_pool *pool, const char **k, const ch
  * prefer-standby, libpq (one host: no second pass) is asked for a standby
  * or for any server (standby_pass). */
 /* For a replication client (w), its mode, application_name and
- * client_encoding replace the entry's. */
+ * client_encoding replace the entry's, and opts (repl_options) its
+ * options. */
 static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
-                        bool standby_pass, const struct pgw_pool_waiter *w, const char **k,
-                        const char **v, char (*text)[PGW_NUM_TEXT])
+                        bool standby_pass, const struct pgw_pool_waiter *w, const char *opts,
+                        const char **k, const char **v, char (*text)[PGW_NUM_TEXT])
 {
     const struct pgw_config *cfg = pool->set->cfg;
     int n = 0;
@@ -445,6 +466,7 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
         add_kv(k, v, &n, "replication", w->replication == PGW_REPL_LOGICAL ? "database" : "true");
         add_kv(k, v, &n, "application_name", w->repl_app);
         add_kv(k, v, &n, "client_encoding", w->repl_encoding);
+        add_kv(k, v, &n, "options", opts);
     }
     for (int i = 0; i < pool->nkeys; i++) {
         if (strcmp(pool->keys[i], "host") == 0 || strcmp(pool->keys[i], "port") == 0 ||
@@ -452,7 +474,8 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
             continue;
         if (strcmp(pool->keys[i], "replication") == 0 ||
             (w && w->repl_app && strcmp(pool->keys[i], "application_name") == 0) ||
-            (w && w->repl_encoding && strcmp(pool->keys[i], "client_encoding") == 0))
+            (w && w->repl_encoding && strcmp(pool->keys[i], "client_encoding") == 0) ||
+            (opts && strcmp(pool->keys[i], "options") == 0))
             continue;         /* the client's, or none: the server is pooled */
         if (strcmp(pool->keys[i], "target_session_attrs") == 0 &&
             pool->tsa == PGW_TSA_PREFER_STANDBY) {
@@ -764,14 +787,16 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
     pgw_server_move(srv, PGW_SRV_CONNECTING);
     pool->st.total_connects++;
 
-    int cap = pool->nkeys + 27;    /* the keys build_params adds, and NULL */
+    int cap = pool->nkeys + 28;    /* the keys build_params adds, and NULL */
     const char **k = calloc((size_t)cap, sizeof(*k));
     const char **v = calloc((size_t)cap, sizeof(*v));
     char text[4][PGW_NUM_TEXT];
+    char *opts = repl_options(pool, w);
     if (k && v) {
-        build_params(pool, &pool->hosts[host], ps->standby_pass, w, k, v, text);
+        build_params(pool, &pool->hosts[host], ps->standby_pass, w, opts, k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
     }
+    free(opts);
     free(k);
     free(v);
     int fd = srv->conn ? PQsocket(srv->conn) : -1;

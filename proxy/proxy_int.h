@@ -129,6 +129,8 @@ struct pgw_session {
     int replication;                 /* PGW_REPL_*: the startup parameter; such a
                                         client has a server of its own (session
                                         mode whatever the pool's) */
+    char *repl_options;              /* its startup parameters for that server
+                                        (relay.c acquire_replication) */
     bool is_admin, admin_can_write;
     uint32_t cancel_pid, cancel_key; /* issued by pgwharf */
     uint8_t md5_salt[4];

@@ -15,6 +15,7 @@
  */
 #include "proxy/proxy_int.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1206,12 +1207,48 @@ static bool startup_params_known(const struct pgw_session *s)
     return true;
 }
 
-/* A replication client: its own server, connected for it (pool.h). */
+/* The client's startup parameters but application_name and
+ * client_encoding (libpq keywords of their own), as PostgreSQL's options
+ * want them: "-c name=value", a space or backslash in a value escaped with
+ * a backslash.  NULL when there are none; false when memory is short. */
+static bool replication_options(struct pgw_session *s)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    for (int i = 0; i < s->px->ntracked; i++) {
+        if (!s->params[i] || i == PGW_TP_APPLICATION_NAME || i == PGW_TP_CLIENT_ENCODING)
+            continue;
+        if (b.len > 0)
+            pgw_wbuf_append(&b, " ", 1);
+        pgw_wbuf_append(&b, "-c ", 3);
+        pgw_wbuf_append(&b, s->px->tracked[i], strlen(s->px->tracked[i]));
+        pgw_wbuf_append(&b, "=", 1);
+        for (const char *c = s->params[i]; *c; c++) {
+            if (isspace((unsigned char)*c) || *c == '\\')
+                pgw_wbuf_append(&b, "\\", 1);
+            pgw_wbuf_append(&b, c, 1);
+        }
+    }
+    bool ok = !b.failed;
+    if (ok && b.len > 0) {
+        pgw_wbuf_append(&b, "", 1);
+        ok = !b.failed && (s->repl_options = strdup((const char *)b.data)) != NULL;
+    }
+    pgw_wbuf_deinit(&b);
+    return ok;
+}
+
+/* A replication client: its own server, connected for it (pool.h), with
+ * the parameters it sent (a walsender takes no SET to sync them later). */
 static void acquire_replication(struct pgw_session *s)
 {
+    if (!replication_options(s)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
     int r = pgw_pool_acquire_replication(s->pool, &s->waiter, s->ctx, acquired_cb, s,
                                          s->replication, s->params[PGW_TP_APPLICATION_NAME],
-                                         s->params[PGW_TP_CLIENT_ENCODING]);
+                                         s->params[PGW_TP_CLIENT_ENCODING], s->repl_options);
     if (r < 0)
         acquire_failed(s, pgw_pool_error_of(&s->waiter, r));
 }

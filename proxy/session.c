@@ -965,6 +965,7 @@ void pgw_session_free(struct pgw_session *s)
     for (int i = 0; i < PGW_TP_MAX; i++)
         free(s->params[i]);
     free(s->login_refusal);
+    free(s->repl_options);
     free(s->user);
     free(s->database);
     pgw_auth_state_free(s->auth_state);

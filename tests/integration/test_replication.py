@@ -232,6 +232,22 @@ class TestLogical(ReplicationCase):
         pt.wait_until(lambda: not self.rows(px, "SERVERS", replication="logical"),
                       what="its server closed")
 
+    def test_startup_parameters_reach_the_server(self):
+        # Its server takes no SET: what the client sent at login (here in
+        # options, a space escaped; a subscription's walreceiver sends
+        # DateStyle and extra_float_digits so) is in the server's startup,
+        # after the entry's own options.
+        dbs = {"pgwharf": self.pg.conn_string(
+            self.pg.database, options="-c extra_float_digits=2 -c lock_timeout=7s")}
+        px = self.start_pgwharf(settings=TX, databases=dbs)
+        conn = self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection,
+                              options=r"-c DateStyle=SQL,\ DMY -c extra_float_digits=3")
+        self.assertEqual(conn.get_parameter_status("DateStyle"), "SQL, DMY")
+        cur = conn.cursor()
+        cur.execute("select current_setting('DateStyle'), current_setting('extra_float_digits'),"
+                    " current_setting('lock_timeout')")
+        self.assertEqual(cur.fetchone(), ("SQL, DMY", "3", "7s"))
+
     def test_sql_on_logical_connection(self):
         px = self.start_pgwharf(settings=TX)
         conn = self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection)
