@@ -484,7 +484,8 @@ void pgw_backend_get_info(const struct pgw_backend *be, struct pgw_backend_info 
     info->next_probe = be->breaker.state == PGW_BREAKER_OPEN ? be->breaker.next_probe : 0;
     info->last_error = be->last_error;
     info->last_sqlstate = be->last_sqlstate;
-    info->hostname = be->hosts;
+    /* a name once looked up (not one given with its hostaddr) */
+    info->hostname = be->hosts && (be->hostaddr || be->dns || be->dns_error[0]) ? be->hosts : NULL;
     info->addrs = be->hostaddr;
     info->addrs_until = be->hostaddr_until;
     info->resolving = be->dns != NULL;

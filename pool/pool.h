@@ -345,8 +345,9 @@ struct pgw_backend_info {
     ev_tstamp next_probe;     /* 0 when not open */
     const char *last_error;   /* "" when none */
     const char *last_sqlstate;
-    /* DNS (SHOW DNS_HOSTS): the host name pgwharf resolves (NULL for an
-     * address or a socket directory), its addresses as libpq gets them
+    /* DNS (SHOW DNS_HOSTS): the host name pgwharf looked up (NULL for an
+     * address, a socket directory, a name given with its hostaddr, and
+     * before the first lookup), its addresses as libpq gets them
      * (comma-separated; NULL before the first answer) and until when they
      * are used; a lookup is in flight. */
     const char *hostname, *addrs;

@@ -372,8 +372,8 @@ int main(int argc, char **argv)
         case 'u': o.user = optarg; break;
         case 'R':
             fprintf(stderr, "pgwharf: -R (online restart) is not supported: start the new "
-                    "pgwharf with so_reuseport = 1 beside the old one, then stop the old one "
-                    "with SIGINT\n");
+                    "pgwharf with so_reuseport = 1 (and its own pidfile) beside the old one, then "
+                    "stop the old one with SIGINT\n");
             return 2;
         case ':':
             fprintf(stderr, "pgwharf: option %s needs a value\n", argv[optind - 1]);

@@ -1463,7 +1463,11 @@ class TestDnsMaxTtl(pt.PgwharfTestCase):
                                 databases={db: "host=localhost port=%s dbname=%s"
                                            % (self.pg.port, db),
                                            "other": "host=127.0.0.1 port=%s dbname=%s"
-                                           % (self.pg.port, db)})
+                                           % (self.pg.port, db),
+                                           # a name with its address: never looked up
+                                           "given": "host=localhost hostaddr=127.0.0.2 "
+                                           "port=%s dbname=%s" % (self.pg.port, db)})
+        self.assertEqual(px.psql("select 1", db="given"), "1")
         self.assertEqual(px.show("DNS_HOSTS"), [])
         self.assertEqual(px.psql("select 1"), "1")
         self.assertEqual(px.psql("select 1", db="other"), "1")
