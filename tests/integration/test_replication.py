@@ -297,7 +297,7 @@ class TestRefusals(ReplicationCase):
 
 HBA = """\
 host replication {su}   127.0.0.1/32 md5
-host {db},replication {app} 127.0.0.1/32 md5
+host {db}    {app}    127.0.0.1/32 md5
 host all         all    127.0.0.1/32 reject
 """
 
@@ -321,10 +321,13 @@ class TestHba(ReplicationCase):
         # logical, superuser: as a normal connection, line 3 rejects
         with self.assertRaises(psycopg2.OperationalError):
             psycopg2.connect(px.dsn(), connection_factory=logi)
-        # physical, app: line 2 (database names, even "replication") and 3
-        # (all) are not for it
-        with self.assertRaises(psycopg2.OperationalError):
+        # physical, app: neither line 2 (a database name) nor line 3 (all)
+        # is for it, as in PostgreSQL: pgwharf refuses it, the server never
+        # sees it (its refusal would come as "server login failed")
+        with self.assertRaises(psycopg2.OperationalError) as cm:
             psycopg2.connect(px.dsn(user=self.pg.app_user), connection_factory=phys)
+        self.assertIn("no pg_hba.conf entry for host", str(cm.exception))
+        self.assertNotIn("server login failed", str(cm.exception))
         # normal, app: line 2
         self.assertEqual(one(self.db_conn(px, user=self.pg.app_user), "select 4"), 4)
 
