@@ -41,8 +41,8 @@ class ReplicationCase(pt.PgwharfTestCase):
 
     def setUp(self):
         super().setUp()
-        if one(self.direct(), "show wal_level") != "logical":
-            self.skipTest("the test cluster needs wal_level=logical")
+        self.assertEqual(one(self.direct(), "show wal_level"), "logical",
+                         "the test cluster needs wal_level=logical (tests/pgcluster.sh)")
 
     def direct(self):
         if not hasattr(self, "_direct"):
@@ -158,6 +158,23 @@ class TestPhysical(ReplicationCase):
         pt.wait_until(lambda: not self.rows(px, "CLIENTS", replication="physical"),
                       what="the client closed with its server")
 
+    def test_shutdown_waits_for_a_stream_up_to_shutdown_timeout(self):
+        # A replication client never gives its server back: SIGTERM waits
+        # for it only up to shutdown_timeout, then closes it (57P01).
+        px = self.start_pgwharf(settings={"shutdown_timeout": "1s"})
+        conn = self.repl_conn(px, psycopg2.extras.PhysicalReplicationConnection,
+                              application_name="pgw_shut")
+        cur = conn.cursor()
+        cur.execute("IDENTIFY_SYSTEM")
+        cur.fetchall()
+        self.wait_walsenders(1, "pgw_shut")
+        self.assertEqual(px.stop(timeout=15), 0, px.log_tail())
+        self.assertFalse(px.killed)
+        self.assertIn("shutdown_timeout", px.log())
+        with self.assertRaises(psycopg2.Error):
+            cur.execute("IDENTIFY_SYSTEM")
+            cur.fetchall()
+        self.wait_walsenders(0, "pgw_shut")
 
     def test_pause_holds_new_replication_clients(self):
         # PAUSE (and KILL, which leaves the database paused) stops new
