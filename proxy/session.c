@@ -887,10 +887,14 @@ static void send_final_error(struct pgw_session *s, const char *sqlstate, const 
     pgw_wbuf_init(&b);
     pgw_wire_error(&b, "FATAL", sqlstate, "%s", msg);
     if (!b.failed) {
-        /* Whatever is already queued goes first; then one attempt. */
+        /* Whatever is already queued goes first; then one attempt --
+         * not in the middle of a server message the client has part of
+         * (sskip: its rest never comes), which would read the error as
+         * that message's bytes and the rest as more messages: there the
+         * connection just ends, as when the server goes mid-message. */
         if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
             pgw_session_flush_client(s);
-        if (!s->cli_write_blocked) {
+        if (!s->cli_write_blocked && s->sskip == 0) {
             ssize_t w = cli_write(s, b.data, b.len);
             (void)w;
         }

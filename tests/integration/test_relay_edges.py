@@ -35,6 +35,9 @@ one server, so the next client gets the very same one).
 - A cancel that came while the server ran the SETs in front of the
   client's query was forwarded at once: it could hit a SET (the query then
   ran with another client's settings) or be dropped between messages.
+- A session closed while a server message was half relayed to the client
+  (a query_timeout in a large DataRow) got its FATAL error written into
+  that message.
 """
 
 import os
@@ -470,6 +473,54 @@ class TestCancelWhileSettingsAreRestored(pt.PgwharfTestCase):
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+class TestClosedMidMessage(pt.PgwharfTestCase):
+    """A session closed by pgwharf (a timeout, KILL_CLIENT, its server
+    lost) while a server message is half relayed to the client: the
+    FATAL error went out after the bytes already sent, read by the client
+    as the rest of that message (a DataRow's column here) and whatever
+    followed as more messages.  Mid-message the client may only see the
+    connection end."""
+
+    def test_query_timeout_in_the_middle_of_a_data_row(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "log_connections": 0})
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(30)
+        sock.connect((px.host, px.port))
+        self.addCleanup(sock.close)
+        hz.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+        size = 48 * 1024 * 1024          # more than every socket buffer on the way holds
+        sock.sendall(hz.query_msg("select repeat('x', %d) /* mid row */" % size))
+        self.assertEqual(hz.recv_msg(sock)[0], b"T")
+        head = hz._recv_exact(sock, 5)
+        self.assertEqual(head[:1], b"D")
+        pid, link = [int(x) for x in self.pg.psql(
+            "select pid, client_port from pg_stat_activity where query like "
+            "'select repeat(%% /* mid row */'").split("|")]
+        # The backend stops in the middle of writing the row.
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(TestCancelWhileSettingsAreRestored.cont, pid)
+        got = []
+        reader = pt.Background(lambda: got.append(hz.read_until_closed(sock, 60)))
+        # Everything the backend wrote is through pgwharf and at the client.
+        pt.wait_until(lambda: hz.tcp_queues(self.pg.port, link)[1] == 0 and
+                      hz.tcp_queues(link, self.pg.port)[0] == 0 and
+                      hz.tcp_queues(px.port, sock.getsockname()[1]) == (0, 0), 30,
+                      what="pgwharf waiting for the rest of the row")
+        px.admin("SET query_timeout = '500ms'")
+        reader.join(60)
+        self.assertIsNone(reader.error)
+        data, closed = got[0]
+        self.assertTrue(closed)
+        body = struct.unpack("!I", head[1:])[0] - 4
+        self.assertLess(len(data), body)                  # the row was cut
+        # ncols, the column's length, then only the column's bytes.
+        self.assertEqual(data[:6], struct.pack("!hi", 1, size))
+        self.assertEqual(data[6:].strip(b"x"), b"", data[-200:])
+        px.wait_for_log("event=disconnect .*query_timeout")
 
 
 if __name__ == "__main__":
