@@ -649,11 +649,17 @@ void pgw_admin_resume_input(struct pgw_session *s)
         pgw_admin_input(s);
 }
 
-void pgw_admin_deferred_reply(struct pgw_session *s, const char *tag)
+/* The end of a deferred command: CommandComplete with tag, or (sqlstate
+ * given) an ErrorResponse with msg; then ReadyForQuery. */
+static void deferred_end(struct pgw_session *s, const char *tag, const char *sqlstate,
+                         const char *msg)
 {
     struct pgw_wbuf out;
     pgw_wbuf_init(&out);
-    pgw_wire_command_complete(&out, tag);
+    if (sqlstate)
+        pgw_admin_error(&out, sqlstate, "%s", msg);
+    else
+        pgw_wire_command_complete(&out, tag);
     pgw_wire_ready(&out, 'I');
     s->admin_waiting = false;
     s->admin_wait_pause = false;
@@ -661,6 +667,16 @@ void pgw_admin_deferred_reply(struct pgw_session *s, const char *tag)
     admin_queue(s, &out);
     pgw_wbuf_deinit(&out);
     pgw_admin_resume_input(s);
+}
+
+void pgw_admin_deferred_reply(struct pgw_session *s, const char *tag)
+{
+    deferred_end(s, tag, NULL, NULL);
+}
+
+void pgw_admin_deferred_fail(struct pgw_session *s, const char *sqlstate, const char *msg)
+{
+    deferred_end(s, NULL, sqlstate, msg);
 }
 
 /* ---- the admin state ---- */

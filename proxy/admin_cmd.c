@@ -335,6 +335,37 @@ void pgw_admin_wait_tick(struct pgw_proxy *px)
         ev_timer_stop(px->loop, &adm->wait_timer);
 }
 
+/* A CancelRequest for a console session (psql's ^C): a PAUSE or
+ * WAIT_CLOSE still waiting ends with 57014, as a canceled statement does,
+ * and the PAUSE is undone as RESUME would (PgBouncer resumes too): else
+ * the console hung until the last transaction ended, and a PAUSE given
+ * up on by closing the console stayed in force.  Other commands are
+ * answered at once: nothing to cancel. */
+void pgw_admin_cancel(struct pgw_session *s, const char *from)
+{
+    struct pgw_proxy *px = s->px;
+    struct pgw_admin *adm = px->admin;
+    if (s->state != PGW_SS_ADMIN || !s->admin_waiting || !adm) {
+        pgw_info("cancel_ignored", "client=%s target=%s reason=\"no query in progress\"", from,
+                 s->addr_text);
+        return;
+    }
+    const char *db = s->admin_wait_db;
+    const char *cmd = s->admin_wait_pause ? "PAUSE" : "WAIT_CLOSE";
+    if (s->admin_wait_pause) {
+        if (!*db) {
+            adm->paused_all = false;
+            pgw_names_clear(&adm->paused);
+            pause_pools(px, "", false);
+        } else if (pgw_names_remove(&adm->paused, db) && !adm->paused_all) {
+            pause_pools(px, db, false);
+        }
+    }
+    pgw_info("admin_cancel", "client=%s target=%s user=%s command=%s db=%s", from, s->addr_text,
+             LQ(s->user), cmd, LQ(*db ? db : "*"));
+    pgw_admin_deferred_fail(s, "57014", "canceling statement due to user request");
+}
+
 /* ---- KILL / KILL_CLIENT ---- */
 
 static struct pgw_session *find_victim(struct pgw_proxy *px, const struct pgw_session *self,

@@ -98,6 +98,8 @@ void pgw_admin_wait_tick(struct pgw_proxy *px);
 void pgw_admin_resume_input(struct pgw_session *s);
 /* Send a deferred command's CommandComplete + ReadyForQuery and read on. */
 void pgw_admin_deferred_reply(struct pgw_session *s, const char *tag);
+/* The same with an ErrorResponse in place of the CommandComplete. */
+void pgw_admin_deferred_fail(struct pgw_session *s, const char *sqlstate, const char *msg);
 
 /* ---- live counts shared by SHOW and /metrics (admin_show.c) ---- */
 

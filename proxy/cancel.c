@@ -14,7 +14,8 @@
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
- * the request may still be read later.
+ * the request may still be read later.  A key of a console session goes
+ * to the console (admin_cmd.c): it ends a PAUSE or WAIT_CLOSE that waits.
  *
  * Peering (peer_id, [peers]; PgBouncer's): with so_reuseport the kernel
  * may hand the cancel's new connection to another process of the group
@@ -353,6 +354,10 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
     struct pgw_session *s = find(px, pid, own);
     if (!s) {
         cancel_not_here(px, pid, key, from);
+        return;
+    }
+    if (s->is_admin) {
+        pgw_admin_cancel(s, from);       /* a PAUSE or WAIT_CLOSE that waits */
         return;
     }
     if (s->pipe_srv || (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0 || s->swallow > 0))) {

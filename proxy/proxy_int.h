@@ -343,6 +343,8 @@ void pgw_cancel_deinit(struct pgw_proxy *px);
  *                        before query_start is cleared */
 void pgw_admin_login(struct pgw_session *s);
 void pgw_admin_input(struct pgw_session *s);
+/* A CancelRequest for a console session (cancel.c). */
+void pgw_admin_cancel(struct pgw_session *s, const char *from);
 int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen);
 int pgw_admin_prepare_reload(struct pgw_proxy *px, const struct pgw_config *cfg, char *errbuf,
                              size_t errlen);

@@ -875,6 +875,49 @@ class TestCommands(AdminTestCase):
         self.assertNotEqual(cur.fetchone()[0], busy_pid)
         busy.commit()
 
+    def test_a_cancel_of_a_waiting_pause_or_wait_close_ends_the_wait(self):
+        # psql's ^C on a PAUSE that waits for a long transaction (as
+        # PgBouncer, which resumes): the PAUSE gets 57014 and is undone;
+        # the console stays usable.  It was ignored ("no query in
+        # progress"): the console hung and the database stayed paused.
+        px = self.start(default_pool_size=2, verbose=1)
+        busy = self.client(px, autocommit=False)
+        busy.cursor().execute("select 1")            # holds a server: transaction open
+        conn = self.admin_conn(px)
+        pauser = self.admin_conn(px)
+        # Failing, the wait ends once the transaction does (before the
+        # connections close: a psycopg2 close waits for the query).
+        self.addCleanup(busy.rollback)
+
+        def paused():
+            return {r["name"]: r["paused"] for r in
+                    self.show(conn, "DATABASES")[1]}.get(self.pg.database)
+
+        for sql in ("PAUSE %s" % self.pg.database, "PAUSE"):
+            bg = Background(lambda: pauser.cursor().execute(sql))
+            wait_until(lambda: paused() == 1, what="the database paused")
+            self.assertTrue(bg.is_alive(), "%s answered while a transaction ran" % sql)
+            pauser.cancel()
+            bg.join(10)
+            self.assertFalse(bg.is_alive(), "the cancel did not end %s" % sql)
+            self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+            self.assertEqual(paused(), 0)
+            self.assertEqual(px.psql("select 1"), "1")   # not paused: served
+            state = {r["key"]: r["value"] for r in self.show(pauser, "STATE")[1]}
+            self.assertEqual(state["paused"], "no")
+        # WAIT_CLOSE after a RECONNECT, the lent server not back yet.
+        pauser.cursor().execute("RECONNECT %s" % self.pg.database)
+        bg = Background(lambda: pauser.cursor().execute("WAIT_CLOSE %s" % self.pg.database))
+        px.wait_for_log("event=admin .*command=\\S*WAIT_CLOSE")     # read: it waits
+        self.assertTrue(bg.is_alive(), "WAIT_CLOSE answered while a transaction ran")
+        pauser.cancel()
+        bg.join(10)
+        self.assertFalse(bg.is_alive(), "the cancel did not end WAIT_CLOSE")
+        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        busy.commit()
+        self.assertEqual(self.show(pauser, "VERSION")[0], ["version"])     # usable
+        px.wait_for_log("event=admin_cancel .*command=WAIT_CLOSE")
+
     def test_a_paused_pool_keeps_no_servers_warm(self):
         # min_pool_size does not reopen what PAUSE closed (as PgBouncer: the
         # database may be restarting); RESUME brings them back.
