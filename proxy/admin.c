@@ -664,6 +664,10 @@ static void deferred_end(struct pgw_session *s, const char *tag, const char *sql
     s->admin_waiting = false;
     s->admin_wait_pause = false;
     s->admin_wait_db[0] = '\0';
+    /* Idle from this ReadyForQuery on (client_idle_timeout), not from
+     * the query the wait began with. */
+    s->last_activity = ev_now(s->px->loop);
+    pgw_session_arm_timer(s);
     admin_queue(s, &out);
     pgw_wbuf_deinit(&out);
     pgw_admin_resume_input(s);

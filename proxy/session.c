@@ -184,8 +184,11 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
     case PGW_SS_LOGIN_SYNC:
         *what = "client_login_timeout";
         return cfg->client_login_timeout > 0 ? s->connect_time + cfg->client_login_timeout : 0;
-    case PGW_SS_IDLE:
     case PGW_SS_ADMIN:
+        if (s->admin_waiting)
+            return 0;           /* waits for pgwharf (PAUSE, WAIT_CLOSE): not idle */
+        /* fall through */
+    case PGW_SS_IDLE:
         *what = "client_idle_timeout";
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
     case PGW_SS_WAIT_SERVER:

@@ -918,6 +918,33 @@ class TestCommands(AdminTestCase):
         self.assertEqual(self.show(pauser, "VERSION")[0], ["version"])     # usable
         px.wait_for_log("event=admin_cancel .*command=WAIT_CLOSE")
 
+    def test_a_console_waiting_for_pause_is_not_idle(self):
+        # client_idle_timeout is for a client that sends nothing while
+        # nothing is asked of it: a console waiting for its PAUSE's reply
+        # was closed by it (the database then stayed paused), and once the
+        # reply came, the wait counted as idle time.
+        px = self.start(default_pool_size=2, client_idle_timeout="1s")
+        busy = self.client(px, autocommit=False)
+        busy.cursor().execute("select 1")            # holds a server: transaction open
+        conn = self.admin_conn(px)
+        pauser = self.admin_conn(px)
+        self.addCleanup(busy.rollback)              # failing, the PAUSE ends too
+        bg = Background(lambda: pauser.cursor().execute("PAUSE %s" % self.pg.database))
+        wait_until(lambda: {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+                   .get(self.pg.database) == 1, what="the database paused")
+        # conn, idle since it saw the PAUSE: once client_idle_timeout has
+        # closed it, the waiting console's would have passed too.
+        px.wait_for_log("event=disconnect .*state=admin .*client_idle_timeout", timeout=20)
+        self.assertTrue(bg.is_alive(), "the waiting PAUSE ended: %r" % (bg.error,))
+        busy.commit()
+        bg.join(10)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        # Usable at once: the wait was not idle time.
+        state = {r["key"]: r["value"] for r in self.show(pauser, "STATE")[1]}
+        self.assertEqual(state["active"], "yes")
+        pauser.cursor().execute("RESUME %s" % self.pg.database)
+
     def test_a_paused_pool_keeps_no_servers_warm(self):
         # min_pool_size does not reopen what PAUSE closed (as PgBouncer: the
         # database may be restarting); RESUME brings them back.
