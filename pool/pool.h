@@ -127,6 +127,8 @@ struct pgw_server {
     ev_io io;
     ev_timer timer;
     ev_tstamp expire_at;      /* server_lifetime with jitter */
+    double life_jitter;       /* that jitter (0.9 .. 1.1): a reload that
+                               * changes server_lifetime recomputes expire_at */
     int pending_ready;        /* ReadyForQuery still expected from reset/check */
     void *rbuf;
     int close_err;

@@ -131,7 +131,17 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
                                                     : PGW_LB_ROUND_ROBIN;
     pool->tsa = db->target_session_attrs >= 0 ? (enum pgw_target_session)db->target_session_attrs
                                               : PGW_TSA_ANY;
-    pool->server_lifetime = pgw_conf_server_lifetime(cfg, db);
+    double life = pgw_conf_server_lifetime(cfg, db);
+    if (life != pool->server_lifetime) {
+        /* As PgBouncer, which compares a server's age with the current
+         * value: the servers already in get the new lifetime too (their
+         * own jitter kept), else a lowered one waited for the old. */
+        for (struct pgw_server *srv = pgw_pool_server_next(pool, NULL); srv;
+             srv = pgw_pool_server_next(pool, srv))
+            if (srv->connect_time > 0)
+                srv->expire_at = life > 0 ? srv->connect_time + life * srv->life_jitter : 0;
+    }
+    pool->server_lifetime = life;
     /* The cap of the user the servers log in as (copy_keys). */
     const char *su = db->user && *db->user ? db->user : pool->user;
     pool->max_user_connections = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));

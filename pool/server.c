@@ -707,7 +707,8 @@ static void login_done(struct pgw_server *srv)
                                    strcmp(pgw_params_get(&srv->params, "in_hot_standby"), "on") == 0;
     srv->connect_time = srv->request_time = now;
     double life = pool->server_lifetime;
-    srv->expire_at = life > 0 ? now + life * (0.9 + 0.2 * pgw_pool_set_random(set)) : 0;
+    srv->life_jitter = 0.9 + 0.2 * pgw_pool_set_random(set);
+    srv->expire_at = life > 0 ? now + life * srv->life_jitter : 0;
     pgw_info("server_connect", "%s tls=%s", srv_log_fields(srv, f, sizeof(f)),
              srv->ssl ? "on" : "off");
     if (srv->replication) {

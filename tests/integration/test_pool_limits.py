@@ -435,6 +435,21 @@ class TestServerLifetime(PoolLimitsCase):
         self.assertEqual((rows[db]["server_lifetime"], rows[db2]["server_lifetime"]),
                          (int(self.LIFE), 3600))
 
+    def test_a_lifetime_lowered_online_applies_to_the_servers_in(self):
+        """SET server_lifetime (or a RELOAD) that lowers it closes the
+        servers already older, as in PgBouncer, which compares each
+        server's age with the current value: they lived out the lifetime
+        they were born with (an hour by default)."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "server_idle_timeout": 0})
+        c = self.connect(px)
+        pid1 = self.one(c, "select pg_backend_pid()")
+        self.console(px).cursor().execute("SET server_lifetime = %g" % self.LIFE)
+        wait_until(lambda: pid1 not in self.backend_pids(self.pg.user), timeout=10,
+                   what="the idle server closed at the new lifetime")
+        self.closed_because(px, pid1, "server_lifetime")
+        self.assertNotEqual(self.one(c, "select pg_backend_pid()"), pid1)
+
     def _hold_past_lifetime(self, pid, px):
         """Wait until backend pid is past the longest lifetime pgwharf may
         have given it and a maintenance tick has run since; it must still
