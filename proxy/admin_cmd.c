@@ -10,7 +10,8 @@
  * wait in the queue, under query_wait_timeout), their servers are closed
  * (idle ones now, lent ones when they come back, as RECONNECT does) and the
  * reply waits until they are all gone -- unless other commands follow in
- * the same query, when it answers at once.
+ * the same query, when it answers at once.  A cancel of the waiting
+ * console undoes it (57014); a RESUME that undoes it fails it (57014).
  *
  * Differences from PgBouncer, kept on purpose (simpler, and what a pooler
  * with a FIFO pool queue needs):
@@ -130,6 +131,36 @@ static int pause_db(struct pgw_proxy *px, const char *db)
     return 0;
 }
 
+/* A console whose PAUSE still waits though its database (or everything)
+ * is no longer paused, or NULL. */
+static struct pgw_session *undone_pause(struct pgw_proxy *px)
+{
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (!s->is_admin || !s->admin_waiting || !s->admin_wait_pause ||
+            s->state != PGW_SS_ADMIN)
+            continue;
+        if (*s->admin_wait_db ? !pgw_admin_db_paused(px, s->admin_wait_db)
+                              : !px->admin->paused_all)
+            return s;
+    }
+    return NULL;
+}
+
+/* After RESUME (or a canceled PAUSE): a PAUSE still waiting for what was
+ * undone fails (57014) rather than answer PAUSE later, with the database
+ * not paused and serving clients meanwhile.  Replying may run that
+ * console's next commands: look the next one up afresh each time. */
+static void fail_undone_pauses(struct pgw_proxy *px)
+{
+    struct pgw_session *s;
+    while ((s = undone_pause(px))) {
+        pgw_info("admin_cancel", "target=%s user=%s command=PAUSE db=%s reason=\"resumed\"",
+                 s->addr_text, LQ(s->user), LQ(*s->admin_wait_db ? s->admin_wait_db : "*"));
+        pgw_admin_deferred_fail(s, "57014", "PAUSE canceled: RESUME came before it completed");
+    }
+}
+
 int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = s->px;
@@ -164,6 +195,7 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
         pgw_names_clear(&adm->paused);
         pause_pools(px, "", false);
         pgw_info("admin_resume", "user=%s db=*", LQ(s->user));
+        fail_undone_pauses(px);
         return done(out, "RESUME");
     }
     if (!pgw_names_remove(&adm->paused, arg))
@@ -171,6 +203,7 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
     if (!adm->paused_all)
         pause_pools(px, arg, false);
     pgw_info("admin_resume", "user=%s db=%s", LQ(s->user), LQ(arg));
+    fail_undone_pauses(px);
     return done(out, "RESUME");
 }
 
@@ -364,6 +397,7 @@ void pgw_admin_cancel(struct pgw_session *s, const char *from)
     pgw_info("admin_cancel", "client=%s target=%s user=%s command=%s db=%s", from, s->addr_text,
              LQ(s->user), cmd, LQ(*db ? db : "*"));
     pgw_admin_deferred_fail(s, "57014", "canceling statement due to user request");
+    fail_undone_pauses(px);              /* another console's PAUSE of the same */
 }
 
 /* ---- KILL / KILL_CLIENT ---- */

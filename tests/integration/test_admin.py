@@ -918,6 +918,30 @@ class TestCommands(AdminTestCase):
         self.assertEqual(self.show(pauser, "VERSION")[0], ["version"])     # usable
         px.wait_for_log("event=admin_cancel .*command=WAIT_CLOSE")
 
+    def test_resume_fails_a_pause_still_waiting(self):
+        # A PAUSE still waiting for a transaction, undone by RESUME from
+        # another console: it answered PAUSE once the transaction ended,
+        # though the database was not paused and had served clients since
+        # (a restart script would go on as if nothing ran on it).
+        px = self.start(default_pool_size=2)
+        busy = self.client(px, autocommit=False)
+        busy.cursor().execute("select 1")            # holds a server: transaction open
+        conn = self.admin_conn(px)
+        for pause, resume in (("PAUSE %s" % self.pg.database, "RESUME %s" % self.pg.database),
+                              ("PAUSE", "RESUME")):
+            pauser = self.admin_conn(px)
+            self.addCleanup(busy.rollback)          # failing, the PAUSE ends first
+            bg = Background(lambda: pauser.cursor().execute(pause))
+            wait_until(lambda: {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+                       .get(self.pg.database) == 1, what="the database paused")
+            conn.cursor().execute(resume)
+            bg.join(10)
+            self.assertFalse(bg.is_alive(), "%s answered after %s" % (pause, resume))
+            self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+            self.assertIn("RESUME", str(bg.error))
+            self.assertEqual(self.show(pauser, "VERSION")[0], ["version"])     # usable
+        self.assertEqual(px.psql("select 1"), "1")
+
     def test_a_console_waiting_for_pause_is_not_idle(self):
         # client_idle_timeout is for a client that sends nothing while
         # nothing is asked of it: a console waiting for its PAUSE's reply
