@@ -361,30 +361,20 @@ size_t pgw_sql_statement_end(const char *sql, size_t len)
     return len;
 }
 
-enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1])
+/* A name at *p as PostgreSQL reads it into out (at most PGW_CHANNEL_MAX
+ * bytes): unquoted with its ASCII letters lowered, quoted as written (""
+ * read as one quote).  false: none, or one pgwharf does not read (longer,
+ * empty, unterminated). */
+static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX + 1])
 {
-    const char *p = sql, *end = sql + len;
-    enum pgw_listen_kind kind;
-    while (p < end && sql_space(*p))
-        p++;
-    if (sql_keyword(&p, end, "LISTEN"))
-        kind = PGW_LISTEN;
-    else if (sql_keyword(&p, end, "UNLISTEN"))
-        kind = PGW_UNLISTEN;
-    else
-        return PGW_LISTEN_NONE;
-    while (p < end && sql_space(*p))
-        p++;
+    const char *p = *pp;
     size_t n = 0;
     if (p == end)
-        return PGW_LISTEN_NONE;
-    if (*p == '*' && kind == PGW_UNLISTEN) {
-        kind = PGW_UNLISTEN_ALL;
-        p++;
-    } else if (*p == '"') {
+        return false;
+    if (*p == '"') {
         for (p++;; p++) {
             if (p == end)
-                return PGW_LISTEN_NONE;           /* unterminated */
+                return false;                     /* unterminated */
             if (*p == '"') {
                 if (p + 1 < end && p[1] == '"')
                     p++;
@@ -392,28 +382,107 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW
                     break;
             }
             if (*p == '\0' || n == PGW_CHANNEL_MAX)
-                return PGW_LISTEN_NONE;
-            chan[n++] = *p;
+                return false;
+            out[n++] = *p;
         }
         p++;
         if (n == 0)
-            return PGW_LISTEN_NONE;               /* zero-length delimited identifier */
+            return false;                         /* zero-length delimited identifier */
     } else if (ident_start((unsigned char)*p)) {
         for (; p < end && ident_cont((unsigned char)*p); p++) {
             if (n == PGW_CHANNEL_MAX)
-                return PGW_LISTEN_NONE;
+                return false;
             char c = *p;
-            chan[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+            out[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
         }
     } else {
-        return PGW_LISTEN_NONE;
+        return false;
     }
-    chan[n] = '\0';
-    while (p < end && sql_space(*p))
-        p++;
+    out[n] = '\0';
+    *pp = p;
+    return true;
+}
+
+static void sql_skip_space(const char **p, const char *end)
+{
+    while (*p < end && sql_space(**p))
+        (*p)++;
+}
+
+/* White space, one optional ';', white space, the end. */
+static bool sql_at_end(const char *p, const char *end)
+{
+    sql_skip_space(&p, end);
     if (p < end && *p == ';')
         p++;
-    while (p < end && sql_space(*p))
+    sql_skip_space(&p, end);
+    return p == end;
+}
+
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1])
+{
+    const char *p = sql, *end = sql + len;
+    enum pgw_listen_kind kind;
+    sql_skip_space(&p, end);
+    if (sql_keyword(&p, end, "LISTEN"))
+        kind = PGW_LISTEN;
+    else if (sql_keyword(&p, end, "UNLISTEN"))
+        kind = PGW_UNLISTEN;
+    else
+        return PGW_LISTEN_NONE;
+    sql_skip_space(&p, end);
+    if (p < end && *p == '*' && kind == PGW_UNLISTEN) {
+        kind = PGW_UNLISTEN_ALL;
         p++;
-    return p == end ? kind : PGW_LISTEN_NONE;
+    } else if (!sql_ident(&p, end, chan)) {
+        return PGW_LISTEN_NONE;
+    }
+    return sql_at_end(p, end) ? kind : PGW_LISTEN_NONE;
+}
+
+bool pgw_sp_may_be(const char *sql, size_t n)
+{
+    size_t i = 0;
+    while (i < n && sql_space(sql[i]))
+        i++;
+    static const char *const kw[] = { "SAVEPOINT", "RELEASE", "ROLLBACK" };
+    for (int k = 0; k < 3; k++) {
+        size_t j = 0;
+        while (kw[k][j] && i + j < n && (sql[i + j] & ~0x20) == kw[k][j])
+            j++;
+        if (!kw[k][j] || i + j == n)
+            return true;
+    }
+    return false;
+}
+
+enum pgw_sp_kind pgw_sp_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1])
+{
+    const char *p = sql, *end = sql + len;
+    enum pgw_sp_kind kind;
+    name[0] = '\0';
+    sql_skip_space(&p, end);
+    if (sql_keyword(&p, end, "SAVEPOINT")) {
+        kind = PGW_SP_SAVE;
+    } else if (sql_keyword(&p, end, "RELEASE")) {
+        kind = PGW_SP_RELEASE;
+        sql_skip_space(&p, end);
+        sql_keyword(&p, end, "SAVEPOINT");
+    } else if (sql_keyword(&p, end, "ROLLBACK")) {
+        sql_skip_space(&p, end);
+        if (!sql_keyword(&p, end, "WORK"))
+            sql_keyword(&p, end, "TRANSACTION");
+        sql_skip_space(&p, end);
+        if (!sql_keyword(&p, end, "TO"))
+            return PGW_SP_ROLLBACK;       /* the whole transaction (AND CHAIN or not) */
+        kind = PGW_SP_ROLLBACK_TO;
+        sql_skip_space(&p, end);
+        sql_keyword(&p, end, "SAVEPOINT");
+    } else {
+        return PGW_SP_NONE;
+    }
+    sql_skip_space(&p, end);
+    if (!sql_ident(&p, end, name) || !sql_at_end(p, end))
+        name[0] = '\0';                  /* a name pgwharf does not read */
+    return kind;
 }

@@ -7,6 +7,7 @@
 #ifndef PGW_PROXY_CODEC_H
 #define PGW_PROXY_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -94,6 +95,19 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
 #define PGW_CHANNEL_MAX 63
 enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
 enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1]);
+
+/*
+ * A savepoint statement's kind and name: "SAVEPOINT name", "RELEASE
+ * [SAVEPOINT] name", "ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name"
+ * (name read as by pgw_listen_parse; "" when it is one pgwharf does not
+ * read, or more follows), or PGW_SP_ROLLBACK for any other text starting
+ * with ROLLBACK (of the whole transaction).  Pure.
+ * pgw_sp_may_be: the first n bytes of a text could start one.
+ */
+enum pgw_sp_kind { PGW_SP_NONE, PGW_SP_SAVE, PGW_SP_RELEASE, PGW_SP_ROLLBACK_TO,
+                   PGW_SP_ROLLBACK };
+enum pgw_sp_kind pgw_sp_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1]);
+bool pgw_sp_may_be(const char *sql, size_t n);
 
 /* Where the first statement of sql[0..len) ends: the offset of the ';'
  * that ends it, outside string literals, quoted names, dollar quotes and

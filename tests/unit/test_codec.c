@@ -470,6 +470,42 @@ static void test_listen_parse(void **state)
     assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, chan), PGW_LISTEN_NONE);
 }
 
+static void test_sp_parse(void **state)
+{
+    (void)state;
+    char name[PGW_CHANNEL_MAX + 1];
+    static const struct { const char *sql; enum pgw_sp_kind kind; const char *name; } cases[] = {
+        { "SAVEPOINT a", PGW_SP_SAVE, "a" },
+        { " savepoint Sp_One ;", PGW_SP_SAVE, "sp_one" },            /* lowered */
+        { "SAVEPOINT \"Sp\"\"x\"", PGW_SP_SAVE, "Sp\"x" },          /* quoted: as written */
+        { "release sp", PGW_SP_RELEASE, "sp" },
+        { "RELEASE SAVEPOINT \"B\"", PGW_SP_RELEASE, "B" },
+        { "rollback to a", PGW_SP_ROLLBACK_TO, "a" },
+        { "ROLLBACK TO SAVEPOINT A;", PGW_SP_ROLLBACK_TO, "a" },
+        { "rollback work to savepoint b", PGW_SP_ROLLBACK_TO, "b" },
+        { "ROLLBACK TRANSACTION TO c", PGW_SP_ROLLBACK_TO, "c" },
+        { "rollback", PGW_SP_ROLLBACK, "" },
+        { "ROLLBACK AND CHAIN", PGW_SP_ROLLBACK, "" },
+        { "rollback work", PGW_SP_ROLLBACK, "" },
+        { "SAVEPOINT a b", PGW_SP_SAVE, "" },                       /* not read: no name */
+        { "SAVEPOINT /* c */ a", PGW_SP_SAVE, "" },
+        { "rollback to", PGW_SP_ROLLBACK_TO, "" },
+        { "select 1", PGW_SP_NONE, "" },
+        { "SAVEPOINTS a", PGW_SP_NONE, "" },
+        { "releases a", PGW_SP_NONE, "" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(name, 'z', sizeof(name));
+        assert_int_equal(pgw_sp_parse(cases[i].sql, strlen(cases[i].sql), name), cases[i].kind);
+        assert_string_equal(name, cases[i].name);
+    }
+    assert_true(pgw_sp_may_be("  sav", 5));
+    assert_true(pgw_sp_may_be("Rollback to x", 13));
+    assert_true(pgw_sp_may_be("RELEASE", 7));
+    assert_false(pgw_sp_may_be("select", 6));
+    assert_false(pgw_sp_may_be("rolx", 4));
+}
+
 /* ---- statements of a Query ---- */
 
 static void test_statement_end(void **state)
@@ -524,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_options_long_and_hostile),
         cmocka_unit_test(test_dollar_tag),
         cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_sp_parse),
         cmocka_unit_test(test_statement_end),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
