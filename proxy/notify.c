@@ -1137,6 +1137,12 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
     sub->dropped = false;
 }
 
+void pgw_notify_deallocate_all(struct pgw_session *s)
+{
+    if (s->notify)
+        s->notify->nvst = 0;     /* the sub goes at the ReadyForQuery if that was all */
+}
+
 void pgw_notify_flush(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;

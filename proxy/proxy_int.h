@@ -481,6 +481,8 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
+/* Its server ran DEALLOCATE ALL: its prepared LISTENs and UNLISTENs go. */
+void pgw_notify_deallocate_all(struct pgw_session *s);
 
 /* The first byte of a statement's text (a Query's, or a Parse's after its
  * name) may start a lone LISTEN or UNLISTEN: white space (here any byte up

@@ -1835,7 +1835,7 @@ static bool pipe_more(const struct pgw_session *s)
  * or NotificationResponse; false: drop it. */
 static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
 {
-    static const char tag[] = "LISTEN", discard[] = "DISCARD ALL";
+    static const char tag[] = "LISTEN", discard[] = "DISCARD ALL", dealloc[] = "DEALLOCATE ALL";
     struct pgw_server *srv = s->server;
     if (type == PGW_BE_COMMAND_COMPLETE) {
         if (total - PGW_MSG_HDR == sizeof(tag) &&
@@ -1845,6 +1845,9 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
         } else if (s->notify && total - PGW_MSG_HDR == sizeof(discard) &&
                    memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) {
             pgw_notify_discard(s);       /* UNLISTEN * is part of it */
+        } else if (s->notify && total - PGW_MSG_HDR == sizeof(dealloc) &&
+                   memcmp(msg + PGW_MSG_HDR, dealloc, sizeof(dealloc)) == 0) {
+            pgw_notify_deallocate_all(s);
         }
         if (s->notify)
             pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK, SAVEPOINT... */

@@ -984,6 +984,26 @@ class TestExtendedProtocol(NotifyCase):
                 self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
                 a.close()
 
+    def test_deallocate_all_forgets_a_prepared_listen(self):
+        # DEALLOCATE ALL (as a Query, or a server_reset_query's) drops the
+        # client's prepared statements: pgwharf kept its prepared LISTEN,
+        # and a Bind of the name ran it where PostgreSQL has no such
+        # statement (26000).
+        for mps in (200, 0):
+            with self.subTest(max_prepared_statements=mps):
+                self.px.settings["max_prepared_statements"] = mps
+                self.px.write_config()
+                self.px.admin("RELOAD")
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg("s1", "LISTEN pgw_dealloc") + hz.msg(b"S"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                self.assertEqual(hz.simple_query(a, "deallocate all"), ([], []))
+                a.sendall(bind_exec("s1"))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+                a.close()
+
     def test_no_channel_left_gives_the_server_back(self):
         # asyncpg's remove_listener: the client's prepared LISTEN and
         # UNLISTEN stay with pgwharf, which kept the listening server with
