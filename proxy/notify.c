@@ -105,6 +105,8 @@ struct pgw_notify_hub {
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
 static void tx_unlinked(struct pgw_notify_sub *sub);
+static int tx_current(const struct pgw_notify_sub *sub);
+static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n);
 
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
@@ -1183,6 +1185,8 @@ void pgw_notify_session_gone(struct pgw_session *s)
     free(sub->chans);
     free(sub->vst);
     free(sub->tx);
+    free(sub->sp);
+    free(sub->spq);
     free(sub);
     /* The hub goes at its next tick (not from inside its own callbacks). */
 }
@@ -1208,9 +1212,11 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * CommandComplete comes; those of the request being answered are the ones
  * numbered up to the tracker's req_done):
  *   COMMIT                 what ran is the hub's (COMMIT AND CHAIN too);
- *   ROLLBACK, no savepoint what ran is forgotten (ROLLBACK AND CHAIN too);
- *   ROLLBACK, savepoints   ROLLBACK TO the latest: what ran since it is
- *                          forgotten, the rest doomed (below);
+ *   ROLLBACK               of the whole transaction: what ran is forgotten
+ *                          (ROLLBACK AND CHAIN too); ROLLBACK TO a
+ *                          savepoint: what ran since it is forgotten (of
+ *                          a savepoint not known by name: the latest, and
+ *                          the rest doomed, below);
  *   an ErrorResponse       what ran is doomed: the transaction, implicit
  *                          or not, is rolled back unless a ROLLBACK TO
  *                          SAVEPOINT recovers it;
@@ -1218,13 +1224,13 @@ void pgw_notify_session_gone(struct pgw_session *s)
  *                          doomed committed (an implicit transaction, or
  *                          behind a COMMIT), the rest is forgotten;
  *   ReadyForQuery 'T'/'E'  the transaction goes on: doomed no more.
- * Savepoints are counted from the first noted statement (SAVEPOINT,
- * RELEASE), and each ROLLBACK TO taken to be to the latest, as drivers and
- * ORMs nest them; one to an earlier savepoint leaves what ran between the
- * two as if it were before. */
+ * Savepoints are followed from the first noted statement, by their tags
+ * and names (see "savepoints, by name" below).  A noted Parse runs only
+ * if a Bind of its statement follows in its batch (pgw_notify_tx_bind);
+ * a LISTEN or UNLISTEN tag confirms the first of its kind that does. */
 
 static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const char *chan,
-                    uint32_t req, int at)
+                    uint32_t req, int at, const char *stmt)
 {
     struct notify_txop *grown = pgw_array_grow(sub->tx, sizeof(*grown), (size_t)sub->ntx,
                                                &sub->captx, 2);
@@ -1246,13 +1252,16 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
         }
     }
     if (sub->ntx == 0)
-        sub->tx_savepoints = 0;          /* counted from here */
+        sub->nsp = 0;                    /* counted from here */
     struct notify_txop *op = &sub->tx[sub->ntx++];
     op->kind = kind;
     op->req = req;
     op->at = at;
     op->ran = op->doomed = false;
     op->depth = 0;
+    op->parsed = stmt != NULL;
+    op->bound = false;
+    snprintf(op->stmt, sizeof(op->stmt), "%s", stmt ? stmt : "");
     snprintf(op->chan, sizeof(op->chan), "%s", chan);
     if (kind == PGW_LISTEN)
         hub_kick(h);      /* listens on a new server, or sends the LISTEN */
@@ -1265,10 +1274,13 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     const char *end = (const char *)msg + total;
     if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || !s->pool)
         return true;
+    const char *stmt = NULL;
     if ((char)msg[0] == PGW_FE_PARSE) {
         const char *name_end = memchr(sql, '\0', (size_t)(end - sql));
         if (!name_end)
             return true;     /* the server reports it */
+        if (name_end - sql <= NOTIFY_STMT_NAME_MAX)
+            stmt = sql;      /* (a longer name: its tag is taken as its own) */
         sql = name_end + 1;
     }
     /* A Query's text ends the message (an UPDATE is turned down before it
@@ -1290,22 +1302,71 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
         return true;
     /* A Parse holds one statement; a Query may hold several (BEGIN; LISTEN
      * a; LISTEN b; COMMIT), each noted in its order (their tags come in
-     * that order). */
+     * that order).  Its savepoint statements are noted too, all of them
+     * once the client has a sub (their tags are matched to them in order):
+     * those of a Query, and a Parse's when first in its batch (none of
+     * the batch may run before it). */
+    bool sps = query || at == 0;
+    struct notify_spcmd cmds[16];
+    int ncmds = 0;
+    bool lost = false;                   /* more than cmds holds */
     for (const char *p = sql; p < sql_end;) {
         size_t n = query ? pgw_sql_statement_end(p, (size_t)(sql_end - p))
                          : (size_t)(sql_end - p);
         char chan[PGW_CHANNEL_MAX + 1];
         bool converted;
         enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted);
+        if (kind == PGW_LISTEN_NONE && sps && pgw_sp_may_be(p, n)) {
+            struct notify_spcmd *c = &cmds[ncmds < 16 ? ncmds : 15];
+            c->kind = pgw_sp_parse(p, n, c->name);
+            c->req = req;
+            if (c->kind != PGW_SP_NONE && ncmds < 16)
+                ncmds++;
+            else if (c->kind != PGW_SP_NONE)
+                lost = true;
+        }
         p += n + 1;
         if (kind == PGW_LISTEN_NONE)
             continue;
         if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
             continue;     /* nothing to undo; a pool of one keeps it as before */
         struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-        if (!sub || !tx_note(sub, kind, chan, req, at)) {
+        if (!sub || !tx_note(sub, kind, chan, req, at, stmt)) {
             pgw_session_close(s, "53200", "out of memory");
             return false;
+        }
+    }
+    if (ncmds > 0 && s->notify && !sp_noted(s->notify, cmds, lost ? 0 : ncmds)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                        uint32_t total)
+{
+    /* Bind: portal name, statement name, ...; the statement's latest noted
+     * Parse of this batch runs if an Execute follows (its tag says so). */
+    struct pgw_notify_sub *sub = s->notify;
+    uint32_t req = s->track.req_done + (uint32_t)s->track.sync_out;
+    int last = -1;
+    for (int i = 0; sub && i < sub->ntx; i++)
+        if (sub->tx[i].parsed && sub->tx[i].req == req)
+            last = i;
+    if (last < 0)
+        return true;
+    const char *p = (const char *)msg + PGW_MSG_HDR, *end = (const char *)msg + avail;
+    const char *z = memchr(p, '\0', (size_t)(end - p));
+    const char *name = z ? z + 1 : NULL;
+    const char *name_end = name ? memchr(name, '\0', (size_t)(end - name)) : NULL;
+    if (!name_end)
+        return avail >= total;           /* read more of it first; or the server reports it */
+    for (int i = last; i >= 0; i--) {
+        struct notify_txop *op = &sub->tx[i];
+        if (op->parsed && op->req == req && strcmp(op->stmt, name) == 0) {
+            op->bound = true;
+            break;
         }
     }
     return true;
@@ -1345,9 +1406,10 @@ static void tx_apply(struct pgw_notify_sub *sub, const struct notify_txop *op, b
 enum tx_event { TX_COMMIT, TX_ROLLBACK, TX_ENDED, TX_GOES_ON, TX_DROPPED };
 enum tx_fate { TX_KEEP, TX_APPLY, TX_FORGET };
 
-/* What ev makes of op (see the top of this section). */
+/* What ev makes of op (see the top of this section); for TX_ROLLBACK, to
+ * is the number of savepoints left open (-1: not known). */
 static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop *op,
-                            enum tx_event ev)
+                            enum tx_event ev, int to)
 {
     switch (ev) {
     case TX_COMMIT:
@@ -1355,7 +1417,9 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
     case TX_ROLLBACK:
         if (!op->ran)
             return TX_KEEP;
-        if (sub->tx_savepoints == 0 || op->depth >= sub->tx_savepoints)
+        if (to >= 0)
+            return op->depth >= to ? TX_FORGET : TX_KEEP;
+        if (sub->nsp == 0 || op->depth >= sub->nsp)
             return TX_FORGET;
         op->doomed = true;                   /* unless it was ROLLBACK TO */
         return TX_KEEP;
@@ -1373,14 +1437,14 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
 }
 
 /* ev for the first n noted. */
-static void tx_settle(struct pgw_notify_sub *sub, int n, enum tx_event ev)
+static void tx_settle_to(struct pgw_notify_sub *sub, int n, enum tx_event ev, int to)
 {
     if (n == 0)
         return;                          /* sub->tx may be NULL */
     int kept = 0;
     for (int i = 0; i < n; i++) {
         struct notify_txop op = sub->tx[i];
-        enum tx_fate f = tx_fate(sub, &op, ev);
+        enum tx_fate f = tx_fate(sub, &op, ev, to);
         if (f == TX_KEEP)
             sub->tx[kept++] = op;
         else
@@ -1390,9 +1454,137 @@ static void tx_settle(struct pgw_notify_sub *sub, int n, enum tx_event ev)
     sub->ntx -= n - kept;
 }
 
+static void tx_settle(struct pgw_notify_sub *sub, int n, enum tx_event ev)
+{
+    tx_settle_to(sub, n, ev, -1);
+}
+
 static bool tag_is(const char *tag, size_t n, const char *want)
 {
     return n == strlen(want) + 1 && memcmp(tag, want, n) == 0;
+}
+
+/* ---- savepoints, by name ----
+ *
+ * The savepoint statements a client with a sub sends (sp_noted, from
+ * pgw_notify_tx_message) wait in sub->spq for their tags, which come in
+ * the same order; a statement of a request that got its ReadyForQuery, or
+ * an error, without its tag did not run.  A SAVEPOINT tag opens a
+ * savepoint of the statement's name (or of no known name when it was not
+ * noted: sent before the client had a sub, in a batch behind another
+ * message, or in a Query of more than 16); RELEASE and ROLLBACK TO find
+ * theirs by name, the latest of it.  A name not among those open was
+ * opened before the first noted LISTEN or UNLISTEN (it ran after): unless
+ * some open one has no known name, which might be it, and then the latest
+ * is taken, as drivers and ORMs nest them. */
+
+/* The first k noted go. */
+static void spq_drop(struct pgw_notify_sub *sub, int k)
+{
+    if (k == 0)
+        return;                          /* sub->spq may be NULL */
+    memmove(sub->spq, sub->spq + k, (size_t)(sub->nspq - k) * sizeof(sub->spq[0]));
+    sub->nspq -= k;
+}
+
+static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n)
+{
+    /* Those of requests answered are gone (their tags did not come). */
+    uint32_t done = sub->session->track.req_done;
+    int k = 0;
+    while (k < sub->nspq && (int32_t)(sub->spq[k].req - done) < 0)
+        k++;
+    spq_drop(sub, k);
+    for (int i = 0; i < n; i++) {
+        struct notify_spcmd *grown = pgw_array_grow(sub->spq, sizeof(*grown),
+                                                    (size_t)sub->nspq, &sub->capspq, 4);
+        if (!grown)
+            return false;
+        sub->spq = grown;
+        sub->spq[sub->nspq++] = cmds[i];
+    }
+    return true;
+}
+
+/* The noted statement a tag of kind answers: its name into name ("" when
+ * not known).  PGW_SP_NONE when none is noted for it. */
+static enum pgw_sp_kind sp_take(struct pgw_notify_sub *sub, enum pgw_sp_kind kind,
+                                char name[PGW_CHANNEL_MAX + 1])
+{
+    uint32_t done = sub->session->track.req_done;
+    int k = 0;
+    while (k < sub->nspq && (int32_t)(sub->spq[k].req - done) < 0)
+        k++;                             /* of requests answered: did not run */
+    enum pgw_sp_kind got = PGW_SP_NONE;
+    name[0] = '\0';
+    if (k < sub->nspq && sub->spq[k].req == done &&
+        (sub->spq[k].kind == kind ||
+         (kind == PGW_SP_ROLLBACK_TO && sub->spq[k].kind == PGW_SP_ROLLBACK))) {
+        got = sub->spq[k].kind;
+        memcpy(name, sub->spq[k].name, sizeof(sub->spq[k].name));
+        k++;
+    }
+    spq_drop(sub, k);
+    return got;
+}
+
+/* The open savepoints name leaves open when RELEASEd (at) or rolled back
+ * to (at + 1): the index of the latest of that name, -1 when it was opened
+ * before them all, -2 when not known. */
+static int sp_find(const struct pgw_notify_sub *sub, const char *name)
+{
+    if (!*name)
+        return -2;
+    bool unnamed = false;
+    for (int i = sub->nsp - 1; i >= 0; i--) {
+        if (strcmp(sub->sp[i].name, name) == 0)
+            return i;
+        unnamed |= !sub->sp[i].name[0];
+    }
+    return unnamed ? -2 : -1;
+}
+
+static void sp_open(struct pgw_notify_sub *sub, const char *name)
+{
+    struct notify_sp *grown = pgw_array_grow(sub->sp, sizeof(*grown), (size_t)sub->nsp,
+                                             &sub->capsp, 4);
+    if (!grown) {
+        /* Short of memory: counted as before, by the latest. */
+        for (int i = 0; i < sub->nsp; i++)
+            sub->sp[i].name[0] = '\0';
+        return;
+    }
+    sub->sp = grown;
+    snprintf(sub->sp[sub->nsp++].name, sizeof(sub->sp[0].name), "%s", name);
+}
+
+static void sp_release(struct pgw_notify_sub *sub, const char *name)
+{
+    int i = sp_find(sub, name);
+    if (i == -2)
+        sub->nsp = sub->nsp > 0 ? sub->nsp - 1 : 0;
+    else
+        sub->nsp = i < 0 ? 0 : i;
+    for (int j = 0; j < sub->ntx; j++)     /* part of the enclosing one now */
+        if (sub->tx[j].depth > sub->nsp)
+            sub->tx[j].depth = sub->nsp;
+}
+
+static void sp_rollback(struct pgw_notify_sub *sub, enum pgw_sp_kind kind, const char *name)
+{
+    int n = tx_current(sub);
+    if (kind == PGW_SP_ROLLBACK) {
+        tx_settle_to(sub, n, TX_ROLLBACK, 0);       /* the whole transaction */
+        sub->nsp = 0;
+        return;
+    }
+    int i = kind == PGW_SP_ROLLBACK_TO ? sp_find(sub, name) : -2;
+    if (i == -2) {
+        tx_settle(sub, n, TX_ROLLBACK);             /* to the latest (or not known) */
+        return;
+    }
+    sub->nsp = i + 1;                                /* the savepoint stays open */
+    tx_settle_to(sub, n, TX_ROLLBACK, sub->nsp);
 }
 
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total)
@@ -1402,39 +1594,58 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
         return;
     const char *tag = (const char *)msg + PGW_MSG_HDR;
     size_t n = total - PGW_MSG_HDR;
-    if (tag_is(tag, n, "LISTEN") || tag_is(tag, n, "UNLISTEN")) {
-        /* It ran: the first noted of this request that had not. */
+    bool listen = tag_is(tag, n, "LISTEN");
+    if (listen || tag_is(tag, n, "UNLISTEN")) {
+        /* It ran: the first noted of this request, of its kind, that had
+         * not, and that runs (a Parse's, once a Bind of it followed). */
         for (int i = 0, cur = tx_current(sub); i < cur; i++) {
             struct notify_txop *op = &sub->tx[i];
-            if (!op->ran) {
+            if (!op->ran && (op->kind == PGW_LISTEN) == listen &&
+                (!op->parsed || op->bound)) {
                 op->ran = true;
                 op->doomed = false;
-                op->depth = sub->tx_savepoints;
+                op->depth = sub->nsp;
                 break;
             }
         }
     } else if (tag_is(tag, n, "SAVEPOINT")) {
-        sub->tx_savepoints++;
+        char name[PGW_CHANNEL_MAX + 1];
+        sp_take(sub, PGW_SP_SAVE, name);
+        sp_open(sub, name);
     } else if (tag_is(tag, n, "RELEASE")) {
-        if (sub->tx_savepoints > 0)
-            sub->tx_savepoints--;
-        for (int i = 0; i < sub->ntx; i++)     /* part of the enclosing one now */
-            if (sub->tx[i].depth > sub->tx_savepoints)
-                sub->tx[i].depth = sub->tx_savepoints;
+        char name[PGW_CHANNEL_MAX + 1];
+        sp_take(sub, PGW_SP_RELEASE, name);
+        sp_release(sub, name);
     } else if (tag_is(tag, n, "COMMIT")) {
         tx_settle(sub, tx_current(sub), TX_COMMIT);
-        sub->tx_savepoints = 0;
+        sub->nsp = 0;
     } else if (tag_is(tag, n, "ROLLBACK")) {
-        tx_settle(sub, tx_current(sub), TX_ROLLBACK);
+        char name[PGW_CHANNEL_MAX + 1];
+        enum pgw_sp_kind kind = sp_take(sub, PGW_SP_ROLLBACK_TO, name);
+        sp_rollback(sub, kind, name);
     }
+}
+
+/* The request being answered ended (an error, or its ReadyForQuery): its
+ * savepoint statements still noted did not run. */
+static void sp_request_ended(struct pgw_notify_sub *sub)
+{
+    uint32_t done = sub->session->track.req_done;
+    int k = 0;
+    while (k < sub->nspq && (int32_t)(sub->spq[k].req - done) <= 0)
+        k++;
+    spq_drop(sub, k);
 }
 
 void pgw_notify_tx_error(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
-    for (int i = 0, n = sub ? tx_current(sub) : 0; i < n; i++)
+    if (!sub)
+        return;
+    for (int i = 0, n = tx_current(sub); i < n; i++)
         if (sub->tx[i].ran)
             sub->tx[i].doomed = true;
+    sp_request_ended(sub);
 }
 
 void pgw_notify_tx_ready(struct pgw_session *s, char status)
@@ -1445,8 +1656,9 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
     /* Those of this request or before are decided or kept; the others came
      * behind it.  (Called before the tracker counts this ReadyForQuery.) */
     tx_settle(sub, tx_current(sub), status == 'I' ? TX_ENDED : TX_GOES_ON);
+    sp_request_ended(sub);
     if (status == 'I')
-        sub->tx_savepoints = 0;
+        sub->nsp = 0;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);
 }

@@ -48,7 +48,25 @@ struct notify_txop {
     bool doomed;                        /* an error or a ROLLBACK came since it ran:
                                            gone if its transaction ends now */
     int depth;                          /* savepoints open when it ran */
+    bool parsed;                        /* a Parse's: runs only if a Bind of its
+                                           statement follows in its batch */
+    bool bound;
+    char stmt[NOTIFY_STMT_NAME_MAX + 1];  /* a Parse's statement */
     char chan[PGW_CHANNEL_MAX + 1];
+};
+
+/* A savepoint open in the client's transaction, counted from its first
+ * noted LISTEN or UNLISTEN; name "" when pgwharf did not read it. */
+struct notify_sp {
+    char name[PGW_CHANNEL_MAX + 1];
+};
+
+/* A savepoint statement the client sent (SAVEPOINT, RELEASE, ROLLBACK
+ * [TO]), waiting for its tag, which says it ran. */
+struct notify_spcmd {
+    enum pgw_sp_kind kind;
+    uint32_t req;
+    char name[PGW_CHANNEL_MAX + 1];
 };
 
 struct pgw_notify_sub {
@@ -69,8 +87,13 @@ struct pgw_notify_sub {
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
     size_t captx;
-    int tx_savepoints;                  /* open (SAVEPOINT less RELEASE), counted from
-                                           its first noted one */
+    struct notify_sp *sp;               /* open savepoints, counted from its first
+                                           noted one */
+    int nsp;
+    size_t capsp;
+    struct notify_spcmd *spq;           /* sent, their tags not back yet */
+    int nspq;
+    size_t capspq;
 };
 
 /* ---- notify.c, for notify_ext.c ---- */

@@ -481,6 +481,11 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
+/* A Bind (avail of its total bytes there) of a client holding s->notify,
+ * inside a transaction: a noted Parse of its statement runs.  false: read
+ * more of it first. */
+bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                        uint32_t total);
 /* Its server ran DEALLOCATE ALL: its prepared LISTENs and UNLISTENs go. */
 void pgw_notify_deallocate_all(struct pgw_session *s);
 

@@ -1331,7 +1331,8 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
         return 1;
     /* A Query of several statements (a ';' with more after it) may hold
      * one anywhere. */
-    bool maybe = pgw_notify_may_start(*text);
+    bool maybe = pgw_notify_may_start(*text) ||
+                 (s->notify && pgw_sp_may_be((const char *)text, (size_t)(end - text)));
     const uint8_t *semi = maybe || p[0] != PGW_FE_QUERY ? NULL
                                                        : memchr(text, ';', (size_t)(end - text));
     while (semi && ++semi < end && (*semi <= ' ' || *semi == ';'))
@@ -1432,6 +1433,11 @@ static bool scan_client(struct pgw_session *s)
                     s->query_start = ev_now(s->px->loop);
                 break;
             }
+        }
+        if (type == PGW_FE_BIND && s->notify && !pgw_notify_tx_bind(s, p, avail, total)) {
+            if (s->query_start == 0)
+                s->query_start = ev_now(s->px->loop);
+            break;          /* its names first */
         }
         if (type == PGW_FE_CLOSE && s->notify && total <= PGW_NOTIFY_CLOSE_MAX) {
             if (total > avail) {

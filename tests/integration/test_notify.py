@@ -504,6 +504,69 @@ class TestInsideATransaction(NotifyCase):
         self.not_listening(a, "pgw_sp_gone")
         self.not_listening(a, "pgw_sp_failed")
 
+    def test_rollback_to_an_earlier_savepoint_by_name(self):
+        # ROLLBACK TO a savepoint made before a later one (or before the
+        # first LISTEN) takes back what ran after it; names fold to lower
+        # case unless quoted.
+        a = login(self, self.px)
+        for sql, tags, status in (
+                ("begin", ["BEGIN"], b"T"),
+                ("savepoint first", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sn_kept", ["LISTEN"], b"T"),
+                ("savepoint Sp_Outer", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sn_gone1", ["LISTEN"], b"T"),
+                ("savepoint \"Sp_In\"", ["SAVEPOINT"], b"T"),
+                ("savepoint sp_in", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sn_gone2", ["LISTEN"], b"T"),
+                ("release savepoint \"Sp_In\"", ["RELEASE"], b"T"),
+                ("listen pgw_sn_gone3", ["LISTEN"], b"T"),
+                ("rollback to savepoint SP_OUTER", ["ROLLBACK"], b"T"),
+                ("listen pgw_sn_kept2", ["LISTEN"], b"T"),
+                ("commit", ["COMMIT"], b"I")):
+            self.expect(a, sql, tags, status)
+        self.witness("pgw_sn_kept2").close()    # its LISTEN ran after the hub's
+        self.notify("pgw_sn_kept", "k")
+        self.notify("pgw_sn_kept2", "k2")
+        self.assertEqual([n[1:] for n in read_notifications(a, 2)],
+                         [("pgw_sn_kept", "k"), ("pgw_sn_kept2", "k2")])
+        for chan in ("pgw_sn_gone1", "pgw_sn_gone2", "pgw_sn_gone3"):
+            self.not_listening(a, chan)
+        # To a savepoint made before the first LISTEN, past a later one.
+        b = login(self, self.px)
+        for sql, tags, status in (
+                ("begin", ["BEGIN"], b"T"),
+                ("savepoint a", ["SAVEPOINT"], b"T"),
+                ("listen pgw_sn_gone4", ["LISTEN"], b"T"),
+                ("savepoint b", ["SAVEPOINT"], b"T"),
+                ("rollback to a", ["ROLLBACK"], b"T"),
+                ("commit", ["COMMIT"], b"I")):
+            self.expect(b, sql, tags, status)
+        self.not_listening(b, "pgw_sn_gone4")
+        # ROLLBACK AND CHAIN with a savepoint made after the LISTEN open.
+        c = login(self, self.px)
+        for sql, tags, status in (
+                ("begin", ["BEGIN"], b"T"),
+                ("listen pgw_sn_gone5", ["LISTEN"], b"T"),
+                ("savepoint a", ["SAVEPOINT"], b"T"),
+                ("rollback and chain", ["ROLLBACK"], b"T"),
+                ("commit", ["COMMIT"], b"I")):
+            self.expect(c, sql, tags, status)
+        self.not_listening(c, "pgw_sn_gone5")
+
+    def test_prepared_listen_beside_an_unexecuted_parse(self):
+        # The LISTEN tag of a statement prepared in an earlier batch,
+        # executed in a batch with a Parse of another LISTEN that is not
+        # executed: the Parse's LISTEN was taken to have run.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("pgw_p0", "listen pgw_executed") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(hz.parse_msg("pgw_p1", "listen pgw_parsed_only") +
+                  hz.ext_msgs("", parse=False, stmt="pgw_p0", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.not_listening(a, "pgw_parsed_only")
+
     def test_psycopg2_outside_autocommit(self):
         conn = self.db_conn(self.px, autocommit=False)
         conn.cursor().execute("LISTEN pgw_py2tx")
