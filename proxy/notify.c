@@ -70,6 +70,8 @@ struct notify_req {
     struct notify_req *next;
     struct pgw_session *s;
     bool sent, failed, listen;
+    bool barrier;                       /* the hub's own, for hub_echo_end(gen) */
+    uint32_t gen;
     char chan[PGW_CHANNEL_MAX + 1];
     char sql[];
 };
@@ -88,6 +90,7 @@ struct pgw_notify_hub {
     bool acquiring;
     bool no_room;                       /* ended by a reload (hub_end): takes no
                                            server, its clients leave */
+    uint32_t echo_gen;                  /* the last barrier's (echo_seal) */
     struct pgw_session *asking;         /* in pgw_notify_query: its caller reads
                                            on (an answer from inside the kick
                                            must not) */
@@ -105,6 +108,9 @@ struct pgw_notify_hub {
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
 static void tx_unlinked(struct pgw_notify_sub *sub);
+static void hub_echo_end(struct pgw_notify_hub *h, uint32_t gen);
+static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total);
+static void fresh_add(struct pgw_notify_sub *sub, const char *chan);
 static int tx_current(const struct pgw_notify_sub *sub);
 static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n);
 
@@ -537,6 +543,15 @@ static void not_representable(struct pgw_session *s, const char *enc)
              lq(qe, sizeof(qe), enc));
 }
 
+/* The hub's copy, unless the client's own server sent it the same one
+ * (pgw_notify_server_notification). */
+static void deliver_once(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    if (s->notify->necho > 0 && echo_take(s->notify, msg, total))
+        return;
+    pgw_notify_deliver(s, msg, total);
+}
+
 static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total)
 {
     /* Int32 pid, channel, payload. */
@@ -566,9 +581,9 @@ static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total
             continue;
         const struct pgw_pgenc_conv *c = ascii ? NULL : client_conv(to[i]);
         if (!c) {
-            pgw_notify_deliver(to[i], msg, total);
+            deliver_once(to[i], msg, total);
         } else if (convert_notification(&conv, c, msg, total)) {
-            pgw_notify_deliver(to[i], conv.msg, conv.len);
+            deliver_once(to[i], conv.msg, conv.len);
         } else {
             to[i]->px->total_notifications_dropped++;
             not_representable(to[i], c->name);
@@ -640,6 +655,8 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
                 req_push(h, u);
         }
         struct pgw_session *s = r->s;
+        if (r->barrier)
+            hub_echo_end(h, r->gen);
         free(r);
         if (s)
             client_resume(s);
@@ -810,6 +827,7 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
              lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),
              h->nchans, lq(q3, sizeof(q3), why));
     hub_drop_server(h);
+    hub_echo_end(h, 0);     /* the copies it was to send come from no server */
     struct notify_req **pp = &h->head;
     h->tail = NULL;
     while (*pp) {
@@ -1139,6 +1157,185 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
     sub->dropped = false;
 }
 
+/* ---- the client's own server's notifications ----
+ *
+ * A LISTEN that ran on the client's server (inside a transaction) makes
+ * that server listen too, from its COMMIT on, while the client still
+ * holds it: up to the COMMIT's ReadyForQuery, or to the end of what the
+ * client sent behind it.  The relay passes on what it sends meanwhile
+ * (pgw_notify_server_notification), and the hub, which listens on the
+ * channel since the LISTEN was noted, has each of those too.  PostgreSQL
+ * delivers a notification once to each listening session, so the client
+ * gets one copy:
+ *   - a channel the client listened on through the hub before: the hub's
+ *     (it reached the client, or waits for the end of its transaction);
+ *     the server's is dropped;
+ *   - a channel taken over by this transaction (sub->fresh, or still
+ *     noted): the server's, which marks where the hub's take over (the
+ *     server listens only from its COMMIT on).  The hub's copy, when
+ *     already waiting in sub->pending, is dropped there; else it is noted
+ *     (sub->echo) and dropped when it comes.  Both streams come in the
+ *     order of PostgreSQL's queue.
+ * A copy the hub never sends (its own LISTEN ran after the server's
+ * COMMIT) would be waited for without end, and a later identical one
+ * (same sender, channel and payload) taken for it: once the client is
+ * between transactions, an empty Query goes to the hub's server behind
+ * what it was asked (echo_seal), and by its ReadyForQuery the server has
+ * sent every notification committed before it arrived; the copies still
+ * noted then are forgotten (hub_echo_end). */
+
+#define NOTIFY_ECHO_MAX 256
+
+static uint64_t msg_hash(const uint8_t *m, uint32_t n)
+{
+    uint64_t h = 1469598103934665603ull;          /* FNV-1a */
+    for (uint32_t i = 0; i < n; i++)
+        h = (h ^ m[i]) * 1099511628211ull;
+    return h;
+}
+
+static bool fresh_has(const struct pgw_notify_sub *sub, const char *chan)
+{
+    for (int i = 0; i < sub->nfresh; i++)
+        if (strcmp(sub->fresh[i], chan) == 0)
+            return true;
+    return false;
+}
+
+static void fresh_add(struct pgw_notify_sub *sub, const char *chan)
+{
+    if (fresh_has(sub, chan))
+        return;
+    void *grown = pgw_array_grow(sub->fresh, sizeof(sub->fresh[0]), (size_t)sub->nfresh,
+                                 &sub->capfresh, 2);
+    if (!grown)
+        return;        /* short of memory: its server's copies are dropped */
+    sub->fresh = grown;
+    snprintf(sub->fresh[sub->nfresh++], sizeof(sub->fresh[0]), "%s", chan);
+}
+
+/* A LISTEN of chan is noted in the client's transaction. */
+static bool tx_holds(const struct pgw_notify_sub *sub, const char *chan)
+{
+    for (int i = 0; i < sub->ntx; i++)
+        if (sub->tx[i].kind == PGW_LISTEN && strcmp(sub->tx[i].chan, chan) == 0)
+            return true;
+    return false;
+}
+
+/* The same message among those held for the client: taken out. */
+static bool pending_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_wbuf *p = &sub->pending;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
+        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
+        if (n == total && memcmp(p->data + off, msg, total) == 0) {
+            memmove(p->data + off, p->data + off + n, p->len - off - n);
+            p->len -= n;
+            return true;
+        }
+        off += n;
+    }
+    return false;
+}
+
+static void echo_add(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
+{
+    if (sub->necho == NOTIFY_ECHO_MAX) {
+        memmove(sub->echo, sub->echo + 1, (size_t)--sub->necho * sizeof(sub->echo[0]));
+    } else {
+        struct notify_echo *grown = pgw_array_grow(sub->echo, sizeof(*grown),
+                                                   (size_t)sub->necho, &sub->capecho, 4);
+        if (!grown)
+            return;    /* short of memory: the hub's copy goes out too */
+        sub->echo = grown;
+    }
+    sub->echo[sub->necho++] = (struct notify_echo){ .hash = msg_hash(msg, total),
+                                                    .len = total, .gen = 0 };
+}
+
+static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
+{
+    uint64_t hash = 0;
+    for (int i = 0; i < sub->necho; i++) {
+        if (sub->echo[i].len != total)
+            continue;
+        if (hash == 0)
+            hash = msg_hash(msg, total);
+        if (sub->echo[i].hash == hash) {
+            memmove(sub->echo + i, sub->echo + i + 1,
+                    (size_t)(sub->necho - i - 1) * sizeof(sub->echo[0]));
+            sub->necho--;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Drop the client's noted copies of barrier gen and before (gen 0: all). */
+static void echo_end(struct pgw_notify_sub *sub, uint32_t gen)
+{
+    int kept = 0;
+    for (int i = 0; i < sub->necho; i++) {
+        const struct notify_echo *e = &sub->echo[i];
+        bool end = gen == 0 || (e->gen != 0 && (int32_t)(e->gen - gen) <= 0);
+        if (!end)
+            sub->echo[kept++] = *e;
+    }
+    sub->necho = kept;
+}
+
+static void hub_echo_end(struct pgw_notify_hub *h, uint32_t gen)
+{
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->necho > 0)
+            echo_end(sub, gen);
+    }
+}
+
+/* The client is between transactions: the copies it got from its server
+ * are noted until the hub's barrier. */
+static void echo_seal(struct pgw_notify_sub *sub)
+{
+    struct pgw_notify_hub *h = sub->hub;
+    struct notify_req *r = h->srv ? req_new(NULL, "", "", false) : NULL;
+    if (!r) {
+        int kept = 0;          /* no server: its copies never come */
+        for (int i = 0; i < sub->necho; i++)
+            if (sub->echo[i].gen != 0)
+                sub->echo[kept++] = sub->echo[i];
+        sub->necho = kept;
+        return;
+    }
+    if (++h->echo_gen == 0)
+        h->echo_gen = 1;
+    r->barrier = true;
+    r->gen = h->echo_gen;
+    for (int i = 0; i < sub->necho; i++)
+        if (sub->echo[i].gen == 0)
+            sub->echo[i].gen = r->gen;
+    req_push(h, r);
+    hub_kick(h);
+}
+
+bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    const char *chan = (const char *)msg + PGW_MSG_HDR + 4;
+    if (!sub || total < PGW_MSG_HDR + 6 || msg[total - 1] != '\0' ||
+        !memchr(chan, '\0', total - PGW_MSG_HDR - 4 - 1))
+        return true;
+    bool has = sub_find(sub, chan) >= 0;
+    if (has && !fresh_has(sub, chan))
+        return false;     /* the hub's copy reached it, or waits for its transaction's end */
+    if (!has && !tx_holds(sub, chan))
+        return true;      /* not the hub's (a LISTEN in a function): as before */
+    if (!pending_take(sub, msg, total))
+        echo_add(sub, msg, total);
+    return true;
+}
+
 void pgw_notify_deallocate_all(struct pgw_session *s)
 {
     if (s->notify)
@@ -1150,6 +1347,9 @@ void pgw_notify_flush(struct pgw_session *s)
     struct pgw_notify_sub *sub = s->notify;
     if (!sub || !deliverable(s))
         return;
+    sub->nfresh = 0;
+    if (sub->necho > 0)
+        echo_seal(sub);
     if (sub->ntx > 0) {
         tx_unlinked(sub);
         if (sub_empty(sub) && !sub->waiting) {
@@ -1187,6 +1387,8 @@ void pgw_notify_session_gone(struct pgw_session *s)
     free(sub->tx);
     free(sub->sp);
     free(sub->spq);
+    free(sub->fresh);
+    free(sub->echo);
     free(sub);
     /* The hub goes at its next tick (not from inside its own callbacks). */
 }
@@ -1387,6 +1589,8 @@ static int tx_current(const struct pgw_notify_sub *sub)
 static void tx_apply(struct pgw_notify_sub *sub, const struct notify_txop *op, bool apply)
 {
     if (op->kind == PGW_LISTEN) {
+        if (apply && sub_find(sub, op->chan) < 0)
+            fresh_add(sub, op->chan);
         if (apply && !sub_add(sub, op->chan)) {
             char qd[200], qu[200];
             pgw_warn("notify_listen_lost", "client=%s db=%s user=%s reason=\"out of "

@@ -69,6 +69,15 @@ struct notify_spcmd {
     char name[PGW_CHANNEL_MAX + 1];
 };
 
+/* A notification the client's own server sent it for a channel the hub
+ * has (or takes over) for it: the hub's copy of it is not sent again. */
+struct notify_echo {
+    uint64_t hash;                      /* of the message as the client got it */
+    uint32_t len;
+    uint32_t gen;                       /* 0 while the client holds that server;
+                                           then its hub barrier's (hub_echo_end) */
+};
+
 struct pgw_notify_sub {
     struct pgw_notify_hub *hub;
     struct pgw_session *session;
@@ -94,6 +103,13 @@ struct pgw_notify_sub {
     struct notify_spcmd *spq;           /* sent, their tags not back yet */
     int nspq;
     size_t capspq;
+    char (*fresh)[PGW_CHANNEL_MAX + 1]; /* taken over by the hub while the client
+                                           still holds the server they ran on */
+    int nfresh;
+    size_t capfresh;
+    struct notify_echo *echo;
+    int necho;
+    size_t capecho;
 };
 
 /* ---- notify.c, for notify_ext.c ---- */

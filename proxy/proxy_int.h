@@ -486,6 +486,9 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status);
  * more of it first. */
 bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                         uint32_t total);
+/* A NotificationResponse (whole) from the server a client holding
+ * s->notify ran LISTEN on: false when the hub's copy is the one it gets. */
+bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 /* Its server ran DEALLOCATE ALL: its prepared LISTENs and UNLISTENs go. */
 void pgw_notify_deallocate_all(struct pgw_session *s);
 

@@ -1860,7 +1860,7 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
         return true;
     }
     if (srv->user_listen == s->id)
-        return true;
+        return !s->notify || pgw_notify_server_notification(s, msg, total);
     char qd[200], qu[200];
     pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"LISTEN of another client "
              "on its server (transaction pooling mode)\"", s->addr_text,

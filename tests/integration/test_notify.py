@@ -504,6 +504,77 @@ class TestInsideATransaction(NotifyCase):
         self.not_listening(a, "pgw_sp_gone")
         self.not_listening(a, "pgw_sp_failed")
 
+    def commit_held(self, a, chan, gate, before=False):
+        """a runs BEGIN, LISTEN chan (listening through the hub first when
+        before), then COMMIT with a query behind it held at gate: its server,
+        listening now, stays a's past the COMMIT."""
+        if before:
+            self.listen(a, "listen " + chan)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen " + chan, ["LISTEN"], b"T")
+        if not before:
+            self.hub_listens(chan)
+        a.sendall(hz.query_msg("commit") + hz.query_msg("select %s as marker_held" % gate.sql()))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+        self.pg.wait_running("marker_held", lock_wait=True)
+
+    def held_reply(self, a, gate):
+        """gate opens: the reply to a's query behind its COMMIT; its own
+        server sends the notification committed meanwhile before its end."""
+        gate.open()
+        return hz.read_until_ready(a)
+
+    def once_at_commit(self, a, chan, got):
+        """a gets n1 once (in got, or after it), then n2."""
+        seen = [notification(b)[1:] for t, b in got if t == b"A"]
+        self.notify(chan, "n2")
+        while seen[-1:] != [(chan, "n2")]:
+            seen += [n[1:] for n in read_notifications(a, 1)]
+        self.assertEqual(seen, [(chan, "n1"), (chan, "n2")])
+        a.sendall(hz.query_msg("select 6"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+
+    def test_once_at_commit_the_hubs_copy_first(self):
+        # The COMMIT hands the channel over while the client still holds
+        # the server its LISTEN ran on (a query behind the COMMIT): the
+        # hub's copy of a notification waits for the end of that query,
+        # and the server, listening too, sends its own copy before it.
+        # The client got both.
+        for before in (False, True):
+            with self.subTest(listening_through_the_hub_before=before):
+                chan = "pgw_dup_hub%d" % before
+                gate = hz.Gate(self.pg, 7480 + before)
+                self.addCleanup(gate.close)
+                a = login(self, self.px)
+                self.commit_held(a, chan, gate, before)
+                w = self.witness(chan)
+                self.notify(chan, "n1")
+                self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, "n1")])
+                self.once_at_commit(a, chan, self.held_reply(a, gate))
+                w.close()
+                a.close()
+
+    def test_once_at_commit_the_servers_copy_first(self):
+        # The same with the hub's server behind (stopped): the client's
+        # own server sent the notification, and the hub's copy followed
+        # once the client was between transactions.
+        chan = "pgw_dup_srv"
+        gate = hz.Gate(self.pg, 7482)
+        self.addCleanup(gate.close)
+        a = login(self, self.px)
+        self.commit_held(a, chan, gate)
+        pid = int(self.pg.psql("select pid from pg_stat_activity where query = "
+                               "'LISTEN \"%s\"'" % chan))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            self.notify(chan, "n1")
+            got = self.held_reply(a, gate)
+            self.assertEqual([notification(b)[1:] for t, b in got if t == b"A"],
+                             [(chan, "n1")], got)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.once_at_commit(a, chan, got)
+
     def test_rollback_to_an_earlier_savepoint_by_name(self):
         # ROLLBACK TO a savepoint made before a later one (or before the
         # first LISTEN) takes back what ran after it; names fold to lower
