@@ -1505,10 +1505,10 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     /* A Parse holds one statement; a Query may hold several (BEGIN; LISTEN
      * a; LISTEN b; COMMIT), each noted in its order (their tags come in
      * that order).  Its savepoint statements are noted too, all of them
-     * once the client has a sub (their tags are matched to them in order):
-     * those of a Query, and a Parse's when first in its batch (none of
-     * the batch may run before it). */
-    bool sps = query || at == 0;
+     * once the client has a sub (their tags are matched to them in order),
+     * when the message is the first of its request (a Query, or a Parse
+     * first in its batch): none of the request runs before it. */
+    bool sps = at == 0;
     struct notify_spcmd cmds[16];
     int ncmds = 0;
     bool lost = false;                   /* more than cmds holds */
@@ -1699,6 +1699,11 @@ static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds
     while (k < sub->nspq && (int32_t)(sub->spq[k].req - done) < 0)
         k++;
     spq_drop(sub, k);
+    /* Noted from a Query (a request of its own) or a Parse first in its
+     * batch: one of its request noted already is this message, scanned
+     * again (prepared.c made it wait). */
+    if (n > 0 && sub->nspq > 0 && sub->spq[sub->nspq - 1].req == cmds[0].req)
+        return true;
     for (int i = 0; i < n; i++) {
         struct notify_spcmd *grown = pgw_array_grow(sub->spq, sizeof(*grown),
                                                     (size_t)sub->nspq, &sub->capspq, 4);

@@ -1313,7 +1313,8 @@ static bool ps_type(char type)
 
 /* A Query or Parse that may be a lone LISTEN or UNLISTEN (or a Query
  * with one among its statements), sent while the client holds a server:
- * notify.c notes it (the hub's if its transaction commits).  1: go on, 0:
+ * notify.c notes it (the hub's if its transaction commits); so it does a
+ * savepoint statement of a client it keeps state for (s->notify).  1: go on, 0:
  * read the message whole first (any Query or Parse of up to
  * PGW_NOTIFY_QUERY_MAX bytes), -1: the session was closed. */
 static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t avail,

@@ -624,6 +624,30 @@ class TestInsideATransaction(NotifyCase):
             self.expect(c, sql, tags, status)
         self.not_listening(c, "pgw_sn_gone5")
 
+    def test_savepoint_parse_scanned_again_after_a_wait(self):
+        # A Parse of SAVEPOINT a, first in its batch, that waits for the
+        # answer ahead of it (the server has prepared its text) is scanned
+        # again: noted twice, the copy gave its name to the next savepoint
+        # of the batch (b, not read), so ROLLBACK TO b was taken for one to
+        # a savepoint made before all, and forgot the LISTEN before them.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen pgw_sp_wait_kept", ["LISTEN"], b"T")
+        a.sendall(hz.parse_msg("pgw_sp1", "savepoint a") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(hz.query_msg("select 1") + hz.parse_msg("pgw_sp2", "savepoint a") +
+                  hz.ext_msgs("", parse=False, stmt="pgw_sp2", describe=False)[:-5] +
+                  hz.ext_msgs("savepoint b", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"1", b"2", b"C", b"1", b"2", b"C", b"Z"])
+        self.expect(a, "listen pgw_sp_wait_gone", ["LISTEN"], b"T")
+        self.expect(a, "rollback to b", ["ROLLBACK"], b"T")
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.notify("pgw_sp_wait_kept", "k")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_sp_wait_kept", "k")])
+        self.not_listening(a, "pgw_sp_wait_gone")
+
     def test_prepared_listen_beside_an_unexecuted_parse(self):
         # The LISTEN tag of a statement prepared in an earlier batch,
         # executed in a batch with a Parse of another LISTEN that is not
