@@ -79,6 +79,7 @@ static inline struct pool_server *srv_priv(struct pgw_server *s)
 }
 
 struct dns_req;
+struct pgw_dns_hub;
 
 /* One server address ("host:port" of one host of a list).  Pools of
  * every entry naming it share its breaker and token bucket. */
@@ -197,7 +198,7 @@ struct pgw_pool_set {
     struct pgw_list dead;     /* closed servers awaiting free */
     ev_timer tick;
     ev_idle reaper;
-    ev_async dns_async;
+    struct pgw_dns_hub *dns;  /* name lookups' answers (backend.c) */
     uint64_t next_id;
     uint64_t rng;
     bool destroying;
@@ -298,7 +299,10 @@ void pgw_backend_connected(struct pgw_backend *be, bool probe);
 void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
 void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);
 void pgw_backend_kick_pools(struct pgw_backend *be);
-void pgw_backend_dns_done(struct pgw_pool_set *set);
+/* The set's name lookup hub (backend.c): made with the set; destroyed
+ * after its backends, without waiting for a lookup still running. */
+int pgw_backend_dns_init(struct pgw_pool_set *set);
+void pgw_backend_dns_deinit(struct pgw_pool_set *set);
 /* A cached failed lookup (dns_nxdomain_ttl) leaves the backend without
  * addresses: true, and err says why, for a login to fail at once. */
 bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err);

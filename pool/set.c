@@ -132,11 +132,6 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pgw_pool_kick(pgw_container_of(n, struct pgw_pool, node));
 }
 
-static void dns_async_cb(struct ev_loop *loop, ev_async *w, int revents)
-{
-    pgw_backend_dns_done(pgw_container_of(w, struct pgw_pool_set, dns_async));
-}
-
 struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *root,
                                          const struct pgw_config *cfg)
 {
@@ -155,9 +150,11 @@ struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *r
     ev_timer_init(&set->tick, tick_cb, PGW_POOL_TICK, PGW_POOL_TICK);
     ev_timer_start(loop, &set->tick);
     ev_idle_init(&set->reaper, reaper_cb);
-    ev_async_init(&set->dns_async, dns_async_cb);
-    ev_async_start(loop, &set->dns_async);
-    ev_unref(loop);           /* housekeeping: does not keep the loop alive */
+    if (pgw_backend_dns_init(set) != 0) {
+        ev_timer_stop(loop, &set->tick);
+        free(set);
+        return NULL;
+    }
     return set;
 }
 
@@ -263,8 +260,7 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set)
         pgw_pool_free(pgw_container_of(n, struct pgw_pool, node));
     while ((n = pgw_list_first(&set->backends)))
         pgw_backend_free(pgw_container_of(n, struct pgw_backend, node));
-    ev_ref(set->loop);
-    ev_async_stop(set->loop, &set->dns_async);
+    pgw_backend_dns_deinit(set);
     free(set);
 }
 

@@ -34,6 +34,7 @@ reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -317,6 +318,29 @@ class HostListTest(pt.PgwharfTestCase):
                       what="the backend of localhost freed")
         self.assertEqual(set(self.breakers(px)), {"127.0.0.1:%d" % self.pg.port})
         self.assertEqual(px.stop(), 0, px.log_tail())
+
+    def test_shutdown_with_a_lookup_still_waiting(self):
+        # The DNS server never answers (getaddrinfo held at a gate): a
+        # SIGQUIT or SIGINT still ends pgwharf at once and cleanly (exit 0,
+        # the ASan build's leak check included); the lookup's thread is not
+        # waited for.  (It was joined: the exit waited for the gate.)
+        for sig in (signal.SIGQUIT, signal.SIGINT):
+            with self.subTest(signal=sig.name):
+                fifo = os.path.join(tempfile.mkdtemp(prefix="pgwharf-gate-"), "gate")
+                self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
+                px = self.start_pgwharf(start=False, settings=dict(SETTINGS),
+                                        databases={"nm": self.entry("localhost")})
+                px.extra_env.update(pt.nss_gate_env(PGW_GETADDRINFO_GATE=fifo))
+                px.start()
+                os.mkfifo(fifo)
+                client = pt.Background(lambda: px.psql("select 1", db="nm", check=False))
+                gate = pt.nss_gate_wait(fifo, what="the lookup of localhost")
+                try:
+                    self.assertEqual(px.stop(sig=sig, timeout=10), 0, px.log_tail())
+                    self.assertFalse(px.killed)
+                finally:
+                    pt.nss_gate_release(fifo, gate)
+                client.join(30)
 
     def test_dead_host_first(self):
         dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
