@@ -18,6 +18,12 @@
  * it comes, is dropped.  At shutdown the hub is closed: a thread still
  * waiting on NSS is not joined (that could hang the exit); when it
  * finishes it frees its request and, last, the hub.
+ *
+ * At most PEER_THREADS_MAX lookups run at once: with NSS hung, every
+ * waiting login would otherwise hold a thread.  The others wait on the
+ * hub's queue (the loop's alone), in arrival order, and start as earlier
+ * ones finish; a queued request whose session ends leaves the queue and is
+ * freed at once (pgw_peer_cancel).
  */
 #include "proxy/proxy_int.h"
 
@@ -32,6 +38,7 @@
 
 #define PEER_NAME_MAX 256
 #define PEER_BUF_MAX (1024 * 1024)       /* the largest getpwuid_r buffer tried */
+#define PEER_THREADS_MAX 8               /* lookups running at once */
 
 struct pgw_peer_hub {
     pthread_mutex_t mu;
@@ -40,15 +47,20 @@ struct pgw_peer_hub {
     struct ev_loop *loop;
     ev_async async;
     struct pgw_list done;            /* finished requests (mu) */
+    /* the loop's side */
+    int running;                     /* started, answer not yet taken */
+    struct pgw_list queue;           /* waiting for a thread, oldest first */
 };
 
 struct pgw_peer_req {
-    struct pgw_list node;            /* in hub->done once finished */
+    struct pgw_list node;            /* in hub->queue until started; in
+                                      * hub->done once finished */
     struct pgw_peer_hub *hub;
     uid_t uid;
     /* the loop's side */
     struct pgw_session *session;     /* NULL: nobody waits any more */
     pgw_peer_done_fn done;
+    bool queued;                     /* on hub->queue, no thread yet */
     /* the thread's answer */
     int rc;                          /* getpwuid_r's error, 0 when none */
     bool found;
@@ -123,6 +135,26 @@ static void answer(struct pgw_peer_req *r)
         r->done(s, NULL, "user does not exist");
 }
 
+static bool thread_start(struct pgw_peer_hub *hub, struct pgw_peer_req *r);
+
+/* Start queued lookups while there is room.  One whose thread cannot be
+ * started is answered with the error (its callback may cancel others:
+ * they leave the queue, which is read from its head each time). */
+static void queue_run(struct pgw_peer_hub *hub)
+{
+    struct pgw_list *n;
+    while (hub->running < PEER_THREADS_MAX && (n = pgw_list_first(&hub->queue))) {
+        pgw_list_del(n);
+        struct pgw_peer_req *r = pgw_container_of(n, struct pgw_peer_req, node);
+        r->queued = false;
+        if (thread_start(hub, r))
+            continue;
+        r->rc = EAGAIN;
+        answer(r);
+        free(r);
+    }
+}
+
 static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct pgw_peer_hub *hub = pgw_container_of(w, struct pgw_peer_hub, async);
@@ -140,9 +172,11 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
     while ((n = pgw_list_first(&got))) {
         pgw_list_del(n);
         struct pgw_peer_req *r = pgw_container_of(n, struct pgw_peer_req, node);
+        hub->running--;
         answer(r);
         free(r);
     }
+    queue_run(hub);
 }
 
 static struct pgw_peer_hub *hub_get(struct pgw_proxy *px)
@@ -160,11 +194,33 @@ static struct pgw_peer_hub *hub_get(struct pgw_proxy *px)
     hub->open = true;
     hub->loop = px->loop;
     pgw_list_init(&hub->done);
+    pgw_list_init(&hub->queue);
     ev_async_init(&hub->async, async_cb);
     ev_async_start(px->loop, &hub->async);
     ev_unref(px->loop);              /* does not keep the loop alive */
     px->peer = hub;
     return hub;
+}
+
+/* r's thread; false when none could be started (r is still the loop's). */
+static bool thread_start(struct pgw_peer_hub *hub, struct pgw_peer_req *r)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    if (pthread_attr_init(&attr) != 0)
+        return false;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&hub->mu);
+    hub->refs++;                     /* the thread's */
+    pthread_mutex_unlock(&hub->mu);
+    int rc = pthread_create(&t, &attr, peer_thread, r);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        hub_unref(hub);
+        return false;
+    }
+    hub->running++;
+    return true;
 }
 
 struct pgw_peer_req *pgw_peer_lookup(struct pgw_session *s, uid_t uid, pgw_peer_done_fn done)
@@ -178,20 +234,13 @@ struct pgw_peer_req *pgw_peer_lookup(struct pgw_session *s, uid_t uid, pgw_peer_
     r->session = s;
     r->done = done;
     pgw_list_init(&r->node);
-    pthread_attr_t attr;
-    pthread_t t;
-    if (pthread_attr_init(&attr) != 0) {
-        free(r);
-        return NULL;
+    if (hub->running >= PEER_THREADS_MAX || !pgw_list_empty(&hub->queue)) {
+        r->queued = true;            /* a finished lookup starts it */
+        pgw_list_append(&hub->queue, &r->node);
+        pgw_info("peer_lookup_queued", "uid=%ld running=%d", (long)uid, hub->running);
+        return r;
     }
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_mutex_lock(&hub->mu);
-    hub->refs++;                     /* the thread's */
-    pthread_mutex_unlock(&hub->mu);
-    int rc = pthread_create(&t, &attr, peer_thread, r);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        hub_unref(hub);
+    if (!thread_start(hub, r)) {
         free(r);
         return NULL;
     }
@@ -200,8 +249,14 @@ struct pgw_peer_req *pgw_peer_lookup(struct pgw_session *s, uid_t uid, pgw_peer_
 
 void pgw_peer_cancel(struct pgw_peer_req *r)
 {
-    if (r)
-        r->session = NULL;
+    if (!r)
+        return;
+    if (r->queued) {                 /* no thread has it: gone now */
+        pgw_list_del(&r->node);
+        free(r);
+        return;
+    }
+    r->session = NULL;
 }
 
 void pgw_peer_deinit(struct pgw_proxy *px)
@@ -222,7 +277,7 @@ void pgw_peer_deinit(struct pgw_proxy *px)
     pthread_mutex_unlock(&hub->mu);
     ev_ref(px->loop);
     ev_async_stop(px->loop, &hub->async);
-    while ((n = pgw_list_first(&got))) {
+    while ((n = pgw_list_first(&got)) || (n = pgw_list_first(&hub->queue))) {
         pgw_list_del(n);
         free(pgw_container_of(n, struct pgw_peer_req, node));
     }

@@ -291,7 +291,8 @@ void pgw_auth_state_free(struct pgw_auth_state *st);
  * looked up (getpwuid_r, NSS) on a thread, never on the loop.  done runs
  * on the loop, once, with the name or else why there is none -- never
  * inside pgw_peer_lookup, and never after pgw_peer_cancel (the session
- * ended).  pgw_peer_lookup returns NULL when no thread can be had. */
+ * ended).  pgw_peer_lookup returns NULL when no thread can be had; at
+ * most 8 run at once, the others wait their turn (still cancellable). */
 struct pgw_peer_req;
 struct pgw_peer_hub;
 typedef void (*pgw_peer_done_fn)(struct pgw_session *s, const char *name, const char *error);

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -801,6 +802,54 @@ class TestHba(AuthTestCase):
         finally:
             self.release(fifo, gate)
         self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, me), app)
+        self.assertEqual(px.stop(), 0, px.log_tail())
+
+    def test_peer_lookups_running_at_once_are_bounded(self):
+        # NSS hangs and more peer logins come than lookups may run (8): the
+        # rest wait their turn on no thread of their own (each lookup had
+        # one, so a hung NSS grew pgwharf's threads with every login); a
+        # queued login whose client leaves is dropped from the queue; once
+        # NSS answers, every waiting login is served, in turn.
+        me = pwd.getpwuid(os.getuid()).pw_name
+        app, _ = self.app()
+        px, fifo = self.start_gated()
+
+        def threads():
+            with open("/proc/%d/status" % px.proc.pid) as f:
+                return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
+
+        base = threads()
+
+        def in_lookup():
+            # logins with a thread of their own, and those queued
+            return threads() - base + px.log().count("event=peer_lookup_queued ")
+
+        logins, leaver, gate = [], None, None
+        try:
+            for i in range(12):
+                if i == 10:
+                    leaver = self.unix_startup(px, me)
+                else:
+                    logins.append(pt.Background(lambda: self.unix_psql(
+                        px, "select current_user", self.pg.database, me)))
+                pt.wait_until(lambda: in_lookup() >= i + 1, timeout=30,
+                              what="login %d at its lookup" % (i + 1))
+                if gate is None:
+                    gate = self.at_gate(fifo)
+            self.assertLessEqual(threads() - base, 8)
+            self.assertEqual(px.log().count("event=peer_lookup_queued "), 4, px.log_tail())
+            leaver.close()
+            px.wait_for_log(r"event=disconnect client=unix .*state=auth")
+            self.assertLessEqual(threads() - base, 8)
+        finally:
+            if gate is not None:
+                self.release(fifo, gate)
+            if leaver is not None:
+                leaver.close()
+        for login in logins:
+            login.join(60)
+            self.assertIsNone(login.error)
+            self.assertEqual(login.result, app)
         self.assertEqual(px.stop(), 0, px.log_tail())
 
     def test_shutdown_with_a_peer_lookup_still_waiting(self):
