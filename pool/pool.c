@@ -335,7 +335,7 @@ void pgw_pool_kick(struct pgw_pool *pool)
         serve_waiters(pool);
         pgw_pool_grow(pool);
         if (pool->n_repl_waiters > 0)
-            pgw_pool_repl_grow(pool);
+            pgw_pool_repl_grow(pool, true);
     } while (pool->dispatch_again);
     pool->dispatching = false;
 }
@@ -472,13 +472,21 @@ struct grow_try {
     struct pgw_pool *pool;
     bool probe;
     bool standby_pass;
+    uint64_t tried;           /* hosts this attempt's client had (bit i: host i) */
 };
+
+static bool host_tried(uint64_t tried, int i)
+{
+    return i < 64 && (tried >> i) & 1;
+}
 
 /* pgw_hosts_choose's try: may host i take a connection attempt now? */
 static int grow_try_host(int i, void *arg)
 {
     struct grow_try *t = arg;
     struct pool_host *h = &t->pool->hosts[i];
+    if (host_tried(t->tried, i))
+        return PGW_EBREAKER_OPEN;  /* this client had it: one attempt a host */
     if (host_skipped(t->pool, h, pool_now(t->pool), t->standby_pass))
         return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match */
     return pgw_backend_admit(h->be, pgw_backend_resolves(h->be, &h->spec), &t->probe);
@@ -499,9 +507,9 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
     return i;
 }
 
-int pgw_pool_choose_host(struct pgw_pool *pool, bool *probe)
+int pgw_pool_choose_host(struct pgw_pool *pool, uint64_t tried, bool *probe)
 {
-    struct grow_try t = { .pool = pool };
+    struct grow_try t = { .pool = pool, .tried = tried };
     int i = choose_host(pool, &t);
     *probe = t.probe;
     return i;
@@ -592,14 +600,15 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
     return 0;
 }
 
-/* Does any host take an attempt now, target_session_attrs counted? */
-static bool host_left(const struct pgw_pool *pool)
+/* Does any host take an attempt now, target_session_attrs counted, the
+ * hosts in tried (bit i: host i) left out? */
+bool pgw_pool_host_left(const struct pgw_pool *pool, uint64_t tried)
 {
     struct pgw_pool_error err;
     ev_tstamp now = pool_now(pool);
     for (int i = 0; i < pool->nhosts; i++) {
         const struct pool_host *h = &pool->hosts[i];
-        if (!host_skipped(pool, h, now, false) && !pgw_breaker_blocked(&h->be->breaker, now) &&
+        if (!host_tried(tried, i) && !host_skipped(pool, h, now, false) && !pgw_breaker_blocked(&h->be->breaker, now) &&
             !(pgw_backend_resolves(h->be, &h->spec) && pgw_backend_dns_failed(h->be, &err)))
             return true;
     }
@@ -641,7 +650,7 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
     if (!host_skip(pool, i, be))
         return;
     pgw_hosts_failed(&pool->cursor, i);
-    if (!host_left(pool))
+    if (!pgw_pool_host_left(pool, 0))
         pgw_pool_login_failed(pool, sqlstate, msg);
 }
 
@@ -732,7 +741,7 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv)
     int i = srv_priv(srv)->host;
     if (host_skip(pool, i, be)) {
         pgw_hosts_failed(&pool->cursor, i);
-        if (!host_left(pool))
+        if (!pgw_pool_host_left(pool, 0))
             pool->hosts[i].skip_until = 0;
     }
     return true;

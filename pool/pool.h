@@ -177,6 +177,8 @@ struct pgw_pool_waiter {
     const char *repl_options;               /* its other parameters, as libpq's
                                                options ("-c name=value ..."), or NULL */
     struct pgw_server *repl_srv;            /* connecting for it */
+    uint64_t repl_tried;                    /* hosts tried (bit i: host i) */
+    int repl_tries;                         /* attempts made */
 };
 
 /*

@@ -309,11 +309,15 @@ bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error 
 void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now);
 
 /* replication.c */
-/* Start servers for replication waiters that have none (from kick). */
-void pgw_pool_repl_grow(struct pgw_pool *pool);
-/* Its server logged in / failed to (srv->replication set). */
+/* Start servers for replication waiters that have none (from kick); with
+ * may_fail, a waiter with no host left to try gets its callback. */
+void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail);
+/* Its server logged in / failed to (srv->replication set).  next_host:
+ * the host could not be reached or is not the kind target_session_attrs
+ * asks for, so the client's other hosts may be tried. */
 void pgw_pool_repl_login_done(struct pgw_server *srv);
-void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg);
+void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg,
+                                bool next_host);
 /* Take w off the replication queue (no callback); its server, still
  * connecting, is closed. */
 void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w);
@@ -323,7 +327,10 @@ const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int co
                                                 const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
-int pgw_pool_choose_host(struct pgw_pool *pool, bool *probe);
+/* The host of a connection attempt, leaving out the hosts in tried (bit
+ * i: host i): as pgw_hosts_choose. */
+int pgw_pool_choose_host(struct pgw_pool *pool, uint64_t tried, bool *probe);
+bool pgw_pool_host_left(const struct pgw_pool *pool, uint64_t tried);
 
 /* set.c */
 double pgw_pool_set_random(struct pgw_pool_set *set);

@@ -11,6 +11,13 @@
  * max_user_connections, SHOW POOLS): PostgreSQL bounds them by
  * max_wal_senders.  A waiter is on pool->repl_waiters from the acquire to
  * its callback; w->repl_srv is its server while that one connects.
+ *
+ * Host lists: as a pool's connection would, a client's server goes to the
+ * next host of the entry's list (load_balance_hosts, hosts whose breaker
+ * is open passed over) when one cannot be reached or is not the kind
+ * target_session_attrs asks for; each host gets one attempt per client
+ * (w->repl_tried), and the client fails when none is left.  A refusal the
+ * server answered for the client's own reasons ends it at once.
  */
 #include "pool/pool_int.h"
 
@@ -42,6 +49,8 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
     w->repl_encoding = client_encoding;
     w->repl_options = options;
     w->repl_srv = NULL;
+    w->repl_tried = 0;
+    w->repl_tries = 0;
 
     if (pool->set->destroying) {
         w->error = pgw_pool_set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
@@ -79,7 +88,7 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
      * from the loop (a connect never reports inside this call). */
     bool was = pool->dispatching;
     pool->dispatching = true;
-    pgw_pool_repl_grow(pool);
+    pgw_pool_repl_grow(pool, false);
     pool->dispatching = was;
     return PGW_ACQ_QUEUED;
 }
@@ -135,7 +144,21 @@ void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_err
  * connection until RESUME, a replication client's neither (the server may
  * be on its way down for a restart).  Such a client waits in its login,
  * under client_login_timeout; RESUME kicks the pool. */
-void pgw_pool_repl_grow(struct pgw_pool *pool)
+/* A waiter that has tried hosts and has none left now (the breakers of
+ * the others opened meanwhile): failed, with may_fail (its callback runs:
+ * not inside pgw_pool_acquire_replication), else left for the next kick. */
+static bool repl_exhausted(struct pgw_pool_waiter *w, bool may_fail)
+{
+    if (!may_fail)
+        return false;
+    struct pgw_pool_error e;
+    pgw_pool_set_error(&e, PGW_ESERVER_CONNECT, "08001",
+                       "server connection failed: no host of the list left to try");
+    repl_fail(w, &e);
+    return true;
+}
+
+void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
 {
     if (pool->set->destroying || pool->orphan || pool->paused)
         return;
@@ -145,15 +168,29 @@ void pgw_pool_repl_grow(struct pgw_pool *pool)
         if (w->repl_srv)
             continue;
         bool probe = false;
-        int i = pgw_pool_choose_host(pool, &probe);
-        if (i < 0)
+        int i = pgw_pool_choose_host(pool, w->repl_tried, &probe);
+        if (i == PGW_EBREAKER_OPEN && w->repl_tries > 0) {
+            if (repl_exhausted(w, may_fail)) {
+                n = &pool->repl_waiters;      /* callbacks ran: from the top */
+                if (pool->set->destroying || pool->orphan || pool->paused)
+                    return;
+            }
+            continue;
+        }
+        if (i < 0) {
+            if (w->repl_tries > 0)
+                continue;     /* others may still have a host this one had */
             return;           /* a wake-up kicks the pool again, or the hosts are
                                * down: pgw_pool_host_down fails the waiters */
+        }
         if (!pgw_server_start(pool, i, probe, w)) {
             if (probe)
                 pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, ev_now(pool->set->loop));
             return;
         }
+        if (i < 64)
+            w->repl_tried |= (uint64_t)1 << i;
+        w->repl_tries++;
     }
 }
 
@@ -179,7 +216,8 @@ void pgw_pool_repl_login_done(struct pgw_server *srv)
     w->cb(w, srv);
 }
 
-void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg)
+void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg,
+                                bool next_host)
 {
     struct pool_server *ps = srv_priv(srv);
     struct pgw_pool_waiter *w = ps->owner;
@@ -187,6 +225,11 @@ void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, co
     if (!w)
         return;
     w->repl_srv = NULL;
+    struct pgw_pool *pool = w->pool;
+    if (next_host && w->repl_tries < pool->nhosts && !pool->set->destroying &&
+        !pool->orphan && pgw_pool_host_left(pool, w->repl_tried))
+        return;               /* still queued: the kick that follows starts
+                               * its server on the next host */
     struct pgw_pool_error e;
     pgw_pool_set_error(&e, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
     repl_fail(w, &e);

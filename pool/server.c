@@ -541,15 +541,18 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         /* A refusal the server answered (no REPLICATION privilege, no
          * pg_hba line for replication, max_wal_senders) is this client's:
          * the backend is up.  Only a failure to reach it counts there. */
+        bool mismatch = pgw_pool_target_mismatch(text);
         bool refused = pgw_pool_login_error_is_local(sqlstate) ||
-                       strcmp(sqlstate, "53300") == 0 || pgw_pool_target_mismatch(text);
+                       strcmp(sqlstate, "53300") == 0 || mismatch;
         if (refused) {
             pgw_backend_connected(be, probe);
         } else {
             pgw_pool_host_failed(pool, ps->host, be);
             pgw_backend_failed(be, probe, text);
         }
-        pgw_pool_repl_login_failed(srv, sqlstate, text);
+        /* Unreachable, or not the kind asked for: the client's next host,
+         * as libpq would; its own refusals end it. */
+        pgw_pool_repl_login_failed(srv, sqlstate, text, mismatch || !refused);
         pgw_pool_kick_related(pool);
         return;
     }

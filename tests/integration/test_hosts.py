@@ -41,6 +41,9 @@ import subprocess
 import tempfile
 import threading
 
+import psycopg2
+import psycopg2.extras
+
 import pgwharf_test as pt
 
 SETTINGS = {
@@ -226,6 +229,17 @@ class SideClusters:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def repl_client_addr(case, px, db):
+    conn = psycopg2.connect(px.dsn(db=db, replication="database"),
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        cur = conn.cursor()
+        cur.execute("select host(inet_server_addr())")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 class HostListTest(pt.PgwharfTestCase):
 
     def entry(self, hosts, port=None, **extra):
@@ -251,6 +265,11 @@ class HostListTest(pt.PgwharfTestCase):
 
     def breakers(self, px):
         return {r["backend"]: r for r in px.show("BREAKERS")}
+
+    def repl_client_addr(self, px, db):
+        """A logical replication client of db (its own server, closed with
+        it): the address its server was on."""
+        return repl_client_addr(self, px, db)
 
     def test_round_robin(self):
         px = self.start({"rr": self.entry("127.0.0.1,127.0.0.2")})
@@ -370,6 +389,32 @@ class HostListTest(pt.PgwharfTestCase):
         # fast): the open host is passed over
         self.assertEqual(self.server_addrs(px, "d", 2), ["127.0.0.1"] * 2)
         self.assertEqual(self.breakers(px)[dead]["failures"], "3")
+
+    def test_replication_client_passes_a_dead_host(self):
+        # A replication client's own server goes to the next host when one
+        # cannot be reached, as a pool's would (it used to fail the client):
+        # each client's first attempt goes to the dead host (round-robin: the
+        # cursor is back on it; disable: only until the first failure moves
+        # it), then the live one serves it; every host dead: the client
+        # fails once each was tried.
+        dead, live = "127.0.0.3:%d" % self.pg.port, "127.0.0.1:%d" % self.pg.port
+        for lb, failures in (("round-robin", "2"), ("disable", "1")):
+            with self.subTest(load_balance_hosts=lb):
+                px = self.start({"d": self.entry("127.0.0.3,127.0.0.1", load_balance_hosts=lb),
+                                 "x": self.entry("127.0.0.3,127.0.0.4")})
+                for _ in range(2):
+                    self.assertEqual(self.repl_client_addr(px, "d"), "127.0.0.1")
+                br = self.breakers(px)
+                self.assertEqual(br[dead]["failures"], failures, br)
+                self.assertEqual(br[live]["failures"], "0", br)
+                with self.assertRaises(psycopg2.OperationalError) as cm:
+                    self.repl_client_addr(px, "x")
+                self.assertIn("server login failed", str(cm.exception))
+                log = px.log()
+                for h in ("127.0.0.3", "127.0.0.4"):
+                    self.assertRegex(log, r"event=server_connect_failed .*backend=%s:%d"
+                                     % (re.escape(h), self.pg.port))
+                self.assertEqual(px.stop(), 0, px.log_tail())
 
     def test_hostaddr_list_one_breaker_per_address(self):
         # one host name, two addresses (hostaddr): two servers, each with
@@ -510,6 +555,20 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         self.assertEqual((br[ro]["state"], br[ro]["failures"]), ("closed", "0"), br)
         self.assertEqual(self.fake.logins, 1)
         self.assertIn("session is read-only", px.log())
+
+    def test_replication_client_passes_a_read_only_host(self):
+        # target_session_attrs=read-write, the read-only host first: a
+        # replication client's server goes on to the next host, as a pool's
+        # would (the wrong kind used to fail the client).
+        entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s target_session_attrs=read-write" % (
+            self.fake.port, self.pg.port, self.pg.database)
+        px = self.start_pgwharf(settings=dict(SETTINGS), databases={"rw": entry})
+        self.assertEqual(repl_client_addr(self, px, "rw"), "127.0.0.2")
+        self.assertEqual(self.fake.logins, 1)
+        self.assertIn("session is read-only", px.log())
+        br = {r["backend"]: r for r in px.show("BREAKERS")}
+        ro = br["127.0.0.1:%d" % self.fake.port]
+        self.assertEqual((ro["state"], ro["failures"]), ("closed", "0"), br)
 
     def test_no_host_matches(self):
         entry = "host=127.0.0.1 port=%d dbname=%s target_session_attrs=read-write" % (
