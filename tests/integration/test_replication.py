@@ -234,7 +234,9 @@ class TestLogical(ReplicationCase):
         c.cursor().execute("insert into pgw_repl_l values (42)")
         got = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any("42" in m for m in got):
+        # (the row's change, not any message with 42 in it: "BEGIN 742")
+        while time.monotonic() < deadline and not any("pgw_repl_l" in m and "42" in m
+                                                      for m in got):
             msg = cur.read_message()
             if msg is None:
                 select.select([conn], [], [], 0.5)
