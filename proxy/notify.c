@@ -1678,9 +1678,10 @@ static bool tag_is(const char *tag, size_t n, const char *want)
  * noted: sent before the client had a sub, in a batch behind another
  * message, or in a Query of more than 16); RELEASE and ROLLBACK TO find
  * theirs by name, the latest of it.  A name not among those open was
- * opened before the first noted LISTEN or UNLISTEN (it ran after): unless
- * some open one has no known name, which might be it, and then the latest
- * is taken, as drivers and ORMs nest them. */
+ * opened before the first noted LISTEN or UNLISTEN (it ran after).  One of
+ * no known name opened after the latest of the name (or with none of the
+ * name open) might be it: then the latest open is taken, as drivers and
+ * ORMs nest them. */
 
 /* The first k noted go. */
 static void spq_drop(struct pgw_notify_sub *sub, int k)
@@ -1739,18 +1740,19 @@ static enum pgw_sp_kind sp_take(struct pgw_notify_sub *sub, enum pgw_sp_kind kin
 
 /* The open savepoints name leaves open when RELEASEd (at) or rolled back
  * to (at + 1): the index of the latest of that name, -1 when it was opened
- * before them all, -2 when not known. */
+ * before them all, -2 when not known (one of no known name opened after
+ * the latest of the name may be it). */
 static int sp_find(const struct pgw_notify_sub *sub, const char *name)
 {
     if (!*name)
         return -2;
-    bool unnamed = false;
     for (int i = sub->nsp - 1; i >= 0; i--) {
+        if (!sub->sp[i].name[0])
+            return -2;                   /* a later one of no known name may be it */
         if (strcmp(sub->sp[i].name, name) == 0)
             return i;
-        unnamed |= !sub->sp[i].name[0];
     }
-    return unnamed ? -2 : -1;
+    return -1;
 }
 
 static void sp_open(struct pgw_notify_sub *sub, const char *name)

@@ -624,6 +624,49 @@ class TestInsideATransaction(NotifyCase):
             self.expect(c, sql, tags, status)
         self.not_listening(c, "pgw_sn_gone5")
 
+    def test_savepoint_of_an_unread_name_after_one_of_the_name(self):
+        # SAVEPOINT a, then a savepoint whose name pgwharf did not read (a
+        # comment beside it), which may be a again: ROLLBACK TO a and
+        # RELEASE a may be to it, the latest.  Taken to be to the first a,
+        # they forgot a LISTEN run between the two (and RELEASE a, later
+        # ROLLBACK TO a, one run before them all).
+        for end in ("rollback to a", "release a"):
+            with self.subTest(end=end):
+                kept, gone = "pgw_spu_kept_" + end[:3], "pgw_spu_gone_" + end[:3]
+                a = login(self, self.px)
+                for sql, tags, status in (
+                        ("begin", ["BEGIN"], b"T"),
+                        ("listen %s0" % kept, ["LISTEN"], b"T"),
+                        ("savepoint a", ["SAVEPOINT"], b"T"),
+                        ("listen %s1" % kept, ["LISTEN"], b"T"),
+                        ("savepoint a /* again */", ["SAVEPOINT"], b"T"),
+                        ("listen " + gone if end.startswith("rollback") else "select 1",
+                         ["LISTEN" if end.startswith("rollback") else "SELECT 1"], b"T"),
+                        (end, ["ROLLBACK" if end.startswith("rollback") else "RELEASE"], b"T"),
+                        ("rollback to a" if end.startswith("release") else "select 2",
+                         ["ROLLBACK" if end.startswith("release") else "SELECT 1"], b"T"),
+                        ("commit", ["COMMIT"], b"I")):
+                    if sql.startswith("select"):
+                        self.assertEqual(len(hz.simple_query(a, sql)[0]), 1)
+                        continue
+                    self.expect(a, sql, tags, status)
+                if end.startswith("rollback"):
+                    self.witness(kept + "1").close()
+                    self.notify(kept + "0", "k0")
+                    self.notify(kept + "1", "k1")
+                    self.assertEqual([n[1:] for n in read_notifications(a, 2)],
+                                     [(kept + "0", "k0"), (kept + "1", "k1")])
+                    self.not_listening(a, gone)
+                else:
+                    # RELEASE of the second a, then ROLLBACK TO the first:
+                    # only what ran after the first is forgotten.
+                    self.witness(kept + "0").close()
+                    self.notify(kept + "0", "k0")
+                    self.assertEqual([n[1:] for n in read_notifications(a, 1)],
+                                     [(kept + "0", "k0")])
+                    self.not_listening(a, kept + "1")
+                a.close()
+
     def test_savepoint_parse_scanned_again_after_a_wait(self):
         # A Parse of SAVEPOINT a, first in its batch, that waits for the
         # answer ahead of it (the server has prepared its text) is scanned
