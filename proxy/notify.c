@@ -1348,6 +1348,7 @@ void pgw_notify_flush(struct pgw_session *s)
     if (!sub || !deliverable(s))
         return;
     sub->nfresh = 0;
+    sub->nspq = 0;           /* of the server gone (its request numbers) */
     if (sub->necho > 0)
         echo_seal(sub);
     if (sub->ntx > 0) {
@@ -1681,7 +1682,8 @@ static bool tag_is(const char *tag, size_t n, const char *want)
  * opened before the first noted LISTEN or UNLISTEN (it ran after).  One of
  * no known name opened after the latest of the name (or with none of the
  * name open) might be it: then the latest open is taken, as drivers and
- * ORMs nest them. */
+ * ORMs nest them.  What is noted goes when the server goes back (the
+ * request numbers start again on the next). */
 
 /* The first k noted go. */
 static void spq_drop(struct pgw_notify_sub *sub, int k)

@@ -440,6 +440,37 @@ class TestInsideATransaction(NotifyCase):
         self.notify("pgw_waited", "w")
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_waited", "w")])
 
+    def test_savepoint_parse_wait_outlasts_the_server(self):
+        # A Parse of SAVEPOINT a first in its batch, waiting (prepared.c)
+        # while the request ahead ends the transaction, was noted on that
+        # server and again on the next, where the request numbers start
+        # again: the first copy stayed, and in a later transaction gave its
+        # name to SAVEPOINT b, so ROLLBACK TO b forgot a LISTEN run before b.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
+        a = login(self, px)
+        self.listen(a, "listen pgw_spw_other")
+        a.sendall(hz.query_msg("select 0") + hz.parse_msg("pgw_sw1", "savepoint a") +
+                  hz.msg(b"S"))          # the server prepares it
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(hz.ext_msgs("select 1", describe=False) +
+                  hz.parse_msg("pgw_sw2", "savepoint a") +
+                  hz.ext_msgs("", parse=False, stmt="pgw_sw2", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"D", b"C", b"Z"])
+        got = hz.read_until_ready(a)     # outside a transaction block: 25P01
+        self.assertEqual([t for t, _ in got], [b"1", b"2", b"E", b"Z"], got)
+        for sql, tags, status in (
+                ("begin; listen pgw_spw_kept", ["BEGIN", "LISTEN"], b"T"),
+                ("savepoint b", ["SAVEPOINT"], b"T"),
+                ("listen pgw_spw_gone", ["LISTEN"], b"T"),
+                ("rollback to b", ["ROLLBACK"], b"T"),
+                ("commit", ["COMMIT"], b"I")):
+            self.expect(a, sql, tags, status)
+        w = login(self, px)
+        self.listen(w, "listen pgw_spw_kept")
+        self.notify("pgw_spw_kept", "k")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_spw_kept", "k")])
+
     def test_behind_a_discard_all(self):
         # DISCARD ALL ends what the client listened to before it, not a
         # LISTEN it sent behind it (noted then, run after it).
