@@ -1299,6 +1299,11 @@ static void hub_echo_end(struct pgw_notify_hub *h, uint32_t gen)
 static void echo_seal(struct pgw_notify_sub *sub)
 {
     struct pgw_notify_hub *h = sub->hub;
+    bool unsealed = false;
+    for (int i = 0; i < sub->necho && !unsealed; i++)
+        unsealed = sub->echo[i].gen == 0;
+    if (!unsealed)
+        return;                /* their barrier is on its way (one per sealing) */
     struct notify_req *r = h->srv ? req_new(NULL, "", "", false) : NULL;
     if (!r) {
         int kept = 0;          /* no server: its copies never come */

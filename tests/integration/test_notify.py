@@ -606,6 +606,34 @@ class TestInsideATransaction(NotifyCase):
             os.kill(pid, signal.SIGCONT)
         self.once_at_commit(a, chan, got)
 
+    def test_one_barrier_while_the_hub_does_not_answer(self):
+        # A copy its own server sent waits for the hub's barrier; while the
+        # hub's server does not answer, each later transaction of the
+        # client queued one more barrier (memory without bound, and a
+        # Query each on the hub's server).
+        chan = "pgw_dup_barrier"
+        gate = hz.Gate(self.pg, 7483)
+        self.addCleanup(gate.close)
+        a = login(self, self.px)
+        self.commit_held(a, chan, gate)
+        pid, port = [int(x) for x in self.pg.psql(
+            "select pid, client_port from pg_stat_activity where query = "
+            "'LISTEN \"%s\"'" % chan).split("|")]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            self.notify(chan, "n1")
+            got = self.held_reply(a, gate)
+            self.assertEqual([notification(b)[1:] for t, b in got if t == b"A"],
+                             [(chan, "n1")], got)
+            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                          what="the barrier sent to the stopped backend")
+            for i in range(20):
+                self.assertEqual(hz.simple_query(a, "select %d" % i)[0], [[str(i).encode()]])
+            self.assertEqual(tcp_rx_queue(self.pg.port, port), 6)    # one empty Query
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.once_at_commit(a, chan, got)
+
     def test_rollback_to_an_earlier_savepoint_by_name(self):
         # ROLLBACK TO a savepoint made before a later one (or before the
         # first LISTEN) takes back what ran after it; names fold to lower
