@@ -327,7 +327,10 @@ class TestInsideATransaction(NotifyCase):
         a.sendall(hz.parse_msg("pgw_never", "listen pgw_never") + hz.msg(b"S"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
         self.expect(a, "commit", ["COMMIT"], b"I")
-        self.hub_listens("pgw_ext")
+        # Its LISTEN ran after the hub's (which, with a server at once, ran
+        # LISTEN and UNLISTEN pgw_never after it, too: hub_listens would
+        # see the UNLISTEN last).
+        self.witness("pgw_ext").close()
         w = self.witness("pgw_never")
         self.notify("pgw_never", "no")
         self.notify("pgw_ext", "yes")
@@ -528,6 +531,7 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual(hz.simple_query(a, "select 1/(random() * 0)::int")[0], [])
         self.expect(a, "rollback to three", ["ROLLBACK"], b"T")
         self.expect(a, "commit", ["COMMIT"], b"I")
+        self.witness("pgw_sp_released").close()   # the hub's LISTENs ran (a new server)
         self.notify("pgw_sp_kept", "k")
         self.notify("pgw_sp_released", "r")
         self.assertEqual([n[1:] for n in read_notifications(a, 2)],
@@ -746,6 +750,7 @@ class TestInsideATransaction(NotifyCase):
         self.expect(a, "listen pgw_sp_wait_gone", ["LISTEN"], b"T")
         self.expect(a, "rollback to b", ["ROLLBACK"], b"T")
         self.expect(a, "commit", ["COMMIT"], b"I")
+        self.witness("pgw_sp_wait_kept").close()   # the hub's LISTEN ran (a new server)
         self.notify("pgw_sp_wait_kept", "k")
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_sp_wait_kept", "k")])
         self.not_listening(a, "pgw_sp_wait_gone")
