@@ -663,6 +663,7 @@ static void deferred_end(struct pgw_session *s, const char *tag, const char *sql
     pgw_wire_ready(&out, 'I');
     s->admin_waiting = false;
     s->admin_wait_pause = false;
+    s->admin_wait_undo = false;
     s->admin_wait_db[0] = '\0';
     /* Idle from this ReadyForQuery on (client_idle_timeout), not from
      * the query the wait began with. */

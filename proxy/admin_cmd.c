@@ -83,7 +83,7 @@ static bool has_marks(const struct pgw_admin *adm, const char *db);
 
 /* Reply later, once the servers RECONNECT, KILL or PAUSE marked (of db, or
  * of all when "") are closed; at once when there are none. */
-static int reply_when_closed(struct pgw_session *s, const char *db, bool pause,
+static int reply_when_closed(struct pgw_session *s, const char *db, bool pause, bool undo,
                              struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = s->px;
@@ -93,6 +93,7 @@ static int reply_when_closed(struct pgw_session *s, const char *db, bool pause,
         return done(out, pause ? "PAUSE" : "WAIT_CLOSE");
     s->admin_waiting = true;
     s->admin_wait_pause = pause;
+    s->admin_wait_undo = undo;
     snprintf(s->admin_wait_db, sizeof(s->admin_wait_db), "%s", db);
     if (!ev_is_active(&adm->wait_timer)) {
         ev_timer_set(&adm->wait_timer, WAIT_TICK, WAIT_TICK);
@@ -101,13 +102,15 @@ static int reply_when_closed(struct pgw_session *s, const char *db, bool pause,
     return PGW_ADMIN_DEFERRED;
 }
 
-/* PAUSE's reply: the paused pools' servers are closed first. */
-static int pause_reply(struct pgw_session *s, const char *db, struct pgw_wbuf *out)
+/* PAUSE's reply: the paused pools' servers are closed first.  paused:
+ * this PAUSE paused db (not one of a database paused already), which a
+ * cancel while it waits undoes. */
+static int pause_reply(struct pgw_session *s, const char *db, bool paused, struct pgw_wbuf *out)
 {
     reconnect_pools(s->px, db, false);   /* clients log in while paused */
     if (!s->admin_last)
         return done(out, "PAUSE");       /* more commands follow: do not wait */
-    return reply_when_closed(s, db, true, out);
+    return reply_when_closed(s, db, true, paused, out);
 }
 
 /* ---- PAUSE / RESUME ---- */
@@ -119,8 +122,8 @@ static void pause_pools(struct pgw_proxy *px, const char *db, bool paused)
             pgw_pool_pause(p, paused);
 }
 
-/* Pause one database by name (PAUSE db, KILL db); 0, or -1 when memory is
- * short.  Already paused: nothing to do. */
+/* Pause one database by name (PAUSE db, KILL db); 1 when paused now, 0
+ * when it was already (nothing to do), -1 when memory is short. */
 static int pause_db(struct pgw_proxy *px, const char *db)
 {
     int rc = pgw_names_add(&px->admin->paused, db);
@@ -128,7 +131,7 @@ static int pause_db(struct pgw_proxy *px, const char *db)
         return -1;
     if (rc > 0)
         pause_pools(px, db, true);
-    return 0;
+    return rc > 0;
 }
 
 /* A console whose PAUSE still waits though its database (or everything)
@@ -171,17 +174,18 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
         adm->paused_all = true;
         pause_pools(px, "", true);
         pgw_info("admin_pause", "user=%s db=*", LQ(s->user));
-        return pause_reply(s, "", out);
+        return pause_reply(s, "", true, out);
     }
     if (check_db(px, "pause", arg, out) < 0)
         return PGW_ADMIN_FAILED;
     if (strlen(arg) >= sizeof(s->admin_wait_db))
         return pgw_admin_error(out, "22023", "database name too long");
     /* Pausing twice is no error (as PgBouncer). */
-    if (pause_db(px, arg) < 0)
+    int rc = pause_db(px, arg);
+    if (rc < 0)
         return pgw_admin_error(out, "53200", "out of memory");
     pgw_info("admin_pause", "user=%s db=%s", LQ(s->user), LQ(arg));
-    return pause_reply(s, arg, out);
+    return pause_reply(s, arg, rc > 0, out);
 }
 
 int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
@@ -336,7 +340,7 @@ int pgw_admin_cmd_wait_close(struct pgw_session *s, const char *arg, struct pgw_
         return PGW_ADMIN_FAILED;
     if (strlen(arg) >= sizeof(s->admin_wait_db))
         return pgw_admin_error(out, "22023", "database name too long");
-    return reply_when_closed(s, arg, false, out);
+    return reply_when_closed(s, arg, false, false, out);
 }
 
 /* The next waiting console session whose servers are all gone. */
@@ -370,7 +374,8 @@ void pgw_admin_wait_tick(struct pgw_proxy *px)
 
 /* A CancelRequest for a console session (psql's ^C): a PAUSE or
  * WAIT_CLOSE still waiting ends with 57014, as a canceled statement does,
- * and the PAUSE is undone as RESUME would (PgBouncer resumes too): else
+ * and what the PAUSE paused is resumed (PgBouncer resumes too; a database
+ * paused by name before it stays paused, as after a failed statement): else
  * the console hung until the last transaction ended, and a PAUSE given
  * up on by closing the console stayed in force.  Other commands are
  * answered at once: nothing to cancel. */
@@ -385,11 +390,15 @@ void pgw_admin_cancel(struct pgw_session *s, const char *from)
     }
     const char *db = s->admin_wait_db;
     const char *cmd = s->admin_wait_pause ? "PAUSE" : "WAIT_CLOSE";
-    if (s->admin_wait_pause) {
+    if (s->admin_wait_pause && s->admin_wait_undo) {
+        /* Only what this PAUSE did: databases paused by name before it
+         * (PAUSE db, KILL db) stay paused. */
         if (!*db) {
             adm->paused_all = false;
-            pgw_names_clear(&adm->paused);
-            pause_pools(px, "", false);
+            for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p;
+                 p = pgw_pool_next(px->pools, p))
+                if (!pgw_admin_db_paused(px, pgw_pool_dbname(p)))
+                    pgw_pool_pause(p, false);
         } else if (pgw_names_remove(&adm->paused, db) && !adm->paused_all) {
             pause_pools(px, db, false);
         }

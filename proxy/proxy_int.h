@@ -208,6 +208,8 @@ struct pgw_session {
     bool admin_skip;                 /* extended protocol refused: drop up to Sync */
     bool admin_waiting;              /* WAIT_CLOSE, PAUSE: reply (and read on) when done */
     bool admin_wait_pause;           /* ... and the reply is PAUSE's */
+    bool admin_wait_undo;            /* ... and that PAUSE paused something (a cancel
+                                      * undoes it; a PAUSE db of a paused one did not) */
     bool admin_last;                 /* the command running is the last of its query */
     char admin_wait_db[64];          /* its database, "" = all */
     ev_tstamp xact_start;            /* first query of the open transaction, 0 = none */

@@ -918,6 +918,55 @@ class TestCommands(AdminTestCase):
         self.assertEqual(self.show(pauser, "VERSION")[0], ["version"])     # usable
         px.wait_for_log("event=admin_cancel .*command=WAIT_CLOSE")
 
+    def test_a_cancel_undoes_only_the_pause_it_cancels(self):
+        # A canceled PAUSE is undone, but only what it did: a PAUSE of
+        # everything canceled while it waits leaves a database paused by
+        # an earlier PAUSE db paused (it cleared every pause), and a PAUSE
+        # db retried on a paused database (a no-op) leaves it paused.
+        px = self.start(default_pool_size=2, verbose=1)
+        busy = self.client(px, autocommit=False)
+        busy.cursor().execute("select 1")            # holds a server: transaction open
+        conn = self.admin_conn(px)
+        self.addCleanup(busy.rollback)              # failing, the PAUSE ends first
+        db, db2 = self.pg.database, self.pg.database2
+
+        def paused():
+            return {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+
+        def cancel_waiting(sql):
+            pauser = self.admin_conn(px)
+            bg = Background(lambda: pauser.cursor().execute(sql))
+            wait_until(lambda: paused().get(db) == 1, what="the database paused")
+            self.assertTrue(bg.is_alive(), "%s answered while a transaction ran" % sql)
+            pauser.cancel()
+            bg.join(10)
+            self.assertFalse(bg.is_alive(), "the cancel did not end %s" % sql)
+            self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+
+        conn.cursor().execute("PAUSE %s" % db2)     # no server there: answered at once
+        self.assertEqual(paused()[db2], 1)
+        cancel_waiting("PAUSE")
+        self.assertEqual(paused()[db], 0)
+        self.assertEqual(paused()[db2], 1, "the canceled PAUSE undid an earlier PAUSE db")
+        self.assertEqual(px.psql("select 1"), "1")
+        conn.cursor().execute("RESUME %s" % db2)
+        # PAUSE db answered at once (another command follows), then retried.
+        conn.cursor().execute("PAUSE %s; SHOW VERSION" % db)
+        self.assertEqual(paused()[db], 1)
+        pauser = self.admin_conn(px)
+        bg = Background(lambda: pauser.cursor().execute("PAUSE %s" % db))
+        # read (it waits): the second PAUSE db in the log
+        wait_until(lambda: len(re.findall("event=admin .*command=\\S*PAUSE %s\\b" % db,
+                                          px.log())) == 2, what="the PAUSE read")
+        self.assertTrue(bg.is_alive(), "PAUSE answered while a transaction ran")
+        pauser.cancel()
+        bg.join(10)
+        self.assertFalse(bg.is_alive(), "the cancel did not end the PAUSE")
+        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        self.assertEqual(paused()[db], 1, "the canceled no-op PAUSE undid the earlier one")
+        conn.cursor().execute("RESUME %s" % db)
+        self.assertEqual(paused()[db], 0)
+
     def test_resume_fails_a_pause_still_waiting(self):
         # A PAUSE still waiting for a transaction, undone by RESUME from
         # another console: it answered PAUSE once the transaction ended,
