@@ -36,22 +36,6 @@ static ev_tstamp pool_now(const struct pgw_pool *pool)
     return ev_now(pool->set->loop);
 }
 
-static const struct pgw_pool_error *set_error(struct pgw_pool_error *e, int code,
-                                              const char *sqlstate, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static const struct pgw_pool_error *set_error(struct pgw_pool_error *e, int code,
-                                              const char *sqlstate, const char *fmt, ...)
-{
-    va_list ap;
-    e->code = code;
-    snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", sqlstate);
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
-    va_end(ap);
-    return e;
-}
-
 const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int code,
                                                 const char *sqlstate, const char *fmt, ...)
 {
@@ -113,14 +97,14 @@ static void waiter_done_cb(struct pgw_ctx_sub *sub, int err)
 
     if (err == PGW_EDEADLINE) {
         pool->st.total_wait_timeouts++;
-        set_error(&e, PGW_EDEADLINE, "57014",
-                  "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
-                  pool->dbname, pool->user);
+        pgw_pool_set_error(&e, PGW_EDEADLINE, "57014",
+                           "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
+                           pool->dbname, pool->user);
         char names[PGW_POOL_LOG_NAMES];
         pgw_info("pool_wait_timeout", "%s waited=%.3f",
                  pgw_pool_log_names(pool, names, sizeof(names)), waited);
     } else {
-        set_error(&e, PGW_ECANCELED, "57014", "canceled while waiting for a server");
+        pgw_pool_set_error(&e, PGW_ECANCELED, "57014", "canceled while waiting for a server");
     }
     waiter_fail(w, &e);
 }
@@ -173,7 +157,7 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
      * unless a server of the pool is lent out and comes back. */
     if (pool->n_active == 0 && pool->n_idle == 0) {
         struct pgw_pool_error err;
-        set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
+        pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
         pgw_pool_fail_waiters(pool, &err);
     }
 }
@@ -766,12 +750,13 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
 {
     struct pgw_pool_error *e = &pool->set->error;
     if (pool->set->destroying) {
-        w->error = set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
+        w->error = pgw_pool_set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
         return PGW_ESHUTDOWN;
     }
     if (pool->orphan) {
-        w->error = set_error(e, PGW_ENOTFOUND, "3D000",
-                             "database \"%s\" is no longer in the configuration", pool->dbname);
+        w->error = pgw_pool_set_error(e, PGW_ENOTFOUND, "3D000",
+                                      "database \"%s\" is no longer in the configuration",
+                                      pool->dbname);
         return PGW_ENOTFOUND;
     }
     if (breaker_refuses(pool, e)) {
@@ -791,7 +776,7 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
 const struct pgw_pool_error *pgw_pool_error_of(const struct pgw_pool_waiter *w, int rc)
 {
     return w->error ? w->error
-                    : set_error(&w->pool->set->error, rc, "08006", "%s", pgw_strerror(rc));
+                    : pgw_pool_set_error(&w->pool->set->error, rc, "08006", "%s", pgw_strerror(rc));
 }
 
 int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
@@ -812,8 +797,8 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
 
     int err = pgw_ctx_err(ctx);
     if (err) {
-        w->error = set_error(&pool->set->error, err, "57014",
-                             "canceled before waiting for a server");
+        w->error = pgw_pool_set_error(&pool->set->error, err, "57014",
+                                      "canceled before waiting for a server");
         return err;
     }
     err = acquire_refuse(pool, w);
@@ -826,22 +811,22 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     }
     if (login_blocked(pool) && pool->n_active == 0 && pool->n_idle == 0) {
         /* Nothing will come back, and no new login before the retry. */
-        w->error = set_error(&pool->set->error, PGW_ESERVER_LOGIN, pool->login_sqlstate,
-                             "server login failed: %s", pool->login_error);
+        w->error = pgw_pool_set_error(&pool->set->error, PGW_ESERVER_LOGIN, pool->login_sqlstate,
+                                      "server login failed: %s", pool->login_error);
         return PGW_ESERVER_LOGIN;
     }
     double t = pool->set->cfg->query_wait_timeout;
     w->ctx = t > 0 ? pgw_ctx_with_timeout(ctx, t) : pgw_ctx_with_cancel(ctx);
     if (!w->ctx) {
-        w->error = set_error(&pool->set->error, PGW_ENOMEM, "53200", "out of memory");
+        w->error = pgw_pool_set_error(&pool->set->error, PGW_ENOMEM, "53200", "out of memory");
         return PGW_ENOMEM;
     }
     err = pgw_ctx_subscribe(w->ctx, &w->sub, waiter_done_cb, w);
     if (err) {
         pgw_ctx_release(w->ctx);
         w->ctx = NULL;
-        w->error = set_error(&pool->set->error, err, "57014",
-                             "canceled before waiting for a server");
+        w->error = pgw_pool_set_error(&pool->set->error, err, "57014",
+                                      "canceled before waiting for a server");
         return err;
     }
     pgw_list_append(&pool->waiters, &w->node);
