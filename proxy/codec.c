@@ -440,13 +440,12 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW
     return sql_at_end(p, end) ? kind : PGW_LISTEN_NONE;
 }
 
-bool pgw_sp_may_be(const char *sql, size_t n)
+bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
 {
     size_t i = 0;
     while (i < n && sql_space(sql[i]))
         i++;
-    static const char *const kw[] = { "SAVEPOINT", "RELEASE", "ROLLBACK" };
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < nkw; k++) {
         size_t j = 0;
         while (kw[k][j] && i + j < n && (sql[i + j] & ~0x20) == kw[k][j])
             j++;
@@ -454,6 +453,12 @@ bool pgw_sp_may_be(const char *sql, size_t n)
             return true;
     }
     return false;
+}
+
+bool pgw_sp_may_be(const char *sql, size_t n)
+{
+    static const char *const kw[] = { "SAVEPOINT", "RELEASE", "ROLLBACK" };
+    return pgw_sql_may_start(sql, n, kw, 3);
 }
 
 enum pgw_sp_kind pgw_sp_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1])

@@ -108,6 +108,9 @@ enum pgw_sp_kind { PGW_SP_NONE, PGW_SP_SAVE, PGW_SP_RELEASE, PGW_SP_ROLLBACK_TO,
                    PGW_SP_ROLLBACK };
 enum pgw_sp_kind pgw_sp_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1]);
 bool pgw_sp_may_be(const char *sql, size_t n);
+/* Could the first n bytes of sql (after white space) start with one of the
+ * nkw upper-case keywords kw, in any case, or be a prefix of one? */
+bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw);
 
 /* Where the first statement of sql[0..len) ends: the offset of the ';'
  * that ends it, outside string literals, quoted names, dollar quotes and

@@ -994,18 +994,8 @@ static void reply_local(struct pgw_session *s, const char *tag)
 
 bool pgw_notify_may_be_listen(const char *sql, size_t n)
 {
-    size_t i = 0;
-    while (i < n && strchr(" \t\n\r\f\v", sql[i]) && sql[i])
-        i++;
     static const char *const kw[] = { "LISTEN", "UNLISTEN" };
-    for (int k = 0; k < 2; k++) {
-        size_t j = 0;
-        while (kw[k][j] && i + j < n && (sql[i + j] & ~0x20) == kw[k][j])
-            j++;
-        if (!kw[k][j] || i + j == n)
-            return true;
-    }
-    return false;
+    return pgw_sql_may_start(sql, n, kw, 2);
 }
 
 /* The hub's server is one of the pool's: a pool of one server keeps it
