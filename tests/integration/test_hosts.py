@@ -242,6 +242,18 @@ def repl_client_addr(case, px, db):
 
 class HostListTest(pt.PgwharfTestCase):
 
+    def start_gated_lookups(self):
+        """A pgwharf whose entry nm names localhost, its getaddrinfo held at
+        a gate (tests/nss_gate.c) from the moment this returns: (px, fifo)."""
+        fifo = os.path.join(tempfile.mkdtemp(prefix="pgwharf-gate-"), "gate")
+        self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
+        px = self.start_pgwharf(start=False, settings=dict(SETTINGS),
+                                databases={"nm": self.entry("localhost")})
+        px.extra_env.update(pt.nss_gate_env(PGW_GETADDRINFO_GATE=fifo))
+        px.start()
+        os.mkfifo(fifo)                 # from now on getaddrinfo waits
+        return px, fifo
+
     def entry(self, hosts, port=None, **extra):
         port = port if port is not None else self.pg.port
         s = "host=%s port=%s dbname=%s" % (hosts, port, self.pg.database)
@@ -311,13 +323,7 @@ class HostListTest(pt.PgwharfTestCase):
         # still runs (getaddrinfo held at a gate, tests/nss_gate.c): the
         # backend has nobody left, but its thread writes into it, so it goes
         # when the answer comes back, not before (ASan) and not never.
-        fifo = os.path.join(tempfile.mkdtemp(prefix="pgwharf-gate-"), "gate")
-        self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
-        px = self.start_pgwharf(start=False, settings=dict(SETTINGS),
-                                databases={"nm": self.entry("localhost")})
-        px.extra_env.update(pt.nss_gate_env(PGW_GETADDRINFO_GATE=fifo))
-        px.start()
-        os.mkfifo(fifo)                 # from now on getaddrinfo waits
+        px, fifo = self.start_gated_lookups()
         name = "localhost:%d" % self.pg.port
         client = pt.Background(lambda: px.psql("select 'served'", db="nm"))
         gate = pt.nss_gate_wait(fifo, what="the lookup of localhost")
@@ -345,13 +351,7 @@ class HostListTest(pt.PgwharfTestCase):
         # waited for.  (It was joined: the exit waited for the gate.)
         for sig in (signal.SIGQUIT, signal.SIGINT):
             with self.subTest(signal=sig.name):
-                fifo = os.path.join(tempfile.mkdtemp(prefix="pgwharf-gate-"), "gate")
-                self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
-                px = self.start_pgwharf(start=False, settings=dict(SETTINGS),
-                                        databases={"nm": self.entry("localhost")})
-                px.extra_env.update(pt.nss_gate_env(PGW_GETADDRINFO_GATE=fifo))
-                px.start()
-                os.mkfifo(fifo)
+                px, fifo = self.start_gated_lookups()
                 client = pt.Background(lambda: px.psql("select 1", db="nm", check=False))
                 gate = pt.nss_gate_wait(fifo, what="the lookup of localhost")
                 try:

@@ -82,6 +82,12 @@ class NotifyCase(pt.PgwharfTestCase):
             "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
             "log_disconnections": 0})
 
+    def use_max_prepared_statements(self, n):
+        """self.px runs with max_prepared_statements = n from now on."""
+        self.px.settings["max_prepared_statements"] = n
+        self.px.write_config()
+        self.px.admin("RELOAD")
+
     def listeners(self):
         """Backends of the cluster whose last statement was a LISTEN."""
         return int(self.pg.psql(
@@ -383,9 +389,7 @@ class TestInsideATransaction(NotifyCase):
         # took the LISTEN's for it, and never handed the LISTEN over.
         for mps in (200, 0):
             with self.subTest(max_prepared_statements=mps):
-                self.px.settings["max_prepared_statements"] = mps
-                self.px.write_config()
-                self.px.admin("RELOAD")
+                self.use_max_prepared_statements(mps)
                 a = login(self, self.px)
                 a.sendall(hz.parse_msg("", "selec 1") + hz.query_msg("select 1") +
                           hz.msg(b"S") + hz.query_msg("listen pgw_skipped%d" % mps))
@@ -1235,9 +1239,7 @@ class TestExtendedProtocol(NotifyCase):
         for mps, closing in ((200, "between transactions"), (200, "inside a transaction"),
                              (0, "between transactions")):
             with self.subTest(closing=closing, max_prepared_statements=mps):
-                self.px.settings["max_prepared_statements"] = mps
-                self.px.write_config()
-                self.px.admin("RELOAD")
+                self.use_max_prepared_statements(mps)
                 a = login(self, self.px)
                 a.sendall(hz.parse_msg("s1", "LISTEN pgw_closed") + hz.msg(b"D", b"Ss1\x00") +
                           hz.msg(b"H"))
@@ -1263,9 +1265,7 @@ class TestExtendedProtocol(NotifyCase):
         # statement (26000).
         for mps in (200, 0):
             with self.subTest(max_prepared_statements=mps):
-                self.px.settings["max_prepared_statements"] = mps
-                self.px.write_config()
-                self.px.admin("RELOAD")
+                self.use_max_prepared_statements(mps)
                 a = login(self, self.px)
                 a.sendall(hz.parse_msg("s1", "LISTEN pgw_dealloc") + hz.msg(b"S"))
                 self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
