@@ -14,7 +14,9 @@
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
- * the request may still be read later.  A key of a console session goes
+ * the request may still be read later.  A client still waiting in its
+ * pool's queue has no query on any server: its request is failed with
+ * 57014 where it waits (relay.c).  A key of a console session goes
  * to the console (admin_cmd.c): it ends a PAUSE or WAIT_CLOSE that waits.
  *
  * Peering (peer_id, [peers]; PgBouncer's): with so_reuseport the kernel
@@ -372,6 +374,11 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
         pgw_info("cancel_deferred", "client=%s target=%s reason=\"%s\"", from, s->addr_text,
                  s->swallow > 0 && !s->pipe_srv ? "the client's settings being restored first"
                                                 : "query queued on a server");
+        return;
+    }
+    if (pgw_relay_cancel_waiting(s)) {
+        pgw_info("cancel_waiting", "client=%s reason=\"canceled while waiting for a server\"",
+                 from);
         return;
     }
     pgw_cancel_session(px, s, from, 0);

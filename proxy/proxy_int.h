@@ -265,6 +265,9 @@ void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);
 void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how);
 void pgw_relay_acquire(struct pgw_session *s);
+/* A cancel of a client waiting in its pool's queue: 57014 to it, its
+ * request dropped, the client stays.  false when it is not waiting there. */
+bool pgw_relay_cancel_waiting(struct pgw_session *s);
 /* A client's login is done: welcome it (ParameterStatus, BackendKeyData,
  * ReadyForQuery), taking a server first when it needs one. */
 void pgw_relay_login(struct pgw_session *s);

@@ -1090,6 +1090,8 @@ void pgw_relay_pipe_taint(struct pgw_server *srv)
 
 /* ---- acquiring ---- */
 
+static void fail_request(struct pgw_session *s, const char *sqlstate, const char *message);
+
 static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *err)
 {
     if (err->code == PGW_ECANCELED || s->state == PGW_SS_CLOSING)
@@ -1104,11 +1106,17 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
                  pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
                  err->sqlstate, pgw_log_quote(qr, sizeof(qr), err->message));
     }
-    send_error(s, err->sqlstate[0] ? err->sqlstate : "08006", err->message);
+    fail_request(s, err->sqlstate[0] ? err->sqlstate : "08006", err->message);
+}
+
+/* The client's request ends with an error before it reached a server:
+ * the error, then what the client sent up to its next Sync/Query is
+ * dropped and ReadyForQuery sent; the session stays usable. */
+static void fail_request(struct pgw_session *s, const char *sqlstate, const char *message)
+{
+    send_error(s, sqlstate, message);
     if (s->state == PGW_SS_CLOSING)
         return;
-    /* Drop what the client sent up to its next Sync/Query, then
-     * ReadyForQuery: the session stays usable. */
     s->state = PGW_SS_IDLE;
     s->discard = true;
     pgw_track_reset(&s->track);
@@ -1124,6 +1132,23 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
     if (!ev_is_active(&s->cli_r))
         ev_io_start(s->px->loop, &s->cli_r);
     pgw_relay_client_data(s);
+}
+
+/* A CancelRequest for a client waiting in its pool's queue for a server
+ * (cancel.c): its request has not reached PostgreSQL, so it ends here as
+ * PostgreSQL ends a query canceled while it waits for a lock -- 57014,
+ * the rest of that request dropped (up to its Sync, or the Query), then
+ * ReadyForQuery -- and the client stays, with what it sent after that
+ * request still to run.  (PgBouncer leaves such a client waiting, until
+ * a server frees up or query_wait_timeout.)  false: not waiting there. */
+bool pgw_relay_cancel_waiting(struct pgw_session *s)
+{
+    if (s->state != PGW_SS_WAIT_SERVER || s->server || s->pipe_srv ||
+        !pgw_pool_waiter_queued(&s->waiter))
+        return false;
+    pgw_pool_cancel_wait(&s->waiter);
+    fail_request(s, "57014", "canceling statement due to user request");
+    return true;
 }
 
 static void granted(struct pgw_session *s, struct pgw_server *srv)

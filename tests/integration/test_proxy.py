@@ -252,6 +252,69 @@ class TestCancel(pt.PgwharfTestCase):
             b.close()
 
 
+    def _waiting_pool(self):
+        """A pool of one server, held by a raw client's open transaction;
+        returns (pgwharf, the holder, a console)."""
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "query_wait_timeout": 120, "query_wait_notify": 0})
+        holder = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(holder.close)
+        hz.sync_login(holder, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(hz.simple_query(holder, "begin"), ([], []))
+        console = self.console_conn(px)
+        return px, holder, console
+
+    def _send_cancel(self, px, key):
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        c.sendall(struct.pack("!IIII", 16, 80877102, key[0], key[1]))
+        hz.read_until_closed(c, 10)
+        c.close()
+
+    def test_cancel_of_a_client_waiting_for_a_server(self):
+        """^C while the query waits in the pool's queue ends that query
+        with 57014 at once (PgBouncer leaves it waiting); the client stays,
+        and what it sent after the canceled request still runs."""
+        px, holder, console = self._waiting_pool()
+        keys = []
+        b = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        # Two requests in one write: an extended one, then a simple Query.
+        b.sendall(hz.ext_msgs("select $1::text", "first") + hz.query_msg("select 'second'"))
+        pt.wait_pool(console, self.pg.database, self.pg.user, 20, cl_waiting=1)
+        self._send_cancel(px, keys[0])
+        got = hz.read_until_ready(b)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "57014")
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        px.wait_for_log("event=cancel_waiting")
+        # The second request waits on, and runs once the server is free.
+        pt.wait_pool(console, self.pg.database, self.pg.user, 20, cl_waiting=1)
+        self.assertEqual(hz.simple_query(holder, "commit"), ([], []))
+        got = hz.read_until_ready(b)
+        self.assertEqual([hz.data_row(m) for t, m in got if t == b"D"], [[b"second"]], got)
+        self.assertEqual(hz.simple_query(b, "select 'usable'"), ([[b"usable"]], []))
+        # The holder's server was never touched by the cancel.
+        self.assertEqual(hz.simple_query(holder, "select 'holder'"), ([[b"holder"]], []))
+
+    def test_psycopg2_cancel_while_waiting(self):
+        px, holder, console = self._waiting_pool()
+        conn = connect(px)
+        self.addCleanup(conn.close)
+        canceller = pt.Background(lambda: (
+            pt.wait_pool(console, self.pg.database, self.pg.user, 20, cl_waiting=1),
+            conn.cancel()))
+        with self.assertRaises(psycopg2.errors.QueryCanceled) as cm:
+            one(conn, "select 'never runs'")
+        # not query_wait_timeout's 57014
+        self.assertIn("canceling statement due to user request", str(cm.exception))
+        canceller.join(30)
+        self.assertIsNone(canceller.error)
+        pt.wait_pool(console, self.pg.database, self.pg.user, 20, cl_waiting=0)
+        self.assertEqual(hz.simple_query(holder, "commit"), ([], []))
+        self.assertEqual(one(conn, "select 'usable'"), "usable")
+
     def test_cancel_to_a_server_on_the_unix_socket(self):
         """The cancel goes where the server socket is connected: here
         PostgreSQL's Unix socket, not TCP."""
