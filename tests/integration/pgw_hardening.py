@@ -588,10 +588,19 @@ class Pgbench:
         self.out = self.err = ""
 
     def kill(self):
-        """Stop it (by its PID) if it still runs: for cleanups."""
+        """Stop it (by its PID) if it still runs, and remove its script: for
+        cleanups."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.communicate(timeout=10)
+        self._remove_script()
+
+    def _remove_script(self):
+        try:
+            os.unlink(self.script)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
 
     def sockets(self):
         """How many sockets pgbench holds (its connected clients)."""
@@ -616,11 +625,7 @@ class Pgbench:
             raise AssertionError("pgbench did not finish within %ss (hung client?)\n%s\n%s"
                                  % (timeout, self.out, self.err[-3000:]))
         finally:
-            try:
-                os.unlink(self.script)
-                os.rmdir(self.dir)
-            except OSError:
-                pass
+            self._remove_script()
         return self.proc.returncode
 
     def failed_transactions(self):

@@ -1,6 +1,7 @@
 """The pgwharf command line: --check, --version, --help, bad usage."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -17,6 +18,7 @@ class TestCli(unittest.TestCase):
         if not BINARY:
             self.fail("$PGW_BINARY is not set (run through ctest)")
         self.dir = tempfile.mkdtemp(prefix="pgwharf-cli-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
         self.auth = os.path.join(self.dir, "userlist.txt")
         with open(self.auth, "w") as f:
             f.write('"bob" "secret"\n')
