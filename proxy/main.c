@@ -105,27 +105,51 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
 }
 
-static int write_pidfile(const char *path)
+/* As PgBouncer: created, never overwritten (O_EXCL: of two pgwharfs
+ * started at once with one pidfile, the second fails here), by the user
+ * pgwharf runs as, so that it can remove the file at exit.  0, or -1 with
+ * err. */
+static int write_pidfile(const char *path, char *err, size_t errlen)
 {
-    if (!path || !*path)
-        return 0;
-    FILE *f = fopen(path, "w");
-    if (!f)
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "pidfile %s: cannot create it: %s", path, strerror(errno));
         return -1;
-    fprintf(f, "%d\n", (int)getpid());
-    return fclose(f) == 0 ? 0 : -1;
+    }
+    ssize_t w;
+    do {
+        w = write(fd, buf, (size_t)n);
+    } while (w < 0 && errno == EINTR);
+    int saved = errno;
+    if (close(fd) < 0 && w == n) {
+        saved = errno;
+        w = -1;
+    }
+    if (w != n) {
+        unlink(path);
+        snprintf(err, errlen, "pidfile %s: cannot write it: %s", path,
+                 w < 0 ? strerror(saved) : "short write");
+        return -1;
+    }
+    return 0;
 }
 
 /* As PgBouncer: a pidfile naming a live process means another pgwharf
- * runs (refuse to start); one naming no process is stale (removed).  0, or
- * -1 with err. */
+ * runs (refuse to start); one naming no process is stale (removed); one
+ * that cannot be read may be another's (refuse).  0, or -1 with err. */
 static int check_pidfile(const char *path, char *err, size_t errlen)
 {
     if (!path || !*path)
         return 0;
     FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "pidfile %s: cannot read it: %s", path, strerror(errno));
+        return -1;
+    }
     long pid = 0;
     int got = fscanf(f, "%ld", &pid);
     fclose(f);
@@ -217,9 +241,11 @@ static int failed(int fd, int status)
 }
 
 /* user = NAME (PgBouncer's): started as root, become NAME once the
- * listeners (a port below 1024), the log and the pidfile are open.  Not
- * root: only NAME's own uid is accepted.  0, or -1 with err. */
-static int become_user(const char *name, char *err, size_t errlen)
+ * listeners (a port below 1024) and the log are open; a logfile this start
+ * created (log_new) becomes NAME's first, since every reload reopens it
+ * as NAME.  Not root: only NAME's own uid is accepted.  1 when the user
+ * changed, 0 when it is one's own, -1 with err. */
+static int become_user(const char *name, int log_fd, bool log_new, char *err, size_t errlen)
 {
     struct passwd *pw = getpwnam(name);
     if (!pw) {
@@ -233,11 +259,33 @@ static int become_user(const char *name, char *err, size_t errlen)
                  "another user", name);
         return -1;
     }
+    if (log_new && log_fd > STDERR_FILENO && fchown(log_fd, pw->pw_uid, pw->pw_gid) < 0) {
+        snprintf(err, errlen, "user \"%s\": cannot give it the new logfile: %s", name,
+                 strerror(errno));
+        return -1;
+    }
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
         snprintf(err, errlen, "user \"%s\": %s", name, strerror(errno));
         return -1;
     }
+    return 1;
+}
+
+/* Once the user changed: the logfile opened again, as the user, since
+ * SIGHUP and RELOAD reopen it so (a file the user cannot open would fail
+ * every reload); it stops the start instead.  0, or -1 with err. */
+static int reopen_log(const char *path, const char *user, char *err, size_t errlen)
+{
+    if (!path || !*path)
+        return 0;
+    int fd = pgw_log_file_open(path);
+    if (fd < 0) {
+        snprintf(err, errlen, "logfile %s: user \"%s\" cannot open it (a reload reopens it): %s",
+                 path, user, strerror(errno));
+        return -1;
+    }
+    pgw_log_use(fd);
     return 0;
 }
 
@@ -285,13 +333,16 @@ static int run(const char *path, const struct options *o)
     int lvl = pgw_conf_log_level(cfg);
     if (lvl >= 0 && pgw_log_get_level() > PGW_LOG_DEBUG)
         pgw_log_set_level((enum pgw_log_level)lvl);
-    if (pgw_log_open(cfg->logfile) < 0) {
+    bool log_new = cfg->logfile && *cfg->logfile && access(cfg->logfile, F_OK) < 0;
+    int log_fd = pgw_log_file_open(cfg->logfile);
+    if (log_fd < 0) {
         fprintf(stderr, "cannot open logfile %s: %s\n", cfg->logfile, strerror(errno));
         pgw_conf_free(cfg);
         return failed(ready_fd, 1);
     }
+    pgw_log_use(log_fd);
     pgw_log_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);   /* checked */
-    char *pidfile = cfg->pidfile && *cfg->pidfile ? strdup(cfg->pidfile) : NULL;
+    char *pidfile = NULL;            /* set once written: removed at exit */
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct pgw_proxy *px = pgw_proxy_create(loop, cfg, err, sizeof(err));
@@ -300,25 +351,10 @@ static int run(const char *path, const struct options *o)
         pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
-        free(pidfile);
         return failed(ready_fd, 1);
     }
-    if (write_pidfile(pidfile) < 0) {
-        char qf[300];
-        pgw_warn("pidfile", "file=%s reason=\"%s\"", pgw_log_quote(qf, sizeof(qf), pidfile),
-                 strerror(errno));
-    }
-    if (*cfg->user && become_user(cfg->user, err, sizeof(err)) < 0) {
-        char q[700];
-        pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
-        fprintf(stderr, "pgwharf: %s\n", err);
-        pgw_proxy_destroy(px);
-        if (pidfile)
-            unlink(pidfile);
-        free(pidfile);
-        ev_loop_destroy(loop);
-        return failed(ready_fd, 1);
-    }
+    /* From here a signal shuts down cleanly (the pidfile, once written,
+     * goes too). */
     static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT };
     ev_signal sw[4];
     for (int i = 0; i < 4; i++) {
@@ -327,10 +363,32 @@ static int run(const char *path, const struct options *o)
         ev_signal_start(loop, &sw[i]);
         ev_unref(loop);
     }
-    pgw_info("started", "version=%s pid=%d", PGW_VERSION, (int)getpid());
-    ready(ready_fd);
-    while (!pgw_proxy_finished(px))
-        ev_run(loop, 0);
+    int status = 0;
+    int changed = 0;
+    if (*cfg->user &&
+        ((changed = become_user(cfg->user, log_fd, log_new, err, sizeof(err))) < 0 ||
+         (changed > 0 && reopen_log(cfg->logfile, cfg->user, err, sizeof(err)) < 0)))
+        status = 1;
+    /* As PgBouncer, written as the user pgwharf runs as (who removes it). */
+    if (!status && cfg->pidfile && *cfg->pidfile) {
+        if (!(pidfile = strdup(cfg->pidfile)))
+            snprintf(err, sizeof(err), "out of memory"), status = 1;
+        else if (write_pidfile(pidfile, err, sizeof(err)) < 0) {
+            free(pidfile);
+            pidfile = NULL;
+            status = 1;
+        }
+    }
+    if (status) {
+        char q[700];
+        pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        fprintf(stderr, "pgwharf: %s\n", err);
+    } else {
+        pgw_info("started", "version=%s pid=%d", PGW_VERSION, (int)getpid());
+        ready(ready_fd);
+        while (!pgw_proxy_finished(px))
+            ev_run(loop, 0);
+    }
     for (int i = 0; i < 4; i++) {
         ev_ref(loop);
         ev_signal_stop(loop, &sw[i]);
@@ -339,6 +397,10 @@ static int run(const char *path, const struct options *o)
     if (pidfile)
         unlink(pidfile);
     free(pidfile);
+    if (status) {
+        ev_loop_destroy(loop);
+        return failed(ready_fd, status);
+    }
     pgw_info("stopped", "pid=%d", (int)getpid());
     ev_loop_destroy(loop);
     return 0;

@@ -1488,6 +1488,82 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
             uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
         self.assertEqual({int(u) for u in uids}, {pw.pw_uid})
 
+    def exits(self, px):
+        """px started in the foreground; its exit status once it ends."""
+        px.start(wait=False)
+        pt.wait_until(lambda: not px.alive(), timeout=15, what="pgwharf exiting")
+        return px.proc.returncode
+
+    def test_pidfile_that_cannot_be_written_stops_the_start(self):
+        # As PgBouncer: pgwharf ran on with a warning, and a daemon's
+        # pidfile never appeared for the scripts that stop it.
+        px = self.prepared()
+        px.settings["pidfile"] = os.path.join(px.dir, "no", "such", "x.pid")
+        self.assertEqual(self.exits(px), 1, px.log())
+        self.assertIn("pidfile %s: cannot create it" % px.settings["pidfile"], px.log())
+
+    def as_user_dirs(self, px):
+        """px's directory, config and auth file open to user postgres (a
+        reload reads them): pwd entry of postgres."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to change user")
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        os.chmod(px.dir, 0o755)
+        write_config = px.write_config
+
+        def written_for_postgres():
+            write_config()
+            for path in (px.config_path, px.auth_path):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        px.write_config = written_for_postgres
+        return pw
+
+    def test_user_writes_the_pidfile_it_removes(self):
+        # Written as root before the drop, the pidfile stayed behind at
+        # exit when only root could write its directory.
+        px = self.prepared()
+        pw = self.as_user_dirs(px)
+        run = os.path.join(px.dir, "run")
+        os.mkdir(run, 0o755)
+        px.settings["pidfile"] = os.path.join(run, "pgwharf.pid")
+        px.args = ["-u", "postgres"]
+        self.assertEqual(self.exits(px), 1, px.log())
+        self.assertIn("cannot create it: Permission denied", px.log())
+        self.assertFalse(os.path.exists(px.settings["pidfile"]))
+        os.chown(run, pw.pw_uid, pw.pw_gid)
+        px.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        with open(px.settings["pidfile"]) as f:
+            self.assertEqual((os.fstat(f.fileno()).st_uid, f.read()), (pw.pw_uid, "%d\n" % px.pid))
+        self.assertEqual(px.stop(), 0)
+        self.assertFalse(os.path.exists(px.settings["pidfile"]))
+
+    def test_user_reloads_reopen_the_log(self):
+        # The logfile created as root (0640) before the drop could not be
+        # reopened by the user: every RELOAD and SIGHUP failed.
+        px = self.prepared()
+        pw = self.as_user_dirs(px)
+        logs = os.path.join(px.dir, "log")
+        os.mkdir(logs, 0o755)
+        os.chown(logs, pw.pw_uid, pw.pw_gid)
+        px.settings["logfile"] = os.path.join(logs, "pgwharf.log")
+        px.args = ["-u", "postgres"]
+        px.start()
+        self.assertEqual(os.stat(px.settings["logfile"]).st_uid, pw.pw_uid)
+        px.admin("RELOAD")
+        os.rename(px.settings["logfile"], px.settings["logfile"] + ".1")   # logrotate
+        px.reload(rewrite=False)
+        pt.wait_until(lambda: os.path.exists(px.settings["logfile"]), what="the log reopened")
+        with open(px.settings["logfile"] + ".1") as f:
+            self.assertNotIn("level=error", f.read())
+        # A logfile the user cannot open stops the start (not each reload).
+        px.stop()
+        os.chown(px.settings["logfile"], 0, 0)
+        os.chmod(px.settings["logfile"], 0o640)
+        self.assertEqual(self.exits(px), 1, px.log())
+        self.assertIn('user "postgres" cannot open it', px.log())
+
 
 class TestDnsMaxTtl(pt.PgwharfTestCase):
     """A host name is resolved off the loop and the answer used for
