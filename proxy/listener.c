@@ -268,6 +268,18 @@ static int unix_socket_access(const struct pgw_config *cfg, const char *path, ch
     return 0;
 }
 
+/* Does a process accept connections on the Unix socket at sun? */
+static bool socket_in_use(const struct sockaddr_un *sun, socklen_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    /* not blocking: a full backlog (EAGAIN) is a listener too */
+    bool used = connect(fd, (const struct sockaddr *)sun, len) == 0 || errno == EAGAIN;
+    close(fd);
+    return used;
+}
+
 /* A unix_socket_dir starting with '@' is a name in Linux's abstract
  * namespace (as PgBouncer and libpq take it): the socket "@dir/.s.PGSQL.N"
  * is no file, so nothing to unlink, chmod or chown (unix_socket_mode and
@@ -297,8 +309,19 @@ static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *er
         snprintf(errbuf, errlen, "socket: %s", strerror(errno));
         return PGW_EIO;
     }
-    if (!abstract)
+    if (!abstract) {
+        /* As PgBouncer: a socket some process still accepts on is not
+         * taken over (a second pgwharf with the same unix_socket_dir and
+         * port would have unlinked the first's); one nobody accepts on is
+         * stale. */
+        if (socket_in_use(&sun, len)) {
+            snprintf(errbuf, errlen, "cannot listen on %s: a running process listens on it",
+                     path);
+            close(fd);
+            return PGW_EIO;
+        }
         unlink(path);
+    }
     if (bind(fd, (struct sockaddr *)&sun, len) < 0 || listen(fd, 128) < 0) {
         snprintf(errbuf, errlen, "cannot listen on %s: %s", path, strerror(errno));
         close(fd);

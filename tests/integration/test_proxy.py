@@ -1130,6 +1130,27 @@ class TestListenerKeys(pt.PgwharfTestCase):
         pt.wait_until(lambda: not second.alive(), what="the second pgwharf exiting")
         self.assertIn("Address already in use", second.log())
 
+    def test_a_unix_socket_in_use_is_not_taken_over(self):
+        # The second pgwharf unlinked the first's socket and bound its own
+        # in its place (the first no longer reachable there, and the file
+        # gone when the second stopped); as PgBouncer, it now stops.
+        first = self.start_pgwharf(settings={"so_reuseport": 1})
+        second = self.start_second(first.port, so_reuseport=1, unix_socket_dir=first.dir)
+        pt.wait_until(lambda: not second.alive(), what="the second pgwharf exiting")
+        self.assertEqual(second.proc.returncode, 1)
+        self.assertIn("cannot listen on %s/.s.PGSQL.%d: a running process listens on it"
+                      % (first.dir, first.port), second.log())
+        console = self.console_of(first)
+        self.assertEqual(pt.one(console, "SHOW VERSION").split()[0], "pgwharf")
+        console.close()
+        # a stale one (nobody accepts on it) is replaced
+        self.assertEqual(first.stop(), 0)
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(os.path.join(first.dir, ".s.PGSQL.%d" % first.port))
+        stale.close()
+        first.start()
+        self.assertEqual(pt.one(self.console_of(first), "SHOW VERSION").split()[0], "pgwharf")
+
     def test_unix_socket_mode_and_group(self):
         import grp
         gid = grp.getgrnam("postgres").gr_gid
