@@ -309,7 +309,9 @@ static void add_mark(struct pgw_admin *adm, const char *db, uint64_t id)
 }
 
 /* Mark the pools' servers for WAIT_CLOSE and have them closed: idle ones
- * now, lent ones when they come back (new_setup: pgw_pool_reconnect). */
+ * now, lent ones when they come back (new_setup: pgw_pool_reconnect).  A
+ * replication client's server is neither: it never comes back, and goes
+ * with its client. */
 static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup)
 {
     struct pgw_admin *adm = px->admin;
@@ -319,7 +321,8 @@ static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup
             continue;
         for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
              srv = pgw_pool_server_next(p, srv))
-            add_mark(adm, pgw_pool_dbname(p), srv->id);
+            if (!srv->replication)
+                add_mark(adm, pgw_pool_dbname(p), srv->id);
         pgw_pool_reconnect(p, new_setup);
     }
 }

@@ -176,6 +176,30 @@ class TestPhysical(ReplicationCase):
             cur.fetchall()
         self.wait_walsenders(0, "pgw_shut")
 
+    def test_wait_close_does_not_wait_for_a_stream(self):
+        # RECONNECT marked the replication servers of the database for
+        # WAIT_CLOSE, though it never closes them (SHOW SERVERS says
+        # close_needed 0): WAIT_CLOSE waited as long as a standby streamed.
+        px = self.start_pgwharf()
+        conn = self.repl_conn(px, psycopg2.extras.PhysicalReplicationConnection,
+                              application_name="pgw_wait")
+        cur = conn.cursor()
+        cur.execute("IDENTIFY_SYSTEM")
+        cur.fetchall()
+        self.wait_walsenders(1, "pgw_wait")
+        console = self.console_conn(px)
+        console.cursor().execute("RECONNECT replication")
+        waiter = self.console_conn(px)
+        t = pt.Background(lambda: waiter.cursor().execute("WAIT_CLOSE replication"))
+        try:
+            t.join(10)
+            self.assertFalse(t.is_alive(), "WAIT_CLOSE still waits for the stream")
+            self.assertEqual(self.walsenders("pgw_wait"), 1)     # it streams on
+        finally:
+            conn.close()          # the stream ends: a waiting WAIT_CLOSE answers
+            t.join(15)
+        self.assertIsNone(t.error)
+
     def test_pause_holds_new_replication_clients(self):
         # PAUSE (and KILL, which leaves the database paused) stops new
         # server connections, a replication client's too, until RESUME:
