@@ -15,6 +15,7 @@
 
 static int log_fd = STDERR_FILENO;
 static enum pgw_log_level log_level = PGW_LOG_INFO;
+static enum pgw_log_level log_floor = PGW_LOG_FATAL;
 static const char *const level_names[] = {
     "debug", "info", "notice", "warning", "error", "fatal"
 };
@@ -79,7 +80,17 @@ int pgw_log_open(const char *path)
     return 0;
 }
 
-void pgw_log_set_level(enum pgw_log_level level) { log_level = level; }
+void pgw_log_set_level(enum pgw_log_level level)
+{
+    log_level = level < log_floor ? level : log_floor;
+}
+
+void pgw_log_set_floor(enum pgw_log_level floor)
+{
+    log_floor = floor;
+    if (log_level > floor)
+        log_level = floor;
+}
 void pgw_log_set_quiet(bool q) { quiet = q; }
 enum pgw_log_level pgw_log_get_level(void) { return log_level; }
 

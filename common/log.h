@@ -33,7 +33,10 @@ void pgw_log_use(int fd);
 /* Quiet (-q, -d): lines that would go to stderr (no logfile) are dropped;
  * syslog and a logfile still get them. */
 void pgw_log_set_quiet(bool quiet);
+/* The level; never less verbose than the floor (-v on the command line:
+ * a reload's log_level does not undo it). */
 void pgw_log_set_level(enum pgw_log_level level);
+void pgw_log_set_floor(enum pgw_log_level floor);
 enum pgw_log_level pgw_log_get_level(void);
 /* Parse "debug", "info", ...; returns -1 when unknown. */
 int pgw_log_level_parse(const char *name);

@@ -45,7 +45,7 @@ static void usage(FILE *f)
             "\n"
             "Signals: SIGHUP reloads the config; SIGTERM stops accepting and waits for\n"
             "clients (up to shutdown_timeout); SIGINT waits for servers to be released;\n"
-            "SIGQUIT exits at once.\n",
+            "SIGQUIT exits at once, as does a second SIGTERM or SIGINT.\n",
             PGW_VERSION);
 }
 
@@ -89,12 +89,22 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         pgw_proxy_reload_file(px);
         break;
     case SIGTERM:
+    case SIGINT:
+        if (pgw_proxy_shutting_down(px)) {
+            /* A second one (or one after SHUTDOWN WAIT_FOR_*): as
+             * PgBouncer, stop waiting. */
+            pgw_info("signal", "signal=%s action=shutdown_now reason=\"already shutting down\"",
+                     w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+            pgw_proxy_shutdown(px, PGW_SHUTDOWN_FAST);
+            break;
+        }
+        if (w->signum == SIGINT) {
+            pgw_info("signal", "signal=SIGINT action=shutdown_wait_for_servers");
+            pgw_proxy_shutdown(px, PGW_SHUTDOWN_WAIT_SERVERS);
+            break;
+        }
         pgw_info("signal", "signal=SIGTERM action=shutdown_wait_for_clients");
         pgw_proxy_shutdown(px, PGW_SHUTDOWN_WAIT_CLIENTS);
-        break;
-    case SIGINT:
-        pgw_info("signal", "signal=SIGINT action=shutdown_wait_for_servers");
-        pgw_proxy_shutdown(px, PGW_SHUTDOWN_WAIT_SERVERS);
         break;
     case SIGQUIT:
         pgw_info("signal", "signal=SIGQUIT action=shutdown_now");
@@ -331,7 +341,7 @@ static int run(const char *path, const struct options *o)
         return 1;
     }
     int lvl = pgw_conf_log_level(cfg);
-    if (lvl >= 0 && pgw_log_get_level() > PGW_LOG_DEBUG)
+    if (lvl >= 0)
         pgw_log_set_level((enum pgw_log_level)lvl);
     bool log_new = cfg->logfile && *cfg->logfile && access(cfg->logfile, F_OK) < 0;
     int log_fd = pgw_log_file_open(cfg->logfile);
@@ -428,7 +438,7 @@ int main(int argc, char **argv)
             printf("pgwharf %s\n", PGW_VERSION);
             return 0;
         case 'C': do_check = true; break;
-        case 'v': pgw_log_set_level(PGW_LOG_DEBUG); break;
+        case 'v': pgw_log_set_floor(PGW_LOG_DEBUG); break;
         case 'd': o.daemon = true; break;
         case 'q': o.quiet = true; break;
         case 'u': o.user = optarg; break;

@@ -596,6 +596,8 @@ void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
     pgw_proxy_maybe_finish(px);
 }
 
+bool pgw_proxy_shutting_down(const struct pgw_proxy *px) { return px->shutting_down; }
+
 /* Called whenever a session goes away or a server is released. */
 void pgw_proxy_maybe_finish(struct pgw_proxy *px)
 {

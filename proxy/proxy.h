@@ -40,6 +40,8 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg);
  * config.  Returns 0 or PGW_ECONFIG. */
 int pgw_proxy_reload_file(struct pgw_proxy *px);
 void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode);
+/* A shutdown (signal or admin SHUTDOWN) has begun. */
+bool pgw_proxy_shutting_down(const struct pgw_proxy *px);
 /* True once a shutdown has completed and the loop may stop. */
 bool pgw_proxy_finished(const struct pgw_proxy *px);
 void pgw_proxy_destroy(struct pgw_proxy *px);

@@ -1728,6 +1728,41 @@ class TestSignals(pt.PgwharfTestCase):
         px.proc.wait(timeout=15)
         self.assertEqual(px.proc.returncode, 0)
 
+    def test_second_sigterm_or_sigint_exits_at_once(self):
+        """As PgBouncer: a SIGTERM or SIGINT while a shutdown waits (for
+        clients, for servers, or after SHUTDOWN WAIT_FOR_CLIENTS) stops
+        waiting; the clients get FATAL 57P01."""
+        for first, second in ((signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),
+                              ("admin", signal.SIGTERM)):
+            with self.subTest(first=first, second=second):
+                px = self.start_pgwharf(settings={"pool_mode": "session",
+                                                  "shutdown_timeout": 300})
+                conn = connect(px)
+                conn.cursor().execute("begin")     # holds its server: SIGINT waits too
+                if first == "admin":
+                    px.admin("SHUTDOWN WAIT_FOR_CLIENTS")
+                else:
+                    px.send_signal(first)
+                px.wait_for_log("event=shutdown mode=wait_for_clients")
+                self.assertTrue(px.alive())
+                px.send_signal(second)
+                px.proc.wait(timeout=15)
+                self.assertEqual(px.proc.returncode, 0)
+                px.wait_for_log("already shutting down")
+                with self.assertRaises(psycopg2.Error):
+                    one(conn, "select 1")
+                conn.close()
+
+    def test_verbose_survives_a_reload(self):
+        """-v keeps debug lines on after a reload with log_level = info."""
+        px = self.start_pgwharf(settings={"log_level": "info"}, args=("-v",))
+        px.admin("SHOW LISTS")
+        px.wait_for_log("event=admin .*SHOW LISTS")
+        px.reload()
+        px.wait_for_log("event=reload")
+        px.admin("SHOW VERSION")
+        px.wait_for_log("event=admin .*SHOW VERSION")
+
     def test_sigquit_exits_at_once(self):
         px = self.start_pgwharf()
         conn = connect(px)
