@@ -474,6 +474,19 @@ static int cmd_show(struct pgw_session *s, const char *arg, struct pgw_wbuf *out
     return pgw_admin_show(s, arg, out);
 }
 
+/* PgBouncer's SUSPEND flushes every buffer and stops reading, for an
+ * online restart (-R) to take the sockets over; pgwharf has none, so it
+ * says so instead of "invalid command". */
+static int cmd_suspend(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
+{
+    (void)s;
+    if (*arg)
+        return pgw_admin_error(out, "42601", "invalid command 'SUSPEND %s', use SHOW HELP;", arg);
+    return pgw_admin_error(out, "0A000", "SUSPEND is not supported: pgwharf has no online "
+                           "restart (-R); use PAUSE, or so_reuseport and SHUTDOWN "
+                           "WAIT_FOR_CLIENTS");
+}
+
 static const struct admin_cmd admin_cmds[] = {
     { "show",        false, cmd_show },
     { "pause",       true,  pgw_admin_cmd_pause },
@@ -486,6 +499,7 @@ static const struct admin_cmd admin_cmds[] = {
     { "wait_close",  true,  pgw_admin_cmd_wait_close },
     { "reload",      true,  pgw_admin_cmd_reload },
     { "shutdown",    true,  pgw_admin_cmd_shutdown },
+    { "suspend",     true,  cmd_suspend },
 };
 
 /* Session parameters drivers like to SET on connect: accepted and ignored. */

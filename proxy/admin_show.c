@@ -240,16 +240,66 @@ static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
 
 /* ---- SHOW CLIENTS / SERVERS ---- */
 
-static const struct pgw_rs_col socket_cols[] = {
-    { "type", TX }, { "user", TX }, { "database", TX }, { "replication", TX }, { "state", TX },
-    { "addr", TX }, { "port", I4 }, { "local_addr", TX }, { "local_port", I4 },
-    { "connect_time", TS }, { "request_time", TS }, { "wait", I4 }, { "wait_us", I4 },
-    { "close_needed", I4 }, { "ptr", TX }, { "link", TX }, { "remote_pid", I4 }, { "tls", TX },
-    { "application_name", TX }, { "prepared_statements", I4 }, { "id", I8 },
+#define SOCKET_COLS                                                                        \
+    { "type", TX }, { "user", TX }, { "database", TX }, { "replication", TX }, { "state", TX }, \
+    { "addr", TX }, { "port", I4 }, { "local_addr", TX }, { "local_port", I4 },               \
+    { "connect_time", TS }, { "request_time", TS }, { "wait", I4 }, { "wait_us", I4 },          \
+    { "close_needed", I4 }, { "ptr", TX }, { "link", TX }, { "remote_pid", I4 }, { "tls", TX },  \
+    { "application_name", TX }, { "prepared_statements", I4 }, { "id", I8 }
+
+static const struct pgw_rs_col socket_cols[] = { SOCKET_COLS };
+
+/* SHOW SOCKETS / ACTIVE_SOCKETS: SHOW CLIENTS' columns and PgBouncer's
+ * positions in the buffer of what came in on the socket.  pgwharf keeps
+ * one buffer per direction, in the client's session: what a client sent
+ * is in its cbuf (cskip: body bytes of the message being relayed still to
+ * come), what a server sent in its client's sbuf (sskip); a server not
+ * lent has none.  recv_pos = bytes in the buffer, pkt_pos = parsed up to,
+ * send_pos = sent up to; pkt_avail = received not yet parsed, send_avail =
+ * parsed not yet sent; send_remain is 0, as in PgBouncer. */
+static const struct pgw_rs_col sockets_cols[] = {
+    SOCKET_COLS,
+    { "recv_pos", I4 }, { "pkt_pos", I4 }, { "pkt_remain", I4 }, { "send_pos", I4 },
+    { "send_remain", I4 }, { "pkt_avail", I4 }, { "send_avail", I4 },
 };
 
+struct sock_buf {
+    int64_t recv_pos, pkt_pos, pkt_remain, send_pos, pkt_avail, send_avail;
+};
+
+static struct sock_buf sock_buf_of(const struct pgw_iobuf *b, uint32_t skip)
+{
+    struct sock_buf d = { .pkt_remain = skip };
+    if (b) {
+        d.recv_pos = b->len;
+        d.pkt_pos = b->parsed;
+        d.send_pos = b->sent;
+        d.pkt_avail = (int64_t)b->len - b->parsed;
+        d.send_avail = (int64_t)b->parsed - b->sent;
+    }
+    return d;
+}
+
+/* PgBouncer's "not empty": bytes not yet sent on, or a message part way. */
+static bool sock_buf_active(const struct sock_buf *d)
+{
+    return d->recv_pos > d->send_pos || d->pkt_remain > 0;
+}
+
+static void sock_buf_values(struct pgw_rs *rs, const struct sock_buf *d)
+{
+    pgw_rs_int(rs, d->recv_pos);
+    pgw_rs_int(rs, d->pkt_pos);
+    pgw_rs_int(rs, d->pkt_remain);
+    pgw_rs_int(rs, d->send_pos);
+    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, d->pkt_avail);
+    pgw_rs_int(rs, d->send_avail);
+}
+
+/* One SHOW CLIENTS row; with buf (SHOW SOCKETS) its buffer columns too. */
 static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const char *state,
-                       ev_tstamp now)
+                       ev_tstamp now, const struct sock_buf *buf)
 {
     char addr[INET6_ADDRSTRLEN + 8], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32], tls[160];
     int port, lport;
@@ -289,6 +339,8 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     pgw_rs_text(rs, app ? app : "");
     pgw_rs_int(rs, pgw_ps_client_count(s));
     pgw_rs_uint(rs, s->id);
+    if (buf)
+        sock_buf_values(rs, buf);
     pgw_rs_row_end(rs);
 }
 
@@ -302,7 +354,7 @@ static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
         const char *state = client_state(s);
         if (state)
-            client_row(&rs, s, state, now);
+            client_row(&rs, s, state, now, NULL);
     }
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
@@ -321,8 +373,9 @@ static const char *server_state(const struct pgw_server *srv, ev_tstamp now, dou
     }
 }
 
+/* One SHOW SERVERS row; with buf (SHOW SOCKETS) its buffer columns too. */
 static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pgw_server *srv,
-                       const char *state)
+                       const char *state, const struct sock_buf *buf)
 {
     struct pgw_backend_info bi;
     char host[300], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32], tls[160];
@@ -360,6 +413,8 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_text(rs, app ? app : "");
     pgw_rs_int(rs, pgw_ps_server_count(srv));
     pgw_rs_uint(rs, srv->id);
+    if (buf)
+        sock_buf_values(rs, buf);
     pgw_rs_row_end(rs);
 }
 
@@ -374,11 +429,87 @@ static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
              srv = pgw_pool_server_next(p, srv)) {
             const char *state = server_state(srv, now, px->cfg->server_check_delay);
             if (state)
-                server_row(&rs, p, srv, state);
+                server_row(&rs, p, srv, state, NULL);
         }
     }
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
+}
+
+/* ---- SHOW SOCKETS / ACTIVE_SOCKETS ---- */
+
+/* PgBouncer's list names: cl_active (logged in: idle, linked or on the
+ * console), cl_waiting, cl_login (not logged in yet); NULL: not listed
+ * (a cancel connection, or closing). */
+static const char *client_list(const struct pgw_session *s)
+{
+    switch (s->state) {
+    case PGW_SS_STARTUP:
+    case PGW_SS_AUTH:
+        return "cl_login";
+    case PGW_SS_WAIT_SERVER:
+    case PGW_SS_LOGIN_WAIT:
+        return "cl_waiting";
+    case PGW_SS_LOGIN_SYNC:
+    case PGW_SS_IDLE:
+    case PGW_SS_LINKED:
+    case PGW_SS_ADMIN:
+        return "cl_active";
+    default:
+        return NULL;
+    }
+}
+
+static const char *server_list(const char *state)
+{
+    static const char *const names[][2] = {
+        { "active", "sv_active" }, { "idle", "sv_idle" }, { "used", "sv_used" },
+        { "tested", "sv_tested" }, { "new", "sv_login" },
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(state, names[i][0]) == 0)
+            return names[i][1];
+    return NULL;
+}
+
+/* Every client and server socket, or (active_only) those with bytes in
+ * their buffer: clients first, then servers, as PgBouncer's debug views. */
+static int show_sockets_view(struct pgw_session *self, bool active_only, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = self->px;
+    ev_tstamp now = ev_now(px->loop);
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, sockets_cols, PGW_RS_NCOLS(sockets_cols));
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        const char *state = client_list(s);
+        struct sock_buf buf = sock_buf_of(s->cbuf, s->cskip);
+        if (state && (!active_only || sock_buf_active(&buf)))
+            client_row(&rs, s, state, now, &buf);
+    }
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
+             srv = pgw_pool_server_next(p, srv)) {
+            const char *state = server_state(srv, now, px->cfg->server_check_delay);
+            const char *list = state ? server_list(state) : NULL;
+            const struct pgw_session *cl = srv->link;
+            struct sock_buf buf = sock_buf_of(cl ? cl->sbuf : NULL, cl ? cl->sskip : 0);
+            if (list && (!active_only || sock_buf_active(&buf)))
+                server_row(&rs, p, srv, list, &buf);
+        }
+    }
+    pgw_rs_end(&rs, "SHOW");
+    return PGW_ADMIN_DONE;
+}
+
+static int show_sockets(struct pgw_session *s, struct pgw_wbuf *o)
+{
+    return show_sockets_view(s, false, o);
+}
+
+static int show_active_sockets(struct pgw_session *s, struct pgw_wbuf *o)
+{
+    return show_sockets_view(s, true, o);
 }
 
 /* ---- SHOW DATABASES / USERS ---- */
@@ -978,13 +1109,26 @@ static int show_peer_pools(struct pgw_session *s, struct pgw_wbuf *out)
     return show_empty(out, cols, PGW_RS_NCOLS(cols));
 }
 
+/* SHOW FDS hands PgBouncer's sockets to the process taking over in an
+ * online restart (-R), which pgwharf refuses: a clear error rather than
+ * "invalid command". */
+static int show_fds(struct pgw_session *s, struct pgw_wbuf *out)
+{
+    (void)s;
+    return pgw_admin_error(out, "0A000", "SHOW FDS is not supported: pgwharf has no online "
+                           "restart (-R); restart with so_reuseport and SHUTDOWN "
+                           "WAIT_FOR_CLIENTS instead");
+}
+
 static int show_help(struct pgw_session *s, struct pgw_wbuf *out)
 {
     size_t m = pgw_wbuf_msg_begin(out, PGW_BE_NOTICE);
     static const char *const fields[] = {
         "SNOTICE", "VNOTICE", "C00000", "MConsole usage",
         "D\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-        "\tSHOW LISTS|MEM|STATE|BREAKERS|PREPARED_STATEMENTS\n"
+        "\tSHOW PEERS|PEER_POOLS\n"
+        "\tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE|BREAKERS|PREPARED_STATEMENTS\n"
+        "\tSHOW DNS_HOSTS|DNS_ZONES\n"
         "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
         "\tSET key = arg\n"
         "\tRELOAD\n"
@@ -1052,6 +1196,8 @@ int pgw_admin_show(struct pgw_session *s, const char *what, struct pgw_wbuf *out
         { "prepared_statements", show_prepared },
         { "dns_hosts", show_dns_hosts },   { "dns_zones", show_dns_zones },
         { "peers", show_peers },           { "peer_pools", show_peer_pools },
+        { "sockets", show_sockets },       { "active_sockets", show_active_sockets },
+        { "fds", show_fds },
     };
     for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
         if (strcasecmp(what, views[i].word) == 0)

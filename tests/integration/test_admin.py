@@ -39,6 +39,8 @@ SOCKET_COLS = [
     ("remote_pid", INT4), ("tls", TEXT), ("application_name", TEXT),
     ("prepared_statements", INT4), ("id", INT8),
 ]
+DEBUG_COLS = [(n, INT4) for n in ("recv_pos", "pkt_pos", "pkt_remain", "send_pos",
+                                    "send_remain", "pkt_avail", "send_avail")]
 STAT_NAMES = ["server_assignment_count", "xact_count", "query_count", "received", "sent",
               "xact_time", "query_time", "wait_time", "client_parse_count",
               "server_parse_count", "bind_count"]
@@ -88,6 +90,8 @@ COLUMNS = {
                       + [("bytes_received", NUM), ("bytes_sent", NUM)]
                       + [(n, NUM) for n in STAT_NAMES[5:8]]
                       + [("avg_" + n, NUM) for n in STAT_NAMES[8:]],
+    "SOCKETS": SOCKET_COLS + DEBUG_COLS,
+    "ACTIVE_SOCKETS": SOCKET_COLS + DEBUG_COLS,
     "BREAKERS": [("backend", TEXT), ("state", TEXT), ("failures", INT4), ("trips", INT8),
                  ("last_error", TEXT), ("last_sqlstate", TEXT), ("next_probe", TS)],
 }
@@ -206,6 +210,50 @@ class TestShowColumns(AdminTestCase):
         breakers = self.show(conn, "BREAKERS")[1]
         self.assertEqual([b["state"] for b in breakers], ["closed"])
         self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))
+
+    def test_show_sockets_and_active_sockets(self):
+        px = self.start(default_pool_size=3)
+        idle = self.client(px, application_name="idle-one")
+        idle.cursor().execute("select 1")
+        # A client that sent 10 bytes of a 104-byte Query: its bytes are in
+        # its buffer (or its message part way), so ACTIVE_SOCKETS lists it
+        sql = b"select 'half-sent'"
+        body = sql + b" " * (99 - len(sql)) + b"\0"
+        msg = b"Q" + struct.pack("!I", 4 + len(body)) + body
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password,
+                          application_name="half-sent")
+            s.sendall(msg[:15])
+            conn = self.admin_conn(px)
+
+            def half_sent_row():
+                rows = self.rows(conn, "ACTIVE_SOCKETS", type="C",
+                                 application_name="half-sent")
+                return rows[0] if rows else None
+            row = wait_until(half_sent_row, what="the half-sent client in ACTIVE_SOCKETS")
+            self.assertIn(row["state"], ("cl_active", "cl_waiting"))
+            self.assertTrue(row["pkt_remain"] > 0 or row["recv_pos"] > row["send_pos"], row)
+            self.assertGreaterEqual(row["recv_pos"], row["pkt_pos"])
+            self.assertGreaterEqual(row["pkt_pos"], row["send_pos"])
+            self.assertEqual(row["pkt_avail"], row["recv_pos"] - row["pkt_pos"])
+            self.assertEqual(row["send_avail"], row["pkt_pos"] - row["send_pos"])
+            self.assertEqual(row["send_remain"], 0)
+            # the idle client has nothing buffered: in SOCKETS only
+            self.assertEqual(self.rows(conn, "ACTIVE_SOCKETS", application_name="idle-one"), [])
+            every = self.rows(conn, "SOCKETS", type="C", application_name="idle-one")
+            self.assertEqual([r["state"] for r in every], ["cl_active"])
+            self.assertEqual(every[0]["recv_pos"], 0)
+            self.assertEqual(every[0]["pkt_remain"], 0)
+            servers = self.rows(conn, "SOCKETS", type="S")
+            self.assertTrue(servers)
+            self.assertTrue(set(r["state"] for r in servers)
+                            <= {"sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"})
+            # the rest of the message: the query runs and the client goes on
+            s.sendall(msg[15:])
+            got = [t for t, _ in hz.read_until_ready(s)]
+            self.assertIn(b"D", got)
+            self.assertNotIn(b"E", got)
+            wait_until(lambda: not half_sent_row(), what="the client's buffer emptied")
 
     def test_show_stats_counts_transactions(self):
         px = self.start()
@@ -769,7 +817,8 @@ class TestAccess(AdminTestCase):
                            ("SHOW POOLS extra words", "42601"), ("KILL_CLIENT 999999", "42704"),
                            ("KILL_CLIENT abc", "22023"), ("PAUSE nosuchdb", "3D000"),
                            ("RESUME", "55000"), ("SET nosuchkey = 1", "22023"),
-                           ("SET listen_port = 7000", "55P02"), ("PAUSE pgbouncer", "55000")):
+                           ("SET listen_port = 7000", "55P02"), ("PAUSE pgbouncer", "55000"),
+                           ("SHOW FDS", "0A000"), ("SUSPEND", "0A000")):
             with self.subTest(cmd=cmd):
                 with self.assertRaises(psycopg2.Error) as cm:
                     conn.cursor().execute(cmd)
