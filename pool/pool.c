@@ -278,9 +278,13 @@ static struct pgw_server *fresh_idle(struct pgw_pool *pool)
     return pgw_server_needs_check(srv, pool_now(pool)) ? NULL : srv;
 }
 
+/* PgBouncer's "<empty>" (its default since 1.24) is an empty query: the
+ * server answers EmptyQueryResponse, parsing and planning nothing. */
 static void check_or_close(struct pgw_server *srv)
 {
     const char *q = srv->pool->set->cfg->server_check_query;
+    if (strcmp(q, "<empty>") == 0)
+        q = "";
     if (pgw_server_job(srv, SRV_JOB_CHECK, q) < 0)
         pgw_server_close(srv, "out of memory for server_check_query");
 }

@@ -350,5 +350,33 @@ class TestAbstractUnixSockets(pt.PgwharfTestCase):
         self.assertNotIn("server_resolve", px.log())    # not taken for a host name
 
 
+class TestServerCheckQueryEmpty(pt.PgwharfTestCase):
+    """server_check_query = <empty> (PgBouncer 1.24's default): the check
+    is an empty query, not SQL text "<empty>" (which failed every check
+    and closed every reused server)."""
+
+    def test_empty_check_keeps_the_server(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "server_check_query": "<empty>",
+                                          "server_check_delay": 0})
+        conn = psycopg2.connect(px.dsn(), connect_timeout=10)
+        conn.autocommit = True
+        console = psycopg2.connect(px.dsn(db="pgbouncer"), connect_timeout=10)
+        console.autocommit = True
+        try:
+            ids = []
+            for _ in range(3):       # each reuse after the first is checked
+                pt.one(conn, "select 1")
+                ids.append([r["id"] for r in pt.show(console, "SERVERS")])
+            self.assertEqual(len(ids[0]), 1)
+            self.assertEqual(ids[0], ids[1])
+            self.assertEqual(ids[1], ids[2])
+            self.assertEqual(config_value(console, "server_check_query"), "<empty>")
+        finally:
+            conn.close()
+            console.close()
+        self.assertNotIn("server_check_query failed", px.log())
+
+
 if __name__ == "__main__":
     unittest.main()
