@@ -94,6 +94,7 @@ struct pgw_conf_db {
     int max_db_connections;
     int max_db_client_connections;
     double server_lifetime;  /* < 0 = the general one */
+    double query_wait_timeout; /* < 0 = the user's, else the general one */
     int pool_mode;           /* enum pgw_pool_mode, or -1 */
     int load_balance_hosts;  /* enum pgw_load_balance, or -1 (round-robin) */
     /* enum pgw_target_session, or -1 (any); also in conn_vals (its
@@ -119,6 +120,7 @@ struct pgw_conf_user {
     double idle_transaction_timeout;
     double transaction_timeout;
     double client_idle_timeout;
+    double query_wait_timeout; /* < 0 = the database entry's, else the general one */
     char *file;
     int line;
 };
@@ -385,6 +387,10 @@ double pgw_conf_transaction_timeout(const struct pgw_config *cfg,
                                          const struct pgw_conf_user *user);
 double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
                                     const struct pgw_conf_user *user);
+/* A pool's query_wait_timeout: the [users] entry's, else the [databases]
+ * entry's, else the general one (PgBouncer 1.25). */
+double pgw_conf_query_wait_timeout(const struct pgw_config *cfg, const struct pgw_conf_db *db,
+                                   const struct pgw_conf_user *user);
 
 /* Open files.  pgw_conf_server_fds: the server connections of one full
  * pool per [databases] entry -- pool_size (or the largest [users]

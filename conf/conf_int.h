@@ -68,6 +68,8 @@ char *conf_strdup(struct conf_report *r, const char *s);
 
 int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
 int conf_parse_dur(const char *text, double *out, char *err, size_t errlen);
+/* The same, and PgBouncer's -1 for "not set" (*out = -1). */
+int conf_parse_dur_unset(const char *text, double *out, char *err, size_t errlen);
 int conf_parse_num(const char *text, double *out, char *err, size_t errlen);
 int conf_parse_bool(const char *text, bool *out, char *err, size_t errlen);
 int conf_parse_pool_mode(const char *text, int *out, char *err, size_t errlen);

@@ -2,7 +2,8 @@
  * dbs.c - [databases] entries: `name = key=value ...`.  libpq keywords go
  * to conn_keys/conn_vals for PQconnectStartParams; PgBouncer's pool keys
  * (pool_size, min_pool_size, reserve_pool[_size], max_db_connections,
- * pool_mode, load_balance_hosts, auth_user, connect_query) fill the
+ * query_wait_timeout, pool_mode, load_balance_hosts, auth_user,
+ * connect_query) fill the
  * entry's fields; datestyle=
  * and timezone= become "-c DateStyle=... -c TimeZone=..." in options.
  * An entry with any error is reported and left out.
@@ -28,7 +29,7 @@ static void db_init(struct pgw_conf_db *db)
     memset(db, 0, sizeof(*db));
     db->pool_size = db->min_pool_size = db->reserve_pool_size = -1;
     db->max_db_connections = db->max_db_client_connections = db->pool_mode = -1;
-    db->server_lifetime = -1;
+    db->server_lifetime = db->query_wait_timeout = -1;
     db->load_balance_hosts = -1;
     db->target_session_attrs = -1;
 }
@@ -125,6 +126,8 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
         rc = conf_parse_int(val, 0, INT_MAX, &db->max_db_client_connections, err, errlen);
     else if (strcasecmp(key, "server_lifetime") == 0)
         rc = conf_parse_dur(val, &db->server_lifetime, err, errlen);
+    else if (strcasecmp(key, "query_wait_timeout") == 0)
+        rc = conf_parse_dur_unset(val, &db->query_wait_timeout, err, errlen);
     else if (strcasecmp(key, "pool_mode") == 0)
         rc = conf_parse_pool_mode(val, &db->pool_mode, err, errlen);
     else if (strcasecmp(key, "load_balance_hosts") == 0)

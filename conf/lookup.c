@@ -159,6 +159,16 @@ double pgw_conf_client_idle_timeout(const struct pgw_config *cfg,
                                                   : cfg->client_idle_timeout;
 }
 
+double pgw_conf_query_wait_timeout(const struct pgw_config *cfg, const struct pgw_conf_db *db,
+                                   const struct pgw_conf_user *user)
+{
+    if (user && user->query_wait_timeout >= 0)
+        return user->query_wait_timeout;
+    if (db && db->query_wait_timeout >= 0)
+        return db->query_wait_timeout;
+    return cfg->query_wait_timeout;
+}
+
 bool pgw_conf_list_has(const char *list, const char *name)
 {
     if (!list || !name || !*name)

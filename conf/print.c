@@ -78,6 +78,7 @@ static void print_db(FILE *f, const struct pgw_conf_db *db)
     print_int(f, "max_db_connections", db->max_db_connections);
     print_int(f, "max_db_client_connections", db->max_db_client_connections);
     print_dur(f, "server_lifetime", db->server_lifetime);
+    print_dur(f, "query_wait_timeout", db->query_wait_timeout);
     if (db->pool_mode >= 0)
         fprintf(f, " pool_mode=%s", pgw_pool_mode_name((enum pgw_pool_mode)db->pool_mode));
     if (db->load_balance_hosts >= 0)
@@ -104,6 +105,7 @@ static void print_user(FILE *f, const struct pgw_conf_user *u)
     print_dur(f, "idle_transaction_timeout", u->idle_transaction_timeout);
     print_dur(f, "transaction_timeout", u->transaction_timeout);
     print_dur(f, "client_idle_timeout", u->client_idle_timeout);
+    print_dur(f, "query_wait_timeout", u->query_wait_timeout);
     fputc('\n', f);
 }
 

@@ -1,8 +1,8 @@
 /*
  * users.c - [users] entries: `name = key=value ...` with pool_mode,
- * pool_size, max_user_connections, query_timeout, idle_transaction_timeout
- * and client_idle_timeout.  Fields not given stay -1 (inherit).  An entry
- * with any error is reported and left out.
+ * pool_size, max_user_connections, query_timeout, idle_transaction_timeout,
+ * client_idle_timeout and query_wait_timeout.  Fields not given stay -1
+ * (inherit).  An entry with any error is reported and left out.
  */
 #include "conf/conf_int.h"
 #include "common/err.h"
@@ -25,7 +25,7 @@ static void user_init(struct pgw_conf_user *u)
     memset(u, 0, sizeof(*u));
     u->pool_mode = u->pool_size = u->max_user_connections = u->max_user_client_connections = -1;
     u->query_timeout = u->idle_transaction_timeout = u->client_idle_timeout = -1;
-    u->transaction_timeout = u->reserve_pool_size = -1;
+    u->transaction_timeout = u->reserve_pool_size = u->query_wait_timeout = -1;
 }
 
 
@@ -52,6 +52,8 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
         return conf_parse_dur(val, &u->transaction_timeout, err, errlen);
     if (strcasecmp(key, "client_idle_timeout") == 0)
         return conf_parse_dur(val, &u->client_idle_timeout, err, errlen);
+    if (strcasecmp(key, "query_wait_timeout") == 0)
+        return conf_parse_dur_unset(val, &u->query_wait_timeout, err, errlen);
     return PGW_ENOTFOUND;
 }
 

@@ -222,6 +222,20 @@ int conf_parse_dur(const char *text, double *out, char *err, size_t errlen)
     return PGW_ECONFIG;
 }
 
+int conf_parse_dur_unset(const char *text, double *out, char *err, size_t errlen)
+{
+    if (strcmp(text, "-1") == 0) {
+        *out = -1;
+        return 0;
+    }
+    if (parse_dur(text, out) == 0)
+        return 0;
+    snprintf(err, errlen,
+             "expected a duration (seconds, or a number with us, ms, s, min, h, d) or -1 "
+             "(not set), got \"%s\"", text);
+    return PGW_ECONFIG;
+}
+
 int conf_parse_num(const char *text, double *out, char *err, size_t errlen)
 {
     size_t n = decimal_len(text);

@@ -819,7 +819,7 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                                       "server login failed: %s", pool->login_error);
         return PGW_ESERVER_LOGIN;
     }
-    double t = pool->set->cfg->query_wait_timeout;
+    double t = pool->query_wait_timeout;
     w->ctx = t > 0 ? pgw_ctx_with_timeout(ctx, t) : pgw_ctx_with_cancel(ctx);
     if (!w->ctx) {
         w->error = pgw_pool_set_error(&pool->set->error, PGW_ENOMEM, "53200", "out of memory");

@@ -127,6 +127,7 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
     pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db, u);
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
+    pool->query_wait_timeout = pgw_conf_query_wait_timeout(cfg, db, u);
     pool->cursor.mode = db->load_balance_hosts >= 0 ? (enum pgw_load_balance)db->load_balance_hosts
                                                     : PGW_LB_ROUND_ROBIN;
     pool->tsa = db->target_session_attrs >= 0 ? (enum pgw_target_session)db->target_session_attrs

@@ -156,6 +156,7 @@ struct pgw_pool {
     int pool_size, min_pool_size, reserve_pool_size;
     int max_db_connections, max_user_connections;
     double server_lifetime;   /* the entry's, else the general one */
+    double query_wait_timeout; /* the user's, the entry's, else the general one */
     bool paused;
     bool orphan;              /* its db entry is gone from the config */
     bool autodb;              /* made from the "*" entry */

@@ -6,6 +6,7 @@ with "@").
 
 import os
 import socket
+import time
 import unittest
 
 import psycopg2
@@ -376,6 +377,62 @@ class TestServerCheckQueryEmpty(pt.PgwharfTestCase):
             conn.close()
             console.close()
         self.assertNotIn("server_check_query failed", px.log())
+
+
+class TestQueryWaitTimeoutPerEntry(pt.PgwharfTestCase):
+    """query_wait_timeout in [databases] and [users] (PgBouncer 1.25): a
+    pool's clients wait for a server under the [users] entry's value, else
+    the [databases] entry's, else the general one; -1 = not set.  (A
+    pgbouncer.ini with it did not load.)"""
+
+    def wait_error(self, px, user, db):
+        """A client of (db, user) whose pool's one server is held: the
+        SQLSTATE and seconds its query waited."""
+        password = self.pg.app_password if user == self.pg.app_user else self.pg.password
+        holder = psycopg2.connect(px.dsn(db=db, user=user, password=password),
+                                  connect_timeout=10)
+        waiter = psycopg2.connect(px.dsn(db=db, user=user, password=password),
+                                  connect_timeout=10)
+        waiter.autocommit = True
+        try:
+            pt.one(holder, "select 1")          # holds the pool's only server
+            t0 = time.monotonic()
+            with self.assertRaises(psycopg2.Error) as cm:
+                pt.one(waiter, "select 2")
+            return cm.exception.pgcode, time.monotonic() - t0, str(cm.exception)
+        finally:
+            holder.close()
+            waiter.close()
+
+    def test_the_entrys_and_the_users_value(self):
+        conn = self.pg.conn_string()
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "query_wait_timeout": "60s"},
+            databases={"short": conn + " query_wait_timeout=1",
+                       "unset": conn + " query_wait_timeout=-1",
+                       self.pg.database: conn},
+            users={self.pg.app_user: "query_wait_timeout=0.5"})
+        code, waited, msg = self.wait_error(px, self.pg.user, "short")
+        self.assertEqual(code, "57014", msg)
+        self.assertIn("query_wait_timeout", msg)
+        self.assertLess(waited, 10)
+        self.assertGreaterEqual(waited, 0.9)
+        # the user's wins over the entry's and the general one
+        code, waited, msg = self.wait_error(px, self.pg.app_user, self.pg.database)
+        self.assertEqual(code, "57014", msg)
+        self.assertLess(waited, 10)
+        # -1: not set, the general 60 s (a reload to 1 s shows it is read)
+        px.settings["query_wait_timeout"] = "1s"
+        px.reload()
+        console = psycopg2.connect(px.dsn(db="pgbouncer"), connect_timeout=10)
+        console.autocommit = True
+        pt.wait_until(lambda: config_value(console, "query_wait_timeout") == "1",
+                      what="the reload applied")
+        console.close()
+        code, waited, msg = self.wait_error(px, self.pg.user, "unset")
+        self.assertEqual(code, "57014", msg)
+        self.assertLess(waited, 10)
 
 
 if __name__ == "__main__":

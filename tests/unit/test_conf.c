@@ -781,6 +781,52 @@ static void test_connstr_errors(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* query_wait_timeout in [databases] and [users] (PgBouncer 1.25): the
+ * user's, else the entry's, else the general one; -1 = not set; printed
+ * back as given. */
+static char *print_to_string(const struct pgw_config *cfg);
+
+static void test_query_wait_timeout_per_entry(void **state)
+{
+    (void)state;
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "query_wait_timeout = 30\n"
+                                          "[databases]\nx = query_wait_timeout=5\n"
+                                          "y = query_wait_timeout=-1\nz =\n"
+                                          "[users]\nu = query_wait_timeout=2s\n"
+                                          "v = query_wait_timeout=-1\nw = query_wait_timeout=0\n",
+                                     &d);
+    assert_int_equal(d.nwarnings, 0);
+    const struct pgw_conf_db *x = pgw_conf_find_db(cfg, "x"), *y = pgw_conf_find_db(cfg, "y");
+    const struct pgw_conf_db *z = pgw_conf_find_db(cfg, "z");
+    const struct pgw_conf_user *u = pgw_conf_find_user(cfg, "u"), *v = pgw_conf_find_user(cfg, "v");
+    const struct pgw_conf_user *w = pgw_conf_find_user(cfg, "w");
+    assert_non_null(x);
+    assert_non_null(u);
+    assert_true(pgw_conf_query_wait_timeout(cfg, x, NULL) == 5);
+    assert_true(pgw_conf_query_wait_timeout(cfg, y, NULL) == 30);
+    assert_true(pgw_conf_query_wait_timeout(cfg, z, NULL) == 30);
+    assert_true(pgw_conf_query_wait_timeout(cfg, x, u) == 2);     /* the user's wins */
+    assert_true(pgw_conf_query_wait_timeout(cfg, x, v) == 5);
+    assert_true(pgw_conf_query_wait_timeout(cfg, z, v) == 30);
+    assert_true(pgw_conf_query_wait_timeout(cfg, x, w) == 0);     /* 0: no limit, set */
+    char *text = print_to_string(cfg);
+    assert_non_null(strstr(text, "\nx = dbname=x query_wait_timeout=5\n"));
+    assert_non_null(strstr(text, "\nu = query_wait_timeout=2\n"));
+    assert_non_null(strstr(text, "\nv =\n"));
+    free(text);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    load_fail(BASE "[databases]\nx = query_wait_timeout=-2\n[users]\nu = query_wait_timeout=soon\n",
+              &d, 2);
+    assert_error(&d, "t.ini:4: database \"x\": query_wait_timeout: expected a duration (seconds, "
+                     "or a number with us, ms, s, min, h, d) or -1 (not set), got \"-2\"");
+    assert_error(&d, "t.ini:6: user \"u\": query_wait_timeout: expected a duration (seconds, "
+                     "or a number with us, ms, s, min, h, d) or -1 (not set), got \"soon\"");
+    pgw_conf_diag_free(&d);
+}
+
 static void test_fallback_db(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -1570,6 +1616,7 @@ int main(void)
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_fallback_db),
         cmocka_unit_test(test_users_and_inheritance),
+        cmocka_unit_test(test_query_wait_timeout_per_entry),
         cmocka_unit_test(test_peers),
         cmocka_unit_test(test_fd_budget),
         cmocka_unit_test(test_validation),
