@@ -1074,8 +1074,9 @@ static int show_dns_zones(struct pgw_session *s, struct pgw_wbuf *out)
     return show_empty(out, cols, PGW_RS_NCOLS(cols));
 }
 
-/* The [peers] entries; pool_size is PgBouncer's, shown as given (NULL when
- * not), unused: each forwarded cancel has its own connection. */
+/* The [peers] entries; pool_size is PgBouncer's, shown as PgBouncer shows
+ * it (default_pool_size when the entry sets none), unused: each forwarded
+ * cancel has its own connection. */
 static int show_peers(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
@@ -1090,10 +1091,7 @@ static int show_peers(struct pgw_session *s, struct pgw_wbuf *out)
         pgw_rs_int(&rs, p->id);
         pgw_rs_text(&rs, p->host);
         pgw_rs_int(&rs, p->port);
-        if (p->pool_size >= 0)
-            pgw_rs_int(&rs, p->pool_size);
-        else
-            pgw_rs_text(&rs, NULL);
+        pgw_rs_int(&rs, p->pool_size >= 0 ? p->pool_size : cfg->default_pool_size);
         pgw_rs_row_end(&rs);
     }
     pgw_rs_end(&rs, "SHOW");

@@ -1271,9 +1271,11 @@ class TestPeers(pt.PgwharfTestCase):
         console = psycopg2.connect(px2.dsn(db="pgbouncer") + " host=" + px2.dir)
         console.autocommit = True
         self.addCleanup(console.close)
+        # pool_size: default_pool_size when the entry sets none, as PgBouncer
+        size = int(pt.show(console, "CONFIG", key="default_pool_size")[0]["value"])
         self.assertEqual(pt.show(console, "PEERS"),
-                         [{"peer_id": 1, "host": px1.dir, "port": px1.port, "pool_size": None},
-                          {"peer_id": 2, "host": px2.dir, "port": px2.port, "pool_size": None}])
+                         [{"peer_id": 1, "host": px1.dir, "port": px1.port, "pool_size": size},
+                          {"peer_id": 2, "host": px2.dir, "port": px2.port, "pool_size": size}])
         self.assertEqual(pt.show(console, "LISTS", list="peers")[0]["items"], 2)
         # the session goes on
         self.assertEqual(hz.simple_query(sock, "select 'usable'"), ([[b"usable"]], []))
