@@ -1380,7 +1380,7 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         h->type == PGW_FE_SYNC)
         return;
     struct pgw_wire_err_fields f;
-    if (h->stmt && s->server && s->server->user_state &&
+    if (msg && h->stmt && s->server && s->server->user_state &&
         pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strcmp(f.sqlstate, "0A000") == 0 &&
         strstr(f.message, "cached plan must not change result type")) {
         struct ps_server_stmt *e = server_find(s->server->user_state, h->stmt);

@@ -115,8 +115,9 @@ void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n);
 
 /* Does this backend message type need to be whole in the buffer? */
 bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type);
-/* A backend message at sbuf->parsed; returns true when it must be dropped
- * (a reply to an injected message).  May queue pgwharf's own answers to
+/* A backend message at sbuf->parsed (msg NULL: one passing through in
+ * pieces, only its type and length known); returns true when it must be
+ * dropped (a reply to an injected message).  May queue pgwharf's own answers to
  * be inserted after it: see pgw_ps_emit. */
 bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total);
 /* A whole ErrorResponse of `*total` bytes at sbuf->parsed, before

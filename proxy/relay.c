@@ -1953,6 +1953,11 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                       (type == PGW_BE_NOTIFY || type == PGW_BE_COMMAND_COMPLETE);
         bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
                      listen || (ps && pgw_ps_backend_wants_whole(s, type));
+        /* An error too large to hold (one quoting a huge input value)
+         * streams through as PostgreSQL sent it, counted all the same: the
+         * statement name it may quote stays pgwharf's. */
+        if (whole && ps && type == PGW_BE_ERROR && (b->parsed - b->sent) + total > PGW_IOBUF_MAX)
+            whole = false;
         if (!whole) {
             track_backend(s, type);
             if (ps)

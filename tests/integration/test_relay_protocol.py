@@ -1,0 +1,113 @@
+"""test_relay_protocol - a protocol review of the relay's hot path against a
+real PostgreSQL (transaction mode, one server, so the next client gets the
+very same one), for the cases that review found broken:
+
+- An ErrorResponse larger than pgwharf holds whole (64 MiB; an
+  input-syntax error quotes the whole value) ended the session with
+  "server message too large to inspect" whenever prepared-statement
+  support was on (the default in transaction mode), which holds errors
+  whole to rewrite statement names.  It now streams through, still
+  counted, and the server goes back to the pool after it.
+"""
+
+import socket
+import struct
+import threading
+import unittest
+
+import pgwharf_test as pt
+import pgw_hardening as hz
+
+M = hz.msg
+SYNC = M(b"S")
+
+
+def bind_execute():
+    """Bind of the unnamed statement (no parameters), Execute (all rows)."""
+    return (M(b"B", b"\x00\x00" + struct.pack("!HHH", 0, 0, 0)) +
+            M(b"E", b"\x00" + struct.pack("!I", 0)))
+
+
+def function_call(oid):
+    """FunctionCall of the function oid, no arguments, text result."""
+    return M(b"F", struct.pack("!IHHH", oid, 0, 0, 0))
+
+
+PG_BACKEND_PID = 2026
+
+
+def rows(msgs):
+    return [hz.data_row(b) for t, b in msgs if t == b"D"]
+
+
+def errors(msgs):
+    return [hz.parse_fields(b) for t, b in msgs if t == b"E"]
+
+
+class RelayCase(pt.PgwharfTestCase):
+    settings = {}
+
+    def setUp(self):
+        super().setUp()
+        st = {"pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+              "query_wait_timeout": "20s", "log_connections": 0}
+        st.update(self.settings)
+        self.px = self.start_pgwharf(settings=st)
+
+    def login(self):
+        s = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        return s
+
+    def assert_b_served(self):
+        """Another client gets the one server and its own answer."""
+        b = self.login()
+        b.sendall(hz.query_msg("select 42"))
+        got = hz.read_until_ready(b)
+        self.assertEqual(rows(got), [[b"42"]], got)
+
+    def assert_own_answer(self, a):
+        a.sendall(hz.query_msg("select 7"))
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b"7"]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+
+
+class TestAnErrorTooLargeToHold(RelayCase):
+    # 70 MB of 'x' in "invalid input syntax for type integer: "xxx...""
+    SQL = "select repeat('x', 70 * 1000 * 1000)::int"
+
+    def check_error(self, got, before=()):
+        self.assertEqual([t for t, _ in got], list(before) + [b"E", b"Z"],
+                         [(t, len(b)) for t, b in got])
+        body = got[-2][1]
+        self.assertGreater(len(body), 64 * 1024 * 1024)
+        self.assertIn(b"C22P02\x00", body[:100])
+        self.assertEqual(got[-1], (b"Z", b"I"))
+
+    def run_case(self):
+        a = self.login()
+        a.sendall(hz.query_msg(self.SQL))
+        self.check_error(hz.read_until_ready(a))
+        # The same in the extended protocol, with a batch after it that the
+        # server skips and one it runs.
+        a.sendall(hz.parse_msg("", self.SQL) + bind_execute() +
+                  hz.parse_msg("", "select 5") + bind_execute() + SYNC +
+                  hz.parse_msg("", "select 6") + bind_execute() + SYNC)
+        self.check_error(hz.read_until_ready(a), before=[b"1"])
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b"6"]], got)
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def test_with_prepared_statement_support(self):
+        self.run_case()
+
+
+class TestAnErrorTooLargeToHoldWithoutPreparedStatements(TestAnErrorTooLargeToHold):
+    settings = {"max_prepared_statements": 0}
+
+
+if __name__ == "__main__":
+    unittest.main()
