@@ -153,6 +153,10 @@ struct pgw_session {
     bool sync_err;                   /* the one being answered failed */
     bool discard;                    /* after a failed acquire: drop up to Sync */
     bool discard_last;               /* the message being dropped ends discarding */
+    bool discard_sync;               /* the failed request began with an extended-
+                                        protocol message: only a Sync ends discarding
+                                        (PostgreSQL skips a Query or FunctionCall
+                                        before it), else its Query/FunctionCall does */
     bool terminating;                /* client sent Terminate */
     bool wait_notified;              /* query_wait_notify sent for this wait */
     bool release_held;               /* ReadyForQuery came with a message half

@@ -1109,16 +1109,27 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
     fail_request(s, err->sqlstate[0] ? err->sqlstate : "08006", err->message);
 }
 
-/* The client's request ends with an error before it reached a server:
- * the error, then what the client sent up to its next Sync/Query is
- * dropped and ReadyForQuery sent; the session stays usable. */
+/* The client's request ends with an error before it reached a server
+ * (no server for it, or a cancel while it waited). */
 static void fail_request(struct pgw_session *s, const char *sqlstate, const char *message)
 {
     send_error(s, sqlstate, message);
     if (s->state == PGW_SS_CLOSING)
         return;
+    /* Drop the failed request as PostgreSQL skips one after an error,
+     * then ReadyForQuery: the session stays usable.  A Query or
+     * FunctionCall is a request of its own; extended-protocol messages
+     * end at their Sync, whatever comes before it (a Query too, which
+     * gets no ReadyForQuery of its own). */
     s->state = PGW_SS_IDLE;
     s->discard = true;
+    if (s->cbuf && s->cbuf->len > s->cbuf->sent) {
+        char first = (char)s->cbuf->data[s->cbuf->sent];
+        s->discard_sync = first != PGW_FE_QUERY && first != PGW_FE_FUNCTION_CALL &&
+                          first != PGW_FE_SYNC;
+    } else {
+        s->discard_sync = false;
+    }
     pgw_track_reset(&s->track);
     s->query_start = 0;
     /* Idle from now: client_idle_timeout counts again (its timer may have
@@ -1436,7 +1447,8 @@ static bool scan_client(struct pgw_session *s)
         if (s->discard) {
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
-            if (type == PGW_FE_QUERY || type == PGW_FE_SYNC) {
+            if (type == PGW_FE_SYNC || (!s->discard_sync && (type == PGW_FE_QUERY ||
+                                                             type == PGW_FE_FUNCTION_CALL))) {
                 /* A Query still arriving keeps dropping until it is gone. */
                 s->discard_last = true;
                 if (s->cskip == 0) {

@@ -8,6 +8,12 @@ very same one), for the cases that review found broken:
   support was on (the default in transaction mode), which holds errors
   whole to rewrite statement names.  It now streams through, still
   counted, and the server goes back to the pool after it.
+- A request whose server could not be had (query_wait_timeout) is dropped
+  with the pooler's error and a ReadyForQuery, as PostgreSQL skips one
+  after an error: a FunctionCall got no ReadyForQuery at all (the client
+  hung), and extended-protocol messages with a Query before their Sync
+  got one ReadyForQuery at that Query and a second one for the Sync,
+  which the client read as the answer to its next query.
 """
 
 import socket
@@ -107,6 +113,57 @@ class TestAnErrorTooLargeToHold(RelayCase):
 
 class TestAnErrorTooLargeToHoldWithoutPreparedStatements(TestAnErrorTooLargeToHold):
     settings = {"max_prepared_statements": 0}
+
+
+class TestRequestWithoutAServer(RelayCase):
+    """The one server is held by a transaction; the client's request fails
+    with query_wait_timeout."""
+
+    settings = {"query_wait_timeout": "1s"}
+
+    def setUp(self):
+        super().setUp()
+        self.holder = self.login()
+        self.holder.sendall(hz.query_msg("begin"))
+        hz.read_until_ready(self.holder)
+
+    def release_holder(self):
+        self.holder.sendall(hz.query_msg("commit"))
+        hz.read_until_ready(self.holder)
+
+    def assert_wait_timeout(self, got):
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertIn("query_wait_timeout", errors(got)[0]["M"])
+
+    def test_a_function_call_gets_its_ready_for_query(self):
+        a = self.login()
+        a.sendall(function_call(PG_BACKEND_PID))
+        self.assert_wait_timeout(hz.read_until_ready(a))
+        self.release_holder()
+        self.assert_own_answer(a)
+        a.sendall(function_call(PG_BACKEND_PID))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"V", b"Z"], got)
+
+    def test_a_query_before_the_sync_of_an_extended_request_is_skipped(self):
+        a = self.login()
+        a.sendall(hz.parse_msg("", "select 1") + bind_execute() +
+                  hz.query_msg("select 2") + function_call(PG_BACKEND_PID) + SYNC)
+        self.assert_wait_timeout(hz.read_until_ready(a))
+        self.release_holder()
+        # One ReadyForQuery for all of it: the next one is select 7's.
+        self.assert_own_answer(a)
+
+    def test_a_query_is_a_request_of_its_own(self):
+        a = self.login()
+        a.sendall(hz.query_msg("select 1") + hz.parse_msg("", "select 2") + bind_execute() +
+                  SYNC)
+        self.assert_wait_timeout(hz.read_until_ready(a))
+        # The batch after it is a request of its own: it waits for the
+        # server (and fails the same way).
+        self.assert_wait_timeout(hz.read_until_ready(a))
+        self.release_holder()
+        self.assert_own_answer(a)
 
 
 if __name__ == "__main__":
