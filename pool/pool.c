@@ -985,9 +985,14 @@ void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st)
     st->reserve_pool_size = pool->reserve_pool_size;
     st->paused = pool->paused;
     st->maxwait = 0;
-    struct pgw_list *f = pgw_list_first(&pool->waiters);
-    if (f)
-        st->maxwait = now - pgw_container_of(f, struct pgw_pool_waiter, node)->since;
+    /* The oldest waiter: each queue is in arrival order; a replication
+     * client held by PAUSE (or a connect-rate bucket) waits too. */
+    for (int k = 0; k < 2; k++) {
+        struct pgw_list *f = pgw_list_first(k ? &pool->repl_waiters : &pool->waiters);
+        ev_tstamp w = f ? now - pgw_container_of(f, struct pgw_pool_waiter, node)->since : 0;
+        if (w > st->maxwait)
+            st->maxwait = w;
+    }
 }
 
 void pgw_pool_pause(struct pgw_pool *pool, bool paused)

@@ -143,7 +143,8 @@ void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_err
 /* Not while the pool is paused (PAUSE, KILL): as PgBouncer, no new server
  * connection until RESUME, a replication client's neither (the server may
  * be on its way down for a restart).  Such a client waits in its login,
- * under client_login_timeout; RESUME kicks the pool. */
+ * under client_login_timeout (SHOW CLIENTS and POOLS count it waiting);
+ * RESUME kicks the pool. */
 /* A waiter that has tried hosts and has none left now (the breakers of
  * the others opened meanwhile): failed, with may_fail (its callback runs:
  * not inside pgw_pool_acquire_replication), else left for the next kick. */
@@ -206,11 +207,14 @@ void pgw_pool_repl_login_done(struct pgw_server *srv)
     w->repl_srv = NULL;       /* its own now: unqueueing must not close it */
     pgw_pool_repl_unqueue(w);
     struct pgw_pool *pool = srv->pool;
+    ev_tstamp now = ev_now(pool->set->loop);
     pgw_server_move(srv, PGW_SRV_ACTIVE);
-    srv->request_time = ev_now(pool->set->loop);
+    srv->request_time = now;
     srv->lend_count++;
     srv->link = NULL;
     pool->st.total_acquires++;
+    if (now > w->since)       /* as a normal waiter's: SHOW STATS wait_time */
+        pool->st.total_wait_us += (uint64_t)((now - w->since) * 1e6);
     w->server = srv;
     w->error = NULL;
     w->cb(w, srv);

@@ -7,7 +7,9 @@ application_name, closed when it leaves, whatever the pool_mode; SHOW
 CLIENTS / SERVERS say physical or logical.  A refusal by the server (no
 REPLICATION privilege) goes to that client and opens no breaker; a bad
 value is 22023; auth_type=hba matches physical connections to the
-replication keyword only.  Needs wal_level=logical (tests/pgcluster.sh).
+replication keyword only.  A client waiting for its server (PAUSE) is
+a waiting client of its pool (SHOW CLIENTS, cl_waiting, maxwait).  Needs
+wal_level=logical (tests/pgcluster.sh).
 """
 
 import os
@@ -221,6 +223,53 @@ class TestPhysical(ReplicationCase):
         self.assertIsNone(t.error)
         self.assertIsNotNone(t.result)
         self.wait_walsenders(1, "pgw_paused")
+
+
+class TestHeldClients(ReplicationCase):
+    """A replication client waiting for its server (PAUSE) is a waiting
+    client of its pool."""
+
+    def held_client(self, px, app):
+        """A physical client logging in in the background, held (waiting
+        in SHOW CLIENTS) when this returns."""
+        t = pt.Background(lambda: psycopg2.connect(
+            px.dsn(application_name=app),
+            connection_factory=psycopg2.extras.PhysicalReplicationConnection))
+        self.addCleanup(lambda: t.join(30) or (t.result and t.result.close()))
+        pt.wait_until(lambda: self.rows(px, "CLIENTS", application_name=app, state="waiting"),
+                      what="%s waiting" % app)
+        return t
+
+    def test_paused_client_counts_as_waiting(self):
+        # PgBouncer's users watch SHOW POOLS cl_waiting / maxwait and SHOW
+        # CLIENTS during PAUSE: a held replication login is a waiting
+        # client of its pool (its server is in no count: it has none yet).
+        # maxwait ignored it, and the wait was never added to
+        # total_wait_time once its server came.
+        px = self.start_pgwharf()
+        console = self.console_conn(px)
+        console.cursor().execute("PAUSE replication")
+        t = self.held_client(px, "pgw_held")
+        cl = self.rows(px, "CLIENTS", application_name="pgw_held")
+        self.assertEqual((cl[0]["replication"], cl[0]["state"]), ("physical", "waiting"), cl)
+
+        def waited():
+            p = pt.pool_row(console, "replication", self.pg.user)
+            return p["cl_waiting"] == 1 and p["maxwait"] * 1000000 + p["maxwait_us"] > 0
+        pt.wait_until(waited, what="SHOW POOLS maxwait counting the held client")
+        c = self.rows(px, "CLIENTS", application_name="pgw_held")[0]
+        self.assertGreater(c["wait"] * 1000000 + c["wait_us"], 0, c)
+        p = pt.pool_row(console, "replication", self.pg.user)
+        self.assertEqual((p["sv_login"], p["sv_active"]), (0, 0), p)
+        console.cursor().execute("RESUME replication")
+        t.join(15)
+        self.assertIsNone(t.error)
+        self.wait_walsenders(1, "pgw_held")
+        p = pt.pool_row(console, "replication", self.pg.user)
+        self.assertEqual((p["cl_waiting"], p["cl_active"], p["maxwait"], p["maxwait_us"]),
+                         (0, 1, 0, 0), p)
+        st = self.rows(px, "STATS", database="replication")
+        self.assertGreater(int(st[0]["total_wait_time"]), 0, st)
 
 
 class TestLogical(ReplicationCase):
