@@ -460,12 +460,14 @@ struct grow_try {
     struct pgw_pool *pool;
     bool probe;
     bool standby_pass;
-    uint64_t tried;           /* hosts this attempt's client had (bit i: host i) */
+    const struct pgw_pool_waiter *w;  /* the replication client it is for, else NULL */
 };
 
-static bool host_tried(uint64_t tried, int i)
+/* Did replication waiter w (NULL: none) have host i?  A host past its
+ * array (the list grew on a reload) it did not. */
+static bool host_tried(const struct pgw_pool_waiter *w, int i)
 {
-    return i < 64 && (tried >> i) & 1;
+    return w && i >= 0 && i / 64 < w->repl_tried_words && (w->repl_tried[i / 64] >> (i % 64)) & 1;
 }
 
 /* pgw_hosts_choose's try: may host i take a connection attempt now? */
@@ -473,7 +475,7 @@ static int grow_try_host(int i, void *arg)
 {
     struct grow_try *t = arg;
     struct pool_host *h = &t->pool->hosts[i];
-    if (host_tried(t->tried, i))
+    if (host_tried(t->w, i))
         return PGW_EBREAKER_OPEN;  /* this client had it: one attempt a host */
     if (host_skipped(t->pool, h, pool_now(t->pool), t->standby_pass))
         return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match */
@@ -495,9 +497,9 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
     return i;
 }
 
-int pgw_pool_choose_host(struct pgw_pool *pool, uint64_t tried, bool *probe)
+int pgw_pool_choose_host(struct pgw_pool *pool, const struct pgw_pool_waiter *w, bool *probe)
 {
-    struct grow_try t = { .pool = pool, .tried = tried };
+    struct grow_try t = { .pool = pool, .w = w };
     int i = choose_host(pool, &t);
     *probe = t.probe;
     return i;
@@ -589,14 +591,14 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
 }
 
 /* Does any host take an attempt now, target_session_attrs counted, the
- * hosts in tried (bit i: host i) left out? */
-bool pgw_pool_host_left(const struct pgw_pool *pool, uint64_t tried)
+ * hosts replication waiter w tried (w NULL: none) left out? */
+bool pgw_pool_host_left(const struct pgw_pool *pool, const struct pgw_pool_waiter *w)
 {
     struct pgw_pool_error err;
     ev_tstamp now = pool_now(pool);
     for (int i = 0; i < pool->nhosts; i++) {
         const struct pool_host *h = &pool->hosts[i];
-        if (!host_tried(tried, i) && !host_skipped(pool, h, now, false) && !pgw_breaker_blocked(&h->be->breaker, now) &&
+        if (!host_tried(w, i) && !host_skipped(pool, h, now, false) && !pgw_breaker_blocked(&h->be->breaker, now) &&
             !(pgw_backend_resolves(h->be, &h->spec) && pgw_backend_dns_failed(h->be, &err)))
             return true;
     }
@@ -638,7 +640,7 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
     if (!host_skip(pool, i, be))
         return;
     pgw_hosts_failed(&pool->cursor, i);
-    if (!pgw_pool_host_left(pool, 0))
+    if (!pgw_pool_host_left(pool, NULL))
         pgw_pool_login_failed(pool, sqlstate, msg);
 }
 
@@ -729,7 +731,7 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv)
     int i = srv_priv(srv)->host;
     if (host_skip(pool, i, be)) {
         pgw_hosts_failed(&pool->cursor, i);
-        if (!pgw_pool_host_left(pool, 0))
+        if (!pgw_pool_host_left(pool, NULL))
             pool->hosts[i].skip_until = 0;
     }
     return true;

@@ -177,7 +177,12 @@ struct pgw_pool_waiter {
     const char *repl_options;               /* its other parameters, as libpq's
                                                options ("-c name=value ..."), or NULL */
     struct pgw_server *repl_srv;            /* connecting for it */
-    uint64_t repl_tried;                    /* hosts tried (bit i: host i) */
+    /* Hosts tried, bit i of word i / 64 for host i: repl_tried_one, or
+     * a heap array for a list longer than 64 (repl_tried_words words;
+     * NULL while not queued). */
+    uint64_t *repl_tried;
+    uint64_t repl_tried_one;
+    int repl_tried_words;
     int repl_tries;                         /* attempts made */
 };
 

@@ -328,10 +328,10 @@ const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int co
                                                 const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
-/* The host of a connection attempt, leaving out the hosts in tried (bit
- * i: host i): as pgw_hosts_choose. */
-int pgw_pool_choose_host(struct pgw_pool *pool, uint64_t tried, bool *probe);
-bool pgw_pool_host_left(const struct pgw_pool *pool, uint64_t tried);
+/* The host of a connection attempt, leaving out the hosts replication
+ * waiter w tried (w NULL: none): as pgw_hosts_choose. */
+int pgw_pool_choose_host(struct pgw_pool *pool, const struct pgw_pool_waiter *w, bool *probe);
+bool pgw_pool_host_left(const struct pgw_pool *pool, const struct pgw_pool_waiter *w);
 
 /* set.c */
 double pgw_pool_set_random(struct pgw_pool_set *set);

@@ -16,18 +16,50 @@
  * next host of the entry's list (load_balance_hosts, hosts whose breaker
  * is open passed over) when one cannot be reached or is not the kind
  * target_session_attrs asks for; each host gets one attempt per client
- * (w->repl_tried), and the client fails when none is left.  A refusal the
- * server answered for the client's own reasons ends it at once.
+ * (w->repl_tried: a word for up to 64 hosts, an array for more), and the
+ * client fails when none is left.  A refusal the server answered for the
+ * client's own reasons ends it at once.
  */
 #include "pool/pool_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
 #include "common/log.h"
 
 static void repl_done_cb(struct pgw_ctx_sub *sub, int err);
+
+/* Room in w->repl_tried for hosts 0 .. n-1 (the bits it has kept);
+ * false when memory is short. */
+static bool tried_room(struct pgw_pool_waiter *w, int n)
+{
+    int words = n > 64 ? (n + 63) / 64 : 1;
+    if (words <= w->repl_tried_words)
+        return true;
+    uint64_t *t = &w->repl_tried_one;
+    if (words > 1) {
+        t = calloc((size_t)words, sizeof(*t));
+        if (!t)
+            return false;
+        if (w->repl_tried_words > 0)
+            memcpy(t, w->repl_tried, (size_t)w->repl_tried_words * sizeof(*t));
+        if (w->repl_tried != &w->repl_tried_one)
+            free(w->repl_tried);
+    }
+    w->repl_tried = t;
+    w->repl_tried_words = words;
+    return true;
+}
+
+static void tried_free(struct pgw_pool_waiter *w)
+{
+    if (w->repl_tried != &w->repl_tried_one)
+        free(w->repl_tried);
+    w->repl_tried = NULL;
+    w->repl_tried_words = 0;
+}
 
 int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                                  struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg,
@@ -49,7 +81,9 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
     w->repl_encoding = client_encoding;
     w->repl_options = options;
     w->repl_srv = NULL;
-    w->repl_tried = 0;
+    w->repl_tried = NULL;
+    w->repl_tried_one = 0;
+    w->repl_tried_words = 0;
     w->repl_tries = 0;
 
     if (pool->set->destroying) {
@@ -77,6 +111,12 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
         pgw_ctx_release(w->ctx);
         w->ctx = NULL;
     }
+    if (!err && !tried_room(w, pool->nhosts)) {
+        pgw_ctx_unsubscribe(&w->sub);
+        pgw_ctx_release(w->ctx);
+        w->ctx = NULL;
+        err = PGW_ENOMEM;
+    }
     if (err) {
         w->error = pgw_pool_set_error(e, err, err == PGW_ENOMEM ? "53200" : "57014",
                                       "canceled before its replication connection started");
@@ -102,6 +142,7 @@ void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w)
     if (w->ctx)
         pgw_ctx_release(w->ctx);
     w->ctx = NULL;
+    tried_free(w);
     struct pgw_server *srv = w->repl_srv;
     w->repl_srv = NULL;
     if (srv) {
@@ -140,25 +181,39 @@ void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_err
         repl_fail(pgw_container_of(f, struct pgw_pool_waiter, node), err);
 }
 
+/* Why w, queued, cannot have a server now, in e: out of memory for the
+ * hosts it tried (the list grew on a reload), or no host left of those
+ * it has not tried (the breakers of the others opened meanwhile).  false
+ * when it may wait (a wake-up kicks the pool again: a connect-rate
+ * token, a name lookup); i is then the host chosen, or the reason to
+ * wait. */
+static bool repl_no_server(struct pgw_pool_waiter *w, int *i, bool *probe,
+                           struct pgw_pool_error *e)
+{
+    struct pgw_pool *pool = w->pool;
+    *i = PGW_ENOMEM;
+    if (!tried_room(w, pool->nhosts)) {
+        pgw_pool_set_error(e, PGW_ENOMEM, "53200", "out of memory");
+        return true;
+    }
+    *i = pgw_pool_choose_host(pool, w, probe);
+    if (*i != PGW_EBREAKER_OPEN)
+        return false;
+    if (w->repl_tries > 0) {
+        pgw_pool_set_error(e, PGW_ESERVER_CONNECT, "08001",
+                           "server connection failed: no host of the list left to try");
+        return true;
+    }
+    return false;
+}
+
 /* Not while the pool is paused (PAUSE, KILL): as PgBouncer, no new server
  * connection until RESUME, a replication client's neither (the server may
  * be on its way down for a restart).  Such a client waits in its login,
  * under client_login_timeout (SHOW CLIENTS and POOLS count it waiting);
- * RESUME kicks the pool. */
-/* A waiter that has tried hosts and has none left now (the breakers of
- * the others opened meanwhile): failed, with may_fail (its callback runs:
- * not inside pgw_pool_acquire_replication), else left for the next kick. */
-static bool repl_exhausted(struct pgw_pool_waiter *w, bool may_fail)
-{
-    if (!may_fail)
-        return false;
-    struct pgw_pool_error e;
-    pgw_pool_set_error(&e, PGW_ESERVER_CONNECT, "08001",
-                       "server connection failed: no host of the list left to try");
-    repl_fail(w, &e);
-    return true;
-}
-
+ * RESUME kicks the pool.  A waiter that cannot have a server is failed
+ * with may_fail (its callback runs: not inside
+ * pgw_pool_acquire_replication), else left for the next kick. */
 void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
 {
     if (pool->set->destroying || pool->orphan || pool->paused)
@@ -168,10 +223,12 @@ void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
         struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
         if (w->repl_srv)
             continue;
+        struct pgw_pool_error e;
         bool probe = false;
-        int i = pgw_pool_choose_host(pool, w->repl_tried, &probe);
-        if (i == PGW_EBREAKER_OPEN && w->repl_tries > 0) {
-            if (repl_exhausted(w, may_fail)) {
+        int i;
+        if (repl_no_server(w, &i, &probe, &e)) {
+            if (may_fail) {
+                repl_fail(w, &e);
                 n = &pool->repl_waiters;      /* callbacks ran: from the top */
                 if (pool->set->destroying || pool->orphan || pool->paused)
                     return;
@@ -189,8 +246,7 @@ void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
                 pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, ev_now(pool->set->loop));
             return;
         }
-        if (i < 64)
-            w->repl_tried |= (uint64_t)1 << i;
+        w->repl_tried[i / 64] |= (uint64_t)1 << (i % 64);
         w->repl_tries++;
     }
 }
@@ -231,7 +287,7 @@ void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, co
     w->repl_srv = NULL;
     struct pgw_pool *pool = w->pool;
     if (next_host && w->repl_tries < pool->nhosts && !pool->set->destroying &&
-        !pool->orphan && pgw_pool_host_left(pool, w->repl_tried))
+        !pool->orphan && pgw_pool_host_left(pool, w))
         return;               /* still queued: the kick that follows starts
                                * its server on the next host */
     struct pgw_pool_error e;

@@ -8,7 +8,8 @@ CLIENTS / SERVERS say physical or logical.  A refusal by the server (no
 REPLICATION privilege) goes to that client and opens no breaker; a bad
 value is 22023; auth_type=hba matches physical connections to the
 replication keyword only.  A client waiting for its server (PAUSE) is
-a waiting client of its pool (SHOW CLIENTS, cl_waiting, maxwait).  Needs
+a waiting client of its pool (SHOW CLIENTS, cl_waiting, maxwait); on a
+host list every host gets one attempt (more than 64 too).  Needs
 wal_level=logical (tests/pgcluster.sh).
 """
 
@@ -270,6 +271,49 @@ class TestHeldClients(ReplicationCase):
                          (0, 1, 0, 0), p)
         st = self.rows(px, "STATS", database="replication")
         self.assertGreater(int(st[0]["total_wait_time"]), 0, st)
+
+
+class TestHostLists(ReplicationCase):
+    """A replication client on a host list with target_session_attrs (the
+    read-only fake server of test_hosts)."""
+
+    def setUp(self):
+        super().setUp()
+        from test_hosts import FakeReadOnlyServer
+        self.fake = FakeReadOnlyServer()
+        self.addCleanup(self.fake.close)
+
+    def entry(self, ports, lb="round-robin"):
+        return ("host=%s port=%s dbname=%s target_session_attrs=read-write "
+                "load_balance_hosts=%s" % (",".join(h for h, _ in ports),
+                                           ",".join(str(p) for _, p in ports),
+                                           self.pg.database, lb))
+
+    def logical_addr(self, px, db):
+        conn = psycopg2.connect(px.dsn(db=db, application_name="pgw_hosts"),
+                                connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        try:
+            cur = conn.cursor()
+            cur.execute("select host(inet_server_addr())")
+            return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    def test_more_than_64_hosts_each_tried_once(self):
+        # The hosts a client tried were a 64-bit mask: with disable, a
+        # host past the 64th that did not match was taken again (the
+        # cursor stays on a host until it fails to connect), and the
+        # client failed before reaching the host that matched.
+        n = 70
+        ports = [("127.0.0.1", self.fake.port)] * (n - 1) + [("127.0.0.2", self.pg.port)]
+        for lb in ("disable", "round-robin"):
+            with self.subTest(load_balance_hosts=lb):
+                before = self.fake.logins
+                px = self.start_pgwharf(databases={"many": self.entry(ports, lb)},
+                                        settings={"server_login_retry": "60s"})
+                self.assertEqual(self.logical_addr(px, "many"), "127.0.0.2")
+                self.assertEqual(self.fake.logins - before, n - 1)
+                self.assertEqual(px.stop(), 0, px.log_tail())
 
 
 class TestLogical(ReplicationCase):
