@@ -639,6 +639,11 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
 {
     if (!host_skip(pool, i, be))
         return;
+    char *copy = strdup(msg);
+    if (copy) {
+        free(pool->mismatch_error);
+        pool->mismatch_error = copy;
+    }
     pgw_hosts_failed(&pool->cursor, i);
     if (!pgw_pool_host_left(pool, NULL))
         pgw_pool_login_failed(pool, sqlstate, msg);
@@ -1069,4 +1074,23 @@ struct pgw_server *pgw_pool_server_next(struct pgw_pool *pool, struct pgw_server
 int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
 {
     return hosts_down(pool, err);
+}
+
+bool pgw_pool_hosts_mismatched(const struct pgw_pool *pool, struct pgw_pool_error *err)
+{
+    ev_tstamp now = pool_now(pool);
+    if (pool->nhosts == 0)
+        return false;
+    for (int i = 0; i < pool->nhosts; i++)
+        if (!host_skipped(pool, &pool->hosts[i], now, false))
+            return false;
+    /* As a normal client of the pool gets it (pgw_pool_host_mismatch) */
+    if (pool->mismatch_error)
+        pgw_pool_set_error(err, PGW_ESERVER_LOGIN, pgw_pool_guess_sqlstate(pool->mismatch_error),
+                           "server login failed: %s", pool->mismatch_error);
+    else
+        pgw_pool_set_error(err, PGW_ESERVER_LOGIN, "08001",
+                           "server login failed: no host of the list matches "
+                           "target_session_attrs=%s", pgw_target_session_name(pool->tsa));
+    return true;
 }

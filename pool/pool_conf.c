@@ -254,5 +254,6 @@ void pgw_pool_free(struct pgw_pool *pool)
     free(pool->user);
     free(pool->password);
     free(pool->login_error);
+    free(pool->mismatch_error);
     free(pool);
 }

@@ -187,6 +187,9 @@ struct pgw_pool {
     ev_tstamp login_retry_until;
     char *login_error;
     char login_sqlstate[6];
+    /* libpq's text of the last host found not to match
+     * target_session_attrs (the reason when every host is skipped). */
+    char *mismatch_error;
     struct pgw_pool_stats st; /* counters only; gauges computed on demand */
 };
 
@@ -328,6 +331,10 @@ const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int co
                                                 const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
+/* Is every host of the list out for target_session_attrs (each found not
+ * to match within server_login_retry)?  Then err is the refusal a normal
+ * client of the pool gets (the last mismatch, as libpq said it). */
+bool pgw_pool_hosts_mismatched(const struct pgw_pool *pool, struct pgw_pool_error *err);
 /* The host of a connection attempt, leaving out the hosts replication
  * waiter w tried (w NULL: none): as pgw_hosts_choose. */
 int pgw_pool_choose_host(struct pgw_pool *pool, const struct pgw_pool_waiter *w, bool *probe);

@@ -18,7 +18,9 @@
  * target_session_attrs asks for; each host gets one attempt per client
  * (w->repl_tried: a word for up to 64 hosts, an array for more), and the
  * client fails when none is left.  A refusal the server answered for the
- * client's own reasons ends it at once.
+ * client's own reasons ends it at once; so does a list whose every host
+ * the pool found not to match target_session_attrs (as a normal client
+ * of the pool is refused).
  */
 #include "pool/pool_int.h"
 
@@ -103,6 +105,10 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
         w->error = e;
         return e->code;
     }
+    if (pgw_pool_hosts_mismatched(pool, e)) {
+        w->error = e;
+        return e->code;
+    }
     int err = pgw_ctx_err(ctx);
     w->ctx = err ? NULL : pgw_ctx_with_cancel(ctx);
     if (!err && !w->ctx)
@@ -182,11 +188,11 @@ void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_err
 }
 
 /* Why w, queued, cannot have a server now, in e: out of memory for the
- * hosts it tried (the list grew on a reload), or no host left of those
- * it has not tried (the breakers of the others opened meanwhile).  false
- * when it may wait (a wake-up kicks the pool again: a connect-rate
- * token, a name lookup); i is then the host chosen, or the reason to
- * wait. */
+ * hosts it tried (the list grew on a reload), no host left of those it
+ * has not tried (the breakers of the others opened meanwhile), or every
+ * host out for target_session_attrs.  false when it may wait (a wake-up
+ * kicks the pool again: a connect-rate token, a name lookup); i is then
+ * the host chosen, or the reason to wait. */
 static bool repl_no_server(struct pgw_pool_waiter *w, int *i, bool *probe,
                            struct pgw_pool_error *e)
 {
@@ -204,7 +210,7 @@ static bool repl_no_server(struct pgw_pool_waiter *w, int *i, bool *probe,
                            "server connection failed: no host of the list left to try");
         return true;
     }
-    return false;
+    return pgw_pool_hosts_mismatched(pool, e);
 }
 
 /* Not while the pool is paused (PAUSE, KILL): as PgBouncer, no new server

@@ -9,7 +9,9 @@ REPLICATION privilege) goes to that client and opens no breaker; a bad
 value is 22023; auth_type=hba matches physical connections to the
 replication keyword only.  A client waiting for its server (PAUSE) is
 a waiting client of its pool (SHOW CLIENTS, cl_waiting, maxwait); on a
-host list every host gets one attempt (more than 64 too).  Needs
+host list every host gets one attempt (more than 64 too), and a list
+whose every host the pool skips for target_session_attrs refuses it at
+once.  Needs
 wal_level=logical (tests/pgcluster.sh).
 """
 
@@ -314,6 +316,25 @@ class TestHostLists(ReplicationCase):
                 self.assertEqual(self.logical_addr(px, "many"), "127.0.0.2")
                 self.assertEqual(self.fake.logins - before, n - 1)
                 self.assertEqual(px.stop(), 0, px.log_tail())
+
+    def test_every_host_skipped_fails_at_once(self):
+        # A normal client found the only host read-only: the pool skips it
+        # for server_login_retry and its clients get that refusal at once.
+        # A replication client waited for client_login_timeout instead.
+        px = self.start_pgwharf(databases={"ro": self.entry([("127.0.0.1", self.fake.port)])},
+                                settings={"server_login_retry": "60s",
+                                          "client_login_timeout": "60s"})
+        cp = px.psql("select 1", db="ro", check=False)
+        self.assertIn("server login failed", cp.stderr)
+        self.assertIn("session is read-only", cp.stderr)
+        t = pt.Background(lambda: self.logical_addr(px, "ro"))
+        t.join(20)
+        self.assertFalse(t.is_alive(), "the replication client still waits")
+        self.assertIsInstance(t.error, psycopg2.OperationalError, t.error)
+        self.assertIn("server login failed", str(t.error))
+        self.assertIn("session is read-only", str(t.error))
+        self.assertRegex(px.log(), r"event=disconnect .*db=ro .*sqlstate=08001")
+        self.assertEqual(self.fake.logins, 1)
 
 
 class TestLogical(ReplicationCase):
