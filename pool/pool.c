@@ -109,7 +109,8 @@ static void waiter_done_cb(struct pgw_ctx_sub *sub, int err)
     waiter_fail(w, &e);
 }
 
-void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err)
+/* The normal queue only (pgw_pool_fail_waiters adds the replication one). */
+static void fail_queue(struct pgw_pool *pool, const struct pgw_pool_error *err)
 {
     struct pgw_list snap;
     pgw_list_init(&snap);
@@ -126,6 +127,11 @@ void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *e
         struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
         waiter_fail(w, err);
     }
+}
+
+void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err)
+{
+    fail_queue(pool, err);
     pgw_pool_repl_fail_waiters(pool, err);
 }
 
@@ -154,11 +160,14 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
         pool->login_retry_until = retry > 0 ? pool_now(pool) + retry : 0;
     }
     /* Its waiters would only wait for the same refusal: they get it now,
-     * unless a server of the pool is lent out and comes back. */
+     * unless a server of the pool is lent out and comes back.  Not its
+     * replication clients: their servers log in otherwise (pg_hba's
+     * replication lines, no connect_query, no database for a physical
+     * one), each gets its own server's answer (replication.c). */
     if (pool->n_active == 0 && pool->n_idle == 0) {
         struct pgw_pool_error err;
         pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
-        pgw_pool_fail_waiters(pool, &err);
+        fail_queue(pool, &err);
     }
 }
 

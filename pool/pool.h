@@ -228,7 +228,8 @@ bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w);
  * listed with the pool's servers (pgw_pool_server_next).  Its login
  * refused for the client's own reasons (privileges, pg_hba, 53300) goes
  * to that client only: neither the backend's breaker nor the pool's
- * server_login_retry hears of it.
+ * server_login_retry hears of it; nor does the pool's refused login end
+ * the client's wait (its server logs in otherwise).
  * Returns PGW_ACQ_QUEUED (cb later, with the server logged in or NULL and
  * w->error) or a negative code with w->error (as pgw_pool_acquire). */
 enum { PGW_REPL_NONE = 0, PGW_REPL_PHYSICAL = 1, PGW_REPL_LOGICAL = 2 };

@@ -20,7 +20,9 @@
  * client fails when none is left.  A refusal the server answered for the
  * client's own reasons ends it at once; so does a list whose every host
  * the pool found not to match target_session_attrs (as a normal client
- * of the pool is refused).
+ * of the pool is refused).  The pool's own refused logins do not end a
+ * replication client: its server logs in otherwise (pg_hba's replication
+ * lines, no connect_query), and gets its own answer.
  */
 #include "pool/pool_int.h"
 

@@ -8,10 +8,10 @@ CLIENTS / SERVERS say physical or logical.  A refusal by the server (no
 REPLICATION privilege) goes to that client and opens no breaker; a bad
 value is 22023; auth_type=hba matches physical connections to the
 replication keyword only.  A client waiting for its server (PAUSE) is
-a waiting client of its pool (SHOW CLIENTS, cl_waiting, maxwait); on a
-host list every host gets one attempt (more than 64 too), and a list
-whose every host the pool skips for target_session_attrs refuses it at
-once.  Needs
+a waiting client of its pool (SHOW CLIENTS, cl_waiting, maxwait); the
+pool's own refused logins leave it alone; on a host list every host gets
+one attempt (more than 64 too), and a list whose every host the pool
+skips for target_session_attrs refuses it at once.  Needs
 wal_level=logical (tests/pgcluster.sh).
 """
 
@@ -229,8 +229,9 @@ class TestPhysical(ReplicationCase):
 
 
 class TestHeldClients(ReplicationCase):
-    """A replication client waiting for its server (PAUSE) is a waiting
-    client of its pool."""
+    """A replication client waiting for its server (PAUSE, the connect-rate
+    bucket) is a waiting client of its pool, and only its own server's
+    answer ends that wait."""
 
     def held_client(self, px, app):
         """A physical client logging in in the background, held (waiting
@@ -273,6 +274,34 @@ class TestHeldClients(ReplicationCase):
                          (0, 1, 0, 0), p)
         st = self.rows(px, "STATS", database="replication")
         self.assertGreater(int(st[0]["total_wait_time"]), 0, st)
+
+    def test_pool_login_refusal_leaves_replication_clients(self):
+        # The pool's refused login (here its connect_query, which never
+        # runs on a replication server) failed the replication clients
+        # waiting in the pool too, though their own servers log in
+        # differently (no connect_query; pg_hba's replication lines; no
+        # database for a physical one).  One token a minute: the normal
+        # server takes it at RESUME, the replication client waits for the
+        # next one while the refusal comes.
+        dbs = {"replication": self.pg.conn_string(
+            self.pg.database, connect_query="select pgw_no_such_function()")}
+        px = self.start_pgwharf(databases=dbs, settings={
+            "server_connect_rate": "0.2", "server_connect_burst": 1,
+            "server_login_retry": "60s"})
+        console = self.console_conn(px)
+        console.cursor().execute("PAUSE replication")
+        t = self.held_client(px, "pgw_refused_pool")
+        normal = pt.Background(lambda: psycopg2.connect(px.dsn(db="replication")))
+        self.addCleanup(lambda: normal.join(30) or (normal.result and normal.result.close()))
+        pt.wait_pool(console, "replication", self.pg.user, cl_waiting=2)
+        console.cursor().execute("RESUME replication")
+        normal.join(15)
+        self.assertIsInstance(normal.error, psycopg2.OperationalError, normal.error)
+        self.assertIn("pgw_no_such_function", str(normal.error))
+        t.join(30)
+        self.assertIsNone(t.error)
+        self.assertIsNotNone(t.result)
+        self.wait_walsenders(1, "pgw_refused_pool")
 
 
 class TestHostLists(ReplicationCase):
