@@ -440,6 +440,24 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW
     return sql_at_end(p, end) ? kind : PGW_LISTEN_NONE;
 }
 
+bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1])
+{
+    const char *p = sql, *end = sql + len;
+    sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "DEALLOCATE"))
+        return false;
+    sql_skip_space(&p, end);
+    const char *at = p;
+    if (sql_keyword(&p, end, "PREPARE")) {
+        sql_skip_space(&p, end);
+        if (sql_at_end(p, end))
+            p = at;                      /* DEALLOCATE prepare: the name */
+    }
+    if (sql_keyword(&p, end, "ALL"))
+        return false;                    /* ALL is reserved: never a name */
+    return sql_ident(&p, end, name) && sql_at_end(p, end);
+}
+
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
 {
     size_t i = 0;

@@ -97,6 +97,14 @@ enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_A
 enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1]);
 
 /*
+ * A simple Query's text that is one "DEALLOCATE [PREPARE] name" and nothing
+ * else (white space and one ';' as for pgw_listen_parse): true, with the
+ * name as PostgreSQL reads it (unquoted lowered, quoted as written).  false
+ * for DEALLOCATE ALL, a name pgwharf does not read, anything else.  Pure.
+ */
+bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1]);
+
+/*
  * A savepoint statement's kind and name: "SAVEPOINT name", "RELEASE
  * [SAVEPOINT] name", "ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name"
  * (name read as by pgw_listen_parse; "" when it is one pgwharf does not

@@ -1036,6 +1036,35 @@ bool pgw_notify_room_for_hub(const struct pgw_session *s)
     return h ? !h->no_room && room_for(s->px, s->pool, h) : room_for(s->px, s->pool, NULL);
 }
 
+static bool may_be_deallocate(const char *sql, size_t n)
+{
+    static const char *const kw[] = { "DEALLOCATE" };
+    return pgw_sql_may_start(sql, n, kw, 1);
+}
+
+/* A whole Query sql (len bytes, then its NUL; total: the message's) of a
+ * client with prepared LISTENs or UNLISTENs that starts with DEALLOCATE:
+ * "DEALLOCATE [PREPARE] name" of one of them forgets it, as PostgreSQL
+ * would (no server has it: the server would answer 26000); any other
+ * DEALLOCATE goes to the server (0). */
+static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, uint32_t total)
+{
+    char name[PGW_CHANNEL_MAX + 1];
+    struct pgw_notify_sub *sub = s->notify;
+    if (strlen(sql) != len || !pgw_deallocate_parse(sql, len, name) ||
+        !pgw_notify_vstmt_forget(sub, name))
+        return 0;
+    s->query_count++;
+    s->px->total_query++;
+    pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
+    reply_local(s, "DEALLOCATE");
+    if (s->state == PGW_SS_CLOSING)
+        return -1;
+    if (sub_empty(sub) && !sub->waiting)
+        pgw_notify_session_gone(s);     /* that was all it kept */
+    return 1;
+}
+
 int pgw_notify_query(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -1049,15 +1078,19 @@ int pgw_notify_query(struct pgw_session *s)
     uint32_t total = pgw_get_u32(p + 1) + 1;
     if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
         return 0;
+    size_t have = b->len - b->parsed - PGW_MSG_HDR;
+    bool dealloc = s->notify && s->notify->nvst > 0 &&
+                   may_be_deallocate((const char *)p + PGW_MSG_HDR, have);
     if (b->len - b->parsed < total)   /* read it whole first, if it may be one */
-        return b->len - b->parsed > PGW_MSG_HDR &&
-                       pgw_notify_may_be_listen((const char *)p + PGW_MSG_HDR,
-                                                b->len - b->parsed - PGW_MSG_HDR)
+        return have > 0 && (dealloc || pgw_notify_may_be_listen((const char *)p + PGW_MSG_HDR,
+                                                                have))
                    ? PGW_NOTIFY_MORE : 0;
     const char *sql = (const char *)p + PGW_MSG_HDR;
     size_t len = total - PGW_MSG_HDR;
     if (len == 0 || sql[len - 1] != '\0')
         return 0;                       /* the server reports it */
+    if (dealloc)
+        return deallocate_query(s, sql, len - 1, total);
     char chan[PGW_CHANNEL_MAX + 1];
     bool converted;
     enum pgw_listen_kind kind = pgw_notify_parse(s, sql, len - 1, chan, &converted);

@@ -88,6 +88,14 @@ static void vstmt_drop(struct pgw_notify_sub *sub, const char *name)
         *v = sub->vst[--sub->nvst];
 }
 
+bool pgw_notify_vstmt_forget(struct pgw_notify_sub *sub, const char *name)
+{
+    if (!vstmt_find(sub, name))
+        return false;
+    vstmt_drop(sub, name);
+    return true;
+}
+
 static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
 {
     struct notify_vstmt *v = vstmt_find(sub, in->name);

@@ -1618,7 +1618,9 @@ void pgw_relay_client_data(struct pgw_session *s)
         const uint8_t *m = b->data + b->parsed;
         size_t have = b->len - b->parsed;
         if (m[0] == PGW_FE_QUERY) {
-            if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]))
+            /* (A DEALLOCATE may be of a prepared LISTEN it keeps.) */
+            if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]) &&
+                !(s->notify && (m[PGW_MSG_HDR] | 0x20) == 'd'))
                 break;
         } else if (m[0] == PGW_FE_PARSE) {
             if (!s->notify && !parse_may_be_listen(m, have))

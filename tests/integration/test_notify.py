@@ -1276,6 +1276,42 @@ class TestExtendedProtocol(NotifyCase):
                 self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
                 a.close()
 
+    def test_sql_deallocate_of_a_prepared_listen(self):
+        # SQL DEALLOCATE of a prepared LISTEN pgwharf kept: it went to a
+        # server, which has no such statement (26000), and pgwharf kept it
+        # (a later Bind of the name still ran it).  The name as PostgreSQL
+        # reads it: lowered unless quoted.
+        for mps, sql, name in ((200, 'deallocate "S_1"', "S_1"), (0, "DEALLOCATE s1;", "s1"),
+                               (200, "deallocate prepare S1", "s1"),
+                               (0, ' deallocate prepare "pr""x"', 'pr"x')):
+            with self.subTest(sql=sql, max_prepared_statements=mps):
+                self.use_max_prepared_statements(mps)
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg(name, "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                a.sendall(hz.query_msg(sql))
+                self.assertEqual(hz.read_until_ready(a), [(b"C", b"DEALLOCATE\x00"),
+                                                          (b"Z", b"I")])
+                a.sendall(bind_exec(name))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+                a.close()
+        # Any other goes to the server, which answers: a name folded to
+        # another one's, one the client did not prepare, DEALLOCATE ALL.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("S_1", "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        for sql in ("deallocate S_1", "deallocate other"):
+            rows, errs = hz.simple_query(a, sql)
+            self.assertEqual([e["C"] for e in errs], ["26000"], sql)
+        a.sendall(bind_exec("S_1"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.assertEqual(hz.simple_query(a, "deallocate all"), ([], []))
+        a.sendall(bind_exec("S_1"))
+        got = hz.read_until_ready(a)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+
     def test_no_channel_left_gives_the_server_back(self):
         # asyncpg's remove_listener: the client's prepared LISTEN and
         # UNLISTEN stay with pgwharf, which kept the listening server with

@@ -470,6 +470,36 @@ static void test_listen_parse(void **state)
     assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, chan), PGW_LISTEN_NONE);
 }
 
+static void test_deallocate_parse(void **state)
+{
+    (void)state;
+    char name[PGW_CHANNEL_MAX + 1];
+    static const struct { const char *sql; bool ok; const char *name; } cases[] = {
+        { "DEALLOCATE a", true, "a" },
+        { " deallocate S_1 ;", true, "s_1" },                        /* lowered */
+        { "DEALLOCATE \"S_1\"", true, "S_1" },                       /* quoted: as written */
+        { "deallocate prepare \"x\"\"y\"", true, "x\"y" },
+        { "DEALLOCATE PREPARE", true, "prepare" },                    /* a statement's name */
+        { "DEALLOCATE prepare;", true, "prepare" },
+        { "DEALLOCATE \"ALL\"", true, "ALL" },
+        { "DEALLOCATE ALL", false, NULL },
+        { "deallocate prepare all", false, NULL },
+        { "DEALLOCATE a b", false, NULL },
+        { "DEALLOCATE /* c */ a", false, NULL },
+        { "DEALLOCATE", false, NULL },
+        { "DEALLOCATE \"\"", false, NULL },
+        { "DEALLOCATEa", false, NULL },
+        { "DEALLOCATE a; DEALLOCATE b", false, NULL },
+        { "select 1", false, NULL },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool ok = pgw_deallocate_parse(cases[i].sql, strlen(cases[i].sql), name);
+        assert_int_equal(ok, cases[i].ok);
+        if (ok)
+            assert_string_equal(name, cases[i].name);
+    }
+}
+
 static void test_sp_parse(void **state)
 {
     (void)state;
@@ -561,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_dollar_tag),
         cmocka_unit_test(test_listen_parse),
         cmocka_unit_test(test_sp_parse),
+        cmocka_unit_test(test_deallocate_parse),
         cmocka_unit_test(test_statement_end),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
