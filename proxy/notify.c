@@ -113,6 +113,8 @@ static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t t
 static void fresh_add(struct pgw_notify_sub *sub, const char *chan);
 static int tx_current(const struct pgw_notify_sub *sub);
 static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n);
+static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
+static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
@@ -544,12 +546,17 @@ static void not_representable(struct pgw_session *s, const char *enc)
 }
 
 /* The hub's copy, unless the client's own server sent it the same one
- * (pgw_notify_server_notification). */
-static void deliver_once(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+ * (pgw_notify_server_notification); held (maybe) when the client does
+ * not listen on its channel yet but its transaction's LISTEN may have
+ * committed. */
+static void deliver_once(struct pgw_session *s, const uint8_t *msg, uint32_t total, bool maybe)
 {
     if (s->notify->necho > 0 && echo_take(s->notify, msg, total))
         return;
-    pgw_notify_deliver(s, msg, total);
+    if (maybe)
+        maybe_add(s, msg, total);
+    else
+        pgw_notify_deliver(s, msg, total);
 }
 
 static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total)
@@ -563,30 +570,33 @@ static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total
      * (and may close others), which leave the list; a closed session's
      * memory stays until the loop's check watcher. */
     size_t n = 0, cap = 0;
-    struct pgw_session **to = NULL;
+    struct { struct pgw_session *s; bool maybe; } *to = NULL;
     for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
-        if (sub_find(sub, chan) < 0)
+        bool maybe = false;
+        if (sub_find(sub, chan) < 0 && !(maybe = maybe_for(sub, chan)))
             continue;
-        struct pgw_session **grown = pgw_array_grow(to, sizeof(*grown), n, &cap, 16);
+        void *grown = pgw_array_grow(to, sizeof(*to), n, &cap, 16);
         if (!grown)
             break;
         to = grown;
-        to[n++] = sub->session;
+        to[n].s = sub->session;
+        to[n++].maybe = maybe;
     }
     bool ascii = pgw_pgenc_ascii(msg + PGW_MSG_HDR + 4, total - PGW_MSG_HDR - 4);
     struct converted conv = { 0 };
     for (size_t i = 0; i < n; i++) {
-        if (to[i]->state == PGW_SS_CLOSING || !to[i]->notify)
+        struct pgw_session *s = to[i].s;
+        if (s->state == PGW_SS_CLOSING || !s->notify)
             continue;
-        const struct pgw_pgenc_conv *c = ascii ? NULL : client_conv(to[i]);
+        const struct pgw_pgenc_conv *c = ascii ? NULL : client_conv(s);
         if (!c) {
-            deliver_once(to[i], msg, total);
+            deliver_once(s, msg, total, to[i].maybe);
         } else if (convert_notification(&conv, c, msg, total)) {
-            deliver_once(to[i], conv.msg, conv.len);
+            deliver_once(s, conv.msg, conv.len, to[i].maybe);
         } else {
-            to[i]->px->total_notifications_dropped++;
-            not_representable(to[i], c->name);
+            s->px->total_notifications_dropped++;
+            not_representable(s, c->name);
         }
     }
     free(conv.msg);
@@ -951,6 +961,7 @@ struct pgw_notify_sub *pgw_notify_sub_get(struct pgw_session *s)
     sub->hub = h;
     sub->session = s;
     pgw_wbuf_init(&sub->pending);
+    pgw_wbuf_init(&sub->maybe);
     pgw_list_append(&h->subs, &sub->node);
     s->notify = sub;
     return sub;
@@ -1131,6 +1142,21 @@ bool pgw_notify_waiting(const struct pgw_session *s)
     return s->notify && s->notify->waiting;
 }
 
+/* One more than 1 MB waiting for s: dropped. */
+static void dropped_one(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    s->px->total_notifications_dropped++;
+    if (!sub->dropped) {
+        char qd[200], qu[200];
+        pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than 1 MB "
+                 "of notifications wait for the client (its transaction to end, or to read "
+                 "them)\"",
+                 s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
+        sub->dropped = true;
+    }
+}
+
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
@@ -1141,15 +1167,7 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
         return;
     }
     if (now || held + total > NOTIFY_PENDING_MAX) {
-        s->px->total_notifications_dropped++;
-        if (!sub->dropped) {
-            char qd[200], qu[200];
-            pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than 1 MB "
-                     "of notifications wait for the client (its transaction to end, or to read "
-                     "them)\"",
-                     s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
-            sub->dropped = true;
-        }
+        dropped_one(s);
         return;
     }
     pgw_wbuf_append(&sub->pending, msg, total);
@@ -1347,6 +1365,101 @@ static void echo_seal(struct pgw_notify_sub *sub)
     hub_kick(h);
 }
 
+/* ---- the end of a LISTEN's transaction ----
+ *
+ * Its server commits, sends its ReadyForQuery (the COMMIT's tag first, for
+ * a transaction block), and from its commit on listens; pgwharf reads that
+ * reply a moment later, or much later when the client reads slowly and
+ * the reply waits behind what the relay holds for it.  A notification
+ * committed in between reaches the hub, whose copy the client must get
+ * unless its server sends its own before its ReadyForQuery: after it, the
+ * server is given back (and closed) and what it sends is not read.  So
+ * while a request of the client's runs (one whose reply may end the
+ * transaction), the hub's copies of a channel only its transaction listens
+ * on are held (sub->maybe), as the transaction's LISTEN is:
+ *   - its server's copy of one takes its place (and the hub's copies of
+ *     the channel before it go: committed before the server listened, so
+ *     PostgreSQL would not send them);
+ *   - when the LISTEN is the hub's (its transaction committed) they are
+ *     the client's: with the rest held for the end of its transaction;
+ *   - when it is forgotten, they go.
+ * While no request runs, the transaction is open on an idle server: what
+ * comes was committed before the LISTEN and is not the client's, as in
+ * PostgreSQL.  The price: one committed while the transaction's last
+ * request ran, before its COMMIT, reaches the client too. */
+
+static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan)
+{
+    const struct pgw_session *s = sub->session;
+    return sub->ntx > 0 && s->server && (s->track.sync_out > 0 || s->track.fe_open > 0) &&
+           tx_holds(sub, chan);
+}
+
+static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (sub->pending.len + sub->maybe.len + total > NOTIFY_PENDING_MAX)
+        dropped_one(s);
+    else
+        pgw_wbuf_append(&sub->maybe, msg, total);
+}
+
+static const char *msg_chan(const uint8_t *m)
+{
+    return (const char *)m + PGW_MSG_HDR + 4;   /* Int32 pid, channel, payload */
+}
+
+/* The same message among the held copies: it and the earlier copies of
+ * its channel go. */
+static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_wbuf *p = &sub->maybe;
+    size_t hit = p->len;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len && hit == p->len;
+         off += 1 + (size_t)pgw_get_u32(p->data + off + 1))
+        if (1 + (size_t)pgw_get_u32(p->data + off + 1) == total &&
+            memcmp(p->data + off, msg, total) == 0)
+            hit = off;
+    if (hit == p->len)
+        return false;
+    size_t kept = 0;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
+        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
+        if (off > hit || strcmp(msg_chan(p->data + off), msg_chan(msg)) != 0) {
+            memmove(p->data + kept, p->data + off, n);
+            kept += n;
+        }
+        off += n;
+    }
+    p->len = kept;
+    return true;
+}
+
+/* The transaction's LISTENs were decided: the held copies of a channel
+ * the client listens on now are its own, those of one it does not (and
+ * its transaction no longer may) go. */
+static void maybe_settle(struct pgw_notify_sub *sub)
+{
+    struct pgw_wbuf *p = &sub->maybe;
+    size_t kept = 0;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
+        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
+        const char *chan = msg_chan(p->data + off);
+        if (sub_find(sub, chan) >= 0) {
+            pgw_wbuf_append(&sub->pending, p->data + off, n);   /* counted in the bound */
+        } else if (tx_holds(sub, chan)) {
+            memmove(p->data + kept, p->data + off, n);
+            kept += n;
+        }
+        off += n;
+    }
+    p->len = kept;
+    if (kept == 0 && p->cap > 65536) {
+        pgw_wbuf_deinit(p);                /* a burst's memory goes back */
+        pgw_wbuf_init(p);
+    }
+}
+
 bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
@@ -1359,7 +1472,7 @@ bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, u
         return false;     /* the hub's copy reached it, or waits for its transaction's end */
     if (!has && !tx_holds(sub, chan))
         return true;      /* not the hub's (a LISTEN in a function): as before */
-    if (!pending_take(sub, msg, total))
+    if (!pending_take(sub, msg, total) && !maybe_take(sub, msg, total))
         echo_add(sub, msg, total);
     return true;
 }
@@ -1411,6 +1524,7 @@ void pgw_notify_session_gone(struct pgw_session *s)
         if (sub->tx[i].kind == PGW_LISTEN)
             chan_unref(h, sub->tx[i].chan);      /* its hold */
     pgw_wbuf_deinit(&sub->pending);
+    pgw_wbuf_deinit(&sub->maybe);
     free(sub->chans);
     free(sub->vst);
     free(sub->tx);
@@ -1685,6 +1799,8 @@ static void tx_settle_to(struct pgw_notify_sub *sub, int n, enum tx_event ev, in
     }
     memmove(sub->tx + kept, sub->tx + n, (size_t)(sub->ntx - n) * sizeof(sub->tx[0]));
     sub->ntx -= n - kept;
+    if (sub->maybe.len > 0)
+        maybe_settle(sub);
 }
 
 static void tx_settle(struct pgw_notify_sub *sub, int n, enum tx_event ev)
@@ -1921,6 +2037,8 @@ void pgw_notify_discard(struct pgw_session *s)
     pgw_notify_unlisten(sub, PGW_UNLISTEN_ALL, NULL);
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = sub->dropped = false;
+    pgw_wbuf_reset(&sub->maybe);
+    sub->maybe.failed = false;
     sub->nvst = 0;
 }
 

@@ -110,6 +110,9 @@ struct pgw_notify_sub {
     struct notify_echo *echo;
     int necho;
     size_t capecho;
+    struct pgw_wbuf maybe;              /* the hub's copies for a channel only its
+                                           transaction listens on, which may have
+                                           committed (notify.c, maybe_add) */
 };
 
 /* ---- notify.c, for notify_ext.c ---- */

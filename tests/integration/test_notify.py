@@ -614,6 +614,85 @@ class TestInsideATransaction(NotifyCase):
             os.kill(pid, signal.SIGCONT)
         self.once_at_commit(a, chan, got)
 
+    def test_a_hub_copy_before_the_end_of_its_transaction_is_not_lost(self):
+        # The transaction of a LISTEN (implicit, or BEGIN ... COMMIT in one
+        # Query) has committed on the client's server, which has sent its
+        # ReadyForQuery, but pgwharf has not read it yet (the client reads
+        # slowly: the server's reply waits behind what pgwharf relays).  A
+        # notification committed then reached the hub, whose copy pgwharf
+        # skipped for the client (not listening yet); its own server, which
+        # would send it after its ReadyForQuery (stopped here), was closed
+        # when given back: the notification was lost.  (Not stopped, the
+        # client gets one copy too: its server's, when pgwharf reads it
+        # with the ReadyForQuery, else the hub's.)
+        shapes = ("listen {c}; select repeat('x', 1000) as marker_{c} "
+                  "from generate_series(1, 3000)",
+                  "begin; listen {c}; select repeat('x', 1000) as marker_{c} "
+                  "from generate_series(1, 3000); commit")
+        for n, (sql, stop) in enumerate((x, stop) for stop in (True, False) for x in shapes):
+            with self.subTest(sql=sql, stopped=stop):
+                chan = "pgw_race%d" % n
+                w = self.witness(chan)
+                a = socket.socket()
+                self.addCleanup(a.close)
+                a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                a.settimeout(20)
+                a.connect((self.px.host, self.px.port))
+                hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+                pg = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+                self.addCleanup(pg.close)
+                hz.sync_login(pg, self.pg.user, self.pg.database, self.pg.password)
+                a.sendall(hz.query_msg(sql.format(c=chan)))
+
+                def server():
+                    rows = hz.simple_query(pg, "select pid, client_port, state from "
+                                           "pg_stat_activity where query like "
+                                           "'%%marker_%s %%' and pid <> pg_backend_pid()"
+                                           % chan)[0]
+                    return rows[0] if rows else None
+                pt.wait_until(lambda: server() is not None, 20, what="the client's server")
+                got = bytearray()
+                while server()[2] != b"idle":     # its ReadyForQuery is sent
+                    got += a.recv(4096)
+                pid, port = int(server()[0]), int(server()[1])
+                # ... and not read by pgwharf: bytes from it wait in pgwharf's socket.
+                self.assertGreater(tcp_rx_queue(port, self.pg.port), 0)
+
+                def next_msg():
+                    while len(got) < 5 or len(got) < 1 + struct.unpack("!I", got[1:5])[0]:
+                        chunk = a.recv(65536)
+                        if not chunk:
+                            raise EOFError("pgwharf closed the connection")
+                        got.extend(chunk)
+                    size = 1 + struct.unpack("!I", got[1:5])[0]
+                    m = (bytes(got[:1]), bytes(got[5:size]))
+                    del got[:size]
+                    return m
+                if stop:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    self.notify(chan, "n1")
+                    self.assertEqual([x[1:] for x in read_notifications(w, 1)], [(chan, "n1")])
+                    msgs = [next_msg()]
+                    while msgs[-1][0] != b"Z":
+                        msgs.append(next_msg())
+                finally:
+                    if stop:
+                        os.kill(pid, signal.SIGCONT)
+                self.assertEqual(msgs[-1], (b"Z", b"I"))
+                # n1 once (from its server before the ReadyForQuery, or after it), then n2.
+                seen = [notification(b)[1:] for t, b in msgs if t == b"A"]
+                self.notify(chan, "n2")
+                while seen[-1:] != [(chan, "n2")]:
+                    t, b = next_msg()
+                    self.assertEqual(t, b"A")
+                    seen.append(notification(b)[1:])
+                self.assertEqual(seen, [(chan, "n1"), (chan, "n2")])
+                self.assertEqual(got, b"")
+                self.assertEqual(hz.simple_query(a, "select 6"), ([[b"6"]], []))
+                w.close()
+                a.close()
+
     def test_one_barrier_while_the_hub_does_not_answer(self):
         # A copy its own server sent waits for the hub's barrier; while the
         # hub's server does not answer, each later transaction of the
