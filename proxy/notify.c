@@ -58,6 +58,7 @@
 #define NOTIFY_PENDING_MAX (1u << 20)   /* notifications held for one client */
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
+#define NOTIFY_STMT_MAX 4096            /* a LISTEN's text converted (longer: white space) */
 
 struct notify_chan {
     char name[PGW_CHANNEL_MAX + 1];
@@ -473,9 +474,9 @@ enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *s
     const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(sql, len) ? NULL : client_conv(s);
     if (!c)
         return pgw_listen_parse(sql, len, chan);
-    if (len > PGW_NOTIFY_QUERY_MAX)
+    if (len > NOTIFY_STMT_MAX)
         return PGW_LISTEN_NONE;
-    char utf8[4 * PGW_NOTIFY_QUERY_MAX];
+    char utf8[4 * NOTIFY_STMT_MAX];
     ssize_t n = pgw_pgenc_convert(c->from_client, sql, len, utf8, sizeof(utf8));
     if (n < 0)
         return PGW_LISTEN_NONE;

@@ -480,7 +480,7 @@ void pgw_notify_discard(struct pgw_session *s);
  * pgw_notify_tx_tag: each CommandComplete, whole; pgw_notify_tx_error: each
  * ErrorResponse the client gets; pgw_notify_tx_ready: each ReadyForQuery's
  * status. */
-#define PGW_NOTIFY_QUERY_MAX 4096
+#define PGW_NOTIFY_QUERY_MAX (PGW_IOBUF_SIZE - PGW_MSG_HDR)   /* whole in the relay's buffer */
 /* A Close (whole, at most PGW_NOTIFY_CLOSE_MAX bytes: longer names are
  * never notify.c's) of a client holding s->notify: a prepared LISTEN or
  * UNLISTEN of that name is gone. */

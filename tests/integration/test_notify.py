@@ -321,6 +321,21 @@ class TestInsideATransaction(NotifyCase):
         a.sendall(hz.query_msg("select 5"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
 
+    def test_in_a_long_query(self):
+        # A Query over 4096 bytes was not read for a LISTEN: after COMMIT
+        # the client never got the channel's notifications.  Now one up to
+        # what the relay's buffer holds (32 KB) is read whole.
+        for n, filler in enumerate(("x" * 5000, "y" * 30000)):
+            with self.subTest(bytes=len(filler)):
+                chan = "pgw_long%d" % n
+                a = login(self, self.px)
+                self.expect(a, "begin; listen %s; /* %s */ commit; -- %s" %
+                            (chan, filler, filler[:1000]), ["BEGIN", "LISTEN", "COMMIT"], b"I")
+                self.hub_listens(chan)
+                self.notify(chan, "long")
+                self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "long")])
+                a.close()
+
     def test_prepared_inside_a_transaction(self):
         # pgjdbc outside autocommit: BEGIN and the LISTEN in one batch,
         # through the unnamed statement; COMMIT later.
