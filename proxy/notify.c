@@ -1386,8 +1386,9 @@ static void echo_seal(struct pgw_notify_sub *sub)
  *   - when it is forgotten, they go.
  * While no request runs, the transaction is open on an idle server: what
  * comes was committed before the LISTEN and is not the client's, as in
- * PostgreSQL.  The price: one committed while the transaction's last
- * request ran, before its COMMIT, reaches the client too. */
+ * PostgreSQL; so is what a ReadyForQuery 'T' or 'E' with no request
+ * behind it finds held.  The price: one committed while the request that
+ * ends the transaction ran, before its commit, reaches the client too. */
 
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan)
 {
@@ -2014,6 +2015,12 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
     /* Those of this request or before are decided or kept; the others came
      * behind it.  (Called before the tracker counts this ReadyForQuery.) */
     tx_settle(sub, tx_current(sub), status == 'I' ? TX_ENDED : TX_GOES_ON);
+    if (status != 'I' && s->track.sync_out <= 1 && s->track.fe_open == 0) {
+        /* Its transaction goes on and nothing behind may end it: what the
+         * hub sent so far was committed before it. */
+        pgw_wbuf_reset(&sub->maybe);
+        sub->maybe.failed = false;
+    }
     sp_request_ended(sub);
     if (status == 'I')
         sub->nsp = 0;

@@ -708,6 +708,25 @@ class TestInsideATransaction(NotifyCase):
                 w.close()
                 a.close()
 
+    def test_not_one_committed_while_its_transaction_goes_on(self):
+        # The hub's copy that came while a request of the LISTEN's
+        # transaction ran, which left it open (ReadyForQuery 'T'), was
+        # committed before the LISTEN: not the client's at COMMIT.
+        chan = "pgw_goes_on"
+        gate = hz.Gate(self.pg, 7484)
+        self.addCleanup(gate.close)
+        w = self.witness(chan)
+        a = login(self, self.px)
+        a.sendall(hz.query_msg("begin; listen %s; select %s as marker_on" % (chan, gate.sql())))
+        self.pg.wait_running("marker_on", lock_wait=True)
+        self.notify(chan, "before")
+        self.assertEqual([x[1:] for x in read_notifications(w, 1)], [(chan, "before")])
+        gate.open()
+        self.assertEqual(hz.read_until_ready(a)[-1], (b"Z", b"T"))
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.notify(chan, "after")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "after")])
+
     def test_one_barrier_while_the_hub_does_not_answer(self):
         # A copy its own server sent waits for the hub's barrier; while the
         # hub's server does not answer, each later transaction of the
