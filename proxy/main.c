@@ -395,6 +395,11 @@ static int run(const char *path, const struct options *o)
         fprintf(stderr, "pgwharf: %s\n", err);
     } else {
         pgw_info("started", "version=%s pid=%d", PGW_VERSION, (int)getpid());
+        if (geteuid() == 0)
+            /* PgBouncer refuses to run as root; a warning here (containers
+             * and test rigs do), naming the way out. */
+            pgw_warn("running_as_root", "reason=\"pgwharf runs as root: set user = NAME "
+                     "(or -u NAME) to run as an unprivileged user\"");
         ready(ready_fd);
         while (!pgw_proxy_finished(px))
             ev_run(loop, 0);

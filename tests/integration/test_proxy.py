@@ -1388,6 +1388,12 @@ class TestUserKey(pt.PgwharfTestCase):
         self.assertEqual(dict(self.uids(px.pid))["Gid:"], {pw.pw_gid})
         self.assertEqual(px.psql("select 'served'"), "served")
         self.assertEqual(px.admin("SHOW VERSION")[0][0].split()[0], "pgwharf")
+        self.assertNotIn("event=running_as_root", px.log())
+
+    def test_root_without_user_is_warned(self):
+        px = self.start_pgwharf()
+        px.wait_for_log("event=running_as_root")
+        self.assertEqual(px.psql("select 'served'"), "served")
 
     def test_unknown_user_stops_the_start(self):
         start_fails(self, {"user": "no_such_user_x"},
