@@ -14,22 +14,19 @@
  * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  A
  * failed lookup is kept for dns_nxdomain_ttl (see dns_failed).
  *
- * Lifetimes, as proxy/peer.c's: each lookup runs on a detached thread,
- * never joined (a getaddrinfo waiting on an unreachable DNS server would
- * hold up the exit for as long as it waits).  The hub (one per set) is
- * shared by the loop and the threads and counted (refs: the set, and each
- * thread not finished): the last to let go frees it.  A request belongs to
- * its thread until the thread puts it on the hub's done list and wakes the
- * loop, then to the loop.  A backend freed while its lookup runs only
- * forgets it (r->be = NULL): the answer is dropped.  When the set is
- * destroyed the hub is closed: a thread finishing later frees its own
- * request and, last, the hub.
+ * Lifetimes: each lookup is a job of the set's offload (common/offload.h,
+ * as proxy/peer.c's user lookups are): a detached thread, never joined (a
+ * getaddrinfo waiting on an unreachable DNS server would hold up the exit
+ * for as long as it waits), whose answer comes back through the offload's
+ * ev_async.  A request belongs to its thread until its answer is back on
+ * the loop.  A backend freed while its lookup runs cancels it: the answer
+ * is dropped.  When the set is destroyed so is the offload: a thread
+ * finishing later frees its own request.
  */
 #include "pool/pool_int.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,31 +34,20 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/offload.h"
 
 #define DNS_MAX_ADDRS 8
 #define DNS_LIST_MAX 2048
 
-struct pgw_dns_hub {
-    pthread_mutex_t mu;
-    int refs;                 /* the set, and each running thread (mu) */
-    bool open;                /* the loop is there to be woken (mu) */
-    struct ev_loop *loop;
-    ev_async async;
-    struct pgw_list done;     /* finished requests (mu) */
-    struct pgw_pool_set *set; /* the loop's side */
-};
-
 struct dns_req {
-    struct pgw_list node;     /* in hub->done once finished */
-    struct pgw_dns_hub *hub;
-    struct pgw_backend *be;   /* the loop's side; NULL: nobody waits any more */
+    struct pgw_offload_job job;
+    struct pgw_backend *be;   /* the loop's side */
     char *hosts, *ports;      /* input lists (comma-separated) */
     char host[DNS_LIST_MAX], hostaddr[DNS_LIST_MAX], port[DNS_LIST_MAX];
     char error[512];
 };
 
-/* ---- name resolution (the thread side touches only its dns_req and the
- * hub under its lock) ---------------------------------------------------- */
+/* ---- name resolution (the thread side touches only its dns_req) ------- */
 
 static bool host_is_literal(const char *h)
 {
@@ -130,21 +116,10 @@ static void dns_req_free(struct dns_req *r)
     free(r);
 }
 
-static void hub_unref(struct pgw_dns_hub *hub)
+/* The job's work, on its thread. */
+static void dns_resolve(struct pgw_offload_job *job)
 {
-    pthread_mutex_lock(&hub->mu);
-    bool last = --hub->refs == 0;
-    pthread_mutex_unlock(&hub->mu);
-    if (!last)
-        return;
-    pthread_mutex_destroy(&hub->mu);
-    free(hub);
-}
-
-static void *dns_thread(void *arg)
-{
-    struct dns_req *r = arg;
-    struct pgw_dns_hub *hub = r->hub;
+    struct dns_req *r = pgw_container_of(job, struct dns_req, job);
     char buf[DNS_LIST_MAX], port[64];
     snprintf(buf, sizeof(buf), "%s", r->hosts);
     char *save = NULL;
@@ -154,44 +129,26 @@ static void *dns_thread(void *arg)
         if (!resolve_one(r, h, port))
             break;
     }
-    pthread_mutex_lock(&hub->mu);
-    bool open = hub->open;
-    if (open) {
-        pgw_list_append(&hub->done, &r->node);
-        ev_async_send(hub->loop, &hub->async);
-    }
-    pthread_mutex_unlock(&hub->mu);
-    if (!open)                /* the set is gone: nobody to tell */
-        dns_req_free(r);
-    hub_unref(hub);
-    return NULL;
 }
+
+/* The job's end without an answer wanted (backend freed, set destroyed). */
+static void dns_drop(struct pgw_offload_job *job)
+{
+    dns_req_free(pgw_container_of(job, struct dns_req, job));
+}
+
+static void dns_done(struct pgw_offload_job *job);
 
 static void dns_start(struct pgw_backend *be)
 {
-    struct pgw_dns_hub *hub = be->set->dns;
     struct dns_req *r = calloc(1, sizeof(*r));
     if (!r)
         return;
-    r->hub = hub;
     r->be = be;
-    pgw_list_init(&r->node);
     r->hosts = strdup(be->hosts);
     r->ports = strdup(be->port);
-    pthread_attr_t attr;
-    if (!r->hosts || !r->ports || pthread_attr_init(&attr) != 0) {
-        dns_req_free(r);
-        return;
-    }
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_mutex_lock(&hub->mu);
-    hub->refs++;              /* the thread's */
-    pthread_mutex_unlock(&hub->mu);
-    pthread_t t;
-    int rc = pthread_create(&t, &attr, dns_thread, r);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        hub_unref(hub);
+    if (!r->hosts || !r->ports ||
+        pgw_offload_submit(be->set->dns, &r->job, dns_resolve, dns_done, dns_drop) < 0) {
         dns_req_free(r);
         return;
     }
@@ -264,80 +221,32 @@ static void dns_apply(struct pgw_backend *be, struct dns_req *r)
     pgw_debug("server_resolve", "backend=%s hostaddr=%s", be->address, a);
 }
 
-/* The answers the threads left on the done list.  Applying one may free
- * other backends (a waiter's callback, ...): their requests still on `got`
- * are then forgotten (be NULL), not freed, so the walk is safe. */
-static void dns_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+/* An answer, on the loop (never for a backend freed meanwhile: that
+ * cancelled it). */
+static void dns_done(struct pgw_offload_job *job)
 {
-    struct pgw_dns_hub *hub = pgw_container_of(w, struct pgw_dns_hub, async);
-    struct pgw_list got, *n;
-    pgw_list_init(&got);
-    pthread_mutex_lock(&hub->mu);
-    while ((n = pgw_list_first(&hub->done))) {
-        pgw_list_del(n);
-        pgw_list_append(&got, n);
+    struct dns_req *r = pgw_container_of(job, struct dns_req, job);
+    struct pgw_backend *be = r->be;
+    be->dns = NULL;
+    if (be->refs <= 0) {             /* unused since the lookup began */
+        pgw_backend_free(be);
+    } else {
+        dns_apply(be, r);
+        pgw_backend_kick_pools(be);
     }
-    pthread_mutex_unlock(&hub->mu);
-    while ((n = pgw_list_first(&got))) {
-        pgw_list_del(n);
-        struct dns_req *r = pgw_container_of(n, struct dns_req, node);
-        struct pgw_backend *be = r->be;
-        if (be) {
-            be->dns = NULL;
-            if (be->refs <= 0) {     /* unused since the lookup began */
-                pgw_backend_free(be);
-            } else {
-                dns_apply(be, r);
-                pgw_backend_kick_pools(be);
-            }
-        }
-        dns_req_free(r);
-    }
+    dns_req_free(r);
 }
 
 int pgw_backend_dns_init(struct pgw_pool_set *set)
 {
-    struct pgw_dns_hub *hub = calloc(1, sizeof(*hub));
-    if (!hub)
-        return PGW_ENOMEM;
-    if (pthread_mutex_init(&hub->mu, NULL) != 0) {
-        free(hub);
-        return PGW_ENOMEM;
-    }
-    hub->refs = 1;
-    hub->open = true;
-    hub->loop = set->loop;
-    hub->set = set;
-    pgw_list_init(&hub->done);
-    ev_async_init(&hub->async, dns_async_cb);
-    ev_async_start(set->loop, &hub->async);
-    ev_unref(set->loop);      /* does not keep the loop alive */
-    set->dns = hub;
-    return 0;
+    set->dns = pgw_offload_create(set->loop, 0);
+    return set->dns ? 0 : PGW_ENOMEM;
 }
 
 void pgw_backend_dns_deinit(struct pgw_pool_set *set)
 {
-    struct pgw_dns_hub *hub = set->dns;
-    if (!hub)
-        return;
+    pgw_offload_destroy(set->dns);
     set->dns = NULL;
-    struct pgw_list got, *n;
-    pgw_list_init(&got);
-    pthread_mutex_lock(&hub->mu);
-    hub->open = false;
-    while ((n = pgw_list_first(&hub->done))) {
-        pgw_list_del(n);
-        pgw_list_append(&got, n);
-    }
-    pthread_mutex_unlock(&hub->mu);
-    ev_ref(set->loop);
-    ev_async_stop(set->loop, &hub->async);
-    while ((n = pgw_list_first(&got))) {
-        pgw_list_del(n);
-        dns_req_free(pgw_container_of(n, struct dns_req, node));
-    }
-    hub_unref(hub);
 }
 
 /* ---- backends ---------------------------------------------------------- */
@@ -431,7 +340,7 @@ void pgw_backend_unref(struct pgw_backend *be)
 void pgw_backend_free(struct pgw_backend *be)
 {
     if (be->dns)              /* its thread goes on; the answer is dropped */
-        be->dns->be = NULL;
+        pgw_offload_cancel(&be->dns->job);
     if (be->set)
         ev_timer_stop(be->set->loop, &be->wake);
     if (pgw_list_linked(&be->node))

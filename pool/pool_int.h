@@ -79,7 +79,7 @@ static inline struct pool_server *srv_priv(struct pgw_server *s)
 }
 
 struct dns_req;
-struct pgw_dns_hub;
+struct pgw_offload;
 
 /* One server address ("host:port" of one host of a list).  Pools of
  * every entry naming it share its breaker and token bucket. */
@@ -202,7 +202,7 @@ struct pgw_pool_set {
     struct pgw_list dead;     /* closed servers awaiting free */
     ev_timer tick;
     ev_idle reaper;
-    struct pgw_dns_hub *dns;  /* name lookups' answers (backend.c) */
+    struct pgw_offload *dns;  /* name lookups off the loop (backend.c) */
     uint64_t next_id;
     uint64_t rng;
     bool destroying;
@@ -303,8 +303,9 @@ void pgw_backend_connected(struct pgw_backend *be, bool probe);
 void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
 void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);
 void pgw_backend_kick_pools(struct pgw_backend *be);
-/* The set's name lookup hub (backend.c): made with the set; destroyed
- * after its backends, without waiting for a lookup still running. */
+/* The set's name lookups (backend.c, on common/offload.h): made with the
+ * set; destroyed after its backends, without waiting for a lookup still
+ * running. */
 int pgw_backend_dns_init(struct pgw_pool_set *set);
 void pgw_backend_dns_deinit(struct pgw_pool_set *set);
 /* A cached failed lookup (dns_nxdomain_ttl) leaves the backend without

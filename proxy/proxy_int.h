@@ -303,7 +303,7 @@ void pgw_auth_state_free(struct pgw_auth_state *st);
  * ended).  pgw_peer_lookup returns NULL when no thread can be had; at
  * most 8 run at once, the others wait their turn (still cancellable). */
 struct pgw_peer_req;
-struct pgw_peer_hub;
+struct pgw_offload;
 typedef void (*pgw_peer_done_fn)(struct pgw_session *s, const char *name, const char *error);
 struct pgw_peer_req *pgw_peer_lookup(struct pgw_session *s, uid_t uid, pgw_peer_done_fn done);
 void pgw_peer_cancel(struct pgw_peer_req *r);
@@ -422,7 +422,7 @@ struct pgw_proxy {
     struct pgw_cancel_state *cancel;
     struct pgw_scram_cache *scram_cache;     /* verifiers made from plaintext secrets */
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
-    struct pgw_peer_hub *peer;       /* peer lookups (peer.c), made on first use */
+    struct pgw_offload *peer;        /* peer lookups (peer.c), made on first use */
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;
     bool shutting_down, finished;
