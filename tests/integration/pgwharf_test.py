@@ -233,6 +233,19 @@ def show(conn, what, **match):
     return _matching(show_table(conn, what)[1], match)
 
 
+def replication_server_addr(px, db, **dsn):
+    """A logical replication client of db through px (its own server,
+    closed with it): the address its server was on."""
+    import psycopg2.extras
+    conn = psycopg2.extras.LogicalReplicationConnection(px.dsn(db=db, **dsn))
+    try:
+        cur = conn.cursor()
+        cur.execute("select host(inet_server_addr())")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 def pool_row(conn, db, user):
     """The SHOW POOLS row of (db, user), or None."""
     rows = show(conn, "POOLS", database=db, user=user)

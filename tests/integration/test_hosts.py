@@ -229,17 +229,6 @@ class SideClusters:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def repl_client_addr(case, px, db):
-    conn = psycopg2.connect(px.dsn(db=db, replication="database"),
-                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
-    try:
-        cur = conn.cursor()
-        cur.execute("select host(inet_server_addr())")
-        return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
 class HostListTest(pt.PgwharfTestCase):
 
     def start_gated_lookups(self):
@@ -281,7 +270,7 @@ class HostListTest(pt.PgwharfTestCase):
     def repl_client_addr(self, px, db):
         """A logical replication client of db (its own server, closed with
         it): the address its server was on."""
-        return repl_client_addr(self, px, db)
+        return pt.replication_server_addr(px, db)
 
     def test_round_robin(self):
         px = self.start({"rr": self.entry("127.0.0.1,127.0.0.2")})
@@ -563,7 +552,7 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s target_session_attrs=read-write" % (
             self.fake.port, self.pg.port, self.pg.database)
         px = self.start_pgwharf(settings=dict(SETTINGS), databases={"rw": entry})
-        self.assertEqual(repl_client_addr(self, px, "rw"), "127.0.0.2")
+        self.assertEqual(pt.replication_server_addr(px, "rw"), "127.0.0.2")
         self.assertEqual(self.fake.logins, 1)
         self.assertIn("session is read-only", px.log())
         br = {r["backend"]: r for r in px.show("BREAKERS")}

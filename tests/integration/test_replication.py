@@ -321,14 +321,7 @@ class TestHostLists(ReplicationCase):
                                            self.pg.database, lb))
 
     def logical_addr(self, px, db):
-        conn = psycopg2.connect(px.dsn(db=db, application_name="pgw_hosts"),
-                                connection_factory=psycopg2.extras.LogicalReplicationConnection)
-        try:
-            cur = conn.cursor()
-            cur.execute("select host(inet_server_addr())")
-            return cur.fetchone()[0]
-        finally:
-            conn.close()
+        return pt.replication_server_addr(px, db, application_name="pgw_hosts")
 
     def test_more_than_64_hosts_each_tried_once(self):
         # The hosts a client tried were a 64-bit mask: with disable, a
