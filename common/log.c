@@ -140,6 +140,14 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
     return buf;
 }
 
+static void write_line(int fd, const char *line, size_t n)
+{
+    ssize_t w;
+    do {
+        w = write(fd, line, n);
+    } while (w < 0 && errno == EINTR);
+}
+
 void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
 {
     if (level < log_level)
@@ -177,11 +185,11 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
         rest = rest ? rest + 1 : line;
         syslog(syslog_prio[level], "%.*s", (int)(n - (rest - line)), rest);
     }
-    if (quiet && log_fd == STDERR_FILENO)
-        return;
     line[n++] = '\n';
-    ssize_t w;
-    do {
-        w = write(log_fd, line, (size_t)n);
-    } while (w < 0 && errno == EINTR);
+    /* As PgBouncer: stderr gets every line unless quiet (-q, -d), a
+     * logfile too. */
+    if (log_fd != STDERR_FILENO)
+        write_line(log_fd, line, (size_t)n);
+    if (!quiet)
+        write_line(STDERR_FILENO, line, (size_t)n);
 }

@@ -30,8 +30,9 @@ int pgw_log_open(const char *path);
  * stderr), then switch to it once nothing else can fail. */
 int pgw_log_file_open(const char *path);
 void pgw_log_use(int fd);
-/* Quiet (-q, -d): lines that would go to stderr (no logfile) are dropped;
- * syslog and a logfile still get them. */
+/* Lines go to stderr and, when set, to the logfile too (as PgBouncer in
+ * the foreground).  Quiet (-q, -d): none to stderr; syslog and a logfile
+ * still get them. */
 void pgw_log_set_quiet(bool quiet);
 /* The level; never less verbose than the floor (-v on the command line:
  * a reload's log_level does not undo it). */

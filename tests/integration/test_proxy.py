@@ -1506,6 +1506,31 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         px.stop()
         self.assertEqual(px.log(), "")
 
+    def test_logfile_and_stderr_both_get_the_lines(self):
+        # As PgBouncer in the foreground: with a logfile set the lines went
+        # to it alone, none to stderr (a terminal or a journal saw nothing);
+        # both get them now, and -q still keeps stderr empty.
+        px = self.prepared()
+        logfile = self.files(px)["logfile"]
+        px.settings["logfile"] = logfile
+        px.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        self.assertEqual(px.stop(), 0)
+        with open(logfile) as f:
+            in_file = [l for l in f.read().splitlines() if "event=" in l]
+        on_stderr = [l for l in px.log().splitlines() if "event=" in l]
+        self.assertTrue(any("event=started" in l for l in in_file), in_file)
+        self.assertTrue(any("event=stopped" in l for l in in_file), in_file)
+        self.assertEqual(on_stderr, in_file)
+        quiet = self.prepared(logfile=os.path.join(px.dir, "quiet.log"))
+        quiet.args = ["-q"]
+        quiet.start()
+        self.assertEqual(quiet.psql("select 1"), "1")
+        self.assertEqual(quiet.stop(), 0)
+        self.assertEqual(quiet.log(), "")
+        with open(quiet.settings["logfile"]) as f:
+            self.assertIn("event=started", f.read())
+
     def test_user_option_overrides_the_key(self):
         if os.geteuid() != 0:
             self.skipTest("needs root to change user")
