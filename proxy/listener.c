@@ -268,16 +268,24 @@ static int unix_socket_access(const struct pgw_config *cfg, const char *path, ch
     return 0;
 }
 
-/* Does a process accept connections on the Unix socket at sun? */
-static bool socket_in_use(const struct sockaddr_un *sun, socklen_t len)
+/* Does a process accept connections on the Unix socket at sun?  0: no
+ * (no file, or nobody accepts: stale), 1: yes, or an errno value when
+ * connect() cannot tell (EACCES: a socket pgwharf's user may not connect
+ * to, another user's maybe, in use or not). */
+static int socket_in_use(const struct sockaddr_un *sun, socklen_t len)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return false;
-    /* not blocking: a full backlog (EAGAIN) is a listener too */
-    bool used = connect(fd, (const struct sockaddr *)sun, len) == 0 || errno == EAGAIN;
+        return 0;
+    int rc = connect(fd, (const struct sockaddr *)sun, len) == 0 ? 1 : 0;
+    if (rc == 0) {
+        if (errno == EAGAIN)        /* not blocking: a full backlog is a listener */
+            rc = 1;
+        else if (errno == EACCES || errno == EPERM)
+            rc = errno;
+    }
     close(fd);
-    return used;
+    return rc;
 }
 
 /* A unix_socket_dir starting with '@' is a name in Linux's abstract
@@ -314,9 +322,15 @@ static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *er
          * taken over (a second pgwharf with the same unix_socket_dir and
          * port would have unlinked the first's); one nobody accepts on is
          * stale. */
-        if (socket_in_use(&sun, len)) {
+        int used = socket_in_use(&sun, len);
+        if (used == 1)
             snprintf(errbuf, errlen, "cannot listen on %s: a running process listens on it",
                      path);
+        else if (used)              /* unlinking it could take a live one over */
+            snprintf(errbuf, errlen, "cannot listen on %s: cannot tell whether a process "
+                     "listens on it (connect: %s); remove it if it is stale", path,
+                     strerror(used));
+        if (used) {
             close(fd);
             return PGW_EIO;
         }

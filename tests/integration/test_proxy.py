@@ -1573,6 +1573,38 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         px.write_config = written_for_postgres
         return pw
 
+    def test_a_unix_socket_it_may_not_connect_to_is_not_taken_over(self):
+        # Started as a user who may not connect to it (another user's
+        # socket, mode 0700), connect() says EACCES, not ECONNREFUSED:
+        # that was taken for "nobody listens", and pgwharf unlinked the
+        # running listener's socket (its directory writable, not sticky)
+        # and bound its own in its place.
+        import shutil
+        px = self.prepared()
+        pw = self.as_user_dirs(px)
+        sockdir = os.path.join(px.dir, "sock")
+        os.mkdir(sockdir)
+        os.chmod(sockdir, 0o777)
+        px.settings["unix_socket_dir"] = sockdir
+        px.write_config()
+        path = os.path.join(sockdir, ".s.PGSQL.%d" % px.port)
+        holder = socket.socket(socket.AF_UNIX)
+        self.addCleanup(holder.close)
+        holder.bind(path)
+        holder.listen(4)
+        os.chmod(path, 0o700)
+        ino = os.stat(path).st_ino
+        px.binary, px.args = shutil.which("setpriv"), [
+            "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups", px.binary]
+        self.assertEqual(self.exits(px), 1, px.log())
+        self.assertIn("cannot listen on %s: cannot tell whether a process listens on it" % path,
+                      px.log())
+        self.assertEqual(os.stat(path).st_ino, ino)        # the holder's, still there
+        probe = socket.socket(socket.AF_UNIX)
+        self.addCleanup(probe.close)
+        probe.connect(path)
+        holder.accept()[0].close()
+
     def test_user_writes_the_pidfile_it_removes(self):
         # Written as root before the drop, the pidfile stayed behind at
         # exit when only root could write its directory.
