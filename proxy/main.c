@@ -148,7 +148,8 @@ static int write_pidfile(const char *path, char *err, size_t errlen)
 
 /* As PgBouncer: a pidfile naming a live process means another pgwharf
  * runs (refuse to start); one naming no process is stale (removed); one
- * that cannot be read may be another's (refuse).  0, or -1 with err. */
+ * that cannot be read, or holds no pid, may be another's (refuse).  0, or
+ * -1 with err. */
 static int check_pidfile(const char *path, char *err, size_t errlen)
 {
     if (!path || !*path)
@@ -163,7 +164,14 @@ static int check_pidfile(const char *path, char *err, size_t errlen)
     long pid = 0;
     int got = fscanf(f, "%ld", &pid);
     fclose(f);
-    if (got == 1 && pid > 0 && pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+    if (got != 1 || pid <= 0) {
+        /* As PgBouncer: maybe another pgwharf's, created (O_EXCL) and not
+         * yet written; removing it would leave that one without. */
+        snprintf(err, errlen, "pidfile %s: exists without a pid (another pgwharf starting?); "
+                 "remove it if it is stale", path);
+        return -1;
+    }
+    if (pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
         snprintf(err, errlen, "pidfile %s: pgwharf (pid %ld) is already running", path, pid);
         return -1;
     }

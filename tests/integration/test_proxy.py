@@ -1497,6 +1497,21 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertEqual(first.psql("select 2"), "2")
 
+    def test_a_pidfile_without_a_pid_stops_the_start(self):
+        # Taken for stale and removed: an empty pidfile is what a pgwharf
+        # starting at the same moment has created (O_EXCL) and not yet
+        # written, and removing it left that one without. PgBouncer
+        # refuses it ("pidfile exists"); so does pgwharf now.
+        px = self.prepared()
+        px.settings.update(self.files(px))
+        for text in ("", "junk\n"):
+            with open(px.settings["pidfile"], "w") as f:
+                f.write(text)
+            self.assertEqual(self.exits(px), 1, px.log())
+            self.assertIn("exists without a pid", px.log())
+            with open(px.settings["pidfile"]) as f:
+                self.assertEqual(f.read(), text)
+
     def test_quiet_keeps_stderr_empty(self):
         loud = self.start_pgwharf()
         self.assertEqual(loud.psql("select 1"), "1")
