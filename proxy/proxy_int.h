@@ -157,6 +157,10 @@ struct pgw_session {
                                         protocol message: only a Sync ends discarding
                                         (PostgreSQL skips a Query or FunctionCall
                                         before it), else its Query/FunctionCall does */
+    bool discard_typed;              /* discard_sync is known: its first message
+                                        that is not a Flush or a stray CopyData,
+                                        CopyDone or CopyFail (which PostgreSQL
+                                        ignores) was seen */
     bool terminating;                /* client sent Terminate */
     bool wait_notified;              /* query_wait_notify sent for this wait */
     bool release_held;               /* ReadyForQuery came with a message half

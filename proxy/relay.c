@@ -1120,16 +1120,14 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
      * then ReadyForQuery: the session stays usable.  A Query or
      * FunctionCall is a request of its own; extended-protocol messages
      * end at their Sync, whatever comes before it (a Query too, which
-     * gets no ReadyForQuery of its own). */
+     * gets no ReadyForQuery of its own).  Which it is, its first message
+     * tells (scan_client): not a Flush or a stray Copy message before it,
+     * which PostgreSQL ignores (they may not even be followed by the
+     * rest yet). */
     s->state = PGW_SS_IDLE;
     s->discard = true;
-    if (s->cbuf && s->cbuf->len > s->cbuf->sent) {
-        char first = (char)s->cbuf->data[s->cbuf->sent];
-        s->discard_sync = first != PGW_FE_QUERY && first != PGW_FE_FUNCTION_CALL &&
-                          first != PGW_FE_SYNC;
-    } else {
-        s->discard_sync = false;
-    }
+    s->discard_sync = false;
+    s->discard_typed = false;
     pgw_track_reset(&s->track);
     s->query_start = 0;
     /* Idle from now: client_idle_timeout counts again (its timer may have
@@ -1447,6 +1445,12 @@ static bool scan_client(struct pgw_session *s)
         if (s->discard) {
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
+            if (!s->discard_typed && type != PGW_FE_FLUSH && type != PGW_FE_COPY_DATA &&
+                type != PGW_FE_COPY_DONE && type != PGW_FE_COPY_FAIL) {
+                s->discard_typed = true;
+                s->discard_sync = type != PGW_FE_QUERY && type != PGW_FE_FUNCTION_CALL &&
+                                  type != PGW_FE_SYNC;
+            }
             if (type == PGW_FE_SYNC || (!s->discard_sync && (type == PGW_FE_QUERY ||
                                                              type == PGW_FE_FUNCTION_CALL))) {
                 /* A Query still arriving keeps dropping until it is gone. */

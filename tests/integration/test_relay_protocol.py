@@ -13,7 +13,9 @@ very same one), for the cases that review found broken:
   after an error: a FunctionCall got no ReadyForQuery at all (the client
   hung), and extended-protocol messages with a Query before their Sync
   got one ReadyForQuery at that Query and a second one for the Sync,
-  which the client read as the answer to its next query.
+  which the client read as the answer to its next query.  A Flush or a
+  stray CopyData/CopyDone/CopyFail before it (PostgreSQL ignores those)
+  does not make a Query an extended-protocol request.
 """
 
 import socket
@@ -162,6 +164,28 @@ class TestRequestWithoutAServer(RelayCase):
         # The batch after it is a request of its own: it waits for the
         # server (and fails the same way).
         self.assert_wait_timeout(hz.read_until_ready(a))
+        self.release_holder()
+        self.assert_own_answer(a)
+
+    def test_stray_copy_messages_and_a_flush_before_a_query(self):
+        # PostgreSQL ignores CopyData, CopyDone and CopyFail outside COPY
+        # (a client still streaming after its COPY failed) and a Flush: the
+        # Query after them is the request, which ends at that Query.  The
+        # first message decided it: an extended-protocol one, so the Query
+        # was dropped waiting for a Sync and the client got no
+        # ReadyForQuery.
+        for first in (M(b"d", b"stray row\n"), M(b"c"), M(b"f", b"gone\x00"), M(b"H")):
+            with self.subTest(first=first[:1]):
+                a = self.login()
+                a.settimeout(10)
+                a.sendall(first + M(b"H") + M(b"d", b"more\n") + hz.query_msg("select 3"))
+                self.assert_wait_timeout(hz.read_until_ready(a))
+                a.settimeout(30)
+                # The extended request after such messages still ends at
+                # its Sync, and a Query before that Sync with it.
+                a.sendall(first + hz.parse_msg("", "select 1") + bind_execute() +
+                          hz.query_msg("select 2") + SYNC)
+                self.assert_wait_timeout(hz.read_until_ready(a))
         self.release_holder()
         self.assert_own_answer(a)
 
