@@ -110,6 +110,7 @@ static bool make_hosts(struct pgw_pool *pool, const struct pgw_conf_db *db)
         free(hosts);
         return false;
     }
+    pgw_pool_repl_hosts_replaced(pool, hosts, n);
     unref_hosts(pool);
     pool->hosts = hosts;
     pool->nhosts = n;

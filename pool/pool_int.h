@@ -327,6 +327,9 @@ void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, co
  * connecting, is closed. */
 void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w);
 void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+/* The pool's host list becomes hosts[0 .. n) (a reload; pool->hosts is
+ * still the old one): each waiter's tried hosts move with their backends. */
+void pgw_pool_repl_hosts_replaced(struct pgw_pool *pool, const struct pool_host *hosts, int n);
 /* pool.c helpers shared with replication.c */
 const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int code,
                                                 const char *sqlstate, const char *fmt, ...)

@@ -16,7 +16,8 @@
  * next host of the entry's list (load_balance_hosts, hosts whose breaker
  * is open passed over) when one cannot be reached or is not the kind
  * target_session_attrs asks for; each host gets one attempt per client
- * (w->repl_tried: a word for up to 64 hosts, an array for more), and the
+ * (w->repl_tried: a word for up to 64 hosts, an array for more; a reload
+ * that changes the list moves the marks with their hosts), and the
  * client fails when none is left.  A refusal the server answered for the
  * client's own reasons ends it at once; so does a list whose every host
  * the pool found not to match target_session_attrs (as a normal client
@@ -63,6 +64,37 @@ static void tried_free(struct pgw_pool_waiter *w)
         free(w->repl_tried);
     w->repl_tried = NULL;
     w->repl_tried_words = 0;
+}
+
+/* A reload replaced the list: what a client tried is a set of hosts, not
+ * of places in the list (one reordered would have it take a host it had
+ * again and pass over one it had not).  Each tried host still in the list
+ * is marked at its new place (the backends are the same objects: one per
+ * address), a host new to the list is untried, and the attempts count the
+ * marked ones.  Short of memory, a waiter keeps no mark: its next kick
+ * fails it (repl_no_server). */
+void pgw_pool_repl_hosts_replaced(struct pgw_pool *pool, const struct pool_host *hosts, int n)
+{
+    int words = n > 64 ? (n + 63) / 64 : 1;
+    for (struct pgw_list *l = pool->repl_waiters.next; l != &pool->repl_waiters; l = l->next) {
+        struct pgw_pool_waiter *w = pgw_container_of(l, struct pgw_pool_waiter, node);
+        uint64_t one = 0, *t = words > 1 ? calloc((size_t)words, sizeof(*t)) : &one;
+        int tries = 0;
+        for (int j = 0; t && j < n; j++) {
+            for (int i = 0; i < pool->nhosts && i / 64 < w->repl_tried_words; i++) {
+                if (hosts[j].be == pool->hosts[i].be && (w->repl_tried[i / 64] >> (i % 64)) & 1) {
+                    t[j / 64] |= (uint64_t)1 << (j % 64);
+                    tries++;
+                    break;
+                }
+            }
+        }
+        tried_free(w);
+        w->repl_tried_one = one;
+        w->repl_tried = t == &one ? &w->repl_tried_one : t;
+        w->repl_tried_words = t ? words : 0;
+        w->repl_tries = tries;
+    }
 }
 
 int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *w,

@@ -358,6 +358,58 @@ class TestHostLists(ReplicationCase):
         self.assertRegex(px.log(), r"event=disconnect .*db=ro .*sqlstate=08001")
         self.assertEqual(self.fake.logins, 1)
 
+    def test_hosts_tried_follow_a_reload_that_reorders_the_list(self):
+        # The hosts a client tried were kept by position: a reload that
+        # reordered the list while the client's first attempt ran made it
+        # take the read-only host (now second) again and skip the real one
+        # (now first, at the position it had tried), so it failed with no
+        # host left.  Its attempt is held at the fake's gate over the
+        # reload.
+        from test_hosts import FakeReadOnlyServer
+        import threading
+
+        class GatedFake(FakeReadOnlyServer):
+            def __init__(self):
+                self.gate = threading.Event()
+                self.arrived = threading.Event()
+                super().__init__()
+
+            def _read(self, conn, n):
+                data = FakeReadOnlyServer._read(conn, n)
+                if n > 4 and not self.gate.is_set():    # a startup packet's body
+                    self.arrived.set()
+                    self.gate.wait(30)
+                return data
+
+        # Two hosts; then more than 64 (the marks in a heap array), the
+        # class's ungated read-only fake padding the list.
+        for pad in (0, 68):
+            with self.subTest(hosts=2 + pad):
+                fake = GatedFake()
+                self.addCleanup(fake.close)
+                self.addCleanup(fake.gate.set)
+                gated, real = ("127.0.0.1", fake.port), ("127.0.0.2", self.pg.port)
+                padding = [("127.0.0.1", self.fake.port)] * pad
+                px = self.start_pgwharf(
+                    databases={"hl": self.entry([gated] + padding + [real], "disable")},
+                    settings={"server_login_retry": "60s"})
+                t = pt.Background(lambda: self.logical_addr(px, "hl"))
+                self.addCleanup(lambda t=t: t.join(30))
+                self.assertTrue(fake.arrived.wait(20), "the first attempt never reached the fake")
+                reloads = px.log().count("event=reload ")
+                px.databases["hl"] = self.entry([real, gated] + padding, "disable")
+                px.reload()
+                pt.wait_until(lambda: px.log().count("event=reload ") > reloads,
+                              what="the reload")
+                fake.gate.set()
+                t.join(30)
+                self.assertFalse(t.is_alive(), "the replication client still waits")
+                self.assertIsNone(t.error)
+                self.assertEqual(t.result, "127.0.0.2")
+                self.assertEqual(fake.logins, 1)
+                self.assertEqual(self.fake.logins, 0)
+                self.assertEqual(px.stop(), 0, px.log_tail())
+
 
 class TestLogical(ReplicationCase):
 
