@@ -1162,7 +1162,9 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
 {
     struct pgw_notify_sub *sub = s->notify;
     bool now = deliverable(s) && sub->pending.len == 0;
-    size_t held = now ? unsent(s) : sub->pending.len;
+    /* The copies held in sub->maybe count too: at its COMMIT they join
+     * sub->pending (maybe_settle). */
+    size_t held = now ? unsent(s) : sub->pending.len + sub->maybe.len;
     if (held + total <= NOTIFY_PENDING_MAX && now && pgw_notify_send(s, msg, total)) {
         s->px->total_notifications++;
         return;

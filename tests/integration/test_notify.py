@@ -922,6 +922,37 @@ class TestInsideATransaction(NotifyCase):
             self.assertEqual(got, [("pgw_py3tx", "three")])
 
 
+    def test_held_copies_count_in_the_one_megabyte(self):
+        # The hub's copies held for a channel only the transaction listens
+        # on (while its request runs) and those held for a channel it
+        # listened on before were bounded each on its own: with the first
+        # near 1 MB, the second took up to 1 MB more, and at COMMIT the
+        # client got both (the client's bound is 1 MB in all).
+        gate = hz.Gate(self.pg, 7485)
+        self.addCleanup(gate.close)
+        w = self.witness("pgw_cap_w")
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_cap_b")
+        a.sendall(hz.query_msg("begin; listen pgw_cap_a; select %s as marker_cap; commit"
+                               % gate.sql()))
+        self.pg.wait_running("marker_cap", lock_wait=True)
+        self.hub_listens("pgw_cap_a")
+        n = 120       # 120 of 8 kB: less than 1 MB on each channel
+        self.pg.psql("select count(pg_notify(c, repeat('x', 7990) || i)) from "
+                     "unnest(array['pgw_cap_a', 'pgw_cap_b']) c, generate_series(1, %d) i; "
+                     "select pg_notify('pgw_cap_w', 'done')" % n)
+        self.assertEqual([x[1:] for x in read_notifications(w, 1)], [("pgw_cap_w", "done")])
+        gate.open()
+        a.settimeout(30)
+        self.assertEqual(hz.read_until_ready(a)[-1], (b"Z", b"I"))
+        a.sendall(hz.query_msg("select 1"))      # its reply comes after them
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got if t != b"A"], [b"T", b"D", b"C", b"Z"])
+        held = sum(5 + len(b) for t, b in got if t == b"A")
+        self.assertLessEqual(held, 1 << 20)
+        self.assertIn("event=notification_dropped", self.px.log())
+
+
 class TestListenMeetsUnlisten(NotifyCase):
     def test_last_client_leaves_while_another_listen_runs(self):
         # b is the channel's only listener; a's LISTEN of it is on its way
