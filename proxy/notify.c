@@ -1787,22 +1787,46 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
     }
 }
 
+/* An UNLISTEN committed: what is held for the client's transaction's end
+ * on a channel it listens on no more goes.  PostgreSQL, too, reads the
+ * notifications that came during a transaction at its end, and skips
+ * those of a channel it no longer listens on then. */
+static void pending_unlistened(struct pgw_notify_sub *sub)
+{
+    struct pgw_wbuf *p = &sub->pending;
+    size_t kept = 0;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
+        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
+        if (sub_find(sub, msg_chan(p->data + off)) >= 0) {
+            memmove(p->data + kept, p->data + off, n);
+            kept += n;
+        }
+        off += n;
+    }
+    p->len = kept;
+}
+
 /* ev for the first n noted. */
 static void tx_settle_to(struct pgw_notify_sub *sub, int n, enum tx_event ev, int to)
 {
     if (n == 0)
         return;                          /* sub->tx may be NULL */
     int kept = 0;
+    bool unlistened = false;
     for (int i = 0; i < n; i++) {
         struct notify_txop op = sub->tx[i];
         enum tx_fate f = tx_fate(sub, &op, ev, to);
-        if (f == TX_KEEP)
+        if (f == TX_KEEP) {
             sub->tx[kept++] = op;
-        else
+        } else {
             tx_apply(sub, &op, f == TX_APPLY);
+            unlistened |= f == TX_APPLY && op.kind != PGW_LISTEN;
+        }
     }
     memmove(sub->tx + kept, sub->tx + n, (size_t)(sub->ntx - n) * sizeof(sub->tx[0]));
     sub->ntx -= n - kept;
+    if (unlistened && sub->pending.len > 0)
+        pending_unlistened(sub);
     if (sub->maybe.len > 0)
         maybe_settle(sub);
 }

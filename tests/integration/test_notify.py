@@ -270,19 +270,33 @@ class TestInsideATransaction(NotifyCase):
                 a.close()
 
     def test_unlisten_inside_a_transaction(self):
-        a = login(self, self.px)
-        w = self.witness("pgw_un")
-        self.listen(a, "listen pgw_un")
-        self.expect(a, "begin", ["BEGIN"], b"T")
-        self.expect(a, "unlisten pgw_un", ["UNLISTEN"], b"T")
-        self.notify("pgw_un", "still open")   # the UNLISTEN is not committed yet
-        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_un", "still open")])
-        self.expect(a, "commit", ["COMMIT"], b"I")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_un", "still open")])
-        self.notify("pgw_un", "after")
-        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_un", "after")])
-        a.sendall(hz.query_msg("select 3"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        # A notification committed while the UNLISTEN is not yet is held
+        # for the transaction's end, as PostgreSQL holds it; then, as
+        # PostgreSQL, the client gets it only if it still listens on the
+        # channel (it got it all the same after UNLISTEN or UNLISTEN *).
+        for n, (sql, kept) in enumerate((("unlisten pgw_un{n}", False),
+                                         ("unlisten *", False),
+                                         ("unlisten pgw_un{n}; listen pgw_un{n}", True))):
+            with self.subTest(sql=sql):
+                chan = "pgw_un%d" % n
+                a = login(self, self.px)
+                w = self.witness(chan)
+                self.listen(a, "listen " + chan)
+                self.expect(a, "begin", ["BEGIN"], b"T")
+                self.expect(a, sql.format(n=n), [x.split()[0].upper() for x in sql.split(";")],
+                            b"T")
+                self.notify(chan, "still open")   # the UNLISTEN is not committed yet
+                self.assertEqual([x[1:] for x in read_notifications(w, 1)], [(chan, "still open")])
+                self.expect(a, "commit", ["COMMIT"], b"I")
+                self.notify(chan, "after")
+                self.assertEqual([x[1:] for x in read_notifications(w, 1)], [(chan, "after")])
+                a.sendall(hz.query_msg("select 3"))
+                got = hz.read_until_ready(a)
+                self.assertEqual([notification(b)[1:] for t, b in got if t == b"A"],
+                                 [(chan, "still open"), (chan, "after")] if kept else [])
+                self.assertEqual([t for t, _ in got if t != b"A"], [b"T", b"D", b"C", b"Z"])
+                w.close()
+                a.close()
 
     def test_pipelined_behind_a_query(self):
         # Not between transactions: it runs on the client's server in its
