@@ -1408,6 +1408,18 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         pgw_wbuf_append(&sub->maybe, msg, total);
 }
 
+/* sub->maybe emptied; a burst's memory goes back. */
+static void maybe_reset(struct pgw_notify_sub *sub)
+{
+    struct pgw_wbuf *p = &sub->maybe;
+    if (p->cap > 65536) {
+        pgw_wbuf_deinit(p);
+        pgw_wbuf_init(p);
+    }
+    pgw_wbuf_reset(p);
+    p->failed = false;
+}
+
 static const char *msg_chan(const uint8_t *m)
 {
     return (const char *)m + PGW_MSG_HDR + 4;   /* Int32 pid, channel, payload */
@@ -1458,10 +1470,8 @@ static void maybe_settle(struct pgw_notify_sub *sub)
         off += n;
     }
     p->len = kept;
-    if (kept == 0 && p->cap > 65536) {
-        pgw_wbuf_deinit(p);                /* a burst's memory goes back */
-        pgw_wbuf_init(p);
-    }
+    if (kept == 0)
+        maybe_reset(sub);
 }
 
 bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total)
@@ -2044,8 +2054,7 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
     if (status != 'I' && s->track.sync_out <= 1 && s->track.fe_open == 0) {
         /* Its transaction goes on and nothing behind may end it: what the
          * hub sent so far was committed before it. */
-        pgw_wbuf_reset(&sub->maybe);
-        sub->maybe.failed = false;
+        maybe_reset(sub);
     }
     sp_request_ended(sub);
     if (status == 'I')
@@ -2071,8 +2080,7 @@ void pgw_notify_discard(struct pgw_session *s)
     pgw_notify_unlisten(sub, PGW_UNLISTEN_ALL, NULL);
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = sub->dropped = false;
-    pgw_wbuf_reset(&sub->maybe);
-    sub->maybe.failed = false;
+    maybe_reset(sub);
     sub->nvst = 0;
 }
 
