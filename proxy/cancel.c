@@ -376,7 +376,7 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
                                                 : "query queued on a server");
         return;
     }
-    if (pgw_relay_cancel_waiting(s)) {
+    if (pgw_relay_cancel_waiting(s) || pgw_notify_cancel_waiting(s)) {
         pgw_info("cancel_waiting", "client=%s reason=\"canceled while waiting for a server\"",
                  from);
         return;

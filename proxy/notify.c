@@ -1143,6 +1143,33 @@ bool pgw_notify_waiting(const struct pgw_session *s)
     return s->notify && s->notify->waiting;
 }
 
+bool pgw_notify_cancel_waiting(struct pgw_session *s)
+{
+    if (!pgw_notify_waiting(s))
+        return false;
+    struct pgw_notify_hub *h = s->notify->hub;
+    struct notify_req **pp = &h->head, *prev = NULL;
+    while (*pp && ((*pp)->s != s || (*pp)->sent)) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    struct notify_req *r = *pp;
+    if (!r)
+        return false;                /* sent: its answer comes soon */
+    *pp = r->next;
+    if (h->tail == r)
+        h->tail = prev;
+    free(r);
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_error(&b, "ERROR", "57014", "canceling statement due to user request");
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (s->state != PGW_SS_CLOSING)
+        client_resume(s);
+    return true;
+}
+
 /* One more than 1 MB waiting for s: dropped. */
 static void dropped_one(struct pgw_session *s)
 {

@@ -473,6 +473,10 @@ void pgw_notify_init(struct pgw_proxy *px);
 void pgw_notify_destroy(struct pgw_proxy *px);
 int pgw_notify_query(struct pgw_session *s);
 bool pgw_notify_waiting(const struct pgw_session *s);
+/* A cancel of a client whose lone LISTEN/UNLISTEN waits for the hub's
+ * server (not sent yet): 57014 to it, the statement dropped.  false when
+ * it is not waiting so. */
+bool pgw_notify_cancel_waiting(struct pgw_session *s);
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_flush(struct pgw_session *s);
 void pgw_notify_session_gone(struct pgw_session *s);

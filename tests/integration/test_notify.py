@@ -1609,6 +1609,43 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         self.assertNotIn("event=notify_", px.log())
 
 
+class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
+    def test_cancel_of_a_listen_waiting_for_the_hubs_server(self):
+        # Both servers of the pool are held: the hub waits in the pool's
+        # queue with the client's LISTEN.  A cancel (psql's ^C) was ignored
+        # ("no query in progress") and the client waited until a server
+        # came; now its LISTEN ends with 57014 and it stays.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "query_wait_timeout": 120})
+        holders = [login(self, px) for _ in range(2)]
+        for h in holders:
+            self.assertEqual(hz.simple_query(h, "begin"), ([], []))
+        keys = []
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(c.close)
+        hz.sync_login(c, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        c.sendall(hz.query_msg("listen pgw_canceled"))
+        # The hub's wait for a server is the pool's only one.
+        pt.wait_until(lambda: int(px.show("POOLS")[0]["maxwait_us"]) > 0 or
+                      int(px.show("POOLS")[0]["maxwait"]) > 0, 20, what="the hub waiting")
+        k = socket.create_connection((px.host, px.port), timeout=30)
+        k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        hz.read_until_closed(k, 10)
+        k.close()
+        got = hz.read_until_ready(c)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "57014")
+        px.wait_for_log("event=cancel_waiting")
+        for h in holders:
+            self.assertEqual(hz.simple_query(h, "commit"), ([], []))
+        # It listens to nothing: a LISTEN of another channel after it gets
+        # that one's notification and never the canceled one's.
+        self.assertEqual(hz.simple_query(c, "listen pgw_kept"), ([], []))
+        self.pg.psql("select pg_notify('pgw_canceled', 'no'), pg_notify('pgw_kept', 'yes')")
+        self.assertEqual([n[1:] for n in read_notifications(c, 1)], [("pgw_kept", "yes")])
+        self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
+
+
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
     """A reload that leaves a pool with listeners room for one server only:
     the listening server kept it (the room check ran only when the pool's
