@@ -361,16 +361,161 @@ size_t pgw_sql_statement_end(const char *sql, size_t len)
     return len;
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* n hex digits at p (before end) into *v. */
+static bool hex_read(const char *p, const char *end, int n, uint32_t *v)
+{
+    if (end - p < n)
+        return false;
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        int d = hex_digit(p[i]);
+        if (d < 0)
+            return false;
+        *v = *v << 4 | (uint32_t)d;
+    }
+    return true;
+}
+
+/* Code point c as UTF-8 at out + *n, if it fits in PGW_CHANNEL_MAX bytes. */
+static bool utf8_put(uint32_t c, char *out, size_t *n)
+{
+    int k = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    if (*n + (size_t)k > PGW_CHANNEL_MAX)
+        return false;
+    unsigned char *o = (unsigned char *)out + *n;
+    static const unsigned char lead[] = { 0, 0, 0xC0, 0xE0, 0xF0 };
+    for (int i = k - 1; i > 0; i--, c >>= 6)
+        o[i] = (unsigned char)(0x80 | (c & 0x3F));
+    o[0] = (unsigned char)(lead[k] | c);
+    *n += (size_t)k;
+    return true;
+}
+
+/* The text of a U&"..." name ("" read as one quote already) decoded as
+ * PostgreSQL's str_udeescape does: esc esc is esc, esc XXXX and esc
+ * +XXXXXX a code point (1 to 10FFFF; UTF-16 surrogates only as a pair),
+ * written as UTF-8 -- what the hub's server speaks.  false: one
+ * PostgreSQL refuses, or longer than PGW_CHANNEL_MAX bytes. */
+static bool unicode_unescape(const char *in, size_t len, char esc, char out[PGW_CHANNEL_MAX + 1])
+{
+    const char *p = in, *end = in + len;
+    size_t n = 0;
+    uint32_t first = 0;                   /* a pair's first half, waiting */
+    while (p < end) {
+        uint32_t c;
+        if (*p != esc || (p + 1 < end && p[1] == esc)) {
+            if (first || n == PGW_CHANNEL_MAX)
+                return false;
+            out[n++] = *p;
+            p += *p == esc ? 2 : 1;
+            continue;
+        }
+        if (hex_read(p + 1, end, 4, &c))
+            p += 5;
+        else if (p + 1 < end && p[1] == '+' && hex_read(p + 2, end, 6, &c))
+            p += 8;
+        else
+            return false;                 /* "invalid Unicode escape" */
+        if (c == 0 || c > 0x10FFFF)
+            return false;
+        bool second = c >= 0xDC00 && c <= 0xDFFF;
+        if (first && !second)
+            return false;
+        if (first) {
+            c = 0x10000 + ((first - 0xD800) << 10) + (c - 0xDC00);
+            first = 0;
+        } else if (second) {
+            return false;
+        } else if (c >= 0xD800 && c <= 0xDBFF) {
+            first = c;
+            continue;
+        }
+        if (!utf8_put(c, out, &n))
+            return false;
+    }
+    if (first)
+        return false;
+    out[n] = '\0';
+    return true;
+}
+
+/* After a U&"..." name at *p: an optional UESCAPE 'c' (white space around,
+ * c one byte PostgreSQL takes: no hex digit, +, quote or white space) into
+ * *esc, '\' when none.  false: one pgwharf does not read (a comment
+ * before it, an E'' or longer string, a backslash whose meaning depends
+ * on standard_conforming_strings). */
+static bool uescape_read(const char **pp, const char *end, char *esc)
+{
+    const char *p = *pp;
+    *esc = '\\';
+    while (p < end && sql_space(*p))
+        p++;
+    if (!sql_keyword(&p, end, "UESCAPE"))
+        return true;                      /* none: *pp stays */
+    while (p < end && sql_space(*p))
+        p++;
+    if (end - p < 3 || p[0] != '\'' || p[2] != '\'')
+        return false;
+    char c = p[1];
+    if (hex_digit(c) >= 0 || c == '+' || c == '\'' || c == '"' || c == '\\' || sql_space(c) ||
+        (unsigned char)c >= 0x80)
+        return false;
+    *esc = c;
+    *pp = p + 3;
+    return true;
+}
+
+/* A U&"..." name [UESCAPE 'c'] at *pp (its U&" checked) decoded into out,
+ * as sql_ident. */
+static bool sql_uident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX + 1])
+{
+    char raw[12 * (PGW_CHANNEL_MAX + 1)];  /* \D83D\DE00: 12 for 4 bytes */
+    const char *p;
+    size_t n = 0;
+    for (p = *pp + 3;; p++) {
+        if (p == end)
+            return false;
+        if (*p == '"') {
+            if (p + 1 < end && p[1] == '"')
+                p++;
+            else
+                break;
+        }
+        if (*p == '\0' || n == sizeof(raw))
+            return false;
+        raw[n++] = *p;
+    }
+    p++;
+    char esc;
+    if (n == 0 || !uescape_read(&p, end, &esc) || !unicode_unescape(raw, n, esc, out))
+        return false;
+    *pp = p;
+    return true;
+}
+
 /* A name at *p as PostgreSQL reads it into out (at most PGW_CHANNEL_MAX
  * bytes): unquoted with its ASCII letters lowered, quoted as written (""
- * read as one quote).  false: none, or one pgwharf does not read (longer,
- * empty, unterminated). */
+ * read as one quote), U&"..." [UESCAPE 'c'] decoded.  false: none, or one
+ * pgwharf does not read (longer, empty, unterminated, a bad escape). */
 static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX + 1])
 {
     const char *p = *pp;
     size_t n = 0;
     if (p == end)
         return false;
+    if (end - p > 2 && (*p == 'U' || *p == 'u') && p[1] == '&' && p[2] == '"')
+        return sql_uident(pp, end, out);
     if (*p == '"') {
         for (p++;; p++) {
             if (p == end)

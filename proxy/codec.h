@@ -86,11 +86,12 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
  * nothing else: "LISTEN name", "UNLISTEN name" or "UNLISTEN *", keywords
  * in any case, white space around, one optional ';' at the end.  The
  * channel goes to chan as PostgreSQL names it: an unquoted name with its
- * ASCII letters lowered, a quoted one as written ("" read as one quote).
+ * ASCII letters lowered, a quoted one as written ("" read as one quote),
+ * a U&"..." one [UESCAPE 'c'] with its escapes decoded (to UTF-8).
  * Anything else -- comments, several statements, a name longer than
- * PGW_CHANNEL_MAX bytes (PostgreSQL would cut it), an empty quoted name --
- * is PGW_LISTEN_NONE: the server reads it.  sql is len bytes, no NUL among
- * them.  Pure.
+ * PGW_CHANNEL_MAX bytes (PostgreSQL would cut it), an empty quoted name,
+ * an escape PostgreSQL refuses -- is PGW_LISTEN_NONE: the server reads
+ * it.  sql is len bytes, no NUL among them.  Pure.
  */
 #define PGW_CHANNEL_MAX 63
 enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
@@ -99,8 +100,9 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW
 /*
  * A simple Query's text that is one "DEALLOCATE [PREPARE] name" and nothing
  * else (white space and one ';' as for pgw_listen_parse): true, with the
- * name as PostgreSQL reads it (unquoted lowered, quoted as written).  false
- * for DEALLOCATE ALL, a name pgwharf does not read, anything else.  Pure.
+ * name as PostgreSQL reads it (unquoted lowered, quoted as written, U&
+ * decoded).  false for DEALLOCATE ALL, a name pgwharf does not read,
+ * anything else.  Pure.
  */
 bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1]);
 

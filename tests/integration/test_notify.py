@@ -1548,6 +1548,58 @@ class TestExtendedProtocol(NotifyCase):
         asyncio.run(run())
 
 
+class TestUnicodeEscapeNames(NotifyCase):
+    """U&"..." names, with or without UESCAPE: PostgreSQL decodes them.
+    pgwharf read none, so such a LISTEN ran on the client's own server
+    (given back closed: notifications sent while the client was idle never
+    reached it), an UNLISTEN left the client listening through the hub, and
+    a DEALLOCATE of a kept prepared LISTEN went to a server (26000)."""
+
+    def test_listen_and_unlisten(self):
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(b, "listen pgw_data")
+        self.listen(a, 'LISTEN U&"pgw_d\\0061t\\+000061"')
+        self.assertEqual(self.listeners(), 1)           # the hub's server only
+        self.notify("pgw_data", "one")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_data", "one")])
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)], [("pgw_data", "one")])
+        self.listen(a, "UNLISTEN U&\"pgw_d!0061ta\" UESCAPE '!';")
+        self.notify("pgw_data", "two")
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)], [("pgw_data", "two")])
+        a.sendall(hz.query_msg("select 'nothing before'"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"T", b"D", b"C", b"Z"])
+        # Not lowered, as PostgreSQL reads it; a bad escape is PostgreSQL's error.
+        self.listen(a, 'listen u&"PGW_\\0041"')
+        self.notify("PGW_A", "three")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("PGW_A", "three")])
+        rows, errors = hz.simple_query(a, 'listen U&"pgw_\\zz"')
+        self.assertEqual([e["C"] for e in errors], ["42601"])
+
+    def test_extended_protocol_listen(self):
+        a = login(self, self.px)
+        a.sendall(hz.ext_msgs('LISTEN U&"pgw_\\0065xt"'))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"n", b"C", b"Z"])
+        self.notify("pgw_ext", "e")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_ext", "e")])
+
+    def test_sql_deallocate_of_a_prepared_listen(self):
+        for mps, sql, name in ((200, 'deallocate U&"S\\005f1"', "S_1"),
+                               (0, "DEALLOCATE PREPARE U&\"p!0078\" UESCAPE '!'", "px")):
+            with self.subTest(sql=sql, max_prepared_statements=mps):
+                self.use_max_prepared_statements(mps)
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg(name, "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                a.sendall(hz.query_msg(sql))
+                self.assertEqual(hz.read_until_ready(a), [(b"C", b"DEALLOCATE\x00"),
+                                                          (b"Z", b"I")])
+                a.sendall(bind_exec(name))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+                a.close()
+
+
 class TestStatementMode(NotifyCase):
     MODE = "statement"
 

@@ -470,6 +470,65 @@ static void test_listen_parse(void **state)
     assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, chan), PGW_LISTEN_NONE);
 }
 
+/* U&"..." names: their escapes decoded as PostgreSQL does, to UTF-8; one
+ * PostgreSQL refuses is not read (the server reports it). */
+static void test_listen_parse_unicode_escapes(void **state)
+{
+    (void)state;
+    char chan[PGW_CHANNEL_MAX + 1];
+    struct { const char *sql; enum pgw_listen_kind kind; const char *chan; } ok[] = {
+        { "LISTEN U&\"d\\0061t\\+000061\"", PGW_LISTEN, "data" },
+        { "listen u&\"X\\0041\"", PGW_LISTEN, "XA" },                /* not lowered */
+        { "UNLISTEN U&\"d!0061ta\" UESCAPE '!'", PGW_UNLISTEN, "data" },
+        { "LISTEN U&\"d!0061ta\"uescape'!';", PGW_LISTEN, "data" },
+        { "LISTEN U&\"!!a\" UESCAPE\t'!' ", PGW_LISTEN, "!a" },      /* !! is one ! */
+        { "LISTEN U&\"a\\\\b\"", PGW_LISTEN, "a\\b" },                /* \\ is one \ */
+        { "LISTEN U&\"a\"\"\\0062\"", PGW_LISTEN, "a\"b" },           /* "" read first */
+        { "LISTEN U&\"\\00e9\\+01F600\"", PGW_LISTEN, "\xc3\xa9\xf0\x9f\x98\x80" },
+        { "LISTEN U&\"a\\D83D\\DE00\"", PGW_LISTEN, "a\xf0\x9f\x98\x80" },   /* a pair */
+        { "LISTEN U&\"plain\"", PGW_LISTEN, "plain" },
+        { "LISTEN U&\"\\+00007a\"", PGW_LISTEN, "z" },
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        memset(chan, 'z', sizeof(chan));
+        assert_int_equal(lp(ok[i].sql, chan), ok[i].kind);
+        assert_string_equal(chan, ok[i].chan);
+    }
+    const char *none[] = {
+        "LISTEN U&\"\\zz\"", "LISTEN U&\"a\\0000\"", "LISTEN U&\"\\+110000\"",
+        "LISTEN U&\"\\006\"", "LISTEN U&\"\\+00006\"", "LISTEN U&\"a\\\"",
+        "LISTEN U&\"\\D83D\"", "LISTEN U&\"\\D83Dx\"", "LISTEN U&\"\\DE00\"",
+        "LISTEN U&\"\\D83D\\0041\"", "LISTEN U&\"\"", "LISTEN U&\"open",
+        "LISTEN U& \"a\"", "LISTEN U&a", "LISTEN U&\"a\" UESCAPE",
+        "LISTEN U&\"a\" UESCAPE 'ab'", "LISTEN U&\"a\" UESCAPE '+'",
+        "LISTEN U&\"a\" UESCAPE 'f'", "LISTEN U&\"a\" UESCAPE '\"'",
+        "LISTEN U&\"a\" UESCAPE ' '", "LISTEN U&\"a\" UESCAPE ''",
+        "LISTEN U&\"a\" UESCAPE ''''", "LISTEN U&\"a\" UESCAPE '\\'",
+        "LISTEN U&\"a\" UESCAPE E'!'", "LISTEN U&\"a\" UESCAPE '!",
+        "LISTEN U&\"a\" /* c */ UESCAPE '!'", "LISTEN U&\"a\" x",
+        "LISTEN \"a\" UESCAPE '!'", "LISTEN U&\"a\" UESCAPE '\xc3\xa9'",
+        /* 64 bytes once decoded: PostgreSQL would cut it */
+        "LISTEN U&\"\\00e9aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+    };
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+        assert_int_equal(lp(none[i], chan), PGW_LISTEN_NONE);
+    /* 63 bytes once decoded fit, however long the text */
+    char max[600] = "LISTEN U&\"";
+    size_t o = strlen(max);
+    for (int k = 0; k < 63; k++)
+        o += (size_t)snprintf(max + o, sizeof(max) - o, "\\+000062");
+    snprintf(max + o, sizeof(max) - o, "\"");
+    assert_int_equal(lp(max, chan), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 63);
+    char name[PGW_CHANNEL_MAX + 1];
+    const char *d = "DEALLOCATE U&\"S\\005f1\"";
+    assert_true(pgw_deallocate_parse(d, strlen(d), name));
+    assert_string_equal(name, "S_1");
+    const char *sp = "SAVEPOINT U&\"S!0050\" UESCAPE '!'";
+    assert_int_equal(pgw_sp_parse(sp, strlen(sp), name), PGW_SP_SAVE);
+    assert_string_equal(name, "SP");
+}
+
 static void test_deallocate_parse(void **state)
 {
     (void)state;
@@ -590,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_options_long_and_hostile),
         cmocka_unit_test(test_dollar_tag),
         cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_listen_parse_unicode_escapes),
         cmocka_unit_test(test_sp_parse),
         cmocka_unit_test(test_deallocate_parse),
         cmocka_unit_test(test_statement_end),
