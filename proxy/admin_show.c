@@ -71,8 +71,18 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         struct pgw_pool_row *r = s->pool ? find_row(sorted, count, s->pool) : NULL;
         if (!r)
             continue;
+        ev_tstamp since;
         switch (s->state) {
         case PGW_SS_IDLE:
+            /* Its LISTEN waits for the hub's server: it waits for a server. */
+            if (pgw_notify_waits_for_server(s, &since)) {
+                r->cl_waiting++;
+                if (now - since > r->maxwait)
+                    r->maxwait = now - since;
+            } else {
+                r->cl_active++;
+            }
+            break;
         case PGW_SS_LINKED:
         case PGW_SS_LOGIN_SYNC:
             r->cl_active++;
@@ -165,6 +175,13 @@ static int peer_pid(const struct pgw_session *s)
     return (int)cred.pid;
 }
 
+/* Its lone LISTEN/UNLISTEN waits for the hub's server (notify.c). */
+static bool waits_for_hub(const struct pgw_session *s)
+{
+    ev_tstamp since;
+    return pgw_notify_waits_for_server(s, &since);
+}
+
 static const char *client_state(const struct pgw_session *s)
 {
     switch (s->state) {
@@ -175,6 +192,7 @@ static const char *client_state(const struct pgw_session *s)
     case PGW_SS_LOGIN_WAIT:
         return "waiting";
     case PGW_SS_IDLE:
+        return waits_for_hub(s) ? "waiting" : "idle";
     case PGW_SS_ADMIN:
         return "idle";
     default:
@@ -312,8 +330,11 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     if (s->server)
         snprintf(link, sizeof(link), "%p", (const void *)s->server);
     long long wait_us = 0;
+    ev_tstamp since;
     if (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT)
         wait_us = (long long)((now - s->waiter.since) * 1e6);
+    else if (s->state == PGW_SS_IDLE && pgw_notify_waits_for_server(s, &since))
+        wait_us = (long long)((now - since) * 1e6);
     if (wait_us < 0)
         wait_us = 0;
     const char *app = s->params[PGW_TP_APPLICATION_NAME];
@@ -450,8 +471,9 @@ static const char *client_list(const struct pgw_session *s)
     case PGW_SS_WAIT_SERVER:
     case PGW_SS_LOGIN_WAIT:
         return "cl_waiting";
-    case PGW_SS_LOGIN_SYNC:
     case PGW_SS_IDLE:
+        return waits_for_hub(s) ? "cl_waiting" : "cl_active";
+    case PGW_SS_LOGIN_SYNC:
     case PGW_SS_LINKED:
     case PGW_SS_ADMIN:
         return "cl_active";

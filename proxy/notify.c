@@ -987,6 +987,7 @@ void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
     struct pgw_notify_hub *h = s->notify->hub;
     r->s = s;
     s->notify->waiting = true;
+    s->notify->wait_since = ev_now(s->px->loop);
     req_push(h, r);
     struct pgw_session *was = h->asking;   /* another's, answered from a kick */
     h->asking = s;
@@ -1141,6 +1142,18 @@ int pgw_notify_query(struct pgw_session *s)
 bool pgw_notify_waiting(const struct pgw_session *s)
 {
     return s->notify && s->notify->waiting;
+}
+
+bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since)
+{
+    if (!pgw_notify_waiting(s))
+        return false;
+    for (const struct notify_req *r = s->notify->hub->head; r; r = r->next)
+        if (r->s == s && !r->sent) {
+            *since = s->notify->wait_since;
+            return true;
+        }
+    return false;
 }
 
 bool pgw_notify_cancel_waiting(struct pgw_session *s)

@@ -90,6 +90,7 @@ struct pgw_notify_sub {
     size_t capchans;
     struct pgw_wbuf pending;            /* notifications for after its transaction */
     bool waiting;                       /* its LISTEN runs on the hub's server */
+    ev_tstamp wait_since;               /* ... asked for then */
     bool dropped;                       /* pending overflowed (logged once) */
     bool ending;                        /* the hub ended: closed at its transaction's end */
     bool enc_warned;                    /* a notification it could not take was logged */

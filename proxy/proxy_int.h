@@ -473,6 +473,11 @@ void pgw_notify_init(struct pgw_proxy *px);
 void pgw_notify_destroy(struct pgw_proxy *px);
 int pgw_notify_query(struct pgw_session *s);
 bool pgw_notify_waiting(const struct pgw_session *s);
+/* Its lone LISTEN/UNLISTEN is not sent to the hub's server yet (the hub
+ * waits for one): the client waits for a server as one in
+ * PGW_SS_WAIT_SERVER does (SHOW CLIENTS "waiting", cl_waiting), since
+ * *since. */
+bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since);
 /* A cancel of a client whose lone LISTEN/UNLISTEN waits for the hub's
  * server (not sent yet): 57014 to it, the statement dropped.  false when
  * it is not waiting so. */

@@ -1697,6 +1697,50 @@ class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
         self.assertEqual([n[1:] for n in read_notifications(c, 1)], [("pgw_kept", "yes")])
         self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
 
+    def test_a_listen_waiting_for_the_hubs_server_counts_as_waiting(self):
+        # Its LISTEN not sent yet (the hub has no server: both of the pool's
+        # are held), the client waits for a server as any other: it showed
+        # as idle in SHOW CLIENTS, with no wait, and in SHOW POOLS (and the
+        # metrics) as cl_active, not cl_waiting.
+        import re
+        import urllib.request
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "query_wait_timeout": 120, "metrics_port": "auto"})
+
+        def metric(name):
+            url = "http://127.0.0.1:%d/metrics" % int(px.settings["metrics_port"])
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = r.read().decode()
+            return int(re.search(r'^%s\{[^}]*\} (\d+)$' % name, body, re.M).group(1))
+        holders = [login(self, px) for _ in range(2)]
+        for h in holders:
+            self.assertEqual(hz.simple_query(h, "begin"), ([], []))
+        c = login(self, px)
+        port = c.getsockname()[1]
+
+        def row():
+            return [r for r in px.show("CLIENTS") if int(r["port"]) == port][0]
+        c.sendall(hz.query_msg("listen pgw_waits"))
+        pt.wait_until(lambda: int(px.show("POOLS")[0]["maxwait_us"]) > 0 or
+                      int(px.show("POOLS")[0]["maxwait"]) > 0, 20, what="the hub waiting")
+        self.assertEqual(row()["state"], "waiting")
+        pt.wait_until(lambda: int(row()["wait_us"]) > 0 or int(row()["wait"]) > 0, 20,
+                      what="its wait counted")
+        pool = px.show("POOLS")[0]
+        self.assertEqual((int(pool["cl_active"]), int(pool["cl_waiting"])), (2, 1))
+        self.assertEqual(metric("pgwharf_pool_client_waiting"), 1)
+        self.assertEqual(metric("pgwharf_pool_client_active"), 2)
+        self.assertEqual([r["state"] for r in px.show("SOCKETS")
+                          if r["type"] == "C" and int(r["port"]) == port], ["cl_waiting"])
+        self.assertEqual(hz.simple_query(holders[0], "commit"), ([], []))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        self.assertEqual((row()["state"], int(row()["wait"]), int(row()["wait_us"])),
+                         ("idle", 0, 0))
+        pool = px.show("POOLS")[0]
+        self.assertEqual((int(pool["cl_active"]), int(pool["cl_waiting"])), (3, 0))
+        self.assertEqual(metric("pgwharf_pool_client_waiting"), 0)
+        self.assertEqual(hz.simple_query(holders[1], "commit"), ([], []))
+
 
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
     """A reload that leaves a pool with listeners room for one server only:
