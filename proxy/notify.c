@@ -1429,8 +1429,9 @@ static void echo_seal(struct pgw_notify_sub *sub)
  * While no request runs, the transaction is open on an idle server: what
  * comes was committed before the LISTEN and is not the client's, as in
  * PostgreSQL; so is what a ReadyForQuery 'T' or 'E' with no request
- * behind it finds held.  The price: one committed while the request that
- * ends the transaction ran, before its commit, reaches the client too. */
+ * behind it finds held.  The price: one committed before the commit while
+ * the request that ends the transaction ran, or while one ran with that
+ * one queued (pipelined) behind it, reaches the client too. */
 
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan)
 {
