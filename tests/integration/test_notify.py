@@ -654,10 +654,17 @@ class TestInsideATransaction(NotifyCase):
         # when given back: the notification was lost.  (Not stopped, the
         # client gets one copy too: its server's, when pgwharf reads it
         # with the ReadyForQuery, else the hub's.)
+        # The result (8 MB) is more than pgwharf's socket to the client can
+        # take (tcp_wmem's 4 MB at most) and the client's 4 kB: the server
+        # can be idle, every byte sent, only with some of them unread in
+        # pgwharf's socket (its receive buffer grows to take them), its
+        # ReadyForQuery among them.  At 3 MB pgwharf could take it all when
+        # its send buffer grew large, read the ReadyForQuery and close the
+        # server before the test looked.
         shapes = ("listen {c}; select repeat('x', 1000) as marker_{c} "
-                  "from generate_series(1, 3000)",
+                  "from generate_series(1, 8000)",
                   "begin; listen {c}; select repeat('x', 1000) as marker_{c} "
-                  "from generate_series(1, 3000); commit")
+                  "from generate_series(1, 8000); commit")
         for n, (sql, stop) in enumerate((x, stop) for stop in (True, False) for x in shapes):
             with self.subTest(sql=sql, stopped=stop):
                 chan = "pgw_race%d" % n
@@ -681,9 +688,11 @@ class TestInsideATransaction(NotifyCase):
                     return rows[0] if rows else None
                 pt.wait_until(lambda: server() is not None, 20, what="the client's server")
                 got = bytearray()
-                while server()[2] != b"idle":     # its ReadyForQuery is sent
+                row = server()
+                while row[2] != b"idle":     # its ReadyForQuery is sent
                     got += a.recv(4096)
-                pid, port = int(server()[0]), int(server()[1])
+                    row = server()
+                pid, port = int(row[0]), int(row[1])
                 # ... and not read by pgwharf: bytes from it wait in pgwharf's socket.
                 self.assertGreater(tcp_rx_queue(port, self.pg.port), 0)
 
