@@ -11,6 +11,11 @@
  * the 16-byte CancelRequest in plain text (as PQcancel, whatever TLS the
  * server link uses), then a wait for the server to close it, which is
  * when PostgreSQL has acted on it.  cancel_wait_timeout bounds the whole.
+ * The client's own cancel connection stays open until then, as PostgreSQL
+ * keeps it: PostgreSQL signals the backend twice (the pid, then its
+ * process group), and a client that went on at once could have its next
+ * query hit by the second signal (libpq's PQcancel waits for the close for
+ * that reason).
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
@@ -50,6 +55,8 @@ struct cancel_job {
     struct pgw_cancel_state *cs;
     struct pgw_session *sess;        /* NULL once the session is gone, or
                                       * for a peer's job */
+    struct pgw_session *asker;       /* the CancelRequest connection, closed
+                                      * when the job ends; NULL once gone */
     uint64_t srv_id;                 /* the server the cancel is for */
     int backend_pid;
     int peer;                        /* 0; else the [peers] id it goes to */
@@ -86,6 +93,10 @@ void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s)
 {
     if (pgw_list_linked(&s->cancel_node))
         pgw_list_del(&s->cancel_node);
+    if (s->cancel_asked) {
+        s->cancel_asked->asker = NULL;
+        s->cancel_asked = NULL;
+    }
     if (!s->cancel_inflight || !px->cancel)
         return;
     struct pgw_list *pos;
@@ -144,6 +155,7 @@ static void job_end(struct cancel_job *j, const char *why)
 {
     struct pgw_cancel_state *cs = j->cs;
     struct pgw_session *s = j->sess;
+    struct pgw_session *asker = j->asker;
     if (why) {
         char q[300], t[32];
         pgw_warn("cancel_failed", "client=%s %s reason=%s", j->from,
@@ -154,6 +166,10 @@ static void job_end(struct cancel_job *j, const char *why)
             pgw_server_retire(s->server, "a cancel sent to it was not confirmed");
     }
     job_free(j);
+    if (asker) {
+        asker->cancel_asked = NULL;
+        pgw_session_close(asker, NULL, "cancel request handled");
+    }
     if (s && --s->cancel_inflight == 0)
         session_cancels_done(s);
     if (cs->ninflight == 0)
@@ -313,56 +329,103 @@ static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key
 
 /* A key no client here has: with peering, one another peer made goes
  * there as it came.  Keys of this process's own id (a client gone
- * meanwhile, a stale or made-up key) are dropped as without peering. */
-static void cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
+ * meanwhile, a stale or made-up key) are dropped as without peering.
+ * The job passing it on, if any. */
+static struct cancel_job *cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key,
+                                          const char *from)
 {
     int self = px->cfg->peer_id;
     int id = (int)(key & PGW_PEER_ID_MASK);
     unsigned hops = (key >> PGW_PEER_HOP_SHIFT) & 3u;
     if (self == 0 || id == self) {
         pgw_info("cancel_ignored", "client=%s reason=\"unknown cancel key\"", from);
-        return;
+        return NULL;
     }
     if (hops >= PGW_PEER_MAX_HOPS) {
         pgw_warn("cancel_ignored", "client=%s peer=%d reason=\"passed on %u times already: "
                  "do two [peers] lists name the same id at different processes?\"", from, id,
                  hops);
-        return;
+        return NULL;
     }
     const struct pgw_conf_peer *peer = pgw_conf_find_peer(px->cfg, id);
     if (!peer) {
         pgw_info("cancel_ignored", "client=%s peer=%d reason=\"unknown cancel key, and no "
                  "[peers] entry for the peer id in it\"", from, id);
-        return;
+        return NULL;
     }
     struct cancel_job *j = calloc(1, sizeof(*j));
     if (!j) {
         pgw_warn("cancel_failed", "client=%s peer=%d reason=\"out of memory\"", from, id);
-        return;
+        return NULL;
     }
     j->peer = id;
     snprintf(j->from, sizeof(j->from), "%s", from);
     key = (key & ~(3u << PGW_PEER_HOP_SHIFT)) | ((hops + 1) << PGW_PEER_HOP_SHIFT);
     pgw_wire_cancel_request(j->pkt, pid, key);
     /* The entry is copied into the job: a reload may free it meanwhile. */
-    if (job_start(px, j, &peer->addr, peer->addrlen, 0))
-        pgw_info("cancel_forwarded", "client=%s peer=%d", from, id);
+    if (!job_start(px, j, &peer->addr, peer->addrlen, 0))
+        return NULL;
+    pgw_info("cancel_forwarded", "client=%s peer=%d", from, id);
+    return j;
 }
 
-void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from)
+/* A job forwarding a cancel for s's query to its server (NULL: none
+ * started).  Failures before a job exists touch no session: it never held
+ * its server for them. */
+static struct cancel_job *session_job(struct pgw_proxy *px, struct pgw_session *s,
+                                      const char *from, double delay)
 {
+    struct pgw_server *srv = s->server;
+    bool busy = srv && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
+    if (!busy) {
+        pgw_info("cancel_ignored", "client=%s target=%s reason=\"no query in progress\"",
+                 from, s->addr_text);
+        return NULL;
+    }
+    if (!srv->cancel_ok) {
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"the server's cancel key "
+                 "is unknown (event=server_no_cancel)\"", from, srv->backend_pid);
+        return NULL;
+    }
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"out of memory\"", from,
+                 srv->backend_pid);
+        return NULL;
+    }
+    j->backend_pid = srv->backend_pid;
+    snprintf(j->from, sizeof(j->from), "%s", from);
+    pgw_wire_cancel_request(j->pkt, (uint32_t)srv->backend_pid, srv->cancel_key);
+    if (!job_start(px, j, &srv->cancel_addr, srv->cancel_addrlen, delay))
+        return NULL;
+    j->sess = s;
+    j->srv_id = srv->id;
+    s->cancel_inflight++;
+    if (srv->user_queued > 0) {
+        /* The cancel may land on a query queued behind this one
+         * (server_pipeline_depth): those clients get 08006 instead. */
+        pgw_relay_pipe_taint(srv);
+    }
+    pgw_info("cancel_forwarded", "client=%s target=%s backend_pid=%d", from, s->addr_text,
+             srv->backend_pid);
+    return j;
+}
+
+bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_t pid,
+                        uint32_t key)
+{
+    const char *from = asker->addr_text;
     /* With peering the keys handed out have no hops: one passed on has. */
     uint32_t own = px->cfg->peer_id > 0 ? key & ~(3u << PGW_PEER_HOP_SHIFT) : key;
     struct pgw_session *s = find(px, pid, own);
+    struct cancel_job *j;
     if (!s) {
-        cancel_not_here(px, pid, key, from);
-        return;
-    }
-    if (s->is_admin) {
+        j = cancel_not_here(px, pid, key, from);
+    } else if (s->is_admin) {
         pgw_admin_cancel(s, from);       /* a PAUSE or WAIT_CLOSE that waits */
-        return;
-    }
-    if (s->pipe_srv || (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0 || s->swallow > 0))) {
+        return false;
+    } else if (s->pipe_srv ||
+               (s->server && (s->pipe_skip > 0 || s->pipe_drop > 0 || s->swallow > 0))) {
         /* Queued behind another client's query (server_pipeline_depth), or
          * holding the server while it still drops replies of clients that
          * left, or while it runs the SETs that give it this client's
@@ -374,54 +437,27 @@ void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const 
         pgw_info("cancel_deferred", "client=%s target=%s reason=\"%s\"", from, s->addr_text,
                  s->swallow > 0 && !s->pipe_srv ? "the client's settings being restored first"
                                                 : "query queued on a server");
-        return;
-    }
-    if (pgw_relay_cancel_waiting(s) || pgw_notify_cancel_waiting(s)) {
+        return false;
+    } else if (pgw_relay_cancel_waiting(s) || pgw_notify_cancel_waiting(s)) {
+        /* Waiting for a server: its request ended here, nothing to wait
+         * for before the connection closes. */
         pgw_info("cancel_waiting", "client=%s reason=\"canceled while waiting for a server\"",
                  from);
-        return;
+        return false;
+    } else {
+        j = session_job(px, s, from, 0);
     }
-    pgw_cancel_session(px, s, from, 0);
+    if (!j)
+        return false;
+    j->asker = asker;
+    asker->cancel_asked = j;
+    return true;
 }
 
-/* Failures before a job exists touch no session: it never held its server
- * for them. */
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from,
                         double delay)
 {
-    struct pgw_server *srv = s->server;
-    bool busy = srv && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy);
-    if (!busy) {
-        pgw_info("cancel_ignored", "client=%s target=%s reason=\"no query in progress\"",
-                 from, s->addr_text);
-        return;
-    }
-    if (!srv->cancel_ok) {
-        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"the server's cancel key "
-                 "is unknown (event=server_no_cancel)\"", from, srv->backend_pid);
-        return;
-    }
-    struct cancel_job *j = calloc(1, sizeof(*j));
-    if (!j) {
-        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"out of memory\"", from,
-                 srv->backend_pid);
-        return;
-    }
-    j->backend_pid = srv->backend_pid;
-    snprintf(j->from, sizeof(j->from), "%s", from);
-    pgw_wire_cancel_request(j->pkt, (uint32_t)srv->backend_pid, srv->cancel_key);
-    if (!job_start(px, j, &srv->cancel_addr, srv->cancel_addrlen, delay))
-        return;
-    j->sess = s;
-    j->srv_id = srv->id;
-    s->cancel_inflight++;
-    if (srv->user_queued > 0) {
-        /* The cancel may land on a query queued behind this one
-         * (server_pipeline_depth): those clients get 08006 instead. */
-        pgw_relay_pipe_taint(srv);
-    }
-    pgw_info("cancel_forwarded", "client=%s target=%s backend_pid=%d", from, s->addr_text,
-             srv->backend_pid);
+    session_job(px, s, from, delay);
 }
 
 int pgw_cancel_init(struct pgw_proxy *px)
@@ -448,6 +484,8 @@ void pgw_cancel_deinit(struct pgw_proxy *px)
         char t[32];
         pgw_warn("cancel_failed", "client=%s %s reason=\"pgwharf shut down\"", j->from,
                  job_target(j, t, sizeof(t)));
+        if (j->asker)
+            j->asker->cancel_asked = NULL;
         job_free(j);
     }
     free(cs);

@@ -167,6 +167,9 @@ struct pgw_session {
                                         relayed: release once clean (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
+    struct cancel_job *cancel_asked; /* a CancelRequest connection: the forward
+                                        it waits for before it is closed
+                                        (cancel.c) */
     /* server_pipeline_depth (relay.c): while pipe_srv is set, this client's
      * one Query is on that server, queued behind its borrower's (state
      * WAIT_SERVER, on the server's user_queue by pipe_node). */
@@ -327,10 +330,13 @@ void pgw_peer_deinit(struct pgw_proxy *px);
 #define PGW_PEER_MAX_HOPS 3
 void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
-/* A CancelRequest from a client: forwarded to the server of the session
- * with that key, else to the [peers] process the key names, else dropped;
- * each case logged. */
-void pgw_cancel_request(struct pgw_proxy *px, uint32_t pid, uint32_t key, const char *from);
+/* A CancelRequest on connection `asker`: forwarded to the server of the
+ * session with that key, else to the [peers] process the key names, else
+ * dropped; each case logged.  True when a forward took it: asker stays
+ * open until the forward ends (then cancel.c closes it); false: close it
+ * now. */
+bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_t pid,
+                        uint32_t key);
 /* Forward a cancel for s's query on its server (when it runs one). */
 /* delay > 0: send it that much later (a deferred cancel, see relay.c). */
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from,

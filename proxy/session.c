@@ -633,8 +633,11 @@ static void handle_startup(struct pgw_session *s)
         return;
     case PGW_STARTUP_CANCEL:
         s->state = PGW_SS_CANCEL;
-        pgw_cancel_request(s->px, st.cancel_pid, st.cancel_key, s->addr_text);
-        pgw_session_close(s, NULL, "cancel request handled");
+        /* Open until the forward is over, as PostgreSQL closes it once it
+         * has signalled the backend: a client (PQcancel) sends its next
+         * query only then, which a late signal would cancel instead. */
+        if (!pgw_cancel_request(s->px, s, st.cancel_pid, st.cancel_key))
+            pgw_session_close(s, NULL, "cancel request handled");
         return;
     default:
         break;
@@ -927,7 +930,9 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     /* Closing from here on: a failed write while the error goes out must
      * not close the session a second time (counters would drift). */
     s->state = PGW_SS_CLOSING;
-    if (sqlstate)
+    /* A CancelRequest connection gets no reply, as from PostgreSQL: only
+     * its close (a shutdown too). */
+    if (sqlstate && was != PGW_SS_CANCEL)
         send_final_error(s, sqlstate, reason);
     pgw_batch_forget(s);
     pgw_pool_cancel_wait(&s->waiter);

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -332,35 +333,48 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(one(conn, "select 'usable'"), "usable")
         px.wait_for_log("event=cancel_forwarded")
 
+    def _raw_client(self, px):
+        """A raw client of px logged in: (socket, its cancel key)."""
+        keys = []
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(c.close)
+        hz.sync_login(c, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        return c, keys[0]
+
+    def _cancel_connection(self, px, key):
+        """A CancelRequest for key sent on a new connection, left open."""
+        k = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(k.close)
+        k.sendall(struct.pack("!IIII", 16, 80877102, key[0], key[1]))
+        return k
+
     def test_forty_cancels_in_flight_at_once_all_land(self):
         """More cancels in flight at once than the 32 pgwharf used to allow
         (the postmaster is stopped while they go out, so none can finish
-        early): every one of the 40 queries is cancelled."""
+        early): every one of the 40 queries is cancelled, and each client's
+        cancel connection is closed only once PostgreSQL has acted on it
+        (raw sockets: psycopg2's cancel() holds the GIL while it waits)."""
         n = 40
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": n})
-        conns = [self.db_conn(px) for _ in range(n)]
-        sql = "select pg_sleep(60) /* mass cancel */"
-
-        def run(conn):
-            try:
-                one(conn, sql)
-                return "finished"
-            except psycopg2.errors.QueryCanceled:
-                return "57014"
-        runs = [pt.Background(lambda c=c: run(c)) for c in conns]
+        clients = [self._raw_client(px) for _ in range(n)]
+        for c, _ in clients:
+            c.sendall(hz.query_msg("select pg_sleep(60) /* mass cancel */"))
         self.pg.wait_running("/* mass cancel */", n=n)
         self.pg.pause()
         self.addCleanup(self.pg.resume)
-        for conn in conns:
-            conn.cancel()      # pgwharf takes it and closes; the forward waits
+        cancels = [self._cancel_connection(px, key) for _, key in clients]
         pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|ignored|failed)",
                                              px.log())) >= n, 20, what="%d cancels handled" % n)
+        # All still open: PostgreSQL has not acted on any.
+        readable, _, _ = select.select(cancels, [], [], 0)
+        self.assertEqual(readable, [])
         self.pg.resume()
-        deadline = time.monotonic() + 30
-        for r in runs:
-            r.join(max(0.1, deadline - time.monotonic()))
-        self.assertEqual([r.result for r in runs], ["57014"] * n,
-                         [r.error for r in runs if r.error])
+        for k in cancels:
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        for c, _ in clients:
+            got = hz.read_until_ready(c)
+            self.assertEqual([t for t, _ in got], [b"T", b"E", b"Z"], got)
+            self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
         self.assertEqual(len(re.findall("event=cancel_forwarded", px.log())), n)
         self.assertNotIn("event=cancel_failed", px.log())
 
@@ -388,7 +402,7 @@ class TestCancel(pt.PgwharfTestCase):
         self.pg.wait_running("/* frozen cancel */", lock_wait=True)
         self.pg.pause()
         self.addCleanup(self.pg.resume)
-        conn.cancel()
+        conn.cancel()          # returns as pgwharf gives up, closing its connection
         px.wait_for_log(r"event=cancel_failed .*reason=\S*cancel_wait_timeout")
         # The query was not cancelled: it waits at the gate, on its server.
         self.assertTrue(bg.is_alive())
@@ -408,23 +422,25 @@ class TestCancel(pt.PgwharfTestCase):
     def test_sigquit_with_a_cancel_in_flight(self):
         """A fast exit while a cancel waits on a stopped postmaster: the job
         is dropped and freed (under ASan a leak or a use after free fails
-        the exit status)."""
+        the exit status), and the cancel's connection is closed."""
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
                                           "cancel_wait_timeout": 0})
-        conn = self.db_conn(px)
+        c, key = self._raw_client(px)
         gate = hz.Gate(self.pg, 7012)
         self.addCleanup(gate.close)
-        bg = pt.Background(lambda: one(conn, "select %s /* cancel at exit */" % gate.sql()))
+        c.sendall(hz.query_msg("select %s /* cancel at exit */" % gate.sql()))
         self.pg.wait_running("/* cancel at exit */", lock_wait=True)
         self.pg.pause()
         self.addCleanup(self.pg.resume)
-        conn.cancel()
+        k = self._cancel_connection(px, key)     # open while the cancel is in flight
         px.wait_for_log("event=cancel_forwarded")
+        self.assertEqual(select.select([k], [], [], 0)[0], [])
         self.assertEqual(px.stop(sig=signal.SIGQUIT), 0, px.log_tail())
-        self.assertIn('event=cancel_failed', px.log())
+        self.assertEqual(hz.read_until_closed(k, 20), (b"", True))   # the exit closed it
         self.assertRegex(px.log(), r'event=cancel_failed .*reason="pgwharf shut down"')
-        bg.join(20)
-        self.assertIsNotNone(bg.error)          # its connection was closed
+        data, closed = hz.read_until_closed(c, 20)      # its connection was closed
+        self.assertTrue(closed)
+        self.assertIn(b"57P01", data)
 
 
 class TestStateAcrossServers(pt.PgwharfTestCase):
@@ -1284,6 +1300,37 @@ class TestPeers(pt.PgwharfTestCase):
         send_cancel(px1, pid, key)
         self.assertEqual(self.result(sock), "57014")
         self.assertNotRegex(px1.log(), r"event=cancel_forwarded .*peer=")
+
+    def test_the_cancel_connection_closes_once_the_server_has_acted(self):
+        """PostgreSQL signals the backend twice for one cancel (its pid,
+        then its process group) and closes the cancel connection after
+        both; PQcancel waits for that close before the client goes on, as
+        the second signal would cancel its next query.  pgwharf closes the
+        client's cancel connection only once the server (or the peer it
+        passed the cancel to) has closed its own: with the postmaster
+        stopped both stay open (passed on to the peer, and straight from
+        the client's process)."""
+        px1, px2 = self.start_pair()
+        sock, pid, key = self.login(px1)
+        for via, step in ((px2, "through the peer"), (px1, "own process")):
+            self.start_sleep(sock, step)
+            nforwarded = px1.log().count("event=cancel_forwarded")
+            self.pg.pause()
+            self.addCleanup(self.pg.resume)
+            ask = unix_socket(via)
+            self.addCleanup(ask.close)
+            ask.sendall(struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, pid, key))
+            # px1's own forward has begun: it waits for the stopped postmaster
+            pt.wait_until(lambda: px1.log().count("event=cancel_forwarded") > nforwarded,
+                          what="px1 forwarding the cancel (%s)" % step)
+            readable = select.select([ask], [], [], 1.0)[0]
+            self.assertEqual(readable, [], "cancel connection closed before the server "
+                             "acted (%s)" % step)
+            self.pg.resume()
+            self.assertEqual(recv_all(ask), b"")        # closed once PostgreSQL has acted
+            self.assertEqual(self.result(sock), "57014")
+            ask.close()
+        self.assertEqual(hz.simple_query(sock, "select 'usable'"), ([[b"usable"]], []))
 
     def test_without_peering_the_other_process_drops_the_cancel(self):
         px1, px2 = self.start_pair(peer_ids=None)
