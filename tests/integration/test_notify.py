@@ -73,6 +73,21 @@ def nothing_to_read(sock):
     return not r
 
 
+def deallocate_forgets(case, sql, name):
+    """SQL DEALLOCATE sql of name, a prepared LISTEN pgwharf keeps for a new
+    client of case.px, is answered and forgets it (a Bind of it: 26000)."""
+    a = login(case, case.px)
+    a.sendall(hz.parse_msg(name, "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
+    case.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+    a.sendall(hz.query_msg(sql))
+    case.assertEqual(hz.read_until_ready(a), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
+    a.sendall(bind_exec(name))
+    got = hz.read_until_ready(a)
+    case.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+    case.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+    a.close()
+
+
 class NotifyCase(pt.PgwharfTestCase):
     MODE = "transaction"
 
@@ -1493,17 +1508,7 @@ class TestExtendedProtocol(NotifyCase):
                                (0, ' deallocate prepare "pr""x"', 'pr"x')):
             with self.subTest(sql=sql, max_prepared_statements=mps):
                 self.use_max_prepared_statements(mps)
-                a = login(self, self.px)
-                a.sendall(hz.parse_msg(name, "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
-                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
-                a.sendall(hz.query_msg(sql))
-                self.assertEqual(hz.read_until_ready(a), [(b"C", b"DEALLOCATE\x00"),
-                                                          (b"Z", b"I")])
-                a.sendall(bind_exec(name))
-                got = hz.read_until_ready(a)
-                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
-                self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
-                a.close()
+                deallocate_forgets(self, sql, name)
         # Any other goes to the server, which answers: a name folded to
         # another one's, one the client did not prepare, DEALLOCATE ALL.
         a = login(self, self.px)
@@ -1596,17 +1601,7 @@ class TestUnicodeEscapeNames(NotifyCase):
                                (0, "DEALLOCATE PREPARE U&\"p!0078\" UESCAPE '!'", "px")):
             with self.subTest(sql=sql, max_prepared_statements=mps):
                 self.use_max_prepared_statements(mps)
-                a = login(self, self.px)
-                a.sendall(hz.parse_msg(name, "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
-                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
-                a.sendall(hz.query_msg(sql))
-                self.assertEqual(hz.read_until_ready(a), [(b"C", b"DEALLOCATE\x00"),
-                                                          (b"Z", b"I")])
-                a.sendall(bind_exec(name))
-                got = hz.read_until_ready(a)
-                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
-                self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
-                a.close()
+                deallocate_forgets(self, sql, name)
 
 
 class TestStatementMode(NotifyCase):
