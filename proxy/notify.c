@@ -1144,31 +1144,38 @@ bool pgw_notify_waiting(const struct pgw_session *s)
     return s->notify && s->notify->waiting;
 }
 
+/* The link to s's lone LISTEN/UNLISTEN while it waits unsent in its hub's
+ * queue (*prev: the request before it, NULL at the head); NULL when there
+ * is none (answered, or sent to the hub's server). */
+static struct notify_req **unsent_req(const struct pgw_session *s, struct notify_req **prev)
+{
+    *prev = NULL;
+    if (!pgw_notify_waiting(s))
+        return NULL;
+    struct notify_req **pp = &s->notify->hub->head;
+    while (*pp && ((*pp)->s != s || (*pp)->sent)) {
+        *prev = *pp;
+        pp = &(*pp)->next;
+    }
+    return *pp ? pp : NULL;
+}
+
 bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since)
 {
-    if (!pgw_notify_waiting(s))
+    struct notify_req *prev;
+    if (!unsent_req(s, &prev))
         return false;
-    for (const struct notify_req *r = s->notify->hub->head; r; r = r->next)
-        if (r->s == s && !r->sent) {
-            *since = s->notify->wait_since;
-            return true;
-        }
-    return false;
+    *since = s->notify->wait_since;
+    return true;
 }
 
 bool pgw_notify_cancel_waiting(struct pgw_session *s)
 {
-    if (!pgw_notify_waiting(s))
-        return false;
-    struct pgw_notify_hub *h = s->notify->hub;
-    struct notify_req **pp = &h->head, *prev = NULL;
-    while (*pp && ((*pp)->s != s || (*pp)->sent)) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    struct notify_req *r = *pp;
-    if (!r)
+    struct notify_req *prev, **pp = unsent_req(s, &prev);
+    if (!pp)
         return false;                /* sent: its answer comes soon */
+    struct pgw_notify_hub *h = s->notify->hub;
+    struct notify_req *r = *pp;
     *pp = r->next;
     if (h->tail == r)
         h->tail = prev;
