@@ -45,6 +45,17 @@ const char *pgw_pgenc_iconv_name(const char *pg)
     return NULL;
 }
 
+size_t pgw_utf8_encode(uint32_t c, char out[4])
+{
+    static const unsigned char lead[] = { 0, 0, 0xC0, 0xE0, 0xF0 };
+    size_t k = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    unsigned char *o = (unsigned char *)out;
+    for (size_t i = k - 1; i > 0; i--, c >>= 6)
+        o[i] = (unsigned char)(0x80 | (c & 0x3F));
+    o[0] = (unsigned char)(lead[k] | c);
+    return k;
+}
+
 bool pgw_pgenc_ascii(const void *p, size_t n)
 {
     const unsigned char *b = p;

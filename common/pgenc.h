@@ -15,6 +15,7 @@
 #include <iconv.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* iconv's name for PostgreSQL's encoding pg (any case); NULL when text in
@@ -22,6 +23,9 @@
  * not convert) or when there is no converter for it (MULE_INTERNAL, a
  * name PostgreSQL does not know). */
 const char *pgw_pgenc_iconv_name(const char *pg);
+
+/* Code point c (at most 0x10FFFF) as UTF-8 into out; its length, 1 to 4. */
+size_t pgw_utf8_encode(uint32_t c, char out[4]);
 
 /* No byte of p[0..n) is above 0x7f. */
 bool pgw_pgenc_ascii(const void *p, size_t n);

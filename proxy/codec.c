@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/pgenc.h"
 #include "common/wire.h"
 
 long pgw_startup_need(const uint8_t *buf, size_t len)
@@ -387,21 +388,6 @@ static bool hex_read(const char *p, const char *end, int n, uint32_t *v)
     return true;
 }
 
-/* Code point c as UTF-8 at out + *n, if it fits in PGW_CHANNEL_MAX bytes. */
-static bool utf8_put(uint32_t c, char *out, size_t *n)
-{
-    int k = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
-    if (*n + (size_t)k > PGW_CHANNEL_MAX)
-        return false;
-    unsigned char *o = (unsigned char *)out + *n;
-    static const unsigned char lead[] = { 0, 0, 0xC0, 0xE0, 0xF0 };
-    for (int i = k - 1; i > 0; i--, c >>= 6)
-        o[i] = (unsigned char)(0x80 | (c & 0x3F));
-    o[0] = (unsigned char)(lead[k] | c);
-    *n += (size_t)k;
-    return true;
-}
-
 /* The text of a U&"..." name ("" read as one quote already) decoded as
  * PostgreSQL's str_udeescape does: esc esc is esc, esc XXXX and esc
  * +XXXXXX a code point (1 to 10FFFF; UTF-16 surrogates only as a pair),
@@ -441,8 +427,12 @@ static bool unicode_unescape(const char *in, size_t len, char esc, char out[PGW_
             first = c;
             continue;
         }
-        if (!utf8_put(c, out, &n))
+        char u[4];
+        size_t k = pgw_utf8_encode(c, u);
+        if (n + k > PGW_CHANNEL_MAX)
             return false;
+        memcpy(out + n, u, k);
+        n += k;
     }
     if (first)
         return false;

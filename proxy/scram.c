@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/pgenc.h"
 #include "common/wire.h"
 
 #define SCRAM_PREFIX "SCRAM-SHA-256$"
@@ -205,30 +206,6 @@ static const char *compat_of(uint32_t c)
     return NULL;
 }
 
-static size_t utf8_encode(uint32_t c, char *out)
-{
-    if (c < 0x80) {
-        out[0] = (char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        out[0] = (char)(0xC0 | c >> 6);
-        out[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        out[0] = (char)(0xE0 | c >> 12);
-        out[1] = (char)(0x80 | (c >> 6 & 0x3F));
-        out[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | c >> 18);
-    out[1] = (char)(0x80 | (c >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (c >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
 static bool is_ascii(const char *s)
 {
     for (; *s; s++)
@@ -299,7 +276,7 @@ enum pgw_saslprep_rc pgw_saslprep(const char *in, char **out)
         else if ((m = compat_of(c)) != NULL)
             w += strlen(strcpy(w, m));
         else
-            w += utf8_encode(c, w);
+            w += pgw_utf8_encode(c, w);
     }
     *w = '\0';
     *out = o;

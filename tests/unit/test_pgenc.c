@@ -37,6 +37,34 @@ static void t_ascii(void **state)
     assert_false(pgw_pgenc_ascii("\x80", 1));
 }
 
+/* Each length's first and last code point (SCRAM's SASLprep and U&"..."
+ * names share this encoder). */
+static void t_utf8_encode(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t c;
+        const char *want;
+    } cases[] = {
+        { 0x41, "A" },
+        { 0x7F, "\x7f" },
+        { 0x80, "\xc2\x80" },
+        { 0xE9, "\xc3\xa9" },
+        { 0x7FF, "\xdf\xbf" },
+        { 0x800, "\xe0\xa0\x80" },
+        { 0xFFFF, "\xef\xbf\xbf" },
+        { 0x10000, "\xf0\x90\x80\x80" },
+        { 0x1F600, "\xf0\x9f\x98\x80" },
+        { 0x10FFFF, "\xf4\x8f\xbf\xbf" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[4];
+        size_t n = pgw_utf8_encode(cases[i].c, out);
+        assert_int_equal(n, strlen(cases[i].want));
+        assert_memory_equal(out, cases[i].want, n);
+    }
+}
+
 static void t_set_opens_once(void **state)
 {
     (void)state;
@@ -92,6 +120,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_names),
         cmocka_unit_test(t_ascii),
+        cmocka_unit_test(t_utf8_encode),
         cmocka_unit_test(t_set_opens_once),
         cmocka_unit_test(t_convert),
     };
