@@ -476,7 +476,7 @@ struct grow_try {
  * array (the list grew on a reload) it did not. */
 static bool host_tried(const struct pgw_pool_waiter *w, int i)
 {
-    return w && i >= 0 && i / 64 < w->repl_tried_words && (w->repl_tried[i / 64] >> (i % 64)) & 1;
+    return w && pgw_tried_bit(w->repl_tried, w->repl_tried_words, i);
 }
 
 /* pgw_hosts_choose's try: may host i take a connection attempt now? */

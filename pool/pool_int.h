@@ -327,6 +327,23 @@ void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, co
  * connecting, is closed. */
 void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w);
 void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+/* A replication waiter's tried hosts (pgw_pool_waiter.repl_tried): the
+ * words for a list of n hosts, and bit i of such a set. */
+static inline int pgw_tried_words(int n)
+{
+    return n > 64 ? (n + 63) / 64 : 1;
+}
+
+static inline bool pgw_tried_bit(const uint64_t *t, int words, int i)
+{
+    return i >= 0 && i / 64 < words && (t[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void pgw_tried_set(uint64_t *t, int i)
+{
+    t[i / 64] |= (uint64_t)1 << (i % 64);
+}
+
 /* The pool's host list becomes hosts[0 .. n) (a reload; pool->hosts is
  * still the old one): each waiter's tried hosts move with their backends. */
 void pgw_pool_repl_hosts_replaced(struct pgw_pool *pool, const struct pool_host *hosts, int n);

@@ -40,7 +40,7 @@ static void repl_done_cb(struct pgw_ctx_sub *sub, int err);
  * false when memory is short. */
 static bool tried_room(struct pgw_pool_waiter *w, int n)
 {
-    int words = n > 64 ? (n + 63) / 64 : 1;
+    int words = pgw_tried_words(n);
     if (words <= w->repl_tried_words)
         return true;
     uint64_t *t = &w->repl_tried_one;
@@ -75,15 +75,16 @@ static void tried_free(struct pgw_pool_waiter *w)
  * fails it (repl_no_server). */
 void pgw_pool_repl_hosts_replaced(struct pgw_pool *pool, const struct pool_host *hosts, int n)
 {
-    int words = n > 64 ? (n + 63) / 64 : 1;
+    int words = pgw_tried_words(n);
     for (struct pgw_list *l = pool->repl_waiters.next; l != &pool->repl_waiters; l = l->next) {
         struct pgw_pool_waiter *w = pgw_container_of(l, struct pgw_pool_waiter, node);
         uint64_t one = 0, *t = words > 1 ? calloc((size_t)words, sizeof(*t)) : &one;
         int tries = 0;
         for (int j = 0; t && j < n; j++) {
-            for (int i = 0; i < pool->nhosts && i / 64 < w->repl_tried_words; i++) {
-                if (hosts[j].be == pool->hosts[i].be && (w->repl_tried[i / 64] >> (i % 64)) & 1) {
-                    t[j / 64] |= (uint64_t)1 << (j % 64);
+            for (int i = 0; i < pool->nhosts; i++) {
+                if (hosts[j].be == pool->hosts[i].be &&
+                    pgw_tried_bit(w->repl_tried, w->repl_tried_words, i)) {
+                    pgw_tried_set(t, j);
                     tries++;
                     break;
                 }
@@ -286,7 +287,7 @@ void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
                 pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, ev_now(pool->set->loop));
             return;
         }
-        w->repl_tried[i / 64] |= (uint64_t)1 << (i % 64);
+        pgw_tried_set(w->repl_tried, i);
         w->repl_tries++;
     }
 }
