@@ -796,6 +796,9 @@ class Pgwharf:
         if self.proc is not None and self.proc.poll() is None:
             raise PgwharfError("already running (pid %d)" % self.proc.pid)
         fixed_port = self.settings.get("listen_port") not in (None, "", 0, "0", "auto")
+        # ports picked here (listen_port unset, metrics_port "auto"): on
+        # "in use" (another process took one after free_port), pick again
+        auto = [k for k in ("metrics_port",) if self.settings.get(k) == "auto"]
         for attempt in range(3):
             self.write_config()
             e = dict(os.environ)
@@ -821,8 +824,11 @@ class Pgwharf:
                                    % (self.host, self.port, self.ready_timeout,
                                       self.log_tail()))
             self.returncode = rc
-            if not fixed_port and "in use" in self.log():
-                self.settings["listen_port"] = None
+            if (not fixed_port or auto) and "in use" in self.log():
+                if not fixed_port:
+                    self.settings["listen_port"] = None
+                for k in auto:
+                    self.settings[k] = "auto"
                 continue
             raise PgwharfError("pgwharf exited with %s before listening; log:\n%s"
                                % (rc, self.log_tail()))
