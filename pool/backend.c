@@ -173,6 +173,21 @@ bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error 
     return true;
 }
 
+/* be can take no connection now (its breaker opened, or its name does not
+ * resolve): each pool with it in its host list hears so
+ * (pgw_pool_host_down may fail the pool's waiters; their callbacks run
+ * inside it, so the next pool is taken first). */
+static void pools_host_down(struct pgw_backend *be)
+{
+    struct pgw_list *n, *next;
+    for (n = be->set->pools.next; n != &be->set->pools; n = next) {
+        next = n->next;
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (pgw_pool_host_index(p, be) >= 0)
+            pgw_pool_host_down(p);
+    }
+}
+
 /* A failed lookup: one failed connection attempt for the breaker.  Kept
  * for dns_nxdomain_ttl (PgBouncer's key): no new lookup before then, and,
  * with no earlier addresses to use meanwhile, the clients waiting for a
@@ -192,13 +207,7 @@ static void dns_failed(struct pgw_backend *be, const char *error)
         return;
     snprintf(be->dns_error, sizeof(be->dns_error), "%s", error);
     be->dns_error_until = now + set->cfg->dns_nxdomain_ttl;
-    struct pgw_list *n, *next;
-    for (n = set->pools.next; n != &set->pools; n = next) {
-        next = n->next;
-        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (pgw_pool_host_index(p, be) >= 0)
-            pgw_pool_host_down(p);
-    }
+    pools_host_down(be);
 }
 
 static void dns_apply(struct pgw_backend *be, struct dns_req *r)
@@ -457,13 +466,7 @@ void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg)
     pgw_warn("breaker_open", "backend=%s failures=%d cooldown=%.1f sqlstate=%s reason=%s",
              be->address, be->breaker.failures, be->breaker.cooldown, be->last_sqlstate,
              pgw_log_quote(q, sizeof(q), be->last_error));
-    struct pgw_list *n, *next;
-    for (n = set->pools.next; n != &set->pools; n = next) {
-        next = n->next;
-        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (pgw_pool_host_index(p, be) >= 0)
-            pgw_pool_host_down(p);
-    }
+    pools_host_down(be);
 }
 
 /* Maintenance: once the cooldown has passed, probe even without demand. */
