@@ -766,7 +766,7 @@ static bool breaker_refuses(struct pgw_pool *pool, struct pgw_pool_error *e)
     return pool->n_active < pool->pool_size || pool->n_active == 0;
 }
 
-static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
+int pgw_pool_refuse_gone(struct pgw_pool *pool, struct pgw_pool_waiter *w)
 {
     struct pgw_pool_error *e = &pool->set->error;
     if (pool->set->destroying) {
@@ -779,6 +779,15 @@ static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
                                       pool->dbname);
         return PGW_ENOTFOUND;
     }
+    return 0;
+}
+
+static int acquire_refuse(struct pgw_pool *pool, struct pgw_pool_waiter *w)
+{
+    struct pgw_pool_error *e = &pool->set->error;
+    int gone = pgw_pool_refuse_gone(pool, w);
+    if (gone)
+        return gone;
     if (breaker_refuses(pool, e)) {
         pool->st.total_breaker_rejects++;
         w->error = e;

@@ -352,6 +352,9 @@ const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int co
                                                 const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int pgw_pool_hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
+/* pgwharf shutting down (57P01) or the pool's database gone from the
+ * config on a reload (3D000): that code, w->error set; else 0. */
+int pgw_pool_refuse_gone(struct pgw_pool *pool, struct pgw_pool_waiter *w);
 /* Is every host of the list out for target_session_attrs (each found not
  * to match within server_login_retry)?  Then err is the refusal a normal
  * client of the pool gets (the last mismatch, as libpq said it). */

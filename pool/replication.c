@@ -123,16 +123,9 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
     w->repl_tried_words = 0;
     w->repl_tries = 0;
 
-    if (pool->set->destroying) {
-        w->error = pgw_pool_set_error(e, PGW_ESHUTDOWN, "57P01", "pgwharf is shutting down");
-        return PGW_ESHUTDOWN;
-    }
-    if (pool->orphan) {
-        w->error = pgw_pool_set_error(e, PGW_ENOTFOUND, "3D000",
-                                      "database \"%s\" is no longer in the configuration",
-                                      pool->dbname);
-        return PGW_ENOTFOUND;
-    }
+    int gone = pgw_pool_refuse_gone(pool, w);
+    if (gone)
+        return gone;
     int down = pgw_pool_hosts_down(pool, e);
     if (down) {
         if (down == PGW_EBREAKER_OPEN)
