@@ -15,7 +15,11 @@
  * keeps it: PostgreSQL signals the backend twice (the pid, then its
  * process group), and a client that went on at once could have its next
  * query hit by the second signal (libpq's PQcancel waits for the close for
- * that reason).
+ * that reason).  A deferred cancel (relay.c, pipe_cancel) keeps it open
+ * too, until its forward has ended or it is dropped (the query ended
+ * without it, the client left), at most cancel_wait_timeout before the
+ * forward begins (the cancel stays deferred: the wait is the client's
+ * query's, which may be long).
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
@@ -55,8 +59,8 @@ struct cancel_job {
     struct pgw_cancel_state *cs;
     struct pgw_session *sess;        /* NULL once the session is gone, or
                                       * for a peer's job */
-    struct pgw_session *asker;       /* the CancelRequest connection, closed
-                                      * when the job ends; NULL once gone */
+    struct pgw_list askers;          /* CancelRequest connections (ask_node),
+                                      * closed when the job ends */
     uint64_t srv_id;                 /* the server the cancel is for */
     int backend_pid;
     int peer;                        /* 0; else the [peers] id it goes to */
@@ -89,14 +93,33 @@ void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s)
     pgw_list_append(&px->cancel_hash[bucket(s->cancel_pid, s->cancel_key)], &s->cancel_node);
 }
 
+/* The connections on `list` have had their answer: each closes from its
+ * own timer, so that a caller walking sessions never sees one go. */
+static void askers_release(struct pgw_list *list)
+{
+    struct pgw_list *n;
+    while ((n = pgw_list_first(list))) {
+        struct pgw_session *a = pgw_container_of(n, struct pgw_session, ask_node);
+        pgw_list_del(n);
+        a->ask_deferred = false;
+        a->cancel_over = true;
+        pgw_session_arm_timer(a);
+    }
+}
+
+void pgw_cancel_deferred_drop(struct pgw_session *s)
+{
+    s->pipe_cancel = false;
+    askers_release(&s->cancel_askers);
+}
+
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s)
 {
     if (pgw_list_linked(&s->cancel_node))
         pgw_list_del(&s->cancel_node);
-    if (s->cancel_asked) {
-        s->cancel_asked->asker = NULL;
-        s->cancel_asked = NULL;
-    }
+    if (pgw_list_linked(&s->ask_node))      /* an asker that left first */
+        pgw_list_del(&s->ask_node);
+    askers_release(&s->cancel_askers);      /* a target gone: nothing comes */
     if (!s->cancel_inflight || !px->cancel)
         return;
     struct pgw_list *pos;
@@ -123,6 +146,9 @@ static void job_free(struct cancel_job *j)
         close(j->fd);
     pgw_list_del(&j->node);
     j->cs->ninflight--;
+    /* Its askers are gone already, or closed first (job_end). */
+    while (pgw_list_first(&j->askers))
+        pgw_list_del(pgw_list_first(&j->askers));
     free(j);
 }
 
@@ -155,7 +181,6 @@ static void job_end(struct cancel_job *j, const char *why)
 {
     struct pgw_cancel_state *cs = j->cs;
     struct pgw_session *s = j->sess;
-    struct pgw_session *asker = j->asker;
     if (why) {
         char q[300], t[32];
         pgw_warn("cancel_failed", "client=%s %s reason=%s", j->from,
@@ -165,11 +190,13 @@ static void job_end(struct cancel_job *j, const char *why)
         if (j->sent > 0 && s && s->server && s->server->id == j->srv_id)
             pgw_server_retire(s->server, "a cancel sent to it was not confirmed");
     }
-    job_free(j);
-    if (asker) {
-        asker->cancel_asked = NULL;
-        pgw_session_close(asker, NULL, "cancel request handled");
+    struct pgw_list *n;
+    while ((n = pgw_list_first(&j->askers))) {
+        pgw_list_del(n);
+        pgw_session_close(pgw_container_of(n, struct pgw_session, ask_node), NULL,
+                          "cancel request handled");
     }
+    job_free(j);
     if (s && --s->cancel_inflight == 0)
         session_cancels_done(s);
     if (cs->ninflight == 0)
@@ -285,6 +312,7 @@ static bool job_start(struct pgw_proxy *px, struct cancel_job *j,
     int err = 0;
     j->fd = -1;
     j->limit = px->cfg->cancel_wait_timeout;
+    pgw_list_init(&j->askers);
     ev_init(&j->io, job_io_cb);
     if (delay > 0) {
         j->cs = cs;
@@ -437,7 +465,11 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
         pgw_info("cancel_deferred", "client=%s target=%s reason=\"%s\"", from, s->addr_text,
                  s->swallow > 0 && !s->pipe_srv ? "the client's settings being restored first"
                                                 : "query queued on a server");
-        return false;
+        pgw_list_append(&s->cancel_askers, &asker->ask_node);
+        asker->ask_deferred = true;
+        asker->cancel_at = ev_now(px->loop);
+        pgw_session_arm_timer(asker);
+        return true;
     } else if (pgw_relay_cancel_waiting(s) || pgw_notify_cancel_waiting(s)) {
         /* Waiting for a server: its request ended here, nothing to wait
          * for before the connection closes. */
@@ -449,15 +481,25 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
     }
     if (!j)
         return false;
-    j->asker = asker;
-    asker->cancel_asked = j;
+    pgw_list_append(&j->askers, &asker->ask_node);
     return true;
 }
 
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from,
                         double delay)
 {
-    session_job(px, s, from, delay);
+    s->pipe_cancel = false;
+    struct cancel_job *j = session_job(px, s, from, delay);
+    if (!j) {
+        askers_release(&s->cancel_askers);
+        return;
+    }
+    struct pgw_list *n;
+    while ((n = pgw_list_first(&s->cancel_askers))) {
+        pgw_list_del(n);
+        pgw_container_of(n, struct pgw_session, ask_node)->ask_deferred = false;
+        pgw_list_append(&j->askers, n);
+    }
 }
 
 int pgw_cancel_init(struct pgw_proxy *px)
@@ -484,8 +526,6 @@ void pgw_cancel_deinit(struct pgw_proxy *px)
         char t[32];
         pgw_warn("cancel_failed", "client=%s %s reason=\"pgwharf shut down\"", j->from,
                  job_target(j, t, sizeof(t)));
-        if (j->asker)
-            j->asker->cancel_asked = NULL;
         job_free(j);
     }
     free(cs);

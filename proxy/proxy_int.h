@@ -167,9 +167,18 @@ struct pgw_session {
                                         relayed: release once clean (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
-    struct cancel_job *cancel_asked; /* a CancelRequest connection: the forward
-                                        it waits for before it is closed
-                                        (cancel.c) */
+    /* CancelRequest connections (cancel.c): one stays open until what it
+     * asked for is over, as PostgreSQL keeps it; ask_node links it to the
+     * forward it waits for, or to its target's cancel_askers while the
+     * cancel is deferred (pipe_cancel). */
+    struct pgw_list cancel_askers;   /* the target's: waiting for pipe_cancel */
+    struct pgw_list ask_node;        /* the asker's */
+    ev_tstamp cancel_at;             /* the asker's: when it asked */
+    bool ask_deferred;               /* the asker's: on a target's list, not a
+                                        forward's (cancel_wait_timeout bounds
+                                        the wait then) */
+    bool cancel_over;                /* the asker's: closed at its next timer
+                                        (never inside the caller's walk) */
     /* server_pipeline_depth (relay.c): while pipe_srv is set, this client's
      * one Query is on that server, queued behind its borrower's (state
      * WAIT_SERVER, on the server's user_queue by pipe_node). */
@@ -332,15 +341,19 @@ void pgw_cancel_register(struct pgw_proxy *px, struct pgw_session *s);
 void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
 /* A CancelRequest on connection `asker`: forwarded to the server of the
  * session with that key, else to the [peers] process the key names, else
- * dropped; each case logged.  True when a forward took it: asker stays
- * open until the forward ends (then cancel.c closes it); false: close it
- * now. */
+ * dropped; each case logged.  True when a forward took it, or it was
+ * deferred: asker stays open until that is over (then cancel.c closes it);
+ * false: close it now. */
 bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_t pid,
                         uint32_t key);
-/* Forward a cancel for s's query on its server (when it runs one). */
-/* delay > 0: send it that much later (a deferred cancel, see relay.c). */
+/* Forward the cancel deferred for s's query (pipe_cancel) on its server,
+ * delay seconds from now (see relay.c); the connections that asked for it
+ * wait for that forward, or close when none starts. */
 void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char *from,
                         double delay);
+/* s's deferred cancel (pipe_cancel) is dropped: its query ended without it,
+ * or will be answered with 08006; the connections that asked close. */
+void pgw_cancel_deferred_drop(struct pgw_session *s);
 int pgw_cancel_init(struct pgw_proxy *px);
 /* Cancels forwarded and not finished yet. */
 int pgw_cancel_inflight(const struct pgw_proxy *px);

@@ -425,6 +425,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     struct pgw_server *srv = s->server;
     struct ev_loop *loop = s->px->loop;
     s->release_held = false;
+    /* A cancel still deferred was for the request that ends here. */
+    if (s->pipe_cancel)
+        pgw_cancel_deferred_drop(s);
     if (!srv)
         return;
     ev_io_stop(loop, &srv->user_r);
@@ -886,7 +889,7 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
     s->pipe_drop = 0;
     s->pipe_fail_own = false;
-    s->pipe_cancel = false;
+    pgw_cancel_deferred_drop(s);         /* one left from a request before */
     srv->user_tail_skip = 0;
     s->state = PGW_SS_WAIT_SERVER;
     s->pipe_since = ev_now(loop);
@@ -1007,12 +1010,11 @@ static void pipe_cancel_due(struct pgw_session *s)
     if (!s->pipe_cancel || !s->server)
         return;
     if (s->pipe_fail_own) {
-        s->pipe_cancel = false;
+        pgw_cancel_deferred_drop(s);     /* 08006 is its answer */
         return;
     }
     if (s->pipe_skip > 0 || s->pipe_drop > 0 || s->swallow > 0)
         return;
-    s->pipe_cancel = false;
     /* The server has the query but may not have started it yet (it just
      * sent the ReadyForQuery of the one ahead), and PostgreSQL drops a
      * cancel that comes while it is between queries: give it a moment. */
@@ -1032,7 +1034,7 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
         f->pipe_skip = 0;
         f->pipe_drop = 0;
         f->pipe_fail_own = false;
-        f->pipe_cancel = false;
+        pgw_cancel_deferred_drop(f);
         pgw_track_reset(&f->track);
         f->query_start = 0;
         f->state = PGW_SS_IDLE;
@@ -1073,7 +1075,7 @@ void pgw_relay_pipe_leave(struct pgw_session *s)
     s->pipe_stmt = NULL;
     s->pipe_skip = 0;
     s->pipe_fail_own = false;
-    s->pipe_cancel = false;
+    pgw_cancel_deferred_drop(s);
 }
 
 void pgw_relay_pipe_taint(struct pgw_server *srv)
@@ -1173,7 +1175,7 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
     srv->user_pipe_broken = false;
     s->pipe_budget = srv->user_pipe_ok ? (uint8_t)pipe : 0;
     s->pipe_stop = false;
-    s->pipe_cancel = false;
+    pgw_cancel_deferred_drop(s);         /* one left from a request before */
     if (s->state == PGW_SS_LOGIN_WAIT) {
         if (s->swallow > 0) {
             s->state = PGW_SS_LOGIN_SYNC;

@@ -112,6 +112,8 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
     s->connect_time = s->last_activity = ev_now(px->loop);
     pgw_list_init(&s->cancel_node);
     pgw_list_init(&s->pipe_node);
+    pgw_list_init(&s->cancel_askers);
+    pgw_list_init(&s->ask_node);
     ev_io_init(&s->cli_r, client_read_cb, fd, EV_READ);
     ev_io_init(&s->cli_w, client_write_cb, fd, EV_WRITE);
     ev_init(&s->timer, timer_cb);
@@ -205,6 +207,17 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
     case PGW_SS_LINKED:
         return earlier(linked_deadline(s, what), what, transaction_deadline(s),
                        "transaction_timeout");
+    case PGW_SS_CANCEL:
+        /* What it asked for is over (cancel.c); else a deferred cancel it
+         * waits for, at most cancel_wait_timeout (a forward under way has
+         * that deadline of its own). */
+        if (s->cancel_over) {
+            *what = "cancel_over";
+            return ev_now(s->px->loop);
+        }
+        *what = "cancel_wait_timeout";
+        return s->ask_deferred && cfg->cancel_wait_timeout > 0
+                   ? s->cancel_at + cfg->cancel_wait_timeout : 0;
     default:
         return 0;
     }
@@ -278,6 +291,18 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (!pgw_session_send(s, &b))
             pgw_session_close(s, "53200", "out of memory");
         pgw_wbuf_deinit(&b);
+        return;
+    }
+    if (strcmp(what, "cancel_over") == 0) {
+        pgw_session_close(s, NULL, "cancel request handled");
+        return;
+    }
+    if (strcmp(what, "cancel_wait_timeout") == 0) {
+        /* The cancel stays deferred: it still goes once the query runs. */
+        pgw_info("cancel_wait_timeout", "client=%s reason=\"cancel_wait_timeout (%g s): the "
+                 "deferred cancel is still held for the query; its connection is closed\"",
+                 s->addr_text, s->px->cfg->cancel_wait_timeout);
+        pgw_session_close(s, NULL, "cancel_wait_timeout");
         return;
     }
     if (strcmp(what, "query_timeout") == 0) {

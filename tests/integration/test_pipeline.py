@@ -15,6 +15,9 @@ is checked against what the README promises.
 
 import asyncio
 import re
+import select
+import signal
+import socket
 import struct
 import unittest
 
@@ -67,6 +70,22 @@ class TestPipeline(pt.AppRoleTestCase):
         await w.drain()
         await r.read()            # pgwharf closes it once handled
         w.close()
+
+    def ask(self, conn, px=None):
+        """A CancelRequest for conn on a new (blocking) connection, left
+        open: pgwharf keeps it open until the cancel is over."""
+        px = px or self.px
+        k = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(k.close)
+        k.sendall(struct.pack("!IIII", 16, 80877102, conn.key[0], conn.key[1]))
+        return k
+
+    def assert_open(self, k, why):
+        """k is not closed (nothing to read) a second on."""
+        self.assertEqual(select.select([k], [], [], 1.0)[0], [], why)
+
+    def assert_closed(self, k):
+        self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
 
     def running(self, marker):
         return self.pg.queries_running(marker) == 1
@@ -361,11 +380,18 @@ class TestPipeline(pt.AppRoleTestCase):
             await self.wait_running("marker_q12")
             b.send(hz.query_msg("select pg_sleep(60)"))
             await self.wait_queued(1)
-            await self.cancel(b)
+            k = self.ask(b)
+            await self.until(lambda: "event=cancel_deferred" in self.px.log(), "deferred")
+            # Open while deferred, as PostgreSQL keeps it until it has
+            # signalled the backend (it used to close at once).
+            self.assert_open(k, "cancel connection closed while the cancel was deferred")
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             rows, err = await asyncio.wait_for(b.read_result(), 20)
             self.assertEqual((err or {}).get("C"), "57014")
+            self.assert_closed(k)
+            # closed once the deferred forward was done
+            self.assertRegex(self.px.log(), r"event=cancel_forwarded client=deferred ")
             self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
             for x in (a, b):
                 await x.close()
@@ -387,17 +413,124 @@ class TestPipeline(pt.AppRoleTestCase):
             b.send(hz.query_msg("select pg_sleep(60)"))
             await self.wait_queued(2)
             x.abort()
-            await self.cancel(b)
+            k = self.ask(b)
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             await self.wait_running("marker_q16")          # X's query, B dropping it
             await g2.open()
             rows, err = await asyncio.wait_for(b.read_result(), 20)
             self.assertEqual((err or {}).get("C"), "57014")
+            self.assert_closed(k)
             self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
             for y in (a, b):
                 await y.close()
         self.run_async(main())
+
+    def test_a_deferred_cancel_dropped_closes_its_connection(self):
+        """The connection that asked for a deferred cancel closes when the
+        cancel is dropped: the query is answered with 08006 instead (the
+        client ahead was canceled), or the client leaves."""
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            a.send(hz.query_msg("select pg_sleep(30) as marker_q40"))
+            await self.wait_running("marker_q40")
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(1)
+            kb = self.ask(b)
+            await self.until(lambda: "event=cancel_deferred" in self.px.log(), "deferred")
+            self.assert_open(kb, "closed while deferred")
+            await self.cancel(a)
+            rows, err = await a.read_result()
+            self.assertEqual((err or {}).get("C"), "57014")
+            rows, err = await b.read_result()
+            self.assertEqual((err or {}).get("C"), "08006")
+            self.assert_closed(kb)
+            # the client leaves while its cancel is deferred
+            a.send(hz.query_msg("select pg_sleep(30) as marker_q41"))
+            await self.wait_running("marker_q41")
+            c.send(hz.query_msg("select 'C'"))
+            await self.wait_queued(2)
+            kc = self.ask(c)
+            await self.until(lambda: self.px.log().count("event=cancel_deferred") == 2,
+                             "deferred again")
+            self.assert_open(kc, "closed while deferred")
+            c.abort()
+            self.assert_closed(kc)
+            await self.cancel(a)
+            rows, err = await a.read_result()
+            self.assertEqual((err or {}).get("C"), "57014")
+            self.assertEqual(self.rows(await a.query("select 'A2'")), [["A2"]])
+            await a.close()
+            await b.close()
+        self.run_async(main())
+        self.assertNotIn("event=cancel_forwarded client=deferred", self.px.log())
+
+    def test_a_deferred_cancel_outlives_its_connection(self):
+        """The asker may close first, or be closed by cancel_wait_timeout
+        while the query ahead runs on: the cancel stays deferred and still
+        reaches the client's query once it runs."""
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "cancel_wait_timeout": "1s"})
+
+        async def main():
+            a, b = await self.conn(px), await self.conn(px)
+            for n, key in enumerate((42, 43)):
+                g = await self.gate(key)
+                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_q%d"
+                                    % (key, key)))
+                await self.wait_running("marker_q%d" % key)
+                b.send(hz.query_msg("select pg_sleep(60)"))
+                await self.wait_queued(n + 1, px)
+                k = self.ask(b, px)
+                await self.until(lambda: px.log().count("event=cancel_deferred") == n + 1,
+                                 "deferred")
+                if n == 0:
+                    k.close()                 # gone first
+                else:
+                    self.assert_closed(k)     # after cancel_wait_timeout
+                    self.assertIn("event=cancel_wait_timeout", px.log())
+                await g.open()
+                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+                rows, err = await asyncio.wait_for(b.read_result(), 20)
+                self.assertEqual((err or {}).get("C"), "57014")
+                self.assertEqual(self.rows(await b.query("select 'again'")), [["again"]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+
+    def test_shutdown_with_a_deferred_cancel_waiting(self):
+        """SIGINT (wait for servers) closes the connection waiting for a
+        deferred cancel, and the queued query still gets it; SIGQUIT exits
+        at once.  Either way the exit is clean (under ASan: no leak, no
+        use after free of the waiting connection or its target)."""
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            px = self.start_pgwharf(settings={
+                "pool_mode": "transaction", "default_pool_size": 1,
+                "server_pipeline_depth": 2, "metrics_port": "auto"})
+
+            async def main():
+                a, b = await self.conn(px), await self.conn(px)
+                g = await self.gate(44)
+                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(44) as marker_q44"))
+                await self.wait_running("marker_q44")
+                b.send(hz.query_msg("select pg_sleep(60)"))
+                await self.wait_queued(1, px)
+                k = self.ask(b, px)
+                await self.until(lambda: "event=cancel_deferred" in px.log(), "deferred")
+                if sig == signal.SIGQUIT:
+                    self.assertEqual(px.stop(sig=sig), 0, px.log_tail())
+                    self.assert_closed(k)
+                    await g.open()
+                    return
+                px.proc.send_signal(sig)
+                self.assert_closed(k)          # not waited for: it holds no server
+                await g.open()
+                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+                rows, err = await asyncio.wait_for(b.read_result(), 20)
+                self.assertEqual((err or {}).get("C"), "57014")
+            self.run_async(main())
+            self.assertEqual(px.stop(), 0, px.log_tail())
 
     def test_a_query_timeout_ahead_hands_nobody_the_stuck_server(self):
         px = self.start_pgwharf(settings={
