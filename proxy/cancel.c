@@ -19,7 +19,10 @@
  * too, until its forward has ended or it is dropped (the query ended
  * without it, the client left), at most cancel_wait_timeout before the
  * forward begins (the cancel stays deferred: the wait is the client's
- * query's, which may be long).
+ * query's, which may be long).  One whose forward is already under way for
+ * the same request (no ReadyForQuery since it began) waits for that one
+ * instead of making another connection: a client retrying against a
+ * stopped server holds one descriptor, not one per retry.
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
@@ -40,7 +43,7 @@
  *
  * Owns: the jobs (socket, ev_io, ev_timer each) and the list of them, per
  * proxy.  No cap on their number: each holds one descriptor for at most
- * cancel_wait_timeout.
+ * cancel_wait_timeout, at most one per request of a session.
  */
 #include "proxy/proxy_int.h"
 
@@ -62,6 +65,7 @@ struct cancel_job {
     struct pgw_list askers;          /* CancelRequest connections (ask_node),
                                       * closed when the job ends */
     uint64_t srv_id;                 /* the server the cancel is for */
+    uint32_t ready_count;            /* the session's when the job began */
     int backend_pid;
     int peer;                        /* 0; else the [peers] id it goes to */
     int fd;
@@ -428,6 +432,7 @@ static struct cancel_job *session_job(struct pgw_proxy *px, struct pgw_session *
         return NULL;
     j->sess = s;
     j->srv_id = srv->id;
+    j->ready_count = s->ready_count;
     s->cancel_inflight++;
     if (srv->user_queued > 0) {
         /* The cancel may land on a query queued behind this one
@@ -437,6 +442,22 @@ static struct cancel_job *session_job(struct pgw_proxy *px, struct pgw_session *
     pgw_info("cancel_forwarded", "client=%s target=%s backend_pid=%d", from, s->addr_text,
              srv->backend_pid);
     return j;
+}
+
+/* A forward for s's request under way already: on its server, begun since
+ * the last ReadyForQuery (so it lands on what runs now, or is being
+ * deferred to it). */
+static struct cancel_job *session_forward(struct pgw_proxy *px, const struct pgw_session *s)
+{
+    if (!s->cancel_inflight || !s->server)
+        return NULL;
+    struct pgw_list *pos;
+    for (pos = px->cancel->inflight.next; pos != &px->cancel->inflight; pos = pos->next) {
+        struct cancel_job *j = pgw_container_of(pos, struct cancel_job, node);
+        if (j->sess == s && j->srv_id == s->server->id && j->ready_count == s->ready_count)
+            return j;
+    }
+    return NULL;
 }
 
 bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_t pid,
@@ -476,6 +497,11 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
         pgw_info("cancel_waiting", "client=%s reason=\"canceled while waiting for a server\"",
                  from);
         return false;
+    } else if ((j = session_forward(px, s))) {
+        /* Retried (a driver's statement timeout firing again, ^C twice):
+         * one forward is enough. */
+        pgw_info("cancel_joined", "client=%s target=%s backend_pid=%d", from, s->addr_text,
+                 j->backend_pid);
     } else {
         j = session_job(px, s, from, 0);
     }

@@ -167,6 +167,9 @@ struct pgw_session {
                                         relayed: release once clean (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
+    uint32_t ready_count;            /* ReadyForQuery relayed: a cancel whose
+                                        forward began since the last one joins
+                                        it (cancel.c) */
     /* CancelRequest connections (cancel.c): one stays open until what it
      * asked for is over, as PostgreSQL keeps it; ask_node links it to the
      * forward it waits for, or to its target's cancel_askers while the

@@ -1733,6 +1733,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
     if (!pgw_track_ready(&s->track, status))
         return;
+    s->ready_count++;
     pgw_metrics_ready(s, status);
     /* Messages sent since the last Sync are still under way. */
     s->query_start = s->track.fe_open > 0 ? ev_now(s->px->loop) : 0;

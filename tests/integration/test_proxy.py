@@ -378,6 +378,42 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(len(re.findall("event=cancel_forwarded", px.log())), n)
         self.assertNotIn("event=cancel_failed", px.log())
 
+    def test_cancels_retried_for_one_query_share_one_forward(self):
+        """A client retrying its cancel while the server does not answer (a
+        stopped postmaster; a driver's statement timeout firing again, ^C
+        pressed twice): each retry opened a connection of its own to the
+        server, held until cancel_wait_timeout, so one client could make
+        pgwharf hold any number of descriptors.  Retries for the same
+        request now wait for the forward under way; each connection still
+        closes only once PostgreSQL has acted, and a cancel of the next
+        request is a forward of its own."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        c, key = self._raw_client(px)
+        c.sendall(hz.query_msg("select pg_sleep(60) /* retried cancel */"))
+        self.pg.wait_running("/* retried cancel */")
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        asks = [self._cancel_connection(px, key) for _ in range(20)]
+        pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined|ignored|failed)",
+                                             px.log())) >= 20, 20, what="20 cancels handled")
+        self.assertEqual(px.log().count("event=cancel_forwarded"), 1)
+        self.assertEqual(px.log().count("event=cancel_joined"), 19)
+        self.assertEqual(select.select(asks, [], [], 0)[0], [])      # all wait
+        self.pg.resume()
+        for k in asks:
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        got = hz.read_until_ready(c)
+        self.assertEqual([t for t, _ in got], [b"T", b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
+        c.sendall(hz.query_msg("select pg_sleep(60) /* next request */"))
+        self.pg.wait_running("/* next request */")
+        k = self._cancel_connection(px, key)
+        self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        got = hz.read_until_ready(c)
+        self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
+        self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
+        self.assertNotIn("event=cancel_failed", px.log())
+
     def test_cancel_wait_timeout_gives_up_and_the_session_goes_on(self):
         """The server takes the cancel's connection but never acts on it (its
         postmaster is stopped): after cancel_wait_timeout pgwharf logs
