@@ -397,14 +397,16 @@ double pgw_conf_query_wait_timeout(const struct pgw_config *cfg, const struct pg
  * pool_size) plus reserve_pool_size, capped by max_db_connections.  More
  * users per database mean more pools; those are not counted.
  * pgw_conf_fd_reserve: descriptors kept aside under a limit of `nofile`
- * besides the servers': PGW_FD_FIXED for cancel links in flight (32 of
- * them; there is no cap, more take from the rest),
+ * besides the servers': PGW_FD_FIXED for cancel links in flight
+ * (PGW_FD_CANCEL_LINKS of them, and what the rest leaves: past that a
+ * cancel fails rather than take a descriptor promised to others),
  * metrics connections (32), listeners, the log and the loop; the rest for
  * logins past the client cap that still get to read a first packet.
  * pgw_conf_client_cap: the clients that fit under `nofile` with those kept
  * aside (servers at most half of it), never fewer than a quarter of it,
  * at most max_client_conn. */
 #define PGW_FD_FIXED 80
+#define PGW_FD_CANCEL_LINKS 32
 #define PGW_FD_RESERVE_MAX 160
 int pgw_conf_server_fds(const struct pgw_config *cfg);
 long long pgw_conf_fd_reserve(long long nofile);

@@ -42,8 +42,12 @@
  * cannot go round: the peer named owns that id and never passes it on.
  *
  * Owns: the jobs (socket, ev_io, ev_timer each) and the list of them, per
- * proxy.  No cap on their number: each holds one descriptor for at most
- * cancel_wait_timeout, at most one per request of a session.
+ * proxy.  Each holds one descriptor for at most cancel_wait_timeout, at
+ * most one per request of a session; their number is capped by what the
+ * open-files limit leaves for them (px->cancel_cap, proxy.c): past it a
+ * cancel fails, rather than take the descriptors the pools and clients
+ * were promised (under a server that does not answer, requests cycling,
+ * or keys forged to name a peer, could otherwise pile them up).
  */
 #include "proxy/proxy_int.h"
 
@@ -317,6 +321,14 @@ static bool job_start(struct pgw_proxy *px, struct cancel_job *j,
     j->fd = -1;
     j->limit = px->cfg->cancel_wait_timeout;
     pgw_list_init(&j->askers);
+    if (cs->ninflight >= px->cancel_cap) {
+        char t[32];
+        pgw_warn("cancel_failed", "client=%s %s reason=\"%d cancels in flight already, as many "
+                 "as the open-files limit leaves room for\"", j->from,
+                 job_target(j, t, sizeof(t)), cs->ninflight);
+        free(j);
+        return false;
+    }
     ev_init(&j->io, job_io_cb);
     if (delay > 0) {
         j->cs = cs;

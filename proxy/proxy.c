@@ -242,6 +242,7 @@ static void fd_budget(struct pgw_proxy *px, bool starting)
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
         px->client_cap = cfg->max_client_conn;
         px->overflow_cap = PGW_OVERFLOW_SESSIONS;
+        px->cancel_cap = INT_MAX;
         return;
     }
     bool raised = false;
@@ -257,6 +258,15 @@ static void fd_budget(struct pgw_proxy *px, bool starting)
     px->client_cap = pgw_conf_client_cap(cfg, soft);
     long long spare = pgw_conf_fd_reserve(soft) - PGW_FD_FIXED;
     px->overflow_cap = spare < PGW_OVERFLOW_SESSIONS ? (int)spare : PGW_OVERFLOW_SESSIONS;
+    /* Cancel links in flight (cancel.c): the ones kept for them, and what
+     * the servers, the clients and the rest of the reserve leave over. */
+    long long servers = pgw_conf_server_fds(cfg);
+    if (servers > soft / 2)
+        servers = soft / 2;
+    long long left = soft == LLONG_MAX ? LLONG_MAX / 2
+                                       : soft - servers - pgw_conf_fd_reserve(soft) - px->client_cap;
+    long long links = PGW_FD_CANCEL_LINKS + (left > 0 ? left : 0);
+    px->cancel_cap = links < INT_MAX ? (int)links : INT_MAX;
     if (px->client_cap < cfg->max_client_conn)
         pgw_warn("fd_limit", "nofile=%lld%s max_client_conn=%d server_fds=%d client_cap=%d "
                  "reason=\"the open-files limit leaves room for client_cap clients only; "

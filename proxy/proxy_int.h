@@ -446,6 +446,7 @@ struct pgw_proxy {
     ev_timer buf_trim;               /* returns unneeded free buffers */
     struct pgw_list cancel_hash[PGW_CANCEL_BUCKETS];
     struct pgw_cancel_state *cancel;
+    int cancel_cap;                  /* cancel links in flight at most (fd_budget) */
     struct pgw_scram_cache *scram_cache;     /* verifiers made from plaintext secrets */
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
     struct pgw_offload *peer;        /* peer lookups (peer.c), made on first use */

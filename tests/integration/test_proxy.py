@@ -414,6 +414,56 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
         self.assertNotIn("event=cancel_failed", px.log())
 
+    def test_cancels_in_flight_are_capped_by_the_open_files_limit(self):
+        """With the postmaster stopped (backends running) each cancel
+        holds its connection to the server for cancel_wait_timeout, even
+        once the client closed its own.  A client cycling requests and
+        cancels (or keys forged to name a peer) piled them up without a
+        bound, until pgwharf ran out of descriptors and its pools and
+        listener with it.  Past what the open-files limit leaves for them a
+        cancel now fails at once."""
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "max_client_conn": 100, "cancel_wait_timeout": 120},
+            binary="prlimit", args=["--nofile=256:256", "--", os.environ["PGW_BINARY"]])
+        c, key = self._raw_client(px)
+        # The gate: held and released over one connection straight to
+        # PostgreSQL, made before the postmaster stops.
+        g = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(g.close)
+        hz.sync_login(g, self.pg.user, self.pg.database, self.pg.password)
+
+        def on_g(sql):
+            rows, errs = hz.simple_query(g, sql)
+            self.assertEqual(errs, [])
+            return rows
+        self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))   # its server is up
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        capped = r"event=cancel_failed .*cancels in flight already"
+        for i in range(150):
+            on_g("select pg_advisory_lock(7013)")
+            marker = "/* cycle %d */" % i
+            c.sendall(hz.query_msg("select pg_advisory_xact_lock_shared(7013) " + marker))
+            pt.wait_until(lambda: on_g(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                "and query like '%%%s%%' and pid <> pg_backend_pid()" % marker) == [[b"1"]],
+                20, what="query %d at the gate" % i)
+            k = self._cancel_connection(px, key)
+            pt.wait_until(lambda: len(re.findall(r"event=cancel_forwarded|" + capped,
+                                                 px.log())) > i, 20, what="cancel %d handled" % i)
+            k.close()                 # the forward goes on without it
+            on_g("select pg_advisory_unlock(7013)")
+            got = hz.read_until_ready(c)
+            self.assertEqual(got[-1], (b"Z", b"I"), got)
+            if re.search(capped, px.log()):
+                break
+        self.assertRegex(px.log(), capped)
+        self.assertNotIn("Too many open files", px.log())
+        self.assertGreaterEqual(px.log().count("event=cancel_forwarded"), 32)
+        self.pg.resume()
+        self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
+
     def test_cancel_wait_timeout_gives_up_and_the_session_goes_on(self):
         """The server takes the cancel's connection but never acts on it (its
         postmaster is stopped): after cancel_wait_timeout pgwharf logs
