@@ -355,7 +355,10 @@ class TestCancel(pt.PgwharfTestCase):
         cancel connection is closed only once PostgreSQL has acted on it
         (raw sockets: psycopg2's cancel() holds the GIL while it waits)."""
         n = 40
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": n})
+        # (query_wait_notify off: a client waiting for one of the 40 logins
+        # past its 5 s, as under ASan on a loaded machine, got a notice first)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": n,
+                                          "query_wait_notify": 0})
         clients = [self._raw_client(px) for _ in range(n)]
         for c, _ in clients:
             c.sendall(hz.query_msg("select pg_sleep(60) /* mass cancel */"))
