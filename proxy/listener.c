@@ -361,13 +361,16 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
     char *addrs = strdup(cfg->listen_addr ? cfg->listen_addr : "");
     if (!addrs)
         return PGW_ENOMEM;
+    /* The Unix socket first, its mode and group set: once the TCP port
+     * accepts (what a supervisor or a test waits for), every listener
+     * is ready. */
     int rc = 0;
+    if (cfg->unix_socket_dir && *cfg->unix_socket_dir)
+        rc = listen_unix(px, cfg->unix_socket_dir, cfg->listen_port, errbuf, errlen);
     char *save = NULL;
     for (char *tok = strtok_r(addrs, ", ", &save); tok && rc == 0; tok = strtok_r(NULL, ", ", &save))
         rc = listen_tcp(px, tok, cfg->listen_port, errbuf, errlen);
     free(addrs);
-    if (rc == 0 && cfg->unix_socket_dir && *cfg->unix_socket_dir)
-        rc = listen_unix(px, cfg->unix_socket_dir, cfg->listen_port, errbuf, errlen);
     if (rc == 0 && !px->listeners) {
         snprintf(errbuf, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");
         rc = PGW_ECONFIG;

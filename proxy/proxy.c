@@ -342,9 +342,11 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "out of memory for cancel forwarding");
         goto fail;
     }
-    if (pgw_listener_open_all(px, errbuf, errlen) < 0)
-        goto fail;
     if (pgw_admin_init(px, errbuf, errlen) < 0)   /* admin: stats, metrics endpoint */
+        goto fail;
+    /* Last: once a client's connect succeeds, the metrics endpoint is
+     * there too (a scrape right after the port opens found none). */
+    if (pgw_listener_open_all(px, errbuf, errlen) < 0)
         goto fail;
     if (cfg->stats_period > 0) {
         ev_timer_init(&px->stats_timer, stats_cb, cfg->stats_period, cfg->stats_period);

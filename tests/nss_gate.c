@@ -1,9 +1,10 @@
 /*
- * nss_gate.c - an LD_PRELOAD library that holds getpwuid_r and getaddrinfo
- * until a test lets them go, standing in for an NSS backend (LDAP, sssd,
- * DNS) that is slow to answer.
+ * nss_gate.c - an LD_PRELOAD library that holds getpwuid_r, getgrnam and
+ * getaddrinfo until a test lets them go, standing in for an NSS backend
+ * (LDAP, sssd, DNS) that is slow to answer.
  *
- * With PGW_GETPW_GATE (getpwuid_r) or PGW_GETADDRINFO_GATE (getaddrinfo)
+ * With PGW_GETPW_GATE (getpwuid_r), PGW_GETGR_GATE (getgrnam) or
+ * PGW_GETADDRINFO_GATE (getaddrinfo)
  * naming a FIFO that exists, each call (getaddrinfo: of a name, not of a
  * numeric address) first opens it for reading, which
  * blocks until a writer opens it, then reads to end of file; without the
@@ -15,7 +16,8 @@
  *
  * tests/integration/test_auth.py uses it to show that a peer login waiting
  * on the user database leaves the rest of pgwharf running, test_hosts.py
- * to hold a backend's name lookup while a reload moves its pools away.
+ * to hold a backend's name lookup while a reload moves its pools away,
+ * test_proxy.py to hold the start-up at unix_socket_group's look-up.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -23,6 +25,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 typedef int (*getpwuid_r_fn)(uid_t, struct passwd *, char *, size_t, struct passwd **);
+typedef struct group *(*getgrnam_fn)(const char *);
 typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *,
                               struct addrinfo **);
 
@@ -69,4 +73,11 @@ int getpwuid_r(uid_t uid, struct passwd *pw, char *buf, size_t len, struct passw
         return 38;                    /* ENOSYS */
     }
     return real(uid, pw, buf, len, result);
+}
+
+struct group *getgrnam(const char *name)
+{
+    getgrnam_fn real = (getgrnam_fn)dlsym(RTLD_NEXT, "getgrnam");
+    gate_wait("PGW_GETGR_GATE");
+    return real ? real(name) : NULL;
 }

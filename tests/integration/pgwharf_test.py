@@ -166,8 +166,9 @@ class Background(threading.Thread):
 
 def nss_gate_env(**gates):
     """The environment for a pgwharf with tests/nss_gate.c preloaded;
-    gates: PGW_GETPW_GATE= and/or PGW_GETADDRINFO_GATE= FIFO paths (calls
-    pass through until the FIFO exists)."""
+    gates: PGW_GETPW_GATE=, PGW_GETGR_GATE= (getgrnam) and/or
+    PGW_GETADDRINFO_GATE= FIFO paths (calls pass through until the FIFO
+    exists)."""
     lib = os.environ.get("PGW_NSS_GATE_LIB") or os.path.join(
         os.path.dirname(os.path.abspath(os.environ.get("PGW_BINARY", ""))), "tests",
         "libpgw_nss_gate.so")

@@ -12,10 +12,12 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -1269,6 +1271,32 @@ class TestListenerKeys(pt.PgwharfTestCase):
         px2 = self.start_pgwharf(settings={"unix_socket_group": str(gid)})
         st = os.stat(os.path.join(px2.dir, ".s.PGSQL.%d" % px2.port))
         self.assertEqual((st.st_mode & 0o7777, st.st_gid), (0o777, gid))
+
+    def test_the_client_port_opens_last(self):
+        # A supervisor or a test waits for the TCP port: the Unix socket
+        # (mode and group set) and the metrics endpoint must be there by
+        # then.  The start is held at unix_socket_group's look-up; before,
+        # the TCP port already accepted there (and opened before /metrics:
+        # a scrape right after the port opened was refused).
+        gate_dir = tempfile.mkdtemp(prefix="pgwharf-gate-")
+        self.addCleanup(shutil.rmtree, gate_dir, True)
+        fifo = os.path.join(gate_dir, "gate")
+        os.mkfifo(fifo)
+        px = self.start_pgwharf(start=False, settings={"unix_socket_group": "postgres",
+                                                      "unix_socket_mode": "0770",
+                                                      "metrics_port": "auto"})
+        px.extra_env.update(pt.nss_gate_env(PGW_GETGR_GATE=fifo))
+        px.start(wait=False)
+        fd = pt.nss_gate_wait(fifo, what="the start-up at getgrnam")
+        try:
+            self.assertFalse(pt.port_open("127.0.0.1", px.port))
+            self.assertTrue(pt.port_open("127.0.0.1", int(px.settings["metrics_port"])))
+        finally:
+            pt.nss_gate_release(fifo, fd)
+        self.assertTrue(pt.wait_port("127.0.0.1", px.port, 30, proc=px.proc), px.log_tail())
+        st = os.stat(os.path.join(px.dir, ".s.PGSQL.%d" % px.port))
+        self.assertEqual(st.st_mode & 0o7777, 0o770)
+        self.assertEqual(pt.one(self.console_of(px), "SHOW VERSION").split()[0], "pgwharf")
 
     def test_unknown_unix_socket_group_stops_the_start(self):
         start_fails(self, {"unix_socket_group": "no_such_group_x"},
