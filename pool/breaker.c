@@ -210,6 +210,18 @@ bool pgw_pool_target_mismatch(const char *msg)
     return false;
 }
 
+bool pgw_pool_refusal_is_local(const char *msg)
+{
+    static const char *const texts[] = {
+        "too many connections for role", "too many connections for database",
+        "is not currently accepting connections",
+    };
+    for (size_t i = 0; msg && i < sizeof(texts) / sizeof(texts[0]); i++)
+        if (strstr(msg, texts[i]))
+            return true;
+    return false;
+}
+
 void pgw_pool_trim_error(char *buf, size_t size, const char *msg)
 {
     if (!size)

@@ -77,6 +77,11 @@ const char *pgw_pool_guess_sqlstate(const char *libpq_msg);
 /* Did libpq refuse the connection for target_session_attrs (the server
  * answered, but is read-only / not, in hot standby / not)? */
 bool pgw_pool_target_mismatch(const char *libpq_msg);
+/* Did the server refuse the login for one role or database only (its
+ * CONNECTION LIMIT, "too many connections for role/database", or
+ * ALLOW_CONNECTIONS false)?  Unlike "sorry, too many clients already"
+ * (53300 as well), the server is up for every other pool on it. */
+bool pgw_pool_refusal_is_local(const char *libpq_msg);
 /* Copy libpq's multi-line message into buf on one line, trimmed. */
 void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);
 

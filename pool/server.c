@@ -537,13 +537,15 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
     const char *sqlstate = answered ? answered : pgw_pool_guess_sqlstate(text);
+    /* Refused for this pool's credentials, database or role alone: the
+     * server answered, and is up for other pools. */
+    bool local = pgw_pool_login_error_is_local(sqlstate) || pgw_pool_refusal_is_local(text);
     if (srv->replication) {
         /* A refusal the server answered (no REPLICATION privilege, no
          * pg_hba line for replication, max_wal_senders) is this client's:
          * the backend is up.  Only a failure to reach it counts there. */
         bool mismatch = pgw_pool_target_mismatch(text);
-        bool refused = pgw_pool_login_error_is_local(sqlstate) ||
-                       strcmp(sqlstate, "53300") == 0 || mismatch;
+        bool refused = local || strcmp(sqlstate, "53300") == 0 || mismatch;
         if (refused) {
             pgw_backend_connected(be, probe);
         } else {
@@ -562,7 +564,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
          * pool tries its other hosts. */
         pgw_backend_connected(be, probe);
         pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
-    } else if (answered || pgw_pool_login_error_is_local(sqlstate)) {
+    } else if (answered || local) {
         /* The server answered and refused this pool's user or database,
          * or its connect_query: the backend is fine (other pools on it
          * too), this pool waits server_login_retry. */

@@ -171,7 +171,10 @@ class TestFaults(FaultCase):
             self.pg.psql("alter role %s connection limit -1" % self.user, db="postgres",
                          via_socket=True)
 
-        self.scenario("refusing", inject, recover, hold=4.0, expect_errors=["53300"])
+        # The role's own limit: that pool waits server_login_retry between
+        # tries; the breaker (other roles on the backend) stays out of it.
+        self.scenario("refusing", inject, recover, hold=4.0, expect_breaker=False,
+                      expect_errors=["53300"])
 
     def test_password_changed(self):
         def inject():
@@ -236,6 +239,48 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
 
     def terminate_app(self):
         return self.pg.terminate_backends(user=self.pg.app_user)
+
+    def test_role_or_database_limit_is_the_pools_refusal_not_the_backends(self):
+        # A role's CONNECTION LIMIT (53300 "too many connections for
+        # role"), a database's, or ALLOW_CONNECTIONS false (55000) refuses
+        # that role or database only: PostgreSQL is up for everyone else.
+        # Counted as the backend's failures they opened its breaker, and
+        # every other pool on it got the app role's error at once.
+        pg = self.pg
+        cases = [
+            ("alter role %s connection limit 0" % pg.app_user,
+             "alter role %s connection limit -1" % pg.app_user, "53300"),
+            ("alter database %s connection limit 0" % pg.database2,
+             "alter database %s connection limit -1" % pg.database2, "53300"),
+            ("alter database %s allow_connections false" % pg.database2,
+             "alter database %s allow_connections true" % pg.database2, "55000"),
+        ]
+        for inject, restore, sqlstate in cases:
+            with self.subTest(inject):
+                pg.psql(inject, db="postgres", via_socket=True)
+                try:
+                    self.refused_by(pg, sqlstate)
+                finally:
+                    pg.psql(restore, db="postgres", via_socket=True)
+
+    def refused_by(self, pg, sqlstate):
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                      "breaker_cooldown": "30s", "server_login_retry": "30s"},
+            databases={"refused": pg.conn_string(pg.database2, user=pg.app_user,
+                                                 password=pg.app_password),
+                       pg.database: pg.conn_string(pg.database)})
+        for _ in range(3):
+            self.assertEqual(self.client_query(px, "select 1", db="refused"),
+                             ("err", sqlstate))
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["closed"])
+        # The superuser's pool on the same backend is served.
+        with socket.create_connection((px.host, px.port), timeout=20) as s:
+            hz.sync_login(s, pg.user, pg.database, pg.password)
+            rows, errs = hz.simple_query(s, "select 'other'")
+        self.assertEqual(errs, [], px.log_tail())
+        self.assertEqual(rows[-1][0].decode(), "other")
+        px.stop()
 
     def test_reload_fixing_the_server_password_ends_the_refusal(self):
         # The pool was refused with the old password; after RELOAD with the

@@ -71,6 +71,24 @@ static void t_sqlstate_table(void **state)
     assert_string_equal(pgw_pool_guess_sqlstate(NULL), "08006");
 }
 
+/* PostgreSQL 15's wording: a role's or database's own limit is that
+ * pool's refusal; the server-wide one is the backend's state. */
+static void t_refusal_is_local(void **state)
+{
+    assert_true(pgw_pool_refusal_is_local("connection to server at \"127.0.0.1\", port 5432 "
+                                          "failed: FATAL:  too many connections for role \"app\""));
+    assert_true(pgw_pool_refusal_is_local("FATAL:  too many connections for database \"db\""));
+    assert_true(pgw_pool_refusal_is_local("FATAL:  database \"db\" is not currently accepting "
+                                          "connections"));
+    assert_false(pgw_pool_refusal_is_local("FATAL:  sorry, too many clients already"));
+    assert_false(pgw_pool_refusal_is_local("FATAL:  remaining connection slots are reserved "
+                                           "for non-replication superuser connections"));
+    assert_false(pgw_pool_refusal_is_local("Connection refused"));
+    assert_false(pgw_pool_refusal_is_local(NULL));
+    assert_string_equal(pgw_pool_guess_sqlstate("FATAL:  database \"db\" is not currently "
+                                                "accepting connections"), "55000");
+}
+
 static void t_trim(void **state)
 {
     char buf[64];
@@ -123,6 +141,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_sqlstate_table),
+        cmocka_unit_test(t_refusal_is_local),
         cmocka_unit_test(t_trim),
         cmocka_unit_test(t_params),
     };
