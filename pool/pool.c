@@ -614,12 +614,24 @@ bool pgw_pool_host_left(const struct pgw_pool *pool, const struct pgw_pool_waite
     return false;
 }
 
+/* Do the pool's waiters wait for a server to come back rather than for a
+ * new connection: lent out up to its size, or paused?  Then an open
+ * breaker does not concern them. */
+static bool waits_for_release(const struct pgw_pool *pool)
+{
+    return pool->paused || (pool->n_active >= pool->pool_size && pool->n_active > 0);
+}
+
 void pgw_pool_host_down(struct pgw_pool *pool)
 {
     struct pgw_pool_error err;
     int rc = hosts_down(pool, &err);
-    if (rc == PGW_EBREAKER_OPEN) {
-        pool->st.total_breaker_rejects += (uint64_t)pool->n_waiters;
+    if (rc == PGW_EBREAKER_OPEN && waits_for_release(pool)) {
+        /* Only the replication clients: each needs a new connection. */
+        pool->st.total_breaker_rejects += (uint64_t)pool->n_repl_waiters;
+        pgw_pool_repl_fail_waiters(pool, &err);
+    } else if (rc == PGW_EBREAKER_OPEN) {
+        pool->st.total_breaker_rejects += (uint64_t)(pool->n_waiters + pool->n_repl_waiters);
         pgw_pool_fail_waiters(pool, &err);
     } else if (rc == PGW_ESERVER_CONNECT && !pool->paused) {
         pgw_pool_fail_waiters(pool, &err);
@@ -763,7 +775,7 @@ static bool breaker_refuses(struct pgw_pool *pool, struct pgw_pool_error *e)
     if (pool->n_waiters + 1 <= coming)
         return false;
     /* At its size the pool waits for a release, not a new connection. */
-    return pool->n_active < pool->pool_size || pool->n_active == 0;
+    return !waits_for_release(pool);
 }
 
 int pgw_pool_refuse_gone(struct pgw_pool *pool, struct pgw_pool_waiter *w)

@@ -35,6 +35,11 @@ import unittest
 import pgwharf_test as pt
 import pgw_hardening as hz
 
+try:
+    import psycopg2
+except ImportError:          # those tests skip; scripts/deps.sh installs it
+    psycopg2 = None
+
 QUERY_WAIT = 3.0
 QUERY_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -299,6 +304,41 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         hz.wait_until(lambda: px.log().count("event=reload ") > mark, 10, what="reload")
         self.assertEqual(self.client_query(px, "select 'fixed'"), ("ok", "fixed"),
                          px.log_tail())
+
+@unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
+class TestBreakerAndFullPool(pt.PgwharfTestCase):
+    """A breaker opening fails the clients that wait for a new connection,
+    not those waiting for a busy pool at its full size to give a server
+    back (README: The circuit breaker)."""
+
+    def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
+        pg = self.pg
+        # "tls" shares the backend (host:port) but asks for TLS, which the
+        # test cluster does not offer: each of its connects fails there,
+        # and two open the backend's breaker.
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s",
+                      "query_wait_timeout": "20s"},
+            databases={"tls": pg.conn_string(sslmode="require"),
+                       pg.database: pg.conn_string(pg.database)})
+        con = self.console_conn(px)
+        holder = self.db_conn(px, autocommit=False)
+        self.assertEqual(pt.one(holder, "select 'held'"), "held")
+        waiter = self.db_conn(px)
+        bg = pt.Background(lambda: pt.one(waiter, "select 'waited'"))
+        pt.wait_pool(con, pg.database, pg.user, cl_waiting=1)
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(db="tls")).close()
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+        # The pool's one server is still lent; the waiter waits for it.
+        self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
+        holder.commit()
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error, px.log_tail())
+        self.assertEqual(bg.result, "waited")
+
 
 if __name__ == "__main__":
     unittest.main()
