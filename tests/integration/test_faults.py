@@ -307,9 +307,9 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
 
 @unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
 class TestBreakerAndFullPool(pt.PgwharfTestCase):
-    """A breaker opening fails the clients that wait for a new connection,
-    not those waiting for a busy pool at its full size to give a server
-    back (README: The circuit breaker)."""
+    """An open breaker concerns the pools that need a new connection: not
+    the clients waiting for a busy pool at its full size to give a server
+    back (README: The circuit breaker), nor a paused pool."""
 
     def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
         pg = self.pg
@@ -338,6 +338,31 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         self.assertFalse(bg.is_alive())
         self.assertIsNone(bg.error, px.log_tail())
         self.assertEqual(bg.result, "waited")
+
+    def test_the_maintenance_probe_opens_no_server_in_a_paused_pool(self):
+        # PAUSE promises no server on its database until RESUME (a
+        # restart, a dump/restore may be under way).  The once-a-second
+        # probe of an open breaker took the first pool on the backend with
+        # room, paused or not, and logged a server in there.
+        pg = self.pg
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                      "breaker_cooldown": "0.5s", "breaker_max_cooldown": "0.5s"},
+            databases={pg.database: pg.conn_string(pg.database),
+                       "tls": pg.conn_string(sslmode="require")})
+        self.assertEqual(px.psql("select 1"), "1")     # its pool comes first
+        px.admin("PAUSE %s" % pg.database)
+        self.assertEqual(px.show("SERVERS", database=pg.database), [])
+        mark = len(px.log())
+        for _ in range(2):
+            with self.assertRaises(psycopg2.OperationalError):
+                psycopg2.connect(px.dsn(db="tls")).close()
+        # No client asks: the tick probes, and the probe ends.
+        pt.wait_until(lambda: re.search(r"event=breaker_open [\s\S]*event=breaker_half_open "
+                                        r"[\s\S]*event=(breaker_open|breaker_closed) ",
+                                        px.log()[mark:]),
+                      timeout=15, what="a probe started by the tick, and its end")
+        self.assertEqual(px.show("SERVERS", database=pg.database), [], px.log()[mark:])
 
 
 if __name__ == "__main__":
