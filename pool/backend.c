@@ -470,8 +470,8 @@ void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg)
 }
 
 /* Maintenance: once the cooldown has passed, probe even without demand,
- * through a pool that may open a server (not a paused one: PAUSE promises
- * no server on its database until RESUME). */
+ * through a pool that may open a server (within its limits; not a paused
+ * one: PAUSE promises no server on its database until RESUME). */
 void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
 {
     if (be->breaker.state == PGW_BREAKER_CLOSED || pgw_breaker_blocked(&be->breaker, now))
@@ -480,7 +480,7 @@ void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
     for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         int i = pgw_pool_host_index(p, be);
-        if (i < 0 || p->orphan || p->paused || pgw_pool_total(p) >= p->pool_size)
+        if (i < 0 || p->orphan || p->paused || !pgw_pool_has_room(p))
             continue;
         bool probe = false;
         if (pgw_backend_admit(be, pgw_backend_resolves(be, &p->hosts[i].spec), &probe) == 0 &&

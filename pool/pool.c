@@ -374,6 +374,15 @@ static int count_servers(const struct pgw_pool *pool, bool by_db)
     return total;
 }
 
+bool pgw_pool_has_room(const struct pgw_pool *pool)
+{
+    return pgw_pool_total(pool) < pool->pool_size &&
+           (pool->max_db_connections <= 0 ||
+            count_servers(pool, true) < pool->max_db_connections) &&
+           (pool->max_user_connections <= 0 ||
+            count_servers(pool, false) < pool->max_user_connections);
+}
+
 /* The oldest waiter has waited past reserve_pool_timeout?  Otherwise arm
  * the timer for when it will have. */
 static bool reserve_due(struct pgw_pool *pool)

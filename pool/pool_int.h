@@ -218,6 +218,10 @@ int pgw_pool_total(const struct pgw_pool *pool);
 void pgw_pool_init_queues(struct pgw_pool *pool);
 /* Serve waiters from idle servers, start checks, then grow.  Reentrant. */
 void pgw_pool_kick(struct pgw_pool *pool);
+/* May the pool open one more server now: under its pool_size, its
+ * database's max_db_connections and its user's max_user_connections
+ * (making no other pool's idle server go)? */
+bool pgw_pool_has_room(const struct pgw_pool *pool);
 /* Start connections for waiters / min_pool_size as limits allow. */
 void pgw_pool_grow(struct pgw_pool *pool);
 /* Fail every queued waiter with err (a snapshot: waiters queued by the

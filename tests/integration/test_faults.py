@@ -309,7 +309,8 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
 class TestBreakerAndFullPool(pt.PgwharfTestCase):
     """An open breaker concerns the pools that need a new connection: not
     the clients waiting for a busy pool at its full size to give a server
-    back (README: The circuit breaker), nor a paused pool."""
+    back (README: The circuit breaker), nor a paused pool; and its probe
+    keeps to the pool's limits."""
 
     def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
         pg = self.pg
@@ -363,6 +364,32 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
                                         px.log()[mark:]),
                       timeout=15, what="a probe started by the tick, and its end")
         self.assertEqual(px.show("SERVERS", database=pg.database), [], px.log()[mark:])
+
+    def test_the_maintenance_probe_keeps_to_max_user_connections(self):
+        # The tick's probe went through the first pool on the backend
+        # under its pool_size, past its user's max_user_connections (or
+        # its database's max_db_connections).
+        pg = self.pg
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                      "breaker_cooldown": "0.5s", "breaker_max_cooldown": "0.5s",
+                      "max_user_connections": 1},
+            databases={pg.database: pg.conn_string(pg.database),
+                       "tls": pg.conn_string(user=pg.app_user, password=pg.app_password,
+                                             sslmode="require")})
+        holder = self.db_conn(px, autocommit=False)      # its pool comes first
+        self.assertEqual(pt.one(holder, "select 'held'"), "held")
+        mark = len(px.log())
+        for _ in range(2):
+            with self.assertRaises(psycopg2.OperationalError):
+                psycopg2.connect(px.dsn(db="tls", user=pg.app_user,
+                                        password=pg.app_password)).close()
+        pt.wait_until(lambda: re.search(r"event=breaker_open [\s\S]*event=breaker_half_open "
+                                        r"[\s\S]*event=(breaker_open|breaker_closed) ",
+                                        px.log()[mark:]),
+                      timeout=15, what="a probe started by the tick, and its end")
+        self.assertEqual(len(px.show("SERVERS", user=pg.user)), 1, px.log()[mark:])
+        holder.commit()
 
 
 if __name__ == "__main__":
