@@ -193,13 +193,20 @@ static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_
     pool->st.total_acquires++;
 }
 
+/* The reserve the pool may use: none with reserve_pool_timeout 0, which
+ * turns it off, as PgBouncer's does. */
+static int reserve_size(const struct pgw_pool *pool)
+{
+    return pool->set->cfg->reserve_pool_timeout > 0 ? pool->reserve_pool_size : 0;
+}
+
 /* The pool may not grow any more, its reserve included: queueing on a
  * busy server must not keep a waiting client from a reserve server, which
  * it would get past reserve_pool_timeout. */
 static bool pipeline_full(const struct pgw_pool *pool)
 {
     return pool->n_idle == 0 &&
-           pgw_pool_total(pool) >= (long long)pool->pool_size + pool->reserve_pool_size;
+           pgw_pool_total(pool) >= (long long)pool->pool_size + reserve_size(pool);
 }
 
 /* srv closes when its borrower is done (RECONNECT, server_lifetime). */
@@ -389,7 +396,7 @@ static bool reserve_due(struct pgw_pool *pool)
 {
     struct ev_loop *loop = pool->set->loop;
     ev_timer_stop(loop, &pool->reserve_timer);
-    if (pool->reserve_pool_size <= 0 || pgw_list_empty(&pool->waiters))   /* as above */
+    if (reserve_size(pool) <= 0 || pgw_list_empty(&pool->waiters))   /* as above */
         return false;
     struct pgw_pool_waiter *w =
         pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
@@ -443,7 +450,7 @@ static int room(struct pgw_pool *pool, int want, int evict)
 {
     long long max = pool->pool_size;         /* both may be up to INT_MAX */
     if (reserve_due(pool))
-        max += pool->reserve_pool_size;
+        max += reserve_size(pool);
     long long left = max - pgw_pool_total(pool);
     int r = want < left ? want : (int)left;
     if (r > 0 && pool->max_db_connections > 0) {
@@ -963,7 +970,7 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
                  pgw_pool_total(pool) > pool->min_pool_size)
             pgw_server_close(srv, "server_idle_timeout");
         else if (pool->n_waiters == 0 &&
-                 pgw_pool_total(pool) > (long long)pool->pool_size + pool->reserve_pool_size)
+                 pgw_pool_total(pool) > (long long)pool->pool_size + reserve_size(pool))
             pgw_server_close(srv, "pool_size lowered");
     }
 }

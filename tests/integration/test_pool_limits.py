@@ -358,6 +358,25 @@ class TestUserReservePool(PoolLimitsCase):
             holder.rollback()
         self.assertEqual(self.show(console, "USERS", name=app)[0]["reserve_pool_size"], "1")
 
+    def test_reserve_pool_timeout_0_disables_the_reserve(self):
+        # As PgBouncer (its launch_new_connection: "if (cf_res_pool_timeout
+        # && res_pool_size)"): 0 turns the reserve off.  pgwharf lent it
+        # at once instead, so a config from PgBouncer with the reserve off
+        # got pools reserve_pool_size larger than meant.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "reserve_pool_size": 1, "reserve_pool_timeout": 0,
+                                          "query_wait_timeout": "1s"})
+        console = self.console(px)
+        holder = self.connect(px, autocommit=False)
+        self.one(holder, "select 1")                      # holds the pool's one server
+        waiter = self.connect(px)
+        with self.assertRaises(psycopg2.Error) as cm:
+            self.one(waiter, "select 'reserve'")
+        self.assertIn("query_wait_timeout", str(cm.exception))
+        self.assertEqual(len(self.show(console, "SERVERS", user=self.pg.user)), 1)
+        holder.rollback()
+        self.assertEqual(self.one(waiter, "select 'after'"), "after")
+
 class TestServerFastClose(PoolLimitsCase):
     """server_fast_close (PgBouncer's, session mode): after RECONNECT a
     session on an old server ends as soon as it is idle, not when its client
