@@ -149,6 +149,13 @@ static bool login_blocked(const struct pgw_pool *pool)
     return pool->login_error && pool_now(pool) < pool->login_retry_until;
 }
 
+/* Will a server of the pool come back to serve a waiter: one lent out,
+ * idle, or being checked or reset (not only a new login)? */
+static bool server_to_come(const struct pgw_pool *pool)
+{
+    return pool->n_active > 0 || pool->n_idle > 0 || pool->n_resetting > 0;
+}
+
 void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const char *msg)
 {
     double retry = pool->set->cfg->server_login_retry;
@@ -160,11 +167,12 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
         pool->login_retry_until = retry > 0 ? pool_now(pool) + retry : 0;
     }
     /* Its waiters would only wait for the same refusal: they get it now,
-     * unless a server of the pool is lent out and comes back.  Not its
-     * replication clients: their servers log in otherwise (pg_hba's
-     * replication lines, no connect_query, no database for a physical
-     * one), each gets its own server's answer (replication.c). */
-    if (pool->n_active == 0 && pool->n_idle == 0) {
+     * unless a server of the pool (lent out, or being checked or reset)
+     * comes back.  Not its replication clients: their servers log in
+     * otherwise (pg_hba's replication lines, no connect_query, no
+     * database for a physical one), each gets its own server's answer
+     * (replication.c). */
+    if (!server_to_come(pool)) {
         struct pgw_pool_error err;
         pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
         fail_queue(pool, &err);
@@ -866,7 +874,7 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
         lend(pool, srv, w);
         return PGW_ACQ_GRANTED;
     }
-    if (login_blocked(pool) && pool->n_active == 0 && pool->n_idle == 0) {
+    if (login_blocked(pool) && !server_to_come(pool)) {
         /* Nothing will come back, and no new login before the retry. */
         w->error = pgw_pool_set_error(&pool->set->error, PGW_ESERVER_LOGIN, pool->login_sqlstate,
                                       "server login failed: %s", pool->login_error);

@@ -287,6 +287,53 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         self.assertEqual(rows[-1][0].decode(), "other")
         px.stop()
 
+    def test_a_refused_login_leaves_the_clients_a_server_being_checked_will_serve(self):
+        # The pool's one server is in its server_check_query (held at a
+        # gate) when a new login is refused (the role's password changed):
+        # that server comes back, as a lent one would, so the clients
+        # waiting (and those coming meanwhile) wait for it.  They got the
+        # refusal at once, with a server about to be free.
+        pg = self.pg
+        gate = hz.Gate(pg, 7061)
+        self.addCleanup(gate.close)
+        gate.open()                                 # held again below
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "server_login_retry": "30s", "query_wait_timeout": "20s",
+                      "server_check_delay": 0,
+                      "server_check_query": "select %s" % gate.sql()},
+            databases={pg.database: pg.conn_string(pg.database, user=pg.app_user,
+                                                   password=pg.app_password)})
+        self.assertEqual(self.client_query(px, "select 'first'"), ("ok", "first"))
+        gate = hz.Gate(pg, 7061)                    # the next check waits
+        self.addCleanup(gate.close)
+        pg.psql("alter role %s password 'changed-by-test'" % pg.app_user, db="postgres",
+                via_socket=True)
+        self.addCleanup(pg.psql, "alter role %s password '%s'"
+                        % (pg.app_user, pg.app_password), db="postgres", via_socket=True)
+        con = self.console_conn(px)
+        results = {}
+
+        def ask(k):
+            results[k] = self.client_query(px, "select 'q%d'" % k)
+
+        threads = [threading.Thread(target=ask, args=(0,))]
+        threads[0].start()
+        pg.wait_running("select %s" % gate.sql(), lock_wait=True)  # its check
+        threads.append(threading.Thread(target=ask, args=(1,)))
+        threads[1].start()                          # needs a new server: refused
+        px.wait_for_log(r"event=server_connect_failed [^\n]*password authentication failed")
+        threads.append(threading.Thread(target=ask, args=(2,)))
+        threads[2].start()
+        pt.wait_until(lambda: results or pt.pool_row(con, pg.database,
+                                                     pg.app_user)["cl_waiting"] == 3,
+                      timeout=10, what="three clients waiting")
+        self.assertEqual(results, {})
+        gate.open()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(results, {k: ("ok", "q%d" % k) for k in range(3)}, px.log_tail())
+
     def test_reload_fixing_the_server_password_ends_the_refusal(self):
         # The pool was refused with the old password; after RELOAD with the
         # right one, the old refusal must not answer clients for the rest
