@@ -335,6 +335,21 @@ static void serve_waiters(struct pgw_pool *pool)
     }
 }
 
+/* The server refused the pool's login (server_login_retry) and no server
+ * of the pool will come back (the last lent one closed): its waiters get
+ * the refusal now, as a client coming now does, rather than wait out
+ * query_wait_timeout.  Not while paused: they wait for RESUME. */
+static void fail_refused(struct pgw_pool *pool)
+{
+    if (pgw_list_empty(&pool->waiters) || pool->paused || !login_blocked(pool) ||
+        server_to_come(pool) || pool->n_connecting > 0)
+        return;
+    struct pgw_pool_error err;
+    pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, pool->login_sqlstate, "server login failed: %s",
+                       pool->login_error);
+    fail_queue(pool, &err);
+}
+
 void pgw_pool_kick(struct pgw_pool *pool)
 {
     if (pool->dispatching) {
@@ -345,6 +360,7 @@ void pgw_pool_kick(struct pgw_pool *pool)
     do {
         pool->dispatch_again = false;
         serve_waiters(pool);
+        fail_refused(pool);
         pgw_pool_grow(pool);
         if (pool->n_repl_waiters > 0)
             pgw_pool_repl_grow(pool, true);

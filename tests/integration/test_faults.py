@@ -334,6 +334,38 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
             t.join(30)
         self.assertEqual(results, {k: ("ok", "q%d" % k) for k in range(3)}, px.log_tail())
 
+    def test_waiters_get_the_refusal_once_no_server_will_come_back(self):
+        # A client waits for the pool's one lent server, a new login having
+        # been refused (the role's password changed, server_login_retry
+        # 30 s).  When that server closes (its client left mid-transaction)
+        # nothing will serve the waiter before the retry: it gets the
+        # refusal then, as a client coming now does, not 57014 at
+        # query_wait_timeout.
+        pg = self.pg
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "server_login_retry": "30s", "query_wait_timeout": "5s"},
+            databases={pg.database: pg.conn_string(pg.database, user=pg.app_user,
+                                                   password=pg.app_password)})
+        holder = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(holder.close)
+        hz.sync_login(holder, pg.app_user, pg.database, pg.app_password)
+        self.assertEqual(hz.simple_query(holder, "begin")[1], [])
+        pg.psql("alter role %s password 'changed-by-test'" % pg.app_user, db="postgres",
+                via_socket=True)
+        self.addCleanup(pg.psql, "alter role %s password '%s'"
+                        % (pg.app_user, pg.app_password), db="postgres", via_socket=True)
+        con = self.console_conn(px)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=self.client_query(px, "select 1")))
+        t.start()
+        px.wait_for_log(r"event=server_connect_failed [^\n]*password authentication failed")
+        pt.wait_pool(con, pg.database, pg.app_user, cl_waiting=1)
+        self.assertEqual(result, {})
+        holder.close()                              # its server closes
+        t.join(30)
+        self.assertEqual(result.get("r"), ("err", "28P01"), px.log_tail())
+
     def test_reload_fixing_the_server_password_ends_the_refusal(self):
         # The pool was refused with the old password; after RELOAD with the
         # right one, the old refusal must not answer clients for the rest
