@@ -25,6 +25,7 @@
 #include "common/log.h"
 
 static void waiter_done_cb(struct pgw_ctx_sub *sub, int err);
+static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
 
 int pgw_pool_total(const struct pgw_pool *pool)
 {
@@ -335,18 +336,26 @@ static void serve_waiters(struct pgw_pool *pool)
     }
 }
 
-/* The server refused the pool's login (server_login_retry) and no server
- * of the pool will come back (the last lent one closed): its waiters get
- * the refusal now, as a client coming now does, rather than wait out
- * query_wait_timeout.  Not while paused: they wait for RESUME. */
-static void fail_refused(struct pgw_pool *pool)
+/* No server of the pool will come back (the last lent one closed) and
+ * none may be opened: the server refused the pool's login
+ * (server_login_retry), every host's breaker is open, or no host name
+ * resolves (dns_nxdomain_ttl).  Its waiters get that error now, as a
+ * client coming now does, rather than wait out query_wait_timeout.  Not
+ * while paused: they wait for RESUME. */
+static void fail_stranded(struct pgw_pool *pool)
 {
-    if (pgw_list_empty(&pool->waiters) || pool->paused || !login_blocked(pool) ||
-        server_to_come(pool) || pool->n_connecting > 0)
+    if (pgw_list_empty(&pool->waiters) || pool->paused || server_to_come(pool) ||
+        pool->n_connecting > 0)
         return;
     struct pgw_pool_error err;
-    pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, pool->login_sqlstate, "server login failed: %s",
-                       pool->login_error);
+    int rc = 0;
+    if (login_blocked(pool))
+        pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, pool->login_sqlstate,
+                           "server login failed: %s", pool->login_error);
+    else if ((rc = hosts_down(pool, &err)) == 0)
+        return;               /* a connection may start: grow does */
+    if (rc == PGW_EBREAKER_OPEN)
+        pool->st.total_breaker_rejects += (uint64_t)pool->n_waiters;
     fail_queue(pool, &err);
 }
 
@@ -360,7 +369,7 @@ void pgw_pool_kick(struct pgw_pool *pool)
     do {
         pool->dispatch_again = false;
         serve_waiters(pool);
-        fail_refused(pool);
+        fail_stranded(pool);
         pgw_pool_grow(pool);
         if (pool->n_repl_waiters > 0)
             pgw_pool_repl_grow(pool, true);

@@ -419,6 +419,37 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         self.assertIsNone(bg.error, px.log_tail())
         self.assertEqual(bg.result, "waited")
 
+    def test_waiter_gets_the_breaker_error_once_the_lent_server_closes(self):
+        # As above, but the lent server closes (its client left
+        # mid-transaction) instead of coming back: no server can serve the
+        # waiter before the breaker lets a connection through (cooldown
+        # 30 s), so it gets the breaker's error then, not 57014 at
+        # query_wait_timeout.
+        pg = self.pg
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s",
+                      "query_wait_timeout": "5s"},
+            databases={"tls": pg.conn_string(sslmode="require"),
+                       pg.database: pg.conn_string(pg.database)})
+        con = self.console_conn(px)
+        holder = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(holder.close)
+        hz.sync_login(holder, pg.user, pg.database, pg.password)
+        self.assertEqual(hz.simple_query(holder, "begin")[1], [])
+        waiter = self.db_conn(px)
+        bg = pt.Background(lambda: pt.one(waiter, "select 'waited'"))
+        pt.wait_pool(con, pg.database, pg.user, cl_waiting=1)
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(db="tls")).close()
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+        self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
+        holder.close()                              # its server closes
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsInstance(bg.error, psycopg2.Error)
+        self.assertEqual(bg.error.pgcode, "08001", str(bg.error))
+
     def test_the_maintenance_probe_opens_no_server_in_a_paused_pool(self):
         # PAUSE promises no server on its database until RESUME (a
         # restart, a dump/restore may be under way).  The once-a-second
