@@ -1022,9 +1022,11 @@ static bool room_for(struct pgw_proxy *px, struct pgw_pool *pool,
 {
     struct pgw_pool_stats st;
     pgw_pool_get_stats(pool, &st);
-    if ((long long)st.pool_size + st.reserve_pool_size < 2)
-        return false;
     const struct pgw_config *cfg = px->cfg;
+    /* reserve_pool_timeout 0 turns the reserve off (pool.c) */
+    int reserve = cfg->reserve_pool_timeout > 0 ? st.reserve_pool_size : 0;
+    if ((long long)st.pool_size + reserve < 2)
+        return false;
     const char *db = pgw_pool_dbname(pool), *su = pgw_pool_server_user(pool);
     int capdb = pgw_conf_max_db_connections(cfg, pgw_conf_find_db(cfg, db));
     int capuser = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));

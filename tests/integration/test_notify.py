@@ -1625,6 +1625,17 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(a, "listen pgw_one"), ([], []))
         self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
 
+    def test_a_reserve_turned_off_is_no_room(self):
+        # reserve_pool_timeout = 0 turns the reserve off (as PgBouncer): a
+        # pool of one plus that reserve is a pool of one, and a listening
+        # server there would leave the clients' queries none.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "reserve_pool_size": 1, "reserve_pool_timeout": 0,
+                                          "query_wait_timeout": 5})
+        a, b = login(self, px), login(self, px)
+        self.assertEqual(hz.simple_query(a, "listen pgw_one"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+
     def test_max_user_connections_of_one(self):
         # pool_size 3, but the user may have one server: listening on it
         # left the clients' queries none (query_wait_timeout).
