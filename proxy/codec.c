@@ -362,6 +362,140 @@ size_t pgw_sql_statement_end(const char *sql, size_t len)
     return len;
 }
 
+/* ---- the same, piece by piece ---- */
+
+enum { SC_NORMAL, SC_SQUOTE, SC_DQUOTE, SC_LINE, SC_BLOCK, SC_TAG, SC_DOLLAR, SC_LOST };
+
+void pgw_sql_scan_init(struct pgw_sql_scan *sc)
+{
+    memset(sc, 0, sizeof(*sc));
+}
+
+/* c in a literal or a quoted name (q its quote): false when it ends it and
+ * is to be read again outside. */
+static bool scan_quoted(struct pgw_sql_scan *sc, unsigned char c, unsigned char q)
+{
+    if (sc->pend == '\\') {
+        sc->pend = 0;                    /* taken by the backslash */
+    } else if (sc->pend == q) {
+        sc->pend = 0;
+        if (c != q) {
+            sc->state = SC_NORMAL;       /* the quote before it ended it */
+            return false;
+        }                                /* '' or "": the quote itself */
+    } else if (sc->esc && c == '\\') {
+        sc->pend = '\\';
+    } else if (c == q) {
+        sc->pend = q;
+    }
+    return true;
+}
+
+static void scan_block(struct pgw_sql_scan *sc, unsigned char c)
+{
+    if (sc->pend == '/' && c == '*') {
+        sc->depth++;
+        sc->pend = 0;
+    } else if (sc->pend == '*' && c == '/') {
+        sc->pend = 0;
+        if (--sc->depth == 0)
+            sc->state = SC_NORMAL;
+    } else {
+        sc->pend = c == '/' || c == '*' ? c : 0;
+    }
+}
+
+/* c after "$" and maybe a tag: false when it is no dollar quote's, to be
+ * read again outside (the "$" and the name characters after it mean
+ * nothing there). */
+static bool scan_tag(struct pgw_sql_scan *sc, unsigned char c)
+{
+    if (c == '$') {
+        sc->tag[sc->taglen++] = '$';
+        sc->state = SC_DOLLAR;
+        sc->match = 0;
+    } else if (sc->taglen == 1 ? ident_start(c) : ident_cont(c)) {
+        if (sc->taglen + 1u >= sizeof(sc->tag)) {
+            sc->lost = true;
+            sc->state = SC_LOST;
+        } else {
+            sc->tag[sc->taglen++] = (char)c;
+        }
+    } else {
+        sc->state = SC_NORMAL;
+        return false;
+    }
+    return true;
+}
+
+/* c outside of anything: false when it is the ';' that ends the statement. */
+static bool scan_normal(struct pgw_sql_scan *sc, unsigned char c)
+{
+    unsigned char pend = sc->pend;
+    sc->pend = 0;
+    if (pend == '-' && c == '-') {
+        sc->state = SC_LINE;
+    } else if (pend == '/' && c == '*') {
+        sc->state = SC_BLOCK;
+        sc->depth = 1;
+    } else if (c == ';') {
+        return false;
+    } else if (c == '\'' || c == '"') {
+        sc->state = c == '\'' ? SC_SQUOTE : SC_DQUOTE;
+        sc->esc = c == '\'' && (sc->prev == 'E' || sc->prev == 'e') && !ident_cont(sc->prev2);
+    } else if (c == '-' || c == '/') {
+        sc->pend = c;
+    } else if (c == '$' && !ident_cont(sc->prev)) {
+        sc->state = SC_TAG;
+        sc->tag[0] = '$';
+        sc->taglen = 1;
+    }
+    return true;
+}
+
+size_t pgw_sql_scan_feed(struct pgw_sql_scan *sc, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool again = true;
+        while (again) {
+            again = false;
+            switch (sc->state) {
+            case SC_NORMAL:
+                if (!scan_normal(sc, c))
+                    return i;
+                break;
+            case SC_SQUOTE: case SC_DQUOTE:
+                again = !scan_quoted(sc, c, sc->state == SC_SQUOTE ? '\'' : '"');
+                break;
+            case SC_LINE:
+                if (c == '\n')
+                    sc->state = SC_NORMAL;
+                break;
+            case SC_BLOCK:
+                scan_block(sc, c);
+                break;
+            case SC_TAG:
+                again = !scan_tag(sc, c);
+                break;
+            case SC_DOLLAR:
+                if (c == (unsigned char)sc->tag[sc->match]) {
+                    if (++sc->match == sc->taglen)
+                        sc->state = SC_NORMAL;
+                } else {
+                    sc->match = c == '$' ? 1 : 0;
+                }
+                break;
+            default:
+                break;                   /* SC_LOST */
+            }
+        }
+        sc->prev2 = sc->prev;
+        sc->prev = c;
+    }
+    return n;
+}
+
 static int hex_digit(char c)
 {
     if (c >= '0' && c <= '9')

@@ -128,4 +128,27 @@ bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw
  * or len when none does. */
 size_t pgw_sql_statement_end(const char *sql, size_t len);
 
+/* pgw_sql_statement_end over a text that comes in pieces (a Query larger
+ * than the relay's buffer, read as it streams through): the scanner
+ * carries what it is inside of (a literal, a quoted name, a comment, a
+ * dollar quote) from one piece to the next.  init before the first piece
+ * of each statement; feed returns the offset in p of the ';' that ends
+ * the statement, or n when none does in this piece (the caller inits
+ * again and feeds what follows the ';').  A dollar quote's tag longer
+ * than PGW_SQL_TAG_MAX bytes cannot be matched: lost is set, and no ';'
+ * ends the statement from there on. */
+#define PGW_SQL_TAG_MAX 128
+struct pgw_sql_scan {
+    uint8_t state;                   /* what it is inside of */
+    unsigned char pend;              /* a character whose meaning the next one decides */
+    bool esc;                        /* an E'' literal: backslash escapes */
+    bool lost;
+    unsigned char prev, prev2;       /* the last two characters of the statement */
+    uint32_t depth;                  /* comments nest */
+    uint16_t taglen, match;          /* a dollar quote's tag, and how much of it came */
+    char tag[PGW_SQL_TAG_MAX];
+};
+void pgw_sql_scan_init(struct pgw_sql_scan *sc);
+size_t pgw_sql_scan_feed(struct pgw_sql_scan *sc, const char *p, size_t n);
+
 #endif

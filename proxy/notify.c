@@ -1677,6 +1677,59 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
     return true;
 }
 
+/* The statements of one Query or Parse being noted (tx_statement), and
+ * its savepoint statements (noted at its end, tx_statements_end). */
+struct tx_stmts {
+    uint32_t req;
+    int at;
+    const char *stmt;
+    bool sps;
+    bool lost;                           /* more than cmds holds */
+    int ncmds;
+    struct notify_spcmd cmds[16];
+};
+
+static bool sql_space_c(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* One statement p[0..n) of it; false: the session was closed. */
+static bool tx_statement(struct pgw_session *s, struct tx_stmts *st, const char *p, size_t n)
+{
+    char chan[PGW_CHANNEL_MAX + 1];
+    bool converted;
+    enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted);
+    if (kind == PGW_LISTEN_NONE && st->sps && pgw_sp_may_be(p, n)) {
+        struct notify_spcmd *c = &st->cmds[st->ncmds < 16 ? st->ncmds : 15];
+        c->kind = pgw_sp_parse(p, n, c->name);
+        c->req = st->req;
+        if (c->kind != PGW_SP_NONE && st->ncmds < 16)
+            st->ncmds++;
+        else if (c->kind != PGW_SP_NONE)
+            st->lost = true;
+    }
+    if (kind == PGW_LISTEN_NONE)
+        return true;
+    if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
+        return true;      /* nothing to undo; a pool of one keeps it as before */
+    struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
+    if (!sub || !tx_note(sub, kind, chan, st->req, st->at, st->stmt)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+static bool tx_statements_end(struct pgw_session *s, struct tx_stmts *st)
+{
+    if (st->ncmds > 0 && s->notify && !sp_noted(s->notify, st->cmds, st->lost ? 0 : st->ncmds)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     const char *sql = (const char *)msg + PGW_MSG_HDR;
@@ -1715,41 +1768,124 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
      * once the client has a sub (their tags are matched to them in order),
      * when the message is the first of its request (a Query, or a Parse
      * first in its batch): none of the request runs before it. */
-    bool sps = at == 0;
-    struct notify_spcmd cmds[16];
-    int ncmds = 0;
-    bool lost = false;                   /* more than cmds holds */
+    struct tx_stmts st = { .req = req, .at = at, .stmt = stmt, .sps = at == 0 };
     for (const char *p = sql; p < sql_end;) {
         size_t n = query ? pgw_sql_statement_end(p, (size_t)(sql_end - p))
                          : (size_t)(sql_end - p);
-        char chan[PGW_CHANNEL_MAX + 1];
-        bool converted;
-        enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted);
-        if (kind == PGW_LISTEN_NONE && sps && pgw_sp_may_be(p, n)) {
-            struct notify_spcmd *c = &cmds[ncmds < 16 ? ncmds : 15];
-            c->kind = pgw_sp_parse(p, n, c->name);
-            c->req = req;
-            if (c->kind != PGW_SP_NONE && ncmds < 16)
-                ncmds++;
-            else if (c->kind != PGW_SP_NONE)
-                lost = true;
-        }
-        p += n + 1;
-        if (kind == PGW_LISTEN_NONE)
-            continue;
-        if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
-            continue;     /* nothing to undo; a pool of one keeps it as before */
-        struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-        if (!sub || !tx_note(sub, kind, chan, req, at, stmt)) {
-            pgw_session_close(s, "53200", "out of memory");
+        if (!tx_statement(s, &st, p, n))
             return false;
-        }
+        p += n + 1;
     }
-    if (ncmds > 0 && s->notify && !sp_noted(s->notify, cmds, lost ? 0 : ncmds)) {
+    return tx_statements_end(s, &st);
+}
+
+/* A Query larger than the relay's buffer streams through: its statements
+ * are read as they pass (pgw_sql_scan: what they are inside of carries
+ * over), each kept up to NOTIFY_QSCAN_HEAD bytes (after its leading white
+ * space) for tx_statement.  A longer LISTEN or savepoint statement (white
+ * space inside, trailing white space apart: a comment, which the small
+ * path does not read either) is not noted. */
+#define NOTIFY_QSCAN_HEAD 1024
+struct pgw_notify_qscan {
+    bool started, dead;
+    uint32_t left;                       /* the message's bytes still to come */
+    struct tx_stmts st;
+    struct pgw_sql_scan sc;
+    size_t hlen;
+    bool over;                           /* more than head holds, not white space */
+    char head[NOTIFY_QSCAN_HEAD];
+};
+
+void pgw_notify_qscan_free(struct pgw_session *s)
+{
+    free(s->qscan);
+    s->qscan = NULL;
+}
+
+bool pgw_notify_qscan_offer(struct pgw_session *s, const uint8_t *msg)
+{
+    if (!s->pool || (!s->notify && !pgw_notify_room_for_hub(s)))
+        return true;                     /* nothing it could note */
+    struct pgw_notify_qscan *q = s->qscan;
+    if (!q && !(q = s->qscan = malloc(sizeof(*q)))) {
         pgw_session_close(s, "53200", "out of memory");
         return false;
     }
+    memset(q, 0, offsetof(struct pgw_notify_qscan, head));
+    pgw_sql_scan_init(&q->sc);
+    q->left = pgw_get_u32(msg + 1) + 1;
+    q->st.req = s->track.req_done + (uint32_t)s->track.sync_out;
+    q->st.at = s->track.fe_open;
+    q->st.sps = q->st.at == 0;
     return true;
+}
+
+static bool qscan_statement(struct pgw_session *s, struct pgw_notify_qscan *q)
+{
+    bool ok = q->over || q->hlen == 0 || tx_statement(s, &q->st, q->head, q->hlen);
+    q->hlen = 0;
+    q->over = false;
+    pgw_sql_scan_init(&q->sc);
+    return ok;
+}
+
+/* Text of the statement being read, up to its end or the piece's. */
+static void qscan_keep(struct pgw_notify_qscan *q, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (q->hlen == 0 && sql_space_c(p[i]))
+            continue;                    /* leading white space */
+        if (q->hlen < sizeof(q->head))
+            q->head[q->hlen++] = p[i];
+        else if (!sql_space_c(p[i]))
+            q->over = true;
+    }
+}
+
+bool pgw_notify_qscan_feed(struct pgw_session *s, const uint8_t *p, uint32_t n, bool first)
+{
+    struct pgw_notify_qscan *q = s->qscan;
+    if (first == q->started)
+        return true;                     /* (not offered: taken by no Query) */
+    if (first && pgw_get_u32(p + 1) + 1 != q->left) {
+        pgw_notify_qscan_free(s);        /* offered, then not taken: not this one */
+        return true;
+    }
+    if (first) {
+        q->started = true;
+        p += PGW_MSG_HDR;                /* the rest of the message comes as body bytes */
+        n -= PGW_MSG_HDR;
+        q->left -= PGW_MSG_HDR;
+    }
+    if (n > q->left)
+        n = q->left;
+    q->left -= n;
+    bool last = q->left == 0;
+    const char *text = (const char *)p;
+    size_t len = n - (last && n > 0 ? 1 : 0);   /* the NUL that ends the text */
+    if (last && n > 0 && text[len] != '\0')
+        q->dead = true;                  /* the server reports it */
+    while (!q->dead && len > 0) {
+        const char *nul = memchr(text, '\0', len);
+        if (nul) {
+            q->dead = true;              /* a NUL inside: the server refuses it */
+            break;
+        }
+        size_t k = pgw_sql_scan_feed(&q->sc, text, len);
+        qscan_keep(q, text, k);
+        if (k == len)
+            break;
+        if (!qscan_statement(s, q))
+            return false;
+        text += k + 1;
+        len -= k + 1;
+    }
+    if (!last)
+        return true;
+    bool ok = q->dead || q->sc.lost || (qscan_statement(s, q) && tx_statements_end(s, &q->st));
+    if (s->qscan)
+        pgw_notify_qscan_free(s);
+    return ok;
 }
 
 bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avail,

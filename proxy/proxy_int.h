@@ -247,6 +247,7 @@ struct pgw_session {
 
     /* ---- LISTEN in transaction/statement mode (notify.c) ---- */
     struct pgw_notify_sub *notify;   /* NULL unless it listens (or its LISTEN runs) */
+    struct pgw_notify_qscan *qscan;  /* a Query too long to read whole, read as it passes */
 
     /* ---- TLS to the client (tls.c, tls.h) ---- */
     struct ssl_st *ssl;              /* set once SSLRequest got 'S'; NULL = plaintext */
@@ -524,6 +525,14 @@ void pgw_notify_discard(struct pgw_session *s);
 #define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 2 + PGW_NOTIFY_STMT_NAME_MAX)
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+/* A Query longer than that, which streams through: offered at its header
+ * (again if the relay scans it again), then fed each piece of it as the
+ * relay passes it on, the first (first: from its header) and the rest
+ * (body bytes); its statements are noted as pgw_notify_tx_message notes
+ * them.  false: the session was closed. */
+bool pgw_notify_qscan_offer(struct pgw_session *s, const uint8_t *msg);
+bool pgw_notify_qscan_feed(struct pgw_session *s, const uint8_t *p, uint32_t n, bool first);
+void pgw_notify_qscan_free(struct pgw_session *s);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);

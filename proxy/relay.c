@@ -1140,6 +1140,7 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
         s->cbuf->parsed = s->cbuf->sent;
         s->cskip = 0;
     }
+    pgw_notify_qscan_free(s);
     if (!ev_is_active(&s->cli_r))
         ev_io_start(s->px->loop, &s->cli_r);
     pgw_relay_client_data(s);
@@ -1362,6 +1363,8 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
         const uint8_t *z = memchr(text, '\0', (size_t)(end - text));
         text = z ? z + 1 : end;
     }
+    if (!small && p[0] == PGW_FE_QUERY)
+        return pgw_notify_qscan_offer(s, p) ? 1 : -1;   /* read as it passes */
     if (total > avail)
         return small ? 0 : 1;
     if (text >= end)
@@ -1387,6 +1390,10 @@ static bool scan_client(struct pgw_session *s)
         uint32_t avail = b->len - b->parsed;
         if (s->cskip) {
             uint32_t n = avail < s->cskip ? avail : s->cskip;
+            if (s->qscan && s->discard)
+                pgw_notify_qscan_free(s);    /* its Query's rest is dropped */
+            else if (s->qscan && !pgw_notify_qscan_feed(s, b->data + b->parsed, n, false))
+                return false;
             if (s->discard)
                 pgw_iobuf_cut(b, b->parsed, n);
             else
@@ -1560,6 +1567,9 @@ static bool scan_client(struct pgw_session *s)
          * here yet) leaves it on the server for whoever comes next. */
         if (type == PGW_FE_PARSE && (n <= PGW_MSG_HDR || b->data[b->parsed + PGW_MSG_HDR] == '\0'))
             s->server->user_unnamed = s->id;
+        if (type == PGW_FE_QUERY && s->qscan &&
+            !pgw_notify_qscan_feed(s, b->data + b->parsed, n, true))
+            return false;
         b->parsed += n;
         s->cskip = total - n;
         if (s->pipe_budget > 0 && s->server)

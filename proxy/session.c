@@ -993,6 +993,7 @@ void pgw_session_free(struct pgw_session *s)
     struct pgw_proxy *px = s->px;
     pgw_cancel_unregister(px, s);      /* closed already; never left in the table */
     pgw_ps_session_free(s);
+    pgw_notify_qscan_free(s);
     if (s->ctx)
         pgw_ctx_release(s->ctx);
     if (s->pool)

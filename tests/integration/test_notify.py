@@ -365,6 +365,44 @@ class TestInsideATransaction(NotifyCase):
                 self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "long")])
                 a.close()
 
+    def test_in_a_query_longer_than_the_relays_buffer(self):
+        # A Query over 32 KB streamed through unread: a LISTEN in it ran
+        # on the client's server only, closed when given back, and the
+        # client silently never got the channel's notifications.  Now
+        # its statements are read as they pass.  Literals, quoted names,
+        # comments and dollar quotes that hide a "; listen" span the
+        # pieces it comes in; the LISTEN last, in an implicit transaction.
+        fake = "; listen pgw_fake; "
+        hidden = ("'%s' as a, $q$%s$q$ as b, 1 as \"%s\", E'\\'%s' as d /* %s */" %
+                  ((fake,) * 5))
+        for n, size in enumerate((40000, 300000)):
+            with self.subTest(bytes=size):
+                chan = "pgw_huge%d" % n
+                pad = " ".join(["select %s" % hidden] * (size // len(hidden) + 1))
+                a = login(self, self.px)
+                w = self.witness("pgw_fake")
+                sql = "select 1; %s; listen %s" % (pad.replace(" select", "; select"), chan)
+                tags = [b"LISTEN"]
+                if n == 1:      # in a transaction block, behind a savepoint
+                    sql = "begin; %s; savepoint s; listen %s; release s; commit" % (sql, chan)
+                    tags = [b"SAVEPOINT", b"LISTEN", b"RELEASE", b"COMMIT"]
+                self.assertGreater(len(sql), size)
+                a.sendall(hz.query_msg(sql))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got if t == b"E"], [], got[-3:])
+                self.assertEqual([b.rstrip(b"\0") for _, b in got[-1 - len(tags):-1]], tags)
+                self.assertEqual(got[-1], (b"Z", b"I"))
+                self.hub_listens(chan)
+                self.notify(chan, "huge")
+                self.notify("pgw_fake", "not for a")
+                self.assertEqual([x[1:] for x in read_notifications(w, 1)],
+                                 [("pgw_fake", "not for a")])
+                self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "huge")])
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                self.assertTrue(nothing_to_read(a))
+                w.close()
+                a.close()
+
     def test_prepared_inside_a_transaction(self):
         # pgjdbc outside autocommit: BEGIN and the LISTEN in one batch,
         # through the unnamed statement; COMMIT later.

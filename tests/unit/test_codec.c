@@ -629,6 +629,63 @@ static void test_statement_end(void **state)
     assert_int_equal(pgw_sql_statement_end("ab;c", 2), 2);
 }
 
+/* Where pgw_sql_scan_feed finds the end of sql's first statement when sql
+ * comes in pieces cut at cut1 and cut2. */
+static size_t scan_end_cut(const char *sql, size_t len, size_t cut1, size_t cut2)
+{
+    struct pgw_sql_scan sc;
+    pgw_sql_scan_init(&sc);
+    size_t cuts[] = { 0, cut1, cut2, len };
+    for (int k = 0; k < 3; k++) {
+        size_t got = pgw_sql_scan_feed(&sc, sql + cuts[k], cuts[k + 1] - cuts[k]);
+        if (got < cuts[k + 1] - cuts[k])
+            return cuts[k] + got;
+    }
+    return len;
+}
+
+static void test_statement_end_in_pieces(void **state)
+{
+    (void)state;
+    /* The same answer as pgw_sql_statement_end, the text cut anywhere
+     * (twice: a piece of one byte in the middle of each pair). */
+    static const char *const cases[] = {
+        "LISTEN a; LISTEN b", "select 'it''s;'; x", "select E'\\';'; x", "select e'a\\'b;'; x",
+        "select ne'a\\';x", "x'a'E'\\';'; y", "select \"a;\"\"b\"; x", "select 1 -- a; b\n; x",
+        "select 1 - -1; x", "select /* a; /* b; */ c; */ 1; x", "select /***/ 1; x",
+        "select /*/ ; */ 1; x", "select $$a;b$$; x", "select $f$ $$; $f$; x", "select $1; x",
+        "select a$b; x", "select $q$ unterminated; x", "select 'open; x", "select \xc3\xa9; x",
+        "$$$$;x", "$a$$a$;$a$;y", "$$x$$$$;y$$; z", "$E'\\';'; x", "select 4/2; x",
+        "select $a$ $a $a$; x", "$ab $; x", "select $_b1$;$_b1$ ;", "-", "/",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *sql = cases[i];
+        size_t len = strlen(sql), want = pgw_sql_statement_end(sql, len);
+        for (size_t a = 0; a <= len; a++)
+            for (size_t b = a; b <= len && b <= a + 1; b++) {
+                size_t got = scan_end_cut(sql, len, a, b);
+                if (got != want)
+                    fail_msg("case %zu: \"%s\" cut at %zu, %zu -> %zu, want %zu", i, sql, a, b,
+                             got, want);
+            }
+    }
+    /* Statement after statement, the scanner started again after each ';'. */
+    const char *sql = "a 'x;'; b $$;$$; c";
+    struct pgw_sql_scan sc;
+    pgw_sql_scan_init(&sc);
+    assert_int_equal(pgw_sql_scan_feed(&sc, sql, strlen(sql)), 6);
+    pgw_sql_scan_init(&sc);
+    assert_int_equal(pgw_sql_scan_feed(&sc, sql + 7, strlen(sql) - 7), 8);
+    /* A tag too long to match: no ';' ends the statement from there on. */
+    char longtag[400];
+    memset(longtag, 'x', sizeof(longtag));
+    longtag[0] = longtag[300] = '$';
+    memcpy(longtag + 301, " ; 1", 5);
+    pgw_sql_scan_init(&sc);
+    assert_int_equal(pgw_sql_scan_feed(&sc, longtag, strlen(longtag)), strlen(longtag));
+    assert_true(sc.lost);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -653,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_sp_parse),
         cmocka_unit_test(test_deallocate_parse),
         cmocka_unit_test(test_statement_end),
+        cmocka_unit_test(test_statement_end_in_pieces),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
