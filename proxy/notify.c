@@ -1080,6 +1080,50 @@ static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, 
     return 1;
 }
 
+int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                              uint32_t total, bool quiet)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || sub->nvst == 0 || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
+        return 0;
+    const char *sql = (const char *)msg + PGW_MSG_HDR;
+    if (!may_be_deallocate(sql, (avail < total ? avail : total) - PGW_MSG_HDR))
+        return 0;
+    if (avail < total)
+        return PGW_NOTIFY_MORE;          /* read it whole first */
+    size_t len = total - PGW_MSG_HDR;
+    char name[PGW_CHANNEL_MAX + 1];
+    if (len == 0 || sql[len - 1] != '\0' || strlen(sql) != len - 1 ||
+        !pgw_deallocate_parse(sql, len - 1, name) || !pgw_notify_vstmt_has(sub, name))
+        return 0;
+    if (!quiet)
+        return PGW_NOTIFY_MORE;          /* answered in its turn */
+    char status = s->track.tx_status;
+    if (status == 'E')
+        return 0;       /* refused in a failed transaction (25P02): by the server */
+    pgw_notify_vstmt_forget(sub, name);
+    s->query_count++;
+    s->px->total_query++;
+    pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_command_complete(&b, "DEALLOCATE");
+    pgw_wire_ready(&b, status);
+    bool ok = !b.failed && (s->sbuf || (s->sbuf = pgw_iobuf_get(s->px))) &&
+              pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + (uint32_t)b.len) &&
+              pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+        return -1;
+    }
+    if (s->state == PGW_SS_CLOSING)
+        return -1;
+    if (sub_empty(sub) && !sub->waiting)
+        pgw_notify_session_gone(s);     /* that was all it kept */
+    return 1;
+}
+
 int pgw_notify_query(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;

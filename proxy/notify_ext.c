@@ -88,6 +88,11 @@ static void vstmt_drop(struct pgw_notify_sub *sub, const char *name)
         *v = sub->vst[--sub->nvst];
 }
 
+bool pgw_notify_vstmt_has(struct pgw_notify_sub *sub, const char *name)
+{
+    return vstmt_find(sub, name) != NULL;
+}
+
 bool pgw_notify_vstmt_forget(struct pgw_notify_sub *sub, const char *name)
 {
     if (!vstmt_find(sub, name))

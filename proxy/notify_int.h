@@ -158,6 +158,7 @@ bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n);
 /* SQL DEALLOCATE of the prepared LISTEN or UNLISTEN name: false when sub
  * has none of that name. */
 bool pgw_notify_vstmt_forget(struct pgw_notify_sub *sub, const char *name);
+bool pgw_notify_vstmt_has(struct pgw_notify_sub *sub, const char *name);
 
 /* A Parse or Bind at the head of s's buffer (s holds no server): as
  * pgw_notify_query. */

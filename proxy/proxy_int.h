@@ -525,6 +525,15 @@ void pgw_notify_discard(struct pgw_session *s);
 #define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 2 + PGW_NOTIFY_STMT_NAME_MAX)
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+/* A Query (avail bytes of it here) of a client holding a server: a lone
+ * SQL DEALLOCATE [PREPARE] of a prepared LISTEN or UNLISTEN it keeps (which
+ * no server has) is answered by pgwharf inside a transaction too, as
+ * PostgreSQL answers it (prepared statements are not transactional), once
+ * the server has answered what came before (quiet: nothing outstanding).
+ * 1: answered and cut, 0: for the server, PGW_NOTIFY_MORE: read it whole,
+ * or wait until quiet; -1: the session was closed. */
+int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                             uint32_t total, bool quiet);
 /* A Query longer than that, which streams through: offered at its header
  * (again if the relay scans it again), then fed each piece of it as the
  * relay passes it on, the first (first: from its header) and the rest

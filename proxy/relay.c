@@ -1382,6 +1382,16 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
     return pgw_notify_tx_message(s, p, total) ? 1 : -1;
 }
 
+/* Has the server answered everything the client sent, and has the client
+ * been given all of it but what the server may still send on its own?  A
+ * reply pgwharf makes then goes out in its turn (pgw_session_queue). */
+static bool tx_quiet(const struct pgw_session *s)
+{
+    return s->track.sync_out == 0 && s->track.fe_open == 0 && !s->track.copy &&
+           s->swallow == 0 && s->sskip == 0 && s->pipe_skip == 0 && s->pipe_drop == 0 &&
+           !s->pipe_stop && (!s->ps_on || pgw_ps_idle(s));
+}
+
 /* Scan client messages; returns false when the session was closed. */
 static bool scan_client(struct pgw_session *s)
 {
@@ -1472,6 +1482,23 @@ static bool scan_client(struct pgw_session *s)
                 }
             }
             continue;
+        }
+        if (type == PGW_FE_QUERY && s->notify && s->mode != PGW_POOL_SESSION) {
+            int r = pgw_notify_tx_deallocate(s, p, avail, total, tx_quiet(s));
+            if (r < 0)
+                return false;
+            if (r == 1) {
+                s->query_start = 0;     /* answered by pgwharf: nothing under way */
+                pgw_session_arm_timer(s);
+                continue;
+            }
+            if (r == PGW_NOTIFY_MORE) {
+                if (avail >= total)
+                    s->ps_wait = true;  /* scanned again as answers come */
+                else if (s->query_start == 0)
+                    s->query_start = ev_now(s->px->loop);
+                break;
+            }
         }
         if ((type == PGW_FE_QUERY || type == PGW_FE_PARSE) && s->mode != PGW_POOL_SESSION) {
             int r = offer_tx_listen(s, p, avail, total);

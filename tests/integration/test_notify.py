@@ -1562,6 +1562,60 @@ class TestExtendedProtocol(NotifyCase):
         got = hz.read_until_ready(a)
         self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
 
+    def test_sql_deallocate_of_a_prepared_listen_inside_a_transaction(self):
+        # Inside a transaction it went to the server, which has no such
+        # statement: 26000 failed the client's transaction (its COMMIT
+        # rolled back), and pgwharf kept the statement.  PostgreSQL
+        # deallocates it, and a prepared statement is not transactional:
+        # it stays gone after ROLLBACK as after COMMIT.  Pipelined behind
+        # a query it is answered in its turn; in a failed transaction
+        # PostgreSQL refuses it (25P02) and keeps the statement.
+        for mps in (0, 200):
+            self.use_max_prepared_statements(mps)
+            for end, pipelined in (("rollback", False), ("commit", False), ("commit", True)):
+                with self.subTest(max_prepared_statements=mps, end=end, pipelined=pipelined):
+                    a = login(self, self.px)
+                    a.sendall(hz.parse_msg("s1", "LISTEN pgw_tx_dealloc") + hz.msg(b"S"))
+                    self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                    self.assertEqual(hz.simple_query(a, "begin"), ([], []))
+                    if pipelined:
+                        gate = hz.Gate(self.pg, 7490)
+                        self.addCleanup(gate.close)
+                        a.sendall(hz.query_msg("select 7, " + gate.sql()))
+                        pt.wait_until(lambda: self.pg.psql(
+                            "select count(*) from pg_stat_activity where wait_event_type = "
+                            "'Lock' and query like 'select 7%%'") == "1", 20,
+                            what="the query ahead held by the gate")
+                        a.sendall(hz.query_msg("deallocate s1"))
+                        gate.open()
+                        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                                         [b"T", b"D", b"C", b"Z"])
+                    else:
+                        a.sendall(hz.query_msg("deallocate s1"))
+                    self.assertEqual(hz.read_until_ready(a),
+                                     [(b"C", b"DEALLOCATE\x00"), (b"Z", b"T")])
+                    self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                    a.sendall(hz.query_msg(end))
+                    self.assertEqual(hz.read_until_ready(a),
+                                     [(b"C", end.upper().encode() + b"\x00"), (b"Z", b"I")])
+                    a.sendall(bind_exec("s1"))
+                    got = hz.read_until_ready(a)
+                    self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                    self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+                    a.close()
+            with self.subTest(max_prepared_statements=mps, failed=True):
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg("s1", "LISTEN pgw_tx_dealloc") + hz.msg(b"S"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                self.assertEqual(hz.simple_query(a, "begin"), ([], []))
+                self.assertEqual([e["C"] for e in hz.simple_query(a, "select 1/0")[1]], ["22012"])
+                self.assertEqual([e["C"] for e in hz.simple_query(a, "deallocate s1")[1]],
+                                 ["25P02"])
+                self.assertEqual(hz.simple_query(a, "rollback"), ([], []))
+                a.sendall(bind_exec("s1"))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+                a.close()
+
     def test_no_channel_left_gives_the_server_back(self):
         # asyncpg's remove_listener: the client's prepared LISTEN and
         # UNLISTEN stay with pgwharf, which kept the listening server with
