@@ -453,9 +453,68 @@ static bool scan_normal(struct pgw_sql_scan *sc, unsigned char c)
     return true;
 }
 
+/* Characters that mean something outside of anything (the first of a
+ * comment's two, a literal's E aside: prev and prev2 keep it). */
+static bool scan_plain(unsigned char c)
+{
+    return c != ';' && c != '\'' && c != '"' && c != '-' && c != '/' && c != '$';
+}
+
+/* How many of p[0..n) the scanner may pass over at once in its state:
+ * those that change nothing but prev and prev2.  (A Query may be many
+ * megabytes: most of it is passed over so, at memchr's pace.) */
+static size_t scan_skip(const struct pgw_sql_scan *sc, const char *p, size_t n)
+{
+    const char *stop;
+    size_t i = 0;
+    if (sc->pend)
+        return 0;
+    switch (sc->state) {
+    case SC_NORMAL:
+        while (i < n && scan_plain((unsigned char)p[i]))
+            i++;
+        return i;
+    case SC_SQUOTE:
+        if (sc->esc) {
+            while (i < n && p[i] != '\'' && p[i] != '\\')
+                i++;
+            return i;
+        }
+        stop = memchr(p, '\'', n);
+        return stop ? (size_t)(stop - p) : n;
+    case SC_DQUOTE:
+        stop = memchr(p, '"', n);
+        return stop ? (size_t)(stop - p) : n;
+    case SC_LINE:
+        stop = memchr(p, '\n', n);
+        return stop ? (size_t)(stop - p) : n;
+    case SC_BLOCK:
+        while (i < n && p[i] != '*' && p[i] != '/')
+            i++;
+        return i;
+    case SC_DOLLAR:
+        if (sc->match)
+            return 0;
+        stop = memchr(p, '$', n);
+        return stop ? (size_t)(stop - p) : n;
+    case SC_LOST:
+        return n;
+    default:
+        return 0;
+    }
+}
+
 size_t pgw_sql_scan_feed(struct pgw_sql_scan *sc, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        size_t k = scan_skip(sc, p + i, n - i);
+        if (k > 0) {
+            sc->prev2 = k > 1 ? (unsigned char)p[i + k - 2] : sc->prev;
+            sc->prev = (unsigned char)p[i + k - 1];
+            i += k;
+            if (i == n)
+                break;
+        }
         unsigned char c = (unsigned char)p[i];
         bool again = true;
         while (again) {

@@ -1876,14 +1876,16 @@ static bool qscan_statement(struct pgw_session *s, struct pgw_notify_qscan *q)
 /* Text of the statement being read, up to its end or the piece's. */
 static void qscan_keep(struct pgw_notify_qscan *q, const char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (q->hlen == 0 && sql_space_c(p[i]))
-            continue;                    /* leading white space */
-        if (q->hlen < sizeof(q->head))
-            q->head[q->hlen++] = p[i];
-        else if (!sql_space_c(p[i]))
-            q->over = true;
-    }
+    size_t i = 0;
+    while (q->hlen == 0 && i < n && sql_space_c(p[i]))
+        i++;                             /* leading white space */
+    size_t k = sizeof(q->head) - q->hlen;
+    if (k > n - i)
+        k = n - i;
+    memcpy(q->head + q->hlen, p + i, k);
+    q->hlen += k;
+    for (i += k; i < n && !q->over; i++)
+        q->over = !sql_space_c(p[i]);
 }
 
 bool pgw_notify_qscan_feed(struct pgw_session *s, const uint8_t *p, uint32_t n, bool first)

@@ -669,6 +669,25 @@ static void test_statement_end_in_pieces(void **state)
                              got, want);
             }
     }
+    /* Random texts of the characters that matter, cut at random. */
+    static const char alpha[] = "';\"-/*$Ee\\ \nab1_";
+    unsigned seed = 12345;
+    for (int t = 0; t < 200000; t++) {
+        char sql[24];
+        seed = seed * 1103515245u + 12345u;
+        size_t len = (seed >> 16) % sizeof(sql);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            sql[i] = alpha[(seed >> 16) % (sizeof(alpha) - 1)];
+        }
+        seed = seed * 1103515245u + 12345u;
+        size_t a = len ? (seed >> 16) % (len + 1) : 0;
+        seed = seed * 1103515245u + 12345u;
+        size_t b = a + (len - a ? (seed >> 16) % (len - a + 1) : 0);
+        size_t want = pgw_sql_statement_end(sql, len), got = scan_end_cut(sql, len, a, b);
+        if (got != want)
+            fail_msg("\"%.*s\" cut at %zu, %zu -> %zu, want %zu", (int)len, sql, a, b, got, want);
+    }
     /* Statement after statement, the scanner started again after each ';'. */
     const char *sql = "a 'x;'; b $$;$$; c";
     struct pgw_sql_scan sc;
