@@ -751,9 +751,16 @@ static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
     srv->user_r.data = srv->user_w.data = h;
     ev_io_start(loop, &srv->user_r);
     /* UTF-8 (the server came with the last borrower's client_encoding,
-     * which would convert every channel and payload to it), then the
-     * channels, then the clients' LISTENs still to run. */
-    struct notify_req *first = req_new(NULL, "SET client_encoding TO 'UTF8'", "", false);
+     * which would convert every channel and payload to it), no
+     * idle_session_timeout (PostgreSQL 14 on: set for the role, the
+     * database or the cluster, it would end the server between
+     * notifications, which are lost until another server listens; the
+     * server is closed when given back), then the channels, then the
+     * clients' LISTENs still to run. */
+    struct notify_req *first = req_new(NULL, srv->server_version >= 140000
+                                                 ? "SET client_encoding TO 'UTF8'; "
+                                                   "SET idle_session_timeout TO 0"
+                                                 : "SET client_encoding TO 'UTF8'", "", false);
     struct notify_req **tailp = first ? &first->next : NULL;
     for (int i = 0; tailp && i < h->nchans; i++) {
         struct notify_req *r = req_own("LISTEN", h->chans[i].name);

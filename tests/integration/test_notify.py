@@ -1325,6 +1325,36 @@ class TestHubServerLost(NotifyCase):
         self.notify("pgw_hold", "h")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_hold", "h")])
 
+    def test_idle_session_timeout_does_not_end_the_listening_server(self):
+        # With idle_session_timeout set for the role (or the database, or
+        # in postgresql.conf), PostgreSQL ended the listening server, idle
+        # between notifications, every time it ran out: the hub took
+        # another one each time, and the notifications sent in between
+        # were lost, the clients none the wiser.  The listening server
+        # now turns it off for itself.
+        user = self.pg.app_user
+        self.pg.psql("alter role %s set idle_session_timeout = '1s'" % user)
+        self.addCleanup(self.pg.psql, "alter role %s reset idle_session_timeout" % user)
+        a = login_app_user(self, self.px)
+        self.listen(a, "listen pgw_idle_hub")
+        hub = int(self.pg.psql("select pid from pg_stat_activity where usename = '%s' and "
+                               "query ilike 'listen%%'" % user))
+        # A session of the role that idles from now on: once PostgreSQL
+        # has ended it, the listening server (idle for longer) would be
+        # ended too.
+        w = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(w.close)
+        hz.sync_login(w, user, self.pg.database, self.pg.app_password)
+        data, closed = hz.read_until_closed(w, 20)
+        self.assertTrue(closed)
+        self.assertIn(b"57P05", data)
+        self.assertEqual(self.pg.psql("select count(*) from pg_stat_activity where pid = %d"
+                                      % hub), "1")
+        self.assertNotIn("event=notify_server_lost", self.px.log())
+        self.notify("pgw_idle_hub", "still listening")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)],
+                         [("pgw_idle_hub", "still listening")])
+
     def test_pause_takes_the_hub_server_back(self):
         a = login(self, self.px)
         self.listen(a, "listen pgw_pause")
