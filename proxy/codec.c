@@ -689,12 +689,16 @@ static bool sql_uident(const char **pp, const char *end, char out[PGW_CHANNEL_MA
 
 /* A name at *p as PostgreSQL reads it into out (at most PGW_CHANNEL_MAX
  * bytes): unquoted with its ASCII letters lowered, quoted as written (""
- * read as one quote), U&"..." [UESCAPE 'c'] decoded.  false: none, or one
- * pgwharf does not read (longer, empty, unterminated, a bad escape). */
+ * read as one quote), U&"..." [UESCAPE 'c'] decoded; a longer one cut to
+ * PGW_CHANNEL_MAX bytes, as PostgreSQL truncates an identifier (NOTIFY's
+ * too), when it is ASCII (else where PostgreSQL cuts it depends on the
+ * database's encoding).  false: none, or one pgwharf does not read
+ * (longer and not ASCII, empty, unterminated, a bad escape). */
 static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX + 1])
 {
     const char *p = *pp;
     size_t n = 0;
+    bool cut = false, ascii = true;
     if (p == end)
         return false;
     if (end - p > 2 && (*p == 'U' || *p == 'u') && p[1] == '&' && p[2] == '"')
@@ -709,23 +713,31 @@ static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX
                 else
                     break;
             }
-            if (*p == '\0' || n == PGW_CHANNEL_MAX)
+            if (*p == '\0')
                 return false;
-            out[n++] = *p;
+            ascii = ascii && (unsigned char)*p < 0x80;
+            if (n == PGW_CHANNEL_MAX)
+                cut = true;
+            else
+                out[n++] = *p;
         }
         p++;
         if (n == 0)
             return false;                         /* zero-length delimited identifier */
     } else if (ident_start((unsigned char)*p)) {
         for (; p < end && ident_cont((unsigned char)*p); p++) {
-            if (n == PGW_CHANNEL_MAX)
-                return false;
             char c = *p;
-            out[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+            ascii = ascii && (unsigned char)c < 0x80;
+            if (n == PGW_CHANNEL_MAX)
+                cut = true;
+            else
+                out[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
         }
     } else {
         return false;
     }
+    if (cut && !ascii)
+        return false;
     out[n] = '\0';
     *pp = p;
     return true;

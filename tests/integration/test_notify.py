@@ -171,6 +171,33 @@ class TestFanOut(NotifyCase):
         self.assertEqual(hz.simple_query(a, "select 'after'"), ([[b"after"]], []))
         self.assertTrue(nothing_to_read(a) and nothing_to_read(b))
 
+    def test_a_name_longer_than_63_bytes(self):
+        # PostgreSQL truncates a longer name to 63 bytes (NOTIFY's too, so
+        # the two meet; pg_notify() refuses one).  pgwharf took such a
+        # LISTEN for something else and ran it on the client's own
+        # server, closed when given back: the client was deaf between
+        # its transactions.  Inside a transaction and among other
+        # statements too; UNLISTEN of the long name ends it.
+        long = "pgw_" + "x" * 70
+        cut = long[:63]
+        for n, sql in enumerate(("listen " + long, 'LISTEN "%s";' % long.upper(),
+                                 "begin; listen %s; commit" % long)):
+            with self.subTest(sql=sql):
+                a = login(self, self.px)
+                a.sendall(hz.query_msg(sql))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got if t not in (b"N", b"C")], [b"Z"], got)
+                chan = cut.upper() if n == 1 else cut
+                self.pg.psql('notify "%s", \'long %d\'' % (long.upper() if n == 1 else long, n))
+                self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "long %d" % n)])
+                # Between transactions: the hub's, not the server's it ran on.
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                self.pg.psql("select pg_notify('%s', 'again')" % chan)
+                self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "again")])
+                self.listen(a, 'unlisten "%s"' % (long.upper() if n == 1 else long))
+                a.close()
+        pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+
     def test_listen_error_comes_from_postgresql(self):
         a = login(self, self.px)
         rows, errors = hz.simple_query(a, "listen select")     # a reserved word

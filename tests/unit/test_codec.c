@@ -451,12 +451,20 @@ static void test_listen_parse(void **state)
         "LISTEN 1abc", "LISTEN $x", "LISTEN foo -- comment", "/* c */ LISTEN foo",
         "LISTEN foo/* c */", "NOTIFY foo", "select 1", "UNLISTEN", "UNLISTEN **",
         "LISTEN a\"b\"", "XLISTEN foo", "LISTENX foo",
-        /* 64 bytes: PostgreSQL would cut it to 63 */
-        "LISTEN aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        "LISTEN \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+        /* over 63 bytes and not ASCII: where PostgreSQL cuts it depends on
+         * the database's encoding */
+        "LISTEN \"\xc3\xa9" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+        "LISTEN aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9",
     };
     for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
         assert_int_equal(lp(none[i], chan), PGW_LISTEN_NONE);
+    /* Longer (ASCII): cut to 63 bytes, as PostgreSQL truncates it. */
+    assert_int_equal(lp("LISTEN aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaBBB;",
+                        chan), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 63);
+    assert_int_equal(lp("UNLISTEN \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\"B\"",
+                        chan), PGW_UNLISTEN);
+    assert_int_equal(strlen(chan), 63);
     /* 63 bytes fit */
     char max[80] = "LISTEN ";
     memset(max + 7, 'b', 63);
