@@ -112,14 +112,33 @@ static void listen_statement(const uint8_t *sql, size_t len)
     }
 }
 
+/* Does pgw_sql_scan_feed end the statement at sql where want says, the
+ * text fed in pieces of piece bytes (as a long Query streams through the
+ * relay)?  (A dollar quote's tag too long for it: no ';' ends it.) */
+static bool scan_agrees(const uint8_t *sql, size_t len, size_t piece, size_t want)
+{
+    struct pgw_sql_scan sc;
+    pgw_sql_scan_init(&sc);
+    for (size_t off = 0; off < len; off += piece) {
+        size_t k = len - off < piece ? len - off : piece;
+        size_t got = pgw_sql_scan_feed(&sc, (const char *)sql + off, k);
+        if (got < k)
+            return off + got == want;
+    }
+    return want == len || sc.lost;
+}
+
 /* A Query's text cut into statements (pgw_sql_statement_end), each read
  * as above: each end is within the text and at a ';' unless it is the
- * text's end, so the walk moves on and stops. */
+ * text's end, so the walk moves on and stops; fed in pieces, the same
+ * ends (unless a dollar quote's tag was too long for the scanner). */
 static void statements(const uint8_t *sql, size_t len)
 {
     for (size_t off = 0; off < len;) {
         size_t n = pgw_sql_statement_end((const char *)sql + off, len - off);
         if (n > len - off || (n < len - off && sql[off + n] != ';'))
+            abort();
+        if (!scan_agrees(sql + off, len - off, 1 + (len - off) % 7, n))
             abort();
         listen_statement(sql + off, n);
         off += n + 1;
