@@ -97,6 +97,20 @@ enum pgw_sess_state {
 };
 const char *pgw_sess_state_name(enum pgw_sess_state s);
 
+/* A request that failed before it reached a server (no server for it, a
+ * cancel while it waited) is dropped as PostgreSQL skips one after an
+ * error, then answered with ReadyForQuery (relay.c, fail_request). */
+enum pgw_discard {
+    PGW_DISCARD_NONE,
+    PGW_DISCARD_UNTYPED,     /* its first message that is not a Flush or a stray
+                                CopyData, CopyDone or CopyFail (which PostgreSQL
+                                ignores) is still to come: it tells what ends it */
+    PGW_DISCARD_TO_SYNC,     /* it began with an extended-protocol message: only a
+                                Sync ends it (PostgreSQL skips a Query or
+                                FunctionCall before it) */
+    PGW_DISCARD_LAST,        /* the message being dropped (cskip) ends it */
+};
+
 /* What ends a login whose startup parameter the server refused: the
  * server's SQLSTATE and message, in one allocation (free() it). */
 struct pgw_login_refusal {
@@ -151,16 +165,7 @@ struct pgw_session {
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */
     uint8_t sync_queued;             /* how many the link queued (sync_params) */
     bool sync_err;                   /* the one being answered failed */
-    bool discard;                    /* after a failed acquire: drop up to Sync */
-    bool discard_last;               /* the message being dropped ends discarding */
-    bool discard_sync;               /* the failed request began with an extended-
-                                        protocol message: only a Sync ends discarding
-                                        (PostgreSQL skips a Query or FunctionCall
-                                        before it), else its Query/FunctionCall does */
-    bool discard_typed;              /* discard_sync is known: its first message
-                                        that is not a Flush or a stray CopyData,
-                                        CopyDone or CopyFail (which PostgreSQL
-                                        ignores) was seen */
+    enum pgw_discard discard;        /* a failed request being dropped (relay.c) */
     bool terminating;                /* client sent Terminate */
     bool wait_notified;              /* query_wait_notify sent for this wait */
     bool release_held;               /* ReadyForQuery came with a message half

@@ -755,8 +755,8 @@ static bool pipe_request(struct pgw_session *s, struct pipe_req *r)
     const struct pgw_config *cfg = s->px->cfg;
     const struct pgw_iobuf *b = s->cbuf;
     if (cfg->server_pipeline_depth <= 0 || s->mode == PGW_POOL_SESSION ||
-        cfg->server_reset_query_always || s->discard || s->cskip || s->cancel_inflight ||
-        !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
+        cfg->server_reset_query_always || s->discard != PGW_DISCARD_NONE || s->cskip ||
+        s->cancel_inflight || !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
         return false;
     memset(r, 0, sizeof(*r));
     const uint8_t *p = b->data + b->parsed, *end = b->data + b->len;
@@ -1127,9 +1127,7 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
      * which PostgreSQL ignores (they may not even be followed by the
      * rest yet). */
     s->state = PGW_SS_IDLE;
-    s->discard = true;
-    s->discard_sync = false;
-    s->discard_typed = false;
+    s->discard = PGW_DISCARD_UNTYPED;
     pgw_track_reset(&s->track);
     s->query_start = 0;
     /* Idle from now: client_idle_timeout counts again (its timer may have
@@ -1392,6 +1390,23 @@ static bool tx_quiet(const struct pgw_session *s)
            !s->pipe_stop && (!s->ps_on || pgw_ps_idle(s));
 }
 
+/* Messages PostgreSQL ignores when no request is under way: a Flush, and
+ * CopyData, CopyDone or CopyFail outside a COPY. */
+static bool ignored_alone(char type)
+{
+    return type == PGW_FE_FLUSH || type == PGW_FE_COPY_DATA || type == PGW_FE_COPY_DONE ||
+           type == PGW_FE_COPY_FAIL;
+}
+
+/* The failed request is all dropped: its ReadyForQuery.  false when the
+ * session was closed. */
+static bool discard_done(struct pgw_session *s)
+{
+    s->discard = PGW_DISCARD_NONE;
+    send_ready(s, 'I');
+    return s->state != PGW_SS_CLOSING;
+}
+
 /* Scan client messages; returns false when the session was closed. */
 static bool scan_client(struct pgw_session *s)
 {
@@ -1400,21 +1415,17 @@ static bool scan_client(struct pgw_session *s)
         uint32_t avail = b->len - b->parsed;
         if (s->cskip) {
             uint32_t n = avail < s->cskip ? avail : s->cskip;
-            if (s->qscan && s->discard)
+            if (s->qscan && s->discard != PGW_DISCARD_NONE)
                 pgw_notify_qscan_free(s);    /* its Query's rest is dropped */
             else if (s->qscan && !pgw_notify_qscan_feed(s, b->data + b->parsed, n, false))
                 return false;
-            if (s->discard)
+            if (s->discard != PGW_DISCARD_NONE)
                 pgw_iobuf_cut(b, b->parsed, n);
             else
                 b->parsed += n;
             s->cskip -= n;
-            if (s->discard && s->cskip == 0 && s->discard_last) {
-                s->discard = s->discard_last = false;
-                send_ready(s, 'I');
-                if (s->state == PGW_SS_CLOSING)
-                    return false;
-            }
+            if (s->cskip == 0 && s->discard == PGW_DISCARD_LAST && !discard_done(s))
+                return false;
             continue;
         }
         if (avail < PGW_MSG_HDR)
@@ -1445,9 +1456,9 @@ static bool scan_client(struct pgw_session *s)
             pgw_session_close(s, "08P01", "PQexec disallowed");
             return false;
         }
-        if (!s->discard && !s->server)
+        if (s->discard == PGW_DISCARD_NONE && !s->server)
             break;          /* scanned once a server is linked */
-        if (s->server && s->pipe_budget == 0 && !s->discard) {
+        if (s->server && s->pipe_budget == 0 && s->discard == PGW_DISCARD_NONE) {
             /* Held while clients are queued, whether or not more may queue
              * (user_pipe_ok is off after a taint while the queue is still
              * there): sent now, it would
@@ -1461,26 +1472,17 @@ static bool scan_client(struct pgw_session *s)
                 break;      /* the server answers queued clients first: held */
             s->server->user_pipe_ok = false;   /* more than one SELECT: none may queue */
         }
-        if (s->discard) {
+        if (s->discard != PGW_DISCARD_NONE) {
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
-            if (!s->discard_typed && type != PGW_FE_FLUSH && type != PGW_FE_COPY_DATA &&
-                type != PGW_FE_COPY_DONE && type != PGW_FE_COPY_FAIL) {
-                s->discard_typed = true;
-                s->discard_sync = type != PGW_FE_QUERY && type != PGW_FE_FUNCTION_CALL &&
-                                  type != PGW_FE_SYNC;
-            }
-            if (type == PGW_FE_SYNC || (!s->discard_sync && (type == PGW_FE_QUERY ||
-                                                             type == PGW_FE_FUNCTION_CALL))) {
-                /* A Query still arriving keeps dropping until it is gone. */
-                s->discard_last = true;
-                if (s->cskip == 0) {
-                    s->discard = s->discard_last = false;
-                    send_ready(s, 'I');
-                    if (s->state == PGW_SS_CLOSING)
-                        return false;
-                }
-            }
+            if (s->discard == PGW_DISCARD_UNTYPED && !ignored_alone(type))
+                s->discard = type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL ||
+                             type == PGW_FE_SYNC ? PGW_DISCARD_LAST : PGW_DISCARD_TO_SYNC;
+            else if (s->discard == PGW_DISCARD_TO_SYNC && type == PGW_FE_SYNC)
+                s->discard = PGW_DISCARD_LAST;
+            /* A Query still arriving keeps dropping until it is gone. */
+            if (s->cskip == 0 && s->discard == PGW_DISCARD_LAST && !discard_done(s))
+                return false;
             continue;
         }
         if (type == PGW_FE_QUERY && s->notify && s->mode != PGW_POOL_SESSION) {
