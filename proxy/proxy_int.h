@@ -97,9 +97,10 @@ enum pgw_sess_state {
 };
 const char *pgw_sess_state_name(enum pgw_sess_state s);
 
-/* A request that failed before it reached a server (no server for it, a
- * cancel while it waited) is dropped as PostgreSQL skips one after an
- * error, then answered with ReadyForQuery (relay.c, fail_request). */
+/* Client messages the relay drops (relay.c, scan_client).  A request that
+ * failed before it reached a server (no server for it, a cancel while it
+ * waited) is dropped as PostgreSQL skips one after an error, then answered
+ * with ReadyForQuery (fail_request). */
 enum pgw_discard {
     PGW_DISCARD_NONE,
     PGW_DISCARD_UNTYPED,     /* its first message that is not a Flush or a stray
@@ -109,6 +110,8 @@ enum pgw_discard {
                                 Sync ends it (PostgreSQL skips a Query or
                                 FunctionCall before it) */
     PGW_DISCARD_LAST,        /* the message being dropped (cskip) ends it */
+    PGW_DISCARD_STRAY,       /* not a request: the rest of a message PostgreSQL would
+                                ignore, sent with no server linked (scan_client) */
 };
 
 /* What ends a login whose startup parameter the server refused: the

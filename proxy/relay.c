@@ -1390,8 +1390,8 @@ static bool tx_quiet(const struct pgw_session *s)
            !s->pipe_stop && (!s->ps_on || pgw_ps_idle(s));
 }
 
-/* Messages PostgreSQL ignores when no request is under way: a Flush, and
- * CopyData, CopyDone or CopyFail outside a COPY. */
+/* Messages PostgreSQL ignores when no request is under way (nothing to
+ * flush): a Flush, and CopyData, CopyDone or CopyFail outside a COPY. */
 static bool ignored_alone(char type)
 {
     return type == PGW_FE_FLUSH || type == PGW_FE_COPY_DATA || type == PGW_FE_COPY_DONE ||
@@ -1424,6 +1424,8 @@ static bool scan_client(struct pgw_session *s)
             else
                 b->parsed += n;
             s->cskip -= n;
+            if (s->cskip == 0 && s->discard == PGW_DISCARD_STRAY)
+                s->discard = PGW_DISCARD_NONE;
             if (s->cskip == 0 && s->discard == PGW_DISCARD_LAST && !discard_done(s))
                 return false;
             continue;
@@ -1455,6 +1457,18 @@ static bool scan_client(struct pgw_session *s)
              * (SQL injection), the extended protocol only one. */
             pgw_session_close(s, "08P01", "PQexec disallowed");
             return false;
+        }
+        if (s->discard == PGW_DISCARD_NONE && !s->server && s->state == PGW_SS_IDLE &&
+            ignored_alone(type) && !(s->notify && pgw_notify_waiting(s))) {
+            /* No request under way and no server: PostgreSQL would ignore
+             * it (CopyData still on its way when a COPY failed, a Flush).
+             * A server taken for it would get no request whose
+             * ReadyForQuery gives it back: the client would hold it idle. */
+            pgw_iobuf_cut(b, b->parsed, n);
+            s->cskip = total - n;
+            if (s->cskip > 0)
+                s->discard = PGW_DISCARD_STRAY;
+            continue;
         }
         if (s->discard == PGW_DISCARD_NONE && !s->server)
             break;          /* scanned once a server is linked */

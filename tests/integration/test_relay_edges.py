@@ -35,6 +35,10 @@ one server, so the next client gets the very same one).
 - A cancel that came while the server ran the SETs in front of the
   client's query was forwarded at once: it could hit a SET (the query then
   ran with another client's settings) or be dropped between messages.
+- CopyData still on its way when the server failed the COPY and went back
+  to the pool (and a CopyDone, CopyFail or Flush sent with nothing under
+  way) took a server, as a request would; PostgreSQL ignores them, nothing
+  answered, and the idle client held that server until its next query.
 - A session closed while a server message was half relayed to the client
   (a query_timeout in a large DataRow) got its FATAL error written into
   that message.
@@ -153,6 +157,36 @@ class TestReleaseMidMessage(pt.PgwharfTestCase):
             return any(row["state"] == "waiting" or row["link"]
                        for row in self.px.show("CLIENTS", port=result.get("port")))
         pt.wait_until(asked, 20, what="client B's query reached pgwharf")
+
+    def test_copy_data_after_the_copy_ended_takes_no_server(self):
+        a = self.login()
+        self.addCleanup(a.close)
+        a.sendall(hz.query_msg("copy relay_edges_copy from stdin"))
+        t, _ = hz.recv_msg(a)
+        self.assertEqual(t, b"G", "no CopyInResponse")
+        a.sendall(copy_data(b"not a number\n"))
+        got = self.read_until_ready(a)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        # The server is back in the pool.  CopyData that was already on its
+        # way (libpq stops sending only once it has read the error), and the
+        # CopyDone of a client that did not: PostgreSQL ignores them outside
+        # a COPY, and no server must be taken for them -- nothing answers
+        # them, so A would hold it while idle, and B would wait.
+        a_port = a.getsockname()[1]
+        a.sendall(copy_data(b"2\n" * 40000) + copy_data(b"3\n") + hz.msg(b"c") +
+                  hz.msg(b"f", b"late\x00"))
+        pt.wait_until(lambda: hz.unread_on_port(self.px.pid, self.px.port).get(a_port) == 0,
+                      20, what="pgwharf read A's CopyData")
+        self.assertEqual([r["link"] for r in self.px.show("CLIENTS", port=a_port)], [""])
+        self.assert_b_served()
+        self.assert_own_answer(a)
+        self.assertEqual(self.pg.psql("select count(*) from relay_edges_copy"), "0")
+
+    def assert_own_answer(self, a):
+        a.sendall(hz.query_msg("select 7"))
+        got = self.read_until_ready(a)
+        self.assertEqual([hz.data_row(b) for t, b in got if t == b"D"], [[b"7"]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
 
     def test_copy_done_outside_a_copy(self):
         a = self.login()
