@@ -1411,6 +1411,10 @@ static bool discard_done(struct pgw_session *s)
 static bool scan_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
+    if (s->terminating) {
+        b->len = b->parsed;       /* nothing after a Terminate is read */
+        return true;
+    }
     while (b->parsed < b->len) {
         uint32_t avail = b->len - b->parsed;
         if (s->cskip) {
@@ -1643,7 +1647,15 @@ void pgw_relay_client_data(struct pgw_session *s)
     if (!scan_client(s))
         return;
     if (s->terminating) {
-        pgw_session_close(s, NULL, "client terminated");
+        /* What came before the Terminate runs, as PostgreSQL runs it (a
+         * client that does not wait for the answer): it goes to the server
+         * first, and the session ends once it is sent (pgw_relay_flush_server);
+         * the server is closed then, its answer unread. */
+        ev_io_stop(s->px->loop, &s->cli_r);
+        if (s->server && s->state == PGW_SS_LINKED && s->cbuf->sent < s->cbuf->parsed)
+            pgw_relay_flush_server(s);
+        else
+            pgw_session_close(s, NULL, "client terminated");
         return;
     }
     if (s->notify && pgw_notify_waiting(s))
@@ -1723,6 +1735,10 @@ void pgw_relay_flush_server(struct pgw_session *s)
             return;
         }
         b->sent += (uint32_t)w;
+    }
+    if (s->terminating) {
+        pgw_session_close(s, NULL, "client terminated");
+        return;
     }
     s->srv_write_blocked = false;
     if (ev_is_active(&srv->user_w))

@@ -16,6 +16,9 @@ very same one), for the cases that review found broken:
   which the client read as the answer to its next query.  A Flush or a
   stray CopyData/CopyDone/CopyFail before it (PostgreSQL ignores those)
   does not make a Query an extended-protocol request.
+- A request sent together with Terminate (or waiting for the server when
+  the Terminate came) was dropped when the session ended: PostgreSQL runs
+  it, in order, before it ends the session.
 """
 
 import socket
@@ -188,6 +191,62 @@ class TestRequestWithoutAServer(RelayCase):
                 self.assert_wait_timeout(hz.read_until_ready(a))
         self.release_holder()
         self.assert_own_answer(a)
+
+
+class TestRequestThenTerminate(RelayCase):
+    """A request and a Terminate sent together (a client that does not
+    wait for the answer, PQsendQuery then PQfinish): PostgreSQL runs the
+    request, then ends the session.  pgwharf ended the session at the
+    Terminate with the request read but not yet sent: it never ran."""
+
+    def setUp(self):
+        super().setUp()
+        self.pg.psql("drop table if exists relay_terminate; "
+                     "create table relay_terminate (n int)", user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists relay_terminate",
+                        user=self.pg.user, check=False)
+
+    def rows_in_table(self):
+        return self.pg.psql("select count(*) from relay_terminate", user=self.pg.user)
+
+    def send_and_terminate(self, a, request):
+        a.sendall(request + M(b"X"))
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session did not end at the Terminate")
+        pt.wait_until(lambda: self.rows_in_table() == "1", 20,
+                      what="the request sent before the Terminate ran")
+        self.assert_b_served()
+
+    def test_a_query(self):
+        self.send_and_terminate(self.login(), hz.query_msg("insert into relay_terminate values (1)"))
+
+    def test_a_query_larger_than_the_socket_takes_at_once(self):
+        # 8 MB: the server socket fills, the rest goes out as it drains.
+        self.send_and_terminate(self.login(), hz.query_msg(
+            "insert into relay_terminate select 1 where length('%s') > 0" % ("x" * 8000000)))
+
+    def test_an_extended_request(self):
+        self.send_and_terminate(self.login(),
+                                hz.parse_msg("", "insert into relay_terminate values (1)") +
+                                bind_execute() + SYNC)
+
+    def test_a_request_that_waited_for_the_server(self):
+        holder = self.login()
+        holder.sendall(hz.query_msg("begin"))
+        hz.read_until_ready(holder)
+        a = self.login()
+        port = a.getsockname()[1]
+        a.sendall(hz.query_msg("insert into relay_terminate values (1)") + M(b"X"))
+        pt.wait_until(lambda: [r["state"] for r in self.px.show("CLIENTS", port=port)] ==
+                      ["waiting"], 20, what="the client waits for the server")
+        holder.sendall(hz.query_msg("commit"))
+        hz.read_until_ready(holder)
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session did not end at the Terminate")
+        pt.wait_until(lambda: self.rows_in_table() == "1", 20,
+                      what="the request sent before the Terminate ran")
+        self.assert_b_served()
+        self.assert_own_answer(holder)
 
 
 if __name__ == "__main__":
