@@ -173,6 +173,8 @@ struct pgw_session {
     bool wait_notified;              /* query_wait_notify sent for this wait */
     bool release_held;               /* ReadyForQuery came with a message half
                                         relayed: release once clean (relay.c) */
+    bool replies_unread;             /* its next request waits until the client reads
+                                        what it was answered (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
     uint32_t ready_count;            /* ReadyForQuery relayed: a cancel whose
@@ -292,6 +294,8 @@ void pgw_session_apply_timeouts(struct pgw_session *s);
 void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_client_data(struct pgw_session *s);
+/* The client has read what it was answered: a request held meanwhile goes on. */
+void pgw_relay_replies_read(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);
 void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);

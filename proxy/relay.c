@@ -1640,6 +1640,25 @@ static bool parse_may_be_listen(const uint8_t *m, size_t have)
     return nul && nul + 1 < m + end && pgw_notify_may_start(nul[1]);
 }
 
+/* Bytes waiting for the client beyond which its next request waits (half
+ * a buffer: room for what that request may be answered by pgwharf). */
+#define REPLIES_UNREAD_MAX (PGW_IOBUF_SIZE / 2)
+
+static bool replies_unread(const struct pgw_session *s)
+{
+    return s->sbuf && s->sbuf->len - s->sbuf->sent > REPLIES_UNREAD_MAX;
+}
+
+void pgw_relay_replies_read(struct pgw_session *s)
+{
+    if (!s->replies_unread || s->state == PGW_SS_CLOSING || replies_unread(s))
+        return;
+    s->replies_unread = false;
+    if (!ev_is_active(&s->cli_r))
+        ev_io_start(s->px->loop, &s->cli_r);
+    pgw_relay_client_data(s);
+}
+
 void pgw_relay_client_data(struct pgw_session *s)
 {
     if (!s->cbuf)
@@ -1679,6 +1698,17 @@ void pgw_relay_client_data(struct pgw_session *s)
         }
         if (s->state != PGW_SS_IDLE || b->len - b->parsed < PGW_MSG_HDR)
             return;
+        if (replies_unread(s)) {
+            /* The client reads nothing of what it was answered (by pgwharf:
+             * a request that got no server, a LISTEN; or the end of a
+             * server's answer): its next requests wait, unread, as behind
+             * a server that stops reading, until it does
+             * (pgw_relay_replies_read).  Answered now, their replies would
+             * find no room in its buffer. */
+            s->replies_unread = true;
+            ev_io_stop(s->px->loop, &s->cli_r);
+            return;
+        }
         if (s->mode == PGW_POOL_SESSION)
             break;
         /* A lone LISTEN or UNLISTEN takes no server (notify.c): a Query

@@ -378,6 +378,8 @@ void pgw_session_flush_client(struct pgw_session *s)
         if (pgw_server_pending(s->server) > 0)
             ev_feed_event(loop, &s->server->user_r, EV_READ);
     }
+    if (s->replies_unread)
+        pgw_relay_replies_read(s);      /* its next request, held meanwhile */
 }
 
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)

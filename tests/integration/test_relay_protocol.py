@@ -19,6 +19,9 @@ very same one), for the cases that review found broken:
 - A request sent together with Terminate (or waiting for the server when
   the Terminate came) was dropped when the session ended: PostgreSQL runs
   it, in order, before it ends the session.
+- pgwharf's own answers to requests that got no server were dropped when
+  the client's buffer was full (a client sending many and reading later):
+  it waited for ever.
 """
 
 import socket
@@ -247,6 +250,50 @@ class TestRequestThenTerminate(RelayCase):
                       what="the request sent before the Terminate ran")
         self.assert_b_served()
         self.assert_own_answer(holder)
+
+
+class TestRepliesToAClientThatDoesNotRead(pt.PgwharfTestCase):
+    """pgwharf's own replies (the error and ReadyForQuery of a request that
+    got no server) to a client that sends requests and reads nothing yet:
+    they queue behind each other, whatever the relay buffer holds."""
+
+    def test_every_failed_request_gets_its_answer(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "log_connections": 0},
+                                databases={"gone": self.pg.conn_string(),
+                                           self.pg.database: self.pg.conn_string()})
+        a = socket.socket()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.settimeout(30)
+        a.connect((px.host, px.port))
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, "gone", self.pg.password)
+        del px.databases["gone"]
+        px.reload()
+        px.wait_for_log(r"event=pool_orphaned db=gone")
+        # Each request fails at once (3D000); its replies are far more than
+        # the sockets between pgwharf and the client hold.
+        n = 60000
+        sender = threading.Thread(target=a.sendall, args=(hz.query_msg("select 1") * n,))
+        sender.start()
+        self.addCleanup(sender.join, 60)
+        ready = errs = 0
+        buf = b""
+        while ready < n:
+            try:
+                chunk = a.recv(1 << 20)
+            except socket.timeout:
+                self.fail("no more answers after %d of %d requests (%d errors)"
+                          % (ready, n, errs))
+            self.assertTrue(chunk, "pgwharf closed the connection after %d answers" % ready)
+            buf += chunk
+            while len(buf) >= 5:
+                total = 1 + struct.unpack("!I", buf[1:5])[0]
+                if len(buf) < total:
+                    break
+                ready += buf[:1] == b"Z"
+                errs += buf[:1] == b"E"
+                buf = buf[total:]
+        self.assertEqual((ready, errs), (n, n))
 
 
 if __name__ == "__main__":
