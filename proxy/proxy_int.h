@@ -175,6 +175,8 @@ struct pgw_session {
                                         relayed: release once clean (relay.c) */
     bool replies_unread;             /* its next request waits until the client reads
                                         what it was answered (relay.c) */
+    bool acquiring;                  /* in pgw_relay_acquire from the client's data */
+    bool refused_now;                /* ... and the request was refused there (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
     uint32_t ready_count;            /* ReadyForQuery relayed: a cancel whose

@@ -1141,7 +1141,10 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
     pgw_notify_qscan_free(s);
     if (!ev_is_active(&s->cli_r))
         ev_io_start(s->px->loop, &s->cli_r);
-    pgw_relay_client_data(s);
+    if (s->acquiring)
+        s->refused_now = true;   /* pgw_relay_client_data goes on with the rest */
+    else
+        pgw_relay_client_data(s);
 }
 
 /* A CancelRequest for a client waiting in its pool's queue for a server
@@ -1659,12 +1662,14 @@ void pgw_relay_replies_read(struct pgw_session *s)
     pgw_relay_client_data(s);
 }
 
-void pgw_relay_client_data(struct pgw_session *s)
+/* pgw_relay_client_data once: true when a request was refused at once
+ * (fail_request) and what follows it is to be taken next. */
+static bool client_data_step(struct pgw_session *s)
 {
     if (!s->cbuf)
-        return;
+        return false;
     if (!scan_client(s))
-        return;
+        return false;
     if (s->terminating) {
         /* What came before the Terminate runs, as PostgreSQL runs it (a
          * client that does not wait for the answer): it goes to the server
@@ -1675,18 +1680,18 @@ void pgw_relay_client_data(struct pgw_session *s)
             pgw_relay_flush_server(s);
         else
             pgw_session_close(s, NULL, "client terminated");
-        return;
+        return false;
     }
     if (s->notify && pgw_notify_waiting(s))
-        return;             /* read once its LISTEN is answered */
+        return false;       /* read once its LISTEN is answered */
     struct pgw_iobuf *b = s->cbuf;
     if (s->server) {
         if (s->state != PGW_SS_LINKED)
-            return;
+            return false;
         pgw_session_arm_timer(s);       /* also for a message still arriving */
         if (b->sent < b->parsed)
             pgw_batch_flush_server(s);
-        return;
+        return false;
     }
     for (;;) {
         if (b->parsed == b->len) {
@@ -1694,10 +1699,10 @@ void pgw_relay_client_data(struct pgw_session *s)
                 pgw_iobuf_put(s->px, b);
                 s->cbuf = NULL;
             }
-            return;
+            return false;
         }
         if (s->state != PGW_SS_IDLE || b->len - b->parsed < PGW_MSG_HDR)
-            return;
+            return false;
         if (replies_unread(s)) {
             /* The client reads nothing of what it was answered (by pgwharf:
              * a request that got no server, a LISTEN; or the end of a
@@ -1707,7 +1712,7 @@ void pgw_relay_client_data(struct pgw_session *s)
              * find no room in its buffer. */
             s->replies_unread = true;
             ev_io_stop(s->px->loop, &s->cli_r);
-            return;
+            return false;
         }
         if (s->mode == PGW_POOL_SESSION)
             break;
@@ -1731,7 +1736,7 @@ void pgw_relay_client_data(struct pgw_session *s)
         }
         int r = pgw_notify_query(s);
         if (r < 0 || r == PGW_NOTIFY_MORE || (s->notify && pgw_notify_waiting(s)))
-            return;
+            return false;
         if (r == 0)
             break;
         b = s->cbuf;        /* answered: the next message */
@@ -1739,7 +1744,21 @@ void pgw_relay_client_data(struct pgw_session *s)
     /* A message is coming and no server is linked: get one first; it is
      * scanned (and maybe rewritten) once the server is known. */
     s->state = PGW_SS_WAIT_SERVER;
+    s->acquiring = true;
     pgw_relay_acquire(s);
+    s->acquiring = false;
+    bool again = s->refused_now && s->state != PGW_SS_CLOSING;
+    s->refused_now = false;
+    return again;
+}
+
+void pgw_relay_client_data(struct pgw_session *s)
+{
+    /* The requests after one refused at once are taken here, one after
+     * another, not from inside fail_request: a client's buffer may hold
+     * thousands of them (a Sync is 5 bytes), a nested call each. */
+    while (client_data_step(s))
+        ;
 }
 
 void pgw_relay_flush_server(struct pgw_session *s)

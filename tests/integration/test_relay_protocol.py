@@ -21,7 +21,8 @@ very same one), for the cases that review found broken:
   it, in order, before it ends the session.
 - pgwharf's own answers to requests that got no server were dropped when
   the client's buffer was full (a client sending many and reading later):
-  it waited for ever.
+  it waited for ever.  And each such request was taken from inside the
+  refusal of the one before: a buffer of Syncs overflowed the stack.
 """
 
 import socket
@@ -252,28 +253,36 @@ class TestRequestThenTerminate(RelayCase):
         self.assert_own_answer(holder)
 
 
-class TestRepliesToAClientThatDoesNotRead(pt.PgwharfTestCase):
-    """pgwharf's own replies (the error and ReadyForQuery of a request that
-    got no server) to a client that sends requests and reads nothing yet:
-    they queue behind each other, whatever the relay buffer holds."""
+class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
+    """Requests of a client whose database a reload removed: each is
+    refused at once (3D000), answered by pgwharf itself."""
 
-    def test_every_failed_request_gets_its_answer(self):
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "log_connections": 0},
-                                databases={"gone": self.pg.conn_string(),
-                                           self.pg.database: self.pg.conn_string()})
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "log_connections": 0,
+                      "io_batch": self.io_batch},
+            databases={"gone": self.pg.conn_string(), self.pg.database: self.pg.conn_string()})
+
+    io_batch = 1
+
+    def client(self, rcvbuf=None):
         a = socket.socket()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if rcvbuf:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         a.settimeout(30)
-        a.connect((px.host, px.port))
+        a.connect((self.px.host, self.px.port))
         self.addCleanup(a.close)
         hz.sync_login(a, self.pg.user, "gone", self.pg.password)
-        del px.databases["gone"]
-        px.reload()
-        px.wait_for_log(r"event=pool_orphaned db=gone")
-        # Each request fails at once (3D000); its replies are far more than
-        # the sockets between pgwharf and the client hold.
-        n = 60000
-        sender = threading.Thread(target=a.sendall, args=(hz.query_msg("select 1") * n,))
+        del self.px.databases["gone"]
+        self.px.reload()
+        self.px.wait_for_log(r"event=pool_orphaned db=gone")
+        return a
+
+    def send_and_count(self, a, requests, n):
+        """Send requests (n of them) from another thread; read until n
+        ReadyForQuery came: (ReadyForQuery, ErrorResponse) counts."""
+        sender = threading.Thread(target=a.sendall, args=(requests,))
         sender.start()
         self.addCleanup(sender.join, 60)
         ready = errs = 0
@@ -293,7 +302,28 @@ class TestRepliesToAClientThatDoesNotRead(pt.PgwharfTestCase):
                 ready += buf[:1] == b"Z"
                 errs += buf[:1] == b"E"
                 buf = buf[total:]
-        self.assertEqual((ready, errs), (n, n))
+        return ready, errs
+
+    def test_a_client_that_reads_later_gets_every_answer(self):
+        # Far more replies than the sockets between pgwharf and the client
+        # hold: they were dropped once the relay buffer was full.
+        a = self.client(rcvbuf=4096)
+        n = 60000
+        self.assertEqual(self.send_and_count(a, hz.query_msg("select 1") * n, n), (n, n))
+
+
+class TestRequestsRefusedAtOnceWithoutIoBatch(TestRequestsRefusedAtOnce):
+    io_batch = 0
+
+    def test_a_buffer_full_of_them(self):
+        # 6,000 Syncs, each a request: the next was taken from inside the
+        # refusal of the one before, a nested call each, which overflowed
+        # the stack (ASan build); with io_batch off the answers go out at
+        # once, so nothing held the client back either.
+        a = self.client()
+        n = 6000
+        self.assertEqual(self.send_and_count(a, M(b"S") * n, n), (n, n))
+        self.assertTrue(self.px.alive())
 
 
 if __name__ == "__main__":
