@@ -162,7 +162,10 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->fe_open++;
         return false;
     case PGW_FE_FLUSH:
-        t->fe_open++;
+        /* Part of an open batch; alone (after a Query or Sync) there is
+         * nothing to flush it waits for, and no Sync need follow. */
+        if (t->fe_open > 0)
+            t->fe_open++;
         return false;
     case PGW_FE_PARSE:
     case PGW_FE_BIND:

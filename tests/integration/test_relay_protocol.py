@@ -23,6 +23,8 @@ very same one), for the cases that review found broken:
   the client's buffer was full (a client sending many and reading later):
   it waited for ever.  And each such request was taken from inside the
   refusal of the one before: a buffer of Syncs overflowed the stack.
+- A Flush after a Query or a Sync counted as an open batch: the idle
+  client kept its server after the ReadyForQuery.
 """
 
 import socket
@@ -195,6 +197,31 @@ class TestRequestWithoutAServer(RelayCase):
                 self.assert_wait_timeout(hz.read_until_ready(a))
         self.release_holder()
         self.assert_own_answer(a)
+
+
+class TestFlushAfterTheRequest(RelayCase):
+    """A Flush sent after a request's Query or Sync, with no extended-protocol
+    message after it (a pipeline's flush request): PostgreSQL has nothing
+    to do for it.  pgwharf counted it as an open batch, so at the
+    request's ReadyForQuery the server stayed with the idle client, and the
+    next client waited (query_wait_timeout)."""
+
+    settings = {"query_wait_timeout": "3s"}
+
+    def run_case(self, request):
+        a = self.login()
+        a.sendall(request + M(b"H"))
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b"1"]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def test_after_a_query(self):
+        self.run_case(hz.query_msg("select 1"))
+
+    def test_after_a_sync(self):
+        self.run_case(hz.parse_msg("", "select 1") + bind_execute() + SYNC)
 
 
 class TestRequestThenTerminate(RelayCase):

@@ -308,6 +308,32 @@ static void test_query_skipped_after_an_extended_error(void **state)
 static void error(struct stream *st) { add(st, 'E', "SERROR\0C42601\0\0", 16); }
 static void flush(struct stream *st) { add(st, 'H', "", 0); }
 
+/* A Flush after a request's Query or Sync opens no batch: nothing of it
+ * waits for a Sync, so the server goes back at the ReadyForQuery.  After
+ * extended-protocol messages it is part of their batch. */
+static void test_lone_flush_opens_no_batch(void **state)
+{
+    (void)state;
+    struct conv c = { 0 };
+    query(&c.fe, "select 1");
+    flush(&c.fe);
+    parse(&c.fe, "select 2");
+    flush(&c.fe);
+    ready(&c.be, 'I');
+    struct pgw_track t = run(&c, 1);
+    assert_int_equal(t.fe_open, 2);              /* the Parse and its Flush */
+    assert_false(pgw_track_idle(&t));
+    struct conv d = { 0 };
+    query(&d.fe, "select 1");
+    flush(&d.fe);
+    ready(&d.be, 'I');
+    for (size_t step = 1; step <= d.fe.n; step++) {
+        t = run(&d, step);
+        assert_int_equal(t.fe_open, 0);
+        assert_true(pgw_track_idle(&t));
+    }
+}
+
 /* A failing Parse, a Flush, the error, then a Query (skipped) and the
  * Sync: one ReadyForQuery in all, then nothing is outstanding. */
 static void test_error_in_the_open_batch_skips_the_next_query(void **state)
@@ -585,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_simple_query_then_idle),
         cmocka_unit_test(test_pipeline_two_syncs_needs_both_ready),
         cmocka_unit_test(test_open_batch_blocks_release),
+        cmocka_unit_test(test_lone_flush_opens_no_batch),
         cmocka_unit_test(test_transaction_status_blocks_release),
         cmocka_unit_test(test_copy_in_extended_ignores_inner_sync),
         cmocka_unit_test(test_copy_done_outside_copy_takes_nothing_back),
