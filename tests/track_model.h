@@ -46,7 +46,7 @@ struct track_model {
     char queue[TRACK_MODEL_QUEUE];   /* replies owed, by type */
     size_t head, tail;
     bool skipping;           /* ignore_till_sync */
-    bool open;               /* extended messages (or a Flush) since the last Sync/Query */
+    bool open;               /* extended messages since the last Sync/Query */
     char copy_by;            /* 'Q' or 'E': a COPY FROM STDIN reads the client's messages */
     bool copied;             /* a COPY FROM STDIN ran */
     int ext_since;           /* extended messages sent since the last Sync/Query/FunctionCall */
@@ -146,8 +146,7 @@ static inline void track_model_read(struct track_model *m, char type, unsigned c
             track_model_out(m, type == 'P' ? '1' : type == 'B' ? '2' : '3');
         break;
     case 'H':
-        m->open = true;
-        break;
+        break;               /* part of an open batch, or nothing to flush */
     case 'D':
         m->open = true;
         switch (ch % 5) {
