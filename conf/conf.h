@@ -78,6 +78,11 @@ const char *pgw_tls_mode_name(enum pgw_tls_mode m);
  * "the name the client asked for").  The libpq keyword list is static
  * (conf does not link libpq) and includes keys of libpq 16-18: an older
  * libpq rejects those at connect time. */
+/* The longest item of a host list (a host name or socket directory) and of
+ * a hostaddr list: the pools keep each in a buffer of this size plus one
+ * (pool/hosts.h), and a longer one is a config error. */
+#define PGW_CONF_HOST_MAX 255
+#define PGW_CONF_HOSTADDR_MAX 63
 struct pgw_conf_db {
     char *name;              /* database name clients ask for; "*" = fallback */
     /* libpq connection keywords for the server (host, port, dbname, user,

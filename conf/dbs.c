@@ -259,6 +259,23 @@ static bool ports_valid(const char *ports)
     }
 }
 
+/* Whether every comma-separated item of list is at most max bytes; else
+ * *item and *len say which is not. */
+static bool items_fit(const char *list, size_t max, const char **item, size_t *len)
+{
+    for (const char *p = list;; p++) {
+        size_t n = strcspn(p, ",");
+        if (n > max) {
+            *item = p;
+            *len = n;
+            return false;
+        }
+        p += n;
+        if (!*p)
+            return true;
+    }
+}
+
 static const char *conn_value(const struct pgw_conf_db *db, const char *key)
 {
     int i = find_conn(db, key);
@@ -350,6 +367,22 @@ static void parse_connstr(struct conf_loader *ld, struct db_build *b, const char
     } else if (!host_lists_pair(&b->db, err, sizeof(err))) {
         conf_error(&ld->rep, file, line, "database \"%s\": %s", b->db.name, err);
         b->nerrors++;
+    }
+    /* What a pool keeps of each host (pool/hosts.h): a longer one could
+     * not be connected to, and was not refused until a client came. */
+    static const struct {
+        const char *kw;
+        size_t max;
+    } sized[] = { { "host", PGW_CONF_HOST_MAX }, { "hostaddr", PGW_CONF_HOSTADDR_MAX } };
+    for (size_t i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
+        const char *list = conn_value(&b->db, sized[i].kw), *item;
+        size_t len;
+        if (list && !items_fit(list, sized[i].max, &item, &len)) {
+            conf_error(&ld->rep, file, line,
+                       "database \"%s\": %s: \"%.20s...\" is %zu bytes long (at most %zu)",
+                       b->db.name, sized[i].kw, item, len, sized[i].max);
+            b->nerrors++;
+        }
     }
 }
 

@@ -17,8 +17,8 @@
 
 /* One host of the list, as libpq would take it on its own. */
 struct pgw_host_spec {
-    char host[256];           /* "" when the entry gives none */
-    char hostaddr[64];        /* "" when none */
+    char host[PGW_CONF_HOST_MAX + 1];           /* "" when the entry gives none */
+    char hostaddr[PGW_CONF_HOSTADDR_MAX + 1];   /* "" when none */
     char port[16];            /* "" = libpq's default */
 };
 

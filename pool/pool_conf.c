@@ -182,13 +182,14 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
         return cq_changed;
     }
     bool first = pool->signature == NULL;
-    if (!copy_keys(pool, db)) {
+    /* Without its hosts the entry is not taken (the signature stays: the
+     * next reconfigure tries again) rather than kept under new keys. */
+    if (!copy_keys(pool, db) || !make_hosts(pool, db)) {
         free(sig);
         return false;
     }
     free(pool->signature);
     pool->signature = sig;
-    make_hosts(pool, db);
     /* A refusal of the old keys (password, user, dbname...) says nothing
      * about the new ones: no server_login_retry wait for them. */
     pgw_pool_login_ok(pool);
@@ -221,6 +222,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
     if (!pool)
         return NULL;
     pool->set = set;
+    pgw_list_init(&pool->node);          /* pgw_pool_free below: not in the set yet */
     pgw_pool_init_queues(pool);
     pool->dbname = strdup(dbname);
     pool->user = strdup(user);

@@ -721,6 +721,26 @@ static void t_hostname_min_pool_reconfigure(void **state)
     assert_int_equal(pg_count(), 3);
 }
 
+/* A pool that cannot be made (here: a host the pool cannot hold, which
+ * the config loader refuses; else out of memory) is NULL and nothing else:
+ * its half-made pool was freed as if it were in the set's list (NULL
+ * dereference, pgwharf crashed at the login). */
+static void t_pool_get_fails_cleanly(void **state)
+{
+    struct fx *fx = *state;
+    fx_start(fx, make_cfg("", NULL, NULL), NULL);
+    char host[PGW_CONF_HOST_MAX + 2];
+    memset(host, 'h', sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    struct pgw_conf_db db = *pgw_conf_find_db(fx->cfg, "pgwharf");
+    db.host = host;
+    assert_null(pgw_pool_get(fx->set, &db, "other", env("PGW_TEST_PGUSER"), NULL));
+    acquire(fx, 0, NULL);                     /* the set goes on */
+    assert_true(run_until_done(fx, 0));
+    assert_non_null(fx->cl[0].srv);
+    release(fx, 0, PGW_RELEASE_IDLE);
+}
+
 /* Pause queues, resume serves; reconnect replaces idle servers; destroy
  * with waiters queued tells them PGW_ESHUTDOWN. */
 static void t_pause_reconnect_destroy(void **state)
@@ -1044,6 +1064,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_breaker, setup, teardown),
         cmocka_unit_test_setup_teardown(t_bad_password, setup, teardown),
         cmocka_unit_test_setup_teardown(t_hostname_min_pool_reconfigure, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_pool_get_fails_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(t_pause_reconnect_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(t_connect_rate, setup, teardown),
         cmocka_unit_test_setup_teardown(t_reserve, setup, teardown),

@@ -1590,6 +1590,26 @@ class TestReloadKeepsTheOldConfig(AdminTestCase):
         self.assertTrue(auth and "expected a quoted user name" in auth[-1]["reason"], auth)
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_a_host_too_long_for_a_pool_is_a_config_error(self):
+        # It was taken (start, RELOAD, --check) and the first login to the
+        # entry crashed pgwharf; a changed host that long was kept silently.
+        px = self.start()
+        conn = self.admin_conn(px)
+        long_host = "h" * 300
+        px.databases["longhost"] = "host=%s port=%s" % (long_host, self.pg.port)
+        cp = px.check()
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn('database "longhost": host: "%s..." is 300 bytes long (at most 255)'
+                      % long_host[:20], cp.stderr)
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RELOAD")
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        self.assertEqual(self.rows(conn, "DATABASES", name="longhost"), [])
+        cp = px.psql("select 1", db="longhost", check=False)
+        self.assertIn('database "longhost" does not exist', cp.stderr)
+        self.assertTrue(px.alive(), px.log_tail())
+        self.assertEqual(px.psql("select 1"), "1")
+
     def test_auth_file_warnings_are_logged(self):
         # A user listed twice loads (the later line wins) "with a warning":
         # at start and on every reload, not only under --check.

@@ -665,6 +665,34 @@ static void test_connstr_datestyle_timezone(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* A host list item pgwharf cannot hold (pool/hosts.h keeps each host in
+ * PGW_CONF_HOST_MAX bytes, each hostaddr in PGW_CONF_HOSTADDR_MAX) is an
+ * error here: it was taken, and the first login to the entry crashed
+ * pgwharf (a reload to it kept the old hosts without a word). */
+static void test_host_items_that_do_not_fit(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    char text[4096], host[PGW_CONF_HOST_MAX + 2], addr[PGW_CONF_HOSTADDR_MAX + 2];
+    memset(host, 'h', sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    memset(addr, '1', sizeof(addr) - 1);
+    addr[sizeof(addr) - 1] = '\0';
+    snprintf(text, sizeof(text), BASE "[databases]\n"
+             "a = host=%s\n"                               /* 4 */
+             "b = host=x,%s port=1,2\n"                    /* 5 */
+             "c = host=x hostaddr=%s\n"                    /* 6 */
+             "ok = host=%s hostaddr=%s\n",                 /* 7: just fits */
+             host, host, addr, host + 1, addr + 1);
+    load_fail(text, &d, 3);
+    assert_error(&d, "t.ini:4: database \"a\": host: \"hhhhhhhhhhhhhhhhhhhh...\" is 256 bytes "
+                     "long (at most 255)");
+    assert_error(&d, "t.ini:5: database \"b\": host: \"hhhhhhhhhhhhhhhhhhhh...\" is 256 bytes "
+                     "long (at most 255)");
+    assert_error(&d, "t.ini:6: database \"c\": hostaddr: \"11111111111111111111...\" is 64 "
+                     "bytes long (at most 63)");
+    pgw_conf_diag_free(&d);
+}
+
 static void test_connstr_errors(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -1614,6 +1642,7 @@ int main(void)
         cmocka_unit_test(test_connstr),
         cmocka_unit_test(test_connstr_datestyle_timezone),
         cmocka_unit_test(test_connstr_errors),
+        cmocka_unit_test(test_host_items_that_do_not_fit),
         cmocka_unit_test(test_fallback_db),
         cmocka_unit_test(test_users_and_inheritance),
         cmocka_unit_test(test_query_wait_timeout_per_entry),
