@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 /* An entry being built, with the PgBouncer extras still to merge. */
 struct db_build {
@@ -290,6 +291,43 @@ static int list_items(const char *list)
     return n;
 }
 
+/* The i-th comma-separated item of list (list has at least i + 1). */
+static const char *item_at(const char *list, int i, size_t *len)
+{
+    for (; i > 0; i--)
+        list += strcspn(list, ",") + 1;
+    *len = strcspn(list, ",");
+    return list;
+}
+
+/* libpq connects to a socket directory's (or, with '@', an abstract
+ * name's) "DIR/.s.PGSQL.PORT", which must fit in sun_path: a longer one
+ * failed every connect ("Unix-domain socket path ... is too long"), as if
+ * the server were down.  The port is the host's, else libpq's default. */
+static void check_socket_paths(struct conf_loader *ld, struct db_build *b, const char *file,
+                               int line, int nhosts)
+{
+    const char *hosts = conn_value(&b->db, "host"), *ports = conn_value(&b->db, "port");
+    const size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    int nports = list_items(ports);
+    for (int i = 0; hosts && i < nhosts; i++) {
+        size_t hlen, plen = 0;
+        const char *h = item_at(hosts, i, &hlen);
+        const char *p = nports ? item_at(ports, nports > 1 ? i : 0, &plen) : NULL;
+        if (plen == 0) {
+            p = "5432";
+            plen = strlen(p);
+        }
+        size_t len = hlen + strlen("/.s.PGSQL.") + plen;
+        if ((*h == '/' || *h == '@') && len > max) {
+            conf_error(&ld->rep, file, line,
+                       "database \"%s\": host: the Unix socket path \"%.20s...\" would be %zu "
+                       "bytes long (at most %zu)", b->db.name, h, len, max);
+            b->nerrors++;
+        }
+    }
+}
+
 /* pgwharf pairs the i-th host with the i-th hostaddr and port, as libpq
  * does (pool/hosts.c): lists that do not pair up are an error here rather
  * than on every connect.  True when they pair up, else err says why. */
@@ -367,6 +405,8 @@ static void parse_connstr(struct conf_loader *ld, struct db_build *b, const char
     } else if (!host_lists_pair(&b->db, err, sizeof(err))) {
         conf_error(&ld->rep, file, line, "database \"%s\": %s", b->db.name, err);
         b->nerrors++;
+    } else {
+        check_socket_paths(ld, b, file, line, list_items(conn_value(&b->db, "host")));
     }
     /* What a pool keeps of each host (pool/hosts.h): a longer one could
      * not be connected to, and was not refused until a client came. */

@@ -691,6 +691,29 @@ static void test_host_items_that_do_not_fit(void **state)
     assert_error(&d, "t.ini:6: database \"c\": hostaddr: \"11111111111111111111...\" is 64 "
                      "bytes long (at most 63)");
     pgw_conf_diag_free(&d);
+
+    /* A socket directory whose socket's path libpq cannot connect to: each
+     * connect failed ("Unix-domain socket path ... is too long"), as if the
+     * server were down, and opened the breaker.  98 bytes of directory and
+     * "/.s.PGSQL.5432" (libpq's default port) are 112. */
+    char dir[99];
+    memset(dir, 'd', sizeof(dir) - 1);
+    dir[0] = '/';
+    dir[sizeof(dir) - 1] = '\0';
+    snprintf(text, sizeof(text), BASE "[databases]\n"
+             "a = host=%s\n"                               /* 4 */
+             "b = host=x,@%s port=1,2\n"                   /* 5 */
+             "c = host=x,%s port=1\n"                      /* 6 */
+             "ok = host=/%s port=5432\n",                  /* 7: 107 bytes */
+             dir, dir + 1, dir, dir + 6);
+    load_fail(text, &d, 3);
+    assert_error(&d, "t.ini:4: database \"a\": host: the Unix socket path \"/ddddddddddddddddddd"
+                     "...\" would be 112 bytes long (at most 107)");
+    assert_error(&d, "t.ini:5: database \"b\": host: the Unix socket path \"@ddddddddddddddddddd"
+                     "...\" would be 109 bytes long (at most 107)");
+    assert_error(&d, "t.ini:6: database \"c\": host: the Unix socket path \"/ddddddddddddddddddd"
+                     "...\" would be 109 bytes long (at most 107)");
+    pgw_conf_diag_free(&d);
 }
 
 static void test_connstr_errors(void **state)
