@@ -163,9 +163,20 @@ static const struct sqlstate_pattern patterns[] = {
     { "invalid connection option", "F0000" },
     { "invalid SSL protocol version range", "F0000" },
     /* The server refusing a parameter of the login (a [databases] entry's
-     * datestyle, timezone or options): configuration too */
+     * datestyle, timezone or options, as PostgreSQL's
+     * process_postgres_switches and set_config_option word it):
+     * configuration too */
     { "invalid value for parameter", "22023" },
     { "unrecognized configuration parameter", "42704" },
+    { "is outside the valid range for parameter", "22023" },
+    { "requires a Boolean value", "22023" },
+    { "requires a numeric value", "22023" },
+    { "requires a value", "42601" },                      /* "-c name" */
+    { "invalid command-line argument", "42601" },
+    { "invalid configuration parameter name", "42602" },
+    { "permission denied to set parameter", "42501" },
+    { "cannot be changed", "55P02" },                     /* now, without restarting */
+    { "cannot be set after connection start", "55P02" },
     /* target_session_attrs (libpq 14+): the server is up but not the kind
      * asked for (see pgw_pool_target_mismatch) */
     { "session is read-only", "08001" },

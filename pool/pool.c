@@ -140,9 +140,16 @@ void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *e
 
 bool pgw_pool_login_error_is_local(const char *sqlstate)
 {
-    return strncmp(sqlstate, "28", 2) == 0 || strcmp(sqlstate, "3D000") == 0 ||
-           strcmp(sqlstate, "42501") == 0 || strcmp(sqlstate, "F0000") == 0 ||
-           strcmp(sqlstate, "22023") == 0 || strcmp(sqlstate, "42704") == 0;
+    static const char *const local[] = {
+        "3D000", "42501", "F0000",
+        "22023", "42704", "42601", "42602", "55P02",   /* a login parameter refused */
+    };
+    if (strncmp(sqlstate, "28", 2) == 0)
+        return true;
+    for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++)
+        if (strcmp(sqlstate, local[i]) == 0)
+            return true;
+    return false;
 }
 
 static bool login_blocked(const struct pgw_pool *pool)

@@ -654,6 +654,19 @@ class TestBreakers(AdminTestCase):
             self.pg.conn_string(self.pg.database, timezone="Mars/Olympus_Mons"),
             "22023", "TimeZone")
 
+    def test_options_the_server_refuses_do_not_trip_the_backend(self):
+        # The other refusals of an entry's options: they were taken for a
+        # server down (08006), and after breaker_threshold of them no
+        # entry on the server got a connection.
+        for options, sqlstate, text in (
+                ("-cfoo", "42601", "requires a value"),
+                ("-c work_mem=1", "22023", "outside the valid range"),
+                ("-c enable_seqscan=maybe", "22023", "requires a Boolean value"),
+                ("-c shared_buffers=1MB", "55P02", "cannot be changed without restarting")):
+            with self.subTest(options=options):
+                self.refused_entry_keeps_the_backend(
+                    self.pg.conn_string(self.pg.database, options=options), sqlstate, text)
+
     def test_a_failing_connect_query_does_not_trip_the_backend(self):
         # The server answers the connect_query with an error: its clients
         # get the server's SQLSTATE.

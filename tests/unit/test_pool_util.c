@@ -60,6 +60,23 @@ static void t_sqlstate_table(void **state)
         { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  invalid value "
           "for parameter \"TimeZone\": \"Mars/Base\"\n", "22023" },
         { "FATAL:  unrecognized configuration parameter \"no_such\"", "42704" },
+        /* ... and the other refusals of an entry's options (PostgreSQL's
+         * process_postgres_switches and set_config_option at login): they
+         * were 08006, a server down, and opened the breaker for every entry
+         * on the server */
+        { "FATAL:  -c foo requires a value", "42601" },
+        { "FATAL:  --foo requires a value", "42601" },
+        { "FATAL:  invalid command-line argument for server process: -Z", "42601" },
+        { "FATAL:  1 kB is outside the valid range for parameter \"work_mem\" (64 .. "
+          "2147483647)", "22023" },
+        { "FATAL:  parameter \"enable_seqscan\" requires a Boolean value", "22023" },
+        { "FATAL:  parameter \"shared_buffers\" cannot be changed without restarting the "
+          "server", "55P02" },
+        { "FATAL:  parameter \"wal_level\" cannot be changed now", "55P02" },
+        { "FATAL:  parameter \"log_connections\" cannot be set after connection start",
+          "55P02" },
+        { "FATAL:  permission denied to set parameter \"log_statement\"", "42501" },
+        { "FATAL:  invalid configuration parameter name \"a..b\"", "42602" },
         { "server closed the connection unexpectedly", "08006" },
         { "", "08006" },
     };
