@@ -11,6 +11,8 @@
 #include "conf/conf_int.h"
 #include "common/err.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +188,34 @@ static int libpq_enum_check(const char *kw, const char *val, char *err, size_t e
     return 0;
 }
 
+/* libpq keywords it parses as integers at every connect (libpq's
+ * parse_int_param: blanks around, a sign, base 10, an int; empty = not
+ * set).  0, or PGW_ECONFIG with err. */
+static int libpq_int_check(const char *kw, const char *val, char *err, size_t errlen)
+{
+    static const char *const ints[] = {
+        "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout",
+    };
+    bool is_int = false;
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]) && !is_int; i++)
+        is_int = strcmp(ints[i], kw) == 0;
+    if (!is_int || !*val)
+        return 0;
+    const char *p = val;
+    while (isspace((unsigned char)*p))
+        p++;
+    char *end;
+    errno = 0;
+    long v = strtol(p, &end, 10);
+    while (end != p && isspace((unsigned char)*end))
+        end++;
+    if (end != p && *end == '\0' && errno == 0 && v >= INT_MIN && v <= INT_MAX)
+        return 0;
+    snprintf(err, errlen, "%s: expected an integer, got \"%s\"", kw, val);
+    return PGW_ECONFIG;
+}
+
 /* A key that is not a pool key: datestyle/timezone or a libpq keyword.
  * Takes *val.  0, PGW_ECONFIG with err, or PGW_ENOMEM. */
 static int conn_key(struct db_build *b, const char *key, char *val, char *err, size_t errlen)
@@ -209,7 +239,8 @@ static int conn_key(struct db_build *b, const char *key, char *val, char *err, s
             val = strdup(pgw_target_session_name((enum pgw_target_session)*tsa));
             return val ? add_conn(&b->db, kw, val) : PGW_ENOMEM;
         }
-    } else if (kw && (rc = libpq_enum_check(kw, val, err, errlen)) == 0) {
+    } else if (kw && (rc = libpq_enum_check(kw, val, err, errlen)) == 0 &&
+               (rc = libpq_int_check(kw, val, err, errlen)) == 0) {
         return add_conn(&b->db, kw, val);
     } else if (kw) {
         /* rc and err say why */

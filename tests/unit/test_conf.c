@@ -665,6 +665,33 @@ static void test_connstr_datestyle_timezone(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* The integer keywords libpq parses at every connect: a bad one failed
+ * each login ("invalid integer value ... for connection option"), found
+ * only when a client came.  Blanks around the number and an empty value
+ * (not set) are libpq's. */
+static void test_connstr_integers(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "[databases]\n"
+                   "a = keepalives=abc\n"                              /* 4 */
+                   "b = keepalives_idle=1.5 keepalives_interval=10s\n" /* 5: two */
+                   "c = keepalives_count=99999999999\n"                /* 6 */
+                   "d = tcp_user_timeout=-\n"                          /* 7 */
+                   "ok = keepalives=1 keepalives_idle=' 30 ' keepalives_count=-1 "
+                   "tcp_user_timeout='' connect_timeout=+10\n",
+              &d, 5);
+    assert_error(&d, "t.ini:4: database \"a\": keepalives: expected an integer, got \"abc\"");
+    assert_error(&d, "t.ini:5: database \"b\": keepalives_idle: expected an integer, "
+                     "got \"1.5\"");
+    assert_error(&d, "t.ini:5: database \"b\": keepalives_interval: expected an integer, "
+                     "got \"10s\"");
+    assert_error(&d, "t.ini:6: database \"c\": keepalives_count: expected an integer, "
+                     "got \"99999999999\"");
+    assert_error(&d, "t.ini:7: database \"d\": tcp_user_timeout: expected an integer, "
+                     "got \"-\"");
+    pgw_conf_diag_free(&d);
+}
+
 /* A host list item pgwharf cannot hold (pool/hosts.h keeps each host in
  * PGW_CONF_HOST_MAX bytes, each hostaddr in PGW_CONF_HOSTADDR_MAX) is an
  * error here: it was taken, and the first login to the entry crashed
@@ -1666,6 +1693,7 @@ int main(void)
         cmocka_unit_test(test_connstr_datestyle_timezone),
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_host_items_that_do_not_fit),
+        cmocka_unit_test(test_connstr_integers),
         cmocka_unit_test(test_fallback_db),
         cmocka_unit_test(test_users_and_inheritance),
         cmocka_unit_test(test_query_wait_timeout_per_entry),
