@@ -371,6 +371,8 @@ static int run(const char *path, const struct options *o)
         pgw_conf_free(cfg);
         return failed(ready_fd, 1);
     }
+    if (o->user)
+        pgw_proxy_user_from_command_line(px);
     /* From here a signal shuts down cleanly (the pidfile, once written,
      * goes too). */
     static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT };

@@ -393,7 +393,11 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
     char err[512], q[600], ebuf[128];
     memset(r, 0, sizeof(*r));
     r->log_fd = -1;
-    if (pgw_conf_keep_fixed(cfg, px->cfg, fixed_key_changed, NULL) < 0) {
+    /* -u wins over the file at every start, so the file's user is no
+     * change a restart would apply */
+    if ((px->user_from_command_line &&
+         pgw_conf_set(cfg, "user", px->cfg->user, NULL, 0) < 0) ||
+        pgw_conf_keep_fixed(cfg, px->cfg, fixed_key_changed, NULL) < 0) {
         pgw_error("reload", "reason=\"out of memory, keeping the old config\"");
         return PGW_ENOMEM;
     }
@@ -551,6 +555,11 @@ int pgw_proxy_reload_file(struct pgw_proxy *px)
         return PGW_ECONFIG;
     }
     return pgw_proxy_reload(px, cfg);
+}
+
+void pgw_proxy_user_from_command_line(struct pgw_proxy *px)
+{
+    px->user_from_command_line = true;
 }
 
 static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)

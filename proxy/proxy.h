@@ -39,6 +39,9 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg);
 /* Re-read cfg->file; on errors logs each with file:line and keeps the old
  * config.  Returns 0 or PGW_ECONFIG. */
 int pgw_proxy_reload_file(struct pgw_proxy *px);
+/* The running `user` came from the command line (-u), which wins over the
+ * file's at start: a reload keeps it without a word about the file's. */
+void pgw_proxy_user_from_command_line(struct pgw_proxy *px);
 void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode);
 /* A shutdown (signal or admin SHUTDOWN) has begun. */
 bool pgw_proxy_shutting_down(const struct pgw_proxy *px);

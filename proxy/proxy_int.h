@@ -468,6 +468,7 @@ struct pgw_proxy {
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;
     bool shutting_down, finished;
+    bool user_from_command_line;     /* -u: the file's user never applies */
     enum pgw_shutdown_mode shutdown_mode;
     struct pgw_config *retired_cfgs[8];  /* old configs still referenced by pools */
     int nretired;

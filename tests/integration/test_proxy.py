@@ -1830,6 +1830,25 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         self.assertIn('user "postgres" cannot open it', px.log())
 
 
+    def test_user_from_the_command_line_is_not_a_fixed_key_the_reload_changed(self):
+        # -u wins over the file's user (as PgBouncer's) at every start;
+        # every reload warned that the file "changed" user, fixed at start
+        # ("a restart applies it"), to the file's value, which no restart
+        # with -u applies.
+        px = self.prepared()
+        self.as_user_dirs(px)
+        px.args = ["-u", "postgres"]
+        px.start()
+        px.admin("RELOAD")
+        self.assertEqual(px.show("CONFIG", key="user")[0]["value"], "postgres")
+        self.assertNotIn("key=user", px.log())
+        px.settings["user"] = "nobody"
+        px.write_config()
+        px.admin("RELOAD")
+        self.assertIn("event=reload ", px.log())
+        self.assertNotIn("key=user", px.log())
+        self.assertEqual(px.show("CONFIG", key="user")[0]["value"], "postgres")
+
 class TestDnsMaxTtl(pt.PgwharfTestCase):
     """A host name is resolved off the loop and the answer used for
     dns_max_ttl seconds (PgBouncer's key)."""
