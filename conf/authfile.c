@@ -178,10 +178,11 @@ int pgw_authfile_load(const char *path, struct pgw_auth_file **out, struct pgw_c
 {
     struct conf_report rep = { .diag = diag };
     char err[CONF_ERRLEN];
+    int errline;
     *out = NULL;
-    char *text = conf_read_file(path, err, sizeof(err));
+    char *text = conf_read_file(path, err, sizeof(err), &errline);
     if (!text) {
-        conf_error(&rep, path, 0, "%s", err);
+        conf_error(&rep, path, errline, "%s", err);
         return PGW_ECONFIG;
     }
     int rc = pgw_authfile_parse(path, text, out, diag);

@@ -133,8 +133,9 @@ int conf_ini_load_file(const struct conf_ini_handler *h, const char *path);
 int conf_ini_load_string(const struct conf_ini_handler *h, const char *name,
                          const char *text);
 /* Read a whole file into a NUL-terminated heap string (for authfile.c too).
- * On failure returns NULL with a message in err. */
-char *conf_read_file(const char *path, char *err, size_t errlen);
+ * On failure returns NULL with a message in err, and in *errline the line
+ * it is about (a NUL byte's), 0 for the whole file. */
+char *conf_read_file(const char *path, char *err, size_t errlen, int *errline);
 
 /* ---- load.c: the loader state shared with dbs.c, users.c, validate.c ---- */
 

@@ -28,8 +28,9 @@ struct ini_reader {
 
 static void parse_text(struct ini_reader *rd, const char *file, char *text);
 
-char *conf_read_file(const char *path, char *err, size_t errlen)
+char *conf_read_file(const char *path, char *err, size_t errlen, int *errline)
 {
+    *errline = 0;
     char ebuf[128];
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -65,7 +66,11 @@ char *conf_read_file(const char *path, char *err, size_t errlen)
     if (!buf)
         return NULL;
     buf[len] = '\0';
-    if (strlen(buf) != len) {
+    size_t nul = strlen(buf);
+    if (nul != len) {
+        *errline = 1;
+        for (size_t i = 0; i < nul; i++)
+            *errline += buf[i] == '\n';
         snprintf(err, errlen, "contains a NUL byte");
         free(buf);
         return NULL;
@@ -108,6 +113,7 @@ static void include_file(struct ini_reader *rd, const char *file, int line, cons
 {
     struct conf_report *rep = rd->h->rep;
     char err[CONF_ERRLEN], ebuf[128];
+    int errline;
     char *real = realpath(path, NULL);
     if (!real) {
         conf_error(rep, file, line, "%%include \"%s\": cannot open: %s", path,
@@ -120,8 +126,11 @@ static void include_file(struct ini_reader *rd, const char *file, int line, cons
         conf_error(rep, file, line, "%%include nested too deeply (more than %d levels)",
                    CONF_INCLUDE_DEPTH);
     } else {
-        char *text = conf_read_file(path, err, sizeof(err));
-        if (!text) {
+        char *text = conf_read_file(path, err, sizeof(err), &errline);
+        if (!text && errline > 0) {
+            conf_error(rep, file, line, "%%include \"%s\": %s:%d: %s", path, path, errline,
+                       err);
+        } else if (!text) {
             conf_error(rep, file, line, "%%include \"%s\": %s", path, err);
         } else {
             rd->stack[++rd->depth] = real;
@@ -262,9 +271,10 @@ int conf_ini_load_file(const struct conf_ini_handler *h, const char *path)
 {
     struct ini_reader rd = { .h = h };
     char err[CONF_ERRLEN];
-    char *text = conf_read_file(path, err, sizeof(err));
+    int errline;
+    char *text = conf_read_file(path, err, sizeof(err), &errline);
     if (!text) {
-        conf_error(h->rep, path, 0, "%s", err);
+        conf_error(h->rep, path, errline, "%s", err);
         return PGW_ECONFIG;
     }
     rd.stack[0] = realpath(path, NULL);

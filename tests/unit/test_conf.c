@@ -563,6 +563,58 @@ static void test_include_errors(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* A NUL byte (a binary file, a bad copy) is an error at its line, in the
+ * main file, an included one and the auth file: it was reported at the
+ * file alone ("t.ini: contains a NUL byte"), with no line to look at. */
+static void test_nul_byte_has_a_line(void **state)
+{
+    char dir[] = "/tmp/pgw_conf_XXXXXX", main[64], inc[64], auth[64], want[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(main, sizeof(main), "%s/main.ini", dir);
+    snprintf(inc, sizeof(inc), "%s/inc.ini", dir);
+    snprintf(auth, sizeof(auth), "%s/users.txt", dir);
+    static const char text[] = BASE "pool_mode = session\n; x\0y\n";   /* line 4 */
+    FILE *f = fopen(main, "w");
+    assert_non_null(f);
+    fwrite(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = NULL;
+    assert_int_equal(pgw_conf_load(main, &cfg, &d), PGW_ECONFIG);
+    snprintf(want, sizeof(want), "%s:4: contains a NUL byte", main);
+    assert_error(&d, want);
+    pgw_conf_diag_free(&d);
+
+    f = fopen(inc, "w");
+    assert_non_null(f);
+    fwrite(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    f = fopen(main, "w");
+    assert_non_null(f);
+    fprintf(f, BASE "%%include inc.ini\n");
+    fclose(f);
+    assert_int_equal(pgw_conf_load(main, &cfg, &d), PGW_ECONFIG);
+    snprintf(want, sizeof(want), "%s:3: %%include \"%s\": %s:4: contains a NUL byte", main,
+             inc, inc);
+    assert_error(&d, want);
+    pgw_conf_diag_free(&d);
+
+    static const char users[] = "\"a\" \"x\"\n\"b\" \"y\0\"\n";       /* line 2 */
+    f = fopen(auth, "w");
+    assert_non_null(f);
+    fwrite(users, 1, sizeof(users) - 1, f);
+    fclose(f);
+    struct pgw_auth_file *af = NULL;
+    assert_int_equal(pgw_authfile_load(auth, &af, &d), PGW_ECONFIG);
+    snprintf(want, sizeof(want), "%s:2: contains a NUL byte", auth);
+    assert_error(&d, want);
+    pgw_conf_diag_free(&d);
+    unlink(main);
+    unlink(inc);
+    unlink(auth);
+    rmdir(dir);
+}
+
 /* A chain deep0 -> deep1 -> ... deeper than the limit, in a temp dir. */
 static void test_include_depth_limit(void **state)
 {
@@ -1688,6 +1740,7 @@ int main(void)
         cmocka_unit_test(test_pgbouncer_new_keys),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_include_errors),
+        cmocka_unit_test(test_nul_byte_has_a_line),
         cmocka_unit_test(test_include_depth_limit),
         cmocka_unit_test(test_connstr),
         cmocka_unit_test(test_connstr_datestyle_timezone),
