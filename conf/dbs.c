@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 
 /* An entry being built, with the PgBouncer extras still to merge. */
@@ -308,6 +310,28 @@ static bool items_fit(const char *list, size_t max, const char **item, size_t *l
     }
 }
 
+/* Whether every non-empty item of a hostaddr list (each at most
+ * PGW_CONF_HOSTADDR_MAX bytes) is a numeric IPv4 or IPv6 address, as libpq
+ * wants; else *item and *len say which is not. */
+static bool numeric_items(const char *list, const char **item, size_t *len)
+{
+    char one[PGW_CONF_HOSTADDR_MAX + 1];
+    struct in6_addr a;
+    for (const char *p = list;; p++) {
+        size_t n = strcspn(p, ",");
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (n > 0 && inet_pton(AF_INET, one, &a) != 1 && inet_pton(AF_INET6, one, &a) != 1) {
+            *item = p;
+            *len = n;
+            return false;
+        }
+        p += n;
+        if (!*p)
+            return true;
+    }
+}
+
 static const char *conn_value(const struct pgw_conf_db *db, const char *key)
 {
     int i = find_conn(db, key);
@@ -452,6 +476,11 @@ static void parse_connstr(struct conf_loader *ld, struct db_build *b, const char
             conf_error(&ld->rep, file, line,
                        "database \"%s\": %s: \"%.20s...\" is %zu bytes long (at most %zu)",
                        b->db.name, sized[i].kw, item, len, sized[i].max);
+            b->nerrors++;
+        } else if (list && i == 1 && !numeric_items(list, &item, &len)) {
+            conf_error(&ld->rep, file, line,
+                       "database \"%s\": hostaddr: expected a numeric IP address, got \"%.*s\"",
+                       b->db.name, (int)len, item);
             b->nerrors++;
         }
     }

@@ -744,6 +744,27 @@ static void test_connstr_integers(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* hostaddr is a numeric address (libpq's "could not parse network
+ * address" at every connect, which opened the entry's breaker as a server
+ * down); an empty item of a list is libpq's "use the host name". */
+static void test_hostaddr_is_numeric(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "[databases]\n"
+                   "a = host=db hostaddr=abc\n"                      /* 4 */
+                   "b = host=x,y hostaddr=10.0.0.1,1.2.3.4.5\n"      /* 5 */
+                   "c = hostaddr=localhost\n"                        /* 6 */
+                   "ok = host=x,y,z hostaddr=10.0.0.1,,::1\n",
+              &d, 3);
+    assert_error(&d, "t.ini:4: database \"a\": hostaddr: expected a numeric IP address, "
+                     "got \"abc\"");
+    assert_error(&d, "t.ini:5: database \"b\": hostaddr: expected a numeric IP address, "
+                     "got \"1.2.3.4.5\"");
+    assert_error(&d, "t.ini:6: database \"c\": hostaddr: expected a numeric IP address, "
+                     "got \"localhost\"");
+    pgw_conf_diag_free(&d);
+}
+
 /* A host list item pgwharf cannot hold (pool/hosts.h keeps each host in
  * PGW_CONF_HOST_MAX bytes, each hostaddr in PGW_CONF_HOSTADDR_MAX) is an
  * error here: it was taken, and the first login to the entry crashed
@@ -760,8 +781,8 @@ static void test_host_items_that_do_not_fit(void **state)
              "a = host=%s\n"                               /* 4 */
              "b = host=x,%s port=1,2\n"                    /* 5 */
              "c = host=x hostaddr=%s\n"                    /* 6 */
-             "ok = host=%s hostaddr=%s\n",                 /* 7: just fits */
-             host, host, addr, host + 1, addr + 1);
+             "ok = host=%s\n",                             /* 7: just fits */
+             host, host, addr, host + 1);
     load_fail(text, &d, 3);
     assert_error(&d, "t.ini:4: database \"a\": host: \"hhhhhhhhhhhhhhhhhhhh...\" is 256 bytes "
                      "long (at most 255)");
@@ -1747,6 +1768,7 @@ int main(void)
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_host_items_that_do_not_fit),
         cmocka_unit_test(test_connstr_integers),
+        cmocka_unit_test(test_hostaddr_is_numeric),
         cmocka_unit_test(test_fallback_db),
         cmocka_unit_test(test_users_and_inheritance),
         cmocka_unit_test(test_query_wait_timeout_per_entry),
