@@ -345,10 +345,13 @@ static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- connect ----------------------------------------------------------- */
 
+/* Whether the entry sets key: an empty value is libpq's "not set" (as
+ * db_sets_user and the others read it), so the server_tls_* default still
+ * applies; else sslrootcert='' left libpq to look in ~/.postgresql. */
 static bool pool_has_key(const struct pgw_pool *pool, const char *key)
 {
     for (int i = 0; i < pool->nkeys; i++)
-        if (strcmp(pool->keys[i], key) == 0)
+        if (strcmp(pool->keys[i], key) == 0 && pool->vals[i][0])
             return true;
     return false;
 }

@@ -924,6 +924,19 @@ class TestServerTls(TlsTestCase):
     def server_ssl(self, conn):
         return one(conn, "select ssl from pg_stat_ssl where pid = pg_backend_pid()")
 
+    def test_an_entrys_empty_tls_key_is_not_set(self):
+        # sslrootcert='' in an entry is libpq's "not set", as in PgBouncer
+        # an empty value is none: it kept server_tls_ca_file from the
+        # entry's servers, and libpq looked for ~/.postgresql/root.crt.
+        db = self.pg.database
+        px = self.start_pgwharf(
+            settings={"server_tls_sslmode": "verify-ca",
+                      "server_tls_ca_file": self.certs.path("ca.crt"),
+                      "pool_mode": "transaction"},
+            databases={db: self.pg.conn_string(db) + " sslrootcert=''"})
+        cp = self.psql(px, "select 'verified'", sslmode="disable")
+        self.assertEqual(cp.stdout.strip(), "verified", cp.stderr)
+
     def test_server_tls_require(self):
         px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
                                           "pool_mode": "transaction"})
