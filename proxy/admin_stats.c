@@ -3,7 +3,8 @@
  * pgwharf_*_total metrics.
  *
  * Where each number comes from:
- *   xacts, queries, bytes      the sessions' own counters (relay/session)
+ *   xacts, queries, bytes      the sessions' own counters (relay/session;
+ *                              bytes from the end of the login's welcome)
  *   xact_time, query_time      the sessions' counters kept by
  *                              pgw_metrics_ready (metrics.c)
  *   assignments, wait_time,    the pools' counters (total_acquires,
@@ -111,8 +112,10 @@ static void session_stat(const struct pgw_session *s, struct pgw_dbstat *d)
     memset(d, 0, sizeof(*d));
     d->xacts = s->xact_count;
     d->queries = s->query_count;
-    d->recv = s->bytes_in;
-    d->sent = s->bytes_out;
+    if (s->welcomed) {
+        d->recv = s->bytes_in - s->login_in;
+        d->sent = s->bytes_out - s->login_out;
+    }
     d->xact_us = s->xact_time_us;
     d->query_us = s->query_time_us;
     d->ps_client_parses = s->ps_parse_count;

@@ -736,8 +736,8 @@ static const struct {
 } db_counters[] = {
     { "pgwharf_transactions_total", "Transactions finished, per database (SHOW STATS total_xact_count).", DF_XACTS },
     { "pgwharf_queries_total", "Queries (Query or Sync) sent, per database (SHOW STATS total_query_count).", DF_QUERIES },
-    { "pgwharf_bytes_received_total", "Bytes received from clients, per database.", DF_RECV },
-    { "pgwharf_bytes_sent_total", "Bytes sent to clients, per database.", DF_SENT },
+    { "pgwharf_bytes_received_total", "Bytes received from clients past their login, per database (SHOW STATS total_received).", DF_RECV },
+    { "pgwharf_bytes_sent_total", "Bytes sent to clients past their login, per database (SHOW STATS total_sent).", DF_SENT },
     { "pgwharf_server_assignments_total", "Servers lent to clients, per database.", DF_ASSIGN },
     { "pgwharf_wait_seconds_total", "Time clients waited for a server, per database.", DF_WAIT_S },
     { "pgwharf_wait_timeouts_total", "Waits that ended at query_wait_timeout, per database.", DF_TIMEOUTS },

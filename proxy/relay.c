@@ -597,12 +597,19 @@ static void welcome(struct pgw_session *s)
     if (*s->px->cfg->login_notify_message)
         pgw_wire_notice(&b, "00000", s->px->cfg->login_notify_message);
     pgw_wire_ready(&b, 'I');
-    if (!pgw_session_send(s, &b)) {
+    if (!pgw_session_queue(s, &b)) {
         pgw_wbuf_deinit(&b);
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
     pgw_wbuf_deinit(&b);
+    /* The login ends with this welcome: what was read and not handled yet
+     * is the client's first requests, what waits to be written (the
+     * welcome and AuthenticationOk before it) the login's. */
+    s->welcomed = true;
+    s->login_in = s->bytes_in - (s->cbuf ? s->cbuf->len - s->cbuf->sent : 0);
+    s->login_out = s->bytes_out + (s->sbuf->parsed - s->sbuf->sent);
+    pgw_batch_flush_client(s);
     if (s->state == PGW_SS_CLOSING)
         return;
     if (s->mode == PGW_POOL_SESSION) {

@@ -284,6 +284,28 @@ class TestShowColumns(AdminTestCase):
         self.assertGreaterEqual(after["total_xact_count"], stats["total_xact_count"])
         self.assertGreaterEqual(after["total_received"], stats["total_received"])
 
+    def test_show_stats_bytes_are_the_relayed_ones(self):
+        # As PgBouncer's total_received / total_sent (client_bytes,
+        # server_bytes): the messages of requests and their replies, not
+        # the login (SSLRequest, startup packet, password, AuthenticationOk,
+        # ParameterStatus, BackendKeyData, the first ReadyForQuery).  Before,
+        # every byte of the socket counted: 3 logins and 3 "select 1" gave
+        # 312 and 1455 bytes where PgBouncer shows 42 and 198.
+        px = self.start()
+        conn = self.admin_conn(px)
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+            query = hz.query_msg("select 1")
+            s.sendall(query)
+            reply = hz.read_until_ready(s)
+            replied = sum(5 + len(body) for _, body in reply)
+            stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+            self.assertEqual((stats["total_received"], stats["total_sent"]),
+                             (len(query), replied))
+            totals = self.rows(conn, "STATS_TOTALS", database=self.pg.database)[0]
+            self.assertEqual((totals["bytes_received"], totals["bytes_sent"]),
+                             (len(query), replied))
+
     def test_show_totals_has_pgbouncers_rows(self):
         # SHOW TOTALS is one (name, value) row per counter, named as
         # PgBouncer's show_stat_totals names them ("total_" / "avg_" and the
