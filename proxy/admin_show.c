@@ -679,6 +679,32 @@ static bool pool_user_before(struct pgw_proxy *px, const struct pgw_pool *stop, 
     return false;
 }
 
+/* The users SHOW USERS lists: [users] entries, then users that only have
+ * pools (their clients' or, for an entry with user=, the one their servers
+ * log in as).  A row each into rs, unless rs is NULL (SHOW LISTS counts
+ * them); returns how many. */
+static int users_walk(struct pgw_proxy *px, struct pgw_rs *rs)
+{
+    const struct pgw_config *cfg = px->cfg;
+    int n = 0;
+    for (int i = 0; i < cfg->nusers; i++, n++)
+        if (rs)
+            user_row(rs, px, cfg->users[i].name, &cfg->users[i]);
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        const char *names[2] = { pgw_pool_user(p), pgw_pool_server_user(p) };
+        for (int k = 0; k < 2; k++) {
+            if (k == 1 && strcmp(names[1], names[0]) == 0)
+                break;
+            if (pgw_conf_find_user(cfg, names[k]) || pool_user_before(px, p, names[k]))
+                continue;
+            n++;
+            if (rs)
+                user_row(rs, px, names[k], NULL);
+        }
+    }
+    return n;
+}
+
 static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
@@ -686,23 +712,9 @@ static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
         { "max_user_connections", I4 }, { "current_connections", I4 },
         { "max_user_client_connections", I4 }, { "current_client_connections", I4 },
     };
-    struct pgw_proxy *px = self->px;
-    const struct pgw_config *cfg = px->cfg;
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    /* [users] entries, then users that only have pools: their clients'
-     * or, for an entry with user=, the one their servers log in as. */
-    for (int i = 0; i < cfg->nusers; i++)
-        user_row(&rs, px, cfg->users[i].name, &cfg->users[i]);
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        const char *names[2] = { pgw_pool_user(p), pgw_pool_server_user(p) };
-        for (int k = 0; k < 2; k++) {
-            if (k == 1 && strcmp(names[1], names[0]) == 0)
-                break;
-            if (!pgw_conf_find_user(cfg, names[k]) && !pool_user_before(px, p, names[k]))
-                user_row(&rs, px, names[k], NULL);
-        }
-    }
+    users_walk(self->px, &rs);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }
@@ -810,7 +822,7 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     list_row(&rs, "databases", px->cfg->ndbs);
-    list_row(&rs, "users", px->cfg->nusers);
+    list_row(&rs, "users", users_walk(px, NULL));   /* the rows of SHOW USERS */
     list_row(&rs, "peers", px->cfg->npeers);
     list_row(&rs, "pools", pools);
     list_row(&rs, "peer_pools", 0);

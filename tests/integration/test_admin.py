@@ -202,6 +202,10 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(lists["pools"], 1)
         self.assertEqual(lists["databases"], 3)
         self.assertGreaterEqual(lists["used_clients"], 2)
+        # users: what SHOW USERS lists, as PgBouncer's user_list is both
+        # (it was the [users] entries alone: 0 here, where a pool's user is listed)
+        self.assertEqual(lists["users"], len(self.show(conn, "USERS")[1]))
+        self.assertGreaterEqual(lists["users"], 1)
         state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
         self.assertEqual(state, {"active": "yes", "paused": "no", "suspended": "no"})
         users = self.rows(conn, "USERS", name=self.pg.user)
