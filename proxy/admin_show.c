@@ -727,14 +727,32 @@ bool pgw_admin_key_changeable(const char *key)
     return !pgw_conf_key_fixed(key);
 }
 
+static int by_key_name(const void *a, const void *b)
+{
+    return strcmp(pgw_conf_key_name(*(const int *)a), pgw_conf_key_name(*(const int *)b));
+}
+
 static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
         { "key", TX }, { "value", TX }, { "default", TX }, { "changeable", TX },
     };
+    /* In the order of the keys' names, as PgBouncer lists them. */
+    int n = 0;
+    while (pgw_conf_key_name(n))
+        n++;
+    int *order = malloc(sizeof(*order) * (size_t)n);
+    if (!order) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
+    for (int k = 0; k < n; k++)
+        order[k] = k;
+    qsort(order, (size_t)n, sizeof(*order), by_key_name);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    for (int i = 0; pgw_conf_key_name(i); i++) {
+    for (int k = 0; k < n; k++) {
+        int i = order[k];
         const char *key = pgw_conf_key_name(i);
         const char *def = pgw_conf_key_default(i);
         /* The whole value, however long the file made it. */
@@ -757,6 +775,7 @@ static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
         pgw_rs_row_end(&rs);
         free(value);
     }
+    free(order);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

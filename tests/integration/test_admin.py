@@ -189,7 +189,11 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(dbs[self.pg.database]["current_connections"], 1)
         self.assertEqual(dbs[self.pg.database]["current_client_connections"], 1)
         self.assertEqual(dbs[self.pg.database]["paused"], 0)
-        config = {r["key"]: r for r in self.show(conn, "CONFIG")[1]}
+        config_rows = self.show(conn, "CONFIG")[1]
+        # in the order of the keys' names, as PgBouncer lists them
+        keys = [r["key"] for r in config_rows]
+        self.assertEqual(keys, sorted(keys))
+        config = {r["key"]: r for r in config_rows}
         self.assertEqual(config["default_pool_size"]["value"], "3")
         self.assertEqual(config["default_pool_size"]["default"], "20")
         self.assertEqual(config["listen_port"]["changeable"], "no")
