@@ -298,7 +298,9 @@ void pgw_admin_login(struct pgw_session *s)
     pgw_wire_param_status(&b, "client_encoding", "UTF8");
     pgw_wire_param_status(&b, "server_encoding", "UTF8");
     pgw_wire_param_status(&b, "DateStyle", "ISO, MDY");
+    pgw_wire_param_status(&b, "TimeZone", "UTC");     /* as SHOW timezone says */
     pgw_wire_param_status(&b, "standard_conforming_strings", "on");
+    pgw_wire_param_status(&b, "is_superuser", "on");    /* PgBouncer's set, and PostgreSQL's */
     pgw_wire_param_status(&b, "application_name", "");
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
     pgw_wire_ready(&b, 'I');

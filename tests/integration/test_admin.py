@@ -157,6 +157,23 @@ class TestShowColumns(AdminTestCase):
         cur.execute("show state ;  SHOW Version;")
         self.assertIn("pgwharf", cur.fetchall()[0][0])
 
+    def test_console_welcome_has_pgbouncers_parameters(self):
+        # PgBouncer's console welcome, and PostgreSQL's, reports TimeZone
+        # and is_superuser too; pgwharf's lacked both.
+        px = self.start()
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            params = hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            self.assertRegex(params["server_version"], r"^\d+\.\d+\.\d+/pgwharf$")
+            self.assertEqual({k: params.get(k) for k in (
+                "client_encoding", "server_encoding", "TimeZone",
+                "standard_conforming_strings", "is_superuser")},
+                {"client_encoding": "UTF8", "server_encoding": "UTF8", "TimeZone": "UTC",
+                 "standard_conforming_strings": "on", "is_superuser": "on"})
+            self.assertTrue(params["DateStyle"].startswith("ISO"))
+            # the TimeZone it reports is the one SHOW timezone answers
+            rows, errors = hz.simple_query(s, "SHOW timezone")
+            self.assertEqual((rows, errors), ([[b"UTC"]], []))
+
     def test_live_values(self):
         px = self.start(default_pool_size=3)
         cl = self.client(px, application_name="live-values")
