@@ -1097,9 +1097,9 @@ void pgw_pool_pause(struct pgw_pool *pool, bool paused)
 
 bool pgw_pool_paused(const struct pgw_pool *pool) { return pool->paused; }
 
-bool pgw_server_close_needed(struct pgw_server *srv)
+bool pgw_server_close_needed(const struct pgw_server *srv)
 {
-    return srv_priv(srv)->reconnect;
+    return pgw_container_of(srv, const struct pool_server, pub)->reconnect;
 }
 
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)

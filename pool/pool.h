@@ -336,7 +336,7 @@ void pgw_pool_unref(struct pgw_pool *pool);
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup);
 /* Is srv to be closed when it comes back (RECONNECT, a reload that changed
  * its connection settings, KILL)?  server_fast_close acts on it. */
-bool pgw_server_close_needed(struct pgw_server *srv);
+bool pgw_server_close_needed(const struct pgw_server *srv);
 
 /* Iterate pools: pass NULL first. */
 struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev);

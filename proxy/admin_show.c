@@ -426,7 +426,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_time(rs, srv->request_time);
     pgw_rs_int(rs, 0);
     pgw_rs_int(rs, 0);
-    pgw_rs_int(rs, 0);
+    pgw_rs_int(rs, pgw_server_close_needed(srv));   /* RECONNECT, KILL, a reload */
     pgw_rs_text(rs, ptr);
     pgw_rs_text(rs, link);
     pgw_rs_int(rs, srv->backend_pid);

@@ -1316,9 +1316,15 @@ class TestCommands(AdminTestCase):
         idle = self.client(px)
         idle.cursor().execute("select 1")           # and one idle one
         conn = self.admin_conn(px)
-        before = {r["id"] for r in self.rows(conn, "SERVERS", database=self.pg.database)}
+        servers = self.rows(conn, "SERVERS", database=self.pg.database)
+        before = {r["id"] for r in servers}
         self.assertEqual(len(before), 2)
+        self.assertEqual([r["close_needed"] for r in servers], [0, 0])
         conn.cursor().execute("RECONNECT %s" % self.pg.database)
+        # the lent server stays until its transaction ends, marked: as
+        # PgBouncer, close_needed 1 (it was always 0)
+        servers = self.rows(conn, "SERVERS", database=self.pg.database)
+        self.assertEqual([(r["state"], r["close_needed"]) for r in servers], [("active", 1)])
         # WAIT_CLOSE on a console of its own: once pgwharf has read it (the
         # socket's receive queue is empty) and a later command on the other
         # console is answered, no answer may have come yet.
