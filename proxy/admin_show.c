@@ -39,6 +39,15 @@ static int cmp_row_pool(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* PgBouncer's order of pools: by database, then user. */
+static int cmp_row_names(const void *a, const void *b)
+{
+    const struct pgw_pool *x = ((const struct pgw_pool_row *)a)->pool;
+    const struct pgw_pool *y = ((const struct pgw_pool_row *)b)->pool;
+    int c = strcmp(pgw_pool_dbname(x), pgw_pool_dbname(y));
+    return c ? c : strcmp(pgw_pool_user(x), pgw_pool_user(y));
+}
+
 static struct pgw_pool_row *find_row(struct pgw_pool_row *sorted, int n, struct pgw_pool *pool)
 {
     struct pgw_pool_row key = { .pool = pool };
@@ -115,6 +124,7 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         r->paused = pgw_admin_db_paused(px, pgw_pool_dbname(p));
     }
     free(sorted);
+    qsort(rows, (size_t)count, sizeof(*rows), cmp_row_names);
     *n = count;
     return rows;
 }
@@ -582,6 +592,12 @@ static const char *db_load_balance(const struct pgw_conf_db *db)
                                      : PGW_LB_ROUND_ROBIN);
 }
 
+static int cmp_db_names(const void *a, const void *b)
+{
+    return strcmp((*(const struct pgw_conf_db *const *)a)->name,
+                  (*(const struct pgw_conf_db *const *)b)->name);
+}
+
 static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
@@ -594,10 +610,19 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     };
     struct pgw_proxy *px = self->px;
     const struct pgw_config *cfg = px->cfg;
+    /* By name, as PgBouncer keeps its databases. */
+    const struct pgw_conf_db **order = malloc(sizeof(*order) * (size_t)(cfg->ndbs + 1));
+    if (!order) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
+    for (int i = 0; i < cfg->ndbs; i++)
+        order[i] = &cfg->dbs[i];
+    qsort(order, (size_t)cfg->ndbs, sizeof(*order), cmp_db_names);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     for (int i = 0; i < cfg->ndbs; i++) {
-        const struct pgw_conf_db *db = &cfg->dbs[i];
+        const struct pgw_conf_db *db = order[i];
         int servers = 0, clients = 0;
         for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p;
              p = pgw_pool_next(px->pools, p))
@@ -633,6 +658,7 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_int(&rs, pgw_admin_db_disabled(px, db->name));
         pgw_rs_row_end(&rs);
     }
+    free(order);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -236,6 +236,24 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual([b["state"] for b in breakers], ["closed"])
         self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))
 
+    def test_databases_and_pools_are_listed_by_name(self):
+        # As PgBouncer keeps them (database_list, pool_list in order of
+        # name); pgwharf listed databases in the config's order and pools
+        # in the order they were made.
+        cs = self.pg.conn_string()
+        px = self.start_pgwharf(settings={"admin_users": self.pg.user,
+                                          "pool_mode": "transaction"},
+                                databases={"zz": cs, "aa": cs, "mm": cs})
+        for db in ("zz", "aa", "mm"):
+            self.assertEqual(px.psql("select 1", db=db), "1")
+        conn = self.admin_conn(px)
+        names = [r["name"] for r in self.show(conn, "DATABASES")[1]]
+        self.assertEqual(sorted(names), names)
+        self.assertTrue({"zz", "aa", "mm"} <= set(names), names)
+        pools = [(r["database"], r["user"]) for r in self.show(conn, "POOLS")[1]]
+        self.assertEqual(pools, [("aa", self.pg.user), ("mm", self.pg.user),
+                                 ("zz", self.pg.user)])
+
     def test_show_sockets_and_active_sockets(self):
         px = self.start(default_pool_size=3)
         idle = self.client(px, application_name="idle-one")
