@@ -705,17 +705,22 @@ static bool pool_user_before(struct pgw_proxy *px, const struct pgw_pool *stop, 
     return false;
 }
 
-/* The users SHOW USERS lists: [users] entries, then users that only have
+struct user_ref {
+    const char *name;
+    const struct pgw_conf_user *u;   /* its [users] entry, or NULL */
+};
+
+/* The users SHOW USERS lists: [users] entries, and users that only have
  * pools (their clients' or, for an entry with user=, the one their servers
- * log in as).  A row each into rs, unless rs is NULL (SHOW LISTS counts
- * them); returns how many. */
-static int users_walk(struct pgw_proxy *px, struct pgw_rs *rs)
+ * log in as).  Into refs unless it is NULL (SHOW LISTS counts them);
+ * returns how many. */
+static int users_walk(struct pgw_proxy *px, struct user_ref *refs)
 {
     const struct pgw_config *cfg = px->cfg;
     int n = 0;
     for (int i = 0; i < cfg->nusers; i++, n++)
-        if (rs)
-            user_row(rs, px, cfg->users[i].name, &cfg->users[i]);
+        if (refs)
+            refs[n] = (struct user_ref){ cfg->users[i].name, &cfg->users[i] };
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
         const char *names[2] = { pgw_pool_user(p), pgw_pool_server_user(p) };
         for (int k = 0; k < 2; k++) {
@@ -723,12 +728,17 @@ static int users_walk(struct pgw_proxy *px, struct pgw_rs *rs)
                 break;
             if (pgw_conf_find_user(cfg, names[k]) || pool_user_before(px, p, names[k]))
                 continue;
+            if (refs)
+                refs[n] = (struct user_ref){ names[k], NULL };
             n++;
-            if (rs)
-                user_row(rs, px, names[k], NULL);
         }
     }
     return n;
+}
+
+static int cmp_user_names(const void *a, const void *b)
+{
+    return strcmp(((const struct user_ref *)a)->name, ((const struct user_ref *)b)->name);
 }
 
 static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
@@ -738,9 +748,20 @@ static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
         { "max_user_connections", I4 }, { "current_connections", I4 },
         { "max_user_client_connections", I4 }, { "current_client_connections", I4 },
     };
+    struct pgw_proxy *px = self->px;
+    int n = users_walk(px, NULL);
+    struct user_ref *refs = malloc(sizeof(*refs) * (size_t)(n + 1));
+    if (!refs) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
+    users_walk(px, refs);
+    qsort(refs, (size_t)n, sizeof(*refs), cmp_user_names);   /* by name, as PgBouncer */
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    users_walk(self->px, &rs);
+    for (int i = 0; i < n; i++)
+        user_row(&rs, px, refs[i].name, refs[i].u);
+    free(refs);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -236,14 +236,15 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual([b["state"] for b in breakers], ["closed"])
         self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))
 
-    def test_databases_and_pools_are_listed_by_name(self):
-        # As PgBouncer keeps them (database_list, pool_list in order of
-        # name); pgwharf listed databases in the config's order and pools
-        # in the order they were made.
+    def test_databases_pools_and_users_are_listed_by_name(self):
+        # As PgBouncer keeps them (database_list, pool_list, user_list in
+        # order of name); pgwharf listed databases and [users] in the
+        # config's order and pools in the order they were made.
         cs = self.pg.conn_string()
         px = self.start_pgwharf(settings={"admin_users": self.pg.user,
                                           "pool_mode": "transaction"},
-                                databases={"zz": cs, "aa": cs, "mm": cs})
+                                databases={"zz": cs, "aa": cs, "mm": cs},
+                                users={"zz_user": "pool_size=3", "aa_user": "pool_size=4"})
         for db in ("zz", "aa", "mm"):
             self.assertEqual(px.psql("select 1", db=db), "1")
         conn = self.admin_conn(px)
@@ -253,6 +254,8 @@ class TestShowColumns(AdminTestCase):
         pools = [(r["database"], r["user"]) for r in self.show(conn, "POOLS")[1]]
         self.assertEqual(pools, [("aa", self.pg.user), ("mm", self.pg.user),
                                  ("zz", self.pg.user)])
+        users = [(r["name"], r["pool_size"]) for r in self.show(conn, "USERS")[1]]
+        self.assertEqual(users, sorted([("aa_user", "4"), (self.pg.user, ""), ("zz_user", "3")]))
 
     def test_show_sockets_and_active_sockets(self):
         px = self.start(default_pool_size=3)
