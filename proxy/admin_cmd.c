@@ -486,7 +486,7 @@ int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf
         return pgw_admin_error(out, "42601", "RELOAD takes no argument");
     pgw_info("admin_reload", "user=%s", LQ(s->user));
     if (pgw_proxy_reload_file(s->px) < 0)
-        return pgw_admin_error(out, "F0000", "RELOAD failed, see the log for details");
+        return pgw_admin_error(out, "F0000", "RELOAD failed, see logs for additional details");
     return done(out, "RELOAD");
 }
 

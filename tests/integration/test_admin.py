@@ -1435,6 +1435,9 @@ class TestCommands(AdminTestCase):
         with self.assertRaises(psycopg2.Error) as cm:
             conn.cursor().execute("RELOAD")
         self.assertEqual(cm.exception.pgcode, "F0000")
+        # PgBouncer's words, which scripts may look for
+        self.assertEqual(cm.exception.diag.message_primary,
+                         "RELOAD failed, see logs for additional details")
         config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
         self.assertEqual(config["auth_file"], good)               # the old config stays
         px.settings["auth_file"] = good
