@@ -279,7 +279,7 @@ static void admin_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 void pgw_admin_login(struct pgw_session *s)
 {
     const struct pgw_config *cfg = s->px->cfg;
-    bool admin = pgw_conf_list_has(cfg->admin_users, s->user);
+    bool admin = s->admin_local || pgw_conf_list_has(cfg->admin_users, s->user);
     bool stats = pgw_conf_list_has(cfg->stats_users, s->user);
     if (!admin && !stats) {
         pgw_session_close(s, "42501", "not allowed to connect to the admin console: \"%s\"", s->user);

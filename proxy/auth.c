@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -516,9 +517,27 @@ static void hba_start(struct pgw_session *s)
     }
 }
 
+/* PgBouncer's way into the console from the machine itself: the user
+ * "pgbouncer" over the Unix socket, from a process of pgwharf's own Unix
+ * user (who can read the config and auth_file anyway), needs no password
+ * whatever auth_type says, and may run every command. */
+static bool local_console_owner(const struct pgw_session *s)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    return s->is_admin && s->unix_sock && strcmp(s->user, "pgbouncer") == 0 &&
+           getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+           cred.uid == getuid();
+}
+
 void pgw_auth_start(struct pgw_session *s)
 {
     const struct pgw_config *cfg = s->px->cfg;
+    if (local_console_owner(s)) {
+        s->admin_local = true;
+        pgw_session_login_done(s);
+        return;
+    }
     switch (cfg->auth_type) {
     case PGW_AUTH_ANY:
         pgw_session_login_done(s);

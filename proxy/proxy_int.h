@@ -149,6 +149,9 @@ struct pgw_session {
     char *repl_options;              /* its startup parameters for that server
                                         (relay.c acquire_replication) */
     bool is_admin, admin_can_write;
+    bool admin_local;                /* the console's user "pgbouncer" from pgwharf's
+                                        own Unix user on the socket: in without a
+                                        password, as an admin (auth.c) */
     uint32_t cancel_pid, cancel_key; /* issued by pgwharf */
     uint8_t md5_salt[4];
     char *params[PGW_TP_MAX];        /* what the client should see, by px->tracked

@@ -802,7 +802,7 @@ void pgw_session_on_client_input(struct pgw_session *s)
 static const char *client_limit_reached(const struct pgw_session *s)
 {
     const struct pgw_config *cfg = s->px->cfg;
-    if (s->is_admin && pgw_conf_list_has(cfg->admin_users, s->user))
+    if (s->is_admin && (s->admin_local || pgw_conf_list_has(cfg->admin_users, s->user)))
         return NULL;
     int db_max = s->is_admin ? cfg->max_db_client_connections
                              : pgw_conf_max_db_client_connections(cfg, s->db);

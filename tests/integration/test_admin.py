@@ -873,6 +873,32 @@ class TestAccess(AdminTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("not allowed to connect to the admin console", cp.stderr)
 
+    def test_user_pgbouncer_of_the_same_unix_user_needs_no_password_on_the_socket(self):
+        # PgBouncer's local way in: "pgbouncer" on the console over the Unix
+        # socket, from a process of the pooler's own Unix user (this test
+        # runs pgwharf as itself), without a password and as an admin, even
+        # though no admin_users or auth_file names it.  pgwharf asked for a
+        # password it could not know.
+        px = self.start(admin_users=self.pg.app_user, stats_users="")
+        conn = psycopg2.connect(host=px.dir, port=px.port, dbname="pgbouncer",
+                                user="pgbouncer")
+        self.addCleanup(conn.close)
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("PAUSE")                       # an admin command
+        cur.execute("SHOW STATE")
+        self.assertIn(("paused", "yes"), cur.fetchall())
+        cur.execute("RESUME")
+        self.assertEqual(px.psql("select 1"), "1")
+        # only there: over TCP it is a user like any other (auth_file has none)
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(host=px.host, port=px.port, dbname="pgbouncer",
+                             user="pgbouncer", password="x").close()
+        # and only on the console
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(host=px.dir, port=px.port, dbname=self.pg.database,
+                             user="pgbouncer", password="x").close()
+
     def test_stats_user_may_show_but_not_change(self):
         px = self.start(admin_users=self.pg.user, stats_users=self.pg.app_user)
         conn = self.admin_conn(px, user=self.pg.app_user)
