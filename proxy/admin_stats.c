@@ -113,8 +113,8 @@ static void session_stat(const struct pgw_session *s, struct pgw_dbstat *d)
     d->xacts = s->xact_count;
     d->queries = s->query_count;
     if (s->welcomed) {
-        d->recv = s->bytes_in - s->login_in;
-        d->sent = s->bytes_out - s->login_out;
+        d->recv = s->bytes_in - s->unrelayed_in;
+        d->sent = s->bytes_out - s->unrelayed_out;
     }
     d->xact_us = s->xact_time_us;
     d->query_us = s->query_time_us;

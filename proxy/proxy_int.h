@@ -239,9 +239,9 @@ struct pgw_session {
     uint64_t xact_count, query_count;
     uint64_t bytes_in, bytes_out;    /* every byte on the client's socket */
     bool welcomed;                   /* its login's welcome is queued: */
-    uint64_t login_in, login_out;    /* ... what of bytes_in, bytes_out was the
-                                        login's, which SHOW STATS leaves out, as
-                                        PgBouncer counts only what it relays */
+    uint64_t unrelayed_in, unrelayed_out;  /* ... what of bytes_in, bytes_out
+                                        SHOW STATS leaves out, as PgBouncer counts
+                                        only what it relays: the login, a Terminate */
     uint64_t ps_parse_count, ps_server_parse_count, ps_bind_count;  /* prepared.c */
 
     /* ---- admin console and metrics (admin*.c, metrics.c) ---- */

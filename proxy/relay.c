@@ -607,8 +607,8 @@ static void welcome(struct pgw_session *s)
      * is the client's first requests, what waits to be written (the
      * welcome and AuthenticationOk before it) the login's. */
     s->welcomed = true;
-    s->login_in = s->bytes_in - (s->cbuf ? s->cbuf->len - s->cbuf->sent : 0);
-    s->login_out = s->bytes_out + (s->sbuf->parsed - s->sbuf->sent);
+    s->unrelayed_in = s->bytes_in - (s->cbuf ? s->cbuf->len - s->cbuf->sent : 0);
+    s->unrelayed_out = s->bytes_out + (s->sbuf->parsed - s->sbuf->sent);
     pgw_batch_flush_client(s);
     if (s->state == PGW_SS_CLOSING)
         return;
@@ -1463,6 +1463,7 @@ static bool scan_client(struct pgw_session *s)
         uint32_t n = avail < total ? avail : total;
         if (type == PGW_FE_TERMINATE) {
             s->terminating = true;
+            s->unrelayed_in += b->len - b->parsed;  /* it and what follows: dropped */
             b->len = b->parsed;
             break;
         }

@@ -351,6 +351,12 @@ class TestShowColumns(AdminTestCase):
             totals = self.rows(conn, "STATS_TOTALS", database=self.pg.database)[0]
             self.assertEqual((totals["bytes_received"], totals["bytes_sent"]),
                              (len(query), replied))
+            # nor the Terminate, which is not relayed either
+            s.sendall(b"X\0\0\0\4")
+            wait_until(lambda: not self.rows(conn, "CLIENTS", database=self.pg.database),
+                       what="the client to be gone")
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertEqual((stats["total_received"], stats["total_sent"]), (len(query), replied))
 
     def test_show_totals_has_pgbouncers_rows(self):
         # SHOW TOTALS is one (name, value) row per counter, named as
