@@ -391,20 +391,23 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
     back (README: The circuit breaker), nor a paused pool; and its probe
     keeps to the pool's limits."""
 
-    def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
+    def start_one_server_pool(self, query_wait_timeout):
+        """A pgwharf whose pool of one server shares its backend with the
+        entry "tls", which asks for TLS the test cluster does not offer:
+        each of its connects fails there, and two open the breaker."""
         pg = self.pg
-        # "tls" shares the backend (host:port) but asks for TLS, which the
-        # test cluster does not offer: each of its connects fails there,
-        # and two open the backend's breaker.
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "default_pool_size": 1,
                       "breaker_threshold": 2, "breaker_cooldown": "30s",
-                      "query_wait_timeout": "20s"},
+                      "query_wait_timeout": query_wait_timeout},
             databases={"tls": pg.conn_string(sslmode="require"),
                        pg.database: pg.conn_string(pg.database)})
-        con = self.console_conn(px)
-        holder = self.db_conn(px, autocommit=False)
-        self.assertEqual(pt.one(holder, "select 'held'"), "held")
+        return px, self.console_conn(px)
+
+    def wait_then_open_the_breaker(self, px, con):
+        """A client waiting for the pool's one server (lent out), then the
+        breaker opened by "tls": the waiter's Background, still waiting."""
+        pg = self.pg
         waiter = self.db_conn(px)
         bg = pt.Background(lambda: pt.one(waiter, "select 'waited'"))
         pt.wait_pool(con, pg.database, pg.user, cl_waiting=1)
@@ -413,6 +416,13 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
         # The pool's one server is still lent; the waiter waits for it.
         self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
+        return bg
+
+    def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
+        px, con = self.start_one_server_pool("20s")
+        holder = self.db_conn(px, autocommit=False)
+        self.assertEqual(pt.one(holder, "select 'held'"), "held")
+        bg = self.wait_then_open_the_breaker(px, con)
         holder.commit()
         bg.join(20)
         self.assertFalse(bg.is_alive())
@@ -426,24 +436,12 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         # 30 s), so it gets the breaker's error then, not 57014 at
         # query_wait_timeout.
         pg = self.pg
-        px = self.start_pgwharf(
-            settings={"pool_mode": "transaction", "default_pool_size": 1,
-                      "breaker_threshold": 2, "breaker_cooldown": "30s",
-                      "query_wait_timeout": "5s"},
-            databases={"tls": pg.conn_string(sslmode="require"),
-                       pg.database: pg.conn_string(pg.database)})
-        con = self.console_conn(px)
+        px, con = self.start_one_server_pool("5s")
         holder = socket.create_connection((px.host, px.port), timeout=20)
         self.addCleanup(holder.close)
         hz.sync_login(holder, pg.user, pg.database, pg.password)
         self.assertEqual(hz.simple_query(holder, "begin")[1], [])
-        waiter = self.db_conn(px)
-        bg = pt.Background(lambda: pt.one(waiter, "select 'waited'"))
-        pt.wait_pool(con, pg.database, pg.user, cl_waiting=1)
-        with self.assertRaises(psycopg2.OperationalError):
-            psycopg2.connect(px.dsn(db="tls")).close()
-        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
-        self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
+        bg = self.wait_then_open_the_breaker(px, con)
         holder.close()                              # its server closes
         bg.join(20)
         self.assertFalse(bg.is_alive())
