@@ -1857,8 +1857,14 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px)
 
 static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
-    if (!pgw_track_ready(&s->track, status))
+    if (!pgw_track_ready(&s->track, status)) {
+        /* A ReadyForQuery inside a pipeline: in statement mode one in a
+         * transaction ends the client as the last would (its BEGIN and
+         * what followed were sent at once). */
+        if (s->mode == PGW_POOL_STATEMENT && status != 'I' && s->state == PGW_SS_LINKED)
+            *after = AFTER_STMT_ERROR;
         return;
+    }
     s->ready_count++;
     pgw_metrics_ready(s, status);
     /* Messages sent since the last Sync are still under way. */

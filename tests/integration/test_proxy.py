@@ -748,6 +748,24 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         self.assertIn("transaction blocks not allowed in statement pooling mode", cp.stderr)
         self.assertEqual(px.psql("select 'next client fine'"), "next client fine")
 
+    def test_statement_mode_refuses_a_pipelined_transaction(self):
+        # BEGIN, a query and COMMIT sent in one write: only the last
+        # ReadyForQuery ('I') was looked at, so the client never heard that
+        # statement mode allows no transaction.  As PgBouncer, the first
+        # ReadyForQuery inside a transaction ends the client.  (What it
+        # sent at once has reached the server by then, as with PgBouncer.)
+        px = self.start_pgwharf(settings={"pool_mode": "statement", "default_pool_size": 1})
+        sock = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(sock.close)
+        hz.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+        sock.sendall(hz.query_msg("begin") + hz.query_msg("select 1") +
+                     hz.query_msg("commit"))
+        data, closed = hz.read_until_closed(sock, 30)
+        self.assertTrue(closed)
+        self.assertIn("transaction blocks not allowed in statement pooling mode",
+                      [f.get("M") for f in hz.error_fields_in(data)])
+        self.assertEqual(px.psql("select 'next client fine'"), "next client fine")
+
     def test_disable_pqexec(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "disable_pqexec": 1})
         cp = px.psql("select 1", check=False)           # psql: the simple protocol
