@@ -519,9 +519,21 @@ class TestPipeline(pt.AppRoleTestCase):
                 k = self.ask(b, px)
                 await self.until(lambda: "event=cancel_deferred" in px.log(), "deferred")
                 if sig == signal.SIGQUIT:
+                    # b's pg_sleep(60) is on the server already, behind A's
+                    # query, and nothing will cancel it now: end the
+                    # backend, which would outlive the test by a minute
+                    # (py.pool_limits waits for the test databases'
+                    # backends to be gone).
+                    pid = int(self.pg.psql("select pid from pg_stat_activity where "
+                                           "strpos(query, 'marker_q44') > 0 and "
+                                           "pid <> pg_backend_pid()"))
                     self.assertEqual(px.stop(sig=sig), 0, px.log_tail())
                     self.assert_closed(k)
+                    self.pg.psql("select pg_terminate_backend(%d)" % pid)
                     await g.open()
+                    await self.until(lambda: self.pg.psql(
+                        "select count(*) from pg_stat_activity where pid = %d" % pid) == "0",
+                        "the server's backend gone")
                     return
                 px.proc.send_signal(sig)
                 self.assert_closed(k)          # not waited for: it holds no server
