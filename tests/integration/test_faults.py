@@ -268,6 +268,14 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
                 finally:
                     pg.psql(restore, db="postgres", via_socket=True)
 
+    def change_app_password(self, pg):
+        """The app role's password changed behind pgwharf's back (restored
+        at cleanup): its next server login is refused with 28P01."""
+        pg.psql("alter role %s password 'changed-by-test'" % pg.app_user, db="postgres",
+                via_socket=True)
+        self.addCleanup(pg.psql, "alter role %s password '%s'"
+                        % (pg.app_user, pg.app_password), db="postgres", via_socket=True)
+
     def refused_by(self, pg, sqlstate):
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "breaker_threshold": 2,
@@ -307,10 +315,7 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         self.assertEqual(self.client_query(px, "select 'first'"), ("ok", "first"))
         gate = hz.Gate(pg, 7061)                    # the next check waits
         self.addCleanup(gate.close)
-        pg.psql("alter role %s password 'changed-by-test'" % pg.app_user, db="postgres",
-                via_socket=True)
-        self.addCleanup(pg.psql, "alter role %s password '%s'"
-                        % (pg.app_user, pg.app_password), db="postgres", via_socket=True)
+        self.change_app_password(pg)
         con = self.console_conn(px)
         results = {}
 
@@ -351,10 +356,7 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         self.addCleanup(holder.close)
         hz.sync_login(holder, pg.app_user, pg.database, pg.app_password)
         self.assertEqual(hz.simple_query(holder, "begin")[1], [])
-        pg.psql("alter role %s password 'changed-by-test'" % pg.app_user, db="postgres",
-                via_socket=True)
-        self.addCleanup(pg.psql, "alter role %s password '%s'"
-                        % (pg.app_user, pg.app_password), db="postgres", via_socket=True)
+        self.change_app_password(pg)
         con = self.console_conn(px)
         result = {}
         t = threading.Thread(target=lambda: result.update(r=self.client_query(px, "select 1")))
