@@ -24,7 +24,9 @@
  *   shows in SHOW SERVERS as active with no client).  When it is lost, or
  *   marked for closing (RECONNECT, PAUSE, a reload), the hub takes
  *   another and runs LISTEN for every channel again; notifications sent
- *   in between are lost (event=notify_server_lost).
+ *   in between are lost (event=notify_server_lost), so its listening
+ *   clients are disconnected with FATAL 08006 between transactions, as a
+ *   direct connection ends with its backend (hub_lost).
  * - A pool that can have only one server keeps it for queries (room_for);
  *   when a reload leaves a hub's pool so (event=notify_no_room), the hub
  *   gives its server back and ends: its clients' listening can only end
@@ -71,6 +73,8 @@ struct notify_req {
     struct notify_req *next;
     struct pgw_session *s;
     bool sent, failed, listen;
+    bool answered;                      /* its CommandComplete or error went to its
+                                           client: never sent again (hub_lost) */
     bool barrier;                       /* the hub's own, for hub_echo_end(gen) */
     uint32_t gen;
     char chan[PGW_CHANNEL_MAX + 1];
@@ -86,6 +90,11 @@ struct pgw_notify_hub {
     int nchans;
     size_t capchans;
     struct notify_req *head, *tail;
+    struct notify_req *answered;        /* a client's request answered by a server
+                                           lost before its ReadyForQuery: the
+                                           client gets that at the next tick */
+    bool lost;                          /* hub_lost marked listeners: the next
+                                           tick disconnects those it can */
     struct pgw_server *srv;
     struct pgw_pool_waiter waiter;
     bool acquiring;
@@ -105,9 +114,16 @@ struct pgw_notify_hub {
 #define NOTIFY_NO_ROOM_SQLSTATE "57P01"
 #define NOTIFY_NO_ROOM_MSG "database configuration changed: the pool has no room for a " \
                            "listening server"
+/* ... and when its hub's server is lost (hub_lost): as a direct
+ * connection whose backend went away, it learns that it may have missed
+ * notifications, and reconnects to LISTEN again. */
+#define NOTIFY_LOST_SQLSTATE "08006"
+#define NOTIFY_LOST_MSG "the server connection listening for this client was lost (%s): " \
+                        "notifications may have been missed"
 
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
+static bool deliverable(const struct pgw_session *s);
 static void tx_unlinked(struct pgw_notify_sub *sub);
 static void hub_echo_end(struct pgw_notify_hub *h, uint32_t gen);
 static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total);
@@ -312,6 +328,11 @@ static void hub_free(struct pgw_notify_hub *h)
         h->head = r->next;
         free(r);
     }
+    while (h->answered) {
+        struct notify_req *r = h->answered;
+        h->answered = r->next;
+        free(r);
+    }
     pgw_list_del(&h->node);
     pgw_pool_unref(h->pool);
     pgw_wbuf_deinit(&h->out);
@@ -328,6 +349,8 @@ static bool hub_maybe_free(struct pgw_notify_hub *h)
     for (struct notify_req *r = h->head; r; r = r->next)
         if (r->s)
             return false;
+    if (h->answered)
+        return false;
     hub_free(h);
     return true;
 }
@@ -618,7 +641,7 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (r->listen && !r->failed) {
             /* From here on the channel's notifications are the client's. */
             if (r->s && !sub_add(r->s->notify, r->chan)) {
-                r->failed = true;
+                r->failed = r->answered = true;
                 struct pgw_wbuf b;
                 pgw_wbuf_init(&b);
                 pgw_wire_error(&b, "ERROR", "53200", "out of memory");
@@ -627,8 +650,10 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
                 break;
             }
         }
-        if (r->s)
+        if (r->s) {
+            r->answered = true;
             pgw_notify_send(r->s, msg, total);
+        }
         break;
     case PGW_BE_ERROR:
     case PGW_BE_NOTICE: {
@@ -639,7 +664,8 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         bool fatal = (char)msg[0] == PGW_BE_ERROR && parsed &&
                      (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0);
         if (r && (char)msg[0] == PGW_BE_ERROR && !fatal)
-            r->failed = true;     /* first: a failed write may free r (hub_lost) */
+            r->failed = r->answered = true;   /* first: a failed write may free r
+                                                 (hub_lost) */
         if (r && r->s && !fatal) {
             pgw_notify_send(r->s, msg, total);
         } else if (parsed) {
@@ -833,32 +859,119 @@ static void hub_kick(struct pgw_notify_hub *h)
     }
 }
 
-/* The hub's server is gone (or given up): what was sent is sent again on
- * the next one, the hub's own statements made anew. */
+/* The client listens through the hub, or its open transaction has the
+ * hub listen for it (a noted LISTEN): a notification the hub misses may
+ * be one of its. */
+static bool sub_listens(const struct pgw_notify_sub *sub)
+{
+    if (sub->nchans > 0)
+        return true;
+    for (int i = 0; i < sub->ntx; i++)
+        if (sub->tx[i].kind == PGW_LISTEN)
+            return true;
+    return false;
+}
+
+/* The hub's server is gone (or given up): a client's request not answered
+ * yet is sent again on the next one, the hub's own statements made anew;
+ * one already answered (its CommandComplete or error sent, its
+ * ReadyForQuery not read yet: PostgreSQL writes them together, but the
+ * stream may be cut between them) is never sent again: its client gets
+ * its ReadyForQuery at the next tick.  Notifications sent until another
+ * server listens are lost, so every client that listens is marked to be
+ * disconnected (FATAL 08006) between transactions, as a direct
+ * connection ends with its backend: the next tick closes those between
+ * transactions, pgw_notify_flush the others at their transaction's end.
+ * Nothing is closed or answered from here: hub_lost runs inside the
+ * hub's callbacks and from a session's leaving (chan_unref). */
 static void hub_lost(struct pgw_notify_hub *h, const char *why)
 {
     if (!h->srv)
         return;
+    int nsubs = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->ending == NOTIFY_END_NONE && sub_listens(sub)) {
+            sub->ending = NOTIFY_END_LOST;
+            sub->end_why = why;
+            nsubs++;
+        }
+    }
     char q1[200], q2[200], q3[200];
-    pgw_warn("notify_server_lost", "db=%s user=%s channels=%d reason=%s "
-             "detail=\"notifications sent until another server listens are lost\"",
+    pgw_warn("notify_server_lost", "db=%s user=%s channels=%d clients=%d reason=%s "
+             "detail=\"the listening clients are disconnected (08006) between transactions: "
+             "notifications sent until another server listens are lost\"",
              lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),
-             h->nchans, lq(q3, sizeof(q3), why));
+             h->nchans, nsubs, lq(q3, sizeof(q3), why));
     hub_drop_server(h);
     hub_echo_end(h, 0);     /* the copies it was to send come from no server */
-    struct notify_req **pp = &h->head;
+    struct notify_req **pp = &h->head, **ap = &h->answered;
+    while (*ap)
+        ap = &(*ap)->next;
     h->tail = NULL;
     while (*pp) {
         struct notify_req *r = *pp;
-        if (!r->s) {
+        if (!r->s || r->answered) {
             *pp = r->next;
-            free(r);
+            r->next = NULL;
+            if (r->s) {
+                *ap = r;
+                ap = &r->next;
+            } else {
+                free(r);
+            }
             continue;
         }
         r->sent = r->failed = false;
         h->tail = r;
         pp = &r->next;
     }
+    if (nsubs > 0 || h->answered) {
+        /* The tick, now (from the loop, not from inside this call). */
+        h->lost = nsubs > 0;
+        ev_timer_stop(h->px->loop, &h->tick);
+        ev_timer_set(&h->tick, 0., NOTIFY_TICK);
+        ev_timer_start(h->px->loop, &h->tick);
+    }
+}
+
+/* After hub_lost: the answered requests' clients get their ReadyForQuery
+ * (and read on), then the listeners between transactions are
+ * disconnected. */
+static void hub_lost_settle(struct pgw_notify_hub *h)
+{
+    while (h->answered) {
+        struct notify_req *r = h->answered;
+        h->answered = r->next;
+        struct pgw_session *s = r->s;
+        free(r);
+        if (s && s->state != PGW_SS_CLOSING)
+            client_resume(s);
+    }
+    if (!h->lost)
+        return;
+    h->lost = false;
+    /* Sessions first, then the closes (each leaves the list). */
+    int nsubs = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next)
+        nsubs++;
+    struct pgw_session **to = nsubs ? calloc((size_t)nsubs, sizeof(*to)) : NULL;
+    const char **why = nsubs ? calloc((size_t)nsubs, sizeof(*why)) : NULL;
+    int n = 0;
+    for (struct pgw_list *l = h->subs.next; to && why && l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->ending == NOTIFY_END_LOST && (sub->waiting || deliverable(sub->session)) &&
+            sub->session->state != PGW_SS_WAIT_SERVER) {
+            why[n] = sub->end_why;
+            to[n++] = sub->session;
+        }
+    }
+    /* Short of memory: they are closed at their next transaction's end. */
+    for (int i = 0; i < n; i++)
+        if (to[i]->state != PGW_SS_CLOSING)
+            pgw_session_close(to[i], NOTIFY_LOST_SQLSTATE, NOTIFY_LOST_MSG, why[i]);
+    free(why);
+    free(to);
 }
 
 static bool room_for(struct pgw_proxy *px, struct pgw_pool *pool,
@@ -904,7 +1017,7 @@ static void hub_end(struct pgw_notify_hub *h)
     int n = 0;
     for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
-        sub->ending = true;
+        sub->ending = NOTIFY_END_NO_ROOM;
         if (to && (sub->waiting || deliverable(sub->session)) &&
             sub->session->state != PGW_SS_WAIT_SERVER)
             to[n++] = sub->session;
@@ -929,6 +1042,8 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct pgw_notify_hub *h = w->data;
+    if (h->answered || h->lost)
+        hub_lost_settle(h);
     if (hub_maybe_free(h))
         return;
     if (h->no_room)
@@ -1616,8 +1731,18 @@ void pgw_notify_flush(struct pgw_session *s)
     }
     if (sub->pending.len > 0)
         pending_flush(s, sub);
-    if (s->notify == sub && sub->ending && s->state != PGW_SS_CLOSING)
+    if (s->notify != sub || s->state == PGW_SS_CLOSING)
+        return;
+    if (sub->ending == NOTIFY_END_NO_ROOM) {
         pgw_session_close(s, NOTIFY_NO_ROOM_SQLSTATE, NOTIFY_NO_ROOM_MSG);  /* hub_end */
+    } else if (sub->ending == NOTIFY_END_LOST) {
+        /* hub_lost; a transaction whose LISTEN it was rolled back, and
+         * which listened to nothing else, missed nothing. */
+        if (sub_listens(sub))
+            pgw_session_close(s, NOTIFY_LOST_SQLSTATE, NOTIFY_LOST_MSG, sub->end_why);
+        else
+            sub->ending = NOTIFY_END_NONE;
+    }
 }
 
 void pgw_notify_session_gone(struct pgw_session *s)
@@ -1629,6 +1754,9 @@ void pgw_notify_session_gone(struct pgw_session *s)
     s->notify = NULL;
     pgw_list_del(&sub->node);
     for (struct notify_req *r = h->head; r; r = r->next)
+        if (r->s == s)
+            r->s = NULL;
+    for (struct notify_req *r = h->answered; r; r = r->next)
         if (r->s == s)
             r->s = NULL;
     while (sub->nchans > 0) {

@@ -78,6 +78,14 @@ struct notify_echo {
                                            then its hub barrier's (hub_echo_end) */
 };
 
+/* Why a listening client is to be disconnected between transactions
+ * (sub->ending): its notifications can no longer all reach it. */
+enum notify_end {
+    NOTIFY_END_NONE,
+    NOTIFY_END_NO_ROOM,                 /* a reload ended its hub (hub_end) */
+    NOTIFY_END_LOST,                    /* its hub's server was lost (hub_lost) */
+};
+
 struct pgw_notify_sub {
     struct pgw_notify_hub *hub;
     struct pgw_session *session;
@@ -92,7 +100,9 @@ struct pgw_notify_sub {
     bool waiting;                       /* its LISTEN runs on the hub's server */
     ev_tstamp wait_since;               /* ... asked for then */
     bool dropped;                       /* pending overflowed (logged once) */
-    bool ending;                        /* the hub ended: closed at its transaction's end */
+    enum notify_end ending;             /* closed between transactions (at once or
+                                           at its transaction's end) */
+    const char *end_why;                /* NOTIFY_END_LOST: hub_lost's reason */
     bool enc_warned;                    /* a notification it could not take was logged */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;

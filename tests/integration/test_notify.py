@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import unittest
 
 import pgwharf_test as pt
@@ -66,6 +67,26 @@ def tcp_rx_queue(local_port, remote_port):
                     int(x[2].split(":")[1], 16) == remote_port):
                 return int(x[4].split(":")[1], 16)
     return -1
+
+
+def assert_ended(test, sock, sqlstate, text, before=()):
+    """sock's next messages: those of types `before`, then a FATAL
+    ErrorResponse of sqlstate whose message has text, and the end of the
+    connection."""
+    got = []
+    sock.settimeout(20)
+    try:
+        while True:
+            got.append(hz.recv_msg(sock))
+    except (EOFError, ConnectionResetError):
+        pass
+    test.assertEqual([t for t, _ in got], list(before) + [b"E"], got)
+    f = hz.parse_fields(got[-1][1])
+    test.assertEqual((f["S"], f["C"]), ("FATAL", sqlstate), f)
+    test.assertIn(text, f["M"])
+
+
+LOST = "notifications may have been missed"
 
 
 def nothing_to_read(sock):
@@ -1290,26 +1311,66 @@ class TestSlowListener(NotifyCase):
 
 
 class TestHubServerLost(NotifyCase):
-    def test_listens_again_on_a_new_server(self):
-        a = login(self, self.px)
+    """The listening server lost (terminated, the database restarted,
+    RECONNECT, PAUSE): pgwharf took another one and listened again, but
+    the notifications sent in between were lost and the listening clients
+    were not told: one relying on LISTEN for cache invalidation went on
+    with a stale cache.  A direct connection whose backend goes away
+    ends; so now does each listening client, with FATAL 08006, between
+    transactions (at once when it holds no server, else at its
+    transaction's end), and it reconnects and listens again."""
+
+    def hub_pid(self):
+        return int(self.pg.psql("select pid from pg_stat_activity where query ilike 'listen%%'"))
+
+    def test_listeners_are_told_and_a_new_listen_works(self):
+        a, c, n = login(self, self.px), login(self, self.px), login(self, self.px)
         self.listen(a, "listen pgw_lost")
-        old = int(self.pg.psql("select pid from pg_stat_activity where query ilike 'listen%%'"))
+        self.listen(c, "listen pgw_lost")
+        self.assertEqual(hz.simple_query(c, "begin"), ([], []))    # c holds a server
+        old = self.hub_pid()
         self.pg.psql("select pg_terminate_backend(%d)" % old)
         pt.wait_until(lambda: "event=notify_server_lost" in self.px.log(), 20,
                       what="the loss logged")
-
-        def relistened():
-            r = self.pg.psql("select pid from pg_stat_activity where query ilike 'listen%%'")
-            return r not in ("", str(old))
-        pt.wait_until(relistened, 20, what="a new server listening")
+        # a, between transactions, is told at once ...
+        assert_ended(self, a, "08006", LOST)
+        # ... c at its transaction's end, n (not listening) not at all.
+        self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
+        c.sendall(hz.query_msg("commit"))
+        assert_ended(self, c, "08006", LOST, [b"C", b"Z"])
+        self.assertEqual(hz.simple_query(n, "select 2"), ([[b"2"]], []))
+        # A client that listens again gets the next notifications.
+        b = login(self, self.px)
+        self.listen(b, "listen pgw_lost")
         self.notify("pgw_lost", "again")
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_lost", "again")])
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)], [("pgw_lost", "again")])
+        self.assertIn("clients=2 reason=\"server closed the connection\"", self.px.log())
+
+    def test_psycopg2_listener_learns_of_it(self):
+        # As from a direct connection whose backend is terminated: the
+        # FATAL wakes the listener's select(); poll() keeps it as a notice
+        # (libpq takes an error between queries for one) and the next
+        # statement fails with the connection.
+        import psycopg2
+        conn = self.db_conn(self.px)
+        conn.cursor().execute("LISTEN pgw_py_lost")
+        self.pg.psql("select pg_terminate_backend(%d)" % self.hub_pid())
+        r, _, _ = select.select([conn], [], [], 20)
+        self.assertTrue(r, "no word of the loss")
+        conn.poll()
+        self.assertEqual(len(conn.notices), 1, conn.notices)
+        self.assertTrue(conn.notices[0].startswith("FATAL:  "), conn.notices)
+        self.assertIn(LOST, conn.notices[0])
+        with self.assertRaises(psycopg2.OperationalError):
+            conn.cursor().execute("select 1")
+        self.assertEqual(conn.closed, 2)
+        del psycopg2
 
     def test_terminated_while_a_listen_runs(self):
         # The listening server is terminated with a client's LISTEN on it
-        # (its backend stopped, so the LISTEN waits there): the backend's
-        # FATAL went to the client as the LISTEN's error, and then, the
-        # LISTEN run again on the next server, its CommandComplete too.
+        # (its backend stopped, so the LISTEN waits there): the LISTEN
+        # runs again on the next server (a listened to nothing yet, so it
+        # missed nothing); b, which listened, is told.
         a, b = login(self, self.px), login(self, self.px)
         self.listen(b, "listen pgw_t0")
         pid, port = self.stop_listening_backend()
@@ -1320,6 +1381,7 @@ class TestHubServerLost(NotifyCase):
             os.kill(pid, signal.SIGCONT)
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+        assert_ended(self, b, "08006", LOST)
         self.notify("pgw_t1", "on the next server")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)],
                          [("pgw_t1", "on the next server")])
@@ -1327,30 +1389,34 @@ class TestHubServerLost(NotifyCase):
     def test_lost_while_a_transactions_listen_is_on_it(self):
         # The hub's own LISTEN for a client's LISTEN inside a transaction
         # (its hold on the channel) is on the listening server when that
-        # is lost: the next server listens on the channel, and the COMMIT
-        # hands it over.
-        a, w = login(self, self.px), login(self, self.px)
-        self.listen(w, "listen pgw_h0")
-        pid, port = self.stop_listening_backend()
-        try:
-            a.sendall(hz.query_msg("begin"))
-            hz.read_until_ready(a)
-            a.sendall(hz.query_msg("listen pgw_hold"))
-            self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
-            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
-                          what="the hub's LISTEN sent to the stopped backend")
-            self.pg.psql("select pg_terminate_backend(%d)" % pid)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        pt.wait_until(lambda: "event=notify_server_lost" in self.px.log(), 20,
-                      what="the loss logged")
-        a.sendall(hz.query_msg("commit"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
-        pt.wait_until(lambda: int(self.pg.psql(
-            "select count(*) from pg_stat_activity where query = 'LISTEN \"pgw_hold\"' "
-            "and state = 'idle' and pid <> %d" % pid)) == 1, 20, what="a new server listening")
-        self.notify("pgw_hold", "h")
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_hold", "h")])
+        # is lost: a notification committed before the next server
+        # listens would be lost after the COMMIT, so the client is told
+        # at its transaction's end (w, listening between transactions, at
+        # once); after a ROLLBACK it listens to nothing and stays.
+        for end in ("commit", "rollback"):
+            with self.subTest(end=end):
+                a, w = login(self, self.px), login(self, self.px)
+                self.listen(w, "listen pgw_h0")
+                pid, port = self.stop_listening_backend()
+                try:
+                    a.sendall(hz.query_msg("begin"))
+                    hz.read_until_ready(a)
+                    a.sendall(hz.query_msg("listen pgw_hold"))
+                    self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+                    pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                                  what="the hub's LISTEN sent to the stopped backend")
+                    self.pg.psql("select pg_terminate_backend(%d)" % pid)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                assert_ended(self, w, "08006", LOST)
+                a.sendall(hz.query_msg(end))
+                if end == "commit":
+                    assert_ended(self, a, "08006", LOST, [b"C", b"Z"])
+                else:
+                    self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+                    self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                    a.close()
+                pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
 
     def test_idle_session_timeout_does_not_end_the_listening_server(self):
         # With idle_session_timeout set for the role (or the database, or
@@ -1383,16 +1449,173 @@ class TestHubServerLost(NotifyCase):
                          [("pgw_idle_hub", "still listening")])
 
     def test_pause_takes_the_hub_server_back(self):
+        # Notifications sent while the pool is paused reach no client:
+        # its listeners are told.
         a = login(self, self.px)
         self.listen(a, "listen pgw_pause")
         console = self.console_conn(self.px)
         cur = console.cursor()
         cur.execute("PAUSE")            # returns once the servers are closed
         self.assertEqual(self.listeners(), 0)
+        assert_ended(self, a, "08006", "(pool paused): " + LOST)
         cur.execute("RESUME")
-        pt.wait_until(lambda: self.listeners() == 1, 20, what="listening again after RESUME")
+        b = login(self, self.px)
+        self.listen(b, "listen pgw_pause")
         self.notify("pgw_pause", "resumed")
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_pause", "resumed")])
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)], [("pgw_pause", "resumed")])
+
+    def test_reconnect_tells_the_listeners(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_reconnect")
+        self.px.admin("RECONNECT")
+        assert_ended(self, a, "08006", "(server marked for closing): " + LOST)
+
+
+class CutAfterAnswer:
+    """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
+    and answers every Query (a CommandComplete per statement, tagged with
+    its first word, then ReadyForQuery), except the first LISTEN of a
+    channel in `cut`: that gets its CommandComplete (or, for a channel in
+    `fail`, an ErrorResponse) and the connection closed before its
+    ReadyForQuery, as a backend that dies right after writing its answer
+    (PostgreSQL writes both together; the stream may still be cut between
+    them).  queries: every Query's text, in order."""
+
+    def __init__(self, cut, fail=()):
+        self.cut, self.fail = set(cut), set(fail)
+        self.queries = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.sock.close()               # accept() fails: the thread ends
+        self.thread.join(5)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    @staticmethod
+    def _msg(kind, body):
+        return kind + struct.pack("!I", len(body) + 4) + body
+
+    def _answer(self, sql):
+        words = sql.replace('"', " ").replace(";", " ; ").split()
+        with self.lock:
+            self.queries.append(sql)
+            chan = words[1] if len(words) > 1 and words[0].upper() == "LISTEN" else None
+            cut = chan in self.cut
+            self.cut.discard(chan)
+        out = b""
+        for stmt in (x.split() for x in " ".join(words).split(";")):
+            if not stmt:
+                continue
+            if cut and chan in self.fail:
+                out += self._msg(b"E", b"SERROR\0VERROR\0C42601\0Mno such channel\0\0")
+            else:
+                out += self._msg(b"C", stmt[0].upper().encode() + b"\0")
+        return out, cut
+
+    def _one(self, conn):
+        conn.settimeout(30)
+        try:
+            while True:
+                (length,) = struct.unpack("!I", self._read(conn, 4))
+                body = self._read(conn, length - 4)
+                if struct.unpack("!I", body[:4])[0] in (80877103, 80877104):
+                    conn.sendall(b"N")          # SSLRequest, GSSENCRequest
+                    continue
+                break
+            out = self._msg(b"R", struct.pack("!I", 0))
+            for k, v in (("server_version", "15.0"), ("server_encoding", "UTF8"),
+                         ("client_encoding", "UTF8"), ("standard_conforming_strings", "on"),
+                         ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"),
+                         ("integer_datetimes", "on")):
+                out += self._msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
+            out += self._msg(b"K", struct.pack("!II", 4242, 1234))
+            conn.sendall(out + self._msg(b"Z", b"I"))
+            while True:
+                kind = self._read(conn, 1)
+                (length,) = struct.unpack("!I", self._read(conn, 4))
+                body = self._read(conn, length - 4)
+                if kind == b"X":
+                    return
+                if kind != b"Q":
+                    continue
+                out, cut = self._answer(body.rstrip(b"\0").decode())
+                if cut:
+                    conn.sendall(out)
+                    return                      # closed before the ReadyForQuery
+                conn.sendall(out + self._msg(b"Z", b"I"))
+        except (OSError, EOFError, struct.error):
+            pass
+        finally:
+            conn.close()
+
+
+class TestHubLostAfterTheAnswer(pt.PgwharfTestCase):
+    """The listening server lost after a client's LISTEN was answered
+    (its CommandComplete or error sent to the client) and before its
+    ReadyForQuery was read: pgwharf sent the LISTEN again on the next
+    server, and the client got a second answer (C C Z, or E E Z) for one
+    statement.  An answered request is now never sent again: the client
+    gets its ReadyForQuery."""
+
+    def start(self, fake):
+        self.addCleanup(fake.close)
+        return self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3},
+                                  databases={"cut": "host=127.0.0.1 port=%d dbname=cut" % fake.port})
+
+    def login(self, px):
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, "cut", self.pg.password)
+        return s
+
+    def test_command_complete_then_lost(self):
+        fake = CutAfterAnswer(cut=["pgw_cut"])
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("listen pgw_cut"))
+        got = hz.read_until_ready(a)
+        self.assertEqual(got, [(b"C", b"LISTEN\0"), (b"Z", b"I")])
+        # It listened on a server now lost: told, as any listener.
+        assert_ended(self, a, "08006", LOST)
+        self.assertEqual([q for q in fake.queries if q.lower().startswith("listen")],
+                         ["listen pgw_cut"])
+
+    def test_error_then_lost(self):
+        fake = CutAfterAnswer(cut=["pgw_bad"], fail=["pgw_bad"])
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("listen pgw_bad"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "42601")
+        # It listens to nothing: it stays, and runs its next statement.
+        self.assertEqual(hz.simple_query(a, "select"), ([], []))
+        pt.wait_until(lambda: "event=notify_server_lost" in px.log(), 20, what="the loss logged")
+        self.assertEqual([q for q in fake.queries if q.lower().startswith("listen")],
+                         ["listen pgw_bad"])
 
 
 def bind_exec(stmt, describe=False):
@@ -1918,17 +2141,7 @@ class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
     def assert_ended(self, sock, before=()):
         """sock's next messages: those of types `before`, then FATAL 57P01
         and the end of the connection."""
-        got = []
-        sock.settimeout(20)
-        try:
-            while True:
-                got.append(hz.recv_msg(sock))
-        except (EOFError, ConnectionResetError):
-            pass
-        self.assertEqual([t for t, _ in got], list(before) + [b"E"], got)
-        f = hz.parse_fields(got[-1][1])
-        self.assertEqual((f["S"], f["C"]), ("FATAL", "57P01"), f)
-        self.assertIn("no room for a listening server", f["M"])
+        assert_ended(self, sock, "57P01", "no room for a listening server", before)
 
     def test_pool_size_lowered_to_one(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
