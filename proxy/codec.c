@@ -584,9 +584,11 @@ static bool hex_read(const char *p, const char *end, int n, uint32_t *v)
 /* The text of a U&"..." name ("" read as one quote already) decoded as
  * PostgreSQL's str_udeescape does: esc esc is esc, esc XXXX and esc
  * +XXXXXX a code point (1 to 10FFFF; UTF-16 surrogates only as a pair),
- * written as UTF-8 -- what the hub's server speaks.  false: one
- * PostgreSQL refuses, or longer than PGW_CHANNEL_MAX bytes. */
-static bool unicode_unescape(const char *in, size_t len, char esc, char out[PGW_CHANNEL_MAX + 1])
+ * written as UTF-8 -- what the hub's server speaks -- into out, *outlen
+ * bytes.  false: one PostgreSQL refuses, or longer than
+ * PGW_IDENT_FULL_MAX bytes. */
+static bool unicode_unescape(const char *in, size_t len, char esc,
+                             char out[PGW_IDENT_FULL_MAX + 1], size_t *outlen)
 {
     const char *p = in, *end = in + len;
     size_t n = 0;
@@ -594,7 +596,7 @@ static bool unicode_unescape(const char *in, size_t len, char esc, char out[PGW_
     while (p < end) {
         uint32_t c;
         if (*p != esc || (p + 1 < end && p[1] == esc)) {
-            if (first || n == PGW_CHANNEL_MAX)
+            if (first || n == PGW_IDENT_FULL_MAX)
                 return false;
             out[n++] = *p;
             p += *p == esc ? 2 : 1;
@@ -622,7 +624,7 @@ static bool unicode_unescape(const char *in, size_t len, char esc, char out[PGW_
         }
         char u[4];
         size_t k = pgw_utf8_encode(c, u);
-        if (n + k > PGW_CHANNEL_MAX)
+        if (n + k > PGW_IDENT_FULL_MAX)
             return false;
         memcpy(out + n, u, k);
         n += k;
@@ -630,6 +632,7 @@ static bool unicode_unescape(const char *in, size_t len, char esc, char out[PGW_
     if (first)
         return false;
     out[n] = '\0';
+    *outlen = n;
     return true;
 }
 
@@ -659,13 +662,14 @@ static bool uescape_read(const char **pp, const char *end, char *esc)
     return true;
 }
 
-/* A U&"..." name [UESCAPE 'c'] at *pp (its U&" checked) decoded into out,
- * as sql_ident. */
-static bool sql_uident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX + 1])
+/* A U&"..." name [UESCAPE 'c'] at *pp (its U&" checked) decoded into
+ * name, *n bytes. */
+static bool sql_uident(const char **pp, const char *end, char name[PGW_IDENT_FULL_MAX + 1],
+                       size_t *n)
 {
-    char raw[12 * (PGW_CHANNEL_MAX + 1)];  /* \D83D\DE00: 12 for 4 bytes */
+    char raw[3 * (PGW_IDENT_FULL_MAX + 1)];  /* \+01F600: 8 for 4 bytes */
     const char *p;
-    size_t n = 0;
+    size_t r = 0;
     for (p = *pp + 3;; p++) {
         if (p == end)
             return false;
@@ -675,35 +679,78 @@ static bool sql_uident(const char **pp, const char *end, char out[PGW_CHANNEL_MA
             else
                 break;
         }
-        if (*p == '\0' || n == sizeof(raw))
+        if (*p == '\0' || r == sizeof(raw))
             return false;
-        raw[n++] = *p;
+        raw[r++] = *p;
     }
     p++;
     char esc;
-    if (n == 0 || !uescape_read(&p, end, &esc) || !unicode_unescape(raw, n, esc, out))
+    if (r == 0 || !uescape_read(&p, end, &esc) || !unicode_unescape(raw, r, esc, name, n))
         return false;
     *pp = p;
     return true;
 }
 
-/* A name at *p as PostgreSQL reads it into out (at most PGW_CHANNEL_MAX
- * bytes): unquoted with its ASCII letters lowered, quoted as written (""
- * read as one quote), U&"..." [UESCAPE 'c'] decoded; a longer one cut to
- * PGW_CHANNEL_MAX bytes, as PostgreSQL truncates an identifier (NOTIFY's
- * too), when it is ASCII (else where PostgreSQL cuts it depends on the
- * database's encoding).  false: none, or one pgwharf does not read
- * (longer and not ASCII, empty, unterminated, a bad escape). */
-static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX + 1])
+/* Well-formed UTF-8, name[n] a NUL. */
+static bool utf8_valid(const char *name, size_t n)
 {
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = (unsigned char)name[i] < 0x80 ? 1
+                                                 : pgw_utf8_decode((const unsigned char *)name + i, &cp);
+        if (k == 0)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+/* name (n bytes, NUL-terminated) into out as PostgreSQL's
+ * truncate_identifier leaves it: cut to PGW_CHANNEL_MAX bytes when
+ * longer, at a character's boundary (pg_mbcliplen) -- for a name that is
+ * not ASCII only with utf8 (the database's encoding is UTF8: elsewhere
+ * the bytes PostgreSQL cuts are not these).  full, when not NULL, tells
+ * whether it was cut, and the whole name. */
+static bool ident_cut(const char *name, size_t n, bool utf8, char out[PGW_CHANNEL_MAX + 1],
+                      struct pgw_ident_full *full)
+{
+    size_t k = n;
+    if (n > PGW_CHANNEL_MAX) {
+        k = PGW_CHANNEL_MAX;
+        if (!pgw_pgenc_ascii(name, n)) {
+            if (!utf8 || !utf8_valid(name, n))
+                return false;
+            while (k > 0 && ((unsigned char)name[k] & 0xC0) == 0x80)
+                k--;                          /* a continuation byte: back to its start */
+        }
+    }
+    memcpy(out, name, k);
+    out[k] = '\0';
+    if (full) {
+        full->cut = k < n;
+        memcpy(full->name, name, n + 1);
+    }
+    return true;
+}
+
+/* A name at *p as PostgreSQL reads it into out: unquoted with its ASCII
+ * letters lowered, quoted as written ("" read as one quote), U&"..."
+ * [UESCAPE 'c'] decoded, then cut as PostgreSQL truncates an identifier
+ * (NOTIFY's too: ident_cut).  false: none, or one pgwharf does not read
+ * (empty, unterminated, a bad escape, longer than PGW_IDENT_FULL_MAX
+ * bytes, one ident_cut does not cut). */
+static bool sql_ident(const char **pp, const char *end, bool utf8, char out[PGW_CHANNEL_MAX + 1],
+                      struct pgw_ident_full *full)
+{
+    char name[PGW_IDENT_FULL_MAX + 1];
     const char *p = *pp;
     size_t n = 0;
-    bool cut = false, ascii = true;
     if (p == end)
         return false;
-    if (end - p > 2 && (*p == 'U' || *p == 'u') && p[1] == '&' && p[2] == '"')
-        return sql_uident(pp, end, out);
-    if (*p == '"') {
+    if (end - p > 2 && (*p == 'U' || *p == 'u') && p[1] == '&' && p[2] == '"') {
+        if (!sql_uident(&p, end, name, &n))
+            return false;
+    } else if (*p == '"') {
         for (p++;; p++) {
             if (p == end)
                 return false;                     /* unterminated */
@@ -713,13 +760,9 @@ static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX
                 else
                     break;
             }
-            if (*p == '\0')
+            if (*p == '\0' || n == PGW_IDENT_FULL_MAX)
                 return false;
-            ascii = ascii && (unsigned char)*p < 0x80;
-            if (n == PGW_CHANNEL_MAX)
-                cut = true;
-            else
-                out[n++] = *p;
+            name[n++] = *p;
         }
         p++;
         if (n == 0)
@@ -727,18 +770,16 @@ static bool sql_ident(const char **pp, const char *end, char out[PGW_CHANNEL_MAX
     } else if (ident_start((unsigned char)*p)) {
         for (; p < end && ident_cont((unsigned char)*p); p++) {
             char c = *p;
-            ascii = ascii && (unsigned char)c < 0x80;
-            if (n == PGW_CHANNEL_MAX)
-                cut = true;
-            else
-                out[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+            if (n == PGW_IDENT_FULL_MAX)
+                return false;
+            name[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
         }
     } else {
         return false;
     }
-    if (cut && !ascii)
+    name[n] = '\0';
+    if (!ident_cut(name, n, utf8, out, full))
         return false;
-    out[n] = '\0';
     *pp = p;
     return true;
 }
@@ -759,7 +800,8 @@ static bool sql_at_end(const char *p, const char *end)
     return p == end;
 }
 
-enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1])
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, bool utf8,
+                                      char chan[PGW_CHANNEL_MAX + 1], struct pgw_ident_full *full)
 {
     const char *p = sql, *end = sql + len;
     enum pgw_listen_kind kind;
@@ -774,7 +816,7 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW
     if (p < end && *p == '*' && kind == PGW_UNLISTEN) {
         kind = PGW_UNLISTEN_ALL;
         p++;
-    } else if (!sql_ident(&p, end, chan)) {
+    } else if (!sql_ident(&p, end, utf8, chan, full)) {
         return PGW_LISTEN_NONE;
     }
     return sql_at_end(p, end) ? kind : PGW_LISTEN_NONE;
@@ -795,7 +837,7 @@ bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX
     }
     if (sql_keyword(&p, end, "ALL"))
         return false;                    /* ALL is reserved: never a name */
-    return sql_ident(&p, end, name) && sql_at_end(p, end);
+    return sql_ident(&p, end, false, name, NULL) && sql_at_end(p, end);
 }
 
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
@@ -845,7 +887,7 @@ enum pgw_sp_kind pgw_sp_parse(const char *sql, size_t len, char name[PGW_CHANNEL
         return PGW_SP_NONE;
     }
     sql_skip_space(&p, end);
-    if (!sql_ident(&p, end, name) || !sql_at_end(p, end))
+    if (!sql_ident(&p, end, false, name, NULL) || !sql_at_end(p, end))
         name[0] = '\0';                  /* a name pgwharf does not read */
     return kind;
 }

@@ -87,15 +87,28 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
  * in any case, white space around, one optional ';' at the end.  The
  * channel goes to chan as PostgreSQL names it: an unquoted name with its
  * ASCII letters lowered, a quoted one as written ("" read as one quote),
- * a U&"..." one [UESCAPE 'c'] with its escapes decoded (to UTF-8).
- * Anything else -- comments, several statements, a name longer than
- * PGW_CHANNEL_MAX bytes (PostgreSQL would cut it), an empty quoted name,
- * an escape PostgreSQL refuses -- is PGW_LISTEN_NONE: the server reads
- * it.  sql is len bytes, no NUL among them.  Pure.
+ * a U&"..." one [UESCAPE 'c'] with its escapes decoded (to UTF-8); one
+ * longer than PGW_CHANNEL_MAX bytes cut as PostgreSQL's
+ * truncate_identifier cuts it: to PGW_CHANNEL_MAX bytes when ASCII, else
+ * (sql in UTF-8) at the last character that fits (pg_mbcliplen) when
+ * utf8 says the database's encoding is UTF8.  full (NULL: not wanted)
+ * then says whether it was cut and holds the whole name, which
+ * PostgreSQL's NOTICE 42622 names.  Anything else -- comments, several
+ * statements, a longer name not ASCII without utf8 (where PostgreSQL
+ * cuts it depends on the database's encoding), one over
+ * PGW_IDENT_FULL_MAX bytes, an empty quoted name, an escape PostgreSQL
+ * refuses -- is PGW_LISTEN_NONE: the server reads it.  sql is len bytes,
+ * no NUL among them.  Pure.
  */
 #define PGW_CHANNEL_MAX 63
+#define PGW_IDENT_FULL_MAX 1023
+struct pgw_ident_full {
+    bool cut;                             /* longer than PGW_CHANNEL_MAX bytes */
+    char name[PGW_IDENT_FULL_MAX + 1];    /* the whole name */
+};
 enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
-enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, char chan[PGW_CHANNEL_MAX + 1]);
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, bool utf8,
+                                      char chan[PGW_CHANNEL_MAX + 1], struct pgw_ident_full *full);
 
 /*
  * A simple Query's text that is one "DEALLOCATE [PREPARE] name" and nothing

@@ -484,8 +484,17 @@ static const struct pgw_pgenc_conv *client_conv(const struct pgw_session *s)
     return enc ? pgw_pgenc_get(&s->px->notify_enc, enc) : NULL;
 }
 
+/* s's database cuts a long name as UTF-8 (pgw_listen_parse). */
+static bool server_utf8(const struct pgw_session *s)
+{
+    const char *enc = s->pool ? pgw_params_get(pgw_pool_defaults(s->pool), "server_encoding")
+                              : NULL;
+    return enc && strcmp(enc, "UTF8") == 0;
+}
+
 enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
-                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted)
+                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted,
+                                      struct pgw_ident_full *full)
 {
     *converted = false;
     /* The relay offers every Query and Parse whose text starts with white
@@ -496,7 +505,7 @@ enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *s
         return PGW_LISTEN_NONE;
     const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(sql, len) ? NULL : client_conv(s);
     if (!c)
-        return pgw_listen_parse(sql, len, chan);
+        return pgw_listen_parse(sql, len, server_utf8(s), chan, full);
     if (len > NOTIFY_STMT_MAX)
         return PGW_LISTEN_NONE;
     char utf8[4 * NOTIFY_STMT_MAX];
@@ -504,7 +513,23 @@ enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *s
     if (n < 0)
         return PGW_LISTEN_NONE;
     *converted = true;
-    return pgw_listen_parse(utf8, (size_t)n, chan);
+    return pgw_listen_parse(utf8, (size_t)n, server_utf8(s), chan, full);
+}
+
+void pgw_notify_truncated(const struct pgw_session *s, struct pgw_wbuf *b,
+                          const struct pgw_ident_full *full, const char *chan)
+{
+    if (!full->cut)
+        return;
+    char msg[PGW_IDENT_FULL_MAX + PGW_CHANNEL_MAX + 64];
+    int n = snprintf(msg, sizeof(msg), "identifier \"%s\" will be truncated to \"%s\"",
+                     full->name, chan);
+    const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(msg, (size_t)n) ? NULL : client_conv(s);
+    char conv[4 * sizeof(msg)];
+    ssize_t k = c ? pgw_pgenc_convert(c->to_client, msg, (size_t)n, conv, sizeof(conv) - 1) : -1;
+    if (k >= 0)
+        conv[k] = '\0';
+    pgw_wire_notice(b, "42622", k >= 0 ? conv : msg);
 }
 
 /* A NotificationResponse in one client encoding, made once per fan-out
@@ -1274,7 +1299,8 @@ int pgw_notify_query(struct pgw_session *s)
         return deallocate_query(s, sql, len - 1, total);
     char chan[PGW_CHANNEL_MAX + 1];
     bool converted;
-    enum pgw_listen_kind kind = pgw_notify_parse(s, sql, len - 1, chan, &converted);
+    struct pgw_ident_full full = { .cut = false };
+    enum pgw_listen_kind kind = pgw_notify_parse(s, sql, len - 1, chan, &converted, &full);
     if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
         return 0;
     struct pgw_proxy *px = s->px;
@@ -1282,12 +1308,19 @@ int pgw_notify_query(struct pgw_session *s)
         return 0;
     s->query_count++;
     px->total_query++;
+    /* A name PostgreSQL cuts: its NOTICE first, as its scanner sends it. */
+    struct pgw_wbuf notice;
+    pgw_wbuf_init(&notice);
+    pgw_notify_truncated(s, &notice, &full, chan);
     if (kind != PGW_LISTEN) {
         pgw_iobuf_cut(b, b->parsed, total);
         struct pgw_notify_sub *sub = s->notify;
         if (sub)
             pgw_notify_unlisten(sub, kind, chan);
-        reply_local(s, "UNLISTEN");
+        pgw_wire_command_complete(&notice, "UNLISTEN");
+        pgw_wire_ready(&notice, 'I');
+        pgw_session_send(s, &notice);
+        pgw_wbuf_deinit(&notice);
         if (s->state == PGW_SS_CLOSING)
             return -1;
         if (sub && sub_empty(sub))
@@ -1295,13 +1328,17 @@ int pgw_notify_query(struct pgw_session *s)
         return 1;
     }
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-    /* The client's text as it wrote it; in the hub's form once converted. */
-    struct notify_req *r = !sub ? NULL : converted ? pgw_notify_listen_req(chan)
-                                                   : req_new(s, sql, chan, true);
-    if (!r) {
+    /* The client's text as it wrote it; in the hub's form once converted,
+     * or cut (its NOTICE is pgwharf's, in the client's encoding). */
+    struct notify_req *r = !sub ? NULL : converted || full.cut ? pgw_notify_listen_req(chan)
+                                                               : req_new(s, sql, chan, true);
+    if (!r || notice.failed || (notice.len > 0 && !pgw_notify_send(s, notice.data, notice.len))) {
+        pgw_wbuf_deinit(&notice);
+        free(r);
         pgw_session_close(s, "53200", "out of memory");
         return -1;
     }
+    pgw_wbuf_deinit(&notice);
     pgw_iobuf_cut(b, b->parsed, total);
     pgw_notify_ask(s, r);
     return s->state == PGW_SS_CLOSING ? -1 : 1;
@@ -1878,7 +1915,7 @@ static bool tx_statement(struct pgw_session *s, struct tx_stmts *st, const char 
 {
     char chan[PGW_CHANNEL_MAX + 1];
     bool converted;
-    enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted);
+    enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted, NULL);
     if (kind == PGW_LISTEN_NONE && st->sps && pgw_sp_may_be(p, n)) {
         struct notify_spcmd *c = &st->cmds[st->ncmds < 16 ? st->ncmds : 15];
         c->kind = pgw_sp_parse(p, n, c->name);

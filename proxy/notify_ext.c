@@ -128,9 +128,10 @@ void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 /* ---- reading the batch ---- */
 
 /* The Parse at the head of the batch, read: 1 a lone LISTEN/UNLISTEN
- * without parameters (into v), 0 another statement. */
+ * without parameters (into v, and into full its name as written when
+ * PostgreSQL cuts it), 0 another statement. */
 static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
-                        struct notify_vstmt *v)
+                        struct notify_vstmt *v, struct pgw_ident_full *full)
 {
     uint32_t pos = 0;
     int nparams;
@@ -145,7 +146,7 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
         return 0;
     snprintf(v->name, sizeof(v->name), "%s", name);
     bool converted;     /* the hub runs its own LISTEN "chan" here anyway */
-    v->kind = pgw_notify_parse(s, sql, strlen(sql), v->chan, &converted);
+    v->kind = pgw_notify_parse(s, sql, strlen(sql), v->chan, &converted, full);
     return v->kind != PGW_LISTEN_NONE;
 }
 
@@ -177,9 +178,12 @@ struct ext_batch {
 
 static bool ext_parse(struct ext_batch *x, const struct fe_msg *m)
 {
-    if (x->have || !parse_listen(x->s, m, &x->cur))
+    struct pgw_ident_full full = { .cut = false };
+    if (x->have || !parse_listen(x->s, m, &x->cur, &full))
         return false;
     x->have = x->parsed = true;
+    /* PostgreSQL's scanner reads the name at the Parse: its NOTICE there. */
+    pgw_notify_truncated(x->s, &x->out, &full, x->cur.chan);
     pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_PARSE_COMPLETE));
     return true;
 }

@@ -134,7 +134,16 @@ struct pgw_notify_sub {
  * run sql as it is).  PGW_LISTEN_NONE when not a lone LISTEN or UNLISTEN,
  * or when the text does not convert (the server reports it). */
 enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
-                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted);
+                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted,
+                                      struct pgw_ident_full *full);
+
+/* PostgreSQL's NOTICE 42622 for a channel name it cuts (full, from
+ * pgw_notify_parse, cut to chan), in s's client_encoding, onto b; nothing
+ * when the name was not cut.  pgwharf sends it where it answers or runs
+ * the statement for the client, as PostgreSQL's scanner does: before
+ * the Parse's ParseComplete, the Query's CommandComplete. */
+void pgw_notify_truncated(const struct pgw_session *s, struct pgw_wbuf *b,
+                          const struct pgw_ident_full *full, const char *chan);
 
 /* The first n bytes of a statement's text could start LISTEN or UNLISTEN. */
 bool pgw_notify_may_be_listen(const char *sql, size_t n);

@@ -101,11 +101,18 @@ static size_t one_startup(const uint8_t *buf, size_t len, int *kind)
 static void listen_statement(const uint8_t *sql, size_t len)
 {
     char chan[PGW_CHANNEL_MAX + 1];
+    struct pgw_ident_full full;
     memset(chan, 0x5a, sizeof(chan));
-    enum pgw_listen_kind k = pgw_listen_parse((const char *)sql, len, chan);
+    memset(&full, 0x5a, sizeof(full));
+    enum pgw_listen_kind k = pgw_listen_parse((const char *)sql, len, len & 1, chan, &full);
     if (k == PGW_LISTEN || k == PGW_UNLISTEN) {
         size_t n = strnlen(chan, sizeof(chan));
         if (n == 0 || n > PGW_CHANNEL_MAX || n > len)
+            abort();
+        /* the whole name starts with the cut one, longer when cut */
+        size_t f = strnlen(full.name, sizeof(full.name));
+        if (f == sizeof(full.name) || strncmp(full.name, chan, n) != 0 ||
+            full.cut != (f > n) || (full.cut && n + 4 <= PGW_CHANNEL_MAX))
             abort();
     } else if (k != PGW_LISTEN_NONE && k != PGW_UNLISTEN_ALL) {
         abort();

@@ -215,7 +215,11 @@ class TestFanOut(NotifyCase):
                 self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
                 self.pg.psql("select pg_notify('%s', 'again')" % chan)
                 self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "again")])
-                self.listen(a, 'unlisten "%s"' % (long.upper() if n == 1 else long))
+                # PostgreSQL's NOTICE 42622 for the cut name, as for LISTEN.
+                a.sendall(hz.query_msg('unlisten "%s"' % (long.upper() if n == 1 else long)))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"N", b"C", b"Z"], got)
+                self.assertEqual(hz.parse_fields(got[0][1])["C"], "42622")
                 a.close()
         pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
 
@@ -1932,6 +1936,101 @@ class TestExtendedProtocol(NotifyCase):
             finally:
                 a.terminate()
         asyncio.run(run())
+
+
+class TestLongNames(NotifyCase):
+    """A channel name over 63 bytes, as PostgreSQL 15 (in a UTF8 database)
+    truncates it: at 63 bytes, or at the last whole character before
+    (pg_mbcliplen), with NOTICE 42622 "identifier ... will be truncated
+    to ...".  pgwharf ran a non-ASCII one on the client's own server
+    (closed when given back: the client was deaf between transactions),
+    and answered an UNLISTEN of a long name, or the Parse of a LISTEN,
+    without the NOTICE.  Each exchange is run on a direct connection and
+    through pgwharf, and their messages compared."""
+
+    E = "\u00e9"
+
+    def direct(self, **params):
+        s = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, **params)
+        return s
+
+    @staticmethod
+    def exchange(sock, data, n=1):
+        """data sent on sock, then its messages up to the n-th
+        ReadyForQuery: types, and (S, C, M) of a notice or error."""
+        sock.sendall(data)
+        out = []
+        for _ in range(n):
+            for t, body in hz.read_until_ready(sock):
+                if t in (b"N", b"E"):
+                    f = hz.parse_fields(body)
+                    out.append((t, f["S"], f["C"], f["M"]))
+                else:
+                    out.append((t, body))
+        return out
+
+    def compare(self, data, n=1, **params):
+        d = self.direct(**params)
+        want = self.exchange(d, data, n)
+        d.close()
+        a = login(self, self.px, **params)
+        got = self.exchange(a, data, n)
+        self.assertEqual(got, want)
+        return a, got
+
+    def test_as_postgresql_names_and_tells_it(self):
+        e40, e29 = "pgw_" + self.E * 40, "pgw_" + self.E * 29      # 84 and 62 bytes
+        esc = 'U&"pgw_' + "\\00e9" * 35 + '"'
+        for sql, chan, notify in (
+                ("listen pgw_" + "x" * 70, "pgw_" + "x" * 59, "pgw_" + "x" * 70),
+                ('LISTEN "%s"' % e40, e29, '"%s"' % e40),
+                ("listen %s" % e40, e29, e40),
+                ("LISTEN " + esc, e29, '"%s"' % e29)):
+            with self.subTest(sql=sql):
+                a, got = self.compare(hz.query_msg(sql))
+                self.assertEqual([x[0] for x in got], [b"N", b"C", b"Z"], got)
+                self.assertEqual(got[0][1:3], ("NOTICE", "42622"))
+                # It listens on the name PostgreSQL uses (NOTIFY's cut too).
+                self.pg.psql("notify %s, 'cut'" % notify)
+                self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "cut")])
+                # Between transactions: the hub's, not the server's it ran on.
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                self.pg.psql("notify %s, 'again'" % notify)
+                self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(chan, "again")])
+                # An UNLISTEN of the long name: pgwharf's answer, its NOTICE too.
+                unlisten = hz.query_msg("UN" + sql)
+                d = self.direct()
+                self.exchange(d, hz.query_msg(sql))
+                self.assertEqual(self.exchange(a, unlisten), self.exchange(d, unlisten))
+                d.close()
+                a.close()
+                pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+
+    def test_extended_protocol(self):
+        # PostgreSQL's scanner reads the name at the Parse: the NOTICE
+        # comes before its ParseComplete.
+        e40 = "pgw_" + self.E * 40
+        data = (hz.parse_msg("", 'LISTEN "%s"' % e40) + hz.msg(b"S") +
+                bind_exec(""))
+        a, got = self.compare(data, 2)
+        self.assertEqual([x[0] for x in got], [b"N", b"1", b"Z", b"2", b"C", b"Z"], got)
+        self.pg.psql("notify \"%s\", 'ext'" % e40)
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)],
+                         [("pgw_" + self.E * 29, "ext")])
+
+    def test_in_the_clients_encoding(self):
+        # A LATIN1 client: its name converted (40 bytes here, 80 in UTF-8),
+        # the NOTICE converted back.
+        sql = ('LISTEN "pgw_%s"' % (self.E * 40)).encode("latin1") + b"\0"
+        a, got = self.compare(hz.msg(b"Q", sql), client_encoding="LATIN1")
+        self.assertEqual([x[0] for x in got], [b"N", b"C", b"Z"], got)
+        self.pg.psql("notify \"pgw_%s\", 'latin1'" % (self.E * 40))
+        a.settimeout(20)
+        t, body = hz.recv_msg(a)
+        self.assertEqual(t, b"A")
+        self.assertEqual(body[4:].split(b"\0")[0], ("pgw_" + self.E * 29).encode("latin1"))
 
 
 class TestUnicodeEscapeNames(NotifyCase):

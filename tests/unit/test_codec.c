@@ -419,7 +419,7 @@ static void test_dollar_tag(void **state)
 
 static enum pgw_listen_kind lp(const char *sql, char *chan)
 {
-    return pgw_listen_parse(sql, strlen(sql), chan);
+    return pgw_listen_parse(sql, strlen(sql), false, chan, NULL);
 }
 
 static void test_listen_parse(void **state)
@@ -472,10 +472,85 @@ static void test_listen_parse(void **state)
     assert_int_equal(lp(max, chan), PGW_LISTEN);
     assert_int_equal(strlen(chan), 63);
     /* len bounds the text: what follows is not read */
-    assert_int_equal(pgw_listen_parse("LISTEN ab; select 1", 10, chan), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse("LISTEN ab; select 1", 10, false, chan, NULL), PGW_LISTEN);
     assert_string_equal(chan, "ab");
     /* a NUL inside is not white space */
-    assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, chan), PGW_LISTEN_NONE);
+    assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, false, chan, NULL), PGW_LISTEN_NONE);
+}
+
+/* A name over 63 bytes as PostgreSQL 15's truncate_identifier cuts it in
+ * a UTF8 database (pg_mbcliplen: at the last whole character), with the
+ * whole name for its NOTICE 42622; the cut names checked against psql on
+ * a UTF8 cluster. */
+static void test_listen_parse_cut(void **state)
+{
+    (void)state;
+    char chan[PGW_CHANNEL_MAX + 1];
+    struct pgw_ident_full full;
+    char e29[64] = "", e40[100] = "", u35[300] = "";
+    for (int i = 0; i < 29; i++)
+        strcat(e29, "\xc3\xa9");                   /* "pgw_" and 29 of them: 62 bytes */
+    for (int i = 0; i < 40; i++)
+        strcat(e40, "\xc3\xa9");
+    for (int i = 0; i < 35; i++)
+        strcat(u35, "\\00e9");
+    char sql[600], want_full[200];
+    struct { const char *fmt, *arg; } ok[] = {
+        { "LISTEN \"pgw_%s\"", e40 },               /* quoted */
+        { "listen pgw_%s", e40 },                   /* unquoted: high bytes as they are */
+        { "UNLISTEN U&\"pgw_%s\"", u35 },           /* decoded, then cut */
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        snprintf(sql, sizeof(sql), ok[i].fmt, ok[i].arg);
+        memset(&full, 'z', sizeof(full));
+        assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full),
+                         i == 2 ? PGW_UNLISTEN : PGW_LISTEN);
+        snprintf(want_full, sizeof(want_full), "pgw_%s", e29);
+        assert_string_equal(chan, want_full);
+        assert_true(full.cut);
+        snprintf(want_full, sizeof(want_full), "pgw_%s", i == 2 ? e29 : e40);
+        if (i == 2) {                               /* 35 decoded */
+            char e35[100] = "";
+            for (int k = 0; k < 35; k++)
+                strcat(e35, "\xc3\xa9");
+            snprintf(want_full, sizeof(want_full), "pgw_%s", e35);
+        }
+        assert_string_equal(full.name, want_full);
+        /* Not UTF8 (where the database cuts is unknown): not read. */
+        assert_int_equal(pgw_listen_parse(sql, strlen(sql), false, chan, NULL), PGW_LISTEN_NONE);
+    }
+    /* A 4-byte character across byte 63: cut before it. */
+    snprintf(sql, sizeof(sql), "LISTEN \"%.61s\xf0\x9f\x98\x80\"",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 61);
+    assert_true(full.cut);
+    /* 63 bytes fit: not cut. */
+    snprintf(sql, sizeof(sql), "LISTEN \"pgw_%s\xc3\xa9" "a\"", e29);    /* 4 + 58 + 3 = 65 */
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 62);
+    snprintf(sql, sizeof(sql), "LISTEN \"pgw_%sa\"", e29);             /* 63 */
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 63);
+    assert_false(full.cut);
+    /* ASCII: cut whatever the encoding, and said so. */
+    char ascii[100] = "LISTEN ";
+    memset(ascii + 7, 'a', 68);
+    ascii[75] = '\0';
+    assert_int_equal(pgw_listen_parse(ascii, strlen(ascii), false, chan, &full), PGW_LISTEN);
+    assert_true(full.cut);
+    assert_int_equal(strlen(chan), 63);
+    assert_int_equal(strlen(full.name), 68);
+    /* Not valid UTF-8 past the cut: the server reports it. */
+    snprintf(sql, sizeof(sql), "LISTEN \"pgw_%s\xc3\xa9\xff\"", e29);
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN_NONE);
+    /* Longer than PGW_IDENT_FULL_MAX: not read. */
+    char big[PGW_IDENT_FULL_MAX + 20] = "LISTEN ";
+    memset(big + 7, 'a', PGW_IDENT_FULL_MAX + 1);
+    big[7 + PGW_IDENT_FULL_MAX + 1] = '\0';
+    assert_int_equal(pgw_listen_parse(big, strlen(big), true, chan, &full), PGW_LISTEN_NONE);
+    big[7 + PGW_IDENT_FULL_MAX] = '\0';
+    assert_int_equal(pgw_listen_parse(big, strlen(big), true, chan, &full), PGW_LISTEN);
 }
 
 /* U&"..." names: their escapes decoded as PostgreSQL does, to UTF-8; one
@@ -733,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_options_long_and_hostile),
         cmocka_unit_test(test_dollar_tag),
         cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_listen_parse_cut),
         cmocka_unit_test(test_listen_parse_unicode_escapes),
         cmocka_unit_test(test_sp_parse),
         cmocka_unit_test(test_deallocate_parse),
