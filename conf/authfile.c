@@ -134,6 +134,10 @@ static int finish(struct auth_parse *ap, struct conf_report *rep, const char *na
             continue;
         }
         af->entries[af->n++] = l->e;
+        if (*l->e.secret)
+            af->nsecret++;
+        if (strncmp(l->e.secret, "SCRAM-SHA-256$", 14) == 0)
+            af->nscram++;
     }
     ap->n = 0;
     *out = af;

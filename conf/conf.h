@@ -445,6 +445,8 @@ struct pgw_auth_entry {
 struct pgw_auth_file {
     struct pgw_auth_entry *entries;
     int n;
+    int nsecret;                 /* entries with a non-empty secret */
+    int nscram;                  /* of those, SCRAM verifiers */
 };
 int pgw_authfile_load(const char *path, struct pgw_auth_file **out, struct pgw_conf_diag *diag);
 int pgw_authfile_parse(const char *name, const char *text, struct pgw_auth_file **out,

@@ -329,6 +329,20 @@ static void offer_mechanisms(struct pgw_session *s, struct pgw_scram_server *scr
         send_auth_request(s, AUTH_SASL, plain, sizeof(plain));
 }
 
+/* Under md5, a user with no secret (unknown, or without a password) must
+ * be asked what the real users are asked, or the request itself tells
+ * them apart.  PostgreSQL asks such a user for its password_encryption
+ * (scram-sha-256 since 14).  Here: SCRAM when auth_query looked the user
+ * up (pg_authid's secrets: SCRAM verifiers by that default), or when at
+ * least half the auth_file's secrets are SCRAM verifiers; md5 otherwise. */
+static bool mock_with_scram(const struct pgw_session *s)
+{
+    const struct pgw_auth_file *af = s->px->auth;
+    if (s->auth_state && s->auth_state->aq_done)
+        return true;
+    return af && af->nscram > 0 && 2 * af->nscram >= af->nsecret;
+}
+
 /* Ask for a password with `method`; hba_line is the rule that chose it. */
 static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
 {
@@ -337,7 +351,7 @@ static void begin(struct pgw_session *s, enum auth_method method, int hba_line)
         return;
     }
     const char *secret = lookup_secret(s);
-    if (method == AM_MD5 && secret && pgw_scram_is_secret(secret))
+    if (method == AM_MD5 && (secret ? pgw_scram_is_secret(secret) : mock_with_scram(s)))
         method = AM_SCRAM;           /* as PostgreSQL does */
     struct pgw_auth_state *st = state_get(s);     /* keeps auth_query's answer */
     if (!st)

@@ -436,10 +436,17 @@ class TestMd5AndPlain(AuthTestCase):
         self.assertEqual(seen["after"], 0)
         self.assert_all_clients_log_in(px, user, pw)
         self.assertIn("password authentication failed", self.psql_error(px, user, "bad"))
-        # Unknown users still get md5, and the same failure.
-        self.assertEqual(self.raw_scram(px, "ghost", "x")["request"], 5)
+        # An unknown user is asked what the users of the file are (SCRAM
+        # here: md5 would tell it is unknown), and fails alike.
+        self.assertEqual(self.raw_scram(px, "ghost", "x")["request"], 10)
         self.assertIn('password authentication failed for user "ghost"',
                       self.psql_error(px, "ghost", "bad"))
+        px.stop()
+        # With mostly md5 and plaintext secrets it is asked for md5.
+        px = self.start("md5", {user: self.pg_verifier(user), "u2": md5_secret("u2", "x"),
+                                "u3": "plain"}, databases=self.app_databases())
+        self.assertEqual(self.raw_scram(px, "u2", "x")["request"], 5)
+        self.assertEqual(self.raw_scram(px, "ghost", "x")["request"], 5)
 
     def test_plain_with_every_secret(self):
         user, pw = self.app()

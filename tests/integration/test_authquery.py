@@ -129,6 +129,23 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(self.lookups(px, ghost, "not_found"), 1)    # cached since
         self.assertRegex(px.log(), r"event=auth_failed .*user=%s .*reason=" % ghost)
 
+    def test_md5_asks_an_unknown_user_what_it_asks_a_real_one(self):
+        # Under md5 a role with a SCRAM verifier is run through SCRAM (as
+        # PostgreSQL does).  A role auth_query does not find was asked for
+        # md5 instead: the first request alone told who exists.  As
+        # PostgreSQL (password_encryption scram-sha-256), it gets SCRAM too.
+        role = self.make_role("dave", "dave_pw")
+        ghost = "aq_%d_ghost" % os.getpid()
+        px = self.start_aq(databases=dict(self.db_with_password("dave_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_type="md5")
+        for who in (role, ghost):
+            seen = self.raw_scram(px, who, "bad", db="aqdb")
+            self.assertEqual(seen["request"], 10, who)       # AuthenticationSASL
+            self.assertIn("server_first", seen)
+            self.assertEqual(seen["error"]["C"], "28P01")
+        self.assertEqual(self.current_user(px, role, "dave_pw", "aqdb"), role)
+
     def test_null_password_fails_like_a_wrong_one(self):
         role = self.make_role("nopw", password=None)
         px = self.start_aq(databases=dict(self.db_with_password("x"),
