@@ -620,6 +620,25 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
     return true;
 }
 
+/* A client beyond max_client_conn (or the open-files cap): refused, as
+ * PgBouncer does, unless it is for the admin console, which PgBouncer
+ * lets in so that a full pooler can still be looked at and managed.  It
+ * then counts as a client like any other.  False when it was closed. */
+static bool take_over_limit(struct pgw_session *s)
+{
+    struct pgw_proxy *px = s->px;
+    if (!s->is_admin) {
+        pgw_session_close(s, "53300", "no more connections allowed (%s)",
+                          px->client_cap < px->cfg->max_client_conn ? "open-files limit"
+                                                                    : "max_client_conn");
+        return false;
+    }
+    s->over_limit = false;
+    px->nrejecting--;
+    px->nclients++;
+    return true;
+}
+
 static void handle_startup(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -674,12 +693,6 @@ static void handle_startup(struct pgw_session *s)
                           pgw_tls_mode_name(s->px->cfg->client_tls_sslmode));
         return;
     }
-    if (s->over_limit) {
-        pgw_session_close(s, "53300", "no more connections allowed (%s)",
-                          s->px->client_cap < s->px->cfg->max_client_conn ? "open-files limit"
-                                                                          : "max_client_conn");
-        return;
-    }
     s->user = strdup(st.user);
     s->database = strdup(st.database);
     if (!s->user || !s->database) {
@@ -713,6 +726,8 @@ static void handle_startup(struct pgw_session *s)
         pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
         return;
     }
+    if (s->over_limit && !take_over_limit(s))
+        return;
     s->state = PGW_SS_AUTH;
     pgw_auth_start(s);
 }

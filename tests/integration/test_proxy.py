@@ -734,6 +734,36 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
             a.close()
             b.close()
 
+    def test_the_console_is_reachable_when_full(self):
+        # As PgBouncer ("dont limit admin db"): beyond max_client_conn a
+        # client of a pool gets 53300, but the admin console still lets an
+        # admin in, so a full pooler can be looked at (SHOW CLIENTS) and
+        # managed.  It was refused like any other.
+        px = self.start_pgwharf(settings={"max_client_conn": 1, "tcp_defer_accept": 0})
+        held = []
+        self.addCleanup(lambda: [c.close() for c in held])
+
+        def hold():                  # the start-up probe may still hold the slot
+            try:
+                held.append(connect(px))
+                return True
+            except psycopg2.OperationalError:
+                return False
+        pt.wait_until(hold, what="a client in the only slot")
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            connect(px)
+        self.assertIn("no more connections allowed (max_client_conn)", str(cm.exception))
+        console = self.console_conn(px)
+        names, rows = pt.show_table(console, "LISTS")
+        rows = {r[names[0]]: r[names[1]] for r in rows}
+        self.assertEqual(rows["used_clients"], 2)       # the client and the console
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            connect(px)                                 # still full for a pool
+        self.assertIn("no more connections allowed (max_client_conn)", str(cm.exception))
+        console.close()
+        held.pop().close()
+        pt.wait_until(lambda: hold(), what="the slot free again")
+
     def test_statement_mode_refuses_transactions(self):
         px = self.start_pgwharf(settings={"pool_mode": "statement", "default_pool_size": 2})
         conn = connect(px)
