@@ -95,8 +95,10 @@ bool pgw_scram_verify_plain(const struct pgw_scram_secret *s, const char *passwo
  * Extended-A, Greek, Cyrillic, CJK ideographs of Unicode 3.2, kana, Hangul
  * syllables) and the common compatibility characters (fullwidth ASCII,
  * superscript digits, ordinal indicators, fractions, the micro sign, the
- * f-ligatures, long s, IJ, L-dot, n-apostrophe, spacing diacritics).
- * Anything else (combining marks, other scripts) gives
+ * f-ligatures, long s, IJ, L-dot, n-apostrophe, spacing diacritics), and
+ * the canonical composition of such a character with the combining marks
+ * that make another of them ("e" U+0301 is U+00E9, kana with the voiced
+ * sound marks).  Anything else (other combining marks, other scripts) gives
  * PGW_SASLPREP_UNSUPPORTED and the caller uses the raw password, as it does
  * on failure: such a password works when stored as a verifier taken from
  * pg_authid, but may not when stored in plaintext.

@@ -375,6 +375,17 @@ class TestScram(AuthTestCase):
         self.assertNotEqual(salt("ghost"), salt("ghost2"))
         self.assertEqual(salt(user), salt(user))     # plaintext: per-user salt too
 
+    def test_plaintext_secret_with_a_combining_accent(self):
+        # libpq SASLpreps the password before SCRAM (NFKC: "e" + U+0301 is
+        # U+00E9), as PostgreSQL does when it makes a verifier.  pgwharf
+        # made the verifier of a plaintext secret from the raw bytes when it
+        # met a combining mark, so the right password was refused.
+        user, _ = self.app()
+        px = self.start("scram-sha-256", {user: "e\u0301tude"}, databases=self.app_databases())
+        self.assertEqual(self.via_psql(px, user, "e\u0301tude"), user)
+        self.assertEqual(self.via_psql(px, user, "\u00e9tude"), user)    # the same once prepped
+        self.assertIn("password authentication failed", self.psql_error(px, user, "etude"))
+
     def test_malformed_exchanges(self):
         user, pw = self.app()
         px = self.start("scram-sha-256", {user: pw})

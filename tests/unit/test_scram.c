@@ -763,7 +763,15 @@ static void test_saslprep(void **state)
         { "\xEF\xBC\xA1\xEF\xBD\x9E", PGW_SASLPREP_OK, "A~" },    /* fullwidth */
         { "\xC2\xB5", PGW_SASLPREP_OK, "\xCE\xBC" },              /* micro sign */
         { "\xC3\xA9t\xC3\xA9", PGW_SASLPREP_OK, "\xC3\xA9t\xC3\xA9" },
-        { "e\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },          /* combining acute */
+        { "e\xCC\x81", PGW_SASLPREP_OK, "\xC3\xA9" },             /* e + combining acute */
+        { "\xCE\xB9\xCC\x88\xCC\x81", PGW_SASLPREP_OK, "\xCE\x90" }, /* iota, diaeresis, acute */
+        { "\xEF\xBC\xA5\xCC\x81x", PGW_SASLPREP_OK, "\xC3\x89x" },   /* fullwidth E + acute */
+        { "\xE3\x81\x8B\xE3\x82\x99", PGW_SASLPREP_OK, "\xE3\x81\x8C" }, /* ka + voiced mark */
+        { "I\xC2\xAD\xCC\x81", PGW_SASLPREP_OK, "\xC3\x8D" },        /* soft hyphen between */
+        { "e\xCC\x81\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },  /* a second acute */
+        { "x\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },          /* no such composition */
+        { "\xC2\xAA\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },  /* after a compatibility map */
+        { "\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },           /* a mark alone */
         { "\xC3\xA9\x07", PGW_SASLPREP_PROHIBITED, NULL },        /* control character */
         { "\xC3\xA9\xEE\x80\x80", PGW_SASLPREP_PROHIBITED, NULL },/* private use */
         { "\xE2\x80\x8E\xC3\xA9", PGW_SASLPREP_PROHIBITED, NULL },/* LRM */
