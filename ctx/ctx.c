@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 
 /* Objects kept for reuse per tree.  Off under AddressSanitizer so that a
@@ -37,9 +38,6 @@
 #ifndef CTX_FREE_MAX
 #define CTX_FREE_MAX 256
 #endif
-
-/* libev's own threshold for telling a wall-clock jump from jitter. */
-#define CTX_CLOCK_JUMP 1.0
 
 struct ctx_tree {
     struct ev_loop *loop;
@@ -215,19 +213,19 @@ static void end_subtree(struct pgw_ctx *top, int err)
 }
 
 /*
- * A deadline is on the ev_now() clock but the timer runs on libev's
- * monotonic clock; the two can disagree by rounding and drift, so a timer
- * that fires a hair early is re-armed for the rest, and ev_now() is never
- * before the deadline of an expired context.  A larger gap means the wall
- * clock jumped back: the duration has elapsed, so expire anyway.
+ * A deadline is on the loop's monotonic clock (pgw_mono_now(), read once
+ * per iteration) and the timer on libev's, read a moment earlier in the
+ * same iteration: a timer that fires a hair early is re-armed for the
+ * rest, so pgw_mono_now() is never before the deadline of an expired
+ * context.  Neither clock moves with the wall clock.
  */
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_ctx *c = pgw_container_of(w, struct pgw_ctx, timer);
-    ev_tstamp left = c->deadline - ev_now(loop);
+    ev_tstamp left = c->deadline - pgw_mono_now(loop);
 
     (void)revents;
-    if (left > 0 && left < CTX_CLOCK_JUMP) {
+    if (left > 0) {
         ev_timer_set(w, left, 0.);
         ev_timer_start(loop, w);
         return;
@@ -290,14 +288,14 @@ struct pgw_ctx *pgw_ctx_with_deadline(struct pgw_ctx *parent, ev_tstamp deadline
     c->deadline = deadline;
     c->owns_timer = true;
     /* Already past: a 0 delay fires on the next iteration, not now. */
-    ev_timer_set(&c->timer, fmax(deadline - ev_now(loop), 0.), 0.);
+    ev_timer_set(&c->timer, fmax(deadline - pgw_mono_now(loop), 0.), 0.);
     ev_timer_start(loop, &c->timer);
     return c;
 }
 
 struct pgw_ctx *pgw_ctx_with_timeout(struct pgw_ctx *parent, ev_tstamp timeout)
 {
-    return pgw_ctx_with_deadline(parent, ev_now(parent->tree->loop) + timeout);
+    return pgw_ctx_with_deadline(parent, pgw_mono_now(parent->tree->loop) + timeout);
 }
 
 struct pgw_ctx *pgw_ctx_with_value(struct pgw_ctx *parent, const void *key, void *value)

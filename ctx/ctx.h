@@ -53,9 +53,10 @@ struct pgw_ctx_sub {
 struct pgw_ctx *pgw_ctx_background(struct ev_loop *loop);
 
 struct pgw_ctx *pgw_ctx_with_cancel(struct pgw_ctx *parent);
-/* Absolute deadline on the loop's clock (ev_now()).  The effective deadline
- * is min(deadline, parent's).  A deadline already past ends the context at
- * the next loop iteration, never synchronously inside this call. */
+/* Absolute deadline on the loop's monotonic clock (pgw_mono_now() of
+ * common/clock.h; not ev_now(), which is the wall clock).  The effective
+ * deadline is min(deadline, parent's).  A deadline already past ends the
+ * context at the next loop iteration, never synchronously inside this call. */
 struct pgw_ctx *pgw_ctx_with_deadline(struct pgw_ctx *parent, ev_tstamp deadline);
 struct pgw_ctx *pgw_ctx_with_timeout(struct pgw_ctx *parent, ev_tstamp timeout);
 /* A child carrying key -> value; lookups walk up the tree. */

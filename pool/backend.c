@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/offload.h"
@@ -167,7 +168,7 @@ static void dns_error_of(const struct pgw_backend *be, struct pgw_pool_error *er
 bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err)
 {
     if (!be->hosts || be->hostaddr || be->dns ||
-        ev_now(be->set->loop) >= be->dns_error_until)
+        pgw_mono_now(be->set->loop) >= be->dns_error_until)
         return false;
     dns_error_of(be, err);
     return true;
@@ -196,7 +197,7 @@ static void pools_host_down(struct pgw_backend *be)
 static void dns_failed(struct pgw_backend *be, const char *error)
 {
     struct pgw_pool_set *set = be->set;
-    ev_tstamp now = ev_now(set->loop);
+    ev_tstamp now = pgw_mono_now(set->loop);
     char q[300];
     pgw_warn("server_resolve_failed", "backend=%s reason=%s", be->address,
              pgw_log_quote(q, sizeof(q), error));
@@ -225,7 +226,7 @@ static void dns_apply(struct pgw_backend *be, struct dns_req *r)
     be->res_host = h;
     be->hostaddr = a;
     be->res_port = p;
-    be->hostaddr_until = ev_now(be->set->loop) + be->set->cfg->dns_max_ttl;
+    be->hostaddr_until = pgw_mono_now(be->set->loop) + be->set->cfg->dns_max_ttl;
     be->dns_error_until = 0;
     pgw_debug("server_resolve", "backend=%s hostaddr=%s", be->address, a);
 }
@@ -303,7 +304,7 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_h
     pgw_breaker_init(&be->breaker, set->cfg->breaker_threshold, set->cfg->breaker_cooldown,
                      set->cfg->breaker_max_cooldown);
     pgw_bucket_init(&be->bucket, set->cfg->server_connect_rate, set->cfg->server_connect_burst,
-                    ev_now(set->loop));
+                    pgw_mono_now(set->loop));
     pgw_list_append(&set->backends, &be->node);
     return be;
 }
@@ -318,7 +319,7 @@ void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)
     pgw_breaker_configure(&be->breaker, cfg->breaker_threshold, cfg->breaker_cooldown,
                           cfg->breaker_max_cooldown);
     pgw_bucket_configure(&be->bucket, cfg->server_connect_rate, cfg->server_connect_burst,
-                         ev_now(be->set->loop));
+                         pgw_mono_now(be->set->loop));
 }
 
 void pgw_backend_forget_failures(struct pgw_backend *be)
@@ -402,7 +403,7 @@ static int dns_ready(struct pgw_backend *be, bool resolve, ev_tstamp now)
 
 int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe)
 {
-    ev_tstamp now = ev_now(be->set->loop);
+    ev_tstamp now = pgw_mono_now(be->set->loop);
     *probe = false;
     if (pgw_breaker_blocked(&be->breaker, now))
         return PGW_EBREAKER_OPEN;
@@ -454,7 +455,7 @@ void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err)
 void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg)
 {
     struct pgw_pool_set *set = be->set;
-    ev_tstamp now = ev_now(set->loop);
+    ev_tstamp now = pgw_mono_now(set->loop);
     pgw_pool_trim_error(be->last_error, sizeof(be->last_error), msg);
     snprintf(be->last_sqlstate, sizeof(be->last_sqlstate), "%s", pgw_pool_guess_sqlstate(msg));
     bool tripped = pgw_breaker_failure(&be->breaker, now, probe);

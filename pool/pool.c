@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -34,7 +35,7 @@ int pgw_pool_total(const struct pgw_pool *pool)
 
 static ev_tstamp pool_now(const struct pgw_pool *pool)
 {
-    return ev_now(pool->set->loop);
+    return pgw_mono_now(pool->set->loop);
 }
 
 const struct pgw_pool_error *pgw_pool_set_error(struct pgw_pool_error *e, int code,

@@ -17,6 +17,9 @@
  * it exclusively until pgw_pool_release().  While idle in the pool the pool
  * watches the socket, so a server that closes (or sends anything) while idle
  * is dropped.
+ *
+ * Every ev_tstamp here is on the loop's monotonic clock (pgw_mono_now() of
+ * common/clock.h), never the wall clock: a clock step moves no deadline.
  */
 #ifndef PGW_POOL_POOL_H
 #define PGW_POOL_POOL_H

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 static void free_strv(char **v, int n)
@@ -214,7 +215,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
         }
         if (p->db_src != db && pgw_pool_apply_db(p, db))
             pgw_pool_reconnect(p, true);
-        p->last_used = p->last_held = ev_now(set->loop);  /* about to be used: not expired */
+        p->last_used = p->last_held = pgw_mono_now(set->loop);  /* about to be used: not expired */
         p->expiring = false;
         return p;
     }
@@ -227,7 +228,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
     pool->dbname = strdup(dbname);
     pool->user = strdup(user);
     pool->password = password ? strdup(password) : NULL;
-    pool->last_used = pool->last_held = ev_now(set->loop);
+    pool->last_used = pool->last_held = pgw_mono_now(set->loop);
     pgw_pool_apply_db(pool, db);
     if (!pool->dbname || !pool->user || (password && !pool->password) || !pool->signature ||
         !pool->hosts) {

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -112,7 +113,7 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
     w->pool = pool;
     w->cb = cb;
     w->ctx = NULL;
-    w->since = ev_now(pool->set->loop);
+    w->since = pgw_mono_now(pool->set->loop);
     w->replication = mode;
     w->repl_app = application_name;
     w->repl_encoding = client_encoding;
@@ -277,7 +278,7 @@ void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
         }
         if (!pgw_server_start(pool, i, probe, w)) {
             if (probe)
-                pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, ev_now(pool->set->loop));
+                pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pgw_mono_now(pool->set->loop));
             return;
         }
         pgw_tried_set(w->repl_tried, i);
@@ -297,7 +298,7 @@ void pgw_pool_repl_login_done(struct pgw_server *srv)
     w->repl_srv = NULL;       /* its own now: unqueueing must not close it */
     pgw_pool_repl_unqueue(w);
     struct pgw_pool *pool = srv->pool;
-    ev_tstamp now = ev_now(pool->set->loop);
+    ev_tstamp now = pgw_mono_now(pool->set->loop);
     pgw_server_move(srv, PGW_SRV_ACTIVE);
     srv->request_time = now;
     srv->lend_count++;

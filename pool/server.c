@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -243,7 +244,7 @@ static const char *srv_log_fields(const struct pgw_server *srv, char *buf, size_
 static bool server_reusable(const struct pgw_server *srv)
 {
     struct pool_server *ps = srv_priv((struct pgw_server *)srv);
-    ev_tstamp now = ev_now(srv->pool->set->loop);
+    ev_tstamp now = pgw_mono_now(srv->pool->set->loop);
     if (ps->reconnect || srv->pool->orphan || srv->pool->set->destroying)
         return false;
     return !(srv->expire_at > 0 && now >= srv->expire_at);
@@ -259,7 +260,7 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
     struct pgw_pool_set *set = srv->pool->set;
     if (ps->probe) {
         ps->probe = false;
-        pgw_breaker_probe_abort(&srv->backend->breaker, ev_now(set->loop));
+        pgw_breaker_probe_abort(&srv->backend->breaker, pgw_mono_now(set->loop));
     }
     ev_io_stop(set->loop, &srv->io);
     ev_timer_stop(set->loop, &srv->timer);
@@ -692,7 +693,7 @@ static void login_done(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
     struct pgw_pool_set *set = pool->set;
-    ev_tstamp now = ev_now(set->loop);
+    ev_tstamp now = pgw_mono_now(set->loop);
     char f[PGW_POOL_LOG_NAMES + 200];
 
     timer_arm(srv, -1);
@@ -1023,7 +1024,7 @@ static void job_finished(struct pgw_server *srv)
         return;
     }
     if (job == SRV_JOB_CHECK) {
-        srv->request_time = ev_now(pool->set->loop);
+        srv->request_time = pgw_mono_now(pool->set->loop);
         srv_priv(srv)->checked = true;
     }
     if (job == SRV_JOB_RESET && resets_settings(pool->set->cfg->server_reset_query))

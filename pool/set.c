@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -121,7 +122,7 @@ static void expire_pools(struct pgw_pool_set *set, ev_tstamp now)
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_pool_set *set = pgw_container_of(w, struct pgw_pool_set, tick);
-    ev_tstamp now = ev_now(loop);
+    ev_tstamp now = pgw_mono_now(loop);
     struct pgw_list *n;
     expire_pools(set, now);
     for (n = set->pools.next; n != &set->pools; n = n->next)

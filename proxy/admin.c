@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "proxy/codec.h"
@@ -159,7 +160,7 @@ void pgw_rs_time(struct pgw_rs *rs, ev_tstamp t)
         pgw_rs_text(rs, NULL);
         return;
     }
-    time_t sec = (time_t)t;
+    time_t sec = (time_t)pgw_clock_wall(t);
     struct tm tm;
     char buf[40];
     gmtime_r(&sec, &tm);
@@ -683,7 +684,7 @@ static void deferred_end(struct pgw_session *s, const char *tag, const char *sql
     s->admin_wait_db[0] = '\0';
     /* Idle from this ReadyForQuery on (client_idle_timeout), not from
      * the query the wait began with. */
-    s->last_activity = ev_now(s->px->loop);
+    s->last_activity = pgw_mono_now(s->px->loop);
     pgw_session_arm_timer(s);
     admin_queue(s, &out);
     pgw_wbuf_deinit(&out);

@@ -54,7 +54,8 @@ void pgw_rs_text(struct pgw_rs *rs, const char *v);     /* NULL: SQL NULL */
 void pgw_rs_int(struct pgw_rs *rs, int64_t v);
 void pgw_rs_uint(struct pgw_rs *rs, uint64_t v);
 /* A time as PgBouncer shows one: text, "2026-12-01 15:01:52 UTC" (pgwharf
- * always in UTC); 0: NULL. */
+ * always in UTC); 0: NULL.  t is on the monotonic clock (pgw_mono_now()),
+ * shown as the wall-clock time it stands for now. */
 void pgw_rs_time(struct pgw_rs *rs, ev_tstamp t);
 void pgw_rs_row_end(struct pgw_rs *rs);
 void pgw_rs_end(struct pgw_rs *rs, const char *tag);

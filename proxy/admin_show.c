@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #define I4 PGW_OID_INT4
@@ -74,7 +75,7 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         sorted[i++].pool = p;
     qsort(sorted, (size_t)count, sizeof(*sorted), cmp_row_pool);
     /* Clients from the sessions, as SHOW CLIENTS shows them. */
-    ev_tstamp now = ev_now(px->loop);
+    ev_tstamp now = pgw_mono_now(px->loop);
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
         struct pgw_pool_row *r = s->pool ? find_row(sorted, count, s->pool) : NULL;
@@ -378,7 +379,7 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
 static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = self->px;
-    ev_tstamp now = ev_now(px->loop);
+    ev_tstamp now = pgw_mono_now(px->loop);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
@@ -452,7 +453,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
 static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = self->px;
-    ev_tstamp now = ev_now(px->loop);
+    ev_tstamp now = pgw_mono_now(px->loop);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
@@ -509,7 +510,7 @@ static const char *server_list(const char *state)
 static int show_sockets_view(struct pgw_session *self, bool active_only, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = self->px;
-    ev_tstamp now = ev_now(px->loop);
+    ev_tstamp now = pgw_mono_now(px->loop);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, sockets_cols, PGW_RS_NCOLS(sockets_cols));
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
@@ -1148,7 +1149,7 @@ static int show_empty(struct pgw_wbuf *out, const struct pgw_rs_col *cols, int n
 static int show_dns_hosts(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "hostname", TX }, { "ttl", I8 }, { "addrs", TX } };
-    ev_tstamp now = ev_now(s->px->loop);
+    ev_tstamp now = pgw_mono_now(s->px->loop);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     for (struct pgw_backend *be = pgw_backend_next(s->px->pools, NULL); be;

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "common/array.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 struct stat_entry {
@@ -264,7 +265,7 @@ static void snapshot_cb(struct ev_loop *loop, ev_timer *w, int revents)
         st->e[i].last = cur[i];
     }
     st->prev_t = st->last_t;
-    st->last_t = ev_now(loop);
+    st->last_t = pgw_mono_now(loop);
     free(cur);
 }
 
@@ -311,7 +312,7 @@ struct pgw_stats *pgw_stats_create(struct pgw_proxy *px)
     if (!st)
         return NULL;
     st->px = px;
-    st->prev_t = st->last_t = ev_now(px->loop);
+    st->prev_t = st->last_t = pgw_mono_now(px->loop);
     ev_init(&st->timer, snapshot_cb);
     pgw_stats_reconfigure(st);
     pgw_pool_set_gone_hook(px->pools, pool_gone, st);

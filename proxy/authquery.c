@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
@@ -269,7 +270,7 @@ static void entry_answer(struct pgw_aq_entry *e, const struct pgw_aq_result *res
     pgw_list_del(&e->node);
     double ttl = r.status == PGW_AQ_FOUND ? c->ttl : c->neg_ttl;
     if (r.status != PGW_AQ_ERROR && e->in_map && ttl > 0) {
-        e->expires = ev_now(c->px->loop) + ttl;
+        e->expires = pgw_mono_now(c->px->loop) + ttl;
         e->cached = true;
         pgw_list_append(&c->ready, &e->node);
         c->nready++;
@@ -394,7 +395,7 @@ static void log_result(const struct aq_lookup *lk, const struct pgw_aq_result *r
 {
     const struct pgw_aq_entry *e = lk->entry;
     char qd[200], qa[200], qu[200], qm[700];
-    double ms = (ev_now(lk->cache->px->loop) - lk->started) * 1000.0;
+    double ms = (pgw_mono_now(lk->cache->px->loop) - lk->started) * 1000.0;
     pgw_log_quote(qd, sizeof(qd), e->dbname);
     pgw_log_quote(qa, sizeof(qa), e->auth_user);
     pgw_log_quote(qu, sizeof(qu), e->user);
@@ -466,7 +467,7 @@ static void lookup_start(struct pgw_aq_entry *e)
     pgw_wbuf_init(&lk->out);
     ev_init(&lk->io, io_cb);
     ev_init(&lk->timer, timer_cb);
-    lk->started = ev_now(px->loop);
+    lk->started = pgw_mono_now(px->loop);
     const struct pgw_conf_db *db = pgw_conf_find_db(px->cfg, e->dbname);
     if (!db) {
         record(lk, "3D000", "auth_dbname \"%s\" is not in [databases]", e->dbname);
@@ -531,7 +532,7 @@ void pgw_authquery_lookup(struct pgw_session *s, struct pgw_aq_wait *w, pgw_aq_d
         return;
     }
     uint64_t hash = pgw_hash_bytes(key, len, c->seed);
-    ev_tstamp now = ev_now(px->loop);
+    ev_tstamp now = pgw_mono_now(px->loop);
     struct pgw_aq_entry *e = find(c, key, len, hash);
     if (e && e->cached && e->expires <= now) {
         entry_free(e);

@@ -58,6 +58,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/wire.h"
 
@@ -500,7 +501,7 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
                                                 : "query queued on a server");
         pgw_list_append(&s->cancel_askers, &asker->ask_node);
         asker->ask_deferred = true;
-        asker->cancel_at = ev_now(px->loop);
+        asker->cancel_at = pgw_mono_now(px->loop);
         pgw_session_arm_timer(asker);
         return true;
     } else if (pgw_relay_cancel_waiting(s) || pgw_notify_cancel_waiting(s)) {

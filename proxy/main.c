@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "conf/conf.h"
@@ -363,11 +364,14 @@ static int run(const char *path, const struct options *o)
     char *pidfile = NULL;            /* set once written: removed at exit */
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    struct pgw_clock loop_clock;     /* the loop's monotonic now */
+    pgw_clock_attach(&loop_clock, loop);
     struct pgw_proxy *px = pgw_proxy_create(loop, cfg, err, sizeof(err));
     if (!px) {
         char q[700];
         pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         fprintf(stderr, "pgwharf: %s\n", err);
+        pgw_clock_detach(loop);
         pgw_conf_free(cfg);
         return failed(ready_fd, 1);
     }

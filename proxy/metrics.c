@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -573,7 +574,7 @@ void pgw_metrics_observe_wait(struct pgw_session *s, double seconds)
  * PgBouncer counts it). */
 void pgw_metrics_ready(struct pgw_session *s, char status)
 {
-    ev_tstamp now = ev_now(s->px->loop);
+    ev_tstamp now = pgw_mono_now(s->px->loop);
     if (s->query_start > 0 && now >= s->query_start) {
         s->query_time_us += (uint64_t)((now - s->query_start) * 1e6);
         if (s->xact_start == 0)

@@ -53,6 +53,7 @@
 #include <string.h>
 
 #include "common/array.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -1134,7 +1135,7 @@ void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
     struct pgw_notify_hub *h = s->notify->hub;
     r->s = s;
     s->notify->waiting = true;
-    s->notify->wait_since = ev_now(s->px->loop);
+    s->notify->wait_since = pgw_mono_now(s->px->loop);
     req_push(h, r);
     struct pgw_session *was = h->asking;   /* another's, answered from a kick */
     h->asking = s;

@@ -131,7 +131,7 @@ struct pgw_session {
     char addr_text[64];              /* "ip:port" or "unix" */
     ev_io cli_r, cli_w;
     ev_timer timer;                  /* login, idle, query, idle-in-transaction */
-    ev_tstamp connect_time;
+    ev_tstamp connect_time;          /* times: pgw_mono_now(), common/clock.h */
     ev_tstamp last_activity;         /* last byte either way */
     ev_tstamp query_start;           /* first outstanding request, 0 when none */
     struct pgw_list node;            /* proxy's session list / close list */

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
@@ -899,7 +900,7 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     pgw_cancel_deferred_drop(s);         /* one left from a request before */
     srv->user_tail_skip = 0;
     s->state = PGW_SS_WAIT_SERVER;
-    s->pipe_since = ev_now(loop);
+    s->pipe_since = pgw_mono_now(loop);
     if (!pulled)
         s->waiter.since = s->pipe_since;
     /* Its query runs once it has the server (query_timeout from then on):
@@ -966,7 +967,7 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     pgw_list_del(&n->pipe_node);
     srv->user_queued--;
     n->pipe_srv = NULL;
-    pgw_metrics_observe_wait(n, ev_now(loop) - n->waiter.since);
+    pgw_metrics_observe_wait(n, pgw_mono_now(loop) - n->waiter.since);
     /* No SETs: its settings were the server's when it queued, and a change
      * since would have closed the server instead. */
     n->server = srv;
@@ -993,7 +994,7 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     }
     n->pipe_stmt = NULL;
     n->state = PGW_SS_LINKED;
-    n->query_start = ev_now(loop);
+    n->query_start = pgw_mono_now(loop);
     pgw_session_arm_timer(n);
     pipe_cancel_due(n);
     if (n->state != PGW_SS_LINKED)
@@ -1058,7 +1059,7 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
             pgw_notify_flush(f);     /* held while it was queued */
         if (f->state == PGW_SS_CLOSING)
             continue;
-        f->last_activity = ev_now(f->px->loop);
+        f->last_activity = pgw_mono_now(f->px->loop);
         pgw_session_arm_timer(f);
         if (f->cbuf && f->cbuf->parsed < f->cbuf->len)
             pgw_relay_client_data(f);
@@ -1139,7 +1140,7 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
     s->query_start = 0;
     /* Idle from now: client_idle_timeout counts again (its timer may have
      * fired, finding no deadline, while the client waited). */
-    s->last_activity = ev_now(s->px->loop);
+    s->last_activity = pgw_mono_now(s->px->loop);
     pgw_session_arm_timer(s);
     if (s->cbuf) {
         s->cbuf->parsed = s->cbuf->sent;
@@ -1173,7 +1174,7 @@ bool pgw_relay_cancel_waiting(struct pgw_session *s)
 
 static void granted(struct pgw_session *s, struct pgw_server *srv)
 {
-    pgw_metrics_observe_wait(s, ev_now(s->px->loop) - s->waiter.since);
+    pgw_metrics_observe_wait(s, pgw_mono_now(s->px->loop) - s->waiter.since);
     struct pipe_req r;
     int pipe = s->state == PGW_SS_WAIT_SERVER && pipe_request(s, &r) ? r.n : 0;
     pgw_relay_link(s, srv);
@@ -1527,7 +1528,7 @@ static bool scan_client(struct pgw_session *s)
                 if (avail >= total)
                     s->ps_wait = true;  /* scanned again as answers come */
                 else if (s->query_start == 0)
-                    s->query_start = ev_now(s->px->loop);
+                    s->query_start = pgw_mono_now(s->px->loop);
                 break;
             }
         }
@@ -1539,19 +1540,19 @@ static bool scan_client(struct pgw_session *s)
                 /* Read it whole first; the server is held for it
                  * meanwhile: query_timeout runs. */
                 if (s->query_start == 0)
-                    s->query_start = ev_now(s->px->loop);
+                    s->query_start = pgw_mono_now(s->px->loop);
                 break;
             }
         }
         if (type == PGW_FE_BIND && s->notify && !pgw_notify_tx_bind(s, p, avail, total)) {
             if (s->query_start == 0)
-                s->query_start = ev_now(s->px->loop);
+                s->query_start = pgw_mono_now(s->px->loop);
             break;          /* its names first */
         }
         if (type == PGW_FE_CLOSE && s->notify && total <= PGW_NOTIFY_CLOSE_MAX) {
             if (total > avail) {
                 if (s->query_start == 0)
-                    s->query_start = ev_now(s->px->loop);
+                    s->query_start = pgw_mono_now(s->px->loop);
                 break;      /* a few bytes: read it whole first */
             }
             pgw_notify_close(s, p, total);
@@ -1570,7 +1571,7 @@ static bool scan_client(struct pgw_session *s)
                 }
                 /* The server is held for it meanwhile: query_timeout runs. */
                 if (s->query_start == 0)
-                    s->query_start = ev_now(s->px->loop);
+                    s->query_start = pgw_mono_now(s->px->loop);
                 break;      /* wait for the whole message */
             }
             enum pgw_ps_action a = pgw_ps_frontend(s, b, type, &total);
@@ -1616,7 +1617,7 @@ static bool scan_client(struct pgw_session *s)
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
         if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
-            s->query_start = ev_now(s->px->loop);
+            s->query_start = pgw_mono_now(s->px->loop);
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
             s->px->total_query++;
@@ -1868,7 +1869,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     s->ready_count++;
     pgw_metrics_ready(s, status);
     /* Messages sent since the last Sync are still under way. */
-    s->query_start = s->track.fe_open > 0 ? ev_now(s->px->loop) : 0;
+    s->query_start = s->track.fe_open > 0 ? pgw_mono_now(s->px->loop) : 0;
     if (status == 'I')
         s->xact_count++;
     if (fast_close_due(s)) {
@@ -2254,7 +2255,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
         return;
     }
     b->len += (uint32_t)n;
-    s->last_activity = ev_now(loop);
+    s->last_activity = pgw_mono_now(loop);
     /* TLS: the rest of a decrypted record never makes the fd readable. */
     if (srv->ssl && pgw_server_pending(srv) > 0)
         ev_feed_event(loop, &srv->user_r, EV_READ);

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "proxy/codec.h"
@@ -109,7 +110,7 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
     addr_to_text(s, sa);
     s->state = PGW_SS_STARTUP;
     s->track.tx_status = 'I';
-    s->connect_time = s->last_activity = ev_now(px->loop);
+    s->connect_time = s->last_activity = pgw_mono_now(px->loop);
     pgw_list_init(&s->cancel_node);
     pgw_list_init(&s->pipe_node);
     pgw_list_init(&s->cancel_askers);
@@ -213,7 +214,7 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
          * that deadline of its own). */
         if (s->cancel_over) {
             *what = "cancel_over";
-            return ev_now(s->px->loop);
+            return pgw_mono_now(s->px->loop);
         }
         *what = "cancel_wait_timeout";
         return s->ask_deferred && cfg->cancel_wait_timeout > 0
@@ -259,7 +260,7 @@ void pgw_session_arm_timer(struct pgw_session *s)
     if (at <= 0) {
         return;     /* a running timer re-checks when it fires */
     }
-    ev_tstamp in = at - ev_now(loop);
+    ev_tstamp in = at - pgw_mono_now(loop);
     if (in < 0)
         in = 0;
     if (ev_is_active(&s->timer) && ev_timer_remaining(loop, &s->timer) <= in + 0.001)
@@ -276,8 +277,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_tstamp at = session_deadline(s, &what);
     if (at <= 0)
         return;
-    if (at > ev_now(loop) + 0.0005) {
-        ev_timer_set(w, at - ev_now(loop), 0);
+    if (at > pgw_mono_now(loop) + 0.0005) {
+        ev_timer_set(w, at - pgw_mono_now(loop), 0);
         ev_timer_start(loop, w);
         return;
     }
@@ -462,7 +463,7 @@ void pgw_session_read_client(struct pgw_session *s)
     b->len += (uint32_t)n;
     s->bytes_in += (uint64_t)n;
     s->px->total_bytes_in += (uint64_t)n;
-    s->last_activity = ev_now(loop);
+    s->last_activity = pgw_mono_now(loop);
     pgw_session_on_client_input(s);
 }
 

@@ -39,6 +39,8 @@ PACKAGES=(
     procps iproute2 openssl util-linux passwd ca-certificates
     # docker/: `docker-compose config` validates the compose file, PyYAML reads it
     docker-compose python3-yaml
+    # py.clock steps pgwharf's wall clock (LD_PRELOAD libfaketime)
+    libfaketime
 )
 FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 

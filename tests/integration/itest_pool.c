@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -57,6 +58,7 @@ struct client {
 struct fx {
     int fd_base;
     struct ev_loop *loop;
+    struct pgw_clock clock;
     struct pgw_ctx *bg;
     struct pgw_config *cfg;
     struct pgw_pool_set *set;
@@ -187,6 +189,7 @@ static int setup(void **state)
     struct fx *fx = calloc(1, sizeof(*fx));
     fx->fd_base = pgw_test_fd_count();
     fx->loop = ev_loop_new(EVFLAG_AUTO);
+    pgw_clock_attach(&fx->clock, fx->loop);
     fx->bg = pgw_ctx_background(fx->loop);
     for (int i = 0; i < MAXCL; i++) {
         fx->cl[i].fx = fx;

@@ -5,7 +5,8 @@
  *
  * Every test steps a fresh ev_loop.  Deadlines are tiny and the loop is run
  * until the callback fires (with a wall-time bound, never a sleep); the
- * assertion is on the error kind and on ev_now() at firing time.  Teardown
+ * assertion is on the error kind and on pgw_mono_now() (the loop's clock,
+ * attached as pgwharf's main does) at firing time.  Teardown
  * releases the background context and checks that no watcher is left.
  */
 #include <setjmp.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "ctx/ctx.h"
 #include "testutil.h"
@@ -24,6 +26,7 @@
 
 struct fx {
     struct ev_loop *loop;
+    struct pgw_clock clock;
     struct pgw_ctx *bg;     /* NULL once a test released it itself */
     int log[256];           /* probe ids in firing order */
     int nlog;
@@ -38,7 +41,7 @@ struct probe {
     int id;
     int fired;
     int err;
-    ev_tstamp now;          /* ev_now() when it fired */
+    ev_tstamp now;          /* pgw_mono_now() when it fired */
     bool flag;              /* set on firing, for pgw_test_run_until */
     probe_action action;    /* optional extra work inside the callback */
     void *target;
@@ -51,7 +54,7 @@ static void probe_cb(struct pgw_ctx_sub *sub, int err)
 
     p->fired++;
     p->err = err;
-    p->now = ev_now(p->fx->loop);
+    p->now = pgw_mono_now(p->fx->loop);
     p->flag = true;
     if (p->fx->nlog < (int)(sizeof(p->fx->log) / sizeof(p->fx->log[0])))
         p->fx->log[p->fx->nlog++] = p->id;
@@ -89,6 +92,7 @@ static int setup(void **state)
     assert_non_null(fx);
     fx->loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(fx->loop);
+    pgw_clock_attach(&fx->clock, fx->loop);
     fx->bg = pgw_ctx_background(fx->loop);
     assert_non_null(fx->bg);
     *state = fx;
@@ -242,7 +246,7 @@ static void t_parent_deadline_cascades(void **state)
 static void t_child_deadline_min(void **state)
 {
     struct fx *fx = *state;
-    ev_tstamp now = ev_now(fx->loop);
+    ev_tstamp now = pgw_mono_now(fx->loop);
     struct pgw_ctx *p = pgw_ctx_with_deadline(fx->bg, now + 100);
     struct pgw_ctx *late = pgw_ctx_with_deadline(p, now + 1000);
     struct pgw_ctx *mid = pgw_ctx_with_deadline(p, now + 10);
@@ -298,7 +302,7 @@ static void t_child_later_deadline_expires_with_parent(void **state)
 static void t_past_deadline_not_synchronous(void **state)
 {
     struct fx *fx = *state;
-    ev_tstamp now = ev_now(fx->loop);
+    ev_tstamp now = pgw_mono_now(fx->loop);
     struct pgw_ctx *a = pgw_ctx_with_deadline(fx->bg, now - 1);
     struct pgw_ctx *b = pgw_ctx_with_timeout(fx->bg, 0);
     struct pgw_ctx *c = pgw_ctx_with_timeout(fx->bg, -5);
@@ -337,7 +341,7 @@ static void t_deadline_values(void **state)
 {
     struct fx *fx = *state;
     static const char key;
-    ev_tstamp now = ev_now(fx->loop);
+    ev_tstamp now = pgw_mono_now(fx->loop);
     struct pgw_ctx *plain = pgw_ctx_with_cancel(fx->bg);
     struct pgw_ctx *d = pgw_ctx_with_deadline(fx->bg, now + 50);
     struct pgw_ctx *dc = pgw_ctx_with_cancel(d);
@@ -353,7 +357,7 @@ static void t_deadline_values(void **state)
     assert_true(pgw_ctx_deadline(dv) == now + 50);
     assert_true(pgw_ctx_deadline(later) == now + 50);
     assert_true(pgw_ctx_deadline(earlier) == now + 40);
-    assert_true(pgw_ctx_deadline(t) == ev_now(fx->loop) + 5);
+    assert_true(pgw_ctx_deadline(t) == pgw_mono_now(fx->loop) + 5);
     /* A done context keeps its deadline. */
     pgw_ctx_cancel(d);
     assert_true(pgw_ctx_deadline(earlier) == now + 40);
