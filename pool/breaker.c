@@ -191,6 +191,11 @@ static const struct sqlstate_pattern patterns[] = {
     { "timed out", "08001" },
     { "Network is unreachable", "08001" },
     { "No route to host", "08001" },
+    /* The entry asks for an encryption the server does not offer
+     * (sslmode=require or stricter, gssencmode=require): this pool's
+     * configuration, see pgw_pool_refusal_is_local */
+    { "server does not support SSL, but SSL was required", "08001" },
+    { "server doesn't support GSSAPI encryption, but it was required", "08001" },
     { "SSL", "08001" },
 };
 
@@ -226,6 +231,10 @@ bool pgw_pool_refusal_is_local(const char *msg)
     static const char *const texts[] = {
         "too many connections for role", "too many connections for database",
         "is not currently accepting connections",
+        /* the server answered the SSLRequest (GSSENCRequest) with 'N':
+         * it is up, and serves the pools that do not require it */
+        "server does not support SSL, but SSL was required",
+        "server doesn't support GSSAPI encryption, but it was required",
     };
     for (size_t i = 0; msg && i < sizeof(texts) / sizeof(texts[0]); i++)
         if (strstr(msg, texts[i]))

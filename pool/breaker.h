@@ -79,8 +79,10 @@ const char *pgw_pool_guess_sqlstate(const char *libpq_msg);
 bool pgw_pool_target_mismatch(const char *libpq_msg);
 /* Did the server refuse the login for one role or database only (its
  * CONNECTION LIMIT, "too many connections for role/database", or
- * ALLOW_CONNECTIONS false)?  Unlike "sorry, too many clients already"
- * (53300 as well), the server is up for every other pool on it. */
+ * ALLOW_CONNECTIONS false), or refuse the encryption the pool's entry
+ * requires (sslmode=require, gssencmode=require against a server without
+ * it)?  Unlike "sorry, too many clients already" (53300 as well), the
+ * server is up for every other pool on it. */
 bool pgw_pool_refusal_is_local(const char *libpq_msg);
 /* Copy libpq's multi-line message into buf on one line, trimmed. */
 void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);

@@ -772,3 +772,92 @@ def error_fields_in(data):
             out.append(parse_fields(data[i + 5:i + 1 + n]))
         i += 1 + n
     return out
+
+
+class Forwarder:
+    """A TCP forwarder to PostgreSQL on 127.0.0.1, port 0: a backend
+    address of its own for pgwharf (one breaker), whose new connections a
+    test can make fail (refuse(): each is accepted and closed at once,
+    libpq's "server closed the connection unexpectedly", as a server dying
+    at every login) while those already forwarded go on; forward() again
+    lets new ones through.  close() ends it all (addCleanup)."""
+
+    def __init__(self, pg):
+        self.target = (pg.host, pg.port)
+        self.refusing = False
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.host, self.port = self.lsock.getsockname()
+        self.accepted = 0           # connections accepted, refused ones too
+        self.conns = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def conn_string(self, pg, db=None, **extra):
+        """A [databases] value for pg's database db through the forwarder."""
+        return pt._conninfo(host=self.host, port=self.port, dbname=db or pg.database, **extra)
+
+    def refuse(self):
+        self.refusing = True
+
+    def forward(self):
+        self.refusing = False
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return                  # closed
+            with self.lock:
+                self.accepted += 1
+                if self.closed or self.refusing:
+                    c.close()
+                    continue
+                try:
+                    up = socket.create_connection(self.target, timeout=10)
+                except OSError:
+                    c.close()
+                    continue
+                self.conns += [c, up]
+            threading.Thread(target=self._pump, args=(c, up), daemon=True).start()
+
+    def _pump(self, a, b):
+        import select
+        peers = {a: b, b: a}
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [])
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    peers[s].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            conns, self.conns = self.conns, []
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(10)

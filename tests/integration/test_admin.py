@@ -699,16 +699,16 @@ class TestBreakers(AdminTestCase):
         self.assertEqual(px.log().count("event=server_connect_failed"), 1, px.log_tail())
 
 
-    def refused_entry_keeps_the_backend(self, bad, sqlstate, text):
+    def refused_entry_keeps_the_backend(self, bad, sqlstate, text, settings=None, good=None):
         """Entry "bad" (conn string bad) is refused at each login with
         sqlstate (text in its message), which is the entry's configuration,
-        not the server's health: the other entry on the same server goes on,
-        no breaker opens, and within server_login_retry one login reached
-        PostgreSQL."""
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "breaker_threshold": 2,
-                                          "server_login_retry": "30s"},
+        not the server's health: the other entry on the same server (conn
+        string good) goes on, no breaker opens, and within
+        server_login_retry one login reached PostgreSQL."""
+        px = self.start_pgwharf(settings=dict({"pool_mode": "transaction", "breaker_threshold": 2,
+                                               "server_login_retry": "30s"}, **(settings or {})),
                                 databases={"bad": bad,
-                                           self.pg.database: self.pg.conn_string()})
+                                           self.pg.database: good or self.pg.conn_string()})
         conn = self.admin_conn(px)
         for i in range(3):
             with socket.create_connection((px.host, px.port), timeout=10) as s:
@@ -740,6 +740,24 @@ class TestBreakers(AdminTestCase):
             with self.subTest(options=options):
                 self.refused_entry_keeps_the_backend(
                     self.pg.conn_string(self.pg.database, options=options), sqlstate, text)
+
+    def test_an_entry_requiring_tls_the_server_lacks_does_not_trip_the_backend(self):
+        # sslmode=require against a server without TLS: libpq's "server
+        # does not support SSL, but SSL was required" is that entry's
+        # configuration.  It was taken for a server down, and after
+        # breaker_threshold of them the entries on the same server that
+        # do not ask for TLS failed fast too.
+        self.refused_entry_keeps_the_backend(
+            self.pg.conn_string(self.pg.database, sslmode="require"),
+            "08001", "server does not support SSL, but SSL was required")
+
+    def test_server_tls_sslmode_require_the_server_lacks_does_not_trip_the_backend(self):
+        # The same through server_tls_sslmode, which one entry overrides.
+        self.refused_entry_keeps_the_backend(
+            self.pg.conn_string(self.pg.database),
+            "08001", "server does not support SSL, but SSL was required",
+            settings={"server_tls_sslmode": "require"},
+            good=self.pg.conn_string(sslmode="disable"))
 
     def test_a_failing_connect_query_does_not_trip_the_backend(self):
         # The server answers the connect_query with an error: its clients

@@ -393,38 +393,54 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
     back (README: The circuit breaker), nor a paused pool; and its probe
     keeps to the pool's limits."""
 
+    def forwarder(self):
+        """The backend both entries of a test share (hz.Forwarder): its new
+        connections fail once refuse() is called, as a server dying at
+        every login, while those it forwards already go on."""
+        fwd = hz.Forwarder(self.pg)
+        self.addCleanup(fwd.close)
+        return fwd
+
+    def open_the_breaker(self, px, fwd, db="down", **dsn):
+        """New connections to the backend fail: two clients of entry db
+        get an error, and the breaker (threshold 2) is open."""
+        fwd.refuse()
+        for _ in range(2):
+            with self.assertRaises(psycopg2.OperationalError):
+                psycopg2.connect(px.dsn(db=db, **dsn)).close()
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+
     def start_one_server_pool(self, query_wait_timeout):
-        """A pgwharf whose pool of one server shares its backend with the
-        entry "tls", which asks for TLS the test cluster does not offer:
-        each of its connects fails there, and two open the breaker."""
+        """A pgwharf whose pool of one server shares its backend (a
+        forwarder) with the entry "down", whose connects open the breaker
+        once the forwarder refuses new connections."""
         pg = self.pg
+        fwd = self.forwarder()
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "default_pool_size": 1,
                       "breaker_threshold": 2, "breaker_cooldown": "30s",
                       "query_wait_timeout": query_wait_timeout},
-            databases={"tls": pg.conn_string(sslmode="require"),
-                       pg.database: pg.conn_string(pg.database)})
-        return px, self.console_conn(px)
+            databases={"down": fwd.conn_string(pg),
+                       pg.database: fwd.conn_string(pg)})
+        return px, self.console_conn(px), fwd
 
-    def wait_then_open_the_breaker(self, px, con):
+    def wait_then_open_the_breaker(self, px, con, fwd):
         """A client waiting for the pool's one server (lent out), then the
-        breaker opened by "tls": the waiter's Background, still waiting."""
+        breaker opened by "down": the waiter's Background, still waiting."""
         pg = self.pg
         waiter = self.db_conn(px)
         bg = pt.Background(lambda: pt.one(waiter, "select 'waited'"))
         pt.wait_pool(con, pg.database, pg.user, cl_waiting=1)
-        with self.assertRaises(psycopg2.OperationalError):
-            psycopg2.connect(px.dsn(db="tls")).close()
-        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+        self.open_the_breaker(px, fwd)
         # The pool's one server is still lent; the waiter waits for it.
         self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
         return bg
 
     def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
-        px, con = self.start_one_server_pool("20s")
+        px, con, fwd = self.start_one_server_pool("20s")
         holder = self.db_conn(px, autocommit=False)
         self.assertEqual(pt.one(holder, "select 'held'"), "held")
-        bg = self.wait_then_open_the_breaker(px, con)
+        bg = self.wait_then_open_the_breaker(px, con, fwd)
         holder.commit()
         bg.join(20)
         self.assertFalse(bg.is_alive())
@@ -438,17 +454,20 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         # 30 s), so it gets the breaker's error then, not 57014 at
         # query_wait_timeout.
         pg = self.pg
-        px, con = self.start_one_server_pool("5s")
+        px, con, fwd = self.start_one_server_pool("5s")
         holder = socket.create_connection((px.host, px.port), timeout=20)
         self.addCleanup(holder.close)
         hz.sync_login(holder, pg.user, pg.database, pg.password)
         self.assertEqual(hz.simple_query(holder, "begin")[1], [])
-        bg = self.wait_then_open_the_breaker(px, con)
+        bg = self.wait_then_open_the_breaker(px, con, fwd)
         holder.close()                              # its server closes
         bg.join(20)
         self.assertFalse(bg.is_alive())
         self.assertIsInstance(bg.error, psycopg2.Error)
-        self.assertEqual(bg.error.pgcode, "08001", str(bg.error))
+        # The breaker's error: the backend's last failure (the forwarder
+        # closing a new connection at once, 08006).
+        self.assertEqual(bg.error.pgcode, "08006", str(bg.error))
+        self.assertIn("server closed the connection unexpectedly", str(bg.error))
 
     def test_the_maintenance_probe_opens_no_server_in_a_paused_pool(self):
         # PAUSE promises no server on its database until RESUME (a
@@ -456,18 +475,18 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         # probe of an open breaker took the first pool on the backend with
         # room, paused or not, and logged a server in there.
         pg = self.pg
+        fwd = self.forwarder()
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "breaker_threshold": 2,
                       "breaker_cooldown": "0.5s", "breaker_max_cooldown": "0.5s"},
-            databases={pg.database: pg.conn_string(pg.database),
-                       "tls": pg.conn_string(sslmode="require")})
+            databases={pg.database: fwd.conn_string(pg),
+                       "down": fwd.conn_string(pg)})
         self.assertEqual(px.psql("select 1"), "1")     # its pool comes first
         px.admin("PAUSE %s" % pg.database)
         self.assertEqual(px.show("SERVERS", database=pg.database), [])
         mark = len(px.log())
-        for _ in range(2):
-            with self.assertRaises(psycopg2.OperationalError):
-                psycopg2.connect(px.dsn(db="tls")).close()
+        self.open_the_breaker(px, fwd)
+        fwd.forward()             # a probe would log in now
         # No client asks: the tick probes, and the probe ends.
         pt.wait_until(lambda: re.search(r"event=breaker_open [\s\S]*event=breaker_half_open "
                                         r"[\s\S]*event=(breaker_open|breaker_closed) ",
@@ -480,20 +499,19 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         # under its pool_size, past its user's max_user_connections (or
         # its database's max_db_connections).
         pg = self.pg
+        fwd = self.forwarder()
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "breaker_threshold": 2,
                       "breaker_cooldown": "0.5s", "breaker_max_cooldown": "0.5s",
                       "max_user_connections": 1},
-            databases={pg.database: pg.conn_string(pg.database),
-                       "tls": pg.conn_string(user=pg.app_user, password=pg.app_password,
-                                             sslmode="require")})
+            databases={pg.database: fwd.conn_string(pg),
+                       "down": fwd.conn_string(pg, user=pg.app_user,
+                                               password=pg.app_password)})
         holder = self.db_conn(px, autocommit=False)      # its pool comes first
         self.assertEqual(pt.one(holder, "select 'held'"), "held")
         mark = len(px.log())
-        for _ in range(2):
-            with self.assertRaises(psycopg2.OperationalError):
-                psycopg2.connect(px.dsn(db="tls", user=pg.app_user,
-                                        password=pg.app_password)).close()
+        self.open_the_breaker(px, fwd, user=pg.app_user, password=pg.app_password)
+        fwd.forward()             # a probe would log in now
         pt.wait_until(lambda: re.search(r"event=breaker_open [\s\S]*event=breaker_half_open "
                                         r"[\s\S]*event=(breaker_open|breaker_closed) ",
                                         px.log()[mark:]),

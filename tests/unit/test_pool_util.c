@@ -101,6 +101,16 @@ static void t_refusal_is_local(void **state)
     assert_false(pgw_pool_refusal_is_local("FATAL:  remaining connection slots are reserved "
                                            "for non-replication superuser connections"));
     assert_false(pgw_pool_refusal_is_local("Connection refused"));
+    /* an entry requiring an encryption the server lacks: that entry's */
+    const char *no_ssl = "connection to server at \"127.0.0.1\", port 5432 failed: "
+                         "server does not support SSL, but SSL was required";
+    assert_true(pgw_pool_refusal_is_local(no_ssl));
+    assert_string_equal(pgw_pool_guess_sqlstate(no_ssl), "08001");
+    assert_true(pgw_pool_refusal_is_local("server doesn't support GSSAPI encryption, "
+                                          "but it was required"));
+    /* a broken TLS link is not */
+    assert_false(pgw_pool_refusal_is_local("SSL SYSCALL error: EOF detected"));
+    assert_false(pgw_pool_refusal_is_local("SSL error: unexpected eof while reading"));
     assert_false(pgw_pool_refusal_is_local(NULL));
     assert_string_equal(pgw_pool_guess_sqlstate("FATAL:  database \"db\" is not currently "
                                                 "accepting connections"), "55000");
