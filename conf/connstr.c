@@ -1,8 +1,10 @@
 /*
  * connstr.c - connection strings as in [databases] and [users]: `key=value`
- * pairs separated by spaces, read the way libpq reads them: a value may be
- * single-quoted, `\x` stands for x (inside quotes or out), and PgBouncer's
- * `''` for a quote inside quotes.  Also the static list of libpq keywords
+ * pairs separated by spaces, read the way PgBouncer reads them (its
+ * loader.c cstr_get_value): a value may be single-quoted, `''` is a quote
+ * inside quotes, and a backslash is a plain character (libpq's `\x`
+ * escapes are not: PgBouncer's `password=a\b` is those three characters,
+ * and `'a\'b'` ends at the second quote).  Also the static list of libpq keywords
  * (conf does not link libpq; PQconndefaults() of libpq 15 plus the keys
  * libpq 16-18 added).
  */
@@ -49,16 +51,14 @@ static const char *skip_space(const char *p)
     return p;
 }
 
-/* Copy a value starting at p into out; returns the end or NULL on error. */
+/* Copy a value starting at p into out; returns the end or NULL on error.
+ * Unquoted: up to the next blank.  Quoted: up to the quote not doubled. */
 static const char *read_value(const char *p, char *out, const char *key, char *err,
                               size_t errlen)
 {
     if (*p != '\'') {
-        while (*p && !isspace((unsigned char)*p)) {
-            if (*p == '\\' && p[1])
-                p++;
+        while (*p && !isspace((unsigned char)*p))
             *out++ = *p++;
-        }
         *out = '\0';
         return p;
     }
@@ -67,9 +67,7 @@ static const char *read_value(const char *p, char *out, const char *key, char *e
             snprintf(err, errlen, "%s: unterminated quoted value", key);
             return NULL;
         }
-        if (*p == '\\' && p[1]) {
-            *out++ = *++p;
-        } else if (*p == '\'' && p[1] == '\'') {
+        if (*p == '\'' && p[1] == '\'') {
             *out++ = *++p;
         } else if (*p == '\'') {
             break;
@@ -80,7 +78,11 @@ static const char *read_value(const char *p, char *out, const char *key, char *e
     *out = '\0';
     p++;
     if (*p && !isspace((unsigned char)*p)) {
-        snprintf(err, errlen, "%s: expected a space after the quoted value", key);
+        /* PgBouncer's "syntax error in connection string" for libpq's
+         * `'a\'b'` (the value is `a\`, then `b'` is no key=value): the
+         * same error here, saying why. */
+        snprintf(err, errlen, "%s: expected a space after the quoted value "
+                 "(a quote inside quotes is '', a backslash escapes nothing)", key);
         return NULL;
     }
     return p;
@@ -126,7 +128,7 @@ void conf_connstr_quote(FILE *f, const char *val)
 {
     bool plain = *val != '\0';
     for (const char *p = val; *p; p++)
-        if (isspace((unsigned char)*p) || *p == '\'' || *p == '\\')
+        if (isspace((unsigned char)*p) || *p == '\'')
             plain = false;
     if (plain) {
         fputs(val, f);
@@ -134,8 +136,8 @@ void conf_connstr_quote(FILE *f, const char *val)
     }
     fputc('\'', f);
     for (const char *p = val; *p; p++) {
-        if (*p == '\'' || *p == '\\')
-            fputc('\\', f);
+        if (*p == '\'')
+            fputc('\'', f);
         fputc(*p, f);
     }
     fputc('\'', f);

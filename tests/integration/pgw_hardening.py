@@ -799,7 +799,8 @@ class Forwarder:
 
     def conn_string(self, pg, db=None, **extra):
         """A [databases] value for pg's database db through the forwarder."""
-        return pt._conninfo(host=self.host, port=self.port, dbname=db or pg.database, **extra)
+        return pt.entry_conninfo(host=self.host, port=self.port, dbname=db or pg.database,
+                                 **extra)
 
     def refuse(self):
         self.refusing = True

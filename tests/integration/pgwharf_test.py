@@ -297,6 +297,21 @@ def _conninfo(**kw):
     return " ".join(parts)
 
 
+def entry_conninfo(**kw):
+    """A [databases] / [users] value: key=value pairs as PgBouncer (and
+    pgwharf) read them, where a quote inside quotes is '' and a backslash
+    is a plain character (not libpq's escapes: see _conninfo)."""
+    parts = []
+    for k, v in kw.items():
+        if v is None:
+            continue
+        v = str(v)
+        if v == "" or re.search(r"[\s']", v):
+            v = "'" + v.replace("'", "''") + "'"
+        parts.append("%s=%s" % (k, v))
+    return " ".join(parts)
+
+
 def _url(host, port, db, user, password):
     from urllib.parse import quote
     auth = quote(user, safe="")
@@ -389,8 +404,8 @@ class Postgres:
     def conn_string(self, db=None, user=None, password=None, **extra):
         """A [databases] value for pgwharf pointing here: host, port, dbname,
         and user/password only when given."""
-        return _conninfo(host=self.host, port=self.port, dbname=db or self.database,
-                         user=user, password=password, **extra)
+        return entry_conninfo(host=self.host, port=self.port, dbname=db or self.database,
+                              user=user, password=password, **extra)
 
     def _default_password(self, user):
         return {self.user: self.password, self.app_user: self.app_password}.get(user)
@@ -677,7 +692,7 @@ def _ini_value(v):
     if isinstance(v, bool):
         return "1" if v else "0"
     if isinstance(v, dict):
-        return _conninfo(**v)
+        return entry_conninfo(**v)
     return str(v)
 
 

@@ -652,8 +652,8 @@ static void test_connstr(void **state)
     struct pgw_conf_diag d = { 0 };
     struct pgw_config *cfg = load_ok(
         BASE "[databases]\n"
-             "app = host=db1 port=5433 user=bob password='se cr\\'et' "
-             "application_name='it''s' options=-c\\ search_path=x pool_size=7 "
+             "app = host=db1 port=5433 user=bob password='se cr''et' "
+             "application_name='it''s' options='-c search_path=x' pool_size=7 "
              "min_pool_size=2 reserve_pool=3 max_db_connections=9 pool_mode=transaction "
              "auth_user=lookup connect_query='SELECT 1' SSLMODE = require\n"
              "plain =\n"
@@ -816,6 +816,42 @@ static void test_host_items_that_do_not_fit(void **state)
     pgw_conf_diag_free(&d);
 }
 
+static char *print_to_string(const struct pgw_config *cfg);
+
+/* As PgBouncer's loader.c reads them: a backslash is a character like any
+ * other, inside quotes or out; '' is the one escape.  They were read as
+ * libpq's escapes: PgBouncer's password=p\ss was "pss" here. */
+static void test_connstr_backslashes_as_pgbouncer(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(
+        BASE "[databases]\n"
+             "a = dbname=a\\\\b password=p\\ss user='x\\y' application_name=c\\'d "
+             "options='-c x=\\' connect_query='SELECT ''\\'''\n", &d);
+    const struct pgw_conf_db *db = pgw_conf_find_db(cfg, "a");
+    assert_string_equal(db->dbname, "a\\\\b");
+    assert_string_equal(db->password, "p\\ss");
+    assert_string_equal(db->user, "x\\y");
+    assert_string_equal(conn(db, "application_name"), "c\\'d");
+    assert_string_equal(conn(db, "options"), "-c x=\\");
+    assert_string_equal(db->connect_query, "SELECT '\\'");
+    /* printed the way it reads back */
+    char *text = print_to_string(cfg);
+    assert_non_null(strstr(text, "a = dbname=a\\\\b password=**** user=x\\y "
+                                 "application_name='c\\''d' options='-c x=\\' "));
+    free(text);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* libpq's \' inside quotes: PgBouncer's "syntax error in connection
+     * string" */
+    load_fail(BASE "[databases]\n"
+                   "b = password='a\\'b'\n", &d, 1);
+    assert_error(&d, "t.ini:4: database \"b\": password: expected a space after the quoted "
+                     "value (a quote inside quotes is '', a backslash escapes nothing)");
+    pgw_conf_diag_free(&d);
+}
+
 static void test_connstr_errors(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -842,7 +878,8 @@ static void test_connstr_errors(void **state)
               &d, 18);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
-    assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value");
+    assert_error(&d, "t.ini:6: database \"c\": host: expected a space after the quoted value "
+                     "(a quote inside quotes is '', a backslash escapes nothing)");
     assert_error(&d, "t.ini:7: database \"d\": port: expected a port number from 1 to 65535, "
                      "got \"5432,99999\"");
     assert_error(&d, "t.ini:8: database \"e\": duplicate key \"host\"");
@@ -935,8 +972,6 @@ static void test_connstr_errors(void **state)
 /* query_wait_timeout in [databases] and [users] (PgBouncer 1.25): the
  * user's, else the entry's, else the general one; -1 = not set; printed
  * back as given. */
-static char *print_to_string(const struct pgw_config *cfg);
-
 static void test_query_wait_timeout_per_entry(void **state)
 {
     (void)state;
@@ -1411,7 +1446,7 @@ static void test_print_roundtrip(void **state)
         "server_connect_rate = 0.3\nserver_round_robin = yes\npool_mode = transaction\n"
         "server_reset_query = RESET ALL; DISCARD PLANS\npeer_id = 2\n"
         "[databases]\n"
-        "app = host=db1 password='top secret' user=bob application_name='a \\'q\\' \\\\b' "
+        "app = host=db1 password='top secret' user=bob application_name='a ''q'' \\b' "
         "pool_size=5 pool_mode=session connect_query='SET x = ''y''' datestyle=ISO\n"
         "\"we\"\"ird name\" = host=h sslpassword=hunter2 target_session_attrs=STANDBY\n"
         "* = host=fallback,fb2 load_balance_hosts=disable\n"
@@ -1426,7 +1461,8 @@ static void test_print_roundtrip(void **state)
     assert_non_null(strstr(text, "\nserver_lifetime = 4500\n"));
     assert_non_null(strstr(text, "\nquery_wait_timeout = 0.333\n"));
     assert_non_null(strstr(text, "\nserver_round_robin = on\n"));
-    assert_non_null(strstr(text, "\n[databases]\napp = host=db1 password=**** user=bob "));
+    assert_non_null(strstr(text, "\n[databases]\napp = host=db1 password=**** user=bob "
+                                 "application_name='a ''q'' \\b' "));
     assert_non_null(strstr(text, "sslpassword=****"));
     assert_null(strstr(text, "top secret"));
     assert_null(strstr(text, "hunter2"));
@@ -1766,6 +1802,7 @@ int main(void)
         cmocka_unit_test(test_connstr),
         cmocka_unit_test(test_connstr_datestyle_timezone),
         cmocka_unit_test(test_connstr_errors),
+        cmocka_unit_test(test_connstr_backslashes_as_pgbouncer),
         cmocka_unit_test(test_host_items_that_do_not_fit),
         cmocka_unit_test(test_connstr_integers),
         cmocka_unit_test(test_hostaddr_is_numeric),
