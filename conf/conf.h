@@ -344,6 +344,15 @@ typedef void (*pgw_conf_changed_fn)(const char *key, const char *was, const char
                                     void *arg);
 int pgw_conf_keep_fixed(struct pgw_config *cfg, const struct pgw_config *running,
                         pgw_conf_changed_fn changed, void *arg);
+/* For a reload: pgw_conf_load of file `name` (or of text standing for it),
+ * where the fixed keys take running's values (pgw_conf_keep_fixed, before
+ * the checks across keys): those checks then see the config that would
+ * run, and refuse at its lines a file that holds only with values a reload
+ * cannot change (a [peers] entry at this process's own socket under the
+ * running peer_id), as a start would refuse it. */
+int pgw_conf_load_over(const char *name, const char *text, const struct pgw_config *running,
+                       pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
+                       struct pgw_conf_diag *diag);
 const char *pgw_conf_key_name(int i);
 const char *pgw_conf_key_default(int i);
 /* Is key i a boolean (written "on"/"off" by pgw_conf_get)? */

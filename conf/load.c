@@ -86,8 +86,12 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
     }
 }
 
-/* Load from a file (text NULL) or from text standing for file `name`. */
-static int load(const char *name, const char *text, struct pgw_config **out,
+/* Load from a file (text NULL) or from text standing for file `name`.
+ * running: for a reload, the config in force, whose fixed keys the new one
+ * takes before the checks across keys (changed hears of each the file
+ * changed); NULL at start. */
+static int load(const char *name, const char *text, const struct pgw_config *running,
+                pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
                 struct pgw_conf_diag *diag)
 {
     struct conf_loader ld = { .rep = { .diag = diag } };
@@ -104,7 +108,13 @@ static int load(const char *name, const char *text, struct pgw_config **out,
     ld.cfg->file = conf_strdup(&ld.rep, name);
 
     int rc = text ? conf_ini_load_string(&h, name, text) : conf_ini_load_file(&h, name);
-    /* Checks across keys only make sense once every key parsed. */
+    /* Checks across keys only make sense once every key parsed, and on
+     * the config that would run: a reload keeps the fixed keys' running
+     * values (peer_id, listen_port, unix_socket_dir: [peers] is checked
+     * against them). */
+    if (rc == 0 && ld.rep.nerrors == 0 && !ld.rep.oom && running &&
+        pgw_conf_keep_fixed(ld.cfg, running, changed, arg) < 0)
+        ld.rep.oom = true;
     if (rc == 0 && ld.rep.nerrors == 0 && !ld.rep.oom)
         conf_validate(&ld);
 
@@ -125,13 +135,20 @@ static int load(const char *name, const char *text, struct pgw_config **out,
 
 int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_diag *diag)
 {
-    return load(path, NULL, out, diag);
+    return load(path, NULL, NULL, NULL, NULL, out, diag);
 }
 
 int pgw_conf_load_string(const char *name, const char *text, struct pgw_config **out,
                          struct pgw_conf_diag *diag)
 {
-    return load(name, text, out, diag);
+    return load(name, text, NULL, NULL, NULL, out, diag);
+}
+
+int pgw_conf_load_over(const char *name, const char *text, const struct pgw_config *running,
+                       pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
+                       struct pgw_conf_diag *diag)
+{
+    return load(name, text, running, changed, arg, out, diag);
 }
 
 void pgw_conf_free(struct pgw_config *cfg)

@@ -377,10 +377,14 @@ static void reload_discard(struct reload_prep *r)
         close(r->log_fd);
 }
 
+/* arg: the proxy.  -u wins over the file's user at every start: no change
+ * a restart would apply, nothing to say. */
 static void fixed_key_changed(const char *key, const char *was, const char *now, void *arg)
 {
+    const struct pgw_proxy *px = arg;
     char qw[300], qn[300];
-    (void)arg;
+    if (px->user_from_command_line && strcmp(key, "user") == 0)
+        return;
     pgw_warn("config", "key=%s running=%s file=%s reason=\"fixed at start: a restart applies it\"",
              key, pgw_log_quote(qw, sizeof(qw), was), pgw_log_quote(qn, sizeof(qn), now));
 }
@@ -397,7 +401,7 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
      * change a restart would apply */
     if ((px->user_from_command_line &&
          pgw_conf_set(cfg, "user", px->cfg->user, NULL, 0) < 0) ||
-        pgw_conf_keep_fixed(cfg, px->cfg, fixed_key_changed, NULL) < 0) {
+        pgw_conf_keep_fixed(cfg, px->cfg, fixed_key_changed, px) < 0) {
         pgw_error("reload", "reason=\"out of memory, keeping the old config\"");
         return PGW_ENOMEM;
     }
@@ -544,7 +548,10 @@ int pgw_proxy_reload_file(struct pgw_proxy *px)
     struct pgw_config *cfg = NULL;
     struct pgw_conf_diag diag = { 0 };
     char q[1100];
-    int rc = pgw_conf_load(px->cfg->file, &cfg, &diag);
+    /* Checked as it would run: with the running values of the keys fixed
+     * at start (fixed_key_changed says which the file changed). */
+    int rc = pgw_conf_load_over(px->cfg->file, NULL, px->cfg, fixed_key_changed, px, &cfg,
+                                &diag);
     for (int i = 0; i < diag.nwarnings; i++)
         pgw_warn("config", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)

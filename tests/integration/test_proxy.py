@@ -2024,6 +2024,24 @@ class TestSignals(pt.PgwharfTestCase):
         px.wait_for_log(r"pgwharf\.ini:\d+: default_pool_size")
         self.assertEqual(px.psql("select 'still serving'"), "still serving")
 
+    def test_a_reload_is_checked_with_the_fixed_keys_it_keeps(self):
+        # peer_id is fixed at start (a reload keeps the running one, as
+        # PgBouncer's): a file that changes it and adds a [peers] entry of
+        # the new id at this process's own socket passed the checks with
+        # its own peer_id, then ran under the old one, and cancels for
+        # peer 2 would have come back here round and round.  Now the
+        # checks see the config that would run, as a start would.
+        px = self.start_pgwharf(settings={"peer_id": 1})
+        px.settings["peer_id"] = 2
+        px.extra = "[peers]\n2 = host=%s port=%d\n" % (px.dir, px.port)
+        px.reload()
+        px.wait_for_log(r"pgwharf\.ini:\d+: peer 2: \S+ is this process's own socket, "
+                        r"but its peer_id is 1 \(cancels would loop\)")
+        px.wait_for_log("config has errors, keeping the old one")
+        self.assertNotIn("event=reload file=", px.log())
+        self.assertEqual(px.show("PEERS"), [])
+        self.assertEqual(px.psql("select 'still serving'"), "still serving")
+
     def test_sigterm_waits_for_client_then_exits(self):
         px = self.start_pgwharf(settings={"pool_mode": "session"})
         conn = connect(px)

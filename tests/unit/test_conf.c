@@ -1584,6 +1584,52 @@ static void test_keep_fixed(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* A reload's checks across keys see the config that would run: the fixed
+ * keys' running values.  The [peers] entry below is at this process's own
+ * socket; with the file's peer_id 2 it is this process, with the running 1
+ * (which a reload keeps) it is another id, and cancels would loop. */
+static void test_load_over_checks_what_would_run(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *running = load_ok(BASE "peer_id = 1\nunix_socket_dir = /run/me\n"
+                                              "listen_port = 7000\n", &d);
+    const char *file = BASE "peer_id = 2\nunix_socket_dir = /run/me\nlisten_port = 7000\n"
+                            "[peers]\n2 = host=/run/me port=7000\n";
+    struct pgw_config *cfg = load_ok(file, &d);         /* on its own, fine */
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    struct changed_log l = { "", 0 };
+    cfg = NULL;
+    assert_int_equal(pgw_conf_load_over("t.ini", file, running, note_changed, &l, &cfg, &d),
+                     PGW_ECONFIG);
+    assert_null(cfg);
+    assert_string_equal(l.text, "peer_id:1->2;");
+    assert_int_equal(d.nerrors, 1);
+    assert_error(&d, "t.ini:7: peer 2: /run/me/.s.PGSQL.7000 is this process's own socket, "
+                     "but its peer_id is 1 (cancels would loop)");
+    pgw_conf_diag_free(&d);
+
+    /* the other checks are a start's, at their lines */
+    assert_int_equal(pgw_conf_load_over("t.ini", BASE "default_pool_size = 5\n"
+                                        "min_pool_size = 6\n", running, NULL, NULL, &cfg, &d),
+                     PGW_ECONFIG);
+    assert_error(&d, "t.ini:4: min_pool_size 6 is larger than default_pool_size 5");
+    pgw_conf_diag_free(&d);
+
+    /* a good file: the running fixed values, the file's others */
+    assert_int_equal(pgw_conf_load_over("t.ini", BASE "peer_id = 1\nlisten_port = 7001\n"
+                                        "default_pool_size = 3\n[peers]\n"
+                                        "2 = host=/run/me port=7001\n", running, NULL, NULL,
+                                        &cfg, &d), 0);
+    assert_int_equal(cfg->listen_port, 7000);
+    assert_int_equal(cfg->default_pool_size, 3);
+    assert_int_equal(cfg->npeers, 1);
+    pgw_conf_free(cfg);
+    pgw_conf_free(running);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_list_has(void **state)
 {
     const char *list = " alice, bob,carol  dave\t,, eve ";
@@ -1815,6 +1861,7 @@ int main(void)
         cmocka_unit_test(test_print_roundtrip),
         cmocka_unit_test(test_set_get),
         cmocka_unit_test(test_keep_fixed),
+        cmocka_unit_test(test_load_over_checks_what_would_run),
         cmocka_unit_test(test_track_extra_parameters),
         cmocka_unit_test(test_list_has),
         cmocka_unit_test(test_authfile_parse),
