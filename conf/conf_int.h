@@ -66,7 +66,14 @@ char *conf_strdup(struct conf_report *r, const char *s);
 
 #define CONF_ERRLEN 256
 
+/* A decimal integer in [lo, hi] (optional sign): [databases], [users] and
+ * [peers] values, which PgBouncer reads with atoi. */
 int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
+/* An integer in [lo, hi] as PgBouncer's cf_set_int reads the general
+ * section's: strtol base 0, the whole text (0x1f hexadecimal, 017 octal). */
+int conf_parse_int_c(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
+/* Is text (read by conf_parse_int_c) octal: a 0 followed by digits? */
+bool conf_int_octal(const char *text);
 int conf_parse_dur(const char *text, double *out, char *err, size_t errlen);
 /* The same, and PgBouncer's -1 for "not set" (*out = -1). */
 int conf_parse_dur_unset(const char *text, double *out, char *err, size_t errlen);

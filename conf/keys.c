@@ -254,7 +254,7 @@ int conf_key_set(struct pgw_config *cfg, const struct conf_key *k, const char *t
 {
     switch (k->kind) {
     case CONF_INT:
-        return conf_parse_int(text, k->lo, k->hi, FIELD(cfg, k, int), err, errlen);
+        return conf_parse_int_c(text, k->lo, k->hi, FIELD(cfg, k, int), err, errlen);
     case CONF_DUR:
         return conf_parse_dur(text, FIELD(cfg, k, double), err, errlen);
     case CONF_NUM:

@@ -53,13 +53,22 @@ static void general_key(struct conf_loader *ld, const char *file, int line, cons
         conf_error(&ld->rep, file, line, "unknown key \"%s\"", key);
         return;
     }
-    int rc = conf_key_set(ld->cfg, conf_key_at(i), value, err, sizeof(err));
-    if (rc == PGW_ENOMEM)
+    const struct conf_key *k = conf_key_at(i);
+    int rc = conf_key_set(ld->cfg, k, value, err, sizeof(err));
+    if (rc == PGW_ENOMEM) {
         ld->rep.oom = true;
-    else if (rc != 0)
-        conf_error(&ld->rep, file, line, "%s: %s", conf_key_at(i)->name, err);
-    else
+    } else if (rc != 0) {
+        conf_error(&ld->rep, file, line, "%s: %s", k->name, err);
+    } else {
         set_origin(ld, i, file, line);
+        /* PgBouncer's strtol base 0: a surprise to whoever meant ten */
+        if (k->kind == CONF_INT && conf_int_octal(value)) {
+            char now[32];
+            conf_key_get(ld->cfg, k, now, sizeof(now));
+            conf_warn(&ld->rep, file, line, "%s: %s is octal, %s (a leading 0 means octal, "
+                      "as PgBouncer reads it)", k->name, value, now);
+        }
+    }
 }
 
 static void on_key(void *arg, const char *file, int line, const char *key, const char *value)

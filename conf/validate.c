@@ -8,7 +8,9 @@
 #include "common/err.h"
 #include "common/log.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -155,24 +157,32 @@ void conf_validate(struct conf_loader *ld)
         key_error(ld, "syslog_facility",
                   "syslog_facility \"%s\": expected auth, authpriv, daemon, user or "
                   "local0-local7", cfg->syslog_facility);
-    if (pgw_conf_unix_socket_mode(cfg) < 0)
-        key_error(ld, "unix_socket_mode",
-                  "unix_socket_mode \"%s\": not an octal file mode (0000-0777)",
-                  cfg->unix_socket_mode);
+    if (pgw_conf_unix_socket_mode(cfg) < 0) {
+        const char *m = cfg->unix_socket_mode;
+        if (*m >= '1' && *m <= '7' && strspn(m, "01234567") == strlen(m))
+            key_error(ld, "unix_socket_mode",
+                      "unix_socket_mode \"%s\": not an octal file mode (0000-0777): write it "
+                      "with a leading 0 (0%s); PgBouncer reads %s as a decimal number", m, m, m);
+        else
+            key_error(ld, "unix_socket_mode",
+                      "unix_socket_mode \"%s\": not an octal file mode (0000-0777)", m);
+    }
 }
 
+/* PgBouncer reads it as any integer (strtol base 0: 0770, 0x1f8), so a
+ * plain 770 is decimal there (the mode 01402): refused here rather than
+ * read either way (validate says how to write it); 0 is 0. */
 int pgw_conf_unix_socket_mode(const struct pgw_config *cfg)
 {
     const char *p = cfg->unix_socket_mode;
-    int mode = 0;
-    if (!*p || strlen(p) > 4)
+    if (p[0] != '0')
         return -1;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '7')
-            return -1;
-        mode = mode * 8 + (*p - '0');
-    }
-    return mode <= 0777 ? mode : -1;
+    char *end = NULL;
+    errno = 0;
+    long mode = strtol(p, &end, 0);
+    if (end == p || *end || errno == ERANGE || mode < 0 || mode > 0777)
+        return -1;
+    return (int)mode;
 }
 
 int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag)

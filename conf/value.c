@@ -1,5 +1,7 @@
 /*
- * value.c - the value types of the config file: integers with ranges,
+ * value.c - the value types of the config file: integers with ranges
+ * (decimal in [databases], [users] and [peers], as PgBouncer's atoi; any C
+ * integer in [pgwharf], as its strtol base 0),
  * durations ("250ms", "1.5", "2min"), plain numbers, booleans (PgBouncer's
  * 0/1 and the usual words), and the enums with their names.  Each parser
  * returns 0 or PGW_ECONFIG with "expected ..., got \"x\"" in err.
@@ -9,6 +11,7 @@
 #include "common/log.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -127,6 +130,51 @@ int conf_parse_log_level(const char *text, char *err, size_t errlen)
     return PGW_ECONFIG;
 }
 
+static int int_error(const char *text, int lo, int hi, const char *how, char *err,
+                     size_t errlen)
+{
+    if (lo == 1 && hi == INT_MAX)
+        snprintf(err, errlen, "expected a positive integer%s, got \"%s\"", how, text);
+    else if (lo == 0 && hi == INT_MAX)
+        snprintf(err, errlen, "expected a non-negative integer%s, got \"%s\"", how, text);
+    else
+        snprintf(err, errlen, "expected an integer from %d to %d%s, got \"%s\"", lo, hi, how,
+                 text);
+    return PGW_ECONFIG;
+}
+
+/* After an optional sign, a 0 and more: C's octal or hexadecimal prefix. */
+static bool zero_prefixed(const char *text)
+{
+    if (*text == '+' || *text == '-')
+        text++;
+    return text[0] == '0' && text[1] != '\0';
+}
+
+int conf_parse_int_c(const char *text, int lo, int hi, int *out, char *err, size_t errlen)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = *text && !isspace((unsigned char)*text) ? strtoll(text, &end, 0) : 0;
+    if (!end || end == text || *end != '\0')
+        return int_error(text, lo, hi, zero_prefixed(text) ?
+                         " (decimal, 0x hexadecimal, or octal after a leading 0, as PgBouncer "
+                         "reads it)" : "", err, errlen);
+    if (errno == ERANGE || v < lo || v > hi)
+        return int_error(text, lo, hi, "", err, errlen);
+    *out = (int)v;
+    return 0;
+}
+
+bool conf_int_octal(const char *text)
+{
+    if (!zero_prefixed(text))
+        return false;
+    if (*text == '+' || *text == '-')
+        text++;
+    return text[1] != 'x' && text[1] != 'X';
+}
+
 int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t errlen)
 {
     const char *p = text;
@@ -142,13 +190,7 @@ int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t
         *out = (int)v;
         return 0;
     }
-    if (lo == 1 && hi == INT_MAX)
-        snprintf(err, errlen, "expected a positive integer, got \"%s\"", text);
-    else if (lo == 0 && hi == INT_MAX)
-        snprintf(err, errlen, "expected a non-negative integer, got \"%s\"", text);
-    else
-        snprintf(err, errlen, "expected an integer from %d to %d, got \"%s\"", lo, hi, text);
-    return PGW_ECONFIG;
+    return int_error(text, lo, hi, "", err, errlen);
 }
 
 /* A plain decimal "12", "1.5", ".5", "3." at the start of text; returns the

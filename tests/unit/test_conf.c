@@ -222,6 +222,57 @@ static void test_int_keys(void **state)
                      "t.ini:3: max_client_conn: expected a positive integer, got \"1.5\"");
 }
 
+/* [pgbouncer] integers as PgBouncer's cf_set_int reads them: strtol with
+ * base 0, the whole value.  0x10 was refused here, and 010 was ten where
+ * PgBouncer makes it eight.  [databases] and [users] integers stay decimal:
+ * PgBouncer reads those with atoi (010 is ten there). */
+static void test_int_keys_as_pgbouncer(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "default_pool_size = 0x10\nmax_client_conn = 010\n"
+                                          "listen_port = 0X1F90\nmin_pool_size = 00\n"
+                                          "[databases]\na = pool_size=010\n", &d);
+    assert_int_equal(cfg->default_pool_size, 16);
+    assert_int_equal(cfg->max_client_conn, 8);
+    assert_int_equal(cfg->listen_port, 8080);
+    assert_int_equal(cfg->min_pool_size, 0);
+    assert_int_equal(pgw_conf_find_db(cfg, "a")->pool_size, 10);
+    /* octal by surprise for whoever did not know: said at its line */
+    assert_int_equal(d.nwarnings, 2);
+    assert_warning(&d, "t.ini:4: max_client_conn: 010 is octal, 8 (a leading 0 means octal, "
+                       "as PgBouncer reads it)");
+    assert_warning(&d, "t.ini:6: min_pool_size: 00 is octal, 0 (a leading 0 means octal, "
+                       "as PgBouncer reads it)");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* the console's SET reads them the same way */
+    cfg = load_ok(BASE, &d);
+    char err[256];
+    assert_int_equal(pgw_conf_set(cfg, "default_pool_size", "0x20", err, sizeof(err)), 0);
+    assert_int_equal(cfg->default_pool_size, 32);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* what strtol does not read whole, PgBouncer refuses too */
+    expect_key_error("default_pool_size = 09",
+                     "t.ini:3: default_pool_size: expected a positive integer (decimal, 0x "
+                     "hexadecimal, or octal after a leading 0, as PgBouncer reads it), got \"09\"");
+    expect_key_error("default_pool_size = 0x",
+                     "t.ini:3: default_pool_size: expected a positive integer (decimal, 0x "
+                     "hexadecimal, or octal after a leading 0, as PgBouncer reads it), got \"0x\"");
+    expect_key_error("listen_port = 0x10000",
+                     "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"0x10000\"");
+    expect_key_error("max_client_conn = 0x7fffffffffffffffff",
+                     "t.ini:3: max_client_conn: expected a positive integer, got "
+                     "\"0x7fffffffffffffffff\"");
+    /* [databases]: decimal, and 0x10 (atoi's 0 in PgBouncer) an error */
+    load_fail(BASE "[databases]\nb = pool_size=0x10\n", &d, 1);
+    assert_error(&d, "t.ini:4: database \"b\": pool_size: expected a positive integer, "
+                     "got \"0x10\"");
+    pgw_conf_diag_free(&d);
+}
+
 static void test_duration_parse(void **state)
 {
     static const struct {
@@ -1362,8 +1413,20 @@ static void test_validation(void **state)
     load_fail("[pgwharf]\nauth_type = trust\nunix_socket_mode = 0789\n", &d, 1);
     assert_error(&d, "t.ini:3: unix_socket_mode \"0789\": not an octal file mode (0000-0777)");
     pgw_conf_diag_free(&d);
-    load_fail("[pgwharf]\nauth_type = trust\nunix_socket_mode = 1777\n", &d, 1);
-    assert_error(&d, "t.ini:3: unix_socket_mode \"1777\": not an octal file mode (0000-0777)");
+    load_fail("[pgwharf]\nauth_type = trust\nunix_socket_mode = 01777\n", &d, 1);
+    assert_error(&d, "t.ini:3: unix_socket_mode \"01777\": not an octal file mode (0000-0777)");
+    pgw_conf_diag_free(&d);
+    /* PgBouncer reads it as any integer (strtol base 0): 0x1ff is 0777;
+     * 770 is decimal there (the mode 01402), octal here before: neither
+     * guess, an error that says how to write it */
+    cfg = load_ok("[pgwharf]\nauth_type = trust\nunix_socket_mode = 0x1ff\n", &d);
+    assert_int_equal(pgw_conf_unix_socket_mode(cfg), 0777);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    load_fail("[pgwharf]\nauth_type = trust\nunix_socket_mode = 770\n", &d, 1);
+    assert_error(&d, "t.ini:3: unix_socket_mode \"770\": not an octal file mode (0000-0777): "
+                     "write it with a leading 0 (0770); PgBouncer reads 770 as a decimal "
+                     "number");
     pgw_conf_diag_free(&d);
 }
 
@@ -1831,6 +1894,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_minimal_file_gets_defaults),
         cmocka_unit_test(test_int_keys),
+        cmocka_unit_test(test_int_keys_as_pgbouncer),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_duration_keys),
         cmocka_unit_test(test_bool_forms),
