@@ -235,6 +235,13 @@ bool pgw_pool_refusal_is_local(const char *msg)
          * it is up, and serves the pools that do not require it */
         "server does not support SSL, but SSL was required",
         "server doesn't support GSSAPI encryption, but it was required",
+        /* the server's certificate failed this pool's check (the wrong
+         * sslrootcert / server_tls_ca_file, a name that does not match
+         * under verify-full): the server is up, and serves the pools that
+         * check it otherwise or not at all */
+        "certificate verify failed",
+        "does not match host name",
+        "could not get server's host name from server certificate",
     };
     for (size_t i = 0; msg && i < sizeof(texts) / sizeof(texts[0]); i++)
         if (strstr(msg, texts[i]))

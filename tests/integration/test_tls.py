@@ -724,6 +724,27 @@ class TestServerTls(TlsTestCase):
         self.assertEqual(cp.stdout.strip(), "the other entry", cp.stderr)
         self.assertIn("sqlstate=F0000", px.log())
 
+    def test_an_entrys_wrong_ca_is_that_pools_failure(self):
+        """A server certificate that fails one entry's check (its own
+        sslrootcert, the wrong CA) says nothing of the server's health: it
+        tripped the breaker shared by every entry on that host and port,
+        and an entry that does not verify failed fast too."""
+        db = self.pg.database
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                      "breaker_cooldown": "60s", "breaker_max_cooldown": "60s",
+                      "server_login_retry": "60s"},
+            databases={db: self.pg.conn_string(db),
+                       "wrongca": self.pg.conn_string(db) + " sslmode=verify-ca sslrootcert=" +
+                       self.certs.path("otherca.crt")})
+        for _ in range(3):
+            cp = self.psql(px, "select 1", sslmode="disable", db="wrongca")
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn("certificate verify failed", cp.stderr)
+        self.assertEqual(px.show("BREAKERS")[0]["state"], "closed")
+        cp = self.psql(px, "select 'the other entry'", sslmode="disable")
+        self.assertEqual(cp.stdout.strip(), "the other entry", cp.stderr)
+
     def test_server_tls_slow_client(self):
         """Backpressure with a TLS server link: the client stops reading,
         pgwharf's buffer fills and it stops reading the server, a record
@@ -986,18 +1007,19 @@ class TestServerTls(TlsTestCase):
         self.assertTrue(self.server_ssl(conn))
         conn.close()
 
-    def test_reload_of_server_tls_ends_the_breakers_refusal(self):
+    def test_reload_of_server_tls_ends_the_refusal(self):
         # Failures under the old server_tls_* settings (here the wrong CA)
-        # say nothing about the new ones, but the open breaker kept failing
-        # logins with the old error until its cooldown ended.
+        # say nothing about the new ones, but the refusal they caused (an
+        # open breaker once, the pool's server_login_retry wait now) kept
+        # failing logins with the old error until it ran out.
         px = self.start_pgwharf(settings={
             "server_tls_sslmode": "verify-full", "pool_mode": "transaction",
             "server_tls_ca_file": self.certs.path("otherca.crt"),
+            "server_login_retry": "60s",
             "breaker_cooldown": "60s", "breaker_max_cooldown": "60s"})
         for _ in range(3):
             cp = self.psql(px, "select 1", sslmode="disable")
             self.assertIn("certificate verify failed", cp.stderr)
-        self.assertEqual(px.show("BREAKERS")[0]["state"], "open")
         px.settings["server_tls_ca_file"] = self.certs.path("ca.crt")
         mark = px.log().count("event=reload ")
         px.reload()

@@ -108,6 +108,13 @@ static void t_refusal_is_local(void **state)
     assert_string_equal(pgw_pool_guess_sqlstate(no_ssl), "08001");
     assert_true(pgw_pool_refusal_is_local("server doesn't support GSSAPI encryption, "
                                           "but it was required"));
+    /* a server certificate this entry's check refuses: that entry's */
+    const char *bad_ca = "connection to server at \"127.0.0.1\", port 5432 failed: "
+                         "SSL error: certificate verify failed";
+    assert_true(pgw_pool_refusal_is_local(bad_ca));
+    assert_string_equal(pgw_pool_guess_sqlstate(bad_ca), "08001");
+    assert_true(pgw_pool_refusal_is_local("server certificate for \"db1\" does not match "
+                                          "host name \"db2\""));
     /* a broken TLS link is not */
     assert_false(pgw_pool_refusal_is_local("SSL SYSCALL error: EOF detected"));
     assert_false(pgw_pool_refusal_is_local("SSL error: unexpected eof while reading"));
