@@ -306,6 +306,7 @@ void pgw_admin_login(struct pgw_session *s)
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);
     pgw_wire_ready(&b, 'I');
     s->state = PGW_SS_ADMIN;
+    pgw_session_list_join(s);
     pgw_session_arm_timer(s);
     admin_queue(s, &b);
     pgw_wbuf_deinit(&b);

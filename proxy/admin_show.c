@@ -376,18 +376,71 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     pgw_rs_row_end(rs);
 }
 
+/* A SHOW CLIENTS row and where PgBouncer lists it: it walks its pools by
+ * database, then user (the console's clients are one pool, user
+ * pgbouncer), and in each its active clients (idle ones too), then the
+ * waiting, then cancel requests, each list in the order the clients
+ * joined it (list_seq: a client that waited goes to the end). */
+struct client_ref {
+    const struct pgw_session *s;
+    const char *state, *db, *user;
+    int list;
+};
+
+static int client_list_rank(const char *state)
+{
+    if (strcmp(state, "waiting") == 0)
+        return 1;
+    return strcmp(state, "active_cancel_req") == 0 ? 2 : 0;
+}
+
+static int cmp_client_refs(const void *a, const void *b)
+{
+    const struct client_ref *x = a, *y = b;
+    int c = strcmp(x->db, y->db);
+    if (c == 0)
+        c = strcmp(x->user, y->user);
+    if (c == 0)
+        c = (x->list > y->list) - (x->list < y->list);
+    if (c == 0)
+        c = (x->s->list_seq > y->s->list_seq) - (x->s->list_seq < y->s->list_seq);
+    return c;
+}
+
 static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = self->px;
     ev_tstamp now = pgw_mono_now(px->loop);
-    struct pgw_rs rs;
-    pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
+    size_t n = 0;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
+        n++;
+    struct client_ref *refs = malloc(sizeof(*refs) * (n + 1));
+    if (!refs) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
+    n = 0;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
         const char *state = client_state(s);
-        if (state)
-            client_row(&rs, s, state, now, NULL);
+        if (!state)
+            continue;
+        struct client_ref *r = &refs[n++];
+        *r = (struct client_ref){ s, state, s->database ? s->database : "",
+                                  s->user ? s->user : "", client_list_rank(state) };
+        if (s->pool) {
+            r->db = pgw_pool_dbname(s->pool);
+            r->user = pgw_pool_user(s->pool);
+        } else if (s->state == PGW_SS_ADMIN) {
+            r->user = "pgbouncer";
+        }
     }
+    qsort(refs, n, sizeof(*refs), cmp_client_refs);
+    struct pgw_rs rs;
+    pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
+    for (size_t i = 0; i < n; i++)
+        client_row(&rs, refs[i].s, refs[i].state, now, NULL);
+    free(refs);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -134,6 +134,8 @@ struct pgw_session {
     ev_tstamp connect_time;          /* times: pgw_mono_now(), common/clock.h */
     ev_tstamp last_activity;         /* last byte either way */
     ev_tstamp query_start;           /* first outstanding request, 0 when none */
+    uint64_t list_seq;               /* when it last joined PgBouncer's active or waiting
+                                        client list (pgw_session_list_join) */
     struct pgw_list node;            /* proxy's session list / close list */
     struct pgw_list cancel_node;     /* cancel key hash bucket */
     struct pgw_ctx *ctx;
@@ -296,6 +298,11 @@ void pgw_session_login_done(struct pgw_session *s);
 /* Past authentication and not closing: what the client limits count. */
 bool pgw_session_logged_in(const struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
+/* s moves to the end of its PgBouncer client list, the order SHOW CLIENTS
+ * lists a pool's clients in: at login, when it queues for a server, and
+ * when it leaves the queue (served or not).  A client served at once
+ * stays where it was, as in PgBouncer. */
+void pgw_session_list_join(struct pgw_session *s);
 /* Take the timeouts for this user from the config in force. */
 void pgw_session_apply_timeouts(struct pgw_session *s);
 
@@ -462,6 +469,7 @@ struct pgw_proxy {
     int overflow_cap;                /* sessions past client_cap that may read a first packet */
     int nrejecting;                  /* sessions beyond it, about to be refused */
     uint64_t next_session_id;
+    uint64_t list_seq;               /* the last session's list_seq */
     struct pgw_list free_bufs;
     int nfree_bufs;
     int free_low;                    /* fewest free buffers since the last trim */

@@ -901,8 +901,10 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     srv->user_tail_skip = 0;
     s->state = PGW_SS_WAIT_SERVER;
     s->pipe_since = pgw_mono_now(loop);
-    if (!pulled)
+    if (!pulled) {
         s->waiter.since = s->pipe_since;
+        pgw_session_list_join(s);        /* queued (a pulled one was) */
+    }
     /* Its query runs once it has the server (query_timeout from then on):
      * the query ahead runs under its own. */
     s->query_start = 0;
@@ -967,6 +969,7 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     pgw_list_del(&n->pipe_node);
     srv->user_queued--;
     n->pipe_srv = NULL;
+    pgw_session_list_join(n);
     pgw_metrics_observe_wait(n, pgw_mono_now(loop) - n->waiter.since);
     /* No SETs: its settings were the server's when it queued, and a change
      * since would have closed the server instead. */
@@ -1046,6 +1049,7 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
         pgw_track_reset(&f->track);
         f->query_start = 0;
         f->state = PGW_SS_IDLE;
+        pgw_session_list_join(f);
         f->px->total_pipeline_failed++;
         char qd[200], qu[200], qr[300];
         pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=%s", f->addr_text,
@@ -1168,6 +1172,7 @@ bool pgw_relay_cancel_waiting(struct pgw_session *s)
         !pgw_pool_waiter_queued(&s->waiter))
         return false;
     pgw_pool_cancel_wait(&s->waiter);
+    pgw_session_list_join(s);
     fail_request(s, "57014", "canceling statement due to user request");
     return true;
 }
@@ -1209,6 +1214,7 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
 static void acquired_cb(struct pgw_pool_waiter *w, struct pgw_server *srv)
 {
     struct pgw_session *s = w->arg;
+    pgw_session_list_join(s);            /* out of the queue */
     if (!srv) {
         acquire_failed(s, w->error);
         return;
@@ -1330,6 +1336,7 @@ void pgw_relay_acquire(struct pgw_session *s)
     if (r == PGW_ACQ_GRANTED) {
         granted(s, s->waiter.server);
     } else if (r == PGW_ACQ_QUEUED) {
+        pgw_session_list_join(s);
         if (s->state != PGW_SS_LOGIN_WAIT) {
             s->state = PGW_SS_WAIT_SERVER;
             s->wait_notified = false;

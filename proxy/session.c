@@ -252,6 +252,11 @@ static ev_tstamp linked_deadline(const struct pgw_session *s, const char **what)
     return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
 }
 
+void pgw_session_list_join(struct pgw_session *s)
+{
+    s->list_seq = ++s->px->list_seq;
+}
+
 void pgw_session_arm_timer(struct pgw_session *s)
 {
     const char *what;
@@ -925,6 +930,7 @@ void pgw_session_login_done(struct pgw_session *s)
     /* A replication client keeps its own server for its whole session. */
     s->mode = s->replication ? PGW_POOL_SESSION : pgw_pool_mode(s->pool);
     s->state = PGW_SS_LOGIN_WAIT;
+    pgw_session_list_join(s);
     pgw_relay_login(s);
 }
 

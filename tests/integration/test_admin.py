@@ -257,6 +257,42 @@ class TestShowColumns(AdminTestCase):
         users = [(r["name"], r["pool_size"]) for r in self.show(conn, "USERS")[1]]
         self.assertEqual(users, sorted([("aa_user", "4"), (self.pg.user, ""), ("zz_user", "3")]))
 
+    def test_clients_are_listed_pool_by_pool_as_pgbouncer(self):
+        # PgBouncer walks its pools (by database, then user; the console's
+        # clients are its pool pgbouncer/pgbouncer) and in each lists the
+        # active clients, then the waiting, each list in the order the
+        # clients joined it: one that waited goes to the end of the active
+        # list once served.  pgwharf listed every client in the order it
+        # connected.  (Checked against PgBouncer 1.18 with the same clients.)
+        cs = self.pg.conn_string()
+        px = self.start_pgwharf(settings={"admin_users": self.pg.user,
+                                          "pool_mode": "transaction",
+                                          "default_pool_size": 1},
+                                databases={"zz": cs, "aa": cs})
+        app = dict(user=self.pg.app_user, password=self.pg.app_password)
+        z1 = self.client(px, autocommit=False, db="zz", application_name="z1")
+        z1.cursor().execute("select 1")              # holds zz's only server
+        self.client(px, db="aa", application_name="a1")
+        conn = self.admin_conn(px)
+        z2 = self.client(px, db="zz", application_name="z2")
+        self.client(px, db="aa", application_name="a2", **app)
+        self.client(px, db="zz", application_name="z3")
+        waiter = Background(lambda: z2.cursor().execute("select 2"))
+        pt.wait_pool(conn, "zz", self.pg.user, cl_waiting=1)
+
+        def order():            # through psql, itself a console client
+            return [(r["database"], r["user"], r["application_name"], r["state"])
+                    for r in px.show("CLIENTS")]
+        u, a = self.pg.user, self.pg.app_user
+        self.assertEqual(order(), [
+            ("aa", a, "a2", "idle"), ("aa", u, "a1", "idle"),
+            ("pgbouncer", u, "", "idle"), ("pgbouncer", u, "psql", "idle"),
+            ("zz", u, "z1", "active"), ("zz", u, "z3", "idle"), ("zz", u, "z2", "waiting")])
+        z1.commit()
+        waiter.join(10)
+        self.assertIsNone(waiter.error)
+        self.assertEqual([r[2] for r in order()], ["a2", "a1", "", "psql", "z1", "z3", "z2"])
+
     def test_show_sockets_and_active_sockets(self):
         px = self.start(default_pool_size=3)
         idle = self.client(px, application_name="idle-one")
