@@ -717,82 +717,82 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     return PGW_ADMIN_DONE;
 }
 
-static void user_row(struct pgw_rs *rs, struct pgw_proxy *px, const char *name,
-                     const struct pgw_conf_user *u)
-{
-    int servers = 0, clients = 0;
-    /* Servers as max_user_connections counts them: by the user they log
-     * in as. */
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
-        if (strcmp(pgw_pool_server_user(p), name) == 0)
-            servers += pool_servers(p);
-    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
-        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-        if (pgw_session_logged_in(s) && strcmp(s->user, name) == 0)
-            clients++;     /* console sessions too, as PgBouncer */
-    }
-    char size[16] = "", reserve[16] = "";
-    if (u && u->pool_size >= 0)
-        snprintf(size, sizeof(size), "%d", u->pool_size);
-    if (u && u->reserve_pool_size >= 0)
-        snprintf(reserve, sizeof(reserve), "%d", u->reserve_pool_size);
-    pgw_rs_row(rs);
-    pgw_rs_text(rs, name);
-    pgw_rs_text(rs, size);
-    pgw_rs_text(rs, reserve);
-    pgw_rs_text(rs, u && u->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)u->pool_mode)
-                                           : NULL);
-    pgw_rs_int(rs, pgw_conf_max_user_connections(px->cfg, u));
-    pgw_rs_int(rs, servers);
-    pgw_rs_int(rs, pgw_conf_max_user_client_connections(px->cfg, u));
-    pgw_rs_int(rs, clients);
-    pgw_rs_row_end(rs);
-}
-
-/* Does a pool before `stop` have `name` as its user or server user? */
-static bool pool_user_before(struct pgw_proxy *px, const struct pgw_pool *stop, const char *name)
-{
-    for (struct pgw_pool *q = pgw_pool_next(px->pools, NULL); q != stop;
-         q = pgw_pool_next(px->pools, q))
-        if (strcmp(pgw_pool_user(q), name) == 0 || strcmp(pgw_pool_server_user(q), name) == 0)
-            return true;
-    return false;
-}
-
+/* A user SHOW USERS lists, with its counts. */
 struct user_ref {
     const char *name;
     const struct pgw_conf_user *u;   /* its [users] entry, or NULL */
+    int servers, clients;
 };
 
-/* The users SHOW USERS lists: [users] entries, and users that only have
- * pools (their clients' or, for an entry with user=, the one their servers
- * log in as).  Into refs unless it is NULL (SHOW LISTS counts them);
- * returns how many. */
-static int users_walk(struct pgw_proxy *px, struct user_ref *refs)
+/* By name; a name's [users] entry before its pools' mentions of it. */
+static int cmp_user_refs(const void *a, const void *b)
 {
-    const struct pgw_config *cfg = px->cfg;
-    int n = 0;
-    for (int i = 0; i < cfg->nusers; i++, n++)
-        if (refs)
-            refs[n] = (struct user_ref){ cfg->users[i].name, &cfg->users[i] };
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        const char *names[2] = { pgw_pool_user(p), pgw_pool_server_user(p) };
-        for (int k = 0; k < 2; k++) {
-            if (k == 1 && strcmp(names[1], names[0]) == 0)
-                break;
-            if (pgw_conf_find_user(cfg, names[k]) || pool_user_before(px, p, names[k]))
-                continue;
-            if (refs)
-                refs[n] = (struct user_ref){ names[k], NULL };
-            n++;
-        }
-    }
-    return n;
+    const struct user_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->u == NULL) - (y->u == NULL);
 }
 
-static int cmp_user_names(const void *a, const void *b)
+static int cmp_user_name(const void *name, const void *ref)
 {
-    return strcmp(((const struct user_ref *)a)->name, ((const struct user_ref *)b)->name);
+    return strcmp(name, ((const struct user_ref *)ref)->name);
+}
+
+static struct user_ref *find_user_ref(struct user_ref *refs, int n, const char *name)
+{
+    return bsearch(name, refs, (size_t)n, sizeof(*refs), cmp_user_name);
+}
+
+/* The users SHOW USERS lists, by name as PgBouncer keeps them: the [users]
+ * entries and the users that only have pools (their clients' or, for an
+ * entry with user=, the one their servers log in as), each once, with
+ * their servers (by the user they log in as, as max_user_connections
+ * counts them) and logged-in clients (console sessions too, as
+ * PgBouncer).  One sort, then a lookup per pool and session.  NULL when
+ * memory is short; free() it. */
+static struct user_ref *users_list(struct pgw_proxy *px, int *n)
+{
+    const struct pgw_config *cfg = px->cfg;
+    size_t cap = (size_t)cfg->nusers + 1;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        cap += 2;
+    struct user_ref *refs = calloc(cap, sizeof(*refs));
+    if (!refs)
+        return NULL;
+    int k = 0;
+    for (int i = 0; i < cfg->nusers; i++)
+        refs[k++] = (struct user_ref){ .name = cfg->users[i].name, .u = &cfg->users[i] };
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        refs[k++].name = pgw_pool_user(p);
+        if (strcmp(pgw_pool_server_user(p), pgw_pool_user(p)) != 0)
+            refs[k++].name = pgw_pool_server_user(p);
+    }
+    qsort(refs, (size_t)k, sizeof(*refs), cmp_user_refs);
+    int m = 0;
+    for (int i = 0; i < k; i++)
+        if (m == 0 || strcmp(refs[i].name, refs[m - 1].name) != 0)
+            refs[m++] = refs[i];
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        struct user_ref *r = find_user_ref(refs, m, pgw_pool_server_user(p));
+        if (r)                           /* (it is: put in above) */
+            r->servers += pool_servers(p);
+    }
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        struct user_ref *r = pgw_session_logged_in(s) ? find_user_ref(refs, m, s->user) : NULL;
+        if (r)
+            r->clients++;
+    }
+    *n = m;
+    return refs;
+}
+
+/* A user's pool_size or reserve_pool_size as text, empty when it sets none. */
+static const char *user_size_text(int v, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (v >= 0)
+        snprintf(buf, len, "%d", v);
+    return buf;
 }
 
 static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
@@ -803,18 +803,29 @@ static int show_users(struct pgw_session *self, struct pgw_wbuf *out)
         { "max_user_client_connections", I4 }, { "current_client_connections", I4 },
     };
     struct pgw_proxy *px = self->px;
-    int n = users_walk(px, NULL);
-    struct user_ref *refs = malloc(sizeof(*refs) * (size_t)(n + 1));
+    int n;
+    struct user_ref *refs = users_list(px, &n);
     if (!refs) {
         out->failed = true;
         return PGW_ADMIN_DONE;
     }
-    users_walk(px, refs);
-    qsort(refs, (size_t)n, sizeof(*refs), cmp_user_names);   /* by name, as PgBouncer */
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    for (int i = 0; i < n; i++)
-        user_row(&rs, px, refs[i].name, refs[i].u);
+    for (int i = 0; i < n; i++) {
+        const struct pgw_conf_user *u = refs[i].u;
+        char size[16], reserve[16];
+        pgw_rs_row(&rs);
+        pgw_rs_text(&rs, refs[i].name);
+        pgw_rs_text(&rs, user_size_text(u ? u->pool_size : -1, size, sizeof(size)));
+        pgw_rs_text(&rs, user_size_text(u ? u->reserve_pool_size : -1, reserve, sizeof(reserve)));
+        pgw_rs_text(&rs, u && u->pool_mode >= 0 ? pool_mode_text((enum pgw_pool_mode)u->pool_mode)
+                                                : NULL);
+        pgw_rs_int(&rs, pgw_conf_max_user_connections(px->cfg, u));
+        pgw_rs_int(&rs, refs[i].servers);
+        pgw_rs_int(&rs, pgw_conf_max_user_client_connections(px->cfg, u));
+        pgw_rs_int(&rs, refs[i].clients);
+        pgw_rs_row_end(&rs);
+    }
     free(refs);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
@@ -923,7 +934,13 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "list", TX }, { "items", I4 } };
     struct pgw_proxy *px = s->px;
-    int pools = 0, used = 0, login = 0, names = 0, queries = 0;
+    int pools = 0, used = 0, login = 0, names = 0, queries = 0, users;
+    struct user_ref *refs = users_list(px, &users);
+    if (!refs) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
+    free(refs);
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         pools++;
     for (struct pgw_backend *be = pgw_backend_next(px->pools, NULL); be;
@@ -942,7 +959,7 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     list_row(&rs, "databases", px->cfg->ndbs);
-    list_row(&rs, "users", users_walk(px, NULL));   /* the rows of SHOW USERS */
+    list_row(&rs, "users", users);   /* the rows of SHOW USERS */
     list_row(&rs, "peers", px->cfg->npeers);
     list_row(&rs, "pools", pools);
     list_row(&rs, "peer_pools", 0);

@@ -257,6 +257,26 @@ class TestShowColumns(AdminTestCase):
         users = [(r["name"], r["pool_size"]) for r in self.show(conn, "USERS")[1]]
         self.assertEqual(users, sorted([("aa_user", "4"), (self.pg.user, ""), ("zz_user", "3")]))
 
+    def test_users_of_several_pools_are_listed_once(self):
+        # A user that several pools name (its clients' pools, entries whose
+        # servers log in as it) is one SHOW USERS row, with all its servers
+        # and clients (the list is sorted once, not searched per pool).
+        app, su = self.pg.app_user, self.pg.user
+        px = self.start_pgwharf(
+            settings={"admin_users": su, "pool_mode": "session"},
+            databases={db: self.pg.conn_string(user=app, password=self.pg.app_password)
+                       for db in ("f1", "f2")})
+        held = [self.client(px, db="f1"), self.client(px, db="f2"),
+                self.client(px, db="f2", user=app, password=self.pg.app_password)]
+        for c in held:
+            self.assertEqual(pt.one(c, "select session_user"), app)
+        conn = self.admin_conn(px)
+        users = [(r["name"], r["current_connections"], r["current_client_connections"])
+                 for r in self.show(conn, "USERS")[1]]
+        self.assertEqual(users, sorted([(app, 3, 1), (su, 0, 3)]))
+        lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+        self.assertEqual(lists["users"], 2)
+
     def test_clients_are_listed_pool_by_pool_as_pgbouncer(self):
         # PgBouncer walks its pools (by database, then user; the console's
         # clients are its pool pgbouncer/pgbouncer) and in each lists the
