@@ -786,12 +786,13 @@ static struct user_ref *users_list(struct pgw_proxy *px, int *n)
     return refs;
 }
 
-/* A user's pool_size or reserve_pool_size as text, empty when it sets none. */
+/* PgBouncer writes a user's pool_size and reserve_pool_size as "%9d"
+ * text, empty when the user sets none. */
 static const char *user_size_text(int v, char *buf, size_t len)
 {
     buf[0] = '\0';
     if (v >= 0)
-        snprintf(buf, len, "%d", v);
+        snprintf(buf, len, "%9d", v);
     return buf;
 }
 

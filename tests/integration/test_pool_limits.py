@@ -356,7 +356,8 @@ class TestUserReservePool(PoolLimitsCase):
                     self.one(waiter, "select 'none'")
                 self.assertIn("query_wait_timeout", str(cm.exception))
             holder.rollback()
-        self.assertEqual(self.show(console, "USERS", name=app)[0]["reserve_pool_size"], "1")
+        self.assertEqual(self.show(console, "USERS", name=app)[0]["reserve_pool_size"],
+                         "%9d" % 1)           # as PgBouncer writes it
 
     def test_reserve_pool_timeout_0_disables_the_reserve(self):
         # As PgBouncer (its launch_new_connection: "if (cf_res_pool_timeout
