@@ -91,7 +91,6 @@ static void client_done(struct pgw_session *s, ssize_t res)
     if (res > 0) {
         s->sbuf->sent += (uint32_t)res;
         s->bytes_out += (uint64_t)res;
-        s->px->total_bytes_out += (uint64_t)res;
     }
     pgw_session_flush_client(s);
 }

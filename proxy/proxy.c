@@ -4,6 +4,7 @@
  * freeing of closed sessions; reload and shutdown.
  */
 #include "proxy/proxy_int.h"
+#include "proxy/admin_int.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -224,10 +225,12 @@ static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, stats_timer);
     if (!px->cfg->log_stats)
         return;
+    uint64_t in, out;
+    pgw_stats_bytes(px, &in, &out);
     pgw_info("stats", "clients=%d servers=%d xacts=%llu queries=%llu bytes_in=%llu bytes_out=%llu",
              px->nclients, pgw_pool_set_server_count(px->pools),
              (unsigned long long)px->total_xact, (unsigned long long)px->total_query,
-             (unsigned long long)px->total_bytes_in, (unsigned long long)px->total_bytes_out);
+             (unsigned long long)in, (unsigned long long)out);
 }
 
 /* Open files: raise the soft RLIMIT_NOFILE to the hard limit (as `ulimit

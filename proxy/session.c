@@ -365,7 +365,6 @@ void pgw_session_flush_client(struct pgw_session *s)
         }
         b->sent += (uint32_t)w;
         s->bytes_out += (uint64_t)w;
-        s->px->total_bytes_out += (uint64_t)w;
     }
     s->cli_write_blocked = false;
     if (ev_is_active(&s->cli_w) && !(s->tls_flags & PGW_TLS_READ_WANTS_WRITE))
@@ -467,7 +466,6 @@ void pgw_session_read_client(struct pgw_session *s)
     }
     b->len += (uint32_t)n;
     s->bytes_in += (uint64_t)n;
-    s->px->total_bytes_in += (uint64_t)n;
     s->last_activity = pgw_mono_now(loop);
     pgw_session_on_client_input(s);
 }

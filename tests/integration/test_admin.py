@@ -416,6 +416,32 @@ class TestShowColumns(AdminTestCase):
         stats = self.rows(conn, "STATS", database=self.pg.database)[0]
         self.assertEqual((stats["total_received"], stats["total_sent"]), (len(query), replied))
 
+    def test_stats_log_line_bytes_are_show_stats_ones(self):
+        # The event=stats line's bytes_in / bytes_out are SHOW STATS' bytes
+        # of every database (PgBouncer's stats line is its stats' rates):
+        # no login, no Terminate, no console.  They were every byte of
+        # every client socket, so a one-query connection logged ~100 and
+        # ~500 bytes for a 14-byte query and its reply.
+        px = self.start(stats_period=1)
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+            query = hz.query_msg("select 1")
+            s.sendall(query)
+            replied = sum(5 + len(body) for _, body in hz.read_until_ready(s))
+            s.sendall(b"X\0\0\0\4")
+        conn = self.admin_conn(px)
+        wait_until(lambda: not self.rows(conn, "CLIENTS", database=self.pg.database),
+                   what="the client to be gone")
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertEqual((stats["total_received"], stats["total_sent"]), (len(query), replied))
+        want = "bytes_in=%d bytes_out=%d" % (len(query), replied)
+
+        def last_line():
+            lines = re.findall(r"event=stats .*", px.log())
+            return lines[-1] if lines else ""
+        wait_until(lambda: last_line().endswith(want), timeout=15,
+                   what="a stats line with %s" % want)
+
     def test_show_totals_has_pgbouncers_rows(self):
         # SHOW TOTALS is one (name, value) row per counter, named as
         # PgBouncer's show_stat_totals names them ("total_" / "avg_" and the
