@@ -159,8 +159,34 @@ static ev_tstamp transaction_deadline(const struct pgw_session *s)
     return start > 0 ? start + s->transaction_timeout : 0;
 }
 
+/* Why a session's timer fires: X(name, its text in the log: the key that
+ * set the deadline, mostly). */
+#define SESSION_TIMEOUTS(X)                              \
+    X(NONE, "")                                          \
+    X(LOGIN, "client_login_timeout")                     \
+    X(IDLE, "client_idle_timeout")                       \
+    X(WAIT_NOTIFY, "query_wait_notify")                  \
+    X(QUERY, "query_timeout")                            \
+    X(TRANSACTION, "transaction_timeout")                \
+    X(IDLE_TRANSACTION, "idle_transaction_timeout")      \
+    X(CANCEL_OVER, "cancel_over")                        \
+    X(CANCEL_WAIT, "cancel_wait_timeout")
+
+enum session_timeout {
+#define X(name, text) TO_##name,
+    SESSION_TIMEOUTS(X)
+#undef X
+};
+
+static const char *const timeout_text[] = {
+#define X(name, text) text,
+    SESSION_TIMEOUTS(X)
+#undef X
+};
+
 /* The earlier of two deadlines (0 = none). */
-static ev_tstamp earlier(ev_tstamp at, const char **what, ev_tstamp other, const char *other_what)
+static ev_tstamp earlier(ev_tstamp at, enum session_timeout *what, ev_tstamp other,
+                         enum session_timeout other_what)
 {
     if (other > 0 && (at <= 0 || other < at)) {
         *what = other_what;
@@ -175,9 +201,9 @@ static bool client_msg_arriving(const struct pgw_session *s)
     return s->cbuf && s->cbuf->parsed < s->cbuf->len;
 }
 
-static ev_tstamp linked_deadline(const struct pgw_session *s, const char **what);
+static ev_tstamp linked_deadline(const struct pgw_session *s, enum session_timeout *what);
 
-static ev_tstamp session_deadline(const struct pgw_session *s, const char **what)
+static ev_tstamp session_deadline(const struct pgw_session *s, enum session_timeout *what)
 {
     const struct pgw_config *cfg = s->px->cfg;
     switch (s->state) {
@@ -185,14 +211,14 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
     case PGW_SS_AUTH:
     case PGW_SS_LOGIN_WAIT:
     case PGW_SS_LOGIN_SYNC:
-        *what = "client_login_timeout";
+        *what = TO_LOGIN;
         return cfg->client_login_timeout > 0 ? s->connect_time + cfg->client_login_timeout : 0;
     case PGW_SS_ADMIN:
         if (s->admin_waiting)
             return 0;           /* waits for pgwharf (PAUSE, WAIT_CLOSE): not idle */
         /* fall through */
     case PGW_SS_IDLE:
-        *what = "client_idle_timeout";
+        *what = TO_IDLE;
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
     case PGW_SS_WAIT_SERVER:
         /* In the pool's queue query_wait_timeout runs there (this timer
@@ -201,22 +227,22 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
          * under its own query_timeout, and this one's starts when it gets
          * the server. */
         if (cfg->query_wait_notify > 0 && !s->wait_notified && !s->pipe_srv) {
-            *what = "query_wait_notify";
+            *what = TO_WAIT_NOTIFY;
             return s->waiter.since + cfg->query_wait_notify;
         }
         return 0;
     case PGW_SS_LINKED:
         return earlier(linked_deadline(s, what), what, transaction_deadline(s),
-                       "transaction_timeout");
+                       TO_TRANSACTION);
     case PGW_SS_CANCEL:
         /* What it asked for is over (cancel.c); else a deferred cancel it
          * waits for, at most cancel_wait_timeout (a forward under way has
          * that deadline of its own). */
         if (s->cancel_over) {
-            *what = "cancel_over";
+            *what = TO_CANCEL_OVER;
             return pgw_mono_now(s->px->loop);
         }
-        *what = "cancel_wait_timeout";
+        *what = TO_CANCEL_WAIT;
         return s->ask_deferred && cfg->cancel_wait_timeout > 0
                    ? s->cancel_at + cfg->cancel_wait_timeout : 0;
     default:
@@ -224,7 +250,7 @@ static ev_tstamp session_deadline(const struct pgw_session *s, const char **what
     }
 }
 
-static ev_tstamp linked_deadline(const struct pgw_session *s, const char **what)
+static ev_tstamp linked_deadline(const struct pgw_session *s, enum session_timeout *what)
 {
     /* query_start is set while a request is under way: one awaiting its
      * ReadyForQuery, extended-protocol messages with no Sync yet, or a
@@ -233,22 +259,22 @@ static ev_tstamp linked_deadline(const struct pgw_session *s, const char **what)
     if (s->query_start > 0 &&
         (s->track.sync_out > 0 ||
          (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
-        *what = "query_timeout";
+        *what = TO_QUERY;
         return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
     }
     if (s->track.fe_open > 0) {
         /* Extended-protocol messages with no Sync yet (a cursor's Execute
          * + Flush, a pipeline): the server may be running them, so the
          * client is not idle. */
-        *what = "";
+        *what = TO_NONE;
         return 0;
     }
     if (s->track.tx_status != 'I') {
-        *what = "idle_transaction_timeout";
+        *what = TO_IDLE_TRANSACTION;
         return s->idle_transaction_timeout > 0 ? s->last_activity + s->idle_transaction_timeout
                                                : 0;
     }
-    *what = "client_idle_timeout";
+    *what = TO_IDLE;
     return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
 }
 
@@ -259,7 +285,7 @@ void pgw_session_list_join(struct pgw_session *s)
 
 void pgw_session_arm_timer(struct pgw_session *s)
 {
-    const char *what;
+    enum session_timeout what = TO_NONE;
     ev_tstamp at = session_deadline(s, &what);
     struct ev_loop *loop = s->px->loop;
     if (at <= 0) {
@@ -278,7 +304,7 @@ void pgw_session_arm_timer(struct pgw_session *s)
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_session *s = pgw_container_of(w, struct pgw_session, timer);
-    const char *what = "";
+    enum session_timeout what = TO_NONE;
     ev_tstamp at = session_deadline(s, &what);
     if (at <= 0)
         return;
@@ -287,7 +313,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(loop, w);
         return;
     }
-    if (strcmp(what, "query_wait_notify") == 0) {
+    const char *name = timeout_text[what];
+    switch (what) {
+    case TO_WAIT_NOTIFY: {
         /* PgBouncer 1.25's notice, once per wait; the wait goes on. */
         s->wait_notified = true;
         struct pgw_wbuf b;
@@ -297,38 +325,42 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (!pgw_session_send(s, &b))
             pgw_session_close(s, "53200", "out of memory");
         pgw_wbuf_deinit(&b);
-        return;
+        break;
     }
-    if (strcmp(what, "cancel_over") == 0) {
+    case TO_CANCEL_OVER:
         pgw_session_close(s, NULL, "cancel request handled");
-        return;
-    }
-    if (strcmp(what, "cancel_wait_timeout") == 0) {
+        break;
+    case TO_CANCEL_WAIT:
         /* The cancel stays deferred: it still goes once the query runs. */
-        pgw_info("cancel_wait_timeout", "client=%s reason=\"cancel_wait_timeout (%g s): the "
-                 "deferred cancel is still held for the query; its connection is closed\"",
-                 s->addr_text, s->px->cfg->cancel_wait_timeout);
-        pgw_session_close(s, NULL, "cancel_wait_timeout");
-        return;
-    }
-    if (strcmp(what, "query_timeout") == 0) {
+        pgw_info(name, "client=%s reason=\"%s (%g s): the deferred cancel is still held for "
+                 "the query; its connection is closed\"",
+                 s->addr_text, name, s->px->cfg->cancel_wait_timeout);
+        pgw_session_close(s, NULL, "%s", name);
+        break;
+    case TO_QUERY:
         /* Its server may be stuck in that query: nobody queued on it
          * (server_pipeline_depth) is handed the server; it closes. */
         if (s->server)
             s->server->user_pipe_broken = true;
-        pgw_session_close(s, "57014", "query_timeout: canceling statement due to query timeout");
-    } else if (strcmp(what, "transaction_timeout") == 0) {
+        pgw_session_close(s, "57014", "%s: canceling statement due to query timeout", name);
+        break;
+    case TO_TRANSACTION:
         if (s->server)
             s->server->user_pipe_broken = true;     /* maybe mid-query, as above */
         /* 25P04: PostgreSQL 17's transaction_timeout */
-        pgw_session_close(s, "25P04", "transaction_timeout: transaction timed out");
+        pgw_session_close(s, "25P04", "%s: transaction timed out", name);
+        break;
+    case TO_LOGIN:
+        pgw_session_close(s, "08P01", "%s: client did not log in in time", name);
+        break;
+    case TO_IDLE_TRANSACTION:
+        pgw_session_close(s, "25P03", "%s: idle transaction timed out", name);
+        break;
+    case TO_IDLE:
+    case TO_NONE:
+        pgw_session_close(s, "08P01", "%s: client idle too long", timeout_text[TO_IDLE]);
+        break;
     }
-    else if (strcmp(what, "client_login_timeout") == 0)
-        pgw_session_close(s, "08P01", "client_login_timeout: client did not log in in time");
-    else if (strcmp(what, "idle_transaction_timeout") == 0)
-        pgw_session_close(s, "25P03", "idle_transaction_timeout: idle transaction timed out");
-    else
-        pgw_session_close(s, "08P01", "client_idle_timeout: client idle too long");
 }
 
 /* ---- writing to the client ---- */
