@@ -355,16 +355,13 @@ static const char *read_quoted(const char *p, char q, char *out, size_t size, si
     return p + 1;
 }
 
-/* A word: "quoted" ("" for a quote inside) or [A-Za-z0-9_]+.  Returns the
- * position after it, or NULL when there is none or it does not fit. */
-static const char *read_word(const char *p, char *out, size_t size)
+/* A run of word characters ([A-Za-z0-9_]) or, !word, of non-blanks.
+ * Returns the position after it, or NULL when there is none or it does
+ * not fit. */
+static const char *read_run(const char *p, bool word, char *out, size_t size)
 {
     size_t n = 0;
-    if (*p == '"') {
-        p = read_quoted(p, '"', out, size, &n);
-        return n ? p : NULL;
-    }
-    while (isalnum((unsigned char)*p) || *p == '_') {
+    while (*p && (word ? isalnum((unsigned char)*p) || *p == '_' : !isspace((unsigned char)*p))) {
         if (n + 1 >= size)
             return NULL;
         out[n++] = *p++;
@@ -373,19 +370,24 @@ static const char *read_word(const char *p, char *out, size_t size)
     return n ? p : NULL;
 }
 
+/* A word: "quoted" ("" for a quote inside, not empty) or a run of word
+ * characters. */
+static const char *read_word(const char *p, char *out, size_t size)
+{
+    size_t n = 0;
+    if (*p != '"')
+        return read_run(p, true, out, size);
+    p = read_quoted(p, '"', out, size, &n);
+    return n ? p : NULL;
+}
+
 /* A SET value: 'string' ('' for a quote inside) or a run of non-blanks. */
 static const char *read_value(const char *p, char *out, size_t size)
 {
-    size_t n = 0;
-    if (*p == '\'')
-        return read_quoted(p, '\'', out, size, &n);
-    while (*p && !isspace((unsigned char)*p)) {
-        if (n + 1 >= size)
-            return NULL;
-        out[n++] = *p++;
-    }
-    out[n] = '\0';
-    return n ? p : NULL;
+    size_t n;
+    if (*p != '\'')
+        return read_run(p, false, out, size);
+    return read_quoted(p, '\'', out, size, &n);
 }
 
 /* Parse one statement (no ';').  Returns 0 or writes an error. */
