@@ -29,6 +29,8 @@ The pieces:
                            pgwharf, closed at the test's end
   AppRoleTestCase          the same, logging in as the app role (self.user,
                            self.password, self.db)
+  PgbenchTestCase          the same with pgbench's tables; bench(px, args):
+                           a 4 s pgbench through px with no failed transaction
   wait_until(fn, timeout)  poll a condition with a deadline
   Background(fn)           fn in a thread; .result / .error afterwards
   one(conn, sql)           the first value of a query (DB-API connection)
@@ -56,7 +58,8 @@ import unittest
 
 __all__ = ["env", "load_env", "free_port", "wait_port", "wait_until", "Postgres", "Pgwharf",
            "PgwharfTestCase", "AppRoleTestCase", "PgwharfError", "parse_tps", "pg_bin",
-           "Background", "one", "show", "show_table", "pool_row", "wait_pool"]
+           "PgbenchTestCase", "Background", "one", "show", "show_table", "pool_row",
+           "wait_pool"]
 
 
 class PgwharfError(Exception):
@@ -1127,6 +1130,22 @@ class PgwharfTestCase(unittest.TestCase):
             problems.append(str(e))
         if problems:
             self.fail("\n".join(problems))
+
+
+class PgbenchTestCase(PgwharfTestCase):
+    """A PgwharfTestCase with pgbench's tables (scale 2) in the test
+    database.  bench(px, args) runs pgbench through px for 4 s on 2 threads
+    (args: clients, -S, -M...) and asserts it ran with no failed
+    transaction; returns assert_pgbench_ok's (CompletedProcess,
+    transactions processed)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pg.pgbench(["-i", "-s", "2", "-q"])
+
+    def bench(self, px, args):
+        return self.assert_pgbench_ok(px, list(args) + ["-T", "4", "-j", "2"])
 
 
 class AppRoleTestCase(PgwharfTestCase):

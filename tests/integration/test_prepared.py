@@ -104,15 +104,7 @@ def raw_on_one_server(case, mode, **settings):
     return px, Raw(px.host, px.port, case.pg.user, case.pg.database)
 
 
-class TestPgbenchPrepared(pt.PgwharfTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.pg.pgbench(["-i", "-s", "2", "-q"])
-
-    def bench(self, px, args):
-        self.assert_pgbench_ok(px, args + ["-T", "4", "-j", "2"])
-
+class TestPgbenchPrepared(pt.PgbenchTestCase):
     def test_select_only_100_clients_pool_5(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
                                           "max_client_conn": 200})

@@ -114,32 +114,24 @@ class TestPsql(pt.PgwharfTestCase):
         self.assertIn("password authentication failed", str(cm.exception))
 
 
-class TestPgbench(pt.PgwharfTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.pg.pgbench(["-i", "-s", "2", "-q"])
-
-    def run_bench(self, px, args):
-        return self.assert_pgbench_ok(px, args + ["-T", "4", "-j", "2"])[0]
-
+class TestPgbench(pt.PgbenchTestCase):
     def test_transaction_mode_100_clients_pool_10(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 10,
                                           "max_client_conn": 200})
         for args in (["-S", "-c", "100"], ["-c", "100"],
                      ["-S", "-M", "extended", "-c", "100"], ["-M", "extended", "-c", "50"]):
             with self.subTest(args=args):
-                self.run_bench(px, args)
+                self.bench(px, args)
                 # Never more servers than the pool allows.
                 self.assertLessEqual(self.pg.backend_count(db=self.pg.database), 10 + 1)
 
     def test_session_mode_prepared(self):
         px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 20})
-        self.run_bench(px, ["-S", "-M", "prepared", "-c", "10"])
+        self.bench(px, ["-S", "-M", "prepared", "-c", "10"])
 
     def test_connect_per_transaction(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
-        self.run_bench(px, ["-S", "-C", "-c", "10"])
+        self.bench(px, ["-S", "-C", "-c", "10"])
 
 
 class TestDrivers(pt.PgwharfTestCase):
