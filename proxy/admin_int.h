@@ -141,9 +141,10 @@ struct pgw_dbstat_row {
  * The names stay valid until the stats table changes (next loop callback).
  * free() the result. */
 struct pgw_dbstat_row *pgw_stats_rows(struct pgw_proxy *px, int *n);
-/* Bytes received and sent since start, every database's, as SHOW STATS
- * counts them (no login, no Terminate, no console): the stats log line's. */
-void pgw_stats_bytes(struct pgw_proxy *px, uint64_t *recv, uint64_t *sent);
+/* The sessions' counters (transactions, queries, bytes...) since start,
+ * every database's, as SHOW STATS counts them (bytes: no login, no
+ * Terminate; no console session): the stats log line's. */
+void pgw_stats_sessions_total(struct pgw_proxy *px, struct pgw_dbstat *sum);
 
 struct pgw_stats;
 struct pgw_stats *pgw_stats_create(struct pgw_proxy *px);

@@ -45,8 +45,8 @@ struct pgw_stats {
     size_t cap;
     ev_timer timer;
     ev_tstamp prev_t, last_t;
-    uint64_t gone_recv, gone_sent;   /* bytes of sessions freed, every database's,
-                                        kept when their entry goes (the log line) */
+    struct pgw_dbstat gone;          /* sessions freed, every database's, kept
+                                        when their entry goes (the log line) */
 };
 
 bool pgw_stats_counts(const struct pgw_session *s)
@@ -230,11 +230,12 @@ static void averages(const struct stat_entry *e, double dt, struct pgw_dbstat *a
     avg->wait_us = assignments ? delta(b->wait_us, a->wait_us) / assignments : 0;
 }
 
-void pgw_stats_bytes(struct pgw_proxy *px, uint64_t *recv, uint64_t *sent)
+void pgw_stats_sessions_total(struct pgw_proxy *px, struct pgw_dbstat *sum)
 {
     struct pgw_stats *st = px->admin ? px->admin->stats : NULL;
-    *recv = st ? st->gone_recv : 0;
-    *sent = st ? st->gone_sent : 0;
+    memset(sum, 0, sizeof(*sum));
+    if (st)
+        *sum = st->gone;
     struct pgw_list *heads[] = { &px->sessions, &px->closing };
     for (int h = 0; h < 2; h++)
         for (struct pgw_list *l = heads[h]->next; l != heads[h]; l = l->next) {
@@ -243,8 +244,7 @@ void pgw_stats_bytes(struct pgw_proxy *px, uint64_t *recv, uint64_t *sent)
                 continue;
             struct pgw_dbstat d;
             session_stat(s, &d);
-            *recv += d.recv;
-            *sent += d.sent;
+            add(sum, &d);
         }
 }
 
@@ -357,8 +357,7 @@ void pgw_stats_session_gone(struct pgw_stats *st, const struct pgw_session *s)
         return;
     struct pgw_dbstat d;
     session_stat(s, &d);
-    st->gone_recv += d.recv;
-    st->gone_sent += d.sent;
+    add(&st->gone, &d);
     struct stat_entry *e = entry_get(st, s->database);
     if (!e) {
         pgw_warn("stats", "db=%s reason=\"out of memory: a closed session's counters are lost\"",

@@ -1218,7 +1218,6 @@ static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, 
         !pgw_notify_vstmt_forget(sub, name))
         return 0;
     s->query_count++;
-    s->px->total_query++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
     reply_local(s, "DEALLOCATE");
     if (s->state == PGW_SS_CLOSING)
@@ -1251,7 +1250,6 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
         return 0;       /* refused in a failed transaction (25P02): by the server */
     pgw_notify_vstmt_forget(sub, name);
     s->query_count++;
-    s->px->total_query++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
@@ -1304,11 +1302,9 @@ int pgw_notify_query(struct pgw_session *s)
     enum pgw_listen_kind kind = pgw_notify_parse(s, sql, len - 1, chan, &converted, &full);
     if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
         return 0;
-    struct pgw_proxy *px = s->px;
     if (kind == PGW_LISTEN && !pgw_notify_room_for_hub(s))
         return 0;
     s->query_count++;
-    px->total_query++;
     /* A name PostgreSQL cuts: its NOTICE first, as its scanner sends it. */
     struct pgw_wbuf notice;
     pgw_wbuf_init(&notice);

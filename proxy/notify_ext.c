@@ -326,7 +326,6 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     struct pgw_iobuf *b = s->cbuf;
     pgw_iobuf_cut(b, b->parsed, x->end - b->parsed);
     s->query_count++;
-    s->px->total_query++;
     if (x->executed && !listen) {
         pgw_notify_unlisten(sub, x->cur.kind, x->cur.chan);
         pgw_wire_command_complete(&x->out, "UNLISTEN");

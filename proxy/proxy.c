@@ -225,12 +225,12 @@ static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, stats_timer);
     if (!px->cfg->log_stats)
         return;
-    uint64_t in, out;
-    pgw_stats_bytes(px, &in, &out);
+    struct pgw_dbstat t;
+    pgw_stats_sessions_total(px, &t);
     pgw_info("stats", "clients=%d servers=%d xacts=%llu queries=%llu bytes_in=%llu bytes_out=%llu",
-             px->nclients, pgw_pool_set_server_count(px->pools),
-             (unsigned long long)px->total_xact, (unsigned long long)px->total_query,
-             (unsigned long long)in, (unsigned long long)out);
+             px->nclients, pgw_pool_set_server_count(px->pools), (unsigned long long)t.xacts,
+             (unsigned long long)t.queries, (unsigned long long)t.recv,
+             (unsigned long long)t.sent);
 }
 
 /* Open files: raise the soft RLIMIT_NOFILE to the hard limit (as `ulimit

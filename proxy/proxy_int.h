@@ -488,7 +488,6 @@ struct pgw_proxy {
     struct pgw_config *retired_cfgs[8];  /* old configs still referenced by pools */
     int nretired;
     /* totals for stats */
-    uint64_t total_xact, total_query;
     uint64_t total_clients;
     uint64_t total_pipelined, total_pipeline_failed;   /* server_pipeline_depth */
     /* ---- admin console state, stats and metrics endpoint (admin*.c, metrics.c) ---- */

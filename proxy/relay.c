@@ -909,7 +909,6 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
      * the query ahead runs under its own. */
     s->query_start = 0;
     s->query_count++;
-    s->px->total_query++;
     s->px->total_pipelined++;
     pgw_session_arm_timer(s);
     return true;
@@ -1627,7 +1626,6 @@ static bool scan_client(struct pgw_session *s)
             s->query_start = pgw_mono_now(s->px->loop);
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
-            s->px->total_query++;
         }
         /* A Parse into the unnamed statement (or one whose name is not
          * here yet) leaves it on the server for whoever comes next. */
@@ -2216,7 +2214,6 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
             welcome(s);
         break;
     case AFTER_RELEASE:
-        s->px->total_xact++;
         if (s->cancel_inflight)
             break;          /* cancel.c releases it when the cancel is done */
         s->release_held = true;

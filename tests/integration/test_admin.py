@@ -436,11 +436,26 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual((stats["total_received"], stats["total_sent"]), (len(query), replied))
         want = "bytes_in=%d bytes_out=%d" % (len(query), replied)
 
-        def last_line():
-            lines = re.findall(r"event=stats .*", px.log())
-            return lines[-1] if lines else ""
-        wait_until(lambda: last_line().endswith(want), timeout=15,
+        wait_until(lambda: self.last_stats_line(px).endswith(want), timeout=15,
                    what="a stats line with %s" % want)
+
+    @staticmethod
+    def last_stats_line(px):
+        lines = re.findall(r"event=stats .*", px.log())
+        return lines[-1] if lines else ""
+
+    def test_stats_log_line_counts_show_stats_transactions(self):
+        # Its xacts counted the servers released in transaction mode: 0 for
+        # ever in session mode, where SHOW STATS counts every transaction.
+        px = self.start(pool_mode="session", stats_period=1)
+        cl = self.client(px)
+        for _ in range(3):
+            cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (3, 3))
+        wait_until(lambda: " xacts=3 queries=3 " in self.last_stats_line(px), timeout=15,
+                   what="a stats line with xacts=3 queries=3")
 
     def test_show_totals_has_pgbouncers_rows(self):
         # SHOW TOTALS is one (name, value) row per counter, named as
