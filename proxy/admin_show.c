@@ -41,12 +41,43 @@ static int cmp_row_pool(const void *a, const void *b)
 }
 
 /* PgBouncer's order of pools: by database, then user. */
-static int cmp_row_names(const void *a, const void *b)
+static int cmp_pool_names(const struct pgw_pool *x, const struct pgw_pool *y)
 {
-    const struct pgw_pool *x = ((const struct pgw_pool_row *)a)->pool;
-    const struct pgw_pool *y = ((const struct pgw_pool_row *)b)->pool;
     int c = strcmp(pgw_pool_dbname(x), pgw_pool_dbname(y));
     return c ? c : strcmp(pgw_pool_user(x), pgw_pool_user(y));
+}
+
+static int cmp_row_names(const void *a, const void *b)
+{
+    return cmp_pool_names(((const struct pgw_pool_row *)a)->pool,
+                          ((const struct pgw_pool_row *)b)->pool);
+}
+
+static int cmp_pools(const void *a, const void *b)
+{
+    return cmp_pool_names(*(struct pgw_pool *const *)a, *(struct pgw_pool *const *)b);
+}
+
+/* The pools in PgBouncer's order (free() it); NULL with *n 0 when there
+ * are none, with *n -1 when memory is short. */
+static struct pgw_pool **pools_by_name(struct pgw_proxy *px, int *n)
+{
+    int count = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        count++;
+    *n = count;
+    if (count == 0)
+        return NULL;
+    struct pgw_pool **pools = malloc(sizeof(*pools) * (size_t)count);
+    if (!pools) {
+        *n = -1;
+        return NULL;
+    }
+    int i = 0;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        pools[i++] = p;
+    qsort(pools, (size_t)count, sizeof(*pools), cmp_pools);
+    return pools;
 }
 
 static struct pgw_pool_row *find_row(struct pgw_pool_row *sorted, int n, struct pgw_pool *pool)
@@ -503,20 +534,30 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_row_end(rs);
 }
 
+/* As PgBouncer walks them: pool by pool (by database, then user), in each
+ * its active servers, then idle, used, tested and new ones. */
 static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
 {
+    static const char *const lists[] = { "active", "idle", "used", "tested", "new" };
     struct pgw_proxy *px = self->px;
     ev_tstamp now = pgw_mono_now(px->loop);
+    int n;
+    struct pgw_pool **pools = pools_by_name(px, &n);
+    if (n < 0) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
-             srv = pgw_pool_server_next(p, srv)) {
-            const char *state = server_state(srv, now, px->cfg->server_check_delay);
-            if (state)
-                server_row(&rs, p, srv, state, NULL);
-        }
-    }
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
+            for (struct pgw_server *srv = pgw_pool_server_next(pools[i], NULL); srv;
+                 srv = pgw_pool_server_next(pools[i], srv)) {
+                const char *state = server_state(srv, now, px->cfg->server_check_delay);
+                if (state && strcmp(state, lists[k]) == 0)
+                    server_row(&rs, pools[i], srv, state, NULL);
+            }
+    free(pools);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -315,6 +315,28 @@ class TestShowColumns(AdminTestCase):
         self.assertIsNone(waiter.error)
         self.assertEqual([r[2] for r in order()], ["a2", "a1", "", "psql", "z1", "z3", "z2"])
 
+    def test_servers_are_listed_pool_by_pool_as_pgbouncer(self):
+        # PgBouncer walks its pools by database, then user, and in each
+        # lists the active servers, then the idle (used, tested, new);
+        # pgwharf listed the pools in the order they were made and each
+        # pool's servers in its own order.
+        cs = self.pg.conn_string()
+        px = self.start_pgwharf(settings={"admin_users": self.pg.user,
+                                          "pool_mode": "transaction",
+                                          "default_pool_size": 2},
+                                databases={"zz": cs, "aa": cs})
+        z1 = self.client(px, autocommit=False, db="zz")
+        z2 = self.client(px, autocommit=False, db="zz")
+        z1.cursor().execute("select 1")              # zz's first server
+        z2.cursor().execute("select 1")              # and its second
+        z1.commit()                                  # the first is idle again
+        self.assertEqual(px.psql("select 1", db="aa"), "1")
+        conn = self.admin_conn(px)
+        servers = [(r["database"], r["state"], r["link"] != "")
+                   for r in self.show(conn, "SERVERS")[1]]
+        self.assertEqual(servers, [("aa", "idle", False), ("zz", "active", True),
+                                   ("zz", "idle", False)])
+
     def test_show_sockets_and_active_sockets(self):
         px = self.start(default_pool_size=3)
         idle = self.client(px, application_name="idle-one")
