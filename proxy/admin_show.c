@@ -47,12 +47,6 @@ static int cmp_pool_names(const struct pgw_pool *x, const struct pgw_pool *y)
     return c ? c : strcmp(pgw_pool_user(x), pgw_pool_user(y));
 }
 
-static int cmp_row_names(const void *a, const void *b)
-{
-    return cmp_pool_names(((const struct pgw_pool_row *)a)->pool,
-                          ((const struct pgw_pool_row *)b)->pool);
-}
-
 static int cmp_pools(const void *a, const void *b)
 {
     return cmp_pool_names(*(struct pgw_pool *const *)a, *(struct pgw_pool *const *)b);
@@ -88,22 +82,21 @@ static struct pgw_pool_row *find_row(struct pgw_pool_row *sorted, int n, struct 
 
 struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
 {
-    int count = 0;
+    int count;
     *n = 0;
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
-        count++;
-    if (count == 0)
+    struct pgw_pool **pools = pools_by_name(px, &count);
+    if (!pools)
         return NULL;
     struct pgw_pool_row *rows = calloc((size_t)count, sizeof(*rows));
-    struct pgw_pool_row *sorted = calloc((size_t)count, sizeof(*sorted));
+    struct pgw_pool_row *sorted = calloc((size_t)count, sizeof(*sorted));   /* by address */
     if (!rows || !sorted) {
         free(rows);
         free(sorted);
+        free(pools);
         return NULL;
     }
-    int i = 0;
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
-        sorted[i++].pool = p;
+    for (int i = 0; i < count; i++)
+        sorted[i].pool = pools[i];
     qsort(sorted, (size_t)count, sizeof(*sorted), cmp_row_pool);
     /* Clients from the sessions, as SHOW CLIENTS shows them. */
     ev_tstamp now = pgw_mono_now(px->loop);
@@ -140,9 +133,9 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
             break;
         }
     }
-    i = 0;
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        struct pgw_pool_row *r = &rows[i++];
+    for (int i = 0; i < count; i++) {
+        struct pgw_pool *p = pools[i];
+        struct pgw_pool_row *r = &rows[i];
         *r = *find_row(sorted, count, p);
         struct pgw_pool_stats st;
         pgw_pool_get_stats(p, &st);
@@ -156,8 +149,8 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         r->paused = pgw_admin_db_paused(px, pgw_pool_dbname(p));
     }
     free(sorted);
-    qsort(rows, (size_t)count, sizeof(*rows), cmp_row_names);
-    *n = count;
+    free(pools);
+    *n = count;                       /* in PgBouncer's order, as pools_by_name */
     return rows;
 }
 

@@ -279,6 +279,14 @@ class TestShowColumns(AdminTestCase):
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["users"], 2)
 
+    def start_zz_and_aa(self, pool_size):
+        """Transaction mode, databases zz and aa (zz's pool made first)."""
+        cs = self.pg.conn_string()
+        return self.start_pgwharf(settings={"admin_users": self.pg.user,
+                                            "pool_mode": "transaction",
+                                            "default_pool_size": pool_size},
+                                  databases={"zz": cs, "aa": cs})
+
     def test_clients_are_listed_pool_by_pool_as_pgbouncer(self):
         # PgBouncer walks its pools (by database, then user; the console's
         # clients are its pool pgbouncer/pgbouncer) and in each lists the
@@ -286,11 +294,7 @@ class TestShowColumns(AdminTestCase):
         # clients joined it: one that waited goes to the end of the active
         # list once served.  pgwharf listed every client in the order it
         # connected.  (Checked against PgBouncer 1.18 with the same clients.)
-        cs = self.pg.conn_string()
-        px = self.start_pgwharf(settings={"admin_users": self.pg.user,
-                                          "pool_mode": "transaction",
-                                          "default_pool_size": 1},
-                                databases={"zz": cs, "aa": cs})
+        px = self.start_zz_and_aa(pool_size=1)
         app = dict(user=self.pg.app_user, password=self.pg.app_password)
         z1 = self.client(px, autocommit=False, db="zz", application_name="z1")
         z1.cursor().execute("select 1")              # holds zz's only server
@@ -320,11 +324,7 @@ class TestShowColumns(AdminTestCase):
         # lists the active servers, then the idle (used, tested, new);
         # pgwharf listed the pools in the order they were made and each
         # pool's servers in its own order.
-        cs = self.pg.conn_string()
-        px = self.start_pgwharf(settings={"admin_users": self.pg.user,
-                                          "pool_mode": "transaction",
-                                          "default_pool_size": 2},
-                                databases={"zz": cs, "aa": cs})
+        px = self.start_zz_and_aa(pool_size=2)
         z1 = self.client(px, autocommit=False, db="zz")
         z2 = self.client(px, autocommit=False, db="zz")
         z1.cursor().execute("select 1")              # zz's first server
