@@ -175,6 +175,15 @@ struct pgw_session {
     bool sync_err;                   /* the one being answered failed */
     enum pgw_discard discard;        /* a failed request being dropped (relay.c) */
     bool terminating;                /* client sent Terminate */
+    bool client_eof;                 /* the client's stream ended (it closed, or shut
+                                        down its sending side): what it sent whole
+                                        runs, then the session ends (relay.c) */
+    bool client_gone;                /* ... and it cannot be written to: replies are
+                                        dropped */
+    uint32_t copy_ins, copy_ends;    /* CopyIn/CopyBothResponses relayed, and the
+                                        client's CopyDone/CopyFail sent with a request
+                                        outstanding, since nothing was: more of the
+                                        first, a COPY waits for the client's data */
     bool wait_notified;              /* query_wait_notify sent for this wait */
     bool release_held;               /* ReadyForQuery came with a message half
                                         relayed: release once clean (relay.c) */
@@ -312,6 +321,12 @@ void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_client_data(struct pgw_session *s);
 /* The client has read what it was answered: a request held meanwhile goes on. */
 void pgw_relay_replies_read(struct pgw_session *s);
+/* The client's stream ended (EOF).  true when the session goes on to run
+ * what the client sent whole (client_eof); false when there is nothing to
+ * run: the caller closes it. */
+bool pgw_relay_client_eof(struct pgw_session *s);
+/* After client_eof: end the session once what the client sent is answered. */
+void pgw_relay_eof_check(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);
 void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);

@@ -343,6 +343,7 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     s->swallow = 0;
     s->track.copy = false;
     s->track.tx_status = 'I';
+    s->copy_ins = s->copy_ends = 0;
     /* The pool has had this socket registered with libev since it
      * connected, so the watchers need ev_io_set only when the fd number
      * differs from last time (which costs an epoll_ctl). */
@@ -1617,6 +1618,9 @@ static bool scan_client(struct pgw_session *s)
             if (whole)
                 n = total;  /* may have changed with a rewrite */
         }
+        if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) &&
+            (s->track.sync_out > 0 || s->track.fe_open > 0))
+            s->copy_ends++;
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
             pgw_ps_copy_ignored_syncs(s, pgw_track_copy_ignored(&s->track));
         /* A request starts with its first message (a Parse with no Sync
@@ -1775,6 +1779,101 @@ void pgw_relay_client_data(struct pgw_session *s)
         ;
 }
 
+/* ---- a client whose stream ended ---- */
+
+/* After client_eof: is everything the client sent answered (and given to
+ * it), or may the wait for that never end? */
+static bool eof_done(const struct pgw_session *s)
+{
+    bool unsent = s->cbuf && s->cbuf->sent < s->cbuf->len;
+    switch (s->state) {
+    case PGW_SS_LOGIN_WAIT:
+    case PGW_SS_LOGIN_SYNC:
+    case PGW_SS_WAIT_SERVER:
+        return !unsent && !s->pipe_srv;     /* (a queued request is on pipe_srv) */
+    case PGW_SS_IDLE:
+    case PGW_SS_LINKED:
+        break;
+    default:
+        return true;
+    }
+    if (unsent || (s->sbuf && s->sbuf->sent < s->sbuf->parsed))
+        return false;
+    if (!s->server)
+        return true;
+    /* A COPY FROM STDIN waits for data that will never come. */
+    if (s->copy_ins > s->copy_ends)
+        return true;
+    /* The count of replies due may be high (count_high, track.h): the wait
+     * for them could be for ever.  The session ends as it did before (the
+     * server is closed; what was sent runs). */
+    if (s->track.count_high)
+        return true;
+    /* A batch with no Sync yet (fe_open) gets none: nothing more comes. */
+    return s->track.sync_out == 0 && !s->track.copy && s->swallow == 0 && s->sskip == 0 &&
+           s->pipe_skip == 0 && s->pipe_drop == 0 && !s->pipe_stop;
+}
+
+/* The client's stream ended while logged in: PostgreSQL reads every
+ * message that came before the end of the stream and runs it, and a client
+ * that only shut down its sending side reads the answers.  So whole
+ * messages not run yet (a request waiting for a server, or for its login's
+ * server) still go, and the session ends once they are answered, like a
+ * Terminate after them (a Terminate among them ends it as ever); a message
+ * not whole is dropped, as PostgreSQL drops it. */
+bool pgw_relay_client_eof(struct pgw_session *s)
+{
+    switch (s->state) {
+    case PGW_SS_LOGIN_WAIT:
+    case PGW_SS_LOGIN_SYNC:
+    case PGW_SS_IDLE:
+    case PGW_SS_WAIT_SERVER:
+    case PGW_SS_LINKED:
+        break;
+    default:
+        return false;
+    }
+    /* A message cut short (part of it relayed, or being dropped): the
+     * server would wait for the rest of it. */
+    if (s->cskip > 0)
+        return false;
+    /* server_pipeline_depth: a request queued on a busy server, or one that
+     * others are queued behind, is on the server already and runs; the
+     * client leaves at once as ever, and the queue drops its reply. */
+    if (s->pipe_srv || (s->server && (s->server->user_queued > 0 ||
+                                      s->server->user_tail_skip > 0)))
+        return false;
+    struct pgw_iobuf *b = s->cbuf;
+    if (b) {
+        uint32_t at = b->parsed;
+        while (b->len - at >= PGW_MSG_HDR) {
+            uint32_t mlen = pgw_get_u32(b->data + at + 1);
+            if (mlen < 4 || mlen >= b->len - at)
+                break;
+            at += mlen + 1;
+        }
+        s->unrelayed_in += b->len - at;
+        b->len = at;
+    }
+    s->client_eof = true;
+    ev_io_stop(s->px->loop, &s->cli_r);
+    if (!s->terminating && eof_done(s))
+        return false;
+    if (s->px->cfg->log_disconnections) {
+        char qd[200], qu[200];
+        pgw_info("client_eof", "client=%s db=%s user=%s reason=\"the client's stream ended: "
+                 "what it sent runs, then the session ends\"", s->addr_text,
+                 pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user));
+    }
+    return true;
+}
+
+void pgw_relay_eof_check(struct pgw_session *s)
+{
+    if (s->client_eof && !s->terminating && s->state != PGW_SS_CLOSING && eof_done(s))
+        pgw_session_close(s, NULL, "client closed the connection");
+}
+
 void pgw_relay_flush_server(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -1819,9 +1918,11 @@ void pgw_relay_flush_server(struct pgw_session *s)
         pgw_relay_client_data(s);
         return;
     }
-    if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING)
+    if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING && !s->client_eof)
         ev_io_start(loop, &s->cli_r);
     pgw_relay_release_if_clean(s);
+    if (s->client_eof)
+        pgw_relay_eof_check(s);
 }
 
 /* ---- server -> client ---- */
@@ -1871,6 +1972,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
             *after = AFTER_STMT_ERROR;
         return;
     }
+    s->copy_ins = s->copy_ends = 0;
     s->ready_count++;
     pgw_metrics_ready(s, status);
     /* Messages sent since the last Sync are still under way. */
@@ -2065,6 +2167,8 @@ static void track_backend(struct pgw_session *s, char type)
         pgw_track_error(&s->track);
     if (type == PGW_BE_ERROR && s->notify)
         pgw_notify_tx_error(s);          /* a LISTEN that ran in its transaction */
+    if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
+        s->copy_ins++;
     pgw_track_backend(&s->track, type);
 }
 
@@ -2287,4 +2391,6 @@ static void server_data(struct pgw_session *s)
         s->ps_wait = false;
         pgw_relay_client_data(s);
     }
+    if (s->client_eof)
+        pgw_relay_eof_check(s);
 }

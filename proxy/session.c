@@ -384,16 +384,25 @@ void pgw_session_flush_client(struct pgw_session *s)
     if (!b)
         return;
     while (b->sent < b->parsed) {
-        ssize_t w = cli_write(s, b->data + b->sent, b->parsed - b->sent);
-        if (w < 0) {
+        ssize_t w = s->client_gone ? -1 : cli_write(s, b->data + b->sent, b->parsed - b->sent);
+        if (w < 0 && !s->client_gone) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (!ev_is_active(&s->cli_w))
                     ev_io_start(loop, &s->cli_w);
                 s->cli_write_blocked = true;
                 return;
             }
-            pgw_session_close(s, NULL, "client write failed: %s", strerror(errno));
-            return;
+            if (!s->client_eof) {
+                pgw_session_close(s, NULL, "client write failed: %s", strerror(errno));
+                return;
+            }
+            /* It closed after sending requests, which still run: their
+             * replies have nowhere to go. */
+            s->client_gone = true;
+        }
+        if (s->client_gone) {
+            b->sent = b->parsed;
+            break;
         }
         b->sent += (uint32_t)w;
         s->bytes_out += (uint64_t)w;
@@ -417,6 +426,8 @@ void pgw_session_flush_client(struct pgw_session *s)
     }
     if (s->replies_unread)
         pgw_relay_replies_read(s);      /* its next request, held meanwhile */
+    if (s->client_eof && s->state != PGW_SS_CLOSING)
+        pgw_relay_eof_check(s);
 }
 
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -473,6 +484,10 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 void pgw_session_read_client(struct pgw_session *s)
 {
     struct ev_loop *loop = s->px->loop;
+    if (s->client_eof) {
+        ev_io_stop(loop, &s->cli_r);    /* started again by the relay: nothing more comes */
+        return;
+    }
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px))) {
         pgw_session_close(s, "53200", "out of memory");
         return;
@@ -493,7 +508,10 @@ void pgw_session_read_client(struct pgw_session *s)
         return;
     }
     if (n == 0) {
-        pgw_session_close(s, NULL, "client closed the connection");
+        /* What the client sent before its end of stream runs first, as
+         * PostgreSQL reads it (relay.c). */
+        if (!pgw_relay_client_eof(s))
+            pgw_session_close(s, NULL, "client closed the connection");
         return;
     }
     b->len += (uint32_t)n;

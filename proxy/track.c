@@ -21,6 +21,7 @@ void pgw_track_mixed_query(struct pgw_track *t)
         return;
     if (t->nmixed == PGW_TRACK_MIXED_MAX || t->mixed_off || t->ext_unsure) {
         t->mixed_off = true;
+        t->count_high = true;
         return;
     }
     t->mixed[t->nmixed++] = (struct pgw_track_mixed) {

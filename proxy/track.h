@@ -78,6 +78,11 @@ struct pgw_track {
      * have read messages as its own): no new mixed request is kept until
      * nothing is outstanding. */
     bool mixed_off;
+    /* sync_out may be higher than the ReadyForQuerys to come: a request
+     * was outstanding besides the one of a COPY FROM STDIN (which may read
+     * its Sync or Query as its own), or a Query was not kept as mixed
+     * (the server may skip it unseen).  Until nothing is outstanding. */
+    bool count_high;
     bool ext_unsure;             /* the open batch was sent under mixed_off: some of
                                   * its messages may get no answer */
     int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
@@ -96,6 +101,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
+    t->count_high = false;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
 }
@@ -129,6 +135,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->sync_exec = t->execs = 0;
         t->fe_open = 0;
         t->exec_last = t->copy_in = false;
+        if (t->mixed_off && t->sync_out > 0)
+            t->count_high = true;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
         if (t->nmixed > 0)
@@ -140,6 +148,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
             t->sync_exec++;
         t->execs = 0;
         t->fe_open = 0;
+        if (t->mixed_off && t->sync_out > 0)
+            t->count_high = true;
         return t->sync_out++ == 0;
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL:
@@ -207,6 +217,8 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
          * the COPY with an error (14 and later end the connection). */
         t->mixed_off = true;
         t->nmixed = 0;
+        if (t->sync_out > 1)
+            t->count_high = true;
     }
 }
 
@@ -223,6 +235,8 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     }
     t->exec_done = 0;
     t->tx_status = status;
+    if (t->sync_out == 0)
+        t->count_high = false;
     if (t->sync_out == 0 && t->mixed_off) {
         t->mixed_off = false;
         t->ext_unsure = t->ext_open > 0;

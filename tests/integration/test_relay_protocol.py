@@ -19,6 +19,10 @@ very same one), for the cases that review found broken:
 - A request sent together with Terminate (or waiting for the server when
   the Terminate came) was dropped when the session ended: PostgreSQL runs
   it, in order, before it ends the session.
+- A request sent before the client closed its socket (or shut down its
+  sending side) was dropped when it waited for a server: PostgreSQL runs
+  what it read before the end of the stream, and a half-closed client
+  reads the answers.
 - pgwharf's own answers to requests that got no server were dropped when
   the client's buffer was full (a client sending many and reading later):
   it waited for ever.  And each such request was taken from inside the
@@ -278,6 +282,172 @@ class TestRequestThenTerminate(RelayCase):
                       what="the request sent before the Terminate ran")
         self.assert_b_served()
         self.assert_own_answer(holder)
+
+
+class TestRequestThenClose(RelayCase):
+    """A client that sends its request (maybe with Terminate) and closes
+    its socket, or only its sending side, before a server is free
+    (PQsendQuery, then PQfinish or exit; `psql -c` fed by a pipe):
+    PostgreSQL reads what came before the end of the stream and runs it.
+    pgwharf ended the session at the EOF, with the request still waiting
+    for the server: it never ran.  A client that shut down only its
+    sending side still reads: it gets its answers, then the end."""
+
+    mode = "transaction"
+
+    def setUp(self):
+        self.settings = dict(self.settings, pool_mode=self.mode)
+        super().setUp()
+        self.pg.psql("drop table if exists relay_close; create table relay_close (n int)",
+                     user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists relay_close",
+                        user=self.pg.user, check=False)
+
+    def rows_in_table(self):
+        return self.pg.psql("select count(*) from relay_close", user=self.pg.user)
+
+    def hold_the_server(self):
+        holder = self.login()
+        holder.sendall(hz.query_msg("begin"))
+        hz.read_until_ready(holder)
+        return holder
+
+    def let_go(self, holder):
+        holder.sendall(hz.query_msg("commit"))
+        hz.read_until_ready(holder)
+        if self.mode == "session":
+            holder.close()            # its server is its own until then
+
+    def eof_read(self, port):
+        # pgwharf has read the end of the stream: the client waits on
+        # (client_eof) -- or, before the fix, was let go.
+        self.px.wait_for_log(r'event=client_eof client=127\.0\.0\.1:%d |event=disconnect '
+                             r'client=127\.0\.0\.1:%d .*reason="client closed the connection"'
+                             % (port, port), 20)
+
+    def send_then_end(self, request, end):
+        """Log in while the one server is busy, send request, end the stream
+        (end(sock)) while the request waits for the server; then the server
+        comes free.  Returns the client socket."""
+        holder = self.hold_the_server()
+        a = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(a.close)
+        port = a.getsockname()[1]
+        a.sendall(hz.startup_packet(self.pg.user, self.pg.database))
+        t, body = hz.recv_msg(a)
+        self.assertEqual(t, b"R")
+        a.sendall(hz.auth_reply(body, self.pg.user, self.pg.password, {}))
+        if self.mode == "transaction":
+            hz.finish_login(a, self.pg.user, self.pg.password)   # welcomed without a server
+        a.sendall(request)
+        end(a)
+        self.eof_read(port)
+        self.let_go(holder)
+        pt.wait_until(lambda: self.rows_in_table() == "1", 20,
+                      what="the request sent before the end of the stream ran")
+        self.assert_b_served()
+        if self.mode == "transaction":
+            self.assert_own_answer(holder)
+        return a
+
+    INSERT = hz.query_msg("insert into relay_close values (1)")
+
+    def test_query_terminate_close(self):
+        self.send_then_end(self.INSERT + M(b"X"), lambda a: a.close())
+
+    def test_query_close(self):
+        self.send_then_end(self.INSERT, lambda a: a.close())
+
+    def test_replies_to_a_closed_client_are_dropped_not_fatal(self):
+        # The first request's answer (4 MB) cannot be written to the closed
+        # client: dropped, and the request after it still runs.
+        self.send_then_end(hz.query_msg("select repeat('x', 4000000)") + self.INSERT,
+                           lambda a: a.close())
+
+    def test_extended_request_and_a_partial_message_close(self):
+        # What is not whole when the stream ends is dropped: PostgreSQL
+        # reads it as the end of the session.
+        self.send_then_end(hz.parse_msg("", "insert into relay_close values (1)") +
+                           bind_execute() + SYNC + hz.query_msg("insert into relay_close "
+                                                                "values (2)")[:-3],
+                           lambda a: a.close())
+        self.assertEqual(self.rows_in_table(), "1")
+
+    def test_query_terminate_shutdown(self):
+        a = self.send_then_end(self.INSERT + M(b"X"), lambda a: a.shutdown(socket.SHUT_WR))
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed)
+
+    def test_half_closed_client_gets_its_answers(self):
+        a = self.send_then_end(self.INSERT + hz.query_msg("select 5"),
+                               lambda a: a.shutdown(socket.SHUT_WR))
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session did not end after its last answer")
+        if self.mode != "transaction":
+            # The welcome came after the server: ParameterStatus and more.
+            data = data[data.index(b"Z\x00\x00\x00\x05I") + 6:]
+        self.assertIn(b"INSERT 0 1\x00", data)
+        self.assertIn(b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x015", data)
+        self.assertTrue(data.endswith(b"Z\x00\x00\x00\x05I"), data)
+
+    def test_half_closed_client_with_its_server(self):
+        # Linked already (its query holds the server), then the end of the
+        # stream: its answer still comes.
+        a = self.login()
+        port = a.getsockname()[1]
+        a.sendall(hz.query_msg("begin") + hz.query_msg("select pg_sleep(0.5)") +
+                  self.INSERT + hz.query_msg("commit"))
+        a.shutdown(socket.SHUT_WR)
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed)
+        self.assertIn(b"INSERT 0 1\x00", data)
+        self.assertIn(b"COMMIT\x00", data)
+        self.assertEqual(self.rows_in_table(), "1")
+        self.assert_b_served()
+
+
+    def test_copy_waiting_for_data_that_will_not_come(self):
+        # The COPY's data ends with the stream, without CopyDone: the
+        # session ends (its server closed, the COPY rolled back), as
+        # PostgreSQL ends one whose client is gone -- not a wait for ever.
+        a = self.login()
+        a.sendall(hz.query_msg("copy relay_close from stdin") + M(b"d", b"1\n"))
+        a.shutdown(socket.SHUT_WR)
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session waited for COPY data after the end of the stream")
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_b_served()
+
+    def test_end_of_stream_where_the_replies_due_are_not_known(self):
+        # CopyData sent before the CopyInResponse (the Sync after Execute is
+        # read by the COPY, which ignores it: one ReadyForQuery for two
+        # Syncs; the relay cannot tell, and keeps the server until the
+        # client leaves).  Its stream ends: the session ends with it, the
+        # server is not held waiting for a reply that never comes.
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_close from stdin") + bind_execute() + SYNC +
+                  M(b"d", b"1\n") + M(b"c") + SYNC)
+        a.shutdown(socket.SHUT_WR)
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session outlived the client's stream")
+        pt.wait_until(lambda: self.rows_in_table() == "1", 20, what="the COPY ran")
+        self.assert_b_served()
+
+    def test_whole_copy_then_end_of_stream(self):
+        a = self.login()
+        a.sendall(hz.query_msg("copy relay_close from stdin") + M(b"d", b"1\n") + M(b"c"))
+        a.shutdown(socket.SHUT_WR)
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed)
+        self.assertIn(b"COPY 1\x00", data)
+        self.assertEqual(self.rows_in_table(), "1")
+        self.assert_b_served()
+
+
+class TestRequestThenCloseInSessionMode(TestRequestThenClose):
+    """The same in session mode, where a login waits for a server: the
+    request came right after the password."""
+    mode = "session"
 
 
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
