@@ -84,24 +84,13 @@ int pgw_scram_secret_format(const struct pgw_scram_secret *s, char *buf, size_t 
 bool pgw_scram_verify_plain(const struct pgw_scram_secret *s, const char *password);
 
 /*
- * SASLprep (RFC 4013) of a password, PostgreSQL style: an ASCII password
- * is used as it is; one that is not valid UTF-8, that holds prohibited
- * characters (RFC 3454 C.2-C.9), or that maps to nothing, is used raw.
- *
- * What is implemented: the ASCII fast path; UTF-8 validation; mapping
- * (B.1 to nothing, C.1.2 non-ASCII spaces to U+0020); the prohibition
- * tables C.2.1-C.9; and NFKC for the characters whose normal form is known
- * here: those that are their own NFKC form (ASCII, Latin-1, Latin
- * Extended-A, Greek, Cyrillic, CJK ideographs of Unicode 3.2, kana, Hangul
- * syllables) and the common compatibility characters (fullwidth ASCII,
- * superscript digits, ordinal indicators, fractions, the micro sign, the
- * f-ligatures, long s, IJ, L-dot, n-apostrophe, spacing diacritics), and
- * the canonical composition of such a character with the combining marks
- * that make another of them ("e" U+0301 is U+00E9, kana with the voiced
- * sound marks).  Anything else (other combining marks, other scripts) gives
- * PGW_SASLPREP_UNSUPPORTED and the caller uses the raw password, as it does
- * on failure: such a password works when stored as a verifier taken from
- * pg_authid, but may not when stored in plaintext.
+ * SASLprep (RFC 4013) of a password, as PostgreSQL's pg_saslprep does it
+ * (proxy/saslprep.c): an ASCII password is used as it is; otherwise the
+ * mapping (B.1 to nothing, C.1.2 spaces to U+0020), NFKC, the prohibited
+ * (C.1.2-C.9) and unassigned (A.1) checks and the bidi rules of RFC 3454
+ * section 6, over Unicode 3.2.  A password that is not valid UTF-8, that
+ * fails a check or that maps to nothing is used raw by the callers, as
+ * PostgreSQL and libpq use it.
  *
  * On PGW_SASLPREP_OK *out is a malloc'd string; otherwise *out is NULL.
  */
@@ -109,8 +98,7 @@ enum pgw_saslprep_rc {
     PGW_SASLPREP_OK = 0,
     PGW_SASLPREP_INVALID_UTF8 = -1,
     PGW_SASLPREP_PROHIBITED = -2,
-    PGW_SASLPREP_UNSUPPORTED = -3,  /* normal form not known to pgwharf */
-    PGW_SASLPREP_NOMEM = -4
+    PGW_SASLPREP_NOMEM = -3
 };
 enum pgw_saslprep_rc pgw_saslprep(const char *in, char **out);
 

@@ -386,6 +386,41 @@ class TestScram(AuthTestCase):
         self.assertEqual(self.via_psql(px, user, "\u00e9tude"), user)    # the same once prepped
         self.assertIn("password authentication failed", self.psql_error(px, user, "etude"))
 
+    def test_plaintext_secret_with_compatibility_characters(self):
+        # NFKC maps compatibility characters: U+2460 CIRCLED DIGIT ONE is
+        # "1", U+2122 TRADE MARK SIGN "TM", U+FB01 the ligature "fi"; and
+        # puts marks in order (x U+0307 U+0323 is U+1E8B U+0323).  libpq and
+        # PostgreSQL prep so; pgwharf used such a password raw when it made
+        # the verifier of a plaintext secret (and under plain when it
+        # checked a cleartext password against a verifier), so the right
+        # password was refused.
+        role, pw = "pgw_saslprep", "\u2460\u2122\ufb01-x\u0307\u0323"
+        prepped = "1TMfi-\u1e8b\u0323"
+        self.pg.psql("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN" % (role, role),
+                     db="postgres", via_socket=True)
+        self.addCleanup(self.pg.psql, "DROP ROLE IF EXISTS %s" % role, db="postgres",
+                        via_socket=True, check=False)
+        self.pg.psql("SET password_encryption = 'scram-sha-256'; ALTER ROLE %s PASSWORD '%s'"
+                     % (role, pw), db="postgres", via_socket=True)
+        # PostgreSQL itself: the password and its prepped form both log in.
+        for password in (pw, prepped):
+            self.assertEqual(self.pg.psql("select current_user", user=role, password=password),
+                             role)
+        databases = {self.pg.database: self.pg.conn_string(self.pg.database, user=role,
+                                                           password=pw)}
+        px = self.start("scram-sha-256", {role: pw}, databases=databases)
+        for password in (pw, prepped):
+            with self.subTest(password=password):
+                self.assertEqual(self.via_psql(px, role, password), role)
+                if psycopg2:
+                    self.assertEqual(self.via_psycopg2(px, role, password), role)
+        self.assertIn("password authentication failed",
+                      self.psql_error(px, role, "\u2460\u2122\ufb01-x"))
+        # plain: the cleartext password, prepped, against PostgreSQL's verifier.
+        px = self.start("plain", {role: self.pg_verifier(role)}, databases=databases)
+        self.assertEqual(self.via_psql(px, role, pw), role)
+        self.assertIn("password authentication failed", self.psql_error(px, role, "1TMfi"))
+
     def test_malformed_exchanges(self):
         user, pw = self.app()
         px = self.start("scram-sha-256", {user: pw})

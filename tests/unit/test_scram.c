@@ -35,8 +35,9 @@
  * Verifiers made by PostgreSQL 15 itself (SET password_encryption =
  * 'scram-sha-256'; CREATE ROLE ... PASSWORD '...'; SELECT rolpassword FROM
  * pg_authid), with the passwords given.  They pin SASLprep to PostgreSQL's:
- * mapping, NFKC of compatibility characters, and the raw fallback when a
- * prohibited character or an empty result makes prep fail.
+ * mapping, NFKC (compatibility characters, ordering of marks, Hangul,
+ * exclusions), and the raw fallback when a prohibited or unassigned
+ * character, the bidi rules or an empty result make prep fail.
  */
 static const struct {
     const char *what, *password, *verifier;
@@ -59,6 +60,19 @@ static const struct {
     { "cjk, hangul, cyrillic", "\xE5\xAF\x86\xE7\xA0\x81\xEA\xB0\x80\xD0\x96",
       "SCRAM-SHA-256$4096:muXRo7Zzz33mdAdAy0OSCQ==$sjob7I5KE4G5GnS0YK3bvBvPiTT0Jqx6chxguPOI4mU="
       ":x6cNkyqOzhkRr+vFftKD4lyk8JiBJ+jDh7my7uCEuoY=" },
+    { "circled digit, trade mark, ligature", "\xE2\x91\xA0\xE2\x84\xA2\xEF\xAC\x81x",
+      "SCRAM-SHA-256$4096:oNTwaEu2Sz27wALd1lZhQQ==$R5ah3vupJEVGlCtCmt2xqJH8QQX05K3yyIdQ0kf6RhY="
+      ":5xetQzzw8RDD8HA/CKOS4NN0cwq4/Z5E7AszP7m2bAU=" },
+    { "marks out of order, hangul jamo, composition exclusion",
+      "s\xCC\x87\xCC\xA3\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8\xE0\xA5\x98",
+      "SCRAM-SHA-256$4096:wu6X33CgPqYUTQg8ZSeEag==$0YSnLUi3osiClmc3qtqwGGTzQhc3kzcillHCm5jdoU8="
+      ":+BaD82/9o8Cwd6UOdgBIIJWbmpcIJ2E2ZbU8cq7QOsM=" },
+    { "bidi failure (raw)", "\xD7\x90" "a",
+      "SCRAM-SHA-256$4096:pAWH/Zp8Rk5FOv9Prp6y5A==$mxFzxrB73FtGZuUdxrGZlsasm9K19gBXdMkLigmWlpc="
+      ":SDYzFKqf6Awldh+uD+juVIJ8LyimYyTFwSl3upsvl6Y=" },
+    { "unassigned in Unicode 3.2 (raw)", "x\xE9\xBE\xA6",
+      "SCRAM-SHA-256$4096:VCZe+04V0/dWXY6sPr22Vg==$sgoJqiY1wz6ewOt/0SWD/Gsxa52QAoXtkWnASSwRVFE="
+      ":ZXclkSOtlCXTLP/P7nnWS1bU9DZ72wFv0iJe7Slaqs8=" },
     { "empty after mapping", "\xC2\xAD",
       "SCRAM-SHA-256$4096:aXdP2V/yo4s1msEHEqXAIA==$G0RicXWrussEGadEkO7UrcRc3Goif4+G0XiiK65Cnc8="
       ":ICTyaCvKWqarne41T8YQ7MXoUAvvsMn7h8GGDVCgB5c=" },
@@ -759,7 +773,13 @@ static void test_saslprep(void **state)
         { "a\xE2\x80\x8B" "b", PGW_SASLPREP_OK, "a b" },          /* U+200B: a space first */
         { "\xC2\xAA", PGW_SASLPREP_OK, "a" },
         { "x\xC2\xB2", PGW_SASLPREP_OK, "x2" },
-        { "\xE2\x85\xA8", PGW_SASLPREP_UNSUPPORTED, NULL },       /* roman numeral IX */
+        { "\xE2\x85\xA8", PGW_SASLPREP_OK, "IX" },                 /* roman numeral IX */
+        { "\xE2\x91\xA0", PGW_SASLPREP_OK, "1" },                  /* circled digit one */
+        { "x\xEF\xAC\x81", PGW_SASLPREP_OK, "xfi" },               /* fi ligature */
+        { "\xE2\x84\xA2", PGW_SASLPREP_OK, "TM" },                 /* trade mark sign */
+        { "\xE3\x8C\x80", PGW_SASLPREP_OK,                         /* square apaato */
+          "\xE3\x82\xA2\xE3\x83\x91\xE3\x83\xBC\xE3\x83\x88" },
+        { "a\xE3\x80\x80" "b", PGW_SASLPREP_OK, "a b" },           /* ideographic space */
         { "\xEF\xBC\xA1\xEF\xBD\x9E", PGW_SASLPREP_OK, "A~" },    /* fullwidth */
         { "\xC2\xB5", PGW_SASLPREP_OK, "\xCE\xBC" },              /* micro sign */
         { "\xC3\xA9t\xC3\xA9", PGW_SASLPREP_OK, "\xC3\xA9t\xC3\xA9" },
@@ -768,10 +788,26 @@ static void test_saslprep(void **state)
         { "\xEF\xBC\xA5\xCC\x81x", PGW_SASLPREP_OK, "\xC3\x89x" },   /* fullwidth E + acute */
         { "\xE3\x81\x8B\xE3\x82\x99", PGW_SASLPREP_OK, "\xE3\x81\x8C" }, /* ka + voiced mark */
         { "I\xC2\xAD\xCC\x81", PGW_SASLPREP_OK, "\xC3\x8D" },        /* soft hyphen between */
-        { "e\xCC\x81\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },  /* a second acute */
-        { "x\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },          /* no such composition */
-        { "\xC2\xAA\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },  /* after a compatibility map */
-        { "\xCC\x81", PGW_SASLPREP_UNSUPPORTED, NULL },           /* a mark alone */
+        { "e\xCC\x81\xCC\x81", PGW_SASLPREP_OK, "\xC3\xA9\xCC\x81" }, /* a second acute */
+        { "x\xCC\x81", PGW_SASLPREP_OK, "x\xCC\x81" },            /* no such composition */
+        { "\xC2\xAA\xCC\x81", PGW_SASLPREP_OK, "\xC3\xA1" },     /* after a compatibility map */
+        { "\xCC\x81", PGW_SASLPREP_OK, "\xCC\x81" },              /* a mark alone */
+        { "q\xCC\x87\xCC\xA3", PGW_SASLPREP_OK, "q\xCC\xA3\xCC\x87" }, /* dot below first */
+        { "s\xCC\x87\xCC\xA3", PGW_SASLPREP_OK, "\xE1\xB9\xA9" }, /* ... then both compose */
+        { "a\xCC\x87\xCC\xA3", PGW_SASLPREP_OK, "\xE1\xBA\xA1\xCC\x87" }, /* one does */
+        { "\xE1\xBA\x9B\xCC\xA3", PGW_SASLPREP_OK, "\xE1\xB9\xA9" }, /* long s, dots */
+        { "\xE0\xA5\x98", PGW_SASLPREP_OK, "\xE0\xA4\x95\xE0\xA4\xBC" }, /* excluded */
+        { "\xCD\x84", PGW_SASLPREP_OK, "\xCC\x88\xCC\x81" },      /* non-starter decomp. */
+        { "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", PGW_SASLPREP_OK, "\xEA\xB0\x81" }, /* jamo */
+        { "\xEA\xB0\x80\xE1\x86\xA8", PGW_SASLPREP_OK, "\xEA\xB0\x81" }, /* LV + T */
+        { "\xED\x95\x9C\xEA\xB5\xAD", PGW_SASLPREP_OK, "\xED\x95\x9C\xEA\xB5\xAD" },
+        { "\xD7\x90" "1" "\xD7\x91", PGW_SASLPREP_OK, "\xD7\x90" "1" "\xD7\x91" }, /* bidi ok */
+        { "\xD8\xA7\xD9\xA1\xD8\xA8", PGW_SASLPREP_OK, "\xD8\xA7\xD9\xA1\xD8\xA8" },
+        { "\xD7\x90" "a", PGW_SASLPREP_PROHIBITED, NULL },         /* RandALCat with LCat */
+        { "\xD7\x90" "1", PGW_SASLPREP_PROHIBITED, NULL },         /* RandALCat not last */
+        { "1\xD7\x90", PGW_SASLPREP_PROHIBITED, NULL },            /* RandALCat not first */
+        { "\xC2\xAD", PGW_SASLPREP_PROHIBITED, NULL },             /* maps to nothing */
+        { "\xC3\xA9\xC2\x85", PGW_SASLPREP_PROHIBITED, NULL },    /* C1 control U+0085 */
         { "\xC3\xA9\x07", PGW_SASLPREP_PROHIBITED, NULL },        /* control character */
         { "\xC3\xA9\xEE\x80\x80", PGW_SASLPREP_PROHIBITED, NULL },/* private use */
         { "\xE2\x80\x8E\xC3\xA9", PGW_SASLPREP_PROHIBITED, NULL },/* LRM */
@@ -783,7 +819,7 @@ static void test_saslprep(void **state)
         { "\xF4\x90\x80\x80", PGW_SASLPREP_INVALID_UTF8, NULL },  /* > U+10FFFF */
         { "\xFF", PGW_SASLPREP_INVALID_UTF8, NULL },
         { "\xE5\xAF\x86\xE7\xA0\x81", PGW_SASLPREP_OK, "\xE5\xAF\x86\xE7\xA0\x81" },
-        { "\xE9\xBE\xA6", PGW_SASLPREP_UNSUPPORTED, NULL },       /* U+9FA6: after Unicode 3.2 */
+        { "\xE9\xBE\xA6", PGW_SASLPREP_PROHIBITED, NULL },        /* U+9FA6: after Unicode 3.2 */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = (char *)"untouched";
