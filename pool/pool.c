@@ -195,6 +195,12 @@ void pgw_pool_login_ok(struct pgw_pool *pool)
     pool->login_retry_until = 0;
 }
 
+void pgw_pool_settings_changed(struct pgw_pool *pool)
+{
+    pgw_pool_login_ok(pool);
+    pool->settings_gen++;
+}
+
 /* ---- lending ----------------------------------------------------------- */
 
 static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_waiter *w)

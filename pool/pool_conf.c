@@ -179,7 +179,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     if (pool->signature && strcmp(sig, pool->signature) == 0) {
         free(sig);
         if (cq_changed)
-            pgw_pool_login_ok(pool);      /* a refusal of the old one */
+            pgw_pool_settings_changed(pool);   /* a refusal of the old one */
         return cq_changed;
     }
     bool first = pool->signature == NULL;
@@ -193,7 +193,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->signature = sig;
     /* A refusal of the old keys (password, user, dbname...) says nothing
      * about the new ones: no server_login_retry wait for them. */
-    pgw_pool_login_ok(pool);
+    pgw_pool_settings_changed(pool);
     return !first;
 }
 
@@ -210,7 +210,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
             if (pw) {
                 free(p->password);
                 p->password = pw;
-                pgw_pool_login_ok(p);     /* refused with the old password */
+                pgw_pool_settings_changed(p);   /* refused with the old password */
             }
         }
         if (p->db_src != db && pgw_pool_apply_db(p, db))

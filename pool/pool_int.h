@@ -61,6 +61,7 @@ struct pool_server {
     bool reconnect;           /* close instead of reusing */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
+    unsigned settings_gen;    /* the pool's when its login started */
     /* A replication client's server (pub.replication): the waiter it is
      * connecting for, NULL once granted or when that client left. */
     struct pgw_pool_waiter *owner;
@@ -187,6 +188,10 @@ struct pgw_pool {
     ev_tstamp login_retry_until;
     char *login_error;
     char login_sqlstate[6];
+    /* Bumped when the settings a login uses change (connection keys,
+     * password, connect_query, server_tls_*): a refusal of a login started
+     * before says nothing about the new ones (pool_server.settings_gen). */
+    unsigned settings_gen;
     /* libpq's text of the last host found not to match
      * target_session_attrs (the reason when every host is skipped). */
     char *mismatch_error;
@@ -233,6 +238,9 @@ bool pgw_pool_login_error_is_local(const char *sqlstate);
 /* A login of this pool was refused / succeeded (server.c). */
 void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const char *msg);
 void pgw_pool_login_ok(struct pgw_pool *pool);
+/* The settings a login uses changed: a refusal of the old ones is
+ * forgotten, and those of logins still under way ignored. */
+void pgw_pool_settings_changed(struct pgw_pool *pool);
 /* The index of be in the pool's host list, or -1. */
 int pgw_pool_host_index(const struct pgw_pool *pool, const struct pgw_backend *be);
 /* A host of the pool went down (its breaker opened, its name did not

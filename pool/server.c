@@ -571,9 +571,13 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     } else if (answered || local) {
         /* The server answered and refused this pool's user or database,
          * or its connect_query: the backend is fine (other pools on it
-         * too), this pool waits server_login_retry. */
+         * too), this pool waits server_login_retry.  Not for a login
+         * started under settings a reload has since changed: its refusal
+         * is of the old ones (the waiters get a server logging in with
+         * the new ones, kicked below). */
         pgw_backend_connected(be, probe);
-        pgw_pool_login_failed(pool, sqlstate, text);
+        if (ps->settings_gen == pool->settings_gen)
+            pgw_pool_login_failed(pool, sqlstate, text);
     } else {
         pgw_pool_host_failed(pool, ps->host, be);
         if (ps->standby_pass)     /* libpq's first pass would go on too */
@@ -787,6 +791,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
     ps->host = host;
     ps->standby_pass = pgw_pool_wants_standby(pool, host);
     ps->pristine = true;
+    ps->settings_gen = pool->settings_gen;
     if (w) {
         srv->replication = w->replication;
         ps->owner = w;

@@ -196,7 +196,7 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
             if (pgw_pool_apply_db(pool, db)) {
                 pgw_pool_reconnect(pool, true);
             } else if (tls) {
-                pgw_pool_login_ok(pool);
+                pgw_pool_settings_changed(pool);
                 pgw_pool_reconnect(pool, false);
             }
             continue;

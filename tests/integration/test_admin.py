@@ -887,6 +887,40 @@ class TestBreakers(AdminTestCase):
             self.pg.conn_string(self.pg.database, connect_query="select 1/0"),
             "22012", "division by zero")
 
+    def test_a_refusal_of_a_login_started_before_a_reload_fixed_the_entry_is_ignored(self):
+        # A login under the entry's old settings (here a connect_query that
+        # fails, held at a gate) is refused after a reload put right ones
+        # in: the refusal is of the old settings.  It failed the waiting
+        # client and refused every client for server_login_retry, under
+        # the fixed entry.
+        gate = hz.Gate(self.pg, 7820)
+        self.addCleanup(gate.close)
+        good = self.pg.conn_string(self.pg.database, connect_query="select 1")
+        bad = self.pg.conn_string(self.pg.database,
+                                  connect_query="select %s; select 1/0" % gate.sql())
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "server_login_retry": "60s",
+                                          "query_wait_timeout": "30s"},
+                                databases={self.pg.database: good})
+        conn = self.admin_conn(px)
+        cl = self.client(px)
+        self.assertEqual(pt.one(cl, "select 1"), 1)
+        px.databases[self.pg.database] = bad
+        px.reload()
+        wait_until(lambda: px.log().count("event=reload ") == 1, what="the first reload")
+        wait_until(lambda: self.rows(conn, "SERVERS", database=self.pg.database) == [],
+                   what="the server of the old connect_query closed")
+        bg = Background(lambda: pt.one(cl, "select 42"))
+        self.pg.wait_running(gate.sql(), lock_wait=True)   # the bad connect_query runs
+        px.databases[self.pg.database] = good
+        px.reload()
+        wait_until(lambda: px.log().count("event=reload ") == 2, what="the second reload")
+        gate.open()
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, 42)
+        self.assertEqual(pt.one(self.client(px), "select 7"), 7)
+
 class TestPoolsFreed(AdminTestCase):
     """Pools that nobody can come back for must not stay for ever: those of
     the "*" entry after autodb_idle_timeout, those of an entry a reload
