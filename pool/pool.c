@@ -984,6 +984,10 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
         pgw_server_close(srv, !srv_priv(srv)->reconnect ? "server_lifetime"
                               : srv_priv(srv)->retire_why ? srv_priv(srv)->retire_why
                                                           : "reconnect");
+    else if (pgw_pool_total(pool) > (long long)pool->pool_size + reserve_size(pool))
+        /* A reload lowered pool_size: with clients waiting it would go to
+         * the next one, and the pool keep its old size under load. */
+        pgw_server_close(srv, "pool_size lowered");
     else if (how == PGW_RELEASE_RESET && reset && *reset) {
         if (pgw_server_job(srv, SRV_JOB_RESET, reset) < 0)
             pgw_server_close(srv, "out of memory for server_reset_query");

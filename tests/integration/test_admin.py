@@ -1443,6 +1443,39 @@ class TestCommands(AdminTestCase):
         a.commit()
         b.commit()
 
+    def test_reload_that_lowers_pool_size_shrinks_a_busy_pool(self):
+        # Lowered while every server is lent and clients wait: a server
+        # coming back went to the next waiter, so under steady load the
+        # pool kept its old size for as long as clients kept waiting (only
+        # idle servers, with nobody waiting, were closed).  A server coming
+        # back to a pool over its size now closes.
+        px = self.start(default_pool_size=3)
+        conn = self.admin_conn(px)
+        holders = [self.client(px, autocommit=False) for _ in range(3)]
+        for h in holders:
+            h.cursor().execute("select 1")
+        waiters = [self.client(px, autocommit=False) for _ in range(2)]
+        bgs = []
+        for i, w in enumerate(waiters):     # queued in this order
+            bgs.append(Background(lambda w=w: w.cursor().execute("select 2")))
+            self.wait_pool(conn, cl_waiting=i + 1, sv_active=3)
+        px.settings["default_pool_size"] = 1
+        px.write_config()
+        conn.cursor().execute("RELOAD")
+        holders[0].commit()
+        holders[1].commit()
+        self.wait_pool(conn, sv_active=1, cl_waiting=2)
+        self.assertEqual(len(self.rows(conn, "SERVERS", database=self.pg.database)), 1)
+        holders[2].commit()
+        bgs[0].join(10)
+        self.assertFalse(bgs[0].is_alive())
+        self.assertIsNone(bgs[0].error)
+        waiters[0].commit()
+        bgs[1].join(10)
+        self.assertIsNone(bgs[1].error)
+        waiters[1].commit()
+        self.assertEqual(len(self.rows(conn, "SERVERS", database=self.pg.database)), 1)
+
     def test_set_changes_a_setting(self):
         px = self.start(default_pool_size=1)
         conn = self.admin_conn(px)
