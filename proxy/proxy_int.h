@@ -266,6 +266,8 @@ struct pgw_session {
     bool admin_last;                 /* the command running is the last of its query */
     char admin_wait_db[64];          /* its database, "" = all */
     ev_tstamp xact_start;            /* first query of the open transaction, 0 = none */
+    ev_tstamp xact_floor;            /* a ReadyForQuery 'I' inside a pipeline: the open
+                                      * transaction (transaction_timeout) began after it */
     uint64_t xact_time_us, query_time_us;
 
     /* ---- client authentication (auth.c) ---- */

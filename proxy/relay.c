@@ -1965,9 +1965,12 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px)
 static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
     if (!pgw_track_ready(&s->track, status)) {
-        /* A ReadyForQuery inside a pipeline: in statement mode one in a
-         * transaction ends the client as the last would (its BEGIN and
-         * what followed were sent at once). */
+        /* A ReadyForQuery inside a pipeline: 'I' ends a transaction, the
+         * next one starts now (transaction_timeout).  In statement mode
+         * one in a transaction ends the client as the last would (its
+         * BEGIN and what followed were sent at once). */
+        if (status == 'I')
+            s->xact_floor = pgw_mono_now(s->px->loop);
         if (s->mode == PGW_POOL_STATEMENT && status != 'I' && s->state == PGW_SS_LINKED)
             *after = AFTER_STMT_ERROR;
         return;
@@ -1975,6 +1978,8 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     s->copy_ins = s->copy_ends = 0;
     s->ready_count++;
     pgw_metrics_ready(s, status);
+    if (status == 'I')
+        s->xact_floor = 0;
     /* Messages sent since the last Sync are still under way. */
     s->query_start = s->track.fe_open > 0 ? pgw_mono_now(s->px->loop) : 0;
     if (status == 'I')

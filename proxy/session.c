@@ -156,7 +156,13 @@ static ev_tstamp transaction_deadline(const struct pgw_session *s)
     if (s->transaction_timeout <= 0)
         return 0;
     ev_tstamp start = s->xact_start > 0 ? s->xact_start : s->query_start;
-    return start > 0 ? start + s->transaction_timeout : 0;
+    if (start <= 0)
+        return 0;
+    /* A pipeline's earlier transactions ended at their ReadyForQuery 'I'
+     * (query_start is the pipeline's first message). */
+    if (s->xact_floor > start)
+        start = s->xact_floor;
+    return start + s->transaction_timeout;
 }
 
 /* Why a session's timer fires: X(name, its text in the log: the key that

@@ -891,6 +891,42 @@ class TestTimeouts(pt.PgwharfTestCase):
         finally:
             conn.close()
 
+    def test_transaction_timeout_counts_each_pipelined_transaction(self):
+        # The same, pipelined: ten Parse/Bind/Execute/Sync sent at once.
+        # Each ReadyForQuery 'I' ends a transaction; the pipeline as a
+        # whole (2 s) is no transaction (it was timed from its first
+        # message, and closed).  A transaction in a pipeline still times out.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "transaction_timeout": "1s"})
+
+        def ext(sql):
+            return (hz.msg(b"P", b"\0" + sql.encode() + b"\0\0\0")
+                    + hz.msg(b"B", b"\0\0\0\0\0\0\0\0")
+                    + hz.msg(b"E", b"\0\0\0\0\0") + hz.msg(b"S"))
+
+        def run(sqls):
+            s = socket.create_connection((px.host, px.port), timeout=30)
+            try:
+                hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+                s.sendall(b"".join(ext(q) for q in sqls))
+                readies = []
+                while len(readies) < len(sqls):
+                    t, body = hz.recv_msg(s)
+                    if t == b"E":
+                        return readies, hz.parse_fields(body)
+                    if t == b"Z":
+                        readies.append(body)
+                return readies, None
+            finally:
+                s.close()
+
+        readies, err = run(["select pg_sleep(0.2)"] * 10)
+        self.assertIsNone(err)
+        self.assertEqual(readies, [b"I"] * 10)
+        readies, err = run(["begin"] + ["select pg_sleep(0.5)"] * 10 + ["commit"])
+        self.assertEqual(err["C"], "25P04", err)
+        self.assertLess(len(readies), 10)
+
     def test_query_wait_notify(self):
         # PgBouncer 1.25: a client queued for a server longer than
         # query_wait_notify gets one NOTICE; the wait goes on.
