@@ -894,6 +894,7 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     w->pool = pool;
     w->cb = cb;
     w->ctx = NULL;
+    w->parent = ctx;
     w->since = pool_now(pool);
     w->replication = PGW_REPL_NONE;
     w->repl_srv = NULL;
@@ -949,6 +950,29 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     pgw_pool_grow(pool);
     pool->dispatching = was;
     return PGW_ACQ_QUEUED;
+}
+
+void pgw_pool_rewait(struct pgw_pool *pool)
+{
+    /* As PgBouncer, which compares each wait with the current value: a
+     * query_wait_timeout changed online applies to the clients queued
+     * (counted from when each began), not only to those that come next. */
+    double t = pool->query_wait_timeout;
+    for (struct pgw_list *n = pool->waiters.next; n != &pool->waiters; n = n->next) {
+        struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
+        struct pgw_ctx *c = t > 0 ? pgw_ctx_with_deadline(w->parent, w->since + t)
+                                  : pgw_ctx_with_cancel(w->parent);
+        if (!c)
+            continue;               /* out of memory: the old deadline stays */
+        if (pgw_ctx_err(c)) {
+            pgw_ctx_release(c);     /* the caller's ctx is done: its callback comes */
+            continue;
+        }
+        pgw_ctx_unsubscribe(&w->sub);
+        pgw_ctx_release(w->ctx);
+        w->ctx = c;
+        pgw_ctx_subscribe(c, &w->sub, waiter_done_cb, w);   /* c is not done: cannot fail */
+    }
 }
 
 void pgw_pool_cancel_wait(struct pgw_pool_waiter *w)

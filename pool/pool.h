@@ -172,6 +172,7 @@ struct pgw_pool_waiter {
     struct pgw_pool *pool;
     pgw_pool_acquire_fn cb;
     struct pgw_ctx *ctx;      /* child of the caller's ctx with query_wait_timeout */
+    struct pgw_ctx *parent;   /* the caller's ctx (outlives the wait) */
     struct pgw_ctx_sub sub;
     ev_tstamp since;
     /* replication (pgw_pool_acquire_replication) */

@@ -129,7 +129,9 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->min_pool_size = pgw_conf_min_pool_size(cfg, db);
     pool->reserve_pool_size = pgw_conf_reserve_pool_size(cfg, db, u);
     pool->max_db_connections = pgw_conf_max_db_connections(cfg, db);
-    pool->query_wait_timeout = pgw_conf_query_wait_timeout(cfg, db, u);
+    double qwt = pgw_conf_query_wait_timeout(cfg, db, u);
+    bool rewait = qwt != pool->query_wait_timeout;
+    pool->query_wait_timeout = qwt;
     pool->cursor.mode = db->load_balance_hosts >= 0 ? (enum pgw_load_balance)db->load_balance_hosts
                                                     : PGW_LB_ROUND_ROBIN;
     pool->tsa = db->target_session_attrs >= 0 ? (enum pgw_target_session)db->target_session_attrs
@@ -145,6 +147,8 @@ static void apply_settings(struct pgw_pool *pool, const struct pgw_conf_db *db)
                 srv->expire_at = life > 0 ? srv->connect_time + life * srv->life_jitter : 0;
     }
     pool->server_lifetime = life;
+    if (rewait)
+        pgw_pool_rewait(pool);
     /* The cap of the user the servers log in as (copy_keys). */
     const char *su = db->user && *db->user ? db->user : pool->user;
     pool->max_user_connections = pgw_conf_max_user_connections(cfg, pgw_conf_find_user(cfg, su));

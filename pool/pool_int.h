@@ -232,6 +232,8 @@ void pgw_pool_grow(struct pgw_pool *pool);
 /* Fail every queued waiter with err (a snapshot: waiters queued by the
  * callbacks are kept). */
 void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+/* query_wait_timeout changed: the queued waiters' deadlines follow. */
+void pgw_pool_rewait(struct pgw_pool *pool);
 /* Whether the server's refusal of a login (guessed sqlstate) is about this
  * pool's credentials or database rather than the backend. */
 bool pgw_pool_login_error_is_local(const char *sqlstate);

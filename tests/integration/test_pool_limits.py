@@ -276,6 +276,40 @@ class TestMaxUserConnections(PoolLimitsCase):
         self.assertLessEqual(len(self.backend_pids(app)), 2)
 
 
+class TestQueryWaitTimeoutOnline(PoolLimitsCase):
+    def test_a_query_wait_timeout_set_online_ends_the_waits_under_way(self):
+        # As PgBouncer (each wait compared with the current value): a
+        # client queued while query_wait_timeout was off waited for ever
+        # after SET query_wait_timeout (its deadline was fixed when it
+        # queued).  Lifted again (0), a wait goes on past the old value.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "query_wait_timeout": 0, "query_wait_notify": 0})
+        con = self.console(px)
+        holder = self.connect(px, autocommit=False)
+        self.one(holder, "select 1")                  # in a transaction: the one server
+        waiter = self.connect(px)
+        bg = Background(lambda: self.one(waiter, "select 'served'"))
+        self.waiting(con, self.pg.database, self.pg.user)
+        con.cursor().execute("SET query_wait_timeout = '500ms'")
+        bg.join(20)
+        self.assertFalse(bg.is_alive(), "the wait did not end at the new query_wait_timeout")
+        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        self.assertIn("query_wait_timeout", str(bg.error))
+
+        con.cursor().execute("SET query_wait_timeout = '2s'")
+        bg = Background(lambda: self.one(waiter, "select 'served'"))
+        self.waiting(con, self.pg.database, self.pg.user)
+        con.cursor().execute("SET query_wait_timeout = 0")
+        # past the 2 s it queued with (maxwait counts whole seconds)
+        wait_until(lambda: self.pool(con, self.pg.database, self.pg.user)["maxwait"] >= 3,
+                   timeout=20, what="a wait of three seconds")
+        self.assertTrue(bg.is_alive(), bg.error)
+        holder.commit()
+        bg.join(20)
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, "served")
+
+
 class TestClientLimits(pt.PgwharfTestCase):
     """max_db_client_connections and max_user_client_connections
     (PgBouncer 1.24): general keys, per [databases] / [users] entry."""
