@@ -648,13 +648,13 @@ def recv_msg(sock):
 
 
 def _recv_exact(sock, n):
-    buf = b""
+    buf = bytearray()                 # grows in place: bytes += copied it all each time
     while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise EOFError("peer closed after %d of %d bytes" % (len(buf), n))
         buf += chunk
-    return buf
+    return bytes(buf)
 
 
 def sync_login(sock, user, db, password=None, key_data=None, **startup):
