@@ -49,6 +49,7 @@ import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -497,10 +498,29 @@ class Postgres:
         return self.postmaster_pid() is not None
 
     def is_ready(self, timeout=2):
-        cp = subprocess.run([pg_bin("pg_isready"), "-q", "-h", self.host,
-                             "-p", str(self.port), "-t", str(int(timeout))],
-                            capture_output=True)
-        return cp.returncode == 0
+        """pg_isready's answer (libpq's PQping), without a process per
+        look: the server is up when it answers a startup packet with an
+        authentication request or any error but 57P03 (starting up,
+        shutting down, in recovery)."""
+        body = struct.pack("!I", 196608) + ("user\0%s\0database\0%s\0\0"
+                                            % (self.user, self.database)).encode()
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+                s.sendall(struct.pack("!I", len(body) + 4) + body)
+                data = b""
+                while len(data) < 5 or len(data) < 1 + struct.unpack("!I", data[1:5])[0]:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                    if data[:1] == b"R":
+                        return True
+        except (OSError, struct.error):
+            return False
+        if data[:1] != b"E":
+            return False
+        m = re.search(rb"\0C([0-9A-Z]{5})\0", b"\0" + data[5:])
+        return m is not None and m.group(1) != b"57P03"
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
