@@ -1497,7 +1497,11 @@ class CutAfterAnswer:
         self.thread.start()
 
     def close(self):
-        self.sock.close()               # accept() fails: the thread ends
+        try:                            # wakes the accept() (a close alone
+            self.sock.shutdown(socket.SHUT_RDWR)    # does not): the thread ends
+        except OSError:
+            pass
+        self.sock.close()
         self.thread.join(5)
 
     def _serve(self):
