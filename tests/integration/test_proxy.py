@@ -1667,7 +1667,7 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        pt.wait_until(lambda: not os.path.exists("/proc/%d" % pid), what="pgwharf gone")
+        pt.wait_until(lambda: not pt._alive(pid), what="pgwharf gone")   # a zombie has exited
 
     def files(self, px):
         return {"pidfile": os.path.join(px.dir, "pgwharf.pid"),
