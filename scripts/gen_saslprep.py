@@ -159,19 +159,24 @@ def emit(t):
     w('#include "proxy/saslprep_int.h"')
     w("")
 
-    def range_table(name, rs, what):
-        w("/* %s */" % what)
-        w("const struct pgw_sp_range pgw_sp_%s[] = {" % name)
+    def table(decl, items, count=None):
+        """decl = { items wrapped at 96 columns };  and pgw_sp_<count>_n."""
+        w(decl + " = {")
         line = "   "
-        for lo, hi in rs:
-            item = " { 0x%04X, 0x%04X }," % (lo, hi)
+        for item in items:
             if len(line) + len(item) > 96:
                 w(line)
                 line = "   "
             line += item
         w(line)
         w("};")
-        w("const size_t pgw_sp_%s_n = %d;" % (name, len(rs)))
+        if count:
+            w("const size_t pgw_sp_%s_n = %d;" % count)
+
+    def range_table(name, rs, what):
+        w("/* %s */" % what)
+        table("const struct pgw_sp_range pgw_sp_%s[]" % name,
+              [" { 0x%04X, 0x%04X }," % tuple(r) for r in rs], (name, len(rs)))
         w("")
 
     range_table("map_to_nothing", t["map_to_nothing"], "RFC 3454 B.1: commonly mapped to nothing.")
@@ -182,59 +187,23 @@ def emit(t):
     range_table("lcat", t["lcat"], "RFC 3454 D.2: characters with bidi property L.")
 
     w("/* Canonical combining classes other than 0: lo, hi, class. */")
-    w("const struct pgw_sp_ccc pgw_sp_ccc[] = {")
-    line = "   "
-    for lo, hi, k in t["ccc"]:
-        item = " { 0x%04X, 0x%04X, %d }," % (lo, hi, k)
-        if len(line) + len(item) > 96:
-            w(line)
-            line = "   "
-        line += item
-    w(line)
-    w("};")
-    w("const size_t pgw_sp_ccc_n = %d;" % len(t["ccc"]))
+    table("const struct pgw_sp_ccc pgw_sp_ccc[]",
+          [" { 0x%04X, 0x%04X, %d }," % tuple(r) for r in t["ccc"]], ("ccc", len(t["ccc"])))
     w("")
 
     w("/* Full compatibility decompositions (Hangul syllables are algorithmic):")
     w(" * code point, offset into pgw_sp_pool, length, and run: the next `run`")
     w(" * code points decompose to the next single characters of the pool's. */")
-    w("const struct pgw_sp_decomp pgw_sp_decomp[] = {")
-    line = "   "
-    for c, off, n, run in t["decomp"]:
-        item = " { 0x%04X, %d, %d, %d }," % (c, off, n, run)
-        if len(line) + len(item) > 96:
-            w(line)
-            line = "   "
-        line += item
-    w(line)
-    w("};")
-    w("const size_t pgw_sp_decomp_n = %d;" % len(t["decomp"]))
+    table("const struct pgw_sp_decomp pgw_sp_decomp[]",
+          [" { 0x%04X, %d, %d, %d }," % tuple(r) for r in t["decomp"]], ("decomp", len(t["decomp"])))
     w("")
-    w("const uint32_t pgw_sp_pool[] = {")
-    line = "   "
-    for c in t["pool"]:
-        item = " 0x%04X," % c
-        if len(line) + len(item) > 96:
-            w(line)
-            line = "   "
-        line += item
-    w(line)
-    w("};")
+    table("const uint32_t pgw_sp_pool[]", [" 0x%04X," % c for c in t["pool"]])
     w("")
 
     w("/* Canonical compositions (primary composites, exclusions left out),")
     w(" * sorted by first, second. */")
-    w("const struct pgw_sp_compose pgw_sp_compose[] = {")
-    line = "   "
-    for a, b, c in t["compose"]:
-        item = " { 0x%04X, 0x%04X, 0x%04X }," % (a, b, c)
-        if len(line) + len(item) > 96:
-            w(line)
-            line = "   "
-        line += item
-    w(line)
-    w("};")
-    w("const size_t pgw_sp_compose_n = %d;" % len(t["compose"]))
+    table("const struct pgw_sp_compose pgw_sp_compose[]",
+          [" { 0x%04X, 0x%04X, 0x%04X }," % tuple(r) for r in t["compose"]], ("compose", len(t["compose"])))
     return "\n".join(o) + "\n"
 
 
