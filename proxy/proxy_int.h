@@ -134,6 +134,8 @@ struct pgw_session {
     ev_tstamp connect_time;          /* times: pgw_mono_now(), common/clock.h */
     ev_tstamp last_activity;         /* last byte either way */
     ev_tstamp query_start;           /* first outstanding request, 0 when none */
+    ev_tstamp query_floor;           /* a ReadyForQuery inside a pipeline: the request
+                                      * after it started there (query_timeout) */
     uint64_t list_seq;               /* when it last joined PgBouncer's active or waiting
                                         client list (pgw_session_list_join) */
     struct pgw_list node;            /* proxy's session list / close list */

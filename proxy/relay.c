@@ -1971,6 +1971,8 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
          * BEGIN and what followed were sent at once). */
         if (status == 'I')
             s->xact_floor = pgw_mono_now(s->px->loop);
+        /* The server starts on the next request now (query_timeout). */
+        s->query_floor = pgw_mono_now(s->px->loop);
         if (s->mode == PGW_POOL_STATEMENT && status != 'I' && s->state == PGW_SS_LINKED)
             *after = AFTER_STMT_ERROR;
         return;
@@ -1982,6 +1984,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         s->xact_floor = 0;
     /* Messages sent since the last Sync are still under way. */
     s->query_start = s->track.fe_open > 0 ? pgw_mono_now(s->px->loop) : 0;
+    s->query_floor = 0;
     if (status == 'I')
         s->xact_count++;
     if (fast_close_due(s)) {

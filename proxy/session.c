@@ -261,12 +261,18 @@ static ev_tstamp linked_deadline(const struct pgw_session *s, enum session_timeo
     /* query_start is set while a request is under way: one awaiting its
      * ReadyForQuery, extended-protocol messages with no Sync yet, or a
      * message still arriving.  Without a Sync a client could otherwise
-     * hold its server for ever. */
+     * hold its server for ever.  In a pipeline each request is timed
+     * from when the server started on it, the ReadyForQuery of the one
+     * before (query_floor): several short queries sent at once are no
+     * long one (query_start, the first message, is the statistics'). */
     if (s->query_start > 0 &&
         (s->track.sync_out > 0 ||
          (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
         *what = TO_QUERY;
-        return s->query_timeout > 0 ? s->query_start + s->query_timeout : 0;
+        if (s->query_timeout <= 0)
+            return 0;
+        ev_tstamp start = s->query_floor > s->query_start ? s->query_floor : s->query_start;
+        return start + s->query_timeout;
     }
     if (s->track.fe_open > 0) {
         /* Extended-protocol messages with no Sync yet (a cursor's Execute

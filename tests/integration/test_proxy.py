@@ -974,6 +974,70 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertEqual(px.psql("select pg_sleep(0.6), 'done'", user=self.pg.app_user),
                          "|done")
 
+    def pipeline(self, px, requests):
+        """requests (bytes each, ending in a Sync or a Query) sent at once on
+        a new connection: (the ReadyForQuery statuses read, the fields of
+        the first ErrorResponse or None).  The connection is closed."""
+        s = socket.create_connection((px.host, px.port), timeout=30)
+        try:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+            s.sendall(b"".join(requests))
+            readies = []
+            while len(readies) < len(requests):
+                t, body = hz.recv_msg(s)
+                if t == b"E":
+                    return readies, hz.parse_fields(body)
+                if t == b"Z":
+                    readies.append(body)
+            return readies, None
+        finally:
+            s.close()
+
+    @staticmethod
+    def ext(sql):
+        return (hz.msg(b"P", b"\0" + sql.encode() + b"\0\0\0")
+                + hz.msg(b"B", b"\0\0\0\0\0\0\0\0")
+                + hz.msg(b"E", b"\0\0\0\0\0") + hz.msg(b"S"))
+
+    def test_query_timeout_times_each_pipelined_query(self):
+        # Five queries of 0.5 s sent at once: none runs longer than
+        # query_timeout, the pipeline (2.5 s) does.  Each is timed from
+        # the ReadyForQuery of the one before, when the server started on
+        # it; the pipeline was timed from its first message and closed
+        # with 57014 at 1.5 s.  (PgBouncer 1.18 lets these through too.)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "query_timeout": "1500ms"})
+        sleep = "select pg_sleep(0.5)"
+        cases = {
+            "simple Query": [hz.query_msg(sleep)] * 5,
+            "Parse/Bind/Execute/Sync": [self.ext(sleep)] * 5,
+            "in a transaction": ([self.ext("begin")] + [self.ext(sleep)] * 5
+                                 + [self.ext("commit")]),
+        }
+        for name, requests in cases.items():
+            with self.subTest(name):
+                readies, err = self.pipeline(px, requests)
+                self.assertIsNone(err)
+                self.assertEqual(readies[-1], b"I")
+                self.assertEqual(len(readies), len(requests))
+
+    def test_query_timeout_ends_the_long_query_of_a_pipeline(self):
+        # Two short queries, then a long one, sent at once: the long one
+        # is timed from when the server started on it and still ends the
+        # client (PgBouncer 1.18 lets it run: its server looks idle after
+        # a ReadyForQuery 'I' until the next reply).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "query_timeout": "1s"})
+        sql = "select pg_sleep(60), 'long of a pipeline'"
+        # Its server is closed, not cancelled: PostgreSQL notices only
+        # when the sleep ends.
+        self.addCleanup(self.pg.psql, "select pg_terminate_backend(pid) from pg_stat_activity "
+                        "where query = '%s'" % sql.replace("'", "''"))
+        readies, err = self.pipeline(px, [self.ext("select pg_sleep(0.1)")] * 2 + [self.ext(sql)])
+        self.assertEqual(readies, [b"I", b"I"])
+        self.assertEqual((err or {}).get("C"), "57014", err)
+        self.assertIn("query_timeout", err["M"])
+
     def test_reset_query_always_in_transaction_mode(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
                                           "server_reset_query_always": 1})
