@@ -247,6 +247,9 @@ struct pgw_session {
 
     /* timeouts in force ([users] over [pgwharf]); 0 = off */
     double query_timeout, idle_transaction_timeout, client_idle_timeout, transaction_timeout;
+    bool requested;                  /* relayed a request since login: in session mode
+                                      * it keeps its server from then on, and
+                                      * client_idle_timeout no longer applies */
 
     /* stats */
     uint64_t xact_count, query_count;

@@ -1628,6 +1628,7 @@ static bool scan_client(struct pgw_session *s)
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
         if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
+        s->requested = true;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
         }

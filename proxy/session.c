@@ -286,6 +286,14 @@ static ev_tstamp linked_deadline(const struct pgw_session *s, enum session_timeo
         return s->idle_transaction_timeout > 0 ? s->last_activity + s->idle_transaction_timeout
                                                : 0;
     }
+    if (s->mode == PGW_POOL_SESSION && s->requested) {
+        /* As PgBouncer (janitor.c skips a client linked to a server): a
+         * session client keeps the server it took with its first request,
+         * idle or not, until it leaves.  Before that request it is idle
+         * as a client with no server is. */
+        *what = TO_NONE;
+        return 0;
+    }
     *what = TO_IDLE;
     return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
 }

@@ -1038,6 +1038,33 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertEqual((err or {}).get("C"), "57014", err)
         self.assertIn("query_timeout", err["M"])
 
+    def test_client_idle_timeout_spares_a_session_client_holding_its_server(self):
+        # As PgBouncer: client_idle_timeout skips a client linked to a
+        # server.  In session mode a client takes its server with its first
+        # request and keeps it, idle or not, until it leaves; one that has
+        # sent nothing yet is closed as any idle client.  The held one
+        # went idle before the other logged in: the other's closing shows
+        # the held one's deadline, had it one, has passed.
+        px = self.start_pgwharf(settings={"pool_mode": "session",
+                                          "client_idle_timeout": "1s"})
+        held = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(held.close)
+        hz.sync_login(held, self.pg.user, self.pg.database, self.pg.password)
+        rows, errs = hz.simple_query(held, "select pg_backend_pid()")
+        self.assertEqual(errs, [])
+        pid = rows[0][0]
+        silent = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(silent.close)
+        hz.sync_login(silent, self.pg.user, self.pg.database, self.pg.password)
+        data, closed = hz.read_until_closed(silent, 20)
+        self.assertTrue(closed, "a client that sent nothing still connected 20 s on")
+        self.assertEqual([e["C"] for e in hz.error_fields_in(data)], ["08P01"])
+        self.assertIn("client_idle_timeout", data.decode("utf-8", "replace"))
+        held.settimeout(30)
+        rows, errs = hz.simple_query(held, "select pg_backend_pid()")
+        self.assertEqual(errs, [])
+        self.assertEqual(rows, [[pid]])           # the same server, kept all along
+
     def test_reset_query_always_in_transaction_mode(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
                                           "server_reset_query_always": 1})
