@@ -131,6 +131,7 @@ struct qent {
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
                                   * whose 25P02 becomes the Bind's 08P01 (bind_error) */
     uint16_t bind_formats, bind_params;   /* that Bind's counts */
+    uint32_t copy_msgs;          /* ps_queue.copy_msgs when it was sent */
 };
 
 struct ps_queue {
@@ -140,6 +141,13 @@ struct ps_queue {
     uint32_t batch_execs;        /* Executes pushed since the last Sync/Query/FunctionCall */
     uint32_t pending_execs;      /* Executes, Queries and FunctionCalls of the requests
                                   * queued (the execs of their Sync/Query entries) */
+    /* COPY FROM STDIN: the CopyData, CopyDone and CopyFail the client has
+     * sent (a count stamped on each entry, qent.copy_msgs), and while
+     * copy_open the count when the server's CopyInResponse came: a Sync
+     * sent since, with none of those in between, is one the COPY reads
+     * and ignores (copy_started). */
+    uint32_t copy_msgs, copy_at;
+    bool copy_open;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -426,6 +434,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->had = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
+    x->copy_msgs = q->copy_msgs;
     if (st)
         st->refs++;
     q->len++;
@@ -475,8 +484,10 @@ void pgw_ps_link(struct pgw_session *s)
 {
     while (q_head(s))
         q_pop(s);
-    if (s->ps_queue)
+    if (s->ps_queue) {
         s->ps_queue->batch_execs = 0;
+        s->ps_queue->copy_open = false;
+    }
 }
 
 bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsigned named,
@@ -1267,6 +1278,61 @@ bad:
     return PGW_PS_FAILED;
 }
 
+void pgw_ps_copy_sent(struct pgw_session *s)
+{
+    if (s->ps_queue)
+        s->ps_queue->copy_msgs++;
+}
+
+/* Is a Sync sent now one a COPY FROM STDIN under way reads and ignores? */
+static bool copy_ignores_sync(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && q->copy_open && q->copy_msgs == q->copy_at;
+}
+
+/* The server's CopyInResponse (or CopyBothResponse) to the request at the
+ * queue's head (a Query, or an Execute: the replies before it are in).
+ * The COPY reads what the client sent after that request as its own: a
+ * Sync there, before any CopyData, CopyDone or CopyFail, is read and
+ * ignored, with no ReadyForQuery (a client that sends its Sync without
+ * waiting for the CopyInResponse); its entry goes, or the replies
+ * pgwharf makes itself after it would wait for that ReadyForQuery and
+ * come one late.  The Executes it closed belong to the next Sync's
+ * batch.  A Sync after data may be read after the COPY failed, and so
+ * answered: it stays (pgw_track_frontend counts it likewise). */
+static void copy_started(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    const struct qent *h = q_head(s);
+    if (!h || (h->type != PGW_FE_QUERY && h->type != PGW_FE_EXECUTE))
+        return;
+    uint32_t stamp = h->copy_msgs, kept = 0, carry = 0;
+    for (uint32_t i = 0; i < q->len; i++) {
+        struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_msgs == stamp) {
+            stmt_unref(reg_of(s), x->stmt);
+            free(x->cname);
+            q->syncs--;
+            carry += x->execs;
+            continue;
+        }
+        if (carry && (x->type == PGW_FE_SYNC || x->type == PGW_FE_QUERY ||
+                      x->type == PGW_FE_FUNCTION_CALL)) {
+            x->execs += carry;
+            carry = 0;
+        }
+        if (kept != i)
+            q->e[(q->head + kept) % q->cap] = *x;
+        kept++;
+    }
+    q->len = kept;
+    q->pending_execs -= carry;
+    q->batch_execs += carry;
+    q->copy_open = q->copy_msgs == stamp;
+    q->copy_at = stamp;
+}
+
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
 {
@@ -1282,25 +1348,13 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
     case PGW_FE_DESCRIBE:
     case PGW_FE_CLOSE:
         return on_named(s, b, type, total);
+    case PGW_FE_SYNC:
+        if (copy_ignores_sync(s))
+            return PGW_PS_FORWARD;       /* no reply to expect (copy_started) */
+        /* fall through */
     default:
         q_push(s, Q_PASS, type, NULL);
         return PGW_PS_FORWARD;
-    }
-}
-
-void pgw_ps_copy_ignored_syncs(struct pgw_session *s, int n)
-{
-    struct ps_queue *q = s->ps_queue;
-    /* The ignored Syncs are the newest entries of type Sync. */
-    while (n > 0 && q && q->len) {
-        struct qent *x = &q->e[(q->head + q->len - 1) % q->cap];
-        if (x->type != PGW_FE_SYNC)
-            break;
-        stmt_unref(reg_of(s), x->stmt);
-        q->len--;
-        q->syncs--;
-        q->pending_execs -= x->execs;
-        n--;
     }
 }
 
@@ -1661,6 +1715,12 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     struct qent *h = q_head(s);
     if (!h)
         return false;
+    if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
+        copy_started(s);
+        return false;
+    }
+    if (type == PGW_BE_ERROR || type == PGW_BE_READY)
+        s->ps_queue->copy_open = false;          /* the COPY is over */
     if (type == PGW_BE_ERROR) {
         on_error(s, msg, total);
         return false;

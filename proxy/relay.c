@@ -1621,8 +1621,9 @@ static bool scan_client(struct pgw_session *s)
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) &&
             (s->track.sync_out > 0 || s->track.fe_open > 0))
             s->copy_ends++;
-        if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
-            pgw_ps_copy_ignored_syncs(s, pgw_track_copy_ignored(&s->track));
+        if ((type == PGW_FE_COPY_DATA || type == PGW_FE_COPY_DONE ||
+             type == PGW_FE_COPY_FAIL) && s->ps_on)
+            pgw_ps_copy_sent(s);
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;

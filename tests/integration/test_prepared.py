@@ -1184,6 +1184,55 @@ class TestMixedQueryAfterACopy(MixedQueryCase):
         self.last_query_stays(4244, sequence, a_leaves=True)
 
 
+class TestCloseAnsweredAfterAnEagerCopy(pt.PgwharfTestCase):
+    """A client sends a COPY FROM STDIN Query, a Sync, its data, CopyDone,
+    then a Close of a statement and a Sync, all at once (not waiting for
+    the CopyInResponse).  The COPY reads the first Sync and ignores it:
+    PostgreSQL answers G C Z 3 Z.  pgwharf, answering the Close itself,
+    queued its CloseComplete behind the ignored Sync's ReadyForQuery,
+    which never comes: it sent it after the next one (G C Z Z 3), and every
+    reply of its own after that one ReadyForQuery late.  The same
+    exchanges in session mode are PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        self.pg.psql("create table if not exists eager_copy (a int)")
+        px, r = raw_on_one_server(self, mode, max_prepared_statements=2)
+        out = []
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+
+        def replies(n):
+            return [(t, sqlstate(b) if t == b"E" else b) for t, b in
+                    (r.read_msg() for _ in range(n))]
+        try:
+            r.send(q("copy eager_copy from stdin"), r.sync(), r.msg(b"d", b"1\n"),
+                   r.msg(b"c"), r.close_stmt("nosuch"), r.sync())
+            out.append(replies(5))
+            # Then a statement prepared, closed and prepared again: each
+            # answer of pgwharf's own comes where PostgreSQL's does.
+            r.send(q("copy eager_copy from stdin"), r.sync(), r.sync(), r.msg(b"d", b"2\n"),
+                   r.msg(b"c"), r.parse("s1", "select 1"), r.close_stmt("s1"),
+                   r.parse("s1", "select 1"), r.bind("s1"), r.execute(), r.sync())
+            out.append(replies(10))
+            # The COPY in the extended protocol: its Execute's Sync ignored.
+            r.send(r.parse("", "copy eager_copy from stdin"), r.bind(""), r.execute(),
+                   r.sync(), r.msg(b"d", b"3\n"), r.msg(b"c"), r.close_stmt("s1"), r.sync())
+            out.append(replies(6))
+            r.send(r.parse("s2", "select 2"), r.bind("s2"), r.execute(), r.sync())
+            out.append(r.until_ready())
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_replies_in_postgres_order(self):
+        got = self.exchange("transaction")
+        self.assertEqual([types(m) for m in got], ["GCZ3Z", "GCZ1312DCZ", "12GC3Z", "12DCZ"],
+                         got)
+        self.assertEqual(got, self.exchange("session"))
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips
