@@ -1839,13 +1839,8 @@ bool pgw_relay_client_eof(struct pgw_session *s)
      * server would wait for the rest of it. */
     if (s->cskip > 0)
         return false;
-    /* server_pipeline_depth: a request queued on a busy server, or one that
-     * others are queued behind, is on the server already and runs; the
-     * client leaves at once as ever, and the queue drops its reply. */
-    if (s->pipe_srv || (s->server && (s->server->user_queued > 0 ||
-                                      s->server->user_tail_skip > 0)))
-        return false;
     struct pgw_iobuf *b = s->cbuf;
+    bool held = false;           /* whole messages not sent yet, but a Terminate */
     if (b) {
         uint32_t at = b->parsed;
         while (b->len - at >= PGW_MSG_HDR) {
@@ -1856,7 +1851,16 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         }
         s->unrelayed_in += b->len - at;
         b->len = at;
+        held = at > b->parsed && b->data[b->parsed] != PGW_FE_TERMINATE;
     }
+    /* server_pipeline_depth: a request queued on a busy server, or one that
+     * others are queued behind, is on the server already and runs.  With
+     * nothing sent after it the client leaves at once as ever, and the
+     * queue drops its reply; requests held behind it run in their turn
+     * (once the server is its own, or it has another), as any client's. */
+    if (!held && (s->pipe_srv || (s->server && (s->server->user_queued > 0 ||
+                                                s->server->user_tail_skip > 0))))
+        return false;
     s->client_eof = true;
     ev_io_stop(s->px->loop, &s->cli_r);
     if (!s->terminating && eof_done(s))

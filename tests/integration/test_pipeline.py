@@ -1105,6 +1105,77 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 0)
 
+    def eof_table(self):
+        self.pg.psql("drop table if exists t_pipe_eof; create table t_pipe_eof(x int); "
+                     "grant all on t_pipe_eof to %s" % self.user)
+        self.addCleanup(self.pg.psql, "drop table if exists t_pipe_eof", check=False)
+
+    def eof_read(self, conn):
+        """pgwharf has read conn's end of stream: it waits on (client_eof),
+        or (before the fix) let it go."""
+        port = conn.w.get_extra_info("sockname")[1]
+        self.px.wait_for_log(r'event=client_eof client=127\.0\.0\.1:%d |event=disconnect '
+                             r'client=127\.0\.0\.1:%d .*reason="client closed the connection"'
+                             % (port, port), 30)
+
+    async def results_then_end(self, conn, n):
+        """n results, then the end of the session."""
+        out = [self.rows(await conn.read_result()) for _ in range(n)]
+        self.assertEqual(await conn.r.read(), b"", "the session did not end")
+        conn.abort()
+        return out
+
+    def test_a_queued_client_ending_its_stream_has_its_next_request_run(self):
+        # B's SELECT is queued behind A's; B sends an INSERT (held: B has
+        # no server yet) and shuts down its sending side.  PostgreSQL runs
+        # what it read before the end of the stream: the INSERT ran too,
+        # and B reads both answers.  It was dropped with the session.
+        self.eof_table()
+
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.gate(111)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(111) as marker_q111"))
+            await self.wait_running("marker_q111")
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(1)
+            await self.send_and_wait_read(b, hz.query_msg("insert into t_pipe_eof values (1)"))
+            b.w.write_eof()
+            self.eof_read(b)
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(await self.results_then_end(b, 2), [[["B"]], []])
+            await a.close()
+        self.run_async(main())
+        self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "1")
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_borrower_ending_its_stream_with_a_queue_behind_has_its_next_request_run(self):
+        # The same for A, ahead of B: its INSERT is held while B is queued
+        # behind it, and runs (on the next server A gets) after the end of
+        # A's stream.
+        self.eof_table()
+
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.gate(112)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(112) as marker_q112"))
+            await self.wait_running("marker_q112")
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(1)
+            await self.send_and_wait_read(a, hz.query_msg("insert into t_pipe_eof values (1)"))
+            a.w.write_eof()
+            self.eof_read(a)
+            await g.open()
+            got = await self.results_then_end(a, 2)
+            self.assertEqual(got[0][0][0], "A")
+            self.assertEqual(got[1], [])
+            self.assertEqual(self.rows(await b.read_result()), [["B"]])
+            await b.close()
+        self.run_async(main())
+        self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "1")
+        self.assertEqual(metric(self.px, FAILED), 0)
+
     def test_drivers_queue_and_every_one_reads_its_own_rows(self):
         # asyncpg (its statement cache: named statements) and psycopg 3
         # (the unnamed statement, then its own prepared ones after five
