@@ -822,7 +822,8 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, bool utf8,
     return sql_at_end(p, end) ? kind : PGW_LISTEN_NONE;
 }
 
-bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1])
+bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1],
+                          struct pgw_ident_full *full)
 {
     const char *p = sql, *end = sql + len;
     sql_skip_space(&p, end);
@@ -837,7 +838,7 @@ bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX
     }
     if (sql_keyword(&p, end, "ALL"))
         return false;                    /* ALL is reserved: never a name */
-    return sql_ident(&p, end, false, name, NULL) && sql_at_end(p, end);
+    return sql_ident(&p, end, false, name, full) && sql_at_end(p, end);
 }
 
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)

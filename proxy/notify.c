@@ -1143,16 +1143,6 @@ void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
     h->asking = was;
 }
 
-static void reply_local(struct pgw_session *s, const char *tag)
-{
-    struct pgw_wbuf b;
-    pgw_wbuf_init(&b);
-    pgw_wire_command_complete(&b, tag);
-    pgw_wire_ready(&b, 'I');
-    pgw_session_send(s, &b);
-    pgw_wbuf_deinit(&b);
-}
-
 bool pgw_notify_may_be_listen(const char *sql, size_t n)
 {
     static const char *const kw[] = { "LISTEN", "UNLISTEN" };
@@ -1205,6 +1195,28 @@ static bool may_be_deallocate(const char *sql, size_t n)
     return pgw_sql_may_start(sql, n, kw, 1);
 }
 
+/* The answer to a DEALLOCATE of a kept statement name, the name read
+ * as full (PostgreSQL's scanner sends its NOTICE 42622 when it cuts the
+ * name), then ReadyForQuery status: 0, or -1 when s was closed. */
+static int deallocated(struct pgw_session *s, const struct pgw_ident_full *full,
+                       const char *name, char status)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_notify_truncated(s, &b, full, name);
+    pgw_wire_command_complete(&b, "DEALLOCATE");
+    pgw_wire_ready(&b, status);
+    bool ok = !b.failed && (s->sbuf || (s->sbuf = pgw_iobuf_get(s->px))) &&
+              pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + (uint32_t)b.len) &&
+              pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+        return -1;
+    }
+    return s->state == PGW_SS_CLOSING ? -1 : 0;
+}
+
 /* A whole Query sql (len bytes, then its NUL; total: the message's) of a
  * client with prepared LISTENs or UNLISTENs that starts with DEALLOCATE:
  * "DEALLOCATE [PREPARE] name" of one of them forgets it, as PostgreSQL
@@ -1213,14 +1225,14 @@ static bool may_be_deallocate(const char *sql, size_t n)
 static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, uint32_t total)
 {
     char name[PGW_CHANNEL_MAX + 1];
+    struct pgw_ident_full full = { .cut = false };
     struct pgw_notify_sub *sub = s->notify;
-    if (strlen(sql) != len || !pgw_deallocate_parse(sql, len, name) ||
+    if (strlen(sql) != len || !pgw_deallocate_parse(sql, len, name, &full) ||
         !pgw_notify_vstmt_forget(sub, name))
         return 0;
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
-    reply_local(s, "DEALLOCATE");
-    if (s->state == PGW_SS_CLOSING)
+    if (deallocated(s, &full, name, 'I') < 0)
         return -1;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);     /* that was all it kept */
@@ -1240,8 +1252,9 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
         return PGW_NOTIFY_MORE;          /* read it whole first */
     size_t len = total - PGW_MSG_HDR;
     char name[PGW_CHANNEL_MAX + 1];
+    struct pgw_ident_full full = { .cut = false };
     if (len == 0 || sql[len - 1] != '\0' || strlen(sql) != len - 1 ||
-        !pgw_deallocate_parse(sql, len - 1, name) || !pgw_notify_vstmt_has(sub, name))
+        !pgw_deallocate_parse(sql, len - 1, name, &full) || !pgw_notify_vstmt_has(sub, name))
         return 0;
     if (!quiet)
         return PGW_NOTIFY_MORE;          /* answered in its turn */
@@ -1251,19 +1264,7 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
     pgw_notify_vstmt_forget(sub, name);
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
-    struct pgw_wbuf b;
-    pgw_wbuf_init(&b);
-    pgw_wire_command_complete(&b, "DEALLOCATE");
-    pgw_wire_ready(&b, status);
-    bool ok = !b.failed && (s->sbuf || (s->sbuf = pgw_iobuf_get(s->px))) &&
-              pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + (uint32_t)b.len) &&
-              pgw_session_send(s, &b);
-    pgw_wbuf_deinit(&b);
-    if (!ok) {
-        pgw_session_close(s, "53200", "out of memory for a reply to the client");
-        return -1;
-    }
-    if (s->state == PGW_SS_CLOSING)
+    if (deallocated(s, &full, name, status) < 0)
         return -1;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);     /* that was all it kept */
@@ -1954,8 +1955,7 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
         const char *name_end = memchr(sql, '\0', (size_t)(end - sql));
         if (!name_end)
             return true;     /* the server reports it */
-        if (name_end - sql <= NOTIFY_STMT_NAME_MAX)
-            stmt = sql;      /* (a longer name: its tag is taken as its own) */
+        stmt = sql;          /* its first 63 bytes, all PostgreSQL keeps of it */
         sql = name_end + 1;
     }
     /* A Query's text ends the message (an UPDATE is turned down before it
@@ -2124,7 +2124,7 @@ bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avai
         return avail >= total;           /* read more of it first; or the server reports it */
     for (int i = last; i >= 0; i--) {
         struct notify_txop *op = &sub->tx[i];
-        if (op->parsed && op->req == req && strcmp(op->stmt, name) == 0) {
+        if (op->parsed && op->req == req && strncmp(op->stmt, name, NOTIFY_STMT_NAME_MAX) == 0) {
             op->bound = true;
             break;
         }

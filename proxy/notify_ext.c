@@ -73,10 +73,24 @@ static bool fe_i16(const struct fe_msg *m, uint32_t *pos, int *v)
 
 /* ---- the session's virtual statements ---- */
 
+/* Statement and portal names are the same for PostgreSQL when their first
+ * NAMEDATALEN - 1 bytes are: its tables of them keep no more (a Parse of a
+ * longer name makes the statement of its first 63 bytes; a Bind, Close or
+ * SQL DEALLOCATE of any name with those bytes finds it). */
+static bool name_eq(const char *a, const char *b)
+{
+    return strncmp(a, b, NOTIFY_STMT_NAME_MAX) == 0;
+}
+
+static void name_set(char dst[NOTIFY_STMT_NAME_MAX + 1], const char *name)
+{
+    snprintf(dst, NOTIFY_STMT_NAME_MAX + 1, "%s", name);
+}
+
 static struct notify_vstmt *vstmt_find(struct pgw_notify_sub *sub, const char *name)
 {
     for (int i = 0; sub && i < sub->nvst; i++)
-        if (strcmp(sub->vst[i].name, name) == 0)
+        if (name_eq(sub->vst[i].name, name))
             return &sub->vst[i];
     return NULL;
 }
@@ -115,14 +129,23 @@ static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
     return true;
 }
 
-void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n)
 {
     struct pgw_notify_sub *sub = s->notify;
-    struct fe_msg m = { (char)msg[0], msg + PGW_MSG_HDR, total - PGW_MSG_HDR };
-    uint32_t pos = 1;
-    const char *name;
-    if (sub && sub->nvst > 0 && m.len >= 2 && m.body[0] == 'S' && (name = fe_str(&m, &pos)))
-        vstmt_drop(sub, name);   /* the sub goes at the ReadyForQuery if that was all */
+    if (!sub || sub->nvst == 0 || n < PGW_MSG_HDR + 2 || msg[PGW_MSG_HDR] != 'S')
+        return;
+    /* The name's first 63 bytes are all PostgreSQL reads of it. */
+    char name[NOTIFY_STMT_NAME_MAX + 1];
+    const char *at = (const char *)msg + PGW_MSG_HDR + 1;
+    size_t len = n - PGW_MSG_HDR - 1;
+    const char *nul = memchr(at, '\0', len);
+    if (!nul && len < NOTIFY_STMT_NAME_MAX)
+        return;                  /* not a name: the server reports it */
+    size_t k = nul ? (size_t)(nul - at) : NOTIFY_STMT_NAME_MAX;
+    k = k < NOTIFY_STMT_NAME_MAX ? k : NOTIFY_STMT_NAME_MAX;
+    memcpy(name, at, k);
+    name[k] = '\0';
+    vstmt_drop(sub, name);       /* the sub goes at the ReadyForQuery if that was all */
 }
 
 /* ---- reading the batch ---- */
@@ -141,10 +164,9 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
                                   m->len - pos < 16 ? m->len - pos : 16))
         return 0;                 /* the common case: another statement */
     const char *sql = fe_str(m, &pos);
-    if (!sql || !fe_i16(m, &pos, &nparams) || nparams != 0 ||
-        strlen(name) > NOTIFY_STMT_NAME_MAX)
+    if (!sql || !fe_i16(m, &pos, &nparams) || nparams != 0)
         return 0;
-    snprintf(v->name, sizeof(v->name), "%s", name);
+    name_set(v->name, name);
     bool converted;     /* the hub runs its own LISTEN "chan" here anyway */
     v->kind = pgw_notify_parse(s, sql, strlen(sql), v->chan, &converted, full);
     return v->kind != PGW_LISTEN_NONE;
@@ -194,8 +216,7 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
     uint32_t pos = 0;
     int n;
     const char *portal = fe_str(m, &pos), *name;
-    if (x->bound || !portal || strlen(portal) > NOTIFY_STMT_NAME_MAX ||
-        !(name = fe_str(m, &pos)))
+    if (x->bound || !portal || !(name = fe_str(m, &pos)))
         return false;
     if (!x->have) {
         const struct notify_vstmt *v = vstmt_find(sub, name);
@@ -203,7 +224,7 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
             return false;
         x->cur = *v;
         x->have = true;
-    } else if (strcmp(name, x->cur.name) != 0) {
+    } else if (!name_eq(name, x->cur.name)) {
         return false;
     }
     if (!fe_i16(m, &pos, &n))               /* parameter formats */
@@ -211,7 +232,7 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
     pos += 2 * (uint32_t)n;
     if (!fe_i16(m, &pos, &n) || n != 0)     /* no parameters */
         return false;
-    snprintf(x->portal, sizeof(x->portal), "%s", portal);
+    name_set(x->portal, portal);
     x->bound = true;
     pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_BIND_COMPLETE));
     return true;
@@ -225,11 +246,11 @@ static bool ext_describe(struct ext_batch *x, const struct fe_msg *m)
     const char *name;
     if (m->len < 2 || !x->have || x->executed || !(name = fe_str(m, &pos)))
         return false;
-    if (m->body[0] == 'S' && strcmp(name, x->cur.name) == 0) {
+    if (m->body[0] == 'S' && name_eq(name, x->cur.name)) {
         size_t at = pgw_wbuf_msg_begin(&x->out, 't');
         pgw_wbuf_put_u16(&x->out, 0);
         pgw_wbuf_msg_end(&x->out, at);
-    } else if (m->body[0] != 'P' || !x->bound || strcmp(name, x->portal) != 0) {
+    } else if (m->body[0] != 'P' || !x->bound || !name_eq(name, x->portal)) {
         return false;
     }
     pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, 'n'));
@@ -240,7 +261,7 @@ static bool ext_execute(struct ext_batch *x, const struct fe_msg *m)
 {
     uint32_t pos = 0;
     const char *portal = fe_str(m, &pos);
-    if (!x->bound || x->executed || !portal || strcmp(portal, x->portal) != 0)
+    if (!x->bound || x->executed || !portal || !name_eq(portal, x->portal))
         return false;
     x->executed = true;
     return true;

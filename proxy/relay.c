@@ -1556,13 +1556,14 @@ static bool scan_client(struct pgw_session *s)
                 s->query_start = pgw_mono_now(s->px->loop);
             break;          /* its names first */
         }
-        if (type == PGW_FE_CLOSE && s->notify && total <= PGW_NOTIFY_CLOSE_MAX) {
-            if (total > avail) {
+        if (type == PGW_FE_CLOSE && s->notify) {
+            uint32_t head = total < PGW_NOTIFY_CLOSE_MAX ? total : PGW_NOTIFY_CLOSE_MAX;
+            if (head > avail) {
                 if (s->query_start == 0)
                     s->query_start = pgw_mono_now(s->px->loop);
-                break;      /* a few bytes: read it whole first */
+                break;      /* a few bytes: read its name first */
             }
-            pgw_notify_close(s, p, total);
+            pgw_notify_close(s, p, head);
         }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);

@@ -2024,6 +2024,38 @@ class TestLongNames(NotifyCase):
         self.assertEqual([x[1:] for x in read_notifications(a, 1)],
                          [("pgw_" + self.E * 29, "ext")])
 
+    def test_statement_names_over_63_bytes(self):
+        # PostgreSQL keeps a statement's name's first 63 bytes (its tables
+        # of them keep no more), and its scanner cuts a DEALLOCATE's name
+        # there with NOTICE 42622.  pgwharf sent a prepared LISTEN of a
+        # longer name to the client's own server (deaf between
+        # transactions), answered a DEALLOCATE of a longer name without
+        # the NOTICE, and kept a statement a Close of a longer name, or
+        # of the same 63 bytes, closed.
+        name = "pgw_stmt_" + "s" * 61
+        for mps in (200, 0):
+            self.use_max_prepared_statements(mps)
+            for data, n in (
+                    (hz.parse_msg(name, "LISTEN pgw_long_stmt") + hz.msg(b"S") + bind_exec(name) +
+                     hz.query_msg("DEALLOCATE " + name) + bind_exec(name[:63]), 4),
+                    (hz.parse_msg(name[:63], "LISTEN pgw_long_stmt") + hz.msg(b"S") +
+                     bind_exec(name) + hz.query_msg("deallocate prepare " + name + "_x") +
+                     bind_exec(name[:63]), 4),
+                    (hz.parse_msg(name, "LISTEN pgw_long_stmt") + hz.msg(b"S") +
+                     bind_exec(name[:63] + "_z") +
+                     hz.msg(b"C", b"S" + name[:63].encode() + b"_y\x00") + hz.msg(b"S") +
+                     bind_exec(name), 4)):
+                with self.subTest(max_prepared_statements=mps, data=data):
+                    a, got = self.compare(data, n)
+                    self.assertIn((b"C", b"LISTEN\x00"), got)
+                    self.assertEqual([x[2] for x in got if x[0] in (b"N", b"E")][-1], "26000")
+                    # The hub's: heard between transactions.
+                    self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                    self.notify("pgw_long_stmt", "heard")
+                    self.assertEqual([x[1:] for x in read_notifications(a, 1)],
+                                     [("pgw_long_stmt", "heard")])
+                    a.close()
+
     def test_in_the_clients_encoding(self):
         # A LATIN1 client: its name converted (40 bytes here, 80 in UTF-8),
         # the NOTICE converted back.

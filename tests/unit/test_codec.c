@@ -605,7 +605,7 @@ static void test_listen_parse_unicode_escapes(void **state)
     assert_int_equal(strlen(chan), 63);
     char name[PGW_CHANNEL_MAX + 1];
     const char *d = "DEALLOCATE U&\"S\\005f1\"";
-    assert_true(pgw_deallocate_parse(d, strlen(d), name));
+    assert_true(pgw_deallocate_parse(d, strlen(d), name, NULL));
     assert_string_equal(name, "S_1");
     const char *sp = "SAVEPOINT U&\"S!0050\" UESCAPE '!'";
     assert_int_equal(pgw_sp_parse(sp, strlen(sp), name), PGW_SP_SAVE);
@@ -635,11 +635,23 @@ static void test_deallocate_parse(void **state)
         { "select 1", false, NULL },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool ok = pgw_deallocate_parse(cases[i].sql, strlen(cases[i].sql), name);
+        bool ok = pgw_deallocate_parse(cases[i].sql, strlen(cases[i].sql), name, NULL);
         assert_int_equal(ok, cases[i].ok);
         if (ok)
             assert_string_equal(name, cases[i].name);
     }
+    /* A longer name, cut as PostgreSQL's scanner cuts it (its NOTICE names
+     * the whole one). */
+    struct pgw_ident_full full;
+    char d[96] = "DEALLOCATE ";
+    memset(d + 11, 's', 70);
+    d[81] = '\0';
+    assert_true(pgw_deallocate_parse(d, strlen(d), name, &full));
+    assert_true(full.cut);
+    assert_int_equal(strlen(name), 63);
+    assert_string_equal(full.name, d + 11);
+    assert_true(pgw_deallocate_parse("deallocate s", 12, name, &full));
+    assert_false(full.cut);
 }
 
 static void test_sp_parse(void **state)
