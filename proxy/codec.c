@@ -584,11 +584,10 @@ static bool hex_read(const char *p, const char *end, int n, uint32_t *v)
 /* The text of a U&"..." name ("" read as one quote already) decoded as
  * PostgreSQL's str_udeescape does: esc esc is esc, esc XXXX and esc
  * +XXXXXX a code point (1 to 10FFFF; UTF-16 surrogates only as a pair),
- * written as UTF-8 -- what the hub's server speaks -- into out, *outlen
- * bytes.  false: one PostgreSQL refuses, or longer than
- * PGW_IDENT_FULL_MAX bytes. */
-static bool unicode_unescape(const char *in, size_t len, char esc,
-                             char out[PGW_IDENT_FULL_MAX + 1], size_t *outlen)
+ * written as UTF-8 -- what the hub's server speaks -- into out (room for
+ * len + 1 bytes: no escape is shorter than its UTF-8), *outlen bytes.
+ * false: one PostgreSQL refuses. */
+static bool unicode_unescape(const char *in, size_t len, char esc, char *out, size_t *outlen)
 {
     const char *p = in, *end = in + len;
     size_t n = 0;
@@ -596,7 +595,7 @@ static bool unicode_unescape(const char *in, size_t len, char esc,
     while (p < end) {
         uint32_t c;
         if (*p != esc || (p + 1 < end && p[1] == esc)) {
-            if (first || n == PGW_IDENT_FULL_MAX)
+            if (first)
                 return false;
             out[n++] = *p;
             p += *p == esc ? 2 : 1;
@@ -622,12 +621,7 @@ static bool unicode_unescape(const char *in, size_t len, char esc,
             first = c;
             continue;
         }
-        char u[4];
-        size_t k = pgw_utf8_encode(c, u);
-        if (n + k > PGW_IDENT_FULL_MAX)
-            return false;
-        memcpy(out + n, u, k);
-        n += k;
+        n += pgw_utf8_encode(c, out + n);  /* 4 bytes at most, from 5 or 8 (a pair: 10) */
     }
     if (first)
         return false;
@@ -663,32 +657,37 @@ static bool uescape_read(const char **pp, const char *end, char *esc)
 }
 
 /* A U&"..." name [UESCAPE 'c'] at *pp (its U&" checked) decoded into
- * name, *n bytes. */
-static bool sql_uident(const char **pp, const char *end, char name[PGW_IDENT_FULL_MAX + 1],
-                       size_t *n)
+ * name (room for end - *pp + 1 bytes), *n bytes. */
+static bool sql_uident(const char **pp, const char *end, char *name, size_t *n)
 {
-    char raw[3 * (PGW_IDENT_FULL_MAX + 1)];  /* \+01F600: 8 for 4 bytes */
+    char *raw = malloc((size_t)(end - *pp) + 1);
     const char *p;
     size_t r = 0;
+    bool ok = false;
+    if (!raw)
+        return false;
     for (p = *pp + 3;; p++) {
         if (p == end)
-            return false;
+            goto out;
         if (*p == '"') {
             if (p + 1 < end && p[1] == '"')
                 p++;
             else
                 break;
         }
-        if (*p == '\0' || r == sizeof(raw))
-            return false;
+        if (*p == '\0')
+            goto out;
         raw[r++] = *p;
     }
     p++;
     char esc;
     if (r == 0 || !uescape_read(&p, end, &esc) || !unicode_unescape(raw, r, esc, name, n))
-        return false;
+        goto out;
     *pp = p;
-    return true;
+    ok = true;
+out:
+    free(raw);
+    return ok;
 }
 
 /* Well-formed UTF-8, name[n] a NUL. */
@@ -705,83 +704,114 @@ static bool utf8_valid(const char *name, size_t n)
     return true;
 }
 
-/* name (n bytes, NUL-terminated) into out as PostgreSQL's
- * truncate_identifier leaves it: cut to PGW_CHANNEL_MAX bytes when
- * longer, at a character's boundary (pg_mbcliplen) -- for a name that is
- * not ASCII only with utf8 (the database's encoding is UTF8: elsewhere
- * the bytes PostgreSQL cuts are not these).  full, when not NULL, tells
- * whether it was cut, and the whole name. */
-static bool ident_cut(const char *name, size_t n, bool utf8, char out[PGW_CHANNEL_MAX + 1],
-                      struct pgw_ident_full *full)
+static ssize_t clip_utf8(const void *arg, const char *name, size_t n)
+{
+    (void)arg;
+    if (!utf8_valid(name, n))
+        return -1;
+    size_t k = PGW_CHANNEL_MAX;
+    while (k > 0 && ((unsigned char)name[k] & 0xC0) == 0x80)
+        k--;                              /* a continuation byte: back to its start */
+    return (ssize_t)k;
+}
+
+const struct pgw_ident_clip pgw_ident_clip_utf8 = { clip_utf8, NULL };
+
+void pgw_ident_full_free(struct pgw_ident_full *full)
+{
+    free(full->name);
+    full->name = NULL;
+    full->cut = false;
+}
+
+/* name (n bytes, NUL-terminated, malloc'd: taken) into out (outmax bytes
+ * and a NUL) as PostgreSQL's truncate_identifier leaves it: cut to
+ * PGW_CHANNEL_MAX bytes when longer and ASCII, else where clip says (NULL:
+ * not cut).  full, when not NULL, tells whether it was cut, and keeps
+ * the whole name then. */
+static bool ident_cut(char *name, size_t n, const struct pgw_ident_clip *clip, char *out,
+                      size_t outmax, struct pgw_ident_full *full)
 {
     size_t k = n;
     if (n > PGW_CHANNEL_MAX) {
-        k = PGW_CHANNEL_MAX;
-        if (!pgw_pgenc_ascii(name, n)) {
-            if (!utf8 || !utf8_valid(name, n))
-                return false;
-            while (k > 0 && ((unsigned char)name[k] & 0xC0) == 0x80)
-                k--;                          /* a continuation byte: back to its start */
+        ssize_t c = pgw_pgenc_ascii(name, n) ? PGW_CHANNEL_MAX
+                    : clip                   ? clip->clip(clip->arg, name, n)
+                                             : -1;
+        if (c < 0 || (size_t)c > n) {
+            free(name);
+            return false;
         }
+        k = (size_t)c;
+    }
+    if (k > outmax) {
+        free(name);
+        return false;
     }
     memcpy(out, name, k);
     out[k] = '\0';
     if (full) {
         full->cut = k < n;
-        memcpy(full->name, name, n + 1);
+        full->name = full->cut ? name : NULL;
     }
+    if (!full || !full->cut)
+        free(name);
     return true;
 }
 
-/* A name at *p as PostgreSQL reads it into out: unquoted with its ASCII
- * letters lowered, quoted as written ("" read as one quote), U&"..."
- * [UESCAPE 'c'] decoded, then cut as PostgreSQL truncates an identifier
- * (NOTIFY's too: ident_cut).  false: none, or one pgwharf does not read
- * (empty, unterminated, a bad escape, longer than PGW_IDENT_FULL_MAX
- * bytes, one ident_cut does not cut). */
-static bool sql_ident(const char **pp, const char *end, bool utf8, char out[PGW_CHANNEL_MAX + 1],
-                      struct pgw_ident_full *full)
+/* A name at *p as PostgreSQL reads it into out (outmax bytes and a NUL):
+ * unquoted with its ASCII letters lowered, quoted as written ("" read as
+ * one quote), U&"..." [UESCAPE 'c'] decoded, then cut as PostgreSQL
+ * truncates an identifier (NOTIFY's too: ident_cut).  false: none, or
+ * one pgwharf does not read (empty, unterminated, a bad escape, one
+ * ident_cut does not cut). */
+static bool sql_ident(const char **pp, const char *end, const struct pgw_ident_clip *clip,
+                      char *out, size_t outmax, struct pgw_ident_full *full)
 {
-    char name[PGW_IDENT_FULL_MAX + 1];
     const char *p = *pp;
     size_t n = 0;
+    if (full)
+        *full = (struct pgw_ident_full){ .cut = false };
     if (p == end)
+        return false;
+    char *name = malloc((size_t)(end - p) + 1);   /* never longer than its text */
+    if (!name)
         return false;
     if (end - p > 2 && (*p == 'U' || *p == 'u') && p[1] == '&' && p[2] == '"') {
         if (!sql_uident(&p, end, name, &n))
-            return false;
+            goto bad;
     } else if (*p == '"') {
         for (p++;; p++) {
             if (p == end)
-                return false;                     /* unterminated */
+                goto bad;                         /* unterminated */
             if (*p == '"') {
                 if (p + 1 < end && p[1] == '"')
                     p++;
                 else
                     break;
             }
-            if (*p == '\0' || n == PGW_IDENT_FULL_MAX)
-                return false;
+            if (*p == '\0')
+                goto bad;
             name[n++] = *p;
         }
         p++;
         if (n == 0)
-            return false;                         /* zero-length delimited identifier */
+            goto bad;                             /* zero-length delimited identifier */
     } else if (ident_start((unsigned char)*p)) {
         for (; p < end && ident_cont((unsigned char)*p); p++) {
             char c = *p;
-            if (n == PGW_IDENT_FULL_MAX)
-                return false;
             name[n++] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
         }
     } else {
-        return false;
+        goto bad;
     }
     name[n] = '\0';
-    if (!ident_cut(name, n, utf8, out, full))
+    if (!ident_cut(name, n, clip, out, outmax, full))
         return false;
     *pp = p;
     return true;
+bad:
+    free(name);
+    return false;
 }
 
 static void sql_skip_space(const char **p, const char *end)
@@ -800,11 +830,15 @@ static bool sql_at_end(const char *p, const char *end)
     return p == end;
 }
 
-enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, bool utf8,
-                                      char chan[PGW_CHANNEL_MAX + 1], struct pgw_ident_full *full)
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
+                                      const struct pgw_ident_clip *clip,
+                                      char chan[PGW_CHANNEL_UTF8_MAX + 1],
+                                      struct pgw_ident_full *full)
 {
     const char *p = sql, *end = sql + len;
     enum pgw_listen_kind kind;
+    if (full)
+        *full = (struct pgw_ident_full){ .cut = false };
     sql_skip_space(&p, end);
     if (sql_keyword(&p, end, "LISTEN"))
         kind = PGW_LISTEN;
@@ -816,16 +850,22 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, bool utf8,
     if (p < end && *p == '*' && kind == PGW_UNLISTEN) {
         kind = PGW_UNLISTEN_ALL;
         p++;
-    } else if (!sql_ident(&p, end, utf8, chan, full)) {
+    } else if (!sql_ident(&p, end, clip, chan, PGW_CHANNEL_UTF8_MAX, full)) {
         return PGW_LISTEN_NONE;
     }
-    return sql_at_end(p, end) ? kind : PGW_LISTEN_NONE;
+    if (sql_at_end(p, end))
+        return kind;
+    if (full)
+        pgw_ident_full_free(full);
+    return PGW_LISTEN_NONE;
 }
 
 bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1],
                           struct pgw_ident_full *full)
 {
     const char *p = sql, *end = sql + len;
+    if (full)
+        *full = (struct pgw_ident_full){ .cut = false };
     sql_skip_space(&p, end);
     if (!sql_keyword(&p, end, "DEALLOCATE"))
         return false;
@@ -838,7 +878,13 @@ bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX
     }
     if (sql_keyword(&p, end, "ALL"))
         return false;                    /* ALL is reserved: never a name */
-    return sql_ident(&p, end, false, name, full) && sql_at_end(p, end);
+    if (!sql_ident(&p, end, NULL, name, PGW_CHANNEL_MAX, full))
+        return false;
+    if (sql_at_end(p, end))
+        return true;
+    if (full)
+        pgw_ident_full_free(full);
+    return false;
 }
 
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
@@ -888,7 +934,7 @@ enum pgw_sp_kind pgw_sp_parse(const char *sql, size_t len, char name[PGW_CHANNEL
         return PGW_SP_NONE;
     }
     sql_skip_space(&p, end);
-    if (!sql_ident(&p, end, false, name, NULL) || !sql_at_end(p, end))
+    if (!sql_ident(&p, end, NULL, name, PGW_CHANNEL_MAX, NULL) || !sql_at_end(p, end))
         name[0] = '\0';                  /* a name pgwharf does not read */
     return kind;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 enum pgw_startup_kind {
     PGW_STARTUP_V3,          /* StartupMessage 3.x */
@@ -89,26 +90,41 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX]);
  * ASCII letters lowered, a quoted one as written ("" read as one quote),
  * a U&"..." one [UESCAPE 'c'] with its escapes decoded (to UTF-8); one
  * longer than PGW_CHANNEL_MAX bytes cut as PostgreSQL's
- * truncate_identifier cuts it: to PGW_CHANNEL_MAX bytes when ASCII, else
- * (sql in UTF-8) at the last character that fits (pg_mbcliplen) when
- * utf8 says the database's encoding is UTF8.  full (NULL: not wanted)
- * then says whether it was cut and holds the whole name, which
- * PostgreSQL's NOTICE 42622 names.  Anything else -- comments, several
- * statements, a longer name not ASCII without utf8 (where PostgreSQL
- * cuts it depends on the database's encoding), one over
- * PGW_IDENT_FULL_MAX bytes, an empty quoted name, an escape PostgreSQL
- * refuses -- is PGW_LISTEN_NONE: the server reads it.  sql is len bytes,
- * no NUL among them.  Pure.
+ * truncate_identifier cuts it, whatever its length: to PGW_CHANNEL_MAX
+ * bytes when ASCII, else (sql in UTF-8) where clip says the database's
+ * encoding cuts it (pg_mbcliplen there; NULL: unknown).  full (NULL: not
+ * wanted) then says whether it was cut and holds the whole name, which
+ * PostgreSQL's NOTICE 42622 names (pgw_ident_full_free).  Anything else
+ * -- comments, several statements, a longer name not ASCII that clip
+ * does not cut, an empty quoted name, an escape PostgreSQL refuses -- is
+ * PGW_LISTEN_NONE: the server reads it.  sql is len bytes, no NUL among
+ * them.  Pure but for malloc (a name over 63 bytes is kept whole while
+ * read).
  */
-#define PGW_CHANNEL_MAX 63
-#define PGW_IDENT_FULL_MAX 1023
+#define PGW_CHANNEL_MAX 63             /* bytes in the database's encoding */
+/* The same name in UTF-8, as the listening server reads it: a byte of
+ * any server encoding PostgreSQL has is at most 3 bytes of UTF-8. */
+#define PGW_CHANNEL_UTF8_MAX (3 * PGW_CHANNEL_MAX)
 struct pgw_ident_full {
-    bool cut;                             /* longer than PGW_CHANNEL_MAX bytes */
-    char name[PGW_IDENT_FULL_MAX + 1];    /* the whole name */
+    bool cut;                          /* longer than PostgreSQL keeps */
+    char *name;                        /* when cut: the whole name (malloc'd) */
 };
+void pgw_ident_full_free(struct pgw_ident_full *full);
+/* Where a database cuts a name of n bytes (UTF-8, not ASCII, longer than
+ * PGW_CHANNEL_MAX): the length of its longest prefix of whole characters
+ * that fits in PGW_CHANNEL_MAX bytes of the database's encoding (n when
+ * it all fits), at most PGW_CHANNEL_UTF8_MAX; -1 when not known (a
+ * character the encoding lacks, bad UTF-8). */
+struct pgw_ident_clip {
+    ssize_t (*clip)(const void *arg, const char *name, size_t n);
+    const void *arg;
+};
+extern const struct pgw_ident_clip pgw_ident_clip_utf8;   /* a UTF8 database */
 enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
-enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len, bool utf8,
-                                      char chan[PGW_CHANNEL_MAX + 1], struct pgw_ident_full *full);
+enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
+                                      const struct pgw_ident_clip *clip,
+                                      char chan[PGW_CHANNEL_UTF8_MAX + 1],
+                                      struct pgw_ident_full *full);
 
 /*
  * A simple Query's text that is one "DEALLOCATE [PREPARE] name" and nothing

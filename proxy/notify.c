@@ -61,10 +61,9 @@
 #define NOTIFY_PENDING_MAX (1u << 20)   /* notifications held for one client */
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
-#define NOTIFY_STMT_MAX 4096            /* a LISTEN's text converted (longer: white space) */
 
 struct notify_chan {
-    char name[PGW_CHANNEL_MAX + 1];
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
     int refs;                           /* clients listening */
 };
 
@@ -78,7 +77,7 @@ struct notify_req {
                                            client: never sent again (hub_lost) */
     bool barrier;                       /* the hub's own, for hub_echo_end(gen) */
     uint32_t gen;
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     char sql[];
 };
 
@@ -172,7 +171,7 @@ static struct notify_req *req_new(struct pgw_session *s, const char *sql, const 
 
 static struct notify_req *req_own(const char *verb, const char *chan)
 {
-    char sql[16 + 2 * PGW_CHANNEL_MAX + 4];
+    char sql[16 + 2 * PGW_CHANNEL_UTF8_MAX + 4];
     size_t n = (size_t)snprintf(sql, sizeof(sql), "%s \"", verb);
     for (const char *c = chan; *c; c++) {
         if (*c == '"')
@@ -485,36 +484,81 @@ static const struct pgw_pgenc_conv *client_conv(const struct pgw_session *s)
     return enc ? pgw_pgenc_get(&s->px->notify_enc, enc) : NULL;
 }
 
-/* s's database cuts a long name as UTF-8 (pgw_listen_parse). */
-static bool server_utf8(const struct pgw_session *s)
+/* Where a database in an encoding iconv converts to cuts a long name
+ * (pgw_ident_clip): each character of the UTF-8 name converted on its
+ * own, as many as fit in PGW_CHANNEL_MAX bytes (pg_mbcliplen).  Every
+ * character must convert, past the cut too: PostgreSQL converts the
+ * whole text before it reads it (22P05 otherwise, from the server). */
+static ssize_t clip_converted(const void *arg, const char *name, size_t n)
+{
+    const struct pgw_pgenc_conv *c = arg;
+    size_t i = 0, bytes = 0, cut = n;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = (unsigned char)name[i] < 0x80
+                       ? 1 : pgw_utf8_decode((const unsigned char *)name + i, &cp);
+        char out[16];
+        ssize_t m = k == 0 || i + k > n ? -1
+                                        : pgw_pgenc_convert(c->to_client, name + i, k, out,
+                                                            sizeof(out));
+        if (m <= 0)
+            return -1;                  /* bad UTF-8, or none in that encoding */
+        if (cut == n && bytes + (size_t)m > PGW_CHANNEL_MAX)
+            cut = i;
+        bytes += (size_t)m;
+        i += k;
+    }
+    return cut <= PGW_CHANNEL_UTF8_MAX ? (ssize_t)cut : -1;
+}
+
+/* How s's database cuts a long name not ASCII (pgw_listen_parse): in
+ * UTF-8 in a UTF8 database; in another encoding pgwharf converts to,
+ * character by character; NULL (the server reads it) in SQL_ASCII, where
+ * PostgreSQL cuts bytes whatever the characters, and where the encoding
+ * is unknown. */
+static const struct pgw_ident_clip *db_clip(const struct pgw_session *s,
+                                            struct pgw_ident_clip *buf)
 {
     const char *enc = s->pool ? pgw_params_get(pgw_pool_defaults(s->pool), "server_encoding")
                               : NULL;
-    return enc && strcmp(enc, "UTF8") == 0;
+    if (!enc || strcmp(enc, "SQL_ASCII") == 0)
+        return NULL;
+    if (strcmp(enc, "UTF8") == 0)
+        return &pgw_ident_clip_utf8;
+    const struct pgw_pgenc_conv *c = pgw_pgenc_get(&s->px->notify_enc, enc);
+    if (!c)
+        return NULL;
+    *buf = (struct pgw_ident_clip){ clip_converted, c };
+    return buf;
 }
 
 enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
-                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted,
+                                      char chan[PGW_CHANNEL_UTF8_MAX + 1], bool *converted,
                                       struct pgw_ident_full *full)
 {
     *converted = false;
+    if (full)
+        *full = (struct pgw_ident_full){ .cut = false };
     /* The relay offers every Query and Parse whose text starts with white
      * space, U or L (an UPDATE, an indented SELECT): the keyword first,
      * before any scan or conversion of the whole text.  It is ASCII in
      * every client encoding. */
     if (!pgw_notify_may_be_listen(sql, len))
         return PGW_LISTEN_NONE;
+    struct pgw_ident_clip clip;
+    const struct pgw_ident_clip *cl = db_clip(s, &clip);
     const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(sql, len) ? NULL : client_conv(s);
     if (!c)
-        return pgw_listen_parse(sql, len, server_utf8(s), chan, full);
-    if (len > NOTIFY_STMT_MAX)
-        return PGW_LISTEN_NONE;
-    char utf8[4 * NOTIFY_STMT_MAX];
-    ssize_t n = pgw_pgenc_convert(c->from_client, sql, len, utf8, sizeof(utf8));
-    if (n < 0)
-        return PGW_LISTEN_NONE;
-    *converted = true;
-    return pgw_listen_parse(utf8, (size_t)n, server_utf8(s), chan, full);
+        return pgw_listen_parse(sql, len, cl, chan, full);
+    /* A character of any client encoding is at most 4 bytes of UTF-8 per
+     * byte of it. */
+    char *utf8 = malloc(4 * len + 1);
+    ssize_t n = utf8 ? pgw_pgenc_convert(c->from_client, sql, len, utf8, 4 * len + 1) : -1;
+    enum pgw_listen_kind kind = n < 0 ? PGW_LISTEN_NONE
+                                      : pgw_listen_parse(utf8, (size_t)n, cl, chan, full);
+    free(utf8);
+    *converted = kind != PGW_LISTEN_NONE;
+    return kind;
 }
 
 void pgw_notify_truncated(const struct pgw_session *s, struct pgw_wbuf *b,
@@ -522,15 +566,22 @@ void pgw_notify_truncated(const struct pgw_session *s, struct pgw_wbuf *b,
 {
     if (!full->cut)
         return;
-    char msg[PGW_IDENT_FULL_MAX + PGW_CHANNEL_MAX + 64];
-    int n = snprintf(msg, sizeof(msg), "identifier \"%s\" will be truncated to \"%s\"",
-                     full->name, chan);
+    static const char fmt[] = "identifier \"%s\" will be truncated to \"%s\"";
+    size_t cap = sizeof(fmt) + strlen(full->name) + strlen(chan);
+    char *msg = malloc(cap);
+    if (!msg) {
+        b->failed = true;
+        return;
+    }
+    int n = snprintf(msg, cap, fmt, full->name, chan);
     const struct pgw_pgenc_conv *c = pgw_pgenc_ascii(msg, (size_t)n) ? NULL : client_conv(s);
-    char conv[4 * sizeof(msg)];
-    ssize_t k = c ? pgw_pgenc_convert(c->to_client, msg, (size_t)n, conv, sizeof(conv) - 1) : -1;
+    char *conv = c ? malloc(4 * cap) : NULL;
+    ssize_t k = conv ? pgw_pgenc_convert(c->to_client, msg, (size_t)n, conv, 4 * cap - 1) : -1;
     if (k >= 0)
         conv[k] = '\0';
     pgw_wire_notice(b, "42622", k >= 0 ? conv : msg);
+    free(conv);
+    free(msg);
 }
 
 /* A NotificationResponse in one client encoding, made once per fan-out
@@ -1197,13 +1248,15 @@ static bool may_be_deallocate(const char *sql, size_t n)
 
 /* The answer to a DEALLOCATE of a kept statement name, the name read
  * as full (PostgreSQL's scanner sends its NOTICE 42622 when it cuts the
- * name), then ReadyForQuery status: 0, or -1 when s was closed. */
-static int deallocated(struct pgw_session *s, const struct pgw_ident_full *full,
+ * name; freed here), then ReadyForQuery status: 0, or -1 when s was
+ * closed. */
+static int deallocated(struct pgw_session *s, struct pgw_ident_full *full,
                        const char *name, char status)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_notify_truncated(s, &b, full, name);
+    pgw_ident_full_free(full);
     pgw_wire_command_complete(&b, "DEALLOCATE");
     pgw_wire_ready(&b, status);
     bool ok = !b.failed && (s->sbuf || (s->sbuf = pgw_iobuf_get(s->px))) &&
@@ -1227,9 +1280,12 @@ static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, 
     char name[PGW_CHANNEL_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
     struct pgw_notify_sub *sub = s->notify;
-    if (strlen(sql) != len || !pgw_deallocate_parse(sql, len, name, &full) ||
-        !pgw_notify_vstmt_forget(sub, name))
+    if (strlen(sql) != len || !pgw_deallocate_parse(sql, len, name, &full))
         return 0;
+    if (!pgw_notify_vstmt_forget(sub, name)) {
+        pgw_ident_full_free(&full);
+        return 0;
+    }
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
     if (deallocated(s, &full, name, 'I') < 0)
@@ -1254,13 +1310,16 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
     char name[PGW_CHANNEL_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
     if (len == 0 || sql[len - 1] != '\0' || strlen(sql) != len - 1 ||
-        !pgw_deallocate_parse(sql, len - 1, name, &full) || !pgw_notify_vstmt_has(sub, name))
+        !pgw_deallocate_parse(sql, len - 1, name, &full))
         return 0;
-    if (!quiet)
-        return PGW_NOTIFY_MORE;          /* answered in its turn */
+    bool kept = pgw_notify_vstmt_has(sub, name);
     char status = s->track.tx_status;
-    if (status == 'E')
-        return 0;       /* refused in a failed transaction (25P02): by the server */
+    if (!kept || !quiet || status == 'E') {
+        pgw_ident_full_free(&full);
+        /* !quiet: answered in its turn; 'E': refused in a failed
+         * transaction (25P02), by the server */
+        return kept && !quiet ? PGW_NOTIFY_MORE : 0;
+    }
     pgw_notify_vstmt_forget(sub, name);
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
@@ -1297,19 +1356,22 @@ int pgw_notify_query(struct pgw_session *s)
         return 0;                       /* the server reports it */
     if (dealloc)
         return deallocate_query(s, sql, len - 1, total);
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     bool converted;
     struct pgw_ident_full full = { .cut = false };
     enum pgw_listen_kind kind = pgw_notify_parse(s, sql, len - 1, chan, &converted, &full);
-    if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1)
+    if (kind == PGW_LISTEN_NONE || strlen(sql) != len - 1 ||
+        (kind == PGW_LISTEN && !pgw_notify_room_for_hub(s))) {
+        pgw_ident_full_free(&full);
         return 0;
-    if (kind == PGW_LISTEN && !pgw_notify_room_for_hub(s))
-        return 0;
+    }
     s->query_count++;
     /* A name PostgreSQL cuts: its NOTICE first, as its scanner sends it. */
     struct pgw_wbuf notice;
     pgw_wbuf_init(&notice);
     pgw_notify_truncated(s, &notice, &full, chan);
+    bool cut = full.cut;
+    pgw_ident_full_free(&full);
     if (kind != PGW_LISTEN) {
         pgw_iobuf_cut(b, b->parsed, total);
         struct pgw_notify_sub *sub = s->notify;
@@ -1328,8 +1390,8 @@ int pgw_notify_query(struct pgw_session *s)
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
     /* The client's text as it wrote it; in the hub's form once converted,
      * or cut (its NOTICE is pgwharf's, in the client's encoding). */
-    struct notify_req *r = !sub ? NULL : converted || full.cut ? pgw_notify_listen_req(chan)
-                                                               : req_new(s, sql, chan, true);
+    struct notify_req *r = !sub ? NULL : converted || cut ? pgw_notify_listen_req(chan)
+                                                          : req_new(s, sql, chan, true);
     if (!r || notice.failed || (notice.len > 0 && !pgw_notify_send(s, notice.data, notice.len))) {
         pgw_wbuf_deinit(&notice);
         free(r);
@@ -1911,7 +1973,7 @@ static bool sql_space_c(char c)
 /* One statement p[0..n) of it; false: the session was closed. */
 static bool tx_statement(struct pgw_session *s, struct tx_stmts *st, const char *p, size_t n)
 {
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     bool converted;
     enum pgw_listen_kind kind = pgw_notify_parse(s, p, n, chan, &converted, NULL);
     if (kind == PGW_LISTEN_NONE && st->sps && pgw_sp_may_be(p, n)) {

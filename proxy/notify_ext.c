@@ -206,6 +206,7 @@ static bool ext_parse(struct ext_batch *x, const struct fe_msg *m)
     x->have = x->parsed = true;
     /* PostgreSQL's scanner reads the name at the Parse: its NOTICE there. */
     pgw_notify_truncated(x->s, &x->out, &full, x->cur.chan);
+    pgw_ident_full_free(&full);
     pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_PARSE_COMPLETE));
     return true;
 }

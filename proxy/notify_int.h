@@ -31,7 +31,7 @@
 struct notify_vstmt {
     char name[NOTIFY_STMT_NAME_MAX + 1];     /* "" = the unnamed statement */
     enum pgw_listen_kind kind;
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
 };
 
 struct pgw_notify_hub;
@@ -52,7 +52,7 @@ struct notify_txop {
                                            statement follows in its batch */
     bool bound;
     char stmt[NOTIFY_STMT_NAME_MAX + 1];  /* a Parse's statement */
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
 };
 
 /* A savepoint open in the client's transaction, counted from its first
@@ -93,7 +93,7 @@ struct pgw_notify_sub {
     int nvst;
     size_t capvst;
     struct pgw_list node;
-    char (*chans)[PGW_CHANNEL_MAX + 1];
+    char (*chans)[PGW_CHANNEL_UTF8_MAX + 1];
     int nchans;
     size_t capchans;
     struct pgw_wbuf pending;            /* notifications for after its transaction */
@@ -114,7 +114,7 @@ struct pgw_notify_sub {
     struct notify_spcmd *spq;           /* sent, their tags not back yet */
     int nspq;
     size_t capspq;
-    char (*fresh)[PGW_CHANNEL_MAX + 1]; /* taken over by the hub while the client
+    char (*fresh)[PGW_CHANNEL_UTF8_MAX + 1]; /* taken over by the hub while the client
                                            still holds the server they ran on */
     int nfresh;
     size_t capfresh;
@@ -134,7 +134,7 @@ struct pgw_notify_sub {
  * run sql as it is).  PGW_LISTEN_NONE when not a lone LISTEN or UNLISTEN,
  * or when the text does not convert (the server reports it). */
 enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
-                                      char chan[PGW_CHANNEL_MAX + 1], bool *converted,
+                                      char chan[PGW_CHANNEL_UTF8_MAX + 1], bool *converted,
                                       struct pgw_ident_full *full);
 
 /* PostgreSQL's NOTICE 42622 for a channel name it cuts (full, from

@@ -100,21 +100,26 @@ static size_t one_startup(const uint8_t *buf, size_t len, int *kind)
  * a name for LISTEN and UNLISTEN, none for UNLISTEN *. */
 static void listen_statement(const uint8_t *sql, size_t len)
 {
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     struct pgw_ident_full full;
     memset(chan, 0x5a, sizeof(chan));
     memset(&full, 0x5a, sizeof(full));
-    enum pgw_listen_kind k = pgw_listen_parse((const char *)sql, len, len & 1, chan, &full);
+    enum pgw_listen_kind k = pgw_listen_parse((const char *)sql, len,
+                                              len & 1 ? &pgw_ident_clip_utf8 : NULL, chan, &full);
     if (k == PGW_LISTEN || k == PGW_UNLISTEN) {
         size_t n = strnlen(chan, sizeof(chan));
         if (n == 0 || n > PGW_CHANNEL_MAX || n > len)
             abort();
         /* the whole name starts with the cut one, longer when cut */
-        size_t f = strnlen(full.name, sizeof(full.name));
-        if (f == sizeof(full.name) || strncmp(full.name, chan, n) != 0 ||
-            full.cut != (f > n) || (full.cut && n + 4 <= PGW_CHANNEL_MAX))
+        if (full.cut && (strlen(full.name) <= n || strncmp(full.name, chan, n) != 0 ||
+                         n + 4 <= PGW_CHANNEL_MAX))
             abort();
+        if (!full.cut && full.name)
+            abort();
+        pgw_ident_full_free(&full);
     } else if (k != PGW_LISTEN_NONE && k != PGW_UNLISTEN_ALL) {
+        abort();
+    } else if (full.cut || full.name) {
         abort();
     }
 }

@@ -1942,15 +1942,9 @@ class TestExtendedProtocol(NotifyCase):
         asyncio.run(run())
 
 
-class TestLongNames(NotifyCase):
-    """A channel name over 63 bytes, as PostgreSQL 15 (in a UTF8 database)
-    truncates it: at 63 bytes, or at the last whole character before
-    (pg_mbcliplen), with NOTICE 42622 "identifier ... will be truncated
-    to ...".  pgwharf ran a non-ASCII one on the client's own server
-    (closed when given back: the client was deaf between transactions),
-    and answered an UNLISTEN of a long name, or the Parse of a LISTEN,
-    without the NOTICE.  Each exchange is run on a direct connection and
-    through pgwharf, and their messages compared."""
+class LongNamesCase(NotifyCase):
+    """Exchanges run on a direct connection and through pgwharf, and their
+    messages compared."""
 
     E = "\u00e9"
 
@@ -1983,6 +1977,17 @@ class TestLongNames(NotifyCase):
         got = self.exchange(a, data, n)
         self.assertEqual(got, want)
         return a, got
+
+
+class TestLongNames(LongNamesCase):
+    """A channel name over 63 bytes, as PostgreSQL 15 (in a UTF8 database)
+    truncates it: at 63 bytes, or at the last whole character before
+    (pg_mbcliplen), with NOTICE 42622 "identifier ... will be truncated
+    to ...".  pgwharf ran a non-ASCII one on the client's own server
+    (closed when given back: the client was deaf between transactions),
+    and answered an UNLISTEN of a long name, or the Parse of a LISTEN,
+    without the NOTICE.  Each exchange is run on a direct connection and
+    through pgwharf, and their messages compared."""
 
     def test_as_postgresql_names_and_tells_it(self):
         e40, e29 = "pgw_" + self.E * 40, "pgw_" + self.E * 29      # 84 and 62 bytes
@@ -2067,6 +2072,151 @@ class TestLongNames(NotifyCase):
         t, body = hz.recv_msg(a)
         self.assertEqual(t, b"A")
         self.assertEqual(body[4:].split(b"\0")[0], ("pgw_" + self.E * 29).encode("latin1"))
+
+
+class TestVeryLongNames(LongNamesCase):
+    """A name over 1023 bytes: PostgreSQL cuts it as any other, whatever
+    its length.  pgwharf read none (it kept the whole name in a 1 kB
+    buffer): the LISTEN ran on the client's own server, given back
+    closed, and the client got no notifications between transactions."""
+
+    def test_listen_and_unlisten(self):
+        x = "pgw_" + "x" * 1996
+        e = "pgw_" + self.E * 1000                     # 2004 bytes in UTF-8
+        for sql, chan, quoted in (('LISTEN "%s"' % x, x[:63], '"%s"' % x),
+                                  ("listen " + e, e[:33], e),
+                                  ('LISTEN U&"pgw_' + "\\00e9" * 600 + '"', e[:33], '"%s"' % e)):
+            with self.subTest(sql=sql[:20]):
+                a, got = self.compare(hz.query_msg(sql))
+                self.assertEqual([(t[0], t[2]) for t in got[:1]], [(b"N", "42622")], got)
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                self.pg.psql("notify %s, 'long'" % quoted)
+                self.assertEqual([n[1:] for n in read_notifications(a, 1)], [(chan, "long")])
+                self.assertEqual(self.listeners(), 1)       # the hub's server only
+                d = self.direct()
+                self.exchange(d, hz.query_msg(sql))
+                unlisten = hz.query_msg("UN" + sql)
+                self.assertEqual(self.exchange(a, unlisten), self.exchange(d, unlisten))
+                d.close()
+                a.close()
+                pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+
+    def test_extended_protocol(self):
+        x = "pgw_" + "y" * 2000
+        data = hz.parse_msg("", 'LISTEN "%s"' % x) + hz.msg(b"S") + bind_exec("")
+        a, got = self.compare(data, 2)
+        self.assertEqual([t[0] for t in got], [b"N", b"1", b"Z", b"2", b"C", b"Z"], got)
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.pg.psql("notify \"%s\", 'ext'" % x)
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [(x[:63], "ext")])
+
+
+class TestLongNamesInALatin1Database(LongNamesCase):
+    """A database in LATIN1 cuts a name at 63 of its bytes: 63 characters,
+    up to 126 bytes of the UTF-8 the listening server speaks; a longer
+    UTF-8 name may be no longer than 63 there.  pgwharf read no long
+    non-ASCII name in a database not in UTF8: the LISTEN ran on the
+    client's own server, given back closed, and the client got no
+    notifications between transactions."""
+
+    DB = "pgw_latin1"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if cls.pg.psql("select count(*) from pg_database where datname = '%s'" % cls.DB,
+                       db="postgres") == "0":
+            cls.pg.psql("create database %s encoding 'LATIN1' template template0 locale 'C'"
+                        % cls.DB, db="postgres")
+        cls.addClassCleanup(cls.pg.psql, "drop database if exists %s with (force)" % cls.DB,
+                            db="postgres")
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0}, databases={self.DB: self.pg.conn_string(self.DB)})
+
+    def direct(self, **params):
+        s = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.DB, self.pg.password, **params)
+        return s
+
+    def login(self, **params):
+        s = socket.create_connection((self.px.host, self.px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.DB, self.pg.password, **params)
+        return s
+
+    def compare(self, data, n=1, **params):
+        d = self.direct(**params)
+        want = self.exchange(d, data, n)
+        d.close()
+        a = self.login(**params)
+        got = self.exchange(a, data, n)
+        self.assertEqual(got, want)
+        return a, got
+
+    def listeners(self):
+        return int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query ilike 'listen%%' "
+            "and datname = '%s'" % self.DB))
+
+    def notify(self, chan, payload):
+        # NOTIFY cuts its name as LISTEN does (pg_notify refuses a long one);
+        # psql would print the NOTICE in LATIN1.
+        d = self.direct(client_encoding="UTF8")
+        self.exchange(d, hz.query_msg("notify %s, '%s'" % (chan, payload)))
+        d.close()
+
+    def test_as_postgresql_names_and_tells_it(self):
+        e70, e59, e40 = "pgw_" + self.E * 70, "pgw_" + self.E * 59, "pgw_" + self.E * 40
+        for sql, chan, notify, client_encoding in (
+                ('LISTEN "%s"' % e70, e59, '"%s"' % e70, "UTF8"),   # 144 bytes: 63 kept
+                ("listen %s" % e40, e40, e40, "UTF8"),              # 84 bytes, 44 there
+                ('LISTEN U&"pgw_' + "\\00e9" * 70 + '"', e59, '"%s"' % e59, "UTF8"),
+                ('LISTEN "%s"' % e70, e59, '"%s"' % e70, "LATIN1"),
+                ('listen "%s"' % ("pgw_" + "x" * 1500), "pgw_" + "x" * 59,
+                 '"pgw_%s"' % ("x" * 70), "UTF8")):
+            with self.subTest(sql=sql[:30], client_encoding=client_encoding):
+                enc = "latin1" if client_encoding == "LATIN1" else "utf8"
+                q = hz.msg(b"Q", sql.encode(enc) + b"\0")
+                a, got = self.compare(q, client_encoding=client_encoding)
+                self.assertEqual([t[0] for t in got], [b"N", b"C", b"Z"] if len(chan) < len(
+                    sql) - 9 else [b"C", b"Z"], got)
+                # Between transactions: the hub's, not the server's it ran on.
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                self.notify(notify, "cut")
+                a.settimeout(20)
+                t, body = hz.recv_msg(a)
+                self.assertEqual(t, b"A")
+                self.assertEqual(body[4:].split(b"\0")[0], chan.encode(enc))
+                self.assertEqual(self.listeners(), 1)       # the hub's server only
+                d = self.direct(client_encoding=client_encoding)
+                self.exchange(d, q)
+                unlisten = hz.msg(b"Q", b"UN" + sql.encode(enc) + b"\0")
+                self.assertEqual(self.exchange(a, unlisten), self.exchange(d, unlisten))
+                d.close()
+                a.close()
+                pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+
+    def test_extended_protocol(self):
+        e70 = "pgw_" + self.E * 70
+        data = hz.parse_msg("", 'LISTEN "%s"' % e70) + hz.msg(b"S") + bind_exec("")
+        a, got = self.compare(data, 2, client_encoding="UTF8")
+        self.assertEqual([x[0] for x in got], [b"N", b"1", b"Z", b"2", b"C", b"Z"], got)
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.notify('"%s"' % e70, "ext")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_" + self.E * 59, "ext")])
+
+    def test_a_character_latin1_lacks(self):
+        # PostgreSQL refuses the text (22P05) before reading the name, on
+        # the listening server as on a direct connection.
+        sql = 'LISTEN "pgw_%s\u20ac"' % (self.E * 70)
+        a, got = self.compare(hz.query_msg(sql), client_encoding="UTF8")
+        self.assertEqual([(t[0], t[2]) for t in got[:1]], [(b"E", "22P05")], got)
+
 
 
 class TestUnicodeEscapeNames(NotifyCase):

@@ -419,13 +419,13 @@ static void test_dollar_tag(void **state)
 
 static enum pgw_listen_kind lp(const char *sql, char *chan)
 {
-    return pgw_listen_parse(sql, strlen(sql), false, chan, NULL);
+    return pgw_listen_parse(sql, strlen(sql), NULL, chan, NULL);
 }
 
 static void test_listen_parse(void **state)
 {
     (void)state;
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     struct { const char *sql; enum pgw_listen_kind kind; const char *chan; } ok[] = {
         { "LISTEN foo", PGW_LISTEN, "foo" },
         { "listen Foo_Bar$1", PGW_LISTEN, "foo_bar$1" },     /* unquoted: lowered */
@@ -472,10 +472,10 @@ static void test_listen_parse(void **state)
     assert_int_equal(lp(max, chan), PGW_LISTEN);
     assert_int_equal(strlen(chan), 63);
     /* len bounds the text: what follows is not read */
-    assert_int_equal(pgw_listen_parse("LISTEN ab; select 1", 10, false, chan, NULL), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse("LISTEN ab; select 1", 10, NULL, chan, NULL), PGW_LISTEN);
     assert_string_equal(chan, "ab");
     /* a NUL inside is not white space */
-    assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, false, chan, NULL), PGW_LISTEN_NONE);
+    assert_int_equal(pgw_listen_parse("LISTEN a\0", 9, NULL, chan, NULL), PGW_LISTEN_NONE);
 }
 
 /* A name over 63 bytes as PostgreSQL 15's truncate_identifier cuts it in
@@ -485,7 +485,7 @@ static void test_listen_parse(void **state)
 static void test_listen_parse_cut(void **state)
 {
     (void)state;
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     struct pgw_ident_full full;
     char e29[64] = "", e40[100] = "", u35[300] = "";
     for (int i = 0; i < 29; i++)
@@ -503,7 +503,7 @@ static void test_listen_parse_cut(void **state)
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         snprintf(sql, sizeof(sql), ok[i].fmt, ok[i].arg);
         memset(&full, 'z', sizeof(full));
-        assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full),
+        assert_int_equal(pgw_listen_parse(sql, strlen(sql), &pgw_ident_clip_utf8, chan, &full),
                          i == 2 ? PGW_UNLISTEN : PGW_LISTEN);
         snprintf(want_full, sizeof(want_full), "pgw_%s", e29);
         assert_string_equal(chan, want_full);
@@ -516,41 +516,97 @@ static void test_listen_parse_cut(void **state)
             snprintf(want_full, sizeof(want_full), "pgw_%s", e35);
         }
         assert_string_equal(full.name, want_full);
+        pgw_ident_full_free(&full);
         /* Not UTF8 (where the database cuts is unknown): not read. */
-        assert_int_equal(pgw_listen_parse(sql, strlen(sql), false, chan, NULL), PGW_LISTEN_NONE);
+        assert_int_equal(pgw_listen_parse(sql, strlen(sql), NULL, chan, NULL), PGW_LISTEN_NONE);
     }
     /* A 4-byte character across byte 63: cut before it. */
     snprintf(sql, sizeof(sql), "LISTEN \"%.61s\xf0\x9f\x98\x80\"",
              "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
-    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), &pgw_ident_clip_utf8, chan, &full), PGW_LISTEN);
     assert_int_equal(strlen(chan), 61);
     assert_true(full.cut);
+    pgw_ident_full_free(&full);
     /* 63 bytes fit: not cut. */
     snprintf(sql, sizeof(sql), "LISTEN \"pgw_%s\xc3\xa9" "a\"", e29);    /* 4 + 58 + 3 = 65 */
-    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), &pgw_ident_clip_utf8, chan, &full), PGW_LISTEN);
     assert_int_equal(strlen(chan), 62);
+    pgw_ident_full_free(&full);
     snprintf(sql, sizeof(sql), "LISTEN \"pgw_%sa\"", e29);             /* 63 */
-    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), &pgw_ident_clip_utf8, chan, &full), PGW_LISTEN);
     assert_int_equal(strlen(chan), 63);
     assert_false(full.cut);
     /* ASCII: cut whatever the encoding, and said so. */
     char ascii[100] = "LISTEN ";
     memset(ascii + 7, 'a', 68);
     ascii[75] = '\0';
-    assert_int_equal(pgw_listen_parse(ascii, strlen(ascii), false, chan, &full), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse(ascii, strlen(ascii), NULL, chan, &full), PGW_LISTEN);
     assert_true(full.cut);
     assert_int_equal(strlen(chan), 63);
     assert_int_equal(strlen(full.name), 68);
+    pgw_ident_full_free(&full);
     /* Not valid UTF-8 past the cut: the server reports it. */
     snprintf(sql, sizeof(sql), "LISTEN \"pgw_%s\xc3\xa9\xff\"", e29);
-    assert_int_equal(pgw_listen_parse(sql, strlen(sql), true, chan, &full), PGW_LISTEN_NONE);
-    /* Longer than PGW_IDENT_FULL_MAX: not read. */
-    char big[PGW_IDENT_FULL_MAX + 20] = "LISTEN ";
-    memset(big + 7, 'a', PGW_IDENT_FULL_MAX + 1);
-    big[7 + PGW_IDENT_FULL_MAX + 1] = '\0';
-    assert_int_equal(pgw_listen_parse(big, strlen(big), true, chan, &full), PGW_LISTEN_NONE);
-    big[7 + PGW_IDENT_FULL_MAX] = '\0';
-    assert_int_equal(pgw_listen_parse(big, strlen(big), true, chan, &full), PGW_LISTEN);
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), &pgw_ident_clip_utf8, chan, &full), PGW_LISTEN_NONE);
+    /* Any length: PostgreSQL cuts it all the same (pgwharf read none over
+     * 1023 bytes). */
+    static char big[5000] = "LISTEN \"";
+    memset(big + 8, 'a', 4000);
+    strcpy(big + 4008, "\";");
+    assert_int_equal(pgw_listen_parse(big, strlen(big), NULL, chan, &full), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 63);
+    assert_true(full.cut);
+    assert_int_equal(strlen(full.name), 4000);
+    pgw_ident_full_free(&full);
+    snprintf(big, sizeof(big), "UNLISTEN U&\"");
+    for (int i = 0; i < 900; i++)
+        strcat(big, "\\00e9");
+    strcat(big, "\"");
+    assert_int_equal(pgw_listen_parse(big, strlen(big), &pgw_ident_clip_utf8, chan, &full),
+                     PGW_UNLISTEN);
+    assert_int_equal(strlen(chan), 62);
+    assert_int_equal(strlen(full.name), 1800);
+    pgw_ident_full_free(&full);
+}
+
+/* A database in another encoding cuts where its clip says; a name that
+ * fits there is not cut, however long in UTF-8. */
+static ssize_t clip_two_bytes_each(const void *arg, const char *name, size_t n)
+{
+    (void)arg;
+    (void)n;
+    size_t chars = 0, i = 0;        /* each UTF-8 character one byte there */
+    while (name[i] && chars < PGW_CHANNEL_MAX) {
+        i++;
+        while (((unsigned char)name[i] & 0xC0) == 0x80)
+            i++;
+        chars++;
+    }
+    return (ssize_t)i;
+}
+
+static void test_listen_parse_clip(void **state)
+{
+    (void)state;
+    const struct pgw_ident_clip one = { clip_two_bytes_each, NULL };
+    char chan[PGW_CHANNEL_UTF8_MAX + 1], sql[400] = "LISTEN \"";
+    struct pgw_ident_full full;
+    for (int i = 0; i < 60; i++)
+        strcat(sql, "\xc3\xa9");                 /* 120 bytes, 60 characters */
+    strcat(sql, "\"");
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), &one, chan, &full), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 120);
+    assert_false(full.cut);
+    sql[strlen(sql) - 1] = '\0';
+    strcat(sql, "abcd\"");                         /* 64 characters: 63 kept */
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), &one, chan, &full), PGW_LISTEN);
+    assert_int_equal(strlen(chan), 123);
+    assert_true(full.cut);
+    assert_int_equal(strlen(full.name), 124);
+    pgw_ident_full_free(&full);
+    /* No clip: not read. */
+    assert_int_equal(pgw_listen_parse(sql, strlen(sql), NULL, chan, &full), PGW_LISTEN_NONE);
+    assert_false(full.cut);
 }
 
 /* U&"..." names: their escapes decoded as PostgreSQL does, to UTF-8; one
@@ -558,7 +614,7 @@ static void test_listen_parse_cut(void **state)
 static void test_listen_parse_unicode_escapes(void **state)
 {
     (void)state;
-    char chan[PGW_CHANNEL_MAX + 1];
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
     struct { const char *sql; enum pgw_listen_kind kind; const char *chan; } ok[] = {
         { "LISTEN U&\"d\\0061t\\+000061\"", PGW_LISTEN, "data" },
         { "listen u&\"X\\0041\"", PGW_LISTEN, "XA" },                /* not lowered */
@@ -650,6 +706,7 @@ static void test_deallocate_parse(void **state)
     assert_true(full.cut);
     assert_int_equal(strlen(name), 63);
     assert_string_equal(full.name, d + 11);
+    pgw_ident_full_free(&full);
     assert_true(pgw_deallocate_parse("deallocate s", 12, name, &full));
     assert_false(full.cut);
 }
@@ -821,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_dollar_tag),
         cmocka_unit_test(test_listen_parse),
         cmocka_unit_test(test_listen_parse_cut),
+        cmocka_unit_test(test_listen_parse_clip),
         cmocka_unit_test(test_listen_parse_unicode_escapes),
         cmocka_unit_test(test_sp_parse),
         cmocka_unit_test(test_deallocate_parse),
