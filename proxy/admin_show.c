@@ -339,6 +339,13 @@ static bool sock_buf_active(const struct sock_buf *d)
     return d->recv_pos > d->send_pos || d->pkt_remain > 0;
 }
 
+/* A server's bytes are in its client's sbuf; a server not lent has none. */
+static struct sock_buf server_buf(const struct pgw_server *srv)
+{
+    const struct pgw_session *cl = srv->link;
+    return sock_buf_of(cl ? cl->sbuf : NULL, cl ? cl->sskip : 0);
+}
+
 static void sock_buf_values(struct pgw_rs *rs, const struct sock_buf *d)
 {
     pgw_rs_int(rs, d->recv_pos);
@@ -409,6 +416,7 @@ struct client_ref {
     const struct pgw_session *s;
     const char *state, *db, *user;
     int list;
+    bool login;            /* SHOW SOCKETS' cl_login: after every pool */
 };
 
 static int client_list_rank(const char *state)
@@ -418,9 +426,19 @@ static int client_list_rank(const char *state)
     return strcmp(state, "active_cancel_req") == 0 ? 2 : 0;
 }
 
+/* A client's pool against a pool: by database, then user. */
+static int cmp_ref_pool(const struct client_ref *r, const struct pgw_pool *p)
+{
+    int c = strcmp(r->db, pgw_pool_dbname(p));
+    return c ? c : strcmp(r->user, pgw_pool_user(p));
+}
+
 static int cmp_client_refs(const void *a, const void *b)
 {
     const struct client_ref *x = a, *y = b;
+    if (x->login || y->login)       /* cl_login: in the order they came in */
+        return x->login != y->login ? x->login - y->login
+                                    : (x->s->id > y->s->id) - (x->s->id < y->s->id);
     int c = strcmp(x->db, y->db);
     if (c == 0)
         c = strcmp(x->user, y->user);
@@ -431,27 +449,37 @@ static int cmp_client_refs(const void *a, const void *b)
     return c;
 }
 
-static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
+/* A client's row name and list for SHOW CLIENTS or SHOW SOCKETS; false:
+ * not listed there. */
+typedef bool (*client_list_fn)(const struct pgw_session *s, struct client_ref *r);
+
+static bool clients_list_of(const struct pgw_session *s, struct client_ref *r)
 {
-    struct pgw_proxy *px = self->px;
-    ev_tstamp now = pgw_mono_now(px->loop);
+    r->state = client_state(s);
+    if (r->state)
+        r->list = client_list_rank(r->state);
+    return r->state != NULL;
+}
+
+/* The clients list_of lists, in PgBouncer's order (free() it); NULL when
+ * memory is short. */
+static struct client_ref *client_refs(struct pgw_proxy *px, client_list_fn list_of, size_t *np)
+{
     size_t n = 0;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
         n++;
     struct client_ref *refs = malloc(sizeof(*refs) * (n + 1));
-    if (!refs) {
-        out->failed = true;
-        return PGW_ADMIN_DONE;
-    }
+    if (!refs)
+        return NULL;
     n = 0;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-        const char *state = client_state(s);
-        if (!state)
+        struct client_ref *r = &refs[n];
+        *r = (struct client_ref){ s, NULL, s->database ? s->database : "",
+                                  s->user ? s->user : "", 0, false };
+        if (!list_of(s, r))
             continue;
-        struct client_ref *r = &refs[n++];
-        *r = (struct client_ref){ s, state, s->database ? s->database : "",
-                                  s->user ? s->user : "", client_list_rank(state) };
+        n++;
         if (s->pool) {
             r->db = pgw_pool_dbname(s->pool);
             r->user = pgw_pool_user(s->pool);
@@ -460,6 +488,20 @@ static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
         }
     }
     qsort(refs, n, sizeof(*refs), cmp_client_refs);
+    *np = n;
+    return refs;
+}
+
+static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
+{
+    struct pgw_proxy *px = self->px;
+    ev_tstamp now = pgw_mono_now(px->loop);
+    size_t n;
+    struct client_ref *refs = client_refs(px, clients_list_of, &n);
+    if (!refs) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
     for (size_t i = 0; i < n; i++)
@@ -527,11 +569,37 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_row_end(rs);
 }
 
-/* As PgBouncer walks them: pool by pool (by database, then user), in each
- * its active servers, then idle, used, tested and new ones. */
+enum server_view { VIEW_SERVERS, VIEW_SOCKETS, VIEW_ACTIVE_SOCKETS };
+
+/* One pool's servers as PgBouncer lists them: its active servers, then
+ * the idle, used, tested and new ones (sv_active ... sv_login in SHOW
+ * SOCKETS; ACTIVE_SOCKETS: only those with bytes in their buffer). */
+static void pool_server_rows(struct pgw_rs *rs, struct pgw_proxy *px, struct pgw_pool *pool,
+                             ev_tstamp now, enum server_view view)
+{
+    static const char *const lists[][2] = {
+        { "active", "sv_active" }, { "idle", "sv_idle" }, { "used", "sv_used" },
+        { "tested", "sv_tested" }, { "new", "sv_login" },
+    };
+    for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
+        for (struct pgw_server *srv = pgw_pool_server_next(pool, NULL); srv;
+             srv = pgw_pool_server_next(pool, srv)) {
+            const char *state = server_state(srv, now, px->cfg->server_check_delay);
+            if (!state || strcmp(state, lists[k][0]) != 0)
+                continue;
+            if (view == VIEW_SERVERS) {
+                server_row(rs, pool, srv, state, NULL);
+                continue;
+            }
+            struct sock_buf buf = server_buf(srv);
+            if (view == VIEW_SOCKETS || sock_buf_active(&buf))
+                server_row(rs, pool, srv, lists[k][1], &buf);
+        }
+}
+
+/* As PgBouncer walks them: pool by pool (by database, then user). */
 static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
 {
-    static const char *const lists[] = { "active", "idle", "used", "tested", "new" };
     struct pgw_proxy *px = self->px;
     ev_tstamp now = pgw_mono_now(px->loop);
     int n;
@@ -543,13 +611,7 @@ static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, socket_cols, PGW_RS_NCOLS(socket_cols));
     for (int i = 0; i < n; i++)
-        for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
-            for (struct pgw_server *srv = pgw_pool_server_next(pools[i], NULL); srv;
-                 srv = pgw_pool_server_next(pools[i], srv)) {
-                const char *state = server_state(srv, now, px->cfg->server_check_delay);
-                if (state && strcmp(state, lists[k]) == 0)
-                    server_row(&rs, pools[i], srv, state, NULL);
-            }
+        pool_server_rows(&rs, px, pools[i], now, VIEW_SERVERS);
     free(pools);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
@@ -558,66 +620,76 @@ static int show_servers(struct pgw_session *self, struct pgw_wbuf *out)
 /* ---- SHOW SOCKETS / ACTIVE_SOCKETS ---- */
 
 /* PgBouncer's list names: cl_active (logged in: idle, linked or on the
- * console), cl_waiting, cl_login (not logged in yet); NULL: not listed
- * (a cancel connection, or closing). */
-static const char *client_list(const struct pgw_session *s)
+ * console), cl_waiting, cl_login (not logged in yet); not listed: a cancel
+ * connection, or one closing. */
+static bool sockets_list_of(const struct pgw_session *s, struct client_ref *r)
 {
     switch (s->state) {
     case PGW_SS_STARTUP:
     case PGW_SS_AUTH:
-        return "cl_login";
+        r->state = "cl_login";
+        r->login = true;
+        return true;
     case PGW_SS_WAIT_SERVER:
     case PGW_SS_LOGIN_WAIT:
-        return "cl_waiting";
+        r->state = "cl_waiting";
+        r->list = 1;
+        return true;
     case PGW_SS_IDLE:
-        return waits_for_hub(s) ? "cl_waiting" : "cl_active";
+        r->list = waits_for_hub(s) ? 1 : 0;
+        r->state = r->list ? "cl_waiting" : "cl_active";
+        return true;
     case PGW_SS_LOGIN_SYNC:
     case PGW_SS_LINKED:
     case PGW_SS_ADMIN:
-        return "cl_active";
+        r->state = "cl_active";
+        return true;
     default:
-        return NULL;
+        return false;
     }
 }
 
-static const char *server_list(const char *state)
+static void client_sock_row(struct pgw_rs *rs, const struct client_ref *r, ev_tstamp now,
+                            bool active_only)
 {
-    static const char *const names[][2] = {
-        { "active", "sv_active" }, { "idle", "sv_idle" }, { "used", "sv_used" },
-        { "tested", "sv_tested" }, { "new", "sv_login" },
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcmp(state, names[i][0]) == 0)
-            return names[i][1];
-    return NULL;
+    struct sock_buf buf = sock_buf_of(r->s->cbuf, r->s->cskip);
+    if (!active_only || sock_buf_active(&buf))
+        client_row(rs, r->s, r->state, now, &buf);
 }
 
 /* Every client and server socket, or (active_only) those with bytes in
- * their buffer: clients first, then servers, as PgBouncer's debug views. */
+ * their buffer, as PgBouncer walks them: pool by pool (by database, then
+ * user; the console's clients are pool pgbouncer/pgbouncer), in each
+ * cl_active and cl_waiting (each in the order the clients joined it),
+ * then sv_active, sv_idle, sv_used, sv_tested, sv_login; last the
+ * clients still logging in (cl_login), in the order they came in. */
 static int show_sockets_view(struct pgw_session *self, bool active_only, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = self->px;
     ev_tstamp now = pgw_mono_now(px->loop);
+    int npools;
+    size_t n, c = 0;
+    struct pgw_pool **pools = pools_by_name(px, &npools);
+    struct client_ref *refs = npools < 0 ? NULL : client_refs(px, sockets_list_of, &n);
+    if (!refs) {
+        free(pools);
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, sockets_cols, PGW_RS_NCOLS(sockets_cols));
-    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
-        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-        const char *state = client_list(s);
-        struct sock_buf buf = sock_buf_of(s->cbuf, s->cskip);
-        if (state && (!active_only || sock_buf_active(&buf)))
-            client_row(&rs, s, state, now, &buf);
+    for (int i = 0; i < npools; i++) {
+        /* clients of a pool with no pgw_pool (the console's) come in
+         * their place among the pools */
+        for (; c < n && !refs[c].login && cmp_ref_pool(&refs[c], pools[i]) <= 0; c++)
+            client_sock_row(&rs, &refs[c], now, active_only);
+        pool_server_rows(&rs, px, pools[i], now,
+                         active_only ? VIEW_ACTIVE_SOCKETS : VIEW_SOCKETS);
     }
-    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
-             srv = pgw_pool_server_next(p, srv)) {
-            const char *state = server_state(srv, now, px->cfg->server_check_delay);
-            const char *list = state ? server_list(state) : NULL;
-            const struct pgw_session *cl = srv->link;
-            struct sock_buf buf = sock_buf_of(cl ? cl->sbuf : NULL, cl ? cl->sskip : 0);
-            if (list && (!active_only || sock_buf_active(&buf)))
-                server_row(&rs, p, srv, list, &buf);
-        }
-    }
+    for (; c < n; c++)
+        client_sock_row(&rs, &refs[c], now, active_only);
+    free(refs);
+    free(pools);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -337,6 +337,60 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(servers, [("aa", "idle", False), ("zz", "active", True),
                                    ("zz", "idle", False)])
 
+    def test_sockets_are_listed_pool_by_pool_as_pgbouncer(self):
+        # PgBouncer's SHOW SOCKETS walks its pools (by database, then user;
+        # the console's clients are pool pgbouncer/pgbouncer) and lists in
+        # each its cl_active and cl_waiting clients, then its sv_active,
+        # sv_idle, sv_used, sv_tested and sv_login servers; last the
+        # clients still logging in (cl_login), in the order they came in.
+        # pgwharf listed every client in the order it connected, then
+        # every server.  (Checked against PgBouncer 1.18 with these
+        # clients.)
+        px = self.start_zz_and_aa(pool_size=1)
+        app = dict(user=self.pg.app_user, password=self.pg.app_password)
+        z1 = self.client(px, autocommit=False, db="zz", application_name="z1")
+        z1.cursor().execute("select 1")              # holds zz's only server
+        self.client(px, db="aa", application_name="a1")
+        conn = self.admin_conn(px)
+        z2 = self.client(px, db="zz", application_name="z2")
+        self.client(px, db="aa", application_name="a2", **app)
+        logins = []
+        for name in ("l1", "l2"):                    # asked for a password
+            s = socket.create_connection((px.host, px.port), timeout=10)
+            self.addCleanup(s.close)
+            s.sendall(hz.startup_packet(self.pg.user, "zz", application_name=name))
+            logins.append(s)
+        self.client(px, db="zz", application_name="z3")
+        waiter = Background(lambda: z2.cursor().execute("select 2"))
+        pt.wait_pool(conn, "zz", self.pg.user, cl_waiting=1)
+        wait_until(lambda: len(self.rows(conn, "SOCKETS", state="cl_login")) == 2,
+                   what="two clients logging in")
+        u, a = self.pg.user, self.pg.app_user
+
+        def order():            # a server's application_name is its client's
+            return [(r["type"], r["database"], r["user"], r["state"],
+                     r["application_name"] if r["type"] == "C" else "")
+                    for r in self.show(conn, "SOCKETS")[1]]
+        self.assertEqual(order(), [
+            ("C", "aa", a, "cl_active", "a2"), ("S", "aa", a, "sv_idle", ""),
+            ("C", "aa", u, "cl_active", "a1"), ("S", "aa", u, "sv_idle", ""),
+            ("C", "pgbouncer", u, "cl_active", ""),
+            ("C", "zz", u, "cl_active", "z1"), ("C", "zz", u, "cl_active", "z3"),
+            ("C", "zz", u, "cl_waiting", "z2"), ("S", "zz", u, "sv_active", ""),
+            ("C", "zz", u, "cl_login", "l1"), ("C", "zz", u, "cl_login", "l2")])
+        # ACTIVE_SOCKETS walks the same way (the console's own query is in
+        # its buffer)
+        every = [r["ptr"] for r in self.show(conn, "SOCKETS")[1]]
+        active = [r["ptr"] for r in self.show(conn, "ACTIVE_SOCKETS")[1]]
+        self.assertTrue(active)
+        self.assertEqual(active, [p for p in every if p in active])
+        z1.commit()
+        waiter.join(10)
+        self.assertIsNone(waiter.error)
+        self.assertEqual([(t, st, name) for t, _, _, st, name in order()][5:9], [
+            ("C", "cl_active", "z1"), ("C", "cl_active", "z3"), ("C", "cl_active", "z2"),
+            ("S", "sv_idle", "")])
+
     def test_show_sockets_and_active_sockets(self):
         px = self.start(default_pool_size=3)
         idle = self.client(px, application_name="idle-one")
