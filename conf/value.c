@@ -2,7 +2,7 @@
  * value.c - the value types of the config file: integers with ranges
  * (decimal in [databases], [users] and [peers], as PgBouncer's atoi; any C
  * integer in [pgwharf], as its strtol base 0),
- * durations ("250ms", "1.5", "2min"), plain numbers, booleans (PgBouncer's
+ * durations ("1.5", "1e3", "250ms", "2min"), plain numbers, booleans (PgBouncer's
  * 0/1 and the usual words), and the enums with their names.  Each parser
  * returns 0 or PGW_ECONFIG with "expected ..., got \"x\"" in err.
  */
@@ -217,20 +217,39 @@ static const struct {
     { "min", 60, 1 }, { "h", 3600, 1 }, { "d", 86400, 1 },
 };
 
+/* The number strtod reads at text, as PgBouncer reads a time value
+ * ("1.5", ".5", "1e3", "+2", "0x10", "-0"), but not inf or nan, nor one
+ * out of strtod's range ("1e400", "1e-400": PgBouncer refuses those). */
+static int dur_number(const char *text, double *v, const char **end)
+{
+    const char *p = text + (*text == '+' || *text == '-');
+    if (!isdigit((unsigned char)*p) && !(*p == '.' && isdigit((unsigned char)p[1])))
+        return PGW_EINVAL;
+    char *e;
+    errno = 0;
+    *v = strtod(text, &e);
+    if (errno == ERANGE || e == text)
+        return PGW_EINVAL;
+    *end = e;
+    return 0;
+}
+
+/* A duration: PgBouncer's number of seconds, or one with a unit; kept in
+ * whole microseconds, as PgBouncer keeps it (its usec_t: "1e-7" is 0). */
 static int parse_dur(const char *text, double *out)
 {
     while (isspace((unsigned char)*text))
         text++;
-    size_t n = decimal_len(text);
-    if (n == 0)
+    double v;
+    const char *unit;
+    if (dur_number(text, &v, &unit) != 0)
         return PGW_EINVAL;
-    double v = strtod(text, NULL);
-    const char *unit = text + n;
     while (isspace((unsigned char)*unit))
         unit++;
     size_t ulen = strlen(unit);
     while (ulen > 0 && isspace((unsigned char)unit[ulen - 1]))
         ulen--;
+    double scale = 1, divisor = 1;
     if (ulen > 0) {
         int i = 0;
         while (i < NELEM(dur_units) && (strlen(dur_units[i].name) != ulen ||
@@ -238,11 +257,12 @@ static int parse_dur(const char *text, double *out)
             i++;
         if (i == NELEM(dur_units))
             return PGW_EINVAL;
-        v = v * dur_units[i].scale / dur_units[i].divisor;
+        scale = dur_units[i].scale;
+        divisor = dur_units[i].divisor;
     }
-    if (!isfinite(v) || v > MAX_SECONDS)
+    if (v < 0 || v * scale / divisor > MAX_SECONDS)
         return PGW_EINVAL;
-    *out = v;
+    *out = floor(v * scale * 1e6 / divisor) / 1e6 + 0.0;     /* "-0" is 0 */
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,15 +284,26 @@ static void test_duration_parse(void **state)
         { "250ms", 0.25 }, { "100us", 0.0001 }, { "2s", 2 }, { "2min", 120 },
         { "1h", 3600 }, { "1.5h", 5400 }, { "1d", 86400 }, { "5 s", 5 },
         { "10MS", 0.01 }, { " 7 ", 7 },
+        /* what PgBouncer's strtod reads (1.18: SET query_timeout and the
+         * ini file), with its meaning: whole microseconds */
+        { "1e3", 1000 }, { "1E3", 1000 }, { "1e+2", 100 }, { "5e-1", 0.5 },
+        { "+5", 5 }, { "-0", 0 }, { "0x10", 16 }, { "0x1p4", 16 }, { "00012", 12 },
+        { "1e-7", 0 }, { "0.0000004", 0 }, { "0.0000015", 0.000001 }, { "1e3ms", 1 },
+        { "1.5e3us", 0.0015 },
     };
     static const char *const bad[] = {
-        "", "-1", "-5s", "abc", "5x", "1m", "1.2.3", "inf", "nan", "1e3", "0x10",
-        "s", ".", "5 s s", "+5",
+        "", "-1", "-5s", "abc", "5x", "1m", "1.2.3", "inf", "nan", "infinity", "-nan",
+        "s", ".", "5 s s", "+", "-", "1e", "e3", "1,5", "1_000", "0x", ".e1",
+        /* strtod's ERANGE: PgBouncer refuses these */
+        "1e400", "1e-400",
+        /* PgBouncer takes these as garbage (an out-of-range cast) */
+        "9e18", "1e13",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         double v = -1;
-        assert_int_equal(pgw_conf_parse_duration(good[i].text, &v), 0);
-        if (v != good[i].want)
+        if (pgw_conf_parse_duration(good[i].text, &v) != 0)
+            fail_msg("\"%s\" refused", good[i].text);
+        if (v != good[i].want || signbit(v))
             fail_msg("%s -> %g, want %g", good[i].text, v, good[i].want);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -326,6 +338,23 @@ static void test_duration_keys(void **state)
     expect_key_error("server_idle_timeout = 10 minutes",
                      "t.ini:3: server_idle_timeout: expected a duration (seconds, or a number "
                      "with us, ms, s, min, h, d), got \"10 minutes\"");
+    /* PgBouncer's forms through the file and its errors at file:line */
+    cfg = load_ok(BASE "query_timeout = 1e3\nclient_idle_timeout = 0x10\n"
+                       "server_check_delay = +2.5\nidle_transaction_timeout = 1e-7\n", &d);
+    assert_true(cfg->query_timeout == 1000);
+    assert_true(cfg->client_idle_timeout == 16);
+    assert_true(cfg->server_check_delay == 2.5);
+    assert_true(cfg->idle_transaction_timeout == 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    expect_key_error("query_timeout = 1e400",
+                     "t.ini:3: query_timeout: expected a duration (seconds, or a number "
+                     "with us, ms, s, min, h, d), got \"1e400\"");
+    expect_key_error("query_timeout = nan",
+                     "t.ini:3: query_timeout: expected a duration (seconds, or a number "
+                     "with us, ms, s, min, h, d), got \"nan\"");
+    expect_key_error("query_timeout = -1e3",
+                     "t.ini:3: query_timeout: expected a non-negative duration, got \"-1e3\"");
     expect_key_error("server_connect_rate = fast",
                      "t.ini:3: server_connect_rate: expected a non-negative number, got \"fast\"");
 }
