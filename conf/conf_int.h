@@ -74,8 +74,13 @@ int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t
 int conf_parse_int_c(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
 /* Is text (read by conf_parse_int_c) octal: a 0 followed by digits? */
 bool conf_int_octal(const char *text);
+/* A general section's duration, as PgBouncer's strtod reads it ("1e3",
+ * "0x10"), or a number with a unit ("250ms"). */
 int conf_parse_dur(const char *text, double *out, char *err, size_t errlen);
-/* The same, and PgBouncer's -1 for "not set" (*out = -1). */
+/* A [databases] or [users] entry's: PgBouncer reads those with atoi, so
+ * only a plain decimal ("1.5", "30") or a number with a unit. */
+int conf_parse_entry_dur(const char *text, double *out, char *err, size_t errlen);
+/* An entry's, and PgBouncer's -1 for "not set" (*out = -1). */
 int conf_parse_dur_unset(const char *text, double *out, char *err, size_t errlen);
 int conf_parse_num(const char *text, double *out, char *err, size_t errlen);
 int conf_parse_bool(const char *text, bool *out, char *err, size_t errlen);

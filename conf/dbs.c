@@ -130,7 +130,7 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
     else if (strcasecmp(key, "max_db_client_connections") == 0)
         rc = conf_parse_int(val, 0, INT_MAX, &db->max_db_client_connections, err, errlen);
     else if (strcasecmp(key, "server_lifetime") == 0)
-        rc = conf_parse_dur(val, &db->server_lifetime, err, errlen);
+        rc = conf_parse_entry_dur(val, &db->server_lifetime, err, errlen);
     else if (strcasecmp(key, "query_wait_timeout") == 0)
         rc = conf_parse_dur_unset(val, &db->query_wait_timeout, err, errlen);
     else if (strcasecmp(key, "pool_mode") == 0)

@@ -45,13 +45,13 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
     if (strcasecmp(key, "max_user_client_connections") == 0)
         return conf_parse_int(val, 0, INT_MAX, &u->max_user_client_connections, err, errlen);
     if (strcasecmp(key, "query_timeout") == 0)
-        return conf_parse_dur(val, &u->query_timeout, err, errlen);
+        return conf_parse_entry_dur(val, &u->query_timeout, err, errlen);
     if (strcasecmp(key, "idle_transaction_timeout") == 0)
-        return conf_parse_dur(val, &u->idle_transaction_timeout, err, errlen);
+        return conf_parse_entry_dur(val, &u->idle_transaction_timeout, err, errlen);
     if (strcasecmp(key, "transaction_timeout") == 0)
-        return conf_parse_dur(val, &u->transaction_timeout, err, errlen);
+        return conf_parse_entry_dur(val, &u->transaction_timeout, err, errlen);
     if (strcasecmp(key, "client_idle_timeout") == 0)
-        return conf_parse_dur(val, &u->client_idle_timeout, err, errlen);
+        return conf_parse_entry_dur(val, &u->client_idle_timeout, err, errlen);
     if (strcasecmp(key, "query_wait_timeout") == 0)
         return conf_parse_dur_unset(val, &u->query_wait_timeout, err, errlen);
     return PGW_ENOTFOUND;

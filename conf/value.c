@@ -217,10 +217,12 @@ static const struct {
     { "min", 60, 1 }, { "h", 3600, 1 }, { "d", 86400, 1 },
 };
 
-/* The number strtod reads at text, as PgBouncer reads a time value
- * ("1.5", ".5", "1e3", "+2", "0x10", "-0"), but not inf or nan, nor one
- * out of strtod's range ("1e400", "1e-400": PgBouncer refuses those). */
-static int dur_number(const char *text, double *v, const char **end)
+/* The number strtod reads at text, as PgBouncer reads a [pgbouncer] time
+ * value ("1.5", ".5", "1e3", "+2", "0x10", "-0"), but not inf or nan, nor
+ * one out of strtod's range ("1e400", "1e-400": PgBouncer refuses those).
+ * In an entry (entry: [databases], [users]) PgBouncer's atoi reads the
+ * value: only a plain decimal means the same to both ("1e3" is 1 there). */
+static int dur_number(const char *text, bool entry, double *v, const char **end)
 {
     const char *p = text + (*text == '+' || *text == '-');
     if (!isdigit((unsigned char)*p) && !(*p == '.' && isdigit((unsigned char)p[1])))
@@ -230,19 +232,21 @@ static int dur_number(const char *text, double *v, const char **end)
     *v = strtod(text, &e);
     if (errno == ERANGE || e == text)
         return PGW_EINVAL;
+    if (entry && (p != text || (size_t)(e - text) != decimal_len(text)))
+        return PGW_EINVAL;
     *end = e;
     return 0;
 }
 
 /* A duration: PgBouncer's number of seconds, or one with a unit; kept in
  * whole microseconds, as PgBouncer keeps it (its usec_t: "1e-7" is 0). */
-static int parse_dur(const char *text, double *out)
+static int parse_dur(const char *text, bool entry, double *out)
 {
     while (isspace((unsigned char)*text))
         text++;
     double v;
     const char *unit;
-    if (dur_number(text, &v, &unit) != 0)
+    if (dur_number(text, entry, &v, &unit) != 0)
         return PGW_EINVAL;
     while (isspace((unsigned char)*unit))
         unit++;
@@ -268,13 +272,11 @@ static int parse_dur(const char *text, double *out)
 
 int pgw_conf_parse_duration(const char *text, double *seconds)
 {
-    return text ? parse_dur(text, seconds) : PGW_EINVAL;
+    return text ? parse_dur(text, false, seconds) : PGW_EINVAL;
 }
 
-int conf_parse_dur(const char *text, double *out, char *err, size_t errlen)
+static int dur_error(const char *text, char *err, size_t errlen)
 {
-    if (parse_dur(text, out) == 0)
-        return 0;
     if (text[strspn(text, " \t")] == '-')
         snprintf(err, errlen, "expected a non-negative duration, got \"%s\"", text);
     else
@@ -284,13 +286,23 @@ int conf_parse_dur(const char *text, double *out, char *err, size_t errlen)
     return PGW_ECONFIG;
 }
 
+int conf_parse_dur(const char *text, double *out, char *err, size_t errlen)
+{
+    return parse_dur(text, false, out) == 0 ? 0 : dur_error(text, err, errlen);
+}
+
+int conf_parse_entry_dur(const char *text, double *out, char *err, size_t errlen)
+{
+    return parse_dur(text, true, out) == 0 ? 0 : dur_error(text, err, errlen);
+}
+
 int conf_parse_dur_unset(const char *text, double *out, char *err, size_t errlen)
 {
     if (strcmp(text, "-1") == 0) {
         *out = -1;
         return 0;
     }
-    if (parse_dur(text, out) == 0)
+    if (parse_dur(text, true, out) == 0)
         return 0;
     snprintf(err, errlen,
              "expected a duration (seconds, or a number with us, ms, s, min, h, d) or -1 "

@@ -355,6 +355,21 @@ static void test_duration_keys(void **state)
                      "with us, ms, s, min, h, d), got \"nan\"");
     expect_key_error("query_timeout = -1e3",
                      "t.ini:3: query_timeout: expected a non-negative duration, got \"-1e3\"");
+    /* [databases] and [users] values PgBouncer reads with atoi: "1e3" is 1
+     * there, "0x10" 0, so only the forms that mean the same to both load */
+    cfg = load_ok(BASE "[databases]\nb = server_lifetime=1.5\n"
+                       "[users]\nu = client_idle_timeout=30\n", &d);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    load_fail(BASE "[databases]\nb = server_lifetime=1e3\n"
+                   "[users]\nu = client_idle_timeout=0x10 query_wait_timeout=+5\n", &d, 3);
+    assert_error(&d, "t.ini:4: database \"b\": server_lifetime: expected a duration (seconds, "
+                     "or a number with us, ms, s, min, h, d), got \"1e3\"");
+    assert_error(&d, "t.ini:6: user \"u\": client_idle_timeout: expected a duration (seconds, "
+                     "or a number with us, ms, s, min, h, d), got \"0x10\"");
+    assert_error(&d, "t.ini:6: user \"u\": query_wait_timeout: expected a duration (seconds, "
+                     "or a number with us, ms, s, min, h, d) or -1 (not set), got \"+5\"");
+    pgw_conf_diag_free(&d);
     expect_key_error("server_connect_rate = fast",
                      "t.ini:3: server_connect_rate: expected a non-negative number, got \"fast\"");
 }
