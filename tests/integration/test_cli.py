@@ -1,12 +1,42 @@
 """The pgwharf command line: --check, --version, --help, bad usage."""
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import unittest
 
 BINARY = os.environ.get("PGW_BINARY")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+
+
+def readme_reference():
+    """The README's `[pgwharf]` key table, {key: (type column, default)}
+    (`empty` read as ""; a row of several keys with a range each gives
+    each key its own), and its list of PgBouncer keys accepted with a
+    warning."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("### `[pgwharf]` / `[pgbouncer]`")
+    section = text[start:text.index("### `[databases]`", start)]
+    table = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cols = [c.strip() for c in line.strip("|").split(" | ")]
+        default = cols[2].strip("`")
+        keys = re.findall(r"`(\w+)`", cols[0])
+        # "integers 0–32767, 0–127" on a row of two keys: one range each
+        ranges = re.findall(r"\d+–\d+", cols[1])
+        for i, key in enumerate(keys):
+            typ = cols[1]
+            if len(keys) > 1 and len(ranges) == len(keys):
+                typ = "integer " + ranges[i]
+            table[key] = (typ, "" if default == "empty" else default)
+    warned = section[section.index("accepted with a warning"):]
+    warned = warned[warned.index("\n"):warned.index("Any other unknown key")]
+    return table, re.findall(r"`(\w+)`", warned)
 
 
 def run(*args):
@@ -107,6 +137,41 @@ class TestCli(unittest.TestCase):
         self.assertEqual(cp.returncode, 2)
         self.assertIn('names.ini:5: peer 2: host: expected an IP address or a Unix socket '
                       'directory (host names are not resolved), got "pgwharf2.internal"', cp.stderr)
+
+    def test_readme_config_reference_is_what_pgwharf_reads(self):
+        # README.md's table is the DBA's reference: every key pgwharf reads,
+        # none it does not, with the default --check prints for a file that
+        # sets nothing, and integer ranges that are the ones it checks
+        table, warned = readme_reference()
+        cp = run("--check", self.write("empty.ini", "[pgwharf]\nauth_type = trust\n"))
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        settings = cp.stdout.split("\n[", 1)[0].splitlines()[1:]
+        printed = dict(line.split(" = ", 1) if " = " in line else (line[:-2], "")
+                       for line in settings)
+        self.assertEqual(sorted(set(printed) - set(table)), [], "keys missing from README")
+        self.assertEqual(sorted(set(table) - set(printed)), [], "README keys pgwharf lacks")
+        wrong = {k: (table[k][1], v) for k, v in printed.items()
+                 if k != "auth_type" and table[k][1] != v}
+        self.assertEqual(wrong, {}, "README default != --check default")
+        for key, (typ, _) in table.items():
+            m = re.match(r"integers? (\d+)–(\d+)|integers? ≥ (\d+)", typ)
+            if not m:
+                continue
+            lo = int(m.group(1) or m.group(3))
+            ok = [lo] + ([int(m.group(2))] if m.group(2) else [])
+            bad = [lo - 1] + ([int(m.group(2)) + 1] if m.group(2) else [])
+            for value, valid in [(v, True) for v in ok] + [(v, False) for v in bad]:
+                with self.subTest(key=key, value=value):
+                    cp = run("--check", self.write("range.ini", "[pgwharf]\nauth_type = trust\n"
+                                                   "%s = %d\n" % (key, value)))
+                    self.assertEqual(cp.returncode == 0, valid, cp.stderr)
+        self.assertTrue(warned)
+        for key in warned:
+            with self.subTest(warned=key):
+                cp = run("--check", self.write("warned.ini", "[pgwharf]\nauth_type = trust\n"
+                                               "%s = x\n" % key))
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+                self.assertIn("warned.ini:3: %s: ignored: not supported yet" % key, cp.stderr)
 
     def test_version_help_usage(self):
         cp = run("--version")
