@@ -12,10 +12,41 @@
 #include <string.h>
 #include <strings.h>
 
+/* PgBouncer's loader (libusual) sets every general key back to its default
+ * where a [pgbouncer] header starts, so there a second one (often at the top
+ * of an %include'd file) undoes the keys set above it: listen_addr,
+ * auth_file...  pgwharf keeps them, the reading whoever wrote the file
+ * meant; a warning at the header names them, as the file runs differently
+ * under PgBouncer. */
+static void general_again(struct conf_loader *ld, const char *file, int line, const char *name)
+{
+    char names[400];
+    size_t used = 0;
+    int n = 0;
+    names[0] = '\0';
+    for (int i = 0; i < conf_key_count(); i++) {
+        if (!ld->origins[i].file)
+            continue;
+        const char *key = conf_key_at(i)->name;
+        if (used + strlen(key) + 8 < sizeof(names))
+            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s", n ? ", " : "",
+                                     key);
+        else if (used + 6 < sizeof(names) && strcmp(names + used - 3, "...") != 0)
+            used += (size_t)snprintf(names + used, sizeof(names) - used, ", ...");
+        n++;
+    }
+    if (n > 0)
+        conf_warn(&ld->rep, file, line, "[%s] again: PgBouncer sets the %d general key%s set "
+                  "above (%s) back to %s default%s here; pgwharf keeps %s",
+                  name, n, n == 1 ? "" : "s", names, n == 1 ? "its" : "their",
+                  n == 1 ? "" : "s", n == 1 ? "it" : "them");
+}
+
 static void on_section(void *arg, const char *file, int line, const char *name)
 {
     struct conf_loader *ld = arg;
     if (strcasecmp(name, "pgwharf") == 0 || strcasecmp(name, "pgbouncer") == 0) {
+        general_again(ld, file, line, name);
         ld->sect = SECT_GENERAL;
     } else if (strcasecmp(name, "databases") == 0) {
         ld->sect = SECT_DATABASES;

@@ -493,6 +493,72 @@ static void test_sections_and_case(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* PgBouncer sets every [pgbouncer] key back to its default where that
+ * header comes again (an %include'd file opening its own), so a file that
+ * sets listen_addr above such a header listens elsewhere under PgBouncer.
+ * pgwharf keeps the values and names them in a warning at the header. */
+static void test_general_section_again_warns(void **state)
+{
+    (void)state;
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok("[pgbouncer]\n"
+                                     "auth_type = trust\n"
+                                     "listen_port = 7001\n"
+                                     "[databases]\n"
+                                     "app = host=h\n"
+                                     "[pgbouncer]\n"          /* 6 */
+                                     "max_client_conn = 300\n"
+                                     "[PgWharf]\n", &d);     /* 8 */
+    assert_int_equal(cfg->auth_type, PGW_AUTH_TRUST);
+    assert_int_equal(cfg->listen_port, 7001);
+    assert_int_equal(cfg->max_client_conn, 300);
+    assert_warning(&d, "t.ini:6: [pgbouncer] again: PgBouncer sets the 2 general keys set above "
+                       "(listen_port, auth_type) back to their defaults here; pgwharf keeps them");
+    assert_warning(&d, "t.ini:8: [PgWharf] again: PgBouncer sets the 3 general keys set above "
+                       "(listen_port, auth_type, max_client_conn) back to their defaults here; "
+                       "pgwharf keeps them");
+    assert_int_equal(d.nwarnings, 2);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* a header with nothing set above it, the first or not, says nothing */
+    cfg = load_ok("[databases]\napp = host=h\n[pgwharf]\n[pgbouncer]\nauth_type = trust\n", &d);
+    assert_int_equal(d.nwarnings, 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* one key; a long list is cut short, never past the message */
+    cfg = load_ok("[pgwharf]\nauth_type = trust\n[pgwharf]\n", &d);
+    assert_warning(&d, "t.ini:3: [pgwharf] again: PgBouncer sets the 1 general key set above "
+                       "(auth_type) back to its default here; pgwharf keeps it");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    static const char *const durs[] = {
+        "server_lifetime", "server_idle_timeout", "autodb_idle_timeout", "pool_idle_timeout",
+        "server_connect_timeout", "server_login_retry", "server_check_delay", "query_timeout",
+        "query_wait_timeout", "query_wait_notify", "cancel_wait_timeout", "client_login_timeout",
+        "client_idle_timeout", "idle_transaction_timeout", "transaction_timeout", "stats_period",
+        "breaker_cooldown", "breaker_max_cooldown", "dns_max_ttl", "dns_nxdomain_ttl",
+        "shutdown_timeout", "reserve_pool_timeout",
+    };
+    char text[4096];
+    size_t used = (size_t)snprintf(text, sizeof(text), BASE);
+    for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++)
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "%s = 1\n", durs[i]);
+    snprintf(text + used, sizeof(text) - used, "[pgbouncer]\n");
+    cfg = load_ok(text, &d);
+    assert_int_equal(d.nwarnings, 1);
+    const char *w = d.warnings[0];
+    const char *head = "t.ini:25: [pgbouncer] again: PgBouncer sets the 23 general keys set above (";
+    const char *tail = ", ...) back to their defaults here; pgwharf keeps them";
+    assert_int_equal(strncmp(w, head, strlen(head)), 0);
+    assert_true(strlen(w) > strlen(tail));
+    assert_string_equal(w + strlen(w) - strlen(tail), tail);
+    assert_non_null(strstr(w, "auth_type, "));
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_syntax_errors_all_reported(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -1945,6 +2011,7 @@ int main(void)
         cmocka_unit_test(test_enums),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_sections_and_case),
+        cmocka_unit_test(test_general_section_again_warns),
         cmocka_unit_test(test_syntax_errors_all_reported),
         cmocka_unit_test(test_value_errors_all_reported),
         cmocka_unit_test(test_unknown_vs_unsupported),
