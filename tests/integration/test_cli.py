@@ -173,6 +173,29 @@ class TestCli(unittest.TestCase):
                 self.assertEqual(cp.returncode, 0, cp.stderr)
                 self.assertIn("warned.ini:3: %s: ignored: not supported yet" % key, cp.stderr)
 
+    def test_example_config_names_every_key_with_its_default(self):
+        # README: examples/pgwharf.ini "shows every key with a comment"; a
+        # key left commented out shows its default
+        cp = run("--check", self.write("empty.ini", "[pgwharf]\nauth_type = trust\n"))
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        defaults = dict(line.split(" = ", 1) if " = " in line else (line[:-2], "")
+                        for line in cp.stdout.split("\n[", 1)[0].splitlines()[1:])
+        example = os.path.join(os.path.dirname(README), "examples", "pgwharf.ini")
+        with open(example, encoding="utf-8") as f:
+            text = f.read()
+        general = text[text.index("\n[pgwharf]\n"):]
+        shown = {}
+        for m in re.finditer(r"^(;?)(\w+) =(?: (.*))?$", general, re.M):
+            shown[m.group(2)] = (m.group(1), m.group(3) or "")
+        self.assertEqual(sorted(set(defaults) - set(shown)), [], "keys missing from the example")
+        self.assertEqual(sorted(set(shown) - set(defaults)), [], "example keys pgwharf lacks")
+        wrong = {k: (v, defaults[k]) for k, (c, v) in shown.items() if c and v != defaults[k]}
+        self.assertEqual(wrong, {}, "commented-out example value != default")
+        # its auth_file is relative to the top of the tree, where run.sh starts it
+        cp = subprocess.run([BINARY, "--check", example], capture_output=True, text=True,
+                            timeout=30, cwd=os.path.dirname(README))
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+
     def test_version_help_usage(self):
         cp = run("--version")
         self.assertEqual(cp.returncode, 0)
