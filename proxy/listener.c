@@ -353,6 +353,35 @@ static int listen_unix(struct pgw_proxy *px, const char *dir, int port, char *er
     return 0;
 }
 
+/* One event=listening line per socket, with the address and port it is
+ * bound to (a listen_addr of several addresses, a host name or "*" gives
+ * several sockets), as PgBouncer's "listening on 127.0.0.1:6432". */
+static void log_listening(const struct pgw_listener *l)
+{
+    if (l->unix_sock) {
+        pgw_info("listening", "addr=%s", l->path);
+        return;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+            pgw_info("listening", "addr=[%s]:%d", host, port);
+            return;
+        }
+    }
+    pgw_info("listening", "addr=%s:%d", host, port);
+}
+
 int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
 {
     const struct pgw_config *cfg = px->cfg;
@@ -377,7 +406,7 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
     }
     if (rc == 0)
         for (struct pgw_listener *l = px->listeners; l; l = l->next)
-            pgw_info("listening", "addr=%s", l->unix_sock ? l->path : cfg->listen_addr);
+            log_listening(l);
     return rc;
 }
 

@@ -1381,6 +1381,14 @@ class TestListenerKeys(pt.PgwharfTestCase):
                       what="the second pgwharf listening or gone")
         return px
 
+    def test_each_listening_line_names_its_address_and_port(self):
+        # the line said addr=<listen_addr as written>, no port, once per
+        # socket: a DBA could not tell from the log where pgwharf listens
+        px = self.start_pgwharf(settings={"listen_addr": "127.0.0.1"})
+        px.wait_for_log(r"event=listening addr=127\.0\.0\.1:%d\n" % px.port)
+        px.wait_for_log(r"event=listening addr=%s\n"
+                        % re.escape("%s/.s.PGSQL.%d" % (px.dir, px.port)))
+
     def test_so_reuseport_rolling_restart(self):
         old = self.start_pgwharf(settings={"so_reuseport": 1})
         new = self.start_second(old.port, so_reuseport=1)
