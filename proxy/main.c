@@ -50,19 +50,20 @@ static void usage(FILE *f)
             PGW_VERSION);
 }
 
-static struct pgw_config *load(const char *path, bool print_warnings)
+/* Load path; errors (and, with print_warnings, warnings) go to stderr as
+ * "file:line: ..." lines.  The warnings stay in *diag for the caller. */
+static struct pgw_config *load(const char *path, bool print_warnings, struct pgw_conf_diag *diag)
 {
     struct pgw_config *cfg = NULL;
-    struct pgw_conf_diag diag = { 0 };
-    int rc = pgw_conf_load(path, &cfg, &diag);
+    int rc = pgw_conf_load(path, &cfg, diag);
     if (print_warnings)
-        for (int i = 0; i < diag.nwarnings; i++)
-            fprintf(stderr, "%s\n", diag.warnings[i]);
-    for (int i = 0; i < diag.nerrors; i++)
-        fprintf(stderr, "%s\n", diag.errors[i]);
-    pgw_conf_diag_free(&diag);
+        for (int i = 0; i < diag->nwarnings; i++)
+            fprintf(stderr, "%s\n", diag->warnings[i]);
+    for (int i = 0; i < diag->nerrors; i++)
+        fprintf(stderr, "%s\n", diag->errors[i]);
     if (rc < 0) {
         pgw_conf_free(cfg);
+        pgw_conf_diag_free(diag);
         return NULL;
     }
     return cfg;
@@ -70,7 +71,9 @@ static struct pgw_config *load(const char *path, bool print_warnings)
 
 static int check(const char *path)
 {
-    struct pgw_config *cfg = load(path, true);
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_config *cfg = load(path, true, &diag);
+    pgw_conf_diag_free(&diag);
     if (!cfg)
         return 2;
     int problems = pgw_proxy_check_files(cfg, stderr);
@@ -315,13 +318,19 @@ struct options {
 
 static int run(const char *path, const struct options *o)
 {
-    struct pgw_config *cfg = load(path, true);
+    /* The file's warnings go to the log once it is open, as `event=config`
+     * lines like a reload's (a logfile, syslog: where a DBA looks; PgBouncer
+     * logs them too), and to stderr as they are when the log will not write
+     * there (-q, -d: the terminal that started pgwharf still sees them). */
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_config *cfg = load(path, o->quiet || o->daemon, &diag);
     if (!cfg)
         return 2;
     if (o->user) {
         char *u = strdup(o->user);
         if (!u) {
             pgw_conf_free(cfg);
+            pgw_conf_diag_free(&diag);
             return 1;
         }
         free(cfg->user);
@@ -330,23 +339,27 @@ static int run(const char *path, const struct options *o)
     if (o->daemon && (!cfg->pidfile || !*cfg->pidfile)) {
         fprintf(stderr, "pgwharf: -d needs pidfile set in the config\n");
         pgw_conf_free(cfg);
+        pgw_conf_diag_free(&diag);
         return 2;
     }
     if (o->daemon && (!cfg->logfile || !*cfg->logfile) && !cfg->syslog) {
         fprintf(stderr, "pgwharf: -d needs logfile or syslog set in the config\n");
         pgw_conf_free(cfg);
+        pgw_conf_diag_free(&diag);
         return 2;
     }
     char err[512];
     if (check_pidfile(cfg->pidfile, err, sizeof(err)) < 0) {
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
+        pgw_conf_diag_free(&diag);
         return 1;
     }
     int ready_fd = -1;
     if (o->daemon && (ready_fd = daemonize(err, sizeof(err))) < 0) {
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
+        pgw_conf_diag_free(&diag);
         return 1;
     }
     int lvl = pgw_conf_log_level(cfg);
@@ -357,10 +370,16 @@ static int run(const char *path, const struct options *o)
     if (log_fd < 0) {
         fprintf(stderr, "cannot open logfile %s: %s\n", cfg->logfile, strerror(errno));
         pgw_conf_free(cfg);
+        pgw_conf_diag_free(&diag);
         return failed(ready_fd, 1);
     }
     pgw_log_use(log_fd);
     pgw_log_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);   /* checked */
+    for (int i = 0; i < diag.nwarnings; i++) {
+        char q[1200];
+        pgw_warn("config", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
+    }
+    pgw_conf_diag_free(&diag);
     char *pidfile = NULL;            /* set once written: removed at exit */
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);

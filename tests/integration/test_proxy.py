@@ -1885,6 +1885,33 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         with open(quiet.settings["logfile"]) as f:
             self.assertIn("event=started", f.read())
 
+    def test_config_warnings_at_start_reach_the_log(self):
+        # They went to stderr alone, before the log was open: a pgwharf
+        # started with a logfile (or -d, -q) never logged its file's
+        # "pkt_buf: ignored" and the like, which a reload logs as event=config
+        px = self.prepared()
+        logfile = self.files(px)["logfile"]
+        px.settings.update(logfile=logfile, pkt_buf="4096")
+        px.write_config()
+        px.start()
+        self.assertEqual(px.stop(), 0)
+        def want(p):
+            return (r'level=warning event=config reason="%s:\d+: pkt_buf: ignored: '
+                    r'not supported yet"' % re.escape(p.config_path))
+        with open(logfile) as f:
+            self.assertRegex(f.read(), want(px))
+        self.assertRegex(px.log(), want(px))
+        self.assertEqual(px.log().count("pkt_buf"), 1, px.log())     # not twice on stderr
+        quiet = self.prepared(logfile=os.path.join(px.dir, "quiet.log"), pkt_buf="4096")
+        quiet.args = ["-q"]
+        quiet.start()
+        self.assertEqual(quiet.stop(), 0)
+        with open(quiet.settings["logfile"]) as f:
+            self.assertRegex(f.read(), want(quiet))
+        # -q: the terminal that started it still sees the warning as --check prints it
+        self.assertRegex(quiet.log(), r"^%s:\d+: pkt_buf: ignored: not supported yet\n$"
+                         % re.escape(quiet.config_path))
+
     def test_user_option_overrides_the_key(self):
         if os.geteuid() != 0:
             self.skipTest("needs root to change user")
