@@ -437,6 +437,33 @@ bool pgw_pool_has_room(const struct pgw_pool *pool)
             count_servers(pool, false) < pool->max_user_connections);
 }
 
+/* How many servers the pool, its database and its user have over their
+ * pool_size (its reserve included), max_db_connections and
+ * max_user_connections: more than 0 after a reload lowered one (growing
+ * never passes a limit, nor evicting an idle server of another pool).
+ * Then a server of the pool coming back, or idle, closes. */
+struct excess {
+    long long size;
+    int db, user;
+};
+
+static void excess_count(const struct pgw_pool *pool, struct excess *x)
+{
+    x->size = pgw_pool_total(pool) - ((long long)pool->pool_size + reserve_size(pool));
+    x->db = pool->max_db_connections > 0
+                ? count_servers(pool, true) - pool->max_db_connections : 0;
+    x->user = pool->max_user_connections > 0
+                  ? count_servers(pool, false) - pool->max_user_connections : 0;
+}
+
+/* Why a server closes for x, or NULL. */
+static const char *excess_why(const struct excess *x)
+{
+    return x->size > 0 ? "pool_size lowered"
+           : x->db > 0 ? "max_db_connections lowered"
+           : x->user > 0 ? "max_user_connections lowered" : NULL;
+}
+
 /* The oldest waiter has waited past reserve_pool_timeout?  Otherwise arm
  * the timer for when it will have. */
 static bool reserve_due(struct pgw_pool *pool)
@@ -985,6 +1012,8 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
 {
     struct pgw_pool *pool = srv->pool;
     const char *reset = pool->set->cfg->server_reset_query;
+    const char *over;
+    struct excess x;
 
     if (srv->state != PGW_SRV_ACTIVE) {
         char names[PGW_POOL_LOG_NAMES];
@@ -1008,10 +1037,11 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
         pgw_server_close(srv, !srv_priv(srv)->reconnect ? "server_lifetime"
                               : srv_priv(srv)->retire_why ? srv_priv(srv)->retire_why
                                                           : "reconnect");
-    else if (pgw_pool_total(pool) > (long long)pool->pool_size + reserve_size(pool))
-        /* A reload lowered pool_size: with clients waiting it would go to
-         * the next one, and the pool keep its old size under load. */
-        pgw_server_close(srv, "pool_size lowered");
+    else if (excess_count(pool, &x), (over = excess_why(&x)))
+        /* A reload lowered a limit: with clients waiting (of this pool or
+         * another under the same db/user limit) it would go to the next
+         * one, and the old number of servers stay under load. */
+        pgw_server_close(srv, over);
     else if (how == PGW_RELEASE_RESET && reset && *reset) {
         if (pgw_server_job(srv, SRV_JOB_RESET, reset) < 0)
             pgw_server_close(srv, "out of memory for server_reset_query");
@@ -1034,7 +1064,10 @@ void pgw_server_retire(struct pgw_server *srv, const char *why)
 void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
 {
     const struct pgw_config *cfg = pool->set->cfg;
+    const char *over;
     struct pgw_list *n, *prev;
+    struct excess x;
+    excess_count(pool, &x);   /* once: the counts walk every pool */
     for (n = pool->idle.prev; n != &pool->idle; n = prev) {
         prev = n->prev;
         struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
@@ -1044,9 +1077,13 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
                  now - srv->request_time >= cfg->server_idle_timeout &&
                  pgw_pool_total(pool) > pool->min_pool_size)
             pgw_server_close(srv, "server_idle_timeout");
-        else if (pool->n_waiters == 0 &&
-                 pgw_pool_total(pool) > (long long)pool->pool_size + reserve_size(pool))
-            pgw_server_close(srv, "pool_size lowered");
+        else if (pool->n_waiters == 0 && (over = excess_why(&x)))
+            pgw_server_close(srv, over);
+        else
+            continue;
+        x.size--;             /* one server fewer in each count */
+        x.db--;
+        x.user--;
     }
 }
 

@@ -1,6 +1,7 @@
 """Pool limits and server retirement against the real PostgreSQL:
 max_user_connections (general, per [users] entry, and counted by the
-server login user of an entry with user=), server_lifetime,
+server login user of an entry with user=; lowered by a reload under
+load), server_lifetime,
 server_idle_timeout with min_pool_size, and auth_type = any.
 
 Every wait polls observable state (SHOW POOLS / SHOW SERVERS on the
@@ -274,6 +275,118 @@ class TestMaxUserConnections(PoolLimitsCase):
         wait_until(lambda: len(self.backend_pids(app)) == 2 and bg.result in
                    self.backend_pids(app), timeout=10, what="the waiter's backend")
         self.assertLessEqual(len(self.backend_pids(app)), 2)
+
+
+class TestLimitsLoweredByReload(PoolLimitsCase):
+    """A reload that lowers max_db_connections or max_user_connections
+    shrinks what is over it: a server coming back closes while its
+    database (or user) has more servers than the new limit, whoever waits
+    (in its pool or another under the same limit), and idle ones close at
+    the next maintenance tick, as for a lowered pool_size."""
+
+    def start_px(self, key):
+        return self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3,
+                                            key: 4, "query_wait_timeout": 30,
+                                            "server_idle_timeout": 0})
+
+    def pools(self, key):
+        """The two pools one limit covers: (db, user) of pool a, then b."""
+        db, db2, su, app = self.pg.database, self.pg.database2, self.pg.user, self.pg.app_user
+        return ((db, su), (db, app)) if key == "max_db_connections" else ((db, app), (db2, app))
+
+    def counted(self, con, key):
+        """SHOW SERVERS rows of the database (or user) the limit counts."""
+        (db, user), _ = self.pools(key)
+        if key == "max_db_connections":
+            return self.show(con, "SERVERS", database=db)
+        return self.show(con, "SERVERS", user=user)
+
+    def hold(self, px, db, user):
+        """A client of (db, user) in a transaction: (client, backend pid)."""
+        c = self.connect(px, autocommit=False, db=db, user=user)
+        return c, self.one(c, "select pg_backend_pid()")
+
+    def lower(self, px, con, key, value):
+        px.settings[key] = value
+        px.write_config()
+        con.cursor().execute("RELOAD")
+
+    def shrinks_a_busy_limit(self, key):
+        # Pool a holds 3 servers, pool b 1: the limit of 4 is reached, and
+        # a client waits in each pool.  Lowered to 2, the first two
+        # servers given back went to the waiters (a server closed only
+        # over its pool's own pool_size), and the database (user) kept 4.
+        (da, ua), (db, ub) = self.pools(key)
+        px = self.start_px(key)
+        con = self.console(px)
+        held_a = [self.hold(px, da, ua) for _ in range(3)]
+        held_b = self.hold(px, db, ub)
+        self.assertEqual(len(self.counted(con, key)), 4)
+        waiters, bgs = [], []
+        for d, u in ((da, ua), (db, ub)):
+            w = self.connect(px, autocommit=False, db=d, user=u)
+            waiters.append(w)
+            bgs.append(Background(lambda w=w: self.one(w, "select pg_backend_pid()")))
+            self.waiting(con, d, u)
+        self.lower(px, con, key, 2)
+        held_a[0][0].commit()
+        held_a[1][0].commit()
+        kept = sorted([held_a[2][1], held_b[1]])
+        wait_until(lambda: sorted(r["remote_pid"] for r in self.counted(con, key)) == kept,
+                   timeout=10, what="the servers still held, and no other")
+        self.assertEqual(self.pool(con, da, ua)["cl_waiting"], 1)
+        self.assertEqual(self.pool(con, db, ub)["cl_waiting"], 1)
+        for pid in (held_a[0][1], held_a[1][1]):
+            self.closed_because(px, pid, '"%s lowered"' % key)
+        wait_until(lambda: self.backend_pids(ub if key == "max_user_connections" else None)
+                   == kept, timeout=10, what="the closed servers' backends gone")
+        # At the limit now: each server given back serves its pool's waiter.
+        held_a[2][0].commit()
+        bgs[0].join(10)
+        self.assertIsNone(bgs[0].error)
+        self.assertEqual(bgs[0].result, held_a[2][1])
+        held_b[0].commit()
+        bgs[1].join(10)
+        self.assertIsNone(bgs[1].error)
+        self.assertEqual(bgs[1].result, held_b[1])
+        for w in waiters:
+            w.commit()
+        self.assertEqual(sorted(r["remote_pid"] for r in self.counted(con, key)), kept)
+
+    def test_a_lowered_max_db_connections_shrinks_a_busy_database(self):
+        self.shrinks_a_busy_limit("max_db_connections")
+
+    def test_a_lowered_max_user_connections_shrinks_a_busy_user(self):
+        self.shrinks_a_busy_limit("max_user_connections")
+
+    def test_idle_servers_over_a_lowered_limit_close(self):
+        # Idle servers were closed only over their pool's pool_size: over
+        # a lowered db or user limit they stayed until server_idle_timeout
+        # (off here), or for ever with min_pool_size.
+        for key in ("max_db_connections", "max_user_connections"):
+            with self.subTest(key=key):
+                (da, ua), (db, ub) = self.pools(key)
+                px = self.start_px(key)
+                con = self.console(px)
+                held = [self.hold(px, da, ua) for _ in range(3)] + [self.hold(px, db, ub)]
+                for c, _ in held:
+                    c.commit()
+                wait_until(lambda: self.pool(con, da, ua)["sv_active"] == 0 and
+                           self.pool(con, db, ub)["sv_active"] == 0, what="the servers idle")
+                self.assertEqual(len(self.counted(con, key)), 4)
+                self.lower(px, con, key, 2)
+                wait_until(lambda: len(self.counted(con, key)) == 2, timeout=10,
+                           what="two servers left")
+                gone = [pid for _, pid in held
+                        if pid not in [r["remote_pid"] for r in self.counted(con, key)]]
+                self.assertEqual(len(gone), 2)
+                for pid in gone:
+                    self.closed_because(px, pid, '"%s lowered"' % key)
+                px.stop()
+                for c, _ in held:
+                    c.close()
+                wait_until(lambda: not self.backend_pids(), timeout=30,
+                           what="the backends gone")
 
 
 class TestQueryWaitTimeoutOnline(PoolLimitsCase):
