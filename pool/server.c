@@ -562,25 +562,28 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_pool_kick_related(pool);
         return;
     }
+    /* Started under settings a reload has since changed (another
+     * target_session_attrs, host list, user or database): its verdict on
+     * the host is of the old ones, and the waiters get a server logging in
+     * with the new ones (kicked below). */
+    bool stale = ps->settings_gen != pool->settings_gen;
     if (!answered && pgw_pool_target_mismatch(text)) {
         /* Up and answering, but not what target_session_attrs asks for
          * (a standby, a read-only session): not a health failure; this
          * pool tries its other hosts. */
         pgw_backend_connected(be, probe);
-        pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
+        if (!stale)
+            pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
     } else if (answered || local) {
         /* The server answered and refused this pool's user or database,
          * or its connect_query: the backend is fine (other pools on it
-         * too), this pool waits server_login_retry.  Not for a login
-         * started under settings a reload has since changed: its refusal
-         * is of the old ones (the waiters get a server logging in with
-         * the new ones, kicked below). */
+         * too), this pool waits server_login_retry (not when stale). */
         pgw_backend_connected(be, probe);
-        if (ps->settings_gen == pool->settings_gen)
+        if (!stale)
             pgw_pool_login_failed(pool, sqlstate, text);
     } else {
         pgw_pool_host_failed(pool, ps->host, be);
-        if (ps->standby_pass)     /* libpq's first pass would go on too */
+        if (ps->standby_pass && !stale)   /* libpq's first pass would go on too */
             pgw_pool_host_no_standby(pool, ps->host, be);
         pgw_backend_failed(be, probe, text);
     }

@@ -21,7 +21,8 @@ reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
     the hosts, is a config error (file:line);
   - target_session_attrs=read-write: a read-only host is passed over for
     the next one, without counting against its breaker; with no host
-    matching, clients get libpq's reason;
+    matching, clients get libpq's reason; the verdict of a login a reload
+    overtook (target_session_attrs dropped) is not the pool's;
   - each target_session_attrs value against real servers of each kind
     (SideClusters: a hot standby, a read-only primary, on unix sockets),
     prefer-standby's two passes (a standby while one is up, else any host)
@@ -44,6 +45,7 @@ import threading
 import psycopg2
 import psycopg2.extras
 
+import pgw_hardening as hz
 import pgwharf_test as pt
 
 SETTINGS = {
@@ -60,20 +62,29 @@ SETTINGS = {
 class FakeReadOnlyServer:
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in and
     reports a read-only session; libpq with target_session_attrs=read-write
-    then says "session is read-only" and hangs up."""
+    then says "session is read-only" and hangs up.  held: each login waits,
+    its startup packet read (counted in self.arrived), until release()."""
 
-    def __init__(self):
+    def __init__(self, held=False):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.logins = 0
+        self.arrived = 0
+        self.gate = threading.Event()
+        if not held:
+            self.gate.set()
         self.closed = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
+    def release(self):
+        self.gate.set()
+
     def close(self):
         self.closed = True
+        self.gate.set()
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
         except OSError:
@@ -114,6 +125,8 @@ class FakeReadOnlyServer:
                     conn.sendall(b"N")
                     continue
                 break
+            self.arrived += 1
+            self.gate.wait(30)
             self.logins += 1
             out = self._msg(b"R", struct.pack("!I", 0))
             for k, v in (("server_version", "15.0"), ("default_transaction_read_only", "on"),
@@ -573,6 +586,37 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         # server_login_retry: one attempt, the later clients got its error
         self.assertEqual(self.fake.logins, 1)
 
+
+    def test_a_mismatch_found_by_a_login_started_before_a_reload_is_ignored(self):
+        # target_session_attrs=read-write on the one (read-only) host; a
+        # reload drops it while the first login is under way.  libpq's
+        # verdict on that login ("session is read-only") is of the old
+        # setting: it skipped the host, and with no host left refused the
+        # waiting client and every client for server_login_retry, though
+        # the entry now takes the host as it is.
+        held = FakeReadOnlyServer(held=True)
+        self.addCleanup(held.close)
+        entry = "host=127.0.0.1 port=%d dbname=%s" % (held.port, self.pg.database)
+        px = self.start_pgwharf(settings=dict(SETTINGS),
+                                databases={"ro": entry + " target_session_attrs=read-write"})
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        login = pt.Background(lambda: hz.sync_login(s, self.pg.user, "ro", self.pg.password))
+        pt.wait_until(lambda: held.arrived == 1, what="the server login at the fake server")
+        px.databases["ro"] = entry
+        px.write_config()
+        px.admin("RELOAD")
+        held.release()
+        login.join(20)
+        self.assertFalse(login.is_alive())
+        self.assertIsNone(login.error)
+        self.assertEqual(held.logins, 2)
+        self.assertIn("session is read-only", px.log())
+        # the host is not skipped: the next client gets a server there too
+        s2 = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s2.close)
+        hz.sync_login(s2, self.pg.user, "ro", self.pg.password)
+        self.assertEqual(held.logins, 3)
 
     def test_a_set_kept_by_the_reset_query_is_the_clients(self):
         # server_reset_query = DEALLOCATE ALL leaves a client's SET in place
