@@ -601,7 +601,11 @@ static void login_succeeded(struct pgw_server *srv)
     struct pool_server *ps = srv_priv(srv);
     bool probe = ps->probe;
     ps->probe = false;
-    pgw_pool_login_ok(pool);
+    /* Not a login started under settings a reload has since changed: its
+     * success says nothing of the new ones, which may have been refused
+     * (server_login_retry) meanwhile. */
+    if (ps->settings_gen == pool->settings_gen)
+        pgw_pool_login_ok(pool);
     if (server_reusable(srv))
         pgw_server_make_idle(srv);
     else

@@ -975,6 +975,37 @@ class TestBreakers(AdminTestCase):
         self.assertEqual(bg.result, 42)
         self.assertEqual(pt.one(self.client(px), "select 7"), 7)
 
+    def test_a_login_started_before_a_reload_does_not_end_the_new_settings_refusal(self):
+        # A login under the entry's old settings (a connect_query held at a
+        # gate) succeeds after a reload put in a connect_query that fails,
+        # and after a login with it was refused: its success ended that
+        # refusal, so the next waiting client had a new login refused the
+        # same way instead of the refusal at once (server_login_retry).
+        gate = hz.Gate(self.pg, 7821)
+        self.addCleanup(gate.close)
+        held = self.pg.conn_string(self.pg.database, connect_query="select %s" % gate.sql())
+        bad = self.pg.conn_string(self.pg.database, connect_query="select 1/0")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "server_login_retry": "60s",
+                                          "query_wait_timeout": "30s"},
+                                databases={self.pg.database: held})
+        conn = self.admin_conn(px)
+        first = Background(lambda: pt.one(self.client(px), "select 1"))
+        self.pg.wait_running(gate.sql(), lock_wait=True)    # its connect_query waits
+        px.databases[self.pg.database] = bad
+        px.reload()
+        wait_until(lambda: px.log().count("event=reload ") == 1, what="the reload")
+        second = Background(lambda: pt.one(self.client(px), "select 2"))
+        px.wait_for_log("event=server_connect_failed .*division by zero")
+        self.wait_pool(conn, cl_waiting=2)
+        gate.open()
+        for bg in (first, second):
+            bg.join(20)
+            self.assertFalse(bg.is_alive())
+            self.assertIn("division by zero", str(bg.error))
+        refused = re.findall(r"event=server_connect_failed [^\n]*division by zero", px.log())
+        self.assertEqual(len(refused), 1, refused)
+
+
 class TestPoolsFreed(AdminTestCase):
     """Pools that nobody can come back for must not stay for ever: those of
     the "*" entry after autodb_idle_timeout, those of an entry a reload
