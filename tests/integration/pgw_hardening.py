@@ -2,8 +2,9 @@
 test_crosstalk, test_malformed): a compact raw-protocol asyncio client, a
 load "fleet" that measures every request, a pgbench runner in the
 background, and leak checks (fds, server connections, RSS) that poll with
-a bound.  Not a test module itself (no test_ prefix: ctest does not run
-it).
+a bound; FakeServer, the base of the fake PostgreSQL servers of
+test_hosts and test_notify.  Not a test module itself (no test_ prefix:
+ctest does not run it).
 
 Standard library only (plus what pgwharf_test uses).
 
@@ -862,3 +863,84 @@ class Forwarder:
             except OSError:
                 pass
         self.thread.join(10)
+
+
+class FakeServer:
+    """A PostgreSQL look-alike on 127.0.0.1, port 0 (self.port): a thread
+    accepts, and each connection gets a thread of its own running
+    session(conn), which a subclass writes with the helpers below; a
+    socket error, EOF or a malformed length ends the session quietly, and
+    the connection is closed.  Set a subclass's attributes before calling
+    __init__ (the accepting thread starts there).  close() stops accepting
+    (addCleanup)."""
+
+    TIMEOUT = 10                        # each connection's socket timeout
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        try:                            # wakes the accept() (a close alone
+            self.sock.shutdown(socket.SHUT_RDWR)    # does not): the thread ends
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        conn.settimeout(self.TIMEOUT)
+        try:
+            self.session(conn)
+        except (OSError, EOFError, struct.error):
+            pass
+        finally:
+            conn.close()
+
+    def session(self, conn):
+        raise NotImplementedError
+
+    @staticmethod
+    def _read(conn, n):
+        """Exactly n bytes (EOFError if the peer closes first); every read
+        of the helpers goes through here (a subclass may hold it)."""
+        return _recv_exact(conn, n)
+
+    _msg = staticmethod(msg)
+
+    def read_startup(self, conn):
+        """The startup packet's body, after answering N to each
+        SSLRequest and GSSENCRequest before it."""
+        while True:
+            (length,) = struct.unpack("!I", self._read(conn, 4))
+            body = self._read(conn, length - 4)
+            if struct.unpack("!I", body[:4])[0] not in (80877103, 80877104):
+                return body
+            conn.sendall(b"N")
+
+    def read_msg(self, conn):
+        """The next frontend message: (kind, body)."""
+        kind = self._read(conn, 1)
+        (length,) = struct.unpack("!I", self._read(conn, 4))
+        return kind, self._read(conn, length - 4)
+
+    def login_ok(self, params):
+        """AuthenticationOk, a ParameterStatus for each (name, value) of
+        params, BackendKeyData and ReadyForQuery (idle)."""
+        out = self._msg(b"R", struct.pack("!I", 0))
+        for k, v in params:
+            out += self._msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
+        out += self._msg(b"K", struct.pack("!II", 4242, 1234))
+        return out + self._msg(b"Z", b"I")

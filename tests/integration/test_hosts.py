@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -59,88 +58,37 @@ SETTINGS = {
 }
 
 
-class FakeReadOnlyServer:
+class FakeReadOnlyServer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in and
     reports a read-only session; libpq with target_session_attrs=read-write
     then says "session is read-only" and hangs up.  held: each login waits,
     its startup packet read (counted in self.arrived), until release()."""
 
     def __init__(self, held=False):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.logins = 0
         self.arrived = 0
         self.gate = threading.Event()
         if not held:
             self.gate.set()
-        self.closed = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
     def release(self):
         self.gate.set()
 
     def close(self):
-        self.closed = True
         self.gate.set()
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
+        super().close()
+
+    def session(self, conn):
+        self.read_startup(conn)
+        self.arrived += 1
+        self.gate.wait(30)
+        self.logins += 1
+        conn.sendall(self.login_ok((("server_version", "15.0"),
+                                    ("default_transaction_read_only", "on"),
+                                    ("in_hot_standby", "off"), ("client_encoding", "UTF8"))))
+        while conn.recv(1024):
             pass
-        self.thread.join(5)
-        self.sock.close()
-
-    def _serve(self):
-        while not self.closed:
-            conn, _ = self.sock.accept()
-            if self.closed:
-                conn.close()
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _read(conn, n):
-        data = b""
-        while len(data) < n:
-            chunk = conn.recv(n - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
-
-    @staticmethod
-    def _msg(kind, body):
-        return kind + struct.pack("!I", len(body) + 4) + body
-
-    def _one(self, conn):
-        conn.settimeout(10)
-        try:
-            while True:
-                (length,) = struct.unpack("!I", self._read(conn, 4))
-                body = self._read(conn, length - 4)
-                code = struct.unpack("!I", body[:4])[0]
-                if code in (80877103, 80877104):        # SSLRequest, GSSENCRequest
-                    conn.sendall(b"N")
-                    continue
-                break
-            self.arrived += 1
-            self.gate.wait(30)
-            self.logins += 1
-            out = self._msg(b"R", struct.pack("!I", 0))
-            for k, v in (("server_version", "15.0"), ("default_transaction_read_only", "on"),
-                         ("in_hot_standby", "off"), ("client_encoding", "UTF8")):
-                out += self._msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
-            out += self._msg(b"K", struct.pack("!II", 4242, 1234))
-            out += self._msg(b"Z", b"I")
-            conn.sendall(out)
-            while conn.recv(1024):
-                pass
-        except (OSError, EOFError, struct.error):
-            pass
-        finally:
-            conn.close()
 
 
 class SideClusters:

@@ -1475,7 +1475,7 @@ class TestHubServerLost(NotifyCase):
         assert_ended(self, a, "08006", "(server marked for closing): " + LOST)
 
 
-class CutAfterAnswer:
+class CutAfterAnswer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with
     its first word, then ReadyForQuery), except the first LISTEN of a
@@ -1485,46 +1485,13 @@ class CutAfterAnswer:
     (PostgreSQL writes both together; the stream may still be cut between
     them).  queries: every Query's text, in order."""
 
+    TIMEOUT = 30
+
     def __init__(self, cut, fail=()):
         self.cut, self.fail = set(cut), set(fail)
         self.queries = []
         self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        try:                            # wakes the accept() (a close alone
-            self.sock.shutdown(socket.SHUT_RDWR)    # does not): the thread ends
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(5)
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _read(conn, n):
-        data = b""
-        while len(data) < n:
-            chunk = conn.recv(n - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
-
-    @staticmethod
-    def _msg(kind, body):
-        return kind + struct.pack("!I", len(body) + 4) + body
+        super().__init__()
 
     def _answer(self, sql):
         words = sql.replace('"', " ").replace(";", " ; ").split()
@@ -1543,41 +1510,24 @@ class CutAfterAnswer:
                 out += self._msg(b"C", stmt[0].upper().encode() + b"\0")
         return out, cut
 
-    def _one(self, conn):
-        conn.settimeout(30)
-        try:
-            while True:
-                (length,) = struct.unpack("!I", self._read(conn, 4))
-                body = self._read(conn, length - 4)
-                if struct.unpack("!I", body[:4])[0] in (80877103, 80877104):
-                    conn.sendall(b"N")          # SSLRequest, GSSENCRequest
-                    continue
-                break
-            out = self._msg(b"R", struct.pack("!I", 0))
-            for k, v in (("server_version", "15.0"), ("server_encoding", "UTF8"),
-                         ("client_encoding", "UTF8"), ("standard_conforming_strings", "on"),
-                         ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"),
-                         ("integer_datetimes", "on")):
-                out += self._msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
-            out += self._msg(b"K", struct.pack("!II", 4242, 1234))
+    def session(self, conn):
+        self.read_startup(conn)
+        conn.sendall(self.login_ok((("server_version", "15.0"), ("server_encoding", "UTF8"),
+                                    ("client_encoding", "UTF8"),
+                                    ("standard_conforming_strings", "on"),
+                                    ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"),
+                                    ("integer_datetimes", "on"))))
+        while True:
+            kind, body = self.read_msg(conn)
+            if kind == b"X":
+                return
+            if kind != b"Q":
+                continue
+            out, cut = self._answer(body.rstrip(b"\0").decode())
+            if cut:
+                conn.sendall(out)
+                return                          # closed before the ReadyForQuery
             conn.sendall(out + self._msg(b"Z", b"I"))
-            while True:
-                kind = self._read(conn, 1)
-                (length,) = struct.unpack("!I", self._read(conn, 4))
-                body = self._read(conn, length - 4)
-                if kind == b"X":
-                    return
-                if kind != b"Q":
-                    continue
-                out, cut = self._answer(body.rstrip(b"\0").decode())
-                if cut:
-                    conn.sendall(out)
-                    return                      # closed before the ReadyForQuery
-                conn.sendall(out + self._msg(b"Z", b"I"))
-        except (OSError, EOFError, struct.error):
-            pass
-        finally:
-            conn.close()
 
 
 class TestHubLostAfterTheAnswer(pt.PgwharfTestCase):
