@@ -2,7 +2,8 @@
 sees its own rows, however the others behave.
 
 40 asyncio clients (the raw-protocol client of pgw_hardening) each own a
-token and loop for DURATION seconds over a random mix of:
+token and runs OPS requests, each picked at random (seeded per client)
+from a mix of:
 
   small        SELECT 'token', pg_backend_pid(), now() = statement_timestamp()
                (the last column proves no transaction was left open on the
@@ -40,7 +41,8 @@ import pgw_hardening as hz
 
 CLIENTS = 40
 POOL = 3
-DURATION = 20.0
+OPS = 40           # per client: 1600 in all, the rarest kinds (5 in 100) ~80 times
+FAIR = 5           # what every client has done when the first is through
 
 
 def token(k):
@@ -208,7 +210,7 @@ class CrossTalkClient:
             raise Violation("mixed: unexpected error %s %s" % (err.get("C"), err.get("M")))
         self.check_rows(rows, "mixed", 1)
 
-    async def run(self, until):
+    async def run(self):
         actions = [(self.small, 30), (self.large, 15), (self.transaction, 15),
                    (self.pipelined, 10), (self.extended, 10), (self.prepared, 10),
                    (self.drop_in_tx, 5),
@@ -217,7 +219,9 @@ class CrossTalkClient:
             # Named statements are server-local without max_prepared_statements.
             actions = [(fn, w) for fn, w in actions if fn != self.prepared] + [(self.mixed, 20)]
         total = sum(w for _, w in actions)
-        while time.monotonic() < until and not self.violations:
+        for _ in range(OPS):
+            if self.violations:
+                break
             x = self.rnd.uniform(0, total)
             for fn, w in actions:
                 x -= w
@@ -279,9 +283,15 @@ class TestCrossTalk(pt.AppRoleTestCase):
         base = hz.Baseline(px, self.pg, self.user)
         clients = [CrossTalkClient(self, px, k) for k in range(CLIENTS)]
 
+        first_through = []          # every client's count when the first had done OPS
+
+        async def run(c):
+            await c.run()
+            if not first_through:
+                first_through.extend(sum(x.counts.values()) for x in clients)
+
         async def main():
-            until = time.monotonic() + DURATION
-            await asyncio.gather(*[c.run(until) for c in clients])
+            await asyncio.gather(*[run(c) for c in clients])
 
         t0 = time.monotonic()
         asyncio.run(main())
@@ -291,11 +301,13 @@ class TestCrossTalk(pt.AppRoleTestCase):
             for k, v in c.counts.items():
                 counts[k] = counts.get(k, 0) + v
         violations = [v for c in clients for v in c.violations]
-        print("cross-talk: %d clients, pool %d, %.1fs: %s; %d violations"
-              % (CLIENTS, POOL, took, counts, len(violations)))
+        print("cross-talk: %d clients, pool %d, %.1fs: %s; %d violations; the slowest had "
+              "done %d when the first was through"
+              % (CLIENTS, POOL, took, counts, len(violations), min(first_through or [0])))
         self.assertEqual(violations[:20], [])
-        self.assertTrue(all(sum(c.counts.values()) >= 5 for c in clients),
-                        "some clients starved: %s" % [sum(c.counts.values()) for c in clients])
+        self.assertEqual([sum(c.counts.values()) for c in clients], [OPS] * CLIENTS)
+        self.assertTrue(all(n >= FAIR for n in first_through),
+                        "some clients starved: %s when the first was through" % first_through)
         self.assertTrue(px.alive())
         base.settle(self, max_servers=POOL, what="cross-talk",
                     rss_margin_kb=(128 if slow else 32) * 1024)
