@@ -29,8 +29,9 @@ The pieces:
                            pgwharf, closed at the test's end
   AppRoleTestCase          the same, logging in as the app role (self.user,
                            self.password, self.db)
-  PgbenchTestCase          the same with pgbench's tables; bench(px, args):
-                           a 4 s pgbench through px with no failed transaction
+  PgbenchTestCase          the same with pgbench's tables; bench(px, args, t):
+                           pgbench through px, t transactions a client, each
+                           processed, none failed
   wait_until(fn, timeout)  poll a condition with a deadline
   Background(fn)           fn in a thread; .result / .error afterwards
   one(conn, sql)           the first value of a query (DB-API connection)
@@ -1154,9 +1155,11 @@ class PgwharfTestCase(unittest.TestCase):
 
 class PgbenchTestCase(PgwharfTestCase):
     """A PgwharfTestCase with pgbench's tables (scale 2) in the test
-    database.  bench(px, args) runs pgbench through px for 4 s on 2 threads
-    (args: clients, -S, -M...) and asserts it ran with no failed
-    transaction; returns assert_pgbench_ok's (CompletedProcess,
+    database.  bench(px, args, t) runs pgbench through px on 2 threads,
+    t transactions a client (-t; args: -c clients, -S, -M...), and asserts
+    it ran with no failed transaction and processed every one (a client
+    cut off or stuck fails it; a fixed -T would let the others make up
+    its count); returns assert_pgbench_ok's (CompletedProcess,
     transactions processed)."""
 
     @classmethod
@@ -1164,8 +1167,10 @@ class PgbenchTestCase(PgwharfTestCase):
         super().setUpClass()
         cls.pg.pgbench(["-i", "-s", "2", "-q"])
 
-    def bench(self, px, args):
-        return self.assert_pgbench_ok(px, list(args) + ["-T", "4", "-j", "2"])
+    def bench(self, px, args, t):
+        cp, n = self.assert_pgbench_ok(px, list(args) + ["-t", str(t), "-j", "2"])
+        self.assertEqual(n, int(args[args.index("-c") + 1]) * t, cp.stdout)
+        return cp, n
 
 
 class AppRoleTestCase(PgwharfTestCase):

@@ -108,7 +108,7 @@ class TestPgbenchPrepared(pt.PgbenchTestCase):
     def test_select_only_100_clients_pool_5(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
                                           "max_client_conn": 200})
-        self.bench(px, ["-S", "-M", "prepared", "-c", "100"])
+        self.bench(px, ["-S", "-M", "prepared", "-c", "100"], 20)
 
     def test_show_stats_counts_parses_and_binds(self):
         # PgBouncer's total_client_parse_count, total_server_parse_count and
@@ -140,7 +140,7 @@ class TestPgbenchPrepared(pt.PgbenchTestCase):
         # pgbench prepares each client's statements with blocking calls: with
         # more clients than servers its own thread can deadlock (any pooler).
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
-        self.bench(px, ["-M", "prepared", "-c", "5"])
+        self.bench(px, ["-M", "prepared", "-c", "5"], 40)
 
 
 class TestDriversPrepared(pt.PgwharfTestCase):

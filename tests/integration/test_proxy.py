@@ -118,20 +118,21 @@ class TestPgbench(pt.PgbenchTestCase):
     def test_transaction_mode_100_clients_pool_10(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 10,
                                           "max_client_conn": 200})
-        for args in (["-S", "-c", "100"], ["-c", "100"],
-                     ["-S", "-M", "extended", "-c", "100"], ["-M", "extended", "-c", "50"]):
+        for args, t in ((["-S", "-c", "100"], 20), (["-c", "100"], 3),
+                        (["-S", "-M", "extended", "-c", "100"], 20),
+                        (["-M", "extended", "-c", "50"], 10)):
             with self.subTest(args=args):
-                self.bench(px, args)
+                self.bench(px, args, t)
                 # Never more servers than the pool allows.
                 self.assertLessEqual(self.pg.backend_count(db=self.pg.database), 10 + 1)
 
     def test_session_mode_prepared(self):
         px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 20})
-        self.bench(px, ["-S", "-M", "prepared", "-c", "10"])
+        self.bench(px, ["-S", "-M", "prepared", "-c", "10"], 100)
 
     def test_connect_per_transaction(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
-        self.bench(px, ["-S", "-C", "-c", "10"])
+        self.bench(px, ["-S", "-C", "-c", "10"], 30)
 
 
 class TestDrivers(pt.PgwharfTestCase):
