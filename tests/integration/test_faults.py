@@ -135,10 +135,11 @@ class FaultCase(pt.AppRoleTestCase):
         self.assertTrue(states and all(s == "closed" for s in states), states)
         # Serving: a fresh client, and pgbench with no failures.
         self.assertEqual(px.psql("select 'after %s'" % name, user=self.user), "after " + name)
-        after = hz.Pgbench(px, ["-c", "20", "-j", "2", "-T", "2"], self.user, self.password,
+        after = hz.Pgbench(px, ["-c", "20", "-j", "2", "-t", "50"], self.user, self.password,
                            self.db)
         self.assertEqual(after.wait(30), 0, after.out + after.err)
         self.assertEqual(after.failed_transactions() or 0, 0, after.out)
+        self.assertEqual(after.transactions(), 20 * 50, after.out)
         base.settle(self, max_servers=POOL, what=name,
                     rss_margin_kb=(128 if slow else 32) * 1024)
         return px, fleet
