@@ -260,12 +260,12 @@ class TestClientTls(TlsTestCase):
         e.update(PGPASSWORD=self.pg.password, PGSSLMODE="require")
         for mode in ("simple", "extended"):
             cp = subprocess.run([pt.pg_bin("pgbench"), "-h", "127.0.0.1", "-p", str(px.port),
-                                 "-U", self.pg.user, "-n", "-c", "12", "-j", "2", "-T", "4",
+                                 "-U", self.pg.user, "-n", "-c", "12", "-j", "2", "-t", "50",
                                  "-M", mode, "-f", script, self.pg.database],
                                 capture_output=True, text=True, timeout=120, env=e)
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr + px.log_tail())
             m = re.search(r"number of transactions actually processed: (\d+)", cp.stdout)
-            self.assertTrue(m and int(m.group(1)) > 0, cp.stdout)
+            self.assertTrue(m and int(m.group(1)) == 12 * 50, cp.stdout)
             m = re.search(r"number of failed transactions: (\d+)", cp.stdout)
             if m:
                 self.assertEqual(int(m.group(1)), 0, cp.stdout)
