@@ -366,28 +366,13 @@ class TestHostLists(ReplicationCase):
         # host left.  Its attempt is held at the fake's gate over the
         # reload.
         from test_hosts import FakeReadOnlyServer
-        import threading
-
-        class GatedFake(FakeReadOnlyServer):
-            def __init__(self):
-                self.gate = threading.Event()
-                self.arrived = threading.Event()
-                super().__init__()
-
-            def _read(self, conn, n):
-                data = FakeReadOnlyServer._read(conn, n)
-                if n > 4 and not self.gate.is_set():    # a startup packet's body
-                    self.arrived.set()
-                    self.gate.wait(30)
-                return data
 
         # Two hosts; then more than 64 (the marks in a heap array), the
         # class's ungated read-only fake padding the list.
         for pad in (0, 68):
             with self.subTest(hosts=2 + pad):
-                fake = GatedFake()
+                fake = FakeReadOnlyServer(held=True)     # each login held
                 self.addCleanup(fake.close)
-                self.addCleanup(fake.gate.set)
                 gated, real = ("127.0.0.1", fake.port), ("127.0.0.2", self.pg.port)
                 padding = [("127.0.0.1", self.fake.port)] * pad
                 px = self.start_pgwharf(
@@ -395,13 +380,14 @@ class TestHostLists(ReplicationCase):
                     settings={"server_login_retry": "60s"})
                 t = pt.Background(lambda: self.logical_addr(px, "hl"))
                 self.addCleanup(lambda t=t: t.join(30))
-                self.assertTrue(fake.arrived.wait(20), "the first attempt never reached the fake")
+                pt.wait_until(lambda: fake.arrived == 1,
+                              what="the first attempt at the fake")
                 reloads = px.log().count("event=reload ")
                 px.databases["hl"] = self.entry([real, gated] + padding, "disable")
                 px.reload()
                 pt.wait_until(lambda: px.log().count("event=reload ") > reloads,
                               what="the reload")
-                fake.gate.set()
+                fake.release()
                 t.join(30)
                 self.assertFalse(t.is_alive(), "the replication client still waits")
                 self.assertIsNone(t.error)
