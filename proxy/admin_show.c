@@ -249,6 +249,33 @@ static const char *tls_text(void *ssl, char *buf, size_t len)
 
 /* ---- SHOW POOLS ---- */
 
+/* The console's pool, pgbouncer/pgbouncer, against a pool: by database,
+ * then user (< 0: the console's comes first). */
+static int cmp_console_pool(const struct pgw_pool *p)
+{
+    int c = strcmp("pgbouncer", pgw_pool_dbname(p));
+    return c ? c : strcmp("pgbouncer", pgw_pool_user(p));
+}
+
+/* PgBouncer's row for its console pool: the console sessions are its
+ * cl_active clients; it has no servers, and its pool_mode is statement. */
+static void console_pool_row(struct pgw_rs *rs, struct pgw_proxy *px)
+{
+    int clients = 0;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
+        if (pgw_container_of(l, struct pgw_session, node)->state == PGW_SS_ADMIN)
+            clients++;
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, "pgbouncer");
+    pgw_rs_text(rs, "pgbouncer");
+    pgw_rs_int(rs, clients);
+    for (int k = 0; k < 12; k++)        /* cl_waiting ... maxwait_us */
+        pgw_rs_int(rs, 0);
+    pgw_rs_text(rs, "statement");
+    pgw_rs_text(rs, NULL);
+    pgw_rs_row_end(rs);
+}
+
 static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
@@ -262,8 +289,17 @@ static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
     struct pgw_rs rs;
     int n;
     struct pgw_pool_row *rows = pgw_admin_pool_rows(s->px, &n);
+    bool console_done = false;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i <= n; i++) {
+        /* PgBouncer's console pool, pgbouncer/pgbouncer, in its place by
+         * name (as SHOW CLIENTS and SOCKETS list the console's clients). */
+        if (!console_done && (i == n || cmp_console_pool(rows[i].pool) < 0)) {
+            console_pool_row(&rs, s->px);
+            console_done = true;
+        }
+        if (i == n)
+            break;
         const struct pgw_pool_row *r = &rows[i];
         long long us = (long long)(r->maxwait * 1e6);
         pgw_rs_row(&rs);
@@ -1068,7 +1104,7 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     list_row(&rs, "databases", px->cfg->ndbs);
     list_row(&rs, "users", users);   /* the rows of SHOW USERS */
     list_row(&rs, "peers", px->cfg->npeers);
-    list_row(&rs, "pools", pools);
+    list_row(&rs, "pools", pools + 1);   /* the rows of SHOW POOLS: the console's too */
     list_row(&rs, "peer_pools", 0);
     list_row(&rs, "free_clients", 0);
     list_row(&rs, "used_clients", used);

@@ -220,7 +220,7 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual((config["server_round_robin"]["value"],
                           config["server_round_robin"]["default"]), ("0", "0"))
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
-        self.assertEqual(lists["pools"], 1)
+        self.assertEqual(lists["pools"], 2)     # and the console's, as SHOW POOLS
         self.assertEqual(lists["databases"], 3)
         self.assertGreaterEqual(lists["used_clients"], 2)
         # users: what SHOW USERS lists, as PgBouncer's user_list is both
@@ -235,6 +235,24 @@ class TestShowColumns(AdminTestCase):
         breakers = self.show(conn, "BREAKERS")[1]
         self.assertEqual([b["state"] for b in breakers], ["closed"])
         self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))
+
+    def test_show_pools_lists_the_consoles_pool(self):
+        # As PgBouncer (1.18 run side by side): a pgbouncer/pgbouncer row
+        # whose cl_active are the console sessions, no servers, pool_mode
+        # statement.  pgwharf had no such row, though SHOW CLIENTS and
+        # SOCKETS list the console's clients as that pool's.
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        conn = self.admin_conn(px)
+        self.admin_conn(px).cursor().execute("SHOW VERSION")     # a second console
+        row = self.rows(conn, "POOLS", database="pgbouncer")
+        self.assertEqual(len(row), 1, self.show(conn, "POOLS")[1])
+        want = {c: 0 for c, _ in COLUMNS["POOLS"][2:15]}
+        want.update(database="pgbouncer", user="pgbouncer", cl_active=2,
+                    pool_mode="statement", load_balance_hosts=None)
+        self.assertEqual(row[0], want)
+        lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+        self.assertEqual(lists["pools"], len(self.show(conn, "POOLS")[1]))
 
     def test_databases_pools_and_users_are_listed_by_name(self):
         # As PgBouncer keeps them (database_list, pool_list, user_list in
@@ -252,8 +270,9 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(sorted(names), names)
         self.assertTrue({"zz", "aa", "mm"} <= set(names), names)
         pools = [(r["database"], r["user"]) for r in self.show(conn, "POOLS")[1]]
+        # the console's pool (pgbouncer/pgbouncer) in its place by name too
         self.assertEqual(pools, [("aa", self.pg.user), ("mm", self.pg.user),
-                                 ("zz", self.pg.user)])
+                                 ("pgbouncer", "pgbouncer"), ("zz", self.pg.user)])
         users = [(r["name"], r["pool_size"]) for r in self.show(conn, "USERS")[1]]
         # pool_size is text as PgBouncer writes it, "%9d" (it was "4")
         self.assertEqual(users, sorted([("aa_user", "        4"), (self.pg.user, ""),

@@ -2283,6 +2283,12 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         self.assertNotIn("event=notify_", px.log())
 
 
+def hub_waits(px, db):
+    """SHOW POOLS maxwait of db's pool is above 0 (the hub waits)."""
+    pool = px.show("POOLS", database=db)[0]
+    return int(pool["maxwait_us"]) > 0 or int(pool["maxwait"]) > 0
+
+
 class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
     def test_cancel_of_a_listen_waiting_for_the_hubs_server(self):
         # Both servers of the pool are held: the hub waits in the pool's
@@ -2300,8 +2306,7 @@ class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
         hz.sync_login(c, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
         c.sendall(hz.query_msg("listen pgw_canceled"))
         # The hub's wait for a server is the pool's only one.
-        pt.wait_until(lambda: int(px.show("POOLS")[0]["maxwait_us"]) > 0 or
-                      int(px.show("POOLS")[0]["maxwait"]) > 0, 20, what="the hub waiting")
+        pt.wait_until(lambda: hub_waits(px, self.pg.database), 20, what="the hub waiting")
         k = socket.create_connection((px.host, px.port), timeout=30)
         k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
         hz.read_until_closed(k, 10)
@@ -2343,12 +2348,11 @@ class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
         def row():
             return [r for r in px.show("CLIENTS") if int(r["port"]) == port][0]
         c.sendall(hz.query_msg("listen pgw_waits"))
-        pt.wait_until(lambda: int(px.show("POOLS")[0]["maxwait_us"]) > 0 or
-                      int(px.show("POOLS")[0]["maxwait"]) > 0, 20, what="the hub waiting")
+        pt.wait_until(lambda: hub_waits(px, self.pg.database), 20, what="the hub waiting")
         self.assertEqual(row()["state"], "waiting")
         pt.wait_until(lambda: int(row()["wait_us"]) > 0 or int(row()["wait"]) > 0, 20,
                       what="its wait counted")
-        pool = px.show("POOLS")[0]
+        pool = px.show("POOLS", database=self.pg.database)[0]
         self.assertEqual((int(pool["cl_active"]), int(pool["cl_waiting"])), (2, 1))
         self.assertEqual(metric("pgwharf_pool_client_waiting"), 1)
         self.assertEqual(metric("pgwharf_pool_client_active"), 2)
@@ -2358,7 +2362,7 @@ class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
         self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
         self.assertEqual((row()["state"], int(row()["wait"]), int(row()["wait_us"])),
                          ("idle", 0, 0))
-        pool = px.show("POOLS")[0]
+        pool = px.show("POOLS", database=self.pg.database)[0]
         self.assertEqual((int(pool["cl_active"]), int(pool["cl_waiting"])), (3, 0))
         self.assertEqual(metric("pgwharf_pool_client_waiting"), 0)
         self.assertEqual(hz.simple_query(holders[1], "commit"), ([], []))
