@@ -577,7 +577,9 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     const struct pgw_session *cl = srv->link;
     if (cl)
         snprintf(link, sizeof(link), "%p", (const void *)cl);
-    const char *app = cl ? cl->params[PGW_TP_APPLICATION_NAME] : NULL;
+    /* The server's own application_name, as it last reported it (as
+     * PgBouncer's varcache): an idle server keeps its last client's. */
+    const char *app = pgw_params_get(&srv->params, "application_name");
     pgw_rs_row(rs);
     pgw_rs_text(rs, "S");
     pgw_rs_text(rs, pgw_pool_user(pool));

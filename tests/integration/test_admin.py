@@ -254,6 +254,18 @@ class TestShowColumns(AdminTestCase):
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["pools"], len(self.show(conn, "POOLS")[1]))
 
+    def test_an_idle_servers_application_name_is_the_servers(self):
+        # SHOW SERVERS' application_name is the server's own, as PgBouncer
+        # shows it: an idle server keeps its last client's (it was empty
+        # unless a client held the server).
+        px = self.start()
+        cl = self.client(px, application_name="last-client")
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        servers = self.rows(conn, "SERVERS", database=self.pg.database)
+        self.assertEqual([(s["state"], s["application_name"]) for s in servers],
+                         [("idle", "last-client")])
+
     def test_databases_pools_and_users_are_listed_by_name(self):
         # As PgBouncer keeps them (database_list, pool_list, user_list in
         # order of name); pgwharf listed databases and [users] in the
