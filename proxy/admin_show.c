@@ -984,6 +984,20 @@ bool pgw_admin_key_changeable(const char *key)
     return !pgw_conf_key_fixed(key);
 }
 
+/* Keys PgBouncer has no default for: it writes NULL as their default,
+ * and as their value while unset (other unset strings are ""). */
+static bool key_default_null(const char *key)
+{
+    static const char *const keys[] = {
+        "auth_dbname", "auth_file", "auth_ident_file", "auth_user",
+        "client_tls13_ciphers", "server_tls13_ciphers", "user",
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(keys[i], key) == 0)
+            return true;
+    return false;
+}
+
 static int by_key_name(const void *a, const void *b)
 {
     return strcmp(pgw_conf_key_name(*(const int *)a), pgw_conf_key_name(*(const int *)b));
@@ -1023,6 +1037,10 @@ static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
             /* As PgBouncer writes booleans here (scripts compare with "1") */
             shown = strcmp(value, "on") == 0 ? "1" : "0";
             def = strcmp(def, "on") == 0 ? "1" : "0";
+        } else if (key_default_null(key)) {
+            def = NULL;
+            if (!shown[0])
+                shown = NULL;
         }
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, key);

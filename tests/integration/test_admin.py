@@ -266,6 +266,23 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual([(s["state"], s["application_name"]) for s in servers],
                          [("idle", "last-client")])
 
+    def test_show_config_writes_null_where_pgbouncer_does(self):
+        # PgBouncer writes NULL for the keys it has no default for (their
+        # default, and their value while unset); other unset strings are
+        # empty strings.  pgwharf wrote "" for all of them.
+        px = self.start()
+        conn = self.admin_conn(px)
+        config = {r["key"]: (r["value"], r["default"]) for r in self.show(conn, "CONFIG")[1]}
+        for key in ("auth_dbname", "auth_ident_file", "auth_user", "client_tls13_ciphers",
+                    "server_tls13_ciphers", "user"):
+            with self.subTest(key=key):
+                self.assertEqual(config[key], (None, None))
+        self.assertEqual(config["auth_file"][1], None)
+        self.assertTrue(config["auth_file"][0])            # set by the harness
+        for key in ("auth_hba_file", "logfile", "unix_socket_group"):
+            with self.subTest(key=key):
+                self.assertEqual(config[key], ("", ""))
+
     def test_databases_pools_and_users_are_listed_by_name(self):
         # As PgBouncer keeps them (database_list, pool_list, user_list in
         # order of name); pgwharf listed databases and [users] in the
