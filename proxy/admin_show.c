@@ -249,11 +249,19 @@ static const char *tls_text(void *ssl, char *buf, size_t len)
 
 /* ---- SHOW POOLS ---- */
 
-/* The console's pool, pgbouncer/pgbouncer, against a pool: by database,
- * then user (< 0: the console's comes first). */
-static int cmp_console_pool(const struct pgw_pool *p)
+/* The console pool's database: "pgbouncer", as PgBouncer's, unless
+ * [databases] names a database so (the console is "pgwharf" then). */
+static const char *console_pool_db(const struct pgw_proxy *px)
 {
-    int c = strcmp("pgbouncer", pgw_pool_dbname(p));
+    const struct pgw_conf_db *d = pgw_conf_find_db(px->cfg, "pgbouncer");
+    return d && strcmp(d->name, "pgbouncer") == 0 ? "pgwharf" : "pgbouncer";
+}
+
+/* The console's pool (user pgbouncer) against a pool: by database, then
+ * user (< 0: the console's comes first). */
+static int cmp_console_pool(const struct pgw_proxy *px, const struct pgw_pool *p)
+{
+    int c = strcmp(console_pool_db(px), pgw_pool_dbname(p));
     return c ? c : strcmp("pgbouncer", pgw_pool_user(p));
 }
 
@@ -266,7 +274,7 @@ static void console_pool_row(struct pgw_rs *rs, struct pgw_proxy *px)
         if (pgw_container_of(l, struct pgw_session, node)->state == PGW_SS_ADMIN)
             clients++;
     pgw_rs_row(rs);
-    pgw_rs_text(rs, "pgbouncer");
+    pgw_rs_text(rs, console_pool_db(px));
     pgw_rs_text(rs, "pgbouncer");
     pgw_rs_int(rs, clients);
     for (int k = 0; k < 12; k++)        /* cl_waiting ... maxwait_us */
@@ -294,7 +302,7 @@ static int show_pools(struct pgw_session *s, struct pgw_wbuf *out)
     for (int i = 0; i <= n; i++) {
         /* PgBouncer's console pool, pgbouncer/pgbouncer, in its place by
          * name (as SHOW CLIENTS and SOCKETS list the console's clients). */
-        if (!console_done && (i == n || cmp_console_pool(rows[i].pool) < 0)) {
+        if (!console_done && (i == n || cmp_console_pool(s->px, rows[i].pool) < 0)) {
             console_pool_row(&rs, s->px);
             console_done = true;
         }
@@ -520,6 +528,7 @@ static struct client_ref *client_refs(struct pgw_proxy *px, client_list_fn list_
             r->db = pgw_pool_dbname(s->pool);
             r->user = pgw_pool_user(s->pool);
         } else if (s->state == PGW_SS_ADMIN) {
+            r->db = console_pool_db(px);        /* either name: one pool */
             r->user = "pgbouncer";
         }
     }

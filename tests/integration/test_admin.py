@@ -254,6 +254,35 @@ class TestShowColumns(AdminTestCase):
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["pools"], len(self.show(conn, "POOLS")[1]))
 
+    def test_the_consoles_pool_is_one_under_either_name(self):
+        # Sessions of the console under either name are the one pool's,
+        # in SHOW POOLS' place for it (they were sorted under the name
+        # each came in by: a database between "pgbouncer" and "pgwharf"
+        # came between them).  A [databases] entry named "pgbouncer"
+        # leaves the console "pgwharf", and its pool is named so, not
+        # pgbouncer/pgbouncer beside that database's pools.
+        cs = self.pg.conn_string()
+        px = self.start_pgwharf(settings={"admin_users": self.pg.user,
+                                          "pool_mode": "transaction"},
+                                databases={"pgc": cs})
+        self.client(px, db="pgc", application_name="pgc-client").cursor().execute(
+            "select 1")
+        self.admin_conn(px, db="pgwharf").cursor().execute("SET application_name = 'x'")
+        conn = self.admin_conn(px, db="pgbouncer")
+        self.assertEqual([(r["database"], r["user"]) for r in self.show(conn, "POOLS")[1]],
+                         [("pgbouncer", "pgbouncer"), ("pgc", self.pg.user)])
+        self.assertEqual([r["database"] for r in self.show(conn, "CLIENTS")[1]],
+                         ["pgwharf", "pgbouncer", "pgc"])
+        px2 = self.start_pgwharf(settings={"admin_users": self.pg.user,
+                                           "pool_mode": "transaction"},
+                                 databases={"pgbouncer": cs})
+        self.client(px2, db="pgbouncer").cursor().execute("select 1")
+        conn2 = self.admin_conn(px2, db="pgwharf")
+        self.assertEqual([(r["database"], r["user"], r["cl_active"], r["pool_mode"])
+                          for r in self.show(conn2, "POOLS")[1]],
+                         [("pgbouncer", self.pg.user, 1, "transaction"),
+                          ("pgwharf", "pgbouncer", 1, "statement")])
+
     def test_an_idle_servers_application_name_is_the_servers(self):
         # SHOW SERVERS' application_name is the server's own, as PgBouncer
         # shows it: an idle server keeps its last client's (it was empty
