@@ -464,6 +464,13 @@ static const char *excess_why(const struct excess *x)
            : x->user > 0 ? "max_user_connections lowered" : NULL;
 }
 
+const char *pgw_pool_over_limit(const struct pgw_pool *pool)
+{
+    struct excess x;
+    excess_count(pool, &x);
+    return excess_why(&x);
+}
+
 /* The oldest waiter has waited past reserve_pool_timeout?  Otherwise arm
  * the timer for when it will have. */
 static bool reserve_due(struct pgw_pool *pool)

@@ -606,10 +606,15 @@ static void login_succeeded(struct pgw_server *srv)
      * (server_login_retry) meanwhile. */
     if (ps->settings_gen == pool->settings_gen)
         pgw_pool_login_ok(pool);
-    if (server_reusable(srv))
-        pgw_server_make_idle(srv);
-    else
+    const char *over = NULL;
+    if (!server_reusable(srv))
         pgw_server_close(srv, "not reusable after login");
+    else if ((over = pgw_pool_over_limit(pool)))
+        /* Started before a reload lowered a limit: counted while it logged
+         * in, it would go to a waiter over the new one. */
+        pgw_server_close(srv, over);
+    else
+        pgw_server_make_idle(srv);
     pgw_backend_connected(srv->backend, probe);
     pgw_pool_kick_related(pool);
 }

@@ -388,6 +388,72 @@ class TestLimitsLoweredByReload(PoolLimitsCase):
                 wait_until(lambda: not self.backend_pids(), timeout=30,
                            what="the backends gone")
 
+    def gated_px(self, gate_key, lock, **settings):
+        """pgwharf with max_db_connections 4 whose gate_key (connect_query
+        of the database entries, or server_check_query) waits for advisory
+        lock `lock`, and a direct connection to take that lock with."""
+        q = "select pg_advisory_lock(%d), pg_advisory_unlock(%d)" % (lock, lock)
+        databases = None
+        if gate_key == "connect_query":
+            databases = {d: self.pg.conn_string(d, connect_query=q)
+                         for d in (self.pg.database, self.pg.database2)}
+        else:
+            settings[gate_key] = q
+        settings.update({"pool_mode": "transaction", "default_pool_size": 3,
+                         "max_db_connections": 4, "query_wait_timeout": 30,
+                         "server_idle_timeout": 0})
+        px = self.start_pgwharf(settings=settings, databases=databases)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        self.addCleanup(gate.close)
+        return px, gate
+
+    def lowered_while_gated(self, px, gate, lock, pool_a, gated):
+        """Three clients of pool a come, `gated` of them waiting for the
+        servers the gate holds (in a login or a check); the limit goes
+        from 4 to 2 (pool b holds 1 server); then the gate opens.  The
+        database had 4 servers, 2 over the new limit: only one client may
+        have a server at a time, each the next when the one before leaves."""
+        con = self.console(px)
+        da, ua = pool_a
+        clients = [self.connect(px, autocommit=False, db=da, user=ua) for _ in range(3)]
+        bgs = [Background(lambda c=c: self.one(c, "select pg_backend_pid()")) for c in clients]
+        wait_until(lambda: (lambda p: p["cl_waiting"] == gated and
+                            p["sv_login"] + p["sv_tested"] == gated)(self.pool(con, da, ua)),
+                   what="%d clients waiting for as many gated servers" % gated)
+        self.assertEqual(len(self.show(con, "SERVERS", database=da)), 4)
+        self.lower(px, con, "max_db_connections", 2)
+        gate.cursor().execute("select pg_advisory_unlock(%d)" % lock)
+        wait_until(lambda: len(self.show(con, "SERVERS", database=da)) == 2, timeout=10,
+                   what="the database down to its new limit")
+        self.assertEqual(self.pool(con, da, ua)["cl_waiting"], 2)
+        committed = set()
+        while len(committed) < 3:
+            done = lambda: {i for i, b in enumerate(bgs) if not b.is_alive()} - committed
+            wait_until(done, timeout=20, what="the next client served")
+            self.assertEqual(len(done()), 1)
+            i = done().pop()
+            self.assertIsNone(bgs[i].error)
+            self.assertEqual(len(self.show(con, "SERVERS", database=da)), 2)
+            clients[i].commit()
+            committed.add(i)
+        self.assertEqual(len(self.show(con, "SERVERS", database=da)), 2)
+
+    def test_logins_under_way_finish_within_a_lowered_limit(self):
+        # Two logins of pool a were under way (their connect_query held)
+        # when the limit went from 4 to 2: each one that finished went to
+        # a client, and the database kept 4 servers in use.
+        lock = 4251
+        px, gate = self.gated_px("connect_query", lock)
+        db, su, app = self.pg.database, self.pg.user, self.pg.app_user
+        held_b, _ = self.hold(px, db, app)     # pool b: 1 server
+        held_a, _ = self.hold(px, db, su)      # pool a: 1 (idle when given back)
+        held_a.commit()
+        gate.cursor().execute("select pg_advisory_lock(%d)" % lock)
+        self.lowered_while_gated(px, gate, lock, (db, su), gated=2)
+        held_b.commit()
+
+
 
 class TestQueryWaitTimeoutOnline(PoolLimitsCase):
     def test_a_query_wait_timeout_set_online_ends_the_waits_under_way(self):
