@@ -27,6 +27,7 @@
 
 static void waiter_done_cb(struct pgw_ctx_sub *sub, int err);
 static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
+static void shed_idle(struct pgw_pool *pool);
 
 int pgw_pool_total(const struct pgw_pool *pool)
 {
@@ -334,6 +335,7 @@ static void serve_waiters(struct pgw_pool *pool)
     /* The queue itself, not n_waiters: while pgw_pool_fail_waiters fails a
      * snapshot of it, n_waiters still counts waiters no longer on it. */
     while (!pool->paused && !pgw_list_empty(&pool->waiters) && !pool->set->destroying) {
+        shed_idle(pool);
         struct pgw_list *n = pgw_list_first(&pool->idle);
         if (!n)
             return;
@@ -469,6 +471,27 @@ const char *pgw_pool_over_limit(const struct pgw_pool *pool)
     struct excess x;
     excess_count(pool, &x);
     return excess_why(&x);
+}
+
+/* Close the pool's idle servers, least recently used first, while it (its
+ * database, its user) is over a limit a reload lowered: as PgBouncer, a
+ * server over the limit closes rather than serve a client, who gets one
+ * within it (one coming back, or idle in its pool, once the count is
+ * down to the limit). */
+static void shed_idle(struct pgw_pool *pool)
+{
+    struct pgw_list *n;
+    const char *over;
+    struct excess x;
+    if (pool->n_idle == 0)
+        return;
+    excess_count(pool, &x);
+    while ((over = excess_why(&x)) && (n = pgw_list_last(&pool->idle))) {
+        pgw_server_close(pgw_container_of(n, struct pgw_server, node), over);
+        x.size--;
+        x.db--;
+        x.user--;
+    }
 }
 
 /* The oldest waiter has waited past reserve_pool_timeout?  Otherwise arm
@@ -943,6 +966,8 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     err = acquire_refuse(pool, w);
     if (err)
         return err;
+    if (!pool->paused && !pool->n_waiters)
+        shed_idle(pool);      /* those over a lowered limit are not lent */
     struct pgw_server *srv = pool->paused || pool->n_waiters ? NULL : fresh_idle(pool);
     if (srv) {
         lend(pool, srv, w);
@@ -1066,8 +1091,9 @@ void pgw_server_retire(struct pgw_server *srv, const char *why)
 
 /* ---- maintenance ------------------------------------------------------- */
 
-/* Close idle servers past server_idle_timeout (above min_pool_size) or
- * past their lifetime.  Oldest-used first: they sit at the tail. */
+/* Close idle servers past server_idle_timeout (above min_pool_size), past
+ * their lifetime or over a limit a reload lowered (clients waiting or
+ * not).  Oldest-used first: they sit at the tail. */
 void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
 {
     const struct pgw_config *cfg = pool->set->cfg;
@@ -1084,8 +1110,8 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
                  now - srv->request_time >= cfg->server_idle_timeout &&
                  pgw_pool_total(pool) > pool->min_pool_size)
             pgw_server_close(srv, "server_idle_timeout");
-        else if (pool->n_waiters == 0 && (over = excess_why(&x)))
-            pgw_server_close(srv, over);
+        else if ((over = excess_why(&x)))
+            pgw_server_close(srv, over);   /* a waiter gets one within the limit */
         else
             continue;
         x.size--;             /* one server fewer in each count */

@@ -453,6 +453,20 @@ class TestLimitsLoweredByReload(PoolLimitsCase):
         self.lowered_while_gated(px, gate, lock, (db, su), gated=2)
         held_b.commit()
 
+    def test_servers_checked_when_lowered_are_not_lent_over_it(self):
+        # Pool a's three idle servers were being checked for its three
+        # waiting clients (server_check_delay 0) when the limit went from
+        # 4 to 2: each checked one went to a client.
+        lock = 4252
+        px, gate = self.gated_px("server_check_query", lock, server_check_delay=0)
+        db, su, app = self.pg.database, self.pg.user, self.pg.app_user
+        held_b, _ = self.hold(px, db, app)
+        held_a = [self.hold(px, db, su) for _ in range(3)]
+        for c, _ in held_a:
+            c.commit()
+        gate.cursor().execute("select pg_advisory_lock(%d)" % lock)
+        self.lowered_while_gated(px, gate, lock, (db, su), gated=3)
+        held_b.commit()
 
 
 class TestQueryWaitTimeoutOnline(PoolLimitsCase):
