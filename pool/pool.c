@@ -245,11 +245,11 @@ struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_poo
     /* As for pick: only clients no other server would take soon.  A free
      * server, room to grow (reserve included), or a server connecting or
      * being reset serves the head of the queue sooner, without waiting
-     * behind this one. */
+     * behind this one.  None over a lowered limit (pick says why). */
     if (pool->paused || pool->orphan || pool->set->destroying ||
         pgw_list_empty(&pool->waiters) || srv->state != PGW_SRV_ACTIVE ||
         !pipeline_full(pool) || pool->n_waiters <= pool->n_connecting + pool->n_resetting ||
-        closes_at_release(srv, pool_now(pool)))
+        closes_at_release(srv, pool_now(pool)) || pgw_pool_over_limit(pool))
         return NULL;
     struct pgw_pool_waiter *w =
         pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
@@ -271,6 +271,12 @@ struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
      * queued first, in order (pgw_pool_pipeline_waiter). */
     if (pool->paused || pool->orphan || !pipeline_full(pool) || pool->set->destroying ||
         !pgw_list_empty(&pool->waiters))
+        return NULL;
+    /* Over a limit a reload lowered (pool_size, max_db_connections,
+     * max_user_connections), a server must come back to close: one
+     * clients keep queueing on would stay busy, and the count over the
+     * limit, for as long as the load lasts. */
+    if (pgw_pool_over_limit(pool))
         return NULL;
     ev_tstamp now = pool_now(pool);
     struct pgw_server *best = NULL;

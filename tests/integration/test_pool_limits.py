@@ -468,6 +468,48 @@ class TestLimitsLoweredByReload(PoolLimitsCase):
         self.lowered_while_gated(px, gate, lock, (db, su), gated=3)
         held_b.commit()
 
+    def test_no_query_queues_behind_a_server_over_a_lowered_limit(self):
+        # server_pipeline_depth: pool a at its size, its two servers busy
+        # with lone SELECTs (held by an advisory lock), pool b holding one:
+        # the database's limit goes from 3 to 1.  A SELECT coming then was
+        # queued behind a busy server over the limit, which, under such
+        # load, never came back to close.  It waits now for a server within
+        # the limit: a new one, once pool b gives its own back.
+        lock = 4253
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "max_db_connections": 3,
+            "server_pipeline_depth": 2, "query_wait_timeout": 30, "server_idle_timeout": 0})
+        db, su, app = self.pg.database, self.pg.user, self.pg.app_user
+        con = self.console(px)
+        held_b, _ = self.hold(px, db, app)
+        gate = psycopg2.connect(self.pg.dsn())
+        gate.autocommit = True
+        self.addCleanup(gate.close)
+        gate.cursor().execute("select pg_advisory_lock(%d)" % lock)
+        busy = [self.connect(px, db=db, user=su) for _ in range(2)]
+        bgs = [Background(lambda c=c: self.one(c, "select pg_advisory_xact_lock(%d)" % lock))
+               for c in busy]
+        wait_until(lambda: len(self.show(con, "SERVERS", database=db, user=su,
+                                         state="active")) == 2,
+                   what="pool a's two servers busy")
+        busy_pids = self.server_pids(con, database=db, user=su)
+        self.lower(px, con, "max_db_connections", 1)
+        late = self.connect(px, db=db, user=su)
+        bg = Background(lambda: self.one(late, "select pg_backend_pid()"))
+        self.waiting(con, db, su)
+        gate.cursor().execute("select pg_advisory_unlock(%d)" % lock)
+        for b in bgs:
+            b.join(20)
+            self.assertIsNone(b.error)
+        wait_until(lambda: self.server_pids(con, database=db, user=su) == [], timeout=10,
+                   what="pool a's servers over the limit closed")
+        self.assertTrue(bg.is_alive())
+        held_b.commit()
+        bg.join(20)
+        self.assertIsNone(bg.error)
+        self.assertNotIn(bg.result, busy_pids)
+        self.assertEqual(len(self.show(con, "SERVERS", database=db)), 1)
+
 
 class TestQueryWaitTimeoutOnline(PoolLimitsCase):
     def test_a_query_wait_timeout_set_online_ends_the_waits_under_way(self):
