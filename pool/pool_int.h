@@ -336,7 +336,9 @@ void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now);
 void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail);
 /* Its server logged in / failed to (srv->replication set).  next_host:
  * the host could not be reached or is not the kind target_session_attrs
- * asks for, so the client's other hosts may be tried. */
+ * asks for, so the client's other hosts may be tried.  A login started
+ * before a reload changed the settings ends nothing: the client tries
+ * again with the new ones. */
 void pgw_pool_repl_login_done(struct pgw_server *srv);
 void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, const char *msg,
                                 bool next_host);

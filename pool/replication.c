@@ -321,8 +321,19 @@ void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, co
         return;
     w->repl_srv = NULL;
     struct pgw_pool *pool = w->pool;
-    if (next_host && w->repl_tries < pool->nhosts && !pool->set->destroying &&
-        !pool->orphan && pgw_pool_host_left(pool, w))
+    bool gone = pool->set->destroying || pool->orphan;
+    if (!gone && ps->settings_gen != pool->settings_gen) {
+        /* Started under settings a reload has since changed (user,
+         * password, hosts, target_session_attrs): its refusal, or its
+         * verdict on the host, is of the old ones.  As the pool's waiters
+         * (connect_failed), the client logs in with the new ones, each
+         * host of the list untried again. */
+        if (w->repl_tried_words > 0)
+            memset(w->repl_tried, 0, (size_t)w->repl_tried_words * sizeof(*w->repl_tried));
+        w->repl_tries = 0;
+        return;               /* still queued: the kick that follows starts it */
+    }
+    if (next_host && w->repl_tries < pool->nhosts && !gone && pgw_pool_host_left(pool, w))
         return;               /* still queued: the kick that follows starts
                                * its server on the next host */
     struct pgw_pool_error e;

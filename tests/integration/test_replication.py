@@ -26,6 +26,7 @@ import unittest
 import psycopg2
 import psycopg2.extras
 
+import pgw_hardening as hz
 import pgwharf_test as pt
 
 one = pt.one
@@ -396,6 +397,47 @@ class TestHostLists(ReplicationCase):
                 self.assertEqual(self.fake.logins, 0)
                 self.assertEqual(px.stop(), 0, px.log_tail())
 
+
+    def test_a_refusal_of_a_login_started_before_a_reload_does_not_end_the_client(self):
+        # A replication client's login, held at a server that then refused
+        # it (28P01), was under way when a reload moved the entry to the
+        # cluster: that refusal, of the old settings, ended the client
+        # (normal clients get a server logging in with the new ones).  It
+        # logs in again now, with the new settings.
+        import threading
+
+        class RefusingFake(hz.FakeServer):
+            def __init__(self):
+                self.arrived = 0
+                self.gate = threading.Event()
+                super().__init__()
+
+            def session(self, conn):
+                self.read_startup(conn)
+                self.arrived += 1
+                self.gate.wait(30)
+                conn.sendall(self._msg(b"E", b"SFATAL\0VFATAL\0C28P01\0Mpassword "
+                                       b"authentication failed for user \"old\"\0\0"))
+
+        fake = RefusingFake()
+        self.addCleanup(fake.close)
+        self.addCleanup(fake.gate.set)
+        px = self.start_pgwharf(databases={"hl": self.entry([("127.0.0.1", fake.port)])},
+                                settings={"server_login_retry": "60s"})
+        t = pt.Background(lambda: self.logical_addr(px, "hl"))
+        self.addCleanup(lambda: t.join(30))
+        pt.wait_until(lambda: fake.arrived == 1, what="the login at the refusing server")
+        reloads = px.log().count("event=reload ")
+        px.databases["hl"] = self.entry([("127.0.0.2", self.pg.port)])
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+        fake.gate.set()
+        t.join(30)
+        self.assertFalse(t.is_alive(), "the replication client still waits")
+        self.assertIsNone(t.error)
+        self.assertEqual(t.result, "127.0.0.2")
+        self.assertEqual(fake.arrived, 1)
+        self.assertEqual(px.stop(), 0, px.log_tail())
 
 class TestLogical(ReplicationCase):
 
