@@ -33,14 +33,18 @@ struct fe_msg {
     uint32_t len;
 };
 
+/* The bytes of a message of a lone LISTEN's batch, at most: a Parse's text
+ * is read whole up to what a Query's is (whole in the relay's buffer). */
+#define EXT_MSG_MAX (PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
+
 /* The message at off, whole; 0 when not all there, -1 when not sane. */
 static int fe_next(const struct pgw_iobuf *b, uint32_t off, struct fe_msg *m)
 {
     if (b->len - off < PGW_MSG_HDR)
         return 0;
     uint32_t mlen = pgw_get_u32(b->data + off + 1);
-    if (mlen < 4 || mlen > 4096)
-        return -1;                /* a LISTEN's messages are small: not ours */
+    if (mlen < 4 || mlen > EXT_MSG_MAX - 1)
+        return -1;                /* longer than a Query pgwharf reads: not ours */
     if (b->len - off < mlen + 1)
         return 0;
     m->type = (char)b->data[off];
@@ -291,24 +295,38 @@ static bool ext_msg(struct ext_batch *x, struct pgw_notify_sub *sub, const struc
     }
 }
 
+/* The message at off is not all there: room for it whole in s's buffer
+ * (grown when the batch before it leaves too little: a Parse near
+ * EXT_MSG_MAX and the rest of its batch); false when there is none. */
+static bool ext_room(struct pgw_session *s, uint32_t off)
+{
+    const struct pgw_iobuf *b = s->cbuf;
+    uint32_t need = b->len - off < PGW_MSG_HDR ? PGW_MSG_HDR
+                                               : pgw_get_u32(b->data + off + 1) + 1;
+    need += off - b->sent;
+    return need <= b->cap || pgw_iobuf_reserve(s->px, &s->cbuf, need);
+}
+
 /* Read the batch at the head of s's buffer, up to its Flush or Sync, into
  * x: 1 when it is a lone LISTEN's or UNLISTEN's, 0 when not (the server
- * gets it), PGW_NOTIFY_MORE when its rest may still come. */
-static int ext_read(const struct pgw_session *s, struct ext_batch *x)
+ * gets it), PGW_NOTIFY_MORE when its rest may still come (s->cbuf may
+ * then be another, larger buffer). */
+static int ext_read(struct pgw_session *s, struct ext_batch *x)
 {
     const struct pgw_iobuf *b = s->cbuf;
     x->end = b->parsed;
     for (;;) {
         struct fe_msg m;
         int r = fe_next(b, x->end, &m);
-        if (r == 0 && x->end == b->parsed) {
-            /* The first message is not all there: wait only for what its
-             * first bytes say may be a LISTEN (a client that stops after
-             * a header takes a server, under query_timeout, as before). */
-            return first_may_be_listen(b) ? PGW_NOTIFY_MORE : 0;
-        }
-        if (r <= 0)
-            return r == 0 ? PGW_NOTIFY_MORE : 0;     /* the rest may still come */
+        /* The first message not all there: wait only for what its first
+         * bytes say may be a LISTEN (a client that stops after a header
+         * takes a server, under query_timeout, as before). */
+        if (r == 0 && x->end == b->parsed && !first_may_be_listen(b))
+            return 0;
+        if (r == 0)                                  /* the rest may still come */
+            return ext_room(s, x->end) ? PGW_NOTIFY_MORE : 0;
+        if (r < 0)
+            return 0;
         if (!ext_msg(x, s->notify, &m))
             return 0;
         x->end += m.len + PGW_MSG_HDR;

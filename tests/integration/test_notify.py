@@ -2060,6 +2060,31 @@ class TestVeryLongNames(LongNamesCase):
         self.pg.psql("notify \"%s\", 'ext'" % x)
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [(x[:63], "ext")])
 
+    def test_extended_protocol_parse_over_4_kb(self):
+        # A Parse over 4096 bytes (a long name, or white space, making it
+        # so) is read whole as a Query is, up to the relay's 32 kB buffer,
+        # which grows for the rest of its batch.  pgwharf read none over
+        # 4096 bytes: the LISTEN ran on the client's own server (and its
+        # Parse, not Bound in its batch, was not noted there), given back
+        # closed, and the client got no notifications between transactions.
+        head = len(hz.parse_msg("pgw_big", 'LISTEN ""'))
+        for stmt, x, describe in (
+                ("", "pgw_" + "v" * 6000, False),
+                # a Parse of 32766 bytes: with its Sync, more than the buffer
+                ("pgw_big", "pgw_" + "u" * (32766 - head - 4), True)):
+            parse = hz.parse_msg(stmt, 'LISTEN "%s"' % x)
+            data = parse + hz.msg(b"S") + bind_exec(stmt, describe=describe)
+            with self.subTest(parse_bytes=len(parse)):
+                a, got = self.compare(data, 2)
+                self.assertEqual([t[0] for t in got], [b"N", b"1", b"Z", b"2"] +
+                                 [b"n"] * describe + [b"C", b"Z"], got)
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                self.pg.psql("notify \"%s\", 'big'" % x[:63])
+                self.assertEqual([m[1:] for m in read_notifications(a, 1)], [(x[:63], "big")])
+                self.assertEqual(self.listeners(), 1)       # the hub's server only
+                a.close()
+                pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
+
 
 class TestLongNamesInALatin1Database(LongNamesCase):
     """A database in LATIN1 cuts a name at 63 of its bytes: 63 characters,
