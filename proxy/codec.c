@@ -860,8 +860,8 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
     return PGW_LISTEN_NONE;
 }
 
-bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1],
-                          struct pgw_ident_full *full)
+bool pgw_deallocate_parse(const char *sql, size_t len, const struct pgw_ident_clip *clip,
+                          char name[PGW_CHANNEL_UTF8_MAX + 1], struct pgw_ident_full *full)
 {
     const char *p = sql, *end = sql + len;
     if (full)
@@ -878,7 +878,7 @@ bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX
     }
     if (sql_keyword(&p, end, "ALL"))
         return false;                    /* ALL is reserved: never a name */
-    if (!sql_ident(&p, end, NULL, name, PGW_CHANNEL_MAX, full))
+    if (!sql_ident(&p, end, clip, name, clip ? PGW_CHANNEL_UTF8_MAX : PGW_CHANNEL_MAX, full))
         return false;
     if (sql_at_end(p, end))
         return true;

@@ -130,13 +130,13 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
  * A simple Query's text that is one "DEALLOCATE [PREPARE] name" and nothing
  * else (white space and one ';' as for pgw_listen_parse): true, with the
  * name as PostgreSQL reads it (unquoted lowered, quoted as written, U&
- * decoded, one over PGW_CHANNEL_MAX bytes cut to them when ASCII, full --
- * NULL: not wanted -- then set as by pgw_listen_parse, for the NOTICE
- * 42622 PostgreSQL's scanner sends).  false for DEALLOCATE ALL, a name
- * pgwharf does not read, anything else.  Pure.
+ * decoded, one over PGW_CHANNEL_MAX bytes cut as pgw_listen_parse cuts a
+ * channel's, with clip, full -- NULL: not wanted -- then set as there, for
+ * the NOTICE 42622 PostgreSQL's scanner sends).  false for DEALLOCATE ALL,
+ * a name pgwharf does not read, anything else.  Pure.
  */
-bool pgw_deallocate_parse(const char *sql, size_t len, char name[PGW_CHANNEL_MAX + 1],
-                          struct pgw_ident_full *full);
+bool pgw_deallocate_parse(const char *sql, size_t len, const struct pgw_ident_clip *clip,
+                          char name[PGW_CHANNEL_UTF8_MAX + 1], struct pgw_ident_full *full);
 
 /*
  * A savepoint statement's kind and name: "SAVEPOINT name", "RELEASE

@@ -51,6 +51,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/array.h"
 #include "common/clock.h"
@@ -530,6 +531,135 @@ static const struct pgw_ident_clip *db_clip(const struct pgw_session *s,
         return NULL;
     *buf = (struct pgw_ident_clip){ clip_converted, c };
     return buf;
+}
+
+/* ---- statement and portal names, as PostgreSQL keys them ---- */
+
+/* How PostgreSQL holds text in encoding enc (a name it reports; NULL:
+ * unknown): as bytes it never converts (SQL_ASCII), in UTF-8, or in an
+ * encoding iconv converts to (ENC_OTHER: MULE_INTERNAL). */
+enum enc_kind { ENC_BYTES, ENC_UTF8, ENC_ICONV, ENC_OTHER };
+
+static enum enc_kind enc_kind(const char *enc)
+{
+    if (!enc || strcasecmp(enc, "SQL_ASCII") == 0)
+        return ENC_BYTES;
+    if (strcasecmp(enc, "UTF8") == 0 || strcasecmp(enc, "UTF-8") == 0 ||
+        strcasecmp(enc, "UNICODE") == 0)
+        return ENC_UTF8;
+    return pgw_pgenc_iconv_name(enc) ? ENC_ICONV : ENC_OTHER;
+}
+
+static const char *client_enc(const struct pgw_session *s)
+{
+    const char *enc = s->params[PGW_TP_CLIENT_ENCODING];
+    if (!enc && s->pool)
+        enc = pgw_params_get(pgw_pool_defaults(s->pool), "client_encoding");
+    return enc;
+}
+
+static const char *db_enc(const struct pgw_session *s)
+{
+    return s->pool ? pgw_params_get(pgw_pool_defaults(s->pool), "server_encoding") : NULL;
+}
+
+/* in[0..n) converted by cd into a malloc'd string (*outn bytes, then a
+ * NUL); whole false: in is the head of a longer text, maybe cut inside a
+ * character, which is left out.  NULL when it does not convert. */
+static char *convert_dup(iconv_t cd, const char *in, size_t n, bool whole, size_t *outn)
+{
+    char *out = malloc(4 * n + 1);       /* no encoding takes over 4 bytes a byte */
+    for (size_t drop = 0; out && drop <= (whole ? 0 : 3) && drop <= n; drop++) {
+        ssize_t k = pgw_pgenc_convert(cd, in, n - drop, out, 4 * n);
+        if (k >= 0) {
+            out[k] = '\0';
+            *outn = (size_t)k;
+            return out;
+        }
+    }
+    free(out);
+    return NULL;
+}
+
+/* The first NOTIFY_STMT_NAME_MAX bytes of name (n bytes, UTF-8) in s's
+ * database's encoding, into key; false when a character is not there. */
+static bool key_from_utf8(const struct pgw_session *s, const char *name, size_t n,
+                          char key[NOTIFY_STMT_NAME_MAX + 1])
+{
+    const char *enc = db_enc(s);
+    const char *k = name;
+    char *conv = NULL;
+    size_t kn = n;
+    if (!pgw_pgenc_ascii(name, n) && enc_kind(enc) != ENC_UTF8) {
+        const struct pgw_pgenc_conv *c = enc_kind(enc) == ENC_ICONV
+                                             ? pgw_pgenc_get(&s->px->notify_enc, enc) : NULL;
+        if (!c || !(k = conv = convert_dup(c->to_client, name, n, true, &kn)))
+            return false;
+    }
+    kn = kn < NOTIFY_STMT_NAME_MAX ? kn : NOTIFY_STMT_NAME_MAX;
+    memcpy(key, k, kn);
+    key[kn] = '\0';
+    free(conv);
+    return true;
+}
+
+bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
+                         char key[NOTIFY_STMT_NAME_MAX + 1])
+{
+    const char *cenc = client_enc(s), *denc = db_enc(s);
+    enum enc_kind ck = enc_kind(cenc), dk = enc_kind(denc);
+    /* PostgreSQL converts nothing when either side is SQL_ASCII or both
+     * are the same; every encoding it has is ASCII's. */
+    if (pgw_pgenc_ascii(name, n) || ck == ENC_BYTES || dk == ENC_BYTES ||
+        strcasecmp(cenc, denc) == 0) {
+        size_t k = n < NOTIFY_STMT_NAME_MAX ? n : NOTIFY_STMT_NAME_MAX;
+        memcpy(key, name, k);
+        key[k] = '\0';
+        return true;
+    }
+    if (ck == ENC_UTF8)
+        return key_from_utf8(s, name, n, key);
+    const struct pgw_pgenc_conv *c = ck == ENC_ICONV ? client_conv(s) : NULL;
+    size_t un;
+    char *utf8 = c ? convert_dup(c->from_client, name, n, whole, &un) : NULL;
+    bool ok = utf8 && key_from_utf8(s, utf8, un, key);
+    free(utf8);
+    return ok;
+}
+
+bool pgw_notify_dealloc_key(const struct pgw_session *s, const char *sql, size_t len,
+                            char key[NOTIFY_STMT_NAME_MAX + 1],
+                            char name[PGW_CHANNEL_UTF8_MAX + 1], struct pgw_ident_full *full)
+{
+    *full = (struct pgw_ident_full){ .cut = false };
+    enum enc_kind dk = enc_kind(db_enc(s));
+    if (dk == ENC_BYTES || pgw_pgenc_ascii(sql, len)) {
+        /* Read as it is (a long name not ASCII in a SQL_ASCII database:
+         * not read, the server's). */
+        struct pgw_ident_clip clip;
+        if (!pgw_deallocate_parse(sql, len, dk == ENC_BYTES ? NULL : db_clip(s, &clip), name,
+                                  full))
+            return false;
+        snprintf(key, NOTIFY_STMT_NAME_MAX + 1, "%s", name);
+        return true;
+    }
+    /* The scanner reads it in the database's encoding, where the name is
+     * cut at a whole character (pgw_listen_parse's clip), then keyed. */
+    const struct pgw_pgenc_conv *c = NULL;
+    enum enc_kind ck = enc_kind(client_enc(s));
+    if (ck == ENC_BYTES || ck == ENC_OTHER || (ck == ENC_ICONV && !(c = client_conv(s))))
+        return false;
+    size_t un = len;
+    char *utf8 = c ? convert_dup(c->from_client, sql, len, true, &un) : NULL;
+    struct pgw_ident_clip clip;
+    const struct pgw_ident_clip *cl = db_clip(s, &clip);
+    bool ok = (!c || utf8) && cl &&
+              pgw_deallocate_parse(c ? utf8 : sql, un, cl, name, full) &&
+              key_from_utf8(s, name, strlen(name), key);
+    free(utf8);
+    if (!ok)
+        pgw_ident_full_free(full);
+    return ok;
 }
 
 enum pgw_listen_kind pgw_notify_parse(const struct pgw_session *s, const char *sql, size_t len,
@@ -1277,12 +1407,12 @@ static int deallocated(struct pgw_session *s, struct pgw_ident_full *full,
  * DEALLOCATE goes to the server (0). */
 static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, uint32_t total)
 {
-    char name[PGW_CHANNEL_MAX + 1];
+    char name[PGW_CHANNEL_UTF8_MAX + 1], key[NOTIFY_STMT_NAME_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
     struct pgw_notify_sub *sub = s->notify;
-    if (strlen(sql) != len || !pgw_deallocate_parse(sql, len, name, &full))
+    if (strlen(sql) != len || !pgw_notify_dealloc_key(s, sql, len, key, name, &full))
         return 0;
-    if (!pgw_notify_vstmt_forget(sub, name)) {
+    if (!pgw_notify_vstmt_forget(sub, key)) {
         pgw_ident_full_free(&full);
         return 0;
     }
@@ -1307,12 +1437,12 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
     if (avail < total)
         return PGW_NOTIFY_MORE;          /* read it whole first */
     size_t len = total - PGW_MSG_HDR;
-    char name[PGW_CHANNEL_MAX + 1];
+    char name[PGW_CHANNEL_UTF8_MAX + 1], key[NOTIFY_STMT_NAME_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
     if (len == 0 || sql[len - 1] != '\0' || strlen(sql) != len - 1 ||
-        !pgw_deallocate_parse(sql, len - 1, name, &full))
+        !pgw_notify_dealloc_key(s, sql, len - 1, key, name, &full))
         return 0;
-    bool kept = pgw_notify_vstmt_has(sub, name);
+    bool kept = pgw_notify_vstmt_has(sub, key);
     char status = s->track.tx_status;
     if (!kept || !quiet || status == 'E') {
         pgw_ident_full_free(&full);
@@ -1320,7 +1450,7 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
          * transaction (25P02), by the server */
         return kept && !quiet ? PGW_NOTIFY_MORE : 0;
     }
-    pgw_notify_vstmt_forget(sub, name);
+    pgw_notify_vstmt_forget(sub, key);
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
     if (deallocated(s, &full, name, status) < 0)
@@ -2013,11 +2143,12 @@ bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t t
     if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || !s->pool)
         return true;
     const char *stmt = NULL;
+    char key[NOTIFY_STMT_NAME_MAX + 1];
     if ((char)msg[0] == PGW_FE_PARSE) {
         const char *name_end = memchr(sql, '\0', (size_t)(end - sql));
-        if (!name_end)
+        if (!name_end || !pgw_notify_stmt_key(s, sql, (size_t)(name_end - sql), true, key))
             return true;     /* the server reports it */
-        stmt = sql;          /* its first 63 bytes, all PostgreSQL keeps of it */
+        stmt = key;          /* as PostgreSQL keeps it */
         sql = name_end + 1;
     }
     /* A Query's text ends the message (an UPDATE is turned down before it
@@ -2184,9 +2315,12 @@ bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avai
     const char *name_end = name ? memchr(name, '\0', (size_t)(end - name)) : NULL;
     if (!name_end)
         return avail >= total;           /* read more of it first; or the server reports it */
+    char key[NOTIFY_STMT_NAME_MAX + 1];
+    if (!pgw_notify_stmt_key(s, name, (size_t)(name_end - name), true, key))
+        return true;                     /* the server refuses it */
     for (int i = last; i >= 0; i--) {
         struct notify_txop *op = &sub->tx[i];
-        if (op->parsed && op->req == req && strncmp(op->stmt, name, NOTIFY_STMT_NAME_MAX) == 0) {
+        if (op->parsed && op->req == req && strcmp(op->stmt, key) == 0) {
             op->bound = true;
             break;
         }

@@ -18,7 +18,6 @@
  */
 #include "proxy/notify_int.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,18 +76,24 @@ static bool fe_i16(const struct fe_msg *m, uint32_t *pos, int *v)
 
 /* ---- the session's virtual statements ---- */
 
-/* Statement and portal names are the same for PostgreSQL when their first
- * NAMEDATALEN - 1 bytes are: its tables of them keep no more (a Parse of a
- * longer name makes the statement of its first 63 bytes; a Bind, Close or
- * SQL DEALLOCATE of any name with those bytes finds it). */
+/* Statement and portal names are the same for PostgreSQL when their keys
+ * are (pgw_notify_stmt_key: the first NAMEDATALEN - 1 bytes in the
+ * database's encoding; its tables of them keep no more: a Parse of a
+ * longer name makes the statement of its first 63 bytes there; a Bind,
+ * Close or SQL DEALLOCATE of any name with those bytes finds it).  Names
+ * here are keys. */
 static bool name_eq(const char *a, const char *b)
 {
-    return strncmp(a, b, NOTIFY_STMT_NAME_MAX) == 0;
+    return strcmp(a, b) == 0;
 }
 
-static void name_set(char dst[NOTIFY_STMT_NAME_MAX + 1], const char *name)
+/* The NUL-terminated name at *pos of m, as its key; false when there is
+ * none, or it does not convert (the server reports it). */
+static bool fe_key(const struct pgw_session *s, const struct fe_msg *m, uint32_t *pos,
+                   char key[NOTIFY_STMT_NAME_MAX + 1])
 {
-    snprintf(dst, NOTIFY_STMT_NAME_MAX + 1, "%s", name);
+    const char *name = fe_str(m, pos);
+    return name && pgw_notify_stmt_key(s, name, strlen(name), true, key);
 }
 
 static struct notify_vstmt *vstmt_find(struct pgw_notify_sub *sub, const char *name)
@@ -138,17 +143,16 @@ void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n)
     struct pgw_notify_sub *sub = s->notify;
     if (!sub || sub->nvst == 0 || n < PGW_MSG_HDR + 2 || msg[PGW_MSG_HDR] != 'S')
         return;
-    /* The name's first 63 bytes are all PostgreSQL reads of it. */
+    /* Its first NOTIFY_STMT_NAME_READ bytes give all PostgreSQL reads of
+     * the name. */
     char name[NOTIFY_STMT_NAME_MAX + 1];
     const char *at = (const char *)msg + PGW_MSG_HDR + 1;
     size_t len = n - PGW_MSG_HDR - 1;
     const char *nul = memchr(at, '\0', len);
-    if (!nul && len < NOTIFY_STMT_NAME_MAX)
+    if (!nul && len < NOTIFY_STMT_NAME_READ)
         return;                  /* not a name: the server reports it */
-    size_t k = nul ? (size_t)(nul - at) : NOTIFY_STMT_NAME_MAX;
-    k = k < NOTIFY_STMT_NAME_MAX ? k : NOTIFY_STMT_NAME_MAX;
-    memcpy(name, at, k);
-    name[k] = '\0';
+    if (!pgw_notify_stmt_key(s, at, nul ? (size_t)(nul - at) : len, nul != NULL, name))
+        return;                  /* PostgreSQL refuses it */
     vstmt_drop(sub, name);       /* the sub goes at the ReadyForQuery if that was all */
 }
 
@@ -160,7 +164,7 @@ void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n)
 static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
                         struct notify_vstmt *v, struct pgw_ident_full *full)
 {
-    uint32_t pos = 0;
+    uint32_t pos = 0, at;
     int nparams;
     const char *name = fe_str(m, &pos);
     if (!name || pos >= m->len ||
@@ -170,7 +174,9 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
     const char *sql = fe_str(m, &pos);
     if (!sql || !fe_i16(m, &pos, &nparams) || nparams != 0)
         return 0;
-    name_set(v->name, name);
+    at = 0;
+    if (!fe_key(s, m, &at, v->name))
+        return 0;
     bool converted;     /* the hub runs its own LISTEN "chan" here anyway */
     v->kind = pgw_notify_parse(s, sql, strlen(sql), v->chan, &converted, full);
     return v->kind != PGW_LISTEN_NONE;
@@ -220,8 +226,8 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
 {
     uint32_t pos = 0;
     int n;
-    const char *portal = fe_str(m, &pos), *name;
-    if (x->bound || !portal || !(name = fe_str(m, &pos)))
+    char portal[NOTIFY_STMT_NAME_MAX + 1], name[NOTIFY_STMT_NAME_MAX + 1];
+    if (x->bound || !fe_key(x->s, m, &pos, portal) || !fe_key(x->s, m, &pos, name))
         return false;
     if (!x->have) {
         const struct notify_vstmt *v = vstmt_find(sub, name);
@@ -237,7 +243,7 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
     pos += 2 * (uint32_t)n;
     if (!fe_i16(m, &pos, &n) || n != 0)     /* no parameters */
         return false;
-    name_set(x->portal, portal);
+    memcpy(x->portal, portal, sizeof(x->portal));
     x->bound = true;
     pgw_wbuf_msg_end(&x->out, pgw_wbuf_msg_begin(&x->out, PGW_BE_BIND_COMPLETE));
     return true;
@@ -248,8 +254,8 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
 static bool ext_describe(struct ext_batch *x, const struct fe_msg *m)
 {
     uint32_t pos = 1;
-    const char *name;
-    if (m->len < 2 || !x->have || x->executed || !(name = fe_str(m, &pos)))
+    char name[NOTIFY_STMT_NAME_MAX + 1];
+    if (m->len < 2 || !x->have || x->executed || !fe_key(x->s, m, &pos, name))
         return false;
     if (m->body[0] == 'S' && name_eq(name, x->cur.name)) {
         size_t at = pgw_wbuf_msg_begin(&x->out, 't');
@@ -265,8 +271,9 @@ static bool ext_describe(struct ext_batch *x, const struct fe_msg *m)
 static bool ext_execute(struct ext_batch *x, const struct fe_msg *m)
 {
     uint32_t pos = 0;
-    const char *portal = fe_str(m, &pos);
-    if (!x->bound || x->executed || !portal || !name_eq(portal, x->portal))
+    char portal[NOTIFY_STMT_NAME_MAX + 1];
+    if (!x->bound || x->executed || !fe_key(x->s, m, &pos, portal) ||
+        !name_eq(portal, x->portal))
         return false;
     x->executed = true;
     return true;
@@ -388,9 +395,9 @@ static void forget_head_name(struct pgw_session *s)
 {
     struct fe_msg m;
     uint32_t pos = 0;
-    const char *name;
+    char name[NOTIFY_STMT_NAME_MAX + 1];
     if (s->notify && fe_next(s->cbuf, s->cbuf->parsed, &m) > 0 && m.type == PGW_FE_PARSE &&
-        (name = fe_str(&m, &pos)))
+        fe_key(s, &m, &pos, name))
         vstmt_drop(s->notify, name);
 }
 

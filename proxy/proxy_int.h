@@ -571,10 +571,13 @@ void pgw_notify_discard(struct pgw_session *s);
 #define PGW_NOTIFY_QUERY_MAX (PGW_IOBUF_SIZE - PGW_MSG_HDR)   /* whole in the relay's buffer */
 /* A Close of a client holding s->notify, its first n bytes: all of it, or
  * PGW_NOTIFY_CLOSE_MAX of a longer one (a statement's name is its first
- * PGW_NOTIFY_STMT_NAME_MAX bytes, as for PostgreSQL): a prepared LISTEN or
- * UNLISTEN of that name is gone. */
+ * PGW_NOTIFY_STMT_NAME_MAX bytes in the database's encoding, as for
+ * PostgreSQL: in any client encoding, PGW_NOTIFY_STMT_NAME_READ bytes hold
+ * at least as many characters): a prepared LISTEN or UNLISTEN of that name
+ * is gone. */
 #define PGW_NOTIFY_STMT_NAME_MAX 63
-#define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 1 + PGW_NOTIFY_STMT_NAME_MAX)
+#define PGW_NOTIFY_STMT_NAME_READ (4 * PGW_NOTIFY_STMT_NAME_MAX)
+#define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 1 + PGW_NOTIFY_STMT_NAME_READ)
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 /* A Query (avail bytes of it here) of a client holding a server: a lone

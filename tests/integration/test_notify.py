@@ -2011,6 +2011,62 @@ class TestLongNames(LongNamesCase):
                                      [("pgw_long_stmt", "heard")])
                     a.close()
 
+    def test_statement_names_in_the_databases_encoding(self):
+        # PostgreSQL converts a statement's or portal's name to the
+        # database's encoding before it keeps its first 63 bytes (even
+        # inside a character), and its scanner cuts a DEALLOCATE's there
+        # at a whole character.  pgwharf cut the client's bytes: for a
+        # LATIN1 client of this UTF8 database, a Bind of 35 "é" (70 bytes
+        # here) did not find the prepared LISTEN of 40 (80 bytes), both
+        # cut to the same 63, and a Close of 33 did not close it.
+        e = self.E
+
+        def parse(name, sql="LISTEN pgw_enc_stmt"):
+            return hz.msg(b"P", name.encode("latin1") + b"\0" + sql.encode() + b"\0\0\0")
+
+        def bind(name):
+            return hz.msg(b"B", b"\0" + name.encode("latin1") + b"\0" + struct.pack("!HHH", 0, 0, 0))
+
+        def run(name):
+            return bind(name) + hz.msg(b"E", b"\0\0\0\0\0") + hz.msg(b"S")
+
+        def dealloc(name):
+            return hz.msg(b"Q", ('DEALLOCATE "%s"' % name).encode("latin1") + b"\0")
+
+        def close(name):
+            return hz.msg(b"C", b"S" + name.encode("latin1") + b"\0") + hz.msg(b"S")
+
+        def compare_steps(steps):
+            """Each step sent once the one before is answered."""
+            d = self.direct(client_encoding="LATIN1")
+            want = [self.exchange(d, data, n) for data, n in steps]
+            d.close()
+            a = login(self, self.px, client_encoding="LATIN1")
+            got = [self.exchange(a, data, n) for data, n in steps]
+            self.assertEqual(got, want)
+            return a, [m for step in got for m in step]
+
+        sync = hz.msg(b"S")
+        for steps, heard in (
+                ([(parse(e * 40) + sync + run(e * 35), 2)], True),
+                ([(parse(e * 40) + sync + close(e * 33) + run(e * 40), 3)], False),
+                # (a DEALLOCATE the server answers: the next Bind once its
+                # server is given back)
+                ([(parse(e * 40) + sync + dealloc(e * 40), 2), (run(e * 40), 1)], True),
+                ([(parse("x" + e * 40) + sync + dealloc("x" + e * 40), 2),
+                  (run("x" + e * 31), 1)], False),
+                ([(parse(e * 10) + sync + dealloc(e * 10) + run(e * 10), 3)], False)):
+            with self.subTest(steps=steps):
+                a, got = compare_steps(steps)
+                self.assertEqual((b"C", b"LISTEN\x00") in got, heard, got)
+                if heard:
+                    # The hub's: heard between transactions.
+                    self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+                    self.notify("pgw_enc_stmt", "heard")
+                    self.assertEqual([x[1:] for x in read_notifications(a, 1)],
+                                     [("pgw_enc_stmt", "heard")])
+                a.close()
+
     def test_in_the_clients_encoding(self):
         # A LATIN1 client: its name converted (40 bytes here, 80 in UTF-8),
         # the NOTICE converted back.
@@ -2184,6 +2240,24 @@ class TestLongNamesInALatin1Database(LongNamesCase):
         self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
         self.notify('"%s"' % e70, "ext")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_" + self.E * 59, "ext")])
+
+    def test_statement_names_in_the_databases_encoding(self):
+        # 40 "é" are 80 bytes of the client's UTF-8 but 40 here: PostgreSQL
+        # keeps the name whole.  pgwharf cut the client's bytes to 63, so a
+        # Bind of 32 "é" and an "x" (the same 63 bytes of UTF-8) ran the
+        # prepared LISTEN where PostgreSQL answers 26000, and it sent a
+        # DEALLOCATE of the name to the server (26000 where PostgreSQL
+        # deallocates it).
+        e = "\u00e9"
+        for data, n, tags in (
+                (hz.parse_msg(e * 40, "LISTEN pgw_enc_stmt") + hz.msg(b"S") +
+                 bind_exec(e * 32 + "x"), 2, [b"1", b"Z", b"E", b"Z"]),
+                (hz.parse_msg(e * 40, "LISTEN pgw_enc_stmt") + hz.msg(b"S") +
+                 hz.query_msg('DEALLOCATE "%s"' % (e * 40)) + bind_exec(e * 40), 3,
+                 [b"1", b"Z", b"C", b"Z", b"E", b"Z"])):
+            with self.subTest(data=data):
+                a, got = self.compare(data, n, client_encoding="UTF8")
+                self.assertEqual([t[0] for t in got], tags, got)
 
     def test_a_character_latin1_lacks(self):
         # PostgreSQL refuses the text (22P05) before reading the name, on

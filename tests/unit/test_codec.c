@@ -659,9 +659,9 @@ static void test_listen_parse_unicode_escapes(void **state)
     snprintf(max + o, sizeof(max) - o, "\"");
     assert_int_equal(lp(max, chan), PGW_LISTEN);
     assert_int_equal(strlen(chan), 63);
-    char name[PGW_CHANNEL_MAX + 1];
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
     const char *d = "DEALLOCATE U&\"S\\005f1\"";
-    assert_true(pgw_deallocate_parse(d, strlen(d), name, NULL));
+    assert_true(pgw_deallocate_parse(d, strlen(d), NULL, name, NULL));
     assert_string_equal(name, "S_1");
     const char *sp = "SAVEPOINT U&\"S!0050\" UESCAPE '!'";
     assert_int_equal(pgw_sp_parse(sp, strlen(sp), name), PGW_SP_SAVE);
@@ -671,7 +671,7 @@ static void test_listen_parse_unicode_escapes(void **state)
 static void test_deallocate_parse(void **state)
 {
     (void)state;
-    char name[PGW_CHANNEL_MAX + 1];
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
     static const struct { const char *sql; bool ok; const char *name; } cases[] = {
         { "DEALLOCATE a", true, "a" },
         { " deallocate S_1 ;", true, "s_1" },                        /* lowered */
@@ -691,7 +691,7 @@ static void test_deallocate_parse(void **state)
         { "select 1", false, NULL },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool ok = pgw_deallocate_parse(cases[i].sql, strlen(cases[i].sql), name, NULL);
+        bool ok = pgw_deallocate_parse(cases[i].sql, strlen(cases[i].sql), NULL, name, NULL);
         assert_int_equal(ok, cases[i].ok);
         if (ok)
             assert_string_equal(name, cases[i].name);
@@ -702,12 +702,23 @@ static void test_deallocate_parse(void **state)
     char d[96] = "DEALLOCATE ";
     memset(d + 11, 's', 70);
     d[81] = '\0';
-    assert_true(pgw_deallocate_parse(d, strlen(d), name, &full));
+    assert_true(pgw_deallocate_parse(d, strlen(d), NULL, name, &full));
     assert_true(full.cut);
     assert_int_equal(strlen(name), 63);
     assert_string_equal(full.name, d + 11);
     pgw_ident_full_free(&full);
-    assert_true(pgw_deallocate_parse("deallocate s", 12, name, &full));
+    assert_true(pgw_deallocate_parse("deallocate s", 12, NULL, name, &full));
+    assert_false(full.cut);
+    /* Not ASCII, in a UTF8 database: cut at the last whole character. */
+    char e[200] = "DEALLOCATE \"x";
+    for (int k = 0; k < 40; k++)
+        strcat(e, "\xc3\xa9");
+    strcat(e, "\"");
+    assert_false(pgw_deallocate_parse(e, strlen(e), NULL, name, NULL));     /* unknown cut */
+    assert_true(pgw_deallocate_parse(e, strlen(e), &pgw_ident_clip_utf8, name, &full));
+    assert_true(full.cut);
+    assert_int_equal(strlen(name), 63);                 /* x and 31 of them */
+    pgw_ident_full_free(&full);
     assert_false(full.cut);
 }
 
