@@ -18,6 +18,7 @@
  */
 #include "proxy/notify_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -401,8 +402,32 @@ static void forget_head_name(struct pgw_session *s)
         vstmt_drop(s->notify, name);
 }
 
+/* A Parse at the head of a statement name the client keeps a prepared
+ * LISTEN or UNLISTEN under: PostgreSQL refuses it (42P05, the statement
+ * stays), so does pgwharf.  1 when refused, 0 when not such a Parse, -1
+ * when s was closed. */
+static int parse_of_kept_name(struct pgw_session *s)
+{
+    struct fe_msg m;
+    uint32_t pos = 0;
+    char key[NOTIFY_STMT_NAME_MAX + 1];
+    const struct pgw_iobuf *b = s->cbuf;
+    if (!s->notify || s->notify->nvst == 0 || fe_next(b, b->parsed, &m) <= 0 ||
+        m.type != PGW_FE_PARSE || !fe_key(s, &m, &pos, key) || !key[0] ||
+        !vstmt_find(s->notify, key))
+        return 0;
+    char msg[1100];
+    snprintf(msg, sizeof(msg), "prepared statement \"%.1000s\" already exists",
+             (const char *)m.body);
+    pgw_relay_refuse(s, "42P05", msg);
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
 int pgw_notify_ext_batch(struct pgw_session *s)
 {
+    int refused = parse_of_kept_name(s);
+    if (refused != 0)
+        return refused;
     struct ext_batch x = { .s = s, .have = false };
     pgw_wbuf_init(&x.out);
     int rc = ext_read(s, &x);

@@ -342,6 +342,11 @@ void pgw_relay_acquire(struct pgw_session *s);
 /* A cancel of a client waiting in its pool's queue: 57014 to it, its
  * request dropped, the client stays.  false when it is not waiting there. */
 bool pgw_relay_cancel_waiting(struct pgw_session *s);
+/* A request of a client that holds no server, refused by pgwharf before
+ * it reached one (notify.c, from pgw_notify_query): the error to the
+ * client, the request dropped as PostgreSQL skips one after an error (up
+ * to its Sync), then ReadyForQuery; the relay goes on with what follows. */
+void pgw_relay_refuse(struct pgw_session *s, const char *sqlstate, const char *message);
 /* A client's login is done: welcome it (ParameterStatus, BackendKeyData,
  * ReadyForQuery), taking a server first when it needs one. */
 void pgw_relay_login(struct pgw_session *s);

@@ -1159,6 +1159,16 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
         pgw_relay_client_data(s);
 }
 
+void pgw_relay_refuse(struct pgw_session *s, const char *sqlstate, const char *message)
+{
+    /* Called from client_data_step, which takes what follows (refused_now):
+     * not from in here. */
+    bool acquiring = s->acquiring;
+    s->acquiring = true;
+    fail_request(s, sqlstate, message);
+    s->acquiring = acquiring;
+}
+
 /* A CancelRequest for a client waiting in its pool's queue for a server
  * (cancel.c): its request has not reached PostgreSQL, so it ends here as
  * PostgreSQL ends a query canceled while it waits for a lock -- 57014,
@@ -1756,6 +1766,10 @@ static bool client_data_step(struct pgw_session *s)
             break;
         }
         int r = pgw_notify_query(s);
+        if (s->refused_now) {
+            s->refused_now = false;     /* (pgw_relay_refuse) the rest: next step */
+            return s->state != PGW_SS_CLOSING;
+        }
         if (r < 0 || r == PGW_NOTIFY_MORE || (s->notify && pgw_notify_waiting(s)))
             return false;
         if (r == 0)

@@ -2142,6 +2142,35 @@ class TestVeryLongNames(LongNamesCase):
                 pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's server closed")
 
 
+class TestPreparedAsPostgreSQL(LongNamesCase):
+    def test_parse_of_a_kept_name_is_refused(self):
+        # PostgreSQL refuses a Parse of a statement name it has (42P05, the
+        # rest of the batch skipped) and keeps the statement.  pgwharf
+        # answered ParseComplete and kept the new text (a LISTEN: a Bind
+        # then listened on the other channel), or sent the Parse to the
+        # server, which ran it and forgot the prepared LISTEN.
+        listen_a = hz.parse_msg("pgw_kept", "LISTEN pgw_kept_a") + hz.msg(b"S")
+        steps = [(listen_a, 1),
+                 (hz.parse_msg("pgw_kept", "LISTEN pgw_kept_b") + hz.msg(b"S") +
+                  bind_exec("pgw_kept"), 2),
+                 (hz.parse_msg("pgw_kept", "SELECT 1") + bind_exec("pgw_kept"), 1),
+                 (bind_exec("pgw_kept"), 1)]
+        d = self.direct()
+        want = [self.exchange(d, data, n) for data, n in steps]
+        d.close()
+        a = login(self, self.px)
+        got = [self.exchange(a, data, n) for data, n in steps]
+        self.assertEqual(got, want)
+        self.assertEqual([[m[0] for m in step] for step in got],
+                         [[b"1", b"Z"], [b"E", b"Z", b"2", b"C", b"Z"], [b"E", b"Z"],
+                          [b"2", b"C", b"Z"]], got)
+        self.assertEqual(got[1][0][2], "42P05")
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.notify("pgw_kept_b", "not heard")
+        self.notify("pgw_kept_a", "heard")
+        self.assertEqual([m[1:] for m in read_notifications(a, 1)], [("pgw_kept_a", "heard")])
+
+
 class TestLongNamesInALatin1Database(LongNamesCase):
     """A database in LATIN1 cuts a name at 63 of its bytes: 63 characters,
     up to 126 bytes of the UTF-8 the listening server speaks; a longer
