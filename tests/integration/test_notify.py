@@ -2067,6 +2067,26 @@ class TestLongNames(LongNamesCase):
                                      [("pgw_enc_stmt", "heard")])
                 a.close()
 
+    def test_statement_names_in_the_databases_encoding_inside_a_transaction(self):
+        # The same inside a transaction: the Parse is noted when a Bind of
+        # its statement follows in its batch.  pgwharf compared the
+        # client's bytes: the Bind of 35 "é" was not of the Parse of 40, so
+        # the LISTEN PostgreSQL ran was not the hub's after the COMMIT.
+        # (max_prepared_statements off: its statements keep their names on
+        # the server, where PostgreSQL matches them.)
+        self.use_max_prepared_statements(0)
+        e = self.E
+        run = (hz.msg(b"P", (e * 40).encode("latin1") + b"\0LISTEN pgw_enc_tx\0\0\0") +
+               hz.msg(b"B", b"\0" + (e * 35).encode("latin1") + b"\0" +
+                      struct.pack("!HHH", 0, 0, 0)) +
+               hz.msg(b"E", b"\0\0\0\0\0") + hz.msg(b"S"))
+        a, got = self.compare(hz.query_msg("BEGIN") + run + hz.query_msg("COMMIT"), 3,
+                              client_encoding="LATIN1")
+        self.assertEqual([t[0] for t in got], [b"C", b"Z", b"1", b"2", b"C", b"Z", b"C", b"Z"])
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.notify("pgw_enc_tx", "heard")
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_enc_tx", "heard")])
+
     def test_in_the_clients_encoding(self):
         # A LATIN1 client: its name converted (40 bytes here, 80 in UTF-8),
         # the NOTICE converted back.
