@@ -1466,7 +1466,8 @@ int pgw_notify_query(struct pgw_session *s)
     if (s->mode == PGW_POOL_SESSION || !s->pool || b->len - b->parsed < PGW_MSG_HDR)
         return 0;
     const uint8_t *p = b->data + b->parsed;
-    if ((char)p[0] == PGW_FE_PARSE || (char)p[0] == PGW_FE_BIND)
+    if ((char)p[0] == PGW_FE_PARSE || (char)p[0] == PGW_FE_BIND ||
+        (char)p[0] == PGW_FE_DESCRIBE)
         return pgw_notify_ext_batch(s);
     if ((char)p[0] != PGW_FE_QUERY)
         return 0;

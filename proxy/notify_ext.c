@@ -251,13 +251,21 @@ static bool ext_bind(struct ext_batch *x, struct pgw_notify_sub *sub, const stru
 }
 
 /* Describe of the statement (no parameters, no rows) or of its portal (no
- * rows), before the Execute. */
-static bool ext_describe(struct ext_batch *x, const struct fe_msg *m)
+ * rows), before the Execute; of a vstmt first in the batch, it becomes
+ * the batch's statement. */
+static bool ext_describe(struct ext_batch *x, struct pgw_notify_sub *sub, const struct fe_msg *m)
 {
     uint32_t pos = 1;
     char name[NOTIFY_STMT_NAME_MAX + 1];
-    if (m->len < 2 || !x->have || x->executed || !fe_key(x->s, m, &pos, name))
+    if (m->len < 2 || x->executed || !fe_key(x->s, m, &pos, name))
         return false;
+    if (!x->have) {
+        const struct notify_vstmt *v = m->body[0] == 'S' ? vstmt_find(sub, name) : NULL;
+        if (!v)
+            return false;
+        x->cur = *v;
+        x->have = true;
+    }
     if (m->body[0] == 'S' && name_eq(name, x->cur.name)) {
         size_t at = pgw_wbuf_msg_begin(&x->out, 't');
         pgw_wbuf_put_u16(&x->out, 0);
@@ -290,7 +298,7 @@ static bool ext_msg(struct ext_batch *x, struct pgw_notify_sub *sub, const struc
     case PGW_FE_BIND:
         return ext_bind(x, sub, m);
     case PGW_FE_DESCRIBE:
-        return ext_describe(x, m);
+        return ext_describe(x, sub, m);
     case PGW_FE_EXECUTE:
         return ext_execute(x, m);
     case PGW_FE_FLUSH:

@@ -1749,9 +1749,10 @@ static bool client_data_step(struct pgw_session *s)
             break;
         /* A lone LISTEN or UNLISTEN takes no server (notify.c): a Query
          * or a Parse whose text starts with white space, L or U may be
-         * one, so may a Bind once the client has prepared one.  Every
-         * Parse of such a client goes there too (one reusing the name of
-         * its prepared LISTEN replaces it). */
+         * one, so may a Bind or Describe once the client has prepared
+         * one.  Every Parse of such a client goes there too (one reusing
+         * the name of its prepared LISTEN is refused, or replaces it when
+         * unnamed). */
         const uint8_t *m = b->data + b->parsed;
         size_t have = b->len - b->parsed;
         if (m[0] == PGW_FE_QUERY) {
@@ -1762,7 +1763,7 @@ static bool client_data_step(struct pgw_session *s)
         } else if (m[0] == PGW_FE_PARSE) {
             if (!s->notify && !parse_may_be_listen(m, have))
                 break;
-        } else if (m[0] != PGW_FE_BIND || !s->notify) {
+        } else if ((m[0] != PGW_FE_BIND && m[0] != PGW_FE_DESCRIBE) || !s->notify) {
             break;
         }
         int r = pgw_notify_query(s);

@@ -2191,6 +2191,29 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
         self.assertEqual([m[1:] for m in read_notifications(a, 1)], [("pgw_kept_a", "heard")])
 
 
+    def test_describe_of_a_kept_statement(self):
+        # A Describe of a prepared LISTEN in a batch of its own (a driver
+        # asking what a cached statement takes and returns): PostgreSQL
+        # answers ParameterDescription and NoData.  pgwharf sent it to a
+        # server, which has no such statement: 26000.
+        steps = [(hz.parse_msg("pgw_desc", "LISTEN pgw_desc") + hz.msg(b"S"), 1),
+                 (hz.msg(b"D", b"Spgw_desc\0") + hz.msg(b"S"), 1),
+                 (hz.msg(b"D", b"Spgw_desc\0") + hz.msg(b"H") + bind_exec("pgw_desc"), 1),
+                 (hz.msg(b"D", b"Spgw_other\0") + hz.msg(b"S"), 1)]
+        d = self.direct()
+        want = [self.exchange(d, data, n) for data, n in steps]
+        d.close()
+        a = login(self, self.px)
+        got = [self.exchange(a, data, n) for data, n in steps]
+        self.assertEqual(got, want)
+        self.assertEqual([[m[0] for m in step] for step in got],
+                         [[b"1", b"Z"], [b"t", b"n", b"Z"], [b"t", b"n", b"2", b"C", b"Z"],
+                          [b"E", b"Z"]], got)
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+        self.notify("pgw_desc", "heard")
+        self.assertEqual([m[1:] for m in read_notifications(a, 1)], [("pgw_desc", "heard")])
+
+
 class TestLongNamesInALatin1Database(LongNamesCase):
     """A database in LATIN1 cuts a name at 63 of its bytes: 63 characters,
     up to 126 bytes of the UTF-8 the listening server speaks; a longer
