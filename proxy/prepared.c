@@ -131,7 +131,8 @@ struct qent {
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
                                   * whose 25P02 becomes the Bind's 08P01 (bind_error) */
     uint16_t bind_formats, bind_params;   /* that Bind's counts */
-    uint32_t copy_msgs;          /* ps_queue.copy_msgs when it was sent */
+    uint32_t copy_ends, copy_data;   /* ps_queue's counts when it was sent */
+    uint32_t copies;             /* a Query/Execute at the head: its COPY FROM STDINs begun */
 };
 
 struct ps_queue {
@@ -141,13 +142,18 @@ struct ps_queue {
     uint32_t batch_execs;        /* Executes pushed since the last Sync/Query/FunctionCall */
     uint32_t pending_execs;      /* Executes, Queries and FunctionCalls of the requests
                                   * queued (the execs of their Sync/Query entries) */
-    /* COPY FROM STDIN: the CopyData, CopyDone and CopyFail the client has
-     * sent (a count stamped on each entry, qent.copy_msgs), and while
-     * copy_open the count when the server's CopyInResponse came: a Sync
-     * sent since, with none of those in between, is one the COPY reads
-     * and ignores (copy_started). */
-    uint32_t copy_msgs, copy_at;
-    bool copy_open;
+    /* COPY FROM STDIN: the CopyDones and CopyFails the client has sent,
+     * and its CopyData since the last of them (counts stamped on each
+     * entry).  A COPY reads what was sent after the message that started
+     * it -- the Query or Execute, or for a Query's later COPY the CopyDone
+     * that ended the one before -- up to its own CopyDone/CopyFail: the
+     * entries stamped win_ends (copy_drop_syncs).  While copy_run, the server's
+     * CopyInResponse came and its COPY has not ended; while copy_open, the
+     * client has sent nothing of it either (the stamps are still win_ends
+     * and win_data): a Sync sent now is one the COPY reads and ignores. */
+    uint32_t copy_ends, copy_data;
+    uint32_t win_ends, win_data;
+    bool copy_run, copy_open;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -434,7 +440,9 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->had = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
-    x->copy_msgs = q->copy_msgs;
+    x->copy_ends = q->copy_ends;
+    x->copy_data = q->copy_data;
+    x->copies = 0;
     if (st)
         st->refs++;
     q->len++;
@@ -486,7 +494,7 @@ void pgw_ps_link(struct pgw_session *s)
         q_pop(s);
     if (s->ps_queue) {
         s->ps_queue->batch_execs = 0;
-        s->ps_queue->copy_open = false;
+        s->ps_queue->copy_open = s->ps_queue->copy_run = false;
     }
 }
 
@@ -1278,39 +1286,39 @@ bad:
     return PGW_PS_FAILED;
 }
 
-void pgw_ps_copy_sent(struct pgw_session *s)
+void pgw_ps_copy_sent(struct pgw_session *s, char type)
 {
-    if (s->ps_queue)
-        s->ps_queue->copy_msgs++;
+    struct ps_queue *q = s->ps_queue;
+    if (!q)
+        return;
+    if (type == PGW_FE_COPY_DATA) {
+        q->copy_data++;
+    } else {
+        q->copy_ends++;
+        q->copy_data = 0;
+    }
 }
 
 /* Is a Sync sent now one a COPY FROM STDIN under way reads and ignores? */
 static bool copy_ignores_sync(const struct pgw_session *s)
 {
     const struct ps_queue *q = s->ps_queue;
-    return q && q->copy_open && q->copy_msgs == q->copy_at;
+    return q && q->copy_open && q->copy_ends == q->win_ends && q->copy_data == q->win_data;
 }
 
-/* The server's CopyInResponse (or CopyBothResponse) to the request at the
- * queue's head (a Query, or an Execute: the replies before it are in).
- * The COPY reads what the client sent after that request as its own: a
- * Sync there, before any CopyData, CopyDone or CopyFail, is read and
- * ignored, with no ReadyForQuery (a client that sends its Sync without
- * waiting for the CopyInResponse); its entry goes, or the replies
- * pgwharf makes itself after it would wait for that ReadyForQuery and
- * come one late.  The Executes it closed belong to the next Sync's
- * batch.  A Sync after data may be read after the COPY failed, and so
- * answered: it stays (pgw_track_frontend counts it likewise). */
-static void copy_started(struct pgw_session *s)
+/* Drop the Syncs after the head that the COPY under way reads as its own
+ * (all of its window, or only those before any CopyData: `all`): they get
+ * no ReadyForQuery, and the replies pgwharf makes itself after them
+ * would wait for one and come one late.  The Executes they closed belong
+ * to the next Sync's batch. */
+static void copy_drop_syncs(struct pgw_session *s, bool all)
 {
     struct ps_queue *q = s->ps_queue;
-    const struct qent *h = q_head(s);
-    if (!h || (h->type != PGW_FE_QUERY && h->type != PGW_FE_EXECUTE))
-        return;
-    uint32_t stamp = h->copy_msgs, kept = 0, carry = 0;
+    uint32_t kept = 0, carry = 0;
     for (uint32_t i = 0; i < q->len; i++) {
         struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_msgs == stamp) {
+        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_ends == q->win_ends &&
+            (all || x->copy_data == q->win_data)) {
             stmt_unref(reg_of(s), x->stmt);
             free(x->cname);
             q->syncs--;
@@ -1329,8 +1337,37 @@ static void copy_started(struct pgw_session *s)
     q->len = kept;
     q->pending_execs -= carry;
     q->batch_execs += carry;
-    q->copy_open = q->copy_msgs == stamp;
-    q->copy_at = stamp;
+}
+
+/* The server's CopyInResponse (or CopyBothResponse) to the request at the
+ * queue's head (a Query, or an Execute: the replies before it are in).
+ * The COPY reads what the client sent after that request -- after the
+ * CopyDone of the COPY before it, for a Query's second one -- as its own:
+ * a Sync there before any CopyData is read and ignored, with no
+ * ReadyForQuery (a client that sends its Sync without waiting for the
+ * CopyInResponse).  A Sync after data may be read after the COPY failed,
+ * and so answered: it stays until the COPY's CommandComplete tells
+ * (copy_done); pgw_track_frontend counts it likewise. */
+static void copy_started(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    struct qent *h = q_head(s);
+    if (!h || (h->type != PGW_FE_QUERY && h->type != PGW_FE_EXECUTE))
+        return;
+    uint32_t k = h->copies++;
+    q->win_ends = h->copy_ends + k;
+    q->win_data = k ? 0 : h->copy_data;
+    copy_drop_syncs(s, false);
+    q->copy_run = true;
+    q->copy_open = q->copy_ends == q->win_ends && q->copy_data == q->win_data;
+}
+
+/* The COPY under way ended well (its CommandComplete): it read every Sync
+ * sent up to its CopyDone, after data too, and answered none. */
+static void copy_done(struct pgw_session *s)
+{
+    copy_drop_syncs(s, true);
+    s->ps_queue->copy_run = s->ps_queue->copy_open = false;
 }
 
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
@@ -1719,8 +1756,10 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         copy_started(s);
         return false;
     }
+    if (type == PGW_BE_COMMAND_COMPLETE && s->ps_queue->copy_run)
+        copy_done(s);
     if (type == PGW_BE_ERROR || type == PGW_BE_READY)
-        s->ps_queue->copy_open = false;          /* the COPY is over */
+        s->ps_queue->copy_open = s->ps_queue->copy_run = false;   /* the COPY is over */
     if (type == PGW_BE_ERROR) {
         on_error(s, msg, total);
         return false;

@@ -109,9 +109,9 @@ enum pgw_ps_action {
  * the response-producing E, S, F come here; others do not. */
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total);
-/* The client sent CopyData, CopyDone or CopyFail: a Sync after it is no
- * longer certainly one a COPY FROM STDIN ignores. */
-void pgw_ps_copy_sent(struct pgw_session *s);
+/* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a
+ * COPY FROM STDIN reads and ignores is counted from them. */
+void pgw_ps_copy_sent(struct pgw_session *s, char type);
 
 /* Does this backend message type need to be whole in the buffer? */
 bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type);

@@ -1634,7 +1634,7 @@ static bool scan_client(struct pgw_session *s)
             s->copy_ends++;
         if ((type == PGW_FE_COPY_DATA || type == PGW_FE_COPY_DONE ||
              type == PGW_FE_COPY_FAIL) && s->ps_on)
-            pgw_ps_copy_sent(s);
+            pgw_ps_copy_sent(s, type);
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;

@@ -1233,6 +1233,67 @@ class TestCloseAnsweredAfterAnEagerCopy(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
+class TestSyncsEveryCopyOfAQueryIgnores(pt.PgwharfTestCase):
+    """Syncs a COPY FROM STDIN reads as its own besides the one right
+    after its Query/Execute: one sent after its data, before its CopyDone
+    (read and ignored when the COPY goes well), and one sent before the
+    data of a Query's second COPY (after the first one's CopyDone).
+    PostgreSQL answers neither; pgwharf, answering a Close or Parse after
+    them itself, queued its reply behind their ReadyForQuery, which never
+    comes: the client got the COPY's ReadyForQuery, the request's, and its
+    CloseComplete only at the head of the next request's replies
+    (G C Z Z, then 3 T D C Z).  The same exchanges in session mode are
+    PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        self.pg.psql("create table if not exists copy_syncs (a int)")
+        px, r = raw_on_one_server(self, mode, max_prepared_statements=2)
+        out = []
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+
+        def d(row):
+            return r.msg(b"d", row)
+        two = "copy copy_syncs from stdin; copy copy_syncs from stdin"
+        try:
+            r.send(r.parse("s1", "select 1"), r.sync())
+            out.append(r.until_ready())
+            steps = [
+                # A Sync after the data, before CopyDone.
+                (q("copy copy_syncs from stdin"), d(b"1\n"), r.sync(), r.msg(b"c"),
+                 r.close_stmt("s1"), r.sync()),
+                # The second COPY's Syncs, before and after its data.
+                (q(two), d(b"2\n"), r.msg(b"c"), r.sync(), d(b"3\n"), r.sync(), r.msg(b"c"),
+                 r.parse("s1", "select 1"), r.sync()),
+                # Its second COPY failing: that Sync was ignored all the same.
+                (q(two), r.msg(b"c"), r.sync(), d(b"x\n"), r.msg(b"c"),
+                 r.close_stmt("s1"), r.sync()),
+                # In the extended protocol.
+                (r.parse("", "copy copy_syncs from stdin"), r.bind(""), r.execute(),
+                 d(b"4\n"), r.sync(), r.msg(b"c"), r.parse("s1", "select 1"), r.sync()),
+            ]
+            for step in steps:
+                r.send(*step)
+                got = r.until_ready()
+                if got[-1][0] == b"Z" and step[0][:1] == b"Q":
+                    got += r.until_ready()
+                out.append(got)
+                r.send(q("select 5"))
+                out.append(r.until_ready())
+        finally:
+            r.close()
+        px.stop()
+        return [[(t, sqlstate(b) if t == b"E" else b) for t, b in m] for m in out]
+
+    def test_replies_in_postgres_order(self):
+        got = self.exchange("transaction")
+        self.assertEqual([types(m) for m in got],
+                         ["1Z", "GCZ3Z", "TDCZ", "GCGCZ1Z", "TDCZ", "GCGEZ3Z", "TDCZ",
+                          "12GC1Z", "TDCZ"], got)
+        self.assertEqual(got, self.exchange("session"))
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips
