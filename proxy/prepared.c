@@ -154,6 +154,10 @@ struct ps_queue {
     uint32_t copy_ends, copy_data;
     uint32_t win_ends, win_data;
     bool copy_run, copy_open;
+    bool copy_in;                /* that COPY is a COPY FROM STDIN (not COPY BOTH) */
+    /* The type of the message a COPY FROM STDIN just begun reads first,
+     * when it is none of its own (copy_refused), else 0. */
+    char copy_bad;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -495,6 +499,7 @@ void pgw_ps_link(struct pgw_session *s)
     if (s->ps_queue) {
         s->ps_queue->batch_execs = 0;
         s->ps_queue->copy_open = s->ps_queue->copy_run = false;
+        s->ps_queue->copy_bad = 0;
     }
 }
 
@@ -596,6 +601,8 @@ static bool emit_fake(struct pgw_session *s, char type)
     return emit_bytes(s, m, sizeof(m));
 }
 
+static void copy_refused(struct pgw_session *s, char type);
+
 void pgw_ps_emit(struct pgw_session *s)
 {
     struct qent *h;
@@ -603,6 +610,10 @@ void pgw_ps_emit(struct pgw_session *s)
      * that message is through (relay.c calls again). */
     if (s->sskip)
         return;
+    if (s->ps_queue && s->ps_queue->copy_bad) {
+        copy_refused(s, s->ps_queue->copy_bad);      /* after the CopyInResponse */
+        return;
+    }
     while ((h = q_head(s)) && h->kind == Q_FAKE) {
         /* A Describe in a failed transaction: ParameterDescription, NoData
          * (failed_tx_answer). */
@@ -1306,6 +1317,33 @@ static bool copy_ignores_sync(const struct pgw_session *s)
     return q && q->copy_open && q->copy_ends == q->win_ends && q->copy_data == q->win_data;
 }
 
+/* A COPY FROM STDIN reads a message other than CopyData, CopyDone,
+ * CopyFail, Flush or Sync: PostgreSQL 14 and later fail it with 08P01
+ * after reading only the message's type, and, having lost its place in
+ * the stream, end the connection (FATAL 08P01).  (Before 14 it reads the
+ * whole message and fails only the COPY.) */
+static bool copy_reads_one_type(const struct pgw_session *s)
+{
+    return s->server && s->server->server_version >= 140000;
+}
+
+/* The client gets what PostgreSQL answers there, and the session ends
+ * (its server, mid-COPY, is closed).  pgwharf answers such a Parse or
+ * Close itself, or sends a Parse of its own before a Bind: the server
+ * would have let the COPY go on, or named the wrong message. */
+static void copy_refused(struct pgw_session *s, char type)
+{
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    pgw_wire_error(&m, "ERROR", "08P01", "unexpected message type 0x%02X during COPY from stdin",
+                   (unsigned)(uint8_t)type);
+    if (!m.failed && !s->sskip)
+        (void)emit_bytes(s, m.data, (uint32_t)m.len);
+    pgw_wbuf_deinit(&m);
+    pgw_session_close(s, "08P01", "terminating connection because protocol synchronization "
+                      "was lost");
+}
+
 /* Drop the Syncs after the head that the COPY under way reads as its own
  * (all of its window, or only those before any CopyData: `all`): they get
  * no ReadyForQuery, and the replies pgwharf makes itself after them
@@ -1348,7 +1386,7 @@ static void copy_drop_syncs(struct pgw_session *s, bool all)
  * CopyInResponse).  A Sync after data may be read after the COPY failed,
  * and so answered: it stays until the COPY's CommandComplete tells
  * (copy_done); pgw_track_frontend counts it likewise. */
-static void copy_started(struct pgw_session *s)
+static void copy_started(struct pgw_session *s, bool copy_in)
 {
     struct ps_queue *q = s->ps_queue;
     struct qent *h = q_head(s);
@@ -1359,15 +1397,42 @@ static void copy_started(struct pgw_session *s)
     q->win_data = k ? 0 : h->copy_data;
     copy_drop_syncs(s, false);
     q->copy_run = true;
+    q->copy_in = copy_in;
     q->copy_open = q->copy_ends == q->win_ends && q->copy_data == q->win_data;
+    /* What the client sent before any data, past those Syncs (and the
+     * messages pgwharf adds): the first is what the COPY reads. */
+    for (uint32_t i = 1; copy_in && copy_reads_one_type(s) && i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->copy_ends != q->win_ends || x->copy_data != q->win_data)
+            break;
+        if (x->kind != Q_SWALLOW && !x->learn) {
+            /* (The Execute raising a duplicate Parse's 42P05 is that Parse.) */
+            q->copy_bad = x->dup ? PGW_FE_PARSE : x->type;   /* pgw_ps_emit, after this reply */
+            break;
+        }
+    }
 }
 
 /* The COPY under way ended well (its CommandComplete): it read every Sync
- * sent up to its CopyDone, after data too, and answered none. */
-static void copy_done(struct pgw_session *s)
+ * sent up to its CopyDone, after data too, and answered none.  It read
+ * the rest too: a Parse, Close or Describe among them that pgwharf
+ * answers itself never reached the server, where PostgreSQL fails there
+ * (copy_refused, in place of that CommandComplete: true). */
+static bool copy_done(struct pgw_session *s)
 {
+    struct ps_queue *q = s->ps_queue;
+    for (uint32_t i = 1; q->copy_in && copy_reads_one_type(s) && i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->copy_ends != q->win_ends)
+            break;
+        if (x->kind == Q_FAKE) {
+            q->copy_bad = x->type;
+            break;
+        }
+    }
     copy_drop_syncs(s, true);
-    s->ps_queue->copy_run = s->ps_queue->copy_open = false;
+    q->copy_run = q->copy_open = false;
+    return q->copy_bad != 0;
 }
 
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
@@ -1378,6 +1443,13 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
      * the skipping: pgw_track_frontend). */
     if (s->track.skip_sync && type != PGW_FE_SYNC)
         return PGW_PS_FORWARD;
+    /* A COPY FROM STDIN under way, which has read nothing but Syncs and
+     * Flushes since it began, reads it next (copy_refused). */
+    if (type != PGW_FE_SYNC && copy_ignores_sync(s) && s->ps_queue->copy_in &&
+        copy_reads_one_type(s)) {
+        copy_refused(s, type);
+        return PGW_PS_FAILED;
+    }
     switch (type) {
     case PGW_FE_PARSE:
         return on_parse(s, b, total);
@@ -1753,11 +1825,11 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     if (!h)
         return false;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
-        copy_started(s);
+        copy_started(s, type == PGW_BE_COPY_IN);
         return false;
     }
-    if (type == PGW_BE_COMMAND_COMPLETE && s->ps_queue->copy_run)
-        copy_done(s);
+    if (type == PGW_BE_COMMAND_COMPLETE && s->ps_queue->copy_run && copy_done(s))
+        return true;                             /* the client gets copy_refused's */
     if (type == PGW_BE_ERROR || type == PGW_BE_READY)
         s->ps_queue->copy_open = s->ps_queue->copy_run = false;   /* the COPY is over */
     if (type == PGW_BE_ERROR) {

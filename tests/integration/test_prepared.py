@@ -19,6 +19,7 @@ import unittest
 
 import psycopg2
 
+import pgw_hardening as ph
 import pgwharf_test as pt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1292,6 +1293,102 @@ class TestSyncsEveryCopyOfAQueryIgnores(pt.PgwharfTestCase):
                          ["1Z", "GCZ3Z", "TDCZ", "GCGCZ1Z", "TDCZ", "GCGEZ3Z", "TDCZ",
                           "12GC1Z", "TDCZ"], got)
         self.assertEqual(got, self.exchange("session"))
+
+
+def raw_to_postgres(case):
+    """A Raw client logged in to the test cluster itself (no pgwharf)."""
+    r = Raw.__new__(Raw)
+    r.s = socket.create_connection((case.pg.host, case.pg.port))
+    r.s.settimeout(20)
+    r.buf = b""
+    ph.sync_login(r.s, case.pg.user, case.pg.database, password=case.pg.password)
+    return r
+
+
+class TestMessageInsideACopyFromStdin(pt.PgwharfTestCase):
+    """A Close or Parse a COPY FROM STDIN reads as its own (sent after the
+    COPY's Query or Execute and before its CopyDone): PostgreSQL (14 and
+    later) fails the COPY with 08P01 "unexpected message type 0x43 during
+    COPY from stdin" and ends the connection, FATAL 08P01 "terminating
+    connection because protocol synchronization was lost".  pgwharf,
+    answering that Close or Parse itself (the statement is on the server),
+    never sent it: the COPY went on, and the client got COPY 1,
+    ReadyForQuery and the CloseComplete.  Each exchange is sent to
+    PostgreSQL directly too, and must get the same replies."""
+
+    def exchange(self, connect, steps):
+        r = connect()
+        out = []
+        try:
+            r.send(r.parse("s1", "select 1"), r.sync())
+            out.append(types(r.until_ready()))
+            for send, n in steps(r):
+                r.send(*send)
+                for _ in range(n):
+                    t, b = r.read_msg()
+                    out.append((t, ph.parse_fields(b)) if t == b"E" else t)
+            r.s.settimeout(10)
+            try:
+                extra = r.read_msg()
+            except EOFError:
+                extra = "closed"
+            out.append(extra)
+        finally:
+            r.s.close()
+        return out
+
+    def test_refused_and_the_connection_ends_as_postgres_does(self):
+        self.pg.psql("create table if not exists copy_inside (a int)")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1,
+                                          "max_prepared_statements": 2})
+        copy = "copy copy_inside from stdin"
+
+        def norm(m):
+            """An error as its severity, SQLSTATE and text."""
+            return (m[0], m[1]["S"], m[1]["C"], m[1]["M"]) if isinstance(m, tuple) else m
+
+        def q(r, sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+
+        cases = {
+            "eager Close": lambda r: [((q(r, copy), r.close_stmt("s1"), r.msg(b"d", b"1\n"),
+                                        r.msg(b"c"), r.sync()), 3)],
+            "Parse after the CopyInResponse": lambda r: [
+                ((r.close_stmt("s1"), r.sync()), 2), ((q(r, copy),), 1),
+                ((r.parse("s1", "select 1"), r.msg(b"d", b"1\n"), r.msg(b"c"), r.sync()), 2)],
+            "Close after an ignored Sync": lambda r: [
+                ((r.parse("", copy), r.bind(""), r.execute(), r.sync(), r.close_stmt("s1"),
+                  r.msg(b"d", b"1\n"), r.msg(b"c"), r.sync()), 5)],
+            "Close after data": lambda r: [((q(r, copy), r.msg(b"d", b"1\n"), r.close_stmt("s1"),
+                                             r.msg(b"c"), r.sync()), 3)],
+            # s1 no longer on the server: pgwharf would close another and
+            # prepare it first, the server reading those (0x43, not 0x42).
+            "Bind of an evicted statement": lambda r: [
+                ((r.parse("s2", "select 2"), r.parse("s3", "select 3"), r.sync()), 3),
+                ((q(r, copy), r.bind("s1"), r.execute(), r.sync(), r.msg(b"d", b"1\n"),
+                  r.msg(b"c"), r.sync()), 3)],
+            "Close in a Query's second COPY": lambda r: [
+                ((q(r, copy + "; " + copy), r.msg(b"d", b"1\n"), r.msg(b"c"), r.close_stmt("s1"),
+                  r.msg(b"d", b"2\n"), r.msg(b"c"), r.sync()), 5)],
+        }
+        for name, steps in cases.items():
+            with self.subTest(name):
+                got = self.exchange(lambda: Raw(px.host, px.port, self.pg.user,
+                                                self.pg.database), steps)
+                err, fatal = got[-3], got[-2]
+                self.assertEqual(got[-1], "closed", got)
+                self.assertEqual((err[1]["S"], err[1]["C"]), ("ERROR", "08P01"), got)
+                self.assertRegex(err[1]["M"], "^unexpected message type 0x(42|43|50) during COPY",
+                                 got)
+                self.assertEqual((fatal[1]["S"], fatal[1]["C"]), ("FATAL", "08P01"), got)
+                want = self.exchange(lambda: raw_to_postgres(self), steps)
+                self.assertEqual([norm(m) for m in got], [norm(m) for m in want])
+                # The server went (closed mid-COPY): the next client gets one.
+                r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+                r.send(q(r, "select 7"))
+                self.assertEqual(types(r.until_ready()), "TDCZ")
+                r.close()
 
 
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
