@@ -155,6 +155,7 @@ struct ps_queue {
     uint32_t win_ends, win_data;
     bool copy_run, copy_open;
     bool copy_in;                /* that COPY is a COPY FROM STDIN (not COPY BOTH) */
+    int syncs_read;              /* Syncs a COPY read, not yet told (pgw_ps_copy_syncs_read) */
     /* The type of the message a COPY FROM STDIN just begun reads first,
      * when it is none of its own (copy_refused), else 0. */
     char copy_bad;
@@ -500,6 +501,7 @@ void pgw_ps_link(struct pgw_session *s)
         s->ps_queue->batch_execs = 0;
         s->ps_queue->copy_open = s->ps_queue->copy_run = false;
         s->ps_queue->copy_bad = 0;
+        s->ps_queue->syncs_read = 0;
     }
 }
 
@@ -1360,6 +1362,7 @@ static void copy_drop_syncs(struct pgw_session *s, bool all)
             stmt_unref(reg_of(s), x->stmt);
             free(x->cname);
             q->syncs--;
+            q->syncs_read++;
             carry += x->execs;
             continue;
         }
@@ -1435,6 +1438,15 @@ static bool copy_done(struct pgw_session *s)
     return q->copy_bad != 0;
 }
 
+int pgw_ps_copy_syncs_read(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    int n = q ? q->syncs_read : 0;
+    if (q)
+        q->syncs_read = 0;
+    return n;
+}
+
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
 {
@@ -1458,8 +1470,10 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
     case PGW_FE_CLOSE:
         return on_named(s, b, type, total);
     case PGW_FE_SYNC:
-        if (copy_ignores_sync(s))
+        if (copy_ignores_sync(s)) {
+            s->ps_queue->syncs_read++;
             return PGW_PS_FORWARD;       /* no reply to expect (copy_started) */
+        }
         /* fall through */
     default:
         q_push(s, Q_PASS, type, NULL);

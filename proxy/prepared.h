@@ -112,6 +112,12 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
 /* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a
  * COPY FROM STDIN reads and ignores is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);
+/* How many Syncs sent (and counted by pgw_track_frontend) a COPY FROM
+ * STDIN has read as its own since the last call: no ReadyForQuery answers
+ * them.  Known for certain where pgw_track_copy_ignored is not (a client
+ * that sent more than a Sync before the CopyInResponse, a Sync in the
+ * data, a Query's second COPY). */
+int pgw_ps_copy_syncs_read(struct pgw_session *s);
 
 /* Does this backend message type need to be whole in the buffer? */
 bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type);

@@ -1436,6 +1436,8 @@ static bool discard_done(struct pgw_session *s)
 }
 
 /* Scan client messages; returns false when the session was closed. */
+static void ps_copy_syncs(struct pgw_session *s);
+
 static bool scan_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -1640,6 +1642,8 @@ static bool scan_client(struct pgw_session *s)
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
         if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
+        if (s->ps_on && type == PGW_FE_SYNC)
+            ps_copy_syncs(s);
         s->requested = true;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
@@ -2200,6 +2204,20 @@ static void track_backend(struct pgw_session *s, char type)
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
         s->copy_ins++;
     pgw_track_backend(&s->track, type);
+    /* The Syncs the COPY reads are prepared.c's to tell (ps_copy_syncs):
+     * the tracker's CopyDone must not take them back a second time. */
+    if (s->ps_on && (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH))
+        s->track.copy_in = false;
+}
+
+/* Syncs a COPY FROM STDIN read as its own, which the tracker counted as
+ * requests still to be answered: with them the server never went back to
+ * the pool, held by its client, idle, until it left. */
+static void ps_copy_syncs(struct pgw_session *s)
+{
+    int n = pgw_ps_copy_syncs_read(s);
+    if (n > 0)
+        s->track.sync_out = s->track.sync_out > n ? s->track.sync_out - n : 0;
 }
 
 /* Scan server messages; returns false when the session was closed. */
@@ -2253,8 +2271,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             whole = false;
         if (!whole) {
             track_backend(s, type);
-            if (ps)
+            if (ps) {
                 pgw_ps_backend(s, type, NULL, total);
+                ps_copy_syncs(s);
+            }
             uint32_t n = avail < total ? avail : total;
             b->parsed += n;
             s->sskip = total - n;
@@ -2283,8 +2303,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             p = b->data + b->parsed;
             mlen = total - 1;
         }
-        if (ps)
+        if (ps) {
             drop = pgw_ps_backend(s, type, p, total);
+            ps_copy_syncs(s);
+        }
         if (!drop && type != PGW_BE_READY)
             track_backend(s, type);
         if (type == PGW_BE_READY) {

@@ -1391,6 +1391,53 @@ class TestMessageInsideACopyFromStdin(pt.PgwharfTestCase):
                 r.close()
 
 
+class TestServerBackAfterCopyReadSyncs(pt.PgwharfTestCase):
+    """A client whose COPY FROM STDIN read Syncs as its own (sent before
+    its data, in it, or before a Query's second COPY) and which then stays
+    connected, idle: its server goes back to the pool at the request's
+    ReadyForQuery.  The relay counted those Syncs as requests still to be
+    answered, for ever: the server stayed with the idle client, and with a
+    pool of one every other client waited until query_wait_timeout (with
+    max_prepared_statements, pgwharf knows which Syncs the COPY read)."""
+
+    def test_another_client_gets_the_server(self):
+        self.pg.psql("create table if not exists copy_back (a int)")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, "query_wait_timeout": 5,
+                                          "max_prepared_statements": 2})
+        copy = "copy copy_back from stdin"
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+
+        def q(sql):
+            return r.msg(b"Q", sql.encode() + b"\x00")
+
+        def d(row):
+            return r.msg(b"d", row)
+        steps = {
+            "Query, Sync, data": ((q(copy), r.sync(), d(b"1\n"), r.msg(b"c"), r.sync()),
+                                  "GCZZ"),
+            "Sync in the data": ((q(copy), d(b"1\n"), r.sync(), r.msg(b"c"), r.sync()), "GCZZ"),
+            "Execute, Sync, data": ((r.parse("", copy), r.bind(""), r.execute(), r.sync(),
+                                     d(b"1\n"), r.msg(b"c"), r.sync()), "12GCZ"),
+            "second COPY": ((q(copy + "; " + copy), r.msg(b"c"), r.sync(), d(b"1\n"),
+                             r.msg(b"c"), r.sync()), "GCGCZZ"),
+        }
+        try:
+            for name, (send, want) in steps.items():
+                with self.subTest(name):
+                    r.send(*send)
+                    got = b""
+                    while len(got) < len(want):
+                        got += r.read_msg()[0]
+                    self.assertEqual(got.decode(), want)
+                    other = Raw(px.host, px.port, self.pg.user, self.pg.database)
+                    other.send(other.msg(b"Q", b"select 8\x00"))
+                    self.assertEqual(types(other.until_ready()), "TDCZ")
+                    other.close()
+        finally:
+            r.close()
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips
