@@ -170,22 +170,129 @@ static int add_listener(struct pgw_proxy *px, int fd, bool unix_sock, const char
     return 0;
 }
 
-static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *errbuf, size_t errlen)
+/* The families listen_addr has a wildcard of ("*", "0.0.0.0", "::"). */
+enum { WILD_INET = 1, WILD_INET6 = 2 };
+
+static int wildcard_bit(const struct sockaddr *sa)
 {
-    struct addrinfo hints = { 0 }, *res = NULL;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return in->sin_addr.s_addr == htonl(INADDR_ANY) ? WILD_INET : 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        return IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? WILD_INET6 : 0;
+    }
+    return 0;
+}
+
+static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->sa_family == AF_INET6)
+        return IN6_ARE_ADDR_EQUAL(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                                  &((const struct sockaddr_in6 *)b)->sin6_addr);
+    return false;
+}
+
+static void format_addr(const struct sockaddr *sa, int port, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
+        snprintf(out, outlen, "[%s]:%d", host, port);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+        snprintf(out, outlen, "%s:%d", host, port);
+    }
+}
+
+/* An address listen_addr names twice (127.0.0.1 and localhost), or one a
+ * wildcard of its family in the list already covers (127.0.0.1 beside
+ * "*"), gets no socket of its own: its bind would fail with EADDRINUSE
+ * (the one start-up stop that is not the operator's intent), and when
+ * it came before the "*" the wildcard lost its IPv4 socket.  PgBouncer
+ * warns and goes on with the sockets it could bind; so does pgwharf,
+ * with the wildcard bound whatever the order. */
+static bool redundant_addr(struct pgw_proxy *px, const struct sockaddr *sa, int wild,
+                           const char *host, int port)
+{
+    char addr[INET6_ADDRSTRLEN + 16];
+    format_addr(sa, port, addr, sizeof(addr));
+    if (!wildcard_bit(sa) && (wild & (sa->sa_family == AF_INET6 ? WILD_INET6 : WILD_INET))) {
+        pgw_warn("config", "key=listen_addr addr=%s reason=\"%s is covered by the wildcard "
+                 "address of its family in listen_addr: listening there once\"", addr, host);
+        return true;
+    }
+    for (const struct pgw_listener *l = px->listeners; l; l = l->next) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (l->unix_sock || getsockname(l->fd, (struct sockaddr *)&ss, &len) < 0)
+            continue;
+        if (same_addr(sa, (const struct sockaddr *)&ss)) {
+            pgw_warn("config", "key=listen_addr addr=%s reason=\"%s names an address listen_addr "
+                     "gives already: listening there once\"", addr, host);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int resolve_tcp(const char *host, int port, struct addrinfo **res, char *errbuf,
+                       size_t errlen)
+{
+    struct addrinfo hints = { 0 };
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     char portstr[16];
     snprintf(portstr, sizeof(portstr), "%d", port);
-    const char *node = strcmp(host, "*") == 0 ? NULL : host;
-    int rc = getaddrinfo(node, portstr, &hints, &res);
+    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, portstr, &hints, res);
     if (rc != 0) {
         snprintf(errbuf, errlen, "listen_addr %s: %s", host, gai_strerror(rc));
         return PGW_ECONFIG;
     }
-    int opened = 0;
+    return 0;
+}
+
+/* The wildcard families the whole listen_addr list names, so that an
+ * address before its "*" is known to be covered too. */
+static int listen_wildcards(const char *list, int port)
+{
+    char *addrs = strdup(list);
+    int wild = 0;
+    char *save = NULL, err[8];
+    for (char *tok = addrs ? strtok_r(addrs, ", ", &save) : NULL; tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        struct addrinfo *res = NULL;
+        if (resolve_tcp(tok, port, &res, err, sizeof(err)) < 0)
+            continue;           /* listen_tcp reports it */
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+            wild |= wildcard_bit(ai->ai_addr);
+        freeaddrinfo(res);
+    }
+    free(addrs);
+    return wild;
+}
+
+static int listen_tcp(struct pgw_proxy *px, const char *host, int port, int wild,
+                      char *errbuf, size_t errlen)
+{
+    struct addrinfo *res = NULL;
+    int rc = resolve_tcp(host, port, &res, errbuf, errlen);
+    if (rc < 0)
+        return rc;
+    bool any = strcmp(host, "*") == 0;
+    int opened = 0, skipped = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (redundant_addr(px, ai->ai_addr, wild, host, port)) {
+            skipped++;
+            continue;
+        }
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             continue;
@@ -205,13 +312,17 @@ static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *er
         client_sockopts(px->cfg, fd);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
             listen(fd, px->cfg->listen_backlog > 0 ? px->cfg->listen_backlog : 128) < 0) {
-            snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+            int err = errno;
+            char addr[INET6_ADDRSTRLEN + 16];
+            format_addr(ai->ai_addr, port, addr, sizeof(addr));
+            snprintf(errbuf, errlen, "cannot listen on %s: %s", addr, strerror(err));
             close(fd);
-            if (node) {
-                freeaddrinfo(res);
-                return PGW_EIO;
-            }
-            continue;   /* "*": IPv6 may be missing */
+            /* "*" on a host without IPv6 (or IPv4): that family is
+             * missing, not taken; anything else stops the start. */
+            if (any && (err == EADDRNOTAVAIL || err == EAFNOSUPPORT))
+                continue;
+            freeaddrinfo(res);
+            return PGW_EIO;
         }
         /* Woken when a client's first bytes arrive, not at its handshake
          * (as PgBouncer's tcp_defer_accept): one wake-up less per login. */
@@ -227,11 +338,12 @@ static int listen_tcp(struct pgw_proxy *px, const char *host, int port, char *er
         opened++;
     }
     freeaddrinfo(res);
-    if (!opened) {
+    if (!opened && !skipped) {
         if (!*errbuf)
             snprintf(errbuf, errlen, "cannot listen on %s:%d", host, port);
         return PGW_EIO;
     }
+    errbuf[0] = '\0';
     return 0;
 }
 
@@ -364,22 +476,13 @@ static void log_listening(const struct pgw_listener *l)
     }
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
+    char addr[INET6_ADDRSTRLEN + 16] = "?";
     if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-            port = ntohs(in->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-            pgw_info("listening", "addr=[%s]:%d", host, port);
-            return;
-        }
+        int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                  : ((struct sockaddr_in *)&ss)->sin_port);
+        format_addr((const struct sockaddr *)&ss, port, addr, sizeof(addr));
     }
-    pgw_info("listening", "addr=%s:%d", host, port);
+    pgw_info("listening", "addr=%s", addr);
 }
 
 int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
@@ -396,9 +499,10 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
     int rc = 0;
     if (cfg->unix_socket_dir && *cfg->unix_socket_dir)
         rc = listen_unix(px, cfg->unix_socket_dir, cfg->listen_port, errbuf, errlen);
+    int wild = listen_wildcards(addrs, cfg->listen_port);
     char *save = NULL;
     for (char *tok = strtok_r(addrs, ", ", &save); tok && rc == 0; tok = strtok_r(NULL, ", ", &save))
-        rc = listen_tcp(px, tok, cfg->listen_port, errbuf, errlen);
+        rc = listen_tcp(px, tok, cfg->listen_port, wild, errbuf, errlen);
     free(addrs);
     if (rc == 0 && !px->listeners) {
         snprintf(errbuf, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");

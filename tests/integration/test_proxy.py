@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import subprocess
 import tempfile
 import time
@@ -1389,6 +1390,59 @@ class TestListenerKeys(pt.PgwharfTestCase):
         px.wait_for_log(r"event=listening addr=127\.0\.0\.1:%d\n" % px.port)
         px.wait_for_log(r"event=listening addr=%s\n"
                         % re.escape("%s/.s.PGSQL.%d" % (px.dir, px.port)))
+
+    def test_an_address_listen_addr_names_twice_is_listened_on_once(self):
+        # the second bind failed with EADDRINUSE and pgwharf exited 1;
+        # PgBouncer warns and keeps the one socket
+        px = self.start_pgwharf(settings={"listen_addr": "127.0.0.1, 127.0.0.1,127.1"})
+        self.assertEqual(len(re.findall(r"event=listening addr=127\.0\.0\.1:%d\n" % px.port,
+                                        px.wait_for_log(r"event=started").string)), 1)
+        self.assertEqual(px.log().count("names an address listen_addr gives already"), 2)
+        self.run_clients(px.port, 1)
+
+    def in_own_netns(self, px, *prelude):
+        """Run px in a network namespace of its own (only its loopback):
+        a wildcard listen_addr reaches nothing outside the test.  prelude:
+        a Python script run there first, that execs pgwharf (argv[1:])."""
+        if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode:
+            self.skipTest("unshare -rn: no network namespaces here")
+        px.args = ["-rn"] + list(prelude) + [px.binary] + px.args
+        px.binary = shutil.which("unshare")
+        px.start(wait=False)
+
+    def test_an_address_beside_a_wildcard_leaves_the_wildcard_whole(self):
+        # "127.0.0.1,*": 0.0.0.0 failed with EADDRINUSE after 127.0.0.1 and
+        # was skipped in silence (as "*" skips a missing IPv6): pgwharf
+        # listened on 127.0.0.1 and [::] only, no other IPv4 address;
+        # "*,127.0.0.1" exited 1.  Now the explicit one is covered.
+        for addrs in ("127.0.0.1,*", "*,127.0.0.1"):
+            px = self.start_pgwharf(start=False, settings={
+                "listen_addr": addrs, "listen_port": pt.free_port(), "unix_socket_dir": ""})
+            self.in_own_netns(px)
+            log = px.wait_for_log(r"event=started|event=stopped").string
+            self.assertIn("event=listening addr=0.0.0.0:%d\n" % px.port, log)
+            self.assertNotIn("event=listening addr=127.0.0.1:", log)
+            self.assertIn("127.0.0.1 is covered by the wildcard address", log)
+            self.assertEqual(px.stop(), 0)
+
+    def test_a_wildcard_whose_ipv4_port_is_taken_stops_the_start(self):
+        # "*" skipped any address it could not bind, so with 0.0.0.0:port
+        # held by another process pgwharf started on [::] alone, no IPv4
+        # client able to reach it; only a missing family is skipped now
+        port = pt.free_port()
+        hold = ("import os, socket, sys\n"
+                "s = socket.socket()\n"
+                "s.bind(('0.0.0.0', %d))\n"
+                "s.listen()\n"
+                "s.set_inheritable(True)\n"
+                "os.execv(sys.argv[1], sys.argv[1:])\n" % port)
+        px = self.start_pgwharf(start=False, settings={
+            "listen_addr": "*", "listen_port": port, "unix_socket_dir": ""})
+        self.in_own_netns(px, sys.executable, "-c", hold)
+        log = px.wait_for_log(r"event=started|event=stopped|event=startup").string
+        self.assertIn("cannot listen on 0.0.0.0:%d: Address already in use" % port, log)
+        pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
+        self.assertEqual(px.proc.returncode, 1)
 
     def test_so_reuseport_rolling_restart(self):
         old = self.start_pgwharf(settings={"so_reuseport": 1})
