@@ -1067,6 +1067,31 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertEqual(errs, [])
         self.assertEqual(rows, [[pid]])           # the same server, kept all along
 
+    def test_client_idle_timeout_frees_a_server_held_by_half_a_message(self):
+        # Unlike PgBouncer, whose janitor skips every client linked to a
+        # server (with query_timeout off it holds this one's server until
+        # the client goes): in transaction mode a client keeps its server
+        # between transactions only when it stopped in the middle of a
+        # message (release_held), and one silent there that long is lost
+        # to the network.  The pool's only server comes back for others.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "client_idle_timeout": "1s"})
+        stalled = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(stalled.close)
+        hz.sync_login(stalled, self.pg.user, self.pg.database, self.pg.password)
+        stalled.sendall(hz.query_msg("select 1") + hz.query_msg("select 2 -- " + "x" * 40)[:10])
+        data, closed = hz.read_until_closed(stalled, 20)
+        self.assertTrue(closed, "a client stalled mid-message still connected 20 s on")
+        self.assertIn(b"SELECT 1", data)
+        self.assertEqual([e["C"] for e in hz.error_fields_in(data)], ["08P01"])
+        self.assertIn("client_idle_timeout", data.decode("utf-8", "replace"))
+        px.wait_for_log(r"event=disconnect .*state=active .*client_idle_timeout")  # linked
+        conn = connect(px)
+        try:
+            self.assertEqual(one(conn, "select 3"), 3)
+        finally:
+            conn.close()
+
     def test_reset_query_always_in_transaction_mode(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
                                           "server_reset_query_always": 1})
