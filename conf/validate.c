@@ -15,23 +15,47 @@
 #include <string.h>
 #include <sys/un.h>
 
-/* Report at the line where general key `name` was set. */
+/* Report at the line where general key `name` was set; when it kept its
+ * default, at the line of `other` (the key it clashes with: a check
+ * between two keys, only one of them in the file), else the main file. */
+static void vkey_error(struct conf_loader *ld, const char *name, const char *other,
+                       const char *fmt, va_list ap)
+{
+    char text[512];
+    vsnprintf(text, sizeof(text), fmt, ap);
+    const char *names[2] = { name, other };
+    for (int k = 0; k < 2 && names[k]; k++) {
+        int i = conf_key_find(names[k]);
+        const struct conf_origin *o = i >= 0 && ld->origins ? &ld->origins[i] : NULL;
+        if (o && o->file) {
+            conf_error(&ld->rep, o->file, o->line, "%s", text);
+            return;
+        }
+    }
+    conf_error(&ld->rep, ld->cfg->file, 0, "%s", text);
+}
+
 static void key_error(struct conf_loader *ld, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void key_error(struct conf_loader *ld, const char *name, const char *fmt, ...)
 {
-    char text[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    vkey_error(ld, name, NULL, fmt, ap);
     va_end(ap);
-    int i = conf_key_find(name);
-    const struct conf_origin *o = i >= 0 && ld->origins ? &ld->origins[i] : NULL;
-    if (o && o->file)
-        conf_error(&ld->rep, o->file, o->line, "%s", text);
-    else
-        conf_error(&ld->rep, ld->cfg->file, 0, "%s", text);
+}
+
+static void keys_error(struct conf_loader *ld, const char *name, const char *other,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void keys_error(struct conf_loader *ld, const char *name, const char *other,
+                       const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vkey_error(ld, name, other, fmt, ap);
+    va_end(ap);
 }
 
 static bool any_auth_user(const struct pgw_config *cfg)
@@ -51,15 +75,16 @@ static void check_auth(struct conf_loader *ld)
     bool needs_secrets = cfg->auth_type == PGW_AUTH_PLAIN || cfg->auth_type == PGW_AUTH_MD5 ||
                          cfg->auth_type == PGW_AUTH_SCRAM;
     if (needs_secrets && !*cfg->auth_file && !any_auth_user(cfg))
-        key_error(ld, "auth_type",
-                  "auth_type %s needs auth_file, or auth_user to look passwords up with "
-                  "auth_query", type);
+        keys_error(ld, "auth_type", "auth_file",
+                   "auth_type %s needs auth_file, or auth_user to look passwords up with "
+                   "auth_query", type);
     if (any_auth_user(cfg) && !*cfg->auth_query)
         key_error(ld, "auth_query", "auth_query: must not be empty when auth_user is set");
     if (cfg->auth_type == PGW_AUTH_HBA && !*cfg->auth_hba_file)
-        key_error(ld, "auth_type", "auth_type hba needs auth_hba_file");
+        keys_error(ld, "auth_type", "auth_hba_file", "auth_type hba needs auth_hba_file");
     if (cfg->auth_type == PGW_AUTH_CERT && cfg->client_tls_sslmode == PGW_TLS_DISABLE)
-        key_error(ld, "auth_type", "auth_type cert needs client_tls_sslmode other than disable");
+        keys_error(ld, "auth_type", "client_tls_sslmode",
+                   "auth_type cert needs client_tls_sslmode other than disable");
 }
 
 static void check_tls(struct conf_loader *ld)
@@ -80,7 +105,7 @@ static void check_pools(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
     if (cfg->min_pool_size > cfg->default_pool_size)
-        key_error(ld, "min_pool_size", "min_pool_size %d is larger than default_pool_size %d",
+        keys_error(ld, "min_pool_size", "default_pool_size", "min_pool_size %d is larger than default_pool_size %d",
                   cfg->min_pool_size, cfg->default_pool_size);
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = &cfg->dbs[i];
@@ -145,14 +170,14 @@ void conf_validate(struct conf_loader *ld)
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);
         conf_format_num(min, sizeof(min), cfg->breaker_cooldown);
-        key_error(ld, "breaker_max_cooldown",
-                  "breaker_max_cooldown %ss is shorter than breaker_cooldown %ss", max, min);
+        keys_error(ld, "breaker_max_cooldown", "breaker_cooldown",
+                   "breaker_max_cooldown %ss is shorter than breaker_cooldown %ss", max, min);
     }
     if (cfg->stats_period > 0 && cfg->stats_period < 1)
         key_error(ld, "stats_period", "stats_period must be 0 (off) or at least 1s");
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
-        key_error(ld, "listen_addr",
-                  "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+        keys_error(ld, "listen_addr", "unix_socket_dir",
+                   "nothing to listen on: listen_addr and unix_socket_dir are both empty");
     if (pgw_log_syslog_facility(cfg->syslog_facility) < 0)
         key_error(ld, "syslog_facility",
                   "syslog_facility \"%s\": expected auth, authpriv, daemon, user or "

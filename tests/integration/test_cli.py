@@ -86,6 +86,19 @@ class TestCli(unittest.TestCase):
         self.assertIn("bad.ini:5: query_wait_timeout", errs)
         self.assertEqual(cp.stdout, "")
 
+    def test_a_check_between_two_keys_names_the_line_of_the_one_set(self):
+        # breaker_max_cooldown (left at 30 s) against breaker_cooldown = 1min
+        # said "bad.ini: ...", no line: only the first key's line was
+        # looked for, and a key at its default has none
+        path = self.write("bad.ini", "[databases]\napp = host=127.0.0.1\n[pgwharf]\n"
+                          "breaker_cooldown = 1min\n"
+                          "auth_file =\n")
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("%s:4: breaker_max_cooldown 30s is shorter than breaker_cooldown 60s"
+                      % path, cp.stderr)
+        self.assertIn("%s:5: auth_type md5 needs auth_file" % path, cp.stderr)
+
     def test_check_loads_the_files_it_names(self):
         path = self.write("hba.ini", "[pgwharf]\nauth_type = hba\nauth_hba_file = %s\n"
                           "auth_file = %s\n" % (self.write("hba.conf", "hostx all all 127.0.0.1/32 md5\n"),
