@@ -170,6 +170,10 @@ static int add_listener(struct pgw_proxy *px, int fd, bool unix_sock, const char
     return 0;
 }
 
+/* listen_addr's separators: commas and any white space around them (a
+ * tab after a comma too, as PgBouncer and the user lists read theirs). */
+#define LISTEN_SEP ", \t\r\n\v\f"
+
 /* The families listen_addr has a wildcard of ("*", "0.0.0.0", "::"). */
 enum { WILD_INET = 1, WILD_INET6 = 2 };
 
@@ -266,8 +270,8 @@ static int listen_wildcards(const char *list, int port)
     char *addrs = strdup(list);
     int wild = 0;
     char *save = NULL, err[8];
-    for (char *tok = addrs ? strtok_r(addrs, ", ", &save) : NULL; tok;
-         tok = strtok_r(NULL, ", ", &save)) {
+    for (char *tok = addrs ? strtok_r(addrs, LISTEN_SEP, &save) : NULL; tok;
+         tok = strtok_r(NULL, LISTEN_SEP, &save)) {
         struct addrinfo *res = NULL;
         if (resolve_tcp(tok, port, &res, err, sizeof(err)) < 0)
             continue;           /* listen_tcp reports it */
@@ -501,7 +505,8 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
         rc = listen_unix(px, cfg->unix_socket_dir, cfg->listen_port, errbuf, errlen);
     int wild = listen_wildcards(addrs, cfg->listen_port);
     char *save = NULL;
-    for (char *tok = strtok_r(addrs, ", ", &save); tok && rc == 0; tok = strtok_r(NULL, ", ", &save))
+    for (char *tok = strtok_r(addrs, LISTEN_SEP, &save); tok && rc == 0;
+         tok = strtok_r(NULL, LISTEN_SEP, &save))
         rc = listen_tcp(px, tok, cfg->listen_port, wild, errbuf, errlen);
     free(addrs);
     if (rc == 0 && !px->listeners) {

@@ -1425,6 +1425,15 @@ class TestListenerKeys(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("names an address listen_addr gives already"), 2)
         self.run_clients(px.port, 1)
 
+    def test_a_tab_after_a_comma_in_listen_addr_separates(self):
+        # "127.0.0.1,<tab>127.0.0.2" stopped the start: the list was split
+        # at commas and spaces only, and "\t127.0.0.2" was no host name;
+        # PgBouncer (and pgwharf's own user lists) skip any white space
+        px = self.start_pgwharf(settings={"listen_addr": "127.0.0.1,\t127.0.0.2"})
+        px.wait_for_log(r"event=listening addr=127\.0\.0\.2:%d\n" % px.port)
+        s = socket.create_connection(("127.0.0.2", px.port), timeout=10)
+        s.close()
+
     def in_own_netns(self, px, *prelude):
         """Run px in a network namespace of its own (only its loopback):
         a wildcard listen_addr reaches nothing outside the test.  prelude:
