@@ -2326,8 +2326,10 @@ class TestSignals(pt.PgwharfTestCase):
                 conn.close()
 
     def test_verbose_survives_a_reload(self):
-        """-v keeps debug lines on after a reload with log_level = info."""
-        px = self.start_pgwharf(settings={"log_level": "info"}, args=("-v",))
+        """-v keeps debug lines on after a reload with log_level = info,
+        and verbose = 0 in the file does not undo it (PgBouncer 1.18's
+        reload does)."""
+        px = self.start_pgwharf(settings={"log_level": "info", "verbose": 0}, args=("-v",))
         px.admin("SHOW LISTS")
         px.wait_for_log("event=admin .*SHOW LISTS")
         px.reload()
