@@ -133,15 +133,24 @@ class TestAnErrorTooLargeToHoldWithoutPreparedStatements(TestAnErrorTooLargeToHo
 class TestRequestWithoutAServer(RelayCase):
     """The one server is held by a transaction; the client's request fails
     with query_wait_timeout (short: the server stays held, so any wait
-    fails, and the tests wait it out 14 times)."""
-
-    settings = {"query_wait_timeout": "300ms"}
+    fails, and the tests wait it out 14 times).  The holder logs in and
+    takes the server under the long default (its own wait for the server's
+    login must not run out); the short one comes by a reload once it holds
+    the server."""
 
     def setUp(self):
         super().setUp()
         self.holder = self.login()
         self.holder.sendall(hz.query_msg("begin"))
-        hz.read_until_ready(self.holder)
+        got = hz.read_until_ready(self.holder)
+        self.assertEqual(got[-1], (b"Z", b"T"), got)
+        port = self.holder.getsockname()[1]
+        self.assertEqual([r["state"] for r in self.px.show("CLIENTS", port=port)], ["active"])
+        self.px.settings["query_wait_timeout"] = "300ms"
+        self.px.write_config()
+        self.px.admin("RELOAD")
+        self.assertEqual([r["value"] for r in self.px.show("CONFIG", key="query_wait_timeout")],
+                         ["0.3"])
 
     def release_holder(self):
         self.holder.sendall(hz.query_msg("commit"))
