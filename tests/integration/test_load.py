@@ -142,7 +142,7 @@ class TestSlowloris(LoadCase):
         base = hz.Baseline(px, self.pg, self.user)
         half = hz.startup_packet(self.user, self.db)
         half = half[:len(half) // 2]
-        results = []       # (kind, seconds open, data)
+        results = []       # (kind, seconds open, data, local port)
         opened = []
 
         async def loris(k):
@@ -150,15 +150,16 @@ class TestSlowloris(LoadCase):
             try:
                 r, w = await asyncio.open_connection(px.host, px.port)
             except OSError as e:
-                results.append(("connect-failed", 0, repr(e).encode()))
+                results.append(("connect-failed", 0, repr(e).encode(), None))
                 return
+            port = w.get_extra_info("sockname")[1]
             if k % 2:
                 w.write(half)
             opened.append(k)
             data = b""
             try:
                 while True:
-                    chunk = await asyncio.wait_for(r.read(65536), login_timeout + 30)
+                    chunk = await asyncio.wait_for(r.read(65536), login_timeout + 60)
                     if not chunk:
                         break
                     data += chunk
@@ -167,7 +168,7 @@ class TestSlowloris(LoadCase):
                 kind = "still-open"
             except ConnectionResetError:
                 kind = "closed"
-            results.append((kind, time.monotonic() - t0, data))
+            results.append((kind, time.monotonic() - t0, data, port))
             w.close()
 
         async def main():
@@ -187,22 +188,35 @@ class TestSlowloris(LoadCase):
         bench, rc = asyncio.run(main())
         took = time.monotonic() - t0
         kinds = {}
-        for kind, _, _ in results:
+        for kind, _, _, _ in results:
             kinds[kind] = kinds.get(kind, 0) + 1
         longest = max(r[1] for r in results)
+        shortest = min(r[1] for r in results)
         with_error = [r for r in results if r[2]]
-        print("%d slowloris in %.1fs: %s; longest open %.2fs; %d got an ErrorResponse; "
-              "pgbench: %s transactions, %s failed"
-              % (len(results), took, kinds, longest, len(with_error), bench.transactions(),
+        # Each slowloris was closed by pgwharf's login timer (not by the
+        # kernel, by another limit or by this side's read timeout): its own
+        # disconnect line says so, in state startup.
+        timed_out = set(int(p) for p in re.findall(
+            r'event=disconnect client=127\.0\.0\.1:(\d+) \S+ \S+ state=startup sqlstate=08P01 '
+            r'reason="client_login_timeout: client did not log in in time"', px.log()))
+        ports = [r[3] for r in results if r[3] is not None]
+        print("%d slowloris in %.1fs: %s; open %.2f-%.2fs; %d got an ErrorResponse; "
+              "%d closed at client_login_timeout; pgbench: %s transactions, %s failed"
+              % (len(results), took, kinds, shortest, longest, len(with_error),
+                 len(timed_out.intersection(ports)), bench.transactions(),
                  bench.failed_transactions()))
         self.assertEqual(rc, 0, bench.out + bench.err[-2000:])
         self.assertEqual(bench.failed_transactions() or 0, 0, bench.out)
         self.assertGreater(bench.transactions() or 0, 0, bench.out)
         self.assertEqual(kinds, {"closed": SLOWLORIS})
-        self.assertLess(longest, login_timeout + (15 if slow else 8))
-        for _, _, data in with_error:
+        self.assertEqual(len(ports), SLOWLORIS)
+        missed = [p for p in ports if p not in timed_out]
+        self.assertEqual(missed[:20], [], "%d slowloris not closed at client_login_timeout; "
+                         "log tail:\n%s" % (len(missed), px.log_tail()))
+        for _, _, data, _ in with_error:
             errs = hz.error_fields_in(data)
             self.assertTrue(errs and errs[0].get("C") == "08P01", data[:200])
+            self.assertIn("client_login_timeout", errs[0].get("M", ""), data[:200])
         self.assertTrue(px.alive())
         base.settle(self, max_servers=20, what="slowloris",
                     rss_margin_kb=(256 if slow else 64) * 1024, timeout=60)
