@@ -143,20 +143,22 @@ class TestMalformed(pt.PgwharfTestCase):
                           password or self.pg.app_password)
         return s
 
-    def expect_08p01(self, payload, what, login=False, within=1.0, after_auth_request=False,
-                     message=None):
-        """Send payload; the connection must close within `within` seconds
-        with a FATAL 08P01 the client can read."""
+    def expect_08p01(self, payload, what, login=False, at_login_timeout=False,
+                     after_auth_request=False, message=None):
+        """Send payload; the connection must close with a FATAL 08P01 the
+        client can read: at client_login_timeout if at_login_timeout (the
+        bytes never complete what pgwharf waits for), else at once -- for
+        its own error, not left to the login timer (which alone would end
+        it: 08P01 "client_login_timeout"; after login, nothing would)."""
         s = self.connect(login=login)
         try:
             if after_auth_request:
                 s.sendall(hz.startup_packet(self.pg.app_user, self.pg.database))
                 t, _ = hz.recv_msg(s)
                 self.assertEqual(t, b"R")
-            t0 = time.monotonic()
             s.sendall(payload)
-            data, closed = hz.read_until_closed(s, within + 5)
-            took = time.monotonic() - t0
+            # Only a guard against a connection left open for ever.
+            data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 30)
         finally:
             s.close()
         if data[:1] == b"N":
@@ -168,7 +170,11 @@ class TestMalformed(pt.PgwharfTestCase):
         self.assertEqual(errs[0].get("S"), "FATAL", "%s: %s" % (what, errs))
         if message:
             self.assertIn(message, errs[0].get("M", ""), what)
-        self.assertLess(took, within, "%s: took %.2fs to answer (%s)" % (what, took, errs[0]))
+        if at_login_timeout:
+            self.assertIn("client_login_timeout", errs[0].get("M", ""), what)
+        else:
+            self.assertNotIn("client_login_timeout", errs[0].get("M", ""),
+                             "%s: not answered before client_login_timeout" % what)
         return errs
 
     # --- before and during the startup packet ---
@@ -200,8 +206,7 @@ class TestMalformed(pt.PgwharfTestCase):
                 ("half a startup", hz.startup_packet("app", "pgwharf")[:20]),
                 ("GSSENCRequest then nothing", GSSREQ)]:
             with self.subTest(what):
-                errs = self.expect_08p01(payload, what, within=LOGIN_TIMEOUT + 3)
-                self.assertIn("client_login_timeout", errs[0].get("M", ""))
+                self.expect_08p01(payload, what, at_login_timeout=True)
         self.finish("truncated startup")
 
     def test_random_bytes(self):
@@ -216,31 +221,31 @@ class TestMalformed(pt.PgwharfTestCase):
 
         def one(i):
             s = self.connect()
-            t0 = time.monotonic()
             try:
                 s.sendall(payloads[i])
             except OSError:
                 pass                        # closed while we were still sending
-            data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 5)
+            # At once or at client_login_timeout; only a guard against one
+            # left open for ever.
+            data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 30)
             s.close()
             if data[:1] == b"N":
                 data = data[1:]
-            results[i] = (closed, time.monotonic() - t0, hz.error_fields_in(data))
+            results[i] = (closed, hz.error_fields_in(data))
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(LOGIN_TIMEOUT + 30)
-        for i, (closed, took, errs) in enumerate(results):
+            t.join(LOGIN_TIMEOUT + 60)
+        for i, (closed, errs) in enumerate(results):
             with self.subTest(i=i, n=len(payloads[i])):
                 self.assertTrue(closed, "left open: %r" % payloads[i][:16])
-                self.assertLess(took, LOGIN_TIMEOUT + 3)
                 # Whatever pgwharf said, it said it with a SQLSTATE.
                 for e in errs:
                     self.assertTrue(e.get("C"), e)
         print("random first packets: %d closed, %d with an ErrorResponse"
-              % (sum(r[0] for r in results), sum(1 for r in results if r[2])))
+              % (sum(r[0] for r in results), sum(1 for r in results if r[1])))
         self.finish("random bytes")
 
     # --- during authentication (md5) ---
@@ -272,13 +277,12 @@ class TestMalformed(pt.PgwharfTestCase):
         ]
         for what, payload in cases:
             with self.subTest(what):
-                self.expect_08p01(payload, what, within=1.0)
+                self.expect_08p01(payload, what)
         self.finish("malformed with startup")
 
     def test_truncated_password_closed_at_login_timeout(self):
-        errs = self.expect_08p01(b"p\x00\x00\x00\x28md5", "truncated password",
-                                 after_auth_request=True, within=LOGIN_TIMEOUT + 3)
-        self.assertIn("client_login_timeout", errs[0].get("M", ""))
+        self.expect_08p01(b"p\x00\x00\x00\x28md5", "truncated password",
+                          after_auth_request=True, at_login_timeout=True)
         self.finish("truncated password")
 
     # --- after login ---
