@@ -21,7 +21,6 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 import unittest
 
 import pgwharf_test as pt
@@ -687,13 +686,11 @@ class TestHba(AuthTestCase):
         self.assertEqual(self.via_psql(px, user, pw), user)
         with open(self.hba_path, "w") as f:
             f.write("host all all 127.0.0.1/32 reject\nlocal all all trust\n")
+        reloads = px.log().count("event=reload ")
         px.reload(rewrite=False)
-        deadline = time.monotonic() + 10
-        while True:
-            cp = px.psql("select 1", user=user, password=pw, check=False)
-            if cp.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, 30,
+                      what="the reload")
+        cp = px.psql("select 1", user=user, password=pw, check=False)
         self.assertIn("pg_hba.conf rejects connection", cp.stderr)
         # A broken file on reload keeps the rules in force.
         with open(self.hba_path, "w") as f:
@@ -767,13 +764,11 @@ class TestHba(AuthTestCase):
         # A reload reads the map again; a broken one keeps the old.
         with open(self.ident_path, "w") as f:
             f.write("local  %s  reports\n" % me)
+        reloads = px.log().count("event=reload ")
         px.reload(rewrite=False)
-        deadline = time.monotonic() + 10
-        while True:
-            cp = self.unix_psql(px, "select 1", self.pg.database, app, check=False)
-            if cp.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, 30,
+                      what="the reload")
+        cp = self.unix_psql(px, "select 1", self.pg.database, app, check=False)
         self.assertIn('Peer authentication failed for user "%s"' % app, cp.stderr)
         with open(self.ident_path, "w") as f:
             f.write("local  %s  %s\nlocal %s\n" % (me, app, me))

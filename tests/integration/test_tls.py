@@ -470,26 +470,22 @@ class TestClientTls(TlsTestCase):
         # Turning TLS off: new clients get 'N'; the TLS client carries on.
         px.settings["client_tls_key_file"] = self.certs.path("server.key")
         px.settings["client_tls_sslmode"] = "disable"
+        reloads = px.log().count("event=reload ")
         px.reload()
-        deadline = time.monotonic() + 10
-        while True:
-            cp = self.psql(px, "select 1", sslmode="require")
-            if cp.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, 30,
+                      what="the reload")
+        cp = self.psql(px, "select 1", sslmode="require")
         self.assertIn("does not support SSL", cp.stderr)
         self.assertEqual(self.psql(px, "select 1", sslmode="disable").returncode, 0)
         self.assertEqual(one(keep, "select 'old tls client'"), "old tls client")
         keep.close()
         # And on again.
         px.settings["client_tls_sslmode"] = "require"
+        reloads = px.log().count("event=reload ")
         px.reload()
-        deadline = time.monotonic() + 10
-        while True:
-            cp = self.psql(px, "select 1", sslmode="disable")
-            if cp.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, 30,
+                      what="the reload")
+        cp = self.psql(px, "select 1", sslmode="disable")
         self.assertIn("SSL required", cp.stderr)
 
 
