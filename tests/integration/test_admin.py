@@ -1103,7 +1103,9 @@ class TestPoolsFreed(AdminTestCase):
         held.cursor().execute("select 1")
         names = ["tried%d" % i for i in range(20)]
         for name in names:
-            self.assertEqual(px.psql("select 1", db=name, user=self.pg.app_user), "1")
+            c = self.client(px, db=name, user=self.pg.app_user)
+            self.assertEqual(pt.one(c, "select 1"), 1)
+            c.close()
         # (Not "all 20 are in SHOW POOLS now": on a slow host the first may
         # be gone before the last psql is done.)
         # Unused for a second: freed, min_pool_size notwithstanding, with
@@ -1136,7 +1138,9 @@ class TestPoolsFreed(AdminTestCase):
         held = self.client(px, db="x")             # the pgwharf user's pool stays
         held.cursor().execute("select 1")
         for i in range(5):
-            self.assertEqual(px.psql("select 1", db="x", user=self.pg.app_user), "1")
+            c = self.client(px, db="x", user=self.pg.app_user)
+            self.assertEqual(pt.one(c, "select 1"), 1)
+            c.close()
 
         def totals():
             row = [r for r in self.show(conn, "STATS")[1] if r["database"] == "x"][0]
