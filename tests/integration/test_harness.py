@@ -196,10 +196,8 @@ class TestPgwharfProcessHandling(pt.PgwharfTestCase):
             self.assertTrue(pt.port_open(px.host, px.port))
             fds = px.fd_count()
             conns = [socket.create_connection((px.host, px.port)) for _ in range(5)]
-            deadline = time.monotonic() + 5
-            while px.fd_count() < fds + 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.assertGreaterEqual(px.fd_count(), fds + 5)
+            pt.wait_until(lambda: px.fd_count() >= fds + 5, 30,
+                          what="the fake to accept the 5 connections")
             self.assertGreater(px.rss_kb(), 1000)
             px.reload()
             px.wait_for_log("reload requested")
