@@ -269,7 +269,7 @@ static int listen_wildcards(const char *list, int port)
 {
     char *addrs = strdup(list);
     int wild = 0;
-    char *save = NULL, err[8];
+    char *save = NULL, err[256];
     for (char *tok = addrs ? strtok_r(addrs, LISTEN_SEP, &save) : NULL; tok;
          tok = strtok_r(NULL, LISTEN_SEP, &save)) {
         struct addrinfo *res = NULL;
