@@ -533,6 +533,7 @@ struct pgw_proxy {
     uint64_t total_notifications, total_notifications_dropped;  /* to clients */
     /* ---- tracked parameters (session.c): names by index, ntracked of them ---- */
     const char *tracked[PGW_TP_MAX];
+    size_t tracked_len[PGW_TP_MAX];  /* strlen of each: most names are ruled out by it */
     int ntracked;
     char tracked_extra[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1];
 };

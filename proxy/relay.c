@@ -575,17 +575,22 @@ static void welcome(struct pgw_session *s)
         static const struct pgw_params none;
         sp = &none;           /* nothing more below */
     }
-    const struct pgw_params *dp =
-        s->mode == PGW_POOL_SESSION ? sp : pgw_pool_defaults(s->pool);
+    const struct pgw_params *defs = pgw_pool_defaults(s->pool);
+    const struct pgw_params *dp = s->mode == PGW_POOL_SESSION ? sp : defs;
     for (int i = 0; i < s->px->ntracked; i++) {
-        const char *v = param_reported(s->pool, s->px->tracked[i])
-                            ? pgw_params_get(dp, s->px->tracked[i]) : NULL;
-        if (!s->params[i] && v)          /* unreported and unset: no opinion */
+        if (s->params[i])
+            continue;
+        /* Reported (the pool's defaults have it), then dp's value. */
+        const char *v = pgw_params_get(defs, s->px->tracked[i]);
+        if (v && dp != defs)
+            v = pgw_params_get(dp, s->px->tracked[i]);
+        if (v)                           /* unreported and unset: no opinion */
             s->params[i] = strdup(v);
     }
     for (int i = 0; i < sp->n; i++) {
         const char *v = sp->p[i].value;
-        if (!param_reported(s->pool, sp->p[i].name))
+        /* (Every one of the defaults' own is reported.) */
+        if (sp != defs && !param_reported(s->pool, sp->p[i].name))
             continue;
         int t = pgw_tracked_param_index(s->px, sp->p[i].name);
         if (t >= 0 && s->params[t])

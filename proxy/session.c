@@ -29,8 +29,10 @@ const char *const pgw_tracked_param_names[PGW_TP_COUNT] = {
 
 int pgw_tracked_param_index(const struct pgw_proxy *px, const char *name)
 {
+    /* Called for every parameter of every welcome: the length first. */
+    size_t n = strlen(name);
     for (int i = 0; i < px->ntracked; i++)
-        if (strcasecmp(name, px->tracked[i]) == 0)
+        if (px->tracked_len[i] == n && strcasecmp(name, px->tracked[i]) == 0)
             return i;
     return -1;
 }
@@ -43,8 +45,10 @@ int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
 {
     char err[256];
     px->ntracked = 0;
-    for (int i = 0; i < PGW_TP_COUNT; i++)
+    for (int i = 0; i < PGW_TP_COUNT; i++) {
+        px->tracked_len[px->ntracked] = strlen(pgw_tracked_param_names[i]);
         px->tracked[px->ntracked++] = pgw_tracked_param_names[i];
+    }
     int n = pgw_conf_track_extra(px->cfg->track_extra_parameters, px->tracked_extra, err,
                                  sizeof(err));
     if (n < 0) {
@@ -52,8 +56,10 @@ int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
         return PGW_ECONFIG;
     }
     for (int i = 0; i < n; i++)          /* IntervalStyle (PgBouncer's default) is built in */
-        if (pgw_tracked_param_index(px, px->tracked_extra[i]) < 0)
+        if (pgw_tracked_param_index(px, px->tracked_extra[i]) < 0) {
+            px->tracked_len[px->ntracked] = strlen(px->tracked_extra[i]);
             px->tracked[px->ntracked++] = px->tracked_extra[i];
+        }
     return 0;
 }
 
