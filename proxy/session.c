@@ -76,6 +76,20 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* Decimal digits of v at o; the end of them. */
+static char *put_uint(char *o, unsigned v)
+{
+    char d[10];
+    int n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *o++ = d[--n];
+    return o;
+}
+
 static void addr_to_text(struct pgw_session *s, const struct sockaddr *sa)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -85,9 +99,18 @@ static void addr_to_text(struct pgw_session *s, const struct sockaddr *sa)
         return;
     }
     if (sa->sa_family == AF_INET) {
+        /* Every TCP login comes here: written by hand, not through
+         * inet_ntop and snprintf (a tenth of a login's user time). */
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
+        const uint8_t *ip = (const uint8_t *)&in->sin_addr;
+        char *o = s->addr_text;
+        for (int i = 0; i < 4; i++) {
+            o = put_uint(o, ip[i]);
+            *o++ = i < 3 ? '.' : ':';
+        }
+        o = put_uint(o, ntohs(in->sin_port));
+        *o = '\0';
+        return;
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
