@@ -90,37 +90,136 @@ static void release_state(struct pgw_session *s)
 
 /* ---- secrets ---- */
 
-/* OpenSSL 3 looks a digest up by name on every EVP_Digest with EVP_md5();
- * fetched once instead (an immutable object, shared by every loop). */
-static EVP_MD *md5_md;
-static pthread_once_t md5_once = PTHREAD_ONCE_INIT;
+/* MD5 (RFC 1321) of our own, as PostgreSQL carries its own
+ * (src/common/md5.c): a login hashes two short strings, which OpenSSL's
+ * EVP does at several times the cost (a context allocated and freed,
+ * provider dispatch), and this works whatever provider OpenSSL runs. */
+#define MD5_F(x, y, z) (((x) & (y)) | (~(x) & (z)))
+#define MD5_G(x, y, z) (((x) & (z)) | ((y) & ~(z)))
+#define MD5_H(x, y, z) ((x) ^ (y) ^ (z))
+#define MD5_I(x, y, z) ((y) ^ ((x) | ~(z)))
+#define MD5_STEP(f, a, b, c, d, x, k, s)            \
+    do {                                            \
+        (a) += f((b), (c), (d)) + (x) + (uint32_t)(k); \
+        (a) = ((a) << (s)) | ((a) >> (32 - (s)));   \
+        (a) += (b);                                 \
+    } while (0)
 
-static void md5_fetch(void)
+/* One 64-byte block, its 64 steps written out (generated from RFC 1321's
+ * table: T[i] = floor(2^32 * |sin(i + 1)|)). */
+static void md5_block(uint32_t h[4], const uint8_t p[64])
 {
-    md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
+    uint32_t m[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
+               (uint32_t)p[4 * i + 3] << 24;
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
+    MD5_STEP(MD5_F, a, b, c, d, m[0], 0xd76aa478, 7);
+    MD5_STEP(MD5_F, d, a, b, c, m[1], 0xe8c7b756, 12);
+    MD5_STEP(MD5_F, c, d, a, b, m[2], 0x242070db, 17);
+    MD5_STEP(MD5_F, b, c, d, a, m[3], 0xc1bdceee, 22);
+    MD5_STEP(MD5_F, a, b, c, d, m[4], 0xf57c0faf, 7);
+    MD5_STEP(MD5_F, d, a, b, c, m[5], 0x4787c62a, 12);
+    MD5_STEP(MD5_F, c, d, a, b, m[6], 0xa8304613, 17);
+    MD5_STEP(MD5_F, b, c, d, a, m[7], 0xfd469501, 22);
+    MD5_STEP(MD5_F, a, b, c, d, m[8], 0x698098d8, 7);
+    MD5_STEP(MD5_F, d, a, b, c, m[9], 0x8b44f7af, 12);
+    MD5_STEP(MD5_F, c, d, a, b, m[10], 0xffff5bb1, 17);
+    MD5_STEP(MD5_F, b, c, d, a, m[11], 0x895cd7be, 22);
+    MD5_STEP(MD5_F, a, b, c, d, m[12], 0x6b901122, 7);
+    MD5_STEP(MD5_F, d, a, b, c, m[13], 0xfd987193, 12);
+    MD5_STEP(MD5_F, c, d, a, b, m[14], 0xa679438e, 17);
+    MD5_STEP(MD5_F, b, c, d, a, m[15], 0x49b40821, 22);
+    MD5_STEP(MD5_G, a, b, c, d, m[1], 0xf61e2562, 5);
+    MD5_STEP(MD5_G, d, a, b, c, m[6], 0xc040b340, 9);
+    MD5_STEP(MD5_G, c, d, a, b, m[11], 0x265e5a51, 14);
+    MD5_STEP(MD5_G, b, c, d, a, m[0], 0xe9b6c7aa, 20);
+    MD5_STEP(MD5_G, a, b, c, d, m[5], 0xd62f105d, 5);
+    MD5_STEP(MD5_G, d, a, b, c, m[10], 0x02441453, 9);
+    MD5_STEP(MD5_G, c, d, a, b, m[15], 0xd8a1e681, 14);
+    MD5_STEP(MD5_G, b, c, d, a, m[4], 0xe7d3fbc8, 20);
+    MD5_STEP(MD5_G, a, b, c, d, m[9], 0x21e1cde6, 5);
+    MD5_STEP(MD5_G, d, a, b, c, m[14], 0xc33707d6, 9);
+    MD5_STEP(MD5_G, c, d, a, b, m[3], 0xf4d50d87, 14);
+    MD5_STEP(MD5_G, b, c, d, a, m[8], 0x455a14ed, 20);
+    MD5_STEP(MD5_G, a, b, c, d, m[13], 0xa9e3e905, 5);
+    MD5_STEP(MD5_G, d, a, b, c, m[2], 0xfcefa3f8, 9);
+    MD5_STEP(MD5_G, c, d, a, b, m[7], 0x676f02d9, 14);
+    MD5_STEP(MD5_G, b, c, d, a, m[12], 0x8d2a4c8a, 20);
+    MD5_STEP(MD5_H, a, b, c, d, m[5], 0xfffa3942, 4);
+    MD5_STEP(MD5_H, d, a, b, c, m[8], 0x8771f681, 11);
+    MD5_STEP(MD5_H, c, d, a, b, m[11], 0x6d9d6122, 16);
+    MD5_STEP(MD5_H, b, c, d, a, m[14], 0xfde5380c, 23);
+    MD5_STEP(MD5_H, a, b, c, d, m[1], 0xa4beea44, 4);
+    MD5_STEP(MD5_H, d, a, b, c, m[4], 0x4bdecfa9, 11);
+    MD5_STEP(MD5_H, c, d, a, b, m[7], 0xf6bb4b60, 16);
+    MD5_STEP(MD5_H, b, c, d, a, m[10], 0xbebfbc70, 23);
+    MD5_STEP(MD5_H, a, b, c, d, m[13], 0x289b7ec6, 4);
+    MD5_STEP(MD5_H, d, a, b, c, m[0], 0xeaa127fa, 11);
+    MD5_STEP(MD5_H, c, d, a, b, m[3], 0xd4ef3085, 16);
+    MD5_STEP(MD5_H, b, c, d, a, m[6], 0x04881d05, 23);
+    MD5_STEP(MD5_H, a, b, c, d, m[9], 0xd9d4d039, 4);
+    MD5_STEP(MD5_H, d, a, b, c, m[12], 0xe6db99e5, 11);
+    MD5_STEP(MD5_H, c, d, a, b, m[15], 0x1fa27cf8, 16);
+    MD5_STEP(MD5_H, b, c, d, a, m[2], 0xc4ac5665, 23);
+    MD5_STEP(MD5_I, a, b, c, d, m[0], 0xf4292244, 6);
+    MD5_STEP(MD5_I, d, a, b, c, m[7], 0x432aff97, 10);
+    MD5_STEP(MD5_I, c, d, a, b, m[14], 0xab9423a7, 15);
+    MD5_STEP(MD5_I, b, c, d, a, m[5], 0xfc93a039, 21);
+    MD5_STEP(MD5_I, a, b, c, d, m[12], 0x655b59c3, 6);
+    MD5_STEP(MD5_I, d, a, b, c, m[3], 0x8f0ccc92, 10);
+    MD5_STEP(MD5_I, c, d, a, b, m[10], 0xffeff47d, 15);
+    MD5_STEP(MD5_I, b, c, d, a, m[1], 0x85845dd1, 21);
+    MD5_STEP(MD5_I, a, b, c, d, m[8], 0x6fa87e4f, 6);
+    MD5_STEP(MD5_I, d, a, b, c, m[15], 0xfe2ce6e0, 10);
+    MD5_STEP(MD5_I, c, d, a, b, m[6], 0xa3014314, 15);
+    MD5_STEP(MD5_I, b, c, d, a, m[13], 0x4e0811a1, 21);
+    MD5_STEP(MD5_I, a, b, c, d, m[4], 0xf7537e82, 6);
+    MD5_STEP(MD5_I, d, a, b, c, m[11], 0xbd3af235, 10);
+    MD5_STEP(MD5_I, c, d, a, b, m[2], 0x2ad7d2bb, 15);
+    MD5_STEP(MD5_I, b, c, d, a, m[9], 0xeb86d391, 21);
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
 }
 
 /* Hex MD5 of a followed by b (b may be NULL). */
 static void md5_hex2(const void *a, size_t la, const void *b, size_t lb, char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char d[EVP_MAX_MD_SIZE] = {0};
-    unsigned int dl = 0;
-    pthread_once(&md5_once, md5_fetch);
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    bool ok = c && EVP_DigestInit_ex(c, md5_md ? md5_md : EVP_md5(), NULL) == 1 &&
-              EVP_DigestUpdate(c, a, la) == 1 && (!b || EVP_DigestUpdate(c, b, lb) == 1) &&
-              EVP_DigestFinal_ex(c, d, &dl) == 1 && dl == 16;
-    EVP_MD_CTX_free(c);
-    if (!ok) {
-        /* No digest, no match: an impossible value (not hex). */
-        memset(out, 'x', 32);
-        out[32] = '\0';
-        return;
+    uint32_t h[4] = { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476 };
+    uint8_t blk[64];
+    size_t n = 0;
+    const uint8_t *part[2] = { a, b };
+    size_t plen[2] = { la, b ? lb : 0 };
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < plen[k];) {
+            size_t take = plen[k] - i < 64 - n ? plen[k] - i : 64 - n;
+            memcpy(blk + n, part[k] + i, take);
+            n += take;
+            i += take;
+            if (n == 64) {
+                md5_block(h, blk);
+                n = 0;
+            }
+        }
     }
+    uint64_t bits = (uint64_t)(la + plen[1]) * 8;
+    blk[n++] = 0x80;
+    if (n > 56) {
+        memset(blk + n, 0, 64 - n);
+        md5_block(h, blk);
+        n = 0;
+    }
+    memset(blk + n, 0, 56 - n);
+    for (int i = 0; i < 8; i++)
+        blk[56 + i] = (uint8_t)(bits >> (8 * i));
+    md5_block(h, blk);
     for (unsigned i = 0; i < 16; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
+        uint8_t byte = (uint8_t)(h[i / 4] >> (8 * (i % 4)));
+        out[2 * i] = hex[byte >> 4];
+        out[2 * i + 1] = hex[byte & 15];
     }
     out[32] = '\0';
 }
