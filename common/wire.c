@@ -141,12 +141,19 @@ void pgw_wire_auth(struct pgw_wbuf *b, uint32_t code, const void *extra, size_t 
     pgw_wbuf_msg_end(b, m);
 }
 
+/* A dozen of these go out with every login: one reservation and one
+ * copy of each part, not an append per field. */
 void pgw_wire_param_status(struct pgw_wbuf *b, const char *name, const char *value)
 {
-    size_t m = pgw_wbuf_msg_begin(b, PGW_BE_PARAM_STATUS);
-    pgw_wbuf_put_str(b, name);
-    pgw_wbuf_put_str(b, value);
-    pgw_wbuf_msg_end(b, m);
+    size_t nl = strlen(name) + 1, vl = strlen(value) + 1, n = 5 + nl + vl;
+    if (!wbuf_reserve(b, n))
+        return;
+    uint8_t *p = b->data + b->len;
+    p[0] = PGW_BE_PARAM_STATUS;
+    pgw_put_u32(p + 1, (uint32_t)(n - 1));
+    memcpy(p + 5, name, nl);
+    memcpy(p + 5 + nl, value, vl);
+    b->len += n;
 }
 
 void pgw_wire_key_data(struct pgw_wbuf *b, uint32_t pid, uint32_t key)

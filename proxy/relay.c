@@ -543,6 +543,30 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
 
 /* ---- the welcome after login ---- */
 
+static const struct pgw_params no_params;
+
+/* welcome's loops for a pool's defaults standing for the server and for
+ * what the client gets unset: each tracked one the client did not set
+ * takes the defaults' value, and each of the defaults goes out as
+ * ParameterStatus with the client's value where it set one. */
+static void welcome_from_defaults(struct pgw_session *s, const struct pgw_params *defs,
+                                  struct pgw_wbuf *b)
+{
+    for (int i = 0; i < defs->n; i++) {
+        const char *name = defs->p[i].name, *v = defs->p[i].value;
+        int t = pgw_tracked_param_index(s->px, name);
+        if (t >= 0) {
+            /* (The defaults hold it under the tracked spelling: the
+             * lookup by that name the general path does finds it.) */
+            if (!s->params[t] && strcmp(name, s->px->tracked[t]) == 0)
+                s->params[t] = strdup(v);
+            if (s->params[t])
+                v = s->params[t];
+        }
+        pgw_wire_param_status(b, name, v);
+    }
+}
+
 static void welcome(struct pgw_session *s)
 {
     struct pgw_wbuf b;
@@ -577,8 +601,14 @@ static void welcome(struct pgw_session *s)
     }
     const struct pgw_params *defs = pgw_pool_defaults(s->pool);
     const struct pgw_params *dp = s->mode == PGW_POOL_SESSION ? sp : defs;
+    if (sp == defs && dp == defs) {
+        /* A login with no server (transaction and statement mode): what
+         * the two loops below do, in one pass over the defaults. */
+        welcome_from_defaults(s, defs, &b);
+        sp = &no_params;
+    }
     for (int i = 0; i < s->px->ntracked; i++) {
-        if (s->params[i])
+        if (s->params[i] || sp == &no_params)
             continue;
         /* Reported (the pool's defaults have it), then dp's value. */
         const char *v = pgw_params_get(defs, s->px->tracked[i]);
