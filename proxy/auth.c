@@ -18,7 +18,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <errno.h>
-#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
