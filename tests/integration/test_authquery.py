@@ -10,8 +10,8 @@ user= and password=, or an auth_query that returns plaintext.
 
 Every lookup logs one `event=auth_query` line; the tests count those to see
 the cache and the sharing of one lookup by concurrent logins.
-PGW_AUTH_CACHE_TTL (seconds) shortens the cache for the password-change
-test."""
+PGW_AUTH_CACHE_TTL (seconds) sets the cache's lifetime for the
+password-change test."""
 
 import os
 import re
@@ -343,24 +343,33 @@ class TestAuthQuery(AuthQueryTestCase):
                 px.stop()
 
     def test_password_change_seen_after_the_cache_expires(self):
-        ttl = 3.0
+        # Two pgwharfs on the same role: one caches for an hour, so its
+        # cached verifier is still the one that counts however slow the
+        # steps; the other for 1 s, waited out from when its answer was
+        # surely in (the login it let in had returned).
+        long_ttl, ttl = 3600, 1.0
         role = self.make_role("kate", "old_pw")
         dbs = {self.pg.database: self.pg.conn_string(self.pg.database),
                "fixed": self.pg.conn_string(self.pg.database, user=self.pg.user,
                                             password=self.pg.password)}
+        kept = self.start_aq(databases=dbs, env={"PGW_AUTH_CACHE_TTL": str(long_ttl)})
         px = self.start_aq(databases=dbs, env={"PGW_AUTH_CACHE_TTL": str(ttl)})
-        t0 = time.monotonic()
+        self.assertEqual(self.current_user(kept, role, "old_pw", "fixed"), self.pg.user)
         self.assertEqual(self.current_user(px, role, "old_pw", "fixed"), self.pg.user)
+        cached = time.monotonic()        # px's answer expires before cached + ttl
         self.set_password(role, "new_pw")
-        err = self.raw_error(px, role, "new_pw", "fixed")
-        if time.monotonic() - t0 < ttl - 0.5:
-            # Still the cached verifier: the old password is what counts.
-            self.assertEqual(err["C"], "28P01")
-            self.assertEqual(self.lookups(px, role), 1)
-        time.sleep(max(0.0, ttl + 0.3 - (time.monotonic() - t0)))
+        # Still the cached verifier: the old password is what counts.
+        self.assertEqual((self.raw_error(kept, role, "new_pw", "fixed") or {}).get("C"), "28P01")
+        self.assertEqual(self.current_user(kept, role, "old_pw", "fixed"), self.pg.user)
+        self.assertEqual(self.lookups(kept, role), 1)
+        # Past the expiry (a lower bound on the time passed, not a guess):
+        # looked up again, the new password counts and the old does not.
+        time.sleep(max(0.0, cached + ttl + 0.1 - time.monotonic()))
         self.assertEqual(self.current_user(px, role, "new_pw", "fixed"), self.pg.user)
-        self.assertEqual(self.raw_error(px, role, "old_pw", "fixed")["C"], "28P01")
-        self.assertEqual(self.lookups(px, role, "found"), 2)
+        self.assertEqual((self.raw_error(px, role, "old_pw", "fixed") or {}).get("C"), "28P01")
+        # Two or three: the second answer may itself have expired by the
+        # old password's try on a loaded machine.
+        self.assertIn(self.lookups(px, role, "found"), (2, 3))
 
     def test_reload_forgets_answers(self):
         role = self.make_role("leo", "leo_pw")
