@@ -172,17 +172,9 @@ void pgw_notify_ask(struct pgw_session *s, struct notify_req *r);
  * take them; false when memory is short. */
 bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n);
 
-/* The key PostgreSQL files a prepared statement or portal under: its name
- * (n bytes, in s's client_encoding, as the message has it) converted to the
- * database's encoding (pq_getmsgstring), then its first
- * NOTIFY_STMT_NAME_MAX bytes, cut even inside a character (its hash tables
- * keep no more).  whole false: name is the head of a longer one, at least
- * NOTIFY_STMT_NAME_READ bytes, maybe cut inside a character.  false when
- * it does not convert: PostgreSQL refuses the message (the server reports
- * it), or pgwharf cannot tell (MULE_INTERNAL). */
+/* pgw_notify_stmt_key (proxy_int.h): whole false takes at least
+ * NOTIFY_STMT_NAME_READ bytes. */
 #define NOTIFY_STMT_NAME_READ PGW_NOTIFY_STMT_NAME_READ
-bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
-                         char key[NOTIFY_STMT_NAME_MAX + 1]);
 /* The name of a lone SQL "DEALLOCATE [PREPARE] name" (sql: len bytes in s's
  * client_encoding) as PostgreSQL's scanner reads it (in UTF-8, cut at a
  * whole character of the database's encoding, full set for its NOTICE

@@ -76,7 +76,8 @@ struct ps_registry {
 struct ps_client_name {
     struct pgw_hnode hnode;
     struct ps_stmt *stmt;
-    char name[];
+    char name[];                 /* its key (name_key), a NUL, then the name as
+                                  * the client's Parse gave it (names_shown) */
 };
 
 struct ps_client {
@@ -119,7 +120,8 @@ struct qent {
                                   * a client's Close: what its name was */
     uint64_t close_id;           /* an injected Close: the statement's id */
     char *cname;                 /* a client's Parse: its name, gone if skipped;
-                                  * a client's Close: its name, back if skipped */
+                                  * a client's Close: its name, back if skipped;
+                                  * its key, a NUL, then the name (names_dup) */
     char bname[PS_BNAME_MAX];    /* a Bind/Describe of stmt: the client's name, for
                                   * the server's errors quoting pgwharf's ("" if long) */
     bool dup;                    /* the Execute raising 42P05 (dup_error) */
@@ -290,11 +292,44 @@ bool pgw_ps_enabled(const struct pgw_session *s)
 
 /* ---- client names ---- */
 
+typedef char ps_key[PGW_NOTIFY_STMT_NAME_MAX + 1];
+
+/* The key PostgreSQL files a client's statement name under: converted to
+ * the database's encoding, then its first 63 bytes (names equal there are
+ * one statement).  One that does not convert (PostgreSQL refuses the
+ * message; or a MULE_INTERNAL client) is keyed by its own first 63 bytes:
+ * pgwharf never sends a client's name to a pooled server. */
+static const char *name_key(const struct pgw_session *s, const char *name, ps_key key)
+{
+    if (!pgw_notify_stmt_key(s, name, strlen(name), true, key))
+        snprintf(key, sizeof(ps_key), "%s", name);
+    return key;
+}
+
+/* A "key\0name" pair (ps_client_name.name, qent.cname): the name. */
+static const char *names_shown(const char *names)
+{
+    return names + strlen(names) + 1;
+}
+
+/* A malloc'd "key\0name" pair. */
+static char *names_dup(const char *key, const char *name)
+{
+    size_t kl = strlen(key) + 1, nl = strlen(name) + 1;
+    char *p = malloc(kl + nl);
+    if (p) {
+        memcpy(p, key, kl);
+        memcpy(p + kl, name, nl);
+    }
+    return p;
+}
+
 static uint64_t name_hash(const char *name)
 {
     return pgw_hash_bytes(name, strlen(name), 0xc11e);
 }
 
+/* name: a key (name_key). */
 static struct ps_client_name *client_find(struct pgw_session *s, const char *name)
 {
     struct ps_client *c = s->ps_client;
@@ -308,7 +343,9 @@ static struct ps_client_name *client_find(struct pgw_session *s, const char *nam
     return NULL;
 }
 
-static bool client_add(struct pgw_session *s, const char *name, struct ps_stmt *st)
+/* name: a key (name_key); shown: the client's name for it. */
+static bool client_add(struct pgw_session *s, const char *name, const char *shown,
+                       struct ps_stmt *st)
 {
     if (!s->ps_client) {
         s->ps_client = calloc(1, sizeof(struct ps_client));
@@ -316,11 +353,12 @@ static bool client_add(struct pgw_session *s, const char *name, struct ps_stmt *
             return false;
         pgw_hmap_init(&s->ps_client->map);
     }
-    size_t l = strlen(name) + 1;
-    struct ps_client_name *e = malloc(sizeof(*e) + l);
+    size_t l = strlen(name) + 1, sl = strlen(shown) + 1;
+    struct ps_client_name *e = malloc(sizeof(*e) + l + sl);
     if (!e)
         return false;
     memcpy(e->name, name, l);
+    memcpy(e->name + l, shown, sl);
     e->stmt = st;
     if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
         free(e);
@@ -517,7 +555,8 @@ bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsign
 struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, const char **sql,
                                    const char **server_name)
 {
-    struct ps_client_name *cn = client_find(s, name);
+    ps_key key;
+    struct ps_client_name *cn = client_find(s, name_key(s, name, key));
     if (!cn)
         return NULL;
     /* The Parse body: pgwharf's name, then the text (NUL-terminated). */
@@ -1008,7 +1047,7 @@ static enum pgw_ps_action dup_error_own(struct pgw_session *s, struct pgw_iobuf 
  * statement, or be refused where PostgreSQL has one.  Rare (a pipeline
  * through a Sync using a statement just prepared or closed) and cheap
  * otherwise: no Sync queued, nothing to look at. */
-static bool name_unsettled(const struct pgw_session *s, const char *name,
+static bool name_unsettled(const struct pgw_session *s, const char *key,
                            const struct ps_stmt *st)
 {
     const struct ps_queue *q = s->ps_queue;
@@ -1026,7 +1065,7 @@ static bool name_unsettled(const struct pgw_session *s, const char *name,
         if (pending)
             continue;
         if (x->cname && (x->type == PGW_FE_PARSE || x->type == PGW_FE_CLOSE) &&
-            strcmp(x->cname, name) == 0)
+            strcmp(x->cname, key) == 0)
             pending = true;
         else if (st && ((x->type == PGW_FE_PARSE && x->stmt == st && x->kind != Q_FAKE) ||
                         (x->close_id && x->close_id == st->id)))
@@ -1050,9 +1089,11 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         return PGW_PS_FORWARD;
     }
     struct ps_registry *reg = reg_of(s);
-    if (name_unsettled(s, name, NULL))
+    ps_key nkey;
+    const char *key_name = name_key(s, name, nkey);
+    if (name_unsettled(s, key_name, NULL))
         return PGW_PS_WAIT;
-    if (client_find(s, name)) {
+    if (client_find(s, key_name)) {
         const char *text = (const char *)ne + 1;
         /* The server's own 42P05, whatever the transaction's state; the DO
          * block only for a name too long to quote back (or a malformed
@@ -1087,7 +1128,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     struct ps_stmt *st = stmt_get(reg, key, key_len);
     if (!st)
         goto oom;
-    if (st->refs > 1 && name_unsettled(s, name, st)) {
+    if (st->refs > 1 && name_unsettled(s, key_name, st)) {
         stmt_unref(reg, st);
         return PGW_PS_WAIT;
     }
@@ -1108,13 +1149,13 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     reg->st.client_parses++;
     s->ps_parse_count++;
-    if (!client_add(s, name, st)) {
+    if (!client_add(s, key_name, name, st)) {
         stmt_unref(reg, st);
         goto oom;
     }
     /* The name stands only if the server does not skip this Parse (an
      * earlier error in the batch, or its own): kept with the entry. */
-    char *cname = strdup(name);          /* name points into b, which moves */
+    char *cname = names_dup(key_name, name);     /* name points into b, which moves */
     if (!cname)
         goto oom;
     /* In a failed transaction the server answers it (25P02), as it would
@@ -1211,14 +1252,16 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         q_push(s, Q_PASS, type, NULL);
         return PGW_PS_FORWARD;
     }
-    struct ps_client_name *cn = client_find(s, name);
-    if (name_unsettled(s, name, cn ? cn->stmt : NULL))
+    ps_key nkey;
+    const char *key_name = name_key(s, name, nkey);
+    struct ps_client_name *cn = client_find(s, key_name);
+    if (name_unsettled(s, key_name, cn ? cn->stmt : NULL))
         return PGW_PS_WAIT;
     if (type == PGW_FE_CLOSE) {
         /* Answered here; an unknown name is no error, as in PostgreSQL.
          * The name goes now (a Parse further on may take it again), and
          * comes back if the server skips the Close (undo_close). */
-        char *cname = cn ? strdup(name) : NULL;      /* name points into b */
+        char *cname = cn ? names_dup(cn->name, names_shown(cn->name)) : NULL;
         if ((cn && !cname) || !q_push(s, Q_FAKE, PGW_FE_CLOSE, cn ? cn->stmt : NULL)) {
             free(cname);
             pgw_session_close(s, "53200", "out of memory");
@@ -1545,7 +1588,7 @@ static void undo_close(struct pgw_session *s, const struct qent *x)
     if (cn) {
         stmt_unref(reg_of(s), cn->stmt);
         cn->stmt = x->stmt;
-    } else if (!client_add(s, x->cname, x->stmt)) {
+    } else if (!client_add(s, x->cname, names_shown(x->cname), x->stmt)) {
         stmt_unref(reg_of(s), x->stmt);  /* out of memory: the name stays closed */
     }
 }
@@ -1819,7 +1862,7 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
             HMAP_WALK(it, s->ps_client ? &s->ps_client->map : NULL) {
                 struct ps_client_name *e = pgw_container_of(it.node, struct ps_client_name, hnode);
                 if (e->stmt == h->stmt) {
-                    cname = e->name;
+                    cname = names_shown(e->name);
                     break;
                 }
             }

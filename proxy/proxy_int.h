@@ -585,6 +585,17 @@ void pgw_notify_discard(struct pgw_session *s);
 #define PGW_NOTIFY_STMT_NAME_READ (4 * PGW_NOTIFY_STMT_NAME_MAX)
 #define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 1 + PGW_NOTIFY_STMT_NAME_READ)
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n);
+/* The key PostgreSQL files a prepared statement or portal under: its name
+ * (n bytes, in s's client_encoding, as the message has it) converted to the
+ * database's encoding (pq_getmsgstring), then its first
+ * PGW_NOTIFY_STMT_NAME_MAX bytes, cut even inside a character (its hash
+ * tables keep no more).  whole false: name is the head of a longer one, at
+ * least PGW_NOTIFY_STMT_NAME_READ bytes, maybe cut inside a character.
+ * false when it does not convert: PostgreSQL refuses the message (the
+ * server reports it), or pgwharf cannot tell (MULE_INTERNAL).  In notify.c,
+ * with the encodings it converts; prepared.c keys client names with it. */
+bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
+                         char key[PGW_NOTIFY_STMT_NAME_MAX + 1]);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 /* A Query (avail bytes of it here) of a client holding a server: a lone
  * SQL DEALLOCATE [PREPARE] of a prepared LISTEN or UNLISTEN it keeps (which

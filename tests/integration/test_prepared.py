@@ -1624,3 +1624,71 @@ class TestDuplicateParseLeavesTheUnnamedAlone(pt.PgwharfTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestNamesKeptToTheirFirst63Bytes(pt.PgwharfTestCase):
+    """PostgreSQL keeps a statement's name to its first 63 bytes
+    (NAMEDATALEN - 1) once converted to the database's encoding: a Bind,
+    Describe or Close of a name equal to a prepared one there finds it,
+    and a second Parse of such a name gets 42P05.  pgwharf matched the
+    client's whole name: the Bind got 26000, the Close closed nothing, the
+    second Parse made a statement.  Here a LATIN1 client's names of 32
+    characters are 64 bytes in the UTF8 database, equal in the first 63
+    when only the last character differs.  The unnamed statement and
+    portals (the server's own names) are as before.  Each step is sent to
+    pgwharf in transaction mode and to PostgreSQL directly; the replies
+    must be the same."""
+
+    def exchange(self, r):
+        def m(t, *fields):
+            return r.msg(t, b"".join(fields))
+
+        def parse(name, sql):
+            return m(b"P", name, b"\x00", sql.encode(), b"\x00\x00\x00")
+
+        def bind(name, portal=b""):
+            return m(b"B", portal, b"\x00", name, b"\x00\x00\x00\x00\x00\x00\x00")
+
+        def execute(portal=b""):
+            return m(b"E", portal, b"\x00\x00\x00\x00\x00")
+
+        def q(sql):
+            return m(b"Q", sql.encode(), b"\x00")
+        s = b"s" * 63
+        e32, e31 = "\u00e9".encode("latin-1") * 32, "\u00e9".encode("latin-1") * 31
+        steps = (
+            [parse(s + b"s" * 7, "select 1")],
+            [bind(s), execute()],
+            [m(b"D", b"S", s, b"tail\x00")],
+            [parse(s + b"x", "select 2")],
+            [m(b"C", b"S", s, b"yz\x00"), bind(s + b"s" * 7), execute()],
+            [parse(s + b"y", "select 3"), bind(s + b"q"), execute()],
+            # The unnamed statement, and a portal under a long name.
+            [parse(b"", "select 4"), bind(b"", b"p" * 70), execute(b"p" * 63)],
+            [bind(s, b"p" * 64), execute(b"p" * 63), execute(b"p" * 65)],
+            [q("set client_encoding to 'LATIN1'")],
+            [parse(e32, "select 5"), bind(e31 + "\u00e8".encode("latin-1")), execute()],
+            [parse(e31 + b"\xea", "select 6")],
+            [m(b"C", b"S", e31, b"\xe0\x00"), bind(e32), execute()],
+            [parse(e31 + b"e", "select 7"), bind(e31 + b"e"), execute(), bind(e32)])
+        out = []
+        try:
+            for step in steps:
+                r.send(*(step + [r.sync()]))
+                got = r.until_ready()
+                if step[0][:1] == b"Q":
+                    got += r.until_ready()
+                out.append([(t, sqlstate(b) if t == b"E" else b) for t, b in got])
+        finally:
+            r.close()
+        return out
+
+    def test_bind_describe_close_and_parse_as_postgres_keys_them(self):
+        self.maxDiff = None
+        want = self.exchange(raw_to_postgres(self))
+        self.assertEqual([e for step in want for t, e in step if t == b"E"],
+                         ["42P05", "26000", "42P05", "26000", "26000"], want)
+        px, r = raw_on_one_server(self, "transaction")
+        got = self.exchange(r)
+        px.stop()
+        self.assertEqual(got, want)
