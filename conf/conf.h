@@ -152,9 +152,22 @@ struct pgw_conf_peer {
     int line;
 };
 
+/* listen_addr's separators: commas and any white space around them (a
+ * tab after a comma too, as PgBouncer and the user lists read theirs). */
+#define PGW_CONF_LISTEN_SEP ", \t\r\n\v\f"
+
+/* Where a general key was set. */
+struct pgw_conf_origin {
+    char *file;              /* NULL: key left at its default (or changed by SET) */
+    int line;
+};
+
 /* General settings.  String fields are never NULL: "" means unset. */
 struct pgw_config {
     char *file;              /* path of the main file */
+    /* One per general key (NULL for pgw_conf_defaults): the line that set
+     * it, for errors found after loading (TLS files, auth_file). */
+    struct pgw_conf_origin *origins;
 
     /* listening */
     char *listen_addr;       /* comma-separated; "*" = all IPv4/IPv6; default "127.0.0.1" */
@@ -305,6 +318,16 @@ int pgw_conf_load_string(const char *name, const char *text, struct pgw_config *
  * (the admin console's SET): 0 or PGW_ECONFIG with the messages in diag. */
 int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag);
 void pgw_conf_free(struct pgw_config *cfg);
+/* "file:line" of the line that set general key `key` into buf, or the
+ * main file's name (or "config") when the key kept its default. */
+const char *pgw_conf_where(const struct pgw_config *cfg, const char *key, char *buf,
+                           size_t len);
+/* Errors found after loading about a file a key names (auth_file...): the
+ * messages of diag from index `from` on that begin with "path: " (no line
+ * inside the file: it could not be opened or read) become
+ * "where: key \"path\": ...", naming the config line that set the key. */
+void pgw_conf_diag_locate(struct pgw_conf_diag *diag, int from, const struct pgw_config *cfg,
+                          const char *key, const char *path);
 void pgw_conf_diag_free(struct pgw_conf_diag *diag);
 
 /* A config with every default and no databases. */

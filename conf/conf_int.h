@@ -155,16 +155,11 @@ enum conf_section {
     SECT_NONE, SECT_GENERAL, SECT_DATABASES, SECT_USERS, SECT_PEERS, SECT_SKIP
 };
 
-struct conf_origin {
-    char *file;              /* NULL: key left at its default */
-    int line;
-};
-
 struct conf_loader {
     struct pgw_config *cfg;
     struct conf_report rep;
     enum conf_section sect;
-    struct conf_origin *origins;    /* one per general key */
+    struct pgw_conf_origin *origins; /* one per general key; moves into cfg */
 };
 
 /* ---- connstr.c ---- */

@@ -364,6 +364,10 @@ int pgw_conf_set(struct pgw_config *cfg, const char *key, const char *value,
         snprintf(errbuf, errlen, "out of memory");
     else
         errbuf[0] = '\0';
+    if (rc == 0 && cfg->origins) {      /* set by SET now, not by a line */
+        free(cfg->origins[i].file);
+        cfg->origins[i].file = NULL;
+    }
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include "conf/conf_int.h"
 #include "common/err.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -158,9 +159,7 @@ static int load(const char *name, const char *text, const struct pgw_config *run
     if (rc == 0 && ld.rep.nerrors == 0 && !ld.rep.oom)
         conf_validate(&ld);
 
-    for (int i = 0; i < conf_key_count(); i++)
-        free(ld.origins[i].file);
-    free(ld.origins);
+    ld.cfg->origins = ld.origins;       /* freed with the config */
     if (rc == 0 && ld.rep.oom)
         rc = PGW_ENOMEM;
     else if (rc == 0 && ld.rep.nerrors > 0)
@@ -206,5 +205,41 @@ void pgw_conf_free(struct pgw_config *cfg)
     free(cfg->users);
     free(cfg->peers);
     free(cfg->file);
+    if (cfg->origins)
+        for (int i = 0; i < conf_key_count(); i++)
+            free(cfg->origins[i].file);
+    free(cfg->origins);
     free(cfg);
+}
+
+const char *pgw_conf_where(const struct pgw_config *cfg, const char *key, char *buf,
+                           size_t len)
+{
+    int i = key ? conf_key_find(key) : -1;
+    const struct pgw_conf_origin *o = i >= 0 && cfg->origins ? &cfg->origins[i] : NULL;
+    if (o && o->file)
+        snprintf(buf, len, "%s:%d", o->file, o->line);
+    else
+        snprintf(buf, len, "%s", cfg->file && *cfg->file ? cfg->file : "config");
+    return buf;
+}
+
+void pgw_conf_diag_locate(struct pgw_conf_diag *diag, int from, const struct pgw_config *cfg,
+                          const char *key, const char *path)
+{
+    size_t plen = strlen(path);
+    char where[1100];
+    pgw_conf_where(cfg, key, where, sizeof(where));
+    for (int i = from < 0 ? 0 : from; i < diag->nerrors; i++) {
+        const char *msg = diag->errors[i];
+        if (strncmp(msg, path, plen) != 0 || strncmp(msg + plen, ": ", 2) != 0)
+            continue;
+        size_t n = strlen(where) + strlen(key) + plen + strlen(msg + plen) + 8;
+        char *text = malloc(n);
+        if (!text)
+            continue;                   /* keeps the message without the line */
+        snprintf(text, n, "%s: %s \"%s\"%s", where, key, path, msg + plen);
+        free(diag->errors[i]);
+        diag->errors[i] = text;
+    }
 }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <netdb.h>
 #include <sys/un.h>
 
 /* Report at the line where general key `name` was set; when it kept its
@@ -26,7 +28,7 @@ static void vkey_error(struct conf_loader *ld, const char *name, const char *oth
     const char *names[2] = { name, other };
     for (int k = 0; k < 2 && names[k]; k++) {
         int i = conf_key_find(names[k]);
-        const struct conf_origin *o = i >= 0 && ld->origins ? &ld->origins[i] : NULL;
+        const struct pgw_conf_origin *o = i >= 0 && ld->origins ? &ld->origins[i] : NULL;
         if (o && o->file) {
             conf_error(&ld->rep, o->file, o->line, "%s", text);
             return;
@@ -158,6 +160,38 @@ static void check_track_extra(struct conf_loader *ld)
         key_error(ld, "track_extra_parameters", "track_extra_parameters: %s", err);
 }
 
+/* metrics_addr as the endpoint reads it at start (a numeric address, "*"
+ * or localhost: no name lookup), and listen_addr's entries written as a
+ * host name or address can be (the lookup itself waits for --check and the
+ * start: a reload must not block on DNS). */
+static void check_addrs(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    const char *m = cfg->metrics_addr;
+    if (cfg->metrics_port > 0 && *m && strcmp(m, "*") != 0 && strcasecmp(m, "localhost") != 0) {
+        struct addrinfo hints = { 0 }, *ai = NULL;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+        int gai = getaddrinfo(m, "1", &hints, &ai);
+        if (gai != 0)
+            key_error(ld, "metrics_addr", "metrics_addr \"%s\": %s (a numeric address, \"*\" "
+                      "or localhost)", m, gai_strerror(gai));
+        freeaddrinfo(ai);
+    }
+    const char *p = cfg->listen_addr;
+    while (*p) {
+        size_t n = strcspn(p, PGW_CONF_LISTEN_SEP);
+        if (n > 0 && strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                            "0123456789.-_:%*[]") < n) {
+            key_error(ld, "listen_addr", "listen_addr \"%.*s\": not a host name or address",
+                      (int)n, p);
+            return;
+        }
+        p += n;
+        p += strspn(p, PGW_CONF_LISTEN_SEP);
+    }
+}
+
 void conf_validate(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
@@ -166,6 +200,7 @@ void conf_validate(struct conf_loader *ld)
     check_pools(ld);
     check_peers(ld);
     check_track_extra(ld);
+    check_addrs(ld);
     if (cfg->breaker_max_cooldown < cfg->breaker_cooldown) {
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);
@@ -212,7 +247,7 @@ int pgw_conf_unix_socket_mode(const struct pgw_config *cfg)
 
 int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag)
 {
-    struct conf_loader ld = { .cfg = cfg, .rep = { .diag = diag } };
+    struct conf_loader ld = { .cfg = cfg, .rep = { .diag = diag }, .origins = cfg->origins };
     conf_validate(&ld);
     return ld.rep.nerrors || ld.rep.oom ? PGW_ECONFIG : 0;
 }

@@ -170,9 +170,7 @@ static int add_listener(struct pgw_proxy *px, int fd, bool unix_sock, const char
     return 0;
 }
 
-/* listen_addr's separators: commas and any white space around them (a
- * tab after a comma too, as PgBouncer and the user lists read theirs). */
-#define LISTEN_SEP ", \t\r\n\v\f"
+#define LISTEN_SEP PGW_CONF_LISTEN_SEP
 
 /* The families listen_addr has a wildcard of ("*", "0.0.0.0", "::"). */
 enum { WILD_INET = 1, WILD_INET6 = 2 };

@@ -348,7 +348,7 @@ static int run(const char *path, const struct options *o)
         pgw_conf_diag_free(&diag);
         return 2;
     }
-    char err[512];
+    char err[1024];
     if (check_pidfile(cfg->pidfile, err, sizeof(err)) < 0) {
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
@@ -387,7 +387,7 @@ static int run(const char *path, const struct options *o)
     pgw_clock_attach(&loop_clock, loop);
     struct pgw_proxy *px = pgw_proxy_create(loop, cfg, err, sizeof(err));
     if (!px) {
-        char q[700];
+        char q[1200];
         pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_clock_detach(loop);
@@ -423,7 +423,7 @@ static int run(const char *path, const struct options *o)
         }
     }
     if (status) {
-        char q[700];
+        char q[1200];
         pgw_error("startup", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         fprintf(stderr, "pgwharf: %s\n", err);
     } else {

@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +222,44 @@ static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
     pgw_proxy_maybe_finish(px);
 }
 
+/* A TLS error (it starts with the key whose file failed: "server_tls_ca_file
+ * x.pem: ...") becomes "file:line: side TLS: ..." with the line of that key. */
+static void tls_locate(const struct pgw_config *cfg, const char *side, char *err, size_t errlen)
+{
+    char key[64], where[1100], text[1600];
+    size_t n = strcspn(err, " :");
+    snprintf(key, sizeof(key), "%.*s", (int)(n < sizeof(key) ? n : 0), err);
+    pgw_conf_where(cfg, key, where, sizeof(where));
+    snprintf(text, sizeof(text), "%s: %s TLS: %s", where, side, err);
+    snprintf(err, errlen, "%s", text);
+}
+
+/* The files auth_type hba reads, errors naming the keys' lines. */
+static int load_hba(const struct pgw_config *cfg, struct pgw_hba **out,
+                    struct pgw_conf_diag *diag)
+{
+    int rc = pgw_hba_load(cfg->auth_hba_file, cfg->auth_ident_file, out, diag);
+    pgw_conf_diag_locate(diag, 0, cfg, "auth_hba_file", cfg->auth_hba_file);
+    if (*cfg->auth_ident_file)
+        pgw_conf_diag_locate(diag, 0, cfg, "auth_ident_file", cfg->auth_ident_file);
+    return rc;
+}
+
+static int load_hba_logged(const struct pgw_config *cfg, struct pgw_hba **out)
+{
+    struct pgw_conf_diag diag = { 0 };
+    char q[1100];
+    int rc = load_hba(cfg, out, &diag);
+    for (int i = 0; i < diag.nwarnings; i++)
+        pgw_warn("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
+    for (int i = 0; i < diag.nerrors; i++)
+        pgw_error("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.errors[i]));
+    if (rc == PGW_ENOMEM)
+        pgw_error("auth_hba_file", "file=%s reason=\"out of memory\"", cfg->auth_hba_file);
+    pgw_conf_diag_free(&diag);
+    return rc;
+}
+
 static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
 {
     *out = NULL;
@@ -228,6 +268,7 @@ static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
     struct pgw_conf_diag diag = { 0 };
     char q[1100];
     int rc = pgw_authfile_load(cfg->auth_file, out, &diag);
+    pgw_conf_diag_locate(&diag, 0, cfg, "auth_file", cfg->auth_file);
     for (int i = 0; i < diag.nwarnings; i++)
         pgw_warn("auth_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)
@@ -322,19 +363,28 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     if (pgw_tracked_params_init(px, errbuf, errlen) < 0)   /* track_extra_parameters */
         goto fail;
     if (load_auth(cfg, &px->auth) < 0) {
-        snprintf(errbuf, errlen, "%s: cannot load auth_file", cfg->auth_file);
+        char where[1100];
+        snprintf(errbuf, errlen, "%s: auth_file \"%s\": cannot load it",
+                 pgw_conf_where(cfg, "auth_file", where, sizeof(where)), cfg->auth_file);
         goto fail;
     }
     if (cfg->auth_type == PGW_AUTH_HBA &&
-        pgw_hba_load_logged(cfg->auth_hba_file, cfg->auth_ident_file, &px->hba) < 0) {
-        snprintf(errbuf, errlen, "%s: cannot load auth_hba_file%s%s", cfg->auth_hba_file,
-                 *cfg->auth_ident_file ? " or auth_ident_file " : "", cfg->auth_ident_file);
+        load_hba_logged(cfg, &px->hba) < 0) {
+        char where[1100];
+        snprintf(errbuf, errlen, "%s: auth_hba_file \"%s\"%s%s%s: cannot load it",
+                 pgw_conf_where(cfg, "auth_hba_file", where, sizeof(where)), cfg->auth_hba_file,
+                 *cfg->auth_ident_file ? " or auth_ident_file \"" : "", cfg->auth_ident_file,
+                 *cfg->auth_ident_file ? "\"" : "");
         goto fail;
     }
-    if (pgw_tls_ctx_build(cfg, &px->tls_ctx, errbuf, errlen) < 0)   /* TLS: client_tls_* */
+    if (pgw_tls_ctx_build(cfg, &px->tls_ctx, errbuf, errlen) < 0) { /* TLS: client_tls_* */
+        tls_locate(cfg, "client", errbuf, errlen);
         goto fail;
-    if (pgw_tls_server_check(cfg, errbuf, errlen) < 0)              /* and server_tls_* */
+    }
+    if (pgw_tls_server_check(cfg, errbuf, errlen) < 0) {            /* and server_tls_* */
+        tls_locate(cfg, "server", errbuf, errlen);
         goto fail;
+    }
     px->root = pgw_ctx_background(loop);
     px->pools = px->root ? pgw_pool_set_create(loop, px->root, cfg) : NULL;
     if (!px->pools) {
@@ -414,7 +464,7 @@ static void fixed_key_changed(const char *key, const char *was, const char *now,
  * is the one step that changes something when it succeeds. */
 static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct reload_prep *r)
 {
-    char err[512], q[600], ebuf[128];
+    char err[1024], q[1200], ebuf[128];
     memset(r, 0, sizeof(*r));
     r->log_fd = -1;
     /* -u wins over the file at every start, so the file's user is no
@@ -430,7 +480,7 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
         return PGW_ECONFIG;
     }
     if (cfg->auth_type == PGW_AUTH_HBA &&
-        pgw_hba_load_logged(cfg->auth_hba_file, cfg->auth_ident_file, &r->hba) < 0) {
+        load_hba_logged(cfg, &r->hba) < 0) {
         pgw_error("reload", "reason=\"cannot load auth_hba_file or auth_ident_file, keeping the "
                   "old config\"");
         reload_discard(r);
@@ -438,12 +488,14 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
     }
     /* TLS: sessions keep the context they started with */
     if (pgw_tls_ctx_build(cfg, &r->tls, err, sizeof(err)) < 0) {
+        tls_locate(cfg, "client", err, sizeof(err));
         pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         pgw_error("reload", "reason=\"cannot set up client TLS, keeping the old config\"");
         reload_discard(r);
         return PGW_ECONFIG;
     }
     if (pgw_tls_server_check(cfg, err, sizeof(err)) < 0) {
+        tls_locate(cfg, "server", err, sizeof(err));
         pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         pgw_error("reload", "reason=\"cannot set up server TLS, keeping the old config\"");
         reload_discard(r);
@@ -527,20 +579,48 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     return 0;
 }
 
-int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
+/* What only the start would find otherwise, without its side effects:
+ * listen_addr's names resolve (no bind), user names a user. */
+static int check_names(const struct pgw_config *cfg, FILE *err)
 {
     int problems = 0;
+    char where[1100];
+    char *addrs = strdup(cfg->listen_addr), *save = NULL;
+    for (char *tok = addrs ? strtok_r(addrs, PGW_CONF_LISTEN_SEP, &save) : NULL; tok;
+         tok = strtok_r(NULL, PGW_CONF_LISTEN_SEP, &save)) {
+        struct addrinfo hints = { 0 }, *res = NULL;
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+        int rc = getaddrinfo(strcmp(tok, "*") == 0 ? NULL : tok, "1", &hints, &res);
+        if (rc != 0)
+            fprintf(err, "%s: listen_addr %s: %s\n",
+                    pgw_conf_where(cfg, "listen_addr", where, sizeof(where)), tok,
+                    gai_strerror(rc)), problems++;
+        freeaddrinfo(res);
+    }
+    free(addrs);
+    if (*cfg->user && !getpwnam(cfg->user))
+        fprintf(err, "%s: user \"%s\": no such user\n",
+                pgw_conf_where(cfg, "user", where, sizeof(where)), cfg->user), problems++;
+    return problems;
+}
+
+int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
+{
+    int problems = check_names(cfg, err);
     struct pgw_conf_diag diag = { 0 };
     if (cfg->auth_file && *cfg->auth_file) {
         struct pgw_auth_file *af = NULL;
-        if (pgw_authfile_load(cfg->auth_file, &af, &diag) < 0 && diag.nerrors == 0)
+        int rc = pgw_authfile_load(cfg->auth_file, &af, &diag);
+        pgw_conf_diag_locate(&diag, 0, cfg, "auth_file", cfg->auth_file);
+        if (rc < 0 && diag.nerrors == 0)
             fprintf(err, "%s: cannot read auth_file\n", cfg->auth_file), problems++;
         pgw_authfile_free(af);
     }
     if (cfg->auth_type == PGW_AUTH_HBA) {
         struct pgw_hba *hba = NULL;
-        if (pgw_hba_load(cfg->auth_hba_file, cfg->auth_ident_file, &hba, &diag) < 0 &&
-            diag.nerrors == 0)
+        if (load_hba(cfg, &hba, &diag) < 0 && diag.nerrors == 0)
             fprintf(err, "%s: cannot read auth_hba_file\n", cfg->auth_hba_file), problems++;
         pgw_hba_free(hba);
     }
@@ -552,14 +632,18 @@ int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
     pgw_conf_diag_free(&diag);
     if (cfg->client_tls_sslmode != PGW_TLS_DISABLE) {
         struct ssl_ctx_st *ctx = NULL;
-        char why[512];
-        if (pgw_tls_ctx_build(cfg, &ctx, why, sizeof(why)) < 0)
-            fprintf(err, "%s: client TLS: %s\n", cfg->file ? cfg->file : "config", why), problems++;
+        char why[1024];
+        if (pgw_tls_ctx_build(cfg, &ctx, why, sizeof(why)) < 0) {
+            tls_locate(cfg, "client", why, sizeof(why));
+            fprintf(err, "%s\n", why), problems++;
+        }
         pgw_tls_ctx_free(ctx);
     }
-    char why[512];
-    if (pgw_tls_server_check(cfg, why, sizeof(why)) < 0)
-        fprintf(err, "%s: server TLS: %s\n", cfg->file ? cfg->file : "config", why), problems++;
+    char why[1024];
+    if (pgw_tls_server_check(cfg, why, sizeof(why)) < 0) {
+        tls_locate(cfg, "server", why, sizeof(why));
+        fprintf(err, "%s\n", why), problems++;
+    }
     return problems;
 }
 

@@ -1844,6 +1844,15 @@ class TestCommands(AdminTestCase):
                          "RELOAD failed, see logs for additional details")
         config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
         self.assertEqual(config["auth_file"], good)               # the old config stays
+        # the log names the config line of the key (it said only
+        # "missing-userlist.txt: cannot open: ...")
+        with open(px.config_path) as f:
+            line = next(i for i, l in enumerate(f.read().splitlines(), 1)
+                        if l.startswith("auth_file"))
+        auth = [logfmt(l) for l in px.log().splitlines() if "event=auth_file" in l]
+        self.assertTrue(auth and auth[-1]["reason"].startswith(
+            '%s:%d: auth_file "%s": cannot open: ' % (px.config_path, line,
+                                                      px.settings["auth_file"])), auth)
         px.settings["auth_file"] = good
         px.write_config()
         conn.cursor().execute("RELOAD")

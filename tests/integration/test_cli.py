@@ -1,6 +1,7 @@
 """The pgwharf command line: --check, --version, --help, bad usage."""
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -218,6 +219,62 @@ class TestCli(unittest.TestCase):
         self.assertIn("--check", cp.stdout)
         self.assertEqual(run().returncode, 2)
         self.assertEqual(run("--bogus").returncode, 2)
+
+    def test_errors_found_after_loading_name_the_line_of_their_key(self):
+        # They said "x.ini: client TLS: ...", "nope.txt: cannot open: ...":
+        # the key's line was known while loading and dropped after.
+        missing = os.path.join(self.dir, "nope.txt")
+        path = self.write("tls.ini", "[databases]\n[pgwharf]\n"
+                          "auth_file = %s\n"
+                          "client_tls_sslmode = require\n"
+                          "client_tls_key_file = %s\n"
+                          "client_tls_cert_file = %s\n"
+                          "server_tls_sslmode = verify-full\n"
+                          "server_tls_ca_file = %s\n"
+                          % (missing, self.auth, os.path.join(self.dir, "c.pem"),
+                             os.path.join(self.dir, "ca.pem")))
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn('%s:3: auth_file "%s": cannot open: ' % (path, missing), cp.stderr)
+        self.assertRegex(cp.stderr, r"(?m)^%s:[56]: client TLS: client_tls_" % re.escape(path))
+        self.assertIn("%s:8: server TLS: server_tls_ca_file " % path, cp.stderr)
+        hba = self.write("hba.ini", "[pgwharf]\nauth_type = hba\nauth_file = %s\n"
+                         "auth_hba_file = %s\n" % (self.auth, missing))
+        cp = run("--check", hba)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn('%s:4: auth_hba_file "%s": cannot open: ' % (hba, missing), cp.stderr)
+        # and at start (no TCP listener: nothing is bound)
+        start = self.write("start.ini", "[databases]\n[pgwharf]\nlisten_addr =\n"
+                           "unix_socket_dir = %s\nauth_file = %s\n" % (self.dir, missing))
+        cp = run(start)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn('pgwharf: %s:5: auth_file "%s": cannot load it' % (start, missing),
+                      cp.stderr)
+        self.assertIn('reason="%s:5: auth_file \\"%s\\": cannot open: ' % (start, missing),
+                      cp.stderr)
+
+    def test_check_refuses_addresses_and_a_user_only_the_start_refused(self):
+        # listen_addr = "a<TAB>b", metrics_addr = a host name and a user
+        # that does not exist passed --check and stopped the start.
+        path = self.write("names.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
+                          "listen_addr = no-such-host.invalid\tother.invalid\n"
+                          "user = no_such_user_pgwharf\n")
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("%s:4: listen_addr no-such-host.invalid: " % path, cp.stderr)
+        self.assertIn("%s:4: listen_addr other.invalid: " % path, cp.stderr)
+        self.assertIn('%s:5: user "no_such_user_pgwharf": no such user' % path, cp.stderr)
+        self.assertEqual(cp.stdout, "")
+        path = self.write("metrics.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
+                          "metrics_port = 9127\nmetrics_addr = a b\n")
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn('%s:5: metrics_addr "a b": ' % path, cp.stderr)
+        path = self.write("ok.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
+                          "listen_addr = 127.0.0.1,\tlocalhost\nmetrics_port = 9127\n"
+                          "metrics_addr = *\nuser = %s\n" % pwd.getpwuid(os.getuid()).pw_name)
+        cp = run("--check", path)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
 
     def test_missing_file(self):
         cp = run("--check", os.path.join(self.dir, "nope.ini"))

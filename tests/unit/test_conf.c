@@ -1998,6 +1998,61 @@ static void test_track_extra_parameters(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* The lines of the keys stay with the config: errors found after loading
+ * (a TLS file, auth_file that cannot be opened) named only the file. */
+static void test_key_lines_outlive_the_load(void **state)
+{
+    (void)state;
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "\nauth_file = nope.txt\n"
+                                     "server_tls_ca_file = ca.pem\n", &d);
+    char where[128], err[128];
+    assert_string_equal(pgw_conf_where(cfg, "server_tls_ca_file", where, sizeof(where)),
+                        "t.ini:5");
+    assert_string_equal(pgw_conf_where(cfg, "auth_file", where, sizeof(where)), "t.ini:4");
+    assert_string_equal(pgw_conf_where(cfg, "client_tls_ca_file", where, sizeof(where)),
+                        "t.ini");                       /* at its default */
+    assert_string_equal(pgw_conf_where(cfg, "no_such_key", where, sizeof(where)), "t.ini");
+
+    struct pgw_auth_file *af = NULL;
+    assert_int_equal(pgw_authfile_load("nope.txt", &af, &d), PGW_ECONFIG);
+    pgw_conf_diag_locate(&d, 0, cfg, "auth_file", "nope.txt");
+    assert_int_equal(d.nerrors, 1);
+    assert_true(strncmp(d.errors[0], "t.ini:4: auth_file \"nope.txt\": cannot open: ", 44) == 0);
+    pgw_conf_diag_free(&d);
+
+    /* SET changes the value: no line set it any more */
+    assert_int_equal(pgw_conf_set(cfg, "auth_file", "other.txt", err, sizeof(err)), 0);
+    assert_string_equal(pgw_conf_where(cfg, "auth_file", where, sizeof(where)), "t.ini");
+    pgw_conf_free(cfg);
+
+    cfg = pgw_conf_defaults();
+    assert_string_equal(pgw_conf_where(cfg, "auth_file", where, sizeof(where)), "config");
+    pgw_conf_free(cfg);
+}
+
+/* metrics_addr and listen_addr passed --check with values only the start
+ * refused. */
+static void test_listen_and_metrics_addr_checked_at_load(void **state)
+{
+    (void)state;
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "metrics_port = 9127\nmetrics_addr = db.example\n", &d, 1);
+    assert_error(&d, "t.ini:4: metrics_addr \"db.example\": Name or service not known (a "
+                 "numeric address, \"*\" or localhost)");
+    pgw_conf_diag_free(&d);
+    load_fail(BASE "listen_addr = 127.0.0.1, local/host\n", &d, 1);
+    assert_error(&d, "t.ini:3: listen_addr \"local/host\": not a host name or address");
+    pgw_conf_diag_free(&d);
+    struct pgw_config *cfg = load_ok(BASE "metrics_port = 9127\nmetrics_addr = ::1\n"
+                                     "listen_addr = *,\tlocalhost, ::1, 10.0.0.1, db-1.example\n",
+                                     &d);
+    pgw_conf_free(cfg);
+    cfg = load_ok(BASE "metrics_addr = db.example\n", &d);   /* not used: metrics_port 0 */
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2042,6 +2097,8 @@ int main(void)
         cmocka_unit_test(test_authfile_parse),
         cmocka_unit_test(test_authfile_errors),
         cmocka_unit_test(test_real_pgbouncer_ini),
+        cmocka_unit_test(test_key_lines_outlive_the_load),
+        cmocka_unit_test(test_listen_and_metrics_addr_checked_at_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
