@@ -783,21 +783,6 @@ int pgw_hba_load(const char *path, const char *ident_path, struct pgw_hba **out,
     return 0;
 }
 
-int pgw_hba_load_logged(const char *path, const char *ident_path, struct pgw_hba **out)
-{
-    struct pgw_conf_diag diag = { 0 };
-    char q[1100];
-    int rc = pgw_hba_load(path, ident_path, out, &diag);
-    for (int i = 0; i < diag.nwarnings; i++)
-        pgw_warn("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
-    for (int i = 0; i < diag.nerrors; i++)
-        pgw_error("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.errors[i]));
-    if (rc == PGW_ENOMEM)
-        pgw_error("auth_hba_file", "file=%s reason=\"out of memory\"", path);
-    pgw_conf_diag_free(&diag);
-    return rc;
-}
-
 /* ---- matching ---- */
 
 enum tri { NO, MAYBE, YES };

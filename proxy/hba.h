@@ -89,9 +89,6 @@ int pgw_hba_load(const char *path, const char *ident_path, struct pgw_hba **out,
 void pgw_hba_free(struct pgw_hba *hba);
 int pgw_hba_count(const struct pgw_hba *hba);
 
-/* Load and log what went wrong (event "auth_hba_file"), for the proxy. */
-int pgw_hba_load_logged(const char *path, const char *ident_path, struct pgw_hba **out);
-
 /* The method for a connection.  addr is the client's address (ignored when
  * is_unix).  *line is set to the matching rule's line, 0 when none matched
  * (and the answer is PGW_HBA_REJECT).  *map (when map is not NULL) is the
