@@ -364,6 +364,19 @@ class TestShowColumns(AdminTestCase):
                                             "default_pool_size": pool_size},
                                   databases={"zz": cs, "aa": cs})
 
+    def seat_clients(self, px):
+        """z1 (zz, holding its only server), a1 (aa), a console, z2 (zz)
+        and a2 (aa, the other user), connected in that order: (z1, z2,
+        the console)."""
+        app = dict(user=self.pg.app_user, password=self.pg.app_password)
+        z1 = self.client(px, autocommit=False, db="zz", application_name="z1")
+        z1.cursor().execute("select 1")              # holds zz's only server
+        self.client(px, db="aa", application_name="a1")
+        conn = self.admin_conn(px)
+        z2 = self.client(px, db="zz", application_name="z2")
+        self.client(px, db="aa", application_name="a2", **app)
+        return z1, z2, conn
+
     def test_clients_are_listed_pool_by_pool_as_pgbouncer(self):
         # PgBouncer walks its pools (by database, then user; the console's
         # clients are its pool pgbouncer/pgbouncer) and in each lists the
@@ -372,13 +385,7 @@ class TestShowColumns(AdminTestCase):
         # list once served.  pgwharf listed every client in the order it
         # connected.  (Checked against PgBouncer 1.18 with the same clients.)
         px = self.start_zz_and_aa(pool_size=1)
-        app = dict(user=self.pg.app_user, password=self.pg.app_password)
-        z1 = self.client(px, autocommit=False, db="zz", application_name="z1")
-        z1.cursor().execute("select 1")              # holds zz's only server
-        self.client(px, db="aa", application_name="a1")
-        conn = self.admin_conn(px)
-        z2 = self.client(px, db="zz", application_name="z2")
-        self.client(px, db="aa", application_name="a2", **app)
+        z1, z2, conn = self.seat_clients(px)
         self.client(px, db="zz", application_name="z3")
         waiter = Background(lambda: z2.cursor().execute("select 2"))
         pt.wait_pool(conn, "zz", self.pg.user, cl_waiting=1)
@@ -424,13 +431,7 @@ class TestShowColumns(AdminTestCase):
         # every server.  (Checked against PgBouncer 1.18 with these
         # clients.)
         px = self.start_zz_and_aa(pool_size=1)
-        app = dict(user=self.pg.app_user, password=self.pg.app_password)
-        z1 = self.client(px, autocommit=False, db="zz", application_name="z1")
-        z1.cursor().execute("select 1")              # holds zz's only server
-        self.client(px, db="aa", application_name="a1")
-        conn = self.admin_conn(px)
-        z2 = self.client(px, db="zz", application_name="z2")
-        self.client(px, db="aa", application_name="a2", **app)
+        z1, z2, conn = self.seat_clients(px)
         logins = []
         for name in ("l1", "l2"):                    # asked for a password
             s = socket.create_connection((px.host, px.port), timeout=10)

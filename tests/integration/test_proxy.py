@@ -898,26 +898,8 @@ class TestTimeouts(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction",
                                           "transaction_timeout": "1s"})
 
-        def ext(sql):
-            return (hz.msg(b"P", b"\0" + sql.encode() + b"\0\0\0")
-                    + hz.msg(b"B", b"\0\0\0\0\0\0\0\0")
-                    + hz.msg(b"E", b"\0\0\0\0\0") + hz.msg(b"S"))
-
         def run(sqls):
-            s = socket.create_connection((px.host, px.port), timeout=30)
-            try:
-                hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
-                s.sendall(b"".join(ext(q) for q in sqls))
-                readies = []
-                while len(readies) < len(sqls):
-                    t, body = hz.recv_msg(s)
-                    if t == b"E":
-                        return readies, hz.parse_fields(body)
-                    if t == b"Z":
-                        readies.append(body)
-                return readies, None
-            finally:
-                s.close()
+            return self.pipeline(px, [self.ext(q) for q in sqls])
 
         readies, err = run(["select pg_sleep(0.2)"] * 10)
         self.assertIsNone(err)
