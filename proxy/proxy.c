@@ -230,8 +230,14 @@ static void tls_locate(const struct pgw_config *cfg, const char *side, char *err
     size_t n = strcspn(err, " :");
     snprintf(key, sizeof(key), "%.*s", (int)(n < sizeof(key) ? n : 0), err);
     pgw_conf_where(cfg, key, where, sizeof(where));
-    snprintf(text, sizeof(text), "%s: %s TLS: %s", where, side, err);
-    snprintf(err, errlen, "%s", text);
+    int w = snprintf(text, sizeof(text), "%s: %s TLS: %s", where, side, err);
+    if (w < 0 || errlen == 0)
+        return;
+    size_t len = (size_t)w < sizeof(text) ? (size_t)w : sizeof(text) - 1;
+    if (len >= errlen)
+        len = errlen - 1;
+    memcpy(err, text, len);
+    err[len] = '\0';
 }
 
 /* The files auth_type hba reads, errors naming the keys' lines. */
