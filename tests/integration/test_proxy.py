@@ -459,6 +459,13 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertNotIn("Too many open files", px.log())
         self.assertGreaterEqual(px.log().count("event=cancel_forwarded"), 32)
         self.pg.resume()
+        # The forwards still in flight reach the backend once the postmaster
+        # runs again.  c keeps its server until every one has ended (the
+        # postmaster has signalled the backend and closed the connection), so
+        # a second client, pool size 1, gets that server only then: neither
+        # its query nor c's next one can be hit by a late cancel.
+        d, _ = self._raw_client(px)
+        self.assertEqual(hz.simple_query(d, "select 'usable'"), ([[b"usable"]], []))
         self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
 
     def test_cancel_wait_timeout_gives_up_and_the_session_goes_on(self):
