@@ -244,6 +244,21 @@ static bool redundant_addr(struct pgw_proxy *px, const struct sockaddr *sa, int 
     return false;
 }
 
+/* A start-up error in errbuf, prefixed with the config line of key
+ * ("file:line: ", the project's form) and, when what is set, with
+ * "key what: " too, so that the message names the key. */
+static void locate(const struct pgw_config *cfg, const char *key, const char *what,
+                   char *errbuf, size_t errlen)
+{
+    char where[1100], text[1600];
+    pgw_conf_where(cfg, key, where, sizeof(where));
+    if (what)
+        snprintf(text, sizeof(text), "%s: %s %s: %s", where, key, what, errbuf);
+    else
+        snprintf(text, sizeof(text), "%s: %s", where, errbuf);
+    snprintf(errbuf, errlen, "%s", text);
+}
+
 static int resolve_tcp(const char *host, int port, struct addrinfo **res, char *errbuf,
                        size_t errlen)
 {
@@ -501,11 +516,30 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
     int rc = 0;
     if (cfg->unix_socket_dir && *cfg->unix_socket_dir)
         rc = listen_unix(px, cfg->unix_socket_dir, cfg->listen_port, errbuf, errlen);
+    if (rc < 0) {
+        static const char *const keys[] = { "unix_socket_group", "unix_socket_mode" };
+        const char *key = NULL;
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !key; i++)
+            if (strncmp(errbuf, keys[i], strlen(keys[i])) == 0)
+                key = keys[i];
+        if (key)
+            locate(cfg, key, NULL, errbuf, errlen);
+        else
+            locate(cfg, "unix_socket_dir",
+                   strncmp(errbuf, "unix_socket_dir ", 16) ? cfg->unix_socket_dir : NULL,
+                   errbuf, errlen);
+    }
     int wild = listen_wildcards(addrs, cfg->listen_port);
     char *save = NULL;
     for (char *tok = strtok_r(addrs, LISTEN_SEP, &save); tok && rc == 0;
-         tok = strtok_r(NULL, LISTEN_SEP, &save))
+         tok = strtok_r(NULL, LISTEN_SEP, &save)) {
         rc = listen_tcp(px, tok, cfg->listen_port, wild, errbuf, errlen);
+        if (rc < 0 && strncmp(errbuf, "so_reuseport:", 13) == 0)
+            locate(cfg, "so_reuseport", NULL, errbuf, errlen);
+        else if (rc < 0)        /* "listen_addr x: ..." names the key already */
+            locate(cfg, "listen_addr", strncmp(errbuf, "listen_addr ", 12) ? tok : NULL,
+                   errbuf, errlen);
+    }
     free(addrs);
     if (rc == 0 && !px->listeners) {
         snprintf(errbuf, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");

@@ -266,29 +266,31 @@ static int failed(int fd, int status)
  * listeners (a port below 1024) and the log are open; a logfile this start
  * created (log_new) becomes NAME's first, since every reload reopens it
  * as NAME.  Not root: only NAME's own uid is accepted.  1 when the user
- * changed, 0 when it is one's own, -1 with err. */
-static int become_user(const char *name, int log_fd, bool log_new, char *err, size_t errlen)
+ * changed, 0 when it is one's own, -1 with err, which starts with `at`
+ * (the config line of user: "file:line: ", or "" for -u). */
+static int become_user(const char *name, const char *at, int log_fd, bool log_new, char *err,
+                       size_t errlen)
 {
     struct passwd *pw = getpwnam(name);
     if (!pw) {
-        snprintf(err, errlen, "user \"%s\": no such user", name);
+        snprintf(err, errlen, "%suser \"%s\": no such user", at, name);
         return -1;
     }
     if (geteuid() != 0) {
         if (pw->pw_uid == geteuid())
             return 0;
-        snprintf(err, errlen, "user \"%s\": pgwharf must be started as root to become "
-                 "another user", name);
+        snprintf(err, errlen, "%suser \"%s\": pgwharf must be started as root to become "
+                 "another user", at, name);
         return -1;
     }
     if (log_new && log_fd > STDERR_FILENO && fchown(log_fd, pw->pw_uid, pw->pw_gid) < 0) {
-        snprintf(err, errlen, "user \"%s\": cannot give it the new logfile: %s", name,
-                 strerror(errno));
+        snprintf(err, errlen, "%suser \"%s\": cannot give it the new logfile: %s", at,
+                 name, strerror(errno));
         return -1;
     }
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
-        snprintf(err, errlen, "user \"%s\": %s", name, strerror(errno));
+        snprintf(err, errlen, "%suser \"%s\": %s", at, name, strerror(errno));
         return -1;
     }
     return 1;
@@ -408,8 +410,11 @@ static int run(const char *path, const struct options *o)
     }
     int status = 0;
     int changed = 0;
+    char at[1100] = "";
+    if (*cfg->user && !o->user)
+        snprintf(at, sizeof(at), "%s: ", pgw_conf_where(cfg, "user", err, sizeof(err)));
     if (*cfg->user &&
-        ((changed = become_user(cfg->user, log_fd, log_new, err, sizeof(err))) < 0 ||
+        ((changed = become_user(cfg->user, at, log_fd, log_new, err, sizeof(err))) < 0 ||
          (changed > 0 && reopen_log(cfg->logfile, cfg->user, err, sizeof(err)) < 0)))
         status = 1;
     /* As PgBouncer, written as the user pgwharf runs as (who removes it). */

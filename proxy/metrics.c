@@ -397,9 +397,12 @@ static void listener_close(struct pgw_metrics *m)
     m->port = 0;
 }
 
-static int listener_open(struct pgw_metrics *m, const char *addr, int port, char *errbuf,
-                         size_t errlen)
+/* Opens the endpoint at addr:port; an error names the config line (of cfg,
+ * NULL for none) of the key at fault, "file:line: key value: ...". */
+static int listener_open(struct pgw_metrics *m, const struct pgw_config *cfg, const char *addr,
+                         int port, char *errbuf, size_t errlen)
 {
+    char where[1100] = "";
     const char *host = addr;
     if (!*host || strcmp(host, "*") == 0)
         host = "0.0.0.0";
@@ -413,15 +416,30 @@ static int listener_open(struct pgw_metrics *m, const char *addr, int port, char
     hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
     int gai = getaddrinfo(host, portstr, &hints, &ai);
     if (gai != 0) {
-        snprintf(errbuf, errlen, "metrics_addr %s: %s (a numeric address, \"*\" or localhost)",
-                 addr, gai_strerror(gai));
+        if (cfg)
+            snprintf(where, sizeof(where), "%s: ",
+                     pgw_conf_where(cfg, "metrics_addr", errbuf, errlen));
+        snprintf(errbuf, errlen, "%smetrics_addr %s: %s (a numeric address, \"*\" or localhost)",
+                 where, addr, gai_strerror(gai));
         return PGW_ECONFIG;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-        snprintf(errbuf, errlen, "metrics endpoint %s:%d: %s", addr, port, strerror(errno));
+        int err = errno;
+        /* an address this host lacks is metrics_addr's fault, else the port's */
+        bool by_addr = err == EADDRNOTAVAIL;
+        if (cfg)
+            snprintf(where, sizeof(where), "%s: ",
+                     pgw_conf_where(cfg, by_addr ? "metrics_addr" : "metrics_port", errbuf,
+                                    errlen));
+        if (by_addr)
+            snprintf(errbuf, errlen, "%smetrics_addr %s: cannot listen on %s:%d: %s", where,
+                     addr, addr, port, strerror(err));
+        else
+            snprintf(errbuf, errlen, "%smetrics_port %d: cannot listen on %s:%d: %s", where,
+                     port, addr, port, strerror(err));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);
@@ -462,7 +480,7 @@ int pgw_metrics_create(struct pgw_proxy *px, struct pgw_metrics **out, char *err
     m->xact = (struct hist){ xact_bounds, NXACT, m->xact_buckets, 0, 0 };
     const struct pgw_config *cfg = px->cfg;
     if (cfg->metrics_port > 0) {
-        int rc = listener_open(m, cfg->metrics_addr, cfg->metrics_port, errbuf, errlen);
+        int rc = listener_open(m, cfg, cfg->metrics_addr, cfg->metrics_port, errbuf, errlen);
         if (rc < 0) {
             free(m);
             return rc;
@@ -515,15 +533,15 @@ int pgw_metrics_reconfigure(struct pgw_metrics *m, const struct pgw_config *cfg,
     if (port == m->port && (port == 0 || (m->addr && strcmp(m->addr, cfg->metrics_addr) == 0)))
         return 0;
     struct old_listener old = listener_detach(m);
-    int rc = port > 0 ? listener_open(m, cfg->metrics_addr, port, errbuf, errlen) : 0;
+    int rc = port > 0 ? listener_open(m, cfg, cfg->metrics_addr, port, errbuf, errlen) : 0;
     if (rc == PGW_EIO && old.fd >= 0 && old.port == port) {
         /* Another address on the same port: the old socket may be what
          * holds the port.  Close it, try again, and on failure go back. */
         close(old.fd);
         old.fd = -1;
-        rc = listener_open(m, cfg->metrics_addr, port, errbuf, errlen);
+        rc = listener_open(m, cfg, cfg->metrics_addr, port, errbuf, errlen);
         char why[300], q[320];
-        if (rc < 0 && listener_open(m, old.addr, old.port, why, sizeof(why)) < 0)
+        if (rc < 0 && listener_open(m, NULL, old.addr, old.port, why, sizeof(why)) < 0)
             pgw_error("metrics_listen", "reason=%s", pgw_log_quote(q, sizeof(q), why));
         free(old.addr);
         return rc;

@@ -276,6 +276,33 @@ class TestCli(unittest.TestCase):
         cp = run("--check", path)
         self.assertEqual(cp.returncode, 0, cp.stderr)
 
+    def test_start_errors_name_the_config_line(self):
+        # A start stopped by listen_addr, unix_socket_dir, unix_socket_group,
+        # metrics_addr or user read "listen_addr x: ..." without the file
+        # and line of the key (--check's and the loader's errors have them).
+        # Nothing public is bound: a name that does not resolve, a directory
+        # that does not exist, an address this host lacks (TEST-NET-1).
+        sock = "listen_port = 0\nunix_socket_dir = %s\n" % self.dir
+        cases = [
+            ("listen_addr = nosuch.invalid\nunix_socket_dir =\n",
+             "%s:4: listen_addr nosuch.invalid: "),
+            ("listen_addr =\nlisten_port = 0\nunix_socket_dir = /nonexistent/dir\n",
+             "%s:6: unix_socket_dir /nonexistent/dir: cannot listen on "
+             "/nonexistent/dir/.s.PGSQL.0: "),
+            ("listen_addr =\n" + sock + "unix_socket_group = no_such_group_pgwharf\n",
+             '%s:7: unix_socket_group "no_such_group_pgwharf": no such group'),
+            ("listen_addr =\n" + sock + "metrics_port = 9127\nmetrics_addr = 192.0.2.1\n",
+             "%s:8: metrics_addr 192.0.2.1: cannot listen on 192.0.2.1:9127: "),
+            ("listen_addr =\n" + sock + "user = no_such_user_pgwharf\n",
+             '%s:7: user "no_such_user_pgwharf": no such user'),
+        ]
+        for i, (keys, want) in enumerate(cases):
+            path = self.write("start%d.ini" % i, "[databases]\n[pgwharf]\nauth_type = trust\n"
+                              + keys)
+            cp = run(path)
+            self.assertEqual(cp.returncode, 1, cp.stderr)
+            self.assertIn("pgwharf: " + want % path, cp.stderr)
+
     def test_missing_file(self):
         cp = run("--check", os.path.join(self.dir, "nope.ini"))
         self.assertEqual(cp.returncode, 2)

@@ -1546,7 +1546,7 @@ class TestListenerKeys(pt.PgwharfTestCase):
 
     def test_unknown_unix_socket_group_stops_the_start(self):
         start_fails(self, {"unix_socket_group": "no_such_group_x"},
-                    'pgwharf: unix_socket_group "no_such_group_x": no such group')
+                    'unix_socket_group "no_such_group_x": no such group')   # after file:line
 
 
 CANCEL_REQUEST_CODE = 80877102
@@ -1807,7 +1807,7 @@ class TestUserKey(pt.PgwharfTestCase):
 
     def test_unknown_user_stops_the_start(self):
         start_fails(self, {"user": "no_such_user_x"},
-                    'pgwharf: user "no_such_user_x": no such user')
+                    'user "no_such_user_x": no such user')   # after file:line
 
 
 class TestDaemonAndQuiet(pt.PgwharfTestCase):
