@@ -1132,8 +1132,17 @@ class PgwharfTestCase(unittest.TestCase):
             px.start()
         return px
 
+    def _failed_so_far(self):
+        """True when this test has already failed or errored (unittest
+        records it as it happens, before the cleanups run)."""
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        if result is None:
+            return False
+        return any(t is self for t, _ in list(result.failures) + list(result.errors))
+
     def _cleanup_all(self):
         problems = []
+        failed = self._failed_so_far()
         for px in self._pgwharfs:
             was_running = px.alive()
             rc = px.stop()
@@ -1143,6 +1152,9 @@ class PgwharfTestCase(unittest.TestCase):
                                    else "exited with %s" % rc, px.log_tail()))
             elif os.environ.get("PGW_TEST_VERBOSE"):
                 sys.stderr.write("--- pgwharf log %s ---\n%s" % (px.log_path, px.log()))
+            elif failed:            # what CI shows of a failure: the log's end
+                sys.stderr.write("--- %s failed: pgwharf log %s, last lines ---\n%s"
+                                 % (self.id(), px.log_path, px.log_tail(80)))
             if not problems:
                 px.cleanup()
         try:
