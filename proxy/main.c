@@ -123,13 +123,13 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
  * started at once with one pidfile, the second fails here), by the user
  * pgwharf runs as, so that it can remove the file at exit.  0, or -1 with
  * err. */
-static int write_pidfile(const char *path, char *err, size_t errlen)
+static int write_pidfile(const char *path, const char *at, char *err, size_t errlen)
 {
     char buf[32];
     int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "pidfile %s: cannot create it: %s", path, strerror(errno));
+        snprintf(err, errlen, "%spidfile %s: cannot create it: %s", at, path, strerror(errno));
         return -1;
     }
     ssize_t w;
@@ -143,7 +143,7 @@ static int write_pidfile(const char *path, char *err, size_t errlen)
     }
     if (w != n) {
         unlink(path);
-        snprintf(err, errlen, "pidfile %s: cannot write it: %s", path,
+        snprintf(err, errlen, "%spidfile %s: cannot write it: %s", at, path,
                  w < 0 ? strerror(saved) : "short write");
         return -1;
     }
@@ -299,18 +299,27 @@ static int become_user(const char *name, const char *at, int log_fd, bool log_ne
 /* Once the user changed: the logfile opened again, as the user, since
  * SIGHUP and RELOAD reopen it so (a file the user cannot open would fail
  * every reload); it stops the start instead.  0, or -1 with err. */
-static int reopen_log(const char *path, const char *user, char *err, size_t errlen)
+static int reopen_log(const char *path, const char *user, const char *at, char *err,
+                      size_t errlen)
 {
     if (!path || !*path)
         return 0;
     int fd = pgw_log_file_open(path);
     if (fd < 0) {
-        snprintf(err, errlen, "logfile %s: user \"%s\" cannot open it (a reload reopens it): %s",
-                 path, user, strerror(errno));
+        snprintf(err, errlen, "%slogfile %s: user \"%s\" cannot open it (a reload reopens it): %s",
+                 at, path, user, strerror(errno));
         return -1;
     }
     pgw_log_use(fd);
     return 0;
+}
+
+/* "file:line: " of the line that set key, into buf (messages naming it). */
+static const char *key_at(const struct pgw_config *cfg, const char *key, char *buf, size_t len)
+{
+    char where[1024];
+    snprintf(buf, len, "%s: ", pgw_conf_where(cfg, key, where, sizeof(where)));
+    return buf;
 }
 
 struct options {
@@ -415,13 +424,16 @@ static int run(const char *path, const struct options *o)
         snprintf(at, sizeof(at), "%s: ", pgw_conf_where(cfg, "user", err, sizeof(err)));
     if (*cfg->user &&
         ((changed = become_user(cfg->user, at, log_fd, log_new, err, sizeof(err))) < 0 ||
-         (changed > 0 && reopen_log(cfg->logfile, cfg->user, err, sizeof(err)) < 0)))
+         (changed > 0 && reopen_log(cfg->logfile, cfg->user, key_at(cfg, "logfile", at,
+                                                                      sizeof(at)),
+                                    err, sizeof(err)) < 0)))
         status = 1;
     /* As PgBouncer, written as the user pgwharf runs as (who removes it). */
     if (!status && cfg->pidfile && *cfg->pidfile) {
         if (!(pidfile = strdup(cfg->pidfile)))
             snprintf(err, sizeof(err), "out of memory"), status = 1;
-        else if (write_pidfile(pidfile, err, sizeof(err)) < 0) {
+        else if (write_pidfile(pidfile, key_at(cfg, "pidfile", at, sizeof(at)), err,
+                               sizeof(err)) < 0) {
             free(pidfile);
             pidfile = NULL;
             status = 1;

@@ -508,8 +508,10 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
         return PGW_ECONFIG;
     }
     if ((r->log_fd = pgw_log_file_open(cfg->logfile)) < 0) {
-        snprintf(err, sizeof(err), "cannot open logfile %s: %s, keeping the old config",
-                 cfg->logfile, strerror_r(errno, ebuf, sizeof(ebuf)));
+        const char *why = strerror_r(errno, ebuf, sizeof(ebuf));
+        char where[1024];
+        snprintf(err, sizeof(err), "%s: cannot open logfile %s: %s, keeping the old config",
+                 pgw_conf_where(cfg, "logfile", where, sizeof(where)), cfg->logfile, why);
         pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
         reload_discard(r);
         return PGW_ECONFIG;

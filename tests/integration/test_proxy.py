@@ -1931,6 +1931,18 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         px.stop()
         self.assertEqual(px.log(), "")
 
+    def test_reload_to_a_logfile_that_cannot_open_names_its_line(self):
+        # It said "cannot open logfile X" without the file and line that set it.
+        px = self.start_pgwharf()
+        bad = "/nonexistent/dir/pgwharf.log"
+        px.settings["logfile"] = bad
+        px.reload()
+        with open(px.config_path) as f:
+            line = next(i for i, text in enumerate(f, 1) if text.startswith("logfile"))
+        px.wait_for_log(re.escape("%s:%d: cannot open logfile %s: No such file or directory, "
+                                  "keeping the old config" % (px.config_path, line, bad)))
+        self.assertEqual(px.psql("select 'still here'"), "still here")
+
     def test_logfile_and_stderr_both_get_the_lines(self):
         # As PgBouncer in the foreground: with a logfile set the lines went
         # to it alone, none to stderr (a terminal or a journal saw nothing);
