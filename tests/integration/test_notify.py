@@ -147,6 +147,13 @@ class NotifyCase(pt.PgwharfTestCase):
     def notify(self, chan, payload):
         self.pg.psql("select pg_notify('%s', '%s')" % (chan, payload))
 
+    def hears_between_transactions(self, sock, chan):
+        """sock runs a query, then hears a NOTIFY on chan: its LISTEN went
+        to the hub (heard between transactions)."""
+        self.assertEqual(hz.simple_query(sock, "select 1"), ([[b"1"]], []))
+        self.notify(chan, "heard")
+        self.assertEqual([x[1:] for x in read_notifications(sock, 1)], [(chan, "heard")])
+
     def listen(self, sock, sql):
         sock.sendall(hz.query_msg(sql))
         got = hz.read_until_ready(sock)
@@ -2004,11 +2011,7 @@ class TestLongNames(LongNamesCase):
                     a, got = self.compare(data, n)
                     self.assertIn((b"C", b"LISTEN\x00"), got)
                     self.assertEqual([x[2] for x in got if x[0] in (b"N", b"E")][-1], "26000")
-                    # The hub's: heard between transactions.
-                    self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
-                    self.notify("pgw_long_stmt", "heard")
-                    self.assertEqual([x[1:] for x in read_notifications(a, 1)],
-                                     [("pgw_long_stmt", "heard")])
+                    self.hears_between_transactions(a, "pgw_long_stmt")
                     a.close()
 
     def test_statement_names_in_the_databases_encoding(self):
@@ -2060,11 +2063,7 @@ class TestLongNames(LongNamesCase):
                 a, got = compare_steps(steps)
                 self.assertEqual((b"C", b"LISTEN\x00") in got, heard, got)
                 if heard:
-                    # The hub's: heard between transactions.
-                    self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
-                    self.notify("pgw_enc_stmt", "heard")
-                    self.assertEqual([x[1:] for x in read_notifications(a, 1)],
-                                     [("pgw_enc_stmt", "heard")])
+                    self.hears_between_transactions(a, "pgw_enc_stmt")
                 a.close()
 
     def test_statement_names_in_the_databases_encoding_inside_a_transaction(self):
@@ -2083,9 +2082,7 @@ class TestLongNames(LongNamesCase):
         a, got = self.compare(hz.query_msg("BEGIN") + run + hz.query_msg("COMMIT"), 3,
                               client_encoding="LATIN1")
         self.assertEqual([t[0] for t in got], [b"C", b"Z", b"1", b"2", b"C", b"Z", b"C", b"Z"])
-        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
-        self.notify("pgw_enc_tx", "heard")
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_enc_tx", "heard")])
+        self.hears_between_transactions(a, "pgw_enc_tx")
 
     def test_in_the_clients_encoding(self):
         # A LATIN1 client: its name converted (40 bytes here, 80 in UTF-8),
@@ -2209,9 +2206,7 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
         self.assertEqual([[m[0] for m in step] for step in got],
                          [[b"1", b"Z"], [b"t", b"n", b"Z"], [b"t", b"n", b"2", b"C", b"Z"],
                           [b"E", b"Z"]], got)
-        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
-        self.notify("pgw_desc", "heard")
-        self.assertEqual([m[1:] for m in read_notifications(a, 1)], [("pgw_desc", "heard")])
+        self.hears_between_transactions(a, "pgw_desc")
 
 
 class TestLongNamesInALatin1Database(LongNamesCase):
