@@ -421,7 +421,7 @@ static int run(const char *path, const struct options *o)
     int changed = 0;
     char at[1100] = "";
     if (*cfg->user && !o->user)
-        snprintf(at, sizeof(at), "%s: ", pgw_conf_where(cfg, "user", err, sizeof(err)));
+        key_at(cfg, "user", at, sizeof(at));
     if (*cfg->user &&
         ((changed = become_user(cfg->user, at, log_fd, log_new, err, sizeof(err))) < 0 ||
          (changed > 0 && reopen_log(cfg->logfile, cfg->user, key_at(cfg, "logfile", at,
