@@ -1926,12 +1926,23 @@ class LongNamesCase(NotifyCase):
                     out.append((t, body))
         return out
 
+    def login(self, **params):
+        """A client of self.px logged in."""
+        return login(self, self.px, **params)
+
     def compare(self, data, n=1, **params):
+        a, got = self.compare_steps([(data, n)], **params)
+        return a, got[0]
+
+    def compare_steps(self, steps, **params):
+        """Each step (data, n) sent once the one before is answered, on a
+        direct connection and through pgwharf: (pgwharf's client, its
+        messages of each step)."""
         d = self.direct(**params)
-        want = self.exchange(d, data, n)
+        want = [self.exchange(d, data, n) for data, n in steps]
         d.close()
-        a = login(self, self.px, **params)
-        got = self.exchange(a, data, n)
+        a = self.login(**params)
+        got = [self.exchange(a, data, n) for data, n in steps]
         self.assertEqual(got, want)
         return a, got
 
@@ -2040,13 +2051,7 @@ class TestLongNames(LongNamesCase):
             return hz.msg(b"C", b"S" + name.encode("latin1") + b"\0") + hz.msg(b"S")
 
         def compare_steps(steps):
-            """Each step sent once the one before is answered."""
-            d = self.direct(client_encoding="LATIN1")
-            want = [self.exchange(d, data, n) for data, n in steps]
-            d.close()
-            a = login(self, self.px, client_encoding="LATIN1")
-            got = [self.exchange(a, data, n) for data, n in steps]
-            self.assertEqual(got, want)
+            a, got = self.compare_steps(steps, client_encoding="LATIN1")
             return a, [m for step in got for m in step]
 
         sync = hz.msg(b"S")
@@ -2172,12 +2177,7 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
                   bind_exec("pgw_kept"), 2),
                  (hz.parse_msg("pgw_kept", "SELECT 1") + bind_exec("pgw_kept"), 1),
                  (bind_exec("pgw_kept"), 1)]
-        d = self.direct()
-        want = [self.exchange(d, data, n) for data, n in steps]
-        d.close()
-        a = login(self, self.px)
-        got = [self.exchange(a, data, n) for data, n in steps]
-        self.assertEqual(got, want)
+        a, got = self.compare_steps(steps)
         self.assertEqual([[m[0] for m in step] for step in got],
                          [[b"1", b"Z"], [b"E", b"Z", b"2", b"C", b"Z"], [b"E", b"Z"],
                           [b"2", b"C", b"Z"]], got)
@@ -2197,12 +2197,7 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
                  (hz.msg(b"D", b"Spgw_desc\0") + hz.msg(b"S"), 1),
                  (hz.msg(b"D", b"Spgw_desc\0") + hz.msg(b"H") + bind_exec("pgw_desc"), 1),
                  (hz.msg(b"D", b"Spgw_other\0") + hz.msg(b"S"), 1)]
-        d = self.direct()
-        want = [self.exchange(d, data, n) for data, n in steps]
-        d.close()
-        a = login(self, self.px)
-        got = [self.exchange(a, data, n) for data, n in steps]
-        self.assertEqual(got, want)
+        a, got = self.compare_steps(steps)
         self.assertEqual([[m[0] for m in step] for step in got],
                          [[b"1", b"Z"], [b"t", b"n", b"Z"], [b"t", b"n", b"2", b"C", b"Z"],
                           [b"E", b"Z"]], got)
@@ -2246,15 +2241,6 @@ class TestLongNamesInALatin1Database(LongNamesCase):
         self.addCleanup(s.close)
         hz.sync_login(s, self.pg.user, self.DB, self.pg.password, **params)
         return s
-
-    def compare(self, data, n=1, **params):
-        d = self.direct(**params)
-        want = self.exchange(d, data, n)
-        d.close()
-        a = self.login(**params)
-        got = self.exchange(a, data, n)
-        self.assertEqual(got, want)
-        return a, got
 
     def listeners(self):
         return int(self.pg.psql(
