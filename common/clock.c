@@ -4,8 +4,10 @@
  * Owns nothing: the struct pgw_clock belongs to whoever owns the loop.
  */
 #include "common/clock.h"
+#include "common/log.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <time.h>
 
 ev_tstamp pgw_clock_read(void)
@@ -51,4 +53,19 @@ ev_tstamp pgw_clock_wall(ev_tstamp mono)
     clock_gettime(CLOCK_REALTIME, &ts);
     ev_tstamp wall = (ev_tstamp)ts.tv_sec + (ev_tstamp)ts.tv_nsec * 1e-9;
     return wall - (pgw_clock_read() - mono);
+}
+
+double pgw_env_seconds(const char *name, double def, double min, double max, const char *event)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return def;
+    char *end;
+    double t = strtod(v, &end);
+    if (*end || !(t >= min) || t > max) {
+        pgw_warn(event, "reason=\"%s=%s is not a number of seconds (%g to %g), using %g\"", name,
+                 v, min, max, def);
+        return def;
+    }
+    return t;
 }

@@ -44,4 +44,9 @@ ev_tstamp pgw_clock_read(void);
  * now's wall clock minus the time elapsed since mono. */
 ev_tstamp pgw_clock_wall(ev_tstamp mono);
 
+/* Seconds from environment variable name (a knob for tests), or def when
+ * it is unset or empty; one that is not a number in [min, max] is warned
+ * under event and def used instead. */
+double pgw_env_seconds(const char *name, double def, double min, double max, const char *event);
+
 #endif

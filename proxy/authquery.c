@@ -603,21 +603,6 @@ void pgw_authquery_server_login(struct pgw_session *s, const char *secret)
                secret && *secret ? "a verifier" : "no password");
 }
 
-static double env_ttl(void)
-{
-    const char *v = getenv("PGW_AUTH_CACHE_TTL");
-    if (!v || !*v)
-        return PGW_AQ_TTL;
-    char *end;
-    double t = strtod(v, &end);
-    if (*end || !(t >= 0) || t > 86400) {
-        pgw_warn("auth_query", "reason=\"PGW_AUTH_CACHE_TTL=%s is not a number of seconds, "
-                 "using %g\"", v, PGW_AQ_TTL);
-        return PGW_AQ_TTL;
-    }
-    return t;
-}
-
 int pgw_authquery_init(struct pgw_proxy *px)
 {
     struct pgw_aq_cache *c = calloc(1, sizeof(*c));
@@ -627,7 +612,7 @@ int pgw_authquery_init(struct pgw_proxy *px)
     pgw_hmap_init(&c->map);
     pgw_list_init(&c->pending);
     pgw_list_init(&c->ready);
-    c->ttl = env_ttl();
+    c->ttl = pgw_env_seconds("PGW_AUTH_CACHE_TTL", PGW_AQ_TTL, 0, 86400, "auth_query");
     c->neg_ttl = c->ttl < PGW_AQ_NEG_TTL ? c->ttl : PGW_AQ_NEG_TTL;
     if (pgw_proxy_random(px, &c->seed, sizeof(c->seed)) < 0)
         c->seed = (uint64_t)(uintptr_t)c;

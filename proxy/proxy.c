@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <openssl/rand.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "proxy/authquery.h"
@@ -36,22 +37,6 @@
 #define BUF_TRIM_PERIOD 1.0
 #define IOBUF_MAP (sizeof(struct pgw_iobuf) + PGW_IOBUF_SIZE)
 
-/* The environment's PGW_IOBUF_TRIM_PERIOD, in seconds, overrides the 1 s:
- * a test looks at the free list after a burst without racing the trim. */
-static double buf_trim_period(void)
-{
-    const char *v = getenv("PGW_IOBUF_TRIM_PERIOD");
-    if (!v || !*v)
-        return BUF_TRIM_PERIOD;
-    char *end;
-    double t = strtod(v, &end);
-    if (*end || !(t >= 0.01) || t > 86400) {
-        pgw_warn("iobuf", "reason=\"PGW_IOBUF_TRIM_PERIOD=%s is not a number of seconds "
-                 "(0.01 to 86400), using %g\"", v, BUF_TRIM_PERIOD);
-        return BUF_TRIM_PERIOD;
-    }
-    return t;
-}
 static void buf_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -360,7 +345,9 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     pgw_notify_init(px);
     pgw_list_init(&px->closing);
     pgw_list_init(&px->free_bufs);
-    double trim = buf_trim_period();
+    /* PGW_IOBUF_TRIM_PERIOD overrides the 1 s: a test looks at the free
+     * list after a burst without racing the trim. */
+    double trim = pgw_env_seconds("PGW_IOBUF_TRIM_PERIOD", BUF_TRIM_PERIOD, 0.01, 86400, "iobuf");
     ev_timer_init(&px->buf_trim, buf_trim_cb, trim, trim);
     for (int i = 0; i < PGW_CANCEL_BUCKETS; i++)
         pgw_list_init(&px->cancel_hash[i]);

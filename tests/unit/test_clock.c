@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 #include <cmocka.h>
 
@@ -111,6 +112,28 @@ static void t_wall_of_monotonic(void **state)
     assert_true(w - w10 > 9 && w - w10 < 11);
 }
 
+/* A test knob from the environment: its value when it is a number of
+ * seconds in range, the default otherwise. */
+static void t_env_seconds(void **state)
+{
+    (void)state;
+    const char *n = "PGW_TEST_CLOCK_SECONDS";
+    unsetenv(n);
+    assert_true(pgw_env_seconds(n, 1.5, 0.01, 10, "test") == 1.5);
+    setenv(n, "", 1);
+    assert_true(pgw_env_seconds(n, 1.5, 0.01, 10, "test") == 1.5);
+    setenv(n, "0.25", 1);
+    assert_true(pgw_env_seconds(n, 1.5, 0.01, 10, "test") == 0.25);
+    const char *bad[] = { "2s", "abc", "0", "11", "nan", "-1" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        setenv(n, bad[i], 1);
+        assert_true(pgw_env_seconds(n, 1.5, 0.01, 10, "test") == 1.5);
+    }
+    setenv(n, "0", 1);                   /* in range when the minimum is 0 */
+    assert_true(pgw_env_seconds(n, 1.5, 0, 10, "test") == 0);
+    unsetenv(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +141,7 @@ int main(void)
         cmocka_unit_test(t_no_clock_reads_each_time),
         cmocka_unit_test(t_zero_is_long_ago),
         cmocka_unit_test(t_wall_of_monotonic),
+        cmocka_unit_test(t_env_seconds),
     };
     return cmocka_run_group_tests_name("clock", tests, NULL, NULL);
 }
