@@ -874,15 +874,16 @@ static void t_connect_timeout(void **state)
     snprintf(port, sizeof(port), "%d", ntohs(sa.sin_port));
     fx_start(fx, make_cfg_at("server_connect_timeout = 0.2\nbreaker_threshold = 1\n",
                              "127.0.0.1", port, NULL), NULL);
-    double t0 = wall();
     assert_int_equal(acquire(fx, 0, NULL), PGW_ACQ_QUEUED);
     bool ok = run_until_done(fx, 0);
     close(ls);
     assert_true(ok);
-    assert_true(wall() - t0 >= 0.19);
+    /* The timer, not another failure, ended the wait (no wall-clock check:
+     * libev times it from the loop's cached now, which may precede any
+     * clock the test reads). */
     assert_int_equal(fx->cl[0].err, PGW_EBREAKER_OPEN);
     assert_string_equal(fx->cl[0].e.sqlstate, "08001");
-    assert_non_null(strstr(fx->cl[0].e.message, "server_connect_timeout"));
+    assert_non_null(strstr(fx->cl[0].e.message, "server_connect_timeout (0.2 s) expired"));
 }
 
 /* connect_query runs once after login.  One the server answers with an
