@@ -322,6 +322,11 @@ void pgw_conf_free(struct pgw_config *cfg);
  * main file's name (or "config") when the key kept its default. */
 const char *pgw_conf_where(const struct pgw_config *cfg, const char *key, char *buf,
                            size_t len);
+/* A start-up error in err becomes "where: label: err" (or "where: err"
+ * without a label_fmt), where is pgw_conf_where's for key (none without a
+ * cfg): the one way a message names the config line it came from. */
+void pgw_conf_locate(const struct pgw_config *cfg, const char *key, char *err, size_t errlen,
+                     const char *label_fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Errors found after loading about a file a key names (auth_file...): the
  * messages of diag from index `from` on that begin with "path: " (no line
  * inside the file: it could not be opened or read) become

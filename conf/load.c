@@ -8,6 +8,7 @@
 #include "conf/conf_int.h"
 #include "common/err.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,34 @@ const char *pgw_conf_where(const struct pgw_config *cfg, const char *key, char *
     else
         snprintf(buf, len, "%s", cfg->file && *cfg->file ? cfg->file : "config");
     return buf;
+}
+
+void pgw_conf_locate(const struct pgw_config *cfg, const char *key, char *err, size_t errlen,
+                     const char *label_fmt, ...)
+{
+    char where[1100] = "", label[600] = "", text[2048];
+    if (errlen == 0)
+        return;
+    if (cfg) {
+        pgw_conf_where(cfg, key, where, sizeof(where) - 2);
+        strcat(where, ": ");
+    }
+    if (label_fmt) {
+        va_list ap;
+        va_start(ap, label_fmt);
+        vsnprintf(label, sizeof(label), label_fmt, ap);
+        va_end(ap);
+    }
+    int w = snprintf(text, sizeof(text), "%s%s%s%s", where, label, *label ? ": " : "", err);
+    if (w < 0)
+        return;
+    /* memcpy: snprintf(err, errlen, "%s", text) trips gcc's -O3
+     * format-truncation check, which cannot bound errlen */
+    size_t len = (size_t)w < sizeof(text) ? (size_t)w : sizeof(text) - 1;
+    if (len >= errlen)
+        len = errlen - 1;
+    memcpy(err, text, len);
+    err[len] = '\0';
 }
 
 void pgw_conf_diag_locate(struct pgw_conf_diag *diag, int from, const struct pgw_config *cfg,

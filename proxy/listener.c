@@ -250,13 +250,10 @@ static bool redundant_addr(struct pgw_proxy *px, const struct sockaddr *sa, int 
 static void locate(const struct pgw_config *cfg, const char *key, const char *what,
                    char *errbuf, size_t errlen)
 {
-    char where[1100], text[1600];
-    pgw_conf_where(cfg, key, where, sizeof(where));
     if (what)
-        snprintf(text, sizeof(text), "%s: %s %s: %s", where, key, what, errbuf);
+        pgw_conf_locate(cfg, key, errbuf, errlen, "%s %s", key, what);
     else
-        snprintf(text, sizeof(text), "%s: %s", where, errbuf);
-    snprintf(errbuf, errlen, "%s", text);
+        pgw_conf_locate(cfg, key, errbuf, errlen, NULL);
 }
 
 static int resolve_tcp(const char *host, int port, struct addrinfo **res, char *errbuf,

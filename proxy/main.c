@@ -123,13 +123,13 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
  * started at once with one pidfile, the second fails here), by the user
  * pgwharf runs as, so that it can remove the file at exit.  0, or -1 with
  * err. */
-static int write_pidfile(const char *path, const char *at, char *err, size_t errlen)
+static int write_pidfile(const char *path, char *err, size_t errlen)
 {
     char buf[32];
     int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "%spidfile %s: cannot create it: %s", at, path, strerror(errno));
+        snprintf(err, errlen, "pidfile %s: cannot create it: %s", path, strerror(errno));
         return -1;
     }
     ssize_t w;
@@ -143,7 +143,7 @@ static int write_pidfile(const char *path, const char *at, char *err, size_t err
     }
     if (w != n) {
         unlink(path);
-        snprintf(err, errlen, "%spidfile %s: cannot write it: %s", at, path,
+        snprintf(err, errlen, "pidfile %s: cannot write it: %s", path,
                  w < 0 ? strerror(saved) : "short write");
         return -1;
     }
@@ -266,31 +266,29 @@ static int failed(int fd, int status)
  * listeners (a port below 1024) and the log are open; a logfile this start
  * created (log_new) becomes NAME's first, since every reload reopens it
  * as NAME.  Not root: only NAME's own uid is accepted.  1 when the user
- * changed, 0 when it is one's own, -1 with err, which starts with `at`
- * (the config line of user: "file:line: ", or "" for -u). */
-static int become_user(const char *name, const char *at, int log_fd, bool log_new, char *err,
+ * changed, 0 when it is one's own, -1 with err. */
+static int become_user(const char *name, int log_fd, bool log_new, char *err,
                        size_t errlen)
 {
     struct passwd *pw = getpwnam(name);
     if (!pw) {
-        snprintf(err, errlen, "%suser \"%s\": no such user", at, name);
+        snprintf(err, errlen, "user \"%s\": no such user", name);
         return -1;
     }
     if (geteuid() != 0) {
         if (pw->pw_uid == geteuid())
             return 0;
-        snprintf(err, errlen, "%suser \"%s\": pgwharf must be started as root to become "
-                 "another user", at, name);
+        snprintf(err, errlen, "user \"%s\": pgwharf must be started as root to become "
+                 "another user", name);
         return -1;
     }
     if (log_new && log_fd > STDERR_FILENO && fchown(log_fd, pw->pw_uid, pw->pw_gid) < 0) {
-        snprintf(err, errlen, "%suser \"%s\": cannot give it the new logfile: %s", at,
-                 name, strerror(errno));
+        snprintf(err, errlen, "user \"%s\": cannot give it the new logfile: %s", name, strerror(errno));
         return -1;
     }
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
-        snprintf(err, errlen, "%suser \"%s\": %s", at, name, strerror(errno));
+        snprintf(err, errlen, "user \"%s\": %s", name, strerror(errno));
         return -1;
     }
     return 1;
@@ -299,27 +297,18 @@ static int become_user(const char *name, const char *at, int log_fd, bool log_ne
 /* Once the user changed: the logfile opened again, as the user, since
  * SIGHUP and RELOAD reopen it so (a file the user cannot open would fail
  * every reload); it stops the start instead.  0, or -1 with err. */
-static int reopen_log(const char *path, const char *user, const char *at, char *err,
-                      size_t errlen)
+static int reopen_log(const char *path, const char *user, char *err, size_t errlen)
 {
     if (!path || !*path)
         return 0;
     int fd = pgw_log_file_open(path);
     if (fd < 0) {
-        snprintf(err, errlen, "%slogfile %s: user \"%s\" cannot open it (a reload reopens it): %s",
-                 at, path, user, strerror(errno));
+        snprintf(err, errlen, "logfile %s: user \"%s\" cannot open it (a reload reopens it): %s",
+                 path, user, strerror(errno));
         return -1;
     }
     pgw_log_use(fd);
     return 0;
-}
-
-/* "file:line: " of the line that set key, into buf (messages naming it). */
-static const char *key_at(const struct pgw_config *cfg, const char *key, char *buf, size_t len)
-{
-    char where[1024];
-    snprintf(buf, len, "%s: ", pgw_conf_where(cfg, key, where, sizeof(where)));
-    return buf;
 }
 
 struct options {
@@ -419,21 +408,21 @@ static int run(const char *path, const struct options *o)
     }
     int status = 0;
     int changed = 0;
-    char at[1100] = "";
-    if (*cfg->user && !o->user)
-        key_at(cfg, "user", at, sizeof(at));
-    if (*cfg->user &&
-        ((changed = become_user(cfg->user, at, log_fd, log_new, err, sizeof(err))) < 0 ||
-         (changed > 0 && reopen_log(cfg->logfile, cfg->user, key_at(cfg, "logfile", at,
-                                                                      sizeof(at)),
-                                    err, sizeof(err)) < 0)))
+    /* errors name the config line of their key (not that of -u's user) */
+    if (*cfg->user && (changed = become_user(cfg->user, log_fd, log_new, err, sizeof(err))) < 0) {
+        if (!o->user)
+            pgw_conf_locate(cfg, "user", err, sizeof(err), NULL);
         status = 1;
+    } else if (changed > 0 && reopen_log(cfg->logfile, cfg->user, err, sizeof(err)) < 0) {
+        pgw_conf_locate(cfg, "logfile", err, sizeof(err), NULL);
+        status = 1;
+    }
     /* As PgBouncer, written as the user pgwharf runs as (who removes it). */
     if (!status && cfg->pidfile && *cfg->pidfile) {
         if (!(pidfile = strdup(cfg->pidfile)))
             snprintf(err, sizeof(err), "out of memory"), status = 1;
-        else if (write_pidfile(pidfile, key_at(cfg, "pidfile", at, sizeof(at)), err,
-                               sizeof(err)) < 0) {
+        else if (write_pidfile(pidfile, err, sizeof(err)) < 0) {
+            pgw_conf_locate(cfg, "pidfile", err, sizeof(err), NULL);
             free(pidfile);
             pidfile = NULL;
             status = 1;

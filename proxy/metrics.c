@@ -402,7 +402,6 @@ static void listener_close(struct pgw_metrics *m)
 static int listener_open(struct pgw_metrics *m, const struct pgw_config *cfg, const char *addr,
                          int port, char *errbuf, size_t errlen)
 {
-    char where[1100] = "";
     const char *host = addr;
     if (!*host || strcmp(host, "*") == 0)
         host = "0.0.0.0";
@@ -416,11 +415,9 @@ static int listener_open(struct pgw_metrics *m, const struct pgw_config *cfg, co
     hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
     int gai = getaddrinfo(host, portstr, &hints, &ai);
     if (gai != 0) {
-        if (cfg)
-            snprintf(where, sizeof(where), "%s: ",
-                     pgw_conf_where(cfg, "metrics_addr", errbuf, errlen));
-        snprintf(errbuf, errlen, "%smetrics_addr %s: %s (a numeric address, \"*\" or localhost)",
-                 where, addr, gai_strerror(gai));
+        snprintf(errbuf, errlen, "%s (a numeric address, \"*\" or localhost)",
+                 gai_strerror(gai));
+        pgw_conf_locate(cfg, "metrics_addr", errbuf, errlen, "metrics_addr %s", addr);
         return PGW_ECONFIG;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -430,16 +427,11 @@ static int listener_open(struct pgw_metrics *m, const struct pgw_config *cfg, co
         int err = errno;
         /* an address this host lacks is metrics_addr's fault, else the port's */
         bool by_addr = err == EADDRNOTAVAIL;
-        if (cfg)
-            snprintf(where, sizeof(where), "%s: ",
-                     pgw_conf_where(cfg, by_addr ? "metrics_addr" : "metrics_port", errbuf,
-                                    errlen));
+        snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", addr, port, strerror(err));
         if (by_addr)
-            snprintf(errbuf, errlen, "%smetrics_addr %s: cannot listen on %s:%d: %s", where,
-                     addr, addr, port, strerror(err));
+            pgw_conf_locate(cfg, "metrics_addr", errbuf, errlen, "metrics_addr %s", addr);
         else
-            snprintf(errbuf, errlen, "%smetrics_port %d: cannot listen on %s:%d: %s", where,
-                     port, addr, port, strerror(err));
+            pgw_conf_locate(cfg, "metrics_port", errbuf, errlen, "metrics_port %d", port);
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);

@@ -211,18 +211,10 @@ static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
  * x.pem: ...") becomes "file:line: side TLS: ..." with the line of that key. */
 static void tls_locate(const struct pgw_config *cfg, const char *side, char *err, size_t errlen)
 {
-    char key[64], where[1100], text[1600];
+    char key[64];
     size_t n = strcspn(err, " :");
     snprintf(key, sizeof(key), "%.*s", (int)(n < sizeof(key) ? n : 0), err);
-    pgw_conf_where(cfg, key, where, sizeof(where));
-    int w = snprintf(text, sizeof(text), "%s: %s TLS: %s", where, side, err);
-    if (w < 0 || errlen == 0)
-        return;
-    size_t len = (size_t)w < sizeof(text) ? (size_t)w : sizeof(text) - 1;
-    if (len >= errlen)
-        len = errlen - 1;
-    memcpy(err, text, len);
-    err[len] = '\0';
+    pgw_conf_locate(cfg, key, err, errlen, "%s TLS", side);
 }
 
 /* The files auth_type hba reads, errors naming the keys' lines. */
