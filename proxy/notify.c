@@ -1938,7 +1938,7 @@ bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, u
 void pgw_notify_deallocate_all(struct pgw_session *s)
 {
     if (s->notify)
-        s->notify->nvst = 0;     /* the sub goes at the ReadyForQuery if that was all */
+        pgw_notify_vstmt_clear(s->notify);   /* the sub goes at the ReadyForQuery if that was all */
 }
 
 void pgw_notify_flush(struct pgw_session *s)
@@ -1997,6 +1997,7 @@ void pgw_notify_session_gone(struct pgw_session *s)
     pgw_wbuf_deinit(&sub->pending);
     pgw_wbuf_deinit(&sub->maybe);
     free(sub->chans);
+    pgw_notify_vstmt_clear(sub);
     free(sub->vst);
     free(sub->tx);
     free(sub->sp);
@@ -2308,7 +2309,7 @@ bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avai
     for (int i = 0; sub && i < sub->ntx; i++)
         if (sub->tx[i].parsed && sub->tx[i].req == req)
             last = i;
-    if (last < 0)
+    if (last < 0 && (!sub || sub->nvst == 0))
         return true;
     const char *p = (const char *)msg + PGW_MSG_HDR, *end = (const char *)msg + avail;
     const char *z = memchr(p, '\0', (size_t)(end - p));
@@ -2319,6 +2320,12 @@ bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avai
     char key[NOTIFY_STMT_NAME_MAX + 1];
     if (!pgw_notify_stmt_key(s, name, (size_t)(name_end - name), true, key))
         return true;                     /* the server refuses it */
+    /* A vstmt: the server must have it now (prepared.c prepares it there,
+     * and notes its LISTEN or UNLISTEN, pgw_notify_tx_bound). */
+    if (sub->nvst > 0 && !pgw_notify_vstmt_to_server(s, key)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return true;
+    }
     for (int i = last; i >= 0; i--) {
         struct notify_txop *op = &sub->tx[i];
         if (op->parsed && op->req == req && strcmp(op->stmt, key) == 0) {
@@ -2326,6 +2333,37 @@ bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avai
             break;
         }
     }
+    return true;
+}
+
+bool pgw_notify_tx_bound(struct pgw_session *s, const char *key, const char *sql)
+{
+    if (!s->pool || !pgw_notify_may_be_listen(sql, strnlen(sql, 16)))
+        return true;         /* the common case (an UPDATE, say) */
+    size_t n = strlen(sql);
+    if (n > PGW_NOTIFY_QUERY_MAX)
+        return true;
+    uint32_t req = s->track.req_done + (uint32_t)s->track.sync_out;
+    int at = s->track.fe_open;
+    const struct pgw_notify_sub *was = s->notify;
+    for (int i = 0; was && i < was->ntx; i++) {
+        const struct notify_txop *op = &was->tx[i];
+        if (op->req == req && (op->at == at || (op->parsed && strcmp(op->stmt, key) == 0)))
+            return true;     /* noted: scanned again, or parsed in this batch */
+    }
+    char chan[PGW_CHANNEL_UTF8_MAX + 1];
+    bool converted;
+    enum pgw_listen_kind kind = pgw_notify_parse(s, sql, n, chan, &converted, NULL);
+    if (kind == PGW_LISTEN_NONE)
+        return true;
+    if (!s->notify && (kind != PGW_LISTEN || !pgw_notify_room_for_hub(s)))
+        return true;         /* nothing to undo; a pool of one keeps it as before */
+    struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
+    if (!sub || !tx_note(sub, kind, chan, req, at, key)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return false;
+    }
+    sub->tx[sub->ntx - 1].bound = true;
     return true;
 }
 
@@ -2679,7 +2717,7 @@ void pgw_notify_discard(struct pgw_session *s)
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = sub->dropped = false;
     maybe_reset(sub);
-    sub->nvst = 0;
+    pgw_notify_vstmt_clear(sub);
 }
 
 /* Its server went back (or was never had): anything still noted is

@@ -24,6 +24,7 @@
 
 #include "common/array.h"
 #include "common/wire.h"
+#include "proxy/prepared.h"
 
 /* ---- the client's messages ---- */
 
@@ -108,8 +109,28 @@ static struct notify_vstmt *vstmt_find(struct pgw_notify_sub *sub, const char *n
 static void vstmt_drop(struct pgw_notify_sub *sub, const char *name)
 {
     struct notify_vstmt *v = vstmt_find(sub, name);
-    if (v)
+    if (v) {
+        free(v->sql);
         *v = sub->vst[--sub->nvst];
+    }
+}
+
+void pgw_notify_vstmt_clear(struct pgw_notify_sub *sub)
+{
+    for (int i = 0; i < sub->nvst; i++)
+        free(sub->vst[i].sql);
+    sub->nvst = 0;
+}
+
+bool pgw_notify_vstmt_to_server(struct pgw_session *s, const char *key)
+{
+    struct notify_vstmt *v = vstmt_find(s->notify, key);
+    if (!v || !s->ps_on)
+        return true;             /* max_prepared_statements = 0: the server reports it */
+    if (!pgw_ps_adopt(s, v->name, v->sql))
+        return false;
+    vstmt_drop(s->notify, key);
+    return true;
 }
 
 bool pgw_notify_vstmt_has(struct pgw_notify_sub *sub, const char *name)
@@ -125,17 +146,26 @@ bool pgw_notify_vstmt_forget(struct pgw_notify_sub *sub, const char *name)
     return true;
 }
 
-static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in)
+/* in, with its text sql (copied), into sub's table. */
+static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in, const char *sql)
 {
+    char *text = strdup(sql);
+    if (!text)
+        return false;
     struct notify_vstmt *v = vstmt_find(sub, in->name);
     if (!v) {
         v = pgw_array_grow(sub->vst, sizeof(*v), (size_t)sub->nvst, &sub->capvst, 2);
-        if (!v)
+        if (!v) {
+            free(text);
             return false;
+        }
         sub->vst = v;
         v = &sub->vst[sub->nvst++];
+    } else {
+        free(v->sql);
     }
     *v = *in;
+    v->sql = text;
     return true;
 }
 
@@ -178,6 +208,7 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
     at = 0;
     if (!fe_key(s, m, &at, v->name))
         return 0;
+    v->sql = (char *)sql;         /* the message's: vstmt_put copies it */
     bool converted;     /* the hub runs its own LISTEN "chan" here anyway */
     v->kind = pgw_notify_parse(s, sql, strlen(sql), v->chan, &converted, full);
     return v->kind != PGW_LISTEN_NONE;
@@ -374,7 +405,7 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     if ((listen || !s->notify) && !pgw_notify_room_for_hub(s))
         return 0;
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
-    if (!sub || (x->parsed && !vstmt_put(sub, &x->cur)))
+    if (!sub || (x->parsed && !vstmt_put(sub, &x->cur, x->cur.sql)))
         return close_oom(s);
     struct notify_req *r = NULL;
     if (x->executed && listen && !(r = pgw_notify_listen_req(x->cur.chan)))

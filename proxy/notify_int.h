@@ -32,6 +32,8 @@ struct notify_vstmt {
     char name[NOTIFY_STMT_NAME_MAX + 1];     /* "" = the unnamed statement */
     enum pgw_listen_kind kind;
     char chan[PGW_CHANNEL_UTF8_MAX + 1];
+    char *sql;                               /* its text as the client sent it:
+                                                owned by the session's table */
 };
 
 struct pgw_notify_hub;
@@ -190,6 +192,13 @@ bool pgw_notify_dealloc_key(const struct pgw_session *s, const char *sql, size_t
  * (pgw_notify_dealloc_key's): false when sub has none of that key. */
 bool pgw_notify_vstmt_forget(struct pgw_notify_sub *sub, const char *name);
 bool pgw_notify_vstmt_has(struct pgw_notify_sub *sub, const char *name);
+/* Every vstmt of sub goes (DEALLOCATE ALL, DISCARD ALL, the sub's end). */
+void pgw_notify_vstmt_clear(struct pgw_notify_sub *sub);
+/* A Bind of vstmt key goes to the client's server (inside a transaction,
+ * or in a batch with other statements), which lacks it: prepared.c takes
+ * the statement over (its Bind then prepares it there first) and the
+ * vstmt goes.  false when out of memory. */
+bool pgw_notify_vstmt_to_server(struct pgw_session *s, const char *key);
 
 /* A Parse or Bind at the head of s's buffer (s holds no server): as
  * pgw_notify_query. */

@@ -367,6 +367,27 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     return true;
 }
 
+bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql)
+{
+    if (client_find(s, key))
+        return true;
+    size_t n = strlen(sql);
+    uint8_t *k = malloc(n + 3);          /* the text, its NUL, no parameter types */
+    if (!k)
+        return false;
+    memcpy(k, sql, n + 1);
+    k[n + 1] = k[n + 2] = 0;
+    struct ps_stmt *st = stmt_get(reg_of(s), k, (uint32_t)(n + 3));
+    free(k);
+    if (!st)
+        return false;
+    if (!client_add(s, key, key, st)) {
+        stmt_unref(reg_of(s), st);
+        return false;
+    }
+    return true;
+}
+
 static void client_remove(struct pgw_session *s, struct ps_client_name *e)
 {
     pgw_hmap_remove(&s->ps_client->map, &e->hnode);
@@ -1334,8 +1355,13 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         pgw_session_close(s, "53200", "out of memory");
         return PGW_PS_FAILED;
     }
-    if (type == PGW_FE_BIND)
+    if (type == PGW_FE_BIND) {
         s->ps_bind_count++;
+        /* A LISTEN or UNLISTEN of its: run in a transaction */
+        const char *text = (const char *)st->parse + st->key_off;
+        if (pgw_notify_may_start((uint8_t)*text) && !pgw_notify_tx_bound(s, key_name, text))
+            return PGW_PS_FAILED;
+    }
     return PGW_PS_FORWARD;
 bad:
     pgw_session_close(s, "08P01", "invalid message of type %c", type);

@@ -73,6 +73,13 @@ void pgw_ps_link(struct pgw_session *s);
  * server had: pgw_ps_server_ready).  False when out of memory. */
 bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsigned named,
                          struct ps_stmt *st);
+/* The client's statement `key` (a name as name_key files it) becomes
+ * pgwharf's as if its Parse of sql, without parameter types, had been
+ * answered: a LISTEN or UNLISTEN notify_ext.c answered between
+ * transactions, now bound on a server, which lacks it (ensure_prepared
+ * sends it there first).  Nothing when the client has a statement of that
+ * name already; false when out of memory. */
+bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql);
 /* The statement the client calls `name`, with its text and the name it has
  * on servers; NULL when the client has none by that name.  It lives while
  * the client's name does. */

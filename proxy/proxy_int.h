@@ -618,10 +618,16 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
 void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
 /* A Bind (avail of its total bytes there) of a client holding s->notify,
- * inside a transaction: a noted Parse of its statement runs.  false: read
- * more of it first. */
+ * inside a transaction: a noted Parse of its statement runs; a vstmt's
+ * goes to prepared.c (pgw_notify_vstmt_to_server).  false: read more of
+ * it first.  s may be closed (out of memory). */
 bool pgw_notify_tx_bind(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                         uint32_t total);
+/* A Bind the server gets of the client's statement `key`, prepared with
+ * text sql (prepared.c's), in an earlier request or in this one: a
+ * LISTEN or UNLISTEN is noted as a Parse of this batch would be, and
+ * runs.  false: s was closed (out of memory). */
+bool pgw_notify_tx_bound(struct pgw_session *s, const char *key, const char *sql);
 /* A NotificationResponse (whole) from the server a client holding
  * s->notify ran LISTEN on: false when the hub's copy is the one it gets. */
 bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total);

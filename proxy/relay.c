@@ -1603,6 +1603,8 @@ static bool scan_client(struct pgw_session *s)
                 s->query_start = pgw_mono_now(s->px->loop);
             break;          /* its names first */
         }
+        if (s->state == PGW_SS_CLOSING)
+            return false;   /* out of memory in pgw_notify_tx_bind */
         if (type == PGW_FE_CLOSE && s->notify) {
             uint32_t head = total < PGW_NOTIFY_CLOSE_MAX ? total : PGW_NOTIFY_CLOSE_MAX;
             if (head > avail) {

@@ -1020,6 +1020,72 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
         self.expect(a, "commit", ["COMMIT"], b"I")
         self.not_listening(a, "pgw_parsed_only")
+        # The one executed is the hub's (its Bind noted it).
+        self.notify("pgw_executed", "e")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_executed", "e")])
+
+    def test_prepared_in_one_request_bound_in_a_later_one(self):
+        # A LISTEN prepared inside a transaction (the server has it, under
+        # pgwharf's name), executed in later requests: the LISTEN ran on a
+        # pooled server and its CommandComplete came, but the hub never
+        # took it over, so the client heard nothing.
+        a = login(self, self.px)
+        a.sendall(hz.query_msg("begin") + hz.parse_msg("s_later", "listen pgw_later") +
+                  hz.msg(b"S") + hz.query_msg("commit"))
+        for types in ([b"C", b"Z"], [b"1", b"Z"], [b"C", b"Z"]):
+            self.assertEqual([t for t, _ in hz.read_until_ready(a)], types)
+        # Executed in a transaction that rolls back: not listening.
+        a.sendall(hz.query_msg("begin") + bind_exec("s_later") + hz.query_msg("rollback"))
+        for types in ([b"C", b"Z"], [b"2", b"C", b"Z"], [b"C", b"Z"]):
+            self.assertEqual([t for t, _ in hz.read_until_ready(a)], types)
+        self.not_listening(a, "pgw_later")
+        # Executed between transactions (its own implicit one): listening.
+        a.sendall(bind_exec("s_later"))
+        self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
+                                                  (b"Z", b"I")])
+        self.notify("pgw_later", "l")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_later", "l")])
+
+    def test_kept_prepared_listen_bound_inside_a_transaction(self):
+        # A LISTEN prepared between transactions is pgwharf's (no server
+        # has it); bound inside a transaction, the client's server got the
+        # Bind and answered 26000, "prepared statement does not exist".
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_kept", "listen pgw_kept_tx") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(bind_exec("s_kept"))
+        self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
+                                                  (b"Z", b"T")])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.notify("pgw_kept_tx", "k")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_kept_tx", "k")])
+        # The statement is still the client's: its UNLISTEN, then the
+        # LISTEN again between transactions, then its Close.
+        a.sendall(hz.ext_msgs("unlisten pgw_kept_tx"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"n", b"C", b"Z"])
+        self.not_listening(a, "pgw_kept_tx")
+        a.sendall(bind_exec("s_kept"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.notify("pgw_kept_tx", "again")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_kept_tx", "again")])
+        a.sendall(hz.msg(b"C", b"Ss_kept\x00") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"3", b"Z"])
+        a.sendall(bind_exec("s_kept"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+
+    def test_kept_prepared_listen_in_a_batch_with_other_statements(self):
+        # Bound in a batch that is not only it: the batch takes a server.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_mixed", "listen pgw_kept_mixed") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(bind_exec("s_mixed")[:-5] + hz.ext_msgs("select 7", describe=False))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"2", b"C", b"1", b"2", b"D", b"C", b"Z"], got)
+        self.notify("pgw_kept_mixed", "m")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_kept_mixed", "m")])
 
     def test_psycopg2_outside_autocommit(self):
         conn = self.db_conn(self.px, autocommit=False)
