@@ -2345,11 +2345,14 @@ bool pgw_notify_tx_bound(struct pgw_session *s, const char *key, const char *sql
         return true;
     uint32_t req = s->track.req_done + (uint32_t)s->track.sync_out;
     int at = s->track.fe_open;
+    /* Noted already: parsed in this batch (pgw_notify_tx_bind marked it
+     * bound), or this Bind scanned again.  (Not by its place: a Parse
+     * prepared.c answers itself is not counted in fe_open.) */
     const struct pgw_notify_sub *was = s->notify;
     for (int i = 0; was && i < was->ntx; i++) {
         const struct notify_txop *op = &was->tx[i];
-        if (op->req == req && (op->at == at || (op->parsed && strcmp(op->stmt, key) == 0)))
-            return true;     /* noted: scanned again, or parsed in this batch */
+        if (op->req == req && op->parsed && strcmp(op->stmt, key) == 0)
+            return true;
     }
     char chan[PGW_CHANNEL_UTF8_MAX + 1];
     bool converted;

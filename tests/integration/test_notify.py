@@ -1046,6 +1046,23 @@ class TestInsideATransaction(NotifyCase):
         self.notify("pgw_later", "l")
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_later", "l")])
 
+    def test_bound_behind_a_parse_pgwharf_answers(self):
+        # The server has the text of s_twin2 (as s_twin1): pgwharf answers
+        # that Parse itself, which the tracker does not count, so the Bind
+        # after it had the Parse's place in the batch and was taken for
+        # it, scanned again: its LISTEN was not noted.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_one", "listen pgw_one") +
+                  hz.parse_msg("s_twin1", "listen pgw_twin") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        a.sendall(hz.parse_msg("s_twin2", "listen pgw_twin") + bind_exec("s_one"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.not_listening(a, "pgw_twin")
+        self.notify("pgw_one", "1")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_one", "1")])
+
     def test_kept_prepared_listen_bound_inside_a_transaction(self):
         # A LISTEN prepared between transactions is pgwharf's (no server
         # has it); bound inside a transaction, the client's server got the
