@@ -304,6 +304,16 @@ class TestInsideATransaction(NotifyCase):
         self.listen(w, "listen " + chan)
         return w
 
+    def hears(self, sock, chan, payload):
+        """sock hears a NOTIFY on chan: the hub listens on it for sock
+        (a witness's LISTEN, which the hub runs after the one sock's
+        statement asked for, has heard it first)."""
+        w = self.witness(chan)
+        self.notify(chan, payload)
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, payload)])
+        self.assertEqual([n[1:] for n in read_notifications(sock, 1)], [(chan, payload)])
+        w.close()
+
     def expect(self, sock, sql, tags, status):
         sock.sendall(hz.query_msg(sql))
         got = hz.read_until_ready(sock)
@@ -1020,9 +1030,7 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
         self.expect(a, "commit", ["COMMIT"], b"I")
         self.not_listening(a, "pgw_parsed_only")
-        # The one executed is the hub's (its Bind noted it).
-        self.notify("pgw_executed", "e")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_executed", "e")])
+        self.hears(a, "pgw_executed", "e")      # its Bind noted it
 
     def test_prepared_in_one_request_bound_in_a_later_one(self):
         # A LISTEN prepared inside a transaction (the server has it, under
@@ -1043,8 +1051,7 @@ class TestInsideATransaction(NotifyCase):
         a.sendall(bind_exec("s_later"))
         self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
                                                   (b"Z", b"I")])
-        self.notify("pgw_later", "l")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_later", "l")])
+        self.hears(a, "pgw_later", "l")
 
     def test_bound_behind_a_parse_pgwharf_answers(self):
         # The server has the text of s_twin2 (as s_twin1): pgwharf answers
@@ -1060,8 +1067,7 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
         self.expect(a, "commit", ["COMMIT"], b"I")
         self.not_listening(a, "pgw_twin")
-        self.notify("pgw_one", "1")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_one", "1")])
+        self.hears(a, "pgw_one", "1")
 
     def test_kept_prepared_listen_bound_inside_a_transaction(self):
         # A LISTEN prepared between transactions is pgwharf's (no server
@@ -1075,8 +1081,7 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
                                                   (b"Z", b"T")])
         self.expect(a, "commit", ["COMMIT"], b"I")
-        self.notify("pgw_kept_tx", "k")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_kept_tx", "k")])
+        self.hears(a, "pgw_kept_tx", "k")
         # The statement is still the client's: its UNLISTEN, then the
         # LISTEN again between transactions, then its Close.
         a.sendall(hz.ext_msgs("unlisten pgw_kept_tx"))
@@ -1084,8 +1089,7 @@ class TestInsideATransaction(NotifyCase):
         self.not_listening(a, "pgw_kept_tx")
         a.sendall(bind_exec("s_kept"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
-        self.notify("pgw_kept_tx", "again")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_kept_tx", "again")])
+        self.hears(a, "pgw_kept_tx", "again")
         a.sendall(hz.msg(b"C", b"Ss_kept\x00") + hz.msg(b"S"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"3", b"Z"])
         a.sendall(bind_exec("s_kept"))
@@ -1101,8 +1105,7 @@ class TestInsideATransaction(NotifyCase):
         a.sendall(bind_exec("s_mixed")[:-5] + hz.ext_msgs("select 7", describe=False))
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"2", b"C", b"1", b"2", b"D", b"C", b"Z"], got)
-        self.notify("pgw_kept_mixed", "m")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_kept_mixed", "m")])
+        self.hears(a, "pgw_kept_mixed", "m")
 
     def test_psycopg2_outside_autocommit(self):
         conn = self.db_conn(self.px, autocommit=False)
