@@ -617,6 +617,11 @@ void pgw_notify_qscan_free(struct pgw_session *s);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
+/* A Describe (avail of its total bytes there) the server gets: of a
+ * vstmt, prepared.c takes the statement over first, as for a Bind.
+ * false: read more of it first.  s may be closed (out of memory). */
+bool pgw_notify_tx_describe(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                            uint32_t total);
 /* A Bind (avail of its total bytes there) of a client holding s->notify,
  * inside a transaction: a noted Parse of its statement runs; a vstmt's
  * goes to prepared.c (pgw_notify_vstmt_to_server).  false: read more of

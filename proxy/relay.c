@@ -1603,8 +1603,13 @@ static bool scan_client(struct pgw_session *s)
                 s->query_start = pgw_mono_now(s->px->loop);
             break;          /* its names first */
         }
+        if (type == PGW_FE_DESCRIBE && s->notify && !pgw_notify_tx_describe(s, p, avail, total)) {
+            if (s->query_start == 0)
+                s->query_start = pgw_mono_now(s->px->loop);
+            break;          /* its name first */
+        }
         if (s->state == PGW_SS_CLOSING)
-            return false;   /* out of memory in pgw_notify_tx_bind */
+            return false;   /* out of memory in pgw_notify_tx_bind or _describe */
         if (type == PGW_FE_CLOSE && s->notify) {
             uint32_t head = total < PGW_NOTIFY_CLOSE_MAX ? total : PGW_NOTIFY_CLOSE_MAX;
             if (head > avail) {

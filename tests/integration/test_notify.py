@@ -1097,6 +1097,18 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
         self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
 
+    def test_kept_prepared_listen_described_inside_a_transaction(self):
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_desc", "listen pgw_kept_desc") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.msg(b"D", b"Ss_desc\x00") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"t", b"n", b"Z"])
+        a.sendall(bind_exec("s_desc"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hears(a, "pgw_kept_desc", "d")
+
     def test_kept_prepared_listen_in_a_batch_with_other_statements(self):
         # Bound in a batch that is not only it: the batch takes a server.
         a = login(self, self.px)
