@@ -2077,7 +2077,7 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
     op->ran = op->doomed = false;
     op->depth = 0;
     op->parsed = stmt != NULL;
-    op->bound = false;
+    op->bound = op->claimed = false;
     snprintf(op->stmt, sizeof(op->stmt), "%s", stmt ? stmt : "");
     snprintf(op->chan, sizeof(op->chan), "%s", chan);
     if (kind == PGW_LISTEN)
@@ -2345,14 +2345,19 @@ bool pgw_notify_tx_bound(struct pgw_session *s, const char *key, const char *sql
         return true;
     uint32_t req = s->track.req_done + (uint32_t)s->track.sync_out;
     int at = s->track.fe_open;
-    /* Noted already: parsed in this batch (pgw_notify_tx_bind marked it
-     * bound), or this Bind scanned again.  (Not by its place: a Parse
-     * prepared.c answers itself is not counted in fe_open.) */
-    const struct pgw_notify_sub *was = s->notify;
-    for (int i = 0; was && i < was->ntx; i++) {
-        const struct notify_txop *op = &was->tx[i];
-        if (op->req == req && op->parsed && strcmp(op->stmt, key) == 0)
+    /* Noted already: parsed in this batch, and this is the first Bind of
+     * it (pgw_notify_tx_bind marked it bound).  A later Bind of it in the
+     * batch runs it again, after what ran between (LISTEN, UNLISTEN,
+     * LISTEN): noted anew.  (Not by its place: a Parse prepared.c answers
+     * itself is not counted in fe_open.) */
+    struct pgw_notify_sub *was = s->notify;
+    for (int i = was ? was->ntx - 1 : -1; i >= 0; i--) {     /* the one it marked: the latest */
+        struct notify_txop *op = &was->tx[i];
+        if (op->req == req && op->parsed && op->bound && !op->claimed &&
+            strcmp(op->stmt, key) == 0) {
+            op->claimed = true;
             return true;
+        }
     }
     char chan[PGW_CHANNEL_UTF8_MAX + 1];
     bool converted;
@@ -2366,7 +2371,7 @@ bool pgw_notify_tx_bound(struct pgw_session *s, const char *key, const char *sql
         pgw_session_close(s, "53200", "out of memory");
         return false;
     }
-    sub->tx[sub->ntx - 1].bound = true;
+    sub->tx[sub->ntx - 1].bound = sub->tx[sub->ntx - 1].claimed = true;
     return true;
 }
 

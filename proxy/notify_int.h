@@ -53,6 +53,9 @@ struct notify_txop {
     bool parsed;                        /* a Parse's: runs only if a Bind of its
                                            statement follows in its batch */
     bool bound;
+    bool claimed;                       /* a Bind prepared.c sent took it
+                                           (pgw_notify_tx_bound): a later
+                                           Bind of it is noted anew */
     char stmt[NOTIFY_STMT_NAME_MAX + 1];  /* a Parse's statement */
     char chan[PGW_CHANNEL_UTF8_MAX + 1];
 };

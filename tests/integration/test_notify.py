@@ -1119,6 +1119,110 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in got], [b"2", b"C", b"1", b"2", b"D", b"C", b"Z"], got)
         self.hears(a, "pgw_kept_mixed", "m")
 
+    def test_listen_unlisten_listen_bound_in_one_batch(self):
+        # Statements prepared in an earlier request, bound in one batch:
+        # LISTEN, UNLISTEN, LISTEN again.  The second Bind of s_l was
+        # taken for its first, scanned again: not noted, so the hub ran
+        # the UNLISTEN last and the client, listening on its server,
+        # heard nothing.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_l", "listen pgw_lul") +
+                  hz.parse_msg("s_u", "unlisten pgw_lul") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        a.sendall(bind_exec("s_l")[:-5] + bind_exec("s_u")[:-5] + bind_exec("s_l"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"2", b"C", b"2", b"C", b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hears(a, "pgw_lul", "l")
+        # The same with the first LISTEN's Parse in the batch.
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_l2", "listen pgw_lul2") + bind_exec("s_l2")[:-5] +
+                  hz.parse_msg("s_u2", "unlisten pgw_lul2") + bind_exec("s_u2")[:-5] +
+                  bind_exec("s_l2"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"1", b"2", b"C", b"1", b"2", b"C", b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hears(a, "pgw_lul2", "l2")
+
+    def test_unlisten_prepared_earlier_bound_inside_a_transaction(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_pu1")
+        self.listen(a, "listen pgw_pu2")
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_pu", "unlisten pgw_pu1") +
+                  hz.parse_msg("s_pu_all", "unlisten *") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(bind_exec("s_pu"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.not_listening(a, "pgw_pu1")
+        self.hears(a, "pgw_pu2", "still")
+        a.sendall(bind_exec("s_pu_all"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.not_listening(a, "pgw_pu2")
+
+    def test_prepared_listen_bound_then_rolled_back_to_a_savepoint(self):
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_sp1", "listen pgw_sp_gone") +
+                  hz.parse_msg("s_sp2", "listen pgw_sp_kept") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        self.expect(a, "savepoint a", ["SAVEPOINT"], b"T")
+        a.sendall(bind_exec("s_sp1"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "rollback to a", ["ROLLBACK"], b"T")
+        self.expect(a, "savepoint b", ["SAVEPOINT"], b"T")
+        a.sendall(bind_exec("s_sp2"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "release b", ["RELEASE"], b"T")
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.not_listening(a, "pgw_sp_gone")
+        self.hears(a, "pgw_sp_kept", "kept")
+
+    def test_adopted_statement_closed_then_prepared_again(self):
+        # A kept LISTEN that a server got (prepared.c's now): Closed, its
+        # name prepared again as another LISTEN between transactions.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_ad", "listen pgw_ad1") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(bind_exec("s_ad")[:-5] + hz.ext_msgs("select 7", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"2", b"C", b"1", b"2", b"D", b"C", b"Z"])
+        a.sendall(hz.msg(b"C", b"Ss_ad\x00") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"3", b"Z"])
+        a.sendall(hz.parse_msg("s_ad", "listen pgw_ad2") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(bind_exec("s_ad"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hears(a, "pgw_ad2", "2")
+        self.hears(a, "pgw_ad1", "1")
+
+    def test_kept_prepared_listen_bound_in_a_failed_transaction(self):
+        # PostgreSQL refuses it there (25P02); after the ROLLBACK the
+        # statement is still the client's.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_failed", "listen pgw_kept_failed") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.query_msg("select 1/0"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"E", b"Z"])
+        for msgs in (bind_exec("s_failed"), hz.msg(b"D", b"Ss_failed\x00") + hz.msg(b"S")):
+            a.sendall(msgs)
+            got = hz.read_until_ready(a)
+            self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+            self.assertEqual(hz.parse_fields(got[0][1])["C"], "25P02")
+            self.assertEqual(got[-1][1], b"E")
+        self.expect(a, "rollback", ["ROLLBACK"], b"I")
+        self.not_listening(a, "pgw_kept_failed")
+        a.sendall(bind_exec("s_failed"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.hears(a, "pgw_kept_failed", "f")
+
     def test_psycopg2_outside_autocommit(self):
         conn = self.db_conn(self.px, autocommit=False)
         conn.cursor().execute("LISTEN pgw_py2tx")
@@ -2472,6 +2576,23 @@ class TestStatementMode(NotifyCase):
         for c in (a, b):
             self.assertEqual([x[1:] for x in read_notifications(c, 1)], [("pgw_stmt", "s")])
 
+
+    def test_prepared_listen_bound_in_a_later_request(self):
+        # Prepared in a batch with another statement (a server has it, as
+        # pgwharf's), bound alone in a later request: the hub takes it.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_stmt", "listen pgw_stmt_later") +
+                  hz.ext_msgs("select 1", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"2", b"D", b"C",
+                                                                  b"Z"])
+        a.sendall(bind_exec("s_stmt"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        w = login(self, self.px)
+        self.listen(w, "listen pgw_stmt_later")
+        self.notify("pgw_stmt_later", "s")
+        for c in (w, a):
+            self.assertEqual([x[1:] for x in read_notifications(c, 1)],
+                             [("pgw_stmt_later", "s")])
 
 class TestPoolOfOne(pt.PgwharfTestCase):
     def test_listen_runs_on_the_clients_server(self):
