@@ -1471,6 +1471,7 @@ int pgw_notify_query(struct pgw_session *s)
         return pgw_notify_ext_batch(s);
     if ((char)p[0] != PGW_FE_QUERY)
         return 0;
+    pgw_notify_unnamed_gone(s);         /* answered here or by the server */
     uint32_t total = pgw_get_u32(p + 1) + 1;
     if (total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX)
         return 0;

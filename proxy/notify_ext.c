@@ -125,12 +125,20 @@ void pgw_notify_vstmt_clear(struct pgw_notify_sub *sub)
 bool pgw_notify_vstmt_to_server(struct pgw_session *s, const char *key)
 {
     struct notify_vstmt *v = vstmt_find(s->notify, key);
-    if (!v || !s->ps_on)
-        return true;             /* max_prepared_statements = 0: the server reports it */
+    if (!v || !s->ps_on || !key[0])
+        return true;             /* max_prepared_statements = 0, or the unnamed statement
+                                    (prepared.c leaves it to the server): the server
+                                    reports it, and the vstmt stays */
     if (!pgw_ps_adopt(s, v->name, v->sql))
         return false;
     vstmt_drop(s->notify, key);
     return true;
+}
+
+void pgw_notify_unnamed_gone(struct pgw_session *s)
+{
+    if (s->notify)
+        vstmt_drop(s->notify, "");   /* the sub goes at the ReadyForQuery if that was all */
 }
 
 bool pgw_notify_vstmt_has(struct pgw_notify_sub *sub, const char *name)

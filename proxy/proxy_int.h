@@ -617,6 +617,10 @@ void pgw_notify_qscan_free(struct pgw_session *s);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);
 void pgw_notify_tx_ready(struct pgw_session *s, char status);
+/* A simple Query, or a Parse of the unnamed statement, that a server gets
+ * or pgwharf answers: PostgreSQL's unnamed statement goes (or is
+ * replaced), so does an unnamed LISTEN pgwharf kept. */
+void pgw_notify_unnamed_gone(struct pgw_session *s);
 /* A Describe (avail of its total bytes there) the server gets: of a
  * vstmt, prepared.c takes the statement over first, as for a Bind.
  * false: read more of it first.  s may be closed (out of memory). */

@@ -1569,6 +1569,9 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             continue;
         }
+        if (s->notify && (type == PGW_FE_QUERY ||
+                          (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
+            pgw_notify_unnamed_gone(s);
         if (type == PGW_FE_QUERY && s->notify && s->mode != PGW_POOL_SESSION) {
             int r = pgw_notify_tx_deallocate(s, p, avail, total, tx_quiet(s));
             if (r < 0)

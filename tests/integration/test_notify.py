@@ -1904,6 +1904,38 @@ class TestExtendedProtocol(NotifyCase):
         self.notify("pgw_jdbc", "j")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_jdbc", "j")])
 
+    def test_unnamed_prepared_listen_replaced_or_dropped_elsewhere(self):
+        # pgwharf keeps an unnamed LISTEN prepared between transactions; a
+        # Parse of the unnamed statement that is not first in its batch,
+        # or any simple Query, replaces or drops it in PostgreSQL.  A lone
+        # Bind of the unnamed statement after those ran the kept LISTEN
+        # (rows of the new statement expected; 26000 after the Query).
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("", "listen pgw_unnamed_kept") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        a.sendall(hz.parse_msg("s_first", "select 1") + hz.parse_msg("", "select 2") +
+                  hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        a.sendall(bind_exec(""))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"2", b"D", b"C", b"Z"], got)
+        self.assertEqual(hz.data_row(got[1][1]), [b"2"])
+        a.sendall(hz.parse_msg("", "listen pgw_unnamed_kept") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.assertEqual(hz.simple_query(a, "select 3"), ([[b"3"]], []))
+        a.sendall(bind_exec(""))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+        # A Query pgwharf answers itself drops it too.
+        a.sendall(hz.parse_msg("", "listen pgw_unnamed_kept") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.listen(a, "unlisten pgw_unnamed_other")
+        a.sendall(bind_exec(""))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
+
     def test_not_a_lone_listen_goes_to_the_server(self):
         a = login(self, self.px)
         # With a parameter: PostgreSQL refuses it (LISTEN takes none).
