@@ -1182,6 +1182,28 @@ class TestInsideATransaction(NotifyCase):
         self.not_listening(a, "pgw_sp_gone")
         self.hears(a, "pgw_sp_kept", "kept")
 
+    def test_prepared_listen_bound_between_savepoints(self):
+        # A savepoint opened before the client had anything noted, one
+        # after its LISTEN: rolled back to the first, the LISTEN goes; to
+        # the second, it stays.
+        a = login(self, self.px)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_bs1", "listen pgw_bs_gone") +
+                  hz.parse_msg("s_bs2", "listen pgw_bs_kept") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        self.expect(a, "savepoint a", ["SAVEPOINT"], b"T")
+        a.sendall(bind_exec("s_bs1"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "savepoint b", ["SAVEPOINT"], b"T")
+        self.expect(a, "rollback to a", ["ROLLBACK"], b"T")
+        a.sendall(bind_exec("s_bs2"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
+        self.expect(a, "savepoint c", ["SAVEPOINT"], b"T")
+        self.expect(a, "rollback to c", ["ROLLBACK"], b"T")
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.not_listening(a, "pgw_bs_gone")
+        self.hears(a, "pgw_bs_kept", "kept")
+
     def test_adopted_statement_closed_then_prepared_again(self):
         # A kept LISTEN that a server got (prepared.c's now): Closed, its
         # name prepared again as another LISTEN between transactions.
