@@ -197,6 +197,22 @@ bool pgw_notify_tx_describe(struct pgw_session *s, const uint8_t *msg, uint32_t 
     return true;
 }
 
+bool pgw_notify_tx_parse(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                         uint32_t total)
+{
+    if (!s->notify || s->notify->nvst == 0 || !s->ps_on)
+        return true;
+    const char *at = (const char *)msg + PGW_MSG_HDR, *end = (const char *)msg + avail;
+    const char *nul = avail > PGW_MSG_HDR ? memchr(at, '\0', (size_t)(end - at)) : NULL;
+    if (!nul)
+        return avail >= total;           /* read more of it first; or the server reports it */
+    char key[NOTIFY_STMT_NAME_MAX + 1];
+    if (nul > at && pgw_notify_stmt_key(s, at, (size_t)(nul - at), true, key) &&
+        !pgw_notify_vstmt_to_server(s, key))
+        pgw_session_close(s, "53200", "out of memory");
+    return true;
+}
+
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n)
 {
     struct pgw_notify_sub *sub = s->notify;

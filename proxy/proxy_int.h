@@ -621,6 +621,12 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status);
  * or pgwharf answers: PostgreSQL's unnamed statement goes (or is
  * replaced), so does an unnamed LISTEN pgwharf kept. */
 void pgw_notify_unnamed_gone(struct pgw_session *s);
+/* A Parse (avail of its total bytes there) the server gets, of a vstmt's
+ * name: prepared.c takes the statement over first, and refuses the Parse
+ * (42P05) as PostgreSQL does.  false: read more of it first.  s may be
+ * closed (out of memory). */
+bool pgw_notify_tx_parse(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                         uint32_t total);
 /* A Describe (avail of its total bytes there) the server gets: of a
  * vstmt, prepared.c takes the statement over first, as for a Bind.
  * false: read more of it first.  s may be closed (out of memory). */

@@ -1572,6 +1572,13 @@ static bool scan_client(struct pgw_session *s)
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);
+        if (type == PGW_FE_PARSE && s->notify && !pgw_notify_tx_parse(s, p, avail, total)) {
+            if (s->query_start == 0)
+                s->query_start = pgw_mono_now(s->px->loop);
+            break;          /* its name first */
+        }
+        if (s->state == PGW_SS_CLOSING)
+            return false;   /* out of memory in pgw_notify_tx_parse */
         if (type == PGW_FE_QUERY && s->notify && s->mode != PGW_POOL_SESSION) {
             int r = pgw_notify_tx_deallocate(s, p, avail, total, tx_quiet(s));
             if (r < 0)

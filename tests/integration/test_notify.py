@@ -1097,6 +1097,29 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
         self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
 
+    def test_parse_of_a_kept_name_inside_a_transaction_is_refused(self):
+        # PostgreSQL refuses a Parse of a name it has (42P05); inside a
+        # transaction the server got it and took it (pgwharf kept the
+        # LISTEN under that name, no server had it): the name then meant
+        # the LISTEN between transactions and the new text inside them.
+        a = login(self, self.px)
+        a.sendall(hz.parse_msg("s_k", "listen pgw_kept_name") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.parse_msg("s_k", "select 1") + hz.msg(b"S"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "42P05")
+        self.assertEqual(got[-1][1], b"E")
+        self.expect(a, "rollback", ["ROLLBACK"], b"I")
+        # The statement is still the LISTEN, inside a transaction too.
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        a.sendall(bind_exec("s_k"))
+        self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
+                                                  (b"Z", b"T")])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.hears(a, "pgw_kept_name", "n")
+
     def test_kept_prepared_listen_described_inside_a_transaction(self):
         a = login(self, self.px)
         a.sendall(hz.parse_msg("s_desc", "listen pgw_kept_desc") + hz.msg(b"S"))
