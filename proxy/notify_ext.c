@@ -177,33 +177,16 @@ static bool vstmt_put(struct pgw_notify_sub *sub, const struct notify_vstmt *in,
     return true;
 }
 
-bool pgw_notify_tx_describe(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
-                            uint32_t total)
+/* The statement name at msg + off of a message a server gets (avail of
+ * its total bytes there): a vstmt's statement goes to prepared.c first.
+ * false: read more of it first. */
+static bool name_to_server(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                           uint32_t total, uint32_t off)
 {
     if (!s->notify || s->notify->nvst == 0 || !s->ps_on)
         return true;
-    if (avail < PGW_MSG_HDR + 1)
-        return avail >= total;
-    if (msg[PGW_MSG_HDR] != 'S')
-        return true;                     /* a portal's */
-    const char *at = (const char *)msg + PGW_MSG_HDR + 1, *end = (const char *)msg + avail;
-    const char *nul = memchr(at, '\0', (size_t)(end - at));
-    if (!nul)
-        return avail >= total;           /* read more of it first; or the server reports it */
-    char key[NOTIFY_STMT_NAME_MAX + 1];
-    if (pgw_notify_stmt_key(s, at, (size_t)(nul - at), true, key) &&
-        !pgw_notify_vstmt_to_server(s, key))
-        pgw_session_close(s, "53200", "out of memory");
-    return true;
-}
-
-bool pgw_notify_tx_parse(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
-                         uint32_t total)
-{
-    if (!s->notify || s->notify->nvst == 0 || !s->ps_on)
-        return true;
-    const char *at = (const char *)msg + PGW_MSG_HDR, *end = (const char *)msg + avail;
-    const char *nul = avail > PGW_MSG_HDR ? memchr(at, '\0', (size_t)(end - at)) : NULL;
+    const char *at = (const char *)msg + off, *end = (const char *)msg + avail;
+    const char *nul = avail > off ? memchr(at, '\0', (size_t)(end - at)) : NULL;
     if (!nul)
         return avail >= total;           /* read more of it first; or the server reports it */
     char key[NOTIFY_STMT_NAME_MAX + 1];
@@ -211,6 +194,20 @@ bool pgw_notify_tx_parse(struct pgw_session *s, const uint8_t *msg, uint32_t ava
         !pgw_notify_vstmt_to_server(s, key))
         pgw_session_close(s, "53200", "out of memory");
     return true;
+}
+
+bool pgw_notify_tx_describe(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                            uint32_t total)
+{
+    if (avail > PGW_MSG_HDR && msg[PGW_MSG_HDR] != 'S')
+        return true;                     /* a portal's */
+    return name_to_server(s, msg, avail, total, PGW_MSG_HDR + 1);
+}
+
+bool pgw_notify_tx_parse(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                         uint32_t total)
+{
+    return name_to_server(s, msg, avail, total, PGW_MSG_HDR);
 }
 
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n)

@@ -197,10 +197,12 @@ bool pgw_notify_vstmt_forget(struct pgw_notify_sub *sub, const char *name);
 bool pgw_notify_vstmt_has(struct pgw_notify_sub *sub, const char *name);
 /* Every vstmt of sub goes (DEALLOCATE ALL, DISCARD ALL, the sub's end). */
 void pgw_notify_vstmt_clear(struct pgw_notify_sub *sub);
-/* A Bind of vstmt key goes to the client's server (inside a transaction,
- * or in a batch with other statements), which lacks it: prepared.c takes
- * the statement over (its Bind then prepares it there first) and the
- * vstmt goes.  false when out of memory. */
+/* A Bind, Describe or Parse of vstmt key goes to the client's server
+ * (inside a transaction, or in a batch with other statements), which
+ * lacks it: prepared.c takes the statement over (a Bind or Describe then
+ * prepares it there first, a Parse is refused) and the vstmt goes; not
+ * the unnamed one, nor with max_prepared_statements = 0.  false when out
+ * of memory. */
 bool pgw_notify_vstmt_to_server(struct pgw_session *s, const char *key);
 
 /* A Parse or Bind at the head of s's buffer (s holds no server): as
