@@ -1187,45 +1187,36 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
         self.not_listening(a, "pgw_pu2")
 
-    def test_prepared_listen_bound_then_rolled_back_to_a_savepoint(self):
+    def around_savepoints(self, name, before, between, after):
+        """Statements prepared earlier: LISTEN name_gone, bound after the
+        savepoint statements `before`, and LISTEN name_kept, bound after
+        `between` (which rolls the first back); `after`, COMMIT: only the
+        second is listened on."""
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("s_sp1", "listen pgw_sp_gone") +
-                  hz.parse_msg("s_sp2", "listen pgw_sp_kept") + hz.msg(b"S"))
+        a.sendall(hz.parse_msg("s_1", "listen %s_gone" % name) +
+                  hz.parse_msg("s_2", "listen %s_kept" % name) + hz.msg(b"S"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
-        self.expect(a, "savepoint a", ["SAVEPOINT"], b"T")
-        a.sendall(bind_exec("s_sp1"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
-        self.expect(a, "rollback to a", ["ROLLBACK"], b"T")
-        self.expect(a, "savepoint b", ["SAVEPOINT"], b"T")
-        a.sendall(bind_exec("s_sp2"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
-        self.expect(a, "release b", ["RELEASE"], b"T")
+        for stmt, sqls in (("s_1", before), ("s_2", between), (None, after)):
+            for sql in sqls:
+                self.expect(a, sql, [sql.split()[0].upper()], b"T")
+            if stmt:
+                a.sendall(bind_exec(stmt))
+                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
         self.expect(a, "commit", ["COMMIT"], b"I")
-        self.not_listening(a, "pgw_sp_gone")
-        self.hears(a, "pgw_sp_kept", "kept")
+        self.not_listening(a, name + "_gone")
+        self.hears(a, name + "_kept", "kept")
+
+    def test_prepared_listen_bound_then_rolled_back_to_a_savepoint(self):
+        self.around_savepoints("pgw_sp", ["savepoint a"], ["rollback to a", "savepoint b"],
+                               ["release b"])
 
     def test_prepared_listen_bound_between_savepoints(self):
         # A savepoint opened before the client had anything noted, one
         # after its LISTEN: rolled back to the first, the LISTEN goes; to
-        # the second, it stays.
-        a = login(self, self.px)
-        self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("s_bs1", "listen pgw_bs_gone") +
-                  hz.parse_msg("s_bs2", "listen pgw_bs_kept") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
-        self.expect(a, "savepoint a", ["SAVEPOINT"], b"T")
-        a.sendall(bind_exec("s_bs1"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
-        self.expect(a, "savepoint b", ["SAVEPOINT"], b"T")
-        self.expect(a, "rollback to a", ["ROLLBACK"], b"T")
-        a.sendall(bind_exec("s_bs2"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
-        self.expect(a, "savepoint c", ["SAVEPOINT"], b"T")
-        self.expect(a, "rollback to c", ["ROLLBACK"], b"T")
-        self.expect(a, "commit", ["COMMIT"], b"I")
-        self.not_listening(a, "pgw_bs_gone")
-        self.hears(a, "pgw_bs_kept", "kept")
+        # the second (c), what ran before it stays.
+        self.around_savepoints("pgw_bs", ["savepoint a"], ["savepoint b", "rollback to a"],
+                               ["savepoint c", "rollback to c"])
 
     def test_adopted_statement_closed_then_prepared_again(self):
         # A kept LISTEN that a server got (prepared.c's now): Closed, its
