@@ -94,12 +94,18 @@ def nothing_to_read(sock):
     return not r
 
 
+def prepare(case, a, stmts):
+    """Parse each name: sql of the dict stmts in one request with a Sync;
+    each gets its ParseComplete."""
+    a.sendall(b"".join(hz.parse_msg(n, sql) for n, sql in stmts.items()) + hz.msg(b"S"))
+    case.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1"] * len(stmts) + [b"Z"])
+
+
 def deallocate_forgets(case, sql, name):
     """SQL DEALLOCATE sql of name, a prepared LISTEN pgwharf keeps for a new
     client of case.px, is answered and forgets it (a Bind of it: 26000)."""
     a = login(case, case.px)
-    a.sendall(hz.parse_msg(name, "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
-    case.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+    prepare(case, a, {name: "LISTEN pgw_sql_dealloc"})
     a.sendall(hz.query_msg(sql))
     case.assertEqual(hz.read_until_ready(a), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
     a.sendall(bind_exec(name))
@@ -481,8 +487,7 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([t for t, _ in got], [b"1", b"2", b"C", b"1", b"2", b"n", b"C", b"Z"])
         self.assertEqual(got[-1][1], b"T")
         # Parsed, never executed: not listening.
-        a.sendall(hz.parse_msg("pgw_never", "listen pgw_never") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"pgw_never": "listen pgw_never"})
         self.expect(a, "commit", ["COMMIT"], b"I")
         # Its LISTEN ran after the hub's (which, with a server at once, ran
         # LISTEN and UNLISTEN pgw_never after it, too: hub_listens would
@@ -560,8 +565,7 @@ class TestInsideATransaction(NotifyCase):
         # next LISTEN's CommandComplete was taken for the copy's.
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("pgw_s1", "listen pgw_twice_a") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"pgw_s1": "listen pgw_twice_a"})
         a.sendall(hz.query_msg("select 1") + hz.parse_msg("pgw_s2", "listen pgw_twice_a") +
                   hz.ext_msgs("", parse=False, stmt="pgw_s2", describe=False)[:-5] +
                   hz.ext_msgs("listen pgw_twice_b", describe=False))
@@ -1001,8 +1005,7 @@ class TestInsideATransaction(NotifyCase):
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
         self.expect(a, "listen pgw_sp_wait_kept", ["LISTEN"], b"T")
-        a.sendall(hz.parse_msg("pgw_sp1", "savepoint a") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"pgw_sp1": "savepoint a"})
         a.sendall(hz.query_msg("select 1") + hz.parse_msg("pgw_sp2", "savepoint a") +
                   hz.ext_msgs("", parse=False, stmt="pgw_sp2", describe=False)[:-5] +
                   hz.ext_msgs("savepoint b", describe=False))
@@ -1023,8 +1026,7 @@ class TestInsideATransaction(NotifyCase):
         # executed: the Parse's LISTEN was taken to have run.
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("pgw_p0", "listen pgw_executed") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"pgw_p0": "listen pgw_executed"})
         a.sendall(hz.parse_msg("pgw_p1", "listen pgw_parsed_only") +
                   hz.ext_msgs("", parse=False, stmt="pgw_p0", describe=False))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
@@ -1060,9 +1062,7 @@ class TestInsideATransaction(NotifyCase):
         # it, scanned again: its LISTEN was not noted.
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("s_one", "listen pgw_one") +
-                  hz.parse_msg("s_twin1", "listen pgw_twin") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        prepare(self, a, {"s_one": "listen pgw_one", "s_twin1": "listen pgw_twin"})
         a.sendall(hz.parse_msg("s_twin2", "listen pgw_twin") + bind_exec("s_one"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"2", b"C", b"Z"])
         self.expect(a, "commit", ["COMMIT"], b"I")
@@ -1074,8 +1074,7 @@ class TestInsideATransaction(NotifyCase):
         # has it); bound inside a transaction, the client's server got the
         # Bind and answered 26000, "prepared statement does not exist".
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("s_kept", "listen pgw_kept_tx") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_kept": "listen pgw_kept_tx"})
         self.expect(a, "begin", ["BEGIN"], b"T")
         a.sendall(bind_exec("s_kept"))
         self.assertEqual(hz.read_until_ready(a), [(b"2", b""), (b"C", b"LISTEN\x00"),
@@ -1103,8 +1102,7 @@ class TestInsideATransaction(NotifyCase):
         # LISTEN under that name, no server had it): the name then meant
         # the LISTEN between transactions and the new text inside them.
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("s_k", "listen pgw_kept_name") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_k": "listen pgw_kept_name"})
         self.expect(a, "begin", ["BEGIN"], b"T")
         a.sendall(hz.parse_msg("s_k", "select 1") + hz.msg(b"S"))
         got = hz.read_until_ready(a)
@@ -1122,8 +1120,7 @@ class TestInsideATransaction(NotifyCase):
 
     def test_kept_prepared_listen_described_inside_a_transaction(self):
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("s_desc", "listen pgw_kept_desc") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_desc": "listen pgw_kept_desc"})
         self.expect(a, "begin", ["BEGIN"], b"T")
         a.sendall(hz.msg(b"D", b"Ss_desc\x00") + hz.msg(b"S"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"t", b"n", b"Z"])
@@ -1135,8 +1132,7 @@ class TestInsideATransaction(NotifyCase):
     def test_kept_prepared_listen_in_a_batch_with_other_statements(self):
         # Bound in a batch that is not only it: the batch takes a server.
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("s_mixed", "listen pgw_kept_mixed") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_mixed": "listen pgw_kept_mixed"})
         a.sendall(bind_exec("s_mixed")[:-5] + hz.ext_msgs("select 7", describe=False))
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"2", b"C", b"1", b"2", b"D", b"C", b"Z"], got)
@@ -1150,9 +1146,7 @@ class TestInsideATransaction(NotifyCase):
         # heard nothing.
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("s_l", "listen pgw_lul") +
-                  hz.parse_msg("s_u", "unlisten pgw_lul") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        prepare(self, a, {"s_l": "listen pgw_lul", "s_u": "unlisten pgw_lul"})
         a.sendall(bind_exec("s_l")[:-5] + bind_exec("s_u")[:-5] + bind_exec("s_l"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)],
                          [b"2", b"C", b"2", b"C", b"2", b"C", b"Z"])
@@ -1173,9 +1167,7 @@ class TestInsideATransaction(NotifyCase):
         self.listen(a, "listen pgw_pu1")
         self.listen(a, "listen pgw_pu2")
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("s_pu", "unlisten pgw_pu1") +
-                  hz.parse_msg("s_pu_all", "unlisten *") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        prepare(self, a, {"s_pu": "unlisten pgw_pu1", "s_pu_all": "unlisten *"})
         self.expect(a, "commit", ["COMMIT"], b"I")
         self.expect(a, "begin", ["BEGIN"], b"T")
         a.sendall(bind_exec("s_pu"))
@@ -1194,9 +1186,7 @@ class TestInsideATransaction(NotifyCase):
         second is listened on."""
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
-        a.sendall(hz.parse_msg("s_1", "listen %s_gone" % name) +
-                  hz.parse_msg("s_2", "listen %s_kept" % name) + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        prepare(self, a, {"s_1": "listen %s_gone" % name, "s_2": "listen %s_kept" % name})
         for stmt, sqls in (("s_1", before), ("s_2", between), (None, after)):
             for sql in sqls:
                 self.expect(a, sql, [sql.split()[0].upper()], b"T")
@@ -1222,15 +1212,13 @@ class TestInsideATransaction(NotifyCase):
         # A kept LISTEN that a server got (prepared.c's now): Closed, its
         # name prepared again as another LISTEN between transactions.
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("s_ad", "listen pgw_ad1") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_ad": "listen pgw_ad1"})
         a.sendall(bind_exec("s_ad")[:-5] + hz.ext_msgs("select 7", describe=False))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)],
                          [b"2", b"C", b"1", b"2", b"D", b"C", b"Z"])
         a.sendall(hz.msg(b"C", b"Ss_ad\x00") + hz.msg(b"S"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"3", b"Z"])
-        a.sendall(hz.parse_msg("s_ad", "listen pgw_ad2") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_ad": "listen pgw_ad2"})
         self.expect(a, "begin", ["BEGIN"], b"T")
         a.sendall(bind_exec("s_ad"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"2", b"C", b"Z"])
@@ -1242,8 +1230,7 @@ class TestInsideATransaction(NotifyCase):
         # PostgreSQL refuses it there (25P02); after the ROLLBACK the
         # statement is still the client's.
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("s_failed", "listen pgw_kept_failed") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"s_failed": "listen pgw_kept_failed"})
         self.expect(a, "begin", ["BEGIN"], b"T")
         a.sendall(hz.query_msg("select 1/0"))
         self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"E", b"Z"])
@@ -1947,25 +1934,20 @@ class TestExtendedProtocol(NotifyCase):
         # Bind of the unnamed statement after those ran the kept LISTEN
         # (rows of the new statement expected; 26000 after the Query).
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("", "listen pgw_unnamed_kept") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
-        a.sendall(hz.parse_msg("s_first", "select 1") + hz.parse_msg("", "select 2") +
-                  hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"1", b"Z"])
+        prepare(self, a, {"": "listen pgw_unnamed_kept"})
+        prepare(self, a, {"s_first": "select 1", "": "select 2"})
         a.sendall(bind_exec(""))
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"2", b"D", b"C", b"Z"], got)
         self.assertEqual(hz.data_row(got[1][1]), [b"2"])
-        a.sendall(hz.parse_msg("", "listen pgw_unnamed_kept") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"": "listen pgw_unnamed_kept"})
         self.assertEqual(hz.simple_query(a, "select 3"), ([[b"3"]], []))
         a.sendall(bind_exec(""))
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
         self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
         # A Query pgwharf answers itself drops it too.
-        a.sendall(hz.parse_msg("", "listen pgw_unnamed_kept") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"": "listen pgw_unnamed_kept"})
         self.listen(a, "unlisten pgw_unnamed_other")
         a.sendall(bind_exec(""))
         got = hz.read_until_ready(a)
@@ -2042,8 +2024,7 @@ class TestExtendedProtocol(NotifyCase):
             with self.subTest(max_prepared_statements=mps):
                 self.use_max_prepared_statements(mps)
                 a = login(self, self.px)
-                a.sendall(hz.parse_msg("s1", "LISTEN pgw_dealloc") + hz.msg(b"S"))
-                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                prepare(self, a, {"s1": "LISTEN pgw_dealloc"})
                 self.assertEqual(hz.simple_query(a, "deallocate all"), ([], []))
                 a.sendall(bind_exec("s1"))
                 got = hz.read_until_ready(a)
@@ -2065,8 +2046,7 @@ class TestExtendedProtocol(NotifyCase):
         # Any other goes to the server, which answers: a name folded to
         # another one's, one the client did not prepare, DEALLOCATE ALL.
         a = login(self, self.px)
-        a.sendall(hz.parse_msg("S_1", "LISTEN pgw_sql_dealloc") + hz.msg(b"S"))
-        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+        prepare(self, a, {"S_1": "LISTEN pgw_sql_dealloc"})
         for sql in ("deallocate S_1", "deallocate other"):
             rows, errs = hz.simple_query(a, sql)
             self.assertEqual([e["C"] for e in errs], ["26000"], sql)
@@ -2090,8 +2070,7 @@ class TestExtendedProtocol(NotifyCase):
             for end, pipelined in (("rollback", False), ("commit", False), ("commit", True)):
                 with self.subTest(max_prepared_statements=mps, end=end, pipelined=pipelined):
                     a = login(self, self.px)
-                    a.sendall(hz.parse_msg("s1", "LISTEN pgw_tx_dealloc") + hz.msg(b"S"))
-                    self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                    prepare(self, a, {"s1": "LISTEN pgw_tx_dealloc"})
                     self.assertEqual(hz.simple_query(a, "begin"), ([], []))
                     if pipelined:
                         gate = hz.Gate(self.pg, 7490)
@@ -2120,8 +2099,7 @@ class TestExtendedProtocol(NotifyCase):
                     a.close()
             with self.subTest(max_prepared_statements=mps, failed=True):
                 a = login(self, self.px)
-                a.sendall(hz.parse_msg("s1", "LISTEN pgw_tx_dealloc") + hz.msg(b"S"))
-                self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"1", b"Z"])
+                prepare(self, a, {"s1": "LISTEN pgw_tx_dealloc"})
                 self.assertEqual(hz.simple_query(a, "begin"), ([], []))
                 self.assertEqual([e["C"] for e in hz.simple_query(a, "select 1/0")[1]], ["22012"])
                 self.assertEqual([e["C"] for e in hz.simple_query(a, "deallocate s1")[1]],
