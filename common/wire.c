@@ -248,3 +248,15 @@ size_t pgw_utf8_decode(const unsigned char *s, uint32_t *cp)
     *cp = v;
     return n;
 }
+
+bool pgw_utf8_valid(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = (unsigned char)s[i] < 0x80 ? 1 : pgw_utf8_decode((const unsigned char *)s + i, &cp);
+        if (k == 0)
+            return false;
+        i += k;
+    }
+    return true;
+}

@@ -138,5 +138,8 @@ int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fi
  * length, or 0 when it is not well-formed (overlong, surrogate,
  * > U+10FFFF, cut short). */
 size_t pgw_utf8_decode(const unsigned char *s, uint32_t *cp);
+/* s[0..n) is well-formed UTF-8 (as PostgreSQL checks text in a UTF8
+ * database: 22021 otherwise); s[n] a NUL. */
+bool pgw_utf8_valid(const char *s, size_t n);
 
 #endif

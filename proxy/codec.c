@@ -690,24 +690,10 @@ out:
     return ok;
 }
 
-/* Well-formed UTF-8, name[n] a NUL. */
-static bool utf8_valid(const char *name, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        size_t k = (unsigned char)name[i] < 0x80 ? 1
-                                                 : pgw_utf8_decode((const unsigned char *)name + i, &cp);
-        if (k == 0)
-            return false;
-        i += k;
-    }
-    return true;
-}
-
 static ssize_t clip_utf8(const void *arg, const char *name, size_t n)
 {
     (void)arg;
-    if (!utf8_valid(name, n))
+    if (!pgw_utf8_valid(name, n))
         return -1;
     size_t k = PGW_CHANNEL_MAX;
     while (k > 0 && ((unsigned char)name[k] & 0xC0) == 0x80)

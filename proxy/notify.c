@@ -603,6 +603,25 @@ static bool key_from_utf8(const struct pgw_session *s, const char *name, size_t 
     return true;
 }
 
+bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n)
+{
+    const char *cenc = client_enc(s), *denc = db_enc(s);
+    if (!cenc || !denc || pgw_pgenc_ascii(name, n))
+        return false;
+    enum enc_kind ck = enc_kind(cenc), dk = enc_kind(denc);
+    /* Not converted (the same encoding, or a SQL_ASCII client), but still
+     * checked, in the database's encoding: in UTF-8 pgwharf checks it too.
+     * A SQL_ASCII database checks it in the client's; left to the server. */
+    if (ck == ENC_BYTES || (ck == ENC_UTF8 && dk == ENC_UTF8) || strcasecmp(cenc, denc) == 0)
+        return dk == ENC_UTF8 && !pgw_utf8_valid(name, n);
+    if (dk == ENC_BYTES || ck == ENC_OTHER || dk == ENC_OTHER ||
+        (ck == ENC_ICONV && !client_conv(s)) ||
+        (dk == ENC_ICONV && !pgw_pgenc_get(&s->px->notify_enc, denc)))
+        return false;                    /* no converter here to tell */
+    char key[NOTIFY_STMT_NAME_MAX + 1];
+    return !pgw_notify_stmt_key(s, name, n, true, key);
+}
+
 bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
                          char key[NOTIFY_STMT_NAME_MAX + 1])
 {
@@ -612,6 +631,8 @@ bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n
      * are the same; every encoding it has is ASCII's. */
     if (pgw_pgenc_ascii(name, n) || ck == ENC_BYTES || dk == ENC_BYTES ||
         strcasecmp(cenc, denc) == 0) {
+        if (whole && pgw_notify_name_refused(s, name, n))
+            return false;
         size_t k = n < NOTIFY_STMT_NAME_MAX ? n : NOTIFY_STMT_NAME_MAX;
         memcpy(key, name, k);
         key[k] = '\0';

@@ -297,8 +297,8 @@ typedef char ps_key[PGW_NOTIFY_STMT_NAME_MAX + 1];
 /* The key PostgreSQL files a client's statement name under: converted to
  * the database's encoding, then its first 63 bytes (names equal there are
  * one statement).  One that does not convert (PostgreSQL refuses the
- * message; or a MULE_INTERNAL client) is keyed by its own first 63 bytes:
- * pgwharf never sends a client's name to a pooled server. */
+ * message, which goes to the server as it is: on_parse; or a MULE_INTERNAL
+ * client) is keyed by its own first 63 bytes. */
 static const char *name_key(const struct pgw_session *s, const char *name, ps_key key)
 {
     if (!pgw_notify_stmt_key(s, name, strlen(name), true, key))
@@ -1105,7 +1105,10 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         return PGW_PS_FAILED;
     }
     const char *name = (const char *)body;
-    if (!*name) {
+    /* The unnamed statement is the server's own; so is a name PostgreSQL
+     * refuses as text in the client's encoding before it reads the rest
+     * (22021, 22P05): sent as it is, for the server to say so. */
+    if (!*name || pgw_notify_name_refused(s, name, (size_t)(ne - body))) {
         q_push(s, Q_PASS, PGW_FE_PARSE, NULL);
         return PGW_PS_FORWARD;
     }
@@ -1278,6 +1281,10 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     struct ps_client_name *cn = client_find(s, key_name);
     if (name_unsettled(s, key_name, cn ? cn->stmt : NULL))
         return PGW_PS_WAIT;
+    if (!cn && type == PGW_FE_CLOSE && pgw_notify_name_refused(s, name, strlen(name))) {
+        q_push(s, Q_PASS, type, NULL);   /* the server's 22021 or 22P05 (on_parse) */
+        return PGW_PS_FORWARD;
+    }
     if (type == PGW_FE_CLOSE) {
         /* Answered here; an unknown name is no error, as in PostgreSQL.
          * The name goes now (a Parse further on may take it again), and

@@ -585,14 +585,22 @@ void pgw_notify_discard(struct pgw_session *s);
 #define PGW_NOTIFY_STMT_NAME_READ (4 * PGW_NOTIFY_STMT_NAME_MAX)
 #define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 1 + PGW_NOTIFY_STMT_NAME_READ)
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n);
+/* Does PostgreSQL refuse name (n bytes, name[n] a NUL) as text in s's
+ * client_encoding: 22021, not well-formed there (checked even when nothing
+ * is converted), or 22P05, a character the database's encoding lacks?  It
+ * reads a Parse's, Bind's, Describe's or Close's names first, and refuses
+ * the message.  false where pgwharf cannot tell (an encoding it has no
+ * converter for; a SQL_ASCII database). */
+bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n);
 /* The key PostgreSQL files a prepared statement or portal under: its name
  * (n bytes, in s's client_encoding, as the message has it) converted to the
  * database's encoding (pq_getmsgstring), then its first
  * PGW_NOTIFY_STMT_NAME_MAX bytes, cut even inside a character (its hash
  * tables keep no more).  whole false: name is the head of a longer one, at
  * least PGW_NOTIFY_STMT_NAME_READ bytes, maybe cut inside a character.
- * false when it does not convert: PostgreSQL refuses the message (the
- * server reports it), or pgwharf cannot tell (MULE_INTERNAL).  In notify.c,
+ * false when it does not convert or is not well-formed: PostgreSQL
+ * refuses the message (pgw_notify_name_refused; the server reports it),
+ * or pgwharf cannot tell (MULE_INTERNAL).  In notify.c,
  * with the encodings it converts; prepared.c keys client names with it. */
 bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
                          char key[PGW_NOTIFY_STMT_NAME_MAX + 1]);

@@ -61,18 +61,25 @@ class Raw:
             if t == b"Z":
                 return out
 
+    # Names and texts: str, or bytes sent as they are.
     def parse(self, name, sql):
-        return self.msg(b"P", name.encode() + b"\x00" + sql.encode() + b"\x00\x00\x00")
+        return self.msg(b"P", raw(name) + b"\x00" + raw(sql) + b"\x00\x00\x00")
 
     def bind(self, stmt, portal=""):
-        return self.msg(b"B", portal.encode() + b"\x00" + stmt.encode() + b"\x00" +
+        return self.msg(b"B", raw(portal) + b"\x00" + raw(stmt) + b"\x00" +
                         b"\x00\x00" + b"\x00\x00" + b"\x00\x00")
 
     def execute(self, portal=""):
-        return self.msg(b"E", portal.encode() + b"\x00" + b"\x00\x00\x00\x00")
+        return self.msg(b"E", raw(portal) + b"\x00" + b"\x00\x00\x00\x00")
 
     def close_stmt(self, name):
-        return self.msg(b"C", b"S" + name.encode() + b"\x00")
+        return self.msg(b"C", b"S" + raw(name) + b"\x00")
+
+    def describe_stmt(self, name):
+        return self.msg(b"D", b"S" + raw(name) + b"\x00")
+
+    def query(self, sql):
+        return self.msg(b"Q", raw(sql) + b"\x00")
 
     def sync(self):
         return self.msg(b"S")
@@ -83,6 +90,10 @@ class Raw:
         except OSError:
             pass
         self.s.close()
+
+
+def raw(x):
+    return x if isinstance(x, bytes) else x.encode()
 
 
 def sqlstate(body):
@@ -1688,6 +1699,58 @@ class TestNamesKeptToTheirFirst63Bytes(pt.PgwharfTestCase):
         want = self.exchange(raw_to_postgres(self))
         self.assertEqual([e for step in want for t, e in step if t == b"E"],
                          ["42P05", "26000", "42P05", "26000", "26000"], want)
+        px, r = raw_on_one_server(self, "transaction")
+        got = self.exchange(r)
+        px.stop()
+        self.assertEqual(got, want)
+
+
+class TestNamesPostgresRefuses(pt.PgwharfTestCase):
+    """PostgreSQL reads a Parse's, Bind's, Describe's or Close's statement
+    name as text in the client's encoding, checked even where nothing is
+    converted, and refuses the message when it is not (22021).  pgwharf
+    renamed such a name for the server, which never saw it: the Parse
+    made a statement, a Close was answered.  Each step goes to pgwharf in
+    transaction mode and to PostgreSQL directly; the replies must be the
+    same."""
+
+    def exchange(self, r):
+        bad = b"s\xff"
+        steps = (
+            [r.parse(bad, "select 1"), r.bind(bad), r.execute()],
+            [r.bind(bad), r.execute()],
+            [r.describe_stmt(b"\xc3(")],
+            [r.close_stmt(bad)],
+            [r.parse(b"l\xe9", "listen pgw_refused")],       # a LISTEN pgwharf keeps
+            [r.parse("good", "select 2"), r.bind("good"), r.execute()],
+            [r.query("begin")],
+            [r.query("select 1/0")],
+            [r.parse(bad, "select 3")],                        # 22021 before 25P02
+            [r.query("rollback")],
+            [r.query("set client_encoding to 'SQL_ASCII'")],   # checked as UTF-8 still
+            [r.parse(bad, "select 4")],
+            [r.query("set client_encoding to 'LATIN1'")],      # converted: a good name
+            [r.parse(bad, "select 5"), r.bind(bad), r.execute(), r.close_stmt(bad)],
+            [r.bind("good"), r.execute()])
+        out = []
+        try:
+            for step in steps:
+                if step[0][:1] == b"Q":
+                    r.send(*step)
+                else:
+                    r.send(*(step + [r.sync()]))
+                got = r.until_ready()
+                out.append([(t, sqlstate(b) if t == b"E" else b) for t, b in got
+                            if t not in (b"S", b"N")])
+        finally:
+            r.close()
+        return out
+
+    def test_as_postgres_refuses_them(self):
+        self.maxDiff = None
+        want = self.exchange(raw_to_postgres(self))
+        self.assertEqual([e for step in want for t, e in step if t == b"E"],
+                         ["22021"] * 5 + ["22012", "22021", "22021"], want)
         px, r = raw_on_one_server(self, "transaction")
         got = self.exchange(r)
         px.stop()
