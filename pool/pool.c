@@ -224,13 +224,34 @@ static int reserve_size(const struct pgw_pool *pool)
     return pool->set->cfg->reserve_pool_timeout > 0 ? pool->reserve_pool_size : 0;
 }
 
-/* The pool may not grow any more, its reserve included: queueing on a
- * busy server must not keep a waiting client from a reserve server, which
- * it would get past reserve_pool_timeout. */
+static int count_servers(const struct pgw_pool *pool, bool by_db);
+static bool same_limit(const struct pgw_pool *a, const struct pgw_pool *b, bool by_db);
+
+/* pool's database (by_db) or user is at its max_db_connections or
+ * max_user_connections, with no idle server of another pool under it to
+ * make way (evict_idle). */
+static bool limit_full(const struct pgw_pool *pool, bool by_db)
+{
+    int limit = by_db ? pool->max_db_connections : pool->max_user_connections;
+    if (limit <= 0 || count_servers(pool, by_db) < limit)
+        return false;
+    for (const struct pgw_list *n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
+        const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p != pool && p->n_idle > 0 && same_limit(p, pool, by_db))
+            return false;
+    }
+    return true;
+}
+
+/* The pool may not grow any more: its pool_size and reserve taken (queueing
+ * on a busy server must not keep a waiting client from a reserve server,
+ * which it would get past reserve_pool_timeout), or its database's or
+ * user's limit. */
 static bool pipeline_full(const struct pgw_pool *pool)
 {
     return pool->n_idle == 0 &&
-           pgw_pool_total(pool) >= (long long)pool->pool_size + reserve_size(pool);
+           (pgw_pool_total(pool) >= (long long)pool->pool_size + reserve_size(pool) ||
+            limit_full(pool, true) || limit_full(pool, false));
 }
 
 /* srv closes when its borrower is done (RECONNECT, server_lifetime). */

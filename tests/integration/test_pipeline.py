@@ -625,6 +625,40 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, QUEUED), 0)
 
+    def test_queues_at_a_database_limit_below_the_pool_size(self):
+        # pool 4, max_db_connections 2: the app pool's own limit is never
+        # reached.  While the other user's pool has an idle server under
+        # the database's limit, B gets a server of its own (that one
+        # closes to make way); once both are the app pool's and busy, C is
+        # queued behind A's query rather than waiting (it was not: the
+        # pool was taken to have room to grow).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 4, "max_db_connections": 2,
+            "server_pipeline_depth": 2, "metrics_port": "auto", "query_wait_timeout": "60s"})
+
+        async def main():
+            o = await hz.RawConn.connect(px.host, px.port, self.pg.user, self.db,
+                                         self.pg.password, timeout=30)
+            self.rows(await o.query("select 'other'"))      # its server: idle
+            a, b, c = await self.conn(px), await self.conn(px), await self.conn(px)
+            g = await self.gate(19)
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(19) as marker_q19"))
+            await self.wait_running("marker_q19")
+            b.send(hz.query_msg("select 'B', pg_advisory_xact_lock_shared(19) as marker_r19"))
+            await self.until(lambda: self.pg.queries_running("marker_r19") == 1,
+                             "B on a server of its own")
+            self.assertEqual(metric(px, QUEUED), 0)
+            c.send(hz.query_msg("select 'C'"))
+            await self.wait_queued(1, px)
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(self.rows(await b.read_result())[0][0], "B")
+            self.assertEqual(self.rows(await c.read_result()), [["C"]])
+            for y in (o, a, b, c):
+                await y.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
+
     def test_a_tainted_clients_next_query_runs_with_its_own_settings(self):
         async def main():
             a = await self.conn(TimeZone="UTC")
