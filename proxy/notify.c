@@ -605,8 +605,10 @@ static bool key_from_utf8(const struct pgw_session *s, const char *name, size_t 
 
 bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n)
 {
+    if (pgw_pgenc_ascii(name, n))
+        return false;
     const char *cenc = client_enc(s), *denc = db_enc(s);
-    if (!cenc || !denc || pgw_pgenc_ascii(name, n))
+    if (!cenc || !denc)
         return false;
     enum enc_kind ck = enc_kind(cenc), dk = enc_kind(denc);
     /* Not converted (the same encoding, or a SQL_ASCII client), but still
