@@ -1306,13 +1306,14 @@ class TestSyncsEveryCopyOfAQueryIgnores(pt.PgwharfTestCase):
         self.assertEqual(got, self.exchange("session"))
 
 
-def raw_to_postgres(case):
-    """A Raw client logged in to the test cluster itself (no pgwharf)."""
+def raw_to_postgres(case, db=None):
+    """A Raw client logged in to the test cluster itself (no pgwharf), to
+    db (default: the test database)."""
     r = Raw.__new__(Raw)
     r.s = socket.create_connection((case.pg.host, case.pg.port))
     r.s.settimeout(20)
     r.buf = b""
-    ph.sync_login(r.s, case.pg.user, case.pg.database, password=case.pg.password)
+    ph.sync_login(r.s, case.pg.user, db or case.pg.database, password=case.pg.password)
     return r
 
 
@@ -1708,33 +1709,16 @@ class TestNamesKeptToTheirFirst63Bytes(pt.PgwharfTestCase):
 class TestNamesPostgresRefuses(pt.PgwharfTestCase):
     """PostgreSQL reads a Parse's, Bind's, Describe's or Close's statement
     name as text in the client's encoding, checked even where nothing is
-    converted, and refuses the message when it is not (22021).  pgwharf
-    renamed such a name for the server, which never saw it: the Parse
-    made a statement, a Close was answered.  Each step goes to pgwharf in
-    transaction mode and to PostgreSQL directly; the replies must be the
-    same."""
+    converted, and refuses the message when it is not (22021) or has a
+    character the database's encoding lacks (22P05).  pgwharf renamed such
+    a name for the server, which never saw it: the Parse made a statement,
+    a Close was answered.  Each step goes to pgwharf in transaction mode
+    and to PostgreSQL directly; the replies must be the same."""
 
-    def exchange(self, r):
-        bad = b"s\xff"
-        steps = (
-            [r.parse(bad, "select 1"), r.bind(bad), r.execute()],
-            [r.bind(bad), r.execute()],
-            [r.describe_stmt(b"\xc3(")],
-            [r.close_stmt(bad)],
-            [r.parse(b"l\xe9", "listen pgw_refused")],       # a LISTEN pgwharf keeps
-            [r.parse("good", "select 2"), r.bind("good"), r.execute()],
-            [r.query("begin")],
-            [r.query("select 1/0")],
-            [r.parse(bad, "select 3")],                        # 22021 before 25P02
-            [r.query("rollback")],
-            [r.query("set client_encoding to 'SQL_ASCII'")],   # checked as UTF-8 still
-            [r.parse(bad, "select 4")],
-            [r.query("set client_encoding to 'LATIN1'")],      # converted: a good name
-            [r.parse(bad, "select 5"), r.bind(bad), r.execute(), r.close_stmt(bad)],
-            [r.bind("good"), r.execute()])
+    def exchange(self, r, steps):
         out = []
         try:
-            for step in steps:
+            for step in steps(r):
                 if step[0][:1] == b"Q":
                     r.send(*step)
                 else:
@@ -1746,12 +1730,54 @@ class TestNamesPostgresRefuses(pt.PgwharfTestCase):
             r.close()
         return out
 
-    def test_as_postgres_refuses_them(self):
+    def compare(self, steps, errors, db=None):
         self.maxDiff = None
-        want = self.exchange(raw_to_postgres(self))
-        self.assertEqual([e for step in want for t, e in step if t == b"E"],
-                         ["22021"] * 5 + ["22012", "22021", "22021"], want)
-        px, r = raw_on_one_server(self, "transaction")
-        got = self.exchange(r)
+        want = self.exchange(raw_to_postgres(self, db), steps)
+        self.assertEqual([e for step in want for t, e in step if t == b"E"], errors, want)
+        databases = {db: self.pg.conn_string(db)} if db else None
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1}, databases=databases)
+        got = self.exchange(Raw(px.host, px.port, self.pg.user, db or self.pg.database),
+                            steps)
         px.stop()
         self.assertEqual(got, want)
+
+    def test_not_well_formed_in_a_utf8_database(self):
+        bad = b"s\xff"
+
+        def steps(r):
+            return (
+                [r.parse(bad, "select 1"), r.bind(bad), r.execute()],
+                [r.bind(bad), r.execute()],
+                [r.describe_stmt(b"\xc3(")],
+                [r.close_stmt(bad)],
+                [r.parse(b"l\xe9", "listen pgw_refused")],       # a LISTEN pgwharf keeps
+                [r.parse("good", "select 2"), r.bind("good"), r.execute()],
+                [r.query("begin")],
+                [r.query("select 1/0")],
+                [r.parse(bad, "select 3")],                        # 22021 before 25P02
+                [r.query("rollback")],
+                [r.query("set client_encoding to 'SQL_ASCII'")],   # checked as UTF-8 still
+                [r.parse(bad, "select 4")],
+                [r.query("set client_encoding to 'LATIN1'")],      # converted: a good name
+                [r.parse(bad, "select 5"), r.bind(bad), r.execute(), r.close_stmt(bad)],
+                [r.bind("good"), r.execute()])
+        self.compare(steps, ["22021"] * 5 + ["22012", "22021", "22021"])
+
+    def test_a_character_a_latin1_database_lacks(self):
+        db = "pgw_ps_latin1"
+        self.pg.psql("create database %s encoding 'LATIN1' template template0 locale 'C'" % db,
+                     db="postgres")
+        self.addCleanup(self.pg.psql, "drop database if exists %s with (force)" % db,
+                        db="postgres")
+        lacks, has = "s\u017f".encode(), "s\u00e9".encode()     # UTF-8 names
+
+        def steps(r):
+            return (
+                [r.query("set client_encoding to 'UTF8'")],
+                [r.parse(lacks, "select 1"), r.bind(lacks), r.execute()],
+                [r.close_stmt(lacks)],
+                [r.parse(has, "select 2"), r.bind(has), r.execute()],
+                [r.parse(b"s\xe9", "select 3")],                  # not UTF-8: 22021
+                [r.bind(has), r.execute(), r.close_stmt(has)])
+        self.compare(steps, ["22P05", "22P05", "22021"], db=db)
