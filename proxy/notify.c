@@ -603,38 +603,63 @@ static bool key_from_utf8(const struct pgw_session *s, const char *name, size_t 
     return true;
 }
 
-bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n)
+/* name refused (pgw_notify_name_refused); whole false: name is the head of
+ * a longer one, its last character maybe cut (left out here). */
+static bool name_refused(const struct pgw_session *s, const char *name, size_t n, bool whole)
 {
+    if (!whole) {
+        size_t m = n;
+        while (m > 0 && n - m < 3 && ((unsigned char)name[m - 1] & 0xC0) == 0x80)
+            m--;
+        if (m > 0 && (unsigned char)name[m - 1] >= 0xC0)
+            m--;                         /* a character's first byte, its rest maybe cut */
+        n = m;
+    }
     if (pgw_pgenc_ascii(name, n))
         return false;
     const char *cenc = client_enc(s), *denc = db_enc(s);
     if (!cenc || !denc)
         return false;
     enum enc_kind ck = enc_kind(cenc), dk = enc_kind(denc);
-    /* Not converted (the same encoding, or a SQL_ASCII client), but still
-     * checked, in the database's encoding: in UTF-8 pgwharf checks it too.
-     * A SQL_ASCII database checks it in the client's; left to the server. */
-    if (ck == ENC_BYTES || (ck == ENC_UTF8 && dk == ENC_UTF8) || strcasecmp(cenc, denc) == 0)
-        return dk == ENC_UTF8 && !pgw_utf8_valid(name, n);
-    if (dk == ENC_BYTES || ck == ENC_OTHER || dk == ENC_OTHER ||
-        (ck == ENC_ICONV && !client_conv(s)) ||
-        (dk == ENC_ICONV && !pgw_pgenc_get(&s->px->notify_enc, denc)))
-        return false;                    /* no converter here to tell */
-    char key[NOTIFY_STMT_NAME_MAX + 1];
-    return !pgw_notify_stmt_key(s, name, n, true, key);
+    /* Only where pgwharf checks as PostgreSQL does: a name PostgreSQL
+     * takes after all would stay on a pooled server under the client's
+     * own name, and iconv's tables of some encodings (SJIS, EUC_JP) are
+     * not PostgreSQL's.  A UTF8 client's text is checked as UTF-8 whatever
+     * the database (converted, or not: a SQL_ASCII database checks it in
+     * the client's encoding), and so is a SQL_ASCII client's in a UTF8
+     * database; a LATIN1 database has exactly the first 256 characters. */
+    if (ck != ENC_UTF8 && !(ck == ENC_BYTES && dk == ENC_UTF8))
+        return false;
+    if (!pgw_utf8_valid(name, n))
+        return true;                     /* 22021 */
+    if (ck != ENC_UTF8 || strcasecmp(denc, "LATIN1") != 0)
+        return false;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += (unsigned char)name[i] < 0x80 ? (cp = 0, 1)
+                                           : pgw_utf8_decode((const unsigned char *)name + i, &cp);
+        if (cp > 0xFF)
+            return true;                 /* 22P05 */
+    }
+    return false;
+}
+
+bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n)
+{
+    return name_refused(s, name, n, true);
 }
 
 bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
                          char key[NOTIFY_STMT_NAME_MAX + 1])
 {
+    if (name_refused(s, name, n, whole))
+        return false;
     const char *cenc = client_enc(s), *denc = db_enc(s);
     enum enc_kind ck = enc_kind(cenc), dk = enc_kind(denc);
     /* PostgreSQL converts nothing when either side is SQL_ASCII or both
      * are the same; every encoding it has is ASCII's. */
     if (pgw_pgenc_ascii(name, n) || ck == ENC_BYTES || dk == ENC_BYTES ||
         strcasecmp(cenc, denc) == 0) {
-        if (whole && pgw_notify_name_refused(s, name, n))
-            return false;
         size_t k = n < NOTIFY_STMT_NAME_MAX ? n : NOTIFY_STMT_NAME_MAX;
         memcpy(key, name, k);
         key[k] = '\0';

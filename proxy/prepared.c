@@ -127,6 +127,8 @@ struct qent {
     bool dup;                    /* the Execute raising 42P05 (dup_error) */
     bool had;                    /* a Parse the server refuses (parse_refused):
                                   * its statement there stays */
+    bool as_is;                  /* a client's named Parse sent unrenamed, for the
+                                  * server to refuse (pgw_notify_name_refused) */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
                                   * request, itself included if a Query */
     bool learn;                  /* the Describe learning stmt (ps_stmt.described) */
@@ -296,9 +298,9 @@ typedef char ps_key[PGW_NOTIFY_STMT_NAME_MAX + 1];
 
 /* The key PostgreSQL files a client's statement name under: converted to
  * the database's encoding, then its first 63 bytes (names equal there are
- * one statement).  One that does not convert (PostgreSQL refuses the
- * message, which goes to the server as it is: on_parse; or a MULE_INTERNAL
- * client) is keyed by its own first 63 bytes. */
+ * one statement).  One pgwharf cannot convert (iconv's tables are not all
+ * PostgreSQL's; MULE_INTERNAL) is keyed by its own first 63 bytes; one
+ * PostgreSQL refuses goes to the server as it is (on_parse, on_named). */
 static const char *name_key(const struct pgw_session *s, const char *name, ps_key key)
 {
     if (!pgw_notify_stmt_key(s, name, strlen(name), true, key))
@@ -501,7 +503,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->cname = NULL;
     x->bname[0] = '\0';
     x->dup = false;
-    x->had = false;
+    x->had = x->as_is = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
     x->copy_ends = q->copy_ends;
@@ -577,7 +579,8 @@ struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, cons
                                    const char **server_name)
 {
     ps_key key;
-    struct ps_client_name *cn = client_find(s, name_key(s, name, key));
+    struct ps_client_name *cn = pgw_notify_name_refused(s, name, strlen(name))
+                                    ? NULL : client_find(s, name_key(s, name, key));
     if (!cn)
         return NULL;
     /* The Parse body: pgwharf's name, then the text (NUL-terminated). */
@@ -1109,7 +1112,8 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
      * refuses as text in the client's encoding before it reads the rest
      * (22021, 22P05): sent as it is, for the server to say so. */
     if (!*name || pgw_notify_name_refused(s, name, (size_t)(ne - body))) {
-        q_push(s, Q_PASS, PGW_FE_PARSE, NULL);
+        if (q_push(s, Q_PASS, PGW_FE_PARSE, NULL))
+            q_tail(s)->as_is = *name != '\0';
         return PGW_PS_FORWARD;
     }
     struct ps_registry *reg = reg_of(s);
@@ -1272,8 +1276,8 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     if (name_off >= blen || !memchr(body + name_off, 0, blen - name_off))
         goto bad;
     const char *name = (const char *)body + name_off;
-    if (!*name) {
-        q_push(s, Q_PASS, type, NULL);
+    if (!*name || pgw_notify_name_refused(s, name, strlen(name))) {
+        q_push(s, Q_PASS, type, NULL);   /* the server's, or its 22021/22P05 (on_parse) */
         return PGW_PS_FORWARD;
     }
     ps_key nkey;
@@ -1281,10 +1285,6 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     struct ps_client_name *cn = client_find(s, key_name);
     if (name_unsettled(s, key_name, cn ? cn->stmt : NULL))
         return PGW_PS_WAIT;
-    if (!cn && type == PGW_FE_CLOSE && pgw_notify_name_refused(s, name, strlen(name))) {
-        q_push(s, Q_PASS, type, NULL);   /* the server's 22021 or 22P05 (on_parse) */
-        return PGW_PS_FORWARD;
-    }
     if (type == PGW_FE_CLOSE) {
         /* Answered here; an unknown name is no error, as in PostgreSQL.
          * The name goes now (a Parse further on may take it again), and
@@ -1960,6 +1960,11 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         on_discard(s);
     if (!completes(h->type, type))
         return false;
+    if (h->as_is && s->server)
+        /* The server took a name pgwharf expected it to refuse (its
+         * encoding changed on the way?): a statement there under the
+         * client's own name, which the next client must not meet. */
+        pgw_server_retire(s->server, "a statement under a client's own name");
     bool drop = h->kind == Q_SWALLOW;
     q_pop(s);
     return drop;

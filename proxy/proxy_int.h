@@ -589,8 +589,9 @@ void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n);
  * client_encoding: 22021, not well-formed there (checked even when nothing
  * is converted), or 22P05, a character the database's encoding lacks?  It
  * reads a Parse's, Bind's, Describe's or Close's names first, and refuses
- * the message.  false where pgwharf cannot tell (an encoding it has no
- * converter for; a SQL_ASCII database). */
+ * the message.  true only where pgwharf checks as PostgreSQL does (UTF-8
+ * from the client, or into a UTF8 database; LATIN1's range): such a
+ * message goes to the server as it is. */
 bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n);
 /* The key PostgreSQL files a prepared statement or portal under: its name
  * (n bytes, in s's client_encoding, as the message has it) converted to the

@@ -1753,6 +1753,11 @@ class TestNamesPostgresRefuses(pt.PgwharfTestCase):
                 [r.close_stmt(bad)],
                 [r.parse(b"l\xe9", "listen pgw_refused")],       # a LISTEN pgwharf keeps
                 [r.parse("good", "select 2"), r.bind("good"), r.execute()],
+                # Its first 63 bytes are a statement's name (PostgreSQL
+                # keeps no more), but PostgreSQL reads the whole name first.
+                [r.parse("a" * 63 + "b", "select 6")],
+                [r.bind(b"a" * 63 + b"\xff"), r.execute()],
+                [r.close_stmt(b"a" * 63 + b"\xff")],
                 [r.query("begin")],
                 [r.query("select 1/0")],
                 [r.parse(bad, "select 3")],                        # 22021 before 25P02
@@ -1762,7 +1767,27 @@ class TestNamesPostgresRefuses(pt.PgwharfTestCase):
                 [r.query("set client_encoding to 'LATIN1'")],      # converted: a good name
                 [r.parse(bad, "select 5"), r.bind(bad), r.execute(), r.close_stmt(bad)],
                 [r.bind("good"), r.execute()])
-        self.compare(steps, ["22021"] * 5 + ["22012", "22021", "22021"])
+        self.compare(steps, ["22021"] * 7 + ["22012", "22021", "22021"])
+
+    def test_a_name_taken_after_all_stays_with_no_other_client(self):
+        # A SET client_encoding sent ahead of the Parse, its answer not in
+        # yet: the name is checked in the old encoding (UTF-8, where it is
+        # not well-formed) and goes as it is; the server, in LATIN1 by
+        # then, takes it.  That server must not reach another client with
+        # the statement (pg_prepared_statements would show its text).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        a.send(a.query("set client_encoding to 'LATIN1'"), a.parse(b"s\xe9", "select 'secret'"),
+               a.sync())
+        self.assertEqual(types(a.until_ready()), "CSZ")     # its ParameterStatus
+        self.assertEqual(types(a.until_ready()), "1Z")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        b.send(b.query("select count(*) from pg_prepared_statements where name !~ '^PGW_'"))
+        got = b.until_ready()
+        self.assertEqual([m for t, m in got if t == b"D"], [b"\x00\x01\x00\x00\x00\x010"], got)
+        a.close()
+        b.close()
 
     def test_a_character_a_latin1_database_lacks(self):
         db = "pgw_ps_latin1"
