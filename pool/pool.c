@@ -269,8 +269,9 @@ struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_poo
      * behind this one.  None over a lowered limit (pick says why). */
     if (pool->paused || pool->orphan || pool->set->destroying ||
         pgw_list_empty(&pool->waiters) || srv->state != PGW_SRV_ACTIVE ||
-        !pipeline_full(pool) || pool->n_waiters <= pool->n_connecting + pool->n_resetting ||
-        closes_at_release(srv, pool_now(pool)) || pgw_pool_over_limit(pool))
+        pool->n_waiters <= pool->n_connecting + pool->n_resetting ||
+        closes_at_release(srv, pool_now(pool)) || !pipeline_full(pool) ||
+        pgw_pool_over_limit(pool))
         return NULL;
     struct pgw_pool_waiter *w =
         pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
@@ -290,8 +291,8 @@ struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
     /* Only when a client would otherwise wait: a free server or room to
      * grow serves it sooner.  Not past clients already waiting: they are
      * queued first, in order (pgw_pool_pipeline_waiter). */
-    if (pool->paused || pool->orphan || !pipeline_full(pool) || pool->set->destroying ||
-        !pgw_list_empty(&pool->waiters))
+    if (pool->paused || pool->orphan || pool->set->destroying ||
+        !pgw_list_empty(&pool->waiters) || !pipeline_full(pool))
         return NULL;
     /* Over a limit a reload lowered (pool_size, max_db_connections,
      * max_user_connections), a server must come back to close: one
