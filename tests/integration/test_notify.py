@@ -157,8 +157,24 @@ class NotifyCase(pt.PgwharfTestCase):
         """sock runs a query, then hears a NOTIFY on chan: its LISTEN went
         to the hub (heard between transactions)."""
         self.assertEqual(hz.simple_query(sock, "select 1"), ([[b"1"]], []))
-        self.notify(chan, "heard")
-        self.assertEqual([x[1:] for x in read_notifications(sock, 1)], [(chan, "heard")])
+        self.hears(sock, chan, "heard")
+
+    def witness(self, chan):
+        """A client listening on chan through the hub: once it has a
+        notification, every other listener of the hub has it too."""
+        w = login(self, self.px)
+        self.listen(w, "listen " + chan)
+        return w
+
+    def hears(self, sock, chan, payload):
+        """sock hears a NOTIFY on chan: the hub listens on it for sock
+        (a witness's LISTEN, which the hub runs after the one sock's
+        statement asked for, has heard it first)."""
+        w = self.witness(chan)
+        self.notify(chan, payload)
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, payload)])
+        self.assertEqual([n[1:] for n in read_notifications(sock, 1)], [(chan, payload)])
+        w.close()
 
     def listen(self, sock, sql):
         sock.sendall(hz.query_msg(sql))
@@ -302,23 +318,6 @@ class TestInsideATransaction(NotifyCase):
         pt.wait_until(lambda: int(self.pg.psql(
             "select count(*) from pg_stat_activity where query = 'LISTEN \"%s\"' "
             "and state = 'idle'" % chan)) == 1, 20, what="the hub listening on " + chan)
-
-    def witness(self, chan):
-        """A client listening on chan through the hub: once it has a
-        notification, every other listener of the hub has it too."""
-        w = login(self, self.px)
-        self.listen(w, "listen " + chan)
-        return w
-
-    def hears(self, sock, chan, payload):
-        """sock hears a NOTIFY on chan: the hub listens on it for sock
-        (a witness's LISTEN, which the hub runs after the one sock's
-        statement asked for, has heard it first)."""
-        w = self.witness(chan)
-        self.notify(chan, payload)
-        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, payload)])
-        self.assertEqual([n[1:] for n in read_notifications(sock, 1)], [(chan, payload)])
-        w.close()
 
     def expect(self, sock, sql, tags, status):
         sock.sendall(hz.query_msg(sql))
@@ -669,8 +668,7 @@ class TestInsideATransaction(NotifyCase):
         self.expect(a, "listen pgw_cchain", ["LISTEN"], b"T")
         self.expect(a, "commit and chain", ["COMMIT"], b"T")
         self.expect(a, "rollback", ["ROLLBACK"], b"I")
-        self.notify("pgw_cchain", "c")
-        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_cchain", "c")])
+        self.hears(a, "pgw_cchain", "c")
 
     def test_rollback_to_savepoint(self):
         # ROLLBACK TO SAVEPOINT takes back what ran after the savepoint.
@@ -1692,7 +1690,7 @@ class TestHubServerLost(NotifyCase):
         console = self.console_conn(self.px)
         cur = console.cursor()
         cur.execute("PAUSE")            # returns once the servers are closed
-        self.assertEqual(self.listeners(), 0)
+        pt.wait_until(lambda: self.listeners() == 0, 20, what="the hub's backend gone")
         assert_ended(self, a, "08006", "(pool paused): " + LOST)
         cur.execute("RESUME")
         b = login(self, self.px)
@@ -2681,9 +2679,11 @@ class TestPoolOfOne(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(b, "listen pgw_two"), ([], []))
         self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
         self.assertEqual(hz.simple_query(a, "select 3"), ([[b"3"]], []))
-        self.assertEqual(int(self.pg.psql("select count(*) from pg_stat_activity where "
-                                          "query ilike 'listen%%' and datname = '%s'"
-                                          % self.pg.database)), 1)
+        # (b's own server, where its LISTEN ran, closed: its backend may
+        # still be leaving.)
+        pt.wait_until(lambda: int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query ilike 'listen%%' and "
+            "datname = '%s'" % self.pg.database)) == 1, 20, what="one listening backend")
 
     def test_an_unlisten_through_the_extended_protocol_makes_no_hub(self):
         # A prepared UNLISTEN answered by pgwharf made the pool's hub (to
