@@ -300,6 +300,16 @@ static void job_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct cancel_job *j = pgw_container_of(w, struct cancel_job, timer);
     (void)revents;
+    /* The query it was for is over (its ReadyForQuery relayed) or its
+     * client gone: sent now, it would land on the client's next query. */
+    struct pgw_session *s = j->sess;
+    if (!s || !s->server || s->server->id != j->srv_id || s->ready_count != j->ready_count) {
+        char t[32];
+        pgw_info("cancel_ignored", "client=%s %s reason=\"its query ended before the "
+                 "deferred cancel went out\"", j->from, job_target(j, t, sizeof(t)));
+        job_end(j, NULL);
+        return;
+    }
     int err = 0;
     if (!job_connect(j, &j->addr, j->addrlen, &err)) {
         job_fail_errno(j, "connect", err);
