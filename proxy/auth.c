@@ -81,6 +81,15 @@ void pgw_auth_state_free(struct pgw_auth_state *st)
     free(st);
 }
 
+void pgw_auth_session_closing(struct pgw_session *s)
+{
+    struct pgw_auth_state *st = s->auth_state;
+    if (st && st->peer) {
+        pgw_peer_cancel(st->peer);       /* its answer, should it come, is dropped */
+        st->peer = NULL;
+    }
+}
+
 static void release_state(struct pgw_session *s)
 {
     pgw_auth_state_free(s->auth_state);
@@ -519,6 +528,8 @@ static void peer_done(struct pgw_session *s, const char *name, const char *error
 {
     struct pgw_auth_state *st = s->auth_state;
     st->peer = NULL;
+    if (s->state == PGW_SS_CLOSING)
+        return;                          /* (pgw_auth_session_closing cancels it) */
     int ident_line;
     if (!name) {
         pgw_session_close(s, "28000", "could not look up local user ID %ld: %s",

@@ -370,6 +370,10 @@ const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf
 bool pgw_auth_md5_check(const char *user, const char *secret, const uint8_t salt[4],
                         const char *response);
 void pgw_auth_state_free(struct pgw_auth_state *st);
+/* s is closing: a login step still under way off the loop (the peer
+ * lookup) is cancelled, so that its answer never logs a closed session in
+ * (auth_query's waits end with s->ctx). */
+void pgw_auth_session_closing(struct pgw_session *s);
 
 /* peer.c: a unix-socket client's local user name (auth method peer),
  * looked up (getpwuid_r, NSS) on a thread, never on the loop.  done runs

@@ -962,6 +962,8 @@ bool pgw_session_logged_in(const struct pgw_session *s)
  * parameters (or enter the admin console). */
 void pgw_session_login_done(struct pgw_session *s)
 {
+    if (s->state == PGW_SS_CLOSING)
+        return;               /* a login step answered after all: closed stays closed */
     const char *limit = client_limit_reached(s);
     if (limit) {
         pgw_session_close(s, "53300", "no more connections allowed (%s)", limit);
@@ -1099,6 +1101,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     pgw_cancel_unregister(px, s);
     if (s->ctx)
         pgw_ctx_cancel(s->ctx);
+    pgw_auth_session_closing(s);
     if (s->over_limit)
         px->nrejecting--;
     else

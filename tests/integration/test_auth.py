@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import unittest
 
+import pgw_hardening as hz
 import pgwharf_test as pt
 
 wait_until = pt.wait_until
@@ -851,6 +852,32 @@ class TestHba(AuthTestCase):
             self.release(fifo, gate)
         self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, me), app)
         self.assertEqual(px.stop(), 0, px.log_tail())
+
+    def test_a_peer_login_whose_client_left_stays_closed(self):
+        # The client leaves right after its StartupMessage: the lookup's
+        # answer came in the loop round that closed the session, before
+        # the session was freed, and logged it in anyway; its welcome's
+        # write failed and closed it a second time, so the count of
+        # clients (max_client_conn's) went down twice.
+        me = pwd.getpwuid(os.getuid()).pw_name
+        px = self.start_hba("local all all peer\n", admin_users=me, metrics_port="auto")
+
+        def startup():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect(os.path.join(px.dir, ".s.PGSQL.%d" % px.port))
+            params = b"user\0" + me.encode() + b"\0database\0pgbouncer\0\0"
+            s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+            return s
+
+        for _ in range(20):
+            startup().close()
+        pt.wait_until(lambda: px.log().count("event=disconnect client=unix ") >= 20, 30,
+                      what="the 20 clients gone")
+        held = startup()
+        self.assertEqual(hz.read_until_ready(held)[-1][0], b"Z")
+        self.assertEqual(px.metric("pgwharf_clients_total"), 1)
+        held.close()
 
     def test_peer_lookups_running_at_once_are_bounded(self):
         # NSS hangs and more peer logins come than lookups may run (8): the
