@@ -725,8 +725,9 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
 
 /* A client beyond max_client_conn (or the open-files cap): refused, as
  * PgBouncer does, unless it is for the admin console, which PgBouncer
- * lets in so that a full pooler can still be looked at and managed.  It
- * then counts as a client like any other.  False when it was closed. */
+ * lets in so that a full pooler can still be looked at and managed.  Once
+ * logged in it counts as a client like any other.  False when it was
+ * closed. */
 static bool take_over_limit(struct pgw_session *s)
 {
     struct pgw_proxy *px = s->px;
@@ -736,10 +737,7 @@ static bool take_over_limit(struct pgw_session *s)
                                                                     : "max_client_conn");
         return false;
     }
-    s->over_limit = false;
-    px->nrejecting--;
-    px->nclients++;
-    return true;
+    return true;      /* counted past the cap until logged in (pgw_session_login_done) */
 }
 
 static void handle_startup(struct pgw_session *s)
@@ -964,6 +962,14 @@ void pgw_session_login_done(struct pgw_session *s)
 {
     if (s->state == PGW_SS_CLOSING)
         return;               /* a login step answered after all: closed stays closed */
+    if (s->over_limit) {
+        /* A console login past the cap (take_over_limit): a client from
+         * now on.  Until here it counted among the few let in past the
+         * cap, so that unauthenticated ones cannot pile up there. */
+        s->over_limit = false;
+        s->px->nrejecting--;
+        s->px->nclients++;
+    }
     const char *limit = client_limit_reached(s);
     if (limit) {
         pgw_session_close(s, "53300", "no more connections allowed (%s)", limit);

@@ -762,6 +762,48 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         held.pop().close()
         pt.wait_until(lambda: hold(), what="the slot free again")
 
+    def test_console_logins_past_the_cap_count_as_such_until_logged_in(self):
+        # A StartupMessage for the console beyond max_client_conn made its
+        # session a client at once, before any password: the few let in
+        # past the cap never filled, and connections that only named the
+        # console (held until client_login_timeout) could pile up past
+        # max_client_conn and the open-files budget.
+        px = self.start_pgwharf(settings={"max_client_conn": 1, "tcp_defer_accept": 0})
+        held = []
+        self.addCleanup(lambda: [c.close() for c in held])
+
+        def hold():                  # the start-up probe may still hold the slot
+            try:
+                held.append(connect(px))
+                return True
+            except psycopg2.OperationalError:
+                return False
+        pt.wait_until(hold, what="a client in the only slot")
+
+        def console_startup():
+            s = socket.create_connection((px.host, px.port), timeout=30)
+            held.append(s)
+            params = b"user\0%s\0database\0pgbouncer\0\0" % self.pg.user.encode()
+            s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+            return s
+        for _ in range(64):          # PGW_OVERFLOW_SESSIONS
+            self.assertEqual(console_startup().recv(1), b"R")   # its password request
+        data, closed = hz.read_until_closed(console_startup(), 30)
+        self.assertTrue(closed)
+        self.assertIn(b"C53300", data)
+        self.assertIn(b"no more connections allowed (max_client_conn)", data)
+        for s in held[1:]:
+            s.close()
+        del held[1:]
+        # Logged in, the console is a client as before.
+        console = self.console_conn(px)
+
+        def used():
+            names, rows = pt.show_table(console, "LISTS")
+            return {r[names[0]]: r[names[1]] for r in rows}["used_clients"]
+        pt.wait_until(lambda: used() == 2, what="the client and the console")
+        console.close()
+
     def test_statement_mode_refuses_transactions(self):
         px = self.start_pgwharf(settings={"pool_mode": "statement", "default_pool_size": 2})
         conn = connect(px)
