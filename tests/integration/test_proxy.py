@@ -732,11 +732,10 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
             a.close()
             b.close()
 
-    def test_the_console_is_reachable_when_full(self):
-        # As PgBouncer ("dont limit admin db"): beyond max_client_conn a
-        # client of a pool gets 53300, but the admin console still lets an
-        # admin in, so a full pooler can be looked at (SHOW CLIENTS) and
-        # managed.  It was refused like any other.
+    def full(self):
+        """pgwharf with max_client_conn 1, and a client in that slot:
+        (px, the list of connections closed at cleanup, hold: a function
+        that tries to take the slot again)."""
         px = self.start_pgwharf(settings={"max_client_conn": 1, "tcp_defer_accept": 0})
         held = []
         self.addCleanup(lambda: [c.close() for c in held])
@@ -748,6 +747,14 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
             except psycopg2.OperationalError:
                 return False
         pt.wait_until(hold, what="a client in the only slot")
+        return px, held, hold
+
+    def test_the_console_is_reachable_when_full(self):
+        # As PgBouncer ("dont limit admin db"): beyond max_client_conn a
+        # client of a pool gets 53300, but the admin console still lets an
+        # admin in, so a full pooler can be looked at (SHOW CLIENTS) and
+        # managed.  It was refused like any other.
+        px, held, hold = self.full()
         with self.assertRaises(psycopg2.OperationalError) as cm:
             connect(px)
         self.assertIn("no more connections allowed (max_client_conn)", str(cm.exception))
@@ -768,17 +775,7 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         # past the cap never filled, and connections that only named the
         # console (held until client_login_timeout) could pile up past
         # max_client_conn and the open-files budget.
-        px = self.start_pgwharf(settings={"max_client_conn": 1, "tcp_defer_accept": 0})
-        held = []
-        self.addCleanup(lambda: [c.close() for c in held])
-
-        def hold():                  # the start-up probe may still hold the slot
-            try:
-                held.append(connect(px))
-                return True
-            except psycopg2.OperationalError:
-                return False
-        pt.wait_until(hold, what="a client in the only slot")
+        px, held, _ = self.full()
 
         def console_startup():
             s = socket.create_connection((px.host, px.port), timeout=30)
