@@ -508,6 +508,27 @@ class TestMd5AndPlain(AuthTestCase):
                 self.assertEqual(wrong.replace(user, "U"), unknown.replace("ghost", "U"))
                 px.stop()
 
+    def test_plain_spends_no_long_time_on_a_costly_verifier(self):
+        # A cleartext password is checked against a SCRAM verifier on the
+        # loop, at the verifier's iteration count: a role that set its own
+        # pre-hashed password with 2^31 of them froze pgwharf for minutes
+        # per login.  Over 100 000 the verifier is not used.
+        user, pw = self.app()
+
+        def verifier(iterations, salt=b"pgwharf-salt-16b"):
+            salted = hashlib.pbkdf2_hmac("sha256", pw.encode(), salt, iterations)
+            client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+            server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+            b64 = lambda b: base64.b64encode(b).decode()
+            return "SCRAM-SHA-256$%d:%s$%s:%s" % (
+                iterations, b64(salt), b64(hashlib.sha256(client_key).digest()), b64(server_key))
+        px = self.start("plain", {user: verifier(100001)}, databases=self.app_databases())
+        self.assertIn("password authentication failed", self.psql_error(px, user, pw))
+        px.wait_for_log(r"event=auth_verifier_refused user=%s iterations=100001 " % user)
+        px.stop()
+        px = self.start("plain", {user: verifier(100000)}, databases=self.app_databases())
+        self.assertEqual(self.via_psql(px, user, pw), user)
+
     def test_plain_refuses_the_stored_md5_hash_as_password(self):
         # Whoever has the auth_file's md5 secret (or pg_shadow) must not log
         # in with it where the password itself is asked for.
