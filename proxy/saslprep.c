@@ -125,6 +125,55 @@ static uint32_t compose(uint32_t a, uint32_t b)
     return 0;
 }
 
+struct mark {
+    uint32_t c;
+    size_t pos;
+    uint8_t k;
+};
+
+static int mark_cmp(const void *a, const void *b)
+{
+    const struct mark *x = a, *y = b;
+    if (x->k != y->k)
+        return x->k < y->k ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* Canonical ordering: each run of marks (class not 0) sorted by class,
+ * keeping the order of equal classes.  A sort by (class, position) rather
+ * than PostgreSQL's swap-and-backtrack: a password of thousands of marks
+ * would cost n^2 class look-ups on the loop.  false: no memory. */
+static bool reorder(uint32_t *d, size_t len)
+{
+    struct mark *m = NULL;
+    for (size_t i = 0; i < len;) {
+        uint8_t k = ccc_of(d[i]);
+        if (k == 0) {
+            i++;
+            continue;
+        }
+        size_t start = i, n = 0;
+        if (!m && !(m = malloc(len * sizeof(*m))))
+            return false;
+        do {
+            m[n] = (struct mark){.c = d[i], .pos = n, .k = k};
+            n++;
+            if (++i == len)
+                break;
+            k = ccc_of(d[i]);
+        } while (k != 0);
+        if (n > 1) {
+            qsort(m, n, sizeof(*m), mark_cmp);
+            for (size_t j = 0; j < n; j++)
+                d[start + j] = m[j].c;
+        }
+        /* d[i], if any, is a starter: skip it without a second look-up */
+        i++;
+    }
+    free(m);
+    return true;
+}
+
 /* NFKC of s[0..n) into a new array; *outn its length.  NULL: no memory. */
 static uint32_t *nfkc(const uint32_t *s, size_t n, size_t *outn)
 {
@@ -137,18 +186,9 @@ static uint32_t *nfkc(const uint32_t *s, size_t n, size_t *outn)
     len = 0;
     for (size_t i = 0; i < n; i++)
         len += decompose(s[i], d + len);
-    /* canonical ordering: a stable sort by class of each run of marks */
-    for (size_t i = 1; i < len; i++) {
-        uint32_t c = d[i];
-        uint8_t k = ccc_of(c);
-        if (k == 0)
-            continue;
-        size_t j = i;
-        while (j > 0 && ccc_of(d[j - 1]) > k) {
-            d[j] = d[j - 1];
-            j--;
-        }
-        d[j] = c;
+    if (!reorder(d, len)) {
+        free(d);
+        return NULL;
     }
     /* canonical composition: a mark joins the last starter unless blocked
      * (a character between of class 0 or of a class not below its own) */

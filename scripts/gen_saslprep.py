@@ -11,7 +11,8 @@ them:
     scripts/gen_saslprep.py --check BINARY [N]
         compare BINARY (tests/saslprep_filter.c: hex lines in, "rc hex" lines
         out) with a Python reference of PostgreSQL's pg_saslprep over N
-        random strings (default 20000) and every assigned character alone
+        random strings (default 20000), long runs of combining marks and
+        every assigned character alone
 
 Decompositions and combining classes are those of the characters assigned
 in Unicode 3.2 as ucd_3_2_0.decomposition()/combining() give them, which
@@ -283,6 +284,10 @@ def random_inputs(n, seed):
                 if 0xD800 <= c <= 0xDFFF:
                     c = 0xE9
                 s.append(c)
+        yield "".join(chr(c) for c in s).encode("utf-8")
+    for _ in range(n // 50):             # long runs of marks (the ordering sorts them)
+        s = [rnd.choice(interesting) if rnd.random() < 0.05 else rnd.choice(marks)
+             for _ in range(rnd.randint(16, 400))]
         yield "".join(chr(c) for c in s).encode("utf-8")
     for c in range(0x80, MAXCP + 1):     # every assigned character, alone and after "a"
         if assigned(c) and not (0xD800 <= c <= 0xDFFF):
