@@ -217,6 +217,7 @@ struct pgw_config {
     int max_user_client_connections;    /* clients per user; 0 = unlimited */
     int max_prepared_statements;    /* 200; 0 = pass-through */
     int scram_iterations;           /* 4096: verifiers made from plaintext secrets */
+    char *scram_salt_key_file;      /* key of the salts of users without a verifier */
     int max_packet_size;            /* largest protocol message relayed, either way */
     bool log_stats;                 /* true: the event=stats line every stats_period */
 

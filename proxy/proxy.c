@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "common/clock.h"
@@ -260,6 +261,25 @@ static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
     return rc;
 }
 
+/* scram_salt_key_file into key (*have false without one).  -1: errbuf says
+ * why, at the key's file:line. */
+static int load_salt_key(const struct pgw_config *cfg, uint8_t key[PGW_SCRAM_KEY_LEN], bool *have,
+                         char *errbuf, size_t errlen)
+{
+    char err[300], where[1100];
+    *have = false;
+    if (!*cfg->scram_salt_key_file)
+        return 0;
+    if (pgw_scram_salt_key_load(cfg->scram_salt_key_file, key, err, sizeof(err)) < 0) {
+        snprintf(errbuf, errlen, "%s: scram_salt_key_file \"%s\": %s",
+                 pgw_conf_where(cfg, "scram_salt_key_file", where, sizeof(where)),
+                 cfg->scram_salt_key_file, err);
+        return -1;
+    }
+    *have = true;
+    return 0;
+}
+
 static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, stats_timer);
@@ -393,6 +413,18 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    uint8_t salt_key[PGW_SCRAM_KEY_LEN];
+    bool keyed;
+    if (load_salt_key(cfg, salt_key, &keyed, errbuf, errlen) < 0)
+        goto fail;
+    if (keyed) {
+        pgw_scram_cache_salt_key(px->scram_cache, salt_key);
+        OPENSSL_cleanse(salt_key, sizeof(salt_key));
+    } else if (cfg->so_reuseport) {
+        pgw_warn("config", "key=scram_salt_key_file reason=\"so_reuseport without it: each process "
+                 "shows an unknown user a salt of its own, which tells real users from unknown "
+                 "ones\"");
+    }
     if (pgw_cancel_init(px) < 0) {
         snprintf(errbuf, errlen, "out of memory for cancel forwarding");
         goto fail;
@@ -421,6 +453,8 @@ struct reload_prep {
     struct pgw_hba *hba;
     struct ssl_ctx_st *tls;
     int log_fd;
+    bool keyed;                                 /* scram_salt_key_file */
+    uint8_t salt_key[PGW_SCRAM_KEY_LEN];
 };
 
 static void reload_discard(struct reload_prep *r)
@@ -430,6 +464,7 @@ static void reload_discard(struct reload_prep *r)
     pgw_tls_ctx_free(r->tls);
     if (r->log_fd > STDERR_FILENO)
         close(r->log_fd);
+    OPENSSL_cleanse(r->salt_key, sizeof(r->salt_key));
 }
 
 /* arg: the proxy.  -u wins over the file's user at every start: no change
@@ -468,6 +503,12 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
         load_hba_logged(cfg, &r->hba) < 0) {
         pgw_error("reload", "reason=\"cannot load auth_hba_file or auth_ident_file, keeping the "
                   "old config\"");
+        reload_discard(r);
+        return PGW_ECONFIG;
+    }
+    if (load_salt_key(cfg, r->salt_key, &r->keyed, err, sizeof(err)) < 0) {
+        pgw_error("reload", "reason=%s", pgw_log_quote(q, sizeof(q), err));
+        pgw_error("reload", "reason=\"cannot load scram_salt_key_file, keeping the old config\"");
         reload_discard(r);
         return PGW_ECONFIG;
     }
@@ -533,6 +574,8 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     pgw_listener_reconfigure(px);               /* tcp_keepalive */
     pgw_authquery_reload(px);                   /* auth_query: forget cached answers */
     pgw_scram_cache_clear(px->scram_cache);     /* auth_file, scram_iterations */
+    pgw_scram_cache_salt_key(px->scram_cache, r.keyed ? r.salt_key : NULL);
+    OPENSSL_cleanse(r.salt_key, sizeof(r.salt_key));
     /* Sessions re-resolve their db entry so the retired configs can go. */
     struct pgw_list *pos;
     for (pos = px->sessions.next; pos != &px->sessions; pos = pos->next) {
@@ -631,6 +674,11 @@ int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)
         tls_locate(cfg, "server", why, sizeof(why));
         fprintf(err, "%s\n", why), problems++;
     }
+    uint8_t key[PGW_SCRAM_KEY_LEN];
+    bool keyed;
+    if (load_salt_key(cfg, key, &keyed, why, sizeof(why)) < 0)
+        fprintf(err, "%s\n", why), problems++;
+    OPENSSL_cleanse(key, sizeof(key));
     return problems;
 }
 

@@ -2,8 +2,8 @@
  * scram.c - SCRAM-SHA-256 for client authentication (see scram.h): base64,
  * the key derivations, SASLprep, PostgreSQL's verifier format, and the
  * server's two-step state machine.  Owns nothing beyond the strings a
- * struct pgw_scram_server holds; the per-process key for mock salts is the
- * only static state.
+ * struct pgw_scram_server holds and the per-loop cache (made verifiers and
+ * the key user salts come from).  No static state.
  */
 #include "proxy/scram.h"
 
@@ -12,7 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <pthread.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,25 +243,42 @@ bool pgw_scram_verify_plain(const struct pgw_scram_secret *s, const char *passwo
 
 /* ---- salts for users without a usable verifier ---- */
 
-static uint8_t mock_key[32];
-static pthread_once_t mock_once = PTHREAD_ONCE_INIT;
+#define SALT_KEY_MIN 16          /* bytes a scram_salt_key_file must hold */
+#define SALT_KEY_MAX 4096
 
-static void mock_key_init(void)
+int pgw_scram_salt_key_load(const char *path, uint8_t key[PGW_SCRAM_KEY_LEN], char *err,
+                            size_t errlen)
 {
-    if (RAND_bytes(mock_key, sizeof(mock_key)) != 1)
-        memset(mock_key, 0x5a, sizeof(mock_key));   /* still deterministic per user */
+    uint8_t buf[SALT_KEY_MAX + 1];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open it: %s", strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    bool bad = ferror(f);
+    fclose(f);
+    int rc = -1;
+    if (bad)
+        snprintf(err, errlen, "cannot read it");
+    else if (n < SALT_KEY_MIN)
+        snprintf(err, errlen, "it holds %zu bytes, at least %d are needed "
+                 "(head -c 32 /dev/urandom makes one)", n, SALT_KEY_MIN);
+    else if (n > SALT_KEY_MAX)
+        snprintf(err, errlen, "it holds more than %d bytes", SALT_KEY_MAX);
+    else if (!hmac256(buf, n, "pgwharf scram salt", 18, key))
+        snprintf(err, errlen, "out of memory");
+    else
+        rc = 0;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rc;
 }
 
-/* A salt that depends only on the user name and this process: the same
- * answer every time, so probing cannot tell a mock from a real user. */
-static void user_salt(const char *username, uint8_t out[PGW_SCRAM_SALT_LEN])
-{
-    uint8_t h[PGW_SCRAM_KEY_LEN];
-    pthread_once(&mock_once, mock_key_init);
-    if (!hmac256(mock_key, sizeof(mock_key), username, strlen(username), h))
-        memset(h, 0, sizeof(h));
-    memcpy(out, h, PGW_SCRAM_SALT_LEN);
-}
+/* A salt that depends only on the user name and the cache's key: the same
+ * answer every time (and in every process given the same key), so probing
+ * cannot tell a mock from a real user.  No cache: a zero key (tests). */
+static void user_salt(const struct pgw_scram_cache *c, const char *username,
+                      uint8_t out[PGW_SCRAM_SALT_LEN]);
 
 /* ---- the server ---- */
 
@@ -283,11 +300,46 @@ struct scram_cache_slot {
 struct pgw_scram_cache {
     struct scram_cache_slot slot[SCRAM_CACHE_SLOTS];
     unsigned long hits, misses;
+    uint8_t salt_key[PGW_SCRAM_KEY_LEN];
+    bool keyed;                       /* salt_key from scram_salt_key_file */
 };
+
+static void user_salt(const struct pgw_scram_cache *c, const char *username,
+                      uint8_t out[PGW_SCRAM_SALT_LEN])
+{
+    static const uint8_t zero[PGW_SCRAM_KEY_LEN];
+    uint8_t h[PGW_SCRAM_KEY_LEN];
+    if (!hmac256(c ? c->salt_key : zero, PGW_SCRAM_KEY_LEN, username, strlen(username), h))
+        memset(h, 0, sizeof(h));
+    memcpy(out, h, PGW_SCRAM_SALT_LEN);
+}
 
 struct pgw_scram_cache *pgw_scram_cache_new(void)
 {
-    return calloc(1, sizeof(struct pgw_scram_cache));
+    struct pgw_scram_cache *c = calloc(1, sizeof(struct pgw_scram_cache));
+    if (c && RAND_bytes(c->salt_key, sizeof(c->salt_key)) != 1) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void pgw_scram_cache_salt_key(struct pgw_scram_cache *c, const uint8_t *key)
+{
+    uint8_t fresh[PGW_SCRAM_KEY_LEN];
+    if (!key) {
+        if (!c->keyed)
+            return;                   /* keep this process's own key */
+        if (RAND_bytes(fresh, sizeof(fresh)) != 1)
+            return;                   /* keep the file's: still stable */
+        key = fresh;
+    }
+    c->keyed = key != fresh;
+    if (CRYPTO_memcmp(c->salt_key, key, sizeof(c->salt_key)) != 0) {
+        memcpy(c->salt_key, key, sizeof(c->salt_key));
+        pgw_scram_cache_clear(c);     /* the verifiers made hold the old salts */
+    }
+    OPENSSL_cleanse(fresh, sizeof(fresh));
 }
 
 void pgw_scram_cache_clear(struct pgw_scram_cache *c)
@@ -298,7 +350,8 @@ void pgw_scram_cache_clear(struct pgw_scram_cache *c)
 
 void pgw_scram_cache_free(struct pgw_scram_cache *c)
 {
-    pgw_scram_cache_clear(c);
+    if (c)
+        OPENSSL_cleanse(c, sizeof(*c));
     free(c);
 }
 
@@ -359,7 +412,7 @@ int pgw_scram_server_start(struct pgw_scram_server *st, const char *secret, cons
     if (!username)
         username = "";
     uint8_t salt[PGW_SCRAM_SALT_LEN];
-    user_salt(username, salt);
+    user_salt(cache, username, salt);
     if (!secret) {
         st->doomed = true;
         snprintf(st->error, sizeof(st->error), "no such user");

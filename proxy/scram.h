@@ -30,9 +30,13 @@
  * SHA-256(ClientKey) must equal StoredKey (compared in constant time).
  *
  * An unknown user (secret NULL), or a secret SCRAM cannot use (an md5
- * hash), gets a mock exchange: a salt derived from the user name with a
- * per-process random key, so asking twice shows the same salt, and a
- * failure at the end that looks exactly like a wrong password.  A plaintext
+ * hash), gets a mock exchange: a salt derived from the user name with the
+ * cache's key, so asking twice shows the same salt, and a failure at the
+ * end that looks exactly like a wrong password.  The key is random per
+ * process unless scram_salt_key_file gives one: then restarts and the
+ * processes of a so_reuseport group show an unknown user one salt, as they
+ * show a real user's verifier's (PostgreSQL keys its mock salts with a
+ * nonce kept in pg_control, for the same reason).  A plaintext
  * secret is turned into a verifier on the fly (PBKDF2, 4096 iterations).
  */
 #ifndef PGW_PROXY_SCRAM_H
@@ -145,6 +149,15 @@ struct pgw_scram_cache;
 struct pgw_scram_cache *pgw_scram_cache_new(void);
 void pgw_scram_cache_clear(struct pgw_scram_cache *c);
 void pgw_scram_cache_free(struct pgw_scram_cache *c);
+/* The key the salts of users without a verifier come from (unknown users
+ * and plaintext secrets): key (PGW_SCRAM_KEY_LEN bytes), or NULL for a
+ * random one of this process's own (kept if it has one already).  A new
+ * key forgets the verifiers made. */
+void pgw_scram_cache_salt_key(struct pgw_scram_cache *c, const uint8_t *key);
+/* scram_salt_key_file: at least 16 bytes of anything (at most 4096), made
+ * into a key.  0, or -1 with why in err. */
+int pgw_scram_salt_key_load(const char *path, uint8_t key[PGW_SCRAM_KEY_LEN], char *err,
+                            size_t errlen);
 /* Lookups and verifiers made so far (tests, SHOW MEM-like counters). */
 void pgw_scram_cache_counts(const struct pgw_scram_cache *c, unsigned long *hits,
                             unsigned long *misses);

@@ -375,6 +375,64 @@ class TestScram(AuthTestCase):
         self.assertNotEqual(salt("ghost"), salt("ghost2"))
         self.assertEqual(salt(user), salt(user))     # plaintext: per-user salt too
 
+    def test_salt_key_file(self):
+        # A verifier's salt is the same in every pgwharf process; an unknown
+        # user's came from a key each process drew for itself, so two
+        # processes (a so_reuseport group, or one before and after a
+        # restart) told real users from unknown ones.  The same
+        # scram_salt_key_file gives them one salt; another file, another.
+        user, pw = self.app()
+        users = {user: self.pg_verifier(user)}
+        tmp = tempfile.mkdtemp(prefix="pgwharf-saltkey-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        keys = []
+        for i in range(2):
+            keys.append(os.path.join(tmp, "key%d" % i))
+            with open(keys[i], "wb") as f:
+                f.write(os.urandom(32))
+
+        def salt(px, who):
+            first = self.raw_scram(px, who, "x")["server_first"]
+            return dict(kv.split("=", 1) for kv in first.split(","))["s"]
+        plain = [self.start("scram-sha-256", users) for _ in range(2)]
+        self.assertEqual(salt(plain[0], user), salt(plain[1], user))
+        self.assertNotEqual(salt(plain[0], "ghost"), salt(plain[1], "ghost"))
+        keyed = [self.start("scram-sha-256", users, scram_salt_key_file=keys[0])
+                 for _ in range(2)]
+        self.assertEqual(salt(keyed[0], "ghost"), salt(keyed[1], "ghost"))
+        self.assertNotEqual(salt(keyed[0], "ghost"), salt(keyed[0], "ghost2"))
+        before = salt(keyed[0], "ghost")
+        keyed[1].settings["scram_salt_key_file"] = keys[1]
+        keyed[1].reload()
+        pt.wait_until(lambda: salt(keyed[1], "ghost") != before, what="the reload")
+        self.assertEqual(salt(keyed[1], user), salt(keyed[0], user))
+
+    def test_salt_key_file_errors(self):
+        tmp = tempfile.mkdtemp(prefix="pgwharf-saltkey-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        short = os.path.join(tmp, "short")
+        with open(short, "wb") as f:
+            f.write(b"0123456789")
+        for path, why in ((os.path.join(tmp, "none"), "cannot open it: No such file"),
+                          (short, "it holds 10 bytes, at least 16 are needed")):
+            px = self.start_pgwharf(start=False, settings={"scram_salt_key_file": path})
+            px.start(wait=False)
+            pt.wait_until(lambda: not px.alive(), what="pgwharf exiting")
+            self.assertNotEqual(px.proc.returncode, 0)
+            self.assertRegex(px.log(), r':\d+: scram_salt_key_file "%s": %s' % (
+                re.escape(path), why))
+        # a reload to a bad file keeps the running key
+        good = os.path.join(tmp, "good")
+        with open(good, "wb") as f:
+            f.write(os.urandom(32))
+        px = self.start("scram-sha-256", {}, scram_salt_key_file=good)
+        first = self.raw_scram(px, "ghost", "x")["server_first"]
+        px.settings["scram_salt_key_file"] = short
+        px.reload()
+        px.wait_for_log("cannot load scram_salt_key_file, keeping the old config")
+        self.assertEqual(self.raw_scram(px, "ghost", "x")["server_first"].split(",")[1:],
+                         first.split(",")[1:])
+
     def test_plaintext_secret_with_a_combining_accent(self):
         # libpq SASLpreps the password before SCRAM (NFKC: "e" + U+0301 is
         # U+00E9), as PostgreSQL does when it makes a verifier.  pgwharf

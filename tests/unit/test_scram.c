@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <openssl/evp.h>
@@ -201,6 +202,72 @@ static void test_made_verifier_cache(void **state)
     cached_exchange(c, "pw2", "pw2", 5000, 0, 3, 4);
     pgw_scram_cache_free(c);
     pgw_scram_cache_free(NULL);
+}
+
+/* The salt an exchange through cache c shows user (unknown when secret is
+ * NULL). */
+static void salt_of(struct pgw_scram_cache *c, const char *secret, const char *user, char *out,
+                    size_t size)
+{
+    struct pgw_scram_server st;
+    char sf[512];
+    exchange_with(secret, user, "x", &st, 4096, c, sf, sizeof(sf));
+    pgw_scram_server_deinit(&st);
+    const char *s = strstr(sf, ",s=");
+    assert_non_null(s);
+    snprintf(out, size, "%.*s", (int)strcspn(s + 3, ","), s + 3);
+}
+
+/* Without scram_salt_key_file each cache (process) has a random key of its
+ * own; with one, two caches (processes, or one before and after a
+ * restart) show an unknown user the same salt, as a verifier's stays. */
+static void test_salt_key(void **state)
+{
+    (void)state;
+    struct pgw_scram_cache *a = pgw_scram_cache_new(), *b = pgw_scram_cache_new();
+    char sa[64], sb[64], sp[64];
+    salt_of(a, NULL, "ghost", sa, sizeof(sa));
+    salt_of(b, NULL, "ghost", sb, sizeof(sb));
+    assert_string_not_equal(sa, sb);
+    pgw_scram_cache_salt_key(a, NULL);                  /* no file: keeps its own */
+    salt_of(a, NULL, "ghost", sp, sizeof(sp));
+    assert_string_equal(sa, sp);
+
+    char path[] = "/tmp/pgw-test-saltkey-XXXXXX", err[300];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("0123456789abcdef0123456789abcdef", f);
+    fclose(f);
+    uint8_t key[PGW_SCRAM_KEY_LEN], again[PGW_SCRAM_KEY_LEN];
+    assert_int_equal(pgw_scram_salt_key_load(path, key, err, sizeof(err)), 0);
+    assert_int_equal(pgw_scram_salt_key_load(path, again, err, sizeof(err)), 0);
+    assert_memory_equal(key, again, sizeof(key));
+    cached_exchange(a, "pw", "pw", 4096, 0, 0, 1);      /* a verifier made with a's salt */
+    pgw_scram_cache_salt_key(a, key);
+    pgw_scram_cache_salt_key(b, key);
+    salt_of(a, NULL, "ghost", sa, sizeof(sa));
+    salt_of(b, NULL, "ghost", sb, sizeof(sb));
+    assert_string_equal(sa, sb);
+    salt_of(a, "pw", "ghost", sp, sizeof(sp));          /* plaintext: the same salt */
+    assert_string_equal(sa, sp);
+    salt_of(a, NULL, "ghost2", sp, sizeof(sp));
+    assert_string_not_equal(sa, sp);
+    cached_exchange(a, "pw", "pw", 4096, 0, 0, 3);      /* made again under the new key */
+    pgw_scram_cache_salt_key(a, NULL);                  /* the file is gone: a random key */
+    salt_of(a, NULL, "ghost", sp, sizeof(sp));
+    assert_string_not_equal(sa, sp);
+
+    f = fopen(path, "w");                               /* too short */
+    fputs("short", f);
+    fclose(f);
+    assert_int_equal(pgw_scram_salt_key_load(path, key, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "holds 5 bytes, at least 16"));
+    unlink(path);
+    assert_int_equal(pgw_scram_salt_key_load(path, key, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "No such file"));
+    pgw_scram_cache_free(a);
+    pgw_scram_cache_free(b);
 }
 
 /* ---- the exchange ---- */
@@ -858,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_secret_parse_errors),
         cmocka_unit_test(test_saslprep),
         cmocka_unit_test(test_made_verifier_cache),
+        cmocka_unit_test(test_salt_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
