@@ -603,7 +603,7 @@ static bool key_from_utf8(const struct pgw_session *s, const char *name, size_t 
     return true;
 }
 
-/* name refused (pgw_notify_name_refused); whole false: name is the head of
+/* name refused (pgw_notify_stmt_key_of's -1); whole false: name is the head of
  * a longer one, its last character maybe cut (left out here). */
 static bool name_refused(const struct pgw_session *s, const char *name, size_t n, bool whole)
 {
@@ -644,16 +644,17 @@ static bool name_refused(const struct pgw_session *s, const char *name, size_t n
     return false;
 }
 
-bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n)
-{
-    return name_refused(s, name, n, true);
-}
-
 bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
                          char key[NOTIFY_STMT_NAME_MAX + 1])
 {
+    return pgw_notify_stmt_key_of(s, name, n, whole, key) > 0;
+}
+
+int pgw_notify_stmt_key_of(const struct pgw_session *s, const char *name, size_t n, bool whole,
+                           char key[NOTIFY_STMT_NAME_MAX + 1])
+{
     if (name_refused(s, name, n, whole))
-        return false;
+        return -1;
     const char *cenc = client_enc(s), *denc = db_enc(s);
     enum enc_kind ck = enc_kind(cenc), dk = enc_kind(denc);
     /* PostgreSQL converts nothing when either side is SQL_ASCII or both
@@ -663,7 +664,7 @@ bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n
         size_t k = n < NOTIFY_STMT_NAME_MAX ? n : NOTIFY_STMT_NAME_MAX;
         memcpy(key, name, k);
         key[k] = '\0';
-        return true;
+        return 1;
     }
     if (ck == ENC_UTF8)
         return key_from_utf8(s, name, n, key);

@@ -128,7 +128,7 @@ struct qent {
     bool had;                    /* a Parse the server refuses (parse_refused):
                                   * its statement there stays */
     bool as_is;                  /* a client's named Parse sent unrenamed, for the
-                                  * server to refuse (pgw_notify_name_refused) */
+                                  * server to refuse (pgw_notify_stmt_key_of) */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
                                   * request, itself included if a Query */
     bool learn;                  /* the Describe learning stmt (ps_stmt.described) */
@@ -300,10 +300,14 @@ typedef char ps_key[PGW_NOTIFY_STMT_NAME_MAX + 1];
  * the database's encoding, then its first 63 bytes (names equal there are
  * one statement).  One pgwharf cannot convert (iconv's tables are not all
  * PostgreSQL's; MULE_INTERNAL) is keyed by its own first 63 bytes; one
- * PostgreSQL refuses goes to the server as it is (on_parse, on_named). */
+ * PostgreSQL refuses goes to the server as it is (on_parse, on_named):
+ * NULL. */
 static const char *name_key(const struct pgw_session *s, const char *name, ps_key key)
 {
-    if (!pgw_notify_stmt_key(s, name, strlen(name), true, key))
+    int rc = pgw_notify_stmt_key_of(s, name, strlen(name), true, key);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0)
         snprintf(key, sizeof(ps_key), "%s", name);
     return key;
 }
@@ -579,8 +583,8 @@ struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, cons
                                    const char **server_name)
 {
     ps_key key;
-    struct ps_client_name *cn = pgw_notify_name_refused(s, name, strlen(name))
-                                    ? NULL : client_find(s, name_key(s, name, key));
+    const char *key_name = name_key(s, name, key);
+    struct ps_client_name *cn = key_name ? client_find(s, key_name) : NULL;
     if (!cn)
         return NULL;
     /* The Parse body: pgwharf's name, then the text (NUL-terminated). */
@@ -1111,14 +1115,14 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     /* The unnamed statement is the server's own; so is a name PostgreSQL
      * refuses as text in the client's encoding before it reads the rest
      * (22021, 22P05): sent as it is, for the server to say so. */
-    if (!*name || pgw_notify_name_refused(s, name, (size_t)(ne - body))) {
+    ps_key nkey;
+    const char *key_name = *name ? name_key(s, name, nkey) : NULL;
+    if (!key_name) {
         if (q_push(s, Q_PASS, PGW_FE_PARSE, NULL))
             q_tail(s)->as_is = *name != '\0';
         return PGW_PS_FORWARD;
     }
     struct ps_registry *reg = reg_of(s);
-    ps_key nkey;
-    const char *key_name = name_key(s, name, nkey);
     if (name_unsettled(s, key_name, NULL))
         return PGW_PS_WAIT;
     if (client_find(s, key_name)) {
@@ -1276,12 +1280,12 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     if (name_off >= blen || !memchr(body + name_off, 0, blen - name_off))
         goto bad;
     const char *name = (const char *)body + name_off;
-    if (!*name || pgw_notify_name_refused(s, name, strlen(name))) {
+    ps_key nkey;
+    const char *key_name = *name ? name_key(s, name, nkey) : NULL;
+    if (!key_name) {
         q_push(s, Q_PASS, type, NULL);   /* the server's, or its 22021/22P05 (on_parse) */
         return PGW_PS_FORWARD;
     }
-    ps_key nkey;
-    const char *key_name = name_key(s, name, nkey);
     struct ps_client_name *cn = client_find(s, key_name);
     if (name_unsettled(s, key_name, cn ? cn->stmt : NULL))
         return PGW_PS_WAIT;

@@ -589,14 +589,6 @@ void pgw_notify_discard(struct pgw_session *s);
 #define PGW_NOTIFY_STMT_NAME_READ (4 * PGW_NOTIFY_STMT_NAME_MAX)
 #define PGW_NOTIFY_CLOSE_MAX (PGW_MSG_HDR + 1 + PGW_NOTIFY_STMT_NAME_READ)
 void pgw_notify_close(struct pgw_session *s, const uint8_t *msg, uint32_t n);
-/* Does PostgreSQL refuse name (n bytes, name[n] a NUL) as text in s's
- * client_encoding: 22021, not well-formed there (checked even when nothing
- * is converted), or 22P05, a character the database's encoding lacks?  It
- * reads a Parse's, Bind's, Describe's or Close's names first, and refuses
- * the message.  true only where pgwharf checks as PostgreSQL does (UTF-8
- * from the client, or into a UTF8 database; LATIN1's range): such a
- * message goes to the server as it is. */
-bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size_t n);
 /* The key PostgreSQL files a prepared statement or portal under: its name
  * (n bytes, in s's client_encoding, as the message has it) converted to the
  * database's encoding (pq_getmsgstring), then its first
@@ -604,11 +596,21 @@ bool pgw_notify_name_refused(const struct pgw_session *s, const char *name, size
  * tables keep no more).  whole false: name is the head of a longer one, at
  * least PGW_NOTIFY_STMT_NAME_READ bytes, maybe cut inside a character.
  * false when it does not convert or is not well-formed: PostgreSQL
- * refuses the message (pgw_notify_name_refused; the server reports it),
- * or pgwharf cannot tell (MULE_INTERNAL).  In notify.c,
+ * refuses the message (the server reports it), or pgwharf cannot tell
+ * (MULE_INTERNAL).  In notify.c,
  * with the encodings it converts; prepared.c keys client names with it. */
 bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n, bool whole,
                          char key[PGW_NOTIFY_STMT_NAME_MAX + 1]);
+/* The same, telling why there is no key: 1 made; 0 pgwharf cannot tell;
+ * -1 PostgreSQL refuses the name as text in s's client_encoding: 22021,
+ * not well-formed there (checked even when nothing is converted), or
+ * 22P05, a character the database's encoding lacks.  It reads a Parse's,
+ * Bind's, Describe's or Close's names first, and refuses the message.  -1
+ * only where pgwharf checks as PostgreSQL does (UTF-8 from the client, or
+ * into a UTF8 database; LATIN1's range): such a message goes to the
+ * server as it is. */
+int pgw_notify_stmt_key_of(const struct pgw_session *s, const char *name, size_t n, bool whole,
+                           char key[PGW_NOTIFY_STMT_NAME_MAX + 1]);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 /* A Query (avail bytes of it here) of a client holding a server: a lone
  * SQL DEALLOCATE [PREPARE] of a prepared LISTEN or UNLISTEN it keeps (which
