@@ -233,14 +233,18 @@ static bool same_limit(const struct pgw_pool *a, const struct pgw_pool *b, bool 
 static bool limit_full(const struct pgw_pool *pool, bool by_db)
 {
     int limit = by_db ? pool->max_db_connections : pool->max_user_connections;
-    if (limit <= 0 || count_servers(pool, by_db) < limit)
+    if (limit <= 0)
         return false;
+    long long total = 0;                 /* one walk: count_servers and the idle look */
     for (const struct pgw_list *n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
         const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p != pool && p->n_idle > 0 && same_limit(p, pool, by_db))
+        if (!same_limit(p, pool, by_db))
+            continue;
+        if (p != pool && p->n_idle > 0)
             return false;
+        total += pgw_pool_total(p);
     }
-    return true;
+    return total >= limit;
 }
 
 /* The pool may not grow any more: its pool_size and reserve taken (queueing
