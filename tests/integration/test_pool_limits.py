@@ -536,13 +536,13 @@ class TestQueryWaitTimeoutOnline(PoolLimitsCase):
         self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
         self.assertIn("query_wait_timeout", str(bg.error))
 
-        con.cursor().execute("SET query_wait_timeout = '2s'")
+        con.cursor().execute("SET query_wait_timeout = '3s'")
         bg = Background(lambda: self.one(waiter, "select 'served'"))
         self.waiting(con, self.pg.database, self.pg.user)
         con.cursor().execute("SET query_wait_timeout = 0")
-        # past the 2 s it queued with (maxwait counts whole seconds)
-        wait_until(lambda: self.pool(con, self.pg.database, self.pg.user)["maxwait"] >= 3,
-                   timeout=20, what="a wait of three seconds")
+        # past the 3 s it queued with (maxwait counts whole seconds)
+        wait_until(lambda: self.pool(con, self.pg.database, self.pg.user)["maxwait"] >= 4,
+                   timeout=20, what="a wait of four seconds")
         self.assertTrue(bg.is_alive(), bg.error)
         holder.commit()
         bg.join(20)
@@ -812,11 +812,8 @@ class TestServerIdleTimeout(PoolLimitsCase):
         conns, pids = self.open_servers(px, 3)
         for c in conns:
             c.commit()
-        pool = wait_until(lambda: (lambda p: p if p["sv_active"] == 0 else None)(
-            self.pool(con, self.pg.database, self.pg.user)), what="the servers back")
-        self.assertEqual(pool["sv_idle"] + pool["sv_used"], 3)
-        self.assertEqual(sorted(pids), self.server_pids(con, database=self.pg.database))
-        # Two close; min_pool_size keeps one of them.
+        # (not checked back at three: on a slow host the first may have
+        # been idle a second by then) Two close; min_pool_size keeps one.
         wait_until(lambda: len(self.server_pids(con, database=self.pg.database)) == 1,
                    timeout=10, what="idle servers beyond min_pool_size to close")
         kept = self.server_pids(con, database=self.pg.database)[0]
