@@ -557,8 +557,9 @@ int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
              pgw_log_quote(q, sizeof(q), value));
     if (pgw_proxy_reload(px, cfg) < 0)
         return pgw_admin_error(out, "F0000", "SET failed: the new config does not load "
-                               "(auth_file, auth_hba_file, TLS files, logfile or "
-                               "metrics port), see the log");
+                               "(auth_file, auth_hba_file, TLS files, "
+                               "scram_salt_key_file, logfile or metrics port), see "
+                               "the log");
     char tag[300];
     snprintf(tag, sizeof(tag), "SET %.100s=%.150s", key, value);
     return done(out, tag);

@@ -416,6 +416,8 @@ static int run(const char *path, const struct options *o)
     } else if (changed > 0 && reopen_log(cfg->logfile, cfg->user, err, sizeof(err)) < 0) {
         pgw_conf_locate(cfg, "logfile", err, sizeof(err), NULL);
         status = 1;
+    } else if (changed > 0 && pgw_proxy_check_salt_key(cfg, err, sizeof(err)) < 0) {
+        status = 1;
     }
     /* As PgBouncer, written as the user pgwharf runs as (who removes it). */
     if (!status && cfg->pidfile && *cfg->pidfile) {

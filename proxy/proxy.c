@@ -410,7 +410,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     }
     px->scram_cache = pgw_scram_cache_new();     /* made SCRAM verifiers */
     if (!px->scram_cache) {
-        snprintf(errbuf, errlen, "out of memory");
+        snprintf(errbuf, errlen, "out of memory, or no random bytes from OpenSSL");
         goto fail;
     }
     uint8_t salt_key[PGW_SCRAM_KEY_LEN];
@@ -634,6 +634,19 @@ static int check_names(const struct pgw_config *cfg, FILE *err)
         fprintf(err, "%s: user \"%s\": no such user\n",
                 pgw_conf_where(cfg, "user", where, sizeof(where)), cfg->user), problems++;
     return problems;
+}
+
+int pgw_proxy_check_salt_key(const struct pgw_config *cfg, char *err, size_t errlen)
+{
+    uint8_t key[PGW_SCRAM_KEY_LEN];
+    bool keyed;
+    int rc = load_salt_key(cfg, key, &keyed, err, errlen);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (rc < 0) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (as user %s: every reload would fail)", cfg->user);
+    }
+    return rc;
 }
 
 int pgw_proxy_check_files(const struct pgw_config *cfg, FILE *err)

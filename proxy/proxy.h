@@ -28,6 +28,11 @@ enum pgw_shutdown_mode {
  * (cannot bind, unreadable auth_file, ...). */
 struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
                                    char *errbuf, size_t errlen);
+
+/* After the change to `user`: scram_salt_key_file is read again at every
+ * reload, now as that user.  0, or -1 with a file:line error in err. */
+int pgw_proxy_check_salt_key(const struct pgw_config *cfg, char *err, size_t errlen);
+
 /* What `pgwharf --check` adds to the config file's own checks: the files
  * it names (auth_file, auth_hba_file, TLS keys and certificates) load.
  * Prints each problem to err; returns the number of problems. */

@@ -3,7 +3,8 @@
  * the key derivations, SASLprep, PostgreSQL's verifier format, and the
  * server's two-step state machine.  Owns nothing beyond the strings a
  * struct pgw_scram_server holds and the per-loop cache (made verifiers and
- * the key user salts come from).  No static state.
+ * the key user salts come from).  The one static: a process key for the
+ * salts of exchanges run without a cache.
  */
 #include "proxy/scram.h"
 
@@ -13,6 +14,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,7 +278,8 @@ int pgw_scram_salt_key_load(const char *path, uint8_t key[PGW_SCRAM_KEY_LEN], ch
 
 /* A salt that depends only on the user name and the cache's key: the same
  * answer every time (and in every process given the same key), so probing
- * cannot tell a mock from a real user.  No cache: a zero key (tests). */
+ * cannot tell a mock from a real user.  No cache: a random key of the
+ * process's (never a known one: anyone could compute the salts). */
 static void user_salt(const struct pgw_scram_cache *c, const char *username,
                       uint8_t out[PGW_SCRAM_SALT_LEN]);
 
@@ -304,12 +307,22 @@ struct pgw_scram_cache {
     bool keyed;                       /* salt_key from scram_salt_key_file */
 };
 
+static uint8_t process_key[PGW_SCRAM_KEY_LEN];
+static pthread_once_t process_key_once = PTHREAD_ONCE_INIT;
+
+static void process_key_init(void)
+{
+    if (RAND_bytes(process_key, sizeof(process_key)) != 1)
+        memset(process_key, 0x5a, sizeof(process_key));   /* still stable per user */
+}
+
 static void user_salt(const struct pgw_scram_cache *c, const char *username,
                       uint8_t out[PGW_SCRAM_SALT_LEN])
 {
-    static const uint8_t zero[PGW_SCRAM_KEY_LEN];
     uint8_t h[PGW_SCRAM_KEY_LEN];
-    if (!hmac256(c ? c->salt_key : zero, PGW_SCRAM_KEY_LEN, username, strlen(username), h))
+    if (!c)
+        pthread_once(&process_key_once, process_key_init);
+    if (!hmac256(c ? c->salt_key : process_key, PGW_SCRAM_KEY_LEN, username, strlen(username), h))
         memset(h, 0, sizeof(h));
     memcpy(out, h, PGW_SCRAM_SALT_LEN);
 }
@@ -327,6 +340,8 @@ struct pgw_scram_cache *pgw_scram_cache_new(void)
 void pgw_scram_cache_salt_key(struct pgw_scram_cache *c, const uint8_t *key)
 {
     uint8_t fresh[PGW_SCRAM_KEY_LEN];
+    if (!c)
+        return;
     if (!key) {
         if (!c->keyed)
             return;                   /* keep this process's own key */

@@ -401,11 +401,24 @@ class TestScram(AuthTestCase):
                  for _ in range(2)]
         self.assertEqual(salt(keyed[0], "ghost"), salt(keyed[1], "ghost"))
         self.assertNotEqual(salt(keyed[0], "ghost"), salt(keyed[0], "ghost2"))
-        before = salt(keyed[0], "ghost")
-        keyed[1].settings["scram_salt_key_file"] = keys[1]
-        keyed[1].reload()
-        pt.wait_until(lambda: salt(keyed[1], "ghost") != before, what="the reload")
-        self.assertEqual(salt(keyed[1], user), salt(keyed[0], user))
+        # RELOAD to another file: the salts of a process started with it
+        other = self.start("scram-sha-256", users, scram_salt_key_file=keys[1])
+        want = salt(other, "ghost")
+        self.assertNotEqual(want, salt(keyed[0], "ghost"))
+        px = keyed[1]
+        px.settings["scram_salt_key_file"] = keys[1]
+        px.reload()
+        pt.wait_until(lambda: salt(px, "ghost") == want, what="the reload")
+        # the same file again: the same salts; no file: a key of its own
+        mark = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > mark, what="the reload")
+        self.assertEqual(salt(px, "ghost"), want)
+        del px.settings["scram_salt_key_file"]
+        px.reload()
+        pt.wait_until(lambda: salt(px, "ghost") != want, what="the reload")
+        self.assertEqual(salt(px, "ghost"), salt(px, "ghost"))
+        self.assertEqual(salt(px, user), salt(other, user))     # a verifier's: its own
 
     def test_salt_key_file_errors(self):
         tmp = tempfile.mkdtemp(prefix="pgwharf-saltkey-")

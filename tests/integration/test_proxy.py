@@ -2153,6 +2153,26 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         self.assertEqual(self.exits(px), 1, px.log())
         self.assertIn('user "postgres" cannot open it', px.log())
 
+    def test_user_must_read_the_salt_key_file(self):
+        # A scram_salt_key_file only root may read (it is a secret) was read
+        # at start, before the change to user, and then no reload could
+        # read it: every RELOAD and SIGHUP kept the old config.
+        px = self.prepared()
+        pw = self.as_user_dirs(px)
+        key = os.path.join(px.dir, "salt.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(key, 0o600)
+        px.settings["scram_salt_key_file"] = key
+        px.args = ["-u", "postgres"]
+        self.assertEqual(self.exits(px), 1, px.log())
+        self.assertRegex(px.log(), r':\d+: scram_salt_key_file "%s": cannot open it: '
+                         r'Permission denied \(as user postgres' % re.escape(key))
+        os.chown(key, pw.pw_uid, pw.pw_gid)
+        px.start()
+        px.admin("RELOAD")
+        self.assertEqual(px.psql("select 'served'"), "served")
+        self.assertNotIn("keeping the old config", px.log())
 
     def test_user_from_the_command_line_is_not_a_fixed_key_the_reload_changed(self):
         # -u wins over the file's user (as PgBouncer's) at every start;
