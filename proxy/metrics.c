@@ -342,18 +342,26 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* At the cap: close the oldest connection still waiting for its request
  * (m->conns is in accept order), so peers that connect and send nothing
- * cannot keep scrapes out.  false when every connection has its request. */
+ * cannot keep scrapes out; else the oldest whose reply is all sent
+ * (lingering); else the oldest reply under way: peers that ask and never
+ * read (10 s each) cannot either, and a new scrape always gets in.  false
+ * with no connection at all. */
 static bool make_room(struct pgw_metrics *m)
 {
+    struct mconn *pick[CONN_LINGER + 1] = { NULL };
     struct pgw_list *pos;
     for (pos = m->conns.next; pos != &m->conns; pos = pos->next) {
         struct mconn *c = pgw_container_of(pos, struct mconn, node);
-        if (c->phase == CONN_READ) {
-            conn_close(c);
-            return true;
-        }
+        if (!pick[c->phase])
+            pick[c->phase] = c;
     }
-    return false;
+    struct mconn *c = pick[CONN_READ]     ? pick[CONN_READ]
+                      : pick[CONN_LINGER] ? pick[CONN_LINGER]
+                                          : pick[CONN_WRITE];
+    if (!c)
+        return false;
+    conn_close(c);
+    return true;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -609,27 +617,27 @@ void pgw_metrics_ready(struct pgw_session *s, char status)
  * U+FFFD instead of making the whole scrape unparsable. */
 static void put_escaped(struct pgw_wbuf *b, const char *v, bool label)
 {
+    const char *run = v;                 /* bytes as they are, appended at once */
     for (; *v; v++) {
-        uint32_t cp;
-        size_t n = (unsigned char)*v < 0x80 ? 1 : pgw_utf8_decode((const unsigned char *)v, &cp);
-        if (n == 0) {
+        unsigned char ch = (unsigned char)*v;
+        if (ch >= 0x80) {
+            uint32_t cp;
+            size_t n = pgw_utf8_decode((const unsigned char *)v, &cp);
+            if (n > 0) {
+                v += n - 1;
+                continue;
+            }
+        } else if (ch != '\\' && ch != '\n' && !(ch == '"' && label)) {
+            continue;
+        }
+        pgw_wbuf_append(b, run, (size_t)(v - run));
+        run = v + 1;
+        if (ch >= 0x80)
             pgw_wbuf_append(b, "\xEF\xBF\xBD", 3);
-            continue;
-        }
-        if (n > 1) {
-            pgw_wbuf_append(b, v, n);
-            v += n - 1;
-            continue;
-        }
-        if (*v == '\\')
-            pgw_wbuf_append(b, "\\\\", 2);
-        else if (*v == '\n')
-            pgw_wbuf_append(b, "\\n", 2);
-        else if (*v == '"' && label)
-            pgw_wbuf_append(b, "\\\"", 2);
         else
-            pgw_wbuf_append(b, v, 1);
+            pgw_wbuf_append(b, ch == '\\' ? "\\\\" : ch == '\n' ? "\\n" : "\\\"", 2);
     }
+    pgw_wbuf_append(b, run, (size_t)(v - run));
 }
 
 static void family(struct pgw_wbuf *b, const char *name, const char *type, const char *help)

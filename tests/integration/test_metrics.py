@@ -332,6 +332,30 @@ class TestMetrics(pt.PgwharfTestCase):
             for s in idle:
                 s.close()
 
+    def test_requests_never_read_do_not_lock_out_scrapes(self):
+        # The 32 connections held by peers that send a request and never
+        # read the reply: only connections still waiting for a request made
+        # room, so each new scrape was closed unanswered while these held
+        # their slots (2 s after the reply, 10 s while it is written).  Now
+        # the oldest lingering one, else the oldest reply under way, makes
+        # room too.
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        held = []
+        try:
+            for _ in range(32):
+                s = socket.create_connection(("127.0.0.1", port))
+                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                held.append(s)
+            # every request answered (the reply waits, unread, in each socket)
+            wait_until(lambda: len(select.select(held, [], [], 0)[0]) == 32,
+                       what="pgwharf to answer the 32 requests")
+            for _ in range(3):
+                self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+        finally:
+            for s in held:
+                s.close()
+
     def test_bytes_after_the_request_do_not_stall_the_proxy(self):
         # After its reply a connection is drained until the client closes;
         # the drain read until EAGAIN, so a client streaming bytes kept
