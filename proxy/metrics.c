@@ -39,6 +39,12 @@
 #define METRICS_ACCEPTS_PER_CB 16
 #define METRICS_DRAIN_PER_CB (64 * 1024)      /* lingering: bytes read per callback */
 #define METRICS_DRAIN_MAX (1024 * 1024)       /* ... and in all, then close */
+/* A scrape within this many times the last render's cost of its end gets
+ * that render again, when it cost more than METRICS_RENDER_CHEAP: rendering
+ * (tens of ms with thousands of pools) takes at most about a fifth of the
+ * loop however fast peers ask.  A cheap one is made afresh every time. */
+#define METRICS_RENDER_SPACING 4.0
+#define METRICS_RENDER_CHEAP 0.002
 
 /* ---- histograms ---- */
 
@@ -98,6 +104,8 @@ struct pgw_metrics {
     struct pgw_list conns, dead;
     int nconns;
     ev_check reaper;
+    struct pgw_wbuf body;    /* the last render */
+    ev_tstamp body_at, body_cost;   /* when it ended (monotonic), how long it took */
     struct hist wait, xact;
     uint64_t wait_buckets[NWAIT + 1], xact_buckets[NXACT + 1];
 };
@@ -237,14 +245,22 @@ static void handle_request(struct mconn *c)
         respond_text(c, 405, "Method Not Allowed", "method not allowed\n");
         return;
     }
-    struct pgw_wbuf body;
-    pgw_wbuf_init(&body);
-    pgw_metrics_render(c->m->px, &body);
-    if (body.failed)
+    struct pgw_metrics *m = c->m;
+    ev_tstamp now = pgw_clock_read();
+    if (m->body.len == 0 || m->body_cost < METRICS_RENDER_CHEAP ||
+        now - m->body_at >= METRICS_RENDER_SPACING * m->body_cost) {
+        pgw_wbuf_reset(&m->body);
+        pgw_metrics_render(m->px, &m->body);
+        m->body_at = pgw_clock_read();
+        m->body_cost = m->body_at - now;
+    }
+    if (m->body.failed) {
+        pgw_wbuf_deinit(&m->body);
+        pgw_wbuf_init(&m->body);
         respond_text(c, 500, "Internal Server Error", "out of memory\n");
-    else
-        respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &body, head);
-    pgw_wbuf_deinit(&body);
+    } else {
+        respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &m->body, head);
+    }
 }
 
 /* Lingering: read and drop what the client still sends until it closes.  A
@@ -473,6 +489,7 @@ int pgw_metrics_create(struct pgw_proxy *px, struct pgw_metrics **out, char *err
     m->lfd = -1;
     pgw_list_init(&m->conns);
     pgw_list_init(&m->dead);
+    pgw_wbuf_init(&m->body);
     ev_init(&m->lio, accept_cb);
     ev_init(&m->retry, retry_cb);
     ev_check_init(&m->reaper, reaper_cb);
@@ -569,6 +586,7 @@ void pgw_metrics_destroy(struct pgw_metrics *m)
         pgw_list_del(pos);
         conn_free(pgw_container_of(pos, struct mconn, node));
     }
+    pgw_wbuf_deinit(&m->body);
     free(m);
 }
 
