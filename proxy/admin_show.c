@@ -805,6 +805,11 @@ static int cmp_db_names(const void *a, const void *b)
                   (*(const struct pgw_conf_db *const *)b)->name);
 }
 
+static int cmp_db_name_key(const void *name, const void *db)
+{
+    return strcmp(name, (*(const struct pgw_conf_db *const *)db)->name);
+}
+
 static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
@@ -818,28 +823,44 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     struct pgw_proxy *px = self->px;
     const struct pgw_config *cfg = px->cfg;
     /* By name, as PgBouncer keeps its databases. */
-    const struct pgw_conf_db **order = malloc(sizeof(*order) * (size_t)(cfg->ndbs + 1));
-    if (!order) {
+    size_t n = (size_t)cfg->ndbs + 1;
+    const struct pgw_conf_db **order = malloc(sizeof(*order) * n);
+    int *servers = calloc(n, sizeof(int)), *clients = calloc(n, sizeof(int));
+    if (!order || !servers || !clients) {
+        free(order);
+        free(servers);
+        free(clients);
         out->failed = true;
         return PGW_ADMIN_DONE;
     }
     for (int i = 0; i < cfg->ndbs; i++)
         order[i] = &cfg->dbs[i];
     qsort(order, (size_t)cfg->ndbs, sizeof(*order), cmp_db_names);
+    /* The counts in one pass over the pools and one over the sessions
+     * (per database, they made the view cubic in the databases: seconds
+     * of the loop at 1500, and pgbouncer_exporter asks at every scrape).
+     * A pool's entry as pgw_conf_find_db finds it: its name, else "*". */
+    const struct pgw_conf_db *const *star = bsearch("*", order, (size_t)cfg->ndbs,
+                                                    sizeof(*order), cmp_db_name_key);
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        const struct pgw_conf_db *const *hit = bsearch(pgw_pool_dbname(p), order,
+                                                       (size_t)cfg->ndbs, sizeof(*order),
+                                                       cmp_db_name_key);
+        if (!hit)
+            hit = star;
+        if (hit)
+            servers[*hit - cfg->dbs] += pool_servers(p);
+    }
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (!s->is_admin && s->db >= cfg->dbs && s->db < cfg->dbs + cfg->ndbs &&
+            pgw_session_logged_in(s))
+            clients[s->db - cfg->dbs]++;
+    }
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = order[i];
-        int servers = 0, clients = 0;
-        for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p;
-             p = pgw_pool_next(px->pools, p))
-            if (pgw_conf_find_db(cfg, pgw_pool_dbname(p)) == db)
-                servers += pool_servers(p);
-        for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
-            const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-            if (!s->is_admin && s->db == db && pgw_session_logged_in(s))
-                clients++;
-        }
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, db->name);
         pgw_rs_text(&rs, db->host);
@@ -858,14 +879,16 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
                                             : NULL);
         pgw_rs_text(&rs, db_load_balance(db));
         pgw_rs_int(&rs, pgw_conf_max_db_connections(cfg, db));
-        pgw_rs_int(&rs, servers);
+        pgw_rs_int(&rs, servers[db - cfg->dbs]);
         pgw_rs_int(&rs, pgw_conf_max_db_client_connections(cfg, db));
-        pgw_rs_int(&rs, clients);
+        pgw_rs_int(&rs, clients[db - cfg->dbs]);
         pgw_rs_int(&rs, pgw_admin_db_paused(px, db->name));
         pgw_rs_int(&rs, pgw_admin_db_disabled(px, db->name));
         pgw_rs_row_end(&rs);
     }
     free(order);
+    free(servers);
+    free(clients);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }

@@ -262,6 +262,7 @@ struct pgw_session {
 
     /* ---- admin console and metrics (admin*.c, metrics.c) ---- */
     struct pgw_wbuf admin_out;       /* reply not yet moved into sbuf */
+    size_t admin_out_off;            /* ... from this offset on (moved before it) */
     void (*admin_write_next)(struct ev_loop *, ev_io *, int);  /* cli_w's own callback */
     bool admin_skip;                 /* extended protocol refused: drop up to Sync */
     bool admin_waiting;              /* WAIT_CLOSE, PAUSE: reply (and read on) when done */

@@ -570,6 +570,66 @@ class TestShowColumns(AdminTestCase):
         stats = self.rows(conn, "STATS", database=self.pg.database)[0]
         self.assertEqual((stats["total_received"], stats["total_sent"]), (len(query), replied))
 
+    def test_show_databases_counts_each_entry_and_star(self):
+        # current_connections and current_client_connections per entry,
+        # with the pools of names only "*" covers on its row.  (Counted in
+        # one pass over pools and sessions now; per entry, the view was
+        # cubic in the databases: seconds of the loop at 1500.)
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction"},
+            databases={self.pg.database: self.pg.conn_string(self.pg.database),
+                       "*": self.pg.conn_string(self.pg.database2)})
+        conn = self.admin_conn(px)
+        held = []
+        for db, n in ((self.pg.database, 2), ("x1", 1), ("x2", 2)):
+            for _ in range(n):
+                c = self.client(px, autocommit=False, db=db)
+                c.cursor().execute("select 1")       # in a transaction: holds a server
+                held.append(c)
+        dbs = {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+        counts = {name: (dbs[name]["current_connections"], dbs[name]["current_client_connections"])
+                  for name in (self.pg.database, "*")}
+        self.assertEqual(counts, {self.pg.database: (2, 2), "*": (3, 3)})
+        for c in held:
+            c.close()
+
+    def test_console_reply_of_many_views_arrives_whole(self):
+        # A Query of 32 SHOW CLIENTS: a reply of several buffers, fed to the
+        # socket as it drains (each chunk copied once: the rest was shifted
+        # left at every 32 kB, n^2 for n bytes, seconds of the loop with
+        # megabytes of long application_names).
+        px = self.start()
+        held = [self.client(px, application_name="app%02d" % i) for i in range(40)]
+        with socket.create_connection((px.host, px.port), timeout=30) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            s.sendall(hz.query_msg("SHOW CLIENTS;" * 32))
+            reply = hz.read_until_ready(s)
+        views, rows = [], None
+        for t, body in reply:
+            if t == b"T":
+                rows = []
+            elif t == b"D":
+                rows.append(body)
+            elif t == b"C":
+                views.append(rows)
+        self.assertEqual(len(views), 32)
+        self.assertGreater(sum(len(b) for rows in views for b in rows), 4 * 32768)
+        for rows in views:
+            self.assertEqual(sorted(rows), sorted(views[0]))
+        for c in held:
+            c.close()
+
+    def test_console_flush_is_no_reason_to_drop_the_next_query(self):
+        # A lone Flush (nothing pending) made the console skip every
+        # message up to a Sync, as after a Parse: a Query after it was
+        # dropped and its client waited for ever.  PostgreSQL does nothing.
+        px = self.start()
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            s.sendall(b"H\0\0\0\4" + hz.query_msg("SHOW VERSION"))
+            reply = hz.read_until_ready(s)
+        self.assertEqual([t for t, _ in reply], [b"T", b"D", b"C", b"Z"])
+
     def test_stats_log_line_bytes_are_show_stats_ones(self):
         # The event=stats line's bytes_in / bytes_out are SHOW STATS' bytes
         # of every database (PgBouncer's stats line is its stats' rates):
