@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -105,7 +106,8 @@ struct pgw_metrics {
     int nconns;
     ev_check reaper;
     struct pgw_wbuf body;    /* the last render */
-    ev_tstamp body_at, body_cost;   /* when it ended (monotonic), how long it took */
+    ev_tstamp body_at;       /* when it ended (monotonic) */
+    double body_cost;        /* the CPU time it took */
     struct hist wait, xact;
     uint64_t wait_buckets[NWAIT + 1], xact_buckets[NXACT + 1];
 };
@@ -225,6 +227,15 @@ static void respond_text(struct mconn *c, int code, const char *reason, const ch
     pgw_wbuf_deinit(&body);
 }
 
+/* This thread's CPU time in seconds (0 if the clock fails). */
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* A whole request head is in c->req: answer it. */
 static void handle_request(struct mconn *c)
 {
@@ -249,10 +260,13 @@ static void handle_request(struct mconn *c)
     ev_tstamp now = pgw_clock_read();
     if (m->body.len == 0 || m->body_cost < METRICS_RENDER_CHEAP ||
         now - m->body_at >= METRICS_RENDER_SPACING * m->body_cost) {
+        /* the cost in CPU time: a render the scheduler held up is no
+         * reason to serve stale numbers */
+        double cpu = thread_cpu();
         pgw_wbuf_reset(&m->body);
         pgw_metrics_render(m->px, &m->body);
         m->body_at = pgw_clock_read();
-        m->body_cost = m->body_at - now;
+        m->body_cost = thread_cpu() - cpu;
     }
     if (m->body.failed) {
         pgw_wbuf_deinit(&m->body);
