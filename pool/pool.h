@@ -51,6 +51,10 @@ struct pgw_pool_error {
  * of tracked parameters it does not report (extra_float_digits and up to
  * PGW_CONF_TRACK_EXTRA_MAX of track_extra_parameters). */
 #define PGW_MAX_PARAMS 40
+
+/* pgw_server.user_unnamed of a server whose unnamed statement pgwharf made
+ * (an auth_query lookup): no client's, so the next borrower's drop it. */
+#define PGW_UNNAMED_OWN UINT64_MAX
 struct pgw_param {
     char name[48];
     char value[80];
@@ -119,7 +123,8 @@ struct pgw_server {
                                * ReadyForQuery 'I': others may queue */
     bool user_pipe_broken;    /* it cannot pass on: close at the handoff */
     uint64_t user_unnamed;    /* the session whose unnamed statement it may
-                               * hold (it outlives transactions); 0: none */
+                               * hold (it outlives transactions); 0: none;
+                               * PGW_UNNAMED_OWN: pgwharf's (auth_query) */
     uint64_t user_listen;     /* the session that ran LISTEN on it
                                * (transaction/statement mode); 0: none */
     int user_tail_skip;       /* replies after the last queued client's that

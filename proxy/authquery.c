@@ -367,6 +367,10 @@ static void run(struct aq_lookup *lk, struct pgw_server *srv)
     struct ev_loop *loop = lk->cache->px->loop;
     double limit = lk->cache->px->cfg->server_connect_timeout;
     lk->srv = srv;
+    /* The request's Parse replaces the server's unnamed statement: a
+     * client whose own it was must not Bind the lookup's (its rows, the
+     * verifiers, to that client); the next borrower drops it (relay.c). */
+    srv->user_unnamed = PGW_UNNAMED_OWN;
     ev_io_set(&lk->io, srv->fd, EV_WRITE);
     if (limit > 0) {
         ev_timer_set(&lk->timer, limit, 0);

@@ -221,6 +221,30 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(err["C"], "3D000")
         self.assertIn('auth_dbname "nosuchdb" is not in [databases]', err["M"])
 
+    def test_a_lookup_does_not_leave_its_statement_as_a_clients_unnamed_one(self):
+        # A lookup Parses its query into the unnamed statement of the server
+        # it borrows.  A client of that pool (auth_dbname, as auth_user)
+        # whose own unnamed statement had been there then Bound the
+        # lookup's: its Bind "" ran the auth query with its parameter, a
+        # role's password verifier in its rows.  Now it gets 26000, as when
+        # another client's Parse has replaced it.
+        role = self.make_role("unnamed", "unnamed_pw")
+        px = self.start_aq(pool_mode="transaction", default_pool_size=1)
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+            s.sendall(hz.ext_msgs("SELECT 'echo: ' || $1::text", "hello"))
+            rows = [b for t, b in hz.read_until_ready(s) if t == b"D"]
+            self.assertEqual(len(rows), 1)
+            self.assertIn(b"echo: hello", rows[0])
+            # a lookup on the pool's one server, the client between transactions
+            self.assertEqual(self.raw_error(px, role, "wrong", self.pg.database)["C"], "28P01")
+            self.assertEqual(self.lookups(px, role, "found"), 1)
+            s.sendall(hz.ext_msgs("", role, parse=False))
+            reply = hz.read_until_ready(s)
+        self.assertFalse([b for t, b in reply if t == b"D"], reply)
+        errors = [hz.parse_fields(b) for t, b in reply if t == b"E"]
+        self.assertEqual([e["C"] for e in errors], ["26000"])
+
     def test_per_database_auth_user_wins(self):
         role = self.make_role("dave", "dave_pw")
         # The general auth_user is a role that does not exist; the entry's
