@@ -354,28 +354,49 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     step(pgw_container_of(w, struct aq_lookup, io));
 }
 
+/* How long a lookup waits for its reply: server_connect_timeout, or
+ * without one client_login_timeout (a login waits no longer), or a minute:
+ * never for ever (a lookup nobody waits for any more runs on, its server
+ * held). */
+static double reply_limit(const struct pgw_config *cfg, const char **key)
+{
+    *key = "server_connect_timeout";
+    if (cfg->server_connect_timeout > 0)
+        return cfg->server_connect_timeout;
+    *key = "client_login_timeout";
+    if (cfg->client_login_timeout > 0)
+        return cfg->client_login_timeout;
+    *key = "the lookup's own limit";
+    return 60;
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct aq_lookup *lk = pgw_container_of(w, struct aq_lookup, timer);
-    broken(lk, "08006", "auth_query: no reply from the server within server_connect_timeout "
-           "(%g s)", lk->cache->px->cfg->server_connect_timeout);
+    const char *key;
+    double limit = reply_limit(lk->cache->px->cfg, &key);
+    broken(lk, "08006", "auth_query: no reply from the server within %s (%g s)", key, limit);
+    /* Closing the server leaves its backend running the query (a lock
+     * wait, a slow function) to its end; retried logins would pile up
+     * more of them. */
+    if (lk->srv)
+        pgw_cancel_server(lk->cache->px, lk->srv, "auth_query");
     conclude(lk);
 }
 
 static void run(struct aq_lookup *lk, struct pgw_server *srv)
 {
     struct ev_loop *loop = lk->cache->px->loop;
-    double limit = lk->cache->px->cfg->server_connect_timeout;
+    const char *key;
+    double limit = reply_limit(lk->cache->px->cfg, &key);
     lk->srv = srv;
     /* The request's Parse replaces the server's unnamed statement: a
      * client whose own it was must not Bind the lookup's (its rows, the
      * verifiers, to that client); the next borrower drops it (relay.c). */
     srv->user_unnamed = PGW_UNNAMED_OWN;
     ev_io_set(&lk->io, srv->fd, EV_WRITE);
-    if (limit > 0) {
-        ev_timer_set(&lk->timer, limit, 0);
-        ev_timer_start(loop, &lk->timer);
-    }
+    ev_timer_set(&lk->timer, limit, 0);
+    ev_timer_start(loop, &lk->timer);
     step(lk);
 }
 

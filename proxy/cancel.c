@@ -467,6 +467,23 @@ static struct cancel_job *session_job(struct pgw_proxy *px, struct pgw_session *
     return j;
 }
 
+void pgw_cancel_server(struct pgw_proxy *px, const struct pgw_server *srv, const char *from)
+{
+    if (!srv->cancel_ok)
+        return;
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        pgw_warn("cancel_failed", "client=%s backend_pid=%d reason=\"out of memory\"", from,
+                 srv->backend_pid);
+        return;
+    }
+    j->backend_pid = srv->backend_pid;
+    snprintf(j->from, sizeof(j->from), "%s", from);
+    pgw_wire_cancel_request(j->pkt, (uint32_t)srv->backend_pid, srv->cancel_key);
+    if (job_start(px, j, &srv->cancel_addr, srv->cancel_addrlen, 0))
+        pgw_info("cancel_forwarded", "client=%s backend_pid=%d", from, srv->backend_pid);
+}
+
 /* A forward for s's request under way already: on its server, begun since
  * the last ReadyForQuery (so it lands on what runs now, or is being
  * deferred to it). */

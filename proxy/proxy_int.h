@@ -418,6 +418,10 @@ void pgw_cancel_session(struct pgw_proxy *px, struct pgw_session *s, const char 
 /* s's deferred cancel (pipe_cancel) is dropped: its query ended without it,
  * or will be answered with 08006; the connections that asked close. */
 void pgw_cancel_deferred_drop(struct pgw_session *s);
+/* Cancel what srv runs for pgwharf itself (an auth_query lookup given up
+ * on), before it is closed: closing alone leaves the backend running the
+ * query to its end.  from names the asker in the log. */
+void pgw_cancel_server(struct pgw_proxy *px, const struct pgw_server *srv, const char *from);
 int pgw_cancel_init(struct pgw_proxy *px);
 /* Cancels forwarded and not finished yet. */
 int pgw_cancel_inflight(const struct pgw_proxy *px);

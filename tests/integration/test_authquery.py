@@ -245,6 +245,33 @@ class TestAuthQuery(AuthQueryTestCase):
         errors = [hz.parse_fields(b) for t, b in reply if t == b"E"]
         self.assertEqual([e["C"] for e in errors], ["26000"])
 
+    def test_a_lookup_given_up_on_is_cancelled_on_the_server(self):
+        # A lookup past its limit closed its server, but the backend ran
+        # the query on to its end (a lock wait, a slow function), and each
+        # retried login started one more.  It is now cancelled first.  With
+        # server_connect_timeout = 0 the wait had no limit at all: it is
+        # client_login_timeout's then.
+        role = self.make_role("slow", "slow_pw")
+        query = "SELECT rolname, rolpassword FROM pg_authid, pg_sleep(%d) WHERE rolname=$1"
+
+        def running(tag):
+            return int(self.pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(%d)%%' "
+                "AND pid <> pg_backend_pid()" % tag, db="postgres", via_socket=True))
+        for tag, limits in ((31, {"server_connect_timeout": 1}),
+                            (32, {"server_connect_timeout": 0, "client_login_timeout": 1})):
+            with self.subTest(**limits):
+                px = self.start_aq(auth_query=query % tag, **limits)
+                t0 = time.monotonic()
+                err = self.raw_error(px, role, "slow_pw", self.pg.database)
+                self.assertIsNotNone(err)
+                self.assertLess(time.monotonic() - t0, 20)
+                pt.wait_until(lambda: self.lookups(px, role, "error") == 1,
+                              what="the lookup to give up")
+                pt.wait_until(lambda: running(tag) == 0, timeout=10,
+                              what="the lookup's query to be cancelled")
+                px.stop()
+
     def test_per_database_auth_user_wins(self):
         role = self.make_role("dave", "dave_pw")
         # The general auth_user is a role that does not exist; the entry's
