@@ -21,6 +21,7 @@ enum pgw_startup_kind {
 };
 
 #define PGW_STARTUP_MAX_PARAMS 32
+#define PGW_NAME_MAX 63          /* NAMEDATALEN - 1: PostgreSQL cuts a user name there */
 
 struct pgw_startup {
     enum pgw_startup_kind kind;

@@ -446,6 +446,28 @@ class TestScram(AuthTestCase):
         self.assertEqual(self.raw_scram(px, "ghost", "x")["server_first"].split(",")[1:],
                          first.split(",")[1:])
 
+    def test_a_user_name_is_cut_to_63_bytes_as_postgresql_does(self):
+        # PostgreSQL cuts the startup packet's user name to NAMEDATALEN - 1
+        # bytes: a longer name logs in as the 63-byte role.  pgwharf kept
+        # the whole name, so each longer name that began with a role's was
+        # a user of its own (its pool, its auth_query answer, its
+        # max_user_connections) for the same role.
+        role = ("r%d_" % os.getpid()).ljust(63, "x")
+        self.pg.psql("SET password_encryption = 'scram-sha-256'; DROP ROLE IF EXISTS %s; "
+                     "CREATE ROLE %s LOGIN PASSWORD 'cut_pw'" % (role, role),
+                     db="postgres", via_socket=True)
+        self.addCleanup(self.pg.psql, "DROP ROLE IF EXISTS %s" % role, db="postgres",
+                        via_socket=True)
+        px = self.start("scram-sha-256", {role: "cut_pw", self.pg.user: self.pg.password})
+        for name in (role + "_alias", role + "_another_one"):
+            with psycopg2.connect(px.dsn(user=name, password="cut_pw")) as conn:
+                with conn.cursor() as cur:
+                    cur.execute("select current_user")
+                    self.assertEqual(cur.fetchone()[0], role)
+            conn.close()
+        self.assertEqual([r["user"] for r in px.show("POOLS") if r["user"].startswith(role[:8])],
+                         [role])
+
     def test_plaintext_secret_with_a_combining_accent(self):
         # libpq SASLpreps the password before SCRAM (NFKC: "e" + U+0301 is
         # U+00E9), as PostgreSQL does when it makes a verifier.  pgwharf
