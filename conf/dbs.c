@@ -504,6 +504,10 @@ void conf_db_add(struct conf_loader *ld, const char *file, int line, const char 
     if (old)
         conf_warn(&ld->rep, file, line, "database \"%s\" defined again: replaces %s:%d", name,
                   old->file, old->line);
+    if (strlen(name) > 63)
+        conf_warn(&ld->rep, file, line, "database \"%.40s...\": a name of more than 63 bytes "
+                  "no client can ask for (a startup packet's is cut there, as PostgreSQL "
+                  "cuts it)", name);
     struct db_build b = { .gucs = NULL };
     db_init(&b.db);
     b.db.name = conf_strdup(&ld->rep, name);

@@ -800,12 +800,15 @@ static void handle_startup(struct pgw_session *s)
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
-    /* As PostgreSQL's ProcessStartupPacket: a user name is cut to
-     * NAMEDATALEN - 1 bytes, so a 63-byte role and the longer names that
-     * begin with it are one user here too (one pool, one auth_query
+    /* As PostgreSQL's ProcessStartupPacket: the user and database names
+     * are cut to NAMEDATALEN - 1 bytes (the database is the user's name
+     * when none is given, cut too), so a 63-byte role and the longer names
+     * that begin with it are one user here too (one pool, one auth_query
      * answer, one max_user_connections), not as many aliases. */
     if (strlen(s->user) > PGW_NAME_MAX)
         s->user[PGW_NAME_MAX] = '\0';
+    if (strlen(s->database) > PGW_NAME_MAX)
+        s->database[PGW_NAME_MAX] = '\0';
     if ((st.version & 0xffff) != 0 || st.nprotoopts > 0) {
         negotiate_version(s, &st);
         if (s->state == PGW_SS_CLOSING)       /* the write failed: gone */

@@ -458,15 +458,18 @@ class TestScram(AuthTestCase):
                      db="postgres", via_socket=True)
         self.addCleanup(self.pg.psql, "DROP ROLE IF EXISTS %s" % role, db="postgres",
                         via_socket=True)
-        px = self.start("scram-sha-256", {role: "cut_pw", self.pg.user: self.pg.password})
+        # (no database named: libpq sends the user's name, cut too)
+        px = self.start("scram-sha-256", {role: "cut_pw", self.pg.user: self.pg.password},
+                        databases={"*": self.pg.conn_string(self.pg.database)})
         for name in (role + "_alias", role + "_another_one"):
-            with psycopg2.connect(px.dsn(user=name, password="cut_pw")) as conn:
+            with psycopg2.connect(host=px.host, port=px.port, user=name,
+                                  password="cut_pw") as conn:
                 with conn.cursor() as cur:
                     cur.execute("select current_user")
                     self.assertEqual(cur.fetchone()[0], role)
             conn.close()
-        self.assertEqual([r["user"] for r in px.show("POOLS") if r["user"].startswith(role[:8])],
-                         [role])
+        self.assertEqual([(r["database"], r["user"]) for r in px.show("POOLS")
+                          if r["user"].startswith(role[:8])], [(role, role)])
 
     def test_plaintext_secret_with_a_combining_accent(self):
         # libpq SASLpreps the password before SCRAM (NFKC: "e" + U+0301 is

@@ -1035,7 +1035,8 @@ static void test_connstr_errors(void **state)
                    "n = sslmode=requre\n"                        /* 19 */
                    "o = gssencmode=Prefer channel_binding=maybe\n"   /* 20: two errors */
                    "p = ssl_min_protocol_version=tlsv1.2 ssl_max_protocol_version=TLSv2\n"
-                   "q = sslmode=verify-full ssl_max_protocol_version='' gssencmode=disable\n",
+                   "q = sslmode=verify-full ssl_max_protocol_version='' gssencmode=disable\n"
+                   "long_name_012345678901234567890123456789012345678901234567890123456789 = host=h\n",
               &d, 18);
     assert_error(&d, "t.ini:4: database \"a\": unknown key \"hots\"");
     assert_error(&d, "t.ini:5: database \"b\": password: unterminated quoted value");
@@ -1072,6 +1073,10 @@ static void test_connstr_errors(void **state)
                      "prefer, require; got \"maybe\"");
     assert_error(&d, "t.ini:21: database \"p\": ssl_max_protocol_version: expected one of "
                      "TLSv1, TLSv1.1, TLSv1.2, TLSv1.3; got \"TLSv2\"");
+    /* a startup packet's name is cut at 63 bytes, as PostgreSQL cuts it */
+    assert_warning(&d, "t.ini:23: database \"long_name_012345678901234567890123456789...\": a "
+                       "name of more than 63 bytes no client can ask for (a startup packet's "
+                       "is cut there, as PostgreSQL cuts it)");
     pgw_conf_diag_free(&d);
 
     /* load_balance_hosts: a pool key (libpq 15 does not know it), and
