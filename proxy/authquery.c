@@ -460,7 +460,17 @@ static void conclude(struct aq_lookup *lk)
     if (lk->reply.failed) {
         r.status = PGW_AQ_ERROR;
         r.sqlstate = lk->reply.sqlstate;
-        snprintf(why, sizeof(why), "auth_query failed for user \"%s\": %s", e->user, lk->reply.message);
+        /* The client is not logged in yet: it learns that the lookup
+         * failed and the SQLSTATE, not the why (a table's name, the
+         * auth_user's login failure, auth_dbname, a backend's address),
+         * which is in the log.  A wait pgwharf gave up (query_wait_timeout)
+         * or a statement cancelled says nothing about the setup. */
+        if (strcmp(r.sqlstate, "57014") == 0)
+            snprintf(why, sizeof(why), "auth_query failed for user \"%s\": %s", e->user,
+                     lk->reply.message);
+        else
+            snprintf(why, sizeof(why), "auth_query failed for user \"%s\" (the reason is in "
+                     "pgwharf's log)", e->user);
         r.message = why;
     } else if (lk->reply.rows == 0) {
         r.status = PGW_AQ_NOT_FOUND;
