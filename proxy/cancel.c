@@ -408,6 +408,21 @@ static struct cancel_job *cancel_not_here(struct pgw_proxy *px, uint32_t pid, ui
                  "[peers] entry for the peer id in it\"", from, id);
         return NULL;
     }
+    uint8_t pkt[PGW_CANCEL_REQ_LEN];
+    key = (key & ~(3u << PGW_PEER_HOP_SHIFT)) | ((hops + 1) << PGW_PEER_HOP_SHIFT);
+    pgw_wire_cancel_request(pkt, pid, key);
+    /* A retry of a cancel still being passed on (the peer has not closed
+     * the connection: it has not acted yet, or waits for PostgreSQL to)
+     * joins it, as at the client's own process: a frozen peer would
+     * otherwise hold a descriptor and a cancel_cap slot per retry here. */
+    struct pgw_list *pos;
+    for (pos = px->cancel->inflight.next; pos != &px->cancel->inflight; pos = pos->next) {
+        struct cancel_job *j = pgw_container_of(pos, struct cancel_job, node);
+        if (j->peer == id && memcmp(j->pkt, pkt, sizeof(pkt)) == 0) {
+            pgw_info("cancel_joined", "client=%s peer=%d", from, id);
+            return j;
+        }
+    }
     struct cancel_job *j = calloc(1, sizeof(*j));
     if (!j) {
         pgw_warn("cancel_failed", "client=%s peer=%d reason=\"out of memory\"", from, id);
@@ -415,8 +430,7 @@ static struct cancel_job *cancel_not_here(struct pgw_proxy *px, uint32_t pid, ui
     }
     j->peer = id;
     snprintf(j->from, sizeof(j->from), "%s", from);
-    key = (key & ~(3u << PGW_PEER_HOP_SHIFT)) | ((hops + 1) << PGW_PEER_HOP_SHIFT);
-    pgw_wire_cancel_request(j->pkt, pid, key);
+    memcpy(j->pkt, pkt, sizeof(pkt));
     /* The entry is copied into the job: a reload may free it meanwhile. */
     if (!job_start(px, j, &peer->addr, peer->addrlen, 0))
         return NULL;

@@ -1734,6 +1734,37 @@ class TestPeers(pt.PgwharfTestCase):
             ask.close()
         self.assertEqual(hz.simple_query(sock, "select 'usable'"), ([[b"usable"]], []))
 
+    def test_retried_cancels_to_a_frozen_peer_share_one_forward(self):
+        """A driver retrying its cancel while the client's process does not
+        answer (frozen): the process passing it on opened a connection to
+        the peer per retry, each held for cancel_wait_timeout and counted
+        against its cancel cap.  Retries now join the forward under way,
+        as they do at the client's own process; all are answered once the
+        peer has acted."""
+        px1, px2 = self.start_pair()
+        sock, pid, key = self.login(px1)
+        self.start_sleep(sock, "frozen peer")
+        px1.send_signal(signal.SIGSTOP)
+        try:
+            asks = []
+            for _ in range(3):
+                ask = unix_socket(px2)
+                self.addCleanup(ask.close)
+                ask.sendall(struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, pid, key))
+                asks.append(ask)
+            pt.wait_until(lambda: len(re.findall(r"event=cancel_(?:forwarded|joined) .*peer=1\b",
+                                                 px2.log())) == 3,
+                          what="px2 dealing with the three cancels")
+            self.assertEqual(len(re.findall(r"event=cancel_forwarded .*peer=1\b", px2.log())), 1)
+            self.assertEqual(len(re.findall(r"event=cancel_joined .*peer=1\b", px2.log())), 2)
+        finally:
+            px1.send_signal(signal.SIGCONT)
+        for ask in asks:
+            self.assertEqual(recv_all(ask), b"")        # closed once px1 has acted
+        self.assertEqual(self.result(sock), "57014")
+        self.assertEqual(px1.log().count("event=cancel_forwarded"), 1)
+        self.assertNotIn("event=cancel_failed", px1.log() + px2.log())
+
     def test_without_peering_the_other_process_drops_the_cancel(self):
         px1, px2 = self.start_pair(peer_ids=None)
         sock, pid, key = self.login(px1)
