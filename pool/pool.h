@@ -307,9 +307,17 @@ struct pgw_pool_stats {
 
 /* Create or find the pool for (db entry, client-facing database name, user).
  * password: for the server login when the db entry's conninfo has none
- * (from auth_file), may be NULL.  Returns NULL on allocation failure. */
+ * (from auth_file), may be NULL; an existing pool takes it as
+ * pgw_pool_set_password(looked_up false) does.  Returns NULL on allocation
+ * failure. */
 struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db *db,
                               const char *dbname, const char *user, const char *password);
+/* The password for the server login when the entry has none.  From the
+ * config (looked_up false: the entry's password= or auth_file, NULL when
+ * they give none, which a reload may make so) or from auth_query's answer
+ * (looked_up true), which a NULL from the config does not clear: the config
+ * never had it.  A change forgets a login refusal (pgw_pool_settings_changed). */
+void pgw_pool_set_password(struct pgw_pool *pool, const char *password, bool looked_up);
 const char *pgw_pool_dbname(const struct pgw_pool *pool);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);

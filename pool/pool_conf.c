@@ -201,6 +201,27 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     return !first;
 }
 
+void pgw_pool_set_password(struct pgw_pool *pool, const char *password, bool looked_up)
+{
+    if (!password) {
+        if (!pool->password || pool->password_looked_up)
+            return;
+        free(pool->password);
+        pool->password = NULL;
+    } else if (pool->password && strcmp(pool->password, password) == 0) {
+        pool->password_looked_up = looked_up;
+        return;
+    } else {
+        char *pw = strdup(password);
+        if (!pw)
+            return;
+        free(pool->password);
+        pool->password = pw;
+    }
+    pool->password_looked_up = looked_up;
+    pgw_pool_settings_changed(pool);   /* refused with the old password */
+}
+
 struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db *db,
                               const char *dbname, const char *user, const char *password)
 {
@@ -209,14 +230,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         if (strcmp(p->dbname, dbname) || strcmp(p->user, user))
             continue;
-        if (password && (!p->password || strcmp(p->password, password))) {
-            char *pw = strdup(password);
-            if (pw) {
-                free(p->password);
-                p->password = pw;
-                pgw_pool_settings_changed(p);   /* refused with the old password */
-            }
-        }
+        pgw_pool_set_password(p, password, false);
         if (p->db_src != db && pgw_pool_apply_db(p, db))
             pgw_pool_reconnect(p, true);
         p->last_used = p->last_held = pgw_mono_now(set->loop);  /* about to be used: not expired */

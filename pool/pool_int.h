@@ -134,6 +134,8 @@ struct pgw_pool {
     struct pgw_host_cursor cursor;
     enum pgw_target_session tsa;    /* the entry's, PGW_TSA_ANY when unset */
     char *dbname, *user, *password;
+    bool password_looked_up;  /* password came from auth_query, not from
+                               * the entry or auth_file (pgw_pool_set_password) */
     /* The user its servers log in as: the entry's user= (in vals), else
      * user.  max_user_connections counts servers by it, as PgBouncer. */
     const char *server_user;

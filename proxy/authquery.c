@@ -612,8 +612,11 @@ void pgw_authquery_server_login(struct pgw_session *s, const char *secret)
     if ((db->password && *db->password) || (db->user && *db->user))
         return;
     if (secret && *secret && !is_verifier(secret)) {
-        /* The pool login_done is about to use; it keeps the password. */
-        pgw_pool_get(s->px->pools, db, s->database, s->user, secret);
+        /* The pool login_done is about to use; it keeps the password
+         * (a reload does not drop it: the config never gave it). */
+        struct pgw_pool *p = pgw_pool_get(s->px->pools, db, s->database, s->user, NULL);
+        if (p)
+            pgw_pool_set_password(p, secret, true);
         return;
     }
     /* Once per cached answer, not per login. */

@@ -560,6 +560,16 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
     pgw_authfile_free(px->auth);
     px->auth = r.auth;
     pgw_pool_set_reconfigure(px->pools, cfg);
+    /* A pool's server password is worked out at its clients' logins: a
+     * reload that changes it (auth_file, the entry's password= or user=)
+     * applies now, or the pool's next servers would log in with the old
+     * one until a new client came (as PgBouncer, which reads it at each
+     * connect). */
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
+        const struct pgw_conf_db *db = pgw_conf_find_db(cfg, pgw_pool_dbname(p));
+        if (db)
+            pgw_pool_set_password(p, pgw_auth_server_password(px, db, pgw_pool_user(p)), false);
+    }
     /* Sessions keep pointers into the old config's db entries until they
      * re-resolve; keep a few old configs alive rather than chase them. */
     if (px->nretired == (int)(sizeof(px->retired_cfgs) / sizeof(px->retired_cfgs[0]))) {

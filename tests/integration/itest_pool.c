@@ -181,7 +181,7 @@ static void fx_start(struct fx *fx, struct pgw_config *cfg, const char *password
                             password ? password : env("PGW_TEST_PGPASSWORD"));
     assert_non_null(fx->pool);
     assert_ptr_equal(fx->pool, pgw_pool_get(fx->set, db, "pgwharf", env("PGW_TEST_PGUSER"),
-                                            NULL));
+                                            password ? password : env("PGW_TEST_PGPASSWORD")));
 }
 
 static int setup(void **state)

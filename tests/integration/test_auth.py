@@ -590,6 +590,44 @@ class TestMd5AndPlain(AuthTestCase):
         self.assertEqual(self.raw_scram(px, "u2", "x")["request"], 5)
         self.assertEqual(self.raw_scram(px, "ghost", "x")["request"], 5)
 
+    def test_reload_gives_pools_their_new_server_password(self):
+        """A pool's server password was worked out at its clients' logins:
+        after a reload that changed it, the pool's next servers logged in
+        with the old one (28P01 for the clients already in) until a new
+        client logged in.  Rotated in auth_file, and an entry's user= and
+        password= dropped (its clients' servers log in as themselves)."""
+        role = "rot_%d" % os.getpid()
+        sql = lambda q: self.pg.psql(q, db="postgres", via_socket=True)
+        sql("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN PASSWORD 'old_pw'" % (role, role))
+        self.addCleanup(sql, "DROP ROLE IF EXISTS %s" % role)
+        self.addCleanup(sql, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE usename = '%s'" % role)
+        db = self.pg.database
+        forced = "forced"
+        px = self.start("md5", {role: "old_pw", self.pg.user: self.pg.password},
+                        databases={db: self.pg.conn_string(db),
+                                   forced: self.pg.conn_string(db, user=role,
+                                                               password="old_pw")},
+                        pool_mode="transaction")
+        rotated = psycopg2.connect(px.dsn(user=role, password="old_pw"))
+        unforced = psycopg2.connect(px.dsn(db=forced))
+        for c in (rotated, unforced):
+            c.autocommit = True
+            self.addCleanup(c.close)
+        one = lambda c: pt.one(c, "select current_user")
+        self.assertEqual(one(rotated), role)
+        self.assertEqual(one(unforced), role)
+        sql("ALTER ROLE %s PASSWORD 'new_pw'" % role)
+        px.auth_users[role] = "new_pw"
+        px.databases[forced] = self.pg.conn_string(db)
+        mark = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > mark, what="the reload")
+        px.admin("RECONNECT")          # as server_lifetime would: new servers needed
+        self.assertEqual(one(rotated), role)
+        self.assertEqual(one(unforced), self.pg.user)
+        self.assertNotIn("server_connect_failed", px.log())
+
     def test_plain_with_every_secret(self):
         user, pw = self.app()
         for secret in (pw, md5_secret(user, pw), self.pg_verifier(user)):
