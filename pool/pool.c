@@ -1118,6 +1118,7 @@ void pgw_server_retire(struct pgw_server *srv, const char *why)
 {
     struct pool_server *ps = srv_priv(srv);
     ps->reconnect = true;
+    ps->pause_close = false;
     ps->retire_why = why;
 }
 
@@ -1225,32 +1226,63 @@ void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st)
     }
 }
 
+/* Lent and logging-in servers (pool->active, pool->pending). */
+static void mark_lent(struct pgw_pool *pool, bool reconnect, bool pause_close)
+{
+    struct pgw_list *lists[] = { &pool->active, &pool->pending };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (struct pgw_list *n = lists[i]->next; n != lists[i]; n = n->next) {
+            struct pool_server *ps = srv_priv(pgw_container_of(n, struct pgw_server, node));
+            if (pause_close && ps->reconnect && !ps->pause_close)
+                continue;                /* marked for a reason PAUSE does not undo */
+            if (!reconnect && !ps->pause_close)
+                continue;                /* RESUME: only PAUSE's marks go */
+            ps->reconnect = reconnect;
+            ps->pause_close = pause_close;
+        }
+}
+
 void pgw_pool_pause(struct pgw_pool *pool, bool paused)
 {
     pool->paused = paused;
-    if (!paused)
+    if (!paused) {
+        mark_lent(pool, false, false);
         pgw_pool_kick(pool);
+    }
 }
 
 bool pgw_pool_paused(const struct pgw_pool *pool) { return pool->paused; }
 
 bool pgw_server_close_needed(const struct pgw_server *srv)
 {
+    const struct pool_server *ps = pgw_container_of(srv, const struct pool_server, pub);
+    return ps->reconnect && !ps->pause_close;
+}
+
+bool pgw_server_closing(const struct pgw_server *srv)
+{
     return pgw_container_of(srv, const struct pool_server, pub)->reconnect;
+}
+
+static void close_idle_and_mark(struct pgw_pool *pool, bool pause)
+{
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &pool->idle)
+        pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
+    mark_lent(pool, true, pause);
+    pgw_pool_kick_related(pool);
 }
 
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)
 {
-    struct pgw_list *n, *t;
     if (new_setup)
         pool->defaults_stale = true;
-    pgw_list_foreach_safe(n, t, &pool->idle)
-        pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
-    for (n = pool->active.next; n != &pool->active; n = n->next)
-        srv_priv(pgw_container_of(n, struct pgw_server, node))->reconnect = true;
-    for (n = pool->pending.next; n != &pool->pending; n = n->next)
-        srv_priv(pgw_container_of(n, struct pgw_server, node))->reconnect = true;
-    pgw_pool_kick_related(pool);
+    close_idle_and_mark(pool, false);
+}
+
+void pgw_pool_close_for_pause(struct pgw_pool *pool)
+{
+    close_idle_and_mark(pool, true);
 }
 
 struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev)

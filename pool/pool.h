@@ -351,9 +351,18 @@ void pgw_pool_unref(struct pgw_pool *pool);
  * pgw_pool_defaults, until one has logged in again (PAUSE keeps them:
  * clients log in while it lasts). */
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup);
+/* PAUSE: close every idle server, and lent ones when they come back, as
+ * pgw_pool_reconnect without new_setup; but resuming the pool
+ * (pgw_pool_pause false) keeps the lent ones that have not come back, and
+ * they are no pgw_server_close_needed meanwhile (as PgBouncer's PAUSE,
+ * which sets no close_needed: server_fast_close must not end their
+ * sessions). */
+void pgw_pool_close_for_pause(struct pgw_pool *pool);
 /* Is srv to be closed when it comes back (RECONNECT, a reload that changed
  * its connection settings, KILL)?  server_fast_close acts on it. */
 bool pgw_server_close_needed(const struct pgw_server *srv);
+/* Will srv be closed when it comes back, for any of those or PAUSE? */
+bool pgw_server_closing(const struct pgw_server *srv);
 
 /* Iterate pools: pass NULL first. */
 struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev);

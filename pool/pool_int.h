@@ -59,6 +59,8 @@ struct pool_server {
      * pool's role and database), not a client's SET. */
     bool pristine;
     bool reconnect;           /* close instead of reusing */
+    bool pause_close;         /* reconnect set by PAUSE alone: RESUME undoes it,
+                               * and it is no close_needed (server_fast_close) */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
     unsigned settings_gen;    /* the pool's when its login started */

@@ -644,7 +644,7 @@ static void take_params(struct pgw_server *srv)
  * RECONNECT replaced (reconnect): that record is the old backend's. */
 static void take_defaults(struct pgw_server *srv)
 {
-    if (srv_priv(srv)->reconnect)
+    if (pgw_server_close_needed(srv))
         return;
     srv->pool->defaults = srv->params;
     srv->pool->defaults_stale = false;

@@ -77,7 +77,7 @@ static int done(struct pgw_wbuf *out, const char *tag)
     return PGW_ADMIN_DONE;
 }
 
-static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup);
+static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause);
 static void prune_marks(struct pgw_proxy *px);
 static bool has_marks(const struct pgw_admin *adm, const char *db);
 
@@ -107,7 +107,7 @@ static int reply_when_closed(struct pgw_session *s, const char *db, bool pause, 
  * cancel while it waits undoes. */
 static int pause_reply(struct pgw_session *s, const char *db, bool paused, struct pgw_wbuf *out)
 {
-    reconnect_pools(s->px, db, false);   /* clients log in while paused */
+    reconnect_pools(s->px, db, true);
     if (!s->admin_last)
         return done(out, "PAUSE");       /* more commands follow: do not wait */
     return reply_when_closed(s, db, true, paused, out);
@@ -248,7 +248,7 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Forget marks of servers that are gone. */
+/* Forget marks of servers that are gone, or that RESUME kept. */
 static void prune_marks(struct pgw_proxy *px)
 {
     struct pgw_admin *adm = px->admin;
@@ -259,6 +259,8 @@ static void prune_marks(struct pgw_proxy *px)
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
         for (struct pgw_server *srv = pgw_pool_server_next(p, NULL); srv;
              srv = pgw_pool_server_next(p, srv)) {
+            if (!pgw_server_closing(srv))
+                continue;                /* RESUME kept it: not to wait for */
             uint64_t *grown = pgw_array_grow(ids, sizeof(*ids), n, &cap, 64);
             if (!grown) {
                 free(ids);
@@ -309,10 +311,12 @@ static void add_mark(struct pgw_admin *adm, const char *db, uint64_t id)
 }
 
 /* Mark the pools' servers for WAIT_CLOSE and have them closed: idle ones
- * now, lent ones when they come back (new_setup: pgw_pool_reconnect).  A
+ * now, lent ones when they come back (pause: pgw_pool_close_for_pause,
+ * which RESUME undoes and which keeps the pools' defaults, as clients log
+ * in while paused; else pgw_pool_reconnect with new_setup).  A
  * replication client's server is neither: it never comes back, and goes
  * with its client. */
-static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup)
+static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause)
 {
     struct pgw_admin *adm = px->admin;
     prune_marks(px);
@@ -323,7 +327,10 @@ static void reconnect_pools(struct pgw_proxy *px, const char *db, bool new_setup
              srv = pgw_pool_server_next(p, srv))
             if (!srv->replication)
                 add_mark(adm, pgw_pool_dbname(p), srv->id);
-        pgw_pool_reconnect(p, new_setup);
+        if (pause)
+            pgw_pool_close_for_pause(p);
+        else
+            pgw_pool_reconnect(p, true);
     }
 }
 
@@ -332,7 +339,7 @@ int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_w
     if (*arg && check_db(s->px, "reconnect", arg, out) < 0)
         return PGW_ADMIN_FAILED;
     pgw_info("admin_reconnect", "user=%s db=%s", LQ(s->user), LQ(*arg ? arg : "*"));
-    reconnect_pools(s->px, arg, true);
+    reconnect_pools(s->px, arg, false);
     pgw_relay_fast_close_idle(s->px);
     return done(out, "RECONNECT");
 }
@@ -452,7 +459,7 @@ int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *
         pgw_session_close(v, "57P01", "terminating connection due to administrator command");
         n++;
     }
-    reconnect_pools(px, arg, true);     /* as PgBouncer's KILL, which drops the pool */
+    reconnect_pools(px, arg, false);    /* as PgBouncer's KILL, which drops the pool */
     pgw_info("admin_kill", "user=%s db=%s clients=%d", LQ(s->user), LQ(*arg ? arg : "*"), n);
     return done(out, "KILL");
 }

@@ -678,6 +678,43 @@ class TestServerFastClose(PoolLimitsCase):
         self.assertNotIn(fresh, (old_idle, old_busy))
         self.assertRegex(px.log(), r"sqlstate=57P01 reason=\"database configuration changed\"")
 
+    def test_pause_and_resume_keep_sessions_on_their_servers(self):
+        """PAUSE closes lent servers as they come back, but marked them as
+        RECONNECT does: server_fast_close then ended a session at its next
+        query, during the PAUSE and after a RESUME that undid it (whose
+        servers stayed close_needed).  As PgBouncer: no close_needed, the
+        sessions keep their servers, and WAIT_CLOSE after RESUME has
+        nothing to wait for."""
+        db = self.pg.database
+        px = self.start_pgwharf(settings={"pool_mode": "session", "server_fast_close": 1,
+                                          "default_pool_size": 2})
+        x, y = self.connect(px), self.connect(px)
+        old = {id(c): self.pid(c) for c in (x, y)}
+        console, pauser = self.console(px), self.console(px)
+        bg = Background(lambda: pauser.cursor().execute("PAUSE %s" % db))
+        try:
+            wait_until(lambda: self.show(console, "DATABASES", name=db)[0]["paused"] == 1,
+                       what="the database paused")
+            self.assertEqual([r["close_needed"] for r in self.show(console, "SERVERS")], [0, 0])
+            for _ in range(2):
+                self.assertEqual(self.pid(y), old[id(y)])   # a session holds its server
+        finally:
+            console.cursor().execute("RESUME %s" % db)      # the PAUSE ends (57014)
+            bg.join(10)
+        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        for c in (x, y, x, y):
+            self.assertEqual(self.pid(c), old[id(c)])
+        self.assertEqual([r["close_needed"] for r in self.show(console, "SERVERS")], [0, 0])
+        waiter = Background(lambda: pauser.cursor().execute("WAIT_CLOSE %s" % db))
+        waiter.join(10)
+        self.assertFalse(waiter.is_alive(), "WAIT_CLOSE waits for servers RESUME kept")
+        self.assertIsNone(waiter.error)
+        self.assertNotIn("database configuration changed", px.log())
+        # RECONNECT still marks them for server_fast_close.
+        console.cursor().execute("RECONNECT %s" % db)
+        with self.assertRaises(psycopg2.OperationalError):
+            self.pid(x)
+
     def test_off_keeps_the_session_on_its_server(self):
         px = self.start_pgwharf(settings={"pool_mode": "session"})
         conn = self.connect(px)
