@@ -390,10 +390,13 @@ static const char *read_word(const char *p, char *out, size_t size)
     return n ? p : NULL;
 }
 
-/* A SET value: 'string' ('' for a quote inside) or a run of non-blanks. */
+/* A SET value: 'string' ('' for a quote inside), "string" ("" inside; as
+ * PgBouncer, which takes a quoted word there too) or a run of non-blanks. */
 static const char *read_value(const char *p, char *out, size_t size)
 {
     size_t n;
+    if (*p == '"')
+        return read_quoted(p, '"', out, size, &n);
     if (*p != '\'')
         return read_run(p, false, out, size);
     return read_quoted(p, '\'', out, size, &n);

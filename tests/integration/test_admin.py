@@ -1716,6 +1716,13 @@ class TestCommands(AdminTestCase):
         self.assertEqual(config["server_check_query"], "select 'x'")
         self.assertEqual(config["default_pool_size"], "4")       # kept
         self.assertEqual(px.psql("select 1"), "1")
+        # A double-quoted value is unquoted, as PgBouncer does: the quotes
+        # were kept (SET admin_users = "me" took the console from "me").
+        conn.cursor().execute('SET server_reset_query = "DISCARD ""ALL"""')
+        conn.cursor().execute('SET stats_users = "%s"' % self.pg.user)
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["server_reset_query"], 'DISCARD "ALL"')
+        self.assertEqual(config["stats_users"], self.pg.user)
 
     def test_show_config_shows_a_long_value_whole(self):
         # A value may be as long as the file makes it (a long auth_query or
