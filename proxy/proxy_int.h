@@ -182,6 +182,10 @@ struct pgw_session {
                                         runs, then the session ends (relay.c) */
     bool client_gone;                /* ... and it cannot be written to: replies are
                                         dropped */
+    bool srv_copy_in;                /* the server is in COPY FROM STDIN: its
+                                        CopyInResponse came, its end did not */
+    bool eof_copy_fail;              /* after client_eof, pgwharf ended that COPY
+                                        with a CopyFail of its own (relay.c) */
     uint32_t copy_ins, copy_ends;    /* CopyIn/CopyBothResponses relayed, and the
                                         client's CopyDone/CopyFail sent with a request
                                         outstanding, since nothing was: more of the

@@ -1855,6 +1855,8 @@ void pgw_relay_client_data(struct pgw_session *s)
 
 /* ---- a client whose stream ended ---- */
 
+static bool eof_end_copy(struct pgw_session *s);
+
 /* After client_eof: is everything the client sent answered (and given to
  * it), or may the wait for that never end? */
 static bool eof_done(const struct pgw_session *s)
@@ -1882,6 +1884,13 @@ static bool eof_done(const struct pgw_session *s)
      * for them could be for ever.  The session ends as it did before (the
      * server is closed; what was sent runs). */
     if (s->track.count_high)
+        return true;
+    /* The stream ended inside a batch with no Sync after it: the server
+     * sends nothing more of it (it flushes at a Sync, or skips to one after
+     * an error), and a reply it sent part of stays cut.  PostgreSQL would
+     * end the backend at the end of the stream, the batch's transaction
+     * rolled back: the server is closed. */
+    if (s->track.fe_open > 0 && (s->track.sync_out == 0 || s->track.skip_sync))
         return true;
     /* A batch with no Sync yet (fe_open) gets none: nothing more comes. */
     return s->track.sync_out == 0 && !s->track.copy && s->swallow == 0 && s->sskip == 0 &&
@@ -1937,6 +1946,8 @@ bool pgw_relay_client_eof(struct pgw_session *s)
     ev_io_stop(s->px->loop, &s->cli_r);
     if (!s->terminating && eof_done(s))
         return false;
+    if (!s->terminating && !eof_end_copy(s))
+        return true;            /* closed */
     if (s->px->cfg->log_disconnections) {
         char qd[200], qu[200];
         pgw_info("client_eof", "client=%s db=%s user=%s reason=\"the client's stream ended: "
@@ -1946,10 +1957,36 @@ bool pgw_relay_client_eof(struct pgw_session *s)
     return true;
 }
 
+/* After client_eof, with everything the client sent on the server: a
+ * COPY FROM STDIN waiting for data would wait for ever (the count of
+ * copy_ins and copy_ends cannot tell a CopyDone the server ignored, sent
+ * outside a COPY).  A CopyFail ends it as PostgreSQL ends one whose client
+ * went; one that was ending anyway (its CopyDone sent before the
+ * CopyInResponse came) ignores it, as PostgreSQL ignores a CopyFail outside
+ * a COPY.  false when the session was closed. */
+static bool eof_end_copy(struct pgw_session *s)
+{
+    if (!s->srv_copy_in || s->eof_copy_fail || !s->server || s->state != PGW_SS_LINKED ||
+        (s->cbuf && s->cbuf->sent < s->cbuf->len) || s->srv_write_blocked)
+        return true;
+    static const char msg[] = "f\0\0\0\x31" "COPY ended: the client closed the connection";
+    bool want_read = false;
+    s->eof_copy_fail = true;
+    if (pgw_server_write(s->server, msg, sizeof(msg), &want_read) != (ssize_t)sizeof(msg)) {
+        pgw_session_close(s, NULL, "client closed the connection");
+        return false;
+    }
+    return true;
+}
+
 void pgw_relay_eof_check(struct pgw_session *s)
 {
-    if (s->client_eof && !s->terminating && s->state != PGW_SS_CLOSING && eof_done(s))
+    if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
+        return;
+    if (eof_done(s))
         pgw_session_close(s, NULL, "client closed the connection");
+    else
+        eof_end_copy(s);
 }
 
 void pgw_relay_flush_server(struct pgw_session *s)
@@ -2255,6 +2292,10 @@ static void track_backend(struct pgw_session *s, char type)
         pgw_notify_tx_error(s);          /* a LISTEN that ran in its transaction */
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
         s->copy_ins++;
+    if (type == PGW_BE_COPY_IN)
+        s->srv_copy_in = true;
+    else if (type == PGW_BE_ERROR || type == PGW_BE_COMMAND_COMPLETE)
+        s->srv_copy_in = false;
     pgw_track_backend(&s->track, type);
     /* The Syncs the COPY reads are prepared.c's to tell (ps_copy_syncs):
      * the tracker's CopyDone must not take them back a second time. */

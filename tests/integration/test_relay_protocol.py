@@ -443,6 +443,50 @@ class TestRequestThenClose(RelayCase):
         pt.wait_until(lambda: self.rows_in_table() == "1", 20, what="the COPY ran")
         self.assert_b_served()
 
+    def test_a_copydone_outside_a_copy_does_not_end_the_next_one(self):
+        # PostgreSQL ignores a CopyDone outside a COPY; counted, it made the
+        # COPY after it look ended, and the session waited for ever for its
+        # ReadyForQuery, the server held.  pgwharf ends a COPY waiting for
+        # data after the end of the stream with a CopyFail.
+        a = self.login()
+        a.sendall(hz.query_msg("select 1") + M(b"c") +
+                  hz.query_msg("copy relay_close from stdin") + M(b"d", b"1\n"))
+        a.shutdown(socket.SHUT_WR)
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session waited for COPY data after the end of the stream")
+        self.assertIn(b"COPY ended: the client closed the connection", data)
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_b_served()
+
+    def end_inside_a_batch(self, batch, first=0):
+        """batch, then the end of the stream once first bytes came back."""
+        a = self.login()
+        a.sendall(batch)
+        got = b""
+        a.settimeout(20)
+        while len(got) < first:
+            chunk = a.recv(65536)
+            self.assertTrue(chunk, "closed before %d bytes came" % first)
+            got += chunk
+        a.shutdown(socket.SHUT_WR)
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session outlived the client's stream")
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_b_served()
+
+    def test_end_of_stream_inside_a_batch_without_sync(self):
+        # No Sync: PostgreSQL sends the batch's rows as its buffer fills and
+        # keeps the rest; a row cut at that point never ended, and the
+        # session waited for it for ever.  Nothing more comes: it ends.
+        # (PostgreSQL's first 8 kB come before the end of the stream.)
+        self.end_inside_a_batch(hz.parse_msg("", "select generate_series(1, 3000)") +
+                                bind_execute(), first=8192)
+
+    def test_end_of_stream_after_an_error_in_a_batch_without_sync(self):
+        # The server skips to a Sync after the error: the Query after it is
+        # never answered.
+        self.end_inside_a_batch(hz.parse_msg("", "select 1/0") + bind_execute() + self.INSERT)
+
     def test_whole_copy_then_end_of_stream(self):
         a = self.login()
         a.sendall(hz.query_msg("copy relay_close from stdin") + M(b"d", b"1\n") + M(b"c"))
