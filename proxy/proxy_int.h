@@ -182,6 +182,9 @@ struct pgw_session {
                                         runs, then the session ends (relay.c) */
     bool client_gone;                /* ... and it cannot be written to: replies are
                                         dropped */
+    bool unrep_touched;              /* sent on this link what may change a tracked
+                                        parameter the server does not report
+                                        (relay.c may_change_unreported) */
     bool srv_copy_in;                /* the server is in COPY FROM STDIN: its
                                         CopyInResponse came, its end did not */
     bool eof_copy_fail;              /* after client_eof, pgwharf ended that COPY

@@ -119,14 +119,59 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
 /* What pgwharf SET on srv of a parameter the server does not report is
  * unknown from now on ("": the next client gets a SET or RESET, even one
  * that wants ""), after server_reset_query, a refused SET, or a value too
- * long for the record. */
-static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv)
+ * long for the record; all: those pgwharf never SET too (a client may have
+ * set them: may_change_unreported). */
+static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv, bool all)
 {
     for (int i = 0; i < px->ntracked; i++) {
         const char *name = px->tracked[i];
-        if (!param_reported(srv->pool, name) && pgw_params_get(&srv->params, name))
+        if (!param_reported(srv->pool, name) && (all || pgw_params_get(&srv->params, name)))
             pgw_params_set(&srv->params, name, "");
     }
+}
+
+/* Does text hold word, in any case? */
+static bool holds_word_ci(const uint8_t *p, size_t n, const char *word)
+{
+    size_t m = strlen(word);
+    int first = tolower((unsigned char)word[0]);
+    for (size_t i = 0; i + m <= n; i++) {
+        if (tolower(p[i]) != first)
+            continue;
+        size_t k = 1;
+        while (k < m && tolower(p[i + k]) == tolower((unsigned char)word[k]))
+            k++;
+        if (k == m)
+            return true;
+    }
+    return false;
+}
+
+/* May this Query, Parse or FunctionCall change a tracked parameter the
+ * server does not report (SET, set_config() or RESET of it, RESET ALL,
+ * DISCARD ALL)?  pgwharf would not see it: the server's record of what it
+ * SET would be wrong, and the next client would get the value (a client's
+ * login value is to follow it wherever it goes).  Its text names the
+ * parameter or says RESET or DISCARD; a FunctionCall or a message not read
+ * whole may. */
+static bool may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
+                                  uint32_t avail, uint32_t total)
+{
+    const struct pgw_proxy *px = s->px;
+    const uint8_t *text = p + PGW_MSG_HDR;
+    size_t n = total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0;
+    bool any = false;
+    for (int i = 0; i < px->ntracked; i++) {
+        if (param_reported(s->server->pool, px->tracked[i]))
+            continue;
+        if (!any && (type == PGW_FE_FUNCTION_CALL || avail < total ||
+                     holds_word_ci(text, n, "reset") || holds_word_ci(text, n, "discard")))
+            return true;
+        any = true;
+        if (holds_word_ci(text, n, px->tracked[i]))
+            return true;
+    }
+    return false;
 }
 
 /* Does the client's first message on this link replace the server's
@@ -250,7 +295,7 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
 {
     struct pgw_server *srv = s->server;
     srv->user_sig = 0;
-    forget_unreported(s->px, srv);
+    forget_unreported(s->px, srv, false);
     s->sync_err = true;
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
@@ -437,6 +482,13 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->srv_write_blocked = false;
     s->server = NULL;
     srv->link = NULL;
+    if (s->unrep_touched) {
+        /* What pgwharf SET of them there may have changed: the next
+         * client gets a SET or RESET. */
+        s->unrep_touched = false;
+        forget_unreported(s->px, srv, true);
+        srv->user_sig = 0;
+    }
     /* Clients queued behind this one (server_pipeline_depth) get the
      * server next, with what it already sent them.  A borrower that leaves
      * before its reply is through leaves the rest of it for the next one to
@@ -513,7 +565,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         /* server_reset_query may take back what pgwharf SET of a parameter
          * the server does not report: unknown from now on (the next client
          * gets a SET or RESET). */
-        forget_unreported(s->px, srv);
+        forget_unreported(s->px, srv, false);
         pgw_ps_server_reset(srv, s->px->cfg->server_reset_query);
         const char *rq = s->px->cfg->server_reset_query;
         if (rq && *rq)
@@ -1569,6 +1621,9 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             continue;
         }
+        if (!s->unrep_touched && s->server &&
+            (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))
+            s->unrep_touched = may_change_unreported(s, type, p, avail, total);
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);

@@ -190,6 +190,30 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
             self.assertEqual(one(b, "show search_path"), default)
             self.assertEqual(one(c, "show search_path"), ", ".join("s%03d" % i for i in range(150)))
 
+    def test_a_clients_own_set_of_an_unreported_parameter_does_not_reach_the_next(self):
+        # The server does not report extra_float_digits or search_path: a
+        # client's own SET, set_config() or DISCARD ALL went unseen, the
+        # record of what pgwharf had SET stayed, and the next client on
+        # that server got the value instead of its login's.
+        px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters="search_path"))
+        opts = "-c extra_float_digits=2 -c search_path=pg_catalog"
+        a, b = connect(px, self, options=opts), connect(px, self, options=opts)
+        plain = connect(px, self)
+        default = self.pg.psql("show search_path")
+        self.assertEqual(one(a, "show search_path"), "pg_catalog")
+        for change in ("SET extra_float_digits = 0; SET search_path = public",
+                       "select set_config('extra_float_digits', '0', false), "
+                       "set_config('search_path', 'public', false)",
+                       "DISCARD ALL", "RESET ALL"):
+            with self.subTest(change=change):
+                a.cursor().execute(change)
+                self.assertEqual(one(b, "show extra_float_digits"), "2")
+                self.assertEqual(one(b, "show search_path"), "pg_catalog")
+                a.cursor().execute(change)
+                self.assertEqual(one(plain, "show extra_float_digits"), "1")
+                self.assertEqual(one(plain, "show search_path"), default)
+        self.assertEqual(one(a, "select pg_backend_pid()"), one(b, "select pg_backend_pid()"))
+
     def test_show_config_and_reload_keeps_it(self):
         px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters=
                                               "default_transaction_read_only, IntervalStyle"))
