@@ -558,6 +558,11 @@ bool pgw_ps_idle(const struct pgw_session *s)
     return !q_head(s);
 }
 
+uint32_t pgw_ps_backlog(const struct pgw_session *s)
+{
+    return s->ps_queue ? s->ps_queue->len : 0;
+}
+
 void pgw_ps_link(struct pgw_session *s)
 {
     while (q_head(s))
@@ -1556,7 +1561,10 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
         }
         /* fall through */
     default:
-        q_push(s, Q_PASS, type, NULL);
+        if (!q_push(s, Q_PASS, type, NULL)) {
+            pgw_session_close(s, "53200", "out of memory");
+            return PGW_PS_FAILED;
+        }
         return PGW_PS_FORWARD;
     }
 }

@@ -147,6 +147,8 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total);
 void pgw_ps_emit(struct pgw_session *s);
 /* Nothing outstanding in the queue? */
 bool pgw_ps_idle(const struct pgw_session *s);
+/* Replies the session's queue still expects from its server. */
+uint32_t pgw_ps_backlog(const struct pgw_session *s);
 
 /* srv goes back to the pool through reset_query (server_reset_query),
  * which may drop its statements (DISCARD ALL): forget them there. */

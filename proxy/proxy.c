@@ -87,6 +87,10 @@ bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t nee
         return true;
     if (need > PGW_IOBUF_MAX)
         return false;
+    /* A grown buffer that must grow again doubles: growing by what each
+     * reply needs would copy it whole per reply. */
+    if (b->cap > PGW_IOBUF_SIZE && need < (uint64_t)b->cap * 2)
+        need = (uint64_t)b->cap * 2 < PGW_IOBUF_MAX ? b->cap * 2 : PGW_IOBUF_MAX;
     size_t page = 65536;
     size_t cap = ((size_t)need + sizeof(*b) + page - 1) / page * page - sizeof(*b);
     void *m = mmap(NULL, sizeof(*b) + cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,

@@ -1794,9 +1794,26 @@ static bool replies_unread(const struct pgw_session *s)
     return s->sbuf && s->sbuf->len - s->sbuf->sent > REPLIES_UNREAD_MAX;
 }
 
+/* Replies the prepared-statement queue may expect before the client's
+ * next bytes wait: a Sync is 5 bytes, its entry about 100.  High enough
+ * for a driver that sends a whole batch before it reads, which would wait
+ * for ever (JDBC's executeBatch reads once it expects about 64 kB of
+ * replies, at 250 bytes a query: hundreds of Binds and Executes). */
+#define PS_BACKLOG_MAX 16384
+
+/* With a server, max_prepared_statements answers some messages itself
+ * (CloseComplete, ParseComplete) and queues an entry per request: a
+ * client that sends them and never reads would grow both without bound,
+ * the server's own backpressure notwithstanding.  Its next bytes wait. */
+static bool linked_backlog(const struct pgw_session *s)
+{
+    return s->ps_on && s->server && (replies_unread(s) || pgw_ps_backlog(s) > PS_BACKLOG_MAX);
+}
+
 void pgw_relay_replies_read(struct pgw_session *s)
 {
-    if (!s->replies_unread || s->state == PGW_SS_CLOSING || replies_unread(s))
+    if (!s->replies_unread || s->state == PGW_SS_CLOSING || replies_unread(s) ||
+        linked_backlog(s))
         return;
     s->replies_unread = false;
     if (!ev_is_active(&s->cli_r))
@@ -1833,6 +1850,10 @@ static bool client_data_step(struct pgw_session *s)
         pgw_session_arm_timer(s);       /* also for a message still arriving */
         if (b->sent < b->parsed)
             pgw_batch_flush_server(s);
+        if (s->state == PGW_SS_LINKED && linked_backlog(s)) {
+            s->replies_unread = true;   /* read again once it has read (pgw_relay_replies_read) */
+            ev_io_stop(s->px->loop, &s->cli_r);
+        }
         return false;
     }
     for (;;) {
@@ -2088,7 +2109,8 @@ void pgw_relay_flush_server(struct pgw_session *s)
         pgw_relay_client_data(s);
         return;
     }
-    if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING && !s->client_eof)
+    if (!ev_is_active(&s->cli_r) && s->state != PGW_SS_CLOSING && !s->client_eof &&
+        !s->replies_unread)
         ev_io_start(loop, &s->cli_r);
     pgw_relay_release_if_clean(s);
     if (s->client_eof)

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import random
+import select
 import socket
 import struct
 import subprocess
@@ -455,6 +456,48 @@ class TestRepliesInOrder(pt.PgwharfTestCase):
                 self.assertEqual(got, "12" + "D" * rows + "C" + "12DCZ", (i, rows, width))
         finally:
             r.close()
+
+
+class TestClientsThatDoNotRead(pt.PgwharfTestCase):
+    """While a client held a server, the replies pgwharf makes itself
+    (CloseComplete of a statement no server has) and the queue entry of
+    each Sync had no backpressure: a client that sent them and never read
+    grew pgwharf's memory by hundreds of MB (the server's backpressure
+    does not help: a Sync is 5 bytes, the kernel holds a million of them).
+    Its next bytes now wait until it reads."""
+
+    LIMIT = 32 << 20
+
+    def flood(self, r, m):
+        """m again and again until pgwharf stops reading (2 s without room)
+        or LIMIT bytes; returns the bytes sent."""
+        r.s.setblocking(False)
+        chunk = m * (65536 // len(m))
+        sent = 0
+        while sent < self.LIMIT:
+            try:
+                off = sent % len(chunk)          # whole messages, in order
+                sent += r.s.send(chunk[off:])
+            except BlockingIOError:
+                if not select.select([], [r.s], [], 2.0)[1]:
+                    break
+        return sent
+
+    def test_a_client_that_does_not_read_holds_little_memory(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        for name, m in (("CloseComplete", b"C\0\0\0\x09Sfoo\0"), ("Sync", b"S\0\0\0\x04")):
+            with self.subTest(reply=name):
+                r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+                r.send(r.msg(b"Q", b"begin\0"))
+                r.until_ready()                 # in a transaction: it holds the server
+                before = px.rss_kb()
+                sent = self.flood(r, m)
+                grown = px.rss_kb() - before
+                self.assertLess(sent, self.LIMIT, "pgwharf read all the client sent")
+                self.assertLess(grown, 8 * 1024, "pgwharf grew by %d kB" % grown)
+                r.close()
+                self.assertEqual(px.psql("select 'served'"), "served")
 
 
 class TestErrors(pt.PgwharfTestCase):
