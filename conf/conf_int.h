@@ -69,6 +69,9 @@ char *conf_strdup(struct conf_report *r, const char *s);
 /* A decimal integer in [lo, hi] (optional sign): [databases], [users] and
  * [peers] values, which PgBouncer reads with atoi. */
 int conf_parse_int(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
+/* The same, or -1: not set (a [databases] or [users] key then takes the
+ * general one, as PgBouncer reads -1 there). */
+int conf_parse_int_unset(const char *text, int lo, int hi, int *out, char *err, size_t errlen);
 /* An integer in [lo, hi] as PgBouncer's cf_set_int reads the general
  * section's: strtol base 0, the whole text (0x1f hexadecimal, 017 octal). */
 int conf_parse_int_c(const char *text, int lo, int hi, int *out, char *err, size_t errlen);

@@ -37,13 +37,13 @@ static int user_key(struct pgw_conf_user *u, const char *key, const char *val, c
     if (strcasecmp(key, "pool_mode") == 0)
         return conf_parse_pool_mode(val, &u->pool_mode, err, errlen);
     if (strcasecmp(key, "pool_size") == 0)
-        return conf_parse_int(val, 1, INT_MAX, &u->pool_size, err, errlen);
+        return conf_parse_int_unset(val, 1, INT_MAX, &u->pool_size, err, errlen);
     if (strcasecmp(key, "reserve_pool_size") == 0)
-        return conf_parse_int(val, 0, INT_MAX, &u->reserve_pool_size, err, errlen);
+        return conf_parse_int_unset(val, 0, INT_MAX, &u->reserve_pool_size, err, errlen);
     if (strcasecmp(key, "max_user_connections") == 0)
-        return conf_parse_int(val, 0, INT_MAX, &u->max_user_connections, err, errlen);
+        return conf_parse_int_unset(val, 0, INT_MAX, &u->max_user_connections, err, errlen);
     if (strcasecmp(key, "max_user_client_connections") == 0)
-        return conf_parse_int(val, 0, INT_MAX, &u->max_user_client_connections, err, errlen);
+        return conf_parse_int_unset(val, 0, INT_MAX, &u->max_user_client_connections, err, errlen);
     if (strcasecmp(key, "query_timeout") == 0)
         return conf_parse_entry_dur(val, &u->query_timeout, err, errlen);
     if (strcasecmp(key, "idle_transaction_timeout") == 0)

@@ -296,6 +296,15 @@ int conf_parse_entry_dur(const char *text, double *out, char *err, size_t errlen
     return parse_dur(text, true, out) == 0 ? 0 : dur_error(text, err, errlen);
 }
 
+int conf_parse_int_unset(const char *text, int lo, int hi, int *out, char *err, size_t errlen)
+{
+    if (strcmp(text, "-1") == 0) {
+        *out = -1;
+        return 0;
+    }
+    return conf_parse_int(text, lo, hi, out, err, errlen);
+}
+
 int conf_parse_dur_unset(const char *text, double *out, char *err, size_t errlen)
 {
     if (strcmp(text, "-1") == 0) {

@@ -370,6 +370,21 @@ static void test_duration_keys(void **state)
     assert_error(&d, "t.ini:6: user \"u\": query_wait_timeout: expected a duration (seconds, "
                      "or a number with us, ms, s, min, h, d) or -1 (not set), got \"+5\"");
     pgw_conf_diag_free(&d);
+    /* -1 is "not set" there, as PgBouncer reads it (it was refused) */
+    cfg = load_ok(BASE "default_pool_size = 7\n[databases]\n"
+                       "b = pool_size=-1 reserve_pool=-1 max_db_connections=-1 min_pool_size=-1\n"
+                       "[users]\nu = pool_size=-1 max_user_connections=-1\n", &d);
+    const struct pgw_conf_db *b = pgw_conf_find_db(cfg, "b");
+    assert_int_equal(b->pool_size, -1);
+    assert_int_equal(b->max_db_connections, -1);
+    assert_int_equal(pgw_conf_find_user(cfg, "u")->max_user_connections, -1);
+    assert_int_equal(pgw_conf_pool_size(cfg, b, pgw_conf_find_user(cfg, "x")), 7);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    load_fail(BASE "[databases]\nb = pool_size=-2\n", &d, 1);
+    assert_error(&d, "t.ini:4: database \"b\": pool_size: expected a positive integer, "
+                     "got \"-2\"");
+    pgw_conf_diag_free(&d);
     expect_key_error("server_connect_rate = fast",
                      "t.ini:3: server_connect_rate: expected a non-negative number, got \"fast\"");
 }
@@ -1022,7 +1037,7 @@ static void test_connstr_errors(void **state)
                    "c = host='h'x\n"                       /* 6 */
                    "d = port=5432,99999\n"                 /* 7 */
                    "e = host=a host=b\n"                   /* 8 */
-                   "f = pool_mode=txn min_pool_size=-1\n"  /* 9: two errors */
+                   "f = pool_mode=txn min_pool_size=-2\n"  /* 9: two errors */
                    "g = host\n"                            /* 10 */
                    "ok = host=h\n"                         /* 11 */
                    "ok = host=again\n"                     /* 12 */
@@ -1048,7 +1063,7 @@ static void test_connstr_errors(void **state)
     assert_error(&d, "t.ini:9: database \"f\": pool_mode: expected one of session, transaction, "
                      "statement; got \"txn\"");
     assert_error(&d, "t.ini:9: database \"f\": min_pool_size: expected a non-negative integer, "
-                     "got \"-1\"");
+                     "got \"-2\"");
     assert_error(&d, "t.ini:10: database \"g\": expected \"=\" after \"host\"");
     assert_warning(&d, "t.ini:12: database \"ok\" defined again: replaces t.ini:11");
     assert_error(&d, "t.ini:13: database \"h\": expected key=value, got \"=x\"");
