@@ -105,6 +105,14 @@ int conf_connstr_next(const char **pp, char **key, char **val, char *err, size_t
         return PGW_ECONFIG;
     }
     const char *v = skip_space(eq + 1);
+    if (!*v) {
+        /* PgBouncer's "syntax error in connection string": dbname= at the
+         * end of the line was an empty dbname (the server got the
+         * entry's name instead). */
+        snprintf(err, errlen, "%.*s: expected a value after \"=\" (an empty one is '')",
+                 (int)klen, p);
+        return PGW_ECONFIG;
+    }
     *key = strndup(p, klen);
     *val = malloc(strlen(v) + 1);
     if (!*key || !*val) {

@@ -1093,6 +1093,11 @@ static void test_connstr_errors(void **state)
                        "name of more than 63 bytes no client can ask for (a startup packet's "
                        "is cut there, as PostgreSQL cuts it)");
     pgw_conf_diag_free(&d);
+    /* an empty value at the end of the line (PgBouncer: a syntax error) */
+    load_fail(BASE "[databases]\na = host=h dbname=\n", &d, 1);
+    assert_error(&d, "t.ini:4: database \"a\": dbname: expected a value after \"=\" (an "
+                     "empty one is '')");
+    pgw_conf_diag_free(&d);
 
     /* load_balance_hosts: a pool key (libpq 15 does not know it), and
      * printed back */
