@@ -1316,6 +1316,11 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         return PGW_PS_FORWARD;
     }
     struct ps_stmt *st = cn->stmt;
+    /* Its text was scanned at its Parse, maybe in another transaction or
+     * on another server: a Bind runs it here. */
+    if (type == PGW_FE_BIND && !s->unrep_touched && s->server)
+        s->unrep_touched = pgw_relay_may_change_unreported(s, PGW_FE_PARSE, st->parse,
+                                                           st->parse_len, st->parse_len);
     size_t old_nl = strlen(name), new_nl = strlen(st->name);
     char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
     if (old_nl < sizeof(bname))

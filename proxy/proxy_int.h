@@ -184,7 +184,7 @@ struct pgw_session {
                                         dropped */
     bool unrep_touched;              /* sent on this link what may change a tracked
                                         parameter the server does not report
-                                        (relay.c may_change_unreported) */
+                                        (pgw_relay_may_change_unreported) */
     bool srv_copy_in;                /* the server is in COPY FROM STDIN: its
                                         CopyInResponse came, its end did not */
     bool eof_copy_fail;              /* after client_eof, pgwharf ended that COPY
@@ -336,6 +336,10 @@ void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_client_data(struct pgw_session *s);
 /* The client has read what it was answered: a request held meanwhile goes on. */
 void pgw_relay_replies_read(struct pgw_session *s);
+/* May this Query, Parse or FunctionCall (avail of its total bytes at p)
+ * change a tracked parameter the server does not report?  s has a server. */
+bool pgw_relay_may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
+                                     uint32_t avail, uint32_t total);
 /* The client's stream ended (EOF).  true when the session goes on to run
  * what the client sent whole (client_eof); false when there is nothing to
  * run: the caller closes it. */

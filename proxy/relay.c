@@ -120,7 +120,7 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
  * unknown from now on ("": the next client gets a SET or RESET, even one
  * that wants ""), after server_reset_query, a refused SET, or a value too
  * long for the record; all: those pgwharf never SET too (a client may have
- * set them: may_change_unreported). */
+ * set them: pgw_relay_may_change_unreported). */
 static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv, bool all)
 {
     for (int i = 0; i < px->ntracked; i++) {
@@ -130,18 +130,24 @@ static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv
     }
 }
 
-/* Does text hold word, in any case? */
+static bool ident_char(uint8_t c)
+{
+    return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+/* Does text hold word, in any case, as a word of its own (password_resets
+ * holds no RESET)? */
 static bool holds_word_ci(const uint8_t *p, size_t n, const char *word)
 {
     size_t m = strlen(word);
     int first = tolower((unsigned char)word[0]);
     for (size_t i = 0; i + m <= n; i++) {
-        if (tolower(p[i]) != first)
+        if (tolower(p[i]) != first || (i > 0 && ident_char(p[i - 1])))
             continue;
         size_t k = 1;
         while (k < m && tolower(p[i + k]) == tolower((unsigned char)word[k]))
             k++;
-        if (k == m)
+        if (k == m && (i + m == n || !ident_char(p[i + m])))
             return true;
     }
     return false;
@@ -154,8 +160,8 @@ static bool holds_word_ci(const uint8_t *p, size_t n, const char *word)
  * login value is to follow it wherever it goes).  Its text names the
  * parameter or says RESET or DISCARD; a FunctionCall or a message not read
  * whole may. */
-static bool may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
-                                  uint32_t avail, uint32_t total)
+bool pgw_relay_may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
+                                     uint32_t avail, uint32_t total)
 {
     const struct pgw_proxy *px = s->px;
     const uint8_t *text = p + PGW_MSG_HDR;
@@ -1623,7 +1629,7 @@ static bool scan_client(struct pgw_session *s)
         }
         if (!s->unrep_touched && s->server &&
             (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))
-            s->unrep_touched = may_change_unreported(s, type, p, avail, total);
+            s->unrep_touched = pgw_relay_may_change_unreported(s, type, p, avail, total);
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);

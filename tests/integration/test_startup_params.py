@@ -10,6 +10,7 @@ and SET again on whichever server the client gets.
 
 import os
 import socket
+import struct
 import unittest
 
 import psycopg2
@@ -213,6 +214,26 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                 self.assertEqual(one(plain, "show extra_float_digits"), "1")
                 self.assertEqual(one(plain, "show search_path"), default)
         self.assertEqual(one(a, "select pg_backend_pid()"), one(b, "select pg_backend_pid()"))
+
+    def test_a_prepared_set_config_bound_later_does_not_reach_the_next(self):
+        # With max_prepared_statements, a statement Parsed in one
+        # transaction runs later from a Bind alone: its text is what may
+        # change the parameter.
+        px = self.start_pgwharf(settings=dict(TX1, auth_type="trust", max_prepared_statements=10))
+        a = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, self.pg.database)
+        b = connect(px, self)
+        sync = b"S\0\0\0\x04"
+        a.sendall(hz.parse_msg("s1", "select set_config('extra_float_digits', '0', false)") +
+                  sync)
+        hz.read_until_ready(a)
+        self.assertEqual(one(b, "show extra_float_digits"), "1")
+        bind = b"B" + struct.pack("!I", 4 + 1 + 3 + 6) + b"\0s1\0" + struct.pack("!HHH", 0, 0, 0)
+        execute = b"E" + struct.pack("!I", 9) + b"\0" + struct.pack("!I", 0)
+        a.sendall(bind + execute + sync)
+        hz.read_until_ready(a)
+        self.assertEqual(one(b, "show extra_float_digits"), "1")
 
     def test_show_config_and_reload_keeps_it(self):
         px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters=
