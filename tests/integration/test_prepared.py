@@ -495,7 +495,9 @@ class TestClientsThatDoNotRead(pt.PgwharfTestCase):
                 sent = self.flood(r, m)
                 grown = px.rss_kb() - before
                 self.assertLess(sent, self.LIMIT, "pgwharf read all the client sent")
-                self.assertLess(grown, 8 * 1024, "pgwharf grew by %d kB" % grown)
+                # (a few MB; more under ASan, whose freed memory waits in
+                # quarantine; 117 MB for the Syncs before the fix)
+                self.assertLess(grown, 32 * 1024, "pgwharf grew by %d kB" % grown)
                 r.close()
                 self.assertEqual(px.psql("select 'served'"), "served")
 
