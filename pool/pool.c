@@ -1178,6 +1178,18 @@ const char *pgw_pool_log_names(const struct pgw_pool *pool, char *buf, size_t le
 }
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }
 
+bool pgw_pool_defaults_memo(const struct pgw_pool *pool, uint32_t *memo)
+{
+    *memo = pool->defaults_memo;
+    return pool->defaults_memo_valid;
+}
+
+void pgw_pool_set_defaults_memo(struct pgw_pool *pool, uint32_t memo)
+{
+    pool->defaults_memo = memo;
+    pool->defaults_memo_valid = true;
+}
+
 bool pgw_pool_welcome_ready(const struct pgw_pool *pool)
 {
     struct pgw_pool_error err;

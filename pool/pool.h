@@ -321,6 +321,11 @@ void pgw_pool_set_password(struct pgw_pool *pool, const char *password, bool loo
 const char *pgw_pool_dbname(const struct pgw_pool *pool);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
+/* A word the proxy keeps with the pool, worked out from its defaults
+ * (which tracked parameters a fresh server does not report): false when
+ * none is kept or the defaults changed since it was set. */
+bool pgw_pool_defaults_memo(const struct pgw_pool *pool, uint32_t *memo);
+void pgw_pool_set_defaults_memo(struct pgw_pool *pool, uint32_t memo);
 /* May a new client be welcomed with pgw_pool_defaults, before it has a
  * server?  Once a server of the pool has logged in (since the last
  * pgw_pool_reconnect with new_setup), and only while nothing

@@ -152,6 +152,10 @@ struct pgw_pool {
     /* What the last server to log in reported, before any client SET:
      * what a new client sees of parameters it did not set itself. */
     struct pgw_params defaults;
+    /* The proxy's word about defaults (pgw_pool_defaults_memo), valid
+     * until they change. */
+    uint32_t defaults_memo;
+    bool defaults_memo_valid;
     /* Servers must reconnect (new connection keys, RECONNECT, KILL): the
      * backend may be another one, so no client is welcomed with defaults
      * until a server logs in again (pgw_pool_welcome_ready). */

@@ -647,6 +647,7 @@ static void take_defaults(struct pgw_server *srv)
     if (pgw_server_close_needed(srv))
         return;
     srv->pool->defaults = srv->params;
+    srv->pool->defaults_memo_valid = false;
     srv->pool->defaults_stale = false;
 }
 

@@ -65,6 +65,8 @@ struct ps_stmt {
     uint16_t nparams;            /* its parameters, as the server counts them */
     uint8_t *pdesc;              /* its ParameterDescription, the whole message */
     uint32_t pdesc_len;
+    uint32_t words;              /* pgw_relay_text_words of its text, all tracked */
+    bool words_known;            /* ... worked out (at its first Bind) */
 };
 
 struct ps_registry {
@@ -1318,9 +1320,14 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     struct ps_stmt *st = cn->stmt;
     /* Its text was scanned at its Parse, maybe in another transaction or
      * on another server: a Bind runs it here. */
-    if (type == PGW_FE_BIND && !s->unrep_touched && s->server)
-        s->unrep_touched = pgw_relay_may_change_unreported(s, PGW_FE_PARSE, st->parse,
-                                                           st->parse_len, st->parse_len);
+    if (type == PGW_FE_BIND && !s->unrep_touched && s->server) {
+        if (!st->words_known) {
+            st->words = pgw_relay_text_words(s->px, st->parse + PGW_MSG_HDR,
+                                             st->parse_len - PGW_MSG_HDR, UINT32_MAX >> 1);
+            st->words_known = true;
+        }
+        s->unrep_touched = pgw_relay_words_change_unreported(s, st->words);
+    }
     size_t old_nl = strlen(name), new_nl = strlen(st->name);
     char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
     if (old_nl < sizeof(bname))

@@ -340,6 +340,15 @@ void pgw_relay_replies_read(struct pgw_session *s);
  * change a tracked parameter the server does not report?  s has a server. */
 bool pgw_relay_may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
                                      uint32_t avail, uint32_t total);
+/* The words of n bytes of SQL text that matter there: bit i for
+ * px->tracked[i] (those in want) named as a word of its own,
+ * PGW_WORDS_RESET for RESET or DISCARD. */
+#define PGW_WORDS_RESET (1u << 31)
+uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
+                              uint32_t want);
+/* Do a Parse's words (pgw_relay_text_words of all of them) say it may change
+ * a tracked parameter s's server does not report?  s has a server. */
+bool pgw_relay_words_change_unreported(const struct pgw_session *s, uint32_t words);
 /* The client's stream ended (EOF).  true when the session goes on to run
  * what the client sent whole (client_eof); false when there is nothing to
  * run: the caller closes it. */

@@ -116,6 +116,24 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
     return pgw_params_get(pgw_pool_defaults(pool), name) != NULL;
 }
 
+_Static_assert(PGW_TP_MAX < 31, "a tracked parameter's bit is PGW_WORDS_RESET's");
+
+/* The tracked parameters a fresh server of pool does not report, bit i for
+ * px->tracked[i]: worked out once per change of the pool's defaults (a
+ * lookup per name on every message cost more than the relay's own work). */
+static uint32_t unreported_mask(const struct pgw_proxy *px, struct pgw_pool *pool)
+{
+    uint32_t mask;
+    if (pgw_pool_defaults_memo(pool, &mask))
+        return mask;
+    mask = 0;
+    for (int i = 0; i < px->ntracked; i++)
+        if (!param_reported(pool, px->tracked[i]))
+            mask |= 1u << i;
+    pgw_pool_set_defaults_memo(pool, mask);
+    return mask;
+}
+
 /* What pgwharf SET on srv of a parameter the server does not report is
  * unknown from now on ("": the next client gets a SET or RESET, even one
  * that wants ""), after server_reset_query, a refused SET, or a value too
@@ -123,34 +141,74 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
  * set them: pgw_relay_may_change_unreported). */
 static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv, bool all)
 {
+    uint32_t mask = unreported_mask(px, srv->pool);
     for (int i = 0; i < px->ntracked; i++) {
         const char *name = px->tracked[i];
-        if (!param_reported(srv->pool, name) && (all || pgw_params_get(&srv->params, name)))
+        if ((mask & (1u << i)) && (all || pgw_params_get(&srv->params, name)))
             pgw_params_set(&srv->params, name, "");
     }
 }
 
-static bool ident_char(uint8_t c)
+/* A letter, digit, _, $ or a byte of a multibyte character: what an SQL
+ * identifier is made of (C locale, whatever the process's). */
+static const uint8_t sql_ident[256] = {
+    ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['_'] = 1, ['$'] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
+static inline uint8_t lower_ascii(uint8_t c)
 {
-    return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+    return (uint8_t)(c - 'A') < 26 ? (uint8_t)(c | 0x20) : c;
 }
 
-/* Does text hold word, in any case, as a word of its own (password_resets
- * holds no RESET)? */
-static bool holds_word_ci(const uint8_t *p, size_t n, const char *word)
+/* Does p[0..n) begin with word (m bytes), in any case, not followed by an
+ * identifier character (password_resets holds no RESET)? */
+static bool word_at(const uint8_t *p, size_t n, const char *word, size_t m)
 {
-    size_t m = strlen(word);
-    int first = tolower((unsigned char)word[0]);
-    for (size_t i = 0; i + m <= n; i++) {
-        if (tolower(p[i]) != first || (i > 0 && ident_char(p[i - 1])))
+    if (m > n)
+        return false;
+    for (size_t k = 0; k < m; k++)
+        if (lower_ascii(p[k]) != lower_ascii((uint8_t)word[k]))
+            return false;
+    return m == n || !sql_ident[p[m]];
+}
+
+/* One pass, a table lookup per byte: it runs on every Query and Parse. */
+uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
+                              uint32_t want)
+{
+    uint32_t found = 0;
+    const uint8_t *q = p, *end = p + n;
+    want &= (1u << px->ntracked) - 1;
+    while (q < end) {
+        if (!sql_ident[*q]) {
+            q++;
             continue;
-        size_t k = 1;
-        while (k < m && tolower(p[i + k]) == tolower((unsigned char)word[k]))
-            k++;
-        if (k == m && (i + m == n || !ident_char(p[i + m])))
-            return true;
+        }
+        /* A word of its own starts here: what the text says is a run of
+         * identifier characters; a name with dots (an extension's) spans
+         * several. */
+        size_t left = (size_t)(end - q);
+        uint8_t c = lower_ascii(*q);
+        if ((c == 'r' && word_at(q, left, "reset", 5)) ||
+            (c == 'd' && word_at(q, left, "discard", 7)))
+            found |= PGW_WORDS_RESET;
+        for (uint32_t m = want & ~found; m; m &= m - 1) {
+            int t = __builtin_ctz(m);
+            if (c == lower_ascii((uint8_t)px->tracked[t][0]) &&
+                word_at(q, left, px->tracked[t], px->tracked_len[t]))
+                found |= 1u << t;
+        }
+        for (q++; q < end && sql_ident[*q]; q++)
+            ;
     }
-    return false;
+    return found;
+}
+
+bool pgw_relay_words_change_unreported(const struct pgw_session *s, uint32_t words)
+{
+    uint32_t mask = unreported_mask(s->px, s->server->pool);
+    return mask && (words & (mask | PGW_WORDS_RESET));
 }
 
 /* May this Query, Parse or FunctionCall change a tracked parameter the
@@ -163,21 +221,13 @@ static bool holds_word_ci(const uint8_t *p, size_t n, const char *word)
 bool pgw_relay_may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
                                      uint32_t avail, uint32_t total)
 {
-    const struct pgw_proxy *px = s->px;
-    const uint8_t *text = p + PGW_MSG_HDR;
+    uint32_t mask = unreported_mask(s->px, s->server->pool);
+    if (!mask)
+        return false;
+    if (type == PGW_FE_FUNCTION_CALL || avail < total)
+        return true;
     size_t n = total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0;
-    bool any = false;
-    for (int i = 0; i < px->ntracked; i++) {
-        if (param_reported(s->server->pool, px->tracked[i]))
-            continue;
-        if (!any && (type == PGW_FE_FUNCTION_CALL || avail < total ||
-                     holds_word_ci(text, n, "reset") || holds_word_ci(text, n, "discard")))
-            return true;
-        any = true;
-        if (holds_word_ci(text, n, px->tracked[i]))
-            return true;
-    }
-    return false;
+    return pgw_relay_text_words(s->px, p + PGW_MSG_HDR, n, mask) != 0;
 }
 
 /* Does the client's first message on this link replace the server's

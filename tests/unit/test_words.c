@@ -1,0 +1,97 @@
+/* test_words.c - the relay's scan of SQL text for what may change a tracked
+ * parameter the server does not report (pgw_relay_text_words): RESET and
+ * DISCARD, and the tracked names, as words of their own in any case. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proxy/proxy_int.h"
+
+#define EFD (1u << 0)           /* extra_float_digits */
+#define SP (1u << 1)            /* search_path */
+#define EXT (1u << 2)           /* myext.mode: an extension's, with a dot */
+#define ALL (EFD | SP | EXT)
+
+static int setup(void **state)
+{
+    struct pgw_proxy *px = calloc(1, sizeof(*px));
+    if (!px)
+        return -1;
+    static const char *const names[] = { "extra_float_digits", "search_path", "myext.mode" };
+    for (int i = 0; i < 3; i++) {
+        px->tracked[i] = names[i];
+        px->tracked_len[i] = strlen(names[i]);
+    }
+    px->ntracked = 3;
+    *state = px;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    free(*state);
+    return 0;
+}
+
+static uint32_t words(void **state, const char *text, uint32_t want)
+{
+    return pgw_relay_text_words(*state, (const uint8_t *)text, strlen(text), want);
+}
+
+static void test_plain_queries_hold_none(void **state)
+{
+    assert_int_equal(words(state, "SELECT abalance FROM pgbench_accounts WHERE aid = 1;", ALL), 0);
+    assert_int_equal(words(state, "", ALL), 0);
+    assert_int_equal(words(state, "select 1", ALL), 0);
+    /* inside other words, or longer names */
+    assert_int_equal(words(state, "select password_resets, discarded, resets from t", ALL), 0);
+    assert_int_equal(words(state, "select extra_float_digits_x, xsearch_path, $reset", ALL), 0);
+    assert_int_equal(words(state, "show myext.model", ALL), 0);
+    assert_int_equal(words(state, "select 1reset", ALL), 0);
+    /* a byte of a multibyte character is part of the word */
+    assert_int_equal(words(state, "select \xc3\xa9reset, reset\xc3\xa9", ALL), 0);
+}
+
+static void test_reset_and_discard(void **state)
+{
+    assert_int_equal(words(state, "RESET ALL", ALL), PGW_WORDS_RESET);
+    assert_int_equal(words(state, "discard all", 0), PGW_WORDS_RESET);
+    assert_int_equal(words(state, "select 1;DiScArD ALL", 0), PGW_WORDS_RESET);
+    assert_int_equal(words(state, "reset", 0), PGW_WORDS_RESET);
+    assert_int_equal(words(state, "x.reset()", 0), PGW_WORDS_RESET);
+}
+
+static void test_tracked_names(void **state)
+{
+    assert_int_equal(words(state, "SET extra_float_digits = 0", ALL), EFD);
+    assert_int_equal(words(state, "select set_config('Extra_Float_Digits', '0', false)", ALL),
+                     EFD);
+    assert_int_equal(words(state, "SET search_path=public;set extra_float_digits=3", ALL),
+                     EFD | SP);
+    assert_int_equal(words(state, "set myext.mode = 1", ALL), EXT);
+    assert_int_equal(words(state, "set \"search_path\" to x", ALL), SP);
+    /* at the very end, and the bytes of a Parse: name, NUL, text, NUL, types */
+    assert_int_equal(words(state, "show search_path", ALL), SP);
+    static const uint8_t parse[] = "s1\0set search_path to x\0\0\0";
+    assert_int_equal(pgw_relay_text_words(*state, parse, sizeof(parse), ALL), SP);
+    /* only those asked for */
+    assert_int_equal(words(state, "SET search_path = x; reset extra_float_digits", SP),
+                     SP | PGW_WORDS_RESET);
+    assert_int_equal(words(state, "SET search_path = x", EFD), 0);
+    /* bits past the tracked ones are not names */
+    assert_int_equal(words(state, "SET search_path = x", UINT32_MAX >> 1), SP);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain_queries_hold_none),
+        cmocka_unit_test(test_reset_and_discard),
+        cmocka_unit_test(test_tracked_names),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
