@@ -134,6 +134,8 @@ struct pgw_session {
     ev_tstamp connect_time;          /* times: pgw_mono_now(), common/clock.h */
     ev_tstamp last_activity;         /* last byte either way */
     ev_tstamp query_start;           /* first outstanding request, 0 when none */
+    ev_tstamp ready_at;              /* the server last became ready for a request
+                                        (the link, a ReadyForQuery) */
     ev_tstamp query_floor;           /* a ReadyForQuery inside a pipeline: the request
                                       * after it started there (query_timeout) */
     uint64_t list_seq;               /* when it last joined PgBouncer's active or waiting
@@ -170,6 +172,7 @@ struct pgw_session {
     struct pgw_server *server;
     struct pgw_pool_waiter waiter;
     uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
+    bool cmsg_alone;                 /* ... of one sent when nothing was under way */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */

@@ -445,6 +445,7 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     s->track.copy = false;
     s->track.tx_status = 'I';
     s->copy_ins = s->copy_ends = 0;
+    s->ready_at = pgw_mono_now(loop);
     /* The pool has had this socket registered with libev since it
      * connected, so the watchers need ev_io_set only when the fd number
      * differs from last time (which costs an epoll_ctl). */
@@ -1644,6 +1645,7 @@ static bool scan_client(struct pgw_session *s)
              * ReadyForQuery gives it back: the client would hold it idle. */
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
+            s->cmsg_alone = false;
             if (s->cskip > 0)
                 s->discard = PGW_DISCARD_STRAY;
             continue;
@@ -1667,6 +1669,7 @@ static bool scan_client(struct pgw_session *s)
         if (s->discard != PGW_DISCARD_NONE) {
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
+            s->cmsg_alone = false;
             if (s->discard == PGW_DISCARD_UNTYPED && !ignored_alone(type))
                 s->discard = type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL ||
                              type == PGW_FE_SYNC ? PGW_DISCARD_LAST : PGW_DISCARD_TO_SYNC;
@@ -1820,6 +1823,9 @@ static bool scan_client(struct pgw_session *s)
             return false;
         b->parsed += n;
         s->cskip = total - n;
+        /* The server reads it whole before it runs it: until the rest
+         * comes, it waits for this client (linked_deadline). */
+        s->cmsg_alone = s->cskip > 0 && !was_open && !s->track.copy;
         if (s->pipe_budget > 0 && s->server)
             s->pipe_budget--;
     }
@@ -2232,6 +2238,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         s->xact_floor = 0;
     /* Messages sent since the last Sync are still under way. */
     s->query_start = s->track.fe_open > 0 ? pgw_mono_now(s->px->loop) : 0;
+    s->ready_at = pgw_mono_now(s->px->loop);
     s->query_floor = 0;
     if (status == 'I')
         s->xact_count++;

@@ -285,7 +285,42 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
     }
 }
 
+/* Has the server answered all the client sent, and waits for the rest of
+ * its next message?  PostgreSQL reads a message whole before it runs it:
+ * a client sending one a byte at a time is idle until the last one comes
+ * (its idle_in_transaction_session_timeout runs meanwhile). */
+static bool awaits_rest_of_message(const struct pgw_session *s)
+{
+    if (s->track.copy || s->track.sync_out > 1 || s->swallow > 0)
+        return false;
+    if (s->cskip > 0)
+        return s->cmsg_alone;       /* relayed as it comes: counted already */
+    const struct pgw_iobuf *b = s->cbuf;
+    if (s->track.sync_out > 0 || s->track.fe_open > 0 || !b || b->parsed == b->len)
+        return false;
+    uint32_t have = b->len - b->parsed;
+    return have < PGW_MSG_HDR || have < 1 + pgw_get_u32(b->data + b->parsed + 1);
+}
+
+static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum session_timeout *what);
+
 static ev_tstamp linked_deadline(const struct pgw_session *s, enum session_timeout *what)
+{
+    ev_tstamp at = linked_deadline_as_sent(s, what);
+    if (!awaits_rest_of_message(s))
+        return at;
+    /* Idle since the server was ready, however many bytes came since. */
+    if (s->track.tx_status != 'I')
+        return earlier(at, what, s->idle_transaction_timeout > 0
+                                     ? s->ready_at + s->idle_transaction_timeout : 0,
+                       TO_IDLE_TRANSACTION);
+    if (s->mode == PGW_POOL_SESSION && s->requested)
+        return at;
+    return earlier(at, what, s->client_idle_timeout > 0 ? s->ready_at + s->client_idle_timeout : 0,
+                   TO_IDLE);
+}
+
+static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum session_timeout *what)
 {
     /* query_start is set while a request is under way: one awaiting its
      * ReadyForQuery, extended-protocol messages with no Sync yet, or a

@@ -903,6 +903,35 @@ class TestTimeouts(pt.PgwharfTestCase):
         finally:
             c2.close()
 
+    def test_a_query_sent_a_byte_at_a_time_is_idle(self):
+        # PostgreSQL reads a message whole before it runs it: a client that
+        # trickles one in holds its server idle (in a transaction or, in
+        # transaction mode, outside one).  Each byte it sent counted as
+        # activity, so neither timeout fired while the server waited.
+        for setting, begin, sqlstate in (("idle_transaction_timeout", True, "25P03"),
+                                         ("client_idle_timeout", False, "08P01")):
+            with self.subTest(setting=setting):
+                px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                                  "auth_type": "trust", setting: "500ms"})
+                s = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(s.close)
+                hz.sync_login(s, self.pg.user, self.pg.database)
+                if begin:
+                    self.assertEqual(hz.simple_query(s, "begin")[1], [])
+                msg = hz.query_msg("select 'it-ran' /*%s*/" % ("x" * 400))
+                sent, answered = 0, False
+                while sent < len(msg) and not answered:
+                    s.sendall(msg[sent:sent + 1])
+                    sent += 1
+                    # 20 s for the whole message: the pacing, not a wait
+                    answered = bool(select.select([s], [], [], 0.05)[0])
+                data, closed = hz.read_until_closed(s, 10)
+                self.assertTrue(answered and closed, (sent, data))
+                self.assertLess(sent, len(msg))
+                self.assertNotIn(b"it-ran", data)
+                self.assertEqual([e.get("C") for e in hz.error_fields_in(data)], [sqlstate])
+                self.assertEqual(px.psql("select 'fresh'"), "fresh")
+
     def test_transaction_timeout_ends_a_busy_transaction(self):
         # Never idle (idle_transaction_timeout would not fire), never one
         # long query (nor query_timeout): only the transaction's age.
