@@ -305,7 +305,9 @@ struct pgw_pool_stats {
     bool paused;
 };
 
-/* Create or find the pool for (db entry, client-facing database name, user).
+/* Create or find the pool for (db entry, client-facing database name, user);
+ * the user is the entry's user= when it sets one (PgBouncer's forced user:
+ * one pool for all its clients).
  * password: for the server login when the db entry's conninfo has none
  * (from auth_file), may be NULL; an existing pool takes it as
  * pgw_pool_set_password(looked_up false) does.  Returns NULL on allocation

@@ -225,6 +225,11 @@ void pgw_pool_set_password(struct pgw_pool *pool, const char *password, bool loo
 struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db *db,
                               const char *dbname, const char *user, const char *password)
 {
+    /* An entry that sets user= has one pool, whoever its clients are (as
+     * PgBouncer's forced user): its pool_size is the entry's, not one per
+     * client name (with auth_type = any, any number of names). */
+    if (db && db->user && *db->user)
+        user = db->user;
     struct pgw_list *n;
     for (n = set->pools.next; n != &set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);

@@ -919,8 +919,8 @@ static struct user_ref *find_user_ref(struct user_ref *refs, int n, const char *
 }
 
 /* The users SHOW USERS lists, by name as PgBouncer keeps them: the [users]
- * entries and the users that only have pools (their clients' or, for an
- * entry with user=, the one their servers log in as), each once, with
+ * entries, the users of pools (for an entry with user=, that one), and
+ * the users pool clients logged in as, each once, with
  * their servers (by the user they log in as, as max_user_connections
  * counts them) and logged-in clients (console sessions too, as
  * PgBouncer).  One sort, then a lookup per pool and session.  NULL when
@@ -931,6 +931,8 @@ static struct user_ref *users_list(struct pgw_proxy *px, int *n)
     size_t cap = (size_t)cfg->nusers + 1;
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         cap += 2;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
+        cap++;
     struct user_ref *refs = calloc(cap, sizeof(*refs));
     if (!refs)
         return NULL;
@@ -941,6 +943,13 @@ static struct user_ref *users_list(struct pgw_proxy *px, int *n)
         refs[k++].name = pgw_pool_user(p);
         if (strcmp(pgw_pool_server_user(p), pgw_pool_user(p)) != 0)
             refs[k++].name = pgw_pool_server_user(p);
+    }
+    /* A pool of an entry with user= is that user's: its clients' own
+     * names are users too (PgBouncer lists every login user). */
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+        const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (s->pool && pgw_session_logged_in(s))
+            refs[k++].name = s->user;
     }
     qsort(refs, (size_t)k, sizeof(*refs), cmp_user_refs);
     int m = 0;

@@ -1481,8 +1481,34 @@ void pgw_relay_login(struct pgw_session *s)
     pgw_relay_acquire(s);
 }
 
+/* A reload that set, changed or dropped its entry's user= (PgBouncer's
+ * forced user: the pool's user) moved the client to another pool: it goes
+ * there at its next request for a server.  False when out of memory. */
+static bool repool(struct pgw_session *s)
+{
+    const struct pgw_conf_db *db = s->db;
+    if (!db || s->replication)
+        return true;
+    const char *want = db->user && *db->user ? db->user : s->user;
+    if (strcmp(pgw_pool_user(s->pool), want) == 0)
+        return true;
+    const char *pw = pgw_auth_server_password(s->px, db, s->user);
+    struct pgw_pool *p = pgw_pool_get(s->px->pools, db, s->database, s->user, pw);
+    if (!p)
+        return false;
+    pgw_pool_ref(p);
+    pgw_admin_pool_attach(s->px, p);
+    pgw_pool_unref(s->pool);
+    s->pool = p;
+    return true;
+}
+
 void pgw_relay_acquire(struct pgw_session *s)
 {
+    if (!repool(s)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return;
+    }
     if (s->state == PGW_SS_WAIT_SERVER && s->px->cfg->server_pipeline_depth > 0 &&
         pipe_enqueue(s))
         return;

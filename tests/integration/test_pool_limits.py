@@ -237,6 +237,37 @@ class TestMaxUserConnections(PoolLimitsCase):
         wait_until(lambda: self.backend_pids(app) == [bg.result], timeout=10,
                    what="app's only backend to be the second client's")
 
+    def test_entry_with_user_has_one_pool_for_all_its_clients(self):
+        # PgBouncer's forced user: an entry that sets user= pools by that
+        # user, whatever name a client logs in with.  Each client name had
+        # a pool of its own, pool_size servers each: with auth_type = any
+        # as many as there were names.
+        app = self.pg.app_user
+        forced = self.pg.conn_string(user=app, password=self.pg.app_password) + " pool_size=2"
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
+                                          "query_wait_timeout": 30},
+                                databases={"forced": forced,
+                                           self.pg.database: self.pg.conn_string()})
+        con = self.console(px)
+        clients = []
+        for i in range(2):
+            c = self.connect(px, db="forced", user="made_up_%d" % i, autocommit=False)
+            self.assertEqual(self.one(c, "select session_user"), app)   # BEGIN: held
+            clients.append(c)
+        third = Background(lambda: self.one(self.connect(px, db="forced", user="made_up_2"),
+                                            "select 'third'"))
+        row = self.waiting(con, "forced", app)
+        self.assertEqual((row["sv_active"], row["cl_active"]), (2, 2))
+        self.assertEqual([r["user"] for r in self.show(con, "POOLS", database="forced")], [app])
+        self.assertEqual(len(self.backend_pids(app)), 2)
+        clients[0].rollback()
+        third.join(20)
+        self.assertIsNone(third.error)
+        self.assertEqual(third.result, "third")
+        self.assertEqual(len(self.backend_pids(app)), 2)
+        for c in clients:
+            c.close()
+
     def test_entry_with_user_counts_the_server_user(self):
         # PgBouncer: the cap "considers the PgBouncer user that is associated
         # with a pool, which is either the user specified for the server
@@ -263,7 +294,7 @@ class TestMaxUserConnections(PoolLimitsCase):
         later = []
         bg = Background(lambda: later.append(self.connect(px, db="f2", user=su))
                         or self.one(later[0], "select pg_backend_pid()"))
-        self.waiting(con, "f2", su)
+        self.waiting(con, "f2", app)
         self.assertEqual(self.backend_pids(app), pids)
         users = {r["name"]: r for r in self.show(con, "USERS")}
         self.assertEqual((users[app]["max_user_connections"],
