@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/sdnotify.h"
 #include "conf/conf.h"
 #include "proxy/proxy.h"
 
@@ -84,14 +85,37 @@ static int check(const char *path)
 }
 
 
+/* Tell systemd (Type=notify, as Debian's pgbouncer.service) where we are;
+ * nothing when not started by it. */
+static void notify_systemd(const char *state)
+{
+    if (pgw_sd_notify(state) < 0) {
+        char q[256];
+        pgw_warn("sd_notify", "state=%s reason=%s", state,
+                 pgw_log_quote(q, sizeof(q), strerror(errno)));
+    }
+}
+
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct pgw_proxy *px = w->data;
     switch (w->signum) {
     case SIGHUP:
         pgw_info("signal", "signal=SIGHUP action=reload");
+        notify_systemd("RELOADING=1");
         pgw_proxy_reload_file(px);
+        notify_systemd("READY=1");
         break;
+    case SIGTERM:
+    case SIGINT:
+    case SIGQUIT:
+        if (!pgw_proxy_shutting_down(px))
+            notify_systemd("STOPPING=1");
+        break;
+    default:
+        break;
+    }
+    switch (w->signum) {
     case SIGTERM:
     case SIGINT:
         if (pgw_proxy_shutting_down(px)) {
@@ -442,6 +466,9 @@ static int run(const char *path, const struct options *o)
             pgw_warn("running_as_root", "reason=\"pgwharf runs as root: set user = NAME "
                      "(or -u NAME) to run as an unprivileged user\"");
         ready(ready_fd);
+        char state[64];
+        snprintf(state, sizeof(state), "READY=1\nMAINPID=%d", (int)getpid());
+        notify_systemd(state);
         while (!pgw_proxy_finished(px))
             ev_run(loop, 0);
     }

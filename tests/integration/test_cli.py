@@ -4,6 +4,8 @@ import os
 import pwd
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -304,6 +306,31 @@ class TestCli(unittest.TestCase):
             cp = run(path)
             self.assertEqual(cp.returncode, 1, cp.stderr)
             self.assertIn("pgwharf: " + want % path, cp.stderr)
+
+    def test_tells_systemd_it_is_ready_reloading_and_stopping(self):
+        # Debian's pgbouncer.service is Type=notify: systemd waits for
+        # READY=1 on $NOTIFY_SOCKET (a path, or @ for an abstract name),
+        # and a pgwharf put in its ExecStart that said nothing was killed
+        # at TimeoutStartSec.
+        path = self.write("notify.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
+                          "listen_addr = 127.0.0.1\nlisten_port = 0\nunix_socket_dir =\n")
+        for where in (os.path.join(self.dir, "notify.sock"), "@pgwharf-notify-%d" % os.getpid()):
+            with self.subTest(where=where):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self.addCleanup(sock.close)
+                sock.bind("\0" + where[1:] if where.startswith("@") else where)
+                sock.settimeout(30)
+                env = dict(os.environ, NOTIFY_SOCKET=where)
+                with open(os.path.join(self.dir, "notify.log"), "w") as log:
+                    proc = subprocess.Popen([BINARY, path], env=env, stdout=log, stderr=log)
+                self.addCleanup(lambda p=proc: p.poll() is None and p.kill())
+                self.assertEqual(sock.recv(256).decode(), "READY=1\nMAINPID=%d" % proc.pid)
+                proc.send_signal(signal.SIGHUP)
+                self.assertEqual(sock.recv(256), b"RELOADING=1")
+                self.assertEqual(sock.recv(256), b"READY=1")
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(sock.recv(256), b"STOPPING=1")
+                self.assertEqual(proc.wait(30), 0)
 
     def test_missing_file(self):
         cp = run("--check", os.path.join(self.dir, "nope.ini"))
