@@ -46,11 +46,13 @@ static bool hmap_walk_step(struct hmap_walk *w)
 
 #define HMAP_WALK(w, map) for (struct hmap_walk w = { .m = (map) }; hmap_walk_step(&w);)
 
-/* ---- the registry: one entry per distinct (text, parameter types) ---- */
+/* ---- the registry: one entry per distinct (text, parameter types,
+ * settings the text is read with) ---- */
 
 struct ps_stmt {
     struct pgw_hnode hnode;
     uint64_t id;
+    uint64_t ctx;                /* parse_context of the clients that share it */
     char name[24];               /* "PGW_<id>" */
     uint8_t *parse;              /* the whole Parse message under that name */
     uint32_t parse_len;
@@ -183,13 +185,36 @@ static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
     free(st);
 }
 
-/* Find or make the statement for a Parse body (name already skipped). */
-static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len)
+/* What PostgreSQL's reading of a statement's text depends on besides the
+ * text: the settings of the session that Parses it.  TimeZone, DateStyle,
+ * IntervalStyle, standard_conforming_strings and client_encoding decide
+ * what a constant in the text means, a track_extra_parameters value such
+ * as search_path which table a name is; PostgreSQL keeps what it read at
+ * the Parse.  Clients that differ in them share no statement: one prepared
+ * for another client would give them its time zone's timestamps.
+ * (application_name and extra_float_digits change no reading.) */
+static uint64_t parse_context(const struct pgw_session *s)
 {
-    uint64_t h = pgw_hash_bytes(key, key_len, 0x5eed);
+    uint64_t h = 0x243f6a8885a308d3ULL;
+    for (int i = 0; i < s->px->ntracked; i++) {
+        if (i == PGW_TP_APPLICATION_NAME || i == PGW_TP_EXTRA_FLOAT_DIGITS)
+            continue;
+        const char *v = s->params[i];
+        h = pgw_hash_bytes(v ? v : "\001", v ? strlen(v) + 1 : 1, h);
+    }
+    return h;
+}
+
+/* Find or make the statement for a Parse body (name already skipped) read
+ * in context ctx (parse_context). */
+static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
+                                uint64_t ctx)
+{
+    uint64_t h = pgw_hash_bytes(key, key_len, 0x5eed ^ ctx);
     for (struct pgw_hnode *n = pgw_hmap_first(&reg->map, h); n; n = pgw_hmap_next(n)) {
         struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
-        if (st->key_len == key_len && memcmp(st->parse + st->key_off, key, key_len) == 0) {
+        if (st->ctx == ctx && st->key_len == key_len &&
+            memcmp(st->parse + st->key_off, key, key_len) == 0) {
             st->refs++;
             return st;
         }
@@ -198,6 +223,7 @@ static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uin
     if (!st)
         return NULL;
     st->id = ++reg->next_id;
+    st->ctx = ctx;
     snprintf(st->name, sizeof(st->name), "PGW_%llu", (unsigned long long)st->id);
     size_t nl = strlen(st->name) + 1;
     st->parse_len = (uint32_t)(5 + nl + key_len);
@@ -385,7 +411,7 @@ bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql)
         return false;
     memcpy(k, sql, n + 1);
     k[n + 1] = k[n + 2] = 0;
-    struct ps_stmt *st = stmt_get(reg_of(s), k, (uint32_t)(n + 3));
+    struct ps_stmt *st = stmt_get(reg_of(s), k, (uint32_t)(n + 3), parse_context(s));
     free(k);
     if (!st)
         return false;
@@ -1164,7 +1190,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         pgw_session_close(s, "08P01", "invalid Parse message");
         return PGW_PS_FAILED;
     }
-    struct ps_stmt *st = stmt_get(reg, key, key_len);
+    struct ps_stmt *st = stmt_get(reg, key, key_len, parse_context(s));
     if (!st)
         goto oom;
     if (st->refs > 1 && name_unsettled(s, key_name, st)) {

@@ -29,10 +29,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class Raw:
     """A bare-bones protocol client (trust auth) to send exact messages."""
 
-    def __init__(self, host, port, user, db):
+    def __init__(self, host, port, user, db, **params):
         self.s = socket.create_connection((host, port))
         self.s.settimeout(20)
-        body = b"user\x00%s\x00database\x00%s\x00\x00" % (user.encode(), db.encode())
+        body = b"user\x00%s\x00database\x00%s\x00" % (user.encode(), db.encode())
+        for k, v in params.items():
+            body += b"%s\x00%s\x00" % (k.encode(), v.encode())
+        body += b"\x00"
         self.s.sendall(struct.pack("!II", len(body) + 8, 196608) + body)
         self.buf = b""
         self.until_ready()
@@ -283,6 +286,38 @@ class TestLargeMessages(pt.PgwharfTestCase):
                 self.assertEqual(c.execute(long_sql, (i,), prepare=True).fetchone()[0], i + 1)
             # A large result back.
             self.assertEqual(len(c.execute("select repeat('z', 500000)").fetchone()[0]), 500000)
+
+
+class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
+    def test_clients_reading_text_differently_share_no_statement(self):
+        # PostgreSQL reads a statement's constants with the settings of the
+        # session that Parses it, and keeps what it read.  A statement was
+        # shared by text alone: the second client got the first's reading
+        # (its time zone's epoch, its DateStyle's day and month).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        sql = ("select extract(epoch from '2020-01-01 00:00'::timestamptz)::bigint::text, "
+               "'01/02/2020'::date::text")
+        utc = Raw(px.host, px.port, self.pg.user, self.pg.database,
+                  TimeZone="UTC", DateStyle="ISO, DMY")
+        tokyo = Raw(px.host, px.port, self.pg.user, self.pg.database,
+                    TimeZone="Asia/Tokyo", DateStyle="ISO, MDY")
+        self.addCleanup(utc.close)
+        self.addCleanup(tokyo.close)
+
+        def run(c, first):
+            msgs = ([c.parse("s1", sql)] if first else []) + [c.bind("s1"), c.execute(),
+                                                                c.sync()]
+            c.send(*msgs)
+            got = c.until_ready()
+            rows = [ph.data_row(b) for t, b in got if t == b"D"]
+            self.assertEqual(len(rows), 1, got)
+            return tuple(v.decode() for v in rows[0])
+
+        for first in (True, False):
+            self.assertEqual(run(utc, first), ("1577836800", "2020-02-01"))
+            self.assertEqual(run(tokyo, first), ("1577804400", "2020-01-02"))
+        self.assertEqual(len(px.admin("SHOW PREPARED_STATEMENTS")), 2)
 
 
 class TestSharingAndLru(pt.PgwharfTestCase):
