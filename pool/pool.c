@@ -873,6 +873,30 @@ static const char *kind_mismatch(struct pgw_server *srv)
     return NULL;
 }
 
+/* A server given back with no reset to come (transaction mode) whose
+ * session reports what target_session_attrs refuses, a client's own SET
+ * or its host's change (ALTER SYSTEM and a reload fence a primary
+ * read-only; only a server at its defaults tells which): it closes, and
+ * the login of the next one checks the host.  NULL when it may stay. */
+static const char *session_kind_suspect(const struct pgw_server *srv)
+{
+    switch (srv->pool->tsa) {
+    case PGW_TSA_READ_WRITE:
+        return reports(srv, "default_transaction_read_only", "on")
+                   ? "its session is read-only (target_session_attrs=read-write): "
+                     "a new login checks its host"
+                   : NULL;
+    case PGW_TSA_READ_ONLY:
+        return reports(srv, "in_hot_standby", "off") &&
+                       reports(srv, "default_transaction_read_only", "off")
+                   ? "its session is not read-only (target_session_attrs=read-only): "
+                     "a new login checks its host"
+                   : NULL;
+    default:
+        return NULL;
+    }
+}
+
 bool pgw_pool_server_kind_changed(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
@@ -1076,7 +1100,7 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
 {
     struct pgw_pool *pool = srv->pool;
     const char *reset = pool->set->cfg->server_reset_query;
-    const char *over;
+    const char *over, *why;
     struct excess x;
 
     if (srv->state != PGW_SRV_ACTIVE) {
@@ -1096,6 +1120,8 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
         pgw_server_close(srv, "closed by client session");
     else if (pgw_pool_server_kind_changed(srv))
         pgw_server_close(srv, "its host no longer matches target_session_attrs");
+    else if (!(how == PGW_RELEASE_RESET && reset && *reset) && (why = session_kind_suspect(srv)))
+        pgw_server_close(srv, why);
     else if (srv_priv(srv)->reconnect || pool->orphan ||
              (srv->expire_at > 0 && srv->request_time >= srv->expire_at))
         pgw_server_close(srv, !srv_priv(srv)->reconnect ? "server_lifetime"

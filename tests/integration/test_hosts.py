@@ -777,6 +777,30 @@ class KindChangeTest(SideClusterTestCase):
         self.assertEqual(pt.one(conn, "show default_transaction_read_only"), "off")
         self.assertIn("session is read-only (target_session_attrs=read-write)", px.log())
 
+    def test_primary_made_read_only_in_transaction_mode(self):
+        # No reset in transaction mode: a server never comes back to its
+        # defaults, so a fenced host was never told from a client's own
+        # SET, and its servers were lent on for ever (writes failing).  A
+        # server reporting a read-only session now closes at its release;
+        # the next login finds the host read-only and goes on.
+        fenced = self.side.start("rw", "fenced2")
+        px = self.start_pgwharf(settings=dict(SETTINGS, pool_mode="transaction"), databases={
+            "rw": "host=%s,127.0.0.1 port=%d dbname=%s target_session_attrs=read-write "
+                  "load_balance_hosts=disable pool_size=2" % (fenced, self.pg.port,
+                                                              self.pg.database)})
+        conn = self.db_conn(px, db="rw")
+        self.assertEqual(self.where(conn), "fenced2")
+        self.side.psql("fenced2", "alter system set default_transaction_read_only = on")
+        self.side.psql("fenced2", "select pg_reload_conf()")
+        pt.wait_until(lambda: self.side.psql("fenced2", "show default_transaction_read_only")
+                      == "on", what="the reload")
+        # The server learns it at its next query: that one ran there.
+        self.assertEqual(self.where(conn), "fenced2")
+        for _ in range(3):
+            self.assertEqual(self.where(conn), "main")
+            self.assertEqual(pt.one(conn, "show transaction_read_only"), "off")
+        self.assertNotIn(fenced, {s["addr"] for s in px.show("SERVERS", database="rw")})
+
 
 if __name__ == "__main__":
     import unittest
