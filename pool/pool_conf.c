@@ -93,11 +93,18 @@ static void unref_hosts(struct pgw_pool *pool)
 static bool make_hosts(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     const char *hostaddr = conn_value(db, "hostaddr");
-    int n = pgw_hosts_count(db->host, hostaddr);
+    /* No host: the Unix socket in unix_socket_dir, as PgBouncer reads
+     * it ("applies to both the listening socket and server connections");
+     * with none, libpq's default directory. */
+    const char *host = db->host;
+    const char *dir = pool->set->cfg->unix_socket_dir;
+    if ((!host || !*host) && (!hostaddr || !*hostaddr) && dir && *dir)
+        host = dir;
+    int n = pgw_hosts_count(host, hostaddr);
     struct pool_host *hosts = calloc((size_t)n, sizeof(*hosts));
     struct pgw_host_spec *specs = calloc((size_t)n, sizeof(*specs));
     char err[128];
-    bool ok = hosts && specs && pgw_hosts_parse(db->host, hostaddr, db->port, specs, n, err,
+    bool ok = hosts && specs && pgw_hosts_parse(host, hostaddr, db->port, specs, n, err,
                                                 sizeof(err)) == n;
     for (int i = 0; ok && i < n; i++) {
         hosts[i].spec = specs[i];

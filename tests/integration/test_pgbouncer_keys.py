@@ -351,6 +351,19 @@ class TestAbstractUnixSockets(pt.PgwharfTestCase):
         self.assertNotIn("server_resolve", px.log())    # not taken for a host name
 
 
+class TestEntryWithoutHost(pt.PgwharfTestCase):
+    def test_an_entry_without_host_uses_unix_socket_dir(self):
+        # PgBouncer: unix_socket_dir "applies to both the listening socket
+        # and to server connections"; an entry with no host reaches
+        # PostgreSQL's socket there (Debian's sample's foodb =).  pgwharf
+        # left it to libpq's default directory, /var/run/postgresql.
+        px = self.start_pgwharf(
+            settings={"unix_socket_dir": self.pg.sockdir},
+            databases={"sock": "port=%d dbname=%s" % (self.pg.port, self.pg.database)})
+        out = px.psql("select inet_server_addr() is null, current_setting('port')", db="sock")
+        self.assertEqual(out, "t|%d" % self.pg.port)    # no TCP address: the Unix socket
+
+
 class TestServerCheckQueryEmpty(pt.PgwharfTestCase):
     """server_check_query = <empty> (PgBouncer 1.24's default): the check
     is an empty query, not SQL text "<empty>" (which failed every check
