@@ -1093,7 +1093,10 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         else if (PQstatus(srv->conn) == CONNECTION_BAD)
             connect_failed(srv, PQerrorMessage(srv->conn));
         else {
-            snprintf(why, sizeof(why), "server_connect_timeout (%.1f s) expired",
+            /* Which host of a list hung, as libpq names the one it could
+             * not reach. */
+            snprintf(why, sizeof(why), "connection to server at %s failed: "
+                     "server_connect_timeout (%.1f s) expired", srv->backend->address,
                      srv->pool->set->cfg->server_connect_timeout);
             connect_failed(srv, why);
         }

@@ -879,6 +879,10 @@ static void t_connect_timeout(void **state)
     assert_int_equal(fx->cl[0].err, PGW_EBREAKER_OPEN);
     assert_string_equal(fx->cl[0].e.sqlstate, "08001");
     assert_non_null(strstr(fx->cl[0].e.message, "server_connect_timeout (0.2 s) expired"));
+    /* which host hung: a host list has several */
+    char where[64];
+    snprintf(where, sizeof(where), "connection to server at 127.0.0.1:%s failed: ", port);
+    assert_non_null(strstr(fx->cl[0].e.message, where));
 }
 
 /* connect_query runs once after login.  One the server answers with an

@@ -44,6 +44,8 @@ static void t_sqlstate_table(void **state)
         { "could not translate host name \"nohost.invalid\" to address: Name or service "
           "not known", "08001" },
         { "server_connect_timeout (15.0 s) expired", "08001" },
+        { "connection to server at 127.0.0.1:5432 failed: server_connect_timeout (15.0 s) "
+          "expired", "08001" },
         { "connection to server at \"127.0.0.1\", port 5432 failed: could not read root "
           "certificate file \"/etc/x/ca.pem\": No such file or directory\n", "F0000" },
         { "certificate present, but not private key file \"/k.pem\"", "F0000" },
