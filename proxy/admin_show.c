@@ -799,15 +799,22 @@ static const char *db_load_balance(const struct pgw_conf_db *db)
                                      : PGW_LB_ROUND_ROBIN);
 }
 
-static int cmp_db_names(const void *a, const void *b)
+/* A SHOW DATABASES row: an entry, or a name "*" serves (PgBouncer's
+ * auto-database: its own row, under the name the clients asked for). */
+struct db_row {
+    const char *name;
+    const struct pgw_conf_db *db;
+    int servers, clients;
+};
+
+static int cmp_db_rows(const void *a, const void *b)
 {
-    return strcmp((*(const struct pgw_conf_db *const *)a)->name,
-                  (*(const struct pgw_conf_db *const *)b)->name);
+    return strcmp(((const struct db_row *)a)->name, ((const struct db_row *)b)->name);
 }
 
-static int cmp_db_name_key(const void *name, const void *db)
+static int cmp_db_row_key(const void *name, const void *row)
 {
-    return strcmp(name, (*(const struct pgw_conf_db *const *)db)->name);
+    return strcmp(name, ((const struct db_row *)row)->name);
 }
 
 static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
@@ -822,54 +829,70 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     };
     struct pgw_proxy *px = self->px;
     const struct pgw_config *cfg = px->cfg;
-    /* By name, as PgBouncer keeps its databases. */
-    size_t n = (size_t)cfg->ndbs + 1;
-    const struct pgw_conf_db **order = malloc(sizeof(*order) * n);
-    int *servers = calloc(n, sizeof(int)), *clients = calloc(n, sizeof(int));
-    if (!order || !servers || !clients) {
-        free(order);
-        free(servers);
-        free(clients);
+    const struct pgw_conf_db *star = pgw_conf_find_db(cfg, "*");
+    /* The entries but "*", then the names "*" serves now (its pools', its
+     * clients'), as PgBouncer lists its auto-databases, each once. */
+    size_t cap = (size_t)cfg->ndbs + 1;
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        cap++;
+    for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
+        cap++;
+    struct db_row *rows = calloc(cap, sizeof(*rows));
+    if (!rows) {
         out->failed = true;
         return PGW_ADMIN_DONE;
     }
+    size_t n = 0;
     for (int i = 0; i < cfg->ndbs; i++)
-        order[i] = &cfg->dbs[i];
-    qsort(order, (size_t)cfg->ndbs, sizeof(*order), cmp_db_names);
+        if (&cfg->dbs[i] != star)
+            rows[n++] = (struct db_row){ .name = cfg->dbs[i].name, .db = &cfg->dbs[i] };
+    size_t nentries = n;
+    qsort(rows, n, sizeof(*rows), cmp_db_rows);
+    if (star) {
+        for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p;
+             p = pgw_pool_next(px->pools, p))
+            if (!bsearch(pgw_pool_dbname(p), rows, nentries, sizeof(*rows), cmp_db_row_key))
+                rows[n++] = (struct db_row){ .name = pgw_pool_dbname(p), .db = star };
+        for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+            const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+            if (!s->is_admin && s->db == star && s->database && pgw_session_logged_in(s))
+                rows[n++] = (struct db_row){ .name = s->database, .db = star };
+        }
+    }
+    qsort(rows, n, sizeof(*rows), cmp_db_rows);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || strcmp(rows[i].name, rows[m - 1].name) != 0)
+            rows[m++] = rows[i];
     /* The counts in one pass over the pools and one over the sessions
      * (per database, they made the view cubic in the databases: seconds
-     * of the loop at 1500, and pgbouncer_exporter asks at every scrape).
-     * A pool's entry as pgw_conf_find_db finds it: its name, else "*". */
-    const struct pgw_conf_db *const *star = bsearch("*", order, (size_t)cfg->ndbs,
-                                                    sizeof(*order), cmp_db_name_key);
+     * of the loop at 1500, and pgbouncer_exporter asks at every scrape). */
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
-        const struct pgw_conf_db *const *hit = bsearch(pgw_pool_dbname(p), order,
-                                                       (size_t)cfg->ndbs, sizeof(*order),
-                                                       cmp_db_name_key);
-        if (!hit)
-            hit = star;
-        if (hit)
-            servers[*hit - cfg->dbs] += pool_servers(p);
+        struct db_row *r = bsearch(pgw_pool_dbname(p), rows, m, sizeof(*rows), cmp_db_row_key);
+        if (r)
+            r->servers += pool_servers(p);
     }
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-        if (!s->is_admin && s->db >= cfg->dbs && s->db < cfg->dbs + cfg->ndbs &&
-            pgw_session_logged_in(s))
-            clients[s->db - cfg->dbs]++;
+        if (s->is_admin || !s->db || !s->database || !pgw_session_logged_in(s))
+            continue;
+        struct db_row *r = bsearch(s->database, rows, m, sizeof(*rows), cmp_db_row_key);
+        if (r && r->db == s->db)
+            r->clients++;
     }
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    for (int i = 0; i < cfg->ndbs; i++) {
-        const struct pgw_conf_db *db = order[i];
+    for (size_t i = 0; i < m; i++) {
+        const struct pgw_conf_db *db = rows[i].db;
         pgw_rs_row(&rs);
-        pgw_rs_text(&rs, db->name);
+        pgw_rs_text(&rs, rows[i].name);
         pgw_rs_text(&rs, db->host);
         int port = db_port(db);
         if (port >= 0)
             pgw_rs_int(&rs, port);
         else
             pgw_rs_text(&rs, NULL);      /* hosts with different ports */
-        pgw_rs_text(&rs, db->dbname ? db->dbname : (strcmp(db->name, "*") ? db->name : NULL));
+        pgw_rs_text(&rs, db->dbname ? db->dbname : rows[i].name);
         pgw_rs_text(&rs, db->user);
         pgw_rs_int(&rs, pgw_conf_pool_size(cfg, db, NULL));
         pgw_rs_int(&rs, pgw_conf_min_pool_size(cfg, db));
@@ -879,16 +902,14 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
                                             : NULL);
         pgw_rs_text(&rs, db_load_balance(db));
         pgw_rs_int(&rs, pgw_conf_max_db_connections(cfg, db));
-        pgw_rs_int(&rs, servers[db - cfg->dbs]);
+        pgw_rs_int(&rs, rows[i].servers);
         pgw_rs_int(&rs, pgw_conf_max_db_client_connections(cfg, db));
-        pgw_rs_int(&rs, clients[db - cfg->dbs]);
-        pgw_rs_int(&rs, pgw_admin_db_paused(px, db->name));
-        pgw_rs_int(&rs, pgw_admin_db_disabled(px, db->name));
+        pgw_rs_int(&rs, rows[i].clients);
+        pgw_rs_int(&rs, pgw_admin_db_paused(px, rows[i].name));
+        pgw_rs_int(&rs, pgw_admin_db_disabled(px, rows[i].name));
         pgw_rs_row_end(&rs);
     }
-    free(order);
-    free(servers);
-    free(clients);
+    free(rows);
     pgw_rs_end(&rs, "SHOW");
     return PGW_ADMIN_DONE;
 }
