@@ -205,6 +205,18 @@ static uint64_t parse_context(const struct pgw_session *s)
     return h;
 }
 
+/* The context a Parse is read in now: parse_context, unless a SET the
+ * client sent is still unanswered (settings_pending): the server reads
+ * the Parse with a value the client's record does not have yet, and the
+ * statement is the client's alone. */
+static uint64_t parse_context_now(const struct pgw_session *s)
+{
+    uint64_t ctx = parse_context(s);
+    if (s->settings_pending)
+        ctx = pgw_hash_bytes(&s->id, sizeof(s->id), ctx ^ 0x5ca1ab1eULL);
+    return ctx;
+}
+
 /* Find or make the statement for a Parse body (name already skipped) read
  * in context ctx (parse_context). */
 static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
@@ -411,7 +423,7 @@ bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql)
         return false;
     memcpy(k, sql, n + 1);
     k[n + 1] = k[n + 2] = 0;
-    struct ps_stmt *st = stmt_get(reg_of(s), k, (uint32_t)(n + 3), parse_context(s));
+    struct ps_stmt *st = stmt_get(reg_of(s), k, (uint32_t)(n + 3), parse_context_now(s));
     free(k);
     if (!st)
         return false;
@@ -1190,7 +1202,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         pgw_session_close(s, "08P01", "invalid Parse message");
         return PGW_PS_FAILED;
     }
-    struct ps_stmt *st = stmt_get(reg, key, key_len, parse_context(s));
+    struct ps_stmt *st = stmt_get(reg, key, key_len, parse_context_now(s));
     if (!st)
         goto oom;
     if (st->refs > 1 && name_unsettled(s, key_name, st)) {
@@ -1344,15 +1356,31 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         return PGW_PS_FORWARD;
     }
     struct ps_stmt *st = cn->stmt;
+    /* A server that has it read it in the statement's context (as
+     * PostgreSQL keeps a statement's reading, whatever the session's
+     * settings since).  One that has not would read it now, with the
+     * client's settings since: when they differ, the client's name goes to
+     * the statement of its settings now, or the server's copy would be
+     * another reading under the old one's name, for every client of it. */
+    uint64_t ctx = parse_context_now(s);
+    if (st->ctx != ctx && ensure_bytes(s, st) > 0) {
+        struct ps_stmt *now = stmt_get(reg_of(s), st->parse + st->key_off, st->key_len, ctx);
+        if (!now) {
+            pgw_session_close(s, "53200", "out of memory");
+            return PGW_PS_FAILED;
+        }
+        stmt_unref(reg_of(s), st);       /* the name's reference moves */
+        cn->stmt = st = now;
+    }
     /* Its text was scanned at its Parse, maybe in another transaction or
      * on another server: a Bind runs it here. */
-    if (type == PGW_FE_BIND && !s->unrep_touched && s->server) {
+    if (type == PGW_FE_BIND && (!s->unrep_touched || !s->settings_pending) && s->server) {
         if (!st->words_known) {
             st->words = pgw_relay_text_words(s->px, st->parse + PGW_MSG_HDR,
-                                             st->parse_len - PGW_MSG_HDR, UINT32_MAX >> 1);
+                                             st->parse_len - PGW_MSG_HDR, UINT32_MAX);
             st->words_known = true;
         }
-        s->unrep_touched = pgw_relay_words_change_unreported(s, st->words);
+        pgw_relay_note_bound_words(s, st->words);
     }
     size_t old_nl = strlen(name), new_nl = strlen(st->name);
     char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */

@@ -173,6 +173,9 @@ struct pgw_session {
     struct pgw_pool_waiter waiter;
     uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
     bool cmsg_alone;                 /* ... of one sent when nothing was under way */
+    bool settings_pending;           /* sent what may change a tracked setting (a SET:
+                                        params are current at its answer), not all
+                                        answered yet: Parses share no statement */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */
@@ -187,7 +190,7 @@ struct pgw_session {
                                         dropped */
     bool unrep_touched;              /* sent on this link what may change a tracked
                                         parameter the server does not report
-                                        (pgw_relay_may_change_unreported) */
+                                        (relay.c: note_setting_words) */
     bool srv_copy_in;                /* the server is in COPY FROM STDIN: its
                                         CopyInResponse came, its end did not */
     bool eof_copy_fail;              /* after client_eof, pgwharf ended that COPY
@@ -339,19 +342,18 @@ void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_client_data(struct pgw_session *s);
 /* The client has read what it was answered: a request held meanwhile goes on. */
 void pgw_relay_replies_read(struct pgw_session *s);
-/* May this Query, Parse or FunctionCall (avail of its total bytes at p)
- * change a tracked parameter the server does not report?  s has a server. */
-bool pgw_relay_may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
-                                     uint32_t avail, uint32_t total);
 /* The words of n bytes of SQL text that matter there: bit i for
  * px->tracked[i] (those in want) named as a word of its own,
- * PGW_WORDS_RESET for RESET or DISCARD. */
+ * PGW_WORDS_RESET for RESET or DISCARD, PGW_WORDS_SET for SET or
+ * set_config. */
 #define PGW_WORDS_RESET (1u << 31)
+#define PGW_WORDS_SET (1u << 30)         /* SET or set_config */
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want);
-/* Do a Parse's words (pgw_relay_text_words of all of them) say it may change
- * a tracked parameter s's server does not report?  s has a server. */
-bool pgw_relay_words_change_unreported(const struct pgw_session *s, uint32_t words);
+/* A Bind of a statement whose text has these words (pgw_relay_text_words
+ * of all tracked names) runs it: what it may change, as for a Query
+ * (unrep_touched, settings_pending).  s has a server. */
+void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words);
 /* The client's stream ended (EOF).  true when the session goes on to run
  * what the client sent whole (client_eof); false when there is nothing to
  * run: the caller closes it. */

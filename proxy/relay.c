@@ -116,7 +116,7 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
     return pgw_params_get(pgw_pool_defaults(pool), name) != NULL;
 }
 
-_Static_assert(PGW_TP_MAX < 31, "a tracked parameter's bit is PGW_WORDS_RESET's");
+_Static_assert(PGW_TP_MAX < 30, "a tracked parameter's bit is PGW_WORDS_SET's");
 
 /* The tracked parameters a fresh server of pool does not report, bit i for
  * px->tracked[i]: worked out once per change of the pool's defaults (a
@@ -138,7 +138,7 @@ static uint32_t unreported_mask(const struct pgw_proxy *px, struct pgw_pool *poo
  * unknown from now on ("": the next client gets a SET or RESET, even one
  * that wants ""), after server_reset_query, a refused SET, or a value too
  * long for the record; all: those pgwharf never SET too (a client may have
- * set them: pgw_relay_may_change_unreported). */
+ * set them: note_setting_words). */
 static void forget_unreported(const struct pgw_proxy *px, struct pgw_server *srv, bool all)
 {
     uint32_t mask = unreported_mask(px, srv->pool);
@@ -193,6 +193,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
+        else if (c == 's' && (word_at(q, left, "set", 3) || word_at(q, left, "set_config", 10)))
+            found |= PGW_WORDS_SET;
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
             if (c == lower_ascii((uint8_t)px->tracked[t][0]) &&
@@ -205,29 +207,46 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     return found;
 }
 
-bool pgw_relay_words_change_unreported(const struct pgw_session *s, uint32_t words)
+void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
 {
     uint32_t mask = unreported_mask(s->px, s->server->pool);
-    return mask && (words & (mask | PGW_WORDS_RESET));
+    if (mask && (words & (mask | PGW_WORDS_RESET)))
+        s->unrep_touched = true;
+    if (s->ps_on && (words & (PGW_WORDS_SET | PGW_WORDS_RESET)))
+        s->settings_pending = true;
 }
 
-/* May this Query, Parse or FunctionCall change a tracked parameter the
- * server does not report (SET, set_config() or RESET of it, RESET ALL,
- * DISCARD ALL)?  pgwharf would not see it: the server's record of what it
- * SET would be wrong, and the next client would get the value (a client's
- * login value is to follow it wherever it goes).  Its text names the
- * parameter or says RESET or DISCARD; a FunctionCall or a message not read
- * whole may. */
-bool pgw_relay_may_change_unreported(const struct pgw_session *s, char type, const uint8_t *p,
-                                     uint32_t avail, uint32_t total)
+/* What a Query, Parse or FunctionCall (avail of its total bytes at p) may
+ * change.  A tracked parameter the server does not report (SET,
+ * set_config() or RESET of it, RESET ALL, DISCARD ALL): pgwharf would not
+ * see it, the server's record of what it SET would be wrong, and the next
+ * client would get the value (a client's login value is to follow it
+ * wherever it goes): unrep_touched.  Any tracked setting, with prepared
+ * statements on (a Query or FunctionCall: it runs now): the Parses behind
+ * it, before its answer, may be read with the new value while the
+ * client's record still has the old one: settings_pending.  Its text
+ * names the parameter or says SET, RESET or DISCARD; a FunctionCall or a
+ * message not read whole may. */
+static void note_setting_words(struct pgw_session *s, char type, const uint8_t *p, uint32_t avail,
+                               uint32_t total)
 {
+    bool unrep = !s->unrep_touched;
+    bool pend = s->ps_on && !s->settings_pending && type != PGW_FE_PARSE;
+    if (!unrep && !pend)
+        return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
-    if (!mask)
-        return false;
+    uint32_t w;
     if (type == PGW_FE_FUNCTION_CALL || avail < total)
-        return true;
-    size_t n = total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0;
-    return pgw_relay_text_words(s->px, p + PGW_MSG_HDR, n, mask) != 0;
+        w = UINT32_MAX;
+    else if (!pend && !mask)
+        return;
+    else
+        w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
+                                 total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
+    if (unrep && mask && (w & (mask | PGW_WORDS_RESET)))
+        s->unrep_touched = true;
+    if (pend && (w & (PGW_WORDS_SET | PGW_WORDS_RESET)))
+        s->settings_pending = true;      /* until its answer */
 }
 
 /* Does the client's first message on this link replace the server's
@@ -1706,9 +1725,9 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             continue;
         }
-        if (!s->unrep_touched && s->server &&
+        if (s->server &&
             (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))
-            s->unrep_touched = pgw_relay_may_change_unreported(s, type, p, avail, total);
+            note_setting_words(s, type, p, avail, total);
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);
@@ -2264,6 +2283,8 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         s->xact_floor = 0;
     /* Messages sent since the last Sync are still under way. */
     s->query_start = s->track.fe_open > 0 ? pgw_mono_now(s->px->loop) : 0;
+    if (s->track.sync_out == 0 && s->track.fe_open == 0)
+        s->settings_pending = false;     /* every SET is answered: params are current */
     s->ready_at = pgw_mono_now(s->px->loop);
     s->query_floor = 0;
     if (status == 'I')

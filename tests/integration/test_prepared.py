@@ -319,6 +319,57 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
             self.assertEqual(run(tokyo, first), ("1577804400", "2020-01-02"))
         self.assertEqual(len(px.admin("SHOW PREPARED_STATEMENTS")), 2)
 
+    EPOCH = "select extract(epoch from '2020-01-01 00:00'::timestamptz)::bigint::text"
+    UTC, TOKYO = "1577836800", "1577804400"
+
+    def epoch(self, c, *msgs):
+        """Send msgs (ending in a Sync), read to its ReadyForQuery: the
+        rows' first values."""
+        c.send(*msgs)
+        got = []
+        while not got or got[-1][0] != b"Z":
+            got.append(c.read_msg())
+        errors = [b for t, b in got if t == b"E"]
+        self.assertEqual(errors, [])
+        return [ph.data_row(b)[0].decode() for t, b in got if t == b"D"]
+
+    def test_a_parse_behind_an_unanswered_set_is_not_shared(self):
+        # A SET and a Parse in one pipeline: the server reads the Parse
+        # with the new value before pgwharf has the SET's answer, and the
+        # statement was filed under the old one, for its other clients.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        a.send(a.query("set timezone = 'Asia/Tokyo'"), a.parse("s1", self.EPOCH),
+               a.bind("s1"), a.execute(), a.sync())
+        a.until_ready()
+        self.assertEqual(self.epoch(a, a.bind("s1"), a.execute(), a.sync()), [self.TOKYO])
+        self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
+                                    b.sync()), [self.UTC])
+
+    def test_a_statement_prepared_again_after_a_set_is_not_shared(self):
+        # The client's statement, gone from its server (the LRU), was
+        # prepared there again under its first settings' context but read
+        # with the client's settings since: the next client of those first
+        # settings got that reading.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, "max_prepared_statements": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertEqual(self.epoch(a, a.parse("s1", self.EPOCH), a.bind("s1"), a.execute(),
+                                    a.sync()), [self.UTC])
+        self.assertEqual(self.epoch(a, a.query("set timezone = 'Asia/Tokyo'")), [])
+        self.assertEqual(self.epoch(a, a.parse("s2", "select 2"), a.sync()), [])   # evicts s1's
+        a.send(a.bind("s1"), a.execute(), a.sync())
+        a.until_ready()
+        self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
+                                    b.sync()), [self.UTC])
+
 
 class TestSharingAndLru(pt.PgwharfTestCase):
     def server_statements(self, px, n_servers):

@@ -1,6 +1,6 @@
 /* test_words.c - the relay's scan of SQL text for what may change a tracked
- * parameter the server does not report (pgw_relay_text_words): RESET and
- * DISCARD, and the tracked names, as words of their own in any case. */
+ * parameter (pgw_relay_text_words): SET, RESET and DISCARD, and the
+ * tracked names, as words of their own in any case. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +15,7 @@
 #define SP (1u << 1)            /* search_path */
 #define EXT (1u << 2)           /* myext.mode: an extension's, with a dot */
 #define ALL (EFD | SP | EXT)
+#define SET PGW_WORDS_SET
 
 static int setup(void **state)
 {
@@ -65,25 +66,36 @@ static void test_reset_and_discard(void **state)
     assert_int_equal(words(state, "x.reset()", 0), PGW_WORDS_RESET);
 }
 
+static void test_set(void **state)
+{
+    assert_int_equal(words(state, "SET TIME ZONE 'Asia/Tokyo'", 0), SET);
+    assert_int_equal(words(state, "select pg_catalog.set_config('TimeZone', 'UTC', true)", 0),
+                     SET);
+    assert_int_equal(words(state, "update t set a = 1", 0), SET);
+    /* inside other words */
+    assert_int_equal(words(state, "select offset, settings, set_configs, resettable from t", 0),
+                     0);
+}
+
 static void test_tracked_names(void **state)
 {
-    assert_int_equal(words(state, "SET extra_float_digits = 0", ALL), EFD);
+    assert_int_equal(words(state, "SET extra_float_digits = 0", ALL), SET | EFD);
     assert_int_equal(words(state, "select set_config('Extra_Float_Digits', '0', false)", ALL),
-                     EFD);
+                     SET | EFD);
     assert_int_equal(words(state, "SET search_path=public;set extra_float_digits=3", ALL),
-                     EFD | SP);
-    assert_int_equal(words(state, "set myext.mode = 1", ALL), EXT);
-    assert_int_equal(words(state, "set \"search_path\" to x", ALL), SP);
+                     SET | EFD | SP);
+    assert_int_equal(words(state, "set myext.mode = 1", ALL), SET | EXT);
+    assert_int_equal(words(state, "set \"search_path\" to x", ALL), SET | SP);
     /* at the very end, and the bytes of a Parse: name, NUL, text, NUL, types */
     assert_int_equal(words(state, "show search_path", ALL), SP);
     static const uint8_t parse[] = "s1\0set search_path to x\0\0\0";
-    assert_int_equal(pgw_relay_text_words(*state, parse, sizeof(parse), ALL), SP);
+    assert_int_equal(pgw_relay_text_words(*state, parse, sizeof(parse), ALL), SET | SP);
     /* only those asked for */
     assert_int_equal(words(state, "SET search_path = x; reset extra_float_digits", SP),
-                     SP | PGW_WORDS_RESET);
-    assert_int_equal(words(state, "SET search_path = x", EFD), 0);
+                     SET | SP | PGW_WORDS_RESET);
+    assert_int_equal(words(state, "SET search_path = x", EFD), SET);
     /* bits past the tracked ones are not names */
-    assert_int_equal(words(state, "SET search_path = x", UINT32_MAX >> 1), SP);
+    assert_int_equal(words(state, "SET search_path = x", UINT32_MAX), SET | SP);
 }
 
 int main(void)
@@ -91,6 +103,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_queries_hold_none),
         cmocka_unit_test(test_reset_and_discard),
+        cmocka_unit_test(test_set),
         cmocka_unit_test(test_tracked_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
