@@ -102,20 +102,13 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     switch (w->signum) {
     case SIGHUP:
         pgw_info("signal", "signal=SIGHUP action=reload");
-        notify_systemd("RELOADING=1");
-        pgw_proxy_reload_file(px);
-        notify_systemd("READY=1");
-        break;
-    case SIGTERM:
-    case SIGINT:
-    case SIGQUIT:
+        /* (STOPPING=1 is sent by pgw_proxy_shutdown, whatever asked) */
         if (!pgw_proxy_shutting_down(px))
-            notify_systemd("STOPPING=1");
+            notify_systemd("RELOADING=1");
+        pgw_proxy_reload_file(px);
+        if (!pgw_proxy_shutting_down(px))
+            notify_systemd("READY=1");
         break;
-    default:
-        break;
-    }
-    switch (w->signum) {
     case SIGTERM:
     case SIGINT:
         if (pgw_proxy_shutting_down(px)) {

@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/sdnotify.h"
 #include "proxy/authquery.h"
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
@@ -772,6 +773,9 @@ void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
 {
     if (!px->shutting_down) {
         px->shutting_down = true;
+        /* systemd (Type=notify): a signal's, or the console's SHUTDOWN */
+        if (pgw_sd_notify("STOPPING=1") < 0)
+            pgw_warn("sd_notify", "state=STOPPING=1 reason=\"%s\"", strerror(errno));
         pgw_listener_close_all(px);
         if (px->cfg->shutdown_timeout > 0 && mode != PGW_SHUTDOWN_FAST) {
             ev_timer_init(&px->shutdown_timer, shutdown_timeout_cb, px->cfg->shutdown_timeout, 0);
