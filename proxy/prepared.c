@@ -186,7 +186,7 @@ static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
 }
 
 /* What PostgreSQL's reading of a statement's text depends on besides the
- * text: the settings of the session that Parses it.  TimeZone, DateStyle,
+ * text: the database, and the settings of the session that Parses it.  TimeZone, DateStyle,
  * IntervalStyle, standard_conforming_strings and client_encoding decide
  * what a constant in the text means, a track_extra_parameters value such
  * as search_path which table a name is; PostgreSQL keeps what it read at
@@ -196,6 +196,15 @@ static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
 static uint64_t parse_context(const struct pgw_session *s)
 {
     uint64_t h = 0x243f6a8885a308d3ULL;
+    /* The database and the user the servers log in as, too: their schemas
+     * (and search_path's "$user") read the text; what pgwharf learns of a
+     * statement (its ParameterDescription, whether it returns rows) is
+     * then that database's, never another's. */
+    if (s->pool) {
+        const char *db = pgw_pool_dbname(s->pool), *su = pgw_pool_server_user(s->pool);
+        h = pgw_hash_bytes(db, strlen(db) + 1, h);
+        h = pgw_hash_bytes(su, strlen(su) + 1, h);
+    }
     for (int i = 0; i < s->px->ntracked; i++) {
         if (i == PGW_TP_APPLICATION_NAME || i == PGW_TP_EXTRA_FLOAT_DIGITS)
             continue;

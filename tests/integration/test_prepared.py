@@ -333,6 +333,19 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         self.assertEqual(errors, [])
         return [ph.data_row(b)[0].decode() for t, b in got if t == b"D"]
 
+    def test_databases_share_no_statement(self):
+        # What pgwharf learns of a statement (its parameter types, whether
+        # it returns rows, used to answer in a failed transaction) is its
+        # database's: the same text in another database is another
+        # statement (its tables are others).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust"})
+        for db in (self.pg.database, self.pg.database2, self.pg.database):
+            c = Raw(px.host, px.port, self.pg.user, db)
+            self.addCleanup(c.close)
+            self.assertEqual(self.epoch(c, c.parse("s1", "select current_database()"),
+                                        c.bind("s1"), c.execute(), c.sync()), [db])
+        self.assertEqual(len(px.admin("SHOW PREPARED_STATEMENTS")), 2)
+
     def test_a_parse_behind_an_unanswered_set_is_not_shared(self):
         # A SET and a Parse in one pipeline: the server reads the Parse
         # with the new value before pgwharf has the SET's answer, and the
