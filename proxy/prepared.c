@@ -80,6 +80,9 @@ struct ps_registry {
 struct ps_client_name {
     struct pgw_hnode hnode;
     struct ps_stmt *stmt;
+    /* The statement it named before on_named moved it to its settings'
+     * (no reference: compared with queued Parses, which hold one). */
+    const struct ps_stmt *was;
     char name[];                 /* its key (name_key), a NUL, then the name as
                                   * the client's Parse gave it (names_shown) */
 };
@@ -415,6 +418,7 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     memcpy(e->name, name, l);
     memcpy(e->name + l, shown, sl);
     e->stmt = st;
+    e->was = NULL;
     if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
         free(e);
         return false;
@@ -1378,6 +1382,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
             pgw_session_close(s, "53200", "out of memory");
             return PGW_PS_FAILED;
         }
+        cn->was = st;                    /* its Parse may still fail: undo_parse */
         stmt_unref(reg_of(s), st);       /* the name's reference moves */
         cn->stmt = st = now;
     }
@@ -1682,7 +1687,7 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
 {
     if (x->cname && s->ps_client) {
         struct ps_client_name *cn = client_find(s, x->cname);
-        if (cn && cn->stmt == x->stmt)
+        if (cn && (cn->stmt == x->stmt || cn->was == x->stmt))
             client_remove(s, cn);
     }
     /* A ParseComplete of pgwharf's own, or a Parse refused in a failed

@@ -173,15 +173,48 @@ static bool word_at(const uint8_t *p, size_t n, const char *word, size_t m)
     return m == n || !sql_ident[p[m]];
 }
 
-/* One pass, a table lookup per byte: it runs on every Query and Parse. */
+/* Does a statement beginning with this word (left bytes at q) hold SET
+ * only as a part of its own (UPDATE ... SET, ALTER ... SET, CREATE
+ * FUNCTION ... SET), never the command? */
+static bool set_is_a_clause(const uint8_t *q, size_t left)
+{
+    switch (lower_ascii(*q)) {
+    case 'u': return word_at(q, left, "update", 6);
+    case 'i': return word_at(q, left, "insert", 6);
+    case 'm': return word_at(q, left, "merge", 5);
+    case 'a': return word_at(q, left, "alter", 5);
+    case 'c': return word_at(q, left, "create", 6);
+    case 'w': return word_at(q, left, "with", 4);
+    default: return false;
+    }
+}
+
+/* One pass, a table lookup per byte: it runs on every Query and Parse.
+ * SET counts as the command unless its statement (after a ';', or the
+ * NUL that ends a Parse's statement name, and the comments before it)
+ * begins with a word that takes SET as a clause (a false alarm costs
+ * only sharing, prepared.c). */
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want)
 {
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
+    bool at_start = true, clause = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (!sql_ident[*q]) {
+            if (*q == ';' || *q == '\0') {
+                at_start = true;
+            } else if (at_start && *q == '-' && q + 1 < end && q[1] == '-') {
+                while (q < end && *q != '\n')      /* a comment before the statement */
+                    q++;
+                continue;
+            } else if (at_start && *q == '/' && q + 1 < end && q[1] == '*') {
+                for (q += 2; q + 1 < end && !(q[0] == '*' && q[1] == '/'); q++)
+                    ;
+                q = q + 1 < end ? q + 2 : end;
+                continue;
+            }
             q++;
             continue;
         }
@@ -190,10 +223,15 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
          * several. */
         size_t left = (size_t)(end - q);
         uint8_t c = lower_ascii(*q);
+        if (at_start) {
+            clause = set_is_a_clause(q, left);
+            at_start = false;
+        }
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
-        else if (c == 's' && (word_at(q, left, "set", 3) || word_at(q, left, "set_config", 10)))
+        else if (c == 's' && ((!clause && word_at(q, left, "set", 3)) ||
+                              word_at(q, left, "set_config", 10)))
             found |= PGW_WORDS_SET;
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
@@ -231,7 +269,11 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
                                uint32_t total)
 {
     bool unrep = !s->unrep_touched;
-    bool pend = s->ps_on && !s->settings_pending && type != PGW_FE_PARSE;
+    /* A Parse runs at its Bind: a named one's words are looked at then
+     * (pgw_relay_note_bound_words); the unnamed statement's Bind names
+     * nothing to look up, and it is Bound right after, as a rule. */
+    bool unnamed = type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == '\0';
+    bool pend = s->ps_on && !s->settings_pending && (type != PGW_FE_PARSE || unnamed);
     if (!unrep && !pend)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);

@@ -363,6 +363,38 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
                                     b.sync()), [self.UTC])
 
+    def test_a_parse_behind_an_unnamed_set_is_not_shared(self):
+        # The SET through the unnamed statement (psycopg 3's pipeline
+        # sends a SET so): its Bind names nothing to look its words up by.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertEqual(self.epoch(a, a.parse("", "set timezone = 'Asia/Tokyo'"), a.bind(""),
+                                    a.execute(), a.parse("s1", self.EPOCH), a.bind("s1"),
+                                    a.execute(), a.sync()), [self.TOKYO])
+        self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
+                                    b.sync()), [self.UTC])
+
+    def test_a_failed_parse_of_a_name_moved_to_its_settings_leaves_no_name(self):
+        # The name moved to its settings' statement (its server lacked the
+        # first, a SET pending) while its own Parse was still unanswered;
+        # that Parse failed, and the name stayed: 42P05 at the next Parse.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, "max_prepared_statements": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        self.addCleanup(a.close)
+        self.assertEqual(self.epoch(a, a.parse("setx", "set timezone = 'Asia/Tokyo'"),
+                                    a.sync()), [])
+        a.send(a.parse("s1", "select no_such_col"), a.bind("setx"), a.execute(),
+               a.bind("s1"), a.execute(), a.sync())
+        errors = [sqlstate(b) for t, b in a.until_ready() if t == b"E"]
+        self.assertEqual(errors, ["42703"])
+        self.assertEqual(self.epoch(a, a.parse("s1", "select 1"), a.bind("s1"), a.execute(),
+                                    a.sync()), ["1"])
+
     def test_a_statement_prepared_again_after_a_set_is_not_shared(self):
         # The client's statement, gone from its server (the LRU), was
         # prepared there again under its first settings' context but read

@@ -71,7 +71,27 @@ static void test_set(void **state)
     assert_int_equal(words(state, "SET TIME ZONE 'Asia/Tokyo'", 0), SET);
     assert_int_equal(words(state, "select pg_catalog.set_config('TimeZone', 'UTC', true)", 0),
                      SET);
-    assert_int_equal(words(state, "update t set a = 1", 0), SET);
+    /* SET as a clause is no command; the command after one is */
+    assert_int_equal(words(state, "update t set a = 1", 0), 0);
+    assert_int_equal(words(state, "UPDATE t SET a = 1; SET TimeZone = 'UTC'", 0), SET);
+    assert_int_equal(words(state, "insert into t values (1) on conflict do update set a = 2", 0),
+                     0);
+    assert_int_equal(words(state, "alter role r set timezone = 'UTC'", 0), 0);
+    assert_int_equal(words(state, "with x as (update t set a = 1 returning a) select a from x", 0),
+                     0);
+    assert_int_equal(words(state, "update t set a = set_config('x.y', '1', false)", 0), SET);
+    /* a DO block or a comment first: counted */
+    assert_int_equal(words(state, "do $$ begin set timezone = 'UTC'; end $$", 0), SET);
+    assert_int_equal(words(state, "/* update */ set timezone = 'UTC'", 0), SET);
+    assert_int_equal(words(state, "-- insert\n  /* x */ set timezone = 'UTC'", 0), SET);
+    assert_int_equal(words(state, "/* set */ update t set a = 1 -- set", 0), 0);
+    assert_int_equal(words(state, "/* unterminated set", 0), 0);
+    assert_int_equal(words(state, "--", 0), 0);
+    /* a Parse's statement: after the NUL that ends its name */
+    static const uint8_t parse[] = "PGW_1\0set timezone = 'UTC'\0\0\0";
+    assert_int_equal(pgw_relay_text_words(*state, parse, sizeof(parse), 0), SET);
+    static const uint8_t upd[] = "PGW_2\0update t set a = $1\0\0\0";
+    assert_int_equal(pgw_relay_text_words(*state, upd, sizeof(upd), 0), 0);
     /* inside other words */
     assert_int_equal(words(state, "select offset, settings, set_configs, resettable from t", 0),
                      0);
