@@ -1523,6 +1523,21 @@ static void test_validation(void **state)
     assert_error(&d, "t.ini:16: database \"q\": min_pool_size 5 is larger than pool_size 4");
     pgw_conf_diag_free(&d);
 
+    /* an entry whose server socket is pgwharf's own (no host: unix_socket_dir,
+     * as PgBouncer), not one of another directory or port, nor over TCP */
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_port = 5432\nunix_socket_dir = /run/x\n"
+              "[databases]\n"
+              "a = dbname=a\n"
+              "b = host=/run/x port=5432\n"
+              "c = port=5433\n"
+              "d = host=/run/y\n"
+              "e = host=127.0.0.1\n", &d, 2);
+    assert_error(&d, "t.ini:6: database \"a\": its server socket /run/x/.s.PGSQL.5432 is "
+                     "pgwharf's own (unix_socket_dir and listen_port): set host or port");
+    assert_error(&d, "t.ini:7: database \"b\": its server socket /run/x/.s.PGSQL.5432 is "
+                     "pgwharf's own (unix_socket_dir and listen_port): set host or port");
+    pgw_conf_diag_free(&d);
+
     /* a sub-second stats_period would keep two repeating timers spinning */
     load_fail("[pgwharf]\nauth_type = trust\nstats_period = 1us\n", &d, 1);
     assert_error(&d, "t.ini:3: stats_period must be 0 (off) or at least 1s");
