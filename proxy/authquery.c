@@ -113,6 +113,8 @@ struct aq_target {
 static bool lookup_target(const struct pgw_session *s, struct aq_target *t)
 {
     const struct pgw_config *cfg = s->px->cfg;
+    if (!s->db && !s->is_admin)
+        return false;     /* no such database: refused once logged in (session.c) */
     t->auth_user = pgw_conf_auth_user(cfg, s->db);
     t->query = pgw_conf_auth_query(cfg, s->db);
     if (!t->auth_user || !*t->query)

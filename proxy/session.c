@@ -867,10 +867,10 @@ static void handle_startup(struct pgw_session *s)
                               "replication connections to the admin console are not supported");
             return;
         }
-    } else if (!s->db) {
-        pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
-        return;
     }
+    /* An unknown database is refused once the client has logged in (after
+     * pgw_auth_start), as PostgreSQL and PgBouncer do: before, the answer
+     * told anyone which names exist. */
     if (s->over_limit && !take_over_limit(s))
         return;
     s->state = PGW_SS_AUTH;
@@ -1056,7 +1056,7 @@ void pgw_session_login_done(struct pgw_session *s)
         return;
     }
     if (!s->db) {
-        /* A reload during the login took the database out of [databases]. */
+        /* Not in [databases] (or a reload during the login took it out). */
         pgw_session_close(s, "3D000", "database \"%s\" does not exist", s->database);
         return;
     }

@@ -558,6 +558,20 @@ class TestScram(AuthTestCase):
 
 class TestMd5AndPlain(AuthTestCase):
 
+    def test_an_unknown_database_is_told_only_after_the_password(self):
+        # PostgreSQL and PgBouncer ask for the password first: 3D000 went
+        # out before, so anyone could try names and learn which exist.
+        user, pw = self.app()
+        px = self.start("md5", {user: pw}, databases=self.app_databases())
+        for password, sqlstate in (("bad", "28P01"), (pw, "3D000")):
+            with self.subTest(password=password):
+                s = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(s.close)
+                with self.assertRaises(hz.PgError) as cm:
+                    hz.sync_login(s, user, "no_such_db_here", password)
+                self.assertEqual(cm.exception.sqlstate, sqlstate)
+        self.assertTrue(px.alive())
+
     def test_md5_with_plaintext_and_md5_secrets(self):
         user, pw = self.app()
         for secret in (pw, md5_secret(user, pw)):
