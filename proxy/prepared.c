@@ -1340,6 +1340,8 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     const char *name = (const char *)body + name_off;
     ps_key nkey;
     const char *key_name = *name ? name_key(s, name, nkey) : NULL;
+    if (type == PGW_FE_BIND && !*name && s->unnamed_sets)
+        s->settings_pending = true;      /* a SET Parsed unnamed, run now */
     if (!key_name) {
         q_push(s, Q_PASS, type, NULL);   /* the server's, or its 22021/22P05 (on_parse) */
         return PGW_PS_FORWARD;

@@ -176,6 +176,8 @@ struct pgw_session {
     bool settings_pending;           /* sent what may change a tracked setting (a SET:
                                         params are current at its answer), not all
                                         answered yet: Parses share no statement */
+    bool unnamed_sets;               /* the unnamed statement's text may change a
+                                        setting: so may a Bind of it */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */

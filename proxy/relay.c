@@ -176,6 +176,19 @@ static bool word_at(const uint8_t *p, size_t n, const char *word, size_t m)
 /* Does a statement beginning with this word (left bytes at q) hold SET
  * only as a part of its own (UPDATE ... SET, ALTER ... SET, CREATE
  * FUNCTION ... SET), never the command? */
+/* Does a statement beginning with this word end a transaction (which
+ * takes back its SET LOCALs, and its SETs on a rollback)? */
+static bool ends_a_transaction(const uint8_t *q, size_t left)
+{
+    switch (lower_ascii(*q)) {
+    case 'c': return word_at(q, left, "commit", 6);
+    case 'r': return word_at(q, left, "rollback", 8);
+    case 'a': return word_at(q, left, "abort", 5);
+    case 'e': return word_at(q, left, "end", 3);
+    default: return false;
+    }
+}
+
 static bool set_is_a_clause(const uint8_t *q, size_t left)
 {
     switch (lower_ascii(*q)) {
@@ -190,7 +203,8 @@ static bool set_is_a_clause(const uint8_t *q, size_t left)
 }
 
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
- * SET counts as the command unless its statement (after a ';', or the
+ * PGW_WORDS_SET also for a statement that ends a transaction, and for
+ * pg_settings.  SET counts as the command unless its statement (after a ';', or the
  * NUL that ends a Parse's statement name, and the comments before it)
  * begins with a word that takes SET as a clause (a false alarm costs
  * only sharing, prepared.c). */
@@ -225,8 +239,12 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         uint8_t c = lower_ascii(*q);
         if (at_start) {
             clause = set_is_a_clause(q, left);
+            if (ends_a_transaction(q, left))
+                found |= PGW_WORDS_SET;      /* may take SETs back */
             at_start = false;
         }
+        if (c == 'p' && word_at(q, left, "pg_settings", 11))
+            found |= PGW_WORDS_SET;          /* UPDATE pg_settings SET ... */
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
@@ -273,7 +291,8 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
      * (pgw_relay_note_bound_words); the unnamed statement's Bind names
      * nothing to look up, and it is Bound right after, as a rule. */
     bool unnamed = type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == '\0';
-    bool pend = s->ps_on && !s->settings_pending && (type != PGW_FE_PARSE || unnamed);
+    /* (Its words stay for a Bind of it in a later request too.) */
+    bool pend = s->ps_on && (!s->settings_pending || unnamed) && (type != PGW_FE_PARSE || unnamed);
     if (!unrep && !pend)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
@@ -289,6 +308,8 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
         s->unrep_touched = true;
     if (pend && (w & (PGW_WORDS_SET | PGW_WORDS_RESET)))
         s->settings_pending = true;      /* until its answer */
+    if (unnamed && s->ps_on)
+        s->unnamed_sets = (w & (PGW_WORDS_SET | PGW_WORDS_RESET)) != 0;
 }
 
 /* Does the client's first message on this link replace the server's

@@ -378,6 +378,24 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
                                     b.sync()), [self.UTC])
 
+    def test_a_parse_behind_a_commit_that_takes_a_set_back_is_not_shared(self):
+        # COMMIT takes SET LOCAL back: a Parse behind it in one pipeline is
+        # read with the value after it, not the client's record before.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="Asia/Tokyo")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertEqual(self.epoch(a, a.query("begin")), [])
+        self.assertEqual(self.epoch(a, a.query("set local timezone = 'Asia/Tokyo'")), [])
+        a.send(a.query("commit"), a.parse("s1", self.EPOCH), a.bind("s1"), a.execute(),
+               a.sync())
+        a.until_ready()
+        self.assertEqual(self.epoch(a, a.bind("s1"), a.execute(), a.sync()), [self.UTC])
+        self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
+                                    b.sync()), [self.TOKYO])
+
     def test_a_failed_parse_of_a_name_moved_to_its_settings_leaves_no_name(self):
         # The name moved to its settings' statement (its server lacked the
         # first, a SET pending) while its own Parse was still unanswered;

@@ -80,6 +80,13 @@ static void test_set(void **state)
     assert_int_equal(words(state, "with x as (update t set a = 1 returning a) select a from x", 0),
                      0);
     assert_int_equal(words(state, "update t set a = set_config('x.y', '1', false)", 0), SET);
+    /* a transaction's end takes SET LOCALs back; pg_settings is SET too */
+    assert_int_equal(words(state, "COMMIT", 0), SET);
+    assert_int_equal(words(state, "select 1; rollback", 0), SET);
+    assert_int_equal(words(state, "end", 0), SET);
+    assert_int_equal(words(state, "select case when a then 1 else 2 end from t", 0), 0);
+    assert_int_equal(words(state, "update pg_settings set setting = 'UTC' where name = 'x'", 0),
+                     SET);
     /* a DO block or a comment first: counted */
     assert_int_equal(words(state, "do $$ begin set timezone = 'UTC'; end $$", 0), SET);
     assert_int_equal(words(state, "/* update */ set timezone = 'UTC'", 0), SET);
