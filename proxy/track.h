@@ -152,13 +152,20 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
             t->count_high = true;
         return t->sync_out++ == 0;
     case PGW_FE_COPY_DONE:
-    case PGW_FE_COPY_FAIL:
-        t->sync_out -= pgw_track_copy_ignored(t);
+    case PGW_FE_COPY_FAIL: {
+        int back = pgw_track_copy_ignored(t);
+        /* The Syncs the COPY read were none: its batch goes on, and the
+         * Executes after it count on from the COPY's (exec_done counts
+         * replies since the last ReadyForQuery, which did not come). */
+        if (back > 0)
+            t->execs = t->exec_batch;
+        t->sync_out -= back;
         if (t->sync_out < 0)
             t->sync_out = 0;
         t->sync_exec = 0;
         t->exec_last = t->copy_in = false;
         return false;
+    }
     case PGW_FE_COPY_DATA:
         /* A Sync after data may come after the COPY failed: it counts. */
         t->exec_last = false;

@@ -581,6 +581,39 @@ static void test_no_mixed_query_closing_a_batch_a_copy_read(void **state)
     assert_true(pgw_track_ready(&u, 'I'));
 }
 
+/* A Sync a COPY FROM STDIN read is no Sync: the Executes after the COPY
+ * belong to the same batch.  Here the second COPY's CopyInResponse comes
+ * while a third Execute is sent; the CommandComplete of the first COPY
+ * must not pass for the second Execute's, or that CopyInResponse would
+ * pass for the third's and the CopyDone after the next Sync (the COPY
+ * long failed, the CopyDone ignored) would take that Sync back: the
+ * server given back with a Query's answer still to come.  Found by the
+ * track_model fuzz target. */
+static void test_copy_in_of_an_execute_after_a_copy_that_read_a_sync(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    pgw_track_frontend(&u, 'E');                /* COPY FROM STDIN */
+    pgw_track_frontend(&u, 'S');                /* read by it */
+    pgw_track_backend(&u, 'G');
+    pgw_track_frontend(&u, 'c');
+    assert_int_equal(u.sync_out, 0);
+    pgw_track_backend(&u, 'C');
+    pgw_track_frontend(&u, 'E');                /* COPY FROM STDIN */
+    pgw_track_frontend(&u, 'P');                /* read by it: it fails */
+    pgw_track_frontend(&u, 'E');                /* skipped */
+    pgw_track_backend(&u, 'G');                 /* the second Execute's */
+    pgw_track_error(&u);
+    pgw_track_backend(&u, 'E');
+    pgw_track_frontend(&u, 'S');
+    pgw_track_frontend(&u, 'c');                /* outside a COPY: ignored */
+    pgw_track_frontend(&u, 'Q');
+    assert_int_equal(u.sync_out, 2);
+    assert_false(pgw_track_ready(&u, 'I'));     /* the Sync's */
+    pgw_track_backend(&u, 'C');
+    assert_true(pgw_track_ready(&u, 'I'));      /* the Query's */
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -627,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_no_mixed_query_kept_after_one_was_not),
         cmocka_unit_test(test_no_mixed_query_after_a_copy_read_a_sync),
         cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
+        cmocka_unit_test(test_copy_in_of_an_execute_after_a_copy_that_read_a_sync),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
