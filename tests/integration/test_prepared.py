@@ -322,6 +322,18 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
     EPOCH = "select extract(epoch from '2020-01-01 00:00'::timestamptz)::bigint::text"
     UTC, TOKYO = "1577836800", "1577804400"
 
+    def clients(self, *zones, **settings):
+        """A transaction-mode pgwharf with one server (and `settings`), and
+        a Raw client per time zone in `zones`."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, **settings})
+        out = []
+        for tz in zones:
+            c = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone=tz)
+            self.addCleanup(c.close)
+            out.append(c)
+        return out
+
     def epoch(self, c, *msgs):
         """Send msgs (ending in a Sync), read to its ReadyForQuery: the
         rows' first values."""
@@ -350,12 +362,7 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         # A SET and a Parse in one pipeline: the server reads the Parse
         # with the new value before pgwharf has the SET's answer, and the
         # statement was filed under the old one, for its other clients.
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1})
-        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        a, b = self.clients("UTC", "UTC")
         a.send(a.query("set timezone = 'Asia/Tokyo'"), a.parse("s1", self.EPOCH),
                a.bind("s1"), a.execute(), a.sync())
         a.until_ready()
@@ -366,12 +373,7 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
     def test_a_parse_behind_an_unnamed_set_is_not_shared(self):
         # The SET through the unnamed statement (psycopg 3's pipeline
         # sends a SET so): its Bind names nothing to look its words up by.
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1})
-        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        a, b = self.clients("UTC", "UTC")
         self.assertEqual(self.epoch(a, a.parse("", "set timezone = 'Asia/Tokyo'"), a.bind(""),
                                     a.execute(), a.parse("s1", self.EPOCH), a.bind("s1"),
                                     a.execute(), a.sync()), [self.TOKYO])
@@ -381,12 +383,7 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
     def test_a_parse_behind_a_commit_that_takes_a_set_back_is_not_shared(self):
         # COMMIT takes SET LOCAL back: a Parse behind it in one pipeline is
         # read with the value after it, not the client's record before.
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1})
-        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="Asia/Tokyo")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        a, b = self.clients("UTC", "Asia/Tokyo")
         self.assertEqual(self.epoch(a, a.query("begin")), [])
         self.assertEqual(self.epoch(a, a.query("set local timezone = 'Asia/Tokyo'")), [])
         a.send(a.query("commit"), a.parse("s1", self.EPOCH), a.bind("s1"), a.execute(),
@@ -400,10 +397,7 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         # The name moved to its settings' statement (its server lacked the
         # first, a SET pending) while its own Parse was still unanswered;
         # that Parse failed, and the name stayed: 42P05 at the next Parse.
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1, "max_prepared_statements": 1})
-        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        self.addCleanup(a.close)
+        a, = self.clients("UTC", max_prepared_statements=1)
         self.assertEqual(self.epoch(a, a.parse("setx", "set timezone = 'Asia/Tokyo'"),
                                     a.sync()), [])
         a.send(a.parse("s1", "select no_such_col"), a.bind("setx"), a.execute(),
@@ -418,12 +412,7 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         # prepared there again under its first settings' context but read
         # with the client's settings since: the next client of those first
         # settings got that reading.
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1, "max_prepared_statements": 1})
-        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        a, b = self.clients("UTC", "UTC", max_prepared_statements=1)
         self.assertEqual(self.epoch(a, a.parse("s1", self.EPOCH), a.bind("s1"), a.execute(),
                                     a.sync()), [self.UTC])
         self.assertEqual(self.epoch(a, a.query("set timezone = 'Asia/Tokyo'")), [])
