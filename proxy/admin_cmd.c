@@ -164,6 +164,20 @@ static void fail_undone_pauses(struct pgw_proxy *px)
     }
 }
 
+/* Everything paused (PAUSE, SIGUSR1) or resumed (RESUME, SIGUSR2). */
+static void pause_all(struct pgw_proxy *px)
+{
+    px->admin->paused_all = true;
+    pause_pools(px, "", true);
+}
+
+static void resume_all(struct pgw_proxy *px)
+{
+    px->admin->paused_all = false;
+    pgw_names_clear(&px->admin->paused);
+    pause_pools(px, "", false);
+}
+
 int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
 {
     struct pgw_proxy *px = s->px;
@@ -171,8 +185,7 @@ int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf 
     if (adm->paused_all)
         return pgw_admin_error(out, "55000", "already suspended/paused");
     if (!*arg) {
-        adm->paused_all = true;
-        pause_pools(px, "", true);
+        pause_all(px);
         pgw_info("admin_pause", "user=%s db=*", LQ(s->user));
         return pause_reply(s, "", true, out);
     }
@@ -195,9 +208,7 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
     if (!*arg) {
         if (!adm->paused_all && adm->paused.n == 0)
             return pgw_admin_error(out, "55000", "pooler is not paused/suspended");
-        adm->paused_all = false;
-        pgw_names_clear(&adm->paused);
-        pause_pools(px, "", false);
+        resume_all(px);
         pgw_info("admin_resume", "user=%s db=*", LQ(s->user));
         fail_undone_pauses(px);
         return done(out, "RESUME");
@@ -209,6 +220,30 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
     pgw_info("admin_resume", "user=%s db=%s", LQ(s->user), LQ(arg));
     fail_undone_pauses(px);
     return done(out, "RESUME");
+}
+
+/* SIGUSR1 / SIGUSR2, as PgBouncer: PAUSE / RESUME of everything, with
+ * nobody to answer (a PAUSE's servers close as they come back). */
+void pgw_proxy_pause_all(struct pgw_proxy *px, bool pause)
+{
+    struct pgw_admin *adm = px->admin;
+    if (pause) {
+        if (adm->paused_all) {
+            pgw_info("admin_pause", "user=(signal) db=* result=\"already paused\"");
+            return;
+        }
+        pause_all(px);
+        reconnect_pools(px, "", true);
+        pgw_info("admin_pause", "user=(signal) db=*");
+        return;
+    }
+    if (!adm->paused_all && adm->paused.n == 0) {
+        pgw_info("admin_resume", "user=(signal) db=* result=\"not paused\"");
+        return;
+    }
+    resume_all(px);
+    pgw_info("admin_resume", "user=(signal) db=*");
+    fail_undone_pauses(px);
 }
 
 /* ---- DISABLE / ENABLE ---- */

@@ -131,6 +131,13 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         pgw_info("signal", "signal=SIGQUIT action=shutdown_now");
         pgw_proxy_shutdown(px, PGW_SHUTDOWN_FAST);
         break;
+    case SIGUSR1:
+    case SIGUSR2:
+        pgw_info("signal", "signal=%s action=%s", w->signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2",
+                 w->signum == SIGUSR1 ? "pause" : "resume");
+        if (!pgw_proxy_shutting_down(px))
+            pgw_proxy_pause_all(px, w->signum == SIGUSR1);
+        break;
     default:
         break;
     }
@@ -415,9 +422,9 @@ static int run(const char *path, const struct options *o)
         pgw_proxy_user_from_command_line(px);
     /* From here a signal shuts down cleanly (the pidfile, once written,
      * goes too). */
-    static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT };
-    ev_signal sw[4];
-    for (int i = 0; i < 4; i++) {
+    static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 };
+    ev_signal sw[sizeof(sigs) / sizeof(sigs[0])];
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         ev_signal_init(&sw[i], signal_cb, sigs[i]);
         sw[i].data = px;
         ev_signal_start(loop, &sw[i]);
@@ -465,7 +472,7 @@ static int run(const char *path, const struct options *o)
         while (!pgw_proxy_finished(px))
             ev_run(loop, 0);
     }
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         ev_ref(loop);
         ev_signal_stop(loop, &sw[i]);
     }

@@ -48,6 +48,9 @@ int pgw_proxy_reload_file(struct pgw_proxy *px);
  * file's at start: a reload keeps it without a word about the file's. */
 void pgw_proxy_user_from_command_line(struct pgw_proxy *px);
 void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode);
+/* SIGUSR1 (pause) / SIGUSR2 (resume): the admin console's PAUSE and
+ * RESUME of every database, as PgBouncer. */
+void pgw_proxy_pause_all(struct pgw_proxy *px, bool pause);
 /* A shutdown (signal or admin SHUTDOWN) has begun. */
 bool pgw_proxy_shutting_down(const struct pgw_proxy *px);
 /* True once a shutdown has completed and the loop may stop. */

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import pgwharf_test as pt
@@ -1405,6 +1406,34 @@ class TestCommands(AdminTestCase):
         self.assertFalse(bg.is_alive())
         self.assertIsNone(bg.error)
         self.assertGreater(bg.result, paused_until, "a query ran while everything was paused")
+
+    def test_sigusr1_pauses_and_sigusr2_resumes(self):
+        # As PgBouncer: SIGUSR1 is PAUSE, SIGUSR2 RESUME.  pgwharf had no
+        # handler for them and died of the signal's default action (no
+        # 57P01 to its clients, its pidfile left behind).
+        px = self.start()
+        cl = self.client(px)
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+
+        def paused():
+            return {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}["paused"]
+
+        px.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while paused() != "yes" and time.monotonic() < deadline and px.proc.poll() is None:
+            time.sleep(0.02)
+        self.assertIsNone(px.proc.poll(), px.log_tail())
+        self.assertEqual(paused(), "yes")
+        bg = Background(lambda: pt.one(cl, "select 2"))
+        self.wait_pool(conn, cl_waiting=1)
+        self.assertTrue(bg.is_alive(), "a query ran while everything was paused")
+        px.send_signal(signal.SIGUSR2)
+        bg.join(10)
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, 2)
+        self.assertEqual(paused(), "no")
+        self.assertIsNone(px.proc.poll(), px.log_tail())
 
     def test_pause_waits_for_lent_servers_and_closes_them(self):
         # As PgBouncer: PAUSE answers once the database has no server left:
