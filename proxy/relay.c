@@ -898,6 +898,18 @@ static bool pipe_safe_sql(const char *sql, size_t len)
     return memchr(sql + i, ';', end - i) == NULL;
 }
 
+/* pipe_safe_sql, and the SELECT changes no setting (set_config, or what
+ * takes SETs back): a queued request runs before its client has the
+ * server, unseen by note_setting_words, and the clients queued behind it
+ * would run with that change -- a parameter the server does not report
+ * (search_path) gives no ParameterStatus that fails them. */
+static bool pipe_safe_text(const struct pgw_proxy *px, const char *sql, size_t len)
+{
+    return pipe_safe_sql(sql, len) &&
+           !(pgw_relay_text_words(px, (const uint8_t *)sql, len, 0) &
+             (PGW_WORDS_SET | PGW_WORDS_RESET));
+}
+
 /* A request that may queue on a busy server, as pipe_request reads it. */
 struct pipe_req {
     int n;                           /* messages */
@@ -926,7 +938,8 @@ static bool pipe_ext_msg(struct pgw_session *s, char type, const uint8_t *body, 
             return false;
         const uint8_t *sql = body + 1, *end = body + blen;
         const uint8_t *nul = memchr(sql, 0, (size_t)(end - sql));
-        if (!nul || end - nul < 3 || !pipe_safe_sql((const char *)sql, (size_t)(nul - sql)))
+        if (!nul || end - nul < 3 ||
+            !pipe_safe_text(s->px, (const char *)sql, (size_t)(nul - sql)))
             return false;
         uint32_t nparams = pgw_get_u16(nul + 1);
         if ((uint64_t)(end - nul - 3) != 4ull * nparams)
@@ -968,7 +981,7 @@ static bool pipe_ext_msg(struct pgw_session *s, char type, const uint8_t *body, 
             const char *sql;
             if (!pgw_ps_enabled(s) ||
                 !(r->stmt = pgw_ps_client_stmt(s, name, &sql, &r->srv_name)) ||
-                !pipe_safe_sql(sql, strlen(sql)))
+                !pipe_safe_text(s->px, sql, strlen(sql)))
                 return false;
             r->name = name;
         } else if (strcmp(name, r->name) != 0) {
@@ -1001,7 +1014,7 @@ static bool pipe_request(struct pgw_session *s, struct pipe_req *r)
             return false;
         const char *sql = (const char *)p + PGW_MSG_HDR;
         size_t n = mlen - 5;                 /* without the terminating NUL */
-        if (sql[n] != '\0' || memchr(sql, '\0', n) || !pipe_safe_sql(sql, n))
+        if (sql[n] != '\0' || memchr(sql, '\0', n) || !pipe_safe_text(s->px, sql, n))
             return false;
         r->types[r->n++] = PGW_FE_QUERY;
         return true;
@@ -1040,7 +1053,8 @@ static int pipe_score(struct pgw_server *srv, void *arg)
      * gave up on) nor a borrower with a cancel on its way. */
     if (h->state != PGW_SS_LINKED || h->pipe_stop || h->pipe_skip || h->pipe_drop ||
         h->release_held || h->cancel_inflight || h->pipe_cancel ||
-        h->swallow || h->track.sync_out != 1 || h->track.fe_open || h->track.copy ||
+        h->swallow || h->unrep_touched || h->track.sync_out != 1 || h->track.fe_open ||
+        h->track.copy ||
         (h->cbuf && h->cbuf->parsed != h->cbuf->len))
         return -1;
     if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)

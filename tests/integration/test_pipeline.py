@@ -52,9 +52,21 @@ QUEUED = "pgwharf_pipelined_queries_total"
 FAILED = "pgwharf_pipelined_failed_total"
 
 
+# Sets a parameter as set_config does, under a name the text scan does not
+# take for a setting change (a function that SETs: only a ParameterStatus
+# tells pgwharf).
+PUT_FN = ("create or replace function pgw_test_put(k text, v text) returns text "
+          "language sql as $$ select set_config(k, v, false) $$")
+
+
 class TestPipeline(pt.AppRoleTestCase):
+    put_fn_made = False
+
     def setUp(self):
         super().setUp()
+        if not TestPipeline.put_fn_made:
+            self.pg.psql(PUT_FN, db=self.db)
+            TestPipeline.put_fn_made = True
         self.px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
             "metrics_port": "auto", "query_wait_timeout": "60s"})
@@ -352,7 +364,7 @@ class TestPipeline(pt.AppRoleTestCase):
             b = await self.conn(application_name="app")
             g = await self.gate(11)
             g2 = await self.gate(110)
-            x.send(hz.query_msg("select set_config('application_name', 'evil', false), "
+            x.send(hz.query_msg("select pgw_test_put('application_name', 'evil'), "
                                 "pg_advisory_xact_lock_shared(11) as marker_q11"))
             await self.wait_running("marker_q11")
             a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(110)"))
@@ -704,7 +716,7 @@ class TestPipeline(pt.AppRoleTestCase):
             a = await self.conn(TimeZone="UTC")
             x = await self.conn(TimeZone="UTC")
             g = await self.gate(14)
-            a.send(hz.query_msg("select set_config('TimeZone', 'Asia/Tokyo', false), "
+            a.send(hz.query_msg("select pgw_test_put('TimeZone', 'Asia/Tokyo'), "
                                 "pg_advisory_xact_lock_shared(14) as marker_q14"))
             await self.wait_running("marker_q14")
             x.send(hz.query_msg("select 'X1'"))
@@ -725,7 +737,7 @@ class TestPipeline(pt.AppRoleTestCase):
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
             g = await self.gate(6)
-            a.send(hz.query_msg("select set_config('application_name', 'evil', false), "
+            a.send(hz.query_msg("select pgw_test_put('application_name', 'evil'), "
                                 "pg_advisory_xact_lock_shared(6) as marker_q6"))
             await self.wait_running("marker_q6")
             b.send(hz.query_msg("select current_setting('application_name')"))
@@ -743,6 +755,41 @@ class TestPipeline(pt.AppRoleTestCase):
                 await x.close()
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 1)
+
+    def test_a_select_changing_an_unreported_setting_queues_nothing(self):
+        # search_path (tracked through track_extra_parameters) gives no
+        # ParameterStatus when it changes: B, queued behind A's set_config
+        # of it, ran in A's schema and read A's table.  A SELECT that
+        # changes a setting has nobody queued behind it (nor queues).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "query_wait_timeout": "60s",
+            "track_extra_parameters": "search_path"})
+        self.pg.psql("drop schema if exists pgw_sa cascade; drop schema if exists pgw_sb cascade; "
+                     "create schema pgw_sa; create schema pgw_sb; "
+                     "create table pgw_sa.t(v text); create table pgw_sb.t(v text); "
+                     "insert into pgw_sa.t values ('A'); insert into pgw_sb.t values ('B'); "
+                     "grant usage on schema pgw_sa, pgw_sb to %s; "
+                     "grant select on pgw_sa.t, pgw_sb.t to %s" % (self.user, self.user),
+                     db=self.db)
+
+        async def main():
+            a = await self.conn(px, search_path="pgw_sb")
+            b = await self.conn(px, search_path="pgw_sb")
+            g = await self.gate(16)
+            a.send(hz.query_msg("select set_config('search_path', 'pgw_sa', false), "
+                                "pg_advisory_xact_lock_shared(16) as marker_q16"))
+            await self.wait_running("marker_q16")
+            b.send(hz.query_msg("select v from t"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1,
+                             "b waiting")
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "pgw_sa")
+            self.assertEqual(self.rows(await b.read_result()), [["B"]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, QUEUED), 0)
 
     def test_a_cancel_of_the_client_ahead_never_lands_on_the_queue(self):
         async def main():
@@ -1019,7 +1066,7 @@ class TestPipeline(pt.AppRoleTestCase):
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
             g = await self.gate(14)
-            a.send(hz.query_msg("select set_config('application_name', 'evil', false), "
+            a.send(hz.query_msg("select pgw_test_put('application_name', 'evil'), "
                                 "pg_advisory_xact_lock_shared(14) as marker_q14"))
             await self.wait_running("marker_q14")
             b.send(ext_msgs("select current_setting($1)", "application_name"))
