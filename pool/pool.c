@@ -672,8 +672,11 @@ void pgw_pool_grow(struct pgw_pool *pool)
         return;
     int need = needed(pool);
     /* A paused pool keeps no servers warm: PAUSE closed them, as PgBouncer's
-     * does, and new ones now would hit a server being restarted. */
-    int warm = pool->expiring || pool->paused ? 0 : pool->min_pool_size - pgw_pool_total(pool);
+     * does, and new ones now would hit a server being restarted; nor does
+     * one while pgwharf shuts down (a reload meanwhile raising
+     * min_pool_size opened servers for nobody). */
+    int warm = pool->expiring || pool->paused || pool->set->draining
+                   ? 0 : pool->min_pool_size - pgw_pool_total(pool);
     int n = need > warm ? need : warm;
     if (n <= 0)
         return;

@@ -415,6 +415,9 @@ void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, voi
  * "*" or of a removed entry): its counters can be kept (admin stats). */
 typedef void (*pgw_pool_gone_fn)(const struct pgw_pool *pool, void *arg);
 void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void *arg);
+/* A shutdown is under way: min_pool_size opens no more servers (clients
+ * still served get them as before). */
+void pgw_pool_set_drain(struct pgw_pool_set *set);
 /* Number of servers in all pools (any state) -- for shutdown and tests. */
 int pgw_pool_set_server_count(const struct pgw_pool_set *set);
 /* Cancel every waiter (callback with PGW_ESHUTDOWN, SQLSTATE 57P01), close

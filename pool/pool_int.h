@@ -219,6 +219,7 @@ struct pgw_pool_set {
     uint64_t next_id;
     uint64_t rng;
     bool destroying;
+    bool draining;            /* a shutdown is under way: no servers kept warm */
     pgw_server_free_fn free_hook;
     void *free_hook_arg;
     pgw_pool_gone_fn gone_hook;

@@ -265,6 +265,11 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set)
     free(set);
 }
 
+void pgw_pool_set_drain(struct pgw_pool_set *set)
+{
+    set->draining = true;
+}
+
 void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void *arg)
 {
     set->gone_hook = fn;

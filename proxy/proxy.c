@@ -777,6 +777,8 @@ void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
         if (pgw_sd_notify("STOPPING=1") < 0)
             pgw_warn("sd_notify", "state=STOPPING=1 reason=\"%s\"", strerror(errno));
         pgw_listener_close_all(px);
+        if (px->pools)
+            pgw_pool_set_drain(px->pools);
         if (px->cfg->shutdown_timeout > 0 && mode != PGW_SHUTDOWN_FAST) {
             ev_timer_init(&px->shutdown_timer, shutdown_timeout_cb, px->cfg->shutdown_timeout, 0);
             ev_timer_start(px->loop, &px->shutdown_timer);

@@ -1909,6 +1909,26 @@ class TestCommands(AdminTestCase):
         bg.join(10)
         self.assertIsInstance(bg.error, psycopg2.Error)
 
+    def test_a_reload_during_a_shutdown_keeps_no_servers_warm(self):
+        # A reload while SIGTERM waits for clients applied min_pool_size:
+        # servers opened for nobody while pgwharf drained.
+        px = self.start(shutdown_timeout=120)
+        conn = self.admin_conn(px)
+        cl = self.client(px)
+        self.assertEqual(pt.one(cl, "select 1"), 1)      # its pool exists
+        px.send_signal(signal.SIGTERM)
+        px.wait_for_log(r"event=shutdown mode=wait_for_clients")
+        px.settings["min_pool_size"] = 3
+        px.write_config()
+        conn.cursor().execute("RELOAD")
+        servers = self.show(conn, "SERVERS")[1]
+        self.assertLessEqual(len(servers), 1, servers)
+        self.assertEqual(pt.one(cl, "select 2"), 2)      # clients still served
+        cl.close()
+        conn.close()
+        px.proc.wait(15)
+        self.assertEqual(px.proc.returncode, 0)
+
     def test_two_shutdowns_in_one_loop_turn(self):
         # Two admins ask at the same moment: both commands arm the same
         # one-shot timer in one loop turn, which once put it in libev's heap
