@@ -1,6 +1,7 @@
 /* log.c - the logfmt logger (see log.h).  Owns the log fd. */
 #include "common/log.h"
 #include "common/err.h"
+#include "common/wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,9 +108,18 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
     if (!value)
         value = "";
     int plain = *value != '\0';
-    for (const char *p = value; *p; p++)
-        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20)
+    uint32_t cp;
+    for (const char *p = value; *p && plain; p++) {
+        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20) {
             plain = 0;
+        } else if ((unsigned char)*p >= 0x80) {
+            size_t n = pgw_utf8_decode((const unsigned char *)p, &cp);
+            if (n == 0)
+                plain = 0;
+            else
+                p += n - 1;
+        }
+    }
     if (plain) {
         snprintf(buf, size, "%s", value);
         return buf;
@@ -131,6 +141,22 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
             buf[o++] = 'n';
         } else if (c < 0x20) {
             buf[o++] = ' ';
+        } else if (c >= 0x80) {
+            /* A client's name need not be UTF-8: bytes that are not go
+             * out as \xNN, so that the log stays UTF-8 (log shippers). */
+            size_t n = pgw_utf8_decode((const unsigned char *)p, &cp);
+            if (n == 0) {
+                if (o + 6 > size)
+                    break;
+                snprintf(buf + o, 5, "\\x%02X", c);
+                o += 4;
+            } else {
+                if (o + n + 2 > size)
+                    break;               /* no character cut in two */
+                memcpy(buf + o, p, n);
+                o += n;
+                p += n - 1;
+            }
         } else {
             buf[o++] = (char)c;
         }
