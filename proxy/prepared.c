@@ -67,6 +67,13 @@ struct ps_stmt {
     uint16_t nparams;            /* its parameters, as the server counts them */
     uint8_t *pdesc;              /* its ParameterDescription, the whole message */
     uint32_t pdesc_len;
+    /* The Parse with the parameter types of pdesc (NULL: parse's own are
+     * those): what servers that prepare it later get.  PostgreSQL keeps a
+     * prepared statement's parameter types when its tables change; a
+     * server preparing it after an ALTER TABLE would otherwise read the
+     * client's binary parameters as the new types (an int8 as a float8). */
+    uint8_t *pinned;
+    uint32_t pinned_len;
     uint32_t words;              /* pgw_relay_text_words of its text, all tracked */
     bool words_known;            /* ... worked out (at its first Bind) */
 };
@@ -185,6 +192,7 @@ static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
     reg->st.statements--;
     free(st->parse);
     free(st->pdesc);
+    free(st->pinned);
     free(st);
 }
 
@@ -268,6 +276,41 @@ static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uin
     return st;
 }
 
+/* The Parse servers get (see pinned). */
+static const uint8_t *send_parse(const struct ps_stmt *st)
+{
+    return st->pinned ? st->pinned : st->parse;
+}
+
+static uint32_t send_parse_len(const struct ps_stmt *st)
+{
+    return st->pinned ? st->pinned_len : st->parse_len;
+}
+
+/* st's ParameterDescription is learnt: when its types are not the Parse's
+ * own (left to the server, 0, or fewer given), pin them (st->pinned).
+ * Without memory the statement goes on unpinned, as before. */
+static void pin_types(struct ps_stmt *st)
+{
+    const uint8_t *text = st->parse + st->key_off;
+    const uint8_t *types = text + strlen((const char *)text) + 1;
+    uint32_t have = (uint32_t)(st->parse + st->parse_len - types);
+    uint32_t want = st->pdesc_len - PGW_MSG_HDR;     /* int16 count, int32 OIDs */
+    if (have < 2 || want < 2 || want != 2 + 4u * pgw_get_u16(st->pdesc + PGW_MSG_HDR) ||
+        (have == want && memcmp(types, st->pdesc + PGW_MSG_HDR, want) == 0))
+        return;
+    uint32_t head = (uint32_t)(types - st->parse);
+    uint32_t len = head + want;
+    uint8_t *m = malloc(len);
+    if (!m)
+        return;
+    memcpy(m, st->parse, head);
+    memcpy(m + head, st->pdesc + PGW_MSG_HDR, want);
+    pgw_put_u32(m + 1, len - 1);
+    st->pinned = m;
+    st->pinned_len = len;
+}
+
 int pgw_ps_init(struct pgw_proxy *px)
 {
     struct ps_registry *reg = calloc(1, sizeof(*reg));
@@ -289,6 +332,7 @@ void pgw_ps_deinit(struct pgw_proxy *px)
         struct ps_stmt *st = pgw_container_of(w.node, struct ps_stmt, hnode);
         free(st->parse);
         free(st->pdesc);
+        free(st->pinned);
         free(st);
     }
     pgw_hmap_deinit(&reg->map);
@@ -815,7 +859,7 @@ static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st)
     if (e && !e->stale)
         return 0;
     /* Parse, a Close or two, and the Closes owed from a failed batch. */
-    return st->parse_len + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES;
+    return send_parse_len(st) + (2 + (ss ? ss->nreclose : 0)) * CLOSE_BYTES;
 }
 
 /* Queue a Close of PGW_<id> ahead of the message at b->parsed, its reply
@@ -949,7 +993,7 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
     if (!server_add(s, b, ss, st, stale ? 1 : 2))
         return false;
     if (swallow_parse) {
-        insert_here(b, st->parse, st->parse_len);
+        insert_here(b, send_parse(st), send_parse_len(st));
         q_push(s, Q_SWALLOW, PGW_FE_PARSE, st);
     }
     reg_of(s)->st.server_prepares++;
@@ -1224,7 +1268,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     /* The Parse is replaced by one under pgwharf's name (a few bytes
      * longer at most), maybe after a Close or two for the LRU. */
-    uint32_t grow = st->parse_len > *total ? st->parse_len - *total : 0;
+    uint32_t grow = send_parse_len(st) > *total ? send_parse_len(st) - *total : 0;
     struct ps_server *ss = server_state(s);
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     /* Answered here when the server has it, unless the transaction is a
@@ -1267,9 +1311,9 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         goto oom;
     }
     /* Send the Parse under pgwharf's name. */
-    struct pgw_wbuf m = { .data = st->parse, .len = st->parse_len };
+    struct pgw_wbuf m = { .data = (uint8_t *)send_parse(st), .len = send_parse_len(st) };
     replace_here(b, *total, &m);
-    *total = st->parse_len;
+    *total = send_parse_len(st);
     if (!q_push(s, Q_PASS, PGW_FE_PARSE, st)) {
         free(cname);
         goto oom;
@@ -1279,7 +1323,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     /* Learnt with it (inject_describe), sent as part of it. */
     uint32_t dlen;
     if (!refused && learn_now(s, st, true) &&
-        inject_describe(s, b, st, b->parsed + st->parse_len, &dlen))
+        inject_describe(s, b, st, b->parsed + send_parse_len(st), &dlen))
         *total += dlen;
     return PGW_PS_FORWARD;
 oom:
@@ -1734,6 +1778,15 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         if (e)
             e->stale = true;
     }
+    if (h->type == PGW_FE_PARSE && h->stmt && h->stmt->pinned) {
+        /* Its tables changed so that the types first learnt no longer
+         * fit (an integer column made text: no operator): from now on
+         * servers read it afresh, as a client's new Parse would be on
+         * PostgreSQL, rather than fail it on every server until the
+         * statement is gone. */
+        free(h->stmt->pinned);
+        h->stmt->pinned = NULL;
+    }
     /* The server skips everything up to the next Sync -- a Query or
      * FunctionCall in between too, which gets no ReadyForQuery then: the
      * relay must not wait for one (the server would stay with the client
@@ -2038,6 +2091,7 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
             memcpy(st->pdesc, msg, total);
             st->pdesc_len = total;
             st->nparams = pgw_get_u16(msg + PGW_MSG_HDR);
+            pin_types(st);
             return true;
         }
         if (type == PGW_BE_ROW_DESC || type == 'n') {

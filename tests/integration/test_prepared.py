@@ -757,6 +757,72 @@ class TestErrors(pt.PgwharfTestCase):
             r.close()
 
 
+class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
+    """PostgreSQL keeps a prepared statement's parameter types when its
+    tables change.  A server that prepares a shared statement later (the
+    client's request landed there) got the text alone and read the
+    client's binary parameters as the new types."""
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                               "default_pool_size": 2, "auth_type": "trust"})
+        self.pg.psql("drop table if exists ps_pin; create table ps_pin(id bigint, v text); "
+                     "insert into ps_pin values (1, 'one')")
+        self.r = Raw(self.px.host, self.px.port, self.pg.user, self.pg.database)
+        self.addCleanup(self.r.close)
+        self.holder = None
+
+    def bind_int8(self, stmt, value):
+        """A Bind of one binary int8 parameter, results in text."""
+        body = (b"\x00" + stmt.encode() + b"\x00" + struct.pack("!HH", 1, 1) +
+                struct.pack("!H", 1) + struct.pack("!i", 8) + struct.pack("!q", value) +
+                struct.pack("!H", 0))
+        return self.r.msg(b"B", body)
+
+    def run_on_a_new_server(self, *msgs):
+        """The client's next request, on a server that has not prepared
+        its statement: its first server is held by another client."""
+        if self.holder is None:
+            self.holder = psycopg2.connect(self.px.dsn())
+            self.addCleanup(self.holder.close)
+            self.holder.cursor().execute("begin; select 1")
+        self.r.send(*msgs)
+        return self.r.until_ready()
+
+    def test_a_server_preparing_it_after_an_alter_reads_the_old_types(self):
+        r = self.r
+        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
+               r.execute(), r.sync())
+        self.assertEqual([b[6:] for t, b in r.until_ready() if t == b"D"], [b"one"])
+        self.pg.psql("alter table ps_pin alter column id type double precision")
+        msgs = self.run_on_a_new_server(self.bind_int8("s1", 1), r.execute(), r.sync())
+        self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
+        # Read as float8, the int8 1's bits are 5e-324: no row.
+        self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
+        self.assertEqual(len(self.px.admin("SHOW SERVERS")), 2)
+
+    def test_types_that_no_longer_fit_are_dropped_after_one_error(self):
+        # int8 against a text column: no operator.  PostgreSQL fails the old
+        # statement but reads a new Parse afresh; here the statement is
+        # shared, and it failed on every new server until it was gone.
+        r = self.r
+        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
+               r.execute(), r.sync())
+        r.until_ready()
+        self.pg.psql("alter table ps_pin alter column id type text")
+        msgs = self.run_on_a_new_server(self.bind_int8("s1", 1), r.execute(), r.sync())
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["42883"], msgs)
+        # The client prepares it again (text parameter now): it works.
+        msgs = self.run_on_a_new_server(
+            r.close_stmt("s1"), r.parse("s1", "select v from ps_pin where id = $1"),
+            r.msg(b"B", b"\x00s1\x00" + struct.pack("!HHi", 0, 1, 1) + b"1" +
+                  struct.pack("!H", 0)),
+            r.execute(), r.sync())
+        self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
+        self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
+
+
 class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
     """DISCARD ALL / DEALLOCATE ALL drop every statement on the server that
     runs them, whoever's and however they are sent; one that fails drops
