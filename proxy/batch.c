@@ -63,7 +63,7 @@ struct pgw_batch {
 static bool client_span(struct pgw_session *s, int *fd, const uint8_t **p, size_t *n)
 {
     struct pgw_iobuf *b = s->sbuf;
-    if (!b || s->ssl || s->fd < 0 || s->client_gone || b->sent >= b->parsed)
+    if (!b || s->ssl || s->fd < 0 || b->sent >= b->parsed)
         return false;
     *fd = s->fd;
     *p = b->data + b->sent;

@@ -188,8 +188,6 @@ struct pgw_session {
     bool client_eof;                 /* the client's stream ended (it closed, or shut
                                         down its sending side): what it sent whole
                                         runs, then the session ends (relay.c) */
-    bool client_gone;                /* ... and it cannot be written to: replies are
-                                        dropped */
     bool unrep_touched;              /* sent on this link what may change a tracked
                                         parameter the server does not report
                                         (relay.c: note_setting_words) */

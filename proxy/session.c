@@ -468,25 +468,22 @@ void pgw_session_flush_client(struct pgw_session *s)
     if (!b)
         return;
     while (b->sent < b->parsed) {
-        ssize_t w = s->client_gone ? -1 : cli_write(s, b->data + b->sent, b->parsed - b->sent);
-        if (w < 0 && !s->client_gone) {
+        ssize_t w = cli_write(s, b->data + b->sent, b->parsed - b->sent);
+        if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (!ev_is_active(&s->cli_w))
                     ev_io_start(loop, &s->cli_w);
                 s->cli_write_blocked = true;
                 return;
             }
-            if (!s->client_eof) {
-                pgw_session_close(s, NULL, "client write failed: %s", strerror(errno));
-                return;
-            }
-            /* It closed after sending requests, which still run: their
-             * replies have nowhere to go. */
-            s->client_gone = true;
-        }
-        if (s->client_gone) {
-            b->sent = b->parsed;
-            break;
+            /* The client is gone (also one that sent requests and closed:
+             * client_eof).  As PostgreSQL, whose backend ends at a write
+             * its client cannot take ("connection to client lost"): a
+             * server mid-request is closed, so the request is cut off and
+             * nothing sent after it runs, rather than streaming a COPY or
+             * a BASE_BACKUP to nowhere and running the requests behind. */
+            pgw_session_close(s, NULL, "client write failed: %s", strerror(errno));
+            return;
         }
         b->sent += (uint32_t)w;
         s->bytes_out += (uint64_t)w;

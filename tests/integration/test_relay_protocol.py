@@ -368,11 +368,37 @@ class TestRequestThenClose(RelayCase):
     def test_query_close(self):
         self.send_then_end(self.INSERT, lambda a: a.close())
 
-    def test_replies_to_a_closed_client_are_dropped_not_fatal(self):
-        # The first request's answer (4 MB) cannot be written to the closed
-        # client: dropped, and the request after it still runs.
-        self.send_then_end(hz.query_msg("select repeat('x', 4000000)") + self.INSERT,
-                           lambda a: a.close())
+    def test_a_reply_the_closed_client_cannot_take_ends_its_requests(self):
+        # PostgreSQL ends a backend at a write its client cannot take
+        # ("connection to client lost"): the COPY is cut off and the INSERT
+        # sent after it never runs.  pgwharf streamed the 100 MB to nowhere,
+        # its server held, and then ran the INSERT for a client long gone.
+        holder = self.hold_the_server()
+        holder.sendall(hz.query_msg("select pg_backend_pid()"))
+        pid = int(rows(hz.read_until_ready(holder))[0][0])
+        a = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(a.close)
+        port = a.getsockname()[1]
+        a.sendall(hz.startup_packet(self.pg.user, self.pg.database))
+        t, body = hz.recv_msg(a)
+        self.assertEqual(t, b"R")
+        a.sendall(hz.auth_reply(body, self.pg.user, self.pg.password, {}))
+        if self.mode == "transaction":
+            hz.finish_login(a, self.pg.user, self.pg.password)
+        # More than the kernel's buffers on the way hold: the server is
+        # still writing when pgwharf finds the client gone.
+        a.sendall(hz.query_msg("copy (select repeat('x', 1000) from generate_series(1, 100000)) "
+                               "to stdout") + self.INSERT)
+        a.close()
+        self.eof_read(port)
+        self.let_go(holder)
+        self.px.wait_for_log(r'event=disconnect client=127\.0\.0\.1:%d .*reason="client write '
+                             r'failed' % port, 20)
+        pt.wait_until(lambda: self.pg.psql("select count(*) from pg_stat_activity where pid = %d"
+                                           % pid, user=self.pg.user) == "0", 20,
+                      what="the server of the gone client closed")
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_b_served()
 
     def test_extended_request_and_a_partial_message_close(self):
         # What is not whole when the stream ends is dropped: PostgreSQL
