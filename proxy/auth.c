@@ -232,11 +232,6 @@ static void md5_hex2(const void *a, size_t la, const void *b, size_t lb, char ou
     out[32] = '\0';
 }
 
-static bool is_md5_secret(const char *secret)
-{
-    return strlen(secret) == 35 && strncmp(secret, "md5", 3) == 0;
-}
-
 /* "md5" + md5(password + user), as pg_authid stores it, for any length. */
 static void md5_of_password(const char *user, const char *password, char out[36])
 {
@@ -248,7 +243,7 @@ static void md5_of_password(const char *user, const char *password, char out[36]
  * hashed.  (Only for secrets: what a client sends is always hashed.) */
 static void md5_inner(const char *user, const char *secret, char out[36])
 {
-    if (is_md5_secret(secret))
+    if (pgw_md5_is_secret(secret))
         memcpy(out, secret, 36);
     else
         md5_of_password(user, secret, out);
@@ -287,7 +282,7 @@ static bool plain_check(const char *user, const char *secret, const char *passwo
 {
     if (!*password)
         return false;                /* as PostgreSQL: no empty passwords */
-    if (is_md5_secret(secret)) {
+    if (pgw_md5_is_secret(secret)) {
         char inner[36];
         md5_of_password(user, password, inner);
         return const_eq(inner, secret);
@@ -825,7 +820,7 @@ const char *pgw_auth_server_password(struct pgw_proxy *px, const struct pgw_conf
     if (db && db->user)
         user = db->user;
     const char *secret = px->auth ? pgw_authfile_lookup(px->auth, user) : NULL;
-    if (secret && !is_md5_secret(secret) && !pgw_scram_is_secret(secret))
+    if (secret && !pgw_md5_is_secret(secret) && !pgw_scram_is_secret(secret))
         return secret;
     return NULL;
 }

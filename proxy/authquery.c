@@ -87,8 +87,7 @@ static void conclude(struct aq_lookup *lk);
 
 static bool is_verifier(const char *secret)
 {
-    return (strlen(secret) == 35 && strncmp(secret, "md5", 3) == 0) ||
-           pgw_scram_is_secret(secret);
+    return pgw_md5_is_secret(secret) || pgw_scram_is_secret(secret);
 }
 
 static void free_secret(char *p)

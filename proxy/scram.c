@@ -124,9 +124,21 @@ static bool salted_password(const char *password, const uint8_t *salt, size_t sa
 
 /* ---- verifiers ---- */
 
-bool pgw_scram_is_secret(const char *text)
+static bool scram_prefixed(const char *text)
 {
     return text && strncmp(text, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) == 0;
+}
+
+bool pgw_scram_is_secret(const char *text)
+{
+    struct pgw_scram_secret v;
+    return pgw_scram_secret_parse(text, &v) == 0;
+}
+
+bool pgw_md5_is_secret(const char *text)
+{
+    return text && strlen(text) == 35 && strncmp(text, "md5", 3) == 0 &&
+           strspn(text + 3, "0123456789abcdef") == 32;
 }
 
 /* Decode the base64 field [p, end) into out; true when it is exactly
@@ -145,7 +157,7 @@ static bool field_b64(const char *p, const char *end, uint8_t *out, size_t cap, 
 int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!pgw_scram_is_secret(text))
+    if (!scram_prefixed(text))
         return PGW_EINVAL;
     const char *p = text + strlen(SCRAM_PREFIX);
     const char *colon = strchr(p, ':');
@@ -284,11 +296,6 @@ static void user_salt(const struct pgw_scram_cache *c, const char *username,
                       uint8_t out[PGW_SCRAM_SALT_LEN]);
 
 /* ---- the server ---- */
-
-static bool is_md5_hash(const char *s)
-{
-    return strlen(s) == 35 && strncmp(s, "md5", 3) == 0;
-}
 
 /* ---- made verifiers, cached ---- */
 
@@ -431,12 +438,10 @@ int pgw_scram_server_start(struct pgw_scram_server *st, const char *secret, cons
     if (!secret) {
         st->doomed = true;
         snprintf(st->error, sizeof(st->error), "no such user");
-    } else if (pgw_scram_is_secret(secret)) {
-        if (pgw_scram_secret_parse(secret, &st->secret) < 0) {
-            st->doomed = true;
-            snprintf(st->error, sizeof(st->error), "invalid SCRAM verifier in auth_file");
-        }
-    } else if (is_md5_hash(secret)) {
+    } else if (pgw_scram_secret_parse(secret, &st->secret) == 0) {
+        /* a verifier (one that does not parse is a plaintext password,
+         * as PostgreSQL reads it) */
+    } else if (pgw_md5_is_secret(secret)) {
         st->doomed = true;
         snprintf(st->error, sizeof(st->error), "the user's secret is an md5 hash, "
                  "which SCRAM cannot use");

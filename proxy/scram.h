@@ -66,8 +66,13 @@ struct pgw_scram_secret {
     uint8_t server_key[PGW_SCRAM_KEY_LEN];
 };
 
-/* Does the text claim to be a SCRAM verifier ("SCRAM-SHA-256$" prefix)? */
+/* Is the text a SCRAM verifier (one that parses)?  As PostgreSQL's
+ * get_password_type: a secret that only looks like one is a plaintext
+ * password. */
 bool pgw_scram_is_secret(const char *text);
+/* Is the text an md5 secret: "md5" and 32 lowercase hex digits (else, as
+ * in PostgreSQL, a plaintext password)? */
+bool pgw_md5_is_secret(const char *text);
 
 /* Parse a verifier.  Returns 0, or PGW_EINVAL when it is not one. */
 int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out);

@@ -686,6 +686,18 @@ class TestMd5AndPlain(AuthTestCase):
         self.assertEqual(self.via_psql(px, user, pw), user)
         self.assertIn("password authentication failed", self.psql_error(px, user, secret))
 
+    def test_passwords_that_only_look_like_verifiers_are_passwords(self):
+        # PostgreSQL (and PgBouncer) read "md5" + 32 non-hex characters, or
+        # a "SCRAM-SHA-256$" that does not parse, as a plaintext password:
+        # pgwharf took them for hashes and its user could never log in.
+        user, _ = self.app()
+        for secret in ("md5" + "z" * 32, "SCRAM-SHA-256$not-a-verifier"):
+            for auth_type in ("plain", "md5", "scram-sha-256"):
+                with self.subTest(secret=secret, auth_type=auth_type):
+                    px = self.start(auth_type, {user: secret}, databases=self.app_databases())
+                    self.assertEqual(self.via_psql(px, user, secret), user)
+                    px.stop()
+
     def test_empty_secret_or_password_never_logs_in(self):
         user, pw = self.app()
         for auth_type in ("plain", "md5", "scram-sha-256"):

@@ -402,9 +402,28 @@ static void test_unusable_secrets(void **state)
                      PGW_EAUTH);
     assert_non_null(strstr(st.error, "md5"));
     pgw_scram_server_deinit(&st);
-    assert_int_equal(exchange("SCRAM-SHA-256$4096:abc$def:ghi", "user", "pencil", &st),
-                     PGW_EAUTH);
-    assert_non_null(strstr(st.error, "invalid SCRAM verifier"));
+    pgw_scram_server_deinit(&st);
+}
+
+/* As PostgreSQL's get_password_type: a secret that only looks like a
+ * verifier (a SCRAM one that does not parse, "md5" and 32 characters that
+ * are not all lowercase hex) is a plaintext password.  Such a password in
+ * an auth_file locked its user out, with any method. */
+static void test_secrets_that_only_look_like_verifiers_are_passwords(void **state)
+{
+    (void)state;
+    const char *fake_scram = "SCRAM-SHA-256$4096:abc$def:ghi";
+    const char *fake_md5 = "md5zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz";
+    assert_false(pgw_scram_is_secret(fake_scram));
+    assert_false(pgw_md5_is_secret(fake_md5));
+    assert_false(pgw_md5_is_secret("md5FD3B5F9EC3BA7E9BBD4D7E5D1B6F1B20"));
+    assert_true(pgw_md5_is_secret("md5fd3b5f9ec3ba7e9bbd4d7e5d1b6f1b20"));
+    struct pgw_scram_server st;
+    assert_int_equal(exchange(fake_scram, "user", fake_scram, &st), 0);
+    pgw_scram_server_deinit(&st);
+    assert_int_equal(exchange(fake_scram, "user", "pencil", &st), PGW_EAUTH);
+    pgw_scram_server_deinit(&st);
+    assert_int_equal(exchange(fake_md5, "user", fake_md5, &st), 0);
     pgw_scram_server_deinit(&st);
 }
 
@@ -912,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_plaintext_secret),
         cmocka_unit_test(test_unknown_user_mock),
         cmocka_unit_test(test_unusable_secrets),
+        cmocka_unit_test(test_secrets_that_only_look_like_verifiers_are_passwords),
         cmocka_unit_test(test_y_flag_accepted),
         cmocka_unit_test(test_channel_binding_refused),
         cmocka_unit_test(test_channel_binding_plus),
