@@ -121,7 +121,14 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
         }
     }
     if (plain) {
-        snprintf(buf, size, "%s", value);
+        size_t n = strlen(value);
+        if (size == 0)
+            return buf;
+        if (n >= size)           /* cut between characters */
+            for (n = size - 1; n > 0 && ((unsigned char)value[n] & 0xC0) == 0x80; n--)
+                ;
+        memcpy(buf, value, n);
+        buf[n] = '\0';
         return buf;
     }
     size_t o = 0;

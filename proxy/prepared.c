@@ -141,6 +141,7 @@ struct qent {
     bool dup;                    /* the Execute raising 42P05 (dup_error) */
     bool had;                    /* a Parse the server refuses (parse_refused):
                                   * its statement there stays */
+    bool pinned;                 /* a Parse sent with its statement's pinned types */
     bool as_is;                  /* a client's named Parse sent unrenamed, for the
                                   * server to refuse (pgw_notify_stmt_key_of) */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
@@ -604,7 +605,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->cname = NULL;
     x->bname[0] = '\0';
     x->dup = false;
-    x->had = x->as_is = false;
+    x->had = x->as_is = x->pinned = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
     x->copy_ends = q->copy_ends;
@@ -994,7 +995,8 @@ static bool ensure_prepared(struct pgw_session *s, struct pgw_iobuf *b, struct p
         return false;
     if (swallow_parse) {
         insert_here(b, send_parse(st), send_parse_len(st));
-        q_push(s, Q_SWALLOW, PGW_FE_PARSE, st);
+        if (q_push(s, Q_SWALLOW, PGW_FE_PARSE, st))
+            q_tail(s)->pinned = st->pinned != NULL;
     }
     reg_of(s)->st.server_prepares++;
     s->ps_server_parse_count++;
@@ -1320,6 +1322,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     q_tail(s)->cname = cname;
     q_tail(s)->had = refused;
+    q_tail(s)->pinned = st->pinned != NULL;
     /* Learnt with it (inject_describe), sent as part of it. */
     uint32_t dlen;
     if (!refused && learn_now(s, st, true) &&
@@ -1427,6 +1430,14 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         if (!now) {
             pgw_session_close(s, "53200", "out of memory");
             return PGW_PS_FAILED;
+        }
+        if (!now->pdesc && st->pdesc && (now->pdesc = malloc(st->pdesc_len))) {
+            /* The client's statement still: the parameter types it was
+             * given stay (pinned), whatever its tables are now. */
+            memcpy(now->pdesc, st->pdesc, st->pdesc_len);
+            now->pdesc_len = st->pdesc_len;
+            now->nparams = st->nparams;
+            pin_types(now);
         }
         cn->was = st;                    /* its Parse may still fail: undo_parse */
         stmt_unref(reg_of(s), st);       /* the name's reference moves */
@@ -1778,12 +1789,15 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         if (e)
             e->stale = true;
     }
-    if (h->type == PGW_FE_PARSE && h->stmt && h->stmt->pinned) {
+    if (h->type == PGW_FE_PARSE && h->pinned && h->stmt && h->stmt->pinned && msg &&
+        pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strncmp(f.sqlstate, "42", 2) == 0) {
         /* Its tables changed so that the types first learnt no longer
-         * fit (an integer column made text: no operator): from now on
-         * servers read it afresh, as a client's new Parse would be on
+         * fit (an integer column made text: no operator, 42883): from now
+         * on servers read it afresh, as a client's new Parse would be on
          * PostgreSQL, rather than fail it on every server until the
-         * statement is gone. */
+         * statement is gone.  Not for other errors (a failed
+         * transaction's 25P02, a lock_timeout while the ALTER holds the
+         * table): the types still hold. */
         free(h->stmt->pinned);
         h->stmt->pinned = NULL;
     }

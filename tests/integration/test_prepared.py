@@ -802,6 +802,41 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
         self.assertEqual(len(self.px.admin("SHOW SERVERS")), 2)
 
+    def test_a_failed_transaction_keeps_the_types(self):
+        # The Parse a server gets in a failed transaction is refused with
+        # 25P02: no sign of types that no longer fit.  Taken for one, the
+        # pin was dropped and the next server read the int8 as a float8.
+        r = self.r
+        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
+               r.execute(), r.sync())
+        r.until_ready()
+        self.pg.psql("alter table ps_pin alter column id type double precision")
+        self.run_on_a_new_server(r.query("begin"))
+        r.send(r.query("select 1/0"))
+        r.until_ready()
+        r.send(self.bind_int8("s1", 1), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["25P02"], msgs)
+        r.send(r.query("rollback"))
+        r.until_ready()
+        msgs = self.run_on_a_new_server(self.bind_int8("s1", 1), r.execute(), r.sync())
+        self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
+
+    def test_a_name_moved_to_its_settings_statement_keeps_the_types(self):
+        # The client SET its TimeZone: on a server without the statement,
+        # its name goes to the statement of its settings now -- still the
+        # client's statement, with the types it was given.
+        r = self.r
+        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
+               r.execute(), r.sync())
+        r.until_ready()
+        r.send(r.query("set timezone = 'Asia/Tokyo'"))
+        r.until_ready()
+        self.pg.psql("alter table ps_pin alter column id type double precision")
+        msgs = self.run_on_a_new_server(self.bind_int8("s1", 1), r.execute(), r.sync())
+        self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
+        self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
+
     def test_types_that_no_longer_fit_are_dropped_after_one_error(self):
         # int8 against a text column: no operator.  PostgreSQL fails the old
         # statement but reads a new Parse afresh; here the statement is

@@ -46,6 +46,10 @@ static void test_a_long_value_is_cut_between_characters(void **state)
     /* '"' + "ab" + 2-byte char would need 1+2+2+1+1 = 7: fits; a third byte no */
     assert_string_equal(pgw_log_quote(buf, sizeof(buf), "ab\xc3\xa9\xc3\xa9 "), "\"ab\xc3\xa9\"");
     assert_string_equal(pgw_log_quote(buf, sizeof(buf), "a\xff\xff "), "\"a\\xFF\"");
+    /* and a value that needs no quotes */
+    assert_string_equal(pgw_log_quote(buf, sizeof(buf), "ab\xc3\xa9\xc3\xa9\xc3\xa9"),
+                        "ab\xc3\xa9\xc3\xa9");
+    assert_string_equal(pgw_log_quote(buf, sizeof(buf), "abcdefghij"), "abcdefg");
 }
 
 int main(void)
