@@ -20,21 +20,33 @@
 /* Report at the line where general key `name` was set; when it kept its
  * default, at the line of `other` (the key it clashes with: a check
  * between two keys, only one of them in the file), else the main file. */
-static void vkey_error(struct conf_loader *ld, const char *name, const char *other,
-                       const char *fmt, va_list ap)
+static void vkey_report(struct conf_loader *ld, bool warn, const char *name, const char *other,
+                        const char *fmt, va_list ap)
 {
     char text[512];
     vsnprintf(text, sizeof(text), fmt, ap);
     const char *names[2] = { name, other };
+    const char *file = ld->cfg->file;
+    int line = 0;
     for (int k = 0; k < 2 && names[k]; k++) {
         int i = conf_key_find(names[k]);
         const struct pgw_conf_origin *o = i >= 0 && ld->origins ? &ld->origins[i] : NULL;
         if (o && o->file) {
-            conf_error(&ld->rep, o->file, o->line, "%s", text);
-            return;
+            file = o->file;
+            line = o->line;
+            break;
         }
     }
-    conf_error(&ld->rep, ld->cfg->file, 0, "%s", text);
+    if (warn)
+        conf_warn(&ld->rep, file, line, "%s", text);
+    else
+        conf_error(&ld->rep, file, line, "%s", text);
+}
+
+static void vkey_error(struct conf_loader *ld, const char *name, const char *other,
+                       const char *fmt, va_list ap)
+{
+    vkey_report(ld, false, name, other, fmt, ap);
 }
 
 static void key_error(struct conf_loader *ld, const char *name, const char *fmt, ...)
@@ -57,6 +69,18 @@ static void keys_error(struct conf_loader *ld, const char *name, const char *oth
     va_list ap;
     va_start(ap, fmt);
     vkey_error(ld, name, other, fmt, ap);
+    va_end(ap);
+}
+
+static void keys_warn(struct conf_loader *ld, const char *name, const char *other,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void keys_warn(struct conf_loader *ld, const char *name, const char *other,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vkey_report(ld, true, name, other, fmt, ap);
     va_end(ap);
 }
 
@@ -103,21 +127,26 @@ static void check_tls(struct conf_loader *ld)
         key_error(ld, "server_tls_cert_file", "server_tls_cert_file needs server_tls_key_file");
 }
 
+/* min_pool_size above the pool size: PgBouncer runs such a file (a
+ * general min_pool_size with one small database is common), opening no
+ * more than the pool size: a warning, and the pool keeps at most its size
+ * (pool_conf.c). */
 static void check_pools(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
     if (cfg->min_pool_size > cfg->default_pool_size)
-        keys_error(ld, "min_pool_size", "default_pool_size", "min_pool_size %d is larger than default_pool_size %d",
-                  cfg->min_pool_size, cfg->default_pool_size);
+        keys_warn(ld, "min_pool_size", "default_pool_size",
+                  "min_pool_size %d is larger than default_pool_size %d: pools keep %d open",
+                  cfg->min_pool_size, cfg->default_pool_size, cfg->default_pool_size);
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = &cfg->dbs[i];
         if (db->min_pool_size < 0 && db->pool_size < 0)
             continue;
         int min = pgw_conf_min_pool_size(cfg, db), size = pgw_conf_pool_size(cfg, db, NULL);
         if (min > size)
-            conf_error(&ld->rep, db->file, db->line,
-                       "database \"%s\": min_pool_size %d is larger than pool_size %d",
-                       db->name, min, size);
+            conf_warn(&ld->rep, db->file, db->line,
+                      "database \"%s\": min_pool_size %d is larger than pool_size %d: its "
+                      "pools keep %d open", db->name, min, size, size);
     }
 }
 

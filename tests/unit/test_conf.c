@@ -1509,18 +1509,23 @@ static void test_validation(void **state)
               "[databases]\n"
               "p = pool_size=3 min_pool_size=4\n"
               "q = pool_size=4\n"          /* general min_pool_size 5 > 4 */
-              "r = min_pool_size=2\n", &d, 9);
+              "r = min_pool_size=2\n", &d, 6);
     assert_error(&d, "t.ini:2: auth_type hba needs auth_hba_file");
     assert_error(&d, "t.ini:4: auth_query: must not be empty when auth_user is set");
     assert_error(&d, "t.ini:5: client_tls_sslmode require needs client_tls_key_file and "
                      "client_tls_cert_file");
     assert_error(&d, "t.ini:7: server_tls_cert_file needs server_tls_key_file");
     assert_error(&d, "t.ini:9: breaker_max_cooldown 5s is shorter than breaker_cooldown 10s");
-    assert_error(&d, "t.ini:11: min_pool_size 5 is larger than default_pool_size 4");
     assert_error(&d, "t.ini:12: nothing to listen on: listen_addr and unix_socket_dir are both "
                      "empty");
-    assert_error(&d, "t.ini:15: database \"p\": min_pool_size 4 is larger than pool_size 3");
-    assert_error(&d, "t.ini:16: database \"q\": min_pool_size 5 is larger than pool_size 4");
+    /* min_pool_size above the pool size: a warning (PgBouncer runs such a
+     * file; the pool keeps its size open) */
+    assert_warning(&d, "t.ini:11: min_pool_size 5 is larger than default_pool_size 4: pools "
+                       "keep 4 open");
+    assert_warning(&d, "t.ini:15: database \"p\": min_pool_size 4 is larger than pool_size 3: "
+                       "its pools keep 3 open");
+    assert_warning(&d, "t.ini:16: database \"q\": min_pool_size 5 is larger than pool_size 4: "
+                       "its pools keep 4 open");
     pgw_conf_diag_free(&d);
 
     /* an entry whose server socket is pgwharf's own (no host: unix_socket_dir,
@@ -1824,10 +1829,11 @@ static void test_load_over_checks_what_would_run(void **state)
     pgw_conf_diag_free(&d);
 
     /* the other checks are a start's, at their lines */
-    assert_int_equal(pgw_conf_load_over("t.ini", BASE "default_pool_size = 5\n"
-                                        "min_pool_size = 6\n", running, NULL, NULL, &cfg, &d),
+    assert_int_equal(pgw_conf_load_over("t.ini", BASE "breaker_cooldown = 10\n"
+                                        "breaker_max_cooldown = 5s\n", running, NULL, NULL, &cfg,
+                                        &d),
                      PGW_ECONFIG);
-    assert_error(&d, "t.ini:4: min_pool_size 6 is larger than default_pool_size 5");
+    assert_error(&d, "t.ini:4: breaker_max_cooldown 5s is shorter than breaker_cooldown 10s");
     pgw_conf_diag_free(&d);
 
     /* a good file: the running fixed values, the file's others */
