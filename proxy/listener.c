@@ -528,14 +528,37 @@ int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen)
     }
     int wild = listen_wildcards(addrs, cfg->listen_port);
     char *save = NULL;
+    /* As PgBouncer: an address of the list that cannot be listened on (a
+     * floating IP this node does not hold now) is a warning, as long as
+     * another one of the list can; none at all stops the start. */
+    int tcp_ok = 0, tcp_failed = 0;
+    char first_err[512] = "";
     for (char *tok = strtok_r(addrs, LISTEN_SEP, &save); tok && rc == 0;
          tok = strtok_r(NULL, LISTEN_SEP, &save)) {
-        rc = listen_tcp(px, tok, cfg->listen_port, wild, errbuf, errlen);
-        if (rc < 0 && strncmp(errbuf, "so_reuseport:", 13) == 0)
+        int r = listen_tcp(px, tok, cfg->listen_port, wild, errbuf, errlen);
+        if (r < 0 && strncmp(errbuf, "so_reuseport:", 13) == 0) {
             locate(cfg, "so_reuseport", NULL, errbuf, errlen);
-        else if (rc < 0)        /* "listen_addr x: ..." names the key already */
+            rc = r;
+        } else if (r < 0) {     /* "listen_addr x: ..." names the key already */
             locate(cfg, "listen_addr", strncmp(errbuf, "listen_addr ", 12) ? tok : NULL,
                    errbuf, errlen);
+            if (r != PGW_EIO) {
+                rc = r;
+            } else {
+                if (!tcp_failed++)
+                    snprintf(first_err, sizeof(first_err), "%s", errbuf);
+                char q[600];
+                pgw_warn("listen_failed", "addr=%s reason=%s", tok,
+                         pgw_log_quote(q, sizeof(q), errbuf));
+                errbuf[0] = '\0';
+            }
+        } else {
+            tcp_ok++;
+        }
+    }
+    if (rc == 0 && tcp_failed > 0 && tcp_ok == 0) {
+        snprintf(errbuf, errlen, "%s", first_err);
+        rc = PGW_EIO;
     }
     free(addrs);
     if (rc == 0 && !px->listeners) {

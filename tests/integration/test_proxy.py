@@ -1482,6 +1482,15 @@ class TestListenerKeys(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("names an address listen_addr gives already"), 2)
         self.run_clients(px.port, 1)
 
+    def test_an_address_this_host_lacks_is_a_warning_beside_one_it_has(self):
+        # "127.0.0.1, <floating IP>" on the node that does not hold the IP
+        # now: PgBouncer warns and serves on the other; pgwharf exited 1.
+        # (192.0.2.55: TEST-NET-1, on no interface here.)
+        px = self.start_pgwharf(settings={"listen_addr": "127.0.0.1, 192.0.2.55"})
+        px.wait_for_log(r"event=listen_failed addr=192\.0\.2\.55 reason=.*cannot listen on "
+                        r"192\.0\.2\.55:%d" % px.port)
+        self.run_clients(px.port, 1)
+
     def test_a_tab_after_a_comma_in_listen_addr_separates(self):
         # "127.0.0.1,<tab>127.0.0.2" stopped the start: the list was split
         # at commas and spaces only, and "\t127.0.0.2" was no host name;
