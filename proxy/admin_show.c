@@ -1095,6 +1095,7 @@ static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
             break;
         }
         const char *shown = value;
+        char mode_now[16];
         if (pgw_conf_key_is_bool(i)) {
             /* As PgBouncer writes booleans here (scripts compare with "1") */
             shown = strcmp(value, "on") == 0 ? "1" : "0";
@@ -1103,6 +1104,13 @@ static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
             def = NULL;
             if (!shown[0])
                 shown = NULL;
+        } else if (strcmp(key, "unix_socket_mode") == 0) {
+            /* PgBouncer's is an integer key: in decimal (0777: 511) */
+            int mode = pgw_conf_unix_socket_mode(s->px->cfg);
+            if (mode >= 0)
+                snprintf(mode_now, sizeof(mode_now), "%d", mode);
+            shown = mode >= 0 ? mode_now : value;
+            def = "511";
         }
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, key);

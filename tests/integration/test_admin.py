@@ -313,6 +313,14 @@ class TestShowColumns(AdminTestCase):
             with self.subTest(key=key):
                 self.assertEqual(config[key], ("", ""))
 
+    def test_show_config_writes_unix_socket_mode_in_decimal(self):
+        # PgBouncer's unix_socket_mode is an integer key: 0700 shows as
+        # 448, its default 0777 as 511; pgwharf echoed the text.
+        px = self.start(unix_socket_mode="0700")
+        conn = self.admin_conn(px)
+        config = {r["key"]: (r["value"], r["default"]) for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["unix_socket_mode"], ("448", "511"))
+
     def test_databases_pools_and_users_are_listed_by_name(self):
         # As PgBouncer keeps them (database_list, pool_list, user_list in
         # order of name); pgwharf listed databases and [users] in the
