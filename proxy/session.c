@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -117,6 +118,31 @@ static void addr_to_text(struct pgw_session *s, const struct sockaddr *sa)
         port = ntohs(in6->sin6_port);
     }
     snprintf(s->addr_text, sizeof(s->addr_text), "%s:%d", host, port);
+}
+
+/* The client's address as PgBouncer's application_name_add_host writes
+ * it: "1.2.3.4:port", "[::1]:port", "unix(<pid>@<host name>):<port>". */
+static const char *app_name_addr(const struct pgw_session *s, char *buf, size_t len)
+{
+    if (s->unix_sock) {
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+        char host[64] = "";
+        if (getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+            cred.pid = 0;
+        if (gethostname(host, sizeof(host) - 1) < 0)
+            host[0] = '\0';
+        snprintf(buf, len, "unix(%d@%s):%d", (int)cred.pid, host, s->px->cfg->listen_port);
+        return buf;
+    }
+    if (s->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&s->addr;
+        char host[INET6_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
+        return buf;
+    }
+    return s->addr_text;
 }
 
 struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struct sockaddr *sa,
@@ -743,8 +769,8 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
             while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
                 n--;
         }
-        char buf[256];
-        snprintf(buf, sizeof(buf), "%.*s - %s", (int)n, name, s->addr_text);
+        char buf[256], where[160];
+        snprintf(buf, sizeof(buf), "%.*s - %s", (int)n, name, app_name_addr(s, where, sizeof(where)));
         free(app);
         s->params[PGW_TP_APPLICATION_NAME] = strdup(buf);
         if (!s->params[PGW_TP_APPLICATION_NAME]) {

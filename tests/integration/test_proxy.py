@@ -666,6 +666,16 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
                 self.assertEqual(one(conn, "show application_name"), "renamed")
             finally:
                 conn.close()
+        # Over the Unix socket, as PgBouncer writes it: the client's pid and
+        # this host's name (pgwharf wrote "unix").
+        conn = psycopg2.connect(host=px.dir, port=px.port, dbname=self.pg.database,
+                                user=self.pg.user, password=self.pg.password)
+        try:
+            self.assertEqual(one(conn, "show application_name"),
+                             "app - unix(%d@%s):%d" % (os.getpid(), socket.gethostname(),
+                                                      px.port))
+        finally:
+            conn.close()
 
 
 class TestServerOrder(pt.PgwharfTestCase):
