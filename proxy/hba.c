@@ -154,6 +154,7 @@ struct report {
     int line;
     int nerrors;
     bool oom;
+    bool files;                  /* name is a file: @file may be read beside it */
 };
 
 static void report(struct report *r, bool error, const char *fmt, ...)
@@ -358,50 +359,129 @@ static bool parse_type(struct report *r, const struct field *f, enum conn_type *
     return false;
 }
 
-/* A database or user list; is_db picks the keywords that apply. */
-static bool parse_list(struct report *r, const struct field *f, bool is_db, struct hba_list *out)
+#define HBA_INCLUDE_DEPTH 10
+#define HBA_INCLUDE_MAX (1024 * 1024)
+
+static bool list_add(struct report *r, struct hba_list *out, const struct token *t, bool is_db,
+                     const char *base, int depth);
+
+/* @file in a database or user list, as PostgreSQL: the names in the file
+ * (separated by blanks, commas or newlines; # starts a comment; quoted as
+ * in the rule file; @file again), a relative path being relative to the
+ * including file's directory. */
+static bool list_include(struct report *r, struct hba_list *out, const char *file, bool is_db,
+                         const char *base, int depth)
 {
-    out->items = calloc((size_t)f->n, sizeof(*out->items));
-    if (!out->items) {
+    if (!*file) {
+        report(r, true, "@ without a file name");
+        return false;
+    }
+    if (!r->files) {
+        report(r, true, "@%s: no file is read for rules given as text", file);
+        return false;
+    }
+    if (depth >= HBA_INCLUDE_DEPTH) {
+        report(r, true, "@%s: files included more than %d deep (a loop?)", file,
+               HBA_INCLUDE_DEPTH);
+        return false;
+    }
+    char path[4096];
+    const char *slash = strrchr(base, '/');
+    if (file[0] == '/' || !slash)
+        snprintf(path, sizeof(path), "%s", file);
+    else
+        snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - base), base, file);
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        report(r, true, "@%s: cannot open %s: %s", file, path, strerror(errno));
+        return false;
+    }
+    char *text = malloc(HBA_INCLUDE_MAX + 1);
+    size_t len = text ? fread(text, 1, HBA_INCLUDE_MAX + 1, fp) : 0;
+    bool bad = text && (ferror(fp) || len > HBA_INCLUDE_MAX);
+    fclose(fp);
+    if (!text) {
         r->oom = true;
         return false;
     }
-    for (int i = 0; i < f->n; i++) {
-        const struct token *t = &f->toks[i];
-        struct hba_item *it = &out->items[out->n];
-        if (!t->quoted && t->s[0] == '@') {
-            report(r, true, "@file inclusion (\"%s\") is not supported", t->s);
+    if (bad) {
+        free(text);
+        report(r, true, "@%s: cannot read %s (or larger than 1 MB)", file, path);
+        return false;
+    }
+    text[len] = '\0';
+    bool ok = true;
+    for (const char *p = text; ok && *p;) {
+        if (is_blank(*p) || *p == ',') {
+            p++;
+        } else if (*p == '#') {
+            while (*p && *p != '\n')
+                p++;
+        } else {
+            struct token t;
+            if (!(ok = read_token(r, &p, &t)))
+                break;
+            if (*t.s || t.quoted)
+                ok = list_add(r, out, &t, is_db, path, depth + 1);
+            free(t.s);
+        }
+    }
+    free(text);
+    return ok;
+}
+
+/* One element of a database or user list; is_db picks the keywords that
+ * apply; base: the file it was read from (for @file). */
+static bool list_add(struct report *r, struct hba_list *out, const struct token *t, bool is_db,
+                     const char *base, int depth)
+{
+    if (!t->quoted && t->s[0] == '@')
+        return list_include(r, out, t->s + 1, is_db, base, depth);
+    struct hba_item *grown = realloc(out->items, (size_t)(out->n + 1) * sizeof(*grown));
+    if (!grown) {
+        r->oom = true;
+        return false;
+    }
+    out->items = grown;
+    struct hba_item *it = &out->items[out->n];
+    *it = (struct hba_item){ 0 };
+    if (keyword(t, "all")) {
+        it->kind = IK_ALL;
+    } else if (is_db && keyword(t, "sameuser")) {
+        it->kind = IK_SAMEUSER;
+    } else if (is_db && (keyword(t, "samerole") || keyword(t, "samegroup"))) {
+        it->kind = IK_UNKNOWN;
+        report(r, false, "\"%s\" is not supported (pgwharf does not know role membership); "
+               "the rule matches only if it is a reject rule", t->s);
+    } else if (is_db && keyword(t, "replication")) {
+        it->kind = IK_REPLICATION;
+    } else if (t->s[0] == '/') {
+        /* PostgreSQL 16 on: a regular expression, quoted or not (a
+         * `reject` rule naming one must not be passed over) */
+        it->kind = IK_UNKNOWN;
+        report(r, false, "regular expression \"%s\" is not supported; the rule matches "
+               "only if it is a reject rule", t->s);
+    } else if (!is_db && !t->quoted && t->s[0] == '+') {
+        it->kind = IK_UNKNOWN;
+        report(r, false, "group \"%s\" is not supported (pgwharf does not know role "
+               "membership); the rule matches only if it is a reject rule", t->s);
+    } else {
+        it->kind = IK_NAME;
+        if (!(it->name = strdup(t->s))) {
+            r->oom = true;
             return false;
         }
-        if (keyword(t, "all")) {
-            it->kind = IK_ALL;
-        } else if (is_db && keyword(t, "sameuser")) {
-            it->kind = IK_SAMEUSER;
-        } else if (is_db && (keyword(t, "samerole") || keyword(t, "samegroup"))) {
-            it->kind = IK_UNKNOWN;
-            report(r, false, "\"%s\" is not supported (pgwharf does not know role membership); "
-                   "the rule matches only if it is a reject rule", t->s);
-        } else if (is_db && keyword(t, "replication")) {
-            it->kind = IK_REPLICATION;
-        } else if (t->s[0] == '/') {
-            /* PostgreSQL 16 on: a regular expression, quoted or not (a
-             * `reject` rule naming one must not be passed over) */
-            it->kind = IK_UNKNOWN;
-            report(r, false, "regular expression \"%s\" is not supported; the rule matches "
-                   "only if it is a reject rule", t->s);
-        } else if (!is_db && !t->quoted && t->s[0] == '+') {
-            it->kind = IK_UNKNOWN;
-            report(r, false, "group \"%s\" is not supported (pgwharf does not know role "
-                   "membership); the rule matches only if it is a reject rule", t->s);
-        } else {
-            it->kind = IK_NAME;
-            if (!(it->name = strdup(t->s))) {
-                r->oom = true;
-                return false;
-            }
-        }
-        out->n++;
     }
+    out->n++;
+    return true;
+}
+
+/* A database or user list; is_db picks the keywords that apply. */
+static bool parse_list(struct report *r, const struct field *f, bool is_db, struct hba_list *out)
+{
+    for (int i = 0; i < f->n; i++)
+        if (!list_add(r, out, &f->toks[i], is_db, r->name, 0))
+            return false;
     return true;
 }
 
@@ -660,10 +740,10 @@ static void parse_record(struct report *r, struct pgw_hba *hba, const char *text
 static void for_each_record(struct report *r, struct pgw_hba *hba, const char *text, char *buf,
                             void (*fn)(struct report *, struct pgw_hba *, const char *));
 
-int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
-                  struct pgw_conf_diag *diag)
+static int hba_parse(const char *name, const char *text, struct pgw_hba **out,
+                     struct pgw_conf_diag *diag, bool files)
 {
-    struct report r = { .diag = diag, .name = name };
+    struct report r = { .diag = diag, .name = name, .files = files };
     struct pgw_hba *hba = calloc(1, sizeof(*hba));
     char *buf = malloc(strlen(text) + 1);
     *out = NULL;
@@ -684,6 +764,12 @@ int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
     }
     *out = hba;
     return 0;
+}
+
+int pgw_hba_parse(const char *name, const char *text, struct pgw_hba **out,
+                  struct pgw_conf_diag *diag)
+{
+    return hba_parse(name, text, out, diag, false);
 }
 
 /* The whole file as a string; NULL (with a reported error) on failure. */
@@ -762,7 +848,7 @@ int pgw_hba_load(const char *path, const char *ident_path, struct pgw_hba **out,
     char *text = read_file(&r);
     if (!text)
         return PGW_ECONFIG;
-    int rc = pgw_hba_parse(path, text, out, diag);
+    int rc = hba_parse(path, text, out, diag, true);
     free(text);
     if (rc < 0)
         return rc;

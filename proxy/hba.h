@@ -35,8 +35,9 @@
  * the keyword `replication` (not `all`, not a name); any other connection,
  * a logical replication one included, never matches that keyword -- as in
  * PostgreSQL.
- * hostgssenc never matches (no GSSAPI encryption).  @file inclusion is an
- * error.
+ * hostgssenc never matches (no GSSAPI encryption).  @file in a database or
+ * user list reads the names in that file (relative to the including file's
+ * directory), as PostgreSQL.
  *
  * An IPv4-mapped IPv6 client address (::ffff:a.b.c.d) also matches IPv4
  * rules.  The first matching rule wins; no match means reject.
@@ -74,7 +75,8 @@ const char *pgw_hba_method_name(enum pgw_hba_method m);
 
 struct pgw_hba;
 
-/* Parse rules from text; `name` stands for the file in messages.  Returns
+/* Parse rules from text; `name` stands for the file in messages (no
+ * @file is read: an error; pgw_hba_load reads them).  Returns
  * 0 and sets *out, or PGW_ECONFIG with every problem in diag as
  * "file:line: message" (warnings are listed either way), or PGW_ENOMEM.
  * diag may be NULL. */

@@ -55,8 +55,8 @@ static void test_parse_errors(void **state)
         { "local all all blah\n", "hba.conf:1: invalid authentication method \"blah\"" },
         { "local all all \"trust\"x\n", "invalid authentication method \"trustx\"" },
         { "host all all all cert\n", "cert authentication is only supported on hostssl" },
-        { "local @dbs all trust\n", "hba.conf:1: @file inclusion (\"@dbs\") is not supported" },
-        { "local all @users trust\n", "@file inclusion" },
+        { "local @dbs all trust\n", "hba.conf:1: @dbs: no file is read for rules given as text" },
+        { "local all @ trust\n", "hba.conf:1: @ without a file name" },
         { "local a,,b all trust\n", "hba.conf:1: empty element in a comma-separated list" },
         { "local a, all trust\n", "end-of-line before authentication method" },  /* a, all = 1 field */
         { "local a,\n", "hba.conf:1: a comma-separated list ends with a comma" },
@@ -74,6 +74,64 @@ static void test_parse_errors(void **state)
                      diag.nerrors ? diag.errors[0] : "", cases[i].error);
         pgw_conf_diag_free(&diag);
     }
+}
+
+/* @file in a database or user list, as PostgreSQL: the names in that file
+ * (blanks, commas, newlines; # comments; quotes; @file again), relative to
+ * the including file's directory.  It was an error, and a PgBouncer
+ * auth_hba_file using it stopped pgwharf's start. */
+static void test_at_file_lists_names(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgw_hba_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char hba_path[128], users[128], more[128], loop[128];
+    snprintf(hba_path, sizeof(hba_path), "%s/hba.conf", dir);
+    snprintf(users, sizeof(users), "%s/users.txt", dir);
+    snprintf(more, sizeof(more), "%s/more.txt", dir);
+    snprintf(loop, sizeof(loop), "%s/loop.txt", dir);
+    FILE *f = fopen(users, "w");
+    assert_non_null(f);
+    fputs("alice, \"Bob\"\n# a comment, not a name\n@more.txt\n", f);
+    fclose(f);
+    assert_non_null(f = fopen(more, "w"));
+    fputs("carol\n", f);
+    fclose(f);
+    assert_non_null(f = fopen(loop, "w"));
+    fputs("@loop.txt\n", f);
+    fclose(f);
+    assert_non_null(f = fopen(hba_path, "w"));
+    fputs("local all @users.txt trust\nlocal all all reject\n", f);
+    fclose(f);
+    struct pgw_conf_diag diag = { 0 };
+    struct pgw_hba *hba = NULL;
+    assert_int_equal(pgw_hba_load(hba_path, NULL, &hba, &diag), 0);
+    int line;
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "alice", &line, NULL),
+                     PGW_HBA_TRUST);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "Bob", &line, NULL),
+                     PGW_HBA_TRUST);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "carol", &line, NULL),
+                     PGW_HBA_TRUST);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "a", &line, NULL),
+                     PGW_HBA_REJECT);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "comment", &line, NULL),
+                     PGW_HBA_REJECT);
+    pgw_hba_free(hba);
+    pgw_conf_diag_free(&diag);
+    /* a file that includes itself: an error, not a loop */
+    assert_non_null(f = fopen(hba_path, "w"));
+    fputs("local @loop.txt all trust\n", f);
+    fclose(f);
+    hba = NULL;
+    assert_int_equal(pgw_hba_load(hba_path, NULL, &hba, &diag), PGW_ECONFIG);
+    assert_non_null(strstr(diag.errors[0], "hba.conf:1: @loop.txt: files included more than"));
+    pgw_conf_diag_free(&diag);
+    unlink(users);
+    unlink(more);
+    unlink(loop);
+    unlink(hba_path);
+    rmdir(dir);
 }
 
 /* Every bad line is reported, each with its own line number. */
@@ -639,6 +697,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_at_file_lists_names),
         cmocka_unit_test(test_parse_reports_all_errors),
         cmocka_unit_test(test_parse_warnings),
         cmocka_unit_test(test_parse_syntax),
