@@ -821,8 +821,19 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
         pool->mismatch_error = copy;
     }
     pgw_hosts_failed(&pool->cursor, i);
-    if (!pgw_pool_host_left(pool, NULL))
-        pgw_pool_login_failed(pool, sqlstate, msg);
+    if (pgw_pool_host_left(pool, NULL))
+        return;
+    /* No host now, but one only for its breaker's cooldown (the primary
+     * down a moment, the standby tried meanwhile): the waiters get the
+     * breaker's error, and its probe decides -- not server_login_retry's
+     * block of every login, which kept the pool from the primary back
+     * long before. */
+    struct pgw_pool_error err;
+    if (hosts_down(pool, &err) == PGW_EBREAKER_OPEN) {
+        pgw_pool_host_down(pool);
+        return;
+    }
+    pgw_pool_login_failed(pool, sqlstate, msg);
 }
 
 void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be)

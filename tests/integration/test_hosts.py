@@ -802,6 +802,58 @@ class KindChangeTest(SideClusterTestCase):
         self.assertNotIn(fenced, {s["addr"] for s in px.show("SERVERS", database="rw")})
 
 
+    def test_a_primary_back_after_a_moment_is_not_held_off_by_server_login_retry(self):
+        # The primary down a moment: its breaker opens, the standby is
+        # tried and refused (target_session_attrs=primary), and with no
+        # host left the whole pool was blocked for server_login_retry --
+        # every login refused with the standby's error long after the
+        # primary was back.  Now the breaker's probe decides.
+        standby = self.side.start("standby", "standby3")
+        prim_sock = self.side.start("rw", "prim3")
+        prim_data = os.path.join(self.side.root, "prim3")
+        px = self.start_pgwharf(settings=dict(SETTINGS, pool_mode="transaction",
+                                              breaker_threshold=1, breaker_cooldown="3s",
+                                              breaker_max_cooldown="3s",
+                                              query_wait_timeout="5s"), databases={
+            "pri": "host=%s,%s port=%d dbname=%s target_session_attrs=primary "
+                   "load_balance_hosts=disable" % (prim_sock, standby, self.pg.port,
+                                                   self.pg.database)})
+        conn = self.db_conn(px, db="pri")
+        conn.autocommit = True
+        self.assertEqual(self.where(conn), "prim3")
+        conn.close()
+        self.side._run("pg_ctl", "stop", "-D", prim_data, "-m", "immediate", "-w", "-t", "60")
+
+        def standby_refused():
+            try:
+                c = self.db_conn(px, db="pri")
+                pt.one(c, "select 1")        # transaction mode: a server now
+                c.close()
+            except psycopg2.Error:
+                pass
+            return "hot standby mode" in px.log()
+        pt.wait_until(standby_refused, 30, what="a login refused by the standby: %s"
+                      % px.log_tail())
+        # The primary's breaker decides now: its error, not the standby's.
+        with self.assertRaises(psycopg2.Error) as cm:
+            pt.one(self.db_conn(px, db="pri"), "select 1")
+        self.assertIn("prim3", str(cm.exception))
+        self.assertNotIn("hot standby mode", str(cm.exception))
+        self.side._run("pg_ctl", "start", "-D", prim_data, "-w", "-t", "60",
+                       "-l", os.path.join(self.side.root, "prim3.log"))
+
+        def served():
+            try:
+                c = self.db_conn(px, db="pri")
+                c.autocommit = True
+                where = self.where(c)
+                c.close()
+                return where == "prim3"
+            except psycopg2.Error:
+                return False
+        # server_login_retry is 60 s: well within it
+        pt.wait_until(served, 20, what="the primary serving again")
+
 if __name__ == "__main__":
     import unittest
     unittest.main()
