@@ -648,7 +648,8 @@ static bool uescape_read(const char **pp, const char *end, char *esc)
     if (end - p < 3 || p[0] != '\'' || p[2] != '\'')
         return false;
     char c = p[1];
-    if (hex_digit(c) >= 0 || c == '+' || c == '\'' || c == '"' || c == '\\' || sql_space(c) ||
+    /* as PostgreSQL's check_uescapechar: a backslash, the default, is allowed */
+    if (hex_digit(c) >= 0 || c == '+' || c == '\'' || c == '"' || sql_space(c) ||
         (unsigned char)c >= 0x80)
         return false;
     *esc = c;
