@@ -790,11 +790,17 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.r.send(*msgs)
         return self.r.until_ready()
 
-    def test_a_server_preparing_it_after_an_alter_reads_the_old_types(self):
+    def prepare_s1(self):
+        """s1, prepared and run on the first server with a binary int8:
+        the types pgwharf learns are the first server's."""
         r = self.r
         r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
                r.execute(), r.sync())
         self.assertEqual([b[6:] for t, b in r.until_ready() if t == b"D"], [b"one"])
+
+    def test_a_server_preparing_it_after_an_alter_reads_the_old_types(self):
+        r = self.r
+        self.prepare_s1()
         self.pg.psql("alter table ps_pin alter column id type double precision")
         msgs = self.run_on_a_new_server(self.bind_int8("s1", 1), r.execute(), r.sync())
         self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
@@ -807,9 +813,7 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         # 25P02: no sign of types that no longer fit.  Taken for one, the
         # pin was dropped and the next server read the int8 as a float8.
         r = self.r
-        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
-               r.execute(), r.sync())
-        r.until_ready()
+        self.prepare_s1()
         self.pg.psql("alter table ps_pin alter column id type double precision")
         self.run_on_a_new_server(r.query("begin"))
         r.send(r.query("select 1/0"))
@@ -827,9 +831,7 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         # its name goes to the statement of its settings now -- still the
         # client's statement, with the types it was given.
         r = self.r
-        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
-               r.execute(), r.sync())
-        r.until_ready()
+        self.prepare_s1()
         r.send(r.query("set timezone = 'Asia/Tokyo'"))
         r.until_ready()
         self.pg.psql("alter table ps_pin alter column id type double precision")
@@ -842,9 +844,7 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         # statement but reads a new Parse afresh; here the statement is
         # shared, and it failed on every new server until it was gone.
         r = self.r
-        r.send(r.parse("s1", "select v from ps_pin where id = $1"), self.bind_int8("s1", 1),
-               r.execute(), r.sync())
-        r.until_ready()
+        self.prepare_s1()
         self.pg.psql("alter table ps_pin alter column id type text")
         msgs = self.run_on_a_new_server(self.bind_int8("s1", 1), r.execute(), r.sync())
         self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["42883"], msgs)

@@ -335,11 +335,9 @@ class TestRequestThenClose(RelayCase):
                              r'client=127\.0\.0\.1:%d .*reason="client closed the connection"'
                              % (port, port), 20)
 
-    def send_then_end(self, request, end):
-        """Log in while the one server is busy, send request, end the stream
-        (end(sock)) while the request waits for the server; then the server
-        comes free.  Returns the client socket."""
-        holder = self.hold_the_server()
+    def login_while_busy(self):
+        """A client logging in while the one server is busy (in session
+        mode its login waits for it): (socket, its port)."""
         a = socket.create_connection((self.px.host, self.px.port), timeout=30)
         self.addCleanup(a.close)
         port = a.getsockname()[1]
@@ -349,6 +347,14 @@ class TestRequestThenClose(RelayCase):
         a.sendall(hz.auth_reply(body, self.pg.user, self.pg.password, {}))
         if self.mode == "transaction":
             hz.finish_login(a, self.pg.user, self.pg.password)   # welcomed without a server
+        return a, port
+
+    def send_then_end(self, request, end):
+        """Log in while the one server is busy, send request, end the stream
+        (end(sock)) while the request waits for the server; then the server
+        comes free.  Returns the client socket."""
+        holder = self.hold_the_server()
+        a, port = self.login_while_busy()
         a.sendall(request)
         end(a)
         self.eof_read(port)
@@ -376,15 +382,7 @@ class TestRequestThenClose(RelayCase):
         holder = self.hold_the_server()
         holder.sendall(hz.query_msg("select pg_backend_pid()"))
         pid = int(rows(hz.read_until_ready(holder))[0][0])
-        a = socket.create_connection((self.px.host, self.px.port), timeout=30)
-        self.addCleanup(a.close)
-        port = a.getsockname()[1]
-        a.sendall(hz.startup_packet(self.pg.user, self.pg.database))
-        t, body = hz.recv_msg(a)
-        self.assertEqual(t, b"R")
-        a.sendall(hz.auth_reply(body, self.pg.user, self.pg.password, {}))
-        if self.mode == "transaction":
-            hz.finish_login(a, self.pg.user, self.pg.password)
+        a, port = self.login_while_busy()
         # More than the kernel's buffers on the way hold: the server is
         # still writing when pgwharf finds the client gone.
         a.sendall(hz.query_msg("copy (select repeat('x', 1000) from generate_series(1, 100000)) "
