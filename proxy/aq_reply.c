@@ -52,7 +52,8 @@ bool pgw_aq_build_request(struct pgw_wbuf *b, const char *query, const char *use
 }
 
 /* DataRow: int16 columns, then per column int32 length (-1 = NULL) and
- * the bytes.  Keeps column 2 of the first row. */
+ * the bytes.  Keeps column 2 of the first row and whether its column 1
+ * (the user name) is NULL: a row naming no user is no user. */
 static void data_row(struct pgw_aq_reply *r, const uint8_t *p, uint32_t n)
 {
     if (++r->rows > 1)
@@ -74,6 +75,8 @@ static void data_row(struct pgw_aq_reply *r, const uint8_t *p, uint32_t n)
             pgw_aq_reply_fail(r, true, "08P01", "auth_query: malformed DataRow from the server");
             return;
         }
+        if (i == 0 && len == -1)
+            r->null_user = true;
         if (i == 1 && len >= 0) {
             if (memchr(p + pos, 0, (size_t)len)) {
                 pgw_aq_reply_fail(r, false, "28000", "auth_query: the password column holds a NUL byte");

@@ -15,6 +15,7 @@
 
 struct pgw_aq_reply {
     int rows, cols;
+    bool null_user;                  /* column 1 of the first row is SQL NULL */
     char *secret;                    /* column 2 of the first row; NULL = SQL NULL */
     bool at_ready;                   /* ReadyForQuery seen */
     char status;                     /* its transaction status */

@@ -475,6 +475,15 @@ static void conclude(struct aq_lookup *lk)
         r.message = why;
     } else if (lk->reply.rows == 0) {
         r.status = PGW_AQ_NOT_FOUND;
+    } else if (lk->reply.null_user) {
+        /* A LEFT JOIN or a function that answers every name with a row
+         * must not log anyone in: a NULL user name is no such user (as in
+         * PgBouncer), whatever the password column says. */
+        char qd[200], qu[200];
+        pgw_warn("auth_query", "db=%s user=%s reason=\"the reply's user name is NULL: no such "
+                 "user\"", pgw_log_quote(qd, sizeof(qd), e->dbname),
+                 pgw_log_quote(qu, sizeof(qu), e->user));
+        r.status = PGW_AQ_NOT_FOUND;
     } else {
         r.secret = lk->reply.secret && *lk->reply.secret ? lk->reply.secret : NULL;
     }

@@ -375,6 +375,24 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(err["C"], "28000")
         self.assertIn("no such user", err["M"])
 
+    def test_a_null_user_name_is_no_such_user(self):
+        # A LEFT JOIN answers every name with a row; for a name that is no
+        # role the user-name column is NULL.  Under trust that row must not
+        # log the ghost in (a NULL password would): it is no such user.
+        role = self.make_role("kate", "kate_pw")
+        ghost = "aq_%d_ghost3" % os.getpid()
+        q = ("SELECT s.usename, s.passwd FROM (SELECT $1::text AS n) q "
+             "LEFT JOIN pg_shadow s ON s.usename = q.n")
+        px = self.start_aq(databases=dict(self.db_with_password("kate_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_type="trust", auth_query=q)
+        self.assertEqual(self.current_user(px, role, None, "aqdb"), role)
+        err = self.raw_error(px, ghost, "x", "aqdb")
+        self.assertIsNotNone(err, "a user the query answers with a NULL name logged in")
+        self.assertEqual(err["C"], "28000")
+        self.assertIn("no such user", err["M"])
+        self.assertIn("user name is NULL", px.log())
+
     def test_input_sent_while_the_user_is_looked_up_is_kept(self):
         # A client may send its first query right behind the startup packet
         # (trust), or a cleartext password before it is asked for; PostgreSQL

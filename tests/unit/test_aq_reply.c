@@ -19,17 +19,19 @@ static size_t msg(uint8_t *out, char type, const void *body, size_t blen)
     return blen + 5;
 }
 
-/* A DataRow of two text columns; len2 < 0 = NULL. */
+/* A DataRow of two text columns; c1 NULL or len2 < 0 = NULL. */
 static size_t data_row(uint8_t *out, const char *c1, const char *c2, int len2)
 {
     uint8_t body[256];
     size_t n = 0;
     pgw_put_u16(body, 2);
     n += 2;
-    pgw_put_u32(body + n, (uint32_t)strlen(c1));
+    pgw_put_u32(body + n, c1 ? (uint32_t)strlen(c1) : UINT32_MAX);
     n += 4;
-    memcpy(body + n, c1, strlen(c1));
-    n += strlen(c1);
+    if (c1) {
+        memcpy(body + n, c1, strlen(c1));
+        n += strlen(c1);
+    }
     pgw_put_u32(body + n, (uint32_t)len2);
     n += 4;
     if (len2 > 0) {
@@ -124,6 +126,18 @@ static void test_no_row_and_null_secret(void **state)
     assert_int_equal(r->rows, 1);
     assert_null(r->secret);
     assert_false(r->failed);
+    assert_false(r->null_user);
+    done(r);
+
+    /* a LEFT JOIN's row for a name that is no role */
+    r = one_row(NULL, NULL, -1, 5, 0);
+    assert_int_equal(r->rows, 1);
+    assert_true(r->null_user);
+    assert_false(r->failed);
+    done(r);
+    r = one_row(NULL, "md5abc", 6, 0, 0);
+    assert_true(r->null_user);
+    assert_string_equal(r->secret, "md5abc");
     done(r);
 }
 
