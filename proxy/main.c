@@ -10,6 +10,7 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libpq-fe.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -340,12 +341,47 @@ struct options {
     const char *user;            /* -u, NULL = the config's */
 };
 
+/* libpq fills a connection parameter pgwharf leaves out from the
+ * environment (PGPORT, PGPASSWORD, PGOPTIONS, PGAPPNAME, ...), and sends
+ * PGDATESTYLE, PGTZ and PGGEQO as settings: a shell's variables would
+ * change every server connection, or log a user in with a password nobody
+ * configured.  Server connections are made from the config alone (as
+ * PgBouncer's, which do not use libpq), so those variables go at start-up;
+ * PGPASSFILE and PGSERVICEFILE stay (where ~/.pgpass and a service= key's
+ * file are).  Writes the names dropped, space-separated, into out. */
+static void drop_libpq_env(char *out, size_t size)
+{
+    static const char *const settings[] = { "PGDATESTYLE", "PGTZ", "PGGEQO" };
+    size_t used = 0;
+    out[0] = 0;
+    PQconninfoOption *opts = PQconndefaults();
+    for (int i = 0; opts && opts[i].keyword; i++) {
+        const char *var = opts[i].envvar;
+        if (!var || strcmp(var, "PGPASSFILE") == 0 || !getenv(var))
+            continue;
+        if (used < size)
+            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? " " : "", var);
+        unsetenv(var);
+    }
+    PQconninfoFree(opts);
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+        if (!getenv(settings[i]))
+            continue;
+        if (used < size)
+            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? " " : "",
+                                     settings[i]);
+        unsetenv(settings[i]);
+    }
+}
+
 static int run(const char *path, const struct options *o)
 {
     /* The file's warnings go to the log once it is open, as `event=config`
      * lines like a reload's (a logfile, syslog: where a DBA looks; PgBouncer
      * logs them too), and to stderr as they are when the log will not write
      * there (-q, -d: the terminal that started pgwharf still sees them). */
+    char dropped_env[512];
+    drop_libpq_env(dropped_env, sizeof(dropped_env));
     struct pgw_conf_diag diag = { 0 };
     struct pgw_config *cfg = load(path, o->quiet || o->daemon, &diag);
     if (!cfg)
@@ -404,6 +440,10 @@ static int run(const char *path, const struct options *o)
         pgw_warn("config", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     }
     pgw_conf_diag_free(&diag);
+    if (*dropped_env)
+        pgw_warn("startup", "reason=\"libpq's environment variables are ignored: server "
+                 "connections are made from the config alone\" ignored=%s",
+                 pgw_log_quote(err, sizeof(err), dropped_env));
     char *pidfile = NULL;            /* set once written: removed at exit */
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);

@@ -322,3 +322,33 @@ class TestSetConfigQuoting(pt.PgwharfTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestLibpqEnvironment(pt.PgwharfTestCase):
+    """pgwharf makes server connections with libpq, which would fill what
+    the config leaves out from PG* variables and send PGTZ/PGDATESTYLE as
+    settings: the environment pgwharf was started in must not reach its
+    servers (the config alone says how they log in)."""
+
+    def test_pg_variables_do_not_reach_server_connections(self):
+        env = {"PGOPTIONS": "-c pgw.leak=from_env", "PGTZ": "Pacific/Chatham",
+               "PGDATESTYLE": "SQL, DMY", "PGAPPNAME": "from_env"}
+        px = self.start_pgwharf(env=env, settings={"pool_mode": "transaction",
+                                                   "default_pool_size": 1})
+        got = px.psql("select coalesce(current_setting('pgw.leak', true), '-'), "
+                      "current_setting('TimeZone'), current_setting('DateStyle'), "
+                      "(select application_name from pg_stat_activity "
+                      " where pid = pg_backend_pid())")
+        leak, tz, datestyle, app = got.split("|")
+        self.assertIn(leak, ("-", ""))
+        self.assertNotEqual(tz, "Pacific/Chatham")
+        self.assertNotEqual(datestyle, "SQL, DMY")
+        self.assertNotEqual(app, "from_env")
+        # the same server, seen directly: nothing of the environment either
+        direct = self.pg.psql("select count(*) from pg_stat_activity "
+                              "where application_name = 'from_env'")
+        self.assertEqual(direct, "0")
+        log = px.log()
+        for name in ("PGOPTIONS", "PGTZ", "PGDATESTYLE", "PGAPPNAME"):
+            self.assertIn(name, log)
+        self.assertIn("libpq's environment variables are ignored", log)
