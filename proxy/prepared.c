@@ -1775,6 +1775,23 @@ static void undo_close(struct pgw_session *s, const struct qent *x)
     }
 }
 
+/* The server said a statement pgwharf prepared there does not exist
+ * (26000 at a Bind or Describe of it): something pgwharf did not see
+ * dropped it -- DEALLOCATE ALL run by a function, a DEALLOCATE "PGW_7"
+ * typed by hand.  Which others went too cannot be told, so none is taken
+ * for prepared any more: each is closed again (a Close of one that is gone
+ * is no error) and prepared afresh at its next use, rather than fail with
+ * 26000 on this server for good. */
+static void server_lost(struct ps_server *ss)
+{
+    while (!pgw_list_empty(&ss->lru)) {
+        struct ps_server_stmt *e =
+            pgw_container_of(pgw_list_first(&ss->lru), struct ps_server_stmt, lru);
+        reclose_add(ss, e->stmt->id);
+        server_drop(ss, e);
+    }
+}
+
 static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
@@ -1789,13 +1806,22 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         if (e)
             e->stale = true;
     }
+    if ((h->type == PGW_FE_BIND || h->type == PGW_FE_DESCRIBE) && h->stmt && msg && s->server &&
+        s->server->user_state && pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 &&
+        strcmp(f.sqlstate, "26000") == 0)
+        server_lost(s->server->user_state);
     if (h->type == PGW_FE_PARSE && h->pinned && h->stmt && h->stmt->pinned && msg &&
-        pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strncmp(f.sqlstate, "42", 2) == 0) {
+        pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 &&
+        (strncmp(f.sqlstate, "42", 2) == 0 ||
+         (strcmp(f.sqlstate, "XX000") == 0 && strstr(f.message, "cache lookup failed for type")))) {
         /* Its tables changed so that the types first learnt no longer
          * fit (an integer column made text: no operator, 42883): from now
          * on servers read it afresh, as a client's new Parse would be on
          * PostgreSQL, rather than fail it on every server until the
-         * statement is gone.  Not for other errors (a failed
+         * statement is gone.  A type dropped (and made again: a new OID)
+         * since is XX000 "cache lookup failed for type" there, which the
+         * Parse of a client would never meet either.  Not for other
+         * errors (a failed
          * transaction's 25P02, a lock_timeout while the ALTER holds the
          * table): the types still hold. */
         free(h->stmt->pinned);
@@ -1914,12 +1940,7 @@ void pgw_ps_server_reset(struct pgw_server *srv, const char *reset_query)
     }
     /* Whatever else it does, the statements may be gone or not: closed
      * again before the server prepares anything more. */
-    while (!pgw_list_empty(&ss->lru)) {
-        struct ps_server_stmt *e =
-            pgw_container_of(pgw_list_first(&ss->lru), struct ps_server_stmt, lru);
-        reclose_add(ss, e->stmt->id);
-        server_drop(ss, e);
-    }
+    server_lost(ss);
 }
 
 /* The error's body rewritten into w: each "PGW_<n>" (quoted, as

@@ -858,6 +858,29 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
 
 
+    def test_a_type_dropped_and_made_again_is_read_afresh_after_one_error(self):
+        # An enum dropped and created again (a migration) has a new OID: a
+        # server preparing the statement with the old one fails with XX000
+        # "cache lookup failed for type", as every new server did for good.
+        r = self.r
+        self.pg.psql("drop table if exists ps_enum; drop type if exists ps_mood; "
+                     "create type ps_mood as enum ('ok', 'sad'); "
+                     "create table ps_enum(m ps_mood, v text); insert into ps_enum values ('ok', 'one')")
+        bind_ok = r.msg(b"B", b"\x00s1\x00" + struct.pack("!HHi", 0, 1, 2) + b"ok" +
+                        struct.pack("!H", 0))
+        r.send(r.parse("s1", "select v from ps_enum where m = $1"), bind_ok, r.execute(), r.sync())
+        self.assertEqual([b[6:] for t, b in r.until_ready() if t == b"D"], [b"one"])
+        self.pg.psql("drop table ps_enum; drop type ps_mood; "
+                     "create type ps_mood as enum ('ok', 'sad'); "
+                     "create table ps_enum(m ps_mood, v text); insert into ps_enum values ('ok', 'one')")
+        msgs = self.run_on_a_new_server(bind_ok, r.execute(), r.sync())
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["XX000"], msgs)
+        for _ in range(2):
+            msgs = self.run_on_a_new_server(bind_ok, r.execute(), r.sync())
+            self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
+            self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
+
+
 class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
     """DISCARD ALL / DEALLOCATE ALL drop every statement on the server that
     runs them, whoever's and however they are sent; one that fails drops
@@ -909,6 +932,37 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
                 self.assertEqual(c1.execute("select %s::int + 5", (i,), prepare=True)
                                  .fetchone()[0], i + 5)
                 c2.execute("DEALLOCATE ALL")
+
+    def test_statements_dropped_where_pgwharf_cannot_see_it(self):
+        # DEALLOCATE ALL run inside a function (or DEALLOCATE "PGW_1" typed
+        # by hand) drops the server's statements unseen: the first Bind
+        # that meets the gap fails with 26000 as on PostgreSQL, after which
+        # each statement is prepared there again instead of failing on that
+        # server for good, the other client's as well.
+        px, raw = self.start()
+        a, b = raw(), raw()
+        try:
+            b.send(b.parse("t", "select 2"), b.sync())          # PGW_1
+            self.assertEqual(types(b.until_ready()), "1Z")
+            a.send(a.parse("s1", "select 1"), a.sync())          # PGW_2
+            self.assertEqual(types(a.until_ready()), "1Z")
+            for drop in ("DO $$ begin execute 'deallocate all'; end $$",
+                         'DEALLOCATE "PGW_2"'):
+                with self.subTest(drop=drop):
+                    a.send(a.query(drop))
+                    self.assertNotIn(b"E", [t for t, _ in a.until_ready()])
+                    a.send(a.bind("s1"), a.execute(), a.sync())
+                    msgs = a.until_ready()
+                    self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+                    for _ in range(2):
+                        a.send(a.bind("s1"), a.execute(), a.sync())
+                        self.assertEqual(types(a.until_ready()), "2DCZ")
+                        b.send(b.bind("t"), b.execute(), b.sync())
+                        msgs = b.until_ready()
+                        self.assertEqual(types(msgs), "2DCZ", msgs)
+        finally:
+            a.close()
+            b.close()
 
     def test_discard_all_that_fails_forgets_nothing(self):
         px, raw = self.start()
