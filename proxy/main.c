@@ -10,7 +10,6 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <libpq-fe.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -346,31 +345,37 @@ struct options {
  * PGDATESTYLE, PGTZ and PGGEQO as settings: a shell's variables would
  * change every server connection, or log a user in with a password nobody
  * configured.  Server connections are made from the config alone (as
- * PgBouncer's, which do not use libpq), so those variables go at start-up;
- * PGPASSFILE and PGSERVICEFILE stay (where ~/.pgpass and a service= key's
- * file are).  Writes the names dropped, space-separated, into out. */
+ * PgBouncer's, which do not use libpq), so every PG* variable goes at
+ * start-up -- by name, not from PQconndefaults(), which asks the user
+ * database and may block -- but those naming where files are (PGPASSFILE,
+ * PGSERVICEFILE, PGSYSCONFDIR, PGLOCALEDIR) and pgwharf's own PGW_*.
+ * Writes the names dropped, space-separated, into out. */
 static void drop_libpq_env(char *out, size_t size)
 {
-    static const char *const settings[] = { "PGDATESTYLE", "PGTZ", "PGGEQO" };
+    static const char *const keep[] = { "PGPASSFILE", "PGSERVICEFILE", "PGSYSCONFDIR",
+                                         "PGLOCALEDIR" };
+    extern char **environ;
     size_t used = 0;
     out[0] = 0;
-    PQconninfoOption *opts = PQconndefaults();
-    for (int i = 0; opts && opts[i].keyword; i++) {
-        const char *var = opts[i].envvar;
-        if (!var || strcmp(var, "PGPASSFILE") == 0 || !getenv(var))
-            continue;
+    for (;;) {
+        char name[128];
+        bool found = false;
+        for (char **e = environ; e && *e && !found; e++) {
+            const char *eq = strchr(*e, '=');
+            size_t n = eq ? (size_t)(eq - *e) : 0;     /* none: unsetenv cannot drop it */
+            if (n < 3 || n >= sizeof(name) || strncmp(*e, "PG", 2) != 0 || (*e)[2] == 'W')
+                continue;
+            memcpy(name, *e, n);
+            name[n] = 0;
+            found = true;
+            for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+                found = found && strcmp(name, keep[i]) != 0;
+        }
+        if (!found)
+            break;
         if (used < size)
-            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? " " : "", var);
-        unsetenv(var);
-    }
-    PQconninfoFree(opts);
-    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
-        if (!getenv(settings[i]))
-            continue;
-        if (used < size)
-            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? " " : "",
-                                     settings[i]);
-        unsetenv(settings[i]);
+            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? " " : "", name);
+        unsetenv(name);
     }
 }
 
