@@ -63,6 +63,11 @@ static int check_db(struct pgw_proxy *px, const char *verb, const char *db, stru
 {
     if (is_admin_db(px, db))
         return pgw_admin_error(out, "55000", "cannot %s admin db: %s", verb, db);
+    /* The fallback entry is found under any name, its own too, and acts on
+     * no pool: PAUSE "*" would answer PAUSE and pause nothing. */
+    if (strcmp(db, "*") == 0)
+        return pgw_admin_error(out, "3D000", "no such database: * (the [databases] fallback "
+                               "entry is not a database)");
     if (pgw_conf_find_db(px->cfg, db))
         return 0;
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))

@@ -1656,6 +1656,28 @@ class TestCommands(AdminTestCase):
                 hz.sync_login(s, self.pg.user, db, self.pg.password)
         return cm.exception.sqlstate, cm.exception.fields.get("M")
 
+    def test_the_fallback_entry_is_no_database_to_act_on(self):
+        # "*" is found as the fallback under any name, its own too: PAUSE
+        # "*" answered PAUSE and paused nothing, while a DBA took it for
+        # "every database" (that is PAUSE with no name).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"},
+                                databases={self.pg.database: self.pg.conn_string(),
+                                           "*": self.pg.conn_string(self.pg.database2)})
+        conn = self.admin_conn(px)
+        # (RESUME "*" is 55000 "not paused": nothing can pause it now)
+        for verb in ("PAUSE", "KILL", "DISABLE", "ENABLE", "RECONNECT", "WAIT_CLOSE"):
+            for name in ('"*"', "*"):
+                with self.subTest(cmd="%s %s" % (verb, name)):
+                    with self.assertRaises(psycopg2.Error) as cm:
+                        conn.cursor().execute("%s %s" % (verb, name))
+                    if cm.exception.pgcode != "42601":      # a bare * may not parse
+                        self.assertEqual(cm.exception.pgcode, "3D000", str(cm.exception))
+                        self.assertIn("no such database: *", str(cm.exception))
+        # a name the fallback serves is a database to act on
+        conn.cursor().execute("PAUSE %s" % self.pg.database2)
+        conn.cursor().execute("RESUME %s" % self.pg.database2)
+        self.assertEqual(px.psql("select 1"), "1")
+
     def test_disable_refuses_new_clients_and_enable_lets_them_in(self):
         px = self.start()
         cl = self.client(px)
