@@ -15,6 +15,11 @@
  *              reply still to come, read by the next client.  When unsure,
  *              the count stays high: the server is kept (and closed when
  *              the client leaves), never handed on early.
+ *   sync_copy  Syncs sent during that COPY after data: read and ignored
+ *              unless the COPY failed on data before it read them (then
+ *              the first is answered).  Taken back only when its
+ *              CommandComplete comes (sync_copy_back): it then read them
+ *              all; after an error they stay counted.
  *   skip_sync  an extended-protocol error came and the client has sent no
  *              Sync since: the server skips all it gets until that Sync --
  *              a Query or FunctionCall too, which then opens no request
@@ -72,6 +77,9 @@ struct pgw_track {
     bool copy;                   /* COPY under way */
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
+    bool copy_err;               /* an error came during that COPY: it read no more */
+    int sync_copy;               /* Syncs sent after its data (see the top) */
+    int sync_copy_back;          /* those, once CopyDone is sent: back at its CommandComplete */
     bool skip_sync;              /* the server skips messages until the next Sync */
     /* The numbers of the requests outstanding may be off (a mixed Query
      * was not kept: the server may skip it unseen; a COPY FROM STDIN may
@@ -101,7 +109,8 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
-    t->count_high = false;
+    t->count_high = t->copy_err = false;
+    t->sync_copy = t->sync_copy_back = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
 }
@@ -146,6 +155,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->skip_sync = false;
         if (t->exec_last)
             t->sync_exec++;
+        else if (t->copy_in && !t->copy_err)
+            t->sync_copy++;
         t->execs = 0;
         t->fe_open = 0;
         if (t->mixed_off && t->sync_out > 0)
@@ -154,10 +165,14 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL: {
         int back = pgw_track_copy_ignored(t);
+        t->sync_copy_back = type == PGW_FE_COPY_DONE && t->copy_in ? t->sync_copy : 0;
+        t->sync_copy = 0;
         /* The Syncs the COPY read were none: its batch goes on, and the
          * Executes after it count on from the COPY's (exec_done counts
-         * replies since the last ReadyForQuery, which did not come). */
-        if (back > 0)
+         * replies since the last ReadyForQuery, which did not come).  (If
+         * it failed after all, the count is high: no COPY after it is
+         * taken for certain.) */
+        if (back > 0 || t->sync_copy_back > 0)
             t->execs = t->exec_batch;
         t->sync_out -= back;
         if (t->sync_out < 0)
@@ -213,11 +228,24 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
     if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
         type == PGW_BE_PORTAL_SUSPENDED)
         t->exec_done++;
+    /* The COPY the CopyDone ended went well: it read every Sync sent
+     * during it (the first CommandComplete since: nothing else was
+     * outstanding when it began). */
+    if (type == PGW_BE_COMMAND_COMPLETE && t->sync_copy_back > 0) {
+        t->sync_out = t->sync_out > t->sync_copy_back ? t->sync_out - t->sync_copy_back : 0;
+        t->sync_copy_back = 0;
+    }
+    if (type == PGW_BE_ERROR) {
+        t->copy_err = t->copy;
+        t->sync_copy = t->sync_copy_back = 0;
+    }
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
         t->copy = true;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
+        t->copy_err = false;
+        t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
          * started it: a Sync there is read and ignored (no ReadyForQuery
          * answers it); before PostgreSQL 14 any other message too, ending
@@ -248,7 +276,8 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
         t->mixed_off = false;
         t->ext_unsure = t->ext_open > 0;
     }
-    t->copy = t->copy_in = false;
+    t->copy = t->copy_in = t->copy_err = false;
+    t->sync_copy = t->sync_copy_back = 0;
     return t->sync_out == 0;
 }
 

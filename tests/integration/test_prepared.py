@@ -1788,6 +1788,46 @@ class TestServerBackAfterCopyReadSyncs(pt.PgwharfTestCase):
             r.close()
 
 
+class TestServerBackAfterCopyReadSyncsUntracked(pt.PgwharfTestCase):
+    """The same with max_prepared_statements = 0, where the relay's tracker
+    alone counts: a client that waits for the CopyInResponse, then sends
+    Syncs among its data (the COPY reads and ignores them).  They were
+    counted as requests for good and the server stayed with the client;
+    now the COPY's CommandComplete takes them back.  A COPY that fails
+    on a row before it reads such a Sync answers it and every Sync after:
+    then the server waits for all their ReadyForQuery."""
+
+    def test_another_client_gets_the_server(self):
+        self.pg.psql("drop table if exists copy_back2; create table copy_back2 (a int)")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, "query_wait_timeout": 5,
+                                          "max_prepared_statements": 0})
+        copy = "copy copy_back2 from stdin"
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        d = lambda row: r.msg(b"d", row)
+        try:
+            for name, rows, want in (("rows that load", (b"1\n", b"2\n"), "CZ"),
+                                     ("a row that fails", (b"x\n", b"2\n"), "EZZZ")):
+                with self.subTest(name):
+                    r.send(r.parse("", copy), r.bind(""), r.execute(), r.sync())
+                    got = b""
+                    while len(got) < 3:
+                        got += r.read_msg()[0]
+                    self.assertEqual(got, b"12G")
+                    r.send(d(rows[0]), r.sync(), d(rows[1]), r.sync(), r.msg(b"c"), r.sync())
+                    got = b""
+                    while len(got) < len(want):
+                        got += r.read_msg()[0]
+                    self.assertEqual(got.decode(), want)
+                    other = Raw(px.host, px.port, self.pg.user, self.pg.database)
+                    other.send(other.msg(b"Q", b"select 8\x00"))
+                    self.assertEqual(types(other.until_ready()), "TDCZ")
+                    other.close()
+        finally:
+            r.close()
+        self.assertEqual(self.pg.psql("select count(*) from copy_back2"), "2")
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips

@@ -254,6 +254,66 @@ static void test_copy_in_after_an_answered_execute_takes_its_sync_back(void **st
     }
 }
 
+static void test_syncs_after_data_taken_back_when_the_copy_ends_well(void **state)
+{
+    (void)state;
+    /* P B E S (COPY), d S d S c S: the COPY reads and ignores the two
+     * Syncs sent after data too; its CommandComplete says so.  They were
+     * counted for good, and the server stayed with its client. */
+    struct conv c = { 0 };
+    extended(&c.fe, "copy t from stdin");
+    add(&c.be, '1', "", 0);
+    add(&c.be, '2', "", 0);
+    copy_in(&c.be);
+    copy_data(&c.fe2, "1\n");
+    sync(&c.fe2);
+    copy_data(&c.fe2, "2\n");
+    sync(&c.fe2);
+    copy_done(&c.fe2);
+    sync(&c.fe2);
+    size_t before_complete = c.be2.n;
+    complete(&c.be2, "COPY 2");
+    ready(&c.be2, 'I');
+    for (size_t step = 1; step <= 24; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_int_equal(t.sync_out, 0);
+        assert_true(pgw_track_idle(&t));
+    }
+    /* Until the CommandComplete nothing is taken back. */
+    c.be2.n = before_complete;
+    struct pgw_track t = run(&c, 1);
+    assert_int_equal(t.sync_out, 3);
+    assert_false(pgw_track_idle(&t));
+}
+
+static void test_syncs_after_data_stay_when_the_copy_fails(void **state)
+{
+    (void)state;
+    /* The COPY fails on its first row, before it reads the Sync after it:
+     * the server skips to that Sync and answers it, ignores the CopyDone,
+     * and answers the last Sync too.  Two ReadyForQuery: the server must
+     * not go back at the first. */
+    struct conv c = { 0 };
+    extended(&c.fe, "copy t from stdin");
+    add(&c.be, '1', "", 0);
+    add(&c.be, '2', "", 0);
+    copy_in(&c.be);
+    copy_data(&c.fe2, "x\n");
+    sync(&c.fe2);
+    copy_done(&c.fe2);
+    sync(&c.fe2);
+    add(&c.be2, 'E', "SERROR\0C22P02\0Mbad\0\0", 20);
+    ready(&c.be2, 'I');
+    for (size_t step = 1; step <= 24; step++) {
+        struct pgw_track t = run(&c, step);
+        assert_int_equal(t.sync_out, 1);
+        assert_false(pgw_track_idle(&t));
+    }
+    ready(&c.be2, 'I');
+    struct pgw_track t = run(&c, 3);
+    assert_true(pgw_track_idle(&t));
+}
+
 static void test_bad_length_rejected(void **state)
 {
     (void)state;
@@ -650,6 +710,8 @@ int main(void)
         cmocka_unit_test(test_copy_done_outside_copy_takes_nothing_back),
         cmocka_unit_test(test_copy_in_response_of_an_earlier_execute_takes_nothing_back),
         cmocka_unit_test(test_copy_in_after_an_answered_execute_takes_its_sync_back),
+        cmocka_unit_test(test_syncs_after_data_taken_back_when_the_copy_ends_well),
+        cmocka_unit_test(test_syncs_after_data_stay_when_the_copy_fails),
         cmocka_unit_test(test_bad_length_rejected),
         cmocka_unit_test(test_query_skipped_after_an_extended_error),
         cmocka_unit_test(test_error_in_the_open_batch_skips_the_next_query),
