@@ -1429,8 +1429,8 @@ static bool may_be_deallocate(const char *sql, size_t n)
  * as full (PostgreSQL's scanner sends its NOTICE 42622 when it cuts the
  * name; freed here), then ReadyForQuery status: 0, or -1 when s was
  * closed. */
-static int deallocated(struct pgw_session *s, struct pgw_ident_full *full,
-                       const char *name, char status)
+int pgw_notify_deallocated(struct pgw_session *s, struct pgw_ident_full *full,
+                           const char *name, char status)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
@@ -1467,7 +1467,7 @@ static int deallocate_query(struct pgw_session *s, const char *sql, size_t len, 
     }
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
-    if (deallocated(s, &full, name, 'I') < 0)
+    if (pgw_notify_deallocated(s, &full, name, 'I') < 0)
         return -1;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);     /* that was all it kept */
@@ -1502,7 +1502,7 @@ int pgw_notify_tx_deallocate(struct pgw_session *s, const uint8_t *msg, uint32_t
     pgw_notify_vstmt_forget(sub, key);
     s->query_count++;
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
-    if (deallocated(s, &full, name, status) < 0)
+    if (pgw_notify_deallocated(s, &full, name, status) < 0)
         return -1;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);     /* that was all it kept */

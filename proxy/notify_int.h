@@ -180,14 +180,6 @@ bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n);
 /* pgw_notify_stmt_key (proxy_int.h): whole false takes at least
  * NOTIFY_STMT_NAME_READ bytes. */
 #define NOTIFY_STMT_NAME_READ PGW_NOTIFY_STMT_NAME_READ
-/* The name of a lone SQL "DEALLOCATE [PREPARE] name" (sql: len bytes in s's
- * client_encoding) as PostgreSQL's scanner reads it (in UTF-8, cut at a
- * whole character of the database's encoding, full set for its NOTICE
- * 42622: pgw_deallocate_parse) and its key (pgw_notify_stmt_key's, from
- * that name); false: not one, or not one pgwharf reads. */
-bool pgw_notify_dealloc_key(const struct pgw_session *s, const char *sql, size_t len,
-                            char key[NOTIFY_STMT_NAME_MAX + 1],
-                            char name[PGW_CHANNEL_UTF8_MAX + 1], struct pgw_ident_full *full);
 
 /* ---- notify_ext.c, for notify.c ---- */
 

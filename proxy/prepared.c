@@ -144,6 +144,9 @@ struct qent {
     bool pinned;                 /* a Parse sent with its statement's pinned types */
     bool as_is;                  /* a client's named Parse sent unrenamed, for the
                                   * server to refuse (pgw_notify_stmt_key_of) */
+    bool dealloc;                /* an unnamed Parse of SQL DEALLOCATE of the client's
+                                  * name cname (stmt), sent as a DO block: the name is
+                                  * gone, and back if the server skips or refuses it */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
                                   * request, itself included if a Query */
     bool learn;                  /* the Describe learning stmt (ps_stmt.described) */
@@ -605,7 +608,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->cname = NULL;
     x->bname[0] = '\0';
     x->dup = false;
-    x->had = x->as_is = x->pinned = false;
+    x->had = x->as_is = x->pinned = x->dealloc = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
     x->copy_ends = q->copy_ends;
@@ -708,7 +711,7 @@ bool pgw_ps_parse_pending(const struct pgw_session *s)
     const struct ps_queue *q = s->ps_queue;
     for (uint32_t i = 0; q && i < q->len; i++) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (x->type == PGW_FE_PARSE && x->stmt)
+        if (x->type == PGW_FE_PARSE && x->stmt && !x->dealloc)
             return true;
     }
     return false;
@@ -1199,11 +1202,118 @@ static bool name_unsettled(const struct pgw_session *s, const char *key,
         if (x->cname && (x->type == PGW_FE_PARSE || x->type == PGW_FE_CLOSE) &&
             strcmp(x->cname, key) == 0)
             pending = true;
-        else if (st && ((x->type == PGW_FE_PARSE && x->stmt == st && x->kind != Q_FAKE) ||
+        else if (st && ((x->type == PGW_FE_PARSE && x->stmt == st && x->kind != Q_FAKE &&
+                         !x->dealloc) ||
                         (x->close_id && x->close_id == st->id)))
             pending = true;
     }
     return false;
+}
+
+/* SQL DEALLOCATE [PREPARE] name, its name read as PostgreSQL reads it,
+ * when name is one of the client's statements here: its key into key (a
+ * ps_key).  Drivers that keep a cache of statements (psycopg 3.1, PHP's
+ * PDO) drop the oldest so; the server has no statement of that name
+ * (pgwharf's are PGW_<n>) and would answer 26000. */
+static struct ps_client_name *dealloc_target(struct pgw_session *s, const char *sql, size_t len,
+                                             char *name, struct pgw_ident_full *full)
+{
+    static const char *const kw[] = { "DEALLOCATE" };
+    ps_key key;
+    if (!s->ps_client || len > PGW_NOTIFY_QUERY_MAX || !pgw_sql_may_start(sql, len, kw, 1) ||
+        !pgw_notify_dealloc_key(s, sql, len, key, name, full))
+        return NULL;
+    struct ps_client_name *cn = client_find(s, key);
+    if (!cn)
+        pgw_ident_full_free(full);
+    return cn;
+}
+
+/* A Parse into the unnamed statement of SQL DEALLOCATE of one of the
+ * client's statements (text up to end: the text, its NUL, the parameter
+ * types), as psycopg 3.1 sends it (Parse, Bind, Describe, Execute, Sync):
+ * the name goes now, as a Close's does (back if the server skips or
+ * refuses the Parse: undo_close), and the server gets a DO block that does
+ * nothing in its place -- answered as a DEALLOCATE would be (ParseComplete,
+ * BindComplete, NoData, then CommandComplete DO), refused in a failed
+ * transaction (25P02) as a DEALLOCATE is.  False when it is not such a
+ * Parse; else *a says what the relay does. */
+static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total,
+                          const uint8_t *text, const uint8_t *end, enum pgw_ps_action *a)
+{
+    static const char noop[] = "DO $$BEGIN END$$";
+    const uint8_t *te = memchr(text, 0, (size_t)(end - text));
+    if (!te || end - te != 3 || pgw_get_u16(te + 1) != 0)
+        return false;                    /* parameters: not a plain DEALLOCATE */
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
+    struct pgw_ident_full full = { .cut = false };
+    struct ps_client_name *cn = dealloc_target(s, (const char *)text, (size_t)(te - text), name,
+                                               &full);
+    if (!cn)
+        return false;
+    pgw_ident_full_free(&full);
+    *a = PGW_PS_WAIT;
+    if (name_unsettled(s, cn->name, cn->stmt))
+        return true;
+    *a = PGW_PS_NEED_ROOM;
+    uint32_t len = PGW_MSG_HDR + 1 + (uint32_t)sizeof(noop) + 2;
+    if (len > *total && !need_room(s, b, len - *total))
+        return true;
+    char *cname = names_dup(cn->name, names_shown(cn->name));
+    if (!cname || !q_push(s, Q_PASS, PGW_FE_PARSE, cn->stmt)) {
+        free(cname);
+        pgw_session_close(s, "53200", "out of memory");
+        *a = PGW_PS_FAILED;
+        return true;
+    }
+    q_tail(s)->cname = cname;
+    q_tail(s)->dealloc = true;
+    client_remove(s, cn);
+    uint8_t m[PGW_MSG_HDR + 1 + sizeof(noop) + 2];
+    m[0] = PGW_FE_PARSE;
+    pgw_put_u32(m + 1, len - 1);
+    m[PGW_MSG_HDR] = '\0';                          /* the unnamed statement */
+    memcpy(m + PGW_MSG_HDR + 1, noop, sizeof(noop)); /* its NUL too */
+    m[len - 2] = m[len - 1] = 0;                     /* no parameter types */
+    struct pgw_wbuf w = { .data = m, .len = len };
+    replace_here(b, *total, &w);
+    *total = len;
+    *a = PGW_PS_FORWARD;
+    return true;
+}
+
+/* A simple Query of SQL DEALLOCATE of one of the client's statements (PHP's
+ * PDO sends it so): answered here as PostgreSQL answers it, the name gone,
+ * once what came before is answered (quiet); in a failed transaction the
+ * server refuses it (25P02) and the name stays, as in PostgreSQL. */
+int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                            uint32_t total, bool quiet)
+{
+    static const char *const kw[] = { "DEALLOCATE" };
+    if (!s->ps_client || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || total <= PGW_MSG_HDR)
+        return 0;
+    const char *sql = (const char *)msg + PGW_MSG_HDR;
+    if (!pgw_sql_may_start(sql, (avail < total ? avail : total) - PGW_MSG_HDR, kw, 1))
+        return 0;
+    if (avail < total)
+        return PGW_NOTIFY_MORE;          /* read it whole first */
+    size_t len = total - PGW_MSG_HDR;
+    if (sql[len - 1] != '\0' || strlen(sql) != len - 1)
+        return 0;
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
+    struct pgw_ident_full full = { .cut = false };
+    struct ps_client_name *cn = dealloc_target(s, sql, len - 1, name, &full);
+    if (!cn)
+        return 0;
+    char status = s->track.tx_status ? s->track.tx_status : 'I';
+    if (!quiet || status == 'E') {
+        pgw_ident_full_free(&full);
+        return quiet ? 0 : PGW_NOTIFY_MORE;
+    }
+    client_remove(s, cn);
+    s->query_count++;
+    pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
+    return pgw_notify_deallocated(s, &full, name, status) < 0 ? -1 : 1;
 }
 
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
@@ -1222,6 +1332,9 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     ps_key nkey;
     const char *key_name = *name ? name_key(s, name, nkey) : NULL;
     if (!key_name) {
+        enum pgw_ps_action a;
+        if (!*name && dealloc_parse(s, b, total, ne + 1, body + blen, &a))
+            return a;
         if (q_push(s, Q_PASS, PGW_FE_PARSE, NULL))
             q_tail(s)->as_is = *name != '\0';
         return PGW_PS_FORWARD;
@@ -1742,6 +1855,8 @@ static bool completes(char fe, char be)
  * client may Parse that name again). */
 static void undo_parse(struct pgw_session *s, const struct qent *x)
 {
+    if (x->dealloc)
+        return;                          /* undo_close puts its name back */
     if (x->cname && s->ps_client) {
         struct ps_client_name *cn = client_find(s, x->cname);
         if (cn && (cn->stmt == x->stmt || cn->was == x->stmt))
@@ -1763,7 +1878,8 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
  * again -- over a Parse of that name further on, which is skipped too. */
 static void undo_close(struct pgw_session *s, const struct qent *x)
 {
-    if (x->type != PGW_FE_CLOSE || x->kind != Q_FAKE || !x->cname || !x->stmt)
+    if (!((x->type == PGW_FE_CLOSE && x->kind == Q_FAKE) || x->dealloc) || !x->cname ||
+        !x->stmt)
         return;
     struct ps_client_name *cn = client_find(s, x->cname);
     x->stmt->refs++;                     /* the name's reference */
@@ -1862,7 +1978,7 @@ void pgw_ps_abandon(struct pgw_session *s, struct pgw_server *srv)
         return;
     for (uint32_t i = 0; i < q->len; i++) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (x->type == PGW_FE_PARSE && x->stmt && x->kind != Q_FAKE) {
+        if (x->type == PGW_FE_PARSE && x->stmt && x->kind != Q_FAKE && !x->dealloc) {
             struct ps_server_stmt *e = server_find(ss, x->stmt);
             if (e)
                 server_drop(ss, e);
@@ -1883,6 +1999,7 @@ static bool parse_queued(const struct pgw_session *s, const struct ps_stmt *st, 
     for (uint32_t i = 0; q && i < q->len; i++) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
         if (x->type == PGW_FE_PARSE && x->stmt == st && (x->kind != Q_FAKE) == on_server &&
+            !x->dealloc &&
             (!cname || (x->cname && strcmp(x->cname, cname) == 0)))
             return true;
     }

@@ -116,6 +116,12 @@ enum pgw_ps_action {
  * the response-producing E, S, F come here; others do not. */
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total);
+/* A Query (avail of its total bytes here) that may be SQL DEALLOCATE of
+ * one of the client's statements: 1 answered by pgwharf and cut from the
+ * buffer; 0 for the server; PGW_NOTIFY_MORE read it whole first, or wait
+ * until nothing is outstanding (quiet false); -1 the session was closed. */
+int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
+                            uint32_t total, bool quiet);
 /* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a
  * COPY FROM STDIN reads and ignores is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);

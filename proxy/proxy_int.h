@@ -641,6 +641,22 @@ bool pgw_notify_stmt_key(const struct pgw_session *s, const char *name, size_t n
  * server as it is. */
 int pgw_notify_stmt_key_of(const struct pgw_session *s, const char *name, size_t n, bool whole,
                            char key[PGW_NOTIFY_STMT_NAME_MAX + 1]);
+/* The name of a lone SQL "DEALLOCATE [PREPARE] name" (sql: len bytes in s's
+ * client_encoding) as PostgreSQL's scanner reads it (in UTF-8, cut at a
+ * whole character of the database's encoding, full set for its NOTICE
+ * 42622: pgw_deallocate_parse) and its key (pgw_notify_stmt_key's, from
+ * that name); false: not one, or not one pgwharf reads.  prepared.c reads
+ * the DEALLOCATE of a client's protocol-level statement with it. */
+struct pgw_ident_full;
+bool pgw_notify_dealloc_key(const struct pgw_session *s, const char *sql, size_t len,
+                            char key[PGW_NOTIFY_STMT_NAME_MAX + 1],
+                            char name[3 * PGW_NOTIFY_STMT_NAME_MAX + 1],
+                            struct pgw_ident_full *full);
+/* The answer to a SQL DEALLOCATE pgwharf took: the NOTICE 42622 PostgreSQL's
+ * scanner sends when it cut the name (full, freed here), CommandComplete
+ * DEALLOCATE and ReadyForQuery with status.  0, or -1 when s was closed. */
+int pgw_notify_deallocated(struct pgw_session *s, struct pgw_ident_full *full,
+                           const char *name, char status);
 bool pgw_notify_tx_message(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 /* A Query (avail bytes of it here) of a client holding a server: a lone
  * SQL DEALLOCATE [PREPARE] of a prepared LISTEN or UNLISTEN it keeps (which

@@ -1832,6 +1832,25 @@ static bool scan_client(struct pgw_session *s)
                 break;
             }
         }
+        if (type == PGW_FE_QUERY && s->ps_on && s->mode != PGW_POOL_SESSION) {
+            /* SQL DEALLOCATE of the client's own statement (not on any
+             * server under its name): answered here. */
+            int r = pgw_ps_deallocate_query(s, p, avail, total, tx_quiet(s));
+            if (r < 0)
+                return false;
+            if (r == 1) {
+                s->query_start = 0;
+                pgw_session_arm_timer(s);
+                continue;
+            }
+            if (r == PGW_NOTIFY_MORE) {
+                if (avail >= total)
+                    s->ps_wait = true;
+                else if (s->query_start == 0)
+                    s->query_start = pgw_mono_now(s->px->loop);
+                break;
+            }
+        }
         if ((type == PGW_FE_QUERY || type == PGW_FE_PARSE) && s->mode != PGW_POOL_SESSION) {
             int r = offer_tx_listen(s, p, avail, total);
             if (r < 0)

@@ -1007,6 +1007,102 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
             r.close()
 
 
+class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
+    """Drivers that cache statements drop the oldest with SQL DEALLOCATE:
+    PHP's PDO as a simple Query, psycopg 3.1 in the extended protocol
+    (Parse, Bind, Describe, Execute, Sync).  The client's name is one
+    pgwharf keeps (servers have PGW_<n>), so the server answered 26000 and
+    the driver failed; psycopg raised on every query past prepared_max."""
+
+    def test_a_simple_query(self):
+        px, r = raw_on_one_server(self, "transaction")
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.parse("s2", "select 2"), r.parse("s3", "select 3"),
+               r.sync())
+        self.assertEqual(types(r.until_ready()), "111Z")
+        r.send(r.query("DEALLOCATE s1"))
+        msgs = r.until_ready()
+        self.assertEqual(msgs, [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+        # the name is free again
+        r.send(r.parse("s1", "select 11"), r.bind("s1"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "12DCZ", msgs)
+        self.assertEqual(msgs[2][1][-2:], b"11")
+        # read as PostgreSQL reads it, inside a transaction too
+        r.send(r.query("begin"))
+        r.until_ready()
+        r.send(r.query('  deallocate PREPARE "s2" ;'))
+        self.assertEqual(r.until_ready(), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"T")])
+        r.send(r.query("commit"))
+        r.until_ready()
+        r.send(r.bind("s2"), r.execute(), r.sync())
+        self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
+        # in a failed transaction the server refuses it and the name stays
+        r.send(r.query("begin"))
+        r.until_ready()
+        r.send(r.query("select 1/0"))
+        r.until_ready()
+        r.send(r.query("DEALLOCATE s3"))
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25P02"), msgs)
+        r.send(r.query("rollback"))
+        r.until_ready()
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+        # a name the client does not have: the server's 26000
+        r.send(r.query("DEALLOCATE nosuch"))
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+
+    def test_the_extended_protocol(self):
+        px, r = raw_on_one_server(self, "transaction")
+        self.addCleanup(r.close)
+        describe_portal = r.msg(b"D", b"P\x00")
+        r.send(r.parse("s1", "select 1"), r.parse("s3", "select 3"), r.sync())
+        self.assertEqual(types(r.until_ready()), "11Z")
+        r.send(r.parse("", "DEALLOCATE S1"), r.bind(""), describe_portal, r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "12nCZ", msgs)
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
+        # refused in a failed transaction (25P02 at the Parse), the name kept
+        r.send(r.query("begin"))
+        r.until_ready()
+        r.send(r.query("select 1/0"))
+        r.until_ready()
+        r.send(r.parse("", "DEALLOCATE s3"), r.bind(""), describe_portal, r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25P02"), msgs)
+        r.send(r.query("rollback"))
+        r.until_ready()
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+        # skipped after an error earlier in its batch: the name kept
+        r.send(r.parse("", "select 1/0"), r.bind(""), r.execute(),
+               r.parse("", "DEALLOCATE s3"), r.bind(""), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "1EZ", msgs)        # 1/0 fails at its Bind (planning)
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+
+    def test_psycopg_past_prepared_max(self):
+        import psycopg
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
+        with psycopg.connect(px.dsn(), autocommit=True, prepare_threshold=0) as conn:
+            conn.prepared_max = 2
+            for rnd in range(3):
+                for i in range(5):
+                    got = conn.execute("select %%s::int + %d" % i, (rnd,)).fetchone()[0]
+                    self.assertEqual(got, rnd + i)
+            with conn.transaction():
+                for i in range(5, 9):
+                    self.assertEqual(conn.execute("select %%s::int * %d" % i, (2,))
+                                     .fetchone()[0], 2 * i)
+
+
 class TestShowPreparedStatementsColumn(pt.PgwharfTestCase):
     """SHOW CLIENTS / SERVERS prepared_statements, as in PgBouncer: the
     statements a client prepared under its names, and those a server has
