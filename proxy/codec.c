@@ -24,6 +24,7 @@ static int bad(struct pgw_startup *out, const char *why)
 {
     out->kind = PGW_STARTUP_BAD;
     out->error = why;
+    out->sqlstate = "08P01";
     return PGW_EPROTO;
 }
 
@@ -64,8 +65,11 @@ static int parse_v3_params(const uint8_t *p, size_t n, struct pgw_startup *out)
     }
     if (i + 1 != n)
         return bad(out, "invalid startup packet layout: expected terminator as last byte");
-    if (!out->user || !*out->user)
-        return bad(out, "no PostgreSQL user name specified in startup packet");
+    if (!out->user || !*out->user) {
+        bad(out, "no PostgreSQL user name specified in startup packet");
+        out->sqlstate = "28000";             /* invalid_authorization_specification */
+        return PGW_EPROTO;
+    }
     if (!out->database || !*out->database)
         out->database = out->user;
     return 0;
@@ -95,8 +99,15 @@ int pgw_startup_parse(const uint8_t *pkt, size_t len, struct pgw_startup *out)
     default:
         break;
     }
-    if ((code >> 16) != 3)
-        return bad(out, "unsupported frontend protocol: server supports 3.0");
+    if ((code >> 16) != 3) {
+        /* PostgreSQL's words (ProcessStartupPacket) and SQLSTATE. */
+        snprintf(out->errbuf, sizeof(out->errbuf),
+                 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                 (unsigned)(code >> 16), (unsigned)(code & 0xffff));
+        bad(out, out->errbuf);
+        out->sqlstate = "0A000";             /* feature_not_supported */
+        return PGW_EPROTO;
+    }
     out->kind = PGW_STARTUP_V3;
     return parse_v3_params(pkt + 8, len - 8, out);
 }

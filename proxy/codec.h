@@ -36,6 +36,9 @@ struct pgw_startup {
     int nprotoopts;
     const char *protoopts[PGW_STARTUP_MAX_PARAMS];
     const char *error;       /* BAD: why */
+    const char *sqlstate;    /* BAD: PostgreSQL's for it (08P01 but for a missing user
+                              * name, 28000, and a protocol it lacks, 0A000) */
+    char errbuf[96];         /* error's text, when made here */
 };
 
 /*

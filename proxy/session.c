@@ -811,7 +811,7 @@ static void handle_startup(struct pgw_session *s)
     struct pgw_startup st;
     const uint8_t *pkt = b->data + b->sent;
     if (pgw_startup_parse(pkt, (size_t)need, &st) < 0) {
-        pgw_session_close(s, "08P01", "%s", st.error);
+        pgw_session_close(s, st.sqlstate, "%s", st.error);
         return;
     }
     switch (st.kind) {

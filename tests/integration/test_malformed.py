@@ -144,7 +144,7 @@ class TestMalformed(pt.PgwharfTestCase):
         return s
 
     def expect_08p01(self, payload, what, login=False, at_login_timeout=False,
-                     after_auth_request=False, message=None):
+                     after_auth_request=False, message=None, code="08P01"):
         """Send payload; the connection must close with a FATAL 08P01 the
         client can read: at client_login_timeout if at_login_timeout (the
         bytes never complete what pgwharf waits for), else at once -- for
@@ -166,7 +166,7 @@ class TestMalformed(pt.PgwharfTestCase):
         errs = hz.error_fields_in(data)
         self.assertTrue(closed, "%s: connection left open; got %r" % (what, data[:100]))
         self.assertTrue(errs, "%s: closed without an ErrorResponse; got %r" % (what, data[:100]))
-        self.assertEqual(errs[0].get("C"), "08P01", "%s: %s" % (what, errs))
+        self.assertEqual(errs[0].get("C"), code, "%s: %s" % (what, errs))
         self.assertEqual(errs[0].get("S"), "FATAL", "%s: %s" % (what, errs))
         if message:
             self.assertIn(message, errs[0].get("M", ""), what)
@@ -189,14 +189,22 @@ class TestMalformed(pt.PgwharfTestCase):
             ("length beyond cap", struct.pack("!II", 10001, 196608) + b"x" * 100),
             ("query before startup", hz.query_msg("select 1")),
             ("cancel of 12 bytes", struct.pack("!III", 12, 80877102, 1)),
-            ("startup without user", struct.pack("!II", 9, 196608) + b"\x00"),
             ("startup without terminator", struct.pack("!II", 17, 196608) + b"user\x00app\x00"),
-            ("protocol 2.0", struct.pack("!II", 8, 0x00020000)),
             ("data after SSLRequest", SSLREQ + SSLREQ),
         ]
         for what, payload in cases:
             with self.subTest(what):
                 self.expect_08p01(payload, what)
+        # PostgreSQL's SQLSTATEs and words (ProcessStartupPacket)
+        for what, payload, code, message in (
+                ("startup without user", struct.pack("!II", 9, 196608) + b"\x00", "28000",
+                 "no PostgreSQL user name specified in startup packet"),
+                ("protocol 2.0", struct.pack("!II", 8, 0x00020000), "0A000",
+                 "unsupported frontend protocol 2.0: server supports 3.0 to 3.0"),
+                ("protocol 4.0", struct.pack("!II", 8, 0x00040000), "0A000",
+                 "unsupported frontend protocol 4.0: server supports 3.0 to 3.0")):
+            with self.subTest(what):
+                self.expect_08p01(payload, what, code=code, message=message)
         self.finish("bad startup lengths")
 
     def test_truncated_startup_closed_at_login_timeout(self):

@@ -64,6 +64,7 @@ static void test_startup_no_user(void **state)
     assert_int_equal(pgw_startup_parse(buf, n, &st), PGW_EPROTO);
     assert_int_equal(st.kind, PGW_STARTUP_BAD);
     assert_non_null(strstr(st.error, "user name"));
+    assert_string_equal(st.sqlstate, "28000");
 }
 
 static void test_startup_minor_and_protoopts(void **state)
@@ -88,6 +89,15 @@ static void test_startup_bad_version(void **state)
     size_t n = build_startup(buf, 2u << 16, kv, 2);
     struct pgw_startup st;
     assert_int_equal(pgw_startup_parse(buf, n, &st), PGW_EPROTO);
+    assert_string_equal(st.sqlstate, "0A000");
+    assert_string_equal(st.error, "unsupported frontend protocol 2.0: server supports 3.0 to 3.0");
+    n = build_startup(buf, 4u << 16, kv, 2);
+    assert_int_equal(pgw_startup_parse(buf, n, &st), PGW_EPROTO);
+    assert_string_equal(st.error, "unsupported frontend protocol 4.0: server supports 3.0 to 3.0");
+    /* a malformed packet is a protocol violation */
+    pgw_put_u32(buf, 7);
+    assert_int_equal(pgw_startup_parse(buf, 7, &st), PGW_EPROTO);
+    assert_string_equal(st.sqlstate, "08P01");
 }
 
 static void test_ssl_gss_cancel(void **state)
