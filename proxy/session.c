@@ -900,6 +900,8 @@ static void handle_startup(struct pgw_session *s)
     pgw_auth_start(s);
 }
 
+#define PGW_AUTH_TOKEN_MAX 65535
+
 static void handle_auth_input(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -907,13 +909,21 @@ static void handle_auth_input(struct pgw_session *s)
      * what came is kept for when it has been (auth.c takes it then). */
     if (pgw_auth_looking_up(s))
         return;
-    long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, 8192);
+    /* PostgreSQL reads a password or SASL message of up to
+     * PG_MAX_AUTH_TOKEN_LENGTH (65535) bytes: one longer than the buffer
+     * gets a larger one. */
+    long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, PGW_AUTH_TOKEN_MAX + 4);
     if (n < 0) {
         pgw_session_close(s, "08P01", "invalid message length during authentication");
         return;
     }
-    if (n == 0)
+    if (n == 0) {
+        uint32_t need = b->len - b->sent >= PGW_MSG_HDR
+                            ? pgw_get_u32(b->data + b->sent + 1) + 1 : 0;
+        if (need > b->cap - b->sent && !pgw_iobuf_reserve(s->px, &s->cbuf, need))
+            pgw_session_close(s, "53200", "out of memory");
         return;
+    }
     const uint8_t *msg = b->data + b->sent;
     if (msg[0] != PGW_FE_PASSWORD) {
         pgw_session_close(s, "08P01", "expected password response, got message type %d", msg[0]);

@@ -656,6 +656,26 @@ class TestMd5AndPlain(AuthTestCase):
                 self.assertEqual(wrong.replace(user, "U"), unknown.replace("ghost", "U"))
                 px.stop()
 
+    def test_a_long_cleartext_password(self):
+        # PostgreSQL reads a password message of up to 65535 bytes
+        # (PG_MAX_AUTH_TOKEN_LENGTH); pgwharf refused any over 8 KB as an
+        # "invalid message length", longer than its buffer too.
+        user = self.pg.app_user
+        for n, ok in ((20000, True), (65000, True), (70000, False)):
+            with self.subTest(n=n):
+                pw = ("pw%d-" % n + "x" * n)[:n]
+                px = self.start("plain", {user: pw}, databases=self.app_databases())
+                if ok:
+                    self.assertEqual(self.via_psycopg2(px, user, pw), user)
+                    with self.assertRaises(psycopg2.OperationalError) as cm:
+                        self.via_psycopg2(px, user, pw[:-1] + "y")
+                    self.assertIn("password authentication failed", str(cm.exception))
+                else:
+                    with self.assertRaises(psycopg2.OperationalError) as cm:
+                        self.via_psycopg2(px, user, pw)
+                    self.assertIn("invalid message length", str(cm.exception))
+                px.stop()
+
     def test_plain_spends_no_long_time_on_a_costly_verifier(self):
         # A cleartext password is checked against a SCRAM verifier on the
         # loop, at the verifier's iteration count: a role that set its own
