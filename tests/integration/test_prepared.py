@@ -111,6 +111,35 @@ def types(msgs):
     return b"".join(t for t, _ in msgs).decode()
 
 
+def read_types(r, n):
+    """The types of r's next n messages, as a str."""
+    got = b""
+    while len(got) < n:
+        got += r.read_msg()[0]
+    return got.decode()
+
+
+def assert_another_client_runs(case, px):
+    """A second client gets a server (the pool's one) and runs a query."""
+    other = Raw(px.host, px.port, case.pg.user, case.pg.database)
+    try:
+        other.send(other.msg(b"Q", b"select 8\x00"))
+        case.assertEqual(types(other.until_ready()), "TDCZ")
+    finally:
+        other.close()
+
+
+def copy_setup(case, table, max_prepared):
+    """A fresh table, a pgwharf lending one server in transaction mode, a
+    Raw client: (px, the COPY FROM STDIN statement, the client)."""
+    case.pg.psql("drop table if exists %s; create table %s (a int)" % (table, table))
+    px = case.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                      "default_pool_size": 1, "query_wait_timeout": 5,
+                                      "max_prepared_statements": max_prepared})
+    return px, "copy %s from stdin" % table, Raw(px.host, px.port, case.pg.user,
+                                                 case.pg.database)
+
+
 def raw_on_one_server(case, mode, **settings):
     """A pgwharf in mode (trust, a pool of one server, plus settings) and a
     Raw client logged in to it."""
@@ -897,6 +926,16 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
         px = self.start_pgwharf(settings=settings)
         return px, lambda: Raw(px.host, px.port, self.pg.user, self.pg.database)
 
+    def prepare(self, r, name, sql):
+        r.send(r.parse(name, sql), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+
+    def assert_runs(self, r, name):
+        r.send(r.bind(name), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "2DCZ", msgs)
+        return msgs
+
     def test_deallocate_all_in_the_extended_protocol(self):
         import psycopg
         px, raw = self.start()
@@ -942,10 +981,8 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
         px, raw = self.start()
         a, b = raw(), raw()
         try:
-            b.send(b.parse("t", "select 2"), b.sync())          # PGW_1
-            self.assertEqual(types(b.until_ready()), "1Z")
-            a.send(a.parse("s1", "select 1"), a.sync())          # PGW_2
-            self.assertEqual(types(a.until_ready()), "1Z")
+            self.prepare(b, "t", "select 2")          # PGW_1
+            self.prepare(a, "s1", "select 1")         # PGW_2
             for drop in ("DO $$ begin execute 'deallocate all'; end $$",
                          'DEALLOCATE "PGW_2"'):
                 with self.subTest(drop=drop):
@@ -955,11 +992,8 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
                     msgs = a.until_ready()
                     self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
                     for _ in range(2):
-                        a.send(a.bind("s1"), a.execute(), a.sync())
-                        self.assertEqual(types(a.until_ready()), "2DCZ")
-                        b.send(b.bind("t"), b.execute(), b.sync())
-                        msgs = b.until_ready()
-                        self.assertEqual(types(msgs), "2DCZ", msgs)
+                        self.assert_runs(a, "s1")
+                        self.assert_runs(b, "t")
         finally:
             a.close()
             b.close()
@@ -968,10 +1002,8 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
         px, raw = self.start()
         a, b = raw(), raw()
         try:
-            b.send(b.parse("t", "select 1"), b.sync())
-            self.assertEqual(types(b.until_ready()), "1Z")
-            a.send(a.parse("s1", "select 1"), a.sync())
-            self.assertEqual(types(a.until_ready()), "1Z")
+            self.prepare(b, "t", "select 1")
+            self.prepare(a, "s1", "select 1")
             a.send(a.msg(b"Q", b"BEGIN\x00"))
             self.assertEqual(types(a.until_ready()), "CZ")
             a.send(a.msg(b"Q", b"DISCARD ALL\x00"))
@@ -979,11 +1011,8 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
             self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25001"), msgs)
             a.send(a.msg(b"Q", b"ROLLBACK\x00"))
             self.assertEqual(types(a.until_ready()), "CZ")
-            a.send(a.bind("s1"), a.execute(), a.sync())
-            self.assertEqual(types(a.until_ready()), "2DCZ")
-            b.send(b.bind("t"), b.execute(), b.sync())
-            msgs = b.until_ready()
-            self.assertEqual(types(msgs), "2DCZ", msgs)
+            self.assert_runs(a, "s1")
+            self.assert_runs(b, "t")
         finally:
             a.close()
             b.close()
@@ -1014,6 +1043,16 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
     pgwharf keeps (servers have PGW_<n>), so the server answered 26000 and
     the driver failed; psycopg raised on every query past prepared_max."""
 
+    def fail_a_transaction(self, r):
+        r.send(r.query("begin"))
+        r.until_ready()
+        r.send(r.query("select 1/0"))
+        r.until_ready()
+
+    def assert_s3_runs(self, r):
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+
     def test_a_simple_query(self):
         px, r = raw_on_one_server(self, "transaction")
         self.addCleanup(r.close)
@@ -1041,17 +1080,13 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         r.send(r.bind("s2"), r.execute(), r.sync())
         self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
         # in a failed transaction the server refuses it and the name stays
-        r.send(r.query("begin"))
-        r.until_ready()
-        r.send(r.query("select 1/0"))
-        r.until_ready()
+        self.fail_a_transaction(r)
         r.send(r.query("DEALLOCATE s3"))
         msgs = r.until_ready()
         self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25P02"), msgs)
         r.send(r.query("rollback"))
         r.until_ready()
-        r.send(r.bind("s3"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "2DCZ")
+        self.assert_s3_runs(r)
         # a name the client does not have: the server's 26000
         r.send(r.query("DEALLOCATE nosuch"))
         msgs = r.until_ready()
@@ -1069,24 +1104,19 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         r.send(r.bind("s1"), r.execute(), r.sync())
         self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
         # refused in a failed transaction (25P02 at the Parse), the name kept
-        r.send(r.query("begin"))
-        r.until_ready()
-        r.send(r.query("select 1/0"))
-        r.until_ready()
+        self.fail_a_transaction(r)
         r.send(r.parse("", "DEALLOCATE s3"), r.bind(""), describe_portal, r.execute(), r.sync())
         msgs = r.until_ready()
         self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25P02"), msgs)
         r.send(r.query("rollback"))
         r.until_ready()
-        r.send(r.bind("s3"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "2DCZ")
+        self.assert_s3_runs(r)
         # skipped after an error earlier in its batch: the name kept
         r.send(r.parse("", "select 1/0"), r.bind(""), r.execute(),
                r.parse("", "DEALLOCATE s3"), r.bind(""), r.execute(), r.sync())
         msgs = r.until_ready()
         self.assertEqual(types(msgs), "1EZ", msgs)        # 1/0 fails at its Bind (planning)
-        r.send(r.bind("s3"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "2DCZ")
+        self.assert_s3_runs(r)
 
     def test_psycopg_past_prepared_max(self):
         import psycopg
@@ -1847,12 +1877,7 @@ class TestServerBackAfterCopyReadSyncs(pt.PgwharfTestCase):
     max_prepared_statements, pgwharf knows which Syncs the COPY read)."""
 
     def test_another_client_gets_the_server(self):
-        self.pg.psql("create table if not exists copy_back (a int)")
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1, "query_wait_timeout": 5,
-                                          "max_prepared_statements": 2})
-        copy = "copy copy_back from stdin"
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, copy, r = copy_setup(self, "copy_back", 2)
 
         def q(sql):
             return r.msg(b"Q", sql.encode() + b"\x00")
@@ -1872,14 +1897,8 @@ class TestServerBackAfterCopyReadSyncs(pt.PgwharfTestCase):
             for name, (send, want) in steps.items():
                 with self.subTest(name):
                     r.send(*send)
-                    got = b""
-                    while len(got) < len(want):
-                        got += r.read_msg()[0]
-                    self.assertEqual(got.decode(), want)
-                    other = Raw(px.host, px.port, self.pg.user, self.pg.database)
-                    other.send(other.msg(b"Q", b"select 8\x00"))
-                    self.assertEqual(types(other.until_ready()), "TDCZ")
-                    other.close()
+                    self.assertEqual(read_types(r, len(want)), want)
+                    assert_another_client_runs(self, px)
         finally:
             r.close()
 
@@ -1894,31 +1913,17 @@ class TestServerBackAfterCopyReadSyncsUntracked(pt.PgwharfTestCase):
     then the server waits for all their ReadyForQuery."""
 
     def test_another_client_gets_the_server(self):
-        self.pg.psql("drop table if exists copy_back2; create table copy_back2 (a int)")
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
-                                          "default_pool_size": 1, "query_wait_timeout": 5,
-                                          "max_prepared_statements": 0})
-        copy = "copy copy_back2 from stdin"
-        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        px, copy, r = copy_setup(self, "copy_back2", 0)
         d = lambda row: r.msg(b"d", row)
         try:
             for name, rows, want in (("rows that load", (b"1\n", b"2\n"), "CZ"),
                                      ("a row that fails", (b"x\n", b"2\n"), "EZZZ")):
                 with self.subTest(name):
                     r.send(r.parse("", copy), r.bind(""), r.execute(), r.sync())
-                    got = b""
-                    while len(got) < 3:
-                        got += r.read_msg()[0]
-                    self.assertEqual(got, b"12G")
+                    self.assertEqual(read_types(r, 3), "12G")
                     r.send(d(rows[0]), r.sync(), d(rows[1]), r.sync(), r.msg(b"c"), r.sync())
-                    got = b""
-                    while len(got) < len(want):
-                        got += r.read_msg()[0]
-                    self.assertEqual(got.decode(), want)
-                    other = Raw(px.host, px.port, self.pg.user, self.pg.database)
-                    other.send(other.msg(b"Q", b"select 8\x00"))
-                    self.assertEqual(types(other.until_ready()), "TDCZ")
-                    other.close()
+                    self.assertEqual(read_types(r, len(want)), want)
+                    assert_another_client_runs(self, px)
         finally:
             r.close()
         self.assertEqual(self.pg.psql("select count(*) from copy_back2"), "2")

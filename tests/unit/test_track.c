@@ -78,6 +78,16 @@ static void complete(struct stream *st, const char *tag) { add(st, 'C', tag, str
 static void copy_in(struct stream *st) { add(st, 'G', "\0\0\0", 3); }     /* text, no columns */
 static void row_of_1(struct stream *st) { add(st, 'D', "\0\1\0\0\0\1" "1", 7); }
 
+/* P B E S of COPY FROM STDIN, answered up to its CopyInResponse (the
+ * client waits for it, as libpq does, before its data in fe2). */
+static void copy_started(struct conv *c)
+{
+    extended(&c->fe, "copy t from stdin");
+    add(&c->be, '1', "", 0);
+    add(&c->be, '2', "", 0);
+    copy_in(&c->be);
+}
+
 /* ---- feeding it ---- */
 
 static void feed(struct pgw_track *t, struct pgw_track_stream *ts, const struct stream *st,
@@ -167,10 +177,7 @@ static void test_copy_in_extended_ignores_inner_sync(void **state)
      * d d c S.  The first Sync arrives during COPY IN and gets no
      * ReadyForQuery. */
     struct conv c = { 0 };
-    extended(&c.fe, "copy t from stdin");
-    add(&c.be, '1', "", 0);
-    add(&c.be, '2', "", 0);
-    copy_in(&c.be);
+    copy_started(&c);
     copy_data(&c.fe2, "1\n");
     copy_data(&c.fe2, "2\n");
     copy_done(&c.fe2);
@@ -261,10 +268,7 @@ static void test_syncs_after_data_taken_back_when_the_copy_ends_well(void **stat
      * Syncs sent after data too; its CommandComplete says so.  They were
      * counted for good, and the server stayed with its client. */
     struct conv c = { 0 };
-    extended(&c.fe, "copy t from stdin");
-    add(&c.be, '1', "", 0);
-    add(&c.be, '2', "", 0);
-    copy_in(&c.be);
+    copy_started(&c);
     copy_data(&c.fe2, "1\n");
     sync(&c.fe2);
     copy_data(&c.fe2, "2\n");
@@ -294,10 +298,7 @@ static void test_syncs_after_data_stay_when_the_copy_fails(void **state)
      * and answers the last Sync too.  Two ReadyForQuery: the server must
      * not go back at the first. */
     struct conv c = { 0 };
-    extended(&c.fe, "copy t from stdin");
-    add(&c.be, '1', "", 0);
-    add(&c.be, '2', "", 0);
-    copy_in(&c.be);
+    copy_started(&c);
     copy_data(&c.fe2, "x\n");
     sync(&c.fe2);
     copy_done(&c.fe2);
