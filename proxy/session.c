@@ -912,6 +912,13 @@ static void handle_auth_input(struct pgw_session *s)
     /* PostgreSQL reads a password or SASL message of up to
      * PG_MAX_AUTH_TOKEN_LENGTH (65535) bytes: one longer than the buffer
      * gets a larger one. */
+    /* Its type first: anything but a password message (a startup packet
+     * sent again, a Query) is refused at once, not read as a length. */
+    if (b->len > b->sent && b->data[b->sent] != PGW_FE_PASSWORD) {
+        pgw_session_close(s, "08P01", "expected password response, got message type %d",
+                          b->data[b->sent]);
+        return;
+    }
     long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, PGW_AUTH_TOKEN_MAX + 4);
     if (n < 0) {
         pgw_session_close(s, "08P01", "invalid message length during authentication");
@@ -925,10 +932,6 @@ static void handle_auth_input(struct pgw_session *s)
         return;
     }
     const uint8_t *msg = b->data + b->sent;
-    if (msg[0] != PGW_FE_PASSWORD) {
-        pgw_session_close(s, "08P01", "expected password response, got message type %d", msg[0]);
-        return;
-    }
     b->sent += (uint32_t)n;
     b->parsed = b->sent;
     /* Logging in may link and release a server, which gives an empty

@@ -2362,15 +2362,16 @@ class TestSyslog(pt.PgwharfTestCase):
 class TestMalformed(pt.PgwharfTestCase):
     def test_bad_startup_length_and_garbage(self):
         px = self.start_pgwharf()
-        for payload in (struct.pack("!I", 3), struct.pack("!I", 100000),
-                        b"\x00\x00\x00\x08\x00\x02\x00\x00"):
+        for payload, code in ((struct.pack("!I", 3), b"08P01"),
+                              (struct.pack("!I", 100000), b"08P01"),
+                              (b"\x00\x00\x00\x08\x00\x02\x00\x00", b"0A000")):  # protocol 2.0
             s = socket.create_connection((px.host, px.port))
             s.settimeout(10)
             s.sendall(payload)
             data = recv_all(s)
             s.close()
             self.assertTrue(data.startswith(b"E"), payload)
-            self.assertIn(b"08P01", data)
+            self.assertIn(b"C" + code + b"\x00", data)
         self.assertEqual(px.psql("select 'still fine'"), "still fine")
 
     def test_bad_message_length_after_login(self):
