@@ -1210,74 +1210,106 @@ static bool name_unsettled(const struct pgw_session *s, const char *key,
     return false;
 }
 
-/* SQL DEALLOCATE [PREPARE] name, its name read as PostgreSQL reads it,
- * when name is one of the client's statements here: its key into key (a
- * ps_key).  Drivers that keep a cache of statements (psycopg 3.1, PHP's
- * PDO) drop the oldest so; the server has no statement of that name
- * (pgwharf's are PGW_<n>) and would answer 26000. */
-static struct ps_client_name *dealloc_target(struct pgw_session *s, const char *sql, size_t len,
-                                             char *name, struct pgw_ident_full *full)
+/* SQL DEALLOCATE [PREPARE] name alone (white space and one ';' around
+ * it), its name read as PostgreSQL reads it: drivers that keep a cache of
+ * statements (psycopg 3.1, PHP's PDO) drop the oldest so.  The server has
+ * no statement of the client's name (pgwharf's are PGW_<n>) and would
+ * answer 26000.  DEALLOC_MINE: one of the client's names (*cn; full then
+ * holds what the NOTICE 42622 needs); DEALLOC_WAIT: a Parse or Close of
+ * that name is still to be settled (undo_parse, undo_close may bring it
+ * back); DEALLOC_NONE: anything else, for the server. */
+enum { DEALLOC_NONE, DEALLOC_MINE, DEALLOC_WAIT };
+static int dealloc_target(struct pgw_session *s, const char *sql, size_t len, char *name,
+                          struct pgw_ident_full *full, struct ps_client_name **cn)
 {
     static const char *const kw[] = { "DEALLOCATE" };
     ps_key key;
     if (!s->ps_client || len > PGW_NOTIFY_QUERY_MAX || !pgw_sql_may_start(sql, len, kw, 1) ||
         !pgw_notify_dealloc_key(s, sql, len, key, name, full))
-        return NULL;
-    struct ps_client_name *cn = client_find(s, key);
-    if (!cn)
-        pgw_ident_full_free(full);
-    return cn;
+        return DEALLOC_NONE;
+    *cn = client_find(s, key);
+    if (*cn && !name_unsettled(s, key, (*cn)->stmt))
+        return DEALLOC_MINE;
+    pgw_ident_full_free(full);
+    return *cn || name_unsettled(s, key, NULL) ? DEALLOC_WAIT : DEALLOC_NONE;
 }
+
+/* The statement the server deallocates in place of the client's (below):
+ * never one of pgwharf's PGW_<n>. */
+#define DEALLOC_STMT "PGW_DEALLOC"
 
 /* A Parse into the unnamed statement of SQL DEALLOCATE of one of the
  * client's statements (text up to end: the text, its NUL, the parameter
- * types), as psycopg 3.1 sends it (Parse, Bind, Describe, Execute, Sync):
- * the name goes now, as a Close's does (back if the server skips or
- * refuses the Parse: undo_close), and the server gets a DO block that does
- * nothing in its place -- answered as a DEALLOCATE would be (ParseComplete,
- * BindComplete, NoData, then CommandComplete DO), refused in a failed
- * transaction (25P02) as a DEALLOCATE is.  False when it is not such a
- * Parse; else *a says what the relay does. */
+ * types), as psycopg 3.1 sends it (Parse, Bind, Describe, Execute, Sync).
+ * The name goes now, as a Close's does (back if the server skips or refuses
+ * the Parse: undo_close), and the server deallocates a statement of
+ * pgwharf's instead: a Close and a Parse of DEALLOC_STMT go ahead of the
+ * client's Parse (their replies swallowed), which becomes DEALLOCATE
+ * "PGW_DEALLOC".  So the client gets PostgreSQL's replies, tag and all, and
+ * in a failed transaction the 25P02 (of that Parse). False when it is not
+ * such a Parse; else *a says what the relay does. */
 static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total,
                           const uint8_t *text, const uint8_t *end, enum pgw_ps_action *a)
 {
-    static const char noop[] = "DO $$BEGIN END$$";
+    static const char close_body[] = "S" DEALLOC_STMT;
+    static const char prep_body[] = DEALLOC_STMT "\0SELECT";
+    static const char parse_body[] = "\0DEALLOCATE \"" DEALLOC_STMT "\"";
     const uint8_t *te = memchr(text, 0, (size_t)(end - text));
     if (!te || end - te != 3 || pgw_get_u16(te + 1) != 0)
         return false;                    /* parameters: not a plain DEALLOCATE */
     char name[PGW_CHANNEL_UTF8_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
-    struct ps_client_name *cn = dealloc_target(s, (const char *)text, (size_t)(te - text), name,
-                                               &full);
-    if (!cn)
+    struct ps_client_name *cn = NULL;
+    switch (dealloc_target(s, (const char *)text, (size_t)(te - text), name, &full, &cn)) {
+    case DEALLOC_NONE:
         return false;
-    pgw_ident_full_free(&full);
-    *a = PGW_PS_WAIT;
-    if (name_unsettled(s, cn->name, cn->stmt))
+    case DEALLOC_WAIT:
+        *a = PGW_PS_WAIT;
         return true;
+    default:
+        break;
+    }
+    pgw_ident_full_free(&full);
+    /* Each body with its NUL; Parses end with no parameter types. */
+    uint32_t close_len = PGW_MSG_HDR + (uint32_t)sizeof(close_body);
+    uint32_t prep_len = PGW_MSG_HDR + (uint32_t)sizeof(prep_body) + 2;
+    uint32_t parse_len = PGW_MSG_HDR + (uint32_t)sizeof(parse_body) + 2;
+    uint32_t add = close_len + prep_len + parse_len;
     *a = PGW_PS_NEED_ROOM;
-    uint32_t len = PGW_MSG_HDR + 1 + (uint32_t)sizeof(noop) + 2;
-    if (len > *total && !need_room(s, b, len - *total))
+    if (add > *total && !need_room(s, b, add - *total))
         return true;
     char *cname = names_dup(cn->name, names_shown(cn->name));
-    if (!cname || !q_push(s, Q_PASS, PGW_FE_PARSE, cn->stmt)) {
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
+    pgw_wbuf_append(&m, close_body, sizeof(close_body));
+    pgw_wbuf_msg_end(&m, at);
+    at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
+    pgw_wbuf_append(&m, prep_body, sizeof(prep_body));
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    if (!cname || m.failed || !q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL) ||
+        !q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL) || !q_push(s, Q_PASS, PGW_FE_PARSE, cn->stmt)) {
         free(cname);
+        pgw_wbuf_deinit(&m);
         pgw_session_close(s, "53200", "out of memory");
         *a = PGW_PS_FAILED;
         return true;
     }
+    insert_here(b, m.data, (uint32_t)m.len);
     q_tail(s)->cname = cname;
     q_tail(s)->dealloc = true;
     client_remove(s, cn);
-    uint8_t m[PGW_MSG_HDR + 1 + sizeof(noop) + 2];
-    m[0] = PGW_FE_PARSE;
-    pgw_put_u32(m + 1, len - 1);
-    m[PGW_MSG_HDR] = '\0';                          /* the unnamed statement */
-    memcpy(m + PGW_MSG_HDR + 1, noop, sizeof(noop)); /* its NUL too */
-    m[len - 2] = m[len - 1] = 0;                     /* no parameter types */
-    struct pgw_wbuf w = { .data = m, .len = len };
-    replace_here(b, *total, &w);
-    *total = len;
+    pgw_wbuf_reset(&m);
+    at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
+    pgw_wbuf_append(&m, parse_body, sizeof(parse_body));
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    if (!m.failed) {
+        replace_here(b, *total, &m);
+        *total = (uint32_t)m.len;
+    }
+    pgw_wbuf_deinit(&m);
     *a = PGW_PS_FORWARD;
     return true;
 }
@@ -1285,7 +1317,10 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
 /* A simple Query of SQL DEALLOCATE of one of the client's statements (PHP's
  * PDO sends it so): answered here as PostgreSQL answers it, the name gone,
  * once what came before is answered (quiet); in a failed transaction the
- * server refuses it (25P02) and the name stays, as in PostgreSQL. */
+ * server refuses it (25P02) and the name stays, as in PostgreSQL.  Behind
+ * an extended batch with no Sync yet (whose answers come only with this
+ * Query's), or in a batch the server skips, it goes to the server as
+ * PostgreSQL would run it there: skipped, or 26000. */
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet)
 {
@@ -1300,15 +1335,18 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     size_t len = total - PGW_MSG_HDR;
     if (sql[len - 1] != '\0' || strlen(sql) != len - 1)
         return 0;
+    if (s->track.fe_open > 0 || s->track.skip_sync || s->track.copy)
+        return 0;
     char name[PGW_CHANNEL_UTF8_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
-    struct ps_client_name *cn = dealloc_target(s, sql, len - 1, name, &full);
-    if (!cn)
+    struct ps_client_name *cn = NULL;
+    int t = dealloc_target(s, sql, len - 1, name, &full, &cn);
+    if (t == DEALLOC_NONE)
         return 0;
     char status = s->track.tx_status ? s->track.tx_status : 'I';
-    if (!quiet || status == 'E') {
+    if (t == DEALLOC_WAIT || !quiet || status == 'E') {
         pgw_ident_full_free(&full);
-        return quiet ? 0 : PGW_NOTIFY_MORE;
+        return t == DEALLOC_WAIT || !quiet ? PGW_NOTIFY_MORE : 0;
     }
     client_remove(s, cn);
     s->query_count++;

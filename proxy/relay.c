@@ -2090,6 +2090,20 @@ static bool client_data_step(struct pgw_session *s)
          * unnamed). */
         const uint8_t *m = b->data + b->parsed;
         size_t have = b->len - b->parsed;
+        if (m[0] == PGW_FE_QUERY && s->ps_on) {
+            /* SQL DEALLOCATE of one of its prepared statements: answered
+             * here, with no server (it would stay linked to an idle
+             * client, answered by pgwharf). */
+            uint32_t total = pgw_get_u32(m + 1) + 1;
+            int r = pgw_ps_deallocate_query(s, m, have < total ? (uint32_t)have : total, total,
+                                            true);
+            if (r < 0 || r == PGW_NOTIFY_MORE)
+                return false;
+            if (r == 1) {
+                b = s->cbuf;
+                continue;
+            }
+        }
         if (m[0] == PGW_FE_QUERY) {
             /* (A DEALLOCATE may be of a prepared LISTEN it keeps.) */
             if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]) &&

@@ -1101,6 +1101,7 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         r.send(r.parse("", "DEALLOCATE S1"), r.bind(""), describe_portal, r.execute(), r.sync())
         msgs = r.until_ready()
         self.assertEqual(types(msgs), "12nCZ", msgs)
+        self.assertEqual(msgs[3][1], b"DEALLOCATE\x00")      # PostgreSQL's tag
         r.send(r.bind("s1"), r.execute(), r.sync())
         self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
         # refused in a failed transaction (25P02 at the Parse), the name kept
@@ -1117,6 +1118,52 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         msgs = r.until_ready()
         self.assertEqual(types(msgs), "1EZ", msgs)        # 1/0 fails at its Bind (planning)
         self.assert_s3_runs(r)
+
+    def test_an_idle_client_keeps_no_server(self):
+        # Answered by pgwharf, the DEALLOCATE took a server and kept it
+        # linked to the idle client: with a pool of one the next client
+        # waited until query_wait_timeout.
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=3)
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        r.send(r.query("DEALLOCATE s1"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+        assert_another_client_runs(self, px)
+        # behind a query that takes the server: given back at its end
+        r.send(r.parse("s2", "select 2"), r.sync())
+        r.until_ready()
+        r.send(r.query("select pg_sleep(0.2)"), r.query("DEALLOCATE s2"))
+        self.assertEqual(types(r.until_ready()), "TDCZ")
+        self.assertEqual(r.until_ready(), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
+        assert_another_client_runs(self, px)
+
+    def test_behind_an_open_batch_or_a_pending_close(self):
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=3)
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.parse("s3", "select 3"), r.sync())
+        self.assertEqual(types(r.until_ready()), "11Z")
+        # An extended batch with no Sync, then the Query: its answers come
+        # with the Query's (it waited for them for ever).
+        r.send(r.parse("", "select 5"), r.bind(""), r.execute(), r.query("DEALLOCATE s1"))
+        self.assertEqual(types(r.until_ready())[:4], "12DC")
+        # A Close the server skips (an earlier error), then DEALLOCATE of
+        # the same name: the Close does not count, the DEALLOCATE does.
+        r.send(r.parse("", "select 1/0"), r.bind(""), r.execute(), r.close_stmt("s3"),
+               r.sync(), r.query("DEALLOCATE s3"))
+        self.assertEqual(types(r.until_ready()), "1EZ")
+        self.assertEqual(types(r.until_ready()), "CZ")
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
+        # pipelined through a failed transaction, in the extended protocol
+        r.send(r.parse("s3", "select 3"), r.sync())
+        r.until_ready()
+        dealloc = (r.parse("", "DEALLOCATE s3"), r.bind(""), r.execute(), r.sync())
+        r.send(r.query("begin"), r.query("select 1/0"), *dealloc, r.query("rollback"), *dealloc)
+        got = [types(r.until_ready()) for _ in range(5)]
+        self.assertEqual(got, ["CZ", "EZ", "EZ", "CZ", "12CZ"])
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
 
     def test_psycopg_past_prepared_max(self):
         import psycopg
