@@ -145,8 +145,9 @@ struct qent {
     bool as_is;                  /* a client's named Parse sent unrenamed, for the
                                   * server to refuse (pgw_notify_stmt_key_of) */
     bool dealloc;                /* an unnamed Parse of SQL DEALLOCATE of the client's
-                                  * name cname (stmt), sent as a DO block: the name is
-                                  * gone, and back if the server skips or refuses it */
+                                  * name cname (stmt), sent as one of DEALLOC_STMT: the
+                                  * name is gone, and back if the server skips or
+                                  * refuses it (dealloc_parse) */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
                                   * request, itself included if a Query */
     bool learn;                  /* the Describe learning stmt (ps_stmt.described) */
@@ -1276,11 +1277,13 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
     uint32_t parse_len = PGW_MSG_HDR + (uint32_t)sizeof(parse_body) + 2;
     uint32_t add = close_len + prep_len + parse_len;
     *a = PGW_PS_NEED_ROOM;
-    if (add > *total && !need_room(s, b, add - *total))
+    if (!need_room(s, b, add))           /* inserted before the old one goes */
         return true;
+    /* Both built first: nothing changes unless all is there. */
     char *cname = names_dup(cn->name, names_shown(cn->name));
-    struct pgw_wbuf m;
+    struct pgw_wbuf m, p;
     pgw_wbuf_init(&m);
+    pgw_wbuf_init(&p);
     size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
     pgw_wbuf_append(&m, close_body, sizeof(close_body));
     pgw_wbuf_msg_end(&m, at);
@@ -1288,28 +1291,27 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
     pgw_wbuf_append(&m, prep_body, sizeof(prep_body));
     pgw_wbuf_put_u16(&m, 0);
     pgw_wbuf_msg_end(&m, at);
-    if (!cname || m.failed || !q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL) ||
+    at = pgw_wbuf_msg_begin(&p, PGW_FE_PARSE);
+    pgw_wbuf_append(&p, parse_body, sizeof(parse_body));
+    pgw_wbuf_put_u16(&p, 0);
+    pgw_wbuf_msg_end(&p, at);
+    if (!cname || m.failed || p.failed || !q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL) ||
         !q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL) || !q_push(s, Q_PASS, PGW_FE_PARSE, cn->stmt)) {
         free(cname);
         pgw_wbuf_deinit(&m);
+        pgw_wbuf_deinit(&p);
         pgw_session_close(s, "53200", "out of memory");
         *a = PGW_PS_FAILED;
         return true;
     }
     insert_here(b, m.data, (uint32_t)m.len);
+    replace_here(b, *total, &p);
+    *total = (uint32_t)p.len;
     q_tail(s)->cname = cname;
     q_tail(s)->dealloc = true;
     client_remove(s, cn);
-    pgw_wbuf_reset(&m);
-    at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
-    pgw_wbuf_append(&m, parse_body, sizeof(parse_body));
-    pgw_wbuf_put_u16(&m, 0);
-    pgw_wbuf_msg_end(&m, at);
-    if (!m.failed) {
-        replace_here(b, *total, &m);
-        *total = (uint32_t)m.len;
-    }
     pgw_wbuf_deinit(&m);
+    pgw_wbuf_deinit(&p);
     *a = PGW_PS_FORWARD;
     return true;
 }
