@@ -1339,6 +1339,10 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
         return 0;
     if (s->track.fe_open > 0 || s->track.skip_sync || s->track.copy)
         return 0;
+    /* Answers are outstanding but the count may be higher than those to
+     * come (a COPY read Syncs): waiting might be for ever. */
+    if (!quiet && s->track.count_high)
+        return 0;
     char name[PGW_CHANNEL_UTF8_MAX + 1];
     struct pgw_ident_full full = { .cut = false };
     struct ps_client_name *cn = NULL;

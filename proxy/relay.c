@@ -2093,13 +2093,17 @@ static bool client_data_step(struct pgw_session *s)
         if (m[0] == PGW_FE_QUERY && s->ps_on) {
             /* SQL DEALLOCATE of one of its prepared statements: answered
              * here, with no server (it would stay linked to an idle
-             * client, answered by pgwharf). */
+             * client, answered by pgwharf); scan_client checked it
+             * (max_packet_size, disable_pqexec).  A simple Query drops
+             * the unnamed statement. */
             uint32_t total = pgw_get_u32(m + 1) + 1;
             int r = pgw_ps_deallocate_query(s, m, have < total ? (uint32_t)have : total, total,
                                             true);
             if (r < 0 || r == PGW_NOTIFY_MORE)
                 return false;
             if (r == 1) {
+                if (s->notify)
+                    pgw_notify_unnamed_gone(s);
                 b = s->cbuf;
                 continue;
             }

@@ -919,7 +919,7 @@ static void handle_auth_input(struct pgw_session *s)
                           b->data[b->sent]);
         return;
     }
-    long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, PGW_AUTH_TOKEN_MAX + 4);
+    long n = pgw_msg_complete(b->data + b->sent, b->len - b->sent, PGW_AUTH_TOKEN_MAX);
     if (n < 0) {
         pgw_session_close(s, "08P01", "invalid message length during authentication");
         return;

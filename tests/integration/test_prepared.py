@@ -1138,6 +1138,18 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         self.assertEqual(r.until_ready(), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
         assert_another_client_runs(self, px)
 
+    def test_disable_pqexec_still_refuses_it(self):
+        # Answered before a server is taken, it still gets the checks every
+        # simple Query gets.
+        px, r = raw_on_one_server(self, "transaction", disable_pqexec=1)
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        r.send(r.query("DEALLOCATE s1"))
+        t, body = r.read_msg()
+        self.assertEqual((t, sqlstate(body)), (b"E", "08P01"))
+        self.assertIn(b"PQexec disallowed", body)
+
     def test_behind_an_open_batch_or_a_pending_close(self):
         px, r = raw_on_one_server(self, "transaction", query_wait_timeout=3)
         self.addCleanup(r.close)
