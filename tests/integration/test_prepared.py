@@ -1191,6 +1191,40 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
                     self.assertEqual(conn.execute("select %%s::int * %d" % i, (2,))
                                      .fetchone()[0], 2 * i)
 
+    def test_psycopg_clients_evicting_on_a_small_pool(self):
+        # Four psycopg 3.1 connections (default prepare_threshold: prepared
+        # at the sixth run) taking 60 texts through caches of 20, twice, on
+        # two servers that keep 50: each eviction is a DEALLOCATE of a name
+        # the others' statements share on the servers.
+        import psycopg
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "max_prepared_statements": 50})
+        errors = []
+
+        def client(k):
+            try:
+                with psycopg.connect(px.dsn(), autocommit=k % 2 == 0) as conn:
+                    conn.prepared_max = 20
+                    for i in list(range(60)) * 2:    # the second pass prepares again
+                        for rnd in range(8):
+                            got = conn.execute("select %%s::int + %d" % i, (rnd,)).fetchone()[0]
+                            if got != rnd + i:
+                                raise AssertionError("client %d: %r for %d" % (k, got, rnd + i))
+                        if k % 2:
+                            conn.commit()
+                    if len(conn._prepared._names) < 20:      # it did prepare (and evict)
+                        raise AssertionError("client %d: psycopg keeps %d statements"
+                                             % (k, len(conn._prepared._names)))
+            except Exception as e:           # reported below, with the others'
+                errors.append(repr(e))
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(errors, [])
+
 
 class TestShowPreparedStatementsColumn(pt.PgwharfTestCase):
     """SHOW CLIENTS / SERVERS prepared_statements, as in PgBouncer: the
