@@ -111,6 +111,17 @@ def types(msgs):
     return b"".join(t for t, _ in msgs).decode()
 
 
+def run_clients(case, client, n):
+    """client(0) ... client(n - 1), each in a thread of its own, all
+    finished (two minutes at the most)."""
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    case.assertFalse(any(t.is_alive() for t in threads), "a client still runs")
+
+
 def read_types(r, n):
     """The types of r's next n messages, as a str."""
     got = b""
@@ -487,11 +498,7 @@ class TestSharingAndLru(pt.PgwharfTestCase):
             except Exception as e:       # reported below
                 errors.append(repr(e))
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        run_clients(self, client, 50)
         self.assertEqual(errors, [])
         # The admin console lists the three shared statements.
         rows = px.admin("SHOW PREPARED_STATEMENTS")
@@ -1043,6 +1050,14 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
     pgwharf keeps (servers have PGW_<n>), so the server answered 26000 and
     the driver failed; psycopg raised on every query past prepared_max."""
 
+    def with_s1(self, **settings):
+        """A client of a pool of one (transaction mode) that prepared s1."""
+        px, r = raw_on_one_server(self, "transaction", **settings)
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        return px, r
+
     def fail_a_transaction(self, r):
         r.send(r.query("begin"))
         r.until_ready()
@@ -1123,10 +1138,7 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         # Answered by pgwharf, the DEALLOCATE took a server and kept it
         # linked to the idle client: with a pool of one the next client
         # waited until query_wait_timeout.
-        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=3)
-        self.addCleanup(r.close)
-        r.send(r.parse("s1", "select 1"), r.sync())
-        self.assertEqual(types(r.until_ready()), "1Z")
+        px, r = self.with_s1(query_wait_timeout=3)
         r.send(r.query("DEALLOCATE s1"))
         self.assertEqual(types(r.until_ready()), "CZ")
         assert_another_client_runs(self, px)
@@ -1141,10 +1153,7 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
     def test_disable_pqexec_still_refuses_it(self):
         # Answered before a server is taken, it still gets the checks every
         # simple Query gets.
-        px, r = raw_on_one_server(self, "transaction", disable_pqexec=1)
-        self.addCleanup(r.close)
-        r.send(r.parse("s1", "select 1"), r.sync())
-        self.assertEqual(types(r.until_ready()), "1Z")
+        px, r = self.with_s1(disable_pqexec=1)
         r.send(r.query("DEALLOCATE s1"))
         t, body = r.read_msg()
         self.assertEqual((t, sqlstate(body)), (b"E", "08P01"))
@@ -1217,12 +1226,7 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
                                              % (k, len(conn._prepared._names)))
             except Exception as e:           # reported below, with the others'
                 errors.append(repr(e))
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        self.assertFalse(any(t.is_alive() for t in threads))
+        run_clients(self, client, 4)
         self.assertEqual(errors, [])
 
 
