@@ -1220,12 +1220,19 @@ static bool name_unsettled(const struct pgw_session *s, const char *key,
  * that name is still to be settled (undo_parse, undo_close may bring it
  * back); DEALLOC_NONE: anything else, for the server. */
 enum { DEALLOC_NONE, DEALLOC_MINE, DEALLOC_WAIT };
+
+/* Could the n bytes of sql start a DEALLOCATE? */
+static bool may_be_deallocate(const char *sql, size_t n)
+{
+    static const char *const kw[] = { "DEALLOCATE" };
+    return pgw_sql_may_start(sql, n, kw, 1);
+}
+
 static int dealloc_target(struct pgw_session *s, const char *sql, size_t len, char *name,
                           struct pgw_ident_full *full, struct ps_client_name **cn)
 {
-    static const char *const kw[] = { "DEALLOCATE" };
     ps_key key;
-    if (!s->ps_client || len > PGW_NOTIFY_QUERY_MAX || !pgw_sql_may_start(sql, len, kw, 1) ||
+    if (!s->ps_client || len > PGW_NOTIFY_QUERY_MAX || !may_be_deallocate(sql, len) ||
         !pgw_notify_dealloc_key(s, sql, len, key, name, full))
         return DEALLOC_NONE;
     *cn = client_find(s, key);
@@ -1326,11 +1333,10 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet)
 {
-    static const char *const kw[] = { "DEALLOCATE" };
     if (!s->ps_client || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || total <= PGW_MSG_HDR)
         return 0;
     const char *sql = (const char *)msg + PGW_MSG_HDR;
-    if (!pgw_sql_may_start(sql, (avail < total ? avail : total) - PGW_MSG_HDR, kw, 1))
+    if (!may_be_deallocate(sql, (avail < total ? avail : total) - PGW_MSG_HDR))
         return 0;
     if (avail < total)
         return PGW_NOTIFY_MORE;          /* read it whole first */

@@ -909,11 +909,11 @@ static void handle_auth_input(struct pgw_session *s)
      * what came is kept for when it has been (auth.c takes it then). */
     if (pgw_auth_looking_up(s))
         return;
-    /* PostgreSQL reads a password or SASL message of up to
+    /* Its type first: anything but a password message (a startup packet
+     * sent again, a Query) is refused at once, not read as a length.
+     * PostgreSQL reads a password or SASL message of up to
      * PG_MAX_AUTH_TOKEN_LENGTH (65535) bytes: one longer than the buffer
      * gets a larger one. */
-    /* Its type first: anything but a password message (a startup packet
-     * sent again, a Query) is refused at once, not read as a length. */
     if (b->len > b->sent && b->data[b->sent] != PGW_FE_PASSWORD) {
         pgw_session_close(s, "08P01", "expected password response, got message type %d",
                           b->data[b->sent]);
