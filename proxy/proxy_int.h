@@ -185,6 +185,9 @@ struct pgw_session {
     bool sync_err;                   /* the one being answered failed */
     enum pgw_discard discard;        /* a failed request being dropped (relay.c) */
     bool terminating;                /* client sent Terminate */
+    char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent
+                                        the client: the close that follows is that
+                                        error's, no second one of pgwharf's own */
     bool client_eof;                 /* the client's stream ended (it closed, or shut
                                         down its sending side): what it sent whole
                                         runs, then the session ends (relay.c) */

@@ -2614,6 +2614,28 @@ static void ps_copy_syncs(struct pgw_session *s)
         s->track.sync_out = s->track.sync_out > n ? s->track.sync_out - n : 0;
 }
 
+/* An ErrorResponse at p (have of its bytes here) the client gets: when
+ * its severity is FATAL or PANIC the server closes next, and the client
+ * has its error, as from PostgreSQL (s->server_fatal).  The severity is
+ * read from the fields at hand: V (never translated), else S. */
+static void note_server_error(struct pgw_session *s, const uint8_t *p, uint32_t have)
+{
+    const uint8_t *f = p + PGW_MSG_HDR, *end = p + have;
+    const char *sev = NULL, *code = "";
+    while (f < end && *f) {
+        const uint8_t *nul = memchr(f + 1, 0, (size_t)(end - f - 1));
+        if (!nul)
+            break;
+        if (*f == 'V' || (*f == 'S' && !sev))
+            sev = (const char *)f + 1;
+        else if (*f == 'C' && nul - f - 1 == 5)
+            code = (const char *)f + 1;
+        f = nul + 1;
+    }
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        memcpy(s->server_fatal, code[0] ? code : "08006", 6);
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -2664,6 +2686,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (whole && ps && type == PGW_BE_ERROR && (b->parsed - b->sent) + total > PGW_IOBUF_MAX)
             whole = false;
         if (!whole) {
+            if (type == PGW_BE_ERROR && s->swallow == 0)
+                note_server_error(s, p, avail < total ? avail : total);
             track_backend(s, type);
             if (ps) {
                 pgw_ps_backend(s, type, NULL, total);
@@ -2703,6 +2727,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         }
         if (!drop && type != PGW_BE_READY)
             track_backend(s, type);
+        if (!drop && type == PGW_BE_ERROR)
+            note_server_error(s, p, total);
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
                 sync_answered(s);
@@ -2805,6 +2831,13 @@ void pgw_relay_server_readable(struct pgw_session *s)
         return;
     if (n <= 0) {
         srv->user_pipe_broken = true;      /* nothing is handed on */
+        if (s->server_fatal[0]) {          /* the client has the server's FATAL */
+            if (s->sbuf->sent < s->sbuf->parsed)
+                pgw_session_flush_client(s);
+            pgw_session_close(s, s->server_fatal, "the server closed the connection after "
+                              "its FATAL error");
+            return;
+        }
         pgw_session_close(s, "08006", "server closed the connection unexpectedly");
         return;
     }

@@ -1166,7 +1166,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     s->state = PGW_SS_CLOSING;
     /* A CancelRequest connection gets no reply, as from PostgreSQL: only
      * its close (a shutdown too). */
-    if (sqlstate && was != PGW_SS_CANCEL)
+    if (sqlstate && was != PGW_SS_CANCEL && !s->server_fatal[0])
         send_final_error(s, sqlstate, reason);
     pgw_batch_forget(s);
     pgw_pool_cancel_wait(&s->waiter);

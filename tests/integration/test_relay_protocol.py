@@ -29,6 +29,9 @@ very same one), for the cases that review found broken:
   refusal of the one before: a buffer of Syncs overflowed the stack.
 - A Flush after a Query or a Sync counted as an open batch: the idle
   client kept its server after the ReadyForQuery.
+- A server that ended with a FATAL of its own (pg_terminate_backend)
+  while a client had it: the client got that FATAL and then a second one
+  of pgwharf's (08006).
 """
 
 import socket
@@ -599,6 +602,33 @@ class TestRequestsRefusedAtOnceWithoutIoBatch(TestRequestsRefusedAtOnce):
         n = 6000
         self.assertEqual(self.send_and_count(a, M(b"S") * n, n), (n, n))
         self.assertTrue(self.px.alive())
+
+
+class TestTheServersFatal(RelayCase):
+    """A server that ends its session with a FATAL (pg_terminate_backend,
+    a shutdown) while a client has it: the client gets that FATAL, then
+    the close, as from PostgreSQL; not a second FATAL of pgwharf's own
+    (08006 "server closed the connection unexpectedly"), which libpq
+    shows as an error of its own after the server's."""
+
+    def test_the_client_gets_the_servers_fatal_alone(self):
+        a = self.login()
+        a.sendall(hz.query_msg("select pg_sleep(60) -- relay_fatal"))
+        self.pg.wait_running("relay_fatal")
+        self.assertEqual(self.pg.psql(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity where query "
+            "like '%-- relay_fatal' and pid <> pg_backend_pid()", db="postgres",
+            via_socket=True), "1")
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, data)
+        self.assertEqual([(e.get("S"), e.get("C")) for e in hz.error_fields_in(data)],
+                         [("FATAL", "57P01")], data)
+        self.px.wait_for_log(r"event=disconnect .* sqlstate=57P01 reason=\"the server closed")
+        self.assert_b_served()
+
+
+class TestTheServersFatalInSessionMode(TestTheServersFatal):
+    settings = {"pool_mode": "session"}
 
 
 if __name__ == "__main__":
