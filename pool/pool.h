@@ -125,6 +125,10 @@ struct pgw_server {
     uint64_t user_unnamed;    /* the session whose unnamed statement it may
                                * hold (it outlives transactions); 0: none;
                                * PGW_UNNAMED_OWN: pgwharf's (auth_query) */
+    bool user_unrep_stmt;     /* holds a named statement that may change a
+                               * tracked parameter it does not report, Parsed
+                               * with max_prepared_statements = 0: a Bind of
+                               * any may (relay.c note_setting_words) */
     uint64_t user_listen;     /* the session that ran LISTEN on it
                                * (transaction/statement mode); 0: none */
     int user_tail_skip;       /* replies after the last queued client's that

@@ -78,20 +78,35 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
  * backslashes doubled byte by byte loses a doubling to a SJIS (BIG5, GBK
  * ...) character whose second byte is 0x5C, and the quote after it ends
  * the literal early. */
-static void set_config_query(struct pgw_wbuf *b, const char *name, const char *value)
+static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value)
 {
-    static const char head[] = "SELECT pg_catalog.set_config('", mid[] = "', ",
-                      tail[] = ", false)";
+    static const char head[] = "pg_catalog.set_config('", mid[] = "', ", tail[] = ", false)";
     char tag[PGW_DOLLAR_TAG_MAX];
     pgw_dollar_tag(value, tag);
-    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
     pgw_wbuf_append(b, head, sizeof(head) - 1);
     pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
     pgw_wbuf_append(b, mid, sizeof(mid) - 1);
     pgw_wbuf_append(b, tag, strlen(tag));
     pgw_wbuf_append(b, value, strlen(value));
     pgw_wbuf_append(b, tag, strlen(tag));
-    pgw_wbuf_append(b, tail, sizeof(tail));      /* with its NUL */
+    pgw_wbuf_append(b, tail, sizeof(tail) - 1);
+}
+
+/* A Query setting name to value; with base, to base first: a DateStyle
+ * of one part ("SQL", "DMY": a startup value) keeps the other part of the
+ * value it replaces, which must be a fresh server's (base), as when
+ * PostgreSQL reads it at a login, not the last client's. */
+static void set_config_query(struct pgw_wbuf *b, const char *name, const char *value,
+                             const char *base)
+{
+    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
+    pgw_wbuf_append(b, "SELECT ", 7);
+    if (base) {
+        set_config_call(b, name, base);
+        pgw_wbuf_append(b, ", ", 2);
+    }
+    set_config_call(b, name, value);
+    pgw_wbuf_append(b, "", 1);                   /* its NUL */
     pgw_wbuf_msg_end(b, m);
 }
 
@@ -202,6 +217,49 @@ static bool set_is_a_clause(const uint8_t *q, size_t left)
     }
 }
 
+/* The tracked parameters in want named by an SQL spelling of their own
+ * SET (SET SCHEMA, SET XML OPTION, SET SESSION CHARACTERISTICS AS
+ * TRANSACTION), the word at q (left bytes); 0 for any other word. */
+static uint32_t spelled_words(const struct pgw_proxy *px, const uint8_t *q, size_t left,
+                              uint32_t want)
+{
+    static const char *const schema[] = { "search_path", NULL },
+                             *const xml[] = { "xmloption", NULL },
+                             *const chars[] = { "default_transaction_isolation",
+                                                "default_transaction_read_only",
+                                                "default_transaction_deferrable", NULL };
+    const char *const *names;
+    switch (lower_ascii(*q)) {
+    case 's': names = word_at(q, left, "schema", 6) ? schema : NULL; break;
+    case 'x': names = word_at(q, left, "xml", 3) ? xml : NULL; break;
+    case 'c': names = word_at(q, left, "characteristics", 15) ? chars : NULL; break;
+    default: names = NULL; break;
+    }
+    uint32_t found = 0;
+    for (; names && *names; names++)
+        for (uint32_t m = want; m; m &= m - 1) {
+            int t = __builtin_ctz(m);
+            if (strcasecmp(px->tracked[t], *names) == 0)
+                found |= 1u << t;
+        }
+    return found;
+}
+
+/* Is the first argument of the set_config at q (left bytes) a string
+ * literal?  Then the name is a word of the text (its parameter is seen
+ * by name); otherwise (a bound $1, a column, an expression) it may be any. */
+static bool set_config_literal(const uint8_t *q, size_t left)
+{
+    const uint8_t *e = q + left;
+    for (q += 10; q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'); q++)
+        ;
+    if (q >= e || *q++ != '(')
+        return false;
+    while (q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+        q++;
+    return q < e && *q == '\'';
+}
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
  * PGW_WORDS_SET also for a statement that ends a transaction, and for
  * pg_settings.  SET counts as the command unless its statement (after a ';', or the
@@ -248,9 +306,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
-        else if (c == 's' && ((!clause && word_at(q, left, "set", 3)) ||
-                              word_at(q, left, "set_config", 10)))
+        else if (c == 's' && !clause && word_at(q, left, "set", 3))
             found |= PGW_WORDS_SET;
+        else if (c == 's' && word_at(q, left, "set_config", 10))
+            found |= PGW_WORDS_SET | (set_config_literal(q, left) ? 0 : want);
+        else if (c == 'e' && word_at(q, left, "execute", 7))
+            found |= PGW_WORDS_SET | want;   /* a statement PREPAREd before, any text */
+        if ((c == 's' || c == 'x' || c == 'c') && (want & ~found))
+            found |= spelled_words(px, q, left, want & ~found);
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
             if (c == lower_ascii((uint8_t)px->tracked[t][0]) &&
@@ -286,11 +349,14 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
 static void note_setting_words(struct pgw_session *s, char type, const uint8_t *p, uint32_t avail,
                                uint32_t total)
 {
-    bool unrep = !s->unrep_touched;
     /* A Parse runs at its Bind: a named one's words are looked at then
      * (pgw_relay_note_bound_words); the unnamed statement's Bind names
      * nothing to look up, and it is Bound right after, as a rule. */
     bool unnamed = type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == '\0';
+    /* Without prepared-statement support a named statement stays on the
+     * server as Parsed, for a Bind in a later transaction. */
+    bool kept = type == PGW_FE_PARSE && !unnamed && !s->ps_on && !s->server->user_unrep_stmt;
+    bool unrep = !s->unrep_touched || kept;
     /* (Its words stay for a Bind of it in a later request too.) */
     bool pend = s->ps_on && (!s->settings_pending || unnamed) && (type != PGW_FE_PARSE || unnamed);
     if (!unrep && !pend)
@@ -304,8 +370,11 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     else
         w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
-    if (unrep && mask && (w & (mask | PGW_WORDS_RESET)))
+    if (unrep && mask && (w & (mask | PGW_WORDS_RESET))) {
         s->unrep_touched = true;
+        if (kept)
+            s->server->user_unrep_stmt = true;
+    }
     if (pend && (w & (PGW_WORDS_SET | PGW_WORDS_RESET)))
         s->settings_pending = true;      /* until its answer */
     if (unnamed && s->ps_on)
@@ -374,7 +443,13 @@ static bool sync_params(struct pgw_session *s)
         } else {
             if (have && strcmp(have, want) == 0 && (*have || param_reported(srv->pool, name)))
                 continue;
-            set_config_query(&b, name, want);
+            const char *base = NULL;
+            if (i == PGW_TP_DATESTYLE) {
+                base = pgw_params_get(pgw_pool_defaults(srv->pool), name);
+                if (base && (strcmp(base, want) == 0 || (have && strcmp(base, have) == 0)))
+                    base = NULL;             /* a fresh server's already, or wanted whole */
+            }
+            set_config_query(&b, name, want, base);
             set[i] = true;
         }
         s->sync_order[queries++] = (uint8_t)i;
@@ -1805,6 +1880,8 @@ static bool scan_client(struct pgw_session *s)
         if (s->server &&
             (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))
             note_setting_words(s, type, p, avail, total);
+        else if (type == PGW_FE_BIND && s->server && s->server->user_unrep_stmt)
+            s->unrep_touched = true;
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);

@@ -235,6 +235,64 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         hz.read_until_ready(a)
         self.assertEqual(one(b, "show extra_float_digits"), "1")
 
+    def test_changes_not_naming_the_parameter_do_not_reach_the_next(self):
+        # set_config with its name bound ($1: psycopg 3, asyncpg), and
+        # SQL's own spellings (SET SCHEMA, SET XML OPTION, SET SESSION
+        # CHARACTERISTICS) changed an unreported tracked parameter with no
+        # word of its name: unseen, they reached the next client.
+        names = ("extra_float_digits", "search_path", "xmloption",
+                 "default_transaction_isolation")
+        px = self.start_pgwharf(settings=dict(TX1, auth_type="trust", track_extra_parameters=
+                                              ", ".join(names[1:])))
+        a = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, self.pg.database)
+        b = connect(px, self)
+        fresh = {n: one(b, "show " + n) for n in names}
+        for change in (hz.ext_msgs("select set_config($1, $2, false)", "extra_float_digits", "0"),
+                       hz.ext_msgs("select set_config($1, $2, false)", "search_path", "pg_catalog"),
+                       hz.query_msg("SET SCHEMA 'pg_catalog'"),
+                       hz.query_msg("SET XML OPTION DOCUMENT"),
+                       hz.query_msg("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+                                    "SERIALIZABLE")):
+            with self.subTest(change=change):
+                a.sendall(change)
+                got = hz.read_until_ready(a)
+                self.assertNotIn(b"E", [t for t, _ in got], got)
+                self.assertEqual({n: one(b, "show " + n) for n in names}, fresh)
+        rows, _ = hz.simple_query(a, "select pg_backend_pid()")
+        self.assertEqual(int(rows[0][0]), one(b, "select pg_backend_pid()"))
+
+    def test_a_statement_prepared_before_and_run_later_does_not_reach_the_next(self):
+        # A SET run from a statement prepared in an earlier transaction (SQL
+        # PREPARE then EXECUTE; a named Parse then a Bind with
+        # max_prepared_statements = 0): the text that runs was not seen.
+        for ps in (10, 0):
+            with self.subTest(max_prepared_statements=ps):
+                px = self.start_pgwharf(settings=dict(
+                    TX1, auth_type="trust", max_prepared_statements=ps,
+                    track_extra_parameters="search_path"))
+                a = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(a.close)
+                hz.sync_login(a, self.pg.user, self.pg.database)
+                b = connect(px, self)
+                fresh = one(b, "show search_path")
+                runs = [hz.query_msg("EXECUTE p('pg_catalog')")]
+                _, errs = hz.simple_query(
+                    a, "PREPARE p(text) AS SELECT set_config('search_path', $1, false)")
+                self.assertEqual(errs, [])
+                if ps == 0:
+                    a.sendall(hz.parse_msg("s1", "SET search_path = pg_catalog") + hz.msg(b"S"))
+                    self.assertEqual(hz.read_until_ready(a)[0][0], b"1")
+                    runs.insert(0, hz.ext_msgs("", parse=False, stmt="s1", describe=False))
+                for run in runs:
+                    self.assertEqual(one(b, "show search_path"), fresh)
+                    a.sendall(run)
+                    self.assertNotIn(b"E", [t for t, _ in hz.read_until_ready(a)])
+                    self.assertEqual(one(b, "show search_path"), fresh)
+                rows, _ = hz.simple_query(a, "select pg_backend_pid()")
+                self.assertEqual(int(rows[0][0]), one(b, "select pg_backend_pid()"))
+
     def test_show_config_and_reload_keeps_it(self):
         px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters=
                                               "default_transaction_read_only, IntervalStyle"))
@@ -264,6 +322,34 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                              r"pgwharf\.ini:\d+: track_extra_parameters: .*" + text)
         px.settings["track_extra_parameters"] = ",".join("p%d" % i for i in range(16)) + ",P0"
         self.assertEqual(px.check().returncode, 0)
+
+
+class TestDateStyleOfOnePart(pt.PgwharfTestCase):
+    def test_a_login_datestyle_of_one_part_completes_as_on_a_fresh_server(self):
+        # A DateStyle of one part (PGDATESTYLE=SQL) keeps the other part of
+        # the value it replaces: pgwharf SET it on a server still holding
+        # the last client's "ISO, DMY", and the client read 03/04/05 as
+        # 3 April 2005 where PostgreSQL gives "SQL, MDY" (4 March).
+        px = self.start_pgwharf(settings=TX1)
+        a = connect(px, self, options=r"-c DateStyle=ISO,\ DMY")
+        self.assertEqual(one(a, "show DateStyle"), "ISO, DMY")
+        read = "select to_char('03/04/05'::date, 'YYYY-MM-DD'), current_setting('DateStyle')"
+        for part in ("SQL", "YMD", "German"):
+            with self.subTest(part=part):
+                direct = psycopg2.connect(self.pg.dsn(options="-c DateStyle=" + part))
+                self.addCleanup(direct.close)
+                with direct.cursor() as cur:
+                    cur.execute(read)
+                    want = cur.fetchone()
+                b = connect(px, self, options="-c DateStyle=" + part)
+                self.assertEqual(b.get_parameter_status("DateStyle"), want[1])
+                for _ in range(2):
+                    with b.cursor() as cur:
+                        cur.execute(read)
+                        self.assertEqual(cur.fetchone(), want)
+                    self.assertEqual(one(a, "show DateStyle"), "ISO, DMY")
+                self.assertEqual(one(a, "select pg_backend_pid()"),
+                                 one(b, "select pg_backend_pid()"))
 
 
 class TestSetConfigQuoting(pt.PgwharfTestCase):

@@ -14,7 +14,9 @@
 #define EFD (1u << 0)           /* extra_float_digits */
 #define SP (1u << 1)            /* search_path */
 #define EXT (1u << 2)           /* myext.mode: an extension's, with a dot */
-#define ALL (EFD | SP | EXT)
+#define XO (1u << 3)            /* xmloption */
+#define DTI (1u << 4)           /* default_transaction_isolation */
+#define ALL (EFD | SP | EXT | XO | DTI)
 #define SET PGW_WORDS_SET
 
 static int setup(void **state)
@@ -22,12 +24,13 @@ static int setup(void **state)
     struct pgw_proxy *px = calloc(1, sizeof(*px));
     if (!px)
         return -1;
-    static const char *const names[] = { "extra_float_digits", "search_path", "myext.mode" };
-    for (int i = 0; i < 3; i++) {
+    static const char *const names[] = { "extra_float_digits", "search_path", "myext.mode",
+                                         "XmlOption", "default_transaction_isolation" };
+    for (int i = 0; i < 5; i++) {
         px->tracked[i] = names[i];
         px->tracked_len[i] = strlen(names[i]);
     }
-    px->ntracked = 3;
+    px->ntracked = 5;
     *state = px;
     return 0;
 }
@@ -125,6 +128,30 @@ static void test_tracked_names(void **state)
     assert_int_equal(words(state, "SET search_path = x", UINT32_MAX), SET | SP);
 }
 
+/* SQL's own spellings name a parameter by other words; a set_config whose
+ * name is not a literal (a bound $1) may set any. */
+static void test_other_spellings(void **state)
+{
+    assert_int_equal(words(state, "SET SCHEMA 'pg_catalog'", ALL), SET | SP);
+    assert_int_equal(words(state, "set xml option document", ALL), SET | XO);
+    assert_int_equal(words(state, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+                                  "SERIALIZABLE", ALL), SET | DTI);
+    assert_int_equal(words(state, "SET SCHEMA 'x'", EFD), SET);       /* only those asked for */
+    assert_int_equal(words(state, "select xmlparse(document '<a/>'), xml_is_well_formed('')",
+                           ALL), 0);
+    assert_int_equal(words(state, "select set_config($1, $2, false)", ALL), SET | ALL);
+    assert_int_equal(words(state, "select set_config ( name, 'x', false) from t", EFD | SP),
+                     SET | EFD | SP);
+    assert_int_equal(words(state, "select set_config(E'search_path', 'x', false)", SP), SET | SP);
+    assert_int_equal(words(state, "select set_config", SP), SET | SP);
+    assert_int_equal(words(state, "select set_config( 'search_path', $1, false)", ALL),
+                     SET | SP);
+    assert_int_equal(words(state, "select set_config('app.user', $1, false)", ALL), SET);
+    /* a statement PREPAREd before (SQL): its text is not here */
+    assert_int_equal(words(state, "EXECUTE p('pg_catalog')", ALL), SET | ALL);
+    assert_int_equal(words(state, "select executed from t", ALL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +159,7 @@ int main(void)
         cmocka_unit_test(test_reset_and_discard),
         cmocka_unit_test(test_set),
         cmocka_unit_test(test_tracked_names),
+        cmocka_unit_test(test_other_spellings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
