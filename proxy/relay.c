@@ -78,34 +78,53 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
  * backslashes doubled byte by byte loses a doubling to a SJIS (BIG5, GBK
  * ...) character whose second byte is 0x5C, and the quote after it ends
  * the literal early. */
-static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value)
+static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value, bool raw)
 {
     static const char head[] = "pg_catalog.set_config('", mid[] = "', ", tail[] = ", false)";
-    char tag[PGW_DOLLAR_TAG_MAX];
-    pgw_dollar_tag(value, tag);
     pgw_wbuf_append(b, head, sizeof(head) - 1);
     pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
     pgw_wbuf_append(b, mid, sizeof(mid) - 1);
-    pgw_wbuf_append(b, tag, strlen(tag));
-    pgw_wbuf_append(b, value, strlen(value));
-    pgw_wbuf_append(b, tag, strlen(tag));
+    const char *v = value;
+    while (*v && (unsigned char)*v < 0x80)
+        v++;
+    if (raw && *v) {
+        /* Bytes of the server's encoding (a startup value, which
+         * PostgreSQL takes as it is): in hex, or the server would read
+         * them in the client_encoding SET before. */
+        static const char dec[] = "pg_catalog.convert_from(pg_catalog.decode('",
+                          enc[] = "', 'hex'), pg_catalog.current_setting('server_encoding'))";
+        static const char hex[] = "0123456789abcdef";
+        pgw_wbuf_append(b, dec, sizeof(dec) - 1);
+        for (v = value; *v; v++) {
+            char h[2] = { hex[(unsigned char)*v >> 4], hex[(unsigned char)*v & 15] };
+            pgw_wbuf_append(b, h, 2);
+        }
+        pgw_wbuf_append(b, enc, sizeof(enc) - 1);
+    } else {
+        char tag[PGW_DOLLAR_TAG_MAX];
+        pgw_dollar_tag(value, tag);
+        pgw_wbuf_append(b, tag, strlen(tag));
+        pgw_wbuf_append(b, value, strlen(value));
+        pgw_wbuf_append(b, tag, strlen(tag));
+    }
     pgw_wbuf_append(b, tail, sizeof(tail) - 1);
 }
 
 /* A Query setting name to value; with base, to base first: a DateStyle
  * of one part ("SQL", "DMY": a startup value) keeps the other part of the
  * value it replaces, which must be a fresh server's (base), as when
- * PostgreSQL reads it at a login, not the last client's. */
+ * PostgreSQL reads it at a login, not the last client's.  raw: value is
+ * in the server's encoding, not the client's (set_config_call). */
 static void set_config_query(struct pgw_wbuf *b, const char *name, const char *value,
-                             const char *base)
+                             const char *base, bool raw)
 {
     size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
     pgw_wbuf_append(b, "SELECT ", 7);
     if (base) {
-        set_config_call(b, name, base);
+        set_config_call(b, name, base, false);
         pgw_wbuf_append(b, ", ", 2);
     }
-    set_config_call(b, name, value);
+    set_config_call(b, name, value, raw);
     pgw_wbuf_append(b, "", 1);                   /* its NUL */
     pgw_wbuf_msg_end(b, m);
 }
@@ -393,6 +412,18 @@ static bool first_replaces_unnamed(const struct pgw_session *s)
     return p[0] == PGW_FE_QUERY || (p[0] == PGW_FE_PARSE && p[PGW_MSG_HDR] == '\0');
 }
 
+/* Is want, the value of name to SET, bytes of the server's encoding?  A
+ * value the server does not report is the startup packet's, which
+ * PostgreSQL takes as it came, when that is text of its encoding (one
+ * that is not, SJIS bytes to a UTF8 server, is read in the client's). */
+static bool startup_bytes(const struct pgw_pool *pool, const char *name, const char *want)
+{
+    if (param_reported(pool, name))
+        return false;              /* as the server reported it: the client's encoding */
+    const char *enc = pgw_params_get(pgw_pool_defaults(pool), "server_encoding");
+    return !enc || strcmp(enc, "UTF8") != 0 || pgw_utf8_valid(want, strlen(want));
+}
+
 /* Queue what a client needs before its first message on this server: SETs
  * that make the server's tracked parameters match what the client has
  * seen, and a drop of an unnamed statement another client may have left
@@ -449,7 +480,7 @@ static bool sync_params(struct pgw_session *s)
                 if (base && (strcmp(base, want) == 0 || (have && strcmp(base, have) == 0)))
                     base = NULL;             /* a fresh server's already, or wanted whole */
             }
-            set_config_query(&b, name, want, base);
+            set_config_query(&b, name, want, base, startup_bytes(srv->pool, name, want));
             set[i] = true;
         }
         s->sync_order[queries++] = (uint8_t)i;

@@ -410,6 +410,37 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class TestNonAsciiLoginValue(pt.PgwharfTestCase):
+    def test_a_login_value_is_taken_as_it_came_in_any_client_encoding(self):
+        # PostgreSQL takes a startup value's bytes as they came.  pgwharf
+        # SET an unreported one (search_path) with set_config after the
+        # client's client_encoding: a LATIN1 client's UTF-8 'sché' was
+        # read as LATIN1, 'schÃ©', and its schema was not found.
+        self.pg.psql('create schema if not exists "sch\u00e9"')
+        self.addCleanup(self.pg.psql, 'drop schema if exists "sch\u00e9"')
+        px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters="search_path"))
+        read = ("select encode(convert_to(current_setting('search_path'), 'UTF8'), 'hex'), "
+                "current_schema()")
+        opts = "-c search_path=sch\u00e9"
+        other = connect(px, self, client_encoding="UTF8")
+        for enc in ("LATIN1", "UTF8"):
+            with self.subTest(client_encoding=enc):
+                direct = psycopg2.connect(self.pg.dsn(options=opts, client_encoding=enc))
+                self.addCleanup(direct.close)
+                with direct.cursor() as cur:
+                    cur.execute(read)
+                    want = cur.fetchone()
+                self.assertEqual(want[0], "736368c3a9")
+                c = connect(px, self, options=opts, client_encoding=enc)
+                for _ in range(2):
+                    with c.cursor() as cur:
+                        cur.execute(read)
+                        self.assertEqual(cur.fetchone(), want)
+                    self.assertNotEqual(one(other, "show search_path"), "sch\u00e9")
+                self.assertEqual(one(c, "select pg_backend_pid()"),
+                                 one(other, "select pg_backend_pid()"))
+
+
 class TestLibpqEnvironment(pt.PgwharfTestCase):
     """pgwharf makes server connections with libpq, which would fill what
     the config leaves out from PG* variables and send PGTZ/PGDATESTYLE as
