@@ -1218,6 +1218,11 @@ const char *pgw_pool_log_names(const struct pgw_pool *pool, char *buf, size_t le
 }
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool) { return &pool->defaults; }
 
+const struct pgw_params *pgw_pool_cq_params(const struct pgw_pool *pool)
+{
+    return &pool->cq_params;
+}
+
 bool pgw_pool_defaults_memo(const struct pgw_pool *pool, uint32_t *memo)
 {
     *memo = pool->defaults_memo;

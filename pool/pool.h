@@ -327,6 +327,11 @@ void pgw_pool_set_password(struct pgw_pool *pool, const char *password, bool loo
 const char *pgw_pool_dbname(const struct pgw_pool *pool);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
+/* What the pool's connect_query SET of the tracked parameters PostgreSQL
+ * does not report (extra_float_digits, track_extra_parameters' such as
+ * search_path): a fresh server's values of them, where it has no other
+ * than its default (RESET). */
+const struct pgw_params *pgw_pool_cq_params(const struct pgw_pool *pool);
 /* A word the proxy keeps with the pool, worked out from its defaults
  * (which tracked parameters a fresh server does not report): false when
  * none is kept or the defaults changed since it was set. */

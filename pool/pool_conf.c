@@ -184,6 +184,8 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     apply_settings(pool, db);
     bool cq_changed = !same_text(old_cq, pool->connect_query);
     free(old_cq);
+    if (cq_changed)
+        pool->cq_params.n = 0;        /* the new one's are read at its servers' logins */
     char *sig = build_signature(db);
     if (!sig)
         return false;

@@ -152,6 +152,9 @@ struct pgw_pool {
     /* What the last server to log in reported, before any client SET:
      * what a new client sees of parameters it did not set itself. */
     struct pgw_params defaults;
+    /* What connect_query SET of tracked parameters the server does not
+     * report (pgw_pool_cq_params), read back after it. */
+    struct pgw_params cq_params;
     /* The proxy's word about defaults (pgw_pool_defaults_memo), valid
      * until they change. */
     uint32_t defaults_memo;

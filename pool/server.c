@@ -851,18 +851,65 @@ static const char *job_name(enum srv_job job)
     return "none";
 }
 
+/* After connect_query: a Query reading back what it SET of the tracked
+ * parameters PostgreSQL does not report (rows of name, value; job_message
+ * keeps them in pool->cq_params).  A client that never set one gets that
+ * value again where another client's was, not RESET's. */
+static void cq_read_back(struct pgw_server *srv, struct pgw_wbuf *b)
+{
+    static const char head[] = "SELECT lower(name), current_setting(name) FROM "
+                               "pg_catalog.pg_settings WHERE source = 'session' AND "
+                               "lower(name) IN ('extra_float_digits'";
+    const char *extra = srv->pool->set->cfg->track_extra_parameters;
+    char names[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1], err[8];
+    int n = extra && *extra ? pgw_conf_track_extra(extra, names, err, sizeof(err)) : 0;
+    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
+    pgw_wbuf_append(b, head, sizeof(head) - 1);
+    for (int i = 0; i < n; i++) {          /* letters, digits, _ $ . (checked) */
+        pgw_wbuf_append(b, ", '", 3);
+        pgw_wbuf_append(b, names[i], strlen(names[i]));
+        pgw_wbuf_append(b, "'", 1);
+    }
+    pgw_wbuf_append(b, ")", 2);              /* with its NUL */
+    pgw_wbuf_msg_end(b, m);
+}
+
+/* A DataRow of cq_read_back's: name, value. */
+static void cq_row(struct pgw_server *srv, const uint8_t *p, size_t n)
+{
+    char v[2][PGW_CONF_PARAM_NAME_MAX * 4];
+    if (n < 2 || pgw_get_u16(p) != 2)
+        return;
+    p += 2;
+    n -= 2;
+    for (int i = 0; i < 2; i++) {
+        if (n < 4)
+            return;
+        uint32_t len = pgw_get_u32(p);
+        if (len >= sizeof(v[i]) || len > n - 4)
+            return;                          /* NULL, or too long: not kept */
+        memcpy(v[i], p + 4, len);
+        v[i][len] = 0;
+        p += 4 + len;
+        n -= 4 + len;
+    }
+    pgw_params_set(&srv->pool->cq_params, v[0], v[1]);
+}
+
 int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
 {
     struct pool_server *ps = srv_priv(srv);
     pgw_wbuf_reset(&ps->out);
     pgw_wire_query(&ps->out, sql);
+    if (job == SRV_JOB_CONNECT_QUERY)
+        cq_read_back(srv, &ps->out);
     if (ps->out.failed)
         return PGW_ENOMEM;
     ps->job = job;
     ps->err_sqlstate[0] = 0;
     ps->hdr_len = 0;
     ps->body_left = ps->body_len = ps->body_got = 0;
-    srv->pending_ready = 1;
+    srv->pending_ready = job == SRV_JOB_CONNECT_QUERY ? 2 : 1;
     pgw_server_move(srv, PGW_SRV_RESETTING);
     io_watch(srv, job_io_cb, srv->fd, EV_WRITE);
     double t = srv->pool->set->cfg->server_connect_timeout;
@@ -909,9 +956,12 @@ static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
             pgw_params_set(&srv->params, name, name + nl + 1);
         return 0;
     }
+    case PGW_BE_DATA_ROW:
+        if (ps->job == SRV_JOB_CONNECT_QUERY && srv->pending_ready == 1 && whole)
+            cq_row(srv, ps->body, kept);
+        return 0;
     case PGW_BE_NOTICE:
     case PGW_BE_ROW_DESC:
-    case PGW_BE_DATA_ROW:
     case PGW_BE_COMMAND_COMPLETE:
     case PGW_BE_EMPTY_QUERY:
         return 0;

@@ -455,7 +455,8 @@ static bool sync_params(struct pgw_session *s)
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     int queries = 0;
-    bool set[PGW_TP_MAX] = {false}, reset[PGW_TP_MAX] = {false};
+    const char *set[PGW_TP_MAX] = {NULL};    /* the value SET */
+    bool reset[PGW_TP_MAX] = {false};
     const struct pgw_proxy *px = s->px;
     for (int i = 0; i < px->ntracked; i++) {
         const char *name = px->tracked[i];
@@ -467,10 +468,19 @@ static bool sync_params(struct pgw_session *s)
              * client's SET (or be unknown after server_reset_query). */
             if (!have || param_reported(srv->pool, name))
                 continue;
-            char sql[64 + PGW_CONF_PARAM_NAME_MAX];
-            snprintf(sql, sizeof(sql), "RESET %s", name);
-            pgw_wire_query(&b, sql);
-            reset[i] = true;
+            /* A fresh server's is connect_query's, where it SET one. */
+            const char *cq = pgw_params_get(pgw_pool_cq_params(srv->pool), name);
+            if (cq && *have && strcmp(have, cq) == 0)
+                continue;
+            if (cq) {
+                set_config_query(&b, name, cq, NULL, startup_bytes(srv->pool, name, cq));
+                set[i] = cq;
+            } else {
+                char sql[64 + PGW_CONF_PARAM_NAME_MAX];
+                snprintf(sql, sizeof(sql), "RESET %s", name);
+                pgw_wire_query(&b, sql);
+                reset[i] = true;
+            }
         } else {
             if (have && strcmp(have, want) == 0 && (*have || param_reported(srv->pool, name)))
                 continue;
@@ -481,7 +491,7 @@ static bool sync_params(struct pgw_session *s)
                     base = NULL;             /* a fresh server's already, or wanted whole */
             }
             set_config_query(&b, name, want, base, startup_bytes(srv->pool, name, want));
-            set[i] = true;
+            set[i] = want;
         }
         s->sync_order[queries++] = (uint8_t)i;
     }
@@ -517,7 +527,7 @@ static bool sync_params(struct pgw_session *s)
         for (int i = 0; i < px->ntracked; i++) {
             if (param_reported(srv->pool, px->tracked[i]))
                 continue;
-            if (set[i] && !pgw_params_set(&srv->params, px->tracked[i], s->params[i]))
+            if (set[i] && !pgw_params_set(&srv->params, px->tracked[i], set[i]))
                 pgw_params_set(&srv->params, px->tracked[i], "");    /* too long: unknown */
             else if (reset[i])
                 pgw_params_unset(&srv->params, px->tracked[i]);

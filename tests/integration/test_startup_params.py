@@ -293,6 +293,30 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                 rows, _ = hz.simple_query(a, "select pg_backend_pid()")
                 self.assertEqual(int(rows[0][0]), one(b, "select pg_backend_pid()"))
 
+    def test_connect_querys_values_stay_for_clients_that_never_set_them(self):
+        # connect_query SETs search_path and extra_float_digits, which the
+        # server does not report.  Once a client's text named one (a SHOW
+        # is enough), pgwharf RESET it for the next client, to the server's
+        # default, not the fresh server's connect_query value.
+        cq = "SET search_path = pg_catalog; SET extra_float_digits = 0"
+        px = self.start_pgwharf(
+            settings=dict(TX1, track_extra_parameters="search_path"),
+            databases={self.pg.database: self.pg.conn_string(self.pg.database,
+                                                             connect_query=cq)})
+        names = ("search_path", "extra_float_digits")
+        fresh = {"search_path": "pg_catalog", "extra_float_digits": "0"}
+        a = connect(px, self)
+        b = connect(px, self, options="-c search_path=public -c extra_float_digits=2")
+        for touch in ("show search_path", "SET search_path = public; SET extra_float_digits = 3",
+                      "RESET ALL"):
+            with self.subTest(touch=touch):
+                self.assertEqual({n: one(a, "show " + n) for n in names}, fresh)
+                a.cursor().execute(touch)
+                self.assertEqual({n: one(b, "show " + n) for n in names},
+                                 {"search_path": "public", "extra_float_digits": "2"})
+                self.assertEqual({n: one(a, "show " + n) for n in names}, fresh)
+        self.assertEqual(one(a, "select pg_backend_pid()"), one(b, "select pg_backend_pid()"))
+
     def test_show_config_and_reload_keeps_it(self):
         px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters=
                                               "default_transaction_read_only, IntervalStyle"))
