@@ -1366,6 +1366,29 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     return pgw_notify_deallocated(s, &full, name, status) < 0 ? -1 : 1;
 }
 
+static bool is_cmd(const char *sql, const char *cmd);
+
+/* Does this statement text drop every prepared statement of the session? */
+static bool drops_all(const char *sql)
+{
+    return is_cmd(sql, "DEALLOCATE ALL") || is_cmd(sql, "DEALLOCATE PREPARE ALL") ||
+           is_cmd(sql, "DISCARD ALL");
+}
+
+/* A DEALLOCATE ALL (or DISCARD ALL) is on its way to the server: what it
+ * has prepared may be gone before the next message of the batch runs, so
+ * each is closed and prepared again at its next use there (a Close of one
+ * that is gone is no error).  Its CommandComplete (on_discard) drops the
+ * ones not used since. */
+static void drops_all_sent(struct pgw_session *s)
+{
+    struct ps_server *ss = s->server ? s->server->user_state : NULL;
+    if (!ss)
+        return;
+    for (struct pgw_list *n = ss->lru.next; n != &ss->lru; n = n->next)
+        pgw_container_of(n, struct ps_server_stmt, lru)->stale = true;
+}
+
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
 {
     const uint8_t *body = b->data + b->parsed + 5;
@@ -1375,6 +1398,8 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         pgw_session_close(s, "08P01", "invalid Parse message");
         return PGW_PS_FAILED;
     }
+    if (memchr(ne + 1, 0, (size_t)(body + blen - (ne + 1))) && drops_all((const char *)ne + 1))
+        drops_all_sent(s);
     const char *name = (const char *)body;
     /* The unnamed statement is the server's own; so is a name PostgreSQL
      * refuses as text in the client's encoding before it reads the rest
@@ -1673,6 +1698,8 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     }
     if (type == PGW_FE_BIND) {
         s->ps_bind_count++;
+        if (drops_all((const char *)st->parse + st->key_off))
+            drops_all_sent(s);
         /* A LISTEN or UNLISTEN of its: run in a transaction */
         const char *text = (const char *)st->parse + st->key_off;
         if (pgw_notify_may_start((uint8_t)*text) && !pgw_notify_tx_bound(s, key_name, text))
@@ -1990,6 +2017,22 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
          * errors (a failed
          * transaction's 25P02, a lock_timeout while the ALTER holds the
          * table): the types still hold. */
+        free(h->stmt->pinned);
+        h->stmt->pinned = NULL;
+    }
+    if (h->type == PGW_FE_BIND && h->stmt && msg && s->server && s->server->user_state &&
+        pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 &&
+        (strncmp(f.sqlstate, "42", 2) == 0 ||
+         (strcmp(f.sqlstate, "XX000") == 0 && strstr(f.message, "cache lookup failed for type")))) {
+        /* The same on a server that has it: PostgreSQL reads a prepared
+         * statement again at its Bind after its tables changed, with the
+         * parameter types it was Parsed with (42883 for an integer column
+         * made text) -- for ever, where a client's new Parse would read
+         * them afresh.  It is closed and prepared again there at its next
+         * use, unpinned. */
+        struct ps_server_stmt *e = server_find(s->server->user_state, h->stmt);
+        if (e)
+            e->stale = true;
         free(h->stmt->pinned);
         h->stmt->pinned = NULL;
     }

@@ -893,6 +893,33 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
         self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
 
+    def test_a_server_that_has_it_reads_it_afresh_after_one_error(self):
+        # The same on the server that prepared it before the ALTER: there
+        # PostgreSQL reads it again at each Bind with the types of its
+        # Parse, and every new client got 42883 until RECONNECT.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "auth_type": "trust"})
+        bind_1 = self.r.msg(b"B", b"\x00s\x00" + struct.pack("!HHi", 0, 1, 1) + b"1" +
+                            struct.pack("!H", 0))
+
+        def new_client_runs():
+            c = Raw(px.host, px.port, self.pg.user, self.pg.database)
+            try:
+                c.send(c.parse("s", "select v from ps_pin where id = $1"), bind_1, c.execute(),
+                       c.sync())
+                msgs = c.until_ready()
+            finally:
+                c.close()
+            return [sqlstate(b) for t, b in msgs if t == b"E"], \
+                [b[6:] for t, b in msgs if t == b"D"]
+
+        self.assertEqual(new_client_runs(), ([], [b"one"]))
+        self.pg.psql("alter table ps_pin alter column id type text")
+        self.assertEqual(new_client_runs(), (["42883"], []))
+        for _ in range(3):
+            self.assertEqual(new_client_runs(), ([], [b"one"]))
+        self.assertEqual(len(px.admin("SHOW SERVERS")), 1)
+
 
     def test_a_type_dropped_and_made_again_is_read_afresh_after_one_error(self):
         # An enum dropped and created again (a migration) has a new OID: a
@@ -978,6 +1005,52 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
                 self.assertEqual(c1.execute("select %s::int + 5", (i,), prepare=True)
                                  .fetchone()[0], i + 5)
                 c2.execute("DEALLOCATE ALL")
+
+    def test_a_shared_text_parsed_behind_it_in_the_same_batch_runs(self):
+        # psycopg 3.1 in pipeline mode sends DEALLOCATE ALL after a ROLLBACK
+        # (TO SAVEPOINT) ahead of the next statements it prepares, in one
+        # batch.  A Parse of a text the server had was answered by pgwharf
+        # as prepared there, which it no longer was when the Bind came:
+        # 26000.  Likewise a named statement of DEALLOCATE ALL Bound again.
+        px, raw = self.start()
+        a, b = raw(), raw()
+        try:
+            self.prepare(b, "t", "select 2")
+            self.prepare(a, "d", "DEALLOCATE ALL")
+            for n, (drop, head) in enumerate(
+                    (([a.parse("", "DEALLOCATE ALL"), a.bind("")], "12"),
+                     ([a.parse("", "DEALLOCATE PREPARE ALL"), a.bind("")], "12"),
+                     ([a.bind("d")], "2"))):
+                with self.subTest(drop=drop):
+                    self.prepare(a, "s%d" % n, "select 1")
+                    a.send(*drop, a.execute(), a.parse("x%d" % n, "select 1"),
+                           a.bind("x%d" % n), a.execute(), a.parse("y%d" % n, "select 2"),
+                           a.bind("y%d" % n), a.execute(), a.sync())
+                    msgs = a.until_ready()
+                    self.assertEqual(types(msgs), head + "C12DC12DCZ", msgs)
+                    self.assertEqual([m[1][-1:] for m in msgs if m[0] == b"D"], [b"1", b"2"])
+                    self.prepare(a, "d", "DEALLOCATE ALL")
+                    for _ in range(2):
+                        self.assert_runs(b, "t")
+        finally:
+            a.close()
+            b.close()
+
+    def test_psycopg_pipeline_after_a_rollback_to_savepoint(self):
+        # The psycopg 3.1 pipeline that met it (see above).
+        import psycopg
+        px, _ = self.start()
+        with psycopg.connect(px.dsn()) as c:
+            c.prepare_threshold = 0
+            self.assertEqual(c.execute("select %s::int + 100", (1,)).fetchone(), (101,))
+            c.execute("SAVEPOINT sp")
+            with c.pipeline() as p:
+                c.execute("ROLLBACK TO SAVEPOINT sp")
+                p.sync()
+                c.execute("select 1", prepare=False)
+                cur = c.execute("select %s::int + 100", (2,))
+                p.sync()
+                self.assertEqual(cur.fetchone(), (102,))
 
     def test_statements_dropped_where_pgwharf_cannot_see_it(self):
         # DEALLOCATE ALL run inside a function (or DEALLOCATE "PGW_1" typed
