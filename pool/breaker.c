@@ -122,6 +122,7 @@ static const struct sqlstate_pattern patterns[] = {
     { "no password supplied", "28P01" },
     { "fe_sendauth: no password", "28P01" },
     { "no pg_hba.conf entry", "28000" },
+    { "pg_hba.conf rejects", "28000" },            /* a "reject" line */
     { "authentication failed", "28000" },
     { "too many connections", "53300" },
     { "too many clients", "53300" },

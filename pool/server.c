@@ -15,6 +15,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -724,6 +726,13 @@ static void login_done(struct pgw_server *srv)
     int buf = set->cfg->tcp_socket_buffer;
     if (buf > 0)
         setsockopt(srv->fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    /* tcp_user_timeout: libpq sets it only with its keepalives on (the
+     * libpq parameter, add_tcp_params); with tcp_keepalive = 0 a dead
+     * server would hold a query for TCP's retries (~15 min).  A Unix
+     * socket refuses it: no matter. */
+    int uto = set->cfg->tcp_user_timeout;
+    if (uto > 0 && !pool_has_key(pool, "tcp_user_timeout"))
+        setsockopt(srv->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
     srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
     srv->backend_pid = PQbackendPID(srv->conn);
     take_cancel_target(srv);

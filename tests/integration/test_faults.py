@@ -280,6 +280,23 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
                 finally:
                     pg.psql(restore, db="postgres", via_socket=True)
 
+    def test_a_pg_hba_reject_line_is_the_pools_refusal_not_the_backends(self):
+        # "pg_hba.conf rejects connection" (a reject line for one role) was
+        # read as a broken server (08006): it opened the breaker, and every
+        # other pool on the backend got the app role's error.
+        pg = self.pg
+        hba = pg.psql("show hba_file", db="postgres", via_socket=True)
+        with open(hba) as f:
+            orig = f.read()
+
+        def write(text):
+            with open(hba, "w") as f:
+                f.write(text)
+            pg.psql("select pg_reload_conf()", db="postgres", via_socket=True)
+        self.addCleanup(write, orig)
+        write("host %s %s 127.0.0.1/32 reject\n%s" % (pg.database2, pg.app_user, orig))
+        self.refused_by(pg, "28000")
+
     def change_app_password(self, pg):
         """The app role's password changed behind pgwharf's back (restored
         at cleanup): its next server login is refused with 28P01."""

@@ -1422,6 +1422,14 @@ class TestTcpKeys(pt.PgwharfTestCase):
         for side in (cli, srv):
             self.assertEqual(side["keepidle"], kernel_default("tcp_keepalive_time"))
 
+    def test_user_timeout_without_keepalives(self):
+        # libpq sets tcp_user_timeout only with its keepalives on: with
+        # tcp_keepalive = 0 a server that vanished held a query for TCP's
+        # retries (~15 min), where the client side had the timeout.
+        px = self.start_pgwharf(settings={"tcp_keepalive": 0, "tcp_user_timeout": 3000})
+        for side in self.client_and_server(px):
+            self.assertEqual((side["keepalive"], side["user_timeout"]), (0, 3000))
+
     def test_defaults_leave_the_kernel_alone(self):
         px = self.start_pgwharf()
         for side in self.client_and_server(px):

@@ -38,6 +38,11 @@ static void t_sqlstate_table(void **state)
         { "FATAL:  the database system is shutting down", "57P03" },
         { "FATAL:  no pg_hba.conf entry for host \"10.0.0.1\", user \"x\", database \"y\"",
           "28000" },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  pg_hba.conf "
+          "rejects connection for host \"127.0.0.1\", user \"app\", database \"db\", no "
+          "encryption\n", "28000" },
+        { "FATAL:  pg_hba.conf rejects replication connection for host \"127.0.0.1\", user "
+          "\"app\", no encryption", "28000" },
         { "FATAL:  permission denied for database \"db\"", "42501" },
         { "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs "
           "the server running on that host and accepting TCP/IP connections?\n", "08001" },
