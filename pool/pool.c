@@ -1126,6 +1126,8 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     }
     srv->request_time = pool_now(pool);
     srv->link = NULL;
+    if (srv->user_pipe_broken)
+        pool->defaults_stale = true;     /* lost: as an idle one (idle_io_cb) */
     if (srv->replication) {
         pgw_server_close(srv, "replication client left");
         return;               /* it held no room in any limit */

@@ -342,6 +342,10 @@ static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         snprintf(why, sizeof(why), "unexpected message '%c' from idle server",
                  buf[0] >= 0x20 && buf[0] < 0x7f ? buf[0] : '?');
     }
+    /* Terminated, or PostgreSQL restarted: it may come back with other
+     * settings (ALTER SYSTEM), so new clients are welcomed once a server
+     * has logged in again, not with what this one reported. */
+    pool->defaults_stale = true;
     pgw_server_close(srv, why);
     pgw_pool_kick_related(pool);
 }

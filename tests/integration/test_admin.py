@@ -947,6 +947,26 @@ class TestWaiting(AdminTestCase):
         cur.execute("show timezone")
         self.assertEqual(cur.fetchone()[0], "Asia/Tokyo")
 
+    def test_after_its_servers_are_lost_the_next_login_sees_the_new_servers(self):
+        # PostgreSQL restarted (every server lost) with another default
+        # (ALTER SYSTEM): clients logging in before a server logged in
+        # again were welcomed with the old one, which pgwharf then SET
+        # for them on every server for their whole session.
+        db = self.pg.database2
+        px = self.start()
+        self.assertNotEqual(px.psql("show timezone", db=db), "Asia/Tokyo")
+        self.pg.psql("ALTER DATABASE %s SET TimeZone = 'Asia/Tokyo'" % db)
+        self.addCleanup(self.pg.psql, "ALTER DATABASE %s RESET TimeZone" % db)
+        self.assertGreater(self.pg.terminate_backends(db=db), 0)
+        admin = self.admin_conn(px)
+        wait_until(lambda: not self.rows(admin, "SERVERS", database=db),
+                   what="the idle servers closed")
+        late = self.client(px, db=db)
+        self.assertEqual(late.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        cur = late.cursor()
+        cur.execute("show timezone")
+        self.assertEqual(cur.fetchone()[0], "Asia/Tokyo")
+
     def test_a_login_while_a_new_server_runs_connect_query_sees_its_settings(self):
         # A new server's parameters become the pool's record once its
         # connect_query has run, not at its login: a client welcomed in
