@@ -78,6 +78,7 @@ struct notify_req {
                                            client: never sent again (hub_lost) */
     bool barrier;                       /* the hub's own, for hub_echo_end(gen) */
     uint32_t gen;
+    ev_tstamp sent_at;                  /* when sent to the hub's server */
     char chan[PGW_CHANNEL_UTF8_MAX + 1];
     char sql[];
 };
@@ -465,6 +466,9 @@ static void hub_send(struct pgw_notify_hub *h)
         if (!r->sent) {
             pgw_wire_query(&h->out, r->sql);
             r->sent = true;
+            r->sent_at = pgw_mono_now(h->px->loop);
+            if (r->s && r->s->query_timeout > 0)
+                pgw_session_arm_timer(r->s);     /* query_timeout runs from now */
         }
     if (h->out.failed) {
         hub_lost(h, "out of memory");
@@ -1613,6 +1617,29 @@ bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since)
         return false;
     *since = s->notify->wait_since;
     return true;
+}
+
+/* s's request sent to the hub's server and not answered yet, or NULL. */
+static struct notify_req *sent_req(const struct pgw_session *s)
+{
+    if (!pgw_notify_waiting(s))
+        return NULL;
+    for (struct notify_req *r = s->notify->hub->head; r; r = r->next)
+        if (r->s == s && r->sent && !r->answered)
+            return r;
+    return NULL;
+}
+
+ev_tstamp pgw_notify_sent_at(const struct pgw_session *s)
+{
+    const struct notify_req *r = sent_req(s);
+    return r ? r->sent_at : 0;
+}
+
+void pgw_notify_query_timeout(struct pgw_session *s)
+{
+    if (sent_req(s))
+        hub_lost(s->notify->hub, "query_timeout: the listening server did not answer");
 }
 
 bool pgw_notify_cancel_waiting(struct pgw_session *s)

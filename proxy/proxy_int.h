@@ -600,6 +600,12 @@ bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since);
  * server (not sent yet): 57014 to it, the statement dropped.  false when
  * it is not waiting so. */
 bool pgw_notify_cancel_waiting(struct pgw_session *s);
+/* When its lone LISTEN/UNLISTEN was sent to the hub's server, still
+ * unanswered (0: none): query_timeout runs from then.  At that timeout
+ * the hub's server is taken for stuck: dropped, as lost (its listeners
+ * are told between transactions, the others' requests go to the next). */
+ev_tstamp pgw_notify_sent_at(const struct pgw_session *s);
+void pgw_notify_query_timeout(struct pgw_session *s);
 void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_flush(struct pgw_session *s);
 void pgw_notify_session_gone(struct pgw_session *s);

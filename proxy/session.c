@@ -278,9 +278,17 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
         if (s->admin_waiting)
             return 0;           /* waits for pgwharf (PAUSE, WAIT_CLOSE): not idle */
         /* fall through */
-    case PGW_SS_IDLE:
+    case PGW_SS_IDLE: {
+        /* Waiting for its lone LISTEN's answer from the pool's listening
+         * server is no idleness: query_timeout runs there instead. */
+        if (pgw_notify_waiting(s)) {
+            ev_tstamp sent = s->query_timeout > 0 ? pgw_notify_sent_at(s) : 0;
+            *what = TO_QUERY;
+            return sent > 0 ? sent + s->query_timeout : 0;
+        }
         *what = TO_IDLE;
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
+    }
     case PGW_SS_WAIT_SERVER:
         /* In the pool's queue query_wait_timeout runs there (this timer
          * only tells the client, once, that it waits: query_wait_notify);
@@ -452,6 +460,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
          * (server_pipeline_depth) is handed the server; it closes. */
         if (s->server)
             s->server->user_pipe_broken = true;
+        else
+            pgw_notify_query_timeout(s);    /* its LISTEN, on the listening server */
         pgw_session_close(s, "57014", "%s: canceling statement due to query timeout", name);
         break;
     case TO_TRANSACTION:

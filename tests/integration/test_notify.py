@@ -1705,6 +1705,40 @@ class TestHubServerLost(NotifyCase):
         assert_ended(self, a, "08006", "(server marked for closing): " + LOST)
 
 
+class TestQueryTimeoutOnTheListeningServer(NotifyCase):
+    """A lone LISTEN waits for the pool's listening server's answer: when
+    that server hung (frozen, a host partitioned away) the client waited
+    for ever -- query_timeout did not run (the client holds no server)
+    and client_idle_timeout ended it as idle.  query_timeout runs from
+    when it was sent: the client gets FATAL 57014, as for a query, and
+    the stuck server is dropped (lost: its listeners are told), so the
+    next LISTEN gets another."""
+
+    def test_a_listen_on_a_stuck_listening_server_times_out(self):
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 3, "query_timeout": "2s",
+            "client_idle_timeout": "60s"})
+        a, b = login(self, self.px), login(self, self.px)
+        self.listen(a, "listen pgw_stuck")
+        pid, port = self.stop_listening_backend()
+
+        def resume():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.addCleanup(resume)
+        self.send_listen_to_stopped(b, "listen pgw_stuck2", port)
+        assert_ended(self, b, "57014", "query timeout")
+        self.assertIn("query_timeout: the listening server did not answer", self.px.log())
+        assert_ended(self, a, "08006", LOST)
+        resume()
+        c = login(self, self.px)
+        self.listen(c, "listen pgw_stuck")
+        self.notify("pgw_stuck", "again")
+        self.assertEqual([x[1:] for x in read_notifications(c, 1)], [("pgw_stuck", "again")])
+
+
 class CutAfterAnswer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with
