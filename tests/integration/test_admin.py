@@ -931,41 +931,39 @@ class TestWaiting(AdminTestCase):
         self.assertEqual(late.get_parameter_status("session_authorization"), self.pg.app_user)
         self.assertEqual(late.get_parameter_status("is_superuser"), "off")
 
-    def test_after_reconnect_the_next_login_sees_the_new_servers(self):
-        # RECONNECT is for a backend whose setup changed (PgBouncer forgets
-        # its welcome there too): here a database default, which new
-        # backends report.
+    def assert_new_servers_seen(self, change):
+        """A database default changes (new backends report it); change(px,
+        db) makes the old servers go: the next login is welcomed with the
+        new value and runs with it."""
         db = self.pg.database2
         px = self.start()
         self.assertNotEqual(px.psql("show timezone", db=db), "Asia/Tokyo")
         self.pg.psql("ALTER DATABASE %s SET TimeZone = 'Asia/Tokyo'" % db)
         self.addCleanup(self.pg.psql, "ALTER DATABASE %s RESET TimeZone" % db)
-        self.admin_conn(px).cursor().execute("RECONNECT %s" % db)
+        change(px, db)
         late = self.client(px, db=db)
         self.assertEqual(late.get_parameter_status("TimeZone"), "Asia/Tokyo")
         cur = late.cursor()
         cur.execute("show timezone")
         self.assertEqual(cur.fetchone()[0], "Asia/Tokyo")
 
+    def test_after_reconnect_the_next_login_sees_the_new_servers(self):
+        # RECONNECT is for a backend whose setup changed (PgBouncer forgets
+        # its welcome there too).
+        self.assert_new_servers_seen(
+            lambda px, db: self.admin_conn(px).cursor().execute("RECONNECT %s" % db))
+
     def test_after_its_servers_are_lost_the_next_login_sees_the_new_servers(self):
         # PostgreSQL restarted (every server lost) with another default
         # (ALTER SYSTEM): clients logging in before a server logged in
         # again were welcomed with the old one, which pgwharf then SET
         # for them on every server for their whole session.
-        db = self.pg.database2
-        px = self.start()
-        self.assertNotEqual(px.psql("show timezone", db=db), "Asia/Tokyo")
-        self.pg.psql("ALTER DATABASE %s SET TimeZone = 'Asia/Tokyo'" % db)
-        self.addCleanup(self.pg.psql, "ALTER DATABASE %s RESET TimeZone" % db)
-        self.assertGreater(self.pg.terminate_backends(db=db), 0)
-        admin = self.admin_conn(px)
-        wait_until(lambda: not self.rows(admin, "SERVERS", database=db),
-                   what="the idle servers closed")
-        late = self.client(px, db=db)
-        self.assertEqual(late.get_parameter_status("TimeZone"), "Asia/Tokyo")
-        cur = late.cursor()
-        cur.execute("show timezone")
-        self.assertEqual(cur.fetchone()[0], "Asia/Tokyo")
+        def lose_them(px, db):
+            self.assertGreater(self.pg.terminate_backends(db=db), 0)
+            admin = self.admin_conn(px)
+            wait_until(lambda: not self.rows(admin, "SERVERS", database=db),
+                       what="the idle servers closed")
+        self.assert_new_servers_seen(lose_them)
 
     def test_a_login_while_a_new_server_runs_connect_query_sees_its_settings(self):
         # A new server's parameters become the pool's record once its

@@ -41,6 +41,27 @@ def psql_with_pgoptions(px, sql, pgoptions, check=True):
 TX1 = {"pool_mode": "transaction", "default_pool_size": 1}
 
 
+def direct_row(case, sql, **dsn):
+    """sql's first row straight from PostgreSQL, on a connection of its
+    own with dsn's keys (options, client_encoding...)."""
+    conn = psycopg2.connect(case.pg.dsn(**dsn))
+    case.addCleanup(conn.close)
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()
+
+
+def assert_reads_in_turn(case, conn, sql, want, other, other_sql, other_want):
+    """conn and other take turns on one server (a pool of one): twice,
+    conn's sql gives the row want and other's other_sql other_want."""
+    for _ in range(2):
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            case.assertEqual(cur.fetchone(), want)
+        case.assertEqual(one(other, other_sql), other_want)
+    case.assertEqual(one(conn, "select pg_backend_pid()"), one(other, "select pg_backend_pid()"))
+
+
 class TestOptions(pt.PgwharfTestCase):
     def test_tracked_parameter_in_options_is_applied_and_kept(self):
         # One server: b runs between a's transactions with its own TimeZone;
@@ -360,20 +381,10 @@ class TestDateStyleOfOnePart(pt.PgwharfTestCase):
         read = "select to_char('03/04/05'::date, 'YYYY-MM-DD'), current_setting('DateStyle')"
         for part in ("SQL", "YMD", "German"):
             with self.subTest(part=part):
-                direct = psycopg2.connect(self.pg.dsn(options="-c DateStyle=" + part))
-                self.addCleanup(direct.close)
-                with direct.cursor() as cur:
-                    cur.execute(read)
-                    want = cur.fetchone()
+                want = direct_row(self, read, options="-c DateStyle=" + part)
                 b = connect(px, self, options="-c DateStyle=" + part)
                 self.assertEqual(b.get_parameter_status("DateStyle"), want[1])
-                for _ in range(2):
-                    with b.cursor() as cur:
-                        cur.execute(read)
-                        self.assertEqual(cur.fetchone(), want)
-                    self.assertEqual(one(a, "show DateStyle"), "ISO, DMY")
-                self.assertEqual(one(a, "select pg_backend_pid()"),
-                                 one(b, "select pg_backend_pid()"))
+                assert_reads_in_turn(self, b, read, want, a, "show DateStyle", "ISO, DMY")
 
 
 class TestSetConfigQuoting(pt.PgwharfTestCase):
@@ -447,22 +458,13 @@ class TestNonAsciiLoginValue(pt.PgwharfTestCase):
                 "current_schema()")
         opts = "-c search_path=sch\u00e9"
         other = connect(px, self, client_encoding="UTF8")
+        default = one(other, "show search_path")
         for enc in ("LATIN1", "UTF8"):
             with self.subTest(client_encoding=enc):
-                direct = psycopg2.connect(self.pg.dsn(options=opts, client_encoding=enc))
-                self.addCleanup(direct.close)
-                with direct.cursor() as cur:
-                    cur.execute(read)
-                    want = cur.fetchone()
+                want = direct_row(self, read, options=opts, client_encoding=enc)
                 self.assertEqual(want[0], "736368c3a9")
                 c = connect(px, self, options=opts, client_encoding=enc)
-                for _ in range(2):
-                    with c.cursor() as cur:
-                        cur.execute(read)
-                        self.assertEqual(cur.fetchone(), want)
-                    self.assertNotEqual(one(other, "show search_path"), "sch\u00e9")
-                self.assertEqual(one(c, "select pg_backend_pid()"),
-                                 one(other, "select pg_backend_pid()"))
+                assert_reads_in_turn(self, c, read, want, other, "show search_path", default)
 
 
 class TestLibpqEnvironment(pt.PgwharfTestCase):
