@@ -1126,8 +1126,6 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     }
     srv->request_time = pool_now(pool);
     srv->link = NULL;
-    if (srv->user_pipe_broken)
-        pool->defaults_stale = true;     /* lost: as an idle one (idle_io_cb) */
     if (srv->replication) {
         pgw_server_close(srv, "replication client left");
         return;               /* it held no room in any limit */
@@ -1330,6 +1328,19 @@ static void close_idle_and_mark(struct pgw_pool *pool, bool pause)
         pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
     mark_lent(pool, true, pause);
     pgw_pool_kick_related(pool);
+}
+
+void pgw_pool_server_lost(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    const struct pgw_list *lists[] = { &pool->idle, &pool->active, &pool->pending };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (const struct pgw_list *n = lists[i]->next; n != lists[i]; n = n->next) {
+            const struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+            if (o != srv && (lists[i] != &pool->pending || o->state == PGW_SRV_RESETTING))
+                return;
+        }
+    pool->defaults_stale = true;
 }
 
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)

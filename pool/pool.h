@@ -325,6 +325,13 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
  * never had it.  A change forgets a login refusal (pgw_pool_settings_changed). */
 void pgw_pool_set_password(struct pgw_pool *pool, const char *password, bool looked_up);
 const char *pgw_pool_dbname(const struct pgw_pool *pool);
+/* srv's connection was lost (EOF, an error, the server's FATAL): when
+ * no other server of its pool that logged in before is left, PostgreSQL
+ * may have restarted with other settings (ALTER SYSTEM): new clients are
+ * welcomed once a server has logged in again, not with the pool's record
+ * (as after RECONNECT).  One lost among others (idle_session_timeout, a
+ * backend killed) leaves the record. */
+void pgw_pool_server_lost(struct pgw_server *srv);
 /* The parameters a fresh server of the pool reports (see pool->defaults). */
 const struct pgw_params *pgw_pool_defaults(const struct pgw_pool *pool);
 /* What the pool's connect_query SET of the tracked parameters PostgreSQL

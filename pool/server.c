@@ -342,11 +342,8 @@ static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         snprintf(why, sizeof(why), "unexpected message '%c' from idle server",
                  buf[0] >= 0x20 && buf[0] < 0x7f ? buf[0] : '?');
     }
-    /* Terminated, or PostgreSQL restarted: it may come back with other
-     * settings (ALTER SYSTEM), so new clients are welcomed once a server
-     * has logged in again, not with what this one reported. */
-    pool->defaults_stale = true;
     pgw_server_close(srv, why);
+    pgw_pool_server_lost(srv);
     pgw_pool_kick_related(pool);
 }
 
@@ -870,9 +867,9 @@ static const char *job_name(enum srv_job job)
  * value again where another client's was, not RESET's. */
 static void cq_read_back(struct pgw_server *srv, struct pgw_wbuf *b)
 {
-    static const char head[] = "SELECT lower(name), current_setting(name) FROM "
-                               "pg_catalog.pg_settings WHERE source = 'session' AND "
-                               "lower(name) IN ('extra_float_digits'";
+    static const char head[] = "SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) "
+                               "FROM pg_catalog.pg_settings WHERE source = 'session' AND "
+                               "pg_catalog.lower(name) IN ('extra_float_digits'";
     const char *extra = srv->pool->set->cfg->track_extra_parameters;
     char names[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1], err[8];
     int n = extra && *extra ? pgw_conf_track_extra(extra, names, err, sizeof(err)) : 0;

@@ -374,6 +374,7 @@ static void client_resume(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
     if (s->state == PGW_SS_CLOSING)
         return;
+    pgw_session_arm_timer(s);            /* idle again: client_idle_timeout */
     if (sub_empty(sub))
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
     if (read_on && s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)

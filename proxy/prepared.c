@@ -1985,6 +1985,19 @@ static void server_lost(struct ps_server *ss)
     }
 }
 
+/* An error a prepared statement's text gets when PostgreSQL reads it
+ * again at a Bind after its tables changed (not one of running it, such
+ * as 42501, which the executor's start at a Bind may raise). */
+static bool reanalysis_error(const char *sqlstate)
+{
+    static const char *const codes[] = { "42883", "42804", "42703", "42P01", "42846", "42725",
+                                         "42P18", "42809" };
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(sqlstate, codes[i]) == 0)
+            return true;
+    return false;
+}
+
 static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
@@ -2022,7 +2035,7 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     }
     if (h->type == PGW_FE_BIND && h->stmt && msg && s->server && s->server->user_state &&
         pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 &&
-        (strncmp(f.sqlstate, "42", 2) == 0 ||
+        (reanalysis_error(f.sqlstate) ||
          (strcmp(f.sqlstate, "XX000") == 0 && strstr(f.message, "cache lookup failed for type")))) {
         /* The same on a server that has it: PostgreSQL reads a prepared
          * statement again at its Bind after its tables changed, with the

@@ -318,6 +318,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             clause = set_is_a_clause(q, left);
             if (ends_a_transaction(q, left))
                 found |= PGW_WORDS_SET;      /* may take SETs back */
+            else if (c == 'e' && word_at(q, left, "execute", 7))
+                found |= PGW_WORDS_SET | want;   /* a statement PREPAREd before: any text */
             at_start = false;
         }
         if (c == 'p' && word_at(q, left, "pg_settings", 11))
@@ -329,8 +331,6 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= PGW_WORDS_SET;
         else if (c == 's' && word_at(q, left, "set_config", 10))
             found |= PGW_WORDS_SET | (set_config_literal(q, left) ? 0 : want);
-        else if (c == 'e' && word_at(q, left, "execute", 7))
-            found |= PGW_WORDS_SET | want;   /* a statement PREPAREd before, any text */
         if ((c == 's' || c == 'x' || c == 'c') && (want & ~found))
             found |= spelled_words(px, q, left, want & ~found);
         for (uint32_t m = want & ~found; m; m &= m - 1) {
@@ -374,7 +374,8 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     bool unnamed = type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == '\0';
     /* Without prepared-statement support a named statement stays on the
      * server as Parsed, for a Bind in a later transaction. */
-    bool kept = type == PGW_FE_PARSE && !unnamed && !s->ps_on && !s->server->user_unrep_stmt;
+    bool kept = type == PGW_FE_PARSE && !unnamed && !s->ps_on && s->mode != PGW_POOL_SESSION &&
+                !s->server->user_unrep_stmt;
     bool unrep = !s->unrep_touched || kept;
     /* (Its words stay for a Bind of it in a later request too.) */
     bool pend = s->ps_on && (!s->settings_pending || unnamed) && (type != PGW_FE_PARSE || unnamed);
@@ -415,13 +416,20 @@ static bool first_replaces_unnamed(const struct pgw_session *s)
 /* Is want, the value of name to SET, bytes of the server's encoding?  A
  * value the server does not report is the startup packet's, which
  * PostgreSQL takes as it came, when that is text of its encoding (one
- * that is not, SJIS bytes to a UTF8 server, is read in the client's). */
+ * that is not, SJIS bytes to a UTF8 server, is read in the client's, as
+ * is any in a multibyte encoding but UTF8). */
 static bool startup_bytes(const struct pgw_pool *pool, const char *name, const char *want)
 {
     if (param_reported(pool, name))
         return false;              /* as the server reported it: the client's encoding */
     const char *enc = pgw_params_get(pgw_pool_defaults(pool), "server_encoding");
-    return !enc || strcmp(enc, "UTF8") != 0 || pgw_utf8_valid(want, strlen(want));
+    if (!enc)
+        return true;
+    if (strcmp(enc, "UTF8") == 0)
+        return pgw_utf8_valid(want, strlen(want));
+    /* Another multibyte one may refuse the bytes (convert_from): read in
+     * the client's, as before. */
+    return strncmp(enc, "EUC_", 4) != 0 && strcmp(enc, "MULE_INTERNAL") != 0;
 }
 
 /* Queue what a client needs before its first message on this server: SETs
@@ -825,6 +833,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         const char *rq = s->px->cfg->server_reset_query;
         if (rq && *rq)
             srv->user_unnamed = 0;       /* a simple Query drops it */
+        if (rq && (strcasestr(rq, "DISCARD ALL") || strcasestr(rq, "DEALLOCATE ALL")))
+            srv->user_unrep_stmt = false;    /* its named statements are gone */
     }
     if (!next)
         pgw_pool_release(srv, how);
@@ -2422,6 +2432,7 @@ void pgw_relay_flush_server(struct pgw_session *s)
         }
         if (w < 0) {
             srv->user_pipe_broken = true;      /* nothing is handed on */
+            pgw_pool_server_lost(srv);
             pgw_session_close(s, "08006", "server connection lost while sending: %s",
                               pgw_strerror((int)w));
             return;
@@ -2949,6 +2960,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
         return;
     if (n <= 0) {
         srv->user_pipe_broken = true;      /* nothing is handed on */
+        pgw_pool_server_lost(srv);
         if (s->server_fatal[0]) {          /* the client has the server's FATAL */
             if (s->sbuf->sent < s->sbuf->parsed)
                 pgw_session_flush_client(s);

@@ -931,12 +931,12 @@ class TestWaiting(AdminTestCase):
         self.assertEqual(late.get_parameter_status("session_authorization"), self.pg.app_user)
         self.assertEqual(late.get_parameter_status("is_superuser"), "off")
 
-    def assert_new_servers_seen(self, change):
+    def assert_new_servers_seen(self, change, **settings):
         """A database default changes (new backends report it); change(px,
         db) makes the old servers go: the next login is welcomed with the
         new value and runs with it."""
         db = self.pg.database2
-        px = self.start()
+        px = self.start(**settings)
         self.assertNotEqual(px.psql("show timezone", db=db), "Asia/Tokyo")
         self.pg.psql("ALTER DATABASE %s SET TimeZone = 'Asia/Tokyo'" % db)
         self.addCleanup(self.pg.psql, "ALTER DATABASE %s RESET TimeZone" % db)
@@ -964,6 +964,18 @@ class TestWaiting(AdminTestCase):
             wait_until(lambda: not self.rows(admin, "SERVERS", database=db),
                        what="the idle servers closed")
         self.assert_new_servers_seen(lose_them)
+
+    def test_after_its_server_in_use_is_lost_the_next_login_sees_the_new_servers(self):
+        # The same with the pool's one server lent to a client in a
+        # transaction when it goes.
+        def lose_it(px, db):
+            holder = self.client(px, db=db, autocommit=False)
+            holder.cursor().execute("select 1")
+            self.assertEqual(self.pg.terminate_backends(db=db), 1)
+            admin = self.admin_conn(px)
+            wait_until(lambda: not self.rows(admin, "SERVERS", database=db),
+                       what="the server closed")
+        self.assert_new_servers_seen(lose_it, default_pool_size=1)
 
     def test_a_login_while_a_new_server_runs_connect_query_sees_its_settings(self):
         # A new server's parameters become the pool's record once its

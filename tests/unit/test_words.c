@@ -150,6 +150,8 @@ static void test_other_spellings(void **state)
     /* a statement PREPAREd before (SQL): its text is not here */
     assert_int_equal(words(state, "EXECUTE p('pg_catalog')", ALL), SET | ALL);
     assert_int_equal(words(state, "select executed from t", ALL), 0);
+    assert_int_equal(words(state, "grant execute on function f() to r", ALL), 0);
+    assert_int_equal(words(state, "select 1; execute p", ALL), SET | ALL);
 }
 
 int main(void)
