@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
 BUILD=${PGW_FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${PGW_JOBS:-$(nproc 2>/dev/null || echo 2)}
-ALL=(startup wire_error conf authfile scram hba track track_model aq_reply)
+ALL=(startup wire_error conf authfile scram hba track track_model aq_reply words)
 
 usage() { sed -n '2,19p' "$0"; }
 
