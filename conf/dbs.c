@@ -64,6 +64,18 @@ static int find_conn(const struct pgw_conf_db *db, const char *key)
     return -1;
 }
 
+/* Drop the i-th key=val, keeping the order of the others. */
+static void drop_conn(struct pgw_conf_db *db, int i)
+{
+    free(db->conn_keys[i]);
+    free(db->conn_vals[i]);
+    for (int k = i; k < db->nconn; k++) {      /* the NULLs that end them too */
+        db->conn_keys[k] = db->conn_keys[k + 1];
+        db->conn_vals[k] = db->conn_vals[k + 1];
+    }
+    db->nconn--;
+}
+
 /* Append key=val (taking val) keeping both arrays NULL-terminated. */
 static int add_conn(struct pgw_conf_db *db, const char *key, char *val)
 {
@@ -224,11 +236,12 @@ static int conn_key(struct db_build *b, const char *key, char *val, char *err, s
 {
     const char *kw = conf_libpq_keyword(key);
     int rc = 0;
+    /* Said twice: the later one counts, as PgBouncer reads an entry. */
+    int had = kw ? find_conn(&b->db, kw) : -1;
+    if (had >= 0)
+        drop_conn(&b->db, had);
     if (strcasecmp(key, "datestyle") == 0 || strcasecmp(key, "timezone") == 0) {
         rc = add_guc(b, strcasecmp(key, "datestyle") == 0 ? "DateStyle" : "TimeZone", val);
-    } else if (kw && find_conn(&b->db, kw) >= 0) {
-        snprintf(err, errlen, "duplicate key \"%s\"", kw);
-        rc = PGW_ECONFIG;
     } else if (kw && strcmp(kw, "target_session_attrs") == 0) {
         /* pgwharf reads it to choose hosts; libpq gets the canonical name
          * (a value libpq rejects would fail every connect, as if the

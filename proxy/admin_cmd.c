@@ -176,11 +176,14 @@ static void pause_all(struct pgw_proxy *px)
     pause_pools(px, "", true);
 }
 
+/* RESUME (SIGUSR2): the global PAUSE or SUSPEND ends; a database paused
+ * by name (PAUSE db, KILL db) stays paused until RESUME db, as in
+ * PgBouncer. */
 static void resume_all(struct pgw_proxy *px)
 {
     px->admin->paused_all = false;
-    pgw_names_clear(&px->admin->paused);
-    pause_pools(px, "", false);
+    for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
+        pgw_pool_pause(p, pgw_names_has(&px->admin->paused, pgw_pool_dbname(p)));
 }
 
 int pgw_admin_cmd_pause(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
@@ -211,7 +214,7 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
     struct pgw_proxy *px = s->px;
     struct pgw_admin *adm = px->admin;
     if (!*arg) {
-        if (!adm->paused_all && adm->paused.n == 0)
+        if (!adm->paused_all)
             return pgw_admin_error(out, "55000", "pooler is not paused/suspended");
         resume_all(px);
         pgw_info("admin_resume", "user=%s db=*", LQ(s->user));
@@ -242,7 +245,7 @@ void pgw_proxy_pause_all(struct pgw_proxy *px, bool pause)
         pgw_info("admin_pause", "user=(signal) db=*");
         return;
     }
-    if (!adm->paused_all && adm->paused.n == 0) {
+    if (!adm->paused_all) {
         pgw_info("admin_resume", "user=(signal) db=* result=\"not paused\"");
         return;
     }

@@ -1600,6 +1600,35 @@ class TestCommands(AdminTestCase):
         conn.cursor().execute("RESUME %s" % db)
         self.assertEqual(paused()[db], 0)
 
+    def test_a_plain_resume_leaves_a_database_paused_by_name(self):
+        # As PgBouncer: PAUSE db is undone by RESUME db only.  A plain
+        # RESUME (or PAUSE; RESUME) also resumed it, undoing a maintenance
+        # script's PAUSE db, and was no error with nothing paused globally.
+        px = self.start()
+        conn = self.admin_conn(px)
+        db2 = self.pg.database2
+
+        def paused():
+            return {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+        conn.cursor().execute("PAUSE %s" % db2)
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RESUME")
+        self.assertEqual((cm.exception.pgcode, cm.exception.pgerror.split("\n")[0]),
+                         ("55000", "ERROR:  pooler is not paused/suspended"))
+        conn.cursor().execute("PAUSE")
+        self.assertEqual((paused()[db2], paused()[self.pg.database]), (1, 1))
+        conn.cursor().execute("RESUME")
+        self.assertEqual((paused()[db2], paused()[self.pg.database]), (1, 0))
+        self.assertEqual(px.psql("select 1"), "1")
+        px.send_signal(signal.SIGUSR1)
+        wait_until(lambda: paused()[self.pg.database] == 1, what="SIGUSR1's pause")
+        px.send_signal(signal.SIGUSR2)
+        wait_until(lambda: paused()[self.pg.database] == 0, what="SIGUSR2's resume")
+        self.assertEqual(paused()[db2], 1)
+        conn.cursor().execute("RESUME %s" % db2)
+        self.assertEqual(paused()[db2], 0)
+        self.assertEqual(px.psql("select 2", db=db2), "2")
+
     def test_resume_fails_a_pause_still_waiting(self):
         # A PAUSE still waiting for a transaction, undone by RESUME from
         # another console: it answered PAUSE once the transaction ended,

@@ -1028,6 +1028,23 @@ static void test_connstr_backslashes_as_pgbouncer(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* A key said twice in an entry: the later one counts, as PgBouncer reads
+ * it (a file PgBouncer takes stopped pgwharf's start). */
+static void test_connstr_key_twice(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "[databases]\n"
+                                          "a = host=h1 dbname=x port=1 dbname=y host=h2\n", &d);
+    const struct pgw_conf_db *a = pgw_conf_find_db(cfg, "a");
+    assert_string_equal(conn(a, "host"), "h2");
+    assert_string_equal(conn(a, "dbname"), "y");
+    assert_string_equal(conn(a, "port"), "1");
+    assert_int_equal(a->nconn, 3);
+    assert_null(a->conn_keys[3]);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_connstr_errors(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -1036,7 +1053,7 @@ static void test_connstr_errors(void **state)
                    "b = password='open\n"                  /* 5 */
                    "c = host='h'x\n"                       /* 6 */
                    "d = port=5432,99999\n"                 /* 7 */
-                   "e = host=a host=b\n"                   /* 8 */
+                   "e = host=a port=0\n"                   /* 8 */
                    "f = pool_mode=txn min_pool_size=-2\n"  /* 9: two errors */
                    "g = host\n"                            /* 10 */
                    "ok = host=h\n"                         /* 11 */
@@ -1059,7 +1076,8 @@ static void test_connstr_errors(void **state)
                      "(a quote inside quotes is '', a backslash escapes nothing)");
     assert_error(&d, "t.ini:7: database \"d\": port: expected a port number from 1 to 65535, "
                      "got \"5432,99999\"");
-    assert_error(&d, "t.ini:8: database \"e\": duplicate key \"host\"");
+    assert_error(&d, "t.ini:8: database \"e\": port: expected a port number from 1 to 65535, "
+                     "got \"0\"");
     assert_error(&d, "t.ini:9: database \"f\": pool_mode: expected one of session, transaction, "
                      "statement; got \"txn\"");
     assert_error(&d, "t.ini:9: database \"f\": min_pool_size: expected a non-negative integer, "
@@ -2124,6 +2142,7 @@ int main(void)
         cmocka_unit_test(test_connstr),
         cmocka_unit_test(test_connstr_datestyle_timezone),
         cmocka_unit_test(test_connstr_errors),
+        cmocka_unit_test(test_connstr_key_twice),
         cmocka_unit_test(test_connstr_backslashes_as_pgbouncer),
         cmocka_unit_test(test_host_items_that_do_not_fit),
         cmocka_unit_test(test_connstr_integers),
