@@ -163,6 +163,8 @@ struct conf_loader {
     struct conf_report rep;
     enum conf_section sect;
     struct pgw_conf_origin *origins; /* one per general key; moves into cfg */
+    bool lists_only;                 /* [pgwharf] not read: the running one's
+                                        (pgw_conf_load_lists) */
 };
 
 /* ---- connstr.c ---- */

@@ -112,7 +112,8 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
         conf_error(&ld->rep, file, line, "key \"%s\" outside of any section", key);
         break;
     case SECT_GENERAL:
-        general_key(ld, file, line, key, value);
+        if (!ld->lists_only)
+            general_key(ld, file, line, key, value);
         break;
     case SECT_DATABASES:
         conf_db_add(ld, file, line, key, value);
@@ -134,9 +135,9 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
  * changed); NULL at start. */
 static int load(const char *name, const char *text, const struct pgw_config *running,
                 pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
-                struct pgw_conf_diag *diag)
+                struct pgw_conf_diag *diag, bool lists_only)
 {
-    struct conf_loader ld = { .rep = { .diag = diag } };
+    struct conf_loader ld = { .rep = { .diag = diag }, .lists_only = lists_only && running };
     struct conf_ini_handler h = { on_section, on_key, &ld, &ld.rep };
     *out = NULL;
     ld.cfg = pgw_conf_defaults();
@@ -148,6 +149,14 @@ static int load(const char *name, const char *text, const struct pgw_config *run
     }
     free(ld.cfg->file);
     ld.cfg->file = conf_strdup(&ld.rep, name);
+    /* Only the lists from the file: the general settings are the running
+     * ones, whatever the file says of them now (a half-edited key). */
+    for (int i = 0; ld.lists_only && pgw_conf_key_name(i); i++) {
+        char err[512], *v = pgw_conf_get_dup(running, pgw_conf_key_name(i));
+        if (!v || pgw_conf_set(ld.cfg, pgw_conf_key_name(i), v, err, sizeof(err)) == PGW_ENOMEM)
+            ld.rep.oom = true;
+        free(v);
+    }
 
     int rc = text ? conf_ini_load_string(&h, name, text) : conf_ini_load_file(&h, name);
     /* Checks across keys only make sense once every key parsed, and on
@@ -175,20 +184,26 @@ static int load(const char *name, const char *text, const struct pgw_config *run
 
 int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_diag *diag)
 {
-    return load(path, NULL, NULL, NULL, NULL, out, diag);
+    return load(path, NULL, NULL, NULL, NULL, out, diag, false);
 }
 
 int pgw_conf_load_string(const char *name, const char *text, struct pgw_config **out,
                          struct pgw_conf_diag *diag)
 {
-    return load(name, text, NULL, NULL, NULL, out, diag);
+    return load(name, text, NULL, NULL, NULL, out, diag, false);
 }
 
 int pgw_conf_load_over(const char *name, const char *text, const struct pgw_config *running,
                        pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
                        struct pgw_conf_diag *diag)
 {
-    return load(name, text, running, changed, arg, out, diag);
+    return load(name, text, running, changed, arg, out, diag, false);
+}
+
+int pgw_conf_load_lists(const char *name, const struct pgw_config *running,
+                        struct pgw_config **out, struct pgw_conf_diag *diag)
+{
+    return load(name, NULL, running, NULL, NULL, out, diag, true);
 }
 
 void pgw_conf_free(struct pgw_config *cfg)

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <netdb.h>
 #include <sys/un.h>
+#include <sys/un.h>
 
 /* Report at the line where general key `name` was set; when it kept its
  * default, at the line of `other` (the key it clashes with: a check
@@ -265,6 +266,15 @@ void conf_validate(struct conf_loader *ld)
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
         keys_error(ld, "listen_addr", "unix_socket_dir",
                    "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+    /* The listener's "DIR/.s.PGSQL.PORT" must fit in sun_path: else only
+     * the start failed, after --check said the file was fine. */
+    const size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    size_t path = (size_t)snprintf(NULL, 0, "%s/.s.PGSQL.%d", cfg->unix_socket_dir,
+                                   cfg->listen_port);
+    if (*cfg->unix_socket_dir && path > max)
+        keys_error(ld, "unix_socket_dir", "listen_port",
+                   "unix_socket_dir \"%.20s...\": the socket path would be %zu bytes long "
+                   "(at most %zu)", cfg->unix_socket_dir, path, max);
     if (pgw_log_syslog_facility(cfg->syslog_facility) < 0)
         key_error(ld, "syslog_facility",
                   "syslog_facility \"%s\": expected auth, authpriv, daemon, user or "

@@ -547,7 +547,7 @@ static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, con
 {
     struct pgw_config *cfg = NULL;
     struct pgw_conf_diag diag = { 0 };
-    int rc = pgw_conf_load_over(px->cfg->file, NULL, px->cfg, NULL, NULL, &cfg, &diag);
+    int rc = pgw_conf_load_lists(px->cfg->file, px->cfg, &cfg, &diag);
     if (rc < 0 || !cfg) {
         pgw_admin_error(out, "F0000", "SET failed: cannot re-read %s%s%s", px->cfg->file,
                         diag.nerrors ? ": " : "", diag.nerrors ? diag.errors[0] : "");

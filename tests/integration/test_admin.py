@@ -2074,6 +2074,24 @@ class TestCommands(AdminTestCase):
         self.assertEqual(config["auth_file"], good)
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_set_is_not_stopped_by_a_half_edited_general_key(self):
+        # SET takes the file's [databases]/[users]/[peers] and the running
+        # general settings: an error in a [pgwharf] key of the file (edited,
+        # not reloaded yet) failed every SET with "cannot re-read".
+        px = self.start()
+        conn = self.admin_conn(px)
+        conn.cursor().execute("SET default_pool_size = 3")
+        with open(px.config_path, "a") as f:
+            f.write("\n[pgwharf]\nserver_idle_timeout = 10x\n")
+        conn.cursor().execute("SET default_pool_size = 4")
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual((config["default_pool_size"], config["server_idle_timeout"]),
+                         ("4", px.settings.get("server_idle_timeout", "600")))
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RELOAD")               # the file itself still fails
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        self.assertEqual(px.psql("select 1"), "1")
+
     def test_set_refuses_what_a_config_file_may_not_say(self):
         # Each of these would lock every client out, the console included.
         px = self.start()

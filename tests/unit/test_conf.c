@@ -1030,6 +1030,26 @@ static void test_connstr_backslashes_as_pgbouncer(void **state)
 
 /* A key said twice in an entry: the later one counts, as PgBouncer reads
  * it (a file PgBouncer takes stopped pgwharf's start). */
+/* The listener's socket path must fit (--check said fine, the start
+ * failed). */
+static void test_unix_socket_dir_too_long(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    char text[512], dir[200];
+    memset(dir, 'd', 97);
+    dir[0] = '/';
+    dir[97] = '\0';                                 /* + "/.s.PGSQL.6432": 111 */
+    snprintf(text, sizeof(text), BASE "unix_socket_dir = %s\n", dir);
+    load_fail(text, &d, 1);
+    assert_error(&d, "t.ini:3: unix_socket_dir \"/ddddddddddddddddddd...\": the socket path "
+                     "would be 111 bytes long (at most 107)");
+    pgw_conf_diag_free(&d);
+    dir[93] = '\0';                                 /* 107: fits */
+    snprintf(text, sizeof(text), BASE "unix_socket_dir = %s\n", dir);
+    pgw_conf_free(load_ok(text, &d));
+    pgw_conf_diag_free(&d);
+}
+
 static void test_connstr_key_twice(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -2143,6 +2163,7 @@ int main(void)
         cmocka_unit_test(test_connstr_datestyle_timezone),
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_connstr_key_twice),
+        cmocka_unit_test(test_unix_socket_dir_too_long),
         cmocka_unit_test(test_connstr_backslashes_as_pgbouncer),
         cmocka_unit_test(test_host_items_that_do_not_fit),
         cmocka_unit_test(test_connstr_integers),
