@@ -303,12 +303,19 @@ static void user_salt(const struct pgw_scram_cache *c, const char *username,
 
 struct scram_cache_slot {
     bool used;
+    uint64_t last;                    /* c->tick at its last use */
     uint8_t key[PGW_SCRAM_KEY_LEN];
     struct pgw_scram_secret secret;
 };
 
+/* The last SCRAM_CACHE_SLOTS users' verifiers, the least recently used
+ * going first (a slot per hash value let two users push each other out at
+ * every login: PBKDF2 on the loop each time).  A login looks through all
+ * of them: 256 compares of 32 bytes, next to a PBKDF2 of thousands of
+ * HMACs. */
 struct pgw_scram_cache {
     struct scram_cache_slot slot[SCRAM_CACHE_SLOTS];
+    uint64_t tick;
     unsigned long hits, misses;
     uint8_t salt_key[PGW_SCRAM_KEY_LEN];
     bool keyed;                       /* salt_key from scram_salt_key_file */
@@ -402,17 +409,25 @@ static int made_secret(const char *password, const char *username, const uint8_t
     uint8_t key[PGW_SCRAM_KEY_LEN];
     struct scram_cache_slot *sl = NULL;
     if (c && cache_key(password, username, iterations, key)) {
-        sl = &c->slot[(key[0] | (unsigned)key[1] << 8) % SCRAM_CACHE_SLOTS];
-        if (sl->used && CRYPTO_memcmp(sl->key, key, sizeof(key)) == 0) {
-            c->hits++;
-            *out = sl->secret;
-            return 0;
+        sl = &c->slot[0];
+        for (int i = 0; i < SCRAM_CACHE_SLOTS; i++) {
+            struct scram_cache_slot *e = &c->slot[i];
+            if (e->used && CRYPTO_memcmp(e->key, key, sizeof(key)) == 0) {
+                c->hits++;
+                e->last = ++c->tick;
+                *out = e->secret;
+                OPENSSL_cleanse(key, sizeof(key));
+                return 0;
+            }
+            if (sl->used && (!e->used || e->last < sl->last))
+                sl = e;                   /* a free one, else the least recent */
         }
         c->misses++;
     }
     int rc = pgw_scram_secret_make(password, salt, PGW_SCRAM_SALT_LEN, iterations, out);
     if (rc == 0 && sl) {
         sl->used = true;
+        sl->last = ++c->tick;
         memcpy(sl->key, key, sizeof(key));
         sl->secret = *out;
     }

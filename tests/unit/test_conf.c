@@ -1030,6 +1030,22 @@ static void test_connstr_backslashes_as_pgbouncer(void **state)
 
 /* A key said twice in an entry: the later one counts, as PgBouncer reads
  * it (a file PgBouncer takes stopped pgwharf's start). */
+/* pgwharf makes a plaintext secret's SCRAM verifier on its loop: a count
+ * of 10 million held every client for seconds at each user's first login
+ * (and 2^31 - 1 passed --check). */
+static void test_scram_iterations_bounded(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "scram_iterations = 100001\n", &d, 1);
+    assert_error(&d, "t.ini:3: scram_iterations: expected an integer from 1 to 100000, got "
+                     "\"100001\"");
+    pgw_conf_diag_free(&d);
+    struct pgw_config *cfg = load_ok(BASE "scram_iterations = 100000\n", &d);
+    assert_int_equal(cfg->scram_iterations, 100000);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 /* The listener's socket path must fit (--check said fine, the start
  * failed). */
 static void test_unix_socket_dir_too_long(void **state)
@@ -2164,6 +2180,7 @@ int main(void)
         cmocka_unit_test(test_connstr_errors),
         cmocka_unit_test(test_connstr_key_twice),
         cmocka_unit_test(test_unix_socket_dir_too_long),
+        cmocka_unit_test(test_scram_iterations_bounded),
         cmocka_unit_test(test_connstr_backslashes_as_pgbouncer),
         cmocka_unit_test(test_host_items_that_do_not_fit),
         cmocka_unit_test(test_connstr_integers),

@@ -204,6 +204,39 @@ static void test_made_verifier_cache(void **state)
     pgw_scram_cache_free(NULL);
 }
 
+/* Up to 256 users' verifiers are kept, the least recently used going
+ * first: a slot per hash value let users that shared one push each other
+ * out at every login (PBKDF2 on the loop each time). */
+static void test_made_verifier_cache_holds_256_users(void **state)
+{
+    (void)state;
+    struct pgw_scram_cache *c = pgw_scram_cache_new();
+    assert_non_null(c);
+    char user[32];
+    struct pgw_scram_server st;
+    unsigned long hits, misses;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < 256; i++) {
+            snprintf(user, sizeof(user), "user%d", i);
+            assert_int_equal(pgw_scram_server_start(&st, "pw", user, 16, c), 0);
+            pgw_scram_server_deinit(&st);
+        }
+    pgw_scram_cache_counts(c, &hits, &misses);
+    assert_int_equal(hits, 256);
+    assert_int_equal(misses, 256);
+    /* One more: user0, used least recently, goes; user1 stays. */
+    assert_int_equal(pgw_scram_server_start(&st, "pw", "user256", 16, c), 0);
+    pgw_scram_server_deinit(&st);
+    assert_int_equal(pgw_scram_server_start(&st, "pw", "user1", 16, c), 0);
+    pgw_scram_server_deinit(&st);
+    assert_int_equal(pgw_scram_server_start(&st, "pw", "user0", 16, c), 0);
+    pgw_scram_server_deinit(&st);
+    pgw_scram_cache_counts(c, &hits, &misses);
+    assert_int_equal(hits, 257);
+    assert_int_equal(misses, 258);
+    pgw_scram_cache_free(c);
+}
+
 /* The salt an exchange through cache c shows user (unknown when secret is
  * NULL). */
 static void salt_of(struct pgw_scram_cache *c, const char *secret, const char *user, char *out,
@@ -945,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_secret_parse_errors),
         cmocka_unit_test(test_saslprep),
         cmocka_unit_test(test_made_verifier_cache),
+        cmocka_unit_test(test_made_verifier_cache_holds_256_users),
         cmocka_unit_test(test_salt_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
