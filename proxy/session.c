@@ -839,6 +839,16 @@ static void handle_startup(struct pgw_session *s)
             return;
         }
         b->sent = b->parsed = b->len = 0;
+        /* As ProcessStartupPacket: one of each kind, answered 'N'; an
+         * SSLRequest after a GSSENCRequest is allowed again, and the other
+         * way round (libpq asks for GSS, then SSL). */
+        if (st.kind == PGW_STARTUP_SSL ? s->ssl_asked : s->gss_asked) {
+            pgw_session_close(s, "0A000", "unsupported frontend protocol %u.%u: server supports "
+                              "3.0 to 3.0", 1234u, st.kind == PGW_STARTUP_SSL ? 5679u : 5680u);
+            return;
+        }
+        s->ssl_asked = st.kind == PGW_STARTUP_SSL;
+        s->gss_asked = st.kind == PGW_STARTUP_GSSENC;
         if (st.kind == PGW_STARTUP_SSL && pgw_tls_offered(s)) {
             send_simple_byte(s, 'S');
             pgw_tls_accept(s);

@@ -207,6 +207,45 @@ class TestMalformed(pt.PgwharfTestCase):
                 self.expect_08p01(payload, what, code=code, message=message)
         self.finish("bad startup lengths")
 
+    def test_a_second_encryption_request_of_a_kind(self):
+        # As ProcessStartupPacket: a second SSLRequest (or GSSENCRequest)
+        # after its 'N' is FATAL 0A000 (pgwharf answered 'N' again, for
+        # ever, until client_login_timeout).  One of the other kind in
+        # between allows it again: libpq asks for GSS, then for SSL.
+        for first, again, code in ((SSLREQ, SSLREQ, "1234.5679"), (GSSREQ, GSSREQ, "1234.5680"),
+                                   (GSSREQ + SSLREQ, SSLREQ, "1234.5679")):
+            with self.subTest(first=first, again=again):
+                s = self.connect()
+                try:
+                    for i in range(0, len(first), 8):
+                        s.sendall(first[i:i + 8])
+                        self.assertEqual(s.recv(1), b"N")
+                    errs = self.expect_on(s, again)
+                finally:
+                    s.close()
+                self.assertEqual((errs[0].get("S"), errs[0].get("C"), errs[0].get("M")),
+                                 ("FATAL", "0A000", "unsupported frontend protocol %s: server "
+                                  "supports 3.0 to 3.0" % code))
+        s = self.connect()
+        try:
+            for req in (GSSREQ, SSLREQ, GSSREQ):
+                s.sendall(req)
+                self.assertEqual(s.recv(1), b"N")
+            hz.sync_login(s, self.pg.app_user, self.pg.database, self.pg.app_password)
+            self.assertEqual(hz.simple_query(s, "select 1"), ([[b"1"]], []))
+        finally:
+            s.close()
+        self.finish("second encryption request")
+
+    def expect_on(self, s, payload):
+        """payload sent on s: the ErrorResponses before it closed."""
+        s.sendall(payload)
+        data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 30)
+        self.assertTrue(closed, data[:100])
+        errs = hz.error_fields_in(data)
+        self.assertTrue(errs, data[:100])
+        return errs
+
     def test_truncated_startup_closed_at_login_timeout(self):
         for what, payload in [
                 ("nothing", b""),
