@@ -152,10 +152,15 @@ static int load(const char *name, const char *text, const struct pgw_config *run
     /* Only the lists from the file: the general settings are the running
      * ones, whatever the file says of them now (a half-edited key). */
     for (int i = 0; ld.lists_only && pgw_conf_key_name(i); i++) {
-        char err[512], *v = pgw_conf_get_dup(running, pgw_conf_key_name(i));
-        if (!v || pgw_conf_set(ld.cfg, pgw_conf_key_name(i), v, err, sizeof(err)) == PGW_ENOMEM)
-            ld.rep.oom = true;
+        /* Each value whole: one longer than a buffer (a long auth_query,
+         * admin_users...) must not come back cut. */
+        const char *k = pgw_conf_key_name(i);
+        char err[512], *v = pgw_conf_get_dup(running, k);
+        int set = v ? pgw_conf_set(ld.cfg, k, v, err, sizeof(err)) : PGW_ENOMEM;
         free(v);
+        if (set == PGW_ENOMEM)
+            ld.rep.oom = true;       /* another refusal: the default stays (a value the
+                                        running config took once is taken again) */
     }
 
     int rc = text ? conf_ini_load_string(&h, name, text) : conf_ini_load_file(&h, name);

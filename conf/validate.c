@@ -16,7 +16,6 @@
 #include <strings.h>
 #include <netdb.h>
 #include <sys/un.h>
-#include <sys/un.h>
 
 /* Report at the line where general key `name` was set; when it kept its
  * default, at the line of `other` (the key it clashes with: a check

@@ -557,21 +557,6 @@ static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, con
     }
     pgw_conf_diag_free(&diag);
     char err[512];
-    for (int i = 0; pgw_conf_key_name(i); i++) {
-        /* Each running value whole: one longer than a buffer (a long
-         * auth_query, admin_users...) must not come back cut. */
-        const char *k = pgw_conf_key_name(i);
-        char *running = pgw_conf_get_dup(px->cfg, k);
-        int set = running ? pgw_conf_set(cfg, k, running, err, sizeof(err)) : PGW_ENOMEM;
-        free(running);
-        if (set == PGW_ENOMEM) {
-            pgw_admin_error(out, "53200", "SET failed: out of memory");
-            pgw_conf_free(cfg);
-            return NULL;
-        }
-        if (set < 0)
-            pgw_warn("admin_set", "key=%s reason=\"cannot carry the value over: %s\"", k, err);
-    }
     if (pgw_conf_set(cfg, key, value, err, sizeof(err)) < 0) {
         pgw_admin_error(out, "22023", "SET failed: %s", err);
         pgw_conf_free(cfg);
