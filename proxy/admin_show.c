@@ -817,31 +817,22 @@ static int cmp_db_row_key(const void *name, const void *row)
     return strcmp(name, ((const struct db_row *)row)->name);
 }
 
-static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
+/* SHOW DATABASES' rows, by name, each once (NULL, *n 0 when out of
+ * memory): the entries but "*", then the names "*" serves now (its
+ * pools', its clients'), as PgBouncer lists its auto-databases. */
+static struct db_row *db_rows(struct pgw_proxy *px, size_t *n_out)
 {
-    static const struct pgw_rs_col cols[] = {
-        { "name", TX }, { "host", TX }, { "port", I4 }, { "database", TX }, { "force_user", TX },
-        { "pool_size", I4 }, { "min_pool_size", I4 }, { "reserve_pool_size", I4 },
-        { "server_lifetime", I4 }, { "pool_mode", TX }, { "load_balance_hosts", TX },
-        { "max_connections", I4 },
-        { "current_connections", I4 }, { "max_client_connections", I4 },
-        { "current_client_connections", I4 }, { "paused", I4 }, { "disabled", I4 },
-    };
-    struct pgw_proxy *px = self->px;
     const struct pgw_config *cfg = px->cfg;
     const struct pgw_conf_db *star = pgw_conf_find_db(cfg, "*");
-    /* The entries but "*", then the names "*" serves now (its pools', its
-     * clients'), as PgBouncer lists its auto-databases, each once. */
+    *n_out = 0;
     size_t cap = (size_t)cfg->ndbs + 1;
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         cap++;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
         cap++;
     struct db_row *rows = calloc(cap, sizeof(*rows));
-    if (!rows) {
-        out->failed = true;
-        return PGW_ADMIN_DONE;
-    }
+    if (!rows)
+        return NULL;
     size_t n = 0;
     for (int i = 0; i < cfg->ndbs; i++)
         if (&cfg->dbs[i] != star)
@@ -864,6 +855,28 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     for (size_t i = 0; i < n; i++)
         if (m == 0 || strcmp(rows[i].name, rows[m - 1].name) != 0)
             rows[m++] = rows[i];
+    *n_out = m;
+    return rows;
+}
+
+static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
+{
+    static const struct pgw_rs_col cols[] = {
+        { "name", TX }, { "host", TX }, { "port", I4 }, { "database", TX }, { "force_user", TX },
+        { "pool_size", I4 }, { "min_pool_size", I4 }, { "reserve_pool_size", I4 },
+        { "server_lifetime", I4 }, { "pool_mode", TX }, { "load_balance_hosts", TX },
+        { "max_connections", I4 },
+        { "current_connections", I4 }, { "max_client_connections", I4 },
+        { "current_client_connections", I4 }, { "paused", I4 }, { "disabled", I4 },
+    };
+    struct pgw_proxy *px = self->px;
+    const struct pgw_config *cfg = px->cfg;
+    size_t m;
+    struct db_row *rows = db_rows(px, &m);
+    if (!rows) {
+        out->failed = true;
+        return PGW_ADMIN_DONE;
+    }
     /* The counts in one pass over the pools and one over the sessions
      * (per database, they made the view cubic in the databases: seconds
      * of the loop at 1500, and pgbouncer_exporter asks at every scrape). */
@@ -1168,12 +1181,16 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     static const struct pgw_rs_col cols[] = { { "list", TX }, { "items", I4 } };
     struct pgw_proxy *px = s->px;
     int pools = 0, used = 0, login = 0, names = 0, queries = 0, users;
+    size_t ndbs;
     struct user_ref *refs = users_list(px, &users);
-    if (!refs) {
+    struct db_row *dbs = db_rows(px, &ndbs);
+    bool ok = refs && dbs;
+    free(refs);
+    free(dbs);
+    if (!ok) {
         out->failed = true;
         return PGW_ADMIN_DONE;
     }
-    free(refs);
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         pools++;
     for (struct pgw_backend *be = pgw_backend_next(px->pools, NULL); be;
@@ -1191,7 +1208,7 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     }
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
-    list_row(&rs, "databases", px->cfg->ndbs);
+    list_row(&rs, "databases", (int64_t)ndbs);   /* the rows of SHOW DATABASES */
     list_row(&rs, "users", users);   /* the rows of SHOW USERS */
     list_row(&rs, "peers", px->cfg->npeers);
     list_row(&rs, "pools", pools + 1);   /* the rows of SHOW POOLS: the console's too */
@@ -1319,16 +1336,15 @@ static void total_row(struct pgw_rs *rs, const char *name, uint64_t v)
 /* SHOW TOTALS: SHOW STATS summed over databases, one name/value per row,
  * named as PgBouncer's show_stat_totals names them: "total_"/"avg_" and
  * its counter's field name (client_bytes, ps_bind_count...).  The averages
- * are per-database averages summed (rates) or weighted. */
+ * are those of every database's counters of the last period together. */
 static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "name", TX }, { "value", NU } };
     int n;
     struct pgw_dbstat_row *rows = pgw_stats_rows(s->px, &n);
-    struct pgw_dbstat t = { 0 }, a = { 0 };
-    uint64_t wx = 0, wq = 0, wa = 0;
+    struct pgw_dbstat t = { 0 }, a;
     for (int i = 0; i < n; i++) {
-        const struct pgw_dbstat *d = &rows[i].total, *v = &rows[i].avg;
+        const struct pgw_dbstat *d = &rows[i].total;
         t.assignments += d->assignments;
         t.xacts += d->xacts;
         t.queries += d->queries;
@@ -1340,22 +1356,9 @@ static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
         t.ps_client_parses += d->ps_client_parses;
         t.ps_server_parses += d->ps_server_parses;
         t.ps_binds += d->ps_binds;
-        a.ps_client_parses += v->ps_client_parses;
-        a.ps_server_parses += v->ps_server_parses;
-        a.ps_binds += v->ps_binds;
-        a.assignments += v->assignments;
-        a.xacts += v->xacts;
-        a.queries += v->queries;
-        a.recv += v->recv;
-        a.sent += v->sent;
-        wx += v->xact_us * v->xacts;
-        wq += v->query_us * v->queries;
-        wa += v->wait_us * v->assignments;
     }
-    a.xact_us = a.xacts ? wx / a.xacts : 0;
-    a.query_us = a.queries ? wq / a.queries : 0;
-    a.wait_us = a.assignments ? wa / a.assignments : 0;
     free(rows);
+    pgw_stats_totals_avg(s->px, &a);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     total_row(&rs, "total_server_assignment_count", t.assignments);

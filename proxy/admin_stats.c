@@ -208,26 +208,58 @@ static struct pgw_dbstat *collect(struct pgw_stats *st)
 
 static uint64_t delta(uint64_t now, uint64_t before) { return now > before ? now - before : 0; }
 
-static void averages(const struct stat_entry *e, double dt, struct pgw_dbstat *avg)
+/* What the last complete period added to an entry's counters. */
+static void period_delta(const struct stat_entry *e, struct pgw_dbstat *d)
+{
+    const struct pgw_dbstat *a = &e->prev, *b = &e->last;
+    d->assignments = delta(b->assignments, a->assignments);
+    d->xacts = delta(b->xacts, a->xacts);
+    d->queries = delta(b->queries, a->queries);
+    d->recv = delta(b->recv, a->recv);
+    d->sent = delta(b->sent, a->sent);
+    d->xact_us = delta(b->xact_us, a->xact_us);
+    d->query_us = delta(b->query_us, a->query_us);
+    d->wait_us = delta(b->wait_us, a->wait_us);
+    d->wait_timeouts = delta(b->wait_timeouts, a->wait_timeouts);
+    d->ps_client_parses = delta(b->ps_client_parses, a->ps_client_parses);
+    d->ps_server_parses = delta(b->ps_server_parses, a->ps_server_parses);
+    d->ps_binds = delta(b->ps_binds, a->ps_binds);
+}
+
+/* Counts per second over dt seconds; times per transaction, query and
+ * assignment (from the period's sums, not from rounded rates). */
+static void averages(const struct pgw_dbstat *d, double dt, struct pgw_dbstat *avg)
 {
     memset(avg, 0, sizeof(*avg));
     if (dt <= 0)
         return;
-    const struct pgw_dbstat *a = &e->prev, *b = &e->last;
-    uint64_t xacts = delta(b->xacts, a->xacts), queries = delta(b->queries, a->queries);
-    uint64_t assignments = delta(b->assignments, a->assignments);
-    avg->assignments = (uint64_t)(assignments / dt);
-    avg->xacts = (uint64_t)(xacts / dt);
-    avg->queries = (uint64_t)(queries / dt);
-    avg->recv = (uint64_t)(delta(b->recv, a->recv) / dt);
-    avg->sent = (uint64_t)(delta(b->sent, a->sent) / dt);
-    avg->wait_timeouts = (uint64_t)(delta(b->wait_timeouts, a->wait_timeouts) / dt);
-    avg->ps_client_parses = (uint64_t)(delta(b->ps_client_parses, a->ps_client_parses) / dt);
-    avg->ps_server_parses = (uint64_t)(delta(b->ps_server_parses, a->ps_server_parses) / dt);
-    avg->ps_binds = (uint64_t)(delta(b->ps_binds, a->ps_binds) / dt);
-    avg->xact_us = xacts ? delta(b->xact_us, a->xact_us) / xacts : 0;
-    avg->query_us = queries ? delta(b->query_us, a->query_us) / queries : 0;
-    avg->wait_us = assignments ? delta(b->wait_us, a->wait_us) / assignments : 0;
+    avg->assignments = (uint64_t)(d->assignments / dt);
+    avg->xacts = (uint64_t)(d->xacts / dt);
+    avg->queries = (uint64_t)(d->queries / dt);
+    avg->recv = (uint64_t)(d->recv / dt);
+    avg->sent = (uint64_t)(d->sent / dt);
+    avg->wait_timeouts = (uint64_t)(d->wait_timeouts / dt);
+    avg->ps_client_parses = (uint64_t)(d->ps_client_parses / dt);
+    avg->ps_server_parses = (uint64_t)(d->ps_server_parses / dt);
+    avg->ps_binds = (uint64_t)(d->ps_binds / dt);
+    avg->xact_us = d->xacts ? d->xact_us / d->xacts : 0;
+    avg->query_us = d->queries ? d->query_us / d->queries : 0;
+    avg->wait_us = d->assignments ? d->wait_us / d->assignments : 0;
+}
+
+void pgw_stats_totals_avg(struct pgw_proxy *px, struct pgw_dbstat *avg)
+{
+    struct pgw_stats *st = px->admin ? px->admin->stats : NULL;
+    struct pgw_dbstat sum = { 0 };
+    memset(avg, 0, sizeof(*avg));
+    if (!st)
+        return;
+    for (int i = 0; i < st->n; i++) {
+        struct pgw_dbstat d;
+        period_delta(&st->e[i], &d);
+        add(&sum, &d);
+    }
+    averages(&sum, st->last_t - st->prev_t, avg);
 }
 
 void pgw_stats_sessions_total(struct pgw_proxy *px, struct pgw_dbstat *sum)
@@ -267,7 +299,9 @@ struct pgw_dbstat_row *pgw_stats_rows(struct pgw_proxy *px, int *n)
     for (int i = 0; i < st->n; i++) {
         rows[i].database = st->e[i].database;
         rows[i].total = cur[i];
-        averages(&st->e[i], st->last_t - st->prev_t, &rows[i].avg);
+        struct pgw_dbstat d;
+        period_delta(&st->e[i], &d);
+        averages(&d, st->last_t - st->prev_t, &rows[i].avg);
     }
     free(cur);
     *n = st->n;

@@ -645,29 +645,40 @@ void pgw_metrics_ready(struct pgw_session *s, char status)
 /* ---- the exposition text ---- */
 
 /* The exposition format is UTF-8: a byte that does not start a well-formed
- * sequence (a database name a client chose under "*", say) becomes
- * U+FFFD instead of making the whole scrape unparsable. */
+ * sequence (a database name a client chose under "*", say) becomes U+FFFD
+ * and its two hex digits instead of making the whole scrape unparsable;
+ * so does each byte of a U+FFFD of the name itself.  Names that differ
+ * keep differing (q\xff and q\xfe are "q\ufffdff" and "q\ufffdfe"): one
+ * series per pool, never two of one label set. */
 static void put_escaped(struct pgw_wbuf *b, const char *v, bool label)
 {
     const char *run = v;                 /* bytes as they are, appended at once */
+    size_t marked = 0;                   /* bytes of a U+FFFD still to escape */
     for (; *v; v++) {
         unsigned char ch = (unsigned char)*v;
-        if (ch >= 0x80) {
+        if (ch >= 0x80 && !marked) {
             uint32_t cp;
             size_t n = pgw_utf8_decode((const unsigned char *)v, &cp);
-            if (n > 0) {
+            if (n > 0 && cp != 0xFFFD) {
                 v += n - 1;
                 continue;
             }
-        } else if (ch != '\\' && ch != '\n' && !(ch == '"' && label)) {
+            marked = n;                  /* 0: this byte alone */
+        } else if (ch < 0x80 && ch != '\\' && ch != '\n' && !(ch == '"' && label)) {
             continue;
         }
         pgw_wbuf_append(b, run, (size_t)(v - run));
         run = v + 1;
-        if (ch >= 0x80)
+        if (ch >= 0x80) {
+            char hex[3];
+            snprintf(hex, sizeof(hex), "%02x", ch);
             pgw_wbuf_append(b, "\xEF\xBF\xBD", 3);
-        else
+            pgw_wbuf_append(b, hex, 2);
+            if (marked)
+                marked--;
+        } else {
             pgw_wbuf_append(b, ch == '\\' ? "\\\\" : ch == '\n' ? "\\n" : "\\\"", 2);
+        }
     }
     pgw_wbuf_append(b, run, (size_t)(v - run));
 }

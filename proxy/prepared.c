@@ -156,6 +156,8 @@ struct qent {
     uint16_t bind_formats, bind_params;   /* that Bind's counts */
     uint32_t copy_ends, copy_data;   /* ps_queue's counts when it was sent */
     uint32_t copies;             /* a Query/Execute at the head: its COPY FROM STDINs begun */
+    bool drops;                  /* a Query or Execute of DEALLOCATE ALL / DISCARD ALL
+                                  * (drops_all_sent): every name goes when it runs */
 };
 
 struct ps_queue {
@@ -182,6 +184,8 @@ struct ps_queue {
     /* The type of the message a COPY FROM STDIN just begun reads first,
      * when it is none of its own (copy_refused), else 0. */
     char copy_bad;
+    bool drop_armed;             /* a DEALLOCATE ALL / DISCARD ALL Parsed or Bound: the
+                                  * next Execute of the batch runs it (drops) */
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -615,6 +619,13 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->copy_ends = q->copy_ends;
     x->copy_data = q->copy_data;
     x->copies = 0;
+    x->drops = false;
+    if (type == PGW_FE_EXECUTE && q->drop_armed) {
+        x->drops = true;
+        q->drop_armed = false;
+    } else if (type == PGW_FE_SYNC || type == PGW_FE_QUERY) {
+        q->drop_armed = false;
+    }
     if (st)
         st->refs++;
     q->len++;
@@ -1379,14 +1390,45 @@ static bool drops_all(const char *sql)
  * has prepared may be gone before the next message of the batch runs, so
  * each is closed and prepared again at its next use there (a Close of one
  * that is gone is no error).  Its CommandComplete (on_discard) drops the
- * ones not used since. */
+ * ones not used since.  Parsed or Bound, the next Execute runs it (armed
+ * here); a Query's entry is marked by the caller. */
 static void drops_all_sent(struct pgw_session *s)
 {
+    if (!s->ps_queue)
+        s->ps_queue = calloc(1, sizeof(*s->ps_queue));
+    if (s->ps_queue)
+        s->ps_queue->drop_armed = true;
     struct ps_server *ss = s->server ? s->server->user_state : NULL;
     if (!ss)
         return;
     for (struct pgw_list *n = ss->lru.next; n != &ss->lru; n = n->next)
         pgw_container_of(n, struct ps_server_stmt, lru)->stale = true;
+}
+
+/* Is a DEALLOCATE ALL / DISCARD ALL sent and not yet answered?
+ * DROP_EARLIER: in a request before this message's (a Sync or Query
+ * after it is sent): its answer comes, and with it whether the client's
+ * names are gone.  DROP_THIS_BATCH: earlier in this message's batch,
+ * which PostgreSQL runs first or skips, with the rest, on an error. */
+enum { DROP_NONE, DROP_THIS_BATCH, DROP_EARLIER };
+
+static int drop_unsettled(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    if (!q || s->track.copy)
+        return DROP_NONE;
+    int at = DROP_NONE;
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->drops && x->type == PGW_FE_QUERY)
+            return DROP_EARLIER;
+        if (x->drops)
+            at = DROP_THIS_BATCH;
+        else if (at && (x->type == PGW_FE_SYNC || x->type == PGW_FE_QUERY ||
+                        x->type == PGW_FE_FUNCTION_CALL))
+            return DROP_EARLIER;
+    }
+    return at;
 }
 
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
@@ -1417,7 +1459,20 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     struct ps_registry *reg = reg_of(s);
     if (name_unsettled(s, key_name, NULL))
         return PGW_PS_WAIT;
-    if (client_find(s, key_name)) {
+    struct ps_client_name *had = client_find(s, key_name);
+    if (had) {
+        /* Behind a DEALLOCATE ALL the name is free again: that request's
+         * answer says whether it ran; in this batch it runs first (or
+         * the batch fails before the Parse, which the server skips). */
+        int drop = drop_unsettled(s);
+        if (drop == DROP_EARLIER)
+            return PGW_PS_WAIT;
+        if (drop == DROP_THIS_BATCH) {
+            client_remove(s, had);
+            had = NULL;
+        }
+    }
+    if (had) {
         const char *text = (const char *)ne + 1;
         /* The server's own 42P05, whatever the transaction's state; the DO
          * block only for a name too long to quote back (or a malformed
@@ -1582,7 +1637,8 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         return PGW_PS_FORWARD;
     }
     struct ps_client_name *cn = client_find(s, key_name);
-    if (name_unsettled(s, key_name, cn ? cn->stmt : NULL))
+    if (name_unsettled(s, key_name, cn ? cn->stmt : NULL) ||
+        (cn && type != PGW_FE_CLOSE && drop_unsettled(s) == DROP_EARLIER))
         return PGW_PS_WAIT;
     if (type == PGW_FE_CLOSE) {
         /* Answered here; an unknown name is no error, as in PostgreSQL.
@@ -1859,6 +1915,16 @@ int pgw_ps_copy_syncs_read(struct pgw_session *s)
     return n;
 }
 
+/* A simple Query that is DEALLOCATE [PREPARE] ALL or DISCARD ALL alone,
+ * whole in the buffer (a longer text is not one). */
+static bool query_drops_all(const struct pgw_iobuf *b, uint32_t total)
+{
+    const uint8_t *m = b->data + b->parsed;
+    return total > PGW_MSG_HDR && total <= PGW_MSG_HDR + 64 && b->len - b->parsed >= total &&
+           m[total - 1] == '\0' && memchr(m + PGW_MSG_HDR, 0, total - PGW_MSG_HDR) == m + total - 1 &&
+           drops_all((const char *)m + PGW_MSG_HDR);
+}
+
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
 {
@@ -1891,6 +1957,11 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
         if (!q_push(s, Q_PASS, type, NULL)) {
             pgw_session_close(s, "53200", "out of memory");
             return PGW_PS_FAILED;
+        }
+        if (type == PGW_FE_QUERY && query_drops_all(b, *total)) {
+            drops_all_sent(s);
+            s->ps_queue->drop_armed = false;
+            q_tail(s)->drops = true;
         }
         return PGW_PS_FORWARD;
     }

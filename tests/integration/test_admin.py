@@ -237,6 +237,22 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual([b["state"] for b in breakers], ["closed"])
         self.assertEqual(breakers[0]["backend"], "%s:%d" % (self.pg.host, self.pg.port))
 
+    def test_show_lists_databases_are_the_rows_of_show_databases(self):
+        # It counted the [databases] entries: "*" (no row of its own) in,
+        # the names "*" serves (a row each) out.  PgBouncer counts the
+        # database list SHOW DATABASES walks.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction"}, databases={
+            "*": self.pg.conn_string(self.pg.database),
+            self.pg.database: self.pg.conn_string(self.pg.database)})
+        conn = self.admin_conn(px)
+
+        def counts():
+            lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+            return lists["databases"], len(self.show(conn, "DATABASES")[1])
+        self.assertEqual(counts(), (1, 1))     # the entry
+        self.db_conn(px, db=self.pg.database2).cursor().execute("select 1")  # by "*"
+        self.assertEqual(counts(), (2, 2))
+
     def test_show_pools_lists_the_consoles_pool(self):
         # As PgBouncer (1.18 run side by side): a pgbouncer/pgbouncer row
         # whose cl_active are the console sessions, no servers, pool_mode
@@ -703,6 +719,23 @@ class TestShowColumns(AdminTestCase):
         self.assertGreaterEqual(totals["total_client_bytes"], stats["total_received"])
         self.assertGreaterEqual(totals["total_server_bytes"], stats["total_sent"])
         self.assertGreater(totals["total_server_bytes"], 0)
+
+    def test_show_totals_averages_count_a_database_of_under_one_xact_a_second(self):
+        # SHOW TOTALS' avg_xact_time / avg_query_time weighed each
+        # database's average by its transactions per second rounded down:
+        # one transaction in a 2 s period (0.5/s) weighed nothing and
+        # avg_xact_time said 0.  PgBouncer's come from the summed counters.
+        px = self.start(stats_period=2)
+        conn = self.admin_conn(px)
+        self.assertEqual(px.psql("select pg_sleep(0.3)::text || 'x'"), "x")
+
+        def same():
+            avg = self.rows(conn, "STATS_AVERAGES", database=self.pg.database)[0]
+            totals = {r["name"]: r["value"] for r in self.show(conn, "TOTALS")[1]}
+            return (avg["xact_time"] >= 300000 and
+                    (totals["avg_xact_time"], totals["avg_query_time"]) ==
+                    (avg["xact_time"], avg["query_time"]))
+        wait_until(same, timeout=15, what="SHOW TOTALS' averages to be STATS_AVERAGES' ones")
 
     def test_large_reply_is_streamed(self):
         # ~20 x SHOW CONFIG in one query: far more than one 32 KiB buffer

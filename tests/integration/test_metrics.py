@@ -120,12 +120,15 @@ class TestMetrics(pt.PgwharfTestCase):
         return "http://127.0.0.1:%d%s" % (int(px.settings["metrics_port"]), path)
 
     def scrape(self, px):
+        return parse(self.scrape_text(px))
+
+    def scrape_text(self, px):
         with urllib.request.urlopen(self.url(px), timeout=10) as r:
             self.assertEqual(r.status, 200)
             ctype = r.headers["Content-Type"]
             self.assertTrue(ctype.startswith("text/plain"), ctype)
             self.assertIn("version=0.0.4", ctype)
-            return parse(r.read().decode("utf-8"))
+            return r.read().decode("utf-8")
 
     def client(self, px, autocommit=True, **extra):
         return self.db_conn(px, autocommit, **extra)
@@ -166,10 +169,29 @@ class TestMetrics(pt.PgwharfTestCase):
             hz.sync_login(s, self.pg.user, b"db\xff\xfe\xc3\xa9\xed\xa0\x80", self.pg.password)
             hz.simple_query(s, "select 1")
             fams = self.scrape(px)              # decodes as UTF-8 and parses
-        # invalid bytes (and the encoded surrogate) become U+FFFD, the
-        # well-formed e-acute stays
+        # invalid bytes (and the encoded surrogate) become U+FFFD and
+        # their hex digits, the well-formed e-acute stays
         self.assertEqual(sample(fams, "pgwharf_pool_server_idle", user=self.pg.user,
-                                database="db\ufffd\ufffd\u00e9\ufffd\ufffd\ufffd"), 1)
+                                database="db\ufffdff\ufffdfe\u00e9\ufffded\ufffda0\ufffd80"), 1)
+
+    def test_names_differing_in_bytes_that_are_not_utf8_stay_two_series(self):
+        # Both were "q\ufffd": each pool's and database's series came twice
+        # (one label set, two values), and a name with a U+FFFD of its own
+        # was a third.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "metrics_port": "auto"},
+                                databases={"*": self.pg.conn_string(self.pg.database)})
+        names = [b"q\xff", b"q\xfe", "q\ufffd".encode()]
+        for name in names:
+            with socket.create_connection((px.host, px.port), timeout=10) as s:
+                hz.sync_login(s, self.pg.user, name, self.pg.password)
+                hz.simple_query(s, "select 1")
+        text = self.scrape_text(px)
+        series = [line.rsplit(" ", 1)[0] for line in text.splitlines()
+                  if line and not line.startswith("#")]
+        self.assertEqual([x for x in set(series) if series.count(x) > 1], [])
+        fams = self.scrape(px)
+        for label in ("q\ufffdff", "q\ufffdfe", "q\ufffdef\ufffdbf\ufffdbd"):
+            self.assertEqual(sample(fams, "pgwharf_transactions", database=label), 1)
 
     def test_pool_gauges_agree_with_show_pools(self):
         px = self.start(default_pool_size=1)

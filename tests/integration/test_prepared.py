@@ -1036,6 +1036,49 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
             a.close()
             b.close()
 
+    def test_its_names_are_free_again_for_what_is_sent_behind_it(self):
+        # A Parse reusing one of the client's names, sent behind a
+        # DEALLOCATE ALL / DISCARD ALL before its answer (a simple Query
+        # pipelined, or earlier in the same batch), got 42P05 "already
+        # exists" -- and the name was gone after.  PostgreSQL runs the
+        # drop first: the Parse makes the name anew.  A Bind of a dropped
+        # name behind a simple-Query drop gets 26000, as in PostgreSQL; and
+        # a Parse of a text the server had (another client's) behind one
+        # is prepared again there.
+        px, raw = self.start()
+        a, b = raw(), raw()
+        try:
+            self.prepare(b, "t", "select 3")
+            for n, drop in enumerate(("DEALLOCATE ALL", "DISCARD ALL",
+                                      "DEALLOCATE PREPARE ALL")):
+                with self.subTest(drop=drop):
+                    self.prepare(a, "d1", "select 1")
+                    self.prepare(a, "d2", "select 1")
+                    a.send(a.query(drop), a.parse("d1", "select 3"), a.bind("d1"),
+                           a.execute(), a.sync())
+                    msgs = a.until_ready() + a.until_ready()
+                    self.assertEqual(types(msgs), "CZ12DCZ", msgs)
+                    self.assertEqual(msgs[4][1][-1:], b"3")
+                    self.assertEqual(self.assert_runs(a, "d1")[1][1][-1:], b"3")
+                    a.send(a.bind("d2"), a.execute(), a.sync())
+                    msgs = a.until_ready()
+                    self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"))
+                    # in one batch
+                    a.send(a.parse("", drop), a.bind(""), a.execute(),
+                           a.parse("d1", "select 4"), a.bind("d1"), a.execute(), a.sync())
+                    msgs = a.until_ready()
+                    self.assertEqual(types(msgs), "12C12DCZ", msgs)
+                    self.assertEqual(self.assert_runs(a, "d1")[1][1][-1:], b"4")
+                    a.send(a.query("DEALLOCATE ALL"), a.bind("d1"), a.execute(), a.sync())
+                    msgs = a.until_ready() + a.until_ready()
+                    self.assertEqual(types(msgs), "CZEZ", msgs)
+                    self.assertEqual(sqlstate(msgs[2][1]), "26000")
+                    for _ in range(2):
+                        self.assert_runs(b, "t")
+        finally:
+            a.close()
+            b.close()
+
     def test_psycopg_pipeline_after_a_rollback_to_savepoint(self):
         # The psycopg 3.1 pipeline that met it (see above).
         import psycopg
