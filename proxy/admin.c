@@ -567,15 +567,21 @@ static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)
     struct pgw_wbuf out;
     pgw_wbuf_init(&out);
     char *q = NULL;
-    if (len == 0 || body[len - 1] != '\0' || !(q = strdup((const char *)body))) {
+    /* As PostgreSQL reads a Query: one string, the whole message (an
+     * ERROR, the session goes on). */
+    const uint8_t *nul = memchr(body, 0, len);
+    if (nul && nul == body + len - 1 && !(q = strdup((const char *)body))) {
         pgw_wbuf_deinit(&out);
-        pgw_session_close(s, "08P01", "invalid Query message");
+        pgw_session_close(s, "53200", "out of memory");
         return;
     }
     char *stmts[ADMIN_MAX_STMTS];
-    int n = split_query(q, stmts, ADMIN_MAX_STMTS);
+    int n = q ? split_query(q, stmts, ADMIN_MAX_STMTS) : 0;
     int rc = PGW_ADMIN_DONE;
-    if (n < 0) {
+    if (!q) {
+        pgw_admin_error(&out, "08P01", nul ? "invalid message format"
+                                           : "invalid string in message");
+    } else if (n < 0) {
         pgw_admin_error(&out, "42601", "cannot parse the query (unclosed quote or more than %d "
                         "commands)", ADMIN_MAX_STMTS);
     } else if (n == 0) {

@@ -659,6 +659,25 @@ class TestShowColumns(AdminTestCase):
             reply = hz.read_until_ready(s)
         self.assertEqual([t for t, _ in reply], [b"T", b"D", b"C", b"Z"])
 
+    def test_console_query_of_more_than_one_string_is_an_error(self):
+        # A Query whose string ends before the message does ran its first
+        # string ("SHOW STATE\0SHOW VERSION\0": SHOW STATE); one without
+        # its NUL ended the session.  PostgreSQL answers ERROR 08P01
+        # (pq_getmsgend, pq_getmsgstring) and goes on.
+        px = self.start()
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            for body, message in ((b"SHOW STATE\0SHOW VERSION\0", "invalid message format"),
+                                  (b"SHOW STATE", "invalid string in message")):
+                s.sendall(b"Q" + struct.pack("!I", 4 + len(body)) + body)
+                reply = hz.read_until_ready(s)
+                self.assertEqual([t for t, _ in reply], [b"E", b"Z"], reply)
+                fields = hz.parse_fields(reply[0][1])
+                self.assertEqual((fields["C"], fields["S"], fields["M"]),
+                                 ("08P01", "ERROR", message))
+            s.sendall(hz.query_msg("SHOW VERSION"))
+            self.assertEqual([t for t, _ in hz.read_until_ready(s)], [b"T", b"D", b"C", b"Z"])
+
     def test_stats_log_line_bytes_are_show_stats_ones(self):
         # The event=stats line's bytes_in / bytes_out are SHOW STATS' bytes
         # of every database (PgBouncer's stats line is its stats' rates):
