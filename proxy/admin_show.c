@@ -408,9 +408,9 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     char addr[INET6_ADDRSTRLEN + 8], laddr[INET6_ADDRSTRLEN + 8], ptr[32], link[32], tls[160];
     int port, lport;
     sockaddr_text(&s->addr, addr, sizeof(addr), &port);
-    if (s->unix_sock)
-        port = s->px->cfg->listen_port;
     local_address(s->fd, laddr, sizeof(laddr), &lport);
+    if (s->unix_sock)
+        port = lport = s->px->cfg->listen_port;      /* as PgBouncer shows both */
     snprintf(ptr, sizeof(ptr), "%p", (const void *)s);
     snprintf(link, sizeof(link), "%s", "");
     if (s->server)

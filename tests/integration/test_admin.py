@@ -1386,6 +1386,11 @@ class TestAccess(AdminTestCase):
         self.addCleanup(conn.close)
         conn.autocommit = True
         cur = conn.cursor()
+        # its SHOW CLIENTS row: "unix" and the listen port, as PgBouncer
+        # writes both (local_port was 0)
+        me = [r for r in self.show(conn, "CLIENTS")[1] if r["user"] == "pgbouncer"]
+        self.assertEqual([(r["addr"], r["port"], r["local_addr"], r["local_port"]) for r in me],
+                         [("unix", px.port, "unix", px.port)])
         cur.execute("PAUSE")                       # an admin command
         cur.execute("SHOW STATE")
         self.assertIn(("paused", "yes"), cur.fetchall())
