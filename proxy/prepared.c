@@ -1431,15 +1431,35 @@ static int drop_unsettled(const struct pgw_session *s)
     return at;
 }
 
+/* A Parse, Bind, Describe or Close PostgreSQL cannot read (a string
+ * without its NUL, counts past the end): it answers ERROR 08P01 before it
+ * looks at any name, or skips it after an error, and the session goes
+ * on.  Sent as it is for the server to do so (a server that took it
+ * anyway, under the client's own name, is retired: as_is). */
+static enum pgw_ps_action malformed(struct pgw_session *s, char type)
+{
+    if (!q_push(s, Q_PASS, type, NULL)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return PGW_PS_FAILED;
+    }
+    q_tail(s)->as_is = true;
+    return PGW_PS_FORWARD;
+}
+
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
 {
     const uint8_t *body = b->data + b->parsed + 5;
     uint32_t blen = *total - 5;
     const uint8_t *ne = memchr(body, 0, blen);
-    if (!ne) {
-        pgw_session_close(s, "08P01", "invalid Parse message");
-        return PGW_PS_FAILED;
-    }
+    /* The key is the text (NUL-terminated) and the parameter types: a
+     * malformed one is never registered (the server refuses it, and the
+     * text is read as a C string later). */
+    const uint8_t *key = ne ? ne + 1 : NULL;
+    uint32_t key_len = ne ? (uint32_t)(body + blen - key) : 0;
+    const uint8_t *te = ne ? memchr(key, 0, key_len) : NULL;
+    if (!te || key + key_len - te < 3 ||
+        (uint64_t)(key + key_len - te - 3) != 4ull * pgw_get_u16(te + 1))
+        return malformed(s, PGW_FE_PARSE);
     if (memchr(ne + 1, 0, (size_t)(body + blen - (ne + 1))) && drops_all((const char *)ne + 1))
         drops_all_sent(s);
     const char *name = (const char *)body;
@@ -1492,17 +1512,6 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         s->ps_parse_count++;
         pgw_iobuf_cut(b, b->parsed, *total);
         return PGW_PS_DROPPED;
-    }
-    const uint8_t *key = ne + 1;
-    uint32_t key_len = (uint32_t)(body + blen - key);
-    /* The key is the text (NUL-terminated) and the parameter types: a
-     * malformed one is never registered (the server would refuse it, and
-     * the text is read as a C string later). */
-    const uint8_t *te = memchr(key, 0, key_len);
-    if (!te || key + key_len - te < 3 ||
-        (uint64_t)(key + key_len - te - 3) != 4ull * pgw_get_u16(te + 1)) {
-        pgw_session_close(s, "08P01", "invalid Parse message");
-        return PGW_PS_FAILED;
     }
     struct ps_stmt *st = stmt_get(reg, key, key_len, parse_context_now(s));
     if (!st)
@@ -1763,8 +1772,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     }
     return PGW_PS_FORWARD;
 bad:
-    pgw_session_close(s, "08P01", "invalid message of type %c", type);
-    return PGW_PS_FAILED;
+    return malformed(s, type);
 }
 
 void pgw_ps_copy_sent(struct pgw_session *s, char type)

@@ -734,16 +734,18 @@ class TestErrors(pt.PgwharfTestCase):
 
     def test_a_parse_with_an_unterminated_text_is_refused(self):
         # The text is read as a C string later (SHOW PREPARED_STATEMENTS,
-        # pipelining): such a Parse never reaches the registry.
+        # pipelining): such a Parse never reaches the registry.  The
+        # server refuses it (ERROR 08P01), as PostgreSQL does, and the
+        # session goes on (TestMalformedMessages).
         r = self.raw()
         try:
             r.send(r.msg(b"P", b"bad\x00select 1, 'no terminating nul'"), r.sync())
-            t, body = r.read_msg()
-            self.assertEqual(t, b"E")
-            self.assertEqual(sqlstate(body), "08P01")
-            self.assertIn(b"invalid Parse message", body)
-            with self.assertRaises((EOFError, ConnectionError)):
-                r.read_msg()
+            msgs = r.until_ready()
+            self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "08P01"))
+            self.assertIn(b"invalid string in message", msgs[0][1])
+            r.send(r.bind("bad"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"))
         finally:
             r.close()
         self.assertEqual(self.px.psql("select 1", user=self.pg.user), "1")
@@ -1450,6 +1452,40 @@ class TestMessagesAfterAnError(pt.PgwharfTestCase):
         self.assertEqual([types(m) for m in got],
                          ["11Z", "E", "Z", "2DCZ", "2DCZ", "EZ", "EZ", "EZ"], got)
         self.assertEqual(got[-1][0], (b"E", "26000"))
+        self.assertEqual(got, self.exchange("session"))
+
+
+class TestMalformedMessages(pt.PgwharfTestCase):
+    """A Parse, Bind, Describe or Close PostgreSQL cannot read (a name
+    without its NUL, a parameter count past the end) ended the session
+    with FATAL 08P01 when max_prepared_statements was on.  PostgreSQL
+    answers ERROR 08P01 and goes on, or skips it after an error in the
+    batch; session mode relays PostgreSQL's answers."""
+
+    def exchange(self, mode):
+        px, r = raw_on_one_server(self, mode)
+        out = []
+        try:
+            for bad in (r.msg(b"D", b"Sd1"), r.msg(b"C", b"Sd1"), r.msg(b"D", b""),
+                        r.msg(b"B", b"portal"), r.msg(b"P", b"d1"),
+                        r.msg(b"P", b"d1\x00select 1\x00\x00\x01"),
+                        r.msg(b"P", b"d1\x00select 1\x00\x00\x00extra")):
+                r.send(bad, r.sync())
+                out.append([(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()])
+                r.send(r.parse("", "selec"), bad, r.sync())     # skipped after the error
+                out.append([(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()])
+            r.send(r.parse("d1", "select 1"), r.bind("d1"), r.execute(), r.sync())
+            out.append(types(r.until_ready()))
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def test_malformed_messages_are_errors_as_in_postgres(self):
+        got = self.exchange("transaction")
+        self.assertEqual(got[0], [(b"E", "08P01"), (b"Z", b"I")])
+        self.assertEqual(got[1], [(b"E", "42601"), (b"Z", b"I")])
+        self.assertEqual(got[-1], "12DCZ")
         self.assertEqual(got, self.exchange("session"))
 
 
