@@ -163,6 +163,10 @@ static const struct sqlstate_pattern patterns[] = {
     { "invalid port number", "F0000" },
     { "invalid connection option", "F0000" },
     { "invalid SSL protocol version range", "F0000" },
+    /* an entry's service= that pg_service.conf lacks, or a service file
+     * libpq cannot read */
+    { "definition of service", "F0000" },
+    { "service file", "F0000" },
     /* The server refusing a parameter of the login (a [databases] entry's
      * datestyle, timezone or options, as PostgreSQL's
      * process_postgres_switches and set_config_option word it):
@@ -236,6 +240,11 @@ bool pgw_pool_refusal_is_local(const char *msg)
          * it is up, and serves the pools that do not require it */
         "server does not support SSL, but SSL was required",
         "server doesn't support GSSAPI encryption, but it was required",
+        /* channel_binding=require where the link or the server's
+         * authentication offers none (libpq's "channel binding required,
+         * but SSL not in use", "... is required, but server did not offer
+         * an authentication method that supports channel binding") */
+        "channel binding required", "channel binding is required",
         /* the server's certificate failed this pool's check (the wrong
          * sslrootcert / server_tls_ca_file, a name that does not match
          * under verify-full): the server is up, and serves the pools that
@@ -250,14 +259,54 @@ bool pgw_pool_refusal_is_local(const char *msg)
     return false;
 }
 
+/* "  XXXXX: " after a severity's colon: the SQLSTATE libpq writes in its
+ * verbose form (p at the colon). */
+static bool at_sqlstate(const char *p)
+{
+    if (p[0] != ':' || p[1] != ' ' || p[2] != ' ')
+        return false;
+    for (int i = 3; i < 8; i++)
+        if (!isdigit((unsigned char)p[i]) && !(p[i] >= 'A' && p[i] <= 'Z'))
+            return false;
+    return p[8] == ':' && p[9] == ' ';
+}
+
+bool pgw_pool_server_sqlstate(const char *msg, char out[6])
+{
+    bool found = false;
+    for (const char *p = msg ? strchr(msg, ':') : NULL; p; p = strchr(p + 1, ':'))
+        if (at_sqlstate(p)) {
+            memcpy(out, p + 3, 5);
+            out[5] = '\0';
+            found = true;
+        }
+    return found;
+}
+
 void pgw_pool_trim_error(char *buf, size_t size, const char *msg)
 {
     if (!size)
         return;
     size_t o = 0;
     bool space = true;        /* drop leading blanks, collapse runs */
-    for (const char *p = msg ? msg : ""; *p && o + 1 < size; p++) {
+    const char *start = msg ? msg : "";
+    for (const char *p = start; *p && o + 1 < size; p++) {
         unsigned char c = (unsigned char)*p;
+        /* libpq's verbose form: the SQLSTATE (read apart) and the
+         * server's source position are not for clients. */
+        if ((p == start || p[-1] == '\n') && strncmp(p, "LOCATION:  ", 11) == 0) {
+            const char *nl = strchr(p, '\n');
+            if (!nl)
+                break;
+            p = nl;
+            continue;
+        }
+        if (at_sqlstate(p)) {
+            buf[o++] = ':';
+            p += 8;
+            space = false;
+            continue;
+        }
         if (isspace(c)) {
             if (!space)
                 buf[o++] = ' ';

@@ -68,7 +68,14 @@ double pgw_bucket_wait(const struct pgw_bucket *tb, double now);
 
 /*
  * libpq 15 keeps no SQLSTATE for a failed connect or login, only the text of
- * PQerrorMessage().  Guess the SQLSTATE the backend sent from that text
+ * PQerrorMessage().  pool/server.c asks for its verbose form, in which each
+ * ErrorResponse of the server reads "FATAL:  3D000: database ..." whatever
+ * the server's lc_messages: the last such SQLSTATE into out (true), or
+ * false when the server sent none (libpq's own failures).
+ */
+bool pgw_pool_server_sqlstate(const char *libpq_msg, char out[6]);
+/*
+ * Without one, guess the SQLSTATE the backend sent from the English text
  * ("FATAL:  password authentication failed ..." -> 28P01, ...); "08006"
  * (connection_failure) when nothing matches, "08001" when the client could
  * not even reach the server.  Returns a static string.
@@ -84,7 +91,8 @@ bool pgw_pool_target_mismatch(const char *libpq_msg);
  * it)?  Unlike "sorry, too many clients already" (53300 as well), the
  * server is up for every other pool on it. */
 bool pgw_pool_refusal_is_local(const char *libpq_msg);
-/* Copy libpq's multi-line message into buf on one line, trimmed. */
+/* Copy libpq's multi-line message into buf on one line, trimmed, without
+ * the verbose form's SQLSTATEs and LOCATION lines. */
 void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);
 
 #endif

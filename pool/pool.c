@@ -143,7 +143,7 @@ void pgw_pool_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *e
 bool pgw_pool_login_error_is_local(const char *sqlstate)
 {
     static const char *const local[] = {
-        "3D000", "42501", "F0000",
+        "3D000", "42501", "F0000", "55000",        /* 55000: ALLOW_CONNECTIONS false */
         "22023", "42704", "42601", "42602", "55P02",   /* a login parameter refused */
     };
     if (strncmp(sqlstate, "28", 2) == 0)

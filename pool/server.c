@@ -537,13 +537,15 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     bool probe = ps->probe;
     char text[512], f[256], q[600];
 
+    char code[6];             /* msg is the connection's: read before it is closed */
+    bool coded = pgw_pool_server_sqlstate(msg, code);
     pgw_pool_trim_error(text, sizeof(text), msg);
     ps->probe = false;        /* the breaker hears the outcome below */
     pool->st.total_connect_failures++;
     pgw_warn("server_connect_failed", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
-    const char *sqlstate = answered ? answered : pgw_pool_guess_sqlstate(text);
+    const char *sqlstate = answered ? answered : coded ? code : pgw_pool_guess_sqlstate(text);
     /* Refused for this pool's credentials, database or role alone: the
      * server answered, and is up for other pools. */
     bool local = pgw_pool_login_error_is_local(sqlstate) || pgw_pool_refusal_is_local(text);
@@ -833,6 +835,10 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
     if (k && v) {
         build_params(pool, &pool->hosts[host], ps->standby_pass, w, opts, k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
+        /* The server's SQLSTATE in PQerrorMessage: a refusal is read by its
+         * code, whatever language the server writes (connect_failed). */
+        if (srv->conn)
+            PQsetErrorVerbosity(srv->conn, PQERRORS_VERBOSE);
     }
     free(opts);
     free(k);

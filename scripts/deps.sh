@@ -41,6 +41,8 @@ PACKAGES=(
     docker-compose python3-yaml
     # py.clock steps pgwharf's wall clock (LD_PRELOAD libfaketime)
     libfaketime
+    # py.faults: a server writing German (the de_DE locale's sources)
+    locales
 )
 FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 
@@ -86,8 +88,19 @@ for p in "${want[@]}"; do
     fi
 done
 
+# py.faults reads a server's refusals in another language (lc_messages
+# de_DE.UTF-8): the locale, made from the `locales` package's sources.
+test_locale() {
+    [[ $group == all && $(id -u) -eq 0 ]] || return 0
+    locale -a 2>/dev/null | grep -qix 'de_DE.utf8' && return 0
+    command -v localedef >/dev/null 2>&1 || return 0
+    localedef -i de_DE -f UTF-8 de_DE.UTF-8 ||
+        echo "deps.sh: could not make the de_DE.UTF-8 locale (its test skips)" >&2
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "deps.sh: all ${#want[@]} packages present"
+    test_locale
     exit 0
 fi
 if [[ ${PGW_SKIP_APT:-0} == 1 ]]; then
@@ -109,4 +122,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt_opts=(-o Dpkg::Use-Pty=0 -o APT::Color=0 -q)
 apt-get "${apt_opts[@]}" update
 apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
+test_locale
 echo "deps.sh: done"

@@ -305,12 +305,50 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
         self.addCleanup(pg.psql, "alter role %s password '%s'"
                         % (pg.app_user, pg.app_password), db="postgres", via_socket=True)
 
-    def refused_by(self, pg, sqlstate):
+    def test_a_refusal_in_the_servers_language_is_read_by_its_sqlstate(self):
+        # pgwharf read a refused login's SQLSTATE from libpq's English text:
+        # a server with lc_messages de_DE ("Datenbank »x« existiert nicht",
+        # "Passwort-Authentifizierung ... fehlgeschlagen") matched nothing,
+        # so one client of a missing database or a wrong server password
+        # opened the backend's breaker (08006) for every pool on it.
+        pg = self.pg
+        try:
+            pg.psql("alter system set lc_messages = 'de_DE.UTF-8'", db="postgres",
+                    via_socket=True)
+        except Exception as e:        # no such locale here (scripts/deps.sh makes it)
+            self.skipTest("no de_DE.UTF-8 locale: %s" % e)
+
+        def reset():
+            pg.psql("alter system reset lc_messages", db="postgres", via_socket=True)
+            pg.psql("select pg_reload_conf()", db="postgres", via_socket=True)
+        self.addCleanup(reset)
+        pg.psql("select pg_reload_conf()", db="postgres", via_socket=True)
+        hz.wait_until(lambda: pg.psql("show lc_messages", db="postgres", via_socket=True)
+                      == "de_DE.UTF-8")
+        self.refused_by(pg, "3D000", pg.conn_string("pgwharf_no_such_db", user=pg.app_user,
+                                                    password=pg.app_password))
+        self.refused_by(pg, "28P01", pg.conn_string(pg.database, user=pg.app_user,
+                                                    password="wrong"))
+
+    def test_an_entrys_own_libpq_settings_are_the_pools_refusal_not_the_backends(self):
+        # channel_binding=require against a server without TLS, or a
+        # service= pg_service.conf lacks: libpq refuses for that entry's
+        # settings alone.  Counted as the backend's failures they opened
+        # its breaker, and every other pool on it got that entry's error.
+        pg = self.pg
+        self.refused_by(pg, "08001", pg.conn_string(pg.database, user=pg.app_user,
+                                                    password=pg.app_password,
+                                                    channel_binding="require"))
+        self.refused_by(pg, "F0000", pg.conn_string(pg.database, user=pg.app_user,
+                                                    password=pg.app_password,
+                                                    service="pgwharf_no_such_service"))
+
+    def refused_by(self, pg, sqlstate, refused=None):
         px = self.start_pgwharf(
             settings={"pool_mode": "transaction", "breaker_threshold": 2,
                       "breaker_cooldown": "30s", "server_login_retry": "30s"},
-            databases={"refused": pg.conn_string(pg.database2, user=pg.app_user,
-                                                 password=pg.app_password),
+            databases={"refused": refused or pg.conn_string(pg.database2, user=pg.app_user,
+                                                            password=pg.app_password),
                        pg.database: pg.conn_string(pg.database)})
         for _ in range(3):
             self.assertEqual(self.client_query(px, "select 1", db="refused"),

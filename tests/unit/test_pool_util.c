@@ -122,6 +122,16 @@ static void t_refusal_is_local(void **state)
     assert_string_equal(pgw_pool_guess_sqlstate(bad_ca), "08001");
     assert_true(pgw_pool_refusal_is_local("server certificate for \"db1\" does not match "
                                           "host name \"db2\""));
+    /* channel_binding=require the link or the server cannot meet, a
+     * service= pg_service.conf lacks: that entry's */
+    assert_true(pgw_pool_refusal_is_local("connection to server at \"127.0.0.1\", port 5432 "
+                                          "failed: channel binding required, but SSL not in use"));
+    assert_true(pgw_pool_refusal_is_local("channel binding is required, but server did not "
+                                          "offer an authentication method that supports "
+                                          "channel binding"));
+    assert_string_equal(pgw_pool_guess_sqlstate("definition of service \"x\" not found"),
+                        "F0000");
+    assert_string_equal(pgw_pool_guess_sqlstate("service file \"/x\" not found"), "F0000");
     /* a broken TLS link is not */
     assert_false(pgw_pool_refusal_is_local("SSL SYSCALL error: EOF detected"));
     assert_false(pgw_pool_refusal_is_local("SSL error: unexpected eof while reading"));
@@ -141,6 +151,41 @@ static void t_trim(void **state)
     assert_string_equal(buf, "");
     pgw_pool_trim_error(buf, sizeof(buf), "\n\n");
     assert_string_equal(buf, "");
+}
+
+/* libpq's verbose form (pool/server.c): the server's own SQLSTATE, in
+ * any language; the last ErrorResponse's when libpq tried twice. */
+static void t_server_sqlstate(void **state)
+{
+    char code[6];
+    const char *de = "connection to server at \"127.0.0.1\", port 5432 failed: "
+                     "FATAL:  3D000: Datenbank \xc2\xbb" "x\xc2\xab existiert nicht\n"
+                     "LOCATION:  InitPostgres, postinit.c:941\n";
+    assert_true(pgw_pool_server_sqlstate(de, code));
+    assert_string_equal(code, "3D000");
+    assert_string_equal(pgw_pool_guess_sqlstate(de), "08006");   /* the text says nothing */
+    char buf[512];
+    pgw_pool_trim_error(buf, sizeof(buf), de);
+    assert_string_equal(buf, "connection to server at \"127.0.0.1\", port 5432 failed: "
+                             "FATAL: Datenbank \xc2\xbb" "x\xc2\xab existiert nicht");
+    const char *two = "connection to server at \"::1\", port 5432 failed: FATAL:  57P03: "
+                      "the database system is starting up\nLOCATION:  a, b.c:1\n"
+                      "connection to server at \"127.0.0.1\", port 5432 failed: "
+                      "SCHWERWIEGEND:  28P01: Passwort-Authentifizierung f\xc3\xbcr Benutzer "
+                      "\xc2\xbb" "app\xc2\xab fehlgeschlagen\nDETAIL:  x\n";
+    assert_true(pgw_pool_server_sqlstate(two, code));
+    assert_string_equal(code, "28P01");
+    pgw_pool_trim_error(buf, sizeof(buf), two);
+    assert_null(strstr(buf, "57P03"));
+    assert_null(strstr(buf, "LOCATION"));
+    assert_non_null(strstr(buf, "starting up connection to"));
+    assert_non_null(strstr(buf, "SCHWERWIEGEND: Passwort"));
+    assert_non_null(strstr(buf, "DETAIL: x"));
+    /* libpq's own failures carry none */
+    assert_false(pgw_pool_server_sqlstate("connection to server at \"127.0.0.1\", port 1 "
+                                          "failed: Connection refused\n", code));
+    assert_false(pgw_pool_server_sqlstate("FATAL:  database \"x\" does not exist", code));
+    assert_false(pgw_pool_server_sqlstate(NULL, code));
 }
 
 static void t_params(void **state)
@@ -184,6 +229,7 @@ int main(void)
         cmocka_unit_test(t_sqlstate_table),
         cmocka_unit_test(t_refusal_is_local),
         cmocka_unit_test(t_trim),
+        cmocka_unit_test(t_server_sqlstate),
         cmocka_unit_test(t_params),
     };
     return cmocka_run_group_tests_name("pool_util", tests, NULL, NULL);
