@@ -170,6 +170,10 @@ static void session_cancels_done(struct pgw_session *s)
         s->release_held = true;
         pgw_relay_release_if_clean(s);
     }
+    /* A client whose stream ended while its cancel was held: nothing
+     * else looks at it again (its reads are stopped). */
+    if (s->client_eof)
+        pgw_relay_eof_check(s);
 }
 
 /* Who a job's request is for, as the log names it. */

@@ -2317,9 +2317,14 @@ static bool eof_done(const struct pgw_session *s)
      * rolled back: the server is closed. */
     if (s->track.fe_open > 0 && (s->track.sync_out == 0 || s->track.skip_sync))
         return true;
-    /* A batch with no Sync yet (fe_open) gets none: nothing more comes. */
-    return s->track.sync_out == 0 && !s->track.copy && s->swallow == 0 && s->sskip == 0 &&
-           s->pipe_skip == 0 && s->pipe_drop == 0 && !s->pipe_stop;
+    /* A batch with no Sync yet (fe_open) gets none: nothing more comes.
+     * Nor does an extended-protocol COPY FROM STDIN the client ended
+     * (CopyDone; track.copy until a ReadyForQuery) whose Sync it read as
+     * its own: the server waits for the next Sync after its
+     * CommandComplete.  PostgreSQL would end the backend, the COPY rolled
+     * back. */
+    return s->track.sync_out == 0 && s->swallow == 0 && s->sskip == 0 && s->pipe_skip == 0 &&
+           s->pipe_drop == 0 && !s->pipe_stop;
 }
 
 /* The client's stream ended while logged in: PostgreSQL reads every

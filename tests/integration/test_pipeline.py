@@ -449,6 +449,43 @@ class TestPipeline(pt.AppRoleTestCase):
             self.skipTest("the cancel landed on its own query in every try")
         self.run_async(main())
 
+    def test_a_client_gone_while_its_deferred_cancel_waited_is_ended(self):
+        # A leaves while waiting in the pool; its request is queued behind
+        # C's running query when the server comes; a cancel for it is held
+        # (deferred) and dropped, A's query having ended meanwhile.  The
+        # session was never ended: listed in SHOW CLIENTS, its socket and
+        # max_client_conn slot held for ever, as nothing looked at its end
+        # of stream again once the cancel was over.
+        async def main():
+            x, c, a, b = (await self.conn(), await self.conn(), await self.conn(),
+                          await self.conn())
+            port = a.w.get_extra_info("sockname")[1]
+            g = await self.gate(31)
+            self.rows(await x.query("begin"))             # holds the one server
+            c.send(hz.query_msg("select 'C', pg_advisory_xact_lock_shared(31) as marker_d31"))
+            a.send(hz.query_msg("select 'A'"))
+            b.send(hz.query_msg("select 'B'"))
+            await self.until(lambda: self.px.show("POOLS", database=self.db)[0]["cl_waiting"]
+                             == "3", "three clients waiting")
+            a.abort()
+            await self.until(lambda: "event=client_eof client=127.0.0.1:%d " % port
+                             in self.px.log(), "A's end of stream read")
+            self.rows(await x.query("commit"))
+            await self.wait_running("marker_d31")
+            await self.wait_queued(2)                      # A and B behind C
+            mark = len(self.px.log())
+            k = self.ask(a)
+            await self.until(lambda: "event=cancel_deferred" in self.px.log()[mark:],
+                             "deferred")
+            await g.open()
+            self.assertEqual(self.rows(await c.read_result())[0][0], "C")
+            self.assert_closed(k)
+            await self.until(lambda: "event=disconnect client=127.0.0.1:%d " % port
+                             in self.px.log(), "A's session ended")
+            for y in (x, c, b):
+                await y.close()
+        self.run_async(main())
+
     def test_a_deferred_cancel_waits_for_replies_of_clients_that_left(self):
         # X leaves while queued ahead of B, its query still to run: when B
         # gets the server, X's query runs first and B drops its reply.

@@ -514,6 +514,25 @@ class TestRequestThenClose(RelayCase):
         # never answered.
         self.end_inside_a_batch(hz.parse_msg("", "select 1/0") + bind_execute() + self.INSERT)
 
+    def test_extended_copy_ended_then_end_of_stream(self):
+        # An extended-protocol COPY FROM STDIN reads the Sync sent after
+        # its Execute as its own: after the client's CopyDone the server
+        # waits for the next Sync.  A client gone then (libpq writes
+        # CopyDone and Sync together: one killed in between) was never
+        # ended in session mode or without max_prepared_statements, its
+        # server held for ever.  PostgreSQL ends the backend, the COPY
+        # rolled back.
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_close from stdin") + bind_execute() + SYNC)
+        while hz.recv_msg(a)[0] != b"G":
+            pass
+        a.sendall(M(b"d", b"1\n") + M(b"c"))
+        a.shutdown(socket.SHUT_WR)
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session outlived the client's stream")
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_b_served()
+
     def test_whole_copy_then_end_of_stream(self):
         a = self.login()
         a.sendall(hz.query_msg("copy relay_close from stdin") + M(b"d", b"1\n") + M(b"c"))
@@ -529,6 +548,12 @@ class TestRequestThenCloseInSessionMode(TestRequestThenClose):
     """The same in session mode, where a login waits for a server: the
     request came right after the password."""
     mode = "session"
+
+
+class TestRequestThenCloseWithoutPreparedStatements(TestRequestThenClose):
+    """The same with max_prepared_statements = 0: the relay's tracker
+    alone follows the replies."""
+    settings = {"max_prepared_statements": 0}
 
 
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
