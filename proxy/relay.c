@@ -1866,9 +1866,10 @@ static bool scan_client(struct pgw_session *s)
                               mlen, p[0]);
             return false;
         }
-        if (mlen > (uint32_t)s->px->cfg->max_packet_size) {
+        /* The whole message, type byte too, as PgBouncer counts it. */
+        if (mlen >= (uint32_t)s->px->cfg->max_packet_size) {
             pgw_session_close(s, "08P01", "message of %u bytes is larger than max_packet_size "
-                              "(%d)", mlen, s->px->cfg->max_packet_size);
+                              "(%d)", mlen + 1, s->px->cfg->max_packet_size);
             return false;
         }
         uint32_t total = mlen + 1;
@@ -2561,10 +2562,10 @@ static uint32_t server_msg_total(struct pgw_session *s, const uint8_t *p)
         pgw_session_close(s, "08P01", "server sent an invalid message length");
         return 0;
     }
-    if (mlen > (uint32_t)s->px->cfg->max_packet_size) {
+    if (mlen >= (uint32_t)s->px->cfg->max_packet_size) {     /* (type byte too) */
         s->server->user_pipe_broken = true;     /* the rest of it is still coming */
         pgw_session_close(s, "08P01", "server message of %u bytes is larger than "
-                          "max_packet_size (%d)", mlen, s->px->cfg->max_packet_size);
+                          "max_packet_size (%d)", mlen + 1, s->px->cfg->max_packet_size);
         return 0;
     }
     return mlen + 1;

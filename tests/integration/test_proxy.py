@@ -879,6 +879,22 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         self.assertIn("server message of 50", px.log())
         # the server that sent it was closed, not lent on half-read
         self.assertEqual(px.psql("select 'fresh'"), "fresh")
+        # The limit is on the whole message, its type byte too, as
+        # PgBouncer counts it (pgwharf let one byte more through).
+        for size, ok in ((4096, True), (4097, False)):
+            with socket.create_connection((px.host, px.port), timeout=20) as s:
+                hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+                text = "select 1 --" + "x" * (size - 6 - len("select 1 --"))
+                msg = hz.query_msg(text)
+                self.assertEqual(len(msg), size)
+                s.sendall(msg)
+                data, closed = hz.read_until_closed(s, 20) if not ok else (b"", False)
+                if ok:
+                    self.assertEqual([t for t, _ in hz.read_until_ready(s)],
+                                     [b"T", b"D", b"C", b"Z"])
+                else:
+                    self.assertTrue(closed)
+                    self.assertEqual(hz.error_fields_in(data)[0]["C"], "08P01")
 
     def test_log_stats_off(self):
         # Both log every second; the one with log_stats off started first,
