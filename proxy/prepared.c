@@ -186,6 +186,7 @@ struct ps_queue {
     char copy_bad;
     bool drop_armed;             /* a DEALLOCATE ALL / DISCARD ALL Parsed or Bound: the
                                   * next Execute of the batch runs it (drops) */
+    uint32_t drops;              /* entries queued with drops */
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -622,6 +623,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->drops = false;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
         x->drops = true;
+        q->drops++;
         q->drop_armed = false;
     } else if (type == PGW_FE_SYNC || type == PGW_FE_QUERY) {
         q->drop_armed = false;
@@ -661,6 +663,7 @@ static void q_pop(struct pgw_session *s)
     stmt_unref(reg_of(s), x->stmt);
     free(x->cname);
     q->syncs -= x->type == PGW_FE_SYNC;
+    q->drops -= x->drops;
     q->pending_execs -= x->execs;
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -1415,7 +1418,7 @@ enum { DROP_NONE, DROP_THIS_BATCH, DROP_EARLIER };
 static int drop_unsettled(const struct pgw_session *s)
 {
     const struct ps_queue *q = s->ps_queue;
-    if (!q || s->track.copy)
+    if (!q || q->drops == 0 || s->track.copy)
         return DROP_NONE;
     int at = DROP_NONE;
     for (uint32_t i = 0; i < q->len; i++) {
@@ -1970,6 +1973,7 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
             drops_all_sent(s);
             s->ps_queue->drop_armed = false;
             q_tail(s)->drops = true;
+            s->ps_queue->drops++;
         }
         return PGW_PS_FORWARD;
     }
