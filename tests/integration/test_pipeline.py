@@ -462,12 +462,14 @@ class TestPipeline(pt.AppRoleTestCase):
             port = a.w.get_extra_info("sockname")[1]
             g = await self.gate(31)
             self.rows(await x.query("begin"))             # holds the one server
-            c.send(hz.query_msg("select 'C', pg_advisory_xact_lock_shared(31) as marker_d31"))
-            a.send(hz.query_msg("select 'A'"))
-            b.send(hz.query_msg("select 'B'"))
-            await self.until(lambda: self.px.show("POOLS", database=self.db)[0]["cl_waiting"]
-                             == "3", "three clients waiting")
-            a.abort()
+            # C, A, B wait in the pool's queue in that order
+            for n, (y, sql) in enumerate(((c, "select 'C', pg_advisory_xact_lock_shared(31) "
+                                               "as marker_d31"),
+                                          (a, "select 'A'"), (b, "select 'B'"))):
+                y.send(hz.query_msg(sql))
+                await self.until(lambda: self.px.show("POOLS", database=self.db)[0]
+                                 ["cl_waiting"] == str(n + 1), "%d clients waiting" % (n + 1))
+            a.w.write_eof()                                # A's stream ends; it still reads
             await self.until(lambda: "event=client_eof client=127.0.0.1:%d " % port
                              in self.px.log(), "A's end of stream read")
             self.rows(await x.query("commit"))
@@ -479,7 +481,10 @@ class TestPipeline(pt.AppRoleTestCase):
                              "deferred")
             await g.open()
             self.assertEqual(self.rows(await c.read_result())[0][0], "C")
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assert_closed(k)
+            # then the end of A's session, as PostgreSQL ends it
+            self.assertEqual(await asyncio.wait_for(a.r.read(), 20), b"")
             await self.until(lambda: "event=disconnect client=127.0.0.1:%d " % port
                              in self.px.log(), "A's session ended")
             for y in (x, c, b):
