@@ -19,7 +19,7 @@
  * The reply must come within server_connect_timeout (as for the pool's own
  * reset and check queries).
  *
- * Answers are kept PGW_AQ_TTL seconds (no row: PGW_AQ_NEG_TTL), at most
+ * Answers are kept PGW_AQ_TTL seconds (no row too), at most
  * PGW_AQ_MAX_ENTRIES of them; errors are not kept.  A reload forgets them.
  * A session that leaves (its ctx ends) stops waiting; a lookup nobody waits
  * for is dropped while it still waits for a server, and otherwise allowed
@@ -661,7 +661,10 @@ int pgw_authquery_init(struct pgw_proxy *px)
     pgw_list_init(&c->pending);
     pgw_list_init(&c->ready);
     c->ttl = pgw_env_seconds("PGW_AUTH_CACHE_TTL", PGW_AQ_TTL, 0, 86400, "auth_query");
-    c->neg_ttl = c->ttl < PGW_AQ_NEG_TTL ? c->ttl : PGW_AQ_NEG_TTL;
+    /* "No such user" kept as long as a found one: a shorter life made
+     * unknown names answer slower (a lookup again) than known ones (from
+     * the cache), which told who exists. */
+    c->neg_ttl = c->ttl;
     if (pgw_proxy_random(px, &c->seed, sizeof(c->seed)) < 0)
         c->seed = (uint64_t)(uintptr_t)c;
     px->aq = c;

@@ -27,11 +27,9 @@ struct pgw_proxy;
 struct pgw_session;
 struct pgw_aq_entry;
 
-/* How long answers are kept (seconds).  PGW_AUTH_CACHE_TTL in the
- * environment overrides the first (tests); negative answers are kept
- * min(PGW_AQ_NEG_TTL, that) seconds. */
+/* How long answers are kept (seconds), "no such user" too.
+ * PGW_AUTH_CACHE_TTL in the environment overrides it (tests). */
 #define PGW_AQ_TTL          30.0
-#define PGW_AQ_NEG_TTL      5.0
 /* Most answers kept; the oldest go first. */
 #define PGW_AQ_MAX_ENTRIES  10000
 
