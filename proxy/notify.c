@@ -2486,7 +2486,7 @@ static void tx_apply(struct pgw_notify_sub *sub, const struct notify_txop *op, b
     }
 }
 
-enum tx_event { TX_COMMIT, TX_ROLLBACK, TX_ENDED, TX_GOES_ON, TX_DROPPED };
+enum tx_event { TX_COMMIT, TX_ROLLBACK, TX_ENDED, TX_GOES_ON, TX_DROPPED, TX_DISCARDED };
 enum tx_fate { TX_KEEP, TX_APPLY, TX_FORGET };
 
 /* What ev makes of op (see the top of this section); for TX_ROLLBACK, to
@@ -2513,6 +2513,10 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
             return TX_FORGET;                /* its error, or a Parse without Execute */
         op->doomed = false;
         return TX_KEEP;
+    case TX_DISCARDED:
+        /* DISCARD ALL ran: what ran before it goes; what was sent behind
+         * it in its batch (not run yet: tags come in order) runs after. */
+        return op->ran ? TX_FORGET : TX_KEEP;
     case TX_DROPPED:
     default:
         return TX_FORGET;
@@ -2794,11 +2798,14 @@ void pgw_notify_discard(struct pgw_session *s)
     if (!sub || sub->waiting)
         return;
     int n = tx_current(sub);
-    if (n == sub->ntx) {
+    bool behind = false;             /* noted in its batch, after it */
+    for (int i = 0; i < n; i++)
+        behind |= !sub->tx[i].ran;
+    if (n == sub->ntx && !behind) {
         pgw_notify_session_gone(s);
         return;
     }
-    tx_settle(sub, n, TX_DROPPED);
+    tx_settle(sub, n, TX_DISCARDED);
     pgw_notify_unlisten(sub, PGW_UNLISTEN_ALL, NULL);
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = sub->dropped = false;

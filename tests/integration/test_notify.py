@@ -649,6 +649,20 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_after_discard", "d")])
         self.not_listening(a, "pgw_before_discard")
 
+    def test_behind_a_discard_all_in_its_batch(self):
+        # The same in one extended-protocol batch (psycopg 3's pipeline:
+        # DISCARD ALL, then LISTEN, one Sync): the LISTEN, noted in the
+        # DISCARD's request, was dropped with it at its CommandComplete;
+        # the client got its LISTEN tag and never a notification.
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_before_discard2")
+        a.sendall(hz.ext_msgs("discard all", describe=False)[:-5] +       # no Sync between
+                  hz.ext_msgs("listen pgw_after_discard2", describe=False))
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)],
+                         [b"1", b"2", b"C", b"1", b"2", b"C", b"Z"])
+        self.hears(a, "pgw_after_discard2", "d")
+        self.not_listening(a, "pgw_before_discard2")
+
     def test_rollback_and_chain(self):
         # ROLLBACK AND CHAIN ends the transaction (a new one starts): its
         # LISTEN was kept and became the hub's at the next COMMIT.
