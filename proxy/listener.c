@@ -116,7 +116,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 pgw_warn("accept", "reason=\"%s\"", strerror(errno));
             return;
         }
-        if (px->shutting_down) {
+        if (px->shutting_down && !l->unix_sock) {
             close(fd);
             continue;
         }
@@ -140,6 +140,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         struct pgw_session *s =
             pgw_session_create(px, fd, (struct sockaddr *)&sa, salen, l->unix_sock, over);
+        if (s)
+            s->late = px->shutting_down;
         if (!s)
             close(fd);
         else if (l->defer)
@@ -583,11 +585,20 @@ void pgw_listener_pause(struct pgw_proxy *px, bool paused)
 
 void pgw_listener_close_all(struct pgw_proxy *px)
 {
-    if (ev_is_active(&px->accept_retry))
+    pgw_listener_close(px, false);
+}
+
+void pgw_listener_close(struct pgw_proxy *px, bool keep_unix)
+{
+    if (ev_is_active(&px->accept_retry) && !keep_unix)
         ev_timer_stop(px->loop, &px->accept_retry);
-    struct pgw_listener *l = px->listeners;
-    while (l) {
-        struct pgw_listener *next = l->next;
+    struct pgw_listener **at = &px->listeners, *l;
+    while ((l = *at)) {
+        if (keep_unix && l->unix_sock) {
+            at = &l->next;
+            continue;
+        }
+        *at = l->next;
         ev_io_stop(px->loop, &l->io);
         close(l->fd);
         if (l->path) {
@@ -596,7 +607,5 @@ void pgw_listener_close_all(struct pgw_proxy *px)
             free(l->path);
         }
         free(l);
-        l = next;
     }
-    px->listeners = NULL;
 }

@@ -776,7 +776,10 @@ void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
         /* systemd (Type=notify): a signal's, or the console's SHUTDOWN */
         if (pgw_sd_notify("STOPPING=1") < 0)
             pgw_warn("sd_notify", "state=STOPPING=1 reason=\"%s\"", strerror(errno));
-        pgw_listener_close_all(px);
+        /* With peers, the Unix socket stays while clients drain: a cancel
+         * for one of them that lands on another process comes through
+         * it (PgBouncer, too, closes only its TCP sockets). */
+        pgw_listener_close(px, px->cfg->npeers > 0 && mode != PGW_SHUTDOWN_FAST);
         if (px->pools)
             pgw_pool_set_drain(px->pools);
         if (px->cfg->shutdown_timeout > 0 && mode != PGW_SHUTDOWN_FAST) {

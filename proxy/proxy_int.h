@@ -253,6 +253,8 @@ struct pgw_session {
                                         SETs ran): forwarded once its own
                                         query runs */
     bool over_limit;                 /* beyond max_client_conn: refused at startup */
+    bool late;                       /* accepted while shutting down (the Unix socket
+                                      * kept for cancels): a login is refused */
 
     /* prepared statements (prepared.c) */
     bool ps_on;                      /* rewriting for this link */
@@ -500,6 +502,9 @@ struct pgw_listener {
 int pgw_listener_open_all(struct pgw_proxy *px, char *errbuf, size_t errlen);
 void pgw_listener_pause(struct pgw_proxy *px, bool paused);
 void pgw_listener_close_all(struct pgw_proxy *px);
+/* The same, but the Unix-socket listeners with keep_unix (a shutdown
+ * with [peers]: their cancels still reach this process's clients). */
+void pgw_listener_close(struct pgw_proxy *px, bool keep_unix);
 /* A reload: the listeners' socket options again (tcp_keepalive). */
 void pgw_listener_reconfigure(struct pgw_proxy *px);
 /* relay.c: server_fast_close for sessions idle on a server due to close

@@ -867,6 +867,13 @@ static void handle_startup(struct pgw_session *s)
     default:
         break;
     }
+    /* Shutting down, the Unix socket stays open for cancels (the peers'
+     * forwards): a login there is refused, as PostgreSQL refuses one
+     * while it shuts down. */
+    if (s->late) {
+        pgw_session_close(s, "57P03", "the database system is shutting down");
+        return;
+    }
     if (!s->ssl && !s->unix_sock && s->px->cfg->client_tls_sslmode >= PGW_TLS_REQUIRE) {
         pgw_session_close(s, "28000", "SSL required (client_tls_sslmode is %s)",
                           pgw_tls_mode_name(s->px->cfg->client_tls_sslmode));

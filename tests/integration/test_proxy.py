@@ -1782,6 +1782,29 @@ class TestPeers(pt.PgwharfTestCase):
         self.assertEqual(self.result(sock), "57014")
         self.assertNotRegex(px1.log(), r"event=cancel_forwarded .*peer=")
 
+    def test_a_draining_process_still_takes_its_clients_cancels(self):
+        # SIGTERM (wait for clients) removed the Unix socket at once: the
+        # other process could no longer pass on a cancel for a client still
+        # running there ("connect: No such file or directory"), and the
+        # query ran on.  PgBouncer closes only its TCP sockets; so does
+        # pgwharf with [peers].  A login there is refused meanwhile (57P03).
+        px1, px2 = self.start_pair()
+        sock, pid, key = self.login(px1)
+        self.start_sleep(sock, "draining")
+        px1.send_signal(signal.SIGTERM)
+        px1.wait_for_log(r"event=shutdown mode=wait_for_clients")
+        send_cancel(px2, pid, key)
+        self.assertEqual(self.result(sock), "57014")
+        self.assertNotIn("event=cancel_failed", px2.log())
+        late = unix_socket(px1)
+        self.addCleanup(late.close)
+        with self.assertRaises(hz.PgError) as cm:
+            hz.sync_login(late, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(cm.exception.sqlstate, "57P03")
+        sock.close()                                   # the last client: px1 ends
+        pt.wait_until(lambda: not px1.alive(), 20, what="px1 to end once its client left")
+        self.assertFalse(os.path.exists(os.path.join(px1.dir, ".s.PGSQL.%d" % px1.port)))
+
     def test_the_cancel_connection_closes_once_the_server_has_acted(self):
         """PostgreSQL signals the backend twice for one cancel (its pid,
         then its process group) and closes the cancel connection after
