@@ -1910,14 +1910,18 @@ static void echo_seal(struct pgw_notify_sub *sub)
  * While no request runs, the transaction is open on an idle server: what
  * comes was committed before the LISTEN and is not the client's, as in
  * PostgreSQL; so is what a ReadyForQuery 'T' or 'E' with no request
- * behind it finds held.  The price: one committed before the commit while
+ * behind it finds held -- unless the client listened already (on another
+ * channel): PostgreSQL reads what was committed during its transaction at
+ * its end, from where it was, and a channel the transaction made its own
+ * by then is heard; so all is held for it.  The price: one committed before the commit while
  * the request that ends the transaction ran, or while one ran with that
  * one queued (pipelined) behind it, reaches the client too. */
 
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan)
 {
     const struct pgw_session *s = sub->session;
-    return sub->ntx > 0 && s->server && (s->track.sync_out > 0 || s->track.fe_open > 0) &&
+    return sub->ntx > 0 && s->server &&
+           (s->track.sync_out > 0 || s->track.fe_open > 0 || sub->nchans > 0) &&
            tx_holds(sub, chan);
 }
 
@@ -2777,9 +2781,10 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
     /* Those of this request or before are decided or kept; the others came
      * behind it.  (Called before the tracker counts this ReadyForQuery.) */
     tx_settle(sub, tx_current(sub), status == 'I' ? TX_ENDED : TX_GOES_ON);
-    if (status != 'I' && s->track.sync_out <= 1 && s->track.fe_open == 0) {
+    if (status != 'I' && s->track.sync_out <= 1 && s->track.fe_open == 0 && sub->nchans == 0) {
         /* Its transaction goes on and nothing behind may end it: what the
-         * hub sent so far was committed before it. */
+         * hub sent so far was committed before it (a client listening
+         * already reads it at its transaction's end: maybe_for). */
         maybe_reset(sub);
     }
     sp_request_ended(sub);

@@ -326,6 +326,23 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([b.rstrip(b"\0").decode() for _, b in got[:-1]], tags)
         self.assertEqual(got[-1][1], status)
 
+    def test_a_listening_clients_new_listen_hears_what_committed_in_its_transaction(self):
+        # "LISTEN, read the state, COMMIT" by a client listening already on
+        # another channel: PostgreSQL reads what was committed during the
+        # transaction at its end, from where the session was, and delivers
+        # what is for a channel it listens on by then -- the new one too.
+        # pgwharf dropped the hub's copies that came while no request ran.
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_unrelated")
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen pgw_cache", ["LISTEN"], b"T")
+        w = self.witness("pgw_cache")
+        self.notify("pgw_cache", "during")
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [("pgw_cache", "during")])
+        self.expect(a, "commit", ["COMMIT"], b"I")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_cache", "during")])
+        w.close()
+
     def test_kept_after_commit(self):
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")
