@@ -9,6 +9,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -176,6 +177,50 @@ static void check_self_entries(struct conf_loader *ld)
  * go round: an entry of another id with this process's own Unix socket is
  * an error.  (A TCP address cannot be told apart: with so_reuseport the
  * port is shared on purpose.)  [peers] without peer_id does nothing. */
+
+/* A socket path as a process reaches it: its directory's real path
+ * (symlinks, "..", "//", a trailing "/"), or read lexically where that
+ * directory does not exist (yet); an abstract name ("@...") as it is. */
+static void norm_socket_path(const char *path, char *out, size_t size)
+{
+    const char *slash = strrchr(path, '/');
+    if (path[0] == '@' || !slash) {
+        snprintf(out, size, "%s", path);
+        return;
+    }
+    char dir[PATH_MAX], real[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    if (realpath(*dir ? dir : "/", real)) {
+        snprintf(out, size, "%s%s", strcmp(real, "/") == 0 ? "" : real, slash);
+        return;
+    }
+    /* lexically: components, "." dropped, ".." taking the one before */
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *c = dir; *c;) {
+        while (*c == '/')
+            c++;
+        size_t len = strcspn(c, "/");
+        if (len == 0)
+            break;
+        if (len == 1 && c[0] == '.') {
+            /* nothing */
+        } else if (len == 2 && c[0] == '.' && c[1] == '.') {
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o > 0)
+                o--;
+        } else if (o + 1 + len < size) {
+            out[o++] = '/';
+            memcpy(out + o, c, len);
+            o += len;
+        }
+        out[o] = '\0';
+        c += len;
+    }
+    snprintf(out + o, size - o, "%s", slash);
+}
+
 static void check_peers(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
@@ -191,13 +236,20 @@ static void check_peers(struct conf_loader *ld)
                      cfg->listen_port);
     if (n < 0 || (size_t)n >= sizeof(own))
         return;
+    char own_norm[PATH_MAX], peer_norm[PATH_MAX];
+    norm_socket_path(own, own_norm, sizeof(own_norm));
     for (int i = 0; i < cfg->npeers; i++) {
         const struct pgw_conf_peer *p = &cfg->peers[i];
         const struct sockaddr_un *sun = (const struct sockaddr_un *)&p->addr;
-        /* an abstract name ("@...") has a NUL for its '@' */
+        char path[sizeof(sun->sun_path) + 1];
+        if (p->addr.ss_family == AF_UNIX) {
+            /* an abstract name ("@...") has a NUL for its '@' */
+            snprintf(path, sizeof(path), "%c%s", sun->sun_path[0] ? sun->sun_path[0] : '@',
+                     sun->sun_path + 1);
+            norm_socket_path(path, peer_norm, sizeof(peer_norm));
+        }
         if (p->id != cfg->peer_id && p->addr.ss_family == AF_UNIX &&
-            sun->sun_path[0] == (own[0] == '@' ? '\0' : own[0]) &&
-            strcmp(sun->sun_path + 1, own + 1) == 0)
+            strcmp(peer_norm, own_norm) == 0)
             conf_error(&ld->rep, p->file, p->line, "peer %d: %s is this process's own "
                        "socket, but its peer_id is %d (cancels would loop)", p->id, own,
                        cfg->peer_id);

@@ -1504,6 +1504,17 @@ static void test_peers(void **state)
     assert_error(&d, "t.ini:8: peer 2: /run/me/.s.PGSQL.7000 is this process's own socket, "
                      "but its peer_id is 1 (cancels would loop)");
     pgw_conf_diag_free(&d);
+    /* however the directory is written ("/", "..", "//", ".") */
+    load_fail(BASE "peer_id = 1\nunix_socket_dir = /run/me\nlisten_port = 7000\n"
+                   "[peers]\n2 = host=/run/me/ port=7000\n3 = host=/run/x/../me port=7000\n"
+                   "4 = host=//run/./me port=7000\n5 = host=/run/mex port=7000\n", &d, 3);
+    assert_error(&d, "t.ini:7: peer 2: /run/me/.s.PGSQL.7000 is this process's own socket, "
+                     "but its peer_id is 1 (cancels would loop)");
+    assert_error(&d, "t.ini:8: peer 3: /run/me/.s.PGSQL.7000 is this process's own socket, "
+                     "but its peer_id is 1 (cancels would loop)");
+    assert_error(&d, "t.ini:9: peer 4: /run/me/.s.PGSQL.7000 is this process's own socket, "
+                     "but its peer_id is 1 (cancels would loop)");
+    pgw_conf_diag_free(&d);
 
     /* "@": an abstract socket name, a NUL for its '@' and no trailing NUL
      * in the address (as the listener binds it); the same own-socket check,
