@@ -828,6 +828,49 @@ static bool sql_at_end(const char *p, const char *end)
     return p == end;
 }
 
+/* PostgreSQL's reserved and type/function-name keywords (its kwlist.h,
+ * RESERVED_KEYWORD and TYPE_FUNC_NAME_KEYWORD): not a ColId unquoted, so
+ * "LISTEN select" is its syntax error, not a channel. */
+static bool colid_keyword(const char *name)
+{
+    static const char *const kw[] = {
+        "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
+        "authorization", "binary", "both", "case", "cast", "check", "collate", "collation",
+        "column", "concurrently", "constraint", "create", "cross", "current_catalog",
+        "current_date", "current_role", "current_schema", "current_time", "current_timestamp",
+        "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end",
+        "except", "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant",
+        "group", "having", "ilike", "in", "initially", "inner", "intersect", "into", "is",
+        "isnull", "join", "lateral", "leading", "left", "like", "limit", "localtime",
+        "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only", "or",
+        "order", "outer", "overlaps", "placing", "primary", "references", "returning",
+        "right", "select", "session_user", "similar", "some", "symmetric", "table",
+        "tablesample", "then", "to", "trailing", "true", "union", "unique", "user", "using",
+        "variadic", "verbose", "when", "where", "window", "with",
+    };
+    for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]); i++)
+        if (strcmp(name, kw[i]) == 0)
+            return true;
+    return false;
+}
+
+/* An unquoted identifier at p that is one of those keywords. */
+static bool sql_keyword_ident(const char *p, const char *end)
+{
+    char word[32];
+    size_t n = 0;
+    if (p == end || !ident_start((unsigned char)*p) ||
+        (end - p > 1 && (*p == 'U' || *p == 'u') && p[1] == '&'))
+        return false;
+    for (; p < end && ident_cont((unsigned char)*p); p++) {
+        if (n + 1 >= sizeof(word))
+            return false;
+        word[n++] = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
+    }
+    word[n] = '\0';
+    return colid_keyword(word);
+}
+
 enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
                                       const struct pgw_ident_clip *clip,
                                       char chan[PGW_CHANNEL_UTF8_MAX + 1],
@@ -848,7 +891,8 @@ enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
     if (p < end && *p == '*' && kind == PGW_UNLISTEN) {
         kind = PGW_UNLISTEN_ALL;
         p++;
-    } else if (!sql_ident(&p, end, clip, chan, PGW_CHANNEL_UTF8_MAX, full)) {
+    } else if (sql_keyword_ident(p, end) ||
+               !sql_ident(&p, end, clip, chan, PGW_CHANNEL_UTF8_MAX, full)) {
         return PGW_LISTEN_NONE;
     }
     if (sql_at_end(p, end))
@@ -876,7 +920,8 @@ bool pgw_deallocate_parse(const char *sql, size_t len, const struct pgw_ident_cl
     }
     if (sql_keyword(&p, end, "ALL"))
         return false;                    /* ALL is reserved: never a name */
-    if (!sql_ident(&p, end, clip, name, clip ? PGW_CHANNEL_UTF8_MAX : PGW_CHANNEL_MAX, full))
+    if (sql_keyword_ident(p, end) ||
+        !sql_ident(&p, end, clip, name, clip ? PGW_CHANNEL_UTF8_MAX : PGW_CHANNEL_MAX, full))
         return false;
     if (sql_at_end(p, end))
         return true;

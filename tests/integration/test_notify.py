@@ -343,6 +343,24 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_cache", "during")])
         w.close()
 
+    def test_a_reserved_keyword_is_no_channel(self):
+        # "LISTEN select" is PostgreSQL's syntax error (42601): a ColId is
+        # no reserved keyword unquoted.  Prepared, or an UNLISTEN (which
+        # pgwharf answers), it was taken as the channel "select".
+        a = login(self, self.px)
+        for sql in ("unlisten select", "unlisten from", "listen table"):
+            a.sendall(hz.query_msg(sql))
+            got = hz.read_until_ready(a)
+            self.assertEqual([t for t, _ in got], [b"E", b"Z"], (sql, got))
+            self.assertEqual(hz.parse_fields(got[0][1])["C"], "42601", sql)
+        a.sendall(hz.ext_msgs("listen select", describe=False))
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "42601")
+        self.expect(a, 'listen "select"', ["LISTEN"], b"I")      # quoted: a name
+        self.notify("select", "q")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("select", "q")])
+
     def test_kept_after_commit(self):
         a = login(self, self.px)
         self.expect(a, "begin", ["BEGIN"], b"T")

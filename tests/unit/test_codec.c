@@ -448,6 +448,12 @@ static void test_listen_parse(void **state)
         { "unlisten foo;", PGW_UNLISTEN, "foo" },
         { "UNLISTEN *", PGW_UNLISTEN_ALL, "" },
         { "UNLISTEN*;", PGW_UNLISTEN_ALL, "" },
+        /* quoted, or an unreserved / column-name keyword, or longer: a name */
+        { "LISTEN \"select\"", PGW_LISTEN, "select" },
+        { "LISTEN name", PGW_LISTEN, "name" },
+        { "LISTEN int", PGW_LISTEN, "int" },
+        { "LISTEN selects", PGW_LISTEN, "selects" },
+        { "LISTEN user_x", PGW_LISTEN, "user_x" },
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         memset(chan, 'z', sizeof(chan));
@@ -461,6 +467,10 @@ static void test_listen_parse(void **state)
         "LISTEN 1abc", "LISTEN $x", "LISTEN foo -- comment", "/* c */ LISTEN foo",
         "LISTEN foo/* c */", "NOTIFY foo", "select 1", "UNLISTEN", "UNLISTEN **",
         "LISTEN a\"b\"", "XLISTEN foo", "LISTENX foo",
+        /* reserved and type/function-name keywords are no ColId unquoted:
+         * PostgreSQL's 42601, the server's to say */
+        "LISTEN select", "UNLISTEN FROM", "unlisten table;", "LISTEN user", "LISTEN inner",
+        "UNLISTEN Verbose",
         /* over 63 bytes and not ASCII: where PostgreSQL cuts it depends on
          * the database's encoding */
         "LISTEN \"\xc3\xa9" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
