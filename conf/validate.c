@@ -194,9 +194,11 @@ static void norm_socket_path(const char *path, char *out, size_t size)
         snprintf(out, size, "%s%s", strcmp(real, "/") == 0 ? "" : real, slash);
         return;
     }
-    /* lexically: components, "." dropped, ".." taking the one before */
+    /* lexically: components, "." dropped, ".." taking the one before (a
+     * relative directory stays relative) */
     size_t o = 0;
     out[0] = '\0';
+    bool rel = dir[0] != '/';
     for (const char *c = dir; *c;) {
         while (*c == '/')
             c++;
@@ -211,7 +213,8 @@ static void norm_socket_path(const char *path, char *out, size_t size)
             if (o > 0)
                 o--;
         } else if (o + 1 + len < size) {
-            out[o++] = '/';
+            if (o > 0 || !rel)
+                out[o++] = '/';
             memcpy(out + o, c, len);
             o += len;
         }

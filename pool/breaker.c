@@ -271,15 +271,40 @@ static bool at_sqlstate(const char *p)
     return p[8] == ':' && p[9] == ' ';
 }
 
+/* Where the server's SQLSTATE of the attempt whose line starts at line
+ * is (the severity's colon), or NULL.  Only there: libpq's "connection to
+ * server at ... failed: " then the severity (a word in the server's
+ * language, no colon in it) and its ":  "; the message after it may
+ * quote the client's names, which could spell anything. */
+static const char *attempt_sqlstate(const char *line)
+{
+    static const char prefix[] = "connection to server ";
+    if (strncmp(line, prefix, sizeof(prefix) - 1) != 0)
+        return NULL;
+    const char *eol = strchr(line, '\n');
+    const char *failed = strstr(line, " failed: ");
+    if (!failed || (eol && failed > eol))
+        return NULL;
+    const char *colon = strchr(failed + 9, ':');
+    if (!colon || (eol && colon > eol) || !at_sqlstate(colon))
+        return NULL;
+    return colon;
+}
+
 bool pgw_pool_server_sqlstate(const char *msg, char out[6])
 {
     bool found = false;
-    for (const char *p = msg ? strchr(msg, ':') : NULL; p; p = strchr(p + 1, ':'))
-        if (at_sqlstate(p)) {
-            memcpy(out, p + 3, 5);
+    for (const char *line = msg; line && *line;) {
+        const char *at = attempt_sqlstate(line);
+        if (at) {
+            memcpy(out, at + 3, 5);      /* the last attempt's, which ended the login */
             out[5] = '\0';
             found = true;
         }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
     return found;
 }
 
@@ -290,18 +315,22 @@ void pgw_pool_trim_error(char *buf, size_t size, const char *msg)
     size_t o = 0;
     bool space = true;        /* drop leading blanks, collapse runs */
     const char *start = msg ? msg : "";
+    const char *code = NULL;  /* this line's SQLSTATE (attempt_sqlstate) */
     for (const char *p = start; *p && o + 1 < size; p++) {
         unsigned char c = (unsigned char)*p;
         /* libpq's verbose form: the SQLSTATE (read apart) and the
          * server's source position are not for clients. */
-        if ((p == start || p[-1] == '\n') && strncmp(p, "LOCATION:  ", 11) == 0) {
-            const char *nl = strchr(p, '\n');
-            if (!nl)
-                break;
-            p = nl;
-            continue;
+        if (p == start || p[-1] == '\n') {
+            if (strncmp(p, "LOCATION:  ", 11) == 0) {
+                const char *nl = strchr(p, '\n');
+                if (!nl)
+                    break;
+                p = nl;
+                continue;
+            }
+            code = attempt_sqlstate(p);
         }
-        if (at_sqlstate(p)) {
+        if (p == code) {
             buf[o++] = ':';
             p += 8;
             space = false;

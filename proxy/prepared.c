@@ -158,6 +158,9 @@ struct qent {
     uint32_t copies;             /* a Query/Execute at the head: its COPY FROM STDINs begun */
     bool drops;                  /* a Query or Execute of DEALLOCATE ALL / DISCARD ALL
                                   * (drops_all_sent): every name goes when it runs */
+    struct ps_stmt *prev;        /* a client's Parse taking a name such a drop in its
+                                  * batch frees: what the name was, back if the drop
+                                  * did not run (undo_parse; on_discard clears it) */
 };
 
 struct ps_queue {
@@ -621,6 +624,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->copy_data = q->copy_data;
     x->copies = 0;
     x->drops = false;
+    x->prev = NULL;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
         x->drops = true;
         q->drops++;
@@ -661,6 +665,7 @@ static void q_pop(struct pgw_session *s)
     if (x->learn)
         x->stmt->describing = false;     /* answered, or skipped: tried again later */
     stmt_unref(reg_of(s), x->stmt);
+    stmt_unref(reg_of(s), x->prev);
     free(x->cname);
     q->syncs -= x->type == PGW_FE_SYNC;
     q->drops -= x->drops;
@@ -688,6 +693,7 @@ void pgw_ps_link(struct pgw_session *s)
         s->ps_queue->copy_open = s->ps_queue->copy_run = false;
         s->ps_queue->copy_bad = 0;
         s->ps_queue->syncs_read = 0;
+        s->ps_queue->drop_armed = false;
     }
 }
 
@@ -1393,13 +1399,14 @@ static bool drops_all(const char *sql)
  * has prepared may be gone before the next message of the batch runs, so
  * each is closed and prepared again at its next use there (a Close of one
  * that is gone is no error).  Its CommandComplete (on_discard) drops the
- * ones not used since.  Parsed or Bound, the next Execute runs it (armed
- * here); a Query's entry is marked by the caller. */
-static void drops_all_sent(struct pgw_session *s)
+ * ones not used since.  Bound (Parsed unnamed: the Bind that follows is
+ * of it), the next Execute runs it (arm); a Query's entry is marked by
+ * the caller. */
+static void drops_all_sent(struct pgw_session *s, bool arm)
 {
-    if (!s->ps_queue)
+    if (arm && !s->ps_queue)
         s->ps_queue = calloc(1, sizeof(*s->ps_queue));
-    if (s->ps_queue)
+    if (arm && s->ps_queue)
         s->ps_queue->drop_armed = true;
     struct ps_server *ss = s->server ? s->server->user_state : NULL;
     if (!ss)
@@ -1464,7 +1471,7 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         (uint64_t)(key + key_len - te - 3) != 4ull * pgw_get_u16(te + 1))
         return malformed(s, PGW_FE_PARSE);
     if (memchr(ne + 1, 0, (size_t)(body + blen - (ne + 1))) && drops_all((const char *)ne + 1))
-        drops_all_sent(s);
+        drops_all_sent(s, *body == '\0');
     const char *name = (const char *)body;
     /* The unnamed statement is the server's own; so is a name PostgreSQL
      * refuses as text in the client's encoding before it reads the rest
@@ -1482,16 +1489,17 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     struct ps_registry *reg = reg_of(s);
     if (name_unsettled(s, key_name, NULL))
         return PGW_PS_WAIT;
-    struct ps_client_name *had = client_find(s, key_name);
+    struct ps_client_name *had = client_find(s, key_name), *displaced = NULL;
     if (had) {
         /* Behind a DEALLOCATE ALL the name is free again: that request's
          * answer says whether it ran; in this batch it runs first (or
-         * the batch fails before the Parse, which the server skips). */
+         * the batch fails before the Parse, which the server then skips:
+         * the name's statement comes back, prev). */
         int drop = drop_unsettled(s);
         if (drop == DROP_EARLIER)
             return PGW_PS_WAIT;
         if (drop == DROP_THIS_BATCH) {
-            client_remove(s, had);
+            displaced = had;
             had = NULL;
         }
     }
@@ -1540,15 +1548,24 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     }
     reg->st.client_parses++;
     s->ps_parse_count++;
+    struct ps_stmt *prev = NULL;
+    if (displaced) {
+        prev = displaced->stmt;
+        prev->refs++;
+        client_remove(s, displaced);
+    }
     if (!client_add(s, key_name, name, st)) {
         stmt_unref(reg, st);
+        stmt_unref(reg, prev);
         goto oom;
     }
     /* The name stands only if the server does not skip this Parse (an
      * earlier error in the batch, or its own): kept with the entry. */
     char *cname = names_dup(key_name, name);     /* name points into b, which moves */
-    if (!cname)
+    if (!cname) {
+        stmt_unref(reg, prev);
         goto oom;
+    }
     /* In a failed transaction the server answers it (25P02), as it would
      * without pgwharf, and the client gets no name. */
     bool refused = e && !e->stale && parse_refused(s, st);
@@ -1558,13 +1575,16 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         pgw_iobuf_cut(b, b->parsed, *total);
         if (!q_push(s, Q_FAKE, PGW_FE_PARSE, st)) {
             free(cname);
+            stmt_unref(reg, prev);
             goto oom;
         }
         q_tail(s)->cname = cname;
+        q_tail(s)->prev = prev;
         return PGW_PS_DROPPED;
     }
     if (!ensure_prepared(s, b, st, false)) {
         free(cname);
+        stmt_unref(reg, prev);
         goto oom;
     }
     /* Send the Parse under pgwharf's name. */
@@ -1573,9 +1593,11 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     *total = send_parse_len(st);
     if (!q_push(s, Q_PASS, PGW_FE_PARSE, st)) {
         free(cname);
+        stmt_unref(reg, prev);
         goto oom;
     }
     q_tail(s)->cname = cname;
+    q_tail(s)->prev = prev;
     q_tail(s)->had = refused;
     q_tail(s)->pinned = st->pinned != NULL;
     /* Learnt with it (inject_describe), sent as part of it. */
@@ -1767,7 +1789,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     if (type == PGW_FE_BIND) {
         s->ps_bind_count++;
         if (drops_all((const char *)st->parse + st->key_off))
-            drops_all_sent(s);
+            drops_all_sent(s, true);
         /* A LISTEN or UNLISTEN of its: run in a transaction */
         const char *text = (const char *)st->parse + st->key_off;
         if (pgw_notify_may_start((uint8_t)*text) && !pgw_notify_tx_bound(s, key_name, text))
@@ -1970,8 +1992,7 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
             return PGW_PS_FAILED;
         }
         if (type == PGW_FE_QUERY && query_drops_all(b, *total)) {
-            drops_all_sent(s);
-            s->ps_queue->drop_armed = false;
+            drops_all_sent(s, false);
             q_tail(s)->drops = true;
             s->ps_queue->drops++;
         }
@@ -2021,6 +2042,13 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
         struct ps_client_name *cn = client_find(s, x->cname);
         if (cn && (cn->stmt == x->stmt || cn->was == x->stmt))
             client_remove(s, cn);
+        /* The drop ahead of it in the batch did not run either: the
+         * name's statement stands again. */
+        if (x->prev && !client_find(s, x->cname)) {
+            x->prev->refs++;
+            if (!client_add(s, x->cname, names_shown(x->cname), x->prev))
+                stmt_unref(reg_of(s), x->prev);
+        }
     }
     /* A ParseComplete of pgwharf's own, or a Parse refused in a failed
      * transaction, left the server's statement alone. */
@@ -2201,6 +2229,13 @@ static bool parse_queued(const struct pgw_session *s, const struct ps_stmt *st, 
  * server runs later. */
 static void on_discard(struct pgw_session *s)
 {
+    /* It ran: the names Parses behind it took are theirs for good. */
+    struct ps_queue *q = s->ps_queue;
+    for (uint32_t i = 0; q && i < q->len; i++) {
+        struct qent *x = &q->e[(q->head + i) % q->cap];
+        stmt_unref(reg_of(s), x->prev);
+        x->prev = NULL;
+    }
     struct ps_server *ss = s->server ? s->server->user_state : NULL;
     if (ss) {
         struct pgw_list *n = ss->lru.next, *next;

@@ -760,6 +760,11 @@ static void close_all_sessions(struct pgw_proxy *px, bool only_idle)
                                             (s->pipe_srv || !s->pool ||
                                              !pgw_pool_paused(s->pool)))))
                 continue;
+            /* A cancel being forwarded, or a connection of the Unix socket
+             * kept for them (a peer's forward not read yet), ends itself
+             * (cancel_wait_timeout, client_login_timeout). */
+            if (only_idle && (s->state == PGW_SS_CANCEL || s->late))
+                continue;
             victim = s;
             break;
         }
@@ -787,6 +792,8 @@ void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
             ev_timer_start(px->loop, &px->shutdown_timer);
         }
     }
+    if (mode == PGW_SHUTDOWN_FAST)
+        pgw_listener_close(px, false);          /* a Unix socket kept for cancels too */
     px->shutdown_mode = mode;
     pgw_info("shutdown", "mode=%s clients=%d",
              mode == PGW_SHUTDOWN_FAST ? "fast" :

@@ -1077,6 +1077,19 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
                     self.assertEqual(sqlstate(msgs[2][1]), "26000")
                     for _ in range(2):
                         self.assert_runs(b, "t")
+            # A drop that does not run (a failed transaction: 25P02, the
+            # rest of its batch skipped) frees no name: d1 is still the
+            # statement it was, as in PostgreSQL.
+            self.prepare(a, "d9", "select 9")
+            a.send(a.query("begin"), a.query("select 1/0"))
+            self.assertEqual(types(a.until_ready() + a.until_ready()), "CZEZ")
+            a.send(a.parse("", "DEALLOCATE ALL"), a.bind(""), a.execute(),
+                   a.parse("d9", "select 10"), a.bind("d9"), a.execute(), a.sync())
+            msgs = a.until_ready()
+            self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "25P02"))
+            a.send(a.query("rollback"))
+            self.assertEqual(types(a.until_ready()), "CZ")
+            self.assertEqual(self.assert_runs(a, "d9")[1][1][-1:], b"9")
         finally:
             a.close()
             b.close()

@@ -1788,22 +1788,29 @@ class TestPeers(pt.PgwharfTestCase):
         # running there ("connect: No such file or directory"), and the
         # query ran on.  PgBouncer closes only its TCP sockets; so does
         # pgwharf with [peers].  A login there is refused meanwhile (57P03).
-        px1, px2 = self.start_pair()
-        sock, pid, key = self.login(px1)
-        self.start_sleep(sock, "draining")
-        px1.send_signal(signal.SIGTERM)
-        px1.wait_for_log(r"event=shutdown mode=wait_for_clients")
-        send_cancel(px2, pid, key)
-        self.assertEqual(self.result(sock), "57014")
-        self.assertNotIn("event=cancel_failed", px2.log())
-        late = unix_socket(px1)
-        self.addCleanup(late.close)
-        with self.assertRaises(hz.PgError) as cm:
-            hz.sync_login(late, self.pg.user, self.pg.database, self.pg.password)
-        self.assertEqual(cm.exception.sqlstate, "57P03")
-        sock.close()                                   # the last client: px1 ends
-        pt.wait_until(lambda: not px1.alive(), 20, what="px1 to end once its client left")
-        self.assertFalse(os.path.exists(os.path.join(px1.dir, ".s.PGSQL.%d" % px1.port)))
+        for sig, mode in ((signal.SIGTERM, "wait_for_clients"),
+                          (signal.SIGINT, "wait_for_servers")):
+            with self.subTest(mode=mode):
+                px1, px2 = self.start_pair()
+                sock, pid, key = self.login(px1)
+                self.start_sleep(sock, "draining")
+                px1.send_signal(sig)
+                px1.wait_for_log(r"event=shutdown mode=" + mode)
+                if mode == "wait_for_clients":
+                    late = unix_socket(px1)
+                    self.addCleanup(late.close)
+                    with self.assertRaises(hz.PgError) as cm:
+                        hz.sync_login(late, self.pg.user, self.pg.database, self.pg.password)
+                    self.assertEqual(cm.exception.sqlstate, "57P03")
+                send_cancel(px2, pid, key)
+                self.assertEqual(self.result(sock), "57014")
+                self.assertNotIn("event=cancel_failed", px2.log())
+                sock.close()                           # the last client: px1 ends
+                pt.wait_until(lambda: not px1.alive(), 20,
+                              what="px1 to end once its client left")
+                self.assertFalse(os.path.exists(os.path.join(px1.dir,
+                                                             ".s.PGSQL.%d" % px1.port)))
+                px2.stop()
 
     def test_the_cancel_connection_closes_once_the_server_has_acted(self):
         """PostgreSQL signals the backend twice for one cancel (its pid,

@@ -181,6 +181,15 @@ static void t_server_sqlstate(void **state)
     assert_non_null(strstr(buf, "starting up connection to"));
     assert_non_null(strstr(buf, "SCHWERWIEGEND: Passwort"));
     assert_non_null(strstr(buf, "DETAIL: x"));
+    /* a code spelt in a name the server quotes back is not the code, and
+     * the name is shown as it is */
+    const char *crafted = "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  "
+                          "3D000: database \"x:  08006: y\" does not exist\n";
+    assert_true(pgw_pool_server_sqlstate(crafted, code));
+    assert_string_equal(code, "3D000");
+    pgw_pool_trim_error(buf, sizeof(buf), crafted);
+    assert_string_equal(buf, "connection to server at \"127.0.0.1\", port 5432 failed: FATAL: "
+                             "database \"x: 08006: y\" does not exist");
     /* libpq's own failures carry none */
     assert_false(pgw_pool_server_sqlstate("connection to server at \"127.0.0.1\", port 1 "
                                           "failed: Connection refused\n", code));
