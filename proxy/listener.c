@@ -152,8 +152,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, accept_retry);
-    if (!px->shutting_down)
-        pgw_listener_pause(px, false);
+    /* During a shutdown the list holds at most the Unix socket kept for
+     * peers' cancels (pgw_listener_close): it must listen again too. */
+    pgw_listener_pause(px, false);
 }
 
 static int add_listener(struct pgw_proxy *px, int fd, bool unix_sock, const char *path)

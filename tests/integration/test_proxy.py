@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -1811,6 +1812,32 @@ class TestPeers(pt.PgwharfTestCase):
                 self.assertFalse(os.path.exists(os.path.join(px1.dir,
                                                              ".s.PGSQL.%d" % px1.port)))
                 px2.stop()
+
+    def test_a_draining_process_paused_at_rlimit_nofile_takes_cancels_again(self):
+        # accept() failing for want of descriptors pauses every listener
+        # for 0.5 s; the retry resumed them only while not shutting down,
+        # so the Unix socket kept for cancels stayed deaf for good once a
+        # drain began during such a pause.
+        px1, px2 = self.start_pair()
+        sock, pid, key = self.login(px1)
+        self.start_sleep(sock, "paused drain")
+        nfds = len(os.listdir("/proc/%d/fd" % px1.pid))
+        resource.prlimit(px1.pid, resource.RLIMIT_NOFILE, (nfds + 8, nfds + 8))
+        flood = []
+        try:
+            for _ in range(40):
+                flood.append(unix_socket(px1))
+            px1.wait_for_log(r"event=accept_paused")
+            px1.send_signal(signal.SIGTERM)
+            px1.wait_for_log(r"event=shutdown mode=wait_for_clients")
+        finally:
+            for s in flood:
+                s.close()
+        send_cancel(px2, pid, key)
+        self.assertEqual(self.result(sock), "57014")
+        sock.close()
+        pt.wait_until(lambda: not px1.alive(), 20, what="px1 to end once its client left")
+        px2.stop()
 
     def test_the_cancel_connection_closes_once_the_server_has_acted(self):
         """PostgreSQL signals the backend twice for one cancel (its pid,
