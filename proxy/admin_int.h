@@ -141,10 +141,10 @@ struct pgw_dbstat_row {
  * The names stay valid until the stats table changes (next loop callback).
  * free() the result. */
 struct pgw_dbstat_row *pgw_stats_rows(struct pgw_proxy *px, int *n);
-/* Every database's last-period averages together (SHOW TOTALS' avg_*):
- * from the summed counters, as PgBouncer's, so a database of less than
- * one transaction a second still counts. */
-void pgw_stats_totals_avg(struct pgw_proxy *px, struct pgw_dbstat *avg);
+/* Every database's totals since start and last-period averages together
+ * (SHOW TOTALS): averages from the summed counters, as PgBouncer's, so a
+ * database of less than one transaction a second still counts. */
+void pgw_stats_totals(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw_dbstat *avg);
 /* The sessions' counters (transactions, queries, bytes...) since start,
  * every database's, as SHOW STATS counts them (bytes: no login, no
  * Terminate; no console session): the stats log line's. */

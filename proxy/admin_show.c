@@ -1340,25 +1340,8 @@ static void total_row(struct pgw_rs *rs, const char *name, uint64_t v)
 static int show_totals(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "name", TX }, { "value", NU } };
-    int n;
-    struct pgw_dbstat_row *rows = pgw_stats_rows(s->px, &n);
-    struct pgw_dbstat t = { 0 }, a;
-    for (int i = 0; i < n; i++) {
-        const struct pgw_dbstat *d = &rows[i].total;
-        t.assignments += d->assignments;
-        t.xacts += d->xacts;
-        t.queries += d->queries;
-        t.recv += d->recv;
-        t.sent += d->sent;
-        t.xact_us += d->xact_us;
-        t.query_us += d->query_us;
-        t.wait_us += d->wait_us;
-        t.ps_client_parses += d->ps_client_parses;
-        t.ps_server_parses += d->ps_server_parses;
-        t.ps_binds += d->ps_binds;
-    }
-    free(rows);
-    pgw_stats_totals_avg(s->px, &a);
+    struct pgw_dbstat t, a;
+    pgw_stats_totals(s->px, &t, &a);
     struct pgw_rs rs;
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     total_row(&rs, "total_server_assignment_count", t.assignments);

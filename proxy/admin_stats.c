@@ -247,18 +247,23 @@ static void averages(const struct pgw_dbstat *d, double dt, struct pgw_dbstat *a
     avg->wait_us = d->assignments ? d->wait_us / d->assignments : 0;
 }
 
-void pgw_stats_totals_avg(struct pgw_proxy *px, struct pgw_dbstat *avg)
+void pgw_stats_totals(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw_dbstat *avg)
 {
     struct pgw_stats *st = px->admin ? px->admin->stats : NULL;
     struct pgw_dbstat sum = { 0 };
+    memset(total, 0, sizeof(*total));
     memset(avg, 0, sizeof(*avg));
     if (!st)
         return;
+    struct pgw_dbstat *cur = collect(st);
     for (int i = 0; i < st->n; i++) {
         struct pgw_dbstat d;
+        if (cur)
+            add(total, &cur[i]);
         period_delta(&st->e[i], &d);
         add(&sum, &d);
     }
+    free(cur);
     averages(&sum, st->last_t - st->prev_t, avg);
 }
 
