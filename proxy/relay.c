@@ -1895,8 +1895,16 @@ static bool scan_client(struct pgw_session *s)
             pgw_iobuf_cut(b, b->parsed, n);
             s->cskip = total - n;
             s->cmsg_alone = false;
-            if (s->cskip > 0)
+            if (type == PGW_FE_FLUSH && mlen != 4) {
+                /* PostgreSQL reads a Flush (not a stray Copy message):
+                 * one with a body is an error, then skips to a Sync. */
+                send_error(s, "08P01", "invalid message format");
+                if (s->state == PGW_SS_CLOSING)
+                    return false;
+                s->discard = PGW_DISCARD_TO_SYNC;
+            } else if (s->cskip > 0) {
                 s->discard = PGW_DISCARD_STRAY;
+            }
             continue;
         }
         if (s->discard == PGW_DISCARD_NONE && !s->server)

@@ -240,6 +240,21 @@ class TestFlushAfterTheRequest(RelayCase):
     def test_after_a_sync(self):
         self.run_case(hz.parse_msg("", "select 1") + bind_execute() + SYNC)
 
+    def test_a_flush_with_a_body_is_an_error_up_to_the_sync(self):
+        # PostgreSQL reads a Flush: one with a body is ERROR 08P01, then it
+        # skips to a Sync (the Query before it too) and answers that with
+        # ReadyForQuery.  With nothing under way pgwharf dropped it as an
+        # empty Flush, so the batch after it ran.
+        a = self.login()
+        a.sendall(M(b"H", b"x") + hz.parse_msg("", "select 1") + bind_execute() +
+                  hz.query_msg("select 2") + SYNC)
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(errors(got)[0]["C"], "08P01")
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
 
 class TestRequestThenTerminate(RelayCase):
     """A request and a Terminate sent together (a client that does not
