@@ -308,6 +308,36 @@ bool pgw_pool_server_sqlstate(const char *msg, char out[6])
     return found;
 }
 
+bool pgw_pool_refused_for_role_or_db(const char *msg)
+{
+    /* PostgreSQL's routines checking one role (InitializeSessionUserId:
+     * its CONNECTION LIMIT, LOGIN, existence) and one database
+     * (CheckMyDatabase: its CONNECTION LIMIT, ALLOW_CONNECTIONS, CONNECT
+     * privilege); the server-wide limits are InitProcess's,
+     * ProcessStartupPacket's and InitPostgres'. */
+    static const char *const routines[] = { "InitializeSessionUserId", "CheckMyDatabase" };
+    static const char loc[] = "LOCATION:  ";
+    const char *routine = NULL;   /* the last attempt's */
+    bool coded = false;
+    for (const char *line = msg; line && *line;) {
+        if (strncmp(line, "connection to server ", 21) == 0) {
+            coded = attempt_sqlstate(line) != NULL;     /* a new attempt */
+            routine = NULL;
+        } else if (coded && !routine && strncmp(line, loc, sizeof(loc) - 1) == 0) {
+            routine = line + sizeof(loc) - 1;
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    for (size_t i = 0; routine && i < sizeof(routines) / sizeof(routines[0]); i++) {
+        size_t n = strlen(routines[i]);
+        if (strncmp(routine, routines[i], n) == 0 && routine[n] == ',')
+            return true;
+    }
+    return false;
+}
+
 void pgw_pool_trim_error(char *buf, size_t size, const char *msg)
 {
     if (!size)

@@ -91,6 +91,10 @@ bool pgw_pool_target_mismatch(const char *libpq_msg);
  * it)?  Unlike "sorry, too many clients already" (53300 as well), the
  * server is up for every other pool on it. */
 bool pgw_pool_refusal_is_local(const char *libpq_msg);
+/* The same told by where the server raised the last attempt's error (the
+ * verbose form's "LOCATION:  routine, file:line"), whatever the server's
+ * lc_messages: a check of the role or of the database. */
+bool pgw_pool_refused_for_role_or_db(const char *libpq_msg);
 /* Copy libpq's multi-line message into buf on one line, trimmed, without
  * the verbose form's SQLSTATEs and LOCATION lines. */
 void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);

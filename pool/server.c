@@ -539,6 +539,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
 
     char code[6];             /* msg is the connection's: read before it is closed */
     bool coded = pgw_pool_server_sqlstate(msg, code);
+    bool role_or_db = pgw_pool_refused_for_role_or_db(msg);
     pgw_pool_trim_error(text, sizeof(text), msg);
     ps->probe = false;        /* the breaker hears the outcome below */
     pool->st.total_connect_failures++;
@@ -548,7 +549,8 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     const char *sqlstate = answered ? answered : coded ? code : pgw_pool_guess_sqlstate(text);
     /* Refused for this pool's credentials, database or role alone: the
      * server answered, and is up for other pools. */
-    bool local = pgw_pool_login_error_is_local(sqlstate) || pgw_pool_refusal_is_local(text);
+    bool local = pgw_pool_login_error_is_local(sqlstate) || pgw_pool_refusal_is_local(text) ||
+                 (!answered && role_or_db);
     if (srv->replication) {
         /* A refusal the server answered (no REPLICATION privilege, no
          * pg_hba line for replication, max_wal_senders) is this client's:

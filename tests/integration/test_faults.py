@@ -329,6 +329,18 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
                                                     password=pg.app_password))
         self.refused_by(pg, "28P01", pg.conn_string(pg.database, user=pg.app_user,
                                                     password="wrong"))
+        # A database's and a role's CONNECTION LIMIT (53300, as the
+        # server-wide max_connections): told apart by English text, so in
+        # German they opened the breaker too.
+        for obj, name in (("database", pg.database2), ("role", pg.app_user)):
+            with self.subTest(limit=obj):
+                pg.psql("alter %s %s connection limit 0" % (obj, name), db="postgres",
+                        via_socket=True)
+                try:
+                    self.refused_by(pg, "53300")
+                finally:
+                    pg.psql("alter %s %s connection limit -1" % (obj, name), db="postgres",
+                            via_socket=True)
 
     def test_an_entrys_own_libpq_settings_are_the_pools_refusal_not_the_backends(self):
         # channel_binding=require against a server without TLS, or a

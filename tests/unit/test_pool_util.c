@@ -108,6 +108,28 @@ static void t_refusal_is_local(void **state)
     assert_false(pgw_pool_refusal_is_local("FATAL:  remaining connection slots are reserved "
                                            "for non-replication superuser connections"));
     assert_false(pgw_pool_refusal_is_local("Connection refused"));
+    /* Told by the routine that raised it, in any lc_messages (libpq's
+     * verbose form) */
+    const char *at = "connection to server at \"127.0.0.1\", port 5432 failed: ";
+    char m[512];
+    snprintf(m, sizeof(m), "%sFATAL:  53300: zu viele Verbindungen f\xc3\xbcr Rolle \"app\"\n"
+             "LOCATION:  InitializeSessionUserId, miscinit.c:842\n", at);
+    assert_true(pgw_pool_refused_for_role_or_db(m));
+    snprintf(m, sizeof(m), "%sFATAL:  53300: zu viele Verbindungen f\xc3\xbcr Datenbank \"db\"\n"
+             "LOCATION:  CheckMyDatabase, postinit.c:384\n", at);
+    assert_true(pgw_pool_refused_for_role_or_db(m));
+    snprintf(m, sizeof(m), "%sFATAL:  53300: tut mir leid, schon zu viele Verbindungen\n"
+             "LOCATION:  InitProcess, proc.c:362\n", at);
+    assert_false(pgw_pool_refused_for_role_or_db(m));
+    snprintf(m, sizeof(m), "%sFATAL:  53300: x\nLOCATION:  CheckMyDatabaseX, postinit.c:1\n", at);
+    assert_false(pgw_pool_refused_for_role_or_db(m));
+    /* only the last attempt's: an earlier address's refusal does not count */
+    snprintf(m, sizeof(m), "%sFATAL:  53300: x\nLOCATION:  CheckMyDatabase, postinit.c:384\n"
+             "%sConnection refused\n", at, at);
+    assert_false(pgw_pool_refused_for_role_or_db(m));
+    /* a LOCATION line is the server's only after a coded attempt line */
+    assert_false(pgw_pool_refused_for_role_or_db("LOCATION:  CheckMyDatabase, postinit.c:384\n"));
+    assert_false(pgw_pool_refused_for_role_or_db(NULL));
     /* an entry requiring an encryption the server lacks: that entry's */
     const char *no_ssl = "connection to server at \"127.0.0.1\", port 5432 failed: "
                          "server does not support SSL, but SSL was required";
