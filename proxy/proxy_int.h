@@ -138,6 +138,9 @@ struct pgw_session {
                                         (the link, a ReadyForQuery) */
     ev_tstamp query_floor;           /* a ReadyForQuery inside a pipeline: the request
                                       * after it started there (query_timeout) */
+    ev_tstamp waited_since;          /* the request the server was taken for began
+                                        waiting for it then (query_timeout counts the
+                                        wait, as PgBouncer's); 0 once it is answered */
     uint64_t list_seq;               /* when it last joined PgBouncer's active or waiting
                                         client list (pgw_session_list_join) */
     struct pgw_list node;            /* proxy's session list / close list */

@@ -820,6 +820,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     pgw_track_reset(&s->track);
     s->swallow = 0;
     s->query_start = 0;
+    s->waited_since = 0;
     s->ps_need_room = false;
     s->ps_wait = false;
     if (s->ps_on)
@@ -1275,6 +1276,7 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     /* Its query runs once it has the server (query_timeout from then on):
      * the query ahead runs under its own. */
     s->query_start = 0;
+    s->waited_since = 0;
     s->query_count++;
     s->px->total_pipelined++;
     pgw_session_arm_timer(s);
@@ -1508,6 +1510,7 @@ static void fail_request(struct pgw_session *s, const char *sqlstate, const char
     s->discard = PGW_DISCARD_UNTYPED;
     pgw_track_reset(&s->track);
     s->query_start = 0;
+    s->waited_since = 0;
     /* Idle from now: client_idle_timeout counts again (its timer may have
      * fired, finding no deadline, while the client waited). */
     s->last_activity = pgw_mono_now(s->px->loop);
@@ -1577,6 +1580,7 @@ static void granted(struct pgw_session *s, struct pgw_server *srv)
         return;
     }
     s->state = PGW_SS_LINKED;
+    s->waited_since = s->waiter.since;   /* query_timeout counts the wait */
     if (!ev_is_active(&s->cli_r))
         ev_io_start(s->px->loop, &s->cli_r);
     if (s->cbuf)
@@ -1958,6 +1962,7 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             if (r == 1) {
                 s->query_start = 0;     /* answered by pgwharf: nothing under way */
+                s->waited_since = 0;
                 pgw_session_arm_timer(s);
                 continue;
             }
@@ -1977,6 +1982,7 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             if (r == 1) {
                 s->query_start = 0;
+                s->waited_since = 0;
                 pgw_session_arm_timer(s);
                 continue;
             }
@@ -2544,6 +2550,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         s->settings_pending = false;     /* every SET is answered: params are current */
     s->ready_at = pgw_mono_now(s->px->loop);
     s->query_floor = 0;
+    s->waited_since = 0;
     if (status == 'I')
         s->xact_count++;
     if (fast_close_due(s)) {

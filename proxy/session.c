@@ -291,15 +291,21 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
     }
     case PGW_SS_WAIT_SERVER:
         /* In the pool's queue query_wait_timeout runs there (this timer
-         * only tells the client, once, that it waits: query_wait_notify);
-         * queued on a server (server_pipeline_depth), the query ahead runs
-         * under its own query_timeout, and this one's starts when it gets
-         * the server. */
-        if (cfg->query_wait_notify > 0 && !s->wait_notified && !s->pipe_srv) {
+         * tells the client, once, that it waits: query_wait_notify, and
+         * runs query_timeout); queued on a server (server_pipeline_depth),
+         * the query ahead runs under its own query_timeout, and this one's
+         * starts when it gets the server. */
+        if (s->pipe_srv)
+            return 0;
+        ev_tstamp at = 0;
+        if (cfg->query_wait_notify > 0 && !s->wait_notified) {
             *what = TO_WAIT_NOTIFY;
-            return s->waiter.since + cfg->query_wait_notify;
+            at = s->waiter.since + cfg->query_wait_notify;
         }
-        return 0;
+        /* As PgBouncer's, query_timeout counts the wait (query_wait_timeout
+         * may be longer). */
+        return earlier(at, what, s->query_timeout > 0 ? s->waiter.since + s->query_timeout : 0,
+                       TO_QUERY);
     case PGW_SS_LINKED:
         return earlier(linked_deadline(s, what), what, transaction_deadline(s),
                        TO_TRANSACTION);
@@ -370,6 +376,8 @@ static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum sessi
         if (s->query_timeout <= 0)
             return 0;
         ev_tstamp start = s->query_floor > s->query_start ? s->query_floor : s->query_start;
+        if (s->query_floor == 0 && s->waited_since > 0 && s->waited_since < start)
+            start = s->waited_since;     /* the request that waited for the server */
         return start + s->query_timeout;
     }
     if (s->track.fe_open > 0) {

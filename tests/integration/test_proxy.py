@@ -1060,6 +1060,49 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertEqual(px.psql("select pg_sleep(0.6), 'done'", user=self.pg.app_user),
                          "|done")
 
+    def waiting_client(self, query_timeout, sql):
+        """A pgwharf of one server, held by a transaction (returned), and a
+        raw client that sent sql and waits for that server."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "query_timeout": query_timeout,
+                                          "query_wait_timeout": "20s"})
+        holder = psycopg2.connect(px.dsn())
+        self.addCleanup(holder.close)
+        one(holder, "select 1")                        # in a transaction: the one server
+        s = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        s.sendall(hz.query_msg(sql))
+        return px, holder, s
+
+    def test_query_timeout_counts_the_wait_for_a_server(self):
+        # As PgBouncer's: a request is timed from when it came, its wait
+        # for a server too.  pgwharf timed it from when it had its server,
+        # so a client queued behind a held pool waited query_wait_timeout
+        # (20 s here) however short query_timeout was.
+        px, holder, s = self.waiting_client("1s", "select 'never served'")
+        data, closed = hz.read_until_closed(s, 25)
+        self.assertTrue(closed, data)
+        errs = hz.error_fields_in(data)
+        self.assertEqual([e["C"] for e in errs], ["57014"], data)
+        self.assertIn("query_timeout", errs[0]["M"])
+        self.assertEqual(one(holder, "select 'holder'"), "holder")
+
+    def test_query_timeout_counts_the_wait_before_the_query_ran(self):
+        # A second of waiting and a query of 1.5 s: each is under the 2 s
+        # of query_timeout, the request is not.
+        px, holder, s = self.waiting_client("2s", "select pg_sleep(1.5)")
+        console = connect(px, db="pgbouncer")
+        self.addCleanup(console.close)
+        pt.wait_until(lambda: (pt.pool_row(console, self.pg.database, self.pg.user)["maxwait"]
+                               >= 1), what="a wait of a second")
+        holder.commit()
+        data, closed = hz.read_until_closed(s, 25)
+        self.assertTrue(closed, data)
+        self.assertEqual([e["C"] for e in hz.error_fields_in(data)], ["57014"], data)
+        # The next request of another client is timed afresh.
+        self.assertEqual(px.psql("select pg_sleep(1.2), 'fresh'"), "|fresh")
+
     def pipeline(self, px, requests):
         """requests (bytes each, ending in a Sync or a Query) sent at once on
         a new connection: (the ReadyForQuery statuses read, the fields of
