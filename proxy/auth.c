@@ -414,8 +414,10 @@ static void send_auth_request(struct pgw_session *s, uint32_t code, const void *
 }
 
 /* As PgBouncer: no password, but the user must be known when there is an
- * auth_file.  Being listed is enough: an empty secret means no password,
- * which trust does not ask for. */
+ * auth_file (or auth_query applies).  Being listed is enough: an empty
+ * secret means no password, which trust does not ask for.  peer and cert
+ * end here too once the identity is checked: the identity vouches for the
+ * name, not for a user pgwharf does not have. */
 static void trust_login(struct pgw_session *s)
 {
     if (need_lookup(s)) {
@@ -528,7 +530,7 @@ static void cert_login(struct pgw_session *s, const char *map, int hba_line)
             pgw_session_close(s, "28000", "certificate authentication failed for user \"%s\": "
                               "the certificate is for \"%s\"", s->user, cn);
     } else {
-        pgw_session_login_done(s);
+        trust_login(s);
     }
 }
 
@@ -551,8 +553,7 @@ static void peer_done(struct pgw_session *s, const char *name, const char *error
         pgw_session_close(s, "28000", "Peer authentication failed for user \"%s\"", s->user);
         return;
     }
-    release_state(s);
-    pgw_session_login_done(s);
+    trust_login(s);
 }
 
 /* peer (unix sockets): the connecting process's operating system user must

@@ -817,7 +817,9 @@ host    all       all   ::1/128       trust
 
 class TestHba(AuthTestCase):
 
-    def start_hba(self, text=HBA, secret=None, ident=None, env=None, **extra):
+    def start_hba(self, text=HBA, secret=None, ident=None, env=None, listed=(), **extra):
+        """pgwharf with auth_type hba; the auth_file lists app and the names
+        of listed (peer and cert log in only users pgwharf has)."""
         user, pw = self.app()
         d = self.scratch()
         self.hba_path = os.path.join(d, "hba.conf")
@@ -831,10 +833,12 @@ class TestHba(AuthTestCase):
         settings.update(extra)
         dbs = self.app_databases()
         dbs["unlisted"] = dbs[self.pg.database]
+        users = {name: "unused-%s" % name for name in listed}
+        users[user] = secret or pw
         if not env:
-            return self.start("hba", {user: secret or pw}, databases=dbs, **settings)
+            return self.start("hba", users, databases=dbs, **settings)
         settings["auth_type"] = "hba"
-        px = self.start_pgwharf(start=False, settings=settings, auth_users={user: secret or pw},
+        px = self.start_pgwharf(start=False, settings=settings, auth_users=users,
                                 databases=dbs)
         px.extra_env.update(env)
         return px.start()
@@ -937,7 +941,8 @@ class TestHba(AuthTestCase):
         of the unix socket (SO_PEERCRED) must be the user name."""
         app, pw = self.app()
         me = pwd.getpwuid(os.getuid()).pw_name
-        px = self.start_hba("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        px = self.start_hba("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
+                            listed=(me,))
         # Logged in as the OS user, no password; the entry logs in to
         # PostgreSQL as app.
         self.assertEqual(self.unix_psql(px, "select current_user", self.pg.database, me), app)
@@ -949,10 +954,24 @@ class TestHba(AuthTestCase):
         # TCP still goes by line 2.
         self.assertEqual(self.raw_scram(px, app, pw)["request"], 10)
 
+    def test_peer_logs_in_only_a_user_pgwharf_has(self):
+        # As trust, and as PgBouncer ("unix socket login rejected"): the
+        # operating system user vouches for the name, and the auth_file
+        # must still list it.  pgwharf let an unlisted name in, and with a
+        # [databases] entry's user= that was any local account logging in
+        # to PostgreSQL as the entry's user.
+        app, pw = self.app()
+        me = pwd.getpwuid(os.getuid()).pw_name
+        px = self.start_hba("local all all peer\n")
+        cp = self.unix_psql(px, "select current_user", self.pg.database, me, check=False)
+        self.assertNotEqual(cp.returncode, 0, "peer let unlisted %s in: %s" % (me, cp.stdout))
+        self.assertIn('no such user: "%s"' % me, cp.stderr)
+        px.wait_for_log(r"event=disconnect client=unix .*sqlstate=28000")
+
     def test_peer_with_a_user_name_map(self):
         app, pw = self.app()
         me = pwd.getpwuid(os.getuid()).pw_name
-        px = self.start_hba("local all all peer map=local\n",
+        px = self.start_hba("local all all peer map=local\n", listed=("reports",),
                             ident="# MAPNAME SYSTEM-USERNAME PG-USERNAME\n"
                                   "local  %s  %s\n"
                                   "local  %s  reports\n" % (me, app, me))
@@ -990,8 +1009,9 @@ class TestHba(AuthTestCase):
         getpwuid_r held at a gate: (px, the gate's FIFO)."""
         fifo = os.path.join(self.scratch(), "gate")
         os.mkfifo(fifo)
+        me = pwd.getpwuid(os.getuid()).pw_name
         px = self.start_hba("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
-                            env=pt.nss_gate_env(PGW_GETPW_GATE=fifo), **settings)
+                            env=pt.nss_gate_env(PGW_GETPW_GATE=fifo), listed=(me,), **settings)
         return px, fifo
 
     at_gate = staticmethod(pt.nss_gate_wait)
@@ -1061,7 +1081,8 @@ class TestHba(AuthTestCase):
         # write failed and closed it a second time, so the count of
         # clients (max_client_conn's) went down twice.
         me = pwd.getpwuid(os.getuid()).pw_name
-        px = self.start_hba("local all all peer\n", admin_users=me, metrics_port="auto")
+        px = self.start_hba("local all all peer\n", admin_users=me, metrics_port="auto",
+                            listed=(me,))
 
         def startup():
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

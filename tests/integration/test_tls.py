@@ -515,6 +515,24 @@ class TestCertAuth(TlsTestCase):
         self.assertRegex(cp.stderr, r"(?i)ssl|certificate|unknown ca")
         px.wait_for_log(r"TLS handshake failed")      # psql may be gone before the line
 
+    def test_cert_logs_in_only_a_user_pgwharf_has(self):
+        # As PgBouncer ("certificate authentication failed") and as trust:
+        # the certificate vouches for its name, and the auth_file must still
+        # list it.  A CN the auth_file lacks logged in, as the entry's user=.
+        pg = self.pg
+        px = self.start_pgwharf(
+            settings=self.tls_settings("require", auth_type="cert",
+                                       client_tls_ca_file=self.certs.path("ca.crt")),
+            databases={pg.database: pg.conn_string(pg.database, user=pg.user,
+                                                   password=pg.password)})
+        cp = self.psql(px, "select current_user", user="someone", password="",
+                       **self.cert_kw("other"))
+        self.assertNotEqual(cp.returncode, 0, "cert let unlisted someone in: " + cp.stdout)
+        self.assertIn('no such user: "someone"', cp.stderr)
+        # The listed user's certificate still logs in.
+        cp = self.psql(px, "select 'listed'", password="", **self.cert_kw())
+        self.assertEqual(cp.stdout.strip(), "listed", cp.stderr)
+
     def test_verify_ca_needs_a_certificate(self):
         px = self.start_pgwharf(settings=self.tls_settings(
             "verify-ca", client_tls_ca_file=self.certs.path("ca.crt")))
