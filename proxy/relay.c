@@ -264,19 +264,39 @@ static uint32_t spelled_words(const struct pgw_proxy *px, const uint8_t *q, size
     return found;
 }
 
+static const uint8_t *skip_blanks(const uint8_t *q, const uint8_t *e)
+{
+    while (q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+        q++;
+    return q;
+}
+
 /* Is the first argument of the set_config at q (left bytes) a string
- * literal?  Then the name is a word of the text (its parameter is seen
- * by name); otherwise (a bound $1, a column, an expression) it may be any. */
+ * literal, whole ('...' then the comma)?  Then the name is a word of the
+ * text (its parameter is seen by name); otherwise (a bound $1, a column,
+ * an expression such as 'search_' || 'path') it may be any. */
 static bool set_config_literal(const uint8_t *q, size_t left)
 {
     const uint8_t *e = q + left;
-    for (q += 10; q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'); q++)
-        ;
+    q = skip_blanks(q + 10, e);
     if (q >= e || *q++ != '(')
         return false;
-    while (q < e && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-        q++;
-    return q < e && *q == '\'';
+    q = skip_blanks(q, e);
+    if (q >= e || *q++ != '\'')
+        return false;
+    for (;;) {                       /* to the closing quote ('' is one quote) */
+        while (q < e && *q != '\'')
+            q++;
+        if (q + 1 < e && q[1] == '\'') {
+            q += 2;
+            continue;
+        }
+        break;
+    }
+    if (q >= e)
+        return false;
+    q = skip_blanks(q + 1, e);
+    return q < e && *q == ',';
 }
 
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
@@ -290,7 +310,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 {
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
-    bool at_start = true, clause = false;
+    bool at_start = true, clause = false, privilege = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (!sql_ident[*q]) {
@@ -316,14 +336,21 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         uint8_t c = lower_ascii(*q);
         if (at_start) {
             clause = set_is_a_clause(q, left);
+            /* GRANT / REVOKE / ALTER DEFAULT PRIVILEGES ... EXECUTE: a privilege */
+            privilege = (c == 'g' && word_at(q, left, "grant", 5)) ||
+                        (c == 'r' && word_at(q, left, "revoke", 6)) ||
+                        (c == 'a' && word_at(q, left, "alter", 5));
             if (ends_a_transaction(q, left))
                 found |= PGW_WORDS_SET;      /* may take SETs back */
-            else if (c == 'e' && word_at(q, left, "execute", 7))
-                found |= PGW_WORDS_SET | want;   /* a statement PREPAREd before: any text */
             at_start = false;
         }
-        if (c == 'p' && word_at(q, left, "pg_settings", 11))
-            found |= PGW_WORDS_SET;          /* UPDATE pg_settings SET ... */
+        /* A statement PREPAREd before, its text not here (EXECUTE, and
+         * EXPLAIN ANALYZE EXECUTE or CREATE TABLE ... AS EXECUTE), or
+         * pg_settings (UPDATE pg_settings SET ... WHERE name = <any
+         * expression>): any parameter. */
+        if ((c == 'e' && !privilege && word_at(q, left, "execute", 7)) ||
+            (c == 'p' && word_at(q, left, "pg_settings", 11)))
+            found |= PGW_WORDS_SET | want;
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;

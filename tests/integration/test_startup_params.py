@@ -223,7 +223,12 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         plain = connect(px, self)
         default = self.pg.psql("show search_path")
         self.assertEqual(one(a, "show search_path"), "pg_catalog")
-        for change in ("SET extra_float_digits = 0; SET search_path = public",
+        for change in (# names that are expressions, not literals
+                       "select set_config('extra_float' || '_digits', '0', false), "
+                       "set_config('search_' || 'path', 'public', false)",
+                       "update pg_settings set setting = 'public' where name = 'search_' || 'path';"
+                       "update pg_settings set setting = '0' where name = 'extra_float' || '_digits'",
+                       "SET extra_float_digits = 0; SET search_path = public",
                        "select set_config('extra_float_digits', '0', false), "
                        "set_config('search_path', 'public', false)",
                        "DISCARD ALL", "RESET ALL"):
@@ -298,7 +303,9 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                 hz.sync_login(a, self.pg.user, self.pg.database)
                 b = connect(px, self)
                 fresh = one(b, "show search_path")
-                runs = [hz.query_msg("EXECUTE p('pg_catalog')")]
+                runs = [hz.query_msg("EXECUTE p('pg_catalog')"),
+                        hz.query_msg("EXPLAIN ANALYZE EXECUTE p('pg_catalog')"),
+                        hz.query_msg("CREATE TEMP TABLE x AS EXECUTE p('pg_catalog')")]
                 _, errs = hz.simple_query(
                     a, "PREPARE p(text) AS SELECT set_config('search_path', $1, false)")
                 self.assertEqual(errs, [])

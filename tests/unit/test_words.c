@@ -147,11 +147,28 @@ static void test_other_spellings(void **state)
     assert_int_equal(words(state, "select set_config( 'search_path', $1, false)", ALL),
                      SET | SP);
     assert_int_equal(words(state, "select set_config('app.user', $1, false)", ALL), SET);
+    /* a literal only in part: an expression that may name any */
+    assert_int_equal(words(state, "select set_config('search_' || 'path', 'x', false)", EFD),
+                     SET | EFD);
+    assert_int_equal(words(state, "select set_config('work' || '_mem', '77MB', false)", SP),
+                     SET | SP);
+    assert_int_equal(words(state, "select set_config('it''s', '1', false)", SP), SET);
+    assert_int_equal(words(state, "select set_config('search_path' , 'x', false)", ALL),
+                     SET | SP);
+    assert_int_equal(words(state, "select set_config('search_path", SP), SET | SP);
+    /* pg_settings: the name may be any expression */
+    assert_int_equal(words(state, "update pg_settings set setting = 'x' where name = "
+                                  "'search_' || 'path'", SP), SET | SP);
     /* a statement PREPAREd before (SQL): its text is not here */
     assert_int_equal(words(state, "EXECUTE p('pg_catalog')", ALL), SET | ALL);
     assert_int_equal(words(state, "select executed from t", ALL), 0);
     assert_int_equal(words(state, "grant execute on function f() to r", ALL), 0);
     assert_int_equal(words(state, "select 1; execute p", ALL), SET | ALL);
+    assert_int_equal(words(state, "EXPLAIN ANALYZE EXECUTE s", SP), SET | SP);
+    assert_int_equal(words(state, "create temp table x as execute s", SP), SET | SP);
+    assert_int_equal(words(state, "revoke execute on function f() from r", ALL), 0);
+    assert_int_equal(words(state, "alter default privileges grant execute on functions to r",
+                           ALL), 0);
 }
 
 int main(void)
