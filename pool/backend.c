@@ -364,12 +364,50 @@ void pgw_backend_free(struct pgw_backend *be)
     free(be);
 }
 
+struct kick_entry {
+    struct pgw_pool *pool;
+    ev_tstamp since;          /* its longest-waiting client's */
+};
+
+static int cmp_kick(const void *a, const void *b)
+{
+    const struct kick_entry *x = a, *y = b;
+    return x->since < y->since ? -1 : x->since > y->since;
+}
+
+/* The pools on be (waiting first, their longest wait first: a
+ * server_connect_rate token goes to the client that has waited longest,
+ * not to the waiters or the min_pool_size warm-up of a pool earlier in
+ * the list), then the others.  Pools are not freed while kicked. */
 void pgw_backend_kick_pools(struct pgw_backend *be)
 {
     struct pgw_list *n;
+    size_t nwait = 0, k = 0;
     for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (pgw_pool_host_index(p, be) >= 0)
+        nwait += p->n_waiters > 0 && pgw_pool_host_index(p, be) >= 0;
+    }
+    struct kick_entry *order = nwait ? malloc(nwait * sizeof(*order)) : NULL;
+    for (n = be->set->pools.next; order && n != &be->set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->n_waiters > 0 && k < nwait && pgw_pool_host_index(p, be) >= 0) {
+            const struct pgw_pool_waiter *w =
+                pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
+            order[k++] = (struct kick_entry){ p, w->since };
+        }
+    }
+    uint64_t round = ++be->set->kick_round;
+    if (order) {
+        qsort(order, k, sizeof(*order), cmp_kick);
+        for (size_t i = 0; i < k; i++) {
+            order[i].pool->kick_mark = round;
+            pgw_pool_kick(order[i].pool);
+        }
+        free(order);
+    }
+    for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->kick_mark != round && pgw_pool_host_index(p, be) >= 0)
             pgw_pool_kick(p);
     }
 }
@@ -426,6 +464,13 @@ int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe)
         pgw_info("breaker_half_open", "backend=%s failures=%d", be->address,
                  be->breaker.failures);
     return 0;
+}
+
+void pgw_backend_unadmit(struct pgw_backend *be, bool probe)
+{
+    pgw_bucket_put_back(&be->bucket);
+    if (probe)
+        pgw_breaker_probe_abort(&be->breaker, pgw_mono_now(be->set->loop));
 }
 
 void pgw_backend_connected(struct pgw_backend *be, bool probe)

@@ -65,6 +65,8 @@ void pgw_bucket_configure(struct pgw_bucket *tb, double rate, int burst, double 
 bool pgw_bucket_take(struct pgw_bucket *tb, double now);
 /* Seconds until a token is available (0 when one is, or unlimited). */
 double pgw_bucket_wait(const struct pgw_bucket *tb, double now);
+/* A token taken and not used goes back (up to the burst). */
+void pgw_bucket_put_back(struct pgw_bucket *tb);
 
 /*
  * libpq 15 keeps no SQLSTATE for a failed connect or login, only the text of

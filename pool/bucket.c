@@ -53,6 +53,15 @@ bool pgw_bucket_take(struct pgw_bucket *tb, double now)
     return true;
 }
 
+void pgw_bucket_put_back(struct pgw_bucket *tb)
+{
+    if (tb->rate <= 0)
+        return;
+    tb->tokens += 1;
+    if (tb->tokens > tb->burst)
+        tb->tokens = tb->burst;
+}
+
 double pgw_bucket_wait(const struct pgw_bucket *tb, double now)
 {
     if (tb->rate <= 0)

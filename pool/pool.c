@@ -582,12 +582,17 @@ static int limit_room(struct pgw_pool *pool, int limit, bool by_db, int evict)
 /* How many more servers this pool may have now (all limits), at most want.
  * Only waiters (`evict` of them) make other pools' idle servers go; warming
  * min_pool_size never does, or two pools would take turns. */
-static int room(struct pgw_pool *pool, int want, int evict)
+static long long size_room(struct pgw_pool *pool)
 {
     long long max = pool->pool_size;         /* both may be up to INT_MAX */
     if (reserve_due(pool))
         max += reserve_size(pool);
-    long long left = max - pgw_pool_total(pool);
+    return max - pgw_pool_total(pool);
+}
+
+static int room(struct pgw_pool *pool, int want, int evict)
+{
+    long long left = size_room(pool);
     int r = want < left ? want : (int)left;
     if (r > 0 && pool->max_db_connections > 0) {
         int d = limit_room(pool, pool->max_db_connections, true, evict < r ? evict : r);
@@ -680,12 +685,27 @@ void pgw_pool_grow(struct pgw_pool *pool)
     int n = need > warm ? need : warm;
     if (n <= 0)
         return;
-    n = room(pool, n, need);
-    while (n-- > 0) {
+    /* Room as it is first; a waiter's server beyond it makes another
+     * pool's idle server go only once a connection may start (a
+     * server_connect_rate token): evicted for a start that then waits,
+     * the idle server was only opened again by the other pool's warm-up,
+     * and the waiter waited on. */
+    int open_now = room(pool, n, 0);
+    long long size_left = size_room(pool);
+    int waiters_cap = need < size_left ? need : (int)size_left;
+    int more = waiters_cap > open_now ? waiters_cap - open_now : 0;
+    for (int k = 0; k < open_now + more; k++) {
+        bool evicting = k >= open_now;
+        if (evicting && (limit_full(pool, true) || limit_full(pool, false)))
+            return;             /* no idle server elsewhere to make way */
         struct grow_try t = { .pool = pool };
         int i = choose_host(pool, &t);
         if (i < 0)
             return;
+        if (evicting && room(pool, 1, 1) <= 0) {
+            pgw_backend_unadmit(pool->hosts[i].be, t.probe);
+            return;
+        }
         if (!pgw_server_start(pool, i, t.probe, NULL)) {
             if (t.probe)
                 pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pool_now(pool));

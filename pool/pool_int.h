@@ -184,6 +184,7 @@ struct pgw_pool {
     /* waiters, FIFO */
     struct pgw_list waiters;
     int n_waiters;
+    uint64_t kick_mark;       /* kicked in this round of pgw_backend_kick_pools */
     /* Replication clients (replication.c): those waiting for their own
      * server, and the servers made for them (any state).  Outside every
      * count above: no pool_size, no db/user limit, never idle. */
@@ -221,6 +222,7 @@ struct pgw_pool_set {
     struct pgw_offload *dns;  /* name lookups off the loop (backend.c) */
     uint64_t next_id;
     uint64_t rng;
+    uint64_t kick_round;      /* pgw_backend_kick_pools' rounds */
     bool destroying;
     bool draining;            /* a shutdown is under way: no servers kept warm */
     pgw_server_free_fn free_hook;
@@ -326,6 +328,9 @@ void pgw_backend_free(struct pgw_backend *be);
  * PGW_ESERVER_CONNECT (a failed lookup is cached).  resolve: the
  * connection needs the host name resolved (the entry gives no hostaddr). */
 int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe);
+/* An admitted connection that does not start after all: its token back,
+ * its probe (probe) given up. */
+void pgw_backend_unadmit(struct pgw_backend *be, bool probe);
 /* Does a connection to spec need be's name resolved first? */
 bool pgw_backend_resolves(const struct pgw_backend *be, const struct pgw_host_spec *spec);
 void pgw_backend_connected(struct pgw_backend *be, bool probe);

@@ -317,6 +317,42 @@ class TestMaxUserConnections(PoolLimitsCase):
         self.assertLessEqual(len(self.backend_pids(app)), 2)
 
 
+class TestConnectRateUnderALimit(PoolLimitsCase):
+    """server_connect_rate with max_db_connections or max_user_connections:
+    a waiter makes another pool's idle server go only once it may connect
+    (it has a token)."""
+
+    def test_a_waiter_is_not_starved_by_another_pools_warm_up(self):
+        # Pool A keeps min_pool_size 2 and has its one server busy; pool B,
+        # under the same limit of 2, needs a server.  Every token went to
+        # A's warm-up (first in the list) and B's waiter closed that idle
+        # server for room it then had no token to use: B waited out
+        # query_wait_timeout, a server opened and closed per token.
+        pg = self.pg
+        cases = (("max_db_connections", pg.database, pg.app_user, 7063),
+                 ("max_user_connections", pg.database2, pg.user, 7064))
+        for limit, b_db, b_user, key in cases:
+            with self.subTest(limit=limit):
+                px = self.start_pgwharf(settings={
+                    "pool_mode": "transaction", "default_pool_size": 2, "min_pool_size": 2,
+                    limit: 2, "server_connect_rate": 5, "server_connect_burst": 1,
+                    "query_wait_timeout": "5s"})
+                gate = hz.Gate(pg, key)
+                self.addCleanup(gate.close)
+                a = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(a.close)
+                hz.sync_login(a, pg.user, pg.database, pg.password)
+                a.sendall(hz.query_msg("select %s /* warm-up %s */" % (gate.sql(), limit)))
+                pg.wait_running("warm-up " + limit, lock_wait=True)
+                b = self.connect(px, db=b_db, user=b_user)
+                self.assertEqual(self.one(b, "select 'b served'"), "b served")
+                b.close()
+                gate.open()
+                self.assertEqual(hz.read_until_ready(a)[-1], (b"Z", b"I"))
+                a.close()
+                px.stop()
+
+
 class TestLimitsLoweredByReload(PoolLimitsCase):
     """A reload that lowers max_db_connections or max_user_connections
     shrinks what is over it: a server coming back closes while its
