@@ -386,6 +386,9 @@ void pgw_pool_close_for_pause(struct pgw_pool *pool);
 bool pgw_server_close_needed(const struct pgw_server *srv);
 /* Will srv be closed when it comes back, for any of those or PAUSE? */
 bool pgw_server_closing(const struct pgw_server *srv);
+/* Is srv idle and due for server_check_query before its next lend
+ * (PgBouncer's "used": SHOW POOLS sv_used, SHOW SERVERS used)? */
+bool pgw_server_used(const struct pgw_server *srv);
 
 /* Iterate pools: pass NULL first. */
 struct pgw_pool *pgw_pool_next(struct pgw_pool_set *set, struct pgw_pool *prev);

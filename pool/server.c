@@ -305,6 +305,12 @@ bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now)
     return now - srv->request_time >= cfg->server_check_delay;
 }
 
+bool pgw_server_used(const struct pgw_server *srv)
+{
+    return srv->state == PGW_SRV_IDLE &&
+           pgw_server_needs_check(srv, pgw_mono_now(srv->pool->set->loop));
+}
+
 /* ---- idle -------------------------------------------------------------- */
 
 void pgw_server_make_idle(struct pgw_server *srv)

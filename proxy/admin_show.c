@@ -556,14 +556,15 @@ static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
     return PGW_ADMIN_DONE;
 }
 
-static const char *server_state(const struct pgw_server *srv, ev_tstamp now, double check_delay)
+/* "used" as SHOW POOLS' sv_used counts: due for server_check_query. */
+static const char *server_state(const struct pgw_server *srv)
 {
     switch (srv->state) {
     case PGW_SRV_CONNECTING: return "new";
     case PGW_SRV_RESETTING:  return "tested";
     case PGW_SRV_ACTIVE:     return "active";
     case PGW_SRV_IDLE:
-        return check_delay > 0 && now - srv->request_time > check_delay ? "used" : "idle";
+        return pgw_server_used(srv) ? "used" : "idle";
     default:
         return NULL;
     }
@@ -631,7 +632,7 @@ static void pool_server_rows(struct pgw_rs *rs, struct pgw_proxy *px, struct pgw
     for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
         for (struct pgw_server *srv = pgw_pool_server_next(pool, NULL); srv;
              srv = pgw_pool_server_next(pool, srv)) {
-            const char *state = server_state(srv, now, px->cfg->server_check_delay);
+            const char *state = server_state(srv);
             if (!state || strcmp(state, lists[k][0]) != 0)
                 continue;
             if (view == VIEW_SERVERS) {

@@ -175,6 +175,29 @@ class TestShowColumns(AdminTestCase):
             rows, errors = hz.simple_query(s, "SHOW timezone")
             self.assertEqual((rows, errors), ([[b"UTC"]], []))
 
+    def test_a_server_due_for_its_check_is_used_in_every_view(self):
+        # server_check_delay = 0: every reuse is checked.  SHOW POOLS (and
+        # /metrics) counted the idle server as sv_used, SHOW SERVERS and
+        # SHOW SOCKETS called it idle (they read the delay as "never").
+        px = self.start(default_pool_size=3, server_check_delay=0)
+        cl = self.client(px, application_name="check-delay-0")
+        cl.cursor().execute("select 1")
+        conn = self.admin_conn(px)
+        pool = self.pool(conn)
+        self.assertEqual((pool["sv_idle"], pool["sv_used"]), (0, 1))
+        servers = self.rows(conn, "SERVERS", database=self.pg.database)
+        self.assertEqual([r["state"] for r in servers], ["used"])
+        sockets = [r for r in self.rows(conn, "SOCKETS") if r["state"].startswith("sv_")
+                   and r["database"] == self.pg.database]
+        self.assertEqual([r["state"] for r in sockets], ["sv_used"])
+        # its check runs at the next lend, and the views agree again
+        cl.cursor().execute("select 2")
+        pool = self.pool(conn)
+        self.assertEqual(pool["sv_idle"] + pool["sv_used"], 1)
+        servers = self.rows(conn, "SERVERS", database=self.pg.database)
+        self.assertEqual([r["state"] for r in servers],
+                         ["used" if pool["sv_used"] else "idle"])
+
     def test_live_values(self):
         px = self.start(default_pool_size=3)
         cl = self.client(px, application_name="live-values")
