@@ -20,7 +20,8 @@
 #define PGW_PROTO_GSSENCREQ     80877104u
 #define PGW_PROTO_CANCELREQ     80877102u
 #define PGW_CANCEL_REQ_LEN      16u         /* length, code, pid, key */
-#define PGW_STARTUP_MAX         10000u      /* PostgreSQL's own cap */
+#define PGW_STARTUP_MAX         10004u      /* PostgreSQL's own cap: 10000 bytes
+                                               after the length word */
 #define PGW_MSG_HDR             5u          /* type byte + int32 length */
 
 /* Backend message types pgwharf cares about. */

@@ -20,7 +20,7 @@ enum pgw_startup_kind {
     PGW_STARTUP_BAD          /* see .error */
 };
 
-#define PGW_STARTUP_MAX_PARAMS 32
+#define PGW_STARTUP_MAX_PARAMS 128   /* PostgreSQL has none but the packet's 10000 bytes */
 #define PGW_NAME_MAX 63          /* NAMEDATALEN - 1: PostgreSQL cuts a user name there */
 
 struct pgw_startup {

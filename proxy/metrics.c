@@ -622,6 +622,8 @@ void pgw_metrics_observe_wait(struct pgw_session *s, double seconds)
  * since query_start; a transaction starts with the first query after 'I'
  * and ends at the next 'I' (idle-in-transaction time included, as
  * PgBouncer counts it). */
+static void xact_done(struct pgw_session *s, ev_tstamp now);
+
 void pgw_metrics_ready(struct pgw_session *s, char status)
 {
     ev_tstamp now = pgw_mono_now(s->px->loop);
@@ -632,14 +634,32 @@ void pgw_metrics_ready(struct pgw_session *s, char status)
     }
     if (status != 'I' || s->xact_start == 0)
         return;
-    double d = now - s->xact_start;
+    xact_done(s, now);
+}
+
+/* A transaction ended now: it began at xact_start, or at the pipeline's
+ * ReadyForQuery 'I' before it (xact_floor). */
+static void xact_done(struct pgw_session *s, ev_tstamp now)
+{
+    ev_tstamp start = s->xact_start > 0 ? s->xact_start : s->query_start;
+    if (s->xact_floor > start)
+        start = s->xact_floor;
+    s->xact_start = 0;
+    if (start <= 0)
+        return;
+    double d = now - start;
     if (d < 0)
         d = 0;
     s->xact_time_us += (uint64_t)(d * 1e6);
-    s->xact_start = 0;
     struct pgw_metrics *m = metrics_of(s);
     if (m)
         hist_observe(&m->xact, d);
+}
+
+void pgw_metrics_pipelined_xact(struct pgw_session *s)
+{
+    xact_done(s, pgw_mono_now(s->px->loop));
+    s->xact_count++;
 }
 
 /* ---- the exposition text ---- */

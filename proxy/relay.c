@@ -2558,8 +2558,10 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
          * next one starts now (transaction_timeout).  In statement mode
          * one in a transaction ends the client as the last would (its
          * BEGIN and what followed were sent at once). */
-        if (status == 'I')
+        if (status == 'I') {
+            pgw_metrics_pipelined_xact(s);       /* SHOW STATS counts each */
             s->xact_floor = pgw_mono_now(s->px->loop);
+        }
         /* The server starts on the next request now (query_timeout). */
         s->query_floor = pgw_mono_now(s->px->loop);
         if (s->mode == PGW_POOL_STATEMENT && status != 'I' && s->state == PGW_SS_LINKED)

@@ -620,8 +620,8 @@ static int parse_client_first(struct pgw_scram_server *st, char *msg)
             return fail(st, PGW_EPROTO, "08P01",
                         "malformed SCRAM message: the client selected SCRAM-SHA-256-PLUS, but "
                         "the SCRAM message does not include channel binding data");
-        if (*p == 'y' && st->cbind_len)
-            return fail(st, PGW_EPROTO, "08P01",
+        if (*p == 'y' && st->cbind_len)      /* 28000, as PostgreSQL */
+            return fail(st, PGW_EPROTO, "28000",
                         "SCRAM channel binding negotiation error: the client supports SCRAM "
                         "channel binding but thinks the server does not; this server does "
                         "support channel binding");
@@ -726,8 +726,9 @@ static int parse_client_final(struct pgw_scram_server *st, char *msg,
     if (st->plus)
         memcpy(want + hl, st->cbind, st->cbind_len);
     long cn = b64_decode(cbind, strlen(cbind), cbuf, sizeof(cbuf));
-    if (cn != (long)wl || CRYPTO_memcmp(cbuf, want, wl) != 0)
-        return fail(st, PGW_EPROTO, "08P01", "SCRAM channel binding check failed (c= does not "
+    if (cn != (long)wl || CRYPTO_memcmp(cbuf, want, wl) != 0)      /* PostgreSQL: 28000 with PLUS */
+        return fail(st, PGW_EPROTO, st->plus ? "28000" : "08P01",
+                    "SCRAM channel binding check failed (c= does not "
                     "match %s)", st->plus ? "this TLS connection's tls-server-end-point data"
                                           : "the gs2 header");
     char *nonce = read_attr(&p, 'r', NULL);

@@ -838,7 +838,10 @@ static void handle_startup(struct pgw_session *s)
         b->sent += (uint32_t)need;
         b->parsed = b->sent;
         if (s->ssl) {
-            pgw_session_close(s, "08P01", "encryption request on an encrypted connection");
+            /* PostgreSQL reads it as a startup packet of an unknown
+             * protocol then (ProcessStartupPacket with ssl_done). */
+            pgw_session_close(s, "0A000", "unsupported frontend protocol %u.%u: server supports "
+                              "3.0 to 3.0", 1234u, st.kind == PGW_STARTUP_SSL ? 5679u : 5680u);
             return;
         }
         /* Plaintext behind the request would be read as if encrypted. */

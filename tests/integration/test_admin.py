@@ -742,6 +742,32 @@ class TestShowColumns(AdminTestCase):
         wait_until(lambda: " xacts=3 queries=3 " in self.last_stats_line(px), timeout=15,
                    what="a stats line with xacts=3 queries=3")
 
+    def test_pipelined_transactions_are_each_counted(self):
+        # Five autocommit Queries in one write are five transactions (five
+        # ReadyForQuery 'I'); the ReadyForQuery inside the pipeline was not
+        # counted, so SHOW STATS and /metrics said one.  A transaction across
+        # a pipeline's Syncs is one.
+        for mode in ("transaction", "session"):
+            with self.subTest(mode=mode):
+                px = self.start(pool_mode=mode, metrics_port="auto")
+                s = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(s.close)
+                hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+                s.sendall(hz.query_msg("select txid_current()") * 5)
+                for _ in range(5):
+                    self.assertEqual(hz.read_until_ready(s)[-1], (b"Z", b"I"))
+                sql = ["begin", "select 1", "select 2", "commit"]
+                s.sendall(b"".join(hz.ext_msgs(q) for q in sql))
+                for _ in sql:
+                    hz.read_until_ready(s)
+                conn = self.admin_conn(px)
+                stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+                self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (6, 9))
+                self.assertEqual(px.metric("pgwharf_transactions_total"), 6)
+                s.close()
+                conn.close()
+                px.stop()
+
     def test_show_totals_has_pgbouncers_rows(self):
         # SHOW TOTALS is one (name, value) row per counter, named as
         # PgBouncer's show_stat_totals names them ("total_" / "avg_" and the

@@ -676,6 +676,31 @@ class TestScramChannelBinding(TlsTestCase):
                                 cwd=d, capture_output=True, text=True, timeout=120)
             self.assertEqual(cp.stdout.strip(), user, "jdbc: " + cp.stderr)
 
+    def test_an_encryption_request_inside_tls_is_an_unknown_protocol(self):
+        # PostgreSQL reads an SSLRequest (GSSENCRequest) sent inside the
+        # TLS session as a startup packet of protocol 1234.5679 (5680):
+        # 0A000, as a second request of a kind.  pgwharf answered 08P01.
+        px = self.start_scram()
+        for code, minor in ((80877103, 5679), (80877104, 5680)):
+            with self.subTest(minor=minor):
+                raw = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+                raw.sendall(SSL_REQUEST)
+                self.assertEqual(raw.recv(1), b"S")
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                t = ctx.wrap_socket(raw)
+                try:
+                    t.sendall(struct.pack("!II", 8, code))
+                    kind, payload = hz.recv_msg(t)
+                    self.assertEqual(kind, b"E")
+                    fields = hz.parse_fields(payload)
+                    self.assertEqual((fields["S"], fields["C"], fields["M"]),
+                                     ("FATAL", "0A000", "unsupported frontend protocol 1234.%d: "
+                                      "server supports 3.0 to 3.0" % minor))
+                finally:
+                    t.close()
+
     def test_a_client_told_there_is_no_binding_is_refused(self):
         """'y': the client could bind but was told the server cannot.  Over
         TLS pgwharf offers SCRAM-SHA-256-PLUS, so someone stripped it from
@@ -700,7 +725,7 @@ class TestScramChannelBinding(TlsTestCase):
             kind, payload = hz.recv_msg(t)
             self.assertEqual(kind, b"E")
             fields = hz.parse_fields(payload)
-            self.assertEqual(fields["C"], "08P01")
+            self.assertEqual(fields["C"], "28000")     # PostgreSQL's (08P01 before)
             self.assertIn("channel binding negotiation error", fields["M"])
         finally:
             t.close()

@@ -79,6 +79,22 @@ static void test_startup_minor_and_protoopts(void **state)
     assert_int_equal(st.nprotoopts, 1);
     assert_string_equal(st.protoopts[0], "_pq_.foo");
     assert_int_equal(st.nparams, 1);
+    /* PostgreSQL takes as many as the packet holds: 40 options and 40
+     * parameters (32 of each were too many) */
+    static char names[80][16];
+    const char *many[162] = { "user", "u" };
+    for (int i = 0; i < 80; i++) {
+        snprintf(names[i], sizeof(names[i]), i < 40 ? "_pq_.o%d" : "p%d", i);
+        many[2 + 2 * i] = names[i];
+        many[3 + 2 * i] = "v";
+    }
+    uint8_t big[4096];
+    n = build_startup(big, PGW_PROTO_V3 | 2, many, 162);
+    assert_int_equal(pgw_startup_parse(big, n, &st), 0);
+    assert_int_equal(st.kind, PGW_STARTUP_V3);
+    assert_int_equal(st.nprotoopts, 40);
+    assert_string_equal(st.protoopts[39], "_pq_.o39");
+    assert_int_equal(st.nparams, 41);
 }
 
 static void test_startup_bad_version(void **state)
@@ -155,6 +171,11 @@ static void test_startup_lengths(void **state)
     pgw_put_u32(buf, 4);
     assert_int_equal(pgw_startup_need(buf, 4), -1);
     pgw_put_u32(buf, PGW_STARTUP_MAX + 1);
+    assert_int_equal(pgw_startup_need(buf, 4), -1);
+    /* PostgreSQL takes 10000 bytes after the length word: 10004 in all */
+    pgw_put_u32(buf, 10004);
+    assert_int_equal(pgw_startup_need(buf, 4), 10004);
+    pgw_put_u32(buf, 10005);
     assert_int_equal(pgw_startup_need(buf, 4), -1);
     pgw_put_u32(buf, 0x80000000u);
     assert_int_equal(pgw_startup_need(buf, 4), -1);

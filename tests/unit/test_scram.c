@@ -563,7 +563,10 @@ static void test_channel_binding_plus(void **state)
                 fail_msg("case %zu: client-final %d (%s)", i, rc, st.error);
         }
         if (cases[i].error) {
-            assert_string_equal(st.sqlstate, "08P01");
+            /* PostgreSQL's: 28000 for a stripped PLUS and for PLUS data
+             * that does not match; the rest malformed (08P01) */
+            bool auth = strstr(cases[i].error, "negotiation error") || cases[i].final_rc != 0;
+            assert_string_equal(st.sqlstate, auth ? "28000" : "08P01");
             if (!strstr(st.error, cases[i].error))
                 fail_msg("case %zu: %s", i, st.error);
         }
