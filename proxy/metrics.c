@@ -961,7 +961,8 @@ static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
 {
     metric_u(b, "pgwharf_up", "gauge", 1, "1 while pgwharf runs.");
-    metric_u(b, "pgwharf_clients_total", "gauge", (uint64_t)(px->nclients > 0 ? px->nclients : 0),
+    int open_clients = px->nclients + px->nrejecting;      /* as SHOW LISTS used_clients */
+    metric_u(b, "pgwharf_clients_total", "gauge", (uint64_t)(open_clients > 0 ? open_clients : 0),
              "Client connections open now, in any state (admin console included).");
     metric_u(b, "pgwharf_clients_max", "gauge", (uint64_t)(px->client_cap > 0 ? px->client_cap : 0),
              "Clients served at once: max_client_conn, or fewer under the open-files limit.");

@@ -293,7 +293,8 @@ static void stats_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct pgw_dbstat t;
     pgw_stats_sessions_total(px, &t);
     pgw_info("stats", "clients=%d servers=%d xacts=%llu queries=%llu bytes_in=%llu bytes_out=%llu",
-             px->nclients, pgw_pool_set_server_count(px->pools), (unsigned long long)t.xacts,
+             px->nclients + px->nrejecting, pgw_pool_set_server_count(px->pools),
+             (unsigned long long)t.xacts,
              (unsigned long long)t.queries, (unsigned long long)t.recv,
              (unsigned long long)t.sent);
 }

@@ -799,14 +799,22 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
     return true;
 }
 
-/* A client beyond max_client_conn (or the open-files cap): refused, as
- * PgBouncer does, unless it is for the admin console, which PgBouncer
- * lets in so that a full pooler can still be looked at and managed.  Once
- * logged in it counts as a client like any other.  False when it was
- * closed. */
+/* A client accepted beyond max_client_conn (or the open-files cap), at its
+ * StartupMessage: a client like any other when others have left since
+ * (PgBouncer counts at the StartupMessage too: an SSLRequest, a TLS
+ * handshake came first); else refused, as PgBouncer does, unless it is
+ * for the admin console, which PgBouncer lets in so that a full pooler
+ * can still be looked at and managed.  Once logged in it counts as a
+ * client like any other.  False when it was closed. */
 static bool take_over_limit(struct pgw_session *s)
 {
     struct pgw_proxy *px = s->px;
+    if (px->nclients < px->client_cap) {
+        s->over_limit = false;
+        px->nrejecting--;
+        px->nclients++;
+        return true;
+    }
     if (!s->is_admin) {
         pgw_session_close(s, "53300", "no more connections allowed (%s)",
                           px->client_cap < px->cfg->max_client_conn ? "open-files limit"

@@ -743,11 +743,11 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
             a.close()
             b.close()
 
-    def full(self):
+    def full(self, **settings):
         """pgwharf with max_client_conn 1, and a client in that slot:
         (px, the list of connections closed at cleanup, hold: a function
         that tries to take the slot again)."""
-        px = self.start_pgwharf(settings={"max_client_conn": 1, "tcp_defer_accept": 0})
+        px = self.start_pgwharf(settings=dict(settings, max_client_conn=1, tcp_defer_accept=0))
         held = []
         self.addCleanup(lambda: [c.close() for c in held])
 
@@ -779,6 +779,35 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         console.close()
         held.pop().close()
         pt.wait_until(lambda: hold(), what="the slot free again")
+
+    def test_a_slot_freed_before_the_startup_message_is_taken(self):
+        # As PgBouncer, max_client_conn is counted at the StartupMessage: a
+        # client that connected while full (its SSLRequest answered) and
+        # sends its StartupMessage once another has left logs in.  pgwharf
+        # decided at accept() and refused it with 53300, a slot free.
+        px, held, _ = self.full()
+        s = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(s.close)
+        s.sendall(struct.pack("!ii", 8, 80877103))            # SSLRequest
+        self.assertEqual(s.recv(1), b"N")                       # accepted while full
+        gone = px.log().count("event=disconnect ")
+        held.pop().close()
+        pt.wait_until(lambda: px.log().count("event=disconnect ") > gone,
+                      what="the held client gone")
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(hz.simple_query(s, "select 'late'"), ([[b"late"]], []))
+
+    def test_connections_past_the_cap_count_in_clients_total(self):
+        # pgwharf_clients_total (and the stats log line) left out the
+        # connections let in past max_client_conn that were still logging
+        # in; SHOW LISTS used_clients counts them.
+        px, _, _ = self.full(metrics_port="auto")
+        socks = []
+        self.addCleanup(lambda: [x.close() for x in socks])
+        for _ in range(3):
+            socks.append(socket.create_connection((px.host, px.port), timeout=30))
+        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 4,
+                      what="the client and the three past the cap in pgwharf_clients_total")
 
     def test_console_logins_past_the_cap_count_as_such_until_logged_in(self):
         # A StartupMessage for the console beyond max_client_conn made its
