@@ -463,9 +463,47 @@ static bool startup_bytes(const struct pgw_pool *pool, const char *name, const c
  * that make the server's tracked parameters match what the client has
  * seen, and a drop of an unnamed statement another client may have left
  * there; their replies are swallowed. */
+/* An application_name with bytes PostgreSQL does not keep, as the pool's
+ * server would keep it: PostgreSQL takes a startup parameter's bytes as
+ * they come and cleans them (up to 15 each into '?', from 16 into \xNN),
+ * where pgwharf's SET of them is text of the client's encoding, which the
+ * server converts first (LATIN1: "é" became four '?', not two) or refuses
+ * (bytes that are not UTF-8: 22021, the login failed).  Cleaned, it is
+ * printable ASCII, as the server reports it back.  False when memory is
+ * short. */
+static bool clean_application_name(struct pgw_session *s, const struct pgw_pool *pool)
+{
+    const char *v = s->params[PGW_TP_APPLICATION_NAME];
+    size_t n = 0, unclean = 0;
+    for (; v[n]; n++)
+        unclean += (uint8_t)v[n] < 0x20 || (uint8_t)v[n] > 0x7e;
+    if (unclean == 0)
+        return true;
+    const char *version = pgw_params_get(pgw_pool_defaults(pool), "server_version");
+    bool escape = !version || atoi(version) >= 16;
+    char *out = malloc(n + unclean * 3 + 1), *o = out;
+    if (!out)
+        return false;
+    for (const uint8_t *p = (const uint8_t *)v; *p; p++) {
+        if (*p >= 0x20 && *p <= 0x7e)
+            *o++ = (char)*p;
+        else if (escape)
+            o += sprintf(o, "\\x%02x", *p);
+        else
+            *o++ = '?';
+    }
+    *o = '\0';
+    free(s->params[PGW_TP_APPLICATION_NAME]);
+    s->params[PGW_TP_APPLICATION_NAME] = out;
+    s->params_sig = 0;
+    return true;
+}
+
 static bool sync_params(struct pgw_session *s)
 {
     struct pgw_server *srv = s->server;
+    if (s->params[PGW_TP_APPLICATION_NAME] && !clean_application_name(s, srv->pool))
+        return false;
     /* The unnamed statement outlives transactions and clients: a Bind of
      * it without a Parse would run the one another client left here (its
      * rows to this client).  Any simple Query drops it, the SETs below

@@ -474,6 +474,31 @@ class TestNonAsciiLoginValue(pt.PgwharfTestCase):
                 assert_reads_in_turn(self, c, read, want, other, "show search_path", default)
 
 
+    def test_an_application_name_postgresql_cleans(self):
+        # PostgreSQL cleans a startup application_name's bytes that are not
+        # printable ASCII ('?' up to 15, \xNN from 16).  pgwharf's SET of
+        # the value was read in the client's encoding first: a LATIN1
+        # client's UTF-8 'é' came out '????' where PostgreSQL says '??',
+        # and bytes that are not UTF-8 failed the login (22021).
+        px = self.start_pgwharf(settings=TX1)
+        read = "select encode(convert_to(current_setting('application_name'), 'UTF8'), 'hex')"
+        other = connect(px, self)
+        for enc, name in (("LATIN1", b"\xc3\xa9"), ("UTF8", b"x\xff\xfey")):
+            with self.subTest(client_encoding=enc, name=name):
+                s = socket.create_connection((self.pg.host, self.pg.port), timeout=10)
+                self.addCleanup(s.close)
+                params = {"client_encoding": enc, "application_name": name}
+                hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, **params)
+                want, errs = hz.simple_query(s, read)
+                self.assertEqual(errs, [])
+                c = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(c.close)
+                hz.sync_login(c, self.pg.user, self.pg.database, self.pg.password, **params)
+                for _ in range(2):
+                    self.assertEqual(hz.simple_query(c, read), (want, []))
+                    self.assertEqual(one(other, "show application_name"), "")
+
+
 class TestLibpqEnvironment(pt.PgwharfTestCase):
     """pgwharf makes server connections with libpq, which would fill what
     the config leaves out from PG* variables and send PGTZ/PGDATESTYLE as
