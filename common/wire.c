@@ -113,6 +113,20 @@ void pgw_wire_verror(struct pgw_wbuf *b, const char *severity, const char *sqlst
     pgw_wbuf_msg_end(b, m);
 }
 
+void pgw_wire_error_detail(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
+                           const char *msg, const char *detail)
+{
+    size_t m = pgw_wbuf_msg_begin(b, PGW_BE_ERROR);
+    put_field(b, 'S', severity);
+    put_field(b, 'V', severity);
+    put_field(b, 'C', sqlstate);
+    put_field(b, 'M', msg);
+    if (detail && *detail)
+        put_field(b, 'D', detail);
+    pgw_wbuf_put_u8(b, 0);
+    pgw_wbuf_msg_end(b, m);
+}
+
 void pgw_wire_error(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
                     const char *fmt, ...)
 {

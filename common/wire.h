@@ -115,6 +115,9 @@ void pgw_wire_error(struct pgw_wbuf *b, const char *severity, const char *sqlsta
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void pgw_wire_verror(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
                      const char *fmt, va_list ap);
+/* One with a DETAIL field too (none when detail is NULL or empty). */
+void pgw_wire_error_detail(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
+                           const char *msg, const char *detail);
 void pgw_wire_notice(struct pgw_wbuf *b, const char *sqlstate, const char *msg);
 void pgw_wire_auth(struct pgw_wbuf *b, uint32_t code, const void *extra, size_t n);
 void pgw_wire_param_status(struct pgw_wbuf *b, const char *name, const char *value);

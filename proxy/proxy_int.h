@@ -118,6 +118,7 @@ enum pgw_discard {
  * server's SQLSTATE and message, in one allocation (free() it). */
 struct pgw_login_refusal {
     char sqlstate[6];
+    const char *detail;              /* in message's bytes, after it; NULL: none */
     char message[];
 };
 
@@ -166,6 +167,7 @@ struct pgw_session {
     char *params[PGW_TP_MAX];        /* what the client should see, by px->tracked
                                         index; NULL = server's */
     uint64_t params_sig;             /* summary of params (relay.c), 0 = stale */
+    const char *close_detail;        /* the DETAIL of pgw_session_close's FATAL, or NULL */
     struct pgw_login_refusal *login_refusal; /* a startup parameter the server
                                                 refused (relay.c) */
 

@@ -628,11 +628,12 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
         return;
     const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
     const char *msg = f->message ? f->message : "invalid startup parameter";
-    size_t n = strlen(msg);
-    struct pgw_login_refusal *r = malloc(sizeof(*r) + n + 1);
+    size_t n = strlen(msg), d = f->detail ? strlen(f->detail) + 1 : 0;
+    struct pgw_login_refusal *r = malloc(sizeof(*r) + n + 1 + d);
     if (r) {
         memcpy(r->sqlstate, state, sizeof(r->sqlstate));
         memcpy(r->message, msg, n + 1);
+        r->detail = d ? memcpy(r->message + n + 1, f->detail, d) : NULL;
         s->login_refusal = r;
     }
 }
@@ -3001,8 +3002,10 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
 {
     switch (after) {
     case AFTER_LOGIN:
-        if (s->login_refusal)
+        if (s->login_refusal) {
+            s->close_detail = s->login_refusal->detail;      /* as PostgreSQL's FATAL */
             pgw_session_close(s, s->login_refusal->sqlstate, "%s", s->login_refusal->message);
+        }
         else
             welcome(s);
         break;

@@ -1171,7 +1171,7 @@ static void send_final_error(struct pgw_session *s, const char *sqlstate, const 
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
-    pgw_wire_error(&b, "FATAL", sqlstate, "%s", msg);
+    pgw_wire_error_detail(&b, "FATAL", sqlstate, msg, s->close_detail);
     if (!b.failed) {
         /* Whatever is already queued goes first; then one attempt --
          * not in the middle of a server message the client has part of

@@ -966,6 +966,8 @@ class TestWaiting(AdminTestCase):
         with self.assertRaises(hz.PgError) as cm:
             asyncio.run(login(DateStyle="nonsense"))
         self.assertEqual(cm.exception.sqlstate, "22023")
+        # with PostgreSQL's DETAIL (it was left out)
+        self.assertEqual(cm.exception.fields.get("D"), 'Unrecognized key word: "nonsense".')
         self.assertEqual(asyncio.run(login(DateStyle="SQL, DMY"))["DateStyle"], "SQL, DMY")
         conn = psycopg2.connect(px.dsn(client_encoding="latin1"))
         self.addCleanup(conn.close)
