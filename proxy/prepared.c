@@ -1174,13 +1174,23 @@ static enum pgw_ps_action dup_error_own(struct pgw_session *s, struct pgw_iobuf 
         pgw_wbuf_msg_end(&m, at);
     }
     enum pgw_ps_action a = PGW_PS_NEED_ROOM;
-    if (!m.failed && room(b, (uint32_t)m.len)) {
-        /* server_state: where that statement is closed again */
-        if (server_state(s) && q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL) &&
+    /* server_state: where that statement is closed again; the ones earlier
+     * duplicates made are closed first (ahead of this one's error, which
+     * skips the rest of the batch): a client repeating a duplicate Parse,
+     * its statements all prepared already, would otherwise pile them up
+     * on the server past max_prepared_statements. */
+    struct ps_server *ss = server_state(s);
+    uint32_t closes = ss ? ss->nreclose * CLOSE_BYTES : 0;
+    char saved[PS_BNAME_MAX];
+    memcpy(saved, name, nl);             /* name is in b, which the Closes move */
+    if (!m.failed && room(b, (uint32_t)m.len + closes)) {
+        if (ss)
+            reclose_flush(s, b, ss);
+        if (ss && q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL) &&
             q_push(s, Q_PASS, PGW_FE_PARSE, NULL)) {
             struct qent *x = q_tail(s);
             x->close_id = id;
-            memcpy(x->bname, name, nl);      /* before name (in b) moves */
+            memcpy(x->bname, saved, nl);
             insert_here(b, m.data, (uint32_t)m.len);
             a = PGW_PS_DROPPED;
         } else {
@@ -1516,7 +1526,9 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         if (a == PGW_PS_FAILED)
             return a;
         if (a == PGW_PS_NEED_ROOM) {
-            s->ps_room_need = own ? 2 * *total + 64 : DUP_BYTES(*total);
+            struct ps_server *ss = server_state(s);
+            s->ps_room_need = own ? 2 * *total + 64 + (ss ? ss->nreclose : 0) * CLOSE_BYTES
+                                  : DUP_BYTES(*total);
             return PGW_PS_NEED_ROOM;
         }
         reg->st.client_parses++;
@@ -2256,17 +2268,58 @@ static void on_discard(struct pgw_session *s)
     }
 }
 
+/* Past blanks and comments (-- to the end of the line, and nested block
+ * comments), as PostgreSQL's scanner skips them between words. */
+static const char *skip_blank(const char *p)
+{
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n')
+                p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 1;
+            for (p += 2; *p && depth > 0;) {
+                if (p[0] == '/' && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (p[0] == '*' && p[1] == '/') {
+                    depth--;
+                    p += 2;
+                } else {
+                    p++;
+                }
+            }
+        } else {
+            return p;
+        }
+    }
+}
+
+/* Is sql the statement cmd (its words, one space apart) alone, in any
+ * case, with any blanks and comments between and around its words, and
+ * semicolons after? */
 static bool is_cmd(const char *sql, const char *cmd)
 {
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-        sql++;
-    size_t n = strlen(cmd);
-    if (strncasecmp(sql, cmd, n) != 0)
-        return false;
-    sql += n;
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == ';')
-        sql++;
-    return *sql == '\0';
+    const char *p = skip_blank(sql);
+    while (*cmd) {
+        size_t n = strcspn(cmd, " ");
+        if (strncasecmp(p, cmd, n) != 0)
+            return false;
+        p += n;
+        cmd += n;
+        if (*cmd == ' ') {
+            cmd++;
+            const char *q = skip_blank(p);
+            if (q == p)
+                return false;            /* DISCARDALL */
+            p = q;
+        }
+    }
+    for (p = skip_blank(p); *p == ';'; p = skip_blank(p + 1))
+        ;
+    return *p == '\0';
 }
 
 void pgw_ps_server_reset(struct pgw_server *srv, const char *reset_query)

@@ -186,7 +186,7 @@ class TestMalformed(pt.PgwharfTestCase):
             ("length 7", b"\x00\x00\x00\x07\x00\x03\x00"),
             ("length 0xFFFFFFFF", b"\xff\xff\xff\xff"),
             ("length negative", struct.pack("!i", -8) + b"\x00" * 8),
-            ("length beyond cap", struct.pack("!II", 10001, 196608) + b"x" * 100),
+            ("length beyond cap", struct.pack("!II", 10005, 196608) + b"x" * 100),   # 10000 + 4
             ("query before startup", hz.query_msg("select 1")),
             ("cancel of 12 bytes", struct.pack("!III", 12, 80877102, 1)),
             ("startup without terminator", struct.pack("!II", 17, 196608) + b"user\x00app\x00"),

@@ -972,6 +972,29 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
         self.assertEqual(types(msgs), "2DCZ", msgs)
         return msgs
 
+    def test_any_spelling_of_the_drop(self):
+        # Only one space between the words was read as the drop: with two,
+        # a tab or a comment, the client's Parse of a name behind it got
+        # 42P05 "already exists" and its Bind 26000 (found by a review of
+        # prepared.c).
+        px, raw = self.start()
+        for text in ("DISCARD  ALL", "deallocate\tprepare all", "DEALLOCATE ALL /*x*/",
+                     "-- drop\nDISCARD /* all of */ ALL ;"):
+            with self.subTest(text=text):
+                r = raw()
+                try:
+                    self.prepare(r, "s1", "select 1")
+                    r.send(r.query(text), r.parse("s1", "select 2"), r.bind("s1"), r.execute(),
+                           r.sync())
+                    msgs = r.until_ready()          # the Query's
+                    self.assertEqual(types(msgs), "CZ", msgs)
+                    msgs = r.until_ready()
+                    self.assertEqual(types(msgs), "12DCZ", msgs)
+                    self.assertEqual(msgs[2][1][-1:], b"2")
+                    self.assertEqual(self.assert_runs(r, "s1")[1][1][-1:], b"2")
+                finally:
+                    r.close()
+
     def test_deallocate_all_in_the_extended_protocol(self):
         import psycopg
         px, raw = self.start()
@@ -1605,6 +1628,30 @@ def exchange_steps(case, mode, steps, err=None, **settings):
         r.close()
     px.stop()
     return out
+
+
+class TestRepeatedDuplicateParse(pt.PgwharfTestCase):
+    def test_statements_of_duplicates_do_not_pile_up_on_the_server(self):
+        # Each Parse of a name the client has (42P05) prepares its text
+        # under a name of pgwharf's own, closed "later": only at the next
+        # new statement on that server.  A client re-preparing what it
+        # has, its statements all prepared, left one per attempt on the
+        # server, past max_prepared_statements (found by a review of
+        # prepared.c).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "max_prepared_statements": 5, "auth_type": "trust"})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(r.s.close)
+        r.send(r.parse("s1", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        for _ in range(30):
+            r.send(r.parse("s1", "select 1"), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "42P05")
+        r.send(r.query("select count(*) from pg_prepared_statements"))
+        rows = [ph.data_row(b) for t, b in r.until_ready() if t == b"D"]
+        self.assertLessEqual(int(rows[0][0]), 5, "statements on the server")
 
 
 class TestDuplicateParseOfAFailingText(pt.PgwharfTestCase):
