@@ -526,7 +526,10 @@ void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
     for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         int i = pgw_pool_host_index(p, be);
-        if (i < 0 || p->orphan || p->paused || !pgw_pool_has_room(p))
+        /* (not through a pool waiting out server_login_retry: its refusal
+         * would restart that wait, and tell nothing of the backend) */
+        if (i < 0 || p->orphan || p->paused || p->expiring || pgw_pool_login_blocked(p) ||
+            !pgw_pool_has_room(p))
             continue;
         bool probe = false;
         if (pgw_backend_admit(be, pgw_backend_resolves(be, &p->hosts[i].spec), &probe) == 0 &&

@@ -159,6 +159,11 @@ static bool login_blocked(const struct pgw_pool *pool)
     return pool->login_error && pool_now(pool) < pool->login_retry_until;
 }
 
+bool pgw_pool_login_blocked(const struct pgw_pool *pool)
+{
+    return login_blocked(pool);
+}
+
 /* Will a server of the pool come back to serve a waiter: one lent out,
  * idle, or being checked or reset (not only a new login)? */
 static bool server_to_come(const struct pgw_pool *pool)
@@ -340,14 +345,18 @@ bool pgw_pool_handoff(struct pgw_server *srv, ev_tstamp since)
     return true;
 }
 
-/* The server to lend without a check, if any: the most recent idle one. */
+/* The server to lend without a check, if any: the first idle one in the
+ * list's order (the most recent, or the longest idle with
+ * server_round_robin) that is not due for server_check_query. */
 static struct pgw_server *fresh_idle(struct pgw_pool *pool)
 {
-    struct pgw_list *n = pgw_list_first(&pool->idle);
-    if (!n)
-        return NULL;
-    struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
-    return pgw_server_needs_check(srv, pool_now(pool)) ? NULL : srv;
+    ev_tstamp now = pool_now(pool);
+    for (struct pgw_list *n = pool->idle.next; n != &pool->idle; n = n->next) {
+        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+        if (!pgw_server_needs_check(srv, now))
+            return srv;
+    }
+    return NULL;
 }
 
 /* PgBouncer's "<empty>" (its default since 1.24) is an empty query: the
@@ -371,9 +380,14 @@ static void serve_waiters(struct pgw_pool *pool)
         struct pgw_list *n = pgw_list_first(&pool->idle);
         if (!n)
             return;
-        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
-        if (pgw_server_needs_check(srv, pool_now(pool))) {
-            check_or_close(srv);
+        struct pgw_server *srv = fresh_idle(pool);
+        if (!srv) {
+            /* All due for a check: one for each waiter that no server
+             * being checked or reset (each ends idle for a waiter) will
+             * serve; not every idle server for one client. */
+            if (pool->n_resetting >= pool->n_waiters)
+                return;
+            check_or_close(pgw_container_of(n, struct pgw_server, node));
             continue;
         }
         struct pgw_pool_waiter *w =

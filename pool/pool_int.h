@@ -241,6 +241,8 @@ void pgw_pool_kick(struct pgw_pool *pool);
  * database's max_db_connections and its user's max_user_connections
  * (making no other pool's idle server go)? */
 bool pgw_pool_has_room(const struct pgw_pool *pool);
+/* Is the pool waiting out server_login_retry after a refused login? */
+bool pgw_pool_login_blocked(const struct pgw_pool *pool);
 /* Why a server of the pool may not be kept (the pool, its database or
  * its user has more servers than a reload lowered its limit to), or NULL. */
 const char *pgw_pool_over_limit(const struct pgw_pool *pool);

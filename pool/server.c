@@ -296,12 +296,15 @@ void pgw_server_free(struct pgw_server *srv)
 bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now)
 {
     const struct pgw_config *cfg = srv->pool->set->cfg;
-    if (!cfg->server_check_query || !*cfg->server_check_query ||
-        srv_priv((struct pgw_server *)srv)->checked)
+    if (!cfg->server_check_query || !*cfg->server_check_query)
         return false;
-    /* With a delay of 0 every reuse is checked, but not a fresh login. */
+    /* With a delay of 0 every reuse is checked, but not a fresh login,
+     * nor one checked since it was last lent (its client may have gone
+     * meanwhile). */
     if (cfg->server_check_delay <= 0)
-        return srv->lend_count > 0;
+        return srv->lend_count > 0 && !srv_priv((struct pgw_server *)srv)->checked;
+    /* A check counts as a use (request_time): fresh for the delay again,
+     * not for ever when nobody took it. */
     return now - srv->request_time >= cfg->server_check_delay;
 }
 

@@ -29,6 +29,7 @@ and checks, for each:
 
 import re
 import socket
+import struct
 import threading
 import time
 import unittest
@@ -466,6 +467,90 @@ class TestRefusedLoginEdges(pt.PgwharfTestCase):
                          px.log_tail())
 
 @unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
+class TestServerCheck(pt.PgwharfTestCase):
+    """server_check_query runs on an idle server due for it (idle longer
+    than server_check_delay; any reused one with 0) before it is lent
+    (found by a review of pool/)."""
+
+    def states(self, con):
+        return [r["state"] for r in pt.show(con, "SERVERS", database=self.pg.database)]
+
+    def test_a_check_whose_client_left_is_trusted_only_for_the_delay(self):
+        # The client the check ran for stopped waiting (a cancel, or
+        # query_wait_timeout) before it ended: the server was then
+        # "checked" until its next lend, never due again however long it
+        # stayed idle.
+        gate = hz.Gate(self.pg, 7071)
+        self.addCleanup(gate.close)
+        gate.open()
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_check_delay": 1,
+            "server_check_query": "select %s" % gate.sql(), "query_wait_timeout": "20s"})
+        con = self.console_conn(px)
+        self.assertEqual(px.psql("select 1"), "1")
+        pt.wait_until(lambda: self.states(con) == ["used"], what="the idle server due a check")
+        gate = hz.Gate(self.pg, 7071)                   # the check waits
+        self.addCleanup(gate.close)
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        keys = []
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        s.sendall(hz.query_msg("select 'never'"))
+        self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)
+        with socket.create_connection((px.host, px.port), timeout=20) as c:
+            c.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        got = hz.read_until_ready(s)                    # it waits no more
+        self.assertEqual([hz.parse_fields(b)["C"] for t, b in got if t == b"E"], ["57014"])
+        gate.open()
+        pt.wait_until(lambda: self.states(con) == ["idle"], what="the check over")
+        gate = hz.Gate(self.pg, 7071)
+        self.addCleanup(gate.close)
+        pt.wait_until(lambda: self.states(con) == ["used"], timeout=10,
+                      what="the checked server due again after server_check_delay")
+        c = self.db_conn(px)
+        bg = pt.Background(lambda: pt.one(c, "select 'checked first'"))
+        self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)   # its check
+        self.assertTrue(bg.is_alive())
+        gate.open()
+        bg.join(20)
+        self.assertEqual((bg.error, bg.result), (None, "checked first"))
+
+    def test_one_check_for_one_waiter(self):
+        # Three reused servers, all due (server_check_delay 0), and one
+        # client: every idle server was checked for it.
+        gate = hz.Gate(self.pg, 7072)
+        self.addCleanup(gate.close)
+        gate.open()
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 3, "server_check_delay": 0,
+            "server_check_query": "select %s" % gate.sql(), "query_wait_timeout": "20s"})
+        con = self.console_conn(px)
+        holders = [self.db_conn(px, autocommit=False) for _ in range(3)]
+        for h in holders:
+            pt.one(h, "select 1")                       # three servers at once
+        for h in holders:
+            h.commit()
+        pt.wait_until(lambda: sorted(self.states(con)) == ["used"] * 3,
+                      what="three reused servers due a check")
+        gate = hz.Gate(self.pg, 7072)
+        self.addCleanup(gate.close)
+        c = self.db_conn(px)
+        bg = pt.Background(lambda: pt.one(c, "select 'served'"))
+        self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)
+        # Each pass over the pool (the tick every second, a reload: here)
+        # checked one more for the same waiter.
+        pt.show(con, "POOLS")
+        con.cursor().execute("RELOAD")
+        self.assertEqual(pt.pool_row(con, self.pg.database, self.pg.user)["sv_tested"], 1)
+        self.assertEqual(sorted(self.states(con)), ["tested", "used", "used"])
+        gate.open()
+        bg.join(20)
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, "served")
+        for h in holders:
+            h.close()
+
+
 class TestBreakerAndFullPool(pt.PgwharfTestCase):
     """An open breaker concerns the pools that need a new connection: not
     the clients waiting for a busy pool at its full size to give a server
@@ -514,6 +599,32 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         # The pool's one server is still lent; the waiter waits for it.
         self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
         return bg
+
+    def test_the_probe_does_not_go_through_a_pool_waiting_out_its_login_retry(self):
+        # The breaker's probe went through the first pool with room, one
+        # whose login the server had refused too: its refusal again, and
+        # that pool's server_login_retry restarted.
+        pg = self.pg
+        fwd = self.forwarder()
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 1,
+                      "breaker_cooldown": "1s", "server_login_retry": "30s"},
+            databases={"bad": fwd.conn_string(pg, db="pgwharf_no_such_db"),
+                       "down": fwd.conn_string(pg)})
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(db="bad")).close()
+        px.wait_for_log(r"event=server_connect_failed [^\n]*db=bad")
+        refused = px.log().count("event=server_connect_failed")
+        fwd.refuse()
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(db="down")).close()
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+        refused = px.log().count("event=server_connect_failed")
+        fwd.forward()
+        pt.wait_until(lambda: [r["state"] for r in px.show("BREAKERS")] == ["closed"],
+                      timeout=20, what="the probe closing the breaker")
+        self.assertEqual(px.log().count("event=server_connect_failed"), refused, px.log_tail())
+        self.assertEqual(pt.one(self.db_conn(px, db="down"), "select 'up'"), "up")
 
     def test_waiter_of_a_full_pool_outlives_a_breaker_opened_by_another_pool(self):
         px, con, fwd = self.start_one_server_pool("20s")
