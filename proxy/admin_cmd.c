@@ -221,8 +221,11 @@ int pgw_admin_cmd_resume(struct pgw_session *s, const char *arg, struct pgw_wbuf
         fail_undone_pauses(px);
         return done(out, "RESUME");
     }
-    if (!pgw_names_remove(&adm->paused, arg))
+    if (!pgw_names_remove(&adm->paused, arg)) {
+        if (check_db(px, "resume", arg, out) < 0)
+            return PGW_ADMIN_FAILED;         /* as PgBouncer: no such database */
         return pgw_admin_error(out, "55000", "database %s is not paused", arg);
+    }
     if (!adm->paused_all)
         pause_pools(px, arg, false);
     pgw_info("admin_resume", "user=%s db=%s", LQ(s->user), LQ(arg));
@@ -493,6 +496,15 @@ int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *
         pause_pools(px, "", true);
     } else if (pause_db(px, arg) < 0) {
         return pgw_admin_error(out, "53200", "out of memory");
+    } else {
+        /* The pause is KILL's now: a waiting PAUSE of it that is canceled
+         * later must not take it back. */
+        for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
+            struct pgw_session *c = pgw_container_of(l, struct pgw_session, node);
+            if (c->is_admin && c->admin_waiting && c->admin_wait_pause &&
+                strcmp(c->admin_wait_db, arg) == 0)
+                c->admin_wait_undo = false;
+        }
     }
     int n = 0;
     struct pgw_session *v;

@@ -1708,6 +1708,42 @@ class TestCommands(AdminTestCase):
         conn.cursor().execute("RESUME %s" % db)
         self.assertEqual(paused()[db], 0)
 
+    def test_a_canceled_pause_does_not_undo_a_kill_since(self):
+        # A PAUSE db waiting (here for a server still in its connect_query)
+        # and a KILL db from another console: KILL leaves the database
+        # paused until RESUME db, but the cancel of the waiting PAUSE took
+        # that pause back (found by a review of admin_cmd.c).
+        gate = hz.Gate(self.pg, 7081)
+        self.addCleanup(gate.close)
+        db = self.pg.database
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "query_wait_timeout": "20s"},
+                                databases={db: self.pg.conn_string(
+                                    db, connect_query="select %s" % gate.sql())})
+        conn = self.admin_conn(px)
+
+        def paused():
+            return {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+        login = Background(lambda: px.psql("select 1", check=False))
+        self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)   # its server's login
+        pauser = self.admin_conn(px)
+        bg = Background(lambda: pauser.cursor().execute("PAUSE %s" % db))
+        wait_until(lambda: paused().get(db) == 1, what="the database paused")
+        self.assertTrue(bg.is_alive(), "PAUSE answered with a server logging in")
+        conn.cursor().execute("KILL %s" % db)
+        pauser.cancel()
+        bg.join(10)
+        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        self.assertEqual(paused()[db], 1, "the canceled PAUSE undid KILL's pause")
+        gate.open()
+        login.join(30)
+        conn.cursor().execute("RESUME %s" % db)
+        self.assertEqual(paused()[db], 0)
+        # RESUME of a database that does not exist: PgBouncer's "no such database"
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RESUME pgwharf_no_such_db")
+        self.assertEqual((cm.exception.pgcode, cm.exception.pgerror.split("\n")[0]),
+                         ("3D000", "ERROR:  no such database: pgwharf_no_such_db"))
+
     def test_a_plain_resume_leaves_a_database_paused_by_name(self):
         # As PgBouncer: PAUSE db is undone by RESUME db only.  A plain
         # RESUME (or PAUSE; RESUME) also resumed it, undoing a maintenance
