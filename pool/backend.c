@@ -385,12 +385,12 @@ void pgw_backend_kick_pools(struct pgw_backend *be)
     size_t nwait = 0, k = 0;
     for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        nwait += p->n_waiters > 0 && pgw_pool_host_index(p, be) >= 0;
+        nwait += !pgw_list_empty(&p->waiters) && pgw_pool_host_index(p, be) >= 0;
     }
     struct kick_entry *order = nwait ? malloc(nwait * sizeof(*order)) : NULL;
     for (n = be->set->pools.next; order && n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p->n_waiters > 0 && k < nwait && pgw_pool_host_index(p, be) >= 0) {
+        if (!pgw_list_empty(&p->waiters) && k < nwait && pgw_pool_host_index(p, be) >= 0) {
             const struct pgw_pool_waiter *w =
                 pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
             order[k++] = (struct kick_entry){ p, w->since };

@@ -451,6 +451,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (!pgw_session_send(s, &b))
             pgw_session_close(s, "53200", "out of memory");
         pgw_wbuf_deinit(&b);
+        if (s->state == PGW_SS_WAIT_SERVER)
+            pgw_session_arm_timer(s);       /* query_timeout still runs */
         break;
     }
     case TO_CANCEL_OVER:

@@ -1089,12 +1089,12 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertEqual(px.psql("select pg_sleep(0.6), 'done'", user=self.pg.app_user),
                          "|done")
 
-    def waiting_client(self, query_timeout, sql):
+    def waiting_client(self, query_timeout, sql, **settings):
         """A pgwharf of one server, held by a transaction (returned), and a
         raw client that sent sql and waits for that server."""
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
-                                          "query_timeout": query_timeout,
-                                          "query_wait_timeout": "20s"})
+        px = self.start_pgwharf(settings=dict(settings, pool_mode="transaction",
+                                              default_pool_size=1, query_timeout=query_timeout,
+                                              query_wait_timeout="20s"))
         holder = psycopg2.connect(px.dsn())
         self.addCleanup(holder.close)
         one(holder, "select 1")                        # in a transaction: the one server
@@ -1109,13 +1109,18 @@ class TestTimeouts(pt.PgwharfTestCase):
         # for a server too.  pgwharf timed it from when it had its server,
         # so a client queued behind a held pool waited query_wait_timeout
         # (20 s here) however short query_timeout was.
-        px, holder, s = self.waiting_client("1s", "select 'never served'")
-        data, closed = hz.read_until_closed(s, 25)
-        self.assertTrue(closed, data)
-        errs = hz.error_fields_in(data)
-        self.assertEqual([e["C"] for e in errs], ["57014"], data)
-        self.assertIn("query_timeout", errs[0]["M"])
-        self.assertEqual(one(holder, "select 'holder'"), "holder")
+        # query_wait_notify's NOTICE on the way (it stopped the clock: found
+        # by a review of the change).
+        for notify in ("0", "300ms"):
+            with self.subTest(query_wait_notify=notify):
+                px, holder, s = self.waiting_client("1s", "select 'never served'",
+                                                    query_wait_notify=notify)
+                data, closed = hz.read_until_closed(s, 25)
+                self.assertTrue(closed, data)
+                errs = hz.error_fields_in(data)
+                self.assertEqual([e["C"] for e in errs], ["57014"], data)
+                self.assertIn("query_timeout", errs[0]["M"])
+                self.assertEqual(one(holder, "select 'holder'"), "holder")
 
     def test_query_timeout_counts_the_wait_before_the_query_ran(self):
         # A second of waiting and a query of 1.5 s: each is under the 2 s
