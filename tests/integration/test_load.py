@@ -292,14 +292,25 @@ class TestServerHeldWithoutSync(LoadCase):
     QUERY_TIMEOUT = 1.0
 
     def start_one_server(self):
-        return self.start(default_pool_size=1, query_timeout=self.QUERY_TIMEOUT,
-                          query_wait_timeout=60)
+        """One server, shared (the entry's user=) by the holder, app under
+        query_timeout, and the other, the superuser without one: its wait
+        for the held server counts in query_timeout, as in PgBouncer."""
+        pg = self.pg
+        return self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "query_wait_timeout": 60},
+            databases={self.db: pg.conn_string(self.db, user=self.user,
+                                               password=self.password)},
+            users={self.user: "query_timeout=%gs" % self.QUERY_TIMEOUT})
 
-    def login(self, px):
+    def login(self, px, user=None):
         s = socket.create_connection((px.host, px.port), timeout=10)
         s.settimeout(10)
         self.addCleanup(s.close)
-        hz.sync_login(s, self.user, self.db, self.password)
+        if user:
+            hz.sync_login(s, user, self.db, self.pg.password)
+        else:
+            hz.sync_login(s, self.user, self.db, self.password)
         return s
 
     def sv_active(self, px):
@@ -321,13 +332,13 @@ class TestServerHeldWithoutSync(LoadCase):
 
     def test_header_of_a_parse(self):
         px = self.start_one_server()
-        other, holder = self.login(px), self.login(px)
+        other, holder = self.login(px, self.pg.user), self.login(px)
         holder.sendall(b"P" + struct.pack("!I", 100))     # and nothing more
         self.check_held_then_freed(px, other, holder)
 
     def test_execute_and_flush_without_sync(self):
         px = self.start_one_server()
-        other, holder = self.login(px), self.login(px)
+        other, holder = self.login(px, self.pg.user), self.login(px)
         sql = "select pg_sleep(60)"
         # Its server is closed, not cancelled: PostgreSQL notices only
         # when the sleep ends.
