@@ -2625,13 +2625,18 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         *after = AFTER_FAST_CLOSE;      /* once this ReadyForQuery is out */
         return;
     }
+    /* In statement mode a transaction left open ends the client, whatever
+     * it sent since without a Sync (Parse/Bind/Execute + Flush of the next
+     * statement of its block). */
+    if (s->mode == PGW_POOL_STATEMENT && status != 'I' && s->state == PGW_SS_LINKED) {
+        *after = AFTER_STMT_ERROR;
+        return;
+    }
     if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
         (s->ps_on && !pgw_ps_idle(s)))
         return;
     if (status == 'I')
         *after = AFTER_RELEASE;
-    else if (s->mode == PGW_POOL_STATEMENT)
-        *after = AFTER_STMT_ERROR;
 }
 
 /* The length of the server message at p with its type byte, or 0 after

@@ -165,6 +165,11 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL: {
         int back = pgw_track_copy_ignored(t);
+        /* Sent before the CopyInResponse came (not yet certainly the last
+         * Execute's COPY): Syncs sent right after that Execute may be the
+         * COPY's, read and ignored, and their ReadyForQuery never come. */
+        if (!t->copy_in && t->sync_exec > 0)
+            t->count_high = true;
         t->sync_copy_back = type == PGW_FE_COPY_DONE && t->copy_in ? t->sync_copy : 0;
         t->sync_copy = 0;
         /* The Syncs the COPY read were none: its batch goes on, and the

@@ -879,6 +879,25 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         self.assertIn("transaction blocks not allowed in statement pooling mode",
                       [f.get("M") for f in hz.error_fields_in(data)])
         self.assertEqual(px.psql("select 'next client fine'"), "next client fine")
+        # The block's next statement sent without a Sync (Parse, Bind,
+        # Execute, Flush) when BEGIN's ReadyForQuery came: that
+        # ReadyForQuery was let through, and the block ran (found by a
+        # review of relay.c).
+        ext = (hz.msg(b"P", b"\x00select 1\x00\x00\x00") + hz.msg(b"B", b"\x00\x00" + b"\x00\x00" * 3)
+               + hz.msg(b"E", b"\x00\x00\x00\x00\x00"))
+        for first in (hz.query_msg("begin"),
+                      hz.msg(b"P", b"\x00begin\x00\x00\x00") + hz.msg(b"B", b"\x00\x00" + b"\x00\x00" * 3)
+                      + hz.msg(b"E", b"\x00\x00\x00\x00\x00") + hz.msg(b"S")):
+            with self.subTest(first=first[:1]):
+                sock = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(sock.close)
+                hz.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+                sock.sendall(first + ext + hz.msg(b"H"))
+                data, closed = hz.read_until_closed(sock, 30)
+                self.assertTrue(closed, data)
+                self.assertIn("transaction blocks not allowed in statement pooling mode",
+                              [f.get("M") for f in hz.error_fields_in(data)])
+                self.assertEqual(px.psql("select 'next client fine'"), "next client fine")
 
     def test_disable_pqexec(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "disable_pqexec": 1})

@@ -548,6 +548,20 @@ class TestRequestThenClose(RelayCase):
         self.assertEqual(self.rows_in_table(), "0")
         self.assert_b_served()
 
+    def test_pipelined_extended_copy_ended_then_end_of_stream(self):
+        # The same sent at once, before the CopyInResponse: the COPY read
+        # the Sync, and the relay, unsure, counted a ReadyForQuery for it
+        # that never comes; the session waited for it after the end of the
+        # stream, its server held (found by a review of relay.c).
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_close from stdin") + bind_execute() + SYNC +
+                  M(b"d", b"1\n") + M(b"c"))
+        a.shutdown(socket.SHUT_WR)
+        _, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session outlived the client's stream")
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_b_served()
+
     def test_whole_copy_then_end_of_stream(self):
         a = self.login()
         a.sendall(hz.query_msg("copy relay_close from stdin") + M(b"d", b"1\n") + M(b"c"))
