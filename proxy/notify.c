@@ -2007,14 +2007,26 @@ bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, u
     if (!sub || total < PGW_MSG_HDR + 6 || msg[total - 1] != '\0' ||
         !memchr(chan, '\0', total - PGW_MSG_HDR - 4 - 1))
         return true;
+    /* The client's server writes the channel in the client's encoding;
+     * pgwharf keeps channel names in UTF-8 (the hub's).  Unconverted, a
+     * LATIN1 client's "café" was not found: its own server's copy passed
+     * as not the hub's, and the hub's came too (twice). */
+    const struct pgw_pgenc_conv *c;
+    char *utf8 = NULL;
+    size_t cn = strlen(chan), un;
+    if (!pgw_pgenc_ascii(chan, cn) && (c = client_conv(s)) &&
+        (utf8 = convert_dup(c->from_client, chan, cn, true, &un)))
+        chan = utf8;
     bool has = sub_find(sub, chan) >= 0;
+    bool pass = true;
     if (has && !fresh_has(sub, chan))
-        return false;     /* the hub's copy reached it, or waits for its transaction's end */
-    if (!has && !tx_holds(sub, chan))
-        return true;      /* not the hub's (a LISTEN in a function): as before */
-    if (!pending_take(sub, msg, total) && !maybe_take(sub, msg, total))
-        echo_add(sub, msg, total);
-    return true;
+        pass = false;     /* the hub's copy reached it, or waits for its transaction's end */
+    else if (has || tx_holds(sub, chan)) {   /* else not the hub's (a LISTEN in a function) */
+        if (!pending_take(sub, msg, total) && !maybe_take(sub, msg, total))
+            echo_add(sub, msg, total);
+    }
+    free(utf8);
+    return pass;
 }
 
 void pgw_notify_deallocate_all(struct pgw_session *s)

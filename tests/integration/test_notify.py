@@ -1951,6 +1951,30 @@ class TestEncoding(NotifyCase):
         self.assertEqual(self.raw_notification(socks["utf8"]), ("caf\u00e9".encode(), b"x"))
         self.assertTrue(nothing_to_read(socks["latin1"]))
 
+    def test_a_notify_to_itself_in_its_transaction_once_in_any_encoding(self):
+        # BEGIN; LISTEN "café"; NOTIFY "café"; COMMIT from a LATIN1 client:
+        # its own server's copy names the channel in LATIN1, which pgwharf
+        # did not match with its (UTF-8) name: that copy went through as
+        # not the listening server's, and the listening server's came too
+        # (found by a review of notify.c).
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        for i in range(5):
+            chan = "caf\u00e9%d" % i
+            w = self.witness('"%s"' % chan)
+            a = login(self, self.px, client_encoding="LATIN1")
+            sql = 'BEGIN; LISTEN "%s"; NOTIFY "%s", \'self\'; COMMIT' % (chan, chan)
+            a.sendall(hz.msg(b"Q", sql.encode("latin-1") + b"\0"))
+            heard = [b for t, b in hz.read_until_ready(a) if t == b"A"]
+            self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, "self")])
+            # the listening server's copy, if any, came to a with w's
+            heard += [b for t, b in hz.read_until_ready(a.sendall(hz.query_msg("select 1")) or a)
+                      if t == b"A"]
+            self.assertEqual([body[4:] for body in heard],
+                             [chan.encode("latin-1") + b"\0self\0"], "round %d" % i)
+            a.close()
+            w.close()
+
     def test_inside_a_transaction_and_prepared(self):
         if self.pg.psql("show server_encoding") != "UTF8":
             self.skipTest("the cluster is not UTF8")
