@@ -475,22 +475,32 @@ class TestServerCheck(pt.PgwharfTestCase):
     def states(self, con):
         return [r["state"] for r in pt.show(con, "SERVERS", database=self.pg.database)]
 
+    def start_checked(self, key, pool_size, delay):
+        """pgwharf whose server_check_query waits at gate key while it is
+        held (open now): (px, its console)."""
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        gate.open()
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": pool_size,
+            "server_check_delay": delay, "server_check_query": "select %s" % gate.sql(),
+            "query_wait_timeout": "20s"})
+        return px, self.console_conn(px)
+
+    def hold(self, key):
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        return gate
+
     def test_a_check_whose_client_left_is_trusted_only_for_the_delay(self):
         # The client the check ran for stopped waiting (a cancel, or
         # query_wait_timeout) before it ended: the server was then
         # "checked" until its next lend, never due again however long it
         # stayed idle.
-        gate = hz.Gate(self.pg, 7071)
-        self.addCleanup(gate.close)
-        gate.open()
-        px = self.start_pgwharf(settings={
-            "pool_mode": "transaction", "default_pool_size": 1, "server_check_delay": 1,
-            "server_check_query": "select %s" % gate.sql(), "query_wait_timeout": "20s"})
-        con = self.console_conn(px)
+        px, con = self.start_checked(7071, 1, 1)
         self.assertEqual(px.psql("select 1"), "1")
         pt.wait_until(lambda: self.states(con) == ["used"], what="the idle server due a check")
-        gate = hz.Gate(self.pg, 7071)                   # the check waits
-        self.addCleanup(gate.close)
+        gate = self.hold(7071)                          # the check waits
         s = socket.create_connection((px.host, px.port), timeout=20)
         self.addCleanup(s.close)
         keys = []
@@ -503,8 +513,7 @@ class TestServerCheck(pt.PgwharfTestCase):
         self.assertEqual([hz.parse_fields(b)["C"] for t, b in got if t == b"E"], ["57014"])
         gate.open()
         pt.wait_until(lambda: self.states(con) == ["idle"], what="the check over")
-        gate = hz.Gate(self.pg, 7071)
-        self.addCleanup(gate.close)
+        gate = self.hold(7071)
         pt.wait_until(lambda: self.states(con) == ["used"], timeout=10,
                       what="the checked server due again after server_check_delay")
         c = self.db_conn(px)
@@ -518,13 +527,7 @@ class TestServerCheck(pt.PgwharfTestCase):
     def test_one_check_for_one_waiter(self):
         # Three reused servers, all due (server_check_delay 0), and one
         # client: every idle server was checked for it.
-        gate = hz.Gate(self.pg, 7072)
-        self.addCleanup(gate.close)
-        gate.open()
-        px = self.start_pgwharf(settings={
-            "pool_mode": "transaction", "default_pool_size": 3, "server_check_delay": 0,
-            "server_check_query": "select %s" % gate.sql(), "query_wait_timeout": "20s"})
-        con = self.console_conn(px)
+        px, con = self.start_checked(7072, 3, 0)
         holders = [self.db_conn(px, autocommit=False) for _ in range(3)]
         for h in holders:
             pt.one(h, "select 1")                       # three servers at once
@@ -532,14 +535,12 @@ class TestServerCheck(pt.PgwharfTestCase):
             h.commit()
         pt.wait_until(lambda: sorted(self.states(con)) == ["used"] * 3,
                       what="three reused servers due a check")
-        gate = hz.Gate(self.pg, 7072)
-        self.addCleanup(gate.close)
+        gate = self.hold(7072)
         c = self.db_conn(px)
         bg = pt.Background(lambda: pt.one(c, "select 'served'"))
         self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)
         # Each pass over the pool (the tick every second, a reload: here)
         # checked one more for the same waiter.
-        pt.show(con, "POOLS")
         con.cursor().execute("RELOAD")
         self.assertEqual(pt.pool_row(con, self.pg.database, self.pg.user)["sv_tested"], 1)
         self.assertEqual(sorted(self.states(con)), ["tested", "used", "used"])

@@ -676,6 +676,16 @@ class TestScramChannelBinding(TlsTestCase):
                                 cwd=d, capture_output=True, text=True, timeout=120)
             self.assertEqual(cp.stdout.strip(), user, "jdbc: " + cp.stderr)
 
+    def tls_socket(self, px):
+        """A raw connection to px, TLS begun (the certificate unchecked)."""
+        raw = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+        raw.sendall(SSL_REQUEST)
+        self.assertEqual(raw.recv(1), b"S")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx.wrap_socket(raw)
+
     def test_an_encryption_request_inside_tls_is_an_unknown_protocol(self):
         # PostgreSQL reads an SSLRequest (GSSENCRequest) sent inside the
         # TLS session as a startup packet of protocol 1234.5679 (5680):
@@ -683,13 +693,7 @@ class TestScramChannelBinding(TlsTestCase):
         px = self.start_scram()
         for code, minor in ((80877103, 5679), (80877104, 5680)):
             with self.subTest(minor=minor):
-                raw = socket.create_connection(("127.0.0.1", px.port), timeout=10)
-                raw.sendall(SSL_REQUEST)
-                self.assertEqual(raw.recv(1), b"S")
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-                t = ctx.wrap_socket(raw)
+                t = self.tls_socket(px)
                 try:
                     t.sendall(struct.pack("!II", 8, code))
                     kind, payload = hz.recv_msg(t)
@@ -706,13 +710,7 @@ class TestScramChannelBinding(TlsTestCase):
         TLS pgwharf offers SCRAM-SHA-256-PLUS, so someone stripped it from
         the list on the way: refused (PostgreSQL does the same)."""
         px = self.start_scram()
-        raw = socket.create_connection(("127.0.0.1", px.port), timeout=10)
-        raw.sendall(SSL_REQUEST)
-        self.assertEqual(raw.recv(1), b"S")
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        t = ctx.wrap_socket(raw)
+        t = self.tls_socket(px)
         try:
             t.sendall(hz.startup_packet(self.pg.user, self.pg.database))
             kind, payload = hz.recv_msg(t)
