@@ -99,20 +99,6 @@ static void put_field(struct pgw_wbuf *b, char code, const char *v)
     pgw_wbuf_put_str(b, v);
 }
 
-void pgw_wire_verror(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
-                     const char *fmt, va_list ap)
-{
-    char msg[1024];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    size_t m = pgw_wbuf_msg_begin(b, PGW_BE_ERROR);
-    put_field(b, 'S', severity);
-    put_field(b, 'V', severity);
-    put_field(b, 'C', sqlstate);
-    put_field(b, 'M', msg);
-    pgw_wbuf_put_u8(b, 0);
-    pgw_wbuf_msg_end(b, m);
-}
-
 void pgw_wire_error_detail(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
                            const char *msg, const char *detail)
 {
@@ -125,6 +111,14 @@ void pgw_wire_error_detail(struct pgw_wbuf *b, const char *severity, const char 
         put_field(b, 'D', detail);
     pgw_wbuf_put_u8(b, 0);
     pgw_wbuf_msg_end(b, m);
+}
+
+void pgw_wire_verror(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
+                     const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pgw_wire_error_detail(b, severity, sqlstate, msg, NULL);
 }
 
 void pgw_wire_error(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
