@@ -839,7 +839,9 @@ static void handle_startup(struct pgw_session *s)
     struct pgw_startup st;
     const uint8_t *pkt = b->data + b->sent;
     if (pgw_startup_parse(pkt, (size_t)need, &st) < 0) {
-        pgw_session_close(s, st.sqlstate, "%s", st.error);
+        /* A CancelRequest gets no answer, not even to a malformed one:
+         * PostgreSQL only logs it (COMMERROR) and closes. */
+        pgw_session_close(s, st.version == PGW_PROTO_CANCELREQ ? NULL : st.sqlstate, "%s", st.error);
         return;
     }
     switch (st.kind) {
@@ -854,9 +856,19 @@ static void handle_startup(struct pgw_session *s)
                               "3.0 to 3.0", 1234u, st.kind == PGW_STARTUP_SSL ? 5679u : 5680u);
             return;
         }
-        /* Plaintext behind the request would be read as if encrypted. */
+        /* Plaintext behind the request would be read as if encrypted
+         * (perhaps injected by a man in the middle): refused in
+         * PostgreSQL's words, after the 'N' PostgreSQL sends first when it
+         * will not encrypt (where it would, it starts the handshake and
+         * waits; pgwharf refuses at once). */
         if (b->sent != b->len) {
-            pgw_session_close(s, "08P01", "unexpected data after encryption request");
+            bool ssl = st.kind == PGW_STARTUP_SSL;
+            if (!(ssl && pgw_tls_offered(s)))
+                send_simple_byte(s, 'N');
+            s->close_detail = "This could be either a client-software bug or evidence of an "
+                              "attempted man-in-the-middle attack.";
+            pgw_session_close(s, "08P01", "received unencrypted data after %s",
+                              ssl ? "SSL request" : "GSSAPI encryption request");
             return;
         }
         b->sent = b->parsed = b->len = 0;

@@ -188,9 +188,7 @@ class TestMalformed(pt.PgwharfTestCase):
             ("length negative", struct.pack("!i", -8) + b"\x00" * 8),
             ("length beyond cap", struct.pack("!II", 10005, 196608) + b"x" * 100),   # 10000 + 4
             ("query before startup", hz.query_msg("select 1")),
-            ("cancel of 12 bytes", struct.pack("!III", 12, 80877102, 1)),
             ("startup without terminator", struct.pack("!II", 17, 196608) + b"user\x00app\x00"),
-            ("data after SSLRequest", SSLREQ + SSLREQ),
         ]
         for what, payload in cases:
             with self.subTest(what):
@@ -206,6 +204,47 @@ class TestMalformed(pt.PgwharfTestCase):
             with self.subTest(what):
                 self.expect_08p01(payload, what, code=code, message=message)
         self.finish("bad startup lengths")
+
+    def test_data_behind_an_encryption_request_and_odd_cancels(self):
+        # As ProcessStartupPacket, compared with the PostgreSQL behind:
+        # plaintext right behind an SSLRequest (GSSENCRequest) gets the
+        # 'N' first, then FATAL 08P01 "received unencrypted data after
+        # ..." (pgwharf sent the FATAL alone, in its own words); a
+        # CancelRequest of a wrong length gets no answer, only the close
+        # (pgwharf sent FATAL 08P01).
+        startup = hz.startup_packet(self.pg.app_user, self.pg.database)
+        for req, what in ((SSLREQ, "SSL request"), (GSSREQ, "GSSAPI encryption request")):
+            with self.subTest(what):
+                s = self.connect()
+                try:
+                    s.sendall(req + startup)
+                    data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 30)
+                finally:
+                    s.close()
+                self.assertTrue(closed, data[:100])
+                self.assertEqual(data[:1], b"N", data[:100])
+                errs = hz.error_fields_in(data[1:])
+                self.assertEqual([(e.get("S"), e.get("C"), e.get("M")) for e in errs],
+                                 [("FATAL", "08P01", "received unencrypted data after " + what)])
+                self.assertIn("man-in-the-middle", errs[0].get("D", ""))
+        # PostgreSQL's own answer to the SSL case (it has no TLS here).
+        with socket.create_connection((self.pg.host, self.pg.port), timeout=10) as s:
+            s.sendall(SSLREQ + startup)
+            data, closed = hz.read_until_closed(s, 30)
+        self.assertTrue(closed)
+        self.assertEqual(data[:1], b"N")
+        self.assertEqual(hz.error_fields_in(data[1:])[0].get("M"),
+                         "received unencrypted data after SSL request")
+        for what, payload in (("12 bytes", struct.pack("!III", 12, 80877102, 1)),
+                              ("20 bytes", struct.pack("!IIIII", 20, 80877102, 1, 2, 3))):
+            with self.subTest("cancel of " + what):
+                for host, port in ((self.px.host, self.px.port), (self.pg.host, self.pg.port)):
+                    with socket.create_connection((host, port), timeout=10) as s:
+                        s.sendall(payload)
+                        data, closed = hz.read_until_closed(s, LOGIN_TIMEOUT + 30)
+                    self.assertTrue(closed)
+                    self.assertEqual(data, b"", (port, data[:100]))
+        self.finish("data behind encryption request")
 
     def test_a_second_encryption_request_of_a_kind(self):
         # As ProcessStartupPacket: a second SSLRequest (or GSSENCRequest)

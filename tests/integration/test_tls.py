@@ -307,7 +307,7 @@ class TestClientTls(TlsTestCase):
             with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
                 s.sendall(SSL_REQUEST + struct.pack("!ii", 8, 196608))
                 data = s.recv(4096)
-                self.assertIn(b"unexpected data after encryption request", data)
+                self.assertIn(b"received unencrypted data after SSL request", data)
             # A client that vanishes half-way through the handshake.
             with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
                 s.sendall(SSL_REQUEST)
