@@ -122,6 +122,12 @@ static void check_tls(struct conf_loader *ld)
         key_error(ld, "client_tls_sslmode",
                   "client_tls_sslmode %s needs client_tls_key_file and client_tls_cert_file",
                   pgw_tls_mode_name(cfg->client_tls_sslmode));
+    /* PgBouncer refuses any other value (its TLS setup fails). */
+    const char *dhe = cfg->client_tls_dheparams;
+    if (strcasecmp(dhe, "none") != 0 && strcasecmp(dhe, "auto") != 0 &&
+        strcasecmp(dhe, "legacy") != 0)
+        key_error(ld, "client_tls_dheparams",
+                  "client_tls_dheparams: invalid value \"%s\" (expected none, auto or legacy)", dhe);
     if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)
         key_error(ld, "server_tls_key_file", "server_tls_key_file needs server_tls_cert_file");
     if (!*cfg->server_tls_key_file && *cfg->server_tls_cert_file)

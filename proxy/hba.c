@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -194,7 +195,7 @@ static void report(struct report *r, bool error, const char *fmt, ...)
 
 struct token {
     char *s;
-    bool quoted;
+    bool quoted;        /* it starts with a quote: not a keyword, +group or @file */
 };
 
 struct field {
@@ -222,7 +223,10 @@ static void record_free(struct record *rec)
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 /* Read one token at *pp: up to a blank, ',' or '#' outside quotes.  Returns
- * false (with a reported error) on an unterminated quote or no memory. */
+ * false (with a reported error) on an unterminated quote or no memory.  As
+ * PostgreSQL's next_token (initial_quote), only a quote at the start makes
+ * the token quoted: +"ops team" is a group, @"my list" a file, a"ll" the
+ * keyword all (a quote further in just quotes what follows). */
 static bool read_token(struct report *r, const char **pp, struct token *t)
 {
     const char *p = *pp;
@@ -249,7 +253,8 @@ static bool read_token(struct report *r, const char **pp, struct token *t)
             break;
         if (*p == '"') {
             in_quote = true;
-            t->quoted = true;
+            if (o == out)
+                t->quoted = true;
         } else {
             *o++ = *p;
         }
@@ -334,6 +339,13 @@ static bool keyword(const struct token *t, const char *kw)
     return !t->quoted && strcmp(t->s, kw) == 0;
 }
 
+/* The connection type, address and method fields are words, quoted or not
+ * ("host", "all" there as PostgreSQL's parse_hba_line reads them). */
+static bool word(const struct token *t, const char *w)
+{
+    return strcmp(t->s, w) == 0;
+}
+
 static bool parse_type(struct report *r, const struct field *f, enum conn_type *out)
 {
     static const char *const names[] = {
@@ -346,7 +358,7 @@ static bool parse_type(struct report *r, const struct field *f, enum conn_type *
         return false;
     }
     for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
-        if (keyword(&f->toks[0], names[i])) {
+        if (word(&f->toks[0], names[i])) {
             *out = (enum conn_type)i;
             if (*out == CT_HOSTGSSENC)
                 report(r, false, "hostgssenc rules never match: pgwharf does not do GSSAPI "
@@ -485,19 +497,28 @@ static bool parse_list(struct report *r, const struct field *f, bool is_db, stru
     return true;
 }
 
-/* Parse an address (no mask) into family/bytes. */
+/* Parse an address (no mask) into family/bytes, as PostgreSQL does
+ * (getaddrinfo with AI_NUMERICHOST: "127.1" too, an IPv6 zone such as
+ * "fe80::1%lo" accepted and not compared).  Numeric only: no look-up. */
 static bool parse_ip(const char *s, int *family, uint8_t out[16])
 {
     memset(out, 0, 16);
-    if (inet_pton(AF_INET, s, out) == 1) {
+    struct addrinfo hints = { .ai_flags = AI_NUMERICHOST, .ai_family = AF_UNSPEC };
+    struct addrinfo *res = NULL;
+    if (!*s || getaddrinfo(s, NULL, &hints, &res) != 0 || !res)
+        return false;
+    bool ok = true;
+    if (res->ai_family == AF_INET) {
+        memcpy(out, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
         *family = AF_INET;
-        return true;
-    }
-    if (inet_pton(AF_INET6, s, out) == 1) {
+    } else if (res->ai_family == AF_INET6) {
+        memcpy(out, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
         *family = AF_INET6;
-        return true;
+    } else {
+        ok = false;
     }
-    return false;
+    freeaddrinfo(res);
+    return ok;
 }
 
 static bool mask_from_bits(const char *bits, int family, uint8_t mask[16])
@@ -531,11 +552,11 @@ static bool parse_address(struct report *r, const struct record *rec, int at,
         return false;
     }
     const struct token *t = &f->toks[0];
-    if (keyword(t, "all")) {
+    if (word(t, "all")) {
         rule->addr_kind = AK_ALL;
         return true;
     }
-    if (keyword(t, "samehost") || keyword(t, "samenet")) {
+    if (word(t, "samehost") || word(t, "samenet")) {
         rule->addr_kind = AK_UNKNOWN;
         report(r, false, "\"%s\" is not supported; the rule matches only if it is a reject rule",
                t->s);
@@ -1132,9 +1153,11 @@ static void for_each_record(struct report *r, struct pgw_hba *hba, const char *t
         while (blen > 0 && buf[blen - 1] == '\r')
             blen--;
         p += n + (p[n] == '\n');
+        /* Joined with nothing in between, as PostgreSQL 16's
+         * tokenize_auth_file does ("scram-sha-\" then "256"). */
         bool more = blen > 0 && buf[blen - 1] == '\\' && *p;
         if (more) {
-            buf[blen - 1] = ' ';
+            blen--;
             continue;
         }
         if (blen > 0 && buf[blen - 1] == '\\')

@@ -170,6 +170,37 @@ static void set_protocols(SSL_CTX *ctx, unsigned mask)
             SSL_CTX_set_options(ctx, v[i].no);
 }
 
+/* A key file protected by a passphrase: OpenSSL's default would ask for it
+ * on the terminal (stdin), holding the loop at a reload until a line came.
+ * None is given (the key fails to load); *asked notes that one was wanted. */
+static int no_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    if (asked)
+        *(bool *)asked = true;
+    return 0;
+}
+
+/* The key file's error: one that needs a passphrase (asked) says so. */
+static int key_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *key_name,
+                    const char *cert_name, const char *path, bool asked)
+{
+    char what[300];
+    if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+        snprintf(what, sizeof(what), "%s %%s does not match %s", key_name, cert_name);
+        return ctx_fail(ctx, err, errlen, what, path);
+    }
+    if (asked) {
+        snprintf(what, sizeof(what), "%s %%s is protected by a passphrase (not supported: "
+                 "give the key without one)", key_name);
+        return ctx_fail(ctx, err, errlen, what, path);
+    }
+    snprintf(what, sizeof(what), "%s %%s", key_name);
+    return ctx_fail(ctx, err, errlen, what, path);
+}
+
 int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, char *err,
                       size_t errlen)
 {
@@ -198,6 +229,9 @@ int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, cha
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx)
         return ctx_fail(NULL, err, errlen, "%s", "cannot make a TLS context");
+    bool asked = false;
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                              SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
@@ -234,12 +268,9 @@ int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, cha
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->client_tls_cert_file) != 1)
         return ctx_fail(ctx, err, errlen, "client_tls_cert_file %s", cfg->client_tls_cert_file);
     if (SSL_CTX_use_PrivateKey_file(ctx, cfg->client_tls_key_file, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
-            return ctx_fail(ctx, err, errlen, "client_tls_key_file %s does not match "
-                            "client_tls_cert_file", cfg->client_tls_key_file);
-        return ctx_fail(ctx, err, errlen, "client_tls_key_file %s", cfg->client_tls_key_file);
-    }
+        SSL_CTX_check_private_key(ctx) != 1)
+        return key_fail(ctx, err, errlen, "client_tls_key_file", "client_tls_cert_file",
+                        cfg->client_tls_key_file, asked);
     if (*cfg->client_tls_ca_file) {
         const char *ca = cfg->client_tls_ca_file;
         if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
@@ -253,6 +284,7 @@ int pgw_tls_ctx_build(const struct pgw_config *cfg, struct ssl_ctx_st **out, cha
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
                                 (verify ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     }
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);     /* `asked` goes out of scope */
     ERR_clear_error();
     *out = ctx;
     return 0;
@@ -274,17 +306,17 @@ int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen)
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
         return ctx_fail(NULL, err, errlen, "%s", "cannot make a TLS context");
+    /* libpq would not ask for one either (no sslpassword: empty) */
+    bool asked = false;
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
     if (*ca && SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
         return ctx_fail(ctx, err, errlen, "server_tls_ca_file %s", ca);
     if (*cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
         return ctx_fail(ctx, err, errlen, "server_tls_cert_file %s", cert);
     if (*key && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-                 (*cert && SSL_CTX_check_private_key(ctx) != 1))) {
-        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
-            return ctx_fail(ctx, err, errlen, "server_tls_key_file %s does not match "
-                            "server_tls_cert_file", key);
-        return ctx_fail(ctx, err, errlen, "server_tls_key_file %s", key);
-    }
+                 (*cert && SSL_CTX_check_private_key(ctx) != 1)))
+        return key_fail(ctx, err, errlen, "server_tls_key_file", "server_tls_cert_file", key, asked);
     SSL_CTX_free(ctx);
     ERR_clear_error();
     return 0;

@@ -58,7 +58,8 @@ def make_cert(d, name, cn, ca, ext):
 
 class Certs:
     """ca.crt; server.{crt,key}; client.{crt,key} (CN pgwharf); other.{crt,key}
-    (CN someone); stranger.{crt,key} (CN pgwharf, from another CA)."""
+    (CN someone); stranger.{crt,key} (CN pgwharf, from another CA);
+    server-pass.key, client-pass.key (those keys under a passphrase)."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="pgwharf-tls-")
@@ -70,6 +71,9 @@ class Certs:
         make_cert(self.dir, "client", "pgwharf", "ca", "extendedKeyUsage=clientAuth")
         make_cert(self.dir, "other", "someone", "ca", "extendedKeyUsage=clientAuth")
         make_cert(self.dir, "stranger", "pgwharf", "otherca", "extendedKeyUsage=clientAuth")
+        for name in ("server", "client"):
+            openssl("pkey", "-in", name + ".key", "-aes256", "-passout", "pass:secret",
+                    "-out", name + "-pass.key", cwd=self.dir)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -451,6 +455,13 @@ class TestClientTls(TlsTestCase):
             ({"client_tls_key_file": "/nonexistent/key.pem"}, "client_tls_key_file"),
             ({"client_tls_key_file": self.certs.path("client.key")}, "does not match"),
             ({"client_tls_sslmode": "verify-ca"}, "client_tls_ca_file"),
+            # OpenSSL asked for the passphrase on the terminal (or stdin),
+            # holding the loop at a reload until a line came
+            ({"client_tls_key_file": self.certs.path("server-pass.key")},
+             "server-pass.key is protected by a passphrase"),
+            # as PgBouncer: only none, auto, legacy (bogus was auto)
+            ({"client_tls_dheparams": "bogus"},
+             'client_tls_dheparams: invalid value "bogus"'),
         ]
         for more, needle in cases:
             px = self.start_pgwharf(start=False, settings=self.tls_settings("require", **more))
@@ -465,6 +476,14 @@ class TestClientTls(TlsTestCase):
         px.settings["client_tls_key_file"] = "/nonexistent/key.pem"
         px.reload()
         px.wait_for_log(r"cannot set up client TLS, keeping the old config")
+        self.assertEqual(self.psql(px, "select 1", sslmode="require").returncode, 0)
+        # So does a key under a passphrase, with no prompt: the loop goes on.
+        fails = px.log().count("cannot set up client TLS, keeping the old config")
+        px.settings["client_tls_key_file"] = self.certs.path("server-pass.key")
+        px.reload()
+        pt.wait_until(lambda: px.log().count(
+            "cannot set up client TLS, keeping the old config") > fails, 30, what="the reload")
+        self.assertIn("server-pass.key is protected by a passphrase", px.log())
         self.assertEqual(self.psql(px, "select 1", sslmode="require").returncode, 0)
         # Turning TLS off: new clients get 'N'; the TLS client carries on.
         px.settings["client_tls_key_file"] = self.certs.path("server.key")
@@ -1069,6 +1088,9 @@ class TestServerTls(TlsTestCase):
               "server_tls_key_file": "/nonexistent/key.pem"}, "server_tls_key_file"),
             ({"server_tls_cert_file": self.certs.path("client.crt"),
               "server_tls_key_file": self.certs.path("other.key")}, "does not match"),
+            ({"server_tls_cert_file": self.certs.path("client.crt"),
+              "server_tls_key_file": self.certs.path("client-pass.key")},
+             "client-pass.key is protected by a passphrase"),
         ]
 
     def test_bad_server_tls_files_keep_the_old_config(self):

@@ -127,6 +127,30 @@ static void test_at_file_lists_names(void **state)
     assert_int_equal(pgw_hba_load(hba_path, NULL, &hba, &diag), PGW_ECONFIG);
     assert_non_null(strstr(diag.errors[0], "hba.conf:1: @loop.txt: files included more than"));
     pgw_conf_diag_free(&diag);
+    /* @"a file name with a blank": quoted after the @, still a file (a
+     * quote only at the start makes a name); was a user of that name, and
+     * the reject rule never matched */
+    char spaced[128];
+    snprintf(spaced, sizeof(spaced), "%s/deny list.txt", dir);
+    assert_non_null(f = fopen(spaced, "w"));
+    fputs("mallory\n", f);
+    fclose(f);
+    assert_non_null(f = fopen(hba_path, "w"));
+    fputs("local all @\"deny list.txt\" reject\nlocal all \"@more.txt\" md5\n"
+          "local all all trust\n", f);
+    fclose(f);
+    hba = NULL;
+    assert_int_equal(pgw_hba_load(hba_path, NULL, &hba, &diag), 0);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "mallory", &line, NULL),
+                     PGW_HBA_REJECT);
+    assert_int_equal(line, 1);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "carol", &line, NULL),
+                     PGW_HBA_TRUST);
+    assert_int_equal(pgw_hba_match(hba, true, false, NULL, "d", "@more.txt", &line, NULL),
+                     PGW_HBA_MD5);     /* "@..." quoted from the start: a name */
+    pgw_hba_free(hba);
+    pgw_conf_diag_free(&diag);
+    unlink(spaced);
     unlink(users);
     unlink(more);
     unlink(loop);
@@ -435,6 +459,63 @@ static void test_unsure_rule_is_not_passed_for_less(void **state)
     pgw_hba_free(hba);
 }
 
+/* As PostgreSQL's next_token: only a quote at the start of a token makes it
+ * a name rather than a keyword, +group or @file.  A quote further in made
+ * the whole token a name: `+"ops team" reject` and `a"ll" reject` never
+ * matched, and the trust rule after them let everyone in.  The connection
+ * type, address and method are words whether quoted or not; addresses
+ * are read as getaddrinfo reads numeric hosts; a continuation joins the
+ * lines with nothing between (PostgreSQL 16). */
+static void test_quotes_and_words_as_postgresql(void **state)
+{
+    (void)state;
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    const struct sockaddr *sa = (const struct sockaddr *)&sin;
+    static const struct {
+        const char *text;
+        const char *db, *user;
+        enum pgw_hba_method method;
+        int line;
+        int nwarnings;
+    } cases[] = {
+        { "host all +\"ops team\" 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n",
+          "d", "app", PGW_HBA_REJECT, 1, 1 },
+        { "host all +\"ops team\" 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n",
+          "d", "app", PGW_HBA_REJECT, 1, 1 },
+        { "host a\"ll\" all 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n",
+          "d", "app", PGW_HBA_REJECT, 1, 0 },
+        { "host all a\"ll\" 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 trust\n",
+          "d", "app", PGW_HBA_MD5, 1, 0 },
+        { "host all \"+ops\" 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n",
+          "d", "app", PGW_HBA_TRUST, 2, 0 },
+        { "host all \"+ops\" 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n",
+          "d", "+ops", PGW_HBA_REJECT, 1, 0 },
+        { "host \"all\" all 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n",
+          "d", "app", PGW_HBA_TRUST, 2, 0 },
+        { "\"host\" all all \"all\" \"md5\"\n", "d", "app", PGW_HBA_MD5, 1, 0 },
+        { "host all all 127.1/32 md5\n", "d", "app", PGW_HBA_MD5, 1, 0 },
+        { "host all all 127.1 255.255.255.255 md5\n", "d", "app", PGW_HBA_MD5, 1, 0 },
+        { "host all all fe80::1%lo/128 reject\nhost all all all scram-sha-\\\n256\n",
+          "d", "app", PGW_HBA_SCRAM, 2, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgw_conf_diag diag = { 0 };
+        struct pgw_hba *hba = parse_ok(cases[i].text, &diag);
+        int line = -1;
+        enum pgw_hba_method m = pgw_hba_match(hba, false, false, sa, cases[i].db, cases[i].user,
+                                              &line, NULL);
+        if (m != cases[i].method || line != cases[i].line || diag.nwarnings != cases[i].nwarnings)
+            fail_msg("case %zu: got %s line %d (%d warnings), want %s line %d (%d)", i,
+                     pgw_hba_method_name(m), line, diag.nwarnings,
+                     pgw_hba_method_name(cases[i].method), cases[i].line, cases[i].nwarnings);
+        if (cases[i].nwarnings && !strstr(diag.warnings[0], "group \"+ops team\""))
+            fail_msg("case %zu: %s", i, diag.warnings[0]);
+        pgw_conf_diag_free(&diag);
+        pgw_hba_free(hba);
+    }
+}
+
 static void test_method_names(void **state)
 {
     (void)state;
@@ -706,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_unsupported_fail_closed),
         cmocka_unit_test(test_unsure_rule_is_not_passed_for_less),
         cmocka_unit_test(test_method_names),
+        cmocka_unit_test(test_quotes_and_words_as_postgresql),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_peer_and_map_options),
         cmocka_unit_test(test_ident_parse_and_match),
