@@ -33,7 +33,8 @@
     X(PGW_ECONFIG,        "configuration error")                           \
     X(PGW_EIO,            "input/output error")                            \
     X(PGW_EAGAIN,         "operation would block")                         \
-    X(PGW_ENOTFOUND,      "not found")
+    X(PGW_ENOTFOUND,      "not found")                                     \
+    X(PGW_EUNSUPPORTED,   "not supported")
 
 #define PGW_ERR_ENUM_(name, text) name##_,
 enum pgw_err_index_ { PGW_ERRORS(PGW_ERR_ENUM_) PGW_ERR_COUNT_ };

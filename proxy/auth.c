@@ -290,8 +290,11 @@ static bool plain_check(const char *user, const char *secret, const char *passwo
     if (pgw_scram_is_secret(secret)) {
         struct pgw_scram_secret v;
         bool ok = pgw_scram_secret_parse(secret, &v) == 0;
+        char qu[200];
+        if (!ok)
+            pgw_warn("auth_verifier_refused", "user=%s reason=\"the SCRAM secret has a salt or "
+                     "an iteration count pgwharf cannot use\"", pgw_log_quote(qu, sizeof(qu), user));
         if (ok && v.iterations > PLAIN_SCRAM_MAX_ITERATIONS) {
-            char qu[200];
             pgw_warn("auth_verifier_refused", "user=%s iterations=%d reason=\"a cleartext "
                      "password is checked on the loop: over %d iterations would hold every "
                      "client\"", pgw_log_quote(qu, sizeof(qu), user), v.iterations,

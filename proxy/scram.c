@@ -65,8 +65,9 @@ static int b64_value(char c)
     return -1;
 }
 
-/* Decode exactly n characters into out (room for `cap` bytes).  Returns the
- * decoded length, or -1 when the text is not base64 or does not fit. */
+/* Decode exactly n characters into out (room for `cap` bytes; out NULL:
+ * only check and count).  Returns the decoded length, or -1 when the text
+ * is not base64 or does not fit. */
 static long b64_decode(const char *in, size_t n, uint8_t *out, size_t cap)
 {
     if (n % 4 != 0)
@@ -89,6 +90,10 @@ static long b64_decode(const char *in, size_t n, uint8_t *out, size_t cap)
         size_t take = 3 - (size_t)pad;
         if (o + take > cap)
             return -1;
+        if (!out) {                  /* only checked and counted */
+            o += take;
+            continue;
+        }
         out[o++] = (uint8_t)(w >> 16);
         if (take > 1)
             out[o++] = (uint8_t)(w >> 8);
@@ -132,7 +137,8 @@ static bool scram_prefixed(const char *text)
 bool pgw_scram_is_secret(const char *text)
 {
     struct pgw_scram_secret v;
-    return pgw_scram_secret_parse(text, &v) == 0;
+    int rc = pgw_scram_secret_parse(text, &v);
+    return rc == 0 || rc == PGW_EUNSUPPORTED;
 }
 
 bool pgw_md5_is_secret(const char *text)
@@ -154,6 +160,30 @@ static bool field_b64(const char *p, const char *end, uint8_t *out, size_t cap, 
     return true;
 }
 
+/* The iteration count [p, end) as strtol reads it for PostgreSQL's
+ * parse_scram_secret (leading blanks, a sign, leading zeros; nothing
+ * after): false when that is not a number, else *out (clamped). */
+static bool iterations_text(const char *p, const char *end, long long *out)
+{
+    while (p < end && (*p == ' ' || (*p >= '\t' && *p <= '\r')))
+        p++;
+    bool neg = p < end && *p == '-';
+    if (p < end && (*p == '-' || *p == '+'))
+        p++;
+    if (p == end)
+        return false;
+    long long v = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        if (v > LONG_MAX / 10 || (v == LONG_MAX / 10 && *p - '0' > LONG_MAX % 10))
+            return false;                   /* ERANGE: not a verifier either */
+        v = v * 10 + (*p - '0');
+    }
+    *out = neg ? -v : v;
+    return true;
+}
+
 int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out)
 {
     memset(out, 0, sizeof(*out));
@@ -163,18 +193,12 @@ int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out)
     const char *colon = strchr(p, ':');
     const char *dollar = colon ? strchr(colon + 1, '$') : NULL;
     const char *colon2 = dollar ? strchr(dollar + 1, ':') : NULL;
-    if (!colon2 || colon == p || colon - p > 10)
-        return PGW_EINVAL;
     long long iter = 0;
-    for (const char *d = p; d < colon; d++) {
-        if (*d < '0' || *d > '9')
-            return PGW_EINVAL;
-        iter = iter * 10 + (*d - '0');
-    }
-    if (iter < 1 || iter > INT_MAX)
+    if (!colon2 || dollar == colon + 1 || !iterations_text(p, colon, &iter))
         return PGW_EINVAL;
-    out->iterations = (int)iter;
-    if (!field_b64(colon + 1, dollar, out->salt, sizeof(out->salt), 0, &out->salt_len) ||
+    /* The salt: any base64, of any length, for PostgreSQL. */
+    long salt_len = b64_decode(colon + 1, (size_t)(dollar - colon - 1), NULL, SIZE_MAX);
+    if (salt_len < 0 ||
         !field_b64(dollar + 1, colon2, out->stored_key, PGW_SCRAM_KEY_LEN, PGW_SCRAM_KEY_LEN,
                    NULL) ||
         !field_b64(colon2 + 1, colon2 + 1 + strlen(colon2 + 1), out->server_key,
@@ -182,6 +206,13 @@ int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out)
         memset(out, 0, sizeof(*out));
         return PGW_EINVAL;
     }
+    if (iter < 1 || iter > INT_MAX || salt_len == 0 || salt_len > PGW_SCRAM_MAX_SALT_LEN) {
+        memset(out, 0, sizeof(*out));
+        return PGW_EUNSUPPORTED;
+    }
+    out->iterations = (int)iter;
+    out->salt_len = (size_t)b64_decode(colon + 1, (size_t)(dollar - colon - 1), out->salt,
+                                       sizeof(out->salt));
     return 0;
 }
 
@@ -450,12 +481,17 @@ int pgw_scram_server_start(struct pgw_scram_server *st, const char *secret, cons
         username = "";
     uint8_t salt[PGW_SCRAM_SALT_LEN];
     user_salt(cache, username, salt);
+    int rc = 0;
     if (!secret) {
         st->doomed = true;
         snprintf(st->error, sizeof(st->error), "no such user");
-    } else if (pgw_scram_secret_parse(secret, &st->secret) == 0) {
+    } else if ((rc = pgw_scram_secret_parse(secret, &st->secret)) == 0) {
         /* a verifier (one that does not parse is a plaintext password,
          * as PostgreSQL reads it) */
+    } else if (rc == PGW_EUNSUPPORTED) {
+        st->doomed = true;
+        snprintf(st->error, sizeof(st->error), "the user's SCRAM secret has a salt or an "
+                 "iteration count pgwharf cannot use");
     } else if (pgw_md5_is_secret(secret)) {
         st->doomed = true;
         snprintf(st->error, sizeof(st->error), "the user's secret is an md5 hash, "
@@ -463,7 +499,7 @@ int pgw_scram_server_start(struct pgw_scram_server *st, const char *secret, cons
     } else {
         /* Plaintext: the salt is the per-user one, so the server-first
          * message is the same on every try, as for a stored verifier. */
-        int rc = made_secret(secret, username, salt, iterations, cache, &st->secret);
+        rc = made_secret(secret, username, salt, iterations, cache, &st->secret);
         if (rc < 0)
             return rc;
     }

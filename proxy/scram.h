@@ -66,15 +66,20 @@ struct pgw_scram_secret {
     uint8_t server_key[PGW_SCRAM_KEY_LEN];
 };
 
-/* Is the text a SCRAM verifier (one that parses)?  As PostgreSQL's
- * get_password_type: a secret that only looks like one is a plaintext
- * password. */
+/* Is the text a SCRAM verifier (one that parses as PostgreSQL's
+ * parse_scram_secret parses it, usable by pgwharf or not)?  As
+ * PostgreSQL's get_password_type: a secret that only looks like one is a
+ * plaintext password. */
 bool pgw_scram_is_secret(const char *text);
 /* Is the text an md5 secret: "md5" and 32 lowercase hex digits (else, as
  * in PostgreSQL, a plaintext password)? */
 bool pgw_md5_is_secret(const char *text);
 
-/* Parse a verifier.  Returns 0, or PGW_EINVAL when it is not one. */
+/* Parse a verifier.  Returns 0; PGW_EINVAL when it is not one (a
+ * plaintext password); PGW_EUNSUPPORTED when PostgreSQL reads it as one
+ * but pgwharf cannot use it (a salt of 0 or more than
+ * PGW_SCRAM_MAX_SALT_LEN bytes, iterations outside 1..INT_MAX): still a
+ * verifier, never a password, and no login with it succeeds. */
 int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out);
 
 /* Make a verifier from a password, SASLprepped as PostgreSQL does (see

@@ -987,8 +987,15 @@ static void handle_auth_input(struct pgw_session *s)
     if (n == 0) {
         uint32_t need = b->len - b->sent >= PGW_MSG_HDR
                             ? pgw_get_u32(b->data + b->sent + 1) + 1 : 0;
-        if (need > b->cap - b->sent && !pgw_iobuf_reserve(s->px, &s->cbuf, need))
+        if (need > b->cap - b->sent && !pgw_iobuf_reserve(s->px, &s->cbuf, need)) {
             pgw_session_close(s, "53200", "out of memory");
+            return;
+        }
+        /* A buffer that filled while auth_query looked the user up
+         * stopped the reading (pgw_session_read_client): the rest of the
+         * message has room now. */
+        if (!s->client_eof && !ev_is_active(&s->cli_r))
+            ev_io_start(s->px->loop, &s->cli_r);
         return;
     }
     const uint8_t *msg = b->data + b->sent;

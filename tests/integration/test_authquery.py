@@ -13,6 +13,9 @@ the cache and the sharing of one lookup by concurrent logins.
 PGW_AUTH_CACHE_TTL (seconds) sets the cache's lifetime for the
 password-change test."""
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import socket
@@ -368,6 +371,41 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertIn("no password supplied", out)
         self.assertRegex(px.log(), r"event=auth_query_server_login .*user=%s .*a verifier" % role)
 
+    def test_a_verifier_pgwharf_cannot_use_is_never_a_password(self):
+        # PostgreSQL keeps a verifier given as the password as it is: one
+        # with a 72-byte salt, or iterations written "+4096", is a verifier
+        # to it.  pgwharf's parser refused them, took the text for a
+        # plaintext password, and the verifier itself logged in.  Now the
+        # first is refused with any password (pgwharf cannot use it), the
+        # second is read as PostgreSQL reads it.
+        def verifier(password, salt, count_text):
+            salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 4096)
+            ck = hmac.new(salted, b"Client Key", "sha256").digest()
+            sk = hmac.new(salted, b"Server Key", "sha256").digest()
+            b = lambda x: base64.b64encode(x).decode()
+            return "SCRAM-SHA-256$%s:%s$%s:%s" % (count_text, b(salt),
+                                                   b(hashlib.sha256(ck).digest()), b(sk))
+        long_v = verifier("long_pw", bytes(range(72)), "4096")
+        plus_v = verifier("plus_pw", bytes(range(16)), "+4096")
+        long_role = self.make_role("long", long_v)
+        plus_role = self.make_role("plus", plus_v)
+        # the servers over the socket (trust): only pgwharf's check counts
+        dbs = {"sockdb": pt.entry_conninfo(host=self.pg.sockdir, port=self.pg.port,
+                                        dbname=self.pg.database),
+               self.pg.database: self.pg.conn_string()}
+        for auth_type in ("scram-sha-256", "md5", "plain"):
+            with self.subTest(auth_type=auth_type):
+                px = self.start_aq(databases=dbs, auth_type=auth_type)
+                for role, password in ((long_role, long_v), (long_role, "long_pw"),
+                                       (plus_role, plus_v)):
+                    out = self.psql_error(px, role, password, db="sockdb")
+                    self.assertIn('password authentication failed for user "%s"' % role, out)
+                self.assertEqual(self.current_user(px, plus_role, "plus_pw", "sockdb"), plus_role)
+                self.assertRegex(px.log(), r"event=auth_verifier_refused user=%s " % long_role
+                                 if auth_type == "plain" else
+                                 r"event=auth_failed .*user=%s .*cannot use" % long_role)
+                px.stop()
+
     def test_plaintext_from_auth_query_logs_in_to_the_server(self):
         role = self.make_role("hank", "hank_pw")
         q = "SELECT usename, 'hank_pw'::text FROM pg_shadow WHERE usename=$1"
@@ -624,6 +662,31 @@ class TestAuthQuery(AuthQueryTestCase):
                     r.close()
                 px.wait_for_log(r"event=auth_query .*user=%s result=found" % role, timeout=10)
                 px.stop()
+
+
+    def test_a_long_password_message_while_the_lookup_runs(self):
+        # 40 000 bytes of cleartext password sent unasked, behind the
+        # startup packet, while the lookup runs: the 32 KB client buffer
+        # filled and reading stopped; the lookup's end made room for the
+        # whole message but did not read again, and the login waited for
+        # client_login_timeout.  PostgreSQL reads up to 65 535 bytes.
+        role = self.make_role("rex", "rex_pw")
+        gate, q = self.gated_lookup(7031)
+        dbs = dict(self.db_with_password("rex_pw"), **{self.pg.database: self.pg.conn_string()})
+        px = self.start_aq(databases=dbs, auth_query=q, auth_type="plain",
+                           client_login_timeout=8)
+        r = Raw(px.host, px.port, role, "aqdb")
+        try:
+            self.wait_lookup_at_gate()
+            r.send(b"p", b"x" * 40000 + b"\0")
+            gate.open()
+            self.assertEqual(r.auth()[0], 3)
+            code, rest = r.auth()
+            self.assertEqual(code, "E")
+            self.assertEqual((rest["C"], rest["M"]),
+                             ("28P01", 'password authentication failed for user "%s"' % role))
+        finally:
+            r.close()
 
 
 class TestAuthQueryServerTls(AuthQueryTestCase):

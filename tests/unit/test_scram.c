@@ -840,6 +840,51 @@ static void test_postgres_verifiers(void **state)
     }
 }
 
+/* What PostgreSQL's parse_scram_secret reads as a verifier is one, usable
+ * by pgwharf or not.  A salt over 64 bytes and iterations written "+4096"
+ * or "00000004096" did not parse, so the verifier was taken for a
+ * plaintext password: its text logged in, the real password did not. */
+static void test_verifiers_as_postgresql_reads_them(void **state)
+{
+    (void)state;
+    static const char *const keys =
+        "$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+    static const char *const salt = "W22ZaJ0SNY7soEsUEjb6gQ==";
+    char text[512];
+    struct pgw_scram_secret v;
+    struct pgw_scram_server st;
+    /* usable: the RFC 7677 verifier ("pencil") with its count spelled otherwise */
+    static const char *const counts[] = { "+4096", "00000004096", " 4096", "\t+04096" };
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        snprintf(text, sizeof(text), "SCRAM-SHA-256$%s:%s%s", counts[i], salt, keys);
+        if (pgw_scram_secret_parse(text, &v) != 0 || v.iterations != 4096)
+            fail_msg("count \"%s\" not read as 4096", counts[i]);
+        assert_true(pgw_scram_verify_plain(&v, "pencil"));
+        assert_int_equal(exchange(text, "user", "pencil", &st), 0);
+        pgw_scram_server_deinit(&st);
+        assert_int_equal(exchange(text, "user", text, &st), PGW_EAUTH);
+        pgw_scram_server_deinit(&st);
+    }
+    /* verifiers pgwharf cannot use: never a password, no login */
+    char long_salt[97];
+    memset(long_salt, 'A', 96);
+    long_salt[96] = '\0';                          /* 72 bytes */
+    static const char *const bad_counts[] = { "0", "-1", "99999999999", "4096" };
+    for (size_t i = 0; i < sizeof(bad_counts) / sizeof(bad_counts[0]); i++) {
+        bool last = i + 1 == sizeof(bad_counts) / sizeof(bad_counts[0]);
+        snprintf(text, sizeof(text), "SCRAM-SHA-256$%s:%s%s", bad_counts[i],
+                 last ? long_salt : salt, keys);
+        if (pgw_scram_secret_parse(text, &v) != PGW_EUNSUPPORTED || !pgw_scram_is_secret(text))
+            fail_msg("not an unusable verifier: %s", text);
+        assert_int_equal(exchange(text, "user", text, &st), PGW_EAUTH);
+        assert_string_equal(st.sqlstate, "28P01");
+        assert_non_null(strstr(st.error, "cannot use"));
+        pgw_scram_server_deinit(&st);
+        assert_int_equal(exchange(text, "user", "pencil", &st), PGW_EAUTH);
+        pgw_scram_server_deinit(&st);
+    }
+}
+
 static void test_secret_parse_errors(void **state)
 {
     (void)state;
@@ -850,10 +895,11 @@ static void test_secret_parse_errors(void **state)
         "SCRAM-SHA-256$",
         "SCRAM-SHA-1$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
         "SCRAM-SHA-256$:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
-        "SCRAM-SHA-256$0:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
-        "SCRAM-SHA-256$-1:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
-        "SCRAM-SHA-256$99999999999:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
         "SCRAM-SHA-256$4x96:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+        /* strtol's: trailing blank, no digits, beyond a long (ERANGE) */
+        "SCRAM-SHA-256$4096 :W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+        "SCRAM-SHA-256$+:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+        "SCRAM-SHA-256$99999999999999999999:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
         "SCRAM-SHA-256$4096:$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ=$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4q=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
@@ -979,6 +1025,7 @@ int main(void)
         cmocka_unit_test(test_secret_make_and_format),
         cmocka_unit_test(test_postgres_verifiers),
         cmocka_unit_test(test_secret_parse_errors),
+        cmocka_unit_test(test_verifiers_as_postgresql_reads_them),
         cmocka_unit_test(test_saslprep),
         cmocka_unit_test(test_made_verifier_cache),
         cmocka_unit_test(test_made_verifier_cache_holds_256_users),
