@@ -528,7 +528,8 @@ void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now)
         int i = pgw_pool_host_index(p, be);
         /* (not through a pool waiting out server_login_retry: its refusal
          * would restart that wait, and tell nothing of the backend) */
-        if (i < 0 || p->orphan || p->paused || p->expiring || pgw_pool_login_blocked(p) ||
+        if (i < 0 || p->orphan || p->paused || p->expiring || p->user_superseded ||
+            pgw_pool_login_blocked(p) ||
             !pgw_pool_has_room(p))
             continue;
         bool probe = false;

@@ -694,7 +694,7 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * does, and new ones now would hit a server being restarted; nor does
      * one while pgwharf shuts down (a reload meanwhile raising
      * min_pool_size opened servers for nobody). */
-    int warm = pool->expiring || pool->paused || pool->set->draining
+    int warm = pool->expiring || pool->paused || pool->set->draining || pool->user_superseded
                    ? 0 : pool->min_pool_size - pgw_pool_total(pool);
     int n = need > warm ? need : warm;
     if (n <= 0)
@@ -1215,7 +1215,7 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
             pgw_server_close(srv, "server_lifetime");
         else if (cfg->server_idle_timeout > 0 &&
                  now - srv->request_time >= cfg->server_idle_timeout &&
-                 pgw_pool_total(pool) > pool->min_pool_size)
+                 (pool->user_superseded || pgw_pool_total(pool) > pool->min_pool_size))
             pgw_server_close(srv, "server_idle_timeout");
         else if ((over = excess_why(&x)))
             pgw_server_close(srv, over);   /* a waiter gets one within the limit */

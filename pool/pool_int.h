@@ -173,6 +173,11 @@ struct pgw_pool {
     bool orphan;              /* its db entry is gone from the config */
     bool autodb;              /* made from the "*" entry */
     bool expiring;            /* unused past autodb_idle_timeout: no warming */
+    /* A reload set or changed its entry's user= (PgBouncer's forced user)
+     * to another than this pool's: no client comes to it any more (they
+     * move to the new user's pool at their next request, relay.c repool),
+     * so it keeps no servers warm and goes once unused. */
+    bool user_superseded;
     int refs;                 /* sessions holding it (pgw_pool_ref) */
     ev_tstamp last_used;      /* last tick it had clients, waiters or busy servers */
     ev_tstamp last_held;      /* last tick it had clients, waiters or any server */

@@ -60,7 +60,7 @@ static bool has_dead_server(const struct pgw_pool_set *set, const struct pgw_poo
 }
 
 /* Why an unused pool should go now, or NULL: its entry left the config
- * (as soon as it is unused); a pool of the "*" entry unused for
+ * or now forces another user (as soon as it is unused); a pool of the "*" entry unused for
  * autodb_idle_timeout (idle servers or not: otherwise every database name
  * a client tries under "*" would keep a pool, and its stats, for ever);
  * any pool with neither clients nor servers for pool_idle_timeout
@@ -70,6 +70,8 @@ static const char *expire_reason(const struct pgw_pool *pool, const struct pgw_c
 {
     if (pool->orphan)
         return "database_removed";
+    if (pool->user_superseded)
+        return "forced_user_changed";
     if (pool->autodb && cfg->autodb_idle_timeout > 0 &&
         now - pool->last_used >= cfg->autodb_idle_timeout)
         return "autodb_idle_timeout";

@@ -458,7 +458,15 @@ static void conclude(struct aq_lookup *lk)
                "not %d", lk->reply.cols);
     if (!lk->reply.failed && !lk->reply.at_ready)
         broken(lk, "08P01", "auth_query: the reply ended early");
-    if (lk->reply.failed) {
+    if (lk->reply.failed && strcmp(lk->reply.sqlstate, "22021") == 0) {
+        /* The name is not valid in the lookup's encoding (a client's
+         * non-UTF-8 bytes): no role can have it.  No such user, as
+         * PostgreSQL answers it (after the password exchange), not a
+         * FATAL before any. */
+        log_result(lk, &(struct pgw_aq_result){ .status = PGW_AQ_ERROR,
+                                                 .sqlstate = lk->reply.sqlstate });
+        r.status = PGW_AQ_NOT_FOUND;
+    } else if (lk->reply.failed) {
         r.status = PGW_AQ_ERROR;
         r.sqlstate = lk->reply.sqlstate;
         /* The client is not logged in yet: it learns that the lookup

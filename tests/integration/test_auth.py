@@ -68,7 +68,9 @@ class Raw:
 
     def __init__(self, host, port, user, db):
         self.sock = socket.create_connection((host, port), timeout=10)
-        params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
+        if isinstance(user, str):
+            user = user.encode()
+        params = b"user\0" + user + b"\0database\0" + db.encode() + b"\0\0"
         self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
 
     def close(self):
@@ -111,7 +113,7 @@ def error_fields(body):
     out = {}
     for part in body.split(b"\0"):
         if part:
-            out[chr(part[0])] = part[1:].decode()
+            out[chr(part[0])] = part[1:].decode(errors="replace")
     return out
 
 

@@ -177,6 +177,19 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertEqual(seen["error"]["C"], "28P01")
         self.assertEqual(self.lookups(px, role, "no_password"), 1)
 
+    def test_a_name_not_in_the_lookups_encoding_is_no_such_user(self):
+        # PostgreSQL asks such a client for its password and refuses it
+        # (28P01) as any unknown user; the lookup failed with 22021 and
+        # the client got that FATAL before any exchange, a lookup each time.
+        px = self.start_aq(databases=dict(self.db_with_password("x"),
+                                          **{self.pg.database: self.pg.conn_string()}))
+        for _ in range(2):
+            seen = self.raw_scram(px, b"aq_x\xff\xfe", "anything", db="aqdb")
+            self.assertEqual(seen["request"], 10, seen)
+            self.assertEqual(seen["error"]["C"], "28P01")
+        self.assertEqual(len(re.findall(r"event=auth_query .*result=error sqlstate=22021",
+                                        px.log())), 1, px.log_tail())
+
     def test_expired_password_and_nologin_role_fail(self):
         # The default auth_query gives no secret for a password past its
         # VALID UNTIL or a role without LOGIN: PostgreSQL would refuse

@@ -317,6 +317,36 @@ class TestMaxUserConnections(PoolLimitsCase):
         self.assertLessEqual(len(self.backend_pids(app)), 2)
 
 
+    def test_a_reload_that_changes_the_forced_user_leaves_no_old_pool(self):
+        # The entry's user= changed by a reload: the clients go to the new
+        # user's pool, and the old one (no client can reach it any more)
+        # stayed in SHOW POOLS for good, with min_pool_size opening a
+        # server for it at once, logged in as the new user and never used
+        # or closed.  As PgBouncer: only the new user's pool is left.
+        app, su = self.pg.app_user, self.pg.user
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
+                                          "min_pool_size": 1},
+                                databases={"f": self.pg.conn_string(
+                                    user=app, password=self.pg.app_password),
+                                    self.pg.database: self.pg.conn_string()})
+        con = self.console(px)
+        c = self.connect(px, db="f", user="made_up")
+        self.assertEqual(self.one(c, "select session_user"), app)
+        c.close()
+        px.databases["f"] = self.pg.conn_string(user=su, password=self.pg.password)
+        px.reload()
+        wait_until(lambda: self.show(con, "DATABASES", name="f")[0]["force_user"] == su,
+                   what="the reload")
+        c = self.connect(px, db="f", user="made_up")
+        self.assertEqual(self.one(c, "select session_user"), su)
+        c.close()
+        wait_until(lambda: [r["user"] for r in self.show(con, "POOLS", database="f")] == [su],
+                   timeout=15, what="the old user's pool to go")
+        self.assertEqual({r["user"] for r in self.show(con, "SERVERS", database="f")}, {su})
+        self.assertRegex(px.log(), r"event=pool_free db=f user=%s .*reason=forced_user_changed"
+                         % app)
+
+
 class TestConnectRateUnderALimit(PoolLimitsCase):
     """server_connect_rate with max_db_connections or max_user_connections:
     a waiter makes another pool's idle server go only once it may connect
