@@ -157,28 +157,6 @@ static void check_pools(struct conf_loader *ld)
     }
 }
 
-/* An entry whose server socket would be pgwharf's own (no host, or host =
- * unix_socket_dir, and the port it listens on): its pool's logins would
- * be clients of its own, each asking the pool for a server. */
-static void check_self_entries(struct conf_loader *ld)
-{
-    const struct pgw_config *cfg = ld->cfg;
-    if (!*cfg->unix_socket_dir)
-        return;
-    for (int i = 0; i < cfg->ndbs; i++) {
-        const struct pgw_conf_db *db = &cfg->dbs[i];
-        bool own_dir = !db->host || !*db->host || strcmp(db->host, cfg->unix_socket_dir) == 0;
-        const char *port = db->port && *db->port ? db->port : "5432";
-        char *end;
-        long p = strtol(port, &end, 10);
-        if (own_dir && !*end && p == cfg->listen_port)
-            conf_error(&ld->rep, db->file, db->line,
-                       "database \"%s\": its server socket %s/.s.PGSQL.%ld is pgwharf's own "
-                       "(unix_socket_dir and listen_port): set host or port", db->name,
-                       cfg->unix_socket_dir, p);
-    }
-}
-
 /* A cancel passed to a peer that is this very process would come back and
  * go round: an entry of another id with this process's own Unix socket is
  * an error.  (A TCP address cannot be told apart: with so_reuseport the
@@ -228,6 +206,37 @@ static void norm_socket_path(const char *path, char *out, size_t size)
         c += len;
     }
     snprintf(out + o, size - o, "%s", slash);
+}
+
+/* An entry whose server socket would be pgwharf's own (no host, or host =
+ * unix_socket_dir, and the port it listens on): its pool's logins would
+ * be clients of its own, each asking the pool for a server. */
+static void check_self_entries(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    if (!*cfg->unix_socket_dir)
+        return;
+    for (int i = 0; i < cfg->ndbs; i++) {
+        const struct pgw_conf_db *db = &cfg->dbs[i];
+        bool own_dir = !db->host || !*db->host || strcmp(db->host, cfg->unix_socket_dir) == 0;
+        if (!own_dir && db->host[0] == '/') {
+            /* the same directory however spelt ("dir/", "dir/.", "//") */
+            char a[PATH_MAX + 16], b[PATH_MAX + 16], na[PATH_MAX + 16], nb[PATH_MAX + 16];
+            snprintf(a, sizeof(a), "%s/.s.PGSQL", db->host);
+            snprintf(b, sizeof(b), "%s/.s.PGSQL", cfg->unix_socket_dir);
+            norm_socket_path(a, na, sizeof(na));
+            norm_socket_path(b, nb, sizeof(nb));
+            own_dir = strcmp(na, nb) == 0;
+        }
+        const char *port = db->port && *db->port ? db->port : "5432";
+        char *end;
+        long p = strtol(port, &end, 10);
+        if (own_dir && !*end && p == cfg->listen_port)
+            conf_error(&ld->rep, db->file, db->line,
+                       "database \"%s\": its server socket %s/.s.PGSQL.%ld is pgwharf's own "
+                       "(unix_socket_dir and listen_port): set host or port", db->name,
+                       cfg->unix_socket_dir, p);
+    }
 }
 
 static void check_peers(struct conf_loader *ld)

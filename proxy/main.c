@@ -433,7 +433,9 @@ static int run(const char *path, const struct options *o)
     bool log_new = cfg->logfile && *cfg->logfile && access(cfg->logfile, F_OK) < 0;
     int log_fd = pgw_log_file_open(cfg->logfile);
     if (log_fd < 0) {
-        fprintf(stderr, "cannot open logfile %s: %s\n", cfg->logfile, strerror(errno));
+        snprintf(err, sizeof(err), "cannot open logfile %s: %s", cfg->logfile, strerror(errno));
+        pgw_conf_locate(cfg, "logfile", err, sizeof(err), NULL);
+        fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
         pgw_conf_diag_free(&diag);
         return failed(ready_fd, 1);

@@ -280,7 +280,7 @@ class TestCli(unittest.TestCase):
 
     def test_start_errors_name_the_config_line(self):
         # A start stopped by listen_addr, unix_socket_dir, unix_socket_group,
-        # metrics_addr, user or pidfile read "listen_addr x: ..." without the file
+        # metrics_addr, user, pidfile or logfile read "listen_addr x: ..." without the file
         # and line of the key (--check's and the loader's errors have them).
         # Nothing public is bound: a name that does not resolve, a directory
         # that does not exist, an address this host lacks (TEST-NET-1).
@@ -299,6 +299,8 @@ class TestCli(unittest.TestCase):
              '%s:7: user "no_such_user_pgwharf": no such user'),
             ("listen_addr =\n" + sock + "pidfile = /nonexistent/dir/pgwharf.pid\n",
              "%s:7: pidfile /nonexistent/dir/pgwharf.pid: cannot create it: "),
+            ("listen_addr =\n" + sock + "logfile = /nonexistent/dir/pgwharf.log\n",
+             "%s:7: cannot open logfile /nonexistent/dir/pgwharf.log: "),
         ]
         for i, (keys, want) in enumerate(cases):
             path = self.write("start%d.ini" % i, "[databases]\n[pgwharf]\nauth_type = trust\n"

@@ -1601,11 +1601,23 @@ static void test_validation(void **state)
               "b = host=/run/x port=5432\n"
               "c = port=5433\n"
               "d = host=/run/y\n"
-              "e = host=127.0.0.1\n", &d, 2);
+              "e = host=127.0.0.1\n"
+              /* the same directory spelt otherwise was let through: its
+               * clients hung until client_login_timeout */
+              "f = host=/run/x/\n"
+              "g = host=/run//x/.\n"
+              "h = host=/run/y/../x\n", &d, 5);
     assert_error(&d, "t.ini:6: database \"a\": its server socket /run/x/.s.PGSQL.5432 is "
                      "pgwharf's own (unix_socket_dir and listen_port): set host or port");
     assert_error(&d, "t.ini:7: database \"b\": its server socket /run/x/.s.PGSQL.5432 is "
                      "pgwharf's own (unix_socket_dir and listen_port): set host or port");
+    for (int line = 11; line <= 13; line++) {
+        char want[200];
+        snprintf(want, sizeof(want), "t.ini:%d: database \"%c\": its server socket "
+                 "/run/x/.s.PGSQL.5432 is pgwharf's own (unix_socket_dir and listen_port): "
+                 "set host or port", line, 'f' + line - 11);
+        assert_error(&d, want);
+    }
     pgw_conf_diag_free(&d);
 
     /* a sub-second stats_period would keep two repeating timers spinning */
