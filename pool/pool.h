@@ -101,6 +101,7 @@ struct pgw_server {
     struct pgw_pool *pool;
     struct pgw_backend *backend;
     enum pgw_server_state state;
+    ev_tstamp start_time;     /* connection started */
     ev_tstamp connect_time;   /* login finished */
     ev_tstamp request_time;   /* last lend or release */
     uint64_t lend_count;
@@ -384,6 +385,9 @@ void pgw_pool_close_for_pause(struct pgw_pool *pool);
 /* Is srv to be closed when it comes back (RECONNECT, a reload that changed
  * its connection settings, KILL)?  server_fast_close acts on it. */
 bool pgw_server_close_needed(const struct pgw_server *srv);
+/* The socket srv uses now (libpq's while it connects: it may change
+ * during the login), or -1. */
+int pgw_server_socket(const struct pgw_server *srv);
 /* Will srv be closed when it comes back, for any of those or PAUSE? */
 bool pgw_server_closing(const struct pgw_server *srv);
 /* Is srv idle and due for server_check_query before its next lend

@@ -803,6 +803,13 @@ static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+int pgw_server_socket(const struct pgw_server *srv)
+{
+    if (srv->state == PGW_SRV_CONNECTING)
+        return srv->conn ? PQsocket(srv->conn) : -1;
+    return srv->fd;
+}
+
 /* Starts a connection for pool to its host `host`; the caller has been
  * admitted by that host's backend (breaker, rate, DNS).  Failures surface
  * from the loop, never inside this call. */
@@ -815,6 +822,7 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
         return NULL;
     struct pgw_server *srv = &ps->pub;
     srv->id = ++set->next_id;
+    srv->start_time = pgw_mono_now(set->loop);
     srv->fd = -1;
     srv->pool = pool;
     srv->backend = pool->hosts[host].be;

@@ -581,7 +581,9 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     if (srv->backend)
         pgw_backend_get_info(srv->backend, &bi);
     split_address(bi.address ? bi.address : "", host, sizeof(host), &port);
-    local_address(srv->state == PGW_SRV_CONNECTING ? -1 : srv->fd, laddr, sizeof(laddr), &lport);
+    local_address(pgw_server_socket(srv), laddr, sizeof(laddr), &lport);
+    /* One still logging in: since it started, as PgBouncer shows it. */
+    ev_tstamp since = srv->connect_time > 0 ? srv->connect_time : srv->start_time;
     snprintf(ptr, sizeof(ptr), "%p", (const void *)srv);
     snprintf(link, sizeof(link), "%s", "");
     const struct pgw_session *cl = srv->link;
@@ -600,8 +602,8 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_int(rs, port);
     pgw_rs_text(rs, laddr);
     pgw_rs_int(rs, lport);
-    pgw_rs_time(rs, srv->connect_time);
-    pgw_rs_time(rs, srv->request_time);
+    pgw_rs_time(rs, since);
+    pgw_rs_time(rs, srv->request_time > 0 ? srv->request_time : since);
     pgw_rs_int(rs, 0);
     pgw_rs_int(rs, 0);
     pgw_rs_int(rs, pgw_server_close_needed(srv));   /* RECONNECT, KILL, a reload */
@@ -1204,7 +1206,9 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *c = pgw_container_of(l, struct pgw_session, node);
         used++;
-        if (c->state <= PGW_SS_LOGIN_SYNC)
+        /* as SHOW SOCKETS' cl_login: one waiting for a server at login
+         * is cl_waiting there and in SHOW POOLS (PgBouncer counts it so) */
+        if (c->state <= PGW_SS_AUTH)
             login++;
     }
     struct pgw_rs rs;

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -857,7 +858,52 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual(len(self.rows(conn, "POOLS", database="x\u00e9y")), 0)
 
 
+class _SilentServer(hz.FakeServer):
+    """Takes the startup packet, then says nothing until the test ends."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        super().__init__()
+
+    def session(self, conn):
+        self.read_startup(conn)
+        self.done.wait(30)
+
+
 class TestWaiting(AdminTestCase):
+
+    def test_a_client_waiting_at_login_and_a_server_logging_in(self):
+        # As PgBouncer 1.18 at the same moment: a client whose login waits
+        # for a server is cl_waiting in SHOW POOLS and SOCKETS and not a
+        # login client in SHOW LISTS (it was both); a server still logging
+        # in shows when it started (connect_time, request_time) and its
+        # local address (all were empty).
+        silent = _SilentServer()
+        self.addCleanup(silent.close)
+        self.addCleanup(silent.done.set)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
+                                          "server_connect_timeout": 20,
+                                          "query_wait_timeout": 20},
+                                databases={"silent": pt.entry_conninfo(
+                                    host="127.0.0.1", port=silent.port, dbname="x",
+                                    user="u", password="p"),
+                                    self.pg.database: self.pg.conn_string()})
+        conn = self.admin_conn(px)
+        with socket.create_connection((px.host, px.port), timeout=30) as c:
+            c.sendall(hz.startup_packet("u", "silent"))
+            pt.wait_pool(conn, "silent", "u", cl_waiting=1)
+            lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+            self.assertEqual(lists["login_clients"], 0)
+            sockets = self.rows(conn, "SOCKETS", database="silent", type="C")
+            self.assertEqual([r["state"] for r in sockets], ["cl_waiting"])
+            servers = self.rows(conn, "SERVERS", database="silent")
+            self.assertEqual(len(servers), 1)
+            srv = servers[0]
+            self.assertEqual(srv["state"], "new")
+            self.assertIsNotNone(srv["connect_time"])
+            self.assertEqual(srv["request_time"], srv["connect_time"])
+            self.assertEqual(srv["local_addr"], "127.0.0.1")
+            self.assertNotEqual(srv["local_port"], 0)
 
     def test_cl_waiting_rises_while_a_client_waits(self):
         px = self.start(default_pool_size=1)
