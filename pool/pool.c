@@ -561,6 +561,14 @@ static bool reserve_due(struct pgw_pool *pool)
 /* At a db/user limit, an idle server of another pool under the same limit
  * makes way (the least recently used one), as PgBouncer does.  Returns
  * true when one was closed. */
+/* The idle server used longest ago: the list's tail, or its head with
+ * server_round_robin (which puts a released server last: server.c). */
+static struct pgw_list *idle_lru(const struct pgw_pool *pool)
+{
+    return pool->set->cfg->server_round_robin ? pgw_list_first(&pool->idle)
+                                              : pgw_list_last(&pool->idle);
+}
+
 static bool evict_idle(struct pgw_pool *pool, bool by_db)
 {
     struct pgw_server *victim = NULL;
@@ -569,7 +577,7 @@ static bool evict_idle(struct pgw_pool *pool, bool by_db)
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         if (p == pool || !same_limit(p, pool, by_db))
             continue;
-        struct pgw_list *last = pgw_list_last(&p->idle);
+        struct pgw_list *last = idle_lru(p);
         if (!last)
             continue;
         struct pgw_server *s = pgw_container_of(last, struct pgw_server, node);
@@ -1200,7 +1208,8 @@ void pgw_server_retire(struct pgw_server *srv, const char *why)
 
 /* Close idle servers past server_idle_timeout (above min_pool_size), past
  * their lifetime or over a limit a reload lowered (clients waiting or
- * not).  Oldest-used first: they sit at the tail. */
+ * not).  Oldest-used first: they sit at the tail (at the head with
+ * server_round_robin). */
 void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
 {
     const struct pgw_config *cfg = pool->set->cfg;
@@ -1208,8 +1217,9 @@ void pgw_pool_retire(struct pgw_pool *pool, ev_tstamp now)
     struct pgw_list *n, *prev;
     struct excess x;
     excess_count(pool, &x);   /* once: the counts walk every pool */
-    for (n = pool->idle.prev; n != &pool->idle; n = prev) {
-        prev = n->prev;
+    bool rr = cfg->server_round_robin;
+    for (n = rr ? pool->idle.next : pool->idle.prev; n != &pool->idle; n = prev) {
+        prev = rr ? n->next : n->prev;
         struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
         if (srv->expire_at > 0 && now >= srv->expire_at)
             pgw_server_close(srv, "server_lifetime");

@@ -347,6 +347,28 @@ class TestMaxUserConnections(PoolLimitsCase):
                          % app)
 
 
+    def test_the_idle_server_that_makes_way_is_the_least_recently_used(self):
+        # With server_round_robin a released server goes to the end of the
+        # idle list, so its head is the one used longest ago; the server
+        # that made way for another pool was taken from the tail: the one
+        # used last.
+        app = self.pg.app_user
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 2, "server_round_robin": 1,
+                                          "query_wait_timeout": 20})
+        a1 = self.connect(px, db=self.pg.database, user=app, autocommit=False)
+        a2 = self.connect(px, db=self.pg.database, user=app, autocommit=False)
+        p1 = self.one(a1, "select pg_backend_pid()")
+        p2 = self.one(a2, "select pg_backend_pid()")
+        self.assertNotEqual(p1, p2)
+        a1.commit()                        # p1 idle first: the least recently used
+        a2.commit()
+        b = self.connect(px, db=self.pg.database2, user=app)
+        self.assertNotIn(self.one(b, "select pg_backend_pid()"), (p1, p2))
+        self.closed_because(px, p1, "\"max_user_connections: making room")
+        self.assertIn(p2, self.backend_pids(app))
+
+
 class TestConnectRateUnderALimit(PoolLimitsCase):
     """server_connect_rate with max_db_connections or max_user_connections:
     a waiter makes another pool's idle server go only once it may connect
