@@ -299,6 +299,11 @@ static void check_addrs(struct conf_loader *ld)
                       "or localhost)", m, gai_strerror(gai));
         freeaddrinfo(ai);
     }
+    /* Both on one port: the start failed binding the listener, in words
+     * that blamed another process (with listen_addr's line). */
+    if (cfg->metrics_port > 0 && cfg->metrics_port == cfg->listen_port && *cfg->listen_addr)
+        keys_error(ld, "metrics_port", "listen_port", "metrics_port %d is listen_port too: the "
+                   "metrics endpoint needs a port of its own", (int)cfg->metrics_port);
     const char *p = cfg->listen_addr;
     while (*p) {
         size_t n = strcspn(p, PGW_CONF_LISTEN_SEP);

@@ -41,11 +41,12 @@
 #define METRICS_DRAIN_PER_CB (64 * 1024)      /* lingering: bytes read per callback */
 #define METRICS_DRAIN_MAX (1024 * 1024)       /* ... and in all, then close */
 /* A scrape within this many times the last render's cost of its end gets
- * that render again, when it cost more than METRICS_RENDER_CHEAP: rendering
- * (tens of ms with thousands of pools) takes at most about a fifth of the
- * loop however fast peers ask.  A cheap one is made afresh every time. */
+ * that render again: rendering (a millisecond with hundreds of pools, tens
+ * with thousands) takes at most about a fifth of the loop however fast
+ * peers ask.  (A cheap render, a few microseconds, is stale for as long:
+ * all but always made afresh.  Cheap ones were always made afresh: a 1 ms
+ * render asked for in a loop took most of the loop.) */
 #define METRICS_RENDER_SPACING 4.0
-#define METRICS_RENDER_CHEAP 0.002
 
 /* ---- histograms ---- */
 
@@ -218,12 +219,14 @@ static void respond(struct mconn *c, int code, const char *reason, const char *c
     conn_flush(c);
 }
 
-static void respond_text(struct mconn *c, int code, const char *reason, const char *text)
+/* head: the request was a HEAD (the headers only, as for any reply). */
+static void respond_text(struct mconn *c, int code, const char *reason, const char *text,
+                         bool head)
 {
     struct pgw_wbuf body;
     pgw_wbuf_init(&body);
     pgw_wbuf_append(&body, text, strlen(text));
-    respond(c, code, reason, "text/plain; charset=utf-8", &body, false);
+    respond(c, code, reason, "text/plain; charset=utf-8", &body, head);
     pgw_wbuf_deinit(&body);
 }
 
@@ -239,27 +242,38 @@ static double thread_cpu(void)
 /* A whole request head is in c->req: answer it. */
 static void handle_request(struct mconn *c)
 {
+    /* The request line: METHOD SP TARGET (SP VERSION); a method or
+     * target too long for these is a malformed request, not cut. */
     char method[16], target[512];
-    if (sscanf(c->req, "%15s %511s", method, target) != 2) {
-        respond_text(c, 400, "Bad Request", "bad request\n");
+    const char *r = c->req;
+    size_t mlen = strcspn(r, " \t\r\n");
+    const char *t = r + mlen;
+    t += strspn(t, " \t");
+    size_t tlen = strcspn(t, " \t\r\n");
+    if (mlen == 0 || mlen >= sizeof(method) || t == r + mlen || tlen == 0 ||
+        tlen >= sizeof(target)) {
+        respond_text(c, 400, "Bad Request", "bad request\n", false);
         return;
     }
+    memcpy(method, r, mlen);
+    method[mlen] = '\0';
+    memcpy(target, t, tlen);
+    target[tlen] = '\0';
     char *q = strchr(target, '?');
     if (q)
         *q = '\0';
+    bool head = strcmp(method, "HEAD") == 0;
     if (strcmp(target, "/metrics") != 0) {
-        respond_text(c, 404, "Not Found", "not found: try /metrics\n");
+        respond_text(c, 404, "Not Found", "not found: try /metrics\n", head);
         return;
     }
-    bool head = strcmp(method, "HEAD") == 0;
     if (!head && strcmp(method, "GET") != 0) {
-        respond_text(c, 405, "Method Not Allowed", "method not allowed\n");
+        respond_text(c, 405, "Method Not Allowed", "method not allowed\n", false);
         return;
     }
     struct pgw_metrics *m = c->m;
     ev_tstamp now = pgw_clock_read();
-    if (m->body.len == 0 || m->body_cost < METRICS_RENDER_CHEAP ||
-        now - m->body_at >= METRICS_RENDER_SPACING * m->body_cost) {
+    if (m->body.len == 0 || now - m->body_at >= METRICS_RENDER_SPACING * m->body_cost) {
         /* the cost in CPU time: a render the scheduler held up is no
          * reason to serve stale numbers */
         double cpu = thread_cpu();
@@ -271,7 +285,7 @@ static void handle_request(struct mconn *c)
     if (m->body.failed) {
         pgw_wbuf_deinit(&m->body);
         pgw_wbuf_init(&m->body);
-        respond_text(c, 500, "Internal Server Error", "out of memory\n");
+        respond_text(c, 500, "Internal Server Error", "out of memory\n", head);
     } else {
         respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &m->body, head);
     }
@@ -308,7 +322,7 @@ static void conn_read(struct mconn *c)
     for (;;) {
         size_t room = sizeof(c->req) - 1 - c->rlen;
         if (room == 0) {
-            respond_text(c, 431, "Request Header Fields Too Large", "request too large\n");
+            respond_text(c, 431, "Request Header Fields Too Large", "request too large\n", false);
             return;
         }
         ssize_t n = read(c->fd, c->req + c->rlen, room);
@@ -322,7 +336,7 @@ static void conn_read(struct mconn *c)
         }
         /* The head is searched as a C string: a NUL would hide its end. */
         if (memchr(c->req + c->rlen, '\0', (size_t)n)) {
-            respond_text(c, 400, "Bad Request", "bad request: NUL byte\n");
+            respond_text(c, 400, "Bad Request", "bad request: NUL byte\n", false);
             return;
         }
         c->rlen += (size_t)n;

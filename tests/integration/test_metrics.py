@@ -276,6 +276,19 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertTrue(big.startswith(b"HTTP/1.0 431"), big[:40])
         bad = raw_request(port, b"\r\n\r\n")
         self.assertTrue(bad.startswith(b"HTTP/1.0 400"), bad[:40])
+        # a HEAD's 404 has no body either; a method too long to hold is a
+        # malformed request (it was cut at 15 characters: 405), so is a
+        # target too long (cut at 511: 404 for a long /metrics...)
+        head404 = raw_request(port, b"HEAD /nope HTTP/1.0\r\n\r\n")
+        self.assertTrue(head404.startswith(b"HTTP/1.0 404"), head404[:40])
+        self.assertTrue(head404.endswith(b"\r\n\r\n"), head404[-40:])
+        for line in (b"X" * 15 + b"/metrics HTTP/1.0", b"GET /" + b"m" * 600 + b" HTTP/1.0",
+                     b"GET"):
+            with self.subTest(line=line[:30]):
+                r = raw_request(port, line + b"\r\n\r\n")
+                self.assertTrue(r.startswith(b"HTTP/1.0 400"), r[:40])
+        ok = raw_request(port, b"GET  /metrics?x=1\r\n\r\n")        # no version, two blanks
+        self.assertTrue(ok.startswith(b"HTTP/1.0 200"), ok[:40])
         self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
 
     def test_slow_scrapers_block_nothing(self):

@@ -1620,6 +1620,13 @@ static void test_validation(void **state)
     }
     pgw_conf_diag_free(&d);
 
+    /* the metrics endpoint on the clients' port: the start failed, naming
+     * listen_addr as if another process held the port */
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_port = 7000\nmetrics_port = 7000\n", &d, 1);
+    assert_error(&d, "t.ini:4: metrics_port 7000 is listen_port too: the metrics endpoint needs "
+                     "a port of its own");
+    pgw_conf_diag_free(&d);
+
     /* a sub-second stats_period would keep two repeating timers spinning */
     load_fail("[pgwharf]\nauth_type = trust\nstats_period = 1us\n", &d, 1);
     assert_error(&d, "t.ini:3: stats_period must be 0 (off) or at least 1s");
