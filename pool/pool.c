@@ -194,6 +194,17 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
     }
 }
 
+void pgw_pool_fds_short(struct pgw_pool *pool)
+{
+    pool->set->fds_short_until = pool_now(pool) + PGW_POOL_FDS_PAUSE;
+    if (!server_to_come(pool)) {
+        struct pgw_pool_error err;
+        pgw_pool_set_error(&err, PGW_ESERVER_CONNECT, "53300", "no server connection: pgwharf "
+                           "has no file descriptor left (open-files limit)");
+        fail_queue(pool, &err);
+    }
+}
+
 void pgw_pool_login_ok(struct pgw_pool *pool)
 {
     free(pool->login_error);
@@ -695,7 +706,8 @@ int pgw_pool_choose_host(struct pgw_pool *pool, const struct pgw_pool_waiter *w,
 
 void pgw_pool_grow(struct pgw_pool *pool)
 {
-    if (pool->orphan || pool->set->destroying || login_blocked(pool))
+    if (pool->orphan || pool->set->destroying || login_blocked(pool) ||
+        pool_now(pool) < pool->set->fds_short_until)
         return;
     int need = needed(pool);
     /* A paused pool keeps no servers warm: PAUSE closed them, as PgBouncer's

@@ -33,6 +33,8 @@
 /* How often the maintenance timer runs (idle/lifetime retirement,
  * min_pool_size, breaker probes). */
 #define PGW_POOL_TICK 1.0
+/* How long no server starts after pgwharf ran out of descriptors. */
+#define PGW_POOL_FDS_PAUSE 0.5
 /* How long a resolved host name is reused. */
 
 /* What a server in PGW_SRV_RESETTING is doing. */
@@ -230,6 +232,10 @@ struct pgw_pool_set {
     uint64_t kick_round;      /* pgw_backend_kick_pools' rounds */
     bool destroying;
     bool draining;            /* a shutdown is under way: no servers kept warm */
+    /* No descriptor was left for a server connection (EMFILE, ENFILE):
+     * pgwharf's own shortage, not the backend's.  No server starts before
+     * this (each try would fail at once, and kick the next). */
+    ev_tstamp fds_short_until;
     pgw_server_free_fn free_hook;
     void *free_hook_arg;
     pgw_pool_gone_fn gone_hook;
@@ -238,6 +244,10 @@ struct pgw_pool_set {
 
 /* pool.c */
 int pgw_pool_total(const struct pgw_pool *pool);
+/* pgwharf itself had no descriptor for a server of pool (server.c): its
+ * waiters get 53300 unless a server of it comes back; no pool starts a
+ * server for PGW_POOL_FDS_PAUSE. */
+void pgw_pool_fds_short(struct pgw_pool *pool);
 /* Empty server lists and waiter queue, timers initialised. */
 void pgw_pool_init_queues(struct pgw_pool *pool);
 /* Serve waiters from idle servers, start checks, then grow.  Reentrant. */

@@ -537,6 +537,19 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
 
 /* answered: the SQLSTATE of an ERROR the server answered the
  * connect_query with (the server is up: this pool's problem), or NULL. */
+/* Has pgwharf no descriptor left for one more socket (EMFILE, ENFILE)?
+ * Asked when a connection failed: libpq's "could not create socket" is in
+ * the language of its messages, the errno long gone. */
+static bool fds_exhausted(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        close(fd);
+        return false;
+    }
+    return errno == EMFILE || errno == ENFILE;
+}
+
 static void connect_failed_answered(struct pgw_server *srv, const char *msg,
                                     const char *answered)
 {
@@ -555,6 +568,22 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     pgw_warn("server_connect_failed", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
+    if (!answered && !coded && fds_exhausted()) {
+        /* pgwharf's own shortage says nothing of the backend (it opened
+         * the breaker for every pool on it, and kept it open after the
+         * descriptors came back). */
+        pgw_warn("server_connect_failed", "%s reason=\"no file descriptor left (open-files "
+                 "limit): not the backend's failure\"", srv_log_fields(srv, f, sizeof(f)));
+        if (probe)
+            pgw_breaker_probe_abort(&be->breaker, pgw_mono_now(pool->set->loop));
+        if (srv->replication)
+            pgw_pool_repl_login_failed(srv, "53300", "pgwharf has no file descriptor left "
+                                       "(open-files limit)", false);
+        else
+            pgw_pool_fds_short(pool);
+        pgw_pool_kick_related(pool);
+        return;
+    }
     const char *sqlstate = answered ? answered : coded ? code : pgw_pool_guess_sqlstate(text);
     /* Refused for this pool's credentials, database or role alone: the
      * server answered, and is up for other pools. */

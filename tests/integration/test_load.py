@@ -457,6 +457,35 @@ class TestFdExhaustion(LoadCase):
                       == "back", 20, what="serving again after fds free up")
 
 
+    def test_no_descriptor_for_a_server_is_not_the_backends_failure(self):
+        # pgwharf out of descriptors when it opens a server connection:
+        # libpq's socket() fails.  That counted as the backend's failure
+        # (08006; the breaker opened for every pool on it and stayed open
+        # after descriptors came back).  Now the waiter gets 53300 and the
+        # breaker is left alone.
+        px = self.start(default_pool_size=2, tcp_defer_accept=0, breaker_threshold=1,
+                        query_wait_timeout=30)
+        console = self.console_conn(px)
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(c.close)
+        hz.sync_login(c, self.user, self.db, self.password)
+        console.cursor().execute("RECONNECT")         # no idle server left
+        pt.wait_until(lambda: not pt.show(console, "SERVERS"), 10, what="servers closed")
+        fds = len(os.listdir("/proc/%d/fd" % px.pid))
+        old = resource.prlimit(px.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(px.pid, resource.RLIMIT_NOFILE, (fds, old[1]))
+        try:
+            rows, errs = hz.simple_query(c, "select 1")
+        finally:
+            resource.prlimit(px.pid, resource.RLIMIT_NOFILE, old)
+        self.assertEqual([(e.get("C"), e.get("M")) for e in errs],
+                         [("53300", "no server connection: pgwharf has no file descriptor "
+                           "left (open-files limit)")])
+        self.assertEqual([b["state"] for b in pt.show(console, "BREAKERS")], ["closed"])
+        self.assertIn("not the backend's failure", px.log())
+        self.assertEqual(hz.simple_query(c, "select 'back'"), ([[b"back"]], []))
+
+
 class TestFdBudget(LoadCase):
     def test_soft_limit_raised_to_the_hard_limit(self):
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
