@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -364,10 +365,22 @@ static int listen_tcp(struct pgw_proxy *px, const char *host, int port, int wild
     return 0;
 }
 
-/* unix_socket_mode and unix_socket_group, as PgBouncer applies them. */
+/* unix_socket_mode and unix_socket_group, as PgBouncer applies them.
+ * Started as root with user = NAME, the socket is NAME's (and its group's
+ * unless unix_socket_group says another), as PgBouncer's, which it makes
+ * as that user: a root-owned one with a mode of 0660 shut NAME out of its
+ * own console and its peers out of their cancel forwards. */
 static int unix_socket_access(const struct pgw_config *cfg, const char *path, char *errbuf,
                               size_t errlen)
 {
+    struct passwd *pw = *cfg->user && geteuid() == 0 ? getpwnam(cfg->user) : NULL;
+    if (pw) {             /* (no such user: the start stops at become_user, main.c) */
+        if (chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+            snprintf(errbuf, errlen, "user \"%s\": cannot give it %s: %s", cfg->user, path,
+                     strerror(errno));
+            return -1;
+        }
+    }
     if (*cfg->unix_socket_group) {
         char *end;
         long num = strtol(cfg->unix_socket_group, &end, 10);

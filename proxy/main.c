@@ -90,9 +90,10 @@ static int check(const char *path)
 static void notify_systemd(const char *state)
 {
     if (pgw_sd_notify(state) < 0) {
-        char q[256];
-        pgw_warn("sd_notify", "state=%s reason=%s", state,
-                 pgw_log_quote(q, sizeof(q), strerror(errno)));
+        char q[256], qs[256];
+        const char *why = strerror(errno);
+        pgw_warn("sd_notify", "state=%s reason=%s", pgw_log_quote(qs, sizeof(qs), state),
+                 pgw_log_quote(q, sizeof(q), why));
     }
 }
 
@@ -133,10 +134,16 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         break;
     case SIGUSR1:
     case SIGUSR2:
+        /* A shutdown is not taken back (its listeners are closed, for a
+         * rolling restart): said so rather than logged as done. */
+        if (pgw_proxy_shutting_down(px)) {
+            pgw_info("signal", "signal=%s action=none reason=\"shutting down\"",
+                     w->signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+            break;
+        }
         pgw_info("signal", "signal=%s action=%s", w->signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2",
                  w->signum == SIGUSR1 ? "pause" : "resume");
-        if (!pgw_proxy_shutting_down(px))
-            pgw_proxy_pause_all(px, w->signum == SIGUSR1);
+        pgw_proxy_pause_all(px, w->signum == SIGUSR1);
         break;
     default:
         break;

@@ -7,6 +7,7 @@
 #include "proxy/admin_int.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <netdb.h>
 #include <pwd.h>
@@ -234,11 +235,22 @@ static int load_hba(const struct pgw_config *cfg, struct pgw_hba **out,
     return rc;
 }
 
-static int load_hba_logged(const struct pgw_config *cfg, struct pgw_hba **out)
+/* The first of diag's errors into first (when given): a start stopped by
+ * the file says why on stderr too, not only in the log (-q, -d). */
+static void first_error(const struct pgw_conf_diag *diag, char *first, size_t firstlen)
+{
+    if (first && diag->nerrors > 0)
+        snprintf(first, firstlen, "%s%s", diag->errors[0],
+                 diag->nerrors > 1 ? " (more in the log)" : "");
+}
+
+static int load_hba_logged(const struct pgw_config *cfg, struct pgw_hba **out, char *first,
+                           size_t firstlen)
 {
     struct pgw_conf_diag diag = { 0 };
     char q[1100];
     int rc = load_hba(cfg, out, &diag);
+    first_error(&diag, first, firstlen);
     for (int i = 0; i < diag.nwarnings; i++)
         pgw_warn("auth_hba_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)
@@ -249,7 +261,8 @@ static int load_hba_logged(const struct pgw_config *cfg, struct pgw_hba **out)
     return rc;
 }
 
-static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
+static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out, char *first,
+                     size_t firstlen)
 {
     *out = NULL;
     if (!cfg->auth_file || !*cfg->auth_file)
@@ -258,6 +271,7 @@ static int load_auth(struct pgw_config *cfg, struct pgw_auth_file **out)
     char q[1100];
     int rc = pgw_authfile_load(cfg->auth_file, out, &diag);
     pgw_conf_diag_locate(&diag, 0, cfg, "auth_file", cfg->auth_file);
+    first_error(&diag, first, firstlen);
     for (int i = 0; i < diag.nwarnings; i++)
         pgw_warn("auth_file", "reason=%s", pgw_log_quote(q, sizeof(q), diag.warnings[i]));
     for (int i = 0; i < diag.nerrors; i++)
@@ -373,19 +387,22 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     fd_budget(px, true);
     if (pgw_tracked_params_init(px, errbuf, errlen) < 0)   /* track_extra_parameters */
         goto fail;
-    if (load_auth(cfg, &px->auth) < 0) {
+    errbuf[0] = '\0';
+    if (load_auth(cfg, &px->auth, errbuf, errlen) < 0) {
         char where[1100];
-        snprintf(errbuf, errlen, "%s: auth_file \"%s\": cannot load it",
-                 pgw_conf_where(cfg, "auth_file", where, sizeof(where)), cfg->auth_file);
+        if (!errbuf[0])
+            snprintf(errbuf, errlen, "%s: auth_file \"%s\": cannot load it",
+                     pgw_conf_where(cfg, "auth_file", where, sizeof(where)), cfg->auth_file);
         goto fail;
     }
     if (cfg->auth_type == PGW_AUTH_HBA &&
-        load_hba_logged(cfg, &px->hba) < 0) {
+        load_hba_logged(cfg, &px->hba, errbuf, errlen) < 0) {
         char where[1100];
-        snprintf(errbuf, errlen, "%s: auth_hba_file \"%s\"%s%s%s: cannot load it",
-                 pgw_conf_where(cfg, "auth_hba_file", where, sizeof(where)), cfg->auth_hba_file,
-                 *cfg->auth_ident_file ? " or auth_ident_file \"" : "", cfg->auth_ident_file,
-                 *cfg->auth_ident_file ? "\"" : "");
+        if (!errbuf[0])
+            snprintf(errbuf, errlen, "%s: auth_hba_file \"%s\"%s%s%s: cannot load it",
+                     pgw_conf_where(cfg, "auth_hba_file", where, sizeof(where)),
+                     cfg->auth_hba_file, *cfg->auth_ident_file ? " or auth_ident_file \"" : "",
+                     cfg->auth_ident_file, *cfg->auth_ident_file ? "\"" : "");
         goto fail;
     }
     if (pgw_tls_ctx_build(cfg, &px->tls_ctx, errbuf, errlen) < 0) { /* TLS: client_tls_* */
@@ -501,12 +518,12 @@ static int reload_prepare(struct pgw_proxy *px, struct pgw_config *cfg, struct r
         pgw_error("reload", "reason=\"out of memory, keeping the old config\"");
         return PGW_ENOMEM;
     }
-    if (load_auth(cfg, &r->auth) < 0) {
+    if (load_auth(cfg, &r->auth, NULL, 0) < 0) {
         pgw_error("reload", "reason=\"cannot load auth_file, keeping the old config\"");
         return PGW_ECONFIG;
     }
     if (cfg->auth_type == PGW_AUTH_HBA &&
-        load_hba_logged(cfg, &r->hba) < 0) {
+        load_hba_logged(cfg, &r->hba, NULL, 0) < 0) {
         pgw_error("reload", "reason=\"cannot load auth_hba_file or auth_ident_file, keeping the "
                   "old config\"");
         reload_discard(r);
@@ -649,6 +666,12 @@ static int check_names(const struct pgw_config *cfg, FILE *err)
     if (*cfg->user && !getpwnam(cfg->user))
         fprintf(err, "%s: user \"%s\": no such user\n",
                 pgw_conf_where(cfg, "user", where, sizeof(where)), cfg->user), problems++;
+    /* as the start reads it (listener.c): a number, or a group's name */
+    const char *grp = cfg->unix_socket_group;
+    if (*cfg->unix_socket_dir && *grp && strspn(grp, "0123456789") != strlen(grp) &&
+        !getgrnam(grp))
+        fprintf(err, "%s: unix_socket_group \"%s\": no such group\n",
+                pgw_conf_where(cfg, "unix_socket_group", where, sizeof(where)), grp), problems++;
     return problems;
 }
 

@@ -1627,6 +1627,20 @@ class TestCommands(AdminTestCase):
         self.assertEqual(paused(), "no")
         self.assertIsNone(px.proc.poll(), px.log_tail())
 
+    def test_sigusr2_during_a_shutdown_says_it_does_nothing(self):
+        # It was logged action=resume and did nothing: a shutdown is not
+        # taken back (its listeners are closed).
+        px = self.start()
+        cl = self.client(px, autocommit=False)
+        cl.cursor().execute("select 1")               # holds its server
+        px.send_signal(signal.SIGINT)
+        px.wait_for_log("action=shutdown_wait_for_servers")
+        px.send_signal(signal.SIGUSR2)
+        px.wait_for_log(r'signal=SIGUSR2 action=none reason="shutting down"')
+        self.assertNotIn("signal=SIGUSR2 action=resume", px.log())
+        cl.commit()
+        self.assertEqual(px.proc.wait(30), 0)
+
     def test_pause_waits_for_lent_servers_and_closes_them(self):
         # As PgBouncer: PAUSE answers once the database has no server left:
         # idle ones are closed at once, a lent one when its transaction ends.

@@ -250,22 +250,38 @@ class TestCli(unittest.TestCase):
                            "unix_socket_dir = %s\nauth_file = %s\n" % (self.dir, missing))
         cp = run(start)
         self.assertNotEqual(cp.returncode, 0)
-        self.assertIn('pgwharf: %s:5: auth_file "%s": cannot load it' % (start, missing),
-                      cp.stderr)
         self.assertIn('reason="%s:5: auth_file \\"%s\\": cannot open: ' % (start, missing),
+                      cp.stderr)
+        # the terminal's line says why too (it said "cannot load it", the
+        # cause only in the log: nowhere to be seen with -q or -d)
+        for args in ([start], ["-q", start]):
+            cp = run(*args)
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn('pgwharf: %s:5: auth_file "%s": cannot open: No such file or directory'
+                          % (start, missing), cp.stderr)
+        hba_start = self.write("hbastart.ini", "[databases]\n[pgwharf]\nlisten_addr =\n"
+                               "unix_socket_dir = %s\nauth_type = hba\nauth_file = %s\n"
+                               "auth_hba_file = %s\n" % (self.dir, self.auth, missing))
+        cp = run("-q", hba_start)
+        self.assertIn('pgwharf: %s:7: auth_hba_file "%s": cannot open: ' % (hba_start, missing),
                       cp.stderr)
 
     def test_check_refuses_addresses_and_a_user_only_the_start_refused(self):
-        # listen_addr = "a<TAB>b", metrics_addr = a host name and a user
-        # that does not exist passed --check and stopped the start.
+        # listen_addr = "a<TAB>b", metrics_addr = a host name, a user or a
+        # unix_socket_group that does not exist passed --check and stopped
+        # the start.
         path = self.write("names.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
                           "listen_addr = no-such-host.invalid\tother.invalid\n"
-                          "user = no_such_user_pgwharf\n")
+                          "user = no_such_user_pgwharf\n"
+                          "unix_socket_group = no_such_group_pgwharf\n")
         cp = run("--check", path)
         self.assertEqual(cp.returncode, 2, cp.stderr)
         self.assertIn("%s:4: listen_addr no-such-host.invalid: " % path, cp.stderr)
         self.assertIn("%s:4: listen_addr other.invalid: " % path, cp.stderr)
         self.assertIn('%s:5: user "no_such_user_pgwharf": no such user' % path, cp.stderr)
+        # as the start (it passed --check, then the start exited 1)
+        self.assertIn('%s:6: unix_socket_group "no_such_group_pgwharf": no such group' % path,
+                      cp.stderr)
         self.assertEqual(cp.stdout, "")
         path = self.write("metrics.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
                           "metrics_port = 9127\nmetrics_addr = a b\n")

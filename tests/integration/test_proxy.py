@@ -2102,6 +2102,24 @@ class TestUserKey(pt.PgwharfTestCase):
         self.assertEqual(px.admin("SHOW VERSION")[0][0].split()[0], "pgwharf")
         self.assertNotIn("event=running_as_root", px.log())
 
+    def test_the_unix_socket_is_the_users(self):
+        # As PgBouncer's (made as the user): it stayed root's, and with
+        # unix_socket_mode 0660 the user could not reach its own console.
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        px = self.start_pgwharf(settings={"user": "postgres", "unix_socket_mode": "0660"})
+        os.chmod(px.dir, 0o755)
+        path = os.path.join(px.dir, ".s.PGSQL.%d" % px.port)
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777),
+                         (pw.pw_uid, pw.pw_gid, 0o660))
+        cp = subprocess.run(["runuser", "-u", "postgres", "--", pt.pg_bin("psql"), "-X", "-A",
+                             "-t", "-h", px.dir, "-p", str(px.port), "-U", "pgbouncer",
+                             "-c", "SHOW VERSION", "pgbouncer"],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertTrue(cp.stdout.startswith("pgwharf"), cp.stdout)
+
     def test_root_without_user_is_warned(self):
         px = self.start_pgwharf()
         px.wait_for_log("event=running_as_root")
