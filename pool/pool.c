@@ -888,6 +888,19 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
         return;
     }
     pgw_pool_login_failed(pool, sqlstate, msg);
+    /* server_login_retry = 0 blocks no login, but every host is skipped
+     * (a second at least): until the first comes back, a new client gets
+     * this refusal at once, as the first did, rather than waiting in the
+     * queue for that host. */
+    if (pool->login_error && pool->login_retry_until == 0) {
+        ev_tstamp now = pool_now(pool), until = 0;
+        for (int k = 0; k < pool->nhosts; k++) {
+            ev_tstamp t = pool->hosts[k].skip_until;
+            if (t > now && (until == 0 || t < until))
+                until = t;
+        }
+        pool->login_retry_until = until;
+    }
 }
 
 void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be)

@@ -535,6 +535,23 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         self.assertEqual(self.fake.logins, 1)
 
 
+    def test_no_host_matches_with_server_login_retry_0(self):
+        # server_login_retry = 0 blocks no login, but the host is skipped a
+        # second: a client right after the first was queued for that
+        # second (and the next tick), then got the same error from a new
+        # login; the error comes at once now, as libpq's would.
+        entry = "host=127.0.0.1 port=%d dbname=%s target_session_attrs=read-write" % (
+            self.fake.port, self.pg.database)
+        px = self.start_pgwharf(settings=dict(SETTINGS, server_login_retry="0"),
+                                databases={"ro": entry})
+        for _ in range(2):
+            with socket.create_connection((px.host, px.port), timeout=20) as s:
+                with self.assertRaises(hz.PgError) as cm:
+                    hz.sync_login(s, self.pg.user, "ro", self.pg.password)
+            self.assertEqual(cm.exception.sqlstate, "08001")
+            self.assertIn("session is read-only", cm.exception.fields["M"])
+        self.assertEqual(self.fake.logins, 1)
+
     def test_a_mismatch_found_by_a_login_started_before_a_reload_is_ignored(self):
         # target_session_attrs=read-write on the one (read-only) host; a
         # reload drops it while the first login is under way.  libpq's
