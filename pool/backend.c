@@ -38,7 +38,7 @@
 #include "common/offload.h"
 
 #define DNS_MAX_ADDRS 8
-#define DNS_LIST_MAX 2048
+#define DNS_LIST_MAX PGW_BACKEND_LIST_MAX
 
 struct dns_req {
     struct pgw_offload_job job;
@@ -312,6 +312,37 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_h
 bool pgw_backend_resolves(const struct pgw_backend *be, const struct pgw_host_spec *spec)
 {
     return be->hosts && !spec->hostaddr[0];
+}
+
+/* list rotated to start at its k-th item (of n) into out */
+static void rotate_list(const char *list, int k, char *out)
+{
+    char buf[DNS_LIST_MAX];
+    const char *item[DNS_MAX_ADDRS];
+    int n = 0;
+    snprintf(buf, sizeof(buf), "%s", list);
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ",", &save); p && n < DNS_MAX_ADDRS;
+         p = strtok_r(NULL, ",", &save))
+        item[n++] = p;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++)
+        list_add(out, item[(k + i) % n]);
+}
+
+bool pgw_backend_addr_lists(struct pgw_backend *be, bool turn, char *host, char *hostaddr,
+                            char *port)
+{
+    if (!be->hostaddr || !be->res_host || !be->res_port)
+        return false;
+    int n = 1;
+    for (const char *c = be->hostaddr; *c; c++)
+        n += *c == ',';
+    int k = turn && n > 1 ? (int)(be->addr_turn++ % (unsigned)n) : 0;
+    rotate_list(be->res_host, k, host);
+    rotate_list(be->hostaddr, k, hostaddr);
+    rotate_list(be->res_port, k, port);
+    return true;
 }
 
 void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)

@@ -107,6 +107,7 @@ struct pgw_backend {
      * address (see backend.c) */
     char *res_host, *hostaddr, *res_port;
     ev_tstamp hostaddr_until;
+    unsigned addr_turn;       /* round-robin over the addresses (pgw_backend_addr_lists) */
     struct dns_req *dns;      /* resolution in flight */
     /* The last lookup failed: no new one before dns_error_until
      * (dns_nxdomain_ttl); without addresses, logins fail with dns_error. */
@@ -350,6 +351,14 @@ int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe);
 void pgw_backend_unadmit(struct pgw_backend *be, bool probe);
 /* Does a connection to spec need be's name resolved first? */
 bool pgw_backend_resolves(const struct pgw_backend *be, const struct pgw_host_spec *spec);
+#define PGW_BACKEND_LIST_MAX 2048
+/* A connection's libpq host, hostaddr and port lists for be's resolved
+ * name (each PGW_BACKEND_LIST_MAX bytes): with turn, starting one address
+ * further than the last call's (round-robin over what DNS returned, as
+ * PgBouncer uses several results), libpq trying the rest in turn after
+ * it; else in DNS's order.  False when be has no addresses. */
+bool pgw_backend_addr_lists(struct pgw_backend *be, bool turn, char *host, char *hostaddr,
+                            char *port);
 void pgw_backend_connected(struct pgw_backend *be, bool probe);
 void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
 void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);

@@ -471,13 +471,15 @@ static void add_tcp_params(const struct pgw_pool *pool, const char **k, const ch
 /* For a replication client (w), its mode, application_name and
  * client_encoding replace the entry's, and opts (repl_options) its
  * options. */
+/* addrs: the host, hostaddr and port lists of h's resolved name for this
+ * connection (pgw_backend_addr_lists), or NULL. */
 static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
                         bool standby_pass, const struct pgw_pool_waiter *w, const char *opts,
-                        const char **k, const char **v, char (*text)[PGW_NUM_TEXT])
+                        char (*addrs)[PGW_BACKEND_LIST_MAX], const char **k, const char **v,
+                        char (*text)[PGW_NUM_TEXT])
 {
     const struct pgw_config *cfg = pool->set->cfg;
     int n = 0;
-    const struct pgw_backend *be = h->be;
     if (w) {
         add_kv(k, v, &n, "replication", w->replication == PGW_REPL_LOGICAL ? "database" : "true");
         add_kv(k, v, &n, "application_name", w->repl_app);
@@ -500,10 +502,10 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
         }
         add_kv(k, v, &n, pool->keys[i], pool->vals[i]);
     }
-    if (pgw_backend_resolves(be, &h->spec) && be->hostaddr) {
-        add_kv(k, v, &n, "host", be->res_host);
-        add_kv(k, v, &n, "hostaddr", be->hostaddr);
-        add_kv(k, v, &n, "port", be->res_port);
+    if (addrs) {
+        add_kv(k, v, &n, "host", addrs[0]);
+        add_kv(k, v, &n, "hostaddr", addrs[1]);
+        add_kv(k, v, &n, "port", addrs[2]);
     } else {
         add_kv(k, v, &n, "host", h->spec.host);
         add_kv(k, v, &n, "hostaddr", h->spec.hostaddr);
@@ -881,7 +883,13 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
     char text[4][PGW_NUM_TEXT];
     char *opts = repl_options(pool, w);
     if (k && v) {
-        build_params(pool, &pool->hosts[host], ps->standby_pass, w, opts, k, v, text);
+        /* a name's addresses: the next one first with round-robin */
+        char addrs[3][PGW_BACKEND_LIST_MAX];
+        struct pool_host *ph = &pool->hosts[host];
+        bool named = pgw_backend_resolves(ph->be, &ph->spec) &&
+                     pgw_backend_addr_lists(ph->be, pool->cursor.mode == PGW_LB_ROUND_ROBIN,
+                                            addrs[0], addrs[1], addrs[2]);
+        build_params(pool, ph, ps->standby_pass, w, opts, named ? addrs : NULL, k, v, text);
         srv->conn = PQconnectStartParams(k, v, 0);
         /* The server's SQLSTATE in PQerrorMessage: a refusal is read by its
          * code, whatever language the server writes (connect_failed). */

@@ -14,6 +14,11 @@
  * closing that descriptor (unlinking the FIFO first lets later calls
  * through too).
  *
+ * With PGW_FAKE_HOSTS=NAME=ADDR,ADDR,... getaddrinfo of NAME answers
+ * those numeric addresses, in that order (each looked up by glibc, the
+ * lists chained: freeaddrinfo frees them as its own), as a DNS name with
+ * several A records would: test_hosts.py spreads servers over them.
+ *
  * tests/integration/test_auth.py uses it to show that a peer login waiting
  * on the user database leaves the rest of pgwharf running, test_hosts.py
  * to hold a backend's name lookup while a reload moves its pools away,
@@ -28,7 +33,9 @@
 #include <grp.h>
 #include <netdb.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -52,10 +59,41 @@ static void gate_wait(const char *var)
     close(fd);
 }
 
+/* PGW_FAKE_HOSTS's answer for node: 0 or an EAI_ code, or 1 when it does
+ * not name node. */
+static int fake_hosts(getaddrinfo_fn real, const char *node, const char *service,
+                      const struct addrinfo *hints, struct addrinfo **res)
+{
+    const char *spec = getenv("PGW_FAKE_HOSTS");
+    size_t n = node ? strlen(node) : 0;
+    if (!spec || !n || strncmp(spec, node, n) != 0 || spec[n] != '=')
+        return 1;
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", spec + n + 1);
+    struct addrinfo *head = NULL, **tail = &head;
+    char *save = NULL;
+    for (char *a = strtok_r(buf, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        struct addrinfo *r = NULL;
+        if (real(a, service, hints, &r) != 0 || !r)
+            continue;
+        *tail = r;
+        while (r->ai_next)
+            r = r->ai_next;
+        tail = &r->ai_next;
+    }
+    *res = head;
+    return head ? 0 : EAI_NONAME;
+}
+
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
     getaddrinfo_fn real = (getaddrinfo_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    if (real) {
+        int rc = fake_hosts(real, node, service, hints, res);
+        if (rc != 1)
+            return rc;
+    }
     unsigned char a[16];
     if (node && inet_pton(AF_INET, node, a) != 1 && inet_pton(AF_INET6, node, a) != 1)
         gate_wait("PGW_GETADDRINFO_GATE");      /* names only: libpq asks for numbers too */

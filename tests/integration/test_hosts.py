@@ -268,6 +268,22 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(servers.count("localhost"), addrs.count("127.0.0.1"), servers)
         self.assertIn("localhost:%d" % self.pg.port, self.breakers(px))
 
+    def test_a_name_with_several_addresses_takes_them_in_turn(self):
+        # As PgBouncer ("if DNS returns several results, they are used in a
+        # round-robin manner"): every server went to the first address,
+        # the others only tried when it failed.  With disable, the first.
+        # (The name's addresses come from tests/nss_gate.c.)
+        for lb, want in (("round-robin", ["127.0.0.1", "127.0.0.2"] * 2),
+                         ("disable", ["127.0.0.1"] * 4)):
+            with self.subTest(load_balance_hosts=lb):
+                px = self.start_pgwharf(start=False, settings=dict(SETTINGS), databases={
+                    "mn": self.entry("pgw-multi.test", load_balance_hosts=lb)})
+                px.extra_env.update(pt.nss_gate_env(
+                    PGW_FAKE_HOSTS="pgw-multi.test=127.0.0.1,127.0.0.2"))
+                px.start()
+                self.assertEqual(self.server_addrs(px, "mn", 4), want)
+                self.assertEqual(px.show("DNS_HOSTS")[0]["addrs"], "127.0.0.1,127.0.0.2")
+
     def test_backend_whose_lookup_runs_goes_when_it_returns(self):
         # A reload moves the entry off a host name while that name's lookup
         # still runs (getaddrinfo held at a gate, tests/nss_gate.c): the
