@@ -503,11 +503,28 @@ static int parse_of_kept_name(struct pgw_session *s)
     return s->state == PGW_SS_CLOSING ? -1 : 1;
 }
 
+/* A Parse at the head of a statement name the client has a prepared
+ * statement under (prepared.c's): not pgwharf's to answer, whatever its
+ * text: PostgreSQL refuses it (42P05, the statement stays), and so does
+ * the prepared-statement layer on the server's way.  (Taken for a LISTEN
+ * of pgwharf's own, it was accepted and replaced the statement.) */
+static bool parse_of_client_name(struct pgw_session *s)
+{
+    struct fe_msg m;
+    uint32_t pos = 0;
+    char key[NOTIFY_STMT_NAME_MAX + 1];
+    const struct pgw_iobuf *b = s->cbuf;
+    return s->ps_client && fe_next(b, b->parsed, &m) > 0 && m.type == PGW_FE_PARSE &&
+           fe_key(s, &m, &pos, key) && key[0] && pgw_ps_client_has(s, key);
+}
+
 int pgw_notify_ext_batch(struct pgw_session *s)
 {
     int refused = parse_of_kept_name(s);
     if (refused != 0)
         return refused;
+    if (parse_of_client_name(s))
+        return 0;
     struct ext_batch x = { .s = s, .have = false };
     pgw_wbuf_init(&x.out);
     int rc = ext_read(s, &x);

@@ -483,6 +483,11 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     return true;
 }
 
+bool pgw_ps_client_has(struct pgw_session *s, const char *key)
+{
+    return client_find(s, key) != NULL;
+}
+
 bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql)
 {
     if (client_find(s, key))

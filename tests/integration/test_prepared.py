@@ -708,6 +708,28 @@ class TestErrors(pt.PgwharfTestCase):
         finally:
             r.close()
 
+    def test_a_listen_parse_of_a_name_in_use_is_42P05(self):
+        # A Parse of LISTEN (or UNLISTEN) text between transactions is one
+        # pgwharf answers itself: into a name the client already has a
+        # statement under, it was accepted and replaced that statement
+        # (the next Bind ran the LISTEN).  PostgreSQL refuses it (42P05).
+        for text in ("listen ch_9", "unlisten *"):
+            with self.subTest(text=text):
+                r = self.raw()
+                try:
+                    r.send(r.parse("s5", "select 1"), r.sync())
+                    self.assertEqual(types(r.until_ready()), "1Z")
+                    r.send(r.parse("s5", text), r.sync())
+                    msgs = r.until_ready()
+                    self.assertEqual(types(msgs), "EZ", msgs)
+                    self.assertEqual(sqlstate(msgs[0][1]), "42P05")
+                    r.send(r.bind("s5"), r.execute(), r.sync())
+                    msgs = r.until_ready()
+                    self.assertEqual(types(msgs), "2DCZ", msgs)
+                    self.assertEqual(msgs[1][1][6:7], b"1")
+                finally:
+                    r.close()
+
     def test_cached_plan_error_then_reprepared(self):
         self.pg.psql("drop table if exists ps_ddl; create table ps_ddl(a int); "
                      "insert into ps_ddl values (1)")
