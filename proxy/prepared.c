@@ -2244,14 +2244,35 @@ static bool parse_queued(const struct pgw_session *s, const struct ps_stmt *st, 
  * came, so it did not fail): it has no prepared statements left, and the
  * client none of its names -- but for Parses sent after it, which the
  * server runs later. */
+/* Is the i-th entry's statement, under its client name, one a Parse
+ * queued ahead of it made? */
+static bool parsed_ahead(const struct ps_queue *q, uint32_t i, const struct qent *c)
+{
+    for (uint32_t j = 0; j < i; j++) {
+        const struct qent *x = &q->e[(q->head + j) % q->cap];
+        if (x->type == PGW_FE_PARSE && x->stmt == c->stmt && !x->dealloc && x->cname &&
+            strcmp(x->cname, c->cname) == 0)
+            return true;
+    }
+    return false;
+}
+
 static void on_discard(struct pgw_session *s)
 {
-    /* It ran: the names Parses behind it took are theirs for good. */
+    /* It ran: the names Parses behind it took are theirs for good.  A
+     * Close (or SQL DEALLOCATE) behind it of a name it dropped has no
+     * statement to bring back if the server skips it (undo_close): the
+     * name is gone either way. */
     struct ps_queue *q = s->ps_queue;
     for (uint32_t i = 0; q && i < q->len; i++) {
         struct qent *x = &q->e[(q->head + i) % q->cap];
         stmt_unref(reg_of(s), x->prev);
         x->prev = NULL;
+        if (((x->type == PGW_FE_CLOSE && x->kind == Q_FAKE) || x->dealloc) && x->cname &&
+            !parsed_ahead(q, i, x)) {
+            free(x->cname);
+            x->cname = NULL;
+        }
     }
     struct ps_server *ss = s->server ? s->server->user_state : NULL;
     if (ss) {

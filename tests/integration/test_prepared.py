@@ -730,6 +730,31 @@ class TestErrors(pt.PgwharfTestCase):
                 finally:
                     r.close()
 
+    def test_a_skipped_close_behind_deallocate_all_brings_nothing_back(self):
+        # DEALLOCATE ALL (DISCARD ALL) as a Query, then in the same write a
+        # batch whose Execute fails, so PostgreSQL skips its Close of s2:
+        # s2 is gone (DEALLOCATE ALL ran first).  pgwharf took the skipped
+        # Close for one that leaves s2 as it was before it, and brought s2
+        # back: the Bind ran it, a new Parse of s2 got 42P05.
+        for cmd in ("deallocate all", "discard all"):
+            with self.subTest(cmd=cmd):
+                r = self.raw()
+                try:
+                    r.send(r.parse("s2", "select 42"), r.sync())
+                    self.assertEqual(types(r.until_ready()), "1Z")
+                    r.send(r.query(cmd), r.execute("p1"), r.close_stmt("s2"), r.sync())
+                    self.assertEqual(types(r.until_ready()), "CZ")
+                    msgs = r.until_ready()
+                    self.assertEqual(types(msgs), "EZ", msgs)
+                    self.assertEqual(sqlstate(msgs[0][1]), "34000")
+                    r.send(r.bind("s2"), r.execute(), r.sync())
+                    msgs = r.until_ready()
+                    self.assertEqual(sqlstate(msgs[0][1]), "26000", msgs)
+                    r.send(r.parse("s2", "select 43"), r.bind("s2"), r.execute(), r.sync())
+                    self.assertEqual(types(r.until_ready()), "12DCZ")
+                finally:
+                    r.close()
+
     def test_cached_plan_error_then_reprepared(self):
         self.pg.psql("drop table if exists ps_ddl; create table ps_ddl(a int); "
                      "insert into ps_ddl values (1)")
