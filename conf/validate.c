@@ -122,9 +122,10 @@ static void check_tls(struct conf_loader *ld)
         key_error(ld, "client_tls_sslmode",
                   "client_tls_sslmode %s needs client_tls_key_file and client_tls_cert_file",
                   pgw_tls_mode_name(cfg->client_tls_sslmode));
-    /* PgBouncer refuses any other value (its TLS setup fails). */
+    /* PgBouncer refuses any other value (its TLS setup fails: with client
+     * TLS on). */
     const char *dhe = cfg->client_tls_dheparams;
-    if (strcasecmp(dhe, "none") != 0 && strcasecmp(dhe, "auto") != 0 &&
+    if (cfg->client_tls_sslmode != PGW_TLS_DISABLE && strcasecmp(dhe, "none") != 0 && strcasecmp(dhe, "auto") != 0 &&
         strcasecmp(dhe, "legacy") != 0)
         key_error(ld, "client_tls_dheparams",
                   "client_tls_dheparams: invalid value \"%s\" (expected none, auto or legacy)", dhe);
@@ -285,6 +286,38 @@ static void check_track_extra(struct conf_loader *ld)
  * or localhost: no name lookup), and listen_addr's entries written as a
  * host name or address can be (the lookup itself waits for --check and the
  * start: a reload must not block on DNS). */
+static bool addr_any(const char *a)
+{
+    return !*a || strcmp(a, "*") == 0 || strcmp(a, "0.0.0.0") == 0 || strcmp(a, "::") == 0;
+}
+
+/* One address as the other would bind it (localhost as 127.0.0.1). */
+static bool addr_same(const char *a, const char *b)
+{
+    if (strcasecmp(a, "localhost") == 0)
+        a = "127.0.0.1";
+    if (strcasecmp(b, "localhost") == 0)
+        b = "127.0.0.1";
+    return strcasecmp(a, b) == 0;
+}
+
+/* Could a listener of the list `listen` and the metrics address `m` take
+ * the same address (a wildcard on either side, or one address)? */
+static bool addrs_overlap(const char *listen, const char *m)
+{
+    const char *p = listen;
+    while (*p) {
+        size_t n = strcspn(p, PGW_CONF_LISTEN_SEP);
+        char one[256];
+        snprintf(one, sizeof(one), "%.*s", (int)n, p);
+        if (n > 0 && (addr_any(m) || addr_any(one) || addr_same(one, m)))
+            return true;
+        p += n;
+        p += strspn(p, PGW_CONF_LISTEN_SEP);
+    }
+    return false;
+}
+
 static void check_addrs(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
@@ -299,11 +332,13 @@ static void check_addrs(struct conf_loader *ld)
                       "or localhost)", m, gai_strerror(gai));
         freeaddrinfo(ai);
     }
-    /* Both on one port: the start failed binding the listener, in words
-     * that blamed another process (with listen_addr's line). */
-    if (cfg->metrics_port > 0 && cfg->metrics_port == cfg->listen_port && *cfg->listen_addr)
-        keys_error(ld, "metrics_port", "listen_port", "metrics_port %d is listen_port too: the "
-                   "metrics endpoint needs a port of its own", (int)cfg->metrics_port);
+    /* Both on one port and address: the start failed binding the listener,
+     * in words that blamed another process (with listen_addr's line). */
+    if (cfg->metrics_port > 0 && cfg->metrics_port == cfg->listen_port &&
+        addrs_overlap(cfg->listen_addr, cfg->metrics_addr))
+        keys_error(ld, "metrics_port", "listen_port", "metrics_port %d is listen_port too, on "
+                   "the same address: the metrics endpoint needs a port of its own",
+                   (int)cfg->metrics_port);
     const char *p = cfg->listen_addr;
     while (*p) {
         size_t n = strcspn(p, PGW_CONF_LISTEN_SEP);

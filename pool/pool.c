@@ -530,6 +530,14 @@ const char *pgw_pool_over_limit(const struct pgw_pool *pool)
     return excess_why(&x);
 }
 
+/* The idle server used longest ago: the list's tail, or its head with
+ * server_round_robin (which puts a released server last: server.c). */
+static struct pgw_list *idle_lru(const struct pgw_pool *pool)
+{
+    return pool->set->cfg->server_round_robin ? pgw_list_first(&pool->idle)
+                                              : pgw_list_last(&pool->idle);
+}
+
 /* Close the pool's idle servers, least recently used first, while it (its
  * database, its user) is over a limit a reload lowered: as PgBouncer, a
  * server over the limit closes rather than serve a client, who gets one
@@ -543,7 +551,7 @@ static void shed_idle(struct pgw_pool *pool)
     if (pool->n_idle == 0)
         return;
     excess_count(pool, &x);
-    while ((over = excess_why(&x)) && (n = pgw_list_last(&pool->idle))) {
+    while ((over = excess_why(&x)) && (n = idle_lru(pool))) {
         pgw_server_close(pgw_container_of(n, struct pgw_server, node), over);
         x.size--;
         x.db--;
@@ -572,14 +580,6 @@ static bool reserve_due(struct pgw_pool *pool)
 /* At a db/user limit, an idle server of another pool under the same limit
  * makes way (the least recently used one), as PgBouncer does.  Returns
  * true when one was closed. */
-/* The idle server used longest ago: the list's tail, or its head with
- * server_round_robin (which puts a released server last: server.c). */
-static struct pgw_list *idle_lru(const struct pgw_pool *pool)
-{
-    return pool->set->cfg->server_round_robin ? pgw_list_first(&pool->idle)
-                                              : pgw_list_last(&pool->idle);
-}
-
 static bool evict_idle(struct pgw_pool *pool, bool by_db)
 {
     struct pgw_server *victim = NULL;

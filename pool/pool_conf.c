@@ -178,7 +178,8 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     pool->db_src = db;
     pool->orphan = false;
-    pool->user_superseded = db->user && *db->user && strcmp(db->user, pool->user) != 0;
+    pool->user_superseded = db->user && *db->user && pool->user &&
+                            strcmp(db->user, pool->user) != 0;
     pool->autodb = strcmp(db->name, "*") == 0;
     char *old_cq = pool->connect_query;
     pool->connect_query = NULL;           /* apply_settings frees it otherwise */

@@ -138,6 +138,12 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *root,
                                          const struct pgw_config *cfg)
 {
+    /* A server key under a passphrase (an entry's sslkey=) with no
+     * sslpassword: libpq left OpenSSL's default, which asks on the
+     * terminal (stdin), holding the loop at every server connection.
+     * libpq's own hook answers with sslpassword or nothing, never asks.
+     * (Process-wide, and the same for every loop.) */
+    PQsetSSLKeyPassHook_OpenSSL(PQdefaultSSLKeyPassHook_OpenSSL);
     struct pgw_pool_set *set = calloc(1, sizeof(*set));
     if (!set)
         return NULL;

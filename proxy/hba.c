@@ -339,8 +339,9 @@ static bool keyword(const struct token *t, const char *kw)
     return !t->quoted && strcmp(t->s, kw) == 0;
 }
 
-/* The connection type, address and method fields are words, quoted or not
- * ("host", "all" there as PostgreSQL's parse_hba_line reads them). */
+/* The connection type and method fields are words, quoted or not ("host",
+ * "md5" there as PostgreSQL's parse_hba_line reads them; the address's
+ * all, samehost and samenet are keywords: quoted, a host name). */
 static bool word(const struct token *t, const char *w)
 {
     return strcmp(t->s, w) == 0;
@@ -552,11 +553,11 @@ static bool parse_address(struct report *r, const struct record *rec, int at,
         return false;
     }
     const struct token *t = &f->toks[0];
-    if (word(t, "all")) {
+    if (keyword(t, "all")) {
         rule->addr_kind = AK_ALL;
         return true;
     }
-    if (word(t, "samehost") || word(t, "samenet")) {
+    if (keyword(t, "samehost") || keyword(t, "samenet")) {
         rule->addr_kind = AK_UNKNOWN;
         report(r, false, "\"%s\" is not supported; the rule matches only if it is a reject rule",
                t->s);

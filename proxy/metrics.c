@@ -246,6 +246,8 @@ static void handle_request(struct mconn *c)
      * target too long for these is a malformed request, not cut. */
     char method[16], target[512];
     const char *r = c->req;
+    while (*r == '\r' || *r == '\n')
+        r++;                             /* blank lines first: ignored (RFC 9112) */
     size_t mlen = strcspn(r, " \t\r\n");
     const char *t = r + mlen;
     t += strspn(t, " \t");

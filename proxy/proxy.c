@@ -668,8 +668,9 @@ static int check_names(const struct pgw_config *cfg, FILE *err)
                 pgw_conf_where(cfg, "user", where, sizeof(where)), cfg->user), problems++;
     /* as the start reads it (listener.c): a number, or a group's name */
     const char *grp = cfg->unix_socket_group;
-    if (*cfg->unix_socket_dir && *grp && strspn(grp, "0123456789") != strlen(grp) &&
-        !getgrnam(grp))
+    char *end;
+    long num = *grp ? strtol(grp, &end, 10) : 0;
+    if (*cfg->unix_socket_dir && *grp && !(*end == '\0' && num >= 0) && !getgrnam(grp))
         fprintf(err, "%s: unix_socket_group \"%s\": no such group\n",
                 pgw_conf_where(cfg, "unix_socket_group", where, sizeof(where)), grp), problems++;
     return problems;

@@ -162,7 +162,7 @@ static bool field_b64(const char *p, const char *end, uint8_t *out, size_t cap, 
 
 /* The iteration count [p, end) as strtol reads it for PostgreSQL's
  * parse_scram_secret (leading blanks, a sign, leading zeros; nothing
- * after): false when that is not a number, else *out (clamped). */
+ * after): false when that is not a number or beyond a long, else *out. */
 static bool iterations_text(const char *p, const char *end, long long *out)
 {
     while (p < end && (*p == ' ' || (*p >= '\t' && *p <= '\r')))

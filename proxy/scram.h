@@ -77,8 +77,8 @@ bool pgw_md5_is_secret(const char *text);
 
 /* Parse a verifier.  Returns 0; PGW_EINVAL when it is not one (a
  * plaintext password); PGW_EUNSUPPORTED when PostgreSQL reads it as one
- * but pgwharf cannot use it (a salt of 0 or more than
- * PGW_SCRAM_MAX_SALT_LEN bytes, iterations outside 1..INT_MAX): still a
+ * but pgwharf cannot use it (a salt of more than PGW_SCRAM_MAX_SALT_LEN
+ * bytes, iterations outside 1..INT_MAX): still a
  * verifier, never a password, and no login with it succeeds. */
 int pgw_scram_secret_parse(const char *text, struct pgw_scram_secret *out);
 

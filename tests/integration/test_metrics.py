@@ -287,7 +287,7 @@ class TestMetrics(pt.PgwharfTestCase):
             with self.subTest(line=line[:30]):
                 r = raw_request(port, line + b"\r\n\r\n")
                 self.assertTrue(r.startswith(b"HTTP/1.0 400"), r[:40])
-        ok = raw_request(port, b"GET  /metrics?x=1\r\n\r\n")        # no version, two blanks
+        ok = raw_request(port, b"\r\nGET  /metrics?x=1\r\n\r\n")   # a blank line, no version
         self.assertTrue(ok.startswith(b"HTTP/1.0 200"), ok[:40])
         self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
 

@@ -1623,8 +1623,16 @@ static void test_validation(void **state)
     /* the metrics endpoint on the clients' port: the start failed, naming
      * listen_addr as if another process held the port */
     load_fail("[pgwharf]\nauth_type = trust\nlisten_port = 7000\nmetrics_port = 7000\n", &d, 1);
-    assert_error(&d, "t.ini:4: metrics_port 7000 is listen_port too: the metrics endpoint needs "
-                     "a port of its own");
+    assert_error(&d, "t.ini:4: metrics_port 7000 is listen_port too, on the same address: the "
+                     "metrics endpoint needs a port of its own");
+    pgw_conf_diag_free(&d);
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = 10.0.0.5, *\nlisten_port = 7000\n"
+              "metrics_port = 7000\n", &d, 1);
+    pgw_conf_diag_free(&d);
+    /* other addresses on one port bind: fine */
+    struct pgw_config *ok = load_ok("[pgwharf]\nauth_type = trust\nlisten_addr = 10.0.0.5\n"
+                                    "listen_port = 7000\nmetrics_port = 7000\n", &d);
+    pgw_conf_free(ok);
     pgw_conf_diag_free(&d);
 
     /* a sub-second stats_period would keep two repeating timers spinning */
