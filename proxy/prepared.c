@@ -1726,6 +1726,13 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
             pgw_session_close(s, "53200", "out of memory");
             return PGW_PS_FAILED;
         }
+        /* That statement's Parse may be in a batch ahead, under another of
+         * the client's names, still to be skipped (name_unsettled): the
+         * server may not have it after all. */
+        if (now != st && name_unsettled(s, key_name, now)) {
+            stmt_unref(reg_of(s), now);
+            return PGW_PS_WAIT;
+        }
         if (!now->pdesc && st->pdesc && (now->pdesc = malloc(st->pdesc_len))) {
             /* The client's statement still: the parameter types it was
              * given stay (pinned), whatever its tables are now. */

@@ -755,6 +755,33 @@ class TestErrors(pt.PgwharfTestCase):
                 finally:
                     r.close()
 
+    def test_a_shared_statement_whose_parse_was_skipped_is_prepared_again(self):
+        # s2 and s3 share one statement.  On a server that lacks it, behind
+        # a SET Parsed unnamed (so the client's names move to a statement
+        # of their own), a batch fails before pgwharf's Parse of it for s2;
+        # a Bind of s3 after the Sync was sent without a Parse, as if the
+        # server had it: 26000 "prepared statement "s3" does not exist",
+        # where PostgreSQL runs it.
+        a, b = self.raw(), self.raw()
+        try:
+            a.send(a.parse("s2", "select 42"), a.sync(), a.parse("s3", "select 42"), a.sync())
+            self.assertEqual(types(a.until_ready() + a.until_ready()), "1Z1Z")
+            b.send(b.query("begin"))                 # holds the server that has it
+            b.until_ready()
+            a.send(a.parse("", "set application_name = 'x'"), a.execute("p1"),
+                   a.bind("s2", "p1"), a.sync(),
+                   a.bind("s3", "p1"), a.execute("p1"), a.sync())
+            first = a.until_ready()
+            self.assertEqual(types(first), "1EZ", first)
+            self.assertEqual(sqlstate(first[1][1]), "34000")
+            second = a.until_ready()
+            self.assertEqual(types(second), "2DCZ", second)
+            b.send(b.query("commit"))
+            b.until_ready()
+        finally:
+            a.close()
+            b.close()
+
     def test_cached_plan_error_then_reprepared(self):
         self.pg.psql("drop table if exists ps_ddl; create table ps_ddl(a int); "
                      "insert into ps_ddl values (1)")
