@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/un.h>
 
@@ -291,14 +292,39 @@ static bool addr_any(const char *a)
     return !*a || strcmp(a, "*") == 0 || strcmp(a, "0.0.0.0") == 0 || strcmp(a, "::") == 0;
 }
 
-/* One address as the other would bind it (localhost as 127.0.0.1). */
+/* a numeric address (brackets around an IPv6 one allowed) into out */
+static bool addr_numeric(const char *a, unsigned char out[16], int *family)
+{
+    char buf[64];
+    size_t n = strlen(a);
+    if (n >= sizeof(buf))
+        return false;
+    if (n >= 2 && a[0] == '[' && a[n - 1] == ']')
+        snprintf(buf, sizeof(buf), "%.*s", (int)(n - 2), a + 1);
+    else
+        snprintf(buf, sizeof(buf), "%s", a);
+    memset(out, 0, 16);
+    if (inet_pton(AF_INET, buf, out) == 1) {
+        *family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, buf, out) == 1) {
+        *family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+/* May a listener on a and the metrics endpoint on b take one address?  A
+ * name (localhost too: it may bind 127.0.0.1 and ::1) may resolve to the
+ * other: yes, as for a wildcard; two numeric ones only when equal. */
 static bool addr_same(const char *a, const char *b)
 {
-    if (strcasecmp(a, "localhost") == 0)
-        a = "127.0.0.1";
-    if (strcasecmp(b, "localhost") == 0)
-        b = "127.0.0.1";
-    return strcasecmp(a, b) == 0;
+    unsigned char x[16], y[16];
+    int fx, fy;
+    if (!addr_numeric(a, x, &fx) || !addr_numeric(b, y, &fy))
+        return true;
+    return fx == fy && memcmp(x, y, 16) == 0;
 }
 
 /* Could a listener of the list `listen` and the metrics address `m` take

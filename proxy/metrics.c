@@ -343,7 +343,9 @@ static void conn_read(struct mconn *c)
         }
         c->rlen += (size_t)n;
         c->req[c->rlen] = '\0';
-        if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {
+        /* (blank lines before the request line are not its end) */
+        const char *h = c->req + strspn(c->req, "\r\n");
+        if (strstr(h, "\r\n\r\n") || strstr(h, "\n\n")) {
             handle_request(c);
             return;
         }

@@ -374,6 +374,10 @@ static void client_resume(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
     if (s->state == PGW_SS_CLOSING)
         return;
+    /* Idle from now (its wait for a server, and for the answer, was no
+     * idleness): client_idle_timeout counts from here, as after any
+     * request's answer; it counted from the LISTEN's sending. */
+    s->last_activity = pgw_mono_now(s->px->loop);
     pgw_session_arm_timer(s);            /* idle again: client_idle_timeout */
     if (sub_empty(sub))
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */

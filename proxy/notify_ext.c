@@ -512,10 +512,11 @@ static bool parse_of_client_name(struct pgw_session *s)
 {
     struct fe_msg m;
     uint32_t pos = 0;
-    char key[NOTIFY_STMT_NAME_MAX + 1];
     const struct pgw_iobuf *b = s->cbuf;
-    return s->ps_client && fe_next(b, b->parsed, &m) > 0 && m.type == PGW_FE_PARSE &&
-           fe_key(s, &m, &pos, key) && key[0] && pgw_ps_client_has(s, key);
+    if (!s->ps_client || fe_next(b, b->parsed, &m) <= 0 || m.type != PGW_FE_PARSE)
+        return false;
+    const char *name = fe_str(&m, &pos);
+    return name && *name && pgw_ps_client_has(s, name);
 }
 
 int pgw_notify_ext_batch(struct pgw_session *s)

@@ -483,9 +483,11 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     return true;
 }
 
-bool pgw_ps_client_has(struct pgw_session *s, const char *key)
+bool pgw_ps_client_has(struct pgw_session *s, const char *name)
 {
-    return client_find(s, key) != NULL;
+    ps_key nkey;
+    const char *key = *name ? name_key(s, name, nkey) : NULL;
+    return key && client_find(s, key) != NULL;
 }
 
 bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql)
@@ -2251,13 +2253,14 @@ static bool parse_queued(const struct pgw_session *s, const struct ps_stmt *st, 
  * came, so it did not fail): it has no prepared statements left, and the
  * client none of its names -- but for Parses sent after it, which the
  * server runs later. */
-/* Is the i-th entry's statement, under its client name, one a Parse
- * queued ahead of it made? */
+/* Was the i-th entry's client name made again by a Parse queued ahead of
+ * it (behind the DEALLOCATE ALL)?  By name: a Bind between them may have
+ * moved the name to another statement (on_named), the Close's. */
 static bool parsed_ahead(const struct ps_queue *q, uint32_t i, const struct qent *c)
 {
     for (uint32_t j = 0; j < i; j++) {
         const struct qent *x = &q->e[(q->head + j) % q->cap];
-        if (x->type == PGW_FE_PARSE && x->stmt == c->stmt && !x->dealloc && x->cname &&
+        if (x->type == PGW_FE_PARSE && !x->dealloc && x->cname &&
             strcmp(x->cname, c->cname) == 0)
             return true;
     }

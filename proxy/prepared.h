@@ -80,9 +80,9 @@ bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsign
  * sends it there first).  Nothing when the client has a statement of that
  * name already; false when out of memory. */
 bool pgw_ps_adopt(struct pgw_session *s, const char *key, const char *sql);
-/* Does the client have a prepared statement under key (a statement name
- * as pgw_notify_stmt_key files it)? */
-bool pgw_ps_client_has(struct pgw_session *s, const char *key);
+/* Does the client have a prepared statement of that name (as the client
+ * sent it; filed as name_key files it)? */
+bool pgw_ps_client_has(struct pgw_session *s, const char *name);
 /* The statement the client calls `name`, with its text and the name it has
  * on servers; NULL when the client has none by that name.  It lives while
  * the client's name does. */

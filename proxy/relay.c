@@ -1432,6 +1432,10 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     n->pipe_stmt = NULL;
     n->state = PGW_SS_LINKED;
     n->query_start = pgw_mono_now(loop);
+    /* Its answer may be in the server's buffer already, read with the
+     * one ahead's (in that session's read, which counted as that one's
+     * activity): client_idle_timeout counted from its query's sending. */
+    n->last_activity = n->query_start;
     pgw_session_arm_timer(n);
     pipe_cancel_due(n);
     if (n->state != PGW_SS_LINKED)

@@ -306,7 +306,7 @@ int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen)
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
         return ctx_fail(NULL, err, errlen, "%s", "cannot make a TLS context");
-    /* (libpq is told never to ask either: main.c) */
+    /* (libpq is told never to ask either: pool/set.c) */
     bool asked = false;
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);

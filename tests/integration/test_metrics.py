@@ -274,7 +274,7 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertTrue(head.endswith(b"\r\n\r\n"), "HEAD has a body")
         big = raw_request(port, b"GET /metrics HTTP/1.0\r\nX-Pad: " + b"a" * 20000)
         self.assertTrue(big.startswith(b"HTTP/1.0 431"), big[:40])
-        bad = raw_request(port, b"\r\n\r\n")
+        bad = raw_request(port, b" /metrics\r\n\r\n")          # no method
         self.assertTrue(bad.startswith(b"HTTP/1.0 400"), bad[:40])
         # a HEAD's 404 has no body either; a method too long to hold is a
         # malformed request (it was cut at 15 characters: 405), so is a

@@ -1788,6 +1788,31 @@ class TestQueryTimeoutOnTheListeningServer(NotifyCase):
         self.assertEqual([x[1:] for x in read_notifications(c, 1)], [("pgw_stuck", "again")])
 
 
+class TestIdleAfterAWaitingListen(NotifyCase):
+    """A LISTEN that waited for a server (every one busy) was taken for
+    idle time: client_idle_timeout counted from its sending, so the
+    client was closed (08P01) the moment its answer came, though it had
+    been waiting, not idle (PgBouncer answers the LISTEN and goes on)."""
+
+    def test_idle_counts_from_the_listens_answer(self):
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "client_idle_timeout": "1s",
+            "query_wait_timeout": "60s"})
+        a, c, b = login(self, self.px), login(self, self.px), login(self, self.px)
+        for h in (a, c):
+            h.sendall(hz.query_msg("begin; select pg_sleep(1.5) /* pgw_hold_pool */; commit"))
+        pt.wait_until(lambda: self.pg.queries_running("pgw_hold_pool") == 2, 20,
+                      what="the pool's two servers held")
+        rows, errs = hz.simple_query(b, "listen pgw_idle_wait")    # waits ~1.5 s
+        self.assertEqual(errs, [])
+        hz.read_until_ready(a)
+        hz.read_until_ready(c)
+        # idle for a second from the answer: nothing comes in half of it
+        # (the FATAL came at once, its deadline long past)
+        self.assertEqual(select.select([b], [], [], 0.5)[0], [], "closed as idle at its answer")
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+
+
 class CutAfterAnswer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with

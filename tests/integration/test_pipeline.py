@@ -71,6 +71,27 @@ class TestPipeline(pt.AppRoleTestCase):
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
             "metrics_port": "auto", "query_wait_timeout": "60s"})
 
+    def test_a_queued_client_is_idle_from_its_answer(self):
+        # Queued behind a query on the pool's one server, the client's
+        # answer came in the same read as the end of the one ahead (handed
+        # over with the server): client_idle_timeout counted from its
+        # query's sending, and closed it (08P01) right after the answer.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "client_idle_timeout": "1s", "query_wait_timeout": "60s"})
+        a, b = (socket.create_connection((px.host, px.port), timeout=20) for _ in range(2))
+        for c in (a, b):
+            self.addCleanup(c.close)
+            hz.sync_login(c, self.user, self.db, self.password)
+        a.sendall(hz.query_msg("select pg_sleep(1.5) /* pgw_pipe_ahead */"))
+        pt.wait_until(lambda: self.running("pgw_pipe_ahead"), 20, what="the query ahead")
+        self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))   # queued: ~1.5 s
+        hz.read_until_ready(a)
+        # idle for a second from the answer: nothing comes in half of it
+        # (the FATAL came at once, its deadline long past)
+        self.assertEqual(select.select([b], [], [], 0.5)[0], [], "closed as idle at its answer")
+        self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
+
     async def conn(self, px=None, **params):
         px = px or self.px
         return await hz.RawConn.connect(px.host, px.port, self.user, self.db,

@@ -1629,6 +1629,13 @@ static void test_validation(void **state)
     load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = 10.0.0.5, *\nlisten_port = 7000\n"
               "metrics_port = 7000\n", &d, 1);
     pgw_conf_diag_free(&d);
+    /* a name (localhost binds ::1 too), another spelling of one address */
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = localhost\nlisten_port = 7000\n"
+              "metrics_addr = ::1\nmetrics_port = 7000\n", &d, 1);
+    pgw_conf_diag_free(&d);
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = 0:0::1\nlisten_port = 7000\n"
+              "metrics_addr = ::1\nmetrics_port = 7000\n", &d, 1);
+    pgw_conf_diag_free(&d);
     /* other addresses on one port bind: fine */
     struct pgw_config *ok = load_ok("[pgwharf]\nauth_type = trust\nlisten_addr = 10.0.0.5\n"
                                     "listen_port = 7000\nmetrics_port = 7000\n", &d);
