@@ -1380,6 +1380,10 @@ void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
     h->asking = s;
     hub_kick(h);          /* may answer at once (a failed acquire) */
     h->asking = was;
+    /* Waiting now: query_timeout, not client_idle_timeout, runs (its
+     * deadline counts the wait for the hub's server: session.c). */
+    if (s->state != PGW_SS_CLOSING && s->notify && s->notify->waiting)
+        pgw_session_arm_timer(s);
 }
 
 bool pgw_notify_may_be_listen(const char *sql, size_t n)

@@ -282,7 +282,12 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
         /* Waiting for its lone LISTEN's answer from the pool's listening
          * server is no idleness: query_timeout runs there instead. */
         if (pgw_notify_waiting(s)) {
-            ev_tstamp sent = s->query_timeout > 0 ? pgw_notify_sent_at(s) : 0;
+            /* from its sending to the listening server, or (as a query's
+             * wait in the pool's queue) from when it began to wait for
+             * that server */
+            ev_tstamp sent = s->query_timeout > 0 ? pgw_notify_sent_at(s) : 0, since = 0;
+            if (s->query_timeout > 0 && sent == 0 && pgw_notify_waits_for_server(s, &since))
+                sent = since;
             *what = TO_QUERY;
             return sent > 0 ? sent + s->query_timeout : 0;
         }

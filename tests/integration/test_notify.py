@@ -1813,6 +1813,28 @@ class TestIdleAfterAWaitingListen(NotifyCase):
         self.assertEqual(hz.simple_query(b, "select 2"), ([[b"2"]], []))
 
 
+class TestQueryTimeoutOfAListenWaitingForAServer(NotifyCase):
+    """query_timeout counts a query's wait in the pool's queue; a lone
+    LISTEN waiting for a server (every one busy) for the pool's listening
+    server waited past it, as long as the servers stayed busy (with
+    query_wait_timeout = 0, for ever).  PgBouncer ends both at
+    query_timeout."""
+
+    def test_a_waiting_listen_ends_at_query_timeout(self):
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "query_timeout": "1s",
+            "query_wait_timeout": "0"})
+        holders = [login(self, self.px) for _ in range(2)]
+        for h in holders:                # open transactions: the servers held, nothing runs
+            self.assertEqual(hz.simple_query(h, "begin"), ([], []))
+            self.assertEqual(hz.simple_query(h, "select 1"), ([[b"1"]], []))
+        b = login(self, self.px)
+        b.sendall(hz.query_msg("listen pgw_wait_timeout"))
+        assert_ended(self, b, "57014", "query timeout")
+        for h in holders:                # still theirs
+            self.assertEqual(hz.simple_query(h, "commit"), ([], []))
+
+
 class CutAfterAnswer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with
