@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 enum pgw_pool_mode {
     PGW_POOL_SESSION,
@@ -366,6 +367,9 @@ bool pgw_conf_key_fixed(const char *key);
 int pgw_conf_log_level(const struct pgw_config *cfg);
 /* unix_socket_mode as a number, or -1 when it is not octal 0000-0777. */
 int pgw_conf_unix_socket_mode(const struct pgw_config *cfg);
+/* unix_socket_group's group id into *gid: 1, or 0 when none is set, -1
+ * when no group has that name. */
+int pgw_conf_unix_socket_gid(const struct pgw_config *cfg, gid_t *gid);
 /* For a reload: give cfg the running values of the fixed keys, as PgBouncer
  * does, calling changed (may be NULL) for each one the file changed (values
  * as SHOW CONFIG writes them).  0 or PGW_ENOMEM. */

@@ -7,6 +7,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/netaddr.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,6 +18,7 @@
 #include <strings.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <grp.h>
 #include <sys/un.h>
 
 /* Report at the line where general key `name` was set; when it kept its
@@ -292,37 +294,14 @@ static bool addr_any(const char *a)
     return !*a || strcmp(a, "*") == 0 || strcmp(a, "0.0.0.0") == 0 || strcmp(a, "::") == 0;
 }
 
-/* a numeric address (brackets around an IPv6 one allowed) into out */
-static bool addr_numeric(const char *a, unsigned char out[16], int *family)
-{
-    char buf[64];
-    size_t n = strlen(a);
-    if (n >= sizeof(buf))
-        return false;
-    if (n >= 2 && a[0] == '[' && a[n - 1] == ']')
-        snprintf(buf, sizeof(buf), "%.*s", (int)(n - 2), a + 1);
-    else
-        snprintf(buf, sizeof(buf), "%s", a);
-    memset(out, 0, 16);
-    if (inet_pton(AF_INET, buf, out) == 1) {
-        *family = AF_INET;
-        return true;
-    }
-    if (inet_pton(AF_INET6, buf, out) == 1) {
-        *family = AF_INET6;
-        return true;
-    }
-    return false;
-}
-
 /* May a listener on a and the metrics endpoint on b take one address?  A
  * name (localhost too: it may bind 127.0.0.1 and ::1) may resolve to the
  * other: yes, as for a wildcard; two numeric ones only when equal. */
 static bool addr_same(const char *a, const char *b)
 {
-    unsigned char x[16], y[16];
+    uint8_t x[16], y[16];
     int fx, fy;
-    if (!addr_numeric(a, x, &fx) || !addr_numeric(b, y, &fy))
+    if (!pgw_addr_numeric(a, true, &fx, x) || !pgw_addr_numeric(b, true, &fy, y))
         return true;
     return fx == fy && memcmp(x, y, 16) == 0;
 }
@@ -440,6 +419,26 @@ int pgw_conf_unix_socket_mode(const struct pgw_config *cfg)
     if (end == p || *end || errno == ERANGE || mode < 0 || mode > 0777)
         return -1;
     return (int)mode;
+}
+
+/* As PgBouncer: a number >= 0 is a group id, anything else a group's
+ * name (looked up: the start and --check both read it here). */
+int pgw_conf_unix_socket_gid(const struct pgw_config *cfg, gid_t *gid)
+{
+    const char *g = cfg->unix_socket_group;
+    if (!*g)
+        return 0;
+    char *end;
+    long num = strtol(g, &end, 10);
+    if (*end == '\0' && num >= 0) {
+        *gid = (gid_t)num;
+        return 1;
+    }
+    struct group *gr = getgrnam(g);
+    if (!gr)
+        return -1;
+    *gid = gr->gr_gid;
+    return 1;
 }
 
 int pgw_conf_validate(struct pgw_config *cfg, struct pgw_conf_diag *diag)

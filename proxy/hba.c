@@ -20,6 +20,7 @@
 #include "common/array.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/netaddr.h"
 
 #define HBA_MAX_FILE (16 * 1024 * 1024)
 
@@ -498,30 +499,6 @@ static bool parse_list(struct report *r, const struct field *f, bool is_db, stru
     return true;
 }
 
-/* Parse an address (no mask) into family/bytes, as PostgreSQL does
- * (getaddrinfo with AI_NUMERICHOST: "127.1" too, an IPv6 zone such as
- * "fe80::1%lo" accepted and not compared).  Numeric only: no look-up. */
-static bool parse_ip(const char *s, int *family, uint8_t out[16])
-{
-    memset(out, 0, 16);
-    struct addrinfo hints = { .ai_flags = AI_NUMERICHOST, .ai_family = AF_UNSPEC };
-    struct addrinfo *res = NULL;
-    if (!*s || getaddrinfo(s, NULL, &hints, &res) != 0 || !res)
-        return false;
-    bool ok = true;
-    if (res->ai_family == AF_INET) {
-        memcpy(out, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
-        *family = AF_INET;
-    } else if (res->ai_family == AF_INET6) {
-        memcpy(out, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
-        *family = AF_INET6;
-    } else {
-        ok = false;
-    }
-    freeaddrinfo(res);
-    return ok;
-}
-
 static bool mask_from_bits(const char *bits, int family, uint8_t mask[16])
 {
     int max = family == AF_INET ? 32 : 128;
@@ -568,7 +545,7 @@ static bool parse_address(struct report *r, const struct record *rec, int at,
     char *slash = strchr(buf, '/');
     if (slash)
         *slash = '\0';
-    if (!parse_ip(buf, &rule->family, rule->addr)) {
+    if (!pgw_addr_numeric(buf, false, &rule->family, rule->addr)) {
         if (slash || strlen(t->s) >= sizeof(buf) || strchr(t->s, ':')) {
             report(r, true, "invalid IP address \"%s\"", t->s);
             return false;
@@ -592,7 +569,7 @@ static bool parse_address(struct report *r, const struct record *rec, int at,
     }
     const struct field *mf = &rec->fields[at + 1];
     int mfamily;
-    if (mf->n != 1 || !parse_ip(mf->toks[0].s, &mfamily, rule->mask)) {
+    if (mf->n != 1 || !pgw_addr_numeric(mf->toks[0].s, false, &mfamily, rule->mask)) {
         report(r, true, "invalid IP mask \"%s\"", mf->toks[0].s);
         return false;
     }

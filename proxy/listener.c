@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <pwd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -381,21 +380,14 @@ static int unix_socket_access(const struct pgw_config *cfg, const char *path, ch
             return -1;
         }
     }
-    if (*cfg->unix_socket_group) {
-        char *end;
-        long num = strtol(cfg->unix_socket_group, &end, 10);
-        gid_t gid;
-        if (*end == '\0' && num >= 0) {
-            gid = (gid_t)num;
-        } else {
-            struct group *gr = getgrnam(cfg->unix_socket_group);
-            if (!gr) {
-                snprintf(errbuf, errlen, "unix_socket_group \"%s\": no such group",
-                         cfg->unix_socket_group);
-                return -1;
-            }
-            gid = gr->gr_gid;
-        }
+    gid_t gid;
+    int has_group = pgw_conf_unix_socket_gid(cfg, &gid);
+    if (has_group < 0) {
+        snprintf(errbuf, errlen, "unix_socket_group \"%s\": no such group",
+                 cfg->unix_socket_group);
+        return -1;
+    }
+    if (has_group > 0) {
         if (chown(path, (uid_t)-1, gid) < 0) {
             snprintf(errbuf, errlen, "unix_socket_group \"%s\": cannot chown %s: %s",
                      cfg->unix_socket_group, path, strerror(errno));

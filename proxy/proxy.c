@@ -7,7 +7,6 @@
 #include "proxy/admin_int.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <netdb.h>
 #include <pwd.h>
@@ -666,13 +665,11 @@ static int check_names(const struct pgw_config *cfg, FILE *err)
     if (*cfg->user && !getpwnam(cfg->user))
         fprintf(err, "%s: user \"%s\": no such user\n",
                 pgw_conf_where(cfg, "user", where, sizeof(where)), cfg->user), problems++;
-    /* as the start reads it (listener.c): a number, or a group's name */
-    const char *grp = cfg->unix_socket_group;
-    char *end;
-    long num = *grp ? strtol(grp, &end, 10) : 0;
-    if (*cfg->unix_socket_dir && *grp && !(*end == '\0' && num >= 0) && !getgrnam(grp))
+    gid_t gid;
+    if (*cfg->unix_socket_dir && pgw_conf_unix_socket_gid(cfg, &gid) < 0)
         fprintf(err, "%s: unix_socket_group \"%s\": no such group\n",
-                pgw_conf_where(cfg, "unix_socket_group", where, sizeof(where)), grp), problems++;
+                pgw_conf_where(cfg, "unix_socket_group", where, sizeof(where)),
+                cfg->unix_socket_group), problems++;
     return problems;
 }
 
