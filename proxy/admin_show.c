@@ -186,6 +186,22 @@ static void sockaddr_text(const struct sockaddr_storage *ss, char *host, size_t 
     }
 }
 
+/* The address a server socket is connected to, when it is a TCP one: an
+ * entry's host given as a name shows the address it reached, as PgBouncer
+ * shows it.  false (host/port untouched) otherwise: not connected yet, or
+ * a Unix socket ("unix" and the configured port, from the address). */
+static bool peer_address(int fd, char *host, size_t hostlen, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return false;
+    sockaddr_text(&ss, host, hostlen, port);
+    return true;
+}
+
 static void local_address(int fd, char *host, size_t hostlen, int *port)
 {
     struct sockaddr_storage ss;
@@ -580,7 +596,8 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     memset(&bi, 0, sizeof(bi));
     if (srv->backend)
         pgw_backend_get_info(srv->backend, &bi);
-    split_address(bi.address ? bi.address : "", host, sizeof(host), &port);
+    if (!peer_address(pgw_server_socket(srv), host, sizeof(host), &port))
+        split_address(bi.address ? bi.address : "", host, sizeof(host), &port);
     local_address(pgw_server_socket(srv), laddr, sizeof(laddr), &lport);
     /* One still logging in: since it started, as PgBouncer shows it. */
     ev_tstamp since = srv->connect_time > 0 ? srv->connect_time : srv->start_time;
