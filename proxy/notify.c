@@ -1375,6 +1375,7 @@ void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
     r->s = s;
     s->notify->waiting = true;
     s->notify->wait_since = pgw_mono_now(s->px->loop);
+    s->wait_notified = false;           /* query_wait_notify: once per wait */
     req_push(h, r);
     struct pgw_session *was = h->asking;   /* another's, answered from a kick */
     h->asking = s;

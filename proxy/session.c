@@ -284,12 +284,18 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
         if (pgw_notify_waiting(s)) {
             /* from its sending to the listening server, or (as a query's
              * wait in the pool's queue) from when it began to wait for
-             * that server */
+             * that server; while it waits there, query_wait_notify's
+             * notice as for a query waiting for a server */
             ev_tstamp sent = s->query_timeout > 0 ? pgw_notify_sent_at(s) : 0, since = 0;
-            if (s->query_timeout > 0 && sent == 0 && pgw_notify_waits_for_server(s, &since))
+            bool queued = pgw_notify_waits_for_server(s, &since);
+            ev_tstamp at = 0;
+            if (queued && cfg->query_wait_notify > 0 && !s->wait_notified) {
+                *what = TO_WAIT_NOTIFY;
+                at = since + cfg->query_wait_notify;
+            }
+            if (s->query_timeout > 0 && sent == 0 && queued)
                 sent = since;
-            *what = TO_QUERY;
-            return sent > 0 ? sent + s->query_timeout : 0;
+            return earlier(at, what, sent > 0 ? sent + s->query_timeout : 0, TO_QUERY);
         }
         *what = TO_IDLE;
         return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
@@ -456,7 +462,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (!pgw_session_send(s, &b))
             pgw_session_close(s, "53200", "out of memory");
         pgw_wbuf_deinit(&b);
-        if (s->state == PGW_SS_WAIT_SERVER)
+        if (s->state == PGW_SS_WAIT_SERVER || pgw_notify_waiting(s))
             pgw_session_arm_timer(s);       /* query_timeout still runs */
         break;
     }

@@ -1835,6 +1835,39 @@ class TestQueryTimeoutOfAListenWaitingForAServer(NotifyCase):
             self.assertEqual(hz.simple_query(h, "commit"), ([], []))
 
 
+    def test_a_waiting_listen_gets_the_query_wait_notify_notice(self):
+        # As a query waiting for a server (PgBouncer queues a LISTEN as any
+        # query): one NOTICE after query_wait_notify, the wait goes on, and
+        # a client whose query waited before gets it again for its LISTEN's
+        # wait.  It got none.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "query_wait_notify": "300ms",
+            "query_wait_timeout": 120})
+        holders = [login(self, px) for _ in range(2)]
+        for h in holders:                # open transactions: the servers held
+            self.assertEqual(hz.simple_query(h, "begin"), ([], []))
+            self.assertEqual(hz.simple_query(h, "select 1"), ([[b"1"]], []))
+        c = login(self, px)
+        port = c.getsockname()[1]
+        for sql, answer in (("select 1", [b"T", b"D", b"C", b"Z"]),
+                            ("listen pgw_wait_notice", [b"C", b"Z"])):
+            c.sendall(hz.query_msg(sql))
+            t, body = hz.recv_msg(c)
+            self.assertEqual(t, b"N", sql)
+            self.assertEqual(hz.parse_fields(body)["M"], "No server connection available in "
+                             "postgres backend, client being queued")
+            # still waiting well past three more periods: no second notice
+            pt.wait_until(lambda: [int(r["wait"]) for r in px.show("CLIENTS")
+                                   if int(r["port"]) == port] == [1], 20,
+                          what="a wait of a second")
+            self.assertEqual(hz.simple_query(holders[0], "commit"), ([], []))
+            self.assertEqual([t for t, _ in hz.read_until_ready(c)], answer, sql)
+            if sql == "select 1":        # both held again
+                self.assertEqual(hz.simple_query(holders[0], "begin"), ([], []))
+                self.assertEqual(hz.simple_query(holders[0], "select 1"), ([[b"1"]], []))
+        self.assertEqual(hz.simple_query(holders[1], "commit"), ([], []))
+
+
 class CutAfterAnswer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with
