@@ -103,6 +103,15 @@ int pgw_log_level_parse(const char *name)
     return -1;
 }
 
+/* A character a log line must not carry as it is: C0 controls, DEL, the C1
+ * controls (NEL, U+0085, among them) and U+2028/U+2029, which some log
+ * viewers take for the end of a line. */
+static bool log_unsafe(uint32_t cp)
+{
+    return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 ||
+           cp == 0x2029;
+}
+
 const char *pgw_log_quote(char *buf, size_t size, const char *value)
 {
     if (!value)
@@ -110,11 +119,11 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
     int plain = *value != '\0';
     uint32_t cp;
     for (const char *p = value; *p && plain; p++) {
-        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20) {
+        if (*p == ' ' || *p == '"' || *p == '=' || *p == '\\' || log_unsafe((unsigned char)*p)) {
             plain = 0;
         } else if ((unsigned char)*p >= 0x80) {
             size_t n = pgw_utf8_decode((const unsigned char *)p, &cp);
-            if (n == 0)
+            if (n == 0 || log_unsafe(cp))
                 plain = 0;
             else
                 p += n - 1;
@@ -148,15 +157,27 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
             buf[o++] = 'n';
         } else if (c < 0x20) {
             buf[o++] = ' ';
+        } else if (c == 0x7f) {
+            if (o + 6 > size)
+                break;
+            snprintf(buf + o, 5, "\\x%02X", c);
+            o += 4;
         } else if (c >= 0x80) {
             /* A client's name need not be UTF-8: bytes that are not go
-             * out as \xNN, so that the log stays UTF-8 (log shippers). */
+             * out as \xNN, so that the log stays UTF-8 (log shippers);
+             * a C1 control or line separator as \uNNNN. */
             size_t n = pgw_utf8_decode((const unsigned char *)p, &cp);
             if (n == 0) {
                 if (o + 6 > size)
                     break;
                 snprintf(buf + o, 5, "\\x%02X", c);
                 o += 4;
+            } else if (log_unsafe(cp)) {
+                if (o + 8 > size)
+                    break;
+                snprintf(buf + o, 7, "\\u%04X", (unsigned)cp);
+                o += 6;
+                p += n - 1;
             } else {
                 if (o + n + 2 > size)
                     break;               /* no character cut in two */

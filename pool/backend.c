@@ -292,6 +292,8 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_h
         return NULL;
     be->set = set;
     be->refs = 1;
+    pgw_list_init(&be->node);    /* (unlinked: pgw_backend_free on a failed strdup) */
+    ev_init(&be->wake, wake_cb);
     be->address = strdup(address);
     be->port = strdup(port);
     bool name = !host_is_literal(host);
@@ -300,7 +302,6 @@ struct pgw_backend *pgw_backend_get(struct pgw_pool_set *set, const struct pgw_h
         pgw_backend_free(be);
         return NULL;
     }
-    ev_init(&be->wake, wake_cb);
     pgw_breaker_init(&be->breaker, set->cfg->breaker_threshold, set->cfg->breaker_cooldown,
                      set->cfg->breaker_max_cooldown);
     pgw_bucket_init(&be->bucket, set->cfg->server_connect_rate, set->cfg->server_connect_burst,

@@ -8,6 +8,8 @@ static double bucket_burst(double rate, int burst)
 {
     if (burst > 0)
         return burst;
+    if (rate >= 2147483647.0)   /* (past int: the cast is undefined) */
+        return 2147483647.0;
     return rate > 1 ? (double)(int)rate : 1;
 }
 

@@ -182,9 +182,17 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
                             strcmp(db->user, pool->user) != 0;
     pool->autodb = strcmp(db->name, "*") == 0;
     char *old_cq = pool->connect_query;
+    enum pgw_pool_mode old_mode = pool->mode;
     pool->connect_query = NULL;           /* apply_settings frees it otherwise */
     apply_settings(pool, db);
     bool cq_changed = !same_text(old_cq, pool->connect_query);
+    /* Made session mode by a reload: the servers went back to the pool
+     * without server_reset_query, as transaction and statement mode give
+     * them back (a client's temp tables, locks, SETs still on them), and a
+     * session client would keep what it finds; PgBouncer had reset them at
+     * each client's end.  They reconnect. */
+    bool dirty = pool->signature && old_mode != PGW_POOL_SESSION &&
+                 pool->mode == PGW_POOL_SESSION;
     free(old_cq);
     if (cq_changed)
         pool->cq_params.n = 0;        /* the new one's are read at its servers' logins */
@@ -195,7 +203,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
         free(sig);
         if (cq_changed)
             pgw_pool_settings_changed(pool);   /* a refusal of the old one */
-        return cq_changed;
+        return cq_changed || dirty;
     }
     bool first = pool->signature == NULL;
     /* Without its hosts the entry is not taken (the signature stays: the

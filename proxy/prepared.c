@@ -161,6 +161,7 @@ struct qent {
     struct ps_stmt *prev;        /* a client's Parse taking a name such a drop in its
                                   * batch frees: what the name was, back if the drop
                                   * did not run (undo_parse; on_discard clears it) */
+    bool maybe;                  /* a Sync a failed COPY may have read (maybe_resolve) */
 };
 
 struct ps_queue {
@@ -190,6 +191,13 @@ struct ps_queue {
     bool drop_armed;             /* a DEALLOCATE ALL / DISCARD ALL Parsed or Bound: the
                                   * next Execute of the batch runs it (drops) */
     uint32_t drops;              /* entries queued with drops */
+    /* A COPY FROM STDIN that failed (its ErrorResponse) read the Syncs sent
+     * among its data before the failure and ignored them, and the rest
+     * were answered: which, only the server knew (the row that failed).
+     * They are `maybe` entries until what the server sends next tells
+     * (maybe_resolve); `credit` counts those a ReadyForQuery was taken
+     * for while it may have answered a later lone Sync. */
+    uint32_t maybe, credit;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -632,6 +640,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->copies = 0;
     x->drops = false;
     x->prev = NULL;
+    x->maybe = false;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
         x->drops = true;
         q->drops++;
@@ -676,6 +685,7 @@ static void q_pop(struct pgw_session *s)
     free(x->cname);
     q->syncs -= x->type == PGW_FE_SYNC;
     q->drops -= x->drops;
+    q->maybe -= x->maybe;
     q->pending_execs -= x->execs;
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -684,6 +694,12 @@ static void q_pop(struct pgw_session *s)
 bool pgw_ps_idle(const struct pgw_session *s)
 {
     return !q_head(s);
+}
+
+bool pgw_ps_unsure(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && (q->maybe > 0 || q->credit > 0);
 }
 
 uint32_t pgw_ps_backlog(const struct pgw_session *s)
@@ -697,6 +713,7 @@ void pgw_ps_link(struct pgw_session *s)
         q_pop(s);
     if (s->ps_queue) {
         s->ps_queue->batch_execs = 0;
+        s->ps_queue->credit = 0;
         s->ps_queue->copy_open = s->ps_queue->copy_run = false;
         s->ps_queue->copy_bad = 0;
         s->ps_queue->syncs_read = 0;
@@ -1965,6 +1982,77 @@ static bool copy_done(struct pgw_session *s)
     return q->copy_bad != 0;
 }
 
+/* The Sync at the head got no ReadyForQuery (a COPY read it): gone, told
+ * to the relay as one a COPY read (pgw_ps_copy_syncs_read); the Executes
+ * it closed belong to the next request's. */
+static void head_sync_read(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    uint32_t carry = q_head(s)->execs;
+    q_pop(s);
+    q->syncs_read++;
+    for (uint32_t i = 0; carry && i < q->len; i++) {
+        struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->type == PGW_FE_SYNC || x->type == PGW_FE_QUERY ||
+            x->type == PGW_FE_FUNCTION_CALL) {
+            x->execs += carry;
+            q->pending_execs += carry;
+            return;
+        }
+    }
+    q->batch_execs += carry;
+}
+
+/* The failed COPY's ErrorResponse: the Syncs sent among its data (its
+ * window: the Syncs before any data went at its CopyInResponse) may have
+ * been read by it, ignored, or after its failure, answered. */
+static void copy_failed(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    for (uint32_t i = 1; i < q->len; i++) {
+        struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->copy_ends > q->win_ends)
+            break;
+        if (x->copy_ends == q->win_ends && x->type == PGW_FE_SYNC && !x->maybe) {
+            x->maybe = true;
+            q->maybe++;
+        }
+    }
+}
+
+/* A server message of `type` while maybe Syncs are at the head: those the
+ * COPY read come first, then those answered, each with a ReadyForQuery.
+ * So a ReadyForQuery there answers one (q_pop'd by the caller), and any
+ * reply of a later request (not a notice, ParameterStatus or
+ * notification, which come at any time) tells that the maybe Syncs left
+ * were read.  A ReadyForQuery taken for a maybe Sync may have been a later
+ * lone Sync's (the same bytes to the client): such a Sync at the head when
+ * a later request's reply comes was answered by it (credit).  Not when
+ * the type is unknown (0). */
+static void maybe_resolve(struct pgw_session *s, char type)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q || (q->maybe == 0 && q->credit == 0) || type == PGW_BE_NOTICE ||
+        type == PGW_BE_PARAM_STATUS || type == PGW_BE_NOTIFY)
+        return;
+    const struct qent *h;
+    while ((h = q_head(s))) {
+        if (h->maybe && type == PGW_BE_READY) {
+            q->credit++;
+            return;
+        }
+        if (h->maybe || (h->type == PGW_FE_SYNC && q->credit > 0 && type != PGW_BE_READY)) {
+            if (!h->maybe)
+                q->credit--;
+            head_sync_read(s);
+            continue;
+        }
+        break;
+    }
+    if (type != PGW_BE_READY)
+        q->credit = 0;
+}
+
 int pgw_ps_copy_syncs_read(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
@@ -2028,8 +2116,9 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
 
 /* ---- backend side ---- */
 
-bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type)
+bool pgw_ps_backend_wants_whole(struct pgw_session *s, char type)
 {
+    maybe_resolve(s, type);
     if (type == PGW_BE_ERROR || type == PGW_BE_PARSE_COMPLETE ||
         type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE ||
         type == PGW_BE_COMMAND_COMPLETE)           /* a few bytes: its tag */
@@ -2476,6 +2565,7 @@ static bool bind_error(struct pgw_session *s, const struct qent *h, uint32_t *to
 
 bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
 {
+    maybe_resolve(s, PGW_BE_ERROR);
     const struct qent *h = q_head(s);
     struct pgw_wire_err_fields f;
     if (h && h->bind_refused &&
@@ -2523,6 +2613,7 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
 
 bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
 {
+    maybe_resolve(s, type);
     struct qent *h = q_head(s);
     if (!h)
         return false;
@@ -2532,6 +2623,8 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     }
     if (type == PGW_BE_COMMAND_COMPLETE && s->ps_queue->copy_run && copy_done(s))
         return true;                             /* the client gets copy_refused's */
+    if (type == PGW_BE_ERROR && s->ps_queue->copy_run)
+        copy_failed(s);
     if (type == PGW_BE_ERROR || type == PGW_BE_READY)
         s->ps_queue->copy_open = s->ps_queue->copy_run = false;   /* the COPY is over */
     if (type == PGW_BE_ERROR) {

@@ -136,7 +136,7 @@ void pgw_ps_copy_sent(struct pgw_session *s, char type);
 int pgw_ps_copy_syncs_read(struct pgw_session *s);
 
 /* Does this backend message type need to be whole in the buffer? */
-bool pgw_ps_backend_wants_whole(const struct pgw_session *s, char type);
+bool pgw_ps_backend_wants_whole(struct pgw_session *s, char type);
 /* A backend message at sbuf->parsed (msg NULL: one passing through in
  * pieces, only its type and length known); returns true when it must be
  * dropped (a reply to an injected message).  May queue pgwharf's own answers to
@@ -156,6 +156,10 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total);
 void pgw_ps_emit(struct pgw_session *s);
 /* Nothing outstanding in the queue? */
 bool pgw_ps_idle(const struct pgw_session *s);
+/* Are Syncs outstanding that a failed COPY may or may not have answered
+ * (the count of ReadyForQuerys to come is unknown until the server sends
+ * more)?  A client gone then gets its server closed, not waited for. */
+bool pgw_ps_unsure(const struct pgw_session *s);
 /* Replies the session's queue still expects from its server. */
 uint32_t pgw_ps_backlog(const struct pgw_session *s);
 

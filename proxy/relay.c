@@ -539,8 +539,25 @@ static bool sync_params(struct pgw_session *s)
             /* Never set by the client: it has what a fresh server has.  A
              * parameter the server does not report may hold another
              * client's SET (or be unknown after server_reset_query). */
-            if (!have || param_reported(srv->pool, name))
+            if (!have)
                 continue;
+            if (param_reported(srv->pool, name)) {
+                /* In session mode (the welcome is still to come) the
+                 * server comes from server_reset_query, which need not
+                 * reset SETs (DEALLOCATE ALL, an empty one) and undoes
+                 * connect_query's (DISCARD ALL): what it reports may be
+                 * the last client's.  The client gets a fresh server's
+                 * value, as from PgBouncer.  (In the other modes the
+                 * welcome gave the client the pool's values: set.) */
+                const char *def = s->mode == PGW_POOL_SESSION
+                                      ? pgw_params_get(pgw_pool_defaults(srv->pool), name) : NULL;
+                if (!def || strcmp(have, def) == 0)
+                    continue;
+                set_config_query(&b, name, def, NULL, startup_bytes(srv->pool, name, def));
+                set[i] = def;
+                s->sync_order[queries++] = (uint8_t)i;
+                continue;
+            }
             /* A fresh server's is connect_query's, where it SET one. */
             const char *cq = pgw_params_get(pgw_pool_cq_params(srv->pool), name);
             if (cq && *have && strcmp(have, cq) == 0)
@@ -2393,7 +2410,7 @@ static bool eof_done(const struct pgw_session *s)
     /* The count of replies due may be high (count_high, track.h): the wait
      * for them could be for ever.  The session ends as it did before (the
      * server is closed; what was sent runs). */
-    if (s->track.count_high)
+    if (s->track.count_high || (s->ps_on && pgw_ps_unsure(s)))
         return true;
     /* The stream ended inside a batch with no Sync after it: the server
      * sends nothing more of it (it flushes at a Sync, or skips to one after

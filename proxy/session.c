@@ -658,10 +658,16 @@ void pgw_session_read_client(struct pgw_session *s)
     pgw_session_on_client_input(s);
 }
 
-static void send_simple_byte(struct pgw_session *s, char c)
+/* The one-byte answer to an SSLRequest or GSSENCRequest.  false when it
+ * could not be sent (the session is closed: the client would wait for it
+ * until client_login_timeout, for ever without one). */
+static bool send_simple_byte(struct pgw_session *s, char c)
 {
-    ssize_t w = cli_write(s, &c, 1);
-    (void)w;  /* a client that can't take one byte right after connecting is gone */
+    if (cli_write(s, &c, 1) == 1)
+        return true;
+    pgw_session_close(s, NULL, "could not send the answer to the encryption request: %s",
+                      strerror(errno));
+    return false;
 }
 
 static void negotiate_version(struct pgw_session *s, const struct pgw_startup *st)
@@ -874,8 +880,8 @@ static void handle_startup(struct pgw_session *s)
          * waits; pgwharf refuses at once). */
         if (b->sent != b->len) {
             bool ssl = st.kind == PGW_STARTUP_SSL;
-            if (!(ssl && pgw_tls_offered(s)))
-                send_simple_byte(s, 'N');
+            if (!(ssl && pgw_tls_offered(s)) && !send_simple_byte(s, 'N'))
+                return;
             s->close_detail = "This could be either a client-software bug or evidence of an "
                               "attempted man-in-the-middle attack.";
             pgw_session_close(s, "08P01", "received unencrypted data after %s",
@@ -894,11 +900,11 @@ static void handle_startup(struct pgw_session *s)
         s->ssl_asked = st.kind == PGW_STARTUP_SSL;
         s->gss_asked = st.kind == PGW_STARTUP_GSSENC;
         if (st.kind == PGW_STARTUP_SSL && pgw_tls_offered(s)) {
-            send_simple_byte(s, 'S');
-            pgw_tls_accept(s);
+            if (send_simple_byte(s, 'S'))
+                pgw_tls_accept(s);
             return;
         }
-        send_simple_byte(s, 'N');
+        (void)send_simple_byte(s, 'N');
         return;
     case PGW_STARTUP_CANCEL:
         s->state = PGW_SS_CANCEL;

@@ -182,6 +182,22 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->sync_out -= back;
         if (t->sync_out < 0)
             t->sync_out = 0;
+        if (back > 0) {
+            /* Those Syncs were the COPY's: the Execute's batch is open
+             * again, its reply (CommandComplete, or the error a CopyFail
+             * gets, after which the server skips to the next Sync) still
+             * to come.  A Query sent before that Sync is a mixed one,
+             * skipped if the COPY fails: counted as sent, it was waited
+             * for for ever, the client gone too. */
+            t->ext_open = (int)t->ext_done + 1;   /* (replies in so far, and its own) */
+            t->fe_open++;
+            /* With nothing else outstanding the numbers are certain again
+             * (the CopyInResponse made them unsure: mixed_off). */
+            if (t->sync_out == 0) {
+                t->mixed_off = t->count_high = false;
+                t->nmixed = 0;
+            }
+        }
         t->sync_exec = 0;
         t->exec_last = t->copy_in = false;
         return false;

@@ -560,8 +560,7 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         # A connect_query SET of a reported parameter is the pool's default:
         # in transaction mode pgwharf must not SET it back to what the
         # server reported before the connect_query ran, on the first
-        # client nor on later ones.  (In session mode server_reset_query,
-        # DISCARD ALL, undoes it for later clients, as with PgBouncer.)
+        # client nor on later ones.  (Session mode: below.)
         dbs = {"cq": self.pg.conn_string(self.pg.database,
                                          connect_query="SET TimeZone = 'Asia/Tokyo'")}
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1},
@@ -609,6 +608,70 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
             self.assertEqual(one(conn, "show statement_timeout"), "0")
         finally:
             conn.close()
+
+    def test_a_session_client_gets_a_fresh_servers_parameters(self):
+        # A session client that never SET a tracked parameter got what its
+        # server held after server_reset_query: the last client's values
+        # with a reset query that keeps SETs, and the database's instead of
+        # connect_query's after DISCARD ALL.  PgBouncer gives it the pool's
+        # (a fresh server's) values, as pgwharf's transaction mode does.
+        q = ("select current_setting('TimeZone'), current_setting('DateStyle'), "
+             "current_setting('standard_conforming_strings')")
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 1,
+                                          "server_reset_query": "DEALLOCATE ALL"})
+        fresh = px.psql(q)
+        a = connect(px)
+        for sql in ("set timezone = 'America/New_York'", "set datestyle = 'SQL, DMY'",
+                    "set standard_conforming_strings = off"):
+            execute(a, sql)
+        a.close()
+        b = connect(px)
+        self.addCleanup(b.close)
+        with b.cursor() as cur:
+            cur.execute(q)
+            self.assertEqual("|".join(cur.fetchone()), fresh)
+        self.assertEqual((b.get_parameter_status("TimeZone"), b.get_parameter_status("DateStyle")),
+                         tuple(fresh.split("|")[:2]))
+        px.stop()
+        dbs = {"cq": self.pg.conn_string(self.pg.database,
+                                         connect_query="SET TimeZone = 'Asia/Tokyo'")}
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 1},
+                                databases=dbs)
+        pids = set()
+        for i in range(3):
+            c = connect(px, db="cq")
+            try:
+                self.assertEqual(c.get_parameter_status("TimeZone"), "Asia/Tokyo")
+                self.assertEqual(one(c, "show timezone"), "Asia/Tokyo")
+                pids.add(one(c, "select pg_backend_pid()"))
+            finally:
+                c.close()
+        self.assertEqual(len(pids), 1)       # one server, reset (DISCARD ALL) between
+
+    def test_a_reload_into_session_mode_gives_clean_servers(self):
+        # Transaction mode gives servers back without server_reset_query;
+        # made session mode by a reload, the pool lent them as they were: a
+        # session client found the last client's SETs, temp table and
+        # advisory lock.  They reconnect now (PgBouncer had reset them).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        a = connect(px)
+        a.autocommit = True
+        for sql in ("set work_mem = '55MB'", "create temp table pgw_reload_tmp (n int)",
+                    "select pg_advisory_lock(7)"):
+            execute(a, sql)
+        pid = one(a, "select pg_backend_pid()")
+        a.close()
+        px.settings["pool_mode"] = "session"
+        reloads = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+        b = connect(px)
+        self.addCleanup(b.close)
+        self.assertEqual(one(b, "show work_mem"), "4MB")
+        self.assertEqual(one(b, "select count(*) from pg_class where relname = 'pgw_reload_tmp'"),
+                         0)
+        self.assertEqual(one(b, "select count(*) from pg_locks where locktype = 'advisory'"), 0)
+        self.assertNotEqual(one(b, "select pg_backend_pid()"), pid)
 
     def test_tracked_parameters_follow_client_to_another_server(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})

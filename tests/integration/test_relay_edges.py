@@ -277,6 +277,137 @@ def login(test, px, **params):
     return s
 
 
+class TestSyncsAndEndsOfAFailingCopy(pt.PgwharfTestCase):
+    """COPY FROM STDIN that fails, with a Sync among its data or a Query
+    after its end and no Sync between (one server, so the next client
+    gets the very same one).
+
+    - A Sync among the data of a COPY that then fails on a row: PostgreSQL
+      ignores it when the COPY reads it, and answers it when the COPY
+      failed before (which, only the server knows: the row that failed).
+      With max_prepared_statements above 0 (the default) pgwharf took it
+      for answered: the replies of its own Describe reached the client,
+      the next request waited for ever, and after the client left its
+      server stayed linked to it (the next client waited, shutdown too).
+    - CopyFail, then a Query with no Sync, in an extended-protocol COPY:
+      the server skips the Query (it skips to the next Sync after the
+      error), but with max_prepared_statements = 0 (and in session mode)
+      pgwharf counted it, and waited for its ReadyForQuery for ever, the
+      client gone too."""
+
+    def start(self, **settings):
+        base = {"pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+                "query_wait_timeout": "20s", "log_connections": 0}
+        base.update(settings)
+        px = self.start_pgwharf(settings=base)
+        self.pg.psql("drop table if exists relay_copy_fail; "
+                     "create table relay_copy_fail (n int)", user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail",
+                        user=self.pg.user, check=False)
+        return px
+
+    def login(self, px):
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        return s
+
+    @staticmethod
+    def types(sock, readys):
+        got = []
+        while readys > 0:
+            t, _ = hz.recv_msg(sock)
+            got.append(t.decode())
+            readys -= t == b"Z"
+        return "".join(got)
+
+    def assert_served(self, px):
+        """Another client gets the one server (and its own answer)."""
+        self.assertEqual(px.psql("select 'next client'", timeout=60), "next client")
+
+    def assert_gone(self, px, port):
+        pt.wait_until(lambda: not [r for r in px.show("CLIENTS") if int(r["port"]) == port],
+                      20, what="the session of the client that left")
+        self.assert_served(px)
+
+    def test_a_sync_among_the_data_of_a_copy_that_fails(self):
+        copy = hz.query_msg("copy relay_copy_fail from stdin")
+        good, bad = copy_data(b"1\n"), copy_data(b"bad\n")
+        done, sync = hz.msg(b"c"), hz.msg(b"S")
+        def prep(name):
+            return hz.msg(b"P", name + b"\x00select 2\x00\x00\x00")
+
+        def run(name):
+            return (hz.msg(b"B", b"\x00" + name + b"\x00\x00\x00\x00\x00\x00\x00") +
+                    hz.msg(b"E", b"\x00\x00\x00\x00\x00") + sync)
+        # (what PostgreSQL answers, each case checked against it)
+        cases = [
+            # the COPY reads the Sync, then fails: no ReadyForQuery for it
+            ("read", copy + good + sync + bad + done, 1, "GEZ"),
+            # it failed before: the Sync is answered
+            ("answered", copy + bad + sync + done, 2, "GEZZ"),
+            # read, and a lone Sync after it: its ReadyForQuery is that one's
+            ("read, a lone Sync after", copy + good + sync + bad + done + sync, 2, "GEZZ"),
+            # all at once, a prepared statement after it
+            ("pipelined", copy + good + sync + bad + done + sync + prep(b"s3") + run(b"s3"), 3,
+             "GEZZ12DCZ"),
+        ]
+        for mps in (100, 0):
+            px = self.start(max_prepared_statements=mps)
+            for name, data, readys, want in cases:
+                with self.subTest(max_prepared_statements=mps, case=name):
+                    a = self.login(px)
+                    a.sendall(data)
+                    self.assertEqual(self.types(a, readys), want)
+                    a.sendall(prep(b"s2") + sync)
+                    self.assertEqual(self.types(a, 1), "1Z")
+                    a.sendall(run(b"s2"))
+                    self.assertEqual(self.types(a, 1), "2DCZ")
+                    # (with max_prepared_statements = 0 the relay's count
+                    # stays unsure: the server is the client's until it
+                    # leaves, README "When a server goes back to the pool")
+                    if mps:
+                        self.assert_served(px)
+                    # and the client leaving after such a COPY frees it
+                    port = a.getsockname()[1]
+                    a.sendall(copy + good + sync + bad + done)
+                    self.assertEqual(self.types(a, 1), "GEZ")
+                    a.close()
+                    self.assert_gone(px, port)
+            px.stop()
+
+    def test_a_query_after_copyfail_without_a_sync(self):
+        # P B E S of the COPY (libpq's), then CopyFail and a Query with no
+        # Sync between: PostgreSQL skips the Query (57014, then nothing).
+        for mode, mps in (("transaction", 0), ("session", 0), ("transaction", 100)):
+            with self.subTest(pool_mode=mode, max_prepared_statements=mps):
+                px = self.start(pool_mode=mode, max_prepared_statements=mps)
+                for leave in (False, True):
+                    a = self.login(px)
+                    port = a.getsockname()[1]
+                    a.sendall(hz.ext_msgs("copy relay_copy_fail from stdin", describe=False))
+                    self.assertEqual(self.types(a, 0) + hz.recv_msg(a)[0].decode() +
+                                     hz.recv_msg(a)[0].decode() + hz.recv_msg(a)[0].decode(),
+                                     "12G")
+                    a.sendall(hz.msg(b"f", b"no\x00") + hz.query_msg("select 'skipped'"))
+                    t, body = hz.recv_msg(a)
+                    self.assertEqual((t, hz.parse_fields(body)["C"]), (b"E", "57014"))
+                    if leave:
+                        a.close()
+                        self.assert_gone(px, port)
+                        continue
+                    # the Sync ends the skipping; the server is the client's
+                    # own again, then back to the pool
+                    a.sendall(hz.msg(b"S"))
+                    self.assertEqual(self.types(a, 1), "Z")
+                    a.sendall(hz.query_msg("select 'after'"))
+                    self.assertEqual(self.types(a, 1), "TDCZ")
+                    if mode == "transaction":
+                        self.assert_served(px)
+                    a.close()
+                px.stop()
+
+
 class TestUnreportedParameter(pt.PgwharfTestCase):
     """extra_float_digits = 0 prints 0.1::float8 * 3 as 0.3; PostgreSQL's
     default (1) as 0.30000000000000004."""

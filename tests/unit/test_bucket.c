@@ -63,6 +63,22 @@ static void t_default_burst(void **state)
     assert_true(pgw_bucket_take(&tb, 2.0));
 }
 
+/* A rate past INT_MAX (the config takes up to 1e12) made the default
+ * burst (int)rate, undefined: INT_MIN on x86, and every connection then
+ * waited about a second for a token. */
+static void t_huge_rate_takes_at_once(void **state)
+{
+    struct pgw_bucket tb;
+    for (double rate = 2147483647.0; rate < 2e12; rate *= 10) {
+        pgw_bucket_init(&tb, rate, 0, 0);
+        for (int i = 0; i < 1000; i++)
+            assert_true(pgw_bucket_take(&tb, 0));
+        assert_double_equal(pgw_bucket_wait(&tb, 0), 0, 1e-9);
+        pgw_bucket_configure(&tb, rate * 2, 0, 0);
+        assert_true(pgw_bucket_take(&tb, 0));
+    }
+}
+
 static void t_steady_rate(void **state)
 {
     struct pgw_bucket tb;
@@ -98,6 +114,7 @@ int main(void)
         cmocka_unit_test(t_burst_then_refill),
         cmocka_unit_test(t_unlimited),
         cmocka_unit_test(t_default_burst),
+        cmocka_unit_test(t_huge_rate_takes_at_once),
         cmocka_unit_test(t_steady_rate),
         cmocka_unit_test(t_configure),
     };

@@ -38,6 +38,21 @@ static void test_bytes_that_are_not_utf8_are_escaped(void **state)
                         "\"\\xC3a\xc3\xa9\"");
 }
 
+/* DEL went out plain (the line's writer then made it a space: "h\x7fx"
+ * read as two fields), the C1 controls (NEL) and U+2028/U+2029 raw, which
+ * some viewers take for line breaks. */
+static void test_del_c1_and_line_separators_are_escaped(void **state)
+{
+    (void)state;
+    char buf[64];
+    assert_string_equal(pgw_log_quote(buf, sizeof(buf), "h\x7f" "forged"), "\"h\\x7Fforged\"");
+    assert_string_equal(pgw_log_quote(buf, sizeof(buf), "a\xc2\x85" "b"), "\"a\\u0085b\"");
+    assert_string_equal(pgw_log_quote(buf, sizeof(buf), "a\xe2\x80\xa8" "b\xe2\x80\xa9"),
+                        "\"a\\u2028b\\u2029\"");
+    /* other characters past U+009F stay as they are */
+    assert_string_equal(pgw_log_quote(buf, sizeof(buf), "\xc2\xa0x"), "\xc2\xa0x");
+}
+
 /* Cut to the buffer, never inside a character or an escape. */
 static void test_a_long_value_is_cut_between_characters(void **state)
 {
@@ -58,6 +73,7 @@ int main(void)
         cmocka_unit_test(test_plain_values_stay_as_they_are),
         cmocka_unit_test(test_spaces_quotes_and_newlines_are_quoted),
         cmocka_unit_test(test_bytes_that_are_not_utf8_are_escaped),
+        cmocka_unit_test(test_del_c1_and_line_separators_are_escaped),
         cmocka_unit_test(test_a_long_value_is_cut_between_characters),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
