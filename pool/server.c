@@ -332,10 +332,13 @@ static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct pgw_pool *pool = srv->pool;
     uint8_t buf[1024];
     char why[600];
-    ssize_t n = pgw_server_read(srv, buf, sizeof(buf) - 1, NULL);
-    if (n == PGW_EAGAIN)
+    /* (EV_ERROR: libev could not watch the socket, and stopped watching.) */
+    ssize_t n = revents & EV_ERROR ? PGW_EAGAIN : pgw_server_read(srv, buf, sizeof(buf) - 1, NULL);
+    if (n == PGW_EAGAIN && !(revents & EV_ERROR))
         return;               /* TLS housekeeping, no data */
-    if (n == 0) {
+    if (revents & EV_ERROR) {
+        snprintf(why, sizeof(why), "could not watch the connection for events while idle");
+    } else if (n == 0) {
         snprintf(why, sizeof(why), "server closed the connection while idle");
     } else if (n < 0) {
         snprintf(why, sizeof(why), "%s while idle", pgw_strerror((int)n));
@@ -519,6 +522,13 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
         add_kv(k, v, &n, "dbname", pool->dbname);
     if (!pool_has_key(pool, "sslmode"))
         add_kv(k, v, &n, "sslmode", pgw_tls_mode_name(cfg->server_tls_sslmode));
+    /* libpq's default (prefer) asks the GSSAPI library for credentials at
+     * every connect, inside the loop, and MIT krb5 crashes when one of its
+     * allocations fails there (found by fault injection), taking every
+     * client with it; PgBouncer never uses GSSAPI to servers.  An entry
+     * that wants it says gssencmode=. */
+    if (!pool_has_key(pool, "gssencmode"))
+        add_kv(k, v, &n, "gssencmode", "disable");
     if (!pool_has_key(pool, "sslrootcert"))
         add_kv(k, v, &n, "sslrootcert", cfg->server_tls_ca_file);
     if (!pool_has_key(pool, "sslcert"))
@@ -812,6 +822,11 @@ static void login_done(struct pgw_server *srv)
 static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_server *srv = pgw_container_of(w, struct pgw_server, io);
+    if (revents & EV_ERROR) {           /* libev could not watch the socket */
+        ev_io_stop(loop, w);
+        connect_failed(srv, "could not watch the connection for events");
+        return;
+    }
     PostgresPollingStatusType st = PQconnectPoll(srv->conn);
     int fd = PQsocket(srv->conn);
 
@@ -1196,6 +1211,10 @@ static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_server *srv = pgw_container_of(w, struct pgw_server, io);
     char why[600];
+    if (revents & EV_ERROR) {           /* libev could not watch the socket */
+        job_failed(srv, "could not watch the connection for events");
+        return;
+    }
     int rc = job_step(srv, why, sizeof(why));
     if (rc == 1)
         job_finished(srv);

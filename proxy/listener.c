@@ -95,6 +95,19 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_listener *l = pgw_container_of(w, struct pgw_listener, io);
     struct pgw_proxy *px = l->px;
+    if (revents & EV_ERROR) {
+        /* libev could not watch the listener (epoll_ctl failed, ENOMEM)
+         * and stopped it: as when accept finds no memory, listen again in
+         * a moment (it accepted nobody more, ever). */
+        pgw_warn("accept_paused", "reason=\"could not watch the listening socket for events\" "
+                 "retry_in=%.1fs clients=%d", ACCEPT_RETRY, px->nclients);
+        pgw_listener_pause(px, true);
+        if (!ev_is_active(&px->accept_retry)) {   /* (another listener's may run) */
+            ev_timer_set(&px->accept_retry, ACCEPT_RETRY, 0);
+            ev_timer_start(loop, &px->accept_retry);
+        }
+        return;
+    }
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof(sa);
@@ -108,8 +121,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 pgw_warn("accept_paused", "reason=\"%s\" retry_in=%.1fs clients=%d",
                          strerror(errno), ACCEPT_RETRY, px->nclients);
                 pgw_listener_pause(px, true);
-                ev_timer_set(&px->accept_retry, ACCEPT_RETRY, 0);
-                ev_timer_start(loop, &px->accept_retry);
+                if (!ev_is_active(&px->accept_retry)) {
+                    ev_timer_set(&px->accept_retry, ACCEPT_RETRY, 0);
+                    ev_timer_start(loop, &px->accept_retry);
+                }
                 return;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK)

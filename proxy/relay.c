@@ -30,6 +30,18 @@
 
 #define MSG_MAX (1u << 30)
 
+/* libev could not watch the server's socket (epoll_ctl failed): its
+ * watchers are stopped for good, so the server is lost to its client. */
+static bool srv_watch_failed(struct pgw_server *srv, int revents)
+{
+    if (!(revents & EV_ERROR))
+        return false;
+    srv->user_pipe_broken = true;
+    pgw_pool_server_lost(srv);
+    pgw_session_close(srv->link, "08006", "could not watch the server connection for events");
+    return true;
+}
+
 void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_server *srv = pgw_container_of(w, struct pgw_server, user_r);
@@ -37,6 +49,8 @@ void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_stop(loop, w);
         return;
     }
+    if (srv_watch_failed(srv, revents))
+        return;
     pgw_relay_server_readable(srv->link);
 }
 
@@ -47,6 +61,8 @@ void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_stop(loop, w);
         return;
     }
+    if (srv_watch_failed(srv, revents))
+        return;
     pgw_relay_flush_server(srv->link);
 }
 

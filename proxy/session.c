@@ -568,9 +568,23 @@ void pgw_session_flush_client(struct pgw_session *s)
         pgw_relay_eof_check(s);
 }
 
+/* libev could not watch the client's socket (epoll_ctl failed, ENOMEM):
+ * it stopped the watchers and says so once (EV_ERROR).  Nothing more would
+ * ever be read or written: the session ends (else the client waits for
+ * ever, its descriptor held and shutdown waiting for it). */
+static bool client_watch_failed(struct pgw_session *s, int revents)
+{
+    if (!(revents & EV_ERROR))
+        return false;
+    pgw_session_close(s, "08006", "could not watch the client's connection for events");
+    return true;
+}
+
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_w);
+    if (client_watch_failed(s, revents))
+        return;
     if (s->ssl)
         pgw_tls_writable(s);    /* handshake, or a TLS read waiting for writability */
     else
@@ -613,6 +627,8 @@ static ssize_t cli_read(struct pgw_session *s, void *p, size_t n)
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_session *s = pgw_container_of(w, struct pgw_session, cli_r);
+    if (client_watch_failed(s, revents))
+        return;
     if (s->ssl)
         pgw_tls_readable(s);    /* handshake, or a TLS write waiting for readability */
     else

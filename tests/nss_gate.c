@@ -19,6 +19,10 @@
  * lists chained: freeaddrinfo frees them as its own), as a DNS name with
  * several A records would: test_hosts.py spreads servers over them.
  *
+ * With PGW_EPOLL_FAIL=PATH, an epoll_ctl adding or changing a descriptor
+ * while PATH exists removes it and fails with ENOMEM: one failure each time
+ * a test creates the file (the kernel short of memory for the event).
+ *
  * tests/integration/test_auth.py uses it to show that a peer login waiting
  * on the user database leaves the rest of pgwharf running, test_hosts.py
  * to hold a backend's name lookup while a reload moves its pools away,
@@ -36,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -118,4 +124,17 @@ struct group *getgrnam(const char *name)
     getgrnam_fn real = (getgrnam_fn)dlsym(RTLD_NEXT, "getgrnam");
     gate_wait("PGW_GETGR_GATE");
     return real ? real(name) : NULL;
+}
+
+typedef int (*epoll_ctl_fn)(int, int, int, struct epoll_event *);
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    epoll_ctl_fn real = (epoll_ctl_fn)dlsym(RTLD_NEXT, "epoll_ctl");
+    const char *path = getenv("PGW_EPOLL_FAIL");
+    if (path && *path && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && unlink(path) == 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return real(epfd, op, fd, ev);
 }

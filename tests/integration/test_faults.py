@@ -211,6 +211,35 @@ class TestFaults(FaultCase):
 
 
 
+class TestEventRegistrationFails(pt.PgwharfTestCase):
+    """epoll_ctl failing (ENOMEM: the kernel short of memory) made libev
+    stop the socket's watchers and say so once (EV_ERROR), which pgwharf
+    ignored: a client whose socket it could not watch waited for ever (its
+    descriptor held, shutdown waiting for it).  Its session ends now, and
+    the next client is served.  (tests/nss_gate.c fails one epoll_ctl.)"""
+
+    def test_a_socket_libev_cannot_watch_ends_its_session(self):
+        import os
+        import tempfile
+        d = tempfile.mkdtemp(prefix="pgw-epoll-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
+        fail = os.path.join(d, "fail")
+        px = self.start_pgwharf(start=False, settings={
+            "pool_mode": "transaction", "default_pool_size": 2, "client_login_timeout": 0})
+        px.extra_env.update(pt.nss_gate_env(PGW_EPOLL_FAIL=fail))
+        px.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        open(fail, "w").close()
+        cp = px.psql("select 2", check=False, timeout=60)
+        self.assertFalse(os.path.exists(fail))            # the failure happened
+        self.assertNotEqual(cp.returncode, 0, cp.stdout)
+        self.assertIn("could not watch", px.log())
+        self.assertEqual(px.psql("select 3"), "3")
+        pt.wait_until(lambda: [r for r in px.show("CLIENTS") if r["database"] != "pgbouncer"]
+                      == [], 20, what="no session left behind")
+        self.assertEqual(px.stop(timeout=20), 0, px.log_tail())
+
+
 class TestRefusedLoginEdges(pt.PgwharfTestCase):
     """A pool that the server refused (server_login_retry) must stop
     refusing as soon as the refusal no longer stands, and only the
