@@ -1530,7 +1530,8 @@ int pgw_notify_query(struct pgw_session *s)
         return 0;
     const uint8_t *p = b->data + b->parsed;
     if ((char)p[0] == PGW_FE_PARSE || (char)p[0] == PGW_FE_BIND ||
-        (char)p[0] == PGW_FE_DESCRIBE)
+        (char)p[0] == PGW_FE_DESCRIBE ||
+        ((char)p[0] == PGW_FE_EXECUTE && pgw_notify_portal_held(s)))
         return pgw_notify_ext_batch(s);
     if ((char)p[0] != PGW_FE_QUERY)
         return 0;
@@ -1597,6 +1598,11 @@ int pgw_notify_query(struct pgw_session *s)
     pgw_iobuf_cut(b, b->parsed, total);
     pgw_notify_ask(s, r);
     return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
+bool pgw_notify_portal_held(const struct pgw_session *s)
+{
+    return s->notify && s->notify->has_held;
 }
 
 bool pgw_notify_waiting(const struct pgw_session *s)

@@ -120,6 +120,7 @@ void pgw_notify_vstmt_clear(struct pgw_notify_sub *sub)
     for (int i = 0; i < sub->nvst; i++)
         free(sub->vst[i].sql);
     sub->nvst = 0;
+    sub->has_held = false;
 }
 
 bool pgw_notify_vstmt_to_server(struct pgw_session *s, const char *key)
@@ -458,6 +459,15 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
         pgw_notify_unlisten(sub, x->cur.kind, x->cur.chan);
         pgw_wire_command_complete(&x->out, "UNLISTEN");
     }
+    /* Bound and flushed, not executed yet: the portal waits for the next
+     * batch's Execute (a Sync ends it, as the end of PostgreSQL's implicit
+     * transaction drops it). */
+    sub->has_held = x->bound && !x->executed && !x->synced;
+    if (sub->has_held) {
+        sub->held = x->cur;
+        sub->held.sql = NULL;
+        memcpy(sub->held_portal, x->portal, sizeof(sub->held_portal));
+    }
     if (x->synced && !r)
         pgw_wire_ready(&x->out, 'I');
     pgw_notify_send(s, x->out.data, x->out.len);
@@ -527,12 +537,25 @@ int pgw_notify_ext_batch(struct pgw_session *s)
     if (parse_of_client_name(s))
         return 0;
     struct ext_batch x = { .s = s, .have = false };
+    /* The portal a batch before bound and flushed, when this one starts
+     * with its Execute or Describe. */
+    struct fe_msg m;
+    if (s->notify && s->notify->has_held && fe_next(s->cbuf, s->cbuf->parsed, &m) > 0 &&
+        (m.type == PGW_FE_EXECUTE || (m.type == PGW_FE_DESCRIBE && m.len > 0 &&
+                                      m.body[0] == 'P'))) {
+        x.cur = s->notify->held;
+        memcpy(x.portal, s->notify->held_portal, sizeof(x.portal));
+        x.have = x.bound = true;
+    }
     pgw_wbuf_init(&x.out);
     int rc = ext_read(s, &x);
     if (rc == 1)
         rc = ext_take(s, &x);
     pgw_wbuf_deinit(&x.out);
-    if (rc == 0)
+    if (rc == 0) {
         forget_head_name(s);
+        if (s->notify)
+            s->notify->has_held = false;   /* (the server gets the batch: a gap) */
+    }
     return rc;
 }

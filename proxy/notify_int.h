@@ -97,6 +97,12 @@ struct pgw_notify_sub {
     struct notify_vstmt *vst;           /* notify_ext.c's */
     int nvst;
     size_t capvst;
+    /* A portal of a vstmt bound in a batch that ended at a Flush, before its
+     * Execute (Parse, Bind, Flush, then Execute, Sync): the next batch's
+     * Execute or Describe of it.  (sql NULL: only the kind and channel.) */
+    struct notify_vstmt held;
+    char held_portal[NOTIFY_STMT_NAME_MAX + 1];
+    bool has_held;
     struct pgw_list node;
     char (*chans)[PGW_CHANNEL_UTF8_MAX + 1];
     int nchans;

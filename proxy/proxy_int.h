@@ -607,6 +607,9 @@ void pgw_notify_init(struct pgw_proxy *px);
 void pgw_notify_destroy(struct pgw_proxy *px);
 int pgw_notify_query(struct pgw_session *s);
 bool pgw_notify_waiting(const struct pgw_session *s);
+/* A prepared LISTEN/UNLISTEN's portal, bound and flushed in the batch
+ * before, waits for its Execute (notify_ext.c). */
+bool pgw_notify_portal_held(const struct pgw_session *s);
 /* Its lone LISTEN/UNLISTEN is not sent to the hub's server yet (the hub
  * waits for one): the client waits for a server as one in
  * PGW_SS_WAIT_SERVER does (SHOW CLIENTS "waiting", cl_waiting), since

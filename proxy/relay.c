@@ -2362,7 +2362,8 @@ static bool client_data_step(struct pgw_session *s)
         } else if (m[0] == PGW_FE_PARSE) {
             if (!s->notify && !parse_may_be_listen(m, have))
                 break;
-        } else if ((m[0] != PGW_FE_BIND && m[0] != PGW_FE_DESCRIBE) || !s->notify) {
+        } else if ((m[0] != PGW_FE_BIND && m[0] != PGW_FE_DESCRIBE &&
+                    !(m[0] == PGW_FE_EXECUTE && pgw_notify_portal_held(s))) || !s->notify) {
             break;
         }
         int r = pgw_notify_query(s);

@@ -2200,6 +2200,33 @@ class TestExtendedProtocol(NotifyCase):
                 self.assertEqual(hz.parse_fields(got[0][1])["C"], "26000")
                 a.close()
 
+    def test_a_flush_between_bind_and_execute_of_a_prepared_listen(self):
+        # Parse, Bind, Flush, then Execute, Sync: the portal pgwharf bound
+        # was gone at the Flush, and the Execute went to a server (34000
+        # "portal does not exist"); the client listened to nothing.
+        for mps in (200, 0):
+            for split in (True, False):
+                with self.subTest(max_prepared_statements=mps, split=split):
+                    self.use_max_prepared_statements(mps)
+                    a = login(self, self.px)
+                    chan = "pgw_held_%d_%d" % (mps, split)
+                    head = (hz.parse_msg("s1", "LISTEN " + chan) +
+                            hz.msg(b"B", b"\x00s1\x00" + struct.pack("!HHH", 0, 0, 0)) +
+                            hz.msg(b"H"))
+                    tail = hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S")
+                    if split:
+                        a.sendall(head)
+                        self.assertEqual([hz.recv_msg(a)[0] for _ in range(2)], [b"1", b"2"])
+                        a.sendall(tail)
+                    else:
+                        a.sendall(head + tail)
+                    got = hz.read_until_ready(a)
+                    self.assertEqual([t for t, _ in got], ([] if split else [b"1", b"2"]) +
+                                     [b"C", b"Z"], got)
+                    self.pg.psql("notify %s, 'held'" % chan)
+                    self.assertEqual([n[1:] for n in read_notifications(a, 1)], [(chan, "held")])
+                    a.close()
+
     def test_deallocate_all_forgets_a_prepared_listen(self):
         # DEALLOCATE ALL (as a Query, or a server_reset_query's) drops the
         # client's prepared statements: pgwharf kept its prepared LISTEN,
