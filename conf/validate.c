@@ -429,8 +429,12 @@ int pgw_conf_unix_socket_gid(const struct pgw_config *cfg, gid_t *gid)
     if (!*g)
         return 0;
     char *end;
+    errno = 0;
     long num = strtol(g, &end, 10);
     if (*end == '\0' && num >= 0) {
+        /* past the ids a group can have (-1 is chown's "unchanged"): none */
+        if (errno == ERANGE || num >= 4294967295L)
+            return -1;
         *gid = (gid_t)num;
         return 1;
     }

@@ -1412,6 +1412,14 @@ void pgw_pool_server_lost(struct pgw_server *srv)
     pool->defaults_stale = true;
 }
 
+void pgw_pool_close_idle(struct pgw_pool *pool)
+{
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &pool->idle)
+        pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
+    pgw_pool_kick_related(pool);
+}
+
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)
 {
     if (new_setup)

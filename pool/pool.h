@@ -357,6 +357,8 @@ const char *pgw_pool_user(const struct pgw_pool *pool);
  * [users] entry of this name sets it), as PgBouncer does. */
 const char *pgw_pool_server_user(const struct pgw_pool *pool);
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
+/* Close the pool's idle servers (the lent ones stay). */
+void pgw_pool_close_idle(struct pgw_pool *pool);
 /* How the pool uses its entry's host list (load_balance_hosts), NULL when
  * the entry names one host (SHOW POOLS, as PgBouncer). */
 const char *pgw_pool_load_balance(const struct pgw_pool *pool);

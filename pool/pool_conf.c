@@ -186,13 +186,15 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
     pool->connect_query = NULL;           /* apply_settings frees it otherwise */
     apply_settings(pool, db);
     bool cq_changed = !same_text(old_cq, pool->connect_query);
-    /* Made session mode by a reload: the servers went back to the pool
-     * without server_reset_query, as transaction and statement mode give
-     * them back (a client's temp tables, locks, SETs still on them), and a
-     * session client would keep what it finds; PgBouncer had reset them at
-     * each client's end.  They reconnect. */
-    bool dirty = pool->signature && old_mode != PGW_POOL_SESSION &&
-                 pool->mode == PGW_POOL_SESSION;
+    /* Made session mode by a reload: the idle servers went back to the
+     * pool without server_reset_query, as transaction and statement mode
+     * give them back (a client's temp tables, locks, SETs still on them),
+     * and a session client would keep what it finds; PgBouncer had reset
+     * them at each client's end.  They reconnect; those lent now go back
+     * through server_reset_query (pgw_relay_release_mode), and a session
+     * client keeps its own. */
+    if (pool->signature && old_mode != PGW_POOL_SESSION && pool->mode == PGW_POOL_SESSION)
+        pgw_pool_close_idle(pool);
     free(old_cq);
     if (cq_changed)
         pool->cq_params.n = 0;        /* the new one's are read at its servers' logins */
@@ -203,7 +205,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
         free(sig);
         if (cq_changed)
             pgw_pool_settings_changed(pool);   /* a refusal of the old one */
-        return cq_changed || dirty;
+        return cq_changed;
     }
     bool first = pool->signature == NULL;
     /* Without its hosts the entry is not taken (the signature stays: the

@@ -226,7 +226,10 @@ static void job_fail_errno(struct cancel_job *j, const char *what, int err)
 static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct cancel_job *j = pgw_container_of(w, struct cancel_job, io);
-    (void)revents;
+    if (revents & EV_ERROR) {           /* libev could not watch the socket */
+        job_end(j, "could not watch the connection for events");
+        return;
+    }
     if (!j->connected) {
         int err = 0;
         socklen_t len = sizeof(err);

@@ -355,6 +355,10 @@ static void conn_read(struct mconn *c)
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct mconn *c = pgw_container_of(w, struct mconn, io);
+    if (revents & EV_ERROR) {           /* libev could not watch the socket */
+        conn_close(c);
+        return;
+    }
     if (c->phase == CONN_WRITE)
         conn_flush(c);
     else
@@ -415,6 +419,17 @@ static bool make_room(struct pgw_metrics *m)
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_metrics *m = pgw_container_of(w, struct pgw_metrics, lio);
+    if (revents & EV_ERROR) {
+        /* libev could not watch the socket (epoll_ctl failed) and stopped
+         * the watcher: listen again in a moment, as when out of memory. */
+        pgw_warn("metrics", "reason=\"could not watch the listening socket for events; "
+                 "pausing the endpoint for 1 s\"");
+        ev_io_stop(loop, &m->lio);
+        ev_timer_stop(loop, &m->retry);
+        ev_timer_set(&m->retry, 1.0, 0);
+        ev_timer_start(loop, &m->retry);
+        return;
+    }
     for (int i = 0; i < METRICS_ACCEPTS_PER_CB; i++) {
         int fd = accept4(m->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {

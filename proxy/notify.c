@@ -972,6 +972,13 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
 static void hub_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct pgw_notify_hub *h = w->data;
+    if (revents & EV_ERROR) {
+        /* libev could not watch the socket (epoll_ctl failed) and stopped
+         * its watchers: the server is lost to the hub, which takes another. */
+        hub_lost(h, "could not watch the connection for events");
+        hub_kick(h);
+        return;
+    }
     if (revents & EV_WRITE) {
         hub_flush(h);
         return;

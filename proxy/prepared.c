@@ -1946,12 +1946,15 @@ static void copy_started(struct pgw_session *s, bool copy_in)
     q->copy_run = true;
     q->copy_in = copy_in;
     q->copy_open = q->copy_ends == q->win_ends && q->copy_data == q->win_data;
-    /* What the client sent before any data, past those Syncs (and the
-     * messages pgwharf adds): the first is what the COPY reads. */
+    /* What the client sent before its CopyDone or CopyFail, past the Syncs
+     * (which the COPY ignores) and the messages pgwharf adds: the first is
+     * what the COPY reads and fails on, after the data before it. */
     for (uint32_t i = 1; copy_in && copy_reads_one_type(s) && i < q->len; i++) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (x->copy_ends != q->win_ends || x->copy_data != q->win_data)
+        if (x->copy_ends != q->win_ends)
             break;
+        if (x->type == PGW_FE_SYNC)
+            continue;
         if (x->kind != Q_SWALLOW && !x->learn) {
             /* (The Execute raising a duplicate Parse's 42P05 is that Parse.) */
             q->copy_bad = x->dup ? PGW_FE_PARSE : x->type;   /* pgw_ps_emit, after this reply */
@@ -2080,10 +2083,12 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
      * the skipping: pgw_track_frontend). */
     if (s->track.skip_sync && type != PGW_FE_SYNC)
         return PGW_PS_FORWARD;
-    /* A COPY FROM STDIN under way, which has read nothing but Syncs and
-     * Flushes since it began, reads it next (copy_refused). */
-    if (type != PGW_FE_SYNC && copy_ignores_sync(s) && s->ps_queue->copy_in &&
-        copy_reads_one_type(s)) {
+    /* A COPY FROM STDIN under way, which the client has not ended, reads
+     * it next, after the data before it (copy_refused): pgwharf must not
+     * answer it itself (a Close), or the COPY went on and committed its
+     * rows, refused only at its end. */
+    if (type != PGW_FE_SYNC && s->ps_queue && s->ps_queue->copy_run && s->ps_queue->copy_in &&
+        s->ps_queue->copy_ends == s->ps_queue->win_ends && copy_reads_one_type(s)) {
         copy_refused(s, type);
         return PGW_PS_FAILED;
     }

@@ -515,6 +515,21 @@ static bool clean_application_name(struct pgw_session *s, const struct pgw_pool 
     return true;
 }
 
+/* Reported parameters no SET changes (PostgreSQL: 55P02 "cannot be
+ * changed"), which track_extra_parameters may name: what the server
+ * reports of them is its own (in_hot_standby of another host, is_superuser
+ * after SET SESSION AUTHORIZATION), never set back to the pool's. */
+static bool param_settable(const char *name)
+{
+    static const char *const fixed[] = { "is_superuser", "in_hot_standby", "server_version",
+                                         "server_encoding", "integer_datetimes",
+                                         "session_authorization" };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (strcasecmp(name, fixed[i]) == 0)
+            return false;
+    return true;
+}
+
 static bool sync_params(struct pgw_session *s)
 {
     struct pgw_server *srv = s->server;
@@ -565,7 +580,7 @@ static bool sync_params(struct pgw_session *s)
                  * the last client's.  The client gets a fresh server's
                  * value, as from PgBouncer.  (In the other modes the
                  * welcome gave the client the pool's values: set.) */
-                const char *def = s->mode == PGW_POOL_SESSION
+                const char *def = s->mode == PGW_POOL_SESSION && param_settable(name)
                                       ? pgw_params_get(pgw_pool_defaults(srv->pool), name) : NULL;
                 if (!def || strcmp(have, def) == 0)
                     continue;
@@ -782,7 +797,10 @@ enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
         return PGW_RELEASE_CLOSE;
     if (s->sbuf && s->sbuf->parsed < s->sbuf->len && !s->pipe_stop)
         return PGW_RELEASE_CLOSE;
-    if (s->mode == PGW_POOL_SESSION || s->px->cfg->server_reset_query_always)
+    /* (A client of a pool a reload made session mode since its login gives
+     * its server back reset too: the next may be a session client.) */
+    if (s->mode == PGW_POOL_SESSION || s->px->cfg->server_reset_query_always ||
+        (s->pool && pgw_pool_mode(s->pool) == PGW_POOL_SESSION))
         return PGW_RELEASE_RESET;
     return PGW_RELEASE_IDLE;
 }

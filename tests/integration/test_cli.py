@@ -283,6 +283,14 @@ class TestCli(unittest.TestCase):
         self.assertIn('%s:6: unix_socket_group "no_such_group_pgwharf": no such group' % path,
                       cp.stderr)
         self.assertEqual(cp.stdout, "")
+        # a number past the group ids wrapped (4294967297: group 1) or, out of
+        # strtol's range, left the group as it was
+        for big in ("4294967297", "99999999999999999999"):
+            path = self.write("gid.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
+                              "unix_socket_group = %s\n" % big)
+            cp = run("--check", path)
+            self.assertEqual(cp.returncode, 2, cp.stderr)
+            self.assertIn('%s:4: unix_socket_group "%s": no such group' % (path, big), cp.stderr)
         path = self.write("metrics.ini", "[databases]\n[pgwharf]\nauth_type = trust\n"
                           "metrics_port = 9127\nmetrics_addr = a b\n")
         cp = run("--check", path)

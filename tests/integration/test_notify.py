@@ -1868,6 +1868,35 @@ class TestQueryTimeoutOfAListenWaitingForAServer(NotifyCase):
         self.assertEqual(hz.simple_query(holders[1], "commit"), ([], []))
 
 
+    def test_a_hub_server_libev_cannot_watch_is_replaced(self):
+        # epoll_ctl failing (ENOMEM) for the listening server the hub took:
+        # libev stopped its watchers (EV_ERROR), which the hub read as a
+        # write: the LISTEN waited for ever, every later one of the pool
+        # too.  The hub drops that server and takes another now.
+        # (tests/nss_gate.c fails one epoll_ctl.)
+        import os
+        import tempfile
+        d = tempfile.mkdtemp(prefix="pgw-epoll-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
+        fail = os.path.join(d, "fail")
+        px = self.start_pgwharf(start=False, settings={
+            "pool_mode": "transaction", "default_pool_size": 3, "query_wait_timeout": 120})
+        px.extra_env.update(pt.nss_gate_env(PGW_EPOLL_FAIL=fail))
+        px.start()
+        a = login(self, px)
+        self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))   # a server idle
+        open(fail, "w").close()
+        a.sendall(hz.query_msg("listen pgw_unwatched"))
+        a.settimeout(60)
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"C", b"Z"])
+        self.assertFalse(os.path.exists(fail))            # the failure happened
+        self.pg.psql("notify pgw_unwatched, 'seen'")
+        self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_unwatched", "seen")])
+        b = login(self, px)
+        b.sendall(hz.query_msg("listen pgw_unwatched_b"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(b)], [b"C", b"Z"])
+
+
 class CutAfterAnswer(hz.FakeServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with

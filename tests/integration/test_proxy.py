@@ -673,6 +673,44 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         self.assertEqual(one(b, "select count(*) from pg_locks where locktype = 'advisory'"), 0)
         self.assertNotEqual(one(b, "select pg_backend_pid()"), pid)
 
+    def test_a_client_from_before_a_reload_into_session_mode_resets_its_server(self):
+        # A client logged in under transaction mode keeps it after a reload
+        # made the pool session mode, and gave its server back without
+        # server_reset_query: a session client then took it with that
+        # client's SETs and temp table (found by the review of the change
+        # above).  Its releases go through the reset now.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        a = connect(px)
+        self.addCleanup(a.close)
+        self.assertEqual(one(a, "select 1"), 1)
+        px.settings["pool_mode"] = "session"
+        reloads = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+        for sql in ("set work_mem = '77MB'", "create temp table pgw_before_reload (n int)"):
+            execute(a, sql)
+        b = connect(px)
+        self.addCleanup(b.close)
+        self.assertEqual(one(b, "show work_mem"), "4MB")
+        self.assertEqual(one(b, "select count(*) from pg_class where relname = "
+                                "'pgw_before_reload'"), 0)
+
+    def test_a_session_client_keeps_an_unsettable_reported_value(self):
+        # A reported parameter no SET changes (track_extra_parameters =
+        # is_superuser): after SET SESSION AUTHORIZATION by the client
+        # before, the new session client's login was refused (55P02) while
+        # pgwharf SET it back to the pool's value.
+        self.pg.psql("grant app to %s" % self.pg.user, check=False)
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 1,
+                                          "server_reset_query": "DEALLOCATE ALL",
+                                          "track_extra_parameters": "is_superuser"})
+        a = connect(px)
+        execute(a, "set session authorization app")
+        a.close()
+        b = connect(px)
+        self.addCleanup(b.close)
+        self.assertEqual(one(b, "select 1"), 1)
+
     def test_tracked_parameters_follow_client_to_another_server(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
         a = connect(px, application_name="client_a")

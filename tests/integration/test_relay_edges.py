@@ -376,6 +376,41 @@ class TestSyncsAndEndsOfAFailingCopy(pt.PgwharfTestCase):
                     self.assert_gone(px, port)
             px.stop()
 
+    def test_a_close_among_the_data_fails_the_copy_at_once(self):
+        # PostgreSQL 14+ fails a COPY FROM STDIN at a message that is not
+        # COPY data (08P01, then FATAL): nothing written.  A Close after
+        # data, which pgwharf answers itself (max_prepared_statements),
+        # was dropped from the stream: the COPY went on, was refused only
+        # at the CopyDone, and its rows were committed.
+        px = self.start(max_prepared_statements=100)
+        for wait in (True, False):
+            with self.subTest(wait_for_copy_in=wait):
+                a = self.login(px)
+                copy = hz.query_msg("copy relay_copy_fail from stdin")
+                rest = copy_data(b"1\n") + hz.msg(b"C", b"Snosuch\x00") + hz.msg(b"S")
+                if wait:
+                    a.sendall(copy)
+                    self.assertEqual(hz.recv_msg(a)[0], b"G")
+                    a.sendall(rest)
+                    got = []
+                else:
+                    a.sendall(copy + rest)
+                    got = [hz.recv_msg(a)[0]]
+                errs = []
+                try:
+                    while True:
+                        t, body = hz.recv_msg(a)
+                        got.append(t)
+                        if t == b"E":
+                            f = hz.parse_fields(body)
+                            errs.append((f["S"], f["C"]))
+                except (EOFError, ConnectionError, OSError):
+                    pass
+                self.assertEqual(errs, [("ERROR", "08P01"), ("FATAL", "08P01")], got)
+                self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
+                                              user=self.pg.user), "0")
+                self.assert_served(px)
+
     def test_a_query_after_copyfail_without_a_sync(self):
         # P B E S of the COPY (libpq's), then CopyFail and a Query with no
         # Sync between: PostgreSQL skips the Query (57014, then nothing).
