@@ -1612,6 +1612,12 @@ bool pgw_notify_portal_held(const struct pgw_session *s)
     return s->notify && s->notify->has_held;
 }
 
+void pgw_notify_portal_drop(struct pgw_session *s)
+{
+    if (s->notify)
+        s->notify->has_held = false;
+}
+
 bool pgw_notify_waiting(const struct pgw_session *s)
 {
     return s->notify && s->notify->waiting;

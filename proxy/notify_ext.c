@@ -470,7 +470,8 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     }
     if (x->synced && !r)
         pgw_wire_ready(&x->out, 'I');
-    pgw_notify_send(s, x->out.data, x->out.len);
+    if (x->out.len > 0)          /* (a held portal's Execute: all from the hub) */
+        pgw_notify_send(s, x->out.data, x->out.len);
     if (s->state == PGW_SS_CLOSING) {
         free(r);
         return -1;

@@ -610,6 +610,7 @@ bool pgw_notify_waiting(const struct pgw_session *s);
 /* A prepared LISTEN/UNLISTEN's portal, bound and flushed in the batch
  * before, waits for its Execute (notify_ext.c). */
 bool pgw_notify_portal_held(const struct pgw_session *s);
+void pgw_notify_portal_drop(struct pgw_session *s);
 /* Its lone LISTEN/UNLISTEN is not sent to the hub's server yet (the hub
  * waits for one): the client waits for a server as one in
  * PGW_SS_WAIT_SERVER does (SHOW CLIENTS "waiting", cl_waiting), since

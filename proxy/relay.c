@@ -2354,6 +2354,12 @@ static bool client_data_step(struct pgw_session *s)
          * unnamed). */
         const uint8_t *m = b->data + b->parsed;
         size_t have = b->len - b->parsed;
+        /* A portal held for the next batch's Execute (notify_ext.c) ends
+         * at anything else but a Describe or Flush, as PostgreSQL's implicit
+         * transaction ends at a Sync or Query (another batch decides). */
+        if (m[0] != PGW_FE_EXECUTE && m[0] != PGW_FE_DESCRIBE && m[0] != PGW_FE_FLUSH &&
+            m[0] != PGW_FE_BIND && m[0] != PGW_FE_PARSE)
+            pgw_notify_portal_drop(s);
         if (m[0] == PGW_FE_QUERY && s->ps_on) {
             /* SQL DEALLOCATE of one of its prepared statements: answered
              * here, with no server (it would stay linked to an idle

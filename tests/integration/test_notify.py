@@ -2255,6 +2255,22 @@ class TestExtendedProtocol(NotifyCase):
                     self.pg.psql("notify %s, 'held'" % chan)
                     self.assertEqual([n[1:] for n in read_notifications(a, 1)], [(chan, "held")])
                     a.close()
+        # ... and ends where PostgreSQL's does: a Sync or Query between
+        # (the Execute then gets 34000, and nothing is listened to)
+        for between in (hz.msg(b"S"), hz.query_msg("select 1")):
+            with self.subTest(between=between[:1]):
+                a = login(self, self.px)
+                a.sendall(hz.parse_msg("s1", "LISTEN pgw_held_gone") +
+                          hz.msg(b"B", b"\x00s1\x00" + struct.pack("!HHH", 0, 0, 0)) +
+                          hz.msg(b"H"))
+                self.assertEqual([hz.recv_msg(a)[0] for _ in range(2)], [b"1", b"2"])
+                a.sendall(between)
+                hz.read_until_ready(a)
+                a.sendall(hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S"))
+                got = hz.read_until_ready(a)
+                self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+                self.assertEqual(hz.parse_fields(got[0][1])["C"], "34000")
+                a.close()
 
     def test_deallocate_all_forgets_a_prepared_listen(self):
         # DEALLOCATE ALL (as a Query, or a server_reset_query's) drops the
