@@ -1999,6 +1999,11 @@ static bool scan_client(struct pgw_session *s)
         }
         uint32_t total = mlen + 1;
         uint32_t n = avail < total ? avail : total;
+        /* A Sync or Query ends the implicit transaction, and with it a
+         * prepared LISTEN's portal held for a later Execute (notify_ext.c),
+         * whoever answers it. */
+        if (type == PGW_FE_SYNC || type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL)
+            pgw_notify_portal_drop(s);
         if (type == PGW_FE_TERMINATE) {
             s->terminating = true;
             s->unrelayed_in += b->len - b->parsed;  /* it and what follows: dropped */

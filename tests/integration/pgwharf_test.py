@@ -1132,6 +1132,18 @@ class PgwharfTestCase(unittest.TestCase):
             px.start()
         return px
 
+    def start_pgwharf_epoll_fail(self, settings):
+        """pgwharf with tests/nss_gate.c preloaded: each time the returned
+        path is created, one epoll_ctl adding or changing a descriptor
+        fails (ENOMEM).  (px, path)."""
+        d = tempfile.mkdtemp(prefix="pgw-epoll-")
+        self.addCleanup(shutil.rmtree, d, True)
+        px = self.start_pgwharf(start=False, settings=settings)
+        fail = os.path.join(d, "fail")
+        px.extra_env.update(nss_gate_env(PGW_EPOLL_FAIL=fail))
+        px.start()
+        return px, fail
+
     def _failed_so_far(self):
         """True when this test has already failed or errored (unittest
         records it as it happens, before the cleanups run)."""

@@ -27,6 +27,7 @@ and checks, for each:
     (polled with a bound), and it exits 0 on SIGTERM (the harness).
 """
 
+import os
 import re
 import socket
 import struct
@@ -219,15 +220,8 @@ class TestEventRegistrationFails(pt.PgwharfTestCase):
     the next client is served.  (tests/nss_gate.c fails one epoll_ctl.)"""
 
     def test_a_socket_libev_cannot_watch_ends_its_session(self):
-        import os
-        import tempfile
-        d = tempfile.mkdtemp(prefix="pgw-epoll-")
-        self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
-        fail = os.path.join(d, "fail")
-        px = self.start_pgwharf(start=False, settings={
+        px, fail = self.start_pgwharf_epoll_fail({
             "pool_mode": "transaction", "default_pool_size": 2, "client_login_timeout": 0})
-        px.extra_env.update(pt.nss_gate_env(PGW_EPOLL_FAIL=fail))
-        px.start()
         self.assertEqual(px.psql("select 1"), "1")
         open(fail, "w").close()
         cp = px.psql("select 2", check=False, timeout=60)

@@ -1867,22 +1867,14 @@ class TestQueryTimeoutOfAListenWaitingForAServer(NotifyCase):
                 self.assertEqual(hz.simple_query(holders[0], "select 1"), ([[b"1"]], []))
         self.assertEqual(hz.simple_query(holders[1], "commit"), ([], []))
 
-
     def test_a_hub_server_libev_cannot_watch_is_replaced(self):
         # epoll_ctl failing (ENOMEM) for the listening server the hub took:
         # libev stopped its watchers (EV_ERROR), which the hub read as a
         # write: the LISTEN waited for ever, every later one of the pool
         # too.  The hub drops that server and takes another now.
         # (tests/nss_gate.c fails one epoll_ctl.)
-        import os
-        import tempfile
-        d = tempfile.mkdtemp(prefix="pgw-epoll-")
-        self.addCleanup(lambda: __import__("shutil").rmtree(d, ignore_errors=True))
-        fail = os.path.join(d, "fail")
-        px = self.start_pgwharf(start=False, settings={
+        px, fail = self.start_pgwharf_epoll_fail({
             "pool_mode": "transaction", "default_pool_size": 3, "query_wait_timeout": 120})
-        px.extra_env.update(pt.nss_gate_env(PGW_EPOLL_FAIL=fail))
-        px.start()
         a = login(self, px)
         self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))   # a server idle
         open(fail, "w").close()
@@ -2257,7 +2249,9 @@ class TestExtendedProtocol(NotifyCase):
                     a.close()
         # ... and ends where PostgreSQL's does: a Sync or Query between
         # (the Execute then gets 34000, and nothing is listened to)
-        for between in (hz.msg(b"S"), hz.query_msg("select 1")):
+        for between in (hz.msg(b"S"), hz.query_msg("select 1"),
+                        # a Parse pgwharf refuses itself (42P05), then Sync
+                        hz.parse_msg("s1", "select 1") + hz.msg(b"S")):
             with self.subTest(between=between[:1]):
                 a = login(self, self.px)
                 a.sendall(hz.parse_msg("s1", "LISTEN pgw_held_gone") +
