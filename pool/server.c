@@ -332,10 +332,12 @@ static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct pgw_pool *pool = srv->pool;
     uint8_t buf[1024];
     char why[600];
-    /* (EV_ERROR: libev could not watch the socket, and stopped watching.) */
-    ssize_t n = revents & EV_ERROR ? PGW_EAGAIN : pgw_server_read(srv, buf, sizeof(buf) - 1, NULL);
-    if (n == PGW_EAGAIN && !(revents & EV_ERROR))
-        return;               /* TLS housekeeping, no data */
+    ssize_t n = 0;
+    if (!(revents & EV_ERROR)) {  /* (libev could not watch the socket: stopped) */
+        n = pgw_server_read(srv, buf, sizeof(buf) - 1, NULL);
+        if (n == PGW_EAGAIN)
+            return;           /* TLS housekeeping, no data */
+    }
     if (revents & EV_ERROR) {
         snprintf(why, sizeof(why), "could not watch the connection for events while idle");
     } else if (n == 0) {

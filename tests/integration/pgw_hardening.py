@@ -688,6 +688,15 @@ def finish_login(sock, user, password=None, key_data=None):
             return params
 
 
+def raw_login(test, px, **params):
+    """A raw-protocol client of px, logged in as the cluster's user to its
+    database (startup params too); closed when the test ends."""
+    s = socket.create_connection((px.host, px.port), timeout=20)
+    test.addCleanup(s.close)
+    sync_login(s, test.pg.user, test.pg.database, test.pg.password, **params)
+    return s
+
+
 def read_until_ready(sock):
     """Backend messages up to and including ReadyForQuery: [(type, body)]."""
     got = []

@@ -23,11 +23,7 @@ import pgwharf_test as pt
 import pgw_hardening as hz
 
 
-def login(test, px, **params):
-    s = socket.create_connection((px.host, px.port), timeout=20)
-    test.addCleanup(s.close)
-    hz.sync_login(s, test.pg.user, test.pg.database, test.pg.password, **params)
-    return s
+login = hz.raw_login
 
 
 def login_app_user(test, px):

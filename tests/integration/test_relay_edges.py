@@ -307,10 +307,7 @@ class TestSyncsAndEndsOfAFailingCopy(pt.PgwharfTestCase):
         return px
 
     def login(self, px):
-        s = socket.create_connection((px.host, px.port), timeout=20)
-        self.addCleanup(s.close)
-        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
-        return s
+        return hz.raw_login(self, px)
 
     @staticmethod
     def types(sock, readys):
