@@ -56,6 +56,25 @@ size_t pgw_utf8_encode(uint32_t c, char out[4])
     return k;
 }
 
+size_t pgw_utf8_trim_cut(char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    /* The last lead byte among the last four; continuation bytes after it
+     * complete it or not. */
+    for (size_t back = 1; back <= 4 && back <= len; back++) {
+        unsigned char c = u[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue;                        /* a continuation byte */
+        size_t want = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                    : (c & 0xF8) == 0xF0 ? 4 : 1;
+        if (want > back)
+            len -= back;
+        break;
+    }
+    s[len] = '\0';
+    return len;
+}
+
 bool pgw_pgenc_ascii(const void *p, size_t n)
 {
     const unsigned char *b = p;

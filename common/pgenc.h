@@ -27,6 +27,11 @@ const char *pgw_pgenc_iconv_name(const char *pg);
 /* Code point c (at most 0x10FFFF) as UTF-8 into out; its length, 1 to 4. */
 size_t pgw_utf8_encode(uint32_t c, char out[4]);
 
+/* Text s of len bytes, cut short by a formatter, without the incomplete
+ * UTF-8 sequence the cut may have left at its end (a client decoding
+ * UTF-8 would refuse the whole message); its new length. */
+size_t pgw_utf8_trim_cut(char *s, size_t len);
+
 /* No byte of p[0..n) is above 0x7f. */
 bool pgw_pgenc_ascii(const void *p, size_t n);
 

@@ -1,6 +1,7 @@
 /* wire.c - message builders and parsers for PostgreSQL v3 (see wire.h). */
 #include "common/wire.h"
 #include "common/err.h"
+#include "common/pgenc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +118,9 @@ void pgw_wire_verror(struct pgw_wbuf *b, const char *severity, const char *sqlst
                      const char *fmt, va_list ap)
 {
     char msg[1024];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (n >= (int)sizeof(msg))
+        pgw_utf8_trim_cut(msg, sizeof(msg) - 1);
     pgw_wire_error_detail(b, severity, sqlstate, msg, NULL);
 }
 

@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/pgenc.h"
 #include "proxy/codec.h"
 #include "proxy/tls.h"
 #include "proxy/prepared.h"
@@ -1250,8 +1251,10 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     char reason[600];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
+    int n = vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof(reason))
+        pgw_utf8_trim_cut(reason, sizeof(reason) - 1);
     enum pgw_sess_state was = s->state;
     if (was != PGW_SS_CANCEL && (px->cfg->log_disconnections || sqlstate)) {
         char q[700], qd[200], qu[200];

@@ -121,6 +121,23 @@ class TestOptions(pt.PgwharfTestCase):
             self.assertIn(text, str(cm.exception), opts)
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_a_long_refusal_is_cut_between_utf8_characters(self):
+        # The refusal names the parameter; cut to fit, it must still be
+        # UTF-8 (a decoding client refuses the whole message otherwise).
+        # "a" puts each two-byte character at an odd offset.
+        px = self.start_pgwharf()
+        name = "a" + "\u00e9" * 600
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        s.sendall(hz.startup_packet(self.pg.user, self.pg.database, **{name: "x"}))
+        t, body = hz.recv_msg(s)
+        self.assertEqual(t, b"E")
+        fields = dict((f[:1], f[1:]) for f in body.split(b"\x00") if f)
+        self.assertEqual(fields[b"C"], b"08P01")
+        msg = fields[b"M"].decode("utf-8")          # raises on a cut character
+        self.assertTrue(msg.startswith("unsupported startup parameter: a\u00e9\u00e9"), msg)
+        self.assertGreater(len(fields[b"M"]), 500)
+
     def test_ignored_parameter_inside_options(self):
         # work_mem is in ignore_startup_parameters: dropped, the tracked
         # parameter next to it still applies.

@@ -65,6 +65,36 @@ static void t_utf8_encode(void **state)
     }
 }
 
+/* A cut inside a character drops its first bytes; a cut after a whole
+ * one (of each length) keeps it. */
+static void t_utf8_trim_cut(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        { "abc", "abc" },
+        { "", "" },
+        { "a\xc3\xa9", "a\xc3\xa9" },
+        { "a\xc3", "a" },
+        { "a\xe2\x82\xac", "a\xe2\x82\xac" },
+        { "a\xe2\x82", "a" },
+        { "a\xe2", "a" },
+        { "a\xf0\x9f\x98\x80", "a\xf0\x9f\x98\x80" },
+        { "a\xf0\x9f\x98", "a" },
+        { "a\xf0\x9f", "a" },
+        { "a\xf0", "a" },
+        { "\xc3\xa9\xc3\xa9\xe2", "\xc3\xa9\xc3\xa9" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[16];
+        strcpy(buf, cases[i].in);
+        size_t n = pgw_utf8_trim_cut(buf, strlen(buf));
+        assert_int_equal(n, strlen(cases[i].want));
+        assert_string_equal(buf, cases[i].want);
+    }
+}
+
 static void t_set_opens_once(void **state)
 {
     (void)state;
@@ -121,6 +151,7 @@ int main(void)
         cmocka_unit_test(t_names),
         cmocka_unit_test(t_ascii),
         cmocka_unit_test(t_utf8_encode),
+        cmocka_unit_test(t_utf8_trim_cut),
         cmocka_unit_test(t_set_opens_once),
         cmocka_unit_test(t_convert),
     };
