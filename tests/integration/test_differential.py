@@ -17,7 +17,7 @@ class TestDifferential(difftest.TestDifferential):
 
 class TestDifferentialFoundSeeds(difftest.TestDifferential):
     """Seeds beyond the fixed ones that found a difference, at the number
-    of steps that showed it (README "Found and fixed")."""
+    of steps that showed it (docs/found-and-fixed.md)."""
     SEEDS = [2608]     # a Parse of a name in use replaced the unnamed portal
     STEPS = 40
 
