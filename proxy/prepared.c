@@ -162,6 +162,12 @@ struct qent {
                                   * batch frees: what the name was, back if the drop
                                   * did not run (undo_parse; on_discard clears it) */
     bool maybe;                  /* a Sync a failed COPY may have read (maybe_resolve) */
+    uint16_t dealloc_cc;         /* a Query of several statements whose one with this
+                                  * CommandComplete (1 the first) is SQL DEALLOCATE of the
+                                  * client's name cname (stmt), sent as one of
+                                  * DEALLOC_STMT (dealloc = true too): the name is gone,
+                                  * and back unless that CommandComplete comes
+                                  * (query_dealloc) */
 };
 
 struct ps_queue {
@@ -198,6 +204,11 @@ struct ps_queue {
      * (maybe_resolve); `credit` counts those a ReadyForQuery was taken
      * for while it may have answered a later lone Sync. */
     uint32_t maybe, credit;
+    uint32_t qdeallocs;          /* entries with dealloc_cc (name_unsettled) */
+    /* query_dealloc's, for the Query's entry (pgw_ps_frontend pushes it). */
+    char *qd_cname;
+    struct ps_stmt *qd_stmt;
+    uint16_t qd_cc;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -641,6 +652,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->drops = false;
     x->prev = NULL;
     x->maybe = false;
+    x->dealloc_cc = 0;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
         x->drops = true;
         q->drops++;
@@ -686,6 +698,7 @@ static void q_pop(struct pgw_session *s)
     q->syncs -= x->type == PGW_FE_SYNC;
     q->drops -= x->drops;
     q->maybe -= x->maybe;
+    q->qdeallocs -= x->dealloc_cc > 0;
     q->pending_execs -= x->execs;
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -790,6 +803,8 @@ void pgw_ps_session_free(struct pgw_session *s)
 {
     pgw_ps_link(s);
     if (s->ps_queue) {
+        free(s->ps_queue->qd_cname);
+        stmt_unref(reg_of(s), s->ps_queue->qd_stmt);
         free(s->ps_queue->e);
         free(s->ps_queue);
         s->ps_queue = NULL;
@@ -1241,6 +1256,13 @@ static bool name_unsettled(const struct pgw_session *s, const char *key,
                            const struct ps_stmt *st)
 {
     const struct ps_queue *q = s->ps_queue;
+    /* A DEALLOCATE among a Query's statements (query_dealloc) settles
+     * the name at that Query's answer. */
+    for (uint32_t i = 0; q && q->qdeallocs > 0 && i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->dealloc_cc && x->cname && strcmp(x->cname, key) == 0)
+            return true;
+    }
     if (!q || q->syncs == 0 || s->track.copy)
         return false;
     bool pending = false;
@@ -1377,6 +1399,207 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
     return true;
 }
 
+/* Does text[0..n) hold `word` (upper case, ASCII) in any case? */
+static bool has_word_ci(const char *text, size_t n, const char *word)
+{
+    size_t wl = strlen(word);
+    for (size_t i = 0; i + wl <= n; i++) {
+        if ((text[i] & ~0x20) != word[0])
+            continue;
+        size_t k = 1;
+        while (k < wl && (text[i + k] & ~0x20) == word[k])
+            k++;
+        if (k == wl)
+            return true;
+    }
+    return false;
+}
+
+/* Is text[0..n) nothing but white space and comments (a statement
+ * PostgreSQL's parser drops: no CommandComplete answers it)? */
+static bool sql_blank(const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v') {
+            p++;
+        } else if (*p == '-' && p + 1 < end && p[1] == '-') {
+            while (p < end && *p != '\n')
+                p++;
+        } else if (*p == '/' && p + 1 < end && p[1] == '*') {
+            int depth = 0;                   /* comments nest */
+            while (p < end) {
+                if (*p == '/' && p + 1 < end && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (*p == '*' && p + 1 < end && p[1] == '/') {
+                    p += 2;
+                    if (--depth == 0)
+                        break;
+                } else {
+                    p++;
+                }
+            }
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A simple Query of several statements, one of them SQL DEALLOCATE
+ * [PREPARE] of one of the client's statements: psqlODBC sends
+ * "SAVEPOINT _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE
+ * _per_query_svp_" whenever it drops a statement with autocommit off.  The
+ * server has no statement of the client's name and would answer 26000 (the
+ * rest of the Query skipped, the transaction failed), and the name would
+ * stay the client's.  As for a Parse of it (dealloc_parse), the server
+ * deallocates one of pgwharf's instead: a Close and a Parse of
+ * DEALLOC_STMT and a Sync go ahead of the Query (their replies swallowed:
+ * only with nothing outstanding, and not in a failed transaction, where
+ * the Parse would fail), and that statement's text becomes DEALLOCATE
+ * "PGW_DEALLOC": the client gets PostgreSQL's replies, tag and all.  The
+ * name goes now (a Parse of it behind the Query waits for its answer:
+ * name_unsettled) and comes back unless that statement's CommandComplete
+ * comes (query_dealloc_reply): one before it may fail.  Statements are
+ * counted as PostgreSQL's parser sees them, split at each ';' outside
+ * literals, quoted names, dollar quotes and comments
+ * (pgw_sql_statement_end), empty ones dropped; a text where a ';' may
+ * stand inside a statement (CREATE RULE, BEGIN ATOMIC), or where a
+ * backslash may escape a quote (standard_conforming_strings off or named)
+ * is left to the server, as are a second such DEALLOCATE in the same Query, one in a
+ * failed transaction, and a name over 63 bytes (whose NOTICE 42622 the
+ * server would no longer send).
+ * PGW_PS_DEALLOC_REWRITTEN when the Query at the buffer's parse position
+ * was rewritten, 0 to send it as it is, PGW_NOTIFY_MORE to wait until
+ * nothing is outstanding (or a Parse or Close of the name is answered),
+ * -1 when the session was closed. */
+static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, bool quiet)
+{
+    if (!s->server || has_word_ci(sql, len, "RULE") || has_word_ci(sql, len, "ATOMIC") ||
+        has_word_ci(sql, len, "STANDARD_CONFORMING_STRINGS"))
+        return 0;
+    /* With standard_conforming_strings off a backslash escapes a quote in
+     * any literal: the split would not be PostgreSQL's. */
+    const char *scs = s->params[PGW_TP_STANDARD_CONFORMING_STRINGS];
+    if (!scs && s->pool)
+        scs = pgw_params_get(pgw_pool_defaults(s->pool), "standard_conforming_strings");
+    if (!scs || strcasecmp(scs, "on") != 0)
+        return 0;
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
+    struct pgw_ident_full full = { .cut = false };
+    struct ps_client_name *cn = NULL;
+    size_t at = 0, plen = 0;
+    uint32_t cc = 0;
+    uint32_t found = 0;
+    bool cut = false;
+    for (size_t off = 0, k = 0; off < len;) {
+        size_t e = pgw_sql_statement_end(sql + off, len - off);
+        const char *one = sql + off;
+        off += e + 1;
+        if (sql_blank(one, e))
+            continue;
+        k++;
+        struct ps_client_name *c = NULL;
+        switch (dealloc_target(s, one, e, name, &full, &c)) {
+        case DEALLOC_WAIT:
+            return PGW_NOTIFY_MORE;
+        case DEALLOC_MINE:
+            if (++found > 1) {
+                pgw_ident_full_free(&full);
+                return 0;                /* a second one: all left to the server */
+            }
+            cut = full.cut;
+            pgw_ident_full_free(&full);
+            cn = c;
+            at = (size_t)(one - sql);
+            plen = e;
+            cc = (uint32_t)k;
+            break;
+        default:
+            break;
+        }
+    }
+    char status = s->track.tx_status ? s->track.tx_status : 'I';
+    if (!found || cut || cc > UINT16_MAX || status == 'E')
+        return 0;
+    if (!quiet)
+        return PGW_NOTIFY_MORE;
+    static const char close_body[] = "S" DEALLOC_STMT;
+    static const char prep_body[] = DEALLOC_STMT "\0SELECT";
+    static const char repl[] = "DEALLOCATE \"" DEALLOC_STMT "\"";
+    struct pgw_wbuf m, q;
+    pgw_wbuf_init(&m);
+    pgw_wbuf_init(&q);
+    size_t mk = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
+    pgw_wbuf_append(&m, close_body, sizeof(close_body));
+    pgw_wbuf_msg_end(&m, mk);
+    mk = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
+    pgw_wbuf_append(&m, prep_body, sizeof(prep_body));
+    pgw_wbuf_put_u16(&m, 0);
+    pgw_wbuf_msg_end(&m, mk);
+    mk = pgw_wbuf_msg_begin(&m, PGW_FE_SYNC);
+    pgw_wbuf_msg_end(&m, mk);
+    mk = pgw_wbuf_msg_begin(&q, PGW_FE_QUERY);
+    pgw_wbuf_append(&q, sql, at);
+    pgw_wbuf_append(&q, repl, sizeof(repl) - 1);
+    pgw_wbuf_append(&q, sql + at + plen, len - at - plen);
+    pgw_wbuf_put_u8(&q, 0);
+    pgw_wbuf_msg_end(&q, mk);
+    char *cname = names_dup(cn->name, names_shown(cn->name));
+    struct pgw_iobuf *b = s->cbuf;
+    uint32_t old = (uint32_t)(len + 1 + PGW_MSG_HDR), add = (uint32_t)(m.len + q.len);
+    bool ok = cname && !m.failed && !q.failed;
+    if (ok && !room(b, add) &&
+        (ok = pgw_iobuf_reserve(s->px, &s->cbuf, b->len - b->sent + add)))
+        b = s->cbuf;
+    if (ok && !s->ps_queue)
+        ok = (s->ps_queue = calloc(1, sizeof(*s->ps_queue))) != NULL;
+    if (!ok) {
+        free(cname);
+        pgw_wbuf_deinit(&m);
+        pgw_wbuf_deinit(&q);
+        pgw_session_close(s, "53200", "out of memory");
+        return -1;
+    }
+    insert_here(b, m.data, (uint32_t)m.len);
+    replace_here(b, old, &q);
+    pgw_wbuf_deinit(&m);
+    pgw_wbuf_deinit(&q);
+    /* Swallowed as sync_params' are: nothing is outstanding (quiet), so
+     * their replies come first.  (sync_queued: no SET among them.) */
+    s->swallow++;
+    s->sync_queued = 0;
+    struct ps_queue *pq = s->ps_queue;
+    free(pq->qd_cname);
+    stmt_unref(reg_of(s), pq->qd_stmt);
+    pq->qd_cname = cname;
+    pq->qd_stmt = cn->stmt;
+    pq->qd_stmt->refs++;
+    pq->qd_cc = (uint16_t)cc;
+    client_remove(s, cn);
+    return PGW_PS_DEALLOC_REWRITTEN;
+}
+
+/* A reply to a Query of query_dealloc's (h): its DEALLOCATE ran when its
+ * CommandComplete comes; an error or the ReadyForQuery before it says it
+ * did not, and the client's name stands again. */
+static void undo_close(struct pgw_session *s, const struct qent *x);
+
+static void query_dealloc_reply(struct pgw_session *s, struct qent *h, char type)
+{
+    if (type == PGW_BE_COMMAND_COMPLETE && --h->dealloc_cc > 0)
+        return;
+    if (type != PGW_BE_COMMAND_COMPLETE) {
+        undo_close(s, h);
+    } else {
+        free(h->cname);                  /* gone for good */
+        h->cname = NULL;
+    }
+    h->dealloc_cc = 0;
+    s->ps_queue->qdeallocs--;
+}
+
 /* A simple Query of SQL DEALLOCATE of one of the client's statements (PHP's
  * PDO sends it so): answered here as PostgreSQL answers it, the name gone,
  * once what came before is answered (quiet); in a failed transaction the
@@ -1390,7 +1613,9 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     if (!s->ps_client || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX || total <= PGW_MSG_HDR)
         return 0;
     const char *sql = (const char *)msg + PGW_MSG_HDR;
-    if (!may_be_deallocate(sql, (avail < total ? avail : total) - PGW_MSG_HDR))
+    size_t have = (avail < total ? avail : total) - PGW_MSG_HDR;
+    /* (Among other statements only with a server: query_dealloc.) */
+    if (!may_be_deallocate(sql, have) && !(s->server && has_word_ci(sql, have, "DEALLOCATE")))
         return 0;
     if (avail < total)
         return PGW_NOTIFY_MORE;          /* read it whole first */
@@ -1408,7 +1633,7 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     struct ps_client_name *cn = NULL;
     int t = dealloc_target(s, sql, len - 1, name, &full, &cn);
     if (t == DEALLOC_NONE)
-        return 0;
+        return query_dealloc(s, sql, len - 1, quiet);
     char status = s->track.tx_status ? s->track.tx_status : 'I';
     if (t == DEALLOC_WAIT || !quiet || status == 'E') {
         pgw_ident_full_free(&full);
@@ -2115,6 +2340,19 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
             q_tail(s)->drops = true;
             s->ps_queue->drops++;
         }
+        if (type == PGW_FE_QUERY && s->ps_queue->qd_cc) {
+            /* query_dealloc rewrote it. */
+            struct ps_queue *q = s->ps_queue;
+            struct qent *x = q_tail(s);
+            x->cname = q->qd_cname;
+            x->stmt = q->qd_stmt;
+            x->dealloc = true;
+            x->dealloc_cc = q->qd_cc;
+            q->qdeallocs++;
+            q->qd_cname = NULL;
+            q->qd_stmt = NULL;
+            q->qd_cc = 0;
+        }
         return PGW_PS_FORWARD;
     }
 }
@@ -2622,6 +2860,9 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     struct qent *h = q_head(s);
     if (!h)
         return false;
+    if (h->dealloc_cc && (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_ERROR ||
+                          type == PGW_BE_READY))
+        query_dealloc_reply(s, h, type);
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         copy_started(s, type == PGW_BE_COPY_IN);
         return false;

@@ -121,8 +121,12 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
                                    uint32_t *total);
 /* A Query (avail of its total bytes here) that may be SQL DEALLOCATE of
  * one of the client's statements: 1 answered by pgwharf and cut from the
- * buffer; 0 for the server; PGW_NOTIFY_MORE read it whole first, or wait
- * until nothing is outstanding (quiet false); -1 the session was closed. */
+ * buffer; 0 for the server; PGW_PS_DEALLOC_REWRITTEN (with a server, msg at
+ * s->cbuf's parse position) a DEALLOCATE among its statements was
+ * rewritten in place, behind messages of pgwharf's: read the message
+ * there again; PGW_NOTIFY_MORE read it whole first, or wait until nothing
+ * is outstanding (quiet false); -1 the session was closed. */
+#define PGW_PS_DEALLOC_REWRITTEN 2
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet);
 /* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a

@@ -2106,6 +2106,15 @@ static bool scan_client(struct pgw_session *s)
             int r = pgw_ps_deallocate_query(s, p, avail, total, tx_quiet(s));
             if (r < 0)
                 return false;
+            if (r == PGW_PS_DEALLOC_REWRITTEN) {
+                /* Moved and changed: read again where it is now. */
+                b = s->cbuf;
+                p = b->data + b->parsed;
+                avail = b->len - b->parsed;
+                total = pgw_get_u32(p + 1) + 1;
+                mlen = total - 1;
+                n = total;
+            }
             if (r == 1) {
                 s->query_start = 0;
                 s->waited_since = 0;

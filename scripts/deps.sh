@@ -32,6 +32,8 @@ PACKAGES=(
     # test clients
     python3 python3-psycopg2 python3-psycopg python3-asyncpg python3-prometheus-client
     libpostgresql-jdbc-java
+    # psqlODBC through pyodbc (py.prepared: its DEALLOCATE among statements)
+    odbc-postgresql unixodbc python3-pyodbc
     # benchmarks against PgBouncer
     pgbouncer
     # tools the scripts use: ps/pgrep, ss, openssl (test certificates),

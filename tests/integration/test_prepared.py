@@ -1414,6 +1414,84 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         r.send(r.bind("s3"), r.execute(), r.sync())
         self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
 
+    def test_among_other_statements_of_a_query(self):
+        # psqlODBC with autocommit off drops a statement with "SAVEPOINT
+        # _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE _per_query_svp_":
+        # the server answered 26000, the transaction failed, the name stayed
+        # (the next Parse of it 42P05, a Bind ran the old statement).
+        px, r = raw_on_one_server(self, "transaction")
+        self.addCleanup(r.close)
+        r.send(r.parse("_PLAN0x1", "select 1"), r.parse("s3", "select 3"), r.sync())
+        self.assertEqual(types(r.until_ready()), "11Z")
+        r.send(r.query("begin"))
+        r.until_ready()
+        r.send(r.query('SAVEPOINT _per_query_svp_;DEALLOCATE "_PLAN0x1";'
+                       'RELEASE _per_query_svp_'))
+        self.assertEqual(r.until_ready(), [(b"C", b"SAVEPOINT\x00"), (b"C", b"DEALLOCATE\x00"),
+                                           (b"C", b"RELEASE\x00"), (b"Z", b"T")])
+        # the name is free: prepared again, pipelined with no wait
+        r.send(r.parse("_PLAN0x1", "select 11"), r.bind("_PLAN0x1"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "12DCZ", msgs)
+        self.assertEqual(msgs[2][1][-2:], b"11")
+        r.send(r.query("commit"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+        # A statement before it fails: it never ran, the name stays
+        # (PostgreSQL's); one after it fails: it ran, the name is gone.
+        r.send(r.query("select 1/0; deallocate s3"))
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "22012"), msgs)
+        self.assert_s3_runs(r)
+        r.send(r.query("/* x */ ;; deallocate prepare S3 ; select 1/0"))
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "CEZ", msgs)
+        self.assertEqual(msgs[0][1], b"DEALLOCATE\x00")
+        r.send(r.bind("s3"), r.execute(), r.sync())
+        self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
+        # in a literal it is no statement; a name the client does not have
+        # is the server's 26000
+        r.send(r.parse("s4", "select 4"), r.sync())
+        r.until_ready()
+        r.send(r.query("select 'x;deallocate s4'; select $$;deallocate s4;$$"))
+        self.assertEqual(types(r.until_ready()), "TDCTDCZ")
+        r.send(r.bind("s4"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+        r.send(r.query("select 1; deallocate nosuch"))
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "TDCEZ", msgs)
+        self.assertEqual(sqlstate(msgs[3][1]), "26000")
+        # with standard_conforming_strings off \' escapes a quote: this is
+        # one literal, never rewritten
+        r.send(r.query("set standard_conforming_strings = off"))
+        r.until_ready()
+        lit = "a\\'; deallocate s4; select '"
+        r.send(r.query("select '" + lit))
+        msgs = r.until_ready()
+        rows = [m for m in msgs if m[0] == b"D"]
+        self.assertEqual(len(rows), 1, msgs)
+        self.assertTrue(rows[0][1].endswith(b"a'; deallocate s4; select "), rows)
+
+    def test_psqlodbc_with_autocommit_off(self):
+        # The driver itself (UseServerSidePrepare=1, its default): each new
+        # text on a statement handle drops the handle's plan first.
+        import glob
+        import pyodbc
+        driver = glob.glob("/usr/lib/*/odbc/psqlodbcw.so")
+        self.assertTrue(driver, "psqlODBC (odbc-postgresql) is not installed")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        cs = ("Driver=%s;Server=%s;Port=%d;Database=%s;Uid=%s;Pwd=%s;SSLMode=disable"
+              % (driver[0], px.host, px.port, self.pg.database, self.pg.user, self.pg.password))
+        conn = pyodbc.connect(cs, autocommit=False)
+        self.addCleanup(conn.close)
+        cur = conn.cursor()
+        got = []
+        for q, a in (("select ?::int + 1", 1), ("select ?::text || 'x'", "a"),
+                     ("select ?::int * 2", 5), ("select ?::int + 1", 7)):
+            cur.execute(q, a)
+            got.append(cur.fetchall()[0][0])
+        conn.commit()
+        self.assertEqual(got, [2, "ax", 10, 8])
+
     def test_psycopg_past_prepared_max(self):
         import psycopg
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2})
