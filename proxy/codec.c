@@ -335,7 +335,7 @@ size_t pgw_sql_statement_end(const char *sql, size_t len)
             if (p < end)
                 p++;
         } else if (c == '-' && p + 1 < end && p[1] == '-') {
-            while (p < end && *p != '\n')
+            while (p < end && *p != '\n' && *p != '\r')    /* either ends it, as there */
                 p++;
         } else if (c == '/' && p + 1 < end && p[1] == '*') {
             int depth = 0;                       /* comments nest */
@@ -497,8 +497,9 @@ static size_t scan_skip(const struct pgw_sql_scan *sc, const char *p, size_t n)
         stop = memchr(p, '"', n);
         return stop ? (size_t)(stop - p) : n;
     case SC_LINE:
-        stop = memchr(p, '\n', n);
-        return stop ? (size_t)(stop - p) : n;
+        while (i < n && p[i] != '\n' && p[i] != '\r')
+            i++;
+        return i;
     case SC_BLOCK:
         while (i < n && p[i] != '*' && p[i] != '/')
             i++;
@@ -539,7 +540,7 @@ size_t pgw_sql_scan_feed(struct pgw_sql_scan *sc, const char *p, size_t n)
                 again = !scan_quoted(sc, c, sc->state == SC_SQUOTE ? '\'' : '"');
                 break;
             case SC_LINE:
-                if (c == '\n')
+                if (c == '\n' || c == '\r')
                     sc->state = SC_NORMAL;
                 break;
             case SC_BLOCK:

@@ -162,6 +162,9 @@ struct qent {
                                   * batch frees: what the name was, back if the drop
                                   * did not run (undo_parse; on_discard clears it) */
     bool maybe;                  /* a Sync a failed COPY may have read (maybe_resolve) */
+    uint32_t unnamed_gen;        /* a client's unnamed Parse: the generation of its copy
+                                  * (ps_unnamed), the client's statement once this
+                                  * ParseComplete comes (unnamed_save) */
     uint16_t dealloc_cc;         /* a Query of several statements whose one with this
                                   * CommandComplete (1 the first) is SQL DEALLOCATE of the
                                   * client's name cname (stmt), sent as one of
@@ -653,6 +656,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->prev = NULL;
     x->maybe = false;
     x->dealloc_cc = 0;
+    x->unnamed_gen = 0;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
         x->drops = true;
         q->drops++;
@@ -802,6 +806,10 @@ void pgw_ps_unlink(struct pgw_session *s)
 void pgw_ps_session_free(struct pgw_session *s)
 {
     pgw_ps_link(s);
+    free(s->ps_unnamed);
+    s->ps_unnamed = NULL;
+    s->ps_unnamed_len = s->ps_unnamed_cap = 0;
+    s->ps_unnamed_ok = false;
     if (s->ps_queue) {
         free(s->ps_queue->qd_cname);
         stmt_unref(reg_of(s), s->ps_queue->qd_stmt);
@@ -1424,7 +1432,7 @@ static bool sql_blank(const char *p, size_t n)
         if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v') {
             p++;
         } else if (*p == '-' && p + 1 < end && p[1] == '-') {
-            while (p < end && *p != '\n')
+            while (p < end && *p != '\n' && *p != '\r')    /* a lone CR ends it too */
                 p++;
         } else if (*p == '/' && p + 1 < end && p[1] == '*') {
             int depth = 0;                   /* comments nest */
@@ -1447,6 +1455,23 @@ static bool sql_blank(const char *p, size_t n)
     return true;
 }
 
+static bool drops_all(const char *sql);
+
+/* Is the statement text t[0..n) (no NUL) one that drops every prepared
+ * statement (drops_all)?  A long one that may be (comments...): taken
+ * for one. */
+static bool drops_all_text(const char *t, size_t n)
+{
+    char one[64];
+    if (n < sizeof(one)) {
+        memcpy(one, t, n);
+        one[n] = '\0';
+        return drops_all(one);
+    }
+    return has_word_ci(t, n, "ALL") &&
+           (has_word_ci(t, n, "DEALLOCATE") || has_word_ci(t, n, "DISCARD"));
+}
+
 /* A simple Query of several statements, one of them SQL DEALLOCATE
  * [PREPARE] of one of the client's statements: psqlODBC sends
  * "SAVEPOINT _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE
@@ -1466,10 +1491,12 @@ static bool sql_blank(const char *p, size_t n)
  * literals, quoted names, dollar quotes and comments
  * (pgw_sql_statement_end), empty ones dropped; a text where a ';' may
  * stand inside a statement (CREATE RULE, BEGIN ATOMIC), or where a
- * backslash may escape a quote (standard_conforming_strings off or named)
- * is left to the server, as are a second such DEALLOCATE in the same Query, one in a
- * failed transaction, and a name over 63 bytes (whose NOTICE 42622 the
- * server would no longer send).
+ * backslash may escape a quote (standard_conforming_strings off or named,
+ * any backslash at all: an E'' literal continues across a newline into
+ * the next quoted part) is left to the server, as are a DEALLOCATE ALL
+ * or DISCARD ALL before it (which drops DEALLOC_STMT too), a second such
+ * DEALLOCATE in the same Query, one in a failed transaction, and a name
+ * over 63 bytes (whose NOTICE 42622 the server would no longer send).
  * PGW_PS_DEALLOC_REWRITTEN when the Query at the buffer's parse position
  * was rewritten, 0 to send it as it is, PGW_NOTIFY_MORE to wait until
  * nothing is outstanding (or a Parse or Close of the name is answered),
@@ -1477,7 +1504,7 @@ static bool sql_blank(const char *p, size_t n)
 static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, bool quiet)
 {
     if (!s->server || has_word_ci(sql, len, "RULE") || has_word_ci(sql, len, "ATOMIC") ||
-        has_word_ci(sql, len, "STANDARD_CONFORMING_STRINGS"))
+        has_word_ci(sql, len, "STANDARD_CONFORMING_STRINGS") || memchr(sql, '\\', len))
         return 0;
     /* With standard_conforming_strings off a backslash escapes a quote in
      * any literal: the split would not be PostgreSQL's. */
@@ -1500,6 +1527,8 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         if (sql_blank(one, e))
             continue;
         k++;
+        if (!found && drops_all_text(one, e))
+            return 0;                    /* it would drop PGW_DEALLOC too: the server's */
         struct ps_client_name *c = NULL;
         switch (dealloc_target(s, one, e, name, &full, &c)) {
         case DEALLOC_WAIT:
@@ -1715,6 +1744,69 @@ static enum pgw_ps_action malformed(struct pgw_session *s, char type)
     return PGW_PS_FORWARD;
 }
 
+/* ---- the client's unnamed statement ----
+ *
+ * PostgreSQL keeps a session's unnamed statement until its next unnamed
+ * Parse or simple Query (or a Close of it), across transactions.  lib/pq
+ * (Go) Parses into it and Describes it with a Sync, then Binds it in the
+ * next round trip: in transaction mode that Bind may reach another server,
+ * where the statement is not (26000), or is another client's (pgwharf
+ * drops that one at the link: sync_params).  pgwharf keeps a copy of the
+ * client's last unnamed Parse, taken for the client's once the server
+ * answers it with ParseComplete (a Parse that fails, or that the server
+ * skips after an error, leaves none, where PostgreSQL would have the old
+ * one only in the second case: then 26000 rather than a guess), and
+ * sends it ahead of a Bind or Describe of the unnamed statement on a
+ * server that does not have it, its ParseComplete dropped. */
+#define PS_UNNAMED_MAX (64 * 1024)
+
+void pgw_ps_unnamed_gone(struct pgw_session *s)
+{
+    s->ps_unnamed_ok = false;
+    if (++s->ps_unnamed_gen == 0)
+        s->ps_unnamed_gen = 1;
+}
+
+/* The client's unnamed Parse m (total bytes) is on its way (entry x). */
+static void unnamed_save(struct pgw_session *s, struct qent *x, const uint8_t *m, uint32_t total)
+{
+    pgw_ps_unnamed_gone(s);
+    if (total > PS_UNNAMED_MAX)
+        return;
+    if (total > s->ps_unnamed_cap) {
+        uint8_t *grown = realloc(s->ps_unnamed, total);
+        if (!grown)
+            return;                      /* none kept: its Bind elsewhere gets 26000 */
+        s->ps_unnamed = grown;
+        s->ps_unnamed_cap = total;
+    }
+    memcpy(s->ps_unnamed, m, total);
+    s->ps_unnamed_len = total;
+    x->unnamed_gen = s->ps_unnamed_gen;
+}
+
+/* A Bind or Describe of the unnamed statement at b's parse position: on a
+ * server that does not have the client's, it is Parsed there first.  Not
+ * in a failed transaction (the server's 25P02 or 26000 answers it). */
+static enum pgw_ps_action unnamed_ensure(struct pgw_session *s, struct pgw_iobuf *b)
+{
+    if (!s->ps_unnamed_ok || !s->server || s->server->user_unnamed == s->id)
+        return PGW_PS_FORWARD;
+    if (tx_pending(s))
+        return PGW_PS_WAIT;              /* whether it is failed is still to be known */
+    if (s->track.tx_status == 'E')
+        return PGW_PS_FORWARD;
+    if (!need_room(s, b, s->ps_unnamed_len))
+        return PGW_PS_NEED_ROOM;
+    if (!q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL)) {
+        pgw_session_close(s, "53200", "out of memory");
+        return PGW_PS_FAILED;
+    }
+    insert_here(b, s->ps_unnamed, s->ps_unnamed_len);
+    s->server->user_unnamed = s->id;
+    return PGW_PS_FORWARD;
+}
+
 static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total)
 {
     const uint8_t *body = b->data + b->parsed + 5;
@@ -1741,8 +1833,11 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         enum pgw_ps_action a;
         if (!*name && dealloc_parse(s, b, total, ne + 1, body + blen, &a))
             return a;
-        if (q_push(s, Q_PASS, PGW_FE_PARSE, NULL))
+        if (q_push(s, Q_PASS, PGW_FE_PARSE, NULL)) {
             q_tail(s)->as_is = *name != '\0';
+            if (!*name)
+                unnamed_save(s, q_tail(s), b->data + b->parsed, *total);
+        }
         return PGW_PS_FORWARD;
     }
     struct ps_registry *reg = reg_of(s);
@@ -1928,6 +2023,11 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     if (type == PGW_FE_BIND && !*name && s->unnamed_sets)
         s->settings_pending = true;      /* a SET Parsed unnamed, run now */
     if (!key_name) {
+        if (!*name && (type == PGW_FE_BIND || type == PGW_FE_DESCRIBE)) {
+            enum pgw_ps_action a = unnamed_ensure(s, b);
+            if (a != PGW_PS_FORWARD)
+                return a;
+        }
         q_push(s, Q_PASS, type, NULL);   /* the server's, or its 22021/22P05 (on_parse) */
         return PGW_PS_FORWARD;
     }
@@ -2912,6 +3012,8 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         on_discard(s);
     if (!completes(h->type, type))
         return false;
+    if (h->unnamed_gen && h->unnamed_gen == s->ps_unnamed_gen)
+        s->ps_unnamed_ok = true;         /* the server took it: the client's (unnamed_save) */
     if (h->as_is && s->server)
         /* The server took a name pgwharf expected it to refuse (its
          * encoding changed on the way?): a statement there under the

@@ -127,6 +127,10 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
  * there again; PGW_NOTIFY_MORE read it whole first, or wait until nothing
  * is outstanding (quiet false); -1 the session was closed. */
 #define PGW_PS_DEALLOC_REWRITTEN 2
+/* The client sent what replaces or drops its unnamed statement in
+ * PostgreSQL (a Parse or Close of it, a simple Query): the copy kept of
+ * it is not it any more. */
+void pgw_ps_unnamed_gone(struct pgw_session *s);
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet);
 /* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a

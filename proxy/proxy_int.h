@@ -269,6 +269,12 @@ struct pgw_session {
     uint32_t ps_room_need;           /* how much room it wants */
     struct ps_client *ps_client;     /* the client's statement names */
     struct ps_queue *ps_queue;       /* responses expected from the server */
+    /* The client's unnamed statement: its last unnamed Parse, whole, and
+     * whether the server took it (ps_unnamed_ok), for a Bind or Describe of
+     * it on a server that does not have it (prepared.c unnamed_ensure). */
+    uint8_t *ps_unnamed;
+    uint32_t ps_unnamed_len, ps_unnamed_cap, ps_unnamed_gen;
+    bool ps_unnamed_ok;
 
     /* timeouts in force ([users] over [pgwharf]); 0 = off */
     double query_timeout, idle_transaction_timeout, client_idle_timeout, transaction_timeout;

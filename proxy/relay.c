@@ -1952,6 +1952,17 @@ static bool discard_done(struct pgw_session *s)
     return s->state != PGW_SS_CLOSING;
 }
 
+/* Does the client message at m (have bytes of it here) replace or drop
+ * its unnamed statement in PostgreSQL: a Parse or Close of it, any simple
+ * Query? */
+static bool drops_unnamed(const uint8_t *m, size_t have)
+{
+    return m[0] == PGW_FE_QUERY ||
+           (m[0] == PGW_FE_PARSE && have > PGW_MSG_HDR && m[PGW_MSG_HDR] == 0) ||
+           (m[0] == PGW_FE_CLOSE && have > PGW_MSG_HDR + 1 && m[PGW_MSG_HDR] == 'S' &&
+            m[PGW_MSG_HDR + 1] == 0);
+}
+
 /* Scan client messages; returns false when the session was closed. */
 static void ps_copy_syncs(struct pgw_session *s);
 
@@ -2075,6 +2086,8 @@ static bool scan_client(struct pgw_session *s)
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);
+        if (drops_unnamed(p, avail))
+            pgw_ps_unnamed_gone(s);
         if (type == PGW_FE_PARSE && s->notify && !pgw_notify_tx_parse(s, p, avail, total)) {
             if (s->query_start == 0)
                 s->query_start = pgw_mono_now(s->px->loop);
@@ -2368,6 +2381,8 @@ static bool client_data_step(struct pgw_session *s)
          * unnamed). */
         const uint8_t *m = b->data + b->parsed;
         size_t have = b->len - b->parsed;
+        if (drops_unnamed(m, have))
+            pgw_ps_unnamed_gone(s);      /* (answered here or not) */
         /* A portal held for the next batch's Execute (notify_ext.c) ends
          * at anything else but a Describe or Flush, as PostgreSQL's implicit
          * transaction ends at a Sync or Query (another batch decides). */

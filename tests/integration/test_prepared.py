@@ -1460,6 +1460,27 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         msgs = r.until_ready()
         self.assertEqual(types(msgs), "TDCEZ", msgs)
         self.assertEqual(sqlstate(msgs[3][1]), "26000")
+        # An E'' literal goes on across a newline into the next quoted part,
+        # \' escaping there too: one literal, never rewritten.
+        r.send(r.parse("s5", "select 5"), r.sync())
+        r.until_ready()
+        r.send(r.query("select E'a'\n'\\';DEALLOCATE s5;--'"))
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "TDCZ", msgs)
+        self.assertTrue(msgs[1][1].endswith(b"a';DEALLOCATE s5;--"), msgs)
+        # A lone CR ends a -- comment: two statements before the DEALLOCATE,
+        # the second fails, so it never runs and s5 stays.
+        r.send(r.query("--c\rselect 1\n;--c\rselect 1/0\n;DEALLOCATE s5"))
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "TDCEZ", msgs)
+        r.send(r.bind("s5"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+        # Behind a DEALLOCATE ALL (which drops everything) it is the
+        # server's, which names the client's statement.
+        r.send(r.query("DEALLOCATE ALL; DEALLOCATE s5"))
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "CEZ", msgs)
+        self.assertIn(b'"s5"', msgs[1][1])
         # with standard_conforming_strings off \' escapes a quote: this is
         # one literal, never rewritten
         r.send(r.query("set standard_conforming_strings = off"))
@@ -1534,6 +1555,87 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
                 errors.append(repr(e))
         run_clients(self, client, 4)
         self.assertEqual(errors, [])
+
+
+class TestTheUnnamedStatementAcrossTransactions(pt.PgwharfTestCase):
+    """lib/pq (Go) Parses into the unnamed statement and Describes it with a
+    Sync, then Binds it in the next round trip: PostgreSQL keeps the
+    statement until the next unnamed Parse or simple Query, across
+    transactions.  In transaction mode the Bind reached a server that had
+    another client's unnamed statement (dropped at the link) or none: 26000
+    on every query.  The client's is Parsed there first now."""
+
+    def two_clients(self):
+        px, a = raw_on_one_server(self, "transaction")
+        self.addCleanup(a.close)
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(b.close)
+        return px, a, b
+
+    def other_client_runs(self, b, text="select 'b'::text"):
+        b.send(b.parse("", text), b.bind(""), b.execute(), b.sync())
+        self.assertEqual(types(b.until_ready()), "12DCZ")
+
+    def run_unnamed(self, r):
+        r.send(r.bind(""), r.execute(), r.sync())
+        return r.until_ready()
+
+    def test_bound_in_a_later_transaction_after_another_clients(self):
+        px, a, b = self.two_clients()
+        a.send(a.parse("", "select $1::text || 'a'"), a.describe_stmt(""), a.sync())
+        self.assertEqual(types(a.until_ready()), "1tTZ")
+        self.other_client_runs(b)
+        a.send(a.msg(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01x\x00\x00"),
+               a.execute(), a.sync())
+        msgs = a.until_ready()
+        self.assertEqual(types(msgs), "2DCZ", msgs)
+        self.assertTrue(msgs[1][1].endswith(b"xa"), msgs)
+        # Described on a server that lost it: Parsed there first too.
+        self.other_client_runs(b)
+        a.send(a.describe_stmt(""), a.sync())
+        self.assertEqual(types(a.until_ready()), "tTZ")
+        # Again and again, the other client in between each time.
+        for i in range(3):
+            self.other_client_runs(b, "select %d" % i)
+            a.send(a.msg(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01%d\x00\x00" % i),
+                   a.execute(), a.sync())
+            msgs = a.until_ready()
+            self.assertEqual(types(msgs), "2DCZ", msgs)
+            self.assertTrue(msgs[1][1].endswith(b"%da" % i), msgs)
+
+    def test_gone_where_postgresql_drops_it(self):
+        px, a, b = self.two_clients()
+        # a simple Query drops it
+        a.send(a.parse("", "select 'a'::text"), a.sync())
+        a.until_ready()
+        a.send(a.query("select 1"))
+        a.until_ready()
+        self.other_client_runs(b)
+        msgs = self.run_unnamed(a)
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+        # so does a Close of it
+        a.send(a.parse("", "select 'a'::text"), a.sync())
+        a.until_ready()
+        a.send(a.msg(b"C", b"S\x00"), a.sync())
+        self.assertEqual(types(a.until_ready()), "3Z")
+        self.other_client_runs(b)
+        msgs = self.run_unnamed(a)
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+        # and a Parse of it that fails
+        a.send(a.parse("", "select 'a'::text"), a.sync())
+        a.until_ready()
+        a.send(a.parse("", "selec"), a.sync())
+        msgs = a.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "42601"), msgs)
+        self.other_client_runs(b)
+        msgs = self.run_unnamed(a)
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
+        # a client that never Parsed one gets none of another's
+        self.other_client_runs(b)
+        c = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(c.close)
+        msgs = self.run_unnamed(c)
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1])), ("EZ", "26000"), msgs)
 
 
 class TestShowPreparedStatementsColumn(pt.PgwharfTestCase):

@@ -818,6 +818,7 @@ static void test_statement_end(void **state)
         { "select ne'a\\';x", 13 },                   /* the name ne: a plain literal */
         { "select \"a;\"\"b\"; x", 14 },             /* a quoted name, "" inside */
         { "select 1 -- a; b\n; x", 17 },               /* a line comment */
+        { "select 1 -- a; b\r; x", 17 },               /* a lone CR ends it too */
         { "select /* a; /* b; */ c; */ 1; x", 29 },     /* comments nest */
         { "select $$a;b$$; x", 14 },
         { "select $f$ $$; $f$; x", 18 },                /* $$ inside $f$ */
@@ -859,6 +860,7 @@ static void test_statement_end_in_pieces(void **state)
     static const char *const cases[] = {
         "LISTEN a; LISTEN b", "select 'it''s;'; x", "select E'\\';'; x", "select e'a\\'b;'; x",
         "select ne'a\\';x", "x'a'E'\\';'; y", "select \"a;\"\"b\"; x", "select 1 -- a; b\n; x",
+        "select 1 -- a; b\r; x", "--\r;x",
         "select 1 - -1; x", "select /* a; /* b; */ c; */ 1; x", "select /***/ 1; x",
         "select /*/ ; */ 1; x", "select $$a;b$$; x", "select $f$ $$; $f$; x", "select $1; x",
         "select a$b; x", "select $q$ unterminated; x", "select 'open; x", "select \xc3\xa9; x",
@@ -877,7 +879,7 @@ static void test_statement_end_in_pieces(void **state)
             }
     }
     /* Random texts of the characters that matter, cut at random. */
-    static const char alpha[] = "';\"-/*$Ee\\ \nab1_";
+    static const char alpha[] = "';\"-/*$Ee\\ \n\rab1_";
     unsigned seed = 12345;
     for (int t = 0; t < 200000; t++) {
         char sql[24];
