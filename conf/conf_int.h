@@ -165,6 +165,15 @@ struct conf_loader {
     struct pgw_conf_origin *origins; /* one per general key; moves into cfg */
     bool lists_only;                 /* [pgwharf] not read: the running one's
                                         (pgw_conf_load_lists) */
+    /* What the errors so far leave unknown, so that the checks across
+     * keys run on the rest (every error at once) and none of them reports
+     * a key's default that stands only for a line that failed: */
+    bool *failed;                    /* one per general key: its line failed */
+    bool lists_failed;               /* a [databases]/[users]/[peers] line failed */
+    int placed;                      /* errors counted in failed/lists_failed (or
+                                        about no key: an unknown one); any other
+                                        (a syntax error, an unknown section, an
+                                        %include not read) leaves all unknown */
 };
 
 /* ---- connstr.c ---- */
@@ -192,6 +201,7 @@ void conf_peer_free(struct pgw_conf_peer *p);
 
 /* ---- validate.c ---- */
 
+/* The checks across keys, each one whose keys all parsed (ld->failed). */
 void conf_validate(struct conf_loader *ld);
 
 #endif

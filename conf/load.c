@@ -59,6 +59,7 @@ static void on_section(void *arg, const char *file, int line, const char *name)
     } else {
         conf_error(&ld->rep, file, line, "unknown section [%s] (expected pgwharf, pgbouncer, "
                    "databases, users or peers)", name);
+        ld->placed++;                   /* its lines: unread_key */
         ld->sect = SECT_SKIP;
     }
 }
@@ -84,6 +85,7 @@ static void general_key(struct conf_loader *ld, const char *file, int line, cons
     }
     if (i < 0) {
         conf_error(&ld->rep, file, line, "unknown key \"%s\"", key);
+        ld->placed++;                   /* no key the checks read */
         return;
     }
     const struct conf_key *k = conf_key_at(i);
@@ -92,6 +94,8 @@ static void general_key(struct conf_loader *ld, const char *file, int line, cons
         ld->rep.oom = true;
     } else if (rc != 0) {
         conf_error(&ld->rep, file, line, "%s: %s", k->name, err);
+        ld->failed[i] = true;
+        ld->placed++;
     } else {
         set_origin(ld, i, file, line);
         /* PgBouncer's strtol base 0: a surprise to whoever meant ten */
@@ -104,12 +108,26 @@ static void general_key(struct conf_loader *ld, const char *file, int line, cons
     }
 }
 
+/* A line not read (outside of any section, or in an unknown one): the key
+ * it may have meant is unknown to the checks. */
+static void unread_key(struct conf_loader *ld, const char *key)
+{
+    int i = conf_key_find(key);
+    if (i >= 0)
+        ld->failed[i] = true;
+    else
+        ld->lists_failed = true;
+}
+
 static void on_key(void *arg, const char *file, int line, const char *key, const char *value)
 {
     struct conf_loader *ld = arg;
+    int before = ld->rep.nerrors;
     switch (ld->sect) {
     case SECT_NONE:
         conf_error(&ld->rep, file, line, "key \"%s\" outside of any section", key);
+        ld->placed++;
+        unread_key(ld, key);
         break;
     case SECT_GENERAL:
         if (!ld->lists_only)
@@ -125,7 +143,12 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
         conf_peer_add(ld, file, line, key, value);
         break;
     case SECT_SKIP:
+        unread_key(ld, key);
         break;
+    }
+    if (ld->sect >= SECT_DATABASES && ld->sect <= SECT_PEERS && ld->rep.nerrors > before) {
+        ld->lists_failed = true;
+        ld->placed += ld->rep.nerrors - before;
     }
 }
 
@@ -142,9 +165,11 @@ static int load(const char *name, const char *text, const struct pgw_config *run
     *out = NULL;
     ld.cfg = pgw_conf_defaults();
     ld.origins = calloc((size_t)conf_key_count(), sizeof(*ld.origins));
-    if (!ld.cfg || !ld.origins) {
+    ld.failed = calloc((size_t)conf_key_count(), sizeof(*ld.failed));
+    if (!ld.cfg || !ld.origins || !ld.failed) {
         pgw_conf_free(ld.cfg);
         free(ld.origins);
+        free(ld.failed);
         return PGW_ENOMEM;
     }
     free(ld.cfg->file);
@@ -164,15 +189,20 @@ static int load(const char *name, const char *text, const struct pgw_config *run
     }
 
     int rc = text ? conf_ini_load_string(&h, name, text) : conf_ini_load_file(&h, name);
-    /* Checks across keys only make sense once every key parsed, and on
-     * the config that would run: a reload keeps the fixed keys' running
-     * values (peer_id, listen_port, unix_socket_dir: [peers] is checked
-     * against them). */
-    if (rc == 0 && ld.rep.nerrors == 0 && !ld.rep.oom && running &&
-        pgw_conf_keep_fixed(ld.cfg, running, changed, arg) < 0)
+    /* The checks across keys, on the config that would run: a reload keeps
+     * the fixed keys' running values (peer_id, listen_port,
+     * unix_socket_dir: [peers] is checked against them; which ones the file
+     * changed is news only for a file that loads).  They run after errors
+     * too, every check whose keys parsed (all the errors at once), unless
+     * an error hides which keys the file set (a syntax error, an %include
+     * not read). */
+    bool placed = ld.rep.nerrors == ld.placed;
+    if (rc == 0 && !ld.rep.oom && running &&
+        pgw_conf_keep_fixed(ld.cfg, running, ld.rep.nerrors ? NULL : changed, arg) < 0)
         ld.rep.oom = true;
-    if (rc == 0 && ld.rep.nerrors == 0 && !ld.rep.oom)
+    if (rc == 0 && placed && !ld.rep.oom)
         conf_validate(&ld);
+    free(ld.failed);
 
     ld.cfg->origins = ld.origins;       /* freed with the config */
     if (rc == 0 && ld.rep.oom)

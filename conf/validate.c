@@ -1,7 +1,10 @@
 /*
- * validate.c - checks that span several keys, run once every file has been
- * read without error.  Each error names the line of the key that decides it
- * (or just the main file when that key kept its default).
+ * validate.c - checks that span several keys (and the single-key ones that
+ * need the whole config), run once every file has been read.  Each check
+ * runs when every key it reads parsed (PARSED), so a file with errors gets
+ * all of them at once, and none from the default of a key whose line
+ * failed.  Each error names the line of the key that decides it (or just
+ * the main file when that key kept its default).
  */
 #include "conf/conf_int.h"
 
@@ -88,6 +91,24 @@ static void keys_warn(struct conf_loader *ld, const char *name, const char *othe
     va_end(ap);
 }
 
+/* Did every general key named (a NULL-ended list) parse?  A key whose line
+ * failed holds its default, which no check may report. */
+static bool keys_parsed(const struct conf_loader *ld, ...)
+{
+    bool ok = true;
+    va_list ap;
+    va_start(ap, ld);
+    for (const char *name; (name = va_arg(ap, const char *)) != NULL;) {
+        int i = conf_key_find(name);
+        if (ld->failed && i >= 0 && ld->failed[i])
+            ok = false;
+    }
+    va_end(ap);
+    return ok;
+}
+
+#define PARSED(ld, ...) keys_parsed((ld), __VA_ARGS__, (const char *)NULL)
+
 static bool any_auth_user(const struct pgw_config *cfg)
 {
     if (*cfg->auth_user)
@@ -104,15 +125,19 @@ static void check_auth(struct conf_loader *ld)
     const char *type = pgw_auth_type_name(cfg->auth_type);
     bool needs_secrets = cfg->auth_type == PGW_AUTH_PLAIN || cfg->auth_type == PGW_AUTH_MD5 ||
                          cfg->auth_type == PGW_AUTH_SCRAM;
-    if (needs_secrets && !*cfg->auth_file && !any_auth_user(cfg))
+    /* an entry whose line failed may have had its auth_user */
+    if (needs_secrets && !*cfg->auth_file && !any_auth_user(cfg) && !ld->lists_failed &&
+        PARSED(ld, "auth_type", "auth_file", "auth_user"))
         keys_error(ld, "auth_type", "auth_file",
                    "auth_type %s needs auth_file, or auth_user to look passwords up with "
                    "auth_query", type);
-    if (any_auth_user(cfg) && !*cfg->auth_query)
+    if (any_auth_user(cfg) && !*cfg->auth_query && PARSED(ld, "auth_user", "auth_query"))
         key_error(ld, "auth_query", "auth_query: must not be empty when auth_user is set");
-    if (cfg->auth_type == PGW_AUTH_HBA && !*cfg->auth_hba_file)
+    if (cfg->auth_type == PGW_AUTH_HBA && !*cfg->auth_hba_file &&
+        PARSED(ld, "auth_type", "auth_hba_file"))
         keys_error(ld, "auth_type", "auth_hba_file", "auth_type hba needs auth_hba_file");
-    if (cfg->auth_type == PGW_AUTH_CERT && cfg->client_tls_sslmode == PGW_TLS_DISABLE)
+    if (cfg->auth_type == PGW_AUTH_CERT && cfg->client_tls_sslmode == PGW_TLS_DISABLE &&
+        PARSED(ld, "auth_type", "client_tls_sslmode"))
         keys_error(ld, "auth_type", "client_tls_sslmode",
                    "auth_type cert needs client_tls_sslmode other than disable");
 }
@@ -121,17 +146,21 @@ static void check_tls(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
     if (cfg->client_tls_sslmode != PGW_TLS_DISABLE &&
-        (!*cfg->client_tls_key_file || !*cfg->client_tls_cert_file))
+        (!*cfg->client_tls_key_file || !*cfg->client_tls_cert_file) &&
+        PARSED(ld, "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file"))
         key_error(ld, "client_tls_sslmode",
                   "client_tls_sslmode %s needs client_tls_key_file and client_tls_cert_file",
                   pgw_tls_mode_name(cfg->client_tls_sslmode));
     /* PgBouncer refuses any other value (its TLS setup fails: with client
      * TLS on). */
     const char *dhe = cfg->client_tls_dheparams;
-    if (cfg->client_tls_sslmode != PGW_TLS_DISABLE && strcasecmp(dhe, "none") != 0 && strcasecmp(dhe, "auto") != 0 &&
-        strcasecmp(dhe, "legacy") != 0)
+    if (cfg->client_tls_sslmode != PGW_TLS_DISABLE && strcasecmp(dhe, "none") != 0 &&
+        strcasecmp(dhe, "auto") != 0 && strcasecmp(dhe, "legacy") != 0 &&
+        PARSED(ld, "client_tls_sslmode", "client_tls_dheparams"))
         key_error(ld, "client_tls_dheparams",
                   "client_tls_dheparams: invalid value \"%s\" (expected none, auto or legacy)", dhe);
+    if (!PARSED(ld, "server_tls_key_file", "server_tls_cert_file"))
+        return;
     if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)
         key_error(ld, "server_tls_key_file", "server_tls_key_file needs server_tls_cert_file");
     if (!*cfg->server_tls_key_file && *cfg->server_tls_cert_file)
@@ -145,6 +174,8 @@ static void check_tls(struct conf_loader *ld)
 static void check_pools(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
+    if (!PARSED(ld, "min_pool_size", "default_pool_size"))
+        return;
     if (cfg->min_pool_size > cfg->default_pool_size)
         keys_warn(ld, "min_pool_size", "default_pool_size",
                   "min_pool_size %d is larger than default_pool_size %d: pools keep %d open",
@@ -218,7 +249,7 @@ static void norm_socket_path(const char *path, char *out, size_t size)
 static void check_self_entries(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
-    if (!*cfg->unix_socket_dir)
+    if (!*cfg->unix_socket_dir || !PARSED(ld, "unix_socket_dir", "listen_port"))
         return;
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = &cfg->dbs[i];
@@ -246,12 +277,14 @@ static void check_self_entries(struct conf_loader *ld)
 static void check_peers(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
+    if (!PARSED(ld, "peer_id"))
+        return;
     if (cfg->npeers > 0 && cfg->peer_id == 0) {
         conf_warn(&ld->rep, cfg->peers[0].file, cfg->peers[0].line,
                   "[peers]: not used while peer_id is 0");
         return;
     }
-    if (!*cfg->unix_socket_dir)
+    if (!*cfg->unix_socket_dir || !PARSED(ld, "unix_socket_dir", "listen_port"))
         return;
     char own[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int n = snprintf(own, sizeof(own), "%s/.s.PGSQL.%d", cfg->unix_socket_dir,
@@ -281,7 +314,8 @@ static void check_peers(struct conf_loader *ld)
 static void check_track_extra(struct conf_loader *ld)
 {
     char names[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1], err[256];
-    if (pgw_conf_track_extra(ld->cfg->track_extra_parameters, names, err, sizeof(err)) < 0)
+    if (PARSED(ld, "track_extra_parameters") &&
+        pgw_conf_track_extra(ld->cfg->track_extra_parameters, names, err, sizeof(err)) < 0)
         key_error(ld, "track_extra_parameters", "track_extra_parameters: %s", err);
 }
 
@@ -327,7 +361,8 @@ static void check_addrs(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
     const char *m = cfg->metrics_addr;
-    if (cfg->metrics_port > 0 && *m && strcmp(m, "*") != 0 && strcasecmp(m, "localhost") != 0) {
+    if (cfg->metrics_port > 0 && *m && strcmp(m, "*") != 0 && strcasecmp(m, "localhost") != 0 &&
+        PARSED(ld, "metrics_port", "metrics_addr")) {
         struct addrinfo hints = { 0 }, *ai = NULL;
         hints.ai_socktype = SOCK_STREAM;
         hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
@@ -340,11 +375,12 @@ static void check_addrs(struct conf_loader *ld)
     /* Both on one port and address: the start failed binding the listener,
      * in words that blamed another process (with listen_addr's line). */
     if (cfg->metrics_port > 0 && cfg->metrics_port == cfg->listen_port &&
-        addrs_overlap(cfg->listen_addr, cfg->metrics_addr))
+        addrs_overlap(cfg->listen_addr, cfg->metrics_addr) &&
+        PARSED(ld, "metrics_port", "listen_port", "listen_addr", "metrics_addr"))
         keys_error(ld, "metrics_port", "listen_port", "metrics_port %d is listen_port too, on "
                    "the same address: the metrics endpoint needs a port of its own",
                    (int)cfg->metrics_port);
-    const char *p = cfg->listen_addr;
+    const char *p = PARSED(ld, "listen_addr") ? cfg->listen_addr : "";
     while (*p) {
         size_t n = strcspn(p, PGW_CONF_LISTEN_SEP);
         if (n > 0 && strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -368,16 +404,18 @@ void conf_validate(struct conf_loader *ld)
     check_peers(ld);
     check_track_extra(ld);
     check_addrs(ld);
-    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown) {
+    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown &&
+        PARSED(ld, "breaker_max_cooldown", "breaker_cooldown")) {
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);
         conf_format_num(min, sizeof(min), cfg->breaker_cooldown);
         keys_error(ld, "breaker_max_cooldown", "breaker_cooldown",
                    "breaker_max_cooldown %ss is shorter than breaker_cooldown %ss", max, min);
     }
-    if (cfg->stats_period > 0 && cfg->stats_period < 1)
+    if (cfg->stats_period > 0 && cfg->stats_period < 1 && PARSED(ld, "stats_period"))
         key_error(ld, "stats_period", "stats_period must be 0 (off) or at least 1s");
-    if (!*cfg->listen_addr && !*cfg->unix_socket_dir)
+    if (!*cfg->listen_addr && !*cfg->unix_socket_dir &&
+        PARSED(ld, "listen_addr", "unix_socket_dir"))
         keys_error(ld, "listen_addr", "unix_socket_dir",
                    "nothing to listen on: listen_addr and unix_socket_dir are both empty");
     /* The listener's "DIR/.s.PGSQL.PORT" must fit in sun_path: else only
@@ -385,15 +423,15 @@ void conf_validate(struct conf_loader *ld)
     const size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
     size_t path = (size_t)snprintf(NULL, 0, "%s/.s.PGSQL.%d", cfg->unix_socket_dir,
                                    cfg->listen_port);
-    if (*cfg->unix_socket_dir && path > max)
+    if (*cfg->unix_socket_dir && path > max && PARSED(ld, "unix_socket_dir", "listen_port"))
         keys_error(ld, "unix_socket_dir", "listen_port",
                    "unix_socket_dir \"%.20s...\": the socket path would be %zu bytes long "
                    "(at most %zu)", cfg->unix_socket_dir, path, max);
-    if (pgw_log_syslog_facility(cfg->syslog_facility) < 0)
+    if (PARSED(ld, "syslog_facility") && pgw_log_syslog_facility(cfg->syslog_facility) < 0)
         key_error(ld, "syslog_facility",
                   "syslog_facility \"%s\": expected auth, authpriv, daemon, user or "
                   "local0-local7", cfg->syslog_facility);
-    if (pgw_conf_unix_socket_mode(cfg) < 0) {
+    if (PARSED(ld, "unix_socket_mode") && pgw_conf_unix_socket_mode(cfg) < 0) {
         const char *m = cfg->unix_socket_mode;
         if (*m >= '1' && *m <= '7' && strspn(m, "01234567") == strlen(m))
             key_error(ld, "unix_socket_mode",

@@ -2198,6 +2198,69 @@ static void test_listen_and_metrics_addr_checked_at_load(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* An error on one line does not hide the checks of the others (README:
+ * "all of them at once"); a check that reads a key whose line failed is
+ * skipped, not run on that key's default. */
+static void test_checks_run_after_errors(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    load_fail(BASE "foo = 1\n"                          /* 3 */
+                   "stats_period = 0.5\n"               /* 4 */
+                   "unix_socket_mode = 770\n"           /* 5 */
+                   "listen_addr = a$b\n"                /* 6 */
+                   "syslog_facility = local9\n"         /* 7 */
+                   "breaker_cooldown = 10\n"            /* 8 */
+                   "breaker_max_cooldown = 5\n", &d, 6);
+    assert_error(&d, "t.ini:3: unknown key \"foo\"");
+    assert_error(&d, "t.ini:4: stats_period must be 0 (off) or at least 1s");
+    assert_error(&d, "t.ini:5: unix_socket_mode \"770\": not an octal file mode (0000-0777): "
+                     "write it with a leading 0 (0770); PgBouncer reads 770 as a decimal number");
+    assert_error(&d, "t.ini:6: listen_addr \"a$b\": not a host name or address");
+    assert_error(&d, "t.ini:7: syslog_facility \"local9\": expected auth, authpriv, daemon, "
+                     "user or local0-local7");
+    assert_error(&d, "t.ini:9: breaker_max_cooldown 5s is shorter than breaker_cooldown 10s");
+    pgw_conf_diag_free(&d);
+
+    /* a value error, a [databases] error, a key in an unknown section */
+    load_fail(BASE "stats_period = 0.5\nlisten_port = x\n[databases]\na = hots=h\n"
+                   "[pgwharff]\nsyslog_facility = nope\n", &d, 4);
+    assert_error(&d, "t.ini:3: stats_period must be 0 (off) or at least 1s");
+    pgw_conf_diag_free(&d);
+
+    /* a key whose line failed keeps its default: no check reports it */
+    char text[600];
+    snprintf(text, sizeof(text),
+             "[pgwharf]\nauth_type = md5x\n"                          /* 2 */
+             "breaker_cooldown = zz\nbreaker_max_cooldown = 1\n"      /* 3, 4 */
+             "listen_port = abc\nunix_socket_dir = /tmp/%0120d\n"     /* 5, 6 */
+             "client_tls_sslmode = bogus\n"                           /* 7 */
+             "[pgwharff]\nlisten_addr = \nunix_socket_dir = \n"       /* 8-10 */
+             "[databases]\nx = host=h auth_user=u bogus=1\n", 0);     /* 11, 12 */
+    load_fail(text, &d, 6);
+    assert_error(&d, "t.ini:8: unknown section [pgwharff] (expected pgwharf, pgbouncer, "
+                     "databases, users or peers)");
+    assert_error(&d, "t.ini:12: database \"x\": unknown key \"bogus\"");
+    pgw_conf_diag_free(&d);
+    /* the same file with auth_type md5: its auth_user may be on the line
+     * that failed, so no "needs auth_file" */
+    memcpy(strstr(text, "md5x"), "md5 ", 4);
+    load_fail(text, &d, 5);
+    pgw_conf_diag_free(&d);
+
+    /* a reload: the same, on the config that would run */
+    struct pgw_config *running = load_ok(BASE, &d), *cfg = NULL;
+    struct changed_log l = { "", 0 };
+    assert_int_equal(pgw_conf_load_over("t.ini", BASE "foo = 1\nstats_period = 0.5\n"
+                                        "listen_port = 7001\n", running, note_changed, &l,
+                                        &cfg, &d), PGW_ECONFIG);
+    assert_null(cfg);
+    assert_int_equal(d.nerrors, 2);
+    assert_error(&d, "t.ini:4: stats_period must be 0 (off) or at least 1s");
+    assert_string_equal(l.text, "");            /* a file refused changes nothing */
+    pgw_conf_free(running);
+    pgw_conf_diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2247,6 +2310,7 @@ int main(void)
         cmocka_unit_test(test_real_pgbouncer_ini),
         cmocka_unit_test(test_key_lines_outlive_the_load),
         cmocka_unit_test(test_listen_and_metrics_addr_checked_at_load),
+        cmocka_unit_test(test_checks_run_after_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
