@@ -1080,12 +1080,13 @@ bool pgw_admin_key_changeable(const char *key)
 }
 
 /* Keys PgBouncer has no default for: it writes NULL as their default,
- * and as their value while unset (other unset strings are ""). */
+ * and as their value while unset (other unset strings are ""; verbose,
+ * an integer, is never unset). */
 static bool key_default_null(const char *key)
 {
     static const char *const keys[] = {
         "auth_dbname", "auth_file", "auth_ident_file", "auth_user",
-        "client_tls13_ciphers", "server_tls13_ciphers", "user",
+        "client_tls13_ciphers", "server_tls13_ciphers", "user", "verbose",
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (strcmp(keys[i], key) == 0)
@@ -1138,12 +1139,12 @@ static int show_config(struct pgw_session *s, struct pgw_wbuf *out)
             if (!shown[0])
                 shown = NULL;
         } else if (strcmp(key, "unix_socket_mode") == 0) {
-            /* PgBouncer's is an integer key: in decimal (0777: 511) */
+            /* PgBouncer's is an integer key: its value in decimal (0700:
+             * 448), its default as its key table writes it (0777) */
             int mode = pgw_conf_unix_socket_mode(s->px->cfg);
             if (mode >= 0)
                 snprintf(mode_now, sizeof(mode_now), "%d", mode);
             shown = mode >= 0 ? mode_now : value;
-            def = "511";
         }
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, key);

@@ -348,6 +348,9 @@ class TestShowColumns(AdminTestCase):
             with self.subTest(key=key):
                 self.assertEqual(config[key], (None, None))
         self.assertEqual(config["auth_file"][1], None)
+        # verbose too has no default there (pgwharf wrote 0); its value is
+        # a number
+        self.assertEqual(config["verbose"], ("0", None))
         self.assertTrue(config["auth_file"][0])            # set by the harness
         for key in ("auth_hba_file", "logfile", "unix_socket_group"):
             with self.subTest(key=key):
@@ -355,11 +358,12 @@ class TestShowColumns(AdminTestCase):
 
     def test_show_config_writes_unix_socket_mode_in_decimal(self):
         # PgBouncer's unix_socket_mode is an integer key: 0700 shows as
-        # 448, its default 0777 as 511; pgwharf echoed the text.
+        # 448 (pgwharf echoed the text), its default as its key table
+        # writes it, 0777, which README and --check say (pgwharf wrote 511).
         px = self.start(unix_socket_mode="0700")
         conn = self.admin_conn(px)
         config = {r["key"]: (r["value"], r["default"]) for r in self.show(conn, "CONFIG")[1]}
-        self.assertEqual(config["unix_socket_mode"], ("448", "511"))
+        self.assertEqual(config["unix_socket_mode"], ("448", "0777"))
 
     def test_databases_pools_and_users_are_listed_by_name(self):
         # As PgBouncer keeps them (database_list, pool_list, user_list in
