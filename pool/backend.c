@@ -591,6 +591,10 @@ void pgw_backend_get_info(const struct pgw_backend *be, struct pgw_backend_info 
     info->hostname = be->hosts && (be->hostaddr || be->dns || be->dns_error[0]) ? be->hosts : NULL;
     info->addrs = be->hostaddr;
     info->addrs_until = be->hostaddr_until;
+    /* dns_ready looks the name up once both have passed */
+    info->lookup_due = be->hostaddr ? be->hostaddr_until : 0;
+    if (be->dns_error_until > info->lookup_due)
+        info->lookup_due = be->dns_error_until;
     info->resolving = be->dns != NULL;
 }
 

@@ -417,9 +417,11 @@ struct pgw_backend_info {
      * address, a socket directory, a name given with its hostaddr, and
      * before the first lookup), its addresses as libpq gets them
      * (comma-separated; NULL before the first answer) and until when they
-     * are used; a lookup is in flight. */
+     * are used; when the next lookup is due (the addresses' end, or a
+     * failed lookup's dns_nxdomain_ttl, whichever is later; 0 before the
+     * first answer or failure); a lookup is in flight. */
     const char *hostname, *addrs;
-    ev_tstamp addrs_until;
+    ev_tstamp addrs_until, lookup_due;
     bool resolving;
 };
 /* Iterate backends: pass NULL first. */

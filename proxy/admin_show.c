@@ -1456,8 +1456,9 @@ static int show_empty(struct pgw_wbuf *out, const struct pgw_rs_col *cols, int n
 }
 
 /* Host names of the backends and what their last lookup gave: ttl is the
- * seconds until the next lookup (dns_max_ttl after the answer), addrs the
- * addresses libpq connects to. */
+ * seconds until the next lookup (dns_max_ttl after an answer,
+ * dns_nxdomain_ttl after a failure), addrs the addresses libpq connects
+ * to. */
 static int show_dns_hosts(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = { { "hostname", TX }, { "ttl", I8 }, { "addrs", TX } };
@@ -1470,7 +1471,7 @@ static int show_dns_hosts(struct pgw_session *s, struct pgw_wbuf *out)
         pgw_backend_get_info(be, &bi);
         if (!bi.hostname)
             continue;
-        double ttl = bi.addrs ? bi.addrs_until - now : 0;
+        double ttl = bi.lookup_due > 0 ? bi.lookup_due - now : 0;
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, bi.hostname);
         pgw_rs_int(&rs, ttl > 0 ? (int64_t)(ttl + 0.999) : 0);

@@ -246,6 +246,19 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
         self.assertEqual(row["state"], "closed")
         self.assertEqual(px.psql("select 1"), "1")        # other databases unaffected
 
+    def test_show_dns_hosts_counts_down_to_the_next_lookup(self):
+        # SHOW DNS_HOSTS' ttl is the seconds until the name is looked up
+        # again: after a failed lookup, what is left of dns_nxdomain_ttl
+        # (it said 0 while no lookup was made for the hour).
+        px = self.start(dns_nxdomain_ttl=3600)
+        self.login_error(px)
+        rows = [r for r in px.show("DNS_HOSTS") if r["hostname"] == self.HOST]
+        self.assertEqual(len(rows), 1, px.show("DNS_HOSTS"))
+        self.assertIn(int(rows[0]["ttl"]), range(3500, 3601), rows)
+        self.assertEqual(rows[0]["addrs"], "")
+        self.login_error(px)
+        self.assertEqual(self.lookups(px), 1, px.log_tail())
+
     def test_looked_up_again_once_expired(self):
         px = self.start(dns_nxdomain_ttl="1s", breaker_threshold=1000)
         first = self.login_error(px)
