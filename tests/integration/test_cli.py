@@ -116,6 +116,40 @@ class TestCli(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertIn("warn.ini:3: pkt_buf: ignored: not supported yet", cp.stderr)
 
+    def test_readme_error_example_warns_as_shown(self):
+        # README's example of --check's output ends with a warning for an
+        # ignored key; it named tcp_keepalive, a key pgwharf supports
+        # (no warning at all).
+        with open(README, encoding="utf-8") as f:
+            text = f.read()
+        block = text[text.index("- **Errors** name the place"):]
+        block = block[block.index("```"):block.index("```", block.index("```") + 3)]
+        m = re.search(r"^\s*pgwharf\.ini:\d+: (\w+): ignored: not supported yet$", block, re.M)
+        self.assertIsNotNone(m, block)
+        cp = run("--check", self.write("example.ini", "[pgwharf]\nauth_type = trust\n"
+                                       "%s = 1\n" % m.group(1)))
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("example.ini:3: %s: ignored: not supported yet" % m.group(1), cp.stderr)
+
+    def test_readme_event_table_names_the_console_commands_events(self):
+        # Every admin_* event the console logs has its row in README's
+        # table of events (admin_disable and admin_enable had none).
+        src = os.path.join(os.path.dirname(README), "proxy")
+        events = set()
+        for name in os.listdir(src):
+            if name.endswith(".c"):
+                with open(os.path.join(src, name), encoding="utf-8") as f:
+                    events |= set(re.findall(r'pgw_\w+\(\s*"(admin_\w+)"', f.read()))
+        self.assertIn("admin_pause", events)
+        with open(README, encoding="utf-8") as f:
+            text = f.read()
+        table = text[text.index("| Event | Level | When |"):]
+        table = table[:table.index("\n\n")]
+        names = set()
+        for line in table.splitlines():
+            names |= set(re.findall(r"`(\w+)`", line.split(" | ")[0]))
+        self.assertEqual(sorted(events - names), [])
+
     def test_a_database_or_user_defined_again_replaces_the_first(self):
         # PgBouncer loads such a file, the later line winning; so must pgwharf
         path = self.write("dup.ini", "[pgbouncer]\nauth_file = %s\n"
