@@ -11,11 +11,12 @@
  * the 16-byte CancelRequest in plain text (as PQcancel, whatever TLS the
  * server link uses), then a wait for the server to close it, which is
  * when PostgreSQL has acted on it.  cancel_wait_timeout bounds the whole.
- * The client's own cancel connection stays open until then, as PostgreSQL
- * keeps it: PostgreSQL signals the backend twice (the pid, then its
- * process group), and a client that went on at once could have its next
- * query hit by the second signal (libpq's PQcancel waits for the close for
- * that reason).  A deferred cancel (relay.c, pipe_cancel) keeps it open
+ * The client's own cancel connection stays open until then, half-closed
+ * by the client too (session.c), as PostgreSQL keeps it: PostgreSQL
+ * signals the backend twice (the pid, then its process group), and a
+ * client that went on at once could have its next query hit by the
+ * second signal (libpq's PQcancel waits for the close for that reason).
+ * A deferred cancel (relay.c, pipe_cancel) keeps it open
  * too, until its forward has ended or it is dropped (the query ended
  * without it, the client left), at most cancel_wait_timeout before the
  * forward begins (the cancel stays deferred: the wait is the client's

@@ -663,6 +663,15 @@ void pgw_session_read_client(struct pgw_session *s)
         return;
     }
     if (n == 0) {
+        /* A CancelRequest connection half-closed after the request (as
+         * postgres.js sends it: end(request)) still waits for the forward
+         * to end, as PostgreSQL keeps it open until it has signalled the
+         * backend: the client reads the close as "done".  Nothing more
+         * comes to read; a reset or read error still ends it (above). */
+        if (s->state == PGW_SS_CANCEL) {
+            ev_io_stop(loop, &s->cli_r);
+            return;
+        }
         /* What the client sent before its end of stream runs first, as
          * PostgreSQL reads it (relay.c). */
         if (!pgw_relay_client_eof(s))

@@ -874,6 +874,81 @@ class Forwarder:
         self.thread.join(10)
 
 
+class CancelHold(Forwarder):
+    """A Forwarder (pgwharf's backend address, so its cancels come here
+    too) that holds each forwarded cancel in flight: the CancelRequest
+    goes to PostgreSQL, which acts on it and closes its connection
+    (wait_acted(i)), but pgwharf's connection stays open, as if
+    PostgreSQL were still signalling, until release(i).  Cancels are
+    numbered in the order they come; close() releases them all."""
+
+    def __init__(self, pg):
+        self.cond = threading.Condition()
+        self.cancels = []           # per cancel: {"acted", "release", "done"} Events
+        super().__init__(pg)
+
+    def _pump(self, a, b):
+        try:
+            head = a.recv(8, socket.MSG_PEEK | socket.MSG_WAITALL)
+        except OSError:
+            head = b""
+        if len(head) == 8 and struct.unpack("!II", head) == (16, 80877102):
+            self._hold(a, b)
+        else:
+            super()._pump(a, b)
+
+    def _hold(self, a, b):
+        ev = {k: threading.Event() for k in ("acted", "release", "done")}
+        with self.cond:
+            self.cancels.append(ev)
+            self.cond.notify_all()
+        try:
+            b.sendall(_recv_exact(a, 16))
+            while b.recv(64):           # PostgreSQL closes once it has acted
+                pass
+            ev["acted"].set()
+            ev["release"].wait()
+            a.shutdown(socket.SHUT_WR)
+            while a.recv(64):           # pgwharf closes once its forward ended
+                pass
+        except (OSError, EOFError):
+            pass
+        finally:
+            ev["acted"].set()
+            ev["done"].set()
+            a.close()
+            b.close()
+
+    def _cancel(self, i, timeout):
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.cancels) > i, timeout):
+                raise AssertionError("cancel #%d never reached the server" % i)
+            return self.cancels[i]
+
+    def count(self):
+        with self.cond:
+            return len(self.cancels)
+
+    def wait_acted(self, i, timeout=30):
+        """Cancel #i (from 0) has been acted on by PostgreSQL."""
+        if not self._cancel(i, timeout)["acted"].wait(timeout):
+            raise AssertionError("PostgreSQL did not act on cancel #%d" % i)
+
+    def release(self, i, timeout=30):
+        """Let cancel #i's connection end; return once pgwharf has closed
+        its side (its forward is over)."""
+        ev = self._cancel(i, timeout)
+        ev["release"].set()
+        if not ev["done"].wait(timeout):
+            raise AssertionError("pgwharf did not end forward #%d" % i)
+
+    def close(self):
+        with self.cond:
+            for ev in self.cancels:
+                ev["release"].set()
+        super().close()
+
+
 class FakeServer:
     """A PostgreSQL look-alike on 127.0.0.1, port 0 (self.port): a thread
     accepts, and each connection gets a thread of its own running

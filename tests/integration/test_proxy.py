@@ -412,6 +412,46 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
         self.assertNotIn("event=cancel_failed", px.log())
 
+    def _held_cancels(self):
+        """A pgwharf (transaction mode, one server) whose backend is a
+        CancelHold forwarder, and a raw client of it: (fwd, px, client,
+        key)."""
+        fwd = hz.CancelHold(self.pg)
+        self.addCleanup(fwd.close)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1},
+                                databases={self.pg.database: fwd.conn_string(self.pg)})
+        c, key = self._raw_client(px)
+        return fwd, px, c, key
+
+    def _canceled(self, c):
+        got = hz.read_until_ready(c)
+        self.assertEqual([t for t, _ in got][-2:], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[-2][1])["C"], "57014")
+
+    def test_a_half_closed_cancel_connection_waits_for_the_forward(self):
+        """postgres.js sends its CancelRequest with end(): the request,
+        then its half of the connection closed, and takes the close of
+        the other half for "done".  pgwharf closed it as soon as it read
+        that end of stream, before PostgreSQL had signalled the backend,
+        so the client's next query could be hit by the late signal.  Now
+        it stays open until the forward has ended, as PostgreSQL keeps
+        it: here past the canceled query's ErrorResponse, while the
+        forward is held in flight."""
+        fwd, px, c, key = self._held_cancels()
+        c.sendall(hz.query_msg("select pg_sleep(60) /* half-closed cancel */"))
+        self.pg.wait_running("/* half-closed cancel */")
+        ask = self._cancel_connection(px, key)
+        ask.shutdown(socket.SHUT_WR)
+        fwd.wait_acted(0)
+        self._canceled(c)
+        px.show("POOLS")                # a round trip: pgwharf has read all it got
+        self.assertEqual(select.select([ask], [], [], 0)[0], [],
+                         "cancel connection closed before the forward ended")
+        fwd.release(0)
+        self.assertEqual(hz.read_until_closed(ask, 30), (b"", True))
+        self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
+        self.assertEqual(px.log().count("event=cancel_forwarded"), 1)
+
     def test_cancels_in_flight_are_capped_by_the_open_files_limit(self):
         """With the postmaster stopped (backends running) each cancel
         holds its connection to the server for cancel_wait_timeout, even
