@@ -21,9 +21,12 @@
  * without it, the client left), at most cancel_wait_timeout before the
  * forward begins (the cancel stays deferred: the wait is the client's
  * query's, which may be long).  One whose forward is already under way for
- * the same request (no ReadyForQuery since it began) waits for that one
- * instead of making another connection: a client retrying against a
- * stopped server holds one descriptor, not one per retry.
+ * the same request (no ReadyForQuery since it began, one inside a
+ * pipeline included) waits for that one instead of making another
+ * connection: a client retrying against a stopped server holds one
+ * descriptor, not one per retry.  A cancel of a later request gets a
+ * forward of its own at once, but its connection is closed only once the
+ * client's earlier forwards have ended too (their late signals).
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
@@ -72,6 +75,7 @@ struct cancel_job {
                                       * closed when the job ends */
     uint64_t srv_id;                 /* the server the cancel is for */
     uint32_t ready_count;            /* the session's when the job began */
+    uint32_t answered;               /* likewise: which request it is for */
     int backend_pid;
     int peer;                        /* 0; else the [peers] id it goes to */
     int fd;
@@ -187,6 +191,24 @@ static const char *job_target(const struct cancel_job *j, char *buf, size_t len)
     return buf;
 }
 
+/* A forward for j's session begun before j and still in flight (the
+ * list is in the order they began), or NULL.  j's askers wait for it too:
+ * its late signal could otherwise hit the query a client sends once its
+ * cancel connection closed (a cancel of a pipelined request's successor
+ * is forwarded while the one of the request before may still be). */
+static struct cancel_job *earlier_job(const struct cancel_job *j)
+{
+    if (!j->sess)
+        return NULL;
+    const struct pgw_list *pos;
+    for (pos = j->node.prev; pos != &j->cs->inflight; pos = pos->prev) {
+        struct cancel_job *e = pgw_container_of(pos, struct cancel_job, node);
+        if (e->sess == j->sess)
+            return e;
+    }
+    return NULL;
+}
+
 /* The job is over: the server closed the connection (why NULL), or it
  * failed.  Called from the job's own watchers: they are stopped and j is
  * freed here (nothing else refers to it, so no deferred free is needed);
@@ -205,10 +227,14 @@ static void job_end(struct cancel_job *j, const char *why)
             pgw_server_retire(s->server, "a cancel sent to it was not confirmed");
     }
     struct pgw_list *n;
+    struct cancel_job *before = earlier_job(j);
     while ((n = pgw_list_first(&j->askers))) {
         pgw_list_del(n);
-        pgw_session_close(pgw_container_of(n, struct pgw_session, ask_node), NULL,
-                          "cancel request handled");
+        if (before)
+            pgw_list_append(&before->askers, n);
+        else
+            pgw_session_close(pgw_container_of(n, struct pgw_session, ask_node), NULL,
+                              "cancel request handled");
     }
     job_free(j);
     if (s && --s->cancel_inflight == 0)
@@ -478,6 +504,7 @@ static struct cancel_job *session_job(struct pgw_proxy *px, struct pgw_session *
     j->sess = s;
     j->srv_id = srv->id;
     j->ready_count = s->ready_count;
+    j->answered = s->answered;
     s->cancel_inflight++;
     if (srv->user_queued > 0) {
         /* The cancel may land on a query queued behind this one
@@ -507,8 +534,12 @@ void pgw_cancel_server(struct pgw_proxy *px, const struct pgw_server *srv, const
 }
 
 /* A forward for s's request under way already: on its server, begun since
- * the last ReadyForQuery (so it lands on what runs now, or is being
- * deferred to it). */
+ * the last ReadyForQuery, one inside a pipeline too (so it lands on what
+ * runs now, or is being deferred to it).  A forward begun before that one
+ * was for a request answered since: a cancel now is for the next request,
+ * which that forward may well have missed (PostgreSQL signalled the
+ * backend before it closed the connection), so it gets a forward of its
+ * own. */
 static struct cancel_job *session_forward(struct pgw_proxy *px, const struct pgw_session *s)
 {
     if (!s->cancel_inflight || !s->server)
@@ -516,7 +547,7 @@ static struct cancel_job *session_forward(struct pgw_proxy *px, const struct pgw
     struct pgw_list *pos;
     for (pos = px->cancel->inflight.next; pos != &px->cancel->inflight; pos = pos->next) {
         struct cancel_job *j = pgw_container_of(pos, struct cancel_job, node);
-        if (j->sess == s && j->srv_id == s->server->id && j->ready_count == s->ready_count)
+        if (j->sess == s && j->srv_id == s->server->id && j->answered == s->answered)
             return j;
     }
     return NULL;

@@ -2683,6 +2683,7 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px)
 
 static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
+    s->answered++;              /* a request is over: a cancel now is for the next */
     if (!pgw_track_ready(&s->track, status)) {
         /* A ReadyForQuery inside a pipeline: 'I' ends a transaction, the
          * next one starts now (transaction_timeout).  In statement mode

@@ -452,6 +452,42 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
         self.assertEqual(px.log().count("event=cancel_forwarded"), 1)
 
+    def test_a_cancel_of_the_next_pipelined_query_is_its_own_forward(self):
+        """Two Queries pipelined; the first canceled, and the moment its
+        error comes, the second canceled too.  PostgreSQL had acted on the
+        first cancel but not closed its connection yet (it signals twice),
+        and pgwharf joined the second cancel to that forward, as a retry
+        of the same request (no ReadyForQuery had ended the pipeline):
+        the second query ran on.  A ReadyForQuery inside a pipeline now
+        ends the request a forward is for, so the second cancel is
+        forwarded at once; its connection still closes only once the
+        first forward has ended too, whose late signal could otherwise
+        hit the query the client sends next."""
+        fwd, px, c, key = self._held_cancels()
+        c.sendall(hz.query_msg("select pg_sleep(60) /* first piped */") +
+                  hz.query_msg("select pg_sleep(60) /* second piped */"))
+        self.pg.wait_running("/* first piped */")
+        ask1 = self._cancel_connection(px, key)
+        fwd.wait_acted(0)
+        self._canceled(c)
+        self.pg.wait_running("/* second piped */")
+        ask2 = self._cancel_connection(px, key)
+        c.settimeout(30)        # before: the second query slept its 60 s
+        self._canceled(c)
+        self.assertEqual(fwd.count(), 2)
+        # The second forward is over, the first still in flight: both
+        # connections wait for it.
+        fwd.release(1)
+        px.show("POOLS")                # a round trip: pgwharf is past that end
+        self.assertEqual(select.select([ask1, ask2], [], [], 0)[0], [])
+        fwd.release(0)
+        for k in (ask1, ask2):
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
+        self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
+        self.assertNotIn("event=cancel_joined", px.log())
+        self.assertNotIn("event=cancel_failed", px.log())
+
     def test_cancels_in_flight_are_capped_by_the_open_files_limit(self):
         """With the postmaster stopped (backends running) each cancel
         holds its connection to the server for cancel_wait_timeout, even
