@@ -22,7 +22,7 @@
  * forward begins (the cancel stays deferred: the wait is the client's
  * query's, which may be long).  One whose forward is already under way for
  * the same request (no ReadyForQuery since it began, one inside a
- * pipeline included) waits for that one instead of making another
+ * pipeline included, nor ErrorResponse) waits for that one instead of making another
  * connection: a client retrying against a stopped server holds one
  * descriptor, not one per retry.  A cancel of a later request gets a
  * forward of its own at once, but its connection is closed only once the
@@ -534,8 +534,8 @@ void pgw_cancel_server(struct pgw_proxy *px, const struct pgw_server *srv, const
 }
 
 /* A forward for s's request under way already: on its server, begun since
- * the last ReadyForQuery, one inside a pipeline too (so it lands on what
- * runs now, or is being deferred to it).  A forward begun before that one
+ * the last ReadyForQuery, one inside a pipeline too, or ErrorResponse (so
+ * it lands on what runs now, or is being deferred to it).  A forward begun before that one
  * was for a request answered since: a cancel now is for the next request,
  * which that forward may well have missed (PostgreSQL signalled the
  * backend before it closed the connection), so it gets a forward of its

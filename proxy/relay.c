@@ -3042,8 +3042,13 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         }
         if (!drop && type != PGW_BE_READY)
             track_backend(s, type);
-        if (!drop && type == PGW_BE_ERROR)
+        if (!drop && type == PGW_BE_ERROR) {
             note_server_error(s, p, total);
+            /* Nothing more of the request runs (up to its Sync): a cancel
+             * the client sends on reading this is for the next one, even
+             * before the ReadyForQuery behind it is read (cancel.c). */
+            s->answered++;
+        }
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
                 sync_answered(s);

@@ -885,7 +885,19 @@ class CancelHold(Forwarder):
     def __init__(self, pg):
         self.cond = threading.Condition()
         self.cancels = []           # per cancel: {"acted", "release", "done"} Events
+        self.ready_armed = False
+        self.ready_held = threading.Event()
+        self.ready_go = threading.Event()
         super().__init__(pg)
+
+    def hold_ready_after_cancel(self):
+        """The next ReadyForQuery a server sends right behind a 57014
+        error is held back from pgwharf (the error goes on) until
+        release_ready(); ready_held is set once it is held."""
+        self.ready_armed = True
+
+    def release_ready(self):
+        self.ready_go.set()
 
     def _pump(self, a, b):
         try:
@@ -895,7 +907,42 @@ class CancelHold(Forwarder):
         if len(head) == 8 and struct.unpack("!II", head) == (16, 80877102):
             self._hold(a, b)
         else:
-            super()._pump(a, b)
+            self._relay(a, b)
+
+    def _relay(self, a, b):
+        """Forwarder._pump, but with the ReadyForQuery behind a canceled
+        query's error held back while hold_ready_after_cancel() is armed
+        (found by its bytes: the error's code field, then 'Z' length 5)."""
+        import select
+        peers = {a: b, b: a}
+        canceled = False            # a 57014 seen, its ReadyForQuery not yet
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [])
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    z = -1
+                    if s is b and self.ready_armed:
+                        at = data.find(b"C57014\0")
+                        canceled = canceled or at >= 0
+                        z = data.find(b"Z\0\0\0\x05", max(at, 0)) if canceled else -1
+                    if z >= 0:
+                        self.ready_armed = False
+                        peers[s].sendall(data[:z])
+                        self.ready_held.set()
+                        self.ready_go.wait()
+                        data = data[z:]
+                    peers[s].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
 
     def _hold(self, a, b):
         ev = {k: threading.Event() for k in ("acted", "release", "done")}
@@ -943,6 +990,7 @@ class CancelHold(Forwarder):
             raise AssertionError("pgwharf did not end forward #%d" % i)
 
     def close(self):
+        self.ready_go.set()
         with self.cond:
             for ev in self.cancels:
                 ev["release"].set()

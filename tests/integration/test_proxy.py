@@ -488,6 +488,40 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertNotIn("event=cancel_joined", px.log())
         self.assertNotIn("event=cancel_failed", px.log())
 
+    def test_a_cancel_sent_on_an_error_before_its_ready_for_query_is_forwarded(self):
+        """As above, but the second cancel reaches pgwharf after the first
+        query's error and before the ReadyForQuery behind it (PostgreSQL
+        flushes the error on its own): it was joined to the first forward
+        still, and the second query ran on.  Nothing more of a request
+        runs after its error, so a cancel then is for the next one."""
+        fwd, px, c, key = self._held_cancels()
+        fwd.hold_ready_after_cancel()
+        c.sendall(hz.query_msg("select pg_sleep(60) /* first of two */") +
+                  hz.query_msg("select pg_sleep(60) /* second of two */"))
+        self.pg.wait_running("/* first of two */")
+        ask1 = self._cancel_connection(px, key)
+        fwd.wait_acted(0)
+        while True:
+            t, body = hz.recv_msg(c)
+            if t == b"E":
+                self.assertEqual(hz.parse_fields(body)["C"], "57014")
+                break
+        self.assertTrue(fwd.ready_held.wait(30))        # pgwharf has not read it
+        self.pg.wait_running("/* second of two */")
+        ask2 = self._cancel_connection(px, key)
+        pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined)",
+                                             px.log())) == 2, 30, what="the second cancel")
+        fwd.release_ready()
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"Z"])
+        c.settimeout(30)        # before: the second query slept its 60 s
+        self._canceled(c)
+        fwd.release(1)
+        fwd.release(0)
+        for k in (ask1, ask2):
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
+        self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
+
     def test_cancels_in_flight_are_capped_by_the_open_files_limit(self):
         """With the postmaster stopped (backends running) each cancel
         holds its connection to the server for cancel_wait_timeout, even
