@@ -125,7 +125,11 @@ struct pgw_server {
     bool user_pipe_broken;    /* it cannot pass on: close at the handoff */
     uint64_t user_unnamed;    /* the session whose unnamed statement it may
                                * hold (it outlives transactions); 0: none;
-                               * PGW_UNNAMED_OWN: pgwharf's (auth_query) */
+                               * PGW_UNNAMED_OWN: pgwharf's (auth_query), or
+                               * not known */
+    uint32_t user_unnamed_gen;    /* that session's ps_unnamed_gen when it was
+                                   * Parsed: an older one of the client's is
+                                   * not its statement now */
     bool user_unrep_stmt;     /* holds a named statement that may change a
                                * tracked parameter it does not report, Parsed
                                * with max_prepared_statements = 0: a Bind of

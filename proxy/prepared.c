@@ -165,6 +165,8 @@ struct qent {
     uint32_t unnamed_gen;        /* a client's unnamed Parse: the generation of its copy
                                   * (ps_unnamed), the client's statement once this
                                   * ParseComplete comes (unnamed_save) */
+    bool unnamed_inject;         /* that copy sent by unnamed_ensure: the server's
+                                  * unnamed statement at its ParseComplete */
     uint16_t dealloc_cc;         /* a Query of several statements whose one with this
                                   * CommandComplete (1 the first) is SQL DEALLOCATE of the
                                   * client's name cname (stmt), sent as one of
@@ -657,6 +659,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->maybe = false;
     x->dealloc_cc = 0;
     x->unnamed_gen = 0;
+    x->unnamed_inject = false;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
         x->drops = true;
         q->drops++;
@@ -741,9 +744,14 @@ void pgw_ps_link(struct pgw_session *s)
 bool pgw_ps_request_sent(struct pgw_session *s, const char *types, int n, unsigned named,
                          struct ps_stmt *st)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!q_push(s, Q_PASS, types[i], (named >> i) & 1 ? st : NULL))
             return false;
+        if (types[i] == PGW_FE_PARSE) {      /* unnamed (pgw_ps_unnamed_queued) */
+            q_tail(s)->unnamed_gen = s->ps_unnamed_pipe_gen;
+            s->ps_unnamed_pipe_gen = 0;
+        }
+    }
     return true;
 }
 
@@ -1767,22 +1775,34 @@ void pgw_ps_unnamed_gone(struct pgw_session *s)
         s->ps_unnamed_gen = 1;
 }
 
-/* The client's unnamed Parse m (total bytes) is on its way (entry x). */
-static void unnamed_save(struct pgw_session *s, struct qent *x, const uint8_t *m, uint32_t total)
+/* The client's unnamed Parse m (total bytes) is on its way: its copy,
+ * and the generation its entry carries (0: none kept). */
+static uint32_t unnamed_copy(struct pgw_session *s, const uint8_t *m, uint32_t total)
 {
     pgw_ps_unnamed_gone(s);
     if (total > PS_UNNAMED_MAX)
-        return;
-    if (total > s->ps_unnamed_cap) {
-        uint8_t *grown = realloc(s->ps_unnamed, total);
-        if (!grown)
-            return;                      /* none kept: its Bind elsewhere gets 26000 */
-        s->ps_unnamed = grown;
+        return 0;
+    /* Grown for a large text, given back once they are small again. */
+    if (total > s->ps_unnamed_cap || (s->ps_unnamed_cap > 4096 && total <= s->ps_unnamed_cap / 4)) {
+        uint8_t *p = realloc(s->ps_unnamed, total);
+        if (!p)
+            return 0;                    /* none kept: its Bind elsewhere gets 26000 */
+        s->ps_unnamed = p;
         s->ps_unnamed_cap = total;
     }
     memcpy(s->ps_unnamed, m, total);
     s->ps_unnamed_len = total;
-    x->unnamed_gen = s->ps_unnamed_gen;
+    return s->ps_unnamed_gen;
+}
+
+static void unnamed_save(struct pgw_session *s, struct qent *x, const uint8_t *m, uint32_t total)
+{
+    x->unnamed_gen = unnamed_copy(s, m, total);
+}
+
+void pgw_ps_unnamed_queued(struct pgw_session *s, const uint8_t *m)
+{
+    s->ps_unnamed_pipe_gen = unnamed_copy(s, m, pgw_get_u32(m + 1) + 1);
 }
 
 /* A Bind or Describe of the unnamed statement at b's parse position: on a
@@ -1790,7 +1810,7 @@ static void unnamed_save(struct pgw_session *s, struct qent *x, const uint8_t *m
  * in a failed transaction (the server's 25P02 or 26000 answers it). */
 static enum pgw_ps_action unnamed_ensure(struct pgw_session *s, struct pgw_iobuf *b)
 {
-    if (!s->ps_unnamed_ok || !s->server || s->server->user_unnamed == s->id)
+    if (!s->ps_unnamed_ok || !s->server || pgw_relay_unnamed_current(s, s->server))
         return PGW_PS_FORWARD;
     if (tx_pending(s))
         return PGW_PS_WAIT;              /* whether it is failed is still to be known */
@@ -1803,7 +1823,11 @@ static enum pgw_ps_action unnamed_ensure(struct pgw_session *s, struct pgw_iobuf
         return PGW_PS_FAILED;
     }
     insert_here(b, s->ps_unnamed, s->ps_unnamed_len);
-    s->server->user_unnamed = s->id;
+    /* The server's once its ParseComplete comes (skipped after an error
+     * in the batch, or failed, it is not: the next Bind tries again). */
+    q_tail(s)->unnamed_gen = s->ps_unnamed_gen;
+    q_tail(s)->unnamed_inject = true;
+    s->server->user_unnamed = PGW_UNNAMED_OWN;
     return PGW_PS_FORWARD;
 }
 
@@ -3012,8 +3036,13 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         on_discard(s);
     if (!completes(h->type, type))
         return false;
-    if (h->unnamed_gen && h->unnamed_gen == s->ps_unnamed_gen)
+    if (h->unnamed_gen && h->unnamed_gen == s->ps_unnamed_gen) {
         s->ps_unnamed_ok = true;         /* the server took it: the client's (unnamed_save) */
+        if (h->unnamed_inject && s->server) {
+            s->server->user_unnamed = s->id;
+            s->server->user_unnamed_gen = h->unnamed_gen;
+        }
+    }
     if (h->as_is && s->server)
         /* The server took a name pgwharf expected it to refuse (its
          * encoding changed on the way?): a statement there under the

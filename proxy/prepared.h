@@ -131,6 +131,9 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
  * PostgreSQL (a Parse or Close of it, a simple Query): the copy kept of
  * it is not it any more. */
 void pgw_ps_unnamed_gone(struct pgw_session *s);
+/* The unnamed Parse m starts a request queued on a busy server
+ * (server_pipeline_depth): kept as the client's once answered. */
+void pgw_ps_unnamed_queued(struct pgw_session *s, const uint8_t *m);
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet);
 /* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a

@@ -279,6 +279,8 @@ struct pgw_session {
      * it on a server that does not have it (prepared.c unnamed_ensure). */
     uint8_t *ps_unnamed;
     uint32_t ps_unnamed_len, ps_unnamed_cap, ps_unnamed_gen;
+    uint32_t ps_unnamed_pipe_gen;    /* that of an unnamed Parse queued on a busy
+                                      * server (pgw_ps_unnamed_queued) */
     bool ps_unnamed_ok;
 
     /* timeouts in force ([users] over [pgwharf]); 0 = off */
@@ -381,6 +383,8 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words);
  * what the client sent whole (client_eof); false when there is nothing to
  * run: the caller closes it. */
 bool pgw_relay_client_eof(struct pgw_session *s);
+/* Does srv hold s's unnamed statement as it is now (not an older one)? */
+bool pgw_relay_unnamed_current(const struct pgw_session *s, const struct pgw_server *srv);
 /* After client_eof: end the session once what the client sent is answered. */
 void pgw_relay_eof_check(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);

@@ -543,7 +543,7 @@ static bool sync_params(struct pgw_session *s)
      * a server of its own).  A transaction-mode login link sends nothing:
      * the client gets a server anew for its first query. */
     bool login_only = s->state == PGW_SS_LOGIN_WAIT && s->mode != PGW_POOL_SESSION;
-    bool unnamed = srv->user_unnamed && srv->user_unnamed != s->id && !login_only &&
+    bool unnamed = srv->user_unnamed && !pgw_relay_unnamed_current(s, srv) && !login_only &&
                    !first_replaces_unnamed(s);
     if (unnamed || (!login_only && first_replaces_unnamed(s)))
         srv->user_unnamed = 0;           /* dropped below, or by the client's message */
@@ -1369,8 +1369,12 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     }
     if (r->stmt)
         pgw_ps_server_used(s, srv, r->stmt);
-    if (r->parse)
-        srv->user_unnamed = s->id;       /* the client's, once it has the server */
+    if (r->parse) {
+        /* the client's, once it has the server */
+        pgw_ps_unnamed_queued(s, b->data + b->parsed);
+        srv->user_unnamed = s->id;
+        srv->user_unnamed_gen = s->ps_unnamed_gen;
+    }
     struct ev_loop *loop = s->px->loop;
     pgw_list_append(&srv->user_queue, &s->pipe_node);
     srv->user_queued++;
@@ -1952,6 +1956,11 @@ static bool discard_done(struct pgw_session *s)
     return s->state != PGW_SS_CLOSING;
 }
 
+bool pgw_relay_unnamed_current(const struct pgw_session *s, const struct pgw_server *srv)
+{
+    return srv->user_unnamed == s->id && srv->user_unnamed_gen == s->ps_unnamed_gen;
+}
+
 /* Does the client message at m (have bytes of it here) replace or drop
  * its unnamed statement in PostgreSQL: a Parse or Close of it, any simple
  * Query? */
@@ -2248,8 +2257,10 @@ static bool scan_client(struct pgw_session *s)
         }
         /* A Parse into the unnamed statement (or one whose name is not
          * here yet) leaves it on the server for whoever comes next. */
-        if (type == PGW_FE_PARSE && (n <= PGW_MSG_HDR || b->data[b->parsed + PGW_MSG_HDR] == '\0'))
+        if (type == PGW_FE_PARSE && (n <= PGW_MSG_HDR || b->data[b->parsed + PGW_MSG_HDR] == '\0')) {
             s->server->user_unnamed = s->id;
+            s->server->user_unnamed_gen = s->ps_unnamed_gen;
+        }
         if (type == PGW_FE_QUERY && s->qscan &&
             !pgw_notify_qscan_feed(s, b->data + b->parsed, n, true))
             return false;

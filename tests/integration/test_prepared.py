@@ -1603,6 +1603,93 @@ class TestTheUnnamedStatementAcrossTransactions(pt.PgwharfTestCase):
             self.assertEqual(types(msgs), "2DCZ", msgs)
             self.assertTrue(msgs[1][1].endswith(b"%da" % i), msgs)
 
+    def test_an_older_one_of_its_own_on_another_server_is_not_it(self):
+        # X Parsed on one server, Y on the other: a Bind back on the first
+        # found X there (the client's, but not its statement now) and ran
+        # it -- also before the copy was kept.  The pool lends its most
+        # recently used idle server first.
+        self.older_one_elsewhere([b"Y"])
+        # With max_prepared_statements = 0 no copy is kept: X is dropped
+        # there, and the Bind gets PostgreSQL's 26000 rather than X.
+        self.older_one_elsewhere([b"E"], max_prepared_statements=0)
+
+    def older_one_elsewhere(self, want, **extra):
+        settings = {"pool_mode": "transaction", "auth_type": "trust", "default_pool_size": 2}
+        settings.update(extra)
+        px = self.start_pgwharf(settings=settings)
+        a, b = (Raw(px.host, px.port, self.pg.user, self.pg.database) for _ in range(2))
+        for r in (a, b):
+            self.addCleanup(r.close)
+
+        def q(r, sql):
+            r.send(r.query(sql))
+            return [m[1][6:] for m in r.until_ready() if m[0] == b"D"]
+
+        def a_runs(text=None):
+            if text:
+                a.send(a.parse("", text), a.describe_stmt(""), a.sync())
+                self.assertEqual(types(a.until_ready()), "1tTZ")
+            a.send(a.bind(""), a.execute(), a.sync())
+            msgs = a.until_ready()
+            if msgs[0][0] == b"E":
+                self.assertEqual(sqlstate(msgs[0][1]), "26000", msgs)
+                return [b"E"]
+            self.assertEqual(types(msgs), "2DCZ", msgs)
+            return msgs[1][1][6:].split(b",")
+        q(b, "begin")
+        b_pid = q(b, "select pg_backend_pid()")[0]
+        v, x_pid = a_runs("select 'X'::text || ',' || pg_backend_pid()")     # the other one
+        q(b, "commit")
+        v, y_pid = a_runs("select 'Y'::text || ',' || pg_backend_pid()")     # b's, last used
+        self.assertEqual((x_pid != b_pid, y_pid), (True, b_pid))
+        q(b, "begin")
+        self.assertEqual(q(b, "select pg_backend_pid()"), [y_pid])
+        self.assertEqual(a_runs(), want + [x_pid] if want == [b"Y"] else want)
+        q(b, "commit")
+        a.close()
+        b.close()
+        px.stop()
+
+    def test_a_parse_of_it_skipped_in_its_batch_is_tried_again(self):
+        # The copy sent ahead of a Bind that an error earlier in the batch
+        # skips: the server does not have it, and the next Bind sends it
+        # again (the server was taken for having it: 26000).
+        px, a, b = self.two_clients()
+        a.send(a.parse("", "select 'a'::text"), a.describe_stmt(""), a.sync())
+        a.until_ready()
+        self.other_client_runs(b)
+        a.send(a.parse("bad", "select 1/0"), a.bind("bad"), a.execute(),
+               a.bind(""), a.execute(), a.sync())
+        msgs = a.until_ready()
+        self.assertEqual(types(msgs), "1EZ", msgs)      # 1/0 fails at its Bind (planning)
+        msgs = self.run_unnamed(a)
+        self.assertEqual(types(msgs), "2DCZ", msgs)
+        self.assertTrue(msgs[1][1].endswith(b"a"), msgs)
+
+    def test_parsed_in_a_request_queued_on_a_busy_server(self):
+        # server_pipeline_depth: the Parse and Describe went behind another
+        # client's query on its server, by the queue's own path.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, "server_pipeline_depth": 2,
+                                          "metrics_port": "auto"})
+        a, b = (Raw(px.host, px.port, self.pg.user, self.pg.database) for _ in range(2))
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        gate = ph.Gate(self.pg, 7301)
+        self.addCleanup(gate.close)
+        b.send(b.query("select %s" % gate.sql()))
+        self.pg.wait_running(gate.sql(), lock_wait=True)
+        a.send(a.parse("", "select 'Y'::text"), a.describe_stmt(""), a.sync())
+        pt.wait_until(lambda: px.metric("pgwharf_pipelined_queries_total") >= 1,
+                      what="a's request queued")
+        gate.open()
+        b.until_ready()
+        self.assertEqual(types(a.until_ready()), "1tTZ")
+        self.other_client_runs(b)
+        msgs = self.run_unnamed(a)
+        self.assertEqual(types(msgs), "2DCZ", msgs)
+        self.assertTrue(msgs[1][1].endswith(b"Y"), msgs)
+
     def test_gone_where_postgresql_drops_it(self):
         px, a, b = self.two_clients()
         # a simple Query drops it
