@@ -311,6 +311,32 @@ static const char *dollar_end(const char *p, const char *end, size_t n)
     return NULL;
 }
 
+size_t pgw_sql_comment_len(const char *p, size_t n)
+{
+    const char *end = p + n, *q = p;
+    if (n < 2)
+        return 0;
+    if (p[0] == '-' && p[1] == '-') {
+        while (q < end && *q != '\n' && *q != '\r')    /* either ends it, as there */
+            q++;
+    } else if (p[0] == '/' && p[1] == '*') {
+        int depth = 0;                               /* comments nest */
+        while (q < end) {
+            if (*q == '/' && q + 1 < end && q[1] == '*') {
+                depth++;
+                q += 2;
+            } else if (*q == '*' && q + 1 < end && q[1] == '/') {
+                q += 2;
+                if (--depth == 0)
+                    break;
+            } else {
+                q++;
+            }
+        }
+    }
+    return (size_t)(q - p);
+}
+
 size_t pgw_sql_statement_end(const char *sql, size_t len)
 {
     const char *p = sql, *end = sql + len;
@@ -334,23 +360,8 @@ size_t pgw_sql_statement_end(const char *sql, size_t len)
             }
             if (p < end)
                 p++;
-        } else if (c == '-' && p + 1 < end && p[1] == '-') {
-            while (p < end && *p != '\n' && *p != '\r')    /* either ends it, as there */
-                p++;
-        } else if (c == '/' && p + 1 < end && p[1] == '*') {
-            int depth = 0;                       /* comments nest */
-            while (p < end) {
-                if (*p == '/' && p + 1 < end && p[1] == '*') {
-                    depth++;
-                    p += 2;
-                } else if (*p == '*' && p + 1 < end && p[1] == '/') {
-                    p += 2;
-                    if (--depth == 0)
-                        break;
-                } else {
-                    p++;
-                }
-            }
+        } else if (pgw_sql_comment_len(p, (size_t)(end - p)) > 0) {
+            p += pgw_sql_comment_len(p, (size_t)(end - p));
         } else if (c == '$' && (p == sql || !ident_cont((unsigned char)p[-1]))) {
             /* $tag$ or $$ opens a dollar quote; $1 is a parameter */
             const char *q = p + 1;

@@ -158,6 +158,11 @@ bool pgw_sp_may_be(const char *sql, size_t n);
  * nkw upper-case keywords kw, in any case, or be a prefix of one? */
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw);
 
+/* The length of the comment p[0..n) starts with (-- to a line's end, not
+ * the LF or CR that ends it; or a nested block comment, cut short at n),
+ * 0 when it starts with none. */
+size_t pgw_sql_comment_len(const char *p, size_t n);
+
 /* Where the first statement of sql[0..len) ends: the offset of the ';'
  * that ends it, outside string literals, quoted names, dollar quotes and
  * comments (as PostgreSQL's scanner, with standard_conforming_strings on),

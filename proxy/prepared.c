@@ -1437,28 +1437,13 @@ static bool sql_blank(const char *p, size_t n)
 {
     const char *end = p + n;
     while (p < end) {
-        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v') {
+        size_t k;
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
             p++;
-        } else if (*p == '-' && p + 1 < end && p[1] == '-') {
-            while (p < end && *p != '\n' && *p != '\r')    /* a lone CR ends it too */
-                p++;
-        } else if (*p == '/' && p + 1 < end && p[1] == '*') {
-            int depth = 0;                   /* comments nest */
-            while (p < end) {
-                if (*p == '/' && p + 1 < end && p[1] == '*') {
-                    depth++;
-                    p += 2;
-                } else if (*p == '*' && p + 1 < end && p[1] == '/') {
-                    p += 2;
-                    if (--depth == 0)
-                        break;
-                } else {
-                    p++;
-                }
-            }
-        } else {
+        else if ((k = pgw_sql_comment_len(p, (size_t)(end - p))) > 0)
+            p += k;
+        else
             return false;
-        }
     }
     return true;
 }

@@ -784,6 +784,15 @@ def error_fields_in(data):
     return out
 
 
+def close_quietly(*socks):
+    """Close each socket, one already gone too."""
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
 class Forwarder:
     """A TCP forwarder to PostgreSQL on 127.0.0.1, port 0: a backend
     address of its own for pgwharf (one breaker), whose new connections a
@@ -851,11 +860,7 @@ class Forwarder:
         except (OSError, ValueError):
             return
         finally:
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            close_quietly(a, b)
 
     def close(self):
         with self.lock:
@@ -938,11 +943,7 @@ class CancelHold(Forwarder):
         except (OSError, ValueError):
             return
         finally:
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            close_quietly(a, b)
 
     def _hold(self, a, b):
         ev = {k: threading.Event() for k in ("acted", "release", "done")}
