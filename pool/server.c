@@ -995,6 +995,7 @@ int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
     if (ps->out.failed)
         return PGW_ENOMEM;
     ps->job = job;
+    srv->user_unnamed = 0;               /* a simple Query drops the unnamed statement */
     ps->err_sqlstate[0] = 0;
     ps->hdr_len = 0;
     ps->body_left = ps->body_len = ps->body_got = 0;

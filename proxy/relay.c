@@ -638,6 +638,7 @@ static bool sync_params(struct pgw_session *s)
         /* 0 before: one sync per link.  The empty Query has no entry in
          * sync_order: with none queued, sync_answered skips its reply. */
         s->swallow += queries + extra;
+        srv->user_unnamed = 0;           /* each a simple Query: the unnamed statement goes */
         s->sync_queued = (uint8_t)queries;
         s->sync_err = false;
         /* Unreported parameters are known only by what pgwharf set (a

@@ -1690,6 +1690,28 @@ class TestTheUnnamedStatementAcrossTransactions(pt.PgwharfTestCase):
         self.assertEqual(types(msgs), "2DCZ", msgs)
         self.assertTrue(msgs[1][1].endswith(b"Y"), msgs)
 
+    def test_after_pgwharfs_own_queries_on_its_server(self):
+        # server_check_query before a lend (server_check_delay = 0: at
+        # every lend after the first), and the SETs or RESETs that give a
+        # server the client's settings (after a FunctionCall, which may
+        # change one unseen), are simple Queries: they drop the unnamed
+        # statement, and the server was still taken for having the
+        # client's (26000, with nobody else on the pool).
+        for settings, between in (({"server_check_delay": 0}, None),
+                                  ({}, struct.pack("!IHHH", 2026, 0, 0, 0))):
+            px, a = raw_on_one_server(self, "transaction", **settings)
+            self.addCleanup(a.close)
+            a.send(a.parse("", "select 'a'::text"), a.describe_stmt(""), a.sync())
+            self.assertEqual(types(a.until_ready()), "1tTZ")
+            if between:
+                a.send(a.msg(b"F", between))         # pg_backend_pid()
+                self.assertEqual(types(a.until_ready()), "VZ")
+            msgs = self.run_unnamed(a)
+            self.assertEqual(types(msgs), "2DCZ", (settings, msgs))
+            self.assertTrue(msgs[1][1].endswith(b"a"), msgs)
+            a.close()
+            px.stop()
+
     def test_gone_where_postgresql_drops_it(self):
         px, a, b = self.two_clients()
         # a simple Query drops it
