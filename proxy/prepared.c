@@ -1338,6 +1338,22 @@ static int dealloc_target(struct pgw_session *s, const char *sql, size_t len, ch
  * never one of pgwharf's PGW_<n>. */
 #define DEALLOC_STMT "PGW_DEALLOC"
 
+/* A Close of DEALLOC_STMT (no error if it is not there) and a Parse of it
+ * ("SELECT"), into m: what the server deallocates in place of a client's
+ * statement. */
+static void dealloc_stmt_prepare(struct pgw_wbuf *m)
+{
+    static const char close_body[] = "S" DEALLOC_STMT;
+    static const char prep_body[] = DEALLOC_STMT "\0SELECT";
+    size_t at = pgw_wbuf_msg_begin(m, PGW_FE_CLOSE);
+    pgw_wbuf_append(m, close_body, sizeof(close_body));
+    pgw_wbuf_msg_end(m, at);
+    at = pgw_wbuf_msg_begin(m, PGW_FE_PARSE);
+    pgw_wbuf_append(m, prep_body, sizeof(prep_body));
+    pgw_wbuf_put_u16(m, 0);
+    pgw_wbuf_msg_end(m, at);
+}
+
 /* A Parse into the unnamed statement of SQL DEALLOCATE of one of the
  * client's statements (text up to end: the text, its NUL, the parameter
  * types), as psycopg 3.1 sends it (Parse, Bind, Describe, Execute, Sync).
@@ -1351,8 +1367,6 @@ static int dealloc_target(struct pgw_session *s, const char *sql, size_t len, ch
 static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total,
                           const uint8_t *text, const uint8_t *end, enum pgw_ps_action *a)
 {
-    static const char close_body[] = "S" DEALLOC_STMT;
-    static const char prep_body[] = DEALLOC_STMT "\0SELECT";
     static const char parse_body[] = "\0DEALLOCATE \"" DEALLOC_STMT "\"";
     const uint8_t *te = memchr(text, 0, (size_t)(end - text));
     if (!te || end - te != 3 || pgw_get_u16(te + 1) != 0)
@@ -1370,30 +1384,22 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
         break;
     }
     pgw_ident_full_free(&full);
-    /* Each body with its NUL; Parses end with no parameter types. */
-    uint32_t close_len = PGW_MSG_HDR + (uint32_t)sizeof(close_body);
-    uint32_t prep_len = PGW_MSG_HDR + (uint32_t)sizeof(prep_body) + 2;
-    uint32_t parse_len = PGW_MSG_HDR + (uint32_t)sizeof(parse_body) + 2;
-    uint32_t add = close_len + prep_len + parse_len;
-    *a = PGW_PS_NEED_ROOM;
-    if (!need_room(s, b, add))           /* inserted before the old one goes */
-        return true;
     /* Both built first: nothing changes unless all is there. */
-    char *cname = names_dup(cn->name, names_shown(cn->name));
     struct pgw_wbuf m, p;
     pgw_wbuf_init(&m);
     pgw_wbuf_init(&p);
-    size_t at = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
-    pgw_wbuf_append(&m, close_body, sizeof(close_body));
-    pgw_wbuf_msg_end(&m, at);
-    at = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
-    pgw_wbuf_append(&m, prep_body, sizeof(prep_body));
-    pgw_wbuf_put_u16(&m, 0);
-    pgw_wbuf_msg_end(&m, at);
-    at = pgw_wbuf_msg_begin(&p, PGW_FE_PARSE);
+    dealloc_stmt_prepare(&m);
+    size_t at = pgw_wbuf_msg_begin(&p, PGW_FE_PARSE);
     pgw_wbuf_append(&p, parse_body, sizeof(parse_body));
     pgw_wbuf_put_u16(&p, 0);
     pgw_wbuf_msg_end(&p, at);
+    *a = PGW_PS_NEED_ROOM;
+    if (!need_room(s, b, (uint32_t)(m.len + p.len))) {   /* inserted before the old one goes */
+        pgw_wbuf_deinit(&m);
+        pgw_wbuf_deinit(&p);
+        return true;
+    }
+    char *cname = names_dup(cn->name, names_shown(cn->name));
     if (!cname || m.failed || p.failed || !q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL) ||
         !q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL) || !q_push(s, Q_PASS, PGW_FE_PARSE, cn->stmt)) {
         free(cname);
@@ -1547,20 +1553,12 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         return 0;
     if (!quiet)
         return PGW_NOTIFY_MORE;
-    static const char close_body[] = "S" DEALLOC_STMT;
-    static const char prep_body[] = DEALLOC_STMT "\0SELECT";
     static const char repl[] = "DEALLOCATE \"" DEALLOC_STMT "\"";
     struct pgw_wbuf m, q;
     pgw_wbuf_init(&m);
     pgw_wbuf_init(&q);
-    size_t mk = pgw_wbuf_msg_begin(&m, PGW_FE_CLOSE);
-    pgw_wbuf_append(&m, close_body, sizeof(close_body));
-    pgw_wbuf_msg_end(&m, mk);
-    mk = pgw_wbuf_msg_begin(&m, PGW_FE_PARSE);
-    pgw_wbuf_append(&m, prep_body, sizeof(prep_body));
-    pgw_wbuf_put_u16(&m, 0);
-    pgw_wbuf_msg_end(&m, mk);
-    mk = pgw_wbuf_msg_begin(&m, PGW_FE_SYNC);
+    dealloc_stmt_prepare(&m);
+    size_t mk = pgw_wbuf_msg_begin(&m, PGW_FE_SYNC);
     pgw_wbuf_msg_end(&m, mk);
     mk = pgw_wbuf_msg_begin(&q, PGW_FE_QUERY);
     pgw_wbuf_append(&q, sql, at);
