@@ -131,16 +131,22 @@ class TestCli(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertIn("example.ini:3: %s: ignored: not supported yet" % m.group(1), cp.stderr)
 
-    def test_readme_event_table_names_the_console_commands_events(self):
-        # Every admin_* event the console logs has its row in README's
-        # table of events (admin_disable and admin_enable had none).
-        src = os.path.join(os.path.dirname(README), "proxy")
+    def test_readme_event_table_names_every_event(self):
+        # Every event pgwharf logs (pgw_info("name", ...), pgw_log(level,
+        # "name", ...)) has its row in README's table of events
+        # (admin_disable and admin_enable had none, nor did fourteen more).
+        top = os.path.dirname(README)
         events = set()
-        for name in os.listdir(src):
-            if name.endswith(".c"):
-                with open(os.path.join(src, name), encoding="utf-8") as f:
-                    events |= set(re.findall(r'pgw_\w+\(\s*"(admin_\w+)"', f.read()))
+        for d in ("proxy", "pool", "conf", "common", "ctx"):
+            for name in os.listdir(os.path.join(top, d)):
+                if name.endswith(".c"):
+                    with open(os.path.join(top, d, name), encoding="utf-8") as f:
+                        text = f.read()
+                    events |= set(re.findall(r'pgw_(?:debug|info|notice|warn|error)\(\s*"(\w+)"',
+                                             text))
+                    events |= set(re.findall(r'pgw_log\([^;"]*?,\s*"(\w+)"', text))
         self.assertIn("admin_pause", events)
+        self.assertIn("disconnect", events)
         with open(README, encoding="utf-8") as f:
             text = f.read()
         table = text[text.index("| Event | Level | When |"):]
