@@ -191,6 +191,11 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
              * for for ever, the client gone too. */
             t->ext_open = (int)t->ext_done + 1;   /* (replies in so far, and its own) */
             t->fe_open++;
+            /* The COPY failed already (the Syncs were read before the
+             * data it failed on): the server skips up to the next Sync --
+             * a Query or FunctionCall sent before it gets no answer. */
+            if (t->copy_err)
+                t->skip_sync = true;
             /* With nothing else outstanding the numbers are certain again
              * (the CopyInResponse made them unsure: mixed_off). */
             if (t->sync_out == 0) {

@@ -585,6 +585,59 @@ class TestRequestThenCloseWithoutPreparedStatements(TestRequestThenClose):
     settings = {"max_prepared_statements": 0}
 
 
+class TestAnExtendedCopyThatFailed(RelayCase):
+    """An extended-protocol COPY FROM STDIN reads the Sync sent right after
+    its Execute (libpq sends them together) and ignores it; when it fails
+    on a row, the server skips all up to the client's next Sync -- the
+    CopyFail the client sends then, and a Query before that Sync, get no
+    answer.  The relay counted that Query as a request: its server stayed
+    with the client for good (and, with more requests after it, a later
+    error could hand the server on with a reply still to come; found by
+    fuzz_track_model)."""
+
+    def setUp(self):
+        super().setUp()
+        self.pg.psql("drop table if exists relay_copy_fail; create table relay_copy_fail (n int)",
+                     user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail",
+                        user=self.pg.user, check=False)
+
+    def failed_copy(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        while hz.recv_msg(a)[0] != b"G":
+            pass
+        a.sendall(M(b"d", b"not a number\n"))
+        t, body = hz.recv_msg(a)
+        self.assertEqual(t, b"E", body)
+        self.assertIn(b"C22P02\x00", body)
+
+    def test_a_query_after_the_copyfail_is_skipped(self):
+        a = self.login()
+        self.failed_copy(a)
+        a.sendall(M(b"f", b"client gave up\x00") +
+                  hz.query_msg("insert into relay_copy_fail values (1)") + SYNC)
+        got = hz.read_until_ready(a)
+        self.assertEqual(got, [(b"Z", b"I")], got)
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
+                                      user=self.pg.user), "0")
+        self.assert_own_answer(a)
+        self.assert_b_served()
+
+    def test_a_functioncall_after_the_copydone_is_skipped(self):
+        a = self.login()
+        self.failed_copy(a)
+        a.sendall(M(b"c") + function_call(PG_BACKEND_PID) + SYNC)
+        got = hz.read_until_ready(a)
+        self.assertEqual(got, [(b"Z", b"I")], got)
+        self.assert_own_answer(a)
+        self.assert_b_served()
+
+
+class TestAnExtendedCopyThatFailedWithoutPreparedStatements(TestAnExtendedCopyThatFailed):
+    """The same with max_prepared_statements = 0: the tracker alone."""
+    settings = {"max_prepared_statements": 0}
+
+
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
     """Requests of a client whose database a reload removed: each is
     refused at once (3D000), answered by pgwharf itself."""

@@ -675,6 +675,33 @@ static void test_copy_in_of_an_execute_after_a_copy_that_read_a_sync(void **stat
     assert_true(pgw_track_ready(&u, 'I'));      /* the Query's */
 }
 
+/* A COPY FROM STDIN of an Execute read the Sync after it and failed on a
+ * row: the server skips up to the client's next Sync, so a Query sent
+ * after the CopyFail opens no request (it was counted: a later error
+ * took the next requests for skipped and the server went back with a
+ * ReadyForQuery still to come; found by fuzz_track_model in CI). */
+static void test_query_after_a_failed_copy_of_an_execute(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    pgw_track_frontend(&u, 'E');                /* COPY FROM STDIN */
+    pgw_track_frontend(&u, 'S');                /* read by it, ignored */
+    pgw_track_backend(&u, 'G');
+    pgw_track_frontend(&u, 'd');                /* a bad row */
+    pgw_track_error(&u);
+    pgw_track_backend(&u, 'E');
+    pgw_track_frontend(&u, 'f');                /* skipped */
+    assert_int_equal(u.sync_out, 0);
+    assert_true(u.skip_sync);
+    pgw_track_frontend(&u, 'Q');                /* skipped */
+    pgw_track_frontend(&u, 'F');                /* skipped */
+    assert_int_equal(u.sync_out, 0);
+    pgw_track_frontend(&u, 'S');
+    assert_int_equal(u.sync_out, 1);
+    assert_true(pgw_track_ready(&u, 'I'));
+    assert_true(pgw_track_idle(&u));
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -724,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_no_mixed_query_after_a_copy_read_a_sync),
         cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
         cmocka_unit_test(test_copy_in_of_an_execute_after_a_copy_that_read_a_sync),
+        cmocka_unit_test(test_query_after_a_failed_copy_of_an_execute),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
