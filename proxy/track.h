@@ -14,7 +14,9 @@
  *              too few, and the server would go back to the pool with a
  *              reply still to come, read by the next client.  When unsure,
  *              the count stays high: the server is kept (and closed when
- *              the client leaves), never handed on early.
+ *              the client leaves), never handed on early.  When that COPY
+ *              failed already (and no Sync came after its data), the
+ *              server now skips to the next Sync (skip_sync).
  *   sync_copy  Syncs sent during that COPY after data: read and ignored
  *              unless the COPY failed on data before it read them (then
  *              the first is answered).  Taken back only when its
@@ -78,6 +80,7 @@ struct pgw_track {
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
     bool copy_err;               /* an error came during that COPY: it read no more */
+    bool copy_synced;            /* a Sync was sent after that COPY's data began */
     int sync_copy;               /* Syncs sent after its data (see the top) */
     int sync_copy_back;          /* those, once CopyDone is sent: back at its CommandComplete */
     bool skip_sync;              /* the server skips messages until the next Sync */
@@ -109,7 +112,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
-    t->count_high = t->copy_err = false;
+    t->count_high = t->copy_err = t->copy_synced = false;
     t->sync_copy = t->sync_copy_back = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
@@ -157,6 +160,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
             t->sync_exec++;
         else if (t->copy_in && !t->copy_err)
             t->sync_copy++;
+        if (t->copy_in && !t->exec_last)
+            t->copy_synced = true;
         t->execs = 0;
         t->fe_open = 0;
         if (t->mixed_off && t->sync_out > 0)
@@ -193,8 +198,11 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
             t->fe_open++;
             /* The COPY failed already (the Syncs were read before the
              * data it failed on): the server skips up to the next Sync --
-             * a Query or FunctionCall sent before it gets no answer. */
-            if (t->copy_err)
+             * a Query or FunctionCall sent before it gets no answer.  Not
+             * when a Sync came after the data: that one may have ended
+             * the skipping (counted, the server is kept, never handed on
+             * early). */
+            if (t->copy_err && !t->copy_synced)
                 t->skip_sync = true;
             /* With nothing else outstanding the numbers are certain again
              * (the CopyInResponse made them unsure: mixed_off). */
@@ -270,7 +278,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
-        t->copy_err = false;
+        t->copy_err = t->copy_synced = false;
         t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
          * started it: a Sync there is read and ignored (no ReadyForQuery
@@ -302,7 +310,7 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
         t->mixed_off = false;
         t->ext_unsure = t->ext_open > 0;
     }
-    t->copy = t->copy_in = t->copy_err = false;
+    t->copy = t->copy_in = t->copy_err = t->copy_synced = false;
     t->sync_copy = t->sync_copy_back = 0;
     return t->sync_out == 0;
 }

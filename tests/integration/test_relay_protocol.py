@@ -633,6 +633,24 @@ class TestAnExtendedCopyThatFailed(RelayCase):
         self.assert_b_served()
 
 
+    def test_a_sync_after_the_error_ends_the_skipping(self):
+        # A Sync sent after the error ends the skipping: the CopyDone after
+        # it is ignored (outside a COPY) and the Query runs.
+        a = self.login()
+        self.failed_copy(a)
+        a.sendall(SYNC + M(b"c") + hz.query_msg("insert into relay_copy_fail values (1)") + SYNC)
+        got = hz.read_until_ready(a)
+        self.assertEqual(got, [(b"Z", b"I")], got)
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+        got = hz.read_until_ready(a)
+        self.assertEqual(got, [(b"Z", b"I")], got)
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
+                                      user=self.pg.user), "1")
+        self.assert_own_answer(a)
+        self.assert_b_served()
+
+
 class TestAnExtendedCopyThatFailedWithoutPreparedStatements(TestAnExtendedCopyThatFailed):
     """The same with max_prepared_statements = 0: the tracker alone."""
     settings = {"max_prepared_statements": 0}

@@ -702,6 +702,32 @@ static void test_query_after_a_failed_copy_of_an_execute(void **state)
     assert_true(pgw_track_idle(&u));
 }
 
+/* The same with a Sync sent after the error, before the CopyDone: that
+ * Sync ended the skipping, and the Query after the CopyDone is answered
+ * (taken for skipped, the server went back with its ReadyForQuery still
+ * to come: found by fuzz_track_model in the first version of the fix). */
+static void test_query_after_a_sync_after_a_failed_copy_of_an_execute(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    pgw_track_frontend(&u, 'E');                /* COPY FROM STDIN */
+    pgw_track_frontend(&u, 'S');                /* read by it, ignored */
+    pgw_track_backend(&u, 'G');
+    pgw_track_frontend(&u, 'd');                /* a bad row */
+    pgw_track_error(&u);
+    pgw_track_backend(&u, 'E');
+    pgw_track_frontend(&u, 'S');                /* ends the skipping */
+    pgw_track_frontend(&u, 'c');                /* outside a COPY: ignored */
+    assert_false(u.skip_sync);
+    pgw_track_frontend(&u, 'Q');
+    pgw_track_frontend(&u, 'S');
+    assert_int_equal(u.sync_out, 3);            /* all but the Sync the COPY read */
+    assert_false(pgw_track_ready(&u, 'I'));     /* the Sync's */
+    pgw_track_backend(&u, 'I');
+    assert_false(pgw_track_ready(&u, 'I'));     /* the Query's */
+    assert_true(pgw_track_ready(&u, 'I'));      /* the last Sync's */
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -752,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
         cmocka_unit_test(test_copy_in_of_an_execute_after_a_copy_that_read_a_sync),
         cmocka_unit_test(test_query_after_a_failed_copy_of_an_execute),
+        cmocka_unit_test(test_query_after_a_sync_after_a_failed_copy_of_an_execute),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
