@@ -17,8 +17,8 @@
  * client that went on at once could have its next query hit by the
  * second signal (libpq's PQcancel waits for the close for that reason).
  * A deferred cancel (relay.c, pipe_cancel) keeps it open
- * too, until its forward has ended or it is dropped (the query ended
- * without it, the client left), at most cancel_wait_timeout before the
+ * too, until its forward has ended or it is dropped (the request it was
+ * for ended without it, the client left), at most cancel_wait_timeout before the
  * forward begins (the cancel stays deferred: the wait is the client's
  * query's, which may be long).  One whose forward is already under way for
  * the same request (no ReadyForQuery since it began, one inside a
@@ -74,8 +74,8 @@ struct cancel_job {
     struct pgw_list askers;          /* CancelRequest connections (ask_node),
                                       * closed when the job ends */
     uint64_t srv_id;                 /* the server the cancel is for */
-    uint32_t ready_count;            /* the session's when the job began */
-    uint32_t answered;               /* likewise: which request it is for */
+    uint32_t answered;               /* the session's when the job began:
+                                      * which request it is for */
     int backend_pid;
     int peer;                        /* 0; else the [peers] id it goes to */
     int fd;
@@ -334,10 +334,11 @@ static void job_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct cancel_job *j = pgw_container_of(w, struct cancel_job, timer);
     (void)revents;
-    /* The query it was for is over (its ReadyForQuery relayed) or its
-     * client gone: sent now, it would land on the client's next query. */
+    /* The request it was for is over (its ReadyForQuery or ErrorResponse
+     * relayed, one inside a pipeline too) or its client gone: sent now, it
+     * would land on the client's next request. */
     struct pgw_session *s = j->sess;
-    if (!s || !s->server || s->server->id != j->srv_id || s->ready_count != j->ready_count) {
+    if (!s || !s->server || s->server->id != j->srv_id || s->answered != j->answered) {
         char t[32];
         pgw_info("cancel_ignored", "client=%s %s reason=\"its query ended before the "
                  "deferred cancel went out\"", j->from, job_target(j, t, sizeof(t)));
@@ -503,7 +504,6 @@ static struct cancel_job *session_job(struct pgw_proxy *px, struct pgw_session *
         return NULL;
     j->sess = s;
     j->srv_id = srv->id;
-    j->ready_count = s->ready_count;
     j->answered = s->answered;
     s->cancel_inflight++;
     if (srv->user_queued > 0) {

@@ -218,14 +218,12 @@ struct pgw_session {
     bool refused_now;                /* ... and the request was refused there (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
-    uint32_t ready_count;            /* ReadyForQuery relayed that ended all the
-                                        client sent: a deferred cancel is
-                                        dropped past one (cancel.c) */
     uint32_t answered;               /* every ReadyForQuery and ErrorResponse
                                         relayed, inside a pipeline too: a
                                         cancel whose forward began since the
                                         last one joins it, a later one is for
-                                        another request (cancel.c) */
+                                        another request, and a deferred one
+                                        is dropped past one (cancel.c) */
     /* CancelRequest connections (cancel.c): one stays open until what it
      * asked for is over, as PostgreSQL keeps it; ask_node links it to the
      * forward it waits for, or to its target's cancel_askers while the

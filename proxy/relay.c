@@ -2712,7 +2712,6 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         return;
     }
     s->copy_ins = s->copy_ends = 0;
-    s->ready_count++;
     pgw_metrics_ready(s, status);
     if (status == 'I')
         s->xact_floor = 0;

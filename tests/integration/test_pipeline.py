@@ -470,6 +470,54 @@ class TestPipeline(pt.AppRoleTestCase):
             self.skipTest("the cancel landed on its own query in every try")
         self.run_async(main())
 
+    def test_a_deferred_cancel_whose_request_ended_inside_a_pipeline_is_not_sent(self):
+        # As above, but B has sent its next query while queued (it goes to
+        # the server behind B's first once B has the server).  The check
+        # made before the deferred cancel goes out looked for a
+        # ReadyForQuery ending all B had sent, not the one ending the
+        # request the cancel was for: B's first query over, the cancel
+        # went out anyway and canceled B's second (57014).  (B's first
+        # sleeps a little so that its answer comes after B's second went
+        # to the server, well before the cancel's delay is over; should it
+        # take longer, the cancel lands on it and the case is tried again.)
+        async def main():
+            for key in (24, 25, 26):
+                a, b = await self.conn(), await self.conn()
+                g, g2 = await self.gate(key), await self.gate(key + 100)
+                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_r%d"
+                                    % (key, key)))
+                await self.wait_running("marker_r%d" % key)
+                b.send(hz.query_msg("select 'B', pg_sleep(0.03)"))
+                await self.wait_queued(1)
+                await self.send_and_wait_read(b, hz.query_msg(
+                    "select 'B2', pg_advisory_xact_lock_shared(%d) as marker_s%d"
+                    % (key + 100, key)))
+                mark = len(self.px.log())
+                k = self.ask(b)
+                await self.until(lambda: "event=cancel_deferred" in self.px.log()[mark:],
+                                 "deferred")
+                await g.open()
+                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+                rows, err = await b.read_result()
+                if err is None:
+                    self.assertEqual(rows[0][0], b"B")
+                    await self.until(lambda: "its query ended before the deferred cancel" in
+                                     self.px.log()[mark:], "the deferred cancel dropped")
+                    await self.wait_running("marker_s%d" % key)
+                    await g2.open()
+                    self.assertEqual(self.rows(await b.read_result())[0][0], "B2")
+                    self.assert_closed(k)
+                else:
+                    self.assertEqual(err.get("C"), "57014")
+                    await g2.open()
+                    await b.read_result()
+                for x in (a, b):
+                    await x.close()
+                if err is None:
+                    return
+            self.skipTest("the cancel landed on B's first query in every try")
+        self.run_async(main())
+
     def test_a_client_gone_while_its_deferred_cancel_waited_is_ended(self):
         # A leaves while waiting in the pool; its request is queued behind
         # C's running query when the server comes; a cancel for it is held
