@@ -3012,8 +3012,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (whole && ps && type == PGW_BE_ERROR && (b->parsed - b->sent) + total > PGW_IOBUF_MAX)
             whole = false;
         if (!whole) {
-            if (type == PGW_BE_ERROR && s->swallow == 0)
+            if (type == PGW_BE_ERROR && s->swallow == 0) {
                 note_server_error(s, p, avail < total ? avail : total);
+                s->answered++;           /* the request is over (cancel.c), as below */
+            }
             track_backend(s, type);
             if (ps) {
                 pgw_ps_backend(s, type, NULL, total);

@@ -438,7 +438,7 @@ class TestCancel(pt.PgwharfTestCase):
             return got if got in ("active", "idle") else None
         return pt.wait_until(state, 20, what="the query %s started" % marker)
 
-    def _piped_after_a_cancel(self, tag, hold_ready=False):
+    def _piped_after_a_cancel(self, tag, hold_ready=False, **settings):
         """Two pg_sleep Queries pipelined to a _held_cancels pgwharf, the
         first canceled (its forward held in flight) and the second
         running: (fwd, px, client, key, first cancel connection).
@@ -447,7 +447,7 @@ class TestCancel(pt.PgwharfTestCase):
         the first query has ended, on the second one, as it would without
         pgwharf.  The scenario did not happen then: tried again, afresh."""
         for _ in range(8):
-            fwd, px, c, key = self._held_cancels()
+            fwd, px, c, key = self._held_cancels(**settings)
             if hold_ready:
                 fwd.hold_ready_after_cancel()
             c.sendall(hz.query_msg("select pg_sleep(60) /* first %s */" % tag) +
@@ -534,7 +534,18 @@ class TestCancel(pt.PgwharfTestCase):
         flushes the error on its own): it was joined to the first forward
         still, and the second query ran on.  Nothing more of a request
         runs after its error, so a cancel then is for the next one."""
-        fwd, px, c, key, ask1 = self._piped_after_a_cancel("of two", hold_ready=True)
+        self._cancel_on_an_error("of two")
+
+    def test_a_cancel_sent_on_a_streamed_error_is_forwarded(self):
+        """As above, with max_prepared_statements = 0: pgwharf then holds
+        no ErrorResponse whole but streams it through, as it streams one
+        too large to hold with it on, and a streamed one did not count as
+        the end of its request: the second cancel was joined to the first
+        forward, and the second query ran on."""
+        self._cancel_on_an_error("streamed", max_prepared_statements=0)
+
+    def _cancel_on_an_error(self, tag, **settings):
+        fwd, px, c, key, ask1 = self._piped_after_a_cancel(tag, hold_ready=True, **settings)
         ask2 = self._cancel_connection(px, key)
         pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined)",
                                              px.log())) == 2, 30, what="the second cancel")
