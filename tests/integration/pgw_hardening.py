@@ -846,7 +846,11 @@ class Forwarder:
                 self.conns += [c, up]
             threading.Thread(target=self._pump, args=(c, up), daemon=True).start()
 
-    def _pump(self, a, b):
+    def _pump(self, a, b, on_chunk=None):
+        """Bytes both ways between a (pgwharf's) and b (PostgreSQL's) until
+        either ends; then both are closed.  on_chunk(data, to), if given,
+        gets each chunk read and the socket it goes to, and returns what
+        to send on (it may send a part itself first, and wait)."""
         import select
         peers = {a: b, b: a}
         try:
@@ -856,6 +860,8 @@ class Forwarder:
                     data = s.recv(65536)
                     if not data:
                         return
+                    if on_chunk:
+                        data = on_chunk(data, peers[s])
                     peers[s].sendall(data)
         except (OSError, ValueError):
             return
@@ -912,38 +918,30 @@ class CancelHold(Forwarder):
         if len(head) == 8 and struct.unpack("!II", head) == (16, 80877102):
             self._hold(a, b)
         else:
-            self._relay(a, b)
+            super()._pump(a, b, self._ready_hold(a))
 
-    def _relay(self, a, b):
-        """Forwarder._pump, but with the ReadyForQuery behind a canceled
-        query's error held back while hold_ready_after_cancel() is armed
-        (found by its bytes: the error's code field, then 'Z' length 5)."""
-        import select
-        peers = {a: b, b: a}
+    def _ready_hold(self, a):
+        """Forwarder._pump's on_chunk for one connection (a: pgwharf's):
+        the ReadyForQuery behind a canceled query's error held back while
+        hold_ready_after_cancel() is armed (found by its bytes: the
+        error's code field, then 'Z' length 5)."""
         canceled = False            # a 57014 seen, its ReadyForQuery not yet
-        try:
-            while True:
-                readable, _, _ = select.select([a, b], [], [])
-                for s in readable:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    z = -1
-                    if s is b and self.ready_armed:
-                        at = data.find(b"C57014\0")
-                        canceled = canceled or at >= 0
-                        z = data.find(b"Z\0\0\0\x05", max(at, 0)) if canceled else -1
-                    if z >= 0:
-                        self.ready_armed = False
-                        peers[s].sendall(data[:z])
-                        self.ready_held.set()
-                        self.ready_go.wait()
-                        data = data[z:]
-                    peers[s].sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            close_quietly(a, b)
+
+        def on_chunk(data, to):
+            nonlocal canceled
+            if to is not a or not self.ready_armed:
+                return data
+            at = data.find(b"C57014\0")
+            canceled = canceled or at >= 0
+            z = data.find(b"Z\0\0\0\x05", max(at, 0)) if canceled else -1
+            if z < 0:
+                return data
+            self.ready_armed = False
+            a.sendall(data[:z])
+            self.ready_held.set()
+            self.ready_go.wait()
+            return data[z:]
+        return on_chunk
 
     def _hold(self, a, b):
         ev = {k: threading.Event() for k in ("acted", "release", "done")}
