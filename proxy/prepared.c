@@ -1665,6 +1665,39 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     return pgw_notify_deallocated(s, &full, name, status) < 0 ? -1 : 1;
 }
 
+/* A longer name waits for a server, as before (read there whole). */
+#define PS_CLOSE_ALONE_MAX (PGW_MSG_HDR + 2 + 4096)
+
+int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *m, uint32_t avail, uint32_t total)
+{
+    if (s->notify || !pgw_ps_idle(s) || total > PS_CLOSE_ALONE_MAX || total < PGW_MSG_HDR + 3)
+        return 0;
+    if (avail < total)
+        return PGW_NOTIFY_MORE;          /* read it whole first */
+    const uint8_t *body = m + PGW_MSG_HDR;
+    uint32_t blen = total - PGW_MSG_HDR;
+    if (body[0] != 'S' || body[1] == 0 || memchr(body + 1, 0, blen - 1) != body + blen - 1)
+        return 0;                        /* a portal, the unnamed statement, malformed */
+    ps_key nkey;
+    const char *key_name = name_key(s, (const char *)body + 1, nkey);
+    if (!key_name)
+        return 0;                        /* PostgreSQL's to refuse */
+    struct ps_client_name *cn = client_find(s, key_name);
+    if (cn)
+        client_remove(s, cn);
+    pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wbuf_msg_end(&b, pgw_wbuf_msg_begin(&b, PGW_BE_CLOSE_COMPLETE));
+    bool ok = !b.failed && pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+        return -1;
+    }
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
 static bool is_cmd(const char *sql, const char *cmd);
 
 /* Does this statement text drop every prepared statement of the session? */

@@ -2419,6 +2419,16 @@ static bool client_data_step(struct pgw_session *s)
                 continue;
             }
         }
+        if (m[0] == PGW_FE_CLOSE && s->ps_on) {
+            /* A Close of one of its statements: answered here, with no
+             * server (pgw_ps_close_alone). */
+            uint32_t total = pgw_get_u32(m + 1) + 1;
+            int r = pgw_ps_close_alone(s, m, have < total ? (uint32_t)have : total, total);
+            if (r < 0 || r == PGW_NOTIFY_MORE)
+                return false;
+            if (r == 1)
+                return true;    /* the next message from the top: a Flush after it is ignored */
+        }
         if (m[0] == PGW_FE_QUERY) {
             /* (A DEALLOCATE may be of a prepared LISTEN it keeps.) */
             if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]) &&

@@ -1271,6 +1271,75 @@ class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
             r.close()
 
 
+class TestACloseWithoutSync(pt.PgwharfTestCase):
+    """A Close of a statement with a Flush and no Sync, from a client with
+    nothing under way (ts-postgres's Statement.close()): pgwharf answers
+    it, so it took a server only to link it to the client, whose batch
+    then stayed open until its next Sync -- the idle client held the
+    server and others waited for query_wait_timeout (found by a hunt with
+    ts-postgres; PgBouncer holds it too).  It is answered with no server
+    now."""
+
+    def one_server(self):
+        return raw_on_one_server(self, "transaction", query_wait_timeout=5)
+
+    def test_close_and_flush_take_no_server(self):
+        px, r = self.one_server()
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        r.send(r.close_stmt("s1"), r.msg(b"H"))
+        self.assertEqual(r.read_msg()[0], b"3")
+        assert_another_client_runs(self, px)
+        # The name is gone, and may be prepared again.
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "26000")
+        r.send(r.parse("s1", "select 2"), r.bind("s1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "12DCZ")
+        self.assertEqual(got[2][1][-1:], b"2")
+
+    def test_close_of_an_unknown_name_and_flush(self):
+        # No error in PostgreSQL either.
+        px, r = self.one_server()
+        self.addCleanup(r.close)
+        r.send(r.close_stmt("never_prepared"), r.msg(b"H"), r.close_stmt("nor_this"))
+        self.assertEqual(r.read_msg()[0], b"3")
+        self.assertEqual(r.read_msg()[0], b"3")
+        assert_another_client_runs(self, px)
+        r.send(r.sync())
+        self.assertEqual(types(r.until_ready()), "Z")
+
+    def test_ts_postgres_statement_close(self):
+        # Two clients of the driver itself on a pool of one server: the
+        # first closes its statement and stays connected.
+        px, r = self.one_server()
+        r.close()
+        script = r"""
+const { connect } = require('ts-postgres');
+const [host, port, user, password, database] = process.argv.slice(1);
+(async () => {
+  const cfg = { host, port: +port, user, password, database, ssl: 'disable' };
+  const a = await connect(cfg), b = await connect(cfg);
+  const sa = await a.prepare('select $1::int + 1 as v');
+  const ra = await sa.execute([1]);
+  await sa.close();
+  const sb = await b.prepare('select $1::int * 2 as v');
+  const rb = await sb.execute([21]);
+  await sb.close();
+  console.log(JSON.stringify([ra.rows[0][0], rb.rows[0][0]]));
+  await a.end(); await b.end();
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+        cp = subprocess.run(["node", "-e", script, px.host, str(px.port), self.pg.user,
+                             self.pg.password, self.pg.database], cwd=HERE,
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(json.loads(cp.stdout), [2, 42])
+
+
 class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
     """Drivers that cache statements drop the oldest with SQL DEALLOCATE:
     PHP's PDO as a simple Query, psycopg 3.1 in the extended protocol
