@@ -412,13 +412,14 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
         self.assertNotIn("event=cancel_failed", px.log())
 
-    def _held_cancels(self):
-        """A pgwharf (transaction mode, one server) whose backend is a
-        CancelHold forwarder, and a raw client of it: (fwd, px, client,
-        key)."""
+    def _held_cancels(self, **settings):
+        """A pgwharf (transaction mode, one server, more settings) whose
+        backend is a CancelHold forwarder, and a raw client of it: (fwd,
+        px, client, key)."""
         fwd = hz.CancelHold(self.pg)
         self.addCleanup(fwd.close)
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1},
+        px = self.start_pgwharf(settings=dict({"pool_mode": "transaction",
+                                               "default_pool_size": 1}, **settings),
                                 databases={self.pg.database: fwd.conn_string(self.pg)})
         c, key = self._raw_client(px)
         return fwd, px, c, key
