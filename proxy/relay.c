@@ -2429,6 +2429,15 @@ static bool client_data_step(struct pgw_session *s)
             if (r == 1)
                 return true;    /* the next message from the top: a Flush after it is ignored */
         }
+        if (m[0] == PGW_FE_SYNC && pgw_get_u32(m + 1) == 4 && (!s->ps_on || pgw_ps_idle(s))) {
+            /* A Sync with nothing under way (after a Close answered here,
+             * as pgx deallocates: Close, Sync): PostgreSQL answers
+             * ReadyForQuery and nothing else.  No server is taken for it,
+             * nor waited for in a full pool. */
+            pgw_iobuf_cut(b, b->parsed, PGW_MSG_HDR);
+            send_ready(s, 'I');
+            return s->state != PGW_SS_CLOSING;
+        }
         if (m[0] == PGW_FE_QUERY) {
             /* (A DEALLOCATE may be of a prepared LISTEN it keeps.) */
             if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]) &&

@@ -1312,6 +1312,30 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         r.send(r.sync())
         self.assertEqual(types(r.until_ready()), "Z")
 
+    def test_close_and_sync_in_a_full_pool(self):
+        # pgx deallocates with Close + Sync; a Sync alone after it (or a
+        # stray one) is answered too: no wait for a server another client
+        # holds (before, the Sync waited in the queue, query_wait_timeout).
+        px, r = self.one_server()
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        holder = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(holder.close)
+        holder.send(holder.query("begin"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+        r.send(r.close_stmt("s1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "3Z")
+        r.send(r.sync(), r.sync())
+        self.assertEqual(types(r.until_ready()), "Z")
+        self.assertEqual(types(r.until_ready()), "Z")
+        holder.send(holder.query("commit"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "26000")
+
     def test_ts_postgres_statement_close(self):
         # Two clients of the driver itself on a pool of one server: the
         # first closes its statement and stays connected.

@@ -719,13 +719,22 @@ class TestRequestsRefusedAtOnceWithoutIoBatch(TestRequestsRefusedAtOnce):
     io_batch = 0
 
     def test_a_buffer_full_of_them(self):
-        # 6,000 Syncs, each a request: the next was taken from inside the
-        # refusal of the one before, a nested call each, which overflowed
-        # the stack (ASan build); with io_batch off the answers go out at
-        # once, so nothing held the client back either.
+        # 6,000 empty Queries, each a request: the next was taken from
+        # inside the refusal of the one before, a nested call each, which
+        # overflowed the stack (ASan build); with io_batch off the answers
+        # go out at once, so nothing held the client back either.
         a = self.client()
         n = 6000
-        self.assertEqual(self.send_and_count(a, M(b"S") * n, n), (n, n))
+        self.assertEqual(self.send_and_count(a, M(b"Q", b"\x00") * n, n), (n, n))
+        self.assertTrue(self.px.alive())
+
+    def test_a_buffer_full_of_syncs(self):
+        # A Sync with nothing under way takes no server: each is answered
+        # ReadyForQuery alone, with nothing to refuse (one after another,
+        # not nested either).
+        a = self.client()
+        n = 6000
+        self.assertEqual(self.send_and_count(a, M(b"S") * n, n), (n, 0))
         self.assertTrue(self.px.alive())
 
 
