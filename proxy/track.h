@@ -6,22 +6,25 @@
  *   sync_out   Sync/Query/FunctionCall sent whose ReadyForQuery is not back
  *   fe_open    messages sent since the last Sync/Query (an open batch)
  *   sync_exec  Syncs sent right after the last Execute (nothing but Syncs
- *              and Flushes between): a COPY FROM STDIN that Execute starts
- *              ignores them, so CopyDone/CopyFail takes them back -- only
- *              when the server's CopyInResponse was certainly that
- *              Execute's (copy_in).  A CopyDone outside a COPY, which the
- *              server ignores, must not: ReadyForQuery would be expected one
- *              too few, and the server would go back to the pool with a
- *              reply still to come, read by the next client.  When unsure,
- *              the count stays high: the server is kept (and closed when
- *              the client leaves), never handed on early.  When that COPY
- *              failed already (and no Sync came after its data), the
- *              server now skips to the next Sync (skip_sync).
+ *              and Flushes between) before any error came: a COPY FROM
+ *              STDIN that Execute starts reads and ignores them -- unless
+ *              it fails before it reads anything (a BEFORE STATEMENT
+ *              trigger runs after the CopyInResponse): then each is
+ *              answered.  So they are taken back only once the COPY's
+ *              CommandComplete comes after the client's CopyDone (it read
+ *              all up to there), and only when the server's
+ *              CopyInResponse was certainly that Execute's (copy_in).  A
+ *              CopyDone outside a COPY, which the server ignores, must not:
+ *              ReadyForQuery would be expected one too few, and the server
+ *              would go back to the pool with a reply still to come, read
+ *              by the next client.  When unsure (the COPY failed, or a
+ *              CopyFail ended it), the count stays high: the server is kept
+ *              (and closed when the client leaves), never handed on early.
  *   sync_copy  Syncs sent during that COPY after data: read and ignored
  *              unless the COPY failed on data before it read them (then
- *              the first is answered).  Taken back only when its
- *              CommandComplete comes (sync_copy_back): it then read them
- *              all; after an error they stay counted.
+ *              the first is answered).  Taken back, with sync_exec, only
+ *              when its CommandComplete comes (sync_copy_back): it then
+ *              read them all; after an error they stay counted.
  *   skip_sync  an extended-protocol error came and the client has sent no
  *              Sync since: the server skips all it gets until that Sync --
  *              a Query or FunctionCall too, which then opens no request
@@ -80,7 +83,6 @@ struct pgw_track {
     bool exec_last;              /* only Syncs/Flushes since the last Execute */
     bool copy_in;                /* COPY FROM STDIN of the last Execute, not ended by the client */
     bool copy_err;               /* an error came during that COPY: it read no more */
-    bool copy_synced;            /* a Sync was sent after that COPY's data began */
     int sync_copy;               /* Syncs sent after its data (see the top) */
     int sync_copy_back;          /* those, once CopyDone is sent: back at its CommandComplete */
     bool skip_sync;              /* the server skips messages until the next Sync */
@@ -112,7 +114,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
-    t->count_high = t->copy_err = t->copy_synced = false;
+    t->count_high = t->copy_err = false;
     t->sync_copy = t->sync_copy_back = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
@@ -156,12 +158,11 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->ext_open = 0;
         t->ext_unsure = false;
         t->skip_sync = false;
-        if (t->exec_last)
+        /* (One sent after the COPY failed is not read by it.) */
+        if (t->exec_last && !t->copy_err)
             t->sync_exec++;
         else if (t->copy_in && !t->copy_err)
             t->sync_copy++;
-        if (t->copy_in && !t->exec_last)
-            t->copy_synced = true;
         t->execs = 0;
         t->fe_open = 0;
         if (t->mixed_off && t->sync_out > 0)
@@ -175,41 +176,30 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * COPY's, read and ignored, and their ReadyForQuery never come. */
         if (!t->copy_in && t->sync_exec > 0)
             t->count_high = true;
-        t->sync_copy_back = type == PGW_FE_COPY_DONE && t->copy_in ? t->sync_copy : 0;
+        /* The Syncs it read come back at the COPY's CommandComplete, which
+         * only a CopyDone gets, and only when no error came first: an
+         * error may have come before it read them.  Else they stay
+         * counted, maybe one too many: kept. */
+        bool ends_well = type == PGW_FE_COPY_DONE && t->copy_in && !t->copy_err;
+        t->sync_copy_back = ends_well ? t->sync_copy + back : 0;
+        if (back > 0 && !ends_well)
+            t->count_high = true;
         t->sync_copy = 0;
         /* The Syncs the COPY read were none: its batch goes on, and the
          * Executes after it count on from the COPY's (exec_done counts
          * replies since the last ReadyForQuery, which did not come).  (If
          * it failed after all, the count is high: no COPY after it is
          * taken for certain.) */
-        if (back > 0 || t->sync_copy_back > 0)
+        if (t->sync_copy_back > 0)
             t->execs = t->exec_batch;
-        t->sync_out -= back;
-        if (t->sync_out < 0)
-            t->sync_out = 0;
         if (back > 0) {
-            /* Those Syncs were the COPY's: the Execute's batch is open
-             * again, its reply (CommandComplete, or the error a CopyFail
-             * gets, after which the server skips to the next Sync) still
-             * to come.  A Query sent before that Sync is a mixed one,
-             * skipped if the COPY fails: counted as sent, it was waited
-             * for for ever, the client gone too. */
+            /* Those Syncs may be the COPY's: the Execute's batch may be
+             * open again, its reply (CommandComplete, or the error a
+             * CopyFail gets, after which the server skips to the next
+             * Sync) still to come -- the server stays until the client's
+             * next Sync. */
             t->ext_open = (int)t->ext_done + 1;   /* (replies in so far, and its own) */
             t->fe_open++;
-            /* The COPY failed already (the Syncs were read before the
-             * data it failed on): the server skips up to the next Sync --
-             * a Query or FunctionCall sent before it gets no answer.  Not
-             * when a Sync came after the data: that one may have ended
-             * the skipping (counted, the server is kept, never handed on
-             * early). */
-            if (t->copy_err && !t->copy_synced)
-                t->skip_sync = true;
-            /* With nothing else outstanding the numbers are certain again
-             * (the CopyInResponse made them unsure: mixed_off). */
-            if (t->sync_out == 0) {
-                t->mixed_off = t->count_high = false;
-                t->nmixed = 0;
-            }
         }
         t->sync_exec = 0;
         t->exec_last = t->copy_in = false;
@@ -257,18 +247,25 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
  * not taken back. */
 static inline void pgw_track_backend(struct pgw_track *t, char type)
 {
+    /* The COPY the CopyDone ended went well: it read every Sync sent
+     * during it (the first CommandComplete since: nothing else was
+     * outstanding when it began).  First: that CommandComplete is the
+     * reply of the batch the Syncs' going opens again. */
+    if (type == PGW_BE_COMMAND_COMPLETE && t->sync_copy_back > 0) {
+        t->sync_out = t->sync_out > t->sync_copy_back ? t->sync_out - t->sync_copy_back : 0;
+        t->sync_copy_back = 0;
+        /* With nothing else outstanding the numbers are certain again
+         * (the CopyInResponse made them unsure: mixed_off). */
+        if (t->sync_out == 0) {
+            t->mixed_off = t->count_high = false;
+            t->nmixed = 0;
+        }
+    }
     if (t->nmixed > 0 || (t->sync_out == 0 && t->ext_open > 0))
         pgw_track_mixed_reply(t, type);
     if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
         type == PGW_BE_PORTAL_SUSPENDED)
         t->exec_done++;
-    /* The COPY the CopyDone ended went well: it read every Sync sent
-     * during it (the first CommandComplete since: nothing else was
-     * outstanding when it began). */
-    if (type == PGW_BE_COMMAND_COMPLETE && t->sync_copy_back > 0) {
-        t->sync_out = t->sync_out > t->sync_copy_back ? t->sync_out - t->sync_copy_back : 0;
-        t->sync_copy_back = 0;
-    }
     if (type == PGW_BE_ERROR) {
         t->copy_err = t->copy;
         t->sync_copy = t->sync_copy_back = 0;
@@ -278,7 +275,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
-        t->copy_err = t->copy_synced = false;
+        t->copy_err = false;
         t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
          * started it: a Sync there is read and ignored (no ReadyForQuery
@@ -310,7 +307,7 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
         t->mixed_off = false;
         t->ext_unsure = t->ext_open > 0;
     }
-    t->copy = t->copy_in = t->copy_err = t->copy_synced = false;
+    t->copy = t->copy_in = t->copy_err = false;
     t->sync_copy = t->sync_copy_back = 0;
     return t->sync_out == 0;
 }

@@ -12,7 +12,9 @@
  * queued replies to the tracker.  The model follows postgres.c and
  * copyfromparse.c: an error in an extended-protocol message skips all up
  * to the next Sync (a Query or FunctionCall too); an error in a Query,
- * FunctionCall or at a Sync (a commit) does not; a COPY FROM STDIN reads
+ * FunctionCall or at a Sync (a commit) does not; a COPY FROM STDIN may
+ * fail before it reads anything (a BEFORE STATEMENT trigger runs after
+ * the CopyInResponse), else it reads
  * the messages after its start as its own, ignoring Sync and Flush and
  * failing on anything but COPY data (as PostgreSQL 13 does; 14 and later
  * end the connection); CopyData/CopyDone/CopyFail outside a COPY are
@@ -95,7 +97,14 @@ static inline void track_model_execute(struct track_model *m, unsigned ch)
         track_model_out(m, 'H'); track_model_out(m, 'd'); track_model_out(m, 'c');
         track_model_out(m, 'C');
         break;
-    case 6: track_model_out(m, 'G'); m->copy_by = 'E'; m->copied = true; break;
+    case 6:                  /* COPY FROM STDIN */
+        track_model_out(m, 'G');
+        m->copied = true;
+        if ((ch / 8) % 4 == 0)
+            track_model_ext_error(m);    /* failed before it read anything */
+        else
+            m->copy_by = 'E';
+        break;
     default: track_model_out(m, 'C'); break;
     }
 }
@@ -111,7 +120,15 @@ static inline void track_model_query(struct track_model *m, unsigned ch)
         track_model_out(m, 'H'); track_model_out(m, 'd'); track_model_out(m, 'c');
         track_model_out(m, 'C');
         break;
-    case 5: track_model_out(m, 'G'); m->copy_by = 'Q'; m->copied = true; return;
+    case 5:                  /* COPY FROM STDIN */
+        track_model_out(m, 'G');
+        m->copied = true;
+        if ((ch / 7) % 4 == 0) {
+            track_model_out(m, 'E');     /* failed before it read anything */
+            break;
+        }
+        m->copy_by = 'Q';
+        return;
     default: track_model_out(m, 'C'); track_model_out(m, 'T'); track_model_out(m, 'C'); break;
     }
     track_model_out(m, 'Z');

@@ -587,19 +587,33 @@ class TestRequestThenCloseWithoutPreparedStatements(TestRequestThenClose):
 
 class TestAnExtendedCopyThatFailed(RelayCase):
     """An extended-protocol COPY FROM STDIN reads the Sync sent right after
-    its Execute (libpq sends them together) and ignores it; when it fails
-    on a row, the server skips all up to the client's next Sync -- the
-    CopyFail the client sends then, and a Query before that Sync, get no
-    answer.  The relay counted that Query as a request: its server stayed
-    with the client for good (and, with more requests after it, a later
-    error could hand the server on with a reply still to come; found by
-    fuzz_track_model)."""
+    its Execute (libpq sends them together) and ignores it, and when it
+    then fails on a row, the server skips all up to the client's next
+    Sync -- the CopyFail the client sends then, and a Query before that
+    Sync, get no answer.  But it may fail before it reads anything (a
+    BEFORE STATEMENT trigger runs after the CopyInResponse): then that
+    Sync is answered.  The relay cannot tell the two apart: it counted
+    the Query as a request (its server stayed with the client for good),
+    and took the Sync back as read when the client ended the COPY before
+    the error came: the server went back to the pool with replies still
+    to come (found by fuzz_track_model and a review).  Now the client
+    gets what PostgreSQL sends, the server is never handed on with a reply
+    to come, and where it is not known it stays with its client until the
+    client leaves."""
 
     def setUp(self):
         super().setUp()
-        self.pg.psql("drop table if exists relay_copy_fail; create table relay_copy_fail (n int)",
+        self.pg.psql("drop table if exists relay_copy_fail, relay_copy_trig cascade; "
+                     "create table relay_copy_fail (n int); "
+                     "create table relay_copy_trig (n int); "
+                     "create or replace function relay_copy_no() returns trigger "
+                     "language plpgsql as $$ begin perform pg_sleep(0.3); "
+                     "raise exception 'relay_copy_no'; end $$; "
+                     "create trigger relay_copy_no before insert on relay_copy_trig "
+                     "for each statement execute function relay_copy_no()",
                      user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail",
+        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail, relay_copy_trig "
+                        "cascade; drop function if exists relay_copy_no()",
                         user=self.pg.user, check=False)
 
     def failed_copy(self, a):
@@ -611,6 +625,13 @@ class TestAnExtendedCopyThatFailed(RelayCase):
         self.assertEqual(t, b"E", body)
         self.assertIn(b"C22P02\x00", body)
 
+    def a_then_b(self, a):
+        """a goes on as on PostgreSQL; once it leaves, another client gets
+        the pool's one server and its own answer."""
+        self.assert_own_answer(a)
+        a.close()
+        self.assert_b_served()
+
     def test_a_query_after_the_copyfail_is_skipped(self):
         a = self.login()
         self.failed_copy(a)
@@ -620,8 +641,7 @@ class TestAnExtendedCopyThatFailed(RelayCase):
         self.assertEqual(got, [(b"Z", b"I")], got)
         self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
                                       user=self.pg.user), "0")
-        self.assert_own_answer(a)
-        self.assert_b_served()
+        self.a_then_b(a)
 
     def test_a_functioncall_after_the_copydone_is_skipped(self):
         a = self.login()
@@ -629,9 +649,7 @@ class TestAnExtendedCopyThatFailed(RelayCase):
         a.sendall(M(b"c") + function_call(PG_BACKEND_PID) + SYNC)
         got = hz.read_until_ready(a)
         self.assertEqual(got, [(b"Z", b"I")], got)
-        self.assert_own_answer(a)
-        self.assert_b_served()
-
+        self.a_then_b(a)
 
     def test_a_sync_after_the_error_ends_the_skipping(self):
         # A Sync sent after the error ends the skipping: the CopyDone after
@@ -647,8 +665,37 @@ class TestAnExtendedCopyThatFailed(RelayCase):
         self.assertEqual(got, [(b"Z", b"I")], got)
         self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
                                       user=self.pg.user), "1")
+        self.a_then_b(a)
+
+    def trigger_case(self, sync_before_the_error):
+        """The COPY fails in its BEFORE STATEMENT trigger, before it reads
+        anything; the client sent Execute and Flush, and on the
+        CopyInResponse (or the error) a Sync, CopyDone, a Query and a Sync.
+        Another client waits for the pool's one server meanwhile."""
+        a = self.login()
+        b = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_copy_trig from stdin") + bind_execute() +
+                  M(b"H"))
+        self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"2", b"G"])
+        if not sync_before_the_error:
+            t, body = hz.recv_msg(a)
+            self.assertEqual((t, hz.parse_fields(body)["M"]), (b"E", "relay_copy_no"))
+        a.sendall(SYNC + M(b"c") + hz.query_msg("select 'A-private'") + SYNC)
+        b.sendall(hz.query_msg("select 42"))
+        got = hz.read_until_ready(a) + hz.read_until_ready(a) + hz.read_until_ready(a)
+        want = ([b"E"] if sync_before_the_error else []) + [b"Z", b"T", b"D", b"C", b"Z", b"Z"]
+        self.assertEqual([t for t, _ in got], want, got)
+        self.assertEqual(rows(got), [[b"A-private"]])
+        got = hz.read_until_ready(b)
+        self.assertEqual([t for t, _ in got], [b"T", b"D", b"C", b"Z"], got)
+        self.assertEqual(rows(got), [[b"42"]])
         self.assert_own_answer(a)
-        self.assert_b_served()
+
+    def test_a_copy_that_fails_before_it_reads_the_sync(self):
+        self.trigger_case(sync_before_the_error=True)
+
+    def test_a_sync_after_a_copy_failed_before_it_read_anything(self):
+        self.trigger_case(sync_before_the_error=False)
 
 
 class TestAnExtendedCopyThatFailedWithoutPreparedStatements(TestAnExtendedCopyThatFailed):
