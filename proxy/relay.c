@@ -2518,7 +2518,11 @@ static bool eof_done(const struct pgw_session *s)
      * an error), and a reply it sent part of stays cut.  PostgreSQL would
      * end the backend at the end of the stream, the batch's transaction
      * rolled back: the server is closed. */
-    if (s->track.fe_open > 0 && (s->track.sync_out == 0 || s->track.skip_sync))
+    /* (The Syncs a COPY the client ended with CopyDone read are
+     * outstanding until its CommandComplete, which it sends only at the
+     * next Sync or Flush.) */
+    if (s->track.fe_open > 0 &&
+        (s->track.sync_out <= s->track.sync_copy_back || s->track.skip_sync))
         return true;
     /* A batch with no Sync yet (fe_open) gets none: nothing more comes.
      * Nor does an extended-protocol COPY FROM STDIN the client ended
