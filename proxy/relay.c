@@ -2327,6 +2327,44 @@ void pgw_relay_replies_read(struct pgw_session *s)
     pgw_relay_client_data(s);
 }
 
+/* A longer name waits for a server, as before. */
+#define PORTAL_CLOSE_ALONE_MAX (PGW_MSG_HDR + 2 + 4096)
+
+/* A Close of a portal (have bytes of msg m here) from a client with no
+ * server and nothing under way (ts-postgres closes with Close + Flush, no
+ * Sync).  In transaction and statement mode no transaction is open then
+ * (a server goes back only at ReadyForQuery 'I'), so PostgreSQL has no
+ * portal left and answers CloseComplete: answered here, as
+ * pgw_ps_close_alone answers a Close of a statement (a server taken for it
+ * would stay with the idle client, its batch open until the next Sync).
+ * 1 answered (the message cut from s->cbuf), 0 not (a statement, a
+ * malformed Close: the server's), PGW_NOTIFY_MORE read it whole first, -1
+ * the session was closed. */
+static int close_portal_alone(struct pgw_session *s, const uint8_t *m, size_t have)
+{
+    uint32_t total = pgw_get_u32(m + 1) + 1;
+    if (s->notify || !pgw_ps_idle(s) || total > PORTAL_CLOSE_ALONE_MAX ||
+        total < PGW_MSG_HDR + 2)
+        return 0;
+    if (have < total)
+        return PGW_NOTIFY_MORE;          /* read it whole first */
+    const uint8_t *body = m + PGW_MSG_HDR;
+    uint32_t blen = total - PGW_MSG_HDR;
+    if (body[0] != 'P' || memchr(body + 1, 0, blen - 1) != body + blen - 1)
+        return 0;
+    pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
+    struct pgw_wbuf w;
+    pgw_wbuf_init(&w);
+    pgw_wbuf_msg_end(&w, pgw_wbuf_msg_begin(&w, PGW_BE_CLOSE_COMPLETE));
+    bool ok = !w.failed && pgw_session_send(s, &w);
+    pgw_wbuf_deinit(&w);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+        return -1;
+    }
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
 /* pgw_relay_client_data once: true when a request was refused at once
  * (fail_request) and what follows it is to be taken next. */
 static bool client_data_step(struct pgw_session *s)
@@ -2419,11 +2457,15 @@ static bool client_data_step(struct pgw_session *s)
                 continue;
             }
         }
-        if (m[0] == PGW_FE_CLOSE && s->ps_on) {
-            /* A Close of one of its statements: answered here, with no
-             * server (pgw_ps_close_alone). */
+        if (m[0] == PGW_FE_CLOSE) {
+            /* A Close of a portal, or of one of its statements: answered
+             * here, with no server (close_portal_alone, pgw_ps_close_alone).
+             * s->ps_on is set at a link: a client never linked yet (its
+             * login had no server) has it false. */
             uint32_t total = pgw_get_u32(m + 1) + 1;
-            int r = pgw_ps_close_alone(s, m, have < total ? (uint32_t)have : total, total);
+            int r = close_portal_alone(s, m, have);
+            if (r == 0 && pgw_ps_enabled(s))
+                r = pgw_ps_close_alone(s, m, have < total ? (uint32_t)have : total, total);
             if (r < 0 || r == PGW_NOTIFY_MORE)
                 return false;
             if (r == 1)

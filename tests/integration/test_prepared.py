@@ -1364,6 +1364,61 @@ const [host, port, user, password, database] = process.argv.slice(1);
         self.assertEqual(json.loads(cp.stdout), [2, 42])
 
 
+class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
+    """Close + Flush from a client with nothing under way, left over from
+    TestACloseWithoutSync (found by difftest's idle check): a Close of a
+    portal still took a server, kept by the idle client until its next
+    Sync (no transaction is open without a server, so PostgreSQL has no
+    portal left and answers CloseComplete); so did a Close of a statement
+    as a client's first message after a login that took no server (the
+    prepared-statement layer was switched on only at a client's first
+    link)."""
+
+    def portal_close(self, max_prepared):
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5,
+                                  max_prepared_statements=max_prepared)
+        self.addCleanup(r.close)
+        r.send(r.msg(b"C", b"Pp1\x00"), r.msg(b"H"), r.msg(b"C", b"P\x00"), r.msg(b"H"))
+        self.assertEqual(r.read_msg()[0], b"3")
+        self.assertEqual(r.read_msg()[0], b"3")
+        assert_another_client_runs(self, px)
+        r.send(r.msg(b"Q", b"select 5\x00"))
+        self.assertEqual(types(r.until_ready()), "TDCZ")
+
+    def test_close_of_portals_and_flush_take_no_server(self):
+        self.portal_close(200)
+
+    def test_close_of_portals_and_flush_take_no_server_without_prepared(self):
+        self.portal_close(0)
+
+    def test_close_of_a_portal_inside_a_transaction_goes_to_its_server(self):
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5)
+        self.addCleanup(r.close)
+        r.send(r.msg(b"Q", b"begin; declare c cursor for select 1\x00"))
+        self.assertEqual(types(r.until_ready()), "CCZ")
+        r.send(r.msg(b"C", b"Pc\x00"), r.msg(b"Q", b"fetch c\x00"))
+        got = r.until_ready()
+        self.assertEqual(types(got), "3EZ")
+        self.assertEqual(sqlstate(got[1][1]), "34000")     # closed: gone on the server
+        r.send(r.msg(b"Q", b"rollback\x00"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+
+    def test_close_first_after_a_login_without_a_server(self):
+        px, first = raw_on_one_server(self, "transaction", query_wait_timeout=5)
+        self.addCleanup(first.close)
+        # The pool knows a fresh server's parameters now: the next login
+        # is welcomed with no server.
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(r.close)
+        self.assertEqual(px.show("CLIENTS", port=r.s.getsockname()[1])[0]["state"], "idle")
+        r.send(r.close_stmt("s1"), r.msg(b"H"))
+        self.assertEqual(r.read_msg()[0], b"3")
+        assert_another_client_runs(self, px)
+        r.send(r.parse("s1", "select 2"), r.bind("s1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "12DCZ")
+
+
 class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
     """Drivers that cache statements drop the oldest with SQL DEALLOCATE:
     PHP's PDO as a simple Query, psycopg 3.1 in the extended protocol
