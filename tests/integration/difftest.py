@@ -14,12 +14,26 @@ What may legitimately differ is left out: login (BackendKeyData,
 ParameterStatus), and nothing in the sessions selects a PID or the time.
 pgwharf's statement names (PGW_n) must never reach a client.
 
+With --more (TestDifferentialMore) sessions also have what those steps
+do not send (Gen.more_step, drawn from a random stream of its own so
+that the seeds' sessions without it stay as they were): batches ending
+with Flush left open while the session does something else, Close or
+Describe and Flush alone, FunctionCall inside and after batches, COPY
+FROM STDIN by Execute sent with its Sync and then rows (a bad one),
+CopyDone or CopyFail and more messages before and after a Sync, lone
+Syncs.  Through pgwharf, after every step that leaves the client with
+nothing under way (all it sent answered, no batch open since its last
+Sync or Query, no transaction), SHOW CLIENTS must not show it holding a
+server (but KNOWN_HOLDS).  With max_prepared_statements = 0 (--extra)
+sessions Parse only the unnamed statement.
+
 Sessions avoid what README documents as broken by transaction pooling:
 an unnamed statement is used only in the batch (up to Sync) that parsed
 it, SET touches only tracked parameters (extra_float_digits: SET LOCAL).
 
     python3 difftest.py [--seed N] [--sessions N] [--steps N] [--concurrency N]
-                        [--mode transaction] [--pool 2] [--show]
+                        [--mode transaction] [--pool 2] [--show] [--more]
+                        [--extra max_prepared_statements=0]
 
 As a unittest (TestDifferential) it runs fixed seeds.
 """
@@ -95,8 +109,14 @@ QUERIES = [
 class Gen:
     """known: also generate what is known to differ (see KNOWN)."""
 
-    def __init__(self, seed, table, steps, params=None, known=True, no_txn=False):
+    def __init__(self, seed, table, steps, params=None, known=True, no_txn=False,
+                 more=False, no_named=False):
         self.r = random.Random(seed)
+        # The step kinds of more_step() draw from their own stream, so that
+        # without them a seed's session stays the same.
+        self.more = more
+        self.r2 = random.Random(seed * 6007 + 3)
+        self.no_named = no_named       # max_prepared_statements = 0: Parse "" only
         self.no_txn = no_txn           # statement mode: never open a transaction
         self.params = params or {}
         self.known = known
@@ -189,6 +209,8 @@ class Gen:
                 break
             if x < 0.22:
                 name = self.r.choice(self.names + ["", "", ""])
+                if self.no_named:
+                    name = ""
                 q, n = self.sql(allow_copy_in=False)
                 out.append(msg(b"P", cstr(name) + cstr(q) + struct.pack("!H", 0)))
                 descs.append("P %s %r" % (name or '""', q))
@@ -258,9 +280,159 @@ class Gen:
         return {"kind": "ext", "bytes": b"".join(out), "copy": copy or self.copy_payloads(),
                 "desc": " | ".join(descs)}
 
+    # --- more=True: what the steps above do not send ---------------------
+
+    def fcall(self):
+        """A FunctionCall of a built-in by OID with text arguments:
+        int4pl, int4div (division by zero), or int4pl of a non-number."""
+        oid, args = self.r2.choice([(177, [b"3", b"4"]), (177, [b"40", b"2"]),
+                                    (154, [b"7", b"0"]), (177, [b"x", b"1"]),
+                                    (154, [b"9", b"2"])])
+        body = struct.pack("!IHHH", oid, 1, 0, len(args))
+        for a in args:
+            body += struct.pack("!i", len(a)) + a
+        name = {177: "int4pl", 154: "int4div"}[oid]
+        return msg(b"F", body + struct.pack("!H", 0)), "F %s(%s)" % (
+            name, b", ".join(args).decode())
+
+    def unnamed_run(self):
+        """Parse, Bind and Execute of the unnamed statement and portal."""
+        q = self.r2.choice(["select 1", "select 1/0",
+                            "select a from %s order by a limit 2" % self.table,
+                            "update %s set b = b where a = 1" % self.table])
+        return (msg(b"P", cstr("") + cstr(q) + struct.pack("!H", 0)) +
+                msg(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00") +
+                msg(b"E", b"\x00\x00\x00\x00\x00"), "P \"\" %r | B | E" % q)
+
+    def ended(self):
+        """The batch is closed by a Sync: the unnamed statement may go."""
+        self.open = False
+        self.unnamed_ok = self.unnamed_portal = False
+
+    def more_step(self):
+        k = self.r2.choice(["flush", "flush", "close", "close", "fcall", "fcall",
+                            "copy", "copy", "sync", "describe"])
+        out, descs = [], []
+        if k == "flush":
+            # a batch ending with Flush, left open while the session does
+            # something else later (then a Sync)
+            b, d = self.unnamed_run()
+            out.append(b)
+            descs.append(d)
+            self.unnamed_ok = self.unnamed_portal = False
+            out.append(msg(b"H"))
+            descs.append("H")
+            self.open = True
+        elif k == "close":
+            # Close of a statement or portal and Flush alone (ts-postgres)
+            for _ in range(self.r2.choice([1, 1, 2])):
+                if self.r2.random() < 0.7:
+                    name = self.r2.choice(self.names + ["nosuch"])
+                    out.append(msg(b"C", b"S" + cstr(name)))
+                    descs.append("C S %s" % name)
+                    self.stmt_params.pop(name, None)
+                else:
+                    portal = self.r2.choice(self.portals)
+                    out.append(msg(b"C", b"P" + cstr(portal)))
+                    descs.append("C P %s" % portal)
+            out.append(msg(b"H"))
+            descs.append("H")
+        elif k == "describe":
+            if self.r2.random() < 0.5:
+                name = self.r2.choice(self.names)
+                out.append(msg(b"D", b"S" + cstr(name)))
+                descs.append("D S %s" % name)
+            else:
+                portal = self.r2.choice(self.portals)
+                out.append(msg(b"D", b"P" + cstr(portal)))
+                descs.append("D P %s" % portal)
+            out.append(msg(b"H"))
+            descs.append("H")
+            self.open = True
+        elif k == "sync":
+            out.append(msg(b"S"))
+            descs.append("S")
+            self.ended()
+        elif k == "fcall":
+            # inside an extended batch (after its messages, before its
+            # Sync), or after one
+            if self.r2.random() < 0.5:
+                b, d = self.unnamed_run()
+                out.append(b)
+                descs.append(d)
+                self.unnamed_ok = self.unnamed_portal = False
+                self.open = True
+                if self.r2.random() < 0.3:
+                    out.append(msg(b"S"))
+                    descs.append("S")
+                    self.ended()
+            b, d = self.fcall()
+            out.append(b)
+            descs.append(d)
+            if self.r2.random() < 0.5:
+                out.append(msg(b"S"))
+                descs.append("S")
+                self.ended()
+        else:
+            return self.copy_step()
+        return {"kind": "ext", "bytes": b"".join(out), "copy": [], "desc": " | ".join(descs)}
+
+    def copy_step(self):
+        """COPY FROM STDIN by Execute, its Sync sent with it (PostgreSQL
+        ignores it in COPY); then rows, maybe a bad one, CopyDone or
+        CopyFail, and more messages in the same write, before and after
+        a Sync (those before it are skipped after an error)."""
+        lead = b""
+        if self.open:
+            lead = msg(b"S")
+        self.ended()
+        q = "copy %s from stdin" % self.table
+        start = (msg(b"P", cstr("") + cstr(q) + struct.pack("!H", 0)) +
+                 msg(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00") +
+                 msg(b"E", b"\x00\x00\x00\x00\x00") + msg(b"S"))
+        rows = [b"%d\trow%d\n" % (self.r2.randint(1, 50), i)
+                for i in range(self.r2.randint(0, 3))]
+        if self.r2.random() < 0.6:
+            rows.insert(self.r2.randint(0, len(rows)), b"notanumber\tz\n")
+        data = b"".join(msg(b"d", r) for r in rows)
+        fail = self.r2.random() < 0.3
+        end = msg(b"f", cstr("client gave up")) if fail else msg(b"c")
+        # with a bad row, maybe its error read before the end is sent
+        wait = b"notanumber" in data and self.r2.random() < 0.5
+        descs = ["S"] if lead else []
+        descs.append("P \"\" %r | B | E | S | d*%d%s | %s" % (
+            q, len(rows), " (its error read)" if wait else "", "f" if fail else "c"))
+        tail = []
+        for _ in range(self.r2.randint(1, 4)):
+            x = self.r2.random()
+            if x < 0.25:
+                qq = self.r2.choice(["select 1", "select count(*) from %s" % self.table])
+                tail.append(msg(b"Q", cstr(qq)))
+                descs.append("Q %r" % qq)
+            elif x < 0.45:
+                b, d = self.fcall()
+                tail.append(b)
+                descs.append(d)
+            elif x < 0.6:
+                b, d = self.unnamed_run()
+                tail.append(b)
+                descs.append(d)
+            elif x < 0.7:
+                tail.append(msg(b"H"))
+                descs.append("H")
+            else:
+                tail.append(msg(b"S"))
+                descs.append("S")
+        self.open = descs[-1] != "S"
+        return {"kind": "copyx", "lead": lead, "bytes": start, "copydata": data, "end": end,
+                "wait": wait, "tail": b"".join(tail), "copy": [], "desc": " | ".join(descs)}
+
     def session(self):
         steps = []
         for _ in range(self.steps):
+            if self.more and self.r2.random() < 0.35:
+                steps.append(self.more_step())
+                continue
             steps.append(self.simple() if self.r.random() < 0.35 else self.extended())
         # Always end on a Sync so every reply is read.
         steps.append({"kind": "ext", "bytes": msg(b"S"), "copy": [], "desc": "S"})
@@ -285,6 +457,10 @@ class Client:
         self.login(user, password, db, params)
         self.pending = []             # sent, replies not read: (type, body)
         self.failed = False           # extended error: skip until Sync
+        self.batch = False            # extended messages since the last Sync/Query
+        self.status = b"I"            # of the last ReadyForQuery
+        self.no_named = False         # max_prepared_statements = 0
+        self.close_kept = None        # a Close known to keep the server (KNOWN_HOLDS)
 
     def recv(self):
         while True:
@@ -325,41 +501,106 @@ class Client:
 
     def run(self, step):
         """Send one step, read the replies due; returns them normalised."""
-        data = step["bytes"]
-        self.s.sendall(data)
-        i = 0
+        got = []
+        if step["kind"] == "copyx":
+            self.run_copyx(step, got)
+            return got
+        self.s.sendall(step["bytes"])
+        self.mirror(step["bytes"], list(step["copy"]), got)
+        return got
+
+    def mirror(self, data, copies, got):
+        """Read the replies due to data, just sent."""
+        i, synced = 0, False
         while i < len(data):
             n = struct.unpack("!I", data[i + 1:i + 5])[0]
-            self.pending.append((data[i:i + 1], data[i + 5:i + 1 + n]))
+            # (type, body, sent in one write after a Sync)
+            self.pending.append((data[i:i + 1], data[i + 5:i + 1 + n], synced))
+            synced = synced or data[i:i + 1] == b"S"
             i += 1 + n
-        copies = list(step["copy"])
-        got = []
-        # Replies are due up to the last Query, Sync or Flush sent.
-        last = max([k for k, (t, _) in enumerate(self.pending) if t in (b"Q", b"S", b"H")],
-                   default=-1)
+        # Replies are due up to the last Query, FunctionCall, Sync or Flush sent.
+        last = max([k for k, (t, *_) in enumerate(self.pending)
+                    if t in (b"Q", b"F", b"S", b"H")], default=-1)
         todo, self.pending = self.pending[:last + 1], self.pending[last + 1:]
         while todo:
-            t, body = todo.pop(0)
-            if t == b"Q":
+            t, body, synced = todo.pop(0)
+            if t == b"C" and not self.batch and not self.close_kept:
+                # Known to keep the server until the next Sync (see
+                # KNOWN_HOLDS): a Close sent behind a Sync before its
+                # ReadyForQuery; with max_prepared_statements = 0 one of
+                # a statement.
+                if synced:
+                    self.close_kept = "a Close sent behind a Sync"
+                elif self.no_named and body[:1] == b"S":
+                    self.close_kept = "a Close of a statement, max_prepared_statements = 0"
+            if t in (b"Q", b"F"):
                 if not self.failed:   # else skipped: the server waits for Sync
                     self.read_query(got, copies)
+                    # a Query ends the batch for pgwharf too (README "When
+                    # a server goes back to the pool"); a FunctionCall not
+                    self.batch = self.batch and t == b"F"
             elif t == b"S":
                 self.read_until(got, b"Z")
-                self.failed = False
+                self.failed = self.batch = False
+                self.close_kept = None
             elif t == b"H":
                 pass
-            elif not self.failed:
-                self.read_ext(t, body, got, copies, todo)
-        return got
+            elif t == b"copyend":
+                # an error is sent at once, a CommandComplete at the next flush
+                if self.take(got)[0] == b"E":
+                    self.failed = True
+            else:
+                if t != b"C":         # a Close starts no transaction
+                    self.batch = True
+                if not self.failed:
+                    self.read_ext(t, body, got, copies, todo)
+
+    def run_copyx(self, step, got):
+        """COPY FROM STDIN by Execute with its Sync, then (once the
+        CopyInResponse is in) its data and more messages in one write."""
+        if step["lead"]:
+            self.s.sendall(step["lead"])
+            self.mirror(step["lead"], [], got)
+        self.s.sendall(step["bytes"])
+        self.pending = []             # answered before the COPY (or the Sync)
+        while True:
+            t, _ = self.take(got)
+            if t == b"G":
+                break
+            if t == b"Z":             # an aborted transaction: no COPY
+                break
+        if t == b"G" and step["wait"]:
+            # a bad row: its error is sent at once
+            self.s.sendall(step["copydata"])
+            self.batch = self.failed = True
+            self.read_until(got, b"E")
+            self.s.sendall(step["end"] + step["tail"])
+        else:
+            self.s.sendall(step["copydata"] + step["end"] + step["tail"])
+        if t == b"G" and not step["wait"]:
+            # The Sync sent with the Execute went to the COPY, ignored; its
+            # end (CommandComplete or an error) is due with the rest.
+            self.batch, self.failed = True, False
+            self.pending.append((b"copyend", b"", False))
+        elif t != b"G":
+            self.failed = self.batch = False
+        self.mirror(step["tail"], [], got)
+
+    def quiescent(self):
+        """All sent answered, no batch open, no transaction."""
+        return (not self.pending and not self.failed and not self.batch
+                and self.status == b"I" and not self.close_kept)
 
     def take(self, got):
         t, body = self.recv()
         got.append(normalise(t, body))
+        if t == b"Z":
+            self.status = body
         return t, body
 
     def read_until(self, got, want):
         while True:
-            t, _ = self.take(got)
+            t, body = self.take(got)
             if t == want:
                 return
 
@@ -395,7 +636,7 @@ class Client:
                     self.pending.pop(0)
                 self.send_copy(copies)
                 self.s.sendall(msg(b"S"))
-                todo.insert(0, (b"S", b""))
+                todo.insert(0, (b"S", b"", False))
                 continue
             if rt in done:
                 return
@@ -438,12 +679,22 @@ def session_params(r):
 #   with 3) comes at Execute once PostgreSQL has switched the statement to
 #   a generic plan (after five executions), and through pgwharf, which
 #   shares statements, that counts every client's executions on a server.
-def make_session(seed, steps, known=True, no_txn=False):
+# Servers known to stay with a client that has nothing under way (the idle
+# check, run through pgwharf, passes over them), until its next Sync:
+# - a Close (and Flush) sent behind a Sync before its ReadyForQuery came:
+#   pgwharf counts it in the batch after that Sync, whose server it keeps
+#   (a Close alone after the ReadyForQuery takes none);
+# - with max_prepared_statements = 0, a Close of a statement and Flush: it
+#   goes to a server as it is (the statement is server-local), and a Flush
+#   after extended-protocol messages keeps the server (README "When a
+#   server goes back to the pool"), as in PgBouncer.
+def make_session(seed, steps, known=True, no_txn=False, more=False, no_named=False):
     r = random.Random(seed * 7919 + 1)
     table = "dt_%d" % seed
     params = session_params(r)
-    return {"seed": seed, "table": table, "params": params,
-            "steps": Gen(seed, table, steps, params, known, no_txn).session()}
+    return {"seed": seed, "table": table, "params": params, "no_named": no_named,
+            "steps": Gen(seed, table, steps, params, known, no_txn, more,
+                         no_named).session()}
 
 
 def reset_tables(pg, sessions):
@@ -454,35 +705,95 @@ def reset_tables(pg, sessions):
     pg.psql(sql, user=pg.user)
 
 
-def run_session(sess, host, port, pg):
-    """[(step index, replies)], and how it ended ('ok' or an error)."""
-    out = []
+class Console:
+    """pgwharf's admin console over the raw protocol: which clients hold
+    a server (SHOW CLIENTS state 'active')."""
+
+    def __init__(self, host, port, pg):
+        self.c = Client(host, port, pg.user, pg.password, "pgbouncer", {})
+
+    def state(self, client_port):
+        self.c.s.sendall(msg(b"Q", cstr("SHOW CLIENTS")))
+        cols, state = [], None
+        while True:
+            t, body = self.c.recv()
+            if t == b"T":
+                cols = row_names(body)
+            elif t == b"D":
+                row = dict(zip(cols, hz.data_row(body)))
+                if row.get("port") in (str(client_port), str(client_port).encode()):
+                    state = row.get("state")
+            elif t == b"E":
+                raise hz.PgError(hz.parse_fields(body))
+            elif t == b"Z":
+                return state.decode() if isinstance(state, bytes) else state
+
+    def holds(self, client_port):
+        """Whether the client holds a server, still after a bounded wait
+        for a release under way."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            if self.state(client_port) != "active":
+                return False
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.02)
+
+    def close(self):
+        self.c.close()
+
+
+def row_names(body):
+    n = struct.unpack("!H", body[:2])[0]
+    names, i = [], 2
+    for _ in range(n):
+        j = body.index(b"\x00", i)
+        names.append(body[i:j].decode())
+        i = j + 1 + 18
+    return names
+
+
+def run_session(sess, host, port, pg, console=None):
+    """[(step index, replies)], how it ended ('ok' or an error), and the
+    first step after which the client, quiescent (all it sent answered,
+    no batch open, no transaction), still held a server (console given:
+    through pgwharf), or None."""
+    out, held = [], None
     try:
         c = Client(host, port, pg.user, pg.password, pg.database, sess["params"])
     except Exception as e:         # reported as a difference
-        return out, "login: %r" % e
+        return out, "login: %r" % e, held
     try:
+        cport = c.s.getsockname()[1]
+        c.no_named = sess.get("no_named", False)
         for i, step in enumerate(sess["steps"]):
             out.append(c.run(step))
+            if console and held is None and c.quiescent() and console.holds(cport):
+                held = i
     except Exception as e:
-        return out, "%s at step %d: %r" % (type(e).__name__, len(out), e)
+        return out, "%s at step %d: %r" % (type(e).__name__, len(out), e), held
     finally:
         c.close()
-    return out, "ok"
+    return out, "ok", held
 
 
-def run_all(sessions, host, port, pg, concurrency):
+def run_all(sessions, host, port, pg, concurrency, check_idle=False):
     results = {}
     lock = threading.Lock()
     queue = list(sessions)
 
     def worker():
-        while True:
-            with lock:
-                if not queue:
-                    return
-                s = queue.pop(0)
-            results[s["seed"]] = run_session(s, host, port, pg)
+        console = Console(host, port, pg) if check_idle else None
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    s = queue.pop(0)
+                results[s["seed"]] = run_session(s, host, port, pg, console)
+        finally:
+            if console:
+                console.close()
 
     ts = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in ts:
@@ -494,7 +805,7 @@ def run_all(sessions, host, port, pg, concurrency):
 
 def compare(sess, direct, proxied):
     """The first difference as text, or None."""
-    (d_out, d_end), (p_out, p_end) = direct, proxied
+    (d_out, d_end, _), (p_out, p_end, held) = direct, proxied
     for i, step in enumerate(sess["steps"]):
         if i >= len(d_out) or i >= len(p_out):
             break
@@ -514,6 +825,9 @@ def compare(sess, direct, proxied):
     if d_end != p_end or len(d_out) != len(p_out):
         return "ended differently: direct %s after %d steps, pgwharf %s after %d" % (
             d_end, len(d_out), p_end, len(p_out))
+    if held is not None:
+        return "step %d (%s): the client, quiescent after it, held a server" % (
+            held, sess["steps"][held]["desc"])
     return None
 
 
@@ -522,12 +836,13 @@ def fmt(msgs):
         repr(m[1]) if m[0] in "D" else "") for m in msgs)
 
 
-def differential(px, pg, seeds, steps, concurrency, known=True, no_txn=False):
-    sessions = [make_session(s, steps, known, no_txn) for s in seeds]
+def differential(px, pg, seeds, steps, concurrency, known=True, no_txn=False,
+                 more=False, no_named=False):
+    sessions = [make_session(s, steps, known, no_txn, more, no_named) for s in seeds]
     reset_tables(pg, sessions)
     direct = run_all(sessions, pg.host, pg.port, pg, concurrency)
     reset_tables(pg, sessions)
-    proxied = run_all(sessions, px.host, px.port, pg, concurrency)
+    proxied = run_all(sessions, px.host, px.port, pg, concurrency, check_idle=True)
     diffs = []
     for s in sessions:
         d = compare(s, direct[s["seed"]], proxied[s["seed"]])
@@ -549,10 +864,14 @@ class TestDifferential(pt.PgwharfTestCase):
 
     SEEDS = range(1, 41)
     STEPS = 25
+    MORE = False          # Gen.more_step()'s kinds too
+    EXTRA = {}            # pgwharf settings
 
     def test_sessions_match_postgres(self):
-        px = self.start_pgwharf(settings=pgwharf_settings())
-        sessions, diffs, _ = differential(px, self.pg, self.SEEDS, self.STEPS, 8, known=False)
+        px = self.start_pgwharf(settings=pgwharf_settings(extra=self.EXTRA))
+        no_named = str(self.EXTRA.get("max_prepared_statements", "")) == "0"
+        sessions, diffs, _ = differential(px, self.pg, self.SEEDS, self.STEPS, 8, known=False,
+                                          more=self.MORE, no_named=no_named)
         print("difftest: %d sessions, %d batches" % (
             len(sessions), sum(len(s["steps"]) for s in sessions)))
         self.assertEqual(diffs[:5], [])
@@ -569,6 +888,9 @@ def main():
     ap.add_argument("--extra", default="", help="k=v,k=v pgwharf settings")
     ap.add_argument("--show", action="store_true", help="print the sessions of differences")
     ap.add_argument("--no-known", action="store_true", help="leave out what is known to differ")
+    ap.add_argument("--more", action="store_true",
+                    help="also Flush-ended batches left open, Close/Describe + Flush, "
+                    "FunctionCall, COPY by Execute with messages after its data, lone Syncs")
     a = ap.parse_args()
     pg = pt.Postgres()
     extra = dict(kv.split("=", 1) for kv in a.extra.split(",") if kv)
@@ -579,7 +901,9 @@ def main():
         t0 = time.monotonic()
         sessions, diffs, direct = differential(px, pg, seeds, a.steps, a.concurrency,
                                                known=not a.no_known,
-                                               no_txn=a.mode == "statement")
+                                               no_txn=a.mode == "statement", more=a.more,
+                                               no_named=extra.get(
+                                                   "max_prepared_statements") == "0")
         kinds = {}
         for s in sessions:
             for st in s["steps"]:
@@ -589,7 +913,7 @@ def main():
                                               part[:3] == "C S" or part[:3] == "C P" else "")
                     kinds[k] = kinds.get(k, 0) + 1
         recv = {}
-        for seed, (outs, _) in direct.items():
+        for seed, (outs, _, _) in direct.items():
             for o in outs:
                 for m in o:
                     recv[m[0]] = recv.get(m[0], 0) + 1

@@ -4,7 +4,9 @@ Random protocol sessions (simple and extended protocol, errors mid-batch,
 pipelines past a Sync, COPY, transactions, tracked SETs) run once straight
 against PostgreSQL and once through pgwharf in transaction mode on a pool
 of 2, eight at a time; every reply must match (see difftest.py for what is
-left out as known to differ)."""
+left out as known to differ), and through pgwharf a client with nothing
+under way (all answered, no batch open, no transaction) must hold no
+server (SHOW CLIENTS)."""
 
 import unittest
 
@@ -13,6 +15,22 @@ import difftest
 
 class TestDifferential(difftest.TestDifferential):
     SEEDS = range(1, 201)
+
+
+class TestDifferentialMore(difftest.TestDifferential):
+    """Also what the seeds above do not send (Gen.more_step): batches
+    ending with Flush left open, Close or Describe and Flush alone,
+    FunctionCall in and after batches, COPY FROM STDIN by Execute with
+    its Sync and then rows, a bad one, CopyDone or CopyFail and more
+    messages before and after a Sync, lone Syncs."""
+    SEEDS = range(1, 61)
+    MORE = True
+
+
+class TestDifferentialMoreWithoutPrepared(TestDifferentialMore):
+    """The same with max_prepared_statements = 0 (the tracker alone):
+    named statements only as PostgreSQL's errors (never prepared)."""
+    EXTRA = {"max_prepared_statements": 0}
 
 
 class TestDifferentialFoundSeeds(difftest.TestDifferential):
