@@ -716,6 +716,19 @@ bool pgw_ps_idle(const struct pgw_session *s)
     return !q_head(s);
 }
 
+bool pgw_ps_closes_only(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    if (!q || q->copy_bad)
+        return !q_head(s);
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->kind != Q_FAKE || x->type != PGW_FE_CLOSE)
+            return false;
+    }
+    return true;
+}
+
 bool pgw_ps_unsure(const struct pgw_session *s)
 {
     const struct ps_queue *q = s->ps_queue;

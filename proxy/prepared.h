@@ -177,6 +177,9 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total);
 void pgw_ps_emit(struct pgw_session *s);
 /* Nothing outstanding in the queue? */
 bool pgw_ps_idle(const struct pgw_session *s);
+/* Nothing in the queue but Closes pgwharf answers itself (pgw_ps_emit
+ * sends them next), which ask nothing of the server? */
+bool pgw_ps_closes_only(const struct pgw_session *s);
 /* Are Syncs outstanding that a failed COPY may or may not have answered
  * (the count of ReadyForQuerys to come is unknown until the server sends
  * more)?  A client gone then gets its server closed, not waited for. */

@@ -2800,8 +2800,12 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         *after = AFTER_STMT_ERROR;
         return;
     }
+    /* A Close pgwharf answers (one of a statement, sent behind the Sync
+     * answered here) asks nothing of the server: its CloseComplete goes
+     * out right after this ReadyForQuery (pgw_ps_emit), before the release
+     * (after_scan); waiting for it kept the server until the next Sync. */
     if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
-        (s->ps_on && !pgw_ps_idle(s)))
+        (s->ps_on && !pgw_ps_idle(s) && !pgw_ps_closes_only(s)))
         return;
     if (status == 'I')
         *after = AFTER_RELEASE;

@@ -526,11 +526,11 @@ class Client:
             t, body, synced = todo.pop(0)
             if t == b"C" and not self.batch and not self.close_kept:
                 # Known to keep the server until the next Sync (see
-                # KNOWN_HOLDS): a Close sent behind a Sync before its
-                # ReadyForQuery; with max_prepared_statements = 0 one of
-                # a statement.
-                if synced:
-                    self.close_kept = "a Close sent behind a Sync"
+                # KNOWN_HOLDS): a Close of a portal sent behind a Sync
+                # before its ReadyForQuery; with max_prepared_statements
+                # = 0 one of a statement.
+                if synced and body[:1] == b"P":
+                    self.close_kept = "a Close of a portal sent behind a Sync"
                 elif self.no_named and body[:1] == b"S":
                     self.close_kept = "a Close of a statement, max_prepared_statements = 0"
             if t in (b"Q", b"F"):
@@ -681,9 +681,10 @@ def session_params(r):
 #   shares statements, that counts every client's executions on a server.
 # Servers known to stay with a client that has nothing under way (the idle
 # check, run through pgwharf, passes over them), until its next Sync:
-# - a Close (and Flush) sent behind a Sync before its ReadyForQuery came:
-#   pgwharf counts it in the batch after that Sync, whose server it keeps
-#   (a Close alone after the ReadyForQuery takes none);
+# - a Close of a portal (and Flush) sent behind a Sync before its
+#   ReadyForQuery came: it goes to the server, in the batch after that
+#   Sync, which keeps it (one sent after the ReadyForQuery takes none; one
+#   of a statement is answered by pgwharf);
 # - with max_prepared_statements = 0, a Close of a statement and Flush: it
 #   goes to a server as it is (the statement is server-local), and a Flush
 #   after extended-protocol messages keeps the server (README "When a

@@ -1372,7 +1372,8 @@ class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
     portal left and answers CloseComplete); so did a Close of a statement
     as a client's first message after a login that took no server (the
     prepared-statement layer was switched on only at a client's first
-    link)."""
+    link).  A Close of a statement sent behind a Sync, before its
+    ReadyForQuery, kept the server the same way."""
 
     def portal_close(self, max_prepared):
         px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5,
@@ -1402,6 +1403,26 @@ class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
         self.assertEqual(sqlstate(got[1][1]), "34000")     # closed: gone on the server
         r.send(r.msg(b"Q", b"rollback\x00"))
         self.assertEqual(types(r.until_ready()), "CZ")
+
+    def test_close_sent_behind_a_sync_leaves_the_server_free(self):
+        # Sent before the Sync's ReadyForQuery, the Close (answered by
+        # pgwharf) waited in the queue of replies and the server stayed
+        # with the client until its next Sync.
+        # (Seen after a batch that failed: difftest's seed 1.)
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5)
+        self.addCleanup(r.close)
+        r.send(r.parse("s2", "select 3"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        r.send(r.bind("never_prepared"), r.execute(), r.sync(), r.close_stmt("s2"), r.msg(b"H"))
+        got = r.until_ready()
+        self.assertEqual(types(got), "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "26000")
+        self.assertEqual(r.read_msg()[0], b"3")
+        assert_another_client_runs(self, px)
+        r.send(r.bind("s2"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "26000")
 
     def test_close_first_after_a_login_without_a_server(self):
         px, first = raw_on_one_server(self, "transaction", query_wait_timeout=5)
