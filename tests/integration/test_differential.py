@@ -23,7 +23,7 @@ class TestDifferentialMore(difftest.TestDifferential):
     FunctionCall in and after batches, COPY FROM STDIN by Execute with
     its Sync and then rows, a bad one, CopyDone or CopyFail and more
     messages before and after a Sync, lone Syncs."""
-    SEEDS = range(1, 61)
+    SEEDS = range(1, 41)
     MORE = True
 
 
