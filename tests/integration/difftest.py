@@ -461,6 +461,7 @@ class Client:
         self.status = b"I"            # of the last ReadyForQuery
         self.no_named = False         # max_prepared_statements = 0
         self.close_kept = None        # a Close known to keep the server (KNOWN_HOLDS)
+        self.copy_kept = None         # an extended COPY that failed (KNOWN_HOLDS)
 
     def recv(self):
         while True:
@@ -549,6 +550,7 @@ class Client:
                 # an error is sent at once, a CommandComplete at the next flush
                 if self.take(got)[0] == b"E":
                     self.failed = True
+                    self.copy_failed()
             else:
                 if t != b"C":         # a Close starts no transaction
                     self.batch = True
@@ -574,6 +576,7 @@ class Client:
             self.s.sendall(step["copydata"])
             self.batch = self.failed = True
             self.read_until(got, b"E")
+            self.copy_failed()
             self.s.sendall(step["end"] + step["tail"])
         else:
             self.s.sendall(step["copydata"] + step["end"] + step["tail"])
@@ -586,10 +589,17 @@ class Client:
             self.failed = self.batch = False
         self.mirror(step["tail"], [], got)
 
+    def copy_failed(self):
+        # Known to keep the server until the client leaves (KNOWN_HOLDS):
+        # whether the COPY read the Sync sent with its Execute before it
+        # failed is not known to the tracker (max_prepared_statements = 0).
+        if self.no_named:
+            self.copy_kept = "an extended COPY that failed, max_prepared_statements = 0"
+
     def quiescent(self):
         """All sent answered, no batch open, no transaction."""
         return (not self.pending and not self.failed and not self.batch
-                and self.status == b"I" and not self.close_kept)
+                and self.status == b"I" and not self.close_kept and not self.copy_kept)
 
     def take(self, got):
         t, body = self.recv()
@@ -622,12 +632,16 @@ class Client:
     def read_ext(self, t, body, got, copies, todo):
         done = {b"P": (b"1",), b"B": (b"2",), b"C": (b"3",),
                 b"D": (b"T", b"n"), b"E": (b"C", b"s", b"I")}[t]
+        in_copy = False
         while True:
             rt, _ = self.take(got)
             if rt == b"E":
                 self.failed = True
+                if in_copy:
+                    self.copy_failed()
                 return
             if rt == b"G":
+                in_copy = True
                 # COPY FROM STDIN by Execute: the server ignores the Sync
                 # we sent after it; data, CopyDone and a Sync of our own.
                 while todo and todo[0][0] in (b"S", b"H"):
@@ -685,6 +699,10 @@ def session_params(r):
 #   ReadyForQuery came: it goes to the server, in the batch after that
 #   Sync, which keeps it (one sent after the ReadyForQuery takes none; one
 #   of a statement is answered by pgwharf);
+# - with max_prepared_statements = 0, after a COPY FROM STDIN by Execute
+#   that failed, until the client leaves: whether the COPY read the Sync
+#   sent with its Execute before it failed, or failed before it read
+#   anything (a BEFORE STATEMENT trigger), the tracker cannot know;
 # - with max_prepared_statements = 0, a Close of a statement and Flush: it
 #   goes to a server as it is (the statement is server-local), and a Flush
 #   after extended-protocol messages keeps the server (README "When a
