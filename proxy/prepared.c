@@ -1698,17 +1698,7 @@ int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *m, uint32_t avail, 
     struct ps_client_name *cn = client_find(s, key_name);
     if (cn)
         client_remove(s, cn);
-    pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
-    struct pgw_wbuf b;
-    pgw_wbuf_init(&b);
-    pgw_wbuf_msg_end(&b, pgw_wbuf_msg_begin(&b, PGW_BE_CLOSE_COMPLETE));
-    bool ok = !b.failed && pgw_session_send(s, &b);
-    pgw_wbuf_deinit(&b);
-    if (!ok) {
-        pgw_session_close(s, "53200", "out of memory for a reply to the client");
-        return -1;
-    }
-    return s->state == PGW_SS_CLOSING ? -1 : 1;
+    return 1;
 }
 
 static bool is_cmd(const char *sql, const char *cmd);

@@ -138,12 +138,12 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
                             uint32_t total, bool quiet);
 /* A Close of a named statement msg (avail bytes of its total here) from a
  * client with nothing under way and no server (ts-postgres closes with
- * Close + Flush, no Sync): its name goes and CloseComplete goes out here,
- * as a Close linked is answered (a server taken for it would stay with
- * the idle client, its batch open until the next Sync).  1 answered (the
- * message cut from s->cbuf), 0 not (a portal, the unnamed statement, a
- * name PostgreSQL refuses or a malformed Close: the server's),
- * PGW_NOTIFY_MORE read it whole first, -1 the session was closed. */
+ * Close + Flush, no Sync): its name goes, and the caller answers
+ * CloseComplete, as a Close linked is answered (a server taken for it
+ * would stay with the idle client, its batch open until the next Sync).
+ * 1 gone (answer it), 0 not (a portal, the unnamed statement, a name
+ * PostgreSQL refuses or a malformed Close: the server's), PGW_NOTIFY_MORE
+ * read it whole first. */
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                        uint32_t total);
 /* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a

@@ -2335,11 +2335,10 @@ void pgw_relay_replies_read(struct pgw_session *s)
  * Sync).  In transaction and statement mode no transaction is open then
  * (a server goes back only at ReadyForQuery 'I'), so PostgreSQL has no
  * portal left and answers CloseComplete: answered here, as
- * pgw_ps_close_alone answers a Close of a statement (a server taken for it
- * would stay with the idle client, its batch open until the next Sync).
- * 1 answered (the message cut from s->cbuf), 0 not (a statement, a
- * malformed Close: the server's), PGW_NOTIFY_MORE read it whole first, -1
- * the session was closed. */
+ * pgw_ps_close_alone has a Close of a statement answered (a server taken
+ * for it would stay with the idle client, its batch open until the next
+ * Sync).  1 answer it, 0 not (a statement, a malformed Close: the
+ * server's), PGW_NOTIFY_MORE read it whole first. */
 static int close_portal_alone(struct pgw_session *s, const uint8_t *m, size_t have)
 {
     uint32_t total = pgw_get_u32(m + 1) + 1;
@@ -2352,6 +2351,13 @@ static int close_portal_alone(struct pgw_session *s, const uint8_t *m, size_t ha
     uint32_t blen = total - PGW_MSG_HDR;
     if (body[0] != 'P' || memchr(body + 1, 0, blen - 1) != body + blen - 1)
         return 0;
+    return 1;
+}
+
+/* The Close at the client's parse position, taken alone: cut, and
+ * CloseComplete to the client.  false when the session was closed. */
+static bool close_answered_alone(struct pgw_session *s, uint32_t total)
+{
     pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, total);
     struct pgw_wbuf w;
     pgw_wbuf_init(&w);
@@ -2360,9 +2366,9 @@ static int close_portal_alone(struct pgw_session *s, const uint8_t *m, size_t ha
     pgw_wbuf_deinit(&w);
     if (!ok) {
         pgw_session_close(s, "53200", "out of memory for a reply to the client");
-        return -1;
+        return false;
     }
-    return s->state == PGW_SS_CLOSING ? -1 : 1;
+    return s->state != PGW_SS_CLOSING;
 }
 
 /* pgw_relay_client_data once: true when a request was refused at once
@@ -2466,10 +2472,10 @@ static bool client_data_step(struct pgw_session *s)
             int r = close_portal_alone(s, m, have);
             if (r == 0 && pgw_ps_enabled(s))
                 r = pgw_ps_close_alone(s, m, have < total ? (uint32_t)have : total, total);
-            if (r < 0 || r == PGW_NOTIFY_MORE)
+            if (r == PGW_NOTIFY_MORE)
                 return false;
-            if (r == 1)
-                return true;    /* the next message from the top: a Flush after it is ignored */
+            if (r == 1)         /* then the next message from the top: a Flush after it is ignored */
+                return close_answered_alone(s, total);
         }
         if (m[0] == PGW_FE_SYNC && pgw_get_u32(m + 1) == 4 && (!s->ps_on || pgw_ps_idle(s))) {
             /* A Sync with nothing under way (after a Close answered here,
