@@ -701,7 +701,6 @@ class TestAnExtendedCopyThatFailed(RelayCase):
 class TestAnExtendedCopyThatFailedWithoutPreparedStatements(TestAnExtendedCopyThatFailed):
     """The same with max_prepared_statements = 0: the tracker alone."""
     settings = {"max_prepared_statements": 0}
-    skipped_keeps = False
 
 
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
