@@ -2412,19 +2412,6 @@ static void maybe_resolve(struct pgw_session *s, char type)
         q->credit = 0;
 }
 
-bool pgw_ps_resolve(struct pgw_session *s, char type)
-{
-    /* (A ReadyForQuery pops no Sync here: its own comes out after it.) */
-    if (type == PGW_BE_READY || s->sskip)
-        return false;
-    maybe_resolve(s, type);
-    const struct qent *h = q_head(s);
-    if (!h || h->kind != Q_FAKE)
-        return false;
-    pgw_ps_emit(s);
-    return true;
-}
-
 int pgw_ps_copy_syncs_read(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;

@@ -149,12 +149,6 @@ int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail
 /* The client sent CopyDone or CopyFail (type): which Syncs a COPY FROM
  * STDIN may read and ignore is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);
-/* A server message of `type` begins (its header read): when it shows
- * that Syncs a failed COPY FROM STDIN may have read were read, the
- * replies pgwharf makes itself behind them go out now, before it.  True
- * when some did (the buffer changed: scan again from its cursor), or the
- * session was closed. */
-bool pgw_ps_resolve(struct pgw_session *s, char type);
 /* How many Syncs sent (and counted by pgw_track_frontend) a COPY FROM
  * STDIN has read as its own since the last call: no ReadyForQuery answers
  * them.  Told only once certain: at the COPY's CommandComplete, or after

@@ -3067,13 +3067,6 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             break;
         const uint8_t *p = b->data + b->parsed;
         char type = (char)p[0];
-        /* Replies of pgwharf's own that go before this message. */
-        if (s->ps_on && s->swallow == 0 && pgw_ps_resolve(s, type)) {
-            if (s->state == PGW_SS_CLOSING)
-                return false;
-            b = s->sbuf;
-            continue;
-        }
         uint32_t total = server_msg_total(s, p);
         if (!total)
             return false;

@@ -2618,43 +2618,6 @@ class TestSyncsEveryCopyOfAQueryIgnores(pt.PgwharfTestCase):
         self.assertEqual(got[:5] + got[7:], session[:5] + session[7:])
 
 
-class TestOwnReplyAfterAFailedExtendedCopy(pt.PgwharfTestCase):
-    """libpq's extended COPY FROM STDIN (Execute and Sync, then data,
-    CopyDone and Sync) failing on a row, then a Close that pgwharf answers
-    itself, an Execute of no portal and a Sync.  Whether the COPY read the
-    Sync after its Execute pgwharf learns only from the replies that come
-    after (TestCopyFailingBeforeItReadsASync): the Execute's error showed
-    it was read, but was taken for the Close's, and the client never got
-    its CloseComplete (found by difftest.py, seed 19).  The same exchange
-    in session mode is PostgreSQL's answer."""
-
-    def exchange(self, mode):
-        self.pg.psql("create table if not exists copy_own_reply (a int)")
-        px, r = raw_on_one_server(self, mode, max_prepared_statements=2)
-        out = []
-        try:
-            r.send(r.parse("s1", "select 1"), r.sync())
-            out.append(r.until_ready())
-            r.send(r.parse("", "copy copy_own_reply from stdin"), r.bind(""), r.execute(),
-                   r.sync())
-            out.append([r.read_msg() for _ in range(3)])
-            r.send(r.msg(b"d", b"x\n"), r.msg(b"c"), r.sync())
-            out.append(r.until_ready())
-            r.send(r.close_stmt("s1"), r.execute("nosuch"), r.sync())
-            out.append(r.until_ready())
-            r.send(r.query("select 5"))
-            out.append(r.until_ready())
-        finally:
-            r.close()
-        px.stop()
-        return [[(t, sqlstate(b) if t == b"E" else b) for t, b in m] for m in out]
-
-    def test_replies_in_postgres_order(self):
-        got = self.exchange("transaction")
-        self.assertEqual([types(m) for m in got], ["1Z", "12G", "EZ", "3EZ", "TDCZ"], got)
-        self.assertEqual(got, self.exchange("session"))
-
-
 def raw_to_postgres(case, db=None):
     """A Raw client logged in to the test cluster itself (no pgwharf), to
     db (default: the test database)."""
