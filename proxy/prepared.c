@@ -154,7 +154,7 @@ struct qent {
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
                                   * whose 25P02 becomes the Bind's 08P01 (bind_error) */
     uint16_t bind_formats, bind_params;   /* that Bind's counts */
-    uint32_t copy_ends;          /* ps_queue's count when it was sent */
+    uint32_t copy_ends, copy_data;   /* ps_queue's counts when it was sent */
     uint32_t copies;             /* a Query/Execute at the head: its COPY FROM STDINs begun */
     bool drops;                  /* a Query or Execute of DEALLOCATE ALL / DISCARD ALL
                                   * (drops_all_sent): every name goes when it runs */
@@ -182,19 +182,18 @@ struct ps_queue {
     uint32_t batch_execs;        /* Executes pushed since the last Sync/Query/FunctionCall */
     uint32_t pending_execs;      /* Executes, Queries and FunctionCalls of the requests
                                   * queued (the execs of their Sync/Query entries) */
-    /* COPY FROM STDIN: the CopyDones and CopyFails the client has sent
-     * (the count stamped on each entry).  A COPY reads what was sent after
-     * the message that started it -- the Query or Execute, or for a
-     * Query's later COPY the CopyDone that ended the one before -- up to
-     * its own CopyDone/CopyFail: the entries stamped win_ends
-     * (copy_drop_syncs).  While copy_run, the server's CopyInResponse came
-     * and its COPY has not ended.  A Sync in its window is read and
-     * ignored only if the COPY reads that far: one that fails first (a
-     * BEFORE STATEMENT trigger fails it before it reads anything) leaves
-     * it to be answered, so it stays due until the COPY's end tells. */
-    uint32_t copy_ends;
-    uint32_t win_ends;
-    bool copy_run;
+    /* COPY FROM STDIN: the CopyDones and CopyFails the client has sent,
+     * and its CopyData since the last of them (counts stamped on each
+     * entry).  A COPY reads what was sent after the message that started
+     * it -- the Query or Execute, or for a Query's later COPY the CopyDone
+     * that ended the one before -- up to its own CopyDone/CopyFail: the
+     * entries stamped win_ends (copy_drop_syncs).  While copy_run, the server's
+     * CopyInResponse came and its COPY has not ended; while copy_open, the
+     * client has sent nothing of it either (the stamps are still win_ends
+     * and win_data): a Sync sent now is one the COPY reads and ignores. */
+    uint32_t copy_ends, copy_data;
+    uint32_t win_ends, win_data;
+    bool copy_run, copy_open;
     bool copy_in;                /* that COPY is a COPY FROM STDIN (not COPY BOTH) */
     int syncs_read;              /* Syncs a COPY read, not yet told (pgw_ps_copy_syncs_read) */
     /* The type of the message a COPY FROM STDIN just begun reads first,
@@ -653,6 +652,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->execs = 0;
     x->learn = x->bind_refused = false;
     x->copy_ends = q->copy_ends;
+    x->copy_data = q->copy_data;
     x->copies = 0;
     x->drops = false;
     x->prev = NULL;
@@ -747,7 +747,7 @@ void pgw_ps_link(struct pgw_session *s)
     if (s->ps_queue) {
         s->ps_queue->batch_execs = 0;
         s->ps_queue->credit = 0;
-        s->ps_queue->copy_run = false;
+        s->ps_queue->copy_open = s->ps_queue->copy_run = false;
         s->ps_queue->copy_bad = 0;
         s->ps_queue->syncs_read = 0;
         s->ps_queue->drop_armed = false;
@@ -2214,8 +2214,21 @@ bad:
 void pgw_ps_copy_sent(struct pgw_session *s, char type)
 {
     struct ps_queue *q = s->ps_queue;
-    if (q && type != PGW_FE_COPY_DATA)
+    if (!q)
+        return;
+    if (type == PGW_FE_COPY_DATA) {
+        q->copy_data++;
+    } else {
         q->copy_ends++;
+        q->copy_data = 0;
+    }
+}
+
+/* Is a Sync sent now one a COPY FROM STDIN under way reads and ignores? */
+static bool copy_ignores_sync(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return q && q->copy_open && q->copy_ends == q->win_ends && q->copy_data == q->win_data;
 }
 
 /* A COPY FROM STDIN reads a message other than CopyData, CopyDone,
@@ -2245,17 +2258,19 @@ static void copy_refused(struct pgw_session *s, char type)
                       "was lost");
 }
 
-/* Drop the Syncs after the head that the COPY just ended well read as
- * its own (all of its window): they get no ReadyForQuery, and the replies
- * pgwharf makes itself after them would wait for one and come one late.
- * The Executes they closed belong to the next Sync's batch. */
-static void copy_drop_syncs(struct pgw_session *s)
+/* Drop the Syncs after the head that the COPY under way reads as its own
+ * (all of its window, or only those before any CopyData: `all`): they get
+ * no ReadyForQuery, and the replies pgwharf makes itself after them
+ * would wait for one and come one late.  The Executes they closed belong
+ * to the next Sync's batch. */
+static void copy_drop_syncs(struct pgw_session *s, bool all)
 {
     struct ps_queue *q = s->ps_queue;
     uint32_t kept = 0, carry = 0;
     for (uint32_t i = 0; i < q->len; i++) {
         struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_ends == q->win_ends) {
+        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_ends == q->win_ends &&
+            (all || x->copy_data == q->win_data)) {
             stmt_unref(reg_of(s), x->stmt);
             free(x->cname);
             q->syncs--;
@@ -2281,15 +2296,11 @@ static void copy_drop_syncs(struct pgw_session *s)
  * queue's head (a Query, or an Execute: the replies before it are in).
  * The COPY reads what the client sent after that request -- after the
  * CopyDone of the COPY before it, for a Query's second one -- as its own:
- * a Sync there is read and ignored, with no ReadyForQuery, if the COPY
- * reads that far.  It may fail first, on a row before it, or before it
- * reads anything at all: PostgreSQL sends the CopyInResponse, then runs
- * the BEFORE STATEMENT triggers (and COPY FREEZE's checks), and an error
- * there leaves even a Sync sent right after the Execute unread, and so
- * answered.  Every such Sync stays due until the COPY's CommandComplete
- * tells (copy_done), or after its error the replies (copy_failed):
- * counted as read too soon, the server went back to the pool with their
- * ReadyForQuery and the replies after them still to come. */
+ * a Sync there before any CopyData is read and ignored, with no
+ * ReadyForQuery (a client that sends its Sync without waiting for the
+ * CopyInResponse).  A Sync after data may be read after the COPY failed,
+ * and so answered: it stays until the COPY's CommandComplete tells
+ * (copy_done); pgw_track_frontend counts it likewise. */
 static void copy_started(struct pgw_session *s, bool copy_in)
 {
     struct ps_queue *q = s->ps_queue;
@@ -2298,8 +2309,11 @@ static void copy_started(struct pgw_session *s, bool copy_in)
         return;
     uint32_t k = h->copies++;
     q->win_ends = h->copy_ends + k;
+    q->win_data = k ? 0 : h->copy_data;
+    copy_drop_syncs(s, false);
     q->copy_run = true;
     q->copy_in = copy_in;
+    q->copy_open = q->copy_ends == q->win_ends && q->copy_data == q->win_data;
     /* What the client sent before its CopyDone or CopyFail, past the Syncs
      * (which the COPY ignores) and the messages pgwharf adds: the first is
      * what the COPY reads and fails on, after the data before it. */
@@ -2334,8 +2348,8 @@ static bool copy_done(struct pgw_session *s)
             break;
         }
     }
-    copy_drop_syncs(s);
-    q->copy_run = false;
+    copy_drop_syncs(s, true);
+    q->copy_run = q->copy_open = false;
     return q->copy_bad != 0;
 }
 
@@ -2360,11 +2374,9 @@ static void head_sync_read(struct pgw_session *s)
     q->batch_execs += carry;
 }
 
-/* The failed COPY's ErrorResponse: the Syncs of its window, before its
- * data or among it, may have been read by it, ignored, or after its
- * failure, answered.  Which, the error does not tell (a row's or a
- * trigger's before it read anything): the replies after it do
- * (maybe_resolve). */
+/* The failed COPY's ErrorResponse: the Syncs sent among its data (its
+ * window: the Syncs before any data went at its CopyInResponse) may have
+ * been read by it, ignored, or after its failure, answered. */
 static void copy_failed(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
@@ -2455,6 +2467,12 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
     case PGW_FE_DESCRIBE:
     case PGW_FE_CLOSE:
         return on_named(s, b, type, total);
+    case PGW_FE_SYNC:
+        if (copy_ignores_sync(s)) {
+            s->ps_queue->syncs_read++;
+            return PGW_PS_FORWARD;       /* no reply to expect (copy_started) */
+        }
+        /* fall through */
     default:
         if (!q_push(s, Q_PASS, type, NULL)) {
             pgw_session_close(s, "53200", "out of memory");
@@ -2997,7 +3015,7 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     if (type == PGW_BE_ERROR && s->ps_queue->copy_run)
         copy_failed(s);
     if (type == PGW_BE_ERROR || type == PGW_BE_READY)
-        s->ps_queue->copy_run = false;   /* the COPY is over */
+        s->ps_queue->copy_open = s->ps_queue->copy_run = false;   /* the COPY is over */
     if (type == PGW_BE_ERROR) {
         on_error(s, msg, total);
         return false;

@@ -146,14 +146,14 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
  * read it whole first. */
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                        uint32_t total);
-/* The client sent CopyDone or CopyFail (type): which Syncs a COPY FROM
- * STDIN may read and ignore is counted from them. */
+/* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a
+ * COPY FROM STDIN reads and ignores is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);
 /* How many Syncs sent (and counted by pgw_track_frontend) a COPY FROM
  * STDIN has read as its own since the last call: no ReadyForQuery answers
- * them.  Told only once certain: at the COPY's CommandComplete, or after
- * it failed, when a later reply shows which it read (a COPY can fail
- * before it reads anything, in a BEFORE STATEMENT trigger). */
+ * them.  Known for certain where pgw_track_copy_ignored is not (a client
+ * that sent more than a Sync before the CopyInResponse, a Sync in the
+ * data, a Query's second COPY). */
 int pgw_ps_copy_syncs_read(struct pgw_session *s);
 
 /* Does this backend message type need to be whole in the buffer? */

@@ -1974,6 +1974,8 @@ static bool drops_unnamed(const uint8_t *m, size_t have)
 }
 
 /* Scan client messages; returns false when the session was closed. */
+static void ps_copy_syncs(struct pgw_session *s);
+
 static bool scan_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -2240,13 +2242,16 @@ static bool scan_client(struct pgw_session *s)
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) &&
             (s->track.sync_out > 0 || s->track.fe_open > 0))
             s->copy_ends++;
-        if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
+        if ((type == PGW_FE_COPY_DATA || type == PGW_FE_COPY_DONE ||
+             type == PGW_FE_COPY_FAIL) && s->ps_on)
             pgw_ps_copy_sent(s, type);
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
         if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
+        if (s->ps_on && type == PGW_FE_SYNC)
+            ps_copy_syncs(s);
         s->requested = true;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
