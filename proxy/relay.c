@@ -2778,6 +2778,12 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         }
         /* The server starts on the next request now (query_timeout). */
         s->query_floor = pgw_mono_now(s->px->loop);
+        /* Unless the count is high (count_high: a COPY that failed may
+         * have read a Sync, whose ReadyForQuery never comes): nothing may
+         * be under way, and an idle client must not meet query_timeout
+         * (its requests are not timed while the count stays high). */
+        if (s->track.count_high && s->track.fe_open == 0)
+            s->query_floor = s->query_start = 0;
         if (s->mode == PGW_POOL_STATEMENT && status != 'I' && s->state == PGW_SS_LINKED)
             *after = AFTER_STMT_ERROR;
         return;
