@@ -430,6 +430,48 @@ class TestPipeline(pt.AppRoleTestCase):
                 await x.close()
         self.run_async(main())
 
+    async def _deferred_cancel_try(self, key, first_sql, pipelined):
+        """B queued behind A's query sends first_sql (and, pipelined, its
+        next query while queued) and asks for a cancel, held (deferred)
+        until B has the server.  True when B's first query ended before
+        the cancel went out (the cancel is then dropped, not sent to B's
+        next query); False when it landed on B's first after all."""
+        a, b = await self.conn(), await self.conn()
+        g, g2 = await self.gate(key), await self.gate(key + 100)
+        a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_r%d"
+                            % (key, key)))
+        await self.wait_running("marker_r%d" % key)
+        b.send(hz.query_msg(first_sql))
+        await self.wait_queued(1)
+        second = hz.query_msg("select 'B2', pg_advisory_xact_lock_shared(%d) as marker_s%d"
+                              % (key + 100, key))
+        if pipelined:
+            await self.send_and_wait_read(b, second)
+        mark = len(self.px.log())
+        k = self.ask(b)
+        await self.until(lambda: "event=cancel_deferred" in self.px.log()[mark:], "deferred")
+        await g.open()
+        self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+        rows, err = await b.read_result()
+        if err is None:
+            self.assertEqual(rows[0][0], b"B")
+            if not pipelined:
+                b.send(second)
+            await self.until(lambda: "its query ended before the deferred cancel" in
+                             self.px.log()[mark:], "the deferred cancel dropped")
+            await self.wait_running("marker_s%d" % key)
+            await g2.open()
+            self.assertEqual(self.rows(await b.read_result())[0][0], "B2")
+            self.assert_closed(k)
+        else:
+            self.assertEqual(err.get("C"), "57014")
+            await g2.open()
+            if pipelined:
+                await b.read_result()
+        for x in (a, b):
+            await x.close()
+        return err is None
+
     def test_a_deferred_cancel_whose_query_ended_is_not_sent(self):
         # B's cancel, held while B was queued, goes out a moment after B's
         # query starts (PIPE_CANCEL_DELAY).  B's query was over by then and
@@ -438,34 +480,7 @@ class TestPipeline(pt.AppRoleTestCase):
         # the case is tried again.)
         async def main():
             for key in (21, 22, 23):
-                a, b = await self.conn(), await self.conn()
-                g, g2 = await self.gate(key), await self.gate(key + 100)
-                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_r%d"
-                                    % (key, key)))
-                await self.wait_running("marker_r%d" % key)
-                b.send(hz.query_msg("select 'B'"))
-                await self.wait_queued(1)
-                mark = len(self.px.log())
-                k = self.ask(b)
-                await self.until(lambda: "event=cancel_deferred" in self.px.log()[mark:],
-                                 "deferred")
-                await g.open()
-                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
-                rows, err = await b.read_result()
-                if err is None:
-                    b.send(hz.query_msg("select 'B2', pg_advisory_xact_lock_shared(%d) as "
-                                        "marker_s%d" % (key + 100, key)))
-                    await self.until(lambda: "its query ended before the deferred cancel" in
-                                     self.px.log()[mark:], "the deferred cancel dropped")
-                    await g2.open()
-                    self.assertEqual(self.rows(await b.read_result())[0][0], "B2")
-                    self.assert_closed(k)
-                else:
-                    self.assertEqual(err.get("C"), "57014")
-                    await g2.open()
-                for x in (a, b):
-                    await x.close()
-                if err is None:
+                if await self._deferred_cancel_try(key, "select 'B'", pipelined=False):
                     return
             self.skipTest("the cancel landed on its own query in every try")
         self.run_async(main())
@@ -482,38 +497,8 @@ class TestPipeline(pt.AppRoleTestCase):
         # take longer, the cancel lands on it and the case is tried again.)
         async def main():
             for key in (24, 25, 26):
-                a, b = await self.conn(), await self.conn()
-                g, g2 = await self.gate(key), await self.gate(key + 100)
-                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_r%d"
-                                    % (key, key)))
-                await self.wait_running("marker_r%d" % key)
-                b.send(hz.query_msg("select 'B', pg_sleep(0.03)"))
-                await self.wait_queued(1)
-                await self.send_and_wait_read(b, hz.query_msg(
-                    "select 'B2', pg_advisory_xact_lock_shared(%d) as marker_s%d"
-                    % (key + 100, key)))
-                mark = len(self.px.log())
-                k = self.ask(b)
-                await self.until(lambda: "event=cancel_deferred" in self.px.log()[mark:],
-                                 "deferred")
-                await g.open()
-                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
-                rows, err = await b.read_result()
-                if err is None:
-                    self.assertEqual(rows[0][0], b"B")
-                    await self.until(lambda: "its query ended before the deferred cancel" in
-                                     self.px.log()[mark:], "the deferred cancel dropped")
-                    await self.wait_running("marker_s%d" % key)
-                    await g2.open()
-                    self.assertEqual(self.rows(await b.read_result())[0][0], "B2")
-                    self.assert_closed(k)
-                else:
-                    self.assertEqual(err.get("C"), "57014")
-                    await g2.open()
-                    await b.read_result()
-                for x in (a, b):
-                    await x.close()
-                if err is None:
+                if await self._deferred_cancel_try(key, "select 'B', pg_sleep(0.03)",
+                                                   pipelined=True):
                     return
             self.skipTest("the cancel landed on B's first query in every try")
         self.run_async(main())
