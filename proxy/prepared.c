@@ -1678,12 +1678,9 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     return pgw_notify_deallocated(s, &full, name, status) < 0 ? -1 : 1;
 }
 
-/* A longer name waits for a server, as before (read there whole). */
-#define PS_CLOSE_ALONE_MAX (PGW_MSG_HDR + 2 + 4096)
-
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *m, uint32_t avail, uint32_t total)
 {
-    if (s->notify || !pgw_ps_idle(s) || total > PS_CLOSE_ALONE_MAX || total < PGW_MSG_HDR + 3)
+    if (s->notify || !pgw_ps_idle(s) || total > PGW_CLOSE_ALONE_MAX || total < PGW_MSG_HDR + 3)
         return 0;
     if (avail < total)
         return PGW_NOTIFY_MORE;          /* read it whole first */

@@ -136,6 +136,11 @@ void pgw_ps_unnamed_gone(struct pgw_session *s);
 void pgw_ps_unnamed_queued(struct pgw_session *s, const uint8_t *m);
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet);
+/* The longest Close (of a statement or a portal) a client with no server
+ * has answered here (pgw_ps_close_alone, the relay's close_portal_alone);
+ * a longer name waits for a server, read there whole. */
+#define PGW_CLOSE_ALONE_MAX (PGW_MSG_HDR + 2 + 4096)
+
 /* A Close of a named statement msg (avail bytes of its total here) from a
  * client with nothing under way and no server (ts-postgres closes with
  * Close + Flush, no Sync): its name goes, and the caller answers

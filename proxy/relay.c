@@ -2327,9 +2327,6 @@ void pgw_relay_replies_read(struct pgw_session *s)
     pgw_relay_client_data(s);
 }
 
-/* A longer name waits for a server, as before. */
-#define PORTAL_CLOSE_ALONE_MAX (PGW_MSG_HDR + 2 + 4096)
-
 /* A Close of a portal (have bytes of msg m here) from a client with no
  * server and nothing under way (ts-postgres closes with Close + Flush, no
  * Sync).  In transaction and statement mode no transaction is open then
@@ -2342,7 +2339,7 @@ void pgw_relay_replies_read(struct pgw_session *s)
 static int close_portal_alone(struct pgw_session *s, const uint8_t *m, size_t have)
 {
     uint32_t total = pgw_get_u32(m + 1) + 1;
-    if (s->notify || !pgw_ps_idle(s) || total > PORTAL_CLOSE_ALONE_MAX ||
+    if (s->notify || !pgw_ps_idle(s) || total > PGW_CLOSE_ALONE_MAX ||
         total < PGW_MSG_HDR + 2)
         return 0;
     if (have < total)
@@ -2477,12 +2474,15 @@ static bool client_data_step(struct pgw_session *s)
             if (r == 1)         /* then the next message from the top: a Flush after it is ignored */
                 return close_answered_alone(s, total);
         }
-        if (m[0] == PGW_FE_SYNC && pgw_get_u32(m + 1) == 4 && (!s->ps_on || pgw_ps_idle(s))) {
+        if (m[0] == PGW_FE_SYNC && pgw_get_u32(m + 1) == 4 && pgw_ps_idle(s)) {
             /* A Sync with nothing under way (after a Close answered here,
              * as pgx deallocates: Close, Sync): PostgreSQL answers
              * ReadyForQuery and nothing else.  No server is taken for it,
-             * nor waited for in a full pool. */
+             * nor waited for in a full pool; SHOW STATS counts it as the
+             * server's answer was counted: a query and a transaction. */
             pgw_iobuf_cut(b, b->parsed, PGW_MSG_HDR);
+            s->query_count++;
+            s->xact_count++;
             send_ready(s, 'I');
             return s->state != PGW_SS_CLOSING;
         }

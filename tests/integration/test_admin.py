@@ -747,6 +747,24 @@ class TestShowColumns(AdminTestCase):
         wait_until(lambda: " xacts=3 queries=3 " in self.last_stats_line(px), timeout=15,
                    what="a stats line with xacts=3 queries=3")
 
+    def test_a_lone_sync_is_counted(self):
+        # A Sync with nothing under way is answered by pgwharf with no
+        # server; PostgreSQL's ReadyForQuery 'I' to it counted a query and
+        # a transaction, and so does pgwharf's (it counted neither).
+        px = self.start(pool_mode="transaction")
+        s = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        s.sendall(hz.query_msg("select 1"))
+        self.assertEqual(hz.read_until_ready(s)[-1], (b"Z", b"I"))
+        s.sendall(hz.msg(b"S") * 2)         # the server is back in the pool
+        for _ in range(2):
+            self.assertEqual(hz.read_until_ready(s), [(b"Z", b"I")])
+        conn = self.admin_conn(px)
+        self.addCleanup(conn.close)
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (3, 3))
+
     def test_pipelined_transactions_are_each_counted(self):
         # Five autocommit Queries in one write are five transactions (five
         # ReadyForQuery 'I'); the ReadyForQuery inside the pipeline was not
