@@ -190,6 +190,8 @@ struct pgw_session {
     bool sync_err;                   /* the one being answered failed */
     enum pgw_discard discard;        /* a failed request being dropped (relay.c) */
     bool terminating;                /* client sent Terminate */
+    bool term_wait;                  /* ...with requests unanswered: the session ends
+                                        once they are, as at client_eof (relay.c) */
     bool ssl_asked, gss_asked;       /* SSLRequest / GSSENCRequest answered 'N' (a
                                         second is refused, as by PostgreSQL) */
     char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent

@@ -2368,6 +2368,8 @@ static bool close_answered_alone(struct pgw_session *s, uint32_t total)
     return s->state != PGW_SS_CLOSING;
 }
 
+static bool eof_done(const struct pgw_session *s);
+
 /* pgw_relay_client_data once: true when a request was refused at once
  * (fail_request) and what follows it is to be taken next. */
 static bool client_data_step(struct pgw_session *s)
@@ -2379,9 +2381,26 @@ static bool client_data_step(struct pgw_session *s)
     if (s->terminating) {
         /* What came before the Terminate runs, as PostgreSQL runs it (a
          * client that does not wait for the answer): it goes to the server
-         * first, and the session ends once it is sent (pgw_relay_flush_server);
-         * the server is closed then, its answer unread. */
+         * first, and the session ends once it is answered, as at the end
+         * of the client's stream (client_eof, eof_done), the server then
+         * given back as ever.  (Closed with the requests in its socket,
+         * the server was reset: PostgreSQL ended the backend at its next
+         * write, the requests after the running one not run -- of three
+         * Queries and a Terminate, two ran.)  Where that wait could be
+         * for ever (eof_done: a batch with no Sync, a COPY waiting for
+         * data), the session ends once it is sent (pgw_relay_flush_server),
+         * the server closed, its answer unread. */
         ev_io_stop(s->px->loop, &s->cli_r);
+        if (s->server && s->state == PGW_SS_LINKED && !s->pipe_srv) {
+            s->client_eof = true;
+            if (!eof_done(s)) {
+                s->terminating = false;
+                s->term_wait = true;
+                if (s->cbuf->sent < s->cbuf->parsed)
+                    pgw_relay_flush_server(s);
+                return false;
+            }
+        }
         if (s->server && s->state == PGW_SS_LINKED && s->cbuf->sent < s->cbuf->parsed)
             pgw_relay_flush_server(s);
         else
@@ -2669,7 +2688,7 @@ void pgw_relay_eof_check(struct pgw_session *s)
     if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
         return;
     if (eof_done(s))
-        pgw_session_close(s, NULL, "client closed the connection");
+        pgw_session_close(s, NULL, s->term_wait ? "client terminated" : "client closed the connection");
     else
         eof_end_copy(s);
 }

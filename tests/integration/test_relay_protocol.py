@@ -312,6 +312,32 @@ class TestRequestThenTerminate(RelayCase):
         self.assert_b_served()
         self.assert_own_answer(holder)
 
+    def several_then_terminate(self, sql, rows):
+        # PostgreSQL runs them all, answers each, then ends the session.
+        # pgwharf closed the server once they were sent, its socket holding
+        # the first answer unread: a reset, PostgreSQL ended the backend at
+        # its next write, and the requests after the running one never ran
+        # (of three inserts, two; of a transaction, none).
+        a = self.login()
+        a.sendall(b"".join(hz.query_msg(q) for q in sql) + M(b"X"))
+        for _ in sql:
+            got = hz.read_until_ready(a)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertEqual((data, closed), (b"", True), "the session did not end after the Terminate")
+        self.assertEqual(self.rows_in_table(), rows)
+        # The server went back to the pool: the next client gets it.
+        self.assertEqual([r["state"] for r in self.px.show("SERVERS")], ["idle"])
+        self.assert_b_served()
+
+    def test_several_queries(self):
+        self.several_then_terminate(["insert into relay_terminate values (%d)" % i
+                                     for i in range(5)], "5")
+
+    def test_a_transaction(self):
+        self.several_then_terminate(["begin"] + ["insert into relay_terminate values (%d)" % i
+                                                 for i in range(3)] + ["commit"], "3")
+
 
 class TestRequestThenClose(RelayCase):
     """A client that sends its request (maybe with Terminate) and closes
