@@ -1,6 +1,8 @@
 /* track.c - stream framing for the tracker (see track.h). */
 #include "proxy/track.h"
 
+#include <string.h>
+
 #define MSG_MAX (1u << 30)
 
 /* ---- mixed requests (see track.h) ---- */
@@ -160,4 +162,24 @@ int pgw_track_feed(struct pgw_track *t, struct pgw_track_stream *st, const uint8
         headers++;
     }
     return headers;
+}
+
+bool pgw_track_copy_fail_error(const uint8_t *body, size_t len)
+{
+    bool code = false, routine = false;
+    size_t i = 0;
+    while (i < len && body[i] != '\0') {
+        char field = (char)body[i++];
+        const uint8_t *v = body + i;
+        const uint8_t *nul = memchr(v, '\0', len - i);
+        if (!nul)
+            return false;
+        size_t n = (size_t)(nul - v);
+        if (field == 'C')
+            code = n == 5 && memcmp(v, "57014", 5) == 0;
+        else if (field == 'R')
+            routine = n == 11 && memcmp(v, "CopyGetData", 11) == 0;
+        i += n + 1;
+    }
+    return code && routine;
 }

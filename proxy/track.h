@@ -25,6 +25,19 @@
  *              the first is answered).  Taken back, with sync_exec, only
  *              when its CommandComplete comes (sync_copy_back): it then
  *              read them all; after an error they stay counted.
+ *   sync_fail_back  those Syncs (sync_exec and sync_copy) once a CopyFail
+ *              ends that COPY (copy_failing): it fails on reading the
+ *              CopyFail, having read all before it, with an ErrorResponse
+ *              no other error can pass for -- SQLSTATE 57014 raised in
+ *              CopyGetData (its R field: a function name only server C
+ *              code sets; a trigger's RAISE can copy the SQLSTATE and the
+ *              message, never that).  When the first error after the
+ *              CopyFail is that one (pgw_track_copy_failed, which relay.c
+ *              calls on reading it whole) the Syncs are taken back, and so
+ *              are the Queries/FunctionCalls sent after the CopyFail
+ *              before any Sync (fail_skip: the server skips them to that
+ *              Sync); any other error (the COPY failed first, maybe before
+ *              it read them) leaves them counted, as above.
  *   skip_sync  an extended-protocol error came and the client has sent no
  *              Sync since: the server skips all it gets until that Sync --
  *              a Query or FunctionCall too, which then opens no request
@@ -85,6 +98,10 @@ struct pgw_track {
     bool copy_err;               /* an error came during that COPY: it read no more */
     int sync_copy;               /* Syncs sent after its data (see the top) */
     int sync_copy_back;          /* those, once CopyDone is sent: back at its CommandComplete */
+    int sync_fail_back;          /* those, once CopyFail is sent: back at its own error */
+    bool copy_failing;           /* that CopyFail's own error would be the next one */
+    bool fail_open;              /* no Sync sent since that CopyFail */
+    int fail_skip;               /* Queries/FunctionCalls sent since, before a Sync */
     bool skip_sync;              /* the server skips messages until the next Sync */
     /* The numbers of the requests outstanding may be off (a mixed Query
      * was not kept: the server may skip it unseen; a COPY FROM STDIN may
@@ -114,8 +131,8 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
-    t->count_high = t->copy_err = false;
-    t->sync_copy = t->sync_copy_back = 0;
+    t->count_high = t->copy_err = t->copy_failing = t->fail_open = false;
+    t->sync_copy = t->sync_copy_back = t->sync_fail_back = t->fail_skip = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
 }
@@ -151,6 +168,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->exec_last = t->copy_in = false;
         if (t->mixed_off && t->sync_out > 0)
             t->count_high = true;
+        if (t->fail_open)
+            t->fail_skip++;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
         if (t->nmixed > 0)
@@ -158,6 +177,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->ext_open = 0;
         t->ext_unsure = false;
         t->skip_sync = false;
+        t->fail_open = false;
         /* (One sent after the COPY failed is not read by it.) */
         if (t->exec_last && !t->copy_err)
             t->sync_exec++;
@@ -182,8 +202,18 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * counted, maybe one too many: kept. */
         bool ends_well = type == PGW_FE_COPY_DONE && t->copy_in && !t->copy_err;
         t->sync_copy_back = ends_well ? t->sync_copy + back : 0;
+        /* A CopyFail gets its own error, which tells that the COPY read
+         * it (pgw_track_copy_failed): then those Syncs too. */
+        t->copy_failing = t->fail_open = type == PGW_FE_COPY_FAIL && t->copy_in && !t->copy_err;
+        t->sync_fail_back = t->copy_failing ? t->sync_copy + back : 0;
+        t->fail_skip = 0;
         if (back > 0 && !ends_well)
             t->count_high = true;
+        /* Syncs among the data may be the COPY's too: its batch may be
+         * open still, the server skipping after the CopyFail's error up
+         * to the client's next Sync (below).  (A CopyDone's batch goes on
+         * at its CommandComplete: nothing is skipped.) */
+        bool reopen = back > 0 || t->sync_fail_back > 0;
         t->sync_copy = 0;
         /* The Syncs the COPY read were none: its batch goes on, and the
          * Executes after it count on from the COPY's (exec_done counts
@@ -192,7 +222,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * taken for certain.) */
         if (t->sync_copy_back > 0)
             t->execs = t->exec_batch;
-        if (back > 0) {
+        if (reopen) {
             /* Those Syncs may be the COPY's: the Execute's batch may be
              * open again, its reply (CommandComplete, or the error a
              * CopyFail gets, after which the server skips to the next
@@ -269,13 +299,14 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
     if (type == PGW_BE_ERROR) {
         t->copy_err = t->copy;
         t->sync_copy = t->sync_copy_back = 0;
+        t->copy_failing = t->fail_open = false;
     }
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)
         t->copy = true;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
-        t->copy_err = false;
+        t->copy_err = t->copy_failing = t->fail_open = false;
         t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
          * started it: a Sync there is read and ignored (no ReadyForQuery
@@ -307,9 +338,50 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
         t->mixed_off = false;
         t->ext_unsure = t->ext_open > 0;
     }
-    t->copy = t->copy_in = t->copy_err = false;
+    t->copy = t->copy_in = t->copy_err = t->copy_failing = t->fail_open = false;
     t->sync_copy = t->sync_copy_back = 0;
     return t->sync_out == 0;
+}
+
+/* Does an ErrorResponse coming now need reading whole, for
+ * pgw_track_copy_fail_error?  (Only the first after a CopyFail that ended
+ * the COPY of the last Execute: the hot path stays header-only.) */
+static inline bool pgw_track_copy_fail_due(const struct pgw_track *t)
+{
+    return t->copy_failing;
+}
+
+/* body/len: an ErrorResponse after its 5-byte header.  True when it is
+ * the one a COPY FROM STDIN sends on reading a CopyFail: SQLSTATE 57014
+ * raised in CopyGetData (the R field; the message, "COPY from stdin
+ * failed: " and the CopyFail's text, may be translated). */
+bool pgw_track_copy_fail_error(const uint8_t *body, size_t len);
+
+/* The first error since the CopyFail is that CopyFail's (call it before
+ * pgw_track_error and pgw_track_backend): the COPY read every Sync sent
+ * since its Execute, and the server skips what was sent after the
+ * CopyFail up to the next Sync: none of them gets a ReadyForQuery. */
+static inline void pgw_track_copy_failed(struct pgw_track *t)
+{
+    if (!t->copy_failing)
+        return;
+    int n = t->sync_fail_back + t->fail_skip;
+    bool open = t->fail_open;
+    t->copy_failing = t->fail_open = false;
+    t->sync_fail_back = t->fail_skip = 0;
+    t->sync_out = t->sync_out > n ? t->sync_out - n : 0;
+    /* No Sync since the CopyFail: the server skips what comes until one. */
+    if (open) {
+        t->skip_sync = true;
+        if (t->fe_open == 0)
+            t->fe_open = 1;
+    }
+    /* With nothing else outstanding the numbers are certain again (as at
+     * a CopyDone's CommandComplete). */
+    if (t->sync_out == 0) {
+        t->mixed_off = t->count_high = false;
+        t->nmixed = 0;
+    }
 }
 
 /* An ErrorResponse answering an extended-protocol message came: the

@@ -17,8 +17,9 @@
  * the CopyInResponse), else it reads
  * the messages after its start as its own, ignoring Sync and Flush and
  * failing on anything but COPY data (as PostgreSQL 13 does; 14 and later
- * end the connection); CopyData/CopyDone/CopyFail outside a COPY are
- * ignored.
+ * end the connection) -- on a CopyFail with an error relay.c recognizes
+ * as that CopyFail's (pgw_track_copy_fail_error; not when too large to
+ * read whole); CopyData/CopyDone/CopyFail outside a COPY are ignored.
  *
  * Checked: at each ReadyForQuery where the relay would give the server
  * back (pgw_track_ready true, nothing sent since the last Sync/Query),
@@ -77,7 +78,10 @@ static inline void track_model_copy_msg(struct track_model *m, char type, unsign
     if (type == 'c') {
         track_model_out(m, 'C');
     } else {                 /* a bad row, CopyFail, or not COPY data */
-        track_model_out(m, 'E');
+        /* The CopyFail's own error ('!': SQLSTATE 57014 from CopyGetData),
+         * which relay.c tells from any other -- unless too large to read
+         * whole (then a plain one). */
+        track_model_out(m, type == 'f' && ch % 3 != 0 ? '!' : 'E');
         if (by == 'E')
             m->skipping = true;
     }
@@ -195,6 +199,10 @@ static inline void track_model_read(struct track_model *m, char type, unsigned c
 static inline bool track_model_deliver(struct track_model *m, struct pgw_track *t)
 {
     char type = m->queue[m->head++ % TRACK_MODEL_QUEUE];
+    if (type == '!') {       /* the error a COPY sends on reading a CopyFail */
+        pgw_track_copy_failed(t);
+        type = 'E';
+    }
     if (type != 'Z') {
         if (type == 'E')
             pgw_track_error(t);

@@ -751,6 +751,181 @@ static void test_sync_after_the_error_of_a_copy_is_answered(void **state)
     assert_true(pgw_track_idle(&u));
 }
 
+/* The error a COPY sends on reading a CopyFail, as PostgreSQL 15 sends
+ * it (fields S V C M W F L R), and a trigger's RAISE copying its SQLSTATE
+ * and text (a BEFORE STATEMENT trigger fails the COPY before it reads
+ * anything). */
+static const char copy_fail_err[] =
+    "SERROR\0VERROR\0C57014\0MCOPY from stdin failed: app gave up\0WCOPY t, line 2\0"
+    "Fcopyfromparse.c\0L315\0RCopyGetData\0";
+static const char raise_err[] =
+    "SERROR\0VERROR\0C57014\0MCOPY from stdin failed: app gave up\0"
+    "WPL/pgSQL function f() line 1 at RAISE\0Fpl_exec.c\0L3891\0Rexec_stmt_raise\0";
+
+static bool is_copy_fail_error(const char *body, size_t len)
+{
+    return pgw_track_copy_fail_error((const uint8_t *)body, len);
+}
+
+static void test_the_copyfails_own_error_is_told_apart(void **state)
+{
+    (void)state;
+    assert_true(is_copy_fail_error(copy_fail_err, sizeof(copy_fail_err)));
+    /* A RAISE can set any SQLSTATE and message, never the routine. */
+    assert_false(is_copy_fail_error(raise_err, sizeof(raise_err)));
+    /* Another error of CopyGetData (PostgreSQL 13: a Query during COPY). */
+    static const char proto[] = "SERROR\0C08P01\0Munexpected message type\0RCopyGetData\0";
+    assert_false(is_copy_fail_error(proto, sizeof(proto)));
+    static const char no_routine[] = "SERROR\0C57014\0MCOPY from stdin failed: \0";
+    assert_false(is_copy_fail_error(no_routine, sizeof(no_routine)));
+    static const char longer[] = "SERROR\0C570141\0RCopyGetData\0";
+    assert_false(is_copy_fail_error(longer, sizeof(longer)));
+    static const char prefix[] = "SERROR\0C57014\0RCopyGetDataX\0";
+    assert_false(is_copy_fail_error(prefix, sizeof(prefix)));
+    /* Cut before the routine's NUL: not told. */
+    for (size_t n = 0; n < sizeof(copy_fail_err) - 1; n++)
+        assert_false(is_copy_fail_error(copy_fail_err, n));
+    assert_false(is_copy_fail_error("", 0));
+}
+
+/* libpq's extended COPY ended with PQputCopyEnd(conn, "msg"): P B E S,
+ * on the CopyInResponse data, CopyFail and a Sync (a Sync among the data
+ * too).  The COPY's error on reading the CopyFail says it read both
+ * Syncs before it: the server goes back at the last ReadyForQuery, where
+ * it stayed with its client until it left. */
+static void copyfail_conversation(struct pgw_track *u, bool sync_after)
+{
+    *u = (struct pgw_track) { .tx_status = 'I' };
+    pgw_track_frontend(u, 'P');
+    pgw_track_frontend(u, 'B');
+    pgw_track_frontend(u, 'E');                 /* COPY FROM STDIN */
+    pgw_track_frontend(u, 'S');
+    pgw_track_backend(u, '1');
+    pgw_track_backend(u, '2');
+    pgw_track_backend(u, 'G');
+    pgw_track_frontend(u, 'd');
+    pgw_track_frontend(u, 'S');
+    pgw_track_frontend(u, 'd');
+    pgw_track_frontend(u, 'f');
+    if (sync_after)
+        pgw_track_frontend(u, 'S');
+}
+
+static void copy_error(struct pgw_track *u, bool own)
+{
+    if (own && is_copy_fail_error(copy_fail_err, sizeof(copy_fail_err)))
+        pgw_track_copy_failed(u);
+    pgw_track_error(u);
+    pgw_track_backend(u, 'E');
+}
+
+static void test_syncs_taken_back_at_the_copyfails_own_error(void **state)
+{
+    (void)state;
+    struct pgw_track u;
+    copyfail_conversation(&u, true);
+    assert_true(pgw_track_copy_fail_due(&u));
+    copy_error(&u, true);
+    assert_int_equal(u.sync_out, 1);
+    assert_true(pgw_track_ready(&u, 'I'));
+    assert_true(pgw_track_idle(&u));
+    assert_false(u.count_high);
+
+    /* The client sends its Sync only after the error: the server skips
+     * a Query till then (no ReadyForQuery), answers the Sync. */
+    copyfail_conversation(&u, false);
+    copy_error(&u, true);
+    assert_int_equal(u.sync_out, 0);
+    assert_true(u.skip_sync);
+    assert_false(u.count_high);
+    assert_false(pgw_track_idle(&u));           /* the batch waits for its Sync */
+    pgw_track_frontend(&u, 'Q');
+    pgw_track_frontend(&u, 'S');
+    assert_int_equal(u.sync_out, 1);
+    assert_true(pgw_track_ready(&u, 'I'));
+    assert_true(pgw_track_idle(&u));
+}
+
+/* A Query (or FunctionCall) sent after the CopyFail with no Sync between
+ * is skipped by the server once the COPY fails on that CopyFail: with its
+ * own error it is taken back too (it kept the server with its client). */
+static void test_a_query_after_the_copyfail_taken_back_with_its_error(void **state)
+{
+    (void)state;
+    for (int sync_after = 0; sync_after < 2; sync_after++) {
+        for (int flush_only = 0; flush_only < 2; flush_only++) {
+            struct pgw_track u = { .tx_status = 'I' };
+            pgw_track_frontend(&u, 'P');
+            pgw_track_frontend(&u, 'B');
+            pgw_track_frontend(&u, 'E');        /* COPY FROM STDIN */
+            pgw_track_frontend(&u, flush_only ? 'H' : 'S');
+            pgw_track_backend(&u, '1');
+            pgw_track_backend(&u, '2');
+            pgw_track_backend(&u, 'G');
+            pgw_track_frontend(&u, 'd');
+            pgw_track_frontend(&u, 'f');
+            pgw_track_frontend(&u, 'Q');
+            pgw_track_frontend(&u, 'F');
+            if (sync_after)
+                pgw_track_frontend(&u, 'S');
+            assert_true(u.count_high);
+            copy_error(&u, true);
+            assert_int_equal(u.sync_out, sync_after);
+            assert_int_equal(u.skip_sync, !sync_after);
+            if (!sync_after) {
+                pgw_track_frontend(&u, 'Q');    /* skipped too */
+                pgw_track_frontend(&u, 'S');
+            }
+            assert_true(pgw_track_ready(&u, 'I'));
+            assert_true(pgw_track_idle(&u));
+            assert_false(u.count_high);
+        }
+    }
+}
+
+/* Any other error first: the COPY may have failed before it read the
+ * Syncs (a trigger's RAISE with the same SQLSTATE and text, or a bad row
+ * before the Sync among the data): they stay counted, the server with its
+ * client -- and the CopyFail's own error, were it to come later, takes
+ * nothing back either (only the first error after the CopyFail tells). */
+static void test_syncs_stay_after_another_error(void **state)
+{
+    (void)state;
+    struct pgw_track u;
+    copyfail_conversation(&u, true);
+    assert_false(is_copy_fail_error(raise_err, sizeof(raise_err)));
+    copy_error(&u, false);
+    assert_false(pgw_track_copy_fail_due(&u));
+    pgw_track_copy_failed(&u);                  /* too late: nothing */
+    assert_int_equal(u.sync_out, 3);
+    assert_false(pgw_track_ready(&u, 'I'));
+    assert_true(u.count_high);
+    assert_false(pgw_track_idle(&u));
+
+    /* An error during the COPY before the CopyFail was sent: no proof. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    pgw_track_frontend(&u, 'E');
+    pgw_track_frontend(&u, 'S');
+    pgw_track_backend(&u, 'G');
+    pgw_track_frontend(&u, 'd');
+    copy_error(&u, false);
+    pgw_track_frontend(&u, 'f');
+    pgw_track_frontend(&u, 'S');
+    assert_false(pgw_track_copy_fail_due(&u));
+    assert_false(pgw_track_ready(&u, 'I'));
+    assert_true(u.count_high);
+
+    /* A simple-Query COPY: its Syncs are none of the tracker's to take. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    pgw_track_frontend(&u, 'Q');
+    pgw_track_backend(&u, 'G');
+    pgw_track_frontend(&u, 'f');
+    assert_false(pgw_track_copy_fail_due(&u));
+    copy_error(&u, true);
+    assert_true(pgw_track_ready(&u, 'I'));
+    assert_true(pgw_track_idle(&u));
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -802,6 +977,10 @@ int main(void)
         cmocka_unit_test(test_copy_in_of_an_execute_after_a_copy_that_read_a_sync),
         cmocka_unit_test(test_sync_of_a_copy_that_failed_stays_counted),
         cmocka_unit_test(test_sync_after_the_error_of_a_copy_is_answered),
+        cmocka_unit_test(test_the_copyfails_own_error_is_told_apart),
+        cmocka_unit_test(test_syncs_taken_back_at_the_copyfails_own_error),
+        cmocka_unit_test(test_a_query_after_the_copyfail_taken_back_with_its_error),
+        cmocka_unit_test(test_syncs_stay_after_another_error),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
