@@ -3104,12 +3104,18 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         bool ps = s->ps_on && s->swallow == 0;
         bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&
                       (type == PGW_BE_NOTIFY || type == PGW_BE_COMMAND_COMPLETE);
+        /* An error after a CopyFail may prove the COPY read every Sync
+         * before it (track.h, sync_fail_back): read whole to tell. */
+        bool copy_fail = type == PGW_BE_ERROR && !s->ps_on && s->swallow == 0 &&
+                         pgw_track_copy_fail_due(&s->track);
         bool whole = type == PGW_BE_READY || type == PGW_BE_PARAM_STATUS || s->swallow > 0 ||
-                     listen || (ps && pgw_ps_backend_wants_whole(s, type));
+                     listen || copy_fail || (ps && pgw_ps_backend_wants_whole(s, type));
         /* An error too large to hold (one quoting a huge input value)
          * streams through as PostgreSQL sent it, counted all the same: the
-         * statement name it may quote stays pgwharf's. */
-        if (whole && ps && type == PGW_BE_ERROR && (b->parsed - b->sent) + total > PGW_IOBUF_MAX)
+         * statement name it may quote stays pgwharf's (and a CopyFail's
+         * Syncs stay counted). */
+        if (whole && (ps || copy_fail) && type == PGW_BE_ERROR &&
+            (b->parsed - b->sent) + total > PGW_IOBUF_MAX)
             whole = false;
         if (!whole) {
             if (type == PGW_BE_ERROR && s->swallow == 0) {
@@ -3153,6 +3159,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             drop = pgw_ps_backend(s, type, p, total);
             ps_copy_syncs(s);
         }
+        if (copy_fail && pgw_track_copy_fail_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR))
+            pgw_track_copy_failed(&s->track);
         if (!drop && type != PGW_BE_READY)
             track_backend(s, type);
         if (!drop && type == PGW_BE_ERROR) {

@@ -548,9 +548,10 @@ class Client:
                 pass
             elif t == b"copyend":
                 # an error is sent at once, a CommandComplete at the next flush
-                if self.take(got)[0] == b"E":
+                rt, rbody = self.take(got)
+                if rt == b"E":
                     self.failed = True
-                    self.copy_failed()
+                    self.copy_failed(rbody)
             else:
                 if t != b"C":         # a Close starts no transaction
                     self.batch = True
@@ -589,10 +590,15 @@ class Client:
             self.failed = self.batch = False
         self.mirror(step["tail"], [], got)
 
-    def copy_failed(self):
+    def copy_failed(self, body=None):
         # Known to keep the server until the client leaves (KNOWN_HOLDS):
         # whether the COPY read the Sync sent with its Execute before it
-        # failed is not known to the tracker (max_prepared_statements = 0).
+        # failed is not known to the tracker (max_prepared_statements = 0)
+        # -- but when it failed on reading the client's CopyFail (57014
+        # from CopyGetData: it read all before it).
+        f = hz.parse_fields(body) if body is not None else {}
+        if f.get("C") == "57014" and f.get("R") == "CopyGetData":
+            return
         if self.no_named:
             self.copy_kept = "an extended COPY that failed, max_prepared_statements = 0"
 
@@ -634,11 +640,11 @@ class Client:
                 b"D": (b"T", b"n"), b"E": (b"C", b"s", b"I")}[t]
         in_copy = False
         while True:
-            rt, _ = self.take(got)
+            rt, rbody = self.take(got)
             if rt == b"E":
                 self.failed = True
                 if in_copy:
-                    self.copy_failed()
+                    self.copy_failed(rbody)
                 return
             if rt == b"G":
                 in_copy = True
@@ -702,7 +708,9 @@ def session_params(r):
 # - with max_prepared_statements = 0, after a COPY FROM STDIN by Execute
 #   that failed, until the client leaves: whether the COPY read the Sync
 #   sent with its Execute before it failed, or failed before it read
-#   anything (a BEFORE STATEMENT trigger), the tracker cannot know;
+#   anything (a BEFORE STATEMENT trigger), the tracker cannot know (but
+#   when it failed on the client's CopyFail, whose error says it read all
+#   before it: 57014 from CopyGetData);
 # - with max_prepared_statements = 0, a Close of a statement and Flush: it
 #   goes to a server as it is (the statement is server-local), and a Flush
 #   after extended-protocol messages keeps the server (README "When a

@@ -735,11 +735,12 @@ class TestAnExtendedCopyThatFailedWithoutPreparedStatements(TestAnExtendedCopyTh
 
 
 class TestAClientKeptAfterACopyFailIsNotTimedOut(RelayCase):
-    """libpq's extended COPY ended with CopyFail (Execute + Sync, then
-    CopyFail + Sync): whether the COPY read the first Sync is not known
-    (max_prepared_statements = 0), so the server stays with its client;
-    the idle client was then ended by query_timeout (57014) as though a
-    query ran (found by a review)."""
+    """libpq's extended COPY that failed on a row (Execute + Sync, then a
+    bad row, CopyDone + Sync): whether the COPY read the first Sync is not
+    known (max_prepared_statements = 0; a BEFORE STATEMENT trigger fails it
+    before it reads anything), so the server stays with its client; the
+    idle client was then ended by query_timeout (57014) as though a query
+    ran (found by a review, with libpq's CopyFail, which now tells)."""
     settings = {"max_prepared_statements": 0, "query_timeout": "0.5s"}
 
     def test_the_idle_client_stays(self):
@@ -751,16 +752,134 @@ class TestAClientKeptAfterACopyFailIsNotTimedOut(RelayCase):
         a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
         while hz.recv_msg(a)[0] != b"G":
             pass
-        a.sendall(M(b"d", b"1\n") + M(b"f", b"app cancelled\x00") + SYNC)
+        a.sendall(M(b"d", b"not a number\n") + M(b"c") + SYNC)
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
-        self.assertEqual(hz.parse_fields(got[0][1])["C"], "57014")
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "22P02")
         # Three times query_timeout with nothing under way: the timer, were
         # it armed, has fired (its 57014 would be the next thing read).
         time.sleep(1.5)
         self.assert_own_answer(a)
         a.close()
         self.assert_b_served()
+
+
+class TestAServerBackAfterACopyFail(RelayCase):
+    """An extended-protocol COPY FROM STDIN the client ends with CopyFail
+    (libpq's PQputCopyEnd with a message after PQexecParams or
+    PQsendQueryParams: Execute + Sync, on the CopyInResponse data,
+    CopyFail + Sync), with
+    max_prepared_statements = 0: the COPY fails on reading the CopyFail,
+    so it read every Sync before it -- its error (57014, raised in
+    CopyGetData: the R field no trigger can set) says so, and the server
+    goes back to the pool at the last ReadyForQuery.  It stayed with its
+    client until the client left (another client waited for it)."""
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "5s"}
+
+    def setUp(self):
+        super().setUp()
+        self.pg.psql("drop table if exists relay_copy_fail, relay_copy_trig cascade; "
+                     "create table relay_copy_fail (n int); "
+                     "create table relay_copy_trig (n int); "
+                     "create or replace function relay_copy_fake() returns trigger "
+                     "language plpgsql as $$ begin perform pg_sleep(0.3); "
+                     "raise exception 'COPY from stdin failed: app gave up' "
+                     "using errcode = '57014'; end $$; "
+                     "create trigger relay_copy_fake before insert on relay_copy_trig "
+                     "for each statement execute function relay_copy_fake()",
+                     user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail, relay_copy_trig "
+                        "cascade; drop function if exists relay_copy_fake()",
+                        user=self.pg.user, check=False)
+
+    def copy_started(self, a, table="relay_copy_fail"):
+        a.sendall(hz.parse_msg("", "copy %s from stdin" % table) + bind_execute() + SYNC)
+        while hz.recv_msg(a)[0] != b"G":
+            pass
+
+    def check_copyfail_error(self, got, text):
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        f = hz.parse_fields(got[0][1])
+        self.assertEqual((f["C"], f["M"], f["R"]),
+                         ("57014", "COPY from stdin failed: " + text, "CopyGetData"))
+
+    def test_libpqs_copyfail_gives_the_server_back(self):
+        for text in ("app gave up", ""):
+            with self.subTest(text=text):
+                a = self.login()
+                self.copy_started(a)
+                a.sendall(M(b"d", b"1\n") + M(b"f", text.encode() + b"\x00") + SYNC)
+                self.check_copyfail_error(hz.read_until_ready(a), text)
+                self.assert_b_served()          # a still connected, idle
+                self.assert_own_answer(a)
+                self.assert_b_served()
+                a.close()
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
+                                      user=self.pg.user), "0")
+
+    def test_syncs_among_the_data_too(self):
+        a = self.login()
+        self.copy_started(a)
+        a.sendall(M(b"d", b"1\n") + SYNC + M(b"H") + M(b"d", b"2\n") + SYNC +
+                  M(b"f", b"stop\x00") + SYNC)
+        self.check_copyfail_error(hz.read_until_ready(a), "stop")
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def test_a_query_after_the_copyfail_is_skipped(self):
+        # The server skips a Query and a FunctionCall sent after the CopyFail
+        # up to the next Sync: no ReadyForQuery for them, nor for the Sync
+        # the COPY read.
+        a = self.login()
+        self.copy_started(a)
+        a.sendall(M(b"f", b"no\x00") + hz.query_msg("insert into relay_copy_fail values (1)") +
+                  function_call(PG_BACKEND_PID) + SYNC)
+        self.check_copyfail_error(hz.read_until_ready(a), "no")
+        self.assert_b_served()
+        self.assert_own_answer(a)
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
+                                      user=self.pg.user), "0")
+
+    def test_libpq_itself(self):
+        # libpq (through psycopg's pq module): PQsendQueryParams of the COPY
+        # (Parse, Bind, Describe, Execute, Sync), data, PQputCopyEnd with a
+        # message (CopyFail, Sync).  (psycopg's own `copy`, like psycopg2's
+        # copy_expert, sends a simple Query: no Sync to doubt.)
+        import psycopg
+        from psycopg import pq
+        with psycopg.connect(self.px.dsn(), autocommit=True) as conn:
+            pg = conn.pgconn
+            pg.send_query_params(b"copy relay_copy_fail from stdin", None)
+            self.assertEqual(pg.get_result().status, pq.ExecStatus.COPY_IN)
+            self.assertEqual(pg.put_copy_data(b"1\n"), 1)
+            self.assertEqual(pg.put_copy_end(b"app gave up"), 1)
+            while pg.flush():
+                pass
+            r = pg.get_result()
+            self.assertEqual((r.status, r.error_field(pq.DiagnosticField.SQLSTATE)),
+                             (pq.ExecStatus.FATAL_ERROR, b"57014"))
+            self.assertIsNone(pg.get_result())
+            self.assert_b_served()              # conn still open, idle
+            self.assertEqual(conn.execute("select 7").fetchone(), (7,))
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
+                                      user=self.pg.user), "0")
+
+    def test_a_trigger_raising_the_same_error_proves_nothing(self):
+        # A BEFORE STATEMENT trigger fails the COPY before it reads
+        # anything, with the CopyFail's SQLSTATE and text: the Sync after
+        # the Execute is answered, and so is the one after the CopyFail.
+        # Taken for the CopyFail's, the first ReadyForQuery would have
+        # handed the server on with the second still to come.
+        a = self.login()
+        self.copy_started(a, "relay_copy_trig")
+        a.sendall(M(b"d", b"1\n") + M(b"f", b"app gave up\x00") + SYNC)
+        got = hz.read_until_ready(a) + hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z", b"Z"], got)
+        f = hz.parse_fields(got[0][1])
+        self.assertEqual((f["C"], f["M"]), ("57014", "COPY from stdin failed: app gave up"))
+        self.assertNotEqual(f["R"], "CopyGetData")
+        self.assert_b_served()
+        self.assert_own_answer(a)
 
 
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
