@@ -126,6 +126,8 @@ struct ps_server {
 /* ---- the queue of expected responses ---- */
 #define PS_BNAME_MAX 64
 enum { Q_PASS, Q_SWALLOW, Q_FAKE };
+/* ps_queue.probe */
+enum { PROBE_NONE, PROBE_OUT, PROBE_SKIP, PROBE_ERR_OUT };
 
 struct qent {
     uint8_t kind;
@@ -154,7 +156,7 @@ struct qent {
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
                                   * whose 25P02 becomes the Bind's 08P01 (bind_error) */
     uint16_t bind_formats, bind_params;   /* that Bind's counts */
-    uint32_t copy_ends, copy_data;   /* ps_queue's counts when it was sent */
+    uint32_t copy_ends;          /* ps_queue's count when it was sent */
     uint32_t copies;             /* a Query/Execute at the head: its COPY FROM STDINs begun */
     bool drops;                  /* a Query or Execute of DEALLOCATE ALL / DISCARD ALL
                                   * (drops_all_sent): every name goes when it runs */
@@ -162,6 +164,7 @@ struct qent {
                                   * batch frees: what the name was, back if the drop
                                   * did not run (undo_parse; on_discard clears it) */
     bool maybe;                  /* a Sync a failed COPY may have read (maybe_resolve) */
+    bool probe;                  /* the Close or Bind of pgwharf's probe (probe_send) */
     uint32_t unnamed_gen;        /* a client's unnamed Parse: the generation of its copy
                                   * (ps_unnamed), the client's statement once this
                                   * ParseComplete comes (unnamed_save) */
@@ -182,18 +185,19 @@ struct ps_queue {
     uint32_t batch_execs;        /* Executes pushed since the last Sync/Query/FunctionCall */
     uint32_t pending_execs;      /* Executes, Queries and FunctionCalls of the requests
                                   * queued (the execs of their Sync/Query entries) */
-    /* COPY FROM STDIN: the CopyDones and CopyFails the client has sent,
-     * and its CopyData since the last of them (counts stamped on each
-     * entry).  A COPY reads what was sent after the message that started
-     * it -- the Query or Execute, or for a Query's later COPY the CopyDone
-     * that ended the one before -- up to its own CopyDone/CopyFail: the
-     * entries stamped win_ends (copy_drop_syncs).  While copy_run, the server's
-     * CopyInResponse came and its COPY has not ended; while copy_open, the
-     * client has sent nothing of it either (the stamps are still win_ends
-     * and win_data): a Sync sent now is one the COPY reads and ignores. */
-    uint32_t copy_ends, copy_data;
-    uint32_t win_ends, win_data;
-    bool copy_run, copy_open;
+    /* COPY FROM STDIN: the CopyDones and CopyFails the client has sent
+     * (the count stamped on each entry).  A COPY reads what was sent after
+     * the message that started it -- the Query or Execute, or for a
+     * Query's later COPY the CopyDone that ended the one before -- up to
+     * its own CopyDone/CopyFail: the entries stamped win_ends
+     * (copy_drop_syncs).  While copy_run, the server's CopyInResponse came
+     * and its COPY has not ended.  A Sync in its window is read and
+     * ignored only if the COPY reads that far: one that fails first (a
+     * BEFORE STATEMENT trigger fails it before it reads anything) leaves
+     * it to be answered, so it stays due until the COPY's end tells. */
+    uint32_t copy_ends;
+    uint32_t win_ends;
+    bool copy_run;
     bool copy_in;                /* that COPY is a COPY FROM STDIN (not COPY BOTH) */
     int syncs_read;              /* Syncs a COPY read, not yet told (pgw_ps_copy_syncs_read) */
     /* The type of the message a COPY FROM STDIN just begun reads first,
@@ -209,6 +213,20 @@ struct ps_queue {
      * (maybe_resolve); `credit` counts those a ReadyForQuery was taken
      * for while it may have answered a later lone Sync. */
     uint32_t maybe, credit;
+    /* After an extended COPY that failed leaving maybe Syncs (maybe_ext),
+     * the ReadyForQuerys since its error (copy_zs).  While there is none,
+     * the server may be skipping to a Sync (the COPY read them all) or
+     * have their ReadyForQuerys on the way: what the client sent after its
+     * CopyDone or CopyFail, before its next Sync (gap), runs in the second
+     * case only, and so waits (gap_hold) for a probe of pgwharf's to tell
+     * (probe_send): a Sync, a Close of a name no statement has, a Flush
+     * -- one ReadyForQuery dropped for it (probe_z), its CloseComplete
+     * showing the ReadyForQuerys before it are all in.  If the server was
+     * skipping, an error of pgwharf's makes it skip again (PROBE_SKIP). */
+    bool maybe_ext, gap, probe_z, probe_ended;
+    bool gap_flushed;            /* a Flush sent ahead of the message gap_hold holds */
+    uint32_t copy_zs;
+    uint8_t probe;
     uint32_t qdeallocs;          /* entries with dealloc_cc (name_unsettled) */
     /* query_dealloc's, for the Query's entry (pgw_ps_frontend pushes it). */
     char *qd_cname;
@@ -652,11 +670,10 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->execs = 0;
     x->learn = x->bind_refused = false;
     x->copy_ends = q->copy_ends;
-    x->copy_data = q->copy_data;
     x->copies = 0;
     x->drops = false;
     x->prev = NULL;
-    x->maybe = false;
+    x->maybe = x->probe = false;
     x->dealloc_cc = 0;
     x->unnamed_gen = 0;
     x->unnamed_inject = false;
@@ -732,7 +749,7 @@ bool pgw_ps_closes_only(const struct pgw_session *s)
 bool pgw_ps_unsure(const struct pgw_session *s)
 {
     const struct ps_queue *q = s->ps_queue;
-    return q && (q->maybe > 0 || q->credit > 0);
+    return q && (q->maybe > 0 || q->credit > 0 || q->probe != PROBE_NONE);
 }
 
 uint32_t pgw_ps_backlog(const struct pgw_session *s)
@@ -747,7 +764,11 @@ void pgw_ps_link(struct pgw_session *s)
     if (s->ps_queue) {
         s->ps_queue->batch_execs = 0;
         s->ps_queue->credit = 0;
-        s->ps_queue->copy_open = s->ps_queue->copy_run = false;
+        s->ps_queue->copy_run = false;
+        s->ps_queue->maybe_ext = s->ps_queue->gap = s->ps_queue->probe_z = false;
+        s->ps_queue->probe_ended = s->ps_queue->gap_flushed = false;
+        s->ps_queue->copy_zs = 0;
+        s->ps_queue->probe = PROBE_NONE;
         s->ps_queue->copy_bad = 0;
         s->ps_queue->syncs_read = 0;
         s->ps_queue->drop_armed = false;
@@ -2211,21 +2232,11 @@ bad:
 void pgw_ps_copy_sent(struct pgw_session *s, char type)
 {
     struct ps_queue *q = s->ps_queue;
-    if (!q)
-        return;
-    if (type == PGW_FE_COPY_DATA) {
-        q->copy_data++;
-    } else {
+    if (q && type != PGW_FE_COPY_DATA) {
         q->copy_ends++;
-        q->copy_data = 0;
+        q->gap = true;
+        q->gap_flushed = false;
     }
-}
-
-/* Is a Sync sent now one a COPY FROM STDIN under way reads and ignores? */
-static bool copy_ignores_sync(const struct pgw_session *s)
-{
-    const struct ps_queue *q = s->ps_queue;
-    return q && q->copy_open && q->copy_ends == q->win_ends && q->copy_data == q->win_data;
 }
 
 /* A COPY FROM STDIN reads a message other than CopyData, CopyDone,
@@ -2255,19 +2266,17 @@ static void copy_refused(struct pgw_session *s, char type)
                       "was lost");
 }
 
-/* Drop the Syncs after the head that the COPY under way reads as its own
- * (all of its window, or only those before any CopyData: `all`): they get
- * no ReadyForQuery, and the replies pgwharf makes itself after them
- * would wait for one and come one late.  The Executes they closed belong
- * to the next Sync's batch. */
-static void copy_drop_syncs(struct pgw_session *s, bool all)
+/* Drop the Syncs after the head that the COPY just ended well read as
+ * its own (all of its window): they get no ReadyForQuery, and the replies
+ * pgwharf makes itself after them would wait for one and come one late.
+ * The Executes they closed belong to the next Sync's batch. */
+static void copy_drop_syncs(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
     uint32_t kept = 0, carry = 0;
     for (uint32_t i = 0; i < q->len; i++) {
         struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_ends == q->win_ends &&
-            (all || x->copy_data == q->win_data)) {
+        if (i > 0 && x->type == PGW_FE_SYNC && x->copy_ends == q->win_ends) {
             stmt_unref(reg_of(s), x->stmt);
             free(x->cname);
             q->syncs--;
@@ -2293,11 +2302,15 @@ static void copy_drop_syncs(struct pgw_session *s, bool all)
  * queue's head (a Query, or an Execute: the replies before it are in).
  * The COPY reads what the client sent after that request -- after the
  * CopyDone of the COPY before it, for a Query's second one -- as its own:
- * a Sync there before any CopyData is read and ignored, with no
- * ReadyForQuery (a client that sends its Sync without waiting for the
- * CopyInResponse).  A Sync after data may be read after the COPY failed,
- * and so answered: it stays until the COPY's CommandComplete tells
- * (copy_done); pgw_track_frontend counts it likewise. */
+ * a Sync there is read and ignored, with no ReadyForQuery, if the COPY
+ * reads that far.  It may fail first, on a row before it, or before it
+ * reads anything at all: PostgreSQL sends the CopyInResponse, then runs
+ * the BEFORE STATEMENT triggers (and COPY FREEZE's checks), and an error
+ * there leaves even a Sync sent right after the Execute unread, and so
+ * answered.  Every such Sync stays due until the COPY's CommandComplete
+ * tells (copy_done), or after its error the replies (copy_failed):
+ * counted as read too soon, the server went back to the pool with their
+ * ReadyForQuery and the replies after them still to come. */
 static void copy_started(struct pgw_session *s, bool copy_in)
 {
     struct ps_queue *q = s->ps_queue;
@@ -2306,11 +2319,8 @@ static void copy_started(struct pgw_session *s, bool copy_in)
         return;
     uint32_t k = h->copies++;
     q->win_ends = h->copy_ends + k;
-    q->win_data = k ? 0 : h->copy_data;
-    copy_drop_syncs(s, false);
     q->copy_run = true;
     q->copy_in = copy_in;
-    q->copy_open = q->copy_ends == q->win_ends && q->copy_data == q->win_data;
     /* What the client sent before its CopyDone or CopyFail, past the Syncs
      * (which the COPY ignores) and the messages pgwharf adds: the first is
      * what the COPY reads and fails on, after the data before it. */
@@ -2345,8 +2355,8 @@ static bool copy_done(struct pgw_session *s)
             break;
         }
     }
-    copy_drop_syncs(s, true);
-    q->copy_run = q->copy_open = false;
+    copy_drop_syncs(s);
+    q->copy_run = false;
     return q->copy_bad != 0;
 }
 
@@ -2371,9 +2381,11 @@ static void head_sync_read(struct pgw_session *s)
     q->batch_execs += carry;
 }
 
-/* The failed COPY's ErrorResponse: the Syncs sent among its data (its
- * window: the Syncs before any data went at its CopyInResponse) may have
- * been read by it, ignored, or after its failure, answered. */
+/* The failed COPY's ErrorResponse: the Syncs of its window, before its
+ * data or among it, may have been read by it, ignored, or after its
+ * failure, answered.  Which, the error does not tell (a row's or a
+ * trigger's before it read anything): the replies after it do
+ * (maybe_resolve). */
 static void copy_failed(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
@@ -2385,6 +2397,11 @@ static void copy_failed(struct pgw_session *s)
             x->maybe = true;
             q->maybe++;
         }
+    }
+    /* By Execute: the server now skips to the next Sync it reads. */
+    if (q->maybe > 0) {
+        q->maybe_ext = q_head(s)->type == PGW_FE_EXECUTE;
+        q->copy_zs = 0;
     }
 }
 
@@ -2419,6 +2436,151 @@ static void maybe_resolve(struct pgw_session *s, char type)
     }
     if (type != PGW_BE_READY)
         q->credit = 0;
+}
+
+bool pgw_ps_resolve(struct pgw_session *s, char type)
+{
+    /* (A ReadyForQuery pops no Sync here: its own comes out after it.) */
+    if (type == PGW_BE_READY || s->sskip)
+        return false;
+    maybe_resolve(s, type);
+    const struct qent *h = q_head(s);
+    if (!h || h->kind != Q_FAKE)
+        return false;
+    pgw_ps_emit(s);
+    return true;
+}
+
+/* Is every reply due one to a Sync (or one pgwharf makes, `fakes`)?
+ * Then the ReadyForQuerys before a probe's are alike: any one of them is
+ * the one dropped for it. */
+static bool only_syncs(const struct pgw_session *s, bool fakes)
+{
+    const struct ps_queue *q = s->ps_queue;
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (!(x->type == PGW_FE_SYNC && x->kind == Q_PASS) && !(fakes && x->kind == Q_FAKE))
+            return false;
+    }
+    return true;
+}
+
+/* The probe (ps_queue.probe_z): a Sync, a Close of PGW_0 (no statement
+ * has id 0: its Close is no error, and starts no transaction), a Flush.
+ * Inserted at `at` in b, its Close queued; false when out of memory. */
+static bool probe_send(struct pgw_session *s, struct pgw_iobuf *b, uint32_t at)
+{
+    static const uint8_t m[] = { 'S', 0, 0, 0, 4,
+                                 'C', 0, 0, 0, 11, 'S', 'P', 'G', 'W', '_', '0', 0,
+                                 'H', 0, 0, 0, 4 };
+    if (!q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL))
+        return false;
+    pgw_iobuf_insert(b, at, m, sizeof(m));
+    q_tail(s)->probe = true;
+    s->ps_queue->probe = PROBE_OUT;
+    s->ps_queue->probe_z = true;
+    return true;
+}
+
+/* The server was skipping to a Sync when the probe's came: a Bind of
+ * PGW_0 (which no server has) makes it skip again, as it would have the
+ * messages the client sent since -- its error dropped. */
+static bool probe_skip_send(struct pgw_session *s, struct pgw_iobuf *b)
+{
+    static const uint8_t m[] = { 'B', 0, 0, 0, 17, 0, 'P', 'G', 'W', '_', '0', 0,
+                                 0, 0, 0, 0, 0, 0,
+                                 'H', 0, 0, 0, 4 };
+    if (!q_push(s, Q_SWALLOW, PGW_FE_BIND, NULL))
+        return false;
+    insert_here(b, m, sizeof(m));
+    q_tail(s)->probe = true;
+    s->ps_queue->probe = PROBE_ERR_OUT;
+    return true;
+}
+
+/* A message of the client's (type, at b->parsed) after its CopyDone or
+ * CopyFail and before its next Sync.  PostgreSQL runs it, or skips it
+ * when a COPY by Execute failed after reading every Sync the client sent
+ * before that CopyDone (and ignoring them).  Which, the replies tell only
+ * after it: it waits (PGW_PS_WAIT) until the COPY's end is in, and after
+ * its error with Syncs it may have read (maybe) and no ReadyForQuery
+ * since, for a probe (probe_send) and, if the server was skipping, the
+ * error that makes it skip again. */
+static enum pgw_ps_action gap_hold(struct pgw_session *s, struct pgw_iobuf *b, char type)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q || !q->gap)
+        return PGW_PS_FORWARD;
+    if (type == PGW_FE_SYNC) {
+        q->gap = false;
+        return PGW_PS_FORWARD;
+    }
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->type != PGW_FE_EXECUTE || x->copy_ends >= q->copy_ends)
+            continue;
+        /* A COPY it may start is not over.  Its CommandComplete waits in
+         * the server for a flush: a Flush of pgwharf's asks for it. */
+        if (!q->gap_flushed) {
+            static const uint8_t flush[] = { 'H', 0, 0, 0, 4 };
+            if (!need_room(s, b, sizeof(flush)))
+                return PGW_PS_NEED_ROOM;
+            insert_here(b, flush, sizeof(flush));
+            q->gap_flushed = true;
+        }
+        return PGW_PS_WAIT;
+    }
+    if (q->probe == PROBE_OUT || q->probe == PROBE_ERR_OUT)
+        return PGW_PS_WAIT;
+    if (q->probe == PROBE_SKIP) {
+        if (!need_room(s, b, 23))
+            return PGW_PS_NEED_ROOM;
+        if (!probe_skip_send(s, b))
+            goto oom;
+        return PGW_PS_WAIT;
+    }
+    if (q->maybe > 0 && q->maybe_ext && q->copy_zs == 0) {
+        /* A request after them: its replies tell (maybe_resolve). */
+        if (!only_syncs(s, true))
+            return PGW_PS_WAIT;
+        if (!need_room(s, b, 22))
+            return PGW_PS_NEED_ROOM;
+        if (!probe_send(s, b, b->parsed))   /* (parsed moves past it) */
+            goto oom;
+        return PGW_PS_WAIT;
+    }
+    return PGW_PS_FORWARD;
+oom:
+    pgw_session_close(s, "53200", "out of memory");
+    return PGW_PS_FAILED;
+}
+
+bool pgw_ps_probe_idle(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q || q->probe != PROBE_NONE || q->copy_run || q->len == 0 ||
+        (q->maybe == 0 && q->credit == 0))
+        return false;
+    if (!only_syncs(s, false))
+        return false;
+    /* The client's last Sync is one sent after the error or the COPY's
+     * end: the server skips nothing after it. */
+    if (q_tail(s)->maybe)
+        return false;
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+        return false;
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf, s->cbuf->len - s->cbuf->sent + 22))
+        return false;
+    return probe_send(s, s->cbuf, s->cbuf->parsed);
+}
+
+bool pgw_ps_probe_ended(struct pgw_session *s)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q || !q->probe_ended)
+        return false;
+    q->probe_ended = false;
+    return true;
 }
 
 int pgw_ps_copy_syncs_read(struct pgw_session *s)
@@ -2457,6 +2619,9 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
         copy_refused(s, type);
         return PGW_PS_FAILED;
     }
+    enum pgw_ps_action held = gap_hold(s, b, type);
+    if (held != PGW_PS_FORWARD)
+        return held;
     switch (type) {
     case PGW_FE_PARSE:
         return on_parse(s, b, total);
@@ -2464,12 +2629,6 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
     case PGW_FE_DESCRIBE:
     case PGW_FE_CLOSE:
         return on_named(s, b, type, total);
-    case PGW_FE_SYNC:
-        if (copy_ignores_sync(s)) {
-            s->ps_queue->syncs_read++;
-            return PGW_PS_FORWARD;       /* no reply to expect (copy_started) */
-        }
-        /* fall through */
     default:
         if (!q_push(s, Q_PASS, type, NULL)) {
             pgw_session_close(s, "53200", "out of memory");
@@ -2996,6 +3155,15 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
 
 bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
 {
+    struct ps_queue *q = s->ps_queue;
+    if (q && type == PGW_BE_READY) {
+        if (q->maybe_ext)
+            q->copy_zs++;
+        if (q->probe_z) {
+            q->probe_z = false;          /* the probe's (any one: they are alike) */
+            return true;
+        }
+    }
     maybe_resolve(s, type);
     struct qent *h = q_head(s);
     if (!h)
@@ -3012,10 +3180,13 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     if (type == PGW_BE_ERROR && s->ps_queue->copy_run)
         copy_failed(s);
     if (type == PGW_BE_ERROR || type == PGW_BE_READY)
-        s->ps_queue->copy_open = s->ps_queue->copy_run = false;   /* the COPY is over */
+        s->ps_queue->copy_run = false;   /* the COPY is over */
     if (type == PGW_BE_ERROR) {
+        bool probe = h->probe;
         on_error(s, msg, total);
-        return false;
+        if (probe)
+            q->probe = PROBE_NONE;       /* skipping again (probe_skip_send) */
+        return probe;
     }
     if (type == PGW_BE_READY) {
         /* Everything up to the Sync (or Query) it answers is done. */
@@ -3065,6 +3236,14 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
          * client's own name, which the next client must not meet. */
         pgw_server_retire(s->server, "a statement under a client's own name");
     bool drop = h->kind == Q_SWALLOW;
+    if (h->probe) {
+        /* Every ReadyForQuery before it is in (maybe_resolve took the
+         * Syncs left for read): the server was skipping if only the
+         * probe's came since the COPY's error. */
+        q->probe = q->gap && q->maybe_ext && q->copy_zs <= 1 ? PROBE_SKIP : PROBE_NONE;
+        q->maybe_ext = false;
+        q->probe_ended = true;
+    }
     q_pop(s);
     return drop;
 }

@@ -151,15 +151,30 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
  * read it whole first. */
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                        uint32_t total);
-/* The client sent CopyData, CopyDone or CopyFail (type): which Syncs a
- * COPY FROM STDIN reads and ignores is counted from them. */
+/* The client sent CopyDone or CopyFail (type): which Syncs a COPY FROM
+ * STDIN may read and ignore is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);
+/* A server message of `type` begins (its header read): when it shows
+ * that Syncs a failed COPY FROM STDIN may have read were read, the
+ * replies pgwharf makes itself behind them go out now, before it.  True
+ * when some did (the buffer changed: scan again from its cursor), or the
+ * session was closed. */
+bool pgw_ps_resolve(struct pgw_session *s, char type);
 /* How many Syncs sent (and counted by pgw_track_frontend) a COPY FROM
  * STDIN has read as its own since the last call: no ReadyForQuery answers
- * them.  Known for certain where pgw_track_copy_ignored is not (a client
- * that sent more than a Sync before the CopyInResponse, a Sync in the
- * data, a Query's second COPY). */
+ * them.  Told only once certain: at the COPY's CommandComplete, or after
+ * it failed, when a later reply shows which it read (a COPY can fail
+ * before it reads anything, in a BEFORE STATEMENT trigger). */
 int pgw_ps_copy_syncs_read(struct pgw_session *s);
+/* After a COPY FROM STDIN failed, whether it read some Syncs the client
+ * sent in it, or they were answered, the replies tell only once a later
+ * request's come.  A client with nothing else under way gets none: when
+ * only such Syncs are outstanding, pgwharf sends a probe of its own (a
+ * Sync, a Close no statement has, a Flush; its replies dropped), after
+ * what the client sent (the caller writes it out).  True when sent. */
+bool pgw_ps_probe_idle(struct pgw_session *s);
+/* Did a probe's last reply just come (once)?  The server may be free. */
+bool pgw_ps_probe_ended(struct pgw_session *s);
 
 /* Does this backend message type need to be whole in the buffer? */
 bool pgw_ps_backend_wants_whole(struct pgw_session *s, char type);

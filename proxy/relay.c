@@ -1974,8 +1974,6 @@ static bool drops_unnamed(const uint8_t *m, size_t have)
 }
 
 /* Scan client messages; returns false when the session was closed. */
-static void ps_copy_syncs(struct pgw_session *s);
-
 static bool scan_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->cbuf;
@@ -2242,16 +2240,13 @@ static bool scan_client(struct pgw_session *s)
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) &&
             (s->track.sync_out > 0 || s->track.fe_open > 0))
             s->copy_ends++;
-        if ((type == PGW_FE_COPY_DATA || type == PGW_FE_COPY_DONE ||
-             type == PGW_FE_COPY_FAIL) && s->ps_on)
+        if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) && s->ps_on)
             pgw_ps_copy_sent(s, type);
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
         if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
-        if (s->ps_on && type == PGW_FE_SYNC)
-            ps_copy_syncs(s);
         s->requested = true;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
@@ -3097,6 +3092,13 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             break;
         const uint8_t *p = b->data + b->parsed;
         char type = (char)p[0];
+        /* Replies of pgwharf's own that go before this message. */
+        if (s->ps_on && s->swallow == 0 && pgw_ps_resolve(s, type)) {
+            if (s->state == PGW_SS_CLOSING)
+                return false;
+            b = s->sbuf;
+            continue;
+        }
         uint32_t total = server_msg_total(s, p);
         if (!total)
             return false;
@@ -3158,6 +3160,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (ps) {
             drop = pgw_ps_backend(s, type, p, total);
             ps_copy_syncs(s);
+            /* The probe's CloseComplete (pgw_ps_probe_idle): with nothing
+             * left outstanding the server is free, as at a ReadyForQuery. */
+            if (pgw_ps_probe_ended(s) && s->mode != PGW_POOL_SESSION &&
+                s->state == PGW_SS_LINKED && pgw_track_idle(&s->track) &&
+                pgw_ps_idle(s))
+                *after = AFTER_RELEASE;
         }
         if (copy_fail && pgw_track_copy_fail_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR))
             pgw_track_copy_failed(&s->track);
@@ -3177,7 +3185,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                     *after = AFTER_LOGIN;
                 else if (s->swallow == 0)
                     pipe_cancel_due(s);      /* a cancel held while the SETs ran */
-            } else {
+            } else if (!drop) {         /* (dropped: a probe's, prepared.c) */
                 if (s->notify)
                     pgw_notify_tx_ready(s, mlen >= 5 ? (char)p[5] : 'I');
                 on_ready(s, mlen >= 5 ? (char)p[5] : 'I', after);
@@ -3191,7 +3199,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             }
         } else if (type == PGW_BE_PARAM_STATUS) {
             note_param(s, p + 5, mlen - 4);
-        } else if (type == PGW_BE_ERROR && drop) {
+        } else if (type == PGW_BE_ERROR && drop && s->swallow > 0) {
             struct pgw_wire_err_fields f;
             if (pgw_wire_parse_error(p + 5, mlen - 4, &f) == 0) {
                 char qr[700];
@@ -3314,6 +3322,12 @@ static void server_data(struct pgw_session *s)
         s->ps_wait = false;
         pgw_relay_client_data(s);
     }
+    /* Only the Syncs of a failed COPY outstanding, the client waiting:
+     * a probe tells which were answered (the server may go back). */
+    if (s->ps_on && s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
+        !s->ps_wait && s->track.fe_open == 0 && s->cskip == 0 &&
+        (!s->cbuf || s->cbuf->parsed == s->cbuf->len) && pgw_ps_probe_idle(s))
+        pgw_relay_flush_server(s);
     if (s->client_eof)
         pgw_relay_eof_check(s);
 }

@@ -434,9 +434,10 @@ class TestSyncsAndEndsOfAFailingCopy(pt.PgwharfTestCase):
                     self.assertEqual(self.types(a, 1), "Z")
                     a.sendall(hz.query_msg("select 'after'"))
                     self.assertEqual(self.types(a, 1), "TDCZ")
-                    # (With max_prepared_statements = 0 too: the
-                    # CopyFail's own error, 57014 from CopyGetData, says the
-                    # COPY read the Sync after its Execute.)
+                    # The server is free at once: with
+                    # max_prepared_statements = 0 the CopyFail's own error
+                    # (57014 from CopyGetData) says the COPY read the Sync
+                    # after its Execute; prepared.c asks the server.
                     if mode == "transaction":
                         self.assert_served(px)
                     a.close()
