@@ -297,8 +297,18 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
         type == PGW_BE_PORTAL_SUSPENDED)
         t->exec_done++;
     if (type == PGW_BE_ERROR) {
+        /* Syncs sent since the COPY's Execute that it may have read before
+         * it failed, or not (a row after them, or a trigger before it read
+         * anything): counted, maybe one too many (count_high) -- so also
+         * where no later Sync finds the count unsure, as when the COPY's
+         * batch ended with a Flush and its only Sync came among the data.
+         * (A CopyFail's own error took its Syncs back first:
+         * pgw_track_copy_failed.) */
+        if (t->copy && (t->sync_copy > 0 || t->sync_copy_back > 0 || t->sync_fail_back > 0 ||
+                        (t->copy_in && t->sync_exec > 0)))
+            t->count_high = true;
         t->copy_err = t->copy;
-        t->sync_copy = t->sync_copy_back = 0;
+        t->sync_copy = t->sync_copy_back = t->sync_fail_back = 0;
         t->copy_failing = t->fail_open = false;
     }
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_OUT || type == PGW_BE_COPY_BOTH)

@@ -339,6 +339,48 @@ class TestRequestThenTerminate(RelayCase):
                                                  for i in range(3)] + ["commit"], "3")
 
 
+class TestLeavingAfterAFailedCopyWithASyncInItsData(RelayCase):
+    """A COPY FROM STDIN by Execute and Flush (no Sync after the Execute)
+    whose data held a Sync and then a bad row, ended with CopyDone or
+    CopyFail, and the client gone (Terminate, or its socket closed)
+    without reading.  The COPY read the Sync and ignored it; its error
+    makes the server skip to a next Sync that never comes.  The tracker
+    counted that Sync and took the count for exact: the session waited for
+    its ReadyForQuery for ever, holding the pool's one server (the next
+    client got query_wait_timeout; a shutdown hung).  A Sync a failed COPY
+    may have read now makes the count unsure: the session ends, the server
+    closed (found by a review)."""
+
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "5s"}
+
+    def run_case(self, ender, terminate):
+        self.pg.psql("drop table if exists relay_copy_sync; create table relay_copy_sync (n int)",
+                     user=self.pg.user)
+        a = self.login()
+        port = a.getsockname()[1]
+        a.sendall(hz.parse_msg("", "copy relay_copy_sync from stdin") + bind_execute() + M(b"H"))
+        got = [hz.recv_msg(a)[0] for _ in range(3)]
+        self.assertEqual(got, [b"1", b"2", b"G"])
+        a.sendall(M(b"d", b"1\n") + SYNC + M(b"d", b"bad\n") + ender +
+                  (M(b"X") if terminate else b""))
+        a.close()
+        pt.wait_until(lambda: not self.px.show("CLIENTS", port=port), 20,
+                      what="the session ends")
+        self.assert_b_served()
+
+    def test_copydone_terminate(self):
+        self.run_case(M(b"c"), True)
+
+    def test_copyfail_terminate(self):
+        self.run_case(M(b"f", b"stop\x00"), True)
+
+    def test_copydone_close(self):
+        self.run_case(M(b"c"), False)
+
+    def test_copyfail_close(self):
+        self.run_case(M(b"f", b"stop\x00"), False)
+
+
 class TestRequestThenClose(RelayCase):
     """A client that sends its request (maybe with Terminate) and closes
     its socket, or only its sending side, before a server is free
