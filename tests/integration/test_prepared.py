@@ -3033,6 +3033,51 @@ class TestMessagesAfterAFailedExtendedCopy(pt.PgwharfTestCase):
         self.compare("copy_gap_trig", [b"1\n"], ["12G", "EZ", "12DCZ", "2DCZ", "TDCZ"])
 
 
+class TestOwnReplyBehindTheSyncAfterAFailedCopy(TestMessagesAfterAFailedExtendedCopy):
+    """The same COPY, the client sending its data, CopyDone, a Sync and a
+    Close of a statement and a Flush, all before the error comes.  When a
+    row fails the COPY, it read the Sync sent with its Execute: the one
+    ReadyForQuery is the second Sync's.  pgwharf took it for the first one
+    (it may have been: a trigger fails the COPY before it reads anything),
+    and the CloseComplete it makes itself for the Close waited behind the
+    second Sync for a ReadyForQuery that had come: the client waited for
+    ever.  With only Syncs and such replies outstanding, and nothing of the
+    client's open batch sent, pgwharf asks the server (found by a
+    review)."""
+
+    def exchange(self, r, table, rows, answers):
+        try:
+            r.send(r.parse("", "copy %s from stdin" % table), r.bind(""), r.execute(), r.sync())
+            out = [[r.read_msg()[0] for _ in range(3)]]
+            r.send(*[r.msg(b"d", row) for row in rows], r.msg(b"c"), r.sync(),
+                   r.close_stmt("x"), r.msg(b"H"))
+            got = []
+            while len(got) < answers:
+                got.append(r.read_msg()[0])
+            out.append(got)
+            r.send(r.sync())
+            out.append([t for t, _ in r.until_ready()])
+            r.send(r.query("select 5"))
+            out.append([t for t, _ in r.until_ready()])
+        finally:
+            r.close()
+        return out
+
+    def compare(self, table, rows, want):
+        px, r = raw_on_one_server(self, "transaction", max_prepared_statements=8)
+        got = self.exchange(r, table, rows, len(want))
+        assert_another_client_runs(self, px)
+        px.stop()
+        self.assertEqual(got, self.exchange(raw_to_postgres(self), table, rows, len(want)))
+        self.assertEqual(b"".join(got[1]).decode(), want, got)
+
+    def test_a_row_fails(self):
+        self.compare("copy_gap_rows", [b"1\n", b"x\n"], "EZ3")
+
+    def test_the_trigger_fails_before_any_row(self):
+        self.compare("copy_gap_trig", [b"1\n"], "EZZ3")
+
+
 class TestPipelinedPastAFailingBatch(pt.PgwharfTestCase):
     """A client that pipelines past a Sync and uses, in the next batch, a
     name whose Parse or Close sits in a batch that fails: PostgreSQL skips
