@@ -224,10 +224,6 @@ struct ps_queue {
      * showing the ReadyForQuerys before it are all in.  If the server was
      * skipping, an error of pgwharf's makes it skip again (PROBE_SKIP). */
     bool maybe_ext, gap, probe_z, probe_ended;
-    /* A message of the client's went to the server since its last Sync,
-     * Query or FunctionCall (not one answered here, nor a Flush): a Sync
-     * of pgwharf's would end its batch (pgw_ps_batch_unsent). */
-    bool batch_sent;
     bool gap_flushed;            /* a Flush sent ahead of the message gap_hold holds */
     uint32_t copy_zs;
     uint8_t probe;
@@ -773,7 +769,6 @@ void pgw_ps_link(struct pgw_session *s)
         s->ps_queue->probe_ended = s->ps_queue->gap_flushed = false;
         s->ps_queue->copy_zs = 0;
         s->ps_queue->probe = PROBE_NONE;
-        s->ps_queue->batch_sent = false;
         s->ps_queue->copy_bad = 0;
         s->ps_queue->syncs_read = 0;
         s->ps_queue->drop_armed = false;
@@ -2567,10 +2562,10 @@ bool pgw_ps_probe_idle(struct pgw_session *s)
         (q->maybe == 0 && q->credit == 0))
         return false;
     /* Replies pgwharf makes itself may wait behind those Syncs (a Close
-     * or a Parse it answers, sent after them): they went nowhere, so the
-     * server has nothing of the client's batch they are in, and a Sync
-     * there ends nothing of it.  (Else they waited for ever: nothing more
-     * came from the server to show the Syncs were read.) */
+     * or a Parse it answers, sent after them): their messages went
+     * nowhere (nor counted in the tracker's fe_open), so a Sync after them
+     * ends nothing of the client's.  (Else they waited for ever: nothing
+     * more came from the server to show the Syncs were read.) */
     if (!only_syncs(s, true))
         return false;
     /* The client's last Sync is one sent after the error or the COPY's
@@ -2620,26 +2615,8 @@ static bool query_drops_all(const struct pgw_iobuf *b, uint32_t total)
            drops_all((const char *)m + PGW_MSG_HDR);
 }
 
-static enum pgw_ps_action ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
-                                      uint32_t *total);
-
 enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
-{
-    enum pgw_ps_action a = ps_frontend(s, b, type, total);
-    if (a == PGW_PS_FORWARD && s->ps_queue)
-        s->ps_queue->batch_sent = type != PGW_FE_SYNC && type != PGW_FE_QUERY &&
-                                  type != PGW_FE_FUNCTION_CALL;
-    return a;
-}
-
-bool pgw_ps_batch_unsent(const struct pgw_session *s)
-{
-    return s->ps_queue && !s->ps_queue->batch_sent;
-}
-
-static enum pgw_ps_action ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, char type,
-                                      uint32_t *total)
 {
     /* The server skips it and answers nothing, as PostgreSQL would: sent
      * as it is, no name taken or closed, no Parse injected (the Sync ends

@@ -174,9 +174,6 @@ int pgw_ps_copy_syncs_read(struct pgw_session *s);
  * Close no statement has, a Flush; its replies dropped), after what the
  * client sent (the caller writes it out).  True when sent. */
 bool pgw_ps_probe_idle(struct pgw_session *s);
-/* Has the server nothing of the client's open batch (every message of it
- * since its last Sync answered here, or a Flush)? */
-bool pgw_ps_batch_unsent(const struct pgw_session *s);
 /* Did a probe's last reply just come (once)?  The server may be free. */
 bool pgw_ps_probe_ended(struct pgw_session *s);
 

@@ -3322,12 +3322,11 @@ static void server_data(struct pgw_session *s)
         s->ps_wait = false;
         pgw_relay_client_data(s);
     }
-    /* Only the Syncs of a failed COPY outstanding, the client waiting
-     * (maybe with a batch open of which the server has nothing: messages
-     * answered here): a probe tells which were answered (the server may
-     * go back). */
+    /* Only the Syncs of a failed COPY outstanding (and replies pgwharf
+     * makes itself), the client waiting: a probe tells which were
+     * answered (the server may go back). */
     if (s->ps_on && s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
-        !s->ps_wait && (s->track.fe_open == 0 || pgw_ps_batch_unsent(s)) && s->cskip == 0 &&
+        !s->ps_wait && s->track.fe_open == 0 && s->cskip == 0 &&
         (!s->cbuf || s->cbuf->parsed == s->cbuf->len) && pgw_ps_probe_idle(s))
         pgw_relay_flush_server(s);
     if (s->client_eof)
