@@ -210,10 +210,14 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         if (back > 0 && !ends_well)
             t->count_high = true;
         /* Syncs among the data may be the COPY's too: its batch may be
-         * open still, the server skipping after the CopyFail's error up
-         * to the client's next Sync (below).  (A CopyDone's batch goes on
-         * at its CommandComplete: nothing is skipped.) */
-        bool reopen = back > 0 || t->sync_fail_back > 0;
+         * open still -- after a CopyDone's CommandComplete, which takes
+         * them back (the replies of that batch, the COPY's ParseComplete
+         * and BindComplete, count in ext_done: a mixed Query sent next
+         * must count them among its batch's, or an error skipping it
+         * passes for its own, and the numbers drift to a release one
+         * ReadyForQuery early), or after the CopyFail's error, the server
+         * skipping up to the client's next Sync (below). */
+        bool reopen = back > 0 || t->sync_copy_back > 0 || t->sync_fail_back > 0;
         t->sync_copy = 0;
         /* The Syncs the COPY read were none: its batch goes on, and the
          * Executes after it count on from the COPY's (exec_done counts

@@ -381,6 +381,68 @@ class TestLeavingAfterAFailedCopyWithASyncInItsData(RelayCase):
         self.run_case(M(b"f", b"stop\x00"), False)
 
 
+class TestAMixedQueryAfterACopyWithASyncInItsData(RelayCase):
+    """A COPY FROM STDIN by Execute and Flush whose data held a Sync (read
+    and ignored: its batch goes on), ended with CopyDone and a Flush, then
+    at once Parse/Bind/Execute of a statement that fails once it runs, no
+    Sync; on the COPY's CommandComplete a Query and a Sync.  The tracker
+    took the Sync back at that CommandComplete but not the COPY's batch:
+    its replies (ParseComplete, BindComplete, the CommandComplete) passed
+    for the new Parse/Bind/Execute's, and the Execute's error for the
+    Query's own -- the Query the server skips stayed counted, the numbers
+    of the mixed requests after it drifted, and a later Query's own error
+    passed for the skipping of one: the server went back to the pool one
+    ReadyForQuery early, and the next client read this one's row.  The
+    COPY's batch now goes on in the tracker too (found by a review, with a
+    COPY-weighted model generator)."""
+
+    settings = {"max_prepared_statements": 0}
+
+    def setUp(self):
+        super().setUp()
+        self.pg.psql("drop table if exists relay_copy_mixed; create table relay_copy_mixed (n int)",
+                     user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_mixed",
+                        user=self.pg.user, check=False)
+
+    def test_the_next_client_gets_its_own_answer(self):
+        fails = hz.Gate(self.pg, 7830)
+        self.addCleanup(fails.close)
+        last = hz.Gate(self.pg, 7831)
+        self.addCleanup(last.close)
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_copy_mixed from stdin") + bind_execute() + M(b"H"))
+        self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"2", b"G"])
+        b = self.login()
+        b_port = b.getsockname()[1]
+        b.sendall(hz.query_msg("select 'B own answer'"))
+        pt.wait_until(lambda: [r["state"] for r in self.px.show("CLIENTS", port=b_port)] ==
+                      ["waiting"], 20, what="B waits for the server")
+        # Fails once the gate opens (n - n: not folded when planned).
+        a.sendall(M(b"d", b"1\n") + SYNC + M(b"c") + M(b"H") +
+                  hz.parse_msg("", "select 1 / (n - n) from (select %s, 1 as n offset 0) s"
+                               % fails.sql()) + bind_execute())
+        self.assertEqual(hz.recv_msg(a)[0], b"C")           # the COPY's
+        a.sendall(hz.query_msg("select 'skipped by the server'") + SYNC +
+                  hz.parse_msg("", "select 1") +
+                  hz.query_msg("select 2") +
+                  hz.query_msg("select 1/0") +
+                  SYNC +
+                  hz.query_msg("select 'A last', %s" % last.sql()))
+        self.px.show("CLIENTS")          # pgwharf has read all of it
+        fails.open()
+        got = [hz.read_until_ready(a) for _ in range(4)]
+        self.assertEqual([[t for t, _ in g] for g in got],
+                         [[b"1", b"2", b"E", b"Z"], [b"1", b"T", b"D", b"C", b"Z"],
+                          [b"E", b"Z"], [b"Z"]], got)
+        self.assertEqual(errors(got[0])[0]["C"], "22012")
+        self.px.show("CLIENTS")          # any giving back of the server is done
+        last.open()
+        got = hz.read_until_ready(b)
+        self.assertEqual(rows(got), [[b"B own answer"]], "B got another client's reply")
+        self.assertEqual(rows(hz.read_until_ready(a)), [[b"A last", b""]])
+
+
 class TestRequestThenClose(RelayCase):
     """A client that sends its request (maybe with Terminate) and closes
     its socket, or only its sending side, before a server is free

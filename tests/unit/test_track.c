@@ -957,6 +957,89 @@ static void test_an_error_after_a_sync_among_the_data_makes_the_count_unsure(voi
     }
 }
 
+/* Frontend messages of `types`, one after the other. */
+static void send_types(struct pgw_track *t, const char *types)
+{
+    for (; *types; types++)
+        pgw_track_frontend(t, *types);
+}
+
+/* Backend messages of `types` as relay.c gives them; how many of their
+ * ReadyForQuery would give the server back (nothing outstanding, no batch
+ * open). */
+static int reply_types(struct pgw_track *t, const char *types)
+{
+    int back = 0;
+    for (; *types; types++) {
+        if (*types == 'Z') {
+            if (pgw_track_ready(t, 'I') && t->fe_open == 0)
+                back++;
+            continue;
+        }
+        if (*types == 'E')
+            pgw_track_error(t);
+        pgw_track_backend(t, *types);
+    }
+    return back;
+}
+
+/* P B E H of a COPY FROM STDIN, its data with a Sync among it (read and
+ * ignored: its batch goes on), CopyDone, then P B E of a statement that
+ * fails -- before or after the COPY's CommandComplete comes -- and a
+ * Query: that batch's error makes the server skip it.  The COPY's
+ * replies count among those of the batch the Query closes, or its error
+ * passes for the Query's own, and the numbers of the mixed requests after
+ * it drift: a later Query's own error passed for the skipping of one, and
+ * the server went back one ReadyForQuery early (review). */
+static void test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch(void **state)
+{
+    (void)state;
+    for (int late = 0; late < 2; late++) {
+        struct pgw_track t = { .tx_status = 'I' };
+        send_types(&t, "PBEH");
+        assert_int_equal(reply_types(&t, "12G"), 0);
+        if (late) {
+            send_types(&t, "dScH");
+            assert_int_equal(reply_types(&t, "C"), 0);
+            send_types(&t, "PBE");
+        } else {
+            send_types(&t, "dScHPBE");
+            assert_int_equal(reply_types(&t, "C"), 0);
+        }
+        assert_int_equal(t.sync_out, 0);
+        /* The Query the error skips, a Sync; P, a mixed Query, a Query that
+         * fails, a Sync, a last Query. */
+        send_types(&t, "QSPQQSQ");
+        assert_int_equal(t.sync_out, 6);
+        assert_int_equal(reply_types(&t, "12EZ"), 0);
+        assert_int_equal(t.sync_out, 4);           /* the skipped Query's passed */
+        assert_int_equal(reply_types(&t, "1TDCZ" "EZ" "Z"), 0);
+        assert_int_equal(t.sync_out, 1);
+        assert_false(pgw_track_idle(&t));
+        assert_int_equal(reply_types(&t, "TDCZ"), 1);
+        assert_true(pgw_track_idle(&t));
+    }
+
+    /* The same against the model backend (the conversation it was found
+     * in, as a track_model script). */
+    static const char fe_types[] = "PBDECHSQFdcf";
+    static const struct { char type; uint8_t ch; } conv[] = {
+        { 'P', 1 }, { 'B', 1 }, { 'E', 14 }, { 'H', 0 }, { 0, 2 },
+        { 'd', 1 }, { 'S', 1 }, { 'c', 0 }, { 'H', 0 }, { 'P', 1 }, { 'B', 1 }, { 'E', 0 },
+        { 0, 0 },
+        { 'Q', 1 }, { 'S', 1 }, { 'P', 1 }, { 'Q', 1 }, { 'Q', 0 }, { 'S', 1 }, { 'Q', 1 },
+    };
+    uint8_t script[2 * sizeof(conv) / sizeof(conv[0])];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(conv) / sizeof(conv[0]); i++) {
+        /* op 0 delivers ch % 4 + 1 replies; 3k + 1 sends fe_types[k] */
+        script[n++] = conv[i].type ?
+            (uint8_t)(3 * (strchr(fe_types, conv[i].type) - fe_types) + 1) : 0;
+        script[n++] = conv[i].ch;
+    }
+    assert_int_equal(track_model_run(script, n), TRACK_MODEL_OK);
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -1013,6 +1096,7 @@ int main(void)
         cmocka_unit_test(test_a_query_after_the_copyfail_taken_back_with_its_error),
         cmocka_unit_test(test_syncs_stay_after_another_error),
         cmocka_unit_test(test_an_error_after_a_sync_among_the_data_makes_the_count_unsure),
+        cmocka_unit_test(test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
