@@ -69,6 +69,23 @@ def errors(msgs):
     return [hz.parse_fields(b) for t, b in msgs if t == b"E"]
 
 
+def copy_tables(test, func, statement):
+    """Tables relay_copy_fail and relay_copy_trig, whose BEFORE STATEMENT
+    trigger `func` waits 0.3 s (the client's messages come first), then
+    runs `statement` (one that fails)."""
+    test.pg.psql("drop table if exists relay_copy_fail, relay_copy_trig cascade; "
+                 "create table relay_copy_fail (n int); "
+                 "create table relay_copy_trig (n int); "
+                 "create or replace function %s() returns trigger "
+                 "language plpgsql as $$ begin perform pg_sleep(0.3); %s; end $$; "
+                 "create trigger %s before insert on relay_copy_trig "
+                 "for each statement execute function %s()" % (func, statement, func, func),
+                 user=test.pg.user)
+    test.addCleanup(test.pg.psql, "drop table if exists relay_copy_fail, relay_copy_trig "
+                    "cascade; drop function if exists %s()" % func,
+                    user=test.pg.user, check=False)
+
+
 class RelayCase(pt.PgwharfTestCase):
     settings = {}
 
@@ -734,18 +751,7 @@ class TestAnExtendedCopyThatFailed(RelayCase):
 
     def setUp(self):
         super().setUp()
-        self.pg.psql("drop table if exists relay_copy_fail, relay_copy_trig cascade; "
-                     "create table relay_copy_fail (n int); "
-                     "create table relay_copy_trig (n int); "
-                     "create or replace function relay_copy_no() returns trigger "
-                     "language plpgsql as $$ begin perform pg_sleep(0.3); "
-                     "raise exception 'relay_copy_no'; end $$; "
-                     "create trigger relay_copy_no before insert on relay_copy_trig "
-                     "for each statement execute function relay_copy_no()",
-                     user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail, relay_copy_trig "
-                        "cascade; drop function if exists relay_copy_no()",
-                        user=self.pg.user, check=False)
+        copy_tables(self, "relay_copy_no", "raise exception 'relay_copy_no'")
 
     def failed_copy(self, a):
         a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
@@ -882,19 +888,8 @@ class TestAServerBackAfterACopyFail(RelayCase):
 
     def setUp(self):
         super().setUp()
-        self.pg.psql("drop table if exists relay_copy_fail, relay_copy_trig cascade; "
-                     "create table relay_copy_fail (n int); "
-                     "create table relay_copy_trig (n int); "
-                     "create or replace function relay_copy_fake() returns trigger "
-                     "language plpgsql as $$ begin perform pg_sleep(0.3); "
-                     "raise exception 'COPY from stdin failed: app gave up' "
-                     "using errcode = '57014'; end $$; "
-                     "create trigger relay_copy_fake before insert on relay_copy_trig "
-                     "for each statement execute function relay_copy_fake()",
-                     user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail, relay_copy_trig "
-                        "cascade; drop function if exists relay_copy_fake()",
-                        user=self.pg.user, check=False)
+        copy_tables(self, "relay_copy_fake", "raise exception 'COPY from stdin failed: "
+                    "app gave up' using errcode = '57014'")
 
     def copy_started(self, a, table="relay_copy_fail"):
         a.sendall(hz.parse_msg("", "copy %s from stdin" % table) + bind_execute() + SYNC)
