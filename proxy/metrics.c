@@ -7,9 +7,8 @@
  * connections (at the cap the oldest one still waiting for its request
  * makes room), METRICS_TIMEOUT seconds per connection, one response per
  * connection (then a lingering close that reads a bounded amount per
- * callback).  The body is built at once from live data (it is small) and
- * written as the socket takes it, so a slow scraper holds only its own
- * connection.
+ * callback).  The body is built from live data (it is small) and written
+ * as the socket takes it, so a slow scraper holds only its own connection.
  *
  * Also here: the two histograms (acquire wait, transaction duration) and the
  * hooks the relay calls to feed them.  The pool gauges come from
@@ -40,12 +39,15 @@
 #define METRICS_ACCEPTS_PER_CB 16
 #define METRICS_DRAIN_PER_CB (64 * 1024)      /* lingering: bytes read per callback */
 #define METRICS_DRAIN_MAX (1024 * 1024)       /* ... and in all, then close */
-/* A scrape within this many times the last render's cost of its end gets
- * that render again: rendering (a millisecond with hundreds of pools, tens
- * with thousands) takes at most about a fifth of the loop however fast
- * peers ask.  (A cheap render, a few microseconds, is stale for as long:
- * all but always made afresh.  Cheap ones were always made afresh: a 1 ms
- * render asked for in a loop took most of the loop.) */
+/* A scrape within this many times the last render's cost of its end waits
+ * for the next render, made when that time is up, with every other scrape
+ * that came meanwhile: rendering (a millisecond with hundreds of pools,
+ * tens with thousands) takes at most about a fifth of the loop however fast
+ * peers ask, and no scrape is answered with numbers older than its request
+ * (a cheap render, a few microseconds, holds one for as long).  Renders
+ * made for every request let a 1 ms render asked for in a loop take most of
+ * the loop; serving the last render again answered a scrape made right
+ * after a change with the numbers from before it. */
 #define METRICS_RENDER_SPACING 4.0
 
 /* ---- histograms ---- */
@@ -81,7 +83,8 @@ static void hist_observe(struct hist *h, double v)
 
 /* ---- the server ---- */
 
-enum conn_phase { CONN_READ, CONN_WRITE, CONN_LINGER };
+/* CONN_HELD: its request read, it waits for the next render. */
+enum conn_phase { CONN_READ, CONN_HELD, CONN_WRITE, CONN_LINGER };
 
 struct mconn {
     struct pgw_metrics *m;
@@ -92,6 +95,7 @@ struct mconn {
     ev_timer timer;
     size_t rlen, sent;
     size_t drained;          /* bytes read and dropped while lingering */
+    bool head;               /* the request is a HEAD */
     struct pgw_wbuf out;
     char req[METRICS_REQ_MAX];
 };
@@ -109,6 +113,8 @@ struct pgw_metrics {
     struct pgw_wbuf body;    /* the last render */
     ev_tstamp body_at;       /* when it ended (monotonic) */
     double body_cost;        /* the CPU time it took */
+    ev_timer render;         /* the next render, for the CONN_HELD scrapes */
+    int held;                /* how many there are */
     struct hist wait, xact;
     uint64_t wait_buckets[NWAIT + 1], xact_buckets[NXACT + 1];
 };
@@ -121,6 +127,8 @@ static void conn_close(struct mconn *c)
     struct ev_loop *loop = c->m->px->loop;
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->timer);
+    if (c->phase == CONN_HELD && --c->m->held == 0)
+        ev_timer_stop(loop, &c->m->render);
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -239,6 +247,34 @@ static double thread_cpu(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void render(struct pgw_metrics *m)
+{
+    double cpu = thread_cpu();
+    pgw_wbuf_reset(&m->body);
+    pgw_metrics_render(m->px, &m->body);
+    m->body_at = pgw_clock_read();
+    m->body_cost = thread_cpu() - cpu;
+}
+
+/* The render just made to c (it asked before the render began). */
+static void answer(struct mconn *c)
+{
+    struct pgw_metrics *m = c->m;
+    if (m->body.failed)
+        respond_text(c, 500, "Internal Server Error", "out of memory\n", c->head);
+    else
+        respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &m->body, c->head);
+}
+
+/* After the answers: a render that ran out of memory is let go. */
+static void render_done(struct pgw_metrics *m)
+{
+    if (m->body.failed) {
+        pgw_wbuf_deinit(&m->body);
+        pgw_wbuf_init(&m->body);
+    }
+}
+
 /* A whole request head is in c->req: answer it. */
 static void handle_request(struct mconn *c)
 {
@@ -274,23 +310,42 @@ static void handle_request(struct mconn *c)
         return;
     }
     struct pgw_metrics *m = c->m;
-    ev_tstamp now = pgw_clock_read();
-    if (m->body.len == 0 || now - m->body_at >= METRICS_RENDER_SPACING * m->body_cost) {
-        /* the cost in CPU time: a render the scheduler held up is no
-         * reason to serve stale numbers */
-        double cpu = thread_cpu();
-        pgw_wbuf_reset(&m->body);
-        pgw_metrics_render(m->px, &m->body);
-        m->body_at = pgw_clock_read();
-        m->body_cost = thread_cpu() - cpu;
+    c->head = head;
+    /* the cost in CPU time: a render the scheduler held up is no reason
+     * to hold scrapes longer */
+    ev_tstamp wait = m->body_at + METRICS_RENDER_SPACING * m->body_cost - pgw_clock_read();
+    if (m->held == 0 && wait <= 0) {
+        render(m);
+        answer(c);
+        render_done(m);
+        return;
     }
-    if (m->body.failed) {
-        pgw_wbuf_deinit(&m->body);
-        pgw_wbuf_init(&m->body);
-        respond_text(c, 500, "Internal Server Error", "out of memory\n", head);
-    } else {
-        respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &m->body, head);
+    struct ev_loop *loop = m->px->loop;
+    c->phase = CONN_HELD;
+    ev_io_stop(loop, &c->io);
+    if (m->held++ == 0) {
+        ev_timer_set(&m->render, wait > 0 ? wait : 0, 0);
+        ev_timer_start(loop, &m->render);
     }
+}
+
+/* Time for the next render: every held scrape gets it. */
+static void render_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct pgw_metrics *m = pgw_container_of(w, struct pgw_metrics, render);
+    render(m);
+    struct pgw_list *pos, *tmp;
+    pgw_list_foreach_safe(pos, tmp, &m->conns) {
+        struct mconn *c = pgw_container_of(pos, struct mconn, node);
+        if (c->phase == CONN_HELD) {
+            c->phase = CONN_WRITE;
+            m->held--;
+            answer(c);
+        }
+    }
+    render_done(m);
 }
 
 /* Lingering: read and drop what the client still sends until it closes.  A
@@ -395,8 +450,9 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* At the cap: close the oldest connection still waiting for its request
  * (m->conns is in accept order), so peers that connect and send nothing
  * cannot keep scrapes out; else the oldest whose reply is all sent
- * (lingering); else the oldest reply under way: peers that ask and never
- * read (10 s each) cannot either, and a new scrape always gets in.  false
+ * (lingering); else the oldest reply under way (being written, else waiting
+ * for its render): peers that ask and never read (10 s each) cannot
+ * either, and a new scrape always gets in.  false
  * with no connection at all. */
 static bool make_room(struct pgw_metrics *m)
 {
@@ -409,7 +465,8 @@ static bool make_room(struct pgw_metrics *m)
     }
     struct mconn *c = pick[CONN_READ]     ? pick[CONN_READ]
                       : pick[CONN_LINGER] ? pick[CONN_LINGER]
-                                          : pick[CONN_WRITE];
+                      : pick[CONN_WRITE]  ? pick[CONN_WRITE]
+                                          : pick[CONN_HELD];
     if (!c)
         return false;
     conn_close(c);
@@ -540,6 +597,7 @@ int pgw_metrics_create(struct pgw_proxy *px, struct pgw_metrics **out, char *err
     ev_init(&m->lio, accept_cb);
     ev_init(&m->retry, retry_cb);
     ev_check_init(&m->reaper, reaper_cb);
+    ev_init(&m->render, render_cb);
     m->wait = (struct hist){ wait_bounds, NWAIT, m->wait_buckets, 0, 0 };
     m->xact = (struct hist){ xact_bounds, NXACT, m->xact_buckets, 0, 0 };
     const struct pgw_config *cfg = px->cfg;
@@ -629,6 +687,7 @@ void pgw_metrics_destroy(struct pgw_metrics *m)
     pgw_list_foreach_safe(pos, tmp, &m->conns)
         conn_close(pgw_container_of(pos, struct mconn, node));
     ev_check_stop(m->px->loop, &m->reaper);
+    ev_timer_stop(m->px->loop, &m->render);
     pgw_list_foreach_safe(pos, tmp, &m->dead) {
         pgw_list_del(pos);
         conn_free(pgw_container_of(pos, struct mconn, node));
