@@ -1291,6 +1291,21 @@ static enum pgw_ps_action dup_error_own(struct pgw_session *s, struct pgw_iobuf 
     return a;
 }
 
+/* Could a message sent now not be answered on its own before a COPY
+ * under way ends?  So while the COPY FROM STDIN has not seen its CopyDone
+ * or CopyFail (the message is its own, read and refused: copy_refused),
+ * or after one that failed with Syncs among its data only a probe tells
+ * which were answered (maybe_resolve).  Past a COPY the client ended,
+ * what it sent after it runs as any batch does: a name its Parse or
+ * Close decides waits (name_unsettled) -- decided at once, a failed Parse
+ * of the name (its error still to come) left it taken and the next Parse
+ * of it got 42P05, or the name gone where PostgreSQL has it. */
+static bool copy_reads_on(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    return s->track.copy && ((q->copy_run && q->copy_ends == q->win_ends) || q->maybe > 0);
+}
+
 /* Is what the client's `name` (statement st, if it has one) means on
  * the server still to be decided by a batch sent ahead, before a Sync
  * whose ReadyForQuery has not come?  There a Parse or Close of that name
@@ -1313,7 +1328,7 @@ static bool name_unsettled(const struct pgw_session *s, const char *key,
         if (x->dealloc_cc && x->cname && strcmp(x->cname, key) == 0)
             return true;
     }
-    if (!q || q->syncs == 0 || s->track.copy)
+    if (!q || q->syncs == 0 || copy_reads_on(s))
         return false;
     bool pending = false;
     for (uint32_t i = 0, left = q->syncs; i < q->len && left > 0; i++) {
