@@ -49,6 +49,9 @@
  * the loop; serving the last render again answered a scrape made right
  * after a change with the numbers from before it. */
 #define METRICS_RENDER_SPACING 4.0
+/* ... but never for longer than this (a render of seconds, or a clock
+ * read that failed, must not outlast the connection's METRICS_TIMEOUT). */
+#define METRICS_HOLD_MAX 1.0
 
 /* ---- histograms ---- */
 
@@ -96,6 +99,7 @@ struct mconn {
     size_t rlen, sent;
     size_t drained;          /* bytes read and dropped while lingering */
     bool head;               /* the request is a HEAD */
+    bool peer_done;          /* held, and the peer ended its stream */
     struct pgw_wbuf out;
     char req[METRICS_REQ_MAX];
 };
@@ -320,11 +324,12 @@ static void handle_request(struct mconn *c)
         render_done(m);
         return;
     }
+    /* Still read while held (held_read): a peer that leaves is the first
+     * to give its place up. */
     struct ev_loop *loop = m->px->loop;
     c->phase = CONN_HELD;
-    ev_io_stop(loop, &c->io);
     if (m->held++ == 0) {
-        ev_timer_set(&m->render, wait > 0 ? wait : 0, 0);
+        ev_timer_set(&m->render, wait < METRICS_HOLD_MAX ? wait : METRICS_HOLD_MAX, 0);
         ev_timer_start(loop, &m->render);
     }
 }
@@ -370,10 +375,35 @@ static void conn_drain(struct mconn *c)
     }
 }
 
+/* Held: bytes after the request are dropped (as while lingering); at the
+ * peer's end of stream it stops being read and is marked, the first a full
+ * endpoint closes (it may only have shut its side: its reply still goes). */
+static void held_read(struct mconn *c)
+{
+    char sink[4096];
+    ssize_t n;
+    while ((n = read(c->fd, sink, sizeof(sink))) < 0 && errno == EINTR)
+        ;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (n < 0 || (c->drained += (size_t)n) > METRICS_DRAIN_MAX) {
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        c->peer_done = true;
+        ev_io_stop(c->m->px->loop, &c->io);
+    }
+}
+
 static void conn_read(struct mconn *c)
 {
     if (c->phase == CONN_LINGER) {
         conn_drain(c);
+        return;
+    }
+    if (c->phase == CONN_HELD) {
+        held_read(c);
         return;
     }
     for (;;) {
@@ -450,21 +480,25 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* At the cap: close the oldest connection still waiting for its request
  * (m->conns is in accept order), so peers that connect and send nothing
  * cannot keep scrapes out; else the oldest whose reply is all sent
- * (lingering); else the oldest reply under way (being written, else waiting
- * for its render): peers that ask and never read (10 s each) cannot
+ * (lingering); else the oldest held one whose peer ended its stream; else
+ * the oldest reply under way (being written, else waiting for its
+ * render): peers that ask and never read (10 s each) cannot
  * either, and a new scrape always gets in.  false
  * with no connection at all. */
 static bool make_room(struct pgw_metrics *m)
 {
-    struct mconn *pick[CONN_LINGER + 1] = { NULL };
+    struct mconn *pick[CONN_LINGER + 1] = { NULL }, *gone = NULL;
     struct pgw_list *pos;
     for (pos = m->conns.next; pos != &m->conns; pos = pos->next) {
         struct mconn *c = pgw_container_of(pos, struct mconn, node);
         if (!pick[c->phase])
             pick[c->phase] = c;
+        if (c->peer_done && !gone)
+            gone = c;
     }
     struct mconn *c = pick[CONN_READ]     ? pick[CONN_READ]
                       : pick[CONN_LINGER] ? pick[CONN_LINGER]
+                      : gone              ? gone
                       : pick[CONN_WRITE]  ? pick[CONN_WRITE]
                                           : pick[CONN_HELD];
     if (!c)

@@ -96,14 +96,29 @@ def raw_request(port, data, rcvbuf=None, timeout=10):
     s.settimeout(timeout)
     s.connect(("127.0.0.1", port))
     s.sendall(data)
+    reply = read_to_end(s)
+    s.close()
+    return reply
+
+
+def read_to_end(s, timeout=10):
+    """What s receives until the peer closes."""
+    s.settimeout(timeout)
     chunks = []
     while True:
         c = s.recv(65536)
         if not c:
             break
         chunks.append(c)
-    s.close()
     return b"".join(chunks)
+
+
+def reply_parts(data):
+    """An HTTP reply's (head, body, Content-Length)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+              if l.lower().startswith(b"content-length")][0]
+    return head, body, length
 
 
 @unittest.skipIf(psycopg2 is None, "psycopg2 is not installed")
@@ -236,7 +251,8 @@ class TestMetrics(pt.PgwharfTestCase):
 
     def test_scrapes_at_once_share_a_fresh_render(self):
         # Scrapes that come while the last render is too recent wait for the
-        # next one together: each gets a whole reply made after it asked.
+        # next one together: each gets a whole reply made after it asked,
+        # also one whose peer shut its side of the connection meanwhile.
         px = self.start()
         port = int(px.settings["metrics_port"])
         self.scrape(px)
@@ -245,18 +261,11 @@ class TestMetrics(pt.PgwharfTestCase):
         try:
             for i, s in enumerate(socks):
                 s.sendall(b"%s /metrics HTTP/1.0\r\n\r\n" % (b"HEAD" if i == 5 else b"GET"))
+                if i % 3 == 2:
+                    s.shutdown(socket.SHUT_WR)   # its side only: the reply still comes
             for i, s in enumerate(socks):
-                s.settimeout(10)
-                data = b""
-                while True:
-                    c = s.recv(65536)
-                    if not c:
-                        break
-                    data += c
-                head, _, body = data.partition(b"\r\n\r\n")
+                head, body, length = reply_parts(read_to_end(s))
                 self.assertTrue(head.startswith(b"HTTP/1.0 200"), head)
-                length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
-                          if l.lower().startswith(b"content-length")][0]
                 self.assertGreater(length, 0)
                 if i == 5:
                     self.assertEqual(body, b"")
@@ -355,17 +364,8 @@ class TestMetrics(pt.PgwharfTestCase):
                        what="the half request read, the lazy one's reply begun")
             self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
             self.assertEqual(px.psql("select 7"), "7")
-            lazy.settimeout(10)
-            data = b""
-            while True:
-                c = lazy.recv(4096)
-                if not c:
-                    break
-                data += c
-            head, _, body = data.partition(b"\r\n\r\n")
+            head, body, length = reply_parts(read_to_end(lazy))
             self.assertTrue(head.startswith(b"HTTP/1.0 200"))
-            length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
-                      if l.lower().startswith(b"content-length")][0]
             self.assertEqual(len(body), length)
             self.assertEqual(sample(parse(body.decode()), "pgwharf_up"), 1)
         finally:
