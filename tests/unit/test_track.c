@@ -110,6 +110,32 @@ static struct pgw_track run(const struct conv *c, size_t step)
     return t;
 }
 
+/* Frontend messages of `types`, one after the other. */
+static void send_types(struct pgw_track *t, const char *types)
+{
+    for (; *types; types++)
+        pgw_track_frontend(t, *types);
+}
+
+/* Backend messages of `types` as relay.c gives them; how many of their
+ * ReadyForQuery would give the server back (nothing outstanding, no batch
+ * open). */
+static int reply_types(struct pgw_track *t, const char *types)
+{
+    int back = 0;
+    for (; *types; types++) {
+        if (*types == 'Z') {
+            if (pgw_track_ready(t, 'I') && t->fe_open == 0)
+                back++;
+            continue;
+        }
+        if (*types == 'E')
+            pgw_track_error(t);
+        pgw_track_backend(t, *types);
+    }
+    return back;
+}
+
 /* ---- the tests ---- */
 
 static void test_simple_query_then_idle(void **state)
@@ -579,9 +605,7 @@ static void test_no_mixed_query_kept_after_one_was_not(void **state)
     pgw_track_backend(&t, 'E');
     assert_false(pgw_track_ready(&t, 'I'));      /* the Sync's; the Query's stays */
     /* P Q Q(fails) S Q: all answered, the last Query's reply to come. */
-    const char sent[] = { 'P', 'Q', 'Q', 'S', 'Q' };
-    for (size_t i = 0; i < sizeof(sent); i++)
-        pgw_track_frontend(&t, sent[i]);
+    send_types(&t, "PQQSQ");
     pgw_track_backend(&t, '1');
     pgw_track_backend(&t, 'C');
     assert_false(pgw_track_ready(&t, 'I'));
@@ -796,19 +820,9 @@ static void test_the_copyfails_own_error_is_told_apart(void **state)
 static void copyfail_conversation(struct pgw_track *u, bool sync_after)
 {
     *u = (struct pgw_track) { .tx_status = 'I' };
-    pgw_track_frontend(u, 'P');
-    pgw_track_frontend(u, 'B');
-    pgw_track_frontend(u, 'E');                 /* COPY FROM STDIN */
-    pgw_track_frontend(u, 'S');
-    pgw_track_backend(u, '1');
-    pgw_track_backend(u, '2');
-    pgw_track_backend(u, 'G');
-    pgw_track_frontend(u, 'd');
-    pgw_track_frontend(u, 'S');
-    pgw_track_frontend(u, 'd');
-    pgw_track_frontend(u, 'f');
-    if (sync_after)
-        pgw_track_frontend(u, 'S');
+    send_types(u, "PBES");                      /* COPY FROM STDIN */
+    reply_types(u, "12G");
+    send_types(u, sync_after ? "dSdfS" : "dSdf");
 }
 
 static void copy_error(struct pgw_track *u, bool own)
@@ -855,19 +869,9 @@ static void test_a_query_after_the_copyfail_taken_back_with_its_error(void **sta
     for (int sync_after = 0; sync_after < 2; sync_after++) {
         for (int flush_only = 0; flush_only < 2; flush_only++) {
             struct pgw_track u = { .tx_status = 'I' };
-            pgw_track_frontend(&u, 'P');
-            pgw_track_frontend(&u, 'B');
-            pgw_track_frontend(&u, 'E');        /* COPY FROM STDIN */
-            pgw_track_frontend(&u, flush_only ? 'H' : 'S');
-            pgw_track_backend(&u, '1');
-            pgw_track_backend(&u, '2');
-            pgw_track_backend(&u, 'G');
-            pgw_track_frontend(&u, 'd');
-            pgw_track_frontend(&u, 'f');
-            pgw_track_frontend(&u, 'Q');
-            pgw_track_frontend(&u, 'F');
-            if (sync_after)
-                pgw_track_frontend(&u, 'S');
+            send_types(&u, flush_only ? "PBEH" : "PBES");   /* COPY FROM STDIN */
+            reply_types(&u, "12G");
+            send_types(&u, sync_after ? "dfQFS" : "dfQF");
             assert_true(u.count_high);
             copy_error(&u, true);
             assert_int_equal(u.sync_out, sync_after);
@@ -934,53 +938,17 @@ static void test_syncs_stay_after_another_error(void **state)
 static void test_an_error_after_a_sync_among_the_data_makes_the_count_unsure(void **state)
 {
     (void)state;
-    for (int ender = 0; ender < 3; ender++) {
+    static const char *const data[] = { "dSd", "dSdc", "dSdf" };   /* nothing, CopyDone, CopyFail */
+    for (size_t i = 0; i < sizeof(data) / sizeof(data[0]); i++) {
         struct pgw_track u = { .tx_status = 'I' };
-        pgw_track_frontend(&u, 'P');
-        pgw_track_frontend(&u, 'B');
-        pgw_track_frontend(&u, 'E');
-        pgw_track_frontend(&u, 'H');
-        pgw_track_backend(&u, '1');
-        pgw_track_backend(&u, '2');
-        pgw_track_backend(&u, 'G');
-        pgw_track_frontend(&u, 'd');
-        pgw_track_frontend(&u, 'S');
-        pgw_track_frontend(&u, 'd');
-        if (ender == 1)
-            pgw_track_frontend(&u, 'c');
-        else if (ender == 2)
-            pgw_track_frontend(&u, 'f');
+        send_types(&u, "PBEH");
+        reply_types(&u, "12G");
+        send_types(&u, data[i]);
         copy_error(&u, false);
         assert_int_equal(u.sync_out, 1);
         assert_true(u.count_high);
         assert_false(pgw_track_idle(&u));
     }
-}
-
-/* Frontend messages of `types`, one after the other. */
-static void send_types(struct pgw_track *t, const char *types)
-{
-    for (; *types; types++)
-        pgw_track_frontend(t, *types);
-}
-
-/* Backend messages of `types` as relay.c gives them; how many of their
- * ReadyForQuery would give the server back (nothing outstanding, no batch
- * open). */
-static int reply_types(struct pgw_track *t, const char *types)
-{
-    int back = 0;
-    for (; *types; types++) {
-        if (*types == 'Z') {
-            if (pgw_track_ready(t, 'I') && t->fe_open == 0)
-                back++;
-            continue;
-        }
-        if (*types == 'E')
-            pgw_track_error(t);
-        pgw_track_backend(t, *types);
-    }
-    return back;
 }
 
 /* P B E H of a COPY FROM STDIN, its data with a Sync among it (read and
