@@ -86,6 +86,15 @@ def copy_tables(test, func, statement):
                     user=test.pg.user, check=False)
 
 
+def scratch_table(test, name, *columns):
+    """Table `name` with `columns` ("n int"), made afresh and dropped when
+    the test ends."""
+    test.pg.psql("drop table if exists %s; create table %s (%s)"
+                 % (name, name, ", ".join(columns)), user=test.pg.user)
+    test.addCleanup(test.pg.psql, "drop table if exists %s" % name,
+                    user=test.pg.user, check=False)
+
+
 class RelayCase(pt.PgwharfTestCase):
     settings = {}
 
@@ -282,10 +291,7 @@ class TestRequestThenTerminate(RelayCase):
 
     def setUp(self):
         super().setUp()
-        self.pg.psql("drop table if exists relay_terminate; "
-                     "create table relay_terminate (n int)", user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_terminate",
-                        user=self.pg.user, check=False)
+        scratch_table(self, "relay_terminate", "n int")
 
     def rows_in_table(self):
         return self.pg.psql("select count(*) from relay_terminate", user=self.pg.user)
@@ -371,8 +377,7 @@ class TestLeavingAfterAFailedCopyWithASyncInItsData(RelayCase):
     settings = {"max_prepared_statements": 0, "query_wait_timeout": "5s"}
 
     def run_case(self, ender, terminate):
-        self.pg.psql("drop table if exists relay_copy_sync; create table relay_copy_sync (n int)",
-                     user=self.pg.user)
+        scratch_table(self, "relay_copy_sync", "n int")
         a = self.login()
         port = a.getsockname()[1]
         a.sendall(hz.parse_msg("", "copy relay_copy_sync from stdin") + bind_execute() + M(b"H"))
@@ -417,10 +422,7 @@ class TestAMixedQueryAfterACopyWithASyncInItsData(RelayCase):
 
     def setUp(self):
         super().setUp()
-        self.pg.psql("drop table if exists relay_copy_mixed; create table relay_copy_mixed (n int)",
-                     user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_mixed",
-                        user=self.pg.user, check=False)
+        scratch_table(self, "relay_copy_mixed", "n int")
 
     def test_the_next_client_gets_its_own_answer(self):
         fails = hz.Gate(self.pg, 7830)
@@ -474,10 +476,7 @@ class TestRequestThenClose(RelayCase):
     def setUp(self):
         self.settings = dict(self.settings, pool_mode=self.mode)
         super().setUp()
-        self.pg.psql("drop table if exists relay_close; create table relay_close (n int)",
-                     user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_close",
-                        user=self.pg.user, check=False)
+        scratch_table(self, "relay_close", "n int")
 
     def rows_in_table(self):
         return self.pg.psql("select count(*) from relay_close", user=self.pg.user)
@@ -854,10 +853,7 @@ class TestAClientKeptAfterACopyFailIsNotTimedOut(RelayCase):
     settings = {"max_prepared_statements": 0, "query_timeout": "0.5s"}
 
     def test_the_idle_client_stays(self):
-        self.pg.psql("drop table if exists relay_copy_fail; create table relay_copy_fail (n int)",
-                     user=self.pg.user)
-        self.addCleanup(self.pg.psql, "drop table if exists relay_copy_fail",
-                        user=self.pg.user, check=False)
+        scratch_table(self, "relay_copy_fail", "n int")
         a = self.login()
         a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
         while hz.recv_msg(a)[0] != b"G":
