@@ -160,6 +160,20 @@ def raw_on_one_server(case, mode, **settings):
     return px, Raw(px.host, px.port, case.pg.user, case.pg.database)
 
 
+def exchange_on_one_server(case, mode, talk, **settings):
+    """talk(r, out) run by a Raw client of raw_on_one_server(case, mode,
+    settings), which is stopped after: the lists of replies talk put in
+    out, each error as its SQLSTATE."""
+    px, r = raw_on_one_server(case, mode, **settings)
+    out = []
+    try:
+        talk(r, out)
+    finally:
+        r.close()
+    px.stop()
+    return [[(t, sqlstate(b) if t == b"E" else b) for t, b in m] for m in out]
+
+
 class TestPgbenchPrepared(pt.PgbenchTestCase):
     def test_select_only_100_clients_pool_5(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
@@ -2564,16 +2578,14 @@ class TestSyncsEveryCopyOfAQueryIgnores(pt.PgwharfTestCase):
 
     def exchange(self, mode):
         self.pg.psql("create table if not exists copy_syncs (a int)")
-        px, r = raw_on_one_server(self, mode, max_prepared_statements=2)
-        out = []
-
-        def q(sql):
-            return r.msg(b"Q", sql.encode() + b"\x00")
-
-        def d(row):
-            return r.msg(b"d", row)
         two = "copy copy_syncs from stdin; copy copy_syncs from stdin"
-        try:
+
+        def talk(r, out):
+            def q(sql):
+                return r.msg(b"Q", sql.encode() + b"\x00")
+
+            def d(row):
+                return r.msg(b"d", row)
             r.send(r.parse("s1", "select 1"), r.sync())
             out.append(r.until_ready())
             steps = [
@@ -2598,10 +2610,7 @@ class TestSyncsEveryCopyOfAQueryIgnores(pt.PgwharfTestCase):
                 out.append(got)
                 r.send(q("select 5"))
                 out.append(r.until_ready())
-        finally:
-            r.close()
-        px.stop()
-        return [[(t, sqlstate(b) if t == b"E" else b) for t, b in m] for m in out]
+        return exchange_on_one_server(self, mode, talk, max_prepared_statements=2)
 
     def test_replies_in_postgres_order(self):
         got = self.exchange("transaction")
@@ -2630,9 +2639,8 @@ class TestOwnReplyAfterAFailedExtendedCopy(pt.PgwharfTestCase):
 
     def exchange(self, mode):
         self.pg.psql("create table if not exists copy_own_reply (a int)")
-        px, r = raw_on_one_server(self, mode, max_prepared_statements=2)
-        out = []
-        try:
+
+        def talk(r, out):
             r.send(r.parse("s1", "select 1"), r.sync())
             out.append(r.until_ready())
             r.send(r.parse("", "copy copy_own_reply from stdin"), r.bind(""), r.execute(),
@@ -2644,10 +2652,7 @@ class TestOwnReplyAfterAFailedExtendedCopy(pt.PgwharfTestCase):
             out.append(r.until_ready())
             r.send(r.query("select 5"))
             out.append(r.until_ready())
-        finally:
-            r.close()
-        px.stop()
-        return [[(t, sqlstate(b) if t == b"E" else b) for t, b in m] for m in out]
+        return exchange_on_one_server(self, mode, talk, max_prepared_statements=2)
 
     def test_replies_in_postgres_order(self):
         got = self.exchange("transaction")
