@@ -205,6 +205,8 @@ struct pgw_session {
                                         (relay.c: note_setting_words) */
     bool srv_copy_in;                /* the server is in COPY FROM STDIN: its
                                         CopyInResponse came, its end did not */
+    uint8_t trk_probe;               /* pgwharf's probe after a failed COPY is out
+                                        (relay.c track_probe_send; TRK_PROBE_*) */
     bool eof_copy_fail;              /* after client_eof, pgwharf ended that COPY
                                         with a CopyFail of its own (relay.c) */
     uint32_t copy_ins, copy_ends;    /* CopyIn/CopyBothResponses relayed, and the

@@ -752,6 +752,12 @@ static void note_param(struct pgw_session *s, const uint8_t *body, size_t len)
     }
 }
 
+/* pgwharf's probe after a failed COPY FROM STDIN (track.h, copy_doubt):
+ * sent (its first ReadyForQuery, any one of those to come, still due),
+ * out (the client's ReadyForQuerys relayed until its CloseComplete), its
+ * last ReadyForQuery due. */
+enum { TRK_PROBE_NONE, TRK_PROBE_FIRST, TRK_PROBE_OUT, TRK_PROBE_LAST };
+
 /* ---- linking ---- */
 
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
@@ -763,6 +769,7 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     srv->link = s;
     s->sskip = 0;
     s->swallow = 0;
+    s->trk_probe = TRK_PROBE_NONE;
     s->track.copy = false;
     s->track.tx_status = 'I';
     s->copy_ins = s->copy_ends = 0;
@@ -792,7 +799,8 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
 {
     if (s->track.sync_out > 0 || s->track.fe_open > 0 || s->swallow > 0 || s->track.copy || s->cskip ||
-        s->sskip || s->cancel_inflight || s->track.tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)))
+        s->sskip || s->cancel_inflight || s->track.tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)) ||
+        s->trk_probe)
         return PGW_RELEASE_CLOSE;
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
         return PGW_RELEASE_CLOSE;
@@ -936,6 +944,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         s->sbuf->len = s->sbuf->parsed;   /* a partial server message is the server's */
     s->sskip = 0;
     pgw_track_reset(&s->track);
+    s->trk_probe = TRK_PROBE_NONE;
     s->swallow = 0;
     s->query_start = 0;
     s->waited_since = 0;
@@ -1299,7 +1308,7 @@ static int pipe_score(struct pgw_server *srv, void *arg)
     if (h->state != PGW_SS_LINKED || h->pipe_stop || h->pipe_skip || h->pipe_drop ||
         h->release_held || h->cancel_inflight || h->pipe_cancel ||
         h->swallow || h->unrep_touched || h->track.sync_out != 1 || h->track.fe_open ||
-        h->track.copy ||
+        h->track.copy || h->trk_probe ||
         (h->cbuf && h->cbuf->parsed != h->cbuf->len))
         return -1;
     if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)
@@ -2369,7 +2378,9 @@ static bool eof_done(const struct pgw_session *s);
  * (fail_request) and what follows it is to be taken next. */
 static bool client_data_step(struct pgw_session *s)
 {
-    if (!s->cbuf)
+    /* (While pgwharf's probe is out, what the client sends waits behind
+     * it: server_data takes it up once the probe's replies are in.) */
+    if (!s->cbuf || s->trk_probe)
         return false;
     if (!scan_client(s))
         return false;
@@ -2833,7 +2844,7 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
     if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
         (s->ps_on && !pgw_ps_idle(s) && !pgw_ps_closes_only(s)))
         return;
-    if (status == 'I')
+    if (status == 'I' && !s->trk_probe)     /* (a probe's last reply releases it) */
         *after = AFTER_RELEASE;
 }
 
@@ -3057,6 +3068,71 @@ static void note_server_error(struct pgw_session *s, const uint8_t *p, uint32_t 
         memcpy(s->server_fatal, code[0] ? code : "08006", 6);
 }
 
+/* A ReadyForQuery or CloseComplete (whole at sbuf's parsed) while the
+ * probe is out (track_probe_send).  Everything that can come before its
+ * replies is ReadyForQuerys 'I' (pgw_track_probe_due): the first to come
+ * is dropped for the probe's first (they are alike), the CloseComplete is
+ * its own, and so is the ReadyForQuery after it: then everything the
+ * client sent before the probe is answered.  Returns true when the
+ * message was the probe's (dropped). */
+static bool track_probe_reply(struct pgw_session *s, char type, uint32_t total,
+                              enum scan_after *after)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    if (type == PGW_BE_READY && s->trk_probe == TRK_PROBE_FIRST) {
+        s->trk_probe = TRK_PROBE_OUT;
+    } else if (type == PGW_BE_CLOSE_COMPLETE && s->trk_probe == TRK_PROBE_OUT) {
+        s->trk_probe = TRK_PROBE_LAST;
+    } else if (type == PGW_BE_READY && s->trk_probe == TRK_PROBE_LAST) {
+        char status = total > PGW_MSG_HDR ? (char)b->data[b->parsed + PGW_MSG_HDR] : 'I';
+        s->trk_probe = TRK_PROBE_NONE;
+        pgw_track_probed(&s->track, status);
+        s->query_start = s->query_floor = 0;
+        if (status == 'I' && s->mode != PGW_POOL_SESSION && s->state == PGW_SS_LINKED)
+            *after = AFTER_RELEASE;
+    } else {
+        return false;
+    }
+    pgw_iobuf_cut(b, b->parsed, total);
+    return true;
+}
+
+/* After a failed COPY FROM STDIN whose count of replies due is unsure
+ * (pgw_track_probe_due): nothing of the client's is unread, unsent or
+ * half-relayed either way, and no other client waits on this server's
+ * replies (server_pipeline_depth). */
+static bool track_probe_quiet(const struct pgw_session *s)
+{
+    return s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
+           !s->trk_probe && s->cskip == 0 && s->sskip == 0 && s->swallow == 0 &&
+           s->pipe_skip == 0 && s->pipe_drop == 0 && !s->pipe_stop && !s->pipe_srv &&
+           !pipe_more(s) && s->cancel_inflight == 0 && !s->client_eof && !s->terminating &&
+           !s->srv_write_blocked && !s->release_held &&
+           (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
+           (!s->sbuf || s->sbuf->parsed == s->sbuf->len);
+}
+
+/* The probe: a Sync (the server skips nothing after it, should it have
+ * been skipping after all), a Close of the unnamed portal (there is none
+ * outside a transaction block after a Sync: its CloseComplete changes
+ * nothing, and nothing the client sent since the COPY gets one), a Sync.
+ * What the client sends meanwhile waits (client_data_step).  Not sent
+ * when out of memory: the server then stays with its client as before. */
+static void track_probe_send(struct pgw_session *s)
+{
+    static const uint8_t m[] = { 'S', 0, 0, 0, 4,
+                                 'C', 0, 0, 0, 6, 'P', 0,
+                                 'S', 0, 0, 0, 4 };
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+        return;
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf, s->cbuf->len - s->cbuf->sent + sizeof(m)) ||
+        !pgw_iobuf_append(s->cbuf, m, sizeof(m)))
+        return;
+    s->cbuf->parsed = s->cbuf->len;
+    s->trk_probe = TRK_PROBE_FIRST;
+    pgw_relay_flush_server(s);
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -3102,6 +3178,15 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         uint32_t total = server_msg_total(s, p);
         if (!total)
             return false;
+        if (s->trk_probe && (type == PGW_BE_READY || type == PGW_BE_CLOSE_COMPLETE)) {
+            if (total > avail)
+                break;                   /* (6 or 5 bytes: the rest comes) */
+            if (track_probe_reply(s, type, total, after)) {
+                if (*after == AFTER_RELEASE)
+                    break;
+                continue;
+            }
+        }
         uint32_t mlen = total - 1;
         bool ps = s->ps_on && s->swallow == 0;
         bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&
@@ -3306,6 +3391,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
 static void server_data(struct pgw_session *s)
 {
     enum scan_after after = AFTER_NONE;
+    bool probing = s->trk_probe;
     if (!scan_server(s, &after))
         return;
     pgw_batch_flush_client(s);
@@ -3329,6 +3415,17 @@ static void server_data(struct pgw_session *s)
         !s->ps_wait && s->track.fe_open == 0 && s->cskip == 0 &&
         (!s->cbuf || s->cbuf->parsed == s->cbuf->len) && pgw_ps_probe_idle(s))
         pgw_relay_flush_server(s);
+    /* Likewise with the tracker alone (max_prepared_statements = 0): the
+     * count of replies due unsure after a failed COPY, the client quiet. */
+    if (!s->ps_on && pgw_track_probe_due(&s->track) && track_probe_quiet(s))
+        track_probe_send(s);
+    /* The probe's replies are in: what the client sent meanwhile goes on
+     * here (given back, the server's release took it up already). */
+    else if (probing && !s->trk_probe && s->state == PGW_SS_LINKED && s->server && s->cbuf &&
+             s->cbuf->parsed < s->cbuf->len)
+        pgw_relay_client_data(s);
+    if (s->state == PGW_SS_CLOSING)
+        return;
     if (s->client_eof)
         pgw_relay_eof_check(s);
 }

@@ -56,6 +56,21 @@
  *              kept until nothing is outstanding (mixed_off): a skipped
  *              request then keeps the server with its client, never hands
  *              it on early.
+ *   copy_doubt  count_high, or a batch open again (fe_open), come of a
+ *              COPY FROM STDIN by Execute that failed with Syncs it may
+ *              have read (above).  The client sent nothing since that
+ *              Execute but Syncs, Flushes and copy messages (copy_plain):
+ *              all that can still come of it is ReadyForQuerys, the same
+ *              'I' each.  Once one came after the error (doubt_z: the
+ *              server then skips nothing, having read a Sync since) and the
+ *              client sends nothing more, relay.c asks the server
+ *              (pgw_track_probe_due): a Sync, a Close of the unnamed portal
+ *              (none is left after a Sync outside a transaction block: a
+ *              no-op, answered by CloseComplete, which nothing the client
+ *              sent can get), a Sync -- the ReadyForQuerys before that
+ *              CloseComplete are the client's but one, the probe's first
+ *              (any one: they are alike); the CloseComplete and the
+ *              ReadyForQuery after it end the doubt (pgw_track_probed).
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
@@ -113,6 +128,12 @@ struct pgw_track {
      * its Sync or Query as its own), or a Query was not kept as mixed
      * (the server may skip it unseen).  Until nothing is outstanding. */
     bool count_high;
+    bool copy_doubt;             /* the count is unsure after a failed COPY (see the top) */
+    bool copy_plain;             /* only Sync, Flush, CopyData/Done/Fail since the
+                                  * Execute of the COPY FROM STDIN under way (copy_in) */
+    bool doubt_z;                /* a ReadyForQuery came since its error */
+    bool doubt_open;             /* fe_open is only its batch opened again by the
+                                  * CopyDone/CopyFail just sent */
     bool ext_unsure;             /* the open batch was sent under mixed_off: some of
                                   * its messages may get no answer */
     int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
@@ -132,6 +153,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
     t->count_high = t->copy_err = t->copy_failing = t->fail_open = false;
+    t->copy_doubt = t->copy_plain = t->doubt_z = t->doubt_open = false;
     t->sync_copy = t->sync_copy_back = t->sync_fail_back = t->fail_skip = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
@@ -156,6 +178,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
 {
     if (t->skip_sync && (type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL))
         type = PGW_FE_PARSE;     /* skipped by the server: one more message of the batch */
+    t->doubt_open = false;
     switch (type) {
     case PGW_FE_QUERY:
     case PGW_FE_FUNCTION_CALL:
@@ -170,6 +193,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
             t->count_high = true;
         if (t->fail_open)
             t->fail_skip++;
+        t->copy_plain = false;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
         if (t->nmixed > 0)
@@ -233,7 +257,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
              * Sync) still to come -- the server stays until the client's
              * next Sync. */
             t->ext_open = (int)t->ext_done + 1;   /* (replies in so far, and its own) */
-            t->fe_open++;
+            t->doubt_open = t->fe_open++ == 0;
         }
         t->sync_exec = 0;
         t->exec_last = t->copy_in = false;
@@ -248,7 +272,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->sync_exec = 0;
         t->exec_batch = ++t->execs;
         t->exec_last = true;
-        t->copy_in = false;
+        t->copy_in = t->copy_plain = false;
         t->fe_open++;
         return false;
     case PGW_FE_FLUSH:
@@ -266,7 +290,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     default:
         /* Any other message would end a COPY FROM STDIN (the server fails
          * it): the Syncs before it are not taken back. */
-        t->exec_last = t->copy_in = false;
+        t->exec_last = t->copy_in = t->copy_plain = false;
         t->fe_open++;
         return false;
     }
@@ -309,8 +333,12 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
          * (A CopyFail's own error took its Syncs back first:
          * pgw_track_copy_failed.) */
         if (t->copy && (t->sync_copy > 0 || t->sync_copy_back > 0 || t->sync_fail_back > 0 ||
-                        (t->copy_in && t->sync_exec > 0)))
+                        (t->copy_in && t->sync_exec > 0))) {
             t->count_high = true;
+            /* A probe may tell, once the server skips nothing for it. */
+            t->copy_doubt = true;
+            t->doubt_z = false;
+        }
         t->copy_err = t->copy;
         t->sync_copy = t->sync_copy_back = t->sync_fail_back = 0;
         t->copy_failing = t->fail_open = false;
@@ -320,6 +348,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH) {
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
+        t->copy_plain = t->copy_in;
         t->copy_err = t->copy_failing = t->fail_open = false;
         t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
@@ -348,6 +377,11 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     t->tx_status = status;
     if (t->sync_out == 0)
         t->count_high = false;
+    if (t->copy_doubt) {
+        t->doubt_z = true;
+        if (t->sync_out == 0 && t->fe_open == 0)
+            t->copy_doubt = false;       /* nothing outstanding: no doubt left */
+    }
     if (t->sync_out == 0 && t->mixed_off) {
         t->mixed_off = false;
         t->ext_unsure = t->ext_open > 0;
@@ -425,6 +459,28 @@ static inline void pgw_track_ext_error(struct pgw_track *t, int skipped, bool op
  * the server now skips a Query/FunctionCall or what the client sends next
  * (pgw_track_ext_error).  Call it before pgw_track_backend. */
 void pgw_track_error(struct pgw_track *t);
+
+/* Should relay.c ask the server (a probe of its own) what a failed COPY
+ * left?  True when the count is unsure for it alone (copy_doubt), only
+ * ReadyForQuerys 'I' can still come, and the server skips nothing: a Sync,
+ * a Close of the unnamed portal and a Sync then sent -- with nothing of
+ * the client's after them until the last of their replies is in -- tell
+ * which ReadyForQuerys are the client's (see the top).  relay.c checks
+ * that the client has nothing more under way on its side. */
+static inline bool pgw_track_probe_due(const struct pgw_track *t)
+{
+    return t->copy_doubt && t->copy_plain && t->doubt_z && !t->copy && !t->skip_sync &&
+           t->tx_status == 'I' && (t->fe_open == 0 || t->doubt_open) &&
+           (t->sync_out > 0 ? t->count_high : t->fe_open > 0);
+}
+
+/* The probe's last ReadyForQuery (with `status`) came: everything the
+ * client sent before it is answered, and the server is at a Sync. */
+static inline void pgw_track_probed(struct pgw_track *t, char status)
+{
+    pgw_track_reset(t);
+    t->tx_status = status;
+}
 
 /* Could the server go back to the pool right now? */
 static inline bool pgw_track_idle(const struct pgw_track *t)

@@ -28,6 +28,13 @@
  * model owes nothing and no batch is open, the tracker lets the server go
  * -- unless the conversation had a COPY FROM STDIN or more mixed Queries
  * than the tracker keeps (there it may keep the server, by design).
+ *
+ * And where the tracker asks for a probe after a failed COPY
+ * (pgw_track_probe_due) and a delivering op's choice says the client is
+ * quiet: the model runs no COPY, skips nothing, and owes nothing but
+ * ReadyForQuerys (and errors of a commit at a Sync) -- relay.c relays
+ * them, drops the probe's, and the tracker takes its last
+ * (pgw_track_probed): the conversation goes on from there.
  */
 #ifndef PGW_TESTS_TRACK_MODEL_H
 #define PGW_TESTS_TRACK_MODEL_H
@@ -40,7 +47,8 @@
 enum track_model_result {
     TRACK_MODEL_OK,
     TRACK_MODEL_EARLY,       /* given back with a reply still to come */
-    TRACK_MODEL_KEPT         /* kept though nothing was outstanding */
+    TRACK_MODEL_KEPT,        /* kept though nothing was outstanding */
+    TRACK_MODEL_PROBE        /* a probe asked for where other replies may come */
 };
 
 #define TRACK_MODEL_QUEUE 4096
@@ -214,6 +222,33 @@ static inline bool track_model_deliver(struct track_model *m, struct pgw_track *
     return m->head == m->tail && !m->skipping && !m->copy_by;
 }
 
+/* relay.c's probe (pgw_track_probe_due, the client quiet): false when
+ * the model may send what would pass for the probe's replies, run a COPY
+ * that would read them, or skip (the probe's Sync would end that). */
+static inline bool track_model_probe(struct track_model *m, struct pgw_track *t)
+{
+    if (m->copy_by || m->skipping)
+        return false;
+    for (size_t i = m->head; i != m->tail; i++) {
+        char type = m->queue[i % TRACK_MODEL_QUEUE];
+        if (type != 'Z' && type != 'E')
+            return false;
+    }
+    while (m->head != m->tail) {
+        char type = m->queue[m->head++ % TRACK_MODEL_QUEUE];
+        if (type == 'E') {
+            pgw_track_error(t);
+            pgw_track_backend(t, 'E');
+        } else {
+            pgw_track_ready(t, 'I');     /* (no release while the probe is out) */
+        }
+    }
+    pgw_track_probed(t, 'I');
+    m->open = false;
+    m->ext_since = 0;
+    return true;
+}
+
 static inline enum track_model_result track_model_run(const uint8_t *script, size_t n)
 {
     static const char fe_types[] = "PBDECHSQFdcf";
@@ -233,6 +268,11 @@ static inline enum track_model_result track_model_run(const uint8_t *script, siz
                 m.ext_since++;
             pgw_track_frontend(&t, type);
             track_model_read(&m, type, ch);
+            continue;
+        }
+        if (ch >= 0xe0 && pgw_track_probe_due(&t)) {
+            if (!track_model_probe(&m, &t))
+                return TRACK_MODEL_PROBE;
             continue;
         }
         for (unsigned k = ch % 4 + 1; k > 0 && m.head != m.tail; k--)

@@ -34,8 +34,12 @@ very same one), for the cases that review found broken:
   of pgwharf's (08006).
 """
 
+import json
+import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 import unittest
@@ -45,6 +49,7 @@ import pgw_hardening as hz
 
 M = hz.msg
 SYNC = M(b"S")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def bind_execute():
@@ -975,6 +980,180 @@ class TestAServerBackAfterACopyFail(RelayCase):
         self.assertNotEqual(f["R"], "CopyGetData")
         self.assert_b_served()
         self.assert_own_answer(a)
+
+
+class TestAProbeAfterAFailedCopy(RelayCase):
+    """An extended-protocol COPY FROM STDIN (Execute and Sync) that failed
+    on a row, or in its BEFORE STATEMENT trigger, with max_prepared_statements
+    = 0: the tracker cannot tell whether the COPY read the Sync sent with
+    its Execute (or one among its data), so the count of ReadyForQuerys
+    due stayed unsure and, the client idle, its server stayed with it:
+    another client waited (query_wait_timeout) until it left or sent its
+    next request.  pgwharf now asks the server itself (a Sync, a Close of
+    the unnamed portal, a Sync; the replies dropped) once the client is
+    quiet, and gives the server back once the count is settled; the client
+    gets exactly what PostgreSQL sends it."""
+
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "3s"}
+
+    def setUp(self):
+        super().setUp()
+        copy_tables(self, "relay_copy_probe", "raise exception 'relay_copy_probe'")
+
+    def direct(self):
+        s = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        return s
+
+    # Each scenario: what the client sends and reads, up to its last
+    # ReadyForQuery; returns the message types (and SQLSTATEs) it read.
+    @staticmethod
+    def until(a, t):
+        got = []
+        while True:
+            m = hz.recv_msg(a)
+            got.append(m)
+            if m[0] == t:
+                return got
+
+    def libpq_bad_row(self, a):
+        # PQexecParams of the COPY, a bad row, PQputCopyEnd: CopyDone + Sync.
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        got = self.until(a, b"G")
+        a.sendall(M(b"d", b"not a number\n") + M(b"c") + SYNC)
+        return got + hz.read_until_ready(a)
+
+    def bad_row_then_sync(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        got = self.until(a, b"G")
+        a.sendall(M(b"d", b"1\n") + M(b"d", b"not a number\n"))
+        got += self.until(a, b"E")
+        a.sendall(SYNC)
+        return got + hz.read_until_ready(a)
+
+    def sync_in_the_data(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + M(b"H"))
+        got = self.until(a, b"G")
+        a.sendall(M(b"d", b"1\n") + SYNC + M(b"d", b"not a number\n") + M(b"c") + SYNC)
+        return got + hz.read_until_ready(a)
+
+    def node_pg_trigger(self, a):
+        # node-pg's extended query (Parse, Bind, Describe, Execute, Sync)
+        # answers the CopyInResponse with CopyFail at once; the BEFORE
+        # STATEMENT trigger fails after it came (it sleeps 0.3 s first).
+        a.sendall(hz.parse_msg("", "copy relay_copy_trig from stdin") +
+                  M(b"B", b"\x00\x00" + struct.pack("!HHH", 0, 0, 0)) + M(b"D", b"P\x00") +
+                  M(b"E", b"\x00" + struct.pack("!I", 0)) + SYNC)
+        got = self.until(a, b"G")
+        a.sendall(M(b"f", b"No source stream defined\x00"))
+        return got + hz.read_until_ready(a)
+
+    @staticmethod
+    def shape(got):
+        return [(t, hz.parse_fields(b)["C"]) if t == b"E" else (t, b if t == b"Z" else None)
+                for t, b in got]
+
+    def next_request(self, a):
+        a.sendall(hz.query_msg("select 7"))
+        return hz.read_until_ready(a)
+
+    def idle_then_b(self, name):
+        """The scenario, as on PostgreSQL; the client idle, another gets the
+        pool's one server; then the first one's next request gets its own
+        answer, as on PostgreSQL."""
+        want = getattr(self, name)(self.direct())
+        a = self.login()
+        got = getattr(self, name)(a)
+        self.assertEqual(self.shape(got), self.shape(want), got)
+        self.assert_b_served()           # a still connected, idle
+        self.assertEqual(self.shape(self.next_request(a)),
+                         self.shape(self.next_request(self.direct())))
+        self.assert_b_served()
+
+    def at_once(self, name):
+        """The scenario and the next request, sent as soon as the last
+        ReadyForQuery is read (the probe may be out still: it waits behind
+        it), as on PostgreSQL; then another client gets the server."""
+        d = self.direct()
+        want = getattr(self, name)(d) + self.next_request(d)
+        a = self.login()
+        got = getattr(self, name)(a) + self.next_request(a)
+        self.assertEqual(self.shape(got), self.shape(want), got)
+        self.assertEqual(rows(got), [[b"7"]])
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def test_libpq_bad_row_idle(self):
+        self.idle_then_b("libpq_bad_row")
+
+    def test_bad_row_then_sync_idle(self):
+        self.idle_then_b("bad_row_then_sync")
+
+    def test_sync_in_the_data_idle(self):
+        self.idle_then_b("sync_in_the_data")
+
+    def test_node_pg_trigger_idle(self):
+        self.idle_then_b("node_pg_trigger")
+
+    def test_libpq_bad_row_next_request_at_once(self):
+        self.at_once("libpq_bad_row")
+
+    def test_bad_row_then_sync_next_request_at_once(self):
+        self.at_once("bad_row_then_sync")
+
+    def test_sync_in_the_data_next_request_at_once(self):
+        self.at_once("sync_in_the_data")
+
+    def test_node_pg_trigger_next_request_at_once(self):
+        self.at_once("node_pg_trigger")
+
+    @unittest.skipUnless(shutil.which("node") and os.path.isdir(
+        os.path.join(HERE, "node_modules", "pg")), "needs node and node-postgres")
+    def test_node_postgres_itself(self):
+        # node-postgres, extended query mode: its CopyFail answers the
+        # CopyInResponse, the trigger then fails; the client stays, idle,
+        # while another takes the pool's one server.
+        script = r"""
+const { Client } = require('pg');
+(async () => {
+  const a = new Client(process.argv[1]); await a.connect();
+  let code = null;
+  try { await a.query({ text: 'copy relay_copy_trig from stdin', queryMode: 'extended' }); }
+  catch (e) { code = e.code; }
+  const b = new Client(process.argv[1]); await b.connect();
+  const r = await b.query('select 42 as v');
+  await b.end();
+  const own = await a.query('select 7 as v');
+  await a.end();
+  console.log(JSON.stringify({ code, b: r.rows[0].v, a: own.rows[0].v }));
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+        cp = subprocess.run(["node", "-e", script, self.px.url()], cwd=HERE,
+                            capture_output=True, text=True, timeout=120)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(json.loads(cp.stdout), {"code": "P0001", "b": 42, "a": 7})
+
+    def test_libpq_itself(self):
+        # libpq (psycopg's pq module): PQsendQueryParams of the COPY, a bad
+        # row, PQputCopyEnd without a message (CopyDone, Sync).
+        import psycopg
+        from psycopg import pq
+        with psycopg.connect(self.px.dsn(), autocommit=True) as conn:
+            pg = conn.pgconn
+            pg.send_query_params(b"copy relay_copy_fail from stdin", None)
+            self.assertEqual(pg.get_result().status, pq.ExecStatus.COPY_IN)
+            self.assertEqual(pg.put_copy_data(b"not a number\n"), 1)
+            self.assertEqual(pg.put_copy_end(None), 1)
+            while pg.flush():
+                pass
+            r = pg.get_result()
+            self.assertEqual((r.status, r.error_field(pq.DiagnosticField.SQLSTATE)),
+                             (pq.ExecStatus.FATAL_ERROR, b"22P02"))
+            self.assertIsNone(pg.get_result())
+            self.assert_b_served()              # conn still open, idle
+            self.assertEqual(conn.execute("select 7").fetchone(), (7,))
+            self.assert_b_served()
 
 
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):

@@ -1008,6 +1008,95 @@ static void test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch(void **stat
     assert_int_equal(track_model_run(script, n), TRACK_MODEL_OK);
 }
 
+/* An extended COPY FROM STDIN (P B E and Sync, as libpq sends it) that
+ * fails on a row: whether it read that Sync the tracker cannot tell, and
+ * the count stays high after the last ReadyForQuery.  Once a ReadyForQuery
+ * came after the error (the server skips nothing) and the client sent
+ * nothing since the Execute but copy messages and Syncs, a probe is due;
+ * its end settles the count and the server may go. */
+static void test_a_probe_settles_a_copy_that_failed_on_a_row(void **state)
+{
+    (void)state;
+    for (int early = 0; early < 2; early++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        reply_types(&u, "12G");
+        send_types(&u, "d");
+        if (early)
+            send_types(&u, "cS");        /* libpq's PQputCopyEnd, before the error */
+        copy_error(&u, false);
+        assert_false(pgw_track_probe_due(&u));   /* the server may be skipping */
+        if (!early)
+            send_types(&u, "cS");
+        assert_false(pgw_track_probe_due(&u));
+        assert_int_equal(reply_types(&u, "Z"), 0);
+        assert_int_equal(u.sync_out, 1);
+        assert_true(u.count_high);
+        assert_true(pgw_track_probe_due(&u));
+        pgw_track_probed(&u, 'I');
+        assert_true(pgw_track_idle(&u));
+        assert_false(pgw_track_probe_due(&u));
+    }
+}
+
+/* node-pg answers the CopyInResponse with CopyFail at once; the COPY's
+ * BEFORE STATEMENT trigger fails before it reads anything: the Sync after
+ * the Execute is answered, and the tracker, unsure whether the COPY read
+ * it, keeps the batch open after that ReadyForQuery.  A probe is due. */
+static void test_a_probe_settles_a_copyfail_before_a_trigger_failed(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBDES");
+    reply_types(&u, "12nG");
+    send_types(&u, "f");
+    copy_error(&u, false);               /* the trigger's, not the CopyFail's */
+    assert_int_equal(reply_types(&u, "Z"), 0);
+    assert_int_equal(u.sync_out, 0);
+    assert_true(u.fe_open > 0);
+    assert_true(pgw_track_probe_due(&u));
+    pgw_track_probed(&u, 'I');
+    assert_true(pgw_track_idle(&u));
+}
+
+/* No probe where the replies to come may be more than ReadyForQuerys (a
+ * Query or extended messages sent since the COPY's Execute), in a
+ * transaction block, while a COPY runs, or once nothing is in doubt. */
+static void test_no_probe_but_after_syncs_alone(void **state)
+{
+    (void)state;
+    static const char *const after[] = { "cQ", "cSPBES", "cSH", "cSd" };
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        reply_types(&u, "12G");
+        send_types(&u, "d");
+        copy_error(&u, false);
+        send_types(&u, after[i]);
+        reply_types(&u, "Z");
+        /* (A Flush or CopyData after the Sync: Syncs and copy messages
+         * alone, a probe is due; the others may get more than a
+         * ReadyForQuery.) */
+        assert_int_equal(pgw_track_probe_due(&u), i >= 2);
+    }
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    reply_types(&u, "12G");
+    send_types(&u, "d");
+    copy_error(&u, false);
+    send_types(&u, "cS");
+    u.tx_status = 'T';
+    pgw_track_ready(&u, 'T');
+    assert_false(pgw_track_probe_due(&u));   /* in a transaction block */
+    /* A COPY that read its Sync and ended well: nothing in doubt. */
+    struct pgw_track w = { .tx_status = 'I' };
+    send_types(&w, "PBES");
+    reply_types(&w, "12G");
+    send_types(&w, "dcS");
+    assert_int_equal(reply_types(&w, "CZ"), 1);
+    assert_false(pgw_track_probe_due(&w));
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -1028,7 +1117,8 @@ static void test_model_random_conversations(void **state)
         enum track_model_result r = track_model_run(script, n);
         if (r != TRACK_MODEL_OK)
             fail_msg("conversation %d (%zu bytes): %s", run, n,
-                     r == TRACK_MODEL_EARLY ? "given back early" : "kept");
+                     r == TRACK_MODEL_EARLY ? "given back early" :
+                     r == TRACK_MODEL_KEPT ? "kept" : "probe with other replies due");
     }
 }
 
@@ -1065,6 +1155,9 @@ int main(void)
         cmocka_unit_test(test_syncs_stay_after_another_error),
         cmocka_unit_test(test_an_error_after_a_sync_among_the_data_makes_the_count_unsure),
         cmocka_unit_test(test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch),
+        cmocka_unit_test(test_a_probe_settles_a_copy_that_failed_on_a_row),
+        cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
+        cmocka_unit_test(test_no_probe_but_after_syncs_alone),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
