@@ -175,6 +175,10 @@ static void session_cancels_done(struct pgw_session *s)
         s->release_held = true;
         pgw_relay_release_if_clean(s);
     }
+    /* Or the count of replies due unsure after a failed COPY: the probe
+     * waited for the cancel (relay.c track_probe_quiet). */
+    if (s->server && s->state == PGW_SS_LINKED)
+        pgw_relay_track_probe(s);
     /* A client whose stream ended while its cancel was held: nothing
      * else looks at it again (its reads are stopped). */
     if (s->client_eof)

@@ -409,6 +409,7 @@ void pgw_relay_login(struct pgw_session *s);
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s);
 /* With release_held set: release the server if nothing is half relayed. */
 void pgw_relay_release_if_clean(struct pgw_session *s);
+bool pgw_relay_track_probe(struct pgw_session *s);
 /* A client queued on a server (pipe_srv) is closing. */
 void pgw_relay_pipe_leave(struct pgw_session *s);
 /* The clients queued on srv get 08006 instead of their replies (their

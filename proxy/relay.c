@@ -2748,6 +2748,8 @@ void pgw_relay_flush_server(struct pgw_session *s)
         !s->replies_unread)
         ev_io_start(loop, &s->cli_r);
     pgw_relay_release_if_clean(s);
+    if (s->state == PGW_SS_LINKED)
+        pgw_relay_track_probe(s);        /* (it was not quiet while blocked) */
     if (s->client_eof)
         pgw_relay_eof_check(s);
 }
@@ -3088,6 +3090,7 @@ static bool track_probe_reply(struct pgw_session *s, char type, uint32_t total,
         s->trk_probe = TRK_PROBE_NONE;
         pgw_track_probed(&s->track, status);
         s->query_start = s->query_floor = 0;
+        s->copy_ins = s->copy_ends = 0;  /* (as on_ready: nothing outstanding) */
         if (status == 'I' && s->mode != PGW_POOL_SESSION && s->state == PGW_SS_LINKED)
             *after = AFTER_RELEASE;
     } else {
@@ -3131,6 +3134,17 @@ static void track_probe_send(struct pgw_session *s)
     s->cbuf->parsed = s->cbuf->len;
     s->trk_probe = TRK_PROBE_FIRST;
     pgw_relay_flush_server(s);
+}
+
+/* Send the probe if it is due and the client quiet: after each server
+ * read, and when what kept the client from being quiet ends without one
+ * (a cancel done, a blocked write to the server through).  True if sent. */
+bool pgw_relay_track_probe(struct pgw_session *s)
+{
+    if (s->ps_on || !pgw_track_probe_due(&s->track) || !track_probe_quiet(s))
+        return false;
+    track_probe_send(s);
+    return true;
 }
 
 /* Scan server messages; returns false when the session was closed. */
@@ -3181,11 +3195,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (s->trk_probe && (type == PGW_BE_READY || type == PGW_BE_CLOSE_COMPLETE)) {
             if (total > avail)
                 break;                   /* (6 or 5 bytes: the rest comes) */
-            if (track_probe_reply(s, type, total, after)) {
-                if (*after == AFTER_RELEASE)
-                    break;
-                continue;
-            }
+            if (track_probe_reply(s, type, total, after))
+                continue;                /* (what follows is scanned as ever) */
         }
         uint32_t mlen = total - 1;
         bool ps = s->ps_on && s->swallow == 0;
@@ -3417,12 +3428,11 @@ static void server_data(struct pgw_session *s)
         pgw_relay_flush_server(s);
     /* Likewise with the tracker alone (max_prepared_statements = 0): the
      * count of replies due unsure after a failed COPY, the client quiet. */
-    if (!s->ps_on && pgw_track_probe_due(&s->track) && track_probe_quiet(s))
-        track_probe_send(s);
+    bool sent = pgw_relay_track_probe(s);
     /* The probe's replies are in: what the client sent meanwhile goes on
      * here (given back, the server's release took it up already). */
-    else if (probing && !s->trk_probe && s->state == PGW_SS_LINKED && s->server && s->cbuf &&
-             s->cbuf->parsed < s->cbuf->len)
+    if (!sent && probing && !s->trk_probe && s->state == PGW_SS_LINKED && s->server && s->cbuf &&
+        s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
     if (s->state == PGW_SS_CLOSING)
         return;

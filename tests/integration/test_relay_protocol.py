@@ -1156,6 +1156,55 @@ const { Client } = require('pg');
             self.assert_b_served()
 
 
+class TestAProbeAfterACancel(pt.PgwharfTestCase):
+    """TestAProbeAfterAFailedCopy's probe waits while a cancel of the
+    client's is in flight; once the last ReadyForQuery was in, the cancel
+    ending brought no server data, and nothing looked again: the idle
+    client kept the pool's one server (review).  The end of the cancel
+    now sends the probe.  (The backend's cancel connection is held open
+    by a forwarder until the test lets it go.)"""
+
+    def setUp(self):
+        super().setUp()
+        self.fwd = hz.CancelHold(self.pg)
+        self.addCleanup(self.fwd.close)
+        self.px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "max_prepared_statements": 0, "query_wait_timeout": "20s",
+                      "log_connections": 0},
+            databases={self.pg.database: self.fwd.conn_string(self.pg)})
+        copy_tables(self, "relay_copy_cancel", "raise exception 'relay_copy_cancel'")
+
+    def test_the_probe_goes_out_once_the_cancel_is_done(self):
+        keys = []
+        a = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        TestAProbeAfterAFailedCopy.until(a, b"G")
+        a.sendall(M(b"d", b"1\n"))
+        k = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(k.close)
+        k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        self.fwd.wait_acted(0)
+        a.sendall(M(b"d", b"2\n"))             # the COPY sees the cancel reading it
+        got = TestAProbeAfterAFailedCopy.until(a, b"E")
+        self.assertEqual(hz.parse_fields(got[-1][1])["C"], "57014")
+        a.sendall(M(b"c") + SYNC)               # libpq's PQputCopyEnd
+        self.assertEqual([t for t, _ in hz.read_until_ready(a)], [b"Z"])
+        self.fwd.release(0)
+        self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        b = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password)
+        b.sendall(hz.query_msg("select 42"))
+        self.assertEqual(rows(hz.read_until_ready(b)), [[b"42"]])
+        a.sendall(hz.query_msg("select 7"))
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b"7"]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+
+
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
     """Requests of a client whose database a reload removed: each is
     refused at once (3D000), answered by pgwharf itself."""
