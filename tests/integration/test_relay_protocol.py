@@ -66,6 +66,25 @@ def function_call(oid):
 PG_BACKEND_PID = 2026
 
 
+def libpq_failed_copy(test, conn, data, end):
+    """Through libpq itself (psycopg's pq module, on conn): PQsendQueryParams
+    of a COPY into relay_copy_fail (Parse, Bind, Describe, Execute, Sync),
+    data, PQputCopyEnd(end) -- CopyFail with a message, else CopyDone --
+    and its Sync; the COPY fails: its SQLSTATE."""
+    from psycopg import pq
+    pg = conn.pgconn
+    pg.send_query_params(b"copy relay_copy_fail from stdin", None)
+    test.assertEqual(pg.get_result().status, pq.ExecStatus.COPY_IN)
+    test.assertEqual(pg.put_copy_data(data), 1)
+    test.assertEqual(pg.put_copy_end(end), 1)
+    while pg.flush():
+        pass
+    r = pg.get_result()
+    test.assertEqual(r.status, pq.ExecStatus.FATAL_ERROR)
+    test.assertIsNone(pg.get_result())
+    return r.error_field(pq.DiagnosticField.SQLSTATE)
+
+
 def rows(msgs):
     return [hz.data_row(b) for t, b in msgs if t == b"D"]
 
@@ -946,19 +965,8 @@ class TestAServerBackAfterACopyFail(RelayCase):
         # message (CopyFail, Sync).  (psycopg's own `copy`, like psycopg2's
         # copy_expert, sends a simple Query: no Sync to doubt.)
         import psycopg
-        from psycopg import pq
         with psycopg.connect(self.px.dsn(), autocommit=True) as conn:
-            pg = conn.pgconn
-            pg.send_query_params(b"copy relay_copy_fail from stdin", None)
-            self.assertEqual(pg.get_result().status, pq.ExecStatus.COPY_IN)
-            self.assertEqual(pg.put_copy_data(b"1\n"), 1)
-            self.assertEqual(pg.put_copy_end(b"app gave up"), 1)
-            while pg.flush():
-                pass
-            r = pg.get_result()
-            self.assertEqual((r.status, r.error_field(pq.DiagnosticField.SQLSTATE)),
-                             (pq.ExecStatus.FATAL_ERROR, b"57014"))
-            self.assertIsNone(pg.get_result())
+            self.assertEqual(libpq_failed_copy(self, conn, b"1\n", b"app gave up"), b"57014")
             self.assert_b_served()              # conn still open, idle
             self.assertEqual(conn.execute("select 7").fetchone(), (7,))
         self.assertEqual(self.pg.psql("select count(*) from relay_copy_fail",
@@ -1138,19 +1146,8 @@ const { Client } = require('pg');
         # libpq (psycopg's pq module): PQsendQueryParams of the COPY, a bad
         # row, PQputCopyEnd without a message (CopyDone, Sync).
         import psycopg
-        from psycopg import pq
         with psycopg.connect(self.px.dsn(), autocommit=True) as conn:
-            pg = conn.pgconn
-            pg.send_query_params(b"copy relay_copy_fail from stdin", None)
-            self.assertEqual(pg.get_result().status, pq.ExecStatus.COPY_IN)
-            self.assertEqual(pg.put_copy_data(b"not a number\n"), 1)
-            self.assertEqual(pg.put_copy_end(None), 1)
-            while pg.flush():
-                pass
-            r = pg.get_result()
-            self.assertEqual((r.status, r.error_field(pq.DiagnosticField.SQLSTATE)),
-                             (pq.ExecStatus.FATAL_ERROR, b"22P02"))
-            self.assertIsNone(pg.get_result())
+            self.assertEqual(libpq_failed_copy(self, conn, b"not a number\n", None), b"22P02")
             self.assert_b_served()              # conn still open, idle
             self.assertEqual(conn.execute("select 7").fetchone(), (7,))
             self.assert_b_served()
