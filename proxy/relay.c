@@ -3072,7 +3072,7 @@ static void note_server_error(struct pgw_session *s, const uint8_t *p, uint32_t 
 
 /* A ReadyForQuery or CloseComplete (whole at sbuf's parsed) while the
  * probe is out (track_probe_send).  Everything that can come before its
- * replies is ReadyForQuerys 'I' (pgw_track_probe_due): the first to come
+ * replies is ReadyForQuerys of one status (pgw_track_probe_due): the first to come
  * is dropped for the probe's first (they are alike), the CloseComplete is
  * its own, and so is the ReadyForQuery after it: then everything the
  * client sent before the probe is answered.  Returns true when the
@@ -3117,8 +3117,10 @@ static bool track_probe_quiet(const struct pgw_session *s)
 
 /* The probe: a Sync (the server skips nothing after it, should it have
  * been skipping after all), a Close of the unnamed portal (there is none
- * outside a transaction block after a Sync: its CloseComplete changes
- * nothing, and nothing the client sent since the COPY gets one), a Sync.
+ * outside a transaction block after a Sync, and in the block the error
+ * failed it is the failed COPY's, which nothing can run again: its
+ * CloseComplete changes nothing, and nothing the client sent since the
+ * COPY gets one), a Sync.
  * What the client sends meanwhile waits (client_data_step).  Not sent
  * when out of memory: the server then stays with its client as before. */
 static void track_probe_send(struct pgw_session *s)

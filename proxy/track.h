@@ -60,8 +60,10 @@
  *              COPY FROM STDIN by Execute that failed with Syncs it may
  *              have read (above).  The client sent nothing since that
  *              Execute but Syncs, Flushes and copy messages (copy_plain):
- *              all that can still come of it is ReadyForQuerys, the same
- *              'I' each.  Once one came after the error (doubt_z: the
+ *              all that can still come of it is ReadyForQuerys, alike:
+ *              'I' each, or 'E' each in the transaction block the error
+ *              failed (a Close there is answered as ever, and the client's
+ *              ROLLBACK then gives the server back).  Once one came after the error (doubt_z: the
  *              server then skips nothing, having read a Sync since) and the
  *              client sends nothing more, relay.c asks the server
  *              (pgw_track_probe_due): a Sync, a Close of the unnamed portal
@@ -462,7 +464,8 @@ void pgw_track_error(struct pgw_track *t);
 
 /* Should relay.c ask the server (a probe of its own) what a failed COPY
  * left?  True when the count is unsure for it alone (copy_doubt), only
- * ReadyForQuerys 'I' can still come, and the server skips nothing: a Sync,
+ * ReadyForQuerys of one status ('I', or 'E' in a failed transaction block)
+ * can still come, and the server skips nothing: a Sync,
  * a Close of the unnamed portal and a Sync then sent -- with nothing of
  * the client's after them until the last of their replies is in -- tell
  * which ReadyForQuerys are the client's (see the top).  relay.c checks
@@ -470,7 +473,8 @@ void pgw_track_error(struct pgw_track *t);
 static inline bool pgw_track_probe_due(const struct pgw_track *t)
 {
     return t->copy_doubt && t->copy_plain && t->doubt_z && !t->copy && !t->skip_sync &&
-           t->tx_status == 'I' && (t->fe_open == 0 || t->doubt_open) &&
+           (t->tx_status == 'I' || t->tx_status == 'E') &&
+           (t->fe_open == 0 || t->doubt_open) &&
            (t->sync_out > 0 ? t->count_high : t->fe_open > 0);
 }
 

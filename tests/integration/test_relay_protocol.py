@@ -1092,6 +1092,35 @@ class TestAProbeAfterAFailedCopy(RelayCase):
         self.assert_b_served()
         self.assert_own_answer(a)
 
+    def in_a_transaction(self, name):
+        """The scenario inside BEGIN ... ROLLBACK, as on PostgreSQL (the
+        ReadyForQuerys after the error are 'E' each); after the ROLLBACK
+        another client gets the pool's one server (the server stayed with
+        the first one for the rest of its session: hunt), then the first
+        one's next request gets its own answer."""
+        def run(c):
+            c.sendall(hz.query_msg("begin"))
+            got = hz.read_until_ready(c) + getattr(self, name)(c)
+            c.sendall(hz.query_msg("rollback"))
+            return got + hz.read_until_ready(c)
+        want = run(self.direct())
+        a = self.login()
+        got = run(a)
+        self.assertEqual(self.shape(got), self.shape(want), got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.assert_b_served()
+        self.assert_own_answer(a)
+        self.assert_b_served()
+
+    def test_libpq_bad_row_in_a_transaction(self):
+        self.in_a_transaction("libpq_bad_row")
+
+    def test_sync_in_the_data_in_a_transaction(self):
+        self.in_a_transaction("sync_in_the_data")
+
+    def test_node_pg_trigger_in_a_transaction(self):
+        self.in_a_transaction("node_pg_trigger")
+
     def test_libpq_bad_row_idle(self):
         self.idle_then_b("libpq_bad_row")
 

@@ -1039,6 +1039,32 @@ static void test_a_probe_settles_a_copy_that_failed_on_a_row(void **state)
     }
 }
 
+/* The same inside a transaction block: the error fails the block, and
+ * every ReadyForQuery after it is 'E' (alike, as the 'I' ones outside):
+ * the probe is due there too, and the client's ROLLBACK, counted exactly
+ * after it, gives the server back.  (Due only at 'I', the ROLLBACK made
+ * the doubt last the session: hunt.) */
+static void test_a_probe_in_the_block_a_copy_failed(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'T' };
+    send_types(&u, "PBES");
+    reply_types(&u, "12G");
+    send_types(&u, "dcS");
+    copy_error(&u, false);
+    assert_false(pgw_track_probe_due(&u));       /* the server may be skipping */
+    assert_false(pgw_track_ready(&u, 'E'));
+    assert_int_equal(u.sync_out, 1);
+    assert_true(u.count_high);
+    assert_true(pgw_track_probe_due(&u));
+    pgw_track_probed(&u, 'E');
+    assert_false(pgw_track_idle(&u));            /* in the failed block */
+    assert_false(pgw_track_probe_due(&u));
+    send_types(&u, "Q");                         /* ROLLBACK */
+    assert_int_equal(reply_types(&u, "CZ"), 1);
+    assert_true(pgw_track_idle(&u));
+}
+
 /* node-pg answers the CopyInResponse with CopyFail at once; the COPY's
  * BEFORE STATEMENT trigger fails before it reads anything: the Sync after
  * the Execute is answered, and the tracker, unsure whether the COPY read
@@ -1156,6 +1182,7 @@ int main(void)
         cmocka_unit_test(test_an_error_after_a_sync_among_the_data_makes_the_count_unsure),
         cmocka_unit_test(test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch),
         cmocka_unit_test(test_a_probe_settles_a_copy_that_failed_on_a_row),
+        cmocka_unit_test(test_a_probe_in_the_block_a_copy_failed),
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
         cmocka_unit_test(test_model_random_conversations),
