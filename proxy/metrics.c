@@ -324,7 +324,7 @@ static void handle_request(struct mconn *c)
         render_done(m);
         return;
     }
-    /* Still read while held (held_read): a peer that leaves is the first
+    /* Still read while held (conn_drain): a peer that leaves is the first
      * to give its place up. */
     struct ev_loop *loop = m->px->loop;
     c->phase = CONN_HELD;
@@ -353,10 +353,13 @@ static void render_cb(struct ev_loop *loop, ev_timer *w, int revents)
     render_done(m);
 }
 
-/* Lingering: read and drop what the client still sends until it closes.  A
- * bounded amount per callback (the level-triggered watcher comes back next
- * iteration), so a client streaming bytes cannot hold the loop; past
- * METRICS_DRAIN_MAX it is closed (its reply went out before). */
+/* Lingering or held: read and drop what the client sends after its
+ * request.  A bounded amount per callback (the level-triggered watcher
+ * comes back next iteration), so a client streaming bytes cannot hold the
+ * loop; past METRICS_DRAIN_MAX it is closed.  At the end of its stream a
+ * lingering one is closed (its reply went out); a held one is marked and
+ * no longer read: it may only have shut its side, and its reply still
+ * goes -- it is the first a full endpoint closes (make_room). */
 static void conn_drain(struct mconn *c)
 {
     char sink[4096];
@@ -367,6 +370,11 @@ static void conn_drain(struct mconn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
+        if (n == 0 && c->phase == CONN_HELD) {
+            c->peer_done = true;
+            ev_io_stop(c->m->px->loop, &c->io);
+            return;
+        }
         if (n <= 0 || (c->drained += (size_t)n) > METRICS_DRAIN_MAX) {
             conn_close(c);               /* EOF (or error, or too much): done */
             return;
@@ -375,35 +383,10 @@ static void conn_drain(struct mconn *c)
     }
 }
 
-/* Held: bytes after the request are dropped (as while lingering); at the
- * peer's end of stream it stops being read and is marked, the first a full
- * endpoint closes (it may only have shut its side: its reply still goes). */
-static void held_read(struct mconn *c)
-{
-    char sink[4096];
-    ssize_t n;
-    while ((n = read(c->fd, sink, sizeof(sink))) < 0 && errno == EINTR)
-        ;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return;
-    if (n < 0 || (c->drained += (size_t)n) > METRICS_DRAIN_MAX) {
-        conn_close(c);
-        return;
-    }
-    if (n == 0) {
-        c->peer_done = true;
-        ev_io_stop(c->m->px->loop, &c->io);
-    }
-}
-
 static void conn_read(struct mconn *c)
 {
-    if (c->phase == CONN_LINGER) {
+    if (c->phase == CONN_LINGER || c->phase == CONN_HELD) {
         conn_drain(c);
-        return;
-    }
-    if (c->phase == CONN_HELD) {
-        held_read(c);
         return;
     }
     for (;;) {
@@ -493,7 +476,7 @@ static bool make_room(struct pgw_metrics *m)
         struct mconn *c = pgw_container_of(pos, struct mconn, node);
         if (!pick[c->phase])
             pick[c->phase] = c;
-        if (c->peer_done && !gone)
+        if (c->peer_done && c->phase == CONN_HELD && !gone)
             gone = c;
     }
     struct mconn *c = pick[CONN_READ]     ? pick[CONN_READ]
