@@ -963,6 +963,7 @@ def main():
         print("pgwharf exit", rc)
         if rc != 0:
             print(px.log_tail(40))
+        px.cleanup()                     # (its temp dir: one per run)
     return 1 if diffs else 0
 
 
