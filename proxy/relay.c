@@ -3021,6 +3021,7 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
  * tracker works it out. */
 static void track_backend(struct pgw_session *s, char type)
 {
+    bool doubt = s->track.copy_doubt;
     if (type == PGW_BE_ERROR && !s->ps_on)
         pgw_track_error(&s->track);
     if (type == PGW_BE_ERROR && s->notify)
@@ -3032,6 +3033,14 @@ static void track_backend(struct pgw_session *s, char type)
     else if (type == PGW_BE_ERROR || type == PGW_BE_COMMAND_COMPLETE)
         s->srv_copy_in = false;
     pgw_track_backend(&s->track, type);
+    /* The client's next request settled a failed COPY's count (track.h,
+     * after): the server is on it now, timed from here (query_timeout; not
+     * timed while the count was unsure). */
+    if (doubt && !s->track.copy_doubt && s->track.sync_out > 0) {
+        s->query_floor = pgw_mono_now(s->px->loop);
+        if (s->query_start == 0)
+            s->query_start = s->query_floor;
+    }
     /* The Syncs the COPY reads are prepared.c's to tell (ps_copy_syncs):
      * the tracker's CopyDone must not take them back a second time. */
     if (s->ps_on && (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH))
@@ -3116,17 +3125,17 @@ static bool track_probe_quiet(const struct pgw_session *s)
 }
 
 /* The probe: a Sync (the server skips nothing after it, should it have
- * been skipping after all), a Close of the unnamed portal (there is none
- * outside a transaction block after a Sync, and in the block the error
- * failed it is the failed COPY's, which nothing can run again: its
- * CloseComplete changes nothing, and nothing the client sent since the
- * COPY gets one), a Sync.
+ * been skipping after all), a Close of a portal no client has (a no-op
+ * PostgreSQL answers with CloseComplete, in a failed transaction block
+ * too; not the unnamed portal, which in that block is the failed COPY's:
+ * a Describe of it then got 34000 where PostgreSQL answers NoData,
+ * difftest), a Sync.
  * What the client sends meanwhile waits (client_data_step).  Not sent
  * when out of memory: the server then stays with its client as before. */
 static void track_probe_send(struct pgw_session *s)
 {
     static const uint8_t m[] = { 'S', 0, 0, 0, 4,
-                                 'C', 0, 0, 0, 6, 'P', 0,
+                                 'C', 0, 0, 0, 14, 'P', 1, 'p', 'g', 'w', 'h', 'a', 'r', 'f', 0,
                                  'S', 0, 0, 0, 4 };
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
         return;

@@ -92,6 +92,8 @@ void pgw_track_mixed_reply(struct pgw_track *t, char type)
 
 void pgw_track_error(struct pgw_track *t)
 {
+    if (t->after == PGW_TRACK_AFTER_SYNCED && t->after_err)
+        pgw_track_settle(t, PGW_BE_ERROR);       /* (a request's own error: first) */
     if (t->skip_sync)
         return;                  /* the server answers nothing until the Sync */
     if (t->sync_out == 0) {

@@ -63,16 +63,36 @@
  *              all that can still come of it is ReadyForQuerys, alike:
  *              'I' each, or 'E' each in the transaction block the error
  *              failed (a Close there is answered as ever, and the client's
- *              ROLLBACK then gives the server back).  Once one came after the error (doubt_z: the
- *              server then skips nothing, having read a Sync since) and the
+ *              ROLLBACK then gives the server back).  Once one came after
+ *              the error (doubt_z: the server then skips nothing, having
+ *              read a Sync since) and the
  *              client sends nothing more, relay.c asks the server
- *              (pgw_track_probe_due): a Sync, a Close of the unnamed portal
- *              (none is left after a Sync outside a transaction block: a
- *              no-op, answered by CloseComplete, which nothing the client
- *              sent can get), a Sync -- the ReadyForQuerys before that
+ *              (pgw_track_probe_due): a Sync, a Close of a portal no
+ *              client has (a no-op, answered by CloseComplete, which
+ *              nothing the client sent can get), a Sync -- the
+ *              ReadyForQuerys before that
  *              CloseComplete are the client's but one, the probe's first
  *              (any one: they are alike); the CloseComplete and the
  *              ReadyForQuery after it end the doubt (pgw_track_probed).
+ *   after      Or the client's next request tells (no probe needed, and
+ *              none could go out once the client sent more than Syncs):
+ *              when the COPY's end (CopyDone/CopyFail, sent with nothing
+ *              but Syncs, Flushes and data since the Execute) was followed
+ *              by a Sync with nothing between but Flushes and copy
+ *              messages -- or a Sync was sent once the COPY's error went
+ *              by (read after the COPY failed) -- that Sync is answered
+ *              whatever the COPY read, and nothing after it is skipped.  Everything before it gets
+ *              ReadyForQuerys alone (after the COPY's error the server
+ *              skips to a Sync and ignores copy messages, and a Sync then
+ *              commits nothing), and so do the lone Syncs (nothing before
+ *              them in their batch) sent after it first: the first other
+ *              reply (but a NoticeResponse, ParameterStatus or
+ *              NotificationResponse, which come at any time) is the first
+ *              reply of the first request after them -- everything before
+ *              it is over, and the count is exact again: the requests sent
+ *              from that one on (pgw_track_settle).  A Query or
+ *              FunctionCall there after extended messages of its batch (a
+ *              mixed one, which an error may skip) gives the look-ahead up.
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
@@ -93,6 +113,14 @@
  * never handed on early -- and no later one is kept either (mixed_off),
  * their numbers counting that ReadyForQuery. */
 #define PGW_TRACK_MIXED_MAX 8
+
+/* struct pgw_track.after: where the client is after a COPY FROM STDIN's end. */
+enum pgw_track_after {
+    PGW_TRACK_AFTER_NONE,        /* no look-ahead (see the top) */
+    PGW_TRACK_AFTER_COPY,        /* the COPY of the last Execute is under way (copy_in) */
+    PGW_TRACK_AFTER_END,         /* its CopyDone/CopyFail sent, no Sync since */
+    PGW_TRACK_AFTER_SYNCED       /* and a Sync after it: what follows is counted */
+};
 struct pgw_track_mixed {
     uint32_t seq;                /* its request's number (req_done counts them) */
     uint32_t ext;                /* the Parse/Bind/Describe/Execute/Close before it */
@@ -136,6 +164,15 @@ struct pgw_track {
     bool doubt_z;                /* a ReadyForQuery came since its error */
     bool doubt_open;             /* fe_open is only its batch opened again by the
                                   * CopyDone/CopyFail just sent */
+    uint8_t after;               /* enum pgw_track_after: the client's messages after the
+                                  * end of the COPY of the last Execute (see the top) */
+    bool after_err;              /* that COPY failed: copy_doubt is its */
+    bool after_open;             /* since the last Sync there, messages other than
+                                  * Flushes and copy messages */
+    bool after_lead;             /* the requests since the Sync after the end are lone
+                                  * Syncs so far */
+    int32_t after_n;             /* requests sent since that Sync */
+    int32_t after_lone;          /* of them, the lone Syncs first */
     bool ext_unsure;             /* the open batch was sent under mixed_off: some of
                                   * its messages may get no answer */
     int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
@@ -156,6 +193,8 @@ static inline void pgw_track_reset(struct pgw_track *t)
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
     t->count_high = t->copy_err = t->copy_failing = t->fail_open = false;
     t->copy_doubt = t->copy_plain = t->doubt_z = t->doubt_open = false;
+    t->after = PGW_TRACK_AFTER_NONE;
+    t->after_err = false;
     t->sync_copy = t->sync_copy_back = t->sync_fail_back = t->fail_skip = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
@@ -174,6 +213,63 @@ static inline int pgw_track_copy_ignored(const struct pgw_track *t)
     return t->copy_in ? t->sync_exec : 0;
 }
 
+/* Count from here what the client sends after the COPY's end (see the
+ * top, after), when it sent nothing but Syncs, Flushes and copy messages
+ * since the Execute. */
+static inline void pgw_track_after_start(struct pgw_track *t, enum pgw_track_after at)
+{
+    t->after = (uint8_t)(t->copy_plain ? at : PGW_TRACK_AFTER_NONE);
+    t->after_open = false;
+    t->after_lead = true;
+    t->after_n = t->after_lone = 0;
+}
+
+/* A frontend message of `type` is sent after a COPY's end (see the top,
+ * after). */
+static inline void pgw_track_after_sent(struct pgw_track *t, char type)
+{
+    switch (type) {
+    case PGW_FE_SYNC:
+        if (t->after == PGW_TRACK_AFTER_END) {
+            /* (Messages between the end and this Sync may be skipped.) */
+            t->after = t->after_open ? PGW_TRACK_AFTER_NONE : PGW_TRACK_AFTER_SYNCED;
+        } else if (t->after_n == INT32_MAX) {
+            t->after = PGW_TRACK_AFTER_NONE;     /* (lone Syncs for ever: given up) */
+        } else {
+            t->after_n++;
+            if (t->after_lead && !t->after_open)
+                t->after_lone++;
+            else
+                t->after_lead = false;
+        }
+        t->after_open = false;
+        break;
+    case PGW_FE_QUERY:
+    case PGW_FE_FUNCTION_CALL:
+        /* Before the Sync, or after extended messages of its batch: the
+         * server may skip it. */
+        if (t->after == PGW_TRACK_AFTER_END || t->after_open) {
+            t->after = PGW_TRACK_AFTER_NONE;
+            break;
+        }
+        if (t->after_n == INT32_MAX) {
+            t->after = PGW_TRACK_AFTER_NONE;
+            break;
+        }
+        t->after_n++;
+        t->after_lead = false;
+        break;
+    case PGW_FE_FLUSH:
+    case PGW_FE_COPY_DATA:
+    case PGW_FE_COPY_DONE:
+    case PGW_FE_COPY_FAIL:
+        break;                   /* (outside a COPY, copy messages are ignored) */
+    default:
+        t->after_open = true;
+        break;
+    }
+}
+
 /* A frontend message of `type` is sent.  Returns true when it opens a
  * request (the first outstanding Sync/Query), for query timing. */
 static inline bool pgw_track_frontend(struct pgw_track *t, char type)
@@ -181,6 +277,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     if (t->skip_sync && (type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL))
         type = PGW_FE_PARSE;     /* skipped by the server: one more message of the batch */
     t->doubt_open = false;
+    if (t->after >= PGW_TRACK_AFTER_END)
+        pgw_track_after_sent(t, type);
     switch (type) {
     case PGW_FE_QUERY:
     case PGW_FE_FUNCTION_CALL:
@@ -198,6 +296,10 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->copy_plain = false;
         return t->sync_out++ == 0;
     case PGW_FE_SYNC:
+        /* Sent once the COPY's error went by, the server read it after
+         * failing: answered, as a Sync after the COPY's end. */
+        if (t->after == PGW_TRACK_AFTER_COPY && t->after_err)
+            pgw_track_after_start(t, PGW_TRACK_AFTER_SYNCED);
         if (t->nmixed > 0)
             pgw_track_mixed_sync(t);
         t->ext_open = 0;
@@ -217,6 +319,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL: {
         int back = pgw_track_copy_ignored(t);
+        if (t->after == PGW_TRACK_AFTER_COPY)
+            pgw_track_after_start(t, PGW_TRACK_AFTER_END);
         /* Sent before the CopyInResponse came (not yet certainly the last
          * Execute's COPY): Syncs sent right after that Execute may be the
          * COPY's, read and ignored, and their ReadyForQuery never come. */
@@ -298,6 +402,29 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     }
 }
 
+/* A server message other than ReadyForQuery, one the client gets, came
+ * while a failed COPY's end was followed by a Sync (see the top, after):
+ * unless it may come at any time, it is the first reply of the first
+ * request sent after that Sync but the lone Syncs first, and every request
+ * before that one is over.  (Call it first: pgw_track_backend and
+ * pgw_track_error do.) */
+static inline void pgw_track_settle(struct pgw_track *t, char type)
+{
+    if (!t->copy_doubt || type == PGW_BE_NOTICE || type == PGW_BE_PARAM_STATUS ||
+        type == PGW_BE_NOTIFY)
+        return;
+    /* (Lone Syncs alone get nothing else: not theirs.) */
+    if (t->after_n == t->after_lone && !t->after_open)
+        return;
+    int n = t->after_n - t->after_lone;
+    t->after = PGW_TRACK_AFTER_NONE;
+    if (n > t->sync_out)
+        return;                  /* (cannot be: the look-ahead is given up) */
+    t->req_done += (uint32_t)(t->sync_out - n);
+    t->sync_out = n;
+    t->count_high = t->copy_doubt = t->doubt_z = t->doubt_open = false;
+}
+
 /* A server message other than ReadyForQuery, one the client gets (not
  * the replies pgwharf drops).  A CopyInResponse is the last Execute's for
  * certain when every Sync before that Execute is answered, every Execute
@@ -307,6 +434,8 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
  * not taken back. */
 static inline void pgw_track_backend(struct pgw_track *t, char type)
 {
+    if (t->after == PGW_TRACK_AFTER_SYNCED && t->after_err)
+        pgw_track_settle(t, type);
     /* The COPY the CopyDone ended went well: it read every Sync sent
      * during it (the first CommandComplete since: nothing else was
      * outstanding when it began).  First: that CommandComplete is the
@@ -337,9 +466,11 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
         if (t->copy && (t->sync_copy > 0 || t->sync_copy_back > 0 || t->sync_fail_back > 0 ||
                         (t->copy_in && t->sync_exec > 0))) {
             t->count_high = true;
-            /* A probe may tell, once the server skips nothing for it. */
+            /* A probe may tell, once the server skips nothing for it, or
+             * the client's next request (after). */
             t->copy_doubt = true;
             t->doubt_z = false;
+            t->after_err = t->after != PGW_TRACK_AFTER_NONE;
         }
         t->copy_err = t->copy;
         t->sync_copy = t->sync_copy_back = t->sync_fail_back = 0;
@@ -351,6 +482,8 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
         t->copy_plain = t->copy_in;
+        t->after = t->copy_in ? PGW_TRACK_AFTER_COPY : PGW_TRACK_AFTER_NONE;
+        t->after_err = false;
         t->copy_err = t->copy_failing = t->fail_open = false;
         t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
@@ -381,8 +514,10 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
         t->count_high = false;
     if (t->copy_doubt) {
         t->doubt_z = true;
-        if (t->sync_out == 0 && t->fe_open == 0)
+        if (t->sync_out == 0 && t->fe_open == 0) {
             t->copy_doubt = false;       /* nothing outstanding: no doubt left */
+            t->after = PGW_TRACK_AFTER_NONE;
+        }
     }
     if (t->sync_out == 0 && t->mixed_off) {
         t->mixed_off = false;
@@ -466,7 +601,7 @@ void pgw_track_error(struct pgw_track *t);
  * left?  True when the count is unsure for it alone (copy_doubt), only
  * ReadyForQuerys of one status ('I', or 'E' in a failed transaction block)
  * can still come, and the server skips nothing: a Sync,
- * a Close of the unnamed portal and a Sync then sent -- with nothing of
+ * a Close of a portal no client has and a Sync then sent -- with nothing of
  * the client's after them until the last of their replies is in -- tell
  * which ReadyForQuerys are the client's (see the top).  relay.c checks
  * that the client has nothing more under way on its side. */

@@ -12,7 +12,8 @@
  * queued replies to the tracker.  The model follows postgres.c and
  * copyfromparse.c: an error in an extended-protocol message skips all up
  * to the next Sync (a Query or FunctionCall too); an error in a Query,
- * FunctionCall or at a Sync (a commit) does not; a COPY FROM STDIN may
+ * FunctionCall or at a Sync (a commit, of a batch that ran) does not; a
+ * COPY FROM STDIN may
  * fail before it reads anything (a BEFORE STATEMENT trigger runs after
  * the CopyInResponse), else it reads
  * the messages after its start as its own, ignoring Sync and Flush and
@@ -156,8 +157,11 @@ static inline void track_model_read(struct track_model *m, char type, unsigned c
     if (type == 'd' || type == 'c' || type == 'f')
         return;              /* outside a COPY: ignored */
     if (type == 'S') {
+        /* The commit may fail where the batch ran: not an empty one, nor
+         * one skipped to this Sync (its transaction aborted). */
+        bool ran = m->open && !m->skipping;
         m->skipping = m->open = false;
-        if (ch % 5 == 0)
+        if (ran && ch % 5 == 0)
             track_model_out(m, 'E');     /* the commit failed */
         track_model_out(m, 'Z');
         return;

@@ -1057,6 +1057,46 @@ class TestAProbeAfterAFailedCopy(RelayCase):
         a.sendall(M(b"f", b"No source stream defined\x00"))
         return got + hz.read_until_ready(a)
 
+    # The client's next request sent right behind the COPY's end, or behind
+    # a Sync once it read the error (not quiet: no probe can go out); read
+    # up to that request's ReadyForQuery.  Its first reply settles the count
+    # (track.h, after); the server stayed with the client for the rest of
+    # its session.
+    @staticmethod
+    def then_select(a, before, extended=False):
+        q = (hz.parse_msg("", "select 7") + bind_execute() + SYNC if extended
+             else hz.query_msg("select 7"))
+        a.sendall(before + q)
+        got = []
+        while not (got and got[-1][0] == b"C" and got[-1][1].startswith(b"SELECT")):
+            got.append(hz.recv_msg(a))
+        return got + hz.read_until_ready(a)
+
+    def libpq_bad_row_select_behind(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        got = self.until(a, b"G")
+        return got + self.then_select(a, M(b"d", b"not a number\n") + M(b"c") + SYNC)
+
+    def trigger_select_behind(self, a):
+        # (The trigger fails before the COPY reads the Sync after its
+        # Execute: that one is answered too.)
+        a.sendall(hz.parse_msg("", "copy relay_copy_trig from stdin") + bind_execute() + SYNC)
+        got = self.until(a, b"G")
+        return got + self.then_select(a, M(b"f", b"no\x00") + SYNC)
+
+    def bad_row_sync_select_behind(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        got = self.until(a, b"G")
+        a.sendall(M(b"d", b"1\n") + M(b"d", b"not a number\n"))
+        got += self.until(a, b"E")
+        return got + self.then_select(a, SYNC)
+
+    def lone_syncs_then_extended_behind(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + M(b"H"))
+        got = self.until(a, b"G")
+        return got + self.then_select(a, M(b"d", b"1\n") + SYNC + M(b"d", b"not a number\n") +
+                                      M(b"c") + SYNC + SYNC + SYNC, extended=True)
+
     @staticmethod
     def shape(got):
         return [(t, hz.parse_fields(b)["C"]) if t == b"E" else (t, b if t == b"Z" else None)
@@ -1111,6 +1151,61 @@ class TestAProbeAfterAFailedCopy(RelayCase):
         self.assert_b_served()
         self.assert_own_answer(a)
         self.assert_b_served()
+
+    def rollback_behind(self):
+        """The scenario inside BEGIN, the ROLLBACK sent right behind the
+        COPY's end, as on PostgreSQL; then another client gets the pool's
+        one server, and the first one's next request its own answer."""
+        def run(c):
+            c.sendall(hz.query_msg("begin"))
+            got = hz.read_until_ready(c)
+            c.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+            got += self.until(c, b"G")
+            c.sendall(M(b"d", b"not a number\n") + M(b"c") + SYNC + hz.query_msg("rollback"))
+            while not (got and got[-1][0] == b"C" and got[-1][1].startswith(b"ROLLBACK")):
+                got.append(hz.recv_msg(c))
+            return got + hz.read_until_ready(c)
+        want = run(self.direct())
+        a = self.login()
+        got = run(a)
+        self.assertEqual(self.shape(got), self.shape(want), got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def test_the_failed_copys_portal_stays_in_its_block(self):
+        """In the block the COPY failed, its unnamed portal is still there:
+        a Describe of it gets NoData, as on PostgreSQL (the probe, sent as
+        the ReadyForQuery went by, closed it: 34000, difftest)."""
+        def run(c):
+            c.sendall(hz.query_msg("begin"))
+            got = hz.read_until_ready(c) + self.libpq_bad_row(c)
+            c.sendall(M(b"D", b"P\x00") + SYNC)
+            got += hz.read_until_ready(c)
+            c.sendall(hz.query_msg("rollback"))
+            return got + hz.read_until_ready(c)
+        want = run(self.direct())
+        self.assertIn((b"n", None), self.shape(want))
+        a = self.login()
+        got = run(a)
+        self.assertEqual(self.shape(got), self.shape(want), got)
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def test_libpq_bad_row_rollback_behind_in_a_transaction(self):
+        self.rollback_behind()
+
+    def test_libpq_bad_row_select_behind(self):
+        self.idle_then_b("libpq_bad_row_select_behind")
+
+    def test_trigger_select_behind(self):
+        self.idle_then_b("trigger_select_behind")
+
+    def test_bad_row_sync_select_behind(self):
+        self.idle_then_b("bad_row_sync_select_behind")
+
+    def test_lone_syncs_then_extended_behind(self):
+        self.idle_then_b("lone_syncs_then_extended_behind")
 
     def test_libpq_bad_row_in_a_transaction(self):
         self.in_a_transaction("libpq_bad_row")

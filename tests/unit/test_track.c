@@ -1008,17 +1008,24 @@ static void test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch(void **stat
     assert_int_equal(track_model_run(script, n), TRACK_MODEL_OK);
 }
 
-/* An extended COPY FROM STDIN (P B E and Sync, as libpq sends it) that
+/* An extended COPY FROM STDIN (Execute and Sync, as libpq sends it)
  * fails on a row: whether it read that Sync the tracker cannot tell, and
  * the count stays high after the last ReadyForQuery.  Once a ReadyForQuery
  * came after the error (the server skips nothing) and the client sent
  * nothing since the Execute but copy messages and Syncs, a probe is due;
- * its end settles the count and the server may go. */
+ * its end settles the count and the server may go.  The same inside a
+ * transaction block: the error fails the block, and every ReadyForQuery
+ * after it is 'E' (alike, as the 'I' ones outside): the probe is due there
+ * too, and the client's ROLLBACK, counted exactly after it, gives the
+ * server back.  (Due only at 'I', the ROLLBACK made the doubt last the
+ * session: hunt.) */
 static void test_a_probe_settles_a_copy_that_failed_on_a_row(void **state)
 {
     (void)state;
-    for (int early = 0; early < 2; early++) {
-        struct pgw_track u = { .tx_status = 'I' };
+    for (int c = 0; c < 3; c++) {
+        bool early = c == 1, block = c == 2;
+        char status = block ? 'E' : 'I';
+        struct pgw_track u = { .tx_status = block ? 'T' : 'I' };
         send_types(&u, "PBES");
         reply_types(&u, "12G");
         send_types(&u, "d");
@@ -1029,40 +1036,124 @@ static void test_a_probe_settles_a_copy_that_failed_on_a_row(void **state)
         if (!early)
             send_types(&u, "cS");
         assert_false(pgw_track_probe_due(&u));
-        assert_int_equal(reply_types(&u, "Z"), 0);
+        assert_false(pgw_track_ready(&u, status));
         assert_int_equal(u.sync_out, 1);
         assert_true(u.count_high);
         assert_true(pgw_track_probe_due(&u));
-        pgw_track_probed(&u, 'I');
-        assert_true(pgw_track_idle(&u));
+        pgw_track_probed(&u, status);
+        assert_int_equal(pgw_track_idle(&u), !block);
         assert_false(pgw_track_probe_due(&u));
+        if (block) {
+            send_types(&u, "Q");                 /* ROLLBACK */
+            assert_int_equal(reply_types(&u, "CZ"), 1);
+            assert_true(pgw_track_idle(&u));
+        }
     }
 }
 
-/* The same inside a transaction block: the error fails the block, and
- * every ReadyForQuery after it is 'E' (alike, as the 'I' ones outside):
- * the probe is due there too, and the client's ROLLBACK, counted exactly
- * after it, gives the server back.  (Due only at 'I', the ROLLBACK made
- * the doubt last the session: hunt.) */
-static void test_a_probe_in_the_block_a_copy_failed(void **state)
+/* The client's next request, sent after the failed COPY's end and the Sync
+ * after it (libpq's CopyDone + Sync) before the probe could go out (a
+ * ROLLBACK pipelined, or a request sent before the ReadyForQuery after the
+ * error): whether the COPY read its Sync or not (a bad row, or a BEFORE
+ * STATEMENT trigger before it read anything), the first reply of that
+ * request, past the lone Syncs sent first, settles the count -- the server
+ * goes back at that request's ReadyForQuery, not before.  (It stayed with
+ * its client for the rest of the session.) */
+static void test_the_next_request_settles_a_failed_copy(void **state)
 {
     (void)state;
-    struct pgw_track u = { .tx_status = 'T' };
-    send_types(&u, "PBES");
-    reply_types(&u, "12G");
-    send_types(&u, "dcS");
-    copy_error(&u, false);
-    assert_false(pgw_track_probe_due(&u));       /* the server may be skipping */
-    assert_false(pgw_track_ready(&u, 'E'));
-    assert_int_equal(u.sync_out, 1);
-    assert_true(u.count_high);
-    assert_true(pgw_track_probe_due(&u));
-    pgw_track_probed(&u, 'E');
-    assert_false(pgw_track_idle(&u));            /* in the failed block */
-    assert_false(pgw_track_probe_due(&u));
-    send_types(&u, "Q");                         /* ROLLBACK */
-    assert_int_equal(reply_types(&u, "CZ"), 1);
-    assert_true(pgw_track_idle(&u));
+    static const struct {
+        const char *after;       /* sent after "cS" */
+        const char *replies;     /* its replies, the last ReadyForQuery last */
+        int lone;                /* lone Syncs first: a ReadyForQuery each */
+    } cases[] = {
+        { "Q", "CZ", 0 },                        /* ROLLBACK pipelined */
+        { "SSQ", "CZ", 2 },
+        { "PBES", "12CZ", 0 },
+        { "F", "VZ", 0 },
+        { "QQ", "CZCZ", 0 },
+        { "QSQ", "CZZCZ", 0 },
+        { "Q", "EZ", 0 },                        /* the request fails */
+        { "PBEH", "12C", 0 },                    /* a batch still open */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int read = 0; read < 2; read++) {
+            for (int fail = 0; fail < 2; fail++) {
+                struct pgw_track u = { .tx_status = 'I' };
+                send_types(&u, "PBES");
+                reply_types(&u, "12G");
+                send_types(&u, "d");
+                send_types(&u, fail ? "f" : "c");
+                send_types(&u, "S");
+                send_types(&u, cases[i].after);
+                copy_error(&u, false);           /* the row's, or the trigger's */
+                /* The COPY's Sync answered when it did not read it, the
+                 * one after the end always, then the lone ones. */
+                for (int z = (read ? 1 : 2) + cases[i].lone; z > 0; z--) {
+                    assert_int_equal(reply_types(&u, "Z"), 0);
+                    assert_true(u.count_high || u.sync_out == 0);   /* (0: the open batch's) */
+                }
+                const char *r = cases[i].replies;
+                reply_types(&u, (char[]) { r[0], '\0' });
+                assert_false(u.count_high);
+                assert_false(u.copy_doubt);
+                int want = r[strlen(r) - 1] == 'Z';
+                assert_int_equal(reply_types(&u, r + 1), want);
+                assert_int_equal(pgw_track_idle(&u), want);
+                if (!want) {
+                    send_types(&u, "S");
+                    assert_int_equal(reply_types(&u, "Z"), 1);
+                    assert_true(pgw_track_idle(&u));
+                }
+            }
+        }
+    }
+}
+
+/* A client that reads the COPY's error and sends a Sync without ending
+ * the COPY (the server read that Sync after failing: it is answered), then
+ * its next request: settled there too. */
+static void test_a_sync_after_the_copys_error_starts_the_look_ahead(void **state)
+{
+    (void)state;
+    for (int read = 0; read < 2; read++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        reply_types(&u, "12G");
+        send_types(&u, "dd");
+        copy_error(&u, false);
+        send_types(&u, "SQ");
+        for (int z = read ? 1 : 2; z > 0; z--)
+            assert_int_equal(reply_types(&u, "Z"), 0);
+        assert_true(u.count_high);
+        reply_types(&u, "C");
+        assert_false(u.count_high);
+        assert_int_equal(reply_types(&u, "Z"), 1);
+        assert_true(pgw_track_idle(&u));
+    }
+}
+
+/* No look-ahead where the request after the end may be skipped (no Sync
+ * between: a COPY that read every Sync leaves the server skipping to the
+ * next), or after extended messages of its batch (a mixed Query): the
+ * count stays high, the server kept with its client, never handed on
+ * early. */
+static void test_no_look_ahead_where_the_request_may_be_skipped(void **state)
+{
+    (void)state;
+    static const char *const after[] = { "cQ", "cPSQ", "cSPQ", "cSPBQS" };
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        reply_types(&u, "12G");
+        send_types(&u, "d");
+        send_types(&u, after[i]);
+        copy_error(&u, false);
+        reply_types(&u, "Z");
+        reply_types(&u, "C");
+        assert_true(u.count_high);
+        assert_true(u.copy_doubt);
+    }
 }
 
 /* node-pg answers the CopyInResponse with CopyFail at once; the COPY's
@@ -1182,7 +1273,9 @@ int main(void)
         cmocka_unit_test(test_an_error_after_a_sync_among_the_data_makes_the_count_unsure),
         cmocka_unit_test(test_a_copy_with_a_sync_in_its_data_goes_on_in_its_batch),
         cmocka_unit_test(test_a_probe_settles_a_copy_that_failed_on_a_row),
-        cmocka_unit_test(test_a_probe_in_the_block_a_copy_failed),
+        cmocka_unit_test(test_the_next_request_settles_a_failed_copy),
+        cmocka_unit_test(test_a_sync_after_the_copys_error_starts_the_look_ahead),
+        cmocka_unit_test(test_no_look_ahead_where_the_request_may_be_skipped),
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
         cmocka_unit_test(test_model_random_conversations),
