@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -1051,6 +1052,21 @@ static void test_a_probe_settles_a_copy_that_failed_on_a_row(void **state)
     }
 }
 
+/* libpq's COPY by Execute and Sync, one row that fails, then `after`
+ * (sent before the error comes unless error_first). */
+static void failed_copy_then(struct pgw_track *u, const char *after, bool error_first)
+{
+    *u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(u, "PBES");
+    reply_types(u, "12G");
+    send_types(u, "d");
+    if (error_first)
+        copy_error(u, false);
+    send_types(u, after);
+    if (!error_first)
+        copy_error(u, false);
+}
+
 /* The client's next request, sent after the failed COPY's end and the Sync
  * after it (libpq's CopyDone + Sync) before the probe could go out (a
  * ROLLBACK pipelined, or a request sent before the ReadyForQuery after the
@@ -1079,14 +1095,10 @@ static void test_the_next_request_settles_a_failed_copy(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         for (int read = 0; read < 2; read++) {
             for (int fail = 0; fail < 2; fail++) {
-                struct pgw_track u = { .tx_status = 'I' };
-                send_types(&u, "PBES");
-                reply_types(&u, "12G");
-                send_types(&u, "d");
-                send_types(&u, fail ? "f" : "c");
-                send_types(&u, "S");
-                send_types(&u, cases[i].after);
-                copy_error(&u, false);           /* the row's, or the trigger's */
+                struct pgw_track u;
+                char after[16];
+                snprintf(after, sizeof(after), "%cS%s", fail ? 'f' : 'c', cases[i].after);
+                failed_copy_then(&u, after, false);      /* the row's error, or the trigger's */
                 /* The COPY's Sync answered when it did not read it, the
                  * one after the end always, then the lone ones. */
                 for (int z = (read ? 1 : 2) + cases[i].lone; z > 0; z--) {
@@ -1117,12 +1129,8 @@ static void test_a_sync_after_the_copys_error_starts_the_look_ahead(void **state
 {
     (void)state;
     for (int read = 0; read < 2; read++) {
-        struct pgw_track u = { .tx_status = 'I' };
-        send_types(&u, "PBES");
-        reply_types(&u, "12G");
-        send_types(&u, "dd");
-        copy_error(&u, false);
-        send_types(&u, "SQ");
+        struct pgw_track u;
+        failed_copy_then(&u, "SQ", true);
         for (int z = read ? 1 : 2; z > 0; z--)
             assert_int_equal(reply_types(&u, "Z"), 0);
         assert_true(u.count_high);
@@ -1143,14 +1151,9 @@ static void test_no_look_ahead_where_the_request_may_be_skipped(void **state)
     (void)state;
     static const char *const after[] = { "cQ", "cPSQ", "cSPQ", "cSPBQS" };
     for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
-        struct pgw_track u = { .tx_status = 'I' };
-        send_types(&u, "PBES");
-        reply_types(&u, "12G");
-        send_types(&u, "d");
-        send_types(&u, after[i]);
-        copy_error(&u, false);
-        reply_types(&u, "Z");
-        reply_types(&u, "C");
+        struct pgw_track u;
+        failed_copy_then(&u, after[i], false);
+        reply_types(&u, "ZC");
         assert_true(u.count_high);
         assert_true(u.copy_doubt);
     }
@@ -1184,12 +1187,8 @@ static void test_no_probe_but_after_syncs_alone(void **state)
     (void)state;
     static const char *const after[] = { "cQ", "cSPBES", "cSH", "cSd" };
     for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
-        struct pgw_track u = { .tx_status = 'I' };
-        send_types(&u, "PBES");
-        reply_types(&u, "12G");
-        send_types(&u, "d");
-        copy_error(&u, false);
-        send_types(&u, after[i]);
+        struct pgw_track u;
+        failed_copy_then(&u, after[i], true);
         reply_types(&u, "Z");
         /* (A Flush or CopyData after the Sync: Syncs and copy messages
          * alone, a probe is due; the others may get more than a
