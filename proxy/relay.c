@@ -126,23 +126,65 @@ static void set_config_call(struct pgw_wbuf *b, const char *name, const char *va
     pgw_wbuf_append(b, tail, sizeof(tail) - 1);
 }
 
-/* A Query setting name to value; with base, to base first: a DateStyle
+/* The name of pgwharf's own statement and portal, which no client has
+ * (one made of printable characters could be a client's). */
+#define OWN_NAME "\001pgwharf"
+
+/* One statement of sync_params, written between these two: a simple
+ * Query -- or, keep, where the client's own unnamed statement is on the
+ * server (any simple Query drops it: its Bind got 26000, hunt), the
+ * extended protocol with a statement of pgwharf's, closed before it runs
+ * (a refused value leaves nothing behind): Parse, Bind, Close, Execute,
+ * Sync.  Either way one ReadyForQuery ends its replies. */
+static size_t sync_stmt_begin(struct pgw_wbuf *b, bool keep)
+{
+    size_t m = pgw_wbuf_msg_begin(b, keep ? PGW_FE_PARSE : PGW_FE_QUERY);
+    if (keep)
+        pgw_wbuf_append(b, OWN_NAME, sizeof(OWN_NAME));      /* (its NUL too) */
+    return m;
+}
+
+static void sync_stmt_end(struct pgw_wbuf *b, size_t m, bool keep)
+{
+    pgw_wbuf_append(b, "", 1);                   /* the statement's NUL */
+    if (!keep) {
+        pgw_wbuf_msg_end(b, m);
+        return;
+    }
+    pgw_wbuf_append(b, "\0", 2);                 /* no parameter types */
+    pgw_wbuf_msg_end(b, m);
+    m = pgw_wbuf_msg_begin(b, PGW_FE_BIND);      /* the unnamed portal: none is open */
+    pgw_wbuf_append(b, "", 1);
+    pgw_wbuf_append(b, OWN_NAME, sizeof(OWN_NAME));
+    pgw_wbuf_append(b, "\0\0\0\0\0", 6);       /* no formats, parameters, result formats */
+    pgw_wbuf_msg_end(b, m);
+    m = pgw_wbuf_msg_begin(b, PGW_FE_CLOSE);
+    pgw_wbuf_append(b, "S", 1);
+    pgw_wbuf_append(b, OWN_NAME, sizeof(OWN_NAME));
+    pgw_wbuf_msg_end(b, m);
+    m = pgw_wbuf_msg_begin(b, PGW_FE_EXECUTE);
+    pgw_wbuf_append(b, "\0\0\0\0", 5);         /* the unnamed portal, all rows */
+    pgw_wbuf_msg_end(b, m);
+    pgw_wbuf_msg_end(b, pgw_wbuf_msg_begin(b, PGW_FE_SYNC));
+}
+
+/* A statement setting name to value; with base, to base first: a DateStyle
  * of one part ("SQL", "DMY": a startup value) keeps the other part of the
  * value it replaces, which must be a fresh server's (base), as when
  * PostgreSQL reads it at a login, not the last client's.  raw: value is
- * in the server's encoding, not the client's (set_config_call). */
+ * in the server's encoding, not the client's (set_config_call).  keep:
+ * sync_stmt_begin. */
 static void set_config_query(struct pgw_wbuf *b, const char *name, const char *value,
-                             const char *base, bool raw)
+                             const char *base, bool raw, bool keep)
 {
-    size_t m = pgw_wbuf_msg_begin(b, PGW_FE_QUERY);
+    size_t m = sync_stmt_begin(b, keep);
     pgw_wbuf_append(b, "SELECT ", 7);
     if (base) {
         set_config_call(b, name, base, false);
         pgw_wbuf_append(b, ", ", 2);
     }
     set_config_call(b, name, value, raw);
-    pgw_wbuf_append(b, "", 1);                   /* its NUL */
-    pgw_wbuf_msg_end(b, m);
+    sync_stmt_end(b, m, keep);
 }
 
 /* Queue SETs that make the server's tracked parameters match what the
@@ -547,6 +589,8 @@ static bool sync_params(struct pgw_session *s)
                    !first_replaces_unnamed(s);
     if (unnamed || (!login_only && first_replaces_unnamed(s)))
         srv->user_unnamed = 0;           /* dropped below, or by the client's message */
+    /* The client's own is there still: the SETs must leave it. */
+    bool keep = srv->user_unnamed && !unnamed && !login_only;
     /* Most links find the server as this client left it (or as another
      * client with the same settings did): one comparison of summaries. */
     if (!s->params_sig)
@@ -584,7 +628,7 @@ static bool sync_params(struct pgw_session *s)
                                       ? pgw_params_get(pgw_pool_defaults(srv->pool), name) : NULL;
                 if (!def || strcmp(have, def) == 0)
                     continue;
-                set_config_query(&b, name, def, NULL, startup_bytes(srv->pool, name, def));
+                set_config_query(&b, name, def, NULL, startup_bytes(srv->pool, name, def), keep);
                 set[i] = def;
                 s->sync_order[queries++] = (uint8_t)i;
                 continue;
@@ -594,12 +638,13 @@ static bool sync_params(struct pgw_session *s)
             if (cq && *have && strcmp(have, cq) == 0)
                 continue;
             if (cq) {
-                set_config_query(&b, name, cq, NULL, startup_bytes(srv->pool, name, cq));
+                set_config_query(&b, name, cq, NULL, startup_bytes(srv->pool, name, cq), keep);
                 set[i] = cq;
             } else {
-                char sql[64 + PGW_CONF_PARAM_NAME_MAX];
-                snprintf(sql, sizeof(sql), "RESET %s", name);
-                pgw_wire_query(&b, sql);
+                size_t m = sync_stmt_begin(&b, keep);
+                pgw_wbuf_append(&b, "RESET ", 6);
+                pgw_wbuf_append(&b, name, strlen(name));
+                sync_stmt_end(&b, m, keep);
                 reset[i] = true;
             }
         } else {
@@ -611,7 +656,8 @@ static bool sync_params(struct pgw_session *s)
                 if (base && (strcmp(base, want) == 0 || (have && strcmp(base, have) == 0)))
                     base = NULL;             /* a fresh server's already, or wanted whole */
             }
-            set_config_query(&b, name, want, base, startup_bytes(srv->pool, name, want));
+            set_config_query(&b, name, want, base, startup_bytes(srv->pool, name, want),
+                             keep);
             set[i] = want;
         }
         s->sync_order[queries++] = (uint8_t)i;
@@ -638,7 +684,8 @@ static bool sync_params(struct pgw_session *s)
         /* 0 before: one sync per link.  The empty Query has no entry in
          * sync_order: with none queued, sync_answered skips its reply. */
         s->swallow += queries + extra;
-        srv->user_unnamed = 0;           /* each a simple Query: the unnamed statement goes */
+        if (!keep)
+            srv->user_unnamed = 0;       /* each a simple Query: the unnamed statement goes */
         s->sync_queued = (uint8_t)queries;
         s->sync_err = false;
         /* Unreported parameters are known only by what pgwharf set (a
@@ -2254,6 +2301,14 @@ static bool scan_client(struct pgw_session *s)
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
+        /* PostgreSQL answers a Sync or Flush with a body with an error (a
+         * Sync with its ReadyForQuery too): no look-ahead past a failed
+         * COPY (track.h, after), which takes such a Sync's reply for a
+         * ReadyForQuery alone, and the error for the next request's
+         * (review: the server went back with that request's replies to
+         * come). */
+        if ((type == PGW_FE_SYNC || type == PGW_FE_FLUSH) && mlen != 4)
+            s->track.after = PGW_TRACK_AFTER_NONE;
         if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
         s->requested = true;
@@ -3040,6 +3095,7 @@ static void track_backend(struct pgw_session *s, char type)
         s->query_floor = pgw_mono_now(s->px->loop);
         if (s->query_start == 0)
             s->query_start = s->query_floor;
+        pgw_session_arm_timer(s);
     }
     /* The Syncs the COPY reads are prepared.c's to tell (ps_copy_syncs):
      * the tracker's CopyDone must not take them back a second time. */

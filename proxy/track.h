@@ -374,6 +374,11 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
         t->exec_last = false;
         return false;
     case PGW_FE_EXECUTE:
+        /* Sent once a COPY's error went by: a Sync after it is for this
+         * Execute's COPY, if it is one, to read (copy_err is the old
+         * one's; it kept a second COPY pipelined behind a failed one from
+         * being taken for certain: review). */
+        t->copy_err = false;
         t->ext_open++;
         t->sync_exec = 0;
         t->exec_batch = ++t->execs;

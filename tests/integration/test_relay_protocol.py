@@ -1084,6 +1084,11 @@ class TestAProbeAfterAFailedCopy(RelayCase):
         return got + self.then_request(a, M(b"d", b"not a number\n") + M(b"c") + SYNC,
                                       sql="rollback")
 
+    def sync_with_a_body_select_behind(self, a):
+        a.sendall(hz.parse_msg("", "copy relay_copy_fail from stdin") + bind_execute() + SYNC)
+        got = self.until(a, b"G")
+        return got + self.then_request(a, M(b"d", b"not a number\n") + M(b"c") + M(b"S", b"x"))
+
     def trigger_select_behind(self, a):
         # (The trigger fails before the COPY reads the Sync after its
         # Execute: that one is answered too.)
@@ -1186,6 +1191,20 @@ class TestAProbeAfterAFailedCopy(RelayCase):
 
     def test_libpq_bad_row_select_behind(self):
         self.idle_then_b("libpq_bad_row_select_behind")
+
+    def test_a_sync_with_a_body_behind_a_failed_copy(self):
+        """PostgreSQL answers a Sync with a body with 08P01 and its
+        ReadyForQuery: the look-ahead took that error for the next
+        request's first reply, and the server went back to the pool with
+        that request's replies to come (review).  No look-ahead past such a
+        Sync: the client gets all its replies (its server stays with it)."""
+        want = self.sync_with_a_body_select_behind(self.direct())
+        self.assertIn((b"E", "08P01"), self.shape(want))
+        a = self.login()
+        got = self.sync_with_a_body_select_behind(a)
+        self.assertEqual(self.shape(got), self.shape(want), got)
+        self.assertEqual(rows(got), [[b"7"]])
+        self.assert_own_answer(a)
 
     def test_trigger_select_behind(self):
         self.idle_then_b("trigger_select_behind")

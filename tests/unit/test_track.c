@@ -1141,6 +1141,29 @@ static void test_a_sync_after_the_copys_error_starts_the_look_ahead(void **state
     }
 }
 
+/* A second COPY by Execute and Sync pipelined behind the failed one,
+ * sent once its error went by: the settle at its ParseComplete leaves the
+ * count exact, and the new COPY is taken for certain (its Sync read by it,
+ * taken back at its CommandComplete).  The old COPY's copy_err kept that
+ * Sync from counting as the new Execute's, and the server stayed with its
+ * client (review). */
+static void test_a_second_copy_behind_a_failed_one(void **state)
+{
+    (void)state;
+    for (int read = 0; read < 2; read++) {
+        struct pgw_track u;
+        failed_copy_then(&u, "cS", false);
+        send_types(&u, "PBES");
+        reply_types(&u, read ? "Z" : "ZZ");
+        reply_types(&u, "12G");
+        assert_false(u.count_high);
+        assert_true(u.copy_in);
+        send_types(&u, "dcS");
+        assert_int_equal(reply_types(&u, "CZ"), 1);
+        assert_true(pgw_track_idle(&u));
+    }
+}
+
 /* No look-ahead where the request after the end may be skipped (no Sync
  * between: a COPY that read every Sync leaves the server skipping to the
  * next), or after extended messages of its batch (a mixed Query): the
@@ -1274,6 +1297,7 @@ int main(void)
         cmocka_unit_test(test_a_probe_settles_a_copy_that_failed_on_a_row),
         cmocka_unit_test(test_the_next_request_settles_a_failed_copy),
         cmocka_unit_test(test_a_sync_after_the_copys_error_starts_the_look_ahead),
+        cmocka_unit_test(test_a_second_copy_behind_a_failed_one),
         cmocka_unit_test(test_no_look_ahead_where_the_request_may_be_skipped),
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
