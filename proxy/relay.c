@@ -3190,7 +3190,7 @@ static bool track_probe_quiet(const struct pgw_session *s)
  * when out of memory: the server then stays with its client as before. */
 static void track_probe_send(struct pgw_session *s)
 {
-    static const uint8_t m[] = { 'S', 0, 0, 0, 4,
+    static const uint8_t m[] = { 'S', 0, 0, 0, 4,             /* (OWN_NAME's portal) */
                                  'C', 0, 0, 0, 14, 'P', 1, 'p', 'g', 'w', 'h', 'a', 'r', 'f', 0,
                                  'S', 0, 0, 0, 4 };
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))

@@ -56,43 +56,41 @@
  *              kept until nothing is outstanding (mixed_off): a skipped
  *              request then keeps the server with its client, never hands
  *              it on early.
- *   copy_doubt  count_high, or a batch open again (fe_open), come of a
- *              COPY FROM STDIN by Execute that failed with Syncs it may
- *              have read (above).  The client sent nothing since that
- *              Execute but Syncs, Flushes and copy messages (copy_plain):
- *              all that can still come of it is ReadyForQuerys, alike:
- *              'I' each, or 'E' each in the transaction block the error
- *              failed (a Close there is answered as ever, and the client's
- *              ROLLBACK then gives the server back).  Once one came after
- *              the error (doubt_z: the server then skips nothing, having
- *              read a Sync since) and the
+ *   copy_doubt  count_high, or a batch open again (fe_open), come of a COPY
+ *              FROM STDIN by Execute that failed with Syncs it may have read
+ *              (above).  The client sent nothing since that Execute but
+ *              Syncs, Flushes and copy messages (copy_plain): all that can
+ *              still come of it is ReadyForQuerys, alike: 'I' each, or 'E'
+ *              each in the transaction block the error failed (a Close there
+ *              is answered as ever, and the client's ROLLBACK then gives the
+ *              server back).  Once one came after the error (doubt_z: the
+ *              server then skips nothing, having read a Sync since) and the
  *              client sends nothing more, relay.c asks the server
- *              (pgw_track_probe_due): a Sync, a Close of a portal no
- *              client has (a no-op, answered by CloseComplete, which
- *              nothing the client sent can get), a Sync -- the
- *              ReadyForQuerys before that
- *              CloseComplete are the client's but one, the probe's first
- *              (any one: they are alike); the CloseComplete and the
+ *              (pgw_track_probe_due): a Sync, a Close of a portal no client
+ *              has (a no-op, answered by CloseComplete, which nothing the
+ *              client sent can get), a Sync -- the ReadyForQuerys before
+ *              that CloseComplete are the client's but one, the probe's
+ *              first (any one: they are alike); the CloseComplete and the
  *              ReadyForQuery after it end the doubt (pgw_track_probed).
- *   after      Or the client's next request tells (no probe needed, and
- *              none could go out once the client sent more than Syncs):
- *              when the COPY's end (CopyDone/CopyFail, sent with nothing
- *              but Syncs, Flushes and data since the Execute) was followed
- *              by a Sync with nothing between but Flushes and copy
- *              messages -- or a Sync was sent once the COPY's error went
- *              by (read after the COPY failed) -- that Sync is answered
- *              whatever the COPY read, and nothing after it is skipped.  Everything before it gets
- *              ReadyForQuerys alone (after the COPY's error the server
- *              skips to a Sync and ignores copy messages, and a Sync then
- *              commits nothing), and so do the lone Syncs (nothing before
- *              them in their batch) sent after it first: the first other
- *              reply (but a NoticeResponse, ParameterStatus or
- *              NotificationResponse, which come at any time) is the first
- *              reply of the first request after them -- everything before
- *              it is over, and the count is exact again: the requests sent
- *              from that one on (pgw_track_settle).  A Query or
- *              FunctionCall there after extended messages of its batch (a
- *              mixed one, which an error may skip) gives the look-ahead up.
+ *   after      Or the client's next request tells (no probe needed, and none
+ *              could go out once the client sent more than Syncs): when the
+ *              COPY's end (CopyDone/CopyFail, sent with nothing but Syncs,
+ *              Flushes and data since the Execute) was followed by a Sync
+ *              with nothing between but Flushes and copy messages -- or a
+ *              Sync was sent once the COPY's error went by (read after the
+ *              COPY failed) -- that Sync is answered whatever the COPY read,
+ *              and nothing after it is skipped.  Everything before it gets
+ *              ReadyForQuerys alone (after the COPY's error the server skips
+ *              to a Sync and ignores copy messages, and a Sync then commits
+ *              nothing), and so do the lone Syncs (nothing before them in
+ *              their batch) sent after it first: the first other reply (but
+ *              a NoticeResponse, ParameterStatus or NotificationResponse,
+ *              which come at any time) is the first reply of the first
+ *              request after them -- everything before it is over, and the
+ *              count is exact again: the requests sent from that one on
+ *              (pgw_track_settle).  A Query or FunctionCall there after
+ *              extended messages of its batch (a mixed one, which an error
+ *              may skip) gives the look-ahead up.
  *
  * A server may be released at ReadyForQuery 'I' once sync_out and fe_open
  * are both zero.  Internal to proxy/.
