@@ -134,13 +134,21 @@ static void set_config_call(struct pgw_wbuf *b, const char *name, const char *va
  * Query -- or, keep, where the client's own unnamed statement is on the
  * server (any simple Query drops it: its Bind got 26000, hunt), the
  * extended protocol with a statement of pgwharf's, closed before it runs
- * (a refused value leaves nothing behind): Parse, Bind, Close, Execute,
- * Sync.  Either way one ReadyForQuery ends its replies. */
+ * (a refused value leaves nothing behind): Close, Parse, Bind, Close,
+ * Execute, Sync.  Either way one ReadyForQuery ends its replies. */
 static size_t sync_stmt_begin(struct pgw_wbuf *b, bool keep)
 {
+    if (keep) {
+        /* (One left by a Bind that failed -- a statement_timeout, a
+         * cancel -- would fail every Parse of it after.) */
+        size_t c = pgw_wbuf_msg_begin(b, PGW_FE_CLOSE);
+        pgw_wbuf_append(b, "S", 1);
+        pgw_wbuf_append(b, OWN_NAME, sizeof(OWN_NAME));      /* (its NUL too) */
+        pgw_wbuf_msg_end(b, c);
+    }
     size_t m = pgw_wbuf_msg_begin(b, keep ? PGW_FE_PARSE : PGW_FE_QUERY);
     if (keep)
-        pgw_wbuf_append(b, OWN_NAME, sizeof(OWN_NAME));      /* (its NUL too) */
+        pgw_wbuf_append(b, OWN_NAME, sizeof(OWN_NAME));
     return m;
 }
 
@@ -2301,15 +2309,10 @@ static bool scan_client(struct pgw_session *s)
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
-        /* PostgreSQL answers a Sync or Flush with a body with an error (a
-         * Sync with its ReadyForQuery too): no look-ahead past a failed
-         * COPY (track.h, after), which takes such a Sync's reply for a
-         * ReadyForQuery alone, and the error for the next request's
-         * (review: the server went back with that request's replies to
-         * come). */
+        char ttype = type;
         if ((type == PGW_FE_SYNC || type == PGW_FE_FLUSH) && mlen != 4)
-            s->track.after = PGW_TRACK_AFTER_NONE;
-        if (pgw_track_frontend(&s->track, type) || (!was_open && s->track.fe_open > 0))
+            ttype = pgw_track_bodied(&s->track, type);   /* (answered with an error) */
+        if (pgw_track_frontend(&s->track, ttype) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
         s->requested = true;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {

@@ -171,6 +171,8 @@ struct pgw_track {
                                   * Syncs so far */
     int32_t after_n;             /* requests sent since that Sync */
     int32_t after_lone;          /* of them, the lone Syncs first */
+    bool bodied;                 /* a Sync or Flush with a body was sent, not all answered
+                                  * since (pgw_track_bodied) */
     bool ext_unsure;             /* the open batch was sent under mixed_off: some of
                                   * its messages may get no answer */
     int ext_open;                /* Parse/Bind/Describe/Execute/Close since the last
@@ -192,7 +194,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
     t->count_high = t->copy_err = t->copy_failing = t->fail_open = false;
     t->copy_doubt = t->copy_plain = t->doubt_z = t->doubt_open = false;
     t->after = PGW_TRACK_AFTER_NONE;
-    t->after_err = false;
+    t->after_err = t->bodied = false;
     t->sync_copy = t->sync_copy_back = t->sync_fail_back = t->fail_skip = 0;
     t->ext_open = t->nmixed = 0;
     t->req_done = t->ext_done = 0;
@@ -216,10 +218,26 @@ static inline int pgw_track_copy_ignored(const struct pgw_track *t)
  * since the Execute. */
 static inline void pgw_track_after_start(struct pgw_track *t, enum pgw_track_after at)
 {
-    t->after = (uint8_t)(t->copy_plain ? at : PGW_TRACK_AFTER_NONE);
+    t->after = (uint8_t)(t->copy_plain && !t->bodied ? at : PGW_TRACK_AFTER_NONE);
     t->after_open = false;
     t->after_lead = true;
     t->after_n = t->after_lone = 0;
+}
+
+/* A Sync or Flush (`type`) with a body is about to be sent: PostgreSQL
+ * answers it with an error, outside a COPY -- a Sync with its
+ * ReadyForQuery too, which the look-ahead would take for the next
+ * request's first reply (see the top, after): none until everything sent
+ * so far is answered (review: the server went back with that request's
+ * replies still to come); a Flush skipping to the next Sync after, as a
+ * failed Parse does (alone it opened no batch: the server went back with
+ * its error to come, track_model).  Returns the type to give
+ * pgw_track_frontend. */
+static inline char pgw_track_bodied(struct pgw_track *t, char type)
+{
+    t->bodied = true;
+    t->after = PGW_TRACK_AFTER_NONE;
+    return type == PGW_FE_FLUSH ? PGW_FE_PARSE : type;
 }
 
 /* A frontend message of `type` is sent after a COPY's end (see the top,
@@ -485,7 +503,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
         t->copy_in = t->exec_last && t->exec_done == t->exec_batch - 1 &&
                      t->sync_out == t->sync_exec;
         t->copy_plain = t->copy_in;
-        t->after = t->copy_in ? PGW_TRACK_AFTER_COPY : PGW_TRACK_AFTER_NONE;
+        t->after = t->copy_in && !t->bodied ? PGW_TRACK_AFTER_COPY : PGW_TRACK_AFTER_NONE;
         t->after_err = false;
         t->copy_err = t->copy_failing = t->fail_open = false;
         t->sync_copy = t->sync_copy_back = 0;
@@ -513,8 +531,10 @@ static inline bool pgw_track_ready(struct pgw_track *t, char status)
     }
     t->exec_done = 0;
     t->tx_status = status;
-    if (t->sync_out == 0)
+    if (t->sync_out == 0) {
         t->count_high = false;
+        t->bodied = t->bodied && t->fe_open > 0;
+    }
     if (t->copy_doubt) {
         t->doubt_z = true;
         if (t->sync_out == 0 && t->fe_open == 0) {

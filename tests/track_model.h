@@ -8,6 +8,7 @@
  * a multiple of 3 sends a frontend message (Parse, Bind, Describe,
  * Execute, Close, Flush, Sync, Query, FunctionCall, CopyData, CopyDone,
  * CopyFail), which the model answers at once into its queue, choice
+ * (and a Sync or Flush with a body, which PostgreSQL answers with 08P01),
  * picking success or the way it fails; the other ops deliver 1 to 4
  * queued replies to the tracker.  The model follows postgres.c and
  * copyfromparse.c: an error in an extended-protocol message skips all up
@@ -81,8 +82,9 @@ static inline void track_model_ext_error(struct track_model *m)
 static inline void track_model_copy_msg(struct track_model *m, char type, unsigned ch)
 {
     char by = m->copy_by;
-    if (type == 'S' || type == 'H' || (type == 'd' && ch % 7 != 0))
-        return;              /* ignored, or a row taken */
+    if (type == 'S' || type == 'H' || type == 'y' || type == 'h' ||
+        (type == 'd' && ch % 7 != 0))
+        return;              /* ignored (with a body too), or a row taken */
     m->copy_by = 0;
     if (type == 'c') {
         track_model_out(m, 'C');
@@ -156,6 +158,12 @@ static inline void track_model_read(struct track_model *m, char type, unsigned c
     }
     if (type == 'd' || type == 'c' || type == 'f')
         return;              /* outside a COPY: ignored */
+    if (type == 'y') {       /* a Sync with a body: 08P01, and its ReadyForQuery */
+        m->skipping = m->open = false;
+        track_model_out(m, 'E');
+        track_model_out(m, 'Z');
+        return;
+    }
     if (type == 'S') {
         /* The commit may fail where the batch ran: not an empty one, nor
          * one skipped to this Sync (its transaction aborted). */
@@ -180,6 +188,10 @@ static inline void track_model_read(struct track_model *m, char type, unsigned c
         break;
     case 'H':
         break;               /* part of an open batch, or nothing to flush */
+    case 'h':                /* a Flush with a body: 08P01, skipping to a Sync */
+        m->open = true;
+        track_model_ext_error(m);
+        break;
     case 'D':
         m->open = true;
         switch (ch % 5) {
@@ -255,7 +267,7 @@ static inline bool track_model_probe(struct track_model *m, struct pgw_track *t)
 
 static inline enum track_model_result track_model_run(const uint8_t *script, size_t n)
 {
-    static const char fe_types[] = "PBDECHSQFdcf";
+    static const char fe_types[] = "PBDECHSQFdcfyh";    /* y, h: a Sync, a Flush with a body */
     struct track_model m = { .head = 0 };
     struct pgw_track t = { .tx_status = 'I' };
     for (size_t i = 0; i + 1 < n; i += 2) {
@@ -266,11 +278,14 @@ static inline enum track_model_result track_model_run(const uint8_t *script, siz
                 continue;    /* the queue is full: no more sending */
             if ((type == 'Q' || type == 'F') && m.ext_since > 0)
                 m.mixed_sent++;
-            if (type == 'S' || type == 'Q' || type == 'F')
+            if (type == 'S' || type == 'Q' || type == 'F' || type == 'y')
                 m.ext_since = 0;
-            else if (type != 'H' && type != 'd' && type != 'c' && type != 'f')
+            else if (type != 'H' && type != 'h' && type != 'd' && type != 'c' && type != 'f')
                 m.ext_since++;
-            pgw_track_frontend(&t, type);
+            char ttype = type;
+            if (type == 'y' || type == 'h')      /* (as relay.c does) */
+                ttype = pgw_track_bodied(&t, type == 'y' ? PGW_FE_SYNC : PGW_FE_FLUSH);
+            pgw_track_frontend(&t, ttype);
             track_model_read(&m, type, ch);
             continue;
         }

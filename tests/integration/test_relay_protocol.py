@@ -149,6 +149,38 @@ class RelayCase(pt.PgwharfTestCase):
         self.assertEqual(got[-1], (b"Z", b"I"))
 
 
+class TestAFlushWithABody(RelayCase):
+    """A Flush with a body sent behind a Query, alone (no batch open):
+    PostgreSQL answers it with 08P01 and skips to the next Sync.  The
+    tracker opened no batch for it, and the server went back to the pool at
+    the Query's ReadyForQuery with that error still to come (track_model,
+    with Syncs and Flushes with a body added).  It counts as a failed
+    Parse does now: the server stays until the client's Sync is answered,
+    and the client gets its error."""
+
+    settings = {"max_prepared_statements": 0}
+
+    def exchange(self, c):
+        c.sendall(hz.query_msg("select 1") + M(b"H", b"x"))
+        got = hz.read_until_ready(c)
+        got.append(hz.recv_msg(c))               # the Flush's error
+        c.sendall(SYNC)
+        return got + hz.read_until_ready(c)
+
+    def test_its_error_goes_to_its_client(self):
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        want = self.exchange(d)
+        shape = lambda got: [(t, hz.parse_fields(b)["C"] if t == b"E" else None)
+                             for t, b in got]
+        self.assertEqual(shape(want)[-2:], [(b"E", "08P01"), (b"Z", None)])
+        a = self.login()
+        self.assertEqual(shape(self.exchange(a)), shape(want))
+        self.assert_b_served()
+        self.assert_own_answer(a)
+
+
 class TestAnErrorTooLargeToHold(RelayCase):
     # 70 MB of 'x' in "invalid input syntax for type integer: "xxx...""
     SQL = "select repeat('x', 70 * 1000 * 1000)::int"

@@ -1164,6 +1164,37 @@ static void test_a_second_copy_behind_a_failed_one(void **state)
     }
 }
 
+/* A Sync with a body, which PostgreSQL answers with 08P01 and its
+ * ReadyForQuery: sent with the COPY's Execute (a BEFORE STATEMENT trigger
+ * then fails before the COPY reads it) or after the COPY's end, its error
+ * passed for the next request's first reply, and the server went back at
+ * its ReadyForQuery with that request's replies to come (reviews).  No
+ * look-ahead while one is outstanding: the count stays high, the server
+ * given back only when the count reaches nothing. */
+static void test_no_look_ahead_past_a_sync_with_a_body(void **state)
+{
+    (void)state;
+    /* With the Execute; the trigger's error, then the Sync's. */
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBE");
+    pgw_track_frontend(&u, pgw_track_bodied(&u, PGW_FE_SYNC));
+    reply_types(&u, "12G");
+    send_types(&u, "cSQ");
+    copy_error(&u, false);
+    assert_int_equal(reply_types(&u, "EZZTDC"), 0);
+    assert_int_equal(reply_types(&u, "Z"), 1);   /* (all three answered: exact) */
+    /* After the end; the COPY read the Sync with the Execute. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    reply_types(&u, "12G");
+    send_types(&u, "dc");
+    pgw_track_frontend(&u, pgw_track_bodied(&u, PGW_FE_SYNC));
+    send_types(&u, "Q");
+    copy_error(&u, false);
+    assert_int_equal(reply_types(&u, "EZTDCZ"), 0);
+    assert_true(u.count_high);                   /* kept, never handed on early */
+}
+
 /* No look-ahead where the request after the end may be skipped (no Sync
  * between: a COPY that read every Sync leaves the server skipping to the
  * next), or after extended messages of its batch (a mixed Query): the
@@ -1298,6 +1329,7 @@ int main(void)
         cmocka_unit_test(test_the_next_request_settles_a_failed_copy),
         cmocka_unit_test(test_a_sync_after_the_copys_error_starts_the_look_ahead),
         cmocka_unit_test(test_a_second_copy_behind_a_failed_one),
+        cmocka_unit_test(test_no_look_ahead_past_a_sync_with_a_body),
         cmocka_unit_test(test_no_look_ahead_where_the_request_may_be_skipped),
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
