@@ -129,6 +129,8 @@ static int on_header(struct pgw_track *t, struct pgw_track_stream *st)
             pgw_track_backend(t, type);
         }
     } else {
+        if ((type == PGW_FE_SYNC || type == PGW_FE_FLUSH) && len != 4)
+            type = pgw_track_bodied(t, type);    /* (as relay.c) */
         pgw_track_frontend(t, type);
     }
     st->skip = len + 1 - 1 - consumed;

@@ -280,7 +280,7 @@ static inline enum track_model_result track_model_run(const uint8_t *script, siz
                 m.mixed_sent++;
             if (type == 'S' || type == 'Q' || type == 'F' || type == 'y')
                 m.ext_since = 0;
-            else if (type != 'H' && type != 'h' && type != 'd' && type != 'c' && type != 'f')
+            else if (type != 'H' && type != 'd' && type != 'c' && type != 'f')
                 m.ext_since++;
             char ttype = type;
             if (type == 'y' || type == 'h')      /* (as relay.c does) */
