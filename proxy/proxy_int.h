@@ -606,6 +606,7 @@ struct pgw_proxy {
     const char *tracked[PGW_TP_MAX];
     size_t tracked_len[PGW_TP_MAX];  /* strlen of each: most names are ruled out by it */
     int ntracked;
+    int tracked_timeout;             /* statement_timeout's index, or -1: set first */
     char tracked_extra[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1];
 };
 

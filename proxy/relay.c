@@ -614,7 +614,13 @@ static bool sync_params(struct pgw_session *s)
     const char *set[PGW_TP_MAX] = {NULL};    /* the value SET */
     bool reset[PGW_TP_MAX] = {false};
     const struct pgw_proxy *px = s->px;
-    for (int i = 0; i < px->ntracked; i++) {
+    /* statement_timeout (track_extra_parameters) first: the others then
+     * run under the client's own, not under the one the last client left
+     * there -- a tiny one cancelled a SET, and the client's query ran with
+     * that client's DateStyle (hunt). */
+    int first = px->tracked_timeout;
+    for (int k = 0; k < px->ntracked; k++) {
+        int i = first < 0 || k > first ? k : k == 0 ? first : k - 1;
         const char *name = px->tracked[i];
         const char *want = s->params[i];
         const char *have = pgw_params_get(&srv->params, name);

@@ -62,6 +62,7 @@ int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
             px->tracked_len[px->ntracked] = strlen(px->tracked_extra[i]);
             px->tracked[px->ntracked++] = px->tracked_extra[i];
         }
+    px->tracked_timeout = pgw_tracked_param_index(px, "statement_timeout");
     return 0;
 }
 

@@ -207,6 +207,29 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         self.assertEqual(errs, [])
         self.assertEqual(one(c, "show default_transaction_read_only"), "on")
 
+    def test_statement_timeout_is_set_first(self):
+        # The SETs at a link ran in tracked order, built-in ones first: under
+        # a tiny statement_timeout the last client left on the server, one
+        # could be cancelled and the client's query ran with that client's
+        # TimeZone (hunt).  statement_timeout goes first now (order read
+        # from PostgreSQL's statement log).
+        role = "alter role %s set log_statement = %%s" % self.pg.user
+        self.pg.psql(role % "'all'")
+        self.addCleanup(self.pg.psql, role.replace("set log_statement = %s",
+                                                   "reset log_statement"))
+        px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters="statement_timeout"))
+        a = connect(px, self, options="-c statement_timeout=1234 -c TimeZone=Europe/Paris")
+        b = connect(px, self, options="-c statement_timeout=4321 -c TimeZone=Asia/Tokyo")
+        self.assertEqual(one(a, "select 1"), 1)
+        start = os.path.getsize(self.pg.logfile)
+        self.assertEqual(one(b, "show statement_timeout"), "4321ms")
+        with open(self.pg.logfile, "rb") as f:
+            f.seek(start)
+            after = f.read().decode(errors="replace")
+        st = after.find("set_config('statement_timeout'")
+        ds = after.find("set_config('TimeZone'")
+        self.assertTrue(0 <= st < ds, after[:3000])
+
     def test_not_tracked_without_the_key(self):
         px = self.start_pgwharf(settings=TX1)
         with self.assertRaises(psycopg2.OperationalError) as cm:
