@@ -3199,13 +3199,15 @@ static bool track_probe_quiet(const struct pgw_session *s)
  * when out of memory: the server then stays with its client as before. */
 static void track_probe_send(struct pgw_session *s)
 {
-    static const uint8_t m[] = { 'S', 0, 0, 0, 4,             /* (OWN_NAME's portal) */
-                                 'C', 0, 0, 0, 14, 'P', 1, 'p', 'g', 'w', 'h', 'a', 'r', 'f', 0,
-                                 'S', 0, 0, 0, 4 };
+    /* Sync, Close of OWN_NAME's portal (length 4 + 'P' + the name and its
+     * NUL = 14), Sync; sizeof(m) - 1 leaves the literal's own NUL out. */
+    static const char m[] = "S\0\0\0\4" "C\0\0\0\16" "P" OWN_NAME "\0" "S\0\0\0\4";
+    _Static_assert(4 + 1 + sizeof(OWN_NAME) == 14 && sizeof(m) - 1 == 5 + 15 + 5,
+                   "the Close's length byte");
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
         return;
-    if (!pgw_iobuf_reserve(s->px, &s->cbuf, s->cbuf->len - s->cbuf->sent + sizeof(m)) ||
-        !pgw_iobuf_append(s->cbuf, m, sizeof(m)))
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf, s->cbuf->len - s->cbuf->sent + sizeof(m) - 1) ||
+        !pgw_iobuf_append(s->cbuf, m, sizeof(m) - 1))
         return;
     s->cbuf->parsed = s->cbuf->len;
     s->trk_probe = TRK_PROBE_FIRST;
