@@ -602,12 +602,15 @@ static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)
     pgw_wbuf_deinit(&out);
 }
 
-static void reply_simple(struct pgw_session *s, bool error, char ready)
+#define SIMPLE_ONLY "the admin console takes simple queries only"
+
+/* An 08P01 `error` (NULL: none), then ReadyForQuery if `ready`. */
+static void reply_simple(struct pgw_session *s, const char *error, char ready)
 {
     struct pgw_wbuf out;
     pgw_wbuf_init(&out);
     if (error)
-        pgw_admin_error(&out, "08P01", "the admin console takes simple queries only");
+        pgw_admin_error(&out, "08P01", "%s", error);
     if (ready)
         pgw_wire_ready(&out, ready);
     admin_queue(s, &out);
@@ -621,26 +624,33 @@ static void handle_message(struct pgw_session *s, uint8_t type, const uint8_t *b
         pgw_session_close(s, NULL, "client terminated");
         return;
     case PGW_FE_SYNC:
+        /* (One with a body: PostgreSQL's 08P01, then ReadyForQuery.) */
         s->admin_skip = false;
-        reply_simple(s, false, 'I');
+        reply_simple(s, len > 0 ? "invalid message format" : NULL, 'I');
         return;
     case PGW_FE_QUERY:
         if (!s->admin_skip)
             run_query(s, body, len);
         return;
     case PGW_FE_FUNCTION_CALL:
-        reply_simple(s, true, 'I');
+        reply_simple(s, SIMPLE_ONLY, 'I');
         return;
     case PGW_FE_FLUSH:
-        return;                          /* nothing pending: PostgreSQL does nothing either
-                                          * (it set skipping: a Query after it was dropped) */
+        /* Nothing pending: PostgreSQL does nothing either (it set
+         * skipping: a Query after it was dropped).  One with a body: its
+         * 08P01, skipping to the next Sync (unless skipping already). */
+        if (len > 0 && !s->admin_skip) {
+            reply_simple(s, "invalid message format", 0);
+            s->admin_skip = true;
+        }
+        return;
     case PGW_FE_PARSE:
     case PGW_FE_BIND:
     case PGW_FE_DESCRIBE:
     case PGW_FE_EXECUTE:
     case PGW_FE_CLOSE:
         if (!s->admin_skip)
-            reply_simple(s, true, 0);
+            reply_simple(s, SIMPLE_ONLY, 0);
         s->admin_skip = true;            /* drop the rest up to Sync */
         return;
     case PGW_FE_COPY_DATA:

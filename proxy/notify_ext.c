@@ -374,11 +374,13 @@ static bool ext_msg(struct ext_batch *x, struct pgw_notify_sub *sub, const struc
         return ext_describe(x, sub, m);
     case PGW_FE_EXECUTE:
         return ext_execute(x, m);
+    /* (One with a body, which PostgreSQL answers with 08P01: the
+     * server's to answer.) */
     case PGW_FE_FLUSH:
-        return !x->executed;          /* its reply needs a Sync */
+        return !x->executed && m->len == 0;   /* its reply needs a Sync */
     case PGW_FE_SYNC:
         x->synced = true;
-        return true;
+        return m->len == 0;
     default:
         return false;
     }

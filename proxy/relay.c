@@ -2149,8 +2149,17 @@ static bool scan_client(struct pgw_session *s)
             if (s->discard == PGW_DISCARD_UNTYPED && !ignored_alone(type))
                 s->discard = type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL ||
                              type == PGW_FE_SYNC ? PGW_DISCARD_LAST : PGW_DISCARD_TO_SYNC;
-            else if (s->discard == PGW_DISCARD_TO_SYNC && type == PGW_FE_SYNC)
+            else if (s->discard == PGW_DISCARD_TO_SYNC && type == PGW_FE_SYNC) {
                 s->discard = PGW_DISCARD_LAST;
+                if (mlen != 4) {
+                    /* PostgreSQL reads the Sync that ends the skipping:
+                     * one with a body is an error before its
+                     * ReadyForQuery. */
+                    send_error(s, "08P01", "invalid message format");
+                    if (s->state == PGW_SS_CLOSING)
+                        return false;
+                }
+            }
             /* A Query still arriving keeps dropping until it is gone. */
             if (s->cskip == 0 && s->discard == PGW_DISCARD_LAST && !discard_done(s))
                 return false;

@@ -235,6 +235,25 @@ static inline void pgw_track_after_start(struct pgw_track *t, enum pgw_track_aft
  * pgw_track_frontend. */
 static inline char pgw_track_bodied(struct pgw_track *t, char type)
 {
+    /* A Flush inside the COPY FROM STDIN of the last Execute, no error
+     * seen: the COPY ignores it, body and all, and once the COPY failed
+     * the server skips it to the next Sync (copyfromparse.c, postgres.c)
+     * -- unless a Sync sent since the Execute ended the skipping (a
+     * trigger failed the COPY before it read that Sync): then 08P01,
+     * skipping to the next Sync.  So with such a Sync it holds a batch
+     * open (the server stays until the client's next Sync is answered)
+     * and keeps the look-ahead off; the COPY stays certain, its Syncs
+     * taken back at its CommandComplete (counted as a failed Parse, it
+     * kept the server for the session). */
+    if (type == PGW_FE_FLUSH && t->copy_in && !t->copy_err) {
+        if (t->sync_exec > 0 || t->sync_copy > 0) {
+            t->bodied = true;
+            t->after = PGW_TRACK_AFTER_NONE;
+            t->ext_open++;       /* (its error is an extended message's) */
+            t->fe_open++;
+        }
+        return type;
+    }
     t->bodied = true;
     t->after = PGW_TRACK_AFTER_NONE;
     return type == PGW_FE_FLUSH ? PGW_FE_PARSE : type;

@@ -1574,6 +1574,23 @@ class TestAccess(AdminTestCase):
             cur.execute("SHOW VERSION")
             self.assertIn("pgwharf", cur.fetchone()[0])
 
+    def test_a_sync_or_flush_with_a_body_gets_08P01(self):
+        """As PostgreSQL: a Sync with a body gets 08P01 before its
+        ReadyForQuery, a Flush with one 08P01 and skipping to the next Sync
+        (a Query there dropped).  The console took both for plain ones."""
+        px = self.start()
+        codes = lambda got: [(t, hz.parse_fields(b)["C"] if t == b"E" else None)
+                             for t, b in got]
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            s.sendall(hz.msg(b"S", b"x"))
+            self.assertEqual(codes(hz.read_until_ready(s)), [(b"E", "08P01"), (b"Z", None)])
+            s.sendall(hz.msg(b"H", b"x") + hz.query_msg("SHOW VERSION") + hz.msg(b"S"))
+            self.assertEqual(codes(hz.read_until_ready(s)), [(b"E", "08P01"), (b"Z", None)])
+            rows, errors = hz.simple_query(s, "SHOW VERSION")
+            self.assertEqual(errors, [])
+            self.assertIn(b"pgwharf", rows[0][0])
+
 
 class TestCommands(AdminTestCase):
 

@@ -371,7 +371,7 @@ class TestInsideATransaction(NotifyCase):
 
     def test_forgotten_after_rollback_or_a_failed_transaction(self):
         for end in ("rollback", "select 1/0"):
-            with self.subTest(end=end):
+            with self.subTest(msgs=msgs):
                 a = login(self, self.px)
                 self.expect(a, "begin", ["BEGIN"], b"T")
                 self.expect(a, "listen pgw_rb", ["LISTEN"], b"T")
@@ -1003,7 +1003,7 @@ class TestInsideATransaction(NotifyCase):
         # they forgot a LISTEN run between the two (and RELEASE a, later
         # ROLLBACK TO a, one run before them all).
         for end in ("rollback to a", "release a"):
-            with self.subTest(end=end):
+            with self.subTest(msgs=msgs):
                 kept, gone = "pgw_spu_kept_" + end[:3], "pgw_spu_gone_" + end[:3]
                 a = login(self, self.px)
                 for sql, tags, status in (
@@ -1673,7 +1673,7 @@ class TestHubServerLost(NotifyCase):
         # at its transaction's end (w, listening between transactions, at
         # once); after a ROLLBACK it listens to nothing and stays.
         for end in ("commit", "rollback"):
-            with self.subTest(end=end):
+            with self.subTest(msgs=msgs):
                 a, w = login(self, self.px), login(self, self.px)
                 self.listen(w, "listen pgw_h0")
                 pid, port = self.stop_listening_backend()
@@ -2164,6 +2164,30 @@ class TestExtendedProtocol(NotifyCase):
         self.assertEqual([t for t, _ in got], [b"1", b"E", b"Z"])
         self.assertEqual(hz.parse_fields(got[1][1])["C"], "08P01")   # PostgreSQL's
         self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
+
+    def test_a_sync_or_flush_with_a_body_goes_to_the_server(self):
+        """A lone LISTEN's batch ending with a Sync or Flush with a body,
+        which PostgreSQL answers with 08P01: pgwharf took the batch for one
+        it answers and gave no error.  The server gets it now, and the
+        client reads what PostgreSQL sends it."""
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        a = login(self, self.px)
+        batch = hz.ext_msgs("LISTEN pgw_bodied")[:-5]     # (without its Sync)
+        codes = lambda got: [(t, hz.parse_fields(b)["C"] if t == b"E" else None)
+                             for t, b in got]
+        parse = hz.parse_msg("", "LISTEN pgw_bodied")
+        rest = batch[len(parse):]
+        for msgs in (batch + hz.msg(b"S", b"x"),
+                     parse + hz.msg(b"H", b"x") + rest + hz.msg(b"S")):
+            with self.subTest(msgs=msgs):
+                d.sendall(msgs)
+                want = codes(hz.read_until_ready(d))
+                self.assertIn((b"E", "08P01"), want)
+                a.sendall(msgs)
+                self.assertEqual(codes(hz.read_until_ready(a)), want)
+                self.assertEqual(hz.simple_query(a, "select 1"), ([[b"1"]], []))
 
     def test_asyncpg(self):
         import asyncio

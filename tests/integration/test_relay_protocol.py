@@ -158,7 +158,7 @@ class TestAFlushWithABody(RelayCase):
     Parse does now: the server stays until the client's Sync is answered,
     and the client gets its error."""
 
-    settings = {"max_prepared_statements": 0}
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "3s"}
 
     def exchange(self, c):
         c.sendall(hz.query_msg("select 1") + M(b"H", b"x"))
@@ -178,6 +178,73 @@ class TestAFlushWithABody(RelayCase):
         a = self.login()
         self.assertEqual(shape(self.exchange(a)), shape(want))
         self.assert_b_served()
+        self.assert_own_answer(a)
+
+    def copy_with_flush(self, c, table, row, readies):
+        """libpq's COPY FROM STDIN (Parse, Bind, Execute, Sync), a Flush
+        with a body among its data (the COPY ignores it), a row, CopyDone
+        and Sync; what the client reads up to its `readies`th
+        ReadyForQuery."""
+        c.sendall(hz.parse_msg("", "copy %s from stdin" % table) + bind_execute() + SYNC)
+        got = TestAProbeAfterAFailedCopy.until(c, b"G")
+        c.sendall(M(b"H", b"x") + M(b"d", row) + M(b"c") + SYNC)
+        for _ in range(readies):
+            got += hz.read_until_ready(c)
+        return [(t, hz.parse_fields(b)["C"] if t == b"E" else None) for t, b in got]
+
+    def test_inside_a_copy_the_server_goes_back(self):
+        """Counted as a failed Parse, such a Flush made the tracker take the
+        Sync the COPY read as one still to be answered: the server stayed
+        with its client for the session (session 36's leftover).  The COPY
+        going well, failing on a row, and failing in its trigger before it
+        read the Sync (the Flush's 08P01 then comes after that Sync's
+        ReadyForQuery): the client reads what PostgreSQL sends, and the
+        server goes back."""
+        copy_tables(self, "relay_flush_copy", "raise exception 'relay_flush_copy'")
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        for table, row, readies in (("relay_copy_fail", b"1\n", 1),
+                                    ("relay_copy_fail", b"x\n", 1),
+                                    ("relay_copy_trig", b"1\n", 2)):
+            with self.subTest(table=table, row=row):
+                want = self.copy_with_flush(d, table, row, readies)
+                a = self.login()
+                self.assertEqual(self.copy_with_flush(a, table, row, readies), want)
+                self.assert_b_served()
+                self.assert_own_answer(a)
+                a.close()
+
+
+class TestASyncWithABodyEndsAFailedWait(RelayCase):
+    """A request that failed before it reached a server (query_wait_timeout)
+    is dropped up to its Sync, as PostgreSQL skips a failed batch; a Sync
+    with a body ends the skipping there too, and PostgreSQL answers it
+    with 08P01 before its ReadyForQuery (pgwharf answered ReadyForQuery
+    alone)."""
+
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "1s"}
+
+    def request(self, c, sql):
+        c.sendall(hz.parse_msg("", sql) + bind_execute() + M(b"S", b"x"))
+        got = hz.read_until_ready(c)
+        return [(t, hz.parse_fields(b)["C"] if t == b"E" else None) for t, b in got]
+
+    def test_its_08P01_comes_before_the_ready(self):
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        # PostgreSQL: the batch's own error (a bad Parse), then the Sync's.
+        self.assertEqual(self.request(d, "selec 1"),
+                         [(b"E", "42601"), (b"E", "08P01"), (b"Z", None)])
+        b = self.login()
+        b.sendall(hz.query_msg("begin"))         # holds the only server
+        hz.read_until_ready(b)
+        a = self.login()
+        self.assertEqual(self.request(a, "select 1"),
+                         [(b"E", "57014"), (b"E", "08P01"), (b"Z", None)])
+        b.sendall(hz.query_msg("commit"))
+        hz.read_until_ready(b)
         self.assert_own_answer(a)
 
 

@@ -1195,6 +1195,54 @@ static void test_no_look_ahead_past_a_sync_with_a_body(void **state)
     assert_true(u.count_high);                   /* kept, never handed on early */
 }
 
+/* A Flush with a body inside the COPY FROM STDIN of an Execute: the
+ * COPY ignores it, and once the COPY failed the server skips it to the
+ * next Sync -- no reply, unless a Sync sent with the Execute ended the
+ * skipping (a trigger failed the COPY before it read that Sync): then
+ * 08P01.  Counted as a failed Parse, it kept the server with its client
+ * for the session where libpq's Sync came with the Execute (session 36's
+ * leftover). */
+static void test_a_flush_with_a_body_inside_a_copy(void **state)
+{
+    (void)state;
+    for (int fail = 0; fail < 4; fail++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, fail < 2 ? "PBEH" : "PBES");
+        reply_types(&u, "12G");
+        pgw_track_frontend(&u, pgw_track_bodied(&u, PGW_FE_FLUSH));
+        send_types(&u, "d");
+        if (fail % 2)
+            copy_error(&u, false);       /* a bad row: skipping to the Sync */
+        send_types(&u, "cS");
+        if (fail == 3) {
+            /* (Which Sync that ReadyForQuery answers is unsure: kept, a
+             * probe tells.) */
+            assert_int_equal(reply_types(&u, "Z"), 0);
+            continue;
+        }
+        assert_int_equal(reply_types(&u, fail % 2 ? "Z" : "CZ"), 1);
+        assert_true(pgw_track_idle(&u));
+    }
+    /* A trigger failed the COPY before it read the Execute's Sync: the
+     * Flush's 08P01 comes after that Sync's ReadyForQuery; the server is
+     * not given back there. */
+    for (int later = 0; later < 2; later++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        reply_types(&u, "12G");
+        pgw_track_frontend(&u, pgw_track_bodied(&u, PGW_FE_FLUSH));
+        copy_error(&u, false);
+        if (!later)
+            send_types(&u, "cS");
+        assert_int_equal(reply_types(&u, "Z"), 0);
+        assert_int_equal(reply_types(&u, "E"), 0);   /* the Flush's 08P01 */
+        if (later)
+            send_types(&u, "cS");
+        assert_int_equal(reply_types(&u, "Z"), 1);
+        assert_true(pgw_track_idle(&u));
+    }
+}
+
 /* No look-ahead where the request after the end may be skipped (no Sync
  * between: a COPY that read every Sync leaves the server skipping to the
  * next), or after extended messages of its batch (a mixed Query): the
@@ -1330,6 +1378,7 @@ int main(void)
         cmocka_unit_test(test_a_sync_after_the_copys_error_starts_the_look_ahead),
         cmocka_unit_test(test_a_second_copy_behind_a_failed_one),
         cmocka_unit_test(test_no_look_ahead_past_a_sync_with_a_body),
+        cmocka_unit_test(test_a_flush_with_a_body_inside_a_copy),
         cmocka_unit_test(test_no_look_ahead_where_the_request_may_be_skipped),
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
