@@ -371,7 +371,7 @@ class TestInsideATransaction(NotifyCase):
 
     def test_forgotten_after_rollback_or_a_failed_transaction(self):
         for end in ("rollback", "select 1/0"):
-            with self.subTest(msgs=msgs):
+            with self.subTest(end=end):
                 a = login(self, self.px)
                 self.expect(a, "begin", ["BEGIN"], b"T")
                 self.expect(a, "listen pgw_rb", ["LISTEN"], b"T")
@@ -1003,7 +1003,7 @@ class TestInsideATransaction(NotifyCase):
         # they forgot a LISTEN run between the two (and RELEASE a, later
         # ROLLBACK TO a, one run before them all).
         for end in ("rollback to a", "release a"):
-            with self.subTest(msgs=msgs):
+            with self.subTest(end=end):
                 kept, gone = "pgw_spu_kept_" + end[:3], "pgw_spu_gone_" + end[:3]
                 a = login(self, self.px)
                 for sql, tags, status in (
@@ -1673,7 +1673,7 @@ class TestHubServerLost(NotifyCase):
         # at its transaction's end (w, listening between transactions, at
         # once); after a ROLLBACK it listens to nothing and stays.
         for end in ("commit", "rollback"):
-            with self.subTest(msgs=msgs):
+            with self.subTest(end=end):
                 a, w = login(self, self.px), login(self, self.px)
                 self.listen(w, "listen pgw_h0")
                 pid, port = self.stop_listening_backend()
