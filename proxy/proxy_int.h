@@ -188,6 +188,11 @@ struct pgw_session {
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */
     uint8_t sync_queued;             /* how many the link queued (sync_params) */
     bool sync_err;                   /* the one being answered failed */
+    bool sync_failed;                /* one of them failed: they are sent again before
+                                        the client's request (relay.c, sync_done) */
+    bool sync_resume;                /* all answered: the client's request goes now */
+    uint8_t sync_tries;              /* rounds of them that failed at this link */
+    char sync_fail_state[6];         /* the SQLSTATE of the last that failed */
     enum pgw_discard discard;        /* a failed request being dropped (relay.c) */
     bool terminating;                /* client sent Terminate */
     bool term_wait;                  /* ...with requests unanswered: the session ends

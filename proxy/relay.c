@@ -734,9 +734,13 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     srv->user_sig = 0;
     forget_unreported(s->px, srv, false);
     s->sync_err = true;
+    const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
+    if (s->state == PGW_SS_LINKED) {
+        s->sync_failed = true;           /* (sync_done: sent again) */
+        memcpy(s->sync_fail_state, state, sizeof(s->sync_fail_state));
+    }
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
-    const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
     const char *msg = f->message ? f->message : "invalid startup parameter";
     size_t n = strlen(msg), d = f->detail ? strlen(f->detail) + 1 : 0;
     struct pgw_login_refusal *r = malloc(sizeof(*r) + n + 1 + d);
@@ -830,6 +834,8 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     srv->link = s;
     s->sskip = 0;
     s->swallow = 0;
+    s->sync_failed = s->sync_resume = false;
+    s->sync_tries = 0;
     s->trk_probe = TRK_PROBE_NONE;
     s->track.copy = false;
     s->track.tx_status = 'I';
@@ -2455,6 +2461,20 @@ static bool client_data_step(struct pgw_session *s)
      * it: server_data takes it up once the probe's replies are in.) */
     if (!s->cbuf || s->trk_probe)
         return false;
+    if (s->swallow > 0 && s->server && s->state == PGW_SS_LINKED) {
+        /* The SETs of sync_params go alone: the client's request waits
+         * until all are answered (sync_done).  Sent behind them, it ran
+         * even where one failed (a cancel from outside, which any client
+         * of the same role may send), with what the last client left on
+         * the server: its search_path, its rows (hunt). */
+        if (s->query_start == 0)
+            s->query_start = pgw_mono_now(s->px->loop);   /* (timed as the request) */
+        if (s->cbuf->sent < s->cbuf->parsed)
+            pgw_batch_flush_server(s);
+        if (s->state == PGW_SS_LINKED)
+            pgw_session_arm_timer(s);
+        return false;
+    }
     if (!scan_client(s))
         return false;
     if (s->terminating) {
@@ -3366,6 +3386,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 sync_answered(s);
                 if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
                     *after = AFTER_LOGIN;
+                else if (s->swallow == 0 && s->state == PGW_SS_LINKED)
+                    s->sync_resume = true;   /* (server_data: sync_done) */
                 else if (s->swallow == 0)
                     pipe_cancel_due(s);      /* a cancel held while the SETs ran */
             } else if (!drop) {         /* (dropped: a probe's, prepared.c) */
@@ -3485,6 +3507,42 @@ void pgw_relay_server_readable(struct pgw_session *s)
         server_data(s);
 }
 
+/* The SETs of sync_params are all answered; the client's request waited
+ * (client_data_step).  If one failed (a cancel from outside, a value the
+ * server refuses), those still needed go again, at most SYNC_TRIES rounds
+ * at a link: then the client is told, never its request run with another
+ * client's settings.  Else the request goes now, and a cancel held while
+ * the SETs ran after it.  False when s was closed. */
+#define SYNC_TRIES 3
+static bool sync_done(struct pgw_session *s)
+{
+    if (s->sync_failed) {
+        s->sync_failed = false;
+        if (++s->sync_tries >= SYNC_TRIES) {
+            pgw_session_close(s, s->sync_fail_state,
+                              "could not restore this session's parameters on a server "
+                              "(a SET failed %d times)", SYNC_TRIES);
+            return false;
+        }
+        if (!sync_params(s)) {
+            pgw_session_close(s, "53200", "out of memory queueing SET for the client's "
+                              "parameters");
+            return false;
+        }
+        if (s->swallow > 0) {
+            pgw_batch_flush_server(s);   /* (the request waits again) */
+            return s->state != PGW_SS_CLOSING;
+        }
+    }
+    s->sync_tries = 0;
+    if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
+        pgw_relay_client_data(s);
+    if (s->state != PGW_SS_LINKED || !s->server)
+        return s->state != PGW_SS_CLOSING;
+    pipe_cancel_due(s);                  /* (PIPE_CANCEL_DELAY: the request started) */
+    return true;
+}
+
 /* Relay what sbuf holds unscanned from the server, and act on it. */
 static void server_data(struct pgw_session *s)
 {
@@ -3495,6 +3553,11 @@ static void server_data(struct pgw_session *s)
     pgw_batch_flush_client(s);
     if (s->state == PGW_SS_CLOSING)
         return;
+    if (s->sync_resume) {
+        s->sync_resume = false;
+        if (s->state == PGW_SS_LINKED && s->server && !sync_done(s))
+            return;
+    }
     if (after != AFTER_NONE)
         after_scan(s, after);
     else if (s->release_held)

@@ -383,7 +383,7 @@ static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum sessi
      * before (query_floor): several short queries sent at once are no
      * long one (query_start, the first message, is the statistics'). */
     if (s->query_start > 0 &&
-        (s->track.sync_out > 0 ||
+        (s->track.sync_out > 0 || s->swallow > 0 ||    /* (its SETs first: relay.c) */
          (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
         *what = TO_QUERY;
         if (s->query_timeout <= 0)

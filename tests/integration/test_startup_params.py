@@ -11,6 +11,7 @@ and SET again on whichever server the client gets.
 import os
 import socket
 import struct
+import threading
 import unittest
 
 import psycopg2
@@ -229,6 +230,98 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         st = after.find("set_config('statement_timeout'")
         ds = after.find("set_config('TimeZone'")
         self.assertTrue(0 <= st < ds, after[:3000])
+
+    def test_a_refused_set_never_runs_the_request_with_another_clients_value(self):
+        # The SETs at a link went with the client's request behind them:
+        # where the server refused one (here a tracked role whose
+        # membership was revoked since the login; an outside
+        # pg_cancel_backend landing on a SET did the same, hunt), the
+        # request ran with what the last client left on the server -- its
+        # role.  The request waits for the SETs' answers now, a refused one
+        # is tried again, and after three refusals the client gets the
+        # server's SQLSTATE, its request never run.
+        app = self.pg.app_user
+        roles = "pgw_sync_r1, pgw_sync_r2"
+        self.pg.psql("drop role if exists %s; create role pgw_sync_r1; create role pgw_sync_r2; "
+                     "grant %s to %s" % (roles, roles, app))
+        self.addCleanup(self.pg.psql, "drop role if exists %s" % roles)
+        px = self.start_pgwharf(settings=dict(TX1, track_extra_parameters="role"))
+        b = connect(px, self, options="-c role=pgw_sync_r2", user=app,
+                    password=self.pg.app_password)
+        a = socket.create_connection((px.host, px.port), timeout=10)   # (libpq reports a
+        self.addCleanup(a.close)                 # FATAL then EOF mid-query as EOF alone)
+        hz.sync_login(a, app, self.pg.database, self.pg.app_password, role="pgw_sync_r1")
+        self.assertEqual(hz.simple_query(a, "select current_user"), ([[b"pgw_sync_r1"]], []))
+        self.assertEqual(one(b, "select current_user"), "pgw_sync_r2")   # the server's now
+        self.pg.psql("revoke pgw_sync_r1 from %s" % app)
+        a.sendall(hz.query_msg("insert into pgw_extra_t values (1)"))
+        t, body = hz.recv_msg(a)
+        self.assertEqual((t, hz.parse_fields(body).get("C")), (b"E", "42501"), body)
+        with self.assertRaises(EOFError):
+            hz.recv_msg(a)
+        self.assertEqual(one(b, "select count(*) from pgw_extra_t"), 0)
+        self.assertEqual(one(b, "select current_user"), "pgw_sync_r2")
+        self.assertEqual(px.log().count("event=param_sync"), 3)
+
+    def test_outside_cancels_on_the_sets_never_mix_two_clients_settings(self):
+        # Two clients with their own tracked values take turns on one
+        # server while a side connection cancels its backend in a loop
+        # (any client of the same role may): a cancel landing on one of
+        # the SETs at a link left the last client's value, and the query
+        # behind the SETs ran with it (hunt: 145 wrong answers in 40 000).
+        # Now the query waits for the SETs and a failed one is sent again;
+        # each client sees its own values or an error, never the other's.
+        names = ["myapp.v%d" % i for i in range(8)]
+        px = self.start_pgwharf(settings=dict(
+            TX1, track_extra_parameters=", ".join(names), query_timeout="20"))
+        sql = "select " + ", ".join("current_setting('%s')" % n for n in names)
+        wrong, counts, stop = [], {"ok": 0, "errors": 0}, threading.Event()
+
+        def client(tag):
+            opts = " ".join("-c %s=%s_%d" % (n, tag, i) for i, n in enumerate(names))
+            want = tuple("%s_%d" % (tag, i) for i in range(len(names)))
+            conn = None
+            for _ in range(1500):
+                if stop.is_set():
+                    break
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg2.connect(px.dsn(options=opts), connect_timeout=10,
+                                                application_name="pgw_cancel_target")
+                        conn.autocommit = True
+                    cur = conn.cursor()
+                    cur.execute(sql)
+                    row = cur.fetchone()
+                    if row != want:
+                        wrong.append((tag, row))
+                    counts["ok"] += 1
+                except psycopg2.Error:
+                    counts["errors"] += 1      # a cancel on its own query, or its SETs'
+                    if conn is not None and conn.closed:
+                        conn = None
+            if conn is not None:
+                conn.close()
+
+        def canceller():
+            side = psycopg2.connect(self.pg.dsn(), connect_timeout=10)
+            side.autocommit = True
+            with side, side.cursor() as cur:
+                while not stop.is_set():
+                    cur.execute("select pg_cancel_backend(pid) from pg_stat_activity "
+                                "where application_name = 'pgw_cancel_target'")
+            side.close()
+
+        workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
+        side = threading.Thread(target=canceller)
+        for t in workers + [side]:
+            t.start()
+        for t in workers:
+            t.join(60)
+        stop.set()
+        side.join(30)
+        self.assertEqual(wrong[:5], [])
+        self.assertGreater(counts["ok"], 1000)
+        self.assertIn("event=param_sync", px.log())    # (cancels did land on SETs)
 
     def test_not_tracked_without_the_key(self):
         px = self.start_pgwharf(settings=TX1)
