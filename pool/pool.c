@@ -783,10 +783,13 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
 {
     ev_tstamp now = pool_now(pool);
     const struct pgw_backend *open = NULL, *unresolved = NULL;
+    int skipped = 0;
     for (int k = 0; k < pool->nhosts; k++) {
         const struct pool_host *h = &pool->hosts[(pool->cursor.next + k) % pool->nhosts];
-        if (host_skipped(pool, h, now, false))
+        if (host_skipped(pool, h, now, false)) {
+            skipped++;
             continue;
+        }
         if (pgw_breaker_blocked(&h->be->breaker, now)) {
             open = open ? open : h->be;
             continue;
@@ -797,15 +800,24 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
         }
         return 0;
     }
-    if (open) {
+    if (!open && !unresolved)
+        return 0;
+    if (open)
         pgw_backend_error(open, err);
-        return PGW_EBREAKER_OPEN;
-    }
-    if (unresolved) {
+    else
         pgw_backend_dns_failed(unresolved, err);
-        return PGW_ESERVER_CONNECT;
+    if (skipped > 0) {
+        /* The others answered, but are not of the kind wanted (host_skip):
+         * said too, as libpq names each host's reason (hunt: a client was
+         * told of the dead host alone, the live primary unnamed). */
+        size_t n = strlen(err->message);
+        snprintf(err->message + n, sizeof(err->message) - n,
+                 "; %s target_session_attrs=%s",
+                 skipped > 1 ? "other hosts of the list do not match"
+                             : "another host of the list does not match",
+                 pgw_target_session_name(pool->tsa));
     }
-    return 0;
+    return open ? PGW_EBREAKER_OPEN : PGW_ESERVER_CONNECT;
 }
 
 /* Does any host take an attempt now, target_session_attrs counted, the

@@ -707,6 +707,20 @@ class RealTargetSessionAttrsTest(SideClusterTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("server is not in hot standby mode", cp.stderr)
 
+    def test_standby_without_one_behind_a_dead_host(self):
+        # A dead host and a primary, target_session_attrs=standby: every
+        # client was told only of the dead host ("No such file or
+        # directory"), not that the live one is no standby (hunt); libpq
+        # names each host's reason.
+        px = self.start_pgwharf(settings=dict(SETTINGS),
+                                databases={"sb": self.entry("dead main", "standby")})
+        for _ in range(3):
+            cp = px.psql("select 1", db="sb", check=False)
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn("No such file or directory", cp.stderr)
+            self.assertIn("another host of the list does not match "
+                          "target_session_attrs=standby", cp.stderr)
+
     def test_prefer_standby(self):
         # libpq: the standby when there is one, wherever it is in the list
         px = self.start_pgwharf(settings=dict(SETTINGS), databases={
