@@ -732,7 +732,10 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
 {
     struct pgw_server *srv = s->server;
     srv->user_sig = 0;
-    forget_unreported(s->px, srv, false);
+    /* All of them: a RESET queued dropped its record at once, and a
+     * refused one would pass for done (review: the next round skipped
+     * it, and the request ran with the last client's value). */
+    forget_unreported(s->px, srv, true);
     s->sync_err = true;
     const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
     if (s->state == PGW_SS_LINKED) {
@@ -2283,6 +2286,12 @@ static bool scan_client(struct pgw_session *s)
                 /* The server is held for it meanwhile: query_timeout runs. */
                 if (s->query_start == 0)
                     s->query_start = pgw_mono_now(s->px->loop);
+                /* The rest is read into the room made: the read stopped
+                 * if the buffer filled while the client's bytes waited
+                 * unscanned (behind SETs or a probe), and nothing sent
+                 * now would start it again (review: a hang). */
+                if (!ev_is_active(&s->cli_r) && !s->client_eof && !s->replies_unread)
+                    ev_io_start(s->px->loop, &s->cli_r);
                 break;      /* wait for the whole message */
             }
             enum pgw_ps_action a = pgw_ps_frontend(s, b, type, &total);

@@ -271,15 +271,18 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         # behind the SETs ran with it (hunt: 145 wrong answers in 40 000).
         # Now the query waits for the SETs and a failed one is sent again;
         # each client sees its own values or an error, never the other's.
+        # Client b sets half of them: the rest are RESET for it, and a
+        # cancelled RESET was not sent again (review).
         names = ["myapp.v%d" % i for i in range(8)]
         px = self.start_pgwharf(settings=dict(
             TX1, track_extra_parameters=", ".join(names), query_timeout="20"))
-        sql = "select " + ", ".join("current_setting('%s')" % n for n in names)
+        sql = "select " + ", ".join("current_setting('%s', true)" % n for n in names)
         wrong, counts, stop = [], {"ok": 0, "errors": 0}, threading.Event()
 
         def client(tag):
-            opts = " ".join("-c %s=%s_%d" % (n, tag, i) for i, n in enumerate(names))
-            want = tuple("%s_%d" % (tag, i) for i in range(len(names)))
+            mine = len(names) if tag == "a" else len(names) // 2
+            opts = " ".join("-c %s=%s_%d" % (n, tag, i) for i, n in enumerate(names[:mine]))
+            want = tuple("%s_%d" % (tag, i) for i in range(mine))
             conn = None
             for _ in range(1500):
                 if stop.is_set():
@@ -292,7 +295,7 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                     cur = conn.cursor()
                     cur.execute(sql)
                     row = cur.fetchone()
-                    if row != want:
+                    if row[:mine] != want or any(v not in (None, "") for v in row[mine:]):
                         wrong.append((tag, row))
                     counts["ok"] += 1
                 except psycopg2.Error:
@@ -322,6 +325,53 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         self.assertEqual(wrong[:5], [])
         self.assertGreater(counts["ok"], 1000)
         self.assertIn("event=param_sync", px.log())    # (cancels did land on SETs)
+
+    def test_a_refused_reset_is_sent_again(self):
+        # A RESET queued at a link (the client never set the parameter,
+        # the last client did) dropped pgwharf's record of the value at
+        # once; refused, the next round found nothing to do, and the
+        # request ran with the last client's value (review).  Here the
+        # RESET is refused for good (SET privilege on the parameter revoked
+        # since client a set it): the client gets the refusal, never a's
+        # value.
+        app = self.pg.app_user
+        grant = "grant set on parameter session_replication_role to %s" % app
+        self.pg.psql(grant)
+        self.addCleanup(self.pg.psql, grant.replace("grant", "revoke").replace(" to ", " from "))
+        px = self.start_pgwharf(settings=dict(
+            TX1, track_extra_parameters="session_replication_role"))
+        kw = dict(user=app, password=self.pg.app_password)
+        a = connect(px, self, options="-c session_replication_role=replica", **kw)
+        self.assertEqual(one(a, "show session_replication_role"), "replica")
+        self.pg.psql(grant.replace("grant", "revoke").replace(" to ", " from "))
+        b = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(b.close)
+        hz.sync_login(b, app, self.pg.database, self.pg.app_password)
+        b.sendall(hz.query_msg("show session_replication_role"))
+        t, body = hz.recv_msg(b)
+        self.assertEqual((t, hz.parse_fields(body).get("C")), (b"E", "42501"), body)
+        with self.assertRaises(EOFError):
+            hz.recv_msg(b)
+
+    def test_a_large_message_behind_the_sets_is_read_whole(self):
+        # With max_prepared_statements on, a Bind is read whole before it
+        # goes on.  One larger than the buffer, sent while the SETs at its
+        # link ran, filled the buffer unscanned (the read stopped there);
+        # once they were answered the buffer grew for it but nothing read
+        # the rest: the session hung with its server (review).
+        px = self.start_pgwharf(settings=dict(TX1, max_prepared_statements="100"))
+        a = connect(px, self, application_name="pgw_a")
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password,
+                      application_name="pgw_b")
+        s.sendall(hz.parse_msg("s1", "select length($1::text)") + hz.msg(b"S"))
+        hz.read_until_ready(s)
+        for _ in range(2):
+            self.assertEqual(one(a, "select 1"), 1)      # the server has a's name now
+            s.sendall(hz.ext_msgs(None, "y" * 3000000, parse=False, stmt="s1"))
+            got = hz.read_until_ready(s)
+            self.assertEqual([hz.data_row(m) for t, m in got if t == b"D"], [[b"3000000"]])
 
     def test_not_tracked_without_the_key(self):
         px = self.start_pgwharf(settings=TX1)
