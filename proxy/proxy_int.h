@@ -193,6 +193,7 @@ struct pgw_session {
     bool sync_resume;                /* all answered: the client's request goes now */
     uint8_t sync_tries;              /* rounds of them that failed at this link */
     char sync_fail_state[6];         /* the SQLSTATE of the last that failed */
+    char *sync_fail_msg;             /* ...and its message (malloc'd; NULL: none) */
     enum pgw_discard discard;        /* a failed request being dropped (relay.c) */
     bool terminating;                /* client sent Terminate */
     bool term_wait;                  /* ...with requests unanswered: the session ends

@@ -741,6 +741,8 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     if (s->state == PGW_SS_LINKED) {
         s->sync_failed = true;           /* (sync_done: sent again) */
         memcpy(s->sync_fail_state, state, sizeof(s->sync_fail_state));
+        free(s->sync_fail_msg);
+        s->sync_fail_msg = f->message ? strdup(f->message) : NULL;
     }
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
@@ -3528,9 +3530,11 @@ static bool sync_done(struct pgw_session *s)
     if (s->sync_failed) {
         s->sync_failed = false;
         if (++s->sync_tries >= SYNC_TRIES) {
+            /* (The server's words: "permission denied to set role...") */
             pgw_session_close(s, s->sync_fail_state,
                               "could not restore this session's parameters on a server "
-                              "(a SET failed %d times)", SYNC_TRIES);
+                              "(a SET failed %d times): %s", SYNC_TRIES,
+                              s->sync_fail_msg ? s->sync_fail_msg : "");
             return false;
         }
         if (!sync_params(s)) {
@@ -3544,6 +3548,8 @@ static bool sync_done(struct pgw_session *s)
         }
     }
     s->sync_tries = 0;
+    free(s->sync_fail_msg);
+    s->sync_fail_msg = NULL;
     if (s->cbuf && s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
     if (s->state != PGW_SS_LINKED || !s->server)

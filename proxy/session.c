@@ -1326,6 +1326,7 @@ void pgw_session_free(struct pgw_session *s)
     for (int i = 0; i < PGW_TP_MAX; i++)
         free(s->params[i]);
     free(s->login_refusal);
+    free(s->sync_fail_msg);
     free(s->repl_options);
     free(s->user);
     free(s->database);
