@@ -809,13 +809,22 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
     if (skipped > 0) {
         /* The others answered, but are not of the kind wanted (host_skip):
          * said too, as libpq names each host's reason (hunt: a client was
-         * told of the dead host alone, the live primary unnamed). */
+         * told of the dead host alone, the live primary unnamed).  A long
+         * reason gives way to it, cut between UTF-8 characters. */
+        char note[128];
+        int k = snprintf(note, sizeof(note), "; %s target_session_attrs=%s",
+                         skipped > 1 ? "other hosts of the list do not match"
+                                     : "another host of the list does not match",
+                         pgw_target_session_name(pool->tsa));
         size_t n = strlen(err->message);
-        snprintf(err->message + n, sizeof(err->message) - n,
-                 "; %s target_session_attrs=%s",
-                 skipped > 1 ? "other hosts of the list do not match"
-                             : "another host of the list does not match",
-                 pgw_target_session_name(pool->tsa));
+        if (k > 0 && (size_t)k < sizeof(note)) {
+            if (n + (size_t)k >= sizeof(err->message)) {
+                n = sizeof(err->message) - 1 - (size_t)k;
+                while (n > 0 && ((unsigned char)err->message[n] & 0xC0) == 0x80)
+                    n--;
+            }
+            memcpy(err->message + n, note, (size_t)k + 1);
+        }
     }
     return open ? PGW_EBREAKER_OPEN : PGW_ESERVER_CONNECT;
 }

@@ -188,6 +188,8 @@ struct pgw_session {
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */
     uint8_t sync_queued;             /* how many the link queued (sync_params) */
     bool sync_err;                   /* the one being answered failed */
+    bool sync_hold;                  /* those are the link's SETs (sync_params): the
+                                        client's request waits for their answers */
     bool sync_failed;                /* one of them failed: they are sent again before
                                         the client's request (relay.c, sync_done) */
     bool sync_resume;                /* all answered: the client's request goes now */

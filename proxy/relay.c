@@ -698,6 +698,7 @@ static bool sync_params(struct pgw_session *s)
         /* 0 before: one sync per link.  The empty Query has no entry in
          * sync_order: with none queued, sync_answered skips its reply. */
         s->swallow += queries + extra;
+        s->sync_hold = true;             /* (not prepared.c's swallowed messages) */
         if (!keep)
             srv->user_unnamed = 0;       /* each a simple Query: the unnamed statement goes */
         s->sync_queued = (uint8_t)queries;
@@ -738,7 +739,7 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     forget_unreported(s->px, srv, true);
     s->sync_err = true;
     const char *state = f->sqlstate && strlen(f->sqlstate) == 5 ? f->sqlstate : "08P01";
-    if (s->state == PGW_SS_LINKED) {
+    if (s->state == PGW_SS_LINKED && s->sync_hold) {
         s->sync_failed = true;           /* (sync_done: sent again) */
         memcpy(s->sync_fail_state, state, sizeof(s->sync_fail_state));
         free(s->sync_fail_msg);
@@ -839,8 +840,10 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
     srv->link = s;
     s->sskip = 0;
     s->swallow = 0;
-    s->sync_failed = s->sync_resume = false;
+    s->sync_hold = s->sync_failed = s->sync_resume = false;
     s->sync_tries = 0;
+    free(s->sync_fail_msg);
+    s->sync_fail_msg = NULL;
     s->trk_probe = TRK_PROBE_NONE;
     s->track.copy = false;
     s->track.tx_status = 'I';
@@ -2472,7 +2475,7 @@ static bool client_data_step(struct pgw_session *s)
      * it: server_data takes it up once the probe's replies are in.) */
     if (!s->cbuf || s->trk_probe)
         return false;
-    if (s->swallow > 0 && s->server && s->state == PGW_SS_LINKED) {
+    if (s->sync_hold && s->swallow > 0 && s->server && s->state == PGW_SS_LINKED) {
         /* The SETs of sync_params go alone: the client's request waits
          * until all are answered (sync_done).  Sent behind them, it ran
          * even where one failed (a cancel from outside, which any client
@@ -3395,9 +3398,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         if (type == PGW_BE_READY) {
             if (s->swallow > 0) {
                 sync_answered(s);
-                if (--s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
+                bool hold = s->sync_hold;
+                if (--s->swallow == 0)
+                    s->sync_hold = false;
+                if (s->swallow == 0 && s->state == PGW_SS_LOGIN_SYNC)
                     *after = AFTER_LOGIN;
-                else if (s->swallow == 0 && s->state == PGW_SS_LINKED)
+                else if (s->swallow == 0 && s->state == PGW_SS_LINKED && hold)
                     s->sync_resume = true;   /* (server_data: sync_done) */
                 else if (s->swallow == 0)
                     pipe_cancel_due(s);      /* a cancel held while the SETs ran */
