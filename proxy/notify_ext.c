@@ -257,11 +257,16 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
 }
 
 /* A Parse still arriving: its name and the start of its text are there,
- * and the text may start LISTEN or UNLISTEN. */
-static bool first_may_be_listen(const struct pgw_iobuf *b)
+ * and the text may start LISTEN or UNLISTEN.  Or a Bind or Describe
+ * while a prepared LISTEN is kept: it may be of that statement (a client
+ * that pipelines has its writes cut anywhere by the reads; fe_next
+ * refuses one too long to be pgwharf's). */
+static bool first_may_be_listen(const struct pgw_session *s, const struct pgw_iobuf *b)
 {
     const uint8_t *p = b->data + b->parsed;
     size_t have = b->len - b->parsed;
+    if ((char)p[0] == PGW_FE_BIND || (char)p[0] == PGW_FE_DESCRIBE)
+        return s->notify && s->notify->nvst > 0;
     if ((char)p[0] != PGW_FE_PARSE || have <= PGW_MSG_HDR)
         return false;
     const uint8_t *nul = memchr(p + PGW_MSG_HDR, '\0', have - PGW_MSG_HDR);
@@ -412,7 +417,7 @@ static int ext_read(struct pgw_session *s, struct ext_batch *x)
         /* The first message not all there: wait only for what its first
          * bytes say may be a LISTEN (a client that stops after a header
          * takes a server, under query_timeout, as before). */
-        if (r == 0 && x->end == b->parsed && !first_may_be_listen(b))
+        if (r == 0 && x->end == b->parsed && !first_may_be_listen(s, b))
             return 0;
         if (r == 0)                                  /* the rest may still come */
             return ext_room(s, x->end) ? PGW_NOTIFY_MORE : 0;

@@ -724,11 +724,18 @@ static bool sync_params(struct pgw_session *s)
     return true;
 }
 
+/* Rounds of sync_params at one link that may fail before the client is
+ * told (sync_done, and login_sync_failed). */
+#define SYNC_TRIES 3
+
 /* The server refused a SET or RESET of sync_params.  What it holds is no
  * longer what user_sig says, nor, for a parameter it does not report, what
  * pgwharf recorded: the next link compares and sets again.  During the
  * login the value is a startup parameter, which PostgreSQL refuses with a
- * FATAL: the client gets that instead of the welcome (AFTER_LOGIN). */
+ * FATAL: the client gets that instead of the welcome (AFTER_LOGIN).  A
+ * SET cancelled then (57014: a pg_cancel_backend from outside, which any
+ * client of the role may send) is no refusal of the value: the round goes
+ * again (login_sync_failed), as at a link (sync_done). */
 static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_fields *f)
 {
     struct pgw_server *srv = s->server;
@@ -747,6 +754,10 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     }
     if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
         return;
+    if (strcmp(state, "57014") == 0 && s->sync_tries + 1 < SYNC_TRIES) {
+        s->sync_failed = true;
+        return;
+    }
     const char *msg = f->message ? f->message : "invalid startup parameter";
     size_t n = strlen(msg), d = f->detail ? strlen(f->detail) + 1 : 0;
     struct pgw_login_refusal *r = malloc(sizeof(*r) + n + 1 + d);
@@ -2057,6 +2068,36 @@ static bool drops_unnamed(const uint8_t *m, size_t have)
             m[PGW_MSG_HDR + 1] == 0);
 }
 
+/* The message at s->cbuf->parsed (total bytes, of the given type) is read
+ * further before it goes on: all of it (whole: max_prepared_statements
+ * rewrites its names), or until its names are there (a kept prepared
+ * LISTEN: near its start).  The server is held for it meanwhile:
+ * query_timeout runs.  The buffer grows when it cannot hold what is
+ * needed (when only its names are wanted, once it is full: to twice what
+ * it holds), and the read starts again: it stopped when the buffer filled
+ * (behind SETs or a probe, or at a name over 32 kB), and nothing sent now
+ * would start it (hangs).  false when s was closed. */
+static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole)
+{
+    struct pgw_iobuf *b = s->cbuf;
+    uint64_t held = b->len - b->sent;
+    uint64_t need = (uint64_t)(b->parsed - b->sent) + total + (whole ? PS_HEADROOM : 0);
+    if (!whole)
+        need = held < b->cap ? 0 : need < held * 2 ? need : held * 2;
+    if (need > b->cap &&
+        (need > PGW_IOBUF_MAX || !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need))) {
+        pgw_session_close(s, "54000", "message of type %c too large (%u bytes) %s", type,
+                          total, whole ? "with max_prepared_statements on"
+                                       : "to read its names");
+        return false;
+    }
+    if (s->query_start == 0)
+        s->query_start = pgw_mono_now(s->px->loop);
+    if (!ev_is_active(&s->cli_r) && !s->client_eof && !s->replies_unread)
+        ev_io_start(s->px->loop, &s->cli_r);
+    return true;
+}
+
 /* Scan client messages; returns false when the session was closed. */
 static bool scan_client(struct pgw_session *s)
 {
@@ -2190,8 +2231,8 @@ static bool scan_client(struct pgw_session *s)
         if (drops_unnamed(p, avail))
             pgw_ps_unnamed_gone(s);
         if (type == PGW_FE_PARSE && s->notify && !pgw_notify_tx_parse(s, p, avail, total)) {
-            if (s->query_start == 0)
-                s->query_start = pgw_mono_now(s->px->loop);
+            if (!read_on(s, type, total, false))
+                return false;
             break;          /* its name first */
         }
         if (s->state == PGW_SS_CLOSING)
@@ -2256,13 +2297,13 @@ static bool scan_client(struct pgw_session *s)
             }
         }
         if (type == PGW_FE_BIND && s->notify && !pgw_notify_tx_bind(s, p, avail, total)) {
-            if (s->query_start == 0)
-                s->query_start = pgw_mono_now(s->px->loop);
+            if (!read_on(s, type, total, false))
+                return false;
             break;          /* its names first */
         }
         if (type == PGW_FE_DESCRIBE && s->notify && !pgw_notify_tx_describe(s, p, avail, total)) {
-            if (s->query_start == 0)
-                s->query_start = pgw_mono_now(s->px->loop);
+            if (!read_on(s, type, total, false))
+                return false;
             break;          /* its name first */
         }
         if (s->state == PGW_SS_CLOSING)
@@ -2282,21 +2323,8 @@ static bool scan_client(struct pgw_session *s)
             bool whole = type == PGW_FE_PARSE || type == PGW_FE_BIND ||
                          type == PGW_FE_DESCRIBE || type == PGW_FE_CLOSE;
             if (whole && total > avail) {
-                uint32_t need = (b->parsed - b->sent) + total + PS_HEADROOM;
-                if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->cbuf, need)) {
-                    pgw_session_close(s, "54000", "message of type %c too large (%u bytes) "
-                                      "with max_prepared_statements on", type, total);
+                if (!read_on(s, type, total, true))
                     return false;
-                }
-                /* The server is held for it meanwhile: query_timeout runs. */
-                if (s->query_start == 0)
-                    s->query_start = pgw_mono_now(s->px->loop);
-                /* The rest is read into the room made: the read stopped
-                 * if the buffer filled while the client's bytes waited
-                 * unscanned (behind SETs or a probe), and nothing sent
-                 * now would start it again (review: a hang). */
-                if (!ev_is_active(&s->cli_r) && !s->client_eof && !s->replies_unread)
-                    ev_io_start(s->px->loop, &s->cli_r);
                 break;      /* wait for the whole message */
             }
             enum pgw_ps_action a = pgw_ps_frontend(s, b, type, &total);
@@ -2862,6 +2890,23 @@ void pgw_relay_flush_server(struct pgw_session *s)
 }
 
 /* ---- server -> client ---- */
+
+/* A SET of the login's sync_params was cancelled (param_sync_failed):
+ * those still needed go again before the welcome. */
+static void login_sync_again(struct pgw_session *s)
+{
+    s->sync_failed = false;
+    s->sync_tries++;
+    if (!sync_params(s)) {
+        pgw_session_close(s, "53200", "out of memory queueing SET for the client's "
+                          "parameters");
+        return;
+    }
+    if (s->swallow > 0)
+        pgw_relay_flush_server(s);       /* (still PGW_SS_LOGIN_SYNC) */
+    else
+        welcome(s);
+}
 
 enum scan_after { AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR, AFTER_FAST_CLOSE };
 
@@ -3458,9 +3503,12 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
         if (s->login_refusal) {
             s->close_detail = s->login_refusal->detail;      /* as PostgreSQL's FATAL */
             pgw_session_close(s, s->login_refusal->sqlstate, "%s", s->login_refusal->message);
-        }
-        else
+        } else if (s->sync_failed) {
+            login_sync_again(s);
+        } else {
+            s->sync_tries = 0;
             welcome(s);
+        }
         break;
     case AFTER_RELEASE:
         if (s->cancel_inflight)
@@ -3530,7 +3578,6 @@ void pgw_relay_server_readable(struct pgw_session *s)
  * at a link: then the client is told, never its request run with another
  * client's settings.  Else the request goes now, and a cancel held while
  * the SETs ran after it.  False when s was closed. */
-#define SYNC_TRIES 3
 static bool sync_done(struct pgw_session *s)
 {
     if (s->sync_failed) {
@@ -3539,7 +3586,8 @@ static bool sync_done(struct pgw_session *s)
             /* (The server's words: "permission denied to set role...") */
             pgw_session_close(s, s->sync_fail_state,
                               "could not restore this session's parameters on a server "
-                              "(a SET failed %d times): %s", SYNC_TRIES,
+                              "(a SET failed %d times)%s%s", SYNC_TRIES,
+                              s->sync_fail_msg ? ": " : "",
                               s->sync_fail_msg ? s->sync_fail_msg : "");
             return false;
         }

@@ -2707,6 +2707,55 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
         self.assertEqual([m[1:] for m in read_notifications(a, 1)], [("pgw_kept_a", "heard")])
 
 
+    def test_names_longer_than_the_buffer(self):
+        # With a prepared LISTEN kept, a Bind's or Parse's names are read
+        # before it goes on.  A name longer than the relay's 32 kB buffer
+        # filled it, the read stopped, and nothing grew it: the client
+        # waited for ever, its server held (and pgwharf's shutdown with it).
+        # (A Describe or Execute over 10000 bytes is not PostgreSQL's.)
+        long = "x" * 40000
+        listen = (hz.parse_msg("pgw_big", "LISTEN pgw_big") + hz.msg(b"S"), 1)
+        long_stmt = (hz.msg(b"B", b"\0" + long.encode() + b"\0" + struct.pack("!HHH", 0, 0, 0)) +
+                     hz.msg(b"S"), 1)
+        long_parse = (hz.parse_msg(long, "select 1") + hz.msg(b"S"), 1)
+        # A Bind of the kept LISTEN to a portal of that name: a message
+        # longer than those pgwharf answers itself, for the server, which
+        # has the statement only with max_prepared_statements on.
+        long_portal = (hz.msg(b"B", long.encode() + b"\0pgw_big\0" +
+                              struct.pack("!HHH", 0, 0, 0)) + hz.msg(b"S"), 1)
+        for mps, steps, want in (
+                (0, [listen, long_stmt, long_parse], [[b"1", b"Z"], [b"E", b"Z"], [b"1", b"Z"]]),
+                (100, [listen, long_stmt, long_parse, long_portal],
+                 [[b"1", b"Z"], [b"E", b"Z"], [b"1", b"Z"], [b"2", b"Z"]])):
+            with self.subTest(max_prepared_statements=mps):
+                self.use_max_prepared_statements(mps)
+                a, got = self.compare_steps(steps + [(bind_exec("pgw_big"), 1)])
+                self.assertEqual([[m[0] for m in step] for step in got],
+                                 want + [[b"2", b"C", b"Z"]], got)
+                self.hears_between_transactions(a, "pgw_big")
+                a.close()
+
+    def test_a_bind_read_in_two_parts(self):
+        # A Bind of a kept prepared LISTEN first in its batch, of which
+        # pgwharf has read only a part (a pipelining client's write cut at
+        # a read): pgwharf answers it once it is whole.  It went to a
+        # server, which has no such statement with max_prepared_statements
+        # off: 26000 for a LISTEN PostgreSQL would have run.
+        self.use_max_prepared_statements(0)
+        a = self.login()
+        self.assertEqual([m[0] for m in self.exchange(
+            a, hz.parse_msg("pgw_cut", "LISTEN pgw_cut") + hz.msg(b"S"))], [b"1", b"Z"])
+        data = bind_exec("pgw_cut")
+        here, peer = a.getsockname()[1], a.getpeername()[1]
+        for cut in (3, 9):
+            with self.subTest(cut=cut):
+                a.sendall(data[:cut])
+                pt.wait_until(lambda: tcp_rx_queue(peer, here) == 0, 20,
+                              what="pgwharf read the first part")
+                self.assertEqual([m[0] for m in self.exchange(a, data[cut:])],
+                                 [b"2", b"C", b"Z"])
+        self.hears_between_transactions(a, "pgw_cut")
+
     def test_describe_of_a_kept_statement(self):
         # A Describe of a prepared LISTEN in a batch of its own (a driver
         # asking what a cached statement takes and returns): PostgreSQL

@@ -337,6 +337,88 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         self.assertEqual(wrong[:5], [])
         self.assertGreaterEqual(px.log().count("event=param_sync"), 3, counts)
 
+    def test_an_outside_cancel_on_a_login_set_does_not_end_the_login(self):
+        # In session mode a server is given at login, and the client's
+        # values SET there before the welcome.  A SET cancelled from
+        # outside (any client of the role may) ended the login with 57014,
+        # as if the server had refused the value; now the SETs go again, as
+        # at a link in transaction mode.  Logins of two clients with their
+        # own values take turns on one server under a cancel loop, until
+        # one whose SETs were cancelled has logged in, read its own values
+        # and left.
+        names = ["myapp.v%d" % i for i in range(8)]
+        px = self.start_pgwharf(settings=dict(
+            pool_mode="session", default_pool_size=1, query_timeout="20",
+            track_extra_parameters=", ".join(names)))
+        sql = "select " + ", ".join("current_setting('%s', true)" % n for n in names)
+        wrong, stop = [], threading.Event()
+
+        def client(tag):
+            opts = " ".join("-c %s=%s_%d" % (n, tag, i) for i, n in enumerate(names))
+            want = tuple("%s_%d" % (tag, i) for i in range(len(names)))
+            for _ in range(20000):
+                if stop.is_set():
+                    break
+                try:
+                    conn = psycopg2.connect(px.dsn(options=opts), connect_timeout=10,
+                                            application_name="pgw_cancel_target")
+                except psycopg2.Error:
+                    continue                  # three rounds cancelled: a FATAL
+                try:
+                    conn.autocommit = True
+                    cur = conn.cursor()
+                    cur.execute(sql)
+                    if cur.fetchone() != want:
+                        wrong.append(tag)
+                except psycopg2.Error:
+                    pass                      # a cancel on its own query
+                finally:
+                    conn.close()
+
+        def cancelled_then_logged_in():
+            # In pgwharf's log: a client whose SET was cancelled at its
+            # login, then ended by its own Terminate (a port may serve
+            # several connections in turn: read in order).
+            cancelled = set()
+            for line in px.log().splitlines():
+                if "client=" not in line:
+                    continue
+                addr = line.split("client=", 1)[1].split()[0]
+                if "event=login " in line:
+                    cancelled.discard(addr)
+                elif "event=param_sync" in line and "sqlstate=57014" in line:
+                    cancelled.add(addr)
+                elif ("event=disconnect" in line and addr in cancelled and
+                      'reason="client terminated"' in line):
+                    return True
+            return False
+
+        def canceller():
+            side = psycopg2.connect(self.pg.dsn(), connect_timeout=10)
+            side.autocommit = True
+            try:
+                cur = side.cursor()
+                while not stop.is_set():
+                    cur.execute("select pg_cancel_backend(pid) from pg_stat_activity "
+                                "where application_name = 'pgw_cancel_target'")
+            finally:
+                side.close()
+
+        workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
+        side = threading.Thread(target=canceller)
+        for t in workers + [side]:
+            t.start()
+        try:
+            pt.wait_until(lambda: cancelled_then_logged_in() or
+                          not any(t.is_alive() for t in workers), timeout=90,
+                          what="a login whose SETs were cancelled")
+        finally:
+            stop.set()
+            for t in workers + [side]:
+                t.join(30)
+        self.assertEqual(wrong[:5], [])
+        self.assertTrue(cancelled_then_logged_in(), px.log().count("event=param_sync"))
+
     def test_a_refused_reset_is_sent_again(self):
         # A RESET queued at a link (the client never set the parameter,
         # the last client did) dropped pgwharf's record of the value at
