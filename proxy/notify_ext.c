@@ -256,17 +256,47 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
     return v->kind != PGW_LISTEN_NONE;
 }
 
-/* A Parse still arriving: its name and the start of its text are there,
- * and the text may start LISTEN or UNLISTEN.  Or a Bind or Describe
- * while a prepared LISTEN is kept: it may be of that statement (a client
- * that pipelines has its writes cut anywhere by the reads; fe_next
- * refuses one too long to be pgwharf's). */
-static bool first_may_be_listen(const struct pgw_session *s, const struct pgw_iobuf *b)
+/* A Bind or a Describe of a statement at p (have bytes of it here) may be
+ * of a kept prepared LISTEN: its statement's name is not all here yet, or
+ * names one. */
+static bool may_use_vstmt(struct pgw_session *s, const uint8_t *p, size_t have)
+{
+    if (!s->notify || s->notify->nvst == 0)
+        return false;
+    const uint8_t *at = p + PGW_MSG_HDR, *end = p + have;
+    if (at >= end)
+        return true;
+    if ((char)p[0] == PGW_FE_DESCRIBE) {
+        if (*at++ != 'S')
+            return false;                 /* a portal's: not first in a batch of ours */
+    } else {
+        const uint8_t *z = memchr(at, '\0', (size_t)(end - at));   /* the portal's */
+        if (!z)
+            return true;
+        at = z + 1;
+    }
+    const uint8_t *nul = at < end ? memchr(at, '\0', (size_t)(end - at)) : NULL;
+    if (!nul)
+        return true;
+    char key[NOTIFY_STMT_NAME_MAX + 1];
+    return pgw_notify_stmt_key(s, (const char *)at, (size_t)(nul - at), true, key) &&
+           vstmt_find(s->notify, key) != NULL;
+}
+
+/* The first message of a batch, not all here, may be one pgwharf answers:
+ * a Parse whose name and the start of its text are there, the text
+ * starting LISTEN or UNLISTEN; a Bind or Describe of a kept prepared
+ * LISTEN, an Execute of a portal held (a client that pipelines has its
+ * writes cut anywhere by the reads; fe_next refuses one too long to be
+ * pgwharf's). */
+static bool first_may_be_listen(struct pgw_session *s, const struct pgw_iobuf *b)
 {
     const uint8_t *p = b->data + b->parsed;
     size_t have = b->len - b->parsed;
     if ((char)p[0] == PGW_FE_BIND || (char)p[0] == PGW_FE_DESCRIBE)
-        return s->notify && s->notify->nvst > 0;
+        return may_use_vstmt(s, p, have);
+    if ((char)p[0] == PGW_FE_EXECUTE)
+        return pgw_notify_portal_held(s);
     if ((char)p[0] != PGW_FE_PARSE || have <= PGW_MSG_HDR)
         return false;
     const uint8_t *nul = memchr(p + PGW_MSG_HDR, '\0', have - PGW_MSG_HDR);

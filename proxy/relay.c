@@ -1102,6 +1102,8 @@ static void welcome(struct pgw_session *s)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
+    s->sync_tries = 0;                   /* (the login's rounds: login_sync_again) */
+    s->sync_failed = false;
     /* A tracked parameter the client did not set is, in transaction and
      * statement mode, what a fresh server reports -- not what the client
      * before it on this server SET (the next link SETs it back).  In
@@ -2072,18 +2074,27 @@ static bool drops_unnamed(const uint8_t *m, size_t have)
  * further before it goes on: all of it (whole: max_prepared_statements
  * rewrites its names), or until its names are there (a kept prepared
  * LISTEN: near its start).  The server is held for it meanwhile:
- * query_timeout runs.  The buffer grows when it cannot hold what is
- * needed (when only its names are wanted, once it is full: to twice what
- * it holds), and the read starts again: it stopped when the buffer filled
- * (behind SETs or a probe, or at a name over 32 kB), and nothing sent now
- * would start it (hangs).  false when s was closed. */
+ * query_timeout runs.  The buffer grows only when it cannot hold what is
+ * needed once the scanned bytes before the message have gone to the
+ * server (they make room as they drain: pgw_relay_flush_server starts the
+ * read again, which compacts) -- when only its names are wanted, once it
+ * holds nothing else and is full, to twice that (review: a stream of
+ * small Binds grew it on every read that filled it) -- and the read
+ * starts again: it stopped when the buffer filled (behind SETs or a
+ * probe, or at a name over 32 kB), and nothing sent now would start it
+ * (hangs).  false when s was closed. */
 static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole)
 {
     struct pgw_iobuf *b = s->cbuf;
-    uint64_t held = b->len - b->sent;
-    uint64_t need = (uint64_t)(b->parsed - b->sent) + total + (whole ? PS_HEADROOM : 0);
-    if (!whole)
-        need = held < b->cap ? 0 : need < held * 2 ? need : held * 2;
+    uint64_t held = b->len - b->sent, ahead = b->parsed - b->sent;
+    uint64_t need = ahead + total + (whole ? PS_HEADROOM : 0);
+    if (!whole && (ahead > 0 || held < b->cap))
+        need = 0;                        /* room comes as those drain, or is there */
+    else if (!whole)                     /* full of it: twice that, at most the largest */
+        need = need < held * 2 ? need : held * 2 > PGW_IOBUF_MAX &&
+               b->cap < PGW_IOBUF_MAX ? PGW_IOBUF_MAX : held * 2;
+    else if (ahead > 0 && total + PS_HEADROOM <= b->cap)
+        need = 0;
     if (need > b->cap &&
         (need > PGW_IOBUF_MAX || !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need))) {
         pgw_session_close(s, "54000", "message of type %c too large (%u bytes) %s", type,
@@ -3506,7 +3517,6 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
         } else if (s->sync_failed) {
             login_sync_again(s);
         } else {
-            s->sync_tries = 0;
             welcome(s);
         }
         break;

@@ -2745,15 +2745,26 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
         a = self.login()
         self.assertEqual([m[0] for m in self.exchange(
             a, hz.parse_msg("pgw_cut", "LISTEN pgw_cut") + hz.msg(b"S"))], [b"1", b"Z"])
-        data = bind_exec("pgw_cut")
         here, peer = a.getsockname()[1], a.getpeername()[1]
+
+        def in_two_parts(data, cut):
+            a.sendall(data[:cut])
+            pt.wait_until(lambda: tcp_rx_queue(peer, here) == 0, 20,
+                          what="pgwharf read the first part")
+            return [m[0] for m in self.exchange(a, data[cut:])]
+
         for cut in (3, 9):
-            with self.subTest(cut=cut):
-                a.sendall(data[:cut])
-                pt.wait_until(lambda: tcp_rx_queue(peer, here) == 0, 20,
-                              what="pgwharf read the first part")
-                self.assertEqual([m[0] for m in self.exchange(a, data[cut:])],
-                                 [b"2", b"C", b"Z"])
+            with self.subTest(bind_cut=cut):
+                self.assertEqual(in_two_parts(bind_exec("pgw_cut"), cut), [b"2", b"C", b"Z"])
+        with self.subTest("a Describe of it"):
+            self.assertEqual(in_two_parts(hz.msg(b"D", b"Spgw_cut\0") + hz.msg(b"S"), 8),
+                             [b"t", b"n", b"Z"])
+        with self.subTest("an Execute of its portal, held since a Bind and a Flush"):
+            a.sendall(hz.msg(b"B", b"\0pgw_cut\0" + struct.pack("!HHH", 0, 0, 0)) +
+                      hz.msg(b"H"))
+            self.assertEqual(hz.recv_msg(a)[0], b"2")
+            self.assertEqual(in_two_parts(hz.msg(b"E", b"\0" + struct.pack("!I", 0)) +
+                                          hz.msg(b"S"), 7), [b"C", b"Z"])
         self.hears_between_transactions(a, "pgw_cut")
 
     def test_describe_of_a_kept_statement(self):
