@@ -2093,8 +2093,8 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
     else if (!whole)                     /* full of it: twice that, at most the largest */
         need = need < held * 2 ? need : held * 2 > PGW_IOBUF_MAX &&
                b->cap < PGW_IOBUF_MAX ? PGW_IOBUF_MAX : held * 2;
-    else if (ahead > 0 && total + PS_HEADROOM <= b->cap)
-        need = 0;
+    else if (ahead > 0 && (total + PS_HEADROOM <= b->cap || need > PGW_IOBUF_MAX))
+        need = 0;                        /* (hunt: two Binds of 34 MB in a row got 54000) */
     if (need > b->cap &&
         (need > PGW_IOBUF_MAX || !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need))) {
         pgw_session_close(s, "54000", "message of type %c too large (%u bytes) %s", type,
@@ -2550,6 +2550,12 @@ static bool client_data_step(struct pgw_session *s)
                 s->term_wait = true;
                 if (s->cbuf->sent < s->cbuf->parsed)
                     pgw_relay_flush_server(s);
+                /* query_timeout and transaction_timeout bound what runs
+                 * (in session mode the timer was off while the client
+                 * was idle: hunt, a server held as long as the query
+                 * took, for good if the client also stopped reading). */
+                if (s->state == PGW_SS_LINKED)
+                    pgw_session_arm_timer(s);
                 return false;
             }
         }

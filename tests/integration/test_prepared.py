@@ -6,6 +6,7 @@ sharing across clients, the per-server LRU, and PostgreSQL's own errors.
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -340,6 +341,53 @@ class TestLargeMessages(pt.PgwharfTestCase):
                 self.assertEqual(c.execute(long_sql, (i,), prepare=True).fetchone()[0], i + 1)
             # A large result back.
             self.assertEqual(len(c.execute("select repeat('z', 500000)").fetchone()[0]), 500000)
+
+
+    def test_large_binds_in_a_row(self):
+        # Two Binds of 40 MB in one batch, behind a statement that waits
+        # for a lock: the first is read and sent on, most of it still in
+        # pgwharf's buffer when the second comes.  pgwharf made room for
+        # both at once, over its 64 MiB, and ended the session with 54000
+        # where each Bind alone fits (hunt: asyncpg's executemany of rows
+        # of 34 MB); it waits for the one ahead to drain now.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        holder = psycopg2.connect(self.pg.dsn())
+        self.addCleanup(holder.close)
+        holder.autocommit = True
+        holder.cursor().execute("select pg_advisory_lock(4242)")
+        a = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(a.close)
+        ph.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+        big = [bytes([65 + i]) * 40000000 for i in range(2)]
+
+        def bind(value):
+            return ph.msg(b"B", b"\0pgw_bb\0" + struct.pack("!HHI", 0, 1, len(value)) + value +
+                          struct.pack("!H", 0))
+
+        execute = ph.msg(b"E", b"\0" + struct.pack("!I", 0))
+        batch = (ph.parse_msg("", "select pg_advisory_lock(4242)") +
+                 ph.msg(b"B", b"\0\0" + struct.pack("!HHH", 0, 0, 0)) + execute +
+                 ph.parse_msg("pgw_bb", "select length($1::bytea)") +
+                 bind(big[0]) + execute + bind(big[1]) + execute + ph.msg(b"S"))
+        writer = pt.Background(lambda: a.sendall(batch))
+        pt.wait_until(lambda: self.pg.psql("select count(*) from pg_locks where locktype = "
+                                           "'advisory' and not granted") == "1", 30,
+                      what="the first statement waiting for the lock")
+        port = a.getsockname()[1]
+
+        def second_read_first_unsent():
+            rows = px.show("SOCKETS", port=port)
+            self.assertEqual(len(rows), 1, "the client's session ended")
+            r = {k: int(rows[0][k]) for k in ("send_pos", "pkt_pos", "recv_pos")}
+            return r["send_pos"] < r["pkt_pos"] < r["recv_pos"]
+
+        pt.wait_until(second_read_first_unsent, 60,
+                      what="the second Bind read while the first waits to be sent")
+        holder.cursor().execute("select pg_advisory_unlock(4242)")
+        got = ph.read_until_ready(a)
+        writer.join(60)
+        self.assertEqual([ph.data_row(m) for t, m in got if t == b"D"],
+                         [[b""], [b"40000000"], [b"40000000"]], got[:3])
 
 
 class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):

@@ -485,6 +485,41 @@ class TestRequestThenTerminate(RelayCase):
                                                  for i in range(3)] + ["commit"], "3")
 
 
+class TestTimeoutsOfARequestSentWithATerminate(RelayCase):
+    """A long request and a Terminate in one write: query_timeout and
+    transaction_timeout still bound the request.  In session mode (the
+    server linked since the login, its timer off while the client was
+    idle) nothing armed the timer again after the Terminate: the server
+    ran the query for as long as it took, and a client that also stopped
+    reading pinned it for good (hunt)."""
+
+    def run_until_timed_out(self, mode, key):
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": mode, "default_pool_size": 1, "log_connections": 0, key: "1"})
+        a = self.login()
+        token = "pgw_sent_with_x_%s_%s_%d" % (mode, key, os.getpid())
+        busy = ("select count(*) from pg_stat_activity where query like '%%%s%%' "
+                "and state = 'active' and pid <> pg_backend_pid()" % token)
+        self.addCleanup(self.pg.psql, busy.replace("count(*)", "pg_terminate_backend(pid)"),
+                        user=self.pg.user)
+        a.sendall(hz.query_msg("select pg_sleep(300), '%s'" % token) + M(b"X"))
+        pt.wait_until(lambda: self.pg.psql(busy, user=self.pg.user) == "1", 20,
+                      what="the query running")
+        # (The server is closed; its backend runs the sleep out unless it
+        # writes: cleaned up above.  Without the timer, something else
+        # looked at the session after a minute.)
+        self.px.wait_for_log(r'event=disconnect client=127\.0\.0\.1:%d .*reason="%s'
+                             % (a.getsockname()[1], key), 30)
+        self.assertTrue(hz.read_until_closed(a, 20)[1])
+        self.assert_b_served()
+
+    def test_each_mode_and_timeout(self):
+        for mode in ("session", "transaction"):
+            for key in ("query_timeout", "transaction_timeout"):
+                with self.subTest(mode=mode, key=key):
+                    self.run_until_timed_out(mode, key)
+
+
 class TestLeavingAfterAFailedCopyWithASyncInItsData(RelayCase):
     """A COPY FROM STDIN by Execute and Flush (no Sync after the Execute)
     whose data held a Sync and then a bad row, ended with CopyDone or
