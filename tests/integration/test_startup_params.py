@@ -42,6 +42,22 @@ def psql_with_pgoptions(px, sql, pgoptions, check=True):
 TX1 = {"pool_mode": "transaction", "default_pool_size": 1}
 
 
+def cancel_loop(pg, stop):
+    """pg_cancel_backend on every backend whose application_name is
+    pgw_cancel_target, from a side connection, until stop is set.  (Not
+    `with side`: psycopg2 2.9 opens a transaction there even in
+    autocommit, and pg_stat_activity stays as it first read.)"""
+    side = psycopg2.connect(pg.dsn(), connect_timeout=10)
+    side.autocommit = True
+    try:
+        cur = side.cursor()
+        while not stop.is_set():
+            cur.execute("select pg_cancel_backend(pid) from pg_stat_activity "
+                        "where application_name = 'pgw_cancel_target'")
+    finally:
+        side.close()
+
+
 def direct_row(case, sql, **dsn):
     """sql's first row straight from PostgreSQL, on a connection of its
     own with dsn's keys (options, client_encoding...)."""
@@ -306,21 +322,8 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
             if conn is not None:
                 conn.close()
 
-        def canceller():
-            # (Not `with side`: psycopg2 2.9 opens a transaction there even
-            # in autocommit, and pg_stat_activity stays as it first read.)
-            side = psycopg2.connect(self.pg.dsn(), connect_timeout=10)
-            side.autocommit = True
-            try:
-                cur = side.cursor()
-                while not stop.is_set():
-                    cur.execute("select pg_cancel_backend(pid) from pg_stat_activity "
-                                "where application_name = 'pgw_cancel_target'")
-            finally:
-                side.close()
-
         workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
-        side = threading.Thread(target=canceller)
+        side = threading.Thread(target=cancel_loop, args=(self.pg, stop))
         for t in workers + [side]:
             t.start()
         try:
@@ -393,19 +396,8 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                     return True
             return False
 
-        def canceller():
-            side = psycopg2.connect(self.pg.dsn(), connect_timeout=10)
-            side.autocommit = True
-            try:
-                cur = side.cursor()
-                while not stop.is_set():
-                    cur.execute("select pg_cancel_backend(pid) from pg_stat_activity "
-                                "where application_name = 'pgw_cancel_target'")
-            finally:
-                side.close()
-
         workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
-        side = threading.Thread(target=canceller)
+        side = threading.Thread(target=cancel_loop, args=(self.pg, stop))
         for t in workers + [side]:
             t.start()
         try:
