@@ -58,6 +58,23 @@ def cancel_loop(pg, stop):
         side.close()
 
 
+def run_under_cancels(pg, client, stop, done, timeout, what):
+    """client("a") and client("b") in threads, with cancel_loop beside
+    them, until done() or both clients stop (bounded by their own count of
+    rounds); then stop is set and all are joined."""
+    workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
+    side = threading.Thread(target=cancel_loop, args=(pg, stop))
+    for t in workers + [side]:
+        t.start()
+    try:
+        pt.wait_until(lambda: done() or not any(t.is_alive() for t in workers),
+                      timeout=timeout, what=what)
+    finally:
+        stop.set()
+        for t in workers + [side]:
+            t.join(30)
+
+
 def direct_row(case, sql, **dsn):
     """sql's first row straight from PostgreSQL, on a connection of its
     own with dsn's keys (options, client_encoding...)."""
@@ -322,21 +339,11 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
             if conn is not None:
                 conn.close()
 
-        workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
-        side = threading.Thread(target=cancel_loop, args=(self.pg, stop))
-        for t in workers + [side]:
-            t.start()
-        try:
-            # Until cancels landed on SETs a few times (each logged), and
-            # enough queries ran: the load is bounded by the clients' count.
-            pt.wait_until(lambda: (counts["ok"] >= 3000 and
-                                   px.log().count("event=param_sync") >= 3) or
-                          not any(t.is_alive() for t in workers), timeout=60,
-                          what="cancels landing on SETs")
-        finally:
-            stop.set()
-            for t in workers + [side]:
-                t.join(30)
+        # Until cancels landed on SETs a few times (each logged), and
+        # enough queries ran: the load is bounded by the clients' count.
+        run_under_cancels(self.pg, client, stop, lambda: (
+            counts["ok"] >= 3000 and px.log().count("event=param_sync") >= 3),
+            60, "cancels landing on SETs")
         self.assertEqual(wrong[:5], [])
         self.assertGreaterEqual(px.log().count("event=param_sync"), 3, counts)
 
@@ -396,18 +403,8 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
                     return True
             return False
 
-        workers = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
-        side = threading.Thread(target=cancel_loop, args=(self.pg, stop))
-        for t in workers + [side]:
-            t.start()
-        try:
-            pt.wait_until(lambda: cancelled_then_logged_in() or
-                          not any(t.is_alive() for t in workers), timeout=90,
-                          what="a login whose SETs were cancelled")
-        finally:
-            stop.set()
-            for t in workers + [side]:
-                t.join(30)
+        run_under_cancels(self.pg, client, stop, cancelled_then_logged_in, 90,
+                          "a login whose SETs were cancelled")
         self.assertEqual(wrong[:5], [])
         self.assertTrue(cancelled_then_logged_in(), px.log().count("event=param_sync"))
 
