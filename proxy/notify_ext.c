@@ -256,19 +256,20 @@ static int parse_listen(const struct pgw_session *s, const struct fe_msg *m,
     return v->kind != PGW_LISTEN_NONE;
 }
 
-/* A Bind or a Describe of a statement at p (have bytes of it here) may be
- * of a kept prepared LISTEN: its statement's name is not all here yet, or
- * names one. */
-static bool may_use_vstmt(struct pgw_session *s, const uint8_t *p, size_t have)
+/* A Bind or a Describe at p (have bytes of it here) may be of a kept
+ * prepared LISTEN: its statement's name is not all here yet, or names
+ * one; or a Describe of the portal held. */
+static bool may_use_vstmt(const struct pgw_session *s, const uint8_t *p, size_t have)
 {
-    if (!s->notify || s->notify->nvst == 0)
-        return false;
     const uint8_t *at = p + PGW_MSG_HDR, *end = p + have;
+    if ((char)p[0] == PGW_FE_DESCRIBE && at < end && *at != 'S')
+        return *at == 'P' && pgw_notify_portal_held(s);
+    if (!s->notify || s->notify->nvst == 0)
+        return pgw_notify_portal_held(s) && (char)p[0] == PGW_FE_DESCRIBE && at >= end;
     if (at >= end)
         return true;
     if ((char)p[0] == PGW_FE_DESCRIBE) {
-        if (*at++ != 'S')
-            return false;                 /* a portal's: not first in a batch of ours */
+        at++;
     } else {
         const uint8_t *z = memchr(at, '\0', (size_t)(end - at));   /* the portal's */
         if (!z)
@@ -289,7 +290,7 @@ static bool may_use_vstmt(struct pgw_session *s, const uint8_t *p, size_t have)
  * LISTEN, an Execute of a portal held (a client that pipelines has its
  * writes cut anywhere by the reads; fe_next refuses one too long to be
  * pgwharf's). */
-static bool first_may_be_listen(struct pgw_session *s, const struct pgw_iobuf *b)
+static bool first_may_be_listen(const struct pgw_session *s, const struct pgw_iobuf *b)
 {
     const uint8_t *p = b->data + b->parsed;
     size_t have = b->len - b->parsed;

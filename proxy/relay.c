@@ -725,7 +725,7 @@ static bool sync_params(struct pgw_session *s)
 }
 
 /* Rounds of sync_params at one link that may fail before the client is
- * told (sync_done, and login_sync_failed). */
+ * told (sync_done, and login_sync_again). */
 #define SYNC_TRIES 3
 
 /* The server refused a SET or RESET of sync_params.  What it holds is no
@@ -735,7 +735,7 @@ static bool sync_params(struct pgw_session *s)
  * FATAL: the client gets that instead of the welcome (AFTER_LOGIN).  A
  * SET cancelled then (57014: a pg_cancel_backend from outside, which any
  * client of the role may send) is no refusal of the value: the round goes
- * again (login_sync_failed), as at a link (sync_done). */
+ * again (login_sync_again), as at a link (sync_done). */
 static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_fields *f)
 {
     struct pgw_server *srv = s->server;
@@ -2090,10 +2090,12 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
     uint64_t need = ahead + total + (whole ? PS_HEADROOM : 0);
     if (!whole && (ahead > 0 || held < b->cap))
         need = 0;                        /* room comes as those drain, or is there */
-    else if (!whole)                     /* full of it: twice that, at most the largest */
-        need = need < held * 2 ? need : held * 2 > PGW_IOBUF_MAX &&
-               b->cap < PGW_IOBUF_MAX ? PGW_IOBUF_MAX : held * 2;
-    else if (ahead > 0 && (total + PS_HEADROOM <= b->cap || need > PGW_IOBUF_MAX))
+    else if (!whole) {                   /* full of it: twice that, at most the largest */
+        uint64_t twice = held * 2;
+        if (twice > PGW_IOBUF_MAX && b->cap < PGW_IOBUF_MAX)
+            twice = PGW_IOBUF_MAX;
+        need = need < twice ? need : twice;
+    } else if (ahead > 0 && (total + PS_HEADROOM <= b->cap || need > PGW_IOBUF_MAX))
         need = 0;                        /* (hunt: two Binds of 34 MB in a row got 54000) */
     if (need > b->cap &&
         (need > PGW_IOBUF_MAX || !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need))) {
@@ -2559,10 +2561,13 @@ static bool client_data_step(struct pgw_session *s)
                 return false;
             }
         }
-        if (s->server && s->state == PGW_SS_LINKED && s->cbuf->sent < s->cbuf->parsed)
+        if (s->server && s->state == PGW_SS_LINKED && s->cbuf->sent < s->cbuf->parsed) {
             pgw_relay_flush_server(s);
-        else
+            if (s->state == PGW_SS_LINKED)
+                pgw_session_arm_timer(s);    /* (a write that waits: review) */
+        } else {
             pgw_session_close(s, NULL, "client terminated");
+        }
         return false;
     }
     if (s->notify && pgw_notify_waiting(s))

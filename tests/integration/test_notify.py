@@ -2759,12 +2759,15 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
         with self.subTest("a Describe of it"):
             self.assertEqual(in_two_parts(hz.msg(b"D", b"Spgw_cut\0") + hz.msg(b"S"), 8),
                              [b"t", b"n", b"Z"])
-        with self.subTest("an Execute of its portal, held since a Bind and a Flush"):
-            a.sendall(hz.msg(b"B", b"\0pgw_cut\0" + struct.pack("!HHH", 0, 0, 0)) +
-                      hz.msg(b"H"))
-            self.assertEqual(hz.recv_msg(a)[0], b"2")
-            self.assertEqual(in_two_parts(hz.msg(b"E", b"\0" + struct.pack("!I", 0)) +
-                                          hz.msg(b"S"), 7), [b"C", b"Z"])
+        execute = hz.msg(b"E", b"\0" + struct.pack("!I", 0)) + hz.msg(b"S")
+        for first, cut, want in ((b"", 7, [b"C", b"Z"]),
+                                 (hz.msg(b"D", b"P\0"), 6, [b"n", b"C", b"Z"])):
+            with self.subTest("a Describe or Execute of its portal, held since a Bind and "
+                              "a Flush", cut=cut):
+                a.sendall(hz.msg(b"B", b"\0pgw_cut\0" + struct.pack("!HHH", 0, 0, 0)) +
+                          hz.msg(b"H"))
+                self.assertEqual(hz.recv_msg(a)[0], b"2")
+                self.assertEqual(in_two_parts(first + execute, cut), want)
         self.hears_between_transactions(a, "pgw_cut")
 
     def test_describe_of_a_kept_statement(self):
