@@ -659,6 +659,34 @@ class TestDateStyleOfOnePart(pt.PgwharfTestCase):
                 assert_reads_in_turn(self, b, read, want, a, "show DateStyle", "ISO, DMY")
 
 
+class TestClientEncodingSpelling(pt.PgwharfTestCase):
+    def test_asyncpg_logs_in_without_a_server(self):
+        # asyncpg sends client_encoding 'utf-8'; the server reports UTF8,
+        # the same encoding to PostgreSQL (letters and digits, any case).
+        # pgwharf took it for a value to SET, so every asyncpg login in
+        # transaction mode waited for a server: with the pool busy, it
+        # failed at query_wait_timeout (hunt).  It is welcomed at once now,
+        # with the server's spelling, as PostgreSQL reports it.
+        import asyncio
+        import asyncpg
+        px = self.start_pgwharf(settings=dict(TX1, query_wait_timeout="5"))
+        holder = connect(px, self)
+        self.assertEqual(one(holder, "select 1"), 1)      # the pool knows a fresh server
+        holder.autocommit = False
+        one(holder, "select 1")                           # holds the pool's one server
+
+        async def main():
+            c = await asyncpg.connect(px.url(), timeout=20)
+            try:
+                got = c.get_settings().client_encoding
+                holder.commit()
+                return got, await c.fetchval("show client_encoding")
+            finally:
+                await c.close()
+
+        self.assertEqual(asyncio.run(asyncio.wait_for(main(), 60)), ("UTF8", "UTF8"))
+
+
 class TestSetConfigQuoting(pt.PgwharfTestCase):
     """A tracked value is SET again on the server with set_config(); the
     server reads that query in the client's client_encoding.  In SJIS (and
