@@ -3,10 +3,10 @@
  */
 #include "common/pgenc.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/array.h"
 
@@ -37,10 +37,24 @@ static const struct {
     { "JOHAB", "JOHAB" },
 };
 
+bool pgw_pgenc_same_name(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        while (*a && !isalnum((unsigned char)*a))
+            a++;
+        while (*b && !isalnum((unsigned char)*b))
+            b++;
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return false;
+        if (!*a)
+            return true;
+    }
+}
+
 const char *pgw_pgenc_iconv_name(const char *pg)
 {
     for (size_t i = 0; i < sizeof(encodings) / sizeof(encodings[0]); i++)
-        if (strcasecmp(encodings[i].pg, pg) == 0)
+        if (pgw_pgenc_same_name(encodings[i].pg, pg))
             return encodings[i].iconv;
     return NULL;
 }
@@ -88,7 +102,7 @@ const struct pgw_pgenc_conv *pgw_pgenc_get(struct pgw_pgenc_set *set, const char
 {
     for (size_t i = 0; i < set->n; i++) {
         const struct pgw_pgenc_conv *c = set->v[i];
-        if (strcasecmp(c->name, pg) == 0)
+        if (pgw_pgenc_same_name(c->name, pg))
             return c->to_client != (iconv_t)-1 ? c : NULL;
     }
     const char *name = pgw_pgenc_iconv_name(pg);

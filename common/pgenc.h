@@ -18,7 +18,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* iconv's name for PostgreSQL's encoding pg (any case); NULL when text in
+/* Do a and b name the same encoding as PostgreSQL reads a name
+ * (clean_encoding_name): by its letters and digits only, in any case --
+ * "utf-8" is UTF8, "latin_1" LATIN1.  Aliases (UNICODE, WIN) are not known. */
+bool pgw_pgenc_same_name(const char *a, const char *b);
+
+/* iconv's name for PostgreSQL's encoding pg (read as pgw_pgenc_same_name
+ * does); NULL when text in
  * it is UTF-8's bytes as they are (UTF8, SQL_ASCII, which PostgreSQL does
  * not convert) or when there is no converter for it (MULE_INTERNAL, a
  * name PostgreSQL does not know). */

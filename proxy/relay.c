@@ -1843,31 +1843,13 @@ static bool application_name_as_is(const char *v)
 /* Can the client be welcomed before a server has seen its startup
  * parameters?  Each must be what a fresh server of the pool reports, byte
  * for byte, or an application_name PostgreSQL keeps as it is (SET at the
- * first link, like any change).  Anything else needs PostgreSQL to check
- * and spell it (client_encoding 'utf8' comes back 'UTF8', a bad DateStyle
- * is refused), and a parameter it does not report (extra_float_digits)
- * has no record to compare with. */
-/* Encoding names as PostgreSQL reads them (clean_encoding_name): its
- * letters and digits only, in any case -- "utf-8" is UTF8. */
-static bool same_encoding_name(const char *a, const char *b)
-{
-    for (;; a++, b++) {
-        while (*a && !isalnum((unsigned char)*a))
-            a++;
-        while (*b && !isalnum((unsigned char)*b))
-            b++;
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
-            return false;
-        if (!*a)
-            return true;
-    }
-}
-
-/* Has a fresh server every startup parameter the client sent?  A
- * client_encoding spelt otherwise than the server reports it (asyncpg's
- * 'utf-8': every asyncpg login took a server, hunt) takes the server's
- * spelling, which PostgreSQL reports to the client too.  false when not,
- * or when memory is short. */
+ * first link, like any change).  A client_encoding that names the
+ * server's encoding in another spelling (asyncpg's 'utf-8': every asyncpg
+ * login took a server, hunt) takes the server's, which PostgreSQL reports
+ * to the client too.  Anything else needs PostgreSQL to check and spell it
+ * (an alias such as 'unicode', a bad DateStyle is refused), and a
+ * parameter it does not report (extra_float_digits) has no record to
+ * compare with.  false too when memory is short. */
 static bool startup_params_known(struct pgw_session *s)
 {
     const struct pgw_params *dp = pgw_pool_defaults(s->pool);
@@ -1878,7 +1860,7 @@ static bool startup_params_known(struct pgw_session *s)
             continue;
         const char *have = pgw_params_get(dp, s->px->tracked[i]);
         if (have && i == PGW_TP_CLIENT_ENCODING && strcmp(have, s->params[i]) != 0 &&
-            same_encoding_name(have, s->params[i])) {
+            pgw_pgenc_same_name(have, s->params[i])) {
             char *v = strdup(have);
             if (!v)
                 return false;

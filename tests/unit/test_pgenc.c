@@ -28,6 +28,28 @@ static void t_names(void **state)
     assert_null(pgw_pgenc_iconv_name("KLINGON"));
 }
 
+/* Names read as PostgreSQL reads them: letters and digits, any case
+ * (asyncpg logs in with 'utf-8'). */
+static void t_same_name(void **state)
+{
+    (void)state;
+    assert_true(pgw_pgenc_same_name("UTF8", "utf-8"));
+    assert_true(pgw_pgenc_same_name("utf-8", "UTF8"));
+    assert_true(pgw_pgenc_same_name("LATIN1", "latin-1"));
+    assert_true(pgw_pgenc_same_name("WIN1252", "win_1252"));
+    assert_true(pgw_pgenc_same_name("SQL_ASCII", "sqlascii"));
+    assert_true(pgw_pgenc_same_name("", ""));
+    assert_false(pgw_pgenc_same_name("", "x"));
+    assert_false(pgw_pgenc_same_name("UTF8", "UTF"));
+    assert_false(pgw_pgenc_same_name("UTF8", "UTF16"));
+    assert_false(pgw_pgenc_same_name("LATIN1", "LATIN10"));
+    assert_false(pgw_pgenc_same_name("UTF8", "UNICODE"));   /* an alias: not known */
+    assert_string_equal(pgw_pgenc_iconv_name("latin-1"), "ISO-8859-1");
+    assert_string_equal(pgw_pgenc_iconv_name("iso-8859-5"), "ISO-8859-5");
+    assert_string_equal(pgw_pgenc_iconv_name("Shift_JIS_2004"), "SHIFT_JISX0213");
+    assert_null(pgw_pgenc_iconv_name("utf-8"));
+}
+
 static void t_ascii(void **state)
 {
     (void)state;
@@ -102,6 +124,7 @@ static void t_set_opens_once(void **state)
     const struct pgw_pgenc_conv *a = pgw_pgenc_get(&set, "LATIN1");
     assert_non_null(a);
     assert_ptr_equal(pgw_pgenc_get(&set, "latin1"), a);
+    assert_ptr_equal(pgw_pgenc_get(&set, "Latin-1"), a);
     assert_non_null(pgw_pgenc_get(&set, "WIN1252"));
     assert_null(pgw_pgenc_get(&set, "UTF8"));
     assert_null(pgw_pgenc_get(&set, "NO_SUCH_ENCODING"));
@@ -149,6 +172,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_names),
+        cmocka_unit_test(t_same_name),
         cmocka_unit_test(t_ascii),
         cmocka_unit_test(t_utf8_encode),
         cmocka_unit_test(t_utf8_trim_cut),
