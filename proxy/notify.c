@@ -79,6 +79,9 @@ struct notify_req {
     bool barrier;                       /* the hub's own, for hub_echo_end(gen) */
     uint32_t gen;
     ev_tstamp sent_at;                  /* when sent to the hub's server */
+    int closes;                         /* Closes after it in its batch (notify_ext.c): */
+    bool close_stmt;                    /* ... one of its statement, stmt */
+    char stmt[NOTIFY_STMT_NAME_MAX + 1];
     char chan[PGW_CHANNEL_UTF8_MAX + 1];
     char sql[];
 };
@@ -918,6 +921,14 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (r->s) {
             r->answered = true;
             pgw_notify_send(r->s, msg, total);
+            /* (A failed write closed r->s: it was forgotten, r->s NULL.) */
+            if (r->closes > 0 && r->s && r->s->notify) {
+                struct pgw_wbuf b;
+                pgw_wbuf_init(&b);
+                pgw_notify_closes(r->s->notify, &b, r->closes, r->close_stmt ? r->stmt : NULL);
+                pgw_session_send(r->s, &b);
+                pgw_wbuf_deinit(&b);
+            }
         }
         break;
     case PGW_BE_ERROR:
@@ -1371,9 +1382,25 @@ void pgw_notify_unlisten(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, 
             sub_remove(sub, sub->chans[sub->nchans - 1]);
 }
 
-struct notify_req *pgw_notify_listen_req(const char *chan)
+struct notify_req *pgw_notify_listen_req(const char *chan, int closes, const char *stmt)
 {
-    return req_own("LISTEN", chan);
+    struct notify_req *r = req_own("LISTEN", chan);
+    if (r) {
+        r->closes = closes;
+        r->close_stmt = stmt != NULL;
+        if (stmt)
+            snprintf(r->stmt, sizeof(r->stmt), "%s", stmt);
+    }
+    return r;
+}
+
+void pgw_notify_closes(struct pgw_notify_sub *sub, struct pgw_wbuf *b, int n, const char *stmt)
+{
+    for (int i = 0; i < n; i++)
+        pgw_wbuf_msg_end(b, pgw_wbuf_msg_begin(b, PGW_BE_CLOSE_COMPLETE));
+    if (stmt)
+        pgw_notify_vstmt_forget(sub, stmt);   /* the sub goes at the ReadyForQuery if
+                                                 that was all */
 }
 
 void pgw_notify_ask(struct pgw_session *s, struct notify_req *r)
@@ -1593,7 +1620,7 @@ int pgw_notify_query(struct pgw_session *s)
     struct pgw_notify_sub *sub = pgw_notify_sub_get(s);
     /* The client's text as it wrote it; in the hub's form once converted,
      * or cut (its NOTICE is pgwharf's, in the client's encoding). */
-    struct notify_req *r = !sub ? NULL : converted || cut ? pgw_notify_listen_req(chan)
+    struct notify_req *r = !sub ? NULL : converted || cut ? pgw_notify_listen_req(chan, 0, NULL)
                                                           : req_new(s, sql, chan, true);
     if (!r || notice.failed || (notice.len > 0 && !pgw_notify_send(s, notice.data, notice.len))) {
         pgw_wbuf_deinit(&notice);

@@ -313,6 +313,8 @@ struct ext_batch {
     struct notify_vstmt cur;
     bool have;                    /* cur is set: parsed here, or a vstmt bound */
     bool parsed, bound, executed, synced;
+    int closes;                   /* of its portal or statement, after the Execute */
+    bool close_stmt;              /* ... one of them of its statement */
     char portal[NOTIFY_STMT_NAME_MAX + 1];
     uint32_t end;                 /* in the client's buffer: after the last message read */
     struct pgw_wbuf out;
@@ -397,8 +399,30 @@ static bool ext_execute(struct ext_batch *x, const struct fe_msg *m)
     return true;
 }
 
+/* A Close after the Execute of its portal or its statement (a driver
+ * that closes what it ran: Bind, Execute, Close, Sync): PostgreSQL answers
+ * CloseComplete after the Execute's CommandComplete, and closes nothing
+ * when the Execute failed (the rest of the batch skipped).  A Close of
+ * anything else may be of the server's: the server gets the batch. */
+#define EXT_CLOSES_MAX 8
+
+static bool ext_close(struct ext_batch *x, const struct fe_msg *m)
+{
+    uint32_t pos = 1;
+    char name[NOTIFY_STMT_NAME_MAX + 1];
+    if (!x->executed || x->closes >= EXT_CLOSES_MAX || m->len < 2 || !fe_key(x->s, m, &pos, name) ||
+        pos != m->len)
+        return false;
+    if (m->body[0] == 'S' && name_eq(name, x->cur.name))
+        x->close_stmt = true;
+    else if (m->body[0] != 'P' || !name_eq(name, x->portal))
+        return false;
+    x->closes++;
+    return true;
+}
+
 /* One message of the batch: false when it has no place in a lone LISTEN's
- * batch (after the Execute, only a Sync has). */
+ * batch (after the Execute, only a Close of what it ran and a Sync have). */
 static bool ext_msg(struct ext_batch *x, struct pgw_notify_sub *sub, const struct fe_msg *m)
 {
     switch (m->type) {
@@ -410,6 +434,8 @@ static bool ext_msg(struct ext_batch *x, struct pgw_notify_sub *sub, const struc
         return ext_describe(x, sub, m);
     case PGW_FE_EXECUTE:
         return ext_execute(x, m);
+    case PGW_FE_CLOSE:
+        return ext_close(x, m);
     /* (One with a body, which PostgreSQL answers with 08P01: the
      * server's to answer.) */
     case PGW_FE_FLUSH:
@@ -488,7 +514,8 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     if (!sub || (x->parsed && !vstmt_put(sub, &x->cur, x->cur.sql)))
         return close_oom(s);
     struct notify_req *r = NULL;
-    if (x->executed && listen && !(r = pgw_notify_listen_req(x->cur.chan)))
+    if (x->executed && listen &&
+        !(r = pgw_notify_listen_req(x->cur.chan, x->closes, x->close_stmt ? x->cur.name : NULL)))
         return close_oom(s);
     struct pgw_iobuf *b = s->cbuf;
     pgw_iobuf_cut(b, b->parsed, x->end - b->parsed);
@@ -496,6 +523,7 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     if (x->executed && !listen) {
         pgw_notify_unlisten(sub, x->cur.kind, x->cur.chan);
         pgw_wire_command_complete(&x->out, "UNLISTEN");
+        pgw_notify_closes(sub, &x->out, x->closes, x->close_stmt ? x->cur.name : NULL);
     }
     /* Bound and flushed, not executed yet: the portal waits for the next
      * batch's Execute (a Sync ends it, as the end of PostgreSQL's implicit

@@ -171,8 +171,15 @@ struct pgw_notify_sub *pgw_notify_sub_get(struct pgw_session *s);
 void pgw_notify_unlisten(struct pgw_notify_sub *sub, enum pgw_listen_kind kind,
                          const char *chan);
 
-/* LISTEN "chan" as the hub writes it; NULL when memory is short. */
-struct notify_req *pgw_notify_listen_req(const char *chan);
+/* LISTEN "chan" as the hub writes it, followed in its batch by closes
+ * Closes of its portal or statement (stmt: the statement's key when one
+ * is of it, else NULL), answered after its CommandComplete; NULL when
+ * memory is short. */
+struct notify_req *pgw_notify_listen_req(const char *chan, int closes, const char *stmt);
+
+/* n CloseCompletes onto b, for Closes after a prepared LISTEN's or
+ * UNLISTEN's Execute that succeeded; stmt (when not NULL) is no more. */
+void pgw_notify_closes(struct pgw_notify_sub *sub, struct pgw_wbuf *b, int n, const char *stmt);
 
 /* s's LISTEN r (from pgw_notify_listen_req, or the client's own text) goes
  * to the hub's server; s reads nothing more until its reply is through.

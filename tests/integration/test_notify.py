@@ -2770,6 +2770,38 @@ class TestPreparedAsPostgreSQL(LongNamesCase):
                 self.assertEqual(in_two_parts(first + execute, cut), want)
         self.hears_between_transactions(a, "pgw_cut")
 
+    def test_close_after_the_execute(self):
+        # A driver that closes what it ran (Bind, Execute, Close, Sync):
+        # PostgreSQL answers CloseComplete after the Execute's
+        # CommandComplete, and a Close of the statement drops it.  pgwharf
+        # sent such a batch to a server, which has no such statement with
+        # max_prepared_statements = 0: 26000 where PostgreSQL listens.
+        close_p = hz.msg(b"C", b"P\0")
+        close_s = hz.msg(b"C", b"Spgw_closed\0")
+        run = bind_exec("pgw_closed")[:-5]                 # (without its Sync)
+        parse = hz.parse_msg("pgw_closed", "LISTEN pgw_closed")
+        unlisten = hz.parse_msg("pgw_closed_u", "UNLISTEN pgw_closed_u")
+        steps = [(parse + hz.msg(b"S"), 1),
+                 (run + close_p + hz.msg(b"S"), 1),
+                 (run + close_p + close_s + hz.msg(b"S"), 1),
+                 (bind_exec("pgw_closed"), 1),              # closed: 26000
+                 (parse + run + close_s + hz.msg(b"S"), 1),
+                 (unlisten + bind_exec("pgw_closed_u")[:-5] + close_p +
+                  hz.msg(b"C", b"Spgw_closed_u\0") + hz.msg(b"S"), 1),
+                 (bind_exec("pgw_closed_u"), 1)]
+        for mps in (0, 100):
+            with self.subTest(max_prepared_statements=mps):
+                self.use_max_prepared_statements(mps)
+                a, got = self.compare_steps(steps)
+                self.assertEqual([[m[0] for m in step] for step in got],
+                                 [[b"1", b"Z"], [b"2", b"C", b"3", b"Z"],
+                                  [b"2", b"C", b"3", b"3", b"Z"], [b"E", b"Z"],
+                                  [b"1", b"2", b"C", b"3", b"Z"],
+                                  [b"1", b"2", b"C", b"3", b"3", b"Z"], [b"E", b"Z"]], got)
+                self.assertEqual(got[3][0][2], "26000")
+                self.hears_between_transactions(a, "pgw_closed")
+                a.close()
+
     def test_describe_of_a_kept_statement(self):
         # A Describe of a prepared LISTEN in a batch of its own (a driver
         # asking what a cached statement takes and returns): PostgreSQL
