@@ -60,6 +60,9 @@
 #include "common/wire.h"
 
 #define NOTIFY_PENDING_MAX (1u << 20)   /* notifications held for one client */
+/* The type byte of a held copy that may not be the client's (sub->pending,
+ * maybe_add); 'A' once it is. */
+#define HELD_MAYBE 'a'
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
 
@@ -137,6 +140,9 @@ static int tx_current(const struct pgw_notify_sub *sub);
 static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n);
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+static void maybe_settle(struct pgw_notify_sub *sub);
+static void held_clear(struct pgw_notify_sub *sub);
+typedef bool (*held_keep_fn)(struct pgw_notify_sub *sub, uint8_t *msg);
 
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
@@ -1367,7 +1373,6 @@ struct pgw_notify_sub *pgw_notify_sub_get(struct pgw_session *s)
     sub->hub = h;
     sub->session = s;
     pgw_wbuf_init(&sub->pending);
-    pgw_wbuf_init(&sub->maybe);
     pgw_list_append(&h->subs, &sub->node);
     s->notify = sub;
     return sub;
@@ -1738,9 +1743,8 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
 {
     struct pgw_notify_sub *sub = s->notify;
     bool now = deliverable(s) && sub->pending.len == 0;
-    /* The copies held in sub->maybe count too: at its COMMIT they join
-     * sub->pending (maybe_settle). */
-    size_t held = now ? unsent(s) : sub->pending.len + sub->maybe.len;
+    /* The copies that may be the client's (maybe_add) count too. */
+    size_t held = now ? unsent(s) : sub->pending.len;
     if (held + total <= NOTIFY_PENDING_MAX && now && pgw_notify_send(s, msg, total)) {
         s->px->total_notifications++;
         return;
@@ -1755,6 +1759,8 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
 /* Notifications held during the client's transaction, out now. */
 static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
+    if (sub->nmaybe > 0)
+        maybe_settle(sub);       /* none when nothing is noted (tx_settle_to) */
     if (!sub->pending.failed) {
         /* Count the messages: each is 'A', length, body. */
         uint64_t n = 0;
@@ -1768,13 +1774,42 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
         if (s->notify != sub)
             return;      /* the write failed: s is closed, sub freed with it */
     }
+    held_clear(sub);
+    sub->dropped = false;
+}
+
+/* Nothing held for the client; a burst's memory goes back. */
+static void held_clear(struct pgw_notify_sub *sub)
+{
     if (sub->pending.cap > 65536) {
-        pgw_wbuf_deinit(&sub->pending);   /* a burst's memory goes back */
+        pgw_wbuf_deinit(&sub->pending);
         pgw_wbuf_init(&sub->pending);
     }
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
-    sub->dropped = false;
+    sub->nmaybe = 0;
+}
+
+/* The messages held for the client that keep(sub, message) keeps (it may
+ * mark one the client's), in their order. */
+static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
+{
+    struct pgw_wbuf *p = &sub->pending;
+    size_t kept = 0;
+    int marks = 0;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
+        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
+        if (keep(sub, p->data + off)) {
+            memmove(p->data + kept, p->data + off, n);
+            marks += p->data[kept] == HELD_MAYBE;
+            kept += n;
+        }
+        off += n;
+    }
+    p->len = kept;
+    sub->nmaybe = marks;
+    if (kept == 0 && !p->failed)
+        held_clear(sub);
 }
 
 /* ---- the client's own server's notifications ----
@@ -1955,12 +1990,15 @@ static void echo_seal(struct pgw_notify_sub *sub)
  * server is given back (and closed) and what it sends is not read.  So
  * while a request of the client's runs (one whose reply may end the
  * transaction), the hub's copies of a channel only its transaction listens
- * on are held (sub->maybe), as the transaction's LISTEN is:
+ * on are held (maybe_add: in sub->pending, marked HELD_MAYBE, among the
+ * notifications held for the end of its transaction, in the order they
+ * came), as the transaction's LISTEN is:
  *   - its server's copy of one takes its place (and the hub's copies of
  *     the channel before it go: committed before the server listened, so
  *     PostgreSQL would not send them);
  *   - when the LISTEN is the hub's (its transaction committed) they are
- *     the client's: with the rest held for the end of its transaction;
+ *     the client's, where they are among the rest held for the end of its
+ *     transaction (PostgreSQL reads the queue in its order then);
  *   - when it is forgotten, they go.
  * While no request runs, the transaction is open on an idle server: what
  * comes was committed before the LISTEN and is not the client's, as in
@@ -1983,22 +2021,17 @@ static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan)
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
-    if (sub->pending.len + sub->maybe.len + total > NOTIFY_PENDING_MAX)
+    struct pgw_wbuf *p = &sub->pending;
+    if (p->len + total > NOTIFY_PENDING_MAX) {
         dropped_one(s);
-    else
-        pgw_wbuf_append(&sub->maybe, msg, total);
-}
-
-/* sub->maybe emptied; a burst's memory goes back. */
-static void maybe_reset(struct pgw_notify_sub *sub)
-{
-    struct pgw_wbuf *p = &sub->maybe;
-    if (p->cap > 65536) {
-        pgw_wbuf_deinit(p);
-        pgw_wbuf_init(p);
+        return;
     }
-    pgw_wbuf_reset(p);
-    p->failed = false;
+    size_t at = p->len;
+    pgw_wbuf_append(p, msg, total);
+    if (p->len == at + total) {
+        p->data[at] = HELD_MAYBE;      /* in place among the client's, until decided */
+        sub->nmaybe++;
+    }
 }
 
 static const char *msg_chan(const uint8_t *m)
@@ -2010,21 +2043,25 @@ static const char *msg_chan(const uint8_t *m)
  * its channel go. */
 static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
 {
-    struct pgw_wbuf *p = &sub->maybe;
+    struct pgw_wbuf *p = &sub->pending;
     size_t hit = p->len;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len && hit == p->len;
          off += 1 + (size_t)pgw_get_u32(p->data + off + 1))
-        if (1 + (size_t)pgw_get_u32(p->data + off + 1) == total &&
-            memcmp(p->data + off, msg, total) == 0)
+        if (p->data[off] == HELD_MAYBE &&
+            1 + (size_t)pgw_get_u32(p->data + off + 1) == total &&
+            memcmp(p->data + off + 1, msg + 1, total - 1) == 0)
             hit = off;
     if (hit == p->len)
         return false;
     size_t kept = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
-        if (off > hit || strcmp(msg_chan(p->data + off), msg_chan(msg)) != 0) {
+        if (off > hit || p->data[off] != HELD_MAYBE ||
+            strcmp(msg_chan(p->data + off), msg_chan(msg)) != 0) {
             memmove(p->data + kept, p->data + off, n);
             kept += n;
+        } else {
+            sub->nmaybe--;
         }
         off += n;
     }
@@ -2032,27 +2069,30 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
     return true;
 }
 
-/* The transaction's LISTENs were decided: the held copies of a channel
- * the client listens on now are its own, those of one it does not (and
- * its transaction no longer may) go. */
+/* The transaction's LISTENs were decided: a held copy of a channel the
+ * client listens on now is its own, where it came; one of a channel it
+ * does not (and its transaction no longer may) goes. */
+static bool settle_keep(struct pgw_notify_sub *sub, uint8_t *m)
+{
+    if (m[0] != HELD_MAYBE)
+        return true;
+    if (sub_find(sub, msg_chan(m)) >= 0) {
+        m[0] = PGW_BE_NOTIFY;
+        return true;
+    }
+    return tx_holds(sub, msg_chan(m));
+}
+
 static void maybe_settle(struct pgw_notify_sub *sub)
 {
-    struct pgw_wbuf *p = &sub->maybe;
-    size_t kept = 0;
-    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
-        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
-        const char *chan = msg_chan(p->data + off);
-        if (sub_find(sub, chan) >= 0) {
-            pgw_wbuf_append(&sub->pending, p->data + off, n);   /* counted in the bound */
-        } else if (tx_holds(sub, chan)) {
-            memmove(p->data + kept, p->data + off, n);
-            kept += n;
-        }
-        off += n;
-    }
-    p->len = kept;
-    if (kept == 0)
-        maybe_reset(sub);
+    held_sweep(sub, settle_keep);
+}
+
+/* The held copies go: committed before the transaction's LISTEN. */
+static bool unmarked_keep(struct pgw_notify_sub *sub, uint8_t *m)
+{
+    (void)sub;
+    return m[0] != HELD_MAYBE;
 }
 
 bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total)
@@ -2144,7 +2184,6 @@ void pgw_notify_session_gone(struct pgw_session *s)
         if (sub->tx[i].kind == PGW_LISTEN)
             chan_unref(h, sub->tx[i].chan);      /* its hold */
     pgw_wbuf_deinit(&sub->pending);
-    pgw_wbuf_deinit(&sub->maybe);
     free(sub->chans);
     pgw_notify_vstmt_clear(sub);
     free(sub->vst);
@@ -2598,19 +2637,9 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
  * on a channel it listens on no more goes.  PostgreSQL, too, reads the
  * notifications that came during a transaction at its end, and skips
  * those of a channel it no longer listens on then. */
-static void pending_unlistened(struct pgw_notify_sub *sub)
+static bool listened_keep(struct pgw_notify_sub *sub, uint8_t *m)
 {
-    struct pgw_wbuf *p = &sub->pending;
-    size_t kept = 0;
-    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
-        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
-        if (sub_find(sub, msg_chan(p->data + off)) >= 0) {
-            memmove(p->data + kept, p->data + off, n);
-            kept += n;
-        }
-        off += n;
-    }
-    p->len = kept;
+    return m[0] == HELD_MAYBE || sub_find(sub, msg_chan(m)) >= 0;   /* those: maybe_settle */
 }
 
 /* ev for the first n noted. */
@@ -2633,8 +2662,8 @@ static void tx_settle_to(struct pgw_notify_sub *sub, int n, enum tx_event ev, in
     memmove(sub->tx + kept, sub->tx + n, (size_t)(sub->ntx - n) * sizeof(sub->tx[0]));
     sub->ntx -= n - kept;
     if (unlistened && sub->pending.len > 0)
-        pending_unlistened(sub);
-    if (sub->maybe.len > 0)
+        held_sweep(sub, listened_keep);
+    if (sub->nmaybe > 0)
         maybe_settle(sub);
 }
 
@@ -2852,7 +2881,8 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
         /* Its transaction goes on and nothing behind may end it: what the
          * hub sent so far was committed before it (a client listening
          * already reads it at its transaction's end: maybe_for). */
-        maybe_reset(sub);
+        if (sub->nmaybe > 0)
+            held_sweep(sub, unmarked_keep);
     }
     sp_request_ended(sub);
     if (status == 'I')
@@ -2879,9 +2909,8 @@ void pgw_notify_discard(struct pgw_session *s)
     }
     tx_settle(sub, n, TX_DISCARDED);
     pgw_notify_unlisten(sub, PGW_UNLISTEN_ALL, NULL);
-    pgw_wbuf_reset(&sub->pending);
-    sub->pending.failed = sub->dropped = false;
-    maybe_reset(sub);
+    held_clear(sub);
+    sub->dropped = false;
     pgw_notify_vstmt_clear(sub);
 }
 

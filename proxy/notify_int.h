@@ -107,7 +107,13 @@ struct pgw_notify_sub {
     char (*chans)[PGW_CHANNEL_UTF8_MAX + 1];
     int nchans;
     size_t capchans;
-    struct pgw_wbuf pending;            /* notifications for after its transaction */
+    struct pgw_wbuf pending;            /* notifications for after its transaction,
+                                           in the order they came; nmaybe of them
+                                           marked HELD_MAYBE (notify.c, maybe_add):
+                                           the hub's copies for a channel only its
+                                           transaction listens on, which may have
+                                           committed */
+    int nmaybe;
     bool waiting;                       /* its LISTEN runs on the hub's server */
     ev_tstamp wait_since;               /* ... asked for then */
     bool dropped;                       /* pending overflowed (logged once) */
@@ -132,9 +138,6 @@ struct pgw_notify_sub {
     struct notify_echo *echo;
     int necho;
     size_t capecho;
-    struct pgw_wbuf maybe;              /* the hub's copies for a channel only its
-                                           transaction listens on, which may have
-                                           committed (notify.c, maybe_add) */
 };
 
 /* ---- notify.c, for notify_ext.c ---- */

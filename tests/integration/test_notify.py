@@ -339,6 +339,50 @@ class TestInsideATransaction(NotifyCase):
         self.assertEqual([n[1:] for n in read_notifications(a, 1)], [("pgw_cache", "during")])
         w.close()
 
+    def test_held_for_a_new_channel_come_in_commit_order(self):
+        # A client listening on a runs "BEGIN; LISTEN b", and b1, a2, b3
+        # are committed meanwhile: PostgreSQL reads them at the end of its
+        # transaction, in the queue's order, and delivers those of the
+        # channels it listens on by then (b1 a2 b3; a2 after ROLLBACK).
+        # pgwharf held the copies for b apart and sent them after those
+        # for a (a2 b1 b3).
+        sent = [("b", "1"), ("a", "2"), ("b", "3")]
+
+        def run(sock, chans, end, heard=None):
+            """The scenario on sock (a client of a server or of pgwharf):
+            the notifications it gets at the end of its transaction."""
+            self.expect(sock, "listen " + chans["a"], ["LISTEN"], b"I")
+            self.expect(sock, "begin; listen " + chans["b"], ["BEGIN", "LISTEN"], b"T")
+            for c, payload in sent:
+                self.notify(chans[c], payload)      # committed when psql returns
+                if heard:                           # and fanned out by the hub
+                    self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                     [(chans[c], payload)])
+            sock.sendall(hz.query_msg(end))
+            got = hz.read_until_ready(sock)
+            sock.sendall(hz.query_msg("select 1"))     # behind what came at the end
+            got += hz.read_until_ready(sock)
+            self.assertEqual([t for t, _ in got if t != b"A"],
+                             [b"C", b"Z", b"T", b"D", b"C", b"Z"], got)
+            return [notification(b)[1:] for t, b in got if t == b"A"]
+
+        for end in ("commit", "rollback"):
+            with self.subTest(end=end):
+                chans = {c: "pgw_order_%s_%s" % (end, c) for c in ("a", "b")}
+                d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+                self.addCleanup(d.close)
+                hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+                want = run(d, chans, end)
+                d.close()
+                self.assertEqual(want, [(chans[c], p) for c, p in sent
+                                        if end == "commit" or c == "a"])
+                w = self.witness(chans["a"])
+                self.listen(w, "listen " + chans["b"])
+                a = login(self, self.px)
+                self.assertEqual(run(a, chans, end, heard=w), want)
+                w.close()
+                a.close()
+
     def test_a_reserved_keyword_is_no_channel(self):
         # "LISTEN select" is PostgreSQL's syntax error (42601): a ColId is
         # no reserved keyword unquoted.  Prepared, or an UNLISTEN (which
