@@ -143,6 +143,9 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 static void maybe_settle(struct pgw_notify_sub *sub);
 static void held_clear(struct pgw_notify_sub *sub);
 typedef bool (*held_keep_fn)(struct pgw_notify_sub *sub, uint8_t *msg);
+struct converted;
+static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
+                    const struct pgw_pgenc_conv *c, struct converted *conv);
 
 
 static const char *lq(char *buf, size_t n, const char *v) { return pgw_log_quote(buf, n, v); }
@@ -782,7 +785,7 @@ void pgw_notify_truncated(const struct pgw_session *s, struct pgw_wbuf *b,
 }
 
 /* A NotificationResponse in one client encoding, made once per fan-out
- * and encoding. */
+ * and encoding (or the client's server's, back in UTF-8). */
 struct converted {
     const struct pgw_pgenc_conv *conv;  /* what msg is in; NULL = none yet */
     bool ok;
@@ -792,7 +795,7 @@ struct converted {
 };
 
 static bool convert_notification(struct converted *x, const struct pgw_pgenc_conv *c,
-                                 const uint8_t *msg, uint32_t total)
+                                 iconv_t cd, const uint8_t *msg, uint32_t total)
 {
     if (x->conv == c)
         return x->ok;
@@ -800,7 +803,7 @@ static bool convert_notification(struct converted *x, const struct pgw_pgenc_con
     x->ok = false;
     /* Int32 pid, channel, payload: each string converted on its own; no
      * encoding takes more than four bytes for a character UTF-8 writes
-     * in one. */
+     * in one, nor UTF-8 for one byte of another. */
     size_t need = 4 * (size_t)total + PGW_MSG_HDR;
     if (need > x->cap) {
         uint8_t *m = realloc(x->msg, need);
@@ -814,7 +817,7 @@ static bool convert_notification(struct converted *x, const struct pgw_pgenc_con
     const char *str = (const char *)msg + off;
     for (int i = 0; i < 2; i++) {                /* the channel, then the payload */
         size_t n = strlen(str);
-        ssize_t got = pgw_pgenc_convert(c->to_client, str, n, (char *)x->msg + off,
+        ssize_t got = pgw_pgenc_convert(cd, str, n, (char *)x->msg + off,
                                         x->cap - off - (size_t)(2 - i));
         if (got < 0)
             return false;
@@ -843,18 +846,26 @@ static void not_representable(struct pgw_session *s, const char *enc)
              lq(qe, sizeof(qe), enc));
 }
 
-/* The hub's copy, unless the client's own server sent it the same one
- * (pgw_notify_server_notification); held (maybe) when the client does
- * not listen on its channel yet but its transaction's LISTEN may have
+/* The hub's copy msg (c converts it for s; NULL: it reaches s as it is;
+ * conv keeps what it made), unless the client's own server sent it the
+ * same one (pgw_notify_server_notification); held (maybe) when the client
+ * does not listen on its channel yet but its transaction's LISTEN may have
  * committed. */
-static void deliver_once(struct pgw_session *s, const uint8_t *msg, uint32_t total, bool maybe)
+static void deliver_once(struct pgw_session *s, const uint8_t *msg, uint32_t total,
+                         const struct pgw_pgenc_conv *c, struct converted *conv, bool maybe)
 {
-    if (s->notify->necho > 0 && echo_take(s->notify, msg, total))
-        return;
+    if (s->notify->necho > 0) {
+        /* Its server's copies are noted as it sent them (in the client's
+         * encoding); one it could not convert it did not send. */
+        if (!c ? echo_take(s->notify, msg, total)
+               : convert_notification(conv, c, c->to_client, msg, total) &&
+                     echo_take(s->notify, conv->msg, conv->len))
+            return;
+    }
     if (maybe)
         maybe_add(s, msg, total);
     else
-        pgw_notify_deliver(s, msg, total);
+        deliver(s, msg, total, c, conv);
 }
 
 static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total)
@@ -887,15 +898,7 @@ static void fan_out(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t total
         struct pgw_session *s = to[i].s;
         if (s->state == PGW_SS_CLOSING || !s->notify)
             continue;
-        const struct pgw_pgenc_conv *c = ascii ? NULL : client_conv(s);
-        if (!c) {
-            deliver_once(s, msg, total, to[i].maybe);
-        } else if (convert_notification(&conv, c, msg, total)) {
-            deliver_once(s, conv.msg, conv.len, to[i].maybe);
-        } else {
-            s->px->total_notifications_dropped++;
-            not_representable(s, c->name);
-        }
+        deliver_once(s, msg, total, ascii ? NULL : client_conv(s), &conv, to[i].maybe);
     }
     free(conv.msg);
     free(to);
@@ -1739,10 +1742,24 @@ static void dropped_one(struct pgw_session *s)
     }
 }
 
-void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+/* The hub's copy msg for s (as deliver_once), out now when s is between
+ * transactions; else held as it is, and converted when it goes out
+ * (held_convert): PostgreSQL converts a notification to the
+ * client_encoding in force when it sends it. */
+static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
+                    const struct pgw_pgenc_conv *c, struct converted *conv)
 {
     struct pgw_notify_sub *sub = s->notify;
     bool now = deliverable(s) && sub->pending.len == 0;
+    if (now && c) {
+        if (!convert_notification(conv, c, c->to_client, msg, total)) {
+            s->px->total_notifications_dropped++;
+            not_representable(s, c->name);
+            return;
+        }
+        msg = conv->msg;
+        total = conv->len;
+    }
     /* The copies that may be the client's (maybe_add) count too. */
     size_t held = now ? unsent(s) : sub->pending.len;
     if (held + total <= NOTIFY_PENDING_MAX && now && pgw_notify_send(s, msg, total)) {
@@ -1756,11 +1773,56 @@ void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t tota
     pgw_wbuf_append(&sub->pending, msg, total);
 }
 
+/* The held notifications (in UTF-8, as the hub got them) in s's
+ * client_encoding now; one the encoding lacks a character of goes, and so
+ * does one past the 1 MB once converted (GB18030 writes some characters
+ * in more bytes than UTF-8). */
+static void held_convert(struct pgw_session *s, struct pgw_notify_sub *sub)
+{
+    const struct pgw_pgenc_conv *c = client_conv(s);
+    struct pgw_wbuf *p = &sub->pending;
+    bool ascii = true;
+    for (size_t off = 0; c && ascii && off + PGW_MSG_HDR <= p->len;
+         off += 1 + (size_t)pgw_get_u32(p->data + off + 1))
+        ascii = pgw_pgenc_ascii(p->data + off + PGW_MSG_HDR + 4,
+                                pgw_get_u32(p->data + off + 1) - 4 - 4);   /* past the pid */
+    if (ascii)
+        return;
+    struct pgw_wbuf out;
+    pgw_wbuf_init(&out);
+    struct converted conv = { 0 };
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
+        const uint8_t *m = p->data + off;
+        uint32_t n = 1 + pgw_get_u32(m + 1);
+        off += n;
+        conv.conv = NULL;                        /* another message */
+        if (!pgw_pgenc_ascii(m + PGW_MSG_HDR + 4, n - PGW_MSG_HDR - 4)) {
+            if (!convert_notification(&conv, c, c->to_client, m, n)) {
+                s->px->total_notifications_dropped++;
+                not_representable(s, c->name);
+                continue;
+            }
+            m = conv.msg;
+            n = conv.len;
+        }
+        if (out.len + n > NOTIFY_PENDING_MAX)
+            dropped_one(s);
+        else
+            pgw_wbuf_append(&out, m, n);
+    }
+    free(conv.msg);
+    out.failed |= p->failed;
+    pgw_wbuf_deinit(p);
+    *p = out;
+}
+
 /* Notifications held during the client's transaction, out now. */
 static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
     if (sub->nmaybe > 0)
         maybe_settle(sub);       /* none when nothing is noted (tx_settle_to) */
+    if (!sub->pending.failed)
+        held_convert(s, sub);
     if (!sub->pending.failed) {
         /* Count the messages: each is 'A', length, body. */
         uint64_t n = 0;
@@ -2114,11 +2176,22 @@ bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, u
         chan = utf8;
     bool has = sub_find(sub, chan) >= 0;
     bool pass = true;
-    if (has && !fresh_has(sub, chan))
+    if (has && !fresh_has(sub, chan)) {
         pass = false;     /* the hub's copy reached it, or waits for its transaction's end */
-    else if (has || tx_holds(sub, chan)) {   /* else not the hub's (a LISTEN in a function) */
-        if (!pending_take(sub, msg, total) && !maybe_take(sub, msg, total))
+    } else if (has || tx_holds(sub, chan)) {   /* else not the hub's (a LISTEN in a function) */
+        /* The held copies are the hub's, in UTF-8. */
+        struct converted back = { 0 };
+        const uint8_t *m = msg;
+        uint32_t n = total;
+        if (!pgw_pgenc_ascii(msg + PGW_MSG_HDR + 4, total - PGW_MSG_HDR - 4) &&
+            (c = client_conv(s)) &&
+            convert_notification(&back, c, c->from_client, msg, total)) {
+            m = back.msg;
+            n = back.len;
+        }
+        if (!pending_take(sub, m, n) && !maybe_take(sub, m, n))
             echo_add(sub, msg, total);
+        free(back.msg);
     }
     free(utf8);
     return pass;

@@ -653,7 +653,6 @@ bool pgw_notify_cancel_waiting(struct pgw_session *s);
  * are told between transactions, the others' requests go to the next). */
 ev_tstamp pgw_notify_sent_at(const struct pgw_session *s);
 void pgw_notify_query_timeout(struct pgw_session *s);
-void pgw_notify_deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_flush(struct pgw_session *s);
 void pgw_notify_session_gone(struct pgw_session *s);
 /* Its server ran DISCARD ALL: it listens to nothing any more. */

@@ -2092,6 +2092,111 @@ class TestEncoding(NotifyCase):
         self.assertEqual(self.raw_notification(socks["utf8"]), ("caf\u00e9".encode(), b"x"))
         self.assertTrue(nothing_to_read(socks["latin1"]))
 
+    def test_held_ones_in_the_encoding_of_the_transactions_end(self):
+        # PostgreSQL converts a notification when it sends it: one committed
+        # during a transaction that changed the client's client_encoding
+        # (or in which a SET LOCAL of it ended) comes in the encoding in
+        # force at the end.  pgwharf converted it when it came: in the old
+        # encoding, or dropped when that one lacked a character of it.
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        e_acute, euro = "\u00e9", "5 \u20ac"
+        # login encoding, the SET before or after the notification, the
+        # notification's payload, the end, the encoding it comes in
+        cases = [("UTF8", "", "set client_encoding to 'LATIN1'", e_acute, "commit", "latin-1"),
+                 ("LATIN1", "set local client_encoding to 'UTF8'", "", e_acute, "commit",
+                  "latin-1"),
+                 ("LATIN1", "", "set client_encoding to 'UTF8'", euro, "commit", "utf-8"),
+                 ("UTF8", "set client_encoding to 'LATIN1'", "", euro, "rollback", "utf-8"),
+                 ("LATIN1", "set client_encoding to 'UTF8'", "", e_acute, "rollback",
+                  "latin-1")]
+
+        def run(sock, chan, before, after, payload, end, heard=None):
+            """The notifications (channel, payload bytes) sock gets at the
+            end of its transaction."""
+            def query(q):
+                sock.sendall(hz.query_msg(q))
+                got = hz.read_until_ready(sock)
+                self.assertEqual([t for t, _ in got if t not in (b"C", b"S")], [b"Z"], got)
+                return got[-1][1]
+            query("listen " + chan)
+            self.assertEqual(query("begin; " + before), b"T")
+            self.pg.psql("select pg_notify('%s', convert_from('\\x%s'::bytea, 'UTF8'))"
+                         % (chan, payload.encode().hex()))
+            if heard:                               # fanned out by the hub
+                self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                 [(chan, payload)])
+            if after:
+                self.assertEqual(query(after), b"T")
+            sock.sendall(hz.query_msg(end))
+            got = hz.read_until_ready(sock)
+            sock.sendall(hz.query_msg("select 1"))     # behind what came at the end
+            got += hz.read_until_ready(sock)
+            return [tuple(b[4:].split(b"\0")[:2]) for t, b in got if t == b"A"]
+
+        for i, (enc, before, after, payload, end, py_enc) in enumerate(cases):
+            with self.subTest(login=enc, before=before, after=after, end=end):
+                chan = "pgw_enc_held_%d" % i
+                d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+                self.addCleanup(d.close)
+                hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password,
+                              client_encoding=enc)
+                want = run(d, chan, before, after, payload, end)
+                d.close()
+                self.assertEqual(want, [(chan.encode(), payload.encode(py_enc))])
+                w = self.witness(chan)
+                a = login(self, self.px, client_encoding=enc)
+                self.assertEqual(run(a, chan, before, after, payload, end, heard=w), want)
+                w.close()
+                a.close()
+
+    def test_held_ones_of_a_channel_named_in_another_encoding(self):
+        # Held in a LATIN1 client's encoding, a notification on "café" was
+        # looked for by that name among the client's channels (kept in
+        # UTF-8), and not found, when its transaction's UNLISTEN of another
+        # channel committed, or its LISTEN of "café": dropped there, where
+        # PostgreSQL delivers it.
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        for i, (listens, sql) in enumerate(((["x", "c"], "unlisten {x}"),
+                                            (["x"], "listen {c}"))):
+            with self.subTest(sql=sql):
+                chan = "caf\u00e9%d" % i
+                names = {"x": "pgw_x%d" % i, "c": '"%s"' % chan}
+
+                def run(sock, heard=None):
+                    def query(q):
+                        sock.sendall(hz.msg(b"Q", q.encode("latin-1") + b"\0"))
+                        got = hz.read_until_ready(sock)
+                        self.assertEqual([t for t, _ in got if t not in (b"A", b"C")], [b"Z"],
+                                         got)
+                        return got
+                    for k in listens:
+                        query("listen " + names[k])
+                    query("begin; " + sql.format(**names))
+                    self.pg.psql("select pg_notify(convert_from('\\x%s'::bytea, 'UTF8'), 'held')"
+                                 % chan.encode().hex())
+                    if heard:                           # fanned out by the hub
+                        self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                         [(chan, "held")])
+                    got = query("commit")
+                    sock.sendall(hz.query_msg("select 1"))  # behind what came at the end
+                    got += hz.read_until_ready(sock)
+                    return [tuple(b[4:].split(b"\0")[:2]) for t, b in got if t == b"A"]
+
+                d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+                self.addCleanup(d.close)
+                hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password,
+                              client_encoding="LATIN1")
+                want = run(d)
+                d.close()
+                self.assertEqual(want, [(chan.encode("latin-1"), b"held")])
+                w = self.witness(names["c"])
+                a = login(self, self.px, client_encoding="LATIN1")
+                self.assertEqual(run(a, heard=w), want)
+                w.close()
+                a.close()
+
     def test_a_notify_to_itself_in_its_transaction_once_in_any_encoding(self):
         # BEGIN; LISTEN "café"; NOTIFY "café"; COMMIT from a LATIN1 client:
         # its own server's copy names the channel in LATIN1, which pgwharf
