@@ -927,17 +927,25 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
                 break;
             }
         }
-        if (r->s) {
+        if (r->s && r->closes == 0) {
             r->answered = true;
             pgw_notify_send(r->s, msg, total);
-            /* (A failed write closed r->s: it was forgotten, r->s NULL.) */
-            if (r->closes > 0 && r->s && r->s->notify) {
-                struct pgw_wbuf b;
-                pgw_wbuf_init(&b);
-                pgw_notify_closes(r->s->notify, &b, r->closes, r->close_stmt ? r->stmt : NULL);
-                pgw_session_send(r->s, &b);
-                pgw_wbuf_deinit(&b);
-            }
+        } else if (r->s) {
+            /* With the CloseCompletes of the Closes after it, in one
+             * write: r is not looked at after it (a failed write closes
+             * r->s, and the hub's UNLISTEN of its channel, failing in
+             * turn, may free r: hub_lost). */
+            r->answered = true;
+            struct pgw_session *s = r->s;
+            struct pgw_wbuf b;
+            pgw_wbuf_init(&b);
+            pgw_wbuf_append(&b, msg, total);
+            pgw_notify_closes(s->notify, &b, r->closes, r->close_stmt ? r->stmt : NULL);
+            if (b.failed)
+                pgw_session_close(s, "53200", "out of memory");
+            else
+                pgw_notify_send(s, b.data, b.len);
+            pgw_wbuf_deinit(&b);
         }
         break;
     case PGW_BE_ERROR:
@@ -1402,6 +1410,11 @@ struct notify_req *pgw_notify_listen_req(const char *chan, int closes, const cha
     return r;
 }
 
+bool pgw_notify_sub_idle(const struct pgw_notify_sub *sub)
+{
+    return sub_empty(sub) && !sub->waiting;
+}
+
 void pgw_notify_closes(struct pgw_notify_sub *sub, struct pgw_wbuf *b, int n, const char *stmt)
 {
     for (int i = 0; i < n; i++)
@@ -1823,7 +1836,8 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
         maybe_settle(sub);       /* none when nothing is noted (tx_settle_to) */
     if (!sub->pending.failed)
         held_convert(s, sub);
-    if (!sub->pending.failed) {
+    if (!sub->pending.failed && sub->pending.len > 0) {   /* (all may be dropped
+                                                              converting) */
         /* Count the messages: each is 'A', length, body. */
         uint64_t n = 0;
         for (size_t off = 0; off + PGW_MSG_HDR <= sub->pending.len;

@@ -536,6 +536,10 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     }
     if (x->synced && !r)
         pgw_wire_ready(&x->out, 'I');
+    if (x->out.failed) {
+        free(r);
+        return close_oom(s);
+    }
     if (x->out.len > 0)          /* (a held portal's Execute: all from the hub) */
         pgw_notify_send(s, x->out.data, x->out.len);
     if (s->state == PGW_SS_CLOSING) {
@@ -544,6 +548,9 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     }
     if (r)
         pgw_notify_ask(s, r);     /* its CommandComplete and ReadyForQuery come from the hub */
+    else if (pgw_notify_sub_idle(sub))
+        pgw_notify_session_gone(s);   /* an UNLISTEN and a Close of its statement:
+                                         nothing kept */
     return s->state == PGW_SS_CLOSING ? -1 : 1;
 }
 

@@ -180,6 +180,10 @@ void pgw_notify_unlisten(struct pgw_notify_sub *sub, enum pgw_listen_kind kind,
  * memory is short. */
 struct notify_req *pgw_notify_listen_req(const char *chan, int closes, const char *stmt);
 
+/* sub listens to nothing, keeps no statement, holds nothing and waits
+ * for no LISTEN: it can go (pgw_notify_session_gone). */
+bool pgw_notify_sub_idle(const struct pgw_notify_sub *sub);
+
 /* n CloseCompletes onto b, for Closes after a prepared LISTEN's or
  * UNLISTEN's Execute that succeeded; stmt (when not NULL) is no more. */
 void pgw_notify_closes(struct pgw_notify_sub *sub, struct pgw_wbuf *b, int n, const char *stmt);

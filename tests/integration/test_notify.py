@@ -2150,6 +2150,29 @@ class TestEncoding(NotifyCase):
                 w.close()
                 a.close()
 
+    def test_held_ones_all_without_the_clients_characters(self):
+        # Every notification held for a LATIN1 client's transaction has a
+        # character LATIN1 lacks: all are dropped as they go out (logged,
+        # counted), and the session goes on.  pgwharf sent the empty rest
+        # (a null pointer copied: the sanitizer build stopped the proxy).
+        if self.pg.psql("show server_encoding") != "UTF8":
+            self.skipTest("the cluster is not UTF8")
+        chan = "pgw_enc_all_dropped"
+        w = self.witness(chan)
+        a = login(self, self.px, client_encoding="LATIN1")
+        self.listen(a, "listen " + chan)
+        self.assertEqual(hz.simple_query(a, "begin"), ([], []))
+        self.pg.psql("select pg_notify('%s', convert_from('\\x%s'::bytea, 'UTF8'))"
+                     % (chan, "5 \u20ac".encode().hex()))
+        self.assertEqual([n[1:] for n in read_notifications(w, 1)], [(chan, "5 \u20ac")])
+        a.sendall(hz.query_msg("commit"))
+        got = hz.read_until_ready(a)
+        a.sendall(hz.query_msg("select 1"))
+        got += hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z", b"T", b"D", b"C", b"Z"], got)
+        self.assertIsNone(self.px.proc.poll())
+        self.assertIn("event=notification_dropped", self.px.log())
+
     def test_held_ones_of_a_channel_named_in_another_encoding(self):
         # Held in a LATIN1 client's encoding, a notification on "café" was
         # looked for by that name among the client's channels (kept in
