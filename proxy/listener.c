@@ -139,7 +139,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
          * CancelRequest must work when full; a StartupMessage gets a clear
          * 53300 after SSLRequest), within a hard bound. */
         bool over = px->nclients >= px->client_cap;
-        if (over && px->nrejecting >= px->overflow_cap) {
+        if (over && px->nrejecting >= px->overflow_cap && !pgw_session_over_limit_room(px)) {
             bool fd_limit = px->client_cap < px->cfg->max_client_conn;
             pgw_warn("client_rejected", "reason=%s clients=%d",
                      fd_limit ? "open_files_limit" : "max_client_conn", px->nclients);

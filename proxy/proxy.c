@@ -373,6 +373,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     px->cfg = cfg;
     px->rnd_pos = sizeof(px->rnd);
     pgw_list_init(&px->sessions);
+    pgw_list_init(&px->over_limit);
     pgw_notify_init(px);
     pgw_list_init(&px->closing);
     pgw_list_init(&px->free_bufs);

@@ -145,6 +145,7 @@ struct pgw_session {
     uint64_t list_seq;               /* when it last joined PgBouncer's active or waiting
                                         client list (pgw_session_list_join) */
     struct pgw_list node;            /* proxy's session list / close list */
+    struct pgw_list over_node;       /* px->over_limit while over_limit, oldest first */
     struct pgw_list cancel_node;     /* cancel key hash bucket */
     struct pgw_ctx *ctx;
 
@@ -344,6 +345,13 @@ struct pgw_session {
 /* session.c */
 struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struct sockaddr *sa,
                                        socklen_t salen, bool unix_sock, bool over_limit);
+/* Room among the sessions let in past the cap (px->overflow_cap of them)
+ * for a new one: the oldest that has sent no StartupMessage or
+ * CancelRequest yet (nothing, an SSLRequest, a TLS handshake) is refused
+ * now with the 53300 its StartupMessage would get unless it named the
+ * console.  Connections that send nothing, past max_client_conn, kept a
+ * CancelRequest and the console out (hunt).  false when there is none. */
+bool pgw_session_over_limit_room(struct pgw_proxy *px);
 /* The one way a session ends: log why, tell the client (sqlstate non-NULL
  * and the client can read), return or close the server, free later. */
 void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
@@ -574,6 +582,7 @@ struct pgw_proxy {
     int client_cap;                  /* max_client_conn, or fewer under the open-files limit */
     int overflow_cap;                /* sessions past client_cap that may read a first packet */
     int nrejecting;                  /* sessions beyond it, about to be refused */
+    struct pgw_list over_limit;      /* ... those, in the order they came */
     uint64_t next_session_id;
     uint64_t list_seq;               /* the last session's list_seq */
     struct pgw_list free_bufs;

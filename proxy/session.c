@@ -177,14 +177,40 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
     ev_init(&s->timer, timer_cb);
     ev_io_start(px->loop, &s->cli_r);
     pgw_list_append(&px->sessions, &s->node);
+    pgw_list_init(&s->over_node);
     s->over_limit = over_limit;
-    if (over_limit)
+    if (over_limit) {
         px->nrejecting++;
-    else
+        pgw_list_append(&px->over_limit, &s->over_node);
+    } else {
         px->nclients++;
+    }
     px->total_clients++;
     pgw_session_arm_timer(s);
     return s;
+}
+
+/* s no longer counts among those let in past the cap. */
+static void over_limit_end(struct pgw_session *s)
+{
+    s->over_limit = false;
+    s->px->nrejecting--;
+    pgw_list_del(&s->over_node);
+    pgw_list_init(&s->over_node);
+}
+
+bool pgw_session_over_limit_room(struct pgw_proxy *px)
+{
+    for (struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next) {
+        struct pgw_session *s = pgw_container_of(l, struct pgw_session, over_node);
+        if (s->state == PGW_SS_STARTUP) {
+            bool fd_limit = px->client_cap < px->cfg->max_client_conn;
+            pgw_session_close(s, "53300", "no more connections allowed (%s)",
+                              fd_limit ? "open-files limit" : "max_client_conn");
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- the session timer: one ev_timer, re-armed lazily ---- */
@@ -856,8 +882,7 @@ static bool take_over_limit(struct pgw_session *s)
 {
     struct pgw_proxy *px = s->px;
     if (px->nclients < px->client_cap) {
-        s->over_limit = false;
-        px->nrejecting--;
+        over_limit_end(s);
         px->nclients++;
         return true;
     }
@@ -1157,8 +1182,7 @@ void pgw_session_login_done(struct pgw_session *s)
         /* A console login past the cap (take_over_limit): a client from
          * now on.  Until here it counted among the few let in past the
          * cap, so that unauthenticated ones cannot pile up there. */
-        s->over_limit = false;
-        s->px->nrejecting--;
+        over_limit_end(s);
         s->px->nclients++;
     }
     const char *limit = client_limit_reached(s);
@@ -1302,7 +1326,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
         pgw_ctx_cancel(s->ctx);
     pgw_auth_session_closing(s);
     if (s->over_limit)
-        px->nrejecting--;
+        over_limit_end(s);
     else
         px->nclients--;
     pgw_list_del(&s->node);

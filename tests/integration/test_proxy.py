@@ -1098,6 +1098,34 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         pt.wait_until(lambda: used() == 2, what="the client and the console")
         console.close()
 
+    def test_idle_connections_past_the_cap_give_way_to_a_cancel_and_the_console(self):
+        # Connections that send nothing, past max_client_conn, filled the 64
+        # places for first packets: a CancelRequest got 53300 at accept and
+        # its query ran on; the console was refused too (PgBouncer cancels
+        # and lets the admin in).  The oldest of those that sent nothing
+        # gives way now, with the 53300 its StartupMessage would get.
+        px, held, _ = self.full(metrics_port="auto")
+        idle = []
+        self.addCleanup(lambda: [x.close() for x in idle])
+        for _ in range(64 + 16):     # PGW_OVERFLOW_SESSIONS and more
+            idle.append(socket.create_connection((px.host, px.port), timeout=30))
+        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
+                      what="64 connections past the cap")
+        conn = held[0]
+        canceller = pt.Background(lambda: (
+            self.pg.wait_running("select pg_sleep(60) /* full */"), conn.cancel()))
+        with self.assertRaises(psycopg2.errors.QueryCanceled):
+            one(conn, "select pg_sleep(60) /* full */")
+        canceller.join(20)
+        self.assertIsNone(canceller.error)
+        console = self.console_conn(px)
+        console.close()
+        # The oldest idle ones were refused as their StartupMessage would be.
+        data, closed = hz.read_until_closed(idle[0], 30)
+        self.assertTrue(closed)
+        self.assertIn(b"C53300", data)
+        self.assertEqual(one(conn, "select 'usable'"), "usable")
+
     def test_statement_mode_refuses_transactions(self):
         px = self.start_pgwharf(settings={"pool_mode": "statement", "default_pool_size": 2})
         conn = connect(px)
