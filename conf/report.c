@@ -4,16 +4,42 @@
  */
 #include "conf/conf_int.h"
 #include "common/err.h"
+#include "common/wire.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* s with each byte that is no part of a UTF-8 character, and each
+ * control character, written \xNN, into out (at least 4 * strlen(s) + 1
+ * bytes): a key or value read from the file goes to stderr, the log and a
+ * console's ErrorResponse as text that is UTF-8, on one line. */
+static void escape_text(const char *s, char *out)
+{
+    size_t o = 0;
+    uint32_t cp;
+    while (*s) {
+        unsigned char c = (unsigned char)*s;
+        size_t n = c >= 0x80 ? pgw_utf8_decode((const unsigned char *)s, &cp) : 1;
+        if (n == 0 || c < 0x20 || c == 0x7f) {
+            o += (size_t)sprintf(out + o, "\\x%02X", c);
+            s++;
+        } else {
+            memcpy(out + o, s, n);
+            o += n;
+            s += n;
+        }
+    }
+    out[o] = '\0';
+}
+
 static char *format_message(const char *file, int line, const char *fmt, va_list ap)
 {
-    char text[1024];
-    vsnprintf(text, sizeof(text), fmt, ap);
+    char raw[1024], text[4 * sizeof(raw)];
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    escape_text(raw, text);
     char *msg = NULL;
     int n = line > 0 ? asprintf(&msg, "%s:%d: %s", file, line, text)
                      : asprintf(&msg, "%s: %s", file, text);

@@ -646,6 +646,13 @@ static void test_unknown_vs_unsupported(void **state)
     assert_int_equal(d.nwarnings, 1);   /* warnings are listed on failure too */
     pgw_conf_diag_free(&d);
 
+    /* The file's bytes that are not UTF-8 (and controls) come as \xNN:
+     * they went to stderr as they were (hunt); UTF-8 stays. */
+    load_fail(BASE "\xff\xfe = 1\ncaf\xc3\xa9\x01 = 1\n", &d, 2);
+    assert_error(&d, "t.ini:3: unknown key \"\\xFF\\xFE\"");
+    assert_error(&d, "t.ini:4: unknown key \"caf\xc3\xa9\\x01\"");
+    pgw_conf_diag_free(&d);
+
     /* diag may be NULL */
     struct pgw_config *out = NULL;
     assert_int_equal(pgw_conf_load_string("t.ini", BASE "foo = 1\n", &out, NULL), PGW_ECONFIG);
