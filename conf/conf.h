@@ -292,6 +292,9 @@ struct pgw_config {
 
     struct pgw_conf_db *dbs;
     int ndbs;
+    int *db_slots;                  /* dbs by name: indexes, -1 free (lookup.c); NULL
+                                       when memory was short (then looked through) */
+    size_t db_nslots;
     struct pgw_conf_user *users;
     int nusers;
     struct pgw_conf_peer *peers;

@@ -62,6 +62,15 @@ char *conf_strdup(struct conf_report *r, const char *s);
         put_rc_;                                                                 \
     })
 
+/* ---- lookup.c: the index of [databases] by name ---- */
+
+/* The entry named name exactly, -1 when none. */
+int conf_db_find(const struct pgw_config *cfg, const char *name);
+/* cfg->dbs[i], just added, into the index (a replaced entry keeps its
+ * place and its name: nothing to do).  Short of memory the index goes
+ * and lookups look through the entries. */
+void conf_db_indexed(struct pgw_config *cfg, int i);
+
 /* ---- value.c: parsers write "expected ..., got \"x\"" into err ---- */
 
 #define CONF_ERRLEN 256

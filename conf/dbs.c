@@ -499,21 +499,13 @@ static void parse_connstr(struct conf_loader *ld, struct db_build *b, const char
     }
 }
 
-static const struct pgw_conf_db *find_exact(const struct pgw_config *cfg, const char *name)
-{
-    for (int i = 0; i < cfg->ndbs; i++)
-        if (strcmp(cfg->dbs[i].name, name) == 0)
-            return &cfg->dbs[i];
-    return NULL;
-}
-
 void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
                  const char *connstr)
 {
     /* A name defined again replaces the earlier entry, in its place (as
      * PgBouncer, where the later line wins), with a warning. */
-    const struct pgw_conf_db *old = find_exact(ld->cfg, name);
-    int replace = old ? (int)(old - ld->cfg->dbs) : -1;
+    int replace = conf_db_find(ld->cfg, name);
+    const struct pgw_conf_db *old = replace >= 0 ? &ld->cfg->dbs[replace] : NULL;
     if (old)
         conf_warn(&ld->rep, file, line, "database \"%s\" defined again: replaces %s:%d", name,
                   old->file, old->line);
@@ -533,6 +525,8 @@ void conf_db_add(struct conf_loader *ld, const char *file, int line, const char 
         rc = db_finish(&b);
         if (rc == 0)
             rc = CONF_ENTRY_PUT(ld->cfg->dbs, ld->cfg->ndbs, replace, b.db, conf_db_free);
+        if (rc == 0 && replace < 0)
+            conf_db_indexed(ld->cfg, ld->cfg->ndbs - 1);
     }
     if (rc == 0) {
         free(b.gucs);

@@ -253,6 +253,7 @@ void pgw_conf_free(struct pgw_config *cfg)
     for (int i = 0; i < cfg->npeers; i++)
         conf_peer_free(&cfg->peers[i]);
     free(cfg->dbs);
+    free(cfg->db_slots);
     free(cfg->users);
     free(cfg->peers);
     free(cfg->file);

@@ -628,6 +628,40 @@ static void test_value_errors_all_reported(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* Many [databases]: each found by its name (an index now; a 40 000-entry
+ * file took seconds, each entry looked up among all before it), one
+ * defined again in its place, an unknown name the "*" entry. */
+static void test_many_databases(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    size_t cap = 64 * N + 256, len = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    len += (size_t)snprintf(text + len, cap - len, BASE "[databases]\n");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(text + len, cap - len, "db%d = dbname=x%d\n", i, i);
+    len += (size_t)snprintf(text + len, cap - len, "db77 = dbname=again\n* = dbname=any\n");
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(text, &d);
+    free(text);
+    assert_int_equal(cfg->ndbs, N + 1);
+    char name[32], want[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "db%d", i);
+        snprintf(want, sizeof(want), "x%d", i);
+        const struct pgw_conf_db *db = pgw_conf_find_db(cfg, name);
+        assert_non_null(db);
+        assert_string_equal(db->name, name);
+        assert_string_equal(db->dbname, i == 77 ? "again" : want);
+    }
+    assert_ptr_equal(pgw_conf_find_db(cfg, "db77"), &cfg->dbs[77]);   /* in its place */
+    assert_string_equal(pgw_conf_find_db(cfg, "nosuch")->name, "*");
+    assert_string_equal(pgw_conf_find_db(cfg, "db")->name, "*");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_unknown_vs_unsupported(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -2272,6 +2306,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_many_databases),
         cmocka_unit_test(test_minimal_file_gets_defaults),
         cmocka_unit_test(test_int_keys),
         cmocka_unit_test(test_int_keys_as_pgbouncer),
