@@ -63,6 +63,10 @@
 /* The type byte of a held copy that may not be the client's (sub->pending,
  * maybe_add); 'A' once it is. */
 #define HELD_MAYBE 'a'
+/* ... of the client's server's own copy of a channel that is not the
+ * hub's (a LISTEN in a function): the client's whatever it listens on
+ * through the hub; 'A' when it goes out. */
+#define HELD_OWN 's'
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
 
@@ -1841,8 +1845,10 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
         /* Count the messages: each is 'A', length, body. */
         uint64_t n = 0;
         for (size_t off = 0; off + PGW_MSG_HDR <= sub->pending.len;
-             off += 1 + pgw_get_u32(sub->pending.data + off + 1))
+             off += 1 + pgw_get_u32(sub->pending.data + off + 1)) {
+            sub->pending.data[off] = PGW_BE_NOTIFY;      /* HELD_OWN too */
             n++;
+        }
         if (pgw_notify_send(s, sub->pending.data, sub->pending.len))
             s->px->total_notifications += n;
         else
@@ -1902,11 +1908,21 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
  *     (it reached the client, or waits for the end of its transaction);
  *     the server's is dropped;
  *   - a channel taken over by this transaction (sub->fresh, or still
- *     noted): the server's, which marks where the hub's take over (the
- *     server listens only from its COMMIT on).  The hub's copy, when
- *     already waiting in sub->pending, is dropped there; else it is noted
- *     (sub->echo) and dropped when it comes.  Both streams come in the
- *     order of PostgreSQL's queue.
+ *     noted): the copy that came first, where it came; the server's
+ *     marks where the hub's take over (the server listens only from its
+ *     COMMIT on).  The hub's copy, when already waiting in sub->pending,
+ *     stays there and the server's is dropped; else the server's is the
+ *     client's, and the hub's is noted (sub->echo) and dropped when it
+ *     comes.  Both streams come in the order of PostgreSQL's queue.
+ * While anything is held for the client, a copy of its server's that is
+ * the client's waits behind it in sub->pending (in UTF-8, as the rest;
+ * one of a channel not the hub's marked HELD_OWN, which an UNLISTEN
+ * committed with the transaction leaves there), and all goes out in
+ * order at the end of the transaction: PostgreSQL sends what it reads
+ * from its queue in the queue's order, and what was held was committed
+ * before (a listener of a that runs BEGIN; LISTEN b; NOTIFY b; COMMIT
+ * while a1 is committed gets a1, then b).  Passed at once, it went out
+ * before them.
  * A copy the hub never sends (its own LISTEN ran after the server's
  * COMMIT) would be waited for without end, and a later identical one
  * (same sender, channel and payload) taken for it: once the client is
@@ -1954,17 +1970,15 @@ static bool tx_holds(const struct pgw_notify_sub *sub, const char *chan)
     return false;
 }
 
-/* The same message among those held for the client: taken out. */
-static bool pending_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
+/* The same message among those held for the client (the hub's copy,
+ * the client's). */
+static bool pending_has(const struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
 {
-    struct pgw_wbuf *p = &sub->pending;
+    const struct pgw_wbuf *p = &sub->pending;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
-        if (n == total && memcmp(p->data + off, msg, total) == 0) {
-            memmove(p->data + off, p->data + off + n, p->len - off - n);
-            p->len -= n;
+        if (n == total && memcmp(p->data + off, msg, total) == 0)
             return true;
-        }
         off += n;
     }
     return false;
@@ -2115,8 +2129,8 @@ static const char *msg_chan(const uint8_t *m)
     return (const char *)m + PGW_MSG_HDR + 4;   /* Int32 pid, channel, payload */
 }
 
-/* The same message among the held copies: it and the earlier copies of
- * its channel go. */
+/* The same message among the held copies: the client's, where it waits;
+ * the earlier copies of its channel go. */
 static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)
 {
     struct pgw_wbuf *p = &sub->pending;
@@ -2132,8 +2146,12 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
     size_t kept = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
-        if (off > hit || p->data[off] != HELD_MAYBE ||
+        if (off >= hit || p->data[off] != HELD_MAYBE ||
             strcmp(msg_chan(p->data + off), msg_chan(msg)) != 0) {
+            if (off == hit) {
+                p->data[off] = PGW_BE_NOTIFY;
+                sub->nmaybe--;
+            }
             memmove(p->data + kept, p->data + off, n);
             kept += n;
         } else {
@@ -2171,6 +2189,23 @@ static bool unmarked_keep(struct pgw_notify_sub *sub, uint8_t *m)
     return m[0] != HELD_MAYBE;
 }
 
+/* The client's server's copy msg (m, n: in UTF-8) in its place among
+ * those held for the client, as type: they go out first at the end of
+ * its transaction, as PostgreSQL sends what it read from its queue in the
+ * queue's order. */
+static void held_add(struct pgw_session *s, const uint8_t *m, uint32_t n, uint8_t type)
+{
+    struct pgw_wbuf *p = &s->notify->pending;
+    if (p->len + n > NOTIFY_PENDING_MAX) {
+        dropped_one(s);
+        return;
+    }
+    size_t at = p->len;
+    pgw_wbuf_append(p, m, n);
+    if (p->len == at + n)
+        p->data[at] = type;
+}
+
 bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
@@ -2189,22 +2224,36 @@ bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, u
         (utf8 = convert_dup(c->from_client, chan, cn, true, &un)))
         chan = utf8;
     bool has = sub_find(sub, chan) >= 0;
+    bool hubs = has || tx_holds(sub, chan);    /* else not the hub's (a LISTEN in a function) */
     bool pass = true;
     if (has && !fresh_has(sub, chan)) {
         pass = false;     /* the hub's copy reached it, or waits for its transaction's end */
-    } else if (has || tx_holds(sub, chan)) {   /* else not the hub's (a LISTEN in a function) */
+    } else if (hubs || sub->pending.len > 0) {
         /* The held copies are the hub's, in UTF-8. */
         struct converted back = { 0 };
         const uint8_t *m = msg;
         uint32_t n = total;
+        bool utf8_ok = true;
         if (!pgw_pgenc_ascii(msg + PGW_MSG_HDR + 4, total - PGW_MSG_HDR - 4) &&
-            (c = client_conv(s)) &&
-            convert_notification(&back, c, c->from_client, msg, total)) {
-            m = back.msg;
-            n = back.len;
+            (c = client_conv(s))) {
+            utf8_ok = convert_notification(&back, c, c->from_client, msg, total);
+            if (utf8_ok) {
+                m = back.msg;
+                n = back.len;
+            }
         }
-        if (!pending_take(sub, m, n) && !maybe_take(sub, m, n))
-            echo_add(sub, msg, total);
+        if (hubs && (pending_has(sub, m, n) || maybe_take(sub, m, n))) {
+            pass = false;     /* the hub's copy, where it waits, is the client's */
+        } else {
+            if (hubs)
+                echo_add(sub, msg, total);   /* the hub's is dropped when it comes */
+            /* Something is held for the client: this one goes out after
+             * it (it came after it in PostgreSQL's queue), not now. */
+            if (sub->pending.len > 0 && utf8_ok) {
+                held_add(s, m, n, hubs ? PGW_BE_NOTIFY : HELD_OWN);
+                pass = false;
+            }
+        }
         free(back.msg);
     }
     free(utf8);
@@ -2726,7 +2775,9 @@ static enum tx_fate tx_fate(const struct pgw_notify_sub *sub, struct notify_txop
  * those of a channel it no longer listens on then. */
 static bool listened_keep(struct pgw_notify_sub *sub, uint8_t *m)
 {
-    return m[0] == HELD_MAYBE || sub_find(sub, msg_chan(m)) >= 0;   /* those: maybe_settle */
+    /* HELD_MAYBE: maybe_settle decides; HELD_OWN: the server sent it, so
+     * listened on its channel (not the hub's) then. */
+    return m[0] == HELD_MAYBE || m[0] == HELD_OWN || sub_find(sub, msg_chan(m)) >= 0;
 }
 
 /* ev for the first n noted. */

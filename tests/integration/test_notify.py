@@ -383,6 +383,146 @@ class TestInsideATransaction(NotifyCase):
                 w.close()
                 a.close()
 
+    def test_the_servers_copy_after_the_held_ones(self):
+        # A client listening on a runs "BEGIN; LISTEN b", a1 is committed
+        # meanwhile (held for its transaction's end), and it runs "NOTIFY
+        # b, 'self'; COMMIT": PostgreSQL reads its queue at the commit and
+        # sends a1, then b self.  Its own server, listening on b from its
+        # COMMIT on, sends its copy of b self before its ReadyForQuery:
+        # pgwharf passed it at once, before a1 (held until the
+        # ReadyForQuery).  Each way the copies can come: as they do (plain);
+        # the hub's first (the server's held behind a query in the COMMIT's
+        # Query, until the hub's has come); the server's first (the hub's
+        # server stopped until the client is between transactions); and
+        # the last two for a LATIN1 client, with a character of its own (the
+        # server's copy in LATIN1 among the held ones in UTF-8).
+        def run(sock, chans, way, enc, heard=None):
+            """The scenario on sock (a client of a server or of pgwharf):
+            the notifications it gets at the end of its transaction."""
+            mark = "" if enc == "utf-8" else " \u00e9"
+            self.expect(sock, "listen " + chans["a"], ["LISTEN"], b"I")
+            self.expect(sock, "begin; listen " + chans["b"], ["BEGIN", "LISTEN"], b"T")
+            self.notify(chans["a"], "1" + mark)
+            if heard:
+                self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                 [(chans["a"], "1" + mark)])
+            stopped = None
+            if way == "hub_first":
+                gate = hz.Gate(self.pg, 7487)
+                self.addCleanup(gate.close)
+                sql = "notify %s, 'self%s'; commit; select %s as marker_%s" % (
+                    chans["b"], mark, gate.sql(), chans["b"])
+                sock.sendall(hz.msg(b"Q", sql.encode(enc) + b"\0"))
+                self.pg.wait_running("marker_" + chans["b"], lock_wait=True)
+                if heard:           # the hub's copy has come
+                    self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                     [(chans["b"], "self" + mark)])
+                gate.open()
+                tags = [b"C", b"C", b"T", b"D", b"C", b"Z"]
+            else:
+                sql = "notify %s, 'self%s'" % (chans["b"], mark)
+                sock.sendall(hz.msg(b"Q", sql.encode(enc) + b"\0"))
+                self.assertEqual(hz.read_until_ready(sock), [(b"C", b"NOTIFY\0"), (b"Z", b"T")])
+                if way == "server_first" and heard:
+                    stopped, _ = self.stop_listening_backend()
+                sock.sendall(hz.query_msg("commit"))
+                tags = [b"C", b"Z"]
+            try:
+                got = hz.read_until_ready(sock)
+            finally:
+                if stopped:
+                    os.kill(stopped, signal.SIGCONT)
+            self.assertEqual([t for t, _ in got if t != b"A"], tags, got)
+            if heard and way != "hub_first":     # the hub's copy has come
+                self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                 [(chans["b"], "self" + mark)])
+            sock.sendall(hz.query_msg("select 1"))     # behind what came at the end
+            more = hz.read_until_ready(sock)
+            self.assertEqual([t for t, _ in more if t != b"A"], [b"T", b"D", b"C", b"Z"], more)
+            return [tuple(x.decode(enc) for x in b[4:].split(b"\0")[:2])
+                    for t, b in got + more if t == b"A"]
+
+        for way, enc in (("plain", "utf-8"), ("hub_first", "utf-8"), ("server_first", "utf-8"),
+                         ("hub_first", "latin-1"), ("server_first", "latin-1")):
+            with self.subTest(way=way, enc=enc):
+                chans = {c: "pgw_self_%s_%s_%s" % (way, enc[0], c) for c in ("a", "b")}
+                params = {} if enc == "utf-8" else {"client_encoding": "LATIN1"}
+                d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+                self.addCleanup(d.close)
+                hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password, **params)
+                want = run(d, chans, way, enc)
+                d.close()
+                mark = "" if enc == "utf-8" else " \u00e9"
+                self.assertEqual(want, [(chans["a"], "1" + mark), (chans["b"], "self" + mark)])
+                w = self.witness(chans["a"])
+                self.listen(w, "listen " + chans["b"])
+                a = login(self, self.px, **params)
+                self.assertEqual(run(a, chans, way, enc, heard=w), want)
+                self.assertTrue(nothing_to_read(a))
+                w.close()
+                a.close()
+
+    def test_the_servers_copy_of_a_function_listen_after_the_held_ones(self):
+        # The same for a channel the client's server listens on for a
+        # LISTEN run inside a function in the transaction (the server's
+        # alone, not the hub's): its copy passed before the held ones.
+        # Held behind them, it stays when an UNLISTEN of another channel
+        # ends with the transaction (implicit: decided at its
+        # ReadyForQuery, after the copy came).
+        self.pg.psql("create or replace function pgw_listen_in_fn(c text) returns void "
+                     "language plpgsql as $$ begin execute 'listen ' || c; end $$")
+        self.addCleanup(self.pg.psql, "drop function if exists pgw_listen_in_fn(text)")
+
+        def run(sock, chans, way, heard=None):
+            self.expect(sock, "listen " + chans["a"], ["LISTEN"], b"I")
+            self.expect(sock, "listen " + chans["x"], ["LISTEN"], b"I")
+            fn = "listen %s; select pgw_listen_in_fn('%s')" % (chans["b"], chans["c"])
+            if way == "commit":
+                sock.sendall(hz.query_msg("begin; " + fn))
+                got = hz.read_until_ready(sock)
+                self.assertEqual([t for t, _ in got], [b"C", b"C", b"T", b"D", b"C", b"Z"], got)
+                self.notify(chans["a"], "1")
+                if heard:
+                    self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                     [(chans["a"], "1")])
+                self.expect(sock, "notify %s, 'self'" % chans["c"], ["NOTIFY"], b"T")
+                sock.sendall(hz.query_msg("commit"))
+                tags = [b"C", b"Z"]
+            else:
+                gate = hz.Gate(self.pg, 7488)
+                self.addCleanup(gate.close)
+                sock.sendall(hz.query_msg("%s; unlisten %s; notify %s, 'self'; select %s as "
+                                          "marker_fn" % (fn, chans["x"], chans["c"], gate.sql())))
+                self.pg.wait_running("marker_fn", lock_wait=True)
+                self.notify(chans["a"], "1")
+                if heard:
+                    self.assertEqual([n[1:] for n in read_notifications(heard, 1)],
+                                     [(chans["a"], "1")])
+                gate.open()
+                tags = [b"C", b"T", b"D", b"C", b"C", b"C", b"T", b"D", b"C", b"Z"]
+            got = hz.read_until_ready(sock)
+            self.assertEqual([t for t, _ in got if t != b"A"], tags, got)
+            sock.sendall(hz.query_msg("select 1"))     # behind what came at the end
+            more = hz.read_until_ready(sock)
+            self.assertEqual([t for t, _ in more if t != b"A"], [b"T", b"D", b"C", b"Z"], more)
+            return [notification(b)[1:] for t, b in got + more if t == b"A"]
+
+        for way in ("commit", "implicit"):
+            with self.subTest(way=way):
+                chans = {c: "pgw_self_fn_%s_%s" % (way, c) for c in ("a", "b", "c", "x")}
+                d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+                self.addCleanup(d.close)
+                hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+                want = run(d, chans, way)
+                d.close()
+                self.assertEqual(want, [(chans["a"], "1"), (chans["c"], "self")])
+                w = self.witness(chans["a"])
+                a = login(self, self.px)
+                self.assertEqual(run(a, chans, way, heard=w), want)
+                self.assertTrue(nothing_to_read(a))
+                w.close()
+                a.close()
+
     def test_a_reserved_keyword_is_no_channel(self):
         # "LISTEN select" is PostgreSQL's syntax error (42601): a ColId is
         # no reserved keyword unquoted.  Prepared, or an UNLISTEN (which
