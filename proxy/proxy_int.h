@@ -347,10 +347,12 @@ struct pgw_session *pgw_session_create(struct pgw_proxy *px, int fd, const struc
                                        socklen_t salen, bool unix_sock, bool over_limit);
 /* Room among the sessions let in past the cap (px->overflow_cap of them)
  * for a new one: the oldest that has sent no StartupMessage or
- * CancelRequest yet (nothing, an SSLRequest, a TLS handshake) is refused
- * now with the 53300 its StartupMessage would get unless it named the
- * console.  Connections that send nothing, past max_client_conn, kept a
- * CancelRequest and the console out (hunt).  false when there is none. */
+ * CancelRequest yet (nothing, an SSLRequest, a TLS handshake), else the
+ * oldest console login not through its authentication yet, is refused
+ * now with 53300.  Connections that send nothing, or a console login and
+ * no password, past max_client_conn, kept a CancelRequest and the console
+ * out (hunt, review).  Cancels are never refused so.  false when all are
+ * cancels. */
 bool pgw_session_over_limit_room(struct pgw_proxy *px);
 /* The one way a session ends: log why, tell the client (sqlstate non-NULL
  * and the client can read), return or close the server, free later. */

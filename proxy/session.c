@@ -201,13 +201,18 @@ static void over_limit_end(struct pgw_session *s)
 
 bool pgw_session_over_limit_room(struct pgw_proxy *px)
 {
-    for (struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next) {
-        struct pgw_session *s = pgw_container_of(l, struct pgw_session, over_node);
-        if (s->state == PGW_SS_STARTUP) {
-            bool fd_limit = px->client_cap < px->cfg->max_client_conn;
-            pgw_session_close(s, "53300", "no more connections allowed (%s)",
-                              fd_limit ? "open-files limit" : "max_client_conn");
-            return true;
+    /* First one that has sent nothing of a login yet; then a console
+     * login still proving who it is (any user name gets that far: review) */
+    static const enum pgw_sess_state order[] = { PGW_SS_STARTUP, PGW_SS_AUTH };
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+        for (struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next) {
+            struct pgw_session *s = pgw_container_of(l, struct pgw_session, over_node);
+            if (s->state == order[k]) {
+                bool fd_limit = px->client_cap < px->cfg->max_client_conn;
+                pgw_session_close(s, "53300", "no more connections allowed (%s)",
+                                  fd_limit ? "open-files limit" : "max_client_conn");
+                return true;
+            }
         }
     }
     return false;

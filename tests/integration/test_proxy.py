@@ -1075,7 +1075,10 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
             return s
         for _ in range(64):          # PGW_OVERFLOW_SESSIONS
             self.assertEqual(console_startup().recv(1), b"R")   # its password request
-        data, closed = hz.read_until_closed(console_startup(), 30)
+        # One more takes the place of the oldest, which has not answered:
+        # still 64 at most (a cancel would find its place so: below).
+        self.assertEqual(console_startup().recv(1), b"R")
+        data, closed = hz.read_until_closed(held[1], 30)
         self.assertTrue(closed)
         self.assertIn(b"C53300", data)
         self.assertIn(b"no more connections allowed (max_client_conn)", data)
@@ -1103,12 +1106,24 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         # places for first packets: a CancelRequest got 53300 at accept and
         # its query ran on; the console was refused too (PgBouncer cancels
         # and lets the admin in).  The oldest of those that sent nothing
-        # gives way now, with the 53300 its StartupMessage would get.
+        # gives way now, with the 53300 its StartupMessage would get; so
+        # does one that named the console and sent no password (review: any
+        # user name gets that far).
+        params = b"user\0nobody\0database\0pgbouncer\0\0"
+        console_startup = struct.pack("!ii", 8 + len(params), 196608) + params
+        for first in (b"", console_startup):
+            with self.subTest(first=first):
+                self.idle_past_the_cap(first)
+
+    def idle_past_the_cap(self, first):
         px, held, _ = self.full(metrics_port="auto")
         idle = []
         self.addCleanup(lambda: [x.close() for x in idle])
         for _ in range(64 + 16):     # PGW_OVERFLOW_SESSIONS and more
             idle.append(socket.create_connection((px.host, px.port), timeout=30))
+            if first:
+                idle[-1].sendall(first)
+                self.assertEqual(idle[-1].recv(1), b"R")     # its password request
         pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
                       what="64 connections past the cap")
         conn = held[0]
