@@ -2193,17 +2193,19 @@ static bool unmarked_keep(struct pgw_notify_sub *sub, uint8_t *m)
  * those held for the client, as type: they go out first at the end of
  * its transaction, as PostgreSQL sends what it read from its queue in the
  * queue's order. */
-static void held_add(struct pgw_session *s, const uint8_t *m, uint32_t n, uint8_t type)
+static bool held_add(struct pgw_session *s, const uint8_t *m, uint32_t n, uint8_t type)
 {
     struct pgw_wbuf *p = &s->notify->pending;
     if (p->len + n > NOTIFY_PENDING_MAX) {
         dropped_one(s);
-        return;
+        return false;
     }
     size_t at = p->len;
     pgw_wbuf_append(p, m, n);
-    if (p->len == at + n)
-        p->data[at] = type;
+    if (p->len != at + n)
+        return false;
+    p->data[at] = type;
+    return true;
 }
 
 bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, uint32_t total)
@@ -2245,14 +2247,17 @@ bool pgw_notify_server_notification(struct pgw_session *s, const uint8_t *msg, u
         if (hubs && (pending_has(sub, m, n) || maybe_take(sub, m, n))) {
             pass = false;     /* the hub's copy, where it waits, is the client's */
         } else {
-            if (hubs)
-                echo_add(sub, msg, total);   /* the hub's is dropped when it comes */
             /* Something is held for the client: this one goes out after
              * it (it came after it in PostgreSQL's queue), not now. */
+            bool held = false;
             if (sub->pending.len > 0 && utf8_ok) {
-                held_add(s, m, n, hubs ? PGW_BE_NOTIFY : HELD_OWN);
+                held = held_add(s, m, n, hubs ? PGW_BE_NOTIFY : HELD_OWN);
                 pass = false;
             }
+            /* The hub's is dropped when it comes -- unless this one was
+             * (past the bound): the hub's may find room then (review). */
+            if (hubs && (pass || held))
+                echo_add(sub, msg, total);
         }
         free(back.msg);
     }
@@ -2296,6 +2301,11 @@ void pgw_notify_flush(struct pgw_session *s)
         else
             sub->ending = NOTIFY_END_NONE;
     }
+    /* What was held was all it had (its own server's copies, an UNLISTEN
+     * behind the COMMIT): it listens no more (review). */
+    if (s->state != PGW_SS_CLOSING && s->notify == sub && sub->ending == NOTIFY_END_NONE &&
+        pgw_notify_sub_idle(sub))
+        pgw_notify_session_gone(s);
 }
 
 void pgw_notify_session_gone(struct pgw_session *s)
