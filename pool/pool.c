@@ -999,6 +999,19 @@ static const char *session_kind_suspect(const struct pgw_server *srv)
     }
 }
 
+/* New servers go to the pool's other hosts for server_login_retry, when
+ * there are others. */
+static void host_passed_over(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    int i = srv_priv(srv)->host;
+    if (host_skip(pool, i, srv->backend)) {
+        pgw_hosts_failed(&pool->cursor, i);
+        if (!pgw_pool_host_left(pool, NULL))
+            pool->hosts[i].skip_until = 0;
+    }
+}
+
 bool pgw_pool_server_kind_changed(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
@@ -1032,13 +1045,21 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv)
     /* New servers go to the other hosts; when none is left, the next
      * login tries this one and libpq's check says (and fails the waiters,
      * from the loop, as any refused login). */
-    int i = srv_priv(srv)->host;
-    if (host_skip(pool, i, be)) {
-        pgw_hosts_failed(&pool->cursor, i);
-        if (!pgw_pool_host_left(pool, NULL))
-            pool->hosts[i].skip_until = 0;
-    }
+    host_passed_over(srv);
     return true;
+}
+
+void pgw_pool_server_silent(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    struct pgw_backend *be = srv->backend;
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &pool->idle) {
+        struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+        if (o != srv && o->backend == be)
+            pgw_server_close(o, "another server of its host did not answer in time");
+    }
+    host_passed_over(srv);
 }
 
 /* ---- acquire / release ------------------------------------------------- */

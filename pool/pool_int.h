@@ -303,6 +303,12 @@ bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i);
  * after a mismatch at login, closes its idle servers there and retires the
  * busy ones, and true: the caller closes srv. */
 bool pgw_pool_server_kind_changed(struct pgw_server *srv);
+/* srv's server_check_query or server_reset_query got no reply in time:
+ * its host may be frozen.  The pool's idle servers on that host are
+ * closed (each would take as long to fail its own check: a client waited
+ * pool_size times server_connect_timeout, hunt) and new servers go to its
+ * other hosts for server_login_retry. */
+void pgw_pool_server_silent(struct pgw_server *srv);
 void pgw_pool_free(struct pgw_pool *pool);
 /* Copy what the pool needs from a db entry; true if connection keys changed. */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);

@@ -1248,6 +1248,8 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (srv->state == PGW_SRV_RESETTING) {
         snprintf(why, sizeof(why), "%s: no reply in time", job_name(srv_priv(srv)->job));
+        if (srv_priv(srv)->job != SRV_JOB_CONNECT_QUERY)
+            pgw_pool_server_silent(srv);
         job_failed(srv, why);
     }
 }

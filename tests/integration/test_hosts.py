@@ -233,6 +233,33 @@ class HostListTest(pt.PgwharfTestCase):
         it): the address its server was on."""
         return pt.replication_server_addr(px, db)
 
+    def test_a_host_that_stops_answering_checks(self):
+        # The first host's idle servers stop answering (a frozen host: here
+        # their server_check_query waits at a gate).  Each failed its check
+        # in turn, server_connect_timeout each, and the next new server
+        # went to the same host: a client waited pool_size times the
+        # timeout with the other host up (hunt).  Now the first check that
+        # gets no reply closes the host's other idle servers, and new
+        # servers go to the other host.
+        gate = hz.Gate(self.pg, 7091)
+        self.addCleanup(gate.close)
+        gate.open()
+        px = self.start({"fz": self.entry("127.0.0.1,127.0.0.2", load_balance_hosts="disable")},
+                        pool_mode="transaction", default_pool_size=3, server_check_delay=0,
+                        server_check_query="select %s" % gate.sql(),
+                        server_connect_timeout="1s", query_wait_timeout="30s")
+        held = [self.db_conn(px, autocommit=False, db="fz") for _ in range(3)]
+        for conn in held:                            # three servers at once, each
+            self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.1")
+        for conn in held:
+            conn.commit()
+        gate = hz.Gate(self.pg, 7091)                # the checks wait from now on
+        self.addCleanup(gate.close)
+        conn = self.db_conn(px, db="fz")
+        self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.2")
+        self.assertEqual(px.log().count("server_check_query: no reply in time"), 1,
+                         px.log_tail())
+
     def test_round_robin(self):
         px = self.start({"rr": self.entry("127.0.0.1,127.0.0.2")})
         addrs = self.server_addrs(px, "rr", 4)
