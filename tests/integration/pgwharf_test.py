@@ -1119,6 +1119,17 @@ class PgwharfTestCase(unittest.TestCase):
         self.addCleanup(conn.close)
         return conn
 
+    def cancel_while_running(self, conn, sql, running=None):
+        """sql on psycopg2 connection conn, cancelled by conn.cancel() once
+        PostgreSQL runs it (running: the text pg_stat_activity shows, sql
+        by default): it fails with QueryCanceled."""
+        import psycopg2.errors
+        canceller = Background(lambda: (self.pg.wait_running(running or sql), conn.cancel()))
+        with self.assertRaises(psycopg2.errors.QueryCanceled):
+            one(conn, sql)
+        canceller.join(20)
+        self.assertIsNone(canceller.error)
+
     def console_conn(self, px, **dsn):
         """A psycopg2 connection to px's admin console (autocommit)."""
         dsn.setdefault("db", "pgbouncer")

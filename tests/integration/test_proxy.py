@@ -213,12 +213,7 @@ class TestCancel(pt.PgwharfTestCase):
         conn = connect(px)
         try:
             # The cancel goes once the query is seen running on the server.
-            canceller = pt.Background(lambda: (
-                self.pg.wait_running("select pg_sleep(30) /* to cancel */"), conn.cancel()))
-            with self.assertRaises(psycopg2.errors.QueryCanceled):
-                one(conn, "select pg_sleep(30) /* to cancel */")
-            canceller.join(20)
-            self.assertIsNone(canceller.error)
+            self.cancel_while_running(conn, "select pg_sleep(30) /* to cancel */")
             self.assertEqual(one(conn, "select 'usable'"), "usable")
         finally:
             conn.close()
@@ -319,12 +314,8 @@ class TestCancel(pt.PgwharfTestCase):
                                                              self.pg.database)})
         conn = self.db_conn(px)
         self.assertIsNone(one(conn, "select inet_server_addr()"))     # not TCP
-        canceller = pt.Background(lambda: (
-            self.pg.wait_running("/* cancel on unix */"), conn.cancel()))
-        with self.assertRaises(psycopg2.errors.QueryCanceled):
-            one(conn, "select pg_sleep(60) /* cancel on unix */")
-        canceller.join(20)
-        self.assertIsNone(canceller.error)
+        self.cancel_while_running(conn, "select pg_sleep(60) /* cancel on unix */",
+                                  "/* cancel on unix */")
         self.assertEqual(one(conn, "select 'usable'"), "usable")
         px.wait_for_log("event=cancel_forwarded")
 
@@ -1127,12 +1118,7 @@ class TestLimitsAndModes(pt.PgwharfTestCase):
         pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
                       what="64 connections past the cap")
         conn = held[0]
-        canceller = pt.Background(lambda: (
-            self.pg.wait_running("select pg_sleep(60) /* full */"), conn.cancel()))
-        with self.assertRaises(psycopg2.errors.QueryCanceled):
-            one(conn, "select pg_sleep(60) /* full */")
-        canceller.join(20)
-        self.assertIsNone(canceller.error)
+        self.cancel_while_running(conn, "select pg_sleep(60) /* full */")
         console = self.console_conn(px)
         console.close()
         # The oldest idle ones were refused as their StartupMessage would be.

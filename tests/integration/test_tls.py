@@ -1140,12 +1140,8 @@ class TestServerTls(TlsTestCase):
         self.addCleanup(conn.close)
         conn.autocommit = True
         self.assertTrue(self.server_ssl(conn))
-        canceller = pt.Background(lambda: (
-            self.pg.wait_running("/* cancel over tls */"), conn.cancel()))
-        with self.assertRaises(psycopg2.errors.QueryCanceled):
-            one(conn, "select pg_sleep(60) /* cancel over tls */")
-        canceller.join(20)
-        self.assertIsNone(canceller.error)
+        self.cancel_while_running(conn, "select pg_sleep(60) /* cancel over tls */",
+                                  "/* cancel over tls */")
         self.assertEqual(one(conn, "select 'usable'"), "usable")
         px.wait_for_log("event=cancel_forwarded")
 
