@@ -13,7 +13,8 @@
 #include <string.h>
 
 /* s with each byte that is no part of a UTF-8 character, and each
- * control character, written \xNN, into out (at least 4 * strlen(s) + 1
+ * control character (C1's too: U+009B is a terminal's CSI), written \xNN
+ * byte by byte, into out (at least 4 * strlen(s) + 1
  * bytes): a key or value read from the file goes to stderr, the log and a
  * console's ErrorResponse as text that is UTF-8, on one line. */
 static void escape_text(const char *s, char *out)
@@ -23,7 +24,7 @@ static void escape_text(const char *s, char *out)
     while (*s) {
         unsigned char c = (unsigned char)*s;
         size_t n = c >= 0x80 ? pgw_utf8_decode((const unsigned char *)s, &cp) : 1;
-        if (n == 0 || c < 0x20 || c == 0x7f) {
+        if (n == 0 || c < 0x20 || c == 0x7f || (c >= 0x80 && cp <= 0x9f)) {
             o += (size_t)sprintf(out + o, "\\x%02X", c);
             s++;
         } else {

@@ -682,9 +682,10 @@ static void test_unknown_vs_unsupported(void **state)
 
     /* The file's bytes that are not UTF-8 (and controls) come as \xNN:
      * they went to stderr as they were (hunt); UTF-8 stays. */
-    load_fail(BASE "\xff\xfe = 1\ncaf\xc3\xa9\x01 = 1\n", &d, 2);
+    load_fail(BASE "\xff\xfe = 1\ncaf\xc3\xa9\x01 = 1\nk\xc2\x9b = 1\n", &d, 3);
     assert_error(&d, "t.ini:3: unknown key \"\\xFF\\xFE\"");
     assert_error(&d, "t.ini:4: unknown key \"caf\xc3\xa9\\x01\"");
+    assert_error(&d, "t.ini:5: unknown key \"k\\xC2\\x9B\"");
     pgw_conf_diag_free(&d);
 
     /* diag may be NULL */
