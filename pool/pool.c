@@ -1012,6 +1012,18 @@ static void host_passed_over(struct pgw_server *srv)
     }
 }
 
+/* The pool's idle servers on srv's host, srv aside, are closed: the
+ * host changed or stopped answering, not srv alone. */
+static void close_idle_on_host(struct pgw_server *srv, const char *why)
+{
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &srv->pool->idle) {
+        struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+        if (o != srv && o->backend == srv->backend)
+            pgw_server_close(o, why);
+    }
+}
+
 bool pgw_pool_server_kind_changed(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
@@ -1028,12 +1040,8 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv)
     /* The host changed, not this server alone: its other servers go too
      * (the idle ones now, the busy ones when given back). */
     static const char retired[] = "its host no longer matches target_session_attrs";
-    struct pgw_list *n, *t;
-    pgw_list_foreach_safe(n, t, &pool->idle) {
-        struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
-        if (o != srv && o->backend == be)
-            pgw_server_close(o, retired);
-    }
+    close_idle_on_host(srv, retired);
+    struct pgw_list *n;
     for (int k = 0; k < 2; k++) {
         struct pgw_list *head = k ? &pool->pending : &pool->active;
         for (n = head->next; n != head; n = n->next) {
@@ -1051,14 +1059,7 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv)
 
 void pgw_pool_server_silent(struct pgw_server *srv)
 {
-    struct pgw_pool *pool = srv->pool;
-    struct pgw_backend *be = srv->backend;
-    struct pgw_list *n, *t;
-    pgw_list_foreach_safe(n, t, &pool->idle) {
-        struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
-        if (o != srv && o->backend == be)
-            pgw_server_close(o, "another server of its host did not answer in time");
-    }
+    close_idle_on_host(srv, "another server of its host did not answer in time");
     host_passed_over(srv);
 }
 

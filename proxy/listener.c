@@ -29,12 +29,13 @@
 #define ACCEPT_BATCH 64
 #define ACCEPT_RETRY 0.5      /* seconds without accepting after EMFILE */
 
-static void reject_full(int fd, bool fd_limit)
+static void reject_full(const struct pgw_proxy *px, int fd)
 {
+    char msg[64];
+    snprintf(msg, sizeof(msg), "no more connections allowed (%s)", pgw_proxy_full_limit(px));
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
-    pgw_wire_error(&b, "FATAL", "53300", fd_limit ? "no more connections allowed (open-files limit)"
-                                                  : "no more connections allowed (max_client_conn)");
+    pgw_wire_error(&b, "FATAL", "53300", msg);
     if (!b.failed) {
         ssize_t w = write(fd, b.data, b.len);
         (void)w;
@@ -140,10 +141,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
          * 53300 after SSLRequest), within a hard bound. */
         bool over = px->nclients >= px->client_cap;
         if (over && px->nrejecting >= px->overflow_cap && !pgw_session_over_limit_room(px)) {
-            bool fd_limit = px->client_cap < px->cfg->max_client_conn;
             pgw_warn("client_rejected", "reason=%s clients=%d",
-                     fd_limit ? "open_files_limit" : "max_client_conn", px->nclients);
-            reject_full(fd, fd_limit);
+                     pgw_proxy_fd_limited(px) ? "open_files_limit" : "max_client_conn",
+                     px->nclients);
+            reject_full(px, fd);
             continue;
         }
         if (!l->unix_sock) {

@@ -631,6 +631,18 @@ struct pgw_proxy {
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);
 
+/* The limit a client past client_cap meets, as its 53300 names it:
+ * fewer places than max_client_conn means the open-files limit set them. */
+static inline bool pgw_proxy_fd_limited(const struct pgw_proxy *px)
+{
+    return px->client_cap < px->cfg->max_client_conn;
+}
+
+static inline const char *pgw_proxy_full_limit(const struct pgw_proxy *px)
+{
+    return pgw_proxy_fd_limited(px) ? "open-files limit" : "max_client_conn";
+}
+
 /* notify.c: LISTEN/NOTIFY in transaction and statement mode (see there).
  * pgw_notify_query: the client holds no server and its next message may
  * be a lone LISTEN/UNLISTEN; 1 when taken, PGW_NOTIFY_MORE when it is to

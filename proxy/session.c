@@ -208,9 +208,8 @@ bool pgw_session_over_limit_room(struct pgw_proxy *px)
         for (struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next) {
             struct pgw_session *s = pgw_container_of(l, struct pgw_session, over_node);
             if (s->state == order[k]) {
-                bool fd_limit = px->client_cap < px->cfg->max_client_conn;
                 pgw_session_close(s, "53300", "no more connections allowed (%s)",
-                                  fd_limit ? "open-files limit" : "max_client_conn");
+                                  pgw_proxy_full_limit(px));
                 return true;
             }
         }
@@ -893,8 +892,7 @@ static bool take_over_limit(struct pgw_session *s)
     }
     if (!s->is_admin) {
         pgw_session_close(s, "53300", "no more connections allowed (%s)",
-                          px->client_cap < px->cfg->max_client_conn ? "open-files limit"
-                                                                    : "max_client_conn");
+                          pgw_proxy_full_limit(px));
         return false;
     }
     return true;      /* counted past the cap until logged in (pgw_session_login_done) */
