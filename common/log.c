@@ -5,11 +5,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <paths.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,9 +27,28 @@ static const char *const level_names[] = {
 static const int syslog_prio[] = {
     LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_CRIT
 };
-static bool use_syslog;
 static bool quiet;
-static char syslog_ident[64];     /* openlog keeps the pointer */
+
+/* syslog = 1: pgwharf's own sender, not syslog(3), whose send() blocks
+ * while the daemon's queue is full (a stalled journald or rsyslogd, or
+ * just net.unix.max_dgram_qlen, 10 by default, datagrams it has not read
+ * yet) and the loop with it.  Lines go to _PATH_LOG on a non-blocking
+ * socket in syslog(3)'s format, "<PRI>Mmm dd hh:mm:ss ident[pid]: text";
+ * one that finds no room is dropped and counted, and the count goes out
+ * as a line of its own (event=log_dropped) before the next one that gets
+ * through.  A daemon restarted (ECONNREFUSED) is reconnected to at once,
+ * one that is not there at most once a second.  The lock: lines may come
+ * from helper threads too. */
+static struct {
+    pthread_mutex_t lock;
+    bool on;
+    int fd;                       /* -1: not connected */
+    int type;                     /* SOCK_DGRAM, or SOCK_STREAM where _PATH_LOG is one */
+    int facility;
+    time_t retry_at;              /* no connect before this when it failed */
+    unsigned long dropped;        /* lines lost since the last one sent */
+    char ident[64];
+} sl = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1, .type = SOCK_DGRAM };
 
 int pgw_log_syslog_facility(const char *name)
 {
@@ -41,18 +64,121 @@ int pgw_log_syslog_facility(const char *name)
     return -1;
 }
 
+static void sl_close(void)
+{
+    if (sl.fd >= 0)
+        close(sl.fd);
+    sl.fd = -1;
+}
+
+/* A datagram socket, or a stream one where _PATH_LOG is that (as
+ * syslog(3) does); neither blocks. */
+static void sl_connect(void)
+{
+    static const int types[] = { SOCK_DGRAM, SOCK_STREAM };
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", _PATH_LOG);
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        int fd = socket(AF_UNIX, types[i] | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            sl.fd = fd;
+            sl.type = types[i];
+            return;
+        }
+        int e = errno;
+        close(fd);
+        if (e != EPROTOTYPE)
+            return;
+    }
+}
+
+/* One line out, whole or not at all.  False when it was not sent: no
+ * room (the caller counts it) or no daemon (the socket is closed). */
+static bool sl_send(int prio, const char *text, size_t len)
+{
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    char msg[2400];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    int h = snprintf(msg, sizeof(msg), "<%d>%s %2d %02d:%02d:%02d %s[%ld]: ",
+                     sl.facility | prio, months[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, sl.ident, (long)getpid());
+    if (h < 0 || (size_t)h >= sizeof(msg))
+        return false;
+    size_t room = sizeof(msg) - (size_t)h - 1;          /* a stream's NUL */
+    size_t n = (size_t)h + (len < room ? len : room);
+    memcpy(msg + h, text, n - (size_t)h);
+    if (sl.type == SOCK_STREAM)
+        msg[n++] = '\0';                /* syslog(3)'s frame end on a stream */
+    for (int attempt = 0; attempt < 2 && sl.fd >= 0; attempt++) {
+        ssize_t w;
+        do {
+            w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (w < 0 && errno == EINTR);
+        if (w == (ssize_t)n)
+            return true;
+        if (w >= 0 || (errno != ECONNREFUSED && errno != ENOTCONN && errno != EPIPE &&
+                       errno != ECONNRESET)) {
+            if (w >= 0)
+                sl_close();              /* a stream cut mid-line: its framing is lost */
+            return false;                /* EAGAIN, ENOBUFS: no room now */
+        }
+        sl_close();                      /* the daemon went: connect again, once */
+        sl_connect();
+    }
+    if (sl.fd < 0)
+        sl.retry_at = now + 1;
+    return false;
+}
+
+static void sl_line(int prio, const char *text, size_t len)
+{
+    pthread_mutex_lock(&sl.lock);
+    if (sl.on) {
+        if (sl.fd < 0 && time(NULL) >= sl.retry_at) {
+            sl_connect();
+            if (sl.fd < 0)
+                sl.retry_at = time(NULL) + 1;
+        }
+        bool sent = false;
+        if (sl.fd >= 0) {
+            char note[96];
+            int m = sl.dropped ? snprintf(note, sizeof(note),
+                                          "level=warning event=log_dropped target=syslog lines=%lu",
+                                          sl.dropped)
+                               : 0;
+            if (m == 0 || sl_send(LOG_WARNING, note, (size_t)m)) {
+                if (m > 0)
+                    sl.dropped = 0;
+                sent = sl_send(prio, text, len);
+            }
+        }
+        if (!sent)
+            sl.dropped++;
+    }
+    pthread_mutex_unlock(&sl.lock);
+}
+
 int pgw_log_syslog(bool on, const char *ident, const char *facility)
 {
     int fac = on ? pgw_log_syslog_facility(facility) : 0;
     if (fac < 0)
         return PGW_EINVAL;
-    if (use_syslog)
-        closelog();
-    use_syslog = on;
+    pthread_mutex_lock(&sl.lock);
+    sl_close();
+    __atomic_store_n(&sl.on, on, __ATOMIC_RELAXED);
+    sl.facility = fac;
+    sl.retry_at = 0;
+    sl.dropped = 0;
     if (on) {
-        snprintf(syslog_ident, sizeof(syslog_ident), "%s", ident && *ident ? ident : "pgwharf");
-        openlog(syslog_ident, LOG_PID | LOG_NDELAY, fac);
+        snprintf(sl.ident, sizeof(sl.ident), "%s", ident && *ident ? ident : "pgwharf");
+        sl_connect();
     }
+    pthread_mutex_unlock(&sl.lock);
     return 0;
 }
 
@@ -233,11 +359,11 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
     for (int i = 0; i < n; i++)
         if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
             line[i] = ' ';
-    if (use_syslog) {
+    if (__atomic_load_n(&sl.on, __ATOMIC_RELAXED)) {
         /* syslog stamps its own time: from "level=" on */
         const char *rest = memchr(line, ' ', (size_t)n);
         rest = rest ? rest + 1 : line;
-        syslog(syslog_prio[level], "%.*s", (int)(n - (rest - line)), rest);
+        sl_line(syslog_prio[level], rest, (size_t)(n - (rest - line)));
     }
     line[n++] = '\n';
     /* As PgBouncer: stderr gets every line unless quiet (-q, -d), a

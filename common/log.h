@@ -45,9 +45,10 @@ int pgw_log_level_parse(const char *name);
 void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* syslog = 1 (PgBouncer's keys): every line also goes to syslog(3), under
- * ident and facility (auth, authpriv, daemon, user, local0-local7), at the
- * line's level.  Off when on is false.  0, or PGW_EINVAL for an unknown
+/* syslog = 1 (PgBouncer's keys): every line also goes to the syslog daemon
+ * (/dev/log, in syslog(3)'s format, never waiting: log.c), under ident and
+ * facility (auth, authpriv, daemon, user, local0-local7), at the line's
+ * level.  Off when on is false.  0, or PGW_EINVAL for an unknown
  * facility (nothing changes then). */
 int pgw_log_syslog(bool on, const char *ident, const char *facility);
 /* The facility's syslog(3) value, or -1 when unknown. */

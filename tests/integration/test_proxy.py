@@ -2811,13 +2811,18 @@ class TestSyslog(pt.PgwharfTestCase):
     """syslog = 1: every line also goes to syslog(3).  The test stands in
     for the syslog daemon at /dev/log (root, and only where none runs)."""
 
-    def test_lines_reach_syslog(self):
+    def dev_log(self):
+        """A datagram socket bound at /dev/log, gone at the test's end."""
         if os.geteuid() != 0 or os.path.exists("/dev/log"):
             self.skipTest("needs root and no /dev/log of a real syslog daemon")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind("/dev/log")
-        self.addCleanup(os.unlink, "/dev/log")
+        self.addCleanup(lambda: os.path.exists("/dev/log") and os.unlink("/dev/log"))
         self.addCleanup(sock.close)
+        return sock
+
+    def test_lines_reach_syslog(self):
+        sock = self.dev_log()
         sock.settimeout(10)
         px = self.start_pgwharf(settings={"syslog": 1, "syslog_ident": "pgwtest",
                                           "syslog_facility": "local3"})
@@ -2831,6 +2836,49 @@ class TestSyslog(pt.PgwharfTestCase):
         self.assertTrue(line.startswith("<158>"), line)
         self.assertIn("pgwtest[%d]: level=info event=started" % px.pid, line)
         self.assertIn("event=started", px.log())           # the log file as well
+
+    def test_a_syslog_that_reads_nothing_holds_up_nothing(self):
+        """Lines that find the syslog daemon's queue full are dropped and
+        counted: syslog(3)'s send() blocked the loop there (the queue holds
+        net.unix.max_dgram_qlen datagrams, 10 by default), and no client
+        got an answer until the daemon read."""
+        sock = self.dev_log()
+        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+            qlen = int(f.read())
+        px = self.start_pgwharf(settings={"syslog": 1, "log_connections": 1,
+                                          "log_disconnections": 1})
+        # each login and logout is a line: more than the queue holds
+        for i in range(qlen + 5):
+            self.assertEqual(px.psql("select %d" % i, timeout=20), str(i))
+        sock.setblocking(False)
+        queued = []
+        while True:
+            try:
+                queued.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                break
+        self.assertTrue(queued and all("]: level=" in q for q in queued), queued)
+        # the next line that gets through is the count of those lost, then
+        # the lines go on (a new login's among them)
+        sock.settimeout(10)
+        self.assertEqual(px.psql("select 'after'"), "after")
+        note = sock.recv(4096).decode()
+        self.assertTrue(note.startswith("<28>"), note)      # daemon * 8 + warning
+        m = re.search(r"\]: level=warning event=log_dropped target=syslog lines=(\d+)$", note)
+        self.assertTrue(m and int(m.group(1)) > 0, note)
+        rest = []
+        while not any("event=login" in r for r in rest):
+            rest.append(sock.recv(4096).decode())
+        # a daemon restarted: its new socket gets the lines
+        sock.close()
+        os.unlink("/dev/log")
+        sock = self.dev_log()
+        sock.settimeout(10)
+        self.assertEqual(px.psql("select 'restarted'"), "restarted")
+        got = []
+        while not any("event=login" in g for g in got):
+            got.append(sock.recv(4096).decode())
+        self.assertEqual(px.psql("select 'still'"), "still")
 
 
 class TestMalformed(pt.PgwharfTestCase):
