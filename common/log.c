@@ -35,10 +35,15 @@ static bool quiet;
  * yet) and the loop with it.  Lines go to _PATH_LOG on a non-blocking
  * socket in syslog(3)'s format, "<PRI>Mmm dd hh:mm:ss ident[pid]: text";
  * one that finds no room is dropped and counted, and the count goes out
- * as a line of its own (event=log_dropped) before the next one that gets
- * through.  A daemon restarted (ECONNREFUSED) is reconnected to at once,
- * one that is not there at most once a second.  The lock: lines may come
- * from helper threads too. */
+ * as a line of its own (event=log_dropped) after the next one that gets
+ * through, when there is room for it too (before it, a daemon that reads
+ * slower than pgwharf writes would get nothing but counts).  A daemon
+ * restarted (ECONNREFUSED) is reconnected to at once, one that is not
+ * there at most once a second.  On a stream socket (syslog-ng's
+ * unix-stream) a line sent in part closes the connection, the daemon
+ * left with a line cut short, rather than wait to send the rest.  The
+ * lock: pgw_log may be called from any thread (none of today's helper
+ * threads logs). */
 static struct {
     pthread_mutex_t lock;
     bool on;
@@ -110,11 +115,11 @@ static bool sl_send(int prio, const char *text, size_t len)
     if (h < 0 || (size_t)h >= sizeof(msg))
         return false;
     size_t room = sizeof(msg) - (size_t)h - 1;          /* a stream's NUL */
-    size_t n = (size_t)h + (len < room ? len : room);
-    memcpy(msg + h, text, n - (size_t)h);
-    if (sl.type == SOCK_STREAM)
-        msg[n++] = '\0';                /* syslog(3)'s frame end on a stream */
+    size_t len0 = (size_t)h + (len < room ? len : room);
+    memcpy(msg + h, text, len0 - (size_t)h);
+    msg[len0] = '\0';                   /* syslog(3)'s frame end on a stream */
     for (int attempt = 0; attempt < 2 && sl.fd >= 0; attempt++) {
+        size_t n = len0 + (sl.type == SOCK_STREAM);     /* (the type may change on reconnecting) */
         ssize_t w;
         do {
             w = send(sl.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -144,21 +149,15 @@ static void sl_line(int prio, const char *text, size_t len)
             if (sl.fd < 0)
                 sl.retry_at = time(NULL) + 1;
         }
-        bool sent = false;
-        if (sl.fd >= 0) {
-            char note[96];
-            int m = sl.dropped ? snprintf(note, sizeof(note),
-                                          "level=warning event=log_dropped target=syslog lines=%lu",
-                                          sl.dropped)
-                               : 0;
-            if (m == 0 || sl_send(LOG_WARNING, note, (size_t)m)) {
-                if (m > 0)
-                    sl.dropped = 0;
-                sent = sl_send(prio, text, len);
-            }
-        }
-        if (!sent)
+        if (sl.fd < 0 || !sl_send(prio, text, len)) {
             sl.dropped++;
+        } else if (sl.dropped) {
+            char note[96];
+            int m = snprintf(note, sizeof(note),
+                             "level=warning event=log_dropped target=syslog lines=%lu", sl.dropped);
+            if (sl_send(LOG_WARNING, note, (size_t)m))
+                sl.dropped = 0;
+        }
     }
     pthread_mutex_unlock(&sl.lock);
 }
@@ -170,10 +169,11 @@ int pgw_log_syslog(bool on, const char *ident, const char *facility)
         return PGW_EINVAL;
     pthread_mutex_lock(&sl.lock);
     sl_close();
+    if (!on)
+        sl.dropped = 0;                  /* (a reload keeps the count to report) */
     __atomic_store_n(&sl.on, on, __ATOMIC_RELAXED);
     sl.facility = fac;
     sl.retry_at = 0;
-    sl.dropped = 0;
     if (on) {
         snprintf(sl.ident, sizeof(sl.ident), "%s", ident && *ident ? ident : "pgwharf");
         sl_connect();
@@ -332,6 +332,7 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
 {
     if (level < log_level)
         return;
+    int saved_errno = errno;             /* callers may read it after logging */
     char line[2048];
     struct timeval tv;
     struct tm tm;
@@ -372,4 +373,5 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
         write_line(log_fd, line, (size_t)n);
     if (!quiet)
         write_line(STDERR_FILENO, line, (size_t)n);
+    errno = saved_errno;
 }

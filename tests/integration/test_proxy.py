@@ -2847,9 +2847,17 @@ class TestSyslog(pt.PgwharfTestCase):
             qlen = int(f.read())
         px = self.start_pgwharf(settings={"syslog": 1, "log_connections": 1,
                                           "log_disconnections": 1})
+
+        def logged_out(n):
+            # the log file gets a line after syslog was tried with it
+            pt.wait_until(lambda: px.log().count("event=disconnect") >= n,
+                          what="%d disconnect lines" % n)
+
         # each login and logout is a line: more than the queue holds
-        for i in range(qlen + 5):
+        n = qlen + 5
+        for i in range(n):
             self.assertEqual(px.psql("select %d" % i, timeout=20), str(i))
+        logged_out(n)
         sock.setblocking(False)
         queued = []
         while True:
@@ -2858,17 +2866,19 @@ class TestSyslog(pt.PgwharfTestCase):
             except BlockingIOError:
                 break
         self.assertTrue(queued and all("]: level=" in q for q in queued), queued)
-        # the next line that gets through is the count of those lost, then
-        # the lines go on (a new login's among them)
+        self.assertFalse(any("event=log_dropped" in q for q in queued), queued)
+        # the next line gets through, then the count of those lost
         sock.settimeout(10)
         self.assertEqual(px.psql("select 'after'"), "after")
-        note = sock.recv(4096).decode()
+        got = []
+        while not any("event=log_dropped" in g for g in got):
+            got.append(sock.recv(4096).decode())
+        self.assertIn("event=login", got[0])
+        note = got[-1]
         self.assertTrue(note.startswith("<28>"), note)      # daemon * 8 + warning
         m = re.search(r"\]: level=warning event=log_dropped target=syslog lines=(\d+)$", note)
         self.assertTrue(m and int(m.group(1)) > 0, note)
-        rest = []
-        while not any("event=login" in r for r in rest):
-            rest.append(sock.recv(4096).decode())
+        logged_out(n + 1)
         # a daemon restarted: its new socket gets the lines
         sock.close()
         os.unlink("/dev/log")
