@@ -17,6 +17,7 @@
 #include "common/offload.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include "common/err.h"
@@ -84,7 +85,14 @@ static int thread_start(struct pgw_offload *o, struct pgw_offload_job *job)
         return rc;
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     hub_ref(o);                 /* the thread's */
+    /* Signals are the loop's: the thread starts with them all blocked, so
+     * none is delivered to it (one would run no watcher there, and once
+     * the loop stops them, end the process: proxy/main.c). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     rc = pthread_create(&t, &attr, job_thread, job);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         hub_unref(o);

@@ -526,6 +526,16 @@ static int run(const char *path, const struct options *o)
         while (!pgw_proxy_finished(px))
             ev_run(loop, 0);
     }
+    /* On the way out a signal comes too late to act on.  Stopping the
+     * watchers puts back each default action (to end the process): blocked
+     * first, a second SIGTERM or logrotate's SIGHUP now can no longer kill
+     * pgwharf before its pidfile goes and "stopped" is logged (exit 0).
+     * The helper threads block them all (offload.c). */
+    sigset_t late;
+    sigemptyset(&late);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&late, sigs[i]);
+    sigprocmask(SIG_BLOCK, &late, NULL);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         ev_ref(loop);
         ev_signal_stop(loop, &sw[i]);

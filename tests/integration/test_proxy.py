@@ -2997,6 +2997,31 @@ class TestSignals(pt.PgwharfTestCase):
                     one(conn, "select 1")
                 conn.close()
 
+    def test_signals_on_the_way_out_do_not_kill_it(self):
+        """A signal that came once the loop had ended met its default
+        action (the watchers stopped): a second SIGTERM or logrotate's
+        SIGHUP killed pgwharf while it closed its servers and freed the
+        rest, before its pidfile went and "stopped" was logged (exit -15
+        for 0)."""
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(sig=sig):
+                tmp = tempfile.mkdtemp(prefix="pgwharf-test-")
+                self.addCleanup(shutil.rmtree, tmp, True)
+                pidfile = os.path.join(tmp, "pgwharf.pid")
+                px = self.start_pgwharf(settings={"pidfile": pidfile})
+                self.assertEqual(px.psql("select 1"), "1")        # a server to close
+                px.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while px.proc.poll() is None and time.monotonic() < deadline:
+                    try:
+                        os.kill(px.proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+                px.proc.wait(timeout=15)
+                self.assertEqual(px.proc.returncode, 0)
+                self.assertFalse(os.path.exists(pidfile))
+                self.assertIn("event=stopped", px.log())
+
     def test_verbose_survives_a_reload(self):
         """-v keeps debug lines on after a reload with log_level = info,
         and verbose = 0 in the file does not undo it (PgBouncer 1.18's
