@@ -1189,6 +1189,11 @@ static void welcome(struct pgw_session *s)
         if (s->server)
             pgw_relay_unlink(s, PGW_RELEASE_IDLE);
     }
+    /* Idle from its welcome, the last answer it got: the login's wait for
+     * a server (a PAUSE, a slow server, a replication client's own one)
+     * was no idleness, and counted from its password client_idle_timeout
+     * closed it as soon as it was in. */
+    s->last_activity = pgw_mono_now(s->px->loop);
     pgw_session_arm_timer(s);
     if (s->cbuf && s->cbuf->len > s->cbuf->parsed) {
         pgw_relay_client_data(s);

@@ -230,8 +230,11 @@ void pgw_session_apply_timeouts(struct pgw_session *s)
     s->transaction_timeout = pgw_conf_transaction_timeout(cfg, u);
     if (s->replication) {
         /* START_REPLICATION and BASE_BACKUP stream for as long as they
-         * last: one "query" that never ends is no stuck transaction. */
+         * last: one "query" that never ends is no stuck transaction.  And
+         * the client holds its own server from login: not idle either
+         * (PgBouncer skips a client linked to a server). */
         s->query_timeout = s->idle_transaction_timeout = s->transaction_timeout = 0;
+        s->client_idle_timeout = 0;
     }
 }
 

@@ -1526,6 +1526,26 @@ class TestTimeouts(pt.PgwharfTestCase):
         self.assertEqual(errs, [])
         self.assertEqual(rows, [[pid]])           # the same server, kept all along
 
+    def test_client_idle_timeout_counts_from_the_welcome(self):
+        # A login that waited for its server (a fresh pool's first, from a
+        # postmaster slow to answer) longer than client_idle_timeout was
+        # closed with 08P01 right after its welcome: the idle time counted
+        # from its password.  PgBouncer 1.18 lets it in and its query runs.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "client_idle_timeout": "1s"})
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        # (no application_name: one the server's welcome does not have
+        # is SET first, and the server's answer counted as activity)
+        t = pt.Background(lambda: psycopg2.connect(px.dsn(), connect_timeout=30))
+        self.addCleanup(lambda: t.join(30) or (t.result and t.result.close()))
+        pt.wait_until(lambda: px.show("CLIENTS", state="waiting"), what="a login waiting")
+        time.sleep(2)            # twice client_idle_timeout, waiting
+        self.pg.resume()
+        t.join(15)
+        self.assertIsNone(t.error)
+        self.assertEqual(one(t.result, "select 'in'"), "in")
+
     def test_client_idle_timeout_frees_a_server_held_by_half_a_message(self):
         # Unlike PgBouncer, whose janitor skips every client linked to a
         # server (with query_timeout off it holds this one's server until

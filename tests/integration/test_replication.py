@@ -229,6 +229,34 @@ class TestPhysical(ReplicationCase):
         self.wait_walsenders(1, "pgw_paused")
 
 
+    def test_client_idle_timeout_leaves_replication_clients(self):
+        # README: client_idle_timeout does not apply to replication
+        # connections (they hold their own server from login, and
+        # PgBouncer skips a client linked to a server); a client quiet
+        # before its first command, and one whose login waited past it
+        # for a PAUSE, were closed with 08P01.
+        px = self.start_pgwharf(settings={"client_idle_timeout": "1s"})
+        quiet = self.repl_conn(px, psycopg2.extras.PhysicalReplicationConnection,
+                               application_name="pgw_quiet")
+        # (the console is a client too: a connection per command)
+        px.admin("PAUSE replication")
+        t = pt.Background(lambda: psycopg2.connect(
+            px.dsn(application_name="pgw_held"),
+            connection_factory=psycopg2.extras.PhysicalReplicationConnection))
+        self.addCleanup(lambda: t.join(30) or (t.result and t.result.close()))
+        pt.wait_until(lambda: px.show("CLIENTS", application_name="pgw_held", state="waiting"),
+                      what="pgw_held waiting")
+        time.sleep(2)            # twice client_idle_timeout, quiet and held
+        px.admin("RESUME replication")
+        t.join(15)
+        self.assertIsNone(t.error)
+        for conn in (quiet, t.result):
+            cur = conn.cursor()
+            cur.execute("IDENTIFY_SYSTEM")
+            self.assertEqual(len(cur.fetchall()), 1)
+        self.assertNotRegex(px.log(), r"db=replication .*client_idle_timeout")
+
+
 class TestHeldClients(ReplicationCase):
     """A replication client waiting for its server (PAUSE, the connect-rate
     bucket) is a waiting client of its pool, and only its own server's
