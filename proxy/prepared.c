@@ -76,6 +76,13 @@ struct ps_stmt {
     uint32_t pinned_len;
     uint32_t words;              /* pgw_relay_text_words of its text, all tracked */
     bool words_known;            /* ... worked out (at its first Bind) */
+    /* A server answered 0A000 "cached plan must not change result type"
+     * for it: its plan is an old reading of tables since changed, maybe on
+     * every server that has it.  A new Parse of the text is not given it
+     * (stmt_get) but a statement of its own, read afresh wherever it is
+     * prepared, as PostgreSQL reads a new Parse; the names that have it
+     * keep it (each server's copy stays until its LRU drops it). */
+    bool retired;
 };
 
 struct ps_registry {
@@ -300,7 +307,7 @@ static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uin
     uint64_t h = pgw_hash_bytes(key, key_len, 0x5eed ^ ctx);
     for (struct pgw_hnode *n = pgw_hmap_first(&reg->map, h); n; n = pgw_hmap_next(n)) {
         struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
-        if (st->ctx == ctx && st->key_len == key_len &&
+        if (st->ctx == ctx && !st->retired && st->key_len == key_len &&
             memcmp(st->parse + st->key_off, key, key_len) == 0) {
             st->refs++;
             return st;
@@ -2807,6 +2814,7 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         struct ps_server_stmt *e = server_find(s->server->user_state, h->stmt);
         if (e)
             e->stale = true;
+        h->stmt->retired = true;
     }
     if ((h->type == PGW_FE_BIND || h->type == PGW_FE_DESCRIBE) && h->stmt && msg && s->server &&
         s->server->user_state && pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 &&

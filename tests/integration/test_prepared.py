@@ -868,6 +868,55 @@ class TestErrors(pt.PgwharfTestCase):
         finally:
             r.close()
 
+    def test_a_parse_after_a_cached_plan_error_is_read_afresh_on_every_server(self):
+        # asyncpg answers 0A000 "cached plan must not change result type"
+        # by preparing the text again under a new name, once.  Both servers
+        # had the shared statement with the old plan: that new Parse got it
+        # again, on the other server, and 0A000 again (asyncpg's
+        # InvalidCachedStatementError for the application), where
+        # PostgreSQL reads a new Parse afresh (hunt: drivers).
+        self.pg.psql("drop table if exists ps_stale; create table ps_stale(id int, a int); "
+                     "insert into ps_stale values (1, 10)")
+        sql = "select * from ps_stale where id = 1"
+        h1, h2, r = self.raw(), self.raw(), self.raw()
+        self.addCleanup(h1.close)
+        self.addCleanup(h2.close)
+        self.addCleanup(r.close)
+
+        def hold(h):
+            """h begins a transaction, holding a server: its backend PID."""
+            h.send(h.query("begin; select pg_backend_pid()"))
+            return [b[6:] for t, b in h.until_ready() if t == b"D"][0]
+
+        def commit(h):
+            h.send(h.query("commit"))
+            self.assertEqual(types(h.until_ready()), "CZ")
+
+        def run(c, name):
+            c.send(c.parse(name, sql), c.bind(name), c.execute(), c.sync())
+            return c.until_ready()
+
+        # Both servers prepare it.
+        self.assertNotEqual(hold(h1), hold(h2))
+        for h, name in ((h1, "w1"), (h2, "w2")):
+            self.assertEqual(types(run(h, name)), "12DCZ")
+        commit(h1)
+        commit(h2)
+        self.pg.psql("alter table ps_stale alter column a type bigint")
+        # A new client's Parse meets the shared statement's old plan on one
+        # server (as README says: once) ...
+        held = hold(h1)
+        msgs = run(r, "q")
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["0A000"], msgs)
+        commit(h1)
+        # ... and its new Parse, on the other server, is read afresh there.
+        p1, p2 = hold(h1), hold(h2)
+        self.assertIn(held, (p1, p2))
+        commit(h1 if p1 == held else h2)    # free: the server the 0A000 did not come from
+        msgs = run(r, "q2")
+        self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
+        self.assertEqual(types(msgs), "12DCZ", msgs)
+
     def test_a_parse_with_an_unterminated_text_is_refused(self):
         # The text is read as a C string later (SHOW PREPARED_STATEMENTS,
         # pipelining): such a Parse never reaches the registry.  The
