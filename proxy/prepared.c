@@ -94,9 +94,6 @@ struct ps_registry {
 struct ps_client_name {
     struct pgw_hnode hnode;
     struct ps_stmt *stmt;
-    /* The statement it named before on_named moved it to its settings'
-     * (no reference: compared with queued Parses, which hold one). */
-    const struct ps_stmt *was;
     char name[];                 /* its key (name_key), a NUL, then the name as
                                   * the client's Parse gave it (names_shown) */
 };
@@ -524,7 +521,6 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     memcpy(e->name, name, l);
     memcpy(e->name + l, shown, sl);
     e->stmt = st;
-    e->was = NULL;
     if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
         free(e);
         return false;
@@ -2077,6 +2073,10 @@ static int failed_tx_answer(const struct ps_stmt *st, char type, const uint8_t *
     return (*nf > 1 && *nf != *np) || *np != st->nparams ? FAIL_BIND : FAIL_AS_IS;
 }
 
+static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b, char type,
+                                     uint32_t *total, uint32_t name_off, const char *key_name,
+                                     struct ps_stmt *st);
+
 /* Bind (portal\0 stmt\0 ...), Describe/Close ('S'|'P' name\0). */
 static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
@@ -2139,39 +2139,55 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         q_push(s, Q_PASS, type, NULL);
         return PGW_PS_FORWARD;
     }
-    struct ps_stmt *st = cn->stmt;
-    /* A server that has it read it in the statement's context (as
+    /* The statement the client Parsed, read with its settings then (as
      * PostgreSQL keeps a statement's reading, whatever the session's
-     * settings since).  One that has not would read it now, with the
-     * client's settings since: when they differ, the client's name goes to
-     * the statement of its settings now, or the server's copy would be
-     * another reading under the old one's name, for every client of it. */
+     * settings since): used on a server that has it, or prepared there
+     * when the client's settings are those again.  Else a server would
+     * read it now, with the client's settings since: the statement of
+     * those settings goes there instead (the server's copy would be
+     * another reading under the old one's name, for every client of it),
+     * for this message only -- the name keeps its own, so the client gets
+     * its Parse's reading back wherever that is to be had. */
+    struct ps_stmt *st = cn->stmt;
     uint64_t ctx = parse_context_now(s);
-    if (st->ctx != ctx && ensure_bytes(s, st) > 0) {
-        struct ps_stmt *now = stmt_get(reg_of(s), st->parse + st->key_off, st->key_len, ctx);
-        if (!now) {
-            pgw_session_close(s, "53200", "out of memory");
-            return PGW_PS_FAILED;
-        }
-        /* That statement's Parse may be in a batch ahead, under another of
-         * the client's names, still to be skipped (name_unsettled): the
-         * server may not have it after all. */
-        if (now != st && name_unsettled(s, key_name, now)) {
-            stmt_unref(reg_of(s), now);
-            return PGW_PS_WAIT;
-        }
-        if (!now->pdesc && st->pdesc && (now->pdesc = malloc(st->pdesc_len))) {
-            /* The client's statement still: the parameter types it was
-             * given stay (pinned), whatever its tables are now. */
-            memcpy(now->pdesc, st->pdesc, st->pdesc_len);
-            now->pdesc_len = st->pdesc_len;
-            now->nparams = st->nparams;
-            pin_types(now);
-        }
-        cn->was = st;                    /* its Parse may still fail: undo_parse */
-        stmt_unref(reg_of(s), st);       /* the name's reference moves */
-        cn->stmt = st = now;
+    if (st->ctx == ctx || ensure_bytes(s, st) == 0)
+        return named_send(s, b, type, total, name_off, key_name, st);
+    struct ps_stmt *now = stmt_get(reg_of(s), st->parse + st->key_off, st->key_len, ctx);
+    if (!now) {
+        pgw_session_close(s, "53200", "out of memory");
+        return PGW_PS_FAILED;
     }
+    /* That statement's Parse may be in a batch ahead, under another of
+     * the client's names, still to be skipped (name_unsettled): the
+     * server may not have it after all. */
+    if (name_unsettled(s, key_name, now)) {
+        stmt_unref(reg_of(s), now);
+        return PGW_PS_WAIT;
+    }
+    if (!now->pdesc && st->pdesc && (now->pdesc = malloc(st->pdesc_len))) {
+        /* The client's statement still: the parameter types it was
+         * given stay (pinned), whatever its tables are now. */
+        memcpy(now->pdesc, st->pdesc, st->pdesc_len);
+        now->pdesc_len = st->pdesc_len;
+        now->nparams = st->nparams;
+        pin_types(now);
+    }
+    enum pgw_ps_action a = named_send(s, b, type, total, name_off, key_name, now);
+    stmt_unref(reg_of(s), now);
+    return a;
+bad:
+    return malformed(s, type);
+}
+
+/* on_named's Bind or Describe of one of the client's names (key_name, at
+ * name_off in the body), sent as statement st. */
+static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b, char type,
+                                     uint32_t *total, uint32_t name_off, const char *key_name,
+                                     struct ps_stmt *st)
+{
+    const uint8_t *body = b->data + b->parsed + 5;
+    uint32_t blen = *total - 5;
+    const char *name = (const char *)body + name_off;
     /* Its text was scanned at its Parse, maybe in another transaction or
      * on another server: a Bind runs it here. */
     if (type == PGW_FE_BIND && (!s->unrep_touched || !s->settings_pending) && s->server) {
@@ -2247,8 +2263,6 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
             return PGW_PS_FAILED;
     }
     return PGW_PS_FORWARD;
-bad:
-    return malformed(s, type);
 }
 
 void pgw_ps_copy_sent(struct pgw_session *s, char type)
@@ -2732,7 +2746,7 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
         return;                          /* undo_close puts its name back */
     if (x->cname && s->ps_client) {
         struct ps_client_name *cn = client_find(s, x->cname);
-        if (cn && (cn->stmt == x->stmt || cn->was == x->stmt))
+        if (cn && cn->stmt == x->stmt)
             client_remove(s, cn);
         /* The drop ahead of it in the batch did not run either: the
          * name's statement stands again. */

@@ -525,6 +525,91 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
                                     b.sync()), [self.UTC])
 
 
+class TestAStatementKeepsItsParsesReading(pt.PgwharfTestCase):
+    """A client's statement is read with the client's settings at its
+    Parse, as PostgreSQL keeps it.  On a server that lacks that reading,
+    after a SET, it is read with the settings now (README); once they are
+    back to the Parse's, the client gets the Parse's reading again."""
+
+    SQL = ("select extract(epoch from '2020-01-01 00:00'::timestamptz)::bigint::text, "
+           "pg_backend_pid()::text")
+    UTC, TOKYO, PARIS = "1577836800", "1577804400", "1577833200"
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                               "default_pool_size": 2})
+        self.a, self.h1, self.h2 = [self.raw(TimeZone="UTC") for _ in range(3)]
+
+    def raw(self, **params):
+        c = Raw(self.px.host, self.px.port, self.pg.user, self.pg.database, **params)
+        self.addCleanup(c.close)
+        return c
+
+    def run_on(self, pid, *msgs):
+        """msgs (ending in a Sync) sent by a, on the server of backend pid
+        (None: any): (the first value of its row, the pid)."""
+        held = []
+        if pid is not None:
+            for h in (self.h1, self.h2):
+                h.send(h.query("begin; select pg_backend_pid()"))
+                held.append((h, [b[6:] for t, b in h.until_ready() if t == b"D"][0].decode()))
+            other = [h for h, p in held if p != pid]
+            self.assertEqual(len(other), 1, held)
+            mine = [h for h, p in held if p == pid][0]
+            mine.send(mine.query("commit"))
+            mine.until_ready()
+        a = self.a
+        a.send(*msgs)
+        got = a.until_ready()
+        for h in [h for h, p in held if p != pid]:
+            h.send(h.query("commit"))
+            h.until_ready()
+        self.assertEqual([t for t, b in got if t == b"E"], [], got)
+        rows = [ph.data_row(b) for t, b in got if t == b"D"]
+        self.assertEqual(len(rows), 1, got)
+        return rows[0][0].decode(), rows[0][1].decode()
+
+    def set(self, tz):
+        self.a.send(self.a.query("set timezone = '%s'" % tz))
+        got = self.a.until_ready()
+        self.assertEqual([t for t, b in got if t == b"E"], [], got)
+
+    def test_back_to_its_parses_settings_it_gets_its_parses_reading(self):
+        # Read under Asia/Tokyo on the server that lacked the UTC reading,
+        # the client's name went to the Tokyo statement for good: in
+        # Europe/Paris, and back in UTC, that server still gave it Tokyo's
+        # reading (PostgreSQL: the Parse's, UTC), the other server UTC's:
+        # the answer flipped with the server (hunt: drivers).
+        a = self.a
+        bind = (a.bind("s1"), a.execute(), a.sync())
+        first, x = self.run_on(None, a.parse("s1", self.SQL), *bind)
+        self.assertEqual(first, self.UTC)
+        self.set("Asia/Tokyo")
+        held = []
+        for h in (self.h1, self.h2):
+            h.send(h.query("begin; select pg_backend_pid()"))
+            held.append([b[6:] for t, b in h.until_ready() if t == b"D"][0].decode())
+        for h in (self.h1, self.h2):
+            h.send(h.query("commit"))
+            h.until_ready()
+        y = [p for p in held if p != x][0]
+        # The documented reading: the server lacks the Parse's, so it reads
+        # the text with the client's settings now.
+        self.assertEqual(self.run_on(y, *bind), (self.TOKYO, y))
+        # There, in Europe/Paris: Paris's reading (the settings now), not
+        # the Tokyo one the server has, a value the client had in between.
+        self.set("Europe/Paris")
+        self.assertEqual(self.run_on(y, *bind), (self.PARIS, y))
+        self.set("UTC")
+        for pid in (y, x, y):
+            self.assertEqual(self.run_on(pid, *bind), (self.UTC, pid))
+        # Both servers have the Parse's reading now: it, whatever the SET.
+        self.set("Europe/Paris")
+        for pid in (x, y):
+            self.assertEqual(self.run_on(pid, *bind), (self.UTC, pid))
+
+
 class TestSharingAndLru(pt.PgwharfTestCase):
     def server_statements(self, px, n_servers):
         """Hold every server in a transaction and list its statements."""
