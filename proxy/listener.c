@@ -31,11 +31,10 @@
 
 static void reject_full(const struct pgw_proxy *px, int fd)
 {
-    char msg[64];
-    snprintf(msg, sizeof(msg), "no more connections allowed (%s)", pgw_proxy_full_limit(px));
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
-    pgw_wire_error(&b, "FATAL", "53300", msg);
+    pgw_wire_error(&b, "FATAL", "53300", "no more connections allowed (%s)",
+                   pgw_proxy_full_limit(px));
     if (!b.failed) {
         ssize_t w = write(fd, b.data, b.len);
         (void)w;

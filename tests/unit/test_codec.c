@@ -494,7 +494,7 @@ static void test_listen_parse(void **state)
         "UNLISTEN Verbose",
         /* over 63 bytes and not ASCII: where PostgreSQL cuts it depends on
          * the database's encoding */
-        "LISTEN \"\xc3\xa9" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+        ("LISTEN \"\xc3\xa9" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""),
         "LISTEN aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9",
     };
     for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
