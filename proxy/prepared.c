@@ -287,12 +287,16 @@ static uint64_t parse_context(const struct pgw_session *s)
 /* The context a Parse is read in now: parse_context, unless a SET the
  * client sent is still unanswered (settings_pending): the server reads
  * the Parse with a value the client's record does not have yet, and the
- * statement is the client's alone. */
+ * statement is the client's alone, and that SET's alone (settings_gen):
+ * a statement read after another SET, in this batch or an earlier one
+ * from the same record, is a reading of other settings. */
 static uint64_t parse_context_now(const struct pgw_session *s)
 {
     uint64_t ctx = parse_context(s);
-    if (s->settings_pending)
+    if (s->settings_pending) {
         ctx = pgw_hash_bytes(&s->id, sizeof(s->id), ctx ^ 0x5ca1ab1eULL);
+        ctx = pgw_hash_bytes(&s->settings_gen, sizeof(s->settings_gen), ctx);
+    }
     return ctx;
 }
 
@@ -2103,8 +2107,10 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     const char *name = (const char *)body + name_off;
     ps_key nkey;
     const char *key_name = *name ? name_key(s, name, nkey) : NULL;
-    if (type == PGW_FE_BIND && !*name && s->unnamed_sets)
+    if (type == PGW_FE_BIND && !*name && s->unnamed_sets) {
         s->settings_pending = true;      /* a SET Parsed unnamed, run now */
+        s->settings_gen++;
+    }
     if (!key_name) {
         if (!*name && (type == PGW_FE_BIND || type == PGW_FE_DESCRIBE)) {
             enum pgw_ps_action a = unnamed_ensure(s, b);
@@ -2189,8 +2195,9 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     uint32_t blen = *total - 5;
     const char *name = (const char *)body + name_off;
     /* Its text was scanned at its Parse, maybe in another transaction or
-     * on another server: a Bind runs it here. */
-    if (type == PGW_FE_BIND && (!s->unrep_touched || !s->settings_pending) && s->server) {
+     * on another server: a Bind runs it here (a SET: settings_gen, even
+     * with one unanswered already). */
+    if (type == PGW_FE_BIND && s->server) {
         if (!st->words_known) {
             st->words = pgw_relay_text_words(s->px, st->parse + PGW_MSG_HDR,
                                              st->parse_len - PGW_MSG_HDR, UINT32_MAX);

@@ -184,6 +184,10 @@ struct pgw_session {
                                         answered yet: Parses share no statement */
     bool unnamed_sets;               /* the unnamed statement's text may change a
                                         setting: so may a Bind of it */
+    uint32_t settings_gen;           /* bumped at each message sent that may change
+                                        a tracked setting: while one is unanswered,
+                                        a Parse is read in the settings since the
+                                        latest (prepared.c, parse_context_now) */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
     uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */

@@ -443,8 +443,10 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
     uint32_t mask = unreported_mask(s->px, s->server->pool);
     if (mask && (words & (mask | PGW_WORDS_RESET)))
         s->unrep_touched = true;
-    if (s->ps_on && (words & (PGW_WORDS_SET | PGW_WORDS_RESET)))
+    if (s->ps_on && (words & (PGW_WORDS_SET | PGW_WORDS_RESET))) {
         s->settings_pending = true;
+        s->settings_gen++;
+    }
 }
 
 /* What a Query, Parse or FunctionCall (avail of its total bytes at p) may
@@ -470,8 +472,9 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     bool kept = type == PGW_FE_PARSE && !unnamed && !s->ps_on && s->mode != PGW_POOL_SESSION &&
                 !s->server->user_unrep_stmt;
     bool unrep = !s->unrep_touched || kept;
-    /* (Its words stay for a Bind of it in a later request too.) */
-    bool pend = s->ps_on && (!s->settings_pending || unnamed) && (type != PGW_FE_PARSE || unnamed);
+    /* (Its words stay for a Bind of it in a later request too.)  Looked
+     * at while a SET is unanswered too: each SET starts new settings. */
+    bool pend = s->ps_on && (type != PGW_FE_PARSE || unnamed);
     if (!unrep && !pend)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
@@ -488,8 +491,10 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
         if (kept)
             s->server->user_unrep_stmt = true;
     }
-    if (pend && (w & (PGW_WORDS_SET | PGW_WORDS_RESET)))
+    if (pend && (w & (PGW_WORDS_SET | PGW_WORDS_RESET))) {
         s->settings_pending = true;      /* until its answer */
+        s->settings_gen++;
+    }
     if (unnamed && s->ps_on)
         s->unnamed_sets = (w & (PGW_WORDS_SET | PGW_WORDS_RESET)) != 0;
 }

@@ -610,6 +610,66 @@ class TestAStatementKeepsItsParsesReading(pt.PgwharfTestCase):
             self.assertEqual(self.run_on(pid, *bind), (self.UTC, pid))
 
 
+class TestAStatementReadWhileASetIsUnanswered(pt.PgwharfTestCase):
+    """A Bind of a client's statement, on a server that lacks its Parse's
+    reading, after a SET not answered yet: the server reads the text with
+    the settings of that moment, in that batch, never a reading made after
+    another SET (in the batch or an earlier one) (hunt: review of
+    40b7296)."""
+
+    SQL = TestAStatementKeepsItsParsesReading.SQL
+    UTC, TOKYO, PARIS = "1577836800", "1577804400", "1577833200"
+
+    def test_each_set_gets_its_own_reading(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1,
+                                          "max_prepared_statements": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        def values(msgs):
+            self.assertNotIn("E", types(msgs), msgs)
+            return [ph.data_row(m)[0].decode() for t, m in msgs if t == b"D"]
+
+        def set_(tz):
+            return (a.parse("", "set timezone = '%s'" % tz), a.bind(""), a.execute())
+
+        a.send(a.parse("s1", self.SQL), a.bind("s1"), a.execute(), a.sync())
+        self.assertEqual(values(a.until_ready()), [self.UTC])
+        # b's statement pushes s1's out of the one server's LRU of one.
+        b.send(b.parse("x", "select 1"), b.bind("x"), b.execute(), b.sync())
+        b.until_ready()
+        # Both Binds came after a SET still unanswered: the second ran the
+        # statement made for the first, read in Asia/Tokyo.
+        a.send(*set_("Asia/Tokyo"), a.bind("s1"), a.execute(),
+               *set_("UTC"), a.bind("s1"), a.execute(), a.sync())
+        self.assertEqual(values(a.until_ready()), [self.TOKYO, self.UTC])
+        # And in the next batch, after SET Europe/Paris, that Tokyo reading
+        # again: settings the client had in between.
+        b.send(b.parse("y", "select 2"), b.bind("y"), b.execute(), b.sync())
+        b.until_ready()
+        a.send(*set_("Europe/Paris"), a.bind("s1"), a.execute(), a.sync())
+        self.assertEqual(values(a.until_ready()), [self.PARIS])
+        a.send(*set_("Asia/Tokyo"), a.bind("s1"), a.execute(), a.sync())
+        self.assertEqual(values(a.until_ready()), [self.TOKYO])
+        # The same with SETs by simple Query.
+        a.send(a.query("set timezone = 'UTC'"))
+        a.until_ready()
+        b.send(b.bind("y"), b.execute(), b.sync())
+        b.until_ready()
+        a.send(a.query("set timezone = 'Europe/Paris'"), a.bind("s1"), a.execute(), a.sync(),
+               a.query("set timezone = 'Asia/Tokyo'"), a.bind("s1"), a.execute(), a.sync())
+        self.assertEqual(values(sum((a.until_ready() for _ in range(4)), [])),
+                         [self.PARIS, self.TOKYO])
+        # Settled back in UTC: the Parse's reading.
+        a.send(a.query("set timezone = 'UTC'"))
+        a.until_ready()
+        a.send(a.bind("s1"), a.execute(), a.sync())
+        self.assertEqual(values(a.until_ready()), [self.UTC])
+
+
 class TestSharingAndLru(pt.PgwharfTestCase):
     def server_statements(self, px, n_servers):
         """Hold every server in a transaction and list its statements."""
