@@ -2170,9 +2170,11 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         stmt_unref(reg_of(s), now);
         return PGW_PS_WAIT;
     }
-    if (!now->pdesc && st->pdesc && (now->pdesc = malloc(st->pdesc_len))) {
+    if (!now->pdesc && st->pdesc && !st->retired && (now->pdesc = malloc(st->pdesc_len))) {
         /* The client's statement still: the parameter types it was
-         * given stay (pinned), whatever its tables are now. */
+         * given stay (pinned), whatever its tables are now.  Not a
+         * retired one's (its tables changed under it, on_error): now is
+         * shared, and other clients' new Parses would get the old types. */
         memcpy(now->pdesc, st->pdesc, st->pdesc_len);
         now->pdesc_len = st->pdesc_len;
         now->nparams = st->nparams;

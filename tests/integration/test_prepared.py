@@ -1207,6 +1207,46 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
         self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
 
+    def test_a_retired_statement_pins_no_types_on_its_settings_statement(self):
+        # A statement a server answered 0A000 for after an ALTER (retired),
+        # then run by its client after a SET on a server without a fresh
+        # copy: the statement of the settings now, a shared one, was made
+        # with the old statement's parameter types pinned, and another
+        # client's new Parse of the text got int4 for a bigint column
+        # (hunt: review of 40b7296).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "auth_type": "trust"})
+        self.pg.psql("drop table if exists ps_ret; create table ps_ret(id int, v text); "
+                     "insert into ps_ret values (1, 'one')")
+        sql = "select id, v from ps_ret where id = $1"
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="Asia/Tokyo")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        bind_1 = a.msg(b"B", b"\x00s1\x00" + struct.pack("!HHi", 0, 1, 1) + b"1" +
+                       struct.pack("!H", 0))
+
+        def param_oids(msgs):
+            body = [m for t, m in msgs if t == b"t"][0]
+            n = struct.unpack("!H", body[:2])[0]
+            return list(struct.unpack("!%dI" % n, body[2:2 + 4 * n]))
+
+        a.send(a.parse("s1", sql), a.describe_stmt("s1"), bind_1, a.execute(), a.sync())
+        msgs = a.until_ready()
+        self.assertEqual(param_oids(msgs), [23])
+        self.pg.psql("alter table ps_ret alter column id type bigint")
+        a.send(bind_1, a.execute(), a.sync())
+        msgs = a.until_ready()
+        self.assertEqual([sqlstate(m) for t, m in msgs if t == b"E"], ["0A000"], msgs)
+        a.send(a.query("set timezone = 'Asia/Tokyo'"))
+        a.until_ready()
+        a.send(bind_1, a.execute(), a.sync())
+        msgs = a.until_ready()
+        self.assertEqual([t for t, m in msgs if t == b"E"], [], msgs)
+        # b's new Parse, in a's settings now: read afresh, as PostgreSQL does.
+        b.send(b.parse("q", sql), b.describe_stmt("q"), b.sync())
+        self.assertEqual(param_oids(b.until_ready()), [20])
+
     def test_types_that_no_longer_fit_are_dropped_after_one_error(self):
         # int8 against a text column: no operator.  PostgreSQL fails the old
         # statement but reads a new Parse afresh; here the statement is
