@@ -206,7 +206,7 @@ void pgw_wire_command_complete(struct pgw_wbuf *b, const char *tag)
 
 int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fields *out)
 {
-    out->severity = out->sqlstate = out->message = out->detail = out->hint = "";
+    out->severity = out->sqlstate = out->message = out->detail = out->hint = out->routine = "";
     size_t i = 0;
     while (i < len) {
         uint8_t code = body[i++];
@@ -223,6 +223,7 @@ int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fi
         case 'M': out->message = v; break;
         case 'D': out->detail = v; break;
         case 'H': out->hint = v; break;
+        case 'R': out->routine = v; break;
         default: break;
         }
         i = (size_t)(end - body) + 1;

@@ -134,6 +134,7 @@ void pgw_wire_command_complete(struct pgw_wbuf *b, const char *tag);
  */
 struct pgw_wire_err_fields {
     const char *severity, *sqlstate, *message, *detail, *hint;
+    const char *routine;         /* 'R': the server's C function, never translated */
 };
 /* body/len: the message body after the 5-byte header.  Returns 0 or PGW_EPROTO. */
 int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fields *out);

@@ -2833,7 +2833,10 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     struct pgw_wire_err_fields f;
     if (msg && h->stmt && s->server && s->server->user_state &&
         pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strcmp(f.sqlstate, "0A000") == 0 &&
-        strstr(f.message, "cached plan must not change result type")) {
+        strcmp(f.routine, "RevalidateCachedQuery") == 0) {
+        /* "cached plan must not change result type", in any lc_messages:
+         * the routine is never translated (PostgreSQL 9.6 and later raise
+         * no other 0A000 there). */
         struct ps_server_stmt *e = server_find(s->server->user_state, h->stmt);
         if (e)
             e->stale = true;

@@ -39,7 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_field(f.message, body, size);
         check_field(f.detail, body, size);
         check_field(f.hint, body, size);
-    } else if (!f.severity || !f.sqlstate || !f.message || !f.detail || !f.hint) {
+        check_field(f.routine, body, size);
+    } else if (!f.severity || !f.sqlstate || !f.message || !f.detail || !f.hint || !f.routine) {
         abort();
     }
     free(body);

@@ -1062,6 +1062,41 @@ class TestErrors(pt.PgwharfTestCase):
         self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
         self.assertEqual(types(msgs), "12DCZ", msgs)
 
+    def test_a_cached_plan_error_in_another_language_is_seen(self):
+        # The 0A000 was known by its English text: with lc_messages German
+        # on the server nothing was marked, and a new Parse of the text got
+        # the old plan again (review of 44da192).  Its routine field is
+        # never translated.
+        try:
+            self.pg.psql("set lc_messages = 'de_DE.utf8'")
+        except Exception as e:       # no such locale in this cluster
+            self.skipTest("no de_DE.utf8 locale: %s" % e)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1},
+                                databases={"de": self.pg.conn_string(
+                                    self.pg.database,
+                                    connect_query="set lc_messages = 'de_DE.utf8'")})
+        self.pg.psql("drop table if exists ps_stale_de; create table ps_stale_de(id int, a int); "
+                     "insert into ps_stale_de values (1, 10)")
+        sql = "select * from ps_stale_de where id = 1"
+        w, r = [Raw(px.host, px.port, self.pg.user, "de") for _ in range(2)]
+        self.addCleanup(w.close)
+        self.addCleanup(r.close)
+
+        def run(c, name):
+            c.send(c.parse(name, sql), c.bind(name), c.execute(), c.sync())
+            return c.until_ready()
+
+        self.assertEqual(types(run(w, "w1")), "12DCZ")
+        self.pg.psql("alter table ps_stale_de alter column a type bigint")
+        msgs = run(r, "q")
+        errs = [m for t, m in msgs if t == b"E"]
+        self.assertEqual([sqlstate(m) for m in errs], ["0A000"], msgs)
+        if b"cached plan must not change result type" in errs[0]:
+            self.skipTest("no German messages installed: %r" % errs[0])
+        msgs = run(r, "q2")
+        self.assertEqual(types(msgs), "12DCZ", msgs)
+
     def test_a_parse_with_an_unterminated_text_is_refused(self):
         # The text is read as a C string later (SHOW PREPARED_STATEMENTS,
         # pipelining): such a Parse never reaches the registry.  The
