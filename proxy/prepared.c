@@ -144,6 +144,8 @@ struct qent {
                                   * its key, a NUL, then the name (names_dup) */
     char bname[PS_BNAME_MAX];    /* a Bind/Describe of stmt: the client's name, for
                                   * the server's errors quoting pgwharf's ("" if long) */
+    struct ps_stmt *named;       /* ... a long one's, sent as another statement
+                                  * (on_named): the client's, which its name has */
     bool dup;                    /* the Execute raising 42P05 (dup_error) */
     bool had;                    /* a Parse the server refuses (parse_refused):
                                   * its statement there stays */
@@ -672,6 +674,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->close_id = 0;
     x->cname = NULL;
     x->bname[0] = '\0';
+    x->named = NULL;
     x->dup = false;
     x->had = x->as_is = x->pinned = x->dealloc = false;
     x->execs = 0;
@@ -725,6 +728,7 @@ static void q_pop(struct pgw_session *s)
         x->stmt->describing = false;     /* answered, or skipped: tried again later */
     stmt_unref(reg_of(s), x->stmt);
     stmt_unref(reg_of(s), x->prev);
+    stmt_unref(reg_of(s), x->named);
     free(x->cname);
     q->syncs -= x->type == PGW_FE_SYNC;
     q->drops -= x->drops;
@@ -2079,7 +2083,7 @@ static int failed_tx_answer(const struct ps_stmt *st, char type, const uint8_t *
 
 static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                      uint32_t *total, uint32_t name_off, const char *key_name,
-                                     struct ps_stmt *st);
+                                     struct ps_stmt *st, struct ps_stmt *own);
 
 /* Bind (portal\0 stmt\0 ...), Describe/Close ('S'|'P' name\0). */
 static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, char type,
@@ -2157,7 +2161,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     struct ps_stmt *st = cn->stmt;
     uint64_t ctx = parse_context_now(s);
     if (st->ctx == ctx || ensure_bytes(s, st) == 0)
-        return named_send(s, b, type, total, name_off, key_name, st);
+        return named_send(s, b, type, total, name_off, key_name, st, st);
     struct ps_stmt *now = stmt_get(reg_of(s), st->parse + st->key_off, st->key_len, ctx);
     if (!now) {
         pgw_session_close(s, "53200", "out of memory");
@@ -2180,7 +2184,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         now->nparams = st->nparams;
         pin_types(now);
     }
-    enum pgw_ps_action a = named_send(s, b, type, total, name_off, key_name, now);
+    enum pgw_ps_action a = named_send(s, b, type, total, name_off, key_name, now, st);
     stmt_unref(reg_of(s), now);
     return a;
 bad:
@@ -2188,10 +2192,10 @@ bad:
 }
 
 /* on_named's Bind or Describe of one of the client's names (key_name, at
- * name_off in the body), sent as statement st. */
+ * name_off in the body), the name of statement own, sent as statement st. */
 static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                      uint32_t *total, uint32_t name_off, const char *key_name,
-                                     struct ps_stmt *st)
+                                     struct ps_stmt *st, struct ps_stmt *own)
 {
     const uint8_t *body = b->data + b->parsed + 5;
     uint32_t blen = *total - 5;
@@ -2256,6 +2260,10 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
         ok = q_push(s, Q_PASS, type, st);
         if (ok)
             memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);
+        if (ok && !*bname && own != st) {
+            own->refs++;                 /* no name has st: found by own (backend_error) */
+            q_tail(s)->named = own;
+        }
     }
     stmt_unref(reg_of(s), st);
     if (!ok) {
@@ -3198,9 +3206,10 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
         cname = h->bname;
         if (!*cname) {                /* a long name: the client's for it now, if any */
             cname = NULL;
+            const struct ps_stmt *mine = h->named ? h->named : h->stmt;
             HMAP_WALK(it, s->ps_client ? &s->ps_client->map : NULL) {
                 struct ps_client_name *e = pgw_container_of(it.node, struct ps_client_name, hnode);
-                if (e->stmt == h->stmt) {
+                if (e->stmt == mine) {
                     cname = names_shown(e->name);
                     break;
                 }

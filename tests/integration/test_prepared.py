@@ -2428,6 +2428,34 @@ class TestErrorsNameTheClientsStatement(pt.PgwharfTestCase):
         self.assertNotIn(b"PGW_", repr(got).encode(), got)
         self.assertEqual(got, self.exchange("session"))
 
+    def test_a_long_name_run_as_the_statement_of_the_settings_now(self):
+        # A name of 64 bytes or more, run after a SET on a server without
+        # its Parse's reading: the Bind goes out as the statement of the
+        # settings now, which no name of the client's has, and its 08P01
+        # quoted "PGW_n" (review of 40b7296).
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1,
+                                          "max_prepared_statements": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database, TimeZone="UTC")
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        name = "long_" + "n" * 65
+        one = b"\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"   # 1 parameter, '1'
+        a.send(a.parse(name, "select $1::int"), a.msg(b"B", b"\x00" + name.encode() + b"\x00" + one),
+               a.execute(), a.sync())
+        self.assertEqual(types(a.until_ready()), "12DCZ")
+        b.send(b.parse("x", "select 1"), b.bind("x"), b.execute(), b.sync())   # pushes it out
+        b.until_ready()
+        a.send(a.query("set timezone = 'Asia/Tokyo'"))
+        a.until_ready()
+        a.send(a.bind(name), a.execute(), a.sync())
+        msgs = a.until_ready()
+        errs = [m for t, m in msgs if t == b"E"]
+        self.assertEqual([sqlstate(m) for m in errs], ["08P01"], msgs)
+        self.assertNotIn(b"PGW_", errs[0])
+        self.assertIn(b'prepared statement "%s" requires 1' % name.encode(), errs[0])
+
 
 class TestDuplicateNameInAnyQuoting(pt.PgwharfTestCase):
     """The 42P05 pgwharf raises for a Parse of a name in use comes from a
