@@ -2955,8 +2955,9 @@ static bool parse_queued(const struct pgw_session *s, const struct ps_stmt *st, 
  * client none of its names -- but for Parses sent after it, which the
  * server runs later. */
 /* Was the i-th entry's client name made again by a Parse queued ahead of
- * it (behind the DEALLOCATE ALL)?  By name: a Bind between them may have
- * moved the name to another statement (on_named), the Close's. */
+ * it (behind the DEALLOCATE ALL)?  By name, not statement: that Parse may
+ * have given the name another statement (another text, or the same read
+ * in other settings) than the one the entry holds. */
 static bool parsed_ahead(const struct ps_queue *q, uint32_t i, const struct qent *c)
 {
     for (uint32_t j = 0; j < i; j++) {
