@@ -707,68 +707,6 @@ static void test_copy_in_of_an_execute_after_a_copy_that_read_a_sync(void **stat
     assert_true(pgw_track_ready(&u, 'I'));      /* the Query's */
 }
 
-/* A COPY FROM STDIN by Execute reads nothing after its CopyDone: a Bind
- * that fails there skips a FunctionCall or Query sent next, up to the
- * Sync -- one ReadyForQuery for the lot.  The CopyInResponse had turned
- * the keeping of such mixed requests off, so the skipped one stayed
- * counted and the server with its client for the session (difftest
- * hunt, seed 90177 with max_prepared_statements = 0).  Kept again from
- * the CopyDone, numbered as if the COPY read its Sync (its
- * CommandComplete says so); where the COPY fails first, not kept: the
- * server stays, never goes back early. */
-static void copy_then_skipped(struct pgw_track *u, char after_execute, char skipped)
-{
-    send_types(u, "PBE");
-    pgw_track_frontend(u, after_execute);       /* a Sync the COPY reads, or a Flush */
-    pgw_track_backend(u, '1');
-    pgw_track_backend(u, '2');
-    pgw_track_backend(u, 'G');
-    send_types(u, "dcB");
-    pgw_track_frontend(u, skipped);
-    pgw_track_frontend(u, 'S');
-}
-
-static void test_a_request_skipped_after_a_copy_ended_well(void **state)
-{
-    (void)state;
-    const char *cases[] = { "SF", "SQ", "HF", "HQ" };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct pgw_track u = { .tx_status = 'I' };
-        copy_then_skipped(&u, cases[i][0], cases[i][1]);
-        pgw_track_backend(&u, 'C');             /* COPY 1 */
-        pgw_track_error(&u);                    /* the Bind's: skips the request */
-        pgw_track_backend(&u, 'E');
-        assert_true(pgw_track_ready(&u, 'I'));
-        assert_true(pgw_track_idle(&u));
-        /* And on from there as ever. */
-        pgw_track_frontend(&u, 'Q');
-        assert_true(pgw_track_ready(&u, 'I'));
-    }
-    /* The Bind runs: the request is answered, its own error too. */
-    struct pgw_track u = { .tx_status = 'I' };
-    copy_then_skipped(&u, 'S', 'F');
-    pgw_track_backend(&u, 'C');
-    pgw_track_backend(&u, '2');
-    pgw_track_error(&u);                        /* the FunctionCall's own */
-    pgw_track_backend(&u, 'E');
-    assert_false(pgw_track_ready(&u, 'I'));
-    assert_true(pgw_track_ready(&u, 'I'));      /* the Sync's */
-    /* The COPY fails on the row first, the Sync it read or not: kept. */
-    u = (struct pgw_track) { .tx_status = 'I' };
-    copy_then_skipped(&u, 'S', 'F');
-    pgw_track_error(&u);
-    pgw_track_backend(&u, 'E');
-    assert_false(pgw_track_ready(&u, 'I'));
-    assert_true(u.count_high);
-    /* Without the Sync, the COPY's Execute is one of the batch's: its
-     * error skips the request as a Bind's would. */
-    u = (struct pgw_track) { .tx_status = 'I' };
-    copy_then_skipped(&u, 'H', 'F');
-    pgw_track_error(&u);
-    pgw_track_backend(&u, 'E');
-    assert_true(pgw_track_ready(&u, 'I'));
-}
-
 /* A COPY FROM STDIN of an Execute that failed: whether it read the Sync
  * sent after the Execute (and failed on a row after it: the server skips
  * to the next Sync) or failed before it read anything (a BEFORE
@@ -1427,7 +1365,6 @@ int main(void)
         cmocka_unit_test(test_no_mixed_query_after_a_copy_read_a_sync),
         cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
         cmocka_unit_test(test_copy_in_of_an_execute_after_a_copy_that_read_a_sync),
-        cmocka_unit_test(test_a_request_skipped_after_a_copy_ended_well),
         cmocka_unit_test(test_sync_of_a_copy_that_failed_stays_counted),
         cmocka_unit_test(test_sync_after_the_error_of_a_copy_is_answered),
         cmocka_unit_test(test_the_copyfails_own_error_is_told_apart),
