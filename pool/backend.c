@@ -396,15 +396,9 @@ void pgw_backend_free(struct pgw_backend *be)
     free(be);
 }
 
-struct kick_entry {
-    struct pgw_pool *pool;
-    ev_tstamp since;          /* its longest-waiting client's */
-};
-
-static int cmp_kick(const void *a, const void *b)
+static bool on_backend(const struct pgw_pool *p, const void *arg)
 {
-    const struct kick_entry *x = a, *y = b;
-    return x->since < y->since ? -1 : x->since > y->since;
+    return pgw_pool_host_index(p, arg) >= 0;
 }
 
 /* The pools on be (waiting first, their longest wait first: a
@@ -413,31 +407,8 @@ static int cmp_kick(const void *a, const void *b)
  * the list), then the others.  Pools are not freed while kicked. */
 void pgw_backend_kick_pools(struct pgw_backend *be)
 {
-    struct pgw_list *n;
-    size_t nwait = 0, k = 0;
-    for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
-        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        nwait += !pgw_list_empty(&p->waiters) && pgw_pool_host_index(p, be) >= 0;
-    }
-    struct kick_entry *order = nwait ? malloc(nwait * sizeof(*order)) : NULL;
-    for (n = be->set->pools.next; order && n != &be->set->pools; n = n->next) {
-        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (!pgw_list_empty(&p->waiters) && k < nwait && pgw_pool_host_index(p, be) >= 0) {
-            const struct pgw_pool_waiter *w =
-                pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
-            order[k++] = (struct kick_entry){ p, w->since };
-        }
-    }
-    uint64_t round = ++be->set->kick_round;
-    if (order) {
-        qsort(order, k, sizeof(*order), cmp_kick);
-        for (size_t i = 0; i < k; i++) {
-            order[i].pool->kick_mark = round;
-            pgw_pool_kick(order[i].pool);
-        }
-        free(order);
-    }
-    for (n = be->set->pools.next; n != &be->set->pools; n = n->next) {
+    uint64_t round = pgw_pool_kick_waiting(be->set, on_backend, be);
+    for (struct pgw_list *n = be->set->pools.next; n != &be->set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         if (p->kick_mark != round && pgw_pool_host_index(p, be) >= 0)
             pgw_pool_kick(p);

@@ -183,11 +183,16 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
     }
     /* Its waiters would only wait for the same refusal: they get it now,
      * unless a server of the pool (lent out, or being checked or reset)
-     * comes back.  Not its replication clients: their servers log in
+     * comes back, or another login is on its way, as fail_stranded has
+     * it: a role's CONNECTION LIMIT refuses some of a fresh pool's
+     * logins and lets one in (hunt: backend faults; every client of the
+     * pool got the 53300, and the server that logged in a moment later
+     * was left idle).  If that one is refused too, its refusal fails
+     * them.  Not its replication clients: their servers log in
      * otherwise (pg_hba's replication lines, no connect_query, no
      * database for a physical one), each gets its own server's answer
      * (replication.c). */
-    if (!server_to_come(pool)) {
+    if (!server_to_come(pool) && pool->n_connecting == 0) {
         struct pgw_pool_error err;
         pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
         fail_queue(pool, &err);
@@ -457,20 +462,96 @@ static bool same_limit(const struct pgw_pool *a, const struct pgw_pool *b, bool 
     return strcmp(by_db ? a->dbname : a->server_user, by_db ? b->dbname : b->server_user) == 0;
 }
 
-/* A server of pool closed: pools sharing its db or user limit may now have
- * room to grow. */
-void pgw_pool_kick_related(struct pgw_pool *pool)
+struct kick_entry {
+    struct pgw_pool *pool;
+    ev_tstamp since;          /* its longest-waiting client's */
+};
+
+static int cmp_kick(const void *a, const void *b)
 {
-    pgw_pool_kick(pool);
-    if (pool->max_db_connections <= 0 && pool->max_user_connections <= 0)
-        return;
+    const struct kick_entry *x = a, *y = b;
+    return x->since < y->since ? -1 : x->since > y->since;
+}
+
+uint64_t pgw_pool_kick_waiting(struct pgw_pool_set *set,
+                               bool (*match)(const struct pgw_pool *, const void *),
+                               const void *arg)
+{
+    struct kick_entry few[16], *order = few;
+    size_t nwait = 0, k = 0;
     struct pgw_list *n;
-    for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
+    for (n = set->pools.next; n != &set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (p != pool && p->n_waiters > 0 &&
-            (same_limit(p, pool, true) || same_limit(p, pool, false)))
+        nwait += !pgw_list_empty(&p->waiters) && match(p, arg);
+    }
+    if (nwait > sizeof(few) / sizeof(few[0]))
+        order = malloc(nwait * sizeof(*order));
+    if (!order) {           /* out of memory: in the list's order */
+        order = few;
+        nwait = sizeof(few) / sizeof(few[0]);
+    }
+    for (n = set->pools.next; n != &set->pools && k < nwait; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (!pgw_list_empty(&p->waiters) && match(p, arg)) {
+            const struct pgw_pool_waiter *w =
+                pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
+            order[k++] = (struct kick_entry){ p, w->since };
+        }
+    }
+    uint64_t round = ++set->kick_round;
+    qsort(order, k, sizeof(*order), cmp_kick);
+    for (size_t i = 0; i < k; i++) {
+        order[i].pool->kick_mark = round;
+        pgw_pool_kick(order[i].pool);
+    }
+    if (order != few)
+        free(order);
+    return round;
+}
+
+static bool all_pools(const struct pgw_pool *p, const void *arg)
+{
+    (void)p;
+    (void)arg;
+    return true;
+}
+
+void pgw_pool_kick_all(struct pgw_pool_set *set)
+{
+    uint64_t round = pgw_pool_kick_waiting(set, all_pools, NULL);
+    for (struct pgw_list *n = set->pools.next; n != &set->pools; n = n->next) {
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (p->kick_mark != round)
             pgw_pool_kick(p);
     }
+}
+
+static bool shares_a_limit(const struct pgw_pool *p, const void *arg)
+{
+    const struct pgw_pool *pool = arg;
+    return p != pool && (same_limit(p, pool, true) || same_limit(p, pool, false));
+}
+
+/* A server of pool closed or came back: it, and the pools sharing its db
+ * or user limit, may now have room to grow.  Its own waiting clients
+ * first (a server it took back serves them as it is: no other pool's
+ * idle server evicted, no new login), then the other pools', the one
+ * whose client has waited longest first (pgw_pool_kick_waiting), then its
+ * min_pool_size.  (The others went in the list's order: the pools first
+ * in it took each room that opened, evicting each other's idle servers,
+ * and the last ones' clients waited until the others had none -- hunt:
+ * limits, four users under one max_db_connections.) */
+void pgw_pool_kick_related(struct pgw_pool *pool)
+{
+    bool limited = pool->max_db_connections > 0 || pool->max_user_connections > 0;
+    bool first = !limited || !pgw_list_empty(&pool->waiters);
+    if (first)
+        pgw_pool_kick(pool);
+    if (!limited)
+        return;
+    pgw_pool_kick_waiting(pool->set, shares_a_limit, pool);
+    if (!first)
+        pgw_pool_kick(pool);
 }
 
 /* ---- growing ----------------------------------------------------------- */

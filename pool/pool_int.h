@@ -192,7 +192,7 @@ struct pgw_pool {
     /* waiters, FIFO */
     struct pgw_list waiters;
     int n_waiters;
-    uint64_t kick_mark;       /* kicked in this round of pgw_backend_kick_pools */
+    uint64_t kick_mark;       /* kicked in this round of pgw_pool_kick_waiting */
     /* Replication clients (replication.c): those waiting for their own
      * server, and the servers made for them (any state).  Outside every
      * count above: no pool_size, no db/user limit, never idle. */
@@ -230,7 +230,7 @@ struct pgw_pool_set {
     struct pgw_offload *dns;  /* name lookups off the loop (backend.c) */
     uint64_t next_id;
     uint64_t rng;
-    uint64_t kick_round;      /* pgw_backend_kick_pools' rounds */
+    uint64_t kick_round;      /* pgw_pool_kick_waiting's rounds */
     bool destroying;
     bool draining;            /* a shutdown is under way: no servers kept warm */
     /* No descriptor was left for a server connection (EMFILE, ENFILE):
@@ -253,6 +253,17 @@ void pgw_pool_fds_short(struct pgw_pool *pool);
 void pgw_pool_init_queues(struct pgw_pool *pool);
 /* Serve waiters from idle servers, start checks, then grow.  Reentrant. */
 void pgw_pool_kick(struct pgw_pool *pool);
+/* Kick the pools of set that match and have clients waiting, the one
+ * whose client has waited longest first: room that opened under a shared
+ * limit (a server_connect_rate token, max_db_connections,
+ * max_user_connections) goes to that client, not to the pool earliest in
+ * the list.  Marks them with the round it returns (kick_mark), for the
+ * caller to kick others after.  Pools are not freed while kicked. */
+uint64_t pgw_pool_kick_waiting(struct pgw_pool_set *set,
+                               bool (*match)(const struct pgw_pool *, const void *),
+                               const void *arg);
+/* Every pool, those with waiters first (above): a tick, a reload. */
+void pgw_pool_kick_all(struct pgw_pool_set *set);
 /* May the pool open one more server now: under its pool_size, its
  * database's max_db_connections and its user's max_user_connections
  * (making no other pool's idle server go)? */

@@ -131,8 +131,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pgw_pool_retire(pgw_container_of(n, struct pgw_pool, node), now);
     for (n = set->backends.next; n != &set->backends; n = n->next)
         pgw_backend_tick(pgw_container_of(n, struct pgw_backend, node), now);
-    for (n = set->pools.next; n != &set->pools; n = n->next)
-        pgw_pool_kick(pgw_container_of(n, struct pgw_pool, node));
+    pgw_pool_kick_all(set);
 }
 
 struct pgw_pool_set *pgw_pool_set_create(struct ev_loop *loop, struct pgw_ctx *root,
@@ -221,8 +220,7 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
         pgw_pool_fail_waiters(pool, &err);
         pgw_pool_reconnect(pool, true);
     }
-    for (n = set->pools.next; n != &set->pools; n = n->next)
-        pgw_pool_kick(pgw_container_of(n, struct pgw_pool, node));
+    pgw_pool_kick_all(set);
 }
 
 int pgw_pool_set_server_count(const struct pgw_pool_set *set)

@@ -887,7 +887,8 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
         pgw_session_close(s, "53200", "out of memory queueing SET for the client's parameters");
 }
 
-enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
+/* pgw_relay_release_mode, the server's bytes past what is scanned aside. */
+static enum pgw_release release_mode_scanned(const struct pgw_session *s)
 {
     if (s->track.sync_out > 0 || s->track.fe_open > 0 || s->swallow > 0 || s->track.copy || s->cskip ||
         s->sskip || s->cancel_inflight || s->track.tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)) ||
@@ -895,14 +896,19 @@ enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
         return PGW_RELEASE_CLOSE;
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
         return PGW_RELEASE_CLOSE;
-    if (s->sbuf && s->sbuf->parsed < s->sbuf->len && !s->pipe_stop)
-        return PGW_RELEASE_CLOSE;
     /* (A client of a pool a reload made session mode since its login gives
      * its server back reset too: the next may be a session client.) */
     if (s->mode == PGW_POOL_SESSION || s->px->cfg->server_reset_query_always ||
         (s->pool && pgw_pool_mode(s->pool) == PGW_POOL_SESSION))
         return PGW_RELEASE_RESET;
     return PGW_RELEASE_IDLE;
+}
+
+enum pgw_release pgw_relay_release_mode(const struct pgw_session *s)
+{
+    if (s->sbuf && s->sbuf->parsed < s->sbuf->len && !s->pipe_stop)
+        return PGW_RELEASE_CLOSE;
+    return release_mode_scanned(s);
 }
 
 /* The server is idle with nothing outstanding (ReadyForQuery 'I' in
@@ -3357,6 +3363,34 @@ bool pgw_relay_track_probe(struct pgw_session *s)
     return true;
 }
 
+/* An ErrorResponse at p (have of its bytes here) past the ReadyForQuery
+ * that gives the server back (transaction and statement mode, nothing of
+ * the client's outstanding, no client queued behind): the server's own as
+ * it goes (a FATAL: pg_terminate_backend, idle_session_timeout), not the
+ * client's, whose request is answered.  The server closes at its release,
+ * as an idle server that says anything does (server.c), and the caller
+ * drops the error.  It reached the client after its ReadyForQuery, which
+ * stayed connected (asyncpg's next call then hung), and a client waiting
+ * for the pool's server got the dying one (hunt: backend faults).  False
+ * where the error is the client's. */
+static bool error_past_release(struct pgw_session *s, const uint8_t *p, uint32_t have)
+{
+    if (s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED || !s->server ||
+        pipe_more(s) || release_mode_scanned(s) == PGW_RELEASE_CLOSE)
+        return false;
+    struct pgw_wire_err_fields f;
+    char buf[512], qr[700];
+    uint32_t n = have - PGW_MSG_HDR < sizeof(buf) - 1 ? have - PGW_MSG_HDR : sizeof(buf) - 1;
+    memcpy(buf, p + PGW_MSG_HDR, n);
+    buf[n] = 0;           /* a truncated body still ends in NUL */
+    bool parsed = pgw_wire_parse_error((const uint8_t *)buf, n + 1, &f) == 0;
+    pgw_info("server_error_after_release", "client=%s pid=%d sqlstate=%s reason=%s",
+             s->addr_text, s->server->backend_pid, parsed ? f.sqlstate : "?",
+             pgw_log_quote(qr, sizeof(qr), parsed ? f.message : "(unreadable)"));
+    pgw_server_retire(s->server, "an error from the server after its last reply");
+    return true;
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -3402,6 +3436,11 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         uint32_t total = server_msg_total(s, p);
         if (!total)
             return false;
+        if (type == PGW_BE_ERROR && (*after == AFTER_RELEASE || s->release_held) &&
+            error_past_release(s, p, avail < total ? avail : total)) {
+            b->len = b->parsed;
+            break;
+        }
         if (s->trk_probe && (type == PGW_BE_READY || type == PGW_BE_CLOSE_COMPLETE)) {
             if (total > avail)
                 break;                   /* (6 or 5 bytes: the rest comes) */

@@ -844,7 +844,13 @@ class Forwarder:
                     c.close()
                     continue
                 self.conns += [c, up]
-            threading.Thread(target=self._pump, args=(c, up), daemon=True).start()
+                hook = self.chunk_hook(self.accepted)
+            threading.Thread(target=self._pump, args=(c, up, hook), daemon=True).start()
+
+    def chunk_hook(self, n):
+        """_pump's on_chunk for the n-th connection accepted (from 1), or
+        None: a subclass's."""
+        return None
 
     def _pump(self, a, b, on_chunk=None):
         """Bytes both ways between a (pgwharf's) and b (PostgreSQL's) until

@@ -1327,6 +1327,40 @@ class TestBreakers(AdminTestCase):
         self.assertEqual(bg.result, 42)
         self.assertEqual(pt.one(self.client(px), "select 7"), 7)
 
+    def test_a_refusal_leaves_the_waiters_to_a_login_still_on_its_way(self):
+        # Two logins of a fresh pool: the second refused by the app role's
+        # CONNECTION LIMIT (a connection of its own holds the one slot:
+        # 53300), the first still on its way (held before its startup
+        # packet reaches PostgreSQL).  Every waiting client got the refusal
+        # at once, and the server that logged in a moment later, the slot
+        # free, was left idle (hunt: backend faults).  They wait for it now.
+        app = self.pg.app_user
+        fwd = HoldFirstLogin(self.pg)
+        self.addCleanup(fwd.close)
+        slot = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(slot.close)
+        hz.sync_login(slot, app, self.pg.database, self.pg.app_password)
+        self.pg.psql("alter role %s connection limit 1" % app, db="postgres", via_socket=True)
+        self.addCleanup(self.pg.psql, "alter role %s connection limit -1" % app,
+                        db="postgres", via_socket=True)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "server_login_retry": "60s",
+                                          "query_wait_timeout": "30s"},
+                                databases={self.pg.database: fwd.conn_string(
+                                    self.pg, user=app, password=self.pg.app_password)})
+        first = Background(lambda: pt.one(self.client(px), "select 1"))
+        self.assertTrue(fwd.held.wait(20))          # its server's login is held
+        second = Background(lambda: pt.one(self.client(px), "select 2"))
+        px.wait_for_log("event=server_connect_failed .*too many connections for role")
+        slot.close()
+        wait_until(lambda: hz.server_conns(self.pg, app) == 0, what="the slot's backend gone")
+        fwd.go.set()
+        for bg, want in ((first, 1), (second, 2)):
+            bg.join(20)
+            self.assertFalse(bg.is_alive())
+            self.assertIsNone(bg.error)
+            self.assertEqual(bg.result, want)
+
     def test_a_login_started_before_a_reload_does_not_end_the_new_settings_refusal(self):
         # A login under the entry's old settings (a connect_query held at a
         # gate) succeeds after a reload put in a connect_query that fails,
@@ -1356,6 +1390,26 @@ class TestBreakers(AdminTestCase):
             self.assertIn("division by zero", str(bg.error))
         refused = re.findall(r"event=server_connect_failed [^\n]*division by zero", px.log())
         self.assertEqual(len(refused), 1, refused)
+
+
+class HoldFirstLogin(hz.Forwarder):
+    """A Forwarder whose first connection's bytes wait (nothing of it
+    reaches PostgreSQL: no backend, no slot of a CONNECTION LIMIT) until
+    go is set; held is set once they wait.  The others go through."""
+
+    def __init__(self, pg):
+        self.go, self.held = threading.Event(), threading.Event()
+        super().__init__(pg)
+
+    def chunk_hook(self, n):
+        if n != 1:
+            return None
+
+        def hold(data, to):
+            self.held.set()
+            self.go.wait(60)
+            return data
+        return hold
 
 
 class TestPoolsFreed(AdminTestCase):

@@ -347,6 +347,50 @@ class TestMaxUserConnections(PoolLimitsCase):
                          % app)
 
 
+    def test_room_goes_to_the_pool_whose_client_waited_longest(self):
+        # Three entries log in as app, under max_user_connections = 1.  The
+        # holder's server came back with no client of its own pool waiting,
+        # while a client of each other pool waited: the one that waited
+        # longest gets the room, although its pool came later in the
+        # list.  The pool earlier in the list took it: under load the
+        # first pools took each room in turn and the last ones' clients
+        # waited until the others had none (hunt: limits; four users under
+        # one max_db_connections, the fourth served nothing).
+        app = self.pg.app_user
+        entry = self.pg.conn_string(user=app, password=self.pg.app_password)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 1,
+                                          "query_wait_timeout": 30},
+                                databases={"e1": entry, "e2": entry, "e3": entry,
+                                           self.pg.database: self.pg.conn_string()})
+        con = self.console(px)
+        holder, second, third = (self.connect(px, db=db, user=app, autocommit=False)
+                                 for db in ("e1", "e2", "e3"))   # (the pools, in this order)
+        self.assertEqual(self.one(holder, "select 'holder'"), "holder")   # held: BEGIN
+        served = []
+
+        def run(conn, db):
+            self.assertEqual(self.one(conn, "select current_database()"), self.pg.database)
+            served.append(db)
+
+        bg3 = Background(lambda: run(third, "e3"))
+        self.waiting(con, "e3", app)
+        bg2 = Background(lambda: run(second, "e2"))
+        self.waiting(con, "e2", app)
+        holder.commit()
+        bg3.join(15)
+        self.assertIsNone(bg3.error)
+        self.assertEqual(served, ["e3"])
+        # e3's client keeps app's one server (its transaction): e2's waits.
+        self.assertEqual(self.pool(con, "e2", app)["cl_waiting"], 1)
+        self.assertTrue(bg2.is_alive())
+        third.commit()
+        bg2.join(15)
+        self.assertIsNone(bg2.error)
+        self.assertEqual(served, ["e3", "e2"])
+        for c in (holder, second, third):
+            c.close()
+
     def test_the_idle_server_that_makes_way_is_the_least_recently_used(self):
         # With server_round_robin a released server goes to the end of the
         # idle list, so its head is the one used longest ago; the server

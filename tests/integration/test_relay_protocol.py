@@ -37,6 +37,7 @@ very same one), for the cases that review found broken:
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -1571,6 +1572,56 @@ class TestTheServersFatal(RelayCase):
                          [("FATAL", "57P01")], data)
         self.px.wait_for_log(r"event=disconnect .* sqlstate=57P01 reason=\"the server closed")
         self.assert_b_served()
+
+
+    def test_a_fatal_behind_the_last_reply_is_the_servers(self):
+        # The server ends the client's request, and is terminated at once,
+        # its FATAL arriving in the read that brings its ReadyForQuery
+        # (pgwharf stopped meanwhile).  In transaction mode the server goes
+        # back to the pool there: its FATAL reached the client after its
+        # ReadyForQuery and the client stayed (asyncpg's next call hung),
+        # and the client queued for the pool's one server got the dying
+        # one: FATAL 08006 (hunt: backend faults).  Now the FATAL goes with
+        # the server: neither client sees it.
+        if self.settings.get("pool_mode") == "session":
+            self.skipTest("in session mode the server is the client's until it leaves")
+        lock = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(lock.close)
+        hz.sync_login(lock, self.pg.user, self.pg.database, self.pg.password)
+        lock.sendall(hz.query_msg("select pg_advisory_lock(4711)"))
+        self.assertEqual(rows(hz.read_until_ready(lock)), [[b""]])
+        a, b = self.login(), self.login()
+        a.sendall(hz.query_msg("select pg_advisory_lock(4711) -- relay_behind"))
+        self.pg.wait_running("relay_behind", lock_wait=True)
+        pid = int(self.pg.psql("select pid from pg_stat_activity where query like "
+                               "'%-- relay_behind' and pid <> pg_backend_pid()",
+                               db="postgres", via_socket=True))
+        b.sendall(hz.query_msg("select 42"))
+        pt.wait_pool(self.console_conn(self.px), self.pg.database, self.pg.user, cl_waiting=1)
+        self.px.send_signal(signal.SIGSTOP)
+        try:
+            # The lock is a's now: its answer and ReadyForQuery are in
+            # pgwharf's socket; then the backend is terminated.
+            lock.sendall(hz.query_msg("select pg_advisory_unlock(4711)"))
+            self.assertEqual(rows(hz.read_until_ready(lock)), [[b"t"]])
+            pt.wait_until(lambda: self.pg.psql(
+                "select state from pg_stat_activity where pid = %d" % pid,
+                db="postgres", via_socket=True) == "idle", 20, what="a's backend idle")
+            self.assertEqual(self.pg.psql("select pg_terminate_backend(%d)" % pid,
+                                          db="postgres", via_socket=True), "t")
+            pt.wait_until(lambda: self.pg.psql(
+                "select count(*) from pg_stat_activity where pid = %d" % pid,
+                db="postgres", via_socket=True) == "0", 20, what="a's backend gone")
+        finally:
+            self.px.send_signal(signal.SIGCONT)
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b""]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        got = hz.read_until_ready(b)
+        self.assertEqual(rows(got), [[b"42"]], got)
+        self.px.wait_for_log(r"event=server_error_after_release .*pid=%d sqlstate=57P01" % pid)
+        self.assert_own_answer(a)
+        self.assertNotIn(b"E", [t for t, _ in got])
 
 
 class TestTheServersFatalInSessionMode(TestTheServersFatal):
