@@ -55,7 +55,13 @@
  *              STDIN, which reads the messages after it as its own) none is
  *              kept until nothing is outstanding (mixed_off): a skipped
  *              request then keeps the server with its client, never hands
- *              it on early.
+ *              it on early.  (A COPY that ends well with CopyDone reads
+ *              nothing after it: they are kept again from there,
+ *              mixed_copy -- where its CopyInResponse alone had turned
+ *              the keeping off, mixed_by_copy, and its batch's messages
+ *              are counted on, not ext_unsure: a CopyDone or CopyFail
+ *              after a COPY's error, a look-ahead settled under
+ *              mixed_off.)
  *   copy_doubt  count_high, or a batch open again (fe_open), come of a COPY
  *              FROM STDIN by Execute that failed with Syncs it may have read
  *              (above).  The client sent nothing since that Execute but
@@ -151,6 +157,20 @@ struct pgw_track {
      * have read messages as its own): no new mixed request is kept until
      * nothing is outstanding. */
     bool mixed_off;
+    /* Mixed requests are kept again from the CopyDone that ends a COPY
+     * FROM STDIN of the last Execute for certain (copy_in, no error seen),
+     * with nothing outstanding but the Syncs it read: the COPY reads
+     * nothing after its CopyDone.  They are numbered as if it read those
+     * Syncs (sync_copy_back), which its CommandComplete confirms; where
+     * they are not taken back (its error came first) they are dropped and
+     * mixed_off is on again (pgw_track_copy_back_lost). */
+    bool mixed_copy;
+    /* mixed_off was off when the CopyInResponse of that COPY came: it alone
+     * turned the keeping off, and its CopyDone may turn it on again.  (Left
+     * on from before -- a look-ahead settled the count without a
+     * ReadyForQuery, a mixed Query not kept -- the batch's numbers may be
+     * off: review of e8e2d04.) */
+    bool mixed_by_copy;
     /* sync_out may be higher than the ReadyForQuerys to come: a request
      * was outstanding besides the one of a COPY FROM STDIN (which may read
      * its Sync or Query as its own), or a Query was not kept as mixed
@@ -191,6 +211,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
+    t->mixed_copy = t->mixed_by_copy = false;
     t->count_high = t->copy_err = t->copy_failing = t->fail_open = false;
     t->copy_doubt = t->copy_plain = t->doubt_z = t->doubt_open = false;
     t->after = PGW_TRACK_AFTER_NONE;
@@ -211,6 +232,23 @@ void pgw_track_mixed_drop(struct pgw_track *t);
 static inline int pgw_track_copy_ignored(const struct pgw_track *t)
 {
     return t->copy_in ? t->sync_exec : 0;
+}
+
+/* The Syncs a COPY that ended with CopyDone read will not be taken back
+ * (its error came first, or they are forgotten): the mixed requests kept
+ * since that CopyDone, numbered as if they were (mixed_copy), are not
+ * kept -- a skipped one then keeps the server with its client, as under
+ * mixed_off, never hands it on early. */
+static inline void pgw_track_copy_back_lost(struct pgw_track *t)
+{
+    if (!t->mixed_copy)
+        return;
+    t->mixed_copy = false;
+    t->mixed_off = true;
+    if (t->nmixed > 0) {
+        t->nmixed = 0;
+        t->count_high = true;
+    }
 }
 
 /* Count from here what the client sends after the COPY's end (see the
@@ -354,6 +392,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL: {
         int back = pgw_track_copy_ignored(t);
+        pgw_track_copy_back_lost(t);     /* (a second end, outside the COPY) */
         if (t->after == PGW_TRACK_AFTER_COPY)
             pgw_track_after_start(t, PGW_TRACK_AFTER_END);
         /* Sent before the CopyInResponse came (not yet certainly the last
@@ -391,6 +430,25 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * taken for certain.) */
         if (t->sync_copy_back > 0)
             t->execs = t->exec_batch;
+        /* The COPY reads nothing after its CopyDone: what the client sends
+         * next is answered in order, or skipped to the next Sync after an
+         * error (the COPY's own too) -- a mixed Query or FunctionCall can
+         * be kept again (the CopyInResponse turned that off), where
+         * nothing else is outstanding but the Syncs the COPY read: with
+         * those, for certain once its CommandComplete takes them back
+         * (mixed_copy); else at once (its Execute is one of the batch's
+         * messages).  Else a skipped one kept the server for the session
+         * (difftest hunt).  Only where this COPY's CopyInResponse alone
+         * turned the keeping off (mixed_by_copy) and the batch's messages
+         * are counted on (ext_unsure): an ext_open one too high, left by
+         * a stray CopyDone after a failed COPY, had a later mixed
+         * request's own error pass for its skipping (review of e8e2d04:
+         * an early release). */
+        if (ends_well && t->mixed_by_copy && t->sync_out == t->sync_copy_back &&
+            t->nmixed == 0 && !t->bodied && !t->ext_unsure && !t->copy_doubt) {
+            t->mixed_off = false;
+            t->mixed_copy = t->sync_copy_back > 0;
+        }
         if (reopen) {
             /* Those Syncs may be the COPY's: the Execute's batch may be
              * open again, its reply (CommandComplete, or the error a
@@ -399,6 +457,15 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
              * next Sync. */
             t->ext_open = (int)t->ext_done + 1;   /* (replies in so far, and its own) */
             t->doubt_open = t->fe_open++ == 0;
+            /* After the COPY's error its reply is in, and the server skips
+             * to a Sync or not (it read those Syncs or not): which of the
+             * batch's messages get an answer is unknown -- and after a
+             * Sync sent once the error went by (a stray CopyDone, ignored)
+             * none is to come, ext_open one too high: a mixed Query's own
+             * error would pass for its skipping (review of e8e2d04, the
+             * track_model fuzzer: an early release). */
+            if (t->copy_err)
+                t->ext_unsure = true;
         }
         t->sync_exec = 0;
         t->exec_last = t->copy_in = false;
@@ -463,6 +530,10 @@ static inline void pgw_track_settle(struct pgw_track *t, char type)
     t->req_done += (uint32_t)(t->sync_out - n);
     t->sync_out = n;
     t->count_high = t->copy_doubt = t->doubt_z = t->doubt_open = false;
+    /* The open batch was sent under mixed_off, as where a ReadyForQuery
+     * ends it (pgw_track_ready): its messages are not counted on. */
+    if (t->mixed_off && t->ext_open > 0)
+        t->ext_unsure = true;
 }
 
 /* A server message other than ReadyForQuery, one the client gets (not
@@ -481,8 +552,13 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
      * outstanding when it began).  First: that CommandComplete is the
      * reply of the batch the Syncs' going opens again. */
     if (type == PGW_BE_COMMAND_COMPLETE && t->sync_copy_back > 0) {
-        t->sync_out = t->sync_out > t->sync_copy_back ? t->sync_out - t->sync_copy_back : 0;
+        int back = t->sync_out > t->sync_copy_back ? t->sync_copy_back : t->sync_out;
+        t->sync_out -= back;
+        /* (Answered: the first outstanding, the mixed requests kept since
+         * the CopyDone numbered after them.) */
+        t->req_done += (uint32_t)back;
         t->sync_copy_back = 0;
+        t->mixed_copy = false;
         /* With nothing else outstanding the numbers are certain again
          * (the CopyInResponse made them unsure: mixed_off). */
         if (t->sync_out == 0) {
@@ -513,6 +589,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
             t->after_err = t->after != PGW_TRACK_AFTER_NONE;
         }
         t->copy_err = t->copy;
+        pgw_track_copy_back_lost(t);
         t->sync_copy = t->sync_copy_back = t->sync_fail_back = 0;
         t->copy_failing = t->fail_open = false;
     }
@@ -525,11 +602,13 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
         t->after = t->copy_in && !t->bodied ? PGW_TRACK_AFTER_COPY : PGW_TRACK_AFTER_NONE;
         t->after_err = false;
         t->copy_err = t->copy_failing = t->fail_open = false;
+        pgw_track_copy_back_lost(t);
         t->sync_copy = t->sync_copy_back = 0;
         /* The COPY reads what the client sent after the message that
          * started it: a Sync there is read and ignored (no ReadyForQuery
          * answers it); before PostgreSQL 14 any other message too, ending
          * the COPY with an error (14 and later end the connection). */
+        t->mixed_by_copy = !t->mixed_off;
         t->mixed_off = true;
         t->nmixed = 0;
         if (t->sync_out > 1)
@@ -541,6 +620,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
  * request. */
 static inline bool pgw_track_ready(struct pgw_track *t, char status)
 {
+    pgw_track_copy_back_lost(t);         /* (before the COPY's CommandComplete: not its Syncs) */
     if (t->sync_out > 0) {
         t->sync_out--;
         t->req_done++;

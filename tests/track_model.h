@@ -18,7 +18,8 @@
  * fail before it reads anything (a BEFORE STATEMENT trigger runs after
  * the CopyInResponse), else it reads
  * the messages after its start as its own, ignoring Sync and Flush and
- * failing on anything but COPY data (as PostgreSQL 13 does; 14 and later
+ * failing on anything but COPY data -- or at its CopyDone (an AFTER
+ * STATEMENT trigger, a last row cut short) (as PostgreSQL 13 does; 14 and later
  * end the connection) -- on a CopyFail with an error relay.c recognizes
  * as that CopyFail's (pgw_track_copy_fail_error; not when too large to
  * read whole); CopyData/CopyDone/CopyFail outside a COPY are ignored.
@@ -86,7 +87,9 @@ static inline void track_model_copy_msg(struct track_model *m, char type, unsign
         (type == 'd' && ch % 7 != 0))
         return;              /* ignored (with a body too), or a row taken */
     m->copy_by = 0;
-    if (type == 'c') {
+    /* A CopyDone may fail too: an AFTER STATEMENT trigger, a constraint
+     * checked at the end, a last row cut short in its data. */
+    if (type == 'c' && ch % 5 != 4) {
         track_model_out(m, 'C');
     } else {                 /* a bad row, CopyFail, or not COPY data */
         /* The CopyFail's own error ('!': SQLSTATE 57014 from CopyGetData),

@@ -33,6 +33,14 @@ class TestDifferentialMoreWithoutPrepared(TestDifferentialMore):
     EXTRA = {"max_prepared_statements": 0}
 
 
+class TestDifferentialMoreFoundSeedsWithoutPrepared(TestDifferentialMoreWithoutPrepared):
+    """Seeds of a difftest hunt (--more, max_prepared_statements = 0)
+    where a COPY FROM STDIN by Execute ended well and an error then skipped
+    a Query or FunctionCall: the server stayed with its client
+    (docs/found-and-fixed.md, session 41)."""
+    SEEDS = [90177, 5001, 5073, 5396, 5434, 5505, 90235]
+
+
 class TestDifferentialFoundSeeds(difftest.TestDifferential):
     """Seeds beyond the fixed ones that found a difference, at the number
     of steps that showed it (docs/found-and-fixed.md)."""

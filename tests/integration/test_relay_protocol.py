@@ -621,6 +621,60 @@ class TestAMixedQueryAfterACopyWithASyncInItsData(RelayCase):
         self.assertEqual(rows(hz.read_until_ready(a)), [[b"A last", b""]])
 
 
+class TestARequestSkippedAfterAnExtendedCopy(RelayCase):
+    """A COPY FROM STDIN by Execute (its Sync, or a Flush, after it), then,
+    once its CopyInResponse is in, at once: a row, CopyDone, a Bind of a
+    statement that does not exist (26000: the server skips to the next
+    Sync), a FunctionCall or Query (skipped), a Sync.  The client gets
+    the COPY's CommandComplete, the error and one ReadyForQuery 'I', and
+    nothing is outstanding -- but the tracker kept no count of the skipped
+    request (sent while the COPY's CopyInResponse had turned the keeping of
+    such "mixed" requests off), so it waited for its ReadyForQuery for
+    ever: the server stayed with the client through every later request
+    and the next client timed out (found by a difftest hunt, seed 90177
+    with max_prepared_statements = 0).  The COPY reads nothing after its
+    CopyDone: the tracker keeps them from there, numbered as if the COPY
+    read its Syncs (confirmed by its CommandComplete; dropped, the server
+    kept as before, where it fails first)."""
+
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "3s"}
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_copy_skip", "n int", "t text")
+
+    def skipped_after_copy(self, skipped, after_execute=SYNC):
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_copy_skip from stdin") + bind_execute() +
+                  after_execute)
+        self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"2", b"G"])
+        a.sendall(M(b"d", b"2\trow0\n") + M(b"c") +
+                  M(b"B", b"\x00nosuch\x00" + struct.pack("!HHH", 0, 0, 0)) +
+                  skipped + SYNC)
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"C", b"E", b"Z"], got)
+        self.assertEqual(got[0][1], b"COPY 1\x00")
+        self.assertEqual(errors(got)[0]["C"], "26000")
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.assert_b_served()           # (57014 query_wait_timeout: kept by A)
+        self.assert_own_answer(a)
+        self.assert_b_served()
+
+    def int4pl(self):
+        """FunctionCall int4pl(3, 4), text arguments and result."""
+        args = b"".join(struct.pack("!i", len(v)) + v for v in (b"3", b"4"))
+        return M(b"F", struct.pack("!IHH", 177, 0, 2) + args + struct.pack("!H", 0))
+
+    def test_a_function_call(self):
+        self.skipped_after_copy(self.int4pl())
+
+    def test_a_query(self):
+        self.skipped_after_copy(hz.query_msg("select 1"))
+
+    def test_a_function_call_after_a_copy_ended_by_flush(self):
+        self.skipped_after_copy(self.int4pl(), after_execute=M(b"H"))
+
+
 class TestRequestThenClose(RelayCase):
     """A client that sends its request (maybe with Terminate) and closes
     its socket, or only its sending side, before a server is free

@@ -707,6 +707,68 @@ static void test_copy_in_of_an_execute_after_a_copy_that_read_a_sync(void **stat
     assert_true(pgw_track_ready(&u, 'I'));      /* the Query's */
 }
 
+/* A COPY FROM STDIN by Execute reads nothing after its CopyDone: a Bind
+ * that fails there skips a FunctionCall or Query sent next, up to the
+ * Sync -- one ReadyForQuery for the lot.  The CopyInResponse had turned
+ * the keeping of such mixed requests off, so the skipped one stayed
+ * counted and the server with its client for the session (difftest
+ * hunt, seed 90177 with max_prepared_statements = 0).  Kept again from
+ * the CopyDone, numbered as if the COPY read its Sync (its
+ * CommandComplete says so); where the COPY fails first, not kept: the
+ * server stays, never goes back early. */
+static void copy_then_skipped(struct pgw_track *u, char after_execute, char skipped)
+{
+    send_types(u, "PBE");
+    pgw_track_frontend(u, after_execute);       /* a Sync the COPY reads, or a Flush */
+    pgw_track_backend(u, '1');
+    pgw_track_backend(u, '2');
+    pgw_track_backend(u, 'G');
+    send_types(u, "dcB");
+    pgw_track_frontend(u, skipped);
+    pgw_track_frontend(u, 'S');
+}
+
+static void test_a_request_skipped_after_a_copy_ended_well(void **state)
+{
+    (void)state;
+    const char *cases[] = { "SF", "SQ", "HF", "HQ" };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        copy_then_skipped(&u, cases[i][0], cases[i][1]);
+        pgw_track_backend(&u, 'C');             /* COPY 1 */
+        pgw_track_error(&u);                    /* the Bind's: skips the request */
+        pgw_track_backend(&u, 'E');
+        assert_true(pgw_track_ready(&u, 'I'));
+        assert_true(pgw_track_idle(&u));
+        /* And on from there as ever. */
+        pgw_track_frontend(&u, 'Q');
+        assert_true(pgw_track_ready(&u, 'I'));
+    }
+    /* The Bind runs: the request is answered, its own error too. */
+    struct pgw_track u = { .tx_status = 'I' };
+    copy_then_skipped(&u, 'S', 'F');
+    pgw_track_backend(&u, 'C');
+    pgw_track_backend(&u, '2');
+    pgw_track_error(&u);                        /* the FunctionCall's own */
+    pgw_track_backend(&u, 'E');
+    assert_false(pgw_track_ready(&u, 'I'));
+    assert_true(pgw_track_ready(&u, 'I'));      /* the Sync's */
+    /* The COPY fails on the row first, the Sync it read or not: kept. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    copy_then_skipped(&u, 'S', 'F');
+    pgw_track_error(&u);
+    pgw_track_backend(&u, 'E');
+    assert_false(pgw_track_ready(&u, 'I'));
+    assert_true(u.count_high);
+    /* Without the Sync, the COPY's Execute is one of the batch's: its
+     * error skips the request as a Bind's would. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    copy_then_skipped(&u, 'H', 'F');
+    pgw_track_error(&u);
+    pgw_track_backend(&u, 'E');
+    assert_true(pgw_track_ready(&u, 'I'));
+}
+
 /* A COPY FROM STDIN of an Execute that failed: whether it read the Sync
  * sent after the Execute (and failed on a row after it: the server skips
  * to the next Sync) or failed before it read anything (a BEFORE
@@ -1315,6 +1377,72 @@ static void test_no_probe_but_after_syncs_alone(void **state)
     assert_false(pgw_track_probe_due(&w));
 }
 
+/* A conversation of (type, choice) pairs as a track_model script: a type
+ * sends that frontend message, 0 delivers choice % 4 + 1 replies. */
+struct model_step {
+    char type;
+    uint8_t ch;
+};
+
+static enum track_model_result run_model_steps(const struct model_step *conv, size_t n)
+{
+    static const char fe_types[] = "PBDECHSQFdcfyh";
+    uint8_t script[128];
+    size_t k = 0;
+    assert_true(2 * n <= sizeof(script));
+    for (size_t i = 0; i < n; i++) {
+        script[k++] = conv[i].type ?
+            (uint8_t)(3 * (strchr(fe_types, conv[i].type) - fe_types) + 1) : 0;
+        script[k++] = conv[i].ch;
+    }
+    return track_model_run(script, k);
+}
+
+/* A COPY FROM STDIN by Execute and Sync fails on a row (the server skips
+ * to the next Sync); the client sends a Sync, which ends that, then a
+ * stray CopyDone (outside any COPY: ignored), then a second COPY by
+ * Execute and Flush that ends well, and a FunctionCall that fails on its
+ * own, and a Sync: E Z Z.  The stray CopyDone had opened the first COPY's
+ * batch again, counting its CommandComplete to come (ext_open one too
+ * high, and the second COPY's batch counted on from it); the look-ahead
+ * settled the count on the second batch's ParseComplete, and the second
+ * COPY's CopyDone kept mixed requests again: the FunctionCall's own error
+ * passed for a Bind's skipping it, and the server went back at its
+ * ReadyForQuery with the Sync's still to come (review and track_model of
+ * e8e2d04: an early release).  Mixed requests are kept again at a CopyDone
+ * only where its COPY's CopyInResponse alone turned the keeping off, and a
+ * CopyDone or CopyFail after its COPY's error makes the batch unsure. */
+static void test_no_mixed_request_after_a_stray_copydone(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 2; c++) {
+        struct pgw_track u = { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        assert_int_equal(reply_types(&u, "12G"), 0);
+        send_types(&u, "d");
+        copy_error(&u, false);                   /* the bad row's */
+        send_types(&u, c ? "Sf" : "Sc");          /* a stray CopyDone/CopyFail */
+        send_types(&u, "PBEH");
+        assert_int_equal(reply_types(&u, "Z12G"), 0);
+        send_types(&u, "dc");
+        assert_int_equal(reply_types(&u, "C"), 0);
+        send_types(&u, "FS");
+        copy_error(&u, false);                   /* the FunctionCall's own */
+        assert_int_equal(reply_types(&u, "Z"), 0);   /* (it went back here) */
+        assert_false(pgw_track_idle(&u));
+        assert_int_equal(reply_types(&u, "Z"), 1);   /* the Sync's */
+        assert_true(pgw_track_idle(&u));
+    }
+    /* The same against the model backend (as track_model found it). */
+    static const struct model_step conv[] = {
+        { 'P', 1 }, { 'B', 1 }, { 'E', 14 }, { 'S', 1 }, { 0, 2 },
+        { 'd', 0 }, { 0, 0 }, { 'S', 1 }, { 'c', 0 },
+        { 'P', 1 }, { 'B', 1 }, { 'E', 14 }, { 'H', 0 }, { 0, 3 },
+        { 'd', 1 }, { 'c', 0 }, { 0, 0 }, { 'F', 0 }, { 'S', 1 },
+    };
+    assert_int_equal(run_model_steps(conv, sizeof(conv) / sizeof(conv[0])), TRACK_MODEL_OK);
+}
+
 /* Random conversations with a model PostgreSQL backend (track_model.h):
  * the server is never given back with a reply still to come, and is given
  * back once nothing is (outside the cases the tracker keeps it by design).
@@ -1365,6 +1493,7 @@ int main(void)
         cmocka_unit_test(test_no_mixed_query_after_a_copy_read_a_sync),
         cmocka_unit_test(test_no_mixed_query_closing_a_batch_a_copy_read),
         cmocka_unit_test(test_copy_in_of_an_execute_after_a_copy_that_read_a_sync),
+        cmocka_unit_test(test_a_request_skipped_after_a_copy_ended_well),
         cmocka_unit_test(test_sync_of_a_copy_that_failed_stays_counted),
         cmocka_unit_test(test_sync_after_the_error_of_a_copy_is_answered),
         cmocka_unit_test(test_the_copyfails_own_error_is_told_apart),
@@ -1382,6 +1511,7 @@ int main(void)
         cmocka_unit_test(test_no_look_ahead_where_the_request_may_be_skipped),
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
+        cmocka_unit_test(test_no_mixed_request_after_a_stray_copydone),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
