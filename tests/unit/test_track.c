@@ -1468,6 +1468,154 @@ static void test_model_random_conversations(void **state)
     }
 }
 
+/* ---- a COPY's end and the mixed requests after it (review of ea67cda:
+ * each guards a path of pgw_track_copy_back_lost or the reopen; removing
+ * one failed none of the tests before) ---- */
+
+/* Replies in PostgreSQL's order; `last` is the index of the only 'Z' at
+ * which the server may go back (-1: none, kept is fine).  Fails on an
+ * earlier release. */
+static void no_early(struct pgw_track *t, const char *replies, int last)
+{
+    for (int i = 0; replies[i]; i++) {
+        if (replies[i] == 'Z') {
+            bool back = pgw_track_ready(t, 'I') && t->fe_open == 0;
+            if (back && i != last)
+                fail_msg("released at reply %d of \"%s\" (last is %d)", i, replies, last);
+            continue;
+        }
+        if (replies[i] == 'E')
+            pgw_track_error(t);
+        pgw_track_backend(t, replies[i]);
+    }
+}
+
+static void test_after_a_copy_copy_fails_before_reading_in_flight(void **state)
+{
+    (void)state;
+    /* BEFORE trigger: G E, the Sync ends the skipping; d c ignored; the
+     * Bind and FunctionCall answered; Sync. */
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcBFS");
+    no_early(&u, "EZ2VZZ", 5);
+    /* The same with a Query. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcBQS");
+    no_early(&u, "EZ2CZZ", 5);
+    /* The FunctionCall fails on its own (E Z): not a skipping. */
+    for (int q = 0; q < 2; q++) {
+        u = (struct pgw_track) { .tx_status = 'I' };
+        send_types(&u, "PBES");
+        no_early(&u, "12G", -1);
+        send_types(&u, q ? "dcBQS" : "dcBFS");
+        no_early(&u, "EZ2EZZ", 5);
+    }
+    /* Failing Bind after it: F skipped. */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcBFS");
+    no_early(&u, "EZEZ", 3);
+}
+
+/* A second (stray) CopyDone after the one that ended the COPY: it set
+ * sync_copy_back to 0, so the COPY's CommandComplete takes its Sync back
+ * no more; the mixed requests kept since the first CopyDone must go
+ * (copy_back_lost at the stray end, or at the ReadyForQuery). */
+static void test_after_a_copy_stray_copydone_after_a_good_one(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "ES");
+    no_early(&u, "G", -1);
+    send_types(&u, "ccFFS");         /* the 2nd F fails on its own */
+    no_early(&u, "CVZEZZ", -1);
+    send_types(&u, "Q");
+    no_early(&u, "CZ", -1);
+}
+
+static void test_after_a_copy_second_copy_reads_the_mixed_query(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcBEQS");        /* the 2nd Execute a COPY too: reads Q, fails */
+    no_early(&u, "C2GEZ", 4);
+    /* later request */
+    send_types(&u, "Q");
+    no_early(&u, "TDCZ", 3);
+}
+
+static void test_after_a_copy_copy_fails_at_copydone_no_sync(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBEH");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcBFS");          /* fails at CopyDone: B, F skipped */
+    no_early(&u, "EZ", 1);
+    assert_true(pgw_track_idle(&u));
+    u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(&u, "PBEH");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcFS");          /* fails at CopyDone: F skipped */
+    no_early(&u, "EZ", 1);
+    /* with a Sync it read */
+    u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dcFS");          /* fails at CopyDone: F skipped, S ends */
+    no_early(&u, "EZ", -1);
+    send_types(&u, "Q");
+    no_early(&u, "CZ", -1);
+}
+
+static void test_after_a_copy_sync_among_data_after_a_bad_row(void **state)
+{
+    (void)state;
+    struct pgw_track u = { .tx_status = 'I' };
+    send_types(&u, "PBEH");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dSdcBFS");       /* bad 1st row: E; S -> Z; d c ignored; B F S */
+    no_early(&u, "EZ2VZZ", 5);
+    u = (struct pgw_track) { .tx_status = 'I' };
+    send_types(&u, "PBES");
+    no_early(&u, "12G", -1);
+    send_types(&u, "dSdcBFS");       /* S1 read, bad row, S2 -> Z, ... */
+    no_early(&u, "EZ2VZZ", -1);
+    send_types(&u, "Q");
+    no_early(&u, "CZ", -1);
+}
+
+static void test_after_a_copy_mixed_own_errors_after_reopen(void **state)
+{
+    (void)state;
+    const char *mixed[] = { "Q", "F", "BQ", "BF", "BEQ", "DF", "CF", "BEQQ", "BFBQ" };
+    for (size_t i = 0; i < sizeof(mixed) / sizeof(mixed[0]); i++) {
+        for (int s = 0; s < 2; s++) {
+            struct pgw_track u = { .tx_status = 'I' };
+            send_types(&u, s ? "PBES" : "PBEH");
+            no_early(&u, "12G", -1);
+            send_types(&u, "dc");
+            send_types(&u, mixed[i]);
+            send_types(&u, "S");
+            char r[64] = "C";
+            /* each ext message answered; each Q/F fails on its own: E Z */
+            for (const char *m = mixed[i]; *m; m++)
+                strcat(r, *m == 'Q' || *m == 'F' ? "EZ" : *m == 'B' ? "2" : *m == 'E' ? "C" :
+                          *m == 'D' ? "n" : "3");
+            strcat(r, "Z");
+            no_early(&u, r, (int)strlen(r) - 1);
+            assert_true(pgw_track_idle(&u));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1512,6 +1660,12 @@ int main(void)
         cmocka_unit_test(test_a_probe_settles_a_copyfail_before_a_trigger_failed),
         cmocka_unit_test(test_no_probe_but_after_syncs_alone),
         cmocka_unit_test(test_no_mixed_request_after_a_stray_copydone),
+        cmocka_unit_test(test_after_a_copy_copy_fails_before_reading_in_flight),
+        cmocka_unit_test(test_after_a_copy_second_copy_reads_the_mixed_query),
+        cmocka_unit_test(test_after_a_copy_stray_copydone_after_a_good_one),
+        cmocka_unit_test(test_after_a_copy_copy_fails_at_copydone_no_sync),
+        cmocka_unit_test(test_after_a_copy_sync_among_data_after_a_bad_row),
+        cmocka_unit_test(test_after_a_copy_mixed_own_errors_after_reopen),
         cmocka_unit_test(test_model_random_conversations),
     };
     return cmocka_run_group_tests_name("track", tests, NULL, NULL);
