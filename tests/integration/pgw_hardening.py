@@ -845,7 +845,8 @@ class Forwarder:
                     continue
                 self.conns += [c, up]
                 hook = self.chunk_hook(self.accepted)
-            threading.Thread(target=self._pump, args=(c, up, hook), daemon=True).start()
+            args = (c, up) if hook is None else (c, up, hook)   # (CancelHold's _pump takes two)
+            threading.Thread(target=self._pump, args=args, daemon=True).start()
 
     def chunk_hook(self, n):
         """_pump's on_chunk for the n-th connection accepted (from 1), or
