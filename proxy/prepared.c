@@ -83,6 +83,13 @@ struct ps_stmt {
      * prepared, as PostgreSQL reads a new Parse; the names that have it
      * keep it (each server's copy stays until its LRU drops it). */
     bool retired;
+    /* Its result's shape (row_shape): what the first Describe pgwharf
+     * sent of it said, learnt with pdesc (or by a check_describe).  As in
+     * PostgreSQL, where a statement's result is fixed at its Parse: a
+     * server that reads the text later, its tables changed since, must not
+     * give its clients another (shape_fail). */
+    bool shaped;
+    uint64_t shape;
 };
 
 struct ps_registry {
@@ -107,6 +114,10 @@ struct ps_server_stmt {
     struct pgw_list lru;         /* most recently used first */
     struct ps_stmt *stmt;
     bool stale;                  /* the server's plan is unusable: re-prepare */
+    /* The shape of the result this server's copy gives (row_shape), when a
+     * Describe of pgwharf's told it; else taken for its statement's. */
+    bool read;
+    uint64_t shape;
 };
 
 struct ps_server {
@@ -159,6 +170,16 @@ struct qent {
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
                                   * request, itself included if a Query */
     bool learn;                  /* the Describe learning stmt (ps_stmt.described) */
+    bool check;                  /* the Describe checking the reading of stmt a Parse
+                                  * sent right before it got (check_describe); messages
+                                  * using stmt wait for it (check_hold) */
+    struct ps_stmt *ref;         /* ... whose shape the client has (its statement, if
+                                  * not stmt); a shape_err Describe: whose
+                                  * ParameterDescription goes first */
+    bool shape_bind;             /* a Bind of stmt whose reading here is not the client's
+                                  * (shape_fail): its BindComplete dropped */
+    bool shape_err;              /* the message failing in its place (a Bind or Describe
+                                  * of PGW_0): its 26000 becomes 0A000 */
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
                                   * whose 25P02 becomes the Bind's 08P01 (bind_error) */
     uint16_t bind_formats, bind_params;   /* that Bind's counts */
@@ -234,6 +255,8 @@ struct ps_queue {
     uint32_t copy_zs;
     uint8_t probe;
     uint32_t qdeallocs;          /* entries with dealloc_cc (name_unsettled) */
+    uint32_t checks;             /* entries with check */
+    bool check_flushed;          /* a Flush follows the last check sent */
     /* query_dealloc's, for the Query's entry (pgw_ps_frontend pushes it). */
     char *qd_cname;
     struct ps_stmt *qd_stmt;
@@ -679,6 +702,8 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->had = x->as_is = x->pinned = x->dealloc = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
+    x->check = x->shape_bind = x->shape_err = false;
+    x->ref = NULL;
     x->copy_ends = q->copy_ends;
     x->copies = 0;
     x->drops = false;
@@ -729,7 +754,9 @@ static void q_pop(struct pgw_session *s)
     stmt_unref(reg_of(s), x->stmt);
     stmt_unref(reg_of(s), x->prev);
     stmt_unref(reg_of(s), x->named);
+    stmt_unref(reg_of(s), x->ref);
     free(x->cname);
+    q->checks -= x->check;
     q->syncs -= x->type == PGW_FE_SYNC;
     q->drops -= x->drops;
     q->maybe -= x->maybe;
@@ -814,11 +841,31 @@ struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, cons
     return cn->stmt;
 }
 
+/* The shape of the result e's copy gives; false when unknown. */
+static bool server_reading(const struct ps_server_stmt *e, uint64_t *shape)
+{
+    if (e->read)
+        *shape = e->shape;
+    else if (e->stmt->shaped)
+        *shape = e->stmt->shape;
+    else
+        return false;
+    return true;
+}
+
+/* Does e's copy give a result of another shape than the one a client of
+ * ref (e's statement, or the one the client Parsed: on_named) has? */
+static bool reading_differs(const struct ps_server_stmt *e, const struct ps_stmt *ref)
+{
+    uint64_t got;
+    return ref->shaped && server_reading(e, &got) && got != ref->shape;
+}
+
 bool pgw_ps_server_ready(struct pgw_server *srv, const struct ps_stmt *st)
 {
     struct ps_server *ss = srv->user_state;
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
-    return e && !e->stale;
+    return e && !e->stale && !reading_differs(e, st);
 }
 
 bool pgw_ps_parse_pending(const struct pgw_session *s)
@@ -826,7 +873,7 @@ bool pgw_ps_parse_pending(const struct pgw_session *s)
     const struct ps_queue *q = s->ps_queue;
     for (uint32_t i = 0; q && i < q->len; i++) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (x->type == PGW_FE_PARSE && x->stmt && !x->dealloc)
+        if ((x->type == PGW_FE_PARSE && x->stmt && !x->dealloc) || x->check)
             return true;
     }
     return false;
@@ -976,11 +1023,15 @@ static bool rename_here(struct pgw_iobuf *b, uint32_t name_off, uint32_t old_nl,
 }
 
 /* Make sure the server has st prepared (injecting Close for an LRU victim
- * and a Parse as needed); `bytes` tells how much that needs. */
-static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st)
+ * and a Parse as needed); `bytes` tells how much that needs.  0: it has,
+ * its copy in *has (when not NULL). */
+static uint32_t ensure_bytes(struct pgw_session *s, struct ps_stmt *st,
+                             struct ps_server_stmt **has)
 {
     struct ps_server *ss = server_state(s);
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    if (has)
+        *has = e;
     if (e && !e->stale)
         return 0;
     /* Parse, a Close or two, and the Closes owed from a failed batch. */
@@ -1034,6 +1085,167 @@ static bool inject_describe(struct pgw_session *s, struct pgw_iobuf *b, struct p
     st->describing = true;
     return true;
 }
+
+/* ---- the shape of a statement's result ----
+ *
+ * PostgreSQL fixes a prepared statement's result (its columns' names and
+ * types) at the Parse: when its tables change so that the text would
+ * give another, a Bind or Describe of it gets 0A000 "cached plan must not
+ * change result type" (RevalidateCachedQuery), for as long as the
+ * statement lives; only a new Parse reads the new result.  A server that
+ * prepares a statement of pgwharf's later reads the text as the tables
+ * are then: where that gives another result than the one the statement
+ * was first described with, its clients -- drivers that keep the first
+ * description and read binary results by it (asyncpg) -- would get rows
+ * they misread, or silently wrong values.  So a Parse of a statement whose
+ * shape is known goes with a Describe of pgwharf's (check_describe); the
+ * client's messages using the statement wait for its answer (check_hold),
+ * and where the reading differs from the client's, the client gets
+ * PostgreSQL's 0A000 in place of its Bind or Describe, nothing of it run
+ * (shape_fail).  Only a prepare on a server that lacks the statement
+ * costs the round trip; a Bind of a statement the server has compares
+ * two numbers. */
+
+/* The shape of a RowDescription (or of NoData) at msg: the number of
+ * columns and each one's name, type, length and type modifier -- what
+ * PostgreSQL compares (equalTupleDescs; a column's table is not part of
+ * it: a table made again alike gives the same result). */
+static uint64_t row_shape(char type, const uint8_t *msg, uint32_t total)
+{
+    if (type != PGW_BE_ROW_DESC || total < PGW_MSG_HDR + 2)
+        return 0x6e6f64617461ULL;            /* NoData */
+    const uint8_t *p = msg + PGW_MSG_HDR, *end = msg + total;
+    uint16_t n = pgw_get_u16(p);
+    uint64_t h = pgw_hash_bytes(p, 2, 0x726f7773ULL);
+    p += 2;
+    for (uint16_t i = 0; i < n; i++) {
+        const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+        if (!z || end - (z + 1) < 18)
+            return h ^ 1;                    /* malformed: never a match */
+        h = pgw_hash_bytes(p, (size_t)(z - p) + 1, h);
+        h = pgw_hash_bytes(z + 1 + 6, 10, h);  /* past table and column: type, length, modifier */
+        p = z + 1 + 18;
+    }
+    return h;
+}
+
+/* Room check_describe takes: a Describe and a Flush. */
+#define CHECK_BYTES (CLOSE_BYTES + PGW_MSG_HDR)
+
+/* Queue a Describe of st at `at` in b, right after a Parse of it: its
+ * RowDescription (or NoData) tells the shape of the result that reading
+ * gives on this server (shape_seen), its replies swallowed.  ref: the
+ * statement whose shape the client has, when not st's (on_named).
+ * learn: it learns st too (inject_describe).  cname: the client's Parse
+ * that gave its name st (on_parse; its "key\0name"): PostgreSQL would read
+ * that Parse afresh, so a reading that differs is the name's, under a
+ * statement of its own.  flush: a Flush after it, for a message waiting
+ * for the answer (check_hold).  The caller reserves CHECK_BYTES of room;
+ * false, and nothing sent, when there is none or out of memory. */
+static bool check_describe(struct pgw_session *s, struct pgw_iobuf *b, struct ps_stmt *st,
+                           struct ps_stmt *ref, uint32_t at, bool learn, const char *cname,
+                           bool flush, uint32_t *len)
+{
+    uint8_t m[CHECK_BYTES];
+    *len = describe_msg(st, m);
+    if (flush) {
+        static const uint8_t f[] = { PGW_FE_FLUSH, 0, 0, 0, 4 };
+        memcpy(m + *len, f, sizeof(f));
+        *len += (uint32_t)sizeof(f);
+    }
+    char *names = cname ? names_dup(cname, names_shown(cname)) : NULL;
+    if (!room(b, *len) || (cname && !names) || !q_push(s, Q_SWALLOW, PGW_FE_DESCRIBE, st)) {
+        free(names);
+        return false;
+    }
+    pgw_iobuf_insert(b, at, m, *len);
+    struct qent *x = q_tail(s);
+    x->check = true;
+    x->cname = names;
+    if (ref && ref != st) {
+        x->ref = ref;
+        ref->refs++;
+    }
+    if (learn) {
+        x->learn = true;
+        st->describing = true;
+    }
+    s->ps_queue->checks++;
+    s->ps_queue->check_flushed = flush;
+    return true;
+}
+
+/* A message using st, while a check_describe of it is out: it waits for
+ * the answer, which a Flush asks the server for (the server sends its
+ * replies at a Sync or a Flush: the client's may come after this message
+ * only).  Not one of the client's name `key` that the checked Parse gave
+ * st (on_parse): whatever that reading is, it is this name's, as
+ * PostgreSQL's reading of the client's Parse would be (shape_seen moves
+ * the name to a statement of its own if it is new), so a driver's Parse,
+ * Bind, Execute and Sync go on at once.  PGW_PS_FORWARD when none is
+ * out. */
+static enum pgw_ps_action check_hold(struct pgw_session *s, struct pgw_iobuf *b,
+                                     const struct ps_stmt *st, const char *key)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q || q->checks == 0)
+        return PGW_PS_FORWARD;
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (!x->check || x->stmt != st || (key && x->cname && strcmp(x->cname, key) == 0))
+            continue;
+        if (!q->check_flushed) {
+            static const uint8_t flush[] = { PGW_FE_FLUSH, 0, 0, 0, 4 };
+            if (!need_room(s, b, sizeof(flush)))
+                return PGW_PS_NEED_ROOM;
+            insert_here(b, flush, sizeof(flush));
+            q->check_flushed = true;
+        }
+        return PGW_PS_WAIT;
+    }
+    return PGW_PS_FORWARD;
+}
+
+/* The answer to a Describe of pgwharf's (h: learn, check) of st on the
+ * server: the shape of its reading there, `got`.  The first one known is
+ * the statement's.  A reading that differs is of tables changed since:
+ * st is retired (on_error: new Parses get a statement of their own); the
+ * server's copy stays, known for what it gives (reading_differs: the
+ * statement's clients get 0A000 there); a client's name the Parse just
+ * gave st gets a fresh statement, which PostgreSQL's new Parse would
+ * be. */
+static void shape_seen(struct pgw_session *s, const struct qent *h, uint64_t got)
+{
+    struct ps_stmt *st = h->stmt;
+    if (!st->shaped) {
+        st->shaped = true;
+        st->shape = got;
+    }
+    struct ps_server *ss = s->server ? s->server->user_state : NULL;
+    struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
+    if (e) {
+        e->read = true;
+        e->shape = got;
+    }
+    if (got == st->shape)
+        return;
+    st->retired = true;
+    struct ps_client_name *cn = h->cname ? client_find(s, h->cname) : NULL;
+    if (cn && cn->stmt == st) {
+        struct ps_stmt *fresh = stmt_get(reg_of(s), st->parse + st->key_off, st->key_len, st->ctx);
+        if (fresh) {                     /* (else the name keeps st, and gets 0A000) */
+            cn->stmt = fresh;
+            stmt_unref(reg_of(s), st);   /* the name's */
+        }
+    }
+}
+
+/* The message failing in place of a Bind (after it) or a Describe of a
+ * statement whose reading on this server is not the client's (shape_fail):
+ * a Bind of PGW_0, which no server has (ids start at 1).  Its 26000 is
+ * answered as 0A000 (pgw_ps_backend_error). */
+static const uint8_t fail_bind[] = { PGW_FE_BIND, 0, 0, 0, 17, 0, 'P', 'G', 'W', '_', '0', 0,
+                                     0, 0, 0, 0, 0, 0 };
 
 /* Is now the time to learn st (inject_describe)?  Right after a Parse of
  * it the server sends, always: the Describe is skipped if that Parse
@@ -1974,6 +2186,13 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
         stmt_unref(reg, st);
         return PGW_PS_WAIT;
     }
+    /* A reading of it still to be checked (check_describe) may retire it:
+     * the Parse waits to know whether it gets it or a fresh one. */
+    enum pgw_ps_action held = st->refs > 1 ? check_hold(s, b, st, NULL) : PGW_PS_FORWARD;
+    if (held != PGW_PS_FORWARD) {
+        stmt_unref(reg, st);
+        return held;
+    }
     /* The Parse is replaced by one under pgwharf's name (a few bytes
      * longer at most), maybe after a Close or two for the LRU. */
     uint32_t grow = send_parse_len(st) > *total ? send_parse_len(st) - *total : 0;
@@ -2043,11 +2262,19 @@ static enum pgw_ps_action on_parse(struct pgw_session *s, struct pgw_iobuf *b, u
     q_tail(s)->prev = prev;
     q_tail(s)->had = refused;
     q_tail(s)->pinned = st->pinned != NULL;
-    /* Learnt with it (inject_describe), sent as part of it. */
+    /* Learnt with it (inject_describe), sent as part of it; once its
+     * shape is known, the reading checked (check_describe; nothing waits
+     * for the answer but a message using st under another name). */
     uint32_t dlen;
-    if (!refused && learn_now(s, st, true) &&
-        inject_describe(s, b, st, b->parsed + send_parse_len(st), &dlen))
+    const char *names = q_tail(s)->cname;
+    if (!refused && st->shaped) {
+        if (check_describe(s, b, st, NULL, b->parsed + send_parse_len(st), learn_now(s, st, true),
+                           names, false, &dlen))
+            *total += dlen;
+    } else if (!refused && learn_now(s, st, true) &&
+               inject_describe(s, b, st, b->parsed + send_parse_len(st), &dlen)) {
         *total += dlen;
+    }
     return PGW_PS_FORWARD;
 oom:
     pgw_session_close(s, "53200", "out of memory");
@@ -2160,7 +2387,7 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
      * its Parse's reading back wherever that is to be had. */
     struct ps_stmt *st = cn->stmt;
     uint64_t ctx = parse_context_now(s);
-    if (st->ctx == ctx || ensure_bytes(s, st) == 0)
+    if (st->ctx == ctx || ensure_bytes(s, st, NULL) == 0)
         return named_send(s, b, type, total, name_off, key_name, st, st);
     struct ps_stmt *now = stmt_get(reg_of(s), st->parse + st->key_off, st->key_len, ctx);
     if (!now) {
@@ -2197,9 +2424,63 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
                                      uint32_t *total, uint32_t name_off, const char *key_name,
                                      struct ps_stmt *st, struct ps_stmt *own)
 {
+    /* A reading of st still to be checked on this server: its answer
+     * first (it may be one this message must not run on). */
+    enum pgw_ps_action held = check_hold(s, b, st, key_name);
+    if (held != PGW_PS_FORWARD)
+        return held;
     const uint8_t *body = b->data + b->parsed + 5;
     uint32_t blen = *total - 5;
     const char *name = (const char *)body + name_off;
+    size_t old_nl = strlen(name), new_nl = strlen(st->name);
+    char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
+    if (old_nl < sizeof(bname))
+        memcpy(bname, name, old_nl + 1);
+    struct ps_server_stmt *e;
+    uint32_t ensure = ensure_bytes(s, st, &e);
+    uint16_t nf = 0, np = 0;
+    int fail = ensure && *bname ? failed_tx_answer(st, type, body, blen, name_off, &nf, &np)
+                                : FAIL_AS_IS;
+    if (fail != FAIL_AS_IS && !tx_failed(s)) {
+        if (tx_pending(s))
+            return PGW_PS_WAIT;  /* whether it is failed is still to be known */
+        fail = FAIL_AS_IS;
+    }
+    /* The result the client has: its statement's, or st's. */
+    struct ps_stmt *ref = own->shaped ? own : st;
+    if (ensure && ref->shaped && !tx_failed(s)) {
+        /* Prepared here now, the text is read as its tables are: whether
+         * that gives the client's result is asked first (check_describe),
+         * this message waiting for the answer (check_hold).  Not in a
+         * failed transaction, where the Parse is refused and nothing runs;
+         * while that is still to be known, it waits. */
+        if (tx_pending(s))
+            return PGW_PS_WAIT;
+        if (!need_room(s, b, ensure + CHECK_BYTES))
+            return PGW_PS_NEED_ROOM;
+        uint32_t dlen;
+        st->refs++;                      /* ensure_prepared may drop other refs */
+        bool ok = ensure_prepared(s, b, st, true) &&
+                  check_describe(s, b, st, ref, b->parsed, learn_now(s, st, true), NULL, true,
+                                 &dlen);
+        if (ok)
+            memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);     /* its errors name it */
+        stmt_unref(reg_of(s), st);
+        if (!ok) {
+            pgw_session_close(s, "53200", "out of memory");
+            return PGW_PS_FAILED;
+        }
+        return PGW_PS_WAIT;
+    }
+    /* The server's copy gives another result than the client's: 0A000, as
+     * PostgreSQL answers a statement whose tables changed so (shape_fail).
+     * In a failed transaction a Describe gets the server's 25P02 first. */
+    bool shape_fail = ensure == 0 && reading_differs(e, ref);
+    if (shape_fail && type == PGW_FE_DESCRIBE) {
+        if (tx_pending(s))
+            return PGW_PS_WAIT;
+        shape_fail = !tx_failed(s);
+    }
     /* Its text was scanned at its Parse, maybe in another transaction or
      * on another server: a Bind runs it here (a SET: settings_gen, even
      * with one unanswered already). */
@@ -2211,19 +2492,6 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
         }
         pgw_relay_note_bound_words(s, st->words);
     }
-    size_t old_nl = strlen(name), new_nl = strlen(st->name);
-    char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
-    if (old_nl < sizeof(bname))
-        memcpy(bname, name, old_nl + 1);
-    uint32_t ensure = ensure_bytes(s, st);
-    uint16_t nf = 0, np = 0;
-    int fail = ensure && *bname ? failed_tx_answer(st, type, body, blen, name_off, &nf, &np)
-                                : FAIL_AS_IS;
-    if (fail != FAIL_AS_IS && !tx_failed(s)) {
-        if (tx_pending(s))
-            return PGW_PS_WAIT;  /* whether it is failed is still to be known */
-        fail = FAIL_AS_IS;
-    }
     if (fail == FAIL_DESCRIBE) {
         /* Answered here: nothing to send (nothing prepared either). */
         if (!q_push(s, Q_FAKE, PGW_FE_DESCRIBE, st)) {
@@ -2234,9 +2502,10 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
         return PGW_PS_DROPPED;
     }
     /* Learn what a failed transaction needs of it, while none is. */
-    bool learn = learn_now(s, st, ensure > 0);
+    bool learn = !shape_fail && learn_now(s, st, ensure > 0);
     uint32_t dlen;
-    if (!need_room(s, b, ensure + (uint32_t)new_nl + 8 + (learn ? CLOSE_BYTES : 0)))
+    if (!need_room(s, b, ensure + (uint32_t)new_nl + 8 + (learn ? CLOSE_BYTES : 0) +
+                             (shape_fail ? (uint32_t)sizeof(fail_bind) : 0)))
         return PGW_PS_NEED_ROOM;
     /* ensure_prepared may insert ahead of the message (body and name move
      * with it); the name is renamed in place after that, by offset. */
@@ -2253,16 +2522,36 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     }
     if (ok && learn && (ok = inject_describe(s, b, st, b->parsed, &dlen)))
         memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);     /* its errors name it */
-    ok = ok &&
-         rename_here(b, name_off, (uint32_t)old_nl, st->name, (uint32_t)new_nl);
+    /* shape_fail: a Describe is sent as one of PGW_0 (its 26000 becomes
+     * 0A000, after the ParameterDescription PostgreSQL sends first); a
+     * Bind goes as ever -- PostgreSQL checks its parameters before the
+     * plan, and the server does, running nothing -- with a Bind of PGW_0
+     * after it, which fails in its place. */
+    bool as_fail = shape_fail && type == PGW_FE_DESCRIBE;
+    const char *to = as_fail ? "PGW_0" : st->name;
+    if (as_fail)
+        new_nl = strlen(to);
+    ok = ok && rename_here(b, name_off, (uint32_t)old_nl, to, (uint32_t)new_nl);
     if (ok) {
         *total = *total - (uint32_t)old_nl + (uint32_t)new_nl;
-        ok = q_push(s, Q_PASS, type, st);
+        ok = q_push(s, Q_PASS, type, as_fail ? NULL : st);
         if (ok)
             memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);
-        if (ok && !*bname && own != st) {
+        if (ok && !*bname && own != st && !as_fail) {
             own->refs++;                 /* no name has st: found by own (backend_error) */
             q_tail(s)->named = own;
+        }
+        if (ok && as_fail) {
+            q_tail(s)->shape_err = true;
+            q_tail(s)->ref = ref;
+            ref->refs++;
+        } else if (ok && shape_fail) {
+            q_tail(s)->shape_bind = true;
+            pgw_iobuf_insert(b, b->parsed + *total, fail_bind, sizeof(fail_bind));
+            *total += (uint32_t)sizeof(fail_bind);
+            ok = q_push(s, Q_PASS, PGW_FE_BIND, NULL);
+            if (ok)
+                q_tail(s)->shape_err = true;
         }
     }
     stmt_unref(reg_of(s), st);
@@ -2272,6 +2561,8 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     }
     if (type == PGW_FE_BIND) {
         s->ps_bind_count++;
+        if (shape_fail)
+            return PGW_PS_FORWARD;       /* nothing of it runs */
         if (drops_all((const char *)st->parse + st->key_off))
             drops_all_sent(s, true);
         /* A LISTEN or UNLISTEN of its: run in a transaction */
@@ -2731,9 +3022,10 @@ bool pgw_ps_backend_wants_whole(struct pgw_session *s, char type)
         type == PGW_BE_BIND_COMPLETE || type == PGW_BE_CLOSE_COMPLETE ||
         type == PGW_BE_COMMAND_COMPLETE)           /* a few bytes: its tag */
         return true;
-    /* The replies to a Describe pgwharf sent (inject_describe). */
+    /* The replies to a Describe pgwharf sent (inject_describe, check_describe). */
     const struct qent *h;
-    return (type == 't' || type == PGW_BE_ROW_DESC || type == 'n') && (h = q_head(s)) && h->learn;
+    return (type == 't' || type == PGW_BE_ROW_DESC || type == 'n') && (h = q_head(s)) &&
+           (h->learn || h->check);
 }
 
 static bool completes(char fe, char be)
@@ -2761,6 +3053,8 @@ static void undo_parse(struct pgw_session *s, const struct qent *x)
 {
     if (x->dealloc)
         return;                          /* undo_close puts its name back */
+    if (x->check)
+        return;                          /* (its name is its Parse's) */
     if (x->cname && s->ps_client) {
         struct ps_client_name *cn = client_find(s, x->cname);
         if (cn && cn->stmt == x->stmt)
@@ -3176,11 +3470,41 @@ static bool bind_error(struct pgw_session *s, const struct qent *h, uint32_t *to
     return ok;
 }
 
+/* The 26000 of the message failing in place of a Bind or Describe whose
+ * statement's reading on this server is not the client's (shape_fail):
+ * PostgreSQL's 0A000, field for field but the line, and for a Describe
+ * the statement's ParameterDescription first, as PostgreSQL sends it. */
+static bool shape_error(struct pgw_session *s, const struct qent *h, uint32_t *total)
+{
+    const struct ps_stmt *pd = h->type == PGW_FE_DESCRIBE && h->ref ? h->ref : NULL;
+    if (pd && pd->pdesc && !emit_bytes(s, pd->pdesc, pd->pdesc_len)) {
+        pgw_session_close(s, "53200", "out of memory for a reply to the client");
+        return false;
+    }
+    struct pgw_wbuf m;
+    pgw_wbuf_init(&m);
+    size_t at = pgw_wbuf_msg_begin(&m, PGW_BE_ERROR);
+    static const char *const fields[] = { "SERROR", "VERROR", "C0A000",
+                                          "Mcached plan must not change result type",
+                                          "Fplancache.c", "RRevalidateCachedQuery" };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        pgw_wbuf_put_str(&m, fields[i]);
+    pgw_wbuf_put_u8(&m, 0);
+    pgw_wbuf_msg_end(&m, at);
+    bool ok = error_replace(s, total, &m);
+    pgw_wbuf_deinit(&m);
+    return ok;
+}
+
 bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
 {
     maybe_resolve(s, PGW_BE_ERROR);
     const struct qent *h = q_head(s);
     struct pgw_wire_err_fields f;
+    if (h && h->shape_err &&
+        pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,
+                             *total - PGW_MSG_HDR, &f) == 0 && strcmp(f.sqlstate, "26000") == 0)
+        return shape_error(s, h, total);
     if (h && h->bind_refused &&
         pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,
                              *total - PGW_MSG_HDR, &f) == 0 && strcmp(f.sqlstate, "25P02") == 0)
@@ -3270,10 +3594,11 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         }
         return false;
     }
-    if (h->learn && msg) {
-        /* What inject_describe asked: kept, and not the client's. */
+    if ((h->learn || h->check) && msg) {
+        /* What inject_describe or check_describe asked: kept, and not the
+         * client's. */
         struct ps_stmt *st = h->stmt;
-        if (type == 't' && total >= PGW_MSG_HDR + 2 && !st->pdesc &&
+        if (type == 't' && h->learn && total >= PGW_MSG_HDR + 2 && !st->pdesc &&
             (st->pdesc = malloc(total))) {
             memcpy(st->pdesc, msg, total);
             st->pdesc_len = total;
@@ -3282,8 +3607,11 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
             return true;
         }
         if (type == PGW_BE_ROW_DESC || type == 'n') {
-            st->rows = type == PGW_BE_ROW_DESC;
-            st->described = st->pdesc != NULL;
+            if (h->learn) {
+                st->rows = type == PGW_BE_ROW_DESC;
+                st->described = st->pdesc != NULL;
+            }
+            shape_seen(s, h, row_shape(type, msg, total));
             q_pop(s);
             return true;
         }
@@ -3307,7 +3635,7 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
          * encoding changed on the way?): a statement there under the
          * client's own name, which the next client must not meet. */
         pgw_server_retire(s->server, "a statement under a client's own name");
-    bool drop = h->kind == Q_SWALLOW;
+    bool drop = h->kind == Q_SWALLOW || h->shape_bind;
     if (h->probe) {
         /* Every ReadyForQuery before it is in (maybe_resolve took the
          * Syncs left for read): the server was skipping if only the

@@ -2373,6 +2373,10 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             if (a == PGW_PS_WAIT) {
                 s->ps_wait = true;              /* scanned again as answers come */
+                /* Under way meanwhile (a Parse of pgwharf's may run first,
+                 * and wait on a lock): not idle, and query_timeout runs. */
+                if (s->query_start == 0)
+                    s->query_start = pgw_mono_now(s->px->loop);
                 break;
             }
             if (a == PGW_PS_NEED_ROOM) {

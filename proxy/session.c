@@ -417,7 +417,8 @@ static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum sessi
      * long one (query_start, the first message, is the statistics'). */
     if (s->query_start > 0 &&
         (s->track.sync_out > 0 || s->swallow > 0 ||    /* (its SETs first: relay.c) */
-         (s->query_timeout > 0 && (s->track.fe_open > 0 || client_msg_arriving(s))))) {
+         (s->query_timeout > 0 &&
+          (s->track.fe_open > 0 || s->ps_wait || client_msg_arriving(s))))) {
         *what = TO_QUERY;
         if (s->query_timeout <= 0)
             return 0;
@@ -426,10 +427,12 @@ static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum sessi
             start = s->waited_since;     /* the request that waited for the server */
         return start + s->query_timeout;
     }
-    if (s->track.fe_open > 0) {
+    if (s->track.fe_open > 0 || s->ps_wait) {
         /* Extended-protocol messages with no Sync yet (a cursor's Execute
          * + Flush, a pipeline): the server may be running them, so the
-         * client is not idle. */
+         * client is not idle.  Nor while its message waits for answers
+         * (PGW_PS_WAIT: a Parse of pgwharf's sent ahead of it may wait on
+         * a lock). */
         *what = TO_NONE;
         return 0;
     }

@@ -1279,11 +1279,16 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_a_borrower_leaving_while_preparing_leaves_the_server_usable(self):
         # B's Bind needs its statement prepared on the server again (the
         # LRU closed it there): pgwharf sends a Parse first, which waits on
-        # a lock; C queues behind; B leaves and C gets the server.  Then the
-        # table goes, so that Parse fails.  pgwharf must not believe the
+        # a lock; C comes; B leaves.  Then the table goes, so that Parse
+        # fails, and C gets the server.  pgwharf must not believe the
         # server has the statement: once the table is back, binding it
         # works (it is closed and prepared again), rather than 26000 for
-        # good.
+        # good.  (C queued behind B's request once, and got the server as
+        # B left.  B's Bind now waits for the server's reading of the
+        # statement to be checked against the one B has -- test_prepared
+        # TestResultShapeKeptAfterASchemaChange -- and nothing queues
+        # behind a request not sent whole: C waits for a server, and B's
+        # request, whole, is answered before its session ends.)
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
             "metrics_port": "auto", "max_prepared_statements": 1})
@@ -1305,12 +1310,14 @@ class TestPipeline(pt.AppRoleTestCase):
                 "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
                 "and backend_type = 'client backend'") == "1", "B's Parse waiting on the lock")
             c.send(ext_msgs("select $1::text", "C"))
-            await self.wait_queued(1, px)
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1,
+                             "C waiting")
+            self.assertEqual(metric(px, QUEUED), 0)
             b.abort()
-            await self.until(lambda: metric(px, "pgwharf_clients_total") == 2, "B gone")
             self.rows(await lock.query("drop table t_pipe_ps"))
             self.rows(await lock.query("commit"))
             await lock.close()
+            await self.until(lambda: metric(px, "pgwharf_clients_total") == 2, "B gone")
             self.assertEqual(await read_ext(c), (["1", "2", "T", "D", "C", "Z"], [["C"]], None))
             self.pg.psql("create table t_pipe_ps(x int); grant all on t_pipe_ps to %s"
                          % self.user)

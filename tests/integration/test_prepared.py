@@ -1275,9 +1275,11 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.assertEqual([sqlstate(m) for t, m in msgs if t == b"E"], ["0A000"], msgs)
         a.send(a.query("set timezone = 'Asia/Tokyo'"))
         a.until_ready()
+        # Run as the statement of a's settings now, made for it: its result
+        # (id an int8) is not s1's, and a gets 0A000 as from PostgreSQL.
         a.send(bind_1, a.execute(), a.sync())
         msgs = a.until_ready()
-        self.assertEqual([t for t, m in msgs if t == b"E"], [], msgs)
+        self.assertEqual([sqlstate(m) for t, m in msgs if t == b"E"], ["0A000"], msgs)
         # b's new Parse, in a's settings now: read afresh, as PostgreSQL does.
         b.send(b.parse("q", sql), b.describe_stmt("q"), b.sync())
         self.assertEqual(param_oids(b.until_ready()), [20])
@@ -1349,6 +1351,235 @@ class TestParameterTypesKeptAfterASchemaChange(pt.PgwharfTestCase):
             msgs = self.run_on_a_new_server(bind_ok, r.execute(), r.sync())
             self.assertEqual([t for t, b in msgs if t == b"E"], [], msgs)
             self.assertEqual([b[6:] for t, b in msgs if t == b"D"], [b"one"], msgs)
+
+
+class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
+    """PostgreSQL fixes a prepared statement's result at its Parse: once
+    ALTER TABLE changes what the text returns, a Bind or Describe of it
+    gets 0A000 "cached plan must not change result type" (nothing run).  A
+    server that prepared the shared statement after the change returned
+    rows of the new shape to a client that had Described the old one:
+    asyncpg got ProtocolError or BufferError, and for a dropped column
+    silently the next column's bytes as the values (hunt s40: drivers)."""
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                               "default_pool_size": 2, "auth_type": "trust"})
+        self.pg.psql("drop table if exists ps_shape; "
+                     "create table ps_shape(id int, a int, b text, c int); "
+                     "insert into ps_shape values (1, 10, 'x1', 7), (2, 20, 'x2', 8)")
+
+    def raw(self):
+        r = Raw(self.px.host, self.px.port, self.pg.user, self.pg.database)
+        self.addCleanup(r.close)
+        return r
+
+    def hold(self):
+        """Another client holds the server used last: the next request
+        goes to one that has not prepared the statement."""
+        holder = psycopg2.connect(self.px.dsn())
+        self.addCleanup(holder.close)
+        holder.cursor().execute("begin; select 1")
+
+    def test_a_dropped_column_gives_0A000_not_the_next_columns_bytes(self):
+        r = self.raw()
+        sql = "select * from ps_shape where id = 1"
+        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.pg.psql("alter table ps_shape drop column b")
+        self.hold()
+        # Twice in one write: the second Bind meets what the first learnt.
+        r.send(r.bind("s1"), r.execute(), r.sync(), r.bind("s1"), r.execute(), r.sync())
+        for _ in range(2):
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "EZ", msgs)
+            self.assertEqual(sqlstate(msgs[0][1]), "0A000")
+            self.assertIn(b"Mcached plan must not change result type\x00", msgs[0][1])
+            self.assertIn(b"RRevalidateCachedQuery\x00", msgs[0][1])
+        # A Describe too, after the ParameterDescription, as PostgreSQL.
+        r.send(r.describe_stmt("s1"), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[1][1])), ("tEZ", "0A000"), msgs)
+        # A new Parse of the text reads the table as it is now.
+        r.send(r.parse("s2", sql), r.describe_stmt("s2"), r.bind("s2"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "1tT2DCZ", msgs)
+        row = [b for t, b in msgs if t == b"D"][0]
+        self.assertEqual(struct.unpack("!H", row[:2])[0], 3)
+
+    def test_an_insert_returning_is_not_run(self):
+        r = self.raw()
+
+        def ins(k):
+            return r.msg(b"B", b"\x00ins\x00" + struct.pack("!HHi", 0, 1, 1) + str(k).encode() +
+                         struct.pack("!H", 0))
+
+        r.send(r.parse("ins", "insert into ps_shape(id, a) values ($1, 0) returning *"),
+               r.describe_stmt("ins"), ins(3), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.pg.psql("alter table ps_shape add column d int default 5")
+        self.hold()
+        r.send(ins(4), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["0A000"], msgs)
+        self.assertEqual(self.pg.psql("select count(*) from ps_shape where id = 4"), "0")
+        # A parameter PostgreSQL cannot read fails first, as there.
+        r.send(ins("x"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["22P02"], msgs)
+
+    def test_in_a_transaction_block_the_0A000_fails_it(self):
+        r = self.raw()
+        r.send(r.parse("s1", "select * from ps_shape where id = 1"), r.bind("s1"), r.execute(),
+               r.sync())
+        self.assertEqual(types(r.until_ready()), "12DCZ")
+        self.pg.psql("alter table ps_shape alter column a type bigint")
+        self.hold()
+        r.send(r.query("begin"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual((types(msgs), sqlstate(msgs[0][1]), msgs[-1][1]), ("EZ", "0A000", b"E"),
+                         msgs)
+        r.send(r.query("select 1"))
+        msgs = r.until_ready()
+        self.assertEqual(sqlstate(msgs[0][1]), "25P02", msgs)
+        r.send(r.query("rollback"))
+        self.assertEqual(r.until_ready()[-1], (b"Z", b"I"))
+
+    def test_a_new_parse_on_a_server_without_it_reads_the_table_as_it_is(self):
+        # Another client's Parse of the same text after the change, on a
+        # server that lacks the statement: as in PostgreSQL it gets the
+        # new result (not the statement first described, nor 0A000).
+        r = self.raw()
+        sql = "select * from ps_shape where id = 1"
+        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.pg.psql("alter table ps_shape drop column b")
+        self.hold()
+        n = self.raw()
+        for _ in range(2):
+            n.send(n.parse("q", sql), n.describe_stmt("q"), n.bind("q"), n.execute(),
+                   n.close_stmt("q"), n.sync())
+            msgs = n.until_ready()
+            self.assertEqual(types(msgs), "1tT2DC3Z", msgs)
+            rd, row = [b for t, b in msgs if t in (b"T", b"D")]
+            self.assertEqual(struct.unpack("!H", rd[:2])[0], 3)
+            self.assertEqual(row, struct.pack("!HI", 3, 1) + b"1" + struct.pack("!I", 2) + b"10" +
+                             struct.pack("!I", 1) + b"7")
+        # The first client's statement there: 0A000.
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["0A000"], msgs)
+
+    def test_names_of_64_bytes_or_more(self):
+        # PostgreSQL keys a name by its first 63 bytes: a new client's Parse
+        # and Bind of such a name in one write go on at once (the reading
+        # is that name's), an older name of the statement gets 0A000.
+        old, new = "o" * 70, "n" * 64 + "x" * 6
+        sql = "select * from ps_shape where id = 1"
+        r = self.raw()
+        r.send(r.parse(old, sql), r.describe_stmt(old), r.bind(old), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.pg.psql("alter table ps_shape add column d int default 5")
+        self.hold()
+        n = self.raw()
+        n.send(n.parse(new, sql), n.bind(new), n.execute(), n.describe_stmt(new[:63] + "y"),
+               n.sync())
+        msgs = n.until_ready()
+        self.assertEqual(types(msgs), "12DCtTZ", msgs)
+        self.assertEqual(struct.unpack("!H", [b for t, b in msgs if t == b"D"][0][:2])[0], 5)
+        r.send(r.bind(old[:63] + "z"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["0A000"], msgs)
+
+    def test_a_request_waiting_for_the_check_is_not_idle(self):
+        # The Parse pgwharf sends ahead of the client's Bind waits on a
+        # lock; the Bind waits for its answer.  Neither client_idle_timeout
+        # nor, in a transaction, idle_transaction_timeout ends the client
+        # meanwhile: its request is under way.
+        for setting, begin in (("client_idle_timeout", False),
+                               ("idle_transaction_timeout", True)):
+            with self.subTest(setting=setting):
+                px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                                  "default_pool_size": 2, "auth_type": "trust",
+                                                  setting: "300ms"})
+                r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+                self.addCleanup(r.close)
+                r.send(r.parse("s1", "select a from ps_shape where id = 1"), r.describe_stmt("s1"),
+                       r.sync())
+                self.assertEqual(types(r.until_ready()), "1tTZ")
+                holder = psycopg2.connect(px.dsn())
+                self.addCleanup(holder.close)
+                holder.cursor().execute("begin; select 1")
+                lock = psycopg2.connect(self.pg.dsn())
+                self.addCleanup(lock.close)
+                lock.cursor().execute("lock table ps_shape in access exclusive mode")
+                if begin:
+                    r.send(r.query("begin"))
+                    self.assertEqual(types(r.until_ready()), "CZ")
+                r.send(r.bind("s1"), r.execute(), r.sync())
+                pt.wait_until(lambda: self.pg.psql(
+                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                    "and query like '%ps_shape%'") == "1", 20, what="the Parse waiting")
+                # Past the timeout (300 ms) while the Parse waits: the
+                # client is still there once the lock goes.
+                self.assertEqual(select.select([r.s], [], [], 1.0)[0], [])
+                lock.rollback()
+                msgs = r.until_ready()
+                self.assertEqual(types(msgs), "2DCZ", msgs)
+                if begin:
+                    r.send(r.query("commit"))
+                    self.assertEqual(types(r.until_ready()), "CZ")
+                for c in (r, holder, lock):
+                    c.close()
+                px.stop()
+
+    def asyncpg_after(self, ddl):
+        """asyncpg fetches a query (its statement cached, Described once),
+        the table changes, and it fetches again on a server that has not
+        prepared the statement: what it gets, and what PostgreSQL gives."""
+        import asyncpg
+        q = "select * from ps_shape where id <= $1 order by id"
+
+        async def main():
+            c = await asyncpg.connect(self.px.url())
+            try:
+                await c.fetch(q, 2)
+                self.pg.psql(ddl)
+                self.hold()
+                got = [tuple(x) for x in await c.fetch(q, 2)]
+                again = [tuple(x) for x in await c.fetch(q, 2)]
+            finally:
+                await c.close()
+            d = await asyncpg.connect(self.pg.url())
+            try:
+                want = [tuple(x) for x in await d.fetch(q, 2)]
+            finally:
+                await d.close()
+            return got, again, want
+
+        got, again, want = asyncio.run(main())
+        self.assertEqual(got, want)
+        self.assertEqual(again, want)
+
+    def test_asyncpg_after_a_column_is_dropped(self):
+        # ProtocolError: number of columns (3) different from described (4).
+        self.asyncpg_after("alter table ps_shape drop column b")
+
+    def test_asyncpg_after_a_column_is_dropped_and_another_added(self):
+        # As many columns as described: no error, and b read as text from
+        # the int4 bytes of column c (b"\x00\x00\x00\x07").
+        self.asyncpg_after("alter table ps_shape drop column b, add column e int default 9")
+
+    def test_asyncpg_after_a_column_is_added(self):
+        # ProtocolError: number of columns (5) different from described (4).
+        self.asyncpg_after("alter table ps_shape add column d int default 5")
+
+    def test_asyncpg_after_a_column_type_change(self):
+        # BufferError: an int8 read as an int4.
+        self.asyncpg_after("alter table ps_shape alter column a type bigint")
 
 
 class TestDiscardAndDeallocateAll(pt.PgwharfTestCase):
