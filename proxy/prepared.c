@@ -6,6 +6,7 @@
  */
 #include "proxy/prepared.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,12 @@ struct ps_server_stmt {
      * Describe of pgwharf's told it; else taken for its statement's. */
     bool read;
     uint64_t shape;
+    /* ... told by the check a Bind or Describe waits for (check_held),
+     * which fails at once if it differs (shape_fail); any other reading
+     * that differs is read again before a message fails, so a copy read
+     * while its tables were changed in a transaction later rolled back
+     * (or a change undone) is read afresh, as PostgreSQL reads its own. */
+    bool fresh;
 };
 
 struct ps_server {
@@ -178,6 +185,8 @@ struct qent {
                                   * ParameterDescription goes first */
     bool shape_bind;             /* a Bind of stmt whose reading here is not the client's
                                   * (shape_fail): its BindComplete dropped */
+    bool check_held;             /* a check a Bind or Describe waits for (named_send):
+                                  * its reading is fresh (ps_server_stmt) */
     bool shape_err;              /* the message failing in its place (a Bind or Describe
                                   * of PGW_0): its 26000 becomes 0A000 */
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
@@ -702,7 +711,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->had = x->as_is = x->pinned = x->dealloc = false;
     x->execs = 0;
     x->learn = x->bind_refused = false;
-    x->check = x->shape_bind = x->shape_err = false;
+    x->check = x->check_held = x->shape_bind = x->shape_err = false;
     x->ref = NULL;
     x->copy_ends = q->copy_ends;
     x->copies = 0;
@@ -1161,6 +1170,7 @@ static bool check_describe(struct pgw_session *s, struct pgw_iobuf *b, struct ps
     pgw_iobuf_insert(b, at, m, *len);
     struct qent *x = q_tail(s);
     x->check = true;
+    x->check_held = flush;
     x->cname = names;
     if (ref && ref != st) {
         x->ref = ref;
@@ -1206,17 +1216,46 @@ static enum pgw_ps_action check_hold(struct pgw_session *s, struct pgw_iobuf *b,
     return PGW_PS_FORWARD;
 }
 
+static const char *skip_blank(const char *p);
+
+/* Does PostgreSQL fix st's result at its Parse (RevalidateCachedQuery's
+ * 0A000 when its tables change)?  Only for a statement it analyses into a
+ * query whose columns come from its tables: one starting with SELECT,
+ * INSERT, UPDATE, DELETE, MERGE, VALUES, TABLE, WITH or a parenthesis.
+ * Not a utility statement: a FETCH or EXECUTE gives the rows of whatever
+ * its cursor or statement is when it runs, a SHOW or CALL its own, an
+ * EXPLAIN one text column, a DECLARE or CREATE TABLE AS none; PostgreSQL
+ * runs them whatever their tables became, so pgwharf checks nothing. */
+static bool shape_fixed(const struct ps_stmt *st)
+{
+    static const char *const kw[] = { "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE",
+                                      "VALUES", "TABLE", "WITH" };
+    const char *p = skip_blank((const char *)st->parse + st->key_off);
+    if (*p == '(')
+        return true;
+    for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]); i++) {
+        size_t n = strlen(kw[i]);
+        if (strncasecmp(p, kw[i], n) == 0 && !isalnum((unsigned char)p[n]) && p[n] != '_' &&
+            p[n] != '$' && !((unsigned char)p[n] & 0x80))
+            return true;
+    }
+    return false;
+}
+
 /* The answer to a Describe of pgwharf's (h: learn, check) of st on the
  * server: the shape of its reading there, `got`.  The first one known is
  * the statement's.  A reading that differs is of tables changed since:
  * st is retired (on_error: new Parses get a statement of their own); the
  * server's copy stays, known for what it gives (reading_differs: the
- * statement's clients get 0A000 there); a client's name the Parse just
+ * statement's clients get 0A000 there, after it is read again if this
+ * check was not one they waited for: fresh); a client's name the Parse just
  * gave st gets a fresh statement, which PostgreSQL's new Parse would
  * be. */
 static void shape_seen(struct pgw_session *s, const struct qent *h, uint64_t got)
 {
     struct ps_stmt *st = h->stmt;
+    if (!shape_fixed(st))
+        return;                          /* never shaped: nothing checked */
     if (!st->shaped) {
         st->shaped = true;
         st->shape = got;
@@ -1225,6 +1264,7 @@ static void shape_seen(struct pgw_session *s, const struct qent *h, uint64_t got
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     if (e) {
         e->read = true;
+        e->fresh = h->check_held;
         e->shape = got;
     }
     if (got == st->shape)
@@ -2436,7 +2476,16 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     char bname[PS_BNAME_MAX] = "";       /* name points into b, renamed below */
     if (old_nl < sizeof(bname))
         memcpy(bname, name, old_nl + 1);
+    /* The result the client has: its statement's, or st's. */
+    struct ps_stmt *ref = own->shaped ? own : st;
     struct ps_server_stmt *e;
+    ensure_bytes(s, st, &e);
+    if (e && !e->stale && !e->fresh && reading_differs(e, ref) && !tx_failed(s))
+        /* Its reading here differs, and no message failed for it since it
+         * was told: read again (below) before this one fails -- its tables
+         * may be as they were (a transaction that changed them rolled
+         * back), where PostgreSQL, which reads it again then, runs it. */
+        e->stale = true;
     uint32_t ensure = ensure_bytes(s, st, &e);
     uint16_t nf = 0, np = 0;
     int fail = ensure && *bname ? failed_tx_answer(st, type, body, blen, name_off, &nf, &np)
@@ -2446,8 +2495,6 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
             return PGW_PS_WAIT;  /* whether it is failed is still to be known */
         fail = FAIL_AS_IS;
     }
-    /* The result the client has: its statement's, or st's. */
-    struct ps_stmt *ref = own->shaped ? own : st;
     if (ensure && ref->shaped && !tx_failed(s)) {
         /* Prepared here now, the text is read as its tables are: whether
          * that gives the client's result is asked first (check_describe),
@@ -2541,6 +2588,8 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
             own->refs++;                 /* no name has st: found by own (backend_error) */
             q_tail(s)->named = own;
         }
+        if (ok && shape_fail)
+            e->fresh = false;            /* the next one reads it again */
         if (ok && as_fail) {
             q_tail(s)->shape_err = true;
             q_tail(s)->ref = ref;
@@ -3476,6 +3525,11 @@ static bool bind_error(struct pgw_session *s, const struct qent *h, uint32_t *to
  * the statement's ParameterDescription first, as PostgreSQL sends it. */
 static bool shape_error(struct pgw_session *s, const struct qent *h, uint32_t *total)
 {
+    /* No ParameterDescription when none was learnt of the statement
+     * (pdesc: learn_now skipped it, or its learning failed), where
+     * PostgreSQL sends one: a driver reading the Describe's answer takes
+     * the error first either way, and learning it here would cost one
+     * more Describe ahead of every such failure. */
     const struct ps_stmt *pd = h->type == PGW_FE_DESCRIBE && h->ref ? h->ref : NULL;
     if (pd && pd->pdesc && !emit_bytes(s, pd->pdesc, pd->pdesc_len)) {
         pgw_session_close(s, "53200", "out of memory for a reply to the client");

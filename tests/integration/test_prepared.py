@@ -1473,6 +1473,72 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
         msgs = r.until_ready()
         self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["0A000"], msgs)
 
+    def test_a_prepared_fetch_gives_the_rows_of_the_cursor_it_meets(self):
+        # PostgreSQL never holds a utility statement to its first result: a
+        # FETCH returns what its cursor is when it runs (bd6c377 answered
+        # 0A000 on a server that prepared it later).
+        self.pg.psql("drop table if exists ps_shape2; create table ps_shape2(x text, y text); "
+                     "insert into ps_shape2 values ('p', 'q')")
+        r = self.raw()
+        r.send(r.query("begin; declare c1 cursor for select a from ps_shape where id = 1"))
+        r.until_ready()
+        r.send(r.parse("sf", "fetch all from c1"), r.describe_stmt("sf"), r.bind("sf"),
+               r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        r.send(r.query("commit"))
+        r.until_ready()
+        self.hold()
+        r.send(r.query("begin; declare c1 cursor for select * from ps_shape2"))
+        r.until_ready()
+        r.send(r.bind("sf"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual(types(msgs), "2DCZ", msgs)
+        row = [b for t, b in msgs if t == b"D"][0]
+        self.assertEqual(row, struct.pack("!HI", 2, 1) + b"p" + struct.pack("!I", 1) + b"q")
+        r.send(r.query("commit"))
+        r.until_ready()
+
+    def test_a_query_after_a_comment_is_still_checked(self):
+        # The first word is read past comments (nested ones too) and case.
+        r = self.raw()
+        sql = "/* a /* nested */ comment */ -- and a line\n WiTh w as (select * from ps_shape) " \
+              "select * from w where id = 1"
+        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.pg.psql("alter table ps_shape drop column b")
+        self.hold()
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        msgs = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in msgs if t == b"E"], ["0A000"], msgs)
+
+    def test_a_reading_of_a_change_rolled_back_is_read_again(self):
+        # A server that read the statement in a transaction that changed its
+        # table, rolled back since: PostgreSQL reads its copy again and runs
+        # it; bd6c377 trusted that reading for ever and answered 0A000.
+        r = self.raw()
+        sql = "select * from ps_shape where id = 1"
+        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.hold()                      # r's server: m gets the other one
+        m = self.raw()
+        m.send(m.query("begin; alter table ps_shape add column d int"))
+        self.assertEqual(m.until_ready()[-1], (b"Z", b"T"))
+        m.send(m.parse("q", sql), m.describe_stmt("q"), m.bind("q"), m.execute(), m.sync())
+        msgs = m.until_ready()
+        self.assertEqual(types(msgs), "1tT2DCZ", msgs)
+        self.assertEqual(struct.unpack("!H", [b for t, b in msgs if t == b"T"][0][:2])[0], 5)
+        m.send(m.query("rollback"))
+        self.assertEqual(m.until_ready()[-1], (b"Z", b"I"))
+        for _ in range(2):               # on m's server, the other held
+            r.send(r.describe_stmt("s1"), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "tTZ", msgs)
+            r.send(r.bind("s1"), r.execute(), r.sync())
+            msgs = r.until_ready()
+            self.assertEqual(types(msgs), "2DCZ", msgs)
+            row = [b for t, b in msgs if t == b"D"][0]
+            self.assertEqual(struct.unpack("!H", row[:2])[0], 4)
+
     def test_names_of_64_bytes_or_more(self):
         # PostgreSQL keys a name by its first 63 bytes: a new client's Parse
         # and Bind of such a name in one write go on at once (the reading
