@@ -1375,6 +1375,12 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
         self.addCleanup(r.close)
         return r
 
+    def prepare_and_run(self, r, name, sql):
+        """r prepares sql as name, Describes and runs it (one row of
+        ps_shape's first shape)."""
+        r.send(r.parse(name, sql), r.describe_stmt(name), r.bind(name), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+
     def hold(self):
         """Another client holds the server used last: the next request
         goes to one that has not prepared the statement."""
@@ -1385,8 +1391,7 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
     def test_a_dropped_column_gives_0A000_not_the_next_columns_bytes(self):
         r = self.raw()
         sql = "select * from ps_shape where id = 1"
-        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.prepare_and_run(r, "s1", sql)
         self.pg.psql("alter table ps_shape drop column b")
         self.hold()
         # Twice in one write: the second Bind meets what the first learnt.
@@ -1454,8 +1459,7 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
         # new result (not the statement first described, nor 0A000).
         r = self.raw()
         sql = "select * from ps_shape where id = 1"
-        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.prepare_and_run(r, "s1", sql)
         self.pg.psql("alter table ps_shape drop column b")
         self.hold()
         n = self.raw()
@@ -1503,8 +1507,7 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
         r = self.raw()
         sql = "/* a /* nested */ comment */ -- and a line\n WiTh w as (select * from ps_shape) " \
               "select * from w where id = 1"
-        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.prepare_and_run(r, "s1", sql)
         self.pg.psql("alter table ps_shape drop column b")
         self.hold()
         r.send(r.bind("s1"), r.execute(), r.sync())
@@ -1517,8 +1520,7 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
         # it; bd6c377 trusted that reading for ever and answered 0A000.
         r = self.raw()
         sql = "select * from ps_shape where id = 1"
-        r.send(r.parse("s1", sql), r.describe_stmt("s1"), r.bind("s1"), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.prepare_and_run(r, "s1", sql)
         self.hold()                      # r's server: m gets the other one
         m = self.raw()
         m.send(m.query("begin; alter table ps_shape add column d int"))
@@ -1546,8 +1548,7 @@ class TestResultShapeKeptAfterASchemaChange(pt.PgwharfTestCase):
         old, new = "o" * 70, "n" * 64 + "x" * 6
         sql = "select * from ps_shape where id = 1"
         r = self.raw()
-        r.send(r.parse(old, sql), r.describe_stmt(old), r.bind(old), r.execute(), r.sync())
-        self.assertEqual(types(r.until_ready()), "1tT2DCZ")
+        self.prepare_and_run(r, old, sql)
         self.pg.psql("alter table ps_shape add column d int default 5")
         self.hold()
         n = self.raw()
