@@ -2479,14 +2479,15 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     /* The result the client has: its statement's, or st's. */
     struct ps_stmt *ref = own->shaped ? own : st;
     struct ps_server_stmt *e;
-    ensure_bytes(s, st, &e);
-    if (e && !e->stale && !e->fresh && reading_differs(e, ref) && !tx_failed(s))
+    uint32_t ensure = ensure_bytes(s, st, &e);
+    if (!ensure && e && !e->fresh && reading_differs(e, ref) && !tx_failed(s)) {
         /* Its reading here differs, and no message failed for it since it
          * was told: read again (below) before this one fails -- its tables
          * may be as they were (a transaction that changed them rolled
          * back), where PostgreSQL, which reads it again then, runs it. */
         e->stale = true;
-    uint32_t ensure = ensure_bytes(s, st, &e);
+        ensure = ensure_bytes(s, st, &e);
+    }
     uint16_t nf = 0, np = 0;
     int fail = ensure && *bname ? failed_tx_answer(st, type, body, blen, name_off, &nf, &np)
                                 : FAIL_AS_IS;
