@@ -850,6 +850,9 @@ static struct db_row *db_rows(struct pgw_proxy *px, size_t *n_out)
         cap++;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
         cap++;
+    const struct pgw_admin *adm = px->admin;
+    if (adm)
+        cap += (size_t)adm->paused.n + (size_t)adm->disabled.n;
     struct db_row *rows = calloc(cap, sizeof(*rows));
     if (!rows)
         return NULL;
@@ -869,6 +872,16 @@ static struct db_row *db_rows(struct pgw_proxy *px, size_t *n_out)
             if (!s->is_admin && s->db == star && s->database && pgw_session_logged_in(s))
                 rows[n++] = (struct db_row){ .name = s->database, .db = star };
         }
+        /* A name PAUSEd or DISABLEd keeps its row without a pool or a
+         * client (before its first one, after autodb_idle_timeout freed
+         * its pool), as PgBouncer keeps the database it registered: the
+         * state the console set stays in view until RESUME / ENABLE. */
+        const struct pgw_names *held[] = { adm ? &adm->paused : NULL,
+                                           adm ? &adm->disabled : NULL };
+        for (size_t h = 0; h < 2; h++)
+            for (int i = 0; held[h] && i < held[h]->n; i++)
+                if (!bsearch(held[h]->v[i], rows, nentries, sizeof(*rows), cmp_db_row_key))
+                    rows[n++] = (struct db_row){ .name = held[h]->v[i], .db = star };
     }
     qsort(rows, n, sizeof(*rows), cmp_db_rows);
     size_t m = 0;

@@ -650,6 +650,32 @@ class TestShowColumns(AdminTestCase):
         for c in held:
             c.close()
 
+    def test_show_databases_keeps_a_paused_or_disabled_name_star_serves(self):
+        # PAUSE / DISABLE of a name "*" serves, before its first client (or
+        # once its pool is freed), left no SHOW DATABASES row: the state
+        # the console set was out of view (PgBouncer keeps the database it
+        # registered).  The row stays until RESUME / ENABLE.
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction"},
+            databases={self.pg.database: self.pg.conn_string(self.pg.database),
+                       "*": self.pg.conn_string(self.pg.database2)})
+        conn = self.admin_conn(px)
+        cur = conn.cursor()
+        cur.execute("PAUSE x3")
+        cur.execute("DISABLE x4")
+
+        def flags():
+            return {r["name"]: (r["paused"], r["disabled"], r["database"])
+                    for r in self.show(conn, "DATABASES")[1] if r["name"] not in
+                    ("pgbouncer", self.pg.database)}
+
+        db2 = self.pg.database2
+        self.assertEqual(flags(), {"x3": (1, 0, db2), "x4": (0, 1, db2)})
+        cur.execute("RESUME x3")
+        self.assertEqual(flags(), {"x4": (0, 1, db2)})
+        cur.execute("ENABLE x4")
+        self.assertEqual(flags(), {})
+
     def test_console_reply_of_many_views_arrives_whole(self):
         # A Query of 32 SHOW CLIENTS: a reply of several buffers, fed to the
         # socket as it drains (each chunk copied once: the rest was shifted
