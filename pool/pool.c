@@ -785,6 +785,31 @@ int pgw_pool_choose_host(struct pgw_pool *pool, const struct pgw_pool_waiter *w,
     return i;
 }
 
+/* Start one server for the pool; evicting: an idle server of another
+ * pool under the same limit makes way for it, but only once a connection
+ * may start (a server_connect_rate token): evicted for a start that then
+ * waits, the idle server was only opened again by the other pool's
+ * warm-up, and the waiter waited on.  false when none started. */
+static bool grow_one(struct pgw_pool *pool, bool evicting)
+{
+    if (evicting && (limit_full(pool, true) || limit_full(pool, false)))
+        return false;           /* no idle server elsewhere to make way */
+    struct grow_try t = { .pool = pool };
+    int i = choose_host(pool, &t);
+    if (i < 0)
+        return false;
+    if (evicting && room(pool, 1, 1) <= 0) {
+        pgw_backend_unadmit(pool->hosts[i].be, t.probe);
+        return false;
+    }
+    if (!pgw_server_start(pool, i, t.probe, NULL)) {
+        if (t.probe)
+            pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pool_now(pool));
+        return false;
+    }
+    return true;
+}
+
 void pgw_pool_grow(struct pgw_pool *pool)
 {
     if (pool->orphan || pool->set->destroying || login_blocked(pool) ||
@@ -800,33 +825,23 @@ void pgw_pool_grow(struct pgw_pool *pool)
     int n = need > warm ? need : warm;
     if (n <= 0)
         return;
-    /* Room as it is first; a waiter's server beyond it makes another
-     * pool's idle server go only once a connection may start (a
-     * server_connect_rate token): evicted for a start that then waits,
-     * the idle server was only opened again by the other pool's warm-up,
-     * and the waiter waited on. */
+    /* Room as it is first. */
     int open_now = room(pool, n, 0);
-    long long size_left = size_room(pool);
-    int waiters_cap = need < size_left ? need : (int)size_left;
-    int more = waiters_cap > open_now ? waiters_cap - open_now : 0;
-    for (int k = 0; k < open_now + more; k++) {
-        bool evicting = k >= open_now;
-        if (evicting && (limit_full(pool, true) || limit_full(pool, false)))
-            return;             /* no idle server elsewhere to make way */
-        struct grow_try t = { .pool = pool };
-        int i = choose_host(pool, &t);
-        if (i < 0)
+    for (int k = 0; k < open_now; k++)
+        if (!grow_one(pool, false))
             return;
-        if (evicting && room(pool, 1, 1) <= 0) {
-            pgw_backend_unadmit(pool->hosts[i].be, t.probe);
-            return;
-        }
-        if (!pgw_server_start(pool, i, t.probe, NULL)) {
-            if (t.probe)
-                pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pool_now(pool));
-            return;
-        }
-    }
+    /* Beyond it, another pool's idle server makes way for the oldest
+     * waiter alone, and only when no server of the pool's own is on its
+     * way to it (logging in, running connect_query, being checked or
+     * reset: each ends idle for the oldest waiter).  Each later waiter
+     * gets its turn when that one has come: evicting one idle server and
+     * logging in one new server per waiter at once left as many of the
+     * shared max_db_connections / max_user_connections logging in, for
+     * other pools to take back a moment later the same way (review of
+     * 8d26bc4: four users under one max_db_connections, a slow
+     * connect_query).  PgBouncer starts one login a pool at a time. */
+    if (need > 0 && size_room(pool) > 0 && pool->n_connecting + pool->n_resetting == 0)
+        grow_one(pool, true);
 }
 
 static void reserve_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)

@@ -391,6 +391,60 @@ class TestMaxUserConnections(PoolLimitsCase):
         for c in (holder, second, third):
             c.close()
 
+    def test_a_login_on_its_way_covers_the_waiters_it_would_serve(self):
+        # Two entries log in as app under max_user_connections = 4; e2's
+        # connect_query waits at a gate (a slow login).  e1 has three idle
+        # servers, e2 one, lent to a client's transaction.  Three more
+        # clients of e2 query: the first made one of e1's idle servers go
+        # for a login of e2's; the others wait for that login, which will
+        # serve its oldest waiter and then each in turn.  Each of them made
+        # another of e1's servers go and another login start: three logins
+        # at once, the cap taken by logins (review of 8d26bc4: slow logins
+        # under a shared cap).
+        app = self.pg.app_user
+        key = 7931
+        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
+        e2 = self.pg.conn_string(user=app, password=self.pg.app_password,
+                                 connect_query="select pg_advisory_xact_lock_shared(%d)" % key)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 4,
+                                          "query_wait_timeout": 30},
+                                databases={"e1": e1, "e2": e2,
+                                           self.pg.database: self.pg.conn_string()})
+        con = self.console(px)
+        held = [self.connect(px, db="e1", user=app, autocommit=False) for _ in range(3)]
+        for c in held:
+            self.one(c, "select 1")
+        for c in held:
+            c.commit()                    # e1: three idle servers
+        holder = self.connect(px, db="e2", user=app, autocommit=False)
+        self.one(holder, "select 1")      # e2: its one server lent out
+        self.assertEqual(self.pool(con, "e1", app)["sv_idle"], 3)
+        sampler = ServerSampler(px, app)
+        self.addCleanup(sampler.stop)
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        clients = [self.connect(px, db="e2", user=app) for _ in range(3)]
+        bgs = []
+        for i, c in enumerate(clients):
+            bgs.append(Background(lambda c=c, i=i: self.one(c, "select %d" % i)))
+            self.waiting(con, "e2", app, n=i + 1)
+        self.pg.wait_running(gate.sql(), lock_wait=True)
+        row = self.pool(con, "e2", app)
+        self.assertEqual(row["sv_login"] + row["sv_tested"], 1, row)   # one login on its way
+        self.assertEqual(self.pool(con, "e1", app)["sv_idle"], 2)  # one made way for it
+        self.assertEqual(px.log().count("making room for another pool"), 1)
+        gate.open()
+        for i, bg in enumerate(bgs):
+            bg.join(20)
+            self.assertFalse(bg.is_alive())
+            self.assertIsNone(bg.error)
+            self.assertEqual(bg.result, i)
+        self.assertLessEqual(sampler.stop(at_least=5), 4)         # never over the cap
+        holder.commit()
+        for c in held + clients + [holder]:
+            c.close()
+
     def test_the_idle_server_that_makes_way_is_the_least_recently_used(self):
         # With server_round_robin a released server goes to the end of the
         # idle list, so its head is the one used longest ago; the server
