@@ -477,26 +477,27 @@ uint64_t pgw_pool_kick_waiting(struct pgw_pool_set *set,
                                bool (*match)(const struct pgw_pool *, const void *),
                                const void *arg)
 {
+    /* One walk (it runs at every release of a server under a db or user
+     * limit): into the array on the stack, a heap one only past it. */
     struct kick_entry few[16], *order = few;
-    size_t nwait = 0, k = 0;
-    struct pgw_list *n;
-    for (n = set->pools.next; n != &set->pools; n = n->next) {
+    size_t cap = sizeof(few) / sizeof(few[0]), k = 0;
+    for (struct pgw_list *n = set->pools.next; n != &set->pools; n = n->next) {
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        nwait += !pgw_list_empty(&p->waiters) && match(p, arg);
-    }
-    if (nwait > sizeof(few) / sizeof(few[0]))
-        order = malloc(nwait * sizeof(*order));
-    if (!order) {           /* out of memory: in the list's order */
-        order = few;
-        nwait = sizeof(few) / sizeof(few[0]);
-    }
-    for (n = set->pools.next; n != &set->pools && k < nwait; n = n->next) {
-        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (!pgw_list_empty(&p->waiters) && match(p, arg)) {
-            const struct pgw_pool_waiter *w =
-                pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
-            order[k++] = (struct kick_entry){ p, w->since };
+        if (pgw_list_empty(&p->waiters) || !match(p, arg))
+            continue;
+        if (k == cap) {
+            struct kick_entry *more = realloc(order == few ? NULL : order,
+                                              2 * cap * sizeof(*order));
+            if (!more)
+                break;          /* out of memory: the first ones only */
+            if (order == few)
+                memcpy(more, few, sizeof(few));
+            order = more;
+            cap *= 2;
         }
+        const struct pgw_pool_waiter *w =
+            pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
+        order[k++] = (struct kick_entry){ p, w->since };
     }
     uint64_t round = ++set->kick_round;
     qsort(order, k, sizeof(*order), cmp_kick);
@@ -1249,8 +1250,12 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
         lend(pool, srv, w);
         return PGW_ACQ_GRANTED;
     }
-    if (login_blocked(pool) && !server_to_come(pool)) {
-        /* Nothing will come back, and no new login before the retry. */
+    if (login_blocked(pool) && !server_to_come(pool) && pool->n_connecting == 0) {
+        /* Nothing will come back, and no new login before the retry.  A
+         * login still on its way (started before the refusal) may yet
+         * succeed: the client waits for it, as those queued before it do
+         * (pgw_pool_login_failed); if it is refused too, its refusal
+         * fails them all. */
         w->error = pgw_pool_set_error(&pool->set->error, PGW_ESERVER_LOGIN, pool->login_sqlstate,
                                       "server login failed: %s", pool->login_error);
         return PGW_ESERVER_LOGIN;

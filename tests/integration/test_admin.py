@@ -1353,13 +1353,12 @@ class TestBreakers(AdminTestCase):
         self.assertEqual(bg.result, 42)
         self.assertEqual(pt.one(self.client(px), "select 7"), 7)
 
-    def test_a_refusal_leaves_the_waiters_to_a_login_still_on_its_way(self):
-        # Two logins of a fresh pool: the second refused by the app role's
-        # CONNECTION LIMIT (a connection of its own holds the one slot:
-        # 53300), the first still on its way (held before its startup
-        # packet reaches PostgreSQL).  Every waiting client got the refusal
-        # at once, and the server that logged in a moment later, the slot
-        # free, was left idle (hunt: backend faults).  They wait for it now.
+    def refused_beside_a_held_login(self):
+        """Two logins of a fresh pool: the second refused by the app role's
+        CONNECTION LIMIT (a connection of its own holds the one slot:
+        53300), the first still on its way (held before its startup
+        packet reaches PostgreSQL).  Returns (px, fwd, slot, first): the
+        first client's Background, and the refusal logged."""
         app = self.pg.app_user
         fwd = HoldFirstLogin(self.pg)
         self.addCleanup(fwd.close)
@@ -1378,14 +1377,40 @@ class TestBreakers(AdminTestCase):
         self.assertTrue(fwd.held.wait(20))          # its server's login is held
         second = Background(lambda: pt.one(self.client(px), "select 2"))
         px.wait_for_log("event=server_connect_failed .*too many connections for role")
+        return px, fwd, slot, first, second
+
+    def let_the_held_login_in(self, fwd, slot):
         slot.close()
-        wait_until(lambda: hz.server_conns(self.pg, app) == 0, what="the slot's backend gone")
+        wait_until(lambda: hz.server_conns(self.pg, self.pg.app_user) == 0,
+                   what="the slot's backend gone")
         fwd.go.set()
-        for bg, want in ((first, 1), (second, 2)):
+
+    def join_all(self, bgs):
+        for want, bg in enumerate(bgs, 1):
             bg.join(20)
             self.assertFalse(bg.is_alive())
             self.assertIsNone(bg.error)
             self.assertEqual(bg.result, want)
+
+    def test_a_refusal_leaves_the_waiters_to_a_login_still_on_its_way(self):
+        # Every waiting client got the refusal at once, and the server that
+        # logged in a moment later, the slot free, was left idle (hunt:
+        # backend faults).  They wait for it now.
+        px, fwd, slot, first, second = self.refused_beside_a_held_login()
+        self.let_the_held_login_in(fwd, slot)
+        self.join_all((first, second))
+
+    def test_a_client_coming_after_a_refusal_waits_for_a_login_on_its_way(self):
+        # A client logging in after the refusal, while the first login is
+        # still on its way, got the refusal at once (the pool's refusal
+        # blocks new logins for server_login_retry), where those already
+        # waiting were left to that login: it waits for it too (review of
+        # 8d26bc4).
+        px, fwd, slot, first, second = self.refused_beside_a_held_login()
+        third = Background(lambda: pt.one(self.client(px), "select 3"))
+        pt.wait_pool(self.admin_conn(px), self.pg.database, self.pg.app_user, cl_waiting=3)
+        self.let_the_held_login_in(fwd, slot)
+        self.join_all((first, second, third))
 
     def test_a_login_started_before_a_reload_does_not_end_the_new_settings_refusal(self):
         # A login under the entry's old settings (a connect_query held at a
