@@ -941,12 +941,18 @@ bool pgw_pool_host_left(const struct pgw_pool *pool, const struct pgw_pool_waite
     return false;
 }
 
-/* Do the pool's waiters wait for a server to come back rather than for a
- * new connection: lent out up to its size, or paused?  Then an open
- * breaker does not concern them. */
+/* Can the pool's waiters wait for a server to come back rather than for
+ * a new connection: one lent out, idle, or being checked or reset (below
+ * its size too), or the pool paused?  Then an open breaker does not fail
+ * them: they queue for that server under query_wait_timeout, as
+ * PgBouncer's do (hunt: with one of two servers lent and max_connections
+ * used up by others, a client got the breaker's 53300 at once, the lent
+ * server free a moment later).  A pool with no server fails fast: nothing
+ * could serve it; nor does a waiter hang once the last one closes
+ * instead of coming back (fail_stranded). */
 static bool waits_for_release(const struct pgw_pool *pool)
 {
-    return pool->paused || (pool->n_active >= pool->pool_size && pool->n_active > 0);
+    return pool->paused || server_to_come(pool);
 }
 
 void pgw_pool_host_down(struct pgw_pool *pool)
@@ -1171,7 +1177,8 @@ static bool breaker_refuses(struct pgw_pool *pool, struct pgw_pool_error *e)
     int coming = pool->n_connecting + pool->n_resetting + pool->n_idle;
     if (pool->n_waiters + 1 <= coming)
         return false;
-    /* At its size the pool waits for a release, not a new connection. */
+    /* With a server of its own to come back (at its size or below), it
+     * waits for a release, not a new connection. */
     return !waits_for_release(pool);
 }
 

@@ -583,9 +583,9 @@ class TestServerCheck(pt.PgwharfTestCase):
 
 class TestBreakerAndFullPool(pt.PgwharfTestCase):
     """An open breaker concerns the pools that need a new connection: not
-    the clients waiting for a busy pool at its full size to give a server
-    back (README: The circuit breaker), nor a paused pool; and its probe
-    keeps to the pool's limits."""
+    the clients waiting for a busy pool (at its full size or below it) to
+    give a server back (README: The circuit breaker), nor a paused pool;
+    and its probe keeps to the pool's limits."""
 
     def forwarder(self):
         """The backend both entries of a test share (hz.Forwarder): its new
@@ -667,6 +667,45 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         self.assertIsNone(bg.error, px.log_tail())
         self.assertEqual(bg.result, "waited")
 
+    def test_waiters_of_a_pool_below_its_size_wait_for_its_lent_server(self):
+        # Pool of two, one server lent (a client in a transaction), and
+        # the second login fails until the breaker opens.  Both the client
+        # queued then and one coming while it is open got the breaker's
+        # error at once (hunt), where PgBouncer queues them for the lent
+        # server: they wait for it now, under query_wait_timeout.  A pool
+        # with no server at all still fails fast.
+        pg = self.pg
+        fwd = self.forwarder()
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s",
+                      "query_wait_timeout": "20s"},
+            databases={pg.database: fwd.conn_string(pg), "down": fwd.conn_string(pg)})
+        con = self.console_conn(px)
+        holder = self.db_conn(px, autocommit=False)
+        self.assertEqual(pt.one(holder, "select 'held'"), "held")
+        first, second = self.db_conn(px), self.db_conn(px)
+        fwd.refuse()
+        bg1 = pt.Background(lambda: pt.one(first, "select 'first'"))
+        pt.wait_until(lambda: [r["state"] for r in px.show("BREAKERS")] == ["open"],
+                      timeout=20, what="the breaker opened by the pool's own logins")
+        self.assertIsNone(bg1.error, px.log_tail())
+        self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 1)
+        bg2 = pt.Background(lambda: pt.one(second, "select 'second'"))
+        pt.wait_pool(con, pg.database, pg.user, cl_waiting=2)
+        # No server to come back: the breaker's error at once.
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(db="down")).close()
+        self.assertIn("server connection failed", str(cm.exception))
+        self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 2)
+        holder.commit()
+        for bg, want in ((bg1, "first"), (bg2, "second")):
+            bg.join(20)
+            self.assertFalse(bg.is_alive())
+            self.assertIsNone(bg.error, px.log_tail())
+            self.assertEqual(bg.result, want)
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+
     def test_waiter_gets_the_breaker_error_once_the_lent_server_closes(self):
         # As above, but the lent server closes (its client left
         # mid-transaction) instead of coming back: no server can serve the
@@ -738,6 +777,76 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
                       timeout=15, what="a probe started by the tick, and its end")
         self.assertEqual(len(px.show("SERVERS", user=pg.user)), 1, px.log()[mark:])
         holder.commit()
+
+
+class TestMaxConnectionsUsedUp(pt.PgwharfTestCase):
+    """A real server-wide refusal: a cluster of its own (test_hosts'
+    SideClusters, on a unix socket) with max_connections = 2, one taken
+    by a pgwharf server, the other by a direct connection, so the pool's
+    second login gets FATAL 53300 "sorry, too many clients already",
+    which counts toward the breaker."""
+
+    LOCK = 7211
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        from test_hosts import SideClusters
+        cls.side = SideClusters(cls.pg)
+        try:
+            cls.sock = cls.side.start("primary", "full", conf="max_connections = 2\n"
+                                      "superuser_reserved_connections = 0\n")
+        except Exception:
+            cls.side.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.side.close()
+        super().tearDownClass()
+
+    def test_a_waiter_is_served_by_the_pools_busy_server(self):
+        # Pool of two, its one server busy (blocked on an advisory lock
+        # the direct connection holds).  The breaker opened on the 53300s
+        # of the second login, and the queued client got that 53300 at
+        # once (hunt), though the busy server came back a moment later:
+        # PgBouncer queues it for that server.  A pool of the same backend
+        # with no server still gets the 53300 at once.
+        pg = self.pg
+        entry = "host=%s port=%d dbname=%s" % (self.sock, pg.port, pg.database)
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s",
+                      "query_wait_timeout": "20s"},
+            databases={"full": entry, "other": entry})
+        con = self.console_conn(px)
+        holder = self.db_conn(px, db="full")
+        self.assertEqual(pt.one(holder, "select 'up'"), "up")       # the pool's server
+        waiter = self.db_conn(px, db="full")
+        direct = psycopg2.connect(host=self.sock, port=pg.port, user=pg.user,
+                                  dbname=pg.database)             # the last slot
+        direct.autocommit = True
+        self.addCleanup(direct.close)
+        pt.one(direct, "select pg_advisory_lock(%d)" % self.LOCK)
+        held = pt.Background(lambda: pt.one(
+            holder, "select pg_advisory_xact_lock(%d)::text || 'held'" % self.LOCK))
+        pt.wait_until(lambda: pt.one(direct, "select count(*) from pg_stat_activity "
+                                             "where wait_event_type = 'Lock'") == 1,
+                      timeout=20, what="the pool's server waiting for the lock")
+        bg = pt.Background(lambda: pt.one(waiter, "select 'waited'"))
+        pt.wait_until(lambda: [r["state"] for r in px.show("BREAKERS")] == ["open"],
+                      timeout=20, what="the breaker opened by 53300")
+        self.assertIn("too many clients already", px.log())
+        self.assertEqual(pt.pool_row(con, "full", pg.user)["cl_waiting"], 1, px.log_tail())
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            psycopg2.connect(px.dsn(db="other")).close()
+        self.assertIn("too many clients already", str(cm.exception))
+        pt.one(direct, "select pg_advisory_unlock(%d)" % self.LOCK)
+        for b, want in ((held, "held"), (bg, "waited")):
+            b.join(20)
+            self.assertFalse(b.is_alive())
+            self.assertIsNone(b.error, px.log_tail())
+            self.assertEqual(b.result, want)
 
 
 if __name__ == "__main__":

@@ -157,14 +157,15 @@ class SideClusters:
                   "-l", os.path.join(self.root, name + ".log"))
         return sock
 
-    def start(self, kind, name=None):
+    def start(self, kind, name=None, conf=""):
+        """conf: more postgresql.conf lines for this one."""
         name = name or kind
         data = os.path.join(self.root, name)
         self._run("/bin/cp", "-a", self.template, data)
         if kind == "standby":
             open(os.path.join(data, "standby.signal"), "w").close()
             self._chown(os.path.join(data, "standby.signal"))
-        conf = "default_transaction_read_only = on\n" if kind == "ro" else ""
+        conf = ("default_transaction_read_only = on\n" if kind == "ro" else "") + conf
         return self._start(data, name, conf)
 
     def promote(self, name):
