@@ -307,6 +307,9 @@ struct pgw_session {
     /* stats */
     uint64_t xact_count, query_count;
     uint64_t bytes_in, bytes_out;    /* every byte on the client's socket */
+    bool welcomed_bare;              /* welcomed without a server and not
+                                        linked since (relay.c
+                                        report_session_params) */
     bool welcomed;                   /* its login's welcome is queued: */
     uint64_t unrelayed_in, unrelayed_out;  /* ... what of bytes_in, bytes_out
                                         SHOW STATS leaves out, as PgBouncer counts

@@ -636,7 +636,9 @@ static bool sync_params(struct pgw_session *s)
             if (!have)
                 continue;
             if (param_reported(srv->pool, name)) {
-                /* In session mode (the welcome is still to come) the
+                /* In session mode (the welcome is still to come; a
+                 * client welcomed without a server has every reported
+                 * one set, and gets it SET below) the
                  * server comes from server_reset_query, which need not
                  * reset SETs (DEALLOCATE ALL, an empty one) and undoes
                  * connect_query's (DISCARD ALL): what it reports may be
@@ -847,6 +849,50 @@ enum { TRK_PROBE_NONE, TRK_PROBE_FIRST, TRK_PROBE_OUT, TRK_PROBE_LAST };
 
 /* ---- linking ---- */
 
+/* A session client welcomed without a server (pgw_relay_login) keeps the
+ * one it takes at its first request: what that server reports may differ
+ * from the pool's record the welcome gave where no SET of sync_params
+ * makes them alike -- a reported parameter pgwharf does not track
+ * (default_transaction_read_only a server_reset_query that keeps SETs left
+ * there, in_hot_standby or server_version of another host), or a tracked
+ * one no SET changes (is_superuser after a SET SESSION AUTHORIZATION the
+ * reset kept).  The client is told the server's values, as PostgreSQL
+ * tells it of a change (ParameterStatus), ahead of any reply: as a session
+ * client whose login took the server was welcomed with them.  false when
+ * memory is short. */
+static bool report_session_params(struct pgw_session *s, const struct pgw_server *srv)
+{
+    const struct pgw_params *defs = pgw_pool_defaults(s->pool);
+    const struct pgw_params *sp = &srv->params;
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    for (int i = 0; i < sp->n; i++) {
+        const char *name = sp->p[i].name, *have = sp->p[i].value;
+        if (!param_reported(s->pool, name))
+            continue;
+        int t = pgw_tracked_param_index(s->px, name);
+        if (t >= 0 && param_settable(name))
+            continue;                    /* sync_params SETs the client's */
+        const char *told = t >= 0 ? s->params[t] : pgw_params_get(defs, name);
+        if (!told || strcmp(told, have) == 0)
+            continue;
+        if (t >= 0) {
+            char *v = strdup(have);
+            if (!v) {
+                pgw_wbuf_deinit(&b);
+                return false;
+            }
+            free(s->params[t]);
+            s->params[t] = v;
+            s->params_sig = 0;
+        }
+        pgw_wire_param_status(&b, name, have);
+    }
+    bool ok = b.len == 0 || pgw_session_queue(s, &b);
+    pgw_wbuf_deinit(&b);
+    return ok;
+}
+
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 {
     struct ev_loop *loop = s->px->loop;
@@ -881,6 +927,11 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
      * would refuse a SET anyway). */
     if (s->replication)
         return;
+    if (s->welcomed_bare && s->mode == PGW_POOL_SESSION && !report_session_params(s, srv)) {
+        pgw_session_close(s, "53200", "out of memory reporting the server's parameters");
+        return;
+    }
+    s->welcomed_bare = false;
     /* Relaying the client's bytes without the SETs would run them with
      * the settings another client left on this server. */
     if (!sync_params(s))
@@ -1119,7 +1170,10 @@ static void welcome(struct pgw_session *s)
      * statement mode, what a fresh server reports -- not what the client
      * before it on this server SET (the next link SETs it back).  In
      * session mode the client keeps this server, reset for it by
-     * server_reset_query: what it reports is what the client gets. */
+     * server_reset_query: what it reports is what the client gets.  (A
+     * session client welcomed without one gets a fresh server's, and the
+     * server it takes is SET to them or reports its own:
+     * report_session_params.) */
     /* A parameter the server does not report (extra_float_digits) is the
      * client's only if it set it: the server's record of one is another
      * client's SET, and PostgreSQL sends no ParameterStatus for it. */
@@ -1193,9 +1247,12 @@ static void welcome(struct pgw_session *s)
     pgw_batch_flush_client(s);
     if (s->state == PGW_SS_CLOSING)
         return;
-    if (s->mode == PGW_POOL_SESSION) {
+    if (s->mode == PGW_POOL_SESSION && s->server) {
         s->state = PGW_SS_LINKED;
     } else {
+        /* (A session client welcomed without one takes its server at its
+         * first request: report_session_params.) */
+        s->welcomed_bare = !s->server;
         s->state = PGW_SS_IDLE;
         if (s->server)
             pgw_relay_unlink(s, PGW_RELEASE_IDLE);
@@ -1942,16 +1999,18 @@ void pgw_relay_login(struct pgw_session *s)
         acquire_replication(s);
         return;
     }
-    /* In transaction and statement mode a client whose startup parameters
-     * a fresh server already has is welcomed with the pool's record of one
-     * and takes a server at its first request, as in PgBouncer: a login
-     * does not wait for a free server (a full or paused pool).  Otherwise
-     * -- session mode, the pool's first client, parameters to SET (and
-     * have PostgreSQL check), a breaker or a server login refusal that
-     * would refuse it -- the login takes a server now and fails with the
-     * reason when there is none. */
-    if (s->mode != PGW_POOL_SESSION && pgw_pool_welcome_ready(s->pool) &&
-        startup_params_known(s)) {
+    /* A client whose startup parameters a fresh server already has is
+     * welcomed with the pool's record of one and takes a server at its
+     * first request, as in PgBouncer: a login does not wait for a free
+     * server (a full or paused pool).  So in session mode too, where the
+     * server it takes then stays its own until it leaves (a login that
+     * waited here for the only server of a pool, held by the same client's
+     * other connection, hung pgbench -C on one thread until
+     * client_login_timeout: hunt).  Otherwise -- the pool's first client,
+     * parameters to SET (and have PostgreSQL check), a breaker or a server
+     * login refusal that would refuse it -- the login takes a server now
+     * and fails with the reason when there is none. */
+    if (pgw_pool_welcome_ready(s->pool) && startup_params_known(s)) {
         welcome(s);
         return;
     }

@@ -136,6 +136,21 @@ class TestPgbench(pt.PgbenchTestCase):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
         self.bench(px, ["-S", "-C", "-c", "10"], 30)
 
+    def test_session_mode_connect_per_transaction_on_one_thread(self):
+        # pgbench -C connects each client anew for every transaction, on
+        # its one thread, and waits for that login before it reads the
+        # answers of the others: a session-mode login that waited for the
+        # pool's only server, held by another of its clients, stalled it
+        # until client_login_timeout (hunt; PgBouncer welcomes such a
+        # login from its record of a server and runs it).  Now the login
+        # is welcomed at once, its first query waits for the server.
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 1,
+                                          "client_login_timeout": "3s",
+                                          "query_wait_timeout": "10s"})
+        cp, n = self.assert_pgbench_ok(px, ["-S", "-C", "-c", "3", "-j", "1", "-t", "20"])
+        self.assertEqual(n, 60, cp.stdout)
+        self.assertNotIn("client_login_timeout", px.log())
+
 
 class TestDrivers(pt.PgwharfTestCase):
     def setUp(self):
@@ -970,6 +985,162 @@ class TestWaitTimeout(pt.PgwharfTestCase):
         finally:
             holder.close()
             waiter.close()
+
+
+class TestSessionModeWelcome(pt.PgwharfTestCase):
+    """Session mode welcomes a client without a server once the pool has a
+    fresh server's parameters, as transaction mode does and as PgBouncer
+    does: the client takes a server at its first request and keeps it
+    until it leaves.  client_login_timeout is short, so that a login that
+    waits for the pool's only server fails fast (as it did before)."""
+
+    PARAMS = ("server_version", "server_encoding", "client_encoding", "DateStyle",
+              "IntervalStyle", "TimeZone", "integer_datetimes", "standard_conforming_strings",
+              "is_superuser", "session_authorization", "application_name",
+              "default_transaction_read_only", "in_hot_standby")
+
+    def start(self, **settings):
+        s = {"pool_mode": "session", "default_pool_size": 1, "client_login_timeout": "3s",
+             "query_wait_timeout": "30s", "query_wait_notify": 0}
+        s.update(settings)
+        px = self.start_pgwharf(settings=s)
+        self.assertEqual(px.psql("select 1"), "1")    # the pool has a server's record
+        return px
+
+    def holder(self, px):
+        """A client holding the pool's only server (its pid)."""
+        h = self.db_conn(px)
+        return h, one(h, "select pg_backend_pid()")
+
+    def waiting(self, px, console, n=1):
+        pt.wait_pool(console, self.pg.database, self.pg.user, cl_waiting=n)
+
+    def test_a_login_waits_for_no_server_and_keeps_the_one_it_takes(self):
+        px = self.start()
+        console = self.console_conn(px)
+        holder, pid = self.holder(px)
+        late = self.db_conn(px)                 # was: client_login_timeout
+        self.assertEqual({n: late.get_parameter_status(n) for n in self.PARAMS},
+                         {n: holder.get_parameter_status(n) for n in self.PARAMS})
+        self.assertEqual(pt.pool_row(console, self.pg.database, self.pg.user)["sv_active"], 1)
+        first = pt.Background(lambda: execute(late, "set work_mem = '77MB'"))
+        self.waiting(px, console)
+        self.assertTrue(first.is_alive())
+        holder.close()
+        first.join(20)
+        self.assertFalse(first.is_alive())
+        self.assertIsNone(first.error)
+        # its server from now on: the SET lasts, other clients wait
+        self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+        third = self.db_conn(px)
+        later = pt.Background(lambda: one(third, "show work_mem"))
+        self.waiting(px, console)
+        for _ in range(3):
+            self.assertEqual(one(late, "show work_mem"), "77MB")
+            self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+        self.assertTrue(later.is_alive())
+        late.close()
+        later.join(20)
+        self.assertFalse(later.is_alive())
+        self.assertIsNone(later.error)
+        self.assertEqual(later.result, "4MB")   # server_reset_query ran
+
+    def test_psql_in_session_mode_while_the_pool_is_full(self):
+        px = self.start()
+        console = self.console_conn(px)
+        holder, pid = self.holder(px)
+        # (psql sends each statement of its input as a Query of its own)
+        run = pt.Background(lambda: px.psql(
+            "set application_name = 'psql_session';\n"
+            "select current_setting('application_name'), pg_backend_pid();"))
+        self.waiting(px, console)
+        holder.close()
+        run.join(30)
+        self.assertFalse(run.is_alive())
+        self.assertIsNone(run.error)
+        self.assertIn("psql_session|%d" % pid, run.result)
+
+    def test_cancel_with_the_welcomed_key(self):
+        px = self.start()
+        console = self.console_conn(px)
+        holder, pid = self.holder(px)
+        late = self.db_conn(px)
+        # waiting for its first server: 57014, and the session goes on
+        first = pt.Background(lambda: one(late, "select 1"))
+        self.waiting(px, console)
+        late.cancel()
+        first.join(20)
+        self.assertFalse(first.is_alive())
+        self.assertIsInstance(first.error, psycopg2.errors.QueryCanceled)
+        holder.close()
+        self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+        # running on the server it took: forwarded there, the server kept
+        self.cancel_while_running(late, "select pg_sleep(30) /* session cancel */")
+        self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+        px.wait_for_log("event=cancel_forwarded")
+
+    def test_query_wait_timeout_at_the_first_request(self):
+        # What a client welcomed without a server gets when none comes in
+        # time: the request's ERROR 57014, as in transaction mode, and the
+        # session goes on (its next request takes the server and keeps it).
+        px = self.start(query_wait_timeout="1s")
+        holder, pid = self.holder(px)
+        late = self.db_conn(px)
+        with self.assertRaises(psycopg2.Error) as cm:
+            execute(late, "set work_mem = '9MB'")
+        self.assertEqual(cm.exception.pgcode, "57014")
+        self.assertIn("query_wait_timeout", str(cm.exception))
+        holder.close()
+        self.assertEqual(one(late, "show work_mem"), "4MB")   # the failed SET never ran
+        execute(late, "set work_mem = '9MB'")
+        self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+        self.assertEqual(one(late, "show work_mem"), "9MB")
+
+    def test_no_server_for_the_first_request(self):
+        # The backend gone after the welcome: the first request gets the
+        # failure as an ERROR with its SQLSTATE, then the open breaker's,
+        # as in transaction mode (PgBouncer closes the client), and the
+        # session goes on: once the backend is back, it takes a server.
+        px = self.start(breaker_threshold=1, breaker_cooldown="1s",
+                        server_connect_timeout="2s")
+        console = self.console_conn(px)
+        late = self.db_conn(px)
+        self.pg.stop()
+        try:
+            pt.wait_pool(console, self.pg.database, self.pg.user, sv_idle=0)
+            # the connect refused, then the breaker it opened: libpq's 08001
+            for what in ("connection", "breaker"):
+                with self.assertRaises(psycopg2.Error) as cm:
+                    one(late, "select 1")
+                self.assertEqual(cm.exception.pgcode, "08001", (what, str(cm.exception)))
+                self.assertIn("server connection failed", str(cm.exception))
+                self.assertEqual(late.closed, 0)
+        finally:
+            self.pg.start()
+
+        def served():
+            try:
+                return one(late, "select pg_backend_pid()")
+            except psycopg2.OperationalError:    # the breaker's cooldown
+                return None
+        pid = pt.wait_until(served, timeout=30, what="a server again")
+        execute(late, "set work_mem = '6MB'")
+        self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+        self.assertEqual(one(late, "show work_mem"), "6MB")
+
+    def test_the_server_reports_what_the_welcome_could_not_know(self):
+        # A server_reset_query that keeps SETs leaves the last client's
+        # default_transaction_read_only (reported, not tracked): the client
+        # welcomed with the pool's record is told the server's value when
+        # it takes that server, as a login that took it was welcomed.
+        px = self.start(server_reset_query="DEALLOCATE ALL")
+        holder, pid = self.holder(px)
+        execute(holder, "set default_transaction_read_only = on")
+        late = self.db_conn(px)
+        self.assertEqual(late.get_parameter_status("default_transaction_read_only"), "off")
+        holder.close()
+        self.assertEqual(one(late, "show default_transaction_read_only"), "on")
+        self.assertEqual(late.get_parameter_status("default_transaction_read_only"), "on")
 
 
 class TestLimitsAndModes(pt.PgwharfTestCase):
