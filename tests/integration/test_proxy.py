@@ -1128,6 +1128,44 @@ class TestSessionModeWelcome(pt.PgwharfTestCase):
         self.assertEqual(one(late, "select pg_backend_pid()"), pid)
         self.assertEqual(one(late, "show work_mem"), "6MB")
 
+    def test_client_idle_timeout_around_the_first_request(self):
+        # Before its first request a session client is idle as a client
+        # with no server is; waiting for its server it is not
+        # (query_wait_timeout bounds that wait); once it has one it keeps
+        # it, idle or not, as PgBouncer skips a client linked to a server.
+        px = self.start(client_idle_timeout="1s")
+        holder, pid = self.holder(px)
+        idle = self.db_conn(px)
+        late = self.db_conn(px)
+        first = pt.Background(lambda: one(late, "select pg_backend_pid()"))
+        px.wait_for_log("client_idle_timeout", 20)          # idle's
+        with self.assertRaises(psycopg2.OperationalError):
+            one(idle, "select 1")
+        # (psql each time: the console's idle sessions meet the timeout too)
+        pt.wait_until(lambda: int(px.show("POOLS", database=self.pg.database,
+                                          user=self.pg.user)[0]["maxwait"]) >= 2,
+                      what="late waiting past client_idle_timeout")
+        holder.close()
+        first.join(20)
+        self.assertFalse(first.is_alive())
+        self.assertIsNone(first.error)
+        self.assertEqual(first.result, pid)
+        pt.wait_until(lambda: self.pg.psql(
+            "select now() - state_change > interval '2 s' from pg_stat_activity "
+            "where pid = %d" % pid) == "t", what="late idle on its server")
+        self.assertEqual(one(late, "select pg_backend_pid()"), pid)
+
+    def test_listen_from_the_first_request(self):
+        px = self.start()
+        late = self.db_conn(px)         # welcomed without a server
+        execute(late, "listen pgw_session_ch")
+        self.pg.psql("notify pgw_session_ch, 'hello'")
+
+        def got():
+            late.poll()
+            return late.notifies
+        self.assertEqual(pt.wait_until(got, what="the notification")[0].payload, "hello")
+
     def test_the_server_reports_what_the_welcome_could_not_know(self):
         # A server_reset_query that keeps SETs leaves the last client's
         # default_transaction_read_only (reported, not tracked): the client
