@@ -17,9 +17,12 @@
  *              CopyDone outside a COPY, which the server ignores, must not:
  *              ReadyForQuery would be expected one too few, and the server
  *              would go back to the pool with a reply still to come, read
- *              by the next client.  When unsure (the COPY failed, or a
- *              CopyFail ended it), the count stays high: the server is kept
- *              (and closed when the client leaves), never handed on early.
+ *              by the next client -- nor undo what the COPY's own end
+ *              takes back (a second CopyDone or CopyFail before its
+ *              CommandComplete: ignored too).  When unsure (the COPY
+ *              failed, or a CopyFail ended it), the count stays high: the
+ *              server is kept (and closed when the client leaves), never
+ *              handed on early.
  *   sync_copy  Syncs sent during that COPY after data: read and ignored
  *              unless the COPY failed on data before it read them (then
  *              the first is answered).  Taken back, with sync_exec, only
@@ -392,7 +395,9 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL: {
         int back = pgw_track_copy_ignored(t);
-        pgw_track_copy_back_lost(t);     /* (a second end, outside the COPY) */
+        /* (A second end, outside the COPY: the mixed requests kept since
+         * the first are given up all the same -- kept, never early.) */
+        pgw_track_copy_back_lost(t);
         if (t->after == PGW_TRACK_AFTER_COPY)
             pgw_track_after_start(t, PGW_TRACK_AFTER_END);
         /* Sent before the CopyInResponse came (not yet certainly the last
@@ -405,12 +410,22 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * error may have come before it read them.  Else they stay
          * counted, maybe one too many: kept. */
         bool ends_well = type == PGW_FE_COPY_DONE && t->copy_in && !t->copy_err;
-        t->sync_copy_back = ends_well ? t->sync_copy + back : 0;
-        /* A CopyFail gets its own error, which tells that the COPY read
-         * it (pgw_track_copy_failed): then those Syncs too. */
-        t->copy_failing = t->fail_open = type == PGW_FE_COPY_FAIL && t->copy_in && !t->copy_err;
-        t->sync_fail_back = t->copy_failing ? t->sync_copy + back : 0;
-        t->fail_skip = 0;
+        /* Only an end of the COPY of the last Execute (copy_in) sets what
+         * it takes back.  One sent after that COPY's CopyDone or CopyFail
+         * (a second end) comes outside the COPY, which read nothing after
+         * its own: PostgreSQL ignores it ("accept but ignore", postgres.c)
+         * and that COPY's CommandComplete or error still comes -- the
+         * first end's Syncs stay to be taken back there (set to none, they
+         * stayed counted: the server stayed with its client for the
+         * session, review).  (Else nothing is pending there.) */
+        if (t->copy_in) {
+            t->sync_copy_back = ends_well ? t->sync_copy + back : 0;
+            /* A CopyFail gets its own error, which tells that the COPY
+             * read it (pgw_track_copy_failed): then those Syncs too. */
+            t->copy_failing = t->fail_open = type == PGW_FE_COPY_FAIL && !t->copy_err;
+            t->sync_fail_back = t->copy_failing ? t->sync_copy + back : 0;
+            t->fail_skip = 0;
+        }
         if (back > 0 && !ends_well)
             t->count_high = true;
         /* Syncs among the data may be the COPY's too: its batch may be
@@ -421,14 +436,14 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * passes for its own, and the numbers drift to a release one
          * ReadyForQuery early), or after the CopyFail's error, the server
          * skipping up to the client's next Sync (below). */
-        bool reopen = back > 0 || t->sync_copy_back > 0 || t->sync_fail_back > 0;
+        bool reopen = t->copy_in && (back > 0 || t->sync_copy_back > 0 || t->sync_fail_back > 0);
         t->sync_copy = 0;
         /* The Syncs the COPY read were none: its batch goes on, and the
          * Executes after it count on from the COPY's (exec_done counts
          * replies since the last ReadyForQuery, which did not come).  (If
          * it failed after all, the count is high: no COPY after it is
          * taken for certain.) */
-        if (t->sync_copy_back > 0)
+        if (t->copy_in && t->sync_copy_back > 0)
             t->execs = t->exec_batch;
         /* The COPY reads nothing after its CopyDone: what the client sends
          * next is answered in order, or skipped to the next Sync after an

@@ -675,6 +675,101 @@ class TestARequestSkippedAfterAnExtendedCopy(RelayCase):
         self.skipped_after_copy(self.int4pl(), after_execute=M(b"H"))
 
 
+class TestASecondCopyEndBeforeTheCopysReply(RelayCase):
+    """A COPY FROM STDIN by Execute and Sync, its CopyInResponse in, then a
+    row, CopyDone and a second CopyDone (or a CopyFail) before the COPY's
+    CommandComplete -- or CopyFail then CopyDone before the CopyFail's
+    error.  The COPY read the Sync and nothing after its end; PostgreSQL
+    ignores a CopyDone or CopyFail outside a COPY (postgres.c, "accept but
+    ignore"): one ReadyForQuery per later request, none for that Sync.
+    The tracker's second end set the Syncs to take back at the COPY's
+    CommandComplete (or its CopyFail's error) to none: a ReadyForQuery was
+    expected for ever, the server stayed with the client for the session
+    and the next client waited out query_wait_timeout (review).  Each
+    case: what the client sends after the row, what comes back; then the
+    server is back in the pool (SHOW POOLS) and another client gets it."""
+
+    settings = {"max_prepared_statements": 0, "query_wait_timeout": "3s"}
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_copy_two_ends", "n int")
+
+    def pool_servers(self):
+        """(sv_active, sv_idle + sv_used) of the test's pool."""
+        r = self.px.show("POOLS", database=self.pg.database, user=self.pg.user)[0]
+        return int(r["sv_active"]), int(r["sv_idle"]) + int(r["sv_used"])
+
+    def two_ends(self, sent, replies):
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_copy_two_ends from stdin") + bind_execute() +
+                  SYNC)
+        self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"2", b"G"])
+        self.assertEqual(self.pool_servers(), (1, 0))
+        a.sendall(M(b"d", b"1\n") + sent)
+        got = []
+        for _ in range(replies.count(b"Z")):
+            got += hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], replies, got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        pt.wait_until(lambda: self.pool_servers() == (0, 1), 10,
+                      what="the server back in the pool")
+        self.assert_b_served()           # (57014 query_wait_timeout: kept by A)
+        self.assert_own_answer(a)
+        self.assert_b_served()
+        return got
+
+    DONE, FAIL = M(b"c"), M(b"f", b"gave up\x00")
+
+    def test_copydone_twice_then_a_query(self):
+        # The review's sequence: c c, the COPY's CommandComplete, Q -> C Z.
+        got = self.two_ends(self.DONE + self.DONE + hz.query_msg("select 7"),
+                            [b"C", b"T", b"D", b"C", b"Z"])
+        self.assertEqual(got[0][1], b"COPY 1\x00")
+        self.assertEqual(rows(got), [[b"7"]])
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_two_ends",
+                                      user=self.pg.user), "1")
+
+    def test_copydone_twice_flushed_then_a_query(self):
+        # Nothing pipelined behind: the COPY's CommandComplete first (a
+        # Flush), then the Query once it is in.
+        a = self.login()
+        a.sendall(hz.parse_msg("", "copy relay_copy_two_ends from stdin") + bind_execute() +
+                  SYNC)
+        self.assertEqual([hz.recv_msg(a)[0] for _ in range(3)], [b"1", b"2", b"G"])
+        a.sendall(M(b"d", b"1\n") + self.DONE + self.DONE + M(b"H"))
+        self.assertEqual(hz.recv_msg(a), (b"C", b"COPY 1\x00"))
+        self.assertEqual(self.pool_servers(), (1, 0))   # its batch waits for a Sync
+        self.assert_own_answer(a)
+        pt.wait_until(lambda: self.pool_servers() == (0, 1), 10,
+                      what="the server back in the pool")
+        self.assert_b_served()
+
+    def test_copydone_then_copyfail_then_a_sync(self):
+        self.two_ends(self.DONE + self.FAIL + SYNC, [b"C", b"Z"])
+
+    def test_three_copydones_then_a_query_and_a_sync(self):
+        self.two_ends(self.DONE * 3 + hz.query_msg("select 7") + SYNC,
+                      [b"C", b"T", b"D", b"C", b"Z", b"Z"])
+
+    def test_copyfail_then_copydone_then_a_sync(self):
+        # The CopyFail's own error (57014 from CopyGetData) takes the Sync
+        # back; the server skips the CopyDone and the Query to the Sync.
+        got = self.two_ends(self.FAIL + self.DONE + hz.query_msg("select 7") + SYNC,
+                            [b"E", b"Z"])
+        f = errors(got)[0]
+        self.assertEqual((f["C"], f["R"]), ("57014", "CopyGetData"))
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_two_ends",
+                                      user=self.pg.user), "0")
+
+
+class TestASecondCopyEndBeforeTheCopysReplyWithPreparedStatements(
+        TestASecondCopyEndBeforeTheCopysReply):
+    """The same with prepared-statement support on, where prepared.c tells
+    the Syncs the COPY read (a guard: it passed before)."""
+    settings = {"query_wait_timeout": "3s"}
+
+
 class TestRequestThenClose(RelayCase):
     """A client that sends its request (maybe with Terminate) and closes
     its socket, or only its sending side, before a server is free

@@ -1522,10 +1522,10 @@ static void test_after_a_copy_copy_fails_before_reading_in_flight(void **state)
     no_early(&u, "EZEZ", 3);
 }
 
-/* A second (stray) CopyDone after the one that ended the COPY: it set
- * sync_copy_back to 0, so the COPY's CommandComplete takes its Sync back
- * no more; the mixed requests kept since the first CopyDone must go
- * (copy_back_lost at the stray end, or at the ReadyForQuery). */
+/* A second (stray) CopyDone after the one that ended the COPY: the mixed
+ * requests kept since the first CopyDone go (copy_back_lost at the stray
+ * end); the COPY's CommandComplete still takes its Sync back, so the
+ * server goes back at the last ReadyForQuery, none earlier. */
 static void test_after_a_copy_stray_copydone_after_a_good_one(void **state)
 {
     (void)state;
@@ -1533,9 +1533,102 @@ static void test_after_a_copy_stray_copydone_after_a_good_one(void **state)
     send_types(&u, "ES");
     no_early(&u, "G", -1);
     send_types(&u, "ccFFS");         /* the 2nd F fails on its own */
-    no_early(&u, "CVZEZZ", -1);
+    no_early(&u, "CVZEZZ", 5);
     send_types(&u, "Q");
-    no_early(&u, "CZ", -1);
+    no_early(&u, "CZ", 1);
+}
+
+/* A second CopyDone or CopyFail after the one that ended an extended COPY
+ * FROM STDIN, before that COPY's reply: PostgreSQL ignores it (outside
+ * the COPY, postgres.c), and the COPY read the Sync after its Execute all
+ * the same.  The second end set the Syncs to take back to none: E S, G,
+ * c c, C, then a Query's C Z left a ReadyForQuery expected for ever, the
+ * server with its client for the session (review).  Each case: what the
+ * client sends once the CopyInResponse is in, and PostgreSQL's replies,
+ * after which (at the last ReadyForQuery) the server goes back, not
+ * before ('!': the CopyFail's own error). */
+struct second_end {
+    const char *sent;
+    const char *replies;
+};
+
+static void test_a_second_copy_end_before_the_copys_reply(void **state)
+{
+    (void)state;
+    static const struct second_end cases[] = {
+        /* CopyDone first: the COPY's CommandComplete takes the Sync back. */
+        { "cc", "C" },
+        { "cf", "C" },
+        { "ccc", "C" },
+        { "cfc", "C" },
+        { "ccQ", "CCZ" },                    /* pipelined behind */
+        { "cfQ", "CCZ" },
+        { "cQc", "CCZ" },
+        { "ccS", "CZ" },
+        { "cHcS", "CZ" },
+        { "ccPBES", "C12CZ" },               /* the COPY's batch goes on */
+        { "cfQS", "CCZZ" },
+        { "ccFS", "CVZZ" },
+        /* CopyFail first: its own error takes the Sync back, and the
+         * server skips what follows up to a Sync. */
+        { "fc", "!" },
+        { "ff", "!" },
+        { "fcc", "!" },
+        { "fcS", "!Z" },
+        { "ffS", "!Z" },
+        { "fccS", "!Z" },
+        { "fcQS", "!Z" },                    /* the Query skipped */
+        { "fQcFS", "!Z" },
+        { "fSc", "!Z" },
+        { "fScQ", "!ZCZ" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int flush = 0; flush < 2; flush++) {
+            const struct second_end *e = &cases[i];
+            struct pgw_track u = { .tx_status = 'I' };
+            /* The COPY's Sync, or (flush) a Flush and a Sync it reads
+             * among its data. */
+            send_types(&u, flush ? "PBEH" : "PBES");
+            assert_int_equal(reply_types(&u, "12G"), 0);
+            send_types(&u, flush ? "dS" : "d");
+            send_types(&u, e->sent);
+            char replies[32];
+            int last = -1;
+            size_t n = 0;
+            for (const char *r = e->replies; *r; r++) {
+                if (*r == '!') {             /* the CopyFail's own error */
+                    assert_true(pgw_track_copy_fail_due(&u));
+                    pgw_track_copy_failed(&u);
+                    replies[n++] = 'E';
+                    continue;
+                }
+                if (*r == 'Z')
+                    last = (int)n;
+                replies[n++] = *r;
+            }
+            replies[n] = '\0';
+            if (strchr(e->sent, 'S') || strchr(e->sent, 'Q')) {
+                no_early(&u, replies, last);
+            } else {
+                /* Nothing sent yet that gets a ReadyForQuery: kept, then a
+                 * Query (or a Sync, after the CopyFail's skipping). */
+                no_early(&u, replies, -1);
+                assert_false(pgw_track_idle(&u));
+                bool fail = e->sent[0] == 'f';
+                send_types(&u, fail ? "S" : "Q");
+                no_early(&u, fail ? "Z" : "CZ", fail ? 0 : 1);
+            }
+            if (!pgw_track_idle(&u))
+                fail_msg("case %zu (%s%s): kept, sync_out %d", i, flush ? "flush, " : "",
+                         e->sent, u.sync_out);
+            assert_int_equal(u.sync_out, 0);
+            assert_false(u.count_high);
+            /* And on from there as ever. */
+            send_types(&u, "Q");
+            no_early(&u, "CZ", 1);
+            assert_true(pgw_track_idle(&u));
+        }
+    }
 }
 
 static void test_after_a_copy_second_copy_reads_the_mixed_query(void **state)
@@ -1663,6 +1756,7 @@ int main(void)
         cmocka_unit_test(test_after_a_copy_copy_fails_before_reading_in_flight),
         cmocka_unit_test(test_after_a_copy_second_copy_reads_the_mixed_query),
         cmocka_unit_test(test_after_a_copy_stray_copydone_after_a_good_one),
+        cmocka_unit_test(test_a_second_copy_end_before_the_copys_reply),
         cmocka_unit_test(test_after_a_copy_copy_fails_at_copydone_no_sync),
         cmocka_unit_test(test_after_a_copy_sync_among_data_after_a_bad_row),
         cmocka_unit_test(test_after_a_copy_mixed_own_errors_after_reopen),
