@@ -55,20 +55,36 @@ struct pgw_pool_error {
 /* pgw_server.user_unnamed of a server whose unnamed statement pgwharf made
  * (an auth_query lookup): no client's, so the next borrower's drop it. */
 #define PGW_UNNAMED_OWN UINT64_MAX
+/* One name/value pair: "name\0value\0" in buf when it fits (the common
+ * case: no allocation), else in heap.  Read it with pgw_param_name and
+ * pgw_param_value. */
+#define PGW_PARAM_INLINE 116
 struct pgw_param {
-    char name[48];
-    char value[80];
+    char *heap;               /* the pair when it does not fit buf, else NULL */
+    uint32_t nl;              /* strlen(name) */
+    char buf[PGW_PARAM_INLINE];
 };
+/* A table that owns memory (long pairs): zero-initialised is empty; free
+ * it with pgw_params_deinit, copy it with pgw_params_copy, never by
+ * assignment. */
 struct pgw_params {
     struct pgw_param p[PGW_MAX_PARAMS];
     int n;
-    uint32_t gen;             /* bumped by every pgw_params_set */
+    uint32_t gen;             /* bumped by every change */
 };
+const char *pgw_param_name(const struct pgw_param *p);
+const char *pgw_param_value(const struct pgw_param *p);
 const char *pgw_params_get(const struct pgw_params *ps, const char *name);
-/* Returns false when full or the value does not fit (it is then not stored). */
+/* Returns false when the table is full (a new name is then not stored) or
+ * out of memory: the name then has no record at all (unknown), never the
+ * old value. */
 bool pgw_params_set(struct pgw_params *ps, const char *name, const char *value);
 /* Forget name; false when it was not there. */
 bool pgw_params_unset(struct pgw_params *ps, const char *name);
+/* Forget them all and free what they hold (the table is empty after). */
+void pgw_params_deinit(struct pgw_params *ps);
+/* dst becomes a copy of src; false (dst as it was) when out of memory. */
+bool pgw_params_copy(struct pgw_params *dst, const struct pgw_params *src);
 
 /* ---- server connections ---- */
 enum pgw_server_state {

@@ -197,7 +197,7 @@ bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
         pgw_pool_close_idle(pool);
     free(old_cq);
     if (cq_changed)
-        pool->cq_params.n = 0;        /* the new one's are read at its servers' logins */
+        pgw_params_deinit(&pool->cq_params);  /* the new one's are read at its servers' logins */
     char *sig = build_signature(db);
     if (!sig)
         return false;
@@ -303,5 +303,7 @@ void pgw_pool_free(struct pgw_pool *pool)
     free(pool->password);
     free(pool->login_error);
     free(pool->mismatch_error);
+    pgw_params_deinit(&pool->defaults);
+    pgw_params_deinit(&pool->cq_params);
     free(pool);
 }

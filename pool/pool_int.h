@@ -76,7 +76,12 @@ struct pool_server {
     unsigned hdr_len;
     uint32_t body_left, body_len, body_got;
     uint8_t body[1024];       /* kept part of the current message */
+    uint8_t *big;             /* the whole of a longer one job_feed must keep
+                               * (keep_whole), else NULL */
 };
+/* The longest message a job keeps whole: a ParameterStatus or a row of
+ * connect_query's read-back (PostgreSQL's values are far shorter). */
+#define PGW_JOB_BODY_MAX (1u << 20)
 
 static inline struct pool_server *srv_priv(struct pgw_server *s)
 {

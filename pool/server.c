@@ -290,6 +290,8 @@ void pgw_server_free(struct pgw_server *srv)
     srv->user_state = NULL;
     pgw_backend_unref(srv->backend);
     pgw_wbuf_deinit(&ps->out);
+    pgw_params_deinit(&srv->params);
+    free(ps->big);
     free(ps);
 }
 
@@ -678,12 +680,14 @@ static void login_succeeded(struct pgw_server *srv)
     pgw_pool_kick_related(pool);
 }
 
-static void take_params(struct pgw_server *srv)
+/* False when one could not be recorded (out of memory): the server is
+ * of no use then (the pool's defaults, the welcome, come from it). */
+static bool take_params(struct pgw_server *srv)
 {
     for (size_t i = 0; i < sizeof(reported_params) / sizeof(reported_params[0]); i++) {
         const char *v = PQparameterStatus(srv->conn, reported_params[i]);
-        if (v)
-            pgw_params_set(&srv->params, reported_params[i], v);
+        if (v && !pgw_params_set(&srv->params, reported_params[i], v))
+            return false;
     }
     /* and track_extra_parameters that this PostgreSQL reports (a newer one
      * may report more than the list above): the proxy follows those */
@@ -692,22 +696,26 @@ static void take_params(struct pgw_server *srv)
     int n = extra && *extra ? pgw_conf_track_extra(extra, names, err, sizeof(err)) : 0;
     for (int i = 0; i < n; i++) {
         const char *v = PQparameterStatus(srv->conn, names[i]);
-        if (v)
-            pgw_params_set(&srv->params, names[i], v);
+        if (v && !pgw_params_set(&srv->params, names[i], v))
+            return false;
     }
+    return true;
 }
 
 /* What a new client sees of parameters it does not set: this server's as
  * clients get it, after connect_query (a SET TimeZone there is the
  * pool's).  Not from a server that logged in with what a reload or
- * RECONNECT replaced (reconnect): that record is the old backend's. */
-static void take_defaults(struct pgw_server *srv)
+ * RECONNECT replaced (reconnect): that record is the old backend's.
+ * False when out of memory (the pool's are then as they were). */
+static bool take_defaults(struct pgw_server *srv)
 {
     if (pgw_server_close_needed(srv))
-        return;
-    srv->pool->defaults = srv->params;
+        return true;
+    if (!pgw_params_copy(&srv->pool->defaults, &srv->params))
+        return false;
     srv->pool->defaults_memo_valid = false;
     srv->pool->defaults_stale = false;
+    return true;
 }
 
 /* The start of libpq's struct pg_cancel (libpq-int.h), the same from
@@ -794,7 +802,10 @@ static void login_done(struct pgw_server *srv)
     srv->backend_pid = PQbackendPID(srv->conn);
     take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);
-    take_params(srv);
+    if (!take_params(srv)) {
+        connect_failed(srv, "out of memory for the server's parameters");
+        return;
+    }
     srv_priv(srv)->login_standby = pgw_params_get(&srv->params, "in_hot_standby") &&
                                    strcmp(pgw_params_get(&srv->params, "in_hot_standby"), "on") == 0;
     srv->connect_time = srv->request_time = now;
@@ -817,7 +828,10 @@ static void login_done(struct pgw_server *srv)
             connect_failed(srv, "out of memory for connect_query");
         return;
     }
-    take_defaults(srv);
+    if (!take_defaults(srv)) {
+        connect_failed(srv, "out of memory for the pool's parameters");
+        return;
+    }
     login_succeeded(srv);
 }
 
@@ -963,26 +977,47 @@ static void cq_read_back(struct pgw_server *srv, struct pgw_wbuf *b)
     pgw_wbuf_msg_end(b, m);
 }
 
-/* A DataRow of cq_read_back's: name, value. */
-static void cq_row(struct pgw_server *srv, const uint8_t *p, size_t n)
+/* A DataRow of cq_read_back's: name, value (whole, however long).  A
+ * value that cannot be kept fails the login: the pool would not know
+ * what a client that never set the parameter must get back. */
+static int cq_row(struct pgw_server *srv, const uint8_t *p, size_t n, char *why, size_t wl)
 {
-    char v[2][PGW_CONF_PARAM_NAME_MAX * 4];
+    char *v[2] = {NULL, NULL};
+    int rc = 0;
     if (n < 2 || pgw_get_u16(p) != 2)
-        return;
+        goto bad;
     p += 2;
     n -= 2;
     for (int i = 0; i < 2; i++) {
         if (n < 4)
-            return;
+            goto bad;
         uint32_t len = pgw_get_u32(p);
-        if (len >= sizeof(v[i]) || len > n - 4)
-            return;                          /* NULL, or too long: not kept */
+        if (len == UINT32_MAX)
+            goto out;                        /* NULL: nothing to keep */
+        if (len > n - 4 || memchr(p + 4, 0, len))
+            goto bad;
+        if (!(v[i] = malloc((size_t)len + 1))) {
+            snprintf(why, wl, "out of memory for connect_query's values");
+            rc = PGW_ENOMEM;
+            goto out;
+        }
         memcpy(v[i], p + 4, len);
         v[i][len] = 0;
         p += 4 + len;
         n -= 4 + len;
     }
-    pgw_params_set(&srv->pool->cq_params, v[0], v[1]);
+    if (!pgw_params_set(&srv->pool->cq_params, v[0], v[1])) {
+        snprintf(why, wl, "out of memory for connect_query's value of %s", v[0]);
+        rc = PGW_ENOMEM;
+    }
+    goto out;
+bad:
+    snprintf(why, wl, "connect_query's read-back sent a malformed row");
+    rc = PGW_EPROTO;
+out:
+    free(v[0]);
+    free(v[1]);
+    return rc;
 }
 
 int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
@@ -1007,11 +1042,23 @@ int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
     return 0;
 }
 
-/* One whole message (body possibly cut to sizeof(ps->body)).  Returns 0 to
+/* Must the job read this message whole, however long (job_feed)?  A
+ * ParameterStatus (the server's record) and a row of connect_query's
+ * read-back (cq_row): cut, the value would be lost, or wrong. */
+static bool keep_whole(struct pgw_server *srv, char type)
+{
+    return type == PGW_BE_PARAM_STATUS ||
+           (type == PGW_BE_DATA_ROW && srv_priv(srv)->job == SRV_JOB_CONNECT_QUERY &&
+            srv->pending_ready == 1);
+}
+
+/* One whole message (body possibly cut to sizeof(ps->body), except those
+ * keep_whole names).  Returns 0 to
  * go on, 1 when the final ReadyForQuery came, or a negative code with why. */
 static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
 {
     struct pool_server *ps = srv_priv(srv);
+    const uint8_t *body = ps->big ? ps->big : ps->body;
     size_t kept = ps->body_got;
     bool whole = ps->body_got == ps->body_len;
     struct pgw_wire_err_fields f;
@@ -1040,15 +1087,23 @@ static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
             snprintf(why, wl, "%s failed", job_name(ps->job));
         return PGW_EPROTO;
     case PGW_BE_PARAM_STATUS: {
-        const char *name = (const char *)ps->body;
-        size_t nl = whole ? strnlen(name, kept) : kept;
-        if (whole && nl + 1 < kept && ps->body[kept - 1] == 0)
-            pgw_params_set(&srv->params, name, name + nl + 1);
+        /* (job_feed kept it whole, however long) */
+        const char *name = (const char *)body;
+        size_t nl = strnlen(name, kept);
+        if (!whole || nl + 1 >= kept || body[kept - 1] != 0) {
+            snprintf(why, wl, "malformed ParameterStatus during %s", job_name(ps->job));
+            return PGW_EPROTO;
+        }
+        if (!pgw_params_set(&srv->params, name, name + nl + 1)) {
+            snprintf(why, wl, "out of memory for the server's %s during %s", name,
+                     job_name(ps->job));
+            return PGW_ENOMEM;
+        }
         return 0;
     }
     case PGW_BE_DATA_ROW:
-        if (ps->job == SRV_JOB_CONNECT_QUERY && srv->pending_ready == 1 && whole)
-            cq_row(srv, ps->body, kept);
+        if (keep_whole(srv, type))
+            return cq_row(srv, body, kept, why, wl);
         return 0;
     case PGW_BE_NOTICE:
     case PGW_BE_ROW_DESC:
@@ -1083,12 +1138,28 @@ static int job_feed(struct pgw_server *srv, const uint8_t *p, size_t n, char *wh
             }
             ps->body_len = ps->body_left = len - 4;
             ps->body_got = 0;
+            free(ps->big);
+            ps->big = NULL;
+            if (ps->body_len > sizeof(ps->body) && keep_whole(srv, (char)ps->hdr[0])) {
+                if (ps->body_len > PGW_JOB_BODY_MAX) {
+                    snprintf(why, wl, "a '%c' message of %u bytes during %s is too long "
+                             "to keep (%u at most)", (char)ps->hdr[0], ps->body_len,
+                             job_name(ps->job), PGW_JOB_BODY_MAX);
+                    return PGW_EPROTO;
+                }
+                if (!(ps->big = malloc(ps->body_len))) {
+                    snprintf(why, wl, "out of memory for a '%c' message of %u bytes "
+                             "during %s", (char)ps->hdr[0], ps->body_len, job_name(ps->job));
+                    return PGW_ENOMEM;
+                }
+            }
         }
         size_t take = ps->body_left < n ? ps->body_left : n;
-        if (ps->body_got < sizeof(ps->body)) {
-            size_t keep = sizeof(ps->body) - ps->body_got;
+        size_t cap = ps->big ? ps->body_len : sizeof(ps->body);
+        if (ps->body_got < cap) {
+            size_t keep = cap - ps->body_got;
             keep = keep < take ? keep : take;
-            memcpy(ps->body + ps->body_got, p, keep);
+            memcpy((ps->big ? ps->big : ps->body) + ps->body_got, p, keep);
             ps->body_got += (uint32_t)keep;
         }
         ps->body_left -= (uint32_t)take;
@@ -1098,6 +1169,8 @@ static int job_feed(struct pgw_server *srv, const uint8_t *p, size_t n, char *wh
             return 0;
         ps->hdr_len = 0;
         int rc = job_message(srv, (char)ps->hdr[0], why, wl);
+        free(ps->big);
+        ps->big = NULL;
         if (rc != 0) {
             if (rc == 1 && (n > 0 || pgw_server_pending(srv) > 0)) {
                 snprintf(why, wl, "unexpected data after %s", job_name(ps->job));
@@ -1177,7 +1250,10 @@ static void job_finished(struct pgw_server *srv)
     ev_io_stop(pool->set->loop, &srv->io);
     srv_priv(srv)->job = SRV_JOB_NONE;
     if (job == SRV_JOB_CONNECT_QUERY) {
-        take_defaults(srv);
+        if (!take_defaults(srv)) {
+            connect_failed(srv, "out of memory for the pool's parameters");
+            return;
+        }
         login_succeeded(srv);
         return;
     }

@@ -719,7 +719,7 @@ static bool sync_params(struct pgw_session *s)
             if (param_reported(srv->pool, px->tracked[i]))
                 continue;
             if (set[i] && !pgw_params_set(&srv->params, px->tracked[i], set[i]))
-                pgw_params_set(&srv->params, px->tracked[i], "");    /* too long: unknown */
+                pgw_params_set(&srv->params, px->tracked[i], "");    /* no memory: unknown */
             else if (reset[i])
                 pgw_params_unset(&srv->params, px->tracked[i]);
         }
@@ -803,12 +803,13 @@ static void sync_answered(struct pgw_session *s)
     }
 }
 
-/* What srv reported of name.  A value too long for the record drops the
- * record: left as it was, the old value would pass for the server's. */
+/* What srv reported of name.  One that cannot be recorded (out of memory,
+ * or a name past PGW_MAX_PARAMS) has no record, so the next link SETs it:
+ * left as it was, the old value would pass for the server's. */
 static void record_reported(struct pgw_server *srv, const char *name, const char *value)
 {
     if (!pgw_params_set(&srv->params, name, value))
-        pgw_params_unset(&srv->params, name);
+        pgw_params_unset(&srv->params, name);     /* (set dropped it already) */
 }
 
 /* A ParameterStatus from the server: both the server and the client now
@@ -1146,7 +1147,7 @@ static void welcome_from_defaults(struct pgw_session *s, const struct pgw_params
                                   struct pgw_wbuf *b)
 {
     for (int i = 0; i < defs->n; i++) {
-        const char *name = defs->p[i].name, *v = defs->p[i].value;
+        const char *name = pgw_param_name(&defs->p[i]), *v = pgw_param_value(&defs->p[i]);
         int t = pgw_tracked_param_index(s->px, name);
         if (t >= 0) {
             /* (The defaults hold it under the tracked spelling: the
@@ -1189,10 +1190,11 @@ static void welcome(struct pgw_session *s)
             s->params[i] = NULL;
         }
         for (int i = 0; i < sp->n; i++) {
-            int t = pgw_tracked_param_index(s->px, sp->p[i].name);
+            const char *name = pgw_param_name(&sp->p[i]), *v = pgw_param_value(&sp->p[i]);
+            int t = pgw_tracked_param_index(s->px, name);
             if (t >= 0)
-                s->params[t] = strdup(sp->p[i].value);
-            pgw_wire_param_status(&b, sp->p[i].name, sp->p[i].value);
+                s->params[t] = strdup(v);
+            pgw_wire_param_status(&b, name, v);
         }
         static const struct pgw_params none;
         sp = &none;           /* nothing more below */
@@ -1216,14 +1218,14 @@ static void welcome(struct pgw_session *s)
             s->params[i] = strdup(v);
     }
     for (int i = 0; i < sp->n; i++) {
-        const char *v = sp->p[i].value;
+        const char *name = pgw_param_name(&sp->p[i]), *v = pgw_param_value(&sp->p[i]);
         /* (Every one of the defaults' own is reported.) */
-        if (sp != defs && !param_reported(s->pool, sp->p[i].name))
+        if (sp != defs && !param_reported(s->pool, name))
             continue;
-        int t = pgw_tracked_param_index(s->px, sp->p[i].name);
+        int t = pgw_tracked_param_index(s->px, name);
         if (t >= 0 && s->params[t])
             v = s->params[t];
-        pgw_wire_param_status(&b, sp->p[i].name, v);
+        pgw_wire_param_status(&b, name, v);
     }
     s->params_sig = 0;
     pgw_wire_key_data(&b, s->cancel_pid, s->cancel_key);

@@ -39,9 +39,10 @@ int pgw_tracked_param_index(const struct pgw_proxy *px, const char *name)
     return -1;
 }
 
-/* The server's record of a parameter (struct pgw_param) must hold the name. */
-_Static_assert(PGW_CONF_PARAM_NAME_MAX < sizeof(((struct pgw_param *)0)->name),
-               "a track_extra_parameters name does not fit struct pgw_param");
+/* A server's record of a tracked parameter as unknown ("": relay.c's
+ * forget_unreported) is kept inline (struct pgw_param): it cannot fail. */
+_Static_assert(PGW_CONF_PARAM_NAME_MAX + 2 <= PGW_PARAM_INLINE,
+               "a track_extra_parameters name does not fit struct pgw_param inline");
 
 int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
 {

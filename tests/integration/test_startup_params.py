@@ -641,6 +641,77 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         self.assertEqual(px.check().returncode, 0)
 
 
+# A POSIX TimeZone spec of 206 bytes (PostgreSQL takes up to 255) and a
+# search_path of some 1,700: longer than a server's record of a parameter
+# held before (80 bytes), than what it keeps without allocating, and (the
+# search_path) than the 1,024 bytes a server's reply was kept to at login.
+LONG_TZ = "<" + "PGWLONGZONE" * 18 + "Z>+3"
+LONG_SCHEMA = "pgw_long_cq_schema"
+LONG_SEARCH_PATH = ", ".join([LONG_SCHEMA] + ["pgw_absent_schema_%03d_%s" % (i, "x" * 32)
+                                             for i in range(30)] + ["public"])
+
+
+class TestLongParameterValues(pt.PgwharfTestCase):
+    """Parameter values of any length PostgreSQL takes are what pgwharf
+    records of a server and a pool: a long one was dropped from the record
+    (connect_query's, a [databases] timezone=), and the client got another
+    value than a fresh server's, or none in its welcome."""
+
+    def test_connect_querys_long_search_path_stays_for_a_client_that_never_set_it(self):
+        self.pg.psql("drop schema if exists %s cascade; drop table if exists public.pgw_long_t; "
+                     "create schema %s; create table %s.pgw_long_t(x text); "
+                     "insert into %s.pgw_long_t values ('schema'); "
+                     "create table public.pgw_long_t(x text); "
+                     "insert into public.pgw_long_t values ('public'); "
+                     "grant usage on schema %s to public"
+                     % ((LONG_SCHEMA,) * 5))
+        self.addCleanup(self.pg.psql, "drop schema if exists %s cascade; "
+                        "drop table if exists public.pgw_long_t" % LONG_SCHEMA)
+        cq = "SET search_path = " + LONG_SEARCH_PATH
+        self.assertGreater(len(LONG_SEARCH_PATH), 1024)
+        px = self.start_pgwharf(
+            settings=dict(TX1, track_extra_parameters="search_path"),
+            databases={self.pg.database: self.pg.conn_string(self.pg.database,
+                                                             connect_query=cq)})
+        a = connect(px, self)
+        b = connect(px, self, options="-c search_path=public")
+        sql = "select current_setting('search_path'), (select x from pgw_long_t)"
+        assert_reads_in_turn(self, a, sql, (LONG_SEARCH_PATH, "schema"),
+                             b, "select x from pgw_long_t", "public")
+
+    def test_connect_querys_long_timezone_is_the_welcomes_and_stays(self):
+        cq = "SET TimeZone = '%s'" % LONG_TZ
+        px = self.start_pgwharf(
+            settings=TX1,
+            databases={self.pg.database: self.pg.conn_string(self.pg.database,
+                                                             connect_query=cq)})
+        a = connect(px, self)
+        self.assertEqual(a.get_parameter_status("TimeZone"), LONG_TZ)
+        b = connect(px, self, options="-c TimeZone=Asia/Tokyo")
+        self.assertEqual(b.get_parameter_status("TimeZone"), "Asia/Tokyo")
+        assert_reads_in_turn(self, a, "show timezone", (LONG_TZ,),
+                             b, "show timezone", "Asia/Tokyo")
+        # and for a client that comes after them, welcomed without a server
+        c = connect(px, self)
+        self.assertEqual(c.get_parameter_status("TimeZone"), LONG_TZ)
+        self.assertEqual(one(c, "show timezone"), LONG_TZ)
+
+    def test_a_long_timezone_of_the_entry_is_in_the_welcome(self):
+        for mode in ("transaction", "session"):
+            with self.subTest(mode=mode):
+                px = self.start_pgwharf(
+                    settings=dict(TX1, pool_mode=mode),
+                    databases={self.pg.database: self.pg.conn_string(self.pg.database,
+                                                                     timezone=LONG_TZ)})
+                a = connect(px)
+                try:
+                    self.assertEqual(a.get_parameter_status("TimeZone"), LONG_TZ)
+                    self.assertEqual(one(a, "show timezone"), LONG_TZ)
+                finally:
+                    a.close()
+                px.stop()
+
+
 class TestDateStyleOfOnePart(pt.PgwharfTestCase):
     def test_a_login_datestyle_of_one_part_completes_as_on_a_fresh_server(self):
         # A DateStyle of one part (PGDATESTYLE=SQL) keeps the other part of

@@ -1,13 +1,16 @@
 /*
  * test_pool_util.c - unit tests for pool/'s pure helpers: the SQLSTATE
  * guessed from libpq's connect error text (as libpq 15 words it), the
- * one-line trim of that text, and the server parameter table.
+ * one-line trim of that text, and the server parameter table (values and
+ * names of any length, copies, out of memory).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -219,6 +222,38 @@ static void t_server_sqlstate(void **state)
     assert_false(pgw_pool_server_sqlstate(NULL, code));
 }
 
+/* Out of memory on demand, where the allocator can be replaced (not
+ * under the sanitizers, which replace it themselves): while fail_malloc
+ * is set, malloc returns NULL. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CAN_FAIL_MALLOC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CAN_FAIL_MALLOC 0
+#endif
+#endif
+#ifndef CAN_FAIL_MALLOC
+#define CAN_FAIL_MALLOC 1
+static bool fail_malloc;
+extern void *__libc_malloc(size_t size);
+void *malloc(size_t size)
+{
+    return fail_malloc ? NULL : __libc_malloc(size);
+}
+#endif
+
+/* A string of n bytes: c, then its position's digits, so two of them
+ * differ in more than their length. */
+static char *long_string(size_t n, char c)
+{
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    for (size_t i = 0; i < n; i++)
+        s[i] = i % 10 == 0 ? c : (char)('0' + i % 10);
+    s[n] = 0;
+    return s;
+}
+
 static void t_params(void **state)
 {
     struct pgw_params ps = { .n = 0 };
@@ -231,27 +266,154 @@ static void t_params(void **state)
     assert_int_equal(ps.n, 2);
     /* names are case-sensitive, as PostgreSQL reports them */
     assert_null(pgw_params_get(&ps, "timezone"));
-    /* too long: not stored, old value kept */
-    char big[200];
-    memset(big, 'x', sizeof(big) - 1);
-    big[sizeof(big) - 1] = 0;
-    assert_false(pgw_params_set(&ps, "TimeZone", big));
-    assert_string_equal(pgw_params_get(&ps, "TimeZone"), "Europe/Paris");
-    assert_false(pgw_params_set(&ps, big, "v"));
-    /* exactly at the limit fits */
-    char edge[80];
-    memset(edge, 'y', sizeof(edge) - 1);
-    edge[sizeof(edge) - 1] = 0;
-    assert_true(pgw_params_set(&ps, "application_name", edge));
-    assert_string_equal(pgw_params_get(&ps, "application_name"), edge);
-    /* full table */
+    /* a full table takes no new name, and still takes new values */
     while (ps.n < PGW_MAX_PARAMS) {
         char name[16];
         snprintf(name, sizeof(name), "p%d", ps.n);
         assert_true(pgw_params_set(&ps, name, "1"));
     }
     assert_false(pgw_params_set(&ps, "one_more", "1"));
+    assert_null(pgw_params_get(&ps, "one_more"));
     assert_true(pgw_params_set(&ps, "TimeZone", "UTC"));   /* updates still work */
+    char *big = long_string(3000, 'z');
+    assert_true(pgw_params_set(&ps, "TimeZone", big));     /* long ones too */
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), big);
+    free(big);
+    pgw_params_deinit(&ps);
+    assert_int_equal(ps.n, 0);
+    assert_null(pgw_params_get(&ps, "TimeZone"));
+}
+
+/* Values and names of any length (a long search_path, a POSIX TimeZone
+ * spec, a custom GUC's name): kept whole, whether they fit the entry or
+ * not, through overwrites both ways, unset, deinit. */
+static void t_params_long(void **state)
+{
+    struct pgw_params ps = { .n = 0 };
+    /* at the edge of the entry's inline room, and one past it */
+    size_t room = PGW_PARAM_INLINE - sizeof("TimeZone") - 1;
+    char *edge = long_string(room, 'e'), *past = long_string(room + 1, 'p');
+    assert_true(pgw_params_set(&ps, "TimeZone", edge));
+    assert_null(ps.p[0].heap);                           /* no allocation */
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), edge);
+    assert_true(pgw_params_set(&ps, "TimeZone", past));
+    assert_non_null(ps.p[0].heap);
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), past);
+    assert_true(pgw_params_set(&ps, "TimeZone", "UTC"));  /* back inline */
+    assert_null(ps.p[0].heap);
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), "UTC");
+    /* long to longer to long, beside short ones */
+    char *sp1 = long_string(100, 'a'), *sp2 = long_string(5000, 'b');
+    assert_true(pgw_params_set(&ps, "client_encoding", "UTF8"));
+    assert_true(pgw_params_set(&ps, "search_path", sp1));
+    assert_true(pgw_params_set(&ps, "search_path", sp2));
+    assert_string_equal(pgw_params_get(&ps, "search_path"), sp2);
+    assert_true(pgw_params_set(&ps, "search_path", sp1));
+    assert_string_equal(pgw_params_get(&ps, "search_path"), sp1);
+    /* a name longer than any fixed field, a value empty or long */
+    char *name = long_string(200, 'n');
+    memcpy(name, "myapp.", 6);
+    assert_true(pgw_params_set(&ps, name, ""));
+    assert_string_equal(pgw_params_get(&ps, name), "");
+    assert_true(pgw_params_set(&ps, name, sp2));
+    assert_string_equal(pgw_params_get(&ps, name), sp2);
+    assert_string_equal(pgw_param_name(&ps.p[ps.n - 1]), name);
+    assert_int_equal(ps.n, 4);
+    /* a value taken from the table itself (its own, or another's) */
+    assert_true(pgw_params_set(&ps, "search_path", pgw_params_get(&ps, "search_path")));
+    assert_string_equal(pgw_params_get(&ps, "search_path"), sp1);
+    assert_true(pgw_params_set(&ps, "TimeZone", pgw_params_get(&ps, name)));
+    assert_string_equal(pgw_params_get(&ps, "TimeZone"), sp2);
+    assert_true(pgw_params_set(&ps, pgw_param_name(&ps.p[3]), "short"));
+    assert_string_equal(pgw_params_get(&ps, name), "short");
+    /* unset moves the last entry, long one included, into the gap */
+    uint32_t gen = ps.gen;
+    assert_true(pgw_params_unset(&ps, "TimeZone"));
+    assert_true(ps.gen != gen);
+    assert_false(pgw_params_unset(&ps, "TimeZone"));
+    assert_int_equal(ps.n, 3);
+    assert_null(pgw_params_get(&ps, "TimeZone"));
+    assert_string_equal(pgw_params_get(&ps, "search_path"), sp1);
+    assert_string_equal(pgw_params_get(&ps, name), "short");
+    assert_string_equal(pgw_params_get(&ps, "client_encoding"), "UTF8");
+    pgw_params_deinit(&ps);
+    assert_int_equal(ps.n, 0);
+    pgw_params_deinit(&ps);                              /* twice is harmless */
+    free(edge);
+    free(past);
+    free(sp1);
+    free(sp2);
+    free(name);
+}
+
+/* pgw_params_copy: a deep copy (the pool's defaults from a server's
+ * record) that outlives its source and replaces what dst held. */
+static void t_params_copy(void **state)
+{
+    struct pgw_params src = { .n = 0 }, dst = { .n = 0 };
+    char *tz = long_string(200, 't'), *sp = long_string(2000, 's');
+    assert_true(pgw_params_set(&src, "TimeZone", tz));
+    assert_true(pgw_params_set(&src, "DateStyle", "ISO, MDY"));
+    assert_true(pgw_params_set(&dst, "search_path", sp));   /* replaced by the copy */
+    assert_true(pgw_params_set(&dst, "old", "x"));
+    uint32_t gen = dst.gen;
+    assert_true(pgw_params_copy(&dst, &src));
+    assert_true(dst.gen != gen);
+    assert_int_equal(dst.n, 2);
+    assert_null(pgw_params_get(&dst, "search_path"));
+    assert_null(pgw_params_get(&dst, "old"));
+    assert_ptr_not_equal(dst.p[0].heap, src.p[0].heap);     /* its own */
+    /* the source changes or goes: the copy stays */
+    assert_true(pgw_params_set(&src, "TimeZone", "UTC"));
+    pgw_params_deinit(&src);
+    assert_string_equal(pgw_params_get(&dst, "TimeZone"), tz);
+    assert_string_equal(pgw_params_get(&dst, "DateStyle"), "ISO, MDY");
+    assert_true(pgw_params_copy(&dst, &dst));               /* onto itself: as it was */
+    assert_string_equal(pgw_params_get(&dst, "TimeZone"), tz);
+    assert_true(pgw_params_copy(&dst, &src));               /* an empty one empties */
+    assert_int_equal(dst.n, 0);
+    pgw_params_deinit(&dst);
+    free(tz);
+    free(sp);
+}
+
+/* Out of memory: a value that cannot be kept leaves no record of the
+ * name (never the old value, which would pass for the server's), and a
+ * copy that fails leaves its destination as it was. */
+static void t_params_out_of_memory(void **state)
+{
+#if CAN_FAIL_MALLOC
+    struct pgw_params ps = { .n = 0 }, dst = { .n = 0 };
+    char *big = long_string(500, 'b');
+    assert_true(pgw_params_set(&ps, "TimeZone", "UTC"));
+    assert_true(pgw_params_set(&ps, "search_path", big));
+    assert_true(pgw_params_set(&ps, "DateStyle", "ISO, MDY"));
+    assert_true(pgw_params_set(&dst, "TimeZone", "Asia/Tokyo"));
+    uint32_t gen = ps.gen;
+    fail_malloc = true;
+    bool set_long = pgw_params_set(&ps, "TimeZone", big);
+    bool set_new = pgw_params_set(&ps, "application_name", big);
+    bool set_short = pgw_params_set(&ps, "DateStyle", "ISO, DMY");  /* needs no memory */
+    bool copied = pgw_params_copy(&dst, &ps);
+    fail_malloc = false;
+    assert_false(set_long);
+    assert_null(pgw_params_get(&ps, "TimeZone"));           /* not "UTC" */
+    assert_true(ps.gen != gen);
+    assert_false(set_new);
+    assert_null(pgw_params_get(&ps, "application_name"));
+    assert_true(set_short);
+    assert_string_equal(pgw_params_get(&ps, "DateStyle"), "ISO, DMY");
+    assert_string_equal(pgw_params_get(&ps, "search_path"), big);
+    assert_int_equal(ps.n, 2);
+    assert_false(copied);
+    assert_int_equal(dst.n, 1);
+    assert_string_equal(pgw_params_get(&dst, "TimeZone"), "Asia/Tokyo");
+    pgw_params_deinit(&ps);
+    pgw_params_deinit(&dst);
+    free(big);
+#else
+    skip();
+#endif
 }
 
 int main(void)
@@ -262,6 +424,9 @@ int main(void)
         cmocka_unit_test(t_trim),
         cmocka_unit_test(t_server_sqlstate),
         cmocka_unit_test(t_params),
+        cmocka_unit_test(t_params_long),
+        cmocka_unit_test(t_params_copy),
+        cmocka_unit_test(t_params_out_of_memory),
     };
     return cmocka_run_group_tests_name("pool_util", tests, NULL, NULL);
 }
