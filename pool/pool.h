@@ -130,6 +130,10 @@ struct pgw_server {
      * params.gen was `user_sig_gen` (lets it skip comparing them). */
     uint64_t user_sig;
     uint32_t user_sig_gen;
+    /* The borrower's copy of the values user_sig summarises, to confirm a
+     * match (a hash can collide); freed with the server. */
+    char *user_vals;
+    uint32_t user_vals_len, user_vals_cap;
     void *user_state;         /* the proxy's per-server state (prepared
                                * statements); freed by the set's free hook */
     /* For the borrower: clients whose query is already sent to this server

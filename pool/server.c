@@ -291,6 +291,7 @@ void pgw_server_free(struct pgw_server *srv)
     pgw_backend_unref(srv->backend);
     pgw_wbuf_deinit(&ps->out);
     pgw_params_deinit(&srv->params);
+    free(srv->user_vals);
     free(ps->big);
     free(ps);
 }

@@ -208,6 +208,62 @@ static uint64_t params_sig(const struct pgw_session *s)
     return h ? h : 1;
 }
 
+/* The client's tracked values as srv keeps them beside user_sig: for each,
+ * a byte 0 (none) or 1 and the value with its NUL.  False when out of
+ * memory.  The buffer only grows: a link that SETs allocates nothing once
+ * it is as long as the longest so far. */
+static bool params_keep(struct pgw_server *srv, const struct pgw_session *s)
+{
+    size_t len = 0;
+    for (int i = 0; i < s->px->ntracked; i++)
+        len += 1 + (s->params[i] ? strlen(s->params[i]) + 1 : 0);
+    if (len > UINT32_MAX)
+        return false;
+    if (len > srv->user_vals_cap) {
+        char *p = realloc(srv->user_vals, len);
+        if (!p)
+            return false;
+        srv->user_vals = p;
+        srv->user_vals_cap = (uint32_t)len;
+    }
+    char *p = srv->user_vals;
+    for (int i = 0; i < s->px->ntracked; i++) {
+        *p++ = s->params[i] != NULL;
+        if (s->params[i]) {
+            size_t n = strlen(s->params[i]) + 1;
+            memcpy(p, s->params[i], n);
+            p += n;
+        }
+    }
+    srv->user_vals_len = (uint32_t)len;
+    return true;
+}
+
+/* Was srv left with the client's settings?  Its summary says so, and the
+ * values it kept (params_keep) confirm it: params_sig is a 64-bit hash,
+ * which a client could make collide with another's on purpose, and then
+ * run with its settings (a search_path of its own schema).  A few short
+ * compares, no lookups. */
+static bool params_match(const struct pgw_server *srv, const struct pgw_session *s)
+{
+    if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)
+        return false;
+    const char *p = srv->user_vals, *end = p + srv->user_vals_len;
+    if (!p)
+        return false;
+    for (int i = 0; i < s->px->ntracked; i++) {
+        if (p == end || *p++ != (s->params[i] != NULL))
+            return false;
+        if (!s->params[i])
+            continue;
+        size_t n = strlen(s->params[i]) + 1;
+        if ((size_t)(end - p) < n || memcmp(p, s->params[i], n) != 0)
+            return false;
+        p += n;
+    }
+    return p == end;
+}
+
 /* Does PostgreSQL report name (ParameterStatus)?  A fresh server of the
  * pool did.  A server's record of one it does not (extra_float_digits) is
  * only what pgwharf SET there, for whichever client. */
@@ -608,7 +664,7 @@ static bool sync_params(struct pgw_session *s)
      * client with the same settings did): one comparison of summaries. */
     if (!s->params_sig)
         s->params_sig = params_sig(s);
-    if (!unnamed && srv->user_sig == s->params_sig && srv->user_sig_gen == srv->params.gen)
+    if (!unnamed && params_match(srv, s))
         return true;
     /* One Query per SET or RESET: a value the server refuses (a startup
      * parameter PostgreSQL never checked) must not skip the others, as
@@ -726,7 +782,9 @@ static bool sync_params(struct pgw_session *s)
     } else {
         pgw_wbuf_deinit(&b);
     }
-    srv->user_sig = s->params_sig;        /* true once the SETs above ran */
+    /* true once the SETs above ran; without the values to confirm it,
+     * the next link compares them all */
+    srv->user_sig = params_keep(srv, s) ? s->params_sig : 0;
     srv->user_sig_gen = srv->params.gen;
     return true;
 }
@@ -1474,7 +1532,7 @@ static int pipe_score(struct pgw_server *srv, void *arg)
         h->track.copy || h->trk_probe ||
         (h->cbuf && h->cbuf->parsed != h->cbuf->len))
         return -1;
-    if (srv->user_sig != s->params_sig || srv->user_sig_gen != srv->params.gen)
+    if (!params_match(srv, s))
         return -1;                       /* other settings: it would need SETs */
     /* A request on a prepared statement leaves the unnamed one as it is:
      * not another client's for this one to Bind once it has the server. */
