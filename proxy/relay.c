@@ -926,7 +926,7 @@ static bool report_session_params(struct pgw_session *s, const struct pgw_server
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     for (int i = 0; i < sp->n; i++) {
-        const char *name = sp->p[i].name, *have = sp->p[i].value;
+        const char *name = pgw_param_name(&sp->p[i]), *have = pgw_param_value(&sp->p[i]);
         if (!param_reported(s->pool, name))
             continue;
         int t = pgw_tracked_param_index(s->px, name);
