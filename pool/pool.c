@@ -91,21 +91,26 @@ static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *
     w->cb(w, NULL);
 }
 
+void pgw_pool_wait_timed_out(struct pgw_pool *pool, ev_tstamp since, struct pgw_pool_error *e)
+{
+    ev_tstamp waited = pool_now(pool) - since;
+    pool->st.total_wait_timeouts++;
+    pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
+                       "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
+                       pool->dbname, pool->user);
+    char names[PGW_POOL_LOG_NAMES];
+    pgw_info("pool_wait_timeout", "%s waited=%.3f", pgw_pool_log_names(pool, names, sizeof(names)),
+             waited);
+}
+
 static void waiter_done_cb(struct pgw_ctx_sub *sub, int err)
 {
     struct pgw_pool_waiter *w = pgw_container_of(sub, struct pgw_pool_waiter, sub);
     struct pgw_pool *pool = w->pool;
     struct pgw_pool_error e;
-    ev_tstamp waited = pool_now(pool) - w->since;
 
     if (err == PGW_EDEADLINE) {
-        pool->st.total_wait_timeouts++;
-        pgw_pool_set_error(&e, PGW_EDEADLINE, "57014",
-                           "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
-                           pool->dbname, pool->user);
-        char names[PGW_POOL_LOG_NAMES];
-        pgw_info("pool_wait_timeout", "%s waited=%.3f",
-                 pgw_pool_log_names(pool, names, sizeof(names)), waited);
+        pgw_pool_wait_timed_out(pool, w->since, &e);
     } else {
         pgw_pool_set_error(&e, PGW_ECANCELED, "57014", "canceled while waiting for a server");
     }
@@ -1464,6 +1469,8 @@ bool pgw_pool_welcome_ready(const struct pgw_pool *pool)
 const char *pgw_pool_user(const struct pgw_pool *pool) { return pool->user; }
 const char *pgw_pool_server_user(const struct pgw_pool *pool) { return pool->server_user; }
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool) { return pool->mode; }
+
+double pgw_pool_query_wait_timeout(const struct pgw_pool *pool) { return pool->query_wait_timeout; }
 
 const char *pgw_pool_load_balance(const struct pgw_pool *pool)
 {

@@ -381,6 +381,13 @@ const char *pgw_pool_user(const struct pgw_pool *pool);
  * [users] entry of this name sets it), as PgBouncer does. */
 const char *pgw_pool_server_user(const struct pgw_pool *pool);
 enum pgw_pool_mode pgw_pool_mode(const struct pgw_pool *pool);
+/* The pool's query_wait_timeout in seconds, 0 for none. */
+double pgw_pool_query_wait_timeout(const struct pgw_pool *pool);
+/* A client that began to wait for a server at since ran out of
+ * query_wait_timeout outside the pool's queue (server_pipeline_depth: its
+ * server still runs the query of a client that left): counted and logged
+ * as a wait in the queue is; e gets the error it shows. */
+void pgw_pool_wait_timed_out(struct pgw_pool *pool, ev_tstamp since, struct pgw_pool_error *e);
 /* Close the pool's idle servers (the lent ones stay). */
 void pgw_pool_close_idle(struct pgw_pool *pool);
 /* How the pool uses its entry's host list (load_balance_hosts), NULL when

@@ -39,6 +39,22 @@
 #define BUF_TRIM_PERIOD 1.0
 #define IOBUF_MAP (sizeof(struct pgw_iobuf) + PGW_IOBUF_SIZE)
 
+/* Under AddressSanitizer a free buffer's bytes are poisoned: a read of a
+ * buffer after pgw_iobuf_put (which keeps most of them mapped) is caught. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PGW_ASAN_BUFS 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(PGW_ASAN_BUFS)
+#include <sanitizer/asan_interface.h>
+#define buf_poison(b) ASAN_POISON_MEMORY_REGION((b)->data, PGW_IOBUF_SIZE)
+#define buf_unpoison(b) ASAN_UNPOISON_MEMORY_REGION((b)->data, PGW_IOBUF_SIZE)
+#else
+#define buf_poison(b) ((void)(b))
+#define buf_unpoison(b) ((void)(b))
+#endif
+
 static void buf_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -48,6 +64,7 @@ static void buf_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
         struct pgw_list *l = pgw_list_last(&px->free_bufs);   /* least recently put */
         pgw_list_del(l);
         px->nfree_bufs--;
+        buf_unpoison(pgw_container_of(l, struct pgw_iobuf, node));
         munmap(pgw_container_of(l, struct pgw_iobuf, node), IOBUF_MAP);
     }
     px->free_low = px->nfree_bufs;
@@ -66,6 +83,7 @@ struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px)
         if (--px->nfree_bufs < px->free_low)
             px->free_low = px->nfree_bufs;
         b = pgw_container_of(n, struct pgw_iobuf, node);
+        buf_unpoison(b);
     } else {
         /* Buffers are mapped, not malloc'ed: pages a small client never
          * touches cost no memory, and a freed buffer goes back to the
@@ -122,6 +140,7 @@ void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b)
         munmap(b, IOBUF_MAP);
         return;
     }
+    buf_poison(b);
     pgw_list_prepend(&px->free_bufs, &b->node);
     if (++px->nfree_bufs > MIN_FREE_BUFS && !ev_is_active(&px->buf_trim)) {
         px->free_low = px->nfree_bufs;
@@ -896,6 +915,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
     }
     pgw_list_foreach_safe(pos, tmp, &px->free_bufs) {
         pgw_list_del(pos);
+        buf_unpoison(pgw_container_of(pos, struct pgw_iobuf, node));
         munmap(pgw_container_of(pos, struct pgw_iobuf, node), IOBUF_MAP);
     }
     pgw_authfile_free(px->auth);

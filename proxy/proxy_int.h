@@ -274,6 +274,11 @@ struct pgw_session {
     uint32_t pipe_drop;              /* bytes of a message to drop first */
     bool pipe_fail_own;              /* its query ran with another client's
                                         settings or cancel: 08006 instead */
+    bool pipe_waits;                 /* has the server, which still runs the
+                                        query of a client that left ahead of
+                                        its own (pipe_skip): it waits for it
+                                        (query_wait_timeout), its query not
+                                        started (no query_start) */
     bool pipe_cancel;                /* canceled while queued (or while its
                                         SETs ran): forwarded once its own
                                         query runs */
@@ -440,6 +445,9 @@ void pgw_relay_pipe_leave(struct pgw_session *s);
 /* The clients queued on srv get 08006 instead of their replies (their
  * queries run after a change of settings, or a cancel, not theirs). */
 void pgw_relay_pipe_taint(struct pgw_server *srv);
+/* query_wait_timeout passed while s waited for its server to end the query
+ * of a client that left ahead of its own (pipe_waits). */
+void pgw_relay_pipe_wait_timeout(struct pgw_session *s);
 
 /* auth.c */
 void pgw_auth_start(struct pgw_session *s);

@@ -1098,14 +1098,16 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         bool clean = !s->track.copy && s->track.fe_open == 0 && s->swallow == 0 &&
                      s->cskip == 0 && s->cancel_inflight == 0 &&
                      s->track.sync_out == (s->pipe_stop ? 0 : 1);
-        if (how == PGW_RELEASE_RESET)    /* server_reset_query_always, turned on by a reload */
-            why = "the server must run server_reset_query before another client's query; "
-                  "your query may have run";
         struct pgw_list *first = pgw_list_first(&srv->user_queue);
         struct pgw_session *head = first ? pgw_container_of(first, struct pgw_session, pipe_node)
                                          : NULL;
-        if (head && clean && !srv->user_pipe_broken && how != PGW_RELEASE_RESET &&
-            pgw_pool_handoff(srv, head->pipe_since)) {
+        /* A reset due (a reload made the pool session mode, or turned on
+         * server_reset_query_always) waits for the queue: the queued
+         * queries are on the server already, lone SELECTs that change no
+         * setting, and run before any reset would.  The last of them
+         * gives the server back reset (release_mode_scanned); nobody new
+         * queues meanwhile (pipe_request). */
+        if (head && clean && !srv->user_pipe_broken && pgw_pool_handoff(srv, head->pipe_since)) {
             next = head;
             if (s->ps_on && !s->pipe_stop)
                 pgw_ps_abandon(s, srv);
@@ -1155,11 +1157,12 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->swallow = 0;
     s->query_start = 0;
     s->waited_since = 0;
+    s->pipe_waits = false;
     s->ps_need_room = false;
     s->ps_wait = false;
     if (s->ps_on)
         pgw_ps_unlink(s);
-    if (how == PGW_RELEASE_RESET) {
+    if (how == PGW_RELEASE_RESET && !next) {
         /* server_reset_query may take back what pgwharf SET of a parameter
          * the server does not report: unknown from now on (the next client
          * gets a SET or RESET). */
@@ -1478,6 +1481,7 @@ static bool pipe_request(struct pgw_session *s, struct pipe_req *r)
     const struct pgw_config *cfg = s->px->cfg;
     const struct pgw_iobuf *b = s->cbuf;
     if (cfg->server_pipeline_depth <= 0 || s->mode == PGW_POOL_SESSION ||
+        (s->pool && pgw_pool_mode(s->pool) == PGW_POOL_SESSION) ||
         cfg->server_reset_query_always || s->discard != PGW_DISCARD_NONE || s->cskip ||
         s->cancel_inflight || !b || b->sent != b->parsed || b->len - b->parsed < PGW_MSG_HDR + 1)
         return false;
@@ -1593,18 +1597,18 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     if (!pipe_copy(h->cbuf, b->data + b->parsed, n, r))
         return false;
     h->cbuf->parsed = h->cbuf->len;
+    if (r->stmt)
+        pgw_ps_server_used(s, srv, r->stmt);
+    if (r->parse) {
+        /* the client's, once it has the server (read before b goes back) */
+        pgw_ps_unnamed_queued(s, b->data + b->parsed);
+        srv->user_unnamed = s->id;
+        srv->user_unnamed_gen = s->ps_unnamed_gen;
+    }
     b->len = b->parsed;
     if (b->sent == b->len) {
         pgw_iobuf_put(s->px, b);
         s->cbuf = NULL;
-    }
-    if (r->stmt)
-        pgw_ps_server_used(s, srv, r->stmt);
-    if (r->parse) {
-        /* the client's, once it has the server */
-        pgw_ps_unnamed_queued(s, b->data + b->parsed);
-        srv->user_unnamed = s->id;
-        srv->user_unnamed_gen = s->ps_unnamed_gen;
     }
     struct ev_loop *loop = s->px->loop;
     pgw_list_append(&srv->user_queue, &s->pipe_node);
@@ -1681,8 +1685,27 @@ static void pipe_pull(struct pgw_server *srv)
         pgw_batch_flush_server(h);
 }
 
+/* Replies of clients that left (their queries) are still ahead of s's own
+ * on its server: the server has not got to s's query. */
+static bool pipe_others_ahead(const struct pgw_session *s)
+{
+    return s->pipe_skip > (s->pipe_fail_own ? 1 : 0) || (s->pipe_skip == 0 && s->pipe_drop > 0);
+}
+
+/* The server gets to s's query (handed the server, nothing ahead of it
+ * left to drop): its wait ends, and its query_timeout starts. */
+static void pipe_query_starts(struct pgw_session *s)
+{
+    ev_tstamp now = pgw_mono_now(s->px->loop);
+    s->pipe_waits = false;
+    pgw_metrics_observe_wait(s, now - s->waiter.since);
+    s->query_start = now;
+}
+
 /* n, first on srv's queue, becomes its borrower: its query is on the
- * server already, and so may be part of its answer (in its sbuf). */
+ * server already, and so may be part of its answer (in its sbuf).  The
+ * replies it drops first (pipe_skip: of clients that left) are the
+ * server's wait, not its query's (pipe_waits). */
 static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
 {
     struct ev_loop *loop = n->px->loop;
@@ -1690,7 +1713,6 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     srv->user_queued--;
     n->pipe_srv = NULL;
     pgw_session_list_join(n);
-    pgw_metrics_observe_wait(n, pgw_mono_now(loop) - n->waiter.since);
     /* No SETs: its settings were the server's when it queued, and a change
      * since would have closed the server instead. */
     n->server = srv;
@@ -1717,11 +1739,14 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     }
     n->pipe_stmt = NULL;
     n->state = PGW_SS_LINKED;
-    n->query_start = pgw_mono_now(loop);
     /* Its answer may be in the server's buffer already, read with the
      * one ahead's (in that session's read, which counted as that one's
      * activity): client_idle_timeout counted from its query's sending. */
-    n->last_activity = n->query_start;
+    n->last_activity = pgw_mono_now(loop);
+    n->query_start = 0;
+    n->pipe_waits = true;
+    if (!pipe_others_ahead(n))
+        pipe_query_starts(n);
     pgw_session_arm_timer(n);
     pipe_cancel_due(n);
     if (n->state != PGW_SS_LINKED)
@@ -1756,6 +1781,35 @@ static void pipe_cancel_due(struct pgw_session *s)
     pgw_cancel_session(s->px, s, "deferred", PIPE_CANCEL_DELAY);
 }
 
+/* f's queued request ends with an error (sqlstate, why) in place of its
+ * reply, then ReadyForQuery; it stays logged in.  f holds no server and is
+ * on no queue. */
+static void pipe_end_request(struct pgw_session *f, const char *sqlstate, const char *why)
+{
+    f->pipe_srv = NULL;
+    f->pipe_stmt = NULL;
+    f->pipe_skip = 0;
+    f->pipe_drop = 0;
+    f->pipe_fail_own = false;
+    pgw_cancel_deferred_drop(f);
+    pgw_track_reset(&f->track);
+    f->query_start = 0;
+    f->state = PGW_SS_IDLE;
+    pgw_session_list_join(f);
+    send_error(f, sqlstate, why);
+    if (f->state == PGW_SS_CLOSING)
+        return;
+    send_ready(f, 'I');
+    if (f->notify)
+        pgw_notify_flush(f);         /* held while it was queued */
+    if (f->state == PGW_SS_CLOSING)
+        return;
+    f->last_activity = pgw_mono_now(f->px->loop);
+    pgw_session_arm_timer(f);
+    if (f->cbuf && f->cbuf->parsed < f->cbuf->len)
+        pgw_relay_client_data(f);
+}
+
 /* Clients taken off a server's queue: their query may or may not have run;
  * each gets 08006 and ReadyForQuery and stays logged in. */
 static void pipe_fail(struct pgw_list *queue, const char *why)
@@ -1764,34 +1818,34 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
     while ((q = pgw_list_first(queue))) {
         struct pgw_session *f = pgw_container_of(q, struct pgw_session, pipe_node);
         pgw_list_del(q);
-        f->pipe_srv = NULL;
-        f->pipe_stmt = NULL;
-        f->pipe_skip = 0;
-        f->pipe_drop = 0;
-        f->pipe_fail_own = false;
-        pgw_cancel_deferred_drop(f);
-        pgw_track_reset(&f->track);
-        f->query_start = 0;
-        f->state = PGW_SS_IDLE;
-        pgw_session_list_join(f);
         f->px->total_pipeline_failed++;
         char qd[200], qu[200], qr[300];
         pgw_warn("pipeline_failed", "client=%s db=%s user=%s reason=%s", f->addr_text,
                  pgw_log_quote(qd, sizeof(qd), f->database), pgw_log_quote(qu, sizeof(qu), f->user),
                  pgw_log_quote(qr, sizeof(qr), why));
-        send_error(f, "08006", why);
-        if (f->state == PGW_SS_CLOSING)
-            continue;
-        send_ready(f, 'I');
-        if (f->notify)
-            pgw_notify_flush(f);     /* held while it was queued */
-        if (f->state == PGW_SS_CLOSING)
-            continue;
-        f->last_activity = pgw_mono_now(f->px->loop);
-        pgw_session_arm_timer(f);
-        if (f->cbuf && f->cbuf->parsed < f->cbuf->len)
-            pgw_relay_client_data(f);
+        pipe_end_request(f, "08006", why);
     }
+}
+
+void pgw_relay_pipe_wait_timeout(struct pgw_session *s)
+{
+    /* The server runs a query nobody waits for and may be stuck in it:
+     * it closes, and those queued behind get 08006 (pgw_relay_unlink).
+     * s's own query has not run (it was behind): it ends as a wait in
+     * the pool's queue does, and the session goes on. */
+    struct pgw_pool_error e;
+    if (!s->server || !s->pool)
+        return;
+    pgw_pool_wait_timed_out(s->pool, s->waiter.since, &e);
+    if (s->px->cfg->log_pooler_errors) {
+        char qd[200], qu[200], qr[700];
+        pgw_warn("pooler_error", "client=%s db=%s user=%s sqlstate=%s reason=%s", s->addr_text,
+                 pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+                 e.sqlstate, pgw_log_quote(qr, sizeof(qr), e.message));
+    }
+    s->server->user_pipe_broken = true;
+    pgw_relay_unlink(s, PGW_RELEASE_CLOSE);
+    pipe_end_request(s, e.sqlstate, e.message);
 }
 
 void pgw_relay_pipe_leave(struct pgw_session *s)
@@ -3289,7 +3343,12 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
         return 1;
     }
     pgw_iobuf_cut(b, b->parsed, total);
-    if (--s->pipe_skip == 0 && s->pipe_fail_own && !pipe_failed_reply(s, after))
+    s->pipe_skip--;
+    if (s->pipe_waits && !pipe_others_ahead(s)) {
+        pipe_query_starts(s);            /* the server is on its query now */
+        pgw_session_arm_timer(s);
+    }
+    if (s->pipe_skip == 0 && s->pipe_fail_own && !pipe_failed_reply(s, after))
         return -1;
     pipe_cancel_due(s);
     return s->state == PGW_SS_CLOSING ? -1 : 1;

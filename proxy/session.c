@@ -263,6 +263,7 @@ static ev_tstamp transaction_deadline(const struct pgw_session *s)
     X(LOGIN, "client_login_timeout")                     \
     X(IDLE, "client_idle_timeout")                       \
     X(WAIT_NOTIFY, "query_wait_notify")                  \
+    X(WAIT, "query_wait_timeout")                        \
     X(QUERY, "query_timeout")                            \
     X(TRANSACTION, "transaction_timeout")                \
     X(IDLE_TRANSACTION, "idle_transaction_timeout")      \
@@ -354,6 +355,16 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
         return earlier(at, what, s->query_timeout > 0 ? s->waiter.since + s->query_timeout : 0,
                        TO_QUERY);
     case PGW_SS_LINKED:
+        if (s->pipe_waits) {
+            /* Handed a server that still runs the query of a client that
+             * left ahead of its own (server_pipeline_depth): nobody's
+             * query_timeout runs that one, and this one's query has not
+             * started.  It waits for its server, as in the pool's queue,
+             * under query_wait_timeout from when it began to wait. */
+            double t = s->pool ? pgw_pool_query_wait_timeout(s->pool) : 0;
+            *what = TO_WAIT;
+            return t > 0 ? s->waiter.since + t : 0;
+        }
         return earlier(linked_deadline(s, what), what, transaction_deadline(s),
                        TO_TRANSACTION);
     case PGW_SS_CANCEL:
@@ -505,6 +516,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             pgw_session_arm_timer(s);       /* query_timeout still runs */
         break;
     }
+    case TO_WAIT:
+        pgw_relay_pipe_wait_timeout(s);
+        break;
     case TO_CANCEL_OVER:
         pgw_session_close(s, NULL, "cancel request handled");
         break;

@@ -742,6 +742,164 @@ class TestPipeline(pt.AppRoleTestCase):
                 await y.close()
         self.run_async(main())
 
+    # query_timeout for the next tests: far more than a queued client's own
+    # query takes, less than the query held ahead of it.
+    QT = 2
+
+    def past_query_timeout(self):
+        """Long enough for a held query to outlast QT (what is asserted
+        after it does not depend on how much longer)."""
+        return asyncio.sleep(self.QT + 1)
+
+    def test_a_queued_client_that_left_costs_the_next_nothing_of_its_query_timeout(self):
+        # H holds the server; A queues behind it, B behind A; A leaves.  B
+        # is handed the server with A's query still to run there: B waits
+        # for it, and B's query_timeout runs from when the server gets to
+        # B's query.  It ran from the handoff: A's query, held past
+        # query_timeout, cut B off (FATAL 57014) though B's own query is
+        # instant.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": "60s"})
+
+        async def main():
+            h, a, b = await self.conn(px), await self.conn(px), await self.conn(px)
+            gh, ga = await self.gate(200), await self.gate(201)
+            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(200) as marker_q200"))
+            await self.wait_running("marker_q200")
+            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(201) as marker_q201"))
+            await self.wait_queued(1, px)
+            b.send(hz.query_msg("select 'B'"))
+            await self.wait_queued(2, px)
+            a.abort()
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "A gone")
+            await gh.open()
+            self.assertEqual(self.rows(await h.read_result())[0][0], "H")
+            await self.wait_running("marker_q201")       # A's query, which nobody reads
+            await self.past_query_timeout()
+            await ga.open()
+            self.assertEqual(self.rows(await asyncio.wait_for(b.read_result(), 20)), [["B"]])
+            self.assertEqual(self.rows(await b.query("select 'B2'")), [["B2"]])
+            for x in (h, b):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
+        self.assertNotIn("query_timeout", px.log())
+
+    def test_a_killed_client_ahead_costs_the_queue_nothing_of_its_query_timeout(self):
+        # KILL_CLIENT of H, whose query runs with Q0 and Q1 queued behind:
+        # Q0 gets the server while H's query still runs, and waits for it.
+        # Its query_timeout started at once: H's query, held past it, cut
+        # Q0 off (FATAL 57014) and Q1 got 08006.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": "60s"})
+
+        async def main():
+            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
+            port = str(h.w.get_extra_info("sockname")[1])
+            g = await self.gate(202)
+            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(202) as marker_q202"))
+            await self.wait_running("marker_q202")
+            q0.send(hz.query_msg("select 'Q0'"))
+            await self.wait_queued(1, px)
+            q1.send(hz.query_msg("select 'Q1'"))
+            await self.wait_queued(2, px)
+            head = px.show("CLIENTS", port=port)[0]["id"]
+            px.admin("KILL_CLIENT %s" % head, user=self.pg.user)
+            await self.until(lambda: not px.show("CLIENTS", port=port), "H gone")
+            await self.past_query_timeout()
+            await g.open()
+            self.assertEqual(self.rows(await asyncio.wait_for(q0.read_result(), 20)), [["Q0"]])
+            self.assertEqual(self.rows(await asyncio.wait_for(q1.read_result(), 20)), [["Q1"]])
+            for x in (q0, q1):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
+
+    def test_query_wait_timeout_ends_a_wait_for_the_query_of_a_client_that_left(self):
+        # What bounds the wait for a query nobody reads (its client left
+        # ahead of Q0's): query_wait_timeout, from when Q0 began to wait.
+        # Q0 gets its 57014 and stays; the server, stuck in that query,
+        # closes, and Q1 behind gets 08006 and stays.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_wait_timeout": 2})
+
+        async def main():
+            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
+            g = await self.gate(203)
+            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(203) as marker_q203"))
+            await self.wait_running("marker_q203")
+            q0.send(hz.query_msg("select 'Q0'"))
+            await self.wait_queued(1, px)
+            q1.send(hz.query_msg("select 'Q1'"))
+            await self.wait_queued(2, px)
+            h.abort()
+            rows, err = await asyncio.wait_for(q0.read_result(), 30)
+            self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
+            self.assertIn("query_wait_timeout", err.get("M"))
+            rows, err = await asyncio.wait_for(q1.read_result(), 30)
+            self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+            # A new server for both: not a place behind the stuck one.
+            self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
+                             [["Q0b"]])
+            self.assertEqual(self.rows(await asyncio.wait_for(q1.query("select 'Q1b'"), 20)),
+                             [["Q1b"]])
+            await g.open()
+            for x in (q0, q1):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 1)
+        self.assertEqual(metric(px, "pgwharf_wait_timeouts_total"), 1)
+
+    def _reload_with_queued_clients(self, key, **new):
+        # A reload that makes the next client need a reset server comes
+        # while Q0 and Q1 are queued behind H: their queries are on the
+        # server, and run before any reset could.  They get their answers
+        # (all were thrown away for 08006), and the server is reset after
+        # the last of them.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_wait_timeout": "60s",
+            "server_reset_query": "discard all"})
+
+        async def main():
+            h, q0, q1, c = (await self.conn(px), await self.conn(px), await self.conn(px),
+                            await self.conn(px))
+            g = await self.gate(key)
+            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(%d) as marker_q%d"
+                                % (key, key)))
+            await self.wait_running("marker_q%d" % key)
+            q0.send(hz.query_msg("select 'Q0'"))
+            await self.wait_queued(1, px)
+            q1.send(hz.query_msg("select 'Q1'"))
+            await self.wait_queued(2, px)
+            px.settings.update(new)
+            px.write_config()
+            px.admin("RELOAD", user=self.pg.user)
+            # Nobody queues behind them now: C waits for the server.
+            c.send(hz.query_msg("select 'C'"))
+            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 3,
+                             "C waiting")
+            await g.open()
+            self.assertEqual(self.rows(await h.read_result())[0][0], "H")
+            self.assertEqual(self.rows(await asyncio.wait_for(q0.read_result(), 20)), [["Q0"]])
+            self.assertEqual(self.rows(await asyncio.wait_for(q1.read_result(), 20)), [["Q1"]])
+            self.assertEqual(self.rows(await asyncio.wait_for(c.read_result(), 20)), [["C"]])
+            self.assertEqual(self.rows(await q0.query("select 'Q0b'")), [["Q0b"]])
+            for x in (h, q0, q1, c):
+                await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
+        self.assertEqual(metric(px, QUEUED), 2)
+
+    def test_a_reload_to_session_mode_delivers_the_queued_answers(self):
+        self._reload_with_queued_clients(204, pool_mode="session")
+
+    def test_a_reload_to_server_reset_query_always_delivers_the_queued_answers(self):
+        self._reload_with_queued_clients(205, server_reset_query_always=1)
+
     def test_nothing_queues_while_the_reserve_pool_could_grow(self):
         # pool 1 + reserve 1.  B gets the server when X commits; C, waiting
         # too, is not queued behind B's stuck query: it gets the reserve
