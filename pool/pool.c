@@ -173,7 +173,7 @@ bool pgw_pool_login_blocked(const struct pgw_pool *pool)
  * idle, or being checked or reset (not only a new login)? */
 static bool server_to_come(const struct pgw_pool *pool)
 {
-    return pool->n_active > 0 || pool->n_idle > 0 || pool->n_resetting > 0;
+    return pool->n_active > pool->n_held || pool->n_idle > 0 || pool->n_resetting > 0;
 }
 
 void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const char *msg)

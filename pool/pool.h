@@ -483,4 +483,8 @@ int pgw_pool_set_server_count(const struct pgw_pool_set *set);
  * free everything.  Not from inside a pool callback. */
 void pgw_pool_set_destroy(struct pgw_pool_set *set);
 
+/* srv, lent, never comes back to the pool's queue (the LISTEN hub's):
+ * waiters do not wait for it. */
+void pgw_pool_hold(struct pgw_server *srv);
+
 #endif

@@ -65,6 +65,7 @@ struct pool_server {
                                * and it is no close_needed (server_fast_close) */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
+    bool held;                /* lent for good (the LISTEN hub's): never back to the queue */
     unsigned settings_gen;    /* the pool's when its login started */
     /* A replication client's server (pub.replication): the waiter it is
      * connecting for, NULL once granted or when that client left. */
@@ -194,6 +195,7 @@ struct pgw_pool {
     struct pgw_list active;
     struct pgw_list pending;  /* CONNECTING and RESETTING */
     int n_idle, n_active, n_connecting, n_resetting;
+    int n_held;               /* of n_active: held for good (pgw_pool_hold) */
     /* waiters, FIFO */
     struct pgw_list waiters;
     int n_waiters;

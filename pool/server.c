@@ -172,6 +172,10 @@ void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
         }
         return;
     }
+    if (srv_priv(srv)->held && st != PGW_SRV_ACTIVE) {
+        srv_priv(srv)->held = false;
+        pool->n_held--;
+    }
     int *c = state_counter(pool, srv->state);
     if (pgw_list_linked(&srv->node)) {
         pgw_list_del(&srv->node);
@@ -1328,5 +1332,13 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (srv_priv(srv)->job != SRV_JOB_CONNECT_QUERY)
             pgw_pool_server_silent(srv);
         job_failed(srv, why);
+    }
+}
+
+void pgw_pool_hold(struct pgw_server *srv)
+{
+    if (srv->state == PGW_SRV_ACTIVE && !srv_priv(srv)->held && !srv->replication) {
+        srv_priv(srv)->held = true;
+        srv->pool->n_held++;
     }
 }

@@ -1073,6 +1073,7 @@ static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
 {
     struct ev_loop *loop = h->px->loop;
     h->srv = srv;
+    pgw_pool_hold(srv);
     h->rlen = 0;
     pgw_wbuf_reset(&h->out);
     ev_io_init(&srv->user_r, hub_read_cb, srv->fd, EV_READ);

@@ -728,6 +728,40 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         self.assertEqual(bg.error.pgcode, "08006", str(bg.error))
         self.assertIn("server closed the connection unexpectedly", str(bg.error))
 
+    def test_a_listening_server_is_no_server_to_wait_for(self):
+        # The LISTEN hub's server (transaction mode) is lent for good: with
+        # it the pool's only server and the breaker open, a client waited
+        # out query_wait_timeout for it to come back (57014 after 20 s,
+        # review of the change above) where it got the breaker's error at
+        # once before: the held server is no server to wait for.
+        pg = self.pg
+        fwd = self.forwarder()
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 4,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s",
+                      "server_idle_timeout": "1s", "query_wait_timeout": "20s"},
+            databases={pg.database: fwd.conn_string(pg), "down": fwd.conn_string(pg)})
+        con = self.console_conn(px)
+        listener = self.db_conn(px)
+        listener.cursor().execute("LISTEN pgw_held")
+        # the hub's server alone left (the idle one closes)
+        pt.wait_pool(con, pg.database, pg.user, sv_active=1, sv_idle=0, sv_used=0)
+        self.open_the_breaker(px, fwd)
+
+        def ask():
+            c = psycopg2.connect(px.dsn())
+            try:
+                c.autocommit = True
+                return pt.one(c, "select 1")
+            finally:
+                c.close()
+
+        with self.assertRaises(psycopg2.Error) as cm:
+            ask()
+        self.assertNotIn("query_wait_timeout", str(cm.exception))
+        self.assertIn("server closed the connection unexpectedly", str(cm.exception))
+        self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 0)
+
     def test_the_maintenance_probe_opens_no_server_in_a_paused_pool(self):
         # PAUSE promises no server on its database until RESUME (a
         # restart, a dump/restore may be under way).  The once-a-second
