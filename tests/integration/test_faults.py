@@ -140,8 +140,14 @@ class FaultCase(pt.AppRoleTestCase):
                          re.findall(r"event=breaker_open [^\n]*cooldown=([0-9.]+)", new_log)]
             self.assertTrue(cooldowns, new_log[-3000:])
             self.assertLessEqual(max(cooldowns), MAX_COOLDOWN, cooldowns)
-        states = [r["state"] for r in px.show("BREAKERS")]
-        self.assertTrue(states and all(s == "closed" for s in states), states)
+        # Closed again: a burst of logins right after recovery may run past
+        # server_connect_timeout on a loaded machine (ASan) and open it once
+        # more; it must close again by itself (a breaker stuck open fails).
+        def closed():
+            states = [r["state"] for r in px.show("BREAKERS")]
+            return states and all(s == "closed" for s in states)
+        pt.wait_until(closed, timeout=4 * (MAX_COOLDOWN + CONNECT_TIMEOUT) + 10,
+                      what="every breaker closed again")
         # Serving: a fresh client, and pgbench with no failures.
         self.assertEqual(px.psql("select 'after %s'" % name, user=self.user), "after " + name)
         after = hz.Pgbench(px, ["-c", "20", "-j", "2", "-t", "50"], self.user, self.password,
@@ -160,7 +166,6 @@ class FaultCase(pt.AppRoleTestCase):
         self.assertIn("breaker_half_open", events[i:], "no half-open after open: %s" % events)
         j = events.index("breaker_half_open", i)
         self.assertIn("breaker_closed", events[j:], "never closed after half-open: %s" % events)
-        self.assertEqual(events[-1], "breaker_closed", events)
 
 
 class TestFaults(FaultCase):
