@@ -888,6 +888,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
         pgw_admin_session_gone(s);              /* admin */
         pgw_session_free(s);
     }
+    pgw_relay_told_unref(px->told_last);        /* the sessions' are gone */
     pgw_peer_deinit(px);                        /* after the sessions */
     pgw_notify_destroy(px);                     /* hubs hold pools and servers */
     pgw_admin_deinit(px);                       /* admin: before the pools go */

@@ -73,6 +73,7 @@ enum pgw_tracked_param {
 #define PGW_TP_MAX (PGW_TP_COUNT + PGW_CONF_TRACK_EXTRA_MAX)
 extern const char *const pgw_tracked_param_names[PGW_TP_COUNT];
 struct pgw_proxy;
+struct pgw_told;                     /* relay.c: what a bare welcome said */
 /* The tracked parameters: the built-in ones, then track_extra_parameters
  * but those already built in (fixed at start).  0 or PGW_ECONFIG. */
 int pgw_tracked_params_init(struct pgw_proxy *px, char *errbuf, size_t errlen);
@@ -315,6 +316,9 @@ struct pgw_session {
     bool welcomed_bare;              /* welcomed without a server and not
                                         linked since (relay.c
                                         report_session_params) */
+    struct pgw_told *told;           /* session mode, welcomed_bare: what the
+                                        welcome said of reported parameters
+                                        not tracked (relay.c) */
     bool welcomed;                   /* its login's welcome is queued: */
     uint64_t unrelayed_in, unrelayed_out;  /* ... what of bytes_in, bytes_out
                                         SHOW STATS leaves out, as PgBouncer counts
@@ -422,6 +426,8 @@ void pgw_relay_eof_check(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);
 void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);
+/* Let go of a welcome's record (struct pgw_told); NULL is fine. */
+void pgw_relay_told_unref(struct pgw_told *t);
 void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how);
 void pgw_relay_acquire(struct pgw_session *s);
 /* A cancel of a client waiting in its pool's queue: 57014 to it, its
@@ -642,6 +648,9 @@ struct pgw_proxy {
     int ntracked;
     int tracked_timeout;             /* statement_timeout's index, or -1: set first */
     char tracked_extra[PGW_CONF_TRACK_EXTRA_MAX][PGW_CONF_PARAM_NAME_MAX + 1];
+    struct pgw_told *told_last;      /* the last welcome's record, shared with
+                                        the next welcome that says the same
+                                        (relay.c): one reference */
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);

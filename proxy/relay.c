@@ -908,31 +908,120 @@ enum { TRK_PROBE_NONE, TRK_PROBE_FIRST, TRK_PROBE_OUT, TRK_PROBE_LAST };
 
 /* ---- linking ---- */
 
+/* What the welcome of a session client without a server said of the
+ * reported parameters pgwharf does not track (server_version,
+ * session_authorization, is_superuser, default_transaction_read_only,
+ * in_hot_standby...): the pool's record of a fresh server at that moment.
+ * The record follows every server that logs in -- the one the client's
+ * own first request logs in too, before the link -- so it cannot stand
+ * for the welcome later.  Packed "name\0value\0..." and shared by the
+ * clients welcomed from the same record: the proxy keeps the last one for
+ * the next welcome that says the same (10 000 idle clients would
+ * otherwise hold a copy each). */
+struct pgw_told {
+    uint32_t refs;
+    uint32_t len;                    /* of pairs */
+    char pairs[];
+};
+
+void pgw_relay_told_unref(struct pgw_told *t)
+{
+    if (t && --t->refs == 0)
+        free(t);
+}
+
+static const char *told_get(const struct pgw_told *t, const char *name)
+{
+    const char *p = t->pairs, *end = t->pairs + t->len;
+    while (p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (strcmp(p, name) == 0)
+            return v;
+        p = v + strlen(v) + 1;
+    }
+    return NULL;
+}
+
+/* Does t say what defs says of the parameters not tracked, no more? */
+static bool told_same(const struct pgw_proxy *px, const struct pgw_told *t,
+                      const struct pgw_params *defs)
+{
+    const char *p = t->pairs, *end = t->pairs + t->len;
+    for (int i = 0; i < defs->n; i++) {
+        const char *name = pgw_param_name(&defs->p[i]), *v = pgw_param_value(&defs->p[i]);
+        if (pgw_tracked_param_index(px, name) >= 0)
+            continue;
+        size_t nl = strlen(name) + 1, vl = strlen(v) + 1;
+        if ((size_t)(end - p) < nl + vl || memcmp(p, name, nl) != 0 ||
+            memcmp(p + nl, v, vl) != 0)
+            return false;
+        p += nl + vl;
+    }
+    return p == end;
+}
+
+/* A reference to the record of what a welcome from defs says; NULL when
+ * memory is short. */
+static struct pgw_told *told_take(struct pgw_proxy *px, const struct pgw_params *defs)
+{
+    struct pgw_told *t = px->told_last;
+    if (t && told_same(px, t, defs)) {
+        t->refs++;
+        return t;
+    }
+    size_t len = 0;
+    for (int i = 0; i < defs->n; i++)
+        if (pgw_tracked_param_index(px, pgw_param_name(&defs->p[i])) < 0)
+            len += strlen(pgw_param_name(&defs->p[i])) + strlen(pgw_param_value(&defs->p[i])) + 2;
+    t = malloc(sizeof(*t) + len);
+    if (!t)
+        return NULL;
+    t->refs = 2;                         /* the client's and px->told_last */
+    t->len = (uint32_t)len;
+    char *p = t->pairs;
+    for (int i = 0; i < defs->n; i++) {
+        const char *name = pgw_param_name(&defs->p[i]), *v = pgw_param_value(&defs->p[i]);
+        if (pgw_tracked_param_index(px, name) >= 0)
+            continue;
+        size_t nl = strlen(name) + 1, vl = strlen(v) + 1;
+        memcpy(p, name, nl);
+        memcpy(p + nl, v, vl);
+        p += nl + vl;
+    }
+    pgw_relay_told_unref(px->told_last);
+    px->told_last = t;
+    return t;
+}
+
 /* A session client welcomed without a server (pgw_relay_login) keeps the
  * one it takes at its first request: what that server reports may differ
- * from the pool's record the welcome gave where no SET of sync_params
- * makes them alike -- a reported parameter pgwharf does not track
- * (default_transaction_read_only a server_reset_query that keeps SETs left
- * there, in_hot_standby or server_version of another host), or a tracked
- * one no SET changes (is_superuser after a SET SESSION AUTHORIZATION the
- * reset kept).  The client is told the server's values, as PostgreSQL
- * tells it of a change (ParameterStatus), ahead of any reply: as a session
- * client whose login took the server was welcomed with them.  false when
- * memory is short. */
+ * from what the welcome said where no SET of sync_params makes them alike
+ * -- a reported parameter pgwharf does not track (default_transaction_
+ * read_only a server_reset_query that keeps SETs left there, or a role's
+ * setting changed since; in_hot_standby or server_version of another
+ * host; session_authorization of the pool a reload's user= made it take),
+ * or a tracked one no SET changes (is_superuser after a SET SESSION
+ * AUTHORIZATION the reset kept).  The client is told the server's values,
+ * as PostgreSQL tells it of a change (ParameterStatus), ahead of any
+ * reply: as a session client whose login took the server was welcomed
+ * with them.  Measured against the welcome's own record (s->told), not
+ * the pool's now: a server that logged in for this very request has made
+ * the pool's record its own already.  false when memory is short. */
 static bool report_session_params(struct pgw_session *s, const struct pgw_server *srv)
 {
-    const struct pgw_params *defs = pgw_pool_defaults(s->pool);
     const struct pgw_params *sp = &srv->params;
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     for (int i = 0; i < sp->n; i++) {
-        const char *name = pgw_param_name(&sp->p[i]), *have = pgw_param_value(&sp->p[i]);
-        if (!param_reported(s->pool, name))
-            continue;
+        const char *name = pgw_param_name(&sp->p[i]), *have = pgw_param_value(&sp->p[i]), *told;
         int t = pgw_tracked_param_index(s->px, name);
-        if (t >= 0 && param_settable(name))
-            continue;                    /* sync_params SETs the client's */
-        const char *told = t >= 0 ? s->params[t] : pgw_params_get(defs, name);
+        if (t < 0) {
+            told = s->told ? told_get(s->told, name) : NULL;
+        } else {
+            if (param_settable(name) || !param_reported(s->pool, name))
+                continue;                /* SET by sync_params, or unreported */
+            told = s->params[t];
+        }
         if (!told || strcmp(told, have) == 0)
             continue;
         if (t >= 0) {
@@ -991,6 +1080,8 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
         return;
     }
     s->welcomed_bare = false;
+    pgw_relay_told_unref(s->told);
+    s->told = NULL;
     /* Relaying the client's bytes without the SETs would run them with
      * the settings another client left on this server. */
     if (!sync_params(s))
@@ -1263,10 +1354,16 @@ static void welcome(struct pgw_session *s)
     const struct pgw_params *defs = pgw_pool_defaults(s->pool);
     const struct pgw_params *dp = s->mode == PGW_POOL_SESSION ? sp : defs;
     if (sp == defs && dp == defs) {
-        /* A login with no server (transaction and statement mode): what
-         * the two loops below do, in one pass over the defaults. */
+        /* A login with no server: what the two loops below do, in one
+         * pass over the defaults. */
         welcome_from_defaults(s, defs, &b);
         sp = &no_params;
+        /* (Session mode: what the server it takes is told against.) */
+        if (s->mode == PGW_POOL_SESSION && !(s->told = told_take(s->px, defs))) {
+            pgw_wbuf_deinit(&b);
+            pgw_session_close(s, "53200", "out of memory");
+            return;
+        }
     }
     for (int i = 0; i < s->px->ntracked; i++) {
         if (s->params[i] || sp == &no_params)

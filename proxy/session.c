@@ -1373,6 +1373,7 @@ void pgw_session_free(struct pgw_session *s)
     pgw_iobuf_put(px, s->sbuf);
     for (int i = 0; i < PGW_TP_MAX; i++)
         free(s->params[i]);
+    pgw_relay_told_unref(s->told);
     free(s->login_refusal);
     free(s->sync_fail_msg);
     free(s->repl_options);

@@ -1180,6 +1180,45 @@ class TestSessionModeWelcome(pt.PgwharfTestCase):
         self.assertEqual(one(late, "show default_transaction_read_only"), "on")
         self.assertEqual(late.get_parameter_status("default_transaction_read_only"), "on")
 
+    def test_a_server_the_first_request_logs_in_is_told_against_the_welcome(self):
+        # The pool's record of a fresh server follows each server that logs
+        # in: a server the first request itself logs in has made the record
+        # its own before the link, so what differs from the welcome is
+        # measured against what the welcome said (the record at the login),
+        # not against the record now.  Was: no ParameterStatus, libpq's
+        # default_transaction_read_only still off while the server runs with
+        # on (a role's setting changed after the welcome, the pool's servers
+        # gone; the same for server_version after a failover).
+        app, db = self.pg.app_user, self.pg.database
+        px = self.start(default_pool_size=3, server_reset_query="DISCARD ALL")
+        console = self.console_conn(px)
+        first = self.db_conn(px, user=app)           # the pool's first: takes a server
+        self.assertEqual(one(first, "show default_transaction_read_only"), "off")
+        first.close()
+        pt.wait_pool(console, db, app, cl_active=0, sv_idle=1)
+        # welcomed without a server, from the same record
+        late, late2 = self.db_conn(px, user=app), self.db_conn(px, user=app)
+        self.assertEqual(pt.pool_row(console, db, app)["sv_active"], 0)
+        for c in (late, late2):
+            self.assertEqual(c.get_parameter_status("default_transaction_read_only"), "off")
+        self.pg.psql("alter role %s in database %s set default_transaction_read_only = on"
+                     % (app, db), db="postgres", via_socket=True)
+        self.addCleanup(self.pg.psql, "alter role %s in database %s reset "
+                        "default_transaction_read_only" % (app, db), db="postgres",
+                        via_socket=True)
+        self.pg.psql("select pg_terminate_backend(pid) from pg_stat_activity "
+                     "where usename = '%s' and datname = '%s'" % (app, db),
+                     db="postgres", via_socket=True)
+        pt.wait_pool(console, db, app, sv_idle=0)
+        for c in (late, late2):
+            self.assertEqual(one(c, "show default_transaction_read_only"), "on")
+            self.assertEqual(c.get_parameter_status("default_transaction_read_only"), "on")
+        # the record is the new server's now: a client welcomed from it is
+        # told nothing more at its first request
+        later = self.db_conn(px, user=app)
+        self.assertEqual(later.get_parameter_status("default_transaction_read_only"), "on")
+        self.assertEqual(one(later, "show default_transaction_read_only"), "on")
+
 
 class TestLimitsAndModes(pt.PgwharfTestCase):
     def test_max_client_conn(self):
