@@ -1883,6 +1883,10 @@ static void pipe_cancel_due(struct pgw_session *s)
  * on no queue. */
 static void pipe_end_request(struct pgw_session *f, const char *sqlstate, const char *why)
 {
+    /* Closed already (an unlink just before may end a shutdown that
+     * closes the idle clients, f too): IDLE again would revive it. */
+    if (f->state == PGW_SS_CLOSING)
+        return;
     f->pipe_srv = NULL;
     f->pipe_stmt = NULL;
     f->pipe_skip = 0;
@@ -1942,7 +1946,7 @@ void pgw_relay_pipe_wait_timeout(struct pgw_session *s)
     }
     s->server->user_pipe_broken = true;
     pgw_relay_unlink(s, PGW_RELEASE_CLOSE);
-    pipe_end_request(s, e.sqlstate, e.message);
+    pipe_end_request(s, e.sqlstate, e.message);    /* nothing when that closed s */
 }
 
 void pgw_relay_pipe_leave(struct pgw_session *s)
