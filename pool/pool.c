@@ -816,6 +816,106 @@ static bool grow_one(struct pgw_pool *pool, bool evicting)
     return true;
 }
 
+/* ---- taking turns under a shared limit ---------------------------------- */
+
+static ev_tstamp oldest_since(const struct pgw_pool *pool)
+{
+    return pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node)->since;
+}
+
+/* The limit of q that it shares with p and that keeps q from growing now:
+ * "max_db_connections", "max_user_connections", or NULL when none does. */
+static const char *shared_full(const struct pgw_pool *q, const struct pgw_pool *p)
+{
+    if (q->max_db_connections > 0 && same_limit(q, p, true) &&
+        count_servers(q, true) >= q->max_db_connections)
+        return "max_db_connections";
+    if (q->max_user_connections > 0 && same_limit(q, p, false) &&
+        count_servers(q, false) >= q->max_user_connections)
+        return "max_user_connections";
+    return NULL;
+}
+
+/* Would q have room for a server, one of p's closed?  Its size and each of
+ * its limits, p's server counted off those it shares with q. */
+static bool room_after(struct pgw_pool *q, const struct pgw_pool *p)
+{
+    if (size_room(q) <= 0)
+        return false;
+    if (q->max_db_connections > 0 &&
+        count_servers(q, true) - same_limit(q, p, true) >= q->max_db_connections)
+        return false;
+    return q->max_user_connections <= 0 ||
+           count_servers(q, false) - same_limit(q, p, false) < q->max_user_connections;
+}
+
+/* The pool a server of `pool`, coming back while `pool` has clients
+ * waiting, goes to instead (closed, for a login of that one), or NULL.
+ * Its own waiters come first, so under a load that keeps every pool's
+ * clients waiting no server of a shared max_db_connections /
+ * max_user_connections was ever idle for another pool to take, and the
+ * pools that came first kept the cap while a later one's clients waited
+ * out query_wait_timeout (four users under one cap, 25 clients each: one
+ * or two served about a query a client in 8 s).  A pool q with clients no
+ * server of its own covers, and none on its way to it, takes the server
+ * when
+ *   - it has two servers fewer than `pool` at least: the counts even out
+ *     and then no server changes hands (a login each time it does), or
+ *   - it has none, `pool` only this one, and q's oldest client has waited
+ *     PGW_POOL_TURN longer than `pool`'s: more pools wait than the cap
+ *     has servers, and they take turns of about that length.
+ * Of those, the one whose client has waited longest; only when the shared
+ * limit is what keeps it from growing, and its other limits and its
+ * pool_size leave it room once the server is gone.
+ * PgBouncer evens the cap out at the start, one login a pool at a time;
+ * under a load that never lets a server go idle it keeps no turns. */
+static struct pgw_pool *turn_taker(struct pgw_pool *pool, const char **limit)
+{
+    if ((pool->max_db_connections <= 0 && pool->max_user_connections <= 0) ||
+        pgw_list_empty(&pool->waiters))
+        return NULL;
+    int mine = pgw_pool_total(pool);
+    ev_tstamp since = oldest_since(pool);
+    struct pgw_pool *best = NULL;
+    ev_tstamp best_since = 0;
+    for (struct pgw_list *n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
+        struct pgw_pool *q = pgw_container_of(n, struct pgw_pool, node);
+        if (!shares_a_limit(q, pool) || pgw_list_empty(&q->waiters) || q->paused ||
+            q->orphan || q->n_connecting + q->n_resetting > 0 || needed(q) <= 0 ||
+            login_blocked(q))
+            continue;
+        int theirs = pgw_pool_total(q);
+        ev_tstamp their_since = oldest_since(q);
+        double turn = PGW_POOL_TURN;
+        if (q->query_wait_timeout > 0 && q->query_wait_timeout / 4 < turn)
+            turn = q->query_wait_timeout / 4;
+        if (theirs + 2 > mine && !(theirs == 0 && their_since + turn < since))
+            continue;
+        if (!best || their_since < best_since) {
+            best = q;
+            best_since = their_since;
+        }
+    }
+    if (!best || !(*limit = shared_full(best, pool)) || !room_after(best, pool))
+        return NULL;
+    return best;
+}
+
+/* srv, coming back, goes to another pool under a shared limit
+ * (turn_taker): that one's login starts, then srv closes.  false when it
+ * stays (none is due, or no login may start now). */
+static bool hand_over(struct pgw_server *srv)
+{
+    const char *limit = NULL;
+    struct pgw_pool *q = turn_taker(srv->pool, &limit);
+    if (!q || !grow_one(q, false))
+        return false;
+    char why[96];
+    snprintf(why, sizeof(why), "%s: its turn goes to another pool", limit);
+    pgw_server_close(srv, why);
+    return true;
+}
+
 void pgw_pool_grow(struct pgw_pool *pool)
 {
     if (pool->orphan || pool->set->destroying || login_blocked(pool) ||
@@ -1369,6 +1469,8 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
          * another under the same db/user limit) it would go to the next
          * one, and the old number of servers stay under load. */
         pgw_server_close(srv, over);
+    else if (hand_over(srv))
+        ;                     /* closed: another pool under a shared limit logs in */
     else if (how == PGW_RELEASE_RESET && reset && *reset) {
         if (pgw_server_job(srv, SRV_JOB_RESET, reset) < 0)
             pgw_server_close(srv, "out of memory for server_reset_query");

@@ -35,6 +35,11 @@
 #define PGW_POOL_TICK 1.0
 /* How long no server starts after pgwharf ran out of descriptors. */
 #define PGW_POOL_FDS_PAUSE 0.5
+/* Under a shared max_db_connections / max_user_connections with more pools
+ * waiting than it has servers: how much longer a pool with no server must
+ * have waited than a pool with one before that one's server changes hands
+ * at its release (at most a quarter of the pool's query_wait_timeout). */
+#define PGW_POOL_TURN 1.0
 /* How long a resolved host name is reused. */
 
 /* What a server in PGW_SRV_RESETTING is doing. */

@@ -503,6 +503,108 @@ class TestConnectRateUnderALimit(PoolLimitsCase):
                 px.stop()
 
 
+class TestTurnsUnderASharedLimit(PoolLimitsCase):
+    """Two users under one max_db_connections, the first with clients
+    always waiting: a server given back serves its own pool's waiters
+    first, so none was ever idle for the second user's pool to take, and
+    its client waited out query_wait_timeout (hunt: four users under one
+    cap, 25 clients each, one or two of them served about a query a client
+    in 8 s).  Now the first pool's server goes to the second at its
+    release: for a pool two servers short of it, or one with none that
+    waited PGW_POOL_TURN (1 s) longer."""
+
+    def start_px(self, cap):
+        return self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                            "max_db_connections": cap,
+                                            "query_wait_timeout": 30,
+                                            "server_idle_timeout": 0})
+
+    def query(self, conn, sql):
+        return Background(lambda: self.one(conn, sql))
+
+    def connected(self, px, user, autocommit=True):
+        """A client of (the test database, user) that has run a query."""
+        c = self.connect(px, autocommit, db=self.pg.database, user=user)
+        self.one(c, "select 1")
+        if not autocommit:
+            c.commit()
+        return c
+
+    def test_a_pool_two_servers_short_gets_one_of_the_others(self):
+        # su holds both servers of the cap (a gate), two more of its
+        # clients wait, then app's.  The gate opens: su's two servers come
+        # back with su's clients waiting; the first goes to app's pool,
+        # the second to su's first waiter, which waits at another gate.
+        # app's client is served while su's waiters hold and wait.
+        db, su, app = self.pg.database, self.pg.user, self.pg.app_user
+        px = self.start_px(2)
+        con = self.console(px)
+        late_conn = self.connected(px, app)   # (a login waits for a server when a pool is new)
+        su_conns = [self.connected(px, su) for _ in range(4)]
+        gate1, gate2 = hz.Gate(self.pg, 7941), hz.Gate(self.pg, 7942)
+        self.addCleanup(gate1.close)          # (before the clients close, whose queries end)
+        self.addCleanup(gate2.close)
+        holders = [self.query(c, "select 'held', " + gate1.sql()) for c in su_conns[:2]]
+        self.pg.wait_running(gate1.sql(), n=2, lock_wait=True)
+        queued = []
+        for i, c in enumerate(su_conns[2:]):
+            queued.append(self.query(c, "select 'queued', " + gate2.sql()))
+            self.waiting(con, db, su, n=i + 1)
+        late = self.query(late_conn, "select 'late'")
+        self.waiting(con, db, app)
+        gate1.open()
+        late.join(20)
+        self.assertFalse(late.is_alive(), "app's client still waits: su kept the cap")
+        self.assertIsNone(late.error)
+        self.assertEqual(late.result, "late")
+        self.assertTrue(all(bg.is_alive() for bg in queued))   # gate2 is shut
+        self.assertEqual(px.log().count("its turn goes to another pool"), 1)
+        for bg in holders:
+            bg.join(10)
+            self.assertIsNone(bg.error)
+        # app's server, idle now, makes way for su's second waiter.
+        self.pg.wait_running(gate2.sql(), n=2, lock_wait=True)
+        self.assertLessEqual(len(self.show(con, "SERVERS", database=db)), 2)
+        gate2.open()
+        for bg in queued:
+            bg.join(20)
+            self.assertIsNone(bg.error)
+            self.assertEqual(bg.result, "queued")
+
+    def test_a_pool_with_none_takes_its_turn_when_it_has_waited_longer(self):
+        # max_db_connections 1: su's client holds it (a gate) and app's
+        # waits; once app's has waited over 1 s, another of su's queues.
+        # The server su gives back goes to app's client (which holds it in
+        # a transaction), not to su's own waiter, which waited less.
+        db, su, app = self.pg.database, self.pg.user, self.pg.app_user
+        px = self.start_px(1)
+        con = self.console(px)
+        late_conn = self.connected(px, app, autocommit=False)
+        su_conns = [self.connected(px, su) for _ in range(2)]
+        gate = hz.Gate(self.pg, 7943)
+        self.addCleanup(gate.close)
+        holder = self.query(su_conns[0], "select 'held', " + gate.sql())
+        self.pg.wait_running(gate.sql(), lock_wait=True)
+        late = self.query(late_conn, "select 'late'")
+        pt.wait_until(lambda: self.pool(con, db, app)["maxwait"] >= 2, timeout=20,
+                      what="app's client waiting 2 s")
+        mine = self.query(su_conns[1], "select 'mine'")
+        self.waiting(con, db, su)
+        gate.open()
+        late.join(20)
+        self.assertFalse(late.is_alive(), "app's client still waits: su kept the cap")
+        self.assertIsNone(late.error)
+        self.assertEqual(late.result, "late")
+        self.assertEqual(self.pool(con, db, su)["cl_waiting"], 1)   # app's transaction holds it
+        self.assertTrue(mine.is_alive())
+        late_conn.commit()
+        mine.join(20)
+        self.assertIsNone(mine.error)
+        self.assertEqual(mine.result, "mine")
+        holder.join(10)
+        self.assertIsNone(holder.error)
+
+
 class TestLimitsLoweredByReload(PoolLimitsCase):
     """A reload that lowers max_db_connections or max_user_connections
     shrinks what is over it: a server coming back closes while its
