@@ -945,9 +945,20 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * shared max_db_connections / max_user_connections logging in, for
      * other pools to take back a moment later the same way (review of
      * 8d26bc4: four users under one max_db_connections, a slow
-     * connect_query).  PgBouncer starts one login a pool at a time. */
-    if (need > 0 && size_room(pool) > 0 && pool->n_connecting + pool->n_resetting == 0)
-        grow_one(pool, true);
+     * connect_query).  PgBouncer starts one login a pool at a time.  A
+     * login on its way covers them while it is young only: one stuck (a
+     * frozen host, a stalled connect_query) kept the pool from the others'
+     * idle room until server_connect_timeout, or for ever without one,
+     * while its clients timed out (review of 1d1a477).  Past PGW_POOL_TURN
+     * of the oldest waiter's wait and of the pool's last such login,
+     * another goes (at most one a turn). */
+    ev_tstamp now = pool_now(pool);
+    bool on_way = pool->n_connecting + pool->n_resetting > 0;
+    if (need > 0 && size_room(pool) > 0 &&
+        (!on_way || (now - oldest_since(pool) >= PGW_POOL_TURN &&
+                     now - pool->evicted_at >= PGW_POOL_TURN)) &&
+        grow_one(pool, true))
+        pool->evicted_at = now;
 }
 
 static void reserve_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)

@@ -201,6 +201,7 @@ struct pgw_pool {
     struct pgw_list pending;  /* CONNECTING and RESETTING */
     int n_idle, n_active, n_connecting, n_resetting;
     int n_held;               /* of n_active: held for good (pgw_pool_hold) */
+    ev_tstamp evicted_at;     /* its last login in another pool's room (grow) */
     /* waiters, FIFO */
     struct pgw_list waiters;
     int n_waiters;

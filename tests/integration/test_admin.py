@@ -1412,6 +1412,44 @@ class TestBreakers(AdminTestCase):
         self.let_the_held_login_in(fwd, slot)
         self.join_all((first, second, third))
 
+    def test_a_stuck_login_leaves_the_pool_the_others_idle_room(self):
+        # Under a full max_user_connections, a pool with a login on its way
+        # took no other pool's idle server for its later waiters (one login
+        # a pool at a time): with that login stuck (its bytes held before
+        # PostgreSQL sees them), the second client waited out
+        # query_wait_timeout while the other pool's servers sat idle
+        # (review of 1d1a477).  A login on its way covers the waiters while
+        # it is young only: the second client is served from that room.
+        app = self.pg.app_user
+        fwd = HoldFirstLogin(self.pg)
+        self.addCleanup(fwd.close)
+        self.addCleanup(fwd.go.set)
+        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
+        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 2, "query_wait_timeout": 20,
+                                          "server_connect_timeout": 60},
+                                databases={"e1": e1, "e2": e2})
+        held = [self.client(px, db="e1", user=app) for _ in range(2)]
+        for c in held:
+            c.autocommit = False
+            c.cursor().execute("select 1")           # both servers of the cap lent
+        for c in held:
+            c.commit()                               # e1: two idle servers
+        first = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
+        self.assertTrue(fwd.held.wait(20))           # e2's first login stuck
+        second = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 2"))
+        second.join(30)
+        self.assertFalse(second.is_alive())
+        self.assertIsNone(second.error, px.log_tail())
+        self.assertEqual(second.result, 2)
+        fwd.go.set()
+        first.join(30)
+        self.assertFalse(first.is_alive())
+        self.assertIsNone(first.error, px.log_tail())
+        for c in held:
+            c.close()
+
     def test_a_login_started_before_a_reload_does_not_end_the_new_settings_refusal(self):
         # A login under the entry's old settings (a connect_query held at a
         # gate) succeeds after a reload put in a connect_query that fails,
