@@ -808,7 +808,7 @@ static void login_done(struct pgw_server *srv)
     take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);
     if (!take_params(srv)) {
-        connect_failed(srv, "out of memory for the server's parameters");
+        connect_failed_answered(srv, "out of memory for the server's parameters", "53200");
         return;
     }
     srv_priv(srv)->login_standby = pgw_params_get(&srv->params, "in_hot_standby") &&
@@ -830,11 +830,11 @@ static void login_done(struct pgw_server *srv)
     }
     if (pool->connect_query && *pool->connect_query) {
         if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query) < 0)
-            connect_failed(srv, "out of memory for connect_query");
+            connect_failed_answered(srv, "out of memory for connect_query", "53200");
         return;
     }
     if (!take_defaults(srv)) {
-        connect_failed(srv, "out of memory for the pool's parameters");
+        connect_failed_answered(srv, "out of memory for the pool's parameters", "53200");
         return;
     }
     login_succeeded(srv);
@@ -1150,6 +1150,7 @@ static int job_feed(struct pgw_server *srv, const uint8_t *p, size_t n, char *wh
                     snprintf(why, wl, "a '%c' message of %u bytes during %s is too long "
                              "to keep (%u at most)", (char)ps->hdr[0], ps->body_len,
                              job_name(ps->job), PGW_JOB_BODY_MAX);
+                    memcpy(ps->err_sqlstate, "54000", 6);    /* pgwharf's limit */
                     return PGW_EPROTO;
                 }
                 if (!(ps->big = malloc(ps->body_len))) {
@@ -1256,7 +1257,7 @@ static void job_finished(struct pgw_server *srv)
     srv_priv(srv)->job = SRV_JOB_NONE;
     if (job == SRV_JOB_CONNECT_QUERY) {
         if (!take_defaults(srv)) {
-            connect_failed(srv, "out of memory for the pool's parameters");
+            connect_failed_answered(srv, "out of memory for the pool's parameters", "53200");
             return;
         }
         login_succeeded(srv);
@@ -1302,8 +1303,15 @@ static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     int rc = job_step(srv, why, sizeof(why));
     if (rc == 1)
         job_finished(srv);
-    else if (rc < 0)
+    else if (rc < 0) {
+        /* pgwharf's own shortage (or its limit, 54000 above) is no word on
+         * the backend: as a refusal of this pool's connect_query, not a
+         * breaker count that failed every pool on the host (review of
+         * 24f85c9). */
+        if (rc == PGW_ENOMEM && !srv_priv(srv)->err_sqlstate[0])
+            memcpy(srv_priv(srv)->err_sqlstate, "53200", 6);
         job_failed(srv, why);
+    }
 }
 
 /* connect: a deferred libpq failure or server_connect_timeout;

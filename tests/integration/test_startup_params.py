@@ -679,6 +679,31 @@ class TestLongParameterValues(pt.PgwharfTestCase):
         assert_reads_in_turn(self, a, sql, (LONG_SEARCH_PATH, "schema"),
                              b, "select x from pgw_long_t", "public")
 
+    def test_a_value_past_pgwharfs_limit_fails_its_own_pool_alone(self):
+        # A connect_query whose read-back value is longer than pgwharf keeps
+        # (1 MiB) fails that pool's logins; it counted as the backend's
+        # failure and opened the breaker for every pool on the host
+        # (review): another entry's clients got the same FATAL.
+        names = ",".join("pgw_%s_%05d" % ("n" * 44, i) for i in range(20000))
+        self.assertGreater(len(names), 1 << 20)
+        px = self.start_pgwharf(
+            settings=dict(TX1, track_extra_parameters="search_path", breaker_threshold=2),
+            databases={self.pg.database: self.pg.conn_string(
+                           self.pg.database, connect_query="SET search_path = " + names),
+                       "other": self.pg.conn_string(self.pg.database)})
+        for _ in range(3):
+            with self.assertRaises(psycopg2.Error) as cm:
+                c = psycopg2.connect(px.dsn())
+                try:
+                    one(c, "select 1")
+                finally:
+                    c.close()
+            self.assertIn("too long to keep", str(cm.exception))
+        c = psycopg2.connect(px.dsn(db="other"))
+        self.addCleanup(c.close)
+        self.assertEqual(one(c, "select 'other'"), "other")
+        self.assertNotIn("open", [r["state"] for r in px.show("BREAKERS")])
+
     def test_connect_querys_long_timezone_is_the_welcomes_and_stays(self):
         cq = "SET TimeZone = '%s'" % LONG_TZ
         px = self.start_pgwharf(
