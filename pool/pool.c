@@ -874,7 +874,10 @@ static struct pgw_pool *turn_taker(struct pgw_pool *pool, const char **limit)
     if ((pool->max_db_connections <= 0 && pool->max_user_connections <= 0) ||
         pgw_list_empty(&pool->waiters))
         return NULL;
-    int mine = pgw_pool_total(pool);
+    /* Servers that can change hands: the LISTEN hub's, held for good,
+     * never come back (review: a pool left with it alone never had its
+     * turn again). */
+    int mine = pgw_pool_total(pool) - pool->n_held;
     ev_tstamp since = oldest_since(pool);
     struct pgw_pool *best = NULL;
     ev_tstamp best_since = 0;
@@ -884,7 +887,7 @@ static struct pgw_pool *turn_taker(struct pgw_pool *pool, const char **limit)
             q->orphan || q->n_connecting + q->n_resetting > 0 || needed(q) <= 0 ||
             login_blocked(q))
             continue;
-        int theirs = pgw_pool_total(q);
+        int theirs = pgw_pool_total(q) - q->n_held;
         ev_tstamp their_since = oldest_since(q);
         double turn = PGW_POOL_TURN;
         if (q->query_wait_timeout > 0 && q->query_wait_timeout / 4 < turn)
@@ -907,6 +910,9 @@ static struct pgw_pool *turn_taker(struct pgw_pool *pool, const char **limit)
 static bool hand_over(struct pgw_server *srv)
 {
     const char *limit = NULL;
+    struct pgw_pool_set *set = srv->pool->set;
+    if (set->destroying || pool_now(srv->pool) < set->fds_short_until)
+        return false;           /* no login may start (pgw_pool_grow's guards) */
     struct pgw_pool *q = turn_taker(srv->pool, &limit);
     if (!q || !grow_one(q, false))
         return false;
@@ -955,7 +961,8 @@ void pgw_pool_grow(struct pgw_pool *pool)
     ev_tstamp now = pool_now(pool);
     bool on_way = pool->n_connecting + pool->n_resetting > 0;
     if (need > 0 && size_room(pool) > 0 &&
-        (!on_way || (now - oldest_since(pool) >= PGW_POOL_TURN &&
+        (!on_way || (!pgw_list_empty(&pool->waiters) &&
+                     now - oldest_since(pool) >= PGW_POOL_TURN &&
                      now - pool->evicted_at >= PGW_POOL_TURN)) &&
         grow_one(pool, true))
         pool->evicted_at = now;
