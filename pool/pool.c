@@ -467,6 +467,24 @@ static bool same_limit(const struct pgw_pool *a, const struct pgw_pool *b, bool 
     return strcmp(by_db ? a->dbname : a->server_user, by_db ? b->dbname : b->server_user) == 0;
 }
 
+/* When the pool's longest-waiting client came (it has one). */
+static ev_tstamp oldest_since(const struct pgw_pool *pool)
+{
+    return pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node)->since;
+}
+
+/* How long a pool's clients wait for a turn under a shared limit, or for
+ * a login on its way that another may overtake: PGW_POOL_TURN, a quarter
+ * of query_wait_timeout at most (so a turn comes before clients time
+ * out). */
+static double pool_turn(const struct pgw_pool *pool)
+{
+    double turn = PGW_POOL_TURN;
+    if (pool->query_wait_timeout > 0 && pool->query_wait_timeout / 4 < turn)
+        turn = pool->query_wait_timeout / 4;
+    return turn;
+}
+
 struct kick_entry {
     struct pgw_pool *pool;
     ev_tstamp since;          /* its longest-waiting client's */
@@ -500,9 +518,7 @@ uint64_t pgw_pool_kick_waiting(struct pgw_pool_set *set,
             order = more;
             cap *= 2;
         }
-        const struct pgw_pool_waiter *w =
-            pgw_container_of(pgw_list_first(&p->waiters), struct pgw_pool_waiter, node);
-        order[k++] = (struct kick_entry){ p, w->since };
+        order[k++] = (struct kick_entry){ p, oldest_since(p) };
     }
     uint64_t round = ++set->kick_round;
     qsort(order, k, sizeof(*order), cmp_kick);
@@ -818,11 +834,6 @@ static bool grow_one(struct pgw_pool *pool, bool evicting)
 
 /* ---- taking turns under a shared limit ---------------------------------- */
 
-static ev_tstamp oldest_since(const struct pgw_pool *pool)
-{
-    return pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node)->since;
-}
-
 /* The limit of q that it shares with p and that keeps q from growing now:
  * "max_db_connections", "max_user_connections", or NULL when none does. */
 static const char *shared_full(const struct pgw_pool *q, const struct pgw_pool *p)
@@ -862,7 +873,7 @@ static bool room_after(struct pgw_pool *q, const struct pgw_pool *p)
  *   - it has two servers fewer than `pool` at least: the counts even out
  *     and then no server changes hands (a login each time it does), or
  *   - it has none, `pool` only this one, and q's oldest client has waited
- *     PGW_POOL_TURN longer than `pool`'s: more pools wait than the cap
+ *     a turn (pool_turn) longer than `pool`'s: more pools wait than the cap
  *     has servers, and they take turns of about that length.
  * Of those, the one whose client has waited longest; only when the shared
  * limit is what keeps it from growing, and its other limits and its
@@ -889,10 +900,7 @@ static struct pgw_pool *turn_taker(struct pgw_pool *pool, const char **limit)
             continue;
         int theirs = pgw_pool_total(q) - q->n_held;
         ev_tstamp their_since = oldest_since(q);
-        double turn = PGW_POOL_TURN;
-        if (q->query_wait_timeout > 0 && q->query_wait_timeout / 4 < turn)
-            turn = q->query_wait_timeout / 4;
-        if (theirs + 2 > mine && !(theirs == 0 && their_since + turn < since))
+        if (theirs + 2 > mine && !(theirs == 0 && their_since + pool_turn(q) < since))
             continue;
         if (!best || their_since < best_since) {
             best = q;
@@ -955,15 +963,15 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * login on its way covers them while it is young only: one stuck (a
      * frozen host, a stalled connect_query) kept the pool from the others'
      * idle room until server_connect_timeout, or for ever without one,
-     * while its clients timed out (review of 1d1a477).  Past PGW_POOL_TURN
-     * of the oldest waiter's wait and of the pool's last such login,
-     * another goes (at most one a turn). */
+     * while its clients timed out (review of 1d1a477).  Past a turn
+     * (pool_turn) of the oldest waiter's wait and of the pool's last such
+     * login, another goes (at most one a turn). */
     ev_tstamp now = pool_now(pool);
     bool on_way = pool->n_connecting + pool->n_resetting > 0;
     if (need > 0 && size_room(pool) > 0 &&
         (!on_way || (!pgw_list_empty(&pool->waiters) &&
-                     now - oldest_since(pool) >= PGW_POOL_TURN &&
-                     now - pool->evicted_at >= PGW_POOL_TURN)) &&
+                     now - oldest_since(pool) >= pool_turn(pool) &&
+                     now - pool->evicted_at >= pool_turn(pool))) &&
         grow_one(pool, true))
         pool->evicted_at = now;
 }

@@ -208,6 +208,25 @@ static uint64_t params_sig(const struct pgw_session *s)
     return h ? h : 1;
 }
 
+/* Packed lists of NUL-terminated strings (a server's user_vals, a
+ * welcome's struct pgw_told): str copied at p, with its NUL; the end of it. */
+static char *pack_str(char *p, const char *str)
+{
+    size_t n = strlen(str) + 1;
+    memcpy(p, str, n);
+    return p + n;
+}
+
+/* Is str, with its NUL, next at *p (before end)?  Then *p passes it. */
+static bool packed_eq(const char **p, const char *end, const char *str)
+{
+    size_t n = strlen(str) + 1;
+    if ((size_t)(end - *p) < n || memcmp(*p, str, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+
 /* The client's tracked values as srv keeps them beside user_sig: for each,
  * a byte 0 (none) or 1 and the value with its NUL.  False when out of
  * memory.  The buffer only grows: a link that SETs allocates nothing once
@@ -229,11 +248,8 @@ static bool params_keep(struct pgw_server *srv, const struct pgw_session *s)
     char *p = srv->user_vals;
     for (int i = 0; i < s->px->ntracked; i++) {
         *p++ = s->params[i] != NULL;
-        if (s->params[i]) {
-            size_t n = strlen(s->params[i]) + 1;
-            memcpy(p, s->params[i], n);
-            p += n;
-        }
+        if (s->params[i])
+            p = pack_str(p, s->params[i]);
     }
     srv->user_vals_len = (uint32_t)len;
     return true;
@@ -254,12 +270,8 @@ static bool params_match(const struct pgw_server *srv, const struct pgw_session 
     for (int i = 0; i < s->px->ntracked; i++) {
         if (p == end || *p++ != (s->params[i] != NULL))
             return false;
-        if (!s->params[i])
-            continue;
-        size_t n = strlen(s->params[i]) + 1;
-        if ((size_t)(end - p) < n || memcmp(p, s->params[i], n) != 0)
+        if (s->params[i] && !packed_eq(&p, end, s->params[i]))
             return false;
-        p += n;
     }
     return p == end;
 }
@@ -951,11 +963,8 @@ static bool told_same(const struct pgw_proxy *px, const struct pgw_told *t,
         const char *name = pgw_param_name(&defs->p[i]), *v = pgw_param_value(&defs->p[i]);
         if (pgw_tracked_param_index(px, name) >= 0)
             continue;
-        size_t nl = strlen(name) + 1, vl = strlen(v) + 1;
-        if ((size_t)(end - p) < nl + vl || memcmp(p, name, nl) != 0 ||
-            memcmp(p + nl, v, vl) != 0)
+        if (!packed_eq(&p, end, name) || !packed_eq(&p, end, v))
             return false;
-        p += nl + vl;
     }
     return p == end;
 }
@@ -983,10 +992,7 @@ static struct pgw_told *told_take(struct pgw_proxy *px, const struct pgw_params 
         const char *name = pgw_param_name(&defs->p[i]), *v = pgw_param_value(&defs->p[i]);
         if (pgw_tracked_param_index(px, name) >= 0)
             continue;
-        size_t nl = strlen(name) + 1, vl = strlen(v) + 1;
-        memcpy(p, name, nl);
-        memcpy(p + nl, v, vl);
-        p += nl + vl;
+        p = pack_str(pack_str(p, name), v);
     }
     pgw_relay_told_unref(px->told_last);
     px->told_last = t;
