@@ -92,6 +92,13 @@ fail:
     return false;
 }
 
+/* A failed set of a new name with PGW_MAX_PARAMS there changed nothing; one
+ * out of memory left fewer (a new name is not stored, an old one dropped). */
+bool pgw_params_full(const struct pgw_params *ps)
+{
+    return ps->n >= PGW_MAX_PARAMS;
+}
+
 bool pgw_params_unset(struct pgw_params *ps, const char *name)
 {
     struct pgw_param *p = find(ps, name);

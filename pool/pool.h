@@ -77,8 +77,12 @@ const char *pgw_param_value(const struct pgw_param *p);
 const char *pgw_params_get(const struct pgw_params *ps, const char *name);
 /* Returns false when the table is full (a new name is then not stored) or
  * out of memory: the name then has no record at all (unknown), never the
- * old value. */
+ * old value.  pgw_params_full tells the two apart. */
 bool pgw_params_set(struct pgw_params *ps, const char *name, const char *value);
+/* After pgw_params_set returned false: true when it was the table's limit
+ * (PGW_MAX_PARAMS names, pgwharf's own: 54000 program_limit_exceeded),
+ * false when memory was short (53200). */
+bool pgw_params_full(const struct pgw_params *ps);
 /* Forget name; false when it was not there. */
 bool pgw_params_unset(struct pgw_params *ps, const char *name);
 /* Forget them all and free what they hold (the table is empty after). */

@@ -38,6 +38,12 @@ static const char *const reported_params[] = {
     "session_authorization", "DateStyle", "IntervalStyle", "TimeZone",
     "integer_datetimes", "standard_conforming_strings",
 };
+/* A server's record holds these, extra_float_digits and the
+ * track_extra_parameters, with room for names a newer PostgreSQL reports
+ * (scram_iterations, ...); a full record is pgwharf's limit (54000). */
+_Static_assert(sizeof(reported_params) / sizeof(reported_params[0]) + 1 +
+                   PGW_CONF_TRACK_EXTRA_MAX + 8 <= PGW_MAX_PARAMS,
+               "PGW_MAX_PARAMS leaves no room for reported parameters");
 
 static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void job_io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -685,8 +691,23 @@ static void login_succeeded(struct pgw_server *srv)
     pgw_pool_kick_related(pool);
 }
 
-/* False when one could not be recorded (out of memory): the server is
- * of no use then (the pool's defaults, the welcome, come from it). */
+/* Why a parameter could not be kept in ps (pgw_params_set said false),
+ * in why, and its SQLSTATE: pgwharf's own limit (the table is full) or
+ * memory shortage, the pool's refusal either way, no word on the backend. */
+static const char *params_failure(const struct pgw_params *ps, char *why, size_t wl,
+                                  const char *what)
+{
+    if (pgw_params_full(ps)) {
+        snprintf(why, wl, "%s: more than %d parameters, pgwharf's limit", what, PGW_MAX_PARAMS);
+        return "54000";                      /* program_limit_exceeded */
+    }
+    snprintf(why, wl, "out of memory for %s", what);
+    return "53200";
+}
+
+/* False when one could not be recorded (out of memory, or the record is
+ * full: params_failure): the server is of no use then (the pool's
+ * defaults, the welcome, come from it). */
 static bool take_params(struct pgw_server *srv)
 {
     for (size_t i = 0; i < sizeof(reported_params) / sizeof(reported_params[0]); i++) {
@@ -808,7 +829,9 @@ static void login_done(struct pgw_server *srv)
     take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);
     if (!take_params(srv)) {
-        connect_failed_answered(srv, "out of memory for the server's parameters", "53200");
+        char why[160];
+        connect_failed_answered(srv, why, params_failure(&srv->params, why, sizeof(why),
+                                                         "the server's parameters"));
         return;
     }
     srv_priv(srv)->login_standby = pgw_params_get(&srv->params, "in_hot_standby") &&
@@ -1012,7 +1035,10 @@ static int cq_row(struct pgw_server *srv, const uint8_t *p, size_t n, char *why,
         n -= 4 + len;
     }
     if (!pgw_params_set(&srv->pool->cq_params, v[0], v[1])) {
-        snprintf(why, wl, "out of memory for connect_query's value of %s", v[0]);
+        char what[96];
+        snprintf(what, sizeof(what), "connect_query's values (%.40s)", v[0]);
+        memcpy(srv_priv(srv)->err_sqlstate,
+               params_failure(&srv->pool->cq_params, why, wl, what), 6);
         rc = PGW_ENOMEM;
     }
     goto out;
@@ -1100,8 +1126,10 @@ static int job_message(struct pgw_server *srv, char type, char *why, size_t wl)
             return PGW_EPROTO;
         }
         if (!pgw_params_set(&srv->params, name, name + nl + 1)) {
-            snprintf(why, wl, "out of memory for the server's %s during %s", name,
-                     job_name(ps->job));
+            char what[128];
+            snprintf(what, sizeof(what), "the server's parameters (%.40s, reported during %s)",
+                     name, job_name(ps->job));
+            memcpy(ps->err_sqlstate, params_failure(&srv->params, why, wl, what), 6);
             return PGW_ENOMEM;
         }
         return 0;

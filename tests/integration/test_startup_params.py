@@ -737,6 +737,82 @@ class TestLongParameterValues(pt.PgwharfTestCase):
                 px.stop()
 
 
+class ManyParamsServer(hz.FakeServer):
+    """A PostgreSQL look-alike (no password asked) that reports `many`
+    parameters of its own (ParameterStatus pgw.p0, pgw.p1, ...) in its
+    answer to connect_query SET pgw.many = 1 -- a server with extensions
+    that report more than PostgreSQL's -- and a row 'ok' to any other
+    query (connect_query's read-back: none)."""
+
+    LOGIN = (("server_version", "15.0"), ("server_encoding", "UTF8"),
+             ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"),
+             ("IntervalStyle", "postgres"), ("TimeZone", "UTC"),
+             ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
+             ("application_name", ""), ("is_superuser", "off"),
+             ("session_authorization", "u"), ("default_transaction_read_only", "off"),
+             ("in_hot_standby", "off"))
+
+    def __init__(self, many):
+        self.many = many
+        super().__init__()
+
+    def session(self, conn):
+        self.read_startup(conn)
+        conn.sendall(self.login_ok(self.LOGIN))
+        while True:
+            kind, body = self.read_msg(conn)
+            if kind == b"X":
+                return
+            if kind != b"Q":
+                continue
+            sql = body.rstrip(b"\0").decode()
+            if sql == "SET pgw.many = 1":
+                out = b"".join(self._msg(b"S", b"pgw.p%d\0on\0" % i) for i in range(self.many))
+                out += self._msg(b"C", b"SET\0")
+            elif "pg_catalog.pg_settings" in sql:
+                out = self._msg(b"T", struct.pack("!H", 2) +
+                                2 * (b"x\0" + struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0)))
+                out += self._msg(b"C", b"SELECT 0\0")
+            else:
+                out = self._msg(b"T", struct.pack("!H", 1) + b"x\0" +
+                                struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0))
+                out += self._msg(b"D", struct.pack("!HI", 1, 2) + b"ok")
+                out += self._msg(b"C", b"SELECT 1\0")
+            conn.sendall(out + self._msg(b"Z", b"I"))
+
+
+class TestParameterLimit(pt.PgwharfTestCase):
+    """A server's record holds PGW_MAX_PARAMS (40) parameters: one that
+    reports more is refused as pgwharf's limit (54000), the pool's own
+    refusal, not as "out of memory" (53200)."""
+
+    def test_a_server_reporting_more_than_pgwharf_keeps_is_its_limit(self):
+        # Past 40 names the record was full, and the login failed with
+        # 53200 "out of memory for the server's pgw.p27 during
+        # connect_query": no memory was short.
+        fake = ManyParamsServer(many=40)
+        self.addCleanup(fake.close)
+        entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
+        px = self.start_pgwharf(
+            settings=dict(TX1, auth_type="any", breaker_threshold=2),
+            databases={"many": pt.entry_conninfo(connect_query="SET pgw.many = 1", **entry),
+                       "other": pt.entry_conninfo(**entry)})
+        for _ in range(3):
+            s = socket.create_connection((px.host, px.port), timeout=20)
+            self.addCleanup(s.close)
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(s, "u", "many")
+            self.assertEqual(cm.exception.sqlstate, "54000", cm.exception.fields)
+            self.assertIn("more than 40 parameters", cm.exception.fields["M"])
+        # the pool's refusal: the host is up for another entry
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, "u", "other")
+        rows, errs = hz.simple_query(s, "select 'ok'")
+        self.assertEqual((rows, errs), ([[b"ok"]], []))
+        self.assertNotIn("open", [r["state"] for r in px.show("BREAKERS")])
+
+
 class TestDateStyleOfOnePart(pt.PgwharfTestCase):
     def test_a_login_datestyle_of_one_part_completes_as_on_a_fresh_server(self):
         # A DateStyle of one part (PGDATESTYLE=SQL) keeps the other part of

@@ -394,6 +394,7 @@ static void t_params_out_of_memory(void **state)
     assert_null(pgw_params_get(&ps, "TimeZone"));           /* not "UTC" */
     assert_true(ps.gen != gen);
     assert_false(set_new);
+    assert_false(pgw_params_full(&ps));                     /* memory, not the limit */
     assert_null(pgw_params_get(&ps, "application_name"));
     assert_true(set_short);
     assert_string_equal(pgw_params_get(&ps, "DateStyle"), "ISO, DMY");
@@ -404,6 +405,47 @@ static void t_params_out_of_memory(void **state)
     assert_string_equal(pgw_params_get(&dst, "TimeZone"), "Asia/Tokyo");
     pgw_params_deinit(&ps);
     pgw_params_deinit(&dst);
+    free(big);
+}
+
+/* A full table (PGW_MAX_PARAMS names) refuses a new name and says so
+ * (pgwharf's limit, 54000), apart from memory shortage (53200): the
+ * names there still take new values, short or long. */
+static void t_params_full(void **state)
+{
+    struct pgw_params ps = { .n = 0 };
+    char name[32], *big = long_string(500, 'b');
+    for (int i = 0; i < PGW_MAX_PARAMS; i++) {
+        snprintf(name, sizeof(name), "pgw.p%d", i);
+        assert_true(pgw_params_set(&ps, name, "on"));
+        assert_false(pgw_params_full(&ps) && i < PGW_MAX_PARAMS - 1);
+    }
+    uint32_t gen = ps.gen;
+    assert_false(pgw_params_set(&ps, "one.more", "on"));
+    assert_true(pgw_params_full(&ps));
+    assert_null(pgw_params_get(&ps, "one.more"));
+    assert_int_equal(ps.n, PGW_MAX_PARAMS);
+    assert_int_equal(ps.gen, gen);                          /* nothing changed */
+    assert_true(pgw_params_set(&ps, "pgw.p7", "off"));      /* one there: a new value */
+    assert_true(pgw_params_set(&ps, "pgw.p8", big));
+    assert_string_equal(pgw_params_get(&ps, "pgw.p7"), "off");
+    assert_string_equal(pgw_params_get(&ps, "pgw.p8"), big);
+    /* out of memory for a full table's own name: a shortage, not the
+     * limit (the name is dropped, never left with its old value) */
+    fail_malloc = true;
+    bool set = pgw_params_set(&ps, "pgw.p9", big);
+    fail_malloc = false;
+    assert_false(set);
+    assert_false(pgw_params_full(&ps));
+    assert_null(pgw_params_get(&ps, "pgw.p9"));
+    /* and one below the limit, out of memory for a new name */
+    fail_malloc = true;
+    set = pgw_params_set(&ps, "a.long.one", big);
+    fail_malloc = false;
+    assert_false(set);
+    assert_false(pgw_params_full(&ps));
+    assert_int_equal(ps.n, PGW_MAX_PARAMS - 1);
+    pgw_params_deinit(&ps);
     free(big);
 }
 
@@ -418,6 +460,7 @@ int main(void)
         cmocka_unit_test(t_params_long),
         cmocka_unit_test(t_params_copy),
         cmocka_unit_test(t_params_out_of_memory),
+        cmocka_unit_test(t_params_full),
     };
     return cmocka_run_group_tests_name("pool_util", tests, NULL, NULL);
 }
