@@ -580,7 +580,8 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px);
 /* ---- the proxy ---- */
 /* Logins past the client cap still read their first packet (a CancelRequest
  * must work when full; a StartupMessage gets a clear 53300), at most this many
- * at once. */
+ * at once; held CancelRequest connections leave their client slots for
+ * this room while it has some (cancel_leaves_slot, session.c). */
 #define PGW_OVERFLOW_SESSIONS 64
 #define PGW_CANCEL_BUCKETS 4096
 
@@ -604,7 +605,8 @@ struct pgw_proxy {
     int nclients;                    /* sessions within client_cap */
     int client_cap;                  /* max_client_conn, or fewer under the open-files limit */
     int overflow_cap;                /* sessions past client_cap that may read a first packet */
-    int nrejecting;                  /* sessions beyond it, about to be refused */
+    int nrejecting;                  /* sessions beyond it: about to be refused, a
+                                      * console login, a held cancel */
     struct pgw_list over_limit;      /* ... those, in the order they came */
     uint64_t next_session_id;
     uint64_t list_seq;               /* the last session's list_seq */

@@ -200,6 +200,23 @@ static void over_limit_end(struct pgw_session *s)
     pgw_list_init(&s->over_node);
 }
 
+/* A CancelRequest connection held open until its forward is over (see
+ * handle_startup) leaves its client slot for the room past the cap, while
+ * there is room there (px->overflow_cap, descriptors of the reserve): the
+ * cancels of a burst of statement timeouts, held behind a slow server or
+ * a long query, kept real clients out at max_client_conn (PgBouncer 1.18
+ * counts them as clients too).  Past that room it keeps its slot. */
+static void cancel_leaves_slot(struct pgw_session *s)
+{
+    struct pgw_proxy *px = s->px;
+    if (s->over_limit || px->nrejecting >= px->overflow_cap)
+        return;
+    px->nclients--;
+    s->over_limit = true;
+    px->nrejecting++;
+    pgw_list_append(&px->over_limit, &s->over_node);
+}
+
 bool pgw_session_over_limit_room(struct pgw_proxy *px)
 {
     /* First one that has sent nothing of a login yet; then a console
@@ -984,6 +1001,7 @@ static void handle_startup(struct pgw_session *s)
         return;
     case PGW_STARTUP_CANCEL:
         s->state = PGW_SS_CANCEL;
+        cancel_leaves_slot(s);
         /* Open until the forward is over, as PostgreSQL closes it once it
          * has signalled the backend: a client (PQcancel) sends its next
          * query only then, which a late signal would cancel instead. */

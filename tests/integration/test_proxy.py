@@ -506,6 +506,74 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
         self.assertEqual(px.log().count("event=cancel_forwarded"), 1)
 
+    def _clients_total(self, px, n, what):
+        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == n, 30, what=what)
+
+    def test_a_held_cancel_leaves_its_client_slot(self):
+        """max_client_conn = 2: a client, and its cancel held in flight
+        (pgwharf keeps the cancel's connection open until the forward is
+        over).  The cancel's connection took the second client slot, so
+        another client got 53300 until the forward ended (PgBouncer 1.18
+        too); a burst of statement timeouts held behind a slow server
+        kept real clients out.  It goes to the room past the cap now."""
+        fwd, px, c, key = self._held_cancels(max_client_conn=2, metrics_port="auto")
+        self._clients_total(px, 1, "the start-up probe gone")
+        c.sendall(hz.query_msg("select pg_sleep(60) /* held slot */"))
+        self.pg.wait_running("/* held slot */")
+        ask = self._cancel_connection(px, key)
+        fwd.wait_acted(0)
+        self._canceled(c)
+        self._clients_total(px, 2, "the client and its cancel")
+        b, _ = self._raw_client(px)                 # was 53300
+        b.sendall(hz.query_msg("select 'b'"))       # (waits for c's server)
+        with self.assertRaises(hz.PgError) as cm:   # the cap holds for clients
+            self._raw_client(px)
+        self.assertEqual(cm.exception.sqlstate, "53300")
+        fwd.release(0)
+        self.assertEqual(hz.read_until_closed(ask, 30), (b"", True))
+        got = hz.read_until_ready(b)
+        self.assertEqual([hz.data_row(d) for t, d in got if t == b"D"], [[b"b"]])
+        self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
+
+    def test_held_cancels_past_the_room_take_client_slots_then_are_refused(self):
+        """Held cancels leave their client slots for the room past the cap
+        while there is room there (64, PGW_OVERFLOW_SESSIONS); past it
+        they keep their slots, and once those are full too a new
+        connection gets 53300 at accept: a burst of cancels holds no more
+        descriptors than max_client_conn and that room, as before.  (The
+        postmaster stopped: the forward waits, the retries join it.)"""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "max_client_conn": 3, "metrics_port": "auto",
+                                          "cancel_wait_timeout": 120})
+        c, key = self._raw_client(px)
+        self._clients_total(px, 1, "the start-up probe gone")
+        c.sendall(hz.query_msg("select pg_sleep(60) /* many held */"))
+        self.pg.wait_running("/* many held */")
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        asks = []
+        for i in range(64 + 2):
+            asks.append(self._cancel_connection(px, key))
+            pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined)",
+                                                 px.log())) > i, 20,
+                          what="cancel %d held" % i)
+        self._clients_total(px, 1 + 64 + 2, "the client and its 66 cancels")
+        with self.assertRaises(hz.PgError) as cm:    # the slots of clients: full
+            self._raw_client(px)
+        self.assertEqual(cm.exception.sqlstate, "53300")
+        late = self._cancel_connection(px, key)
+        data, closed = hz.read_until_closed(late, 30)
+        self.assertTrue(closed)
+        self.assertIn(b"C53300", data)
+        self.assertIn("event=client_rejected", px.log())
+        self.pg.resume()
+        for k in asks:
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        self._canceled(c)
+        self._clients_total(px, 1, "the cancels gone")
+        d, _ = self._raw_client(px)
+        self.assertEqual(hz.simple_query(d, "select 'usable'"), ([[b"usable"]], []))
+
     def test_a_cancel_of_the_next_pipelined_query_is_its_own_forward(self):
         """Two Queries pipelined; the first canceled, and the moment its
         error comes, the second canceled too.  PostgreSQL had acted on the
