@@ -310,8 +310,6 @@ struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_poo
 
 void pgw_pool_take_waiter(struct pgw_pool_waiter *w)
 {
-    struct pgw_pool *pool = w->pool;
-    pool->st.total_wait_us += (uint64_t)((pool_now(pool) - w->since) * 1e6);
     waiter_unqueue(w);
 }
 
@@ -348,22 +346,24 @@ struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
     return best;
 }
 
-bool pgw_pool_handoff(struct pgw_server *srv, ev_tstamp since)
+bool pgw_pool_handoff(struct pgw_server *srv)
 {
-    struct pgw_pool *pool = srv->pool;
-    ev_tstamp now = pool_now(pool);
     /* RECONNECT, server_lifetime, a removed database or PAUSE do not stop
      * it: the queries queued here are on the server already, and their
      * answers come only this way.  (Nobody new queues behind a server due
      * to close, nor on a paused pool; it closes at its last release.) */
     if (srv->state != PGW_SRV_ACTIVE)
         return false;
-    srv->request_time = now;
+    srv->request_time = pool_now(srv->pool);
     srv->lend_count++;
-    pool->st.total_acquires++;
-    if (now > since)
-        pool->st.total_wait_us += (uint64_t)((now - since) * 1e6);
     return true;
+}
+
+void pgw_pool_pipeline_assigned(struct pgw_pool *pool, double waited)
+{
+    pool->st.total_acquires++;
+    if (waited > 0)
+        pool->st.total_wait_us += (uint64_t)(waited * 1e6);
 }
 
 /* The server to lend without a check, if any: the first idle one in the
@@ -413,6 +413,7 @@ static void serve_waiters(struct pgw_pool *pool)
         }
         struct pgw_pool_waiter *w =
             pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node);
+        pool->st.total_wait_us += (uint64_t)((pool_now(pool) - w->since) * 1e6);
         pgw_pool_take_waiter(w);
         lend(pool, srv, w);
         w->cb(w, srv);

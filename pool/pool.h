@@ -309,17 +309,22 @@ void pgw_server_retire(struct pgw_server *srv, const char *why);
  * none, or the pool is paused or going, has an idle server or room to grow
  * (reserve included), has no more waiters than servers connecting or
  * being reset, or srv closes at its release.
- * take: that waiter leaves the pool's queue (no callback), its wait
- * counted (also how the pool serves its waiters).
- * handoff: the lent server passes straight to the next borrower, counted as
- * a lend, and the borrower's wait since `since` (queued on srv) as a wait (a
- * server due to close closes at its last release); false when it is not
- * lent any more. */
+ * take: that waiter leaves the pool's queue (no callback); its wait is
+ * not counted yet (assigned does).
+ * handoff: the lent server passes straight to the next borrower (a server
+ * due to close closes at its last release); false when it is not lent any
+ * more.
+ * assigned: the server gets to the query of a client queued on it: one
+ * assignment and its wait (`waited` seconds, in the pool's queue
+ * included) in the pool's counters, as a lend after a wait in the queue
+ * counts (SHOW STATS); a queued client that fails or leaves first counts
+ * as neither, as one that leaves the queue. */
 struct pgw_server *pgw_pool_pipeline_pick(struct pgw_pool *pool,
                                           int (*score)(struct pgw_server *, void *), void *arg);
 struct pgw_pool_waiter *pgw_pool_pipeline_waiter(struct pgw_server *srv, pgw_pool_acquire_fn cb);
 void pgw_pool_take_waiter(struct pgw_pool_waiter *w);
-bool pgw_pool_handoff(struct pgw_server *srv, ev_tstamp since);
+bool pgw_pool_handoff(struct pgw_server *srv);
+void pgw_pool_pipeline_assigned(struct pgw_pool *pool, double waited);
 
 /* ---- pools ---- */
 struct pgw_pool_stats {

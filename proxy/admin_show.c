@@ -118,6 +118,15 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
             }
             break;
         case PGW_SS_LINKED:
+            /* Handed a server that still runs the query of a client that
+             * left ahead of its own (server_pipeline_depth), it waits. */
+            if (s->pipe_waits) {
+                r->cl_waiting++;
+                if (now - s->waiter.since > r->maxwait)
+                    r->maxwait = now - s->waiter.since;
+                break;
+            }
+            /* fall through */
         case PGW_SS_LOGIN_SYNC:
             r->cl_active++;
             break;
@@ -237,6 +246,9 @@ static const char *client_state(const struct pgw_session *s)
 {
     switch (s->state) {
     case PGW_SS_LINKED:
+        if (s->pipe_waits)
+            return "waiting";       /* as SHOW POOLS counts it */
+        /* fall through */
     case PGW_SS_LOGIN_SYNC:
         return s->cancel_inflight ? "active_cancel_req" : "active";
     case PGW_SS_WAIT_SERVER:
@@ -433,7 +445,8 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
         snprintf(link, sizeof(link), "%p", (const void *)s->server);
     long long wait_us = 0;
     ev_tstamp since;
-    if (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT)
+    if (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT ||
+        (s->state == PGW_SS_LINKED && s->pipe_waits))
         wait_us = (long long)((now - s->waiter.since) * 1e6);
     else if (s->state == PGW_SS_IDLE && pgw_notify_waits_for_server(s, &since))
         wait_us = (long long)((now - since) * 1e6);
@@ -706,8 +719,11 @@ static bool sockets_list_of(const struct pgw_session *s, struct client_ref *r)
         r->list = waits_for_hub(s) ? 1 : 0;
         r->state = r->list ? "cl_waiting" : "cl_active";
         return true;
-    case PGW_SS_LOGIN_SYNC:
     case PGW_SS_LINKED:
+        r->list = s->pipe_waits ? 1 : 0;     /* as SHOW CLIENTS */
+        r->state = r->list ? "cl_waiting" : "cl_active";
+        return true;
+    case PGW_SS_LOGIN_SYNC:
     case PGW_SS_ADMIN:
         r->state = "cl_active";
         return true;

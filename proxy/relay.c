@@ -1204,7 +1204,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
          * setting, and run before any reset would.  The last of them
          * gives the server back reset (release_mode_scanned); nobody new
          * queues meanwhile (pipe_request). */
-        if (head && clean && !srv->user_pipe_broken && pgw_pool_handoff(srv, head->pipe_since)) {
+        if (head && clean && !srv->user_pipe_broken && pgw_pool_handoff(srv)) {
             next = head;
             if (s->ps_on && !s->pipe_stop)
                 pgw_ps_abandon(s, srv);
@@ -1796,11 +1796,13 @@ static bool pipe_others_ahead(const struct pgw_session *s)
 }
 
 /* The server gets to s's query (handed the server, nothing ahead of it
- * left to drop): its wait ends, and its query_timeout starts. */
+ * left to drop): its wait ends, counted as the pool's lend after a wait
+ * is, and its query_timeout starts. */
 static void pipe_query_starts(struct pgw_session *s)
 {
     ev_tstamp now = pgw_mono_now(s->px->loop);
     s->pipe_waits = false;
+    pgw_pool_pipeline_assigned(s->server->pool, now - s->waiter.since);
     pgw_metrics_observe_wait(s, now - s->waiter.since);
     s->query_start = now;
 }

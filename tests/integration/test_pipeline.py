@@ -50,6 +50,7 @@ async def read_ext(conn):
 
 QUEUED = "pgwharf_pipelined_queries_total"
 FAILED = "pgwharf_pipelined_failed_total"
+ASSIGNED = "pgwharf_server_assignments_total"      # SHOW STATS total_server_assignment_count
 
 
 # Sets a parameter as set_config does, under a name the text scan does not
@@ -142,8 +143,12 @@ class TestPipeline(pt.AppRoleTestCase):
         self.rows(await g.query("select pg_advisory_lock(%d)" % key))
 
         async def open_():
+            if g.opened:
+                return             # (a test's finally: opened already)
+            g.opened = True
             self.rows(await g.query("select pg_advisory_unlock(%d)" % key))
             await g.close()
+        g.opened = False
         g.open = open_
         return g
 
@@ -250,8 +255,17 @@ class TestPipeline(pt.AppRoleTestCase):
         return metric(self.px, "pgwharf_bytes_received_total")
 
     def waiting(self):
-        """Clients waiting for a server; queued ones count (they hold none)."""
+        """Clients waiting for a server; queued ones count (they hold none),
+        and one handed a server that still runs the query of a client that
+        left ahead of its own."""
         return metric(self.px, "pgwharf_pool_client_waiting")
+
+    async def wait_handed(self, conn):
+        """Until conn's client holds a server (its SHOW CLIENTS link), maybe
+        still waiting for the query of a client that left ahead of it."""
+        port = str(conn.w.get_extra_info("sockname")[1])
+        await self.until(lambda: [r["link"] != "" for r in self.px.show("CLIENTS", port=port)]
+                         == [True], "handed the server")
 
     async def send_and_wait_read(self, conn, data):
         """Send data and wait until pgwharf has read it."""
@@ -302,7 +316,7 @@ class TestPipeline(pt.AppRoleTestCase):
             b.send(hz.query_msg("select 'B', pg_backend_pid()"))
             await self.wait_queued(1)
             a.abort()
-            await self.until(lambda: self.waiting() == 0, "A gone, B has the server")
+            await self.wait_handed(b)            # A gone, B has the server
             await g.open()
             rb = self.rows(await b.read_result())
             self.assertEqual(rb[0][0], "B")
@@ -395,7 +409,7 @@ class TestPipeline(pt.AppRoleTestCase):
             await g.open()
             self.rows(await x.read_result())
             a.abort()           # A has the server now, its own reply dropped
-            await self.until(lambda: self.waiting() == 0, "A gone, B has the server")
+            await self.wait_handed(b)            # A gone, B has the server
             await g2.open()
             rows, err = await asyncio.wait_for(b.read_result(), 20)
             self.assertEqual(rows, [])
@@ -831,6 +845,7 @@ class TestPipeline(pt.AppRoleTestCase):
             g = await self.gate(203)
             h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(203) as marker_q203"))
             await self.wait_running("marker_q203")
+            assigned = metric(px, ASSIGNED)                   # H's
             q0.send(hz.query_msg("select 'Q0'"))
             await self.wait_queued(1, px)
             q1.send(hz.query_msg("select 'Q1'"))
@@ -841,6 +856,9 @@ class TestPipeline(pt.AppRoleTestCase):
             self.assertIn("query_wait_timeout", err.get("M"))
             rows, err = await asyncio.wait_for(q1.read_result(), 30)
             self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+            # A wait that timed out is no assignment (SHOW STATS), as in
+            # the pool's queue.
+            self.assertEqual(metric(px, ASSIGNED), assigned)
             # A new server for both: not a place behind the stuck one.
             self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
                              [["Q0b"]])
@@ -852,6 +870,67 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 1)
         self.assertEqual(metric(px, "pgwharf_wait_timeouts_total"), 1)
+
+    def test_a_client_waiting_for_the_query_of_one_that_left_shows_as_waiting(self):
+        # B is handed the server while it still runs the query of A, who
+        # left ahead of B: B waits for it, its own query not started, and
+        # shows as a client waiting in the pool's queue does: SHOW CLIENTS
+        # "waiting" with its wait, in SHOW POOLS' cl_waiting and maxwait.
+        # Once the server gets to its query, its wait counts, once, in
+        # SHOW STATS (an assignment and the wait time) as in the wait-time
+        # histogram.  It showed as active with wait 0, and SHOW STATS
+        # counted its wait up to the handoff only.
+        px = self.px
+
+        async def main():
+            h, a, b = await self.conn(), await self.conn(), await self.conn()
+            port = str(b.w.get_extra_info("sockname")[1])
+            gh, ga = await self.gate(208), await self.gate(209)
+            try:
+                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(208) as marker_q208"))
+                await self.wait_running("marker_q208")
+                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(209) as marker_q209"))
+                await self.wait_queued(1)
+                b.send(hz.query_msg("select 'B'"))
+                await self.wait_queued(2)
+                a.abort()
+                await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "A gone")
+                before = [metric(px, m) for m in (ASSIGNED, "pgwharf_wait_seconds_total",
+                                                   "pgwharf_acquire_wait_seconds_sum",
+                                                   "pgwharf_acquire_wait_seconds_count")]
+                await gh.open()
+                self.assertEqual(self.rows(await h.read_result())[0][0], "H")
+                await self.wait_running("marker_q209")       # A's, which nobody reads
+
+                def b_waits():
+                    row = px.show("CLIENTS", port=port)[0]
+                    waited = int(row["wait"]) + int(row["wait_us"]) / 1e6
+                    return row["state"] == "waiting" and waited >= 0.2
+                await self.until(b_waits, "B waiting in SHOW CLIENTS")
+                pool = px.show("POOLS", database=self.db, user=self.user)[0]
+                self.assertEqual((pool["cl_active"], pool["cl_waiting"]), ("1", "1"))   # H, B
+                self.assertGreaterEqual(int(pool["maxwait"]) + int(pool["maxwait_us"]) / 1e6,
+                                        0.2)
+                self.assertEqual([r["state"] for r in px.show("SOCKETS", port=port)],
+                                 ["cl_waiting"])
+                self.assertEqual(metric(px, ASSIGNED), before[0])
+                await ga.open()
+                self.assertEqual(self.rows(await asyncio.wait_for(b.read_result(), 20)), [["B"]])
+                row = px.show("CLIENTS", port=port)[0]
+                self.assertEqual((row["state"], row["wait"], row["wait_us"]), ("idle", "0", "0"))
+                after = [metric(px, m) for m in (ASSIGNED, "pgwharf_wait_seconds_total",
+                                                  "pgwharf_acquire_wait_seconds_sum",
+                                                  "pgwharf_acquire_wait_seconds_count")]
+                d = [x - y for x, y in zip(after, before)]
+                self.assertEqual((d[0], d[3]), (1, 1))          # B's; A never got there
+                self.assertGreaterEqual(d[1], 0.2)
+                self.assertAlmostEqual(d[1], d[2], delta=0.002)   # one wait, counted alike
+                for x in (h, b):
+                    await x.close()
+            finally:
+                await ga.open()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
 
     def _reload_with_queued_clients(self, key, **new):
         # A reload that makes the next client need a reset server comes
