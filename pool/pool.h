@@ -162,6 +162,7 @@ struct pgw_server {
                                * (transaction/statement mode); 0: none */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
+    double user_tail_qt;      /* their query_timeout (relay.c pipe_qt_join) */
 
     /* Private to pool/. */
     struct pgw_list node;     /* in the pool's idle/active/... list */

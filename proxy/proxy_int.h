@@ -280,6 +280,10 @@ struct pgw_session {
                                         its own (pipe_skip): it waits for it
                                         (query_wait_timeout), its query not
                                         started (no query_start) */
+    ev_tstamp pipe_left_at;          /* then: the query_timeout deadline of
+                                        that query, its client's; 0 none */
+    double pipe_left_qt;             /* the query_timeout of those ahead not
+                                        started yet (relay.c pipe_qt_join) */
     bool pipe_cancel;                /* canceled while queued (or while its
                                         SETs ran): forwarded once its own
                                         query runs */
@@ -389,6 +393,9 @@ void pgw_session_login_done(struct pgw_session *s);
 /* Past authentication and not closing: what the client limits count. */
 bool pgw_session_logged_in(const struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
+/* When the request s has under way on its server meets s's query_timeout;
+ * 0: none (none under way, or no query_timeout). */
+ev_tstamp pgw_session_query_deadline(const struct pgw_session *s);
 /* s moves to the end of its PgBouncer client list, the order SHOW CLIENTS
  * lists a pool's clients in: at login, when it queues for a server, and
  * when it leaves the queue (served or not).  A client served at once
@@ -451,9 +458,10 @@ void pgw_relay_pipe_leave(struct pgw_session *s);
 /* The clients queued on srv get 08006 instead of their replies (their
  * queries run after a change of settings, or a cancel, not theirs). */
 void pgw_relay_pipe_taint(struct pgw_server *srv);
-/* query_wait_timeout passed while s waited for its server to end the query
- * of a client that left ahead of its own (pipe_waits). */
-void pgw_relay_pipe_wait_timeout(struct pgw_session *s);
+/* s waited for its server to end the query of a client that left ahead
+ * of its own (pipe_waits) until query_wait_timeout passed, or (ahead) until
+ * that query met its own client's query_timeout (pipe_left_at). */
+void pgw_relay_pipe_wait_timeout(struct pgw_session *s, bool ahead);
 
 /* auth.c */
 void pgw_auth_start(struct pgw_session *s);

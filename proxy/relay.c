@@ -1143,6 +1143,9 @@ void pgw_relay_release_if_clean(struct pgw_session *s)
 static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n);
 static void pipe_fail(struct pgw_list *queue, const char *why);
 static void pipe_cancel_due(struct pgw_session *s);
+static double pipe_qt_join(double a, double b);
+static double pipe_qt_of(const struct pgw_session *s);
+static ev_tstamp pipe_left_deadline(double qt, ev_tstamp now);
 #define PIPE_CANCEL_DELAY 0.1     /* seconds; see pipe_cancel_due */
 
 /* Room for n more bytes in *bp (taken if NULL), so that appending or
@@ -1212,6 +1215,18 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
                 /* Its own reply is in pipe_skip already when tainted. */
                 next->pipe_skip += s->pipe_skip + (s->pipe_fail_own ? 0 : 1);
                 next->pipe_drop = s->pipe_skip > 0 ? s->pipe_drop : s->sskip;
+                /* The query the server runs, nobody's now, keeps its
+                 * client's query_timeout (that of one ahead of s's own
+                 * when s waited for it): next's wait ends there. */
+                next->pipe_left_at = s->pipe_waits ? s->pipe_left_at
+                                                   : pgw_session_query_deadline(s);
+                if (s->pipe_waits)
+                    next->pipe_left_qt = pipe_qt_join(pipe_qt_join(s->pipe_left_qt, pipe_qt_of(s)),
+                                                      next->pipe_left_qt);
+            } else {
+                /* Those of clients that left behind s start now. */
+                next->pipe_left_at = pipe_left_deadline(next->pipe_left_qt,
+                                                        pgw_mono_now(loop));
             }
             /* What the server sent past this client's reply, and what is
              * still to be sent to it (queries queued behind), go with it. */
@@ -1239,6 +1254,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
             }
             srv->user_queued = 0;
             srv->user_tail_skip = 0;
+            srv->user_tail_qt = 0;
         }
         /* else user_tail_skip stays: those replies come after the queue's. */
     }
@@ -1255,6 +1271,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->query_start = 0;
     s->waited_since = 0;
     s->pipe_waits = false;
+    s->pipe_left_at = 0;
+    s->pipe_left_qt = 0;
     s->ps_need_room = false;
     s->ps_wait = false;
     if (s->ps_on)
@@ -1722,10 +1740,13 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     s->pipe_named = (uint8_t)r->named;
     s->pipe_stmt = r->stmt;
     s->pipe_skip = srv->user_tail_skip;    /* replies of clients that left */
+    s->pipe_left_qt = srv->user_tail_qt;
+    s->pipe_left_at = 0;
     s->pipe_drop = 0;
     s->pipe_fail_own = false;
     pgw_cancel_deferred_drop(s);         /* one left from a request before */
     srv->user_tail_skip = 0;
+    srv->user_tail_qt = 0;
     s->state = PGW_SS_WAIT_SERVER;
     s->pipe_since = pgw_mono_now(loop);
     if (!pulled) {
@@ -1795,6 +1816,30 @@ static bool pipe_others_ahead(const struct pgw_session *s)
     return s->pipe_skip > (s->pipe_fail_own ? 1 : 0) || (s->pipe_skip == 0 && s->pipe_drop > 0);
 }
 
+/* The query_timeout of the queries of clients that left, ahead of a
+ * client's own and not started (pipe_left_qt, user_tail_qt): 0 when there
+ * are none, -1 when one has none, else the longest.  It stands for them
+ * all: none is cut sooner than its client's would have cut it (they share
+ * a pool, and mostly a user and its query_timeout). */
+static double pipe_qt_join(double a, double b)
+{
+    if (a == 0 || b == 0)
+        return a + b;
+    return a < 0 || b < 0 ? -1 : a > b ? a : b;
+}
+
+/* s's own query's, as pipe_qt_join reads it. */
+static double pipe_qt_of(const struct pgw_session *s)
+{
+    return s->query_timeout > 0 ? s->query_timeout : -1;
+}
+
+/* The deadline of such a query the server starts now (0: none). */
+static ev_tstamp pipe_left_deadline(double qt, ev_tstamp now)
+{
+    return qt > 0 ? now + qt : 0;
+}
+
 /* The server gets to s's query (handed the server, nothing ahead of it
  * left to drop): its wait ends, counted as the pool's lend after a wait
  * is, and its query_timeout starts. */
@@ -1802,6 +1847,8 @@ static void pipe_query_starts(struct pgw_session *s)
 {
     ev_tstamp now = pgw_mono_now(s->px->loop);
     s->pipe_waits = false;
+    s->pipe_left_at = 0;
+    s->pipe_left_qt = 0;
     pgw_pool_pipeline_assigned(s->server->pool, now - s->waiter.since);
     pgw_metrics_observe_wait(s, now - s->waiter.since);
     s->query_start = now;
@@ -1898,6 +1945,7 @@ static void pipe_end_request(struct pgw_session *f, const char *sqlstate, const 
     f->pipe_srv = NULL;
     f->pipe_stmt = NULL;
     f->pipe_skip = 0;
+    f->pipe_left_qt = 0;
     f->pipe_drop = 0;
     f->pipe_fail_own = false;
     pgw_cancel_deferred_drop(f);
@@ -1936,16 +1984,26 @@ static void pipe_fail(struct pgw_list *queue, const char *why)
     }
 }
 
-void pgw_relay_pipe_wait_timeout(struct pgw_session *s)
+void pgw_relay_pipe_wait_timeout(struct pgw_session *s, bool ahead)
 {
     /* The server runs a query nobody waits for and may be stuck in it:
-     * it closes, and those queued behind get 08006 (pgw_relay_unlink).
-     * s's own query has not run (it was behind): it ends as a wait in
-     * the pool's queue does, and the session goes on. */
+     * it closes, as that query's query_timeout would have closed it had
+     * its client stayed, and those queued behind get 08006
+     * (pgw_relay_unlink).  s's own query has not run (it was behind): it
+     * ends as a wait in the pool's queue does, and the session goes on. */
     struct pgw_pool_error e;
     if (!s->server || !s->pool)
         return;
-    pgw_pool_wait_timed_out(s->pool, s->waiter.since, &e);
+    if (ahead) {
+        snprintf(e.sqlstate, sizeof(e.sqlstate), "%s", "57014");
+        snprintf(e.message, sizeof(e.message),
+                 "query_timeout: the query ahead of yours on the server, of a client that "
+                 "left, ran past its query_timeout; waited %.1f s for a server in pool %s/%s",
+                 pgw_mono_now(s->px->loop) - s->waiter.since, pgw_pool_dbname(s->pool),
+                 pgw_pool_user(s->pool));
+    } else {
+        pgw_pool_wait_timed_out(s->pool, s->waiter.since, &e);
+    }
     if (s->px->cfg->log_pooler_errors) {
         char qd[200], qu[200], qr[700];
         pgw_warn("pooler_error", "client=%s db=%s user=%s sqlstate=%s reason=%s", s->addr_text,
@@ -1963,16 +2021,22 @@ void pgw_relay_pipe_leave(struct pgw_session *s)
     /* Its reply (and what it had to drop first) will still come: whoever
      * is behind it drops it, or the server closes if nobody is. */
     int skip = s->pipe_skip + (s->pipe_fail_own ? 0 : 1);
+    double qt = pipe_qt_join(s->pipe_left_qt, pipe_qt_of(s));
     struct pgw_list *after = s->pipe_node.next;
-    if (after != &srv->user_queue)
-        pgw_container_of(after, struct pgw_session, pipe_node)->pipe_skip += skip;
-    else
+    if (after != &srv->user_queue) {
+        struct pgw_session *a = pgw_container_of(after, struct pgw_session, pipe_node);
+        a->pipe_skip += skip;
+        a->pipe_left_qt = pipe_qt_join(qt, a->pipe_left_qt);
+    } else {
         srv->user_tail_skip += skip;
+        srv->user_tail_qt = pipe_qt_join(srv->user_tail_qt, qt);
+    }
     pgw_list_del(&s->pipe_node);
     srv->user_queued--;
     s->pipe_srv = NULL;
     s->pipe_stmt = NULL;
     s->pipe_skip = 0;
+    s->pipe_left_qt = 0;
     s->pipe_fail_own = false;
     pgw_cancel_deferred_drop(s);
 }
@@ -3453,8 +3517,11 @@ static int pipe_drop_step(struct pgw_session *s, enum scan_after *after)
     }
     pgw_iobuf_cut(b, b->parsed, total);
     s->pipe_skip--;
-    if (s->pipe_waits && !pipe_others_ahead(s)) {
-        pipe_query_starts(s);            /* the server is on its query now */
+    if (s->pipe_waits) {
+        if (!pipe_others_ahead(s))
+            pipe_query_starts(s);        /* the server is on its query now */
+        else                             /* on that of the next that left */
+            s->pipe_left_at = pipe_left_deadline(s->pipe_left_qt, pgw_mono_now(s->px->loop));
         pgw_session_arm_timer(s);
     }
     if (s->pipe_skip == 0 && s->pipe_fail_own && !pipe_failed_reply(s, after))

@@ -282,6 +282,7 @@ static ev_tstamp transaction_deadline(const struct pgw_session *s)
     X(WAIT_NOTIFY, "query_wait_notify")                  \
     X(WAIT, "query_wait_timeout")                        \
     X(QUERY, "query_timeout")                            \
+    X(QUERY_AHEAD, "query_timeout")                      \
     X(TRANSACTION, "transaction_timeout")                \
     X(IDLE_TRANSACTION, "idle_transaction_timeout")      \
     X(CANCEL_OVER, "cancel_over")                        \
@@ -377,10 +378,13 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
              * left ahead of its own (server_pipeline_depth): nobody's
              * query_timeout runs that one, and this one's query has not
              * started.  It waits for its server, as in the pool's queue,
-             * under query_wait_timeout from when it began to wait. */
+             * under query_wait_timeout from when it began to wait; and
+             * that query under its client's query_timeout still, as if
+             * the client had stayed (pipe_left_at). */
             double t = s->pool ? pgw_pool_query_wait_timeout(s->pool) : 0;
             *what = TO_WAIT;
-            return t > 0 ? s->waiter.since + t : 0;
+            return earlier(t > 0 ? s->waiter.since + t : 0, what, s->pipe_left_at,
+                           TO_QUERY_AHEAD);
         }
         return earlier(linked_deadline(s, what), what, transaction_deadline(s),
                        TO_TRANSACTION);
@@ -482,6 +486,13 @@ static ev_tstamp linked_deadline_as_sent(const struct pgw_session *s, enum sessi
     return s->client_idle_timeout > 0 ? s->last_activity + s->client_idle_timeout : 0;
 }
 
+ev_tstamp pgw_session_query_deadline(const struct pgw_session *s)
+{
+    enum session_timeout what = TO_NONE;
+    ev_tstamp at = linked_deadline_as_sent(s, &what);
+    return what == TO_QUERY ? at : 0;
+}
+
 void pgw_session_list_join(struct pgw_session *s)
 {
     s->list_seq = ++s->px->list_seq;
@@ -534,7 +545,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         break;
     }
     case TO_WAIT:
-        pgw_relay_pipe_wait_timeout(s);
+    case TO_QUERY_AHEAD:
+        pgw_relay_pipe_wait_timeout(s, what == TO_QUERY_AHEAD);
         break;
     case TO_CANCEL_OVER:
         pgw_session_close(s, NULL, "cancel request handled");

@@ -765,19 +765,43 @@ class TestPipeline(pt.AppRoleTestCase):
         after it does not depend on how much longer)."""
         return asyncio.sleep(self.QT + 1)
 
+    FORCED = "pipeforced"
+
+    def start_mixed_query_timeouts(self):
+        """pgwharf whose database FORCED pools every client as the app role
+        (a forced user: one pool), where the superuser's clients have no
+        query_timeout and the app role's have QT: a client that leaves
+        ahead of others may run its query as long as it likes."""
+        return self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1,
+                      "server_pipeline_depth": 4, "metrics_port": "auto",
+                      "query_timeout": self.QT, "query_wait_timeout": "60s"},
+            databases={self.FORCED: self.pg.conn_string(user=self.pg.app_user,
+                                                        password=self.pg.app_password)},
+            users={self.pg.user: "query_timeout=0"})
+
+    async def conn_untimed(self, px):
+        """A client of FORCED without a query_timeout."""
+        return await hz.RawConn.connect(px.host, px.port, self.pg.user, self.FORCED,
+                                        self.pg.password, timeout=30)
+
+    async def conn_timed(self, px):
+        """A client of FORCED with query_timeout QT."""
+        return await hz.RawConn.connect(px.host, px.port, self.user, self.FORCED,
+                                        self.password, timeout=30)
+
     def test_a_queued_client_that_left_costs_the_next_nothing_of_its_query_timeout(self):
         # H holds the server; A queues behind it, B behind A; A leaves.  B
         # is handed the server with A's query still to run there: B waits
         # for it, and B's query_timeout runs from when the server gets to
-        # B's query.  It ran from the handoff: A's query, held past
-        # query_timeout, cut B off (FATAL 57014) though B's own query is
-        # instant.
-        px = self.start_pgwharf(settings={
-            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
-            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": "60s"})
+        # B's query.  It ran from the handoff: A's query, held past B's
+        # query_timeout (A has none of its own), cut B off (FATAL 57014)
+        # though B's own query is instant.
+        px = self.start_mixed_query_timeouts()
 
         async def main():
-            h, a, b = await self.conn(px), await self.conn(px), await self.conn(px)
+            h, a, b = (await self.conn_untimed(px), await self.conn_untimed(px),
+                       await self.conn_timed(px))
             gh, ga = await self.gate(200), await self.gate(201)
             h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(200) as marker_q200"))
             await self.wait_running("marker_q200")
@@ -803,14 +827,13 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_a_killed_client_ahead_costs_the_queue_nothing_of_its_query_timeout(self):
         # KILL_CLIENT of H, whose query runs with Q0 and Q1 queued behind:
         # Q0 gets the server while H's query still runs, and waits for it.
-        # Its query_timeout started at once: H's query, held past it, cut
-        # Q0 off (FATAL 57014) and Q1 got 08006.
-        px = self.start_pgwharf(settings={
-            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
-            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": "60s"})
+        # Its query_timeout started at once: H's query (H has none of its
+        # own), held past Q0's, cut Q0 off (FATAL 57014) and Q1 got 08006.
+        px = self.start_mixed_query_timeouts()
 
         async def main():
-            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
+            h, q0, q1 = (await self.conn_untimed(px), await self.conn_timed(px),
+                         await self.conn_timed(px))
             port = str(h.w.get_extra_info("sockname")[1])
             g = await self.gate(202)
             h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(202) as marker_q202"))
@@ -870,6 +893,93 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 1)
         self.assertEqual(metric(px, "pgwharf_wait_timeouts_total"), 1)
+
+    def test_the_query_timeout_of_a_killed_client_ahead_ends_the_wait_for_its_query(self):
+        # KILL_CLIENT of H, whose query runs with Q0 and Q1 queued behind,
+        # without query_wait_timeout: Q0 is handed the server while H's
+        # query still runs there, and waits for it until H's query meets
+        # H's own query_timeout, as it would have had H stayed.  Then the
+        # server (stuck in it) closes, Q0 gets 57014 naming query_timeout
+        # and stays, Q1 behind gets 08006 and stays.  Q0 waited for as long
+        # as H's query ran (here: until the test opened the gate).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": 0})
+
+        async def main():
+            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
+            port = str(h.w.get_extra_info("sockname")[1])
+            g = await self.gate(205)
+            try:
+                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(205) as marker_q205"))
+                await self.wait_running("marker_q205")
+                assigned = metric(px, ASSIGNED)               # H's
+                q0.send(hz.query_msg("select 'Q0'"))
+                await self.wait_queued(1, px)
+                q1.send(hz.query_msg("select 'Q1'"))
+                await self.wait_queued(2, px)
+                head = px.show("CLIENTS", port=port)[0]["id"]
+                px.admin("KILL_CLIENT %s" % head, user=self.pg.user)
+                # (far past H's deadline: QT from its query's start)
+                rows, err = await asyncio.wait_for(q0.read_result(), 30)
+                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
+                self.assertIn("query_timeout", err.get("M"))
+                self.assertNotIn("query_wait_timeout", err.get("M"))
+                rows, err = await asyncio.wait_for(q1.read_result(), 30)
+                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+                # Neither got to its query: no assignment, and no wait
+                # timeout (query_wait_timeout is off).
+                self.assertEqual(metric(px, ASSIGNED), assigned)
+                self.assertEqual(metric(px, "pgwharf_wait_timeouts_total"), 0)
+                # A new server for both: not a place behind the stuck one.
+                self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
+                                 [["Q0b"]])
+                self.assertEqual(self.rows(await asyncio.wait_for(q1.query("select 'Q1b'"), 20)),
+                                 [["Q1b"]])
+                for x in (q0, q1):
+                    await x.close()
+            finally:
+                await g.open()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 1)
+
+    def test_the_query_timeout_of_a_queued_client_that_left_ends_the_wait_for_its_query(self):
+        # H holds the server; A queues behind it, B behind A; A leaves, and
+        # query_wait_timeout is off.  When H's answer is through, B is
+        # handed the server, which runs A's query now: as if A had stayed,
+        # A's query_timeout runs from then, and ends B's wait for it.  The
+        # server closes; B gets 57014 naming query_timeout and stays.  B
+        # waited for as long as A's query ran.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": 0})
+
+        async def main():
+            h, a, b = await self.conn(px), await self.conn(px), await self.conn(px)
+            gh, ga = await self.gate(206), await self.gate(207)
+            try:
+                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(206) as marker_q206"))
+                await self.wait_running("marker_q206")
+                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(207) as marker_q207"))
+                await self.wait_queued(1, px)
+                b.send(hz.query_msg("select 'B'"))
+                await self.wait_queued(2, px)
+                a.abort()
+                await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "A gone")
+                await gh.open()
+                self.assertEqual(self.rows(await h.read_result())[0][0], "H")
+                rows, err = await asyncio.wait_for(b.read_result(), 30)
+                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
+                self.assertIn("query_timeout", err.get("M"))
+                self.assertNotIn("query_wait_timeout", err.get("M"))
+                self.assertEqual(self.rows(await asyncio.wait_for(b.query("select 'B2'"), 20)),
+                                 [["B2"]])
+                for x in (h, b):
+                    await x.close()
+            finally:
+                await ga.open()
+        self.run_async(main())
+        self.assertEqual(metric(px, FAILED), 0)
 
     def test_a_client_waiting_for_the_query_of_one_that_left_shows_as_waiting(self):
         # B is handed the server while it still runs the query of A, who
