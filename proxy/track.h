@@ -174,6 +174,11 @@ struct pgw_track {
      * ReadyForQuery, a mixed Query not kept -- the batch's numbers may be
      * off: review of e8e2d04.) */
     bool mixed_by_copy;
+    /* The COPY of the last Execute was ended by the client (CopyDone or
+     * CopyFail, copy_in) and no Execute or Query went since: a further end
+     * comes outside any COPY, which PostgreSQL ignores -- it takes nothing
+     * from the mixed requests kept since the first (mixed_copy). */
+    bool copy_ended;
     /* sync_out may be higher than the ReadyForQuerys to come: a request
      * was outstanding besides the one of a COPY FROM STDIN (which may read
      * its Sync or Query as its own), or a Query was not kept as mixed
@@ -214,7 +219,7 @@ static inline void pgw_track_reset(struct pgw_track *t)
 {
     t->sync_out = t->fe_open = t->sync_exec = t->execs = t->exec_batch = t->exec_done = 0;
     t->copy = t->exec_last = t->copy_in = t->skip_sync = t->mixed_off = t->ext_unsure = false;
-    t->mixed_copy = t->mixed_by_copy = false;
+    t->mixed_copy = t->mixed_by_copy = t->copy_ended = false;
     t->count_high = t->copy_err = t->copy_failing = t->fail_open = false;
     t->copy_doubt = t->copy_plain = t->doubt_z = t->doubt_open = false;
     t->after = PGW_TRACK_AFTER_NONE;
@@ -350,6 +355,8 @@ static inline void pgw_track_after_sent(struct pgw_track *t, char type)
  * request (the first outstanding Sync/Query), for query timing. */
 static inline bool pgw_track_frontend(struct pgw_track *t, char type)
 {
+    if (type == PGW_FE_QUERY)
+        t->copy_ended = false;           /* (it may start a COPY FROM STDIN) */
     if (t->skip_sync && (type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL))
         type = PGW_FE_PARSE;     /* skipped by the server: one more message of the batch */
     t->doubt_open = false;
@@ -395,9 +402,16 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
     case PGW_FE_COPY_DONE:
     case PGW_FE_COPY_FAIL: {
         int back = pgw_track_copy_ignored(t);
-        /* (A second end, outside the COPY: the mixed requests kept since
-         * the first are given up all the same -- kept, never early.) */
-        pgw_track_copy_back_lost(t);
+        /* A second end, sent with no Execute or Query since the first
+         * (copy_ended), comes outside any COPY: PostgreSQL ignores it, and
+         * the mixed requests kept since the first end stay kept (given up
+         * there, a Query an error skipped after it kept the server with
+         * its client for the session: mixed_off).  One that may be read by
+         * a COPY the client started since gives them up (kept, never
+         * early). */
+        if (!t->copy_ended)
+            pgw_track_copy_back_lost(t);
+        t->copy_ended = t->copy_ended || t->copy_in;
         if (t->after == PGW_TRACK_AFTER_COPY)
             pgw_track_after_start(t, PGW_TRACK_AFTER_END);
         /* Sent before the CopyInResponse came (not yet certainly the last
@@ -496,6 +510,7 @@ static inline bool pgw_track_frontend(struct pgw_track *t, char type)
          * one's; it kept a second COPY pipelined behind a failed one from
          * being taken for certain: review). */
         t->copy_err = false;
+        t->copy_ended = false;
         t->ext_open++;
         t->sync_exec = 0;
         t->exec_batch = ++t->execs;
@@ -624,6 +639,7 @@ static inline void pgw_track_backend(struct pgw_track *t, char type)
          * answers it); before PostgreSQL 14 any other message too, ending
          * the COPY with an error (14 and later end the connection). */
         t->mixed_by_copy = !t->mixed_off;
+        t->copy_ended = false;
         t->mixed_off = true;
         t->nmixed = 0;
         if (t->sync_out > 1)

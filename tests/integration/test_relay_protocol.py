@@ -752,6 +752,23 @@ class TestASecondCopyEndBeforeTheCopysReply(RelayCase):
         self.two_ends(self.DONE * 3 + hz.query_msg("select 7") + SYNC,
                       [b"C", b"T", b"D", b"C", b"Z", b"Z"])
 
+    def test_copydone_twice_then_a_failing_batch_skips_a_query(self):
+        # The Query after the failing Bind (1/0, folded there) is kept as
+        # a mixed request (the first CopyDone keeps them again); the
+        # second CopyDone, ignored by PostgreSQL, gave that up: the error
+        # skipping the Query left its ReadyForQuery expected for ever, the
+        # server with its client for the session (an earlier review's
+        # leftover).
+        got = self.two_ends(self.DONE + self.DONE + hz.parse_msg("", "select 1/0") +
+                            bind_execute() + hz.query_msg("select 7") + SYNC,
+                            [b"C", b"1", b"E", b"Z"])
+        self.assertEqual(errors(got)[0]["C"], "22012")
+
+    def test_copydone_then_copyfail_then_a_failing_batch_skips_a_query(self):
+        self.two_ends(self.DONE + self.FAIL + hz.parse_msg("", "select 1/0") +
+                      bind_execute() + hz.query_msg("select 7") + M(b"H") + SYNC,
+                      [b"C", b"1", b"E", b"Z"])
+
     def test_copyfail_then_copydone_then_a_sync(self):
         # The CopyFail's own error (57014 from CopyGetData) takes the Sync
         # back; the server skips the CopyDone and the Query to the Sync.

@@ -1569,6 +1569,15 @@ static void test_a_second_copy_end_before_the_copys_reply(void **state)
         { "ccPBES", "C12CZ" },               /* the COPY's batch goes on */
         { "cfQS", "CCZZ" },
         { "ccFS", "CVZZ" },
+        /* Mixed requests kept after the first end stay kept at a second
+         * one: an error skipping them (a Bind failing, an Execute) is
+         * told from their own (they kept the server for the session). */
+        { "ccPBEQS", "C1EZ" },
+        { "cfPBEQHS", "C1EZ" },
+        { "ccPBEFS", "C12EZ" },
+        { "cccBQFS", "CEZ" },
+        { "ccPBEQS", "C12CCZZ" },            /* answered: not skipped */
+        { "cPBEcQS", "C12ECZZ" },            /* its own error */
         /* CopyFail first: its own error takes the Sync back, and the
          * server skips what follows up to a Sync. */
         { "fc", "!" },
