@@ -308,6 +308,16 @@ static void check_peers(struct conf_loader *ld)
             conf_error(&ld->rep, p->file, p->line, "peer %d: %s is this process's own "
                        "socket, but its peer_id is %d (cancels would loop)", p->id, own,
                        cfg->peer_id);
+        /* This process's id at another socket: a process there has the
+         * same peer_id (a rolling restart that copied the old one's), and
+         * each drops the other's clients' cancels as its own unknown keys
+         * (hunt: peers, half of them lost). */
+        if (p->id == cfg->peer_id && p->addr.ss_family == AF_UNIX &&
+            strcmp(peer_norm, own_norm) != 0)
+            conf_warn(&ld->rep, p->file, p->line, "peer %d is this process's peer_id, but "
+                      "its socket %s is not this process's %s: a process there with the "
+                      "same peer_id and this one lose each other's cancels (give each "
+                      "process a peer_id of its own)", p->id, peer_norm, own);
     }
 }
 

@@ -1467,7 +1467,7 @@ static void test_peers(void **state)
     assert_true(pgw_conf_key_fixed("peer_id"));
 
     /* the whole group's list, this process's own id included */
-    cfg = load_ok(BASE "peer_id = 2\n"
+    cfg = load_ok(BASE "peer_id = 2\nunix_socket_dir = /run/p2\nlisten_port = 7000\n"
                        "[peers]\n"
                        "1 = host=/run/p1 port=7000\n"
                        "2 = host=/run/p2 port=7000 pool_size=3\n"
@@ -1483,7 +1483,7 @@ static void test_peers(void **state)
     assert_int_equal(p->pool_size, -1);
     assert_string_equal(peer_path(p), "/run/p1/.s.PGSQL.7000");
     assert_string_equal(p->file, "t.ini");
-    assert_int_equal(p->line, 5);
+    assert_int_equal(p->line, 7);
     assert_int_equal(pgw_conf_find_peer(cfg, 2)->pool_size, 3);   /* accepted, unused */
     p = pgw_conf_find_peer(cfg, 16383);
     const struct sockaddr_in *in4 = (const struct sockaddr_in *)&p->addr;
@@ -1574,6 +1574,25 @@ static void test_peers(void **state)
     assert_string_equal(sun->sun_path + 1, "/run/p2/.s.PGSQL.7000");
     assert_int_equal(cfg->peers[0].addrlen,
                      offsetof(struct sockaddr_un, sun_path) + strlen("@/run/p2/.s.PGSQL.7000"));
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* this process's id at another socket: two processes with one id
+     * (a rolling restart that copied the old one's peer_id) */
+    cfg = load_ok(BASE "peer_id = 1\nunix_socket_dir = /run/new\nlisten_port = 7000\n"
+                       "[peers]\n1 = host=/run/old port=7000\n2 = host=/run/two port=7000\n",
+                  &d);
+    assert_int_equal(d.nwarnings, 1);
+    assert_warning(&d, "t.ini:7: peer 1 is this process's peer_id, but its socket "
+                       "/run/old/.s.PGSQL.7000 is not this process's /run/new/.s.PGSQL.7000: "
+                       "a process there with the same peer_id and this one lose each "
+                       "other's cancels (give each process a peer_id of its own)");
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+    /* written another way, it is its own: nothing to say */
+    cfg = load_ok(BASE "peer_id = 1\nunix_socket_dir = /run/me\nlisten_port = 7000\n"
+                       "[peers]\n1 = host=/run/x/../me/ port=7000\n", &d);
+    assert_int_equal(d.nwarnings, 0);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 
