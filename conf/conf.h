@@ -389,11 +389,10 @@ int pgw_conf_keep_fixed(struct pgw_config *cfg, const struct pgw_config *running
 int pgw_conf_load_over(const char *name, const char *text, const struct pgw_config *running,
                        pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
                        struct pgw_conf_diag *diag);
-/* For the console's SET: file name's [databases], [users] and [peers]
- * with running's general settings; its [pgwharf] section is not read
- * (an error there, the file half-edited, does not stop the SET). */
-int pgw_conf_load_lists(const char *name, const struct pgw_config *running,
-                        struct pgw_config **out, struct pgw_conf_diag *diag);
+/* A deep copy of cfg, every string and entry its own (the admin console's
+ * SET changes one key of the running config's copy); NULL when memory is
+ * short. */
+struct pgw_config *pgw_conf_dup(const struct pgw_config *cfg);
 const char *pgw_conf_key_name(int i);
 const char *pgw_conf_key_default(int i);
 /* Is key i a boolean (written "on"/"off" by pgw_conf_get)? */

@@ -39,6 +39,8 @@ void conf_warn(struct conf_report *r, const char *file, int line, const char *fm
 
 /* strdup that records a failure in r (r may be NULL). */
 char *conf_strdup(struct conf_report *r, const char *s);
+/* *dst = a copy of src (NULL stays NULL): 0, or PGW_ENOMEM with *dst NULL. */
+int conf_dup_str(char **dst, const char *src);
 
 /* A parsed [databases], [users] or [peers] entry into its array: in place
  * of entry `replace` (>= 0; the old one freed with free_fn), as a name
@@ -135,6 +137,10 @@ void conf_key_get(const struct pgw_config *cfg, const struct conf_key *k, char *
 const char *conf_key_string(const struct pgw_config *cfg, const struct conf_key *k);
 /* Free the general string fields (not file, dbs or users). */
 void conf_keys_free(struct pgw_config *cfg);
+/* dst, a struct copy of src, gets its own copies of the general string
+ * fields: first every one is set to NULL (none of src's is dst's to
+ * free), then each is copied.  0, or PGW_ENOMEM with the rest NULL. */
+int conf_keys_dup(struct pgw_config *dst, const struct pgw_config *src);
 
 /* ---- ini.c ---- */
 
@@ -172,8 +178,6 @@ struct conf_loader {
     struct conf_report rep;
     enum conf_section sect;
     struct pgw_conf_origin *origins; /* one per general key; moves into cfg */
-    bool lists_only;                 /* [pgwharf] not read: the running one's
-                                        (pgw_conf_load_lists) */
     /* What the errors so far leave unknown, so that the checks across
      * keys run on the rest (every error at once) and none of them reports
      * a key's default that stands only for a line that failed: */
@@ -201,12 +205,17 @@ void conf_connstr_quote(FILE *f, const char *val);
 void conf_db_add(struct conf_loader *ld, const char *file, int line, const char *name,
                  const char *connstr);
 void conf_db_free(struct pgw_conf_db *db);
+/* A deep copy of an entry into dst (pgw_conf_dup): 0, or PGW_ENOMEM with
+ * dst freed (conf_*_free may run on it again). */
+int conf_db_dup(struct pgw_conf_db *dst, const struct pgw_conf_db *src);
 void conf_user_add(struct conf_loader *ld, const char *file, int line, const char *name,
                    const char *settings);
 void conf_user_free(struct pgw_conf_user *u);
+int conf_user_dup(struct pgw_conf_user *dst, const struct pgw_conf_user *src);
 void conf_peer_add(struct conf_loader *ld, const char *file, int line, const char *name,
                    const char *settings);
 void conf_peer_free(struct pgw_conf_peer *p);
+int conf_peer_dup(struct pgw_conf_peer *dst, const struct pgw_conf_peer *src);
 
 /* ---- validate.c ---- */
 

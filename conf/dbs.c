@@ -56,6 +56,59 @@ void conf_db_free(struct pgw_conf_db *db)
     db_init(db);
 }
 
+/* A convenience pointer of src (into its conn_vals) as the same one of dst. */
+static const char *same_val(const struct pgw_conf_db *dst, const struct pgw_conf_db *src,
+                            const char *p)
+{
+    for (int i = 0; p && i < src->nconn; i++)
+        if (src->conn_vals[i] == p)
+            return dst->conn_vals[i];
+    return NULL;
+}
+
+int conf_db_dup(struct pgw_conf_db *dst, const struct pgw_conf_db *src)
+{
+    *dst = *src;
+    /* src's pointers, none of them dst's to free */
+    dst->name = dst->auth_user = dst->auth_dbname = dst->auth_query = NULL;
+    dst->connect_query = dst->file = NULL;
+    dst->conn_keys = dst->conn_vals = NULL;
+    dst->nconn = 0;
+    dst->host = dst->port = dst->dbname = dst->user = dst->password = NULL;
+    if (conf_dup_str(&dst->name, src->name) != 0 ||
+        conf_dup_str(&dst->auth_user, src->auth_user) != 0 ||
+        conf_dup_str(&dst->auth_dbname, src->auth_dbname) != 0 ||
+        conf_dup_str(&dst->auth_query, src->auth_query) != 0 ||
+        conf_dup_str(&dst->connect_query, src->connect_query) != 0 ||
+        conf_dup_str(&dst->file, src->file) != 0)
+        goto oom;
+    if (src->conn_keys) {
+        /* with the NULLs that end them */
+        dst->conn_keys = calloc((size_t)src->nconn + 1, sizeof(char *));
+        dst->conn_vals = calloc((size_t)src->nconn + 1, sizeof(char *));
+        if (!dst->conn_keys || !dst->conn_vals)
+            goto oom;
+        for (int i = 0; i < src->nconn; i++) {
+            if (conf_dup_str(&dst->conn_keys[i], src->conn_keys[i]) != 0 ||
+                conf_dup_str(&dst->conn_vals[i], src->conn_vals[i]) != 0) {
+                free(dst->conn_keys[i]);
+                dst->conn_keys[i] = NULL;
+                goto oom;
+            }
+            dst->nconn = i + 1;
+        }
+    }
+    dst->host = same_val(dst, src, src->host);
+    dst->port = same_val(dst, src, src->port);
+    dst->dbname = same_val(dst, src, src->dbname);
+    dst->user = same_val(dst, src, src->user);
+    dst->password = same_val(dst, src, src->password);
+    return 0;
+oom:
+    conf_db_free(dst);
+    return PGW_ENOMEM;
+}
+
 static int find_conn(const struct pgw_conf_db *db, const char *key)
 {
     for (int i = 0; i < db->nconn; i++)

@@ -321,6 +321,18 @@ void conf_keys_free(struct pgw_config *cfg)
     }
 }
 
+int conf_keys_dup(struct pgw_config *dst, const struct pgw_config *src)
+{
+    for (int i = 0; i < NKEYS; i++)
+        if (keys[i].kind == CONF_STR || keys[i].kind == CONF_LOG_LEVEL)
+            *FIELD(dst, &keys[i], char *) = NULL;
+    for (int i = 0; i < NKEYS; i++)
+        if ((keys[i].kind == CONF_STR || keys[i].kind == CONF_LOG_LEVEL) &&
+            conf_dup_str(FIELD(dst, &keys[i], char *), *CFIELD(src, &keys[i], char *)) != 0)
+            return PGW_ENOMEM;
+    return 0;
+}
+
 struct pgw_config *pgw_conf_defaults(void)
 {
     struct pgw_config *cfg = calloc(1, sizeof(*cfg));

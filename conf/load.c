@@ -3,7 +3,9 @@
  * section's keys ([pgwharf]/[pgbouncer] through the key table, [databases]
  * to dbs.c, [users] to users.c, [peers] to peers.c), then runs the checks
  * across keys.  It owns the config under construction until it is handed
- * out whole.
+ * out whole.  Also pgw_conf_free and pgw_conf_dup, the two walks over every
+ * pointer a config owns: a field added to struct pgw_config (or to an
+ * entry) that owns memory goes into both.
  */
 #include "conf/conf_int.h"
 #include "common/err.h"
@@ -130,8 +132,7 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
         unread_key(ld, key);
         break;
     case SECT_GENERAL:
-        if (!ld->lists_only)
-            general_key(ld, file, line, key, value);
+        general_key(ld, file, line, key, value);
         break;
     case SECT_DATABASES:
         conf_db_add(ld, file, line, key, value);
@@ -158,9 +159,9 @@ static void on_key(void *arg, const char *file, int line, const char *key, const
  * changed); NULL at start. */
 static int load(const char *name, const char *text, const struct pgw_config *running,
                 pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
-                struct pgw_conf_diag *diag, bool lists_only)
+                struct pgw_conf_diag *diag)
 {
-    struct conf_loader ld = { .rep = { .diag = diag }, .lists_only = lists_only && running };
+    struct conf_loader ld = { .rep = { .diag = diag } };
     struct conf_ini_handler h = { on_section, on_key, &ld, &ld.rep };
     *out = NULL;
     ld.cfg = pgw_conf_defaults();
@@ -174,20 +175,6 @@ static int load(const char *name, const char *text, const struct pgw_config *run
     }
     free(ld.cfg->file);
     ld.cfg->file = conf_strdup(&ld.rep, name);
-    /* Only the lists from the file: the general settings are the running
-     * ones, whatever the file says of them now (a half-edited key). */
-    for (int i = 0; ld.lists_only && pgw_conf_key_name(i); i++) {
-        /* Each value whole: one longer than a buffer (a long auth_query,
-         * admin_users...) must not come back cut. */
-        const char *k = pgw_conf_key_name(i);
-        char err[512], *v = pgw_conf_get_dup(running, k);
-        int set = v ? pgw_conf_set(ld.cfg, k, v, err, sizeof(err)) : PGW_ENOMEM;
-        free(v);
-        if (set == PGW_ENOMEM)
-            ld.rep.oom = true;       /* another refusal: the default stays (a value the
-                                        running config took once is taken again) */
-    }
-
     int rc = text ? conf_ini_load_string(&h, name, text) : conf_ini_load_file(&h, name);
     /* The checks across keys, on the config that would run: a reload keeps
      * the fixed keys' running values (peer_id, listen_port,
@@ -219,26 +206,20 @@ static int load(const char *name, const char *text, const struct pgw_config *run
 
 int pgw_conf_load(const char *path, struct pgw_config **out, struct pgw_conf_diag *diag)
 {
-    return load(path, NULL, NULL, NULL, NULL, out, diag, false);
+    return load(path, NULL, NULL, NULL, NULL, out, diag);
 }
 
 int pgw_conf_load_string(const char *name, const char *text, struct pgw_config **out,
                          struct pgw_conf_diag *diag)
 {
-    return load(name, text, NULL, NULL, NULL, out, diag, false);
+    return load(name, text, NULL, NULL, NULL, out, diag);
 }
 
 int pgw_conf_load_over(const char *name, const char *text, const struct pgw_config *running,
                        pgw_conf_changed_fn changed, void *arg, struct pgw_config **out,
                        struct pgw_conf_diag *diag)
 {
-    return load(name, text, running, changed, arg, out, diag, false);
-}
-
-int pgw_conf_load_lists(const char *name, const struct pgw_config *running,
-                        struct pgw_config **out, struct pgw_conf_diag *diag)
-{
-    return load(name, NULL, running, NULL, NULL, out, diag, true);
+    return load(name, text, running, changed, arg, out, diag);
 }
 
 void pgw_conf_free(struct pgw_config *cfg)
@@ -262,6 +243,80 @@ void pgw_conf_free(struct pgw_config *cfg)
             free(cfg->origins[i].file);
     free(cfg->origins);
     free(cfg);
+}
+
+/* The entries of src's array arr (n of them) into dst's, each with dup_fn;
+ * dst's count grows with each one copied, so that pgw_conf_free frees
+ * what a shortage of memory left.  Evaluates to 0 or PGW_ENOMEM. */
+#define ENTRIES_DUP(dst, src, arr, n, dup_fn)                                    \
+    __extension__({                                                              \
+        int dup_rc_ = 0;                                                         \
+        if ((src)->n > 0) {                                                      \
+            (dst)->arr = calloc((size_t)(src)->n, sizeof(*(dst)->arr));          \
+            if (!(dst)->arr)                                                     \
+                dup_rc_ = PGW_ENOMEM;                                            \
+            while (dup_rc_ == 0 && (dst)->n < (src)->n) {                        \
+                dup_rc_ = dup_fn(&(dst)->arr[(dst)->n], &(src)->arr[(dst)->n]);  \
+                if (dup_rc_ == 0)                                                \
+                    (dst)->n++;                                                  \
+            }                                                                    \
+        }                                                                        \
+        dup_rc_;                                                                 \
+    })
+
+static int origins_dup(struct pgw_config *dst, const struct pgw_config *src)
+{
+    if (!src->origins)
+        return 0;
+    dst->origins = calloc((size_t)conf_key_count(), sizeof(*dst->origins));
+    if (!dst->origins)
+        return PGW_ENOMEM;
+    for (int i = 0; i < conf_key_count(); i++) {
+        if (conf_dup_str(&dst->origins[i].file, src->origins[i].file) != 0)
+            return PGW_ENOMEM;
+        dst->origins[i].line = src->origins[i].line;
+    }
+    return 0;
+}
+
+static int db_slots_dup(struct pgw_config *dst, const struct pgw_config *src)
+{
+    if (!src->db_slots)
+        return 0;                       /* none, or looked through */
+    dst->db_slots = malloc(src->db_nslots * sizeof(*dst->db_slots));
+    if (!dst->db_slots)
+        return PGW_ENOMEM;
+    memcpy(dst->db_slots, src->db_slots, src->db_nslots * sizeof(*dst->db_slots));
+    dst->db_nslots = src->db_nslots;
+    return 0;
+}
+
+struct pgw_config *pgw_conf_dup(const struct pgw_config *src)
+{
+    struct pgw_config *cfg = malloc(sizeof(*cfg));
+    if (!cfg)
+        return NULL;
+    *cfg = *src;                        /* the numbers, booleans and enums */
+    /* src's pointers, none of them cfg's to free (conf_keys_dup clears the
+     * general strings'): */
+    cfg->file = NULL;
+    cfg->origins = NULL;
+    cfg->dbs = NULL;
+    cfg->ndbs = 0;
+    cfg->db_slots = NULL;
+    cfg->db_nslots = 0;
+    cfg->users = NULL;
+    cfg->nusers = 0;
+    cfg->peers = NULL;
+    cfg->npeers = 0;
+    if (conf_keys_dup(cfg, src) != 0 || conf_dup_str(&cfg->file, src->file) != 0 ||
+        origins_dup(cfg, src) != 0 || ENTRIES_DUP(cfg, src, dbs, ndbs, conf_db_dup) != 0 ||
+        db_slots_dup(cfg, src) != 0 || ENTRIES_DUP(cfg, src, users, nusers, conf_user_dup) != 0 ||
+        ENTRIES_DUP(cfg, src, peers, npeers, conf_peer_dup) != 0) {
+        pgw_conf_free(cfg);
+        return NULL;
+    }
+    return cfg;
 }
 
 const char *pgw_conf_where(const struct pgw_config *cfg, const char *key, char *buf,

@@ -28,6 +28,16 @@ void conf_peer_free(struct pgw_conf_peer *p)
     p->host = p->file = NULL;
 }
 
+int conf_peer_dup(struct pgw_conf_peer *dst, const struct pgw_conf_peer *src)
+{
+    *dst = *src;                         /* addr and addrlen: plain bytes */
+    dst->host = dst->file = NULL;
+    if (conf_dup_str(&dst->host, src->host) == 0 && conf_dup_str(&dst->file, src->file) == 0)
+        return 0;
+    conf_peer_free(dst);
+    return PGW_ENOMEM;
+}
+
 /* 0, PGW_ECONFIG with err, PGW_ENOMEM or PGW_ENOTFOUND. */
 static int peer_key(struct pgw_conf_peer *p, const char *key, const char *val, char *err,
                     size_t errlen)

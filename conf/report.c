@@ -95,6 +95,12 @@ char *conf_strdup(struct conf_report *r, const char *s)
     return copy;
 }
 
+int conf_dup_str(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? PGW_ENOMEM : 0;
+}
+
 void pgw_conf_diag_free(struct pgw_conf_diag *diag)
 {
     if (!diag)

@@ -20,6 +20,16 @@ void conf_user_free(struct pgw_conf_user *u)
     u->name = u->file = NULL;
 }
 
+int conf_user_dup(struct pgw_conf_user *dst, const struct pgw_conf_user *src)
+{
+    *dst = *src;
+    dst->name = dst->file = NULL;
+    if (conf_dup_str(&dst->name, src->name) == 0 && conf_dup_str(&dst->file, src->file) == 0)
+        return 0;
+    conf_user_free(dst);
+    return PGW_ENOMEM;
+}
+
 static void user_init(struct pgw_conf_user *u)
 {
     memset(u, 0, sizeof(*u));

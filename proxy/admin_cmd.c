@@ -19,13 +19,15 @@
  *     that existed then) to be closed; without such marks it answers at once,
  *     also after a RELOAD that changed a database (the pool closes those
  *     servers on release by itself).
- *   - SET re-reads the config file for [databases]/[users], keeps the
- *     current general settings, changes the one key and applies the result
- *     as a reload would.  The change lasts until the next RELOAD/SIGHUP.
+ *   - SET changes the one key of a copy of the running config (the file is
+ *     not read: its [databases]/[users]/[peers] as they run too) and
+ *     applies the result as a reload would.  The change lasts until the
+ *     next RELOAD/SIGHUP, which reads the file.
  */
 #include "proxy/admin_int.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,25 +554,39 @@ int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf
     return done(out, "RELOAD");
 }
 
-/* A new config: the file's databases, users and peers, the running
- * general settings, and key = value. */
-static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, const char *value,
-                                      struct pgw_wbuf *out)
+/* A SET that fails: the console gets the error, the log a warning with the
+ * same reason (a script's SET failing leaves a trace). */
+static int set_failed(struct pgw_session *s, const char *key, const char *value,
+                      const char *sqlstate, struct pgw_wbuf *out, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int set_failed(struct pgw_session *s, const char *key, const char *value,
+                      const char *sqlstate, struct pgw_wbuf *out, const char *fmt, ...)
 {
-    struct pgw_config *cfg = NULL;
-    struct pgw_conf_diag diag = { 0 };
-    int rc = pgw_conf_load_lists(px->cfg->file, px->cfg, &cfg, &diag);
-    if (rc < 0 || !cfg) {
-        pgw_admin_error(out, "F0000", "SET failed: cannot re-read %s%s%s", px->cfg->file,
-                        diag.nerrors ? ": " : "", diag.nerrors ? diag.errors[0] : "");
-        pgw_conf_diag_free(&diag);
-        pgw_conf_free(cfg);
+    char why[1024], q[600], qw[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    pgw_warn("admin_set_failed", "user=%s key=%s value=%s sqlstate=%s reason=%s", LQ(s->user),
+             LQ(key), pgw_log_quote(q, sizeof(q), value), sqlstate,
+             pgw_log_quote(qw, sizeof(qw), why));
+    return pgw_admin_error(out, sqlstate, "%s", why);
+}
+
+/* A new config: the running one (its databases, users and peers too: the
+ * file is not read, as PgBouncer's SET reads none) with key = value,
+ * checked as a loaded file is.  NULL with the error written. */
+static struct pgw_config *config_with(struct pgw_session *s, const char *key,
+                                      const char *value, struct pgw_wbuf *out)
+{
+    struct pgw_config *cfg = pgw_conf_dup(s->px->cfg);
+    if (!cfg) {
+        set_failed(s, key, value, "53200", out, "SET failed: out of memory");
         return NULL;
     }
-    pgw_conf_diag_free(&diag);
     char err[512];
     if (pgw_conf_set(cfg, key, value, err, sizeof(err)) < 0) {
-        pgw_admin_error(out, "22023", "SET failed: %s", err);
+        set_failed(s, key, value, "22023", out, "SET failed: %s", err);
         pgw_conf_free(cfg);
         return NULL;
     }
@@ -580,7 +596,7 @@ static struct pgw_config *config_with(struct pgw_proxy *px, const char *key, con
     if (pgw_conf_validate(cfg, &vd) < 0) {
         const char *why = vd.nerrors ? vd.errors[0] : "invalid combination of settings";
         const char *colon = strstr(why, ": ");       /* drop "file:line: " */
-        pgw_admin_error(out, "22023", "SET failed: %s", colon ? colon + 2 : why);
+        set_failed(s, key, value, "22023", out, "SET failed: %s", colon ? colon + 2 : why);
         pgw_conf_diag_free(&vd);
         pgw_conf_free(cfg);
         return NULL;
@@ -594,19 +610,20 @@ int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
 {
     struct pgw_proxy *px = s->px;
     if (pgw_conf_get(px->cfg, key, NULL, 0) && !pgw_admin_key_changeable(key))
-        return pgw_admin_error(out, "55P02", "parameter \"%s\" cannot be changed without "
-                               "restarting pgwharf", key);
-    struct pgw_config *cfg = config_with(px, key, value, out);
+        return set_failed(s, key, value, "55P02", out, "parameter \"%s\" cannot be changed "
+                          "without restarting pgwharf", key);
+    struct pgw_config *cfg = config_with(s, key, value, out);
     if (!cfg)
         return PGW_ADMIN_FAILED;
+    /* Logged before it applies (a SET of log_level = error is logged too);
+     * pgw_proxy_reload logs why a config does not load. */
     char q[600];
     pgw_info("admin_set", "user=%s key=%s value=%s", LQ(s->user), LQ(key),
              pgw_log_quote(q, sizeof(q), value));
     if (pgw_proxy_reload(px, cfg) < 0)
-        return pgw_admin_error(out, "F0000", "SET failed: the new config does not load "
-                               "(auth_file, auth_hba_file, TLS files, "
-                               "scram_salt_key_file, logfile or metrics port), see "
-                               "the log");
+        return set_failed(s, key, value, "F0000", out, "SET failed: the new config does not "
+                          "load (auth_file, auth_hba_file, TLS files, scram_salt_key_file, "
+                          "logfile or metrics port), see the log");
     char tag[300];
     snprintf(tag, sizeof(tag), "SET %.100s=%.150s", key, value);
     return done(out, tag);

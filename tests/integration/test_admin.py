@@ -2478,6 +2478,76 @@ class TestCommands(AdminTestCase):
         self.assertEqual(cm.exception.pgcode, "F0000")
         self.assertEqual(px.psql("select 1"), "1")
 
+    def test_set_works_from_the_running_config_not_the_file(self):
+        # SET changes one key of the running config, as PgBouncer's does:
+        # it read the file's [databases]/[users]/[peers] again, so a file
+        # that did not load (being edited, or moved away) failed every SET
+        # with F0000 "cannot re-read", nothing logged, and one that did had
+        # its half-finished edits applied by a SET of another key.  Only
+        # RELOAD reads the file.
+        px = self.start(default_pool_size=1)
+        conn = self.admin_conn(px)
+
+        def dbs():
+            return {r["name"]: r for r in self.show(conn, "DATABASES")[1]}
+
+        def config():
+            return {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+
+        # an edit that loads, half done: a database added, another removed
+        px.databases["newdb"] = px.databases[self.pg.database]
+        del px.databases[self.pg.database2]
+        px.write_config()
+        conn.cursor().execute("SET default_pool_size = 2")
+        names = dbs()
+        self.assertNotIn("newdb", names)
+        self.assertIn(self.pg.database2, names)
+        self.assertEqual(names[self.pg.database]["pool_size"], 2)
+        # an edit that does not load
+        with open(px.config_path, "a") as f:
+            f.write("\n[databases]\nbroken = dbname=x pool_size=abc\n")
+        conn.cursor().execute("SET default_pool_size = 3")
+        names = dbs()
+        self.assertEqual(config()["default_pool_size"], "3")
+        self.assertEqual(names[self.pg.database]["pool_size"], 3)
+        self.assertNotIn("broken", names)
+        self.assertNotIn("newdb", names)
+        self.assertEqual(px.psql("select 1", db=self.pg.database2), "1")
+        # the file moved away
+        os.rename(px.config_path, px.config_path + ".moved")
+        conn.cursor().execute("SET default_pool_size = 4")
+        self.assertEqual(dbs()[self.pg.database]["pool_size"], 4)
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute("RELOAD")              # RELOAD reads it
+        self.assertEqual(cm.exception.pgcode, "F0000")
+        self.assertEqual(config()["default_pool_size"], "4")
+
+        # a SET that fails says why in the log too
+        for sql, key, state in (("SET default_pool_size = abc", "default_pool_size", "22023"),
+                                ("SET listen_port = 1", "listen_port", "55P02")):
+            with self.assertRaises(psycopg2.Error) as cm:
+                conn.cursor().execute(sql)
+            self.assertEqual(cm.exception.pgcode, state)
+            wait_until(lambda: any(
+                l.get("event") == "admin_set_failed" and l.get("key") == key
+                for l in map(logfmt, px.log().splitlines())), what="admin_set_failed")
+            line = [logfmt(l) for l in px.log().splitlines()
+                    if "event=admin_set_failed" in l and "key=%s" % key in l][-1]
+            self.assertEqual((line["level"], line["sqlstate"], line["user"]),
+                             ("warning", state, self.pg.user))
+            self.assertEqual(line["reason"], cm.exception.diag.message_primary)
+        self.assertEqual(config()["default_pool_size"], "4")
+
+        # RELOAD reads the file: its edits apply, and SET's value goes
+        os.rename(px.config_path + ".moved", px.config_path)
+        px.write_config()
+        conn.cursor().execute("RELOAD")
+        names = dbs()
+        self.assertIn("newdb", names)
+        self.assertNotIn(self.pg.database2, names)
+        self.assertEqual(config()["default_pool_size"], "1")
+        self.assertEqual(px.psql("select 1", db="newdb"), "1")
+
     def test_set_refuses_what_a_config_file_may_not_say(self):
         # Each of these would lock every client out, the console included.
         px = self.start()

@@ -2,7 +2,7 @@
  * test_conf.c - the config loader: every value type, defaults, sections,
  * %include, each kind of error with its exact "file:line: message",
  * connection strings, [users] and inheritance, print/reload round trip,
- * admin SET/SHOW, the auth file, and a real-world pgbouncer.ini.
+ * deep copies, admin SET/SHOW, the auth file, and a real-world pgbouncer.ini.
  * Data files live in tests/unit/data/conf/.
  */
 #include <setjmp.h>
@@ -1866,6 +1866,163 @@ static void test_print_roundtrip(void **state)
     pgw_conf_diag_free(&d);
 }
 
+/* ---- pgw_conf_dup (the admin console's SET) ---- */
+
+/* Allocations counted and failed on demand, where the allocator can be
+ * replaced (not under the sanitizers, which replace it themselves and
+ * find a pointer shared by two configs as a use after free). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CAN_COUNT_ALLOC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CAN_COUNT_ALLOC 0
+#endif
+#endif
+#ifndef CAN_COUNT_ALLOC
+#define CAN_COUNT_ALLOC 1
+static bool counting;              /* count (and maybe fail) from now on */
+static long live;                  /* allocations less frees, while counting */
+static long seen, fail_at = -1;    /* the allocation (0, 1, ...) to fail */
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void __libc_free(void *p);
+static bool alloc_fails(void)
+{
+    return counting && seen++ == fail_at;
+}
+void *malloc(size_t size)
+{
+    void *p = alloc_fails() ? NULL : __libc_malloc(size);
+    live += counting && p;
+    return p;
+}
+void *calloc(size_t n, size_t size)
+{
+    void *p = alloc_fails() ? NULL : __libc_calloc(n, size);
+    live += counting && p;
+    return p;
+}
+void *realloc(void *old, size_t size)
+{
+    void *p = alloc_fails() ? NULL : __libc_realloc(old, size);
+    live += counting && p && !old;
+    return p;
+}
+void free(void *p)
+{
+    live -= counting && p;
+    __libc_free(p);
+}
+#endif
+
+static const char DUP_INI[] =
+    BASE "server_check_query = select 'a long check'\nadmin_users = ops, admin\n"
+    "log_level = notice\n"
+    "[databases]\n"
+    "app = host=db1,db2 port=5433 password='top secret' user=bob dbname=real "
+    "pool_size=5 auth_user=au auth_dbname=adb auth_query='SELECT 1' "
+    "connect_query='SET x = 1' datestyle=ISO\n"
+    "other = host=/run/pg\n"
+    "* =\n"
+    "[users]\nalice = pool_mode=statement query_timeout=1.5\nbob =\n"
+    "[peers]\n1 = host='/run/pg wharf' port=7000\n2 = host=10.0.0.2 pool_size=4\n";
+
+/* A copy shares no pointer with its source: it outlives it whole, and
+ * SET's change of the copy leaves the running one as it was. */
+static void test_dup(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(DUP_INI, &d);
+    char *text = print_to_string(cfg);
+    char where[256];
+#if CAN_COUNT_ALLOC
+    /* Short of memory at each of its allocations in turn: NULL, and
+     * nothing left behind. */
+    struct pgw_config *copy = NULL;
+    for (fail_at = 0; !copy; fail_at++) {
+        seen = live = 0;
+        counting = true;
+        copy = pgw_conf_dup(cfg);
+        if (!copy)
+            assert_int_equal(live, 0);
+        counting = false;
+        assert_true(fail_at < 1000);
+    }
+    fail_at = -1;
+    long made = live;                   /* what the copy owns */
+    assert_true(made > 30);
+    counting = true;
+    live = 0;
+    pgw_conf_free(copy);
+    counting = false;
+    assert_int_equal(live, -made);      /* frees only its own, each once */
+#endif
+    struct pgw_config *dup = pgw_conf_dup(cfg);
+    assert_non_null(dup);
+    char *same = print_to_string(dup);       /* every key and entry (passwords masked) */
+    assert_string_equal(text, same);
+    free(same);
+    assert_ptr_not_equal(dup->file, cfg->file);
+    assert_ptr_not_equal(dup->server_check_query, cfg->server_check_query);
+    assert_ptr_not_equal(dup->dbs, cfg->dbs);
+    assert_ptr_not_equal(dup->origins, cfg->origins);
+    const struct pgw_conf_db *app = pgw_conf_find_db(dup, "app");
+    /* the convenience pointers point into the copy's own values */
+    for (int i = 0; i < app->nconn; i++)
+        if (strcmp(app->conn_keys[i], "password") == 0)
+            assert_ptr_equal(app->password, app->conn_vals[i]);
+    assert_ptr_not_equal(app->host, pgw_conf_find_db(cfg, "app")->host);
+
+    pgw_conf_free(cfg);                 /* the copy lives on alone */
+    char *again = print_to_string(dup);
+    assert_string_equal(text, again);
+    app = pgw_conf_find_db(dup, "app");
+    assert_string_equal(app->name, "app");
+    assert_string_equal(app->host, "db1,db2");
+    assert_string_equal(app->port, "5433");
+    assert_string_equal(app->user, "bob");
+    assert_string_equal(app->dbname, "real");
+    assert_string_equal(app->password, "top secret");
+    assert_string_equal(app->auth_user, "au");
+    assert_string_equal(app->auth_dbname, "adb");
+    assert_string_equal(app->auth_query, "SELECT 1");
+    assert_string_equal(app->connect_query, "SET x = 1");
+    assert_string_equal(app->file, "t.ini");
+    assert_int_equal(app->line, 7);
+    assert_null(app->conn_keys[app->nconn]);
+    assert_string_equal(pgw_conf_find_db(dup, "nope")->name, "*");     /* index kept */
+    assert_string_equal(pgw_conf_find_user(dup, "alice")->file, "t.ini");
+    assert_string_equal(pgw_conf_find_peer(dup, 1)->host, "/run/pg wharf");
+    assert_string_equal(pgw_conf_where(dup, "admin_users", where, sizeof(where)), "t.ini:4");
+
+    /* SET's edit of the copy: its own line forgotten, the others kept */
+    char err[256];
+    struct pgw_config *set = pgw_conf_dup(dup);
+    assert_non_null(set);
+    assert_int_equal(pgw_conf_set(set, "admin_users", "root", err, sizeof(err)), 0);
+    assert_int_equal(pgw_conf_validate(set, &d), 0);
+    assert_string_equal(pgw_conf_where(set, "admin_users", where, sizeof(where)), "t.ini");
+    assert_string_equal(pgw_conf_where(set, "log_level", where, sizeof(where)), "t.ini:5");
+    assert_string_equal(dup->admin_users, "ops, admin");
+    assert_string_equal(set->admin_users, "root");
+    pgw_conf_free(dup);
+    assert_string_equal(pgw_conf_find_db(set, "app")->connect_query, "SET x = 1");
+
+    /* the defaults (no origins, no entries) copy too */
+    struct pgw_config *def = pgw_conf_defaults(), *def2 = pgw_conf_dup(def);
+    assert_non_null(def2);
+    assert_same_config(def, def2);
+    assert_null(def2->origins);
+    assert_int_equal(def2->ndbs, 0);
+    pgw_conf_free(def);
+    pgw_conf_free(def2);
+    pgw_conf_free(set);
+    free(text);
+    free(again);
+    pgw_conf_diag_free(&d);
+}
+
 /* ---- admin SET / SHOW ---- */
 
 static void test_set_get(void **state)
@@ -2362,6 +2519,7 @@ int main(void)
         cmocka_unit_test(test_fd_budget),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_print_roundtrip),
+        cmocka_unit_test(test_dup),
         cmocka_unit_test(test_set_get),
         cmocka_unit_test(test_keep_fixed),
         cmocka_unit_test(test_load_over_checks_what_would_run),
