@@ -424,8 +424,11 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words);
 /* The client's stream ended (EOF).  true when the session goes on to run
  * what the client sent whole (client_eof); false when there is nothing to
- * run: the caller closes it. */
+ * run, or its request waits in the pool's queue: the caller closes it. */
 bool pgw_relay_client_eof(struct pgw_session *s);
+/* A Terminate from a client whose request waits in the pool's queue: the
+ * session is closed at once, the request dropped; true then. */
+bool pgw_relay_left_while_queued(struct pgw_session *s);
 /* Does srv hold s's unnamed statement as it is now (not an older one)? */
 bool pgw_relay_unnamed_current(const struct pgw_session *s, const struct pgw_server *srv);
 /* After client_eof: end the session once what the client sent is answered. */

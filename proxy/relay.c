@@ -2345,6 +2345,7 @@ void pgw_relay_acquire(struct pgw_session *s)
             s->wait_notified = false;
             pgw_session_arm_timer(s);       /* query_wait_notify */
         }
+        pgw_relay_left_while_queued(s);     /* a Terminate behind the request */
     } else {
         acquire_failed(s, pgw_pool_error_of(&s->waiter, r));
     }
@@ -3082,6 +3083,8 @@ static bool client_data_step(struct pgw_session *s)
 
 void pgw_relay_client_data(struct pgw_session *s)
 {
+    if (pgw_relay_left_while_queued(s))
+        return;
     /* The requests after one refused at once are taken here, one after
      * another, not from inside fail_request: a client's buffer may hold
      * thousands of them (a Sync is 5 bytes), a nested call each. */
@@ -3092,6 +3095,42 @@ void pgw_relay_client_data(struct pgw_session *s)
 /* ---- a client whose stream ended ---- */
 
 static bool eof_end_copy(struct pgw_session *s);
+
+/* Is the client's request waiting in its pool's queue (a full or paused
+ * pool), sent to no server yet? */
+static bool queued_for_server(const struct pgw_session *s)
+{
+    return (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT) && !s->server &&
+           !s->pipe_srv && pgw_pool_waiter_queued(&s->waiter);
+}
+
+/* A client that leaves while its request waits in the pool's queue (it
+ * closed its socket, or sent Terminate, after a request that found no
+ * free server) leaves at once, as in PgBouncer: its request never runs and
+ * its max_client_conn slot is free now.  It waited, with its request, for
+ * as long as the pool was full or paused (until RESUME): a client that
+ * gave up (a driver's timeout, then PQfinish) had its query run later for
+ * nobody, and one that retried ran it twice.  (Once linked, what it sent
+ * before the end runs, as PostgreSQL runs it: pgw_relay_client_eof, which
+ * leaves the close of a queued client to its caller.)  Here: a Terminate
+ * among what it sent; true when the session was closed. */
+bool pgw_relay_left_while_queued(struct pgw_session *s)
+{
+    if (!queued_for_server(s) || !s->cbuf)
+        return false;
+    const struct pgw_iobuf *b = s->cbuf;
+    for (uint32_t at = b->parsed; b->len - at >= PGW_MSG_HDR;) {
+        uint32_t mlen = pgw_get_u32(b->data + at + 1);
+        if (b->data[at] == PGW_FE_TERMINATE) {
+            pgw_session_close(s, NULL, "client terminated");
+            return true;
+        }
+        if (mlen < 4 || mlen >= b->len - at)
+            return false;
+        at += mlen + 1;
+    }
+    return false;
+}
 
 /* After client_eof: is everything the client sent answered (and given to
  * it), or may the wait for that never end? */
@@ -3161,6 +3200,8 @@ bool pgw_relay_client_eof(struct pgw_session *s)
     default:
         return false;
     }
+    if (queued_for_server(s))
+        return false;           /* the caller closes it at once (pgw_relay_left_while_queued) */
     /* A message cut short (part of it relayed, or being dropped): the
      * server would wait for the rest of it. */
     if (s->cskip > 0)

@@ -1149,7 +1149,9 @@ static void client_input_step(struct pgw_session *s)
         break;
     case PGW_SS_LOGIN_WAIT:
     case PGW_SS_LOGIN_SYNC:
-        /* Nothing is expected before ReadyForQuery; keep it for later. */
+        /* Nothing is expected before ReadyForQuery; keep it for later
+         * (but a Terminate while the login waits in the pool's queue). */
+        pgw_relay_left_while_queued(s);
         break;
     case PGW_SS_ADMIN:
         pgw_admin_input(s);

@@ -1781,6 +1781,41 @@ class TestCommands(AdminTestCase):
         self.assertIsNone(bg.error)
         self.assertGreater(bg.result, paused_until, "a query ran while everything was paused")
 
+    def test_a_client_that_leaves_a_paused_pool_is_gone_at_once(self):
+        """A client whose request waits on a paused database and that then
+        leaves (Terminate, or only the close of its socket) is gone at
+        once, as in PgBouncer: it kept its max_client_conn slot (and
+        cl_waiting) until RESUME, and its request then ran for nobody (an
+        INSERT of a client that gave up and retried ran twice)."""
+        px = self.start(default_pool_size=1, max_client_conn=3)
+        self.pg.psql("drop table if exists paused_leave; create table paused_leave (n int)",
+                     user=self.pg.user)
+        self.addCleanup(self.pg.psql, "drop table if exists paused_leave",
+                        user=self.pg.user, check=False)
+        self.assertEqual(px.psql("select 1"), "1")   # a login then needs no server
+        conn = self.admin_conn(px)                    # one slot of three
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        insert = hz.query_msg("insert into paused_leave values (1)")
+        for end in (hz.msg(b"X"), b""):
+            with self.subTest(terminate=bool(end)):
+                a = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(a.close)
+                hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+                a.sendall(insert)
+                self.wait_pool(conn, cl_waiting=1)
+                a.sendall(end)
+                a.close()
+                self.wait_pool(conn, cl_waiting=0, cl_active=0)
+                self.assertEqual(self.rows(conn, "CLIENTS", database=self.pg.database), [])
+        # Their slots are free: two clients log in while still paused.
+        clients = [self.client(px) for _ in range(2)]
+        conn.cursor().execute("RESUME %s" % self.pg.database)
+        # The pool's one server takes its queue in order: a request left
+        # behind would have run before this one.
+        self.assertEqual(pt.one(clients[0], "select count(*) from paused_leave"), 0)
+        self.assertEqual(self.pg.psql("select count(*) from paused_leave", user=self.pg.user),
+                         "0")
+
     def test_sigusr1_pauses_and_sigusr2_resumes(self):
         # As PgBouncer: SIGUSR1 is PAUSE, SIGUSR2 RESUME.  pgwharf had no
         # handler for them and died of the signal's default action (no

@@ -518,12 +518,15 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
 
     def test_a_client_gone_while_its_deferred_cancel_waited_is_ended(self):
-        # A leaves while waiting in the pool; its request is queued behind
-        # C's running query when the server comes; a cancel for it is held
-        # (deferred) and dropped, A's query having ended meanwhile.  The
-        # session was never ended: listed in SHOW CLIENTS, its socket and
-        # max_client_conn slot held for ever, as nothing looked at its end
-        # of stream again once the cancel was over.
+        # A's request is queued behind C's running query; A sends another
+        # (held until its turn) and ends its stream; a cancel for it is
+        # held (deferred) and dropped, A's first query having ended
+        # meanwhile.  The session was never ended: listed in SHOW CLIENTS,
+        # its socket and max_client_conn slot held for ever, as nothing
+        # looked at its end of stream again once the cancel was over.
+        # (A client whose stream ends while it waits in the pool's queue
+        # leaves at once now: its stream ends once its request is queued
+        # on the server.)
         async def main():
             x, c, a, b = (await self.conn(), await self.conn(), await self.conn(),
                           await self.conn())
@@ -537,12 +540,13 @@ class TestPipeline(pt.AppRoleTestCase):
                 y.send(hz.query_msg(sql))
                 await self.until(lambda: self.px.show("POOLS", database=self.db)[0]
                                  ["cl_waiting"] == str(n + 1), "%d clients waiting" % (n + 1))
-            a.w.write_eof()                                # A's stream ends; it still reads
-            await self.until(lambda: "event=client_eof client=127.0.0.1:%d " % port
-                             in self.px.log(), "A's end of stream read")
             self.rows(await x.query("commit"))
             await self.wait_running("marker_d31")
             await self.wait_queued(2)                      # A and B behind C
+            a.send(hz.query_msg("select 'A2'"))            # held until A's turn
+            a.w.write_eof()                                # A's stream ends; it still reads
+            await self.until(lambda: "event=client_eof client=127.0.0.1:%d " % port
+                             in self.px.log(), "A's end of stream read")
             mark = len(self.px.log())
             k = self.ask(a)
             await self.until(lambda: "event=cancel_deferred" in self.px.log()[mark:],
@@ -551,6 +555,7 @@ class TestPipeline(pt.AppRoleTestCase):
             self.assertEqual(self.rows(await c.read_result())[0][0], "C")
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assert_closed(k)
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A2")
             # then the end of A's session, as PostgreSQL ends it
             self.assertEqual(await asyncio.wait_for(a.r.read(), 20), b"")
             await self.until(lambda: "event=disconnect client=127.0.0.1:%d " % port

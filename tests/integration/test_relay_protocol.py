@@ -22,7 +22,10 @@ very same one), for the cases that review found broken:
 - A request sent before the client closed its socket (or shut down its
   sending side) was dropped when it waited for a server: PostgreSQL runs
   what it read before the end of the stream, and a half-closed client
-  reads the answers.
+  reads the answers.  (Since: a client that leaves while its request
+  waits in the pool's queue for a server leaves at once, the request
+  dropped, as in PgBouncer: it ran once the server came free, for a
+  client long gone.)
 - pgwharf's own answers to requests that got no server were dropped when
   the client's buffer was full (a client sending many and reading later):
   it waited for ever.  And each such request was taken from inside the
@@ -441,24 +444,6 @@ class TestRequestThenTerminate(RelayCase):
                                 hz.parse_msg("", "insert into relay_terminate values (1)") +
                                 bind_execute() + SYNC)
 
-    def test_a_request_that_waited_for_the_server(self):
-        holder = self.login()
-        holder.sendall(hz.query_msg("begin"))
-        hz.read_until_ready(holder)
-        a = self.login()
-        port = a.getsockname()[1]
-        a.sendall(hz.query_msg("insert into relay_terminate values (1)") + M(b"X"))
-        pt.wait_until(lambda: [r["state"] for r in self.px.show("CLIENTS", port=port)] ==
-                      ["waiting"], 20, what="the client waits for the server")
-        holder.sendall(hz.query_msg("commit"))
-        hz.read_until_ready(holder)
-        _, closed = hz.read_until_closed(a, 20)
-        self.assertTrue(closed, "the session did not end at the Terminate")
-        pt.wait_until(lambda: self.rows_in_table() == "1", 20,
-                      what="the request sent before the Terminate ran")
-        self.assert_b_served()
-        self.assert_own_answer(holder)
-
     def several_then_terminate(self, sql, rows):
         # PostgreSQL runs them all, answers each, then ends the session.
         # pgwharf closed the server once they were sent, its socket holding
@@ -484,6 +469,52 @@ class TestRequestThenTerminate(RelayCase):
     def test_a_transaction(self):
         self.several_then_terminate(["begin"] + ["insert into relay_terminate values (%d)" % i
                                                  for i in range(3)] + ["commit"], "3")
+
+
+
+class TestTerminateWhileQueued(RelayCase):
+    """A Terminate from a client whose request waits in the pool's queue
+    for the one server (no query_wait_timeout to end the wait): the
+    client leaves at once and the request never runs, as in PgBouncer.
+    It ran once the server came free, for a client long gone that kept
+    its max_client_conn slot until then."""
+
+    settings = {"query_wait_timeout": 0}
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_terminate", "n int")
+
+    def rows_in_table(self):
+        return self.pg.psql("select count(*) from relay_terminate", user=self.pg.user)
+
+    def test_a_request_waiting_for_the_server_is_dropped(self):
+        # Queued for the pool's one server, the request has reached no
+        # server: the client leaves at once, the request never runs (as
+        # in PgBouncer; it ran once the server came free).
+        holder = self.login()
+        holder.sendall(hz.query_msg("begin"))
+        hz.read_until_ready(holder)
+        for name, send in (("together", lambda a, q: a.sendall(q + M(b"X"))),
+                           ("later", lambda a, q: self.queued_then(a, q, M(b"X")))):
+            with self.subTest(terminate=name):
+                a = self.login()
+                send(a, hz.query_msg("insert into relay_terminate values (1)"))
+                _, closed = hz.read_until_closed(a, 20)
+                self.assertTrue(closed, "the session did not end at the Terminate")
+                self.assertEqual(self.px.show("CLIENTS", port=a.getsockname()[1]), [])
+        holder.sendall(hz.query_msg("commit"))
+        hz.read_until_ready(holder)
+        self.assert_b_served()          # a request left in the queue went first
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_own_answer(holder)
+
+    def queued_then(self, a, request, end):
+        port = a.getsockname()[1]
+        a.sendall(request)
+        pt.wait_until(lambda: [r["state"] for r in self.px.show("CLIENTS", port=port)] ==
+                      ["waiting"], 20, what="the client waits for the server")
+        a.sendall(end)
 
 
 class TestTimeoutsOfARequestSentWithATerminate(RelayCase):
@@ -789,12 +820,14 @@ class TestASecondCopyEndBeforeTheCopysReplyWithPreparedStatements(
 
 class TestRequestThenClose(RelayCase):
     """A client that sends its request (maybe with Terminate) and closes
-    its socket, or only its sending side, before a server is free
-    (PQsendQuery, then PQfinish or exit; `psql -c` fed by a pipe):
-    PostgreSQL reads what came before the end of the stream and runs it.
-    pgwharf ended the session at the EOF, with the request still waiting
-    for the server: it never ran.  A client that shut down only its
-    sending side still reads: it gets its answers, then the end."""
+    its socket, or only its sending side (PQsendQuery, then PQfinish or
+    exit; `psql -c` fed by a pipe).  Linked to a server, what it sent
+    runs, as PostgreSQL runs what it read before the end of the stream,
+    and a client that shut down only its sending side reads its answers.
+    Waiting in the pool's queue for a server, it leaves at once, as in
+    PgBouncer: its request never runs (it ran once the server came free,
+    for a client long gone that held its max_client_conn slot until
+    then)."""
 
     mode = "transaction"
 
@@ -818,13 +851,6 @@ class TestRequestThenClose(RelayCase):
         if self.mode == "session":
             holder.close()            # its server is its own until then
 
-    def eof_read(self, port):
-        # pgwharf has read the end of the stream: the client waits on
-        # (client_eof) -- or, before the fix, was let go.
-        self.px.wait_for_log(r'event=client_eof client=127\.0\.0\.1:%d |event=disconnect '
-                             r'client=127\.0\.0\.1:%d .*reason="client closed the connection"'
-                             % (port, port), 20)
-
     def login_while_busy(self):
         """A client logging in while the one server is busy (in session
         mode its login waits for it): (socket, its port).  (A login is
@@ -843,19 +869,21 @@ class TestRequestThenClose(RelayCase):
             hz.finish_login(a, self.pg.user, self.pg.password)   # welcomed without a server
         return a, port
 
-    def send_then_end(self, request, end):
+    def leave_while_queued(self, request, end):
         """Log in while the one server is busy, send request, end the stream
-        (end(sock)) while the request waits for the server; then the server
-        comes free.  Returns the client socket."""
+        (end(sock)) while the request waits for the server: the client is
+        let go at once, its request dropped; then the server comes free and
+        serves the next client.  Returns the client socket."""
         holder = self.hold_the_server()
         a, port = self.login_while_busy()
         a.sendall(request)
         end(a)
-        self.eof_read(port)
+        self.px.wait_for_log(r'event=disconnect client=127\.0\.0\.1:%d .*state=(waiting|login_wait) '
+                             r'.*reason="client (closed the connection|terminated)"' % port, 20)
+        self.assertEqual(self.px.show("CLIENTS", port=port), [])
         self.let_go(holder)
-        pt.wait_until(lambda: self.rows_in_table() == "1", 20,
-                      what="the request sent before the end of the stream ran")
-        self.assert_b_served()
+        self.assert_b_served()      # a request left in the queue went first
+        self.assertEqual(self.rows_in_table(), "0")
         if self.mode == "transaction":
             self.assert_own_answer(holder)
         return a
@@ -863,10 +891,10 @@ class TestRequestThenClose(RelayCase):
     INSERT = hz.query_msg("insert into relay_close values (1)")
 
     def test_query_terminate_close(self):
-        self.send_then_end(self.INSERT + M(b"X"), lambda a: a.close())
+        self.leave_while_queued(self.INSERT + M(b"X"), lambda a: a.close())
 
     def test_query_close(self):
-        self.send_then_end(self.INSERT, lambda a: a.close())
+        self.leave_while_queued(self.INSERT, lambda a: a.close())
 
     def test_a_reply_the_closed_client_cannot_take_ends_its_requests(self):
         # PostgreSQL ends a backend at a write its client cannot take
@@ -876,14 +904,19 @@ class TestRequestThenClose(RelayCase):
         holder = self.hold_the_server()
         holder.sendall(hz.query_msg("select pg_backend_pid()"))
         pid = int(rows(hz.read_until_ready(holder))[0][0])
-        a, port = self.login_while_busy()
+        self.let_go(holder)
+        # The server back in the pool (in session mode after its reset):
+        # the next client is linked at once, not queued.
+        pt.wait_until(lambda: [(r["cl_active"], r["sv_active"], r["sv_tested"])
+                               for r in self.px.show("POOLS", database=self.pg.database)] ==
+                      [("0" if self.mode == "session" else "1", "0", "0")], 20,
+                      what="the server back in the pool")
+        a, port = self.login_while_busy()       # (linked at once)
         # More than the kernel's buffers on the way hold: the server is
         # still writing when pgwharf finds the client gone.
         a.sendall(hz.query_msg("copy (select repeat('x', 1000) from generate_series(1, 100000)) "
                                "to stdout") + self.INSERT)
         a.close()
-        self.eof_read(port)
-        self.let_go(holder)
         self.px.wait_for_log(r'event=disconnect client=127\.0\.0\.1:%d .*reason="client write '
                              r'failed' % port, 20)
         pt.wait_until(lambda: self.pg.psql("select count(*) from pg_stat_activity where pid = %d"
@@ -894,29 +927,43 @@ class TestRequestThenClose(RelayCase):
 
     def test_extended_request_and_a_partial_message_close(self):
         # What is not whole when the stream ends is dropped: PostgreSQL
-        # reads it as the end of the session.
-        self.send_then_end(hz.parse_msg("", "insert into relay_close values (1)") +
-                           bind_execute() + SYNC + hz.query_msg("insert into relay_close "
-                                                                "values (2)")[:-3],
-                           lambda a: a.close())
+        # reads it as the end of the session.  (The server is free: the
+        # client is linked.)
+        a = self.login()
+        a.sendall(hz.parse_msg("", "insert into relay_close values (1)") + bind_execute() +
+                  SYNC + hz.query_msg("insert into relay_close values (2)")[:-3])
+        a.close()
+        pt.wait_until(lambda: self.rows_in_table() == "1", 20,
+                      what="the request sent before the end of the stream ran")
+        self.assert_b_served()
         self.assertEqual(self.rows_in_table(), "1")
 
     def test_query_terminate_shutdown(self):
-        a = self.send_then_end(self.INSERT + M(b"X"), lambda a: a.shutdown(socket.SHUT_WR))
+        a = self.leave_while_queued(self.INSERT + M(b"X"), lambda a: a.shutdown(socket.SHUT_WR))
         _, closed = hz.read_until_closed(a, 20)
         self.assertTrue(closed)
 
+    def test_half_closed_client_waiting_for_a_server_is_let_go(self):
+        # Its sending side shut down while queued: it reads the end of the
+        # session, no answer (PgBouncer too).
+        a = self.leave_while_queued(self.INSERT + hz.query_msg("select 5"),
+                                    lambda a: a.shutdown(socket.SHUT_WR))
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session did not end")
+        self.assertNotIn(b"INSERT 0 1\x00", data)
+
     def test_half_closed_client_gets_its_answers(self):
-        a = self.send_then_end(self.INSERT + hz.query_msg("select 5"),
-                               lambda a: a.shutdown(socket.SHUT_WR))
+        # The server is free (linked at once): the answers come, then the
+        # end.
+        a = self.login()
+        a.sendall(self.INSERT + hz.query_msg("select 5"))
+        a.shutdown(socket.SHUT_WR)
         data, closed = hz.read_until_closed(a, 20)
         self.assertTrue(closed, "the session did not end after its last answer")
-        if self.mode != "transaction":
-            # The welcome came after the server: ParameterStatus and more.
-            data = data[data.index(b"Z\x00\x00\x00\x05I") + 6:]
         self.assertIn(b"INSERT 0 1\x00", data)
         self.assertIn(b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x015", data)
         self.assertTrue(data.endswith(b"Z\x00\x00\x00\x05I"), data)
+        self.assertEqual(self.rows_in_table(), "1")
 
     def test_half_closed_client_with_its_server(self):
         # Linked already (its query holds the server), then the end of the
