@@ -91,13 +91,20 @@ static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *
     w->cb(w, NULL);
 }
 
+/* A waiter's query_wait_timeout.  With every host's breaker open (not
+ * paused) no new server could have come, only one given back: the error
+ * is the breaker's, as a client gets at once where no server is to come
+ * back (breaker_refuses, fail_stranded) -- in session mode, waiting for a
+ * server another client holds for its session, the client got a bare
+ * 57014 where transaction mode told the backend's failure. */
 void pgw_pool_wait_timed_out(struct pgw_pool *pool, ev_tstamp since, struct pgw_pool_error *e)
 {
     ev_tstamp waited = pool_now(pool) - since;
     pool->st.total_wait_timeouts++;
-    pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
-                       "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
-                       pool->dbname, pool->user);
+    if (pool->paused || hosts_down(pool, e) != PGW_EBREAKER_OPEN)
+        pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
+                           "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
+                           pool->dbname, pool->user);
     char names[PGW_POOL_LOG_NAMES];
     pgw_info("pool_wait_timeout", "%s waited=%.3f", pgw_pool_log_names(pool, names, sizeof(names)),
              waited);

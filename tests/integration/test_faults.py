@@ -767,6 +767,42 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         self.assertIn("server closed the connection unexpectedly", str(cm.exception))
         self.assertEqual(pt.pool_row(con, pg.database, pg.user)["cl_waiting"], 0)
 
+    def test_a_session_waiter_times_out_with_the_breakers_reason(self):
+        # Session mode: the pool's one server is another client's for its
+        # session, the breaker open.  A client waits query_wait_timeout
+        # for it (the session may end, as in PgBouncer), then got a bare
+        # 57014 "query_wait_timeout", where transaction mode's client of a
+        # pool whose server is held for good is told the breaker's reason
+        # (test_a_listening_server_is_no_server_to_wait_for): the
+        # backend's last failure, 08006.
+        pg = self.pg
+        fwd = self.forwarder()
+        px = self.start_pgwharf(
+            settings={"pool_mode": "session", "default_pool_size": 1,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s",
+                      "query_wait_timeout": "1s"},
+            databases={"down": fwd.conn_string(pg), pg.database: fwd.conn_string(pg)})
+        holder = self.db_conn(px)
+        self.assertEqual(pt.one(holder, "select 'held'"), "held")
+        welcomed = self.db_conn(px)          # welcomed without a server
+        self.open_the_breaker(px, fwd)
+
+        def login_and_ask():
+            c = psycopg2.connect(px.dsn())   # (its login waits for the server)
+            self.addCleanup(c.close)
+            return pt.one(c, "select 1")
+
+        for name, ask in (("query", lambda: pt.one(welcomed, "select 1")),
+                          ("login", login_and_ask)):
+            with self.subTest(waiting=name):
+                with self.assertRaises(psycopg2.Error) as cm:
+                    ask()
+                self.assertNotIn("query_wait_timeout", str(cm.exception))
+                self.assertIn("server closed the connection unexpectedly", str(cm.exception))
+                if name == "query":
+                    self.assertEqual(cm.exception.pgcode, "08006", str(cm.exception))
+        self.assertEqual(pt.one(holder, "select 'still held'"), "still held")
+
     def test_the_maintenance_probe_opens_no_server_in_a_paused_pool(self):
         # PAUSE promises no server on its database until RESUME (a
         # restart, a dump/restore may be under way).  The once-a-second
