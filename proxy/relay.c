@@ -1849,6 +1849,7 @@ static void pipe_query_starts(struct pgw_session *s)
     s->pipe_waits = false;
     s->pipe_left_at = 0;
     s->pipe_left_qt = 0;
+    pgw_session_list_join(s);            /* active from now (SHOW CLIENTS' order) */
     pgw_pool_pipeline_assigned(s->server->pool, now - s->waiter.since);
     pgw_metrics_observe_wait(s, now - s->waiter.since);
     s->query_start = now;
@@ -1864,7 +1865,7 @@ static void pipe_handoff(struct pgw_server *srv, struct pgw_session *n)
     pgw_list_del(&n->pipe_node);
     srv->user_queued--;
     n->pipe_srv = NULL;
-    pgw_session_list_join(n);
+    /* (still waiting: it joins the active ones when its query starts) */
     /* No SETs: its settings were the server's when it queued, and a change
      * since would have closed the server instead. */
     n->server = srv;
@@ -4034,6 +4035,15 @@ void pgw_relay_server_readable(struct pgw_session *s)
     if (n <= 0) {
         srv->user_pipe_broken = true;      /* nothing is handed on */
         pgw_pool_server_lost(srv);
+        if (s->pipe_waits) {
+            /* Lost while it ran the query of a client that left ahead of
+             * s's own (server_pipeline_depth): s's query did not run, and
+             * s stays, as the clients queued behind it do. */
+            pgw_relay_unlink(s, PGW_RELEASE_CLOSE);
+            pipe_end_request(s, "08006", "server connection closed while the query ahead of "
+                             "yours ran");
+            return;
+        }
         if (s->server_fatal[0]) {          /* the client has the server's FATAL */
             if (s->sbuf->sent < s->sbuf->parsed)
                 pgw_session_flush_client(s);

@@ -209,7 +209,9 @@ static void over_limit_end(struct pgw_session *s)
 static void cancel_leaves_slot(struct pgw_session *s)
 {
     struct pgw_proxy *px = s->px;
-    if (s->over_limit || px->nrejecting >= px->overflow_cap)
+    /* Half the room at most: the rest stays for what only it can take at
+     * the cap, a console login and a cancel that comes then. */
+    if (s->over_limit || px->nrejecting >= px->overflow_cap / 2)
         return;
     px->nclients--;
     s->over_limit = true;

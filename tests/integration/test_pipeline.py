@@ -1047,6 +1047,48 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 0)
 
+    def test_a_server_lost_while_a_client_waits_for_the_query_of_one_that_left_keeps_it(self):
+        # KILL_CLIENT of H, whose query runs with Q0 and Q1 queued behind:
+        # Q0 is handed the server and waits for H's query, its own not
+        # started.  The server is lost meanwhile: Q0's query did not run,
+        # and Q0 stays logged in with 08006 as Q1 behind it does (it got
+        # FATAL 08006 and lost its connection), and waits no more.
+        px = self.px
+
+        async def main():
+            h, q0, q1 = await self.conn(), await self.conn(), await self.conn()
+            hp = str(h.w.get_extra_info("sockname")[1])
+            p0 = str(q0.w.get_extra_info("sockname")[1])
+            g = await self.gate(210)
+            try:
+                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(210) as marker_q210"))
+                await self.wait_running("marker_q210")
+                q0.send(hz.query_msg("select 'Q0'"))
+                await self.wait_queued(1)
+                q1.send(hz.query_msg("select 'Q1'"))
+                await self.wait_queued(2)
+                px.admin("KILL_CLIENT %s" % px.show("CLIENTS", port=hp)[0]["id"],
+                         user=self.pg.user)
+                await self.until(lambda: px.show("CLIENTS", port=p0)[0]["link"] not in ("", None),
+                                 "Q0 handed the server")
+                self.pg.psql("select pg_terminate_backend(pid) from pg_stat_activity "
+                             "where query like '%marker_q210%' and pid <> pg_backend_pid()",
+                             db=self.db)
+                for c in (q0, q1):
+                    rows, err = await asyncio.wait_for(c.read_result(), 20)
+                    self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+                pool = px.show("POOLS", database=self.db, user=self.user)[0]
+                self.assertEqual((pool["cl_waiting"], pool["maxwait"]), ("0", "0"))
+                self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
+                                 [["Q0b"]])
+                self.assertEqual(self.rows(await asyncio.wait_for(q1.query("select 'Q1b'"), 20)),
+                                 [["Q1b"]])
+                for x in (q0, q1):
+                    await x.close()
+            finally:
+                await g.open()
+        self.run_async(main())
+
     def _reload_with_queued_clients(self, key, **new):
         # A reload that makes the next client need a reset server comes
         # while Q0 and Q1 are queued behind H: their queries are on the

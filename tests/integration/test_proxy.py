@@ -574,6 +574,41 @@ class TestCancel(pt.PgwharfTestCase):
         d, _ = self._raw_client(px)
         self.assertEqual(hz.simple_query(d, "select 'usable'"), ([[b"usable"]], []))
 
+    def test_held_cancels_below_the_cap_leave_room_for_the_console(self):
+        """64 cancels held (the postmaster stopped), all come below
+        max_client_conn = 100: the room past the cap was all theirs, and
+        once clients filled the cap a console login and a cancel got 53300
+        at accept.  Half the room stays for those."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "max_client_conn": 100, "metrics_port": "auto",
+                                          "cancel_wait_timeout": 120})
+        c, key = self._raw_client(px)
+        self._clients_total(px, 1, "the start-up probe gone")
+        c.sendall(hz.query_msg("select pg_sleep(60) /* room kept */"))
+        self.pg.wait_running("/* room kept */")
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        asks = []
+        for i in range(64):
+            asks.append(self._cancel_connection(px, key))
+            pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined)",
+                                                 px.log())) > i, 20,
+                          what="cancel %d held" % i)
+        while True:                                  # clients up to the cap
+            try:
+                self._raw_client(px)
+            except hz.PgError as e:
+                self.assertEqual(e.sqlstate, "53300")
+                break
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, "pgbouncer", self.pg.password)
+        late = self._cancel_connection(px, key)
+        data, closed = hz.read_until_closed(late, 2)
+        self.assertNotIn(b"C53300", data)
+        self.pg.resume()
+        self._canceled(c)
+
     def test_a_cancel_of_the_next_pipelined_query_is_its_own_forward(self):
         """Two Queries pipelined; the first canceled, and the moment its
         error comes, the second canceled too.  PostgreSQL had acted on the

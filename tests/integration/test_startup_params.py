@@ -794,7 +794,7 @@ class TestParameterLimit(pt.PgwharfTestCase):
         self.addCleanup(fake.close)
         entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
         px = self.start_pgwharf(
-            settings=dict(TX1, auth_type="any", breaker_threshold=2),
+            settings=dict(TX1, auth_type="any", breaker_threshold=1),
             databases={"many": pt.entry_conninfo(connect_query="SET pgw.many = 1", **entry),
                        "other": pt.entry_conninfo(**entry)})
         for _ in range(3):
