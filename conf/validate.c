@@ -23,6 +23,7 @@
 #include <netdb.h>
 #include <grp.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* Report at the line where general key `name` was set; when it kept its
  * default, at the line of `other` (the key it clashes with: a check
@@ -213,8 +214,18 @@ static void norm_socket_path(const char *path, char *out, size_t size)
         snprintf(out, size, "%s%s", strcmp(real, "/") == 0 ? "" : real, slash);
         return;
     }
-    /* lexically: components, "." dropped, ".." taking the one before (a
-     * relative directory stays relative) */
+    /* lexically: components, "." dropped, ".." taking the one before; a
+     * relative directory from the current one (as the process reaches it:
+     * "sock" and "$PWD/sock" are one socket, also before it exists) */
+    if (dir[0] != '/') {
+        char cwd[PATH_MAX];
+        if (getcwd(cwd, sizeof(cwd))) {
+            char abs[2 * PATH_MAX + 2];
+            int n = snprintf(abs, sizeof(abs), "%s/%s", cwd, dir);
+            if (n > 0 && (size_t)n < sizeof(dir))
+                memcpy(dir, abs, (size_t)n + 1);
+        }
+    }
     size_t o = 0;
     out[0] = '\0';
     bool rel = dir[0] != '/';

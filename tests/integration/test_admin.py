@@ -2496,9 +2496,9 @@ class TestCommands(AdminTestCase):
         self.assertEqual(px.psql("select 1"), "1")
 
     def test_set_is_not_stopped_by_a_half_edited_general_key(self):
-        # SET takes the file's [databases]/[users]/[peers] and the running
-        # general settings: an error in a [pgwharf] key of the file (edited,
-        # not reloaded yet) failed every SET with "cannot re-read".
+        # SET changes a copy of the running config and reads no config
+        # file: an error in a [pgwharf] key of the file (edited, not
+        # reloaded yet) once failed every SET with "cannot re-read".
         px = self.start()
         conn = self.admin_conn(px)
         conn.cursor().execute("SET default_pool_size = 3")

@@ -1595,6 +1595,18 @@ static void test_peers(void **state)
     assert_int_equal(d.nwarnings, 0);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
+    /* a relative unix_socket_dir not made yet, and the same directory
+     * written from / in [peers]: its own too */
+    {
+        char cwd[PATH_MAX], ini[2 * PATH_MAX];
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        snprintf(ini, sizeof(ini), BASE "peer_id = 1\nunix_socket_dir = not-made-yet\n"
+                 "listen_port = 7000\n[peers]\n1 = host=%s/not-made-yet port=7000\n", cwd);
+        cfg = load_ok(ini, &d);
+        assert_int_equal(d.nwarnings, 0);
+        pgw_conf_free(cfg);
+        pgw_conf_diag_free(&d);
+    }
 
     /* [peers] without peer_id does nothing: said once */
     cfg = load_ok(BASE "[peers]\n1 = host=/a\n2 = host=/b\n", &d);
