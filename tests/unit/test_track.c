@@ -1522,10 +1522,11 @@ static void test_after_a_copy_copy_fails_before_reading_in_flight(void **state)
     no_early(&u, "EZEZ", 3);
 }
 
-/* A second (stray) CopyDone after the one that ended the COPY: the mixed
- * requests kept since the first CopyDone go (copy_back_lost at the stray
- * end); the COPY's CommandComplete still takes its Sync back, so the
- * server goes back at the last ReadyForQuery, none earlier. */
+/* A second (stray) CopyDone after the one that ended the COPY, with no
+ * Execute or Query between (copy_ended): ignored, the mixed requests kept
+ * since the first CopyDone stay kept; the COPY's CommandComplete still
+ * takes its Sync back, so the server goes back at the last ReadyForQuery,
+ * none earlier. */
 static void test_after_a_copy_stray_copydone_after_a_good_one(void **state)
 {
     (void)state;
