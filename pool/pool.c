@@ -58,6 +58,18 @@ bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w)
     return w->pool && w->node.next && pgw_list_linked(&w->node);
 }
 
+bool pgw_pool_waiter_server_coming(const struct pgw_pool_waiter *w)
+{
+    const struct pgw_pool *pool = w->pool;
+    if (!pgw_pool_waiter_queued(w) || w->replication || pool->paused)
+        return false;
+    int ahead = 0;
+    for (const struct pgw_list *n = pool->waiters.next; n != &pool->waiters && n != &w->node;
+         n = n->next)
+        ahead++;
+    return ahead < pool->n_connecting + pool->n_resetting;
+}
+
 /* Take w off the queue and end its wait context; no callback. */
 static void waiter_unqueue(struct pgw_pool_waiter *w)
 {
@@ -91,17 +103,25 @@ static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *
     w->cb(w, NULL);
 }
 
-/* A waiter's query_wait_timeout.  With every host's breaker open (not
- * paused) no new server could have come, only one given back: the error
- * is the breaker's, as a client gets at once where no server is to come
- * back (breaker_refuses, fail_stranded) -- in session mode, waiting for a
- * server another client holds for its session, the client got a bare
- * 57014 where transaction mode told the backend's failure. */
+/* A waiter's query_wait_timeout: 57014.  With every host's breaker open
+ * (not paused) no new server could have come, only one given back: the
+ * message adds the breaker's error, as a client gets it at once where no
+ * server is to come back (breaker_refuses, fail_stranded) -- in session
+ * mode, waiting for a server another client holds for its session, the
+ * client was not told why no new server came.  The SQLSTATE stays the
+ * timeout's: the session is fine (a class 08 would have drivers drop
+ * it). */
 void pgw_pool_wait_timed_out(struct pgw_pool *pool, ev_tstamp since, struct pgw_pool_error *e)
 {
     ev_tstamp waited = pool_now(pool) - since;
     pool->st.total_wait_timeouts++;
-    if (pool->paused || hosts_down(pool, e) != PGW_EBREAKER_OPEN)
+    struct pgw_pool_error down;
+    if (!pool->paused && hosts_down(pool, &down) == PGW_EBREAKER_OPEN)
+        pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
+                           "query_wait_timeout: waited %.1f s for a server in pool %s/%s, the "
+                           "backend's circuit breaker open (%s %s)", waited, pool->dbname,
+                           pool->user, down.sqlstate, down.message);
+    else
         pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
                            "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,
                            pool->dbname, pool->user);

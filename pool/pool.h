@@ -260,6 +260,11 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
 void pgw_pool_cancel_wait(struct pgw_pool_waiter *w);
 /* Is w queued (its callback still to come)?  Same precondition. */
 bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w);
+/* Is a server on its way to queued waiter w: one connecting or being
+ * checked or reset for the waiters up to it (not in a paused pool)?  Its
+ * wait is then the few milliseconds of a connect or check, not a full or
+ * paused pool's. */
+bool pgw_pool_waiter_server_coming(const struct pgw_pool_waiter *w);
 
 /* Replication connections (PgBouncer 1.23's design): a client sending the
  * startup parameter replication gets a server of its own, connected for

@@ -3102,7 +3102,8 @@ static bool eof_end_copy(struct pgw_session *s);
 static bool queued_for_server(const struct pgw_session *s)
 {
     return (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT) && !s->server &&
-           !s->pipe_srv && pgw_pool_waiter_queued(&s->waiter);
+           !s->pipe_srv && pgw_pool_waiter_queued(&s->waiter) &&
+           !pgw_pool_waiter_server_coming(&s->waiter);
 }
 
 /* A client that leaves while its request waits in the pool's queue (it

@@ -774,7 +774,7 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         # 57014 "query_wait_timeout", where transaction mode's client of a
         # pool whose server is held for good is told the breaker's reason
         # (test_a_listening_server_is_no_server_to_wait_for): the
-        # backend's last failure, 08006.
+        # backend's last failure, 08006.  Now the 57014 says it too.
         pg = self.pg
         fwd = self.forwarder()
         px = self.start_pgwharf(
@@ -797,10 +797,11 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
             with self.subTest(waiting=name):
                 with self.assertRaises(psycopg2.Error) as cm:
                     ask()
-                self.assertNotIn("query_wait_timeout", str(cm.exception))
+                self.assertIn("query_wait_timeout", str(cm.exception))
+                self.assertIn("circuit breaker open (08006 ", str(cm.exception))
                 self.assertIn("server closed the connection unexpectedly", str(cm.exception))
                 if name == "query":
-                    self.assertEqual(cm.exception.pgcode, "08006", str(cm.exception))
+                    self.assertEqual(cm.exception.pgcode, "57014", str(cm.exception))
         self.assertEqual(pt.one(holder, "select 'still held'"), "still held")
 
     def test_the_maintenance_probe_opens_no_server_in_a_paused_pool(self):
