@@ -63,11 +63,23 @@ bool pgw_pool_waiter_server_coming(const struct pgw_pool_waiter *w)
     const struct pgw_pool *pool = w->pool;
     if (!pgw_pool_waiter_queued(w) || w->replication || pool->paused)
         return false;
-    int ahead = 0;
-    for (const struct pgw_list *n = pool->waiters.next; n != &pool->waiters && n != &w->node;
-         n = n->next)
+    /* (Bounded by the servers on their way: a client's every read while
+     * queued asks, and a long queue made that a walk of all of it.) */
+    int coming = pool->n_connecting + pool->n_resetting, ahead = 0;
+    for (const struct pgw_list *n = pool->waiters.next; ahead < coming; n = n->next) {
+        if (n == &w->node)
+            return true;
         ahead++;
-    return ahead < pool->n_connecting + pool->n_resetting;
+    }
+    return false;
+}
+
+void pgw_pool_waiter_gone(struct pgw_pool_waiter *w)
+{
+    if (!w->gone && pgw_pool_waiter_queued(w) && !w->replication) {
+        w->gone = true;
+        w->pool->n_gone++;
+    }
 }
 
 /* Take w off the queue and end its wait context; no callback. */
@@ -80,6 +92,10 @@ static void waiter_unqueue(struct pgw_pool_waiter *w)
     }
     pgw_list_del(&w->node);
     pool->n_waiters--;
+    if (w->gone) {
+        w->gone = false;
+        pool->n_gone--;
+    }
     pgw_ctx_unsubscribe(&w->sub);
     if (w->ctx)
         pgw_ctx_release(w->ctx);
@@ -470,6 +486,29 @@ static void fail_stranded(struct pgw_pool *pool)
     fail_queue(pool, &err);
 }
 
+/* Waiters whose client left while a server was on its way to them
+ * (pgw_pool_waiter_gone) and to whom none is now: failed, as a client
+ * leaving a full pool's queue is let go (their request never runs). */
+static void fail_gone(struct pgw_pool *pool)
+{
+    struct pgw_pool_error err;
+    pgw_pool_set_error(&err, PGW_ECLIENT_EOF, "08006",
+                       "the client left while waiting for a server");
+    while (pool->n_gone > 0) {
+        struct pgw_pool_waiter *gone = NULL;
+        for (struct pgw_list *n = pool->waiters.next; n != &pool->waiters; n = n->next) {
+            struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
+            if (w->gone && !pgw_pool_waiter_server_coming(w)) {
+                gone = w;
+                break;
+            }
+        }
+        if (!gone)
+            return;
+        waiter_fail(gone, &err);      /* (its callback may change the queue) */
+    }
+}
+
 void pgw_pool_kick(struct pgw_pool *pool)
 {
     if (pool->dispatching) {
@@ -482,6 +521,8 @@ void pgw_pool_kick(struct pgw_pool *pool)
         serve_waiters(pool);
         fail_stranded(pool);
         pgw_pool_grow(pool);
+        if (pool->n_gone > 0)
+            fail_gone(pool);
         if (pool->n_repl_waiters > 0)
             pgw_pool_repl_grow(pool, true);
     } while (pool->dispatch_again);
@@ -1396,6 +1437,7 @@ int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
     w->ctx = NULL;
     w->parent = ctx;
     w->since = pool_now(pool);
+    w->gone = false;
     w->replication = PGW_REPL_NONE;
     w->repl_srv = NULL;
     w->repl_app = w->repl_encoding = w->repl_options = NULL;

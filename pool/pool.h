@@ -214,6 +214,7 @@ struct pgw_pool_waiter {
     struct pgw_ctx *parent;   /* the caller's ctx (outlives the wait) */
     struct pgw_ctx_sub sub;
     ev_tstamp since;
+    bool gone;                /* its client left (pgw_pool_waiter_gone) */
     /* replication (pgw_pool_acquire_replication) */
     int replication;
     const char *repl_app, *repl_encoding;   /* the client's; outlive the wait */
@@ -265,6 +266,12 @@ bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w);
  * wait is then the few milliseconds of a connect or check, not a full or
  * paused pool's. */
 bool pgw_pool_waiter_server_coming(const struct pgw_pool_waiter *w);
+/* w's client left while a server was on its way to it (what it sent
+ * before it left runs if that server comes): as soon as none is on its
+ * way to w any more (the login refused, the check failed, while another
+ * server of the pool is lent), w fails (08006) instead of waiting for a
+ * server for nobody. */
+void pgw_pool_waiter_gone(struct pgw_pool_waiter *w);
 
 /* Replication connections (PgBouncer 1.23's design): a client sending the
  * startup parameter replication gets a server of its own, connected for

@@ -205,6 +205,7 @@ struct pgw_pool {
     /* waiters, FIFO */
     struct pgw_list waiters;
     int n_waiters;
+    int n_gone;               /* of them, waiters whose client left (pgw_pool_waiter_gone) */
     uint64_t kick_mark;       /* kicked in this round of pgw_pool_kick_waiting */
     /* Replication clients (replication.c): those waiting for their own
      * server, and the servers made for them (any state).  Outside every

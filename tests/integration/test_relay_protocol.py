@@ -540,6 +540,54 @@ class TestTerminateWhileAServerComes(RelayCase):
                                       user=self.pg.user), "1")
 
 
+class TestAClientGoneWhenTheServerOnItsWayIsRefused(pt.AppRoleTestCase):
+    """B sends its request with Terminate while a server logs in for it
+    (the pool below its size): kept for that server.  The login is refused
+    (the role's CONNECTION LIMIT) while A holds the pool's other server:
+    B's wait failed only at query_wait_timeout (0: never), and when A let
+    its server go B's INSERT ran for nobody (review of 52c30c1).  Now the
+    pool lets B go once no server is on its way to it."""
+
+    def test_its_request_sent_with_terminate_is_dropped(self):
+        self.run_case(close=False)
+
+    def test_its_request_sent_before_close_is_dropped(self):
+        self.run_case(close=True)
+
+    def run_case(self, close):
+        pg = self.pg
+        pg.psql("drop table if exists relay_gone; create table relay_gone (n int); "
+                "grant all on relay_gone to %s" % self.user, user=pg.user)
+        self.addCleanup(pg.psql, "drop table if exists relay_gone", user=pg.user, check=False)
+        self.addCleanup(pg.psql, "alter role %s connection limit -1" % self.user, user=pg.user)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "query_wait_timeout": 0, "server_login_retry": "60s"})
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.user, self.db, self.password)
+        hz.simple_query(a, "begin")
+        hz.simple_query(a, "select 1")              # A holds the pool's server
+        pg.psql("alter role %s connection limit 1" % self.user, user=pg.user)
+        b = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.user, self.db, self.password)
+        if close:
+            b.sendall(hz.query_msg("insert into relay_gone values (1)"))
+            b.close()
+        else:
+            b.sendall(hz.query_msg("insert into relay_gone values (1)") + M(b"X"))
+        px.wait_for_log(r"event=server_connect_failed .*too many connections")
+        pt.wait_until(lambda: px.show("POOLS", database=self.db, user=self.user)[0]
+                      ["cl_waiting"] == "0", 20, what="B let go")
+        pt.wait_until(lambda: not px.show("CLIENTS", user=self.user, state="waiting"), 20,
+                      what="B gone from SHOW CLIENTS")
+        if not close:
+            _, closed = hz.read_until_closed(b, 20)
+            self.assertTrue(closed)
+        hz.simple_query(a, "commit")
+        self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"0"]])
+
+
 class TestTimeoutsOfARequestSentWithATerminate(RelayCase):
     """A long request and a Terminate in one write: query_timeout and
     transaction_timeout still bound the request.  In session mode (the
