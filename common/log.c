@@ -328,10 +328,10 @@ static void write_line(int fd, const char *line, size_t n)
     } while (w < 0 && errno == EINTR);
 }
 
-void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
+static void log_line(enum pgw_log_level level, const char *event, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void log_line(enum pgw_log_level level, const char *event, const char *fmt, va_list ap)
 {
-    if (level < log_level)
-        return;
     int saved_errno = errno;             /* callers may read it after logging */
     char line[2048];
     struct timeval tv;
@@ -345,10 +345,7 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
                      level_names[level], event);
     if (fmt && *fmt && n < (int)sizeof(line) - 2) {
         line[n++] = ' ';
-        va_list ap;
-        va_start(ap, fmt);
         int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-        va_end(ap);
         if (m > 0)
             n += m;
     }
@@ -374,4 +371,22 @@ void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
     if (!quiet)
         write_line(STDERR_FILENO, line, (size_t)n);
     errno = saved_errno;
+}
+
+void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
+{
+    if (level < log_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, event, fmt, ap);
+    va_end(ap);
+}
+
+void pgw_log_always(enum pgw_log_level level, const char *event, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, event, fmt, ap);
+    va_end(ap);
 }

@@ -44,6 +44,11 @@ int pgw_log_level_parse(const char *name);
 
 void pgw_log(enum pgw_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same whatever the level lets through: for the line that records a
+ * change of the level itself (admin_set of log_level = error), the caller
+ * having checked the level before the change. */
+void pgw_log_always(enum pgw_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* syslog = 1 (PgBouncer's keys): every line also goes to the syslog daemon
  * (/dev/log, in syslog(3)'s format, never waiting: log.c), under ident and

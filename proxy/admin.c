@@ -402,47 +402,49 @@ static const char *read_value(const char *p, char *out, size_t size)
     return read_quoted(p, '\'', out, size, &n);
 }
 
-/* Parse one statement (no ';').  Returns 0 or writes an error. */
-static int parse_stmt(const char *text, struct admin_stmt *st, struct pgw_wbuf *out)
+/* Parse one statement (no ';').  Returns 0, or -1 when it does not parse
+ * (is_set still tells a SET, with its key and value where they parsed
+ * whole, "" where not). */
+static int parse_stmt(const char *text, struct admin_stmt *st)
 {
     memset(st, 0, sizeof(*st));
     const char *p = read_word(skip_ws(text), st->cmd, sizeof(st->cmd));
     if (!p)
-        goto bad;
+        return -1;
     p = skip_ws(p);
     if (strcasecmp(st->cmd, "set") == 0) {
         st->is_set = true;
-        p = read_word(p, st->key, sizeof(st->key));
-        if (!p)
-            goto bad;
+        if (!(p = read_word(p, st->key, sizeof(st->key)))) {
+            st->key[0] = '\0';
+            return -1;
+        }
         p = skip_ws(p);
         if (*p == '=')
             p++;
         else if (strncasecmp(p, "to", 2) == 0 && isspace((unsigned char)p[2]))
             p += 2;
         else
-            goto bad;
-        p = read_value(skip_ws(p), st->value, sizeof(st->value));
-        if (!p)
-            goto bad;
+            return -1;
+        if (!(p = read_value(skip_ws(p), st->value, sizeof(st->value)))) {
+            st->value[0] = '\0';
+            return -1;
+        }
     } else if (*p) {
         p = read_word(p, st->arg, sizeof(st->arg));
         if (!p)
-            goto bad;
+            return -1;
     }
-    if (*skip_ws(p))
-        goto bad;
-    return 0;
-bad:
-    return pgw_admin_error(out, "42601", "invalid command '%s', use SHOW HELP;", text);
+    return *skip_ws(p) ? -1 : 0;
 }
 
 /* Split a query on ';' outside quotes into trimmed, non-empty statements
- * (written over a copy of the text).  Returns the count or -1 when there are
- * too many or a quote is not closed. */
-static int split_query(char *q, char **stmts, int max)
+ * (written over a copy of the text); *count gets how many.  Returns 0, or
+ * -1 when there are too many (the first max in stmts) or a quote is not
+ * closed (the last statement runs to the end). */
+static int split_query(char *q, char **stmts, int max, int *count)
 {
     int n = 0;
+    *count = 0;
     char quote = 0;
     char *start = q;
     for (char *p = q;; p++) {
@@ -467,12 +469,25 @@ static int split_query(char *q, char **stmts, int max)
             if (n == max)
                 return -1;
             stmts[n++] = t;
+            *count = n;
         }
         if (end)
             break;
         start = p + 1;
     }
-    return quote ? -1 : n;
+    return quote ? -1 : 0;
+}
+
+/* A query that does not split runs none of its statements: its SETs are
+ * logged as refused all the same (pgw_admin_set_failed). */
+static void log_unsplit_sets(const struct pgw_session *s, char **stmts, int n, const char *why)
+{
+    for (int i = 0; i < n; i++) {
+        struct admin_stmt st;
+        (void)parse_stmt(stmts[i], &st);
+        if (st.is_set)
+            pgw_admin_set_log_failed(s, st.key, st.value, "42601", why);
+    }
 }
 
 /* ---- dispatch ---- */
@@ -536,8 +551,12 @@ static bool fake_param(const char *name)
 static int run_stmt(struct pgw_session *s, const char *text, bool last, struct pgw_wbuf *out)
 {
     struct admin_stmt st;
-    if (parse_stmt(text, &st, out) < 0)
-        return PGW_ADMIN_FAILED;
+    if (parse_stmt(text, &st) < 0) {
+        if (st.is_set)       /* logged as every SET refused (admin_set_failed) */
+            return pgw_admin_set_failed(s, st.key, st.value, "42601", out,
+                                        "invalid command '%s', use SHOW HELP;", text);
+        return pgw_admin_error(out, "42601", "invalid command '%s', use SHOW HELP;", text);
+    }
     if (st.is_set) {
         if (fake_param(st.key)) {
             pgw_wire_notice(out, "00000", "SET ignored");
@@ -545,7 +564,8 @@ static int run_stmt(struct pgw_session *s, const char *text, bool last, struct p
             return PGW_ADMIN_DONE;
         }
         if (!s->admin_can_write)
-            return pgw_admin_error(out, "42501", "admin access needed");
+            return pgw_admin_set_failed(s, st.key, st.value, "42501", out,
+                                        "admin access needed");
         return pgw_admin_cmd_set(s, st.key, st.value, out);
     }
     for (size_t i = 0; i < sizeof(admin_cmds) / sizeof(admin_cmds[0]); i++) {
@@ -576,14 +596,18 @@ static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)
         return;
     }
     char *stmts[ADMIN_MAX_STMTS];
-    int n = q ? split_query(q, stmts, ADMIN_MAX_STMTS) : 0;
+    int n = 0;
     int rc = PGW_ADMIN_DONE;
     if (!q) {
         pgw_admin_error(&out, "08P01", nul ? "invalid message format"
                                            : "invalid string in message");
-    } else if (n < 0) {
-        pgw_admin_error(&out, "42601", "cannot parse the query (unclosed quote or more than %d "
-                        "commands)", ADMIN_MAX_STMTS);
+    } else if (split_query(q, stmts, ADMIN_MAX_STMTS, &n) < 0) {
+        char why[120];
+        snprintf(why, sizeof(why), "cannot parse the query (unclosed quote or more than %d "
+                 "commands)", ADMIN_MAX_STMTS);
+        log_unsplit_sets(s, stmts, n, why);
+        pgw_admin_error(&out, "42601", "%s", why);
+        n = 0;
     } else if (n == 0) {
         size_t m = pgw_wbuf_msg_begin(&out, PGW_BE_EMPTY_QUERY);
         pgw_wbuf_msg_end(&out, m);

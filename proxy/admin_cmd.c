@@ -554,22 +554,24 @@ int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf
     return done(out, "RELOAD");
 }
 
-/* A SET that fails: the console gets the error, the log a warning with the
- * same reason (a script's SET failing leaves a trace). */
-static int set_failed(struct pgw_session *s, const char *key, const char *value,
-                      const char *sqlstate, struct pgw_wbuf *out, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static int set_failed(struct pgw_session *s, const char *key, const char *value,
-                      const char *sqlstate, struct pgw_wbuf *out, const char *fmt, ...)
+void pgw_admin_set_log_failed(const struct pgw_session *s, const char *key, const char *value,
+                              const char *sqlstate, const char *why)
 {
-    char why[1024], q[600], qw[1200];
+    char q[600], qw[1200];
+    pgw_warn("admin_set_failed", "user=%s key=%s value=%s sqlstate=%s reason=%s", LQ(s->user),
+             LQ(key), pgw_log_quote(q, sizeof(q), value), sqlstate,
+             pgw_log_quote(qw, sizeof(qw), why));
+}
+
+int pgw_admin_set_failed(struct pgw_session *s, const char *key, const char *value,
+                         const char *sqlstate, struct pgw_wbuf *out, const char *fmt, ...)
+{
+    char why[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    pgw_warn("admin_set_failed", "user=%s key=%s value=%s sqlstate=%s reason=%s", LQ(s->user),
-             LQ(key), pgw_log_quote(q, sizeof(q), value), sqlstate,
-             pgw_log_quote(qw, sizeof(qw), why));
+    pgw_admin_set_log_failed(s, key, value, sqlstate, why);
     return pgw_admin_error(out, sqlstate, "%s", why);
 }
 
@@ -581,12 +583,12 @@ static struct pgw_config *config_with(struct pgw_session *s, const char *key,
 {
     struct pgw_config *cfg = pgw_conf_dup(s->px->cfg);
     if (!cfg) {
-        set_failed(s, key, value, "53200", out, "SET failed: out of memory");
+        pgw_admin_set_failed(s, key, value, "53200", out, "SET failed: out of memory");
         return NULL;
     }
     char err[512];
     if (pgw_conf_set(cfg, key, value, err, sizeof(err)) < 0) {
-        set_failed(s, key, value, "22023", out, "SET failed: %s", err);
+        pgw_admin_set_failed(s, key, value, "22023", out, "SET failed: %s", err);
         pgw_conf_free(cfg);
         return NULL;
     }
@@ -596,7 +598,8 @@ static struct pgw_config *config_with(struct pgw_session *s, const char *key,
     if (pgw_conf_validate(cfg, &vd) < 0) {
         const char *why = vd.nerrors ? vd.errors[0] : "invalid combination of settings";
         const char *colon = strstr(why, ": ");       /* drop "file:line: " */
-        set_failed(s, key, value, "22023", out, "SET failed: %s", colon ? colon + 2 : why);
+        pgw_admin_set_failed(s, key, value, "22023", out, "SET failed: %s",
+                             colon ? colon + 2 : why);
         pgw_conf_diag_free(&vd);
         pgw_conf_free(cfg);
         return NULL;
@@ -610,20 +613,24 @@ int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
 {
     struct pgw_proxy *px = s->px;
     if (pgw_conf_get(px->cfg, key, NULL, 0) && !pgw_admin_key_changeable(key))
-        return set_failed(s, key, value, "55P02", out, "parameter \"%s\" cannot be changed "
-                          "without restarting pgwharf", key);
+        return pgw_admin_set_failed(s, key, value, "55P02", out, "parameter \"%s\" cannot be "
+                                    "changed without restarting pgwharf", key);
     struct pgw_config *cfg = config_with(s, key, value, out);
     if (!cfg)
         return PGW_ADMIN_FAILED;
-    /* Logged before it applies (a SET of log_level = error is logged too);
-     * pgw_proxy_reload logs why a config does not load. */
-    char q[600];
-    pgw_info("admin_set", "user=%s key=%s value=%s", LQ(s->user), LQ(key),
-             pgw_log_quote(q, sizeof(q), value));
+    /* Logged once it has applied, so that a SET that fails has only
+     * admin_set_failed (pgw_proxy_reload logs why a config does not load);
+     * at the level from before too, so that a SET of log_level = error is
+     * logged as well. */
+    bool heard = pgw_log_get_level() <= PGW_LOG_INFO;
     if (pgw_proxy_reload(px, cfg) < 0)
-        return set_failed(s, key, value, "F0000", out, "SET failed: the new config does not "
-                          "load (auth_file, auth_hba_file, TLS files, scram_salt_key_file, "
-                          "logfile or metrics port), see the log");
+        return pgw_admin_set_failed(s, key, value, "F0000", out, "SET failed: the new config "
+                                    "does not load (auth_file, auth_hba_file, TLS files, "
+                                    "scram_salt_key_file, logfile or metrics port), see the log");
+    char q[600];
+    if (heard || pgw_log_get_level() <= PGW_LOG_INFO)
+        pgw_log_always(PGW_LOG_INFO, "admin_set", "user=%s key=%s value=%s", LQ(s->user),
+                       LQ(key), pgw_log_quote(q, sizeof(q), value));
     char tag[300];
     snprintf(tag, sizeof(tag), "SET %.100s=%.150s", key, value);
     return done(out, tag);

@@ -93,6 +93,17 @@ int pgw_admin_cmd_reload(struct pgw_session *s, const char *arg, struct pgw_wbuf
 int pgw_admin_cmd_shutdown(struct pgw_session *s, const char *arg, struct pgw_wbuf *out);
 int pgw_admin_cmd_set(struct pgw_session *s, const char *key, const char *value,
                       struct pgw_wbuf *out);
+/* A SET refused or failed, whatever the reason (not parsed, a stats user,
+ * a bad value, a config that does not load): the console gets the error
+ * and the log a warning, event=admin_set_failed with the same reason and
+ * the SQLSTATE, so that a script's SET failing leaves a trace.  Returns
+ * PGW_ADMIN_FAILED.  key and value may be "" (not parsed). */
+int pgw_admin_set_failed(struct pgw_session *s, const char *key, const char *value,
+                         const char *sqlstate, struct pgw_wbuf *out, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Only its log line (the error went out once for several). */
+void pgw_admin_set_log_failed(const struct pgw_session *s, const char *key, const char *value,
+                              const char *sqlstate, const char *why);
 /* Called by the wait timer: answer WAIT_CLOSE sessions whose servers are gone. */
 void pgw_admin_wait_tick(struct pgw_proxy *px);
 /* After a deferred reply: go on with what the client sent meanwhile. */

@@ -2706,6 +2706,55 @@ class TestLogLines(AdminTestCase):
         self.assertFalse([p for p in parsed if p.get("user") == "forged"], lines)
 
 
+    def test_a_set_is_logged_once_it_applies_and_every_refused_one_too(self):
+        """event=admin_set was logged before the SET applied, so one that
+        then failed (a config that did not load: F0000) logged admin_set
+        and admin_set_failed both; and a stats user's SET (42501) or one
+        that did not parse (42601) logged nothing.  Now admin_set comes
+        once the SET has applied (one of log_level = error too), and every
+        SET refused logs admin_set_failed with its sqlstate and reason."""
+        px = self.start(admin_users=self.pg.user, stats_users=self.pg.app_user)
+        admin = self.admin_conn(px)
+        stats = self.admin_conn(px, user=self.pg.app_user)
+
+        def events():
+            return [p for p in map(logfmt, px.log().splitlines())
+                    if p.get("event") in ("admin_set", "admin_set_failed")]
+
+        # (each line is written before the reply goes out)
+        missing = os.path.join(px.dir, "missing-userlist.txt")
+        user, app = self.pg.user, self.pg.app_user
+        for conn, sql, state, who, key, value in (
+                (admin, "SET auth_file = '%s'" % missing, "F0000", user, "auth_file", missing),
+                (stats, "SET default_pool_size = 3", "42501", app, "default_pool_size", "3"),
+                (admin, "SET default_pool_size 3", "42601", user, "default_pool_size", ""),
+                (admin, "set default_pool_size = 3 4", "42601", user, "default_pool_size", "3"),
+                (admin, "SET = 3", "42601", user, "", ""),
+                (admin, "SHOW VERSION; SET auth_file = '/x", "42601", user, "auth_file", "")):
+            with self.subTest(sql=sql):
+                before = len(events())
+                with self.assertRaises(psycopg2.Error) as cm:
+                    conn.cursor().execute(sql)
+                self.assertEqual(cm.exception.pgcode, state)
+                got = events()[before:]
+                self.assertEqual([(p["event"], p["level"], p["sqlstate"], p["user"], p["key"],
+                                   p["value"]) for p in got],
+                                 [("admin_set_failed", "warning", state, who, key, value)])
+                self.assertEqual(got[0]["reason"], cm.exception.diag.message_primary)
+        before = len(events())
+        stats.cursor().execute("SET client_encoding = 'UTF8'")    # a driver's: no change
+        admin.cursor().execute("SET default_pool_size = 4")
+        admin.cursor().execute("SET log_level = error")           # logged all the same
+        with self.assertRaises(psycopg2.Error):                    # (a warning: not now)
+            admin.cursor().execute("SET default_pool_size = abc")
+        self.assertEqual([(p["event"], p["level"], p["user"], p["key"], p["value"])
+                          for p in events()[before:]],
+                         [("admin_set", "info", user, "default_pool_size", "4"),
+                          ("admin_set", "info", user, "log_level", "error")])
+        config = {r["key"]: r["value"] for r in self.show(admin, "CONFIG")[1]}
+        self.assertEqual((config["default_pool_size"], config["log_level"]), ("4", "error"))
+
+
 class TestVerbose(AdminTestCase):
     def test_verbose_logs_at_debug(self):
         # PgBouncer's verbose (its -v): debug lines although log_level is info
