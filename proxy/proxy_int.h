@@ -594,6 +594,10 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px);
  * at once; held CancelRequest connections leave their client slots for
  * this room while it has some (cancel_leaves_slot, session.c). */
 #define PGW_OVERFLOW_SESSIONS 64
+/* The last places of that room no held cancel takes: a console login can
+ * always push out one of what is there, so that a full pgwharf can be
+ * looked at however many cancels are held (cancel_hold_room, session.c). */
+#define PGW_OVERFLOW_CONSOLE 8
 #define PGW_CANCEL_BUCKETS 4096
 
 struct pgw_cancel_state;

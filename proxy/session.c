@@ -219,6 +219,24 @@ static void cancel_leaves_slot(struct pgw_session *s)
     pgw_list_append(&px->over_limit, &s->over_node);
 }
 
+/* May a CancelRequest that came at the cap (its place in the room past
+ * the cap taken at accept) be held there until its forward is over?  Only
+ * while held cancels leave the room's last PGW_OVERFLOW_CONSOLE places to
+ * the rest: those from below the cap (cancel_leaves_slot) and those at it
+ * filled it, and a console login found no place (a full pgwharf could
+ * not be looked at).  The room is small: counted here. */
+static bool cancel_hold_room(const struct pgw_session *s)
+{
+    const struct pgw_proxy *px = s->px;
+    if (!s->over_limit)
+        return true;
+    int held = 0;
+    for (const struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next)
+        if (pgw_container_of(l, struct pgw_session, over_node)->state == PGW_SS_CANCEL)
+            held++;
+    return held < px->overflow_cap - PGW_OVERFLOW_CONSOLE;
+}
+
 bool pgw_session_over_limit_room(struct pgw_proxy *px)
 {
     /* First one that has sent nothing of a login yet; then a console
@@ -1013,15 +1031,19 @@ static void handle_startup(struct pgw_session *s)
         }
         (void)send_simple_byte(s, 'N');
         return;
-    case PGW_STARTUP_CANCEL:
+    case PGW_STARTUP_CANCEL: {
+        bool hold = cancel_hold_room(s);
         s->state = PGW_SS_CANCEL;
         cancel_leaves_slot(s);
         /* Open until the forward is over, as PostgreSQL closes it once it
          * has signalled the backend: a client (PQcancel) sends its next
-         * query only then, which a late signal would cancel instead. */
-        if (!pgw_cancel_request(s->px, s, st.cancel_pid, st.cancel_key))
+         * query only then, which a late signal would cancel instead.  One
+         * the room past the cap cannot hold is forwarded all the same, its
+         * connection closed at once. */
+        if (!pgw_cancel_request(s->px, s, st.cancel_pid, st.cancel_key) || !hold)
             pgw_session_close(s, NULL, "cancel request handled");
         return;
+    }
     default:
         break;
     }

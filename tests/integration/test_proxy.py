@@ -535,44 +535,80 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual([hz.data_row(d) for t, d in got if t == b"D"], [[b"b"]])
         self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
 
-    def test_held_cancels_past_the_room_take_client_slots_then_are_refused(self):
-        """Held cancels leave their client slots for the room past the cap
-        while there is room there (64, PGW_OVERFLOW_SESSIONS); past it
-        they keep their slots, and once those are full too a new
-        connection gets 53300 at accept: a burst of cancels holds no more
-        descriptors than max_client_conn and that room, as before.  (The
-        postmaster stopped: the forward waits, the retries join it.)"""
+    def _cancels_taken(self, px, key, n):
+        """n CancelRequests for key on new connections, each waited for
+        until pgwharf has taken it (forwarded, or joined to the forward
+        under way): their sockets."""
+        asks = []
+        for i in range(n):
+            asks.append(self._cancel_connection(px, key))
+            pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined)",
+                                                 px.log())) > i, 20,
+                          what="cancel %d taken" % i)
+        return asks
+
+    def _held_cancels_at_and_below_the_cap(self, tag):
+        """max_client_conn = 3, one client in a long query and 66 cancels of
+        it held (the postmaster stopped: the forward waits, the retries
+        join it): the first 32 come below the cap and leave their slots
+        for the room past it (its first half), the next 2 keep theirs,
+        the rest come at the cap, their places in the room from accept.
+        (px, client, key, the cancels' sockets)"""
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
                                           "max_client_conn": 3, "metrics_port": "auto",
                                           "cancel_wait_timeout": 120})
         c, key = self._raw_client(px)
         self._clients_total(px, 1, "the start-up probe gone")
-        c.sendall(hz.query_msg("select pg_sleep(60) /* many held */"))
-        self.pg.wait_running("/* many held */")
+        c.sendall(hz.query_msg("select pg_sleep(60) /* %s */" % tag))
+        self.pg.wait_running("/* %s */" % tag)
         self.pg.pause()
         self.addCleanup(self.pg.resume)
-        asks = []
-        for i in range(64 + 2):
-            asks.append(self._cancel_connection(px, key))
-            pt.wait_until(lambda: len(re.findall(r"event=cancel_(forwarded|joined)",
-                                                 px.log())) > i, 20,
-                          what="cancel %d held" % i)
-        self._clients_total(px, 1 + 64 + 2, "the client and its 66 cancels")
+        return px, c, key, self._cancels_taken(px, key, 64 + 2)
+
+    def test_held_cancels_past_the_room_take_client_slots_then_are_not_held(self):
+        """Held cancels leave their client slots for the room past the cap
+        (64, PGW_OVERFLOW_SESSIONS) while its first half has room; past
+        it they keep their slots, and once those are full too a cancel
+        comes at the cap and is held in the room, but for its last 8
+        places (PGW_OVERFLOW_CONSOLE): one that finds only those is
+        forwarded (here joined to the forward under way) and its
+        connection closed at once.  A burst of cancels holds no more
+        descriptors than max_client_conn and that room, as before; a
+        client still gets 53300."""
+        px, c, key, asks = self._held_cancels_at_and_below_the_cap("many held")
+        for k in asks[-8:]:                          # not held
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        self._clients_total(px, 1 + 32 + 2 + 24, "the client and its 58 held cancels")
         with self.assertRaises(hz.PgError) as cm:    # the slots of clients: full
             self._raw_client(px)
         self.assertEqual(cm.exception.sqlstate, "53300")
         late = self._cancel_connection(px, key)
-        data, closed = hz.read_until_closed(late, 30)
-        self.assertTrue(closed)
-        self.assertIn(b"C53300", data)
-        self.assertIn("event=client_rejected", px.log())
+        self.assertEqual(hz.read_until_closed(late, 30), (b"", True))
+        self.assertEqual(len(re.findall(r"event=cancel_(forwarded|joined)", px.log())), 67)
         self.pg.resume()
-        for k in asks:
+        for k in asks[:-8]:
             self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
         self._canceled(c)
         self._clients_total(px, 1, "the cancels gone")
         d, _ = self._raw_client(px)
         self.assertEqual(hz.simple_query(d, "select 'usable'"), ([[b"usable"]], []))
+
+    def test_held_cancels_at_and_below_the_cap_leave_the_console_a_place(self):
+        """Held cancels from below the cap took the room's first 32
+        places, those that came at the cap the other 32: the room full of
+        cancels, a console login got 53300 at accept, and a full pgwharf
+        could not be looked at.  Cancels at the cap leave the room's last
+        8 places to what else comes, a console login among them."""
+        px, c, key, asks = self._held_cancels_at_and_below_the_cap("console kept")
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, "pgbouncer", self.pg.password)     # was 53300
+        rows, errors = hz.simple_query(a, "SHOW LISTS")
+        self.assertEqual(errors, [])
+        lists = {r[0].decode(): int(r[1]) for r in rows}
+        self.assertEqual(lists["used_clients"], 1 + 32 + 2 + 24 + 1)
+        self.pg.resume()
+        self._canceled(c)
 
     def test_held_cancels_below_the_cap_leave_room_for_the_console(self):
         """64 cancels held (the postmaster stopped), all come below
