@@ -1,6 +1,7 @@
 /*
  * breaker.h - pure parts of pool/: the circuit breaker state machine, the
- * connect-rate token bucket and the classification of libpq connect errors.
+ * connect-rate token bucket, the length of a pool's turn and the
+ * classification of libpq connect errors.
  *
  * Internal to pool/ (exposed only so tests/unit can reach them).  Nothing
  * here reads a clock: every function takes `now` in seconds, so the unit
@@ -67,6 +68,13 @@ bool pgw_bucket_take(struct pgw_bucket *tb, double now);
 double pgw_bucket_wait(const struct pgw_bucket *tb, double now);
 /* A token taken and not used goes back (up to the burst). */
 void pgw_bucket_put_back(struct pgw_bucket *tb);
+
+/* How long a pool's clients wait for a turn under a shared
+ * max_db_connections / max_user_connections, or before a login on its way
+ * may be overtaken, for a query_wait_timeout of qwt seconds (0: none):
+ * PGW_POOL_TURN, a quarter of qwt at most, PGW_POOL_TURN_MIN at least but
+ * never past half of qwt (pool_int.h). */
+double pgw_pool_turn_length(double qwt);
 
 /*
  * libpq 15 keeps no SQLSTATE for a failed connect or login, only the text of

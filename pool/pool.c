@@ -542,16 +542,21 @@ static ev_tstamp oldest_since(const struct pgw_pool *pool)
     return pgw_container_of(pgw_list_first(&pool->waiters), struct pgw_pool_waiter, node)->since;
 }
 
-/* How long a pool's clients wait for a turn under a shared limit, or for
- * a login on its way that another may overtake: PGW_POOL_TURN, a quarter
- * of query_wait_timeout at most (so a turn comes before clients time
- * out). */
+/* A turn (pgw_pool_turn_length): a quarter of query_wait_timeout at most,
+ * so that a turn comes before clients time out; PGW_POOL_TURN_MIN at
+ * least, as a quarter of 0.1 s let a login of the others' room go every
+ * 25 ms, about as often as one can finish. */
+double pgw_pool_turn_length(double qwt)
+{
+    if (qwt <= 0 || qwt / 4 >= PGW_POOL_TURN)
+        return PGW_POOL_TURN;
+    double floor = qwt / 2 < PGW_POOL_TURN_MIN ? qwt / 2 : PGW_POOL_TURN_MIN;
+    return qwt / 4 > floor ? qwt / 4 : floor;
+}
+
 static double pool_turn(const struct pgw_pool *pool)
 {
-    double turn = PGW_POOL_TURN;
-    if (pool->query_wait_timeout > 0 && pool->query_wait_timeout / 4 < turn)
-        turn = pool->query_wait_timeout / 4;
-    return turn;
+    return pgw_pool_turn_length(pool->query_wait_timeout);
 }
 
 struct kick_entry {
@@ -999,6 +1004,28 @@ static bool hand_over(struct pgw_server *srv)
     return true;
 }
 
+/* Has a turn (pool_turn) passed since the pool's oldest waiter came and
+ * since its last login taken from the others' room?  If not, its timer
+ * kicks the pool when it has: the maintenance tick alone came up to a
+ * second late, past the turn of a query_wait_timeout under 4 s, its
+ * clients timing out meanwhile.  A quiet pool has nothing else to kick it
+ * (a login stuck on a frozen host). */
+static bool turn_over(struct pgw_pool *pool, ev_tstamp now)
+{
+    double turn = pool_turn(pool);
+    ev_tstamp from = oldest_since(pool);
+    if (pool->evicted_at > from)
+        from = pool->evicted_at;
+    double left = from + turn - now;
+    if (left <= 0)
+        return true;
+    struct ev_loop *loop = pool->set->loop;
+    ev_timer_stop(loop, &pool->turn_timer);
+    ev_timer_set(&pool->turn_timer, left, 0);
+    ev_timer_start(loop, &pool->turn_timer);
+    return false;
+}
+
 void pgw_pool_grow(struct pgw_pool *pool)
 {
     if (pool->orphan || pool->set->destroying || login_blocked(pool) ||
@@ -1037,17 +1064,24 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * login, another goes (at most one a turn). */
     ev_tstamp now = pool_now(pool);
     bool on_way = pool->n_connecting + pool->n_resetting > 0;
-    if (need > 0 && size_room(pool) > 0 &&
-        (!on_way || (!pgw_list_empty(&pool->waiters) &&
-                     now - oldest_since(pool) >= pool_turn(pool) &&
-                     now - pool->evicted_at >= pool_turn(pool))) &&
-        grow_one(pool, true))
+    if (need <= open_now || size_room(pool) <= 0 ||
+        (on_way && pgw_list_empty(&pool->waiters)))
+        return;
+    if (on_way && !turn_over(pool, now))
+        return;
+    if (grow_one(pool, true))
         pool->evicted_at = now;
 }
 
 static void reserve_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pgw_pool *pool = pgw_container_of(t, struct pgw_pool, reserve_timer);
+    pgw_pool_kick(pool);
+}
+
+static void turn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pgw_pool *pool = pgw_container_of(t, struct pgw_pool, turn_timer);
     pgw_pool_kick(pool);
 }
 
@@ -1060,6 +1094,7 @@ void pgw_pool_init_queues(struct pgw_pool *pool)
     pgw_list_init(&pool->repl_waiters);
     pgw_list_init(&pool->dedicated);
     ev_init(&pool->reserve_timer, reserve_timer_cb);
+    ev_init(&pool->turn_timer, turn_timer_cb);
 }
 
 /* ---- hosts ------------------------------------------------------------- */

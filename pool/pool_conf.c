@@ -291,6 +291,7 @@ struct pgw_pool *pgw_pool_get(struct pgw_pool_set *set, const struct pgw_conf_db
 void pgw_pool_free(struct pgw_pool *pool)
 {
     ev_timer_stop(pool->set->loop, &pool->reserve_timer);
+    ev_timer_stop(pool->set->loop, &pool->turn_timer);
     if (pgw_list_linked(&pool->node))
         pgw_list_del(&pool->node);
     free_strv(pool->keys, pool->nkeys);

@@ -40,6 +40,11 @@
  * have waited than a pool with one before that one's server changes hands
  * at its release (at most a quarter of the pool's query_wait_timeout). */
 #define PGW_POOL_TURN 1.0
+/* The shortest turn: a login a turn taken from the other pools, however
+ * short query_wait_timeout is (its quarter: 25 ms at 0.1 s, a login about
+ * as often as one can finish).  Half of query_wait_timeout when that is
+ * shorter still, so that a turn comes before its clients time out. */
+#define PGW_POOL_TURN_MIN 0.1
 /* How long a resolved host name is reused. */
 
 /* What a server in PGW_SRV_RESETTING is doing. */
@@ -214,6 +219,7 @@ struct pgw_pool {
     struct pgw_list dedicated;
     int n_repl_waiters, n_dedicated;
     ev_timer reserve_timer;   /* the oldest waiter reaches reserve_pool_timeout */
+    ev_timer turn_timer;      /* a turn ends for a login on its way (pgw_pool_grow) */
     bool dispatching, dispatch_again;
     /* The server refused this pool's login (28xxx, 3D000, 42501): no new
      * connect before login_retry_until (server_login_retry), and clients

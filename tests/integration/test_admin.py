@@ -1450,6 +1450,45 @@ class TestBreakers(AdminTestCase):
         for c in held:
             c.close()
 
+    def test_a_stuck_login_is_overtaken_at_its_turn_not_at_the_next_tick(self):
+        # As above with query_wait_timeout 0.5 s (a turn of 0.125 s): the
+        # pool, quiet behind its stuck login, was looked at again only at
+        # the maintenance tick, once a second, and its clients timed out
+        # before it came.  The turn's end kicks it now.  The clients come
+        # right after a tick (an idle server of another user closed at it,
+        # by its entry's server_lifetime), so that before, the next one
+        # came after their timeout.
+        app = self.pg.app_user
+        fwd = HoldFirstLogin(self.pg)
+        self.addCleanup(fwd.close)
+        self.addCleanup(fwd.go.set)
+        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
+        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
+        tick = self.pg.conn_string(server_lifetime=1)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 2,
+                                          "query_wait_timeout": 0.5,
+                                          "server_connect_timeout": 60},
+                                databases={"e1": e1, "e2": e2, "tick": tick})
+        held = [self.client(px, db="e1", user=app) for _ in range(2)]
+        for c in held:
+            c.autocommit = False
+            c.cursor().execute("select 1")           # both servers of the cap lent
+        for c in held:
+            c.commit()                               # e1: two idle servers
+        self.assertEqual(pt.one(self.client(px, db="tick"), "select 1"), 1)
+        px.wait_for_log(r"event=server_close [^\n]*reason=server_lifetime")
+        first = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
+        self.assertTrue(fwd.held.wait(20))           # e2's first login stuck
+        second = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 2"))
+        for want, bg in enumerate((first, second), 1):
+            bg.join(30)
+            self.assertFalse(bg.is_alive())
+            self.assertIsNone(bg.error, px.log_tail())
+            self.assertEqual(bg.result, want)
+        for c in held:
+            c.close()
+
     def test_a_login_started_before_a_reload_does_not_end_the_new_settings_refusal(self):
         # A login under the entry's old settings (a connect_query held at a
         # gate) succeeds after a reload put in a connect_query that fails,

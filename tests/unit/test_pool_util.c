@@ -1,8 +1,9 @@
 /*
  * test_pool_util.c - unit tests for pool/'s pure helpers: the SQLSTATE
  * guessed from libpq's connect error text (as libpq 15 words it), the
- * one-line trim of that text, and the server parameter table (values and
- * names of any length, copies, out of memory).
+ * one-line trim of that text, the server parameter table (values and
+ * names of any length, copies, out of memory), and the length of a pool's
+ * turn.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -449,6 +450,27 @@ static void t_params_full(void **state)
     free(big);
 }
 
+/* A pool's turn: a quarter of query_wait_timeout up to a second, never
+ * under 0.1 s (a quarter of 0.1 s let another pool's idle server go every
+ * 25 ms), but under half of it, so that a turn still comes before its
+ * clients time out. */
+static void t_turn_length(void **state)
+{
+    (void)state;
+    static const struct { double qwt, want; } cases[] = {
+        { 0, 1.0 },        /* no query_wait_timeout */
+        { 120, 1.0 }, { 4, 1.0 }, { 2, 0.5 }, { 1, 0.25 },
+        { 0.4, 0.1 }, { 0.3, 0.1 }, { 0.2, 0.1 },
+        { 0.1, 0.05 }, { 0.02, 0.01 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        double got = pgw_pool_turn_length(cases[i].qwt);
+        if (got < cases[i].want - 1e-9 || got > cases[i].want + 1e-9)
+            fail_msg("query_wait_timeout %g: turn %g, want %g", cases[i].qwt, got,
+                     cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +483,7 @@ int main(void)
         cmocka_unit_test(t_params_copy),
         cmocka_unit_test(t_params_out_of_memory),
         cmocka_unit_test(t_params_full),
+        cmocka_unit_test(t_turn_length),
     };
     return cmocka_run_group_tests_name("pool_util", tests, NULL, NULL);
 }
