@@ -752,7 +752,10 @@ void pgw_session_read_client(struct pgw_session *s)
     if (b->len == b->cap)
         pgw_iobuf_compact(b);
     if (b->len == b->cap) {
-        /* Full: stop reading until the server (or we) drain it. */
+        /* Full: stop reading until the server (or we) drain it.  A
+         * client queued for a server is then seen to leave only at its
+         * turn: its end of stream waits behind the bytes not read, in
+         * the client's own send buffer past some hundred kB (README). */
         ev_io_stop(loop, &s->cli_r);
         return;
     }
