@@ -58,14 +58,22 @@ bool pgw_pool_waiter_queued(const struct pgw_pool_waiter *w)
     return w->pool && w->node.next && pgw_list_linked(&w->node);
 }
 
+/* How many waiters, from the head of the queue, a server is on its way
+ * to: one for each connecting or being checked or reset (each ends idle
+ * and serves the oldest waiter); none in a paused pool. */
+static int servers_coming(const struct pgw_pool *pool)
+{
+    return pool->paused ? 0 : pool->n_connecting + pool->n_resetting;
+}
+
 bool pgw_pool_waiter_server_coming(const struct pgw_pool_waiter *w)
 {
     const struct pgw_pool *pool = w->pool;
-    if (!pgw_pool_waiter_queued(w) || w->replication || pool->paused)
+    if (!pgw_pool_waiter_queued(w) || w->replication)
         return false;
     /* (Bounded by the servers on their way: a client's every read while
      * queued asks, and a long queue made that a walk of all of it.) */
-    int coming = pool->n_connecting + pool->n_resetting, ahead = 0;
+    int coming = servers_coming(pool), ahead = 0;
     for (const struct pgw_list *n = pool->waiters.next; ahead < coming; n = n->next) {
         if (n == &w->node)
             return true;
@@ -488,25 +496,33 @@ static void fail_stranded(struct pgw_pool *pool)
 
 /* Waiters whose client left while a server was on its way to them
  * (pgw_pool_waiter_gone) and to whom none is now: failed, as a client
- * leaving a full pool's queue is let go (their request never runs). */
+ * leaving a full pool's queue is let go (their request never runs).
+ * One walk: a server on its way
+ * is a waiter's by its place in the queue (servers_coming), and gone
+ * ones are marked only there, near the head, so the walk ends at the
+ * last of them.  They go to a list of their own before any is failed,
+ * as in fail_queue: a callback may change the queue. */
 static void fail_gone(struct pgw_pool *pool)
 {
+    struct pgw_list out;
+    pgw_list_init(&out);
+    int coming = servers_coming(pool), at = 0, seen = 0;
+    struct pgw_list *n, *next;
+    for (n = pool->waiters.next; n != &pool->waiters && seen < pool->n_gone; n = next, at++) {
+        next = n->next;
+        if (pgw_container_of(n, struct pgw_pool_waiter, node)->gone) {
+            seen++;
+            if (at >= coming) {
+                pgw_list_del(n);
+                pgw_list_append(&out, n);
+            }
+        }
+    }
     struct pgw_pool_error err;
     pgw_pool_set_error(&err, PGW_ECLIENT_EOF, "08006",
                        "the client left while waiting for a server");
-    while (pool->n_gone > 0) {
-        struct pgw_pool_waiter *gone = NULL;
-        for (struct pgw_list *n = pool->waiters.next; n != &pool->waiters; n = n->next) {
-            struct pgw_pool_waiter *w = pgw_container_of(n, struct pgw_pool_waiter, node);
-            if (w->gone && !pgw_pool_waiter_server_coming(w)) {
-                gone = w;
-                break;
-            }
-        }
-        if (!gone)
-            return;
-        waiter_fail(gone, &err);      /* (its callback may change the queue) */
-    }
+    while ((n = pgw_list_first(&out)))
+        waiter_fail(pgw_container_of(n, struct pgw_pool_waiter, node), &err);
 }
 
 void pgw_pool_kick(struct pgw_pool *pool)

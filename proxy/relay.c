@@ -3098,28 +3098,18 @@ void pgw_relay_client_data(struct pgw_session *s)
 static bool eof_end_copy(struct pgw_session *s);
 
 /* Is the client's request waiting in its pool's queue, sent to no server
- * yet? */
+ * yet?  A client that leaves then (Terminate, or the end of its stream)
+ * goes at once, its request dropped, in a full or paused pool.  Not while
+ * a server is on its way to it (pgw_pool_waiter_server_coming: a login, a
+ * check -- a cold pool's first client sends its query with Terminate):
+ * that request runs if the server comes.  The caller marks the waiter
+ * (pgw_pool_waiter_gone), and the pool fails its wait if none comes (the
+ * login refused while another server is lent left it waiting for a
+ * server for nobody -- review of 52c30c1). */
 static bool queued_for_server(const struct pgw_session *s)
 {
     return (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT) && !s->server &&
            !s->pipe_srv && pgw_pool_waiter_queued(&s->waiter);
-}
-
-/* The client, queued for a server, left (Terminate, or the end of its
- * stream): may it go at once, its request dropped?  Yes in a full or
- * paused pool.  Not while a server is on its way to it (a login, a check:
- * a cold pool's first client sends its query with Terminate), whose
- * request runs if that server comes: the pool fails its wait if none does
- * (pgw_pool_waiter_gone; the login refused while another server is lent
- * left it waiting for a server for nobody -- review of 52c30c1). */
-static bool leaves_queue_now(struct pgw_session *s)
-{
-    if (!queued_for_server(s))
-        return false;
-    if (!pgw_pool_waiter_server_coming(&s->waiter))
-        return true;
-    pgw_pool_waiter_gone(&s->waiter);
-    return false;
 }
 
 /* A client that leaves while its request waits in the pool's queue (it
@@ -3140,8 +3130,10 @@ bool pgw_relay_left_while_queued(struct pgw_session *s)
     for (uint32_t at = b->parsed; b->len - at >= PGW_MSG_HDR;) {
         uint32_t mlen = pgw_get_u32(b->data + at + 1);
         if (b->data[at] == PGW_FE_TERMINATE) {
-            if (!leaves_queue_now(s))
+            if (pgw_pool_waiter_server_coming(&s->waiter)) {
+                pgw_pool_waiter_gone(&s->waiter);     /* queued_for_server */
                 return false;
+            }
             pgw_session_close(s, NULL, "client terminated");
             return true;
         }
@@ -3220,8 +3212,11 @@ bool pgw_relay_client_eof(struct pgw_session *s)
     default:
         return false;
     }
-    if (leaves_queue_now(s))
-        return false;           /* the caller closes it at once (pgw_relay_left_while_queued) */
+    if (queued_for_server(s)) {
+        if (!pgw_pool_waiter_server_coming(&s->waiter))
+            return false;       /* the caller closes it at once (pgw_relay_left_while_queued) */
+        pgw_pool_waiter_gone(&s->waiter);
+    }
     /* A message cut short (part of it relayed, or being dropped): the
      * server would wait for the rest of it. */
     if (s->cskip > 0)

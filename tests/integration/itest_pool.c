@@ -53,6 +53,7 @@ struct client {
     int err;
     struct pgw_pool_error e;  /* w.error, copied when it was valid */
     bool release_in_cb;
+    struct pgw_pool_waiter *cancel_in_cb;   /* its wait to cancel from the callback */
 };
 
 struct fx {
@@ -236,6 +237,8 @@ static void acquired(struct pgw_pool_waiter *w, struct pgw_server *srv)
     assert_true(srv == w->server);
     if (srv)
         fx->order[fx->norder++] = c->id;
+    if (c->cancel_in_cb)
+        pgw_pool_cancel_wait(c->cancel_in_cb);
     if (srv && c->release_in_cb) {
         c->srv = NULL;
         pgw_pool_release(srv, PGW_RELEASE_IDLE);
@@ -484,6 +487,67 @@ static void t_cancel(void **state)
     pgw_ctx_release(sess);
     release(fx, 3, PGW_RELEASE_IDLE);
     assert_int_equal(pgw_pool_set_server_count(fx->set), 1);
+}
+
+static bool four_idle(struct fx *fx)
+{
+    struct pgw_pool_stats st = stats(fx);
+    return st.sv_idle + st.sv_used == 4;
+}
+
+static bool gone_failed(struct fx *fx)
+{
+    return fx->cl[1].done && fx->cl[3].done;
+}
+
+/* Waiters whose client left (pgw_pool_waiter_gone) while a server was on
+ * its way to each: failed with PGW_ECLIENT_EOF once none is (here: PAUSE),
+ * the others kept.  Those failed are taken off the queue before the
+ * first callback, which here cancels another gone waiter's wait (a
+ * session closing may end another's): that one gets no callback, the
+ * rest of them are failed, and the counts come back. */
+static void t_gone(void **state)
+{
+    struct fx *fx = *state;
+    fx_start(fx, make_cfg("default_pool_size = 4\nserver_reset_query = DISCARD ALL\n", NULL, NULL),
+             NULL);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(acquire(fx, i, NULL), PGW_ACQ_QUEUED);
+    for (int i = 0; i < 4; i++)
+        assert_true(pgw_pool_waiter_server_coming(&fx->cl[i].w));
+    for (int i = 1; i < 4; i++) {
+        pgw_pool_waiter_gone(&fx->cl[i].w);
+        pgw_pool_waiter_gone(&fx->cl[i].w);    /* once only */
+    }
+    fx->cl[1].cancel_in_cb = &fx->cl[2].w;
+    pgw_pool_pause(fx->pool, true);
+    assert_true(run_until_pred(fx, gone_failed));
+    assert_int_equal(fx->cl[1].err, PGW_ECLIENT_EOF);
+    assert_int_equal(fx->cl[3].err, PGW_ECLIENT_EOF);
+    assert_false(fx->cl[2].done);
+    assert_false(pgw_pool_waiter_queued(&fx->cl[2].w));
+    assert_false(fx->cl[0].done);
+    assert_int_equal(stats(fx).cl_waiting, 1);
+    pgw_pool_pause(fx->pool, false);
+    assert_true(run_until_done(fx, 0));
+    assert_non_null(fx->cl[0].srv);
+    release(fx, 0, PGW_RELEASE_IDLE);
+    assert_true(run_until_pred(fx, four_idle));
+    /* Gone while a server is on its way (being reset for it): served. */
+    fx->cl[1].cancel_in_cb = NULL;
+    assert_int_equal(acquire(fx, 1, NULL), PGW_ACQ_GRANTED);
+    assert_int_equal(acquire(fx, 2, NULL), PGW_ACQ_GRANTED);
+    assert_int_equal(acquire(fx, 3, NULL), PGW_ACQ_GRANTED);
+    assert_int_equal(acquire(fx, 4, NULL), PGW_ACQ_GRANTED);
+    assert_int_equal(acquire(fx, 5, NULL), PGW_ACQ_QUEUED);
+    assert_false(pgw_pool_waiter_server_coming(&fx->cl[5].w));   /* a full pool */
+    release(fx, 1, PGW_RELEASE_RESET);
+    assert_true(pgw_pool_waiter_server_coming(&fx->cl[5].w));
+    pgw_pool_waiter_gone(&fx->cl[5].w);
+    assert_true(run_until_done(fx, 5));
+    assert_non_null(fx->cl[5].srv);
+    for (int i = 2; i < 6; i++)
+        release(fx, i, PGW_RELEASE_IDLE);
 }
 
 static bool three_servers(struct fx *fx)
@@ -1069,6 +1133,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_size_and_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(t_wait_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(t_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(t_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(t_check, setup, teardown),
         cmocka_unit_test_setup_teardown(t_terminated_idle, setup, teardown),
