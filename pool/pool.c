@@ -119,8 +119,19 @@ static const struct pgw_pool_error *fail_slot(struct pgw_pool *pool,
     return &pool->set->error;
 }
 
+/* A waiter whose client left (pgw_pool_waiter_gone) fails as such
+ * (PGW_ECLIENT_EOF), whatever ended its wait -- fail_gone, its
+ * query_wait_timeout, a refused login, RELOAD or KILL (not a cancel of
+ * its caller's ctx, which ends the caller's session anyway): the caller
+ * lets the client go, not on to the next request it sent as if it were
+ * there (one queued for a server as a client's that had not left, and
+ * ran for nobody). */
 static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *err)
 {
+    struct pgw_pool_error left;
+    if (w->gone && err->code != PGW_ECLIENT_EOF && err->code != PGW_ECANCELED)
+        err = pgw_pool_set_error(&left, PGW_ECLIENT_EOF, "08006",
+                                 "the client left while waiting for a server (%s)", err->message);
     waiter_unqueue(w);
     w->error = fail_slot(w->pool, err);
     w->server = NULL;
@@ -497,7 +508,10 @@ static void fail_stranded(struct pgw_pool *pool)
 /* Waiters whose client left while a server was on its way to them
  * (pgw_pool_waiter_gone) and to whom none is now: failed, as a client
  * leaving a full pool's queue is let go (their request never runs).
- * One walk: a server on its way
+ * Before pgw_pool_grow: no new server is opened for a client that left
+ * (with server_login_retry 0 the next login, opened first, kept a server
+ * on its way to it for as long as another of the pool was lent, and its
+ * request ran when that one came back).  One walk: a server on its way
  * is a waiter's by its place in the queue (servers_coming), and gone
  * ones are marked only there, near the head, so the walk ends at the
  * last of them.  They go to a list of their own before any is failed,
@@ -536,9 +550,9 @@ void pgw_pool_kick(struct pgw_pool *pool)
         pool->dispatch_again = false;
         serve_waiters(pool);
         fail_stranded(pool);
-        pgw_pool_grow(pool);
         if (pool->n_gone > 0)
             fail_gone(pool);
+        pgw_pool_grow(pool);
         if (pool->n_repl_waiters > 0)
             pgw_pool_repl_grow(pool, true);
     } while (pool->dispatch_again);

@@ -269,8 +269,10 @@ bool pgw_pool_waiter_server_coming(const struct pgw_pool_waiter *w);
 /* w's client left while a server was on its way to it (what it sent
  * before it left runs if that server comes): as soon as none is on its
  * way to w any more (the login refused, the check failed, while another
- * server of the pool is lent), w fails (08006) instead of waiting for a
- * server for nobody. */
+ * server of the pool is lent), w fails (PGW_ECLIENT_EOF, 08006) instead
+ * of waiting for a server for nobody; no new server is opened for it.
+ * Its wait ending otherwise (a timeout, a refused login, RELOAD, KILL)
+ * fails it with PGW_ECLIENT_EOF too: the caller lets the client go. */
 void pgw_pool_waiter_gone(struct pgw_pool_waiter *w);
 
 /* Replication connections (PgBouncer 1.23's design): a client sending the

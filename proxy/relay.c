@@ -2062,6 +2062,16 @@ static void acquire_failed(struct pgw_session *s, const struct pgw_pool_error *e
 {
     if (err->code == PGW_ECANCELED || s->state == PGW_SS_CLOSING)
         return;
+    /* It left while a server was on its way (pgw_pool_waiter_gone), and
+     * its wait ended without one (none came, a timeout, ...): it goes
+     * now, as from a full pool's queue.  Not on to the next request it
+     * sent as if it were there: that one queued for a server like a
+     * client's that had not left, and ran for nobody. */
+    if (err->code == PGW_ECLIENT_EOF) {
+        pgw_session_close(s, NULL, s->client_eof ? "client closed the connection"
+                                                 : "client terminated");
+        return;
+    }
     if (s->state == PGW_SS_LOGIN_WAIT) {
         pgw_session_close(s, err->sqlstate[0] ? err->sqlstate : "08006", "%s", err->message);
         return;
@@ -3105,7 +3115,8 @@ static bool eof_end_copy(struct pgw_session *s);
  * that request runs if the server comes.  The caller marks the waiter
  * (pgw_pool_waiter_gone), and the pool fails its wait if none comes (the
  * login refused while another server is lent left it waiting for a
- * server for nobody -- review of 52c30c1). */
+ * server for nobody -- review of 52c30c1); the session then ends
+ * (acquire_failed). */
 static bool queued_for_server(const struct pgw_session *s)
 {
     return (s->state == PGW_SS_WAIT_SERVER || s->state == PGW_SS_LOGIN_WAIT) && !s->server &&

@@ -549,19 +549,35 @@ class TestAClientGoneWhenTheServerOnItsWayIsRefused(pt.AppRoleTestCase):
     pool lets B go once no server is on its way to it."""
 
     def test_its_request_sent_with_terminate_is_dropped(self):
-        self.run_case(close=False)
+        self.run_case("terminate")
 
     def test_its_request_sent_before_close_is_dropped(self):
-        self.run_case(close=True)
+        self.run_case("close")
 
-    def run_case(self, close):
+    def test_with_server_login_retry_0(self):
+        # A refused login is retried at once: the pool opened the next
+        # login for B before it asked whether a server was on its way to
+        # B, so one always was -- B waited, a login refused after
+        # another, until A let its server go, and its INSERT ran for
+        # nobody.  No new server is opened for a client that left.
+        self.run_case("terminate", retry="0")
+
+    def test_its_requests_sent_before_its_stream_ended_are_dropped(self):
+        # The first request dropped (an error and ReadyForQuery for a
+        # client that only shut down its sending side), the session went
+        # on to the next as if the client were there: that one queued
+        # for a server as the request of a client that had not left, and
+        # ran once A let its server go.  Now the session ends there.
+        self.run_case("shutdown", requests=2)
+
+    def run_case(self, end, retry="60s", requests=1):
         pg = self.pg
         pg.psql("drop table if exists relay_gone; create table relay_gone (n int); "
                 "grant all on relay_gone to %s" % self.user, user=pg.user)
         self.addCleanup(pg.psql, "drop table if exists relay_gone", user=pg.user, check=False)
         self.addCleanup(pg.psql, "alter role %s connection limit -1" % self.user, user=pg.user)
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
-                                          "query_wait_timeout": 0, "server_login_retry": "60s"})
+                                          "query_wait_timeout": 0, "server_login_retry": retry})
         a = socket.create_connection((px.host, px.port), timeout=30)
         self.addCleanup(a.close)
         hz.sync_login(a, self.user, self.db, self.password)
@@ -571,19 +587,74 @@ class TestAClientGoneWhenTheServerOnItsWayIsRefused(pt.AppRoleTestCase):
         b = socket.create_connection((px.host, px.port), timeout=30)
         self.addCleanup(b.close)
         hz.sync_login(b, self.user, self.db, self.password)
-        if close:
-            b.sendall(hz.query_msg("insert into relay_gone values (1)"))
+        port = b.getsockname()[1]
+        sent = b"".join(hz.query_msg("insert into relay_gone values (%d)" % i)
+                        for i in range(requests))
+        if end == "close":
+            b.sendall(sent)
             b.close()
+        elif end == "shutdown":
+            b.sendall(sent)
+            b.shutdown(socket.SHUT_WR)
         else:
-            b.sendall(hz.query_msg("insert into relay_gone values (1)") + M(b"X"))
+            b.sendall(sent + M(b"X"))
         px.wait_for_log(r"event=server_connect_failed .*too many connections")
         pt.wait_until(lambda: px.show("POOLS", database=self.db, user=self.user)[0]
                       ["cl_waiting"] == "0", 20, what="B let go")
-        pt.wait_until(lambda: not px.show("CLIENTS", user=self.user, state="waiting"), 20,
+        pt.wait_until(lambda: px.show("CLIENTS", port=port) == [], 20,
                       what="B gone from SHOW CLIENTS")
-        if not close:
+        if end != "close":
             _, closed = hz.read_until_closed(b, 20)
             self.assertTrue(closed)
+        hz.simple_query(a, "commit")
+        self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"0"]])
+
+
+class TestAClientGoneWhoseWaitEnds(pt.PgwharfTestCase):
+    """B sends two INSERTs and shuts down its sending side while a server
+    logs in for it (its connect_query waits on an advisory lock the test
+    holds; A holds the pool's other server): kept for that server.  Its
+    query_wait_timeout ends the wait first: the first INSERT was dropped
+    (57014) and the session went on to the second as if the client were
+    there -- queued for the same server as a client's that had not left,
+    it ran once that server came.  Now the session ends there."""
+
+    def test_the_requests_after_the_first_are_dropped_too(self):
+        pg = self.pg
+        scratch_table(self, "relay_gone", "n int")
+        gate = socket.create_connection((pg.host, pg.port), timeout=30)
+        self.addCleanup(gate.close)
+        hz.sync_login(gate, pg.user, pg.database, pg.password)
+        cq = "SELECT pg_advisory_lock(4243); SELECT pg_advisory_unlock(4243)"
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "query_wait_timeout": "1s"},
+            databases={"cq": pg.conn_string(pg.database, connect_query=cq)})
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, pg.user, "cq", pg.password)
+        hz.simple_query(a, "begin")
+        hz.simple_query(a, "select 1")              # A holds the pool's server
+        gate.sendall(hz.query_msg("select pg_advisory_lock(4243)"))
+        hz.read_until_ready(gate)
+        b = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, pg.user, "cq", pg.password)
+        port = b.getsockname()[1]
+        b.sendall(hz.query_msg("insert into relay_gone values (1)") +
+                  hz.query_msg("insert into relay_gone values (2)"))
+        b.shutdown(socket.SHUT_WR)
+        px.wait_for_log(r"event=client_eof ")
+        px.wait_for_log(r"event=pool_wait_timeout ")
+        gate.sendall(hz.query_msg("select pg_advisory_unlock(4243)"))
+        hz.read_until_ready(gate)
+        # The second server comes; nobody waits for it.
+        pt.wait_until(lambda: px.show("POOLS", database="cq")[0]["sv_idle"] == "1", 20,
+                      what="the second server idle")
+        pt.wait_until(lambda: px.show("CLIENTS", port=port) == [], 20,
+                      what="B gone from SHOW CLIENTS")
+        _, closed = hz.read_until_closed(b, 20)
+        self.assertTrue(closed)
         hz.simple_query(a, "commit")
         self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"0"]])
 
