@@ -282,8 +282,16 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
                  pgw_log_quote(q, sizeof(q), reason));
     }
     pgw_server_move(srv, PGW_SRV_CLOSING);
-    if (srv->conn)
+    /* PQfinish sends a Terminate first, and in libpq's blocking mode waits
+     * (poll) until the socket takes it: a server that reads nothing (its
+     * query waits on a lock, requests queued behind it fill its socket)
+     * held the whole loop.  Non-blocking, a Terminate that does not fit
+     * is dropped.  (The switch flushes libpq's own output first: empty,
+     * pgwharf writes the socket itself.) */
+    if (srv->conn) {
+        (void)PQsetnonblocking(srv->conn, 1);
         PQfinish(srv->conn);
+    }
     srv->conn = NULL;
     srv->ssl = NULL;
     srv->fd = -1;

@@ -245,6 +245,53 @@ class TestEventRegistrationFails(pt.PgwharfTestCase):
         self.assertEqual(px.stop(timeout=20), 0, px.log_tail())
 
 
+class TestClosingAServerThatReadsNothing(pt.AppRoleTestCase):
+    """A client's query waits on a gate (an advisory lock the test holds)
+    with more queries pipelined behind it, which PostgreSQL does not read
+    meanwhile: pgwharf sends them until the server's socket is full (the
+    pool's server on PostgreSQL's Unix socket, whose buffer is small) and
+    keeps the rest.  KILL_CLIENT closes that server: libpq's PQfinish, in
+    its blocking mode, waited in poll(2) for the socket to take its
+    Terminate, and pgwharf's whole loop stopped until PostgreSQL read again
+    (the gate open): the KILL_CLIENT, every other client, got no answer."""
+
+    def test_closing_a_server_whose_socket_is_full_stops_nothing(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1},
+                                databases={self.db: pt.entry_conninfo(
+                                    host=self.pg.sockdir, port=self.pg.port, dbname=self.db)})
+        import psycopg2
+        g = psycopg2.connect(host=self.pg.sockdir, port=self.pg.port, user=self.pg.user,
+                             dbname=self.db)
+        g.autocommit = True
+        self.addCleanup(g.close)
+        pt.one(g, "select pg_advisory_lock(4401)")
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(c.close)
+        hz.sync_login(c, self.user, self.db, self.password)
+        port = str(c.getsockname()[1])
+        c.sendall(hz.query_msg("select pg_advisory_xact_lock_shared(4401) as marker_q4401"))
+        pt.wait_until(lambda: self.pg.queries_running("marker_q4401") == 1, 30,
+                      what="the query at the gate")
+        more = b"".join(hz.query_msg("select length('%s')" % ("x" * 30000)) for _ in range(12))
+
+        def send_more():
+            try:
+                c.sendall(more)
+            except OSError:
+                pass                    # (killed before it was all read)
+        threading.Thread(target=send_more, daemon=True).start()
+
+        def unsent():
+            rows = px.show("SOCKETS", port=port)
+            return len(rows) == 1 and int(rows[0]["send_avail"]) > 0
+        pt.wait_until(unsent, 30, what="queries left unsent, the server's socket full")
+        cid = px.show("CLIENTS", port=port)[0]["id"]
+        px.admin("KILL_CLIENT %s" % cid, user=self.pg.user)
+        self.assertEqual(px.show("CLIENTS", port=port), [])
+        self.assertEqual(px.psql("select 'next'", user=self.user), "next")
+        pt.one(g, "select pg_advisory_unlock(4401)")
+
+
 class TestRefusedLoginEdges(pt.PgwharfTestCase):
     """A pool that the server refused (server_login_retry) must stop
     refusing as soon as the refusal no longer stands, and only the
