@@ -441,7 +441,11 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
         port = lport = s->px->cfg->listen_port;      /* as PgBouncer shows both */
     snprintf(ptr, sizeof(ptr), "%p", (const void *)s);
     snprintf(link, sizeof(link), "%s", "");
-    if (s->server)
+    /* A client waiting shows no server, as PgBouncer's waiting ones: also
+     * one handed a server that still runs the query of a client that left
+     * ahead of its own (server_pipeline_depth), which the server's row
+     * links to all the same. */
+    if (s->server && !s->pipe_waits)
         snprintf(link, sizeof(link), "%p", (const void *)s->server);
     long long wait_us = 0;
     ev_tstamp since;

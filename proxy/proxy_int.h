@@ -393,8 +393,8 @@ void pgw_session_login_done(struct pgw_session *s);
 /* Past authentication and not closing: what the client limits count. */
 bool pgw_session_logged_in(const struct pgw_session *s);
 void pgw_session_arm_timer(struct pgw_session *s);
-/* When the request s has under way on its server meets s's query_timeout;
- * 0: none (none under way, or no query_timeout). */
+/* When the request s has under way on its server meets s's query_timeout
+ * or transaction_timeout; 0: none (none under way, or neither set). */
 ev_tstamp pgw_session_query_deadline(const struct pgw_session *s);
 /* s moves to the end of its PgBouncer client list, the order SHOW CLIENTS
  * lists a pool's clients in: at login, when it queues for a server, and

@@ -1216,8 +1216,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
                 next->pipe_skip += s->pipe_skip + (s->pipe_fail_own ? 0 : 1);
                 next->pipe_drop = s->pipe_skip > 0 ? s->pipe_drop : s->sskip;
                 /* The query the server runs, nobody's now, keeps its
-                 * client's query_timeout (that of one ahead of s's own
-                 * when s waited for it): next's wait ends there. */
+                 * client's query_timeout or transaction_timeout (that of
+                 * one ahead of s's own when s waited for it): next's wait
+                 * ends there. */
                 next->pipe_left_at = s->pipe_waits ? s->pipe_left_at
                                                    : pgw_session_query_deadline(s);
                 if (s->pipe_waits)
@@ -1257,6 +1258,13 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
             srv->user_tail_qt = 0;
         }
         /* else user_tail_skip stays: those replies come after the queue's. */
+    }
+    if (!next && s->pipe_waits && s->cbuf && s->cbuf->sent < s->cbuf->parsed) {
+        /* Requests of the clients queued behind s, moved to it at its
+         * handoff and not sent yet (its own messages since are held,
+         * unscanned): they fail with the queue.  Left there, they went to
+         * s's next server, their answers read as its own. */
+        pgw_iobuf_cut(s->cbuf, s->cbuf->sent, s->cbuf->parsed - s->cbuf->sent);
     }
     srv->user_pipe_ok = false;
     srv->user_pipe_broken = false;
@@ -1828,10 +1836,15 @@ static double pipe_qt_join(double a, double b)
     return a < 0 || b < 0 ? -1 : a > b ? a : b;
 }
 
-/* s's own query's, as pipe_qt_join reads it. */
+/* s's own query's, as pipe_qt_join reads it: the query is one statement
+ * in its own transaction, so transaction_timeout bounds it as
+ * query_timeout does, whichever is shorter. */
 static double pipe_qt_of(const struct pgw_session *s)
 {
-    return s->query_timeout > 0 ? s->query_timeout : -1;
+    double qt = s->query_timeout, tt = s->transaction_timeout;
+    if (tt > 0 && (qt <= 0 || tt < qt))
+        qt = tt;
+    return qt > 0 ? qt : -1;
 }
 
 /* The deadline of such a query the server starts now (0: none). */
@@ -1968,6 +1981,16 @@ static void pipe_end_request(struct pgw_session *f, const char *sqlstate, const 
         pgw_relay_client_data(f);
 }
 
+/* s's server was lost (found reading or writing it) while it ran the
+ * query of a client that left ahead of s's own (pipe_waits): s's query
+ * did not run, and s stays with 08006, as the clients queued behind it
+ * do.  The caller made the server lost. */
+static void pipe_lost_ahead(struct pgw_session *s)
+{
+    pgw_relay_unlink(s, PGW_RELEASE_CLOSE);
+    pipe_end_request(s, "08006", "server connection closed while the query ahead of yours ran");
+}
+
 /* Clients taken off a server's queue: their query may or may not have run;
  * each gets 08006 and ReadyForQuery and stays logged in. */
 static void pipe_fail(struct pgw_list *queue, const char *why)
@@ -1999,7 +2022,8 @@ void pgw_relay_pipe_wait_timeout(struct pgw_session *s, bool ahead)
         snprintf(e.sqlstate, sizeof(e.sqlstate), "%s", "57014");
         snprintf(e.message, sizeof(e.message),
                  "query_timeout: the query ahead of yours on the server, of a client that "
-                 "left, ran past its query_timeout; waited %.1f s for a server in pool %s/%s",
+                 "left, ran past its query_timeout or transaction_timeout; waited %.1f s for "
+                 "a server in pool %s/%s",
                  pgw_mono_now(s->px->loop) - s->waiter.since, pgw_pool_dbname(s->pool),
                  pgw_pool_user(s->pool));
     } else {
@@ -3320,6 +3344,12 @@ void pgw_relay_flush_server(struct pgw_session *s)
         if (w < 0) {
             srv->user_pipe_broken = true;      /* nothing is handed on */
             pgw_pool_server_lost(srv);
+            if (s->pipe_waits) {
+                /* (What failed to go out: the requests moved to s at its
+                 * handoff, its own among them maybe.) */
+                pipe_lost_ahead(s);
+                return;
+            }
             pgw_session_close(s, "08006", "server connection lost while sending: %s",
                               pgw_strerror((int)w));
             return;
@@ -4061,12 +4091,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
         srv->user_pipe_broken = true;      /* nothing is handed on */
         pgw_pool_server_lost(srv);
         if (s->pipe_waits) {
-            /* Lost while it ran the query of a client that left ahead of
-             * s's own (server_pipeline_depth): s's query did not run, and
-             * s stays, as the clients queued behind it do. */
-            pgw_relay_unlink(s, PGW_RELEASE_CLOSE);
-            pipe_end_request(s, "08006", "server connection closed while the query ahead of "
-                             "yours ran");
+            pipe_lost_ahead(s);             /* (server_pipeline_depth) */
             return;
         }
         if (s->server_fatal[0]) {          /* the client has the server's FATAL */

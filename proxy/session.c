@@ -510,7 +510,11 @@ ev_tstamp pgw_session_query_deadline(const struct pgw_session *s)
 {
     enum session_timeout what = TO_NONE;
     ev_tstamp at = linked_deadline_as_sent(s, &what);
-    return what == TO_QUERY ? at : 0;
+    if (what != TO_QUERY)
+        return 0;
+    /* (A request others queue behind is one statement in its own
+     * transaction: transaction_timeout ends it too.) */
+    return earlier(at, &what, transaction_deadline(s), TO_TRANSACTION);
 }
 
 void pgw_session_list_join(struct pgw_session *s)

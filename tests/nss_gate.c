@@ -23,15 +23,23 @@
  * while PATH exists removes it and fails with ENOMEM: one failure each time
  * a test creates the file (the kernel short of memory for the event).
  *
+ * With PGW_SEND_FAIL=PATH, a send(2) on a Unix-domain socket connected to
+ * a named one (pgwharf's connection to a server on PostgreSQL's Unix
+ * socket; not a client's on pgwharf's own) while PATH exists removes it
+ * and fails with ECONNRESET: one failure each time a test creates the
+ * file (the server lost just as pgwharf writes to it).
+ *
  * tests/integration/test_auth.py uses it to show that a peer login waiting
  * on the user database leaves the rest of pgwharf running, test_hosts.py
  * to hold a backend's name lookup while a reload moves its pools away,
- * test_proxy.py to hold the start-up at unix_socket_group's look-up.
+ * test_proxy.py to hold the start-up at unix_socket_group's look-up,
+ * test_pipeline.py to lose a server as pgwharf writes to it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -42,7 +50,9 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 typedef int (*getpwuid_r_fn)(uid_t, struct passwd *, char *, size_t, struct passwd **);
@@ -137,4 +147,32 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         return -1;
     }
     return real(epfd, op, fd, ev);
+}
+
+typedef ssize_t (*send_fn)(int, const void *, size_t, int);
+
+/* Is fd a Unix-domain socket whose peer has a name (a server's socket)? */
+static int unix_to_named(int fd)
+{
+    struct sockaddr_un a;
+    socklen_t len = sizeof(a);
+    memset(&a, 0, sizeof(a));
+    if (getpeername(fd, (struct sockaddr *)&a, &len) != 0 || a.sun_family != AF_UNIX)
+        return 0;
+    return len > offsetof(struct sockaddr_un, sun_path) && a.sun_path[0] != '\0';
+}
+
+ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    send_fn real = (send_fn)dlsym(RTLD_NEXT, "send");
+    const char *path = getenv("PGW_SEND_FAIL");
+    if (path && *path && unix_to_named(fd) && unlink(path) == 0) {
+        errno = ECONNRESET;
+        return -1;
+    }
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(fd, buf, n, flags);
 }

@@ -14,11 +14,14 @@ is checked against what the README promises.
 """
 
 import asyncio
+import os
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
+import tempfile
 import unittest
 
 import pgwharf_test as pt
@@ -260,12 +263,18 @@ class TestPipeline(pt.AppRoleTestCase):
         left ahead of its own."""
         return metric(self.px, "pgwharf_pool_client_waiting")
 
-    async def wait_handed(self, conn):
-        """Until conn's client holds a server (its SHOW CLIENTS link), maybe
-        still waiting for the query of a client that left ahead of it."""
+    def handed(self, conn, px=None):
+        """Does conn's client hold a server (SHOW SERVERS' link to it)?  One
+        still waiting for the query of a client that left ahead of it does,
+        though its own SHOW CLIENTS row shows no link (it waits)."""
+        px = px or self.px
         port = str(conn.w.get_extra_info("sockname")[1])
-        await self.until(lambda: [r["link"] != "" for r in self.px.show("CLIENTS", port=port)]
-                         == [True], "handed the server")
+        ptr = [r["ptr"] for r in px.show("CLIENTS", port=port)]
+        return len(ptr) == 1 and ptr[0] in [r["link"] for r in px.show("SERVERS")]
+
+    async def wait_handed(self, conn, px=None):
+        """Until conn's client holds a server (handed)."""
+        await self.until(lambda: self.handed(conn, px), "handed the server")
 
     async def send_and_wait_read(self, conn, data):
         """Send data and wait until pgwharf has read it."""
@@ -948,6 +957,43 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 1)
 
+    def test_the_transaction_timeout_of_a_killed_client_ahead_ends_the_wait_for_its_query(self):
+        # As the test above, with transaction_timeout in place of
+        # query_timeout: H's query is one statement in its own transaction,
+        # which H's transaction_timeout would have ended had H stayed.  Q0,
+        # handed the server after H was killed, waited for H's query with
+        # no end (query_wait_timeout off): only query_timeout was carried.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "transaction_timeout": self.QT, "query_wait_timeout": 0})
+
+        async def main():
+            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
+            port = str(h.w.get_extra_info("sockname")[1])
+            g = await self.gate(213)
+            try:
+                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(213) as marker_q213"))
+                await self.wait_running("marker_q213")
+                q0.send(hz.query_msg("select 'Q0'"))
+                await self.wait_queued(1, px)
+                q1.send(hz.query_msg("select 'Q1'"))
+                await self.wait_queued(2, px)
+                px.admin("KILL_CLIENT %s" % px.show("CLIENTS", port=port)[0]["id"],
+                         user=self.pg.user)
+                rows, err = await asyncio.wait_for(q0.read_result(), 30)
+                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
+                self.assertIn("transaction_timeout", err.get("M"))
+                self.assertNotIn("query_wait_timeout", err.get("M"))
+                rows, err = await asyncio.wait_for(q1.read_result(), 30)
+                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+                self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
+                                 [["Q0b"]])
+                for x in (q0, q1):
+                    await x.close()
+            finally:
+                await g.open()
+        self.run_async(main())
+
     def test_the_query_timeout_of_a_queued_client_that_left_ends_the_wait_for_its_query(self):
         # H holds the server; A queues behind it, B behind A; A leaves, and
         # query_wait_timeout is off.  When H's answer is through, B is
@@ -1022,6 +1068,15 @@ class TestPipeline(pt.AppRoleTestCase):
                     waited = int(row["wait"]) + int(row["wait_us"]) / 1e6
                     return row["state"] == "waiting" and waited >= 0.2
                 await self.until(b_waits, "B waiting in SHOW CLIENTS")
+                # Waiting, it shows no server in SHOW CLIENTS (nor SOCKETS),
+                # as PgBouncer's waiting clients; the server's SHOW SERVERS
+                # row still links to it.  (It showed the server.)
+                row = px.show("CLIENTS", port=port)[0]
+                self.assertEqual(row["link"], "")
+                self.assertEqual([r["link"] for r in px.show("SOCKETS", port=port)], [""])
+                self.assertEqual([(r["state"], r["link"]) for r in
+                                  px.show("SERVERS", database=self.db, user=self.user)],
+                                 [("active", row["ptr"])])
                 pool = px.show("POOLS", database=self.db, user=self.user)[0]
                 self.assertEqual((pool["cl_active"], pool["cl_waiting"]), ("1", "1"))   # H, B
                 self.assertGreaterEqual(int(pool["maxwait"]) + int(pool["maxwait_us"]) / 1e6,
@@ -1069,8 +1124,7 @@ class TestPipeline(pt.AppRoleTestCase):
                 await self.wait_queued(2)
                 px.admin("KILL_CLIENT %s" % px.show("CLIENTS", port=hp)[0]["id"],
                          user=self.pg.user)
-                await self.until(lambda: px.show("CLIENTS", port=p0)[0]["link"] not in ("", None),
-                                 "Q0 handed the server")
+                await self.wait_handed(q0)
                 self.pg.psql("select pg_terminate_backend(pid) from pg_stat_activity "
                              "where query like '%marker_q210%' and pid <> pg_backend_pid()",
                              db=self.db)
@@ -1084,6 +1138,75 @@ class TestPipeline(pt.AppRoleTestCase):
                 self.assertEqual(self.rows(await asyncio.wait_for(q1.query("select 'Q1b'"), 20)),
                                  [["Q1b"]])
                 for x in (q0, q1):
+                    await x.close()
+            finally:
+                await g.open()
+        self.run_async(main())
+
+    def test_a_server_lost_as_it_is_written_to_for_a_client_waiting_for_the_query_of_one_that_left_keeps_it(self):
+        # As test_a_server_lost_while_a_client_waits_for_the_query_of_one_that_left_keeps_it,
+        # but the loss comes as pgwharf writes to the server: H's query
+        # runs, Q0 and fillers F queued behind it, until the last filler's
+        # request no longer fits the server's socket (PostgreSQL reads
+        # nothing while H's query waits at the gate; the pool's server is
+        # on PostgreSQL's Unix socket, whose buffer is small).  KILL_CLIENT
+        # of H hands the server to Q0, with that unsent request to send;
+        # the send fails (tests/nss_gate.c, PGW_SEND_FAIL).  Q0's query
+        # did not run: it gets ERROR 08006 and stays (it got FATAL 08006
+        # and lost its connection), as the fillers queued on the server do.
+        d = tempfile.mkdtemp(prefix="pgw-send-")
+        self.addCleanup(shutil.rmtree, d, True)
+        fail = os.path.join(d, "fail")
+        px = self.start_pgwharf(start=False, settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 16,
+            "metrics_port": "auto", "query_wait_timeout": "60s", "io_batch": "off"},
+            databases={self.db: pt.entry_conninfo(host=self.pg.sockdir, port=self.pg.port,
+                                                  dbname=self.db)})
+        px.extra_env.update(pt.nss_gate_env(PGW_SEND_FAIL=fail))
+        px.start()
+        big = "x" * 30000
+
+        def h_unsent(hp):
+            rows = px.show("SOCKETS", port=hp)
+            return len(rows) == 1 and int(rows[0]["send_avail"]) > 0
+
+        async def main():
+            h, q0 = await self.conn(px), await self.conn(px)
+            hp = str(h.w.get_extra_info("sockname")[1])
+            g = await self.gate(212)
+            fillers = []
+            try:
+                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(212) as marker_q212"))
+                await self.wait_running("marker_q212")
+                q0.send(hz.query_msg("select 'Q0'"))
+                await self.wait_queued(1, px)
+                for i in range(14):
+                    f = await self.conn(px)
+                    fillers.append(f)
+                    f.send(hz.query_msg("select 'F%d', length('%s')" % (i, big)))
+                    await self.until(lambda: px.show("POOLS", database=self.db, user=self.user)
+                                     [0]["cl_waiting"] == str(i + 2), "F%d waiting" % i)
+                    if h_unsent(hp):
+                        break
+                self.assertTrue(h_unsent(hp), "a request left unsent on the server's socket")
+                self.assertEqual(metric(px, QUEUED), len(fillers) + 1)     # Q0's, all F's
+                with open(fail, "w"):
+                    pass
+                px.admin("KILL_CLIENT %s" % px.show("CLIENTS", port=hp)[0]["id"],
+                         user=self.pg.user)
+                rows, err = await asyncio.wait_for(q0.read_result(), 20)
+                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+                self.assertFalse(os.path.exists(fail), "the send failed")
+                for f in fillers:
+                    rows, err = await asyncio.wait_for(f.read_result(), 20)
+                    self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
+                await g.open()
+                h.abort()
+                self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
+                                 [["Q0b"]])
+                pool = px.show("POOLS", database=self.db, user=self.user)[0]
+                self.assertEqual((pool["cl_waiting"], pool["maxwait"]), ("0", "0"))
+                for x in [q0] + fillers:
                     await x.close()
             finally:
                 await g.open()
