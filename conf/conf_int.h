@@ -41,6 +41,14 @@ void conf_warn(struct conf_report *r, const char *file, int line, const char *fm
 char *conf_strdup(struct conf_report *r, const char *s);
 /* *dst = a copy of src (NULL stays NULL): 0, or PGW_ENOMEM with *dst NULL. */
 int conf_dup_str(char **dst, const char *src);
+/* The n strings at own[i], fields of a struct copy that still point to its
+ * source's, each made a copy of its own (NULL stays NULL): 0; or
+ * PGW_ENOMEM, every one not copied set to NULL, so that the copy's free
+ * frees only what is its own.  CONF_OWN_STRS(&dst->a, &dst->b, ...). */
+int conf_own_strs(char **const own[], size_t n);
+#define CONF_OWN_STRS(...)                                                   \
+    conf_own_strs((char **const[]){ __VA_ARGS__ },                          \
+                  sizeof((char **const[]){ __VA_ARGS__ }) / sizeof(char **))
 
 /* A parsed [databases], [users] or [peers] entry into its array: in place
  * of entry `replace` (>= 0; the old one freed with free_fn), as a name

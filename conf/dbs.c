@@ -69,18 +69,12 @@ static const char *same_val(const struct pgw_conf_db *dst, const struct pgw_conf
 int conf_db_dup(struct pgw_conf_db *dst, const struct pgw_conf_db *src)
 {
     *dst = *src;
-    /* src's pointers, none of them dst's to free */
-    dst->name = dst->auth_user = dst->auth_dbname = dst->auth_query = NULL;
-    dst->connect_query = dst->file = NULL;
+    /* src's lists, none of them dst's to free (the strings: below) */
     dst->conn_keys = dst->conn_vals = NULL;
     dst->nconn = 0;
     dst->host = dst->port = dst->dbname = dst->user = dst->password = NULL;
-    if (conf_dup_str(&dst->name, src->name) != 0 ||
-        conf_dup_str(&dst->auth_user, src->auth_user) != 0 ||
-        conf_dup_str(&dst->auth_dbname, src->auth_dbname) != 0 ||
-        conf_dup_str(&dst->auth_query, src->auth_query) != 0 ||
-        conf_dup_str(&dst->connect_query, src->connect_query) != 0 ||
-        conf_dup_str(&dst->file, src->file) != 0)
+    if (CONF_OWN_STRS(&dst->name, &dst->auth_user, &dst->auth_dbname, &dst->auth_query,
+                      &dst->connect_query, &dst->file) != 0)
         goto oom;
     if (src->conn_keys) {
         /* with the NULLs that end them */

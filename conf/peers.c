@@ -31,8 +31,7 @@ void conf_peer_free(struct pgw_conf_peer *p)
 int conf_peer_dup(struct pgw_conf_peer *dst, const struct pgw_conf_peer *src)
 {
     *dst = *src;                         /* addr and addrlen: plain bytes */
-    dst->host = dst->file = NULL;
-    if (conf_dup_str(&dst->host, src->host) == 0 && conf_dup_str(&dst->file, src->file) == 0)
+    if (CONF_OWN_STRS(&dst->host, &dst->file) == 0)
         return 0;
     conf_peer_free(dst);
     return PGW_ENOMEM;

@@ -101,6 +101,18 @@ int conf_dup_str(char **dst, const char *src)
     return src && !*dst ? PGW_ENOMEM : 0;
 }
 
+int conf_own_strs(char **const own[], size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0)
+            rc = conf_dup_str(own[i], *own[i]);
+        else
+            *own[i] = NULL;                  /* still the source's */
+    }
+    return rc;
+}
+
 void pgw_conf_diag_free(struct pgw_conf_diag *diag)
 {
     if (!diag)

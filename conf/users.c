@@ -23,8 +23,7 @@ void conf_user_free(struct pgw_conf_user *u)
 int conf_user_dup(struct pgw_conf_user *dst, const struct pgw_conf_user *src)
 {
     *dst = *src;
-    dst->name = dst->file = NULL;
-    if (conf_dup_str(&dst->name, src->name) == 0 && conf_dup_str(&dst->file, src->file) == 0)
+    if (CONF_OWN_STRS(&dst->name, &dst->file) == 0)
         return 0;
     conf_user_free(dst);
     return PGW_ENOMEM;
