@@ -865,25 +865,32 @@ static void test_include_depth_limit(void **state)
 
 /* ---- [databases] ---- */
 
-static void test_connstr(void **state)
+/* A [databases] entry with a setting of each kind (connection parameters,
+ * quoted, a keyword's case; pool settings; auth_* and connect_query), as
+ * assert_app_entry reads it. */
+#define APP_ENTRY                                                                 \
+    "app = host=db1 port=5433 user=bob password='se cr''et' "                     \
+    "application_name='it''s' options='-c search_path=x' pool_size=7 "            \
+    "min_pool_size=2 reserve_pool=3 max_db_connections=9 pool_mode=transaction "  \
+    "auth_user=lookup auth_dbname=adb auth_query='SELECT 1' "                     \
+    "connect_query='SET x = 1' SSLMODE = require\n"
+
+/* Every field of APP_ENTRY's entry, at t.ini's line `line` (as loaded, and
+ * as copied by pgw_conf_dup): the convenience pointers point into the
+ * entry's own values. */
+static void assert_app_entry(const struct pgw_conf_db *db, int line)
 {
-    struct pgw_conf_diag d = { 0 };
-    struct pgw_config *cfg = load_ok(
-        BASE "[databases]\n"
-             "app = host=db1 port=5433 user=bob password='se cr''et' "
-             "application_name='it''s' options='-c search_path=x' pool_size=7 "
-             "min_pool_size=2 reserve_pool=3 max_db_connections=9 pool_mode=transaction "
-             "auth_user=lookup connect_query='SELECT 1' SSLMODE = require\n"
-             "plain =\n"
-             "\"odd name\" = dbname=real reserve_pool_size=4\n", &d);
-    assert_int_equal(cfg->ndbs, 3);
-    const struct pgw_conf_db *db = &cfg->dbs[0];
     assert_string_equal(db->name, "app");
     assert_string_equal(db->host, "db1");
     assert_string_equal(db->port, "5433");
     assert_string_equal(db->user, "bob");
     assert_string_equal(db->password, "se cr'et");
     assert_string_equal(db->dbname, "app");         /* defaults to the entry name */
+    assert_ptr_equal(db->host, conn(db, "host"));
+    assert_ptr_equal(db->port, conn(db, "port"));
+    assert_ptr_equal(db->user, conn(db, "user"));
+    assert_ptr_equal(db->password, conn(db, "password"));
+    assert_ptr_equal(db->dbname, conn(db, "dbname"));
     assert_string_equal(conn(db, "application_name"), "it's");
     assert_string_equal(conn(db, "options"), "-c search_path=x");
     assert_string_equal(conn(db, "sslmode"), "require");  /* keyword case folded */
@@ -898,11 +905,24 @@ static void test_connstr(void **state)
     assert_int_equal(db->max_db_connections, 9);
     assert_int_equal(db->pool_mode, PGW_POOL_TRANSACTION);
     assert_string_equal(db->auth_user, "lookup");
-    assert_string_equal(db->connect_query, "SELECT 1");
+    assert_string_equal(db->auth_dbname, "adb");
+    assert_string_equal(db->auth_query, "SELECT 1");
+    assert_string_equal(db->connect_query, "SET x = 1");
     assert_string_equal(db->file, "t.ini");
-    assert_int_equal(db->line, 4);
+    assert_int_equal(db->line, line);
+}
 
-    db = &cfg->dbs[1];
+static void test_connstr(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "[databases]\n" APP_ENTRY
+                                          "plain =\n"
+                                          "\"odd name\" = dbname=real reserve_pool_size=4\n",
+                                     &d);
+    assert_int_equal(cfg->ndbs, 3);
+    assert_app_entry(&cfg->dbs[0], 4);
+
+    const struct pgw_conf_db *db = &cfg->dbs[1];
     assert_int_equal(db->nconn, 1);
     assert_string_equal(db->dbname, "plain");
     assert_null(db->host);
@@ -1931,10 +1951,7 @@ void free(void *p)
 static const char DUP_INI[] =
     BASE "server_check_query = select 'a long check'\nadmin_users = ops, admin\n"
     "log_level = notice\n"
-    "[databases]\n"
-    "app = host=db1,db2 port=5433 password='top secret' user=bob dbname=real "
-    "pool_size=5 auth_user=au auth_dbname=adb auth_query='SELECT 1' "
-    "connect_query='SET x = 1' datestyle=ISO\n"
+    "[databases]\n" APP_ENTRY
     "other = host=/run/pg\n"
     "* =\n"
     "[users]\nalice = pool_mode=statement query_timeout=1.5\nbob =\n"
@@ -1980,29 +1997,12 @@ static void test_dup(void **state)
     assert_ptr_not_equal(dup->dbs, cfg->dbs);
     assert_ptr_not_equal(dup->origins, cfg->origins);
     const struct pgw_conf_db *app = pgw_conf_find_db(dup, "app");
-    /* the convenience pointers point into the copy's own values */
-    for (int i = 0; i < app->nconn; i++)
-        if (strcmp(app->conn_keys[i], "password") == 0)
-            assert_ptr_equal(app->password, app->conn_vals[i]);
     assert_ptr_not_equal(app->host, pgw_conf_find_db(cfg, "app")->host);
 
     pgw_conf_free(cfg);                 /* the copy lives on alone */
     char *again = print_to_string(dup);
     assert_string_equal(text, again);
-    app = pgw_conf_find_db(dup, "app");
-    assert_string_equal(app->name, "app");
-    assert_string_equal(app->host, "db1,db2");
-    assert_string_equal(app->port, "5433");
-    assert_string_equal(app->user, "bob");
-    assert_string_equal(app->dbname, "real");
-    assert_string_equal(app->password, "top secret");
-    assert_string_equal(app->auth_user, "au");
-    assert_string_equal(app->auth_dbname, "adb");
-    assert_string_equal(app->auth_query, "SELECT 1");
-    assert_string_equal(app->connect_query, "SET x = 1");
-    assert_string_equal(app->file, "t.ini");
-    assert_int_equal(app->line, 7);
-    assert_null(app->conn_keys[app->nconn]);
+    assert_app_entry(pgw_conf_find_db(dup, "app"), 7);
     assert_string_equal(pgw_conf_find_db(dup, "nope")->name, "*");     /* index kept */
     assert_string_equal(pgw_conf_find_user(dup, "alice")->file, "t.ini");
     assert_string_equal(pgw_conf_find_peer(dup, 1)->host, "/run/pg wharf");
