@@ -155,6 +155,51 @@ class TestPipeline(pt.AppRoleTestCase):
         g.open = open_
         return g
 
+    async def hold(self, key, conn, cols="'H'", rest=""):
+        """conn runs "select <cols>, pg_advisory_xact_lock_shared(key) as
+        marker_q<key><rest>" behind a new gate `key` (cols None: no column
+        before the lock), holding the pool's one server until the gate
+        opens; back once it runs.  The gate (opened here should the query
+        not be seen running)."""
+        g = await self.gate(key)
+        try:
+            lock = "pg_advisory_xact_lock_shared(%d) as marker_q%d" % (key, key)
+            conn.send(hz.query_msg("select " + ", ".join(c for c in (cols, lock) if c) + rest))
+            await self.wait_running("marker_q%d" % key)
+        except BaseException:
+            await g.open()
+            raise
+        return g
+
+    async def queue(self, *queued, px=None):
+        """Each (conn, request) of queued in order sends its request (SQL
+        for a simple Query, bytes as they are) once the one before it is
+        queued on the busy server, and is queued in turn
+        (pgwharf_pipelined_queries_total one up each time)."""
+        px = px or self.px
+        base = metric(px, QUEUED)
+        for n, (conn, req) in enumerate(queued, 1):
+            conn.send(req if isinstance(req, bytes) else hz.query_msg(req))
+            await self.wait_queued(base + n, px)
+
+    async def hold_and_queue(self, key, held, *queued, px=None, leaves=None):
+        """hold (held: (conn, cols)), then queue; then, with leaves (one
+        of queued's connections), that client leaves, and is waited for
+        until the others of queued are the pool's waiting clients.  The
+        gate (opened here should a step fail)."""
+        px = px or self.px
+        g = await self.hold(key, *held)
+        try:
+            await self.queue(*queued, px=px)
+            if leaves:
+                leaves.abort()
+                await self.until(lambda: metric(px, "pgwharf_pool_client_waiting")
+                                 == len(queued) - 1, "the client that left gone")
+        except BaseException:
+            await g.open()
+            raise
+        return g
+
     def run_async(self, coro):
         return asyncio.run(asyncio.wait_for(coro, 120))
 
@@ -166,12 +211,8 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_queued_clients_get_their_own_answers_in_order(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            g = await self.gate(1)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(1) as marker_q1"))
-            await self.wait_running("marker_q1")
-            b.send(hz.query_msg("select 'B', pg_backend_pid()"))
-            c.send(hz.query_msg("select 'C', pg_backend_pid()"))
-            await self.wait_queued(2)
+            g = await self.hold_and_queue(1, (a, "'A'"), (b, "select 'B', pg_backend_pid()"),
+                                          (c, "select 'C', pg_backend_pid()"))
             await g.open()
             ra, rb, rc = await asyncio.gather(a.read_result(), b.read_result(),
                                               c.read_result())
@@ -194,13 +235,10 @@ class TestPipeline(pt.AppRoleTestCase):
         # added to the wait time (SHOW STATS) when the server gets to it.
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.gate(2)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(2) as marker_q30"))
-            await self.wait_running("marker_q30")
+            g = await self.hold(2, a, "'A'")
             self.assertEqual(metric(self.px, "pgwharf_pool_maxwait_seconds"), 0)
             waited0 = metric(self.px, "pgwharf_wait_seconds_total")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
+            await self.queue((b, "select 'B'"))
             seen = []
 
             def grown():
@@ -227,16 +265,12 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             a, b, c, w = (await self.conn(), await self.conn(), await self.conn(),
                           await self.conn())
-            g = await self.gate(8)
             g2 = await self.gate(80)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(8) as marker_q8"))
-            await self.wait_running("marker_q8")
-            # Still waiting when B gets the server, so B's second query
+            # B1 still waits when B gets the server, so B's second query
             # arrives at a borrower with a reply outstanding.
-            b.send(hz.query_msg("select 'B1', pg_advisory_xact_lock_shared(80)"))
-            await self.wait_queued(1)
-            c.send(hz.query_msg("select 'C'"))
-            await self.wait_queued(2)
+            g = await self.hold_and_queue(8, (a, "'A'"),
+                                          (b, "select 'B1', pg_advisory_xact_lock_shared(80)"),
+                                          (c, "select 'C'"))
             w.send(hz.query_msg("select 'W1'; select 'W2'"))     # waits in the pool
             # Queued clients count as waiting (they hold no server): B, C, W.
             await self.until(lambda: self.waiting() == 3, "W waiting")
@@ -286,9 +320,7 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_only_a_lone_select_is_queued(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            g = await self.gate(2)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(2) as marker_q2"))
-            await self.wait_running("marker_q2")
+            g = await self.hold(2, a, "'A'")
             # Two statements (the second could be BEGIN) wait for the server
             # as usual.
             b.send(hz.query_msg("select 'B1'; select 'B2'"))
@@ -318,12 +350,9 @@ class TestPipeline(pt.AppRoleTestCase):
             nonlocal pids_before
             a, b = await self.conn(), await self.conn()
             pids_before = self.rows(await b.query("select pg_backend_pid()"))[0][0]
-            g = await self.gate(4)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(4) as marker_q4, "
-                                "repeat('a', 100000) from generate_series(1, 3)"))
-            await self.wait_running("marker_q4")
-            b.send(hz.query_msg("select 'B', pg_backend_pid()"))
-            await self.wait_queued(1)
+            g = await self.hold(4, a, "'A'",
+                                ", repeat('a', 100000) from generate_series(1, 3)")
+            await self.queue((b, "select 'B', pg_backend_pid()"))
             a.abort()
             await self.wait_handed(b)            # A gone, B has the server
             await g.open()
@@ -339,15 +368,8 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_a_queued_client_leaving_costs_the_others_nothing(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            g = await self.gate(5)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(5) as marker_q5"))
-            await self.wait_running("marker_q5")
-            b.send(hz.query_msg("select 'B', repeat('b', 100000)"))
-            await self.wait_queued(1)
-            c.send(hz.query_msg("select 'C'"))
-            await self.wait_queued(2)
-            b.abort()
-            await self.until(lambda: self.waiting() == 1, "B gone")
+            g = await self.hold_and_queue(5, (a, "'A'"), (b, "select 'B', repeat('b', 100000)"),
+                                          (c, "select 'C'"), leaves=b)
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assertEqual(self.rows(await c.read_result()), [["C"]])
@@ -361,14 +383,9 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             a, b, c, d = (await self.conn(), await self.conn(), await self.conn(),
                           await self.conn())
-            g = await self.gate(9)
             g2 = await self.gate(90)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(9) as marker_q9"))
-            await self.wait_running("marker_q9")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
-            c.send(hz.query_msg("select 'C', pg_advisory_xact_lock_shared(90)"))
-            await self.wait_queued(2)
+            g = await self.hold_and_queue(9, (a, "'A'"), (b, "select 'B'"),
+                                          (c, "select 'C', pg_advisory_xact_lock_shared(90)"))
             c.abort()
             # D waits in the pool: it must never be lent the server while
             # C's reply is still to come on it.
@@ -386,13 +403,7 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_the_client_ahead_sends_more_after_the_queue_behind_it_left(self):
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.gate(10)
-            a.send(hz.query_msg("select 'A1', pg_advisory_xact_lock_shared(10) as marker_q10"))
-            await self.wait_running("marker_q10")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
-            b.abort()
-            await self.until(lambda: self.waiting() == 0, "B gone")
+            g = await self.hold_and_queue(10, (a, "'A1'"), (b, "select 'B'"), leaves=b)
             # A2 reaches pgwharf while B's reply is still due.
             await self.send_and_wait_read(a, hz.query_msg("select 'A2'"))
             await g.open()
@@ -406,15 +417,10 @@ class TestPipeline(pt.AppRoleTestCase):
             x = await self.conn(application_name="app")
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
-            g = await self.gate(11)
             g2 = await self.gate(110)
-            x.send(hz.query_msg("select pgw_test_put('application_name', 'evil'), "
-                                "pg_advisory_xact_lock_shared(11) as marker_q11"))
-            await self.wait_running("marker_q11")
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(110)"))
-            await self.wait_queued(1)
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(2)
+            g = await self.hold_and_queue(
+                11, (x, "pgw_test_put('application_name', 'evil')"),
+                (a, "select 'A', pg_advisory_xact_lock_shared(110)"), (b, "select 'B'"))
             await g.open()
             self.rows(await x.read_result())
             a.abort()           # A has the server now, its own reply dropped
@@ -431,11 +437,7 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_a_queued_clients_cancel_is_sent_when_its_query_runs(self):
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.gate(12)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(12) as marker_q12"))
-            await self.wait_running("marker_q12")
-            b.send(hz.query_msg("select pg_sleep(60)"))
-            await self.wait_queued(1)
+            g = await self.hold_and_queue(12, (a, "'A'"), (b, "select pg_sleep(60)"))
             k = self.ask(b)
             await self.until(lambda: "event=cancel_deferred" in self.px.log(), "deferred")
             # Open while deferred, as PostgreSQL keeps it until it has
@@ -460,12 +462,8 @@ class TestPipeline(pt.AppRoleTestCase):
         the cancel went out (the cancel is then dropped, not sent to B's
         next query); False when it landed on B's first after all."""
         a, b = await self.conn(), await self.conn()
-        g, g2 = await self.gate(key), await self.gate(key + 100)
-        a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_r%d"
-                            % (key, key)))
-        await self.wait_running("marker_r%d" % key)
-        b.send(hz.query_msg(first_sql))
-        await self.wait_queued(1)
+        g2 = await self.gate(key + 100)
+        g = await self.hold_and_queue(key, (a, "'A'"), (b, first_sql))
         second = hz.query_msg("select 'B2', pg_advisory_xact_lock_shared(%d) as marker_s%d"
                               % (key + 100, key))
         if pipelined:
@@ -580,14 +578,11 @@ class TestPipeline(pt.AppRoleTestCase):
         # leave B's running), only once B's own query runs.
         async def main():
             a, x, b = await self.conn(), await self.conn(), await self.conn()
-            g = await self.gate(15)
             g2 = await self.gate(150)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(15) as marker_q15"))
-            await self.wait_running("marker_q15")
-            x.send(hz.query_msg("select 'X', pg_advisory_xact_lock_shared(150) as marker_q16"))
-            await self.wait_queued(1)
-            b.send(hz.query_msg("select pg_sleep(60)"))
-            await self.wait_queued(2)
+            g = await self.hold_and_queue(
+                15, (a, "'A'"),
+                (x, "select 'X', pg_advisory_xact_lock_shared(150) as marker_q16"),
+                (b, "select pg_sleep(60)"))
             x.abort()
             k = self.ask(b)
             await g.open()
@@ -610,8 +605,7 @@ class TestPipeline(pt.AppRoleTestCase):
             a, b, c = await self.conn(), await self.conn(), await self.conn()
             a.send(hz.query_msg("select pg_sleep(30) as marker_q40"))
             await self.wait_running("marker_q40")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
+            await self.queue((b, "select 'B'"))
             kb = self.ask(b)
             await self.until(lambda: "event=cancel_deferred" in self.px.log(), "deferred")
             self.assert_open(kb, "closed while deferred")
@@ -624,8 +618,7 @@ class TestPipeline(pt.AppRoleTestCase):
             # the client leaves while its cancel is deferred
             a.send(hz.query_msg("select pg_sleep(30) as marker_q41"))
             await self.wait_running("marker_q41")
-            c.send(hz.query_msg("select 'C'"))
-            await self.wait_queued(2)
+            await self.queue((c, "select 'C'"))
             kc = self.ask(c)
             await self.until(lambda: self.px.log().count("event=cancel_deferred") == 2,
                              "deferred again")
@@ -652,12 +645,8 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             a, b = await self.conn(px), await self.conn(px)
             for n, key in enumerate((42, 43)):
-                g = await self.gate(key)
-                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(%d) as marker_q%d"
-                                    % (key, key)))
-                await self.wait_running("marker_q%d" % key)
-                b.send(hz.query_msg("select pg_sleep(60)"))
-                await self.wait_queued(n + 1, px)
+                g = await self.hold_and_queue(key, (a, "'A'"), (b, "select pg_sleep(60)"),
+                                              px=px)
                 k = self.ask(b, px)
                 await self.until(lambda: px.log().count("event=cancel_deferred") == n + 1,
                                  "deferred")
@@ -687,11 +676,8 @@ class TestPipeline(pt.AppRoleTestCase):
 
             async def main():
                 a, b = await self.conn(px), await self.conn(px)
-                g = await self.gate(44)
-                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(44) as marker_q44"))
-                await self.wait_running("marker_q44")
-                b.send(hz.query_msg("select pg_sleep(60)"))
-                await self.wait_queued(1, px)
+                g = await self.hold_and_queue(44, (a, "'A'"), (b, "select pg_sleep(60)"),
+                                              px=px)
                 k = self.ask(b, px)
                 await self.until(lambda: "event=cancel_deferred" in px.log(), "deferred")
                 if sig == signal.SIGQUIT:
@@ -729,8 +715,7 @@ class TestPipeline(pt.AppRoleTestCase):
             a, b, c = await self.conn(px), await self.conn(px), await self.conn(px)
             a.send(hz.query_msg("select pg_sleep(30) as marker_q13"))
             await self.wait_running("marker_q13")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1, px)
+            await self.queue((b, "select 'B'"), px=px)
             rows, err = await asyncio.wait_for(a.read_result(), 20)
             self.assertEqual((err or {}).get("C"), "57014")       # A's query_timeout
             rows, err = await asyncio.wait_for(b.read_result(), 20)
@@ -816,15 +801,11 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             h, a, b = (await self.conn_untimed(px), await self.conn_untimed(px),
                        await self.conn_timed(px))
-            gh, ga = await self.gate(200), await self.gate(201)
-            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(200) as marker_q200"))
-            await self.wait_running("marker_q200")
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(201) as marker_q201"))
-            await self.wait_queued(1, px)
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(2, px)
-            a.abort()
-            await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "A gone")
+            ga = await self.gate(201)
+            gh = await self.hold_and_queue(
+                200, (h, "'H'"),
+                (a, "select 'A', pg_advisory_xact_lock_shared(201) as marker_q201"),
+                (b, "select 'B'"), px=px, leaves=a)
             await gh.open()
             self.assertEqual(self.rows(await h.read_result())[0][0], "H")
             await self.wait_running("marker_q201")       # A's query, which nobody reads
@@ -849,13 +830,8 @@ class TestPipeline(pt.AppRoleTestCase):
             h, q0, q1 = (await self.conn_untimed(px), await self.conn_timed(px),
                          await self.conn_timed(px))
             port = str(h.w.get_extra_info("sockname")[1])
-            g = await self.gate(202)
-            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(202) as marker_q202"))
-            await self.wait_running("marker_q202")
-            q0.send(hz.query_msg("select 'Q0'"))
-            await self.wait_queued(1, px)
-            q1.send(hz.query_msg("select 'Q1'"))
-            await self.wait_queued(2, px)
+            g = await self.hold_and_queue(202, (h, "'H'"), (q0, "select 'Q0'"),
+                                          (q1, "select 'Q1'"), px=px)
             head = px.show("CLIENTS", port=port)[0]["id"]
             px.admin("KILL_CLIENT %s" % head, user=self.pg.user)
             await self.until(lambda: not px.show("CLIENTS", port=port), "H gone")
@@ -879,14 +855,9 @@ class TestPipeline(pt.AppRoleTestCase):
 
         async def main():
             h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
-            g = await self.gate(203)
-            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(203) as marker_q203"))
-            await self.wait_running("marker_q203")
+            g = await self.hold(203, h)
             assigned = metric(px, ASSIGNED)                   # H's
-            q0.send(hz.query_msg("select 'Q0'"))
-            await self.wait_queued(1, px)
-            q1.send(hz.query_msg("select 'Q1'"))
-            await self.wait_queued(2, px)
+            await self.queue((q0, "select 'Q0'"), (q1, "select 'Q1'"), px=px)
             h.abort()
             rows, err = await asyncio.wait_for(q0.read_result(), 30)
             self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
@@ -923,15 +894,10 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
             port = str(h.w.get_extra_info("sockname")[1])
-            g = await self.gate(205)
+            g = await self.hold(205, h)
             try:
-                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(205) as marker_q205"))
-                await self.wait_running("marker_q205")
                 assigned = metric(px, ASSIGNED)               # H's
-                q0.send(hz.query_msg("select 'Q0'"))
-                await self.wait_queued(1, px)
-                q1.send(hz.query_msg("select 'Q1'"))
-                await self.wait_queued(2, px)
+                await self.queue((q0, "select 'Q0'"), (q1, "select 'Q1'"), px=px)
                 head = px.show("CLIENTS", port=port)[0]["id"]
                 px.admin("KILL_CLIENT %s" % head, user=self.pg.user)
                 # (far past H's deadline: QT from its query's start)
@@ -1007,16 +973,12 @@ class TestPipeline(pt.AppRoleTestCase):
 
         async def main():
             h, a, b = await self.conn(px), await self.conn(px), await self.conn(px)
-            gh, ga = await self.gate(206), await self.gate(207)
+            ga = await self.gate(207)
             try:
-                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(206) as marker_q206"))
-                await self.wait_running("marker_q206")
-                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(207) as marker_q207"))
-                await self.wait_queued(1, px)
-                b.send(hz.query_msg("select 'B'"))
-                await self.wait_queued(2, px)
-                a.abort()
-                await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "A gone")
+                gh = await self.hold_and_queue(
+                    206, (h, "'H'"),
+                    (a, "select 'A', pg_advisory_xact_lock_shared(207) as marker_q207"),
+                    (b, "select 'B'"), px=px, leaves=a)
                 await gh.open()
                 self.assertEqual(self.rows(await h.read_result())[0][0], "H")
                 rows, err = await asyncio.wait_for(b.read_result(), 30)
@@ -1046,16 +1008,12 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             h, a, b = await self.conn(), await self.conn(), await self.conn()
             port = str(b.w.get_extra_info("sockname")[1])
-            gh, ga = await self.gate(208), await self.gate(209)
+            ga = await self.gate(209)
             try:
-                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(208) as marker_q208"))
-                await self.wait_running("marker_q208")
-                a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(209) as marker_q209"))
-                await self.wait_queued(1)
-                b.send(hz.query_msg("select 'B'"))
-                await self.wait_queued(2)
-                a.abort()
-                await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1, "A gone")
+                gh = await self.hold_and_queue(
+                    208, (h, "'H'"),
+                    (a, "select 'A', pg_advisory_xact_lock_shared(209) as marker_q209"),
+                    (b, "select 'B'"), leaves=a)
                 before = [metric(px, m) for m in (ASSIGNED, "pgwharf_wait_seconds_total",
                                                    "pgwharf_acquire_wait_seconds_sum",
                                                    "pgwharf_acquire_wait_seconds_count")]
@@ -1114,14 +1072,9 @@ class TestPipeline(pt.AppRoleTestCase):
             h, q0, q1 = await self.conn(), await self.conn(), await self.conn()
             hp = str(h.w.get_extra_info("sockname")[1])
             p0 = str(q0.w.get_extra_info("sockname")[1])
-            g = await self.gate(210)
+            g = await self.hold_and_queue(210, (h, "'H'"), (q0, "select 'Q0'"),
+                                          (q1, "select 'Q1'"))
             try:
-                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(210) as marker_q210"))
-                await self.wait_running("marker_q210")
-                q0.send(hz.query_msg("select 'Q0'"))
-                await self.wait_queued(1)
-                q1.send(hz.query_msg("select 'Q1'"))
-                await self.wait_queued(2)
                 px.admin("KILL_CLIENT %s" % px.show("CLIENTS", port=hp)[0]["id"],
                          user=self.pg.user)
                 await self.wait_handed(q0)
@@ -1226,14 +1179,8 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             h, q0, q1, c = (await self.conn(px), await self.conn(px), await self.conn(px),
                             await self.conn(px))
-            g = await self.gate(key)
-            h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(%d) as marker_q%d"
-                                % (key, key)))
-            await self.wait_running("marker_q%d" % key)
-            q0.send(hz.query_msg("select 'Q0'"))
-            await self.wait_queued(1, px)
-            q1.send(hz.query_msg("select 'Q1'"))
-            await self.wait_queued(2, px)
+            g = await self.hold_and_queue(key, (h, "'H'"), (q0, "select 'Q0'"),
+                                          (q1, "select 'Q1'"), px=px)
             px.settings.update(new)
             px.write_config()
             px.admin("RELOAD", user=self.pg.user)
@@ -1306,15 +1253,12 @@ class TestPipeline(pt.AppRoleTestCase):
                                          self.pg.password, timeout=30)
             self.rows(await o.query("select 'other'"))      # its server: idle
             a, b, c = await self.conn(px), await self.conn(px), await self.conn(px)
-            g = await self.gate(19)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(19) as marker_q19"))
-            await self.wait_running("marker_q19")
+            g = await self.hold(19, a, "'A'")
             b.send(hz.query_msg("select 'B', pg_advisory_xact_lock_shared(19) as marker_r19"))
             await self.until(lambda: self.pg.queries_running("marker_r19") == 1,
                              "B on a server of its own")
             self.assertEqual(metric(px, QUEUED), 0)
-            c.send(hz.query_msg("select 'C'"))
-            await self.wait_queued(1, px)
+            await self.queue((c, "select 'C'"), px=px)
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             self.assertEqual(self.rows(await b.read_result())[0][0], "B")
@@ -1328,12 +1272,8 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             a = await self.conn(TimeZone="UTC")
             x = await self.conn(TimeZone="UTC")
-            g = await self.gate(14)
-            a.send(hz.query_msg("select pgw_test_put('TimeZone', 'Asia/Tokyo'), "
-                                "pg_advisory_xact_lock_shared(14) as marker_q14"))
-            await self.wait_running("marker_q14")
-            x.send(hz.query_msg("select 'X1'"))
-            await self.wait_queued(1)
+            g = await self.hold_and_queue(14, (a, "pgw_test_put('TimeZone', 'Asia/Tokyo')"),
+                                          (x, "select 'X1'"))
             await self.send_and_wait_read(x, hz.query_msg("select current_setting('TimeZone')"))
             await g.open()
             self.rows(await a.read_result())
@@ -1349,12 +1289,8 @@ class TestPipeline(pt.AppRoleTestCase):
             # The same settings, so that B may queue behind A.
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
-            g = await self.gate(6)
-            a.send(hz.query_msg("select pgw_test_put('application_name', 'evil'), "
-                                "pg_advisory_xact_lock_shared(6) as marker_q6"))
-            await self.wait_running("marker_q6")
-            b.send(hz.query_msg("select current_setting('application_name')"))
-            await self.wait_queued(1)
+            g = await self.hold_and_queue(6, (a, "pgw_test_put('application_name', 'evil')"),
+                                          (b, "select current_setting('application_name')"))
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "evil")
             rows, err = await b.read_result()
@@ -1389,10 +1325,7 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             a = await self.conn(px, search_path="pgw_sb")
             b = await self.conn(px, search_path="pgw_sb")
-            g = await self.gate(16)
-            a.send(hz.query_msg("select set_config('search_path', 'pgw_sa', false), "
-                                "pg_advisory_xact_lock_shared(16) as marker_q16"))
-            await self.wait_running("marker_q16")
+            g = await self.hold(16, a, "set_config('search_path', 'pgw_sa', false)")
             b.send(hz.query_msg("select v from t"))
             await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1,
                              "b waiting")
@@ -1409,8 +1342,7 @@ class TestPipeline(pt.AppRoleTestCase):
             a, b = await self.conn(), await self.conn()
             a.send(hz.query_msg("select pg_sleep(30) as marker_q7"))
             await self.wait_running("marker_q7")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
+            await self.queue((b, "select 'B'"))
             await self.cancel(a)
             rows, err = await a.read_result()
             self.assertEqual((err or {}).get("C"), "57014")
@@ -1506,13 +1438,8 @@ class TestPipeline(pt.AppRoleTestCase):
                 return await hz.RawConn.connect(px.host, px.port, self.pg.user, self.db,
                                                 self.pg.password, timeout=30)
             a, b, c, e = await su(), await su(), await su(), await su()
-            g = await self.gate(50)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(50) as marker_q50"))
-            await self.wait_running("marker_q50")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1, px)
-            c.send(hz.query_msg("select 'C'"))
-            await self.wait_queued(2, px)
+            g = await self.hold_and_queue(50, (a, "'A'"), (b, "select 'B'"), (c, "select 'C'"),
+                                          px=px)
             # app is not in auth_file: its login looks it up, and the lookup
             # waits for the pool's one server.
             login = asyncio.ensure_future(hz.RawConn.connect(
@@ -1577,10 +1504,8 @@ class TestPipeline(pt.AppRoleTestCase):
             a.send(ext_msgs("select $1::text, pg_advisory_xact_lock_shared(11) as marker_q11",
                             "A"))
             await self.wait_running("marker_q11")
-            b.send(hz.query_msg("select 'B', pg_backend_pid()"))
-            await self.wait_queued(1)
-            c.send(ext_msgs("select $1::text, 1 / $2::int", "C", "0"))
-            await self.wait_queued(2)
+            await self.queue((b, "select 'B', pg_backend_pid()"),
+                             (c, ext_msgs("select $1::text, 1 / $2::int", "C", "0")))
             await g.open()
             types, rows, err = await read_ext(a)
             self.assertIsNone(err)
@@ -1593,11 +1518,8 @@ class TestPipeline(pt.AppRoleTestCase):
             self.assertEqual((err or {}).get("C"), "22012")
             self.assertEqual(types, ["1", "E", "Z"])     # 1/0 folded at Bind
             # B now holds the server; D queues behind B's next query.
-            g2 = await self.gate(12)
-            b.send(hz.query_msg("select 'B2', pg_advisory_xact_lock_shared(12) as marker_q12"))
-            await self.wait_running("marker_q12")
-            d.send(ext_msgs("select $1::text, pg_backend_pid()", "D"))
-            await self.wait_queued(3)
+            g2 = await self.hold_and_queue(12, (b, "'B2'"),
+                                           (d, ext_msgs("select $1::text, pg_backend_pid()", "D")))
             await g2.open()
             self.assertEqual(self.rows(await b.read_result())[0][0], "B2")
             types, rows, err = await read_ext(d)
@@ -1632,10 +1554,7 @@ class TestPipeline(pt.AppRoleTestCase):
                     ext_msgs("update pgbench_nothing set x = $1", "1"),
                     ext_msgs("select 1; select 2"),
                     ext_msgs("select $1::text", "nosync")[:-5])):
-                g = await self.gate(20 + n)
-                a.send(hz.query_msg("select pg_advisory_xact_lock_shared(%d) as marker_q%d"
-                                    % (20 + n, 20 + n)))
-                await self.wait_running("marker_q%d" % (20 + n))
+                g = await self.hold(20 + n, a, None)
                 b.send(req)
                 await self.until(lambda: self.waiting() == 1, "B waiting")
                 await g.open()
@@ -1652,15 +1571,9 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_an_extended_request_of_a_client_that_left_is_dropped_whole(self):
         async def main():
             a, b, c = await self.conn(), await self.conn(), await self.conn()
-            g = await self.gate(13)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(13) as marker_q13"))
-            await self.wait_running("marker_q13")
-            b.send(ext_msgs("select $1::text, repeat('b', 100000)", "B"))
-            await self.wait_queued(1)
-            c.send(ext_msgs("select $1::text", "C"))
-            await self.wait_queued(2)
-            b.abort()
-            await self.until(lambda: self.waiting() == 1, "B gone")
+            g = await self.hold_and_queue(
+                13, (a, "'A'"), (b, ext_msgs("select $1::text, repeat('b', 100000)", "B")),
+                (c, ext_msgs("select $1::text", "C")), leaves=b)
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             types, rows, err = await read_ext(c)
@@ -1678,12 +1591,9 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             a = await self.conn(application_name="app")
             b = await self.conn(application_name="app")
-            g = await self.gate(14)
-            a.send(hz.query_msg("select pgw_test_put('application_name', 'evil'), "
-                                "pg_advisory_xact_lock_shared(14) as marker_q14"))
-            await self.wait_running("marker_q14")
-            b.send(ext_msgs("select current_setting($1)", "application_name"))
-            await self.wait_queued(1)
+            g = await self.hold_and_queue(
+                14, (a, "pgw_test_put('application_name', 'evil')"),
+                (b, ext_msgs("select current_setting($1)", "application_name")))
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "evil")
             types, rows, err = await read_ext(b)
@@ -1709,13 +1619,9 @@ class TestPipeline(pt.AppRoleTestCase):
             for x, name in ((b, "b_stmt"), (c, "c_stmt")):
                 x.send(parse_msg(name, text) + hz.msg(b"S"))
                 self.assertEqual((await read_ext(x))[0], ["1", "Z"])
-            g = await self.gate(15)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(15) as marker_q15"))
-            await self.wait_running("marker_q15")
-            b.send(ext_msgs("", "B", parse=False, stmt="b_stmt"))
-            await self.wait_queued(1)
-            c.send(ext_msgs("", "C", parse=False, stmt="c_stmt"))
-            await self.wait_queued(2)
+            g = await self.hold_and_queue(15, (a, "'A'"),
+                                          (b, ext_msgs("", "B", parse=False, stmt="b_stmt")),
+                                          (c, ext_msgs("", "C", parse=False, stmt="c_stmt")))
             await g.open()
             self.assertEqual(self.rows(await a.read_result())[0][0], "A")
             tb, rb, eb = await read_ext(b)
@@ -1778,9 +1684,7 @@ class TestPipeline(pt.AppRoleTestCase):
             for name, text in (("one", "select $1::text, 1"), ("two", "select $1::text, 2")):
                 b.send(parse_msg(name, text) + hz.msg(b"S"))
                 self.assertEqual((await read_ext(b))[0], ["1", "Z"])
-            g = await self.gate(16)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(16) as marker_q16"))
-            await self.wait_running("marker_q16")
+            g = await self.hold(16, a, "'A'")
             b.send(ext_msgs("", "B", parse=False, stmt="one"))
             await self.until(lambda: metric(px, "pgwharf_pool_client_waiting") == 1,
                              "B waiting")
@@ -1875,11 +1779,7 @@ class TestPipeline(pt.AppRoleTestCase):
 
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.gate(111)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(111) as marker_q111"))
-            await self.wait_running("marker_q111")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
+            g = await self.hold_and_queue(111, (a, "'A'"), (b, "select 'B'"))
             await self.send_and_wait_read(b, hz.query_msg("insert into t_pipe_eof values (1)"))
             b.w.write_eof()
             self.eof_read(b)
@@ -1899,11 +1799,7 @@ class TestPipeline(pt.AppRoleTestCase):
 
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.gate(112)
-            a.send(hz.query_msg("select 'A', pg_advisory_xact_lock_shared(112) as marker_q112"))
-            await self.wait_running("marker_q112")
-            b.send(hz.query_msg("select 'B'"))
-            await self.wait_queued(1)
+            g = await self.hold_and_queue(112, (a, "'A'"), (b, "select 'B'"))
             await self.send_and_wait_read(a, hz.query_msg("insert into t_pipe_eof values (1)"))
             a.w.write_eof()
             self.eof_read(a)
