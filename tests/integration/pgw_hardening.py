@@ -3,7 +3,8 @@ test_crosstalk, test_malformed): a compact raw-protocol asyncio client, a
 load "fleet" that measures every request, a pgbench runner in the
 background, and leak checks (fds, server connections, RSS) that poll with
 a bound; FakeServer, the base of the fake PostgreSQL servers of
-test_hosts and test_notify.  Not a test module itself (no test_ prefix:
+test_hosts, test_admin and test_replication, and QueryServer, one that
+answers simple Queries (test_notify, test_startup_params).  Not a test module itself (no test_ prefix:
 ctest does not run it).
 
 Standard library only (plus what pgwharf_test uses).
@@ -1082,3 +1083,33 @@ class FakeServer:
             out += self._msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
         out += self._msg(b"K", struct.pack("!II", 4242, 1234))
         return out + self._msg(b"Z", b"I")
+
+
+class QueryServer(FakeServer):
+    """A FakeServer that lets anyone in, reporting LOGIN's parameters, and
+    answers each simple Query with answer(sql), the query's text: (reply,
+    True) sends reply and ReadyForQuery (idle); (reply, False) sends reply
+    and ends the session (a backend gone before its ReadyForQuery).  Any
+    other message is read and passed over; Terminate ends the session."""
+
+    LOGIN = (("server_version", "15.0"), ("server_encoding", "UTF8"),
+             ("client_encoding", "UTF8"), ("standard_conforming_strings", "on"),
+             ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"), ("integer_datetimes", "on"))
+
+    def answer(self, sql):
+        raise NotImplementedError
+
+    def session(self, conn):
+        self.read_startup(conn)
+        conn.sendall(self.login_ok(self.LOGIN))
+        while True:
+            kind, body = self.read_msg(conn)
+            if kind == b"X":
+                return
+            if kind != b"Q":
+                continue
+            out, ready = self.answer(body.rstrip(b"\0").decode())
+            if not ready:
+                conn.sendall(out)
+                return
+            conn.sendall(out + self._msg(b"Z", b"I"))

@@ -2069,7 +2069,7 @@ class TestQueryTimeoutOfAListenWaitingForAServer(NotifyCase):
         self.assertEqual([t for t, _ in hz.read_until_ready(b)], [b"C", b"Z"])
 
 
-class CutAfterAnswer(hz.FakeServer):
+class CutAfterAnswer(hz.QueryServer):
     """A PostgreSQL look-alike on 127.0.0.1 (port 0) that lets anyone in
     and answers every Query (a CommandComplete per statement, tagged with
     its first word, then ReadyForQuery), except the first LISTEN of a
@@ -2087,7 +2087,7 @@ class CutAfterAnswer(hz.FakeServer):
         self.lock = threading.Lock()
         super().__init__()
 
-    def _answer(self, sql):
+    def answer(self, sql):
         words = sql.replace('"', " ").replace(";", " ; ").split()
         with self.lock:
             self.queries.append(sql)
@@ -2102,26 +2102,7 @@ class CutAfterAnswer(hz.FakeServer):
                 out += self._msg(b"E", b"SERROR\0VERROR\0C42601\0Mno such channel\0\0")
             else:
                 out += self._msg(b"C", stmt[0].upper().encode() + b"\0")
-        return out, cut
-
-    def session(self, conn):
-        self.read_startup(conn)
-        conn.sendall(self.login_ok((("server_version", "15.0"), ("server_encoding", "UTF8"),
-                                    ("client_encoding", "UTF8"),
-                                    ("standard_conforming_strings", "on"),
-                                    ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"),
-                                    ("integer_datetimes", "on"))))
-        while True:
-            kind, body = self.read_msg(conn)
-            if kind == b"X":
-                return
-            if kind != b"Q":
-                continue
-            out, cut = self._answer(body.rstrip(b"\0").decode())
-            if cut:
-                conn.sendall(out)
-                return                          # closed before the ReadyForQuery
-            conn.sendall(out + self._msg(b"Z", b"I"))
+        return out, not cut
 
 
 class TestHubLostAfterTheAnswer(pt.PgwharfTestCase):

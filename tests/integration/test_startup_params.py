@@ -737,7 +737,7 @@ class TestLongParameterValues(pt.PgwharfTestCase):
                 px.stop()
 
 
-class ManyParamsServer(hz.FakeServer):
+class ManyParamsServer(hz.QueryServer):
     """A PostgreSQL look-alike (no password asked) that reports `many`
     parameters of its own (ParameterStatus pgw.p0, pgw.p1, ...) in its
     answer to connect_query SET pgw.many = 1 -- a server with extensions
@@ -756,29 +756,20 @@ class ManyParamsServer(hz.FakeServer):
         self.many = many
         super().__init__()
 
-    def session(self, conn):
-        self.read_startup(conn)
-        conn.sendall(self.login_ok(self.LOGIN))
-        while True:
-            kind, body = self.read_msg(conn)
-            if kind == b"X":
-                return
-            if kind != b"Q":
-                continue
-            sql = body.rstrip(b"\0").decode()
-            if sql == "SET pgw.many = 1":
-                out = b"".join(self._msg(b"S", b"pgw.p%d\0on\0" % i) for i in range(self.many))
-                out += self._msg(b"C", b"SET\0")
-            elif "pg_catalog.pg_settings" in sql:
-                out = self._msg(b"T", struct.pack("!H", 2) +
-                                2 * (b"x\0" + struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0)))
-                out += self._msg(b"C", b"SELECT 0\0")
-            else:
-                out = self._msg(b"T", struct.pack("!H", 1) + b"x\0" +
-                                struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0))
-                out += self._msg(b"D", struct.pack("!HI", 1, 2) + b"ok")
-                out += self._msg(b"C", b"SELECT 1\0")
-            conn.sendall(out + self._msg(b"Z", b"I"))
+    def answer(self, sql):
+        if sql == "SET pgw.many = 1":
+            out = b"".join(self._msg(b"S", b"pgw.p%d\0on\0" % i) for i in range(self.many))
+            out += self._msg(b"C", b"SET\0")
+        elif "pg_catalog.pg_settings" in sql:
+            out = self._msg(b"T", struct.pack("!H", 2) +
+                            2 * (b"x\0" + struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0)))
+            out += self._msg(b"C", b"SELECT 0\0")
+        else:
+            out = self._msg(b"T", struct.pack("!H", 1) + b"x\0" +
+                            struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0))
+            out += self._msg(b"D", struct.pack("!HI", 1, 2) + b"ok")
+            out += self._msg(b"C", b"SELECT 1\0")
+        return out, True
 
 
 class TestParameterLimit(pt.PgwharfTestCase):
