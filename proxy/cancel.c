@@ -425,8 +425,19 @@ static struct pgw_session *find(struct pgw_proxy *px, uint32_t pid, uint32_t key
  * there as it came.  Keys of this process's own id (a client gone
  * meanwhile, a stale or made-up key) are dropped as without peering.
  * The job passing it on, if any. */
+static bool refused(struct pgw_proxy *px, bool *full, const char *from)
+{
+    if (!full)
+        return false;
+    *full = true;
+    pgw_warn("client_rejected", "reason=held_cancels client=%s clients=%d detail=\"a cancel that "
+             "would be held past max_client_conn, the room there all but full of held cancels: "
+             "not forwarded\"", from, px->nclients);
+    return true;
+}
+
 static struct cancel_job *cancel_not_here(struct pgw_proxy *px, uint32_t pid, uint32_t key,
-                                          const char *from)
+                                          const char *from, bool *full)
 {
     int self = px->cfg->peer_id;
     int id = (int)(key & PGW_PEER_ID_MASK);
@@ -447,6 +458,8 @@ static struct cancel_job *cancel_not_here(struct pgw_proxy *px, uint32_t pid, ui
                  "[peers] entry for the peer id in it\"", from, id);
         return NULL;
     }
+    if (refused(px, full, from))
+        return NULL;
     uint8_t pkt[PGW_CANCEL_REQ_LEN];
     key = (key & ~(3u << PGW_PEER_HOP_SHIFT)) | ((hops + 1) << PGW_PEER_HOP_SHIFT);
     pgw_wire_cancel_request(pkt, pid, key);
@@ -558,7 +571,7 @@ static struct cancel_job *session_forward(struct pgw_proxy *px, const struct pgw
 }
 
 bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_t pid,
-                        uint32_t key)
+                        uint32_t key, bool *full)
 {
     const char *from = asker->addr_text;
     /* With peering the keys handed out have no hops: one passed on has. */
@@ -566,7 +579,7 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
     struct pgw_session *s = find(px, pid, own);
     struct cancel_job *j;
     if (!s) {
-        j = cancel_not_here(px, pid, key, from);
+        j = cancel_not_here(px, pid, key, from, full);
     } else if (s->is_admin) {
         pgw_admin_cancel(s, from);       /* a PAUSE or WAIT_CLOSE that waits */
         return false;
@@ -579,6 +592,8 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
          * now (a canceled SET would leave the client's query with another
          * client's settings).  Sent once this client's own query runs
          * (relay.c, pipe_cancel_due). */
+        if (refused(px, full, from))
+            return false;
         s->pipe_cancel = true;
         pgw_info("cancel_deferred", "client=%s target=%s reason=\"%s\"", from, s->addr_text,
                  s->swallow > 0 && !s->pipe_srv ? "the client's settings being restored first"
@@ -593,6 +608,8 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
          * for before the connection closes. */
         pgw_info("cancel_waiting", "client=%s reason=\"canceled while waiting for a server\"",
                  from);
+        return false;
+    } else if (refused(px, full, from)) {
         return false;
     } else if ((j = session_forward(px, s))) {
         /* Retried (a driver's statement timeout firing again, ^C twice):

@@ -512,9 +512,13 @@ void pgw_cancel_unregister(struct pgw_proxy *px, struct pgw_session *s);
  * session with that key, else to the [peers] process the key names, else
  * dropped; each case logged.  True when a forward took it, or it was
  * deferred: asker stays open until that is over (then cancel.c closes it);
- * false: close it now. */
+ * false: close it now.  full non-NULL: asker cannot be held (the room
+ * past the cap, session.c): one that would be is not forwarded, joined
+ * or deferred but refused (*full set, false), as closing it at once would
+ * tell the client its cancel is done while the signal may still come
+ * and hit its next query. */
 bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_t pid,
-                        uint32_t key);
+                        uint32_t key, bool *full);
 /* Forward the cancel deferred for s's query (pipe_cancel) on its server,
  * delay seconds from now (see relay.c); the connections that asked for it
  * wait for that forward, or close when none starts. */

@@ -1039,16 +1039,24 @@ static void handle_startup(struct pgw_session *s)
         (void)send_simple_byte(s, 'N');
         return;
     case PGW_STARTUP_CANCEL: {
-        bool hold = cancel_hold_room(s);
+        bool hold = cancel_hold_room(s), full = false;
         s->state = PGW_SS_CANCEL;
         cancel_leaves_slot(s);
         /* Open until the forward is over, as PostgreSQL closes it once it
          * has signalled the backend: a client (PQcancel) sends its next
          * query only then, which a late signal would cancel instead.  One
-         * the room past the cap cannot hold is forwarded all the same, its
-         * connection closed at once. */
-        if (!pgw_cancel_request(s->px, s, st.cancel_pid, st.cancel_key) || !hold)
+         * the room past the cap cannot hold is not forwarded at all
+         * (closed at once, a late signal could hit the client's next
+         * query): 53300, as at accept when the room is full. */
+        bool held = pgw_cancel_request(s->px, s, st.cancel_pid, st.cancel_key,
+                                       hold ? NULL : &full);
+        if (full) {
+            s->state = PGW_SS_STARTUP;         /* the 53300 goes out */
+            pgw_session_close(s, "53300", "no more connections allowed (%s)",
+                              pgw_proxy_full_limit(s->px));
+        } else if (!held) {
             pgw_session_close(s, NULL, "cancel request handled");
+        }
         return;
     }
     default:

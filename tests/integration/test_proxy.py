@@ -548,12 +548,12 @@ class TestCancel(pt.PgwharfTestCase):
         return asks
 
     def _held_cancels_at_and_below_the_cap(self, tag):
-        """max_client_conn = 3, one client in a long query and 66 cancels of
+        """max_client_conn = 3, one client in a long query and 58 cancels of
         it held (the postmaster stopped: the forward waits, the retries
         join it): the first 32 come below the cap and leave their slots
         for the room past it (its first half), the next 2 keep theirs,
-        the rest come at the cap, their places in the room from accept.
-        (px, client, key, the cancels' sockets)"""
+        the rest come at the cap, their places in the room from accept,
+        up to its last 8.  (px, client, key, the cancels' sockets)"""
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
                                           "max_client_conn": 3, "metrics_port": "auto",
                                           "cancel_wait_timeout": 120})
@@ -563,7 +563,7 @@ class TestCancel(pt.PgwharfTestCase):
         self.pg.wait_running("/* %s */" % tag)
         self.pg.pause()
         self.addCleanup(self.pg.resume)
-        return px, c, key, self._cancels_taken(px, key, 64 + 2)
+        return px, c, key, self._cancels_taken(px, key, 32 + 2 + 24)
 
     def test_held_cancels_past_the_room_take_client_slots_then_are_not_held(self):
         """Held cancels leave their client slots for the room past the cap
@@ -571,22 +571,24 @@ class TestCancel(pt.PgwharfTestCase):
         it they keep their slots, and once those are full too a cancel
         comes at the cap and is held in the room, but for its last 8
         places (PGW_OVERFLOW_CONSOLE): one that finds only those is
-        forwarded (here joined to the forward under way) and its
-        connection closed at once.  A burst of cancels holds no more
-        descriptors than max_client_conn and that room, as before; a
-        client still gets 53300."""
+        refused with 53300, not forwarded nor joined (closed at once, a
+        late signal could hit the client's next query).  A burst of
+        cancels holds no more descriptors than max_client_conn and that
+        room, as before; a client still gets 53300."""
         px, c, key, asks = self._held_cancels_at_and_below_the_cap("many held")
-        for k in asks[-8:]:                          # not held
-            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        for _ in range(8):                           # not held: refused
+            data, closed = hz.read_until_closed(self._cancel_connection(px, key), 30)
+            self.assertTrue(closed)
+            self.assertIn(b"C53300", data)
         self._clients_total(px, 1 + 32 + 2 + 24, "the client and its 58 held cancels")
         with self.assertRaises(hz.PgError) as cm:    # the slots of clients: full
             self._raw_client(px)
         self.assertEqual(cm.exception.sqlstate, "53300")
-        late = self._cancel_connection(px, key)
-        self.assertEqual(hz.read_until_closed(late, 30), (b"", True))
-        self.assertEqual(len(re.findall(r"event=cancel_(forwarded|joined)", px.log())), 67)
+        self.assertEqual(len(re.findall(r"event=cancel_(forwarded|joined)", px.log())), 58)
+        self.assertEqual(len(re.findall(r"event=client_rejected reason=held_cancels",
+                                        px.log())), 8)
         self.pg.resume()
-        for k in asks[:-8]:
+        for k in asks:
             self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
         self._canceled(c)
         self._clients_total(px, 1, "the cancels gone")
@@ -609,6 +611,61 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(lists["used_clients"], 1 + 32 + 2 + 24 + 1)
         self.pg.resume()
         self._canceled(c)
+
+    def test_a_cancel_past_the_room_never_hits_the_clients_next_query(self):
+        """A cancel that comes at the cap while held cancels leave only the
+        room's last 8 places was forwarded and its connection closed at
+        once: the client (PQcancel) takes that close for PostgreSQL having
+        acted on it and sends its next query, on the same server (a
+        session keeps it while its cancel is in flight), and the signal
+        that comes late cancels that query instead.  It is refused with
+        53300, not forwarded: a cancel lost, never one misdirected."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "max_client_conn": 4, "metrics_port": "auto",
+                                          "cancel_wait_timeout": 120})
+        a, akey = self._raw_client(px)
+        b, bkey = self._raw_client(px)
+        self._clients_total(px, 2, "the start-up probe gone")
+        a.sendall(hz.query_msg("select pg_sleep(60) /* room filler */"))
+        self.pg.wait_running("/* room filler */")
+        self.assertEqual(hz.simple_query(b, "select 'warm'"), ([[b"warm"]], []))  # its server
+        # (the postmaster stopped: what runs is seen from a session opened before)
+        mon = psycopg2.connect(host=self.pg.host, port=self.pg.port, user=self.pg.user,
+                               password=self.pg.password, dbname=self.pg.database)
+        self.addCleanup(mon.close)
+        mon.autocommit = True
+
+        def running(marker):
+            def n():
+                with mon.cursor() as cur:
+                    cur.execute("select count(*) from pg_stat_activity where state = 'active' "
+                                "and query like %s and pid <> pg_backend_pid()",
+                                ("%%%s%%" % marker,))
+                    return cur.fetchone()[0] > 0
+            pt.wait_until(n, 20, what="%s running" % marker)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        # 32 leave their slots, 2 keep theirs, 24 come at the cap: 56 held
+        # in the room, its last 8 places left to the rest.
+        self._cancels_taken(px, akey, 32 + 2 + 24)
+        self._clients_total(px, 2 + 32 + 2 + 24, "a and b and 58 held cancels")
+        b.sendall(hz.query_msg("select pg_sleep(2) /* victim first */"))
+        running("/* victim first */")
+        k = self._cancel_connection(px, bkey)        # at the cap, the room all but full
+        data, closed = hz.read_until_closed(k, 30)
+        self.assertTrue(closed)
+        got = hz.read_until_ready(b)                 # pg_sleep(2) ends: the cancel came too late
+        self.assertEqual([t for t, _ in got][-1:], [b"Z"], got)
+        # The client takes the close for the cancel done and goes on.
+        b.sendall(hz.query_msg("select 'next' from pg_sleep(3) /* victim next */"))
+        running("/* victim next */")
+        self.pg.resume()
+        got = hz.read_until_ready(b)
+        errors = [hz.parse_fields(m)["C"] for t, m in got if t == b"E"]
+        self.assertEqual(errors, [], "the client's next query was cancelled")
+        self.assertEqual([hz.data_row(m) for t, m in got if t == b"D"], [[b"next"]])
+        self.assertIn(b"C53300", data)
+        self._canceled(a)
 
     def test_held_cancels_below_the_cap_leave_room_for_the_console(self):
         """64 cancels held (the postmaster stopped), all come below
