@@ -12,7 +12,8 @@
  * .pgpass).  The name expands to all its addresses as a libpq list for
  * that one host, so libpq still tries them in turn.  Results are reused for dns_max_ttl
  * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  A
- * failed lookup is kept for dns_nxdomain_ttl (see dns_failed).
+ * failed lookup is kept for dns_nxdomain_ttl (see dns_failed), but not one
+ * that failed for want of a descriptor (dns_fds_short).
  *
  * Lifetimes: each lookup is a job of the set's offload (common/offload.h,
  * as proxy/peer.c's user lookups are): a detached thread, never joined (a
@@ -26,6 +27,7 @@
 #include "pool/pool_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,7 @@ struct dns_req {
     char *hosts, *ports;      /* input lists (comma-separated) */
     char host[DNS_LIST_MAX], hostaddr[DNS_LIST_MAX], port[DNS_LIST_MAX];
     char error[512];
+    bool fds_short;           /* it failed for want of a descriptor */
 };
 
 /* ---- name resolution (the thread side touches only its dns_req) ------- */
@@ -88,8 +91,14 @@ static bool resolve_one(struct dns_req *r, const char *h, const char *port)
     }
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
     struct addrinfo *res = NULL;
+    errno = 0;
     int e = getaddrinfo(h, NULL, &hints, &res);
     if (e) {
+        /* Out of descriptors, glibc cannot open /etc/hosts or a socket to
+         * the DNS server, and says "Name or service not known" or "System
+         * error", errno EMFILE: pgwharf's shortage, not the name's.  The
+         * probe covers an errno overwritten on the way out. */
+        r->fds_short = errno == EMFILE || errno == ENFILE || pgw_pool_fds_exhausted();
         snprintf(r->error, sizeof(r->error), "could not translate host name \"%s\" to address: %s",
                  h, gai_strerror(e));
         return false;
@@ -211,8 +220,35 @@ static void dns_failed(struct pgw_backend *be, const char *error)
     pools_host_down(be);
 }
 
+/* A lookup that failed because pgwharf had no descriptor left: as for a
+ * socket() that fails so (server.c), no word on the name or the backend.
+ * Nothing is kept (the name was kept unresolvable for dns_nxdomain_ttl,
+ * every login refused 08001 long after the descriptors came back), the
+ * breaker is left alone, and each pool on be has its waiters answered
+ * 53300 and starts no server for PGW_POOL_FDS_PAUSE (so no lookup either:
+ * earlier addresses, if any, stay in use until the next one). */
+static void dns_fds_short(struct pgw_backend *be, const char *error)
+{
+    char q[600];
+    pgw_warn("server_resolve_failed", "backend=%s reason=%s", be->address,
+             pgw_log_quote(q, sizeof(q), error));
+    pgw_warn("server_resolve_failed", "backend=%s reason=\"no file descriptor left (open-files "
+             "limit): not the backend's failure\"", be->address);
+    struct pgw_list *n, *next;
+    for (n = be->set->pools.next; n != &be->set->pools; n = next) {
+        next = n->next;
+        struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (pgw_pool_host_index(p, be) >= 0)
+            pgw_pool_fds_short(p);
+    }
+}
+
 static void dns_apply(struct pgw_backend *be, struct dns_req *r)
 {
+    if (r->error[0] && r->fds_short) {
+        dns_fds_short(be, r->error);
+        return;
+    }
     if (r->error[0]) {
         dns_failed(be, r->error);
         return;

@@ -16,10 +16,13 @@
  */
 #include "pool/pool_int.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/err.h"
@@ -264,6 +267,16 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
         pgw_pool_set_error(&err, PGW_ESERVER_LOGIN, sqlstate, "server login failed: %s", msg);
         fail_queue(pool, &err);
     }
+}
+
+bool pgw_pool_fds_exhausted(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        close(fd);
+        return false;
+    }
+    return errno == EMFILE || errno == ENFILE;
 }
 
 void pgw_pool_fds_short(struct pgw_pool *pool)

@@ -265,6 +265,9 @@ struct pgw_pool_set {
 
 /* pool.c */
 int pgw_pool_total(const struct pgw_pool *pool);
+/* Has pgwharf no descriptor left for one more socket (EMFILE, ENFILE)?
+ * Asked after a failure whose errno is gone; any thread. */
+bool pgw_pool_fds_exhausted(void);
 /* pgwharf itself had no descriptor for a server of pool (server.c): its
  * waiters get 53300 unless a server of it comes back; no pool starts a
  * server for PGW_POOL_FDS_PAUSE. */

@@ -571,20 +571,10 @@ static int build_params(const struct pgw_pool *pool, const struct pool_host *h,
 }
 
 /* answered: the SQLSTATE of an ERROR the server answered the
- * connect_query with (the server is up: this pool's problem), or NULL. */
-/* Has pgwharf no descriptor left for one more socket (EMFILE, ENFILE)?
- * Asked when a connection failed: libpq's "could not create socket" is in
- * the language of its messages, the errno long gone. */
-static bool fds_exhausted(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-        close(fd);
-        return false;
-    }
-    return errno == EMFILE || errno == ENFILE;
-}
-
+ * connect_query with (the server is up: this pool's problem), or NULL.
+ * A failure with no SQLSTATE is asked of pgw_pool_fds_exhausted: libpq's
+ * "could not create socket" is in the language of its messages, the errno
+ * long gone. */
 static void connect_failed_answered(struct pgw_server *srv, const char *msg,
                                     const char *answered)
 {
@@ -603,7 +593,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     pgw_warn("server_connect_failed", "%s reason=%s", srv_log_fields(srv, f, sizeof(f)),
              pgw_log_quote(q, sizeof(q), text));
     pgw_server_close(srv, NULL);
-    if (!answered && !coded && fds_exhausted()) {
+    if (!answered && !coded && pgw_pool_fds_exhausted()) {
         /* pgwharf's own shortage says nothing of the backend (it opened
          * the breaker for every pool on it, and kept it open after the
          * descriptors came back). */

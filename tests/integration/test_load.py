@@ -17,7 +17,10 @@
                         are closed, not lent on dirty.
   fd exhaustion         pgwharf at its RLIMIT_NOFILE with clients still
                         knocking: it must not spin on accept() nor flood
-                        its log, and serves again once fds free up.
+                        its log, and serves again once fds free up; a
+                        server's socket() or host-name lookup that fails
+                        for want of a descriptor is pgwharf's shortage
+                        (53300), not the backend's.
   servers held without  a client that holds its server with a request it
   a Sync                never ends (the header of a Parse and nothing more,
                         Execute + Flush of a long query and no Sync) meets
@@ -484,6 +487,44 @@ class TestFdExhaustion(LoadCase):
         self.assertEqual([b["state"] for b in pt.show(console, "BREAKERS")], ["closed"])
         self.assertIn("not the backend's failure", px.log())
         self.assertEqual(hz.simple_query(c, "select 'back'"), ([[b"back"]], []))
+
+
+    def test_no_descriptor_for_a_name_lookup_is_not_the_names_failure(self):
+        # pgwharf out of descriptors while it looks up a server's host
+        # name: glibc cannot open /etc/hosts ("Name or service not known",
+        # errno EMFILE).  That was kept as the name's failure for
+        # dns_nxdomain_ttl (every login refused 08001 long after the
+        # descriptors came back) and counted for the breaker.  Now it is
+        # answered as socket()'s EMFILE: 53300, nothing kept.
+        px = self.start_pgwharf(
+            settings={"tcp_defer_accept": 0, "dns_nxdomain_ttl": 3600},
+            databases={"byname": pt.entry_conninfo(host="localhost", port=self.pg.port,
+                                                   dbname=self.db)})
+        console = self.console_conn(px)
+        fd_dir = "/proc/%d/fd" % px.pid
+        before = len(os.listdir(fd_dir))
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(c.close)
+        pt.wait_until(lambda: len(os.listdir(fd_dir)) > before, 10, what="client accepted")
+        used = set(int(fd) for fd in os.listdir(fd_dir))
+        lowest_free = min(set(range(len(used) + 1)) - used)
+        old = resource.prlimit(px.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(px.pid, resource.RLIMIT_NOFILE, (lowest_free, old[1]))
+        try:
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(c, self.user, "byname", self.password)
+        finally:
+            resource.prlimit(px.pid, resource.RLIMIT_NOFILE, old)
+        self.assertEqual((cm.exception.fields.get("C"), cm.exception.fields.get("M")),
+                         ("53300", "no server connection: pgwharf has no file descriptor "
+                          "left (open-files limit)"), px.log_tail())
+        self.assertIn("event=server_resolve_failed backend=localhost:%d reason=\"no file "
+                      "descriptor left" % self.pg.port, px.log())
+        self.assertEqual(px.psql("select 'back'", db="byname", user=self.user), "back")
+        self.assertEqual([(b["backend"], b["failures"], b["last_error"])
+                          for b in pt.show(console, "BREAKERS")
+                          if b["backend"].startswith("localhost:")],
+                         [("localhost:%d" % self.pg.port, 0, "")])
 
 
 class TestFdBudget(LoadCase):
