@@ -28,6 +28,7 @@ static const int syslog_prio[] = {
     LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_CRIT
 };
 static bool quiet;
+static bool file_cut, stderr_cut;        /* see write_line */
 
 /* syslog = 1: pgwharf's own sender, not syslog(3), whose send() blocks
  * while the daemon's queue is full (a stalled journald or rsyslogd, or
@@ -194,6 +195,8 @@ void pgw_log_use(int fd)
 {
     int old = log_fd;
     log_fd = fd;
+    if (fd != old)
+        file_cut = false;                /* a new file starts with a new line */
     if (old != STDERR_FILENO && old != fd)
         close(old);
 }
@@ -320,12 +323,35 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
     return buf;
 }
 
+/* A line the logfile or stderr got only part of (a full disk, a file at
+ * RLIMIT_FSIZE, a non-blocking pipe): the next line written there starts
+ * with the newline it lacks (file_cut, stderr_cut), so each event stays
+ * on a line of its own (the next event was glued to the cut one).  What
+ * is left of the line is written at once while the fd takes it; a
+ * regular file that took part of a line fails the next write (ENOSPC,
+ * EFBIG): no wait. */
 static void write_line(int fd, const char *line, size_t n)
 {
-    ssize_t w;
-    do {
-        w = write(fd, line, n);
-    } while (w < 0 && errno == EINTR);
+    bool *cut = fd == STDERR_FILENO ? &stderr_cut : &file_cut;
+    size_t done = 0;
+    if (*cut) {
+        ssize_t w;
+        do {
+            w = write(fd, "\n", 1);
+        } while (w < 0 && errno == EINTR);
+        if (w != 1)
+            return;                      /* still no room: the line is lost */
+        *cut = false;
+    }
+    while (done < n) {
+        ssize_t w = write(fd, line + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    *cut = done > 0 && done < n;
 }
 
 static void log_line(enum pgw_log_level level, const char *event, const char *fmt, va_list ap)

@@ -1,10 +1,15 @@
-/* Unit tests for pgw_log_quote (common/log.c): logfmt values. */
+/* Unit tests for common/log.c: pgw_log_quote (logfmt values), and lines
+ * that stay whole on a logfile that runs out of room. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "common/log.h"
@@ -67,6 +72,54 @@ static void test_a_long_value_is_cut_between_characters(void **state)
     assert_string_equal(pgw_log_quote(buf, sizeof(buf), "abcdefghij"), "abcdefg");
 }
 
+/* A logfile that takes part of a line (a full disk; here RLIMIT_FSIZE,
+ * SIGXFSZ ignored: the write is cut at the limit, the next ones fail
+ * EFBIG), then room again: the next event went on the cut line ("...
+ * event=first ts=... event=third"); it starts a line of its own now. */
+static void test_a_cut_line_does_not_take_the_next_event(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pgw-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    pgw_log_set_quiet(true);
+    pgw_log_use(fd);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, cut;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    cut = old;
+    cut.rlim_cur = 40;                      /* within the first line */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cut), 0);
+    pgw_log(PGW_LOG_WARNING, "first", "key=%s", "a value long enough to be cut");
+    pgw_log(PGW_LOG_WARNING, "second", "key=lost");       /* EFBIG: lost whole */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    pgw_log(PGW_LOG_WARNING, "third", "key=whole");
+    pgw_log(PGW_LOG_WARNING, "fourth", "key=whole");
+
+    char buf[1024];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    pgw_log_use(STDERR_FILENO);              /* closes fd */
+    pgw_log_set_quiet(false);
+    assert_true(n > 40);
+    buf[n] = '\0';
+    assert_int_equal(buf[n - 1], '\n');
+    char *save = NULL;
+    const char *want[] = { "event=first", "event=third", "event=fourth" };
+    int lines = 0;
+    for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save), lines++) {
+        assert_true(lines < 3);
+        assert_true(strncmp(l, "ts=", 3) == 0);
+        assert_null(strstr(l + 3, "ts="));  /* one event a line */
+        if (lines == 0)
+            assert_int_equal(strlen(l), 40);
+        else
+            assert_non_null(strstr(l, want[lines]));
+    }
+    assert_int_equal(lines, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -75,6 +128,7 @@ int main(void)
         cmocka_unit_test(test_bytes_that_are_not_utf8_are_escaped),
         cmocka_unit_test(test_del_c1_and_line_separators_are_escaped),
         cmocka_unit_test(test_a_long_value_is_cut_between_characters),
+        cmocka_unit_test(test_a_cut_line_does_not_take_the_next_event),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
