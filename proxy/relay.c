@@ -2507,11 +2507,17 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
         need = need < twice ? need : twice;
     } else if (ahead > 0 && (total + PS_HEADROOM <= b->cap || need > PGW_IOBUF_MAX))
         need = 0;                        /* (hunt: two Binds of 34 MB in a row got 54000) */
-    if (need > b->cap &&
-        (need > PGW_IOBUF_MAX || !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need))) {
+    if (need > b->cap && need > PGW_IOBUF_MAX) {
         pgw_session_close(s, "54000", "message of type %c too large (%u bytes) %s", type,
                           total, whole ? "with max_prepared_statements on"
                                        : "to read its names");
+        return false;
+    }
+    /* Within the limit, a buffer that cannot grow is pgwharf short of
+     * memory (RLIMIT_AS, a cgroup), not the message too large. */
+    if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need)) {
+        pgw_session_close(s, "53200", "out of memory for a message of type %c (%u bytes)", type,
+                          total);
         return false;
     }
     if (s->query_start == 0)
@@ -2767,8 +2773,13 @@ static bool scan_client(struct pgw_session *s)
                     break;
                 }
                 /* Nothing to drain: a larger buffer, then the same message again. */
-                if (!pgw_iobuf_reserve(s->px, &s->cbuf, b->len - b->sent + s->ps_room_need)) {
+                uint64_t want = (uint64_t)b->len - b->sent + s->ps_room_need;
+                if (want > PGW_IOBUF_MAX) {
                     pgw_session_close(s, "54000", "prepared statement too large to relay");
+                    return false;
+                }
+                if (!pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)want)) {
+                    pgw_session_close(s, "53200", "out of memory to relay a prepared statement");
                     return false;
                 }
                 b = s->cbuf;
@@ -3524,10 +3535,18 @@ static uint32_t server_msg_total(struct pgw_session *s, const uint8_t *p)
 static bool server_msg_room(struct pgw_session *s, char type, uint32_t total)
 {
     struct pgw_iobuf *b = s->sbuf;
-    uint32_t need = (b->parsed - b->sent) + total;
-    if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->sbuf, need)) {
+    uint64_t need = (uint64_t)(b->parsed - b->sent) + total;
+    if (need <= b->cap)
+        return true;
+    if (need > PGW_IOBUF_MAX) {
         s->server->user_pipe_broken = true;
         pgw_session_close(s, "08P01", "server message too large to inspect (type %c)", type);
+        return false;
+    }
+    if (!pgw_iobuf_reserve(s->px, &s->sbuf, (uint32_t)need)) {
+        s->server->user_pipe_broken = true;
+        pgw_session_close(s, "53200", "out of memory to inspect a server message (type %c)",
+                          type);
         return false;
     }
     return true;

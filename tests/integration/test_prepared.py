@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import random
+import resource
 import select
 import socket
 import struct
@@ -388,6 +389,44 @@ class TestLargeMessages(pt.PgwharfTestCase):
         writer.join(60)
         self.assertEqual([ph.data_row(m) for t, m in got if t == b"D"],
                          [[b""], [b"40000000"], [b"40000000"]], got[:3])
+
+
+    def test_no_memory_for_a_held_parse_is_53200_not_too_large(self):
+        # A Parse of 50 MB, under the 64 MiB a message may have, held whole
+        # (max_prepared_statements on) while pgwharf cannot map the buffer
+        # for it (RLIMIT_AS, as a cgroup's memory limit would): the session
+        # ended with 54000 "message of type P too large", which tells the
+        # client to send less.  It is pgwharf's shortage: 53200.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "max_prepared_statements": 100})
+        if ph.sanitized(px):
+            self.skipTest("sanitizer build: its runtime needs address space of its own")
+        c = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(c.close)
+        ph.sync_login(c, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(ph.simple_query(c, "select 1"), ([[b"1"]], []))
+        me = "event=disconnect client=%s:%d " % c.getsockname()[:2]
+
+        def ends():
+            return [l for l in px.log().splitlines() if me in l]
+
+        with open("/proc/%d/status" % px.pid) as f:
+            vm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
+        old = resource.prlimit(px.pid, resource.RLIMIT_AS)
+        resource.prlimit(px.pid, resource.RLIMIT_AS, (vm + 20 * 2**20, old[1]))
+        try:
+            parse = ph.parse_msg("s1", "select length('%s')" % ("z" * 50000000))
+            try:
+                c.sendall(parse + ph.msg(b"S"))
+            except OSError:
+                pass                         # closed before all of it was sent
+            pt.wait_until(ends, 60, what="the session ended")
+        finally:
+            resource.prlimit(px.pid, resource.RLIMIT_AS, old)
+        self.assertEqual(len(ends()), 1, ends())
+        self.assertIn('sqlstate=53200 reason="out of memory for a message of type P '
+                      '(%d bytes)"' % len(parse), ends()[0])
+        self.assertEqual(px.psql("select 'served'"), "served")
 
 
 class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
