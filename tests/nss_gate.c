@@ -27,7 +27,9 @@
  * a named one (pgwharf's connection to a server on PostgreSQL's Unix
  * socket; not a client's on pgwharf's own) while PATH exists removes it
  * and fails with ECONNRESET: one failure each time a test creates the
- * file (the server lost just as pgwharf writes to it).
+ * file (the server lost just as pgwharf writes to it).  Only send(2) is
+ * seen: run pgwharf with io_batch = off, or its batched writes go out
+ * through io_uring and never fail here.
  *
  * tests/integration/test_auth.py uses it to show that a peer login waiting
  * on the user database leaves the rest of pgwharf running, test_hosts.py

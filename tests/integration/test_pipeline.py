@@ -756,8 +756,9 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
 
     # query_timeout for the next tests: far more than a queued client's own
-    # query takes, less than the query held ahead of it.
-    QT = 2
+    # query takes, or than the steps a test takes before its KILL_CLIENT on a
+    # loaded machine (2 s was not), less than the query held ahead of it.
+    QT = 5
 
     def past_query_timeout(self):
         """Long enough for a held query to outlast QT (what is asserted
