@@ -206,6 +206,9 @@ struct pgw_session {
     bool terminating;                /* client sent Terminate */
     bool term_wait;                  /* ...with requests unanswered: the session ends
                                         once they are, as at client_eof (relay.c) */
+    bool fe_invalid;                 /* ...in place of a message of a type PostgreSQL
+                                        refuses after login: the end is FATAL 08P01 */
+    uint8_t fe_invalid_type;         /* ...that message's type byte */
     bool ssl_asked, gss_asked;       /* SSLRequest / GSSENCRequest answered 'N' (a
                                         second is refused, as by PostgreSQL) */
     char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent

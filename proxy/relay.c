@@ -2527,6 +2527,35 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
     return true;
 }
 
+/* The frontend message types PostgreSQL's backend reads once logged in
+ * (SocketBackend, PostgreSQL 15): any other ends the connection with
+ * FATAL 08P01 "invalid frontend message type N", read before the length
+ * word ('p' is a reply to an authentication request only; a second
+ * startup packet starts with a 0 byte).  CopyData, CopyDone and CopyFail
+ * are taken outside a COPY too, and ignored. */
+static bool fe_type_valid(uint8_t type)
+{
+    switch (type) {
+    case PGW_FE_QUERY: case PGW_FE_FUNCTION_CALL: case PGW_FE_TERMINATE:
+    case PGW_FE_BIND: case PGW_FE_CLOSE: case PGW_FE_DESCRIBE: case PGW_FE_EXECUTE:
+    case PGW_FE_FLUSH: case PGW_FE_PARSE: case PGW_FE_SYNC:
+    case PGW_FE_COPY_DATA: case PGW_FE_COPY_DONE: case PGW_FE_COPY_FAIL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The session ends after a Terminate, or in place of a message of a type
+ * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then. */
+static void close_terminated(struct pgw_session *s)
+{
+    if (s->fe_invalid)
+        pgw_session_close(s, "08P01", "invalid frontend message type %d", s->fe_invalid_type);
+    else
+        pgw_session_close(s, NULL, "client terminated");
+}
+
 /* Scan client messages; returns false when the session was closed. */
 static bool scan_client(struct pgw_session *s)
 {
@@ -2553,6 +2582,21 @@ static bool scan_client(struct pgw_session *s)
             if (s->cskip == 0 && s->discard == PGW_DISCARD_LAST && !discard_done(s))
                 return false;
             continue;
+        }
+        if (!fe_type_valid(b->data[b->parsed]) && !s->srv_copy_in && !s->replication) {
+            /* PostgreSQL runs what came before it, then ends the connection
+             * at it: taken as a Terminate in its place (what came before
+             * runs, the session ends once it is answered, the server given
+             * back as ever: close_terminated), never sent to the server,
+             * which would end too (a new login for the next client, one
+             * per try of any client).  In a COPY FROM STDIN the server
+             * reads it as a COPY's (an error, then the end): sent. */
+            s->fe_invalid = true;
+            s->fe_invalid_type = b->data[b->parsed];
+            s->terminating = true;
+            s->unrelayed_in += b->len - b->parsed;  /* it and what follows: dropped */
+            b->len = b->parsed;
+            break;
         }
         if (avail < PGW_MSG_HDR)
             break;
@@ -2991,7 +3035,7 @@ static bool client_data_step(struct pgw_session *s)
             if (s->state == PGW_SS_LINKED)
                 pgw_session_arm_timer(s);    /* (a write that waits: review) */
         } else {
-            pgw_session_close(s, NULL, "client terminated");
+            close_terminated(s);
         }
         return false;
     }
@@ -3330,10 +3374,12 @@ void pgw_relay_eof_check(struct pgw_session *s)
 {
     if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
         return;
-    if (eof_done(s))
-        pgw_session_close(s, NULL, s->term_wait ? "client terminated" : "client closed the connection");
-    else
+    if (!eof_done(s))
         eof_end_copy(s);
+    else if (s->term_wait)
+        close_terminated(s);
+    else
+        pgw_session_close(s, NULL, "client closed the connection");
 }
 
 void pgw_relay_flush_server(struct pgw_session *s)
@@ -3368,7 +3414,7 @@ void pgw_relay_flush_server(struct pgw_session *s)
         b->sent += (uint32_t)w;
     }
     if (s->terminating) {
-        pgw_session_close(s, NULL, "client terminated");
+        close_terminated(s);
         return;
     }
     s->srv_write_blocked = false;

@@ -471,6 +471,123 @@ class TestRequestThenTerminate(RelayCase):
                                                  for i in range(3)] + ["commit"], "3")
 
 
+def backend_messages(data):
+    """A stream of backend messages: [(type, body)], an ErrorResponse as
+    its severity, SQLSTATE and message (the rest names PostgreSQL's source
+    lines)."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        t = data[i:i + 1]
+        n = struct.unpack("!I", data[i + 1:i + 5])[0]
+        body = data[i + 5:i + 1 + n]
+        if t == b"E":
+            f = hz.parse_fields(body)
+            body = (f.get("S"), f.get("C"), f.get("M"))
+        out.append((t, body))
+        i += 1 + n
+    return out
+
+
+class TestAMessageTypePostgresRefuses(RelayCase):
+    """After login, a message of a type PostgreSQL's backend does not take
+    (a PasswordMessage, a second startup packet or SSLRequest -- type byte
+    0 --, a type 1): PostgreSQL runs what came before it, then ends the
+    connection with FATAL 08P01 "invalid frontend message type N".
+    pgwharf checked its length only and relayed it: the pooled server
+    ended, and the next client needed a new login (any client could make
+    the pool's servers reconnect, one per try).  pgwharf now answers it
+    itself, as PostgreSQL would, and the server stays in the pool."""
+
+    BAD = {
+        "password": M(b"p", b"garbage\x00"),
+        "startup": hz.startup_packet("pgwharf", "pgwharf"),
+        "ssl": struct.pack("!II", 8, 80877103),
+        "type 1": M(b"\x01", b"x"),
+    }
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_bad_type", "n int")
+
+    def direct(self):
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        return d
+
+    def ends_with(self, sock, payload):
+        sock.sendall(payload)
+        data, closed = hz.read_until_closed(sock, 20)
+        self.assertTrue(closed, "the session did not end")
+        return backend_messages(data)
+
+    def server_pid(self):
+        b = self.login()
+        rows_, errs = hz.simple_query(b, "select pg_backend_pid()")
+        self.assertEqual(errs, [])
+        b.close()
+        return rows_[0][0]
+
+    def assert_same_server(self, pid):
+        self.assertEqual(self.server_pid(), pid, "the pooled server was replaced")
+        self.assertEqual([r["state"] for r in self.px.show("SERVERS")], ["idle"])
+
+    def test_alone(self):
+        pid = self.server_pid()
+        for name, payload in self.BAD.items():
+            with self.subTest(message=name):
+                want = self.ends_with(self.direct(), payload)
+                self.assertEqual(want, [(b"E", ("FATAL", "08P01", "invalid frontend message "
+                                                "type %d" % payload[0]))])
+                self.assertEqual(self.ends_with(self.login(), payload), want)
+                self.assert_same_server(pid)
+
+    def test_after_requests_in_the_same_write(self):
+        """The requests before it run and are answered, in order, before the
+        FATAL; the server goes back once they are."""
+        pid = self.server_pid()
+        payload = (hz.query_msg("insert into relay_bad_type values (1)") +
+                   hz.query_msg("select 2") +
+                   hz.parse_msg("", "select 3") + bind_execute() + SYNC +
+                   self.BAD["password"] + hz.query_msg("insert into relay_bad_type values (4)"))
+        want = self.ends_with(self.direct(), payload)
+        self.assertEqual(want[-1], (b"E", ("FATAL", "08P01", "invalid frontend message type 112")))
+        self.assertEqual(self.ends_with(self.login(), payload), want)
+        self.assertEqual(self.pg.psql("select string_agg(n::text, ',') from relay_bad_type",
+                                      user=self.pg.user), "1,1")
+        self.assert_same_server(pid)
+
+    def test_in_the_login(self):
+        """Sent with the client's last authentication message: the session
+        waits for its first server (a cold pool), gets it, then ends with
+        the FATAL; the server stays in the pool."""
+        def bad_login():
+            s = socket.create_connection((self.px.host, self.px.port), timeout=30)
+            self.addCleanup(s.close)
+            s.sendall(hz.startup_packet(self.pg.user, self.pg.database))
+            state = {}
+            while True:
+                t, body = hz.recv_msg(s)
+                code = struct.unpack("!I", body[:4])[0] if t == b"R" else None
+                if code in (None, 0, 12):
+                    break
+                reply = hz.auth_reply(body, self.pg.user, self.pg.password, state)
+                if code in (3, 5, 11):
+                    reply += self.BAD["password"]      # with its last one
+                s.sendall(reply)
+            data, closed = hz.read_until_closed(s, 20)
+            self.assertTrue(closed, "the session did not end")
+            msgs = backend_messages(data)
+            self.assertEqual(msgs[-1], (b"E", ("FATAL", "08P01",
+                                               "invalid frontend message type 112")), msgs)
+
+        bad_login()                     # a cold pool
+        pt.wait_until(lambda: [r["state"] for r in self.px.show("SERVERS")] == ["idle"], 20,
+                      what="the login's server idle in the pool")
+        pid = self.server_pid()
+        bad_login()                     # a warm one
+        self.assert_same_server(pid)
+
 
 class TestTerminateWhileQueued(RelayCase):
     """A Terminate from a client whose request waits in the pool's queue
