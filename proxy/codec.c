@@ -49,8 +49,11 @@ static int parse_v3_params(const uint8_t *p, size_t n, struct pgw_startup *out)
         const char *value = (const char *)p + i;
         i = (size_t)(ve - p) + 1;
         if (strncmp(name, "_pq_.", 5) == 0) {
-            if (out->nprotoopts < PGW_STARTUP_MAX_PARAMS)
-                out->protoopts[out->nprotoopts++] = name;
+            /* Each is named in NegotiateProtocolVersion: one left out
+             * there the client would take as accepted. */
+            if (out->nprotoopts >= PGW_STARTUP_MAX_PARAMS)
+                return bad(out, "too many startup parameters");
+            out->protoopts[out->nprotoopts++] = name;
             continue;
         }
         if (strcmp(name, "user") == 0)

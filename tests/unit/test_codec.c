@@ -97,6 +97,38 @@ static void test_startup_minor_and_protoopts(void **state)
     assert_int_equal(st.nparams, 41);
 }
 
+/* More "_pq_." options than NegotiateProtocolVersion can name
+ * (PGW_STARTUP_MAX_PARAMS): refused, as too many parameters are.  Those
+ * after the 128th were dropped from the list, and the client took them
+ * as accepted. */
+static void test_startup_too_many_protoopts(void **state)
+{
+    (void)state;
+    static char names[PGW_STARTUP_MAX_PARAMS + 1][16];
+    const char *kv[2 * (PGW_STARTUP_MAX_PARAMS + 1) + 2] = { "user", "u" };
+    static uint8_t buf[8192];
+    struct pgw_startup st;
+    for (int all = PGW_STARTUP_MAX_PARAMS; all <= PGW_STARTUP_MAX_PARAMS + 1; all++) {
+        for (int i = 0; i < all; i++) {
+            snprintf(names[i], sizeof(names[i]), "_pq_.o%d", i);
+            kv[2 + 2 * i] = names[i];
+            kv[3 + 2 * i] = "v";
+        }
+        size_t n = build_startup(buf, PGW_PROTO_V3 | 2, kv, 2 + 2 * all);
+        assert_true(n <= PGW_STARTUP_MAX);
+        if (all == PGW_STARTUP_MAX_PARAMS) {
+            assert_int_equal(pgw_startup_parse(buf, n, &st), 0);
+            assert_int_equal(st.nprotoopts, all);
+            assert_string_equal(st.protoopts[all - 1], names[all - 1]);
+        } else {
+            assert_int_equal(pgw_startup_parse(buf, n, &st), PGW_EPROTO);
+            assert_int_equal(st.kind, PGW_STARTUP_BAD);
+            assert_string_equal(st.sqlstate, "08P01");
+            assert_string_equal(st.error, "too many startup parameters");
+        }
+    }
+}
+
 static void test_startup_bad_version(void **state)
 {
     (void)state;
@@ -930,6 +962,7 @@ int main(void)
         cmocka_unit_test(test_startup_database_defaults_to_user),
         cmocka_unit_test(test_startup_no_user),
         cmocka_unit_test(test_startup_minor_and_protoopts),
+        cmocka_unit_test(test_startup_too_many_protoopts),
         cmocka_unit_test(test_startup_bad_version),
         cmocka_unit_test(test_ssl_gss_cancel),
         cmocka_unit_test(test_cancel_request_round_trip),
