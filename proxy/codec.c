@@ -730,6 +730,41 @@ static ssize_t clip_utf8(const void *arg, const char *name, size_t n)
 
 const struct pgw_ident_clip pgw_ident_clip_utf8 = { clip_utf8, NULL };
 
+/* The length PostgreSQL gives the character that starts with byte c in a
+ * server encoding (pg_wchar.c's mblen functions): 0 for one it does not
+ * know here. */
+static int enc_mblen(const char *enc, uint8_t c)
+{
+    if (strcmp(enc, "UTF8") == 0)
+        return c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                                 : (c & 0xf8) == 0xf0 ? 4 : 1;
+    if (strcmp(enc, "EUC_JP") == 0 || strcmp(enc, "EUC_JIS_2004") == 0)
+        return c == 0x8e ? 2 : c == 0x8f ? 3 : c >= 0x80 ? 2 : 1;
+    if (strcmp(enc, "EUC_TW") == 0)
+        return c == 0x8e ? 4 : c == 0x8f ? 3 : c >= 0x80 ? 2 : 1;
+    if (strcmp(enc, "EUC_CN") == 0 || strcmp(enc, "EUC_KR") == 0)
+        return c >= 0x80 ? 2 : 1;
+    if (strcmp(enc, "MULE_INTERNAL") == 0)
+        return 0;
+    return 1;            /* SQL_ASCII, LATIN1..10, WIN*, KOI8*, ISO_8859_*: one byte each */
+}
+
+ssize_t pgw_name_cliplen(const char *v, size_t n, const char *server_encoding)
+{
+    if (n <= PGW_NAME_MAX)
+        return (ssize_t)n;
+    if (!server_encoding || enc_mblen(server_encoding, 'a') == 0)
+        return -1;
+    size_t k = 0;
+    while (k < n) {
+        size_t l = (size_t)enc_mblen(server_encoding, (uint8_t)v[k]);
+        if (k + l > PGW_NAME_MAX)
+            break;
+        k += l;
+    }
+    return (ssize_t)k;
+}
+
 void pgw_ident_full_free(struct pgw_ident_full *full)
 {
     free(full->name);

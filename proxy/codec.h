@@ -124,6 +124,16 @@ struct pgw_ident_clip {
     const void *arg;
 };
 extern const struct pgw_ident_clip pgw_ident_clip_utf8;   /* a UTF8 database */
+
+/*
+ * How many of the n bytes of a name-like setting's value (application_name)
+ * PostgreSQL keeps in a database of the given encoding: all when n <=
+ * PGW_NAME_MAX, else PGW_NAME_MAX at most, not splitting a character
+ * (truncate_identifier's pg_mbcliplen, which reads each character's length
+ * from its first byte and trusts it).  -1 for an encoding whose characters
+ * it does not know (MULE_INTERNAL) or none given.
+ */
+ssize_t pgw_name_cliplen(const char *v, size_t n, const char *server_encoding);
 enum pgw_listen_kind { PGW_LISTEN_NONE, PGW_LISTEN, PGW_UNLISTEN, PGW_UNLISTEN_ALL };
 enum pgw_listen_kind pgw_listen_parse(const char *sql, size_t len,
                                       const struct pgw_ident_clip *clip,

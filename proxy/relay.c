@@ -610,20 +610,26 @@ static bool startup_bytes(const struct pgw_pool *pool, const char *name, const c
  * (bytes that are not UTF-8: 22021, the login failed).  Cleaned, it is
  * printable ASCII, as the server reports it back.  False when memory is
  * short. */
+/* A value over PGW_NAME_MAX bytes is cut first, as PostgreSQL cuts a
+ * name-like setting (truncate_identifier, in the database's encoding)
+ * before it cleans it: cleaned first, "é" x 40 gave 63 '?' where
+ * PostgreSQL keeps 62, and from 16 on the server cut the \xNN text. */
 static bool clean_application_name(struct pgw_session *s, const struct pgw_pool *pool)
 {
     const char *v = s->params[PGW_TP_APPLICATION_NAME];
+    ssize_t clip = pgw_name_cliplen(v, strlen(v), pgw_params_get(pgw_pool_defaults(pool),
+                                                                 "server_encoding"));
     size_t n = 0, unclean = 0;
-    for (; v[n]; n++)
+    for (; v[n] && (clip < 0 || n < (size_t)clip); n++)
         unclean += (uint8_t)v[n] < 0x20 || (uint8_t)v[n] > 0x7e;
-    if (unclean == 0)
+    if (unclean == 0 && v[n] == '\0')
         return true;
     const char *version = pgw_params_get(pgw_pool_defaults(pool), "server_version");
     bool escape = !version || atoi(version) >= 16;
     char *out = malloc(n + unclean * 3 + 1), *o = out;
     if (!out)
         return false;
-    for (const uint8_t *p = (const uint8_t *)v; *p; p++) {
+    for (const uint8_t *p = (const uint8_t *)v; p < (const uint8_t *)v + n; p++) {
         if (*p >= 0x20 && *p <= 0x7e)
             *o++ = (char)*p;
         else if (escape)

@@ -954,6 +954,29 @@ class TestNonAsciiLoginValue(pt.PgwharfTestCase):
                     self.assertEqual(hz.simple_query(c, read), (want, []))
                     self.assertEqual(one(other, "show application_name"), "")
 
+    def test_a_long_application_name_is_cut_before_it_is_cleaned(self):
+        # PostgreSQL cuts a startup application_name to 63 bytes, not
+        # splitting a character of the database's encoding, and then
+        # cleans what is left.  pgwharf cleaned first and the server cut
+        # the cleaned text: 'é' x 40 came out 63 '?' where PostgreSQL
+        # keeps 62, and 'a' x 62 + 'é' as 'a' x 62 + '?'.
+        px = self.start_pgwharf(settings=TX1)
+        read = ("select current_setting('application_name'), application_name "
+                "from pg_stat_activity where pid = pg_backend_pid()")
+        for name in ("\u00e9" * 40, "a" * 62 + "\u00e9", "a" * 61 + "\u20ac",
+                     "a" * 60 + "\U0001f600", "a" * 70):
+            with self.subTest(name=name):
+                got = []
+                for host, port in ((self.pg.host, self.pg.port), (px.host, px.port)):
+                    s = socket.create_connection((host, port), timeout=10)
+                    self.addCleanup(s.close)
+                    ps = hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password,
+                                       application_name=name.encode())
+                    got.append((ps.get("application_name"), hz.simple_query(s, read)))
+                    s.close()
+                self.assertLessEqual(len(got[0][0]), 63)
+                self.assertEqual(got[1], got[0])
+
 
 class TestLibpqEnvironment(pt.PgwharfTestCase):
     """pgwharf makes server connections with libpq, which would fill what

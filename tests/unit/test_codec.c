@@ -129,6 +129,32 @@ static void test_startup_too_many_protoopts(void **state)
     }
 }
 
+/* pgw_name_cliplen: PostgreSQL's cut of a name-like value at 63 bytes,
+ * whole characters of the database's encoding only. */
+static void test_name_cliplen(void **state)
+{
+    (void)state;
+    char v[200];
+    memset(v, 'a', sizeof(v));
+    assert_int_equal(pgw_name_cliplen(v, 63, NULL), 63);     /* short: as it is */
+    assert_int_equal(pgw_name_cliplen(v, 64, NULL), -1);
+    assert_int_equal(pgw_name_cliplen(v, 64, "MULE_INTERNAL"), -1);
+    assert_int_equal(pgw_name_cliplen(v, 100, "UTF8"), 63);
+    for (int i = 0; i < 40; i++)
+        memcpy(v + 2 * i, "\xc3\xa9", 2);
+    assert_int_equal(pgw_name_cliplen(v, 80, "UTF8"), 62);
+    assert_int_equal(pgw_name_cliplen(v, 80, "LATIN1"), 63);
+    assert_int_equal(pgw_name_cliplen(v, 80, "EUC_JP"), 62);
+    memset(v, 'a', sizeof(v));
+    memcpy(v + 61, "\xe2\x82\xac", 3);                         /* 61 + 3 bytes */
+    assert_int_equal(pgw_name_cliplen(v, 64, "UTF8"), 61);
+    memset(v, 0xff, 70);                      /* not UTF-8: a byte each, as PostgreSQL */
+    assert_int_equal(pgw_name_cliplen(v, 70, "UTF8"), 63);
+    memset(v, 'a', sizeof(v));
+    v[62] = (char)0x8e;                       /* EUC_TW: a 4-byte character at 62 */
+    assert_int_equal(pgw_name_cliplen(v, 70, "EUC_TW"), 62);
+}
+
 static void test_startup_bad_version(void **state)
 {
     (void)state;
@@ -963,6 +989,7 @@ int main(void)
         cmocka_unit_test(test_startup_no_user),
         cmocka_unit_test(test_startup_minor_and_protoopts),
         cmocka_unit_test(test_startup_too_many_protoopts),
+        cmocka_unit_test(test_name_cliplen),
         cmocka_unit_test(test_startup_bad_version),
         cmocka_unit_test(test_ssl_gss_cancel),
         cmocka_unit_test(test_cancel_request_round_trip),
