@@ -3163,7 +3163,10 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         px.settings["logfile"] = os.path.join(logs, "pgwharf.log")
         px.args = ["-u", "postgres"]
         px.start()
-        self.assertEqual(os.stat(px.settings["logfile"]).st_uid, pw.pw_uid)
+        # (start() returns once the port takes connections: the listeners
+        # are bound before the change of user gives the new log its owner)
+        pt.wait_until(lambda: os.stat(px.settings["logfile"]).st_uid == pw.pw_uid,
+                      what="the new logfile given to the user")
         px.admin("RELOAD")
         os.rename(px.settings["logfile"], px.settings["logfile"] + ".1")   # logrotate
         px.reload(rewrite=False)
