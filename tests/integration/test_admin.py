@@ -1451,13 +1451,18 @@ class TestBreakers(AdminTestCase):
             c.close()
 
     def test_a_stuck_login_is_overtaken_at_its_turn_not_at_the_next_tick(self):
-        # As above with query_wait_timeout 0.5 s (a turn of 0.125 s): the
-        # pool, quiet behind its stuck login, was looked at again only at
-        # the maintenance tick, once a second, and its clients timed out
-        # before it came.  The turn's end kicks it now.  The clients come
-        # right after a tick (an idle server of another user closed at it,
-        # by its entry's server_lifetime), so that before, the next one
-        # came after their timeout.
+        # As above with query_wait_timeout 2 s (a turn of 0.5 s): the pool,
+        # quiet behind its stuck login, was looked at again only at the
+        # maintenance tick, once a second.  The turn's end kicks it now.
+        # Seen in pgwharf's own log times, not through the clients timing
+        # out (which made the test depend on a login finishing within
+        # 0.375 s: 6 runs in 20 failed under ASan on a loaded host): the
+        # second idle server of e1 closes for e2 a turn after the first
+        # did (or at the second client's coming, if that is later), not at
+        # the next tick.  The clients come right after a tick (an idle
+        # server of another user closed at it, by its entry's
+        # server_lifetime), so that the tick is about a second after the
+        # first close, half a second past the turn.
         app = self.pg.app_user
         fwd = HoldFirstLogin(self.pg)
         self.addCleanup(fwd.close)
@@ -1465,9 +1470,10 @@ class TestBreakers(AdminTestCase):
         e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
         e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
         tick = self.pg.conn_string(server_lifetime=1)
+        turn = 0.5
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
                                           "max_user_connections": 2,
-                                          "query_wait_timeout": 0.5,
+                                          "query_wait_timeout": 4 * turn,
                                           "server_connect_timeout": 60},
                                 databases={"e1": e1, "e2": e2, "tick": tick})
         held = [self.client(px, db="e1", user=app) for _ in range(2)]
@@ -1486,6 +1492,16 @@ class TestBreakers(AdminTestCase):
             self.assertFalse(bg.is_alive())
             self.assertIsNone(bg.error, px.log_tail())
             self.assertEqual(bg.result, want)
+
+        def times(pattern):
+            return [datetime.datetime.strptime(m, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+                    for m in re.findall(r"^ts=(\S+) " + pattern, px.log(), re.M)]
+        made_room = times(r"level=info event=server_close db=e1 [^\n]*making room")
+        logins = times(r"level=info event=login [^\n]*db=e2 ")
+        self.assertEqual((len(made_room), len(logins)), (2, 2), px.log_tail())
+        due = max(made_room[0] + turn, logins[1])
+        self.assertGreater(made_room[1], due - 0.01, px.log_tail())
+        self.assertLess(made_room[1], due + 0.2, px.log_tail())  # the tick: ~0.5 s later
         for c in held:
             c.close()
 
