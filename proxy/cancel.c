@@ -30,7 +30,8 @@
  * While a job is in flight the session keeps its server (no release to the
  * pool), so the cancel can never reach the next client's query; a job that
  * gives up after sending retires that server (closed when given back), as
- * the request may still be read later.  A client still waiting in its
+ * the request may still be read later, and ends a session that would keep
+ * it for its next request (lost_check).  A client still waiting in its
  * pool's queue has no query on any server: its request is failed with
  * 57014 where it waits (relay.c).  A key of a console session goes
  * to the console (admin_cmd.c): it ends a PAUSE or WAIT_CLOSE that waits.
@@ -185,6 +186,36 @@ static void session_cancels_done(struct pgw_session *s)
         pgw_relay_eof_check(s);
 }
 
+bool pgw_cancel_lost(const struct pgw_session *s)
+{
+    return s->cancel_lost_srv && s->server && s->server->id == s->cancel_lost_srv;
+}
+
+void pgw_cancel_lost_close(struct pgw_session *s)
+{
+    pgw_session_close(s, "08006", "a cancel sent to the server was not confirmed within "
+                      "cancel_wait_timeout: the server is closed, as the cancel may still "
+                      "reach it and hit the next request");
+}
+
+/* A cancel for s's request went to its server and was not confirmed in
+ * time (job_end): PostgreSQL may act on it later, on whatever the backend
+ * runs then.  The client's driver took the close of its cancel connection
+ * for the cancel done, so its next request must not run there.  Given
+ * back (transaction mode, ReadyForQuery 'I'), the server is closed, being
+ * retired.  Kept -- session mode, a transaction open, more sent since
+ * (moved_on: the request the cancel was for is over) -- the session ends
+ * with 08006 now; while that request still runs, at its ReadyForQuery
+ * (relay.c on_ready). */
+static void lost_check(struct pgw_session *s, bool moved_on)
+{
+    if (s->state != PGW_SS_LINKED || !pgw_cancel_lost(s))
+        return;
+    bool busy = s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy;
+    if (moved_on || !busy)
+        pgw_cancel_lost_close(s);
+}
+
 /* Who a job's request is for, as the log names it. */
 static const char *job_target(const struct cancel_job *j, char *buf, size_t len)
 {
@@ -221,14 +252,20 @@ static void job_end(struct cancel_job *j, const char *why)
 {
     struct pgw_cancel_state *cs = j->cs;
     struct pgw_session *s = j->sess;
+    bool lost = false, moved_on = false;
     if (why) {
         char q[300], t[32];
         pgw_warn("cancel_failed", "client=%s %s reason=%s", j->from,
                  job_target(j, t, sizeof(t)), pgw_log_quote(q, sizeof(q), why));
         /* Bytes may be on their way still: the server must not serve
-         * another client's query, where they could land. */
-        if (j->sent > 0 && s && s->server && s->server->id == j->srv_id)
+         * another client's query, where they could land, nor this
+         * client's next one (lost_check). */
+        if (j->sent > 0 && s && s->server && s->server->id == j->srv_id) {
             pgw_server_retire(s->server, "a cancel sent to it was not confirmed");
+            s->cancel_lost_srv = j->srv_id;
+            lost = true;
+            moved_on = s->answered != j->answered;
+        }
     }
     struct pgw_list *n;
     struct cancel_job *before = earlier_job(j);
@@ -243,6 +280,8 @@ static void job_end(struct cancel_job *j, const char *why)
     job_free(j);
     if (s && --s->cancel_inflight == 0)
         session_cancels_done(s);
+    if (lost)
+        lost_check(s, moved_on);
     if (cs->ninflight == 0)
         pgw_proxy_maybe_finish(cs->px);
 }

@@ -239,6 +239,10 @@ struct pgw_session {
     bool refused_now;                /* ... and the request was refused there (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
     int cancel_inflight;             /* forwarded cancels not finished yet */
+    uint64_t cancel_lost_srv;        /* the server (id; 0: none) a cancel went to
+                                        that PostgreSQL did not confirm within
+                                        cancel_wait_timeout: it never runs this
+                                        client's next request (cancel.c) */
     uint32_t answered;               /* every ReadyForQuery and ErrorResponse
                                         relayed, inside a pipeline too: a
                                         cancel whose forward began since the
@@ -537,6 +541,10 @@ void pgw_cancel_server(struct pgw_proxy *px, const struct pgw_server *srv, const
 int pgw_cancel_init(struct pgw_proxy *px);
 /* Cancels forwarded and not finished yet. */
 int pgw_cancel_inflight(const struct pgw_proxy *px);
+/* s's server is one a cancel went to unconfirmed (cancel_lost_srv). */
+bool pgw_cancel_lost(const struct pgw_session *s);
+/* End s: its server may yet get that cancel, the next request with it. */
+void pgw_cancel_lost_close(struct pgw_session *s);
 void pgw_cancel_deinit(struct pgw_proxy *px);
 
 /* admin.c, admin_*.c, metrics.c: the admin console, per-database stats and

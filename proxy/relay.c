@@ -3468,7 +3468,9 @@ static void login_sync_again(struct pgw_session *s)
         welcome(s);
 }
 
-enum scan_after { AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR, AFTER_FAST_CLOSE };
+enum scan_after {
+    AFTER_NONE, AFTER_RELEASE, AFTER_LOGIN, AFTER_STMT_ERROR, AFTER_FAST_CLOSE, AFTER_CANCEL_LOST
+};
 
 /* server_fast_close (PgBouncer's; session mode): a session whose server is
  * due to close (RECONNECT, a reload that changed its settings) ends as soon
@@ -3503,7 +3505,7 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px)
     }
 }
 
-static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
+static void ready_step(struct pgw_session *s, char status, enum scan_after *after)
 {
     s->answered++;              /* a request is over: a cancel now is for the next */
     if (!pgw_track_ready(&s->track, status)) {
@@ -3560,6 +3562,18 @@ static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
         return;
     if (status == 'I' && !s->trk_probe)     /* (a probe's last reply releases it) */
         *after = AFTER_RELEASE;
+}
+
+/* A ReadyForQuery on a server a cancel went to unconfirmed (cancel.c,
+ * lost_check): unless it gives the server back now (closed then, being
+ * retired), the session ends once this ReadyForQuery is out, before the
+ * client's next request runs where the cancel may yet land. */
+static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
+{
+    ready_step(s, status, after);
+    bool kept = *after == AFTER_NONE || (*after == AFTER_RELEASE && s->cancel_inflight);
+    if (kept && s->state == PGW_SS_LINKED && pgw_cancel_lost(s))
+        *after = AFTER_CANCEL_LOST;
 }
 
 /* The length of the server message at p with its type byte, or 0 after
@@ -4095,6 +4109,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 pgw_ps_emit(s);
             break;
         }
+        if (*after == AFTER_CANCEL_LOST) {
+            b->len = b->parsed;      /* what ran after it: the cancel may hit it */
+            if (ps)
+                pgw_ps_emit(s);
+            break;
+        }
         if (ps) {
             pgw_ps_emit(s);
             if (s->state == PGW_SS_CLOSING)
@@ -4131,6 +4151,9 @@ static void after_scan(struct pgw_session *s, enum scan_after after)
         break;
     case AFTER_FAST_CLOSE:
         fast_close(s);
+        break;
+    case AFTER_CANCEL_LOST:
+        pgw_cancel_lost_close(s);
         break;
     default:
         break;

@@ -861,6 +861,85 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertNotEqual(one(conn, "select pg_backend_pid()"), first_pid)
         self.assertEqual(one(conn, "select 'usable'"), "usable")
 
+    def _after_a_lost_cancel(self, gate_key, tag, mode, begin=False):
+        """A query of a raw client held at a gate, its cancel forwarded to a
+        stopped postmaster and not confirmed within cancel_wait_timeout
+        (1 s): the cancel's connection is closed, as a driver (libpq's
+        PQcancel) takes for PostgreSQL having acted; the query runs on to
+        its end; the client sends its next query; the postmaster runs
+        again and acts on the late cancel.  What the client got after its
+        first query's ReadyForQuery: [(type, body)], up to the next
+        ReadyForQuery or the close."""
+        px = self.start_pgwharf(settings={"pool_mode": mode, "default_pool_size": 1,
+                                          "cancel_wait_timeout": "1s"})
+        c, key = self._raw_client(px)
+        if begin:
+            self.assertEqual(hz.simple_query(c, "begin"), ([], []))
+        gate = hz.Gate(self.pg, gate_key)
+        self.addCleanup(gate.close)
+        # (the postmaster stopped: what runs is seen from a session opened before)
+        mon = psycopg2.connect(host=self.pg.host, port=self.pg.port, user=self.pg.user,
+                               password=self.pg.password, dbname=self.pg.database)
+        self.addCleanup(mon.close)
+        mon.autocommit = True
+        c.sendall(hz.query_msg("select %s /* %s first */" % (gate.sql(), tag)))
+        self.pg.wait_running("/* %s first */" % tag, lock_wait=True)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        k = self._cancel_connection(px, key)
+        px.wait_for_log(r"event=cancel_failed .*reason=\S*cancel_wait_timeout")
+        self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        gate.open()
+        got = hz.read_until_ready(c)                 # not cancelled: it ran to its end
+        self.assertEqual([t for t, _ in got if t == b"E"], [], got)
+        try:
+            c.sendall(hz.query_msg("select 'next' from pg_sleep(3) /* %s next */" % tag))
+        except OSError:
+            pass
+
+        def next_running_or_closed():
+            if re.search(r"event=disconnect .*sqlstate=08006", px.log()):
+                return True
+            with mon.cursor() as cur:
+                cur.execute("select count(*) from pg_stat_activity where state = 'active' "
+                            "and query like %s and pid <> pg_backend_pid()",
+                            ("%%/* %s next */%%" % tag,))
+                return cur.fetchone()[0] > 0
+        pt.wait_until(next_running_or_closed, 20, what="the next query running, or the close")
+        self.pg.resume()
+        got = []
+        try:
+            while not got or got[-1][0] != b"Z":
+                got.append(hz.recv_msg(c))
+        except (EOFError, OSError):
+            pass
+        return px, got
+
+    def _lost_cancel_ends_the_session(self, px, got):
+        errors = [hz.parse_fields(m) for t, m in got if t == b"E"]
+        self.assertNotIn("57014", [e["C"] for e in errors], "the next query was cancelled")
+        self.assertEqual([(e["S"], e["C"]) for e in errors], [("FATAL", "08006")], got)
+        self.assertRegex(px.log(), r"event=disconnect .*sqlstate=08006 .*not confirmed within "
+                                   r"cancel_wait_timeout")
+        px.wait_for_log(r"event=server_close ")     # its server: never lent again
+
+    def test_a_lost_cancel_never_hits_the_next_query_in_session_mode(self):
+        """Session mode: the server whose cancel was not confirmed was
+        marked to close when given back, but a session keeps its server,
+        so the client's next query ran on that backend, and the late
+        signal cancelled it (57014, for a query the client never asked to
+        cancel).  The session ends with 08006 once the query the cancel was
+        for is over: a cancel lost, never one misdirected."""
+        px, got = self._after_a_lost_cancel(7950, "lost session", "session")
+        self._lost_cancel_ends_the_session(px, got)
+
+    def test_a_lost_cancel_never_hits_the_next_query_of_its_transaction(self):
+        """As above in transaction mode, the query the cancel was for
+        inside a transaction block: the server stays with the client until
+        the block ends, and the next query of the block was cancelled."""
+        px, got = self._after_a_lost_cancel(7951, "lost xact", "transaction", begin=True)
+        self._lost_cancel_ends_the_session(px, got)
+
     def test_sigquit_with_a_cancel_in_flight(self):
         """A fast exit while a cancel waits on a stopped postmaster: the job
         is dropped and freed (under ASan a leak or a use after free fails
