@@ -439,12 +439,14 @@ static int parse_stmt(const char *text, struct admin_stmt *st)
 
 /* Split a query on ';' outside quotes into trimmed, non-empty statements
  * (written over a copy of the text); *count gets how many.  Returns 0, or
- * -1 when there are too many (the first max in stmts) or a quote is not
- * closed (the last statement runs to the end). */
-static int split_query(char *q, char **stmts, int max, int *count)
+ * -1 when there are too many (the first max in stmts, *rest the text from
+ * the next one on, untouched) or a quote is not closed (the last
+ * statement runs to the end; *rest NULL). */
+static int split_query(char *q, char **stmts, int max, int *count, char **rest)
 {
     int n = 0;
     *count = 0;
+    *rest = NULL;
     char quote = 0;
     char *start = q;
     for (char *p = q;; p++) {
@@ -460,14 +462,16 @@ static int split_query(char *q, char **stmts, int max, int *count)
         if (*p && *p != ';')
             continue;
         bool end = *p == '\0';
-        *p = '\0';
         char *t = (char *)skip_ws(start);
+        if (t < p && n == max) {
+            *rest = start;
+            return -1;
+        }
+        *p = '\0';
         size_t len = strlen(t);
         while (len > 0 && isspace((unsigned char)t[len - 1]))
             t[--len] = '\0';
         if (len > 0) {
-            if (n == max)
-                return -1;
             stmts[n++] = t;
             *count = n;
         }
@@ -478,15 +482,30 @@ static int split_query(char *q, char **stmts, int max, int *count)
     return quote ? -1 : 0;
 }
 
-/* A query that does not split runs none of its statements: its SETs are
- * logged as refused all the same (pgw_admin_set_failed). */
-static void log_unsplit_sets(const struct pgw_session *s, char **stmts, int n, const char *why)
+/* SETs among stmts that do not run are logged as refused all the same
+ * (pgw_admin_set_failed), with sqlstate and why. */
+static void log_unrun_sets(const struct pgw_session *s, char **stmts, int n,
+                           const char *sqlstate, const char *why)
 {
     for (int i = 0; i < n; i++) {
         struct admin_stmt st;
         (void)parse_stmt(stmts[i], &st);
         if (st.is_set)
-            pgw_admin_set_log_failed(s, st.key, st.value, "42601", why);
+            pgw_admin_set_log_failed(s, st.key, st.value, sqlstate, why);
+    }
+}
+
+/* A query that does not split runs none of its statements: its SETs,
+ * those past the first ADMIN_MAX_STMTS too (split from rest on). */
+static void log_unsplit_sets(const struct pgw_session *s, char **stmts, int n, char *rest,
+                             const char *why)
+{
+    log_unrun_sets(s, stmts, n, "42601", why);
+    while (rest) {
+        char *more[ADMIN_MAX_STMTS];
+        int m = 0;
+        (void)split_query(rest, more, ADMIN_MAX_STMTS, &m, &rest);
+        log_unrun_sets(s, more, m, "42601", why);
     }
 }
 
@@ -595,29 +614,36 @@ static void run_query(struct pgw_session *s, const uint8_t *body, size_t len)
         pgw_session_close(s, "53200", "out of memory");
         return;
     }
-    char *stmts[ADMIN_MAX_STMTS];
-    int n = 0;
+    char *stmts[ADMIN_MAX_STMTS], *rest = NULL;
+    int n = 0, i = 0;
     int rc = PGW_ADMIN_DONE;
     if (!q) {
         pgw_admin_error(&out, "08P01", nul ? "invalid message format"
                                            : "invalid string in message");
-    } else if (split_query(q, stmts, ADMIN_MAX_STMTS, &n) < 0) {
+    } else if (split_query(q, stmts, ADMIN_MAX_STMTS, &n, &rest) < 0) {
         char why[120];
         snprintf(why, sizeof(why), "cannot parse the query (unclosed quote or more than %d "
                  "commands)", ADMIN_MAX_STMTS);
-        log_unsplit_sets(s, stmts, n, why);
+        log_unsplit_sets(s, stmts, n, rest, why);
         pgw_admin_error(&out, "42601", "%s", why);
         n = 0;
     } else if (n == 0) {
         size_t m = pgw_wbuf_msg_begin(&out, PGW_BE_EMPTY_QUERY);
         pgw_wbuf_msg_end(&out, m);
     }
-    for (int i = 0; i < n && rc == PGW_ADMIN_DONE && s->state == PGW_SS_ADMIN; i++) {
+    for (; i < n && rc == PGW_ADMIN_DONE && s->state == PGW_SS_ADMIN; i++) {
         char qu[200], qc[600];
         pgw_debug("admin", "client=%s user=%s command=%s", s->addr_text,
                   pgw_log_quote(qu, sizeof(qu), s->user), pgw_log_quote(qc, sizeof(qc), stmts[i]));
         rc = run_stmt(s, stmts[i], i == n - 1, &out);
     }
+    /* Past a command that failed the rest of the query does not run, as
+     * in PostgreSQL (nor past one that waits, or ended the session): its
+     * SETs are logged too. */
+    if (i < n)
+        log_unrun_sets(s, stmts + i, n - i, "25P02", rc == PGW_ADMIN_FAILED
+                       ? "not run: an earlier command of the query failed"
+                       : "not run: an earlier command of the query ended it");
     free(q);
     if (rc != PGW_ADMIN_DEFERRED)
         pgw_wire_ready(&out, 'I');

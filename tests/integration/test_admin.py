@@ -2810,6 +2810,41 @@ class TestLogLines(AdminTestCase):
         self.assertEqual((config["default_pool_size"], config["log_level"]), ("4", "error"))
 
 
+    def test_a_set_a_query_never_runs_is_logged_as_refused(self):
+        """A SET behind a command that failed in the same query does not
+        run (as in PostgreSQL), and one past the 32 commands a query may
+        hold does not either (the query does not split): neither left an
+        admin_set_failed line, where every other SET refused does.  Both
+        are logged now, the first with 25P02 "not run", the second with
+        the query's 42601."""
+        px = self.start(admin_users=self.pg.user)
+        admin = self.admin_conn(px)
+
+        def failed():
+            return [(p["sqlstate"], p["key"], p["value"], p["reason"])
+                    for p in map(logfmt, px.log().splitlines())
+                    if p.get("event") == "admin_set_failed"]
+        with self.assertRaises(psycopg2.Error) as cm:
+            admin.cursor().execute("SHOW BOGUS; SET default_pool_size = 5; SHOW VERSION; "
+                                   "SET min_pool_size = 1")
+        self.assertEqual(cm.exception.pgcode, "42601")      # SHOW BOGUS's
+        self.assertEqual(failed(), [
+            ("25P02", "default_pool_size", "5", "not run: an earlier command of the query failed"),
+            ("25P02", "min_pool_size", "1", "not run: an earlier command of the query failed")])
+        # 33 commands, the 33rd and a 70th SETs: the query runs none.
+        sql = "; ".join(["SHOW VERSION"] * 32 + ["SET default_pool_size = 6"] +
+                        ["SHOW VERSION"] * 36 + ["SET min_pool_size = 2"])
+        with self.assertRaises(psycopg2.Error) as cm:
+            admin.cursor().execute(sql)
+        self.assertEqual(cm.exception.pgcode, "42601")
+        self.assertEqual([f[:3] for f in failed()[2:]], [("42601", "default_pool_size", "6"),
+                                                         ("42601", "min_pool_size", "2")])
+        self.assertEqual(failed()[2][3], cm.exception.diag.message_primary)
+        config = {r["key"]: r["value"] for r in self.show(admin, "CONFIG")[1]}
+        self.assertNotIn(config["default_pool_size"], ("5", "6"))
+        self.assertNotIn(config["min_pool_size"], ("1", "2"))
+
+
 class TestVerbose(AdminTestCase):
     def test_verbose_logs_at_debug(self):
         # PgBouncer's verbose (its -v): debug lines although log_level is info
