@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <syslog.h>
@@ -195,8 +196,12 @@ void pgw_log_use(int fd)
 {
     int old = log_fd;
     log_fd = fd;
-    if (fd != old)
-        file_cut = false;                /* a new file starts with a new line */
+    /* A new file starts with a new line; the same file reopened (every
+     * reload reopens it) still lacks the newline of its cut line. */
+    struct stat a, b;
+    if (fd != old && !(fstat(fd, &a) == 0 && fstat(old, &b) == 0 && a.st_dev == b.st_dev &&
+                       a.st_ino == b.st_ino))
+        file_cut = false;
     if (old != STDERR_FILENO && old != fd)
         close(old);
 }
@@ -323,10 +328,10 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
     return buf;
 }
 
-/* A line the logfile or stderr got only part of (a full disk, a file at
- * RLIMIT_FSIZE, a non-blocking pipe): the next line written there starts
- * with the newline it lacks (file_cut, stderr_cut), so each event stays
- * on a line of its own (the next event was glued to the cut one).  What
+/* A line the logfile or stderr got only part of (a full disk, a
+ * non-blocking pipe; at RLIMIT_FSIZE pgwharf gets SIGXFSZ instead): the
+ * next line written there starts with the newline it lacks (file_cut,
+ * stderr_cut), so each event stays on a line of its own (the next event was glued to the cut one).  What
  * is left of the line is written at once while the fd takes it; a
  * regular file that took part of a line fails the next write (ENOSPC,
  * EFBIG): no wait. */

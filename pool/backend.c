@@ -238,8 +238,16 @@ static void dns_fds_short(struct pgw_backend *be, const char *error)
     for (n = be->set->pools.next; n != &be->set->pools; n = next) {
         next = n->next;
         struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
-        if (pgw_pool_host_index(p, be) >= 0)
-            pgw_pool_fds_short(p);
+        if (pgw_pool_host_index(p, be) < 0)
+            continue;
+        pgw_pool_fds_short(p);
+        /* Replication waiters too, as server.c's socket() EMFILE does for
+         * its one (pgw_pool_repl_login_failed): left queued, each kick
+         * started another lookup. */
+        struct pgw_pool_error err;
+        pgw_pool_set_error(&err, PGW_ESERVER_CONNECT, "53300", "no server connection: "
+                           "pgwharf has no file descriptor left (open-files limit)");
+        pgw_pool_repl_fail_unserved(p, &err);
     }
 }
 

@@ -429,6 +429,8 @@ void pgw_pool_repl_login_failed(struct pgw_server *srv, const char *sqlstate, co
  * connecting, is closed. */
 void pgw_pool_repl_unqueue(struct pgw_pool_waiter *w);
 void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_error *err);
+/* The replication waiters with no server on its way to them. */
+void pgw_pool_repl_fail_unserved(struct pgw_pool *pool, const struct pgw_pool_error *err);
 /* A replication waiter's tried hosts (pgw_pool_waiter.repl_tried): the
  * words for a list of n hosts, and bit i of such a set. */
 static inline int pgw_tried_words(int n)

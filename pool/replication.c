@@ -216,6 +216,23 @@ void pgw_pool_repl_fail_waiters(struct pgw_pool *pool, const struct pgw_pool_err
         repl_fail(pgw_container_of(f, struct pgw_pool_waiter, node), err);
 }
 
+void pgw_pool_repl_fail_unserved(struct pgw_pool *pool, const struct pgw_pool_error *err)
+{
+    /* Callbacks may queue others: at most as many as are queued now. */
+    int left = pool->n_repl_waiters;
+    struct pgw_list *l = pool->repl_waiters.next;
+    while (left > 0 && l != &pool->repl_waiters) {
+        struct pgw_pool_waiter *w = pgw_container_of(l, struct pgw_pool_waiter, node);
+        if (w->repl_srv) {
+            l = l->next;
+            continue;
+        }
+        left--;
+        repl_fail(w, err);
+        l = pool->repl_waiters.next;     /* callbacks ran: from the top */
+    }
+}
+
 /* Why w, queued, cannot have a server now, in e: out of memory for the
  * hosts it tried (the list grew on a reload), no host left of those it
  * has not tried (the breakers of the others opened meanwhile), or every
@@ -252,6 +269,11 @@ static bool repl_no_server(struct pgw_pool_waiter *w, int *i, bool *probe,
 void pgw_pool_repl_grow(struct pgw_pool *pool, bool may_fail)
 {
     if (pool->set->destroying || pool->orphan || pool->paused)
+        return;
+    /* No server starts while pgwharf is out of descriptors (as
+     * pgw_pool_grow): a host name's lookup that failed so kicked the pool
+     * and started the next at once, back to back (review r5 of bc455f7). */
+    if (pgw_mono_now(pool->set->loop) < pool->set->fds_short_until)
         return;
     struct pgw_list *n;
     for (n = pool->repl_waiters.next; n != &pool->repl_waiters; n = n->next) {

@@ -527,6 +527,35 @@ class TestFdExhaustion(LoadCase):
                          [("localhost:%d" % self.pg.port, 0, "")])
 
 
+    def test_no_descriptor_for_a_replication_clients_lookup_fails_it_once(self):
+        # A replication client waits for its own server; the lookup of
+        # its host name fails for want of a descriptor.  It was left
+        # queued, and the kick that followed started the next lookup at
+        # once: ~10 000 lookups (two warnings each) a second for as long
+        # as the descriptors were short.  It gets the 53300 now, once.
+        px = self.start_pgwharf(
+            settings={"tcp_defer_accept": 0, "dns_nxdomain_ttl": 3600},
+            databases={"replication": pt.entry_conninfo(host="localhost", port=self.pg.port,
+                                                        dbname=self.db)})
+        fd_dir = "/proc/%d/fd" % px.pid
+        before = len(os.listdir(fd_dir))
+        c = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(c.close)
+        pt.wait_until(lambda: len(os.listdir(fd_dir)) > before, 10, what="client accepted")
+        used = set(int(fd) for fd in os.listdir(fd_dir))
+        lowest_free = min(set(range(len(used) + 1)) - used)
+        old = resource.prlimit(px.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(px.pid, resource.RLIMIT_NOFILE, (lowest_free, old[1]))
+        try:
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(c, self.user, "replication", self.password, replication="true")
+            time.sleep(1)                    # what a spin would log meanwhile
+        finally:
+            resource.prlimit(px.pid, resource.RLIMIT_NOFILE, old)
+        self.assertEqual(cm.exception.fields.get("C"), "53300", px.log_tail())
+        self.assertEqual(px.log().count("not the backend's failure"), 1, px.log_tail())
+
+
 class TestFdBudget(LoadCase):
     def test_soft_limit_raised_to_the_hard_limit(self):
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -120,6 +121,41 @@ static void test_a_cut_line_does_not_take_the_next_event(void **state)
     assert_int_equal(lines, 3);
 }
 
+/* The same file reopened (a reload) after a cut line: still ended first. */
+static void test_a_cut_line_is_ended_after_a_reopen(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pgw-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    pgw_log_set_quiet(true);
+    pgw_log_use(fd);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, cut;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    cut = old;
+    cut.rlim_cur = 40;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cut), 0);
+    pgw_log(PGW_LOG_WARNING, "first", "key=%s", "a value long enough to be cut");
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    int again = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);   /* as a reload */
+    assert_true(again >= 0);
+    pgw_log_use(again);                      /* closes fd */
+    pgw_log(PGW_LOG_WARNING, "second", "key=whole");
+    char buf[1024];
+    int r = open(path, O_RDONLY);
+    ssize_t n = read(r, buf, sizeof(buf) - 1);
+    close(r);
+    unlink(path);
+    pgw_log_use(STDERR_FILENO);
+    pgw_log_set_quiet(false);
+    assert_true(n > 41);
+    buf[n] = '\0';
+    assert_int_equal(buf[40], '\n');
+    assert_non_null(strstr(buf + 41, "event=second"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -129,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_del_c1_and_line_separators_are_escaped),
         cmocka_unit_test(test_a_long_value_is_cut_between_characters),
         cmocka_unit_test(test_a_cut_line_does_not_take_the_next_event),
+        cmocka_unit_test(test_a_cut_line_is_ended_after_a_reopen),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
