@@ -563,9 +563,18 @@ void pgw_pool_kick(struct pgw_pool *pool)
         pool->dispatch_again = false;
         serve_waiters(pool);
         fail_stranded(pool);
-        if (pool->n_gone > 0)
+        /* A client that left is let go before a new login is opened for
+         * it only after a refusal (pool->login_error: with
+         * server_login_retry = 0 the next login would be refused too, and
+         * it waited for a lent server for nobody).  After a transient
+         * failure (a connect that failed unanswered, a failed check) a
+         * new login is on its way to it as to a present client, and its
+         * request runs when it comes, as in PostgreSQL and PgBouncer. */
+        if (pool->n_gone > 0 && pool->login_error)
             fail_gone(pool);
         pgw_pool_grow(pool);
+        if (pool->n_gone > 0)
+            fail_gone(pool);
         if (pool->n_repl_waiters > 0)
             pgw_pool_repl_grow(pool, true);
     } while (pool->dispatch_again);

@@ -727,6 +727,99 @@ class TestAClientGoneWhenTheServerOnItsWayIsRefused(pt.AppRoleTestCase):
         self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"0"]])
 
 
+class _FlakyProxy:
+    """A TCP forwarder to PostgreSQL whose next `fail` connections are
+    closed at once (a connect failure nobody answered: the breaker, at
+    its threshold of 3, stays closed)."""
+
+    def __init__(self, target):
+        self.target, self.fail = target, 0
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.port = self.ls.getsockname()[1]
+        self.ls.listen(16)
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            if self.fail > 0:
+                self.fail -= 1
+                c.close()
+                continue
+            s = socket.create_connection(self.target)
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+
+
+class TestAClientGoneWhoseServerFailsToConnectOnce(pt.PgwharfTestCase):
+    """B sends its INSERT with Terminate while a server connects for it
+    (A holds the pool's other one); that connect fails unanswered, once
+    (the breaker stays closed).  A client that had not left gets a new
+    login and its INSERT runs; B's was dropped (fail_gone ran before
+    pgw_pool_grow), where PostgreSQL and PgBouncer run it."""
+
+    def test_its_request_runs_on_the_next_login(self):
+        for gone in (False, True):
+            with self.subTest(gone=gone):
+                self.run_case(gone)
+
+    def run_case(self, gone):
+        pg = self.pg
+        scratch_table(self, "relay_gone", "n int")
+        proxy = _FlakyProxy((pg.host, int(pg.port)))
+        self.addCleanup(proxy.close)
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "query_wait_timeout": "10s"},
+            databases={"flaky": pt.entry_conninfo(host="127.0.0.1", port=proxy.port,
+                                                  dbname=pg.database)})
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, pg.user, "flaky", pg.password)
+        hz.simple_query(a, "begin")
+        hz.simple_query(a, "select 1")              # A holds the pool's server
+        proxy.fail = 1
+        b = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, pg.user, "flaky", pg.password)
+        q = hz.query_msg("insert into relay_gone values (1)")
+        if gone:
+            b.sendall(q + M(b"X"))
+            data, closed = hz.read_until_closed(b, 20)
+            self.assertTrue(closed)
+            self.assertIn(b"INSERT 0 1\x00", data)
+        else:
+            b.sendall(q)
+            self.assertEqual(hz.read_until_ready(b)[-1], (b"Z", b"I"))
+        px.wait_for_log(r"event=server_connect_failed ")
+        hz.simple_query(a, "commit")
+        self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"1"]])
+        px.stop()
+
+
 class TestAClientGoneWhoseWaitEnds(pt.PgwharfTestCase):
     """B sends two INSERTs and shuts down its sending side while a server
     logs in for it (its connect_query waits on an advisory lock the test
