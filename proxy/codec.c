@@ -738,11 +738,12 @@ static int enc_mblen(const char *enc, uint8_t c)
     if (strcmp(enc, "UTF8") == 0)
         return c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
                                  : (c & 0xf8) == 0xf0 ? 4 : 1;
-    if (strcmp(enc, "EUC_JP") == 0 || strcmp(enc, "EUC_JIS_2004") == 0)
+    if (strcmp(enc, "EUC_JP") == 0 || strcmp(enc, "EUC_JIS_2004") == 0 ||
+        strcmp(enc, "EUC_KR") == 0)        /* (pg_euckr_mblen is pg_euc_mblen) */
         return c == 0x8e ? 2 : c == 0x8f ? 3 : c >= 0x80 ? 2 : 1;
     if (strcmp(enc, "EUC_TW") == 0)
         return c == 0x8e ? 4 : c == 0x8f ? 3 : c >= 0x80 ? 2 : 1;
-    if (strcmp(enc, "EUC_CN") == 0 || strcmp(enc, "EUC_KR") == 0)
+    if (strcmp(enc, "EUC_CN") == 0)
         return c >= 0x80 ? 2 : 1;
     if (strcmp(enc, "MULE_INTERNAL") == 0)
         return 0;

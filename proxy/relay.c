@@ -2589,14 +2589,18 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             continue;
         }
-        if (!fe_type_valid(b->data[b->parsed]) && !s->srv_copy_in && !s->replication) {
+        if (!fe_type_valid(b->data[b->parsed]) &&
+            !(s->srv_copy_in && s->copy_ins > s->copy_ends) && !s->replication) {
             /* PostgreSQL runs what came before it, then ends the connection
              * at it: taken as a Terminate in its place (what came before
              * runs, the session ends once it is answered, the server given
              * back as ever: close_terminated), never sent to the server,
              * which would end too (a new login for the next client, one
              * per try of any client).  In a COPY FROM STDIN the server
-             * reads it as a COPY's (an error, then the end): sent. */
+             * reads it as a COPY's (an error, then the end): sent -- but
+             * not once the client's CopyDone or CopyFail went ahead of it
+             * (copy_ends: the server, out of the COPY then, would end at
+             * it; srv_copy_in lasts until the server's answer). */
             s->fe_invalid = true;
             s->fe_invalid_type = b->data[b->parsed];
             s->terminating = true;

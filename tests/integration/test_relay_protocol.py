@@ -557,6 +557,29 @@ class TestAMessageTypePostgresRefuses(RelayCase):
                                       user=self.pg.user), "1,1")
         self.assert_same_server(pid)
 
+    def test_after_a_copy_the_client_ended_in_the_same_write(self):
+        """Behind a COPY FROM STDIN's data and CopyDone: the COPY ends and
+        is answered, then the FATAL; the server, out of its COPY, is not
+        sent it (it was, while the server's COPY had not answered yet: it
+        ended at it)."""
+        pid = self.server_pid()
+
+        def copy_then_bad(sock):
+            sock.sendall(hz.query_msg("copy relay_bad_type from stdin"))
+            while True:
+                t, body = hz.recv_msg(sock)
+                self.assertNotEqual(t, b"E", body)
+                if t == b"G":
+                    break
+            return self.ends_with(sock, M(b"d", b"5\n") + M(b"c") + self.BAD["password"])
+
+        want = copy_then_bad(self.direct())
+        self.assertEqual(want[-1], (b"E", ("FATAL", "08P01", "invalid frontend message type 112")))
+        self.assertEqual(copy_then_bad(self.login()), want)
+        self.assertEqual(self.pg.psql("select string_agg(n::text, ',') from relay_bad_type",
+                                      user=self.pg.user), "5,5")
+        self.assert_same_server(pid)
+
     def test_in_the_login(self):
         """Sent with the client's last authentication message: the session
         waits for its first server (a cold pool), gets it, then ends with

@@ -153,6 +153,10 @@ static void test_name_cliplen(void **state)
     memset(v, 'a', sizeof(v));
     v[62] = (char)0x8e;                       /* EUC_TW: a 4-byte character at 62 */
     assert_int_equal(pgw_name_cliplen(v, 70, "EUC_TW"), 62);
+    memset(v, 'a', sizeof(v));
+    v[61] = (char)0x8f;                       /* EUC_KR (pg_euc_mblen): 0x8f starts 3 bytes */
+    assert_int_equal(pgw_name_cliplen(v, 70, "EUC_KR"), 61);
+    assert_int_equal(pgw_name_cliplen(v, 70, "EUC_CN"), 63);    /* 2 there */
 }
 
 static void test_startup_bad_version(void **state)
