@@ -73,6 +73,26 @@ static void test_a_long_value_is_cut_between_characters(void **state)
     assert_string_equal(pgw_log_quote(buf, sizeof(buf), "abcdefghij"), "abcdefg");
 }
 
+/* Logging to fd (quiet), the event "first" cut at byte 40 (RLIMIT_FSIZE,
+ * SIGXFSZ ignored), and with lost an event "second" that fails whole
+ * (EFBIG); the limit and the signal restored. */
+static void log_cut_at_40(int fd, bool lost)
+{
+    pgw_log_set_quiet(true);
+    pgw_log_use(fd);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, cut;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    cut = old;
+    cut.rlim_cur = 40;                      /* within the first line */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cut), 0);
+    pgw_log(PGW_LOG_WARNING, "first", "key=%s", "a value long enough to be cut");
+    if (lost)
+        pgw_log(PGW_LOG_WARNING, "second", "key=lost");   /* EFBIG: lost whole */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+}
+
 /* A logfile that takes part of a line (a full disk; here RLIMIT_FSIZE,
  * SIGXFSZ ignored: the write is cut at the limit, the next ones fail
  * EFBIG), then room again: the next event went on the cut line ("...
@@ -84,18 +104,7 @@ static void test_a_cut_line_does_not_take_the_next_event(void **state)
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     unlink(path);
-    pgw_log_set_quiet(true);
-    pgw_log_use(fd);
-    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
-    struct rlimit old, cut;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    cut = old;
-    cut.rlim_cur = 40;                      /* within the first line */
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cut), 0);
-    pgw_log(PGW_LOG_WARNING, "first", "key=%s", "a value long enough to be cut");
-    pgw_log(PGW_LOG_WARNING, "second", "key=lost");       /* EFBIG: lost whole */
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-    signal(SIGXFSZ, was);
+    log_cut_at_40(fd, true);
     pgw_log(PGW_LOG_WARNING, "third", "key=whole");
     pgw_log(PGW_LOG_WARNING, "fourth", "key=whole");
 
@@ -128,17 +137,7 @@ static void test_a_cut_line_is_ended_after_a_reopen(void **state)
     char path[] = "/tmp/pgw-test-log-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    pgw_log_set_quiet(true);
-    pgw_log_use(fd);
-    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
-    struct rlimit old, cut;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    cut = old;
-    cut.rlim_cur = 40;
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &cut), 0);
-    pgw_log(PGW_LOG_WARNING, "first", "key=%s", "a value long enough to be cut");
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-    signal(SIGXFSZ, was);
+    log_cut_at_40(fd, false);
     int again = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);   /* as a reload */
     assert_true(again >= 0);
     pgw_log_use(again);                      /* closes fd */
