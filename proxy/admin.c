@@ -496,12 +496,15 @@ static void log_unrun_sets(const struct pgw_session *s, char **stmts, int n,
 }
 
 /* A query that does not split runs none of its statements: its SETs,
- * those past the first ADMIN_MAX_STMTS too (split from rest on). */
+ * those past the first ADMIN_MAX_STMTS too (split from rest on), up to
+ * 4 x ADMIN_MAX_STMTS statements. */
 static void log_unsplit_sets(const struct pgw_session *s, char **stmts, int n, char *rest,
                              const char *why)
 {
     log_unrun_sets(s, stmts, n, "42601", why);
-    while (rest) {
+    /* (Three more splits at most: a query of a thousand SETs logged a
+     * thousand lines.) */
+    for (int more_splits = 0; rest && more_splits < 3; more_splits++) {
         char *more[ADMIN_MAX_STMTS];
         int m = 0;
         (void)split_query(rest, more, ADMIN_MAX_STMTS, &m, &rest);

@@ -1356,6 +1356,42 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 1)
 
+    def test_a_lost_cancel_of_the_client_ahead_never_lands_on_the_queue(self):
+        # A's cancel goes to a stopped postmaster and is not confirmed
+        # within cancel_wait_timeout (cancel_lost_srv): B, queued behind,
+        # gets 08006 in place of its reply; A gave its server back ('I')
+        # and goes on; that server is closed, and the late signal, landing
+        # once the postmaster runs again, hits no query of A's or B's.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "query_wait_timeout": "60s", "cancel_wait_timeout": "1s"})
+        self.px = px
+
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.hold(79, a)
+            try:
+                await self.queue((b, "select 'B'"))
+                self.pg.pause()
+                self.addCleanup(self.pg.resume)
+                k = self.ask(a)
+                await self.until(lambda: "event=cancel_failed" in px.log(), "the cancel lost")
+                self.assert_closed(k)
+            finally:
+                await g.open()
+            rows, err = await a.read_result()
+            self.assertEqual((rows, err), ([[b"H", b""]], None))
+            rows, err = await b.read_result()
+            self.assertEqual((rows, (err or {}).get("C")), ([], "08006"))
+            self.assertIn("reason=\"a cancel sent to it was not confirmed\"", px.log())
+            self.pg.resume()
+            for x, tag in ((a, "A2"), (b, "B2")):
+                self.assertEqual(self.rows(await x.query("select '%s' from pg_sleep(0.2)" % tag)),
+                                 [[tag]])
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+
     # ---- clients waiting in the pool ----
 
     def test_clients_waiting_in_the_pool_queue_in_order_behind_the_next_borrower(self):

@@ -940,6 +940,42 @@ class TestCancel(pt.PgwharfTestCase):
         px, got = self._after_a_lost_cancel(7951, "lost xact", "transaction", begin=True)
         self._lost_cancel_ends_the_session(px, got)
 
+    def test_a_lost_cancel_of_a_query_over_already_ends_the_session_at_once(self):
+        """Session mode, the query the cancel was for over before the
+        cancel is given up (its ReadyForQuery relayed while the forward
+        waits on a stopped postmaster): nothing more comes from the server,
+        so on_ready never sees the lost cancel; lost_check ends the session
+        at once (08006), before the client's next query can run where the
+        late signal lands."""
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 1,
+                                          "cancel_wait_timeout": "1s"})
+        c, key = self._raw_client(px)
+        gate = hz.Gate(self.pg, 7952)
+        self.addCleanup(gate.close)
+        c.sendall(hz.query_msg("select %s /* lost over */" % gate.sql()))
+        self.pg.wait_running("/* lost over */", lock_wait=True)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        k = self._cancel_connection(px, key)
+        px.wait_for_log("event=cancel_forwarded")
+        gate.open()
+        got = hz.read_until_ready(c)                 # over before the cancel is given up
+        self.assertEqual([t for t, _ in got if t == b"E"], [], got)
+        px.wait_for_log(r"event=cancel_failed .*reason=\S*cancel_wait_timeout")
+        self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        try:
+            c.sendall(hz.query_msg("select 'next' from pg_sleep(3) /* lost over next */"))
+        except OSError:
+            pass
+        self.pg.resume()
+        got = []
+        try:
+            while not got or got[-1][0] != b"Z":
+                got.append(hz.recv_msg(c))
+        except (EOFError, OSError):
+            pass
+        self._lost_cancel_ends_the_session(px, got)
+
     def test_sigquit_with_a_cancel_in_flight(self):
         """A fast exit while a cancel waits on a stopped postmaster: the job
         is dropped and freed (under ASan a leak or a use after free fails
