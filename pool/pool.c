@@ -1078,6 +1078,33 @@ static bool turn_over(struct pgw_pool *pool, ev_tstamp now)
     return false;
 }
 
+/* The pool's logins on their way a turn (pool_turn) and more: they no
+ * longer cover a waiter (pgw_pool_grow).  When one still does, the timer
+ * kicks the pool as the first of those ages past a turn. */
+static int logins_stale(struct pgw_pool *pool, ev_tstamp now)
+{
+    double turn = pool_turn(pool);
+    ev_tstamp next = 0;
+    int n = 0;
+    for (struct pgw_list *l = pool->pending.next; l != &pool->pending; l = l->next) {
+        const struct pgw_server *srv = pgw_container_of(l, struct pgw_server, node);
+        if (srv->state != PGW_SRV_CONNECTING)
+            continue;
+        ev_tstamp at = srv->start_time + turn;
+        if (at <= now)
+            n++;
+        else if (next == 0 || at < next)
+            next = at;
+    }
+    if (next > 0) {
+        struct ev_loop *loop = pool->set->loop;
+        ev_timer_stop(loop, &pool->turn_timer);
+        ev_timer_set(&pool->turn_timer, next - now, 0);
+        ev_timer_start(loop, &pool->turn_timer);
+    }
+    return n;
+}
+
 void pgw_pool_grow(struct pgw_pool *pool)
 {
     if (pool->orphan || pool->set->destroying || login_blocked(pool) ||
@@ -1091,10 +1118,8 @@ void pgw_pool_grow(struct pgw_pool *pool)
     int warm = pool->expiring || pool->paused || pool->set->draining || pool->user_superseded
                    ? 0 : pool->min_pool_size - pgw_pool_total(pool);
     int n = need > warm ? need : warm;
-    if (n <= 0)
-        return;
     /* Room as it is first. */
-    int open_now = room(pool, n, 0);
+    int open_now = n > 0 ? room(pool, n, 0) : 0;
     for (int k = 0; k < open_now; k++)
         if (!grow_one(pool, false))
             return;
@@ -1113,13 +1138,20 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * idle room until server_connect_timeout, or for ever without one,
      * while its clients timed out (review of 1d1a477).  Past a turn
      * (pool_turn) of the oldest waiter's wait and of the pool's last such
-     * login, another goes (at most one a turn). */
+     * login, another goes (at most one a turn), and a login on its way a
+     * turn and more covers no waiter: counted, one stuck kept a pool's
+     * only waiter from the others' room for good, as it kept all but
+     * those beyond the logins on their way (review, session 44). */
     ev_tstamp now = pool_now(pool);
     bool on_way = pool->n_connecting + pool->n_resetting > 0;
-    if (need <= open_now || size_room(pool) <= 0 ||
-        (on_way && pgw_list_empty(&pool->waiters)))
+    bool over = false;
+    if (need <= open_now &&
+        (pool->paused || pool->n_connecting == 0 || pgw_list_empty(&pool->waiters) ||
+         !(over = turn_over(pool, now)) || need + logins_stale(pool, now) <= open_now))
         return;
-    if (on_way && !turn_over(pool, now))
+    if (size_room(pool) <= 0 || (on_way && pgw_list_empty(&pool->waiters)))
+        return;
+    if (on_way && !over && !turn_over(pool, now))
         return;
     if (grow_one(pool, true))
         pool->evicted_at = now;

@@ -1450,6 +1450,41 @@ class TestBreakers(AdminTestCase):
         for c in held:
             c.close()
 
+    def test_a_stuck_login_leaves_a_single_client_the_others_idle_room(self):
+        # As above with one client alone: the stuck login counted as on its
+        # way to it for good (needed() counted every login connecting), so
+        # only waiters beyond the logins on their way ever had the others'
+        # idle room, and the one client waited out query_wait_timeout while
+        # e1's second idle server sat idle (review, session 44).  Past a
+        # turn a login on its way no longer counts: the client is served
+        # from that room.  (query_wait_timeout 4 s: a turn of 1 s, then
+        # time for a login; the assertion is that it is served.)
+        app = self.pg.app_user
+        fwd = HoldFirstLogin(self.pg)
+        self.addCleanup(fwd.close)
+        self.addCleanup(fwd.go.set)
+        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
+        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 2, "query_wait_timeout": 4,
+                                          "server_connect_timeout": 60},
+                                databases={"e1": e1, "e2": e2})
+        held = [self.client(px, db="e1", user=app) for _ in range(2)]
+        for c in held:
+            c.autocommit = False
+            c.cursor().execute("select 1")           # both servers of the cap lent
+        for c in held:
+            c.commit()                               # e1: two idle servers
+        only = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
+        self.assertTrue(fwd.held.wait(20))           # e2's first login stuck
+        only.join(30)
+        self.assertFalse(only.is_alive())
+        self.assertIsNone(only.error, px.log_tail())
+        self.assertEqual(only.result, 1)
+        self.assertEqual(px.log().count("making room for another pool"), 2, px.log_tail())
+        for c in held:
+            c.close()
+
     def test_a_stuck_login_is_overtaken_at_its_turn_not_at_the_next_tick(self):
         # As above with query_wait_timeout 2 s (a turn of 0.5 s): the pool,
         # quiet behind its stuck login, was looked at again only at the
