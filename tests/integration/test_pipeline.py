@@ -888,14 +888,27 @@ class TestPipeline(pt.AppRoleTestCase):
         # server (stuck in it) closes, Q0 gets 57014 naming query_timeout
         # and stays, Q1 behind gets 08006 and stays.  Q0 waited for as long
         # as H's query ran (here: until the test opened the gate).
+        self.killed_client_ahead("query_timeout", 205)
+
+    def test_the_transaction_timeout_of_a_killed_client_ahead_ends_the_wait_for_its_query(self):
+        # As the test above, with transaction_timeout in place of
+        # query_timeout: H's query is one statement in its own transaction,
+        # which H's transaction_timeout would have ended had H stayed.  Q0,
+        # handed the server after H was killed, waited for H's query with
+        # no end (query_wait_timeout off): only query_timeout was carried.
+        self.killed_client_ahead("transaction_timeout", 213)
+
+    def killed_client_ahead(self, timeout, key):
+        """H's query held (gate key) with Q0 and Q1 queued behind it, H
+        killed; H's timeout (QT) must end Q0's wait for H's query."""
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
-            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": 0})
+            "metrics_port": "auto", timeout: self.QT, "query_wait_timeout": 0})
 
         async def main():
             h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
             port = str(h.w.get_extra_info("sockname")[1])
-            g = await self.hold(205, h)
+            g = await self.hold(key, h)
             try:
                 assigned = metric(px, ASSIGNED)               # H's
                 await self.queue((q0, "select 'Q0'"), (q1, "select 'Q1'"), px=px)
@@ -904,7 +917,7 @@ class TestPipeline(pt.AppRoleTestCase):
                 # (far past H's deadline: QT from its query's start)
                 rows, err = await asyncio.wait_for(q0.read_result(), 30)
                 self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
-                self.assertIn("query_timeout", err.get("M"))
+                self.assertIn(timeout, err.get("M"))
                 self.assertNotIn("query_wait_timeout", err.get("M"))
                 rows, err = await asyncio.wait_for(q1.read_result(), 30)
                 self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
@@ -923,43 +936,6 @@ class TestPipeline(pt.AppRoleTestCase):
                 await g.open()
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 1)
-
-    def test_the_transaction_timeout_of_a_killed_client_ahead_ends_the_wait_for_its_query(self):
-        # As the test above, with transaction_timeout in place of
-        # query_timeout: H's query is one statement in its own transaction,
-        # which H's transaction_timeout would have ended had H stayed.  Q0,
-        # handed the server after H was killed, waited for H's query with
-        # no end (query_wait_timeout off): only query_timeout was carried.
-        px = self.start_pgwharf(settings={
-            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
-            "metrics_port": "auto", "transaction_timeout": self.QT, "query_wait_timeout": 0})
-
-        async def main():
-            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
-            port = str(h.w.get_extra_info("sockname")[1])
-            g = await self.gate(213)
-            try:
-                h.send(hz.query_msg("select 'H', pg_advisory_xact_lock_shared(213) as marker_q213"))
-                await self.wait_running("marker_q213")
-                q0.send(hz.query_msg("select 'Q0'"))
-                await self.wait_queued(1, px)
-                q1.send(hz.query_msg("select 'Q1'"))
-                await self.wait_queued(2, px)
-                px.admin("KILL_CLIENT %s" % px.show("CLIENTS", port=port)[0]["id"],
-                         user=self.pg.user)
-                rows, err = await asyncio.wait_for(q0.read_result(), 30)
-                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
-                self.assertIn("transaction_timeout", err.get("M"))
-                self.assertNotIn("query_wait_timeout", err.get("M"))
-                rows, err = await asyncio.wait_for(q1.read_result(), 30)
-                self.assertEqual((rows, err.get("C"), err.get("S")), ([], "08006", "ERROR"))
-                self.assertEqual(self.rows(await asyncio.wait_for(q0.query("select 'Q0b'"), 20)),
-                                 [["Q0b"]])
-                for x in (q0, q1):
-                    await x.close()
-            finally:
-                await g.open()
-        self.run_async(main())
 
     def test_the_query_timeout_of_a_queued_client_that_left_ends_the_wait_for_its_query(self):
         # H holds the server; A queues behind it, B behind A; A leaves, and
