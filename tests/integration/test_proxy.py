@@ -907,13 +907,18 @@ class TestCancel(pt.PgwharfTestCase):
                 return cur.fetchone()[0] > 0
         pt.wait_until(next_running_or_closed, 20, what="the next query running, or the close")
         self.pg.resume()
+        return px, self._to_ready_or_end(c)
+
+    @staticmethod
+    def _to_ready_or_end(c):
+        """What c gets up to a ReadyForQuery, or to its end."""
         got = []
         try:
             while not got or got[-1][0] != b"Z":
                 got.append(hz.recv_msg(c))
         except (EOFError, OSError):
             pass
-        return px, got
+        return got
 
     def _lost_cancel_ends_the_session(self, px, got):
         errors = [hz.parse_fields(m) for t, m in got if t == b"E"]
@@ -968,13 +973,7 @@ class TestCancel(pt.PgwharfTestCase):
         except OSError:
             pass
         self.pg.resume()
-        got = []
-        try:
-            while not got or got[-1][0] != b"Z":
-                got.append(hz.recv_msg(c))
-        except (EOFError, OSError):
-            pass
-        self._lost_cancel_ends_the_session(px, got)
+        self._lost_cancel_ends_the_session(px, self._to_ready_or_end(c))
 
     def test_sigquit_with_a_cancel_in_flight(self):
         """A fast exit while a cancel waits on a stopped postmaster: the job
