@@ -1141,12 +1141,16 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * login, another goes (at most one a turn), and a login on its way a
      * turn and more covers no waiter: counted, one stuck kept a pool's
      * only waiter from the others' room for good, as it kept all but
-     * those beyond the logins on their way (review, session 44). */
+     * those beyond the logins on their way (review, session 44).  Stale
+     * logins make way for one more login beyond the waiters, not one a
+     * turn for good: on a frozen host each new login sticks too, and one
+     * client took the others' whole shared limit, one server a turn. */
     ev_tstamp now = pool_now(pool);
     bool on_way = pool->n_connecting + pool->n_resetting > 0;
     bool over = false;
     if (need <= open_now &&
         (pool->paused || pool->n_connecting == 0 || pgw_list_empty(&pool->waiters) ||
+         pool->n_connecting + pool->n_resetting > pool->n_waiters ||
          !(over = turn_over(pool, now)) || need + logins_stale(pool, now) <= open_now))
         return;
     if (size_room(pool) <= 0 || (on_way && pgw_list_empty(&pool->waiters)))

@@ -1485,6 +1485,41 @@ class TestBreakers(AdminTestCase):
         for c in held:
             c.close()
 
+    def test_a_frozen_host_leaves_the_others_their_idle_servers_past_one(self):
+        # As above with every login of e2 stuck (a frozen host): past a turn
+        # its stuck login no longer counted, so each turn another of e1's
+        # idle servers made way for another login that stuck too, until
+        # e2's one client held the whole max_user_connections and e1's
+        # next client waited out query_wait_timeout.  One login beyond the
+        # waiters makes way, no more.
+        app = self.pg.app_user
+        fwd = HoldAllLogins(self.pg)
+        self.addCleanup(fwd.close)
+        self.addCleanup(fwd.go.set)
+        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
+        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": 4, "query_wait_timeout": 6,
+                                          "server_connect_timeout": 60},
+                                databases={"e1": e1, "e2": e2})
+        held = [self.client(px, db="e1", user=app) for _ in range(4)]
+        for c in held:
+            c.autocommit = False
+            c.cursor().execute("select 1")           # the four of the cap lent
+        for c in held:
+            c.commit()                               # e1: four idle servers
+        only = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
+        console = self.admin_conn(px)
+        deadline = time.time() + 20                  # two turns (1.5 s) and more
+        while px.log().count("making room for another pool") < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(4)                                # two turns more: no third
+        self.assertEqual(px.log().count("making room for another pool"), 2, px.log_tail())
+        self.assertEqual(pt.one(held[0], "select 2"), 2)
+        for c in held:
+            c.close()
+        console.close()
+
     def test_a_stuck_login_is_overtaken_at_its_turn_not_at_the_next_tick(self):
         # As above with query_wait_timeout 2 s (a turn of 0.5 s): the pool,
         # quiet behind its stuck login, was looked at again only at the
@@ -1586,6 +1621,21 @@ class HoldFirstLogin(hz.Forwarder):
 
         def hold(data, to):
             self.held.set()
+            self.go.wait(60)
+            return data
+        return hold
+
+
+class HoldAllLogins(hz.Forwarder):
+    """A Forwarder whose every connection's bytes wait until go is set (a
+    frozen host)."""
+
+    def __init__(self, pg):
+        self.go = threading.Event()
+        super().__init__(pg)
+
+    def chunk_hook(self, n):
+        def hold(data, to):
             self.go.wait(60)
             return data
         return hold
