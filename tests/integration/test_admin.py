@@ -1412,6 +1412,30 @@ class TestBreakers(AdminTestCase):
         self.let_the_held_login_in(fwd, slot)
         self.join_all((first, second, third))
 
+    def stuck_login_pools(self, fwd_class, cap, query_wait_timeout):
+        """pgwharf with e1 (direct) and e2 (through fwd_class, which holds
+        logins) for the app role under max_user_connections = cap, and
+        e1's cap servers idle, their clients (held) connected:
+        (fwd, px, held, app)."""
+        app = self.pg.app_user
+        fwd = fwd_class(self.pg)
+        self.addCleanup(fwd.close)
+        self.addCleanup(fwd.go.set)
+        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
+        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
+                                          "max_user_connections": cap,
+                                          "query_wait_timeout": query_wait_timeout,
+                                          "server_connect_timeout": 60},
+                                databases={"e1": e1, "e2": e2})
+        held = [self.client(px, db="e1", user=app) for _ in range(cap)]
+        for c in held:
+            c.autocommit = False
+            c.cursor().execute("select 1")           # the cap's servers all lent
+        for c in held:
+            c.commit()                               # e1: cap idle servers
+        return fwd, px, held, app
+
     def test_a_stuck_login_leaves_the_pool_the_others_idle_room(self):
         # Under a full max_user_connections, a pool with a login on its way
         # took no other pool's idle server for its later waiters (one login
@@ -1420,22 +1444,7 @@ class TestBreakers(AdminTestCase):
         # query_wait_timeout while the other pool's servers sat idle
         # (review of 1d1a477).  A login on its way covers the waiters while
         # it is young only: the second client is served from that room.
-        app = self.pg.app_user
-        fwd = HoldFirstLogin(self.pg)
-        self.addCleanup(fwd.close)
-        self.addCleanup(fwd.go.set)
-        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
-        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
-                                          "max_user_connections": 2, "query_wait_timeout": 20,
-                                          "server_connect_timeout": 60},
-                                databases={"e1": e1, "e2": e2})
-        held = [self.client(px, db="e1", user=app) for _ in range(2)]
-        for c in held:
-            c.autocommit = False
-            c.cursor().execute("select 1")           # both servers of the cap lent
-        for c in held:
-            c.commit()                               # e1: two idle servers
+        fwd, px, held, app = self.stuck_login_pools(HoldFirstLogin, 2, 20)
         first = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
         self.assertTrue(fwd.held.wait(20))           # e2's first login stuck
         second = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 2"))
@@ -1459,22 +1468,7 @@ class TestBreakers(AdminTestCase):
         # turn a login on its way no longer counts: the client is served
         # from that room.  (query_wait_timeout 4 s: a turn of 1 s, then
         # time for a login; the assertion is that it is served.)
-        app = self.pg.app_user
-        fwd = HoldFirstLogin(self.pg)
-        self.addCleanup(fwd.close)
-        self.addCleanup(fwd.go.set)
-        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
-        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
-                                          "max_user_connections": 2, "query_wait_timeout": 4,
-                                          "server_connect_timeout": 60},
-                                databases={"e1": e1, "e2": e2})
-        held = [self.client(px, db="e1", user=app) for _ in range(2)]
-        for c in held:
-            c.autocommit = False
-            c.cursor().execute("select 1")           # both servers of the cap lent
-        for c in held:
-            c.commit()                               # e1: two idle servers
+        fwd, px, held, app = self.stuck_login_pools(HoldFirstLogin, 2, 4)
         only = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
         self.assertTrue(fwd.held.wait(20))           # e2's first login stuck
         only.join(30)
@@ -1492,33 +1486,16 @@ class TestBreakers(AdminTestCase):
         # e2's one client held the whole max_user_connections and e1's
         # next client waited out query_wait_timeout.  One login beyond the
         # waiters makes way, no more.
-        app = self.pg.app_user
-        fwd = HoldAllLogins(self.pg)
-        self.addCleanup(fwd.close)
-        self.addCleanup(fwd.go.set)
-        e1 = self.pg.conn_string(user=app, password=self.pg.app_password)
-        e2 = fwd.conn_string(self.pg, user=app, password=self.pg.app_password)
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5,
-                                          "max_user_connections": 4, "query_wait_timeout": 6,
-                                          "server_connect_timeout": 60},
-                                databases={"e1": e1, "e2": e2})
-        held = [self.client(px, db="e1", user=app) for _ in range(4)]
-        for c in held:
-            c.autocommit = False
-            c.cursor().execute("select 1")           # the four of the cap lent
-        for c in held:
-            c.commit()                               # e1: four idle servers
+        fwd, px, held, app = self.stuck_login_pools(HoldAllLogins, 4, 6)
         only = Background(lambda: pt.one(self.client(px, db="e2", user=app), "select 1"))
-        console = self.admin_conn(px)
-        deadline = time.time() + 20                  # two turns (1.5 s) and more
-        while px.log().count("making room for another pool") < 2 and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(4)                                # two turns more: no third
+        only.join(30)                    # its query_wait_timeout: six turns of 1 s
+        self.assertFalse(only.is_alive())
+        self.assertIn("query_wait_timeout", str(only.error))
+        # (the first login's room, then one login beyond the waiter)
         self.assertEqual(px.log().count("making room for another pool"), 2, px.log_tail())
         self.assertEqual(pt.one(held[0], "select 2"), 2)
         for c in held:
             c.close()
-        console.close()
 
     def test_a_stuck_login_is_overtaken_at_its_turn_not_at_the_next_tick(self):
         # As above with query_wait_timeout 2 s (a turn of 0.5 s): the pool,
