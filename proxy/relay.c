@@ -2520,7 +2520,7 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
         return false;
     }
     /* Within the limit, a buffer that cannot grow is pgwharf short of
-     * memory (RLIMIT_AS, a cgroup), not the message too large. */
+     * memory (RLIMIT_AS, strict overcommit), not the message too large. */
     if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need)) {
         pgw_session_close(s, "53200", "out of memory for a message of type %c (%u bytes)", type,
                           total);
