@@ -333,9 +333,8 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
  * next line written there starts with the newline it lacks (file_cut,
  * stderr_cut), so each event stays on a line of its own (the next event
  * was glued to the cut one).  What is left of the line is written at once
- * while the fd takes it; a
- * regular file that took part of a line fails the next write (ENOSPC,
- * EFBIG): no wait. */
+ * while the fd takes it; a regular file that took part of a line fails the
+ * next write (ENOSPC, EFBIG): no wait. */
 static void write_line(int fd, const char *line, size_t n)
 {
     bool *cut = fd == STDERR_FILENO ? &stderr_cut : &file_cut;
