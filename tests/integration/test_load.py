@@ -539,10 +539,12 @@ class TestFdExhaustion(LoadCase):
         lowest free descriptor while login(client socket) runs, which must
         raise PgError (restored after): the assertRaises context."""
         fd_dir = "/proc/%d/fd" % px.pid
-        before = len(os.listdir(fd_dir))
         c = socket.create_connection((px.host, px.port), timeout=30)
         self.addCleanup(c.close)
-        pt.wait_until(lambda: len(os.listdir(fd_dir)) > before, 10, what="client accepted")
+        # (counting descriptors raced with the close of the harness's
+        # start-up probe: one closed as c's came, and the count stayed)
+        pt.wait_until(lambda: self.accepted_and_settled(px, c), 10,
+                      what="the client accepted, the start-up probe's socket closed")
         used = set(int(fd) for fd in os.listdir(fd_dir))
         lowest_free = min(set(range(len(used) + 1)) - used)
         old = resource.prlimit(px.pid, resource.RLIMIT_NOFILE)
@@ -553,6 +555,36 @@ class TestFdExhaustion(LoadCase):
         finally:
             resource.prlimit(px.pid, resource.RLIMIT_NOFILE, old)
         return cm
+
+    @staticmethod
+    def accepted_and_settled(px, c):
+        """Has px a socket of its own for c's connection, and none whose
+        other end has closed (CLOSE_WAIT: the harness's start-up probe,
+        which px is still to close)?"""
+        fd_dir = "/proc/%d/fd" % px.pid
+        inodes = set()
+        for fd in os.listdir(fd_dir):
+            try:
+                link = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:["):-1])
+        port, accepted = c.getsockname()[1], False
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    rows = [line.split() for line in f.read().splitlines()[1:]]
+            except OSError:
+                continue
+            for row in rows:
+                if row[9] not in inodes:
+                    continue
+                if row[3] == "08":                       # CLOSE_WAIT
+                    return False
+                if int(row[2].rsplit(":", 1)[1], 16) == port:
+                    accepted = True
+        return accepted
 
 
 class TestFdBudget(LoadCase):
