@@ -71,6 +71,7 @@ enum pgw_tracked_param {
     PGW_TP_COUNT                     /* then track_extra_parameters' (px->tracked) */
 };
 #define PGW_TP_MAX (PGW_TP_COUNT + PGW_CONF_TRACK_EXTRA_MAX)
+#define PGW_SYNC_CHECK 0xff           /* sync_order: no parameter's SET (relay.c) */
 extern const char *const pgw_tracked_param_names[PGW_TP_COUNT];
 struct pgw_proxy;
 struct pgw_told;                     /* relay.c: what a bare welcome said */
@@ -172,6 +173,11 @@ struct pgw_session {
     const char *close_detail;        /* the DETAIL of pgw_session_close's FATAL, or NULL */
     struct pgw_login_refusal *login_refusal; /* a startup parameter the server
                                                 refused (relay.c) */
+    char *startup_order;             /* a tracked parameter came twice with different
+                                        values: the packet's tracked values in the
+                                        order PostgreSQL applies them, for the login's
+                                        server to check ("name\0value\0...\0";
+                                        session.c list_startup_order); NULL once welcomed */
 
     /* relay */
     struct pgw_iobuf *cbuf;          /* client -> server */
@@ -191,7 +197,8 @@ struct pgw_session {
                                         latest (prepared.c, parse_context_now) */
     struct pgw_track track;          /* what decides the release (track.h) */
     int swallow;                     /* injected queries whose replies are dropped */
-    uint8_t sync_order[PGW_TP_MAX];  /* the parameter of each SET/RESET swallowed */
+    uint8_t sync_order[PGW_TP_MAX + 1]; /* the parameter of each SET/RESET swallowed
+                                        (PGW_SYNC_CHECK: the check of startup_order) */
     uint8_t sync_queued;             /* how many the link queued (sync_params) */
     bool sync_err;                   /* the one being answered failed */
     bool sync_hold;                  /* those are the link's SETs (sync_params): the

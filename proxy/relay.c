@@ -93,10 +93,13 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
  * query in the client's client_encoding, where an E'' literal with
  * backslashes doubled byte by byte loses a doubling to a SJIS (BIG5, GBK
  * ...) character whose second byte is 0x5C, and the quote after it ends
- * the literal early. */
-static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value, bool raw)
+ * the literal early.  local: set_config's is_local, the value gone at the
+ * end of the statement's transaction. */
+static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value, bool raw,
+                            bool local)
 {
-    static const char head[] = "pg_catalog.set_config('", mid[] = "', ", tail[] = ", false)";
+    static const char head[] = "pg_catalog.set_config('", mid[] = "', ";
+    const char *tail = local ? ", true)" : ", false)";
     pgw_wbuf_append(b, head, sizeof(head) - 1);
     pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
     pgw_wbuf_append(b, mid, sizeof(mid) - 1);
@@ -123,7 +126,7 @@ static void set_config_call(struct pgw_wbuf *b, const char *name, const char *va
         pgw_wbuf_append(b, value, strlen(value));
         pgw_wbuf_append(b, tag, strlen(tag));
     }
-    pgw_wbuf_append(b, tail, sizeof(tail) - 1);
+    pgw_wbuf_append(b, tail, strlen(tail));
 }
 
 /* The name of pgwharf's own statement and portal, which no client has
@@ -188,10 +191,10 @@ static void set_config_query(struct pgw_wbuf *b, const char *name, const char *v
     size_t m = sync_stmt_begin(b, keep);
     pgw_wbuf_append(b, "SELECT ", 7);
     if (base) {
-        set_config_call(b, name, base, false);
+        set_config_call(b, name, base, false, false);
         pgw_wbuf_append(b, ", ", 2);
     }
-    set_config_call(b, name, value, raw);
+    set_config_call(b, name, value, raw, false);
     sync_stmt_end(b, m, keep);
 }
 
@@ -659,6 +662,28 @@ static bool param_settable(const char *name)
     return true;
 }
 
+/* The check of a login whose startup packet gave a tracked parameter twice
+ * with different values (session.c, startup_order): one statement that
+ * applies each value in PostgreSQL's order with set_config(..., true),
+ * so that the first the server refuses ends the login with its error, as
+ * PostgreSQL's own login would, and that keeps none (the values last
+ * until the end of its transaction; PostgreSQL reports no ParameterStatus
+ * for a value back to what it was).  The SETs of sync_params then make
+ * the last value of each the session's. */
+static void startup_check_query(struct pgw_wbuf *b, const struct pgw_session *s, bool keep)
+{
+    size_t m = sync_stmt_begin(b, keep);
+    pgw_wbuf_append(b, "SELECT ", 7);
+    for (const char *p = s->startup_order; *p;) {
+        const char *v = p + strlen(p) + 1;
+        if (p != s->startup_order)
+            pgw_wbuf_append(b, ", ", 2);
+        set_config_call(b, p, v, startup_bytes(s->server->pool, p, v), true);
+        p = v + strlen(v) + 1;
+    }
+    sync_stmt_end(b, m, keep);
+}
+
 static bool sync_params(struct pgw_session *s)
 {
     struct pgw_server *srv = s->server;
@@ -682,7 +707,9 @@ static bool sync_params(struct pgw_session *s)
      * client with the same settings did): one comparison of summaries. */
     if (!s->params_sig)
         s->params_sig = params_sig(s);
-    if (!unnamed && params_match(srv, s))
+    /* (Only at a login, and one whose packet said a value twice.) */
+    bool check = s->startup_order && *s->startup_order;
+    if (!unnamed && !check && params_match(srv, s))
         return true;
     /* One Query per SET or RESET: a value the server refuses (a startup
      * parameter PostgreSQL never checked) must not skip the others, as
@@ -698,7 +725,18 @@ static bool sync_params(struct pgw_session *s)
      * there -- a tiny one cancelled a SET, and the client's query ran with
      * that client's DateStyle (hunt). */
     int first = px->tracked_timeout;
-    for (int k = 0; k < px->ntracked; k++) {
+    /* The check after the client's statement_timeout and client_encoding
+     * (which the check's text is read in), before the rest: a value
+     * refused there is PostgreSQL's first refusal. */
+    int check_at = first > PGW_TP_CLIENT_ENCODING ? 2 : 1;
+    for (int k = 0; k <= px->ntracked; k++) {
+        if (check && k == check_at) {
+            startup_check_query(&b, s, keep);
+            s->sync_order[queries++] = PGW_SYNC_CHECK;
+            check = false;
+        }
+        if (k == px->ntracked)
+            break;
         int i = first < 0 || k > first ? k : k == 0 ? first : k - 1;
         const char *name = px->tracked[i];
         const char *want = s->params[i];
@@ -863,7 +901,7 @@ static void sync_answered(struct pgw_session *s)
     int k = s->sync_queued - s->swallow;
     bool failed = s->sync_err;
     s->sync_err = false;
-    if (failed || k < 0 || k >= s->sync_queued)
+    if (failed || k < 0 || k >= s->sync_queued || s->sync_order[k] == PGW_SYNC_CHECK)
         return;
     int i = s->sync_order[k];
     const char *name = s->px->tracked[i];
@@ -1355,6 +1393,8 @@ static void welcome(struct pgw_session *s)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
+    free(s->startup_order);              /* (checked: sync_params) */
+    s->startup_order = NULL;
     s->sync_tries = 0;                   /* (the login's rounds: login_sync_again) */
     s->sync_failed = false;
     /* A tracked parameter the client did not set is, in transaction and
@@ -2250,9 +2290,12 @@ static bool application_name_as_is(const char *v)
  * to the client too.  Anything else needs PostgreSQL to check and spell it
  * (an alias such as 'unicode', a bad DateStyle is refused), and a
  * parameter it does not report (extra_float_digits) has no record to
- * compare with.  false too when memory is short. */
+ * compare with.  Nor a packet that said one twice (startup_order: each
+ * value is checked).  false too when memory is short. */
 static bool startup_params_known(struct pgw_session *s)
 {
+    if (s->startup_order)
+        return false;
     const struct pgw_params *dp = pgw_pool_defaults(s->pool);
     for (int i = 0; i < s->px->ntracked; i++) {
         if (!s->params[i])
@@ -2275,27 +2318,42 @@ static bool startup_params_known(struct pgw_session *s)
     return true;
 }
 
+/* name=value as an option of options: "-c name=value", a space or
+ * backslash in the value escaped with a backslash, after a space unless
+ * it is the first. */
+static void append_option(struct pgw_wbuf *b, const char *name, const char *value)
+{
+    if (b->len > 0)
+        pgw_wbuf_append(b, " ", 1);
+    pgw_wbuf_append(b, "-c ", 3);
+    pgw_wbuf_append(b, name, strlen(name));
+    pgw_wbuf_append(b, "=", 1);
+    for (const char *c = value; *c; c++) {
+        if (isspace((unsigned char)*c) || *c == '\\')
+            pgw_wbuf_append(b, "\\", 1);
+        pgw_wbuf_append(b, c, 1);
+    }
+}
+
 /* The client's startup parameters but application_name and
  * client_encoding (libpq keywords of their own), as PostgreSQL's options
- * want them: "-c name=value", a space or backslash in a value escaped with
- * a backslash.  NULL when there are none; false when memory is short. */
+ * want them; first, where the packet gave one twice (startup_order),
+ * each of its values in its order, for the server to apply and check in
+ * turn, as it would the packet.  NULL when there are none; false when
+ * memory is short. */
 static bool replication_options(struct pgw_session *s)
 {
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
+    for (const char *p = s->startup_order; p && *p;) {
+        const char *v = p + strlen(p) + 1;
+        append_option(&b, p, v);
+        p = v + strlen(v) + 1;
+    }
     for (int i = 0; i < s->px->ntracked; i++) {
         if (!s->params[i] || i == PGW_TP_APPLICATION_NAME || i == PGW_TP_CLIENT_ENCODING)
             continue;
-        if (b.len > 0)
-            pgw_wbuf_append(&b, " ", 1);
-        pgw_wbuf_append(&b, "-c ", 3);
-        pgw_wbuf_append(&b, s->px->tracked[i], strlen(s->px->tracked[i]));
-        pgw_wbuf_append(&b, "=", 1);
-        for (const char *c = s->params[i]; *c; c++) {
-            if (isspace((unsigned char)*c) || *c == '\\')
-                pgw_wbuf_append(&b, "\\", 1);
-            pgw_wbuf_append(&b, c, 1);
-        }
+        append_option(&b, s->px->tracked[i], s->params[i]);
     }
     bool ok = !b.failed;
     if (ok && b.len > 0) {

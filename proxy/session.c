@@ -823,18 +823,45 @@ static bool ignored_param(const struct pgw_config *cfg, const char *name)
     return cfg->ignore_startup_parameters && pgw_conf_list_has(cfg->ignore_startup_parameters, name);
 }
 
+/* What take_param works on: the session, and whether a tracked parameter
+ * came twice with different values (the first pass of
+ * take_startup_params), or the list of them being made (the second). */
+struct startup_take {
+    struct pgw_session *s;
+    bool twice;
+    struct pgw_wbuf *order;          /* NULL: taking, not listing */
+};
+
+/* A tracked value PostgreSQL could refuse, onto t->order (startup_order):
+ * not application_name, which it cleans and never refuses. */
+static void list_param(struct startup_take *t, int i, const char *value)
+{
+    if (i == PGW_TP_APPLICATION_NAME)
+        return;
+    const char *name = t->s->px->tracked[i];
+    pgw_wbuf_append(t->order, name, strlen(name) + 1);
+    pgw_wbuf_append(t->order, value, strlen(value) + 1);
+}
+
 /* One startup parameter, on its own or from inside options: a tracked one
  * is kept; one in ignore_startup_parameters is dropped, and inside options
  * so is any other when options itself is listed there (as PgBouncer does);
  * anything else refuses the login.  0, or CLOSED when the session was
  * closed (positive: not one of pgw_startup_options' own codes). */
 #define CLOSED 1
-static int take_param(struct pgw_session *s, const char *name, const char *value,
+static int take_param(struct startup_take *tk, const char *name, const char *value,
                       bool in_options)
 {
+    struct pgw_session *s = tk->s;
     const struct pgw_config *cfg = s->px->cfg;
     int t = pgw_tracked_param_index(s->px, name);
+    if (t >= 0 && tk->order) {
+        list_param(tk, t, value);
+        return 0;
+    }
     if (t >= 0) {
+        if (s->params[t] && strcmp(s->params[t], value) != 0 && t != PGW_TP_APPLICATION_NAME)
+            tk->twice = true;
         char *v = strdup(value);
         if (!v) {
             pgw_session_close(s, "53200", "out of memory");
@@ -844,6 +871,8 @@ static int take_param(struct pgw_session *s, const char *name, const char *value
         s->params[t] = v;
         return 0;
     }
+    if (tk->order)
+        return 0;                    /* (taken already) */
     if (ignored_param(cfg, name) || (in_options && ignored_param(cfg, "options")))
         return 0;
     pgw_session_close(s, "08P01", "unsupported startup parameter%s: %s",
@@ -890,24 +919,28 @@ static bool take_replication(struct pgw_session *s, const char *value)
  * is none (refused, unless options is in ignore_startup_parameters). */
 static int take_option(void *arg, const char *name, const char *value)
 {
-    struct pgw_session *s = arg;
+    struct startup_take *tk = arg;
+    struct pgw_session *s = tk->s;
     if (name)
-        return take_param(s, name, value, true);
-    if (ignored_param(s->px->cfg, "options"))
+        return take_param(tk, name, value, true);
+    if (tk->order || ignored_param(s->px->cfg, "options"))
         return 0;
     pgw_session_close(s, "08P01", "unsupported options startup parameter: %s", value);
     return CLOSED;
 }
 
-/* Take what the startup packet says; false when the session was closed.
- * options first: a parameter of its own in the packet wins over the same
- * one inside options, as in PostgreSQL. */
-static bool take_startup_params(struct pgw_session *s, const struct pgw_startup *st)
+/* One pass over the startup packet's parameters, options' first: a
+ * parameter of its own in the packet wins over the same one inside
+ * options, as in PostgreSQL (process_startup_options applies options'
+ * switches, then the packet's parameters, each in turn).  false when the
+ * session was closed. */
+static bool startup_pass(struct startup_take *tk, const struct pgw_startup *st)
 {
+    struct pgw_session *s = tk->s;
     for (int i = 0; i < st->nparams; i++) {
         if (strcmp(st->names[i], "options") != 0)
             continue;
-        int rc = pgw_startup_options(st->values[i], take_option, s);
+        int rc = pgw_startup_options(st->values[i], take_option, tk);
         if (rc == PGW_ENOMEM)
             pgw_session_close(s, "53200", "out of memory");
         if (rc != 0)
@@ -919,13 +952,50 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
             strcmp(name, "options") == 0)
             continue;
         if (strcmp(name, "replication") == 0) {
-            if (!take_replication(s, st->values[i]))
+            if (!tk->order && !take_replication(s, st->values[i]))
                 return false;
             continue;
         }
-        if (take_param(s, name, st->values[i], false) != 0)
+        if (take_param(tk, name, st->values[i], false) != 0)
             return false;
     }
+    return true;
+}
+
+/* A tracked parameter given twice with different values (in options and
+ * on its own, or twice in options): PostgreSQL applies each in turn and
+ * refuses the login at the first it refuses, where pgwharf keeps only the
+ * last.  So every tracked value of the packet, in PostgreSQL's order, is
+ * listed in s->startup_order ("name\0value\0...", an empty name at the
+ * end) for the login's server to check (relay.c, sync_params).  false when
+ * the session was closed. */
+static bool list_startup_order(struct pgw_session *s, const struct pgw_startup *st)
+{
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    struct startup_take tk = { .s = s, .order = &b };
+    bool ok = startup_pass(&tk, st);
+    if (ok) {
+        pgw_wbuf_append(&b, "", 1);
+        if (b.failed || !(s->startup_order = malloc(b.len))) {
+            pgw_session_close(s, "53200", "out of memory");
+            ok = false;
+        } else {
+            memcpy(s->startup_order, b.data, b.len);
+        }
+    }
+    pgw_wbuf_deinit(&b);
+    return ok;
+}
+
+/* Take what the startup packet says; false when the session was closed. */
+static bool take_startup_params(struct pgw_session *s, const struct pgw_startup *st)
+{
+    struct startup_take tk = { .s = s };
+    if (!startup_pass(&tk, st))
+        return false;
+    if (tk.twice && !list_startup_order(s, st))
+        return false;
     if (s->px->cfg->application_name_add_host && !s->replication) {
         /* (Not for replication: synchronous_standby_names names the
          * standby by the application_name it sends.) */
@@ -1446,6 +1516,7 @@ void pgw_session_free(struct pgw_session *s)
         free(s->params[i]);
     pgw_relay_told_unref(s->told);
     free(s->login_refusal);
+    free(s->startup_order);
     free(s->sync_fail_msg);
     free(s->repl_options);
     free(s->user);

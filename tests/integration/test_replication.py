@@ -535,6 +535,19 @@ class TestLogical(ReplicationCase):
                     " current_setting('lock_timeout')")
         self.assertEqual(cur.fetchone(), ("SQL, DMY", "3", "7s"))
 
+    def test_a_parameter_given_twice_reaches_the_server_in_turn(self):
+        # Each value in the order PostgreSQL applies them (options, then
+        # the packet's own): a bad earlier one refuses the login as
+        # PostgreSQL does; good ones leave the last.
+        px = self.start_pgwharf(settings=TX)
+        with self.assertRaises(psycopg2.OperationalError) as cm:
+            self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection,
+                           options="-c TimeZone=bogus -c TimeZone=UTC")
+        self.assertIn('invalid value for parameter "TimeZone": "bogus"', str(cm.exception))
+        conn = self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection,
+                              options=r"-c DateStyle=German -c DateStyle=SQL,\ DMY")
+        self.assertEqual(conn.get_parameter_status("DateStyle"), "SQL, DMY")
+
     def test_sql_on_logical_connection(self):
         px = self.start_pgwharf(settings=TX)
         conn = self.repl_conn(px, psycopg2.extras.LogicalReplicationConnection)

@@ -191,6 +191,82 @@ class TestOptions(pt.PgwharfTestCase):
         self.assertEqual(conn.get_parameter_status("TimeZone"), "Asia/Tokyo")
 
 
+class TestParameterGivenTwice(pt.PgwharfTestCase):
+    """A tracked parameter given twice -- in options and on its own, or
+    twice in options -- with different values.  PostgreSQL applies each in
+    turn (options' switches first, then the packet's own parameters) and
+    refuses the login at the first value it refuses; pgwharf kept only the
+    last and let the client in."""
+
+    def refusal(self, host, port, password, **startup):
+        """The ErrorResponse fields of a raw login to host:port, None when
+        it logged in."""
+        with socket.create_connection((host, port), timeout=20) as s:
+            try:
+                hz.sync_login(s, self.pg.user, self.pg.database, password, **startup)
+            except hz.PgError as e:
+                return e.fields
+            return None
+
+    def test_a_refused_earlier_value_refuses_the_login_as_postgresql_does(self):
+        bad = [dict(options="-c TimeZone=bogus", TimeZone="UTC"),
+               dict(options="-c TimeZone=bogus -c TimeZone=UTC"),
+               dict(options="--TimeZone=bogus", timezone="UTC"),
+               dict(options="-c DateStyle=German -c DateStyle=nonsense", DateStyle="ISO"),
+               dict(options="-c extra_float_digits=x -c extra_float_digits=2"),
+               # the first PostgreSQL refuses is the one named
+               dict(options="-c DateStyle=bogusD -c TimeZone=bogus", TimeZone="UTC")]
+        for mode in ("transaction", "session"):
+            px = self.start_pgwharf(settings=dict(pool_mode=mode, default_pool_size=1,
+                                                  auth_type="trust"))
+            for startup in bad:
+                with self.subTest(mode=mode, **startup):
+                    want = self.refusal(self.pg.host, self.pg.port, self.pg.password, **startup)
+                    self.assertIsNotNone(want)
+                    self.assertEqual(want["C"], "22023")
+                    got = self.refusal(px.host, px.port, None, **startup)
+                    self.assertIsNotNone(got, "pgwharf let the client in")
+                    self.assertEqual((got["S"], got["C"], got["M"], got.get("D")),
+                                     (want["S"], want["C"], want["M"], want.get("D")))
+            # the pool's one server is fine for the next client
+            self.assertEqual(px.psql("show timezone"), self.pg.psql("show timezone"))
+
+    def test_values_that_are_fine_still_work_the_last_winning(self):
+        for mode in ("transaction", "session"):
+            px = self.start_pgwharf(settings=dict(pool_mode=mode, default_pool_size=1,
+                                                  auth_type="trust",
+                                                  track_extra_parameters="search_path"))
+            for startup, sql, want in (
+                    (dict(options="-c TimeZone=Asia/Tokyo", TimeZone="Europe/Paris"),
+                     "show timezone", "Europe/Paris"),
+                    (dict(options="-c TimeZone=Asia/Tokyo -c TimeZone=UTC -c TimeZone=UTC"),
+                     "show timezone", "UTC"),
+                    (dict(options="-c search_path=a -c search_path=b"), "show search_path", "b"),
+                    (dict(options="-c DateStyle=German -c DateStyle=SQL,DMY",
+                          client_encoding="LATIN1"),
+                     "select current_setting('DateStyle') || current_setting('client_encoding')",
+                     "SQL, DMYLATIN1")):
+                with self.subTest(mode=mode, **startup):
+                    self.assertIsNone(self.refusal(self.pg.host, self.pg.port, self.pg.password,
+                                                   **startup))
+                    s = socket.create_connection((px.host, px.port), timeout=20)
+                    self.addCleanup(s.close)
+                    params = hz.sync_login(s, self.pg.user, self.pg.database, **startup)
+                    if sql == "show timezone":
+                        self.assertEqual(params["TimeZone"], want)
+                    for _ in range(2):
+                        rows, errs = hz.simple_query(s, sql)
+                        self.assertEqual(errs, [])
+                        self.assertEqual(rows, [[want.encode()]])
+                        if mode == "transaction":    # another client between, same server
+                            self.assertEqual(px.psql("show timezone"),
+                                             self.pg.psql("show timezone"))
+                    s.close()
+                    # what it SET and checked stays with it
+                    self.assertEqual(px.psql("show timezone"), self.pg.psql("show timezone"))
+            self.assertNotIn("param_sync", px.log())
+
+
 class TestTrackExtraParameters(pt.PgwharfTestCase):
     def setUp(self):
         super().setUp()
