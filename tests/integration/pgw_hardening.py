@@ -2,10 +2,11 @@
 test_crosstalk, test_malformed): a compact raw-protocol asyncio client, a
 load "fleet" that measures every request, a pgbench runner in the
 background, and leak checks (fds, server connections, RSS) that poll with
-a bound; FakeServer, the base of the fake PostgreSQL servers of
+a bound; socket_rows, a process's TCP sockets read from /proc (test_load,
+test_notify); FakeServer, the base of the fake PostgreSQL servers of
 test_hosts, test_admin and test_replication, and QueryServer, one that
-answers simple Queries (test_notify, test_startup_params).  Not a test module itself (no test_ prefix:
-ctest does not run it).
+answers simple Queries (test_notify, test_startup_params).  Not a test
+module itself (no test_ prefix: ctest does not run it).
 
 Standard library only (plus what pgwharf_test uses).
 
@@ -327,11 +328,45 @@ def server_conns(pg, user, db=None, states=False):
     return res
 
 
-def own_server_sockets(pid, port):
-    """pgwharf's own TCP connections to the PostgreSQL port, read from
-    /proc at about the moment its fds are counted (PostgreSQL's list of
-    backends lags: a backend of a pgwharf just stopped may still be
-    exiting, one just connected may not be listed yet)."""
+# /proc/net/tcp's st column (include/net/tcp_states.h)
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+              11: "CLOSING", 12: "NEW_SYN_RECV"}
+
+
+class TcpRow:
+    """One row of /proc/net/tcp or tcp6: local and remote as (address,
+    port), state by name (TCP_STATES), rx_queue / tx_queue in bytes (unread
+    by the socket's owner / not acknowledged by the peer), the socket's
+    inode."""
+    __slots__ = ("local", "remote", "state", "tx_queue", "rx_queue", "inode")
+
+    def __init__(self, cols, family):
+        self.local = _proc_addr(cols[1], family)
+        self.remote = _proc_addr(cols[2], family)
+        st = int(cols[3], 16)
+        self.state = TCP_STATES.get(st, "0x%02X" % st)
+        tx, rx = cols[4].split(":")
+        self.tx_queue, self.rx_queue = int(tx, 16), int(rx, 16)
+        self.inode = cols[9]
+
+    def __repr__(self):
+        return "TcpRow(%s:%d -> %s:%d %s rx=%d tx=%d inode=%s)" % (
+            self.local + self.remote + (self.state, self.rx_queue, self.tx_queue, self.inode))
+
+
+def _proc_addr(text, family):
+    """/proc/net/tcp's "0100007F:1F90" -> ("127.0.0.1", 8080): the address
+    is in 32-bit words of the host's byte order."""
+    addr, port = text.split(":")
+    words = [int(addr[i:i + 8], 16) for i in range(0, len(addr), 8)]
+    raw = struct.pack("=%dI" % len(words), *words)
+    return socket.inet_ntop(family, raw), int(port, 16)
+
+
+def socket_inodes(pid):
+    """The inodes (strings, as /proc/net/tcp's) of the sockets among process
+    pid's descriptors; an fd closed while they are read is left out."""
     inodes = set()
     fd_dir = "/proc/%d/fd" % pid
     for fd in os.listdir(fd_dir):
@@ -340,20 +375,39 @@ def own_server_sockets(pid, port):
         except OSError:
             continue
         if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    n = 0
-    for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
+            inodes.add(link[len("socket:["):-1])
+    return inodes
+
+
+def socket_rows(pid=None):
+    """The TCP sockets (IPv4 and IPv6) of process pid, read from /proc: its
+    descriptors' socket inodes, then the rows of /proc/PID/net/tcp and
+    tcp6 with those inodes (TcpRow).  pid None: every row of this network
+    namespace, whoever holds the socket (a TIME_WAIT one has no inode).
+    The two are read one after the other, not atomically: a socket the
+    process opens between them is missing."""
+    inodes = socket_inodes(pid) if pid is not None else None
+    base = "/proc/%s/net/" % (pid if pid is not None else "self")
+    rows = []
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if (int(cols[2].rsplit(":", 1)[1], 16) == port and cols[3] == "01"
-                            and cols[9] in inodes):
-                        n += 1
+            with open(base + name) as f:
+                lines = f.read().splitlines()[1:]
         except OSError:
-            pass
-    return n
+            continue                                  # (no IPv6 in the kernel)
+        for line in lines:
+            cols = line.split()
+            if inodes is None or cols[9] in inodes:
+                rows.append(TcpRow(cols, family))
+    return rows
+
+
+def own_server_sockets(pid, port):
+    """pgwharf's own TCP connections to the PostgreSQL port, read from
+    /proc at about the moment its fds are counted (PostgreSQL's list of
+    backends lags: a backend of a pgwharf just stopped may still be
+    exiting, one just connected may not be listed yet)."""
+    return sum(1 for r in socket_rows(pid) if r.remote[1] == port and r.state == "ESTABLISHED")
 
 
 class Baseline:
@@ -446,10 +500,10 @@ def tcp_zero_window(local_port, peer_port):
 
 
 def sockets(pid):
-    """`ss` lines for the TCP sockets of pid: state, local and peer address."""
-    cp = subprocess.run(["ss", "-tanp"], capture_output=True, text=True)
-    lines = [l for l in cp.stdout.splitlines() if "pid=%d," % pid in l]
-    return "\n".join(" ".join(l.split()[:1] + l.split()[3:5]) for l in lines)
+    """A line for each TCP socket of pid (socket_rows): state, local and
+    peer address."""
+    return "\n".join("%s %s:%d %s:%d" % ((r.state,) + r.local + r.remote)
+                     for r in socket_rows(pid))
 
 
 wait_until = pt.wait_until
@@ -606,17 +660,10 @@ class Pgbench:
 
     def sockets(self):
         """How many sockets pgbench holds (its connected clients)."""
-        n = 0
         try:
-            for fd in os.listdir("/proc/%d/fd" % self.proc.pid):
-                try:
-                    if os.readlink("/proc/%d/fd/%s" % (self.proc.pid, fd)).startswith("socket:"):
-                        n += 1
-                except OSError:
-                    pass
+            return len(socket_inodes(self.proc.pid))
         except OSError:
-            pass
-        return n
+            return 0                                  # (pgbench gone)
 
     def wait(self, timeout):
         try:

@@ -561,30 +561,9 @@ class TestFdExhaustion(LoadCase):
         """Has px a socket of its own for c's connection, and none whose
         other end has closed (CLOSE_WAIT: the harness's start-up probe,
         which px is still to close)?"""
-        fd_dir = "/proc/%d/fd" % px.pid
-        inodes = set()
-        for fd in os.listdir(fd_dir):
-            try:
-                link = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[len("socket:["):-1])
-        port, accepted = c.getsockname()[1], False
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                with open(table) as f:
-                    rows = [line.split() for line in f.read().splitlines()[1:]]
-            except OSError:
-                continue
-            for row in rows:
-                if row[9] not in inodes:
-                    continue
-                if row[3] == "08":                       # CLOSE_WAIT
-                    return False
-                if int(row[2].rsplit(":", 1)[1], 16) == port:
-                    accepted = True
-        return accepted
+        rows = hz.socket_rows(px.pid)
+        return (all(r.state != "CLOSE_WAIT" for r in rows)
+                and any(r.remote[1] == c.getsockname()[1] for r in rows))
 
 
 class TestFdBudget(LoadCase):

@@ -54,14 +54,11 @@ def read_notifications(sock, n, timeout=20):
 
 
 def tcp_rx_queue(local_port, remote_port):
-    """Bytes received and not read yet on the TCP connection (IPv4) from
+    """Bytes received and not read yet on the TCP connection from
     local_port to remote_port, -1 when there is none."""
-    with open("/proc/net/tcp") as f:
-        for line in f.read().splitlines()[1:]:
-            x = line.split()
-            if (int(x[1].split(":")[1], 16) == local_port and
-                    int(x[2].split(":")[1], 16) == remote_port):
-                return int(x[4].split(":")[1], 16)
+    for r in hz.socket_rows():
+        if (r.local[1], r.remote[1]) == (local_port, remote_port):
+            return r.rx_queue
     return -1
 
 
