@@ -19,7 +19,9 @@ The pieces:
   env(key)                 a value from $PGW_TEST_ENV (None when missing)
   free_port()              a free TCP port on 127.0.0.1 below 32768
   Postgres                 the test cluster: dsn(), psql(), stop/start/
-                           restart/kill9/pause/resume, backend_count()
+                           restart/kill9/pause/resume (pause and pause_all
+                           raise without a postmaster, return once stopped),
+                           backend_count()
   Pgwharf                  one pgwharf process with its own config, auth file
                            and log in a temp dir; a context manager
   PgwharfTestCase          unittest.TestCase that skips without a cluster,
@@ -587,24 +589,48 @@ class Postgres:
             _wait_gone(p, timeout)
         return pid
 
+    def running_postmaster(self, what):
+        """The postmaster's PID, for what (a step that needs one): raises
+        PgwharfError saying why there is none, where a signal to nobody
+        would leave the test checking nothing (a "freeze" that froze
+        nothing let pgbench run 120 000 transactions through it)."""
+        pidfile = os.path.join(self.datadir or "", "postmaster.pid")
+        try:
+            with open(pidfile) as f:
+                first = f.readline().strip()
+        except OSError as e:
+            raise PgwharfError("%s: no postmaster (cannot read %s: %s)" % (what, pidfile, e))
+        if not first.isdigit() or not _alive(int(first)):
+            raise PgwharfError("%s: no postmaster (%s names PID %r, %s)"
+                               % (what, pidfile, first,
+                                  "not running" if first.isdigit() else "not a PID"))
+        return int(first)
+
     def pause(self):
         """SIGSTOP the postmaster: new connections hang (the kernel still
-        completes TCP handshakes), running backends keep going."""
-        pid = self.postmaster_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGSTOP)
+        completes TCP handshakes), running backends keep going.  Back once
+        it is stopped; raises when there is no postmaster to stop."""
+        pid = self.running_postmaster("pause")
+        os.kill(pid, signal.SIGSTOP)
+        wait_stopped([pid])
         return pid
 
     def pause_all(self):
-        """SIGSTOP the postmaster and every backend: the whole server hangs."""
-        pid = self.postmaster_pid()
-        if pid is not None:
-            for p in [pid] + _children(pid):
-                try:
-                    os.kill(p, signal.SIGSTOP)
-                except ProcessLookupError:
-                    pass
-        return pid
+        """SIGSTOP the postmaster and every backend: the whole server
+        hangs.  Back once every one of them is stopped (wait_stopped);
+        raises when there is no postmaster.  Returns their PIDs, the
+        postmaster's first."""
+        pid = self.running_postmaster("pause_all")
+        os.kill(pid, signal.SIGSTOP)
+        wait_stopped([pid])           # stopped: it forks no more, its list of children is whole
+        kids = _children(pid)
+        for p in kids:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        wait_stopped(kids)
+        return [pid] + kids
 
     def resume(self):
         """SIGCONT the postmaster and its children (undoes pause/pause_all)."""
@@ -669,12 +695,34 @@ class Postgres:
 
 def _alive(pid):
     """Alive and not a zombie."""
+    return proc_state(pid) not in (None, "Z", "X")
+
+
+def proc_state(pid):
+    """The state letter of /proc/PID/stat (R, S, D, T stopped, Z...); None
+    when there is no such process."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
+            return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
+        return None
+
+
+def wait_stopped(pids, timeout=30):
+    """Until each of pids is stopped by a signal (state T), or gone (or a
+    zombie: it ended meanwhile); PgwharfError with the others' states
+    after timeout.  A SIGSTOP takes effect when the process next runs, not
+    when kill() returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = dict((p, proc_state(p)) for p in pids)
+        running = dict((p, st) for p, st in states.items() if st not in (None, "T", "Z", "X"))
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            raise PgwharfError("not stopped %ss after SIGSTOP: %s (PID: state)"
+                               % (timeout, running))
+        time.sleep(0.02)
 
 
 def _wait_gone(pid, timeout):

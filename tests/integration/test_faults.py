@@ -174,9 +174,24 @@ class TestFaults(FaultCase):
                       expect_errors=["08006", "08001", "57P01"])
 
     def test_freeze_sigstop_sigcont(self):
-        _, fleet, bench = self.scenario("freeze", lambda: self.pg.pause_all(),
-                                        lambda: self.pg.resume(), hold=10.0,
+        # The freeze held: every process of the cluster was still stopped
+        # when the hold ended.  (pause_all did nothing when it found no
+        # postmaster, and pgbench ran 120 000 transactions through the
+        # "freeze"; it raises now, and returns once all have stopped.)
+        frozen, thawed = [], {}
+
+        def freeze():
+            frozen.extend(self.pg.pause_all())
+
+        def thaw():
+            thawed.update((p, pt.proc_state(p)) for p in frozen)
+            self.pg.resume()
+
+        _, fleet, bench = self.scenario("freeze", freeze, thaw, hold=10.0,
                                         expect_errors=["57014", "08006", "08001"])
+        self.assertGreater(len(frozen), 1, "the postmaster and no other process")
+        self.assertEqual([p for p in frozen if thawed[p] not in ("T", "Z", None)], [],
+                         "not stopped at the end of the freeze: %s" % thawed)
         # 10 s frozen: requests on a frozen server met query_timeout, those
         # queued for one query_wait_timeout (their wait is not timed here).
         # Whose requests were on the 20 servers when it froze, the fleet's

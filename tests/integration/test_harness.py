@@ -139,6 +139,32 @@ class TestPostgresHelper(pt.PgwharfTestCase):
             self.pg.resume()
         self.assertEqual(self.pg.psql("select 1"), "1")
 
+    def test_pause_all_returns_with_every_process_stopped(self):
+        # pause_all sent its SIGSTOPs and returned: a process the signal
+        # had not reached yet still ran, and a child the postmaster forked
+        # meanwhile was never stopped.  It returns once all have stopped.
+        pids = self.pg.pause_all()
+        try:
+            self.assertEqual(pids[0], self.pg.postmaster_pid())
+            self.assertEqual(sorted(pids[1:]), sorted(pt._children(pids[0])))
+            self.assertGreater(len(pids), 1)      # (the checkpointer, at least)
+            states = dict((p, pt.proc_state(p)) for p in pids)
+            self.assertEqual([p for p, st in states.items() if st not in ("T", "Z")], [],
+                             states)
+        finally:
+            self.pg.resume()
+        self.assertEqual(self.pg.psql("select 1"), "1")
+
+    def test_pause_without_a_postmaster_fails(self):
+        # With no postmaster (postmaster.pid gone or naming a dead PID),
+        # pause and pause_all did nothing and said nothing: a "freeze" of
+        # py.faults froze nothing and passed.  They raise now.
+        self.pg.stop()
+        for pause in (self.pg.pause, self.pg.pause_all):
+            with self.assertRaises(pt.PgwharfError) as cm:
+                pause()
+            self.assertIn("no postmaster", str(cm.exception))
+
     def test_stop_left_for_teardown(self):
         # The cleanup of PgwharfTestCase must bring the cluster back.
         self.pg.stop()
