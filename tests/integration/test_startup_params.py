@@ -9,6 +9,7 @@ and SET again on whichever server the client gets.
 """
 
 import os
+import re
 import socket
 import struct
 import threading
@@ -424,65 +425,73 @@ class TestTrackExtraParameters(pt.PgwharfTestCase):
         self.assertGreaterEqual(px.log().count("event=param_sync"), 3, counts)
 
     def test_an_outside_cancel_on_a_login_set_does_not_end_the_login(self):
-        # In session mode a server is given at login, and the client's
-        # values SET there before the welcome.  A SET cancelled from
-        # outside (any client of the role may) ended the login with 57014,
-        # as if the server had refused the value; now the SETs go again, as
-        # at a link in transaction mode.  Logins of two clients with their
-        # own values take turns on one server under a cancel loop, until
-        # one whose SETs were cancelled has logged in, read its own values
-        # and left.
-        names = ["myapp.v%d" % i for i in range(8)]
-        px = self.start_pgwharf(settings=dict(
-            pool_mode="session", default_pool_size=1, query_timeout="20",
-            track_extra_parameters=", ".join(names)))
-        sql = "select " + ", ".join("current_setting('%s', true)" % n for n in names)
-        wrong, stop = [], threading.Event()
+        # In session mode a login that takes a server (the pool's first:
+        # no server has logged in yet) has the client's values SET there
+        # before the welcome.  A SET cancelled from outside (any client of
+        # the role may) ended the login with 57014, as if the server had
+        # refused the value; now the SETs go again, as at a link in
+        # transaction mode.  The cancel lands on the SET for sure: the
+        # SET of default_tablespace looks the name up in pg_tablespace,
+        # which the test holds locked, so the SET waits on the lock until
+        # cancelled -- and its second round until the test lets go.  (A
+        # cancel loop beside logins in turn left it to chance: a login
+        # takes a server only while the pool has none, and under load no
+        # cancel met such a login's SET within the test's 90 s.)
+        names = ["myapp.v%d" % i for i in range(3)]
+        key, marker = 4501, "set_config('default_tablespace'"
+        cq = "select pg_advisory_xact_lock_shared(%d) /* pgw_login_cq */" % key
+        px = self.start_pgwharf(
+            settings=dict(pool_mode="session", default_pool_size=1, query_timeout="60",
+                          server_connect_timeout="60",
+                          track_extra_parameters=", ".join(["default_tablespace"] + names)),
+            databases={self.pg.database: self.pg.conn_string(self.pg.database,
+                                                             connect_query=cq)})
+        opts = "-c default_tablespace=pg_default " + " ".join(
+            "-c %s=v_%d" % (n, i) for i, n in enumerate(names))
+        gate = psycopg2.connect(self.pg.dsn(), connect_timeout=10)
+        self.addCleanup(gate.close)
+        gate.autocommit = True
+        cur = gate.cursor()
+        cur.execute("select pg_advisory_lock(%d)" % key)
+        c = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(c.close)
+        login = pt.Background(lambda: hz.sync_login(c, self.pg.user, self.pg.database,
+                                                    self.pg.password, options=opts))
+        # The login's server is held in its connect_query; pg_tablespace is
+        # locked then, once that backend has started: one starting while
+        # it is locked may have to read every catalog (its relcache init
+        # file gone) and would wait on the lock too.  For the same reason
+        # the test asks PostgreSQL only on the gate's connection from here.
+        self.pg.wait_running("pgw_login_cq", lock_wait=True)
+        gate.autocommit = False
+        cur.execute("lock table pg_catalog.pg_tablespace in access exclusive mode")
+        cur.execute("select pg_advisory_unlock(%d)" % key)
 
-        def client(tag):
-            opts = " ".join("-c %s=%s_%d" % (n, tag, i) for i, n in enumerate(names))
-            want = tuple("%s_%d" % (tag, i) for i in range(len(names)))
-            for _ in range(20000):
-                if stop.is_set():
-                    break
-                try:
-                    conn = psycopg2.connect(px.dsn(options=opts), connect_timeout=10,
-                                            application_name="pgw_cancel_target")
-                except psycopg2.Error:
-                    continue                  # three rounds cancelled: a FATAL
-                try:
-                    conn.autocommit = True
-                    cur = conn.cursor()
-                    cur.execute(sql)
-                    if cur.fetchone() != want:
-                        wrong.append(tag)
-                except psycopg2.Error:
-                    pass                      # a cancel on its own query
-                finally:
-                    conn.close()
-
-        def cancelled_then_logged_in():
-            # In pgwharf's log: a client whose SET was cancelled at its
-            # login, then ended by its own Terminate (a port may serve
-            # several connections in turn: read in order).
-            cancelled = set()
-            for line in px.log().splitlines():
-                if "client=" not in line:
-                    continue
-                addr = line.split("client=", 1)[1].split()[0]
-                if "event=login " in line:
-                    cancelled.discard(addr)
-                elif "event=param_sync" in line and "sqlstate=57014" in line:
-                    cancelled.add(addr)
-                elif ("event=disconnect" in line and addr in cancelled and
-                      'reason="client terminated"' in line):
-                    return True
-            return False
-
-        run_under_cancels(self.pg, client, stop, cancelled_then_logged_in, 90,
-                          "a login whose SETs were cancelled")
-        self.assertEqual(wrong[:5], [])
-        self.assertTrue(cancelled_then_logged_in(), px.log().count("event=param_sync"))
+        def set_waiting():
+            cur.execute("select pg_stat_clear_snapshot()")
+            cur.execute("select pid from pg_stat_activity where wait_event_type = 'Lock' "
+                        "and query like %s and pid <> pg_backend_pid()", ("%" + marker + "%",))
+            return [r[0] for r in cur.fetchall()]
+        try:
+            pid = pt.wait_until(set_waiting, 30, what="the login's SET waiting on the lock")[0]
+            cur.execute("select pg_cancel_backend(%s)", (pid,))
+            self.assertEqual(cur.fetchone(), (True,))
+            pt.wait_until(lambda: "sqlstate=57014" in px.log() or not login.is_alive(), 30,
+                          what="the cancelled SET logged (event=param_sync)")
+            if login.is_alive():
+                pt.wait_until(set_waiting, 30, what="its second round waiting on the lock")
+        finally:
+            gate.rollback()
+        login.join(60)
+        self.assertFalse(login.is_alive(), "the login still waits")
+        self.assertIsNone(login.error, px.log_tail())
+        self.assertEqual(len(re.findall(r"event=param_sync .*sqlstate=57014", px.log())), 1,
+                         px.log_tail())
+        rows, errs = hz.simple_query(c, "show default_tablespace")
+        self.assertEqual((rows, errs), ([[b"pg_default"]], []))
+        rows, errs = hz.simple_query(c, "select " + ", ".join(
+            "current_setting('%s')" % n for n in names))
+        self.assertEqual((rows, errs), ([[b"v_0", b"v_1", b"v_2"]], []))
 
     def test_a_refused_reset_is_sent_again(self):
         # A RESET queued at a link (the client never set the parameter,
