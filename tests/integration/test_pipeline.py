@@ -944,23 +944,39 @@ class TestPipeline(pt.AppRoleTestCase):
         # A's query_timeout runs from then, and ends B's wait for it.  The
         # server closes; B gets 57014 naming query_timeout and stays.  B
         # waited for as long as A's query ran.
+        self.queued_client_left("query_timeout", 206)
+
+    def test_the_transaction_timeout_of_a_queued_client_that_left_ends_the_wait_for_its_query(self):
+        # As the test above, with transaction_timeout in place of
+        # query_timeout: A's query is one statement in its own transaction,
+        # which A's transaction_timeout would have ended had A stayed (the
+        # killed client ahead's test has the same for a client that held
+        # the server when it went).
+        self.queued_client_left("transaction_timeout", 214)
+
+    def queued_client_left(self, timeout, key):
+        """H's query held (gate key), A's queued behind it (its own query
+        held by gate key + 1) and B's behind A's; A leaves, then H's gate
+        opens: A's timeout (QT, from when its query starts) must end B's
+        wait for A's query."""
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
-            "metrics_port": "auto", "query_timeout": self.QT, "query_wait_timeout": 0})
+            "metrics_port": "auto", timeout: self.QT, "query_wait_timeout": 0})
 
         async def main():
             h, a, b = await self.conn(px), await self.conn(px), await self.conn(px)
-            ga = await self.gate(207)
+            ga = await self.gate(key + 1)
             try:
                 gh = await self.hold_and_queue(
-                    206, (h, "'H'"),
-                    (a, "select 'A', pg_advisory_xact_lock_shared(207) as marker_q207"),
+                    key, (h, "'H'"),
+                    (a, "select 'A', pg_advisory_xact_lock_shared(%d) as marker_q%d"
+                     % (key + 1, key + 1)),
                     (b, "select 'B'"), px=px, leaves=a)
                 await gh.open()
                 self.assertEqual(self.rows(await h.read_result())[0][0], "H")
                 rows, err = await asyncio.wait_for(b.read_result(), 30)
                 self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
-                self.assertIn("query_timeout", err.get("M"))
+                self.assertIn(timeout, err.get("M"))
                 self.assertNotIn("query_wait_timeout", err.get("M"))
                 self.assertEqual(self.rows(await asyncio.wait_for(b.query("select 'B2'"), 20)),
                                  [["B2"]])
