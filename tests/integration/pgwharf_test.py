@@ -575,10 +575,10 @@ class Postgres:
     def kill9(self, children=True, timeout=30):
         """SIGKILL the postmaster, as a crash would; with children=True also
         every backend and auxiliary process, so clients see their connections
-        die at once and start() can follow right away.  Returns the old PID."""
-        pid = self.postmaster_pid()
-        if pid is None:
-            return None
+        die at once and start() can follow right away.  Returns the old PID;
+        raises when there is no postmaster (a crash of nothing tests
+        nothing)."""
+        pid = self.running_postmaster("kill9")
         kids = _children(pid) if children else []
         for p in [pid] + kids:
             try:

@@ -155,14 +155,14 @@ class TestPostgresHelper(pt.PgwharfTestCase):
             self.pg.resume()
         self.assertEqual(self.pg.psql("select 1"), "1")
 
-    def test_pause_without_a_postmaster_fails(self):
+    def test_pause_and_kill9_without_a_postmaster_fail(self):
         # With no postmaster (postmaster.pid gone or naming a dead PID),
-        # pause and pause_all did nothing and said nothing: a "freeze" of
-        # py.faults froze nothing and passed.  They raise now.
+        # pause, pause_all and kill9 did nothing and said nothing: a
+        # "freeze" of py.faults froze nothing and passed.  They raise now.
         self.pg.stop()
-        for pause in (self.pg.pause, self.pg.pause_all):
+        for step in (self.pg.pause, self.pg.pause_all, self.pg.kill9):
             with self.assertRaises(pt.PgwharfError) as cm:
-                pause()
+                step()
             self.assertIn("no postmaster", str(cm.exception))
 
     def test_stop_left_for_teardown(self):
