@@ -2444,7 +2444,7 @@ void pgw_relay_acquire(struct pgw_session *s)
             s->wait_notified = false;
             pgw_session_arm_timer(s);       /* query_wait_notify */
         }
-        pgw_relay_left_while_queued(s);     /* a Terminate behind the request */
+        pgw_relay_left_while_queued(s);     /* a Terminate behind it, or its stream ended */
     } else {
         acquire_failed(s, pgw_pool_error_of(&s->waiter, r));
     }
@@ -3279,10 +3279,39 @@ static bool queued_for_server(const struct pgw_session *s)
  * nobody, and one that retried ran it twice.  (Once linked, what it sent
  * before the end runs, as PostgreSQL runs it: pgw_relay_client_eof, which
  * leaves the close of a queued client to its caller.)  Here: a Terminate
- * among what it sent; true when the session was closed. */
+ * among what it sent, or a stream that ended before this request queued
+ * (server_pipeline_depth: a request held behind a queued one, which takes
+ * a server only after the end of the stream was read); true when the
+ * client left: the session closed, or (its stream ended) ending once
+ * what was answered before is written. */
 bool pgw_relay_left_while_queued(struct pgw_session *s)
 {
-    if (!queued_for_server(s) || !s->cbuf)
+    if (!queued_for_server(s))
+        return false;
+    if (s->client_eof) {
+        if (pgw_pool_waiter_server_coming(&s->waiter)) {
+            pgw_pool_waiter_gone(&s->waiter);
+            return false;
+        }
+        if (s->state == PGW_SS_LOGIN_WAIT) {
+            pgw_session_close(s, NULL, "client closed the connection");
+            return true;
+        }
+        /* Out of the queue, the rest of what it sent dropped; the session
+         * ends once the replies before it are written (the one that ended
+         * its turn came in this same callback, and may still be in the
+         * batch of writes: pgw_batch_forget at a close would lose it). */
+        pgw_pool_cancel_wait(&s->waiter);
+        pgw_session_list_join(s);
+        if (s->cbuf)
+            s->cbuf->parsed = s->cbuf->len = s->cbuf->sent;
+        s->state = PGW_SS_IDLE;
+        s->query_start = 0;
+        s->waited_since = 0;
+        pgw_relay_eof_check(s);
+        return true;
+    }
+    if (!s->cbuf)
         return false;
     const struct pgw_iobuf *b = s->cbuf;
     for (uint32_t at = b->parsed; b->len - at >= PGW_MSG_HDR;) {

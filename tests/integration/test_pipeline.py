@@ -1823,7 +1823,12 @@ class TestPipeline(pt.AppRoleTestCase):
     def test_a_borrower_ending_its_stream_with_a_queue_behind_has_its_next_request_run(self):
         # The same for A, ahead of B: its INSERT is held while B is queued
         # behind it, and runs (on the next server A gets) after the end of
-        # A's stream.
+        # A's stream.  pgwharf is stopped while the gate opens, until B's
+        # query is done too, so that it reads both answers at once: B gives
+        # the server back before A's INSERT asks for one, which A gets at
+        # once.  (Read apart, A's INSERT would find the pool's one server
+        # B's and wait in the pool's queue, which a client whose stream
+        # ended leaves: the test below.)
         self.eof_table()
 
         async def main():
@@ -1832,7 +1837,14 @@ class TestPipeline(pt.AppRoleTestCase):
             await self.send_and_wait_read(a, hz.query_msg("insert into t_pipe_eof values (1)"))
             a.w.write_eof()
             self.eof_read(a)
-            await g.open()
+            os.kill(self.px.pid, signal.SIGSTOP)
+            try:
+                await g.open()
+                await self.until(lambda: self.pg.psql(
+                    "select count(*) from pg_stat_activity where state = 'idle' "
+                    "and query = 'select ''B'''") == "1", "B's query done")
+            finally:
+                os.kill(self.px.pid, signal.SIGCONT)
             got = await self.results_then_end(a, 2)
             self.assertEqual(got[0][0][0], "A")
             self.assertEqual(got[1], [])
@@ -1840,6 +1852,43 @@ class TestPipeline(pt.AppRoleTestCase):
             await b.close()
         self.run_async(main())
         self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "1")
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_borrower_whose_stream_ended_leaves_when_its_held_request_finds_the_pool_full(self):
+        # As above, but B's query waits on a second gate: when A's turn
+        # ends the pool's one server is B's, and A's held INSERT waits in
+        # the pool's queue, the end of A's stream read before it came
+        # there.  A leaves at once, as a client that leaves while its
+        # request waits in the pool's queue: the INSERT, which reached no
+        # server, never runs.  (It waited, as a client still there, and
+        # ran for nobody once B gave the server back.)
+        self.eof_table()
+
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g2 = await self.gate(114)
+            try:
+                g = await self.hold_and_queue(
+                    113, (a, "'A'"),
+                    (b, "select 'B', pg_advisory_xact_lock_shared(114) as marker_q114"))
+                await self.send_and_wait_read(a, hz.query_msg("insert into t_pipe_eof values (1)"))
+                a.w.write_eof()
+                self.eof_read(a)
+                await g.open()
+                # A's answer, its turn's end and its next request's acquire
+                # are one callback in pgwharf: by now A is queued or gone.
+                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+                self.assertEqual(metric(self.px, "pgwharf_pool_client_waiting"), 0,
+                                 "A waits for a server with its stream ended")
+                self.assertEqual(await a.r.read(), b"", "A's session did not end")
+                a.abort()
+                await self.wait_running("marker_q114")
+            finally:
+                await g2.open()
+            self.assertEqual(self.rows(await b.read_result()), [["B", ""]])
+            await b.close()
+        self.run_async(main())
+        self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "0")
         self.assertEqual(metric(self.px, FAILED), 0)
 
     def test_drivers_queue_and_every_one_reads_its_own_rows(self):
