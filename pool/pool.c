@@ -1078,19 +1078,28 @@ static bool turn_over(struct pgw_pool *pool, ev_tstamp now)
     return false;
 }
 
-/* The pool's logins on their way a turn (pool_turn) and more: they no
- * longer cover a waiter (pgw_pool_grow).  When one still does, the timer
- * kicks the pool as the first of those ages past a turn. */
-static int logins_stale(struct pgw_pool *pool, ev_tstamp now)
+/* The pool's servers on their way a turn (pool_turn) and more: logins,
+ * and jobs (connect_query, server_check_query, server_reset_query) sent
+ * that long ago.  They no longer cover a waiter (pgw_pool_grow): a check
+ * or reset stuck on a frozen backend kept its waiter from the pool's own
+ * room until server_connect_timeout (for ever with 0), as a stuck login
+ * did.  When one still does, the timer kicks the pool as the first of
+ * those ages past a turn. */
+static int on_way_stale(struct pgw_pool *pool, ev_tstamp now)
 {
     double turn = pool_turn(pool);
     ev_tstamp next = 0;
     int n = 0;
     for (struct pgw_list *l = pool->pending.next; l != &pool->pending; l = l->next) {
         const struct pgw_server *srv = pgw_container_of(l, struct pgw_server, node);
-        if (srv->state != PGW_SRV_CONNECTING)
+        ev_tstamp from;
+        if (srv->state == PGW_SRV_CONNECTING)
+            from = srv->start_time;
+        else if (srv->state == PGW_SRV_RESETTING)
+            from = srv_priv((struct pgw_server *)srv)->job_start;
+        else
             continue;
-        ev_tstamp at = srv->start_time + turn;
+        ev_tstamp at = from + turn;
         if (at <= now)
             n++;
         else if (next == 0 || at < next)
@@ -1144,14 +1153,16 @@ void pgw_pool_grow(struct pgw_pool *pool)
      * those beyond the logins on their way (review, session 44).  Stale
      * logins make way for one more login beyond the waiters, not one a
      * turn for good: on a frozen host each new login sticks too, and one
-     * client took the others' whole shared limit, one server a turn. */
+     * client took the others' whole shared limit, one server a turn.  A
+     * check or reset stuck as long (on_way_stale) no longer covers a
+     * waiter either, in the pool's own room too (session 45). */
     ev_tstamp now = pool_now(pool);
     bool on_way = pool->n_connecting + pool->n_resetting > 0;
     bool over = false;
     if (need <= open_now &&
-        (pool->paused || pool->n_connecting == 0 || pgw_list_empty(&pool->waiters) ||
+        (pool->paused || !on_way || pgw_list_empty(&pool->waiters) ||
          pool->n_connecting + pool->n_resetting > pool->n_waiters ||
-         !(over = turn_over(pool, now)) || need + logins_stale(pool, now) <= open_now))
+         !(over = turn_over(pool, now)) || need + on_way_stale(pool, now) <= open_now))
         return;
     if (size_room(pool) <= 0 || (on_way && pgw_list_empty(&pool->waiters)))
         return;

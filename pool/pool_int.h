@@ -59,6 +59,7 @@ enum srv_job {
 struct pool_server {
     struct pgw_server pub;
     enum srv_job job;
+    ev_tstamp job_start;      /* when the job (connect_query, a check, a reset) was sent */
     bool probe;               /* this connect is the breaker's probe */
     int host;                 /* its index in pool->hosts at the start */
     /* target_session_attrs=prefer-standby: libpq is asked for a standby

@@ -1059,6 +1059,7 @@ int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
     if (ps->out.failed)
         return PGW_ENOMEM;
     ps->job = job;
+    ps->job_start = pgw_mono_now(srv->pool->set->loop);
     srv->user_unnamed = 0;               /* a simple Query drops the unnamed statement */
     ps->err_sqlstate[0] = 0;
     ps->hdr_len = 0;

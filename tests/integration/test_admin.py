@@ -1558,12 +1558,16 @@ class TestBreakers(AdminTestCase):
         # and after a login with it was refused: its success ended that
         # refusal, so the next waiting client had a new login refused the
         # same way instead of the refusal at once (server_login_retry).
+        # A pool of two: the held login and the second client's.  (Past a
+        # turn the held connect_query no longer covers the first client,
+        # and with room a login beyond the waiters started for it, refused
+        # too: two refusals, not from the refusal ending.)
         gate = hz.Gate(self.pg, 7821)
         self.addCleanup(gate.close)
         held = self.pg.conn_string(self.pg.database, connect_query="select %s" % gate.sql())
         bad = self.pg.conn_string(self.pg.database, connect_query="select 1/0")
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "server_login_retry": "60s",
-                                          "query_wait_timeout": "30s"},
+                                          "query_wait_timeout": "30s", "default_pool_size": 2},
                                 databases={self.pg.database: held})
         conn = self.admin_conn(px)
         first = Background(lambda: pt.one(self.client(px), "select 1"))

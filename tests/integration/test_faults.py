@@ -620,6 +620,38 @@ class TestServerCheck(pt.PgwharfTestCase):
         bg.join(20)
         self.assertEqual((bg.error, bg.result), (None, "checked first"))
 
+    def test_a_stuck_check_leaves_its_waiter_the_pools_room_past_a_turn(self):
+        # The pool's one server, reused, is checked (server_check_delay 0)
+        # for a client, and the check gets no answer (it waits at the
+        # gate: a backend that hangs, a frozen host).  The pool has room
+        # for another server, but the check counted as a server on its way
+        # to the client until server_connect_timeout (60 s here; for ever
+        # with 0): the client waited out query_wait_timeout.  A check (or
+        # reset) sent a turn ago and more covers no waiter now, as a login
+        # stuck that long: a login starts for the client.
+        gate = hz.Gate(self.pg, 7076)
+        self.addCleanup(gate.close)
+        gate.open()
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2,
+            "server_check_delay": 0, "server_check_query": "select %s" % gate.sql(),
+            "query_wait_timeout": "10s", "server_connect_timeout": "60s"})
+        con = self.console_conn(px)
+        self.assertEqual(px.psql("select 1"), "1")
+        pt.wait_until(lambda: self.states(con) == ["used"], what="the reused server idle")
+        gate = self.hold(7076)                          # the next check waits
+        c = self.db_conn(px)
+        bg = pt.Background(lambda: pt.one(c, "select 'served'"))
+        self.pg.wait_running("select %s" % gate.sql(), lock_wait=True)   # its check
+        bg.join(30)
+        self.assertEqual((bg.error, bg.result), (None, "served"), px.log_tail())
+        self.assertEqual(self.pg.queries_running("select %s" % gate.sql(), lock_wait=True), 1,
+                         "the check no longer waits: the client was not served past it")
+        gate.open()
+        # (the checked one idle, the new one reused: due a check)
+        pt.wait_until(lambda: sorted(self.states(con)) == ["idle", "used"],
+                      what="the check over, the new server back")
+
     def test_one_check_for_one_waiter(self):
         # Three reused servers, all due (server_check_delay 0), and one
         # client: every idle server was checked for it.
