@@ -95,14 +95,8 @@ static void send_error(struct pgw_session *s, const char *sqlstate, const char *
  * ...) character whose second byte is 0x5C, and the quote after it ends
  * the literal early.  local: set_config's is_local, the value gone at the
  * end of the statement's transaction. */
-static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value, bool raw,
-                            bool local)
+static void value_literal(struct pgw_wbuf *b, const char *value, bool raw)
 {
-    static const char head[] = "pg_catalog.set_config('", mid[] = "', ";
-    const char *tail = local ? ", true)" : ", false)";
-    pgw_wbuf_append(b, head, sizeof(head) - 1);
-    pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
-    pgw_wbuf_append(b, mid, sizeof(mid) - 1);
     const char *v = value;
     while (*v && (unsigned char)*v < 0x80)
         v++;
@@ -126,6 +120,17 @@ static void set_config_call(struct pgw_wbuf *b, const char *name, const char *va
         pgw_wbuf_append(b, value, strlen(value));
         pgw_wbuf_append(b, tag, strlen(tag));
     }
+}
+
+static void set_config_call(struct pgw_wbuf *b, const char *name, const char *value, bool raw,
+                            bool local)
+{
+    static const char head[] = "pg_catalog.set_config('", mid[] = "', ";
+    const char *tail = local ? ", true)" : ", false)";
+    pgw_wbuf_append(b, head, sizeof(head) - 1);
+    pgw_wbuf_append(b, name, strlen(name));      /* a name of letters, digits, _ $ . */
+    pgw_wbuf_append(b, mid, sizeof(mid) - 1);
+    value_literal(b, value, raw);
     pgw_wbuf_append(b, tail, strlen(tail));
 }
 
@@ -678,7 +683,26 @@ static void startup_check_query(struct pgw_wbuf *b, const struct pgw_session *s,
         const char *v = p + strlen(p) + 1;
         if (p != s->startup_order)
             pgw_wbuf_append(b, ", ", 2);
-        set_config_call(b, p, v, startup_bytes(s->server->pool, p, v), true);
+        bool raw = startup_bytes(s->server->pool, p, v);
+        if (strcmp(p, s->px->tracked[PGW_TP_CLIENT_ENCODING]) == 0) {
+            /* At a login PostgreSQL checks only the name of a
+             * client_encoding (PrepareClientEncoding succeeds until the
+             * backend has started; the last one's conversion is the SET's
+             * to check): one with no conversion to the server's (LATIN1
+             * and SJIS, MULE_INTERNAL and UTF8) that a later one replaces
+             * logs in there, where set_config refused it (0A000). */
+            static const char w[] = "CASE WHEN pg_catalog.pg_char_to_encoding(",
+                              o[] = ") < 0 OR pg_catalog.octet_length(", t[] = ") > 63 THEN ";
+            pgw_wbuf_append(b, w, sizeof(w) - 1);
+            value_literal(b, v, raw);
+            pgw_wbuf_append(b, o, sizeof(o) - 1);
+            value_literal(b, v, raw);
+            pgw_wbuf_append(b, t, sizeof(t) - 1);
+            set_config_call(b, p, v, raw, true);
+            pgw_wbuf_append(b, " END", 4);
+        } else {
+            set_config_call(b, p, v, raw, true);
+        }
         p = v + strlen(v) + 1;
     }
     sync_stmt_end(b, m, keep);
@@ -873,7 +897,14 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
         free(s->sync_fail_msg);
         s->sync_fail_msg = f->message ? strdup(f->message) : NULL;
     }
-    if (s->state != PGW_SS_LOGIN_SYNC || s->login_refusal)
+    /* The check of a packet that gave a value twice (PGW_SYNC_CHECK)
+     * applies every tracked value of the packet in PostgreSQL's order:
+     * its refusal is PostgreSQL's, over one of a SET before it (the last
+     * client_encoding or statement_timeout, where an earlier value of
+     * another parameter is what PostgreSQL names). */
+    int k = s->sync_queued - s->swallow;
+    bool check = k >= 0 && k < s->sync_queued && s->sync_order[k] == PGW_SYNC_CHECK;
+    if (s->state != PGW_SS_LOGIN_SYNC || (s->login_refusal && !check))
         return;
     if (strcmp(state, "57014") == 0 && s->sync_tries + 1 < SYNC_TRIES) {
         s->sync_failed = true;
@@ -883,6 +914,7 @@ static void param_sync_failed(struct pgw_session *s, const struct pgw_wire_err_f
     size_t n = strlen(msg), d = f->detail ? strlen(f->detail) + 1 : 0;
     struct pgw_login_refusal *r = malloc(sizeof(*r) + n + 1 + d);
     if (r) {
+        free(s->login_refusal);
         memcpy(r->sqlstate, state, sizeof(r->sqlstate));
         memcpy(r->message, msg, n + 1);
         r->detail = d ? memcpy(r->message + n + 1, f->detail, d) : NULL;

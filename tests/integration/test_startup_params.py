@@ -232,6 +232,37 @@ class TestParameterGivenTwice(pt.PgwharfTestCase):
             # the pool's one server is fine for the next client
             self.assertEqual(px.psql("show timezone"), self.pg.psql("show timezone"))
 
+    def test_the_first_refused_is_named_even_before_the_sets(self):
+        # client_encoding and statement_timeout are SET before the check:
+        # a bad last value of one must not be named over an earlier value
+        # of another that PostgreSQL refuses first.
+        px = self.start_pgwharf(settings=dict(pool_mode="transaction", auth_type="trust",
+                                              track_extra_parameters="statement_timeout"))
+        for startup in (dict(options="-c TimeZone=bogus -c TimeZone=UTC", client_encoding="bogus"),
+                        dict(options="-c DateStyle=bogus -c DateStyle=ISO",
+                             statement_timeout="bogus")):
+            with self.subTest(**startup):
+                want = self.refusal(self.pg.host, self.pg.port, self.pg.password, **startup)
+                got = self.refusal(px.host, px.port, None, **startup)
+                self.assertEqual((got["S"], got["C"], got["M"], got.get("D")),
+                                 (want["S"], want["C"], want["M"], want.get("D")))
+
+    def test_an_earlier_client_encoding_is_checked_by_its_name_only(self):
+        # PostgreSQL checks only the name of a client_encoding a later one
+        # replaces (no conversion is looked up before the backend has
+        # started): MULE_INTERNAL, which has none to UTF8, logs in there.
+        cases = [(dict(options="-c client_encoding=MULE_INTERNAL", client_encoding="UTF8"), None),
+                 (dict(options="-c client_encoding=bogus", client_encoding="UTF8"), "22023")]
+        for mode in ("transaction", "session"):
+            px = self.start_pgwharf(settings=dict(pool_mode=mode, auth_type="trust"))
+            for startup, code in cases:
+                with self.subTest(mode=mode, **startup):
+                    want = self.refusal(self.pg.host, self.pg.port, self.pg.password, **startup)
+                    self.assertEqual(want and want["C"], code)
+                    got = self.refusal(px.host, px.port, None, **startup)
+                    self.assertEqual(got and (got["S"], got["C"], got["M"]),
+                                     want and (want["S"], want["C"], want["M"]))
+
     def test_values_that_are_fine_still_work_the_last_winning(self):
         for mode in ("transaction", "session"):
             px = self.start_pgwharf(settings=dict(pool_mode=mode, default_pool_size=1,
