@@ -329,7 +329,7 @@ const char *pgw_log_quote(char *buf, size_t size, const char *value)
 }
 
 /* A line the logfile or stderr got only part of (a full disk, a
- * non-blocking pipe; at RLIMIT_FSIZE pgwharf gets SIGXFSZ instead): the
+ * non-blocking pipe, RLIMIT_FSIZE: SIGXFSZ is ignored, proxy/main.c): the
  * next line written there starts with the newline it lacks (file_cut,
  * stderr_cut), so each event stays on a line of its own (the next event
  * was glued to the cut one).  What is left of the line is written at once

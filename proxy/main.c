@@ -394,6 +394,11 @@ static int run(const char *path, const struct options *o)
      * there (-q, -d: the terminal that started pgwharf still sees them). */
     char dropped_env[512];
     drop_libpq_env(dropped_env, sizeof(dropped_env));
+    /* A logfile (or stderr redirected to a file) that reaches RLIMIT_FSIZE
+     * sends SIGXFSZ, whose default action ends the process: ignored, the
+     * write fails with EFBIG instead, a line lost as on a full disk
+     * (common/log.c), and pgwharf serves on. */
+    signal(SIGXFSZ, SIG_IGN);
     struct pgw_conf_diag diag = { 0 };
     struct pgw_config *cfg = load(path, o->quiet || o->daemon, &diag);
     if (!cfg)

@@ -808,6 +808,7 @@ class Pgwharf:
         self.proc = None
         self.returncode = None
         self.killed = False          # stop() had to SIGKILL
+        self.preexec_fn = None       # run in the child before exec (a resource limit)
 
         self.settings = {
             "listen_addr": "127.0.0.1",
@@ -896,7 +897,8 @@ class Pgwharf:
                 self.proc = subprocess.Popen(
                     [self.binary] + self.args + [self.config_path],
                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                    cwd=self.dir, env=e, start_new_session=True)
+                    cwd=self.dir, env=e, start_new_session=True,
+                    preexec_fn=self.preexec_fn)
             finally:
                 logf.close()
             self.returncode = None

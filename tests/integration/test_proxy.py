@@ -3145,6 +3145,33 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
         with open(quiet.settings["logfile"]) as f:
             self.assertIn("event=started", f.read())
 
+    def test_a_logfile_at_the_file_size_limit_does_not_end_pgwharf(self):
+        # A write past RLIMIT_FSIZE sent SIGXFSZ, whose default action ended
+        # pgwharf (a logfile capped by `ulimit -f` or LimitFSIZE=): ignored
+        # now, the write fails with EFBIG and the line is lost, as on a
+        # full disk.  stderr goes to a file here too, under the same limit.
+        limit = 8192
+        px = self.prepared()
+        logfile = self.files(px)["logfile"]
+        px.settings["logfile"] = logfile
+        px.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        px.start()
+        for _ in range(500):         # a login and a disconnect line each
+            if os.path.getsize(logfile) >= limit:
+                break
+            psycopg2.connect(px.dsn()).close()
+        self.assertEqual(os.path.getsize(logfile), limit)
+        # the lines now fail at the limit (EFBIG; SIGXFSZ before)
+        for i in range(3):
+            conn = self.db_conn(px)
+            self.assertEqual(pt.one(conn, "select %d" % i), i)
+            conn.close()
+        self.assertTrue(px.alive(), px.log_tail())
+        console = self.console_conn(px)
+        _, pools = pt.show_table(console, "POOLS")
+        self.assertTrue(pools)
+        self.assertEqual(os.path.getsize(logfile), limit)
+
     def test_config_warnings_at_start_reach_the_log(self):
         # They went to stderr alone, before the log was open: a pgwharf
         # started with a logfile (or -d, -q) never logged its file's
