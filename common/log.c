@@ -30,6 +30,7 @@ static const int syslog_prio[] = {
 };
 static bool quiet;
 static bool file_cut, stderr_cut;        /* see write_line */
+static void write_line(int fd, const char *line, size_t n);
 
 /* syslog = 1: pgwharf's own sender, not syslog(3), whose send() blocks
  * while the daemon's queue is full (a stalled journald or rsyslogd, or
@@ -197,11 +198,17 @@ void pgw_log_use(int fd)
     int old = log_fd;
     log_fd = fd;
     /* A new file starts with a new line; the same file reopened (every
-     * reload reopens it) still lacks the newline of its cut line. */
+     * reload reopens it) still lacks the newline of its cut line.  A file
+     * left for another (logrotate renamed it, the logfile setting changed)
+     * gets that newline now, before it is closed: no later write ends its
+     * last line.  Best effort: a disk still full leaves it cut. */
     struct stat a, b;
     if (fd != old && !(fstat(fd, &a) == 0 && fstat(old, &b) == 0 && a.st_dev == b.st_dev &&
-                       a.st_ino == b.st_ino))
+                       a.st_ino == b.st_ino)) {
+        if (file_cut && old != STDERR_FILENO)
+            write_line(old, "", 0);          /* the newline alone */
         file_cut = false;
+    }
     if (old != STDERR_FILENO && old != fd)
         close(old);
 }

@@ -155,6 +155,38 @@ static void test_a_cut_line_is_ended_after_a_reopen(void **state)
     assert_non_null(strstr(buf + 41, "event=second"));
 }
 
+/* A new file after a cut line (logrotate renamed the old one, a reload
+ * reopened the logfile's path): the old file's cut line was never ended,
+ * its last line left without a newline; it is ended as the file is left.
+ * The new file starts with the next event, no empty line. */
+static void test_a_cut_line_is_ended_in_the_file_left_for_a_new_one(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pgw-test-log-XXXXXX", next[] = "/tmp/pgw-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int nfd = mkstemp(next);
+    assert_true(nfd >= 0);
+    log_cut_at_40(fd, false);
+    pgw_log_use(nfd);                        /* closes fd */
+    pgw_log(PGW_LOG_WARNING, "second", "key=whole");
+    char buf[1024], nbuf[1024];
+    int r = open(path, O_RDONLY);
+    ssize_t n = read(r, buf, sizeof(buf) - 1);
+    close(r);
+    ssize_t nn = pread(nfd, nbuf, sizeof(nbuf) - 1, 0);
+    unlink(path);
+    unlink(next);
+    pgw_log_use(STDERR_FILENO);              /* closes nfd */
+    pgw_log_set_quiet(false);
+    assert_int_equal(n, 41);
+    assert_int_equal(buf[40], '\n');
+    assert_true(nn > 3);
+    nbuf[nn] = '\0';
+    assert_true(strncmp(nbuf, "ts=", 3) == 0);
+    assert_non_null(strstr(nbuf, "event=second"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_a_long_value_is_cut_between_characters),
         cmocka_unit_test(test_a_cut_line_does_not_take_the_next_event),
         cmocka_unit_test(test_a_cut_line_is_ended_after_a_reopen),
+        cmocka_unit_test(test_a_cut_line_is_ended_in_the_file_left_for_a_new_one),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
