@@ -13,7 +13,8 @@
  * that one host, so libpq still tries them in turn.  Results are reused for dns_max_ttl
  * seconds (PgBouncer's key); a stale result is used while a fresh one is on its way.  A
  * failed lookup is kept for dns_nxdomain_ttl (see dns_failed), but not one
- * that failed for want of a descriptor (dns_fds_short).
+ * that failed for want of a descriptor (dns_fds_short), nor one that could
+ * not be made for want of memory or of a thread (dns_retry_later).
  *
  * Lifetimes: each lookup is a job of the set's offload (common/offload.h,
  * as proxy/peer.c's user lookups are): a detached thread, never joined (a
@@ -49,6 +50,7 @@ struct dns_req {
     char host[DNS_LIST_MAX], hostaddr[DNS_LIST_MAX], port[DNS_LIST_MAX];
     char error[512];
     bool fds_short;           /* it failed for want of a descriptor */
+    bool mem_short;           /* it failed for want of memory (EAI_MEMORY) */
 };
 
 /* ---- name resolution (the thread side touches only its dns_req) ------- */
@@ -99,6 +101,9 @@ static bool resolve_one(struct dns_req *r, const char *h, const char *port)
          * error", errno EMFILE: pgwharf's shortage, not the name's.  The
          * probe covers an errno overwritten on the way out. */
         r->fds_short = errno == EMFILE || errno == ENFILE || pgw_pool_fds_exhausted();
+        /* glibc short of memory (EAI_MEMORY; or EAI_SYSTEM, errno
+         * ENOMEM): pgwharf's shortage too, not the name's. */
+        r->mem_short = e == EAI_MEMORY || (e == EAI_SYSTEM && errno == ENOMEM);
         snprintf(r->error, sizeof(r->error), "could not translate host name \"%s\" to address: %s",
                  h, gai_strerror(e));
         return false;
@@ -148,18 +153,44 @@ static void dns_drop(struct pgw_offload_job *job)
 }
 
 static void dns_done(struct pgw_offload_job *job);
+static void wake_in(struct pgw_backend *be, double after);
+
+/* A lookup that could not be made, or failed, for want of memory or of a
+ * thread: pgwharf's shortage, not the name's (EAI_MEMORY was kept as the
+ * name's failure for dns_nxdomain_ttl, as an NXDOMAIN, every login refused
+ * 08001 long after; a thread that could not start was dropped without a
+ * word, the next maintenance tick trying again).  Nothing is kept, the breaker
+ * is left alone, and the name is looked up again after
+ * PGW_POOL_FDS_PAUSE, the waiters waiting for it under query_wait_timeout
+ * (earlier addresses, if any, stay in use meanwhile).  No callback runs
+ * here: called inside pgw_backend_admit too. */
+static void dns_retry_later(struct pgw_backend *be, const char *error)
+{
+    char q[600];
+    pgw_warn("server_resolve_failed", "backend=%s reason=%s retry_in=%.1f", be->address,
+             pgw_log_quote(q, sizeof(q), error), PGW_POOL_FDS_PAUSE);
+    be->dns_retry_at = pgw_mono_now(be->set->loop) + PGW_POOL_FDS_PAUSE;
+    wake_in(be, PGW_POOL_FDS_PAUSE);
+}
 
 static void dns_start(struct pgw_backend *be)
 {
     struct dns_req *r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!r) {
+        dns_retry_later(be, "out of memory for the lookup");
         return;
+    }
     r->be = be;
     r->hosts = strdup(be->hosts);
     r->ports = strdup(be->port);
-    if (!r->hosts || !r->ports ||
-        pgw_offload_submit(be->set->dns, &r->job, dns_resolve, dns_done, dns_drop) < 0) {
+    if (!r->hosts || !r->ports) {
         dns_req_free(r);
+        dns_retry_later(be, "out of memory for the lookup");
+        return;
+    }
+    if (pgw_offload_submit(be->set->dns, &r->job, dns_resolve, dns_done, dns_drop) < 0) {
+        dns_req_free(r);
+        dns_retry_later(be, "could not start a thread for the lookup");
         return;
     }
     be->dns = r;
@@ -253,8 +284,19 @@ static void dns_fds_short(struct pgw_backend *be, const char *error)
 
 static void dns_apply(struct pgw_backend *be, struct dns_req *r)
 {
+    if (r->job.error) {              /* no thread: the lookup never ran */
+        char why[160];
+        snprintf(why, sizeof(why), "could not start a thread for the lookup: %s",
+                 strerror(r->job.error));
+        dns_retry_later(be, why);
+        return;
+    }
     if (r->error[0] && r->fds_short) {
         dns_fds_short(be, r->error);
+        return;
+    }
+    if (r->error[0] && r->mem_short) {
+        dns_retry_later(be, r->error);
         return;
     }
     if (r->error[0]) {
@@ -470,7 +512,8 @@ static void wake_in(struct pgw_backend *be, double after)
 }
 
 /* Resolved addresses usable now?  0, PGW_EAGAIN (a lookup is on its way:
- * the async wakes the pools) or PGW_ESERVER_CONNECT (a failed lookup is
+ * the async wakes the pools; or one could not be made: the wake timer
+ * does, at dns_retry_at) or PGW_ESERVER_CONNECT (a failed lookup is
  * still cached, dns_nxdomain_ttl, and no earlier addresses: nothing wakes
  * the pools for this host before then, so a host list goes on to its next
  * host, with load_balance_hosts=disable too).  Starts a resolution when
@@ -479,11 +522,15 @@ static int dns_ready(struct pgw_backend *be, bool resolve, ev_tstamp now)
 {
     if (!be->hosts || !resolve)
         return 0;
-    if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns && now >= be->dns_error_until)
-        dns_start(be);
+    if ((!be->hostaddr || now >= be->hostaddr_until) && !be->dns && now >= be->dns_error_until) {
+        if (now >= be->dns_retry_at)
+            dns_start(be);
+        else
+            wake_in(be, be->dns_retry_at - now);
+    }
     if (be->hostaddr)
         return 0;
-    return be->dns ? PGW_EAGAIN : PGW_ESERVER_CONNECT;
+    return be->dns || now < be->dns_retry_at ? PGW_EAGAIN : PGW_ESERVER_CONNECT;
 }
 
 int pgw_backend_admit(struct pgw_backend *be, bool resolve, bool *probe)

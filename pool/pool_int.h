@@ -33,7 +33,9 @@
 /* How often the maintenance timer runs (idle/lifetime retirement,
  * min_pool_size, breaker probes). */
 #define PGW_POOL_TICK 1.0
-/* How long no server starts after pgwharf ran out of descriptors. */
+/* How long no server starts after pgwharf ran out of descriptors; how
+ * long a host name waits for its next lookup after one that could not be
+ * made (memory, a thread: backend.c's dns_retry_later). */
 #define PGW_POOL_FDS_PAUSE 0.5
 /* Under a shared max_db_connections / max_user_connections with more pools
  * waiting than it has servers: how much longer a pool with no server must
@@ -130,6 +132,9 @@ struct pgw_backend {
      * (dns_nxdomain_ttl); without addresses, logins fail with dns_error. */
     ev_tstamp dns_error_until;
     char dns_error[512];
+    /* The last lookup could not be made (pgwharf short of memory or of a
+     * thread, not the name's failure): none before dns_retry_at. */
+    ev_tstamp dns_retry_at;
 };
 
 /* One host of a pool's list: its backend, and what this pool gives libpq

@@ -19,6 +19,14 @@
  * lists chained: freeaddrinfo frees them as its own), as a DNS name with
  * several A records would: test_hosts.py spreads servers over them.
  *
+ * With PGW_GETADDRINFO_FAIL=PATH, a getaddrinfo of a name while PATH
+ * exists removes it and fails with EAI_MEMORY: one failure each time a
+ * test creates the file (glibc short of memory for the lookup).
+ *
+ * With PGW_THREAD_FAIL=PATH, a pthread_create while PATH exists removes it
+ * and fails with EAGAIN: one failure each time a test creates the file
+ * (no thread for a host name's lookup: the threads limit, or memory).
+ *
  * With PGW_EPOLL_FAIL=PATH, an epoll_ctl adding or changing a descriptor
  * while PATH exists removes it and fails with ENOMEM: one failure each time
  * a test creates the file (the kernel short of memory for the event).
@@ -35,7 +43,9 @@
  * on the user database leaves the rest of pgwharf running, test_hosts.py
  * to hold a backend's name lookup while a reload moves its pools away,
  * test_proxy.py to hold the start-up at unix_socket_group's look-up,
- * test_pipeline.py to lose a server as pgwharf writes to it.
+ * test_pipeline.py to lose a server as pgwharf writes to it,
+ * test_pgbouncer_keys.py to fail a host name's lookup for want of memory
+ * or of a thread.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,6 +56,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,8 +124,12 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
             return rc;
     }
     unsigned char a[16];
-    if (node && inet_pton(AF_INET, node, a) != 1 && inet_pton(AF_INET6, node, a) != 1)
+    if (node && inet_pton(AF_INET, node, a) != 1 && inet_pton(AF_INET6, node, a) != 1) {
+        const char *fail = getenv("PGW_GETADDRINFO_FAIL");
+        if (fail && *fail && unlink(fail) == 0)
+            return EAI_MEMORY;
         gate_wait("PGW_GETADDRINFO_GATE");      /* names only: libpq asks for numbers too */
+    }
     if (!real)
         return EAI_SYSTEM;
     return real(node, service, hints, res);
@@ -177,4 +192,17 @@ ssize_t send(int fd, const void *buf, size_t n, int flags)
         return -1;
     }
     return real(fd, buf, n, flags);
+}
+
+typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    pthread_create_fn real = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
+    const char *path = getenv("PGW_THREAD_FAIL");
+    if (path && *path && unlink(path) == 0)
+        return EAGAIN;
+    if (!real)
+        return ENOSYS;
+    return real(t, attr, fn, arg);
 }

@@ -5,7 +5,9 @@ with "@").
 """
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 import unittest
 
@@ -269,6 +271,56 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
             return self.lookups(px) >= 2
         pt.wait_until(relooked, timeout=30, interval=0.1, what="a new lookup after 1 s")
         self.assertEqual(self.lookups(px), 2, px.log_tail())
+
+    def start_failing(self, var, **settings):
+        """pgwharf with tests/nss_gate.c preloaded and an entry "byname" on
+        localhost: each time the returned path is created, the next call
+        var names fails once (nss_gate.c).  (px, path)."""
+        d = tempfile.mkdtemp(prefix="pgw-dns-")
+        self.addCleanup(shutil.rmtree, d, True)
+        fail = os.path.join(d, "fail")
+        settings.setdefault("dns_nxdomain_ttl", 3600)
+        px = self.start_pgwharf(
+            start=False, settings=settings,
+            databases={"byname": "host=localhost port=%d dbname=%s"
+                                 % (self.pg.port, self.pg.database)})
+        px.extra_env.update(pt.nss_gate_env(**{var: fail}))
+        px.start()
+        return px, fail
+
+    def assert_not_the_backends_failure(self, px):
+        rows = pt.show_table(self.console_conn(px), "BREAKERS")[1]
+        self.assertEqual([(r["failures"], r["last_error"]) for r in rows
+                          if r["backend"].startswith("localhost:")], [(0, "")])
+
+    def test_a_lookup_out_of_memory_is_not_kept_as_the_names_failure(self):
+        # getaddrinfo's EAI_MEMORY (glibc short of memory) was kept as the
+        # name's failure for dns_nxdomain_ttl, as an NXDOMAIN: the login
+        # failed 08001, as would every other for the hour.  Nothing is kept
+        # now and the breaker is left alone: the name is looked up again
+        # after half a second, the client waiting for it.
+        px, fail = self.start_failing("PGW_GETADDRINFO_FAIL")
+        open(fail, "w").close()
+        self.assertEqual(px.psql("select 'served'", db="byname"), "served")
+        self.assertFalse(os.path.exists(fail))          # the one lookup failed
+        self.assertIn('event=server_resolve_failed backend=localhost:%d reason="could not '
+                      'translate host name \\"localhost\\" to address: Memory allocation '
+                      'failure" retry_in=0.5' % self.pg.port, px.log())
+        self.assert_not_the_backends_failure(px)
+
+    def test_a_lookup_whose_thread_cannot_start_is_made_again(self):
+        # No thread for the lookup (pthread_create EAGAIN: the threads
+        # limit, or memory): the request was dropped without a word, the
+        # lookup made again at the next maintenance tick.  It is said now
+        # (the warning is what fails before), and made again after half a
+        # second, as after EAI_MEMORY, the client waiting for it.
+        px, fail = self.start_failing("PGW_THREAD_FAIL", query_wait_timeout=10)
+        open(fail, "w").close()
+        self.assertEqual(px.psql("select 'served'", db="byname"), "served")
+        self.assertFalse(os.path.exists(fail))          # the one thread failed
+        self.assertIn('event=server_resolve_failed backend=localhost:%d reason="could not '
+                      'start a thread for the lookup" retry_in=0.5' % self.pg.port, px.log())
+        self.assert_not_the_backends_failure(px)
 
     def test_zero_does_not_cache(self):
         px = self.start(dns_nxdomain_ttl=0)
