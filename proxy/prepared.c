@@ -1880,18 +1880,34 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     pgw_wbuf_msg_end(&q, mk);
     char *cname = names_dup(cn->name, names_shown(cn->name));
     struct pgw_iobuf *b = s->cbuf;
-    uint32_t old = (uint32_t)(len + 1 + PGW_MSG_HDR), add = (uint32_t)(m.len + q.len);
-    bool ok = cname && !m.failed && !q.failed;
-    if (ok && !room(b, add) &&
-        (ok = pgw_iobuf_reserve(s->px, &s->cbuf, b->len - b->sent + add)))
-        b = s->cbuf;
+    /* Room for what goes ahead and for what the text grows by (the new
+     * Query replaces the old in place, not beside it).  The Query is small
+     * (PGW_NOTIFY_QUERY_MAX), but the buffer may hold up to PGW_IOBUF_MAX
+     * of what the client pipelined behind it: room past that limit is
+     * 54000, as for a message too large (relay.c's read_on), not 53200,
+     * which is pgwharf short of memory (the reservation failing within
+     * the limit). */
+    uint32_t old = (uint32_t)(len + 1 + PGW_MSG_HDR);
+    uint32_t add = (uint32_t)m.len + (q.len > old ? (uint32_t)q.len - old : 0);
+    uint64_t need = (uint64_t)(b->len - b->sent) + add;
+    bool ok = cname && !m.failed && !q.failed, too_large = false;
+    if (ok && !room(b, add)) {
+        if ((too_large = need > PGW_IOBUF_MAX))
+            ok = false;
+        else if ((ok = pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need)))
+            b = s->cbuf;
+    }
     if (ok && !s->ps_queue)
         ok = (s->ps_queue = calloc(1, sizeof(*s->ps_queue))) != NULL;
     if (!ok) {
         free(cname);
         pgw_wbuf_deinit(&m);
         pgw_wbuf_deinit(&q);
-        pgw_session_close(s, "53200", "out of memory");
+        if (too_large)
+            pgw_session_close(s, "54000", "too much pipelined behind a DEALLOCATE (%llu bytes) "
+                              "to rewrite it", (unsigned long long)need);
+        else
+            pgw_session_close(s, "53200", "out of memory");
         return -1;
     }
     insert_here(b, m.data, (uint32_t)m.len);
