@@ -611,6 +611,84 @@ class TestAMessageTypePostgresRefuses(RelayCase):
         bad_login()                     # a warm one
         self.assert_same_server(pid)
 
+    # Inside a COPY FROM STDIN PostgreSQL (14 and later) reads the type
+    # byte alone and fails the COPY: ERROR 08P01 "unexpected message type
+    # 0x.. during COPY from stdin", then, its place in the stream lost,
+    # FATAL 08P01.  pgwharf sent the message on: the pooled server ended
+    # with them, and the next client needed a new login.  Now pgwharf ends
+    # the COPY itself (CopyFail, Sync, ROLLBACK, their answers dropped),
+    # gives the client PostgreSQL's two errors, and the server stays.
+    # (In a transaction block, which the COPY's failure leaves failed, the
+    # server is closed as for any client that leaves in one.)
+
+    COPY_END = [(b"E", ("ERROR", "08P01", "unexpected message type 0x%02X during COPY from stdin")),
+                (b"E", ("FATAL", "08P01", "terminating connection because protocol "
+                                          "synchronization was lost"))]
+
+    def copy_then(self, sock, start, payload):
+        sock.sendall(start)
+        while True:
+            t, body = hz.recv_msg(sock)
+            self.assertNotEqual(t, b"E", body)
+            if t == b"G":
+                break
+        return self.ends_with(sock, M(b"d", b"5\n") + payload)
+
+    def in_a_copy(self, start, before=None, kept=True):
+        pid = self.server_pid()
+        for name, payload in self.BAD.items():
+            with self.subTest(message=name):
+                want = [(t, (e[0], e[1], e[2].replace("%02X", "%02X" % payload[0])))
+                        for t, e in self.COPY_END]
+                for sock in (self.direct(), self.login()):
+                    if before:
+                        for q in before:
+                            self.assertEqual(hz.simple_query(sock, q)[1], [])
+                    self.assertEqual(self.copy_then(sock, start, payload), want)
+                self.assertEqual(self.pg.psql("select count(*) from relay_bad_type",
+                                              user=self.pg.user), "0")
+                if kept:
+                    self.assert_same_server(pid)
+                else:
+                    pid = self.server_pid()     # (a server in no transaction)
+                    self.assertEqual([r["state"] for r in self.px.show("SERVERS")], ["idle"])
+
+    def test_in_a_copy(self):
+        self.in_a_copy(hz.query_msg("copy relay_bad_type from stdin"))
+
+    def test_in_a_copy_in_a_transaction_block(self):
+        """The COPY left the block failed: the server is closed, as at any
+        client's end in one (rolled back: the INSERT before it is gone)."""
+        self.in_a_copy(hz.query_msg("copy relay_bad_type from stdin"),
+                       before=["begin", "insert into relay_bad_type values (1)"], kept=False)
+
+    # With max_prepared_statements on, prepared.c cannot tell whether that
+    # COPY read the Sync before it (the tracker alone tells by the
+    # CopyFail's own error): unsure, the server is closed, never pooled
+    # with an answer still to come.
+    EXT_SYNC_KEPT = False
+
+    def test_in_an_extended_copy_with_its_sync(self):
+        """As libpq sends it: Parse, Bind, Execute, Sync, then the data (the
+        COPY reads that Sync and ignores it; after its error the server
+        skips to the next, pgwharf's)."""
+        self.in_a_copy(hz.parse_msg("", "copy relay_bad_type from stdin") + bind_execute() +
+                       SYNC, kept=self.EXT_SYNC_KEPT)
+
+    def test_in_an_extended_copy_with_no_sync_yet(self):
+        self.in_a_copy(hz.parse_msg("", "copy relay_bad_type from stdin") + bind_execute() +
+                       M(b"H"))
+
+
+class TestAMessageTypePostgresRefusesInSessionMode(TestAMessageTypePostgresRefuses):
+    settings = {"pool_mode": "session"}
+    EXT_SYNC_KEPT = True
+
+
+class TestAMessageTypePostgresRefusesWithoutPreparedStatements(TestAMessageTypePostgresRefuses):
+    settings = {"max_prepared_statements": 0}
+    EXT_SYNC_KEPT = True
+
 
 class TestTerminateWhileQueued(RelayCase):
     """A Terminate from a client whose request waits in the pool's queue
