@@ -3427,16 +3427,26 @@ bool pgw_relay_left_while_queued(struct pgw_session *s)
     if (!s->cbuf)
         return false;
     const struct pgw_iobuf *b = s->cbuf;
-    for (uint32_t at = b->parsed; b->len - at >= PGW_MSG_HDR;) {
-        uint32_t mlen = pgw_get_u32(b->data + at + 1);
-        if (b->data[at] == PGW_FE_TERMINATE) {
+    for (uint32_t at = b->parsed; at < b->len;) {
+        /* A message of a type PostgreSQL refuses (fe_type_valid, read
+         * before its length) ends the session as a Terminate there would,
+         * with its FATAL (it waited for the server, then ran the request
+         * for nobody). */
+        bool invalid = !fe_type_valid(b->data[at]) && !s->replication;
+        if (!invalid && b->len - at < PGW_MSG_HDR)
+            return false;
+        if (b->data[at] == PGW_FE_TERMINATE || invalid) {
             if (pgw_pool_waiter_server_coming(&s->waiter)) {
                 pgw_pool_waiter_gone(&s->waiter);     /* queued_for_server */
                 return false;
             }
-            pgw_session_close(s, NULL, "client terminated");
+            if (invalid)
+                pgw_session_close(s, "08P01", "invalid frontend message type %d", b->data[at]);
+            else
+                pgw_session_close(s, NULL, "client terminated");
             return true;
         }
+        uint32_t mlen = pgw_get_u32(b->data + at + 1);
         if (mlen < 4 || mlen >= b->len - at)
             return false;
         at += mlen + 1;

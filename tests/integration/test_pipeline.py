@@ -379,6 +379,30 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, FAILED), 0)
 
+    def test_a_queued_client_sending_a_refused_message_type_leaves_as_at_a_terminate(self):
+        # A message of a type PostgreSQL refuses (a PasswordMessage) from a
+        # client whose query is queued on the busy server ends it as a
+        # Terminate there does: at once, with PostgreSQL's FATAL, its reply
+        # dropped; the others get their own answers.
+        async def main():
+            a, b, c = await self.conn(), await self.conn(), await self.conn()
+            g = await self.hold(12, a, "'A'")
+            try:
+                await self.queue((b, "select 'B'"), (c, "select 'C'"))
+                for x, end in ((b, hz.msg(b"p", b"garbage\x00")), (c, hz.msg(b"X"))):
+                    x.send(end)
+                    await self.until(lambda: metric(self.px, "pgwharf_pool_client_waiting")
+                                     == (1 if x is b else 0), "the client gone")
+                t, body = await b.read_msg()
+                self.assertEqual((t, hz.parse_fields(body).get("M")),
+                                 (b"E", "invalid frontend message type 112"))
+            finally:
+                await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            self.assertEqual(self.rows(await a.query("select 'A2'")), [["A2"]])
+            await a.close()
+        self.run_async(main())
+
     def test_the_last_queued_client_leaving_keeps_its_reply_from_the_next_borrower(self):
         async def main():
             a, b, c, d = (await self.conn(), await self.conn(), await self.conn(),

@@ -727,6 +727,31 @@ class TestTerminateWhileQueued(RelayCase):
         self.assertEqual(self.rows_in_table(), "0")
         self.assert_own_answer(holder)
 
+    def test_a_refused_message_type_leaves_as_a_terminate_does(self):
+        # A message of a type PostgreSQL refuses behind the queued request
+        # ends the session as a Terminate there does: at once, with
+        # PostgreSQL's FATAL, the request dropped.  It waited for the
+        # server, the request ran for nobody, then the FATAL came.
+        holder = self.login()
+        holder.sendall(hz.query_msg("begin"))
+        hz.read_until_ready(holder)
+        bad = M(b"p", b"garbage\x00")
+        for name, send in (("together", lambda a, q: a.sendall(q + bad)),
+                           ("later", lambda a, q: self.queued_then(a, q, bad))):
+            with self.subTest(sent=name):
+                a = self.login()
+                send(a, hz.query_msg("insert into relay_terminate values (1)"))
+                data, closed = hz.read_until_closed(a, 20)
+                self.assertTrue(closed, "the session did not end at the refused message")
+                self.assertEqual(backend_messages(data),
+                                 [(b"E", ("FATAL", "08P01", "invalid frontend message type 112"))])
+                self.assertEqual(self.px.show("CLIENTS", port=a.getsockname()[1]), [])
+        holder.sendall(hz.query_msg("commit"))
+        hz.read_until_ready(holder)
+        self.assert_b_served()
+        self.assertEqual(self.rows_in_table(), "0")
+        self.assert_own_answer(holder)
+
     def queued_then(self, a, request, end):
         port = a.getsockname()[1]
         a.sendall(request)
