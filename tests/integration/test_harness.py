@@ -143,6 +143,8 @@ class TestPostgresHelper(pt.PgwharfTestCase):
         # pause_all sent its SIGSTOPs and returned: a process the signal
         # had not reached yet still ran, and a child the postmaster forked
         # meanwhile was never stopped.  It returns once all have stopped.
+        # (A smoke test: SIGSTOP lands at once here, so the old pause_all
+        # failed it only by its return value.)
         pids = self.pg.pause_all()
         try:
             self.assertEqual(pids[0], self.pg.postmaster_pid())
@@ -159,7 +161,14 @@ class TestPostgresHelper(pt.PgwharfTestCase):
         # With no postmaster (postmaster.pid gone or naming a dead PID),
         # pause, pause_all and kill9 did nothing and said nothing: a
         # "freeze" of py.faults froze nothing and passed.  They raise now.
-        self.pg.stop()
+        self.pg.kill9()                       # postmaster.pid left naming a dead PID
+        self.assertTrue(os.path.exists(os.path.join(self.pg.datadir, "postmaster.pid")))
+        for step in (self.pg.pause, self.pg.pause_all, self.pg.kill9):
+            with self.assertRaises(pt.PgwharfError) as cm:
+                step()
+            self.assertIn("not running", str(cm.exception))
+        self.pg.start()
+        self.pg.stop()                        # postmaster.pid gone
         for step in (self.pg.pause, self.pg.pause_all, self.pg.kill9):
             with self.assertRaises(pt.PgwharfError) as cm:
                 step()

@@ -998,6 +998,8 @@ class TestPipeline(pt.AppRoleTestCase):
                     (b, "select 'B'"), px=px, leaves=a)
                 await gh.open()
                 self.assertEqual(self.rows(await h.read_result())[0][0], "H")
+                # What fails without the timeout is this wait (the message
+                # names query_timeout and transaction_timeout alike).
                 rows, err = await asyncio.wait_for(b.read_result(), 30)
                 self.assertEqual((rows, err.get("C"), err.get("S")), ([], "57014", "ERROR"))
                 self.assertIn(timeout, err.get("M"))
