@@ -888,6 +888,7 @@ struct grow_try {
     struct pgw_pool *pool;
     bool probe;
     bool standby_pass;
+    bool recheck;     /* only the hosts skipped for their kind (recheck_due) */
     const struct pgw_pool_waiter *w;  /* the replication client it is for, else NULL */
 };
 
@@ -905,15 +906,33 @@ static int grow_try_host(int i, void *arg)
     struct pool_host *h = &t->pool->hosts[i];
     if (host_tried(t->w, i))
         return PGW_EBREAKER_OPEN;  /* this client had it: one attempt a host */
-    if (host_skipped(t->pool, h, pool_now(t->pool), t->standby_pass))
-        return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match */
+    if (host_skipped(t->pool, h, pool_now(t->pool), t->standby_pass) != t->recheck)
+        return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match (or,
+                                    * rechecking, not one skipped) */
     return pgw_backend_admit(h->be, pgw_backend_resolves(h->be, &h->spec), &t->probe);
+}
+
+/* May a host skipped for its kind be tried again now, before its
+ * server_login_retry is over?  Only when no other host can take an attempt
+ * (the caller's to know), and a second at least after the last refusal
+ * of one or recheck (kind_recheck_at).  After a failover the standby,
+ * refused while the primary was failing, is promoted: clients were told
+ * that no host matched until server_login_retry ended, though libpq's
+ * own multi-host connect found the new primary at once (hunt: 12.6 s
+ * with the default 15 s).  One login a second at most, per pool: no
+ * storm on a standby that stays one.  Not with prefer-standby: its
+ * second pass takes the skipped hosts anyway. */
+static bool recheck_due(const struct pgw_pool *pool, ev_tstamp now)
+{
+    return pool->tsa != PGW_TSA_PREFER_STANDBY && now >= pool->kind_recheck_at;
 }
 
 /* The host of the next connection attempt (pgw_hosts_choose).  With
  * prefer-standby, libpq's two passes: the hosts not found to be anything
  * but a standby first; only when none of them can take the attempt now
- * (each found not to be one, unreachable, or its breaker open) any host. */
+ * (each found not to be one, unreachable, or its breaker open) any host.
+ * With no host to take it otherwise, one skipped for its kind when a
+ * recheck is due (recheck_due). */
 static int choose_host(struct pgw_pool *pool, struct grow_try *t)
 {
     t->standby_pass = pool->tsa == PGW_TSA_PREFER_STANDBY;
@@ -921,6 +940,14 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
     if (i == PGW_EBREAKER_OPEN && t->standby_pass) {
         t->standby_pass = false;
         i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
+    }
+    ev_tstamp now = pool_now(pool);
+    if (i == PGW_EBREAKER_OPEN && recheck_due(pool, now)) {
+        t->recheck = true;
+        i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
+        t->recheck = false;
+        if (i >= 0)
+            pool->kind_recheck_at = now + 1.0;
     }
     return i;
 }
@@ -1215,10 +1242,13 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
     ev_tstamp now = pool_now(pool);
     const struct pgw_backend *open = NULL, *unresolved = NULL;
     int skipped = 0;
+    bool recheck = false;
     for (int k = 0; k < pool->nhosts; k++) {
         const struct pool_host *h = &pool->hosts[(pool->cursor.next + k) % pool->nhosts];
         if (host_skipped(pool, h, now, false)) {
             skipped++;
+            recheck = recheck || (recheck_due(pool, now) &&
+                                  !pgw_breaker_blocked(&h->be->breaker, now));
             continue;
         }
         if (pgw_breaker_blocked(&h->be->breaker, now)) {
@@ -1231,8 +1261,8 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
         }
         return 0;
     }
-    if (!open && !unresolved)
-        return 0;
+    if ((!open && !unresolved) || recheck)
+        return 0;      /* recheck: a host skipped for its kind is tried */
     if (open)
         pgw_backend_error(open, err);
     else
@@ -1318,8 +1348,18 @@ static bool host_skip(struct pgw_pool *pool, int i, const struct pgw_backend *be
     if (i < 0 || i >= pool->nhosts || pool->hosts[i].be != be)
         return false;
     double retry = pool->set->cfg->server_login_retry;
-    pool->hosts[i].skip_until = pool_now(pool) + (retry > 1.0 ? retry : 1.0);
+    ev_tstamp now = pool_now(pool);
+    pool->hosts[i].skip_until = now + (retry > 1.0 ? retry : 1.0);
+    pool->kind_recheck_at = now + 1.0;    /* no recheck (recheck_due) for a second */
     return true;
+}
+
+void pgw_pool_host_matched(struct pgw_pool *pool, int i, const struct pgw_backend *be)
+{
+    /* prefer-standby: a login of its second pass matches any host. */
+    if (pool->tsa != PGW_TSA_PREFER_STANDBY && i >= 0 && i < pool->nhosts &&
+        pool->hosts[i].be == be)
+        pool->hosts[i].skip_until = 0;
 }
 
 void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,

@@ -241,6 +241,11 @@ struct pgw_pool {
     /* libpq's text of the last host found not to match
      * target_session_attrs (the reason when every host is skipped). */
     char *mismatch_error;
+    /* Not before this may a host skipped for its kind (pool_host
+     * skip_until) be tried again while no other host can be (every one
+     * down): a standby promoted after the primary failed is found in a
+     * second, not server_login_retry later (choose_host's recheck). */
+    ev_tstamp kind_recheck_at;
     struct pgw_pool_stats st; /* counters only; gauges computed on demand */
 };
 
@@ -334,6 +339,9 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
 /* prefer-standby: host i could not be reached when asked for a standby:
  * the standby pass skips it as it skips a host that is not one. */
 void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be);
+/* A login on host i (of backend be) matched target_session_attrs: the
+ * host is skipped no more (a standby since promoted). */
+void pgw_pool_host_matched(struct pgw_pool *pool, int i, const struct pgw_backend *be);
 /* prefer-standby: would a connection to host i ask libpq for a standby
  * (no: the host is known not to be one, for now)? */
 bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i);

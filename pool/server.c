@@ -674,8 +674,10 @@ static void login_succeeded(struct pgw_server *srv)
     /* Not a login started under settings a reload has since changed: its
      * success says nothing of the new ones, which may have been refused
      * (server_login_retry) meanwhile. */
-    if (ps->settings_gen == pool->settings_gen)
+    if (ps->settings_gen == pool->settings_gen) {
         pgw_pool_login_ok(pool);
+        pgw_pool_host_matched(pool, ps->host, srv->backend);
+    }
     const char *over = NULL;
     if (!server_reusable(srv))
         pgw_server_close(srv, "not reusable after login");

@@ -938,6 +938,49 @@ class KindChangeTest(SideClusterTestCase):
         # server_login_retry is 60 s: well within it
         pt.wait_until(served, 20, what="the primary serving again")
 
+    def test_a_standby_promoted_after_the_primary_failed_is_found_at_once(self):
+        # Failover: the primary dies, the standby (refused meanwhile as
+        # read-only, so skipped for server_login_retry) is promoted.
+        # libpq's own multi-host connect found the new primary at once;
+        # pgwharf refused every login ("another host of the list does not
+        # match") until server_login_retry ended (hunt: 12.6 s with the
+        # default).  Now, with every other host down, the skipped host is
+        # tried again (a second after its refusal at the soonest).
+        standby = self.side.start("standby", "standby4")
+        prim_sock = self.side.start("rw", "prim4")
+        prim_data = os.path.join(self.side.root, "prim4")
+        px = self.start_pgwharf(settings=dict(SETTINGS, breaker_threshold=1,
+                                              server_login_retry="600s",
+                                              query_wait_timeout="60s"), databases={
+            "rw": "host=%s,%s port=%d dbname=%s target_session_attrs=read-write "
+                  "load_balance_hosts=disable" % (prim_sock, standby, self.pg.port,
+                                                  self.pg.database)})
+        self.assertEqual(self.where(self.db_conn(px, db="rw")), "prim4")
+        self.side._run("pg_ctl", "stop", "-D", prim_data, "-m", "immediate", "-w", "-t", "60")
+
+        def standby_refused():
+            try:
+                self.where(self.db_conn(px, db="rw"))
+            except psycopg2.Error:
+                pass
+            return "session is read-only" in px.log()
+        pt.wait_until(standby_refused, 30, what="a login refused by the standby: %s"
+                      % px.log_tail())
+        self.side.promote("standby4")
+
+        def served():
+            try:
+                return self.where(self.db_conn(px, db="rw")) == "standby4"
+            except psycopg2.Error:
+                return False
+        # server_login_retry is 600 s: the base waited it out
+        pt.wait_until(served, 20, interval=0.2, what="the promoted standby serving: %s"
+                      % px.log_tail())
+        # The host matches again: each new server goes there, not one a
+        # recheck (three clients at once, each holding its own).
+        self.assertEqual([self.where(self.db_conn(px, db="rw")) for _ in range(3)],
+                         ["standby4"] * 3)
+
 if __name__ == "__main__":
     import unittest
     unittest.main()
