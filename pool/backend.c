@@ -650,13 +650,16 @@ void pgw_backend_get_info(const struct pgw_backend *be, struct pgw_backend_info 
     info->last_error = be->last_error;
     info->last_sqlstate = be->last_sqlstate;
     /* a name once looked up (not one given with its hostaddr) */
-    info->hostname = be->hosts && (be->hostaddr || be->dns || be->dns_error[0]) ? be->hosts : NULL;
+    info->hostname = be->hosts && (be->hostaddr || be->dns || be->dns_error[0] ||
+                                   be->dns_retry_at > 0) ? be->hosts : NULL;
     info->addrs = be->hostaddr;
     info->addrs_until = be->hostaddr_until;
     /* dns_ready looks the name up once both have passed */
     info->lookup_due = be->hostaddr ? be->hostaddr_until : 0;
     if (be->dns_error_until > info->lookup_due)
         info->lookup_due = be->dns_error_until;
+    if (!be->dns && be->dns_retry_at > info->lookup_due)   /* dns_retry_later */
+        info->lookup_due = be->dns_retry_at;
     info->resolving = be->dns != NULL;
 }
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import unittest
 
@@ -321,6 +322,41 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
         self.assertIn('event=server_resolve_failed backend=localhost:%d reason="could not '
                       'start a thread for the lookup" retry_in=0.5' % self.pg.port, px.log())
         self.assert_not_the_backends_failure(px)
+
+    def test_show_dns_hosts_lists_a_name_waiting_to_be_looked_up_again(self):
+        # A name whose lookups fail for want of memory is looked up every
+        # half second: SHOW DNS_HOSTS listed no row for it (README: a row
+        # per name "from its first lookup on"), nor SHOW LISTS' dns_names.
+        px, fail = self.start_failing("PGW_GETADDRINFO_FAIL", query_wait_timeout=5)
+        stop = threading.Event()
+
+        def refail():                    # each lookup fails
+            while not stop.is_set():
+                if not os.path.exists(fail):
+                    open(fail, "w").close()
+                time.sleep(0.01)
+        t = threading.Thread(target=refail)
+        t.start()
+        self.addCleanup(t.join)
+        self.addCleanup(stop.set)
+        open(fail, "w").close()
+        sock = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(sock.close)
+
+        def login():                     # waits for a server (57014 at 5 s)
+            try:
+                hz.sync_login(sock, self.pg.user, "byname", self.pg.password)
+            except (hz.PgError, OSError):
+                pass
+        waiter = threading.Thread(target=login)
+        waiter.start()
+        self.addCleanup(waiter.join)
+        pt.wait_until(lambda: px.log().count("retry_in=0.5") >= 2, timeout=10,
+                      what="two lookups short of memory")
+        rows = [r for r in px.show("DNS_HOSTS") if r["hostname"] == "localhost"]
+        self.assertEqual(len(rows), 1, px.show("DNS_HOSTS"))
+        self.assertIn(int(rows[0]["ttl"]), (0, 1), rows)
+        self.assertEqual(rows[0]["addrs"], "")
 
     def test_zero_does_not_cache(self):
         px = self.start(dns_nxdomain_ttl=0)
