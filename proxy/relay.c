@@ -3397,6 +3397,22 @@ static bool queued_for_server(const struct pgw_session *s)
  * a server only after the end of the stream was read); true when the
  * client left: the session closed, or (its stream ended) ending once
  * what was answered before is written. */
+/* Out of the pool's queue, the rest of what it sent dropped; the session
+ * ends once the replies before it are written (the one that ended its
+ * turn came in this same callback, and may still be in the batch of
+ * writes: pgw_batch_forget at a close would lose it).  client_eof set. */
+static void leave_queue(struct pgw_session *s)
+{
+    pgw_pool_cancel_wait(&s->waiter);
+    pgw_session_list_join(s);
+    if (s->cbuf)
+        s->cbuf->parsed = s->cbuf->len = s->cbuf->sent;
+    s->state = PGW_SS_IDLE;
+    s->query_start = 0;
+    s->waited_since = 0;
+    pgw_relay_eof_check(s);
+}
+
 bool pgw_relay_left_while_queued(struct pgw_session *s)
 {
     if (!queued_for_server(s))
@@ -3410,18 +3426,7 @@ bool pgw_relay_left_while_queued(struct pgw_session *s)
             pgw_session_close(s, NULL, "client closed the connection");
             return true;
         }
-        /* Out of the queue, the rest of what it sent dropped; the session
-         * ends once the replies before it are written (the one that ended
-         * its turn came in this same callback, and may still be in the
-         * batch of writes: pgw_batch_forget at a close would lose it). */
-        pgw_pool_cancel_wait(&s->waiter);
-        pgw_session_list_join(s);
-        if (s->cbuf)
-            s->cbuf->parsed = s->cbuf->len = s->cbuf->sent;
-        s->state = PGW_SS_IDLE;
-        s->query_start = 0;
-        s->waited_since = 0;
-        pgw_relay_eof_check(s);
+        leave_queue(s);
         return true;
     }
     if (!s->cbuf)
@@ -3440,10 +3445,21 @@ bool pgw_relay_left_while_queued(struct pgw_session *s)
                 pgw_pool_waiter_gone(&s->waiter);     /* queued_for_server */
                 return false;
             }
-            if (invalid)
+            if (invalid) {
                 pgw_session_close(s, "08P01", "invalid frontend message type %d", b->data[at]);
-            else
+                return true;
+            }
+            if (s->state == PGW_SS_LOGIN_WAIT || !s->sbuf || s->sbuf->sent >= s->sbuf->parsed) {
                 pgw_session_close(s, NULL, "client terminated");
+                return true;
+            }
+            /* Answers owed before it (one that ended its turn may be in
+             * the batch of writes): as at the end of its stream, they are
+             * written first, then the session ends (term_wait). */
+            s->client_eof = true;
+            s->term_wait = true;
+            ev_io_stop(s->px->loop, &s->cli_r);
+            leave_queue(s);
             return true;
         }
         uint32_t mlen = pgw_get_u32(b->data + at + 1);

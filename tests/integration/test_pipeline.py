@@ -1868,6 +1868,7 @@ class TestPipeline(pt.AppRoleTestCase):
                 await g.open()
                 await self.until(lambda: self.pg.psql(
                     "select count(*) from pg_stat_activity where state = 'idle' "
+                    "and wait_event = 'ClientRead' and datname = current_database() "
                     "and query = 'select ''B'''") == "1", "B's query done")
             finally:
                 os.kill(self.px.pid, signal.SIGCONT)
@@ -1909,6 +1910,37 @@ class TestPipeline(pt.AppRoleTestCase):
                 self.assertEqual(await a.r.read(), b"", "A's session did not end")
                 a.abort()
                 await self.wait_running("marker_q114")
+            finally:
+                await g2.open()
+            self.assertEqual(self.rows(await b.read_result()), [["B", ""]])
+            await b.close()
+        self.run_async(main())
+        self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "0")
+        self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_borrower_that_terminated_gets_the_answer_owed_when_its_held_request_finds_the_pool_full(self):
+        # As above, with a Terminate after A's INSERT instead of the end of
+        # its stream: A leaves the pool's queue, its INSERT never runs, but
+        # the answer to its first query, which came in the same callback,
+        # is written before the session ends (it was lost: a close at
+        # once forgot the batch of writes).
+        self.eof_table()
+
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g2 = await self.gate(116)
+            try:
+                g = await self.hold_and_queue(
+                    115, (a, "'A'"),
+                    (b, "select 'B', pg_advisory_xact_lock_shared(116) as marker_q116"))
+                await self.send_and_wait_read(
+                    a, hz.query_msg("insert into t_pipe_eof values (1)") + b"X\0\0\0\4")
+                await g.open()
+                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+                self.assertEqual(await a.r.read(), b"", "A's session did not end")
+                a.abort()
+                self.assertEqual(metric(self.px, "pgwharf_pool_client_waiting"), 0)
+                await self.wait_running("marker_q116")
             finally:
                 await g2.open()
             self.assertEqual(self.rows(await b.read_result()), [["B", ""]])
