@@ -1881,35 +1881,37 @@ class TestPipeline(pt.AppRoleTestCase):
         self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "1")
         self.assertEqual(metric(self.px, FAILED), 0)
 
-    def test_a_borrower_whose_stream_ended_leaves_when_its_held_request_finds_the_pool_full(self):
-        # As above, but B's query waits on a second gate: when A's turn
-        # ends the pool's one server is B's, and A's held INSERT waits in
-        # the pool's queue, the end of A's stream read before it came
-        # there.  A leaves at once, as a client that leaves while its
-        # request waits in the pool's queue: the INSERT, which reached no
-        # server, never runs.  (It waited, as a client still there, and
-        # ran for nobody once B gave the server back.)
+    def held_request_finds_the_pool_full(self, key, terminate):
+        """A's INSERT, held behind its first query, finds the pool's one
+        server B's (B's query waits on a second gate, key + 1) after A's
+        stream ended or a Terminate came behind it: A leaves the pool's
+        queue, its INSERT never runs, and the answer to its first query,
+        which came in the same callback, is written before the session
+        ends."""
         self.eof_table()
 
         async def main():
             a, b = await self.conn(), await self.conn()
-            g2 = await self.gate(114)
+            g2 = await self.gate(key + 1)
             try:
                 g = await self.hold_and_queue(
-                    113, (a, "'A'"),
-                    (b, "select 'B', pg_advisory_xact_lock_shared(114) as marker_q114"))
-                await self.send_and_wait_read(a, hz.query_msg("insert into t_pipe_eof values (1)"))
-                a.w.write_eof()
-                self.eof_read(a)
+                    key, (a, "'A'"),
+                    (b, "select 'B', pg_advisory_xact_lock_shared(%d) as marker_q%d"
+                     % (key + 1, key + 1)))
+                insert = hz.query_msg("insert into t_pipe_eof values (1)")
+                await self.send_and_wait_read(a, insert + (b"X\0\0\0\4" if terminate else b""))
+                if not terminate:
+                    a.w.write_eof()
+                    self.eof_read(a)
                 await g.open()
                 # A's answer, its turn's end and its next request's acquire
                 # are one callback in pgwharf: by now A is queued or gone.
                 self.assertEqual(self.rows(await a.read_result())[0][0], "A")
                 self.assertEqual(metric(self.px, "pgwharf_pool_client_waiting"), 0,
-                                 "A waits for a server with its stream ended")
+                                 "A waits for a server after it left")
                 self.assertEqual(await a.r.read(), b"", "A's session did not end")
                 a.abort()
-                await self.wait_running("marker_q114")
+                await self.wait_running("marker_q%d" % (key + 1))
             finally:
                 await g2.open()
             self.assertEqual(self.rows(await b.read_result()), [["B", ""]])
@@ -1917,37 +1919,15 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "0")
         self.assertEqual(metric(self.px, FAILED), 0)
+
+    def test_a_borrower_whose_stream_ended_leaves_when_its_held_request_finds_the_pool_full(self):
+        # (It waited, as a client still there, and ran for nobody once B
+        # gave the server back.)
+        self.held_request_finds_the_pool_full(113, terminate=False)
 
     def test_a_borrower_that_terminated_gets_the_answer_owed_when_its_held_request_finds_the_pool_full(self):
-        # As above, with a Terminate after A's INSERT instead of the end of
-        # its stream: A leaves the pool's queue, its INSERT never runs, but
-        # the answer to its first query, which came in the same callback,
-        # is written before the session ends (it was lost: a close at
-        # once forgot the batch of writes).
-        self.eof_table()
-
-        async def main():
-            a, b = await self.conn(), await self.conn()
-            g2 = await self.gate(116)
-            try:
-                g = await self.hold_and_queue(
-                    115, (a, "'A'"),
-                    (b, "select 'B', pg_advisory_xact_lock_shared(116) as marker_q116"))
-                await self.send_and_wait_read(
-                    a, hz.query_msg("insert into t_pipe_eof values (1)") + b"X\0\0\0\4")
-                await g.open()
-                self.assertEqual(self.rows(await a.read_result())[0][0], "A")
-                self.assertEqual(await a.r.read(), b"", "A's session did not end")
-                a.abort()
-                self.assertEqual(metric(self.px, "pgwharf_pool_client_waiting"), 0)
-                await self.wait_running("marker_q116")
-            finally:
-                await g2.open()
-            self.assertEqual(self.rows(await b.read_result()), [["B", ""]])
-            await b.close()
-        self.run_async(main())
-        self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "0")
-        self.assertEqual(metric(self.px, FAILED), 0)
+        # (The answer was lost: a close at once forgot the batch of writes.)
+        self.held_request_finds_the_pool_full(115, terminate=True)
 
     def test_drivers_queue_and_every_one_reads_its_own_rows(self):
         # asyncpg (its statement cache: named statements) and psycopg 3
