@@ -270,9 +270,12 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX])
 /* ---- LISTEN / UNLISTEN ---- */
 
 /* PostgreSQL's scanner: white space is space, \t, \n, \r, \f (and \v). */
+/* White space as PostgreSQL 15's scanner reads it (scan.l "space"): not
+ * \v, which only 16 added (15 says 42601 to "UNLISTEN\va"; a server that
+ * reads it so gets the statement). */
 static bool sql_space(char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
 }
 
 static bool ident_start(unsigned char c)
@@ -863,10 +866,39 @@ bad:
     return false;
 }
 
+/* The length of the closed comment at p (-- to a line's end or the
+ * text's; a nested block comment with its last close), 0 when none or
+ * one not closed (PostgreSQL's "unterminated comment": its to say). */
+static size_t sql_comment_closed(const char *p, const char *end)
+{
+    size_t k = pgw_sql_comment_len(p, (size_t)(end - p));
+    if (k == 0 || p[0] == '-')
+        return k;
+    int depth = 0;
+    for (size_t i = 0; i + 1 < k; i++) {
+        if (p[i] == '/' && p[i + 1] == '*') {
+            depth++;
+            i++;
+        } else if (p[i] == '*' && p[i + 1] == '/') {
+            depth--;
+            i++;
+        }
+    }
+    return depth == 0 ? k : 0;
+}
+
+/* White space and comments between tokens: PostgreSQL's scanner reads a
+ * comment as white space. */
 static void sql_skip_space(const char **p, const char *end)
 {
-    while (*p < end && sql_space(**p))
-        (*p)++;
+    for (;;) {
+        while (*p < end && sql_space(**p))
+            (*p)++;
+        size_t k = *p < end ? sql_comment_closed(*p, end) : 0;
+        if (k == 0)
+            return;
+        *p += k;
+    }
 }
 
 /* White space, one optional ';', white space, the end. */
@@ -984,8 +1016,16 @@ bool pgw_deallocate_parse(const char *sql, size_t len, const struct pgw_ident_cl
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
 {
     size_t i = 0;
-    while (i < n && sql_space(sql[i]))
-        i++;
+    for (;;) {
+        while (i < n && sql_space(sql[i]))
+            i++;
+        size_t k = pgw_sql_comment_len(sql + i, n - i);
+        if (k == 0)
+            break;
+        if (i + k == n)
+            return true;                 /* a comment not ended yet: what follows may be */
+        i += k;
+    }
     for (int k = 0; k < nkw; k++) {
         size_t j = 0;
         while (kw[k][j] && i + j < n && (sql[i + j] & ~0x20) == kw[k][j])

@@ -2412,7 +2412,7 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
     op->ran = op->doomed = false;
     op->depth = 0;
     op->parsed = stmt != NULL;
-    op->bound = op->claimed = false;
+    op->bound = op->claimed = op->on_do = false;
     snprintf(op->stmt, sizeof(op->stmt), "%s", stmt ? stmt : "");
     snprintf(op->chan, sizeof(op->chan), "%s", chan);
     if (kind == PGW_LISTEN)
@@ -2432,9 +2432,26 @@ struct tx_stmts {
     struct notify_spcmd cmds[16];
 };
 
+/* White space as PostgreSQL 15 reads it (codec.c sql_space: no \v). */
 static bool sql_space_c(char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+/* A DO block whose text holds UNLISTEN (EXECUTE 'UNLISTEN a'): it runs
+ * on the client's server, which does not listen, with "DO" for its tag.
+ * Which channels it leaves is not known: it counts as UNLISTEN * (as an
+ * UNLISTEN pgwharf did not read, tx_unlisten_unread).  A function that
+ * runs UNLISTEN is not seen. */
+static bool do_unlisten(const char *p, size_t n)
+{
+    static const char *const kw[] = { "DO" };
+    if (!pgw_sql_may_start(p, n, kw, 1))
+        return false;
+    for (size_t i = 0; i + 8 <= n; i++)
+        if (strncasecmp(p + i, "unlisten", 8) == 0)
+            return true;
+    return false;
 }
 
 /* One statement p[0..n) of it; false: the session was closed. */
@@ -2451,6 +2468,14 @@ static bool tx_statement(struct pgw_session *s, struct tx_stmts *st, const char 
             st->ncmds++;
         else if (c->kind != PGW_SP_NONE)
             st->lost = true;
+    }
+    if (kind == PGW_LISTEN_NONE && s->notify && do_unlisten(p, n)) {
+        if (!tx_note(s->notify, PGW_UNLISTEN_ALL, "", st->req, st->at, st->stmt)) {
+            pgw_session_close(s, "53200", "out of memory");
+            return false;
+        }
+        s->notify->tx[s->notify->ntx - 1].on_do = true;
+        return true;
     }
     if (kind == PGW_LISTEN_NONE)
         return true;
@@ -2957,21 +2982,64 @@ static void sp_rollback(struct pgw_notify_sub *sub, enum pgw_sp_kind kind, const
     tx_settle_to(sub, n, TX_ROLLBACK, sub->nsp);
 }
 
+/* An UNLISTEN ran on the client's server that pgwharf did not read (text
+ * its parser does not take, a Parse it did not see bound): which channels
+ * it names is not known, so it counts as UNLISTEN * of this request, at
+ * its place among those noted, decided with them by the transaction.  It
+ * can only leave the client fewer notifications after an UNLISTEN, never
+ * ones PostgreSQL would not send.  false: out of memory. */
+static bool tx_unlisten_unread(struct pgw_notify_sub *sub)
+{
+    struct notify_txop *grown = pgw_array_grow(sub->tx, sizeof(*grown), (size_t)sub->ntx,
+                                               &sub->captx, 2);
+    if (!grown)
+        return false;
+    sub->tx = grown;
+    if (sub->ntx == 0)
+        sub->nsp = 0;                    /* counted from here */
+    int at = tx_current(sub);
+    memmove(sub->tx + at + 1, sub->tx + at, (size_t)(sub->ntx - at) * sizeof(sub->tx[0]));
+    sub->ntx++;
+    struct notify_txop *op = &sub->tx[at];
+    memset(op, 0, sizeof(*op));
+    op->kind = PGW_UNLISTEN_ALL;
+    op->req = sub->session->track.req_done;
+    op->ran = true;
+    op->depth = sub->nsp;
+    return true;
+}
+
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
-    if (!sub || sub->ntx == 0)
+    if (!sub)
         return;
     const char *tag = (const char *)msg + PGW_MSG_HDR;
     size_t n = total - PGW_MSG_HDR;
     bool listen = tag_is(tag, n, "LISTEN");
-    if (listen || tag_is(tag, n, "UNLISTEN")) {
+    bool unlisten = !listen && tag_is(tag, n, "UNLISTEN");
+    if (sub->ntx == 0 && !unlisten)
+        return;
+    if (listen || unlisten) {
         /* It ran: the first noted of this request, of its kind, that had
          * not, and that runs (a Parse's, once a Bind of it followed). */
+        bool noted = false;
+        for (int i = 0, cur = tx_current(sub); i < cur && !noted; i++) {
+            struct notify_txop *op = &sub->tx[i];
+            if (!op->ran && !op->on_do && (op->kind == PGW_LISTEN) == listen &&
+                (!op->parsed || op->bound)) {
+                op->ran = true;
+                op->doomed = false;
+                op->depth = sub->nsp;
+                noted = true;
+            }
+        }
+        if (unlisten && !noted && !tx_unlisten_unread(sub))
+            pgw_session_close(s, "53200", "out of memory");
+    } else if (tag_is(tag, n, "DO")) {
         for (int i = 0, cur = tx_current(sub); i < cur; i++) {
             struct notify_txop *op = &sub->tx[i];
-            if (!op->ran && (op->kind == PGW_LISTEN) == listen &&
-                (!op->parsed || op->bound)) {
+            if (!op->ran && op->on_do) {
                 op->ran = true;
                 op->doomed = false;
                 op->depth = sub->nsp;

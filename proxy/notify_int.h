@@ -53,6 +53,8 @@ struct notify_txop {
     bool parsed;                        /* a Parse's: runs only if a Bind of its
                                            statement follows in its batch */
     bool bound;
+    bool on_do;                         /* UNLISTEN * for a DO block whose text
+                                           holds UNLISTEN: runs with its DO tag */
     bool claimed;                       /* a Bind prepared.c sent took it
                                            (pgw_notify_tx_bound): a later
                                            Bind of it is noted anew */

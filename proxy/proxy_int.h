@@ -864,11 +864,11 @@ void pgw_notify_deallocate_all(struct pgw_session *s);
 
 /* The first byte of a statement's text (a Query's, or a Parse's after its
  * name) may start a lone LISTEN or UNLISTEN: white space (here any byte up
- * to ' '), L or U.  The relay gives any other to the server without
+ * to ' '), a comment's / or -, L or U.  The relay gives any other to the server without
  * asking pgw_notify_query. */
 static inline bool pgw_notify_may_start(uint8_t c)
 {
-    return c <= ' ' || (c | 0x20) == 'l' || (c | 0x20) == 'u';
+    return c <= ' ' || (c | 0x20) == 'l' || (c | 0x20) == 'u' || c == '/' || c == '-';
 }
 /* Channels listened on (over all pools) and clients listening. */
 void pgw_notify_counts(const struct pgw_proxy *px, uint64_t *channels, uint64_t *clients);

@@ -2523,7 +2523,8 @@ static int offer_tx_listen(struct pgw_session *s, const uint8_t *p, uint32_t ava
     /* A Query of several statements (a ';' with more after it) may hold
      * one anywhere. */
     bool maybe = pgw_notify_may_start(*text) ||
-                 (s->notify && pgw_sp_may_be((const char *)text, (size_t)(end - text)));
+                 (s->notify && ((*text | 0x20) == 'd' ||       /* DO: notify.c do_unlisten */
+                                pgw_sp_may_be((const char *)text, (size_t)(end - text))));
     const uint8_t *semi = maybe || p[0] != PGW_FE_QUERY ? NULL
                                                        : memchr(text, ';', (size_t)(end - text));
     while (semi && ++semi < end && (*semi <= ' ' || *semi == ';'))

@@ -301,6 +301,89 @@ class TestFanOut(NotifyCase):
         self.assertEqual(hz.simple_query(b, "select 1"), ([[b"1"]], []))
 
 
+class TestUnlistenPgwharfDoesNotRead(NotifyCase):
+    """An UNLISTEN pgwharf's parser did not take ran on the client's own
+    server (not listening) and the client went on getting the hub's
+    notifications: a comment in it, or text pgwharf does not read."""
+
+    def expect(self, sock, sql, tags, status):
+        sock.sendall(hz.query_msg(sql))
+        got = hz.read_until_ready(sock)
+        self.assertEqual([t for t, _ in got], [b"C"] * len(tags) + [b"Z"], got)
+        self.assertEqual([b.rstrip(b"\0").decode() for _, b in got[:-1]], tags)
+        self.assertEqual(got[-1][1], status)
+
+    def unlistened(self, n, steps, kept=False):
+        """A client listening on a channel through the hub runs steps (sql,
+        tags, status); then a NOTIFY on it reaches it only if kept."""
+        chan = "pgw_uc%d" % n
+        a = login(self, self.px)
+        self.listen(a, "listen " + chan)
+        w = self.witness(chan)
+        for sql, tags, status in steps:
+            self.expect(a, sql.format(c=chan), tags, status)
+        self.notify(chan, "after")
+        self.assertEqual([x[1:] for x in read_notifications(w, 1)], [(chan, "after")])
+        a.sendall(hz.query_msg("select 3"))
+        got = hz.read_until_ready(a)
+        self.assertEqual([notification(b)[1:] for t, b in got if t == b"A"],
+                         [(chan, "after")] if kept else [])
+        self.assertEqual([t for t, _ in got if t != b"A"], [b"T", b"D", b"C", b"Z"])
+        w.close()
+        a.close()
+
+    def test_comments_between_the_words(self):
+        # PostgreSQL's scanner reads a comment as white space (they nest).
+        for n, sql in enumerate(("UNLISTEN /* app=x */ {c}", "UNLISTEN {c} -- trailing",
+                                 "UNLISTEN /*x*/ *", "/* c */ unlisten\n-- d\n{c};",
+                                 "unlisten /* a /* nested */ comment */{c}/**/;")):
+            with self.subTest(sql=sql):
+                self.unlistened(n, [(sql, ["UNLISTEN"], b"I")])
+        # Inside a transaction too: the transaction decides it.
+        for n, end, kept in ((5, "commit", False), (6, "rollback", True)):
+            self.unlistened(n, [("begin", ["BEGIN"], b"T"),
+                                ("/* c */ UNLISTEN {c} -- d", ["UNLISTEN"], b"T"),
+                                (end, [end.upper()], b"I")], kept=kept)
+
+    def test_an_unlisten_pgwharf_does_not_read_unlistens_all(self):
+        # Its channel not known (a comment before UESCAPE: the server's to
+        # read), it counts as UNLISTEN *, decided with its transaction.
+        sql = "UNLISTEN U&\"{c}\" /* c */ UESCAPE '!'"
+        self.unlistened(10, [(sql, ["UNLISTEN"], b"I")])
+        self.unlistened(11, [("begin", ["BEGIN"], b"T"), (sql, ["UNLISTEN"], b"T"),
+                             ("commit", ["COMMIT"], b"I")])
+        self.unlistened(12, [("begin", ["BEGIN"], b"T"), (sql, ["UNLISTEN"], b"T"),
+                             ("rollback", ["ROLLBACK"], b"I")], kept=True)
+        self.unlistened(13, [("begin", ["BEGIN"], b"T"), ("savepoint s", ["SAVEPOINT"], b"T"),
+                             (sql, ["UNLISTEN"], b"T"),
+                             ("rollback to s", ["ROLLBACK"], b"T"),
+                             ("commit", ["COMMIT"], b"I")], kept=True)
+
+    def test_a_do_block_that_unlistens(self):
+        # It runs on the client's server, with "DO" for its tag: as
+        # UNLISTEN *, decided with its transaction.  One that holds no
+        # UNLISTEN leaves the client listening.
+        do = "DO $$ BEGIN EXECUTE 'UNLISTEN {c}'; END $$"
+        self.unlistened(20, [(do, ["DO"], b"I")])
+        self.unlistened(21, [("/* c */ " + do.lower() + ";", ["DO"], b"I")])
+        self.unlistened(22, [("begin", ["BEGIN"], b"T"), (do, ["DO"], b"T"),
+                             ("rollback", ["ROLLBACK"], b"I")], kept=True)
+        self.unlistened(23, [("begin", ["BEGIN"], b"T"), (do, ["DO"], b"T"),
+                             ("commit", ["COMMIT"], b"I")])
+        self.unlistened(24, [("DO $$ BEGIN PERFORM 1; END $$", ["DO"], b"I")], kept=True)
+
+    def test_a_vertical_tab_is_no_white_space(self):
+        # PostgreSQL 15 says 42601 (16 reads \v as white space); pgwharf
+        # answered it as an UNLISTEN.
+        chan = "pgw_uv"
+        a = login(self, self.px)
+        self.listen(a, "listen " + chan)
+        rows, errors = hz.simple_query(a, "UNLISTEN\v" + chan)
+        self.assertEqual([e["C"] for e in errors], ["42601"])
+        self.hears_between_transactions(a, chan)
+        a.close()
+
+
 class TestInsideATransaction(NotifyCase):
     """A lone LISTEN or UNLISTEN Query inside a transaction runs on the
     client's server; the hub takes it over when the transaction commits."""

@@ -540,6 +540,13 @@ static void test_listen_parse(void **state)
         { "unlisten foo;", PGW_UNLISTEN, "foo" },
         { "UNLISTEN *", PGW_UNLISTEN_ALL, "" },
         { "UNLISTEN*;", PGW_UNLISTEN_ALL, "" },
+        /* comments are white space between the words (block ones nest) */
+        { "LISTEN foo -- comment", PGW_LISTEN, "foo" },
+        { "/* c */ LISTEN foo", PGW_LISTEN, "foo" },
+        { "LISTEN foo/* c */", PGW_LISTEN, "foo" },
+        { "UNLISTEN /* app=x */ a", PGW_UNLISTEN, "a" },
+        { "--c\nUNLISTEN/*x*/*--y\n;--z", PGW_UNLISTEN_ALL, "" },
+        { "unlisten /* a /* b */ c */\"Q\"/**/;", PGW_UNLISTEN, "Q" },
         /* quoted, or an unreserved / column-name keyword, or longer: a name */
         { "LISTEN \"select\"", PGW_LISTEN, "select" },
         { "LISTEN name", PGW_LISTEN, "name" },
@@ -556,8 +563,11 @@ static void test_listen_parse(void **state)
     const char *none[] = {
         "", "LISTEN", "LISTEN ;", "LISTENfoo", "LISTEN foo bar", "LISTEN foo;;",
         "LISTEN foo; select 1", "LISTEN * ", "LISTEN \"\"", "LISTEN \"open",
-        "LISTEN 1abc", "LISTEN $x", "LISTEN foo -- comment", "/* c */ LISTEN foo",
-        "LISTEN foo/* c */", "NOTIFY foo", "select 1", "UNLISTEN", "UNLISTEN **",
+        "LISTEN 1abc", "LISTEN $x", "NOTIFY foo",
+        /* a comment not closed, or closed one level short: PostgreSQL's error */
+        "LISTEN foo /* c", "LISTEN foo /* a /* b */", "/*/ LISTEN foo", "LISTEN/**",
+        /* \v is no white space to PostgreSQL 15 (42601) */
+        "UNLISTEN\va", "\vLISTEN a", "LISTEN a\v", "select 1", "UNLISTEN", "UNLISTEN **",
         "LISTEN a\"b\"", "XLISTEN foo", "LISTENX foo",
         /* reserved and type/function-name keywords are no ColId unquoted:
          * PostgreSQL's 42601, the server's to say */
@@ -798,7 +808,7 @@ static void test_deallocate_parse(void **state)
         { "DEALLOCATE ALL", false, NULL },
         { "deallocate prepare all", false, NULL },
         { "DEALLOCATE a b", false, NULL },
-        { "DEALLOCATE /* c */ a", false, NULL },
+        { "DEALLOCATE /* c */ a", true, "a" },                  /* a comment: white space */
         { "DEALLOCATE", false, NULL },
         { "DEALLOCATE \"\"", false, NULL },
         { "DEALLOCATEa", false, NULL },
@@ -855,7 +865,7 @@ static void test_sp_parse(void **state)
         { "ROLLBACK AND CHAIN", PGW_SP_ROLLBACK, "" },
         { "rollback work", PGW_SP_ROLLBACK, "" },
         { "SAVEPOINT a b", PGW_SP_SAVE, "" },                       /* not read: no name */
-        { "SAVEPOINT /* c */ a", PGW_SP_SAVE, "" },
+        { "SAVEPOINT /* c */ a", PGW_SP_SAVE, "a" },                /* a comment: white space */
         { "rollback to", PGW_SP_ROLLBACK_TO, "" },
         { "select 1", PGW_SP_NONE, "" },
         { "SAVEPOINTS a", PGW_SP_NONE, "" },
