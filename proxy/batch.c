@@ -63,8 +63,8 @@ struct pgw_batch {
 static bool client_span(struct pgw_session *s, int *fd, const uint8_t **p, size_t *n)
 {
     struct pgw_iobuf *b = s->sbuf;
-    if (!b || s->ssl || s->fd < 0 || b->sent >= b->parsed || s->fe_mute)
-        return false;           /* (fe_mute: dropped, pgw_session_flush_client) */
+    if (!b || s->ssl || s->fd < 0 || b->sent >= b->parsed)
+        return false;
     *fd = s->fd;
     *p = b->data + b->sent;
     *n = b->parsed - b->sent;

@@ -216,14 +216,6 @@ struct pgw_session {
     bool fe_invalid;                 /* ...in place of a message of a type PostgreSQL
                                         refuses after login: the end is FATAL 08P01 */
     uint8_t fe_invalid_type;         /* ...that message's type byte */
-    bool fe_copy_fail;               /* ...inside the client's COPY FROM STDIN: pgwharf
-                                        ended that COPY itself (relay.c, copy_fail_own);
-                                        the end is PostgreSQL's ERROR, then FATAL */
-    bool fe_mute;                    /* ...and the server's answers to what it sent
-                                        for that are dropped (pgw_session_flush_client) */
-    uint8_t fe_copy_wait;            /* ...until the error and the ReadyForQuery after
-                                        it are in, an unsure count of answers due is
-                                        waited on (relay.c, eof_done): FE_COPY_* */
     bool ssl_asked, gss_asked;       /* SSLRequest / GSSENCRequest answered 'N' (a
                                         second is refused, as by PostgreSQL) */
     char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent
@@ -332,9 +324,6 @@ struct pgw_session {
 
     /* timeouts in force ([users] over [pgwharf]); 0 = off */
     double query_timeout, idle_transaction_timeout, client_idle_timeout, transaction_timeout;
-    bool exec_last;                  /* of the Executes, Queries and FunctionCalls
-                                        relayed, the last was an Execute (relay.c,
-                                        copy_fail_own) */
     bool requested;                  /* relayed a request since login: in session mode
                                       * it keeps its server from then on, and
                                       * client_idle_timeout no longer applies */

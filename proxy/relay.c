@@ -2644,81 +2644,13 @@ static bool fe_type_valid(uint8_t type)
 }
 
 /* The session ends after a Terminate, or in place of a message of a type
- * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then -- inside
- * a COPY FROM STDIN (copy_fail_own) after its ERROR, which fails the COPY
- * (PostgreSQL 14 and later, having read the type byte alone, lose their
- * place in the stream and end the connection). */
+ * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then. */
 static void close_terminated(struct pgw_session *s)
 {
-    if (s->fe_copy_fail) {
-        if (s->sbuf)
-            s->sbuf->sent = s->sbuf->parsed;     /* (dropped: fe_mute) */
-        s->fe_mute = false;
-        char msg[64];
-        snprintf(msg, sizeof(msg), "unexpected message type 0x%02X during COPY from stdin",
-                 (unsigned)s->fe_invalid_type);
-        send_error(s, "08P01", msg);
-        if (s->state != PGW_SS_CLOSING)
-            pgw_session_close(s, "08P01", "terminating connection because protocol "
-                              "synchronization was lost");
-    } else if (s->fe_invalid)
+    if (s->fe_invalid)
         pgw_session_close(s, "08P01", "invalid frontend message type %d", s->fe_invalid_type);
     else
         pgw_session_close(s, NULL, "client terminated");
-}
-
-/* fe_copy_wait: the COPY's error to come, then a ReadyForQuery, then nothing. */
-enum { FE_COPY_NONE, FE_COPY_ERROR, FE_COPY_READY };
-
-/* A message of a type PostgreSQL refuses at the client's parse position,
- * inside its COPY FROM STDIN (copy_ins > copy_ends): PostgreSQL fails the
- * COPY and ends the connection (close_terminated).  Sent on, it ended the
- * pooled server (a new login for the next client, one per try of any
- * client).  In its place, and in place of what follows it, the server
- * gets what a client that gives up its COPY sends: a CopyFail, and after
- * a COPY by Execute a Sync (its error skips to one; the COPY read any
- * before as its own) -- scanned next as the client's own, so the count
- * of answers due and prepared.c's queue stay right.  Once they are
- * scanned the session ends as at a Terminate in their place: the server
- * goes back once they are answered (closed where that is unsure, or its
- * transaction block failed: eof_done, pgw_relay_release_mode), their
- * answers dropped (fe_mute); nothing more is read from the client
- * (client_eof).  The COPY by Execute is the last one the client sent
- * (exec_last): anything else it sent during the COPY would end the
- * server anyway.  false when s was closed. */
-static bool copy_fail_own(struct pgw_session *s)
-{
-    static const char fail[] = "pgwharf: the client sent a message of a type PostgreSQL refuses";
-    uint8_t tail[PGW_MSG_HDR + sizeof(fail) + PGW_MSG_HDR];
-    uint32_t n = 0;
-    tail[n] = PGW_FE_COPY_FAIL;
-    pgw_put_u32(tail + n + 1, 4 + sizeof(fail));
-    memcpy(tail + n + PGW_MSG_HDR, fail, sizeof(fail));
-    n += PGW_MSG_HDR + sizeof(fail);
-    if (s->exec_last) {
-        tail[n] = PGW_FE_SYNC;
-        pgw_put_u32(tail + n + 1, 4);
-        n += PGW_MSG_HDR;
-    }
-    struct pgw_iobuf *b = s->cbuf;
-    s->fe_invalid = s->fe_copy_fail = s->fe_mute = true;
-    s->fe_copy_wait = FE_COPY_ERROR;
-    s->fe_invalid_type = b->data[b->parsed];
-    s->client_eof = true;
-    ev_io_stop(s->px->loop, &s->cli_r);
-    s->unrelayed_in += b->len - b->parsed;  /* it and what follows: dropped */
-    b->len = b->parsed;
-    if (b->cap - b->len < n) {
-        pgw_iobuf_compact(b);
-        if (b->cap - b->len < n && !pgw_iobuf_reserve(s->px, &s->cbuf, b->len + n)) {
-            pgw_session_close(s, "53200", "out of memory ending a COPY");
-            return false;
-        }
-        b = s->cbuf;
-    }
-    memcpy(b->data + b->len, tail, n);
-    b->len += n;
-    return true;
 }
 
 /* Scan client messages; returns false when the session was closed. */
@@ -2748,23 +2680,18 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             continue;
         }
-        if (!fe_type_valid(b->data[b->parsed]) && !s->replication && !s->fe_copy_fail &&
-            s->srv_copy_in && s->copy_ins > s->copy_ends) {
-            if (!copy_fail_own(s))
-                return false;
-            b = s->cbuf;
-            continue;       /* its messages in its place */
-        }
-        if (!fe_type_valid(b->data[b->parsed]) && !s->replication) {
+        if (!fe_type_valid(b->data[b->parsed]) &&
+            !(s->srv_copy_in && s->copy_ins > s->copy_ends) && !s->replication) {
             /* PostgreSQL runs what came before it, then ends the connection
              * at it: taken as a Terminate in its place (what came before
              * runs, the session ends once it is answered, the server given
              * back as ever: close_terminated), never sent to the server,
              * which would end too (a new login for the next client, one
-             * per try of any client).  In the client's COPY FROM STDIN:
-             * copy_fail_own, above (not once its CopyDone or CopyFail went
-             * ahead of it -- copy_ends: the server is out of the COPY
-             * then; srv_copy_in lasts until the server's answer). */
+             * per try of any client).  In a COPY FROM STDIN the server
+             * reads it as a COPY's (an error, then the end): sent -- but
+             * not once the client's CopyDone or CopyFail went ahead of it
+             * (copy_ends: the server, out of the COPY then, would end at
+             * it; srv_copy_in lasts until the server's answer). */
             s->fe_invalid = true;
             s->fe_invalid_type = b->data[b->parsed];
             s->terminating = true;
@@ -3034,10 +2961,6 @@ static bool scan_client(struct pgw_session *s)
         if (pgw_track_frontend(&s->track, ttype) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
         s->requested = true;
-        if (type == PGW_FE_EXECUTE)
-            s->exec_last = true;
-        else if (type == PGW_FE_QUERY || type == PGW_FE_FUNCTION_CALL)
-            s->exec_last = false;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
         }
@@ -3058,10 +2981,6 @@ static bool scan_client(struct pgw_session *s)
         if (s->pipe_budget > 0 && s->server)
             s->pipe_budget--;
     }
-    /* copy_fail_own's messages are all scanned: the session ends as at a
-     * Terminate in their place. */
-    if (s->fe_copy_fail && s->cskip == 0 && (!s->cbuf || s->cbuf->parsed == s->cbuf->len))
-        s->terminating = true;
     return true;
 }
 
@@ -3497,12 +3416,8 @@ static bool eof_done(const struct pgw_session *s)
     /* The count of replies due may be high (count_high, track.h): the wait
      * for them could be for ever.  The session ends as it did before (the
      * server is closed; what was sent runs). */
-    /* But after pgwharf's CopyFail and Sync (copy_fail_own): the COPY's
-     * error and the ReadyForQuery after it settle it (the Sync a COPY by
-     * Execute read as its own given back, track.h: sync_fail_back); an
-     * error and a ReadyForQuery always come. */
     if (s->track.count_high || (s->ps_on && pgw_ps_unsure(s)))
-        return s->fe_copy_wait == FE_COPY_NONE;
+        return true;
     /* The stream ended inside a batch with no Sync after it: the server
      * sends nothing more of it (it flushes at a Sync, or skips to one after
      * an error), and a reply it sent part of stays cut.  PostgreSQL would
@@ -3805,8 +3720,6 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
  * client's next request runs where the cancel may yet land. */
 static void on_ready(struct pgw_session *s, char status, enum scan_after *after)
 {
-    if (s->fe_copy_wait == FE_COPY_READY)
-        s->fe_copy_wait = FE_COPY_NONE;
     ready_step(s, status, after);
     bool kept = *after == AFTER_NONE || (*after == AFTER_RELEASE && s->cancel_inflight);
     if (kept && s->state == PGW_SS_LINKED && pgw_cancel_lost(s))
@@ -4005,8 +3918,6 @@ static void track_backend(struct pgw_session *s, char type)
         pgw_track_error(&s->track);
     if (type == PGW_BE_ERROR && s->notify)
         pgw_notify_tx_error(s);          /* a LISTEN that ran in its transaction */
-    if (type == PGW_BE_ERROR && s->fe_copy_wait == FE_COPY_ERROR)
-        s->fe_copy_wait = FE_COPY_READY;
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
         s->copy_ins++;
     if (type == PGW_BE_COPY_IN)

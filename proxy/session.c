@@ -630,8 +630,6 @@ void pgw_session_flush_client(struct pgw_session *s)
     struct ev_loop *loop = s->px->loop;
     if (!b)
         return;
-    if (s->fe_mute)
-        b->sent = b->parsed;    /* answers to pgwharf's end of a COPY (relay.c) */
     while (b->sent < b->parsed) {
         ssize_t w = cli_write(s, b->data + b->sent, b->parsed - b->sent);
         if (w < 0) {
