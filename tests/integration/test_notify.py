@@ -143,6 +143,14 @@ class NotifyCase(pt.PgwharfTestCase):
         pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
                       what="the LISTEN sent to the stopped backend")
 
+    def expect(self, sock, sql, tags, status):
+        """sql answered with these command tags, then ReadyForQuery status."""
+        sock.sendall(hz.query_msg(sql))
+        got = hz.read_until_ready(sock)
+        self.assertEqual([t for t, _ in got], [b"C"] * len(tags) + [b"Z"], got)
+        self.assertEqual([b.rstrip(b"\0").decode() for _, b in got[:-1]], tags)
+        self.assertEqual(got[-1][1], status)
+
     def notify(self, chan, payload):
         self.pg.psql("select pg_notify('%s', '%s')" % (chan, payload))
 
@@ -306,13 +314,6 @@ class TestUnlistenPgwharfDoesNotRead(NotifyCase):
     server (not listening) and the client went on getting the hub's
     notifications: a comment in it, or text pgwharf does not read."""
 
-    def expect(self, sock, sql, tags, status):
-        sock.sendall(hz.query_msg(sql))
-        got = hz.read_until_ready(sock)
-        self.assertEqual([t for t, _ in got], [b"C"] * len(tags) + [b"Z"], got)
-        self.assertEqual([b.rstrip(b"\0").decode() for _, b in got[:-1]], tags)
-        self.assertEqual(got[-1][1], status)
-
     def unlistened(self, n, steps, kept=False):
         """A client listening on a channel through the hub runs steps (sql,
         tags, status); then a NOTIFY on it reaches it only if kept."""
@@ -394,13 +395,6 @@ class TestInsideATransaction(NotifyCase):
         pt.wait_until(lambda: int(self.pg.psql(
             "select count(*) from pg_stat_activity where query = 'LISTEN \"%s\"' "
             "and state = 'idle'" % chan)) == 1, 20, what="the hub listening on " + chan)
-
-    def expect(self, sock, sql, tags, status):
-        sock.sendall(hz.query_msg(sql))
-        got = hz.read_until_ready(sock)
-        self.assertEqual([t for t, _ in got], [b"C"] * len(tags) + [b"Z"], got)
-        self.assertEqual([b.rstrip(b"\0").decode() for _, b in got[:-1]], tags)
-        self.assertEqual(got[-1][1], status)
 
     def test_a_listening_clients_new_listen_hears_what_committed_in_its_transaction(self):
         # "LISTEN, read the state, COMMIT" by a client listening already on
