@@ -932,7 +932,9 @@ static bool recheck_due(const struct pgw_pool *pool, ev_tstamp now)
  * but a standby first; only when none of them can take the attempt now
  * (each found not to be one, unreachable, or its breaker open) any host.
  * With no host to take it otherwise, one skipped for its kind when a
- * recheck is due (recheck_due). */
+ * recheck is due (recheck_due) and a client waits: not for min_pool_size
+ * (a login a second per pool on a standby that stays one, with no client
+ * asking: review). */
 static int choose_host(struct pgw_pool *pool, struct grow_try *t)
 {
     t->standby_pass = pool->tsa == PGW_TSA_PREFER_STANDBY;
@@ -942,7 +944,7 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
         i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
     }
     ev_tstamp now = pool_now(pool);
-    if (i == PGW_EBREAKER_OPEN && recheck_due(pool, now)) {
+    if (i == PGW_EBREAKER_OPEN && pool->n_waiters > 0 && recheck_due(pool, now)) {
         t->recheck = true;
         i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
         t->recheck = false;
