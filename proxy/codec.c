@@ -269,7 +269,6 @@ void pgw_dollar_tag(const char *value, char tag[PGW_DOLLAR_TAG_MAX])
 
 /* ---- LISTEN / UNLISTEN ---- */
 
-/* PostgreSQL's scanner: white space is space, \t, \n, \r, \f (and \v). */
 /* White space as PostgreSQL 15's scanner reads it (scan.l "space"): not
  * \v, which only 16 added (15 says 42601 to "UNLISTEN\va"; a server that
  * reads it so gets the statement). */

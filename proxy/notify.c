@@ -49,6 +49,7 @@
  */
 #include "proxy/notify_int.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -2442,14 +2443,38 @@ static bool sql_space_c(char c)
  * on the client's server, which does not listen, with "DO" for its tag.
  * Which channels it leaves is not known: it counts as UNLISTEN * (as an
  * UNLISTEN pgwharf did not read, tx_unlisten_unread).  A function that
- * runs UNLISTEN is not seen. */
+ * runs UNLISTEN is not seen.  The word must stand where a statement
+ * starts (after a quote, a ';', BEGIN, THEN, ELSE or LOOP) with white
+ * space, '*' or '"' after it: "RAISE NOTICE 'no unlisten here'" or
+ * pg_notify('jobs', 'unlisten') is no UNLISTEN (review). */
+static bool do_word_before(const char *p, size_t i)
+{
+    static const char *const starts[] = { "BEGIN", "THEN", "ELSE", "LOOP" };
+    while (i > 0 && sql_space_c(p[i - 1]))
+        i--;
+    if (i == 0)
+        return false;
+    if (p[i - 1] == '\'' || p[i - 1] == ';')
+        return true;
+    for (size_t k = 0; k < sizeof(starts) / sizeof(starts[0]); k++) {
+        size_t w = strlen(starts[k]);
+        if (i >= w && strncasecmp(p + i - w, starts[k], w) == 0 &&
+            (i == w || !(isalnum((unsigned char)p[i - w - 1]) || p[i - w - 1] == '_')))
+            return true;
+    }
+    return false;
+}
+
 static bool do_unlisten(const char *p, size_t n)
 {
     static const char *const kw[] = { "DO" };
     if (!pgw_sql_may_start(p, n, kw, 1))
         return false;
-    for (size_t i = 0; i + 8 <= n; i++)
-        if (strncasecmp(p + i, "unlisten", 8) == 0)
+    for (size_t i = 0; i + 8 < n; i++)
+        if (strncasecmp(p + i, "unlisten", 8) == 0 &&
+            (sql_space_c(p[i + 8]) || p[i + 8] == '*' || p[i + 8] == '"') &&
+            (i == 0 || !(isalnum((unsigned char)p[i - 1]) || p[i - 1] == '_')) &&
+            do_word_before(p, i))
             return true;
     return false;
 }
@@ -2988,7 +3013,7 @@ static void sp_rollback(struct pgw_notify_sub *sub, enum pgw_sp_kind kind, const
  * its place among those noted, decided with them by the transaction.  It
  * can only leave the client fewer notifications after an UNLISTEN, never
  * ones PostgreSQL would not send.  false: out of memory. */
-static bool tx_unlisten_unread(struct pgw_notify_sub *sub)
+static bool tx_unlisten_unread(struct pgw_notify_sub *sub, int at)
 {
     struct notify_txop *grown = pgw_array_grow(sub->tx, sizeof(*grown), (size_t)sub->ntx,
                                                &sub->captx, 2);
@@ -2997,7 +3022,6 @@ static bool tx_unlisten_unread(struct pgw_notify_sub *sub)
     sub->tx = grown;
     if (sub->ntx == 0)
         sub->nsp = 0;                    /* counted from here */
-    int at = tx_current(sub);
     memmove(sub->tx + at + 1, sub->tx + at, (size_t)(sub->ntx - at) * sizeof(sub->tx[0]));
     sub->ntx++;
     struct notify_txop *op = &sub->tx[at];
@@ -3023,8 +3047,20 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
     if (listen || unlisten) {
         /* It ran: the first noted of this request, of its kind, that had
          * not, and that runs (a Parse's, once a Bind of it followed). */
+        /* Tags come in statement order: an UNLISTEN's is the next
+         * noted statement's (that runs) or one pgwharf did not read,
+         * which goes before that next one, not after it (review: an
+         * unread UNLISTEN then LISTEN b in one Query unlistened b). */
         bool noted = false;
-        for (int i = 0, cur = tx_current(sub); i < cur && !noted; i++) {
+        int cur = tx_current(sub), next = cur;
+        for (int i = 0; i < cur; i++) {
+            struct notify_txop *op = &sub->tx[i];
+            if (!op->ran && (!op->parsed || op->bound)) {
+                next = i;
+                break;
+            }
+        }
+        for (int i = unlisten ? next : 0; i < cur && !noted; i++) {
             struct notify_txop *op = &sub->tx[i];
             if (!op->ran && !op->on_do && (op->kind == PGW_LISTEN) == listen &&
                 (!op->parsed || op->bound)) {
@@ -3033,8 +3069,10 @@ void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total
                 op->depth = sub->nsp;
                 noted = true;
             }
+            if (unlisten)
+                break;                   /* the next one or none */
         }
-        if (unlisten && !noted && !tx_unlisten_unread(sub))
+        if (unlisten && !noted && !tx_unlisten_unread(sub, next))
             pgw_session_close(s, "53200", "out of memory");
     } else if (tag_is(tag, n, "DO")) {
         for (int i = 0, cur = tx_current(sub); i < cur; i++) {

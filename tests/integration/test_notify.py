@@ -372,6 +372,34 @@ class TestUnlistenPgwharfDoesNotRead(NotifyCase):
         self.unlistened(23, [("begin", ["BEGIN"], b"T"), (do, ["DO"], b"T"),
                              ("commit", ["COMMIT"], b"I")])
         self.unlistened(24, [("DO $$ BEGIN PERFORM 1; END $$", ["DO"], b"I")], kept=True)
+        # "unlisten" only in a string, or a word of its own nowhere a
+        # statement starts, is none (review: they dropped every channel).
+        self.unlistened(25, [("DO $$ BEGIN PERFORM length('no unlisten here'); "
+                              "PERFORM pg_catalog.pg_notify('x', 'unlisten'); END $$",
+                              ["DO"], b"I")], kept=True)
+        self.unlistened(26, [("DO $$ BEGIN UNLISTEN {c}; END $$", ["DO"], b"I")])
+
+    def test_an_unread_unlisten_before_a_listen(self):
+        # Its tag comes before the LISTEN's: UNLISTEN * goes before the
+        # LISTEN, which stays (review: it went after it and left b too).
+        sql = "UNLISTEN U&\"{c}\" /* c */ UESCAPE '!'; LISTEN {c}b"
+        for n, steps in ((30, [(sql, ["UNLISTEN", "LISTEN"], b"I")]),
+                         (31, [("begin", ["BEGIN"], b"T"), (sql, ["UNLISTEN", "LISTEN"], b"T"),
+                               ("commit", ["COMMIT"], b"I")])):
+            chan = "pgw_uc%d" % n
+            a = login(self, self.px)
+            self.listen(a, "listen " + chan)
+            for q, tags, status in steps:
+                self.expect(a, q.format(c=chan), tags, status)
+            w = self.witness(chan + "b")
+            self.notify(chan + "b", "after")
+            read_notifications(w, 1)
+            a.sendall(hz.query_msg("select 3"))
+            got = hz.read_until_ready(a)
+            self.assertEqual([notification(b)[1:] for t, b in got if t == b"A"],
+                             [(chan + "b", "after")])
+            w.close()
+            a.close()
 
     def test_a_vertical_tab_is_no_white_space(self):
         # PostgreSQL 15 says 42601 (16 reads \v as white space); pgwharf
