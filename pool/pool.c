@@ -30,6 +30,7 @@
 
 static void waiter_done_cb(struct pgw_ctx_sub *sub, int err);
 static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err);
+static bool kind_recheck_open(const struct pgw_pool *pool);
 static void shed_idle(struct pgw_pool *pool);
 
 int pgw_pool_total(const struct pgw_pool *pool)
@@ -224,9 +225,16 @@ bool pgw_pool_login_error_is_local(const char *sqlstate)
     return false;
 }
 
+/* The pool's login was refused and server_login_retry is not over; not
+ * when the refusal is that every host is skipped for its kind and one of
+ * them may be rechecked (kind_recheck_open): a client that comes then
+ * waits for that login, as where the other hosts are down (hosts_down).
+ * With two standbys and no primary, a promotion was found only after
+ * server_login_retry. */
 static bool login_blocked(const struct pgw_pool *pool)
 {
-    return pool->login_error && pool_now(pool) < pool->login_retry_until;
+    return pool->login_error && pool_now(pool) < pool->login_retry_until &&
+           !(pool->login_kind && kind_recheck_open(pool));
 }
 
 bool pgw_pool_login_blocked(const struct pgw_pool *pool)
@@ -245,6 +253,7 @@ void pgw_pool_login_failed(struct pgw_pool *pool, const char *sqlstate, const ch
 {
     double retry = pool->set->cfg->server_login_retry;
     char *copy = strdup(msg);
+    pool->login_kind = false;       /* pgw_pool_host_mismatch sets it after */
     if (copy) {
         free(pool->login_error);
         pool->login_error = copy;
@@ -295,6 +304,7 @@ void pgw_pool_login_ok(struct pgw_pool *pool)
     free(pool->login_error);
     pool->login_error = NULL;
     pool->login_retry_until = 0;
+    pool->login_kind = false;
 }
 
 void pgw_pool_settings_changed(struct pgw_pool *pool)
@@ -889,6 +899,7 @@ struct grow_try {
     bool probe;
     bool standby_pass;
     bool recheck;     /* only the hosts skipped for their kind (recheck_due) */
+    bool rechecked;   /* out: the host chosen is such a recheck */
     const struct pgw_pool_waiter *w;  /* the replication client it is for, else NULL */
 };
 
@@ -899,42 +910,73 @@ static bool host_tried(const struct pgw_pool_waiter *w, int i)
     return w && pgw_tried_bit(w->repl_tried, w->repl_tried_words, i);
 }
 
+/* May host h, skipped for its kind, be tried again now, before its
+ * server_login_retry is over?  Only when no other host can take an attempt
+ * (the caller's to know), and a second at least after the host's last
+ * refusal or recheck by any pool (its backend's kind_recheck_at).  After
+ * a failover the standby, refused while the primary was failing, is
+ * promoted: clients were told that no host matched until
+ * server_login_retry ended, though libpq's own multi-host connect found
+ * the new primary at once (hunt: 12.6 s with the default 15 s).  One login
+ * a second at most on the host, however many pools name it (the clock was
+ * each pool's: N pools, N logins a second on a standby that stays one),
+ * and none while one is under way (its outcome is every pool's: a slow
+ * login made no second one).  Not with prefer-standby: its second pass
+ * takes the skipped hosts anyway. */
+static bool recheck_due(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now)
+{
+    return pool->tsa != PGW_TSA_PREFER_STANDBY && now >= h->be->kind_recheck_at &&
+           h->be->kind_rechecks == 0;
+}
+
+/* Will a client that comes now see skipped host h rechecked: one due, or
+ * one under way (any pool's)?  It waits for that login's outcome then, and
+ * gets the refusal only if the host is still of the wrong kind (clients
+ * coming while the login was under way got the breaker's 08001 at once,
+ * the standby promoted and found a moment later). */
+static bool recheck_open(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now)
+{
+    return pool->tsa != PGW_TSA_PREFER_STANDBY &&
+           (now >= h->be->kind_recheck_at || h->be->kind_rechecks > 0) &&
+           !pgw_breaker_blocked(&h->be->breaker, now);
+}
+
+/* Is a recheck open (recheck_open) on one of the pool's skipped hosts? */
+static bool kind_recheck_open(const struct pgw_pool *pool)
+{
+    ev_tstamp now = pool_now(pool);
+    for (int i = 0; i < pool->nhosts; i++) {
+        const struct pool_host *h = &pool->hosts[i];
+        if (host_skipped(pool, h, now, false) && recheck_open(pool, h, now))
+            return true;
+    }
+    return false;
+}
+
 /* pgw_hosts_choose's try: may host i take a connection attempt now? */
 static int grow_try_host(int i, void *arg)
 {
     struct grow_try *t = arg;
     struct pool_host *h = &t->pool->hosts[i];
+    ev_tstamp now = pool_now(t->pool);
     if (host_tried(t->w, i))
         return PGW_EBREAKER_OPEN;  /* this client had it: one attempt a host */
-    if (host_skipped(t->pool, h, pool_now(t->pool), t->standby_pass) != t->recheck)
+    if (host_skipped(t->pool, h, now, t->standby_pass) != t->recheck ||
+        (t->recheck && !recheck_due(t->pool, h, now)))
         return PGW_EBREAKER_OPEN;  /* not a target_session_attrs match (or,
-                                    * rechecking, not one skipped) */
+                                    * rechecking, not one skipped, or not yet) */
     return pgw_backend_admit(h->be, pgw_backend_resolves(h->be, &h->spec), &t->probe);
-}
-
-/* May a host skipped for its kind be tried again now, before its
- * server_login_retry is over?  Only when no other host can take an attempt
- * (the caller's to know), and a second at least after the last refusal
- * of one or recheck (kind_recheck_at).  After a failover the standby,
- * refused while the primary was failing, is promoted: clients were told
- * that no host matched until server_login_retry ended, though libpq's
- * own multi-host connect found the new primary at once (hunt: 12.6 s
- * with the default 15 s).  One login a second at most, per pool: no
- * storm on a standby that stays one.  Not with prefer-standby: its
- * second pass takes the skipped hosts anyway. */
-static bool recheck_due(const struct pgw_pool *pool, ev_tstamp now)
-{
-    return pool->tsa != PGW_TSA_PREFER_STANDBY && now >= pool->kind_recheck_at;
 }
 
 /* The host of the next connection attempt (pgw_hosts_choose).  With
  * prefer-standby, libpq's two passes: the hosts not found to be anything
  * but a standby first; only when none of them can take the attempt now
  * (each found not to be one, unreachable, or its breaker open) any host.
- * With no host to take it otherwise, one skipped for its kind when a
- * recheck is due (recheck_due) and a client waits: not for min_pool_size
+ * With no host to take it otherwise, one skipped for its kind whose
+ * recheck is due (recheck_due) when a client waits: not for min_pool_size
  * (a login a second per pool on a standby that stays one, with no client
- * asking: review). */
+ * asking: review).  (A replication client's server, chosen so while a
+ * client waits, is not counted as a recheck under way: grow_one's are.) */
 static int choose_host(struct pgw_pool *pool, struct grow_try *t)
 {
     t->standby_pass = pool->tsa == PGW_TSA_PREFER_STANDBY;
@@ -943,13 +985,14 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
         t->standby_pass = false;
         i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
     }
-    ev_tstamp now = pool_now(pool);
-    if (i == PGW_EBREAKER_OPEN && pool->n_waiters > 0 && recheck_due(pool, now)) {
+    if (i == PGW_EBREAKER_OPEN && pool->n_waiters > 0 && pool->tsa != PGW_TSA_PREFER_STANDBY) {
         t->recheck = true;
         i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
         t->recheck = false;
-        if (i >= 0)
-            pool->kind_recheck_at = now + 1.0;
+        if (i >= 0) {
+            pool->hosts[i].be->kind_recheck_at = pool_now(pool) + 1.0;
+            t->rechecked = true;
+        }
     }
     return i;
 }
@@ -979,10 +1022,21 @@ static bool grow_one(struct pgw_pool *pool, bool evicting)
         pgw_backend_unadmit(pool->hosts[i].be, t.probe);
         return false;
     }
-    if (!pgw_server_start(pool, i, t.probe, NULL)) {
+    struct pgw_server *srv = pgw_server_start(pool, i, t.probe, NULL);
+    if (!srv) {
         if (t.probe)
             pgw_breaker_probe_abort(&pool->hosts[i].be->breaker, pool_now(pool));
         return false;
+    }
+    if (t.rechecked) {
+        /* Under way till its answer (pgw_pool_recheck_end): clients of
+         * every pool skipping the host wait for it (recheck_open). */
+        srv_priv(srv)->recheck = true;
+        srv->backend->kind_rechecks++;
+        char names[PGW_POOL_LOG_NAMES];
+        pgw_info("pool_kind_recheck", "%s backend=%s id=%llu",
+                 pgw_pool_log_names(pool, names, sizeof(names)), srv->backend->address,
+                 (unsigned long long)srv->id);
     }
     return true;
 }
@@ -1249,8 +1303,7 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
         const struct pool_host *h = &pool->hosts[(pool->cursor.next + k) % pool->nhosts];
         if (host_skipped(pool, h, now, false)) {
             skipped++;
-            recheck = recheck || (recheck_due(pool, now) &&
-                                  !pgw_breaker_blocked(&h->be->breaker, now));
+            recheck = recheck || recheck_open(pool, h, now);
             continue;
         }
         if (pgw_breaker_blocked(&h->be->breaker, now)) {
@@ -1264,7 +1317,7 @@ static int hosts_down(const struct pgw_pool *pool, struct pgw_pool_error *err)
         return 0;
     }
     if ((!open && !unresolved) || recheck)
-        return 0;      /* recheck: a host skipped for its kind is tried */
+        return 0;      /* recheck: a host skipped for its kind is (to be) tried */
     if (open)
         pgw_backend_error(open, err);
     else
@@ -1352,16 +1405,41 @@ static bool host_skip(struct pgw_pool *pool, int i, const struct pgw_backend *be
     double retry = pool->set->cfg->server_login_retry;
     ev_tstamp now = pool_now(pool);
     pool->hosts[i].skip_until = now + (retry > 1.0 ? retry : 1.0);
-    pool->kind_recheck_at = now + 1.0;    /* no recheck (recheck_due) for a second */
+    pool->hosts[i].be->kind_recheck_at = now + 1.0;  /* no recheck (recheck_due) for a second */
     return true;
 }
 
-void pgw_pool_host_matched(struct pgw_pool *pool, int i, const struct pgw_backend *be)
+void pgw_pool_host_matched(struct pgw_pool *pool, int i, struct pgw_backend *be, bool recheck)
 {
+    /* A recheck found the host's kind changed: other pools skipping it
+     * recheck it at once, not a second later (their clients waited for
+     * this one: recheck_open). */
+    if (recheck)
+        be->kind_recheck_at = 0;
     /* prefer-standby: a login of its second pass matches any host. */
     if (pool->tsa != PGW_TSA_PREFER_STANDBY && i >= 0 && i < pool->nhosts &&
         pool->hosts[i].be == be)
         pool->hosts[i].skip_until = 0;
+}
+
+bool pgw_pool_recheck_end(struct pgw_server *srv)
+{
+    struct pool_server *ps = srv_priv(srv);
+    if (!ps->recheck)
+        return false;
+    ps->recheck = false;
+    srv->backend->kind_rechecks--;
+    return true;
+}
+
+static bool names_backend(const struct pgw_pool *pool, const void *be)
+{
+    return pgw_pool_host_index(pool, be) >= 0;
+}
+
+void pgw_pool_kick_host_pools(struct pgw_backend *be)
+{
+    pgw_pool_kick_waiting(be->set, names_backend, be);
 }
 
 void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
@@ -1377,6 +1455,11 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
     pgw_hosts_failed(&pool->cursor, i);
     if (pgw_pool_host_left(pool, NULL))
         return;
+    /* Another host skipped for its kind may be rechecked (its own clock,
+     * or under way for another pool): the waiters wait for that login
+     * (the caller kicks the pool), as libpq tries each host of its list. */
+    if (kind_recheck_open(pool))
+        return;
     /* No host now, but one only for its breaker's cooldown (the primary
      * down a moment, the standby tried meanwhile): the waiters get the
      * breaker's error, and its probe decides -- not server_login_retry's
@@ -1388,6 +1471,7 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
         return;
     }
     pgw_pool_login_failed(pool, sqlstate, msg);
+    pool->login_kind = true;      /* lifted for a recheck (login_blocked) */
     /* server_login_retry = 0 blocks no login, but every host is skipped
      * (a second at least): until the first comes back, a new client gets
      * this refusal at once, as the first did, rather than waiting in the

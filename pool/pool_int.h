@@ -63,6 +63,8 @@ struct pool_server {
     enum srv_job job;
     ev_tstamp job_start;      /* when the job (connect_query, a check, a reset) was sent */
     bool probe;               /* this connect is the breaker's probe */
+    bool recheck;             /* a login to a host skipped for its kind, not yet
+                               * answered (counted in backend kind_rechecks) */
     int host;                 /* its index in pool->hosts at the start */
     /* target_session_attrs=prefer-standby: libpq is asked for a standby
      * (else for any server: no host of the list is known to be one) */
@@ -135,6 +137,16 @@ struct pgw_backend {
     /* The last lookup could not be made (pgwharf short of memory or of a
      * thread, not the name's failure): none before dns_retry_at. */
     ev_tstamp dns_retry_at;
+    /* Not before this is the host, skipped by a pool for its kind (pool_host
+     * skip_until), logged in to again early for that pool's waiting client
+     * while no other host of its list can be tried (pool.c's recheck): one
+     * such login a second on the host, however many pools name it.  0
+     * again when one matched (its kind changed: the other pools' rechecks
+     * go at once). */
+    ev_tstamp kind_recheck_at;
+    /* Such logins under way (pool_server.recheck): a client of any pool
+     * skipping the host waits for their outcome rather than being refused. */
+    int kind_rechecks;
 };
 
 /* One host of a pool's list: its backend, and what this pool gives libpq
@@ -241,11 +253,10 @@ struct pgw_pool {
     /* libpq's text of the last host found not to match
      * target_session_attrs (the reason when every host is skipped). */
     char *mismatch_error;
-    /* Not before this may a host skipped for its kind (pool_host
-     * skip_until) be tried again while no other host can be (every one
-     * down): a standby promoted after the primary failed is found in a
-     * second, not server_login_retry later (choose_host's recheck). */
-    ev_tstamp kind_recheck_at;
+    /* login_error is that every host is skipped for its kind
+     * (pgw_pool_host_mismatch): a recheck of one (backend kind_recheck_at)
+     * lifts the block for the clients that come meanwhile. */
+    bool login_kind;
     struct pgw_pool_stats st; /* counters only; gauges computed on demand */
 };
 
@@ -340,8 +351,15 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
  * the standby pass skips it as it skips a host that is not one. */
 void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be);
 /* A login on host i (of backend be) matched target_session_attrs: the
- * host is skipped no more (a standby since promoted). */
-void pgw_pool_host_matched(struct pgw_pool *pool, int i, const struct pgw_backend *be);
+ * host is skipped no more (a standby since promoted).  recheck: the login
+ * was a recheck of the host skipped for its kind (pool_server.recheck). */
+void pgw_pool_host_matched(struct pgw_pool *pool, int i, struct pgw_backend *be, bool recheck);
+/* A recheck login of srv's (pool_server.recheck) has its answer or is
+ * gone: no longer counted on its backend.  true when srv's login was one. */
+bool pgw_pool_recheck_end(struct pgw_server *srv);
+/* Kick the pools with clients waiting whose host list names be: a recheck
+ * of it ended, whose outcome they waited for. */
+void pgw_pool_kick_host_pools(struct pgw_backend *be);
 /* prefer-standby: would a connection to host i ask libpq for a standby
  * (no: the host is known not to be one, for now)? */
 bool pgw_pool_wants_standby(const struct pgw_pool *pool, int i);

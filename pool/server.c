@@ -274,6 +274,9 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
         ps->probe = false;
         pgw_breaker_probe_abort(&srv->backend->breaker, pgw_mono_now(set->loop));
     }
+    /* (a recheck closed unanswered: the pools waiting for it are kicked by
+     * connect_failed, or by the next tick) */
+    pgw_pool_recheck_end(srv);
     ev_io_stop(set->loop, &srv->io);
     ev_timer_stop(set->loop, &srv->timer);
     if (reason) {
@@ -582,6 +585,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     struct pgw_backend *be = srv->backend;
     struct pool_server *ps = srv_priv(srv);
     bool probe = ps->probe;
+    bool recheck = ps->recheck;   /* ended by the close below, before the verdict */
     char text[512], f[256], q[600];
 
     char code[6];             /* msg is the connection's: read before it is closed */
@@ -658,6 +662,8 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_backend_failed(be, probe, text);
     }
     pgw_pool_kick_related(pool);
+    if (recheck)   /* the other pools' clients waiting for its outcome */
+        pgw_pool_kick_host_pools(be);
 }
 
 static void connect_failed(struct pgw_server *srv, const char *msg)
@@ -669,14 +675,16 @@ static void login_succeeded(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
     struct pool_server *ps = srv_priv(srv);
+    struct pgw_backend *be = srv->backend;
     bool probe = ps->probe;
     ps->probe = false;
+    bool recheck = pgw_pool_recheck_end(srv);
     /* Not a login started under settings a reload has since changed: its
      * success says nothing of the new ones, which may have been refused
      * (server_login_retry) meanwhile. */
     if (ps->settings_gen == pool->settings_gen) {
         pgw_pool_login_ok(pool);
-        pgw_pool_host_matched(pool, ps->host, srv->backend);
+        pgw_pool_host_matched(pool, ps->host, be, recheck);
     }
     const char *over = NULL;
     if (!server_reusable(srv))
@@ -687,8 +695,10 @@ static void login_succeeded(struct pgw_server *srv)
         pgw_server_close(srv, over);
     else
         pgw_server_make_idle(srv);
-    pgw_backend_connected(srv->backend, probe);
+    pgw_backend_connected(be, probe);
     pgw_pool_kick_related(pool);
+    if (recheck)   /* the other pools' clients waiting for its outcome */
+        pgw_pool_kick_host_pools(be);
 }
 
 /* Why a parameter could not be kept in ps (pgw_params_set said false),

@@ -29,7 +29,11 @@ reads (with in_hot_standby) instead of asking SHOW transaction_read_only.
     included; a value libpq does not know is a config error;
   - a host that stops matching after login (a standby promoted, a primary
     read-only by default): its servers are closed at their next check,
-    reset or release, and new ones go to the other hosts.
+    reset or release, and new ones go to the other hosts;
+  - a host skipped for its kind is rechecked early when no other host can
+    be tried (the primary dead, or every host a standby): clients that
+    come meanwhile wait for that login, one for every pool on the host
+    (SocketGate holds it), and a host that matched is skipped no more.
 """
 
 import os
@@ -190,6 +194,77 @@ class SideClusters:
             except pt.PgwharfError:
                 pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SocketGate:
+    """A stand-in for a PostgreSQL socket directory (self.dir) that passes
+    each connection to target_dir's socket, or, while held (hold()), keeps
+    it waiting, a login under way, until release().  accepted: the
+    connections it took; waiting(): those held now."""
+
+    def __init__(self, root, name, target_dir, port):
+        self.dir = os.path.join(root, name + ".sock")
+        os.mkdir(self.dir)
+        self.target = os.path.join(target_dir, ".s.PGSQL.%d" % port)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(os.path.join(self.dir, ".s.PGSQL.%d" % port))
+        self.sock.listen(16)
+        self.open = threading.Event()
+        self.open.set()
+        self.lock = threading.Lock()
+        self.accepted = self.held = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self):
+        self.open.clear()
+
+    def release(self):
+        self.open.set()
+
+    def waiting(self):
+        with self.lock:
+            return self.held
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        import selectors
+        with self.lock:
+            self.held += 1
+        self.open.wait(120)
+        with self.lock:
+            self.held -= 1
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            up.connect(self.target)
+            sel = selectors.DefaultSelector()
+            sel.register(c, selectors.EVENT_READ, up)
+            sel.register(up, selectors.EVENT_READ, c)
+            while not self.closed:
+                for key, _ in sel.select(0.5):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+            c.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        self.open.set()
 
 
 class HostListTest(pt.PgwharfTestCase):
@@ -980,6 +1055,139 @@ class KindChangeTest(SideClusterTestCase):
         # recheck (three clients at once, each holding its own).
         self.assertEqual([self.where(self.db_conn(px, db="rw")) for _ in range(3)],
                          ["standby4"] * 3)
+
+    def where_closed(self, px, db):
+        """where() of a new client of db, closed after."""
+        conn = self.db_conn(px, db=db)
+        try:
+            return self.where(conn)
+        finally:
+            conn.close()
+
+    def refused_by_the_standby(self, px, db):
+        """Clients of db until a login of its pool is refused as read-only."""
+        def refused():
+            try:
+                self.where_closed(px, db)
+            except psycopg2.Error:
+                pass
+            return re.search(r"server_connect_failed db=%s .*session is read-only" % db,
+                             px.log())
+        pt.wait_until(refused, 30, what="a login of %s refused by the standby: %s"
+                      % (db, px.log_tail()))
+
+    def held_recheck(self, px, db, gate):
+        """A client of db (pt.Background, where_closed) whose login waits
+        on the recheck of the standby that gate holds.  Clients that come
+        before a recheck is due are refused at once: the next one tries."""
+        def held():
+            c = pt.Background(lambda: self.where_closed(px, db))
+            pt.wait_until(lambda: gate.waiting() or not c.is_alive(), 30,
+                          what="a recheck or a refusal")
+            return c if gate.waiting() else None
+        return pt.wait_until(held, 30, interval=0.2, what="a recheck held: %s" % px.log_tail())
+
+    def test_clients_wait_for_a_recheck_under_way_whatever_their_pool(self):
+        # The primary dead, the standby skipped for its kind: a login to it
+        # (a recheck) goes a second after its refusal.  A client that came
+        # while it was under way got the breaker's 08001 at once, though
+        # the standby, promoted, was found a moment later; a pool over the
+        # same hosts made its own recheck (the clock was each pool's: N
+        # pools, N logins a second on a standby that stays one).  Now
+        # both wait for that one login, refused with it if it is refused.
+        # Then the pool skips the host no more (pgw_pool_host_matched):
+        # its next server logs in there with no recheck of its own.
+        standby = self.side.start("standby", "standby5")
+        prim_sock = self.side.start("rw", "prim5")
+        prim_data = os.path.join(self.side.root, "prim5")
+        gate = SocketGate(self.side.root, "gate5", standby, self.pg.port)
+        self.addCleanup(gate.close)
+        entry = ("host=%s,%s port=%d dbname=%s target_session_attrs=read-write "
+                 "load_balance_hosts=disable" % (prim_sock, gate.dir, self.pg.port,
+                                                 self.pg.database))
+        px = self.start_pgwharf(settings=dict(SETTINGS, breaker_threshold=1,
+                                              server_login_retry="600s",
+                                              query_wait_timeout="60s"),
+                                databases={"rw1": entry, "rw2": entry})
+        for db in ("rw1", "rw2"):
+            self.assertEqual(self.where_closed(px, db), "prim5")
+        self.side._run("pg_ctl", "stop", "-D", prim_data, "-m", "immediate", "-w", "-t", "60")
+        for db in ("rw1", "rw2"):
+            self.refused_by_the_standby(px, db)
+
+        def pool(db):
+            return px.show("POOLS", database=db)[0]
+
+        def queued(db, n, c):
+            pt.wait_until(lambda: pool(db)["cl_waiting"] == str(n) or not c.is_alive(), 30,
+                          what="%d waiting in %s" % (n, db))
+            self.assertTrue(c.is_alive(), "refused at once: %s" % c.error)
+
+        # A standby that stays one: the recheck's refusal fails them all.
+        gate.hold()
+        c1 = self.held_recheck(px, "rw1", gate)
+        c2 = pt.Background(lambda: self.where_closed(px, "rw1"))
+        queued("rw1", 2, c2)
+        gate.release()
+        for c in (c1, c2):
+            c.join(60)
+            self.assertIsInstance(c.error, psycopg2.Error)
+            self.assertIn("another host of the list does not match", str(c.error))
+
+        # Promoted while the recheck is under way: every client waiting
+        # for it is served, the other pool's too, by a login of its own
+        # once the recheck matched.
+        mark = len(px.log())
+        accepted = gate.accepted
+        gate.hold()
+        c1 = self.held_recheck(px, "rw1", gate)
+        c2 = pt.Background(lambda: self.where_closed(px, "rw1"))
+        queued("rw1", 2, c2)
+        c3 = pt.Background(lambda: self.where_closed(px, "rw2"))
+        queued("rw2", 1, c3)
+        # rw2 made no recheck of its own: the one under way is the host's
+        self.assertEqual(pool("rw2")["sv_login"], "0")
+        self.assertEqual(gate.accepted - accepted, 1)
+        self.side.promote("standby5")
+        gate.release()
+        for c in (c1, c2, c3):
+            c.join(60)
+            self.assertFalse(c.is_alive())
+            self.assertEqual((c.result, c.error), ("standby5", None))
+        # One recheck a pool: rw1's second server logged in as to any
+        # host that matches (pgw_pool_host_matched), and rw2's after rw1's.
+        log = px.log()[mark:]
+        for db in ("rw1", "rw2"):
+            self.assertEqual(len(re.findall(r"event=pool_kind_recheck db=%s " % db, log)), 1,
+                             (db, log))
+
+    def test_a_standby_promoted_when_every_host_is_a_standby_is_found_at_once(self):
+        # Two standbys, no primary: each is skipped for its kind, and the
+        # pool refused every login for server_login_retry, a standby
+        # promoted meanwhile unseen.  Now every host skipped for its kind
+        # counts as every other host down: each is rechecked, a second
+        # after its refusal at the soonest, for a client that waits.
+        one = self.side.start("standby", "standby6a")
+        two = self.side.start("standby", "standby6b")
+        px = self.start_pgwharf(settings=dict(SETTINGS, server_login_retry="600s",
+                                              query_wait_timeout="60s"), databases={
+            "rw": "host=%s,%s port=%d dbname=%s target_session_attrs=read-write "
+                  "load_balance_hosts=disable" % (one, two, self.pg.port, self.pg.database)})
+        with self.assertRaises(psycopg2.Error) as cm:
+            self.where_closed(px, "rw")
+        self.assertIn("session is read-only", str(cm.exception))
+        self.side.promote("standby6b")
+
+        def served():
+            try:
+                return self.where_closed(px, "rw") == "standby6b"
+            except psycopg2.Error as e:
+                self.assertIn("session is read-only", str(e))
+                return False
+        # server_login_retry is 600 s: the base waited it out
+        pt.wait_until(served, 20, interval=0.2, what="the promoted standby serving: %s"
+                      % px.log_tail())
+        self.assertEqual(self.where_closed(px, "rw"), "standby6b")
 
 if __name__ == "__main__":
     import unittest
