@@ -217,6 +217,8 @@ struct pgw_config {
     int max_db_client_connections;  /* clients per database; 0 = unlimited */
     int max_user_client_connections;    /* clients per user; 0 = unlimited */
     int max_prepared_statements;    /* 200; 0 = pass-through */
+    int max_notify_backlog;         /* bytes of notifications waiting for one client
+                                       (transaction/statement mode): past it, FATAL 54000 */
     int scram_iterations;           /* 4096: verifiers made from plaintext secrets */
     char *scram_salt_key_file;      /* key of the salts of users without a verifier */
     int max_packet_size;            /* largest protocol message relayed, either way */

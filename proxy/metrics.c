@@ -1063,8 +1063,9 @@ static void render_batch(struct pgw_proxy *px, struct pgw_wbuf *b)
     metric_u(b, "pgwharf_notifications_total", "counter", px->total_notifications,
              "Notifications passed to clients from the listening servers.");
     metric_u(b, "pgwharf_notifications_dropped_total", "counter", px->total_notifications_dropped,
-             "Notifications dropped for a client that had 1 MB of them waiting (inside a "
-             "transaction, or not reading).");
+             "Notifications dropped for a client that had max_notify_backlog bytes of them "
+             "waiting (inside a transaction, or not reading; the client is then disconnected "
+             "with 54000), or whose encoding lacks a character of one.");
 }
 
 void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)

@@ -20,6 +20,11 @@
  *   inside a transaction when its server goes back to the pool (right
  *   after its ReadyForQuery): between transactions, as PostgreSQL sends
  *   them.  The process ID in it is the notifying server's.
+ * - At most max_notify_backlog bytes of them wait for a client (unread,
+ *   or held for its transaction's end).  One that falls further behind
+ *   gets none past that: its subscriptions go, and it is sent what it was
+ *   owed, then FATAL 54000, between transactions (backlog_over), as
+ *   PostgreSQL drops no notification of a listener's.
  * - The hub's server is one of the pool's (it counts in pool_size and
  *   shows in SHOW SERVERS as active with no client).  When it is lost, or
  *   marked for closing (RECONNECT, PAUSE, a reload), the hub takes
@@ -60,7 +65,6 @@
 #include "common/log.h"
 #include "common/wire.h"
 
-#define NOTIFY_PENDING_MAX (1u << 20)   /* notifications held for one client */
 /* The type byte of a held copy that may not be the client's (sub->pending,
  * maybe_add); 'A' once it is. */
 #define HELD_MAYBE 'a'
@@ -108,6 +112,8 @@ struct pgw_notify_hub {
                                            client gets that at the next tick */
     bool lost;                          /* hub_lost marked listeners: the next
                                            tick disconnects those it can */
+    bool backlog;                       /* backlog_over marked a listener between
+                                           transactions: the next tick ends it */
     struct pgw_server *srv;
     struct pgw_pool_waiter waiter;
     bool acquiring;
@@ -127,6 +133,14 @@ struct pgw_notify_hub {
 #define NOTIFY_NO_ROOM_SQLSTATE "57P01"
 #define NOTIFY_NO_ROOM_MSG "database configuration changed: the pool has no room for a " \
                            "listening server"
+/* ... and when more than max_notify_backlog bytes of notifications wait
+ * for it (backlog_over): PostgreSQL never drops a listener's notification
+ * (its queue grows, and at its end NOTIFY fails with 54000 "too many
+ * notifications in the NOTIFY queue"); a client that lost some could not
+ * tell, so it learns here, with PostgreSQL's code for a limit reached. */
+#define NOTIFY_BACKLOG_SQLSTATE "54000"
+#define NOTIFY_BACKLOG_MSG "too many notifications wait for this client (more than " \
+                           "max_notify_backlog, %d bytes): notifications would have been missed"
 /* ... and when its hub's server is lost (hub_lost): as a direct
  * connection whose backend went away, it learns that it may have missed
  * notifications, and reconnects to LISTEN again. */
@@ -409,8 +423,17 @@ static size_t unsent(const struct pgw_session *s)
     return s->sbuf ? s->sbuf->len - s->sbuf->sent : 0;
 }
 
+/* How many bytes of notifications may wait for one client: those it has
+ * not read yet (between transactions), or those held for the end of its
+ * transaction.  A client that reads drains it; only one that falls this
+ * far behind is ended (backlog_over). */
+static size_t backlog_max(const struct pgw_session *s)
+{
+    return (size_t)s->px->cfg->max_notify_backlog;
+}
+
 /* Whole messages to the client, its buffer grown to take them (up to
- * NOTIFY_PENDING_MAX unread, checked by the callers); false when memory is
+ * backlog_max unread, checked by the callers); false when memory is
  * short. */
 bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n)
 {
@@ -1280,6 +1303,32 @@ static void hub_lost_settle(struct pgw_notify_hub *h)
     free(to);
 }
 
+/* After backlog_over: the clients between transactions it marked are
+ * ended once they have read what they were owed. */
+static void hub_backlog_settle(struct pgw_notify_hub *h)
+{
+    h->backlog = false;
+    /* Sessions first, then the ends (each leaves the list). */
+    int nsubs = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next)
+        nsubs++;
+    struct pgw_session **to = nsubs ? calloc((size_t)nsubs, sizeof(*to)) : NULL;
+    int n = 0;
+    for (struct pgw_list *l = h->subs.next; to && l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->ending == NOTIFY_END_BACKLOG && (sub->waiting || deliverable(sub->session)) &&
+            sub->session->state != PGW_SS_WAIT_SERVER)
+            to[n++] = sub->session;
+    }
+    /* Short of memory (or not between transactions now): at their
+     * transaction's end. */
+    for (int i = 0; i < n; i++)
+        if (to[i]->state != PGW_SS_CLOSING)
+            pgw_session_close_after_sent(to[i], NOTIFY_BACKLOG_SQLSTATE, NOTIFY_BACKLOG_MSG,
+                                         to[i]->px->cfg->max_notify_backlog);
+    free(to);
+}
+
 static bool room_for(struct pgw_proxy *px, struct pgw_pool *pool,
                      const struct pgw_notify_hub *self);
 
@@ -1350,6 +1399,8 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct pgw_notify_hub *h = w->data;
     if (h->answered || h->lost)
         hub_lost_settle(h);
+    if (h->backlog)
+        hub_backlog_settle(h);
     if (hub_maybe_free(h))
         return;
     if (h->no_room)
@@ -1746,19 +1797,44 @@ bool pgw_notify_cancel_waiting(struct pgw_session *s)
     return true;
 }
 
-/* One more than 1 MB waiting for s: dropped. */
-static void dropped_one(struct pgw_session *s)
+/* One notification past max_notify_backlog for s (or no memory for it):
+ * it does not reach s, nor does any after it, and s is ended with FATAL
+ * 54000 between transactions, once it has read what it was owed before
+ * (pgw_session_close_after_sent): at the next tick when it is between
+ * transactions, else at its transaction's end (pgw_notify_flush).  Its
+ * subscriptions go then; the channels' other listeners go on.  A client
+ * whose hub was lost (or ended) is ended for that already. */
+static void backlog_over(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
     s->px->total_notifications_dropped++;
-    if (!sub->dropped) {
-        char qd[200], qu[200];
-        pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than 1 MB "
-                 "of notifications wait for the client (its transaction to end, or to read "
-                 "them)\"",
-                 s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
-        sub->dropped = true;
+    if (sub->ending != NOTIFY_END_NONE)
+        return;
+    sub->ending = NOTIFY_END_BACKLOG;
+    char qd[200], qu[200];
+    pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than "
+             "max_notify_backlog (%d bytes) of notifications wait for the client (its "
+             "transaction to end, or to read them)\" detail=\"the client is disconnected "
+             "(54000) once it has read those\"",
+             s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user),
+             s->px->cfg->max_notify_backlog);
+    if (deliverable(s)) {
+        /* The tick, now (not from inside the hub's read). */
+        struct pgw_notify_hub *h = sub->hub;
+        h->backlog = true;
+        ev_timer_stop(h->px->loop, &h->tick);
+        ev_timer_set(&h->tick, 0., NOTIFY_TICK);
+        ev_timer_start(h->px->loop, &h->tick);
     }
+}
+
+/* A notification for s after backlog_over: not its. */
+static bool backlog_ended(struct pgw_session *s)
+{
+    if (s->notify->ending != NOTIFY_END_BACKLOG)
+        return false;
+    s->px->total_notifications_dropped++;
+    return true;
 }
 
 /* The hub's copy msg for s (as deliver_once), out now when s is between
@@ -1769,6 +1845,8 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
                     const struct pgw_pgenc_conv *c, struct converted *conv)
 {
     struct pgw_notify_sub *sub = s->notify;
+    if (backlog_ended(s))
+        return;
     bool now = deliverable(s) && sub->pending.len == 0;
     if (now && c) {
         if (!convert_notification(conv, c, c->to_client, msg, total)) {
@@ -1781,12 +1859,12 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
     }
     /* The copies that may be the client's (maybe_add) count too. */
     size_t held = now ? unsent(s) : sub->pending.len;
-    if (held + total <= NOTIFY_PENDING_MAX && now && pgw_notify_send(s, msg, total)) {
+    if (held + total <= backlog_max(s) && now && pgw_notify_send(s, msg, total)) {
         s->px->total_notifications++;
         return;
     }
-    if (now || held + total > NOTIFY_PENDING_MAX) {
-        dropped_one(s);
+    if (now || held + total > backlog_max(s)) {
+        backlog_over(s);
         return;
     }
     pgw_wbuf_append(&sub->pending, msg, total);
@@ -1824,8 +1902,8 @@ static void held_convert(struct pgw_session *s, struct pgw_notify_sub *sub)
             m = conv.msg;
             n = conv.len;
         }
-        if (out.len + n > NOTIFY_PENDING_MAX)
-            dropped_one(s);
+        if (s->notify->ending == NOTIFY_END_BACKLOG || out.len + n > backlog_max(s))
+            backlog_over(s);     /* this one and those after it: not the client's */
         else
             pgw_wbuf_append(&out, m, n);
     }
@@ -1859,7 +1937,6 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
             return;      /* the write failed: s is closed, sub freed with it */
     }
     held_clear(sub);
-    sub->dropped = false;
 }
 
 /* Nothing held for the client; a burst's memory goes back. */
@@ -2114,8 +2191,10 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct pgw_notify_sub *sub = s->notify;
     struct pgw_wbuf *p = &sub->pending;
-    if (p->len + total > NOTIFY_PENDING_MAX) {
-        dropped_one(s);
+    if (backlog_ended(s))
+        return;
+    if (p->len + total > backlog_max(s)) {
+        backlog_over(s);
         return;
     }
     size_t at = p->len;
@@ -2198,8 +2277,10 @@ static bool unmarked_keep(struct pgw_notify_sub *sub, uint8_t *m)
 static bool held_add(struct pgw_session *s, const uint8_t *m, uint32_t n, uint8_t type)
 {
     struct pgw_wbuf *p = &s->notify->pending;
-    if (p->len + n > NOTIFY_PENDING_MAX) {
-        dropped_one(s);
+    if (backlog_ended(s))
+        return false;
+    if (p->len + n > backlog_max(s)) {
+        backlog_over(s);
         return false;
     }
     size_t at = p->len;
@@ -2295,6 +2376,11 @@ void pgw_notify_flush(struct pgw_session *s)
         return;
     if (sub->ending == NOTIFY_END_NO_ROOM) {
         pgw_session_close(s, NOTIFY_NO_ROOM_SQLSTATE, NOTIFY_NO_ROOM_MSG);  /* hub_end */
+    } else if (sub->ending == NOTIFY_END_BACKLOG) {
+        /* backlog_over: after what was held for it (sent above). */
+        pgw_session_close_after_sent(s, NOTIFY_BACKLOG_SQLSTATE, NOTIFY_BACKLOG_MSG,
+                                     s->px->cfg->max_notify_backlog);
+        return;
     } else if (sub->ending == NOTIFY_END_LOST) {
         /* hub_lost; a transaction whose LISTEN it was rolled back, and
          * which listened to nothing else, missed nothing. */
@@ -3165,7 +3251,8 @@ void pgw_notify_discard(struct pgw_session *s)
     tx_settle(sub, n, TX_DISCARDED);
     pgw_notify_unlisten(sub, PGW_UNLISTEN_ALL, NULL);
     held_clear(sub);
-    sub->dropped = false;
+    if (sub->ending == NOTIFY_END_BACKLOG)
+        sub->ending = NOTIFY_END_NONE;   /* what it missed was for channels it left */
     pgw_notify_vstmt_clear(sub);
 }
 

@@ -91,6 +91,8 @@ enum notify_end {
     NOTIFY_END_NONE,
     NOTIFY_END_NO_ROOM,                 /* a reload ended its hub (hub_end) */
     NOTIFY_END_LOST,                    /* its hub's server was lost (hub_lost) */
+    NOTIFY_END_BACKLOG,                 /* more than max_notify_backlog bytes waited
+                                           for it (backlog_over) */
 };
 
 struct pgw_notify_sub {
@@ -118,7 +120,6 @@ struct pgw_notify_sub {
     int nmaybe;
     bool waiting;                       /* its LISTEN runs on the hub's server */
     ev_tstamp wait_since;               /* ... asked for then */
-    bool dropped;                       /* pending overflowed (logged once) */
     enum notify_end ending;             /* closed between transactions (at once or
                                            at its transaction's end) */
     const char *end_why;                /* NOTIFY_END_LOST: hub_lost's reason */

@@ -245,6 +245,9 @@ struct pgw_session {
     bool acquiring;                  /* in pgw_relay_acquire from the client's data */
     bool refused_now;                /* ... and the request was refused there (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
+    bool close_after_sent;           /* its FATAL is queued behind what it was sent:
+                                        nothing more is read from it, and it closes
+                                        once all is written (pgw_session_close_after_sent) */
     int cancel_inflight;             /* forwarded cancels not finished yet */
     uint64_t cancel_lost_srv;        /* the server (id; 0: none) a cancel went to
                                         that PostgreSQL did not confirm within
@@ -392,6 +395,14 @@ bool pgw_session_over_limit_room(struct pgw_proxy *px);
  * and the client can read), return or close the server, free later. */
 void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for a client between transactions (no server linked) that is
+ * still owed what its buffer holds: the FATAL ErrorResponse goes in
+ * behind it, the client's subscriptions go, nothing more is read from it,
+ * and the session closes once the client has read all of it (or at
+ * pgw_session_close: its idle timeout, a shutdown, a failed write).  Logged
+ * now. */
+void pgw_session_close_after_sent(struct pgw_session *s, const char *sqlstate, const char *fmt,
+                                  ...) __attribute__((format(printf, 3, 4)));
 void pgw_session_free(struct pgw_session *s);
 /* Queue a message pgwharf composed for the client; it goes out with this
  * loop iteration's writes (batch.c), or at once. */

@@ -3274,6 +3274,8 @@ static bool client_data_step(struct pgw_session *s)
 
 void pgw_relay_client_data(struct pgw_session *s)
 {
+    if (s->close_after_sent)
+        return;           /* ending once it has read its FATAL: nothing more runs */
     if (pgw_relay_left_while_queued(s))
         return;
     /* The requests after one refused at once are taken here, one after

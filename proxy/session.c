@@ -652,6 +652,10 @@ void pgw_session_flush_client(struct pgw_session *s)
         s->bytes_out += (uint64_t)w;
     }
     s->cli_write_blocked = false;
+    if (s->close_after_sent && b->sent == b->len && s->state != PGW_SS_CLOSING) {
+        pgw_session_close(s, NULL, "its final error was read");    /* logged before */
+        return;
+    }
     if (ev_is_active(&s->cli_w) && !(s->tls_flags & PGW_TLS_READ_WANTS_WRITE))
         ev_io_stop(loop, &s->cli_w);
     if (b->sent == b->len) {
@@ -744,8 +748,9 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 void pgw_session_read_client(struct pgw_session *s)
 {
     struct ev_loop *loop = s->px->loop;
-    if (s->client_eof) {
-        ev_io_stop(loop, &s->cli_r);    /* started again by the relay: nothing more comes */
+    if (s->client_eof || s->close_after_sent) {
+        /* started again by the relay: nothing more comes, or is taken */
+        ev_io_stop(loop, &s->cli_r);
         return;
     }
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px))) {
@@ -1423,6 +1428,13 @@ void pgw_session_login_done(struct pgw_session *s)
 
 static void send_final_error(struct pgw_session *s, const char *sqlstate, const char *msg)
 {
+    if (s->close_after_sent) {
+        /* Its FATAL is queued already (pgw_session_close_after_sent):
+         * one more attempt at it, no second one. */
+        if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
+            pgw_session_flush_client(s);
+        return;
+    }
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_error_detail(&b, "FATAL", sqlstate, msg, s->close_detail);
@@ -1442,6 +1454,49 @@ static void send_final_error(struct pgw_session *s, const char *sqlstate, const 
     pgw_wbuf_deinit(&b);
 }
 
+static void log_disconnect(const struct pgw_session *s, enum pgw_sess_state was,
+                           const char *sqlstate, const char *reason)
+{
+    if (!s->px->cfg->log_disconnections && !sqlstate)
+        return;
+    char q[700], qd[200], qu[200];
+    pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
+            "client=%s db=%s user=%s state=%s sqlstate=%s reason=%s", s->addr_text,
+            pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
+            pgw_sess_state_name(was), sqlstate ? sqlstate : "", pgw_log_quote(q, sizeof(q), reason));
+}
+
+void pgw_session_close_after_sent(struct pgw_session *s, const char *sqlstate, const char *fmt,
+                                  ...)
+{
+    if (s->state == PGW_SS_CLOSING || s->close_after_sent)
+        return;
+    char reason[600];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof(reason))
+        pgw_utf8_trim_cut(reason, sizeof(reason) - 1);
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    pgw_wire_error_detail(&b, "FATAL", sqlstate, reason, s->close_detail);
+    /* Only between requests: a client that sent its next one (waiting for
+     * a server) is closed at once, as by pgw_session_close. */
+    bool queued = s->state == PGW_SS_IDLE && !s->server && !s->pipe_srv &&
+                  pgw_session_queue(s, &b);
+    pgw_wbuf_deinit(&b);
+    if (!queued) {
+        pgw_session_close(s, sqlstate, "%s", reason);
+        return;
+    }
+    log_disconnect(s, s->state, sqlstate, reason);
+    s->close_after_sent = true;
+    ev_io_stop(s->px->loop, &s->cli_r);
+    pgw_notify_session_gone(s);
+    pgw_session_flush_client(s);       /* closes it when all goes at once */
+}
+
 void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *fmt, ...)
 {
     if (s->state == PGW_SS_CLOSING)
@@ -1455,14 +1510,10 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     if (n >= (int)sizeof(reason))
         pgw_utf8_trim_cut(reason, sizeof(reason) - 1);
     enum pgw_sess_state was = s->state;
-    if (was != PGW_SS_CANCEL && (px->cfg->log_disconnections || sqlstate)) {
-        char q[700], qd[200], qu[200];
-        pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
-                "client=%s db=%s user=%s state=%s sqlstate=%s reason=%s", s->addr_text,
-                pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
-                pgw_sess_state_name(was), sqlstate ? sqlstate : "",
-                pgw_log_quote(q, sizeof(q), reason));
-    }
+    /* A session ending after its queued FATAL was logged with that; an
+     * error that comes before it is read (client_idle_timeout) still is. */
+    if (was != PGW_SS_CANCEL && !(s->close_after_sent && !sqlstate))
+        log_disconnect(s, was, sqlstate, reason);
     /* Closing from here on: a failed write while the error goes out must
      * not close the session a second time (counters would drift). */
     s->state = PGW_SS_CLOSING;

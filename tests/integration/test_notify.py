@@ -1616,7 +1616,8 @@ class TestInsideATransaction(NotifyCase):
         # on (while its request runs) and those held for a channel it
         # listened on before were bounded each on its own: with the first
         # near 1 MB, the second took up to 1 MB more, and at COMMIT the
-        # client got both (the client's bound is 1 MB in all).
+        # client got both (the client's bound, max_notify_backlog, is 1 MB
+        # in all; past it the client gets what was held, then FATAL 54000).
         gate = hz.Gate(self.pg, 7485)
         self.addCleanup(gate.close)
         w = self.witness("pgw_cap_w")
@@ -1634,11 +1635,10 @@ class TestInsideATransaction(NotifyCase):
         gate.open()
         a.settimeout(30)
         self.assertEqual(hz.read_until_ready(a)[-1], (b"Z", b"I"))
-        a.sendall(hz.query_msg("select 1"))      # its reply comes after them
-        got = hz.read_until_ready(a)
-        self.assertEqual([t for t, _ in got if t != b"A"], [b"T", b"D", b"C", b"Z"])
-        held = sum(5 + len(b) for t, b in got if t == b"A")
+        kept = ended_for_its_backlog(self, a)
+        held = sum(5 + 4 + len("pgw_cap_a") + 1 + len(p) + 1 for p in kept)
         self.assertLessEqual(held, 1 << 20)
+        self.assertGreater(held, (1 << 20) - 8100)
         self.assertIn("event=notification_dropped", self.px.log())
 
 
@@ -1818,7 +1818,8 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertEqual(metric("pgwharf_listen_clients"), 1)
 
         # More than 1 MB for a client inside a transaction: the rest is
-        # dropped (memory stays bounded), counted and logged.
+        # dropped (memory stays bounded), counted and logged, and the
+        # client gets what was held at COMMIT, then FATAL 54000.
         self.assertEqual(hz.simple_query(b, "begin"), ([], []))
         # A marker after them, on a channel of its own: the hub has handed
         # out all 200 once its listener has it (the count read at COMMIT
@@ -1832,47 +1833,138 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(c, "notify pgw_m_end"), ([], []))
         read_notifications(d, 1)
         self.assertGreater(metric("pgwharf_notifications_dropped_total"), 0)
-        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
-        got = read_notifications(b, metric("pgwharf_notifications_total") - 3)
+        b.sendall(hz.query_msg("commit"))
+        got = ended_for_its_backlog(self, b, before=(b"C", b"Z"))
         self.assertGreater(len(got), 100)
         self.assertLess(len(got), 200)
+        self.assertEqual(len(got), metric("pgwharf_notifications_total") - 3)
         self.assertEqual(len(got) + metric("pgwharf_notifications_dropped_total"), 200)
-        self.assertEqual([g[2][-2:] for g in got[:2]], ["x1", "x2"])    # in order
-        self.assertTrue(nothing_to_read(b))
+        self.assertEqual([g[-2:] for g in got[:2]], ["x1", "x2"])    # in order
         self.assertIn("event=notification_dropped", px.log())
 
 
+def ended_for_its_backlog(test, sock, before=()):
+    """sock's messages to the end of the connection: those of types
+    `before`, then notifications, then FATAL 54000 (max_notify_backlog);
+    the notifications' payloads."""
+    got = []
+    sock.settimeout(30)
+    try:
+        while True:
+            got.append(hz.recv_msg(sock))
+    except EOFError:
+        pass
+    types = [t for t, _ in got]
+    n = len(before)
+    test.assertEqual(types[:n], list(before), types)
+    test.assertEqual(types[n:], [b"A"] * (len(got) - n - 1) + [b"E"], types)
+    f = hz.parse_fields(got[-1][1])
+    test.assertEqual((f["S"], f["C"]), ("FATAL", "54000"), f)
+    test.assertIn("max_notify_backlog", f["M"])
+    return [notification(b)[2] for t, b in got[n:-1]]
+
+
 class TestSlowListener(NotifyCase):
+    """More notifications than max_notify_backlog waiting for a client
+    were dropped for it (a log line and a counter), and the client went
+    on none the wiser, its view stale; PostgreSQL drops none (its queue
+    grows; full, NOTIFY fails).  Now the client gets what it was owed,
+    in order, then FATAL 54000, and its subscriptions go at once; the
+    channels' other listeners go on."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0, "metrics_port": "auto", "max_notify_backlog": 65536})
+
+    def overflowed(self):
+        return "event=notification_dropped" in self.px.log()
+
     def test_a_client_that_does_not_read(self):
-        # 4000 notifications of 8 kB (32 MB: more than the sockets hold) to
-        # a client that reads none of them: pgwharf keeps at most 1 MB for
-        # it and drops the rest (a client that falls that far behind loses
-        # notifications); the client later reads what was kept, whole and
-        # in order, and goes on; the hub serves the other clients.
-        slow, other = login(self, self.px), login(self, self.px)
+        # Its socket's receive buffer small: the sockets hold little of
+        # what it does not read, and the rest waits in pgwharf.
+        slow = socket.socket()
+        self.addCleanup(slow.close)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(20)
+        slow.connect((self.px.host, self.px.port))
+        hz.sync_login(slow, self.pg.user, self.pg.database, self.pg.password)
+        other = login(self, self.px)
         self.listen(slow, "listen pgw_slow")
+        self.listen(other, "listen pgw_slow")
         self.listen(other, "listen pgw_other")
-        n = 4000
-        self.pg.psql("select count(pg_notify('pgw_slow', repeat('x', 7990) || i)) "
-                     "from generate_series(1, %d) i" % n)
-        pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 30,
-                      what="the slow client's overflow logged")
+        self.assertEqual(self.px.metric("pgwharf_listen_clients"), 2)
+        # 100 of 8 kB at a time until one is past its bound (at most 64).
+        sent = 0
+        for _ in range(64):
+            self.pg.psql("select count(pg_notify('pgw_slow', repeat('x', 7990) || i)) "
+                         "from generate_series(%d, %d) i" % (sent + 1, sent + 100))
+            sent += 100
+            for x in read_notifications(other, 100):      # the other listener reads
+                self.assertEqual(x[1], "pgw_slow")
+            if self.overflowed():
+                break
+        self.assertTrue(self.overflowed())
+        # Its subscriptions went before it read a thing; the other's stay.
+        pt.wait_until(lambda: self.px.metric("pgwharf_listen_clients") == 1, 20,
+                      what="the slow client's subscriptions released")
+        self.assertEqual(self.px.metric("pgwharf_listen_channels"), 2)
         self.notify("pgw_other", "still here")
         self.assertEqual([x[1:] for x in read_notifications(other, 1)],
                          [("pgw_other", "still here")])
-        # Its next query's reply comes after what was kept for it.
-        slow.settimeout(30)
-        slow.sendall(hz.query_msg("select 'alive'"))
-        got = hz.read_until_ready(slow)
-        kept = [notification(b)[2] for t, b in got if t == b"A"]
-        self.assertEqual([t for t, _ in got[len(kept):]], [b"T", b"D", b"C", b"Z"])
-        numbers = [int(p[7990:]) for p in kept]
-        self.assertGreater(len(kept), 10)
-        self.assertLess(len(kept), n)
-        # Whole, in order, from the first (a gap only where some were dropped).
+        # What it was owed, whole and in order from the first, no gap; then
+        # the error.
+        kept = ended_for_its_backlog(self, slow)
+        self.assertGreater(len(kept), 0)
+        self.assertLess(len(kept), sent)
         self.assertTrue(all(p[:7990] == "x" * 7990 for p in kept))
-        self.assertEqual(numbers[0], 1)
-        self.assertEqual(numbers, sorted(set(numbers)))
+        self.assertEqual([int(p[7990:]) for p in kept], list(range(1, len(kept) + 1)))
+        self.assertGreater(self.px.metric("pgwharf_notifications_dropped_total"), 0)
+        self.assertIn("sqlstate=54000", self.px.log())
+
+    def test_held_past_the_bound_inside_a_transaction(self):
+        # Held for the end of its transaction: at COMMIT it gets its
+        # ReadyForQuery, the held ones (at most max_notify_backlog, here
+        # as a reload set it), then FATAL 54000; the channel's other
+        # listener has them all.
+        self.assertEqual(self.px.show("CONFIG", key="max_notify_backlog")[0]["value"], "65536")
+        self.px.settings["max_notify_backlog"] = 131072
+        self.px.write_config()
+        self.px.admin("RELOAD")
+        self.assertEqual(self.px.show("CONFIG", key="max_notify_backlog")[0]["value"], "131072")
+        a, other = login(self, self.px), login(self, self.px)
+        self.listen(a, "listen pgw_held")
+        self.listen(other, "listen pgw_held")
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.pg.psql("select count(pg_notify('pgw_held', repeat('x', 7990) || i)) "
+                     "from generate_series(1, 20) i")
+        self.assertEqual(len(read_notifications(other, 20)), 20)
+        pt.wait_until(self.overflowed, 20, what="the held copies' overflow logged")
+        a.sendall(hz.query_msg("commit"))
+        kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
+        self.assertEqual([int(p[7990:]) for p in kept], list(range(1, len(kept) + 1)))
+        self.assertEqual(len(kept), 131072 // (5 + 4 + 9 + 7992 + 1))     # 16 of 8 kB
+        self.notify("pgw_held", "after")
+        self.assertEqual([x[1:] for x in read_notifications(other, 1)], [("pgw_held", "after")])
+        pt.wait_until(lambda: self.px.metric("pgwharf_listen_clients") == 1, 20,
+                      what="the ended client's subscriptions released")
+
+    def test_a_client_behind_for_a_while_is_not_ended(self):
+        # Ten times max_notify_backlog in all, to a client that reads
+        # nothing while each batch of 48 kB comes (the witness has the
+        # batch's marker: all of it went out), then reads it.
+        a, w = login(self, self.px), self.witness("pgw_batch_end")
+        self.listen(a, "listen pgw_reader")
+        for b in range(14):
+            self.pg.psql("select count(pg_notify('pgw_reader', repeat('x', 7990) || i)) "
+                         "from generate_series(%d, %d) i; select pg_notify('pgw_batch_end', '')"
+                         % (b * 6 + 1, b * 6 + 6))
+            read_notifications(w, 1)
+            got = read_notifications(a, 6)
+            self.assertEqual([int(x[2][7990:]) for x in got], list(range(b * 6 + 1, b * 6 + 7)))
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertFalse(self.overflowed())
 
 
 class TestHubServerLost(NotifyCase):

@@ -127,6 +127,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->reserve_pool_size, 0);
     assert_true(cfg->reserve_pool_timeout == 5);
     assert_int_equal(cfg->max_prepared_statements, 200);
+    assert_int_equal(cfg->max_notify_backlog, 1048576);
     assert_true(cfg->server_lifetime == 3600);
     assert_true(cfg->server_idle_timeout == 600);
     assert_true(cfg->server_connect_timeout == 15);
@@ -193,12 +194,14 @@ static void test_int_keys(void **state)
     struct pgw_conf_diag d = { 0 };
     struct pgw_config *cfg = load_ok(BASE "listen_port = 0\nmax_client_conn = 5000\n"
                                           "default_pool_size=1\nmin_pool_size = 0\n"
-                                          "metrics_port = 65535\nbreaker_threshold = +7\n", &d);
+                                          "metrics_port = 65535\nbreaker_threshold = +7\n"
+                                          "max_notify_backlog = 8192\n", &d);
     assert_int_equal(cfg->listen_port, 0);
     assert_int_equal(cfg->max_client_conn, 5000);
     assert_int_equal(cfg->default_pool_size, 1);
     assert_int_equal(cfg->metrics_port, 65535);
     assert_int_equal(cfg->breaker_threshold, 7);
+    assert_int_equal(cfg->max_notify_backlog, 8192);
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
 
@@ -212,6 +215,9 @@ static void test_int_keys(void **state)
                      "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"65536\"");
     expect_key_error("listen_port = 64k",
                      "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"64k\"");
+    expect_key_error("max_notify_backlog = 8191",
+                     "t.ini:3: max_notify_backlog: expected an integer from 8192 to 2147483647, "
+                     "got \"8191\"");
     expect_key_error("min_pool_size = -1",
                      "t.ini:3: min_pool_size: expected a non-negative integer, got \"-1\"");
     expect_key_error("max_client_conn = 99999999999999",
