@@ -63,11 +63,11 @@ struct pgw_batch {
 static bool client_span(struct pgw_session *s, int *fd, const uint8_t **p, size_t *n)
 {
     struct pgw_iobuf *b = s->sbuf;
-    if (!b || s->ssl || s->fd < 0 || b->sent >= b->parsed)
+    if (!b || s->ssl || s->fd < 0 || b->sent >= pgw_iobuf_out_end(b))
         return false;
     *fd = s->fd;
     *p = b->data + b->sent;
-    *n = b->parsed - b->sent;
+    *n = pgw_iobuf_out_end(b) - b->sent;
     return true;
 }
 

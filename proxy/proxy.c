@@ -95,7 +95,8 @@ struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px)
         pgw_list_init(&b->node);
         b->cap = PGW_IOBUF_SIZE;
     }
-    b->sent = b->parsed = b->len = 0;
+    b->sent = b->parsed = b->len = b->hold = 0;
+    b->held = false;
     return b;
 }
 
@@ -122,6 +123,8 @@ bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t nee
     nb->sent = 0;
     nb->parsed = b->parsed - b->sent;
     nb->len = b->len - b->sent;
+    nb->held = b->held;
+    nb->hold = b->held ? b->hold - b->sent : 0;
     memcpy(nb->data, b->data + b->sent, nb->len);
     pgw_iobuf_put(px, b);
     *bp = nb;
@@ -156,6 +159,8 @@ void pgw_iobuf_compact(struct pgw_iobuf *b)
     memmove(b->data, b->data + b->sent, b->len - b->sent);
     b->parsed -= b->sent;
     b->len -= b->sent;
+    if (b->held)
+        b->hold -= b->sent;
     b->sent = 0;
 }
 
@@ -184,6 +189,8 @@ bool pgw_iobuf_insert(struct pgw_iobuf *b, uint32_t at, const void *p, size_t n)
     b->len += (uint32_t)n;
     if (b->parsed >= at)
         b->parsed += (uint32_t)n;
+    if (b->held && b->hold > at)
+        b->hold += (uint32_t)n;
     return true;
 }
 
@@ -193,6 +200,8 @@ void pgw_iobuf_cut(struct pgw_iobuf *b, uint32_t at, uint32_t n)
     b->len -= n;
     if (b->parsed > at)
         b->parsed = b->parsed >= at + n ? b->parsed - n : at;
+    if (b->held && b->hold > at)
+        b->hold = b->hold >= at + n ? b->hold - n : at;
 }
 
 int pgw_proxy_random(struct pgw_proxy *px, void *out, size_t n)

@@ -34,12 +34,24 @@
 
 /* data[0 .. sent) written out, [sent .. parsed) scanned and ready to send,
  * [parsed .. len) received but not yet scanned (a partial header or a
- * message that must be whole to be inspected). */
+ * message that must be whole to be inspected).  A client's buffer may be
+ * held at `hold` (sent <= hold <= parsed): what is from there on waits
+ * (notify.c: the ReadyForQuery of a transaction whose LISTEN the listening
+ * server has yet to run, and all behind it); the functions below keep
+ * `hold` on its byte as they move the data. */
 struct pgw_iobuf {
     uint32_t sent, parsed, len, cap;
+    uint32_t hold;
+    bool held;
     struct pgw_list node;            /* free list */
     uint8_t data[];
 };
+
+/* The end of what may go out now: parsed, or the hold. */
+static inline uint32_t pgw_iobuf_out_end(const struct pgw_iobuf *b)
+{
+    return b->held && b->hold < b->parsed ? b->hold : b->parsed;
+}
 
 /* The largest message pgwharf holds whole (to inspect or rewrite it). */
 #define PGW_IOBUF_MAX (64u * 1024 * 1024)
@@ -735,14 +747,16 @@ bool pgw_notify_waiting(const struct pgw_session *s);
  * before, waits for its Execute (notify_ext.c). */
 bool pgw_notify_portal_held(const struct pgw_session *s);
 void pgw_notify_portal_drop(struct pgw_session *s);
-/* Its lone LISTEN/UNLISTEN is not sent to the hub's server yet (the hub
- * waits for one): the client waits for a server as one in
+/* Its lone LISTEN/UNLISTEN is not sent to the hub's server yet, or the
+ * ReadyForQuery of its transaction's LISTEN is held (the hub waits for a
+ * server): the client waits for a server as one in
  * PGW_SS_WAIT_SERVER does (SHOW CLIENTS "waiting", cl_waiting), since
  * *since. */
 bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since);
 /* A cancel of a client whose lone LISTEN/UNLISTEN waits for the hub's
- * server (not sent yet): 57014 to it, the statement dropped.  false when
- * it is not waiting so. */
+ * server (not sent yet): 57014 to it, the statement dropped; likewise
+ * (57014 before the held ReadyForQuery, the channels not the client's)
+ * for a transaction's LISTEN.  false when it is not waiting so. */
 bool pgw_notify_cancel_waiting(struct pgw_session *s);
 /* When its lone LISTEN/UNLISTEN was sent to the hub's server, still
  * unanswered (0: none): query_timeout runs from then.  At that timeout
@@ -759,7 +773,9 @@ void pgw_notify_discard(struct pgw_session *s);
  * most PGW_NOTIFY_QUERY_MAX bytes of text (false: the session was closed);
  * pgw_notify_tx_tag: each CommandComplete, whole; pgw_notify_tx_error: each
  * ErrorResponse the client gets; pgw_notify_tx_ready: each ReadyForQuery's
- * status. */
+ * status, true when that ReadyForQuery ends a transaction whose LISTEN the
+ * hub's server has yet to run: the relay holds the client's buffer there
+ * (pgw_iobuf hold) until notify.c lifts it. */
 #define PGW_NOTIFY_QUERY_MAX (PGW_IOBUF_SIZE - PGW_MSG_HDR)   /* whole in the relay's buffer */
 /* A Close of a client holding s->notify, its first n bytes: all of it, or
  * PGW_NOTIFY_CLOSE_MAX of a longer one (a statement's name is its first
@@ -829,7 +845,7 @@ bool pgw_notify_qscan_feed(struct pgw_session *s, const uint8_t *p, uint32_t n, 
 void pgw_notify_qscan_free(struct pgw_session *s);
 void pgw_notify_tx_tag(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 void pgw_notify_tx_error(struct pgw_session *s);
-void pgw_notify_tx_ready(struct pgw_session *s, char status);
+bool pgw_notify_tx_ready(struct pgw_session *s, char status);
 /* A simple Query, or a Parse of the unnamed statement, that a server gets
  * or pgwharf answers: PostgreSQL's unnamed statement goes (or is
  * replaced), so does an unnamed LISTEN pgwharf kept. */

@@ -630,8 +630,8 @@ void pgw_session_flush_client(struct pgw_session *s)
     struct ev_loop *loop = s->px->loop;
     if (!b)
         return;
-    while (b->sent < b->parsed) {
-        ssize_t w = cli_write(s, b->data + b->sent, b->parsed - b->sent);
+    while (b->sent < pgw_iobuf_out_end(b)) {
+        ssize_t w = cli_write(s, b->data + b->sent, pgw_iobuf_out_end(b) - b->sent);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (!ev_is_active(&s->cli_w))
@@ -659,7 +659,8 @@ void pgw_session_flush_client(struct pgw_session *s)
     if (ev_is_active(&s->cli_w) && !(s->tls_flags & PGW_TLS_READ_WANTS_WRITE))
         ev_io_stop(loop, &s->cli_w);
     if (b->sent == b->len) {
-        b->sent = b->parsed = b->len = 0;
+        b->sent = b->parsed = b->len = b->hold = 0;
+        b->held = false;
         if (!s->server || b->cap != PGW_IOBUF_SIZE) {
             pgw_iobuf_put(s->px, b);
             s->sbuf = NULL;
@@ -1443,7 +1444,11 @@ static void send_final_error(struct pgw_session *s, const char *sqlstate, const 
          * not in the middle of a server message the client has part of
          * (sskip: its rest never comes), which would read the error as
          * that message's bytes and the rest as more messages: there the
-         * connection just ends, as when the server goes mid-message. */
+         * connection just ends, as when the server goes mid-message.  A
+         * held ReadyForQuery (notify.c) goes too: its transaction
+         * committed. */
+        if (s->sbuf)
+            s->sbuf->held = false;
         if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
             pgw_session_flush_client(s);
         if (!s->cli_write_blocked && s->sskip == 0) {
