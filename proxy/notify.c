@@ -120,6 +120,7 @@ struct pgw_notify_hub {
     bool no_room;                       /* ended by a reload (hub_end): takes no
                                            server, its clients leave */
     uint32_t echo_gen;                  /* the last barrier's (echo_seal) */
+    int nheld;                          /* subs whose ReadyForQuery is held (hold_end) */
     struct pgw_session *asking;         /* in pgw_notify_query: its caller reads
                                            on (an answer from inside the kick
                                            must not) */
@@ -161,6 +162,9 @@ static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 static void maybe_settle(struct pgw_notify_sub *sub);
 static void held_clear(struct pgw_notify_sub *sub);
+static void hub_tick_now(struct pgw_notify_hub *h);
+static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const char *msg);
+static void hub_unhold(struct pgw_notify_hub *h);
 typedef bool (*held_keep_fn)(struct pgw_notify_sub *sub, uint8_t *msg);
 struct converted;
 static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
@@ -446,9 +450,15 @@ bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n)
     return pgw_session_send(s, &b);
 }
 
-/* Every waiting client's LISTEN fails with err (no server for the hub). */
+/* Every waiting client's LISTEN fails with err (no server for the hub),
+ * a transaction's too (hold_fail: at the tick). */
 static void hub_fail_waiting(struct pgw_notify_hub *h, const char *sqlstate, const char *msg)
 {
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->nawait > 0)
+            hold_fail(sub, sqlstate, msg);
+    }
     struct notify_req *failing = NULL, **fp = &failing, **pp = &h->head;
     h->tail = NULL;
     while (*pp) {
@@ -1015,6 +1025,8 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         struct pgw_session *s = r->s;
         if (r->barrier)
             hub_echo_end(h, r->gen);
+        if (r->listen && h->nheld > 0)
+            hub_tick_now(h);             /* a held ReadyForQuery may go (hub_unhold) */
         free(r);
         if (s)
             client_resume(s);
@@ -1258,10 +1270,16 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
     if (nsubs > 0 || h->answered) {
         /* The tick, now (from the loop, not from inside this call). */
         h->lost = nsubs > 0;
-        ev_timer_stop(h->px->loop, &h->tick);
-        ev_timer_set(&h->tick, 0., NOTIFY_TICK);
-        ev_timer_start(h->px->loop, &h->tick);
+        hub_tick_now(h);     /* (a held ReadyForQuery goes there too: hub_unhold) */
     }
+}
+
+/* The tick, now (from the loop, not from inside the caller). */
+static void hub_tick_now(struct pgw_notify_hub *h)
+{
+    ev_timer_stop(h->px->loop, &h->tick);
+    ev_timer_set(&h->tick, 0., NOTIFY_TICK);
+    ev_timer_start(h->px->loop, &h->tick);
 }
 
 /* After hub_lost: the answered requests' clients get their ReadyForQuery
@@ -1399,6 +1417,8 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct pgw_notify_hub *h = w->data;
     if (h->answered || h->lost)
         hub_lost_settle(h);
+    if (h->nheld > 0)
+        hub_unhold(h);
     if (h->backlog)
         hub_backlog_settle(h);
     if (hub_maybe_free(h))
@@ -1747,6 +1767,10 @@ static struct notify_req **unsent_req(const struct pgw_session *s, struct notify
 bool pgw_notify_waits_for_server(const struct pgw_session *s, ev_tstamp *since)
 {
     struct notify_req *prev;
+    if (s->notify && s->notify->rfq_held && !s->notify->hub->srv) {
+        *since = s->notify->held_since;    /* its transaction's LISTEN waits */
+        return true;
+    }
     if (!unsent_req(s, &prev))
         return false;
     *since = s->notify->wait_since;
@@ -1778,6 +1802,11 @@ void pgw_notify_query_timeout(struct pgw_session *s)
 
 bool pgw_notify_cancel_waiting(struct pgw_session *s)
 {
+    struct pgw_notify_sub *sub = s->notify;
+    if (sub && sub->rfq_held && !sub->hub->srv && !sub->hold_failed) {
+        hold_fail(sub, "57014", "canceling statement due to user request");
+        return true;
+    }
     struct notify_req *prev, **pp = unsent_req(s, &prev);
     if (!pp)
         return false;                /* sent: its answer comes soon */
@@ -2404,6 +2433,16 @@ void pgw_notify_session_gone(struct pgw_session *s)
     struct pgw_notify_hub *h = sub->hub;
     s->notify = NULL;
     pgw_list_del(&sub->node);
+    if (sub->rfq_held) {
+        /* Its channels are no more (DISCARD ALL, UNLISTEN behind the
+         * COMMIT, its end): nothing to wait for. */
+        h->nheld--;
+        if (s->sbuf)
+            s->sbuf->held = false;
+        if (s->state != PGW_SS_CLOSING)
+            pgw_batch_flush_client(s);
+    }
+    free(sub->await);
     for (struct notify_req *r = h->head; r; r = r->next)
         if (r->s == s)
             r->s = NULL;
@@ -2428,6 +2467,150 @@ void pgw_notify_session_gone(struct pgw_session *s)
     free(sub->echo);
     free(sub);
     /* The hub goes at its next tick (not from inside its own callbacks). */
+}
+
+/* ---- the ReadyForQuery of a transaction's LISTEN ----
+ *
+ * A transaction's LISTEN is the hub's from its commit, but the hub may
+ * not listen on the channel yet (it waits for a server, or its LISTEN is
+ * queued behind others): what is committed in between would be lost,
+ * also after the COMMIT has returned, when PostgreSQL delivers it.  So
+ * the ReadyForQuery that ends such a transaction (the COMMIT's, an
+ * implicit transaction's, COMMIT AND CHAIN's) is held, with everything
+ * behind it in the client's buffer (pgw_iobuf hold: the client's order
+ * stays), until the hub's server has run LISTEN on every channel the
+ * commit added (sub->await).  Its server goes back meanwhile (the client
+ * is between transactions: PAUSE, RELOAD and KILL find it so).  When the
+ * hub cannot listen (no server: hub_fail_waiting), or the client cancels
+ * while the hub waits for a server, the error a lone LISTEN gets goes
+ * before that ReadyForQuery and the channels are not the client's
+ * (hold_fail).  A hub that listens already costs nothing: no hold.  A
+ * client whose listening ends (hub_lost, hub_end) gets its ReadyForQuery
+ * and then its FATAL; one that leaves, nothing. */
+
+/* The hub's server listens on chan: no LISTEN of it waits or runs. */
+static bool hub_listens(const struct pgw_notify_hub *h, const char *chan)
+{
+    return h->srv && !listen_queued(h, chan);
+}
+
+static bool await_add(struct pgw_notify_sub *sub, const char *chan)
+{
+    for (int i = 0; i < sub->nawait; i++)
+        if (strcmp(sub->await[i], chan) == 0)
+            return true;
+    void *grown = pgw_array_grow(sub->await, sizeof(sub->await[0]), (size_t)sub->nawait,
+                                 &sub->capawait, 2);
+    if (!grown)
+        return false;
+    sub->await = grown;
+    snprintf(sub->await[sub->nawait++], sizeof(sub->await[0]), "%s", chan);
+    return true;
+}
+
+/* Those the hub listens on now, or the client no more, go. */
+static void await_prune(struct pgw_notify_sub *sub)
+{
+    int kept = 0;
+    for (int i = 0; i < sub->nawait; i++)
+        if (sub_find(sub, sub->await[i]) >= 0 && !hub_listens(sub->hub, sub->await[i]))
+            memcpy(sub->await[kept++], sub->await[i], sizeof(sub->await[0]));
+    sub->nawait = kept;
+}
+
+/* At a ReadyForQuery: must it wait (it is held from now, or already)? */
+static bool hold_due(struct pgw_notify_sub *sub)
+{
+    if (sub->nawait == 0)
+        return false;
+    if (!sub->hold_failed)
+        await_prune(sub);
+    if (sub->ending != NOTIFY_END_NONE || sub->nawait == 0) {
+        sub->nawait = 0;
+        sub->hold_failed = false;
+        return sub->rfq_held;        /* (an earlier one stays held: hub_unhold) */
+    }
+    if (!sub->rfq_held) {
+        sub->rfq_held = true;
+        sub->held_since = pgw_mono_now(sub->session->px->loop);
+        sub->hub->nheld++;
+    }
+    if (sub->hold_failed)
+        hub_tick_now(sub->hub);
+    return true;
+}
+
+/* The hub cannot listen for sub's transaction: err goes before its held
+ * ReadyForQuery (at the tick, or at that ReadyForQuery when it comes). */
+static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const char *msg)
+{
+    if (sub->hold_failed)
+        return;
+    sub->hold_failed = true;
+    snprintf(sub->hold_state, sizeof(sub->hold_state), "%s", sqlstate);
+    snprintf(sub->hold_msg, sizeof(sub->hold_msg), "%s", msg);
+    if (sub->rfq_held)
+        hub_tick_now(sub->hub);
+}
+
+/* The hold of s ends: its ReadyForQuery, after the error when the hub
+ * could not listen, goes with what is behind it. */
+static void hold_end(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    struct pgw_iobuf *b = s->sbuf;
+    sub->rfq_held = false;
+    sub->hub->nheld--;
+    if (sub->hold_failed && b && b->held) {
+        struct pgw_wbuf e;
+        pgw_wbuf_init(&e);
+        pgw_wire_error(&e, "ERROR", sub->hold_state, "%s", sub->hold_msg);
+        bool ok = !e.failed &&
+                  pgw_iobuf_reserve(s->px, &s->sbuf, b->len - b->sent + (uint32_t)e.len) &&
+                  pgw_iobuf_insert(s->sbuf, s->sbuf->hold, e.data, e.len);
+        pgw_wbuf_deinit(&e);
+        if (!ok) {
+            pgw_session_close(s, "53200", "out of memory for a reply to the client");
+            return;
+        }
+        b = s->sbuf;
+        /* As a failed lone LISTEN: the channels are not its. */
+        for (int i = 0; i < sub->nawait; i++)
+            sub_remove(sub, sub->await[i]);
+    }
+    sub->nawait = 0;
+    sub->hold_failed = false;
+    if (b)
+        b->held = false;
+    pgw_session_flush_client(s);
+    if (s->state != PGW_SS_CLOSING && s->notify == sub && sub->ending == NOTIFY_END_NONE &&
+        pgw_notify_sub_idle(sub) && deliverable(s))
+        pgw_notify_session_gone(s);
+}
+
+/* From the tick: the held whose wait is over. */
+static void hub_unhold(struct pgw_notify_hub *h)
+{
+    int n = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next)
+        n++;
+    struct pgw_session **to = calloc((size_t)n, sizeof(*to));
+    if (!to)
+        return;                          /* the next tick */
+    int k = 0;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (!sub->rfq_held)
+            continue;
+        if (!sub->hold_failed)
+            await_prune(sub);
+        if (sub->hold_failed || sub->nawait == 0 || sub->ending != NOTIFY_END_NONE)
+            to[k++] = sub->session;
+    }
+    for (int i = 0; i < k; i++)
+        if (to[i]->state != PGW_SS_CLOSING && to[i]->notify && to[i]->notify->rfq_held)
+            hold_end(to[i]);
+    free(to);
 }
 
 /* ---- LISTEN and UNLISTEN inside a transaction ----
@@ -2863,6 +3046,9 @@ static void tx_apply(struct pgw_notify_sub *sub, const struct notify_txop *op, b
     if (op->kind == PGW_LISTEN) {
         if (apply && sub_find(sub, op->chan) < 0)
             fresh_add(sub, op->chan);
+        /* (Short of memory: not waited for, as before.) */
+        if (apply && !hub_listens(sub->hub, op->chan))
+            await_add(sub, op->chan);
         if (apply && !sub_add(sub, op->chan)) {
             char qd[200], qu[200];
             pgw_warn("notify_listen_lost", "client=%s db=%s user=%s reason=\"out of "
@@ -3210,11 +3396,11 @@ void pgw_notify_tx_error(struct pgw_session *s)
     sp_request_ended(sub);
 }
 
-void pgw_notify_tx_ready(struct pgw_session *s, char status)
+bool pgw_notify_tx_ready(struct pgw_session *s, char status)
 {
     struct pgw_notify_sub *sub = s->notify;
     if (!sub)
-        return;
+        return false;
     /* Those of this request or before are decided or kept; the others came
      * behind it.  (Called before the tracker counts this ReadyForQuery.) */
     tx_settle(sub, tx_current(sub), status == 'I' ? TX_ENDED : TX_GOES_ON);
@@ -3228,8 +3414,11 @@ void pgw_notify_tx_ready(struct pgw_session *s, char status)
     sp_request_ended(sub);
     if (status == 'I')
         sub->nsp = 0;
+    if (hold_due(sub))
+        return true;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);
+    return false;
 }
 
 void pgw_notify_discard(struct pgw_session *s)

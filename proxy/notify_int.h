@@ -141,6 +141,17 @@ struct pgw_notify_sub {
     struct notify_echo *echo;
     int necho;
     size_t capecho;
+    /* Channels its transaction's LISTEN made its own at the commit, the
+     * hub not listening on them yet: the ReadyForQuery that ends the
+     * transaction waits for that (held: pgw_iobuf hold in its sbuf). */
+    char (*await)[PGW_CHANNEL_UTF8_MAX + 1];
+    int nawait;
+    size_t capawait;
+    bool rfq_held;                      /* its sbuf is held (hold_end lifts it) */
+    ev_tstamp held_since;
+    bool hold_failed;                   /* the hub could not listen: this error goes */
+    char hold_state[6];                 /* before the ReadyForQuery, its channels */
+    char hold_msg[256];                 /* not the client's (hold_fail) */
 };
 
 /* ---- notify.c, for notify_ext.c ---- */

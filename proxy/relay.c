@@ -4228,8 +4228,14 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 else if (s->swallow == 0)
                     pipe_cancel_due(s);      /* a cancel held while the SETs ran */
             } else if (!drop) {         /* (dropped: a probe's, prepared.c) */
-                if (s->notify)
-                    pgw_notify_tx_ready(s, mlen >= 5 ? (char)p[5] : 'I');
+                /* It ends a transaction whose LISTEN the listening server
+                 * has yet to run: it waits, and all behind it (notify.c
+                 * lifts the hold). */
+                if (s->notify && pgw_notify_tx_ready(s, mlen >= 5 ? (char)p[5] : 'I') &&
+                    !b->held) {
+                    b->held = true;
+                    b->hold = b->parsed;
+                }
                 on_ready(s, mlen >= 5 ? (char)p[5] : 'I', after);
                 if (*after == AFTER_STMT_ERROR) {
                     /* The client gets the error in place of this

@@ -3640,6 +3640,270 @@ class TestCancelWhileTheHubWaits(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(holders[1], "commit"), ([], []))
 
 
+class CommitHeldCase(pt.PgwharfTestCase):
+    """A transaction's LISTEN (BEGIN; LISTEN; COMMIT: psycopg2's and
+    psycopg 3's default) on a pool whose hub has no server yet: the
+    COMMIT's ReadyForQuery went out at once, while the hub still waited
+    for a server, and what was committed after the COMMIT returned and
+    before the hub listened was lost (PostgreSQL delivers all of it).  Now
+    that ReadyForQuery, and all behind it, waits until the hub's server
+    listens on the channel; when the hub cannot listen the client gets the
+    error a lone LISTEN gets."""
+
+    CHAN = "pgw_tx_gap"
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2,
+            "query_wait_timeout": getattr(self, "QUERY_WAIT", 120)})
+
+    def fill_the_pool(self):
+        """b holds one server, l (in a transaction) the other; c's
+        transaction waits in the queue, ahead of the hub: once l's server
+        goes back, b and c hold the pool's two and the hub waits.  (b, l,
+        keys of l, c.)"""
+        b = login(self, self.px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        keys = []
+        l = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(l.close)
+        hz.sync_login(l, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+        c = login(self, self.px)
+        c.sendall(hz.query_msg("begin"))
+        pt.wait_until(lambda: int(self.px.show("POOLS", database=self.pg.database)[0]
+                                  ["cl_waiting"]) == 1, 20, what="c queued")
+        return b, l, keys, c
+
+    def state(self, sock):
+        port = sock.getsockname()[1]
+        return [r for r in self.px.show("CLIENTS") if int(r["port"]) == port][0]["state"]
+
+    def hub_listens(self):
+        pt.wait_until(lambda: int(self.pg.psql(
+            "select count(*) from pg_stat_activity where query = 'LISTEN \"%s\"' "
+            "and state = 'idle'" % self.CHAN)) == 1, 20, what="the hub listening")
+
+    def commit_sent(self, l, c):
+        """l's LISTEN and COMMIT; c gets the server l gave back."""
+        self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
+        l.sendall(hz.query_msg("commit"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+
+
+    def delivered_after_the_end(self, b, l, c, first, rest):
+        """l's transaction ended (its server went to c; l gets the messages
+        `first`, and `rest` from the ReadyForQuery that ends it on: at once
+        before the fix, else once the hub listens, after b gave its server
+        back): a notification committed after that reaches l."""
+        l.settimeout(20)
+        self.assertEqual([hz.recv_msg(l) for _ in first], first)
+        # What is left comes (before the fix: at once), or waits for the
+        # hub (SHOW CLIENTS: waiting for a server): then the hub gets b's
+        # server.
+        pt.wait_until(lambda: not nothing_to_read(l) or self.state(l) == "waiting", 20,
+                      what="the transaction's end answered or held")
+        held = nothing_to_read(l)
+        if held:
+            self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        got = []
+        for _ in range(sum(t == b"Z" for t, _ in rest)):
+            got += hz.read_until_ready(l)
+        self.assertEqual(got, rest)
+        # Committed after the transaction's end returned: PostgreSQL
+        # delivers it.
+        self.pg.psql("select pg_notify('%s', 'after')" % self.CHAN)
+        if not held:
+            self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'marker')" % self.CHAN)
+        got = []
+        while not got or got[-1] != (self.CHAN, "marker"):     # in commit order
+            got += [n[1:] for n in read_notifications(l, 1)]
+        self.assertEqual(got, [(self.CHAN, "after"), (self.CHAN, "marker")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(l, "select 1"), ([[b"1"]], []))
+
+
+class TestCommitWaitsForTheHub(CommitHeldCase):
+    def test_notifications_after_the_commit_returned_are_delivered(self):
+        b, l, _, c = self.fill_the_pool()
+        self.commit_sent(l, c)
+        self.delivered_after_the_end(b, l, c, [(b"C", b"COMMIT\x00")], [(b"Z", b"I")])
+
+    def test_commit_and_chain(self):
+        # COMMIT AND CHAIN's ReadyForQuery ('T') waits the same (a COMMIT
+        # sent behind it ends the chained transaction at once).
+        b, l, _, c = self.fill_the_pool()
+        self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
+        l.sendall(hz.query_msg("commit and chain") + hz.query_msg("commit"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        self.delivered_after_the_end(b, l, c, [(b"C", b"COMMIT\x00")],
+                                     [(b"Z", b"T"), (b"C", b"COMMIT\x00"), (b"Z", b"I")])
+
+    def test_an_implicit_transaction(self):
+        # Statements through the extended protocol up to one Sync are one
+        # implicit transaction: its LISTEN's is the Sync's ReadyForQuery.
+        # (A Flush after the first keeps l's server while c queues, ahead
+        # of the hub, which the LISTEN kicks.)
+        b = login(self, self.px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        l = login(self, self.px)
+        l.sendall(hz.ext_msgs("select 1")[:-5] + hz.msg(b"H"))     # (no Sync: a Flush)
+        l.settimeout(20)
+        self.assertEqual([hz.recv_msg(l)[0] for _ in range(5)], [b"1", b"2", b"T", b"D", b"C"])
+        c = login(self, self.px)
+        c.sendall(hz.query_msg("begin"))
+        pt.wait_until(lambda: int(self.px.show("POOLS", database=self.pg.database)[0]
+                                  ["cl_waiting"]) == 1, 20, what="c queued")
+        l.sendall(hz.ext_msgs("listen " + self.CHAN))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        self.delivered_after_the_end(b, l, c, [(b"1", b""), (b"2", b""), (b"n", b""),
+                                               (b"C", b"LISTEN\x00")], [(b"Z", b"I")])
+
+    def test_what_the_client_sent_behind_the_commit_comes_after_it(self):
+        # COMMIT and a query behind it, in one write: the query's answer
+        # waits behind the held ReadyForQuery, in the client's order.
+        b, l, _, c = self.fill_the_pool()
+        self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
+        l.sendall(hz.query_msg("commit") + hz.query_msg("select 2"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.hub_listens()
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))     # a server for select 2
+        got = hz.read_until_ready(l) + hz.read_until_ready(l)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z", b"T", b"D", b"C", b"Z"], got)
+        self.pg.psql("select pg_notify('%s', 'heard')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "heard")])
+
+    def test_a_cancel_while_held_ends_it_as_a_lone_listens(self):
+        # The hub waits for a server: a cancel (psql's ^C, a driver's
+        # timeout) ends the wait with 57014 before the ReadyForQuery, as
+        # for a lone LISTEN waiting so; the client listens to nothing.
+        b, l, keys, c = self.fill_the_pool()
+        self.commit_sent(l, c)
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        k = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        hz.read_until_closed(k, 10)
+        k.close()
+        got = hz.read_until_ready(l)
+        self.assertEqual([t for t, _ in got], [b"C", b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
+        self.assertEqual(got[2][1], b"I")
+        self.px.wait_for_log("event=cancel_waiting")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(l, "listen pgw_kept"), ([], []))
+        self.pg.psql("select pg_notify('%s', 'no'), pg_notify('pgw_kept', 'yes')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [("pgw_kept", "yes")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+    def test_a_rollback_does_not_wait(self):
+        # Its LISTEN did not happen: nothing to wait for, though the hub
+        # (kicked by the LISTEN) waits for a server.
+        b, l, _, c = self.fill_the_pool()
+        self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
+        l.sendall(hz.query_msg("rollback"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        self.assertEqual(hz.read_until_ready(l), [(b"C", b"ROLLBACK\x00"), (b"Z", b"I")])
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+    def test_through_the_extended_protocol(self):
+        # LISTEN and COMMIT as Parse, Bind, Execute, Sync: the Sync's
+        # ReadyForQuery waits.
+        b, l, _, c = self.fill_the_pool()
+        l.sendall(hz.ext_msgs("listen " + self.CHAN))
+        self.assertEqual([t for t, _ in hz.read_until_ready(l)], [b"1", b"2", b"n", b"C", b"Z"])
+        l.sendall(hz.ext_msgs("commit"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        got = hz.read_until_ready(l)
+        self.assertEqual([t for t, _ in got], [b"1", b"2", b"n", b"C", b"Z"], got)
+        self.assertEqual(got[-1][1], b"I")
+        self.pg.psql("select pg_notify('%s', 'heard')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "heard")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+    def test_psycopg2_outside_autocommit(self):
+        # The driver's default (what the hunt's repro ran): conn.commit()
+        # returns once the hub listens; what is committed after it
+        # reaches the client.
+        import psycopg2
+        b = login(self, self.px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        conn = psycopg2.connect(self.px.dsn())
+        self.addCleanup(conn.close)
+        conn.cursor().execute("select 1")            # BEGIN: holds the other server
+        c = login(self, self.px)
+        c.sendall(hz.query_msg("begin"))
+        pt.wait_until(lambda: int(self.px.show("POOLS", database=self.pg.database)[0]
+                                  ["cl_waiting"]) == 1, 20, what="c queued")
+        conn.cursor().execute("LISTEN " + self.CHAN)
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        port = sock.getsockname()[1]
+        sock.detach()
+        returned = threading.Event()
+
+        def commit():
+            conn.commit()
+            self.pg.psql("select pg_notify('%s', 'after')" % self.CHAN)
+            returned.set()
+        t = threading.Thread(target=commit)
+        t.start()
+        self.addCleanup(t.join, 30)
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
+
+        def state():
+            return [r for r in self.px.show("CLIENTS") if int(r["port"]) == port][0]["state"]
+        pt.wait_until(lambda: returned.is_set() or state() == "waiting", 20,
+                      what="the COMMIT returned or held")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertTrue(returned.wait(20), "the COMMIT did not return")
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'marker')" % self.CHAN)
+        got = []
+
+        def marker():
+            conn.poll()
+            while conn.notifies:
+                n = conn.notifies.pop(0)
+                got.append(n.payload)
+            return "marker" in got
+        pt.wait_until(marker, 20, what="the marker")
+        self.assertEqual(got, ["after", "marker"])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class TestCommitWaitsForAHubThatGetsNoServer(CommitHeldCase):
+    QUERY_WAIT = 5
+
+    def test_the_error_of_a_lone_listen(self):
+        # The hub's wait for a server ends in query_wait_timeout: the
+        # committed LISTEN's client gets the error a lone LISTEN waiting
+        # with it gets, before its ReadyForQuery, and listens to nothing.
+        b, l, _, c = self.fill_the_pool()
+        d = login(self, self.px)
+        self.commit_sent(l, c)
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        d.sendall(hz.query_msg("listen " + self.CHAN))
+        got_d = hz.read_until_ready(d)
+        got = hz.read_until_ready(l)
+        self.assertEqual([t for t, _ in got_d], [b"E", b"Z"], got_d)
+        self.assertEqual([t for t, _ in got], [b"C", b"E", b"Z"], got)
+        fd, fl = hz.parse_fields(got_d[0][1]), hz.parse_fields(got[1][1])
+        self.assertEqual((fl["S"], fl["C"], fl["M"]), (fd["S"], fd["C"], fd["M"]))
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(l, "listen pgw_kept"), ([], []))
+        self.pg.psql("select pg_notify('%s', 'no'), pg_notify('pgw_kept', 'yes')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [("pgw_kept", "yes")])
+
+
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
     """A reload that leaves a pool with listeners room for one server only:
     the listening server kept it (the room check ran only when the pool's
