@@ -3800,6 +3800,17 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         self.assertEqual([n[1:] for n in read_notifications(l, 1)], [("pgw_kept", "yes")])
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
+    def test_killed_while_held_gets_its_ready_for_query_first(self):
+        # KILL: the transaction committed, so its ReadyForQuery goes out,
+        # then the FATAL (not the FATAL alone, which reads as a COMMIT
+        # that may have failed).
+        b, l, _, c = self.fill_the_pool()
+        self.commit_sent(l, c)
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        self.px.admin("KILL " + self.pg.database)
+        assert_ended(self, l, "57P01", "administrator command", before=(b"C", b"Z"))
+        self.px.admin("RESUME " + self.pg.database)
+
     def test_a_rollback_does_not_wait(self):
         # Its LISTEN did not happen: nothing to wait for, though the hub
         # (kicked by the LISTEN) waits for a server.
