@@ -1179,7 +1179,7 @@ static int on_way_stale(struct pgw_pool *pool, ev_tstamp now)
         if (srv->state == PGW_SRV_CONNECTING)
             from = srv->start_time;
         else if (srv->state == PGW_SRV_RESETTING)
-            from = srv_priv((struct pgw_server *)srv)->job_start;
+            from = srv_priv_const(srv)->job_start;
         else
             continue;
         ev_tstamp at = from + turn;

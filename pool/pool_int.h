@@ -24,6 +24,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "common/wire.h"
 #include "pool/breaker.h"
@@ -102,6 +103,13 @@ struct pool_server {
 static inline struct pool_server *srv_priv(struct pgw_server *s)
 {
     return pgw_container_of(s, struct pool_server, pub);
+}
+
+/* The same for a reader that holds s const (no cast of const away). */
+static inline const struct pool_server *srv_priv_const(const struct pgw_server *s)
+{
+    return (const struct pool_server *)(const void *)((const char *)s -
+                                                      offsetof(struct pool_server, pub));
 }
 
 struct dns_req;

@@ -255,7 +255,7 @@ static const char *srv_log_fields(const struct pgw_server *srv, char *buf, size_
 /* A server that may go back to idle: not marked, not too old, pool alive. */
 static bool server_reusable(const struct pgw_server *srv)
 {
-    struct pool_server *ps = srv_priv((struct pgw_server *)srv);
+    const struct pool_server *ps = srv_priv_const(srv);
     ev_tstamp now = pgw_mono_now(srv->pool->set->loop);
     if (ps->reconnect || srv->pool->orphan || srv->pool->set->destroying)
         return false;
@@ -326,7 +326,7 @@ bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now)
      * nor one checked since it was last lent (its client may have gone
      * meanwhile). */
     if (cfg->server_check_delay <= 0)
-        return srv->lend_count > 0 && !srv_priv((struct pgw_server *)srv)->checked;
+        return srv->lend_count > 0 && !srv_priv_const(srv)->checked;
     /* A check counts as a use (request_time): fresh for the delay again,
      * not for ever when nobody took it. */
     return now - srv->request_time >= cfg->server_check_delay;
