@@ -210,7 +210,11 @@ int pgw_offload_submit(struct pgw_offload *o, struct pgw_offload_job *job, pgw_o
         pgw_list_append(&o->queue, &job->node);
         return 1;
     }
-    return thread_start(o, job) == 0 ? 0 : PGW_EAGAIN;
+    int rc = thread_start(o, job);
+    if (rc == 0)
+        return 0;               /* (the job is its thread's now: not touched) */
+    job->error = rc;
+    return PGW_EAGAIN;
 }
 
 void pgw_offload_cancel(struct pgw_offload_job *job)

@@ -46,7 +46,8 @@ struct pgw_offload_job {
     struct pgw_offload *hub;
     pgw_offload_fn work, done, drop;
     int error;                  /* for done: 0, or the errno of a failed
-                                 * thread start (work never ran) */
+                                 * thread start (work never ran); the same
+                                 * after pgw_offload_submit's PGW_EAGAIN */
     bool queued;                /* waits for a thread (the loop's) */
     bool cancelled;             /* nobody wants the answer (the loop's) */
 };
@@ -58,7 +59,8 @@ struct pgw_offload *pgw_offload_create(struct ev_loop *loop, int max_threads);
 void pgw_offload_destroy(struct pgw_offload *o);
 
 /* 0: started on a thread; 1: queued; PGW_EAGAIN: no thread could be
- * started (the job is still the caller's, no callback will run). */
+ * started (the job is still the caller's, no callback will run; its error
+ * holds pthread_create's errno value, for the caller's message). */
 int pgw_offload_submit(struct pgw_offload *o, struct pgw_offload_job *job, pgw_offload_fn work,
                        pgw_offload_fn done, pgw_offload_fn drop);
 /* Nobody wants the answer: a queued job is dropped now, a running one

@@ -169,6 +169,7 @@ static void dns_retry_later(struct pgw_backend *be, const char *error)
     char q[600];
     pgw_warn("server_resolve_failed", "backend=%s reason=%s retry_in=%.1f", be->address,
              pgw_log_quote(q, sizeof(q), error), PGW_POOL_FDS_PAUSE);
+    snprintf(be->dns_retry_error, sizeof(be->dns_retry_error), "%s", error);
     be->dns_retry_at = pgw_mono_now(be->set->loop) + PGW_POOL_FDS_PAUSE;
     wake_in(be, PGW_POOL_FDS_PAUSE);
 }
@@ -189,8 +190,12 @@ static void dns_start(struct pgw_backend *be)
         return;
     }
     if (pgw_offload_submit(be->set->dns, &r->job, dns_resolve, dns_done, dns_drop) < 0) {
+        /* (pthread_create's errno said: the threads limit, or memory) */
+        char why[160];
+        snprintf(why, sizeof(why), "could not start a thread for the lookup: %s",
+                 strerror(r->job.error));
         dns_req_free(r);
-        dns_retry_later(be, "could not start a thread for the lookup");
+        dns_retry_later(be, why);
         return;
     }
     be->dns = r;
@@ -203,6 +208,11 @@ static void dns_error_of(const struct pgw_backend *be, struct pgw_pool_error *er
     snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", pgw_pool_guess_sqlstate(be->dns_error));
     snprintf(err->message, sizeof(err->message), "server connection failed: %.480s",
              be->dns_error);
+}
+
+const char *pgw_backend_dns_retrying(const struct pgw_backend *be)
+{
+    return be->hosts && !be->hostaddr && be->dns_retry_error[0] ? be->dns_retry_error : NULL;
 }
 
 bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err)
@@ -291,6 +301,7 @@ static void dns_apply(struct pgw_backend *be, struct dns_req *r)
         dns_retry_later(be, why);
         return;
     }
+    be->dns_retry_error[0] = '\0';   /* answered (set again below when short of memory) */
     if (r->error[0] && r->fds_short) {
         dns_fds_short(be, r->error);
         return;

@@ -142,6 +142,24 @@ static void waiter_fail(struct pgw_pool_waiter *w, const struct pgw_pool_error *
     w->cb(w, NULL);
 }
 
+/* The error of a host's lookup that could not be made and is made again
+ * every PGW_POOL_FDS_PAUSE (backend.c, dns_retry_later: pgwharf short of
+ * memory or of a thread), when every host of the pool is such a name
+ * without addresses: no server could have come.  Else NULL. */
+static const char *lookup_retrying(const struct pgw_pool *pool)
+{
+    const char *first = NULL;
+    for (int k = 0; k < pool->nhosts; k++) {
+        const struct pool_host *h = &pool->hosts[k];
+        const char *why = pgw_backend_resolves(h->be, &h->spec)
+                              ? pgw_backend_dns_retrying(h->be) : NULL;
+        if (!why)
+            return NULL;
+        first = first ? first : why;
+    }
+    return first;
+}
+
 /* A waiter's query_wait_timeout: 57014.  With every host's breaker open
  * (not paused) no new server could have come, only one given back: the
  * message adds the breaker's error, as a client gets it at once where no
@@ -155,11 +173,17 @@ void pgw_pool_wait_timed_out(struct pgw_pool *pool, ev_tstamp since, struct pgw_
     ev_tstamp waited = pool_now(pool) - since;
     pool->st.total_wait_timeouts++;
     struct pgw_pool_error down;
+    const char *lookup = NULL;
     if (!pool->paused && hosts_down(pool, &down) == PGW_EBREAKER_OPEN)
         pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
                            "query_wait_timeout: waited %.1f s for a server in pool %s/%s, the "
                            "backend's circuit breaker open (%s %s)", waited, pool->dbname,
                            pool->user, down.sqlstate, down.message);
+    else if (!pool->paused && (lookup = lookup_retrying(pool)))
+        pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
+                           "query_wait_timeout: waited %.1f s for a server in pool %s/%s, the "
+                           "backend's host name lookup failing (%.400s)", waited, pool->dbname,
+                           pool->user, lookup);
     else
         pgw_pool_set_error(e, PGW_EDEADLINE, "57014",
                            "query_wait_timeout: waited %.1f s for a server in pool %s/%s", waited,

@@ -143,8 +143,11 @@ struct pgw_backend {
     ev_tstamp dns_error_until;
     char dns_error[512];
     /* The last lookup could not be made (pgwharf short of memory or of a
-     * thread, not the name's failure): none before dns_retry_at. */
+     * thread, not the name's failure): none before dns_retry_at.
+     * dns_retry_error says why until a lookup is answered ("" then): a
+     * waiter's query_wait_timeout names it (pgw_backend_dns_retrying). */
     ev_tstamp dns_retry_at;
+    char dns_retry_error[512];
     /* Not before this is the host, skipped by a pool for its kind (pool_host
      * skip_until), logged in to again early for that pool's waiting client
      * while no other host of its list can be tried (pool.c's recheck): one
@@ -451,6 +454,9 @@ void pgw_backend_dns_deinit(struct pgw_pool_set *set);
 /* A cached failed lookup (dns_nxdomain_ttl) leaves the backend without
  * addresses: true, and err says why, for a login to fail at once. */
 bool pgw_backend_dns_failed(const struct pgw_backend *be, struct pgw_pool_error *err);
+/* The error of its last lookup, which could not be made and is made again
+ * (dns_retry_later), while it has no addresses; else NULL. */
+const char *pgw_backend_dns_retrying(const struct pgw_backend *be);
 void pgw_backend_tick(struct pgw_backend *be, ev_tstamp now);
 
 /* replication.c */

@@ -21,7 +21,9 @@
  *
  * With PGW_GETADDRINFO_FAIL=PATH, a getaddrinfo of a name while PATH
  * exists removes it and fails with EAI_MEMORY: one failure each time a
- * test creates the file (glibc short of memory for the lookup).
+ * test creates the file (glibc short of memory for the lookup).  A file
+ * that starts with "keep" is left there: every lookup fails until the
+ * test removes it (a shortage that lasts).
  *
  * With PGW_THREAD_FAIL=PATH, a pthread_create while PATH exists removes it
  * and fails with EAGAIN: one failure each time a test creates the file
@@ -88,6 +90,18 @@ static void gate_wait(const char *var)
     close(fd);
 }
 
+/* Does the file at path start with "keep"? */
+static int kept(const char *path)
+{
+    char c[4];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, c, sizeof(c));
+    close(fd);
+    return n == (ssize_t)sizeof(c) && memcmp(c, "keep", sizeof(c)) == 0;
+}
+
 /* PGW_FAKE_HOSTS's answer for node: 0 or an EAI_ code, or 1 when it does
  * not name node. */
 static int fake_hosts(getaddrinfo_fn real, const char *node, const char *service,
@@ -126,7 +140,7 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     unsigned char a[16];
     if (node && inet_pton(AF_INET, node, a) != 1 && inet_pton(AF_INET6, node, a) != 1) {
         const char *fail = getenv("PGW_GETADDRINFO_FAIL");
-        if (fail && *fail && unlink(fail) == 0)
+        if (fail && *fail && (kept(fail) || unlink(fail) == 0))
             return EAI_MEMORY;
         gate_wait("PGW_GETADDRINFO_GATE");      /* names only: libpq asks for numbers too */
     }

@@ -4,6 +4,7 @@ sockets in the abstract namespace (unix_socket_dir and host= starting
 with "@").
 """
 
+import errno
 import os
 import shutil
 import socket
@@ -314,13 +315,38 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
         # limit, or memory): the request was dropped without a word, the
         # lookup made again at the next maintenance tick.  It is said now
         # (the warning is what fails before), and made again after half a
-        # second, as after EAI_MEMORY, the client waiting for it.
+        # second, as after EAI_MEMORY, the client waiting for it.  The
+        # warning says pthread_create's error (it did not: session 46).
         px, fail = self.start_failing("PGW_THREAD_FAIL", query_wait_timeout=10)
         open(fail, "w").close()
         self.assertEqual(px.psql("select 'served'", db="byname"), "served")
         self.assertFalse(os.path.exists(fail))          # the one thread failed
         self.assertIn('event=server_resolve_failed backend=localhost:%d reason="could not '
-                      'start a thread for the lookup" retry_in=0.5' % self.pg.port, px.log())
+                      'start a thread for the lookup: %s" retry_in=0.5'
+                      % (self.pg.port, os.strerror(errno.EAGAIN)), px.log())
+        self.assert_not_the_backends_failure(px)
+
+    def test_a_wait_timeout_under_lookups_short_of_memory_names_the_lookup(self):
+        # Every lookup of the name fails for want of memory (nss_gate.c's
+        # "keep"): it is made again each half second, the client waiting
+        # for a server meanwhile.  Its query_wait_timeout said only that
+        # it waited (57014), nothing of the lookup; it adds the lookup's
+        # error now, as it adds the breaker's where that is open.  The
+        # SQLSTATE stays the timeout's.
+        px, fail = self.start_failing("PGW_GETADDRINFO_FAIL", query_wait_timeout=2)
+        with open(fail, "w") as f:
+            f.write("keep")
+        self.addCleanup(lambda: os.path.exists(fail) and os.unlink(fail))
+        sock = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(sock.close)
+        with self.assertRaises(hz.PgError) as cm:
+            hz.sync_login(sock, self.pg.user, "byname", self.pg.password)
+        code, msg = cm.exception.fields.get("C"), cm.exception.fields.get("M")
+        self.assertEqual(code, "57014", msg)
+        self.assertIn("query_wait_timeout: waited", msg)
+        self.assertIn('host name lookup failing (could not translate host name "localhost" '
+                      'to address: Memory allocation failure)', msg)
+        self.assertTrue(os.path.exists(fail))           # kept: every lookup failed
         self.assert_not_the_backends_failure(px)
 
     def test_show_dns_hosts_lists_a_name_waiting_to_be_looked_up_again(self):
@@ -328,18 +354,9 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
         # half second: SHOW DNS_HOSTS listed no row for it (README: a row
         # per name "from its first lookup on"), nor SHOW LISTS' dns_names.
         px, fail = self.start_failing("PGW_GETADDRINFO_FAIL", query_wait_timeout=5)
-        stop = threading.Event()
-
-        def refail():                    # each lookup fails
-            while not stop.is_set():
-                if not os.path.exists(fail):
-                    open(fail, "w").close()
-                time.sleep(0.01)
-        t = threading.Thread(target=refail)
-        t.start()
-        self.addCleanup(t.join)
-        self.addCleanup(stop.set)
-        open(fail, "w").close()
+        with open(fail, "w") as f:       # each lookup fails (kept: nss_gate.c)
+            f.write("keep")
+        self.addCleanup(lambda: os.path.exists(fail) and os.unlink(fail))
         sock = socket.create_connection((px.host, px.port), timeout=30)
         self.addCleanup(sock.close)
 
