@@ -998,18 +998,25 @@ static bool need_room(struct pgw_session *s, const struct pgw_iobuf *b, uint32_t
     return false;
 }
 
-static void insert_here(struct pgw_iobuf *b, const void *p, uint32_t n)
+/* Insert n bytes before the message at b->parsed (parsed moves past
+ * them).  false, b unchanged, when there is no room: callers make it
+ * first (room, need_room). */
+static bool insert_here(struct pgw_iobuf *b, const void *p, uint32_t n)
 {
-    pgw_iobuf_insert(b, b->parsed, p, n);      /* parsed moves past it */
+    return pgw_iobuf_insert(b, b->parsed, p, n);
 }
 
 /* Replace the message at b->parsed (old bytes) with new ones; parsed stays
- * at its start. */
-static void replace_here(struct pgw_iobuf *b, uint32_t old, const struct pgw_wbuf *m)
+ * at its start.  false, b unchanged, when the new ones have no room (the
+ * check comes first: a cut, then a failed insert, lost the message). */
+static bool replace_here(struct pgw_iobuf *b, uint32_t old, const struct pgw_wbuf *m)
 {
+    if (m->len > old && !room(b, (uint32_t)(m->len - old)))
+        return false;
     pgw_iobuf_cut(b, b->parsed, old);
     pgw_iobuf_insert(b, b->parsed, m->data, m->len);
     b->parsed -= (uint32_t)m->len;
+    return true;
 }
 
 /* Rename the statement in the message at b->parsed, in place: the old_nl
@@ -1721,8 +1728,16 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
         *a = PGW_PS_FAILED;
         return true;
     }
-    insert_here(b, m.data, (uint32_t)m.len);
-    replace_here(b, *total, &p);
+    /* (need_room made the room for both: should either fail, the queue
+     * has their entries already) */
+    if (!insert_here(b, m.data, (uint32_t)m.len) || !replace_here(b, *total, &p)) {
+        free(cname);
+        pgw_wbuf_deinit(&m);
+        pgw_wbuf_deinit(&p);
+        pgw_session_close(s, "53200", "no room to rewrite a DEALLOCATE");
+        *a = PGW_PS_FAILED;
+        return true;
+    }
     *total = (uint32_t)p.len;
     q_tail(s)->cname = cname;
     q_tail(s)->dealloc = true;
@@ -1881,10 +1896,14 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     char *cname = names_dup(cn->name, names_shown(cn->name));
     struct pgw_iobuf *b = s->cbuf;
     /* Room for what goes ahead and for what the text grows by (the new
-     * Query replaces the old in place, not beside it).  The Query is small
-     * (PGW_NOTIFY_QUERY_MAX), but the buffer may hold up to PGW_IOBUF_MAX
-     * of what the client pipelined behind it: room past that limit is
-     * 54000, as for a message too large (relay.c's read_on), not 53200,
+     * Query replaces the old in place, not beside it): some tens of bytes.
+     * The Query is small (PGW_NOTIFY_QUERY_MAX), but the buffer may be
+     * full of what the client pipelined behind it, up to the largest
+     * buffer: the room is made past PGW_IOBUF_MAX, up to
+     * PGW_IOBUF_EDIT_MAX (the limit closed with 54000 a client that sent
+     * nothing too large, its buffer near PGW_IOBUF_MAX).  Past that, held
+     * only by a client that refilled a buffer an earlier rewrite grew, it
+     * is 54000, as for a message too large (relay.c's read_on), not 53200,
      * which is pgwharf short of memory (the reservation failing within
      * the limit). */
     uint32_t old = (uint32_t)(len + 1 + PGW_MSG_HDR);
@@ -1892,9 +1911,9 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     uint64_t need = (uint64_t)(b->len - b->sent) + add;
     bool ok = cname && !m.failed && !q.failed, too_large = false;
     if (ok && !room(b, add)) {
-        if ((too_large = need > PGW_IOBUF_MAX))
+        if ((too_large = need > PGW_IOBUF_EDIT_MAX))
             ok = false;
-        else if ((ok = pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need)))
+        else if ((ok = pgw_iobuf_reserve_edit(s->px, &s->cbuf, (uint32_t)need)))
             b = s->cbuf;
     }
     if (ok && !s->ps_queue)
@@ -1910,10 +1929,17 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
             pgw_session_close(s, "53200", "out of memory");
         return -1;
     }
-    insert_here(b, m.data, (uint32_t)m.len);
-    replace_here(b, old, &q);
+    /* Neither fails with the room made above; should one, the buffer is
+     * not what the relay read (an insert that fails may have compacted
+     * it): the session ends. */
+    bool put = insert_here(b, m.data, (uint32_t)m.len) && replace_here(b, old, &q);
     pgw_wbuf_deinit(&m);
     pgw_wbuf_deinit(&q);
+    if (!put) {
+        free(cname);
+        pgw_session_close(s, "53200", "no room to rewrite a DEALLOCATE");
+        return -1;
+    }
     /* Swallowed as sync_params' are: nothing is outstanding (quiet), so
      * their replies come first.  (sync_queued: no SET among them.) */
     s->swallow++;

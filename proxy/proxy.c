@@ -100,17 +100,19 @@ struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px)
     return b;
 }
 
-bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need)
+/* pgw_iobuf_reserve with a limit of max (PGW_IOBUF_MAX, or
+ * PGW_IOBUF_EDIT_MAX for bytes pgwharf adds). */
+static bool reserve_upto(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need, uint32_t max)
 {
     struct pgw_iobuf *b = *bp;
     if (need <= b->cap)
         return true;
-    if (need > PGW_IOBUF_MAX)
+    if (need > max)
         return false;
     /* A grown buffer that must grow again doubles: growing by what each
      * reply needs would copy it whole per reply. */
     if (b->cap > PGW_IOBUF_SIZE && need < (uint64_t)b->cap * 2)
-        need = (uint64_t)b->cap * 2 < PGW_IOBUF_MAX ? b->cap * 2 : PGW_IOBUF_MAX;
+        need = (uint64_t)b->cap * 2 < max ? b->cap * 2 : max;
     size_t page = 65536;
     size_t cap = ((size_t)need + sizeof(*b) + page - 1) / page * page - sizeof(*b);
     void *m = mmap(NULL, sizeof(*b) + cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -129,6 +131,16 @@ bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t nee
     pgw_iobuf_put(px, b);
     *bp = nb;
     return true;
+}
+
+bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need)
+{
+    return reserve_upto(px, bp, need, PGW_IOBUF_MAX);
+}
+
+bool pgw_iobuf_reserve_edit(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need)
+{
+    return reserve_upto(px, bp, need, PGW_IOBUF_EDIT_MAX);
 }
 
 void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b)

@@ -55,12 +55,21 @@ static inline uint32_t pgw_iobuf_out_end(const struct pgw_iobuf *b)
 
 /* The largest message pgwharf holds whole (to inspect or rewrite it). */
 #define PGW_IOBUF_MAX (64u * 1024 * 1024)
+/* The most a buffer holds once pgwharf has added bytes of its own to what
+ * the client sent (prepared.c's DEALLOCATE rewrite): a buffer grown for
+ * PGW_IOBUF_MAX maps up to 64 kB more (pgw_iobuf_reserve's steps), which
+ * the client's reads may fill, and one buffer more for what is added. */
+#define PGW_IOBUF_EDIT_MAX (PGW_IOBUF_MAX + 3u * PGW_IOBUF_SIZE)
 
 struct pgw_iobuf *pgw_iobuf_get(struct pgw_proxy *px);
 /* Make *bp hold at least `need` bytes from its first unsent one, moving to
  * a larger mapping if needed (given back when the buffer empties).  False
  * when need exceeds PGW_IOBUF_MAX or memory is short. */
 bool pgw_iobuf_reserve(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need);
+/* The same up to PGW_IOBUF_EDIT_MAX: room for what pgwharf adds in front
+ * of, or into, what the client sent, which may already fill a buffer of
+ * the largest size. */
+bool pgw_iobuf_reserve_edit(struct pgw_proxy *px, struct pgw_iobuf **bp, uint32_t need);
 void pgw_iobuf_put(struct pgw_proxy *px, struct pgw_iobuf *b);
 /* Move unsent bytes to the front to make room at the end. */
 void pgw_iobuf_compact(struct pgw_iobuf *b);

@@ -391,6 +391,86 @@ class TestLargeMessages(pt.PgwharfTestCase):
                          [[b""], [b"40000000"], [b"40000000"]], got[:3])
 
 
+    def test_a_deallocate_rewritten_in_a_full_buffer_is_not_too_large(self):
+        # SQL DEALLOCATE of one of the client's statements among others in
+        # a Query is rewritten (prepared.c, query_dealloc): a Close and a
+        # Parse of pgwharf's go ahead of it and its text grows, some tens
+        # of bytes.  A Bind of 64 MB grows the client's buffer to
+        # PGW_IOBUF_MAX less its 32-byte header (pgw_iobuf_reserve's 64 kB
+        # steps) and waits for a lock, the first bytes of the Query behind
+        # it (the buffer is kept); then the client sends the rest of the
+        # Query and, behind it, two Queries of 32 MB, none of them too
+        # large, until the buffer holds all but 8 bytes.  The room
+        # for the rewrite was refused past PGW_IOBUF_MAX and the session
+        # ended with 54000 "too much pipelined behind a DEALLOCATE"; it is
+        # made now, up to PGW_IOBUF_EDIT_MAX.
+        big = 64 * 2**20                             # PGW_IOBUF_MAX
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "max_prepared_statements": 100})
+        holder = psycopg2.connect(self.pg.dsn())
+        self.addCleanup(holder.close)
+        holder.autocommit = True
+        holder.cursor().execute("select pg_advisory_lock(4343)")
+        a = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(a.close)
+        ph.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+        a.sendall(ph.parse_msg("s1", "select length($1::text), pg_advisory_xact_lock_shared(4343)")
+                  + ph.parse_msg("s2", "select 2") + ph.msg(b"S"))
+        self.assertEqual([t for t, _ in ph.read_until_ready(a)], [b"1", b"1", b"Z"])
+
+        def bind(n):                                 # of s1, n bytes of text
+            return ph.msg(b"B", b"\0s1\0" + struct.pack("!HHI", 0, 1, n) + b"x" * n +
+                          struct.pack("!H", 0))
+
+        # The Bind, held whole with 1 kB to spare (relay.c, read_on): 32 kB
+        # under a step, the buffer grows to big - 32 bytes.
+        n1 = big - 32768 - 1024 - len(bind(0))
+        query = ph.query_msg("select 1; deallocate s2")
+        writer = pt.Background(lambda: a.sendall(
+            bind(n1) + ph.msg(b"E", b"\0" + struct.pack("!I", 0)) + ph.msg(b"S") + query[:3]))
+        self.addCleanup(writer.join, 60)
+        pt.wait_until(lambda: self.pg.psql("select count(*) from pg_locks where locktype = "
+                                           "'advisory' and not granted") == "1", 60,
+                      what="the Bind's statement waiting for the lock")
+        writer.join(60)
+        full = big - 32
+
+        def big_query(n):                            # n bytes
+            return ph.query_msg("select length('%s')" % ("y" * (n - 23)))
+
+        rest = full - 8 - len(query)
+        behind = query + big_query(rest // 2) + big_query(rest - rest // 2)
+        self.assertEqual(len(behind), full - 8)
+        writer = pt.Background(lambda: a.sendall(behind[3:]))
+        self.addCleanup(writer.join, 60)
+        port = a.getsockname()[1]
+
+        def all_read_behind_the_bind():
+            rows = px.show("SOCKETS", port=port)
+            self.assertEqual(len(rows), 1, "the client's session ended")
+            return int(rows[0]["recv_pos"]) - int(rows[0]["send_pos"]) == len(behind)
+
+        pt.wait_until(all_read_behind_the_bind, 60,
+                      what="all of the Query and what is behind it read, the Bind sent")
+        holder.cursor().execute("select pg_advisory_unlock(4343)")
+        got = []
+        for _ in range(4):
+            msgs = ph.read_until_ready(a)
+            self.assertEqual([ph.parse_fields(m) for t, m in msgs if t == b"E"], [])
+            got += msgs
+        writer.join(60)
+        self.assertIsNone(writer.error)
+        self.assertEqual([m for t, m in got if t == b"C"],
+                         [b"SELECT 1\0", b"SELECT 1\0", b"DEALLOCATE\0", b"SELECT 1\0",
+                          b"SELECT 1\0"])
+        self.assertEqual([ph.data_row(m) for t, m in got if t == b"D"],
+                         [[str(n1).encode(), b""], [b"1"], [str(rest // 2 - 23).encode()],
+                          [str(rest - rest // 2 - 23).encode()]])
+        # s2 is gone
+        a.sendall(ph.msg(b"B", b"\0s2\0" + struct.pack("!HHH", 0, 0, 0)) + ph.msg(b"S"))
+        msgs = ph.read_until_ready(a)
+        self.assertEqual([ph.parse_fields(m).get("C") for t, m in msgs if t == b"E"], ["26000"])
+
     def test_no_memory_for_a_held_parse_is_53200_not_too_large(self):
         # A Parse of 50 MB, under the 64 MiB a message may have, held whole
         # (max_prepared_statements on) while pgwharf cannot map the buffer
