@@ -234,6 +234,9 @@ struct pgw_session {
     bool terminating;                /* client sent Terminate */
     bool term_wait;                  /* ...with requests unanswered: the session ends
                                         once they are, as at client_eof (relay.c) */
+    bool left_queue;                 /* it left the pool's queue at its end (relay.c,
+                                        leave_queue): idle since, but the close log
+                                        says waiting, the state it left */
     bool fe_invalid;                 /* ...in place of a message of a type PostgreSQL
                                         refuses after login: the end is FATAL 08P01 */
     uint8_t fe_invalid_type;         /* ...that message's type byte */

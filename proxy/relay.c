@@ -3329,6 +3329,10 @@ static void leave_queue(struct pgw_session *s)
     pgw_session_list_join(s);
     if (s->cbuf)
         s->cbuf->parsed = s->cbuf->len = s->cbuf->sent;
+    /* Idle from here (eof_done waits for the answers owed, not for a
+     * server), but the close's log line says what the client left:
+     * waiting (it said idle). */
+    s->left_queue = true;
     s->state = PGW_SS_IDLE;
     s->query_start = 0;
     s->waited_since = 0;

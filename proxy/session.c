@@ -1465,10 +1465,13 @@ static void log_disconnect(const struct pgw_session *s, enum pgw_sess_state was,
     if (!s->px->cfg->log_disconnections && !sqlstate)
         return;
     char q[700], qd[200], qu[200];
+    /* A client that left the pool's queue (relay.c, leave_queue) is idle
+     * only while the answers it was owed go out. */
+    enum pgw_sess_state shown = was == PGW_SS_IDLE && s->left_queue ? PGW_SS_WAIT_SERVER : was;
     pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
             "client=%s db=%s user=%s state=%s sqlstate=%s reason=%s", s->addr_text,
             pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
-            pgw_sess_state_name(was), sqlstate ? sqlstate : "", pgw_log_quote(q, sizeof(q), reason));
+            pgw_sess_state_name(shown), sqlstate ? sqlstate : "", pgw_log_quote(q, sizeof(q), reason));
 }
 
 void pgw_session_close_after_sent(struct pgw_session *s, const char *sqlstate, const char *fmt,

@@ -1887,11 +1887,14 @@ class TestPipeline(pt.AppRoleTestCase):
         stream ended or a Terminate came behind it: A leaves the pool's
         queue, its INSERT never runs, and the answer to its first query,
         which came in the same callback, is written before the session
-        ends."""
+        ends.  Its close's log line says the state it left, waiting (it
+        said idle, the state it is in while that answer goes out)."""
         self.eof_table()
+        port = []
 
         async def main():
             a, b = await self.conn(), await self.conn()
+            port.append(a.w.get_extra_info("sockname")[1])
             g2 = await self.gate(key + 1)
             try:
                 g = await self.hold_and_queue(
@@ -1919,6 +1922,9 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(self.pg.psql("select count(*) from t_pipe_eof"), "0")
         self.assertEqual(metric(self.px, FAILED), 0)
+        line = self.px.wait_for_log(r"event=disconnect client=127\.0\.0\.1:%d .*" % port[0],
+                                    20).group(0)
+        self.assertIn(" state=waiting ", line)
 
     def test_a_borrower_whose_stream_ended_leaves_when_its_held_request_finds_the_pool_full(self):
         # (It waited, as a client still there, and ran for nobody once B
