@@ -1211,7 +1211,10 @@ class PgwharfTestCase(unittest.TestCase):
         result = getattr(getattr(self, "_outcome", None), "result", None)
         if result is None:
             return False
-        return any(t is self for t, _ in list(result.failures) + list(result.errors))
+        # A failed subTest is recorded as its _SubTest (whose test_case is
+        # this test), not as the test itself.
+        return any(t is self or getattr(t, "test_case", None) is self
+                   for t, _ in list(result.failures) + list(result.errors))
 
     def _cleanup_all(self):
         problems = []
