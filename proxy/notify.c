@@ -1334,9 +1334,15 @@ static void hub_backlog_settle(struct pgw_notify_hub *h)
     int n = 0;
     for (struct pgw_list *l = h->subs.next; to && l != &h->subs; l = l->next) {
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
-        if (sub->ending == NOTIFY_END_BACKLOG && (sub->waiting || deliverable(sub->session)) &&
+        if (sub->ending != NOTIFY_END_BACKLOG)
+            continue;
+        if ((sub->waiting || deliverable(sub->session)) &&
             sub->session->state != PGW_SS_WAIT_SERVER)
             to[n++] = sub->session;
+        else
+            h->backlog = true;   /* waiting for a server: it may get none (a cancel, an
+                                    error) and be idle again with no pgw_notify_flush;
+                                    the next tick looks again */
     }
     /* Short of memory (or not between transactions now): at their
      * transaction's end. */

@@ -624,6 +624,8 @@ static ssize_t cli_write(struct pgw_session *s, const void *p, size_t n)
     return w;
 }
 
+static bool discard_client_input(struct pgw_session *s);
+
 void pgw_session_flush_client(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->sbuf;
@@ -653,6 +655,8 @@ void pgw_session_flush_client(struct pgw_session *s)
     }
     s->cli_write_blocked = false;
     if (s->close_after_sent && b->sent == b->len && s->state != PGW_SS_CLOSING) {
+        if (!discard_client_input(s))
+            return;
         pgw_session_close(s, NULL, "its final error was read");    /* logged before */
         return;
     }
@@ -746,11 +750,45 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         pgw_session_read_client(s);
 }
 
+/* A session ending after its queued FATAL (close_after_sent) reads what
+ * the client still sends and drops it: bytes left unread at close(2) make
+ * the kernel reset the connection, and a reset discards what is still in
+ * the send queue -- the end of what the client was owed and its FATAL.
+ * false: the session was closed (a read error). */
+static bool discard_client_input(struct pgw_session *s)
+{
+    char scratch[4096];
+    /* At most 64 kB a call: a client that keeps sending does not hold the
+     * loop (the watcher calls again). */
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = cli_read(s, scratch, sizeof(scratch));
+        if (n > 0) {
+            s->bytes_in += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        if (n == 0) {
+            /* Its end of stream: it may still read (a half-close); the
+             * writes go on, and end it if it is gone. */
+            ev_io_stop(s->px->loop, &s->cli_r);
+            return true;
+        }
+        pgw_session_close(s, NULL, "client read failed: %s", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 void pgw_session_read_client(struct pgw_session *s)
 {
     struct ev_loop *loop = s->px->loop;
-    if (s->client_eof || s->close_after_sent) {
-        /* started again by the relay: nothing more comes, or is taken */
+    if (s->close_after_sent) {
+        discard_client_input(s);        /* nothing it sends is taken */
+        return;
+    }
+    if (s->client_eof) {
+        /* started again by the relay: nothing more comes */
         ev_io_stop(loop, &s->cli_r);
         return;
     }
@@ -1500,7 +1538,8 @@ void pgw_session_close_after_sent(struct pgw_session *s, const char *sqlstate, c
     }
     log_disconnect(s, s->state, sqlstate, reason);
     s->close_after_sent = true;
-    ev_io_stop(s->px->loop, &s->cli_r);
+    if (!s->client_eof)
+        ev_io_start(s->px->loop, &s->cli_r);    /* read and dropped (discard_client_input) */
     pgw_notify_session_gone(s);
     pgw_session_flush_client(s);       /* closes it when all goes at once */
 }

@@ -1923,6 +1923,30 @@ class TestSlowListener(NotifyCase):
         self.assertGreater(self.px.metric("pgwharf_notifications_dropped_total"), 0)
         self.assertIn("sqlstate=54000", self.px.log())
 
+    def test_a_request_sent_after_its_end_does_not_cut_what_it_was_owed(self):
+        # Ended (its FATAL queued behind what it was owed), it sends a
+        # request that is never read: the session closed with those bytes
+        # unread, the kernel reset the connection and threw away what was
+        # still in the send queue -- the client got ECONNRESET, no FATAL.
+        slow = socket.socket()
+        self.addCleanup(slow.close)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(20)
+        slow.connect((self.px.host, self.px.port))
+        hz.sync_login(slow, self.pg.user, self.pg.database, self.pg.password)
+        self.listen(slow, "listen pgw_slow2")
+        for k in range(64):
+            self.pg.psql("select count(pg_notify('pgw_slow2', repeat('x', 7990) || i)) "
+                         "from generate_series(%d, %d) i" % (k * 100 + 1, k * 100 + 100))
+            if "sqlstate=54000" in self.px.log():
+                break
+        pt.wait_until(lambda: "sqlstate=54000" in self.px.log(), 20, what="its end logged")
+        slow.sendall(hz.query_msg("select 'never runs'"))
+        pt.wait_until(lambda: tcp_rx_queue(self.px.port, slow.getsockname()[1]) <= 0, 10,
+                      what="the request read by pgwharf")
+        kept = ended_for_its_backlog(self, slow)
+        self.assertEqual([int(p[7990:]) for p in kept], list(range(1, len(kept) + 1)))
+
     def test_held_past_the_bound_inside_a_transaction(self):
         # Held for the end of its transaction: at COMMIT it gets its
         # ReadyForQuery, the held ones (at most max_notify_backlog, here
@@ -1965,6 +1989,53 @@ class TestSlowListener(NotifyCase):
             self.assertEqual([int(x[2][7990:]) for x in got], list(range(b * 6 + 1, b * 6 + 7)))
         self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
         self.assertFalse(self.overflowed())
+
+
+class TestSlowListenerCanceledWhileWaiting(NotifyCase):
+    """A client marked past max_notify_backlog while it waited for a
+    server (its next request queued), whose request then got no server
+    (a cancel): idle again, it was never ended, and every later
+    notification was dropped for it in silence."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 2, "log_connections": 0,
+            "log_disconnections": 0, "metrics_port": "auto", "max_notify_backlog": 65536})
+
+    def test_ended_once_idle_again(self):
+        a = socket.socket()
+        self.addCleanup(a.close)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.settimeout(20)
+        a.connect((self.px.host, self.px.port))
+        key = []
+        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=key)
+        self.listen(a, "listen pgw_cw")
+        b = login(self, self.px)       # holds the pool's other server (the hub has one)
+        self.expect(b, "begin", ["BEGIN"], b"T")
+        a.sendall(hz.query_msg("select 'waited'"))
+        pt.wait_until(lambda: self.px.show("POOLS", database=self.pg.database)[0]["cl_waiting"]
+                      in (1, "1"), 10, what="the listener queued")
+        for k in range(64):
+            self.pg.psql("select count(pg_notify('pgw_cw', repeat('x', 7990) || i)) "
+                         "from generate_series(%d, %d) i" % (k * 100 + 1, k * 100 + 100))
+            if "event=notification_dropped" in self.px.log():
+                break
+        pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 20,
+                      what="the overflow logged")
+        pid, secret = key[0]
+        c = socket.create_connection((self.px.host, self.px.port), timeout=10)
+        self.addCleanup(c.close)
+        c.sendall(struct.pack("!iiII", 16, 80877102, pid & 0xffffffff, secret & 0xffffffff))
+        # What it was owed, its canceled request's 57014 and ReadyForQuery,
+        # then (idle, no request of its own) FATAL 54000.
+        got = []
+        while not got or got[-1][0] != b"Z":
+            got.append(hz.recv_msg(a))
+        self.assertEqual([hz.parse_fields(x)["C"] for t, x in got if t == b"E"], ["57014"])
+        self.assertEqual(ended_for_its_backlog(self, a), [])
+        self.expect(b, "commit", ["COMMIT"], b"I")
 
 
 class TestHubServerLost(NotifyCase):
