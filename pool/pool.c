@@ -949,8 +949,8 @@ static bool host_tried(const struct pgw_pool_waiter *w, int i)
  * takes the skipped hosts anyway. */
 static bool recheck_due(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now)
 {
-    return pool->tsa != PGW_TSA_PREFER_STANDBY && now >= h->be->kind_recheck_at &&
-           h->be->kind_rechecks == 0;
+    return pool->tsa != PGW_TSA_PREFER_STANDBY && now >= h->be->kind_recheck_at[pool->tsa] &&
+           h->be->kind_rechecks[pool->tsa] == 0;
 }
 
 /* Will a client that comes now see skipped host h rechecked: one due, or
@@ -961,7 +961,7 @@ static bool recheck_due(const struct pgw_pool *pool, const struct pool_host *h, 
 static bool recheck_open(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now)
 {
     return pool->tsa != PGW_TSA_PREFER_STANDBY &&
-           (now >= h->be->kind_recheck_at || h->be->kind_rechecks > 0) &&
+           (now >= h->be->kind_recheck_at[pool->tsa] || h->be->kind_rechecks[pool->tsa] > 0) &&
            !pgw_breaker_blocked(&h->be->breaker, now);
 }
 
@@ -1013,10 +1013,9 @@ static int choose_host(struct pgw_pool *pool, struct grow_try *t)
         t->recheck = true;
         i = pgw_hosts_choose(&pool->cursor, grow_try_host, t);
         t->recheck = false;
-        if (i >= 0) {
-            pool->hosts[i].be->kind_recheck_at = pool_now(pool) + 1.0;
-            t->rechecked = true;
-        }
+        /* (Its clock moves when the login starts: grow_one.  A
+         * replication client's login moves none.) */
+        t->rechecked = i >= 0;
     }
     return i;
 }
@@ -1056,9 +1055,11 @@ static bool grow_one(struct pgw_pool *pool, bool evicting)
         /* Under way till its answer (pgw_pool_recheck_end): clients of
          * every pool skipping the host wait for it (recheck_open). */
         srv_priv(srv)->recheck = true;
-        srv->backend->kind_rechecks++;
+        srv_priv(srv)->recheck_tsa = pool->tsa;
+        srv->backend->kind_rechecks[pool->tsa]++;
+        srv->backend->kind_recheck_at[pool->tsa] = pool_now(pool) + 1.0;
         char names[PGW_POOL_LOG_NAMES];
-        pgw_info("pool_kind_recheck", "%s backend=%s id=%llu",
+        pgw_debug("pool_kind_recheck", "%s backend=%s id=%llu",
                  pgw_pool_log_names(pool, names, sizeof(names)), srv->backend->address,
                  (unsigned long long)srv->id);
     }
@@ -1429,7 +1430,7 @@ static bool host_skip(struct pgw_pool *pool, int i, const struct pgw_backend *be
     double retry = pool->set->cfg->server_login_retry;
     ev_tstamp now = pool_now(pool);
     pool->hosts[i].skip_until = now + (retry > 1.0 ? retry : 1.0);
-    pool->hosts[i].be->kind_recheck_at = now + 1.0;  /* no recheck (recheck_due) for a second */
+    pool->hosts[i].be->kind_recheck_at[pool->tsa] = now + 1.0;  /* no recheck (recheck_due) for a second */
     return true;
 }
 
@@ -1439,7 +1440,7 @@ void pgw_pool_host_matched(struct pgw_pool *pool, int i, struct pgw_backend *be,
      * recheck it at once, not a second later (their clients waited for
      * this one: recheck_open). */
     if (recheck)
-        be->kind_recheck_at = 0;
+        be->kind_recheck_at[pool->tsa] = 0;
     /* prefer-standby: a login of its second pass matches any host. */
     if (pool->tsa != PGW_TSA_PREFER_STANDBY && i >= 0 && i < pool->nhosts &&
         pool->hosts[i].be == be)
@@ -1452,7 +1453,7 @@ bool pgw_pool_recheck_end(struct pgw_server *srv)
     if (!ps->recheck)
         return false;
     ps->recheck = false;
-    srv->backend->kind_rechecks--;
+    srv->backend->kind_rechecks[ps->recheck_tsa]--;
     return true;
 }
 

@@ -66,6 +66,7 @@ struct pool_server {
     bool probe;               /* this connect is the breaker's probe */
     bool recheck;             /* a login to a host skipped for its kind, not yet
                                * answered (counted in backend kind_rechecks) */
+    int recheck_tsa;          /* the kind it was for (its slot there) */
     int host;                 /* its index in pool->hosts at the start */
     /* target_session_attrs=prefer-standby: libpq is asked for a standby
      * (else for any server: no host of the list is known to be one) */
@@ -154,10 +155,13 @@ struct pgw_backend {
      * such login a second on the host, however many pools name it.  0
      * again when one matched (its kind changed: the other pools' rechecks
      * go at once). */
-    ev_tstamp kind_recheck_at;
+    /* One clock per kind (target_session_attrs): a refusal for one kind
+     * says nothing of another (a standby pool's refusal of a promoted host
+     * is the read-write pool's match). */
+    ev_tstamp kind_recheck_at[PGW_TSA_PREFER_STANDBY + 1];
     /* Such logins under way (pool_server.recheck): a client of any pool
      * skipping the host waits for their outcome rather than being refused. */
-    int kind_rechecks;
+    int kind_rechecks[PGW_TSA_PREFER_STANDBY + 1];
 };
 
 /* One host of a pool's list: its backend, and what this pool gives libpq

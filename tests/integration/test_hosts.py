@@ -1107,7 +1107,8 @@ class KindChangeTest(SideClusterTestCase):
                                                  self.pg.database))
         px = self.start_pgwharf(settings=dict(SETTINGS, breaker_threshold=1,
                                               server_login_retry="600s",
-                                              query_wait_timeout="60s"),
+                                              query_wait_timeout="60s",
+                                              log_level="debug"),    # pool_kind_recheck
                                 databases={"rw1": entry, "rw2": entry})
         for db in ("rw1", "rw2"):
             self.assertEqual(self.where_closed(px, db), "prim5")
@@ -1188,6 +1189,56 @@ class KindChangeTest(SideClusterTestCase):
         pt.wait_until(served, 20, interval=0.2, what="the promoted standby serving: %s"
                       % px.log_tail())
         self.assertEqual(self.where_closed(px, "rw"), "standby6b")
+
+    def test_a_refusal_for_another_kind_does_not_fail_a_pool_the_host_now_serves(self):
+        # (review, session 46: the recheck clock and count were one per
+        # host for every kind; they are per target_session_attrs now)
+        # rw (read-write) and sb (standby) over [prim, standby].  The
+        # primary dies, the standby is promoted: rw's host now matches,
+        # sb's does not.  A recheck by sb (refused: not a standby) failed
+        # the rw clients that waited for it and pushed rw's own recheck a
+        # second back, though the host is what rw wants.
+        standby = self.side.start("standby", "standby7")
+        prim_sock = self.side.start("rw", "prim7")
+        prim_data = os.path.join(self.side.root, "prim7")
+        gate = SocketGate(self.side.root, "gate7", standby, self.pg.port)
+        self.addCleanup(gate.close)
+        base = ("host=%s,%s port=%d dbname=%s load_balance_hosts=disable "
+                % (prim_sock, gate.dir, self.pg.port, self.pg.database))
+        px = self.start_pgwharf(settings=dict(SETTINGS, breaker_threshold=1,
+                                              server_login_retry="600s",
+                                              query_wait_timeout="60s"),
+                                databases={"rw": base + "target_session_attrs=read-write",
+                                           "sb": base + "target_session_attrs=standby"})
+        self.assertEqual(self.where_closed(px, "rw"), "prim7")
+        self.assertEqual(self.where_closed(px, "sb"), "standby7")
+        self.side._run("pg_ctl", "stop", "-D", prim_data, "-m", "immediate", "-w", "-t", "60")
+        self.refused_by_the_standby(px, "rw")
+        self.side.promote("standby7")
+
+        mark = len(px.log())
+
+        def sb_refused():
+            try:
+                self.where_closed(px, "sb")
+            except psycopg2.Error:
+                pass
+            return re.search(r"server_connect_failed db=sb .*gate7.*not in hot standby", px.log()[mark:])
+        pt.wait_until(sb_refused, 30, what="sb refused: %s" % px.log_tail())
+
+        gate.hold()
+        c1 = self.held_recheck(px, "sb", gate)
+        c2 = pt.Background(lambda: self.where_closed(px, "rw"))
+        pt.wait_until(lambda: px.show("POOLS", database="rw")[0]["cl_waiting"] == "1"
+                      or not c2.is_alive(), 30, what="rw waiting")
+        self.assertTrue(c2.is_alive(), "refused at once: %s" % c2.error)
+        gate.release()
+        c1.join(60)
+        c2.join(60)
+        self.assertEqual((c2.result, c2.error), ("standby7", None))
+        # and the next read-write client at once, with no recheck of its own
+        self.assertEqual(self.where_closed(px, "rw"), "standby7")
+
 
 if __name__ == "__main__":
     import unittest
