@@ -119,6 +119,8 @@ void pgw_wire_verror(struct pgw_wbuf *b, const char *severity, const char *sqlst
 void pgw_wire_error_detail(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
                            const char *msg, const char *detail);
 void pgw_wire_notice(struct pgw_wbuf *b, const char *sqlstate, const char *msg);
+/* The same at WARNING. */
+void pgw_wire_warning(struct pgw_wbuf *b, const char *sqlstate, const char *msg);
 void pgw_wire_auth(struct pgw_wbuf *b, uint32_t code, const void *extra, size_t n);
 void pgw_wire_param_status(struct pgw_wbuf *b, const char *name, const char *value);
 void pgw_wire_key_data(struct pgw_wbuf *b, uint32_t pid, uint32_t key);

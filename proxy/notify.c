@@ -1754,6 +1754,11 @@ bool pgw_notify_waiting(const struct pgw_session *s)
     return s->notify && s->notify->waiting;
 }
 
+bool pgw_notify_rfq_held(const struct pgw_session *s)
+{
+    return s->notify && s->notify->rfq_held;
+}
+
 /* The link to s's lone LISTEN/UNLISTEN while it waits unsent in its hub's
  * queue (*prev: the request before it, NULL at the head); NULL when there
  * is none (answered, or sent to the hub's server). */
@@ -1809,8 +1814,12 @@ void pgw_notify_query_timeout(struct pgw_session *s)
 bool pgw_notify_cancel_waiting(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
-    if (sub && sub->rfq_held && !sub->hub->srv && !sub->hold_failed) {
+    /* (A client running a query on its server -- behind the COMMIT, or in
+     * COMMIT AND CHAIN's transaction -- has the cancel forwarded.) */
+    if (sub && sub->rfq_held && !sub->hub->srv && !sub->hold_failed && !s->server &&
+        !s->pipe_srv) {
         hold_fail(sub, "57014", "canceling statement due to user request");
+        sub->hold_canceled = true;
         return true;
     }
     struct notify_req *prev, **pp = unsent_req(s, &prev);
@@ -2559,18 +2568,24 @@ static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const ch
         hub_tick_now(sub->hub);
 }
 
-/* The hold of s ends: its ReadyForQuery, after the error when the hub
- * could not listen, goes with what is behind it. */
+/* The hold of s ends: its ReadyForQuery goes with what is behind it
+ * (after a WARNING when a cancel ended the wait; the client disconnected
+ * after it when the hub could not listen). */
 static void hold_end(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
     struct pgw_iobuf *b = s->sbuf;
     sub->rfq_held = false;
     sub->hub->nheld--;
-    if (sub->hold_failed && b && b->held) {
+    bool canceled = sub->hold_failed && sub->hold_canceled;
+    if (canceled && b && b->held) {
+        /* A cancel: its transaction committed, so no error -- a WARNING
+         * before the ReadyForQuery; its channels stay, listened on when
+         * the hub has its server. */
         struct pgw_wbuf e;
         pgw_wbuf_init(&e);
-        pgw_wire_error(&e, "ERROR", sub->hold_state, "%s", sub->hold_msg);
+        pgw_wire_warning(&e, "01000", "canceled the wait for this transaction's LISTEN to take "
+                         "effect: notifications sent before it does are missed");
         bool ok = !e.failed &&
                   pgw_iobuf_reserve(s->px, &s->sbuf, b->len - b->sent + (uint32_t)e.len) &&
                   pgw_iobuf_insert(s->sbuf, s->sbuf->hold, e.data, e.len);
@@ -2580,18 +2595,44 @@ static void hold_end(struct pgw_session *s)
             return;
         }
         b = s->sbuf;
-        /* As a failed lone LISTEN: the channels are not its. */
-        for (int i = 0; i < sub->nawait; i++)
-            sub_remove(sub, sub->await[i]);
+    } else if (sub->hold_failed && !canceled && sub->ending == NOTIFY_END_NONE) {
+        /* The hub could not listen (no server for it): its transaction
+         * committed, so its COMMIT is not answered with an error; it is
+         * disconnected (08006) after its ReadyForQuery, as when the hub's
+         * server is lost, and reconnects to LISTEN again (hub_lost_settle
+         * at the next tick, or pgw_notify_flush at its transaction's end). */
+        sub->ending = NOTIFY_END_LOST;
+        sub->end_why = sub->hold_msg;
+        sub->hub->lost = true;
+        hub_tick_now(sub->hub);
     }
     sub->nawait = 0;
-    sub->hold_failed = false;
+    sub->hold_failed = sub->hold_canceled = false;
     if (b)
         b->held = false;
     pgw_session_flush_client(s);
     if (s->state != PGW_SS_CLOSING && s->notify == sub && sub->ending == NOTIFY_END_NONE &&
         pgw_notify_sub_idle(sub) && deliverable(s))
         pgw_notify_session_gone(s);
+}
+
+/* s's own server answers behind its held ReadyForQuery (a query sent
+ * behind the COMMIT, COMMIT AND CHAIN's transaction) and its buffer is
+ * full: the server cannot finish, nor go back to the pool, until the
+ * hold is lifted, and the hub may need that very server.  The hold goes
+ * (as before it existed): a notification committed before the hub
+ * listens may be missed. */
+void pgw_notify_hold_give_up(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub || !sub->rfq_held)
+        return;
+    char qd[200], qu[200];
+    pgw_warn("notify_hold_given_up", "client=%s db=%s user=%s reason=\"its own server's reply "
+             "fills its buffer behind the held ReadyForQuery\"", s->addr_text,
+             lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
+    sub->hold_failed = false;
+    hold_end(s);
 }
 
 /* From the tick: the held whose wait is over. */

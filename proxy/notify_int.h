@@ -149,6 +149,7 @@ struct pgw_notify_sub {
     size_t capawait;
     bool rfq_held;                      /* its sbuf is held (hold_end lifts it) */
     ev_tstamp held_since;
+    bool hold_canceled;                 /* a cancel ended the hold (a WARNING goes) */
     bool hold_failed;                   /* the hub could not listen: this error goes */
     char hold_state[6];                 /* before the ReadyForQuery, its channels */
     char hold_msg[256];                 /* not the client's (hold_fail) */

@@ -755,6 +755,12 @@ void pgw_notify_init(struct pgw_proxy *px);
 void pgw_notify_destroy(struct pgw_proxy *px);
 int pgw_notify_query(struct pgw_session *s);
 bool pgw_notify_waiting(const struct pgw_session *s);
+/* The ReadyForQuery ending its transaction is held (its LISTEN waits for
+ * the hub): it waits, not idle. */
+bool pgw_notify_rfq_held(const struct pgw_session *s);
+/* Its server's reply fills its buffer behind the held ReadyForQuery: the
+ * hold is lifted (relay.c). */
+void pgw_notify_hold_give_up(struct pgw_session *s);
 /* A prepared LISTEN/UNLISTEN's portal, bound and flushed in the batch
  * before, waits for its Execute (notify_ext.c). */
 bool pgw_notify_portal_held(const struct pgw_session *s);

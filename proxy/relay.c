@@ -4335,6 +4335,15 @@ void pgw_relay_server_readable(struct pgw_session *s)
     struct pgw_iobuf *b = s->sbuf;
     if (b->len == b->cap)
         pgw_iobuf_compact(b);
+    if (b->len == b->cap && b->held && s->notify) {
+        /* Held behind a ReadyForQuery (notify.c): it would never drain. */
+        pgw_notify_hold_give_up(s);
+        if (s->state == PGW_SS_CLOSING || s->server != srv || !s->sbuf)
+            return;
+        b = s->sbuf;
+        if (b->len == b->cap)
+            pgw_iobuf_compact(b);
+    }
     if (b->len == b->cap) {
         ev_io_stop(loop, &srv->user_r);   /* the client is slow: wait for it */
         return;
@@ -4351,6 +4360,7 @@ void pgw_relay_server_readable(struct pgw_session *s)
             return;
         }
         if (s->server_fatal[0]) {          /* the client has the server's FATAL */
+            s->sbuf->held = false;         /* (behind a held ReadyForQuery: it goes first) */
             if (s->sbuf->sent < s->sbuf->parsed)
                 pgw_session_flush_client(s);
             pgw_session_close(s, s->server_fatal, "the server closed the connection after "

@@ -356,7 +356,7 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
     case PGW_SS_IDLE: {
         /* Waiting for its lone LISTEN's answer from the pool's listening
          * server is no idleness: query_timeout runs there instead. */
-        if (pgw_notify_waiting(s)) {
+        if (pgw_notify_waiting(s) || pgw_notify_rfq_held(s)) {
             /* from its sending to the listening server, or (as a query's
              * wait in the pool's queue) from when it began to wait for
              * that server; while it waits there, query_wait_notify's

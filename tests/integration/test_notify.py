@@ -3727,6 +3727,9 @@ class CommitHeldCase(pt.PgwharfTestCase):
         super().setUp()
         self.px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 2,
+            # (no NOTICE for the held client's wait, which query_wait_notify
+            # sends it as to a queued one)
+            "query_wait_notify": 0,
             "query_wait_timeout": getattr(self, "QUERY_WAIT", 120)})
 
     def fill_the_pool(self):
@@ -3849,10 +3852,13 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         self.pg.psql("select pg_notify('%s', 'heard')" % self.CHAN)
         self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "heard")])
 
-    def test_a_cancel_while_held_ends_it_as_a_lone_listens(self):
+    def test_a_cancel_while_held_gives_a_warning_and_keeps_the_channel(self):
         # The hub waits for a server: a cancel (psql's ^C, a driver's
-        # timeout) ends the wait with 57014 before the ReadyForQuery, as
-        # for a lone LISTEN waiting so; the client listens to nothing.
+        # timeout) ends the wait.  The transaction committed, so no error
+        # (a driver would report the COMMIT failed): a WARNING before the
+        # ReadyForQuery, and the channel is listened on once the hub has
+        # its server (review, session 46: it got 57014 and lost the
+        # channel).
         b, l, keys, c = self.fill_the_pool()
         self.commit_sent(l, c)
         pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
@@ -3861,14 +3867,15 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         hz.read_until_closed(k, 10)
         k.close()
         got = hz.read_until_ready(l)
-        self.assertEqual([t for t, _ in got], [b"C", b"E", b"Z"], got)
-        self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
+        self.assertEqual([t for t, _ in got], [b"C", b"N", b"Z"], got)
+        f = hz.parse_fields(got[1][1])
+        self.assertEqual((f["S"], f["C"]), ("WARNING", "01000"), f)
         self.assertEqual(got[2][1], b"I")
         self.px.wait_for_log("event=cancel_waiting")
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
-        self.assertEqual(hz.simple_query(l, "listen pgw_kept"), ([], []))
-        self.pg.psql("select pg_notify('%s', 'no'), pg_notify('pgw_kept', 'yes')" % self.CHAN)
-        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [("pgw_kept", "yes")])
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'kept')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "kept")])
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
     def test_killed_while_held_gets_its_ready_for_query_first(self):
@@ -3961,29 +3968,124 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
 
+class TestHeldWithItsOwnServer(CommitHeldCase):
+    """A client whose ReadyForQuery is held while it still has a server
+    (a query sent behind the COMMIT, COMMIT AND CHAIN's transaction):
+    review of session 46."""
+    QUERY_WAIT = 60
+
+    def sleeping(self, q):
+        return int(self.pg.psql("select count(*) from pg_stat_activity where state = 'active' "
+                                "and query = '%s'" % q))
+
+    def test_two_pipelining_listeners_do_not_pin_the_pool(self):
+        # Each commits its LISTEN with a large select behind it, in one
+        # write, holding the pool's two servers: the select's answer
+        # filled the buffer behind the held ReadyForQuery, its server
+        # could not finish, and the hub waited for one of them till
+        # query_wait_timeout (then an error after the COMMIT).  The hold
+        # gives way (notify_hold_given_up) when its own server's answer
+        # fills the buffer.
+        # (Both servers taken before a LISTEN kicks the hub, which queues.)
+        ls = []
+        for i in range(2):
+            l = login(self, self.px)
+            self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+            ls.append(l)
+        for i, l in enumerate(ls):
+            self.assertEqual(hz.simple_query(l, "listen %s%d" % (self.CHAN, i)), ([], []))
+        for l in ls:
+            l.sendall(hz.query_msg("commit") +
+                      hz.query_msg("select repeat('x', 1000) from generate_series(1, 5000)"))
+        for l in ls:
+            l.settimeout(50)     # (under query_wait_timeout: an error there fails it)
+            got = hz.read_until_ready(l) + hz.read_until_ready(l)
+            types = [t for t, _ in got]
+            self.assertEqual(types[:3] + types[-2:], [b"C", b"Z", b"T", b"C", b"Z"], types[:8])
+            self.assertNotIn(b"E", types)
+        self.px.wait_for_log("event=notify_hold_given_up")
+
+    def test_a_cancel_reaches_the_query_on_its_server(self):
+        # COMMIT AND CHAIN keeps l's server, its 'T' held; a cancel is for
+        # the query running there, not for the hold.
+        b = login(self, self.px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        keys = []
+        l = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(l.close)
+        hz.sync_login(l, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+        self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
+        l.sendall(hz.query_msg("commit and chain") + hz.query_msg("select pg_sleep(60)"))
+        pt.wait_until(lambda: self.sleeping("select pg_sleep(60)") == 1, 20, what="sleeping")
+        k = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        hz.read_until_closed(k, 10)
+        k.close()
+        pt.wait_until(lambda: self.sleeping("select pg_sleep(60)") == 0, 30,
+                      what="the cancel reaching pg_sleep")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        got = hz.read_until_ready(l) + hz.read_until_ready(l)
+        self.assertEqual([t for t, _ in got][:2], [b"C", b"Z"], got)
+        errors = [hz.parse_fields(m)["C"] for t, m in got if t == b"E"]
+        self.assertEqual(errors, ["57014"], got)
+
+    def test_its_servers_fatal_comes_after_the_held_ready_for_query(self):
+        b = login(self, self.px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        l = login(self, self.px)
+        self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+        self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
+        l.sendall(hz.query_msg("commit and chain") + hz.query_msg("select pg_sleep(61)"))
+        pt.wait_until(lambda: self.sleeping("select pg_sleep(61)") == 1, 20, what="sleeping")
+        self.pg.psql("select pg_terminate_backend(pid) from pg_stat_activity "
+                     "where query = 'select pg_sleep(61)'")
+        assert_ended(self, l, "57P01", "terminating", before=(b"C", b"Z", b"T"))
+
+
+class TestHeldIsNotIdle(CommitHeldCase):
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 2,
+            "query_wait_timeout": 60, "client_idle_timeout": 1})
+
+    def test_client_idle_timeout_does_not_end_a_held_commit(self):
+        # Waiting for its COMMIT to return is no idleness (it was closed
+        # 08P01 client_idle_timeout: review, session 46).
+        b, l, _, c = self.fill_the_pool()
+        self.commit_sent(l, c)
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        self.assertEqual(hz.recv_msg(l), (b"C", b"COMMIT\x00"))
+        # Past client_idle_timeout (1 s) while held: nothing comes.
+        self.assertEqual(select.select([l], [], [], 2.5)[0], [])
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.read_until_ready(l), [(b"Z", b"I")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
 class TestCommitWaitsForAHubThatGetsNoServer(CommitHeldCase):
     QUERY_WAIT = 5
 
-    def test_the_error_of_a_lone_listen(self):
-        # The hub's wait for a server ends in query_wait_timeout: the
-        # committed LISTEN's client gets the error a lone LISTEN waiting
-        # with it gets, before its ReadyForQuery, and listens to nothing.
+    def test_the_client_is_disconnected_after_its_commit(self):
+        # The hub's wait for a server ends in query_wait_timeout: a lone
+        # LISTEN waiting with it gets the error; the committed LISTEN's
+        # client gets its COMMIT's answer clean (it did commit), then
+        # FATAL 08006 with that error, as when the hub's server is lost,
+        # and reconnects to LISTEN again (review, session 46: an
+        # ErrorResponse after CommandComplete COMMIT made drivers report
+        # a committed transaction as failed).
         b, l, _, c = self.fill_the_pool()
         d = login(self, self.px)
         self.commit_sent(l, c)
         pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
         d.sendall(hz.query_msg("listen " + self.CHAN))
         got_d = hz.read_until_ready(d)
-        got = hz.read_until_ready(l)
         self.assertEqual([t for t, _ in got_d], [b"E", b"Z"], got_d)
-        self.assertEqual([t for t, _ in got], [b"C", b"E", b"Z"], got)
-        fd, fl = hz.parse_fields(got_d[0][1]), hz.parse_fields(got[1][1])
-        self.assertEqual((fl["S"], fl["C"], fl["M"]), (fd["S"], fd["C"], fd["M"]))
+        fd = hz.parse_fields(got_d[0][1])
+        assert_ended(self, l, "08006", fd["M"], before=(b"C", b"Z"))
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
-        self.assertEqual(hz.simple_query(l, "listen pgw_kept"), ([], []))
-        self.pg.psql("select pg_notify('%s', 'no'), pg_notify('pgw_kept', 'yes')" % self.CHAN)
-        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [("pgw_kept", "yes")])
 
 
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
