@@ -88,6 +88,12 @@ struct pool_server {
      * connecting for, NULL once granted or when that client left. */
     struct pgw_pool_waiter *owner;
     char err_sqlstate[6];     /* the job's ERROR (not a FATAL), "" when none */
+    /* A FATAL or PANIC libpq passed to notice_cb: one that came in the
+     * same read as the login's ReadyForQuery (pg_terminate_backend at
+     * once), which libpq parses as an idle connection's notice.  "" when
+     * none. */
+    char fatal_sqlstate[6];
+    char fatal_msg[256];
     /* raw query engine */
     struct pgw_wbuf out;
     uint8_t hdr[PGW_MSG_HDR];

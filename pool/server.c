@@ -671,6 +671,14 @@ static void connect_failed(struct pgw_server *srv, const char *msg)
     connect_failed_answered(srv, msg, NULL);
 }
 
+/* The server_close reason of a server ended at its login (notice_cb). */
+static const char *fatal_reason(const struct pool_server *ps, char *buf, size_t len)
+{
+    snprintf(buf, len, "server error right after login: %s (%s)", ps->fatal_msg,
+             ps->fatal_sqlstate);
+    return buf;
+}
+
 static void login_succeeded(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
@@ -687,7 +695,10 @@ static void login_succeeded(struct pgw_server *srv)
         pgw_pool_host_matched(pool, ps->host, be, recheck);
     }
     const char *over = NULL;
-    if (!server_reusable(srv))
+    char why[400];
+    if (ps->fatal_sqlstate[0])        /* login_ended */
+        pgw_server_close(srv, fatal_reason(ps, why, sizeof(why)));
+    else if (!server_reusable(srv))
         pgw_server_close(srv, "not reusable after login");
     else if ((over = pgw_pool_over_limit(pool)))
         /* Started before a reload lowered a limit: counted while it logged
@@ -699,6 +710,35 @@ static void login_succeeded(struct pgw_server *srv)
     pgw_pool_kick_related(pool);
     if (recheck)   /* the other pools' clients waiting for its outcome */
         pgw_pool_kick_host_pools(be);
+}
+
+/* The server ended its session in the read that brought the login's
+ * ReadyForQuery (notice_cb saw the FATAL): closed, never made idle nor
+ * lent (its client got 08006).  The login itself worked, so the breaker
+ * hears connected and the pool's login error clears: the backend let the
+ * role in and answered; a backend that refuses logins (shutting down,
+ * 57P03; too many connections) says so before ReadyForQuery, which stays
+ * a failed login (connect_failed).  Counted as a failure, an
+ * administrator's pg_terminate_backend sweep would open the breaker for
+ * every pool on the backend.  The waiters get another server from the
+ * kick, as for a server lost before it was lent. */
+static void login_ended(struct pgw_server *srv)
+{
+    struct pgw_pool *pool = srv->pool;
+    struct pool_server *ps = srv_priv(srv);
+    if (!srv->replication) {
+        login_succeeded(srv);         /* which closes it */
+        return;
+    }
+    char why[400];
+    bool probe = ps->probe;
+    ps->probe = false;
+    pgw_server_close(srv, fatal_reason(ps, why, sizeof(why)));
+    pgw_backend_connected(srv->backend, probe);
+    /* a replication client is told, as of a refusal: it asked for this
+     * connection, not for any server */
+    pgw_pool_repl_login_failed(srv, ps->fatal_sqlstate, ps->fatal_msg, false);
+    pgw_pool_kick_related(pool);
 }
 
 /* Why a parameter could not be kept in ps (pgw_params_set said false),
@@ -818,7 +858,16 @@ static void login_done(struct pgw_server *srv)
 
     timer_arm(srv, -1);
     ev_io_stop(set->loop, &srv->io);
-    (void)PQisBusy(srv->conn);          /* let libpq settle its input state */
+    srv->backend_pid = PQbackendPID(srv->conn);
+    /* libpq may have read past the ReadyForQuery: what the server sent
+     * in the same packet is in libpq's buffer, never on the socket
+     * pgwharf reads from now on.  libpq parses it as an idle
+     * connection's (PQconnectPoll does, up to its last whole message;
+     * PQisBusy is for a libpq that leaves some): a ParameterStatus into
+     * what take_params reads, a NoticeResponse and an ErrorResponse to
+     * notice_cb, which notes a FATAL.  A NotificationResponse cannot come
+     * before any LISTEN, nor anything else unasked. */
+    (void)PQisBusy(srv->conn);
     srv->fd = PQsocket(srv->conn);
     /* tcp_socket_buffer: libpq has no parameter for it and the link is
      * open already, so the send buffer only (a receive buffer shrunk now
@@ -835,7 +884,6 @@ static void login_done(struct pgw_server *srv)
     if (uto > 0 && !pool_has_key(pool, "tcp_user_timeout"))
         setsockopt(srv->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
     srv->ssl = PQsslInUse(srv->conn) ? PQsslStruct(srv->conn, "OpenSSL") : NULL;
-    srv->backend_pid = PQbackendPID(srv->conn);
     take_cancel_target(srv);
     srv->server_version = PQserverVersion(srv->conn);
     if (!take_params(srv)) {
@@ -852,6 +900,10 @@ static void login_done(struct pgw_server *srv)
     srv->expire_at = life > 0 ? now + life * srv->life_jitter : 0;
     pgw_info("server_connect", "%s tls=%s", srv_log_fields(srv, f, sizeof(f)),
              srv->ssl ? "on" : "off");
+    if (srv_priv(srv)->fatal_sqlstate[0]) {
+        login_ended(srv);
+        return;
+    }
     if (srv->replication) {
         /* No connect_query (a physical walsender takes replication
          * commands only), no pool defaults: straight to its client. */
@@ -900,6 +952,43 @@ static void connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     default:
         connect_failed(srv, PQerrorMessage(srv->conn));
         return;
+    }
+}
+
+/* libpq's notices for this connection (a NoticeResponse of the login,
+ * what login_done's PQisBusy parses after the ReadyForQuery, libpq's own
+ * complaints): into pgwharf's log as event=server_notice, not onto stderr
+ * as libpq's default does (past -q, logfile and the log format).  A FATAL
+ * or PANIC can only be the server ending the session: noted for
+ * login_done, which closes the server instead of lending it. */
+static void notice_cb(void *arg, const PGresult *res)
+{
+    struct pgw_server *srv = arg;
+    struct pool_server *ps = srv_priv(srv);
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (!sev)
+        sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg)
+        msg = PQresultErrorMessage(res);
+    sev = sev ? sev : "NOTICE";
+    code = code ? code : "";
+    msg = msg ? msg : "";
+    char text[256], f[PGW_POOL_LOG_NAMES + 200], q[600], sq[40], sc[40];
+    pgw_pool_trim_error(text, sizeof(text), msg);
+    bool fatal = strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0;
+    bool warn = fatal || strcmp(sev, "ERROR") == 0 || strcmp(sev, "WARNING") == 0;
+    pgw_log(warn ? PGW_LOG_WARNING : PGW_LOG_INFO, "server_notice",
+            "%s severity=%s sqlstate=%s message=%s", srv_log_fields(srv, f, sizeof(f)),
+            pgw_log_quote(sq, sizeof(sq), sev), pgw_log_quote(sc, sizeof(sc), code),
+            pgw_log_quote(q, sizeof(q), text));
+    if (fatal && !ps->fatal_sqlstate[0]) {
+        bool valid = strlen(code) == 5;
+        for (int i = 0; valid && i < 5; i++)
+            valid = isdigit((unsigned char)code[i]) || isupper((unsigned char)code[i]);
+        snprintf(ps->fatal_sqlstate, sizeof(ps->fatal_sqlstate), "%s", valid ? code : "08006");
+        snprintf(ps->fatal_msg, sizeof(ps->fatal_msg), "%s", text);
     }
 }
 
@@ -962,8 +1051,10 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
         srv->conn = PQconnectStartParams(k, v, 0);
         /* The server's SQLSTATE in PQerrorMessage: a refusal is read by its
          * code, whatever language the server writes (connect_failed). */
-        if (srv->conn)
+        if (srv->conn) {
             PQsetErrorVerbosity(srv->conn, PQERRORS_VERBOSE);
+            PQsetNoticeReceiver(srv->conn, notice_cb, srv);
+        }
     }
     free(opts);
     free(k);

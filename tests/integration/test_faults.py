@@ -307,6 +307,70 @@ class TestClosingAServerThatReadsNothing(pt.AppRoleTestCase):
         pt.one(g, "select pg_advisory_unlock(4401)")
 
 
+class FatalAfterLoginServer(hz.QueryServer):
+    """Its first connection logs in and is ended at once: the FATAL of a
+    pg_terminate_backend in the same packet as the login's ReadyForQuery,
+    then the close.  The others answer each query with a row 'ok'."""
+
+    LOGIN = hz.QueryServer.LOGIN + (("application_name", ""), ("IntervalStyle", "postgres"),
+                                    ("is_superuser", "off"))
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.logins = 0
+        super().__init__()
+
+    def session(self, conn):
+        with self.lock:
+            self.logins += 1
+            first = self.logins == 1
+        if not first:
+            return super().session(conn)
+        self.read_startup(conn)
+        conn.sendall(self.login_ok(self.LOGIN) + self._msg(
+            b"E", b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator "
+            b"command\0\0"))
+
+    def answer(self, sql):
+        out = self._msg(b"T", struct.pack("!H", 1) + b"x\0" +
+                        struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0))
+        out += self._msg(b"D", struct.pack("!HI", 1, 2) + b"ok")
+        return out + self._msg(b"C", b"SELECT 1\0"), True
+
+
+class TestFatalRightAfterLogin(pt.PgwharfTestCase):
+    def test_a_fatal_in_the_login_packet_is_logged_and_the_server_not_lent(self):
+        # libpq parsed the FATAL behind the ReadyForQuery at takeover
+        # (PQisBusy) as a notice: its default notice processor wrote it on
+        # pgwharf's stderr, past -q and the logfile, and the bytes were
+        # gone, so the server was lent and its client got 08006.
+        fake = FatalAfterLoginServer()
+        self.addCleanup(fake.close)
+        entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
+        px = self.start_pgwharf(start=False, args=("-q",),
+                                settings={"pool_mode": "transaction", "auth_type": "any",
+                                          "default_pool_size": 1, "breaker_threshold": 1},
+                                databases={"fatal": pt.entry_conninfo(**entry)})
+        events = os.path.join(px.dir, "events.log")
+        px.settings["logfile"] = events
+        px.start()
+        with socket.create_connection((px.host, px.port), timeout=20) as s:
+            hz.sync_login(s, "u", "fatal")
+            rows, errs = hz.simple_query(s, "select 'ok'")
+        self.assertEqual((rows, errs), ([[b"ok"]], []))
+        self.assertEqual(fake.logins, 2)            # a fresh server served it
+        with open(events) as f:
+            log = f.read()
+        self.assertRegex(log, r"level=warning event=server_notice db=fatal user=u .* "
+                              r"severity=FATAL sqlstate=57P01 message=\"terminating connection")
+        # (pid=0 there: libpq tells the pid once the login is over; id= is the server's)
+        self.assertRegex(log, r"event=server_close .*pid=4242 reason=\"server error right after login: "
+                              r"terminating connection due to administrator command \(57P01\)")
+        # a session ended by the server is no failed login of the backend
+        self.assertNotIn("open", [r["state"] for r in px.show("BREAKERS")])
+        self.assertNotIn("FATAL", px.log())        # the process's stdout and stderr
+
+
 class TestRefusedLoginEdges(pt.PgwharfTestCase):
     """A pool that the server refused (server_login_retry) must stop
     refusing as soon as the refusal no longer stands, and only the
