@@ -199,6 +199,7 @@ static void dns_start(struct pgw_backend *be)
         return;
     }
     be->dns = r;
+    be->dns_started = pgw_mono_now(be->set->loop);
 }
 
 /* The cached failure as the error a login gets. */
@@ -212,6 +213,11 @@ static void dns_error_of(const struct pgw_backend *be, struct pgw_pool_error *er
 
 const char *pgw_backend_dns_retrying(const struct pgw_backend *be)
 {
+    /* A lookup under way longer than a retry's pause is not the failure
+     * retried (that one fails at once): it is merely slow, and the error
+     * of the one before it says nothing of it. */
+    if (be->dns && pgw_mono_now(be->set->loop) - be->dns_started > PGW_POOL_FDS_PAUSE)
+        return NULL;
     return be->hosts && !be->hostaddr && be->dns_retry_error[0] ? be->dns_retry_error : NULL;
 }
 

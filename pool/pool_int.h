@@ -155,6 +155,7 @@ struct pgw_backend {
      * waiter's query_wait_timeout names it (pgw_backend_dns_retrying). */
     ev_tstamp dns_retry_at;
     char dns_retry_error[512];
+    ev_tstamp dns_started;           /* when the lookup under way (dns) began */
     /* Not before this is the host, skipped by a pool for its kind (pool_host
      * skip_until), logged in to again early for that pool's waiting client
      * while no other host of its list can be tried (pool.c's recheck): one

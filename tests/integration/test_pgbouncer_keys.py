@@ -349,6 +349,41 @@ class TestDnsNxdomainTtl(pt.PgwharfTestCase):
         self.assertTrue(os.path.exists(fail))           # kept: every lookup failed
         self.assert_not_the_backends_failure(px)
 
+    def test_a_wait_timeout_during_a_slow_lookup_does_not_name_an_earlier_memory_failure(self):
+        # The lookups failed for want of memory, then memory came back and
+        # the next lookup is merely slow (held at nss_gate.c's gate): a
+        # client's query_wait_timeout named the earlier EAI_MEMORY, kept
+        # in dns_retry_error until a lookup is answered (review r4).
+        px, fail = self.start_failing("PGW_GETADDRINFO_FAIL", query_wait_timeout=2)
+        fifo = os.path.join(os.path.dirname(fail), "gate")
+        px.stop()
+        px.extra_env["PGW_GETADDRINFO_GATE"] = fifo
+        px.start()
+        with open(fail, "w") as f:
+            f.write("keep")
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        with self.assertRaises(hz.PgError) as cm:
+            hz.sync_login(a, self.pg.user, "byname", self.pg.password)
+        self.assertIn("Memory allocation failure", cm.exception.fields.get("M"))
+        os.mkfifo(fifo)
+        os.unlink(fail)
+        b = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(b.close)
+        got = []
+
+        def login():
+            try:
+                hz.sync_login(b, self.pg.user, "byname", self.pg.password)
+            except hz.PgError as e:
+                got.append(e.fields)
+        bg = pt.Background(login)
+        fd = pt.nss_gate_wait(fifo, what="the lookup held at the gate")
+        self.addCleanup(lambda: os.path.exists(fifo) and pt.nss_gate_release(fifo, fd))
+        bg.join(30)
+        self.assertEqual(got[0].get("C"), "57014")
+        self.assertNotIn("Memory allocation failure", got[0].get("M"))
+
     def test_show_dns_hosts_lists_a_name_waiting_to_be_looked_up_again(self):
         # A name whose lookups fail for want of memory is looked up every
         # half second: SHOW DNS_HOSTS listed no row for it (README: a row
