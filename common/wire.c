@@ -133,26 +133,26 @@ void pgw_wire_error(struct pgw_wbuf *b, const char *severity, const char *sqlsta
     va_end(ap);
 }
 
-void pgw_wire_notice(struct pgw_wbuf *b, const char *sqlstate, const char *msg)
+static void notice_at(struct pgw_wbuf *b, const char *severity, const char *sqlstate,
+                      const char *msg)
 {
     size_t m = pgw_wbuf_msg_begin(b, PGW_BE_NOTICE);
-    put_field(b, 'S', "NOTICE");
-    put_field(b, 'V', "NOTICE");
+    put_field(b, 'S', severity);
+    put_field(b, 'V', severity);
     put_field(b, 'C', sqlstate);
     put_field(b, 'M', msg);
     pgw_wbuf_put_u8(b, 0);
     pgw_wbuf_msg_end(b, m);
 }
 
+void pgw_wire_notice(struct pgw_wbuf *b, const char *sqlstate, const char *msg)
+{
+    notice_at(b, "NOTICE", sqlstate, msg);
+}
+
 void pgw_wire_warning(struct pgw_wbuf *b, const char *sqlstate, const char *msg)
 {
-    size_t m = pgw_wbuf_msg_begin(b, PGW_BE_NOTICE);
-    put_field(b, 'S', "WARNING");
-    put_field(b, 'V', "WARNING");
-    put_field(b, 'C', sqlstate);
-    put_field(b, 'M', msg);
-    pgw_wbuf_put_u8(b, 0);
-    pgw_wbuf_msg_end(b, m);
+    notice_at(b, "WARNING", sqlstate, msg);
 }
 
 void pgw_wire_auth(struct pgw_wbuf *b, uint32_t code, const void *extra, size_t n)

@@ -1512,6 +1512,14 @@ static void log_disconnect(const struct pgw_session *s, enum pgw_sess_state was,
             pgw_sess_state_name(shown), sqlstate ? sqlstate : "", pgw_log_quote(q, sizeof(q), reason));
 }
 
+/* A close's reason, cut at a character's end when too long. */
+static void format_reason(char *reason, size_t size, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(reason, size, fmt, ap);
+    if (n >= (int)size)
+        pgw_utf8_trim_cut(reason, size - 1);
+}
+
 void pgw_session_close_after_sent(struct pgw_session *s, const char *sqlstate, const char *fmt,
                                   ...)
 {
@@ -1520,10 +1528,8 @@ void pgw_session_close_after_sent(struct pgw_session *s, const char *sqlstate, c
     char reason[600];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(reason, sizeof(reason), fmt, ap);
+    format_reason(reason, sizeof(reason), fmt, ap);
     va_end(ap);
-    if (n >= (int)sizeof(reason))
-        pgw_utf8_trim_cut(reason, sizeof(reason) - 1);
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_error_detail(&b, "FATAL", sqlstate, reason, s->close_detail);
@@ -1552,10 +1558,8 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     char reason[600];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(reason, sizeof(reason), fmt, ap);
+    format_reason(reason, sizeof(reason), fmt, ap);
     va_end(ap);
-    if (n >= (int)sizeof(reason))
-        pgw_utf8_trim_cut(reason, sizeof(reason) - 1);
     enum pgw_sess_state was = s->state;
     /* A session ending after its queued FATAL was logged with that; an
      * error that comes before it is read (client_idle_timeout) still is. */

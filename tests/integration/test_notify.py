@@ -79,6 +79,26 @@ def assert_ended(test, sock, sqlstate, text, before=()):
     test.assertIn(text, f["M"])
 
 
+def slow_login(test, px, key_data=None):
+    """A raw client logged in to px with a 4 kB receive buffer: the
+    sockets hold little of what it does not read, the rest waits in
+    pgwharf."""
+    sock = socket.socket()
+    test.addCleanup(sock.close)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(20)
+    sock.connect((px.host, px.port))
+    hz.sync_login(sock, test.pg.user, test.pg.database, test.pg.password, key_data=key_data)
+    return sock
+
+
+def start_backlog_64k(test, pool_size):
+    """pgwharf with max_notify_backlog at 64 kB, and the metrics."""
+    return test.start_pgwharf(settings={
+        "pool_mode": test.MODE, "default_pool_size": pool_size, "log_connections": 0,
+        "log_disconnections": 0, "metrics_port": "auto", "max_notify_backlog": 65536})
+
+
 LOST = "notifications may have been missed"
 
 
@@ -1124,12 +1144,7 @@ class TestInsideATransaction(NotifyCase):
             with self.subTest(sql=sql, stopped=stop):
                 chan = "pgw_race%d" % n
                 w = self.witness(chan)
-                a = socket.socket()
-                self.addCleanup(a.close)
-                a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                a.settimeout(20)
-                a.connect((self.px.host, self.px.port))
-                hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+                a = slow_login(self, self.px)
                 pg = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
                 self.addCleanup(pg.close)
                 hz.sync_login(pg, self.pg.user, self.pg.database, self.pg.password)
@@ -1874,9 +1889,7 @@ class TestSlowListener(NotifyCase):
 
     def setUp(self):
         pt.PgwharfTestCase.setUp(self)
-        self.px = self.start_pgwharf(settings={
-            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
-            "log_disconnections": 0, "metrics_port": "auto", "max_notify_backlog": 65536})
+        self.px = start_backlog_64k(self, 3)
 
     def overflowed(self):
         return "event=notification_dropped" in self.px.log()
@@ -1884,12 +1897,7 @@ class TestSlowListener(NotifyCase):
     def test_a_client_that_does_not_read(self):
         # Its socket's receive buffer small: the sockets hold little of
         # what it does not read, and the rest waits in pgwharf.
-        slow = socket.socket()
-        self.addCleanup(slow.close)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.settimeout(20)
-        slow.connect((self.px.host, self.px.port))
-        hz.sync_login(slow, self.pg.user, self.pg.database, self.pg.password)
+        slow = slow_login(self, self.px)
         other = login(self, self.px)
         self.listen(slow, "listen pgw_slow")
         self.listen(other, "listen pgw_slow")
@@ -1928,12 +1936,7 @@ class TestSlowListener(NotifyCase):
         # request that is never read: the session closed with those bytes
         # unread, the kernel reset the connection and threw away what was
         # still in the send queue -- the client got ECONNRESET, no FATAL.
-        slow = socket.socket()
-        self.addCleanup(slow.close)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.settimeout(20)
-        slow.connect((self.px.host, self.px.port))
-        hz.sync_login(slow, self.pg.user, self.pg.database, self.pg.password)
+        slow = slow_login(self, self.px)
         self.listen(slow, "listen pgw_slow2")
         for k in range(64):
             self.pg.psql("select count(pg_notify('pgw_slow2', repeat('x', 7990) || i)) "
@@ -1999,18 +2002,11 @@ class TestSlowListenerCanceledWhileWaiting(NotifyCase):
 
     def setUp(self):
         pt.PgwharfTestCase.setUp(self)
-        self.px = self.start_pgwharf(settings={
-            "pool_mode": self.MODE, "default_pool_size": 2, "log_connections": 0,
-            "log_disconnections": 0, "metrics_port": "auto", "max_notify_backlog": 65536})
+        self.px = start_backlog_64k(self, 2)
 
     def test_ended_once_idle_again(self):
-        a = socket.socket()
-        self.addCleanup(a.close)
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        a.settimeout(20)
-        a.connect((self.px.host, self.px.port))
         key = []
-        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=key)
+        a = slow_login(self, self.px, key)
         self.listen(a, "listen pgw_cw")
         b = login(self, self.px)       # holds the pool's other server (the hub has one)
         self.expect(b, "begin", ["BEGIN"], b"T")
@@ -3732,11 +3728,9 @@ class CommitHeldCase(pt.PgwharfTestCase):
             "query_wait_notify": 0,
             "query_wait_timeout": getattr(self, "QUERY_WAIT", 120)})
 
-    def fill_the_pool(self):
-        """b holds one server, l (in a transaction) the other; c's
-        transaction waits in the queue, ahead of the hub: once l's server
-        goes back, b and c hold the pool's two and the hub waits.  (b, l,
-        keys of l, c.)"""
+    def two_in_transactions(self):
+        """b and l (a raw socket) each in a transaction, holding the
+        pool's two servers; (b, l, keys of l)."""
         b = login(self, self.px)
         self.assertEqual(hz.simple_query(b, "begin"), ([], []))
         keys = []
@@ -3744,6 +3738,14 @@ class CommitHeldCase(pt.PgwharfTestCase):
         self.addCleanup(l.close)
         hz.sync_login(l, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
         self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+        return b, l, keys
+
+    def fill_the_pool(self):
+        """b holds one server, l (in a transaction) the other; c's
+        transaction waits in the queue, ahead of the hub: once l's server
+        goes back, b and c hold the pool's two and the hub waits.  (b, l,
+        keys of l, c.)"""
+        b, l, keys = self.two_in_transactions()
         c = login(self, self.px)
         c.sendall(hz.query_msg("begin"))
         pt.wait_until(lambda: int(self.px.show("POOLS", database=self.pg.database)[0]
@@ -4008,13 +4010,7 @@ class TestHeldWithItsOwnServer(CommitHeldCase):
     def test_a_cancel_reaches_the_query_on_its_server(self):
         # COMMIT AND CHAIN keeps l's server, its 'T' held; a cancel is for
         # the query running there, not for the hold.
-        b = login(self, self.px)
-        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
-        keys = []
-        l = socket.create_connection((self.px.host, self.px.port), timeout=30)
-        self.addCleanup(l.close)
-        hz.sync_login(l, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
-        self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+        b, l, keys = self.two_in_transactions()
         self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
         l.sendall(hz.query_msg("commit and chain") + hz.query_msg("select pg_sleep(60)"))
         pt.wait_until(lambda: self.sleeping("select pg_sleep(60)") == 1, 20, what="sleeping")
@@ -4031,10 +4027,7 @@ class TestHeldWithItsOwnServer(CommitHeldCase):
         self.assertEqual(errors, ["57014"], got)
 
     def test_its_servers_fatal_comes_after_the_held_ready_for_query(self):
-        b = login(self, self.px)
-        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
-        l = login(self, self.px)
-        self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+        b, l, _ = self.two_in_transactions()
         self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
         l.sendall(hz.query_msg("commit and chain") + hz.query_msg("select pg_sleep(61)"))
         pt.wait_until(lambda: self.sleeping("select pg_sleep(61)") == 1, 20, what="sleeping")
