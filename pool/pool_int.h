@@ -268,6 +268,10 @@ struct pgw_pool {
     ev_tstamp login_retry_until;
     char *login_error;
     char login_sqlstate[6];
+    /* The last login of this pool ended at once (a FATAL in the packet of
+     * its ReadyForQuery, server.c login_ended), no server made idle since:
+     * a second one in a row is taken as a refusal (server_login_retry). */
+    bool login_ended_last;
     /* Bumped when the settings a login uses change (connection keys,
      * password, connect_query, server_tls_*): a refusal of a login started
      * before says nothing about the new ones (pool_server.settings_gen). */

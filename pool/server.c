@@ -704,8 +704,10 @@ static void login_succeeded(struct pgw_server *srv)
         /* Started before a reload lowered a limit: counted while it logged
          * in, it would go to a waiter over the new one. */
         pgw_server_close(srv, over);
-    else
+    else {
+        pool->login_ended_last = false;
         pgw_server_make_idle(srv);
+    }
     pgw_backend_connected(be, probe);
     pgw_pool_kick_related(pool);
     if (recheck)   /* the other pools' clients waiting for its outcome */
@@ -726,11 +728,22 @@ static void login_ended(struct pgw_server *srv)
 {
     struct pgw_pool *pool = srv->pool;
     struct pool_server *ps = srv_priv(srv);
+    char why[400];
     if (!srv->replication) {
+        if (pool->login_ended_last) {
+            /* Again: a backend that ends every session at its login
+             * would be logged into as fast as it answers for as long as
+             * a client waits.  A refusal: server_login_retry, the
+             * waiters get the error. */
+            pool->login_ended_last = false;
+            connect_failed_answered(srv, fatal_reason(ps, why, sizeof(why)),
+                                    ps->fatal_sqlstate);
+            return;
+        }
+        pool->login_ended_last = true;
         login_succeeded(srv);         /* which closes it */
         return;
     }
-    char why[400];
     bool probe = ps->probe;
     ps->probe = false;
     pgw_server_close(srv, fatal_reason(ps, why, sizeof(why)));

@@ -413,6 +413,36 @@ class TestFastShutdownWithLoginsUnderWay(pt.PgwharfTestCase):
         self.assertIn("event=stopped", log)
 
 
+class AlwaysFatalAfterLoginServer(FatalAfterLoginServer):
+    """Every login is ended at once, the FATAL behind its ReadyForQuery."""
+
+    def session(self, conn):
+        with self.lock:
+            self.logins += 1
+        self.read_startup(conn)
+        conn.sendall(self.login_ok(self.LOGIN) + self._msg(
+            b"E", b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator "
+            b"command\0\0"))
+
+
+class TestEveryLoginEnded(pt.PgwharfTestCase):
+    def test_a_backend_ending_every_login_is_not_logged_into_in_a_loop(self):
+        # A second login ended so in a row is a refusal: the client gets
+        # it, instead of a login per round trip until query_wait_timeout.
+        fake = AlwaysFatalAfterLoginServer()
+        self.addCleanup(fake.close)
+        entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
+                                          "default_pool_size": 1, "query_wait_timeout": 5},
+                                databases={"fatal": pt.entry_conninfo(**entry)})
+        with socket.create_connection((px.host, px.port), timeout=20) as s:
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(s, "u", "fatal")
+                hz.simple_query(s, "select 'ok'")
+        self.assertIn("57P01", str(cm.exception))
+        self.assertLessEqual(fake.logins, 3)
+
+
 class TestRefusedLoginEdges(pt.PgwharfTestCase):
     """A pool that the server refused (server_login_retry) must stop
     refusing as soon as the refusal no longer stands, and only the
