@@ -696,7 +696,11 @@ static int parse_client_first(struct pgw_scram_server *st, char *msg)
     char *nonce = read_attr(&p, 'r', NULL);
     if (!nonce)
         return MALFORMED(st, "expected attribute 'r' in client-first-message");
-    if (!*nonce || !is_printable(nonce))
+    /* An empty one too, as PostgreSQL (is_scram_printable of ""): RFC
+     * 5802 wants one character at least, but the server's half of the
+     * nonce is what makes the exchange fresh, and a client PostgreSQL
+     * lets in must not be refused here as a non-printable nonce. */
+    if (!is_printable(nonce))
         return fail(st, PGW_EPROTO, "08P01", "non-printable characters in SCRAM nonce");
     while (*p)
         if (!read_attr(&p, 0, NULL))

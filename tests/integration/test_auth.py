@@ -21,6 +21,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import types
 import unittest
 
 import pgw_hardening as hz
@@ -525,8 +526,22 @@ class TestScram(AuthTestCase):
         seen = self.raw_scram(px, user, pw, first=b"p=tls-server-end-point,,n=,r=abcdef")
         self.assertEqual(seen["error"]["C"], "08P01")
         self.assertIn("channel binding", seen["error"]["M"])
-        seen = self.raw_scram(px, user, pw, first=b"n,,n=,r=")
-        self.assertEqual(seen["error"]["C"], "08P01")
+        # An empty client nonce ("r="): PostgreSQL logs the client in (the
+        # combined nonce is then the server's alone); pgwharf refused it
+        # with 08P01 "non-printable characters in SCRAM nonce".
+        direct = types.SimpleNamespace(host=self.pg.host, port=self.pg.port)
+        for target in (direct, px):
+            with self.subTest(target=target.port):
+                seen = self.raw_scram(target, user, pw, first=b"n,,n=,r=")
+                self.assertNotIn("error", seen)
+                self.assertEqual(seen["server_final"], seen["expected_final"])
+                self.assertEqual(seen["after"], 0)
+        # Other malformed parts: 08P01 from both.
+        for first in (b"n,,n=,r", b"n,,n=,r=a b", b"n,,n=,r=abc,x", b"n,,r=abc"):
+            with self.subTest(first=first):
+                want = self.raw_scram(direct, user, pw, first=first)["error"]
+                got = self.raw_scram(px, user, pw, first=first)["error"]
+                self.assertEqual((got["S"], got["C"]), (want["S"], want["C"]))
         # An unknown mechanism.
         r = Raw(px.host, px.port, user, self.pg.database)
         try:

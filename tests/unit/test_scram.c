@@ -608,12 +608,12 @@ static void test_client_first_malformed(void **state)
         { "n,,n=u", 0, "08P01", "expected attribute 'r'" },
         { "n,,n=u,s=abc", 0, "08P01", "expected attribute 'r'" },
         { "n,,n=u,r", 0, "08P01", "expected attribute 'r'" },
-        { "n,,n=u,r=", 0, "08P01", "non-printable" },
         { "n,,n=u,r=a b", 0, "08P01", "non-printable" },
         { "n,,n=u,r=\xC3\xA9", 0, "08P01", "non-printable" },
         { "n,,n=u,r=abc,1=x", 0, "08P01", "attribute expected" },
         { "n,,n=u,r=abc,x", 0, "08P01", "attribute expected" },
-        /* "n,,n=u,r=abc," (a trailing comma) is accepted, as PostgreSQL does. */
+        /* "n,,n=u,r=abc," (a trailing comma) and "n,,n=u,r=" (an empty
+         * nonce: test_empty_client_nonce) are accepted, as PostgreSQL does. */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct pgw_scram_server st;
@@ -699,6 +699,34 @@ static void test_client_final_malformed(void **state)
     pgw_scram_server_deinit(&st);
 }
 
+/* A client-first-message with an empty nonce ("r="): PostgreSQL takes it
+ * (the combined nonce is then the server's alone) and logs the client in;
+ * pgwharf refused it as "non-printable characters in SCRAM nonce". */
+static void test_empty_client_nonce(void **state)
+{
+    (void)state;
+    struct pgw_scram_server st;
+    const char *out;
+    size_t outlen;
+    const char *first = "n,,n=,r=";
+    assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
+    assert_int_equal(pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen), 0);
+    char server_first[512], final[512];
+    snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
+    assert_true(strncmp(server_first, "r=", 2) == 0 && server_first[2] != ',');
+    client_final_for("pw", "n,,", first + 3, server_first, final, sizeof(final));
+    assert_int_equal(pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen), 0);
+    pgw_scram_server_deinit(&st);
+    /* the wrong password still fails as one */
+    assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
+    assert_int_equal(pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen), 0);
+    snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
+    client_final_for("other", "n,,", first + 3, server_first, final, sizeof(final));
+    assert_int_equal(pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen),
+                     PGW_EAUTH);
+    pgw_scram_server_deinit(&st);
+}
+
 /* Every prefix of each message: no crash, and a clean failure wherever the
  * prefix is not itself a valid message. */
 static void test_truncations(void **state)
@@ -711,10 +739,10 @@ static void test_truncations(void **state)
         struct pgw_scram_server st;
         assert_int_equal(pgw_scram_server_init(&st, RFC_VERIFIER, "user"), 0);
         int rc = pgw_scram_server_client_first(&st, RFC_CLIENT_FIRST, len, &out, &outlen);
-        if (len <= nonce_at)
+        if (len < nonce_at)
             assert_int_equal(rc, PGW_EPROTO);
         else
-            assert_int_equal(rc, 0);   /* a shorter client nonce is still a nonce */
+            assert_int_equal(rc, 0);   /* a shorter client nonce (or none) is still a nonce */
         pgw_scram_server_deinit(&st);
     }
     for (size_t len = 0; len < strlen(RFC_CLIENT_FINAL); len++) {
@@ -1019,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_channel_binding_plus),
         cmocka_unit_test(test_client_first_malformed),
         cmocka_unit_test(test_client_final_malformed),
+        cmocka_unit_test(test_empty_client_nonce),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_random_messages),
