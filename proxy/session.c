@@ -237,15 +237,32 @@ static bool cancel_hold_room(const struct pgw_session *s)
     return held < px->overflow_cap - PGW_OVERFLOW_CONSOLE;
 }
 
+/* Has s, let in past the cap, sent nothing at all: no byte read, none
+ * waiting in its socket (an end there counts as nothing)?  Such a one can
+ * take the 53300 in plaintext; one in its TLS handshake can be told
+ * nothing (only closed), and one whose SSLRequest is in would read the
+ * 53300 as the answer to it, which libpq (15.10 and later) reports as
+ * "server sent an error response during SSL exchange", the 53300 lost. */
+static bool sent_nothing(const struct pgw_session *s)
+{
+    if (s->ssl || s->ssl_asked || s->gss_asked || (s->cbuf && s->cbuf->len > 0))
+        return false;
+    char c;
+    return recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
+}
+
 bool pgw_session_over_limit_room(struct pgw_proxy *px)
 {
-    /* First one that has sent nothing of a login yet; then a console
-     * login still proving who it is (any user name gets that far: review) */
-    static const enum pgw_sess_state order[] = { PGW_SS_STARTUP, PGW_SS_AUTH };
+    /* First one that has sent nothing at all (the idle connections of a
+     * flood: a client in its TLS handshake, or whose SSLRequest is still
+     * unread, was pushed out for them and got no 53300 it could read);
+     * then one that has sent nothing of a login yet; then a console login
+     * still proving who it is (any user name gets that far: review) */
+    static const enum pgw_sess_state order[] = { PGW_SS_STARTUP, PGW_SS_STARTUP, PGW_SS_AUTH };
     for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
         for (struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next) {
             struct pgw_session *s = pgw_container_of(l, struct pgw_session, over_node);
-            if (s->state == order[k]) {
+            if (s->state == order[k] && (k != 0 || sent_nothing(s))) {
                 pgw_session_close(s, "53300", "no more connections allowed (%s)",
                                   pgw_proxy_full_limit(px));
                 return true;

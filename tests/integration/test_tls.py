@@ -507,6 +507,68 @@ class TestClientTls(TlsTestCase):
         self.assertIn("SSL required", cp.stderr)
 
 
+class TestTlsPastTheCap(TlsTestCase):
+    def full(self):
+        """pgwharf with max_client_conn 1 (TLS allowed) and a client in that
+        slot: (px, that client)."""
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "allow", max_client_conn=1, tcp_defer_accept=0, metrics_port="auto"))
+
+        def hold():                  # the start-up probe may still hold the slot
+            try:
+                return self.connect(px, sslmode="disable")
+            except psycopg2.OperationalError:
+                return None
+        holder = pt.wait_until(hold, what="a client in the only slot")
+        return px, holder
+
+    def test_a_tls_handshake_under_way_is_not_pushed_out_by_idle_connections(self):
+        # Past max_client_conn, 64 connections may wait for their first
+        # packet; one more pushed out the oldest that had sent no
+        # StartupMessage, even one in its TLS handshake, which could be told
+        # nothing and was only closed, for a connection that had sent
+        # nothing at all.  The idle ones give way first now; the handshake
+        # goes on and the client logs in once a slot is free.
+        px, holder = self.full()
+        tls = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(tls.close)
+        tls.sendall(SSL_REQUEST)
+        self.assertEqual(tls.recv(1), b"S")        # its handshake is under way
+        idle = []
+        self.addCleanup(lambda: [x.close() for x in idle])
+        for _ in range(64):          # PGW_OVERFLOW_SESSIONS: one too many with it
+            idle.append(socket.create_connection((px.host, px.port), timeout=30))
+        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
+                      what="64 connections past the cap")
+        data, closed = hz.read_until_closed(idle[0], 30)
+        self.assertTrue(closed)
+        self.assertIn(b"C53300", data)           # the oldest idle one gave way
+        gone = px.log().count("event=disconnect ")
+        holder.close()
+        pt.wait_until(lambda: px.log().count("event=disconnect ") > gone,
+                      what="the held client gone")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        tls = ctx.wrap_socket(tls)
+        self.addCleanup(tls.close)
+        hz.sync_login(tls, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(hz.simple_query(tls, "select 'after the flood'"),
+                         ([[b"after the flood"]], []))
+
+    def test_a_tls_client_past_the_cap_gets_53300_after_its_handshake(self):
+        # As PostgreSQL and PgBouncer: the SSLRequest is answered, and the
+        # 53300 comes over TLS after the StartupMessage; a bare ErrorResponse
+        # as the answer to the SSLRequest reads, with libpq 15.10 and later,
+        # "server sent an error response during SSL exchange".
+        px, holder = self.full()
+        for mode in ("prefer", "require"):
+            with self.subTest(sslmode=mode):
+                cp = self.psql(px, "select 1", sslmode=mode)
+                self.assertNotEqual(cp.returncode, 0)
+                self.assertIn("no more connections allowed (max_client_conn)", cp.stderr)
+
+
 class TestCertAuth(TlsTestCase):
     def cert_kw(self, name="client"):
         return {"sslcert": self.certs.path(name + ".crt"),
