@@ -1482,6 +1482,14 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         snprintf(why, sizeof(why), "%s: no reply in time", job_name(srv_priv(srv)->job));
         if (srv_priv(srv)->job != SRV_JOB_CONNECT_QUERY)
             pgw_pool_server_silent(srv);
+        else
+            /* The backend let the pool in and took its connect_query: one
+             * slower than server_connect_timeout is this pool's, as one
+             * that fails is (57014, the query given up on).  Taken for a
+             * backend down, it was logged into again at once, each time
+             * leaving a backend running it, until the breaker opened for
+             * every pool on the backend. */
+            memcpy(srv_priv(srv)->err_sqlstate, "57014", 6);
         job_failed(srv, why);
     }
 }

@@ -1319,6 +1319,32 @@ class TestBreakers(AdminTestCase):
             self.pg.conn_string(self.pg.database, connect_query="select 1/0"),
             "22012", "division by zero")
 
+    def test_a_connect_query_slower_than_server_connect_timeout_does_not_trip_the_backend(self):
+        # The server let the entry in and took its connect_query, which
+        # waits on a gate past server_connect_timeout: that is the entry's,
+        # as a connect_query that fails is (57014, server_login_retry).  It
+        # was taken for a backend down (08006): logged into again at once,
+        # each login leaving a backend in the query, until the breaker
+        # opened for every entry on the backend.
+        gate = hz.Gate(self.pg, 7844)
+        self.addCleanup(gate.close)
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 2,
+                      "server_login_retry": "60s", "server_connect_timeout": "1s"},
+            databases={"bad": self.pg.conn_string(self.pg.database,
+                                                  connect_query="select " + gate.sql()),
+                       self.pg.database: self.pg.conn_string()})
+        conn = self.admin_conn(px)
+        for i in range(3):
+            with socket.create_connection((px.host, px.port), timeout=30) as s:
+                with self.assertRaises(hz.PgError) as cm:
+                    hz.sync_login(s, self.pg.user, "bad", self.pg.password)
+            self.assertEqual(cm.exception.sqlstate, "57014", cm.exception.fields)
+            self.assertIn("connect_query: no reply in time", cm.exception.fields.get("M"))
+        self.assertEqual(px.psql("select 'still here'"), "still here")
+        states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
+        self.assertTrue(all(st == "closed" for st in states), states)
+
     def test_a_refusal_of_a_login_started_before_a_reload_fixed_the_entry_is_ignored(self):
         # A login under the entry's old settings (here a connect_query that
         # fails, held at a gate) is refused after a reload put right ones
