@@ -178,6 +178,91 @@ static int option_setting(char *word, const char *sw, pgw_startup_option_fn fn, 
     return fn(arg, word, eq + 1);
 }
 
+/* ---- DateStyle ---- */
+
+enum { DS_NONE = -1 };
+static const char *const ds_styles[] = { "ISO", "SQL", "Postgres", "German" };
+static const char *const ds_orders[] = { "YMD", "DMY", "MDY" };
+
+/* One word of a DateStyle, as check_datestyle reads it: *style or *order
+ * set (an index into the tables above); false for any other word. */
+static bool ds_word(const char *w, size_t n, int *style, int *order)
+{
+    char tok[16];
+    if (n == 0 || n >= sizeof(tok))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        tok[i] = (w[i] >= 'a' && w[i] <= 'z') ? (char)(w[i] - 'a' + 'A') : w[i];
+    tok[n] = '\0';
+    int st = DS_NONE, od = DS_NONE;
+    if (strcmp(tok, "ISO") == 0)
+        st = 0;
+    else if (strcmp(tok, "SQL") == 0)
+        st = 1;
+    else if (strncmp(tok, "POSTGRES", 8) == 0)
+        st = 2;
+    else if (strcmp(tok, "GERMAN") == 0)
+        st = 3;
+    else if (strcmp(tok, "YMD") == 0)
+        od = 0;
+    else if (strcmp(tok, "DMY") == 0 || strncmp(tok, "EURO", 4) == 0)
+        od = 1;
+    else if (strcmp(tok, "MDY") == 0 || strcmp(tok, "US") == 0 || strncmp(tok, "NONEURO", 7) == 0)
+        od = 2;
+    else
+        return false;                    /* DEFAULT too: not read here */
+    if ((st != DS_NONE && *style != DS_NONE && *style != st) ||
+        (od != DS_NONE && *order != DS_NONE && *order != od))
+        return false;                    /* conflicting: PostgreSQL refuses it */
+    if (st != DS_NONE)
+        *style = st;
+    if (od != DS_NONE)
+        *order = od;
+    return true;
+}
+
+/* The parts one DateStyle value names (DS_NONE for one it leaves as it
+ * was); "German" without an order of its own names DMY too. */
+static bool ds_parse(const char *v, int *style, int *order)
+{
+    *style = *order = DS_NONE;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        const char *w = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' &&
+               *p != '\f' && *p != '\v')
+            p++;
+        if (!ds_word(w, (size_t)(p - w), style, order))
+            return false;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (!*p)
+            break;
+        if (*p != ',')
+            return false;
+        p++;
+    }
+    if (*style == 3 && *order == DS_NONE)
+        *order = 1;
+    return true;
+}
+
+bool pgw_datestyle_merge(const char *prev, const char *next, char *out, size_t outlen)
+{
+    int ps, po, ns, no;
+    if (!ds_parse(prev, &ps, &po) || !ds_parse(next, &ns, &no))
+        return false;
+    int style = ns != DS_NONE ? ns : ps, order = no != DS_NONE ? no : po;
+    int n;
+    if (style != DS_NONE && order != DS_NONE)
+        n = snprintf(out, outlen, "%s, %s", ds_styles[style], ds_orders[order]);
+    else
+        n = snprintf(out, outlen, "%s", style != DS_NONE ? ds_styles[style] : ds_orders[order]);
+    return n > 0 && (size_t)n < outlen;
+}
+
 int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg)
 {
     size_t len = strlen(options);

@@ -74,6 +74,19 @@ typedef int (*pgw_startup_option_fn)(void *arg, const char *name, const char *va
 int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg);
 
 /*
+ * A login's DateStyle given twice (in options and on its own, or twice in
+ * options), as PostgreSQL applies one after the other (check_datestyle):
+ * a value of one part keeps the other part of the value before it
+ * ("German" then "SQL" is "SQL, DMY"), and "German" sets DMY too unless
+ * its own value names an order.  The two combined into out, canonical
+ * ("SQL, DMY"; one part alone when neither names the other).  false when
+ * either holds what is not read here (DEFAULT, quotes, a word PostgreSQL
+ * refuses, two styles or two orders): the caller keeps next as it is
+ * (and the login's check refuses what PostgreSQL would).  Pure.
+ */
+bool pgw_datestyle_merge(const char *prev, const char *next, char *out, size_t outlen);
+
+/*
  * The delimiter for value as a dollar-quoted string literal: "$pgw$", or
  * "$pgw1$", "$pgw2$", ... when value would end an earlier one (it holds
  * "$pgw$", or ends in "$pgw", which the closing delimiter completes).  No

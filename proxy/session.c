@@ -923,6 +923,14 @@ static int take_param(struct startup_take *tk, const char *name, const char *val
     if (t >= 0) {
         if (s->params[t] && strcmp(s->params[t], value) != 0 && t != PGW_TP_APPLICATION_NAME)
             tk->twice = true;
+        /* A DateStyle of one part keeps the other part of the one before
+         * it, as PostgreSQL applies them in turn ("German" then "SQL" is
+         * "SQL, DMY"); the last alone, SET on a fresh server's "ISO, MDY",
+         * gave "SQL, MDY". */
+        char merged[32];
+        if (t == PGW_TP_DATESTYLE && s->params[t] &&
+            pgw_datestyle_merge(s->params[t], value, merged, sizeof(merged)))
+            value = merged;
         char *v = strdup(value);
         if (!v) {
             pgw_session_close(s, "53200", "out of memory");

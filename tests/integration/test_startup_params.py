@@ -938,6 +938,27 @@ class TestDateStyleOfOnePart(pt.PgwharfTestCase):
                 assert_reads_in_turn(self, b, read, want, a, "show DateStyle", "ISO, DMY")
 
 
+    def test_a_datestyle_of_one_part_after_another_completes_it_as_postgresql_does(self):
+        # PostgreSQL applies a login's values in turn: a DateStyle of one
+        # part keeps the other part of the one before it.  pgwharf SET the
+        # last alone on a fresh server's "ISO, MDY": "-c DateStyle=German
+        # -c DateStyle=SQL" gave "SQL, MDY" (03/04/05 read as 4 March)
+        # where PostgreSQL gives "SQL, DMY" (3 April).
+        px = self.start_pgwharf(settings=TX1)
+        a = connect(px, self, options=r"-c DateStyle=ISO,\ YMD")
+        self.assertEqual(one(a, "show DateStyle"), "ISO, YMD")
+        read = "select to_char('03/04/05'::date, 'YYYY-MM-DD'), current_setting('DateStyle')"
+        for opts in ("-c DateStyle=German -c DateStyle=SQL",
+                     "-c DateStyle=SQL -c DateStyle=YMD",
+                     "-c DateStyle=YMD -c DateStyle=German",
+                     "-c DateStyle=euro --DateStyle=sql"):
+            with self.subTest(options=opts):
+                want = direct_row(self, read, options=opts)
+                b = connect(px, self, options=opts)
+                self.assertEqual(b.get_parameter_status("DateStyle"), want[1])
+                assert_reads_in_turn(self, b, read, want, a, "show DateStyle", "ISO, YMD")
+
+
 class TestClientEncodingSpelling(pt.PgwharfTestCase):
     def test_asyncpg_logs_in_without_a_server(self):
         # asyncpg sends client_encoding 'utf-8'; the server reports UTF8,

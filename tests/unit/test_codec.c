@@ -995,6 +995,48 @@ static void test_statement_end_in_pieces(void **state)
     assert_true(sc.lost);
 }
 
+/* A login's DateStyle given twice, as PostgreSQL 15 applies the two in
+ * turn (each case checked against it): pgwharf kept the last alone, and
+ * "German" then "SQL" was "SQL, MDY" on a fresh server, not "SQL, DMY". */
+static void test_datestyle_merge(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *prev, *next, *want;     /* want NULL: not merged */
+    } cases[] = {
+        { "German", "SQL", "SQL, DMY" },
+        { "SQL", "YMD", "SQL, YMD" },
+        { "YMD", "SQL", "SQL, YMD" },
+        { "YMD", "German", "German, DMY" },          /* German sets DMY */
+        { "ISO, YMD", "German", "German, DMY" },
+        { "YMD", "German, MDY", "German, MDY" },      /* unless it names one */
+        { "euro", "postgres", "Postgres, DMY" },
+        { "SQL, DMY", "iso", "ISO, DMY" },
+        { " sql ,us ", "Postgresql", "Postgres, MDY" },
+        { "nonEuropean", "dmy", "DMY" },              /* no style named: one part */
+        { "ISO", "SQL", "SQL" },
+        { "European", "ISO, MDY", "ISO, MDY" },
+        { "German", "default", NULL },                /* DEFAULT: not read here */
+        { "German", "bogus", NULL },
+        { "German", "SQL, ISO", NULL },               /* two styles: refused there */
+        { "German", "YMD, DMY", NULL },
+        { "German", "SQL,", NULL },
+        { "German", "\"SQL\"", NULL },
+        { "German", "", NULL },
+        { "bogus", "SQL", NULL },
+        { "German", "SQLSQLSQLSQLSQLSQLSQL", NULL },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[32] = "";
+        bool ok = pgw_datestyle_merge(cases[i].prev, cases[i].next, out, sizeof(out));
+        if (ok != (cases[i].want != NULL) || (ok && strcmp(out, cases[i].want) != 0))
+            fail_msg("case %zu (%s then %s): %s \"%s\"", i, cases[i].prev, cases[i].next,
+                     ok ? "merged" : "not merged", out);
+    }
+    char small[8];
+    assert_false(pgw_datestyle_merge("German", "SQL", small, sizeof(small)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1024,6 +1066,7 @@ int main(void)
         cmocka_unit_test(test_deallocate_parse),
         cmocka_unit_test(test_statement_end),
         cmocka_unit_test(test_statement_end_in_pieces),
+        cmocka_unit_test(test_datestyle_merge),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
