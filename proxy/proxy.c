@@ -414,6 +414,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     px->rnd_pos = sizeof(px->rnd);
     pgw_list_init(&px->sessions);
     pgw_list_init(&px->over_limit);
+    pgw_list_init(&px->lingering);
     pgw_notify_init(px);
     pgw_list_init(&px->closing);
     pgw_list_init(&px->free_bufs);
@@ -922,6 +923,7 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
         ev_timer_stop(px->loop, &px->stats_timer);
     }
     pgw_listener_close_all(px);
+    pgw_linger_deinit(px);
     pgw_batch_free(px);
     pgw_cancel_deinit(px);
     pgw_scram_cache_free(px->scram_cache);

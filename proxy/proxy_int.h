@@ -269,6 +269,8 @@ struct pgw_session {
     bool acquiring;                  /* in pgw_relay_acquire from the client's data */
     bool refused_now;                /* ... and the request was refused there (relay.c) */
     bool cli_write_blocked, srv_write_blocked;
+    uint64_t linger_bytes;           /* > 0: closed while it still sends this much at
+                                        most; its socket lingers (linger.c) */
     bool close_after_sent;           /* its FATAL is queued behind what it was sent:
                                         nothing more is read from it, and it closes
                                         once all is written (pgw_session_close_after_sent) */
@@ -645,6 +647,12 @@ void pgw_listener_reconfigure(struct pgw_proxy *px);
  * (after RECONNECT or a reload). */
 void pgw_relay_fast_close_idle(struct pgw_proxy *px);
 
+/* linger.c: close fd once the client has sent up to `bytes` more (read and
+ * dropped) or closed, within a few seconds: a close with its input unread
+ * would reset the connection and lose the FATAL sent before it. */
+void pgw_linger_close(struct pgw_proxy *px, int fd, uint64_t bytes);
+void pgw_linger_deinit(struct pgw_proxy *px);
+
 /* ---- the proxy ---- */
 /* Logins past the client cap still read their first packet (a CancelRequest
  * must work when full; a StartupMessage gets a clear 53300), at most this many
@@ -680,6 +688,8 @@ struct pgw_proxy {
     int nrejecting;                  /* sessions beyond it: about to be refused, a
                                       * console login, a held cancel */
     struct pgw_list over_limit;      /* ... those, in the order they came */
+    struct pgw_list lingering;       /* client sockets closing (linger.c) */
+    int nlingering;
     uint64_t next_session_id;
     uint64_t list_seq;               /* the last session's list_seq */
     struct pgw_list free_bufs;

@@ -2605,6 +2605,10 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
     } else if (ahead > 0 && (total + PS_HEADROOM <= b->cap || need > PGW_IOBUF_MAX))
         need = 0;                        /* (hunt: two Binds of 34 MB in a row got 54000) */
     if (need > b->cap && need > PGW_IOBUF_MAX) {
+        /* The client is still sending it: its rest is read and dropped
+         * after the FATAL (linger.c), or the close would reset the
+         * connection and lose the FATAL. */
+        s->linger_bytes = (uint64_t)total + 65536;
         pgw_session_close(s, "54000", "message of type %c too large (%u bytes) %s", type,
                           total, whole ? "with max_prepared_statements on"
                                        : "to read its names");
@@ -2613,6 +2617,7 @@ static bool read_on(struct pgw_session *s, char type, uint32_t total, bool whole
     /* Within the limit, a buffer that cannot grow is pgwharf short of
      * memory (RLIMIT_AS, strict overcommit), not the message too large. */
     if (need > b->cap && !pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)need)) {
+        s->linger_bytes = (uint64_t)total + 65536;
         pgw_session_close(s, "53200", "out of memory for a message of type %c (%u bytes)", type,
                           total);
         return false;

@@ -1610,7 +1610,10 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     ev_timer_stop(loop, &s->timer);
     pgw_tls_close(s);
     if (s->fd >= 0) {
-        close(s->fd);
+        if (s->linger_bytes > 0 && !s->client_eof)
+            pgw_linger_close(px, s->fd, s->linger_bytes);
+        else
+            close(s->fd);
         s->fd = -1;
     }
     pgw_cancel_unregister(px, s);

@@ -471,6 +471,32 @@ class TestLargeMessages(pt.PgwharfTestCase):
         msgs = ph.read_until_ready(a)
         self.assertEqual([ph.parse_fields(m).get("C") for t, m in msgs if t == b"E"], ["26000"])
 
+    def test_a_bind_over_the_limit_gets_its_fatal_not_a_reset(self):
+        # A Bind of 70 MB, over the 64 MiB a held message may have: the
+        # session ends with FATAL 54000 while the client still sends it.
+        # pgwharf closed the socket at once, its input unread, which the
+        # kernel turns into a reset: the client's write failed and the
+        # FATAL was lost (psycopg 3: "server closed the connection
+        # unexpectedly").  The rest of what the client sends is read and
+        # dropped now, so it finishes its message and reads the FATAL.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "max_prepared_statements": 100})
+        c = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(c.close)
+        ph.sync_login(c, self.pg.user, self.pg.database, self.pg.password)
+        big = b"z" * (70 * 2**20)
+        bind = ph.msg(b"B", b"\0\0" + struct.pack("!HHI", 0, 1, len(big)) + big +
+                      struct.pack("!H", 0))
+        c.sendall(ph.msg(b"P", b"\0select length($1::text)\0\0\0") + bind +
+                  ph.msg(b"E", b"\0\0\0\0\0") + ph.msg(b"S"))
+        c.shutdown(socket.SHUT_WR)
+        data, closed = ph.read_until_closed(c, 30)
+        self.assertTrue(closed)
+        self.assertEqual([(f.get("S"), f.get("C")) for f in ph.error_fields_in(data)],
+                         [("FATAL", "54000")], data[:200])
+        px.wait_for_log(r"event=disconnect .*sqlstate=54000 reason=\S*message of type B too large")
+        self.assertEqual(px.psql("select 'usable'"), "usable")
+
     def test_no_memory_for_a_held_parse_is_53200_not_too_large(self):
         # A Parse of 50 MB, under the 64 MiB a message may have, held whole
         # (max_prepared_statements on) while pgwharf cannot map the buffer
