@@ -221,8 +221,8 @@ static void cancel_leaves_slot(struct pgw_session *s)
 
 /* May a CancelRequest that came at the cap (its place in the room past
  * the cap taken at accept) be held there until its forward is over?  Only
- * while held cancels leave the room's last PGW_OVERFLOW_CONSOLE places to
- * the rest: those from below the cap (cancel_leaves_slot) and those at it
+ * while held cancels leave the room's last PGW_OVERFLOW_CONSOLE places
+ * (half a smaller room) to the rest: those from below the cap (cancel_leaves_slot) and those at it
  * filled it, and a console login found no place (a full pgwharf could
  * not be looked at).  The room is small: counted here. */
 static bool cancel_hold_room(const struct pgw_session *s)
@@ -234,7 +234,13 @@ static bool cancel_hold_room(const struct pgw_session *s)
     for (const struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next)
         if (pgw_container_of(l, struct pgw_session, over_node)->state == PGW_SS_CANCEL)
             held++;
-    return held < px->overflow_cap - PGW_OVERFLOW_CONSOLE;
+    /* A room cut to a few places by a small open-files limit (8 under a
+     * limit of 64) would keep them all for the console, every cancel at
+     * the cap refused: the console keeps half of it then. */
+    int console = (px->overflow_cap + 1) / 2;
+    if (console > PGW_OVERFLOW_CONSOLE)
+        console = PGW_OVERFLOW_CONSOLE;
+    return held < px->overflow_cap - console;
 }
 
 /* Has s, let in past the cap, sent nothing at all: no byte read, none

@@ -763,6 +763,36 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(c, "select 'usable'"), ([[b"usable"]], []))
         self.assertEqual(px.log().count("event=cancel_forwarded"), 2)
 
+    def test_a_cancel_at_the_cap_under_a_small_open_files_limit_is_forwarded(self):
+        """Under an open-files limit of 64 the room past max_client_conn
+        has 8 places, and cancels that came at the cap left the last 8 to
+        console logins: none was held, so every one was refused with 53300
+        and its query ran on (README: cancels work when pgwharf is full).
+        The console keeps half such a small room now."""
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 1, "max_client_conn": 1},
+            binary="prlimit", args=["--nofile=64:64", "--", os.environ["PGW_BINARY"]])
+
+        def login():          # once the harness's port probe has been seen to close
+            try:
+                return self._raw_client(px)
+            except hz.PgError as e:
+                if e.sqlstate != "53300":
+                    raise
+                return None
+        c, key = pt.wait_until(login, 10, what="a login")     # pgwharf is full
+        gate = hz.Gate(self.pg, 7042)
+        self.addCleanup(gate.close)
+        c.sendall(hz.query_msg("select %s /* small room */" % gate.sql()))
+        self.pg.wait_running("/* small room */", lock_wait=True)
+        k = self._cancel_connection(px, key)
+        data, closed = hz.read_until_closed(k, 30)
+        self.assertEqual((data, closed), (b"", True))      # was a 53300 ErrorResponse
+        got = hz.read_until_ready(c)
+        self.assertEqual([hz.parse_fields(m).get("C") for t, m in got if t == b"E"], ["57014"])
+        px.wait_for_log("event=cancel_forwarded")
+        self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
+
     def test_cancels_in_flight_are_capped_by_the_open_files_limit(self):
         """With the postmaster stopped (backends running) each cancel
         holds its connection to the server for cancel_wait_timeout, even
