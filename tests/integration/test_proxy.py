@@ -793,6 +793,39 @@ class TestCancel(pt.PgwharfTestCase):
         px.wait_for_log("event=cancel_forwarded")
         self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
 
+    def test_a_storm_of_cancels_cancels_each_query_once_and_leaks_nothing(self):
+        """A guard (passes before too): 20 CancelRequests for each of 20
+        running queries and 200 with unknown keys, all connections opened
+        at once.  Each query is canceled (57014), every cancel connection
+        is closed, pgwharf holds as many descriptors as before, and the
+        console and the clients go on."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 20,
+                                          "max_client_conn": 1000})
+        clients = [self._raw_client(px) for _ in range(20)]
+        for i, (c, _) in enumerate(clients):
+            c.sendall(hz.query_msg("select pg_sleep(60) /* storm %d */" % i))
+        self.pg.wait_running("/* storm ", n=20)
+        fds = len(os.listdir("/proc/%d/fd" % px.pid))
+        asks = []
+        for r in range(20):
+            for _, key in clients:
+                asks.append(self._cancel_connection(px, key))
+        for r in range(200):
+            asks.append(self._cancel_connection(px, (0x7f000000 + r, 4242)))
+        for c, _ in clients:
+            got = hz.read_until_ready(c)
+            self.assertEqual([hz.parse_fields(m).get("C") for t, m in got if t == b"E"],
+                             ["57014"])
+        for k in asks:
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+            k.close()
+        pt.wait_until(lambda: len(os.listdir("/proc/%d/fd" % px.pid)) == fds, 10,
+                      what="descriptors back to %d" % fds)
+        console = self.console_conn(px)
+        self.assertEqual(pt.pool_row(console, self.pg.database, self.pg.user)["cl_active"], 20)
+        for c, _ in clients:
+            self.assertEqual(hz.simple_query(c, "select 1"), ([[b"1"]], []))
+
     def test_cancels_in_flight_are_capped_by_the_open_files_limit(self):
         """With the postmaster stopped (backends running) each cancel
         holds its connection to the server for cancel_wait_timeout, even
