@@ -1814,8 +1814,8 @@ void pgw_notify_query_timeout(struct pgw_session *s)
 bool pgw_notify_cancel_waiting(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
-    /* (A client running a query on its server -- behind the COMMIT, or in
-     * COMMIT AND CHAIN's transaction -- has the cancel forwarded.) */
+    /* (A client running a query on its server -- one sent behind the
+     * COMMIT -- has the cancel forwarded.) */
     if (sub && sub->rfq_held && !sub->hub->srv && !sub->hold_failed && !s->server &&
         !s->pipe_srv) {
         hold_fail(sub, "57014", "canceling statement due to user request");
@@ -2491,7 +2491,9 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * queued behind others): what is committed in between would be lost,
  * also after the COMMIT has returned, when PostgreSQL delivers it.  So
  * the ReadyForQuery that ends such a transaction (the COMMIT's, an
- * implicit transaction's, COMMIT AND CHAIN's) is held, with everything
+ * implicit transaction's; after COMMIT AND CHAIN, the one that ends the
+ * chain: the client's server, which it keeps, listens from the commit on
+ * and sends what comes meanwhile before it) is held, with everything
  * behind it in the client's buffer (pgw_iobuf hold: the client's order
  * stays), until the hub's server has run LISTEN on every channel the
  * commit added (sub->await).  Its server goes back meanwhile (the client
@@ -2617,8 +2619,8 @@ static void hold_end(struct pgw_session *s)
 }
 
 /* s's own server answers behind its held ReadyForQuery (a query sent
- * behind the COMMIT, COMMIT AND CHAIN's transaction) and its buffer is
- * full: the server cannot finish, nor go back to the pool, until the
+ * behind the COMMIT) and its buffer is full: the server cannot finish,
+ * nor go back to the pool, until the
  * hold is lifted, and the hub may need that very server.  The hold goes
  * (as before it existed): a notification committed before the hub
  * listens may be missed. */
@@ -3461,7 +3463,13 @@ bool pgw_notify_tx_ready(struct pgw_session *s, char status)
     sp_request_ended(sub);
     if (status == 'I')
         sub->nsp = 0;
-    if (hold_due(sub))
+    /* A chained transaction ('T', 'E': COMMIT AND CHAIN) keeps its server,
+     * which listens since the commit and sends what is committed meanwhile
+     * before the ReadyForQuery that ends it; PostgreSQL sends the client
+     * nothing before that: the wait, if any, is for that one.  (Held
+     * here, the client pinned its server while the listening server might
+     * wait for it.) */
+    if (status == 'I' && hold_due(sub))
         return true;
     if (sub_empty(sub) && !sub->waiting)
         pgw_notify_session_gone(s);

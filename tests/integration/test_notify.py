@@ -3809,14 +3809,16 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         self.delivered_after_the_end(b, l, c, [(b"C", b"COMMIT\x00")], [(b"Z", b"I")])
 
     def test_commit_and_chain(self):
-        # COMMIT AND CHAIN's ReadyForQuery ('T') waits the same (a COMMIT
-        # sent behind it ends the chained transaction at once).
+        # The ReadyForQuery that ends the chain waits the same (a COMMIT
+        # sent behind COMMIT AND CHAIN ends the chained transaction at
+        # once); COMMIT AND CHAIN's own ('T') goes at once: the client is
+        # in a transaction, to which PostgreSQL sends nothing (session 47).
         b, l, _, c = self.fill_the_pool()
         self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
         l.sendall(hz.query_msg("commit and chain") + hz.query_msg("commit"))
         self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"Z"])
-        self.delivered_after_the_end(b, l, c, [(b"C", b"COMMIT\x00")],
-                                     [(b"Z", b"T"), (b"C", b"COMMIT\x00"), (b"Z", b"I")])
+        self.delivered_after_the_end(b, l, c, [(b"C", b"COMMIT\x00"), (b"Z", b"T"),
+                                               (b"C", b"COMMIT\x00")], [(b"Z", b"I")])
 
     def test_an_implicit_transaction(self):
         # Statements through the extended protocol up to one Sync are one
@@ -3972,8 +3974,7 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
 
 class TestHeldWithItsOwnServer(CommitHeldCase):
     """A client whose ReadyForQuery is held while it still has a server
-    (a query sent behind the COMMIT, COMMIT AND CHAIN's transaction):
-    review of session 46."""
+    (a query sent behind the COMMIT): review of session 46."""
     QUERY_WAIT = 60
 
     def sleeping(self, q):
@@ -4008,11 +4009,11 @@ class TestHeldWithItsOwnServer(CommitHeldCase):
         self.px.wait_for_log("event=notify_hold_given_up")
 
     def test_a_cancel_reaches_the_query_on_its_server(self):
-        # COMMIT AND CHAIN keeps l's server, its 'T' held; a cancel is for
-        # the query running there, not for the hold.
+        # A query sent behind the COMMIT keeps l's server, its ReadyForQuery
+        # held; a cancel is for the query running there, not for the hold.
         b, l, keys = self.two_in_transactions()
         self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
-        l.sendall(hz.query_msg("commit and chain") + hz.query_msg("select pg_sleep(60)"))
+        l.sendall(hz.query_msg("commit") + hz.query_msg("select pg_sleep(60)"))
         pt.wait_until(lambda: self.sleeping("select pg_sleep(60)") == 1, 20, what="sleeping")
         k = socket.create_connection((self.px.host, self.px.port), timeout=30)
         k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
@@ -4029,7 +4030,7 @@ class TestHeldWithItsOwnServer(CommitHeldCase):
     def test_its_servers_fatal_comes_after_the_held_ready_for_query(self):
         b, l, _ = self.two_in_transactions()
         self.assertEqual(hz.simple_query(l, "listen " + self.CHAN), ([], []))
-        l.sendall(hz.query_msg("commit and chain") + hz.query_msg("select pg_sleep(61)"))
+        l.sendall(hz.query_msg("commit") + hz.query_msg("select pg_sleep(61)"))
         pt.wait_until(lambda: self.sleeping("select pg_sleep(61)") == 1, 20, what="sleeping")
         self.pg.psql("select pg_terminate_backend(pid) from pg_stat_activity "
                      "where query = 'select pg_sleep(61)'")
@@ -4079,6 +4080,55 @@ class TestCommitWaitsForAHubThatGetsNoServer(CommitHeldCase):
         assert_ended(self, l, "08006", fd["M"], before=(b"C", b"Z"))
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class TestChainedListensDoNotPinThePool(CommitHeldCase):
+    """COMMIT AND CHAIN's ReadyForQuery ('T') was held while the client
+    kept its server: a pool full of such clients left the listening server
+    none, so each waited for query_wait_timeout, then was disconnected
+    08006 at its chain's end (review, session 46).  The client is in a
+    transaction still: PostgreSQL sends it nothing before that ends, and
+    its own server, listening since the commit, sends what was committed
+    meanwhile before the chain's last ReadyForQuery.  So 'T' goes at once
+    and the wait is for the ReadyForQuery that ends the chain."""
+    QUERY_WAIT = 10
+
+    def test_a_pool_full_of_chained_listens_runs_on(self):
+        ls = []
+        for i in range(2):            # the pool's two servers
+            l = login(self, self.px)
+            self.assertEqual(hz.simple_query(l, "begin"), ([], []))
+            ls.append(l)
+        chans = ["%s%d" % (self.CHAN, i) for i in range(2)]
+        for l, ch in zip(ls, chans):
+            self.assertEqual(hz.simple_query(l, "listen " + ch), ([], []))
+        for l in ls:
+            l.sendall(hz.query_msg("commit and chain"))
+        for l in ls:
+            l.settimeout(30)
+            got = hz.read_until_ready(l)
+            self.assertEqual(got, [(b"C", b"COMMIT\x00"), (b"Z", b"T")])
+        # Committed after the chain's COMMIT returned: PostgreSQL gives it
+        # to the client at the end of the chained transaction.
+        self.pg.psql("select pg_notify('%s', 'during'), pg_notify('%s', 'during')" %
+                     tuple(chans))
+        for l in ls:
+            self.assertEqual(hz.simple_query(l, "select 1"), ([[b"1"]], []))
+        heard = []
+        for l in ls:
+            l.sendall(hz.query_msg("commit"))
+            got = hz.read_until_ready(l)
+            self.assertEqual([m for m in got if m[0] != b"A"],
+                             [(b"C", b"COMMIT\x00"), (b"Z", b"I")], got)
+            heard.append([notification(b)[1:] for t, b in got if t == b"A"])
+        # Its ReadyForQuery came once the listening server listened.
+        self.pg.psql("select pg_notify('%s', 'marker'), pg_notify('%s', 'marker')" %
+                     tuple(chans))
+        for l, ch, h in zip(ls, chans, heard):
+            while not h or h[-1] != (ch, "marker"):
+                h += [n[1:] for n in read_notifications(l, 1)]
+            self.assertEqual(h, [(ch, "during"), (ch, "marker")])
+            self.assertEqual(hz.simple_query(l, "select 2"), ([[b"2"]], []))
 
 
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
