@@ -78,6 +78,11 @@
 struct notify_chan {
     char name[PGW_CHANNEL_UTF8_MAX + 1];
     int refs;                           /* clients listening */
+    bool failed;                        /* the hub's own LISTEN of it failed, with this
+                                           error (hub_listen_failed); a LISTEN of it
+                                           that succeeds clears it */
+    char fail_state[6];
+    char fail_msg[256];
 };
 
 /* A statement for the hub's server: a client's LISTEN, or the hub's own
@@ -148,6 +153,11 @@ struct pgw_notify_hub {
 #define NOTIFY_LOST_SQLSTATE "08006"
 #define NOTIFY_LOST_MSG "the server connection listening for this client was lost (%s): " \
                         "notifications may have been missed"
+/* ... and when the hub's LISTEN of a channel it took over from the
+ * client's transaction fails (hub_listen_failed): PostgreSQL's error. */
+#define NOTIFY_LISTEN_FAILED_DETAIL "The LISTEN this client's transaction committed failed on " \
+                                    "the server connection listening for it: the client does " \
+                                    "not listen on the channel."
 
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
@@ -165,6 +175,8 @@ static void held_clear(struct pgw_notify_sub *sub);
 static void hub_tick_now(struct pgw_notify_hub *h);
 static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const char *msg);
 static void hub_unhold(struct pgw_notify_hub *h);
+static void hub_listen_failed(struct pgw_notify_hub *h, const char *chan);
+static void hold_fail_listen(struct pgw_notify_sub *sub, const struct notify_chan *c);
 typedef bool (*held_keep_fn)(struct pgw_notify_sub *sub, uint8_t *msg);
 struct converted;
 static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
@@ -272,6 +284,7 @@ static bool chan_ref(struct pgw_notify_hub *h, const char *name)
     c = &h->chans[h->nchans++];
     snprintf(c->name, sizeof(c->name), "%s", name);
     c->refs = 1;
+    c->failed = false;
     return true;
 }
 
@@ -954,6 +967,9 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (!r)
             break;
         if (r->listen && !r->failed) {
+            struct notify_chan *c = hub_chan(h, r->chan);
+            if (c)
+                c->failed = false;       /* it listens on it now */
             /* From here on the channel's notifications are the client's. */
             if (r->s && !sub_add(r->s->notify, r->chan)) {
                 r->failed = r->answered = true;
@@ -997,6 +1013,15 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (r && (char)msg[0] == PGW_BE_ERROR && !fatal)
             r->failed = r->answered = true;   /* first: a failed write may free r
                                                  (hub_lost) */
+        if (r && !r->s && r->listen && (char)msg[0] == PGW_BE_ERROR && !fatal && parsed) {
+            /* The hub's own LISTEN: its clients learn at its ReadyForQuery
+             * (hub_listen_failed). */
+            struct notify_chan *c = hub_chan(h, r->chan);
+            if (c) {
+                snprintf(c->fail_state, sizeof(c->fail_state), "%s", f.sqlstate);
+                snprintf(c->fail_msg, sizeof(c->fail_msg), "%s", f.message);
+            }
+        }
         if (r && r->s && !fatal) {
             pgw_notify_send(r->s, msg, total);
         } else if (parsed) {
@@ -1025,6 +1050,8 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         struct pgw_session *s = r->s;
         if (r->barrier)
             hub_echo_end(h, r->gen);
+        if (r->listen && r->failed && !s && hub_chan(h, r->chan) && !listen_queued(h, r->chan))
+            hub_listen_failed(h, r->chan);
         if (r->listen && h->nheld > 0)
             hub_tick_now(h);             /* a held ReadyForQuery may go (hub_unhold) */
         free(r);
@@ -1235,6 +1262,7 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
         if (sub->ending == NOTIFY_END_NONE && sub_listens(sub)) {
             sub->ending = NOTIFY_END_LOST;
             sub->end_why = why;
+            sub->end_listen = false;
             nsubs++;
         }
     }
@@ -1246,6 +1274,8 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
              h->nchans, nsubs, lq(q3, sizeof(q3), why));
     hub_drop_server(h);
     hub_echo_end(h, 0);     /* the copies it was to send come from no server */
+    for (int i = 0; i < h->nchans; i++)
+        h->chans[i].failed = false;      /* the next server tries every LISTEN anew */
     struct notify_req **pp = &h->head, **ap = &h->answered;
     while (*ap)
         ap = &(*ap)->next;
@@ -1282,6 +1312,21 @@ static void hub_tick_now(struct pgw_notify_hub *h)
     ev_timer_start(h->px->loop, &h->tick);
 }
 
+/* s is ended for NOTIFY_END_LOST: its hub's server lost (or none came
+ * for it), or the hub's LISTEN of one of its channels failed, which is
+ * told with that error (as a lone LISTEN gets it, but FATAL: its
+ * transaction committed the LISTEN). */
+static void lost_close(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (sub->end_listen) {
+        s->close_detail = NOTIFY_LISTEN_FAILED_DETAIL;
+        pgw_session_close(s, sub->hold_state, "%s", sub->end_why);
+    } else {
+        pgw_session_close(s, NOTIFY_LOST_SQLSTATE, NOTIFY_LOST_MSG, sub->end_why);
+    }
+}
+
 /* After hub_lost: the answered requests' clients get their ReadyForQuery
  * (and read on), then the listeners between transactions are
  * disconnected. */
@@ -1303,21 +1348,17 @@ static void hub_lost_settle(struct pgw_notify_hub *h)
     for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next)
         nsubs++;
     struct pgw_session **to = nsubs ? calloc((size_t)nsubs, sizeof(*to)) : NULL;
-    const char **why = nsubs ? calloc((size_t)nsubs, sizeof(*why)) : NULL;
     int n = 0;
-    for (struct pgw_list *l = h->subs.next; to && why && l != &h->subs; l = l->next) {
+    for (struct pgw_list *l = h->subs.next; to && l != &h->subs; l = l->next) {
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
         if (sub->ending == NOTIFY_END_LOST && (sub->waiting || deliverable(sub->session)) &&
-            sub->session->state != PGW_SS_WAIT_SERVER) {
-            why[n] = sub->end_why;
+            sub->session->state != PGW_SS_WAIT_SERVER)
             to[n++] = sub->session;
-        }
     }
     /* Short of memory: they are closed at their next transaction's end. */
     for (int i = 0; i < n; i++)
-        if (to[i]->state != PGW_SS_CLOSING)
-            pgw_session_close(to[i], NOTIFY_LOST_SQLSTATE, NOTIFY_LOST_MSG, why[i]);
-    free(why);
+        if (to[i]->state != PGW_SS_CLOSING && to[i]->notify)
+            lost_close(to[i]);
     free(to);
 }
 
@@ -2429,7 +2470,7 @@ void pgw_notify_flush(struct pgw_session *s)
         /* hub_lost; a transaction whose LISTEN it was rolled back, and
          * which listened to nothing else, missed nothing. */
         if (sub_listens(sub))
-            pgw_session_close(s, NOTIFY_LOST_SQLSTATE, NOTIFY_LOST_MSG, sub->end_why);
+            lost_close(s);
         else
             sub->ending = NOTIFY_END_NONE;
     }
@@ -2508,7 +2549,16 @@ void pgw_notify_session_gone(struct pgw_session *s)
 /* The hub's server listens on chan: no LISTEN of it waits or runs. */
 static bool hub_listens(const struct pgw_notify_hub *h, const char *chan)
 {
-    return h->srv && !listen_queued(h, chan);
+    const struct notify_chan *c = hub_chan((struct pgw_notify_hub *)h, chan);
+    return h->srv && !listen_queued(h, chan) && !(c && c->failed);
+}
+
+/* The hub's own LISTEN of chan failed (and none of it is queued again):
+ * the error, for a client whose transaction made chan its own. */
+static const struct notify_chan *listen_failure(struct pgw_notify_hub *h, const char *chan)
+{
+    const struct notify_chan *c = hub_chan(h, chan);
+    return c && c->failed && !listen_queued(h, chan) ? c : NULL;
 }
 
 static bool await_add(struct pgw_notify_sub *sub, const char *chan)
@@ -2522,6 +2572,9 @@ static bool await_add(struct pgw_notify_sub *sub, const char *chan)
         return false;
     sub->await = grown;
     snprintf(sub->await[sub->nawait++], sizeof(sub->await[0]), "%s", chan);
+    const struct notify_chan *c = listen_failure(sub->hub, chan);
+    if (c)
+        hold_fail_listen(sub, c);
     return true;
 }
 
@@ -2544,7 +2597,7 @@ static bool hold_due(struct pgw_notify_sub *sub)
         await_prune(sub);
     if (sub->ending != NOTIFY_END_NONE || sub->nawait == 0) {
         sub->nawait = 0;
-        sub->hold_failed = false;
+        sub->hold_failed = sub->hold_listen = false;
         return sub->rfq_held;        /* (an earlier one stays held: hub_unhold) */
     }
     if (!sub->rfq_held) {
@@ -2568,6 +2621,46 @@ static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const ch
     snprintf(sub->hold_msg, sizeof(sub->hold_msg), "%s", msg);
     if (sub->rfq_held)
         hub_tick_now(sub->hub);
+}
+
+/* The hub's own LISTEN of c failed: sub's transaction committed its
+ * LISTEN, so no error after its COMMIT; that error, as a lone LISTEN gets
+ * it, ends the client after its ReadyForQuery (hold_end). */
+static void hold_fail_listen(struct pgw_notify_sub *sub, const struct notify_chan *c)
+{
+    if (sub->hold_failed)
+        return;
+    sub->hold_listen = true;
+    hold_fail(sub, c->fail_state, c->fail_msg);
+}
+
+/* The hub's own LISTEN of chan failed (its ReadyForQuery came, no LISTEN
+ * of it is queued): the channel is marked (hub_listens says no until a
+ * LISTEN of it succeeds; a transaction's LISTEN of it sends one again).
+ * A client that awaits it fails its hold; one that listens on it already
+ * is ended between transactions with that error.  (Nothing is closed
+ * from here: the tick does it.) */
+static void hub_listen_failed(struct pgw_notify_hub *h, const char *chan)
+{
+    struct notify_chan *c = hub_chan(h, chan);
+    c->failed = true;
+    for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        bool awaits = false;
+        for (int i = 0; i < sub->nawait && !awaits; i++)
+            awaits = strcmp(sub->await[i], chan) == 0;
+        if (awaits) {
+            hold_fail_listen(sub, c);
+        } else if (sub_find(sub, chan) >= 0 && sub->ending == NOTIFY_END_NONE) {
+            snprintf(sub->hold_state, sizeof(sub->hold_state), "%s", c->fail_state);
+            snprintf(sub->hold_msg, sizeof(sub->hold_msg), "%s", c->fail_msg);
+            sub->ending = NOTIFY_END_LOST;
+            sub->end_why = sub->hold_msg;
+            sub->end_listen = true;
+            h->lost = true;
+            hub_tick_now(h);
+        }
+    }
 }
 
 /* The hold of s ends: its ReadyForQuery goes with what is behind it
@@ -2605,11 +2698,12 @@ static void hold_end(struct pgw_session *s)
          * at the next tick, or pgw_notify_flush at its transaction's end). */
         sub->ending = NOTIFY_END_LOST;
         sub->end_why = sub->hold_msg;
+        sub->end_listen = sub->hold_listen;
         sub->hub->lost = true;
         hub_tick_now(sub->hub);
     }
     sub->nawait = 0;
-    sub->hold_failed = sub->hold_canceled = false;
+    sub->hold_failed = sub->hold_canceled = sub->hold_listen = false;
     if (b)
         b->held = false;
     pgw_session_flush_client(s);
@@ -2713,7 +2807,7 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
         bool known = hub_chan(h, chan) != NULL;
         if (!chan_ref(h, chan))
             return false;
-        if (!known && h->srv) {
+        if ((!known || hub_chan(h, chan)->failed) && h->srv) {   /* (failed: again) */
             struct notify_req *r = req_own("LISTEN", chan);
             if (!r) {
                 chan_unref(h, chan);

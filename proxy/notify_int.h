@@ -123,6 +123,8 @@ struct pgw_notify_sub {
     enum notify_end ending;             /* closed between transactions (at once or
                                            at its transaction's end) */
     const char *end_why;                /* NOTIFY_END_LOST: hub_lost's reason */
+    bool end_listen;                    /* ... the hub's LISTEN failed: end_why is its
+                                           message, hold_state its SQLSTATE */
     bool enc_warned;                    /* a notification it could not take was logged */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
@@ -151,6 +153,7 @@ struct pgw_notify_sub {
     ev_tstamp held_since;
     bool hold_canceled;                 /* a cancel ended the hold (a WARNING goes) */
     bool hold_failed;                   /* the hub could not listen: this error goes */
+    bool hold_listen;                   /* ... its LISTEN failed (hold_fail_listen) */
     char hold_state[6];                 /* before the ReadyForQuery, its channels */
     char hold_msg[256];                 /* not the client's (hold_fail) */
 };

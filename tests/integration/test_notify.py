@@ -4131,6 +4131,65 @@ class TestChainedListensDoNotPinThePool(CommitHeldCase):
             self.assertEqual(hz.simple_query(l, "select 2"), ([[b"2"]], []))
 
 
+class FailListen(hz.QueryServer):
+    """A PostgreSQL look-alike (as CutAfterAnswer) whose LISTEN of a
+    channel in `fail` gets an ErrorResponse 55000 (the connection goes
+    on); a LISTEN among other statements of a Query (a transaction's) is
+    answered as the rest."""
+
+    TIMEOUT = 30
+    ERROR = b"SERROR\0VERROR\0C55000\0Mcannot listen on this channel here\0\0"
+
+    def __init__(self, fail):
+        self.fail = set(fail)
+        super().__init__()
+
+    def answer(self, sql):
+        words = sql.replace('"', " ").replace(";", " ; ").split()
+        if len(words) > 1 and words[0].upper() == "LISTEN" and words[1] in self.fail:
+            return self._msg(b"E", self.ERROR), True
+        out = b""
+        for stmt in (x.split() for x in " ".join(words).split(";")):
+            if stmt:
+                out += self._msg(b"C", stmt[0].upper().encode() + b"\0")
+        return out, True
+
+
+class TestHubListenFails(pt.PgwharfTestCase):
+    """The listening server's own LISTEN of a channel a transaction
+    committed failed: the hold was lifted as if it listened, and the
+    client went on, listening to nothing (review, session 46).  It gets
+    that ReadyForQuery (the commit stands), then the error a lone LISTEN
+    gets, FATAL."""
+
+    def login(self, px):
+        s = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, "fk", self.pg.password)
+        return s
+
+    def test_a_committed_listen_the_hub_cannot_run_ends_the_client(self):
+        fake = FailListen(["pgw_bad"])
+        self.addCleanup(fake.close)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3},
+                                databases={"fk": "host=127.0.0.1 port=%d dbname=fk" % fake.port})
+        # A LISTEN among other statements: an implicit transaction's.
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_bad"))
+        assert_ended(self, a, "55000", "cannot listen on this channel here",
+                     before=(b"C", b"C", b"Z"))
+        # A lone LISTEN gets the same error (and goes on).
+        d = self.login(px)
+        d.sendall(hz.query_msg("listen pgw_bad"))
+        got = hz.read_until_ready(d)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        f = hz.parse_fields(got[0][1])
+        self.assertEqual((f["S"], f["C"], f["M"]),
+                         ("ERROR", "55000", "cannot listen on this channel here"))
+        self.assertEqual(hz.simple_query(d, "select 1"), ([], []))
+        px.wait_for_log("event=notify_server")
+
+
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
     """A reload that leaves a pool with listeners room for one server only:
     the listening server kept it (the room check ran only when the pool's
