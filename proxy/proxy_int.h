@@ -240,6 +240,14 @@ struct pgw_session {
     bool fe_invalid;                 /* ...in place of a message of a type PostgreSQL
                                         refuses after login: the end is FATAL 08P01 */
     uint8_t fe_invalid_type;         /* ...that message's type byte */
+    uint8_t copy_abort;              /* ...in the client's COPY FROM STDIN: pgwharf's
+                                        CopyFail and marker are out (relay.c,
+                                        COPY_ABORT_*) */
+    bool copy_abort_ours;            /* ...and the COPY failed at that CopyFail: the
+                                        FATAL is PostgreSQL's for a COPY */
+    uint32_t copy_abort_z;           /* ReadyForQuerys held back meanwhile */
+    char copy_abort_zs;              /* ...their status */
+    char copy_abort_name[40];        /* the marker's portal name (random) */
     bool ssl_asked, gss_asked;       /* SSLRequest / GSSENCRequest answered 'N' (a
                                         second is refused, as by PostgreSQL) */
     char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent

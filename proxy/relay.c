@@ -16,6 +16,7 @@
 #include "proxy/proxy_int.h"
 
 #include <ctype.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2652,10 +2653,85 @@ static bool fe_type_valid(uint8_t type)
  * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then. */
 static void close_terminated(struct pgw_session *s)
 {
-    if (s->fe_invalid)
+    if (s->fe_invalid && s->copy_abort_ours) {
+        /* In a COPY FROM STDIN (copy_abort_start), PostgreSQL's error
+         * there, then its FATAL at the message it stopped reading. */
+        char m[64];
+        snprintf(m, sizeof(m), "unexpected message type 0x%02X during COPY from stdin",
+                 s->fe_invalid_type);
+        send_error(s, "08P01", m);
+        if (s->state != PGW_SS_CLOSING)
+            pgw_session_close(s, "08P01", "terminating connection because protocol "
+                              "synchronization was lost");
+    } else if (s->fe_invalid)
         pgw_session_close(s, "08P01", "invalid frontend message type %d", s->fe_invalid_type);
     else
         pgw_session_close(s, NULL, "client terminated");
+}
+
+enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
+
+/* A message of a type PostgreSQL refuses (fe_invalid), the client in a COPY
+ * FROM STDIN the server runs: PostgreSQL would end the backend (FATAL
+ * "unexpected message type 0xNN during COPY from stdin").  Can pgwharf end
+ * that COPY in its place and keep the server?  Not with replies of other
+ * clients due on it (server_pipeline_depth) or pgwharf's own out. */
+static bool copy_abort_due(const struct pgw_session *s)
+{
+    return s->fe_invalid && s->copy_abort == COPY_ABORT_NONE && s->server &&
+           s->state == PGW_SS_LINKED && s->srv_copy_in && s->copy_ins > s->copy_ends &&
+           !s->replication && s->cskip == 0 && !s->pipe_srv && !s->pipe_stop &&
+           s->pipe_skip == 0 && s->pipe_drop == 0 && s->swallow == 0 && !s->trk_probe &&
+           s->server->user_queued == 0 && s->server->user_tail_skip == 0;
+}
+
+/* After what the client sent before the refused message: a CopyFail (the
+ * COPY fails, its transaction with it, as at PostgreSQL's FATAL), a Sync
+ * (the server skips nothing after it, in either protocol), then a marker
+ * that no reply of the client's can pass for: a Describe of a portal of
+ * a random name, which fails with that name (34000, in a failed
+ * transaction block too), and a Sync.  Everything before the marker's
+ * error answers the client's messages or pgwharf's CopyFail and Sync
+ * (copy_abort_reply); the ReadyForQuery after it is the last.  The client
+ * reads nothing more (client_eof), and gets the FATAL once that is in.
+ * false when out of memory (the caller goes on as before). */
+static bool copy_abort_start(struct pgw_session *s)
+{
+    static const char fail[] = "f\0\0\0\x29" "COPY ended: invalid frontend message";
+    static const char sync[] = "S\0\0\0\4";
+    _Static_assert(sizeof(fail) == 1 + 0x29, "the CopyFail's length (its NUL too)");
+    uint8_t rnd[8];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return false;
+    char name[sizeof(s->copy_abort_name)];
+    int nl = snprintf(name, sizeof(name), "pgwharf_copy_end_%02x%02x%02x%02x%02x%02x%02x%02x",
+                      rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    uint8_t desc[5 + 1 + sizeof(name)];
+    uint32_t dlen = 4 + 1 + (uint32_t)nl + 1;
+    desc[0] = PGW_FE_DESCRIBE;
+    pgw_put_u32(desc + 1, dlen);
+    desc[5] = 'P';
+    memcpy(desc + 6, name, (size_t)nl + 1);
+    size_t need = sizeof(fail) + 2 * (sizeof(sync) - 1) + 1 + dlen;
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+        return false;
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)(s->cbuf->len - s->cbuf->sent + need)))
+        return false;
+    struct pgw_iobuf *b = s->cbuf;
+    if (!pgw_iobuf_append(b, fail, sizeof(fail)) ||
+        !pgw_iobuf_append(b, sync, sizeof(sync) - 1) || !pgw_iobuf_append(b, desc, 1 + dlen) ||
+        !pgw_iobuf_append(b, sync, sizeof(sync) - 1))
+        return false;
+    b->parsed = b->len;
+    memcpy(s->copy_abort_name, name, (size_t)nl + 1);
+    s->copy_abort = COPY_ABORT_OUT;
+    s->copy_abort_ours = false;
+    s->copy_abort_z = 0;
+    s->eof_copy_fail = true;            /* (no second CopyFail: eof_end_copy) */
+    s->client_eof = true;               /* nothing more is read from it */
+    s->term_wait = true;
+    ev_io_stop(s->px->loop, &s->cli_r);
+    return true;
 }
 
 /* Scan client messages; returns false when the session was closed. */
@@ -2684,6 +2760,22 @@ static bool scan_client(struct pgw_session *s)
             if (s->cskip == 0 && s->discard == PGW_DISCARD_LAST && !discard_done(s))
                 return false;
             continue;
+        }
+        if (!fe_type_valid(b->data[b->parsed]) && !s->replication &&
+            s->srv_copy_in && s->copy_ins > s->copy_ends) {
+            /* In the client's COPY FROM STDIN: pgwharf ends that COPY in
+             * its place and keeps the server (copy_abort_start); failing
+             * that, it goes to the server, which ends, as before. */
+            s->fe_invalid = true;
+            s->fe_invalid_type = b->data[b->parsed];
+            uint32_t cut = b->len - b->parsed;
+            b->len = b->parsed;
+            if (copy_abort_due(s) && copy_abort_start(s)) {
+                s->unrelayed_in += cut;   /* it and what follows: dropped */
+                return true;
+            }
+            s->fe_invalid = false;
+            b->len = b->parsed + cut;
         }
         if (!fe_type_valid(b->data[b->parsed]) &&
             !(s->srv_copy_in && s->copy_ins > s->copy_ends) && !s->replication) {
@@ -3421,6 +3513,8 @@ static bool eof_done(const struct pgw_session *s)
         return false;
     if (!s->server)
         return true;
+    if (s->copy_abort != COPY_ABORT_NONE)
+        return false;            /* its end is on its way (copy_abort_reply) */
     /* A COPY FROM STDIN waits for data that will never come. */
     if (s->copy_ins > s->copy_ends)
         return true;
@@ -3541,6 +3635,14 @@ void pgw_relay_eof_check(struct pgw_session *s)
 {
     if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
         return;
+    /* The refused message came with the request that started this COPY
+     * (before its CopyInResponse): the COPY ends in its place now, as
+     * above, once all the client sent before it is on the server. */
+    if (s->term_wait && copy_abort_due(s) && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
+        !s->srv_write_blocked && copy_abort_start(s)) {
+        pgw_relay_flush_server(s);
+        return;
+    }
     if (!eof_done(s))
         eof_end_copy(s);
     else if (s->term_wait)
@@ -4092,6 +4194,126 @@ static bool error_past_release(struct pgw_session *s, const uint8_t *p, uint32_t
     return true;
 }
 
+/* n ReadyForQuerys held back (copy_abort_reply) to the client, at the
+ * server's parse position. */
+static bool copy_abort_give_z(struct pgw_session *s, uint32_t n)
+{
+    uint8_t z[6] = {PGW_BE_READY, 0, 0, 0, 5, (uint8_t)s->copy_abort_zs};
+    for (; n > 0; n--) {
+        if (!pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + sizeof(z)) ||
+            !pgw_iobuf_insert(s->sbuf, s->sbuf->parsed, z, sizeof(z)))
+            return false;               /* (parsed moves past it) */
+    }
+    return true;
+}
+
+/* A reply copy_abort_reply did not foresee: the server's state is not
+ * known, so it is closed, and the session ends as it would have. */
+static int copy_abort_unforeseen(struct pgw_session *s)
+{
+    s->copy_abort = COPY_ABORT_NONE;
+    pgw_server_retire(s->server, "an unforeseen reply while pgwharf ended a client's COPY");
+    close_terminated(s);
+    return -1;
+}
+
+/* A server message whole at sbuf's parse position while pgwharf ends the
+ * client's COPY (copy_abort_start).  The client gets what PostgreSQL
+ * would have sent it: the answers to what it sent before the refused
+ * message (the COPY's own error when the COPY failed before that, a bad
+ * row), never those of pgwharf's CopyFail, Sync and marker -- the
+ * ReadyForQuerys are held back until it is known whose they are.  After
+ * the marker's ReadyForQuery everything is answered: the server is at a
+ * Sync, nothing outstanding, and the session ends with the FATAL
+ * (pgw_relay_eof_check), the server given back as ever.  Anything not
+ * foreseen leaves the server to be closed.  Returns -1 when the session
+ * was closed, 0 to wait for more, 1 when the message was taken. */
+static int copy_abort_reply(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    uint32_t avail = b->len - b->parsed;
+    const uint8_t *p = b->data + b->parsed;
+    char type = (char)p[0];
+    uint32_t total = server_msg_total(s, p);
+    if (!total)
+        return -1;
+    if (total > avail) {
+        if (!server_msg_room(s, type, total))
+            return -1;
+        return 0;
+    }
+    if (type == PGW_BE_READY && total == 6) {
+        s->copy_abort_zs = (char)p[5];
+        pgw_iobuf_cut(b, b->parsed, total);
+        if (s->copy_abort == COPY_ABORT_OUT) {
+            s->copy_abort_z++;
+            return 1;
+        }
+        /* The marker's: all is answered. */
+        s->copy_abort = COPY_ABORT_NONE;
+        pgw_track_probed(&s->track, s->copy_abort_zs);
+        if (s->ps_on)
+            pgw_ps_link(s);
+        s->copy_ins = s->copy_ends = 0;
+        s->srv_copy_in = false;
+        s->query_start = s->query_floor = 0;
+        return 1;
+    }
+    struct pgw_wire_err_fields f;
+    if (type == PGW_BE_ERROR && s->copy_abort == COPY_ABORT_OUT &&
+        pgw_wire_parse_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR, &f) == 0 && f.sqlstate &&
+        strcmp(f.sqlstate, "34000") == 0 && f.message && strstr(f.message, s->copy_abort_name)) {
+        /* The marker's error: the ReadyForQuery before it answers
+         * pgwharf's Sync; those before that the client's (lost with
+         * the COPY's own error: none are). */
+        if (s->copy_abort_z == 0)
+            return copy_abort_unforeseen(s);    /* (pgwharf's Sync is answered first) */
+        if (!s->copy_abort_ours && !copy_abort_give_z(s, s->copy_abort_z - 1)) {
+            pgw_session_close(s, "53200", "out of memory for a reply to the client");
+            return -1;
+        }
+        s->copy_abort_z = 0;
+        s->copy_abort = COPY_ABORT_MARKED;
+        b = s->sbuf;
+        pgw_iobuf_cut(b, b->parsed, total);
+        return 1;
+    }
+    if (s->copy_abort == COPY_ABORT_OUT && type == PGW_BE_ERROR && !s->copy_abort_ours &&
+        pgw_track_copy_fail_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR)) {
+        /* pgwharf's CopyFail failed the COPY: PostgreSQL would have sent
+         * its FATAL alone. */
+        s->copy_abort_ours = true;
+        pgw_iobuf_cut(b, b->parsed, total);
+        return 1;
+    }
+    /* Else only the COPY's own error (before pgwharf's CopyFail: a bad
+     * row, a trigger), a notice or a parameter's new value can come: the
+     * client's, after the ReadyForQuerys before them, as they came (none
+     * are the client's once the COPY failed at pgwharf's CopyFail).  (A
+     * client that sent other requests into its COPY had them fail it:
+     * their answers are not foreseen.) */
+    bool ours = s->copy_abort_ours || s->copy_abort == COPY_ABORT_MARKED;
+    if (type != PGW_BE_NOTICE && type != PGW_BE_PARAM_STATUS &&
+        (type != PGW_BE_ERROR || ours))
+        return copy_abort_unforeseen(s);
+    if (!ours) {
+        if (!copy_abort_give_z(s, s->copy_abort_z)) {
+            pgw_session_close(s, "53200", "out of memory for a reply to the client");
+            return -1;
+        }
+        s->copy_abort_z = 0;
+    }
+    b = s->sbuf;
+    p = b->data + b->parsed;
+    if (type == PGW_BE_ERROR) {
+        note_server_error(s, p, total);
+    } else if (type == PGW_BE_PARAM_STATUS) {
+        note_param(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
+    }
+    b->parsed += total;
+    return 1;
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -4125,6 +4347,15 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         }
         if (avail < PGW_MSG_HDR)
             break;
+        if (s->copy_abort != COPY_ABORT_NONE) {
+            int r = copy_abort_reply(s);
+            if (r < 0)
+                return false;
+            b = s->sbuf;
+            if (r == 0)
+                break;
+            continue;
+        }
         const uint8_t *p = b->data + b->parsed;
         char type = (char)p[0];
         /* Replies of pgwharf's own that go before this message. */
@@ -4455,6 +4686,7 @@ static void server_data(struct pgw_session *s)
      * answered (the server may go back). */
     if (s->ps_on && s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
         !s->ps_wait && s->track.fe_open == 0 && s->cskip == 0 &&
+        s->copy_abort == COPY_ABORT_NONE &&
         (!s->cbuf || s->cbuf->parsed == s->cbuf->len) && pgw_ps_probe_idle(s))
         pgw_relay_flush_server(s);
     /* Likewise with the tracker alone (max_prepared_statements = 0): the

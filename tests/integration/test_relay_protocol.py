@@ -580,6 +580,98 @@ class TestAMessageTypePostgresRefuses(RelayCase):
                                       user=self.pg.user), "5,5")
         self.assert_same_server(pid)
 
+    def copy_started(self, sock, extended=False):
+        """A COPY FROM STDIN of relay_bad_type started on sock: its
+        CopyInResponse read (by a Query, or a Parse/Bind/Execute/Sync)."""
+        sql = "copy relay_bad_type from stdin"
+        if extended:
+            sock.sendall(hz.parse_msg("", sql) + bind_execute() + SYNC)
+        else:
+            sock.sendall(hz.query_msg(sql))
+        while True:
+            t, body = hz.recv_msg(sock)
+            self.assertNotEqual(t, b"E", body)
+            if t == b"G":
+                return
+
+    @staticmethod
+    def in_copy(type_byte):
+        """PostgreSQL's errors for a message of that type in a COPY FROM
+        STDIN: the COPY's, then the end of the connection."""
+        return [("ERROR", "08P01", "unexpected message type 0x%02X during COPY from stdin" %
+                 type_byte),
+                ("FATAL", "08P01", "terminating connection because protocol synchronization "
+                 "was lost")]
+
+    def assert_copy_ends_as_directly(self, run, last):
+        """run(sock) sends and returns what came until the end: the same
+        through pgwharf as from PostgreSQL, ending with the errors `last`;
+        the COPY did not run, and the pooled server stayed."""
+        pid = self.server_pid()
+        want = run(self.direct())
+        self.assertEqual(want[-len(last):], [(b"E", e) for e in last], want)
+        self.assertEqual(run(self.login()), want)
+        self.assertEqual(self.pg.psql("select count(*) from relay_bad_type", user=self.pg.user),
+                         "0")
+        self.assert_same_server(pid)
+
+    def test_in_a_copy(self):
+        """In a COPY FROM STDIN PostgreSQL ends the connection at it (FATAL
+        "unexpected message type 0x70 during COPY from stdin"), the COPY
+        rolled back.  It went to the pooled server, which ended: any
+        client made the pool log in again, once per try.  pgwharf ends
+        that COPY with a CopyFail of its own and keeps the server."""
+        for name, payload in self.BAD.items():
+            with self.subTest(message=name):
+                def run(sock):
+                    self.copy_started(sock)
+                    return self.ends_with(sock, M(b"d", b"5\n") + payload)
+                self.assert_copy_ends_as_directly(run, self.in_copy(payload[0]))
+
+    def test_in_a_copy_started_in_the_same_write(self):
+        """Sent with the Query that starts the COPY (before its
+        CopyInResponse): the COPY starts, then ends at it, the same."""
+        def run(sock):
+            return self.ends_with(sock, hz.query_msg("copy relay_bad_type from stdin") +
+                                  M(b"d", b"5\n") + self.BAD["password"])
+        self.assert_copy_ends_as_directly(run, self.in_copy(0x70))
+
+    def test_in_an_extended_protocol_copy(self):
+        """A COPY by Execute (its Sync read by the COPY): the same, in one
+        write with the Execute or after the CopyInResponse."""
+        def later(sock):
+            self.copy_started(sock, extended=True)
+            return self.ends_with(sock, M(b"d", b"5\n") + SYNC + self.BAD["password"])
+
+        def together(sock):
+            return self.ends_with(sock, hz.parse_msg("", "copy relay_bad_type from stdin") +
+                                  bind_execute() + SYNC + M(b"d", b"5\n") +
+                                  self.BAD["password"])
+        for name, run in (("later", later), ("together", together)):
+            with self.subTest(sent=name):
+                self.assert_copy_ends_as_directly(run, self.in_copy(0x70))
+
+    def test_in_a_copy_that_failed_on_its_data(self):
+        """Behind a bad row in the same write: the COPY's own error is on
+        its way when pgwharf reads the refused message.  The client gets
+        it (and the ReadyForQuerys its Syncs get), then the FATAL, as from
+        PostgreSQL, which read the message out of the failed COPY."""
+        def simple(sock):
+            self.copy_started(sock)
+            return self.ends_with(sock, M(b"d", b"x\n") + self.BAD["password"])
+
+        def extended(syncs):
+            def run(sock):
+                self.copy_started(sock, extended=True)
+                return self.ends_with(sock, M(b"d", b"x\n") + SYNC * syncs +
+                                      self.BAD["password"])
+            return run
+        for name, run in (("query", simple), ("execute", extended(0)),
+                          ("execute, a sync", extended(1)), ("execute, syncs", extended(2))):
+            with self.subTest(copy=name):
+                self.assert_copy_ends_as_directly(
+                    run, [("FATAL", "08P01", "invalid frontend message type 112")])
+
     def test_in_the_login(self):
         """Sent with the client's last authentication message: the session
         waits for its first server (a cold pool), gets it, then ends with
@@ -610,6 +702,13 @@ class TestAMessageTypePostgresRefuses(RelayCase):
         pid = self.server_pid()
         bad_login()                     # a warm one
         self.assert_same_server(pid)
+
+
+class TestAMessageTypePostgresRefusesWithoutPreparedStatements(TestAMessageTypePostgresRefuses):
+    """The same with max_prepared_statements = 0 (the relay's tracker
+    alone, track.c, counts the replies due)."""
+
+    settings = {"max_prepared_statements": 0}
 
 
 class TestTerminateWhileQueued(RelayCase):
