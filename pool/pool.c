@@ -1057,7 +1057,9 @@ static bool grow_one(struct pgw_pool *pool, bool evicting)
         srv_priv(srv)->recheck = true;
         srv_priv(srv)->recheck_tsa = pool->tsa;
         srv->backend->kind_rechecks[pool->tsa]++;
+        srv_priv(srv)->recheck_prev_at = srv->backend->kind_recheck_at[pool->tsa];
         srv->backend->kind_recheck_at[pool->tsa] = pool_now(pool) + 1.0;
+        srv_priv(srv)->recheck_set_at = srv->backend->kind_recheck_at[pool->tsa];
         char names[PGW_POOL_LOG_NAMES];
         pgw_debug("pool_kind_recheck", "%s backend=%s id=%llu",
                  pgw_pool_log_names(pool, names, sizeof(names)), srv->backend->address,
@@ -1455,6 +1457,31 @@ bool pgw_pool_recheck_end(struct pgw_server *srv)
     ps->recheck = false;
     srv->backend->kind_rechecks[ps->recheck_tsa]--;
     return true;
+}
+
+/* The clock bounds the logins that ask a host its kind; a recheck refused
+ * for its pool's role or database, or closed unanswered, asked nothing:
+ * another pool with the same target_session_attrs (another role, another
+ * database) rechecks at once, not a second later (its clients, which
+ * waited for this one, got the breaker's 08001).  Not when another login
+ * moved the clock since (a refusal for the kind, a match). */
+void pgw_pool_recheck_void(struct pgw_server *srv)
+{
+    const struct pool_server *ps = srv_priv_const(srv);
+    ev_tstamp *at = &srv->backend->kind_recheck_at[ps->recheck_tsa];
+    if (*at == ps->recheck_set_at)
+        *at = ps->recheck_prev_at;
+}
+
+void pgw_pool_recheck_reaped(struct pgw_server *srv)
+{
+    struct pool_server *ps = srv_priv(srv);
+    if (!ps->recheck_unanswered)
+        return;
+    ps->recheck_unanswered = false;
+    pgw_pool_recheck_void(srv);
+    if (!srv->pool->set->destroying)    /* (pgw_pool_set_destroy reaps too) */
+        pgw_pool_kick_host_pools(srv->backend);
 }
 
 static bool names_backend(const struct pgw_pool *pool, const void *be)

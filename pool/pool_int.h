@@ -67,6 +67,15 @@ struct pool_server {
     bool recheck;             /* a login to a host skipped for its kind, not yet
                                * answered (counted in backend kind_rechecks) */
     int recheck_tsa;          /* the kind it was for (its slot there) */
+    /* The host's clock for that kind before the recheck moved it, and the
+     * value it set: a recheck that ends with no word on the host's kind
+     * (its role or database refused, or closed unanswered: no descriptor
+     * for its socket) puts it back (pgw_pool_recheck_void). */
+    ev_tstamp recheck_prev_at, recheck_set_at;
+    /* Closed while its recheck was under way, the caller giving no
+     * verdict: the reaper puts the clock back and kicks the pools that
+     * waited for it (pgw_pool_recheck_reaped). */
+    bool recheck_unanswered;
     int host;                 /* its index in pool->hosts at the start */
     /* target_session_attrs=prefer-standby: libpq is asked for a standby
      * (else for any server: no host of the list is known to be one) */
@@ -383,6 +392,11 @@ void pgw_pool_host_matched(struct pgw_pool *pool, int i, struct pgw_backend *be,
 /* A recheck login of srv's (pool_server.recheck) has its answer or is
  * gone: no longer counted on its backend.  true when srv's login was one. */
 bool pgw_pool_recheck_end(struct pgw_server *srv);
+/* A recheck that said nothing of the host's kind: its clock as before it. */
+void pgw_pool_recheck_void(struct pgw_server *srv);
+/* srv, reaped, was closed with its recheck unanswered: recheck_void, and
+ * the pools waiting for it kicked (not at the next tick). */
+void pgw_pool_recheck_reaped(struct pgw_server *srv);
 /* Kick the pools with clients waiting whose host list names be: a recheck
  * of it ended, whose outcome they waited for. */
 void pgw_pool_kick_host_pools(struct pgw_backend *be);

@@ -274,9 +274,12 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
         ps->probe = false;
         pgw_breaker_probe_abort(&srv->backend->breaker, pgw_mono_now(set->loop));
     }
-    /* (a recheck closed unanswered: the pools waiting for it are kicked by
-     * connect_failed, or by the next tick) */
-    pgw_pool_recheck_end(srv);
+    /* A recheck closed unanswered (connect_failed gives its verdict after,
+     * but for want of a descriptor): the pools waiting for it are kicked when
+     * it is reaped, with the host's clock put back (the next tick came up
+     * to a second later, and found no recheck due). */
+    if (pgw_pool_recheck_end(srv))
+        ps->recheck_unanswered = true;
     ev_io_stop(set->loop, &srv->io);
     ev_timer_stop(set->loop, &srv->timer);
     if (reason) {
@@ -618,6 +621,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
      * server answered, and is up for other pools. */
     bool local = pgw_pool_login_error_is_local(sqlstate) || pgw_pool_refusal_is_local(text) ||
                  (!answered && role_or_db);
+    /* (its fds branch above left a recheck unanswered: the reaper's) */
     if (srv->replication) {
         /* A refusal the server answered (no REPLICATION privilege, no
          * pg_hba line for replication, max_wal_senders) is this client's:
@@ -641,6 +645,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
      * the host is of the old ones, and the waiters get a server logging in
      * with the new ones (kicked below). */
     bool stale = ps->settings_gen != pool->settings_gen;
+    ps->recheck_unanswered = false;   /* answered here, kicked below */
     if (!answered && pgw_pool_target_mismatch(text)) {
         /* Up and answering, but not what target_session_attrs asks for
          * (a standby, a read-only session): not a health failure; this
@@ -653,6 +658,8 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
          * or its connect_query: the backend is fine (other pools on it
          * too), this pool waits server_login_retry (not when stale). */
         pgw_backend_connected(be, probe);
+        if (recheck)     /* nothing said of the host's kind */
+            pgw_pool_recheck_void(srv);
         if (!stale)
             pgw_pool_login_failed(pool, sqlstate, text);
     } else {

@@ -39,7 +39,9 @@ static void reaper_cb(struct ev_loop *loop, ev_idle *w, int revents)
     struct pgw_list *n;
     while ((n = pgw_list_first(&set->dead))) {
         pgw_list_del(n);
-        pgw_server_free(pgw_container_of(n, struct pgw_server, node));
+        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+        pgw_pool_recheck_reaped(srv);     /* may close and queue more */
+        pgw_server_free(srv);
     }
     ev_idle_stop(loop, w);
 }

@@ -1240,6 +1240,117 @@ class KindChangeTest(SideClusterTestCase):
         self.assertEqual(self.where_closed(px, "rw"), "standby7")
 
 
+    def two_pools_skipping_a_promoted_standby(self, n):
+        """rw (database pgwharf) and pg (database postgres), both
+        target_session_attrs=read-write over [a primary, a standby behind a
+        SocketGate]; the primary dead, both skip the standby (refused as
+        read-only), then it is promoted.  (px, gate, standby's name)."""
+        name = "standby%d" % n
+        standby = self.side.start("standby", name)
+        prim_sock = self.side.start("rw", "prim%d" % n)
+        gate = SocketGate(self.side.root, "gate%d" % n, standby, self.pg.port)
+        self.addCleanup(gate.close)
+        base = ("host=%s,%s port=%d target_session_attrs=read-write load_balance_hosts=disable "
+                % (prim_sock, gate.dir, self.pg.port))
+        px = self.start_pgwharf(settings=dict(SETTINGS, breaker_threshold=1,
+                                              server_login_retry="600s",
+                                              query_wait_timeout="60s"),
+                                databases={"rw": base + "dbname=" + self.pg.database,
+                                           "pg": base + "dbname=postgres"})
+        for db in ("rw", "pg"):
+            self.assertEqual(self.where_closed(px, db), "prim%d" % n)
+        self.side._run("pg_ctl", "stop", "-D", os.path.join(self.side.root, "prim%d" % n),
+                       "-m", "immediate", "-w", "-t", "60")
+        for db in ("rw", "pg"):
+            self.refused_by_the_standby(px, db)
+        self.side.promote(name)
+        return px, gate, name
+
+    def rw_waits_for_pg_recheck(self, px, gate):
+        """pg's recheck held at the gate, and a client of rw waiting for
+        it (rw makes no recheck of its own while one is under way)."""
+        gate.hold()
+        c1 = self.held_recheck(px, "pg", gate)
+        c2 = pt.Background(lambda: self.where_closed(px, "rw"))
+        pt.wait_until(lambda: px.show("POOLS", database="rw")[0]["cl_waiting"] == "1"
+                      or not c2.is_alive(), 30, what="rw waiting")
+        self.assertTrue(c2.is_alive(), "refused at once: %s" % c2.error)
+        self.assertEqual(px.show("POOLS", database="rw")[0]["sv_login"], "0")
+        return c1, c2
+
+    def test_a_recheck_refused_for_its_pool_does_not_hold_off_another_pool(self):
+        # (session 47) The recheck clock is the host's for each
+        # target_session_attrs value, whatever the pool.  A recheck by pg
+        # refused for pg's own database (pg_hba) said nothing of the
+        # host's kind, yet it held rw's recheck off for a second: rw's
+        # client, which waited for it, got the breaker's 08001 at once,
+        # though the host, promoted, is what rw asks for.  Now such a
+        # refusal puts the clock back and rw rechecks at once.
+        px, gate, name = self.two_pools_skipping_a_promoted_standby(8)
+        data = os.path.join(self.side.root, name)
+        hba = os.path.join(data, "pg_hba.conf")
+        with open(hba) as f:
+            rules = f.read()
+        with open(hba, "w") as f:
+            f.write("local postgres all reject\n" + rules)
+        self.side._run("pg_ctl", "reload", "-D", data)
+
+        def rejected():
+            try:
+                pt._run_psql(self.side.sock_dir(name), self.pg.port, self.pg.user, None,
+                             "postgres", "select 1")
+            except pt.PgwharfError:
+                return True
+            return False
+        pt.wait_until(rejected, 30, what="the standby refusing database postgres")
+        c1, c2 = self.rw_waits_for_pg_recheck(px, gate)
+        gate.release()
+        c1.join(60)
+        self.assertIsInstance(c1.error, psycopg2.Error)
+        self.assertIn("pg_hba.conf rejects connection", str(c1.error))
+        c2.join(60)
+        self.assertEqual((c2.result, c2.error), (name, None))
+
+    def test_a_recheck_closed_unanswered_leaves_the_host_to_the_next_pool(self):
+        # (session 47) A recheck that ends with no answer (here: no file
+        # descriptor for its socket) said nothing of the host, yet the
+        # host's clock had moved a second on at its start: rw's client,
+        # let go by RESUME then, got the breaker's 08001 at once, though
+        # the host, promoted, is what rw asks for (and the pools waiting
+        # for such a recheck were kicked only at the next tick).  Now
+        # its close puts the clock back: rw rechecks and is served.
+        import resource
+        px, _, name = self.two_pools_skipping_a_promoted_standby(9)
+        px.admin("PAUSE rw")
+        c2 = pt.Background(lambda: self.where_closed(px, "rw"))
+        pt.wait_until(lambda: px.show("POOLS", database="rw")[0]["cl_waiting"] == "1"
+                      or not c2.is_alive(), 30, what="rw waiting")
+        self.assertTrue(c2.is_alive(), "refused at once: %s" % c2.error)
+        pid = px.proc.pid
+        was, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        mark = len(px.log())
+
+        def recheck_failed():
+            # room for one more descriptor: pg's client, not its recheck's
+            # socket (a client that comes before the recheck is due is
+            # refused at once: the next one tries)
+            fds = {int(f) for f in os.listdir("/proc/%d/fd" % pid)}
+            free = sorted(set(range(max(fds) + 3)) - fds)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (free[1], hard))
+            try:
+                self.where_closed(px, "pg")
+            except psycopg2.Error:
+                pass
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (was, hard))
+            return re.search(r"server_connect_failed db=pg .*no file descriptor left",
+                             px.log()[mark:])
+        pt.wait_until(recheck_failed, 30, interval=0.2,
+                      what="pg's recheck failed for want of a descriptor: %s" % px.log_tail())
+        px.admin("RESUME rw")
+        c2.join(60)
+        self.assertEqual((c2.result, c2.error), (name, None))
+
 if __name__ == "__main__":
     import unittest
     unittest.main()
