@@ -250,7 +250,22 @@ static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
         pgw_session_free(s);
     }
     ev_check_stop(loop, w);
+    ev_idle_stop(loop, &px->reaper_nudge);
     pgw_proxy_maybe_finish(px);
+}
+
+static void reaper_nudge_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);     /* its work is the poll it kept short */
+}
+
+void pgw_proxy_reap_later(struct pgw_proxy *px)
+{
+    if (!ev_is_active(&px->reaper))
+        ev_check_start(px->loop, &px->reaper);
+    if (!ev_is_active(&px->reaper_nudge))
+        ev_idle_start(px->loop, &px->reaper_nudge);
 }
 
 /* A TLS error (it starts with the key whose file failed: "server_tls_ca_file
@@ -425,6 +440,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
     for (int i = 0; i < PGW_CANCEL_BUCKETS; i++)
         pgw_list_init(&px->cancel_hash[i]);
     ev_check_init(&px->reaper, reaper_cb);
+    ev_idle_init(&px->reaper_nudge, reaper_nudge_cb);
     fd_budget(px, true);
     if (pgw_tracked_params_init(px, errbuf, errlen) < 0)   /* track_extra_parameters */
         goto fail;
@@ -916,6 +932,8 @@ void pgw_proxy_destroy(struct pgw_proxy *px)
     pgw_admin_deinit(px);                       /* admin: before the pools go */
     if (ev_is_active(&px->reaper))
         ev_check_stop(px->loop, &px->reaper);
+    if (ev_is_active(&px->reaper_nudge))
+        ev_idle_stop(px->loop, &px->reaper_nudge);
     if (ev_is_active(&px->shutdown_timer))
         ev_timer_stop(px->loop, &px->shutdown_timer);
     if (ev_is_active(&px->stats_timer)) {

@@ -687,6 +687,10 @@ struct pgw_proxy {
     struct pgw_list sessions;
     struct pgw_list closing;         /* freed by the check watcher */
     ev_check reaper;
+    /* Started with the reaper: an idle watcher keeps the loop's next poll
+     * from blocking, so the check runs at once, not at the next timer or
+     * I/O (a fast shutdown ended only at the pool's tick). */
+    ev_idle reaper_nudge;
     ev_timer accept_retry;           /* listeners paused after EMFILE */
     ev_timer shutdown_timer;
     ev_timer stats_timer;
@@ -746,6 +750,9 @@ struct pgw_proxy {
 };
 
 void pgw_proxy_maybe_finish(struct pgw_proxy *px);
+/* Queue the sessions on px->closing for the reaper (an ev_check, after
+ * this loop iteration), and keep that iteration's poll from blocking. */
+void pgw_proxy_reap_later(struct pgw_proxy *px);
 
 /* The limit a client past client_cap meets, as its 53300 names it:
  * fewer places than max_client_conn means the open-files limit set them. */

@@ -1632,8 +1632,7 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
         px->nclients--;
     pgw_list_del(&s->node);
     pgw_list_append(&px->closing, &s->node);
-    if (!ev_is_active(&px->reaper))
-        ev_check_start(loop, &px->reaper);
+    pgw_proxy_reap_later(px);
 }
 
 void pgw_session_free(struct pgw_session *s)

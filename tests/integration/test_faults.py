@@ -27,6 +27,7 @@ and checks, for each:
     (polled with a bound), and it exits 0 on SIGTERM (the harness).
 """
 
+import glob
 import os
 import re
 import signal
@@ -411,6 +412,38 @@ class TestFastShutdownWithLoginsUnderWay(pt.PgwharfTestCase):
         log = px.log()
         self.assertRegex(log, r"event=server_close db=hold user=u .*pid=0 reason=shutdown")
         self.assertIn("event=stopped", log)
+
+
+FAKETIME_LIBS = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+
+
+class TestFastShutdownEndsAtOnce(pt.PgwharfTestCase):
+    def test_sigquit_ends_without_waiting_for_a_timer(self):
+        # The sessions a fast shutdown closes are freed, and the loop
+        # ended, by the proxy's reaper, an ev_check: it ran only after the
+        # loop's next poll returned, which, with nothing else to wake it,
+        # was the pool's one-second tick.  Here pgwharf's clock runs a
+        # thousand times slower (libfaketime, which stretches the poll's
+        # timeout too): the tick is 1000 s away, and the base hung there
+        # until the test's timeout killed it.  An idle watcher started
+        # with the reaper keeps that poll from blocking now.  The client
+        # is idle in transaction mode: it holds no server, whose close
+        # would have woken the loop through the pool set's reaper.
+        if not FAKETIME_LIBS:
+            raise unittest.SkipTest("no libfaketime (apt install libfaketime; scripts/deps.sh)")
+        asan = os.environ.get("ASAN_OPTIONS")
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "stats_period": 3600},
+            env={"LD_PRELOAD": FAKETIME_LIBS[0], "FAKETIME": "+0 x0.001",
+                 "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"})
+        conn = self.db_conn(px)
+        self.addCleanup(conn.close)
+        self.assertEqual(pt.one(conn, "select 1"), 1)
+        pt.wait_until(lambda: px.show("POOLS", database=self.pg.database, cl_active="1",
+                                      sv_active="0"), 20, what="a client with no server")
+        self.assertEqual(px.stop(sig=signal.SIGQUIT, timeout=60), 0)
+        self.assertFalse(px.killed, "it waited for its next timer: %s" % px.log_tail())
+        self.assertIn("event=stopped", px.log())
 
 
 class AlwaysFatalAfterLoginServer(FatalAfterLoginServer):
