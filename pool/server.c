@@ -848,6 +848,24 @@ static bool read_cancel_key(struct pgw_server *srv, uint32_t *key)
     return true;
 }
 
+/* The backend's PID while it logs in: PQbackendPID says 0 until
+ * CONNECTION_OK, but libpq has it from the BackendKeyData, which comes
+ * before ReadyForQuery; PQgetCancel's copy holds it (the layout of
+ * read_cancel_key).  0 before the BackendKeyData, or with another libpq. */
+static int login_pid(const struct pgw_server *srv)
+{
+    int ver = PQlibVersion();
+    if (ver < 90100 || ver >= 180000 || !srv->conn)
+        return 0;
+    PGcancel *c = PQgetCancel(srv->conn);
+    if (!c)
+        return 0;
+    struct libpq_cancel_head h;
+    memcpy(&h, c, sizeof(h));
+    PQfreeCancel(c);
+    return h.be_pid > 0 ? h.be_pid : 0;
+}
+
 /* Where cancels for this backend go (proxy/cancel.c sends them itself, on
  * the loop): the address the server socket is connected to, TCP or Unix,
  * and the key.  A server without them is still usable; cancels for it
@@ -999,8 +1017,15 @@ static void notice_cb(void *arg, const PGresult *res)
     pgw_pool_trim_error(text, sizeof(text), msg);
     bool fatal = strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0;
     bool warn = fatal || strcmp(sev, "ERROR") == 0 || strcmp(sev, "WARNING") == 0;
+    /* Before login_done sets it: the BackendKeyData's, when it came (a
+     * FATAL behind the login's ReadyForQuery was logged with pid=0). */
+    int pid = srv->backend_pid;
+    if (pid <= 0)
+        srv->backend_pid = login_pid(srv);
+    srv_log_fields(srv, f, sizeof(f));
+    srv->backend_pid = pid;
     pgw_log(warn ? PGW_LOG_WARNING : PGW_LOG_INFO, "server_notice",
-            "%s severity=%s sqlstate=%s message=%s", srv_log_fields(srv, f, sizeof(f)),
+            "%s severity=%s sqlstate=%s message=%s", f,
             pgw_log_quote(sq, sizeof(sq), sev), pgw_log_quote(sc, sizeof(sc), code),
             pgw_log_quote(q, sizeof(q), text));
     if (fatal && !ps->fatal_sqlstate[0]) {

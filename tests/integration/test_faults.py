@@ -363,9 +363,10 @@ class TestFatalRightAfterLogin(pt.PgwharfTestCase):
         self.assertEqual(fake.logins, 2)            # a fresh server served it
         with open(events) as f:
             log = f.read()
-        self.assertRegex(log, r"level=warning event=server_notice db=fatal user=u .* "
+        # pid= the BackendKeyData's, though libpq's PQbackendPID says 0
+        # until the login is over (it was pid=0 before session 47)
+        self.assertRegex(log, r"level=warning event=server_notice db=fatal user=u .*pid=4242 "
                               r"severity=FATAL sqlstate=57P01 message=\"terminating connection")
-        # (pid=0 there: libpq tells the pid once the login is over; id= is the server's)
         self.assertRegex(log, r"event=server_close .*pid=4242 reason=\"server error right after login: "
                               r"terminating connection due to administrator command \(57P01\)")
         # a session ended by the server is no failed login of the backend
