@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/err.h"
 #include "common/pgenc.h"
@@ -249,9 +250,26 @@ static bool ds_parse(const char *v, int *style, int *order)
     return true;
 }
 
+/* Is v the word DEFAULT alone (any case, blanks around it)? */
+static bool ds_is_default(const char *v)
+{
+    while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r' || *v == '\f')
+        v++;
+    if (strncasecmp(v, "default", 7) != 0)
+        return false;
+    for (v += 7; *v; v++)
+        if (!(*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r' || *v == '\f'))
+            return false;
+    return true;
+}
+
 bool pgw_datestyle_merge(const char *prev, const char *next, char *out, size_t outlen)
 {
     int ps, po, ns, no;
+    /* DEFAULT is the reset value, which at login is the value before it
+     * (a login's values are its defaults): PostgreSQL keeps that one. */
+    if (ds_is_default(next))
+        next = prev;
     if (!ds_parse(prev, &ps, &po) || !ds_parse(next, &ns, &no))
         return false;
     int style = ns != DS_NONE ? ns : ps, order = no != DS_NONE ? no : po;

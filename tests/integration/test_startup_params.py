@@ -33,8 +33,8 @@ def connect(px, case=None, **kw):
     return conn
 
 
-def psql_with_pgoptions(px, sql, pgoptions, check=True):
-    kw = pt._parse_conninfo(px.dsn())
+def psql_with_pgoptions(px, sql, pgoptions, check=True, dsn=None):
+    kw = pt._parse_conninfo(dsn or px.dsn())
     return pt._run_psql(kw["host"], kw["port"], kw["user"], kw.get("password"),
                         kw["dbname"], sql, check=check,
                         env_extra={"PGOPTIONS": pgoptions})
@@ -951,8 +951,15 @@ class TestDateStyleOfOnePart(pt.PgwharfTestCase):
         for opts in ("-c DateStyle=German -c DateStyle=SQL",
                      "-c DateStyle=SQL -c DateStyle=YMD",
                      "-c DateStyle=YMD -c DateStyle=German",
-                     "-c DateStyle=euro --DateStyle=sql"):
+                     "-c DateStyle=euro --DateStyle=sql",
+                     "-c DateStyle=German -c DateStyle=default",
+                     r"-c DateStyle=SQL,\ YMD -c DateStyle=DEFAULT -c DateStyle=Postgres"):
             with self.subTest(options=opts):
+                # (psycopg2 SETs DateStyle ISO where it is not: psql tells
+                # the style part too.)
+                self.assertEqual(psql_with_pgoptions(px, "show DateStyle", opts),
+                                 psql_with_pgoptions(None, "show DateStyle", opts,
+                                                     dsn=self.pg.dsn()))
                 want = direct_row(self, read, options=opts)
                 b = connect(px, self, options=opts)
                 self.assertEqual(b.get_parameter_status("DateStyle"), want[1])

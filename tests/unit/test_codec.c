@@ -1016,7 +1016,11 @@ static void test_datestyle_merge(void **state)
         { "nonEuropean", "dmy", "DMY" },              /* no style named: one part */
         { "ISO", "SQL", "SQL" },
         { "European", "ISO, MDY", "ISO, MDY" },
-        { "German", "default", NULL },                /* DEFAULT: not read here */
+        { "German", "default", "German, DMY" },       /* DEFAULT alone: the one before */
+        { "SQL, YMD", " DEFAULT ", "SQL, YMD" },
+        { "YMD", "default", "YMD" },
+        { "default", "SQL", NULL },                   /* DEFAULT first: not read here */
+        { "German", "default, YMD", NULL },           /* DEFAULT with a part: neither */
         { "German", "bogus", NULL },
         { "German", "SQL, ISO", NULL },               /* two styles: refused there */
         { "German", "YMD, DMY", NULL },
