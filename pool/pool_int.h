@@ -318,6 +318,8 @@ struct pgw_pool_set {
     void *free_hook_arg;
     pgw_pool_gone_fn gone_hook;
     void *gone_hook_arg;
+    pgw_server_cancel_fn cancel_hook;
+    void *cancel_hook_arg;
 };
 
 /* pool.c */

@@ -1521,7 +1521,16 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
              * backend down, it was logged into again at once, each time
              * leaving a backend running it, until the breaker opened for
              * every pool on the backend. */
+        {
             memcpy(srv_priv(srv)->err_sqlstate, "57014", 6);
+            /* Closing the connection does not stop the query (PostgreSQL
+             * sees the close only when it writes): canceled, or each
+             * login's query ran on, min_pool_size's logins piling up to
+             * max_connections (review of b4e2bb4). */
+            struct pgw_pool_set *set = srv->pool->set;
+            if (set->cancel_hook)
+                set->cancel_hook(srv, set->cancel_hook_arg);
+        }
         job_failed(srv, why);
     }
 }

@@ -284,6 +284,12 @@ void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void 
     set->gone_hook_arg = arg;
 }
 
+void pgw_pool_set_cancel_hook(struct pgw_pool_set *set, pgw_server_cancel_fn fn, void *arg)
+{
+    set->cancel_hook = fn;
+    set->cancel_hook_arg = arg;
+}
+
 void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, void *arg)
 {
     set->free_hook = fn;

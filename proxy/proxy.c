@@ -416,6 +416,12 @@ static void fd_budget(struct pgw_proxy *px, bool starting)
                  cfg->max_client_conn, pgw_conf_server_fds(cfg));
 }
 
+/* The pool gives up on a query of its own (connect_query) still running. */
+static void cancel_pool_query(const struct pgw_server *srv, void *arg)
+{
+    pgw_cancel_server(arg, srv, "connect_query");
+}
+
 struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
                                    char *errbuf, size_t errlen)
 {
@@ -476,6 +482,7 @@ struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    pgw_pool_set_cancel_hook(px->pools, cancel_pool_query, px);
     if (pgw_ps_init(px) < 0) {
         snprintf(errbuf, errlen, "out of memory");
         goto fail;

@@ -1341,6 +1341,11 @@ class TestBreakers(AdminTestCase):
                     hz.sync_login(s, self.pg.user, "bad", self.pg.password)
             self.assertEqual(cm.exception.sqlstate, "57014", cm.exception.fields)
             self.assertIn("connect_query: no reply in time", cm.exception.fields.get("M"))
+        # Each query given up on is canceled: closing its connection did
+        # not stop it (min_pool_size's logins piled up backends waiting on
+        # the gate, up to max_connections).
+        wait_until(lambda: self.pg.queries_running(gate.sql(), lock_wait=True) == 0,
+                   what="the connect_queries given up on canceled")
         self.assertEqual(px.psql("select 'still here'"), "still here")
         states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
         self.assertTrue(all(st == "closed" for st in states), states)
