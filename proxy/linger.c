@@ -14,6 +14,10 @@
  * where with the FATAL read and the stream open it finishes its message
  * and then reports the FATAL.  Owns the descriptors it was given; at most
  * LINGER_MAX at once (past that a socket is closed at once, as before).
+ * Its descriptors are client descriptors: they take free places under
+ * client_cap, the oldest closed when a client comes and would find none
+ * (pgw_linger_evict from the listener), so lingering never takes
+ * descriptors the open-files budget keeps for servers and the reserve.
  * nginx's lingering_close does the same.
  */
 #include "proxy/proxy_int.h"
@@ -87,6 +91,14 @@ void pgw_linger_close(struct pgw_proxy *px, int fd, uint64_t bytes)
     ev_timer_start(px->loop, &l->timer);
     pgw_list_append(&px->lingering, &l->node);
     px->nlingering++;
+}
+
+bool pgw_linger_evict(struct pgw_proxy *px)
+{
+    if (pgw_list_empty(&px->lingering))
+        return false;
+    linger_end(pgw_container_of(pgw_list_first(&px->lingering), struct lingering_conn, node));
+    return true;
 }
 
 void pgw_linger_deinit(struct pgw_proxy *px)

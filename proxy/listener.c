@@ -138,6 +138,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         /* Beyond the cap a client still gets to send its first packet (a
          * CancelRequest must work when full; a StartupMessage gets a clear
          * 53300 after SSLRequest), within a hard bound. */
+        /* Lingering sockets (linger.c) use free places under the cap
+         * only: a client coming at cap closes the oldest. */
+        while (px->nclients + px->nlingering >= px->client_cap && pgw_linger_evict(px))
+            ;
         bool over = px->nclients >= px->client_cap;
         if (over && px->nrejecting >= px->overflow_cap && !pgw_session_over_limit_room(px)) {
             pgw_warn("client_rejected", "reason=%s clients=%d",

@@ -659,6 +659,9 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px);
  * dropped) or closed, within a few seconds: a close with its input unread
  * would reset the connection and lose the FATAL sent before it. */
 void pgw_linger_close(struct pgw_proxy *px, int fd, uint64_t bytes);
+/* Close the oldest lingering socket at once (a client needs its place
+ * under client_cap); false: none lingers. */
+bool pgw_linger_evict(struct pgw_proxy *px);
 void pgw_linger_deinit(struct pgw_proxy *px);
 
 /* ---- the proxy ---- */

@@ -1614,9 +1614,19 @@ void pgw_session_close(struct pgw_session *s, const char *sqlstate, const char *
     ev_io_stop(loop, &s->cli_r);
     ev_io_stop(loop, &s->cli_w);
     ev_timer_stop(loop, &s->timer);
+    /* A lingering TLS client gets no close_notify: libpq, still writing
+     * its message, reads it as the end of the stream ("SSL connection has
+     * been closed unexpectedly") and drops the FATAL, as it would a
+     * shutdown(SHUT_WR) (linger.c).  Its raw bytes carry TLS framing on
+     * top of the message: the byte budget allows for it. */
+    bool linger = s->linger_bytes > 0 && !s->client_eof;
+    if (linger && s->ssl) {
+        s->tls_flags |= PGW_TLS_BROKEN;
+        s->linger_bytes += s->linger_bytes / 16;
+    }
     pgw_tls_close(s);
     if (s->fd >= 0) {
-        if (s->linger_bytes > 0 && !s->client_eof)
+        if (linger)
             pgw_linger_close(px, s->fd, s->linger_bytes);
         else
             close(s->fd);

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import psycopg2
@@ -496,6 +497,35 @@ class TestLargeMessages(pt.PgwharfTestCase):
                          [("FATAL", "54000")], data[:200])
         px.wait_for_log(r"event=disconnect .*sqlstate=54000 reason=\S*message of type B too large")
         self.assertEqual(px.psql("select 'usable'"), "usable")
+
+    def test_lingering_sockets_stay_within_the_open_files_budget(self):
+        # Sockets lingering after a FATAL 54000 (linger.c) hold client
+        # descriptors after their sessions ended; uncounted, 16 of them
+        # under an open-files limit of 32 (client_cap 8) ran pgwharf out of
+        # descriptors: accept paused on EMFILE with 7 clients, logins
+        # stalled for the 5 s of the linger.  They take free client places
+        # only now, the oldest closed when a client needs its place.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "max_prepared_statements": 100,
+                                          "default_pool_size": 2},
+                                binary="prlimit",
+                                args=["--nofile=32:32", "--", os.environ["PGW_BINARY"]])
+        socks = []
+
+        def login():
+            c = socket.create_connection((px.host, px.port), timeout=10)
+            socks.append(c)
+            ph.sync_login(c, self.pg.user, self.pg.database, self.pg.password)
+            return c
+        self.addCleanup(lambda: [c.close() for c in socks])
+        body = b"\0\0" + struct.pack("!HHI", 0, 1, 70 * 2**20)
+        for i in range(16):        # a Bind over the limit begun, the client then silent
+            login().sendall(b"B" + struct.pack("!I", 4 + len(body) + 70 * 2**20 + 2) + body +
+                            b"z" * 1000)
+            pt.wait_until(lambda: px.log().count("sqlstate=54000") > i, 10, what="54000 %d" % i)
+        for i in range(8):         # client_cap under 32 open files
+            self.assertEqual(ph.simple_query(login(), "select 1"), ([[b"1"]], []))
+        self.assertNotIn("Too many open files", px.log())
 
     def test_no_memory_for_a_held_parse_is_53200_not_too_large(self):
         # A Parse of 50 MB, under the 64 MiB a message may have, held whole

@@ -228,6 +228,24 @@ class TestClientTls(TlsTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("does not support SSL", cp.stderr)
 
+    def test_a_bind_over_the_limit_gets_its_fatal_over_tls_too(self):
+        # The FATAL 54000 of a Bind over 64 MiB, its socket lingering
+        # (linger.c): a close_notify sent at the close was read by libpq,
+        # still writing the Bind, as the end of the stream ("SSL connection
+        # has been closed unexpectedly"), the FATAL lost.
+        import psycopg
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", pool_mode="transaction", max_prepared_statements=100))
+        conn = psycopg.connect(host="127.0.0.1", port=px.port, dbname=self.pg.database,
+                               user=self.pg.user, password=self.pg.password,
+                               sslmode="require", autocommit=True, connect_timeout=10)
+        self.addCleanup(conn.close)
+        with self.assertRaisesRegex(psycopg.OperationalError,
+                                    "message of type B too large"):
+            conn.execute("select length(%s::text)", ("z" * (70 * 2**20),))
+        px.wait_for_log(r"event=disconnect .*sqlstate=54000")
+        self.assertEqual(self.psql(px, "select 'usable'", sslmode="require").stdout.strip(), "usable")
+
     def test_big_results_and_copy_over_tls(self):
         px = self.start_pgwharf(settings=self.tls_settings("require", pool_mode="transaction"))
         conn = self.connect(px)
