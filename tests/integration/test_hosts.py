@@ -45,6 +45,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 
 import psycopg2
 import psycopg2.extras
@@ -61,6 +62,27 @@ SETTINGS = {
     "server_login_retry": "60s",
     "query_wait_timeout": "10s",
 }
+
+
+def _ts(line):
+    """A log line's ts= as seconds (the wall clock: no step in these tests)."""
+    m = re.search(r"ts=\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d\.\d+)Z", line)
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+
+
+def assert_rechecks_spaced(tc, log, db, logins):
+    """Every login of db's one read-only host is refused and logged
+    (server_connect_failed); the first is the client's, any later one a
+    recheck, which the host's clock lets go a second after the refusal
+    before it at the soonest.  Not "one login": on a loaded machine (ASan,
+    CI) the test's clients may well span more than that second."""
+    lines = [l for l in log.splitlines()
+             if re.search(r"event=server_connect_failed db=%s .*session is read-only" % db, l)]
+    tc.assertEqual(len(lines), logins, log)
+    tc.assertGreaterEqual(logins, 1)
+    times = [_ts(l) for l in lines]
+    for a, b in zip(times, times[1:]):
+        tc.assertGreaterEqual(b - a, 0.99, "a recheck within the clock's second:\n%s" % log)
 
 
 class FakeReadOnlyServer(hz.FakeServer):
@@ -656,7 +678,9 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
         ro = br["127.0.0.1:%d" % self.fake.port]
         self.assertEqual((ro["state"], ro["failures"]), ("closed", "0"), br)
         # server_login_retry: one attempt, the later clients got its error
-        self.assertEqual(self.fake.logins, 1)
+        # (and, the host skipped for its kind, a recheck a second after a
+        # refusal at the soonest: psql's start-ups may span that second)
+        assert_rechecks_spaced(self, px.log(), "ro", self.fake.logins)
 
 
     def test_no_host_matches_with_server_login_retry_0(self):
@@ -674,7 +698,7 @@ class TargetSessionAttrsTest(pt.PgwharfTestCase):
                     hz.sync_login(s, self.pg.user, "ro", self.pg.password)
             self.assertEqual(cm.exception.sqlstate, "08001")
             self.assertIn("session is read-only", cm.exception.fields["M"])
-        self.assertEqual(self.fake.logins, 1)
+        assert_rechecks_spaced(self, px.log(), "ro", self.fake.logins)
 
     def test_a_mismatch_found_by_a_login_started_before_a_reload_is_ignored(self):
         # target_session_attrs=read-write on the one (read-only) host; a
@@ -1271,12 +1295,21 @@ class KindChangeTest(SideClusterTestCase):
         it (rw makes no recheck of its own while one is under way)."""
         gate.hold()
         c1 = self.held_recheck(px, "pg", gate)
+        t0 = time.monotonic()        # pg's recheck began (and moved the clock) before
         c2 = pt.Background(lambda: self.where_closed(px, "rw"))
         pt.wait_until(lambda: px.show("POOLS", database="rw")[0]["cl_waiting"] == "1"
                       or not c2.is_alive(), 30, what="rw waiting")
         self.assertTrue(c2.is_alive(), "refused at once: %s" % c2.error)
         self.assertEqual(px.show("POOLS", database="rw")[0]["sv_login"], "0")
-        return c1, c2
+        return c1, c2, t0
+
+    def within_the_clock(self, elapsed, what):
+        """These tests tell the fix from the base only when the other pool's
+        client is let go within the second the recheck moved the clock on:
+        later, the base rechecks too.  Past it (a loaded machine, ASan),
+        the outcome was checked but says nothing: inconclusive, not a pass."""
+        if elapsed >= 0.9:
+            self.skipTest("inconclusive: %s took %.2f s, the recheck clock is 1 s" % (what, elapsed))
 
     def test_a_recheck_refused_for_its_pool_does_not_hold_off_another_pool(self):
         # (session 47) The recheck clock is the host's for each
@@ -1303,13 +1336,15 @@ class KindChangeTest(SideClusterTestCase):
                 return True
             return False
         pt.wait_until(rejected, 30, what="the standby refusing database postgres")
-        c1, c2 = self.rw_waits_for_pg_recheck(px, gate)
+        c1, c2, t0 = self.rw_waits_for_pg_recheck(px, gate)
+        elapsed = time.monotonic() - t0
         gate.release()
         c1.join(60)
         self.assertIsInstance(c1.error, psycopg2.Error)
         self.assertIn("pg_hba.conf rejects connection", str(c1.error))
         c2.join(60)
         self.assertEqual((c2.result, c2.error), (name, None))
+        self.within_the_clock(elapsed, "holding pg's recheck")
 
     def test_a_recheck_closed_unanswered_leaves_the_host_to_the_next_pool(self):
         # (session 47) A recheck that ends with no answer (here: no file
@@ -1347,9 +1382,13 @@ class KindChangeTest(SideClusterTestCase):
                              px.log()[mark:])
         pt.wait_until(recheck_failed, 30, interval=0.2,
                       what="pg's recheck failed for want of a descriptor: %s" % px.log_tail())
+        failed = [l for l in px.log()[mark:].splitlines()
+                  if re.search(r"server_connect_failed db=pg .*no file descriptor left", l)]
+        elapsed = time.time() % 86400 - _ts(failed[-1])     # (log ts= is UTC)
         px.admin("RESUME rw")
         c2.join(60)
         self.assertEqual((c2.result, c2.error), (name, None))
+        self.within_the_clock(elapsed, "from pg's failed recheck to RESUME")
 
 if __name__ == "__main__":
     import unittest
