@@ -15,10 +15,11 @@
 
 /* A buffer of cap bytes holding text, the first `sent` of it written,
  * all of it scanned, held at byte `hold`. */
-static struct pgw_iobuf *buf(uint32_t cap, const char *text, uint32_t sent, uint32_t hold)
+/* b (cap bytes of room) holding text, parsed, sent up to sent, held at
+ * hold. */
+static struct pgw_iobuf *fill(struct pgw_iobuf *b, uint32_t cap, const char *text,
+                              uint32_t sent, uint32_t hold)
 {
-    struct pgw_iobuf *b = calloc(1, sizeof(*b) + cap);
-    assert_non_null(b);
     b->cap = cap;
     b->len = b->parsed = (uint32_t)strlen(text);
     memcpy(b->data, text, b->len);
@@ -26,6 +27,13 @@ static struct pgw_iobuf *buf(uint32_t cap, const char *text, uint32_t sent, uint
     b->held = true;
     b->hold = hold;
     return b;
+}
+
+static struct pgw_iobuf *buf(uint32_t cap, const char *text, uint32_t sent, uint32_t hold)
+{
+    struct pgw_iobuf *b = calloc(1, sizeof(*b) + cap);
+    assert_non_null(b);
+    return fill(b, cap, text, sent, hold);
 }
 
 /* The byte the hold is on. */
@@ -106,14 +114,7 @@ static struct pgw_iobuf *mapped(uint32_t cap, const char *text, uint32_t sent, u
     void *m = mmap(NULL, sizeof(struct pgw_iobuf) + cap, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(m != MAP_FAILED);
-    struct pgw_iobuf *b = m;
-    b->cap = cap;
-    b->len = b->parsed = (uint32_t)strlen(text);
-    memcpy(b->data, text, b->len);
-    b->sent = sent;
-    b->held = true;
-    b->hold = hold;
-    return b;
+    return fill(m, cap, text, sent, hold);
 }
 
 static void test_reserve_moves_the_hold(void **state)
