@@ -340,6 +340,17 @@ class FatalAfterLoginServer(hz.QueryServer):
         return out + self._msg(b"C", b"SELECT 1\0"), True
 
 
+def start_on_fake(tc, fake, db, start=True, args=(), **settings):
+    """pgwharf (transaction mode, auth_type any) with one entry db for
+    user u on the fake server fake, closed at the test's end."""
+    tc.addCleanup(fake.close)
+    entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
+    return tc.start_pgwharf(start=start, args=args,
+                            settings=dict({"pool_mode": "transaction", "auth_type": "any"},
+                                          **settings),
+                            databases={db: pt.entry_conninfo(**entry)})
+
+
 class TestFatalRightAfterLogin(pt.PgwharfTestCase):
     def test_a_fatal_in_the_login_packet_is_logged_and_the_server_not_lent(self):
         # libpq parsed the FATAL behind the ReadyForQuery at takeover
@@ -347,12 +358,8 @@ class TestFatalRightAfterLogin(pt.PgwharfTestCase):
         # pgwharf's stderr, past -q and the logfile, and the bytes were
         # gone, so the server was lent and its client got 08006.
         fake = FatalAfterLoginServer()
-        self.addCleanup(fake.close)
-        entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
-        px = self.start_pgwharf(start=False, args=("-q",),
-                                settings={"pool_mode": "transaction", "auth_type": "any",
-                                          "default_pool_size": 1, "breaker_threshold": 1},
-                                databases={"fatal": pt.entry_conninfo(**entry)})
+        px = start_on_fake(self, fake, "fatal", start=False, args=("-q",),
+                           default_pool_size=1, breaker_threshold=1)
         events = os.path.join(px.dir, "events.log")
         px.settings["logfile"] = events
         px.start()
@@ -393,12 +400,7 @@ class TestFastShutdownWithLoginsUnderWay(pt.PgwharfTestCase):
         # sessions keep the loop, and the pool set closes the rest after
         # it.  With no server_connect_timeout this login never ends.
         fake = SilentLoginServer()
-        self.addCleanup(fake.close)
-        entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
-                                          "server_connect_timeout": 0,
-                                          "query_wait_timeout": 0},
-                                databases={"hold": pt.entry_conninfo(**entry)})
+        px = start_on_fake(self, fake, "hold", server_connect_timeout=0, query_wait_timeout=0)
         s = socket.create_connection((px.host, px.port), timeout=60)
         self.addCleanup(s.close)
         s.sendall(hz.startup_packet("u", "hold"))
@@ -464,11 +466,7 @@ class TestEveryLoginEnded(pt.PgwharfTestCase):
         # A second login ended so in a row is a refusal: the client gets
         # it, instead of a login per round trip until query_wait_timeout.
         fake = AlwaysFatalAfterLoginServer()
-        self.addCleanup(fake.close)
-        entry = dict(host="127.0.0.1", port=fake.port, dbname="x", user="u", password="p")
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
-                                          "default_pool_size": 1, "query_wait_timeout": 5},
-                                databases={"fatal": pt.entry_conninfo(**entry)})
+        px = start_on_fake(self, fake, "fatal", default_pool_size=1, query_wait_timeout=5)
         with socket.create_connection((px.host, px.port), timeout=20) as s:
             with self.assertRaises(hz.PgError) as cm:
                 hz.sync_login(s, "u", "fatal")
