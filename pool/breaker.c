@@ -236,6 +236,12 @@ bool pgw_pool_refusal_is_local(const char *msg)
     static const char *const texts[] = {
         "too many connections for role", "too many connections for database",
         "is not currently accepting connections",
+        /* the server's reserved slots (15's "... for non-replication
+         * superuser connections", 16's "... for roles with the SUPERUSER
+         * attribute" and "... with privileges of the
+         * pg_use_reserved_connections role"): full for this pool's role,
+         * not for one that may use them (pgw_pool_refused_for_role_or_db) */
+        "remaining connection slots are reserved",
         /* the server answered the SSLRequest (GSSENCRequest) with 'N':
          * it is up, and serves the pools that do not require it */
         "server does not support SSL, but SSL was required",
@@ -313,17 +319,29 @@ bool pgw_pool_refused_for_role_or_db(const char *msg)
     /* PostgreSQL's routines checking one role (InitializeSessionUserId:
      * its CONNECTION LIMIT, LOGIN, existence) and one database
      * (CheckMyDatabase: its CONNECTION LIMIT, ALLOW_CONNECTIONS, CONNECT
-     * privilege); the server-wide limits are InitProcess's,
-     * ProcessStartupPacket's and InitPostgres'. */
-    static const char *const routines[] = { "InitializeSessionUserId", "CheckMyDatabase" };
+     * privilege); the server-wide limits are InitProcess's and
+     * ProcessStartupPacket's.  InitPostgres' 53300 is the reserved slots
+     * (superuser_reserved_connections, 16's reserved_connections): the
+     * server is full for roles that may not use them, and lets in those
+     * that may -- the superuser come to end the exhaustion, whom an
+     * open breaker would refuse.  Its other refusals (shutting down, a
+     * missing database) are not 53300. */
+    static const struct {
+        const char *name;
+        const char *sqlstate;   /* only for this one, or any when NULL */
+    } routines[] = {
+        { "InitializeSessionUserId", NULL },
+        { "CheckMyDatabase", NULL },
+        { "InitPostgres", "53300" },
+    };
     static const char loc[] = "LOCATION:  ";
     const char *routine = NULL;   /* the last attempt's */
-    bool coded = false;
+    const char *code = NULL;      /* its SQLSTATE (attempt_sqlstate's colon) */
     for (const char *line = msg; line && *line;) {
         if (strncmp(line, "connection to server ", 21) == 0) {
-            coded = attempt_sqlstate(line) != NULL;     /* a new attempt */
+            code = attempt_sqlstate(line);               /* a new attempt */
             routine = NULL;
-        } else if (coded && !routine && strncmp(line, loc, sizeof(loc) - 1) == 0) {
+        } else if (code && !routine && strncmp(line, loc, sizeof(loc) - 1) == 0) {
             routine = line + sizeof(loc) - 1;
         }
         line = strchr(line, '\n');
@@ -331,8 +349,10 @@ bool pgw_pool_refused_for_role_or_db(const char *msg)
             line++;
     }
     for (size_t i = 0; routine && i < sizeof(routines) / sizeof(routines[0]); i++) {
-        size_t n = strlen(routines[i]);
-        if (strncmp(routine, routines[i], n) == 0 && routine[n] == ',')
+        size_t n = strlen(routines[i].name);
+        if (strncmp(routine, routines[i].name, n) != 0 || routine[n] != ',')
+            continue;
+        if (!routines[i].sqlstate || strncmp(code + 3, routines[i].sqlstate, 5) == 0)
             return true;
     }
     return false;

@@ -95,15 +95,17 @@ const char *pgw_pool_guess_sqlstate(const char *libpq_msg);
  * answered, but is read-only / not, in hot standby / not)? */
 bool pgw_pool_target_mismatch(const char *libpq_msg);
 /* Did the server refuse the login for one role or database only (its
- * CONNECTION LIMIT, "too many connections for role/database", or
- * ALLOW_CONNECTIONS false), or refuse the encryption the pool's entry
+ * CONNECTION LIMIT, "too many connections for role/database",
+ * ALLOW_CONNECTIONS false, or the slots reserved for superusers), or refuse the encryption the pool's entry
  * requires (sslmode=require, gssencmode=require against a server without
  * it)?  Unlike "sorry, too many clients already" (53300 as well), the
  * server is up for every other pool on it. */
 bool pgw_pool_refusal_is_local(const char *libpq_msg);
 /* The same told by where the server raised the last attempt's error (the
  * verbose form's "LOCATION:  routine, file:line"), whatever the server's
- * lc_messages: a check of the role or of the database. */
+ * lc_messages: a check of the role or of the database, or the reserved
+ * slots (53300 from InitPostgres: full for this role, not for a superuser
+ * or, from 16, a member of pg_use_reserved_connections). */
 bool pgw_pool_refused_for_role_or_db(const char *libpq_msg);
 /* Copy libpq's multi-line message into buf on one line, trimmed, without
  * the verbose form's SQLSTATEs and LOCATION lines. */

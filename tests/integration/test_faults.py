@@ -1187,5 +1187,98 @@ class TestMaxConnectionsUsedUp(pt.PgwharfTestCase):
             self.assertEqual(b.result, want)
 
 
+class TestReservedSlotsUsedUp(pt.PgwharfTestCase):
+    """PostgreSQL's reserved slots: a side cluster (test_hosts'
+    SideClusters) with max_connections = 2 and
+    superuser_reserved_connections = 1, its one ordinary slot taken by a
+    direct connection of role app, so an ordinary login gets FATAL 53300
+    "remaining connection slots are reserved for non-replication
+    superuser connections" and a superuser's gets in."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        from test_hosts import SideClusters
+        cls.side = SideClusters(cls.pg)
+        try:
+            cls.sock = cls.side.start("primary", "reserved", conf="max_connections = 2\n"
+                                      "superuser_reserved_connections = 1\n")
+            admin = psycopg2.connect(host=cls.sock, port=cls.pg.port, user=cls.pg.user,
+                                     dbname=cls.pg.database)
+            admin.autocommit = True
+            try:
+                admin.cursor().execute("create role %s login" % cls.pg.app_user)
+            finally:
+                admin.close()
+        except Exception:
+            cls.side.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.side.close()
+        super().tearDownClass()
+
+    def test_ordinary_refusals_leave_the_reserved_slots_to_a_superuser(self):
+        # Ordinary logins refused for the reserved slots opened the
+        # backend's breaker (three in a row, breaker_threshold 2), and the
+        # superuser -- the DBA come to end the exhaustion -- was refused
+        # 53300 at once, where PostgreSQL and PgBouncer let it in (hunt).
+        # The refusal is that pool's (server_login_retry), not the
+        # backend's failure.
+        self.reserved_slots_refused("remaining connection slots are reserved")
+
+    def test_reserved_slots_are_told_in_the_servers_language(self):
+        # The same with lc_messages de_DE: told by the routine that raised
+        # the 53300 (InitPostgres), not by English text.
+        admin = psycopg2.connect(host=self.sock, port=self.pg.port, user=self.pg.user,
+                                 dbname=self.pg.database)
+        admin.autocommit = True
+        try:
+            cur = admin.cursor()
+            try:
+                cur.execute("alter system set lc_messages = 'de_DE.UTF-8'")
+            except psycopg2.Error as e:   # no such locale here (scripts/deps.sh makes it)
+                self.skipTest("no de_DE.UTF-8 locale: %s" % e)
+            cur.execute("select pg_reload_conf()")
+            hz.wait_until(lambda: pt.one(admin, "show lc_messages") == "de_DE.UTF-8")
+        finally:
+            admin.close()
+
+        def reset():
+            c = psycopg2.connect(host=self.sock, port=self.pg.port, user=self.pg.user,
+                                 dbname=self.pg.database)
+            try:
+                c.autocommit = True
+                c.cursor().execute("alter system reset lc_messages")
+                c.cursor().execute("select pg_reload_conf()")
+            finally:
+                c.close()
+        self.addCleanup(reset)
+        self.reserved_slots_refused("53300")
+
+    def reserved_slots_refused(self, says):
+        """Ordinary logins through pgwharf refused for the reserved slots
+        (the client's error has says, the log line the SQLSTATE) leave the
+        breaker closed, and the superuser gets in."""
+        pg = self.pg
+        entry = "host=%s port=%d dbname=%s" % (self.sock, pg.port, pg.database)
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "default_pool_size": 2,
+                      "breaker_threshold": 2, "breaker_cooldown": "30s"},
+            databases={"reserved": entry})
+        direct = psycopg2.connect(host=self.sock, port=pg.port, user=pg.app_user,
+                                  dbname=pg.database)             # the ordinary slot
+        self.addCleanup(direct.close)
+        for _ in range(3):
+            with self.assertRaises(psycopg2.OperationalError) as cm:
+                psycopg2.connect(px.dsn(db="reserved", user=pg.app_user,
+                                        password=pg.app_password)).close()
+            self.assertIn(says, str(cm.exception) + px.log())
+        self.assertIn("sqlstate=53300", px.log())
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["closed"], px.log_tail())
+        su = self.db_conn(px, db="reserved")
+        self.assertEqual(pt.one(su, "select current_user"), pg.user)
+
 if __name__ == "__main__":
     unittest.main()

@@ -109,8 +109,11 @@ static void t_refusal_is_local(void **state)
     assert_true(pgw_pool_refusal_is_local("FATAL:  database \"db\" is not currently accepting "
                                           "connections"));
     assert_false(pgw_pool_refusal_is_local("FATAL:  sorry, too many clients already"));
-    assert_false(pgw_pool_refusal_is_local("FATAL:  remaining connection slots are reserved "
-                                           "for non-replication superuser connections"));
+    /* the reserved slots: full for this role, not for a superuser */
+    assert_true(pgw_pool_refusal_is_local("FATAL:  remaining connection slots are reserved "
+                                          "for non-replication superuser connections"));
+    assert_true(pgw_pool_refusal_is_local("FATAL:  remaining connection slots are reserved "
+                                          "for roles with the SUPERUSER attribute"));
     assert_false(pgw_pool_refusal_is_local("Connection refused"));
     /* Told by the routine that raised it, in any lc_messages (libpq's
      * verbose form) */
@@ -124,6 +127,13 @@ static void t_refusal_is_local(void **state)
     assert_true(pgw_pool_refused_for_role_or_db(m));
     snprintf(m, sizeof(m), "%sFATAL:  53300: tut mir leid, schon zu viele Verbindungen\n"
              "LOCATION:  InitProcess, proc.c:362\n", at);
+    assert_false(pgw_pool_refused_for_role_or_db(m));
+    /* InitPostgres' 53300 is the reserved slots; its other refusals
+     * (shutting down) are not the role's */
+    snprintf(m, sizeof(m), "%sFATAL:  53300: die verbleibenden Verbindungen sind reserviert\n"
+             "LOCATION:  InitPostgres, postinit.c:840\n", at);
+    assert_true(pgw_pool_refused_for_role_or_db(m));
+    snprintf(m, sizeof(m), "%sFATAL:  57P03: x\nLOCATION:  InitPostgres, postinit.c:820\n", at);
     assert_false(pgw_pool_refused_for_role_or_db(m));
     snprintf(m, sizeof(m), "%sFATAL:  53300: x\nLOCATION:  CheckMyDatabaseX, postinit.c:1\n", at);
     assert_false(pgw_pool_refused_for_role_or_db(m));
