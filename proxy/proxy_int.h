@@ -248,6 +248,9 @@ struct pgw_session {
     uint32_t copy_abort_z;           /* ReadyForQuerys held back meanwhile */
     char copy_abort_zs;              /* ...their status */
     char copy_abort_name[40];        /* the marker's portal name (random) */
+    bool copy_mixed;                 /* the client's last message other than
+                                        CopyData/Flush/Sync/CopyDone/CopyFail came
+                                        behind a request not answered yet */
     bool ssl_asked, gss_asked;       /* SSLRequest / GSSENCRequest answered 'N' (a
                                         second is refused, as by PostgreSQL) */
     char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent

@@ -2675,13 +2675,16 @@ enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
  * FROM STDIN the server runs: PostgreSQL would end the backend (FATAL
  * "unexpected message type 0xNN during COPY from stdin").  Can pgwharf end
  * that COPY in its place and keep the server?  Not with replies of other
- * clients due on it (server_pipeline_depth) or pgwharf's own out. */
+ * clients due on it (server_pipeline_depth) or pgwharf's own out; nor
+ * when the client sent requests behind the COPY's (copy_mixed): their
+ * answers, due to it where the COPY failed first, are not foreseen. */
 static bool copy_abort_due(const struct pgw_session *s)
 {
     return s->fe_invalid && s->copy_abort == COPY_ABORT_NONE && s->server &&
            s->state == PGW_SS_LINKED && s->srv_copy_in && s->copy_ins > s->copy_ends &&
            !s->replication && s->cskip == 0 && !s->pipe_srv && !s->pipe_stop &&
            s->pipe_skip == 0 && s->pipe_drop == 0 && s->swallow == 0 && !s->trk_probe &&
+           !s->copy_mixed &&
            s->server->user_queued == 0 && s->server->user_tail_skip == 0;
 }
 
@@ -3044,6 +3047,12 @@ static bool scan_client(struct pgw_session *s)
             if (whole)
                 n = total;  /* may have changed with a rewrite */
         }
+        /* A message a COPY FROM STDIN does not read, sent behind a request
+         * not answered yet: inside the COPY, or after one its data failed,
+         * it is answered by the server (copy_abort_due). */
+        if (type != PGW_FE_COPY_DATA && type != PGW_FE_FLUSH && type != PGW_FE_SYNC &&
+            type != PGW_FE_COPY_DONE && type != PGW_FE_COPY_FAIL)
+            s->copy_mixed = s->track.sync_out > 0;
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) &&
             (s->track.sync_out > 0 || s->track.fe_open > 0))
             s->copy_ends++;

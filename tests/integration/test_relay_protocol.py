@@ -710,6 +710,30 @@ class TestAMessageTypePostgresRefusesWithoutPreparedStatements(TestAMessageTypeP
 
     settings = {"max_prepared_statements": 0}
 
+    def test_requests_behind_a_copy_that_failed_on_its_data(self):
+        """Requests sent behind a COPY whose data failed, then the refused
+        message: PostgreSQL answers them (the COPY over), then the FATAL.
+        pgwharf's CopyFail path took their answers for replies it did not
+        foresee: the client lost them (and the server was closed).  They
+        go to the server now, as before that path.  (With prepared.c on,
+        the server reads them inside the COPY, before and after: a
+        separate matter.)"""
+        def simple(sock):
+            self.copy_started(sock)
+            return self.ends_with(sock, M(b"d", b"x\n") + hz.query_msg("select 42") +
+                                  self.BAD["password"])
+
+        def extended(sock):
+            self.copy_started(sock, extended=True)
+            return self.ends_with(sock, M(b"d", b"x\n") + SYNC +
+                                  hz.parse_msg("", "select 43") + bind_execute() + SYNC +
+                                  self.BAD["password"])
+        for name, run in (("query", simple), ("execute", extended)):
+            with self.subTest(copy=name):
+                want = run(self.direct())
+                self.assertIn(b"D", [t for t, _ in want])
+                self.assertEqual(run(self.login()), want)
+
 
 class TestTerminateWhileQueued(RelayCase):
     """A Terminate from a client whose request waits in the pool's queue
