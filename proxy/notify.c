@@ -78,6 +78,7 @@
 struct notify_chan {
     char name[PGW_CHANNEL_UTF8_MAX + 1];
     int refs;                           /* clients listening */
+    bool listening;                     /* a LISTEN of it succeeded on the hub's server */
     bool failed;                        /* the hub's own LISTEN of it failed, with this
                                            error (hub_listen_failed); a LISTEN of it
                                            that succeeds clears it */
@@ -154,10 +155,13 @@ struct pgw_notify_hub {
 #define NOTIFY_LOST_MSG "the server connection listening for this client was lost (%s): " \
                         "notifications may have been missed"
 /* ... and when the hub's LISTEN of a channel it took over from the
- * client's transaction fails (hub_listen_failed): PostgreSQL's error. */
-#define NOTIFY_LISTEN_FAILED_DETAIL "The LISTEN this client's transaction committed failed on " \
-                                    "the server connection listening for it: the client does " \
-                                    "not listen on the channel."
+ * client's transaction fails (hub_listen_failed): 08006 too (the client
+ * reconnects to LISTEN again; its COMMIT succeeded, so the LISTEN's own
+ * SQLSTATE, 57014 say, would misread), PostgreSQL's error in the DETAIL. */
+#define NOTIFY_LISTEN_FAILED_MSG "the LISTEN this client's transaction committed failed on the " \
+                                 "server connection listening for it (%s): the client does not " \
+                                 "listen on the channel"
+#define NOTIFY_LISTEN_FAILED_DETAIL "PostgreSQL's error for that LISTEN: SQLSTATE %s: %s"
 
 static void hub_kick(struct pgw_notify_hub *h);
 static void hub_lost(struct pgw_notify_hub *h, const char *why);
@@ -284,7 +288,9 @@ static bool chan_ref(struct pgw_notify_hub *h, const char *name)
     c = &h->chans[h->nchans++];
     snprintf(c->name, sizeof(c->name), "%s", name);
     c->refs = 1;
-    c->failed = false;
+    c->failed = c->listening = false;
+    snprintf(c->fail_state, sizeof(c->fail_state), "%s", "08006");
+    snprintf(c->fail_msg, sizeof(c->fail_msg), "%s", "LISTEN failed on the listening server");
     return true;
 }
 
@@ -963,7 +969,8 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
     case PGW_BE_NOTIFY:
         fan_out(h, msg, total);
         break;
-    case PGW_BE_COMMAND_COMPLETE:
+    case PGW_BE_COMMAND_COMPLETE: {
+        struct notify_chan *c0;
         if (!r)
             break;
         if (r->listen && !r->failed) {
@@ -981,6 +988,8 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
                 break;
             }
         }
+        if (r->listen && !r->failed && (c0 = hub_chan(h, r->chan)))
+            c0->listening = true;        /* (after sub_add, which may make it) */
         if (r->s && r->closes == 0) {
             r->answered = true;
             pgw_notify_send(r->s, msg, total);
@@ -1002,6 +1011,7 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
             pgw_wbuf_deinit(&b);
         }
         break;
+    }
     case PGW_BE_ERROR:
     case PGW_BE_NOTICE: {
         struct pgw_wire_err_fields f;
@@ -1013,7 +1023,7 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (r && (char)msg[0] == PGW_BE_ERROR && !fatal)
             r->failed = r->answered = true;   /* first: a failed write may free r
                                                  (hub_lost) */
-        if (r && !r->s && r->listen && (char)msg[0] == PGW_BE_ERROR && !fatal && parsed) {
+        if (r && r->listen && (char)msg[0] == PGW_BE_ERROR && !fatal && parsed) {
             /* The hub's own LISTEN: its clients learn at its ReadyForQuery
              * (hub_listen_failed). */
             struct notify_chan *c = hub_chan(h, r->chan);
@@ -1050,7 +1060,10 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         struct pgw_session *s = r->s;
         if (r->barrier)
             hub_echo_end(h, r->gen);
-        if (r->listen && r->failed && !s && hub_chan(h, r->chan) && !listen_queued(h, r->chan))
+        /* (A client's lone LISTEN that failed too, behind the hub's own:
+         * the channel is not listened on either.) */
+        if (r->listen && r->failed && hub_chan(h, r->chan) && !hub_chan(h, r->chan)->listening &&
+            !listen_queued(h, r->chan))
             hub_listen_failed(h, r->chan);
         if (r->listen && h->nheld > 0)
             hub_tick_now(h);             /* a held ReadyForQuery may go (hub_unhold) */
@@ -1275,7 +1288,8 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
     hub_drop_server(h);
     hub_echo_end(h, 0);     /* the copies it was to send come from no server */
     for (int i = 0; i < h->nchans; i++)
-        h->chans[i].failed = false;      /* the next server tries every LISTEN anew */
+        h->chans[i].failed = h->chans[i].listening = false;   /* the next server tries
+                                                                 every LISTEN anew */
     struct notify_req **pp = &h->head, **ap = &h->answered;
     while (*ap)
         ap = &(*ap)->next;
@@ -1313,15 +1327,19 @@ static void hub_tick_now(struct pgw_notify_hub *h)
 }
 
 /* s is ended for NOTIFY_END_LOST: its hub's server lost (or none came
- * for it), or the hub's LISTEN of one of its channels failed, which is
- * told with that error (as a lone LISTEN gets it, but FATAL: its
- * transaction committed the LISTEN). */
+ * for it), or the hub's LISTEN of one of its channels failed: FATAL 08006
+ * either way (it reconnects; its transaction committed the LISTEN), the
+ * latter with PostgreSQL's error in the message and DETAIL. */
 static void lost_close(struct pgw_session *s)
 {
     struct pgw_notify_sub *sub = s->notify;
     if (sub->end_listen) {
-        s->close_detail = NOTIFY_LISTEN_FAILED_DETAIL;
-        pgw_session_close(s, sub->hold_state, "%s", sub->end_why);
+        char detail[400];
+        snprintf(detail, sizeof(detail), NOTIFY_LISTEN_FAILED_DETAIL, sub->end_state,
+                 sub->end_why);
+        s->close_detail = detail;        /* (read by pgw_session_close only) */
+        pgw_session_close(s, NOTIFY_LOST_SQLSTATE, NOTIFY_LISTEN_FAILED_MSG, sub->end_why);
+        s->close_detail = NULL;
     } else {
         pgw_session_close(s, NOTIFY_LOST_SQLSTATE, NOTIFY_LOST_MSG, sub->end_why);
     }
@@ -2534,8 +2552,12 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * the ReadyForQuery that ends such a transaction (the COMMIT's, an
  * implicit transaction's; after COMMIT AND CHAIN, the one that ends the
  * chain: the client's server, which it keeps, listens from the commit on
- * and sends what comes meanwhile before it) is held, with everything
- * behind it in the client's buffer (pgw_iobuf hold: the client's order
+ * and sends what comes meanwhile before it -- though not in commit order:
+ * a notification committed during the chain before the hub listens comes
+ * from that server only, at the chain's end, after one committed later
+ * that the hub holds already, which pgw_notify_server_notification
+ * appends it behind; not mended) is held, with everything behind it in
+ * the client's buffer (pgw_iobuf hold: the client's order
  * stays), until the hub's server has run LISTEN on every channel the
  * commit added (sub->await).  Its server goes back meanwhile (the client
  * is between transactions: PAUSE, RELOAD and KILL find it so).  When the
@@ -2572,9 +2594,21 @@ static bool await_add(struct pgw_notify_sub *sub, const char *chan)
         return false;
     sub->await = grown;
     snprintf(sub->await[sub->nawait++], sizeof(sub->await[0]), "%s", chan);
+    /* Failed before: try again for this commit (its LISTEN may have been
+     * noted while the failed one ran, and the cause may be gone); its end
+     * decides (hub_listen_failed). */
     const struct notify_chan *c = listen_failure(sub->hub, chan);
-    if (c)
+    if (c && sub->hub->srv) {
+        struct notify_req *r = req_own("LISTEN", chan);
+        if (r) {
+            req_push(sub->hub, r);
+            hub_kick(sub->hub);
+        } else {
+            hold_fail_listen(sub, c);
+        }
+    } else if (c) {
         hold_fail_listen(sub, c);
+    }
     return true;
 }
 
@@ -2624,8 +2658,8 @@ static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const ch
 }
 
 /* The hub's own LISTEN of c failed: sub's transaction committed its
- * LISTEN, so no error after its COMMIT; that error, as a lone LISTEN gets
- * it, ends the client after its ReadyForQuery (hold_end). */
+ * LISTEN, so no error after its COMMIT; that error ends the client after
+ * its ReadyForQuery (hold_end), as FATAL 08006 (lost_close). */
 static void hold_fail_listen(struct pgw_notify_sub *sub, const struct notify_chan *c)
 {
     if (sub->hold_failed)
@@ -2652,10 +2686,12 @@ static void hub_listen_failed(struct pgw_notify_hub *h, const char *chan)
         if (awaits) {
             hold_fail_listen(sub, c);
         } else if (sub_find(sub, chan) >= 0 && sub->ending == NOTIFY_END_NONE) {
-            snprintf(sub->hold_state, sizeof(sub->hold_state), "%s", c->fail_state);
-            snprintf(sub->hold_msg, sizeof(sub->hold_msg), "%s", c->fail_msg);
+            /* (Not in hold_state/hold_msg: a later hold_fail would
+             * rewrite them.) */
+            snprintf(sub->end_state, sizeof(sub->end_state), "%s", c->fail_state);
+            snprintf(sub->end_msg, sizeof(sub->end_msg), "%s", c->fail_msg);
             sub->ending = NOTIFY_END_LOST;
-            sub->end_why = sub->hold_msg;
+            sub->end_why = sub->end_msg;
             sub->end_listen = true;
             h->lost = true;
             hub_tick_now(h);
@@ -2696,8 +2732,10 @@ static void hold_end(struct pgw_session *s)
          * disconnected (08006) after its ReadyForQuery, as when the hub's
          * server is lost, and reconnects to LISTEN again (hub_lost_settle
          * at the next tick, or pgw_notify_flush at its transaction's end). */
+        snprintf(sub->end_state, sizeof(sub->end_state), "%s", sub->hold_state);
+        snprintf(sub->end_msg, sizeof(sub->end_msg), "%s", sub->hold_msg);
         sub->ending = NOTIFY_END_LOST;
-        sub->end_why = sub->hold_msg;
+        sub->end_why = sub->end_msg;
         sub->end_listen = sub->hold_listen;
         sub->hub->lost = true;
         hub_tick_now(sub->hub);
@@ -3559,8 +3597,10 @@ bool pgw_notify_tx_ready(struct pgw_session *s, char status)
         sub->nsp = 0;
     /* A chained transaction ('T', 'E': COMMIT AND CHAIN) keeps its server,
      * which listens since the commit and sends what is committed meanwhile
-     * before the ReadyForQuery that ends it; PostgreSQL sends the client
-     * nothing before that: the wait, if any, is for that one.  (Held
+     * before the ReadyForQuery that ends it (not in commit order with the
+     * hub's copies: see "the ReadyForQuery of a transaction's LISTEN");
+     * PostgreSQL sends the client nothing before that: the wait, if any,
+     * is for that one.  (Held
      * here, the client pinned its server while the listening server might
      * wait for it.) */
     if (status == 'I' && hold_due(sub))

@@ -124,7 +124,9 @@ struct pgw_notify_sub {
                                            at its transaction's end) */
     const char *end_why;                /* NOTIFY_END_LOST: hub_lost's reason */
     bool end_listen;                    /* ... the hub's LISTEN failed: end_why is its
-                                           message, hold_state its SQLSTATE */
+                                           message (end_msg), end_state its SQLSTATE */
+    char end_state[6];                  /* the failure it ends for, kept apart from */
+    char end_msg[256];                  /* hold_state/hold_msg (a later hold_fail) */
     bool enc_warned;                    /* a notification it could not take was logged */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;

@@ -77,6 +77,7 @@ def assert_ended(test, sock, sqlstate, text, before=()):
     f = hz.parse_fields(got[-1][1])
     test.assertEqual((f["S"], f["C"]), ("FATAL", sqlstate), f)
     test.assertIn(text, f["M"])
+    return f
 
 
 def slow_login(test, px, key_data=None):
@@ -4135,19 +4136,67 @@ class FailListen(hz.QueryServer):
     """A PostgreSQL look-alike (as CutAfterAnswer) whose LISTEN of a
     channel in `fail` gets an ErrorResponse 55000 (the connection goes
     on); a LISTEN among other statements of a Query (a transaction's) is
-    answered as the rest."""
+    answered as the rest.  The listening server's own LISTEN (its name
+    quoted) fails `times` times (-1: always), a client's lone one when
+    `lone_fails`; with `gated`, the first of the listening server's waits
+    for `gate` (`seen` set as it comes, `hub_peer` its connection's
+    port).  hub_listens: the channels of the listening server's LISTENs."""
 
     TIMEOUT = 30
     ERROR = b"SERROR\0VERROR\0C55000\0Mcannot listen on this channel here\0\0"
 
-    def __init__(self, fail):
+    def __init__(self, fail, times=-1, lone_fails=True, gated=False):
         self.fail = set(fail)
+        self.times = times
+        self.lone_fails = lone_fails
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.seen = threading.Event()
+        self.hub_listens = []
+        self.hub_peer = None
+        self.lock = threading.Lock()
+        self.local = threading.local()
         super().__init__()
 
+    def session(self, conn):
+        self.local.conn = conn
+        self.local.tx = False
+        self.read_startup(conn)
+        conn.sendall(self.login_ok(self.LOGIN))
+        while True:
+            kind, body = self.read_msg(conn)
+            if kind == b"X":
+                return
+            if kind != b"Q":
+                continue
+            out = self.answer(body.rstrip(b"\0").decode())[0]
+            conn.sendall(out + self._msg(b"Z", b"T" if self.local.tx else b"I"))
+
     def answer(self, sql):
+        w = sql.strip().lower()
+        if w == "begin":
+            self.local.tx = True
+        elif w in ("commit", "rollback"):
+            self.local.tx = False
         words = sql.replace('"', " ").replace(";", " ; ").split()
-        if len(words) > 1 and words[0].upper() == "LISTEN" and words[1] in self.fail:
-            return self._msg(b"E", self.ERROR), True
+        if len(words) == 2 and words[0].upper() == "LISTEN" and words[1] in self.fail:
+            if '"' in sql:
+                with self.lock:
+                    first = not self.hub_listens
+                    self.hub_listens.append(words[1])
+                if first:
+                    self.hub_peer = self.local.conn.getpeername()[1]
+                    self.seen.set()
+                    self.gate.wait(20)
+                with self.lock:
+                    fails = self.times != 0
+                    if self.times > 0:
+                        self.times -= 1
+            else:
+                fails = self.lone_fails
+            if fails:
+                return self._msg(b"E", self.ERROR), True
         out = b""
         for stmt in (x.split() for x in " ".join(words).split(";")):
             if stmt:
@@ -4155,12 +4204,23 @@ class FailListen(hz.QueryServer):
         return out, True
 
 
+def ended_for_a_failed_listen(test, sock, state, text, before=(b"C", b"C", b"Z")):
+    """sock, whose transaction committed a LISTEN the listening server
+    could not make: its ReadyForQuery, then FATAL 08006 (reconnect), with
+    PostgreSQL's error (state, text) in the message and the DETAIL."""
+    f = assert_ended(test, sock, "08006", text, before=before)
+    test.assertIn("the LISTEN this client's transaction committed failed", f["M"])
+    test.assertEqual(f["D"], "PostgreSQL's error for that LISTEN: SQLSTATE %s: %s" % (state, text))
+
+
 class TestHubListenFails(pt.PgwharfTestCase):
     """The listening server's own LISTEN of a channel a transaction
     committed failed: the hold was lifted as if it listened, and the
     client went on, listening to nothing (review, session 46).  It gets
-    that ReadyForQuery (the commit stands), then the error a lone LISTEN
-    gets, FATAL."""
+    that ReadyForQuery (the commit stands), then FATAL 08006, as when the
+    listening server is lost (it reconnects: its COMMIT succeeded, so the
+    LISTEN's own SQLSTATE would misread), PostgreSQL's error in the
+    DETAIL."""
 
     def login(self, px):
         s = socket.create_connection((px.host, px.port), timeout=20)
@@ -4168,17 +4228,18 @@ class TestHubListenFails(pt.PgwharfTestCase):
         hz.sync_login(s, self.pg.user, "fk", self.pg.password)
         return s
 
-    def test_a_committed_listen_the_hub_cannot_run_ends_the_client(self):
-        fake = FailListen(["pgw_bad"])
+    def start(self, fake):
         self.addCleanup(fake.close)
-        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3},
-                                databases={"fk": "host=127.0.0.1 port=%d dbname=fk" % fake.port})
+        return self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3},
+                                  databases={"fk": "host=127.0.0.1 port=%d dbname=fk" % fake.port})
+
+    def test_a_committed_listen_the_hub_cannot_run_ends_the_client(self):
+        px = self.start(FailListen(["pgw_bad"]))
         # A LISTEN among other statements: an implicit transaction's.
         a = self.login(px)
         a.sendall(hz.query_msg("select 1; listen pgw_bad"))
-        assert_ended(self, a, "55000", "cannot listen on this channel here",
-                     before=(b"C", b"C", b"Z"))
-        # A lone LISTEN gets the same error (and goes on).
+        ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
+        # A lone LISTEN gets PostgreSQL's error itself (and goes on).
         d = self.login(px)
         d.sendall(hz.query_msg("listen pgw_bad"))
         got = hz.read_until_ready(d)
@@ -4188,6 +4249,64 @@ class TestHubListenFails(pt.PgwharfTestCase):
                          ("ERROR", "55000", "cannot listen on this channel here"))
         self.assertEqual(hz.simple_query(d, "select 1"), ([], []))
         px.wait_for_log("event=notify_server")
+
+    def test_a_lone_listen_failing_behind_the_hubs_own_keeps_the_channel_failed(self):
+        # The listening server's own LISTEN fails with a client's lone
+        # LISTEN of the channel queued behind it (so its end did not mark
+        # the channel failed), and that one fails too: the committed
+        # client's hold was lifted as if the channel were listened on
+        # (review, session 47).
+        fake = FailListen(["pgw_bad"], gated=True)
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_bad"))
+        self.assertTrue(fake.seen.wait(20))
+        d = self.login(px)
+        d.sendall(hz.query_msg("listen pgw_bad"))
+        pt.wait_until(lambda: tcp_rx_queue(fake.port, fake.hub_peer) > 0, 20,
+                      what="d's LISTEN queued behind the listening server's own")
+        fake.gate.set()
+        got = hz.read_until_ready(d)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "55000")
+        ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
+
+    def test_a_listen_noted_while_the_hubs_own_failed_is_tried_again(self):
+        # The listening server's own LISTEN fails once.  b's transaction
+        # noted its LISTEN while that ran (no LISTEN sent for it) and
+        # commits after the failure: it was ended though no LISTEN was
+        # tried for it (review, session 47).  Now its commit sends one,
+        # which succeeds.  (a, waiting as the error came, is ended.)
+        fake = FailListen(["pgw_t"], times=1, lone_fails=False, gated=True)
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_t"))
+        self.assertTrue(fake.seen.wait(20))
+        b = self.login(px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        self.assertEqual(hz.simple_query(b, "listen pgw_t"), ([], []))
+        fake.gate.set()
+        ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 1"), ([], []))
+        self.assertEqual(fake.hub_listens, ["pgw_t", "pgw_t"])
+        # A third client's LISTEN: the channel is listened on.
+        c = self.login(px)
+        c.sendall(hz.query_msg("select 1; listen pgw_t"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"C", b"Z"])
+        self.assertEqual(hz.simple_query(c, "select 1"), ([], []))
+        self.assertEqual(fake.hub_listens, ["pgw_t", "pgw_t"])
+
+    def test_an_error_pgwharf_cannot_parse_still_ends_with_08006(self):
+        # The listening server's LISTEN got an ErrorResponse with no final
+        # NUL: the channel was marked failed with its SQLSTATE and message
+        # never written (heap-buffer-overflow under ASan).
+        fake = FailListen(["pgw_m"])
+        fake.ERROR = b"SERROR\0VERROR\0C55000\0Mno terminator"
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_m"))
+        ended_for_a_failed_listen(self, a, "08006", "LISTEN failed on the listening server")
 
 
 class TestReloadLeavesNoRoom(pt.PgwharfTestCase):
