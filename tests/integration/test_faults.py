@@ -1117,14 +1117,12 @@ class TestBreakerAndFullPool(pt.PgwharfTestCase):
         holder.commit()
 
 
-class TestMaxConnectionsUsedUp(pt.PgwharfTestCase):
-    """A real server-wide refusal: a cluster of its own (test_hosts'
-    SideClusters, on a unix socket) with max_connections = 2, one taken
-    by a pgwharf server, the other by a direct connection, so the pool's
-    second login gets FATAL 53300 "sorry, too many clients already",
-    which counts toward the breaker."""
+class SideClusterCase(pt.PgwharfTestCase):
+    """Tests on a cluster of their own (test_hosts' SideClusters, on a
+    unix socket, cls.sock), started once for the class with CONF;
+    side_ready() for what the class sets up on it."""
 
-    LOCK = 7211
+    NAME = CONF = None
 
     @classmethod
     def setUpClass(cls):
@@ -1132,16 +1130,31 @@ class TestMaxConnectionsUsedUp(pt.PgwharfTestCase):
         from test_hosts import SideClusters
         cls.side = SideClusters(cls.pg)
         try:
-            cls.sock = cls.side.start("primary", "full", conf="max_connections = 2\n"
-                                      "superuser_reserved_connections = 0\n")
+            cls.sock = cls.side.start("primary", cls.NAME, conf=cls.CONF)
+            cls.side_ready()
         except Exception:
             cls.side.close()
             raise
 
     @classmethod
+    def side_ready(cls):
+        pass
+
+    @classmethod
     def tearDownClass(cls):
         cls.side.close()
         super().tearDownClass()
+
+
+class TestMaxConnectionsUsedUp(SideClusterCase):
+    """A real server-wide refusal: max_connections = 2, one taken by a
+    pgwharf server, the other by a direct connection, so the pool's
+    second login gets FATAL 53300 "sorry, too many clients already",
+    which counts toward the breaker."""
+
+    NAME = "full"
+    CONF = "max_connections = 2\nsuperuser_reserved_connections = 0\n"
+    LOCK = 7211
 
     def test_a_waiter_is_served_by_the_pools_busy_server(self):
         # Pool of two, its one server busy (blocked on an advisory lock
@@ -1187,37 +1200,25 @@ class TestMaxConnectionsUsedUp(pt.PgwharfTestCase):
             self.assertEqual(b.result, want)
 
 
-class TestReservedSlotsUsedUp(pt.PgwharfTestCase):
-    """PostgreSQL's reserved slots: a side cluster (test_hosts'
-    SideClusters) with max_connections = 2 and
+class TestReservedSlotsUsedUp(SideClusterCase):
+    """PostgreSQL's reserved slots: max_connections = 2 and
     superuser_reserved_connections = 1, its one ordinary slot taken by a
     direct connection of role app, so an ordinary login gets FATAL 53300
     "remaining connection slots are reserved for non-replication
     superuser connections" and a superuser's gets in."""
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        from test_hosts import SideClusters
-        cls.side = SideClusters(cls.pg)
-        try:
-            cls.sock = cls.side.start("primary", "reserved", conf="max_connections = 2\n"
-                                      "superuser_reserved_connections = 1\n")
-            admin = psycopg2.connect(host=cls.sock, port=cls.pg.port, user=cls.pg.user,
-                                     dbname=cls.pg.database)
-            admin.autocommit = True
-            try:
-                admin.cursor().execute("create role %s login" % cls.pg.app_user)
-            finally:
-                admin.close()
-        except Exception:
-            cls.side.close()
-            raise
+    NAME = "reserved"
+    CONF = "max_connections = 2\nsuperuser_reserved_connections = 1\n"
 
     @classmethod
-    def tearDownClass(cls):
-        cls.side.close()
-        super().tearDownClass()
+    def side_ready(cls):
+        admin = psycopg2.connect(host=cls.sock, port=cls.pg.port, user=cls.pg.user,
+                                 dbname=cls.pg.database)
+        admin.autocommit = True
+        try:
+            admin.cursor().execute("create role %s login" % cls.pg.app_user)
+        finally:
+            admin.close()
 
     def test_ordinary_refusals_leave_the_reserved_slots_to_a_superuser(self):
         # Ordinary logins refused for the reserved slots opened the
