@@ -1137,9 +1137,10 @@ class FakeServer:
 class QueryServer(FakeServer):
     """A FakeServer that lets anyone in, reporting LOGIN's parameters, and
     answers each simple Query with answer(sql), the query's text: (reply,
-    True) sends reply and ReadyForQuery (idle); (reply, False) sends reply
-    and ends the session (a backend gone before its ReadyForQuery).  Any
-    other message is read and passed over; Terminate ends the session."""
+    True) sends reply and ReadyForQuery (status(): idle); (reply, False)
+    sends reply and ends the session (a backend gone before its
+    ReadyForQuery).  Any other message is read and passed over; Terminate
+    ends the session.  opened(conn) is called as a session starts."""
 
     LOGIN = (("server_version", "15.0"), ("server_encoding", "UTF8"),
              ("client_encoding", "UTF8"), ("standard_conforming_strings", "on"),
@@ -1148,7 +1149,14 @@ class QueryServer(FakeServer):
     def answer(self, sql):
         raise NotImplementedError
 
+    def opened(self, conn):
+        pass
+
+    def status(self):
+        return b"I"
+
     def session(self, conn):
+        self.opened(conn)
         self.read_startup(conn)
         conn.sendall(self.login_ok(self.LOGIN))
         while True:
@@ -1161,4 +1169,4 @@ class QueryServer(FakeServer):
             if not ready:
                 conn.sendall(out)
                 return
-            conn.sendall(out + self._msg(b"Z", b"I"))
+            conn.sendall(out + self._msg(b"Z", self.status()))

@@ -4159,19 +4159,12 @@ class FailListen(hz.QueryServer):
         self.local = threading.local()
         super().__init__()
 
-    def session(self, conn):
+    def opened(self, conn):
         self.local.conn = conn
         self.local.tx = False
-        self.read_startup(conn)
-        conn.sendall(self.login_ok(self.LOGIN))
-        while True:
-            kind, body = self.read_msg(conn)
-            if kind == b"X":
-                return
-            if kind != b"Q":
-                continue
-            out = self.answer(body.rstrip(b"\0").decode())[0]
-            conn.sendall(out + self._msg(b"Z", b"T" if self.local.tx else b"I"))
+
+    def status(self):
+        return b"T" if self.local.tx else b"I"
 
     def answer(self, sql):
         w = sql.strip().lower()
