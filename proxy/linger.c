@@ -18,7 +18,8 @@
  * client_cap, the oldest closed when a client comes and would find none
  * (pgw_linger_evict from the listener), so lingering never takes
  * descriptors the open-files budget keeps for servers and the reserve.
- * nginx's lingering_close does the same.
+ * nginx's lingering_close does the same.  Also here: pgw_drain, which
+ * session.c's close after a queued FATAL and metrics.c read with too.
  */
 #include "proxy/proxy_int.h"
 
@@ -50,24 +51,33 @@ static void linger_end(struct lingering_conn *l)
     free(l);
 }
 
-static void linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+enum pgw_drain pgw_drain(int fd, pgw_read_fn rd, void *arg, size_t per_cb, uint64_t *left)
 {
-    struct lingering_conn *l = pgw_container_of(w, struct lingering_conn, io);
     char sink[16384];
     size_t this_cb = 0;
-    while (this_cb < LINGER_PER_CB) {
-        ssize_t n = read(l->fd, sink, sizeof(sink));
+    while (this_cb < per_cb) {
+        ssize_t n = rd ? rd(arg, sink, sizeof(sink)) : read(fd, sink, sizeof(sink));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n <= 0 || (uint64_t)n >= l->left) {
-            linger_end(l);              /* its end (or an error, or more than its message) */
-            return;
+            return PGW_DRAIN_AGAIN;
+        if (n <= 0)
+            return n == 0 ? PGW_DRAIN_EOF : PGW_DRAIN_ERROR;
+        if ((uint64_t)n >= *left) {
+            *left = 0;
+            return PGW_DRAIN_SPENT;
         }
-        l->left -= (uint64_t)n;
+        *left -= (uint64_t)n;
         this_cb += (size_t)n;
     }
+    return PGW_DRAIN_AGAIN;
+}
+
+static void linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lingering_conn *l = pgw_container_of(w, struct lingering_conn, io);
+    if (pgw_drain(l->fd, NULL, NULL, LINGER_PER_CB, &l->left) != PGW_DRAIN_AGAIN)
+        linger_end(l);                  /* its end (or an error, or more than its message) */
 }
 
 static void linger_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -97,7 +97,7 @@ struct mconn {
     ev_io io;
     ev_timer timer;
     size_t rlen, sent;
-    size_t drained;          /* bytes read and dropped while lingering */
+    uint64_t drain_left;     /* bytes it may still send after its request */
     bool head;               /* the request is a HEAD */
     bool peer_done;          /* held, and the peer ended its stream */
     struct pgw_wbuf out;
@@ -354,32 +354,19 @@ static void render_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Lingering or held: read and drop what the client sends after its
- * request.  A bounded amount per callback (the level-triggered watcher
- * comes back next iteration), so a client streaming bytes cannot hold the
- * loop; past METRICS_DRAIN_MAX it is closed.  At the end of its stream a
- * lingering one is closed (its reply went out); a held one is marked and
- * no longer read: it may only have shut its side, and its reply still
- * goes -- it is the first a full endpoint closes (make_room). */
+ * request (pgw_drain); past METRICS_DRAIN_MAX it is closed.  At the end
+ * of its stream a lingering one is closed (its reply went out); a held
+ * one is marked and no longer read: it may only have shut its side, and
+ * its reply still goes -- it is the first a full endpoint closes
+ * (make_room). */
 static void conn_drain(struct mconn *c)
 {
-    char sink[4096];
-    size_t this_cb = 0;
-    while (this_cb < METRICS_DRAIN_PER_CB) {
-        ssize_t n = read(c->fd, sink, sizeof(sink));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n == 0 && c->phase == CONN_HELD) {
-            c->peer_done = true;
-            ev_io_stop(c->m->px->loop, &c->io);
-            return;
-        }
-        if (n <= 0 || (c->drained += (size_t)n) > METRICS_DRAIN_MAX) {
-            conn_close(c);               /* EOF (or error, or too much): done */
-            return;
-        }
-        this_cb += (size_t)n;
+    enum pgw_drain r = pgw_drain(c->fd, NULL, NULL, METRICS_DRAIN_PER_CB, &c->drain_left);
+    if (r == PGW_DRAIN_EOF && c->phase == CONN_HELD) {
+        c->peer_done = true;
+        ev_io_stop(c->m->px->loop, &c->io);
+    } else if (r != PGW_DRAIN_AGAIN) {
+        conn_close(c);                  /* EOF (or error, or too much): done */
     }
 }
 
@@ -445,6 +432,7 @@ static void conn_start(struct pgw_metrics *m, int fd)
     c->m = m;
     c->fd = fd;
     c->phase = CONN_READ;
+    c->drain_left = METRICS_DRAIN_MAX + 1;
     pgw_list_append(&m->conns, &c->node);
     m->nconns++;
     ev_io_init(&c->io, conn_io_cb, fd, EV_READ);

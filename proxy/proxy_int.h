@@ -666,6 +666,14 @@ void pgw_linger_close(struct pgw_proxy *px, int fd, uint64_t bytes);
  * under client_cap); false: none lingers. */
 bool pgw_linger_evict(struct pgw_proxy *px);
 void pgw_linger_deinit(struct pgw_proxy *px);
+/* Read and drop what a closing connection's peer sends: unread bytes at
+ * close(2) make a reset, which discards the send queue (the reply, the
+ * FATAL).  At most per_cb bytes a call, so a peer that keeps sending does
+ * not hold the loop; *left goes down by what was read.  rd: read(2) alike
+ * (NULL: read(2) of fd).  AGAIN: read on when readable; ERROR: errno. */
+typedef ssize_t (*pgw_read_fn)(void *arg, void *p, size_t n);
+enum pgw_drain { PGW_DRAIN_AGAIN, PGW_DRAIN_EOF, PGW_DRAIN_ERROR, PGW_DRAIN_SPENT };
+enum pgw_drain pgw_drain(int fd, pgw_read_fn rd, void *arg, size_t per_cb, uint64_t *left);
 
 /* ---- the proxy ---- */
 /* Logins past the client cap still read their first packet (a CancelRequest

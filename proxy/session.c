@@ -773,33 +773,24 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         pgw_session_read_client(s);
 }
 
+static ssize_t cli_read_fn(void *s, void *p, size_t n) { return cli_read(s, p, n); }
+
 /* A session ending after its queued FATAL (close_after_sent) reads what
- * the client still sends and drops it: bytes left unread at close(2) make
- * the kernel reset the connection, and a reset discards what is still in
- * the send queue -- the end of what the client was owed and its FATAL.
+ * the client still sends and drops it (pgw_drain), at most 64 kB a call.
  * false: the session was closed (a read error). */
 static bool discard_client_input(struct pgw_session *s)
 {
-    char scratch[4096];
-    /* At most 64 kB a call: a client that keeps sending does not hold the
-     * loop (the watcher calls again). */
-    for (int i = 0; i < 16; i++) {
-        ssize_t n = cli_read(s, scratch, sizeof(scratch));
-        if (n > 0) {
-            s->bytes_in += (uint64_t)n;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true;
-        if (n == 0) {
-            /* Its end of stream: it may still read (a half-close); the
-             * writes go on, and end it if it is gone. */
-            ev_io_stop(s->px->loop, &s->cli_r);
-            return true;
-        }
+    uint64_t left = UINT64_MAX;
+    enum pgw_drain r = pgw_drain(s->fd, cli_read_fn, s, 65536, &left);
+    s->bytes_in += UINT64_MAX - left;
+    if (r == PGW_DRAIN_ERROR) {
         pgw_session_close(s, NULL, "client read failed: %s", strerror(errno));
         return false;
     }
+    /* Its end of stream: it may still read (a half-close); the writes go
+     * on, and end it if it is gone. */
+    if (r == PGW_DRAIN_EOF)
+        ev_io_stop(s->px->loop, &s->cli_r);
     return true;
 }
 
