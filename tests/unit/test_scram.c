@@ -133,39 +133,47 @@ static void client_final_bound(const char *password, const char *gs2, const uint
     snprintf(out, outsize, "%s,p=%s", without_proof, proof_b64);
 }
 
-static void client_final_for(const char *password, const char *gs2, const char *bare,
-                             const char *server_first, char *out, size_t outsize)
-{
-    client_final_bound(password, gs2, NULL, 0, bare, server_first, out, outsize);
-}
+#define SCRAM_BUF 512   /* a server-first or client-final message here */
 
-/* One whole exchange, with scram_iterations and a cache; returns the
- * result of client-final.  The server-first message goes to sf_out when
- * it is not NULL. */
-static int exchange_with(const char *secret, const char *user, const char *password,
-                         struct pgw_scram_server *st, int iterations,
-                         struct pgw_scram_cache *cache, char *sf_out, size_t sf_size)
+/* The client's side of an exchange with st (started): client-first
+ * `first`, then the client-final of `password` echoing the gs2 header
+ * `gs2` (NULL: the one `first` has).  Returns client-first's error, else
+ * client-final's result; the server-first goes to sf and the client-final
+ * to final (SCRAM_BUF bytes each, or NULL). */
+static int scram_exchange(struct pgw_scram_server *st, const char *first, const char *gs2,
+                          const char *password, char *sf, char *final)
 {
     const char *out;
     size_t outlen;
-    assert_int_equal(pgw_scram_server_start(st, secret, user, iterations, cache), 0);
-    const char *first = "n,,n=,r=clientnonce123";
     int rc = pgw_scram_server_client_first(st, first, strlen(first), &out, &outlen);
     if (rc < 0)
         return rc;
-    char server_first[512], final[512];
-    snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
-    if (sf_out)
-        snprintf(sf_out, sf_size, "%s", server_first);
-    client_final_for(password, "n,,", first + 3, server_first, final, sizeof(final));
+    char sf_own[SCRAM_BUF], final_own[SCRAM_BUF], gs2_own[64];
+    sf = sf ? sf : sf_own;
+    final = final ? final : final_own;
+    snprintf(sf, SCRAM_BUF, "%.*s", (int)outlen, out);
+    const char *bare = strstr(first, ",,") + 2;
+    snprintf(gs2_own, sizeof(gs2_own), "%.*s", (int)(bare - first), first);
+    client_final_bound(password, gs2 ? gs2 : gs2_own, NULL, 0, bare, sf, final, SCRAM_BUF);
     return pgw_scram_server_client_final(st, final, strlen(final), &out, &outlen);
+}
+
+/* One whole exchange, with scram_iterations and a cache; returns the
+ * result of client-final.  The server-first message goes to sf_out
+ * (SCRAM_BUF bytes) when it is not NULL. */
+static int exchange_with(const char *secret, const char *user, const char *password,
+                         struct pgw_scram_server *st, int iterations,
+                         struct pgw_scram_cache *cache, char *sf_out)
+{
+    assert_int_equal(pgw_scram_server_start(st, secret, user, iterations, cache), 0);
+    return scram_exchange(st, "n,,n=,r=clientnonce123", NULL, password, sf_out, NULL);
 }
 
 /* One whole exchange; returns the result of client-final. */
 static int exchange(const char *secret, const char *user, const char *password,
                     struct pgw_scram_server *st)
 {
-    return exchange_with(secret, user, password, st, 0, NULL, NULL, 0);
+    return exchange_with(secret, user, password, st, 0, NULL, NULL);
 }
 
 /* ---- verifiers made from plaintext, cached ---- */
@@ -175,9 +183,8 @@ static void cached_exchange(struct pgw_scram_cache *c, const char *secret, const
                             unsigned long want_misses)
 {
     struct pgw_scram_server st;
-    char sf[512], iter[32];
-    assert_int_equal(exchange_with(secret, "u", password, &st, iterations, c, sf, sizeof(sf)),
-                     want_rc);
+    char sf[SCRAM_BUF], iter[32];
+    assert_int_equal(exchange_with(secret, "u", password, &st, iterations, c, sf), want_rc);
     snprintf(iter, sizeof(iter), ",i=%d", iterations);
     assert_non_null(strstr(sf, iter));
     pgw_scram_server_deinit(&st);
@@ -243,8 +250,8 @@ static void salt_of(struct pgw_scram_cache *c, const char *secret, const char *u
                     size_t size)
 {
     struct pgw_scram_server st;
-    char sf[512];
-    exchange_with(secret, user, "x", &st, 4096, c, sf, sizeof(sf));
+    char sf[SCRAM_BUF];
+    exchange_with(secret, user, "x", &st, 4096, c, sf);
     pgw_scram_server_deinit(&st);
     const char *s = strstr(sf, ",s=");
     assert_non_null(s);
@@ -464,25 +471,16 @@ static void test_y_flag_accepted(void **state)
 {
     (void)state;
     struct pgw_scram_server st;
-    const char *out;
-    size_t outlen;
-    assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
     const char *first = "y,,n=u,r=abc,x=ext";   /* extensions after r= are ignored */
-    assert_int_equal(pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen), 0);
-    char sf[256], final[512];
-    snprintf(sf, sizeof(sf), "%.*s", (int)outlen, out);
-    client_final_for("pw", "y,,", first + 3, sf, final, sizeof(final));
+    char final[SCRAM_BUF];
+    assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
+    assert_int_equal(scram_exchange(&st, first, NULL, "pw", NULL, final), 0);
     assert_memory_equal(final, "c=eSws,", 7);
-    assert_int_equal(pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen), 0);
     pgw_scram_server_deinit(&st);
 
     /* The channel-binding data must echo the header that was sent. */
     assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
-    assert_int_equal(pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen), 0);
-    snprintf(sf, sizeof(sf), "%.*s", (int)outlen, out);
-    client_final_for("pw", "n,,", first + 3, sf, final, sizeof(final));
-    assert_int_equal(pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen),
-                     PGW_EPROTO);
+    assert_int_equal(scram_exchange(&st, first, "n,,", "pw", NULL, NULL), PGW_EPROTO);
     assert_non_null(strstr(st.error, "channel binding"));
     pgw_scram_server_deinit(&st);
 }
@@ -706,24 +704,14 @@ static void test_empty_client_nonce(void **state)
 {
     (void)state;
     struct pgw_scram_server st;
-    const char *out;
-    size_t outlen;
-    const char *first = "n,,n=,r=";
+    char sf[SCRAM_BUF];
     assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
-    assert_int_equal(pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen), 0);
-    char server_first[512], final[512];
-    snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
-    assert_true(strncmp(server_first, "r=", 2) == 0 && server_first[2] != ',');
-    client_final_for("pw", "n,,", first + 3, server_first, final, sizeof(final));
-    assert_int_equal(pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen), 0);
+    assert_int_equal(scram_exchange(&st, "n,,n=,r=", NULL, "pw", sf, NULL), 0);
+    assert_true(strncmp(sf, "r=", 2) == 0 && sf[2] != ',');
     pgw_scram_server_deinit(&st);
     /* the wrong password still fails as one */
     assert_int_equal(pgw_scram_server_init(&st, "pw", "u"), 0);
-    assert_int_equal(pgw_scram_server_client_first(&st, first, strlen(first), &out, &outlen), 0);
-    snprintf(server_first, sizeof(server_first), "%.*s", (int)outlen, out);
-    client_final_for("other", "n,,", first + 3, server_first, final, sizeof(final));
-    assert_int_equal(pgw_scram_server_client_final(&st, final, strlen(final), &out, &outlen),
-                     PGW_EAUTH);
+    assert_int_equal(scram_exchange(&st, "n,,n=,r=", NULL, "other", NULL, NULL), PGW_EAUTH);
     pgw_scram_server_deinit(&st);
 }
 
