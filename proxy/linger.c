@@ -18,8 +18,9 @@
  * client_cap, the oldest closed when a client comes and would find none
  * (pgw_linger_evict from the listener), so lingering never takes
  * descriptors the open-files budget keeps for servers and the reserve.
- * nginx's lingering_close does the same.  Also here: pgw_drain, which
- * session.c's close after a queued FATAL and metrics.c read with too.
+ * nginx's lingering_close does the same.  A safe shutdown waits for them
+ * (at most LINGER_SECONDS), a fast one closes them.  Also here: pgw_drain,
+ * which session.c's close after a queued FATAL and metrics.c read with too.
  */
 #include "proxy/proxy_int.h"
 
@@ -76,13 +77,19 @@ enum pgw_drain pgw_drain(int fd, pgw_read_fn rd, void *arg, size_t per_cb, uint6
 static void linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct lingering_conn *l = pgw_container_of(w, struct lingering_conn, io);
-    if (pgw_drain(l->fd, NULL, NULL, LINGER_PER_CB, &l->left) != PGW_DRAIN_AGAIN)
+    struct pgw_proxy *px = l->px;
+    if (pgw_drain(l->fd, NULL, NULL, LINGER_PER_CB, &l->left) != PGW_DRAIN_AGAIN) {
         linger_end(l);                  /* its end (or an error, or more than its message) */
+        pgw_proxy_maybe_finish(px);     /* a safe shutdown waits for it */
+    }
 }
 
 static void linger_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    linger_end(pgw_container_of(w, struct lingering_conn, timer));
+    struct lingering_conn *l = pgw_container_of(w, struct lingering_conn, timer);
+    struct pgw_proxy *px = l->px;
+    linger_end(l);
+    pgw_proxy_maybe_finish(px);
 }
 
 void pgw_linger_close(struct pgw_proxy *px, int fd, uint64_t bytes)

@@ -886,9 +886,10 @@ void pgw_proxy_shutdown(struct pgw_proxy *px, enum pgw_shutdown_mode mode)
              mode == PGW_SHUTDOWN_FAST ? "fast" :
              mode == PGW_SHUTDOWN_WAIT_CLIENTS ? "wait_for_clients" : "wait_for_servers",
              px->nclients);
-    if (mode == PGW_SHUTDOWN_FAST)
+    if (mode == PGW_SHUTDOWN_FAST) {
         close_all_sessions(px, false);
-    else if (mode == PGW_SHUTDOWN_WAIT_SERVERS)
+        pgw_linger_deinit(px);                  /* no lingering either */
+    } else if (mode == PGW_SHUTDOWN_WAIT_SERVERS)
         close_all_sessions(px, true);
     pgw_proxy_maybe_finish(px);
 }
@@ -905,6 +906,11 @@ void pgw_proxy_maybe_finish(struct pgw_proxy *px)
         close_all_sessions(px, true);
     }
     if (!pgw_list_empty(&px->sessions) || !pgw_list_empty(&px->closing))
+        return;
+    /* A socket lingering after its FATAL (linger.c) finishes first too:
+     * closed now, with the client's input unread, the reset would lose
+     * the FATAL; it ends within seconds. */
+    if (px->shutdown_mode != PGW_SHUTDOWN_FAST && px->nlingering > 0)
         return;
     /* A forwarded cancel finishes first (the server closes its connection,
      * or cancel_wait_timeout), unless this is the fast shutdown. */

@@ -29,6 +29,7 @@ FAMILIES = {
     "pgwharf_up": "gauge",
     "pgwharf_clients_total": "gauge",
     "pgwharf_clients_max": "gauge",
+    "pgwharf_lingering_sockets": "gauge",
     "pgwharf_servers_total": "gauge",
     "pgwharf_pool_client_active": "gauge",
     "pgwharf_pool_client_waiting": "gauge",

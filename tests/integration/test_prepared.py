@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import random
 import resource
 import select
@@ -526,6 +527,40 @@ class TestLargeMessages(pt.PgwharfTestCase):
         for i in range(8):         # client_cap under 32 open files
             self.assertEqual(ph.simple_query(login(), "select 1"), ([[b"1"]], []))
         self.assertNotIn("Too many open files", px.log())
+
+    def test_a_safe_shutdown_lets_a_lingering_socket_finish(self):
+        # A socket lingering after its FATAL 54000 (linger.c) is shown as
+        # pgwharf_lingering_sockets, and SIGTERM waits for it as for a
+        # client (within its 5 s): it was closed at once at the exit, the
+        # client's input unread, and the client still sending its message
+        # got a reset.  Now it sends the rest and reads the end cleanly.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "max_prepared_statements": 100,
+                                          "metrics_port": "auto"})
+        c = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(c.close)
+        ph.sync_login(c, self.pg.user, self.pg.database, self.pg.password)
+        size = 70 * 2**20
+        body = b"\0\0" + struct.pack("!HHI", 0, 1, size)
+        c.sendall(b"B" + struct.pack("!I", 4 + len(body) + size + 2) + body + b"z" * 1000)
+        data = b""
+        while not ph.error_fields_in(data):
+            got = c.recv(65536)
+            self.assertTrue(got, "closed before its FATAL")
+            data += got
+        self.assertEqual([(f.get("S"), f.get("C")) for f in ph.error_fields_in(data)],
+                         [("FATAL", "54000")])
+        pt.wait_until(lambda: px.metric("pgwharf_lingering_sockets") == 1, 10,
+                      what="its socket lingering")
+        px.send_signal(signal.SIGTERM)
+        px.wait_for_log(r"event=shutdown mode=wait_for_clients")
+        c.sendall(b"z" * (size - 1000) + b"\0\0")
+        c.shutdown(socket.SHUT_WR)
+        rest, closed = ph.read_until_closed(c, 30)
+        self.assertTrue(closed)
+        self.assertEqual(rest, b"")
+        px.proc.wait(30)
+        self.assertEqual(px.proc.returncode, 0)
 
     def test_no_memory_for_a_held_parse_is_53200_not_too_large(self):
         # A Parse of 50 MB, under the 64 MiB a message may have, held whole
