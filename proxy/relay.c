@@ -2673,14 +2673,16 @@ enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
 
 /* A message of a type PostgreSQL refuses (fe_invalid), the client in a COPY
  * FROM STDIN the server runs: PostgreSQL would end the backend (FATAL
- * "unexpected message type 0xNN during COPY from stdin").  Can pgwharf end
+ * "unexpected message type 0xNN during COPY from stdin").  Likewise a
+ * client that left there (client_eof: a Terminate, the end of its stream,
+ * a reset), which PostgreSQL (and PgBouncer) end too.  Can pgwharf end
  * that COPY in its place and keep the server?  Not with replies of other
  * clients due on it (server_pipeline_depth) or pgwharf's own out; nor
  * when the client sent requests behind the COPY's (copy_mixed): their
  * answers, due to it where the COPY failed first, are not foreseen. */
 static bool copy_abort_due(const struct pgw_session *s)
 {
-    return s->fe_invalid && s->copy_abort == COPY_ABORT_NONE && s->server &&
+    return (s->fe_invalid || s->client_eof) && s->copy_abort == COPY_ABORT_NONE && s->server &&
            s->state == PGW_SS_LINKED && s->srv_copy_in && s->copy_ins > s->copy_ends &&
            !s->replication && s->cskip == 0 && !s->pipe_srv && !s->pipe_stop &&
            s->pipe_skip == 0 && s->pipe_drop == 0 && s->swallow == 0 && !s->trk_probe &&
@@ -2700,9 +2702,13 @@ static bool copy_abort_due(const struct pgw_session *s)
  * false when out of memory (the caller goes on as before). */
 static bool copy_abort_start(struct pgw_session *s)
 {
-    static const char fail[] = "f\0\0\0\x29" "COPY ended: invalid frontend message";
+    static const char refused[] = "f\0\0\0\x29" "COPY ended: invalid frontend message";
+    static const char left[] = "f\0\0\0\x20" "COPY ended: the client left";
     static const char sync[] = "S\0\0\0\4";
-    _Static_assert(sizeof(fail) == 1 + 0x29, "the CopyFail's length (its NUL too)");
+    _Static_assert(sizeof(refused) == 1 + 0x29, "the CopyFail's length (its NUL too)");
+    _Static_assert(sizeof(left) == 1 + 0x20, "the CopyFail's length (its NUL too)");
+    const char *fail = s->fe_invalid ? refused : left;
+    size_t fail_len = s->fe_invalid ? sizeof(refused) : sizeof(left);
     uint8_t rnd[8];
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         return false;
@@ -2715,13 +2721,13 @@ static bool copy_abort_start(struct pgw_session *s)
     pgw_put_u32(desc + 1, dlen);
     desc[5] = 'P';
     memcpy(desc + 6, name, (size_t)nl + 1);
-    size_t need = sizeof(fail) + 2 * (sizeof(sync) - 1) + 1 + dlen;
+    size_t need = fail_len + 2 * (sizeof(sync) - 1) + 1 + dlen;
     if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
         return false;
     if (!pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)(s->cbuf->len - s->cbuf->sent + need)))
         return false;
     struct pgw_iobuf *b = s->cbuf;
-    if (!pgw_iobuf_append(b, fail, sizeof(fail)) ||
+    if (!pgw_iobuf_append(b, fail, fail_len) ||
         !pgw_iobuf_append(b, sync, sizeof(sync) - 1) || !pgw_iobuf_append(b, desc, 1 + dlen) ||
         !pgw_iobuf_append(b, sync, sizeof(sync) - 1))
         return false;
@@ -2732,8 +2738,30 @@ static bool copy_abort_start(struct pgw_session *s)
     s->copy_abort_z = 0;
     s->eof_copy_fail = true;            /* (no second CopyFail: eof_end_copy) */
     s->client_eof = true;               /* nothing more is read from it */
-    s->term_wait = true;
+    if (s->fe_invalid)
+        s->term_wait = true;            /* (a client that left: as it left) */
     ev_io_stop(s->px->loop, &s->cli_r);
+    return true;
+}
+
+/* The client left inside its COPY FROM STDIN (client_eof set: a Terminate,
+ * the end of its stream, a reset): PostgreSQL ends the backend there, the
+ * COPY rolled back, and PgBouncer closes the server; so did pgwharf, and
+ * the pool logged in again.  The end of copy_abort_start keeps it: the
+ * COPY fails, its transaction with it, and none of the replies goes to
+ * the client, gone (copy_abort_reply); the session ends at the marker's
+ * ReadyForQuery (pgw_relay_eof_check), the server given back as ever (in
+ * a failed transaction block: closed).  Everything whole that the client
+ * sent before is scanned and goes first.  true when that end is on its
+ * way (the session may have closed since: a failed write). */
+static bool copy_abort_leave(struct pgw_session *s)
+{
+    if (!s->client_eof || s->fe_invalid || s->eof_copy_fail || !copy_abort_due(s) ||
+        (s->cbuf && s->cbuf->parsed != s->cbuf->len) || !copy_abort_start(s))
+        return false;
+    pgw_relay_flush_server(s);
+    if (s->state == PGW_SS_LINKED)
+        pgw_session_arm_timer(s);       /* query_timeout bounds the end too */
     return true;
 }
 
@@ -3223,6 +3251,12 @@ static bool client_data_step(struct pgw_session *s)
         ev_io_stop(s->px->loop, &s->cli_r);
         if (s->server && s->state == PGW_SS_LINKED && !s->pipe_srv) {
             s->client_eof = true;
+            s->terminating = false;
+            s->term_wait = true;
+            if (copy_abort_leave(s))
+                return false;
+            s->terminating = true;
+            s->term_wait = false;
             if (!eof_done(s)) {
                 s->terminating = false;
                 s->term_wait = true;
@@ -3605,6 +3639,8 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         return false;
     s->client_eof = true;
     ev_io_stop(s->px->loop, &s->cli_r);
+    if (!s->terminating && copy_abort_leave(s))
+        return true;            /* (closed since, maybe) */
     if (!s->terminating && eof_done(s))
         return false;
     if (!s->terminating && !eof_end_copy(s))
@@ -3645,9 +3681,10 @@ void pgw_relay_eof_check(struct pgw_session *s)
     if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
         return;
     /* The refused message came with the request that started this COPY
-     * (before its CopyInResponse): the COPY ends in its place now, as
-     * above, once all the client sent before it is on the server. */
-    if (s->term_wait && copy_abort_due(s) && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
+     * (before its CopyInResponse), or the client left behind it: the COPY
+     * ends in its place now, as above, once all the client sent before it
+     * is on the server. */
+    if ((s->fe_invalid ? s->term_wait : !s->eof_copy_fail) && copy_abort_due(s) && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
         !s->srv_write_blocked && copy_abort_start(s)) {
         pgw_relay_flush_server(s);
         return;
@@ -4251,6 +4288,7 @@ static int copy_abort_reply(struct pgw_session *s)
             return -1;
         return 0;
     }
+    bool gone = !s->fe_invalid;         /* the client left (copy_abort_leave) */
     if (type == PGW_BE_READY && total == 6) {
         s->copy_abort_zs = (char)p[5];
         pgw_iobuf_cut(b, b->parsed, total);
@@ -4277,7 +4315,7 @@ static int copy_abort_reply(struct pgw_session *s)
          * the COPY's own error: none are). */
         if (s->copy_abort_z == 0)
             return copy_abort_unforeseen(s);    /* (pgwharf's Sync is answered first) */
-        if (!s->copy_abort_ours && !copy_abort_give_z(s, s->copy_abort_z - 1)) {
+        if (!s->copy_abort_ours && !gone && !copy_abort_give_z(s, s->copy_abort_z - 1)) {
             pgw_session_close(s, "53200", "out of memory for a reply to the client");
             return -1;
         }
@@ -4305,7 +4343,7 @@ static int copy_abort_reply(struct pgw_session *s)
     if (type != PGW_BE_NOTICE && type != PGW_BE_PARAM_STATUS &&
         (type != PGW_BE_ERROR || ours))
         return copy_abort_unforeseen(s);
-    if (!ours) {
+    if (!ours && !gone) {
         if (!copy_abort_give_z(s, s->copy_abort_z)) {
             pgw_session_close(s, "53200", "out of memory for a reply to the client");
             return -1;
@@ -4314,12 +4352,15 @@ static int copy_abort_reply(struct pgw_session *s)
     }
     b = s->sbuf;
     p = b->data + b->parsed;
-    if (type == PGW_BE_ERROR) {
+    if (type == PGW_BE_ERROR && !gone) {
         note_server_error(s, p, total);
     } else if (type == PGW_BE_PARAM_STATUS) {
         note_param(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
     }
-    b->parsed += total;
+    if (gone)
+        pgw_iobuf_cut(b, b->parsed, total);     /* (ReadyForQuerys counted) */
+    else
+        b->parsed += total;
     return 1;
 }
 

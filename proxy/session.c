@@ -825,6 +825,11 @@ void pgw_session_read_client(struct pgw_session *s)
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
+        /* Reset inside a COPY FROM STDIN: as at the end of its stream,
+         * pgwharf ends that COPY and keeps the server (relay.c,
+         * copy_abort_leave); the client reads nothing more anyway. */
+        if (errno == ECONNRESET && s->srv_copy_in && pgw_relay_client_eof(s))
+            return;
         pgw_session_close(s, NULL, "client read failed: %s", strerror(errno));
         return;
     }

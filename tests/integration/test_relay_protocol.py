@@ -735,6 +735,151 @@ class TestAMessageTypePostgresRefusesWithoutPreparedStatements(TestAMessageTypeP
                 self.assertEqual(run(self.login()), want)
 
 
+class TestTheClientLeavingACopy(RelayCase):
+    """A client that leaves inside its COPY FROM STDIN: a Terminate, the
+    end of its stream, a reset.  PostgreSQL ends the backend there, the
+    COPY rolled back; PgBouncer 1.18 closes the server.  pgwharf closed it
+    too, and the pool logged in again for the next client.  It now ends
+    that COPY itself (CopyFail, Sync, a marker, Sync), as for a refused
+    message type there, and the server goes back to the pool: the same
+    backend, idle, no transaction, no COPY, none of the COPY's rows."""
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_copy_leave", "n int")
+
+    def server_pid(self):
+        b = self.login()
+        rows_, errs = hz.simple_query(b, "select pg_backend_pid()")
+        self.assertEqual(errs, [])
+        b.close()
+        return int(rows_[0][0])
+
+    def copy_started(self, sock, extended=False):
+        sql = "copy relay_copy_leave from stdin"
+        if extended:
+            sock.sendall(hz.parse_msg("", sql) + bind_execute() + SYNC)
+        else:
+            sock.sendall(hz.query_msg(sql))
+        while True:
+            t, body = hz.recv_msg(sock)
+            self.assertNotEqual(t, b"E", body)
+            if t == b"G":
+                return
+
+    @staticmethod
+    def leave(sock, how, before=b""):
+        """The client leaves: a Terminate (then reads to the close), a
+        close, a half close (shutdown of its sending side) or a reset."""
+        if how == "terminate":
+            sock.sendall(before + M(b"X"))
+            hz.read_until_closed(sock, 20)
+        elif how == "shutdown":
+            sock.sendall(before)
+            sock.shutdown(socket.SHUT_WR)
+            hz.read_until_closed(sock, 20)
+        elif how == "reset":
+            sock.sendall(before)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            sock.sendall(before)
+        sock.close()
+
+    def gone(self, port):
+        pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                      what="the client's session ends")
+
+    def assert_kept_clean(self, pid):
+        """The next client gets the same backend, which is idle, out of
+        any transaction and COPY, and the COPY's row is not there."""
+        self.assertEqual(self.server_pid(), pid, "the pooled server was replaced")
+        self.assertEqual(self.pg.psql("select state, backend_xid is null from pg_stat_activity "
+                                      "where pid = %d" % pid, user=self.pg.user), "idle|t")
+        b = self.login()
+        b.sendall(hz.query_msg("select count(*) from relay_copy_leave"))
+        got = hz.read_until_ready(b)
+        self.assertEqual(rows(got), [[b"0"]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        self.copy_started(b)                # a COPY of its own runs as ever
+        b.sendall(M(b"d", b"7\n") + M(b"c"))
+        got = hz.read_until_ready(b)
+        self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+        b.close()
+        self.assertEqual(self.pg.psql("select string_agg(n::text, ',') from relay_copy_leave",
+                                      user=self.pg.user), "7")
+        self.pg.psql("truncate relay_copy_leave", user=self.pg.user)
+
+    def test_leaving_keeps_the_server(self):
+        pid = self.server_pid()
+        for how in ("terminate", "close", "shutdown", "reset"):
+            for extended in (False, True):
+                with self.subTest(leave=how, extended=extended):
+                    a = self.login()
+                    port = a.getsockname()[1]
+                    self.copy_started(a, extended)
+                    data = M(b"d", b"5\n") + (SYNC if extended else b"")
+                    self.leave(a, how, before=data)
+                    self.gone(port)
+                    self.assert_kept_clean(pid)
+
+    def test_leaving_in_the_write_that_starts_the_copy(self):
+        """The Terminate (or the close) with the Query that starts the COPY:
+        the COPY starts, then ends at its CopyInResponse."""
+        pid = self.server_pid()
+        for how in ("terminate", "shutdown"):
+            with self.subTest(leave=how):
+                a = self.login()
+                port = a.getsockname()[1]
+                self.leave(a, how, before=hz.query_msg("copy relay_copy_leave from stdin") +
+                           M(b"d", b"5\n"))
+                self.gone(port)
+                self.assert_kept_clean(pid)
+
+    def test_psql_killed_in_a_copy(self):
+        """psql in COPY FROM STDIN, killed: its socket closes."""
+        pid = self.server_pid()
+        env = dict(os.environ, PGPASSWORD=self.pg.password)
+        p = subprocess.Popen([pt.pg_bin("psql"), "-X", "-q", "-h", self.px.host, "-p",
+                              str(self.px.port), "-U", self.pg.user, "-d", self.pg.database,
+                              "-c", "copy relay_copy_leave from stdin"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        p.stdin.write(b"5\n")
+        p.stdin.flush()
+        pt.wait_until(lambda: self.pg.queries_running("copy relay_copy_leave from stdin") == 1,
+                      20, what="psql's COPY runs")
+        p.kill()
+        p.wait(20)
+        pt.wait_until(lambda: self.px.show("CLIENTS", database=self.pg.database) == [], 20,
+                      what="psql's session ends")
+        self.assert_kept_clean(pid)
+
+    def test_in_a_transaction_block_the_server_is_closed(self):
+        """Inside a transaction block the COPY's failure fails the block:
+        the server is closed, as when a client leaves one (not changed)."""
+        pid = self.server_pid()
+        a = self.login()
+        port = a.getsockname()[1]
+        hz.simple_query(a, "begin")
+        self.copy_started(a)
+        self.leave(a, "terminate", before=M(b"d", b"5\n"))
+        self.gone(port)
+        self.assertNotEqual(self.server_pid(), pid)
+        self.assertEqual(self.pg.psql("select count(*) from relay_copy_leave",
+                                      user=self.pg.user), "0")
+
+
+class TestTheClientLeavingACopyWithoutPreparedStatements(TestTheClientLeavingACopy):
+    settings = {"max_prepared_statements": 0}
+
+
+class TestTheClientLeavingACopyInSessionMode(TestTheClientLeavingACopy):
+    """Session mode, server_reset_query (DISCARD ALL) after the end."""
+    settings = {"pool_mode": "session", "server_reset_query": "DISCARD ALL"}
+
+
 class TestTerminateWhileQueued(RelayCase):
     """A Terminate from a client whose request waits in the pool's queue
     for the one server (no query_wait_timeout to end the wait): the
