@@ -2737,6 +2737,10 @@ static bool copy_abort_start(struct pgw_session *s)
     s->copy_abort_ours = false;
     s->copy_abort_z = 0;
     s->eof_copy_fail = true;            /* (no second CopyFail: eof_end_copy) */
+    /* query_timeout times this end from here, as a request of its own:
+     * the COPY's clock, started by the client, fired while the server
+     * answered it and closed a server whose end was answered. */
+    s->query_floor = pgw_mono_now(s->px->loop);
     s->client_eof = true;               /* nothing more is read from it */
     if (s->fe_invalid)
         s->term_wait = true;            /* (a client that left: as it left) */
@@ -3558,6 +3562,12 @@ static bool eof_done(const struct pgw_session *s)
         return true;
     if (s->copy_abort != COPY_ABORT_NONE)
         return false;            /* its end is on its way (copy_abort_reply) */
+    /* After that end, a cancel of the client's (sent during it, or just
+     * before) still on its way to the server: given back now, the server
+     * would be closed (pgw_relay_release_mode), as it was; the end waits
+     * for it (session_cancels_done; cancel_wait_timeout bounds it). */
+    if (s->copy_abort_name[0] && s->cancel_inflight > 0)
+        return false;
     /* A COPY FROM STDIN waits for data that will never come. */
     if (s->copy_ins > s->copy_ends)
         return true;
@@ -4253,6 +4263,28 @@ static bool copy_abort_give_z(struct pgw_session *s, uint32_t n)
     return true;
 }
 
+/* A NotificationResponse while pgwharf ends the client's COPY (the
+ * server sends one at each ReadyForQuery outside a transaction block: a
+ * LISTEN of the session's, or one run inside a function).  PostgreSQL,
+ * ending the backend, would have sent the client none; nor is it any
+ * other client's: dropped, as where no client owns the server.  In
+ * session mode the session ends and server_reset_query (DISCARD ALL's
+ * UNLISTEN *) takes the LISTEN away; in transaction mode the rule of
+ * listen_check holds -- a server with the client's own LISTEN is retired
+ * already, one with another's (a LISTEN inside a function) is now, and
+ * the drop logged.  It closed the server (copy_abort_unforeseen). */
+static void copy_abort_notification(struct pgw_session *s)
+{
+    if (s->mode == PGW_POOL_SESSION || s->server->user_listen == s->id)
+        return;
+    char qd[200], qu[200];
+    pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"LISTEN of another client "
+             "on its server (transaction pooling mode)\"", s->addr_text,
+             pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user));
+    pgw_server_retire(s->server, "a notification for another client (LISTEN in transaction "
+                      "pooling mode)");
+}
+
 /* A reply copy_abort_reply did not foresee: the server's state is not
  * known, so it is closed, and the session ends as it would have. */
 static int copy_abort_unforeseen(struct pgw_session *s)
@@ -4339,6 +4371,11 @@ static int copy_abort_reply(struct pgw_session *s)
      * are the client's once the COPY failed at pgwharf's CopyFail).  (A
      * client that sent other requests into its COPY had them fail it:
      * their answers are not foreseen.) */
+    if (type == PGW_BE_NOTIFY) {
+        copy_abort_notification(s);
+        pgw_iobuf_cut(b, b->parsed, total);
+        return 1;
+    }
     bool ours = s->copy_abort_ours || s->copy_abort == COPY_ABORT_MARKED;
     if (type != PGW_BE_NOTICE && type != PGW_BE_PARAM_STATUS &&
         (type != PGW_BE_ERROR || ours))
