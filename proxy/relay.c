@@ -3649,13 +3649,14 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         return false;
     s->client_eof = true;
     ev_io_stop(s->px->loop, &s->cli_r);
-    if (!s->terminating && copy_abort_leave(s))
-        return true;            /* (closed since, maybe) */
-    if (!s->terminating && eof_done(s))
+    /* (copy_abort_leave: the COPY it left ends, the session with it;
+     * closed since, maybe, at a failed write.) */
+    bool copy_left = !s->terminating && copy_abort_leave(s);
+    if (!s->terminating && !copy_left && eof_done(s))
         return false;
-    if (!s->terminating && !eof_end_copy(s))
+    if (!s->terminating && !copy_left && !eof_end_copy(s))
         return true;            /* closed */
-    if (s->px->cfg->log_disconnections) {
+    if (s->px->cfg->log_disconnections && s->state != PGW_SS_CLOSING) {
         char qd[200], qu[200];
         pgw_info("client_eof", "client=%s db=%s user=%s reason=\"the client's stream ended: "
                  "what it sent runs, then the session ends\"", s->addr_text,
