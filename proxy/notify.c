@@ -74,6 +74,9 @@
 #define HELD_OWN 's'
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
+/* The hub's own LISTEN of a channel clients want, tried that many times in
+ * a row (hub_listen_failed) before they learn it failed. */
+#define NOTIFY_LISTEN_TRIES 3
 
 struct notify_chan {
     char name[PGW_CHANNEL_UTF8_MAX + 1];
@@ -84,6 +87,7 @@ struct notify_chan {
                                            that succeeds clears it */
     char fail_state[6];
     char fail_msg[256];
+    int tries;                          /* its LISTENs failed in a row (NOTIFY_LISTEN_TRIES) */
 };
 
 /* A statement for the hub's server: a client's LISTEN, or the hub's own
@@ -289,6 +293,7 @@ static bool chan_ref(struct pgw_notify_hub *h, const char *name)
     snprintf(c->name, sizeof(c->name), "%s", name);
     c->refs = 1;
     c->failed = c->listening = false;
+    c->tries = 0;
     snprintf(c->fail_state, sizeof(c->fail_state), "%s", "08006");
     snprintf(c->fail_msg, sizeof(c->fail_msg), "%s", "LISTEN failed on the listening server");
     return true;
@@ -976,7 +981,7 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
         if (r->listen && !r->failed) {
             struct notify_chan *c = hub_chan(h, r->chan);
             if (c)
-                c->failed = false;       /* it listens on it now */
+                c->failed = false, c->tries = 0;    /* it listens on it now */
             /* From here on the channel's notifications are the client's. */
             if (r->s && !sub_add(r->s->notify, r->chan)) {
                 r->failed = r->answered = true;
@@ -1287,9 +1292,11 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
              h->nchans, nsubs, lq(q3, sizeof(q3), why));
     hub_drop_server(h);
     hub_echo_end(h, 0);     /* the copies it was to send come from no server */
-    for (int i = 0; i < h->nchans; i++)
+    for (int i = 0; i < h->nchans; i++) {
         h->chans[i].failed = h->chans[i].listening = false;   /* the next server tries
                                                                  every LISTEN anew */
+        h->chans[i].tries = 0;
+    }
     struct notify_req **pp = &h->head, **ap = &h->answered;
     while (*ap)
         ap = &(*ap)->next;
@@ -2671,13 +2678,25 @@ static void hold_fail_listen(struct pgw_notify_sub *sub, const struct notify_cha
 /* The hub's own LISTEN of chan failed (its ReadyForQuery came, no LISTEN
  * of it is queued): the channel is marked (hub_listens says no until a
  * LISTEN of it succeeds; a transaction's LISTEN of it sends one again).
- * A client that awaits it fails its hold; one that listens on it already
- * is ended between transactions with that error.  (Nothing is closed
- * from here: the tick does it.) */
+ * The cause may pass (a cancel, a lock or statement timeout, a lack of
+ * memory): clients want the channel (refs: those that await it too), so
+ * the hub tries again, behind what is queued, up to NOTIFY_LISTEN_TRIES
+ * times in a row, the clients waiting meanwhile as for the first.  Then
+ * it failed for good: a client that awaits it fails its hold; one that
+ * listens on it already is ended between transactions with that error.
+ * (Nothing is closed from here: the tick does it.) */
 static void hub_listen_failed(struct pgw_notify_hub *h, const char *chan)
 {
     struct notify_chan *c = hub_chan(h, chan);
     c->failed = true;
+    if (c->refs > 0 && ++c->tries < NOTIFY_LISTEN_TRIES && h->srv) {
+        struct notify_req *r = req_own("LISTEN", chan);
+        if (r) {
+            req_push(h, r);    /* (sent by the caller's hub_send) */
+            return;
+        }
+    }
+    c->tries = 0;         /* a transaction's LISTEN of it later tries anew (await_add) */
     for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
         bool awaits = false;

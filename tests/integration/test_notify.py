@@ -4197,6 +4197,11 @@ class FailListen(hz.QueryServer):
         return out, True
 
 
+# The listening server's own LISTEN of a channel, tried that many times in
+# a row for the clients that wait for it (NOTIFY_LISTEN_TRIES).
+LISTEN_TRIES = 3
+
+
 def ended_for_a_failed_listen(test, sock, state, text, before=(b"C", b"C", b"Z")):
     """sock, whose transaction committed a LISTEN the listening server
     could not make: its ReadyForQuery, then FATAL 08006 (reconnect), with
@@ -4265,12 +4270,13 @@ class TestHubListenFails(pt.PgwharfTestCase):
         ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
 
     def test_a_listen_noted_while_the_hubs_own_failed_is_tried_again(self):
-        # The listening server's own LISTEN fails once.  b's transaction
-        # noted its LISTEN while that ran (no LISTEN sent for it) and
-        # commits after the failure: it was ended though no LISTEN was
-        # tried for it (review, session 47).  Now its commit sends one,
-        # which succeeds.  (a, waiting as the error came, is ended.)
-        fake = FailListen(["pgw_t"], times=1, lone_fails=False, gated=True)
+        # The listening server's own LISTEN fails for good (three times in
+        # a row, LISTEN_TRIES).  b's transaction noted its LISTEN while
+        # the first ran (no LISTEN sent for it) and commits after the
+        # failure: it was ended though no LISTEN was tried for it (review,
+        # session 47).  Now its commit sends one, which succeeds.  (a,
+        # waiting as the errors came, is ended.)
+        fake = FailListen(["pgw_t"], times=LISTEN_TRIES, lone_fails=False, gated=True)
         px = self.start(fake)
         a = self.login(px)
         a.sendall(hz.query_msg("select 1; listen pgw_t"))
@@ -4282,13 +4288,43 @@ class TestHubListenFails(pt.PgwharfTestCase):
         ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(b, "select 1"), ([], []))
-        self.assertEqual(fake.hub_listens, ["pgw_t", "pgw_t"])
+        self.assertEqual(fake.hub_listens, ["pgw_t"] * (LISTEN_TRIES + 1))
         # A third client's LISTEN: the channel is listened on.
         c = self.login(px)
         c.sendall(hz.query_msg("select 1; listen pgw_t"))
         self.assertEqual([t for t, _ in hz.read_until_ready(c)], [b"C", b"C", b"Z"])
         self.assertEqual(hz.simple_query(c, "select 1"), ([], []))
-        self.assertEqual(fake.hub_listens, ["pgw_t", "pgw_t"])
+        self.assertEqual(fake.hub_listens, ["pgw_t"] * (LISTEN_TRIES + 1))
+
+    def test_a_failure_is_tried_again_for_the_waiting_clients(self):
+        # The listening server's own LISTEN fails twice (a cancel, a lock
+        # or statement timeout, a lack of memory), with a waiting: a was
+        # ended at the first failure, with no retry, while a LISTEN noted
+        # later got one (review, session 48).  Now the hub tries it again
+        # for them, up to LISTEN_TRIES times in a row: the third succeeds,
+        # and a goes on, listening.
+        fake = FailListen(["pgw_t"], times=LISTEN_TRIES - 1, lone_fails=False, gated=True)
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_t"))
+        self.assertTrue(fake.seen.wait(20))
+        b = self.login(px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        self.assertEqual(hz.simple_query(b, "listen pgw_t"), ([], []))
+        fake.gate.set()
+        got = hz.read_until_ready(a)
+        self.assertEqual([t for t, _ in got], [b"C", b"C", b"Z"], got)
+        self.assertEqual(hz.simple_query(a, "select 1"), ([], []))
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(b, "select 1"), ([], []))
+        self.assertEqual(fake.hub_listens, ["pgw_t"] * LISTEN_TRIES)
+        # Failing for good (the bound reached): the client is ended.
+        fake2 = FailListen(["pgw_bad"])
+        px2 = self.start(fake2)
+        d = self.login(px2)
+        d.sendall(hz.query_msg("select 1; listen pgw_bad"))
+        ended_for_a_failed_listen(self, d, "55000", "cannot listen on this channel here")
+        self.assertEqual(fake2.hub_listens, ["pgw_bad"] * LISTEN_TRIES)
 
     def test_an_error_pgwharf_cannot_parse_still_ends_with_08006(self):
         # The listening server's LISTEN got an ErrorResponse with no final
