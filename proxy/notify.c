@@ -24,7 +24,9 @@
  *   or held for its transaction's end).  One that falls further behind
  *   gets none past that: its subscriptions go, and it is sent what it was
  *   owed, then FATAL 54000, between transactions (backlog_over), as
- *   PostgreSQL drops no notification of a listener's.
+ *   PostgreSQL drops no notification of a listener's.  Held ones past the
+ *   bound leave a mark (lost_note), and the transaction's end decides
+ *   (lost_cut): those it discards were never the client's.
  * - The hub's server is one of the pool's (it counts in pool_size and
  *   shows in SHOW SERVERS as active with no client).  When it is lost, or
  *   marked for closing (RECONNECT, PAUSE, a reload), the hub takes
@@ -72,6 +74,12 @@
  * hub's (a LISTEN in a function): the client's whatever it listens on
  * through the hub; 'A' when it goes out. */
 #define HELD_OWN 's'
+/* ... of a mark where notifications held for the client were dropped past
+ * max_notify_backlog (lost_note): HELD_LOST of a channel it listens on,
+ * HELD_LOST_MAYBE of hub's copies that may be its (as HELD_MAYBE).  Its
+ * process ID field counts them; it has the channel and no payload. */
+#define HELD_LOST 'x'
+#define HELD_LOST_MAYBE 'y'
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
 /* The hub's own LISTEN of a channel clients want, tried that many times in
@@ -180,6 +188,7 @@ static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 static void maybe_settle(struct pgw_notify_sub *sub);
 static void held_clear(struct pgw_notify_sub *sub);
+static const char *msg_chan(const uint8_t *m);
 static void hub_tick_now(struct pgw_notify_hub *h);
 static void hold_fail(struct pgw_notify_sub *sub, const char *sqlstate, const char *msg);
 static void hub_unhold(struct pgw_notify_hub *h);
@@ -1947,6 +1956,69 @@ static bool backlog_ended(struct pgw_session *s)
     return true;
 }
 
+/* msg, to be held for s, is past max_notify_backlog: dropped, with a mark
+ * of type (HELD_LOST, HELD_LOST_MAYBE) where it was, and the end of s's
+ * transaction decides (lost_cut) whether it missed one of its own: it may
+ * not be (its transaction's LISTEN of the channel rolls back, an UNLISTEN
+ * of it commits), and one PostgreSQL would not have sent it does not count.
+ * One mark a channel and type, which stands for those after it too (a
+ * sweep that takes it takes them), so marks are few and small. */
+static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    struct pgw_wbuf *p = &sub->pending;
+    const char *chan = msg_chan(msg);
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;
+         off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
+        if (p->data[off] == type && strcmp(msg_chan(p->data + off), chan) == 0) {
+            uint8_t *count = p->data + off + PGW_MSG_HDR;
+            pgw_put_u32(count, pgw_get_u32(count) + 1);
+            return;
+        }
+    }
+    size_t cn = strlen(chan);
+    uint8_t m[PGW_MSG_HDR + 4 + PGW_CHANNEL_UTF8_MAX + 2];
+    size_t n = PGW_MSG_HDR + 4 + cn + 2, at = p->len;
+    if (cn <= PGW_CHANNEL_UTF8_MAX) {
+        m[0] = type;
+        pgw_put_u32(m + 1, (uint32_t)(n - 1));
+        pgw_put_u32(m + PGW_MSG_HDR, 1);
+        memcpy(m + PGW_MSG_HDR + 4, chan, cn + 1);
+        m[n - 1] = '\0';                          /* no payload */
+        pgw_wbuf_append(p, m, n);
+    }
+    if (p->len != at + n) {
+        backlog_over(s);                          /* no memory: as before */
+        return;
+    }
+    sub->nmaybe += type == HELD_LOST_MAYBE;
+}
+
+/* The end of the client's transaction decided what is held for it: a
+ * mark left (lost_note) is of notifications of its that were dropped.  It
+ * gets those held before the first, then FATAL 54000 (backlog_over). */
+static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
+{
+    struct pgw_wbuf *p = &sub->pending;
+    size_t cut = p->len;
+    uint64_t lost = 0;
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;
+         off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
+        uint8_t t = p->data[off];
+        if (t == HELD_LOST || t == HELD_LOST_MAYBE) {
+            cut = cut < off ? cut : off;
+            lost += pgw_get_u32(p->data + off + PGW_MSG_HDR);
+        } else if (cut < off) {
+            lost++;
+        }
+    }
+    if (cut == p->len)
+        return;
+    p->len = cut;
+    s->px->total_notifications_dropped += lost - 1;    /* backlog_over counts one */
+    backlog_over(s);
+}
+
 /* The hub's copy msg for s (as deliver_once), out now when s is between
  * transactions; else held as it is, and converted when it goes out
  * (held_convert): PostgreSQL converts a notification to the
@@ -1971,6 +2043,10 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
     size_t held = now ? unsent(s) : sub->pending.len;
     if (held + total <= backlog_max(s) && now && pgw_notify_send(s, msg, total)) {
         s->px->total_notifications++;
+        return;
+    }
+    if (!now && held + total > backlog_max(s)) {
+        lost_note(s, msg, HELD_LOST);      /* the end of its transaction decides */
         return;
     }
     if (now || held + total > backlog_max(s)) {
@@ -2028,6 +2104,7 @@ static void pending_flush(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
     if (sub->nmaybe > 0)
         maybe_settle(sub);       /* none when nothing is noted (tx_settle_to) */
+    lost_cut(s, sub);
     if (!sub->pending.failed)
         held_convert(s, sub);
     if (!sub->pending.failed && sub->pending.len > 0) {   /* (all may be dropped
@@ -2072,7 +2149,7 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (keep(sub, p->data + off)) {
             memmove(p->data + kept, p->data + off, n);
-            marks += p->data[kept] == HELD_MAYBE;
+            marks += p->data[kept] == HELD_MAYBE || p->data[kept] == HELD_LOST_MAYBE;
             kept += n;
         }
         off += n;
@@ -2304,7 +2381,7 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     if (backlog_ended(s))
         return;
     if (p->len + total > backlog_max(s)) {
-        backlog_over(s);
+        lost_note(s, msg, HELD_LOST_MAYBE);
         return;
     }
     size_t at = p->len;
@@ -2359,10 +2436,10 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
  * does not (and its transaction no longer may) goes. */
 static bool settle_keep(struct pgw_notify_sub *sub, uint8_t *m)
 {
-    if (m[0] != HELD_MAYBE)
+    if (m[0] != HELD_MAYBE && m[0] != HELD_LOST_MAYBE)
         return true;
     if (sub_find(sub, msg_chan(m)) >= 0) {
-        m[0] = PGW_BE_NOTIFY;
+        m[0] = m[0] == HELD_MAYBE ? PGW_BE_NOTIFY : HELD_LOST;
         return true;
     }
     return tx_holds(sub, msg_chan(m));
@@ -2377,7 +2454,7 @@ static void maybe_settle(struct pgw_notify_sub *sub)
 static bool unmarked_keep(struct pgw_notify_sub *sub, uint8_t *m)
 {
     (void)sub;
-    return m[0] != HELD_MAYBE;
+    return m[0] != HELD_MAYBE && m[0] != HELD_LOST_MAYBE;
 }
 
 /* The client's server's copy msg (m, n: in UTF-8) in its place among
@@ -3310,7 +3387,8 @@ static bool listened_keep(struct pgw_notify_sub *sub, uint8_t *m)
 {
     /* HELD_MAYBE: maybe_settle decides; HELD_OWN: the server sent it, so
      * listened on its channel (not the hub's) then. */
-    return m[0] == HELD_MAYBE || m[0] == HELD_OWN || sub_find(sub, msg_chan(m)) >= 0;
+    return m[0] == HELD_MAYBE || m[0] == HELD_LOST_MAYBE || m[0] == HELD_OWN ||
+           sub_find(sub, msg_chan(m)) >= 0;
 }
 
 /* ev for the first n noted. */

@@ -116,7 +116,8 @@ struct pgw_notify_sub {
                                            marked HELD_MAYBE (notify.c, maybe_add):
                                            the hub's copies for a channel only its
                                            transaction listens on, which may have
-                                           committed */
+                                           committed (and HELD_LOST_MAYBE marks of
+                                           those dropped past the bound) */
     int nmaybe;
     bool waiting;                       /* its LISTEN runs on the hub's server */
     ev_tstamp wait_since;               /* ... asked for then */

@@ -1834,7 +1834,7 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertEqual(metric("pgwharf_listen_clients"), 1)
 
         # More than 1 MB for a client inside a transaction: the rest is
-        # dropped (memory stays bounded), counted and logged, and the
+        # dropped (memory stays bounded), counted and logged at COMMIT, the
         # client gets what was held at COMMIT, then FATAL 54000.
         self.assertEqual(hz.simple_query(b, "begin"), ([], []))
         # A marker after them, on a channel of its own: the hub has handed
@@ -1848,7 +1848,9 @@ class TestMetrics(pt.PgwharfTestCase):
                                             "from generate_series(1, 200) i"), ([[b"200"]], []))
         self.assertEqual(hz.simple_query(c, "notify pgw_m_end"), ([], []))
         read_notifications(d, 1)
-        self.assertGreater(metric("pgwharf_notifications_dropped_total"), 0)
+        # Counted when its transaction ends: the end decides whether they
+        # were its (TestBacklogCountsWhatGoesOut).
+        self.assertEqual(metric("pgwharf_notifications_dropped_total"), 0)
         b.sendall(hz.query_msg("commit"))
         got = ended_for_its_backlog(self, b, before=(b"C", b"Z"))
         self.assertGreater(len(got), 100)
@@ -1968,7 +1970,9 @@ class TestSlowListener(NotifyCase):
         self.pg.psql("select count(pg_notify('pgw_held', repeat('x', 7990) || i)) "
                      "from generate_series(1, 20) i")
         self.assertEqual(len(read_notifications(other, 20)), 20)
-        pt.wait_until(self.overflowed, 20, what="the held copies' overflow logged")
+        # Past the bound, the end of its transaction decides (the client's
+        # may not be: TestBacklogCountsWhatGoesOut).
+        self.assertFalse(self.overflowed())
         a.sendall(hz.query_msg("commit"))
         kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
         self.assertEqual([int(p[7990:]) for p in kept], list(range(1, len(kept) + 1)))
@@ -1993,6 +1997,81 @@ class TestSlowListener(NotifyCase):
             self.assertEqual([int(x[2][7990:]) for x in got], list(range(b * 6 + 1, b * 6 + 7)))
         self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
         self.assertFalse(self.overflowed())
+
+
+class TestBacklogCountsWhatGoesOut(NotifyCase):
+    """Notifications held for the end of a client's transaction that the
+    end then discards (the hub's copies of a channel whose LISTEN the
+    transaction ran and rolled back; those of a channel the transaction
+    UNLISTENs) counted toward its max_notify_backlog: past it, the client
+    was ended with FATAL 54000 for bytes it was never to be sent, where
+    PostgreSQL delivers none of them and no error.  Now only what goes out
+    counts: a client past its bound with those is ended only if one that
+    was its own was dropped."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0, "max_notify_backlog": 8192})
+
+    def run_ending(self, sock, chans, opening, closing, heard=None):
+        """sock (of a server or of pgwharf) listens on b (and on a unless
+        its transaction LISTENs it), runs BEGIN and opening, 12 kB of
+        notifications on a are committed, it runs closing (which ends its
+        transaction), then b small is committed: sock gets that, and
+        nothing else, up to a query's answer behind it."""
+        a, b = chans["a"], chans["b"]
+        first = "listen %s" % b if "listen" in opening else "listen %s; listen %s" % (b, a)
+        self.expect(sock, first, ["LISTEN"] * (first.count(";") + 1), b"I")
+        self.expect(sock, "begin; " + opening, ["BEGIN", opening.split()[0].upper()], b"T")
+        for i in range(3):     # one at a time: the witness reads each
+            self.notify(a, "x" * 3990 + str(i))
+            if heard:          # the hub has it (and has held it for sock)
+                self.assertEqual(len(read_notifications(heard, 1)), 1)
+        self.expect(sock, closing, [w.split()[0].upper() for w in closing.split(";")], b"I")
+        self.notify(b, "small")
+        self.assertEqual([n[1:] for n in read_notifications(sock, 1)], [(b, "small")])
+        self.assertEqual(hz.simple_query(sock, "select 'alive'"), ([[b"alive"]], []))
+
+    def check(self, name, opening, closing):
+        chans = {c: "pgw_bl_%s_%s" % (name, c) for c in ("a", "b")}
+        opening, closing = opening % chans, closing % chans
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        self.run_ending(d, chans, opening, closing)    # PostgreSQL: none of a, no error
+        d.close()
+        w = self.witness(chans["a"])
+        a = login(self, self.px)
+        self.run_ending(a, chans, opening, closing, heard=w)
+        self.assertNotIn("event=notification_dropped", self.px.log())
+
+    def test_a_rolled_back_listen(self):
+        self.check("rb", "listen %(a)s", "rollback")
+
+    def test_an_unlisten_committed(self):
+        self.check("ul", "savepoint s", "unlisten %(a)s; commit")
+
+    def test_an_unlisten_before_the_burst(self):
+        self.check("ub", "unlisten %(a)s", "commit")
+
+    def test_a_committed_listen_past_the_bound(self):
+        # The same with COMMIT: PostgreSQL sends the client (which listened
+        # already) the three, read at its transaction's end; pgwharf had
+        # room for two: it sends those, then FATAL 54000.
+        a_, b_ = "pgw_bl_cm_a", "pgw_bl_cm_b"
+        w = self.witness(a_)
+        a = login(self, self.px)
+        self.listen(a, "listen " + b_)
+        self.expect(a, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
+        for i in range(3):
+            self.notify(a_, "x" * 3990 + str(i))
+            self.assertEqual(len(read_notifications(w, 1)), 1)
+        a.sendall(hz.query_msg("commit"))
+        kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
+        self.assertEqual([p[3990:] for p in kept], ["0", "1"])
+        self.assertIn("event=notification_dropped", self.px.log())
 
 
 class TestSlowListenerCanceledWhileWaiting(NotifyCase):
