@@ -2941,7 +2941,11 @@ static bool tx_note(struct pgw_notify_sub *sub, enum pgw_listen_kind kind, const
         bool known = hub_chan(h, chan) != NULL;
         if (!chan_ref(h, chan))
             return false;
-        if ((!known || hub_chan(h, chan)->failed) && h->srv) {   /* (failed: again) */
+        /* (failed: again; not while a LISTEN of it is queued, a retry of
+         * hub_listen_failed's say, whose end decides: each more would
+         * put off its count of NOTIFY_LISTEN_TRIES, and the clients
+         * waiting on it, for as long as transactions note the channel) */
+        if ((!known || hub_chan(h, chan)->failed) && h->srv && !listen_queued(h, chan)) {
             struct notify_req *r = req_own("LISTEN", chan);
             if (!r) {
                 chan_unref(h, chan);

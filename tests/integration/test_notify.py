@@ -4302,6 +4302,23 @@ class FailListen(hz.QueryServer):
         return out, True
 
 
+class GateEachListen(FailListen):
+    """FailListen whose listening server's LISTENs each wait for a release
+    of `go` (`arrived`: how many came)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.go = threading.Semaphore(0)
+        self.arrived = 0
+
+    def answer(self, sql):
+        if '"' in sql and sql.strip().upper().startswith("LISTEN"):
+            with self.lock:
+                self.arrived += 1
+            self.go.acquire(timeout=self.TIMEOUT)
+        return super().answer(sql)
+
+
 # The listening server's own LISTEN of a channel, tried that many times in
 # a row for the clients that wait for it (NOTIFY_LISTEN_TRIES).
 LISTEN_TRIES = 3
@@ -4430,6 +4447,38 @@ class TestHubListenFails(pt.PgwharfTestCase):
         d.sendall(hz.query_msg("select 1; listen pgw_bad"))
         ended_for_a_failed_listen(self, d, "55000", "cannot listen on this channel here")
         self.assertEqual(fake2.hub_listens, ["pgw_bad"] * LISTEN_TRIES)
+
+    def test_listens_noted_during_the_retries_do_not_put_off_the_end(self):
+        # The listening server's LISTEN fails for good; while its retry
+        # runs, two transactions note a LISTEN of the channel.  Each sent
+        # one more LISTEN (the channel was marked failed), whose failure
+        # did not count (a LISTEN of it was queued behind): a was ended
+        # after five, not LISTEN_TRIES, and would wait as long as
+        # transactions kept noting it (review, session 48).
+        fake = GateEachListen(["pgw_t"], times=-1, lone_fails=False)
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_t"))
+        pt.wait_until(lambda: fake.arrived == 1, 20, what="the first LISTEN")
+        fake.go.release()
+        pt.wait_until(lambda: fake.arrived == 2, 20, what="its retry")
+        noted = []
+        for _ in range(2):
+            b = self.login(px)
+            self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+            self.assertEqual(hz.simple_query(b, "listen pgw_t"), ([], []))
+            noted.append(b)
+        for _ in range(2 * LISTEN_TRIES):
+            fake.go.release()
+        ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
+        self.assertEqual(fake.hub_listens, ["pgw_t"] * LISTEN_TRIES)
+        # Their commits try it again (await_add), LISTEN_TRIES times each.
+        fake.go.release(2 * LISTEN_TRIES)
+        for b in noted:
+            b.sendall(hz.query_msg("commit"))
+            ended_for_a_failed_listen(self, b, "55000", "cannot listen on this channel here",
+                                      before=(b"C", b"Z"))
+        self.assertEqual(fake.hub_listens, ["pgw_t"] * (3 * LISTEN_TRIES))
 
     def test_an_error_pgwharf_cannot_parse_still_ends_with_08006(self):
         # The listening server's LISTEN got an ErrorResponse with no final
