@@ -2074,6 +2074,42 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         self.assertIn("event=notification_dropped", self.px.log())
 
 
+class TestOneReadPastTheBound(NotifyCase):
+    """Notifications the hub's server sent together, read by pgwharf at
+    once, were all queued for a client before any was written (io_batch
+    writes at the loop iteration's end): past max_notify_backlog (here
+    three of 4 kB, the bound 8 kB) the client was ended with FATAL 54000
+    though it had read everything before and its socket had room.  Now
+    what waits for it is written before it counts as behind."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0, "max_notify_backlog": 8192})
+
+    def test_three_committed_together_reach_a_client_that_reads(self):
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_one_read")
+        port = int(self.pg.psql("select client_port from pg_stat_activity "
+                                "where query ilike 'listen%%'"))
+        payloads = ["x" * 3990 + str(i) for i in range(3)]
+        size = sum(1 + 4 + 4 + len("pgw_one_read") + 1 + len(p) + 1 for p in payloads)
+        # pgwharf stopped while the three come: it reads them in one go.
+        os.kill(self.px.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, self.px.pid, signal.SIGCONT)
+        pt.wait_stopped([self.px.pid])
+        self.pg.psql("select count(pg_notify('pgw_one_read', p)) from unnest(array['%s']) p"
+                     % "', '".join(payloads))
+        pt.wait_until(lambda: tcp_rx_queue(port, self.pg.port) >= size, 20,
+                      what="the three in pgwharf's socket from the listening server")
+        os.kill(self.px.pid, signal.SIGCONT)
+        self.assertEqual([x[1:] for x in read_notifications(a, 3)],
+                         [("pgw_one_read", p) for p in payloads])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("event=notification_dropped", self.px.log())
+
+
 class TestSlowListenerCanceledWhileWaiting(NotifyCase):
     """A client marked past max_notify_backlog while it waited for a
     server (its next request queued), whose request then got no server
