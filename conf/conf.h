@@ -233,6 +233,9 @@ struct pgw_config {
     double server_login_retry;      /* 15 s */
     char *server_reset_query;       /* "DISCARD ALL" */
     bool server_reset_query_always; /* false */
+    bool server_reset_session_state; /* true: CLOSE ALL / DISCARD TEMP after a transaction
+                                      * that may leave a WITH HOLD cursor or a
+                                      * temporary object (transaction/statement mode) */
     char *server_check_query;       /* "select 1" */
     double server_check_delay;      /* 30 s */
     bool server_round_robin;        /* false */

@@ -76,6 +76,7 @@
     X(server_login_retry,       DUR,        "15",          0, 0)            \
     X(server_reset_query,       STR,        "DISCARD ALL", 0, 0)            \
     X(server_reset_query_always, BOOL,      "off",         0, 0)            \
+    X(server_reset_session_state, BOOL,     "on",          0, 0)            \
     X(server_check_query,       STR,        "select 1",    0, 0)            \
     X(server_check_delay,       DUR,        "30",          0, 0)            \
     X(server_round_robin,       BOOL,       "off",         0, 0)            \

@@ -1841,12 +1841,60 @@ void pgw_pool_cancel_wait(struct pgw_pool_waiter *w)
         waiter_unqueue(w);
 }
 
+/* The statements that take back what srv->user_leftover says a client may
+ * have left on srv: one Query, its replies swallowed (a job, as
+ * server_reset_query), NULL for none.  Neither touches pgwharf's prepared
+ * statements (DISCARD ALL would). */
+static const char *leftover_sql(uint8_t leftover)
+{
+    switch (leftover & (PGW_LEFTOVER_CURSOR | PGW_LEFTOVER_TEMP)) {
+    case PGW_LEFTOVER_CURSOR:                     return "CLOSE ALL";
+    case PGW_LEFTOVER_TEMP:                       return "DISCARD TEMP";
+    case PGW_LEFTOVER_CURSOR | PGW_LEFTOVER_TEMP: return "CLOSE ALL; DISCARD TEMP";
+    default:                                      return NULL;
+    }
+}
+
+/* Run server_reset_query (reset, or NULL) on srv, with the cleanup of its
+ * leftovers (server_reset_session_state) ahead of it in the same Query.
+ * DISCARD ALL takes them back itself, and must be a Query of its own (it
+ * cannot run inside the implicit transaction of several statements). */
+static void reset_job(struct pgw_server *srv, const char *reset)
+{
+    const char *clean = leftover_sql(srv->user_leftover);
+    srv->user_leftover = 0;
+    if (clean && reset && strcasestr(reset, "DISCARD ALL"))
+        clean = NULL;
+    if (clean) {
+        char names[PGW_POOL_LOG_NAMES];
+        pgw_info("server_reset_session_state", "%s id=%llu pid=%d query=\"%s\"",
+                 pgw_pool_log_names(srv->pool, names, sizeof(names)),
+                 (unsigned long long)srv->id, srv->backend_pid, clean);
+    }
+    if (!reset || !clean) {
+        if (pgw_server_job(srv, reset ? SRV_JOB_RESET : SRV_JOB_CLEANUP, reset ? reset : clean) < 0)
+            pgw_server_close(srv, "out of memory for server_reset_query");
+        return;
+    }
+    size_t n = strlen(clean) + strlen(reset) + 3;
+    char *sql = malloc(n);
+    if (sql)
+        snprintf(sql, n, "%s; %s", clean, reset);
+    if (!sql || pgw_server_job(srv, SRV_JOB_RESET, sql) < 0)
+        pgw_server_close(srv, "out of memory for server_reset_query");
+    free(sql);
+}
+
 void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
 {
     struct pgw_pool *pool = srv->pool;
     const char *reset = pool->set->cfg->server_reset_query;
     const char *over, *why;
     struct excess x;
+    /* (A reload that turned it off since drops what was noted.) */
+    bool cleanup = srv->user_leftover && pool->set->cfg->server_reset_session_state;
+    if (!cleanup)
+        srv->user_leftover = 0;
 
     if (srv->state != PGW_SRV_ACTIVE) {
         char names[PGW_POOL_LOG_NAMES];
@@ -1879,10 +1927,11 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
         pgw_server_close(srv, over);
     else if (hand_over(srv))
         ;                     /* closed: another pool under a shared limit logs in */
-    else if (how == PGW_RELEASE_RESET && reset && *reset) {
-        if (pgw_server_job(srv, SRV_JOB_RESET, reset) < 0)
-            pgw_server_close(srv, "out of memory for server_reset_query");
-    } else
+    else if (how == PGW_RELEASE_RESET && reset && *reset)
+        reset_job(srv, reset);
+    else if (cleanup)
+        reset_job(srv, NULL);
+    else
         pgw_server_make_idle(srv);
     pgw_pool_kick_related(pool);
 }

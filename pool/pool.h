@@ -160,6 +160,11 @@ struct pgw_server {
                                * any may (relay.c note_setting_words) */
     uint64_t user_listen;     /* the session that ran LISTEN on it
                                * (transaction/statement mode); 0: none */
+    uint8_t user_leftover;    /* PGW_LEFTOVER_*: what a transaction may have
+                               * left on it for the next client to see
+                               * (transaction/statement mode, relay.c); the
+                               * pool cleans it up when it is given back
+                               * (server_reset_session_state) */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
     double user_tail_qt;      /* their query_timeout (relay.c pipe_qt_join) */
@@ -299,6 +304,13 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
                                  struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg,
                                  int mode, const char *application_name,
                                  const char *client_encoding, const char *options);
+
+/* pgw_server.user_leftover: what a transaction-mode client may have left on
+ * its server that outlives the transaction and that another client could
+ * read by name. */
+#define PGW_LEFTOVER_CURSOR 0x1   /* a WITH HOLD cursor: CLOSE ALL */
+#define PGW_LEFTOVER_TEMP 0x2     /* a temporary table, view, sequence or
+                                   * function (pg_temp): DISCARD TEMP */
 
 enum pgw_release {
     PGW_RELEASE_IDLE,         /* clean: transaction idle, nothing outstanding */

@@ -55,6 +55,8 @@ enum srv_job {
     SRV_JOB_NONE,
     SRV_JOB_CONNECT_QUERY,    /* after login, before first use */
     SRV_JOB_RESET,            /* server_reset_query after release */
+    SRV_JOB_CLEANUP,          /* CLOSE ALL / DISCARD TEMP after release
+                               * (server_reset_session_state) */
     SRV_JOB_CHECK             /* server_check_query before lending */
 };
 

@@ -1122,6 +1122,7 @@ static const char *job_name(enum srv_job job)
     switch (job) {
     case SRV_JOB_CONNECT_QUERY: return "connect_query";
     case SRV_JOB_RESET:         return "server_reset_query";
+    case SRV_JOB_CLEANUP:       return "server_reset_session_state";
     case SRV_JOB_CHECK:         return "server_check_query";
     case SRV_JOB_NONE:          break;
     }

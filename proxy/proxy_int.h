@@ -259,6 +259,11 @@ struct pgw_session {
     bool client_eof;                 /* the client's stream ended (it closed, or shut
                                         down its sending side): what it sent whole
                                         runs, then the session ends (relay.c) */
+    uint32_t state_words;            /* PGW_WORDS_STATE in what the client sent
+                                        on this link (transaction/statement
+                                        mode): with a CommandComplete tag, what
+                                        it may leave on the server
+                                        (relay.c: note_leftover) */
     bool unrep_touched;              /* sent on this link what may change a tracked
                                         parameter the server does not report
                                         (relay.c: note_setting_words) */
@@ -478,6 +483,13 @@ void pgw_relay_replies_read(struct pgw_session *s);
  * set_config. */
 #define PGW_WORDS_RESET (1u << 31)
 #define PGW_WORDS_SET (1u << 30)         /* SET or set_config */
+/* HOLD (a WITH HOLD cursor), TEMP, TEMPORARY or pg_temp (a temporary
+ * object), CREATE or INTO (SELECT ... INTO, CREATE TABLE ... AS): what may
+ * outlive the transaction (pgw_server.user_leftover). */
+#define PGW_WORDS_HOLD (1u << 29)
+#define PGW_WORDS_TEMP (1u << 28)
+#define PGW_WORDS_MAKE (1u << 27)
+#define PGW_WORDS_STATE (PGW_WORDS_HOLD | PGW_WORDS_TEMP | PGW_WORDS_MAKE)
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want);
 /* A Bind of a statement whose text has these words (pgw_relay_text_words

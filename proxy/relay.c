@@ -293,7 +293,7 @@ static bool param_reported(const struct pgw_pool *pool, const char *name)
     return pgw_params_get(pgw_pool_defaults(pool), name) != NULL;
 }
 
-_Static_assert(PGW_TP_MAX < 30, "a tracked parameter's bit is PGW_WORDS_SET's");
+_Static_assert(PGW_TP_MAX <= 27, "a tracked parameter's bit is one of PGW_WORDS_*");
 
 /* The tracked parameters a fresh server of pool does not report, bit i for
  * px->tracked[i]: worked out once per change of the pool's defaults (a
@@ -453,7 +453,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 {
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
-    bool at_start = true, clause = false, privilege = false;
+    bool at_start = true, clause = false, privilege = false, without = false, inserting = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (!sql_ident[*q]) {
@@ -494,6 +494,18 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if ((c == 'e' && !privilege && word_at(q, left, "execute", 7)) ||
             (c == 'p' && word_at(q, left, "pg_settings", 11)))
             found |= PGW_WORDS_SET | want;
+        /* (WITHOUT HOLD: what psycopg2 declares a cursor with) */
+        if (c == 'h' && !without && word_at(q, left, "hold", 4))
+            found |= PGW_WORDS_HOLD;
+        else if ((c == 't' && (word_at(q, left, "temp", 4) || word_at(q, left, "temporary", 9))) ||
+                 (c == 'p' && word_at(q, left < 7 ? left : 7, "pg_temp", 7)))   /* pg_temp_3 */
+            found |= PGW_WORDS_TEMP;
+        else if ((c == 'c' && word_at(q, left, "create", 6)) ||
+                 (c == 'i' && !inserting && word_at(q, left, "into", 4)))
+            found |= PGW_WORDS_MAKE;      /* (not INSERT INTO, MERGE INTO) */
+        without = c == 'w' && word_at(q, left, "without", 7);
+        inserting = (c == 'i' && word_at(q, left, "insert", 6)) ||
+                    (c == 'm' && word_at(q, left, "merge", 5));
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
@@ -517,6 +529,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 
 void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
 {
+    s->state_words |= words & PGW_WORDS_STATE;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
     if (mask && (words & (mask | PGW_WORDS_RESET)))
         s->unrep_touched = true;
@@ -552,17 +565,24 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     /* (Its words stay for a Bind of it in a later request too.)  Looked
      * at while a SET is unanswered too: each SET starts new settings. */
     bool pend = s->ps_on && (type != PGW_FE_PARSE || unnamed);
-    if (!unrep && !pend)
+    /* What it may leave on the server for another client (note_leftover):
+     * a named statement's words are looked at its Bind too, with
+     * prepared statements on. */
+    bool state = s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state &&
+                 (s->state_words & PGW_WORDS_STATE) != PGW_WORDS_STATE;
+    if (!unrep && !pend && !state)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
     uint32_t w;
     if (type == PGW_FE_FUNCTION_CALL || avail < total)
         w = UINT32_MAX;
-    else if (!pend && !mask)
+    else if (!pend && !mask && !state)
         return;
     else
         w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
+    if (state)
+        s->state_words |= w & PGW_WORDS_STATE;
     if (unrep && mask && (w & (mask | PGW_WORDS_RESET))) {
         s->unrep_touched = true;
         if (kept)
@@ -1255,6 +1275,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->srv_write_blocked = false;
     s->server = NULL;
     srv->link = NULL;
+    s->state_words = 0;      /* (srv->user_leftover stays: the pool's to clean) */
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -4037,6 +4058,31 @@ static bool pipe_more(const struct pgw_session *s)
     return s->server->user_queued > 0 || s->server->user_tail_skip > 0;
 }
 
+/* Transaction and statement mode: a WITH HOLD cursor and a temporary
+ * object outlive the transaction on the server, where the next client the
+ * pool lends it to could read them by name.  The tag of what made one
+ * ("DECLARE CURSOR"; "CREATE TABLE", "CREATE VIEW"..., and "SELECT n" of
+ * SELECT INTO and CREATE TABLE AS), with a word in the client's text that
+ * says so (HOLD; TEMP, TEMPORARY, pg_temp, and CREATE or INTO for a SELECT
+ * tag), marks the server for the
+ * cleanup the pool runs when it is given back (pgw_pool_release).  A
+ * cursor without HOLD and an ordinary SELECT cost nothing.  (What a
+ * function creates has no tag of its own: not seen.)  tag: cut bytes. */
+static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
+{
+    static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ";
+    uint32_t w = s->state_words;
+    if (!w || !s->px->cfg->server_reset_session_state)
+        return;
+    if ((w & PGW_WORDS_HOLD) && n == sizeof(declare) && memcmp(tag, declare, sizeof(declare)) == 0)
+        s->server->user_leftover |= PGW_LEFTOVER_CURSOR;
+    else if ((w & PGW_WORDS_TEMP) &&
+             ((n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0) ||
+              ((w & PGW_WORDS_MAKE) && n > sizeof(select) &&
+               memcmp(tag, select, sizeof(select) - 1) == 0)))
+        s->server->user_leftover |= PGW_LEFTOVER_TEMP;
+}
+
 /* Transaction and statement mode: LISTEN lives in the server connection,
  * and PostgreSQL sends a notification to whoever holds the server then (at
  * the end of that client's transaction, or while it waits).  The client
@@ -4064,6 +4110,7 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
         }
         if (s->notify)
             pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK, SAVEPOINT... */
+        note_leftover(s, (const char *)msg + PGW_MSG_HDR, total - PGW_MSG_HDR);
         return true;
     }
     if (srv->user_listen == s->id)

@@ -128,6 +128,15 @@ class TestPgbench(pt.PgbenchTestCase):
                 # Never more servers than the pool allows.
                 self.assertLessEqual(self.pg.backend_count(db=self.pg.database), 10 + 1)
 
+    def test_oltp_leaves_nothing_to_clean_up(self):
+        # server_reset_session_state costs pgbench's -S and TPC-B scripts
+        # no round trip, in any protocol: no cleanup ran.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 4})
+        for args in (["-S"], [], ["-M", "extended"], ["-M", "prepared"], ["-S", "-M", "prepared"]):
+            with self.subTest(args=args):
+                self.assert_pgbench_ok(px, args + ["-c", "4", "-t", "25"])
+        self.assertNotIn("event=server_reset_session_state", px.log())
+
     def test_session_mode_prepared(self):
         px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 20})
         self.bench(px, ["-S", "-M", "prepared", "-c", "10"], 100)
@@ -1306,6 +1315,135 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
                                                       px.port))
         finally:
             conn.close()
+
+
+class TestSessionStateLeftovers(pt.PgwharfTestCase):
+    """Transaction mode: a WITH HOLD cursor or a temporary table outlives
+    the transaction on a server another client gets next; pgwharf takes it
+    back (server_reset_session_state) before the server is lent again, and
+    nothing else costs a round trip."""
+
+    def start(self, **settings):
+        base = {"pool_mode": "transaction", "default_pool_size": 1}
+        base.update(settings)
+        return self.start_pgwharf(settings=base)
+
+    def autocommit(self, px):
+        conn = psycopg2.connect(px.dsn())
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        return conn
+
+    def fails_with(self, conn, sql, sqlstate):
+        with self.assertRaises(psycopg2.Error) as cm:
+            conn.cursor().execute(sql)
+        self.assertEqual(cm.exception.pgcode, sqlstate, str(cm.exception))
+
+    def cleanups(self, px):
+        return re.findall(r"event=server_reset_session_state .*", px.log())
+
+    def held_cursor(self, px, name="cur"):
+        a = psycopg2.connect(px.dsn())
+        self.addCleanup(a.close)
+        cur = a.cursor(name=name, withhold=True)
+        cur.execute("select 'secret-' || g from generate_series(1, 3) g")
+        a.commit()                       # the cursor outlives the transaction
+        return a
+
+    def test_a_held_cursor_is_not_another_clients(self):
+        # Two psycopg2 clients both naming their cursor "cur": B read A's
+        # rows (fails before: B's FETCH got 'secret-1').
+        px = self.start()
+        self.held_cursor(px)
+        b = self.autocommit(px)
+        self.fails_with(b, "fetch all from cur", "34000")
+        px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL"')
+
+    def test_a_temp_table_is_not_another_clients(self):
+        # CREATE TEMP TABLE ... AS (tag "SELECT 1") and SELECT ... INTO TEMP:
+        # pg_temp is the server's (fails before: B read 'secret').
+        px = self.start()
+        a = self.autocommit(px)
+        a.cursor().execute("create temp table t as select 'secret' as s")
+        b = self.autocommit(px)
+        self.fails_with(b, "select * from pg_temp.t", "42P01")
+        self.fails_with(b, "select * from t", "42P01")
+        a.cursor().execute("select 'secret' as s into temp t2")
+        self.fails_with(b, "select * from t2", "42P01")
+        a.cursor().execute("create temporary view v as select 'secret'::text as s")
+        self.fails_with(b, "select * from pg_temp.v", "42P01")
+        self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
+                         self.cleanups(px))
+
+    def test_both_with_another_server_reset_query(self):
+        # server_reset_query_always with a reset query that is not
+        # DISCARD ALL: the cleanup goes ahead of it, in the same Query.
+        px = self.start(server_reset_query_always=1, server_reset_query="RESET ALL")
+        a = psycopg2.connect(px.dsn())
+        self.addCleanup(a.close)
+        a.cursor().execute("create temp table t3 as select 'secret' as s")
+        cur = a.cursor(name="cur", withhold=True)
+        cur.execute("select * from t3")
+        a.commit()
+        b = self.autocommit(px)
+        self.fails_with(b, "fetch all from cur", "34000")
+        self.fails_with(b, "select * from t3", "42P01")
+        px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL; DISCARD TEMP"')
+
+    def test_nothing_else_costs_a_round_trip(self):
+        # A cursor without HOLD (psycopg2 declares it WITHOUT HOLD), a
+        # column named temp, ordinary reads and writes: no cleanup (the held
+        # cursor after them: one).  (A DDL that names a temp column costs
+        # one: not here.)
+        self.pg.psql("create table if not exists pgw_leftover_plain (temp int)")
+        self.addCleanup(self.pg.psql, "drop table if exists pgw_leftover_plain")
+        px = self.start()
+        a = psycopg2.connect(px.dsn())
+        self.addCleanup(a.close)
+        cur = a.cursor(name="plain")
+        cur.execute("select g from generate_series(1, 3) g")
+        self.assertEqual(len(cur.fetchall()), 3)
+        a.commit()
+        c = a.cursor()
+        c.execute("select 1 as temp")
+        c.execute("insert into pgw_leftover_plain (temp) select 1")
+        c.execute("select temp from pgw_leftover_plain")
+        c.execute("update pgw_leftover_plain set temp = temp + 1 returning temp")
+        a.commit()
+        b = self.autocommit(px)
+        b.cursor().execute("select 1")
+        self.held_cursor(px, name="held")
+        b.cursor().execute("select 1")
+        px.wait_for_log(r"event=server_reset_session_state")
+        self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
+
+    def test_prepared_statements_survive_the_cleanup(self):
+        import psycopg
+        px = self.start(max_prepared_statements=10)
+        p = psycopg.connect(px.dsn(), autocommit=True)
+        self.addCleanup(p.close)
+        for i in range(3):
+            self.assertEqual(p.execute("select %s::int + 1", (i,), prepare=True).fetchone(),
+                             (i + 1,))
+        a = self.autocommit(px)
+        a.cursor().execute("create temp table t4 as select 1")
+        self.held_cursor(px)
+        px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL"')
+        for i in range(3):
+            self.assertEqual(p.execute("select %s::int + 1", (i,), prepare=True).fetchone(),
+                             (i + 1,))
+        # pgwharf's statement on the server is the one Parsed before.
+        self.assertEqual(p.execute("select count(*) from pg_prepared_statements where "
+                                   "statement = 'select $1::int + 1'").fetchone(), (1,))
+
+    def test_off_keeps_them(self):
+        px = self.start(server_reset_session_state=0)
+        self.held_cursor(px)
+        b = self.autocommit(px)
+        c = b.cursor()
+        c.execute("fetch all from cur")
+        self.assertEqual(len(c.fetchall()), 3)
+        self.assertEqual(self.cleanups(px), [])
 
 
 class TestServerOrder(pt.PgwharfTestCase):

@@ -134,6 +134,7 @@ static void test_defaults(void **state)
     assert_true(cfg->server_login_retry == 15);
     assert_string_equal(cfg->server_reset_query, "DISCARD ALL");
     assert_false(cfg->server_reset_query_always);
+    assert_true(cfg->server_reset_session_state);
     assert_string_equal(cfg->server_check_query, "select 1");
     assert_true(cfg->server_check_delay == 30);
     assert_false(cfg->server_round_robin);

@@ -1,6 +1,7 @@
 /* test_words.c - the relay's scan of SQL text for what may change a tracked
  * parameter (pgw_relay_text_words): SET, RESET and DISCARD, and the
- * tracked names, as words of their own in any case. */
+ * tracked names, as words of their own in any case; and HOLD, TEMP and
+ * CREATE/INTO, what may outlive a transaction (note_leftover). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -165,10 +166,34 @@ static void test_other_spellings(void **state)
     assert_int_equal(words(state, "grant execute on function f() to r", ALL), 0);
     assert_int_equal(words(state, "select 1; execute p", ALL), SET | ALL);
     assert_int_equal(words(state, "EXPLAIN ANALYZE EXECUTE s", SP), SET | SP);
-    assert_int_equal(words(state, "create temp table x as execute s", SP), SET | SP);
+    assert_int_equal(words(state, "create temp table x as execute s", SP),
+                     SET | SP | PGW_WORDS_TEMP | PGW_WORDS_MAKE);
     assert_int_equal(words(state, "revoke execute on function f() from r", ALL), 0);
     assert_int_equal(words(state, "alter default privileges grant execute on functions to r",
                            ALL), 0);
+}
+
+/* What may outlive the transaction (note_leftover): HOLD, not WITHOUT
+ * HOLD; TEMP, TEMPORARY, pg_temp; CREATE or INTO, not INSERT INTO or MERGE
+ * INTO. */
+static void test_state_words(void **state)
+{
+    const uint32_t HOLD = PGW_WORDS_HOLD, TEMP = PGW_WORDS_TEMP, MAKE = PGW_WORDS_MAKE;
+    assert_int_equal(words(state, "DECLARE \"cur\" CURSOR WITH HOLD FOR select 1", ALL), HOLD);
+    assert_int_equal(words(state, "declare c cursor without hold for select 1", ALL), 0);
+    assert_int_equal(words(state, "declare c cursor WITHOUT\n  HOLD for select 1", ALL), 0);
+    assert_int_equal(words(state, "select holder, household from t", ALL), 0);
+    assert_int_equal(words(state, "CREATE TEMP TABLE t AS SELECT 'secret'", ALL), TEMP | MAKE);
+    assert_int_equal(words(state, "create temporary view v as select 1", ALL), TEMP | MAKE);
+    assert_int_equal(words(state, "select 1 into temp t", ALL), TEMP | MAKE);
+    assert_int_equal(words(state, "select * from pg_temp.t", ALL), TEMP);
+    assert_int_equal(words(state, "select * from pg_temp_3.t", ALL), TEMP);
+    assert_int_equal(words(state, "select temp from weather", ALL), TEMP);
+    assert_int_equal(words(state, "insert into weather (temp) select 1", ALL), TEMP);
+    assert_int_equal(words(state, "merge into w using x on true when matched then do nothing",
+                           ALL), 0);
+    assert_int_equal(words(state, "select temperature, tempo, attempt from t", ALL), 0);
+    assert_int_equal(words(state, "create table t (a int)", ALL), MAKE);
 }
 
 int main(void)
@@ -179,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_set),
         cmocka_unit_test(test_tracked_names),
         cmocka_unit_test(test_other_spellings),
+        cmocka_unit_test(test_state_words),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
