@@ -1765,6 +1765,11 @@ static int pipe_score(struct pgw_server *srv, void *arg)
         h->track.copy || h->trk_probe ||
         (h->cbuf && h->cbuf->parsed != h->cbuf->len))
         return -1;
+    /* Nor behind one that may leave a cursor or temporary table there (a
+     * SELECT ... INTO TEMP): a query behind it would run before the
+     * cleanup (note_leftover). */
+    if (srv->user_leftover || (h->state_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+        return -1;
     if (!params_match(srv, s))
         return -1;                       /* other settings: it would need SETs */
     /* A request on a prepared statement leaves the unnamed one as it is:

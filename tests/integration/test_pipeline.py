@@ -343,6 +343,34 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, QUEUED), 0)
 
+    def test_nothing_queues_behind_a_select_into_temp(self):
+        # A's lone SELECT ... INTO TEMP leaves a temporary table that the
+        # pool drops before B gets the server (server_reset_session_state):
+        # B's SELECT queued behind it ran before that, and read A's table
+        # (fails before: B got A's row).  B waits for the server instead.
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.gate(3)
+            try:
+                a.send(hz.query_msg("select 'secret' as s, (select 1 from (select "
+                                    "pg_advisory_xact_lock_shared(3)) l) as marker_q3 "
+                                    "into temp pgw_queued_t"))
+                await self.wait_running("marker_q3")
+                b.send(hz.query_msg("select s from pgw_queued_t"))
+                await self.until(lambda: self.waiting() == 1, "B waiting")
+            finally:
+                await g.open()
+            try:
+                self.rows(await a.read_result())
+                rows, err = await b.read_result()
+                self.assertEqual(rows, [])
+                self.assertEqual((err or {}).get("C"), "42P01", err)
+            finally:
+                for x in (a, b):
+                    await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, QUEUED), 0)
+
     def test_the_client_ahead_leaving_mid_query_costs_the_queue_nothing(self):
         pids_before = None
 
