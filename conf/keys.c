@@ -122,7 +122,7 @@
     X(server_tls13_ciphers,     STR,        "",            0, 0)            \
     X(breaker_threshold,        INT,        "3",           1, INT_MAX)      \
     X(breaker_cooldown,         DUR,        "1",           0, 0)            \
-    X(breaker_max_cooldown,     DUR,        "30",          0, 0)            \
+    X(breaker_max_cooldown,     DUR,        "2",           0, 0)            \
     X(server_connect_rate,      NUM,        "0",           0, 0)            \
     X(server_connect_burst,     INT,        "0",           0, INT_MAX)      \
     X(dns_max_ttl,              DUR,        "15",          0, 0)            \

@@ -415,6 +415,17 @@ static void check_addrs(struct conf_loader *ld)
     }
 }
 
+/* breaker_max_cooldown left at its default (a few seconds, so that a
+ * backend back from an outage is probed again soon) under a longer
+ * breaker_cooldown: that cooldown is the cap, never doubled (the breaker
+ * keeps its cap at least its cooldown, pgw_breaker_configure), as it was
+ * below the old default of 30 s.  Set apart, a shorter cap is an error. */
+static bool max_cooldown_at_default(const struct pgw_config *cfg)
+{
+    int i = conf_key_find("breaker_max_cooldown");
+    return i >= 0 && cfg->breaker_max_cooldown == strtod(pgw_conf_key_default(i), NULL);
+}
+
 void conf_validate(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
@@ -425,7 +436,7 @@ void conf_validate(struct conf_loader *ld)
     check_peers(ld);
     check_track_extra(ld);
     check_addrs(ld);
-    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown &&
+    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown && !max_cooldown_at_default(cfg) &&
         PARSED(ld, "breaker_max_cooldown", "breaker_cooldown")) {
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);

@@ -90,15 +90,19 @@ class TestCli(unittest.TestCase):
         self.assertEqual(cp.stdout, "")
 
     def test_a_check_between_two_keys_names_the_line_of_the_one_set(self):
-        # breaker_max_cooldown (left at 30 s) against breaker_cooldown = 1min
-        # said "bad.ini: ...", no line: only the first key's line was
-        # looked for, and a key at its default has none
+        # breaker_max_cooldown (then left at 30 s) against breaker_cooldown
+        # = 1min said "bad.ini: ...", no line: only the first key's line was
+        # looked for, and a key at its default has none.  (A default
+        # breaker_max_cooldown, 2 s since, under a longer breaker_cooldown
+        # is no error: that cooldown is the cap.)  auth_type at its default
+        # md5 and auth_file emptied on line 5 are such a pair.
         path = self.write("bad.ini", "[databases]\napp = host=127.0.0.1\n[pgwharf]\n"
                           "breaker_cooldown = 1min\n"
-                          "auth_file =\n")
+                          "auth_file =\n"
+                          "breaker_max_cooldown = 30s\n")
         cp = run("--check", path)
         self.assertEqual(cp.returncode, 2, cp.stderr)
-        self.assertIn("%s:4: breaker_max_cooldown 30s is shorter than breaker_cooldown 60s"
+        self.assertIn("%s:6: breaker_max_cooldown 30s is shorter than breaker_cooldown 60s"
                       % path, cp.stderr)
         self.assertIn("%s:5: auth_type md5 needs auth_file" % path, cp.stderr)
 

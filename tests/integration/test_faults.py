@@ -240,6 +240,63 @@ class TestFaults(FaultCase):
 
 
 
+class TestRecoveryAfterAnOutage(pt.PgwharfTestCase):
+    """The breaker at pgwharf's defaults (breaker_cooldown 1 s,
+    breaker_max_cooldown 2 s) through an outage of PostgreSQL: no
+    client traffic, the once-a-second maintenance tick probes."""
+
+    OPEN = re.compile(r"event=breaker_open [^\n]*cooldown=([0-9.]+)")
+
+    def test_a_backend_back_is_probed_within_the_default_cap(self):
+        # With the cooldown doubled after each failed probe up to 30 s,
+        # logins were refused 08001 for ~12 s after PostgreSQL came back
+        # from a ~20 s outage (hunt), where PgBouncer with
+        # server_login_retry 1 let clients in after ~2 s.  The default cap
+        # is 2 s now: one probe connection per 2 s at most while the
+        # backend is down, and the first probe after it is back closes the
+        # breaker.  Measured in the breaker's terms: its log events.
+        px = self.start_pgwharf(settings={"log_connections": 0, "log_disconnections": 0})
+        self.assertEqual(px.psql("select 1"), "1")
+        self.addCleanup(self.pg.ensure_running)
+        mark = len(px.log())
+        self.pg.stop()
+
+        def opens():
+            return [float(c) for c in self.OPEN.findall(px.log()[mark:])]
+
+        def refused():
+            with self.assertRaises(psycopg2.OperationalError) as cm:
+                psycopg2.connect(px.dsn(connect_timeout=10)).close()
+            return str(cm.exception)
+        pt.wait_until(lambda: refused() and opens(), timeout=30, what="the breaker opened")
+        # A client meanwhile: the breaker's error at once, no wait.
+        self.assertIn("Connection refused", refused())
+        # Three probes failed in a row (the cooldown would be 8 s by the
+        # last under the old cap): each cooldown no more than the cap.
+        pt.wait_until(lambda: len(opens()) >= 4 or max(opens()) > 2.0, timeout=60,
+                      what="three failed probes")
+        self.assertLessEqual(max(opens()), 2.0, opens())
+        self.assertEqual(opens()[-1], 2.0, opens())
+
+        back = len(px.log())
+        self.pg.start()
+        ready = len(px.log())
+        pt.wait_until(lambda: "event=breaker_closed" in px.log()[back:], timeout=30,
+                      what="the breaker closed again")
+        after = px.log()[back:]
+        after = after[:after.index("event=breaker_closed")]
+        # The cooldown before the probe that closed it: no more than the
+        # cap (a probe under way while PostgreSQL started may fail once).
+        self.assertLessEqual(max(opens() or [0]), 2.0, opens())
+        self.assertLessEqual(after.count("event=breaker_open"), 1, after)
+        # Since PostgreSQL was ready: one probe, which closed it.
+        since = px.log()[ready:]
+        since = since[:since.index("event=breaker_closed")] if "event=breaker_closed" in since \
+            else ""
+        self.assertLessEqual(since.count("event=breaker_half_open"), 1, since)
+        self.assertEqual(px.psql("select 'back'"), "back")
+
+
 class TestEventRegistrationFails(pt.PgwharfTestCase):
     """epoll_ctl failing (ENOMEM: the kernel short of memory) made libev
     stop the socket's watchers and say so once (EV_ERROR), which pgwharf

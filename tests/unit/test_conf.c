@@ -151,7 +151,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->server_tls_sslmode, PGW_TLS_PREFER);
     assert_int_equal(cfg->breaker_threshold, 3);
     assert_true(cfg->breaker_cooldown == 1);
-    assert_true(cfg->breaker_max_cooldown == 30);
+    assert_true(cfg->breaker_max_cooldown == 2);
     assert_true(cfg->server_connect_rate == 0);
     assert_int_equal(cfg->server_connect_burst, 0);
     assert_string_equal(cfg->metrics_addr, "127.0.0.1");
@@ -1662,6 +1662,10 @@ static void test_validation(void **state)
     pgw_conf_free(load_ok("[pgwharf]\nauth_type = md5\nauth_file = /x\n", &d));
     pgw_conf_free(load_ok("[pgwharf]\nauth_type = plain\nauth_user = a\n", &d));
     pgw_conf_free(load_ok("[pgwharf]\n[databases]\nx = auth_user=a\n", &d));
+    /* breaker_max_cooldown left at its default (2 s) under a longer
+     * breaker_cooldown: that cooldown is the cap, as below the old default
+     * (30 s); a file with breaker_cooldown = 10 alone still loads */
+    pgw_conf_free(load_ok("[pgwharf]\nauth_file = /x\nbreaker_cooldown = 10\n", &d));
     pgw_conf_diag_free(&d);
 
     load_fail("[pgwharf]\nauth_type = hba\n"
