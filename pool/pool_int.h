@@ -66,6 +66,7 @@ struct pool_server {
     enum srv_job job;
     ev_tstamp job_start;      /* when the job (connect_query, a check, a reset) was sent */
     bool probe;               /* this connect is the breaker's probe */
+    bool cq_silent;           /* its connect_query got no reply in time */
     bool recheck;             /* a login to a host skipped for its kind, not yet
                                * answered (counted in backend kind_rechecks) */
     int recheck_tsa;          /* the kind it was for (its slot there) */

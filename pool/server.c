@@ -589,6 +589,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     struct pool_server *ps = srv_priv(srv);
     bool probe = ps->probe;
     bool recheck = ps->recheck;   /* ended by the close below, before the verdict */
+    bool silent = answered && ps->cq_silent;
     char text[512], f[256], q[600];
 
     char code[6];             /* msg is the connection's: read before it is closed */
@@ -656,8 +657,17 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
     } else if (answered || local) {
         /* The server answered and refused this pool's user or database,
          * or its connect_query: the backend is fine (other pools on it
-         * too), this pool waits server_login_retry (not when stale). */
-        pgw_backend_connected(be, probe);
+         * too), this pool waits server_login_retry (not when stale).
+         * A connect_query that got no reply says neither: the backend let
+         * the pool in, but did not show it serves (a backend crawling
+         * back from an outage, or this pool's query waiting on a lock).
+         * No count either way; a probe's verdict is left to the next one,
+         * at once (another pool's, or the tick's), so one pool's slow
+         * query neither lets every client back in nor keeps them out. */
+        if (!silent)
+            pgw_backend_connected(be, probe);
+        else if (probe)
+            pgw_breaker_probe_abort(&be->breaker, pgw_mono_now(pool->set->loop));
         if (recheck)     /* nothing said of the host's kind */
             pgw_pool_recheck_void(srv);
         if (!stale)
@@ -1524,6 +1534,7 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
              * every pool on the backend. */
         {
             memcpy(srv_priv(srv)->err_sqlstate, "57014", 6);
+            srv_priv(srv)->cq_silent = true;
             /* Closing the connection does not stop the query (PostgreSQL
              * sees the close only when it writes): canceled, or each
              * login's query ran on, min_pool_size's logins piling up to

@@ -1350,6 +1350,59 @@ class TestBreakers(AdminTestCase):
         states = [b["state"] for b in self.show(conn, "BREAKERS")[1]]
         self.assertTrue(all(st == "closed" for st in states), states)
 
+    def test_a_probe_whose_connect_query_gets_no_reply_leaves_the_breaker_open(self):
+        # (review) The half-open probe logged in but its connect_query got
+        # no reply within server_connect_timeout: that closed the breaker
+        # (probe=yes) though the backend had not shown it serves -- one
+        # crawling back from an outage let every client in.  Nor is it a
+        # failure (the query may wait on this entry's own lock: it must
+        # not keep the other entries out): no verdict, the next request's
+        # probe decides, at once.
+        gate_key = 7845
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 1,
+                      "breaker_cooldown": "0.5s", "breaker_max_cooldown": "0.5s",
+                      "server_login_retry": "60s", "server_connect_timeout": "1s"},
+            databases={"slow": self.pg.conn_string(
+                self.pg.database, connect_query="select pg_advisory_xact_lock_shared(%d)"
+                % gate_key),
+                       self.pg.database: self.pg.conn_string()})
+        conn = self.admin_conn(px)
+        self.addCleanup(self.pg.ensure_running)
+        self.pg.stop()
+
+        def state():
+            return [b["state"] for b in self.show(conn, "BREAKERS")[1]]
+        with self.assertRaises(psycopg2.OperationalError):
+            psycopg2.connect(px.dsn(db="slow", connect_timeout=10)).close()
+        wait_until(lambda: state() == ["open"], what="the breaker open")
+        # The entry's pool paused (the tick probes through no paused pool)
+        # until the gate is shut, so that the probe's connect_query waits.
+        conn.cursor().execute("PAUSE slow")
+        self.pg.start()
+        gate = hz.Gate(self.pg, gate_key)
+        self.addCleanup(gate.close)
+        mark = len(px.log())
+        conn.cursor().execute("RESUME slow")
+        # The maintenance tick's probe, through the one pool there is.
+        wait_until(lambda: "connect_query: no reply in time" in px.log()[mark:], timeout=30,
+                   what="the probe's connect_query given up on")
+        with socket.create_connection((px.host, px.port), timeout=30) as s:
+            with self.assertRaises(hz.PgError) as cm:
+                hz.sync_login(s, self.pg.user, "slow", self.pg.password)
+        self.assertEqual(cm.exception.sqlstate, "57014", cm.exception.fields)   # login retry
+        log = px.log()[mark:]
+        self.assertIn("event=breaker_half_open", log)
+        self.assertNotIn("event=breaker_closed", log, log)
+        self.assertEqual(state(), ["open"], px.log_tail())
+        # Another entry's client probes at once and closes it.
+        self.assertEqual(px.psql("select 'in'"), "in")
+        log = px.log()[mark:]
+        self.assertEqual(log.count("event=breaker_half_open"), 2, log)
+        self.assertIn("event=breaker_closed backend=", log)
+        self.assertIn("probe=yes", log[log.index("event=breaker_closed"):])
+        self.assertEqual(state(), ["closed"])
+
     def test_a_refusal_of_a_login_started_before_a_reload_fixed_the_entry_is_ignored(self):
         # A login under the entry's old settings (here a connect_query that
         # fails, held at a gate) is refused after a reload put right ones
