@@ -259,7 +259,7 @@ static void dns_failed(struct pgw_backend *be, const char *error)
              pgw_log_quote(q, sizeof(q), error));
     bool probe = false;
     if (pgw_breaker_allow(&be->breaker, now, &probe))
-        pgw_backend_failed(be, probe, error);
+        pgw_backend_failed(be, probe, error, NULL);
     if (set->cfg->dns_nxdomain_ttl <= 0)
         return;
     snprintf(be->dns_error, sizeof(be->dns_error), "%s", error);
@@ -608,12 +608,14 @@ void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err)
                  "server connection failed: circuit breaker open for %s", be->address);
 }
 
-void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg)
+void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg,
+                        const char *sqlstate)
 {
     struct pgw_pool_set *set = be->set;
     ev_tstamp now = pgw_mono_now(set->loop);
     pgw_pool_trim_error(be->last_error, sizeof(be->last_error), msg);
-    snprintf(be->last_sqlstate, sizeof(be->last_sqlstate), "%s", pgw_pool_guess_sqlstate(msg));
+    snprintf(be->last_sqlstate, sizeof(be->last_sqlstate), "%s",
+             sqlstate ? sqlstate : pgw_pool_guess_sqlstate(msg));
     bool tripped = pgw_breaker_failure(&be->breaker, now, probe);
     if (be->breaker.threshold <= 0 && set->cfg->server_login_retry > 0)
         be->retry_after = now + set->cfg->server_login_retry;

@@ -477,7 +477,12 @@ bool pgw_backend_resolves(const struct pgw_backend *be, const struct pgw_host_sp
 bool pgw_backend_addr_lists(struct pgw_backend *be, bool turn, char *host, char *hostaddr,
                             char *port);
 void pgw_backend_connected(struct pgw_backend *be, bool probe);
-void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg);
+/* A connect or login of be failed: counted by its breaker.  sqlstate is
+ * the one the server sent (libpq's verbose message, read before msg was
+ * trimmed: in the server's language the text tells nothing), or NULL for
+ * a guess from msg's English text. */
+void pgw_backend_failed(struct pgw_backend *be, bool probe, const char *msg,
+                        const char *sqlstate);
 void pgw_backend_error(const struct pgw_backend *be, struct pgw_pool_error *err);
 void pgw_backend_kick_pools(struct pgw_backend *be);
 /* The set's name lookups (backend.c, on common/offload.h): made with the

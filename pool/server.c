@@ -633,7 +633,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
             pgw_backend_connected(be, probe);
         } else {
             pgw_pool_host_failed(pool, ps->host, be);
-            pgw_backend_failed(be, probe, text);
+            pgw_backend_failed(be, probe, text, sqlstate);
         }
         /* Unreachable, or not the kind asked for: the client's next host,
          * as libpq would; its own refusals end it. */
@@ -676,7 +676,7 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_pool_host_failed(pool, ps->host, be);
         if (ps->standby_pass && !stale)   /* libpq's first pass would go on too */
             pgw_pool_host_no_standby(pool, ps->host, be);
-        pgw_backend_failed(be, probe, text);
+        pgw_backend_failed(be, probe, text, sqlstate);
     }
     pgw_pool_kick_related(pool);
     if (recheck)   /* the other pools' clients waiting for its outcome */

@@ -1257,6 +1257,59 @@ class TestMaxConnectionsUsedUp(SideClusterCase):
             self.assertEqual(b.result, want)
 
 
+    def test_too_many_clients_is_told_in_the_servers_language(self):
+        # With lc_messages de_DE, "sorry, too many clients already" (53300
+        # from InitProcess, in the server's language before the login
+        # takes the client's) reached clients as 08006: the breaker's
+        # error took its SQLSTATE from a guess at the English text, not
+        # from the one libpq's verbose message carries.
+        pg = self.pg
+        set_lc_messages(self, self.sock, "de_DE.UTF-8")
+        directs = []
+        for _ in range(2):                                  # every slot
+            c = psycopg2.connect(host=self.sock, port=pg.port, user=pg.user,
+                                 dbname=pg.database)
+            self.addCleanup(c.close)
+            directs.append(c)
+        entry = "host=%s port=%d dbname=%s" % (self.sock, pg.port, pg.database)
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "breaker_threshold": 1,
+                      "breaker_cooldown": "30s", "breaker_max_cooldown": "30s"},
+            databases={"full": entry})
+        for what in ("the refused login", "the breaker open"):
+            with socket.create_connection((px.host, px.port), timeout=30) as s:
+                with self.assertRaises(hz.PgError) as cm:
+                    hz.sync_login(s, pg.user, "full", pg.password)
+            self.assertEqual(cm.exception.sqlstate, "53300",
+                             "%s: %s\n%s" % (what, cm.exception.fields, px.log_tail()))
+        self.assertNotIn("too many clients already", px.log())     # German, not English
+        self.assertIn("sqlstate=53300", px.log())
+        self.assertEqual([r["state"] for r in px.show("BREAKERS")], ["open"])
+
+
+def set_lc_messages(case, sock, value):
+    """ALTER SYSTEM SET lc_messages on the side cluster at sock, reset at
+    the test's end; skips where the locale is missing."""
+    pg = case.pg
+
+    def run(*sqls):
+        c = psycopg2.connect(host=sock, port=pg.port, user=pg.user, dbname=pg.database)
+        try:
+            c.autocommit = True
+            for sql in sqls:
+                c.cursor().execute(sql)
+            return pt.one(c, "show lc_messages")
+        finally:
+            c.close()
+    try:
+        run("alter system set lc_messages = '%s'" % value)
+    except psycopg2.Error as e:   # no such locale here (scripts/deps.sh makes it)
+        case.skipTest("no %s locale: %s" % (value, e))
+    case.addCleanup(run, "alter system reset lc_messages", "select pg_reload_conf()")
+    run("select pg_reload_conf()")
+    hz.wait_until(lambda: run() == value)
+
+
 class TestReservedSlotsUsedUp(SideClusterCase):
     """PostgreSQL's reserved slots: max_connections = 2 and
     superuser_reserved_connections = 1, its one ordinary slot taken by a
