@@ -5,7 +5,9 @@
 #include "pool/breaker.h"
 
 #include <ctype.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/un.h>
 
 void pgw_breaker_init(struct pgw_breaker *b, int threshold, double cooldown,
                       double max_cooldown)
@@ -398,4 +400,56 @@ void pgw_pool_trim_error(char *buf, size_t size, const char *msg)
     while (o > 0 && buf[o - 1] == ' ')
         o--;
     buf[o] = '\0';
+}
+
+/* ---- libpq's cancel copy ---- */
+
+static bool same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr *b,
+                      socklen_t blen)
+{
+    if (alen < (socklen_t)sizeof(sa_family_t) || blen < (socklen_t)sizeof(sa_family_t) ||
+        a->sa_family != b->sa_family)
+        return false;
+    switch (a->sa_family) {
+    case AF_INET: {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return alen >= (socklen_t)sizeof(*x) && blen >= (socklen_t)sizeof(*y) &&
+               x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return alen >= (socklen_t)sizeof(*x) && blen >= (socklen_t)sizeof(*y) &&
+               x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    case AF_UNIX: {
+        /* the path up to its NUL or the length given, whichever first;
+         * an abstract one (a NUL first, libpq's "@name") by its length */
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        const struct sockaddr_un *x = (const void *)a, *y = (const void *)b;
+        if (alen <= (socklen_t)off || blen <= (socklen_t)off)
+            return false;
+        size_t xl = (size_t)alen - off, yl = (size_t)blen - off;
+        if (xl > sizeof(x->sun_path))
+            xl = sizeof(x->sun_path);
+        if (yl > sizeof(y->sun_path))
+            yl = sizeof(y->sun_path);
+        if (x->sun_path[0] == '\0' || y->sun_path[0] == '\0')
+            return xl == yl && memcmp(x->sun_path, y->sun_path, xl) == 0;
+        size_t xn = strnlen(x->sun_path, xl);
+        size_t yn = strnlen(y->sun_path, yl);
+        return xn > 0 && xn == yn && memcmp(x->sun_path, y->sun_path, xn) == 0;
+    }
+    }
+    return false;
+}
+
+bool pgw_pool_cancel_head_valid(const struct pgw_libpq_cancel_head *h,
+                                const struct sockaddr *peer, socklen_t peerlen)
+{
+    socklen_t len = h->raddr.salen;
+    if (h->be_pid <= 0 || len == 0 || len > (socklen_t)sizeof(h->raddr.addr) ||
+        peerlen > (socklen_t)sizeof(struct sockaddr_storage))
+        return false;
+    return same_addr((const struct sockaddr *)&h->raddr.addr, len, peer, peerlen);
 }

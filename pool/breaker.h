@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "pool/pool.h"
 
 /*
@@ -110,5 +112,25 @@ bool pgw_pool_refused_for_role_or_db(const char *libpq_msg);
 /* Copy libpq's multi-line message into buf on one line, trimmed, without
  * the verbose form's SQLSTATEs and LOCATION lines. */
 void pgw_pool_trim_error(char *buf, size_t size, const char *libpq_msg);
+
+/* The start of libpq's struct pg_cancel (libpq-int.h), the same from
+ * libpq 9.1 to 17: { SockAddr raddr; int be_pid; int be_key; ... }.  libpq
+ * 18 made the key variable-length and moved it.  pool/server.c reads it
+ * from PQgetCancel's copy: libpq before 17 hands the backend's key to no
+ * one but its own blocking PQcancel. */
+struct pgw_libpq_cancel_head {
+    struct {                     /* SockAddr: padded as a struct of its own */
+        struct sockaddr_storage addr;
+        socklen_t salen;
+    } raddr;
+    int be_pid;
+    int be_key;
+};
+/* Is h what libpq keeps for the connection whose socket's peer (its
+ * getpeername) is peer/peerlen: a positive pid, and raddr that address
+ * (family, port and address; a Unix socket's path, whose length libpq and
+ * the kernel count differently)?  A layout that is not libpq's fails it. */
+bool pgw_pool_cancel_head_valid(const struct pgw_libpq_cancel_head *h,
+                                const struct sockaddr *peer, socklen_t peerlen);
 
 #endif

@@ -824,35 +824,36 @@ static bool take_defaults(struct pgw_server *srv)
     return true;
 }
 
-/* The start of libpq's struct pg_cancel (libpq-int.h), the same from
- * libpq 9.1 to 17: { SockAddr raddr; int be_pid; int be_key; ... }.  libpq
- * 18 made the key variable-length and moved it. */
-struct libpq_cancel_head {
-    struct {                     /* SockAddr: padded as a struct of its own */
-        struct sockaddr_storage addr;
-        socklen_t salen;
-    } raddr;
-    int be_pid;
-    int be_key;
-};
-
-/* The backend's secret key.  libpq before 17 hands it to no one but its
+/* libpq's copy of the backend's cancel data (struct
+ * pgw_libpq_cancel_head): libpq before 17 hands the key to no one but its
  * own blocking PQcancel (17's PQcancelCreate still makes the connection
  * itself), so it is read from the copy PQgetCancel makes, trusted only
- * from a libpq whose layout is known and when the pid next to it is
- * PQbackendPID's. */
-static bool read_cancel_key(struct pgw_server *srv, uint32_t *key)
+ * from a libpq whose layout is known and when the address in it is the
+ * one the connection's socket is connected to. */
+static bool read_cancel_head(const struct pgw_server *srv, struct pgw_libpq_cancel_head *h)
 {
     int ver = PQlibVersion();
-    if (ver < 90100 || ver >= 180000 || srv->backend_pid <= 0)
+    if (ver < 90100 || ver >= 180000 || !srv->conn)
+        return false;
+    struct sockaddr_storage peer;
+    socklen_t peerlen = sizeof(peer);
+    int fd = PQsocket(srv->conn);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&peer, &peerlen) != 0)
         return false;
     PGcancel *c = PQgetCancel(srv->conn);
     if (!c)
         return false;
-    struct libpq_cancel_head h;
-    memcpy(&h, c, sizeof(h));    /* a prefix of libpq's larger struct */
+    memcpy(h, c, sizeof(*h));    /* a prefix of libpq's larger struct */
     PQfreeCancel(c);
-    if (h.be_pid != srv->backend_pid)
+    return pgw_pool_cancel_head_valid(h, (const struct sockaddr *)&peer, peerlen);
+}
+
+/* The backend's secret key, when the pid next to it is PQbackendPID's
+ * too. */
+static bool read_cancel_key(struct pgw_server *srv, uint32_t *key)
+{
+    struct pgw_libpq_cancel_head h;
+    if (srv->backend_pid <= 0 || !read_cancel_head(srv, &h) || h.be_pid != srv->backend_pid)
         return false;
     *key = (uint32_t)h.be_key;
     return true;
@@ -860,20 +861,12 @@ static bool read_cancel_key(struct pgw_server *srv, uint32_t *key)
 
 /* The backend's PID while it logs in: PQbackendPID says 0 until
  * CONNECTION_OK, but libpq has it from the BackendKeyData, which comes
- * before ReadyForQuery; PQgetCancel's copy holds it (the layout of
- * read_cancel_key).  0 before the BackendKeyData, or with another libpq. */
+ * before ReadyForQuery; PQgetCancel's copy holds it.  0 before the
+ * BackendKeyData, or with another libpq (read_cancel_head's checks). */
 static int login_pid(const struct pgw_server *srv)
 {
-    int ver = PQlibVersion();
-    if (ver < 90100 || ver >= 180000 || !srv->conn)
-        return 0;
-    PGcancel *c = PQgetCancel(srv->conn);
-    if (!c)
-        return 0;
-    struct libpq_cancel_head h;
-    memcpy(&h, c, sizeof(h));
-    PQfreeCancel(c);
-    return h.be_pid > 0 ? h.be_pid : 0;
+    struct pgw_libpq_cancel_head h;
+    return read_cancel_head(srv, &h) ? h.be_pid : 0;
 }
 
 /* Where cancels for this backend go (proxy/cancel.c sends them itself, on

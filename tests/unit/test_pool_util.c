@@ -15,6 +15,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
 #include "pool/breaker.h"
 
 static void t_sqlstate_table(void **state)
@@ -464,6 +468,96 @@ static void t_params_full(void **state)
  * under 0.1 s (a quarter of 0.1 s let another pool's idle server go every
  * 25 ms), but under half of it, so that a turn still comes before its
  * clients time out. */
+/* libpq's cancel copy (struct pgw_libpq_cancel_head) is trusted only for
+ * the connection it came from: its address the socket's peer, a pid. */
+static void set_in(struct pgw_libpq_cancel_head *h, const char *ip, int port)
+{
+    struct sockaddr_in *a = (void *)&h->raddr.addr;
+    memset(h, 0, sizeof(*h));
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, ip, &a->sin_addr);
+    h->raddr.salen = sizeof(*a);
+}
+
+static void t_cancel_head(void **state)
+{
+    (void)state;
+    struct pgw_libpq_cancel_head h, peer;
+    set_in(&peer, "127.0.0.1", 5432);
+    const struct sockaddr *p = (const void *)&peer.raddr.addr;
+    socklen_t plen = peer.raddr.salen;
+
+    set_in(&h, "127.0.0.1", 5432);
+    h.be_pid = 4242;
+    h.be_key = 7;
+    assert_true(pgw_pool_cancel_head_valid(&h, p, plen));
+    h.be_pid = 0;                                   /* before the BackendKeyData */
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+    h.be_pid = -1;
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+    set_in(&h, "127.0.0.1", 5433);                  /* another port */
+    h.be_pid = 4242;
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+    set_in(&h, "127.0.0.2", 5432);                  /* another address */
+    h.be_pid = 4242;
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+    /* a layout not libpq's: a length out of range, or none */
+    set_in(&h, "127.0.0.1", 5432);
+    h.be_pid = 4242;
+    h.raddr.salen = sizeof(h.raddr.addr) + 1;
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+    h.raddr.salen = 0;
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+    /* garbage: bytes that are no address of the peer's family */
+    memset(&h, 0x5a, sizeof(h));
+    assert_false(pgw_pool_cancel_head_valid(&h, p, plen));
+
+    /* IPv6 */
+    struct sockaddr_in6 *a6 = (void *)&h.raddr.addr, *p6 = (void *)&peer.raddr.addr;
+    memset(&h, 0, sizeof(h));
+    memset(&peer, 0, sizeof(peer));
+    a6->sin6_family = p6->sin6_family = AF_INET6;
+    a6->sin6_port = p6->sin6_port = htons(5432);
+    inet_pton(AF_INET6, "::1", &a6->sin6_addr);
+    inet_pton(AF_INET6, "::1", &p6->sin6_addr);
+    h.raddr.salen = sizeof(*a6);
+    h.be_pid = 9;
+    assert_true(pgw_pool_cancel_head_valid(&h, p, sizeof(*p6)));
+    assert_false(pgw_pool_cancel_head_valid(&h, p, sizeof(struct sockaddr_in)));  /* short */
+    inet_pton(AF_INET6, "::2", &a6->sin6_addr);
+    assert_false(pgw_pool_cancel_head_valid(&h, p, sizeof(*p6)));
+
+    /* Unix socket: libpq counts the whole sockaddr_un, the kernel's
+     * getpeername the path and its NUL */
+    struct sockaddr_un *u = (void *)&h.raddr.addr, *pu = (void *)&peer.raddr.addr;
+    const char *path = "/tmp/.s.PGSQL.5432";
+    memset(&h, 0, sizeof(h));
+    memset(&peer, 0, sizeof(peer));
+    u->sun_family = pu->sun_family = AF_UNIX;
+    strcpy(u->sun_path, path);
+    strcpy(pu->sun_path, path);
+    h.raddr.salen = sizeof(*u);
+    h.be_pid = 11;
+    socklen_t ulen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+    assert_true(pgw_pool_cancel_head_valid(&h, p, ulen));
+    strcpy(u->sun_path, "/tmp/.s.PGSQL.5433");
+    assert_false(pgw_pool_cancel_head_valid(&h, p, ulen));
+    /* abstract ones ("@name": a NUL first) by their length */
+    memset(u->sun_path, 0, sizeof(u->sun_path));
+    memset(pu->sun_path, 0, sizeof(pu->sun_path));
+    memcpy(u->sun_path, "\0pg", 3);
+    memcpy(pu->sun_path, "\0pg", 3);
+    h.raddr.salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 3);
+    assert_true(pgw_pool_cancel_head_valid(&h, p, h.raddr.salen));
+    pu->sun_path[2] = 'x';
+    assert_false(pgw_pool_cancel_head_valid(&h, p, h.raddr.salen));
+    /* another family */
+    assert_false(pgw_pool_cancel_head_valid(&h, (const void *)&(struct sockaddr_in){
+                                                    .sin_family = AF_INET },
+                                            sizeof(struct sockaddr_in)));
+}
+
 static void t_turn_length(void **state)
 {
     (void)state;
@@ -494,6 +588,7 @@ int main(void)
         cmocka_unit_test(t_params_out_of_memory),
         cmocka_unit_test(t_params_full),
         cmocka_unit_test(t_turn_length),
+        cmocka_unit_test(t_cancel_head),
     };
     return cmocka_run_group_tests_name("pool_util", tests, NULL, NULL);
 }
