@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -257,18 +258,49 @@ static bool sent_nothing(const struct pgw_session *s)
     return recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
 }
 
+/* Has s, in plaintext (no TLS, no SSLRequest or GSSENCRequest answered),
+ * sent less than a whole first packet, counting what it has read and what
+ * waits in its socket?  A flood of connections sending a byte each is no
+ * more a client than one sending nothing. */
+static bool sent_a_part(const struct pgw_session *s)
+{
+    if (s->ssl || s->ssl_asked || s->gss_asked)
+        return false;
+    uint8_t head[4];
+    size_t have = 0;
+    uint32_t in = s->cbuf ? s->cbuf->len - s->cbuf->sent : 0;
+    if (in > 0) {
+        have = in < sizeof(head) ? in : sizeof(head);
+        memcpy(head, s->cbuf->data + s->cbuf->sent, have);
+    }
+    if (have < sizeof(head)) {       /* the rest of the length from the socket */
+        ssize_t n = recv(s->fd, head + have, sizeof(head) - have, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0)
+            have += (size_t)n;
+    }
+    int waiting = 0;
+    if (ioctl(s->fd, FIONREAD, &waiting) < 0 || waiting < 0)
+        waiting = 0;
+    long need = pgw_startup_need(head, have);
+    return need == 0 || (need > 0 && (long)in + waiting < need);
+}
+
 bool pgw_session_over_limit_room(struct pgw_proxy *px)
 {
     /* First one that has sent nothing at all (the idle connections of a
      * flood: a client in its TLS handshake, or whose SSLRequest is still
      * unread, was pushed out for them and got no 53300 it could read);
-     * then one that has sent nothing of a login yet; then a console login
-     * still proving who it is (any user name gets that far: review) */
-    static const enum pgw_sess_state order[] = { PGW_SS_STARTUP, PGW_SS_STARTUP, PGW_SS_AUTH };
+     * then one in plaintext that has sent part of a first packet (a flood
+     * of a byte each went around the first); then one that has sent
+     * nothing of a login yet; then a console login still proving who it
+     * is (any user name gets that far: review) */
+    static const enum pgw_sess_state order[] = { PGW_SS_STARTUP, PGW_SS_STARTUP, PGW_SS_STARTUP,
+                                                 PGW_SS_AUTH };
     for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
         for (struct pgw_list *l = px->over_limit.next; l != &px->over_limit; l = l->next) {
             struct pgw_session *s = pgw_container_of(l, struct pgw_session, over_node);
-            if (s->state == order[k] && (k != 0 || sent_nothing(s))) {
+            if (s->state == order[k] && (k != 0 || sent_nothing(s)) &&
+                (k != 1 || sent_a_part(s))) {
                 pgw_session_close(s, "53300", "no more connections allowed (%s)",
                                   pgw_proxy_full_limit(px));
                 return true;

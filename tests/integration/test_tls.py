@@ -574,6 +574,41 @@ class TestTlsPastTheCap(TlsTestCase):
         self.assertEqual(hz.simple_query(tls, "select 'after the flood'"),
                          ([[b"after the flood"]], []))
 
+    def test_a_tls_handshake_under_way_is_not_pushed_out_by_a_byte_each(self):
+        # The same flood with one byte sent on each connection (no whole
+        # first packet): each had sent something, so the oldest of all,
+        # the one in its TLS handshake, went first again (r4).  A
+        # connection with part of a first packet in plaintext goes before
+        # a handshake under way now.
+        px, holder = self.full()
+        tls = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(tls.close)
+        tls.sendall(SSL_REQUEST)
+        self.assertEqual(tls.recv(1), b"S")        # its handshake is under way
+        part = []
+        self.addCleanup(lambda: [x.close() for x in part])
+        for _ in range(64):          # PGW_OVERFLOW_SESSIONS: one too many with it
+            c = socket.create_connection((px.host, px.port), timeout=30)
+            c.sendall(b"\x00")                  # the first byte of a length
+            part.append(c)
+        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
+                      what="64 connections past the cap")
+        data, closed = hz.read_until_closed(part[0], 30)
+        self.assertTrue(closed)
+        self.assertIn(b"C53300", data)           # the oldest partial one gave way
+        gone = px.log().count("event=disconnect ")
+        holder.close()
+        pt.wait_until(lambda: px.log().count("event=disconnect ") > gone,
+                      what="the held client gone")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        tls = ctx.wrap_socket(tls)
+        self.addCleanup(tls.close)
+        hz.sync_login(tls, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(hz.simple_query(tls, "select 'after the flood'"),
+                         ([[b"after the flood"]], []))
+
     def test_a_tls_client_past_the_cap_gets_53300_after_its_handshake(self):
         # As PostgreSQL and PgBouncer: the SSLRequest is answered, and the
         # 53300 comes over TLS after the StartupMessage; a bare ErrorResponse
