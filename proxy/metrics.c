@@ -1065,8 +1065,8 @@ void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *b)
     metric_u(b, "pgwharf_clients_max", "gauge", (uint64_t)(px->client_cap > 0 ? px->client_cap : 0),
              "Clients served at once: max_client_conn, or fewer under the open-files limit.");
     metric_u(b, "pgwharf_lingering_sockets", "gauge", (uint64_t)px->nlingering,
-             "Client sockets open after their session ended, the rest of a too-large message "
-             "read and dropped (for at most 5 s).");
+             "Client sockets open after their session ended mid-message (FATAL 54000 or 53200), "
+             "the rest of the message read and dropped (for at most 5 s).");
     metric_u(b, "pgwharf_servers_total", "gauge", (uint64_t)pgw_pool_set_server_count(px->pools),
              "Server connections open now, in any state.");
     render_pools(px, b);

@@ -599,6 +599,34 @@ class TestLargeMessages(pt.PgwharfTestCase):
                       '(%d bytes)"' % len(parse), ends()[0])
         self.assertEqual(px.psql("select 'served'"), "served")
 
+    def test_a_53200_mid_message_lingers_and_is_counted_too(self):
+        # The session ended with 53200 (no buffer for a message within the
+        # limit) while the client still sends it lingers as one ended with
+        # 54000 does, and pgwharf_lingering_sockets counts it: the docs
+        # said 54000 only.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "max_prepared_statements": 100,
+                                          "metrics_port": "auto"})
+        if ph.sanitized(px):
+            self.skipTest("sanitizer build: its runtime needs address space of its own")
+        c = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(c.close)
+        ph.sync_login(c, self.pg.user, self.pg.database, self.pg.password)
+        with open("/proc/%d/status" % px.pid) as f:
+            vm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
+        old = resource.prlimit(px.pid, resource.RLIMIT_AS)
+        resource.prlimit(px.pid, resource.RLIMIT_AS, (vm + 20 * 2**20, old[1]))
+        try:
+            parse = ph.parse_msg("s1", "select length('%s')" % ("z" * 50000000))
+            c.sendall(parse[:2**20])         # the rest not sent: it lingers
+            px.wait_for_log(r"sqlstate=53200 reason=\"out of memory for a message of type P")
+        finally:
+            resource.prlimit(px.pid, resource.RLIMIT_AS, old)
+        self.assertEqual(px.metric("pgwharf_lingering_sockets"), 1)
+        c.close()
+        pt.wait_until(lambda: px.metric("pgwharf_lingering_sockets") == 0, 10,
+                      what="its socket closed")
+
 
 class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
     def test_clients_reading_text_differently_share_no_statement(self):
