@@ -682,7 +682,9 @@ void pgw_linger_deinit(struct pgw_proxy *px);
  * close(2) make a reset, which discards the send queue (the reply, the
  * FATAL).  At most per_cb bytes a call, so a peer that keeps sending does
  * not hold the loop; *left goes down by what was read.  rd: read(2) alike
- * (NULL: read(2) of fd).  AGAIN: read on when readable; ERROR: errno. */
+ * (NULL: read(2) of fd).  AGAIN: call again when there is more (readable;
+ * through TLS also a read that waits for writability, or bytes OpenSSL
+ * holds, which the caller's TLS watchers see); ERROR: errno. */
 typedef ssize_t (*pgw_read_fn)(void *arg, void *p, size_t n);
 enum pgw_drain { PGW_DRAIN_AGAIN, PGW_DRAIN_EOF, PGW_DRAIN_ERROR, PGW_DRAIN_SPENT };
 enum pgw_drain pgw_drain(int fd, pgw_read_fn rd, void *arg, size_t per_cb, uint64_t *left);
