@@ -1011,8 +1011,13 @@ class TestACancelWhileACopyIsEnded(CopyEndEventsCase):
         want = self.run_cancelled(self.direct, None)
         self.assertEqual(want[0][1][:2], ("ERROR", "57014"), want)
         self.assertEqual(want[-1], (b"E", ("FATAL", "08P01", "invalid frontend message type 112")))
-        self.assertEqual(self.run_cancelled(self.login, self.px.port), want)
-        self.assert_kept(pid)
+        # The forward still in flight at the end's last answer is a race
+        # (before: the server closed in about a third of the runs here):
+        # several runs, each checked, so that it shows.
+        for i in range(6):
+            with self.subTest(run=i):
+                self.assertEqual(self.run_cancelled(self.login, self.px.port), want)
+                self.assert_kept(pid)
 
 
 class TestAQueryTimeoutWhileACopyIsEnded(CopyEndEventsCase):
