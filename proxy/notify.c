@@ -1968,7 +1968,10 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
     struct pgw_notify_sub *sub = s->notify;
     struct pgw_wbuf *p = &sub->pending;
     const char *chan = msg_chan(msg);
-    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;
+    /* From the first mark on (none before it): the whole of pending for
+     * every notification past the bound made a client stuck in its
+     * transaction cost the loop O(held) each (review). */
+    for (size_t off = sub->lost_from ? sub->lost_from - 1 : p->len; off + PGW_MSG_HDR <= p->len;
          off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
         if (p->data[off] == type && strcmp(msg_chan(p->data + off), chan) == 0) {
             uint8_t *count = p->data + off + PGW_MSG_HDR;
@@ -1991,6 +1994,8 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
         backlog_over(s);                          /* no memory: as before */
         return;
     }
+    if (!sub->lost_from)
+        sub->lost_from = at + 1;
     sub->nmaybe += type == HELD_LOST_MAYBE;
 }
 
@@ -2015,6 +2020,7 @@ static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
     if (cut == p->len)
         return;
     p->len = cut;
+    sub->lost_from = 0;
     s->px->total_notifications_dropped += lost - 1;    /* backlog_over counts one */
     backlog_over(s);
 }
@@ -2152,6 +2158,7 @@ static void held_clear(struct pgw_notify_sub *sub)
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
     sub->nmaybe = 0;
+    sub->lost_from = 0;
 }
 
 /* The messages held for the client that keep(sub, message) keeps (it may
@@ -2161,11 +2168,14 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
     struct pgw_wbuf *p = &sub->pending;
     size_t kept = 0;
     int marks = 0;
+    sub->lost_from = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (keep(sub, p->data + off)) {
             memmove(p->data + kept, p->data + off, n);
             marks += p->data[kept] == HELD_MAYBE || p->data[kept] == HELD_LOST_MAYBE;
+            if (!sub->lost_from && (p->data[kept] == HELD_LOST || p->data[kept] == HELD_LOST_MAYBE))
+                sub->lost_from = kept + 1;
             kept += n;
         }
         off += n;
@@ -2428,6 +2438,7 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
     if (hit == p->len)
         return false;
     size_t kept = 0;
+    sub->lost_from = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (off >= hit || p->data[off] != HELD_MAYBE ||
@@ -2436,6 +2447,8 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
                 p->data[off] = PGW_BE_NOTIFY;
                 sub->nmaybe--;
             }
+            if (!sub->lost_from && (p->data[off] == HELD_LOST || p->data[off] == HELD_LOST_MAYBE))
+                sub->lost_from = kept + 1;
             memmove(p->data + kept, p->data + off, n);
             kept += n;
         } else {

@@ -119,6 +119,8 @@ struct pgw_notify_sub {
                                            committed (and HELD_LOST_MAYBE marks of
                                            those dropped past the bound) */
     int nmaybe;
+    size_t lost_from;                   /* 1 + the offset in pending of its first
+                                           mark (notify.c, lost_note); 0: none */
     bool waiting;                       /* its LISTEN runs on the hub's server */
     ev_tstamp wait_since;               /* ... asked for then */
     enum notify_end ending;             /* closed between transactions (at once or
