@@ -2096,6 +2096,7 @@ static void held_convert(struct pgw_session *s, struct pgw_notify_sub *sub)
     struct pgw_wbuf out;
     pgw_wbuf_init(&out);
     struct converted conv = { 0 };
+    bool over = false;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         const uint8_t *m = p->data + off;
         uint32_t n = 1 + pgw_get_u32(m + 1);
@@ -2110,10 +2111,17 @@ static void held_convert(struct pgw_session *s, struct pgw_notify_sub *sub)
             m = conv.msg;
             n = conv.len;
         }
-        if (s->notify->ending == NOTIFY_END_BACKLOG || out.len + n > backlog_max(s))
+        /* What is held is the client's (lost_cut left those before the
+         * first mark; nothing was held after backlog_over): only one past
+         * the bound once converted, and those after it, are not.  Its
+         * ending already set (lost_cut just now) dropped them all for a
+         * client whose encoding is not UTF-8 (review). */
+        if (over || out.len + n > backlog_max(s)) {
+            over = true;
             backlog_over(s);     /* this one and those after it: not the client's */
-        else
+        } else {
             pgw_wbuf_append(&out, m, n);
+        }
     }
     free(conv.msg);
     out.failed |= p->failed;

@@ -2139,6 +2139,42 @@ class TestStuckListenerCost(NotifyCase):
             self.assertEqual(kept, [str(i) for i in range(1, len(kept) + 1)])
 
 
+class TestHeldPastTheBoundConverted(NotifyCase):
+    """A client whose client_encoding is not UTF-8, past max_notify_backlog
+    inside its transaction: held_convert dropped every held notification
+    once the client was marked (lost_cut marks it just before), so it got
+    its COMMIT, then FATAL 54000 and none of those it was owed; a UTF-8
+    client got them."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0, "max_notify_backlog": 8192})
+
+    def test_latin1_client_gets_what_was_held(self):
+        w = self.witness("pgw_l1")
+        a = login(self, self.px, client_encoding="LATIN1")
+        self.listen(a, "listen pgw_l1")
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        for i in range(3):          # about 4 kB each in UTF-8, 2 kB in LATIN1
+            self.notify("pgw_l1", "\u00e9" * 1990 + str(i))
+            self.assertEqual(len(read_notifications(w, 1)), 1)
+        a.sendall(hz.query_msg("commit"))
+        got = []
+        a.settimeout(30)
+        try:
+            while True:
+                got.append(hz.recv_msg(a))
+        except EOFError:
+            pass
+        self.assertEqual([t for t, _ in got], [b"C", b"Z", b"A", b"A", b"E"], got)
+        for i, (_, body) in enumerate(got[2:4]):
+            self.assertEqual(body[4:].split(b"\0")[1], b"\xe9" * 1990 + str(i).encode())
+        f = hz.parse_fields(got[-1][1])
+        self.assertEqual((f["S"], f["C"]), ("FATAL", "54000"), f)
+
+
 class TestSlowListenerCanceledWhileWaiting(NotifyCase):
     """A client marked past max_notify_backlog while it waited for a
     server (its next request queued), whose request then got no server
