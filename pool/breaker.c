@@ -436,9 +436,18 @@ static bool same_addr(const struct sockaddr *a, socklen_t alen, const struct soc
             yl = sizeof(y->sun_path);
         if (x->sun_path[0] == '\0' || y->sun_path[0] == '\0')
             return xl == yl && memcmp(x->sun_path, y->sun_path, xl) == 0;
+        /* A path by its last component (".s.PGSQL.5432"): the kernel
+         * gives the name the server bound, libpq keeps the one it was
+         * given, which may reach the same socket another way ("DIR/",
+         * a symlinked directory such as /var/run for /run, a relative
+         * unix_socket_directories). */
         size_t xn = strnlen(x->sun_path, xl);
         size_t yn = strnlen(y->sun_path, yl);
-        return xn > 0 && xn == yn && memcmp(x->sun_path, y->sun_path, xn) == 0;
+        const char *xb = memrchr(x->sun_path, '/', xn), *yb = memrchr(y->sun_path, '/', yn);
+        size_t xo = xb ? (size_t)(xb - x->sun_path) + 1 : 0;
+        size_t yo = yb ? (size_t)(yb - y->sun_path) + 1 : 0;
+        return xn > xo && xn - xo == yn - yo &&
+               memcmp(x->sun_path + xo, y->sun_path + yo, xn - xo) == 0;
     }
     }
     return false;

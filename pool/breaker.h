@@ -128,8 +128,9 @@ struct pgw_libpq_cancel_head {
 };
 /* Is h what libpq keeps for the connection whose socket's peer (its
  * getpeername) is peer/peerlen: a positive pid, and raddr that address
- * (family, port and address; a Unix socket's path, whose length libpq and
- * the kernel count differently)?  A layout that is not libpq's fails it. */
+ * (family, port and address; a Unix socket's by the path's last
+ * component, as libpq's name for it may reach the socket the server bound
+ * another way: "DIR/", a symlink; an abstract one by its bytes)?  A layout that is not libpq's fails it. */
 bool pgw_pool_cancel_head_valid(const struct pgw_libpq_cancel_head *h,
                                 const struct sockaddr *peer, socklen_t peerlen);
 

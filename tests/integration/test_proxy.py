@@ -343,6 +343,27 @@ class TestCancel(pt.PgwharfTestCase):
         self.assertEqual(one(conn, "select 'usable'"), "usable")
         px.wait_for_log("event=cancel_forwarded")
 
+    def test_cancel_to_a_server_on_a_unix_socket_named_another_way(self):
+        """libpq's "DIR/" (its path "DIR//.s.PGSQL.N") or a symlinked
+        directory reaches the socket the server bound under another name,
+        the one getpeername gives: its cancel key is read all the same
+        (r1 of session 48: the whole paths compared, server_no_cancel)."""
+        link = os.path.join(tempfile.mkdtemp(prefix="pgw-link-"), "sock")
+        os.symlink(self.pg.sockdir, link)
+        self.addCleanup(os.unlink, link)
+        for host in (self.pg.sockdir + "/", link):
+            px = self.start_pgwharf(settings={"pool_mode": "transaction"}, databases={
+                self.pg.database: "host=%s port=%d dbname=%s" % (host, self.pg.port,
+                                                                 self.pg.database)})
+            conn = self.db_conn(px)
+            self.cancel_while_running(conn, "select pg_sleep(60) /* cancel, %s */" % host,
+                                      "/* cancel, %s */" % host)
+            self.assertEqual(one(conn, "select 'usable'"), "usable")
+            px.wait_for_log("event=cancel_forwarded")
+            self.assertNotIn("server_no_cancel", px.log())
+            conn.close()
+            px.stop()
+
     def _raw_client(self, px):
         """A raw client of px logged in: (socket, its cancel key)."""
         keys = []

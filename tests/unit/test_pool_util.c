@@ -543,6 +543,14 @@ static void t_cancel_head(void **state)
     assert_true(pgw_pool_cancel_head_valid(&h, p, ulen));
     strcpy(u->sun_path, "/tmp/.s.PGSQL.5433");
     assert_false(pgw_pool_cancel_head_valid(&h, p, ulen));
+    /* the same socket by another name: "DIR/" (libpq's "DIR//.s.PGSQL.N"),
+     * a symlinked directory: the kernel names it as the server bound it */
+    strcpy(u->sun_path, "/tmp//.s.PGSQL.5432");
+    assert_true(pgw_pool_cancel_head_valid(&h, p, ulen));
+    strcpy(u->sun_path, "/var/run/x/.s.PGSQL.5432");
+    assert_true(pgw_pool_cancel_head_valid(&h, p, ulen));
+    strcpy(u->sun_path, "/tmp/");                  /* no name after the last slash */
+    assert_false(pgw_pool_cancel_head_valid(&h, p, ulen));
     /* abstract ones ("@name": a NUL first) by their length */
     memset(u->sun_path, 0, sizeof(u->sun_path));
     memset(pu->sun_path, 0, sizeof(pu->sun_path));
