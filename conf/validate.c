@@ -420,10 +420,12 @@ static void check_addrs(struct conf_loader *ld)
  * breaker_cooldown: that cooldown is the cap, never doubled (the breaker
  * keeps its cap at least its cooldown, pgw_breaker_configure), as it was
  * below the old default of 30 s.  Set apart, a shorter cap is an error. */
-static bool max_cooldown_at_default(const struct pgw_config *cfg)
+static bool max_cooldown_at_default(const struct conf_loader *ld)
 {
     int i = conf_key_find("breaker_max_cooldown");
-    return i >= 0 && cfg->breaker_max_cooldown == strtod(pgw_conf_key_default(i), NULL);
+    /* left at it, not a line saying "2" (the README's "when set") */
+    return i >= 0 && !(ld->origins && ld->origins[i].file) &&
+           ld->cfg->breaker_max_cooldown == strtod(pgw_conf_key_default(i), NULL);
 }
 
 void conf_validate(struct conf_loader *ld)
@@ -436,7 +438,7 @@ void conf_validate(struct conf_loader *ld)
     check_peers(ld);
     check_track_extra(ld);
     check_addrs(ld);
-    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown && !max_cooldown_at_default(cfg) &&
+    if (cfg->breaker_max_cooldown < cfg->breaker_cooldown && !max_cooldown_at_default(ld) &&
         PARSED(ld, "breaker_max_cooldown", "breaker_cooldown")) {
         char max[64], min[64];
         conf_format_num(max, sizeof(max), cfg->breaker_max_cooldown);

@@ -1667,6 +1667,12 @@ static void test_validation(void **state)
      * (30 s); a file with breaker_cooldown = 10 alone still loads */
     pgw_conf_free(load_ok("[pgwharf]\nauth_file = /x\nbreaker_cooldown = 10\n", &d));
     pgw_conf_diag_free(&d);
+    /* ... but set to that default in the file, below breaker_cooldown: the
+     * error any other shorter cap gets */
+    load_fail("[pgwharf]\nauth_file = /x\nbreaker_cooldown = 10\nbreaker_max_cooldown = 2\n",
+              &d, 1);
+    assert_error(&d, "t.ini:4: breaker_max_cooldown 2s is shorter than breaker_cooldown 10s");
+    pgw_conf_diag_free(&d);
 
     load_fail("[pgwharf]\nauth_type = hba\n"
               "auth_user = a\nauth_query =\n"
