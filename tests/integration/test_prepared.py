@@ -210,6 +210,20 @@ class TestPgbenchPrepared(pt.PgbenchTestCase):
                           px.metric("pgwharf_binds_total")),
                          (4, int(row["total_server_parse_count"]), 200))
 
+    def test_tpcb_prepared_more_clients_than_servers_on_one_thread(self):
+        # pgbench prepares a client's statements with blocking calls (a
+        # Parse and a Sync each), from the thread that reads its other
+        # clients' replies: 4 clients on one thread, a pool of 2, both
+        # servers held by clients inside BEGIN..END, and the next client's
+        # prepare waited for a server until query_wait_timeout (the run
+        # aborted).  A Parse of a text the pool has prepared is answered
+        # with no server now.  (-t, not -T: every transaction must run.)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "query_wait_timeout": 5})
+        cp, n = self.assert_pgbench_ok(px, ["-M", "prepared", "-c", "4", "-j", "1",
+                                            "-t", "50"])
+        self.assertEqual(n, 200, cp.stdout)
+
     def test_tpcb_prepared_no_more_clients_than_servers(self):
         # pgbench prepares each client's statements with blocking calls: with
         # more clients than servers its own thread can deadlock (any pooler).
@@ -2314,6 +2328,172 @@ class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
         r.send(r.parse("s1", "select 2"), r.bind("s1"), r.execute(), r.sync())
         got = r.until_ready()
         self.assertEqual(types(got), "12DCZ")
+
+
+class TestAParseAnsweredWithNoServer(pt.PgwharfTestCase):
+    """A client with no server, between transactions, that Parses a text
+    the pool has prepared already, and does nothing else before its Sync
+    (libpq's PQprepare: Parse, Sync), is answered by pgwharf: no wait for
+    a server.  pgbench -M prepared prepares that way from the thread that
+    reads its other clients' replies: with every server held by a client
+    of that thread inside BEGIN..END, the prepare waited for a server no
+    one would free, until query_wait_timeout (found by pgbench users).
+    What is not known to have prepared, or would not get ParseComplete
+    from PostgreSQL, still takes a server."""
+
+    KNOWN = "select 40 + 2 as v"
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "auth_type": "trust", "default_pool_size": 1,
+            "query_wait_timeout": 5})
+
+    def raw(self, **params):
+        r = Raw(self.px.host, self.px.port, self.pg.user, self.pg.database, **params)
+        self.addCleanup(r.close)
+        return r
+
+    def prepared_once(self, sql=KNOWN, expect="1Z"):
+        """Another client prepares sql (taking the server) and leaves."""
+        first = self.raw()
+        first.send(first.parse("p0", sql), first.sync())
+        self.assertEqual(types(first.until_ready()), expect)
+        first.close()
+
+    def hold_the_server(self):
+        holder = self.raw()
+        holder.send(holder.query("begin"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+        return holder
+
+    def waiting(self, n):
+        pt.wait_pool(self.console_conn(self.px), self.pg.database, self.pg.user,
+                     cl_waiting=n)
+
+    def release(self, holder):
+        holder.send(holder.query("commit"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+
+    def test_a_known_text_is_answered_while_every_server_is_held(self):
+        self.prepared_once()
+        holder = self.hold_the_server()
+        r = self.raw()
+        r.send(r.parse("s1", self.KNOWN), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")     # base: query_wait_timeout's error
+        r.send(r.parse("s2", self.KNOWN), r.msg(b"H"), r.parse("s3", self.KNOWN), r.sync())
+        self.assertEqual(types(r.until_ready()), "11Z")
+        row = pt.show(self.console_conn(self.px), "CLIENTS", port=r.s.getsockname()[1])[0]
+        self.assertEqual(str(row["prepared_statements"]), "3", row)
+        # Run once a server is free: it lacks them, and gets them first.
+        r.send(r.bind("s1"), r.execute(), r.bind("s3"), r.execute(), r.sync())
+        self.waiting(1)
+        self.release(holder)
+        got = r.until_ready()
+        self.assertEqual(types(got), "2DC2DCZ")
+        self.assertEqual([b for t, b in got if t == b"D"], [b"\x00\x01\x00\x00\x00\x0242"] * 2)
+        # The names are the client's: a Parse of one again is PostgreSQL's
+        # 42P05, raised on the server (which it waits for).
+        r.send(r.parse("s2", self.KNOWN), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "42P05")
+        r.send(r.close_stmt("s2"), r.sync())
+        self.assertEqual(types(r.until_ready()), "3Z")
+        r.send(r.bind("s2"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(sqlstate(got[0][1]), "26000")
+
+    def test_a_name_twice_in_one_batch_waits_for_the_servers_42P05(self):
+        self.prepared_once()
+        holder = self.hold_the_server()
+        r = self.raw()
+        r.send(r.parse("s1", self.KNOWN), r.parse("s1", self.KNOWN), r.sync())
+        self.waiting(1)
+        self.release(holder)
+        got = r.until_ready()
+        self.assertEqual(types(got), "1EZ")
+        self.assertEqual(sqlstate(got[1][1]), "42P05")
+
+    def assert_waits(self, r, msgs, expect):
+        holder = self.hold_the_server()
+        r.send(*msgs)
+        self.waiting(1)
+        self.release(holder)
+        got = r.until_ready()
+        self.assertEqual(types(got), expect)
+        return got
+
+    def test_an_unknown_text_waits_for_a_server(self):
+        self.prepared_once()
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", "select 'not prepared yet'"), r.sync()], "1Z")
+
+    def test_a_text_that_failed_waits_for_the_servers_error(self):
+        self.prepared_once("select * from no_such_table_here", expect="EZ")
+        r = self.raw()
+        got = self.assert_waits(r, [r.parse("s1", "select * from no_such_table_here"),
+                                    r.sync()], "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "42P01")
+
+    def test_a_parse_with_more_in_its_batch_waits(self):
+        self.prepared_once()
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", self.KNOWN), r.bind("s1"), r.execute(), r.sync()],
+                          "12DCZ")
+
+    def test_a_parse_and_describe_waits(self):
+        # (psycopg 3's and asyncpg's prepare: pgwharf keeps no RowDescription.)
+        self.prepared_once()
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", self.KNOWN), r.describe_stmt("s1"), r.sync()],
+                          "1tTZ")
+
+    def test_a_parse_without_its_sync_waits(self):
+        # Parse and Flush: the client reads before it sends more.
+        self.prepared_once()
+        r = self.raw()
+        holder = self.hold_the_server()
+        r.send(r.parse("s1", self.KNOWN), r.msg(b"H"))
+        self.waiting(1)
+        self.release(holder)
+        self.assertEqual(r.read_msg()[0], b"1")
+        r.send(r.sync())
+        self.assertEqual(types(r.until_ready()), "Z")
+
+    def test_another_reading_of_settings_waits(self):
+        # Prepared in the pool's TimeZone, not in Tokyo's.
+        self.prepared_once("select '2020-01-02 03:04'::timestamptz::text")
+        r = self.raw(TimeZone="Asia/Tokyo")
+        self.assert_waits(r, [r.parse("s1", "select '2020-01-02 03:04'::timestamptz::text"),
+                              r.sync()], "1Z")
+
+    def test_the_unnamed_statement_waits(self):
+        self.prepared_once()
+        r = self.raw()
+        self.assert_waits(r, [r.parse("", self.KNOWN), r.sync()], "1Z")
+
+
+class TestAParseWithNoServerWithoutPreparedStatements(pt.PgwharfTestCase):
+    def test_max_prepared_statements_0_takes_a_server(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "auth_type": "trust", "default_pool_size": 1,
+            "query_wait_timeout": 5, "max_prepared_statements": 0})
+        first = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(first.close)
+        first.send(first.parse("s1", "select 1"), first.sync())
+        self.assertEqual(types(first.until_ready()), "1Z")
+        holder = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(holder.close)
+        holder.send(holder.query("begin"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(r.close)
+        r.send(r.parse("s2", "select 1"), r.sync())    # (s1 stays on the server)
+        pt.wait_pool(self.console_conn(px), self.pg.database, self.pg.user, cl_waiting=1)
+        holder.send(holder.query("commit"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+        self.assertEqual(types(r.until_ready()), "1Z")
 
 
 class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
