@@ -2404,6 +2404,18 @@ class TestAParseAnsweredWithNoServer(pt.PgwharfTestCase):
         got = r.until_ready()
         self.assertEqual(sqlstate(got[0][1]), "26000")
 
+    def test_a_prepare_pipelined_before_its_run_is_answered_first(self):
+        # Parse, Sync, then Bind, Execute, Sync in the same write: the
+        # prepare is answered, the run waits for the server.
+        self.prepared_once()
+        holder = self.hold_the_server()
+        r = self.raw()
+        r.send(r.parse("s1", self.KNOWN), r.sync(), r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        self.waiting(1)
+        self.release(holder)
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+
     def test_a_name_twice_in_one_batch_waits_for_the_servers_42P05(self):
         self.prepared_once()
         holder = self.hold_the_server()
