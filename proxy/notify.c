@@ -186,6 +186,7 @@ static int tx_current(const struct pgw_notify_sub *sub);
 static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n);
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+static void backlog_end(struct pgw_session *s);
 static void maybe_settle(struct pgw_notify_sub *sub);
 static void held_clear(struct pgw_notify_sub *sub);
 static const char *msg_chan(const uint8_t *m);
@@ -1925,18 +1926,39 @@ bool pgw_notify_cancel_waiting(struct pgw_session *s)
  * whose hub was lost (or ended) is ended for that already. */
 static void backlog_over(struct pgw_session *s)
 {
-    struct pgw_notify_sub *sub = s->notify;
     s->px->total_notifications_dropped++;
-    if (sub->ending != NOTIFY_END_NONE)
+    backlog_end(s);
+}
+
+/* The event for a client past max_notify_backlog, once a client: when the
+ * first is dropped, held (a mark, lost_note: its transaction's end
+ * decides whether it ends the client) or not. */
+static void backlog_warn(struct pgw_session *s, bool held)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (sub->backlog_warned)
         return;
-    sub->ending = NOTIFY_END_BACKLOG;
+    sub->backlog_warned = true;
     char qd[200], qu[200];
     pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than "
              "max_notify_backlog (%d bytes) of notifications wait for the client (its "
-             "transaction to end, or to read them)\" detail=\"the client is disconnected "
-             "(54000) once it has read those\"",
+             "transaction to end, or to read them)\" detail=\"%s\"",
              s->addr_text, lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user),
-             s->px->cfg->max_notify_backlog);
+             s->px->cfg->max_notify_backlog,
+             held ? "held for the end of its transaction: the client is disconnected (54000) "
+                    "then, once it has read those before, unless that end discards the "
+                    "dropped ones (a ROLLBACK of their LISTEN, a committed UNLISTEN)"
+                  : "the client is disconnected (54000) once it has read those");
+}
+
+/* backlog_over, the dropped one counted already. */
+static void backlog_end(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (sub->ending != NOTIFY_END_NONE)
+        return;
+    sub->ending = NOTIFY_END_BACKLOG;
+    backlog_warn(s, false);
     if (deliverable(s)) {
         /* The tick, now (not from inside the hub's read). */
         struct pgw_notify_hub *h = sub->hub;
@@ -1968,14 +1990,25 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
     struct pgw_notify_sub *sub = s->notify;
     struct pgw_wbuf *p = &sub->pending;
     const char *chan = msg_chan(msg);
+    /* Dropped now, whatever the end decides (counted, and the event logged
+     * at the first: a transaction that never ends, a client that goes
+     * before its end, still shows; review of 42a3027). */
+    s->px->total_notifications_dropped++;
+    if (sub->ending == NOTIFY_END_NONE)
+        backlog_warn(s, true);
     /* From the first mark on (none before it): the whole of pending for
      * every notification past the bound made a client stuck in its
      * transaction cost the loop O(held) each (review). */
     for (size_t off = sub->lost_from ? sub->lost_from - 1 : p->len; off + PGW_MSG_HDR <= p->len;
          off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
         if (p->data[off] == type && strcmp(msg_chan(p->data + off), chan) == 0) {
+            /* Saturates: past 2^32 drops in one transaction a wrap would
+             * say few were (nothing reads it for the counter any more:
+             * each is counted as it is dropped, above). */
             uint8_t *count = p->data + off + PGW_MSG_HDR;
-            pgw_put_u32(count, pgw_get_u32(count) + 1);
+            uint32_t c = pgw_get_u32(count);
+            if (c < UINT32_MAX)
+                pgw_put_u32(count, c + 1);
             return;
         }
     }
@@ -1991,7 +2024,7 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
         pgw_wbuf_append(p, m, n);
     }
     if (p->len != at + n) {
-        backlog_over(s);                          /* no memory: as before */
+        backlog_end(s);                           /* no memory: as before */
         return;
     }
     if (!sub->lost_from)
@@ -2001,7 +2034,7 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
 
 /* The end of the client's transaction decided what is held for it: a
  * mark left (lost_note) is of notifications of its that were dropped.  It
- * gets those held before the first, then FATAL 54000 (backlog_over). */
+ * gets those held before the first, then FATAL 54000 (backlog_end). */
 static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
     struct pgw_wbuf *p = &sub->pending;
@@ -2010,19 +2043,17 @@ static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;
          off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
         uint8_t t = p->data[off];
-        if (t == HELD_LOST || t == HELD_LOST_MAYBE) {
+        if (t == HELD_LOST || t == HELD_LOST_MAYBE)
             cut = cut < off ? cut : off;
-            lost += pgw_get_u32(p->data + off + PGW_MSG_HDR);
-        } else if (cut < off) {
-            lost++;
-        }
+        else if (cut < off)
+            lost++;                        /* held after it: dropped now */
     }
     if (cut == p->len)
         return;
     p->len = cut;
     sub->lost_from = 0;
-    s->px->total_notifications_dropped += lost - 1;    /* backlog_over counts one */
-    backlog_over(s);
+    s->px->total_notifications_dropped += lost;   /* the marks' were, by lost_note */
+    backlog_end(s);
 }
 
 /* The hub's copy msg for s (as deliver_once), out now when s is between

@@ -131,6 +131,8 @@ struct pgw_notify_sub {
     char end_state[6];                  /* the failure it ends for, kept apart from */
     char end_msg[256];                  /* hold_state/hold_msg (a later hold_fail) */
     bool enc_warned;                    /* a notification it could not take was logged */
+    bool backlog_warned;                /* one past max_notify_backlog was logged
+                                           (notify.c, backlog_warn): once a client */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
     size_t captx;

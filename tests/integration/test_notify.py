@@ -1834,7 +1834,7 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertEqual(metric("pgwharf_listen_clients"), 1)
 
         # More than 1 MB for a client inside a transaction: the rest is
-        # dropped (memory stays bounded), counted and logged at COMMIT, the
+        # dropped (memory stays bounded), counted and logged as it is, the
         # client gets what was held at COMMIT, then FATAL 54000.
         self.assertEqual(hz.simple_query(b, "begin"), ([], []))
         # A marker after them, on a channel of its own: the hub has handed
@@ -1848,15 +1848,18 @@ class TestMetrics(pt.PgwharfTestCase):
                                             "from generate_series(1, 200) i"), ([[b"200"]], []))
         self.assertEqual(hz.simple_query(c, "notify pgw_m_end"), ([], []))
         read_notifications(d, 1)
-        # Counted when its transaction ends: the end decides whether they
-        # were its (TestBacklogCountsWhatGoesOut).
-        self.assertEqual(metric("pgwharf_notifications_dropped_total"), 0)
+        # Counted as they are dropped, before the end decides whether they
+        # were its (TestBacklogCountsWhatGoesOut, TestDroppedWhileHeld),
+        # and not again at the end.
+        dropped = metric("pgwharf_notifications_dropped_total")
+        self.assertGreater(dropped, 0)
         b.sendall(hz.query_msg("commit"))
         got = ended_for_its_backlog(self, b, before=(b"C", b"Z"))
         self.assertGreater(len(got), 100)
         self.assertLess(len(got), 200)
         self.assertEqual(len(got), metric("pgwharf_notifications_total") - 3)
-        self.assertEqual(len(got) + metric("pgwharf_notifications_dropped_total"), 200)
+        self.assertEqual(metric("pgwharf_notifications_dropped_total"), dropped)
+        self.assertEqual(len(got) + dropped, 200)
         self.assertEqual([g[-2:] for g in got[:2]], ["x1", "x2"])    # in order
         self.assertIn("event=notification_dropped", px.log())
 
@@ -1970,9 +1973,11 @@ class TestSlowListener(NotifyCase):
         self.pg.psql("select count(pg_notify('pgw_held', repeat('x', 7990) || i)) "
                      "from generate_series(1, 20) i")
         self.assertEqual(len(read_notifications(other, 20)), 20)
-        # Past the bound, the end of its transaction decides (the client's
-        # may not be: TestBacklogCountsWhatGoesOut).
-        self.assertFalse(self.overflowed())
+        # Past the bound: logged as dropped; the end of its transaction
+        # decides whether that ends it (the client's may not be:
+        # TestBacklogCountsWhatGoesOut).
+        pt.wait_until(self.overflowed, 20, what="the held copies' overflow logged")
+        self.assertNotIn("sqlstate=54000", self.px.log())
         a.sendall(hz.query_msg("commit"))
         kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
         self.assertEqual([int(p[7990:]) for p in kept], list(range(1, len(kept) + 1)))
@@ -2045,7 +2050,9 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         w = self.witness(chans["a"])
         a = login(self, self.px)
         self.run_ending(a, chans, opening, closing, heard=w)
-        self.assertNotIn("event=notification_dropped", self.px.log())
+        # Those past the bound were dropped (logged when the first was:
+        # TestDroppedWhileHeld); the end did not end the client.
+        self.assertNotIn("sqlstate=54000", self.px.log())
 
     def test_a_rolled_back_listen(self):
         self.check("rb", "listen %(a)s", "rollback")
@@ -2091,6 +2098,57 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         a.sendall(hz.query_msg("commit"))
         kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
         self.assertEqual([p[3990:] for p in kept], ["0", "1"])
+        self.assertIn("event=notification_dropped", self.px.log())
+
+
+class TestDroppedWhileHeld(NotifyCase):
+    """Notifications held for the end of a client's transaction and
+    dropped past max_notify_backlog (a mark, its end decides) were logged
+    and counted only at that end: a transaction that never ended showed
+    nothing, and a client that went before its end was never counted
+    (review of 42a3027).  Now the first is logged as it is dropped (once a
+    client) and each is counted then, once."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": self.MODE, "default_pool_size": 3, "log_connections": 0,
+            "log_disconnections": 0, "metrics_port": "auto", "max_notify_backlog": 8192})
+
+    def dropped(self, n):
+        pt.wait_until(lambda: self.px.metric("pgwharf_notifications_dropped_total") == n, 20,
+                      what="%d notifications counted dropped" % n)
+
+    def burst(self, sock, chan, w, n):
+        self.listen(sock, "listen " + chan)
+        self.expect(sock, "begin", ["BEGIN"], b"T")
+        for i in range(n):     # 4 kB each: two fit in the 8 kB
+            self.notify(chan, "x" * 3990 + str(i))
+            self.assertEqual(len(read_notifications(w, 1)), 1)
+
+    def test_logged_and_counted_as_dropped(self):
+        a, w = login(self, self.px), self.witness("pgw_dw_a")
+        self.burst(a, "pgw_dw_a", w, 4)
+        # Still in its transaction: two dropped, logged once.
+        self.dropped(2)
+        pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 20,
+                      what="the drop logged")
+        self.assertEqual(self.px.log().count("event=notification_dropped"), 1)
+        self.assertNotIn("sqlstate=54000", self.px.log())
+        # Its end: the two it was owed, then 54000; not counted again.
+        a.sendall(hz.query_msg("commit"))
+        kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
+        self.assertEqual([p[3990:] for p in kept], ["0", "1"])
+        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 2)
+        self.assertEqual(self.px.log().count("event=notification_dropped"), 1)
+
+    def test_a_client_gone_before_its_end_is_counted(self):
+        b, w = login(self, self.px), self.witness("pgw_dw_b")
+        self.burst(b, "pgw_dw_b", w, 3)
+        b.close()
+        pt.wait_until(lambda: self.px.metric("pgwharf_listen_clients") == 1, 20,
+                      what="the client gone (the witness stays)")
+        self.dropped(1)
         self.assertIn("event=notification_dropped", self.px.log())
 
 
