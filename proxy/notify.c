@@ -2038,20 +2038,29 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
 static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
     struct pgw_wbuf *p = &sub->pending;
-    size_t cut = p->len;
+    size_t cut = p->len, sum = 0, maybe = 0;
     uint64_t lost = 0;
-    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;
-         off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
+    for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         uint8_t t = p->data[off];
-        if (t == HELD_LOST || t == HELD_LOST_MAYBE)
-            cut = cut < off ? cut : off;
-        else if (cut < off)
+        size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
+        bool mark = t == HELD_LOST || t == HELD_LOST_MAYBE;
+        /* ... or the first past the bound: the copies that were its only
+         * if its LISTEN committed were held beside the rest (deliver). */
+        if (cut == p->len && (mark || sum + n > backlog_max(s)))
+            cut = off;
+        if (cut > off) {
+            sum += n;
+            maybe += t == HELD_MAYBE ? n : 0;
+        } else if (!mark) {
             lost++;                        /* held after it: dropped now */
+        }
+        off += n;
     }
     if (cut == p->len)
         return;
     p->len = cut;
     sub->lost_from = 0;
+    sub->maybe_bytes = maybe;
     s->px->total_notifications_dropped += lost;   /* the marks' were, by lost_note */
     backlog_end(s);
 }
@@ -2078,8 +2087,15 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
         msg = conv->msg;
         total = conv->len;
     }
-    /* The copies that may be the client's (maybe_add) count too. */
-    size_t held = now ? unsent(s) : sub->pending.len;
+    /* Held: what is the client's whichever way its transaction ends,
+     * against the bound; the hub's copies that are its only if its
+     * transaction's LISTEN commits (maybe_add) are held beside them, up
+     * to the bound too, so that those a ROLLBACK throws away do not push
+     * out one of its own, which PostgreSQL sends (review of 42a3027).
+     * The end cuts what goes past the bound then (lost_cut). */
+    size_t held = now ? unsent(s)
+                      : sub->pending.len - (sub->maybe_bytes < sub->pending.len ? sub->maybe_bytes
+                                                                                : sub->pending.len);
     if (now && held > 0 && held + total > backlog_max(s)) {
         /* What one read of the hub's server delivered waits for the end
          * of the loop iteration (io_batch): a read can hold more than the
@@ -2197,6 +2213,7 @@ static void held_clear(struct pgw_notify_sub *sub)
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
     sub->nmaybe = 0;
+    sub->maybe_bytes = 0;
     sub->lost_from = 0;
 }
 
@@ -2208,11 +2225,13 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
     size_t kept = 0;
     int marks = 0;
     sub->lost_from = 0;
+    sub->maybe_bytes = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (keep(sub, p->data + off)) {
             memmove(p->data + kept, p->data + off, n);
             marks += p->data[kept] == HELD_MAYBE || p->data[kept] == HELD_LOST_MAYBE;
+            sub->maybe_bytes += p->data[kept] == HELD_MAYBE ? n : 0;
             if (!sub->lost_from && (p->data[kept] == HELD_LOST || p->data[kept] == HELD_LOST_MAYBE))
                 sub->lost_from = kept + 1;
             kept += n;
@@ -2454,6 +2473,7 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     if (p->len == at + total) {
         p->data[at] = HELD_MAYBE;      /* in place among the client's, until decided */
         sub->nmaybe++;
+        sub->maybe_bytes += total;
     }
 }
 
@@ -2478,6 +2498,7 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
         return false;
     size_t kept = 0;
     sub->lost_from = 0;
+    sub->maybe_bytes = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (off >= hit || p->data[off] != HELD_MAYBE ||
@@ -2488,6 +2509,7 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
             }
             if (!sub->lost_from && (p->data[off] == HELD_LOST || p->data[off] == HELD_LOST_MAYBE))
                 sub->lost_from = kept + 1;
+            sub->maybe_bytes += p->data[off] == HELD_MAYBE ? n : 0;
             memmove(p->data + kept, p->data + off, n);
             kept += n;
         } else {

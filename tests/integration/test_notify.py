@@ -2063,25 +2063,74 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
     def test_an_unlisten_before_the_burst(self):
         self.check("ub", "unlisten %(a)s", "commit")
 
-    def test_its_own_behind_those_the_end_discards_is_lost(self):
-        # Known gap (README; review of 42a3027): the copies of a, which
-        # the ROLLBACK throws away, fill the bound while held; b's, the
-        # client's own, comes past it and is lost, so the client is ended
-        # with 54000, where PostgreSQL sends it b and no error.  This pins
-        # today's answer, so that a change is seen: a fix makes it b's
-        # notification after the ROLLBACK's ReadyForQuery, and no error.
+    def own_behind_maybe_copies(self, sock, a_, b_, closing, n=3, heard=()):
+        """sock listens on b_, runs BEGIN; LISTEN a_; n of 4 kB on a_ are
+        committed, then b_'s 500 bytes, then it runs closing: its
+        messages up to that ReadyForQuery."""
+        self.expect(sock, "listen " + b_, ["LISTEN"], b"I")
+        self.expect(sock, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
+        for i in range(n):
+            self.notify(a_, "x" * 3990 + str(i))
+            if heard:
+                self.assertEqual(len(read_notifications(heard[0], 1)), 1)
+        self.notify(b_, "y" * 500)
+        if heard:
+            self.assertEqual(len(read_notifications(heard[1], 1)), 1)
+        sock.sendall(hz.query_msg(closing))
+        return [t for t, _ in hz.read_until_ready(sock)]
+
+    def test_its_own_behind_those_a_rollback_discards(self):
+        # The copies of a, which the ROLLBACK throws away, filled the bound
+        # while held; b's, the client's own, came past it and was lost, so
+        # the client was ended with 54000 (a known gap, review of 42a3027).
+        # The copies that are the client's only if its LISTEN commits are
+        # held beside the rest now, each up to the bound.
         a_, b_ = "pgw_bl_own_a", "pgw_bl_own_b"
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(self.own_behind_maybe_copies(d, a_, b_, "rollback"), [b"C", b"A", b"Z"])
+        d.close()
+        wa, wb = self.witness(a_), self.witness(b_)
+        a = login(self, self.px)
+        self.assertEqual(self.own_behind_maybe_copies(a, a_, b_, "rollback", heard=(wa, wb)),
+                         [b"C", b"Z"])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(b_, "y" * 500)])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("sqlstate=54000", self.px.log())
+
+    def test_its_own_beside_the_copies_when_the_listen_commits(self):
+        # The same with one copy of a and two of b of 4 kB each, and a
+        # COMMIT: PostgreSQL sends all three; past the bound once a's copy
+        # is the client's, it gets those up to it (a, b), then 54000.
+        a_, b_ = "pgw_bl_beside_a", "pgw_bl_beside_b"
         wa, wb = self.witness(a_), self.witness(b_)
         a = login(self, self.px)
         self.listen(a, "listen " + b_)
         self.expect(a, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
-        for i in range(3):
-            self.notify(a_, "x" * 3990 + str(i))
-            self.assertEqual(len(read_notifications(wa, 1)), 1)
-        self.notify(b_, "y" * 500)
-        self.assertEqual(len(read_notifications(wb, 1)), 1)
-        a.sendall(hz.query_msg("rollback"))
-        self.assertEqual(ended_for_its_backlog(self, a, before=(b"C", b"Z")), [])
+        for chan, w, p in ((a_, wa, "0"), (b_, wb, "1"), (b_, wb, "2")):
+            self.notify(chan, "x" * 3990 + p)
+            self.assertEqual(len(read_notifications(w, 1)), 1)
+        a.sendall(hz.query_msg("commit"))
+        kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
+        self.assertEqual([p[3990:] for p in kept], ["0", "1"])
+
+    def test_its_own_beside_the_copies_when_the_listen_rolls_back(self):
+        # ... and with a ROLLBACK, both of b (which failed before: b's
+        # second came past the bound behind a's copy, so b's first, then
+        # 54000).
+        a_, b_ = "pgw_bl_beside2_a", "pgw_bl_beside2_b"
+        wa, wb = self.witness(a_), self.witness(b_)
+        a = login(self, self.px)
+        self.listen(a, "listen " + b_)
+        self.expect(a, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
+        for chan, w, p in ((a_, wa, "0"), (b_, wb, "1"), (b_, wb, "2")):
+            self.notify(chan, "x" * 3990 + p)
+            self.assertEqual(len(read_notifications(w, 1)), 1)
+        self.expect(a, "rollback", ["ROLLBACK"], b"I")
+        self.assertEqual([x[2][3990:] for x in read_notifications(a, 2)], ["1", "2"])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("sqlstate=54000", self.px.log())
 
     def test_a_committed_listen_past_the_bound(self):
         # The same with COMMIT: PostgreSQL sends the client (which listened
