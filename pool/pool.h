@@ -510,10 +510,12 @@ void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, voi
 typedef void (*pgw_pool_gone_fn)(const struct pgw_pool *pool, void *arg);
 void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void *arg);
 /* Called for a server about to be closed while the backend still runs a
- * query the pool sent (a connect_query past server_connect_timeout): the
- * owner sends the backend a CancelRequest, or the query runs on with no
- * one to read it.  NULL = none. */
-typedef void (*pgw_server_cancel_fn)(const struct pgw_server *srv, void *arg);
+ * query the pool sent (connect_query, server_reset_query,
+ * server_reset_session_state's or server_check_query past
+ * server_connect_timeout, or a reset a KILL gives up on): the owner sends
+ * the backend a CancelRequest, or the query runs on with no one to read
+ * it.  what names the query.  NULL = none. */
+typedef void (*pgw_server_cancel_fn)(const struct pgw_server *srv, const char *what, void *arg);
 void pgw_pool_set_cancel_hook(struct pgw_pool_set *set, pgw_server_cancel_fn fn, void *arg);
 /* A shutdown is under way: min_pool_size opens no more servers (clients
  * still served get them as before). */

@@ -1132,6 +1132,13 @@ static const char *job_name(enum srv_job job)
     return "none";
 }
 
+void pgw_server_job_cancel(struct pgw_server *srv)
+{
+    struct pgw_pool_set *set = srv->pool->set;
+    if (srv->state == PGW_SRV_RESETTING && srv_priv(srv)->job != SRV_JOB_NONE && set->cancel_hook)
+        set->cancel_hook(srv, job_name(srv_priv(srv)->job), set->cancel_hook_arg);
+}
+
 /* After connect_query: a Query reading back what it SET of the tracked
  * parameters PostgreSQL does not report (rows of name, value; job_message
  * keeps them in pool->cq_params).  A client that never set one gets that
@@ -1515,27 +1522,33 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (srv->state == PGW_SRV_RESETTING) {
-        snprintf(why, sizeof(why), "%s: no reply in time", job_name(srv_priv(srv)->job));
-        if (srv_priv(srv)->job != SRV_JOB_CONNECT_QUERY)
+        enum srv_job job = srv_priv(srv)->job;
+        snprintf(why, sizeof(why), "%s: no reply in time", job_name(job));
+        /* A check (select 1 on an idle server) with no reply is its host
+         * frozen: the host's other idle servers would fail theirs in turn.
+         * A reset is no such word: DISCARD ALL waits on a lock another
+         * session holds on the client's temporary table, a slow
+         * server_reset_query is slow on a healthy host (hunt h1 of
+         * session 48). */
+        if (job == SRV_JOB_CHECK)
             pgw_pool_server_silent(srv);
-        else
+        else if (job == SRV_JOB_CONNECT_QUERY) {
             /* The backend let the pool in and took its connect_query: one
              * slower than server_connect_timeout is this pool's, as one
              * that fails is (57014, the query given up on).  Taken for a
              * backend down, it was logged into again at once, each time
              * leaving a backend running it, until the breaker opened for
              * every pool on the backend. */
-        {
             memcpy(srv_priv(srv)->err_sqlstate, "57014", 6);
             srv_priv(srv)->cq_silent = true;
-            /* Closing the connection does not stop the query (PostgreSQL
-             * sees the close only when it writes): canceled, or each
-             * login's query ran on, min_pool_size's logins piling up to
-             * max_connections (review of b4e2bb4). */
-            struct pgw_pool_set *set = srv->pool->set;
-            if (set->cancel_hook)
-                set->cancel_hook(srv, set->cancel_hook_arg);
         }
+        /* Closing the connection does not stop the query (PostgreSQL sees
+         * the close only when it writes): canceled, or each login's
+         * connect_query, each client's reset or each check ran on, a new
+         * server logged in for the next client, backends piling up past
+         * pool_size toward max_connections (review of b4e2bb4; hunt h1
+         * of session 48 for the reset and the check). */
+        pgw_server_job_cancel(srv);
         job_failed(srv, why);
     }
 }

@@ -416,10 +416,11 @@ static void fd_budget(struct pgw_proxy *px, bool starting)
                  cfg->max_client_conn, pgw_conf_server_fds(cfg));
 }
 
-/* The pool gives up on a query of its own (connect_query) still running. */
-static void cancel_pool_query(const struct pgw_server *srv, void *arg)
+/* The pool gives up on a query of its own (connect_query, a reset, a
+ * check) still running. */
+static void cancel_pool_query(const struct pgw_server *srv, const char *what, void *arg)
 {
-    pgw_cancel_server(arg, srv, "connect_query");
+    pgw_cancel_server(arg, srv, what);
 }
 
 struct pgw_proxy *pgw_proxy_create(struct ev_loop *loop, struct pgw_config *cfg,

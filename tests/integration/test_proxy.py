@@ -3884,3 +3884,69 @@ class TestSignals(pt.PgwharfTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPoolQueriesGivenUp(pt.PgwharfTestCase):
+    """A server_reset_query, server_check_query or server_reset_session_state
+    cleanup with no reply within server_connect_timeout: the server is
+    closed and its query canceled (closing the connection did not stop it:
+    PostgreSQL sees a gone client only when it writes, so each client's
+    reset or check ran on and a new server logged in for the next client,
+    backends piling up past pool_size; hunt h1 of session 48)."""
+
+    def gates(self, key):
+        """A gate open (servers made freely), then one shut from then on."""
+        first = hz.Gate(self.pg, key)
+        self.addCleanup(first.close)
+        first.open()
+        return first.sql()
+
+    def shut(self, key):
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        return gate
+
+    def test_a_reset_with_no_reply_is_canceled_and_is_no_frozen_host(self):
+        sql = self.gates(7951)
+        px = self.start_pgwharf(settings={"pool_mode": "session", "default_pool_size": 2,
+                                          "server_reset_query": "select " + sql,
+                                          "server_connect_timeout": "1s"})
+        a, b = psycopg2.connect(px.dsn()), psycopg2.connect(px.dsn())
+        for conn in (a, b):
+            conn.autocommit = True
+            conn.cursor().execute("select 1")
+        b.close()
+        a.close()                              # two idle servers, reset
+        pt.wait_until(lambda: [p["sv_idle"] for p in px.show("POOLS", database=self.pg.database)]
+                   == ["2"], what="two idle servers")
+        self.shut(7951)
+        mark = len(px.log())
+        c = psycopg2.connect(px.dsn())
+        c.autocommit = True
+        c.cursor().execute("select 1")
+        c.close()                              # its reset waits at the gate
+        px.wait_for_log(r"server_reset_query: no reply in time")
+        pt.wait_until(lambda: self.pg.queries_running(sql, lock_wait=True) == 0,
+                   what="the reset given up on canceled")
+        # A reset that waits (on a lock: DISCARD ALL behind a LOCK on the
+        # client's temporary table) is no frozen host: the host's other
+        # idle server stays.
+        self.assertNotIn("did not answer in time", px.log()[mark:])
+        self.assertEqual([p["sv_idle"] for p in px.show("POOLS", database=self.pg.database)],
+                         ["1"], px.log_tail())
+        self.assertIn("cancel_forwarded client=server_reset_query", px.log()[mark:])
+
+    def test_a_check_with_no_reply_is_canceled(self):
+        sql = self.gates(7952)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "server_check_query": "select " + sql,
+                                          "server_check_delay": "0",
+                                          "server_connect_timeout": "1s",
+                                          "query_wait_timeout": "30s"})
+        self.assertEqual(px.psql("select 'first'"), "first")   # an idle server
+        self.shut(7952)
+        self.assertEqual(px.psql("select 'second'"), "second")  # its check given up on
+        self.assertIn("server_check_query: no reply in time", px.log())
+        pt.wait_until(lambda: self.pg.queries_running(sql, lock_wait=True) == 0,
+                   what="the check given up on canceled")
+        self.assertIn("cancel_forwarded client=server_check_query", px.log())
