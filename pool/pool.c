@@ -2144,6 +2144,23 @@ void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup)
     close_idle_and_mark(pool, false);
 }
 
+void pgw_pool_kill(struct pgw_pool *pool)
+{
+    /* A server running server_reset_query (or a check, a cleanup) is the
+     * pool's, no client's: it goes now, its query cancelled (closing does
+     * not stop it), not when the query ends -- the next client waited for
+     * it (hunt h1 of session 48, F2; PgBouncer drops it at once). */
+    struct pgw_list *n, *t;
+    pgw_list_foreach_safe(n, t, &pool->pending) {
+        struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
+        if (srv->state != PGW_SRV_RESETTING)
+            continue;
+        pgw_server_job_cancel(srv);
+        pgw_server_close(srv, "reconnect");
+    }
+    pgw_pool_reconnect(pool, true);
+}
+
 void pgw_pool_close_for_pause(struct pgw_pool *pool)
 {
     close_idle_and_mark(pool, true);

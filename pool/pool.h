@@ -444,6 +444,10 @@ void pgw_pool_unref(struct pgw_pool *pool);
  * pgw_pool_defaults, until one has logged in again (PAUSE keeps them:
  * clients log in while it lasts). */
 void pgw_pool_reconnect(struct pgw_pool *pool, bool new_setup);
+/* KILL: pgw_pool_reconnect with new_setup, and the servers running a
+ * query of the pool's (server_reset_query, a check) closed now, the query
+ * cancelled on the server through the set's cancel hook. */
+void pgw_pool_kill(struct pgw_pool *pool);
 /* PAUSE: close every idle server, and lent ones when they come back, as
  * pgw_pool_reconnect without new_setup; but resuming the pool
  * (pgw_pool_pause false) keeps the lent ones that have not come back, and

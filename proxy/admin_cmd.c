@@ -84,7 +84,7 @@ static int done(struct pgw_wbuf *out, const char *tag)
     return PGW_ADMIN_DONE;
 }
 
-static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause);
+static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause, bool kill);
 static void prune_marks(struct pgw_proxy *px);
 static bool has_marks(const struct pgw_admin *adm, const char *db);
 
@@ -114,7 +114,7 @@ static int reply_when_closed(struct pgw_session *s, const char *db, bool pause, 
  * cancel while it waits undoes. */
 static int pause_reply(struct pgw_session *s, const char *db, bool paused, struct pgw_wbuf *out)
 {
-    reconnect_pools(s->px, db, true);
+    reconnect_pools(s->px, db, true, false);
     if (!s->admin_last)
         return done(out, "PAUSE");       /* more commands follow: do not wait */
     return reply_when_closed(s, db, true, paused, out);
@@ -246,7 +246,7 @@ void pgw_proxy_pause_all(struct pgw_proxy *px, bool pause)
             return;
         }
         pause_all(px);
-        reconnect_pools(px, "", true);
+        reconnect_pools(px, "", true, false);
         pgw_info("admin_pause", "user=(signal) db=*");
         return;
     }
@@ -361,10 +361,11 @@ static void add_mark(struct pgw_admin *adm, const char *db, uint64_t id)
 /* Mark the pools' servers for WAIT_CLOSE and have them closed: idle ones
  * now, lent ones when they come back (pause: pgw_pool_close_for_pause,
  * which RESUME undoes and which keeps the pools' defaults, as clients log
- * in while paused; else pgw_pool_reconnect with new_setup).  A
+ * in while paused; else pgw_pool_reconnect with new_setup, or with kill
+ * pgw_pool_kill: a server running its reset goes at once).  A
  * replication client's server is neither: it never comes back, and goes
  * with its client. */
-static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause)
+static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause, bool kill)
 {
     struct pgw_admin *adm = px->admin;
     prune_marks(px);
@@ -377,6 +378,8 @@ static void reconnect_pools(struct pgw_proxy *px, const char *db, bool pause)
                 add_mark(adm, pgw_pool_dbname(p), srv->id);
         if (pause)
             pgw_pool_close_for_pause(p);
+        else if (kill)
+            pgw_pool_kill(p);         /* a reset under way too, at once */
         else
             pgw_pool_reconnect(p, true);
     }
@@ -387,7 +390,7 @@ int pgw_admin_cmd_reconnect(struct pgw_session *s, const char *arg, struct pgw_w
     if (*arg && check_db(s->px, "reconnect", arg, out) < 0)
         return PGW_ADMIN_FAILED;
     pgw_info("admin_reconnect", "user=%s db=%s", LQ(s->user), LQ(*arg ? arg : "*"));
-    reconnect_pools(s->px, arg, false);
+    reconnect_pools(s->px, arg, false, false);
     pgw_relay_fast_close_idle(s->px);
     return done(out, "RECONNECT");
 }
@@ -516,7 +519,7 @@ int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *
         pgw_session_close(v, "57P01", "terminating connection due to administrator command");
         n++;
     }
-    reconnect_pools(px, arg, false);    /* as PgBouncer's KILL, which drops the pool */
+    reconnect_pools(px, arg, false, true);  /* as PgBouncer's KILL, which drops the pool */
     pgw_info("admin_kill", "user=%s db=%s clients=%d", LQ(s->user), LQ(*arg ? arg : "*"), n);
     return done(out, "KILL");
 }

@@ -2550,6 +2550,51 @@ class TestCommands(AdminTestCase):
         conn.cursor().execute("RESUME")
         self.assertEqual(px.psql("select 'resumed'"), "resumed")
 
+    def _reset_at_a_gate(self, key):
+        """A session pool whose server_reset_query waits at a gate; a client
+        came and went: its server runs the reset.  (px, conn, gate, pid)."""
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        px = self.start(pool_mode="session", server_reset_query="select " + gate.sql())
+        a = self.client(px)
+        cur = a.cursor()
+        cur.execute("select pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        a.close()
+        self.pg.wait_running(gate.sql(), lock_wait=True)
+        return px, self.admin_conn(px), gate, pid
+
+    def test_kill_closes_a_server_running_its_reset_at_once(self):
+        # (hunt h1 F2) KILL db left a server running server_reset_query
+        # open until the reset ended, and the next client after RESUME
+        # waited for it (PgBouncer drops it at once).  Now it is closed
+        # and its reset cancelled on the server.
+        px, conn, gate, pid = self._reset_at_a_gate(7953)
+        conn.cursor().execute("KILL %s" % self.pg.database)
+        wait_until(lambda: self.pg.queries_running(gate.sql(), lock_wait=True) == 0,
+                   what="the reset cancelled")
+        self.assertFalse(self.rows(conn, "SERVERS", database=self.pg.database))
+        conn.cursor().execute("RESUME %s" % self.pg.database)
+        b = self.client(px)
+        cur = b.cursor()
+        cur.execute("select pg_backend_pid()")
+        self.assertNotEqual(cur.fetchone()[0], pid)
+
+    def test_reconnect_closes_a_server_running_its_reset_when_it_ends(self):
+        # RECONNECT: the server running its reset is marked, and closed
+        # when the reset ends rather than lent to the client waiting.
+        px, conn, gate, pid = self._reset_at_a_gate(7954)
+        conn.cursor().execute("RECONNECT %s" % self.pg.database)
+        self.assertEqual([r["close_needed"] for r in self.rows(conn, "SERVERS",
+                                                               database=self.pg.database)], [1])
+        bg = Background(lambda: pt.one(self.client(px), "select pg_backend_pid()"))
+        wait_until(lambda: self.pool(conn)["cl_waiting"] == 1, what="a client waiting")
+        gate.open()
+        bg.join(30)
+        self.assertIsNone(bg.error)
+        self.assertNotEqual(bg.result, pid)
+        self.assertIn("retired after reset", px.log())
+
     def test_reconnect_and_wait_close(self):
         px = self.start()
         holder = self.client(px, autocommit=False)
