@@ -464,10 +464,6 @@ static void t_params_full(void **state)
     free(big);
 }
 
-/* A pool's turn: a quarter of query_wait_timeout up to a second, never
- * under 0.1 s (a quarter of 0.1 s let another pool's idle server go every
- * 25 ms), but under half of it, so that a turn still comes before its
- * clients time out. */
 /* libpq's cancel copy (struct pgw_libpq_cancel_head) is trusted only for
  * the connection it came from: its address the socket's peer, a pid. */
 static void set_in(struct pgw_libpq_cancel_head *h, const char *ip, int port)
@@ -566,6 +562,10 @@ static void t_cancel_head(void **state)
                                             sizeof(struct sockaddr_in)));
 }
 
+/* A pool's turn: a quarter of query_wait_timeout up to a second, never
+ * under 0.1 s (a quarter of 0.1 s let another pool's idle server go every
+ * 25 ms), but under half of it, so that a turn still comes before its
+ * clients time out. */
 static void t_turn_length(void **state)
 {
     (void)state;
