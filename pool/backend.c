@@ -451,10 +451,10 @@ bool pgw_backend_addr_lists(struct pgw_backend *be, bool turn, char *host, char 
 
 void pgw_backend_configure(struct pgw_backend *be, const struct pgw_config *cfg)
 {
+    double now = pgw_mono_now(be->set->loop);
     pgw_breaker_configure(&be->breaker, cfg->breaker_threshold, cfg->breaker_cooldown,
-                          cfg->breaker_max_cooldown);
-    pgw_bucket_configure(&be->bucket, cfg->server_connect_rate, cfg->server_connect_burst,
-                         pgw_mono_now(be->set->loop));
+                          cfg->breaker_max_cooldown, now);
+    pgw_bucket_configure(&be->bucket, cfg->server_connect_rate, cfg->server_connect_burst, now);
 }
 
 void pgw_backend_forget_failures(struct pgw_backend *be)

@@ -14,12 +14,12 @@ void pgw_breaker_init(struct pgw_breaker *b, int threshold, double cooldown,
 {
     memset(b, 0, sizeof(*b));
     b->state = PGW_BREAKER_CLOSED;
-    pgw_breaker_configure(b, threshold, cooldown, max_cooldown);
+    pgw_breaker_configure(b, threshold, cooldown, max_cooldown, 0);
     b->cooldown = b->base_cooldown;
 }
 
 void pgw_breaker_configure(struct pgw_breaker *b, int threshold, double cooldown,
-                           double max_cooldown)
+                           double max_cooldown, double now)
 {
     b->threshold = threshold;
     b->base_cooldown = cooldown > 0 ? cooldown : 0;
@@ -28,6 +28,11 @@ void pgw_breaker_configure(struct pgw_breaker *b, int threshold, double cooldown
         b->cooldown = b->base_cooldown;
     if (b->cooldown > b->max_cooldown)
         b->cooldown = b->max_cooldown;
+    /* An open breaker's wait is the cooldown in force from now at most: one
+     * opened under a 30 s cooldown kept its probe 30 s away after a reload
+     * to 1 s / 2 s (older). */
+    if (b->state == PGW_BREAKER_OPEN && b->next_probe > now + b->cooldown)
+        b->next_probe = now + b->cooldown;
     if (threshold <= 0 && b->state != PGW_BREAKER_CLOSED) {
         b->state = PGW_BREAKER_CLOSED;
         b->probe_inflight = false;

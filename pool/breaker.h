@@ -39,9 +39,10 @@ struct pgw_breaker {
 
 void pgw_breaker_init(struct pgw_breaker *b, int threshold, double cooldown,
                       double max_cooldown);
-/* New settings; state and counts are kept. */
+/* New settings; state and counts are kept, but an open breaker's next
+ * probe comes no later than the (new) cooldown in force from now. */
 void pgw_breaker_configure(struct pgw_breaker *b, int threshold, double cooldown,
-                           double max_cooldown);
+                           double max_cooldown, double now);
 /* Would a new connection attempt be refused now?  No side effects. */
 bool pgw_breaker_blocked(const struct pgw_breaker *b, double now);
 /* May a new connection attempt start now?  When open and the cooldown has

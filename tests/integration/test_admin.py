@@ -1230,6 +1230,39 @@ class TestBreakers(AdminTestCase):
         finally:
             self.pg.start()
 
+    def test_a_reload_shortens_an_open_breakers_wait(self):
+        # (older) A breaker opened under a 30 s cooldown kept its probe 30 s
+        # away after a reload to 1 s / 2 s.  Now the wait left is the new
+        # cooldown in force from the reload at most.
+        entry = "host=127.0.0.3 port=%d dbname=%s" % (self.pg.port, self.pg.database)
+        px = self.start_pgwharf(settings={"breaker_threshold": 1, "breaker_cooldown": "30s",
+                                          "breaker_max_cooldown": "30s"},
+                                databases={"d": entry})
+        conn = self.admin_conn(px)
+        with self.assertRaises(psycopg2.Error):
+            psycopg2.connect(px.dsn(db="d", connect_timeout=10)).close()
+        before = self.show(conn, "BREAKERS")[1]
+        self.assertEqual([b["state"] for b in before], ["open"], before)
+        px.settings["breaker_cooldown"] = "1s"
+        px.settings["breaker_max_cooldown"] = "2s"
+        px.write_config()
+        conn.cursor().execute("RELOAD")
+        after = self.show(conn, "BREAKERS")[1]
+        self.assertEqual([b["state"] for b in after], ["open"], after)
+        # 30 s after it opened before, 2 s after the reload now
+        def at(row):
+            return datetime.datetime.strptime(row["next_probe"], "%Y-%m-%d %H:%M:%S UTC")
+        self.assertGreater(at(before[0]) - at(after[0]), datetime.timedelta(seconds=20),
+                           (before, after))
+
+        def probed():
+            try:
+                psycopg2.connect(px.dsn(db="d", connect_timeout=10)).close()
+            except psycopg2.Error:
+                pass
+            return "event=breaker_half_open" in px.log()
+        wait_until(probed, interval=0.2, what="the probe after the reload")
+
     def test_a_pool_refused_by_the_server_does_not_trip_the_backend(self):
         # One database entry carries a wrong password: its clients get the
         # server's 28P01 at once, and the other entries on the same server

@@ -156,12 +156,36 @@ static void t_reconfigure(void **state)
     pgw_breaker_init(&b, 1, 1.0, 30.0);
     pgw_breaker_failure(&b, 0, false);
     assert_int_equal(b.state, PGW_BREAKER_OPEN);
-    pgw_breaker_configure(&b, 1, 4.0, 30.0);   /* raises the cooldown in force */
+    pgw_breaker_configure(&b, 1, 4.0, 30.0, 0);   /* raises the cooldown in force */
     assert_double_equal(b.cooldown, 4.0, 1e-9);
-    pgw_breaker_configure(&b, 0, 4.0, 30.0);   /* disabling closes it */
+    pgw_breaker_configure(&b, 0, 4.0, 30.0, 0);   /* disabling closes it */
     assert_int_equal(b.state, PGW_BREAKER_CLOSED);
     assert_false(pgw_breaker_blocked(&b, 0));
     assert_string_equal(pgw_breaker_state_name(PGW_BREAKER_HALF_OPEN), "half-open");
+}
+
+static void t_reconfigure_shortens_the_wait(void **state)
+{
+    /* Opened under a 30 s cooldown at t=10: a reload at t=12 to 1 s / 2 s
+     * brings the probe to t=14 (the cooldown in force, 2 s, from now); it
+     * kept t=40. */
+    struct pgw_breaker b;
+    bool probe;
+    pgw_breaker_init(&b, 1, 30.0, 30.0);
+    pgw_breaker_failure(&b, 10, false);
+    assert_int_equal(b.state, PGW_BREAKER_OPEN);
+    assert_double_equal(b.next_probe, 40.0, 1e-9);
+    pgw_breaker_configure(&b, 1, 1.0, 2.0, 12);
+    assert_double_equal(b.cooldown, 2.0, 1e-9);
+    assert_double_equal(b.next_probe, 14.0, 1e-9);
+    assert_true(pgw_breaker_blocked(&b, 13.9));
+    assert_true(pgw_breaker_allow(&b, 14, &probe));
+    assert_true(probe);
+    /* a longer cap leaves a nearer probe where it is */
+    pgw_breaker_failure(&b, 20, true);
+    assert_double_equal(b.next_probe, 22.0, 1e-9);
+    pgw_breaker_configure(&b, 1, 10.0, 60.0, 21);
+    assert_double_equal(b.next_probe, 22.0, 1e-9);
 }
 
 int main(void)
@@ -175,6 +199,7 @@ int main(void)
         cmocka_unit_test(t_probe_abort),
         cmocka_unit_test(t_disabled),
         cmocka_unit_test(t_reconfigure),
+        cmocka_unit_test(t_reconfigure_shortens_the_wait),
     };
     return cmocka_run_group_tests_name("breaker", tests, NULL, NULL);
 }
