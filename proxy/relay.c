@@ -1609,12 +1609,16 @@ static bool pipe_safe_sql(const char *sql, size_t len)
  * takes SETs back): a queued request runs before its client has the
  * server, unseen by note_setting_words, and the clients queued behind it
  * would run with that change -- a parameter the server does not report
- * (search_path) gives no ParameterStatus that fails them. */
+ * (search_path) gives no ParameterStatus that fails them.  Nor may it
+ * leave a temporary table (SELECT ... INTO TEMP): unseen, its tag would
+ * not mark the server for server_reset_session_state, and the clients
+ * queued behind it, and the next one the pool lends the server to, would
+ * read it. */
 static bool pipe_safe_text(const struct pgw_proxy *px, const char *sql, size_t len)
 {
     return pipe_safe_sql(sql, len) &&
            !(pgw_relay_text_words(px, (const uint8_t *)sql, len, 0) &
-             (PGW_WORDS_SET | PGW_WORDS_RESET));
+             (PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_HOLD | PGW_WORDS_TEMP));
 }
 
 /* A request that may queue on a busy server, as pipe_request reads it. */

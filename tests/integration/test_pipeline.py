@@ -371,6 +371,35 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, QUEUED), 0)
 
+    def test_a_select_into_temp_does_not_queue(self):
+        # B's lone SELECT ... INTO TEMP queued behind A's SELECT ran there
+        # unseen by note_setting_words: its tag did not mark the server for
+        # the cleanup, and D, the next client of the server, read B's
+        # table (fails before: D got 'secret').  B waits for the server.
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            g = await self.hold(4, a)
+            try:
+                b.send(hz.query_msg("select 'secret' as s into temp pgw_queued_t2"))
+                await self.until(lambda: self.waiting() == 1 or metric(self.px, QUEUED) == 1,
+                                 "B waiting or queued")
+            finally:
+                await g.open()
+            try:
+                self.rows(await a.read_result())
+                self.assertEqual(await b.read_result(), ([], None))
+                d = await self.conn()
+                d.send(hz.query_msg("select s from pgw_queued_t2"))
+                rows, err = await d.read_result()
+                await d.close()
+                self.assertEqual(rows, [])
+                self.assertEqual((err or {}).get("C"), "42P01", err)
+            finally:
+                for x in (a, b):
+                    await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, QUEUED), 0)
+
     def test_the_client_ahead_leaving_mid_query_costs_the_queue_nothing(self):
         pids_before = None
 
