@@ -4091,16 +4091,21 @@ static bool pipe_more(const struct pgw_session *s)
  * function creates has no tag of its own: not seen.)  tag: cut bytes. */
 static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
 {
-    static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ";
+    static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ",
+                      do_[] = "DO", explain[] = "EXPLAIN";
     uint32_t w = s->state_words;
     if (!w || !s->px->cfg->server_reset_session_state)
         return;
+    /* (A DO block's CREATE TEMP, and EXPLAIN ANALYZE of CREATE TEMP TABLE
+     * ... AS or SELECT ... INTO TEMP, which runs it: their own tags.) */
+    bool makes = (w & PGW_WORDS_MAKE) &&
+                 ((n > sizeof(select) && memcmp(tag, select, sizeof(select) - 1) == 0) ||
+                  (n == sizeof(do_) && memcmp(tag, do_, sizeof(do_)) == 0) ||
+                  (n == sizeof(explain) && memcmp(tag, explain, sizeof(explain)) == 0));
     if ((w & PGW_WORDS_HOLD) && n == sizeof(declare) && memcmp(tag, declare, sizeof(declare)) == 0)
         s->server->user_leftover |= PGW_LEFTOVER_CURSOR;
     else if ((w & PGW_WORDS_TEMP) &&
-             ((n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0) ||
-              ((w & PGW_WORDS_MAKE) && n > sizeof(select) &&
-               memcmp(tag, select, sizeof(select) - 1) == 0)))
+             (makes || (n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0)))
         s->server->user_leftover |= PGW_LEFTOVER_TEMP;
 }
 

@@ -1396,6 +1396,22 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
                          self.cleanups(px))
 
+    def test_a_do_block_or_explain_analyze_temp_table(self):
+        # A DO block's CREATE TEMP TABLE (tag "DO") and EXPLAIN ANALYZE of
+        # CREATE TEMP TABLE ... AS / SELECT ... INTO TEMP (tag "EXPLAIN"),
+        # which runs it: B read A's table (fails before: no cleanup).
+        px = self.start()
+        a = self.autocommit(px)
+        b = self.autocommit(px)
+        a.cursor().execute("do $$ begin create temp table d1 as select 'secret' as s; end $$")
+        self.fails_with(b, "select * from pg_temp.d1", "42P01")
+        a.cursor().execute("explain analyze create temp table d2 as select 'secret' as s")
+        self.fails_with(b, "select * from pg_temp.d2", "42P01")
+        a.cursor().execute("explain (analyze) select 'secret' as s into temp d3")
+        self.fails_with(b, "select * from pg_temp.d3", "42P01")
+        self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
+                         self.cleanups(px))
+
     def test_both_with_another_server_reset_query(self):
         # server_reset_query_always with a reset query that is not
         # DISCARD ALL: the cleanup goes ahead of it, in the same Query.
