@@ -1678,6 +1678,21 @@ void pgw_pool_server_silent(struct pgw_server *srv)
     host_passed_over(srv);
 }
 
+void pgw_pool_server_doubted(struct pgw_server *srv)
+{
+    const char *q = srv->pool->set->cfg->server_check_query;
+    if (!q || !*q) {
+        pgw_pool_server_silent(srv);
+        return;
+    }
+    struct pgw_list *n;
+    for (n = srv->pool->idle.next; n != &srv->pool->idle; n = n->next) {
+        struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+        if (o != srv && o->backend == srv->backend)
+            srv_priv(o)->doubted = true;
+    }
+}
+
 /* ---- acquire / release ------------------------------------------------- */
 
 /* Would this waiter need a new connection, and could the pool get one

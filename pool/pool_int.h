@@ -94,6 +94,8 @@ struct pool_server {
                                * and it is no close_needed (server_fast_close) */
     const char *retire_why;   /* why, when pgw_server_retire set reconnect */
     bool checked;             /* passed server_check_query since its last lend */
+    bool doubted;             /* another server of its host gave no reply to
+                               * its reset: checked before it is lent */
     bool held;                /* lent for good (the LISTEN hub's): never back to the queue */
     unsigned settings_gen;    /* the pool's when its login started */
     /* A replication client's server (pub.replication): the waiter it is
@@ -420,6 +422,13 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv);
  * pool_size times server_connect_timeout, hunt) and new servers go to its
  * other hosts for server_login_retry. */
 void pgw_pool_server_silent(struct pgw_server *srv);
+/* srv's reset (or cleanup) got no reply in time: its host may be frozen,
+ * or the reset waits on a lock.  The pool's other idle servers on that
+ * host are checked (server_check_query) before they are lent, whatever
+ * server_check_delay: a frozen host fails the first check
+ * (pgw_pool_server_silent), a healthy one passes them.  With no
+ * server_check_query, pgw_pool_server_silent. */
+void pgw_pool_server_doubted(struct pgw_server *srv);
 void pgw_pool_free(struct pgw_pool *pool);
 /* Copy what the pool needs from a db entry; true if connection keys changed. */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db);

@@ -325,6 +325,8 @@ bool pgw_server_needs_check(const struct pgw_server *srv, ev_tstamp now)
     const struct pgw_config *cfg = srv->pool->set->cfg;
     if (!cfg->server_check_query || !*cfg->server_check_query)
         return false;
+    if (srv_priv_const(srv)->doubted)
+        return true;                     /* pgw_pool_server_doubted */
     /* With a delay of 0 every reuse is checked, but not a fresh login,
      * nor one checked since it was last lent (its client may have gone
      * meanwhile). */
@@ -1452,6 +1454,7 @@ static void job_finished(struct pgw_server *srv)
     if (job == SRV_JOB_CHECK) {
         srv->request_time = pgw_mono_now(pool->set->loop);
         srv_priv(srv)->checked = true;
+        srv_priv(srv)->doubted = false;
     }
     if (job == SRV_JOB_RESET && resets_settings(pool->set->cfg->server_reset_query))
         srv_priv(srv)->pristine = true;   /* a client's SETs are gone */
@@ -1532,6 +1535,12 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
          * session 48). */
         if (job == SRV_JOB_CHECK)
             pgw_pool_server_silent(srv);
+        else if (job == SRV_JOB_RESET || job == SRV_JOB_CLEANUP)
+            /* ... but a frozen host gives no reply to a reset either: its
+             * other idle servers were lent unchecked (server_check_delay),
+             * each client's query hanging where the entry's other host was
+             * up (the reset half of 4e8134a, review r1b of session 48). */
+            pgw_pool_server_doubted(srv);
         else if (job == SRV_JOB_CONNECT_QUERY) {
             /* The backend let the pool in and took its connect_query: one
              * slower than server_connect_timeout is this pool's, as one

@@ -289,6 +289,64 @@ class SocketGate:
         self.open.set()
 
 
+class FreezableRelay:
+    """127.0.0.1:port relaying TCP to target until freeze(): from then on
+    it relays nothing more, either way, and leaves the connections open (a
+    frozen host: SIGSTOP, a hung kernel, a dead link with no RST)."""
+
+    def __init__(self, port, target):
+        self.target = target
+        self.frozen = threading.Event()
+        self.closed = False
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.port = port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self):
+        self.frozen.set()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        import selectors
+        try:
+            up = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+        sel = selectors.DefaultSelector()
+        sel.register(c, selectors.EVENT_READ, up)
+        sel.register(up, selectors.EVENT_READ, c)
+        try:
+            while not self.closed:
+                if self.frozen.is_set():
+                    time.sleep(0.2)
+                    continue
+                for key, _ in sel.select(0.2):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+            c.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
 class HostListTest(pt.PgwharfTestCase):
 
     def start_gated_lookups(self):
@@ -356,6 +414,41 @@ class HostListTest(pt.PgwharfTestCase):
         self.addCleanup(gate.close)
         conn = self.db_conn(px, db="fz")
         self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.2")
+        self.assertEqual(px.log().count("server_check_query: no reply in time"), 1,
+                         px.log_tail())
+
+    def test_a_host_that_stops_answering_resets(self):
+        # A frozen host (a relay that stops relaying) gives no reply to the
+        # reset of a server given back: that reset no longer closed the
+        # host's other idle servers (a reset may wait on a lock on a
+        # healthy host), and the next client was lent one of them
+        # unchecked (server_check_delay) and hung there with the other
+        # host up (review r1b of session 48).  Now they are checked before
+        # they are lent: the first check with no reply passes the host over.
+        relay = FreezableRelay(pt.free_port(),
+                               (self.pg.host, self.pg.port))
+        self.addCleanup(relay.close)
+        entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s load_balance_hosts=disable" % (
+            relay.port, self.pg.port, self.pg.database)
+        px = self.start({"fz": entry}, pool_mode="session", default_pool_size=3,
+                        server_reset_query="DISCARD ALL", server_connect_timeout="1s",
+                        query_wait_timeout="30s")
+        held = [self.db_conn(px, db="fz") for _ in range(3)]
+        for conn in held:                      # three servers, all on the relay
+            self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.1")
+        held[0].close()
+        held[1].close()
+        pt.wait_until(lambda: px.show("POOLS", database="fz")[0]["sv_idle"] == "2",
+                      what="two idle servers")
+        relay.freeze()
+        held[2].close()                        # its reset gets no reply
+        px.wait_for_log(r"server_reset_query: no reply in time")
+        bg = pt.Background(lambda: pt.one(psycopg2.connect(px.dsn(db="fz")),
+                                          "select host(inet_server_addr())"))
+        bg.join(20)                            # (hung for good before)
+        self.assertFalse(bg.is_alive(), px.log_tail())
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, "127.0.0.2")
         self.assertEqual(px.log().count("server_check_query: no reply in time"), 1,
                          px.log_tail())
 

@@ -3964,10 +3964,12 @@ class TestPoolQueriesGivenUp(pt.PgwharfTestCase):
                    what="the reset given up on canceled")
         # A reset that waits (on a lock: DISCARD ALL behind a LOCK on the
         # client's temporary table) is no frozen host: the host's other
-        # idle server stays.
+        # idle server stays (sv_used: checked before it is lent, as a
+        # frozen host gives no reply to a reset either).
         self.assertNotIn("did not answer in time", px.log()[mark:])
-        self.assertEqual([p["sv_idle"] for p in px.show("POOLS", database=self.pg.database)],
-                         ["1"], px.log_tail())
+        self.assertEqual([(p["sv_idle"], p["sv_used"])
+                          for p in px.show("POOLS", database=self.pg.database)],
+                         [("0", "1")], px.log_tail())
         self.assertIn("cancel_forwarded client=server_reset_query", px.log()[mark:])
 
     def test_a_check_with_no_reply_is_canceled(self):
