@@ -3916,10 +3916,6 @@ class TestSignals(pt.PgwharfTestCase):
         conn.close()
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestPoolQueriesGivenUp(pt.PgwharfTestCase):
     """A server_reset_query, server_check_query or server_reset_session_state
     cleanup with no reply within server_connect_timeout: the server is
@@ -3986,3 +3982,7 @@ class TestPoolQueriesGivenUp(pt.PgwharfTestCase):
         pt.wait_until(lambda: self.pg.queries_running(sql, lock_wait=True) == 0,
                    what="the check given up on canceled")
         self.assertIn("cancel_forwarded client=server_check_query", px.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
