@@ -2554,10 +2554,19 @@ static bool unmarked_keep(struct pgw_notify_sub *sub, uint8_t *m)
 static bool held_add(struct pgw_session *s, const uint8_t *m, uint32_t n, uint8_t type)
 {
     struct pgw_wbuf *p = &s->notify->pending;
-    if (backlog_ended(s))
+    /* One of the hub's channels: the hub's copy, not taken for it (no
+     * echo), is counted where it is dropped (deliver, lost_note), so this
+     * one is not counted too; HELD_OWN has no other copy. */
+    bool own = type == HELD_OWN;
+    if (s->notify->ending == NOTIFY_END_BACKLOG) {
+        s->px->total_notifications_dropped += own;
         return false;
+    }
     if (p->len + n > backlog_max(s)) {
-        backlog_over(s);
+        if (own)
+            backlog_over(s);
+        else
+            backlog_end(s);
         return false;
     }
     size_t at = p->len;

@@ -2191,6 +2191,29 @@ class TestDroppedWhileHeld(NotifyCase):
         self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 2)
         self.assertEqual(self.px.log().count("event=notification_dropped"), 1)
 
+    def test_one_its_server_sent_too_counted_once(self):
+        # COMMIT AND CHAIN makes a the client's (its server listens on it
+        # from then on) and its own held past the bound; one more on a is
+        # dropped as the hub's copy comes, and its server's copy of it, at
+        # the end, found no room either: it was counted twice (4, for
+        # b0 and b1 cut and a2).
+        a_, b_ = "pgw_dw_chain_a", "pgw_dw_chain_b"
+        wa, wb = self.witness(a_), self.witness(b_)
+        a = login(self, self.px)
+        self.listen(a, "listen " + b_)
+        self.expect(a, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
+        for chan, w, p in ((a_, wa, "a0"), (a_, wa, "a1"), (b_, wb, "b0"), (b_, wb, "b1")):
+            self.notify(chan, "x" * 3990 + p)
+            self.assertEqual(len(read_notifications(w, 1)), 1)
+        self.expect(a, "commit and chain", ["COMMIT"], b"T")
+        self.notify(a_, "a2")
+        self.assertEqual(len(read_notifications(wa, 1)), 1)
+        self.dropped(1)
+        a.sendall(hz.query_msg("commit"))
+        kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
+        self.assertEqual([p[3990:] for p in kept], ["a0", "a1"])
+        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 3)
+
     def test_a_client_gone_before_its_end_is_counted(self):
         b, w = login(self, self.px), self.witness("pgw_dw_b")
         self.burst(b, "pgw_dw_b", w, 3)
