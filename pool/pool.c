@@ -1878,7 +1878,7 @@ static void reset_job(struct pgw_server *srv, const char *reset)
 {
     const char *clean = leftover_sql(srv->user_leftover);
     srv->user_leftover = 0;
-    if (clean && reset && strcasestr(reset, "DISCARD ALL"))
+    if (clean && reset && pgw_sql_has_all(reset, "discard"))
         clean = NULL;
     if (clean) {
         char names[PGW_POOL_LOG_NAMES];

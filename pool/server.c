@@ -1417,15 +1417,18 @@ static bool word_char(char c)
     return isalnum((unsigned char)c) || c == '_';
 }
 
-/* Does sql hold DISCARD ALL or RESET ALL (any case), which bring every
- * setting of the session back to its default?  Another server_reset_query
- * (DEALLOCATE ALL, say) leaves a client's SETs in place, and what the
- * server reports after it is not the server's. */
-static bool resets_settings(const char *sql)
+/* Does sql hold `verb ALL` (any case, any white space between, whole
+ * words)?  pgw_sql_has_all(sql, "discard"): DISCARD ALL, which must be a
+ * Query of its own and takes back every leftover; with "reset" too, the
+ * statements that bring every setting of the session back to its default
+ * (another server_reset_query, DEALLOCATE ALL say, leaves a client's SETs
+ * in place, and what the server reports after it is not the server's). */
+bool pgw_sql_has_all(const char *sql, const char *verb)
 {
+    size_t n = strlen(verb);
     for (const char *p = sql; p && *p; p++) {
-        size_t n = strncasecmp(p, "discard", 7) == 0 ? 7 : strncasecmp(p, "reset", 5) == 0 ? 5 : 0;
-        if (n == 0 || (p > sql && word_char(p[-1])) || !isspace((unsigned char)p[n]))
+        if (strncasecmp(p, verb, n) != 0 || (p > sql && word_char(p[-1])) ||
+            !isspace((unsigned char)p[n]))
             continue;
         const char *w = p + n;
         while (isspace((unsigned char)*w))
@@ -1434,6 +1437,11 @@ static bool resets_settings(const char *sql)
             return true;
     }
     return false;
+}
+
+static bool resets_settings(const char *sql)
+{
+    return pgw_sql_has_all(sql, "discard") || pgw_sql_has_all(sql, "reset");
 }
 
 static void job_finished(struct pgw_server *srv)

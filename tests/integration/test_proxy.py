@@ -1427,6 +1427,25 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.fails_with(b, "select * from t3", "42P01")
         px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL; DISCARD TEMP"')
 
+    def test_discard_all_spelled_another_way(self):
+        # server_reset_query_always with "discard\t all": DISCARD ALL takes
+        # the leftovers back itself and must be a Query of its own; read as
+        # another reset query, the cleanup went ahead of it in one Query,
+        # which failed 25001 and closed the server after each such
+        # transaction (review r4 of session 48; fails before: B gets
+        # another backend).
+        px = self.start(server_reset_query_always=1, server_reset_query="discard\t all")
+        a = psycopg2.connect(px.dsn())
+        self.addCleanup(a.close)
+        pid = pt.one(a, "select pg_backend_pid()")
+        a.commit()
+        a.cursor().execute("create temp table t4 as select 'secret' as s")
+        a.commit()
+        b = self.autocommit(px)
+        self.fails_with(b, "select * from t4", "42P01")
+        self.assertEqual(pt.one(b, "select pg_backend_pid()"), pid, px.log_tail())
+        self.assertEqual(self.cleanups(px), [])
+
     def test_nothing_else_costs_a_round_trip(self):
         # A cursor without HOLD (psycopg2 declares it WITHOUT HOLD), a
         # column named temp, ordinary reads and writes: no cleanup (the held
