@@ -3365,15 +3365,34 @@ static bool reanalysis_error(const char *sqlstate)
     return false;
 }
 
+/* Could a Parse's error be of its text (a table dropped, a type gone), for
+ * parsed_ok?  Not a failed transaction's 25P02, nor one of the session or
+ * the server: a connection's (08), a rollback (40: a deadlock), resources
+ * (53), a lock_timeout (55P03), a cancel or statement_timeout (57014), a
+ * shutdown (57P01), a system error (58).  Those say nothing of the text,
+ * and a statement every server has gets no Parse that would set it again
+ * (its Parses are answered by pgwharf, Q_FAKE). */
+static bool text_error(const char *sqlstate)
+{
+    static const char *const not_text[] = { "08", "40", "53", "55", "57", "58" };
+    if (strcmp(sqlstate, "25P02") == 0)
+        return false;
+    for (size_t i = 0; i < sizeof(not_text) / sizeof(not_text[0]); i++)
+        if (strncmp(sqlstate, not_text[i], 2) == 0)
+            return false;
+    return true;
+}
+
 static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
     if (!h || h->type == PGW_FE_QUERY || h->type == PGW_FE_FUNCTION_CALL ||
         h->type == PGW_FE_SYNC)
         return;
-    if (h->type == PGW_FE_PARSE && h->stmt && h->kind != Q_FAKE && !h->dealloc)
-        h->stmt->parsed_ok = false;      /* (a table dropped?) servers say, not pgwharf */
     struct pgw_wire_err_fields f;
+    if (h->type == PGW_FE_PARSE && h->stmt && h->kind != Q_FAKE && !h->dealloc &&
+        !(msg && pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && !text_error(f.sqlstate)))
+        h->stmt->parsed_ok = false;      /* (a table dropped?) servers say, not pgwharf */
     if (msg && h->stmt && s->server && s->server->user_state &&
         pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strcmp(f.sqlstate, "0A000") == 0 &&
         strcmp(f.routine, "RevalidateCachedQuery") == 0) {

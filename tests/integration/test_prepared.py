@@ -2416,6 +2416,29 @@ class TestAParseAnsweredWithNoServer(pt.PgwharfTestCase):
         self.release(holder)
         self.assertEqual(types(r.until_ready()), "2DCZ")
 
+    def test_a_parse_refused_in_a_failed_transaction_keeps_the_text_answered(self):
+        # A Parse of the text in a failed transaction gets 25P02 from the
+        # server, which says nothing of the text: its prepares are still
+        # answered with no server (once cleared, a statement every server
+        # has got no Parse that would set it again, as its Parses are
+        # answered by pgwharf: the stall came back for good).
+        self.prepared_once()
+        b = self.raw()
+        b.send(b.query("begin"))
+        self.assertEqual(types(b.until_ready()), "CZ")
+        b.send(b.query("select 1/0"))
+        self.assertEqual(types(b.until_ready()), "EZ")
+        b.send(b.parse("s9", self.KNOWN), b.sync())
+        got = b.until_ready()
+        self.assertEqual(sqlstate(got[0][1]), "25P02")
+        b.send(b.query("rollback"))
+        self.assertEqual(types(b.until_ready()), "CZ")
+        holder = self.hold_the_server()
+        r = self.raw()
+        r.send(r.parse("s1", self.KNOWN), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")   # before: query_wait_timeout's error
+        self.release(holder)
+
     def test_a_name_twice_in_one_batch_waits_for_the_servers_42P05(self):
         self.prepared_once()
         holder = self.hold_the_server()
