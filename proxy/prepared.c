@@ -106,6 +106,13 @@ struct ps_registry {
 struct ps_client_name {
     struct pgw_hnode hnode;
     struct ps_stmt *stmt;
+    /* Given by pgw_ps_parse_alone, with no server: no server has read the
+     * text for it yet.  The first that prepares it for a Bind or Describe
+     * checks its reading for this name as a Parse's check does (on_parse:
+     * shape_seen moves the name to a fresh statement if the tables
+     * changed since), not as the statement's older reading (0A000 for
+     * ever, which PostgreSQL never answers a statement Parsed after). */
+    bool unchecked;
     char name[];                 /* its key (name_key), a NUL, then the name as
                                   * the client's Parse gave it (names_shown) */
 };
@@ -580,6 +587,7 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     memcpy(e->name, name, l);
     memcpy(e->name + l, shown, sl);
     e->stmt = st;
+    e->unchecked = false;
     if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
         free(e);
         return false;
@@ -2165,6 +2173,7 @@ int pgw_ps_parse_alone(struct pgw_session *s, const uint8_t *m, size_t have)
             continue;
         if (!client_add(s, names[i], (const char *)m + at + PGW_MSG_HDR, sts[i]))
             break;
+        client_find(s, names[i])->unchecked = true;
         reg_of(s)->st.client_parses++;
         reg_of(s)->st.hits++;
         s->ps_parse_count++;
@@ -2658,6 +2667,11 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     enum pgw_ps_action held = check_hold(s, b, st, key_name);
     if (held != PGW_PS_FORWARD)
         return held;
+    /* A name pgw_ps_parse_alone gave: its Parse's reading is the one a
+     * server makes now (below), checked for the name; once used, its
+     * reading is whatever it ran with. */
+    struct ps_client_name *cn = client_find(s, key_name);
+    bool unchecked = cn && cn->unchecked && cn->stmt == own && own == st;
     const uint8_t *body = b->data + b->parsed + 5;
     uint32_t blen = *total - 5;
     const char *name = (const char *)body + name_off;
@@ -2698,10 +2712,12 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
         uint32_t dlen;
         st->refs++;                      /* ensure_prepared may drop other refs */
         bool ok = ensure_prepared(s, b, st, true) &&
-                  check_describe(s, b, st, ref, b->parsed, learn_now(s, st, true), NULL, true,
-                                 &dlen);
+                  check_describe(s, b, st, ref, b->parsed, learn_now(s, st, true),
+                                 unchecked ? cn->name : NULL, true, &dlen);
         if (ok)
             memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);     /* its errors name it */
+        if (ok && cn)
+            cn->unchecked = false;
         stmt_unref(reg_of(s), st);
         if (!ok) {
             pgw_session_close(s, "53200", "out of memory");
@@ -2748,6 +2764,8 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
      * with it); the name is renamed in place after that, by offset. */
     st->refs++;                  /* ensure_prepared may drop other refs */
     bool ok = ensure_prepared(s, b, st, true);
+    if (cn)
+        cn->unchecked = false;
     if (ok && fail == FAIL_BIND) {
         struct qent *x = q_tail(s);          /* the Parse ensure_prepared sent */
         if (x && x->type == PGW_FE_PARSE && x->stmt == st && x->kind == Q_SWALLOW) {

@@ -2439,6 +2439,33 @@ class TestAParseAnsweredWithNoServer(pt.PgwharfTestCase):
         self.assertEqual(types(r.until_ready()), "1Z")   # before: query_wait_timeout's error
         self.release(holder)
 
+    def test_a_prepare_after_the_tables_changed_runs_their_new_reading(self):
+        # The text's statement was read before a column was added; a
+        # server that prepares it for a name answered with no server reads
+        # it as the tables are now, as PostgreSQL reads the client's
+        # Parse: the name gets that reading (before: 0A000 "cached plan
+        # must not change result type" at each Bind, for good).
+        self.pg.psql("drop table if exists ps_alone_shape; "
+                     "create table ps_alone_shape(a int); insert into ps_alone_shape values (1)")
+        a = self.raw()                       # keeps the statement registered
+        a.send(a.parse("p0", "select * from ps_alone_shape"), a.bind("p0"), a.execute(),
+               a.sync())
+        self.assertEqual(types(a.until_ready()), "12DCZ")
+        self.pg.psql("alter table ps_alone_shape add column b int default 5")
+        self.console_conn(self.px).cursor().execute("RECONNECT")  # no server has it now
+        pt.wait_until(lambda: not self.px.admin("SHOW SERVERS"), timeout=10)
+        holder = self.hold_the_server()
+        r = self.raw()
+        r.send(r.parse("s1", "select * from ps_alone_shape"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")    # answered with no server
+        self.release(holder)
+        for _ in range(2):
+            r.send(r.bind("s1"), r.execute(), r.sync())
+            got = r.until_ready()
+            self.assertEqual(types(got), "2DCZ", got)
+            self.assertEqual([b for t, b in got if t == b"D"],
+                             [b"\x00\x02\x00\x00\x00\x011\x00\x00\x00\x015"])
+
     def test_a_name_twice_in_one_batch_waits_for_the_servers_42P05(self):
         self.prepared_once()
         holder = self.hold_the_server()
