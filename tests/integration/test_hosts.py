@@ -218,6 +218,32 @@ class SideClusters:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def pump(c, up, closed, frozen=None):
+    """Relay bytes between sockets c and up until either ends or closed()
+    (while frozen is set, relay nothing and keep both open); then close
+    both."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(c, selectors.EVENT_READ, up)
+    sel.register(up, selectors.EVENT_READ, c)
+    try:
+        while not closed():
+            if frozen is not None and frozen.is_set():
+                time.sleep(0.2)
+                continue
+            for key, _ in sel.select(0.2):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)
+    except OSError:
+        pass
+    finally:
+        sel.close()
+        up.close()
+        c.close()
+
+
 class SocketGate:
     """A stand-in for a PostgreSQL socket directory (self.dir) that passes
     each connection to target_dir's socket, or, while held (hold()), keeps
@@ -259,7 +285,6 @@ class SocketGate:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
-        import selectors
         with self.lock:
             self.held += 1
         self.open.wait(120)
@@ -268,20 +293,11 @@ class SocketGate:
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             up.connect(self.target)
-            sel = selectors.DefaultSelector()
-            sel.register(c, selectors.EVENT_READ, up)
-            sel.register(up, selectors.EVENT_READ, c)
-            while not self.closed:
-                for key, _ in sel.select(0.5):
-                    data = key.fileobj.recv(65536)
-                    if not data:
-                        return
-                    key.data.sendall(data)
         except OSError:
-            pass
-        finally:
             up.close()
             c.close()
+            return
+        pump(c, up, lambda: self.closed)
 
     def close(self):
         self.closed = True
@@ -317,30 +333,12 @@ class FreezableRelay:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
-        import selectors
         try:
             up = socket.create_connection(self.target)
         except OSError:
             c.close()
             return
-        sel = selectors.DefaultSelector()
-        sel.register(c, selectors.EVENT_READ, up)
-        sel.register(up, selectors.EVENT_READ, c)
-        try:
-            while not self.closed:
-                if self.frozen.is_set():
-                    time.sleep(0.2)
-                    continue
-                for key, _ in sel.select(0.2):
-                    data = key.fileobj.recv(65536)
-                    if not data:
-                        return
-                    key.data.sendall(data)
-        except OSError:
-            pass
-        finally:
-            up.close()
-            c.close()
+        pump(c, up, lambda: self.closed, self.frozen)
 
     def close(self):
         self.closed = True

@@ -2099,11 +2099,10 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
         self.assertNotIn("sqlstate=54000", self.px.log())
 
-    def test_its_own_beside_the_copies_when_the_listen_commits(self):
-        # The same with one copy of a and two of b of 4 kB each, and a
-        # COMMIT: PostgreSQL sends all three; past the bound once a's copy
-        # is the client's, it gets those up to it (a, b), then 54000.
-        a_, b_ = "pgw_bl_beside_a", "pgw_bl_beside_b"
+    def beside_the_copies(self, a_, b_):
+        """A client listening on b_ that runs BEGIN; LISTEN a_, then gets
+        4 kB on a_ (payload ending 0: a copy, its only if the LISTEN
+        commits) and two on b_ (1, 2: its own); the client."""
         wa, wb = self.witness(a_), self.witness(b_)
         a = login(self, self.px)
         self.listen(a, "listen " + b_)
@@ -2111,6 +2110,13 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         for chan, w, p in ((a_, wa, "0"), (b_, wb, "1"), (b_, wb, "2")):
             self.notify(chan, "x" * 3990 + p)
             self.assertEqual(len(read_notifications(w, 1)), 1)
+        return a
+
+    def test_its_own_beside_the_copies_when_the_listen_commits(self):
+        # The same with one copy of a and two of b of 4 kB each, and a
+        # COMMIT: PostgreSQL sends all three; past the bound once a's copy
+        # is the client's, it gets those up to it (a, b), then 54000.
+        a = self.beside_the_copies("pgw_bl_beside_a", "pgw_bl_beside_b")
         a.sendall(hz.query_msg("commit"))
         kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
         self.assertEqual([p[3990:] for p in kept], ["0", "1"])
@@ -2119,14 +2125,7 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         # ... and with a ROLLBACK, both of b (which failed before: b's
         # second came past the bound behind a's copy, so b's first, then
         # 54000).
-        a_, b_ = "pgw_bl_beside2_a", "pgw_bl_beside2_b"
-        wa, wb = self.witness(a_), self.witness(b_)
-        a = login(self, self.px)
-        self.listen(a, "listen " + b_)
-        self.expect(a, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
-        for chan, w, p in ((a_, wa, "0"), (b_, wb, "1"), (b_, wb, "2")):
-            self.notify(chan, "x" * 3990 + p)
-            self.assertEqual(len(read_notifications(w, 1)), 1)
+        a = self.beside_the_copies("pgw_bl_beside2_a", "pgw_bl_beside2_b")
         self.expect(a, "rollback", ["ROLLBACK"], b"I")
         self.assertEqual([x[2][3990:] for x in read_notifications(a, 2)], ["1", "2"])
         self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))

@@ -488,6 +488,21 @@ def backend_messages(data):
     return out
 
 
+def start_copy(test, sock, table, extended=False):
+    """A COPY FROM STDIN of table started on sock: its CopyInResponse read
+    (by a Query, or a Parse/Bind/Execute/Sync)."""
+    sql = "copy %s from stdin" % table
+    if extended:
+        sock.sendall(hz.parse_msg("", sql) + bind_execute() + SYNC)
+    else:
+        sock.sendall(hz.query_msg(sql))
+    while True:
+        t, body = hz.recv_msg(sock)
+        test.assertNotEqual(t, b"E", body)
+        if t == b"G":
+            return
+
+
 class TestAMessageTypePostgresRefuses(RelayCase):
     """After login, a message of a type PostgreSQL's backend does not take
     (a PasswordMessage, a second startup packet or SSLRequest -- type byte
@@ -581,18 +596,7 @@ class TestAMessageTypePostgresRefuses(RelayCase):
         self.assert_same_server(pid)
 
     def copy_started(self, sock, extended=False):
-        """A COPY FROM STDIN of relay_bad_type started on sock: its
-        CopyInResponse read (by a Query, or a Parse/Bind/Execute/Sync)."""
-        sql = "copy relay_bad_type from stdin"
-        if extended:
-            sock.sendall(hz.parse_msg("", sql) + bind_execute() + SYNC)
-        else:
-            sock.sendall(hz.query_msg(sql))
-        while True:
-            t, body = hz.recv_msg(sock)
-            self.assertNotEqual(t, b"E", body)
-            if t == b"G":
-                return
+        start_copy(self, sock, "relay_bad_type", extended)
 
     @staticmethod
     def in_copy(type_byte):
@@ -756,16 +760,7 @@ class TestTheClientLeavingACopy(RelayCase):
         return int(rows_[0][0])
 
     def copy_started(self, sock, extended=False):
-        sql = "copy relay_copy_leave from stdin"
-        if extended:
-            sock.sendall(hz.parse_msg("", sql) + bind_execute() + SYNC)
-        else:
-            sock.sendall(hz.query_msg(sql))
-        while True:
-            t, body = hz.recv_msg(sock)
-            self.assertNotEqual(t, b"E", body)
-            if t == b"G":
-                return
+        start_copy(self, sock, "relay_copy_leave", extended)
 
     @staticmethod
     def leave(sock, how, before=b""):

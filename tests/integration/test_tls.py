@@ -540,27 +540,28 @@ class TestTlsPastTheCap(TlsTestCase):
         holder = pt.wait_until(hold, what="a client in the only slot")
         return px, holder
 
-    def test_a_tls_handshake_under_way_is_not_pushed_out_by_idle_connections(self):
-        # Past max_client_conn, 64 connections may wait for their first
-        # packet; one more pushed out the oldest that had sent no
-        # StartupMessage, even one in its TLS handshake, which could be told
-        # nothing and was only closed, for a connection that had sent
-        # nothing at all.  The idle ones give way first now; the handshake
-        # goes on and the client logs in once a slot is free.
+    def flood_past_a_handshake(self, first=b""):
+        """A TLS handshake under way past the cap, then 64 connections
+        (PGW_OVERFLOW_SESSIONS: one too many with it) that each sent first:
+        the oldest of them gets 53300, and the handshake goes on to a login
+        once the held client leaves."""
         px, holder = self.full()
         tls = socket.create_connection((px.host, px.port), timeout=30)
         self.addCleanup(tls.close)
         tls.sendall(SSL_REQUEST)
         self.assertEqual(tls.recv(1), b"S")        # its handshake is under way
-        idle = []
-        self.addCleanup(lambda: [x.close() for x in idle])
-        for _ in range(64):          # PGW_OVERFLOW_SESSIONS: one too many with it
-            idle.append(socket.create_connection((px.host, px.port), timeout=30))
+        flood = []
+        self.addCleanup(lambda: [x.close() for x in flood])
+        for _ in range(64):
+            c = socket.create_connection((px.host, px.port), timeout=30)
+            if first:
+                c.sendall(first)
+            flood.append(c)
         pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
                       what="64 connections past the cap")
-        data, closed = hz.read_until_closed(idle[0], 30)
+        data, closed = hz.read_until_closed(flood[0], 30)
         self.assertTrue(closed)
-        self.assertIn(b"C53300", data)           # the oldest idle one gave way
+        self.assertIn(b"C53300", data)           # the oldest of the flood gave way
         gone = px.log().count("event=disconnect ")
         holder.close()
         pt.wait_until(lambda: px.log().count("event=disconnect ") > gone,
@@ -574,40 +575,22 @@ class TestTlsPastTheCap(TlsTestCase):
         self.assertEqual(hz.simple_query(tls, "select 'after the flood'"),
                          ([[b"after the flood"]], []))
 
+    def test_a_tls_handshake_under_way_is_not_pushed_out_by_idle_connections(self):
+        # Past max_client_conn, 64 connections may wait for their first
+        # packet; one more pushed out the oldest that had sent no
+        # StartupMessage, even one in its TLS handshake, which could be told
+        # nothing and was only closed, for a connection that had sent
+        # nothing at all.  The idle ones give way first now; the handshake
+        # goes on and the client logs in once a slot is free.
+        self.flood_past_a_handshake()
+
     def test_a_tls_handshake_under_way_is_not_pushed_out_by_a_byte_each(self):
         # The same flood with one byte sent on each connection (no whole
         # first packet): each had sent something, so the oldest of all,
         # the one in its TLS handshake, went first again (r4).  A
         # connection with part of a first packet in plaintext goes before
         # a handshake under way now.
-        px, holder = self.full()
-        tls = socket.create_connection((px.host, px.port), timeout=30)
-        self.addCleanup(tls.close)
-        tls.sendall(SSL_REQUEST)
-        self.assertEqual(tls.recv(1), b"S")        # its handshake is under way
-        part = []
-        self.addCleanup(lambda: [x.close() for x in part])
-        for _ in range(64):          # PGW_OVERFLOW_SESSIONS: one too many with it
-            c = socket.create_connection((px.host, px.port), timeout=30)
-            c.sendall(b"\x00")                  # the first byte of a length
-            part.append(c)
-        pt.wait_until(lambda: px.metric("pgwharf_clients_total") == 1 + 64,
-                      what="64 connections past the cap")
-        data, closed = hz.read_until_closed(part[0], 30)
-        self.assertTrue(closed)
-        self.assertIn(b"C53300", data)           # the oldest partial one gave way
-        gone = px.log().count("event=disconnect ")
-        holder.close()
-        pt.wait_until(lambda: px.log().count("event=disconnect ") > gone,
-                      what="the held client gone")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        tls = ctx.wrap_socket(tls)
-        self.addCleanup(tls.close)
-        hz.sync_login(tls, self.pg.user, self.pg.database, self.pg.password)
-        self.assertEqual(hz.simple_query(tls, "select 'after the flood'"),
-                         ([[b"after the flood"]], []))
+        self.flood_past_a_handshake(b"\x00")     # the first byte of a length
 
     def test_a_tls_client_past_the_cap_gets_53300_after_its_handshake(self):
         # As PostgreSQL and PgBouncer: the SSLRequest is answered, and the
