@@ -91,10 +91,6 @@ struct ps_stmt {
      * give its clients another (shape_fail). */
     bool shaped;
     uint64_t shape;
-    /* A server took a Parse of it (ParseComplete), and none has refused
-     * one since: a client with no server may have its Parse of it
-     * answered by pgwharf (pgw_ps_parse_alone). */
-    bool parsed_ok;
 };
 
 struct ps_registry {
@@ -106,13 +102,6 @@ struct ps_registry {
 struct ps_client_name {
     struct pgw_hnode hnode;
     struct ps_stmt *stmt;
-    /* Given by pgw_ps_parse_alone, with no server: no server has read the
-     * text for it yet.  The first that prepares it for a Bind or Describe
-     * checks its reading for this name as a Parse's check does (on_parse:
-     * shape_seen moves the name to a fresh statement if the tables
-     * changed since), not as the statement's older reading (0A000 for
-     * ever, which PostgreSQL never answers a statement Parsed after). */
-    bool unchecked;
     char name[];                 /* its key (name_key), a NUL, then the name as
                                   * the client's Parse gave it (names_shown) */
 };
@@ -345,17 +334,12 @@ static uint64_t parse_context_now(const struct pgw_session *s)
     return ctx;
 }
 
-static uint64_t stmt_hash(const uint8_t *key, uint32_t key_len, uint64_t ctx)
+/* Find or make the statement for a Parse body (name already skipped) read
+ * in context ctx (parse_context). */
+static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
+                                uint64_t ctx)
 {
-    return pgw_hash_bytes(key, key_len, 0x5eed ^ ctx);
-}
-
-/* The statement a new Parse body (name already skipped) read in context
- * ctx gets, if registered (a reference taken); NULL if none is. */
-static struct ps_stmt *stmt_find(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
-                                 uint64_t ctx)
-{
-    uint64_t h = stmt_hash(key, key_len, ctx);
+    uint64_t h = pgw_hash_bytes(key, key_len, 0x5eed ^ ctx);
     for (struct pgw_hnode *n = pgw_hmap_first(&reg->map, h); n; n = pgw_hmap_next(n)) {
         struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
         if (st->ctx == ctx && !st->retired && st->key_len == key_len &&
@@ -364,19 +348,7 @@ static struct ps_stmt *stmt_find(struct ps_registry *reg, const uint8_t *key, ui
             return st;
         }
     }
-    return NULL;
-}
-
-/* Find or make the statement for a Parse body (name already skipped) read
- * in context ctx (parse_context). */
-static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
-                                uint64_t ctx)
-{
-    struct ps_stmt *st = stmt_find(reg, key, key_len, ctx);
-    if (st)
-        return st;
-    uint64_t h = stmt_hash(key, key_len, ctx);
-    st = calloc(1, sizeof(*st));
+    struct ps_stmt *st = calloc(1, sizeof(*st));
     if (!st)
         return NULL;
     st->id = ++reg->next_id;
@@ -587,7 +559,6 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     memcpy(e->name, name, l);
     memcpy(e->name + l, shown, sl);
     e->stmt = st;
-    e->unchecked = false;
     if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
         free(e);
         return false;
@@ -2068,133 +2039,6 @@ int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *m, uint32_t avail, 
     return 1;
 }
 
-/* A batch pgw_ps_parse_alone answers: its Parses at most, and its bytes
- * (Sync included) at most -- half the relay's buffer, which must hold it
- * whole.  A longer one takes a server. */
-#define PS_ALONE_PARSES 16
-#define PS_ALONE_BYTES (PGW_IOBUF_SIZE / 2)
-
-/* Where the batch at m (have bytes here) ends: the offset of its Sync,
- * when it is Parses and Flushes up to a Sync, all here (n Parses, *n);
- * 0 when it is something else or too long, or ends at a Flush for now
- * (the client may wait for its answers before it sends more), -1 when
- * more must be read to tell. */
-static int32_t alone_batch(const uint8_t *m, size_t have, int *n)
-{
-    *n = 0;
-    char last = 0;
-    for (uint32_t at = 0;; last = (char)m[at], at += pgw_get_u32(m + at + 1) + 1) {
-        if (at + PGW_MSG_HDR > PS_ALONE_BYTES)
-            return 0;
-        if (at == have && last == PGW_FE_FLUSH)
-            return 0;
-        if (have - at < PGW_MSG_HDR)
-            return -1;
-        uint32_t len = pgw_get_u32(m + at + 1);
-        if (len < 4 || len > PS_ALONE_BYTES - at - 1)
-            return 0;
-        char type = (char)m[at];
-        if (type == PGW_FE_SYNC)
-            return len == 4 && *n > 0 ? (int32_t)at : 0;
-        if (type == PGW_FE_FLUSH ? len != 4 : type != PGW_FE_PARSE || ++*n > PS_ALONE_PARSES)
-            return 0;
-        if (have - at < len + 1u)
-            return -1;
-    }
-}
-
-/* The statement of the whole Parse m (a reference taken), which the
- * client with no server may have answered here, and its name's key in
- * key; NULL if not: the unnamed statement, a name PostgreSQL refuses or
- * the client has, a text that may be a LISTEN (notify.c's), or one no
- * server has prepared in the client's reading (parse_context). */
-static struct ps_stmt *alone_stmt(struct pgw_session *s, const uint8_t *m, ps_key key,
-                                  const char **key_name)
-{
-    uint32_t blen = pgw_get_u32(m + 1) - 4;
-    const uint8_t *body = m + PGW_MSG_HDR;
-    const uint8_t *ne = memchr(body, 0, blen);
-    if (!ne || ne == body)
-        return NULL;
-    const uint8_t *text = ne + 1;
-    uint32_t key_len = (uint32_t)(body + blen - text);
-    const uint8_t *te = memchr(text, 0, key_len);
-    if (!te || text + key_len - te < 3 ||
-        (uint64_t)(text + key_len - te - 3) != 4ull * pgw_get_u16(te + 1))
-        return NULL;                             /* malformed: the server's to refuse */
-    static const char *const listen_kw[] = { "LISTEN", "UNLISTEN" };
-    if (pgw_sql_may_start((const char *)text, (size_t)(te - text), listen_kw, 2))
-        return NULL;
-    *key_name = name_key(s, (const char *)body, key);
-    if (!*key_name || client_find(s, *key_name))
-        return NULL;                             /* 22021 / 42P05: the server's */
-    struct ps_stmt *st = stmt_find(reg_of(s), text, key_len, parse_context(s));
-    if (st && !st->parsed_ok) {
-        stmt_unref(reg_of(s), st);
-        st = NULL;
-    }
-    return st;
-}
-
-int pgw_ps_parse_alone(struct pgw_session *s, const uint8_t *m, size_t have)
-{
-    if (s->notify || !pgw_ps_enabled(s) || s->px->cfg->max_prepared_statements < 1 ||
-        !pgw_ps_idle(s) || s->settings_pending)
-        return 0;
-    int n;
-    int32_t end = alone_batch(m, have, &n);
-    if (end <= 0)
-        return end < 0 ? PGW_NOTIFY_MORE : 0;
-    struct ps_stmt *sts[PS_ALONE_PARSES];
-    ps_key keys[PS_ALONE_PARSES];
-    const char *names[PS_ALONE_PARSES];
-    int k = 0;
-    for (uint32_t at = 0; at < (uint32_t)end; at += pgw_get_u32(m + at + 1) + 1) {
-        if (m[at] != PGW_FE_PARSE)
-            continue;
-        const char *key_name = NULL;
-        sts[k] = alone_stmt(s, m + at, keys[k], &key_name);
-        bool twice = false;              /* a name twice in the batch: 42P05 too */
-        for (int i = 0; sts[k] && i < k && !twice; i++)
-            twice = strcmp(names[i], key_name) == 0;
-        if (!sts[k] || twice) {
-            while (k >= 0)
-                stmt_unref(reg_of(s), sts[k--]);
-            return 0;
-        }
-        names[k] = key_name;             /* (in keys[k]) */
-        k++;
-    }
-    struct pgw_wbuf w;
-    pgw_wbuf_init(&w);
-    int i = 0;
-    for (uint32_t at = 0; at < (uint32_t)end; at += pgw_get_u32(m + at + 1) + 1) {
-        if (m[at] != PGW_FE_PARSE)
-            continue;
-        if (!client_add(s, names[i], (const char *)m + at + PGW_MSG_HDR, sts[i]))
-            break;
-        client_find(s, names[i])->unchecked = true;
-        reg_of(s)->st.client_parses++;
-        reg_of(s)->st.hits++;
-        s->ps_parse_count++;
-        pgw_wbuf_msg_end(&w, pgw_wbuf_msg_begin(&w, PGW_BE_PARSE_COMPLETE));
-        i++;
-    }
-    bool ok = i == k && !w.failed;
-    if (ok) {
-        pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, (uint32_t)end);
-        ok = pgw_session_send(s, &w);
-    }
-    pgw_wbuf_deinit(&w);
-    while (i < k)
-        stmt_unref(reg_of(s), sts[i++]);
-    if (!ok) {
-        pgw_session_close(s, "53200", "out of memory");
-        return -1;
-    }
-    return s->state == PGW_SS_CLOSING ? -1 : 1;
-}
-
 static bool is_cmd(const char *sql, const char *cmd);
 
 /* Does this statement text drop every prepared statement of the session? */
@@ -2667,11 +2511,6 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
     enum pgw_ps_action held = check_hold(s, b, st, key_name);
     if (held != PGW_PS_FORWARD)
         return held;
-    /* A name pgw_ps_parse_alone gave: its Parse's reading is the one a
-     * server makes now (below), checked for the name; once used, its
-     * reading is whatever it ran with. */
-    struct ps_client_name *cn = client_find(s, key_name);
-    bool unchecked = cn && cn->unchecked && cn->stmt == own && own == st;
     const uint8_t *body = b->data + b->parsed + 5;
     uint32_t blen = *total - 5;
     const char *name = (const char *)body + name_off;
@@ -2712,12 +2551,10 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
         uint32_t dlen;
         st->refs++;                      /* ensure_prepared may drop other refs */
         bool ok = ensure_prepared(s, b, st, true) &&
-                  check_describe(s, b, st, ref, b->parsed, learn_now(s, st, true),
-                                 unchecked ? cn->name : NULL, true, &dlen);
+                  check_describe(s, b, st, ref, b->parsed, learn_now(s, st, true), NULL, true,
+                                 &dlen);
         if (ok)
             memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);     /* its errors name it */
-        if (ok && cn)
-            cn->unchecked = false;
         stmt_unref(reg_of(s), st);
         if (!ok) {
             pgw_session_close(s, "53200", "out of memory");
@@ -2764,8 +2601,6 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
      * with it); the name is renamed in place after that, by offset. */
     st->refs++;                  /* ensure_prepared may drop other refs */
     bool ok = ensure_prepared(s, b, st, true);
-    if (cn)
-        cn->unchecked = false;
     if (ok && fail == FAIL_BIND) {
         struct qent *x = q_tail(s);          /* the Parse ensure_prepared sent */
         if (x && x->type == PGW_FE_PARSE && x->stmt == st && x->kind == Q_SWALLOW) {
@@ -3383,24 +3218,6 @@ static bool reanalysis_error(const char *sqlstate)
     return false;
 }
 
-/* Could a Parse's error be of its text (a table dropped, a type gone), for
- * parsed_ok?  Not a failed transaction's 25P02, nor one of the session or
- * the server: a connection's (08), a rollback (40: a deadlock), resources
- * (53), a lock_timeout (55P03), a cancel or statement_timeout (57014), a
- * shutdown (57P01), a system error (58).  Those say nothing of the text,
- * and a statement every server has gets no Parse that would set it again
- * (its Parses are answered by pgwharf, Q_FAKE). */
-static bool text_error(const char *sqlstate)
-{
-    static const char *const not_text[] = { "08", "40", "53", "55", "57", "58" };
-    if (strcmp(sqlstate, "25P02") == 0)
-        return false;
-    for (size_t i = 0; i < sizeof(not_text) / sizeof(not_text[0]); i++)
-        if (strncmp(sqlstate, not_text[i], 2) == 0)
-            return false;
-    return true;
-}
-
 static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
@@ -3408,9 +3225,6 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         h->type == PGW_FE_SYNC)
         return;
     struct pgw_wire_err_fields f;
-    if (h->type == PGW_FE_PARSE && h->stmt && h->kind != Q_FAKE && !h->dealloc &&
-        !(msg && pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && !text_error(f.sqlstate)))
-        h->stmt->parsed_ok = false;      /* (a table dropped?) servers say, not pgwharf */
     if (msg && h->stmt && s->server && s->server->user_state &&
         pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strcmp(f.sqlstate, "0A000") == 0 &&
         strcmp(f.routine, "RevalidateCachedQuery") == 0) {
@@ -3906,8 +3720,6 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         on_discard(s);
     if (!completes(h->type, type))
         return false;
-    if (h->type == PGW_FE_PARSE && h->stmt && h->kind != Q_FAKE && !h->dealloc)
-        h->stmt->parsed_ok = true;       /* prepared: pgw_ps_parse_alone may answer it */
     if (h->unnamed_gen && h->unnamed_gen == s->ps_unnamed_gen) {
         s->ps_unnamed_ok = true;         /* the server took it: the client's (unnamed_save) */
         if (h->unnamed_inject && s->server) {

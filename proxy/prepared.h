@@ -151,18 +151,6 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
  * read it whole first. */
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                        uint32_t total);
-/* A Parse m (have bytes of what the client sent, from m, here) from a
- * client with nothing under way and no server: when its batch is only
- * named Parses (and Flushes) up to a Sync (libpq's PQprepare), each of a
- * text a server has prepared in the client's reading of settings, under a
- * name the client has not (else PostgreSQL's 42P05, from a server), the
- * names are the client's and pgwharf answers ParseComplete for each, as it
- * answers a Parse its server has (the caller answers the Sync).  No wait
- * for a server held by a client whose replies this client's thread would
- * read (pgbench -M prepared, more clients than servers on one thread).
- * 1 answered (cut from the buffer, up to the Sync), 0 not (a server's),
- * PGW_NOTIFY_MORE read the batch whole first, -1 the session was closed. */
-int pgw_ps_parse_alone(struct pgw_session *s, const uint8_t *m, size_t have);
 /* The client sent CopyDone or CopyFail (type): which Syncs a COPY FROM
  * STDIN may read and ignore is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);
