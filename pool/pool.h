@@ -154,10 +154,6 @@ struct pgw_server {
     uint32_t user_unnamed_gen;    /* that session's ps_unnamed_gen when it was
                                    * Parsed: an older one of the client's is
                                    * not its statement now */
-    bool user_state_stmt;     /* holds a named statement whose text says HOLD
-                               * or TEMP, Parsed with max_prepared_statements
-                               * = 0: a Bind of any may leave a cursor or a
-                               * temporary object (relay.c note_leftover) */
     bool user_unrep_stmt;     /* holds a named statement that may change a
                                * tracked parameter it does not report, Parsed
                                * with max_prepared_statements = 0: a Bind of

@@ -569,8 +569,7 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
      * a named statement's words are looked at its Bind too, with
      * prepared statements on. */
     bool state = s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state &&
-                 ((s->state_words & PGW_WORDS_STATE) != PGW_WORDS_STATE ||
-                  (type == PGW_FE_PARSE && !unnamed && !s->ps_on));
+                 (s->state_words & PGW_WORDS_STATE) != PGW_WORDS_STATE;
     if (!unrep && !pend && !state)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
@@ -582,12 +581,8 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     else
         w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
-    if (state) {
+    if (state)
         s->state_words |= w & PGW_WORDS_STATE;
-        /* Bound in a later transaction, its text is not at hand then. */
-        if (type == PGW_FE_PARSE && !unnamed && !s->ps_on && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
-            s->server->user_state_stmt = true;
-    }
     if (unrep && mask && (w & (mask | PGW_WORDS_RESET))) {
         s->unrep_touched = true;
         if (kept)
@@ -1398,7 +1393,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         if (rq && *rq)
             srv->user_unnamed = 0;       /* a simple Query drops it */
         if (rq && (strcasestr(rq, "DISCARD ALL") || strcasestr(rq, "DEALLOCATE ALL")))
-            srv->user_unrep_stmt = srv->user_state_stmt = false;    /* its named statements are gone */
+            srv->user_unrep_stmt = false;    /* its named statements are gone */
     }
     if (!next)
         pgw_pool_release(srv, how);
@@ -2964,12 +2959,8 @@ static bool scan_client(struct pgw_session *s)
         if (s->server &&
             (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))
             note_setting_words(s, type, p, avail, total);
-        else if (type == PGW_FE_BIND && s->server) {
-            if (s->server->user_unrep_stmt)
-                s->unrep_touched = true;
-            if (s->server->user_state_stmt && s->mode != PGW_POOL_SESSION)
-                s->state_words |= PGW_WORDS_STATE;
-        }
+        else if (type == PGW_FE_BIND && s->server && s->server->user_unrep_stmt)
+            s->unrep_touched = true;
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);

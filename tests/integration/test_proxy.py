@@ -1492,24 +1492,6 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.assertEqual(p.execute("select count(*) from pg_prepared_statements where "
                                    "statement = 'select $1::int + 1'").fetchone(), (1,))
 
-    def test_a_named_statement_bound_later_without_prepared_statements(self):
-        # max_prepared_statements = 0: psycopg's prepared DECLARE ... WITH
-        # HOLD and CREATE TEMP TABLE ... AS, Parsed in one transaction and
-        # only Bound in later ones (their text not sent again): B fetched
-        # A's cursor and read A's table (fails before).
-        import psycopg
-        px = self.start(max_prepared_statements=0)
-        p = psycopg.connect(px.dsn(), autocommit=True)
-        self.addCleanup(p.close)
-        b = self.autocommit(px)
-        for i in range(3):
-            p.execute("declare hc cursor with hold for select 'secret-' || %s::text", (i,),
-                      prepare=True)
-            self.fails_with(b, "fetch all from hc", "34000")
-            p.execute("create temp table ht as select 'secret-' || %s::text as s", (i,),
-                      prepare=True)
-            self.fails_with(b, "select * from ht", "42P01")
-
     def test_off_keeps_them(self):
         px = self.start(server_reset_session_state=0)
         self.held_cursor(px)
