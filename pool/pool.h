@@ -535,4 +535,8 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set);
  * waiters do not wait for it. */
 void pgw_pool_hold(struct pgw_server *srv);
 
+/* Does sql hold `verb ALL` (any case, any white space between, whole
+ * words)?  ("discard": DISCARD ALL; "deallocate": DEALLOCATE ALL.) */
+bool pgw_sql_has_all(const char *sql, const char *verb);
+
 #endif

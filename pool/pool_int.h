@@ -449,7 +449,6 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st);
 void pgw_server_make_idle(struct pgw_server *srv);
 int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql);
-bool pgw_sql_has_all(const char *sql, const char *verb);
 /* srv runs a job (RESETTING): the backend is sent a CancelRequest for it
  * (the set's cancel hook), as the connection about to close does not stop
  * it. */

@@ -1392,7 +1392,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         const char *rq = s->px->cfg->server_reset_query;
         if (rq && *rq)
             srv->user_unnamed = 0;       /* a simple Query drops it */
-        if (rq && (strcasestr(rq, "DISCARD ALL") || strcasestr(rq, "DEALLOCATE ALL")))
+        if (rq && (pgw_sql_has_all(rq, "discard") || pgw_sql_has_all(rq, "deallocate")))
             srv->user_unrep_stmt = false;    /* its named statements are gone */
     }
     if (!next)
