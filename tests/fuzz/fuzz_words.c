@@ -5,9 +5,10 @@
  *
  * The input's first byte picks the tracked names asked for (want); the rest
  * is the text, in a heap block of exactly its size (no NUL: the scan is
- * given the length, and reads past it trip ASan).  Checked: only the SET
- * and RESET bits and names asked for come back; the SET and RESET bits do
- * not depend on what was asked for.
+ * given the length, and reads past it trip ASan).  Checked: only the kind
+ * bits (SET, RESET, and the HOLD / TEMP / MAKE words of what a transaction
+ * may leave on its server) and names asked for come back; the kind bits
+ * do not depend on what was asked for.
  */
 #include "proxy/proxy_int.h"
 #include "fuzz_util.h"
@@ -40,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!text)
         abort();
     memcpy(text, data + 1, n);
-    const uint32_t kinds = PGW_WORDS_SET | PGW_WORDS_RESET;
+    const uint32_t kinds = PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_STATE;
     uint32_t names = (1u << px.ntracked) - 1;
     uint32_t got = pgw_relay_text_words(&px, text, n, want);
     uint32_t none = pgw_relay_text_words(&px, text, n, 0);
