@@ -244,6 +244,21 @@ def pump(c, up, closed, frozen=None):
         c.close()
 
 
+def serve_each(sock, closed, serve, took=None):
+    """In a thread of its own: accept on sock until it closes or closed(),
+    calling took() for each connection and serve(conn) in a thread each."""
+    def loop():
+        while not closed():
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            if took is not None:
+                took()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+
+
 class SocketGate:
     """A stand-in for a PostgreSQL socket directory (self.dir) that passes
     each connection to target_dir's socket, or, while held (hold()), keeps
@@ -262,7 +277,7 @@ class SocketGate:
         self.lock = threading.Lock()
         self.accepted = self.held = 0
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        serve_each(self.sock, lambda: self.closed, self._serve, self._took)
 
     def hold(self):
         self.open.clear()
@@ -274,15 +289,9 @@ class SocketGate:
         with self.lock:
             return self.held
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _took(self):
+        with self.lock:
+            self.accepted += 1
 
     def _serve(self, c):
         with self.lock:
@@ -319,18 +328,11 @@ class FreezableRelay:
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
         self.port = port
-        threading.Thread(target=self._accept, daemon=True).start()
+        serve_each(self.sock, lambda: self.closed, self._serve)
 
     def freeze(self):
         self.frozen.set()
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         try:

@@ -4603,6 +4603,19 @@ class TestHubListenFails(pt.PgwharfTestCase):
         return self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 3},
                                   databases={"fk": "host=127.0.0.1 port=%d dbname=fk" % fake.port})
 
+    def a_waits_b_notes(self, fake):
+        """a's committed LISTEN of pgw_t waits for the listening server's
+        own (gated), b's transaction notes one; then the gate opens."""
+        px = self.start(fake)
+        a = self.login(px)
+        a.sendall(hz.query_msg("select 1; listen pgw_t"))
+        self.assertTrue(fake.seen.wait(20))
+        b = self.login(px)
+        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
+        self.assertEqual(hz.simple_query(b, "listen pgw_t"), ([], []))
+        fake.gate.set()
+        return px, a, b
+
     def test_a_committed_listen_the_hub_cannot_run_ends_the_client(self):
         px = self.start(FailListen(["pgw_bad"]))
         # A LISTEN among other statements: an implicit transaction's.
@@ -4649,14 +4662,7 @@ class TestHubListenFails(pt.PgwharfTestCase):
         # session 47).  Now its commit sends one, which succeeds.  (a,
         # waiting as the errors came, is ended.)
         fake = FailListen(["pgw_t"], times=LISTEN_TRIES, lone_fails=False, gated=True)
-        px = self.start(fake)
-        a = self.login(px)
-        a.sendall(hz.query_msg("select 1; listen pgw_t"))
-        self.assertTrue(fake.seen.wait(20))
-        b = self.login(px)
-        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
-        self.assertEqual(hz.simple_query(b, "listen pgw_t"), ([], []))
-        fake.gate.set()
+        px, a, b = self.a_waits_b_notes(fake)
         ended_for_a_failed_listen(self, a, "55000", "cannot listen on this channel here")
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(b, "select 1"), ([], []))
@@ -4676,14 +4682,7 @@ class TestHubListenFails(pt.PgwharfTestCase):
         # for them, up to LISTEN_TRIES times in a row: the third succeeds,
         # and a goes on, listening.
         fake = FailListen(["pgw_t"], times=LISTEN_TRIES - 1, lone_fails=False, gated=True)
-        px = self.start(fake)
-        a = self.login(px)
-        a.sendall(hz.query_msg("select 1; listen pgw_t"))
-        self.assertTrue(fake.seen.wait(20))
-        b = self.login(px)
-        self.assertEqual(hz.simple_query(b, "begin"), ([], []))
-        self.assertEqual(hz.simple_query(b, "listen pgw_t"), ([], []))
-        fake.gate.set()
+        px, a, b = self.a_waits_b_notes(fake)
         got = hz.read_until_ready(a)
         self.assertEqual([t for t, _ in got], [b"C", b"C", b"Z"], got)
         self.assertEqual(hz.simple_query(a, "select 1"), ([], []))

@@ -6,6 +6,7 @@ sharing across clients, the per-server LRU, and PostgreSQL's own errors.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -98,6 +99,20 @@ class Raw:
         except OSError:
             pass
         self.s.close()
+
+
+@contextlib.contextmanager
+def address_space_limited(pid, extra):
+    """pid's RLIMIT_AS set to its address space now plus extra bytes (as a
+    cgroup's memory limit would leave it little more to map), then put back."""
+    with open("/proc/%d/status" % pid) as f:
+        vm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
+    old = resource.prlimit(pid, resource.RLIMIT_AS)
+    resource.prlimit(pid, resource.RLIMIT_AS, (vm + extra, old[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_AS, old)
 
 
 def raw(x):
@@ -582,19 +597,13 @@ class TestLargeMessages(pt.PgwharfTestCase):
         def ends():
             return [l for l in px.log().splitlines() if me in l]
 
-        with open("/proc/%d/status" % px.pid) as f:
-            vm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
-        old = resource.prlimit(px.pid, resource.RLIMIT_AS)
-        resource.prlimit(px.pid, resource.RLIMIT_AS, (vm + 20 * 2**20, old[1]))
-        try:
+        with address_space_limited(px.pid, 20 * 2**20):
             parse = ph.parse_msg("s1", "select length('%s')" % ("z" * 50000000))
             try:
                 c.sendall(parse + ph.msg(b"S"))
             except OSError:
                 pass                         # closed before all of it was sent
             pt.wait_until(ends, 60, what="the session ended")
-        finally:
-            resource.prlimit(px.pid, resource.RLIMIT_AS, old)
         self.assertEqual(len(ends()), 1, ends())
         self.assertIn('sqlstate=53200 reason="out of memory for a message of type P '
                       '(%d bytes)"' % len(parse), ends()[0])
@@ -613,16 +622,10 @@ class TestLargeMessages(pt.PgwharfTestCase):
         c = socket.create_connection((px.host, px.port), timeout=60)
         self.addCleanup(c.close)
         ph.sync_login(c, self.pg.user, self.pg.database, self.pg.password)
-        with open("/proc/%d/status" % px.pid) as f:
-            vm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
-        old = resource.prlimit(px.pid, resource.RLIMIT_AS)
-        resource.prlimit(px.pid, resource.RLIMIT_AS, (vm + 20 * 2**20, old[1]))
-        try:
+        with address_space_limited(px.pid, 20 * 2**20):
             parse = ph.parse_msg("s1", "select length('%s')" % ("z" * 50000000))
             c.sendall(parse[:2**20])         # the rest not sent: it lingers
             px.wait_for_log(r"sqlstate=53200 reason=\"out of memory for a message of type P")
-        finally:
-            resource.prlimit(px.pid, resource.RLIMIT_AS, old)
         self.assertEqual(px.metric("pgwharf_lingering_sockets"), 1)
         c.close()
         pt.wait_until(lambda: px.metric("pgwharf_lingering_sockets") == 0, 10,

@@ -139,6 +139,14 @@ class RelayCase(pt.PgwharfTestCase):
         hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
         return s
 
+    def server_pid(self):
+        """The pool's one server's backend PID, asked by a client of its own."""
+        b = self.login()
+        rows_, errs = hz.simple_query(b, "select pg_backend_pid()")
+        self.assertEqual(errs, [])
+        b.close()
+        return int(rows_[0][0])
+
     def assert_b_served(self):
         """Another client gets the one server and its own answer."""
         b = self.login()
@@ -536,13 +544,6 @@ class TestAMessageTypePostgresRefuses(RelayCase):
         self.assertTrue(closed, "the session did not end")
         return backend_messages(data)
 
-    def server_pid(self):
-        b = self.login()
-        rows_, errs = hz.simple_query(b, "select pg_backend_pid()")
-        self.assertEqual(errs, [])
-        b.close()
-        return rows_[0][0]
-
     def assert_same_server(self, pid):
         self.assertEqual(self.server_pid(), pid, "the pooled server was replaced")
         self.assertEqual([r["state"] for r in self.px.show("SERVERS")], ["idle"])
@@ -752,13 +753,6 @@ class TestTheClientLeavingACopy(RelayCase):
         super().setUp()
         scratch_table(self, "relay_copy_leave", "n int")
 
-    def server_pid(self):
-        b = self.login()
-        rows_, errs = hz.simple_query(b, "select pg_backend_pid()")
-        self.assertEqual(errs, [])
-        b.close()
-        return int(rows_[0][0])
-
     def copy_started(self, sock, extended=False):
         start_copy(self, sock, "relay_copy_leave", extended)
 
@@ -912,13 +906,6 @@ class CopyEndEventsCase(RelayCase):
         self.addCleanup(s.close)
         hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
         return s
-
-    def server_pid(self):
-        b = self.login()
-        rows_, errs = hz.simple_query(b, "select pg_backend_pid()")
-        self.assertEqual(errs, [])
-        b.close()
-        return int(rows_[0][0])
 
     def copy_started(self, sock):
         sock.sendall(hz.query_msg("copy relay_copy_ev from stdin"))
