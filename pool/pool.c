@@ -1920,8 +1920,10 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     }
     srv->request_time = pool_now(pool);
     srv->link = NULL;
-    if (srv->replication) {
-        pgw_server_close(srv, "replication client left");
+    if (srv->replication || srv_priv(srv)->detached) {
+        pgw_server_close(srv, srv->replication ? "replication client left"
+                              : srv_priv(srv)->retire_why ? srv_priv(srv)->retire_why
+                                                          : "closed by client session");
         return;               /* it held no room in any limit */
     }
     if (how == PGW_RELEASE_CLOSE)
@@ -2200,7 +2202,7 @@ static struct pgw_list *server_list(struct pgw_pool *pool, int i)
 
 static int list_index(const struct pgw_server *srv)
 {
-    if (srv->replication)
+    if (srv->replication || srv_priv_const(srv)->detached)
         return 3;
     return srv->state == PGW_SRV_IDLE ? 0 : srv->state == PGW_SRV_ACTIVE ? 1 : 2;
 }

@@ -534,6 +534,14 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set);
 /* srv, lent, never comes back to the pool's queue (the LISTEN hub's):
  * waiters do not wait for it. */
 void pgw_pool_hold(struct pgw_server *srv);
+/* srv, lent, leaves every count of its pool for the rest of its life
+ * (pool_size, max_db_connections, max_user_connections, SHOW POOLS'
+ * sv_*), as a replication server: the room it held goes to the waiters
+ * at once (a new login).  Its borrower keeps it (a LISTEN bridge,
+ * proxy/notify_bridge.c) and gives it back with pgw_pool_release, which
+ * closes it (why: pgw_server_retire's, when set).  It is listed with the
+ * pool's servers (pgw_pool_server_next), lent to no client. */
+void pgw_pool_detach(struct pgw_server *srv);
 
 /* Does sql hold `verb ALL` (any case, any white space between, whole
  * words)?  ("discard": DISCARD ALL; "deallocate": DEALLOCATE ALL.) */

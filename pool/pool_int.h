@@ -97,6 +97,8 @@ struct pool_server {
     bool doubted;             /* another server of its host gave no reply to
                                * its reset: checked before it is lent */
     bool held;                /* lent for good (the LISTEN hub's): never back to the queue */
+    bool detached;            /* out of every count, as a replication server
+                               * (pgw_pool_detach: a LISTEN bridge's) */
     unsigned settings_gen;    /* the pool's when its login started */
     /* A replication client's server (pub.replication): the waiter it is
      * connecting for, NULL once granted or when that client left. */

@@ -164,9 +164,10 @@ static int *state_counter(struct pgw_pool *pool, enum pgw_server_state st)
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
 {
     struct pgw_pool *pool = srv->pool;
-    if (srv->replication) {
-        /* On the pool's list of replication servers, in no count of its
-         * own (pool_size, limits, SHOW POOLS' sv_*). */
+    if (srv->replication || srv_priv(srv)->detached) {
+        /* On the pool's list of replication servers (and of detached
+         * ones), in no count of its own (pool_size, limits, SHOW POOLS'
+         * sv_*). */
         if (pgw_list_linked(&srv->node)) {
             pgw_list_del(&srv->node);
             pool->n_dedicated--;
@@ -1568,6 +1569,29 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pgw_server_job_cancel(srv);
         job_failed(srv, why);
     }
+}
+
+void pgw_pool_detach(struct pgw_server *srv)
+{
+    struct pool_server *ps = srv_priv(srv);
+    struct pgw_pool *pool = srv->pool;
+    if (srv->state != PGW_SRV_ACTIVE || srv->replication || ps->detached)
+        return;
+    if (ps->held) {
+        ps->held = false;
+        pool->n_held--;
+    }
+    if (pgw_list_linked(&srv->node)) {
+        pgw_list_del(&srv->node);
+        pool->n_active--;
+    }
+    ps->detached = true;
+    pgw_list_append(&pool->dedicated, &srv->node);
+    pool->n_dedicated++;
+    srv->link = NULL;
+    /* The room it held goes to the waiters now (a new login), as at a
+     * release. */
+    pgw_pool_kick_related(pool);
 }
 
 void pgw_pool_hold(struct pgw_server *srv)
