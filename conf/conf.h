@@ -219,6 +219,8 @@ struct pgw_config {
     int max_prepared_statements;    /* 200; 0 = pass-through */
     int max_notify_backlog;         /* bytes of notifications waiting for one client
                                        (transaction/statement mode): past it, FATAL 54000 */
+    double notify_bridge_timeout;   /* 120 s: longest life of a LISTEN bridge
+                                       (proxy/notify_bridge.c); 0 = no bridges */
     int scram_iterations;           /* 4096: verifiers made from plaintext secrets */
     char *scram_salt_key_file;      /* key of the salts of users without a verifier */
     int max_packet_size;            /* largest protocol message relayed, either way */

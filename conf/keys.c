@@ -64,6 +64,7 @@
     X(max_user_client_connections, INT,     "0",           0, INT_MAX)      \
     X(max_prepared_statements,  INT,        "200",         0, INT_MAX)      \
     X(max_notify_backlog,       INT,        "1048576",     8192, INT_MAX)   \
+    X(notify_bridge_timeout,    DUR,        "120",         0, 0)            \
     X(scram_iterations,         INT,        "4096",        1, 100000)       \
     X(scram_salt_key_file,      STR,        "",            0, 0)            \
     X(max_packet_size,          INT,        "2147483647",  16, INT_MAX)     \

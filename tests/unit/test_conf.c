@@ -128,6 +128,7 @@ static void test_defaults(void **state)
     assert_true(cfg->reserve_pool_timeout == 5);
     assert_int_equal(cfg->max_prepared_statements, 200);
     assert_int_equal(cfg->max_notify_backlog, 1048576);
+    assert_true(cfg->notify_bridge_timeout == 120);
     assert_true(cfg->server_lifetime == 3600);
     assert_true(cfg->server_idle_timeout == 600);
     assert_true(cfg->server_connect_timeout == 15);
@@ -328,8 +329,10 @@ static void test_duration_keys(void **state)
                                           "query_wait_timeout = 250ms\nbreaker_cooldown = 500us\n"
                                           "shutdown_timeout = 1min\nstats_period = 1d\n"
                                           "server_connect_rate = 2.5\n"
-                                          "cancel_wait_timeout = 1500ms\n", &d);
+                                          "cancel_wait_timeout = 1500ms\n"
+                                          "notify_bridge_timeout = 2.5\n", &d);
     assert_true(cfg->server_lifetime == 7200);
+    assert_true(cfg->notify_bridge_timeout == 2.5);
     assert_true(cfg->cancel_wait_timeout == 1.5);
     assert_true(cfg->query_timeout == 1.5);
     assert_true(cfg->query_wait_timeout == 0.25);
@@ -342,6 +345,8 @@ static void test_duration_keys(void **state)
 
     expect_key_error("server_lifetime = -5",
                      "t.ini:3: server_lifetime: expected a non-negative duration, got \"-5\"");
+    expect_key_error("notify_bridge_timeout = -1",
+                     "t.ini:3: notify_bridge_timeout: expected a non-negative duration, got \"-1\"");
     expect_key_error("server_idle_timeout = 10 minutes",
                      "t.ini:3: server_idle_timeout: expected a duration (seconds, or a number "
                      "with us, ms, s, min, h, d), got \"10 minutes\"");
