@@ -42,7 +42,9 @@
  *   server).
  *
  * A lone LISTEN or UNLISTEN through the extended protocol (Parse, Bind,
- * Execute) between transactions: notify_ext.c.  One inside a transaction,
+ * Execute) between transactions: notify_ext.c.  The server a committed
+ * LISTEN ran on, kept listening for its client until the hub listens on
+ * the channel: notify_bridge.c.  One inside a transaction,
  * or among other statements of a Query, runs on the client's server and
  * becomes the hub's when the transaction commits (see "inside a
  * transaction" below).  One inside a function runs on the client's server
@@ -57,6 +59,7 @@
 #include "proxy/notify_int.h"
 
 #include <ctype.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -67,19 +70,6 @@
 #include "common/log.h"
 #include "common/wire.h"
 
-/* The type byte of a held copy that may not be the client's (sub->pending,
- * maybe_add); 'A' once it is. */
-#define HELD_MAYBE 'a'
-/* ... of the client's server's own copy of a channel that is not the
- * hub's (a LISTEN in a function): the client's whatever it listens on
- * through the hub; 'A' when it goes out. */
-#define HELD_OWN 's'
-/* ... of a mark where notifications held for the client were dropped past
- * max_notify_backlog (lost_note): HELD_LOST of a channel it listens on,
- * HELD_LOST_MAYBE of hub's copies that may be its (as HELD_MAYBE).  Its
- * process ID field counts them; it has the channel and no payload. */
-#define HELD_LOST 'x'
-#define HELD_LOST_MAYBE 'y'
 #define NOTIFY_RBUF_MAX (1u << 20)      /* largest message the hub reads */
 #define NOTIFY_TICK 0.5                 /* seconds: retries, close checks */
 /* The hub's own LISTEN of a channel clients want, tried that many times in
@@ -107,6 +97,7 @@ struct notify_req {
     bool answered;                      /* its CommandComplete or error went to its
                                            client: never sent again (hub_lost) */
     bool barrier;                       /* the hub's own, for hub_echo_end(gen) */
+    bool marker;                        /* the hub's own LISTEN of its marker channel */
     uint32_t gen;
     ev_tstamp sent_at;                  /* when sent to the hub's server */
     int closes;                         /* Closes after it in its batch (notify_ext.c): */
@@ -138,6 +129,12 @@ struct pgw_notify_hub {
     bool no_room;                       /* ended by a reload (hub_end): takes no
                                            server, its clients leave */
     uint32_t echo_gen;                  /* the last barrier's (echo_seal) */
+    /* The bridges of its subs (notify_bridge.c): their markers come on this
+     * channel, which its server listens on while they need it. */
+    char marker[32];
+    bool marker_ok;                     /* its server's LISTEN of it ran */
+    bool marker_queued;                 /* ... is queued */
+    int nbridges;
     int nheld;                          /* subs whose ReadyForQuery is held (hold_end) */
     struct pgw_session *asking;         /* in pgw_notify_query: its caller reads
                                            on (an answer from inside the kick
@@ -185,6 +182,8 @@ static void fresh_add(struct pgw_notify_sub *sub, const char *chan);
 static int tx_current(const struct pgw_notify_sub *sub);
 static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds, int n);
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
+static bool hub_listens(const struct pgw_notify_hub *h, const char *chan);
+static void backlog_over(struct pgw_session *s);
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 static void backlog_end(struct pgw_session *s);
 static void maybe_settle(struct pgw_notify_sub *sub);
@@ -364,6 +363,16 @@ static struct pgw_notify_hub *hub_get(struct pgw_proxy *px, struct pgw_pool *poo
         return NULL;
     h->px = px;
     h->pool = pool;
+    /* Not to be guessed: a NOTIFY on it from anyone else would move a
+     * bridge's hand-over (notify_bridge.c). */
+    unsigned char rnd[8];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        free(h);
+        return NULL;
+    }
+    int k = snprintf(h->marker, sizeof(h->marker), "pgw_hub_");
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        k += snprintf(h->marker + k, sizeof(h->marker) - (size_t)k, "%02x", rnd[i]);
     pgw_pool_ref(pool);
     pgw_list_init(&h->subs);
     pgw_wbuf_init(&h->out);
@@ -384,13 +393,35 @@ static void hub_drop_server(struct pgw_notify_hub *h)
     srv->user_io_set = false;          /* the watchers are the hub's */
     h->srv = NULL;
     h->rlen = 0;
+    h->marker_ok = h->marker_queued = false;   /* (a new server listens anew) */
     pgw_wbuf_reset(&h->out);
     pgw_pool_release(srv, PGW_RELEASE_CLOSE);
+}
+
+/* Every bridge of h's subs goes (why: as pgw_notify_bridge_end). */
+static void hub_bridges_end(struct pgw_notify_hub *h, const char *why)
+{
+    for (struct pgw_list *l = h->subs.next; h->nbridges > 0 && l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->bridge)
+            pgw_notify_bridge_end(sub, why);
+    }
+}
+
+/* The hub may listen on channels its subs' bridges wait for. */
+static void hub_bridges_check(struct pgw_notify_hub *h)
+{
+    for (struct pgw_list *l = h->subs.next; h->nbridges > 0 && l != &h->subs; l = l->next) {
+        struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->bridge)
+            pgw_notify_bridge_check(sub);
+    }
 }
 
 static void hub_free(struct pgw_notify_hub *h)
 {
     struct pgw_proxy *px = h->px;
+    hub_bridges_end(h, NULL);
     pgw_pool_cancel_wait(&h->waiter);
     hub_drop_server(h);
     ev_timer_stop(px->loop, &h->tick);
@@ -926,6 +957,8 @@ static void not_representable(struct pgw_session *s, const char *enc)
 static void deliver_once(struct pgw_session *s, const uint8_t *msg, uint32_t total,
                          const struct pgw_pgenc_conv *c, struct converted *conv, bool maybe)
 {
+    if (s->notify->bridge && pgw_notify_bridge_hub_copy(s->notify, msg, total))
+        return;                  /* the bridge's copy is the client's, or comes first */
     if (s->notify->necho > 0) {
         /* Its server's copies are noted as it sent them (in the client's
          * encoding); one it could not convert it did not send. */
@@ -982,6 +1015,21 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
     struct notify_req *r = h->head && h->head->sent ? h->head : NULL;
     switch ((char)msg[0]) {
     case PGW_BE_NOTIFY:
+        if (h->marker_ok || h->marker_queued) {
+            const char *chan = (const char *)msg + PGW_MSG_HDR + 4;
+            if (total >= PGW_MSG_HDR + 6 && msg[total - 1] == '\0' &&
+                memchr(chan, '\0', total - PGW_MSG_HDR - 4 - 1) && strcmp(chan, h->marker) == 0) {
+                /* A bridge's (or one that went), for pgwharf only. */
+                const char *payload = chan + strlen(chan) + 1;
+                for (struct pgw_list *l = h->subs.next; h->nbridges > 0 && l != &h->subs;
+                     l = l->next) {
+                    struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+                    if (sub->bridge && pgw_notify_bridge_hub_marked(sub, payload))
+                        break;
+                }
+                break;
+            }
+        }
         fan_out(h, msg, total);
         break;
     case PGW_BE_COMMAND_COMPLETE: {
@@ -1082,9 +1130,19 @@ static void hub_message(struct pgw_notify_hub *h, const uint8_t *msg, uint32_t t
             hub_listen_failed(h, r->chan);
         if (r->listen && h->nheld > 0)
             hub_tick_now(h);             /* a held ReadyForQuery may go (hub_unhold) */
+        if (r->marker) {
+            h->marker_queued = false;
+            h->marker_ok = !r->failed;
+            if (r->failed)
+                hub_bridges_end(h, "the listening server could not LISTEN on pgwharf's marker "
+                                   "channel");
+        }
+        bool bridged = h->nbridges > 0 && (r->listen || r->marker);
         free(r);
         if (s)
             client_resume(s);
+        if (bridged)
+            hub_bridges_check(h);        /* their markers may go (its LISTENs ran) */
         hub_send(h);
         break;
     default:
@@ -1184,6 +1242,20 @@ static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
                                                    "SET idle_session_timeout TO 0"
                                                  : "SET client_encoding TO 'UTF8'", "", false);
     struct notify_req **tailp = first ? &first->next : NULL;
+    if (tailp && (h->nbridges > 0 || h->px->cfg->notify_bridge_timeout > 0)) {
+        /* For the bridges to come (notify_bridge.c), or those waiting (they
+         * came while the hub had no server): before the channels, so that
+         * the server's latest statement is one of theirs. */
+        char sql[64];
+        snprintf(sql, sizeof(sql), "LISTEN \"%s\"", h->marker);
+        struct notify_req *r = req_new(NULL, sql, "", false);
+        if (r) {
+            r->marker = true;
+            h->marker_queued = true;
+            *tailp = r;
+            tailp = &r->next;
+        }                                /* (short of memory: their time runs out) */
+    }
     for (int i = 0; tailp && i < h->nchans; i++) {
         struct notify_req *r = req_own("LISTEN", h->chans[i].name);
         if (!r) {
@@ -1302,6 +1374,7 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
              h->nchans, nsubs, lq(q3, sizeof(q3), why));
     hub_drop_server(h);
     hub_echo_end(h, 0);     /* the copies it was to send come from no server */
+    hub_bridges_end(h, NULL);   /* their clients are ended (their markers never come) */
     for (int i = 0; i < h->nchans; i++) {
         h->chans[i].failed = h->chans[i].listening = false;   /* the next server tries
                                                                  every LISTEN anew */
@@ -1466,6 +1539,7 @@ static void hub_end(struct pgw_notify_hub *h)
         h->acquiring = false;
     }
     hub_drop_server(h);
+    hub_bridges_end(h, NULL);
     /* Sessions first, then the closes (each leaves the list).  Short of
      * memory, they are closed at their next transaction's end. */
     struct pgw_session **to = nsubs ? calloc((size_t)nsubs, sizeof(*to)) : NULL;
@@ -1497,6 +1571,16 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct pgw_notify_hub *h = w->data;
+    if (h->nbridges > 0) {
+        ev_tstamp now = pgw_mono_now(h->px->loop);
+        bool paused = pgw_pool_paused(h->pool);
+        for (struct pgw_list *l = h->subs.next; h->nbridges > 0 && l != &h->subs; l = l->next) {
+            struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+            if (sub->bridge)
+                pgw_notify_bridge_tick(sub, now, paused);
+        }
+        hub_bridges_check(h);
+    }
     if (h->answered || h->lost)
         hub_lost_settle(h);
     if (h->nheld > 0)
@@ -1526,6 +1610,93 @@ static void hub_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         hub_lost(h, pgw_pool_paused(h->pool) ? "pool paused" : "server marked for closing");
     if (!h->srv && !h->acquiring)
         hub_kick(h);
+}
+
+/* ---- for notify_bridge.c ---- */
+
+void pgw_notify_hub_copy(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    const char *chan = msg_chan(msg);
+    bool maybe = false;
+    if (sub_find(sub, chan) < 0 && !(maybe = maybe_for(sub, chan)))
+        return;
+    bool ascii = pgw_pgenc_ascii(msg + PGW_MSG_HDR + 4, total - PGW_MSG_HDR - 4);
+    struct converted conv = { 0 };
+    deliver_once(s, msg, total, ascii ? NULL : client_conv(s), &conv, maybe);
+    free(conv.msg);
+}
+
+void pgw_notify_deliver_own(struct pgw_session *s, const uint8_t *msg, uint32_t total)
+{
+    if (sub_find(s->notify, msg_chan(msg)) < 0)
+        return;                          /* it left the channel since */
+    bool ascii = pgw_pgenc_ascii(msg + PGW_MSG_HDR + 4, total - PGW_MSG_HDR - 4);
+    struct converted conv = { 0 };
+    deliver(s, msg, total, ascii ? NULL : client_conv(s), &conv);
+    free(conv.msg);
+}
+
+void pgw_notify_sub_lost(struct pgw_notify_sub *sub, const char *why)
+{
+    if (sub->ending != NOTIFY_END_NONE)
+        return;
+    snprintf(sub->end_msg, sizeof(sub->end_msg), "%s", why);
+    sub->ending = NOTIFY_END_LOST;
+    sub->end_why = sub->end_msg;
+    sub->end_listen = false;
+    sub->hub->lost = true;
+    hub_tick_now(sub->hub);              /* (closed from the tick, not from here) */
+}
+
+bool pgw_notify_hub_listens(const struct pgw_notify_sub *sub, const char *chan)
+{
+    return hub_listens(sub->hub, chan);
+}
+
+const char *pgw_notify_hub_marker(struct pgw_notify_hub *h, bool want)
+{
+    if (h->marker_ok)
+        return h->marker;
+    if (want && h->srv && !h->marker_queued) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "LISTEN \"%s\"", h->marker);
+        struct notify_req *r = req_new(NULL, sql, "", false);
+        if (r) {
+            r->marker = true;
+            h->marker_queued = true;
+            req_push(h, r);
+            hub_kick(h);
+        }                                /* (short of memory: the bridges' time runs out) */
+    }
+    /* (No server: hub_got_server asks for it while bridges wait.) */
+    return NULL;
+}
+
+bool pgw_notify_sub_listens_on(const struct pgw_notify_sub *sub, const char *chan)
+{
+    return sub_find(sub, chan) >= 0;
+}
+
+int pgw_notify_hub_bridges(struct pgw_notify_hub *h, int delta)
+{
+    h->nbridges += delta;
+    return h->nbridges;
+}
+
+struct pgw_pool *pgw_notify_hub_pool(const struct pgw_notify_hub *h)
+{
+    return h->pool;
+}
+
+void pgw_notify_backlog_over(struct pgw_session *s)
+{
+    backlog_over(s);
+}
+
+const char *pgw_notify_msg_chan(const uint8_t *msg)
+{
+    return msg_chan(msg);
 }
 
 /* ---- sessions ---- */
@@ -2688,6 +2859,8 @@ void pgw_notify_session_gone(struct pgw_session *s)
     if (!sub)
         return;
     struct pgw_notify_hub *h = sub->hub;
+    if (sub->bridge)
+        pgw_notify_bridge_end(sub, NULL);
     s->notify = NULL;
     pgw_list_del(&sub->node);
     if (sub->rfq_held) {
@@ -2742,8 +2915,11 @@ void pgw_notify_session_gone(struct pgw_session *s)
  * appends it behind; not mended) is held, with everything behind it in
  * the client's buffer (pgw_iobuf hold: the client's order
  * stays), until the hub's server has run LISTEN on every channel the
- * commit added (sub->await).  Its server goes back meanwhile (the client
- * is between transactions: PAUSE, RELOAD and KILL find it so).  When the
+ * commit added (sub->await).  Its server leaves it meanwhile (the client
+ * is between transactions: PAUSE, RELOAD and KILL find it so), but stays
+ * listening for it, out of the pool's counts, until the hub takes over
+ * (the bridge, notify_bridge.c): what is committed before the hub
+ * listens reaches the client from there.  When the
  * hub cannot listen (no server: hub_fail_waiting), or the client cancels
  * while the hub waits for a server, the error a lone LISTEN gets goes
  * before that ReadyForQuery and the channels are not the client's
@@ -2904,7 +3080,7 @@ static void hold_end(struct pgw_session *s)
     sub->rfq_held = false;
     sub->hub->nheld--;
     bool canceled = sub->hold_failed && sub->hold_canceled;
-    if (canceled && b && b->held) {
+    if (canceled && b && b->held && !sub->bridge) {
         /* A cancel: its transaction committed, so no error -- a WARNING
          * before the ReadyForQuery; its channels stay, listened on when
          * the hub has its server. */
@@ -2962,6 +3138,19 @@ void pgw_notify_hold_give_up(struct pgw_session *s)
              lq(qd, sizeof(qd), s->database), lq(qu, sizeof(qu), s->user));
     sub->hold_failed = false;
     hold_end(s);
+}
+
+void pgw_notify_client_eof(struct pgw_session *s)
+{
+    struct pgw_notify_sub *sub = s->notify;
+    if (!sub)
+        return;
+    if (sub->bridge)
+        pgw_notify_bridge_end(sub, NULL);
+    if (sub->rfq_held) {
+        sub->hold_failed = false;
+        hold_end(s);
+    }
 }
 
 /* From the tick: the held whose wait is over. */

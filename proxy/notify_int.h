@@ -8,10 +8,14 @@
  *   notify_ext.c   the same statements through the extended protocol: the
  *                  batch reader and the session's virtual prepared
  *                  statements (vstmt)
+ *   notify_bridge.c  the bridge: the server a committed LISTEN ran on,
+ *                  kept listening for its client until the hub's server
+ *                  listens on the channel (no notification lost in between)
  *
  * Ownership: a session's struct pgw_notify_sub (s->notify) is notify.c's
  * (made by pgw_notify_sub_get, freed by pgw_notify_session_gone); the
- * vstmt table in it is filled and read by notify_ext.c, freed with the sub.
+ * vstmt table in it is filled and read by notify_ext.c, freed with the sub;
+ * its bridge (sub->bridge) is notify_bridge.c's, ended with the sub.
  */
 #ifndef PGW_PROXY_NOTIFY_INT_H
 #define PGW_PROXY_NOTIFY_INT_H
@@ -24,6 +28,20 @@
 #include "common/wire.h"
 #include "proxy/codec.h"
 #include "proxy/proxy_int.h"
+
+/* The type byte of a held copy that may not be the client's (sub->pending,
+ * maybe_add); 'A' once it is. */
+#define HELD_MAYBE 'a'
+/* ... of the client's server's own copy of a channel that is not the
+ * hub's (a LISTEN in a function): the client's whatever it listens on
+ * through the hub; 'A' when it goes out. */
+#define HELD_OWN 's'
+/* ... of a mark where notifications held for the client were dropped past
+ * max_notify_backlog (lost_note): HELD_LOST of a channel it listens on,
+ * HELD_LOST_MAYBE of hub's copies that may be its (as HELD_MAYBE).  Its
+ * process ID field counts them; it has the channel and no payload. */
+#define HELD_LOST 'x'
+#define HELD_LOST_MAYBE 'y'
 
 /* A LISTEN or UNLISTEN the client prepared (extended protocol): pgwharf
  * answers its Parse and runs it at its Execute; no server has it. */
@@ -38,6 +56,7 @@ struct notify_vstmt {
 
 struct pgw_notify_hub;
 struct notify_req;                  /* a statement for the hub's server */
+struct notify_bridge;               /* notify_bridge.c */
 
 /* A lone LISTEN or UNLISTEN the client ran on its own server, in a
  * transaction: the hub's once that commits (notify.c, pgw_notify_tx_*). */
@@ -166,6 +185,8 @@ struct pgw_notify_sub {
     bool hold_listen;                   /* ... its LISTEN failed (hold_fail_listen) */
     char hold_state[6];                 /* before the ReadyForQuery, its channels */
     char hold_msg[256];                 /* not the client's (hold_fail) */
+    struct notify_bridge *bridge;       /* the server its LISTEN ran on, listening for
+                                           it until the hub takes over (notify_bridge.c) */
 };
 
 /* ---- notify.c, for notify_ext.c ---- */
@@ -228,6 +249,54 @@ bool pgw_notify_send(struct pgw_session *s, const uint8_t *msg, size_t n);
 /* pgw_notify_stmt_key (proxy_int.h): whole false takes at least
  * NOTIFY_STMT_NAME_READ bytes. */
 #define NOTIFY_STMT_NAME_READ PGW_NOTIFY_STMT_NAME_READ
+
+/* ---- notify.c, for notify_bridge.c ---- */
+
+/* The hub's copy msg (in UTF-8, as the hub's server sent it) for s, as the
+ * fan-out gives it: if s listens on its channel (or its transaction may
+ * have), converted to s's client_encoding, held or sent. */
+void pgw_notify_hub_copy(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+/* msg (in UTF-8), from another server than the hub's: s's when s listens
+ * on its channel, held or sent as the hub's copies are. */
+void pgw_notify_deliver_own(struct pgw_session *s, const uint8_t *msg, uint32_t total);
+/* s's listening may have missed notifications (why: a reason kept in the
+ * sub): it is disconnected with FATAL 08006 between transactions, as when
+ * the hub's server is lost (hub_lost). */
+void pgw_notify_sub_lost(struct pgw_notify_sub *sub, const char *why);
+bool pgw_notify_sub_listens_on(const struct pgw_notify_sub *sub, const char *chan);
+/* The hub's server listens on chan (its LISTEN ran, none is queued). */
+bool pgw_notify_hub_listens(const struct pgw_notify_sub *sub, const char *chan);
+/* The channel the hub's server listens on for the bridges' markers; NULL
+ * while it does not (yet): asked for with want true. */
+const char *pgw_notify_hub_marker(struct pgw_notify_hub *h, bool want);
+/* Bridges of the sub's hub now (delta: one more or one fewer). */
+int pgw_notify_hub_bridges(struct pgw_notify_hub *h, int delta);
+struct pgw_pool *pgw_notify_hub_pool(const struct pgw_notify_hub *h);
+/* More than max_notify_backlog bytes would wait for s: it gets none past
+ * that (see backlog_over). */
+void pgw_notify_backlog_over(struct pgw_session *s);
+/* The Int32 pid, channel, payload of a NotificationResponse (whole,
+ * checked): its channel. */
+const char *pgw_notify_msg_chan(const uint8_t *msg);
+
+/* ---- notify_bridge.c, for notify.c ---- */
+
+/* The hub's copy msg for sub, which has a bridge: true when the bridge
+ * takes it (dropped: the bridge sends the client its own copy; or kept
+ * until the bridge's marker comes). */
+bool pgw_notify_bridge_hub_copy(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total);
+/* The hub's server sent a notification on its marker channel with this
+ * payload: true when it is sub's bridge's marker. */
+bool pgw_notify_bridge_hub_marked(struct pgw_notify_sub *sub, const char *payload);
+/* The hub may listen on the bridge's channels now: its marker goes when
+ * it does. */
+void pgw_notify_bridge_check(struct pgw_notify_sub *sub);
+/* From the hub's tick: the bridge's time is up, or its pool paused. */
+void pgw_notify_bridge_tick(struct pgw_notify_sub *sub, ev_tstamp now, bool paused);
+/* The bridge goes (its server closed): why NULL when its client is ended
+ * anyway (the hub's server lost, the sub's end); else its client may have
+ * missed notifications: event=notify_bridge_lost, and FATAL 08006. */
+void pgw_notify_bridge_end(struct pgw_notify_sub *sub, const char *why);
 
 /* ---- notify_ext.c, for notify.c ---- */
 

@@ -765,6 +765,7 @@ struct pgw_proxy {
     /* ---- LISTEN/NOTIFY fan-out: one hub per pool with listeners (notify.c) ---- */
     struct pgw_list notify_hubs;
     struct pgw_pgenc_set notify_enc;  /* listeners' client_encodings (notify.c) */
+    uint64_t notify_bridge_seq;       /* the last LISTEN bridge's (notify_bridge.c) */
     uint64_t total_notifications, total_notifications_dropped;  /* to clients */
     /* ---- tracked parameters (session.c): names by index, ntracked of them ---- */
     const char *tracked[PGW_TP_MAX];
@@ -837,6 +838,16 @@ ev_tstamp pgw_notify_sent_at(const struct pgw_session *s);
 void pgw_notify_query_timeout(struct pgw_session *s);
 void pgw_notify_flush(struct pgw_session *s);
 void pgw_notify_session_gone(struct pgw_session *s);
+/* s's server srv, idle (ReadyForQuery 'I', nothing outstanding), is being
+ * given back by pgw_relay_unlink: true when notify_bridge.c keeps it (the
+ * server its transaction's LISTEN ran on, listening for it until the hub's
+ * server does), out of the pool's counts; false: release it. */
+bool pgw_notify_bridge_take(struct pgw_session *s, struct pgw_server *srv);
+/* The client's stream ended: nothing reaches it after the answers it is
+ * owed, as from PostgreSQL, which ends the session then.  Its held
+ * ReadyForQuery goes now (the listening server's LISTEN is waited for no
+ * more), and its bridge goes. */
+void pgw_notify_client_eof(struct pgw_session *s);
 /* Its server ran DISCARD ALL: it listens to nothing any more. */
 void pgw_notify_discard(struct pgw_session *s);
 /* A lone LISTEN or UNLISTEN run on the client's server: the hub's if its

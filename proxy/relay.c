@@ -1395,7 +1395,9 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         if (rq && (pgw_sql_has_all(rq, "discard") || pgw_sql_has_all(rq, "deallocate")))
             srv->user_unrep_stmt = false;    /* its named statements are gone */
     }
-    if (!next)
+    /* (The server its transaction's LISTEN ran on may stay, listening for
+     * the client until the hub's server does: notify_bridge.c.) */
+    if (!next && !(how != PGW_RELEASE_CLOSE && s->notify && pgw_notify_bridge_take(s, srv)))
         pgw_pool_release(srv, how);
     /* A client without a server holds no empty buffer (an idle client is
      * then just its session). */
@@ -3679,6 +3681,11 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         return false;
     s->client_eof = true;
     ev_io_stop(s->px->loop, &s->cli_r);
+    if (s->notify) {
+        pgw_notify_client_eof(s);        /* (its held ReadyForQuery, written, may fail) */
+        if (s->state == PGW_SS_CLOSING)
+            return true;
+    }
     /* (copy_abort_leave: the COPY it left ends, the session with it;
      * closed since, maybe, at a failed write.) */
     bool copy_left = !s->terminating && copy_abort_leave(s);

@@ -2724,7 +2724,9 @@ class TestHubLostAfterTheAnswer(pt.PgwharfTestCase):
         self.assertEqual(got, [(b"C", b"LISTEN\0"), (b"Z", b"I")])
         # It listened on a server now lost: told, as any listener.
         assert_ended(self, a, "08006", LOST)
-        self.assertEqual([q for q in fake.queries if q.lower().startswith("listen")],
+        # (pgw_hub_...: the listening server's own, for bridges' markers.)
+        self.assertEqual([q for q in fake.queries
+                          if q.lower().startswith("listen") and "pgw_hub_" not in q],
                          ["listen pgw_cut"])
 
     def test_error_then_lost(self):
@@ -2738,7 +2740,9 @@ class TestHubLostAfterTheAnswer(pt.PgwharfTestCase):
         # It listens to nothing: it stays, and runs its next statement.
         self.assertEqual(hz.simple_query(a, "select"), ([], []))
         pt.wait_until(lambda: "event=notify_server_lost" in px.log(), 20, what="the loss logged")
-        self.assertEqual([q for q in fake.queries if q.lower().startswith("listen")],
+        # (pgw_hub_...: the listening server's own, for bridges' markers.)
+        self.assertEqual([q for q in fake.queries
+                          if q.lower().startswith("listen") and "pgw_hub_" not in q],
                          ["listen pgw_bad"])
 
 
@@ -4051,12 +4055,15 @@ class CommitHeldCase(pt.PgwharfTestCase):
 
     def setUp(self):
         super().setUp()
-        self.px = self.start_pgwharf(settings={
+        settings = {
             "pool_mode": "transaction", "default_pool_size": 2,
             # (no NOTICE for the held client's wait, which query_wait_notify
             # sends it as to a queued one)
             "query_wait_notify": 0,
-            "query_wait_timeout": getattr(self, "QUERY_WAIT", 120)})
+            "query_wait_timeout": getattr(self, "QUERY_WAIT", 120)}
+        if hasattr(self, "BRIDGE_TIMEOUT"):
+            settings["notify_bridge_timeout"] = self.BRIDGE_TIMEOUT
+        self.px = self.start_pgwharf(settings=settings)
 
     def two_in_transactions(self):
         """b and l (a raw socket) each in a transaction, holding the
@@ -4138,15 +4145,14 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         self.commit_sent(l, c)
         self.delivered_after_the_end(b, l, c, [(b"C", b"COMMIT\x00")], [(b"Z", b"I")])
 
-    def test_a_notification_committed_while_held_is_lost(self):
+    def test_a_notification_committed_while_held_is_delivered(self):
         # Committed by another session after l's COMMIT (its server listens
         # from there on), before the hub listens (it waits for a server,
         # b's, behind c): PostgreSQL delivers it to l after the COMMIT's
-        # ReadyForQuery.  Lost here: l's server, which listened, was
-        # closed when given back, and the hub's own LISTEN had not run
-        # (a known gap, README "LISTEN/NOTIFY in transaction and statement
-        # mode"; session 48).  This pins today's answer, so that a
-        # change of it is seen: a fix makes it [between, marker].
+        # ReadyForQuery.  It was lost (pinned in session 48): l's server,
+        # which listened, was closed when given back, and the hub's own
+        # LISTEN had not run.  That server now stays (the bridge) until the
+        # hub listens, and its copy is l's.
         b, l, _, c = self.fill_the_pool()
         self.commit_sent(l, c)
         l.settimeout(20)
@@ -4161,7 +4167,7 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         got = []
         while not got or got[-1] != (self.CHAN, "marker"):     # in commit order
             got += [n[1:] for n in read_notifications(l, 1)]
-        self.assertEqual(got, [(self.CHAN, "marker")])
+        self.assertEqual(got, [(self.CHAN, "between"), (self.CHAN, "marker")])
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
     def test_commit_and_chain(self):
@@ -4212,13 +4218,13 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         self.pg.psql("select pg_notify('%s', 'heard')" % self.CHAN)
         self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "heard")])
 
-    def test_a_cancel_while_held_gives_a_warning_and_keeps_the_channel(self):
+    def test_a_cancel_while_held_ends_the_wait_and_keeps_the_channel(self):
         # The hub waits for a server: a cancel (psql's ^C, a driver's
         # timeout) ends the wait.  The transaction committed, so no error
-        # (a driver would report the COMMIT failed): a WARNING before the
-        # ReadyForQuery, and the channel is listened on once the hub has
-        # its server (review, session 46: it got 57014 and lost the
-        # channel).
+        # (a driver would report the COMMIT failed), and the channel stays
+        # (review, session 46: it got 57014 and lost the channel).  Its own
+        # server (the bridge) listens for it until the hub does, so nothing
+        # is missed and no WARNING is due (TestWithoutABridge: there is).
         b, l, keys, c = self.fill_the_pool()
         self.commit_sent(l, c)
         pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
@@ -4226,12 +4232,11 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
         k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
         hz.read_until_closed(k, 10)
         k.close()
-        got = hz.read_until_ready(l)
-        self.assertEqual([t for t, _ in got], [b"C", b"N", b"Z"], got)
-        f = hz.parse_fields(got[1][1])
-        self.assertEqual((f["S"], f["C"]), ("WARNING", "01000"), f)
-        self.assertEqual(got[2][1], b"I")
+        self.assertEqual(hz.read_until_ready(l), [(b"C", b"COMMIT\x00"), (b"Z", b"I")])
         self.px.wait_for_log("event=cancel_waiting")
+        # Before the hub listens: from the bridge.
+        self.pg.psql("select pg_notify('%s', 'gap')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "gap")])
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.hub_listens()
         self.pg.psql("select pg_notify('%s', 'kept')" % self.CHAN)
@@ -4325,6 +4330,243 @@ class TestCommitWaitsForTheHub(CommitHeldCase):
             return "marker" in got
         pt.wait_until(marker, 20, what="the marker")
         self.assertEqual(got, ["after", "marker"])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class TestWithoutABridge(CommitHeldCase):
+    """notify_bridge_timeout = 0 turns the bridges off: the server a
+    committed LISTEN ran on is closed when given back, as before."""
+    BRIDGE_TIMEOUT = 0
+
+    def test_a_notification_committed_while_held_is_lost(self):
+        # The known gap the bridge closes (README "LISTEN/NOTIFY in
+        # transaction and statement mode"): committed after l's COMMIT,
+        # before the hub listens, it reaches no server that listens for l.
+        b, l, _, c = self.fill_the_pool()
+        self.commit_sent(l, c)
+        l.settimeout(20)
+        self.assertEqual(hz.recv_msg(l), (b"C", b"COMMIT\x00"))
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l held")
+        self.assertEqual(len(self.px.show("SERVERS", database=self.pg.database)), 2)
+        self.pg.psql("select pg_notify('%s', 'between')" % self.CHAN)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'marker')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "marker")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+    def test_a_cancel_while_held_gives_a_warning_and_keeps_the_channel(self):
+        # The hub waits for a server: a cancel (psql's ^C, a driver's
+        # timeout) ends the wait.  The transaction committed, so no error
+        # (a driver would report the COMMIT failed): a WARNING before the
+        # ReadyForQuery, and the channel is listened on once the hub has
+        # its server (review, session 46: it got 57014 and lost the
+        # channel).
+        b, l, keys, c = self.fill_the_pool()
+        self.commit_sent(l, c)
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l waiting")
+        k = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        hz.read_until_closed(k, 10)
+        k.close()
+        got = hz.read_until_ready(l)
+        self.assertEqual([t for t, _ in got], [b"C", b"N", b"Z"], got)
+        f = hz.parse_fields(got[1][1])
+        self.assertEqual((f["S"], f["C"]), ("WARNING", "01000"), f)
+        self.assertEqual(got[2][1], b"I")
+        self.px.wait_for_log("event=cancel_waiting")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'kept')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "kept")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+
+def backend_alive(pg, pid):
+    return int(pg.psql("select count(*) from pg_stat_activity where pid = %d" % pid)) == 1
+
+
+class TestTheBridge(CommitHeldCase):
+    """The server a committed LISTEN ran on stays (the bridge), out of
+    pool_size, listening for its client until the hub's server listens on
+    the channel; the two hand over at a marker notification that both get,
+    so that each notification reaches the client once, in commit order."""
+
+    def held_with_a_bridge(self):
+        """fill_the_pool; l's LISTEN committed, its ReadyForQuery held:
+        (b, l, c, the bridge's backend PID)."""
+        b, l, _, c = self.fill_the_pool()
+        pid = int(hz.simple_query(l, "select pg_backend_pid()")[0][0][0])
+        self.commit_sent(l, c)
+        l.settimeout(20)
+        self.assertEqual(hz.recv_msg(l), (b"C", b"COMMIT\x00"))
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l held")
+        return b, l, c, pid
+
+    def stop(self, pid):
+        os.kill(pid, signal.SIGSTOP)
+
+        def cont():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.addCleanup(cont)
+        return cont
+
+    def heard(self, sock, last):
+        """sock's notifications of CHAN up to the one whose payload is last
+        (its ReadyForQuery, held, may come among them)."""
+        got = []
+        sock.settimeout(20)
+        while not got or got[-1] != last:
+            t, body = hz.recv_msg(sock)
+            if t == b"Z":
+                continue
+            self.assertEqual(t, b"A", body)
+            chan, payload = notification(body)[1:]
+            self.assertEqual(chan, self.CHAN)
+            got.append(payload)
+        return got
+
+    def test_no_notification_twice_around_the_hubs_listen(self):
+        # Committed before the hub listens (the bridge's alone), after its
+        # LISTEN and before the marker (the bridge's backend, stopped, has
+        # not run it: both servers have it), and after the hand-over (the
+        # hub's): each once, in order.
+        b, l, c, pid = self.held_with_a_bridge()
+        cont = self.stop(pid)
+        self.pg.psql("select pg_notify('%s', 'before')" % self.CHAN)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))          # the hub listens
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'between')" % self.CHAN)
+        cont()
+        self.assertEqual(self.heard(l, "between"), ["before", "between"])
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
+        self.pg.psql("select pg_notify('%s', 'after')" % self.CHAN)
+        self.pg.psql("select pg_notify('%s', 'end')" % self.CHAN)
+        self.assertEqual(self.heard(l, "end"), ["after", "end"])
+        self.assertTrue(nothing_to_read(l))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(l, "select 1"), ([[b"1"]], []))
+        self.assertNotIn("event=notify_bridge_lost", self.px.log())
+
+    def test_commit_order_through_the_hand_over(self):
+        # A session commits numbered notifications, one a transaction, from
+        # l's commit on, through the hand-over (the markers come in either
+        # order) and past it: l gets each once, in order.
+        import psycopg2
+        b, l, c, pid = self.held_with_a_bridge()
+        stop, sent, failed = threading.Event(), [0], []
+
+        def notifier():
+            try:
+                conn = psycopg2.connect(self.pg.dsn())
+                conn.autocommit = True
+                cur = conn.cursor()
+                while not stop.is_set() and sent[0] < 20000:
+                    cur.execute("select pg_notify(%s, %s)", (self.CHAN, str(sent[0] + 1)))
+                    sent[0] += 1
+                conn.close()
+            except Exception as e:        # (seen by the test)
+                failed.append(e)
+        t = threading.Thread(target=notifier)
+        t.start()
+        self.addCleanup(t.join, 30)
+        self.addCleanup(stop.set)
+        pt.wait_until(lambda: sent[0] >= 20 or failed, 20, what="notifications before the hub")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the hand-over")
+        n0 = sent[0]
+        pt.wait_until(lambda: sent[0] >= n0 + 20 or failed, 20, what="notifications after it")
+        stop.set()
+        t.join(30)
+        self.assertEqual(failed, [])
+        self.assertLess(sent[0], 20000)
+        self.assertEqual(self.heard(l, str(sent[0])), [str(i) for i in range(1, sent[0] + 1)])
+        self.assertTrue(nothing_to_read(l))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertNotIn("event=notify_bridge_lost", self.px.log())
+
+    def test_the_bridge_is_out_of_pool_size(self):
+        # The pool's two servers are b's and c's (the bridge's room went to
+        # c) and the hub waits for one of them: the bridge is one more
+        # connection, shown in SHOW SERVERS (active, no client), not in
+        # SHOW POOLS.  It goes at the hand-over.
+        b, l, c, pid = self.held_with_a_bridge()
+        pool = self.px.show("POOLS", database=self.pg.database)[0]
+        self.assertEqual([int(pool[k]) for k in ("sv_active", "sv_idle", "sv_used",
+                                                  "sv_tested", "sv_login")], [2, 0, 0, 0, 0])
+        self.assertEqual(int(pool["cl_waiting"]), 1)            # l (the hub's wait)
+        rows = self.px.show("SERVERS", database=self.pg.database)
+        self.assertEqual(len(rows), 3)
+        bridge = [r for r in rows if int(r["remote_pid"]) == pid]
+        self.assertEqual([(r["state"], r["link"]) for r in bridge], [("active", "")])
+        # (A backend of an earlier test may still be leaving.)
+        pt.wait_until(lambda: int(self.pg.psql(
+            "select count(*) from pg_stat_activity where datname = '%s' and usename = '%s' "
+            "and backend_type = 'client backend' and application_name <> 'psql'" %
+            (self.pg.database, self.pg.user))) == 3, 20, what="three backends")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the hand-over")
+        self.assertEqual(len(self.px.show("SERVERS", database=self.pg.database)), 2)
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(l, "select 1"), ([[b"1"]], []))
+
+    def test_a_client_leaving_ends_its_bridge(self):
+        # Its stream ends while it waits: it gets its ReadyForQuery (nothing
+        # reaches it after that, as PostgreSQL ends the session) and leaves;
+        # its bridge is closed.
+        b, l, c, pid = self.held_with_a_bridge()
+        self.assertEqual(len(self.px.show("SERVERS", database=self.pg.database)), 3)
+        l.close()
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
+        self.assertEqual(len(self.px.show("SERVERS", database=self.pg.database)), 2)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        # The pool goes on; its listening server too.
+        d = login(self, self.px)
+        self.assertEqual(hz.simple_query(d, "listen " + self.CHAN), ([], []))
+        self.pg.psql("select pg_notify('%s', 'heard')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(d, 1)], [(self.CHAN, "heard")])
+        self.assertNotIn("event=notify_bridge_lost", self.px.log())
+
+    def test_its_server_terminated_ends_the_client(self):
+        # Its own server, listening for it, is gone before the hub listens:
+        # what was committed meanwhile may be lost, as when the listening
+        # server is lost.  It gets its ReadyForQuery (the commit stands),
+        # then FATAL 08006, and reconnects to LISTEN again.
+        b, l, c, pid = self.held_with_a_bridge()
+        self.pg.psql("select pg_terminate_backend(%d)" % pid)
+        f = assert_ended(self, l, "08006", LOST, before=(b"Z",))
+        self.assertIn("terminating connection due to administrator command", f["M"])
+        self.px.wait_for_log("event=notify_bridge_lost")
+        self.assertEqual(len(self.px.show("SERVERS", database=self.pg.database)), 2)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class TestABridgeThatTimesOut(CommitHeldCase):
+    BRIDGE_TIMEOUT = 1
+
+    def test_its_client_is_ended(self):
+        # The hub gets no server within notify_bridge_timeout (b keeps its
+        # transaction open): the bridge is closed, and its client, which
+        # may miss notifications from then on, is ended (08006) after its
+        # ReadyForQuery.
+        b, l, _, c = self.fill_the_pool()
+        pid = int(hz.simple_query(l, "select pg_backend_pid()")[0][0][0])
+        self.commit_sent(l, c)
+        f = assert_ended(self, l, "08006", LOST, before=(b"C", b"Z"))
+        self.assertIn("notify_bridge_timeout", f["M"])
+        self.px.wait_for_log("event=notify_bridge_lost")
+        self.assertIn("reason=notify_bridge_timeout", self.px.log())
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
 
@@ -4554,7 +4796,8 @@ class FailListen(hz.QueryServer):
 
 class GateEachListen(FailListen):
     """FailListen whose listening server's LISTENs each wait for a release
-    of `go` (`arrived`: how many came)."""
+    of `go` (`arrived`: how many came), but that of its channel for the
+    bridges' markers (pgw_hub_...)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -4562,7 +4805,7 @@ class GateEachListen(FailListen):
         self.arrived = 0
 
     def answer(self, sql):
-        if '"' in sql and sql.strip().upper().startswith("LISTEN"):
+        if '"' in sql and sql.strip().upper().startswith("LISTEN") and "pgw_hub_" not in sql:
             with self.lock:
                 self.arrived += 1
             self.go.acquire(timeout=self.TIMEOUT)
