@@ -2172,16 +2172,8 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
      * transaction cost the loop O(held) each (review). */
     for (size_t off = sub->lost_from ? sub->lost_from - 1 : p->len; off + PGW_MSG_HDR <= p->len;
          off += 1 + (size_t)pgw_get_u32(p->data + off + 1)) {
-        if (p->data[off] == type && strcmp(msg_chan(p->data + off), chan) == 0) {
-            /* Saturates: past 2^32 drops in one transaction a wrap would
-             * say few were (nothing reads it for the counter any more:
-             * each is counted as it is dropped, above). */
-            uint8_t *count = p->data + off + PGW_MSG_HDR;
-            uint32_t c = pgw_get_u32(count);
-            if (c < UINT32_MAX)
-                pgw_put_u32(count, c + 1);
-            return;
-        }
+        if (p->data[off] == type && strcmp(msg_chan(p->data + off), chan) == 0)
+            return;                              /* it stands for this one too */
     }
     size_t cn = strlen(chan);
     uint8_t m[PGW_MSG_HDR + 4 + PGW_CHANNEL_UTF8_MAX + 2];
@@ -2189,7 +2181,7 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
     if (cn <= PGW_CHANNEL_UTF8_MAX) {
         m[0] = type;
         pgw_put_u32(m + 1, (uint32_t)(n - 1));
-        pgw_put_u32(m + PGW_MSG_HDR, 1);
+        pgw_put_u32(m + PGW_MSG_HDR, 0);          /* no process ID */
         memcpy(m + PGW_MSG_HDR + 4, chan, cn + 1);
         m[n - 1] = '\0';                          /* no payload */
         pgw_wbuf_append(p, m, n);

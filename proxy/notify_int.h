@@ -38,8 +38,9 @@
 #define HELD_OWN 's'
 /* ... of a mark where notifications held for the client were dropped past
  * max_notify_backlog (lost_note): HELD_LOST of a channel it listens on,
- * HELD_LOST_MAYBE of hub's copies that may be its (as HELD_MAYBE).  Its
- * process ID field counts them; it has the channel and no payload. */
+ * HELD_LOST_MAYBE of hub's copies that may be its (as HELD_MAYBE): the
+ * channel, no process ID (0) and no payload; each drop is counted as it
+ * happens, so one mark a channel and type stands for them all. */
 #define HELD_LOST 'x'
 #define HELD_LOST_MAYBE 'y'
 
