@@ -2103,13 +2103,15 @@ static void backlog_over(struct pgw_session *s)
 
 /* The event for a client past max_notify_backlog, once a client: when the
  * first is dropped, held (a mark, lost_note: its transaction's end
- * decides whether it ends the client) or not. */
+ * decides whether it ends the client) or not.  When that end discards
+ * the held ones, the next drop is logged again (pgw_notify_flush). */
 static void backlog_warn(struct pgw_session *s, bool held)
 {
     struct pgw_notify_sub *sub = s->notify;
     if (sub->backlog_warned)
         return;
     sub->backlog_warned = true;
+    sub->warned_held = held;
     char qd[200], qu[200];
     pgw_warn("notification_dropped", "client=%s db=%s user=%s reason=\"more than "
              "max_notify_backlog (%d bytes) of notifications wait for the client (its "
@@ -2221,6 +2223,7 @@ static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
     }
     if (cut == p->len)
         return;
+    sub->warned_held = false;           /* a drop kept: the event was for it */
     p->len = cut;
     sub->lost_from = 0;
     sub->maybe_bytes = maybe;
@@ -2823,6 +2826,14 @@ void pgw_notify_flush(struct pgw_session *s)
         pending_flush(s, sub);
     if (s->notify != sub || s->state == PGW_SS_CLOSING)
         return;
+    if (sub->warned_held) {
+        /* The end discarded the drops the event was logged for (a ROLLBACK
+         * of their LISTEN, a committed UNLISTEN): the next one, which may
+         * be kept, is logged (review r2d: the one event was spent). */
+        sub->warned_held = false;
+        if (sub->ending == NOTIFY_END_NONE)
+            sub->backlog_warned = false;
+    }
     if (sub->ending == NOTIFY_END_NO_ROOM) {
         pgw_session_close(s, NOTIFY_NO_ROOM_SQLSTATE, NOTIFY_NO_ROOM_MSG);  /* hub_end */
     } else if (sub->ending == NOTIFY_END_BACKLOG) {

@@ -156,6 +156,9 @@ struct pgw_notify_sub {
     bool enc_warned;                    /* a notification it could not take was logged */
     bool backlog_warned;                /* one past max_notify_backlog was logged
                                            (notify.c, backlog_warn): once a client */
+    bool warned_held;                   /* ... for one held, which its transaction's
+                                           end may discard: then logged again at
+                                           the next (pgw_notify_flush) */
     struct notify_txop *tx;             /* run in its open transaction, in order */
     int ntx;
     size_t captx;

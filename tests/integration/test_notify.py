@@ -2213,6 +2213,36 @@ class TestDroppedWhileHeld(NotifyCase):
         self.assertEqual([p[3990:] for p in kept], ["a0", "a1"])
         self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 3)
 
+    def test_a_drop_its_rollback_discards_does_not_spend_the_event(self):
+        # A copy held for a's transaction's LISTEN of y, dropped past the
+        # bound, was logged (its end decides); the ROLLBACK discarded it.
+        # A drop of a's own, later, which its COMMIT keeps (FATAL 54000),
+        # was not logged: the event, once a client, was spent (review r2d).
+        x, y = "pgw_dw_x", "pgw_dw_y"
+        a, wx, wy = login(self, self.px), self.witness(x), self.witness(y)
+        self.listen(a, "listen " + x)
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        self.expect(a, "listen " + y, ["LISTEN"], b"T")
+        for i in range(3):     # 4 kB each: two fit in the 8 kB
+            self.notify(y, "x" * 3990 + str(i))
+            self.assertEqual(len(read_notifications(wy, 1)), 1)
+        self.dropped(1)
+        pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 20,
+                      what="the drop logged")
+        self.expect(a, "rollback", ["ROLLBACK"], b"I")
+        self.assertTrue(nothing_to_read(a))
+        self.expect(a, "begin", ["BEGIN"], b"T")
+        for i in range(3):
+            self.notify(x, "x" * 3990 + str(i))
+            self.assertEqual(len(read_notifications(wx, 1)), 1)
+        self.dropped(2)
+        pt.wait_until(lambda: self.px.log().count("event=notification_dropped") == 2, 20,
+                      what="the kept drop logged")
+        a.sendall(hz.query_msg("commit"))
+        kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
+        self.assertEqual([p[3990:] for p in kept], ["0", "1"])
+        self.assertEqual(self.px.log().count("event=notification_dropped"), 2)
+
     def test_a_client_gone_before_its_end_is_counted(self):
         b, w = login(self, self.px), self.witness("pgw_dw_b")
         self.burst(b, "pgw_dw_b", w, 3)
