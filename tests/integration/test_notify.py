@@ -4535,11 +4535,7 @@ class TestTheBridge(CommitHeldCase):
         self.assertEqual(len(rows), 3)
         bridge = [r for r in rows if int(r["remote_pid"]) == pid]
         self.assertEqual([(r["state"], r["link"]) for r in bridge], [("active", "")])
-        # (A backend of an earlier test may still be leaving.)
-        pt.wait_until(lambda: int(self.pg.psql(
-            "select count(*) from pg_stat_activity where datname = '%s' and usename = '%s' "
-            "and backend_type = 'client backend' and application_name <> 'psql'" %
-            (self.pg.database, self.pg.user))) == 3, 20, what="three backends")
+        self.assertTrue(all(backend_alive(self.pg, int(r["remote_pid"])) for r in rows))
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
         pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the hand-over")
