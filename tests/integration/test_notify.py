@@ -4576,6 +4576,16 @@ class TestTheBridge(CommitHeldCase):
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
 
+    def test_a_shutdown_closes_the_bridge(self):
+        # SIGQUIT (SHUTDOWN): every client and server closed at once, the
+        # bridge too; its client gets its ReadyForQuery (its COMMIT stands),
+        # then FATAL 57P01; pgwharf exits 0 (under ASan: nothing leaked).
+        b, l, c, pid = self.held_with_a_bridge()
+        self.assertEqual(self.px.stop(signal.SIGQUIT), 0)
+        assert_ended(self, l, "57P01", "", before=(b"Z",))
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
+
+
 class TestABridgeThatTimesOut(CommitHeldCase):
     BRIDGE_TIMEOUT = 1
 
