@@ -193,8 +193,8 @@ void pgw_notify_bridge_end(struct pgw_notify_sub *sub, const char *why)
                  s->addr_text, pgw_log_quote(qd, sizeof(qd), s->database),
                  pgw_log_quote(qu, sizeof(qu), s->user), b->nchans,
                  pgw_log_quote(qr, sizeof(qr), why));
-        snprintf(reason, sizeof(reason), "the server its LISTEN ran on, listening for it until "
-                 "this one took over: %s", why);
+        snprintf(reason, sizeof(reason), "its own server, listening for it from its COMMIT "
+                 "until the pool's listening server took over: %s", why);
         pgw_notify_sub_lost(sub, reason);
     } else {
         bridge_log(b, "reason=\"its client is ended, or leaves\"");
