@@ -323,6 +323,25 @@ void pgw_pool_fds_short(struct pgw_pool *pool)
     }
 }
 
+void pgw_pool_login_retry_configure(struct pgw_pool *pool)
+{
+    double retry = pool->set->cfg->server_login_retry;
+    ev_tstamp now = pool_now(pool);
+    ev_tstamp skip = now + (retry > 1.0 ? retry : 1.0), first = 0;   /* (host_skip's) */
+    for (int i = 0; i < pool->nhosts; i++) {
+        if (pool->hosts[i].skip_until > skip)
+            pool->hosts[i].skip_until = skip;
+        ev_tstamp t = pool->hosts[i].skip_until;
+        if (t > now && (first == 0 || t < first))
+            first = t;
+    }
+    /* (0: no wait, but the block until a skipped host's turn stays, as
+     * pgw_pool_host_mismatch sets it) */
+    ev_tstamp until = retry > 0 ? now + retry : first > 0 ? first : now;
+    if (pool->login_retry_until > until)
+        pool->login_retry_until = until;
+}
+
 void pgw_pool_login_ok(struct pgw_pool *pool)
 {
     free(pool->login_error);

@@ -359,6 +359,12 @@ void pgw_pool_kick_all(struct pgw_pool_set *set);
 bool pgw_pool_has_room(const struct pgw_pool *pool);
 /* Is the pool waiting out server_login_retry after a refused login? */
 bool pgw_pool_login_blocked(const struct pgw_pool *pool);
+/* A reload's server_login_retry: the pool's wait after a refused login
+ * (and its hosts' skips) end within the new one from now; a nearer end
+ * stays.  PgBouncer reads the key at each check, so a reload lowering it
+ * lets the next client in (the breaker's wait likewise,
+ * pgw_breaker_configure). */
+void pgw_pool_login_retry_configure(struct pgw_pool *pool);
 /* Why a server of the pool may not be kept (the pool, its database or
  * its user has more servers than a reload lowered its limit to), or NULL. */
 const char *pgw_pool_over_limit(const struct pgw_pool *pool);

@@ -201,6 +201,7 @@ void pgw_pool_set_reconfigure(struct pgw_pool_set *set, const struct pgw_config 
     for (n = set->pools.next; n != &set->pools; n = n->next) {
         struct pgw_pool *pool = pgw_container_of(n, struct pgw_pool, node);
         const struct pgw_conf_db *db = pgw_conf_find_db(cfg, pool->dbname);
+        pgw_pool_login_retry_configure(pool);
         if (db) {
             if (pgw_pool_apply_db(pool, db)) {
                 pgw_pool_reconnect(pool, true);

@@ -1263,6 +1263,37 @@ class TestBreakers(AdminTestCase):
             return "event=breaker_half_open" in px.log()
         wait_until(probed, interval=0.2, what="the probe after the reload")
 
+    def reload_retry(self, px, seconds):
+        px.settings["server_login_retry"] = seconds
+        px.write_config()
+        self.admin_conn(px).cursor().execute("RELOAD")
+
+    def logs_in(self, px, **dsn):
+        try:
+            conn = psycopg2.connect(px.dsn(connect_timeout=10, **dsn))
+        except psycopg2.Error:
+            return False
+        conn.close()
+        return True
+
+    def test_a_reload_shortens_a_pools_server_login_retry(self):
+        # (hunt h1 of session 49) A pool whose login was refused waited out
+        # the server_login_retry in force then: a reload from an hour to 1 s
+        # left its clients refused for the hour, the cause long gone.
+        # PgBouncer reads the key at each check: the next client gets in
+        # (checked with PgBouncer 1.18).  (fails before: every try after
+        # the reload refused)
+        self.pg.psql("alter role %s connection limit 0" % self.pg.app_user)
+        self.addCleanup(self.pg.psql, "alter role %s connection limit -1" % self.pg.app_user)
+        px = self.start(server_login_retry="3600s")
+        app = dict(user=self.pg.app_user, password=self.pg.app_password)
+        self.assertFalse(self.logs_in(px, **app))
+        self.pg.psql("alter role %s connection limit -1" % self.pg.app_user)
+        self.assertFalse(self.logs_in(px, **app))          # the wait of an hour
+        self.reload_retry(px, "1s")
+        wait_until(lambda: self.logs_in(px, **app), timeout=20, interval=0.2,
+                   what="a login once the new server_login_retry is over")
+
     def test_a_pool_refused_by_the_server_does_not_trip_the_backend(self):
         # One database entry carries a wrong password: its clients get the
         # server's 28P01 at once, and the other entries on the same server
