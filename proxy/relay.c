@@ -2695,19 +2695,24 @@ static void close_terminated(struct pgw_session *s)
         if (s->state != PGW_SS_CLOSING)
             pgw_session_close(s, "08P01", "terminating connection because protocol "
                               "synchronization was lost");
-    } else if (s->fe_invalid)
+    } else if (s->fe_invalid && s->fe_invalid_type != PGW_FE_TERMINATE) {
         pgw_session_close(s, "08P01", "invalid frontend message type %d", s->fe_invalid_type);
-    else
+    } else {
+        /* (A Terminate the COPY was to read, which had failed on its own
+         * data first: PostgreSQL, out of the COPY, takes it as one.) */
         pgw_session_close(s, NULL, "client terminated");
+    }
 }
 
 enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
 
 /* A message of a type PostgreSQL refuses (fe_invalid), the client in a COPY
- * FROM STDIN the server runs: PostgreSQL would end the backend (FATAL
- * "unexpected message type 0xNN during COPY from stdin").  Likewise a
- * client that left there (client_eof: a Terminate, the end of its stream,
- * a reset), which PostgreSQL (and PgBouncer) end too.  Can pgwharf end
+ * FROM STDIN the server runs: PostgreSQL would end the backend (ERROR
+ * "unexpected message type 0xNN during COPY from stdin", then a FATAL).  A
+ * Terminate there is such a message too (fe_invalid, type 0x58): the COPY
+ * reads no Terminate, and a client may read on after one.  Likewise a
+ * client that left there (client_eof: the end of its stream, a reset),
+ * which PostgreSQL (and PgBouncer) end too.  Can pgwharf end
  * that COPY in its place and keep the server?  Not with replies of other
  * clients due on it (server_pipeline_depth) or pgwharf's own out; nor
  * when the client sent requests behind the COPY's (copy_mixed): their
@@ -2828,11 +2833,14 @@ static bool scan_client(struct pgw_session *s)
                 return false;
             continue;
         }
-        if (!fe_type_valid(b->data[b->parsed]) && !s->replication &&
-            s->srv_copy_in && s->copy_ins > s->copy_ends) {
+        if ((!fe_type_valid(b->data[b->parsed]) || b->data[b->parsed] == PGW_FE_TERMINATE) &&
+            !s->replication && s->srv_copy_in && s->copy_ins > s->copy_ends) {
             /* In the client's COPY FROM STDIN: pgwharf ends that COPY in
-             * its place and keeps the server (copy_abort_start); failing
-             * that, it goes to the server, which ends, as before. */
+             * its place and keeps the server (copy_abort_start), the
+             * client told what PostgreSQL tells it (a Terminate too: the
+             * COPY's error and the FATAL, for a client that reads on);
+             * failing that, it goes to the server, which ends, as before
+             * (a Terminate: the client leaves, as below). */
             s->fe_invalid = true;
             s->fe_invalid_type = b->data[b->parsed];
             uint32_t cut = b->len - b->parsed;
@@ -3733,9 +3741,20 @@ void pgw_relay_eof_check(struct pgw_session *s)
      * ends in its place now, as above, once all the client sent before it
      * is on the server. */
     if ((s->fe_invalid ? s->term_wait : !s->eof_copy_fail) && copy_abort_due(s) && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
-        !s->srv_write_blocked && copy_abort_start(s)) {
-        pgw_relay_flush_server(s);
-        return;
+        !s->srv_write_blocked) {
+        /* A Terminate (term_wait alone) the COPY would read: a message it
+         * refuses (scan_client), the client told so. */
+        bool term = s->term_wait && !s->fe_invalid;
+        if (term) {
+            s->fe_invalid = true;
+            s->fe_invalid_type = PGW_FE_TERMINATE;
+        }
+        if (copy_abort_start(s)) {
+            pgw_relay_flush_server(s);
+            return;
+        }
+        if (term)
+            s->fe_invalid = false;
     }
     if (!eof_done(s))
         eof_end_copy(s);

@@ -845,6 +845,72 @@ class TestTheClientLeavingACopy(RelayCase):
                       what="psql's session ends")
         self.assert_kept_clean(pid)
 
+    def direct(self):
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        return d
+
+    def test_a_terminate_is_answered_as_by_postgres(self):
+        """A client that sends Terminate inside its COPY and reads on: the
+        COPY reads it as a message it refuses -- PostgreSQL 15 sends ERROR
+        08P01 "unexpected message type 0x58 during COPY from stdin", then
+        FATAL 08P01 "terminating connection because protocol
+        synchronization was lost" -- or, once the COPY failed on its own
+        data, as the Terminate it is (the COPY's answers, then the close).
+        The client got nothing but the COPY's answers (fails before: []);
+        the server stays, as it did."""
+        bad_row = M(b"d", b"x\n")
+        ext = hz.parse_msg("", "copy relay_copy_leave from stdin") + bind_execute() + SYNC
+        cases = {
+            "later": (False, M(b"d", b"5\n") + M(b"X")),
+            "with the query": (None, hz.query_msg("copy relay_copy_leave from stdin") +
+                               M(b"d", b"5\n") + M(b"X")),
+            "execute, later": (True, M(b"d", b"5\n") + SYNC + M(b"X")),
+            "with the execute": (None, ext + M(b"d", b"5\n") + M(b"X")),
+            "a bad row": (False, bad_row + M(b"X")),
+            "execute, a bad row": (True, bad_row + M(b"X")),
+            "execute, a bad row, a sync": (True, bad_row + SYNC + M(b"X")),
+        }
+        pid = self.server_pid()
+        for name, (extended, payload) in cases.items():
+            with self.subTest(case=name):
+                def run(sock):
+                    if extended is not None:
+                        self.copy_started(sock, extended)
+                    sock.sendall(payload)
+                    data, closed = hz.read_until_closed(sock, 20)
+                    self.assertTrue(closed, "the session did not end")
+                    return backend_messages(data)
+                want = run(self.direct())
+                if "bad row" not in name:
+                    self.assertEqual(want[-2:], [
+                        (b"E", ("ERROR", "08P01",
+                                "unexpected message type 0x58 during COPY from stdin")),
+                        (b"E", ("FATAL", "08P01", "terminating connection because protocol "
+                                "synchronization was lost"))], want)
+                else:
+                    self.assertEqual(want[0][1][:2], ("ERROR", "22P02"), want)
+                a = self.login()
+                port = a.getsockname()[1]
+                self.assertEqual(run(a), want)
+                self.gone(port)
+                self.assert_kept_clean(pid)
+
+    def test_a_terminate_then_a_close_keeps_the_server(self):
+        """A Terminate and the close at once, nothing read: pgwharf's answer
+        goes nowhere, the server stays."""
+        pid = self.server_pid()
+        for data in (M(b"d", b"5\n"), M(b"d", b"x\n")):
+            with self.subTest(row=data):
+                a = self.login()
+                port = a.getsockname()[1]
+                self.copy_started(a)
+                a.sendall(data + M(b"X"))
+                a.close()
+                self.gone(port)
+                self.assert_kept_clean(pid)
+
     def test_in_a_transaction_block_the_server_is_closed(self):
         """Inside a transaction block the COPY's failure fails the block:
         the server is closed, as when a client leaves one (not changed)."""
@@ -956,8 +1022,13 @@ class TestANotificationWhileACopyIsEnded(CopyEndEventsCase):
         self.assert_kept(pid)
 
     def test_a_terminate(self):
+        # The COPY's error for it and the FATAL, as from PostgreSQL (before
+        # session 49: nothing).
         pid = self.server_pid()
-        self.assertEqual(self.run_with_notify(self.login(), M(b"X")), [])
+        want = self.run_with_notify(self.direct(), M(b"X"))
+        self.assertEqual(want, [(b"E", e) for e in
+                                TestAMessageTypePostgresRefuses.in_copy(0x58)])
+        self.assertEqual(self.run_with_notify(self.login(), M(b"X")), want)
         self.assert_kept(pid)
 
 
@@ -1047,7 +1118,8 @@ class TestAQueryTimeoutWhileACopyIsEnded(CopyEndEventsCase):
 
     def test_a_terminate(self):
         pid = self.server_pid()
-        self.assertEqual(self.run_late(M(b"X")), [])
+        self.assertEqual(self.run_late(M(b"X")),
+                         [(b"E", e) for e in TestAMessageTypePostgresRefuses.in_copy(0x58)])
         self.assert_kept(pid)
 
 
