@@ -99,6 +99,9 @@ enum pgw_server_state {
     PGW_SRV_CLOSING
 };
 
+/* Named statements per server whose words pgwharf keeps (user_stmt_hash). */
+#define PGW_STMT_WORDS_MAX 16
+
 struct pgw_server {
     /* Read-only for users of pool.h. */
     uint64_t id;
@@ -158,6 +161,17 @@ struct pgw_server {
                                * tracked parameter it does not report, Parsed
                                * with max_prepared_statements = 0: a Bind of
                                * any may (relay.c note_setting_words) */
+    /* Named statements Parsed on it with max_prepared_statements = 0 whose
+     * text says HOLD or TEMP (transaction/statement mode, relay.c
+     * stmt_words_*): a hash of each name and those words, read at a Bind
+     * of it in a later transaction (its text not at hand then).
+     * user_stmt_lost: more than PGW_STMT_WORDS_MAX, or a name not read:
+     * a Bind of any named statement counts, until DISCARD ALL or
+     * DEALLOCATE ALL. */
+    uint64_t user_stmt_hash[PGW_STMT_WORDS_MAX];
+    uint8_t user_stmt_words[PGW_STMT_WORDS_MAX];
+    uint8_t user_stmt_n;
+    bool user_stmt_lost;
     uint64_t user_listen;     /* the session that ran LISTEN on it
                                * (transaction/statement mode); 0: none */
     uint8_t user_leftover;    /* PGW_LEFTOVER_*: what a transaction may have

@@ -145,6 +145,9 @@ struct pgw_login_refusal {
     char message[];
 };
 
+/* Statement names a link forgets at most (pgw_session.stmt_forget). */
+#define PGW_STMT_FORGET_MAX 8
+
 struct pgw_session {
     struct pgw_proxy *px;
     uint64_t id;
@@ -264,6 +267,16 @@ struct pgw_session {
                                         mode): with a CommandComplete tag, what
                                         it may leave on the server
                                         (relay.c: note_leftover) */
+    uint32_t unnamed_words;          /* PGW_WORDS_STATE in the text of the client's
+                                        last Parse into the unnamed statement: a
+                                        Bind of it in a later transaction notes
+                                        them (relay.c: stmt_words_bind) */
+    uint64_t stmt_forget[PGW_STMT_FORGET_MAX];  /* names of statements the server
+                                        keeps words of (user_stmt_hash) that a Close
+                                        or SQL DEALLOCATE sent on this link drops:
+                                        forgotten once answered without an error */
+    uint8_t stmt_forget_n;
+    bool stmt_forget_err;            /* an ErrorResponse came since the first */
     bool unrep_touched;              /* sent on this link what may change a tracked
                                         parameter the server does not report
                                         (relay.c: note_setting_words) */
@@ -742,6 +755,8 @@ struct pgw_proxy {
     struct pgw_scram_cache *scram_cache;     /* verifiers made from plaintext secrets */
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
     struct pgw_offload *peer;        /* peer lookups (peer.c), made on first use */
+    uint64_t stmt_seed;              /* the hash seed of statement names (relay.c
+                                        stmt_hash), random; 0: not drawn yet */
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;
     bool shutting_down, finished;

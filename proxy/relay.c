@@ -26,6 +26,7 @@
 #include "common/err.h"
 #include "common/hmap.h"
 #include "common/log.h"
+#include "common/pgenc.h"
 #include "proxy/codec.h"
 #include "proxy/prepared.h"
 
@@ -539,6 +540,177 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
     }
 }
 
+/* ---- statements Bound in a later transaction (server_reset_session_state)
+ *
+ * note_leftover reads the words of the client's text with the tag.  A
+ * Bind runs a statement Parsed before, maybe in an earlier transaction:
+ * the unnamed statement (the client's own: another's is dropped at the
+ * link), whose words the session keeps (unnamed_words); or, with
+ * max_prepared_statements = 0, a named one the server keeps as Parsed.
+ * For those the server keeps a hash of each name whose text says HOLD or
+ * TEMP, with its words (user_stmt_hash, at most PGW_STMT_WORDS_MAX); a
+ * Bind of one notes them.  A Bind of any other costs nothing (the revert
+ * of 59c32e8: one such statement made every Bind on its server cost a
+ * cleanup).  A name is forgotten once a Close or SQL DEALLOCATE of it is
+ * answered with no error on the link (stmt_forget), at DISCARD ALL or
+ * DEALLOCATE ALL, and with the server.  A hash stands for a name: a
+ * collision (a random seed) costs a cleanup, or forgets the other. */
+
+static bool stmt_words_on(const struct pgw_session *s)
+{
+    return s->mode != PGW_POOL_SESSION && !s->ps_on && s->px->cfg->server_reset_session_state;
+}
+
+/* PostgreSQL keys prepared statements by the first NAMEDATALEN - 1 bytes of
+ * their names (its hash table's key size). */
+static uint64_t stmt_hash(struct pgw_proxy *px, const uint8_t *name, size_t n)
+{
+    while (px->stmt_seed == 0 && pgw_proxy_random(px, &px->stmt_seed, sizeof(px->stmt_seed)) == 0)
+        ;
+    if (px->stmt_seed == 0)
+        px->stmt_seed = 0x9e3779b97f4a7c15ULL;     /* (no random bytes: a fixed one) */
+    return pgw_hash_bytes(name, n < PGW_NAME_MAX ? n : PGW_NAME_MAX, px->stmt_seed);
+}
+
+static int stmt_words_find(const struct pgw_server *srv, uint64_t h)
+{
+    for (int i = 0; i < srv->user_stmt_n; i++)
+        if (srv->user_stmt_hash[i] == h)
+            return i;
+    return -1;
+}
+
+static void stmt_words_clear(struct pgw_server *srv)
+{
+    srv->user_stmt_n = 0;
+    srv->user_stmt_lost = false;
+}
+
+_Static_assert((PGW_WORDS_STATE >> 27) <= UINT8_MAX && (PGW_WORDS_STATE & ((1u << 27) - 1)) == 0,
+               "user_stmt_words holds PGW_WORDS_STATE >> 27");
+
+/* A Parse (avail of its bytes at p, none past it) whose text has words
+ * w: the unnamed statement's words, or a named one's kept on the server
+ * when they say HOLD or TEMP (max_prepared_statements = 0). */
+static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t avail, bool unnamed,
+                             uint32_t w)
+{
+    if (unnamed) {
+        s->unnamed_words = w & PGW_WORDS_STATE;
+        return;
+    }
+    if (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+        return;
+    struct pgw_server *srv = s->server;
+    const uint8_t *name = p + PGW_MSG_HDR;
+    const uint8_t *nul = avail > PGW_MSG_HDR ? memchr(name, 0, avail - PGW_MSG_HDR) : NULL;
+    size_t n = nul ? (size_t)(nul - name) : avail - PGW_MSG_HDR;
+    if (!nul && n < PGW_NAME_MAX) {
+        srv->user_stmt_lost = true;          /* its name is not here yet */
+        return;
+    }
+    uint64_t h = stmt_hash(s->px, name, n);
+    int i = stmt_words_find(srv, h);
+    if (i < 0 && srv->user_stmt_n == PGW_STMT_WORDS_MAX) {
+        srv->user_stmt_lost = true;
+        return;
+    }
+    if (i < 0) {
+        i = srv->user_stmt_n++;
+        srv->user_stmt_hash[i] = h;
+        srv->user_stmt_words[i] = 0;
+    }
+    srv->user_stmt_words[i] |= (uint8_t)((w & PGW_WORDS_STATE) >> 27);
+}
+
+/* The statement name of a Bind (avail of its bytes at p): its length, or
+ * -1 when it is not all here. */
+static ssize_t bind_stmt_name(const uint8_t *p, uint32_t avail, const uint8_t **name)
+{
+    const uint8_t *b = p + PGW_MSG_HDR, *e = p + avail;
+    const uint8_t *z = b < e ? memchr(b, 0, (size_t)(e - b)) : NULL;   /* the portal's end */
+    if (!z)
+        return -1;
+    *name = z + 1;
+    const uint8_t *z2 = z + 1 < e ? memchr(z + 1, 0, (size_t)(e - z - 1)) : NULL;
+    if (!z2)
+        return e - (z + 1) >= PGW_NAME_MAX ? (ssize_t)(e - (z + 1)) : -1;
+    return z2 - (z + 1);
+}
+
+/* A Bind (avail of its bytes at p): the words of the statement it runs, as
+ * if its text were here. */
+static void stmt_words_bind(struct pgw_session *s, const uint8_t *p, uint32_t avail)
+{
+    const struct pgw_server *srv = s->server;
+    bool unnamed_may = (s->unnamed_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)) != 0;
+    bool named_may = !s->ps_on && (srv->user_stmt_n > 0 || srv->user_stmt_lost);
+    if (!unnamed_may && !named_may)
+        return;
+    const uint8_t *name = NULL;
+    ssize_t n = bind_stmt_name(p, avail, &name);
+    if (n <= 0) {                            /* (not all here: either) */
+        s->state_words |= s->unnamed_words | (n < 0 && named_may ? PGW_WORDS_STATE : 0);
+        return;
+    }
+    if (!named_may)
+        return;
+    int i = -1;
+    if (srv->user_stmt_lost || (i = stmt_words_find(srv, stmt_hash(s->px, name, (size_t)n))) >= 0)
+        s->state_words |= i >= 0 ? (uint32_t)srv->user_stmt_words[i] << 27 : PGW_WORDS_STATE;
+}
+
+/* A Close of a statement, or a lone SQL DEALLOCATE of one (avail of its
+ * total bytes at p), whose name the server keeps: forgotten once answered
+ * with no error (stmt_forget_done). */
+static void stmt_words_close(struct pgw_session *s, char type, const uint8_t *p, uint32_t avail,
+                             uint32_t total)
+{
+    struct pgw_server *srv = s->server;
+    if (srv->user_stmt_n == 0 || s->stmt_forget_n == PGW_STMT_FORGET_MAX || avail < total)
+        return;
+    const uint8_t *body = p + PGW_MSG_HDR;
+    size_t blen = total - PGW_MSG_HDR;
+    uint64_t h;
+    if (type == PGW_FE_CLOSE) {
+        if (blen < 2 || body[0] != 'S' || body[blen - 1] != '\0')
+            return;
+        h = stmt_hash(s->px, body + 1, strlen((const char *)body + 1));
+    } else {
+        static const char *const kw[] = { "DEALLOCATE" };
+        const char *sql = (const char *)body;
+        size_t len = blen - 1;               /* (its NUL) */
+        char name[PGW_CHANNEL_UTF8_MAX + 1];
+        if (blen < 2 || sql[len] != '\0' || !pgw_sql_may_start(sql, len, kw, 1) ||
+            memchr(sql, 0, len) || !pgw_pgenc_ascii(sql, len) ||
+            !pgw_deallocate_parse(sql, len, NULL, name, NULL))
+            return;
+        h = stmt_hash(s->px, (const uint8_t *)name, strlen(name));
+    }
+    if (stmt_words_find(srv, h) >= 0)
+        s->stmt_forget[s->stmt_forget_n++] = h;
+}
+
+/* All the link sent is answered (a ReadyForQuery, nothing outstanding):
+ * the names its Closes and DEALLOCATEs dropped are forgotten, unless an
+ * error came since (the server skips to the Sync: one may not have run). */
+static void stmt_forget_done(struct pgw_session *s)
+{
+    struct pgw_server *srv = s->server;
+    if (s->track.fe_open > 0 || !srv)
+        return;                              /* (sent since the Sync: later) */
+    for (int k = 0; !s->stmt_forget_err && k < s->stmt_forget_n; k++) {
+        int i = stmt_words_find(srv, s->stmt_forget[k]);
+        if (i < 0)
+            continue;
+        srv->user_stmt_n--;
+        srv->user_stmt_hash[i] = srv->user_stmt_hash[srv->user_stmt_n];
+        srv->user_stmt_words[i] = srv->user_stmt_words[srv->user_stmt_n];
+    }
+    s->stmt_forget_n = 0;
+    s->stmt_forget_err = false;
+}
+
 /* What a Query, Parse or FunctionCall (avail of its total bytes at p) may
  * change.  A tracked parameter the server does not report (SET,
  * set_config() or RESET of it, RESET ALL, DISCARD ALL): pgwharf would not
@@ -569,7 +741,8 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
      * a named statement's words are looked at its Bind too, with
      * prepared statements on. */
     bool state = s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state &&
-                 (s->state_words & PGW_WORDS_STATE) != PGW_WORDS_STATE;
+                 ((s->state_words & PGW_WORDS_STATE) != PGW_WORDS_STATE ||
+                  type == PGW_FE_PARSE);    /* (its own words, for a later Bind) */
     if (!unrep && !pend && !state)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
@@ -581,8 +754,11 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     else
         w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
-    if (state)
+    if (state) {
         s->state_words |= w & PGW_WORDS_STATE;
+        if (type == PGW_FE_PARSE)
+            stmt_words_parse(s, p, avail < total ? avail : total, unnamed, w);
+    }
     if (unrep && mask && (w & (mask | PGW_WORDS_RESET))) {
         s->unrep_touched = true;
         if (kept)
@@ -1276,6 +1452,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->server = NULL;
     srv->link = NULL;
     s->state_words = 0;      /* (srv->user_leftover stays: the pool's to clean) */
+    s->stmt_forget_n = 0;    /* (not answered: the names stay) */
+    s->stmt_forget_err = false;
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -1392,8 +1570,10 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
         const char *rq = s->px->cfg->server_reset_query;
         if (rq && *rq)
             srv->user_unnamed = 0;       /* a simple Query drops it */
-        if (rq && (pgw_sql_has_all(rq, "discard") || pgw_sql_has_all(rq, "deallocate")))
+        if (rq && (pgw_sql_has_all(rq, "discard") || pgw_sql_has_all(rq, "deallocate"))) {
             srv->user_unrep_stmt = false;    /* its named statements are gone */
+            stmt_words_clear(srv);
+        }
     }
     /* (The server its transaction's LISTEN ran on may stay, listening for
      * the client until the hub's server does: notify_bridge.c.) */
@@ -1842,6 +2022,7 @@ static bool pipe_queue_on(struct pgw_session *s, struct pgw_server *srv, const s
     if (r->parse) {
         /* the client's, once it has the server (read before b goes back) */
         pgw_ps_unnamed_queued(s, b->data + b->parsed);
+        s->unnamed_words = 0;            /* (pipe_safe_text: no HOLD, no TEMP) */
         srv->user_unnamed = s->id;
         srv->user_unnamed_gen = s->ps_unnamed_gen;
     }
@@ -2969,8 +3150,15 @@ static bool scan_client(struct pgw_session *s)
         if (s->server &&
             (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))
             note_setting_words(s, type, p, avail, total);
-        else if (type == PGW_FE_BIND && s->server && s->server->user_unrep_stmt)
-            s->unrep_touched = true;
+        else if (type == PGW_FE_BIND && s->server) {
+            if (s->server->user_unrep_stmt)
+                s->unrep_touched = true;
+            if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state)
+                stmt_words_bind(s, p, avail < total ? avail : total);
+        }
+        if ((type == PGW_FE_CLOSE || type == PGW_FE_QUERY) && s->server &&
+            s->server->user_stmt_n > 0 && stmt_words_on(s))
+            stmt_words_close(s, type, p, avail, total);
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);
@@ -3906,6 +4094,8 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
         return;
     }
     s->copy_ins = s->copy_ends = 0;
+    if (s->stmt_forget_n)
+        stmt_forget_done(s);
     pgw_metrics_ready(s, status);
     if (status == 'I')
         s->xact_floor = 0;
@@ -4150,6 +4340,12 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
         }
         if (s->notify)
             pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK, SAVEPOINT... */
+        if ((srv->user_stmt_n > 0 || srv->user_stmt_lost) &&
+            ((total - PGW_MSG_HDR == sizeof(discard) &&
+              memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) ||
+             (total - PGW_MSG_HDR == sizeof(dealloc) &&
+              memcmp(msg + PGW_MSG_HDR, dealloc, sizeof(dealloc)) == 0)))
+            stmt_words_clear(srv);               /* its named statements are gone */
         note_leftover(s, (const char *)msg + PGW_MSG_HDR, total - PGW_MSG_HDR);
         return true;
     }
@@ -4175,6 +4371,8 @@ static void track_backend(struct pgw_session *s, char type)
         pgw_track_error(&s->track);
     if (type == PGW_BE_ERROR && s->notify)
         pgw_notify_tx_error(s);          /* a LISTEN that ran in its transaction */
+    if (type == PGW_BE_ERROR && s->stmt_forget_n)
+        s->stmt_forget_err = true;       /* a Close may have been skipped */
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
         s->copy_ins++;
     if (type == PGW_BE_COPY_IN)

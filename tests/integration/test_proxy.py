@@ -1492,6 +1492,150 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.assertEqual(p.execute("select count(*) from pg_prepared_statements where "
                                    "statement = 'select $1::int + 1'").fetchone(), (1,))
 
+    # max_prepared_statements = 0: a named statement is Parsed on the
+    # server and may be Bound in a later transaction, its text not at
+    # hand then; the server keeps the words of those that say HOLD or
+    # TEMP, per name (session 49; 59c32e8 marked the whole server and was
+    # reverted: every Bind there, anyone's, then cost a DISCARD TEMP).
+
+    def pq_conn(self, px):
+        """A psycopg connection (autocommit) for its libpq calls: prepare()
+        is a Parse and a Sync, exec_prepared() a Bind, Describe, Execute
+        and Sync -- each a transaction of its own."""
+        import psycopg
+        conn = psycopg.connect(px.dsn(), autocommit=True)
+        self.addCleanup(conn.close)
+        return conn
+
+    def pq_ok(self, res, *ok):
+        from psycopg import pq
+        self.assertIn(res.status, ok or (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK),
+                      res.error_message)
+        return res
+
+    def test_a_named_statement_bound_later_leaves_no_cursor(self):
+        # psycopg's prepare=True: the Parse in one transaction, each
+        # execution a Bind in another.  B fetched A's cursor (fails
+        # before: B got 'secret-0').
+        px = self.start(max_prepared_statements=0)
+        p = self.pq_conn(px)
+        b = self.autocommit(px)
+        for i in range(3):
+            p.execute("declare hc cursor with hold for select 'secret-' || %s::text", (i,),
+                      prepare=True)
+            self.fails_with(b, "fetch all from hc", "34000")
+        self.assertEqual([l for l in self.cleanups(px) if 'query="CLOSE ALL"' not in l], [])
+        self.assertEqual(len(self.cleanups(px)), 3, self.cleanups(px))
+
+    def test_a_named_statement_bound_later_leaves_no_temp_table(self):
+        # CREATE TEMP TABLE ... AS (tag "SELECT 1") the same way: B read
+        # A's table (fails before), and A's second run found it there
+        # (42P07).
+        px = self.start(max_prepared_statements=0)
+        p = self.pq_conn(px)
+        b = self.autocommit(px)
+        for i in range(3):
+            p.execute("create temp table ht as select 'secret-' || %s::text as s", (i,),
+                      prepare=True)
+            self.fails_with(b, "select * from ht", "42P01")
+        self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
+                         self.cleanups(px))
+
+    def test_only_that_statement_costs_a_cleanup(self):
+        # A named statement without the words, Bound on the same server
+        # after one with them: no cleanup (59c32e8: one per Bind).  The
+        # ones with them: one each (fails before: none at all).
+        px = self.start(max_prepared_statements=0)
+        p = self.pq_conn(px)
+        pg = p.pgconn
+        self.pq_ok(pg.prepare(b"tmp1", b"create temp table t5 as select 1 as n"))
+        self.pq_ok(pg.prepare(b"plain1", b"select $1::int + 1"))
+        self.pq_ok(pg.prepare(b"plain2", b"select 1 as temp"))
+        self.pq_ok(pg.exec_prepared(b"tmp1", []))
+        px.wait_for_log(r'event=server_reset_session_state .*query="DISCARD TEMP"')
+        for i in range(5):
+            self.assertEqual(self.pq_ok(pg.exec_prepared(b"plain1", [b"%d" % i])).get_value(0, 0),
+                             b"%d" % (i + 1))
+            self.pq_ok(pg.exec_prepared(b"plain2", []))
+            self.assertEqual(p.execute("select %s::int", (i,), prepare=True).fetchone(), (i,))
+        self.pq_ok(pg.exec_prepared(b"tmp1", []))
+        b = self.autocommit(px)
+        self.fails_with(b, "select * from t5", "42P01")
+        self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
+
+    def test_a_close_or_deallocate_forgets_the_name(self):
+        # Once the statement is gone (SQL DEALLOCATE; a Close), a statement
+        # of the same name without the words costs nothing; a Close the
+        # server skipped after an error in its batch leaves the statement,
+        # and its words (fails before: its table reached B).
+        px = self.start(max_prepared_statements=0)
+        p = self.pq_conn(px)
+        pg = p.pgconn
+        b = self.autocommit(px)
+        self.pq_ok(pg.prepare(b"s1", b"create temp table t6 as select 1 as n"))
+        self.pq_ok(pg.exec_prepared(b"s1", []))
+        self.pq_ok(pg.exec_(b"DEALLOCATE s1"))
+        self.pq_ok(pg.prepare(b"s1", b"select 1"))
+        # A Close (raw: libpq 15 has no PQclosePrepared), then a Close
+        # skipped after an error.
+        raw = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(raw.close)
+        hz.sync_login(raw, self.pg.user, self.pg.database, self.pg.password)
+        raw.sendall(hz.parse_msg("s2", "create temp table t7 as select 1 as n") + hz.msg(b"S"))
+        self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        raw.sendall(hz.ext_msgs("", parse=False, stmt="s2"))
+        self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        raw.sendall(hz.msg(b"C", b"Ss2\x00") + hz.msg(b"S"))
+        self.assertEqual([t for t, _ in hz.read_until_ready(raw)], [b"3", b"Z"])
+        raw.sendall(hz.parse_msg("s2", "select 2") + hz.msg(b"S"))
+        self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        raw.sendall(hz.parse_msg("s3", "create temp table t8 as select 'secret' as s") +
+                    hz.msg(b"S"))
+        self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        raw.sendall(hz.parse_msg("", "select 1/n from (values (0)) v(n)") +
+                    hz.ext_msgs("", parse=False, describe=False)[:-5] +
+                    hz.msg(b"C", b"Ss3\x00") + hz.msg(b"S"))
+        got = [t for t, _ in hz.read_until_ready(raw)]
+        self.assertEqual((got[-2:], b"3" in got), ([b"E", b"Z"], False), got)
+        before = len(self.cleanups(px))
+        self.assertEqual(before, 2, self.cleanups(px))
+        for i in range(3):
+            self.pq_ok(pg.exec_prepared(b"s1", []))
+            raw.sendall(hz.ext_msgs("", parse=False, stmt="s2"))
+            self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        self.assertEqual(len(self.cleanups(px)), before, self.cleanups(px))
+        raw.sendall(hz.ext_msgs("", parse=False, stmt="s3"))
+        self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        self.fails_with(b, "select * from t8", "42P01")
+
+    def test_the_unnamed_statement_bound_later(self):
+        # The client's own unnamed statement, Parsed in one transaction
+        # (PQprepare with no name: Go's lib/pq does so) and Bound in the
+        # next, with prepared statements on or off: B fetched A's cursor
+        # and read A's table (fails before).
+        from psycopg import pq
+        for mps in (0, 10):
+            with self.subTest(max_prepared_statements=mps):
+                px = self.start(max_prepared_statements=mps)
+                p = self.pq_conn(px)
+                pg = p.pgconn
+                b = self.autocommit(px)
+                self.pq_ok(pg.prepare(b"", b"declare uc cursor with hold for select 'secret'"))
+                self.pq_ok(pg.exec_prepared(b"", []))
+                self.fails_with(b, "fetch all from uc", "34000")
+                self.pq_ok(pg.prepare(b"", b"create temp table ut as select 'secret' as s"))
+                self.pq_ok(pg.exec_prepared(b"", []))
+                self.fails_with(b, "select * from ut", "42P01")
+                # The client's plain unnamed statement after them: no cleanup.
+                n = len(self.cleanups(px))
+                self.assertEqual(n, 2, self.cleanups(px))
+                self.pq_ok(pg.prepare(b"", b"select 1 as temp"))
+                for _ in range(3):
+                    self.pq_ok(pg.exec_prepared(b"", []), pq.ExecStatus.TUPLES_OK)
+                b.cursor().execute("select 1")
+                self.assertEqual(len(self.cleanups(px)), n, self.cleanups(px))
+                px.stop()
+
     def test_off_keeps_them(self):
         px = self.start(server_reset_session_state=0)
         self.held_cursor(px)
