@@ -248,6 +248,8 @@ struct pgw_session {
                                         COPY_ABORT_*) */
     bool copy_abort_ours;            /* ...and the COPY failed at that CopyFail: the
                                         FATAL is PostgreSQL's for a COPY */
+    bool copy_abort_lost;            /* ...and a write to the client failed since:
+                                        nothing more goes to it */
     uint32_t copy_abort_z;           /* ReadyForQuerys held back meanwhile */
     char copy_abort_zs;              /* ...their status */
     char copy_abort_name[40];        /* the marker's portal name (random) */
@@ -520,6 +522,10 @@ bool pgw_relay_left_while_queued(struct pgw_session *s);
 bool pgw_relay_unnamed_current(const struct pgw_session *s, const struct pgw_server *srv);
 /* After client_eof: end the session once what the client sent is answered. */
 void pgw_relay_eof_check(struct pgw_session *s);
+/* A write to the client failed (it is gone).  true when pgwharf is ending
+ * its COPY FROM STDIN (copy_abort): what was for it is dropped, as is the
+ * rest, and that end goes on, the server kept; false: close as ever. */
+bool pgw_relay_copy_abort_lost(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);
 void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);

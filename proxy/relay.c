@@ -2866,6 +2866,10 @@ static bool fe_type_valid(uint8_t type)
  * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then. */
 static void close_terminated(struct pgw_session *s)
 {
+    if (s->copy_abort_lost) {
+        pgw_session_close(s, NULL, "client write failed while pgwharf ended its COPY");
+        return;
+    }
     if (s->fe_invalid && s->copy_abort_ours) {
         /* In a COPY FROM STDIN (copy_abort_start), PostgreSQL's error
          * there, then its FATAL at the message it stopped reading. */
@@ -2953,6 +2957,7 @@ static bool copy_abort_start(struct pgw_session *s)
     memcpy(s->copy_abort_name, name, (size_t)nl + 1);
     s->copy_abort = COPY_ABORT_OUT;
     s->copy_abort_ours = false;
+    s->copy_abort_lost = false;
     s->copy_abort_z = 0;
     s->eof_copy_fail = true;            /* (no second CopyFail: eof_end_copy) */
     /* query_timeout times this end from here, as a request of its own:
@@ -4549,6 +4554,20 @@ static bool copy_abort_give_z(struct pgw_session *s, uint32_t n)
     return true;
 }
 
+bool pgw_relay_copy_abort_lost(struct pgw_session *s)
+{
+    /* A client that sent a Terminate (or a refused message) there and
+     * closed its socket without reading: the COPY's own error, written
+     * to it, failed, and closed the server that copy_abort_leave keeps
+     * for a client that just leaves. */
+    if (s->copy_abort == COPY_ABORT_NONE || s->state != PGW_SS_LINKED || !s->sbuf)
+        return false;
+    s->copy_abort_lost = true;
+    struct pgw_iobuf *b = s->sbuf;
+    pgw_iobuf_cut(b, b->sent, pgw_iobuf_out_end(b) - b->sent);
+    return true;
+}
+
 /* A NotificationResponse while pgwharf ends the client's COPY (the
  * server sends one at each ReadyForQuery outside a transaction block: a
  * LISTEN of the session's, or one run inside a function).  PostgreSQL,
@@ -4606,7 +4625,8 @@ static int copy_abort_reply(struct pgw_session *s)
             return -1;
         return 0;
     }
-    bool gone = !s->fe_invalid;         /* the client left (copy_abort_leave) */
+    /* The client left (copy_abort_leave), or its socket failed since. */
+    bool gone = !s->fe_invalid || s->copy_abort_lost;
     if (type == PGW_BE_READY && total == 6) {
         s->copy_abort_zs = (char)p[5];
         pgw_iobuf_cut(b, b->parsed, total);

@@ -701,7 +701,14 @@ void pgw_session_flush_client(struct pgw_session *s)
              * its client cannot take ("connection to client lost"): a
              * server mid-request is closed, so the request is cut off and
              * nothing sent after it runs, rather than streaming a COPY or
-             * a BASE_BACKUP to nowhere and running the requests behind. */
+             * a BASE_BACKUP to nowhere and running the requests behind.
+             * (But for the end of a COPY pgwharf is making: it goes on.) */
+            if (pgw_relay_copy_abort_lost(s)) {
+                s->cli_write_blocked = false;
+                if (ev_is_active(&s->cli_w))
+                    ev_io_stop(loop, &s->cli_w);
+                return;
+            }
             pgw_session_close(s, NULL, "client write failed: %s", strerror(errno));
             return;
         }
