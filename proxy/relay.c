@@ -4306,15 +4306,18 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
     if (!w || !s->px->cfg->server_reset_session_state)
         return;
     /* (A DO block's CREATE TEMP, and EXPLAIN ANALYZE of CREATE TEMP TABLE
-     * ... AS or SELECT ... INTO TEMP, which runs it: their own tags.) */
+     * ... AS or SELECT ... INTO TEMP, which runs it: their own tags.  A DO
+     * block's EXECUTE 'DECLARE ... WITH HOLD' too, and it may do both.) */
+    bool do_block = n == sizeof(do_) && memcmp(tag, do_, sizeof(do_)) == 0;
     bool makes = (w & PGW_WORDS_MAKE) &&
                  ((n > sizeof(select) && memcmp(tag, select, sizeof(select) - 1) == 0) ||
-                  (n == sizeof(do_) && memcmp(tag, do_, sizeof(do_)) == 0) ||
+                  do_block ||
                   (n == sizeof(explain) && memcmp(tag, explain, sizeof(explain)) == 0));
-    if ((w & PGW_WORDS_HOLD) && n == sizeof(declare) && memcmp(tag, declare, sizeof(declare)) == 0)
+    if ((w & PGW_WORDS_HOLD) &&
+        (do_block || (n == sizeof(declare) && memcmp(tag, declare, sizeof(declare)) == 0)))
         s->server->user_leftover |= PGW_LEFTOVER_CURSOR;
-    else if ((w & PGW_WORDS_TEMP) &&
-             (makes || (n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0)))
+    if ((w & PGW_WORDS_TEMP) &&
+        (makes || (n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0)))
         s->server->user_leftover |= PGW_LEFTOVER_TEMP;
 }
 

@@ -1412,6 +1412,60 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
                          self.cleanups(px))
 
+    def test_a_do_blocks_held_cursor(self):
+        # A DO block's EXECUTE 'DECLARE ... WITH HOLD' (tag "DO", as its
+        # CREATE TEMP): B fetched A's rows (hunt h1 of session 49; fails
+        # before: B's FETCH got 'secret').  One block may leave both.
+        px = self.start()
+        a = self.autocommit(px)
+        b = self.autocommit(px)
+        a.cursor().execute("do $$ begin execute 'declare cur cursor with hold for "
+                           "select ''secret'''; end $$")
+        self.fails_with(b, "fetch all from cur", "34000")
+        px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL"')
+        a.cursor().execute("do $$ begin create temp table d5 as select 'secret' as s; "
+                           "execute 'declare cur2 cursor with hold for select * from d5'; end $$")
+        self.fails_with(b, "fetch all from cur2", "34000")
+        self.fails_with(b, "select * from pg_temp.d5", "42P01")
+        px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL; DISCARD TEMP"')
+
+    def bound_later(self, px):
+        # PQprepare("") then PQexecPrepared(""): the unnamed statement's
+        # Parse and a Sync, then its Bind, Execute and Sync in the next
+        # round trip (Go's lib/pq does so), the tag in another transaction
+        # than the text: B read A's table and cursor (hunt h1 of session
+        # 49; fails before).
+        import psycopg
+        a = psycopg.connect(px.dsn(), autocommit=True)
+        self.addCleanup(a.close)
+        b = self.autocommit(px)
+        for sql, tag, probe, sqlstate in [
+                ("select 'secret' as s into temp u1", b"SELECT 1", "select * from u1", "42P01"),
+                ("create temp table u2 as select 'secret' as s", b"SELECT 1",
+                 "select * from pg_temp.u2", "42P01"),
+                ("create temp view u3 as select 'secret'::text as s", b"CREATE VIEW",
+                 "select * from u3", "42P01"),
+                ("declare u4 cursor with hold for select 'secret'", b"DECLARE CURSOR",
+                 "fetch all from u4", "34000")]:
+            r = a.pgconn.prepare(b"", sql.encode())
+            self.assertEqual(r.error_message, b"", sql)
+            r = a.pgconn.exec_prepared(b"", [])
+            self.assertEqual((r.command_status, r.error_message), (tag, b""), sql)
+            self.fails_with(b, probe, sqlstate)
+        self.assertEqual(len(self.cleanups(px)), 4, self.cleanups(px))
+        # The next unnamed Parse's words replace them: nothing more to clean.
+        a.pgconn.prepare(b"", b"select 'plain' as s")
+        self.assertEqual(a.pgconn.exec_prepared(b"", []).command_status, b"SELECT 1")
+        self.assertEqual(a.execute("select %s::text", ["x"]).fetchone(), ("x",))
+        b.cursor().execute("select 1")
+        self.assertEqual(len(self.cleanups(px)), 4, self.cleanups(px))
+
+    def test_an_unnamed_statement_bound_in_a_later_transaction(self):
+        self.bound_later(self.start())
+
+    def test_an_unnamed_statement_bound_later_without_prepared_statements(self):
+        self.bound_later(self.start(max_prepared_statements=0))
+
     def test_both_with_another_server_reset_query(self):
         # server_reset_query_always with a reset query that is not
         # DISCARD ALL: the cleanup goes ahead of it, in the same Query.
