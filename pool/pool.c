@@ -1691,9 +1691,39 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv)
     return true;
 }
 
+/* The idle servers on srv's host of the set's other pools (another
+ * database or user on the same host:port: one backend) share its frozen
+ * host: checked before they are lent, or with no server_check_query
+ * closed.  Their own check with no reply then closes the rest of their
+ * pool's there (pgw_pool_server_silent): one timeout a pool, not one a
+ * server.  One pass over the idle servers, on a job's timeout only. */
+static void idle_on_host_elsewhere(struct pgw_server *srv, const char *why)
+{
+    const char *q = srv->pool->set->cfg->server_check_query;
+    bool check = q && *q;
+    struct pgw_pool_set *set = srv->pool->set;
+    for (struct pgw_list *p = set->pools.next; p != &set->pools; p = p->next) {
+        struct pgw_pool *pool = pgw_container_of(p, struct pgw_pool, node);
+        if (pool == srv->pool || pool->n_idle == 0)
+            continue;
+        struct pgw_list *n, *t;
+        pgw_list_foreach_safe(n, t, &pool->idle) {
+            struct pgw_server *o = pgw_container_of(n, struct pgw_server, node);
+            if (o->backend != srv->backend)
+                continue;
+            if (check)
+                srv_priv(o)->doubted = true;
+            else
+                pgw_server_close(o, why);
+        }
+    }
+}
+
 void pgw_pool_server_silent(struct pgw_server *srv)
 {
-    close_idle_on_host(srv, "another server of its host did not answer in time");
+    static const char why[] = "another server of its host did not answer in time";
+    close_idle_on_host(srv, why);
+    idle_on_host_elsewhere(srv, why);
     host_passed_over(srv);
 }
 
@@ -1710,6 +1740,7 @@ void pgw_pool_server_doubted(struct pgw_server *srv)
         if (o != srv && o->backend == srv->backend)
             srv_priv(o)->doubted = true;
     }
+    idle_on_host_elsewhere(srv, NULL);
 }
 
 /* ---- acquire / release ------------------------------------------------- */

@@ -428,12 +428,14 @@ bool pgw_pool_server_kind_changed(struct pgw_server *srv);
  * its host may be frozen.  The pool's idle servers on that host are
  * closed (each would take as long to fail its own check: a client waited
  * pool_size times server_connect_timeout, hunt) and new servers go to its
- * other hosts for server_login_retry. */
+ * other hosts for server_login_retry.  The other pools' idle servers on
+ * that host (another database or user on the same host:port) are checked
+ * before they are lent (closed with no server_check_query). */
 void pgw_pool_server_silent(struct pgw_server *srv);
 /* srv's reset (or cleanup) got no reply in time: its host may be frozen,
- * or the reset waits on a lock.  The pool's other idle servers on that
+ * or the reset waits on a lock.  Every pool's other idle servers on that
  * host are checked (server_check_query) before they are lent, whatever
- * server_check_delay: a frozen host fails the first check
+ * server_check_delay: a frozen host fails the first check of each pool
  * (pgw_pool_server_silent), a healthy one passes them.  With no
  * server_check_query, pgw_pool_server_silent. */
 void pgw_pool_server_doubted(struct pgw_server *srv);

@@ -452,6 +452,70 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("server_check_query: no reply in time"), 1,
                          px.log_tail())
 
+    def test_a_host_that_stops_answering_resets_other_pools(self):
+        # The same frozen host seen from two pools (two entries naming the
+        # same host:port, one backend): the reset with no reply in fz had
+        # fz's idle servers there checked before they were lent, not fy's:
+        # fy's idle server was lent unchecked (server_check_delay) and its
+        # client hung with the entry's other host up (session 49, A).
+        # Now every pool's idle servers on that host are doubted.
+        relay = FreezableRelay(pt.free_port(),
+                               (self.pg.host, self.pg.port))
+        self.addCleanup(relay.close)
+        entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s load_balance_hosts=disable" % (
+            relay.port, self.pg.port, self.pg.database)
+        px = self.start({"fz": entry, "fy": entry}, pool_mode="session", default_pool_size=3,
+                        server_reset_query="DISCARD ALL", server_connect_timeout="1s",
+                        query_wait_timeout="30s")
+        held = self.db_conn(px, db="fz")
+        other = self.db_conn(px, db="fy")
+        for conn in (held, other):             # both on the relay
+            self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.1")
+        other.close()
+        pt.wait_until(lambda: px.show("POOLS", database="fy")[0]["sv_idle"] == "1",
+                      what="fy's idle server")
+        self.assertEqual(px.show("POOLS", database="fy")[0]["sv_used"], "0")
+        relay.freeze()
+        held.close()                           # its reset gets no reply
+        px.wait_for_log(r"server_reset_query: no reply in time")
+        # fy's idle server is to be checked before it is lent (sv_used)
+        self.assertEqual(px.show("POOLS", database="fy")[0]["sv_used"], "1", px.log_tail())
+        bg = pt.Background(lambda: pt.one(psycopg2.connect(px.dsn(db="fy")),
+                                          "select host(inet_server_addr())"))
+        bg.join(20)                            # (hung for good before)
+        self.assertFalse(bg.is_alive(), px.log_tail())
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result, "127.0.0.2")
+        checks = [l for l in px.log().splitlines() if "server_check_query: no reply in time" in l]
+        self.assertEqual(len(checks), 1, px.log_tail())
+        self.assertIn("db=fy", checks[0])
+
+    def test_a_host_that_stops_answering_resets_other_pools_unchecked(self):
+        # The same with no server_check_query: the reset's pool closes its
+        # idle servers on the host as a check's would, and now so do the
+        # other pools on that host:port (fy's was kept, lent, and hung).
+        relay = FreezableRelay(pt.free_port(),
+                               (self.pg.host, self.pg.port))
+        self.addCleanup(relay.close)
+        entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s load_balance_hosts=disable" % (
+            relay.port, self.pg.port, self.pg.database)
+        px = self.start({"fz": entry, "fy": entry}, pool_mode="session", default_pool_size=3,
+                        server_reset_query="DISCARD ALL", server_check_query="",
+                        server_connect_timeout="1s", query_wait_timeout="30s")
+        held = self.db_conn(px, db="fz")
+        other = self.db_conn(px, db="fy")
+        for conn in (held, other):
+            self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.1")
+        other.close()
+        pt.wait_until(lambda: px.show("POOLS", database="fy")[0]["sv_idle"] == "1",
+                      what="fy's idle server")
+        relay.freeze()
+        held.close()
+        px.wait_for_log(r"server_reset_query: no reply in time")
+        px.wait_for_log(r"event=server_close db=fy .*reason=\"another server of its host "
+                        r"did not answer in time\"")
+        self.assertEqual(px.show("POOLS", database="fy")[0]["sv_idle"], "0")
+
     def test_round_robin(self):
         px = self.start({"rr": self.entry("127.0.0.1,127.0.0.2")})
         addrs = self.server_addrs(px, "rr", 4)
