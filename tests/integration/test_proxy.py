@@ -4183,5 +4183,68 @@ class TestPoolQueriesGivenUp(pt.PgwharfTestCase):
         self.assertIn("cancel_forwarded client=server_check_query", px.log())
 
 
+class TestAClientGoneMidQuery(pt.PgwharfTestCase):
+    """A client killed while its query waits on a row lock, query_timeout
+    off: its session waited for the answer (what a client sent before the
+    end of its stream runs, as PostgreSQL runs it), its server held for as
+    long as the lock was -- for ever here, the pool's one server gone for
+    every other client (session 49, C).  PgBouncer closes the server at
+    once (PostgreSQL's backend waits on, unseen).  Now a request of a
+    client that left gets no more than server_connect_timeout without a
+    reply: it is cancelled on the server, and the server closed."""
+
+    def test_killed_client_waiting_on_a_row_lock(self):
+        self.pg.psql("drop table if exists gone_lock; "
+                     "create table gone_lock (id int primary key, v int); "
+                     "insert into gone_lock values (1, 0)")
+        self.addCleanup(self.pg.psql, "drop table if exists gone_lock", check=False)
+        for mode in ("transaction", "session"):
+            with self.subTest(pool_mode=mode):
+                self.gone_while_locked(mode)
+
+    def gone_while_locked(self, mode):
+        px = self.start_pgwharf(settings={"pool_mode": mode, "default_pool_size": 1,
+                                          "server_connect_timeout": "1s",
+                                          "query_wait_timeout": "60s"})
+        holder = psycopg2.connect(self.pg.dsn())   # straight to PostgreSQL
+        try:
+            holder.cursor().execute("update gone_lock set v = v where id = 1")   # the row lock
+            self.gone_behind(px, holder)
+        finally:
+            holder.close()                         # (the lock goes, whatever happened)
+        px.stop()
+
+    def gone_behind(self, px, holder):
+        env = dict(os.environ, PGPASSWORD=self.pg.password)
+        b = subprocess.Popen([pt.pg_bin("psql"), "-X", "-q", "-h", px.host, "-p", str(px.port),
+                              "-U", self.pg.user, "-d", self.pg.database,
+                              "-c", "update gone_lock set v = v + 1 where id = 1"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: b.poll() is None and b.kill())
+        self.pg.wait_running("update gone_lock set v = v + 1", lock_wait=True)
+        b.kill()
+        b.wait(20)
+        # The pool's one server comes back for the next client ...
+        def third():
+            c = connect(px)
+            try:
+                return one(c, "select 'third'")
+            finally:
+                c.close()
+        bg = pt.Background(third)
+        bg.join(30)
+        self.assertFalse(bg.is_alive(), "the next client got no server:\n" + px.log_tail())
+        self.assertIsNone(bg.error, px.log_tail())
+        self.assertEqual(bg.result, "third")
+        # ... and the gone client's query no longer runs: it was cancelled,
+        # not left waiting on the lock behind a closed connection.
+        pt.wait_until(lambda: self.pg.queries_running("update gone_lock set v = v + 1") == 0,
+                      20, what="the gone client's query cancelled")
+        holder.commit()
+        self.assertEqual(self.pg.psql("select v from gone_lock"), "0")
+        self.assertRegex(px.log(), r"cancel_forwarded client=127\.0\.0\.1:\d+ backend_pid=")
+        self.assertIn("no reply within server_connect_timeout", px.log())
+
+
 if __name__ == "__main__":
     unittest.main()
