@@ -4182,6 +4182,58 @@ class TestPoolQueriesGivenUp(pt.PgwharfTestCase):
                    what="the check given up on canceled")
         self.assertIn("cancel_forwarded client=server_check_query", px.log())
 
+    def test_a_cleanup_with_no_reply_is_canceled(self):
+        # server_reset_session_state's DISCARD TEMP waits on a lock another
+        # session holds on the temporary table the client left (session
+        # 49, B: the cleanup's timeout had no test of its own).  The
+        # client's last query waits at a gate, so that the table, its
+        # transaction committed, can be locked before the server is given
+        # back and cleaned up.
+        gate = self.shut(7953)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1,
+                                          "server_connect_timeout": "1s",
+                                          "query_wait_timeout": "30s"})
+        a = connect(px)
+        self.addCleanup(a.close)
+        bg = pt.Background(lambda: execute(
+            a, "begin; create temp table cleanup_tmp (x int); commit; select " + gate.sql()))
+        self.pg.wait_running(gate.sql(), lock_wait=True)
+        nsp = self.pg.psql("select n.nspname from pg_class c join pg_namespace n "
+                           "on n.oid = c.relnamespace where c.relname = 'cleanup_tmp'",
+                           via_socket=True)
+        holder = psycopg2.connect(self.pg.dsn())          # straight to PostgreSQL
+        self.addCleanup(holder.close)
+        holder.cursor().execute("lock table %s.cleanup_tmp in access share mode" % nsp)
+        gate.open()
+        bg.join(20)
+        self.assertFalse(bg.is_alive())
+        self.assertIsNone(bg.error)
+        m = px.wait_for_log(r"event=server_reset_session_state .* pid=(\d+) "
+                            r"query=\"DISCARD TEMP\"")
+        pid = int(m.group(1))
+        px.wait_for_log(r"event=server_close .* pid=%d reason=\"server_reset_session_state: "
+                        r"no reply in time\"" % pid)
+        self.assertIn("cancel_forwarded client=server_reset_session_state backend_pid=%d" % pid,
+                      px.log())
+        # Cancelled on the server: no longer running there, the lock still held.
+        pt.wait_until(lambda: self.pg.queries_running("DISCARD TEMP") == 0,
+                      what="the cleanup given up on canceled")
+        # The client goes on, on a new server, without the table.
+        self.assertEqual(one(a, "select to_regclass('cleanup_tmp') is null"), True)
+        self.assertNotEqual(one(a, "select pg_backend_pid()"), pid)
+        self.assertEqual([s["remote_pid"] for s in px.show("SERVERS", database=self.pg.database)
+                          if s["remote_pid"] == str(pid)], [])
+        # Nothing left behind: once the lock goes, so does the old backend
+        # (its exit drops the table).
+        holder.commit()
+        pt.wait_until(lambda: self.pg.psql("select count(*) from pg_stat_activity where pid = %d"
+                                           % pid, via_socket=True) == "0",
+                      what="the old backend gone")
+        a.close()
+        pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"], p["sv_used"], p["cl_active"])
+                               for p in px.show("POOLS", database=self.pg.database)]
+                      == [("0", "1", "0", "0")], what="one idle server, no client")
+
 
 class TestAClientGoneMidQuery(pt.PgwharfTestCase):
     """A client killed while its query waits on a row lock, query_timeout
