@@ -2163,6 +2163,11 @@ void pgw_pool_pause(struct pgw_pool *pool, bool paused)
 
 bool pgw_pool_paused(const struct pgw_pool *pool) { return pool->paused; }
 
+bool pgw_pool_idle_for_next(const struct pgw_pool *pool)
+{
+    return !pool->paused && pool->n_waiters == 0 && !pgw_list_empty(&pool->idle);
+}
+
 bool pgw_server_close_needed(const struct pgw_server *srv)
 {
     const struct pool_server *ps = pgw_container_of(srv, const struct pool_server, pub);

@@ -275,6 +275,11 @@ struct pgw_pool_waiter {
 const struct pgw_pool_error *pgw_pool_error_of(const struct pgw_pool_waiter *w, int rc);
 int pgw_pool_acquire(struct pgw_pool *pool, struct pgw_pool_waiter *w,
                      struct pgw_ctx *ctx, pgw_pool_acquire_fn cb, void *arg);
+/* Would an acquisition now get one of the pool's idle servers (at once,
+ * or after a server_check_query of it): one is idle, nobody waits ahead,
+ * the pool is not paused?  False when the client would wait for a login
+ * or for a server another client holds. */
+bool pgw_pool_idle_for_next(const struct pgw_pool *pool);
 /* Leave the queue without a callback (no-op when not queued).  w must have
  * been zeroed or passed to pgw_pool_acquire() before. */
 void pgw_pool_cancel_wait(struct pgw_pool_waiter *w);
