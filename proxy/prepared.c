@@ -91,6 +91,10 @@ struct ps_stmt {
      * give its clients another (shape_fail). */
     bool shaped;
     uint64_t shape;
+    /* A server took a Parse of it (ParseComplete), and none has refused
+     * one since for its text (text_error): a client with no server may
+     * have its prepare of it answered by pgwharf (pgw_ps_parse_alone). */
+    bool parsed_ok;
 };
 
 struct ps_registry {
@@ -102,6 +106,14 @@ struct ps_registry {
 struct ps_client_name {
     struct pgw_hnode hnode;
     struct ps_stmt *stmt;
+    /* Given by pgw_ps_parse_alone, with no server: no server has read the
+     * text for it, and its reading is the one a server gives when it is
+     * first prepared for it, as if the client's Parse were sent then
+     * (unread_use): the statement of the client's settings then, read
+     * afresh there even on a server that has it.  Cleared once that
+     * reading is told (shape_seen), or at a first use with nothing to
+     * read (a utility statement, whose result PostgreSQL never fixes). */
+    bool unread;
     char name[];                 /* its key (name_key), a NUL, then the name as
                                   * the client's Parse gave it (names_shown) */
 };
@@ -187,6 +199,8 @@ struct qent {
                                   * (shape_fail): its BindComplete dropped */
     bool check_held;             /* a check a Bind or Describe waits for (named_send):
                                   * its reading is fresh (ps_server_stmt) */
+    bool unread;                 /* ... the first reading of cname, an unread name
+                                  * (unread_use): its answer makes it the name's */
     bool shape_err;              /* the message failing in its place (a Bind or Describe
                                   * of PGW_0): its 26000 becomes 0A000 */
     bool bind_refused;           /* a Parse injected for a Bind in a failed transaction,
@@ -334,12 +348,18 @@ static uint64_t parse_context_now(const struct pgw_session *s)
     return ctx;
 }
 
-/* Find or make the statement for a Parse body (name already skipped) read
- * in context ctx (parse_context). */
-static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
-                                uint64_t ctx)
+static uint64_t stmt_hash(const uint8_t *key, uint32_t key_len, uint64_t ctx)
 {
-    uint64_t h = pgw_hash_bytes(key, key_len, 0x5eed ^ ctx);
+    return pgw_hash_bytes(key, key_len, 0x5eed ^ ctx);
+}
+
+/* The statement a Parse body (name already skipped) read in context ctx
+ * gets, if one is registered and not retired (a reference taken); NULL
+ * if none is. */
+static struct ps_stmt *stmt_find(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
+                                 uint64_t ctx)
+{
+    uint64_t h = stmt_hash(key, key_len, ctx);
     for (struct pgw_hnode *n = pgw_hmap_first(&reg->map, h); n; n = pgw_hmap_next(n)) {
         struct ps_stmt *st = pgw_container_of(n, struct ps_stmt, hnode);
         if (st->ctx == ctx && !st->retired && st->key_len == key_len &&
@@ -348,7 +368,19 @@ static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uin
             return st;
         }
     }
-    struct ps_stmt *st = calloc(1, sizeof(*st));
+    return NULL;
+}
+
+/* Find or make the statement for a Parse body (name already skipped) read
+ * in context ctx (parse_context). */
+static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *key, uint32_t key_len,
+                                uint64_t ctx)
+{
+    struct ps_stmt *st = stmt_find(reg, key, key_len, ctx);
+    if (st)
+        return st;
+    uint64_t h = stmt_hash(key, key_len, ctx);
+    st = calloc(1, sizeof(*st));
     if (!st)
         return NULL;
     st->id = ++reg->next_id;
@@ -559,6 +591,7 @@ static bool client_add(struct pgw_session *s, const char *name, const char *show
     memcpy(e->name, name, l);
     memcpy(e->name + l, shown, sl);
     e->stmt = st;
+    e->unread = false;
     if (pgw_hmap_insert(&s->ps_client->map, &e->hnode, name_hash(name)) < 0) {
         free(e);
         return false;
@@ -712,6 +745,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->execs = 0;
     x->learn = x->bind_refused = false;
     x->check = x->check_held = x->shape_bind = x->shape_err = false;
+    x->unread = false;
     x->ref = NULL;
     x->copy_ends = q->copy_ends;
     x->copies = 0;
@@ -842,8 +876,8 @@ struct ps_stmt *pgw_ps_client_stmt(struct pgw_session *s, const char *name, cons
     ps_key key;
     const char *key_name = name_key(s, name, key);
     struct ps_client_name *cn = key_name ? client_find(s, key_name) : NULL;
-    if (!cn)
-        return NULL;
+    if (!cn || cn->unread)
+        return NULL;                     /* (an unread name is read first: unread_use) */
     /* The Parse body: pgwharf's name, then the text (NUL-terminated). */
     *sql = (const char *)cn->stmt->parse + cn->stmt->key_off;
     *server_name = cn->stmt->name;
@@ -1199,8 +1233,10 @@ static bool check_describe(struct pgw_session *s, struct pgw_iobuf *b, struct ps
  * st (on_parse): whatever that reading is, it is this name's, as
  * PostgreSQL's reading of the client's Parse would be (shape_seen moves
  * the name to a statement of its own if it is new), so a driver's Parse,
- * Bind, Execute and Sync go on at once.  PGW_PS_FORWARD when none is
- * out. */
+ * Bind, Execute and Sync go on at once.  A check a message waits for
+ * (check_held: named_send's, unread_use's) holds that name's messages
+ * too: nothing queues behind a request not sent whole.  PGW_PS_FORWARD
+ * when none is out. */
 static enum pgw_ps_action check_hold(struct pgw_session *s, struct pgw_iobuf *b,
                                      const struct ps_stmt *st, const char *key)
 {
@@ -1209,7 +1245,8 @@ static enum pgw_ps_action check_hold(struct pgw_session *s, struct pgw_iobuf *b,
         return PGW_PS_FORWARD;
     for (uint32_t i = 0; i < q->len; i++) {
         const struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (!x->check || x->stmt != st || (key && x->cname && strcmp(x->cname, key) == 0))
+        if (!x->check || x->stmt != st ||
+            (key && x->cname && !x->check_held && strcmp(x->cname, key) == 0))
             continue;
         if (!q->check_flushed) {
             static const uint8_t flush[] = { PGW_FE_FLUSH, 0, 0, 0, 4 };
@@ -1261,6 +1298,14 @@ static bool shape_fixed(const struct ps_stmt *st)
 static void shape_seen(struct pgw_session *s, const struct qent *h, uint64_t got)
 {
     struct ps_stmt *st = h->stmt;
+    if (h->unread) {
+        /* The reading of an unread name: its own from now on (below: a
+         * fresh statement if it differs), as any name's is.  (Its message
+         * waited for this: the name is still the one it read.) */
+        struct ps_client_name *un = client_find(s, h->cname);
+        if (un)
+            un->unread = false;
+    }
     if (!shape_fixed(st))
         return;                          /* never shaped: nothing checked */
     if (!st->shaped) {
@@ -2039,6 +2084,91 @@ int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *m, uint32_t avail, 
     return 1;
 }
 
+/* The most bytes of a Parse and its Sync pgw_ps_parse_alone answers: half
+ * the relay's buffer, which must hold both whole.  A longer one takes a
+ * server. */
+#define PS_ALONE_BYTES (PGW_IOBUF_SIZE / 2)
+
+/* The statement of the whole Parse m (a reference taken) a client with no
+ * server may have answered here, and its name's key in key (*key_name);
+ * NULL if not: the unnamed statement, a name PostgreSQL refuses or the
+ * client has (its 42P05 is the server's), a text that may be a LISTEN
+ * (notify.c's), or a text and parameter types no server of the pool has
+ * prepared in the client's reading of settings (parse_context), or whose
+ * last Parse there failed (parsed_ok). */
+static struct ps_stmt *alone_stmt(struct pgw_session *s, const uint8_t *m, ps_key key,
+                                  const char **key_name)
+{
+    uint32_t blen = pgw_get_u32(m + 1) - 4;
+    const uint8_t *body = m + PGW_MSG_HDR;
+    const uint8_t *ne = memchr(body, 0, blen);
+    if (!ne || ne == body)
+        return NULL;
+    const uint8_t *text = ne + 1;
+    uint32_t key_len = (uint32_t)(body + blen - text);
+    const uint8_t *te = memchr(text, 0, key_len);
+    if (!te || text + key_len - te < 3 ||
+        (uint64_t)(text + key_len - te - 3) != 4ull * pgw_get_u16(te + 1))
+        return NULL;                             /* malformed: the server's to refuse */
+    static const char *const listen_kw[] = { "LISTEN", "UNLISTEN" };
+    if (pgw_sql_may_start((const char *)text, (size_t)(te - text), listen_kw, 2))
+        return NULL;
+    *key_name = name_key(s, (const char *)body, key);
+    if (!*key_name || client_find(s, *key_name))
+        return NULL;                             /* 22021 / 42P05: the server's */
+    struct ps_stmt *st = stmt_find(reg_of(s), text, key_len, parse_context(s));
+    if (st && !st->parsed_ok) {
+        stmt_unref(reg_of(s), st);
+        st = NULL;
+    }
+    return st;
+}
+
+int pgw_ps_parse_alone(struct pgw_session *s, const uint8_t *m, size_t have)
+{
+    if (s->server || s->notify || !pgw_ps_enabled(s) ||
+        s->px->cfg->max_prepared_statements < 1 || !pgw_ps_idle(s) || s->settings_pending ||
+        have < PGW_MSG_HDR || m[0] != PGW_FE_PARSE)
+        return 0;
+    uint32_t len = pgw_get_u32(m + 1);
+    if (len < 4 || len > PS_ALONE_BYTES - 1 - PGW_MSG_HDR)
+        return 0;
+    if (have < len + 1u + PGW_MSG_HDR)
+        return PGW_NOTIFY_MORE;                  /* the Parse and what follows it, whole */
+    const uint8_t *next = m + len + 1;
+    if (next[0] != PGW_FE_SYNC || pgw_get_u32(next + 1) != 4)
+        return 0;                                /* a Describe, a Bind, a Flush...: a server's */
+    /* Only where the client would wait for a server: one idle for it
+     * takes the Parse as before (read there now, a name like any other). */
+    if (!s->pool || pgw_pool_idle_for_next(s->pool))
+        return 0;
+    ps_key key;
+    const char *key_name = NULL;
+    struct ps_stmt *st = alone_stmt(s, m, key, &key_name);
+    if (!st)
+        return 0;
+    struct pgw_wbuf w;
+    pgw_wbuf_init(&w);
+    pgw_wbuf_msg_end(&w, pgw_wbuf_msg_begin(&w, PGW_BE_PARSE_COMPLETE));
+    bool ok = !w.failed && client_add(s, key_name, (const char *)m + PGW_MSG_HDR, st);
+    if (ok) {
+        client_find(s, key_name)->unread = true;     /* the name's reference: st's */
+        reg_of(s)->st.client_parses++;
+        reg_of(s)->st.hits++;
+        s->ps_parse_count++;
+        pgw_iobuf_cut(s->cbuf, s->cbuf->parsed, len + 1);
+        ok = pgw_session_send(s, &w);
+    } else {
+        stmt_unref(reg_of(s), st);
+    }
+    pgw_wbuf_deinit(&w);
+    if (!ok) {
+        pgw_session_close(s, "53200", "out of memory");
+        return -1;
+    }
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
 static bool is_cmd(const char *sql, const char *cmd);
 
 /* Does this statement text drop every prepared statement of the session? */
@@ -2394,6 +2524,84 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
                                      uint32_t *total, uint32_t name_off, const char *key_name,
                                      struct ps_stmt *st, struct ps_stmt *own);
 
+/* The first Bind or Describe of an unread name (pgw_ps_parse_alone): its
+ * Parse is read now, as PostgreSQL reads a Parse sent now -- with the
+ * client's settings now (that reading's statement, never a retired one)
+ * and the tables as they are.  A server that has the statement may hold
+ * a reading of tables changed since (an ALTER TABLE after its Parse
+ * there, which PostgreSQL answers with 0A000 at a Bind): its copy is
+ * closed and the text Parsed afresh there under the same pgwharf name,
+ * with a Describe of pgwharf's whose answer this message waits for
+ * (check_describe for the name: shape_seen gives the name a statement of
+ * its own when that reading is not the statement's, and the reading is
+ * the name's from then on).  A text that fails now (a table dropped)
+ * gets its error in place of this message, and the name stays unread.
+ * A statement whose result PostgreSQL does not fix (shape_fixed) has
+ * nothing to read, and in a failed transaction the server refuses the
+ * Parse: those go as any name's.  true when *a says what the relay does
+ * with the message; false to go on as for any name. */
+static bool unread_use(struct pgw_session *s, struct pgw_iobuf *b, uint32_t name_off,
+                       const char *key_name, struct ps_client_name *cn, enum pgw_ps_action *a)
+{
+    if (!s->server || tx_failed(s))
+        return false;
+    if (tx_pending(s)) {
+        *a = PGW_PS_WAIT;                /* whether it is failed is still to be known */
+        return true;
+    }
+    struct ps_registry *reg = reg_of(s);
+    struct ps_stmt *old = cn->stmt;
+    uint64_t ctx = parse_context_now(s);
+    if (old->retired || old->ctx != ctx) {
+        struct ps_stmt *now = stmt_get(reg, old->parse + old->key_off, old->key_len, ctx);
+        if (!now)
+            goto oom;
+        cn->stmt = now;                  /* (stmt_get's reference: the name's) */
+        stmt_unref(reg, old);
+    }
+    struct ps_stmt *st = cn->stmt;
+    if (!shape_fixed(st)) {
+        cn->unread = false;
+        return false;
+    }
+    *a = name_unsettled(s, key_name, st) ? PGW_PS_WAIT : check_hold(s, b, st, key_name);
+    if (*a != PGW_PS_FORWARD)
+        return true;
+    struct ps_server *ss = server_state(s);
+    if (!ss)
+        goto oom;
+    if (!need_room(s, b, send_parse_len(st) + (3 + ss->nreclose) * CLOSE_BYTES + CHECK_BYTES)) {
+        *a = PGW_PS_NEED_ROOM;
+        return true;
+    }
+    char bname[PS_BNAME_MAX] = "";       /* the name moves with what goes ahead of it */
+    const char *name = (const char *)b->data + b->parsed + PGW_MSG_HDR + name_off;
+    size_t nl = strlen(name);
+    if (nl < sizeof(bname))
+        memcpy(bname, name, nl + 1);
+    struct ps_server_stmt *e = server_find(ss, st);
+    if (e)
+        e->stale = true;                 /* closed, and Parsed again (ensure_prepared) */
+    uint32_t dlen;
+    st->refs++;                          /* ensure_prepared may drop other refs */
+    bool ok = ensure_prepared(s, b, st, true) &&
+              check_describe(s, b, st, NULL, b->parsed, learn_now(s, st, true), cn->name, true,
+                             &dlen);
+    if (ok) {
+        q_tail(s)->unread = true;
+        memcpy(q_tail(s)->bname, bname, strlen(bname) + 1);     /* its errors name it */
+    }
+    stmt_unref(reg, st);
+    if (!ok)
+        goto oom;
+    *a = PGW_PS_WAIT;
+    return true;
+oom:
+    pgw_session_close(s, "53200", "out of memory");
+    *a = PGW_PS_FAILED;
+    return true;
+}
+
 /* Bind (portal\0 stmt\0 ...), Describe/Close ('S'|'P' name\0). */
 static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
@@ -2458,6 +2666,9 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         q_push(s, Q_PASS, type, NULL);
         return PGW_PS_FORWARD;
     }
+    enum pgw_ps_action ua;
+    if (cn->unread && unread_use(s, b, name_off, key_name, cn, &ua))
+        return ua;
     /* The statement the client Parsed, read with its settings then (as
      * PostgreSQL keeps a statement's reading, whatever the session's
      * settings since): used on a server that has it, or prepared there
@@ -3218,6 +3429,25 @@ static bool reanalysis_error(const char *sqlstate)
     return false;
 }
 
+/* Could a Parse's error be of its text (a table dropped, a type gone), for
+ * parsed_ok?  Not a failed transaction's 25P02, nor one of the session or
+ * the server: a connection's (08), a rollback (40: a deadlock), resources
+ * (53), a lock_timeout (55P03), a cancel or statement_timeout (57014), a
+ * shutdown (57P01), a system error (58).  Those say nothing of the text,
+ * and a statement every server has gets no Parse that would set it again
+ * (its Parses are answered by pgwharf, Q_FAKE): its prepares would wait
+ * for a server for good. */
+static bool text_error(const char *sqlstate)
+{
+    static const char *const not_text[] = { "08", "40", "53", "55", "57", "58" };
+    if (strcmp(sqlstate, "25P02") == 0)
+        return false;
+    for (size_t i = 0; i < sizeof(not_text) / sizeof(not_text[0]); i++)
+        if (strncmp(sqlstate, not_text[i], 2) == 0)
+            return false;
+    return true;
+}
+
 static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct qent *h = q_head(s);
@@ -3225,6 +3455,9 @@ static void on_error(struct pgw_session *s, const uint8_t *msg, uint32_t total)
         h->type == PGW_FE_SYNC)
         return;
     struct pgw_wire_err_fields f;
+    if (h->type == PGW_FE_PARSE && h->stmt && h->kind != Q_FAKE && !h->dealloc &&
+        !(msg && pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && !text_error(f.sqlstate)))
+        h->stmt->parsed_ok = false;      /* (a table dropped?) servers say, not pgwharf */
     if (msg && h->stmt && s->server && s->server->user_state &&
         pgw_wire_parse_error(msg + 5, total - 5, &f) == 0 && strcmp(f.sqlstate, "0A000") == 0 &&
         strcmp(f.routine, "RevalidateCachedQuery") == 0) {
@@ -3720,6 +3953,8 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
         on_discard(s);
     if (!completes(h->type, type))
         return false;
+    if (h->type == PGW_FE_PARSE && h->stmt && h->kind != Q_FAKE && !h->dealloc)
+        h->stmt->parsed_ok = true;       /* prepared: pgw_ps_parse_alone may answer it */
     if (h->unnamed_gen && h->unnamed_gen == s->ps_unnamed_gen) {
         s->ps_unnamed_ok = true;         /* the server took it: the client's (unnamed_save) */
         if (h->unnamed_inject && s->server) {

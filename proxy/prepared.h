@@ -151,6 +151,20 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
  * read it whole first. */
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                        uint32_t total);
+/* A Parse m (have bytes of what the client sent, from m, here) from a
+ * client with no server and nothing under way (so in no transaction):
+ * when it is followed by a Sync, nothing between (libpq's PQprepare), and
+ * its text and parameter types are a statement a server of the pool has
+ * prepared in the client's reading of settings, under a name the client
+ * has not, pgwharf answers ParseComplete and the name is the client's,
+ * unread: its reading is the one a server gives at its first Bind or
+ * Describe (prepared.c's unread_use).  The caller answers the Sync.  No
+ * wait for a server held by a client whose replies this client's thread
+ * would read (pgbench -M prepared, more clients than servers on one
+ * thread).  1 answered (the Parse cut from the buffer), 0 not (a
+ * server's), PGW_NOTIFY_MORE read up to the Sync first, -1 the session
+ * was closed. */
+int pgw_ps_parse_alone(struct pgw_session *s, const uint8_t *m, size_t have);
 /* The client sent CopyDone or CopyFail (type): which Syncs a COPY FROM
  * STDIN may read and ignore is counted from them. */
 void pgw_ps_copy_sent(struct pgw_session *s, char type);

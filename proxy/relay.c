@@ -3615,6 +3615,18 @@ static bool client_data_step(struct pgw_session *s)
             send_ready(s, 'I');
             return s->state != PGW_SS_CLOSING;
         }
+        if (m[0] == PGW_FE_PARSE && !s->notify) {
+            /* A prepare (Parse, Sync) of a statement the pool has
+             * prepared: answered here, with no server
+             * (pgw_ps_parse_alone); its Sync next, above. */
+            int r = pgw_ps_parse_alone(s, m, have);
+            if (r < 0 || r == PGW_NOTIFY_MORE)
+                return false;
+            if (r == 1) {
+                b = s->cbuf;
+                continue;
+            }
+        }
         if (m[0] == PGW_FE_QUERY) {
             /* (A DEALLOCATE may be of a prepared LISTEN it keeps.) */
             if (have > PGW_MSG_HDR && !pgw_notify_may_start(m[PGW_MSG_HDR]) &&

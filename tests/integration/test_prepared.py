@@ -202,8 +202,12 @@ class TestPgbenchPrepared(pt.PgbenchTestCase):
     def test_show_stats_counts_parses_and_binds(self):
         # PgBouncer's total_client_parse_count, total_server_parse_count and
         # total_bind_count: 4 pgbench clients prepare their one statement
-        # once each and bind it once per transaction; the two servers get it
-        # prepared once each at most (the rest are served from the registry).
+        # once each and bind it once per transaction.  The two servers get
+        # it prepared once each at most for a Parse sent to them (the rest
+        # are served from the registry), and once more for each client
+        # whose prepare, made while both servers were lent, was answered
+        # with no server (its name is read at its first Bind): at most
+        # once a client in all.
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
                                           "metrics_port": "auto"})
         self.assert_pgbench_ok(px, ["-S", "-M", "prepared", "-c", "4", "-j", "2", "-t", "50"])
@@ -211,7 +215,7 @@ class TestPgbenchPrepared(pt.PgbenchTestCase):
         row = px.show("STATS", database=db)[0]
         self.assertEqual(row["total_client_parse_count"], "4", row)
         self.assertEqual(row["total_bind_count"], "200", row)
-        self.assertIn(row["total_server_parse_count"], ("1", "2"), row)
+        self.assertIn(row["total_server_parse_count"], ("1", "2", "3", "4"), row)
         totals = px.show("STATS_TOTALS", database=db)[0]
         self.assertEqual((totals["client_parse_count"], totals["server_parse_count"],
                           totals["bind_count"]),
@@ -230,6 +234,32 @@ class TestPgbenchPrepared(pt.PgbenchTestCase):
         # more clients than servers its own thread can deadlock (any pooler).
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 5})
         self.bench(px, ["-M", "prepared", "-c", "5"], 40)
+
+
+class TestPgbenchPreparedOnOneThread(pt.PgwharfTestCase):
+    """pgbench -M prepared with more clients than threads and than servers
+    (scale 1: every TPC-B transaction updates the one branch)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pg.pgbench(["-i", "-s", "1", "-q"])
+
+    def test_tpcb_prepared_more_clients_than_servers_on_one_thread(self):
+        # pgbench 15 prepares a client's statements with blocking calls
+        # (PQprepare: a Parse and a Sync each), from the thread that reads
+        # its other clients' replies: 4 clients on one thread, a pool of 2,
+        # both servers held by clients inside BEGIN..END, and the next
+        # client's prepare waited for a server until query_wait_timeout
+        # (the run aborted).  A prepare of a statement the pool has
+        # prepared is answered with no server now.  (-t, not -T: every
+        # transaction must run.)
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                                          "query_wait_timeout": 5})
+        cp, n = self.assert_pgbench_ok(px, ["-M", "prepared", "-c", "4", "-j", "1",
+                                            "-t", "50"])
+        self.assertEqual(n, 200, cp.stdout)
+        self.assertEqual(self.pg.psql("select count(*) from pgbench_history"), "200")
 
 
 class TestDriversPrepared(pt.PgwharfTestCase):
@@ -2317,6 +2347,406 @@ class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
         r.send(r.parse("s1", "select 2"), r.bind("s1"), r.execute(), r.sync())
         got = r.until_ready()
         self.assertEqual(types(got), "12DCZ")
+
+
+def bind1(r, stmt, value):
+    """A Bind of stmt with one parameter, value, as text."""
+    v = value.encode()
+    return r.msg(b"B", b"\x00" + raw(stmt) + b"\x00" + struct.pack("!HHi", 0, 1, len(v)) + v +
+                 struct.pack("!H", 0))
+
+
+def param_types(body):
+    """The parameter type OIDs of a ParameterDescription."""
+    n = struct.unpack("!H", body[:2])[0]
+    return list(struct.unpack("!%dI" % n, body[2:2 + 4 * n]))
+
+
+def column_names(body):
+    """The column names of a RowDescription."""
+    n, p, out = struct.unpack("!H", body[:2])[0], 2, []
+    for _ in range(n):
+        z = body.index(b"\x00", p)
+        out.append(body[p:z].decode())
+        p = z + 1 + 18
+    return out
+
+
+def data_row(body):
+    """A DataRow's values, as str (None for NULL)."""
+    n, p, out = struct.unpack("!H", body[:2])[0], 2, []
+    for _ in range(n):
+        k = struct.unpack("!i", body[p:p + 4])[0]
+        p += 4
+        out.append(None if k < 0 else body[p:p + k].decode())
+        p += max(k, 0)
+    return out
+
+
+class NoServerCase(pt.PgwharfTestCase):
+    """A pgwharf in transaction mode (trust, query_wait_timeout 5 s) and
+    the steps of the tests of a prepare answered with no server."""
+
+    POOL = 1
+
+    def setUp(self):
+        super().setUp()
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "auth_type": "trust", "default_pool_size": self.POOL,
+            "query_wait_timeout": 5})
+
+    def raw(self, **params):
+        r = Raw(self.px.host, self.px.port, self.pg.user, self.pg.database, **params)
+        self.addCleanup(r.close)
+        return r
+
+    def prepared_once(self, sql, expect="1Z"):
+        """Another client prepares sql (taking a server) and leaves."""
+        first = self.raw()
+        first.send(first.parse("p0", sql), first.sync())
+        self.assertEqual(types(first.until_ready()), expect)
+        first.close()
+
+    def hold_a_server(self):
+        """A client in a transaction block (holding a server); its backend's pid."""
+        holder = self.raw()
+        holder.send(holder.query("begin; select pg_backend_pid()"))
+        got = holder.until_ready()
+        self.assertEqual(types(got), "CTDCZ")
+        return holder, data_row([b for t, b in got if t == b"D"][0])[0]
+
+    def waiting(self, n):
+        pt.wait_pool(self.console_conn(self.px), self.pg.database, self.pg.user,
+                     cl_waiting=n)
+
+    def release(self, holder):
+        holder.send(holder.query("commit"))
+        self.assertEqual(types(holder.until_ready()), "CZ")
+
+    def answered(self, r, name, sql):
+        """r prepares sql as name (Parse, Sync): answered at once (the
+        caller holds every server)."""
+        r.send(r.parse(name, sql), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")   # base: query_wait_timeout's error
+
+    def assert_waits(self, r, msgs, expect):
+        holder, _ = self.hold_a_server()
+        r.send(*msgs)
+        self.waiting(1)
+        self.release(holder)
+        got = r.until_ready()
+        self.assertEqual(types(got), expect, got)
+        return got
+
+
+class TestAPrepareAnsweredWithNoServer(NoServerCase):
+    """A client with no server, between transactions, whose Parse of a
+    statement the pool has prepared already is followed by a Sync and
+    nothing else (libpq's PQprepare), is answered by pgwharf: no wait for
+    a server.  pgbench -M prepared prepares that way from the thread that
+    reads its other clients' replies: with every server held by a client
+    of that thread inside BEGIN..END, the prepare waited for a server no
+    one would free, until query_wait_timeout."""
+
+    KNOWN = "select 40 + 2 as v"
+
+    def test_a_known_text_is_answered_while_every_server_is_held(self):
+        self.prepared_once(self.KNOWN)
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "s1", self.KNOWN)
+        self.answered(r, "s2", self.KNOWN)
+        row = pt.show(self.console_conn(self.px), "CLIENTS", port=r.s.getsockname()[1])[0]
+        self.assertEqual(str(row["prepared_statements"]), "2", row)
+        # Run once a server is free.
+        r.send(r.bind("s1"), r.execute(), r.bind("s2"), r.execute(), r.sync())
+        self.waiting(1)
+        self.release(holder)
+        got = r.until_ready()
+        self.assertEqual(types(got), "2DC2DCZ")
+        self.assertEqual([b for t, b in got if t == b"D"], [b"\x00\x01\x00\x00\x00\x0242"] * 2)
+        # The names are the client's: a Parse of one again is PostgreSQL's
+        # 42P05, raised on a server.
+        r.send(r.parse("s2", self.KNOWN), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "42P05")
+        r.send(r.close_stmt("s2"), r.sync())
+        self.assertEqual(types(r.until_ready()), "3Z")
+        r.send(r.bind("s2"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(sqlstate(got[0][1]), "26000")
+
+    def test_a_prepare_pipelined_before_its_run_is_answered_first(self):
+        # Parse, Sync, then Bind, Execute, Sync in the same write: the
+        # prepare is answered, the run waits for the server.
+        self.prepared_once(self.KNOWN)
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        r.send(r.parse("s1", self.KNOWN), r.sync(), r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        self.waiting(1)
+        self.release(holder)
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+
+    def test_a_parse_in_a_transaction_goes_to_its_server(self):
+        # A client in a transaction block holds its server: its Parse goes
+        # there, and in a failed transaction gets PostgreSQL's 25P02 (not
+        # pgwharf's ParseComplete).  That 25P02 says nothing of the text:
+        # its prepares are still answered with no server after.
+        self.prepared_once(self.KNOWN)
+        b = self.raw()
+        b.send(b.query("begin"))
+        self.assertEqual(types(b.until_ready()), "CZ")
+        b.send(b.query("select 1/0"))
+        self.assertEqual(types(b.until_ready()), "EZ")
+        b.send(b.parse("s9", self.KNOWN), b.sync())
+        got = b.until_ready()
+        self.assertEqual((types(got), sqlstate(got[0][1])), ("EZ", "25P02"))
+        b.send(b.query("rollback"))
+        self.assertEqual(types(b.until_ready()), "CZ")
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "s1", self.KNOWN)
+        self.release(holder)
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        self.assertEqual(types(r.until_ready()), "2DCZ")
+
+    def test_a_utility_statement_runs_as_prepared(self):
+        # (pgbench's BEGIN and END: nothing of their result is fixed.)
+        self.prepared_once("begin")
+        self.prepared_once("end")
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "b", "begin")
+        self.answered(r, "e", "end")
+        self.release(holder)
+        r.send(r.bind("b"), r.execute(), r.sync())
+        self.assertEqual(r.until_ready()[-1], (b"Z", b"T"))
+        r.send(r.bind("e"), r.execute(), r.sync())
+        self.assertEqual(r.until_ready()[-1], (b"Z", b"I"))
+
+    # What still takes a server (each passes before too).
+
+    def test_an_unknown_text_waits_for_a_server(self):
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", "select 'not prepared yet'"), r.sync()], "1Z")
+
+    def test_a_text_that_failed_waits_for_the_servers_error(self):
+        self.prepared_once("select * from no_such_table_here", expect="EZ")
+        r = self.raw()
+        got = self.assert_waits(r, [r.parse("s1", "select * from no_such_table_here"),
+                                    r.sync()], "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "42P01")
+
+    def test_other_parameter_types_wait(self):
+        self.prepared_once("select $1 as v")
+        r = self.raw()
+        typed = r.msg(b"P", b"s1\x00select $1 as v\x00" + struct.pack("!HI", 1, 25))
+        self.assert_waits(r, [typed, r.sync()], "1Z")
+
+    def test_a_parse_with_more_in_its_batch_waits(self):
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", self.KNOWN), r.bind("s1"), r.execute(), r.sync()],
+                          "12DCZ")
+
+    def test_a_parse_and_describe_waits(self):
+        # (psycopg 3's and asyncpg's prepare.)
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", self.KNOWN), r.describe_stmt("s1"), r.sync()],
+                          "1tTZ")
+
+    def test_two_parses_then_a_sync_wait(self):
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s1", self.KNOWN), r.parse("s2", self.KNOWN), r.sync()],
+                          "11Z")
+
+    def test_a_parse_without_its_sync_waits(self):
+        # Parse and Flush: the client reads before it sends more.
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        holder, _ = self.hold_a_server()
+        r.send(r.parse("s1", self.KNOWN), r.msg(b"H"))
+        self.waiting(1)
+        self.release(holder)
+        self.assertEqual(r.read_msg()[0], b"1")
+        r.send(r.sync())
+        self.assertEqual(types(r.until_ready()), "Z")
+
+    def test_another_reading_of_settings_waits(self):
+        # Prepared in the pool's TimeZone, not in Tokyo's.
+        self.prepared_once("select '2020-01-02 03:04'::timestamptz::text")
+        r = self.raw(TimeZone="Asia/Tokyo")
+        self.assert_waits(r, [r.parse("s1", "select '2020-01-02 03:04'::timestamptz::text"),
+                              r.sync()], "1Z")
+
+    def test_the_unnamed_statement_waits(self):
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        self.assert_waits(r, [r.parse("", self.KNOWN), r.sync()], "1Z")
+
+    def test_a_name_the_client_has_waits_for_the_servers_42P05(self):
+        self.prepared_once(self.KNOWN)
+        r = self.raw()
+        holder, _ = self.hold_a_server()
+        self.answered(r, "s1", self.KNOWN)
+        self.release(holder)
+        got = self.assert_waits(r, [r.parse("s1", self.KNOWN), r.sync()], "EZ")
+        self.assertEqual(sqlstate(got[0][1]), "42P05")
+
+    def test_max_prepared_statements_0_takes_a_server(self):
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "auth_type": "trust", "default_pool_size": 1,
+            "query_wait_timeout": 5, "max_prepared_statements": 0})
+        self.px = px
+        first = self.raw()
+        first.send(first.parse("s1", "select 1"), first.sync())
+        self.assertEqual(types(first.until_ready()), "1Z")
+        r = self.raw()
+        self.assert_waits(r, [r.parse("s2", "select 1"), r.sync()], "1Z")
+
+
+class TestAnUnreadNameMeetsASchemaChange(NoServerCase):
+    """A name answered with no server has no reading yet: its reading is
+    the one a server gives at its first Bind or Describe, as if its Parse
+    were sent then -- what PostgreSQL gives a statement prepared at that
+    moment, even on a server that still has the statement read before the
+    tables changed.  The reverted first answer (17cf6cb) gave the name the
+    shared statement's old reading: 0A000 "cached plan must not change
+    result type" at every Bind after a column was added (review r6), and
+    on a server that had the statement its check was never made (r7)."""
+
+    POOL = 2
+    SQL = "select t.*, pg_backend_pid()::text as pid from ps_unread t where a = $1"
+
+    def setUp(self):
+        super().setUp()
+        self.pg.psql("drop table if exists ps_unread; "
+                     "create table ps_unread(a int, b int, c int); "
+                     "insert into ps_unread values (1, 2, 3)")
+        self.addCleanup(self.pg.psql, "drop table if exists ps_unread", check=False)
+
+    def unread_then(self, ddl, on_the_server_that_has_it):
+        """A prepares SQL on a server (X) and keeps it; both servers are
+        held (X first) while r's prepare is answered; ddl runs; then the
+        server that has the statement (X) or the one that never had it is
+        let go, and r Describes and runs its name there (twice).  Returns
+        (r, A, the replies to r's Describe, to its two runs, the pid of the
+        server r ran on)."""
+        a = self.raw()
+        a.send(a.parse("p0", self.SQL), bind1(a, "p0", "1"), a.execute(), a.sync())
+        got = a.until_ready()
+        self.assertEqual(types(got), "12DCZ", got)
+        x_pid = data_row([b for t, b in got if t == b"D"][0])[-1]
+        hx, hx_pid = self.hold_a_server()        # X, the idle one
+        hy, hy_pid = self.hold_a_server()        # Y, made for it
+        self.assertEqual(hx_pid, x_pid)
+        r = self.raw()
+        self.answered(r, "s1", self.SQL)
+        if ddl:
+            self.pg.psql(ddl)
+        self.release(hx if on_the_server_that_has_it else hy)
+        r.send(r.describe_stmt("s1"), r.sync())
+        described = r.until_ready()
+        runs = []
+        for _ in range(2):
+            r.send(bind1(r, "s1", "1"), r.execute(), r.sync())
+            runs.append(r.until_ready())
+        self.release(hy if on_the_server_that_has_it else hx)
+        return r, a, described, runs, (hx_pid if on_the_server_that_has_it else hy_pid)
+
+    def assert_read_now(self, described, runs, pid, columns, row):
+        """The Describe and the runs give what PostgreSQL gives a statement
+        prepared now: parameter int4, these columns, this row."""
+        self.assertEqual(types(described), "tTZ", described)
+        self.assertEqual(param_types(described[0][1]), [23])
+        self.assertEqual(column_names(described[1][1]), columns + ["pid"])
+        for got in runs:
+            self.assertEqual(types(got), "2DCZ", got)
+            self.assertEqual(data_row([b for t, b in got if t == b"D"][0]), row + [pid])
+        # As a new session of PostgreSQL reads the text:
+        direct = psycopg2.connect(self.pg.dsn())
+        try:
+            cur = direct.cursor()
+            cur.execute(self.SQL.replace("$1", "1"))
+            self.assertEqual([d[0] for d in cur.description], columns + ["pid"])
+            self.assertEqual([str(v) for v in cur.fetchone()[:-1]], row)
+        finally:
+            direct.close()
+
+    def assert_0A000(self, a):
+        """A's statement, Parsed before the change: PostgreSQL's 0A000."""
+        a.send(bind1(a, "p0", "1"), a.execute(), a.sync())
+        got = a.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in got if t == b"E"], ["0A000"], got)
+
+    def test_unchanged_on_the_server_that_has_it(self):
+        r, a, described, runs, pid = self.unread_then(None, True)
+        self.assert_read_now(described, runs, pid, ["a", "b", "c"], ["1", "2", "3"])
+
+    def test_a_column_added_on_the_server_that_has_it(self):
+        # r7: the server kept the statement read before the ALTER.
+        r, a, described, runs, pid = self.unread_then(
+            "alter table ps_unread add column d int default 5", True)
+        self.assert_read_now(described, runs, pid, ["a", "b", "c", "d"], ["1", "2", "3", "5"])
+        self.assert_0A000(a)
+
+    def test_a_column_added_on_a_server_that_lacks_it(self):
+        # r6: the other server still has the statement read before.
+        r, a, described, runs, pid = self.unread_then(
+            "alter table ps_unread add column d int default 5", False)
+        self.assert_read_now(described, runs, pid, ["a", "b", "c", "d"], ["1", "2", "3", "5"])
+        self.assert_0A000(a)
+
+    def test_a_column_dropped_on_the_server_that_has_it(self):
+        r, a, described, runs, pid = self.unread_then("alter table ps_unread drop column b",
+                                                      True)
+        self.assert_read_now(described, runs, pid, ["a", "c"], ["1", "3"])
+        self.assert_0A000(a)
+
+    def test_a_column_dropped_on_a_server_that_lacks_it(self):
+        r, a, described, runs, pid = self.unread_then("alter table ps_unread drop column b",
+                                                      False)
+        self.assert_read_now(described, runs, pid, ["a", "c"], ["1", "3"])
+        self.assert_0A000(a)
+
+    def test_with_a_server_idle_the_parse_goes_there(self):
+        # (Passes before too.)  No wait to spare: the Parse is read there
+        # and then, as before, and its name meets a later ALTER as
+        # PostgreSQL's statement Parsed before it does (0A000).
+        a = self.raw()
+        a.send(a.parse("p0", self.SQL), bind1(a, "p0", "1"), a.execute(), a.sync())
+        self.assertEqual(types(a.until_ready()), "12DCZ")
+        r = self.raw()
+        r.send(r.parse("s1", self.SQL), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        self.pg.psql("alter table ps_unread add column d int default 5")
+        r.send(bind1(r, "s1", "1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in got if t == b"E"], ["0A000"], got)
+
+    def test_a_table_dropped_fails_at_the_describe_and_the_bind(self):
+        # The text fails when a server reads it for the name: PostgreSQL's
+        # 42P01 in place of the Describe or the Bind (where a statement
+        # Parsed before the DROP gets it from PostgreSQL too), the rest up
+        # to the Sync skipped; the session goes on, and the name is read
+        # again at its next use: once the table is back, as it is then.
+        r, a, described, runs, pid = self.unread_then("drop table ps_unread", True)
+        self.assertEqual((types(described), sqlstate(described[0][1])), ("EZ", "42P01"))
+        for got in runs:
+            self.assertEqual((types(got), sqlstate(got[0][1])), ("EZ", "42P01"))
+        r.send(r.query("select 1"))
+        self.assertEqual(types(r.until_ready()), "TDCZ")
+        self.pg.psql("create table ps_unread(a int, z text); insert into ps_unread values (1, 'z')")
+        r.send(r.describe_stmt("s1"), bind1(r, "s1", "1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "tT2DCZ", got)
+        self.assertEqual(column_names(got[1][1]), ["a", "z", "pid"])
+        self.assertEqual(data_row([b for t, b in got if t == b"D"][0])[:2], ["1", "z"])
 
 
 class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
