@@ -764,9 +764,17 @@ static int count_servers(const struct pgw_pool *pool, bool by_db)
     for (n = pool->set->pools.next; n != &pool->set->pools; n = n->next) {
         const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
         if (same_limit(p, pool, by_db))
-            total += pgw_pool_total(p);
+            total += pgw_pool_total(p) + p->n_detached;    /* (LISTEN bridges) */
     }
     return total;
+}
+
+bool pgw_pool_limits_room(const struct pgw_pool *pool)
+{
+    return (pool->max_db_connections <= 0 ||
+            count_servers(pool, true) < pool->max_db_connections) &&
+           (pool->max_user_connections <= 0 ||
+            count_servers(pool, false) < pool->max_user_connections);
 }
 
 bool pgw_pool_has_room(const struct pgw_pool *pool)

@@ -553,14 +553,19 @@ void pgw_pool_set_destroy(struct pgw_pool_set *set);
 /* srv, lent, never comes back to the pool's queue (the LISTEN hub's):
  * waiters do not wait for it. */
 void pgw_pool_hold(struct pgw_server *srv);
-/* srv, lent, leaves every count of its pool for the rest of its life
- * (pool_size, max_db_connections, max_user_connections, SHOW POOLS'
- * sv_*), as a replication server: the room it held goes to the waiters
- * at once (a new login).  Its borrower keeps it (a LISTEN bridge,
+/* srv, lent, leaves its pool's pool_size and SHOW POOLS' sv_* for the
+ * rest of its life, as a replication server: the room it held in
+ * pool_size goes to the waiters at once (a new login).  Unlike a
+ * replication server it stays in max_db_connections and
+ * max_user_connections: it is one more connection to PostgreSQL (ask
+ * pgw_pool_limits_room first).  Its borrower keeps it (a LISTEN bridge,
  * proxy/notify_bridge.c) and gives it back with pgw_pool_release, which
  * closes it (why: pgw_server_retire's, when set).  It is listed with the
  * pool's servers (pgw_pool_server_next), lent to no client. */
 void pgw_pool_detach(struct pgw_server *srv);
+/* Is there room for one more server of the pool's database and user
+ * under max_db_connections and max_user_connections (pool_size aside)? */
+bool pgw_pool_limits_room(const struct pgw_pool *pool);
 
 /* Does sql hold `verb ALL` (any case, any white space between, whole
  * words)?  ("discard": DISCARD ALL; "deallocate": DEALLOCATE ALL.) */

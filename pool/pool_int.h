@@ -274,6 +274,11 @@ struct pgw_pool {
     struct pgw_list repl_waiters;
     struct pgw_list dedicated;
     int n_repl_waiters, n_dedicated;
+    /* Of n_dedicated, LISTEN bridges (pgw_pool_detach): outside pool_size,
+     * but each is a connection to PostgreSQL, so in the db/user limits
+     * (count_servers), where a replication server (max_wal_senders' slot,
+     * not max_connections') is not. */
+    int n_detached;
     ev_timer reserve_timer;   /* the oldest waiter reaches reserve_pool_timeout */
     ev_timer turn_timer;      /* a turn ends for a login on its way (pgw_pool_grow) */
     bool dispatching, dispatch_again;

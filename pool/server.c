@@ -168,14 +168,17 @@ void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st)
         /* On the pool's list of replication servers (and of detached
          * ones), in no count of its own (pool_size, limits, SHOW POOLS'
          * sv_*). */
+        int detached = srv_priv(srv)->detached ? 1 : 0;
         if (pgw_list_linked(&srv->node)) {
             pgw_list_del(&srv->node);
             pool->n_dedicated--;
+            pool->n_detached -= detached;
         }
         srv->state = st;
         if (st != PGW_SRV_CLOSING) {
             pgw_list_append(&pool->dedicated, &srv->node);
             pool->n_dedicated++;
+            pool->n_detached += detached;
         }
         return;
     }
@@ -1588,9 +1591,11 @@ void pgw_pool_detach(struct pgw_server *srv)
     ps->detached = true;
     pgw_list_append(&pool->dedicated, &srv->node);
     pool->n_dedicated++;
+    pool->n_detached++;
     srv->link = NULL;
-    /* The room it held goes to the waiters now (a new login), as at a
-     * release. */
+    /* The room it held in pool_size goes to the waiters now (a new login),
+     * as at a release; it stays in max_db_connections and
+     * max_user_connections (count_servers). */
     pgw_pool_kick_related(pool);
 }
 

@@ -10,7 +10,8 @@
  * the client's own, which listened from the commit on, was closed when
  * given back, and the hub's did not listen yet; PostgreSQL delivers it.
  * So that server stays, as the client's bridge: out of the pool's counts
- * (pgw_pool_detach: the hub may need the room it held), read here, its
+ * (pgw_pool_detach: out of pool_size, the hub may need the room it held;
+ * in max_db_connections and max_user_connections), read here, its
  * notifications of the channels the hub did not listen on at the commit
  * (b->chans) the client's, until one marker notification has reached both
  * it and the hub's server:
@@ -32,9 +33,11 @@
  *     client's transaction's end) are noted (b->seen): the bridge's of
  *     those are dropped.
  *
- * Bounds: notify_bridge_timeout (the hub's tick checks it) and the pool's
- * pool_size bridges at once (past that, or with the timeout at 0, the
- * server is closed as before and the gap stays).  A bridge that ends
+ * Bounds: notify_bridge_timeout (the hub's tick checks it), the pool's
+ * pool_size bridges at once, and max_db_connections and
+ * max_user_connections, in which a bridge counts (at one of them, past
+ * the pool's bridges, or with the timeout at 0, the server is closed as
+ * before and the gap stays).  A bridge that ends
  * before its marker (its server lost, an error, the timeout, PAUSE)
  * leaves a gap: its client is disconnected with FATAL 08006 between
  * transactions, as when the hub's server is lost (event=notify_bridge_lost).
@@ -450,9 +453,18 @@ bool pgw_notify_bridge_take(struct pgw_session *s, struct pgw_server *srv)
         sub->ending != NOTIFY_END_NONE || px->cfg->notify_bridge_timeout <= 0 || srv->fd < 0)
         return false;
     struct pgw_pool_stats st;
-    pgw_pool_get_stats(pgw_notify_hub_pool(sub->hub), &st);
+    struct pgw_pool *pool = pgw_notify_hub_pool(sub->hub);
+    pgw_pool_get_stats(pool, &st);
     if (pgw_notify_hub_bridges(sub->hub, 0) >= st.pool_size)
         return false;                    /* (as before: the gap) */
+    /* The bridge stays in max_db_connections and max_user_connections (a
+     * connection to PostgreSQL all the same): at one of them, the room
+     * srv holds is the waiters' (the hub's among them), and a login past
+     * the cap the operator set to PostgreSQL's own (max_connections, a
+     * role's or database's CONNECTION LIMIT) would be refused, 53300,
+     * opening the backend's breaker (review r1). */
+    if (!pgw_pool_limits_room(pool))
+        return false;
     struct notify_bridge *b = calloc(1, sizeof(*b));
     if (b)
         b->chans = calloc((size_t)sub->nawait, sizeof(b->chans[0]));

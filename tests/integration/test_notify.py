@@ -4093,6 +4093,7 @@ class CommitHeldCase(pt.PgwharfTestCase):
             "query_wait_timeout": getattr(self, "QUERY_WAIT", 120)}
         if hasattr(self, "BRIDGE_TIMEOUT"):
             settings["notify_bridge_timeout"] = self.BRIDGE_TIMEOUT
+        settings.update(getattr(self, "LIMITS", {}))
         self.px = self.start_pgwharf(settings=settings)
 
     def two_in_transactions(self):
@@ -4604,6 +4605,73 @@ class TestABridgeThatTimesOut(CommitHeldCase):
         pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class TestNoBridgeAtMaxDbConnections(CommitHeldCase):
+    """A bridge is one more connection to PostgreSQL: it counts in
+    max_db_connections and max_user_connections, the caps an operator sets
+    to PostgreSQL's own (max_connections, a role's CONNECTION LIMIT).  At
+    one of them no bridge is kept, as before (review r1: a login past the
+    cap got PostgreSQL's 53300, which opened the backend's breaker, and
+    the held client was ended when the hub got no server)."""
+    LIMITS = {"max_db_connections": 2}
+
+    def test_the_server_is_closed_as_before(self):
+        b, l, _, c = self.fill_the_pool()
+        pid = int(hz.simple_query(l, "select pg_backend_pid()")[0][0][0])
+        self.commit_sent(l, c)                  # (c got l's room under the cap)
+        l.settimeout(20)
+        self.assertEqual(hz.recv_msg(l), (b"C", b"COMMIT\x00"))
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l held")
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="l's server closed")
+        self.assertEqual(len(self.px.show("SERVERS", database=self.pg.database)), 2)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
+        self.hub_listens()
+        self.pg.psql("select pg_notify('%s', 'heard')" % self.CHAN)
+        self.assertEqual([n[1:] for n in read_notifications(l, 1)], [(self.CHAN, "heard")])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertNotIn("event=notify_bridge", self.px.log())
+
+
+class TestABridgeCountsInMaxUserConnections(CommitHeldCase):
+    """Room for one more under the cap: the bridge is kept, and another
+    pool of the user waits for room while it lasts."""
+    LIMITS = {"max_user_connections": 3}
+
+    def test_another_pool_of_the_user_waits_for_it(self):
+        b, l, _, c = self.fill_the_pool()
+        pid = int(hz.simple_query(l, "select pg_backend_pid()")[0][0][0])
+        self.commit_sent(l, c)
+        l.settimeout(20)
+        self.assertEqual(hz.recv_msg(l), (b"C", b"COMMIT\x00"))
+        pt.wait_until(lambda: self.state(l) == "waiting", 20, what="l held")
+        rows = self.px.show("SERVERS", database=self.pg.database)
+        self.assertIn(pid, [int(r["remote_pid"]) for r in rows])      # the bridge
+        self.assertEqual(len(rows), 3)
+        # The user's third connection is the bridge: d, the first client of
+        # another pool of the same user, waits for a server to log in
+        # (before, it got a fourth).
+        d = socket.create_connection((self.px.host, self.px.port), timeout=20)
+        self.addCleanup(d.close)
+        d_in = []
+        t = threading.Thread(target=lambda: d_in.append(
+            hz.sync_login(d, self.pg.user, self.pg.database2, self.pg.password)))
+        t.start()
+        self.addCleanup(t.join, 30)
+        pt.wait_until(lambda: [int(p["cl_waiting"]) for p in
+                               self.px.show("POOLS", database=self.pg.database2)] == [1],
+                      20, what="d waiting")
+        self.assertEqual(self.px.show("SERVERS", database=self.pg.database2), [])
+        self.assertEqual(d_in, [])
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))    # to the hub
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the hand-over")
+        t.join(20)                                                  # its room
+        self.assertEqual(len(d_in), 1)
+        self.assertEqual(hz.simple_query(d, "select 1"), ([[b"1"]], []))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertNotIn("event=notify_bridge_lost", self.px.log())
 
 
 class TestHeldWithItsOwnServer(CommitHeldCase):
