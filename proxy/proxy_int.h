@@ -282,6 +282,10 @@ struct pgw_session {
                                         forgotten once answered without an error */
     uint8_t stmt_forget_n;
     bool stmt_forget_err;            /* an ErrorResponse came since the first */
+    bool stmt_kept;                  /* a named Parse on this link added to user_stmt_hash
+                                        (or set user_stmt_lost) since all it sent was
+                                        last answered: a DISCARD ALL or DEALLOCATE ALL
+                                        answered meanwhile may have run before it */
     bool unrep_touched;              /* sent on this link what may change a tracked
                                         parameter the server does not report
                                         (relay.c: note_setting_words) */

@@ -605,11 +605,17 @@ static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t a
     const uint8_t *name = p + PGW_MSG_HDR;
     const uint8_t *nul = avail > PGW_MSG_HDR ? memchr(name, 0, avail - PGW_MSG_HDR) : NULL;
     size_t n = nul ? (size_t)(nul - name) : avail - PGW_MSG_HDR;
+    s->stmt_kept = true;                     /* (a DISCARD ALL sent ahead: kept) */
     if (!nul && n < PGW_NAME_MAX) {
         srv->user_stmt_lost = true;          /* its name is not here yet */
         return;
     }
     uint64_t h = stmt_hash(s->px, name, n);
+    /* A Close or DEALLOCATE of the name sent ahead of it, not answered
+     * yet, dropped the statement this Parse makes again: not forgotten. */
+    for (int k = 0; k < s->stmt_forget_n; k++)
+        if (s->stmt_forget[k] == h)
+            s->stmt_forget[k--] = s->stmt_forget[--s->stmt_forget_n];
     int i = stmt_words_find(srv, h);
     if (i < 0 && srv->user_stmt_n == PGW_STMT_WORDS_MAX) {
         srv->user_stmt_lost = true;
@@ -699,6 +705,7 @@ static void stmt_forget_done(struct pgw_session *s)
     struct pgw_server *srv = s->server;
     if (s->track.fe_open > 0 || !srv)
         return;                              /* (sent since the Sync: later) */
+    s->stmt_kept = false;
     for (int k = 0; !s->stmt_forget_err && k < s->stmt_forget_n; k++) {
         int i = stmt_words_find(srv, s->stmt_forget[k]);
         if (i < 0)
@@ -1454,6 +1461,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->state_words = 0;      /* (srv->user_leftover stays: the pool's to clean) */
     s->stmt_forget_n = 0;    /* (not answered: the names stay) */
     s->stmt_forget_err = false;
+    s->stmt_kept = false;
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -4150,7 +4158,7 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
         return;
     }
     s->copy_ins = s->copy_ends = 0;
-    if (s->stmt_forget_n)
+    if (s->stmt_forget_n || s->stmt_kept)
         stmt_forget_done(s);
     pgw_metrics_ready(s, status);
     if (status == 'I')
@@ -4399,7 +4407,9 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
         }
         if (s->notify)
             pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK, SAVEPOINT... */
-        if ((srv->user_stmt_n > 0 || srv->user_stmt_lost) &&
+        /* (Not when a named Parse sent after it may have been kept
+         * before this answer came: that statement is there.) */
+        if ((srv->user_stmt_n > 0 || srv->user_stmt_lost) && !s->stmt_kept &&
             ((total - PGW_MSG_HDR == sizeof(discard) &&
               memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) ||
              (total - PGW_MSG_HDR == sizeof(dealloc) &&

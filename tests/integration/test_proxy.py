@@ -1662,6 +1662,54 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
         self.fails_with(b, "select * from t8", "42P01")
 
+    def test_a_name_parsed_again_behind_its_close_or_a_discard(self):
+        # The client's messages are read before the server answers those
+        # ahead of them: a Close of the name, answered after a Parse of it
+        # again (in its batch, or in the next one sent with it), forgot
+        # the new statement's words; the tag of a DISCARD ALL or
+        # DEALLOCATE ALL answered after a Parse sent behind it dropped
+        # them too.  B fetched A's cursor each time (review r2 of session
+        # 49; fails before).
+        hold = "declare rc cursor with hold for select 'secret'"
+        b_ = {}
+        for name, first, then in [
+                ("close, parse", "select 1 as hold",
+                 hz.msg(b"C", b"Sr1\x00") + hz.parse_msg("r1", hold) + hz.msg(b"S")),
+                ("close; parse", "select 1 as hold",
+                 hz.msg(b"C", b"Sr1\x00") + hz.msg(b"S") + hz.parse_msg("r1", hold) +
+                 hz.msg(b"S")),
+                ("deallocate; parse", "select 1 as hold",
+                 hz.query_msg("DEALLOCATE r1") + hz.parse_msg("r1", hold) + hz.msg(b"S")),
+                ("deallocate all; parse", "select 1 as temp",
+                 hz.query_msg("DEALLOCATE ALL") + hz.parse_msg("r1", hold) + hz.msg(b"S")),
+                ("discard all; parse", "select 1 as temp",
+                 hz.query_msg("DISCARD ALL") + hz.parse_msg("r1", hold) + hz.msg(b"S")),
+                ("execute discard all, parse", "select 1 as temp",
+                 hz.parse_msg("", "DISCARD ALL") + hz.ext_msgs("", parse=False)[:-5] +
+                 hz.parse_msg("r1", hold) + hz.msg(b"S"))]:
+            with self.subTest(case=name):
+                px = self.start(max_prepared_statements=0)
+                raw = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(raw.close)
+                hz.sync_login(raw, self.pg.user, self.pg.database, self.pg.password)
+                raw.sendall(hz.parse_msg("r1", first) + hz.msg(b"S"))
+                self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+                raw.sendall(then)
+                got = []
+                while then.count(b"S\x00\x00\x00\x04") + then.count(b"Q") > \
+                        len([t for t, _ in got if t == b"Z"]):
+                    got += hz.read_until_ready(raw)
+                self.assertNotIn(b"E", [t for t, _ in got], got)
+                raw.sendall(hz.ext_msgs("", parse=False, stmt="r1"))
+                got = hz.read_until_ready(raw)
+                self.assertIn((b"C", b"DECLARE CURSOR\x00"), got)
+                b = self.autocommit(px)
+                self.fails_with(b, "fetch all from rc", "34000")
+                self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
+                raw.close()
+                b.close()
+                px.stop()
+
     def test_the_unnamed_statement_bound_later(self):
         # The client's own unnamed statement, Parsed in one transaction
         # (PQprepare with no name: Go's lib/pq does so) and Bound in the
