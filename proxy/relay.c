@@ -763,7 +763,13 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
     if (state) {
         s->state_words |= w & PGW_WORDS_STATE;
-        if (type == PGW_FE_PARSE)
+        /* A Parse not all here that fits the buffer is read whole before
+         * it is sent (offer_tx_listen: transaction and statement mode),
+         * and read here again then: its words for a later Bind from that
+         * (one cut by a read said HOLD and TEMP, or lost its server's
+         * names: every Bind there cost a cleanup). */
+        if (type == PGW_FE_PARSE &&
+            (avail >= total || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX))
             stmt_words_parse(s, p, avail < total ? avail : total, unnamed, w);
     }
     if (unrep && mask && (w & (mask | PGW_WORDS_RESET))) {

@@ -1710,6 +1710,47 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                 b.close()
                 px.stop()
 
+    def test_a_parse_cut_by_a_read_costs_nothing(self):
+        # A plain named Parse whose bytes come in two reads (a batch
+        # larger than the relay's buffer cuts one somewhere; here a pause
+        # after its first bytes): read before the rest came, it counted as
+        # one saying HOLD and TEMP -- or, its name cut, every named
+        # statement on the server did -- and each Bind after it cost a
+        # DISCARD TEMP (review r2 of session 49; fails before: one after
+        # each of the five Binds).  (The pauses only part the bytes in two
+        # reads; the batch cuts some Parse whatever the timing.)
+        px = self.start(max_prepared_statements=0)
+        raw = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(raw.close)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hz.sync_login(raw, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(hz.simple_query(raw, "select 1")[1], [])
+        for name, cut in (("plain_a", 8), ("plain_b", 16)):   # in the name; in the text
+            m = hz.parse_msg(name, "select 1 as n")
+            raw.sendall(m[:cut])
+            time.sleep(0.2)                  # (no reply can come meanwhile)
+            raw.sendall(m[cut:] + hz.msg(b"S"))
+            self.assertEqual([t for t, _ in hz.read_until_ready(raw)], [b"1", b"Z"])
+        batch = b"".join(hz.parse_msg("plain_%d" % i, "select %d as a_plain_column" % i)
+                         for i in range(1500)) + hz.msg(b"S")
+        self.assertGreater(len(batch), 2 * 32768)
+        raw.sendall(batch)
+        self.assertEqual(len(hz.read_until_ready(raw)), 1501)
+        for stmt in ("plain_a", "plain_b", "plain_0", "plain_700", "plain_1499"):
+            raw.sendall(hz.ext_msgs("", parse=False, stmt=stmt))
+            self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        # A statement with the words, cut likewise: its Bind still counts.
+        m = hz.parse_msg("held_c", "declare cc cursor with hold for select 'secret'")
+        raw.sendall(m[:20])
+        time.sleep(0.2)
+        raw.sendall(m[20:] + hz.msg(b"S"))
+        hz.read_until_ready(raw)
+        self.assertEqual(self.cleanups(px), [])
+        raw.sendall(hz.ext_msgs("", parse=False, stmt="held_c"))
+        self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+        self.fails_with(self.autocommit(px), "fetch all from cc", "34000")
+        self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
+
     def test_the_unnamed_statement_bound_later(self):
         # The client's own unnamed statement, Parsed in one transaction
         # (PQprepare with no name: Go's lib/pq does so) and Bound in the
