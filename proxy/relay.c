@@ -718,6 +718,16 @@ static void stmt_forget_done(struct pgw_session *s)
     s->stmt_forget_err = false;
 }
 
+/* Does the text (n bytes at p) hold the word EXECUTE? */
+static bool says_execute(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i + 7 <= n; i++)
+        if (lower_ascii(p[i]) == 'e' && (i == 0 || !sql_ident[p[i - 1]]) &&
+            word_at(p + i, n - i, "execute", 7))
+            return true;
+    return false;
+}
+
 /* What a Query, Parse or FunctionCall (avail of its total bytes at p) may
  * change.  A tracked parameter the server does not report (SET,
  * set_config() or RESET of it, RESET ALL, DISCARD ALL): pgwharf would not
@@ -761,6 +771,16 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     else
         w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
+    /* SQL EXECUTE (EXPLAIN ANALYZE EXECUTE, CREATE TABLE ... AS EXECUTE)
+     * runs a named statement as a Bind does, one Parsed with HOLD or TEMP
+     * as well (max_prepared_statements = 0): it may leave both where the
+     * server keeps such a name, and a Parse of it may once Bound.  (Its
+     * text says SET to pgw_relay_text_words.) */
+    if (state && avail >= total && (w & PGW_WORDS_SET) &&
+        (s->server->user_stmt_n > 0 || s->server->user_stmt_lost ||
+         (type == PGW_FE_PARSE && !s->ps_on)) &&
+        says_execute(p + PGW_MSG_HDR, total - PGW_MSG_HDR))
+        w |= PGW_WORDS_STATE;
     if (state) {
         s->state_words |= w & PGW_WORDS_STATE;
         /* A Parse not all here that fits the buffer is read whole before

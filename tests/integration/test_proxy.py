@@ -1751,6 +1751,29 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.fails_with(self.autocommit(px), "fetch all from cc", "34000")
         self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
 
+    def test_a_named_statement_run_by_sql_execute(self):
+        # SQL EXECUTE runs a statement Parsed by the protocol as a Bind
+        # does (its tag the statement's own), and so does a Parse of it
+        # Bound later: B fetched A's cursor and read A's table (review r2
+        # of session 49; fails before).
+        px = self.start(max_prepared_statements=0)
+        p = self.pq_conn(px)
+        pg = p.pgconn
+        b = self.autocommit(px)
+        self.pq_ok(pg.prepare(b"plain", b"select 1"))
+        self.pq_ok(pg.exec_(b"execute plain"))
+        self.assertEqual(self.cleanups(px), [])   # no such statement there yet: nothing
+        self.pq_ok(pg.prepare(b"xc", b"declare xc cursor with hold for select 'secret'"))
+        self.pq_ok(pg.prepare(b"xt", b"create temp table xt as select 'secret' as s"))
+        self.pq_ok(pg.exec_(b"execute xc"))
+        self.fails_with(b, "fetch all from xc", "34000")
+        self.pq_ok(pg.exec_(b"explain analyze execute xt"))
+        self.fails_with(b, "select * from pg_temp.xt", "42P01")
+        self.pq_ok(pg.prepare(b"", b"execute xc"))
+        self.pq_ok(pg.exec_prepared(b"", []))
+        self.fails_with(b, "fetch all from xc", "34000")
+        self.assertEqual(len(self.cleanups(px)), 3, self.cleanups(px))
+
     def test_the_unnamed_statement_bound_later(self):
         # The client's own unnamed statement, Parsed in one transaction
         # (PQprepare with no name: Go's lib/pq does so) and Bound in the
