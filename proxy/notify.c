@@ -184,6 +184,7 @@ static bool sp_noted(struct pgw_notify_sub *sub, const struct notify_spcmd *cmds
 static bool maybe_for(const struct pgw_notify_sub *sub, const char *chan);
 static bool hub_listens(const struct pgw_notify_hub *h, const char *chan);
 static void backlog_over(struct pgw_session *s);
+static void backlog_warn(struct pgw_session *s, bool held);
 static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total);
 static void backlog_end(struct pgw_session *s);
 static void maybe_settle(struct pgw_notify_sub *sub);
@@ -1689,9 +1690,16 @@ struct pgw_pool *pgw_notify_hub_pool(const struct pgw_notify_hub *h)
     return h->pool;
 }
 
-void pgw_notify_backlog_over(struct pgw_session *s)
+void pgw_notify_backlog_dropped(struct pgw_session *s)
 {
-    backlog_over(s);
+    s->px->total_notifications_dropped++;
+    if (s->notify->ending == NOTIFY_END_NONE)
+        backlog_warn(s, false);
+}
+
+void pgw_notify_backlog_end(struct pgw_session *s)
+{
+    backlog_end(s);
 }
 
 const char *pgw_notify_msg_chan(const uint8_t *msg)

@@ -29,9 +29,12 @@
  *     twice, and a channel's notifications keep their commit order.  When
  *     the hub's marker comes first, the hub's copies for the client wait
  *     (b->later, up to max_notify_backlog) for the bridge's, then go in
- *     their order.  Copies the hub sent before the bridge (held for the
- *     client's transaction's end) are noted (b->seen): the bridge's of
- *     those are dropped.
+ *     their order.  One past that bound is dropped, and so is every one
+ *     after it (b->over); the client still gets what it was owed, the
+ *     bridge's copies up to its marker, then those kept, and then FATAL
+ *     54000, as past the bound anywhere.  Copies the hub sent before the
+ *     bridge (held for the client's transaction's end) are noted
+ *     (b->seen): the bridge's of those are dropped.
  *
  * Bounds: notify_bridge_timeout (the hub's tick checks it), the pool's
  * pool_size bridges at once, and max_db_connections and
@@ -77,6 +80,9 @@ struct notify_bridge {
     bool sent;                           /* its marker went out */
     bool srv_marked, hub_marked;         /* ... and came back from this server, the hub's */
     struct pgw_wbuf later;               /* the hub's copies after its marker */
+    bool over;                           /* one more did not fit in later: the client
+                                            gets what it was owed, then 54000, at the
+                                            hand-over (bridge_done) */
     struct {
         uint64_t hash;
         uint32_t len;
@@ -206,12 +212,14 @@ void pgw_notify_bridge_end(struct pgw_notify_sub *sub, const char *why)
 }
 
 /* Both markers came: the hub's copies from now on are the client's; those
- * kept after the hub's marker go now, in their order. */
+ * kept after the hub's marker go now, in their order.  Past the bound
+ * (b->over) none is: the client is ended (54000) once it has read them. */
 static void bridge_done(struct notify_bridge *b)
 {
     struct pgw_notify_sub *sub = b->sub;
     struct pgw_session *s = sub->session;
     struct pgw_wbuf later = b->later;
+    bool over = b->over;
     pgw_wbuf_init(&b->later);
     bridge_log(b, "reason=\"the listening server took over\"");
     bridge_free(b);
@@ -221,6 +229,8 @@ static void bridge_done(struct notify_bridge *b)
         off += n;
     }
     pgw_wbuf_deinit(&later);
+    if (over && s->notify == sub)
+        pgw_notify_backlog_end(s);
 }
 
 static void bridge_flush(struct notify_bridge *b)
@@ -289,12 +299,17 @@ bool pgw_notify_bridge_hub_copy(struct pgw_notify_sub *sub, const uint8_t *msg, 
      * still sends. */
     struct pgw_session *s = sub->session;
     size_t at = b->later.len;
-    if (at + total <= (size_t)s->px->cfg->max_notify_backlog)
+    if (!b->over && at + total <= (size_t)s->px->cfg->max_notify_backlog)
         pgw_wbuf_append(&b->later, msg, total);
-    if (b->later.len != at + total) {
+    if (b->over || b->later.len != at + total) {
+        /* No room: as past the bound anywhere, but the client's end waits
+         * for what it was owed before this one, the bridge's copies up to
+         * its marker (they come before it in commit order) and those kept
+         * (review r1: 54000 came at once, and none of them). */
         b->later.len = at;
         b->later.failed = false;
-        pgw_notify_backlog_over(s);      /* no room: as past the bound anywhere */
+        b->over = true;
+        pgw_notify_backlog_dropped(s);
     }
     return true;
 }

@@ -276,9 +276,12 @@ const char *pgw_notify_hub_marker(struct pgw_notify_hub *h, bool want);
 /* Bridges of the sub's hub now (delta: one more or one fewer). */
 int pgw_notify_hub_bridges(struct pgw_notify_hub *h, int delta);
 struct pgw_pool *pgw_notify_hub_pool(const struct pgw_notify_hub *h);
-/* More than max_notify_backlog bytes would wait for s: it gets none past
- * that (see backlog_over). */
-void pgw_notify_backlog_over(struct pgw_session *s);
+/* One of s's notifications dropped past max_notify_backlog while the end
+ * it brings waits (the bridge's copies before it still come): counted,
+ * and logged at the first; pgw_notify_backlog_end later ends s (54000)
+ * once it has read what it was owed, as backlog_over does at once. */
+void pgw_notify_backlog_dropped(struct pgw_session *s);
+void pgw_notify_backlog_end(struct pgw_session *s);
 /* The Int32 pid, channel, payload of a NotificationResponse (whole,
  * checked): its channel. */
 const char *pgw_notify_msg_chan(const uint8_t *msg);

@@ -4094,7 +4094,11 @@ class CommitHeldCase(pt.PgwharfTestCase):
         if hasattr(self, "BRIDGE_TIMEOUT"):
             settings["notify_bridge_timeout"] = self.BRIDGE_TIMEOUT
         settings.update(getattr(self, "LIMITS", {}))
-        self.px = self.start_pgwharf(settings=settings)
+        self.px = self.start_pgwharf(settings=settings, databases=self.databases())
+
+    def databases(self):
+        """[databases] (None: the harness's own)."""
+        return None
 
     def two_in_transactions(self):
         """b and l (a raw socket) each in a transaction, holding the
@@ -4604,6 +4608,140 @@ class TestABridgeThatTimesOut(CommitHeldCase):
         self.assertIn("reason=notify_bridge_timeout", self.px.log())
         pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class OneWayRelay:
+    """127.0.0.1 (a port of its own) relaying TCP to target.  freeze(p)
+    stops passing on what PostgreSQL sends on the connection whose local
+    port toward it (its backend's client_port) is p -- what pgwharf sends
+    still goes through, so the backend runs it and its replies wait --
+    until thaw(p).  freeze returns once that connection's relay stopped
+    reading from PostgreSQL."""
+
+    def __init__(self, target):
+        self.target = target
+        self.lock = threading.Lock()
+        self.frozen = {}                 # port -> Event set once it took effect
+        self.closed = False
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        import selectors
+        try:
+            up = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+        key = up.getsockname()[1]
+        sel = selectors.DefaultSelector()
+        sel.register(c, selectors.EVENT_READ, up)
+        up_on = False
+        try:
+            while not self.closed:
+                with self.lock:
+                    frozen = self.frozen.get(key)
+                if frozen is not None and up_on:
+                    sel.unregister(up)
+                    up_on = False
+                elif frozen is None and not up_on:
+                    sel.register(up, selectors.EVENT_READ, c)
+                    up_on = True
+                if frozen is not None:
+                    frozen.set()
+                # (the timeout only to see freeze, thaw and close)
+                for k, _ in sel.select(0.1):
+                    data = k.fileobj.recv(65536)
+                    if not data:
+                        return
+                    k.data.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sel.close()
+            up.close()
+            c.close()
+
+    def freeze(self, port):
+        took = threading.Event()
+        with self.lock:
+            self.frozen[port] = took
+        if not took.wait(20):
+            raise AssertionError("no relayed connection from port %d" % port)
+
+    def thaw(self, port):
+        with self.lock:
+            self.frozen.pop(port, None)
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class TestABridgesMarkerHeldBack(CommitHeldCase):
+    """The hub's marker comes before the bridge's (a relay holds back what
+    the bridge's backend sends): the hub's copies after its marker wait
+    for the bridge's, up to max_notify_backlog.  Past that bound the
+    client got its ReadyForQuery and FATAL 54000 at once, none of what it
+    was owed: the bridge's copies before its marker, and the hub's that
+    had room (review r1).  Now it gets those, in commit order, then
+    54000."""
+    LIMITS = {"max_notify_backlog": 8192, "metrics_port": "auto"}
+
+    def databases(self):
+        self.relay = OneWayRelay((self.pg.host, int(self.pg.port)))
+        self.addCleanup(self.relay.close)
+        return {self.pg.database: "host=127.0.0.1 port=%d dbname=%s"
+                % (self.relay.port, self.pg.database)}
+
+    held_with_a_bridge = TestTheBridge.held_with_a_bridge
+
+    def backend_port(self, pid):
+        return int(self.pg.psql("select client_port from pg_stat_activity where pid = %d" % pid))
+
+    def marker_ran(self, pid):
+        """The bridge's backend ran its marker (LISTEN and NOTIFY of the
+        hub's marker channel) and is idle again: committed."""
+        return self.pg.psql("select count(*) from pg_stat_activity where pid = %d and "
+                            "query like 'LISTEN \"pgw_hub_%%NOTIFY%%' and state = 'idle'"
+                            % pid) == "1"
+
+    def test_past_the_bound_it_gets_what_it_was_owed(self):
+        b, l, c, pid = self.held_with_a_bridge()
+        port = self.backend_port(pid)
+        self.relay.freeze(port)
+        self.pg.psql("select pg_notify('%s', 'bridge')" % self.CHAN)     # the bridge's alone
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))           # to the hub
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))                     # the hub listens
+        pt.wait_until(lambda: self.marker_ran(pid), 20, what="the bridge's marker ran")
+        # After both markers: the hub's copies, kept for the bridge's
+        # marker; two of about 4 kB fit in 8192 bytes, the third does not.
+        for i in range(3):
+            self.pg.psql("select pg_notify('%s', repeat('x', 3990) || '%d')" % (self.CHAN, i))
+        self.px.wait_for_log("event=notification_dropped", 20)
+        self.relay.thaw(port)
+        kept = ended_for_its_backlog(self, l)
+        self.assertEqual([p if p == "bridge" else (p[:3990] == "x" * 3990, p[3990:])
+                          for p in kept], ["bridge", (True, "0"), (True, "1")])
+        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 1)
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
+        self.assertNotIn("event=notify_bridge_lost", self.px.log())
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
 
