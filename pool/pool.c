@@ -2120,6 +2120,7 @@ void pgw_pool_get_stats(const struct pgw_pool *pool, struct pgw_pool_stats *st)
     st->sv_active = pool->n_active;
     st->sv_tested = pool->n_resetting;
     st->sv_login = pool->n_connecting;
+    st->sv_detached = pool->n_detached;
     st->sv_idle = st->sv_used = 0;
     const struct pgw_list *n;
     for (n = pool->idle.next; n != &pool->idle; n = n->next) {

@@ -377,6 +377,8 @@ struct pgw_pool_stats {
     int cl_active;            /* clients holding a server */
     int cl_waiting;
     int sv_active, sv_idle, sv_used, sv_tested, sv_login;
+    int sv_detached;          /* servers pgw_pool_detach took out of those
+                               * (the proxy's LISTEN bridges) */
     ev_tstamp maxwait;        /* longest current wait, seconds */
     uint64_t total_acquires;
     uint64_t total_wait_us;

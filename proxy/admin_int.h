@@ -119,6 +119,7 @@ struct pgw_pool_row {
     struct pgw_pool *pool;
     int cl_active, cl_waiting;
     int sv_active, sv_idle, sv_used, sv_tested, sv_login;
+    int bridges;             /* LISTEN bridges (notify_bridge.c): in no sv_* */
     ev_tstamp maxwait;
     bool paused;
 };

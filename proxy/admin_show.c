@@ -153,6 +153,7 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n)
         r->sv_used = st.sv_used;
         r->sv_tested = st.sv_tested;
         r->sv_login = st.sv_login;
+        r->bridges = st.sv_detached;
         if (st.maxwait > r->maxwait)
             r->maxwait = st.maxwait;
         r->paused = pgw_admin_db_paused(px, pgw_pool_dbname(p));
@@ -589,13 +590,14 @@ static int show_clients(struct pgw_session *self, struct pgw_wbuf *out)
     return PGW_ADMIN_DONE;
 }
 
-/* "used" as SHOW POOLS' sv_used counts: due for server_check_query. */
+/* "used" as SHOW POOLS' sv_used counts: due for server_check_query.
+ * "bridge" (pgwharf's own): a LISTEN bridge, in no sv_* (notify_bridge.c). */
 static const char *server_state(const struct pgw_server *srv)
 {
     switch (srv->state) {
     case PGW_SRV_CONNECTING: return "new";
     case PGW_SRV_RESETTING:  return "tested";
-    case PGW_SRV_ACTIVE:     return "active";
+    case PGW_SRV_ACTIVE:     return pgw_notify_bridge_client(srv) ? "bridge" : "active";
     case PGW_SRV_IDLE:
         return pgw_server_used(srv) ? "used" : "idle";
     default:
@@ -620,7 +622,9 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     ev_tstamp since = srv->connect_time > 0 ? srv->connect_time : srv->start_time;
     snprintf(ptr, sizeof(ptr), "%p", (const void *)srv);
     snprintf(link, sizeof(link), "%s", "");
-    const struct pgw_session *cl = srv->link;
+    /* A bridge's: the client it listens for (whose own row links to no
+     * server: it holds none). */
+    const struct pgw_session *cl = srv->link ? srv->link : pgw_notify_bridge_client(srv);
     if (cl)
         snprintf(link, sizeof(link), "%p", (const void *)cl);
     /* The server's own application_name, as it last reported it (as
@@ -657,13 +661,15 @@ enum server_view { VIEW_SERVERS, VIEW_SOCKETS, VIEW_ACTIVE_SOCKETS };
 
 /* One pool's servers as PgBouncer lists them: its active servers, then
  * the idle, used, tested and new ones (sv_active ... sv_login in SHOW
- * SOCKETS; ACTIVE_SOCKETS: only those with bytes in their buffer). */
+ * SOCKETS; ACTIVE_SOCKETS: only those with bytes in their buffer).  Its
+ * LISTEN bridges come after the active ones (in SHOW SOCKETS, as
+ * sv_active: PgBouncer has no list for them). */
 static void pool_server_rows(struct pgw_rs *rs, struct pgw_proxy *px, struct pgw_pool *pool,
                              ev_tstamp now, enum server_view view)
 {
     static const char *const lists[][2] = {
-        { "active", "sv_active" }, { "idle", "sv_idle" }, { "used", "sv_used" },
-        { "tested", "sv_tested" }, { "new", "sv_login" },
+        { "active", "sv_active" }, { "bridge", "sv_active" }, { "idle", "sv_idle" },
+        { "used", "sv_used" }, { "tested", "sv_tested" }, { "new", "sv_login" },
     };
     for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
         for (struct pgw_server *srv = pgw_pool_server_next(pool, NULL); srv;

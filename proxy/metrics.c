@@ -851,7 +851,7 @@ static void metric_u(struct pgw_wbuf *b, const char *name, const char *type, uin
 /* ---- pool gauges ---- */
 
 enum pool_field { PF_CL_ACTIVE, PF_CL_WAITING, PF_SV_ACTIVE, PF_SV_IDLE, PF_SV_USED,
-                  PF_SV_TESTED, PF_SV_LOGIN, PF_PAUSED };
+                  PF_SV_TESTED, PF_SV_LOGIN, PF_PAUSED, PF_BRIDGES };
 
 static const struct {
     const char *name, *help;
@@ -865,6 +865,9 @@ static const struct {
     { "pgwharf_pool_server_tested", "Servers running a reset or check query, per pool (SHOW POOLS sv_tested).", PF_SV_TESTED },
     { "pgwharf_pool_server_login", "Servers connecting or logging in, per pool (SHOW POOLS sv_login).", PF_SV_LOGIN },
     { "pgwharf_pool_paused", "1 while the pool is paused by PAUSE.", PF_PAUSED },
+    { "pgwharf_pool_notify_bridges", "LISTEN bridges of the pool: servers a committed LISTEN ran "
+      "on, kept listening for their client until the listening server takes over (outside "
+      "pool_size and SHOW POOLS' sv_*; SHOW SERVERS state bridge).", PF_BRIDGES },
 };
 
 static int pool_value(const struct pgw_pool_row *r, enum pool_field f)
@@ -878,6 +881,7 @@ static int pool_value(const struct pgw_pool_row *r, enum pool_field f)
     case PF_SV_TESTED:  return r->sv_tested;
     case PF_SV_LOGIN:   return r->sv_login;
     case PF_PAUSED:     return r->paused;
+    case PF_BRIDGES:    return r->bridges;
     }
     return 0;
 }

@@ -459,6 +459,17 @@ static void bridge_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         bridge_read(b);
 }
 
+const struct pgw_session *pgw_notify_bridge_client(const struct pgw_server *srv)
+{
+    /* Its watchers are the bridge's from the take to the close, which
+     * takes it off the pool's lists (a server is calloc'ed: a NULL
+     * callback until first lent). */
+    if (srv->state != PGW_SRV_ACTIVE || srv->user_r.cb != bridge_io_cb)
+        return NULL;
+    const struct notify_bridge *b = srv->user_r.data;
+    return b && b->srv == srv ? b->sub->session : NULL;
+}
+
 bool pgw_notify_bridge_take(struct pgw_session *s, struct pgw_server *srv)
 {
     struct pgw_notify_sub *sub = s->notify;

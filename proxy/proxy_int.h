@@ -878,6 +878,9 @@ void pgw_notify_session_gone(struct pgw_session *s);
  * server its transaction's LISTEN ran on, listening for it until the hub's
  * server does), out of the pool's counts; false: release it. */
 bool pgw_notify_bridge_take(struct pgw_session *s, struct pgw_server *srv);
+/* When srv is a bridge (kept by pgw_notify_bridge_take, not closed yet):
+ * the client it listens for; else NULL (SHOW SERVERS). */
+const struct pgw_session *pgw_notify_bridge_client(const struct pgw_server *srv);
 /* The client's stream ended: nothing reaches it after the answers it is
  * owed, as from PostgreSQL, which ends the session then.  Its held
  * ReadyForQuery goes now (the listening server's LISTEN is waited for no

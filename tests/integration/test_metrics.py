@@ -40,6 +40,7 @@ FAMILIES = {
     "pgwharf_pool_server_login": "gauge",
     "pgwharf_pool_paused": "gauge",
     "pgwharf_pool_maxwait_seconds": "gauge",
+    "pgwharf_pool_notify_bridges": "gauge",
     "pgwharf_transactions": "counter",
     "pgwharf_queries": "counter",
     "pgwharf_bytes_received": "counter",

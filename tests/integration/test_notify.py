@@ -4125,8 +4125,14 @@ class CommitHeldCase(pt.PgwharfTestCase):
         return b, l, keys, c
 
     def state(self, sock):
+        return self.client_row(sock)["state"]
+
+    def ptr(self, sock):
+        return self.client_row(sock)["ptr"]
+
+    def client_row(self, sock):
         port = sock.getsockname()[1]
-        return [r for r in self.px.show("CLIENTS") if int(r["port"]) == port][0]["state"]
+        return [r for r in self.px.show("CLIENTS") if int(r["port"]) == port][0]
 
     def hub_listens(self):
         pt.wait_until(lambda: int(self.pg.psql(
@@ -4529,8 +4535,8 @@ class TestTheBridge(CommitHeldCase):
     def test_the_bridge_is_out_of_pool_size(self):
         # The pool's two servers are b's and c's (the bridge's room went to
         # c) and the hub waits for one of them: the bridge is one more
-        # connection, shown in SHOW SERVERS (active, no client), not in
-        # SHOW POOLS.  It goes at the hand-over.
+        # connection, shown in SHOW SERVERS (state bridge, linked to its
+        # client), not in SHOW POOLS.  It goes at the hand-over.
         b, l, c, pid = self.held_with_a_bridge()
         pool = self.px.show("POOLS", database=self.pg.database)[0]
         self.assertEqual([int(pool[k]) for k in ("sv_active", "sv_idle", "sv_used",
@@ -4539,7 +4545,7 @@ class TestTheBridge(CommitHeldCase):
         rows = self.px.show("SERVERS", database=self.pg.database)
         self.assertEqual(len(rows), 3)
         bridge = [r for r in rows if int(r["remote_pid"]) == pid]
-        self.assertEqual([(r["state"], r["link"]) for r in bridge], [("active", "")])
+        self.assertEqual([(r["state"], r["link"]) for r in bridge], [("bridge", self.ptr(l))])
         self.assertTrue(all(backend_alive(self.pg, int(r["remote_pid"])) for r in rows))
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
@@ -4609,6 +4615,53 @@ class TestABridgeThatTimesOut(CommitHeldCase):
         pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
         self.assertEqual(hz.simple_query(b, "commit"), ([], []))
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+
+class TestBridgesShown(CommitHeldCase):
+    """A bridge looked exactly like the hub's server in SHOW SERVERS
+    (active, no link) and no metric counted bridges (review r1).  Now its
+    state is bridge and its link its client's; /metrics has
+    pgwharf_pool_notify_bridges per pool."""
+    LIMITS = {"metrics_port": "auto"}
+
+    held_with_a_bridge = TestTheBridge.held_with_a_bridge
+    stop = TestTheBridge.stop
+
+    def bridges(self):
+        return self.px.metric("pgwharf_pool_notify_bridges")
+
+    def test_in_show_servers_and_metrics(self):
+        b, l, c, pid = self.held_with_a_bridge()
+        self.assertEqual(self.bridges(), 1)
+        # The hub listens (b's server); the bridge's backend, stopped, has
+        # not run its marker: both are there.
+        cont = self.stop(pid)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
+        self.hub_listens()
+        rows = self.px.show("SERVERS", database=self.pg.database)
+        c_ptr = self.ptr(c)
+        self.assertEqual(sorted((r["state"], r["link"]) for r in rows),
+                         sorted([("active", ""), ("active", c_ptr), ("bridge", self.ptr(l))]))
+        self.assertEqual([int(r["remote_pid"]) for r in rows if r["state"] == "bridge"], [pid])
+        # The client's own row links to no server (it holds none); SHOW
+        # POOLS counts the hub's and c's servers, not the bridge.
+        self.assertEqual(self.client_row(l)["link"], "")
+        pool = self.px.show("POOLS", database=self.pg.database)[0]
+        self.assertEqual(int(pool["sv_active"]), 2)
+        # SHOW SOCKETS: PgBouncer's list names, the bridge's as before.
+        socks = [r for r in self.px.show("SOCKETS") if r["type"] == "S"
+                 and r["database"] == self.pg.database]
+        self.assertEqual(sorted(r["state"] for r in socks), ["sv_active"] * 3)
+        self.assertEqual(self.bridges(), 1)
+        cont()
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the hand-over")
+        pt.wait_until(lambda: self.bridges() == 0, 20, what="the gauge back to 0")
+        self.assertEqual(sorted(r["state"] for r in
+                                self.px.show("SERVERS", database=self.pg.database)),
+                         ["active", "active"])
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+        self.assertEqual(hz.simple_query(l, "select 1"), ([[b"1"]], []))
 
 
 class OneWayRelay:
