@@ -264,9 +264,6 @@ struct pgw_session {
     bool client_eof;                 /* the client's stream ended (it closed, or shut
                                         down its sending side): what it sent whole
                                         runs, then the session ends (relay.c) */
-    ev_tstamp gone_at;               /* ... since when its server has sent nothing
-                                        it read (session.c gone_deadline) */
-    uint64_t gone_bytes;             /* bytes_out then */
     uint32_t state_words;            /* PGW_WORDS_STATE in what the client sent
                                         on this link (transaction/statement
                                         mode): with a CommandComplete tag, what
@@ -533,13 +530,6 @@ void pgw_relay_eof_check(struct pgw_session *s);
  * its COPY FROM STDIN (copy_abort): what was for it is dropped, as is the
  * rest, and that end goes on, the server kept; false: close as ever. */
 bool pgw_relay_copy_abort_lost(struct pgw_session *s);
-/* The client's stream ended (client_eof set now): the clock of
- * server_connect_timeout for what it left on its server starts. */
-void pgw_relay_gone_start(struct pgw_session *s);
-/* A client whose stream ended has read nothing of its server for
- * server_connect_timeout: its request is cancelled on the server (which
- * is closed), and the session ends. */
-void pgw_relay_gone_timeout(struct pgw_session *s);
 void pgw_relay_server_readable(struct pgw_session *s);
 void pgw_relay_flush_server(struct pgw_session *s);
 void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv);

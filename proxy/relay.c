@@ -2998,7 +2998,7 @@ static bool copy_abort_start(struct pgw_session *s)
      * the COPY's clock, started by the client, fired while the server
      * answered it and closed a server whose end was answered. */
     s->query_floor = pgw_mono_now(s->px->loop);
-    pgw_relay_gone_start(s);            /* nothing more is read from it */
+    s->client_eof = true;               /* nothing more is read from it */
     if (s->fe_invalid)
         s->term_wait = true;            /* (a client that left: as it left) */
     ev_io_stop(s->px->loop, &s->cli_r);
@@ -3521,7 +3521,7 @@ static bool client_data_step(struct pgw_session *s)
          * the server closed, its answer unread. */
         ev_io_stop(s->px->loop, &s->cli_r);
         if (s->server && s->state == PGW_SS_LINKED && !s->pipe_srv) {
-            pgw_relay_gone_start(s);
+            s->client_eof = true;
             s->terminating = false;
             s->term_wait = true;
             if (copy_abort_leave(s))
@@ -3805,7 +3805,7 @@ bool pgw_relay_left_while_queued(struct pgw_session *s)
             /* Answers owed before it (one that ended its turn may be in
              * the batch of writes): as at the end of its stream, they are
              * written first, then the session ends (term_wait). */
-            pgw_relay_gone_start(s);
+            s->client_eof = true;
             s->term_wait = true;
             ev_io_stop(s->px->loop, &s->cli_r);
             leave_queue(s);
@@ -3926,7 +3926,7 @@ bool pgw_relay_client_eof(struct pgw_session *s)
     if (!held && (s->pipe_srv || (s->server && (s->server->user_queued > 0 ||
                                                 s->server->user_tail_skip > 0))))
         return false;
-    pgw_relay_gone_start(s);
+    s->client_eof = true;
     ev_io_stop(s->px->loop, &s->cli_r);
     if (s->notify) {
         pgw_notify_client_eof(s);        /* (its held ReadyForQuery, written, may fail) */
@@ -3940,8 +3940,6 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         return false;
     if (!s->terminating && !copy_left && !eof_end_copy(s))
         return true;            /* closed */
-    if (s->state == PGW_SS_LINKED)
-        pgw_session_arm_timer(s);       /* server_connect_timeout (gone_deadline) */
     if (s->px->cfg->log_disconnections && s->state != PGW_SS_CLOSING) {
         char qd[200], qu[200];
         pgw_info("client_eof", "client=%s db=%s user=%s reason=\"the client's stream ended: "
@@ -3971,43 +3969,6 @@ static bool eof_end_copy(struct pgw_session *s)
         return false;
     }
     return true;
-}
-
-void pgw_relay_gone_start(struct pgw_session *s)
-{
-    s->client_eof = true;
-    if (s->gone_at <= 0) {
-        s->gone_at = pgw_mono_now(s->px->loop);
-        s->gone_bytes = s->bytes_out;
-    }
-}
-
-/* What a client sent before its stream ended runs, as PostgreSQL runs it,
- * and the session ends once it is answered (pgw_relay_client_eof).  A
- * request that waits on a lock (query_timeout off) held the server for as
- * long: for ever, the pool's slot with it, where PgBouncer closes the
- * server at once.  Past server_connect_timeout with nothing read by the
- * client (the bound of the pool's own queries on a server, a reset's), it
- * is given up on: cancelled on the server, as closing the connection does
- * not stop it (PostgreSQL sees a client gone only when it writes), and the
- * server closed -- never given back, where the cancel could still land on
- * the next client's query. */
-void pgw_relay_gone_timeout(struct pgw_session *s)
-{
-    struct pgw_server *srv = s->server;
-    double t = s->px->cfg->server_connect_timeout;
-    if (srv && (s->track.sync_out > 0 || s->track.fe_open > 0 || s->track.copy ||
-                s->swallow > 0 || s->cskip > 0)) {
-        srv->user_pipe_broken = true;    /* nobody queued behind it gets it */
-        pgw_server_retire(srv, "the client left with its request running");
-        pgw_cancel_server(s->px, srv, s->addr_text);
-        pgw_session_close(s, NULL, "the client left, and its request had no reply within "
-                          "server_connect_timeout (%g s): canceled on the server, the server "
-                          "closed", t);
-        return;
-    }
-    pgw_session_close(s, NULL, "the client left, and read nothing of its answers within "
-                      "server_connect_timeout (%g s)", t);
 }
 
 void pgw_relay_eof_check(struct pgw_session *s)

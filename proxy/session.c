@@ -361,8 +361,7 @@ static ev_tstamp transaction_deadline(const struct pgw_session *s)
     X(TRANSACTION, "transaction_timeout")                \
     X(IDLE_TRANSACTION, "idle_transaction_timeout")      \
     X(CANCEL_OVER, "cancel_over")                        \
-    X(CANCEL_WAIT, "cancel_wait_timeout")                \
-    X(GONE, "server_connect_timeout")
+    X(CANCEL_WAIT, "cancel_wait_timeout")
 
 enum session_timeout {
 #define X(name, text) TO_##name,
@@ -394,20 +393,6 @@ static bool client_msg_arriving(const struct pgw_session *s)
 }
 
 static ev_tstamp linked_deadline(const struct pgw_session *s, enum session_timeout *what);
-
-/* A client whose stream ended (client_eof) and that still holds its server
- * (what it sent runs): server_connect_timeout from the end of its stream,
- * its link (ready_at: it may have waited for the server meanwhile) or the
- * last bytes it was written (gone_at, moved on when the timer finds some:
- * a half-closed client reading a long answer), whichever came last
- * (pgw_relay_gone_timeout).  0: none. */
-static ev_tstamp gone_deadline(const struct pgw_session *s)
-{
-    double t = s->px->cfg->server_connect_timeout;
-    if (!s->client_eof || !s->server || t <= 0 || s->gone_at <= 0)
-        return 0;
-    return (s->ready_at > s->gone_at ? s->ready_at : s->gone_at) + t;
-}
 
 static ev_tstamp session_deadline(const struct pgw_session *s, enum session_timeout *what)
 {
@@ -462,8 +447,7 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
          * may be longer). */
         return earlier(at, what, s->query_timeout > 0 ? s->waiter.since + s->query_timeout : 0,
                        TO_QUERY);
-    case PGW_SS_LINKED: {
-        ev_tstamp due = 0;
+    case PGW_SS_LINKED:
         if (s->pipe_waits) {
             /* Handed a server that still runs the query of a client that
              * left ahead of its own (server_pipeline_depth): nobody's
@@ -474,14 +458,11 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
              * the client had stayed (pipe_left_at). */
             double t = s->pool ? pgw_pool_query_wait_timeout(s->pool) : 0;
             *what = TO_WAIT;
-            due = earlier(t > 0 ? s->waiter.since + t : 0, what, s->pipe_left_at,
-                          TO_QUERY_AHEAD);
-        } else {
-            due = earlier(linked_deadline(s, what), what, transaction_deadline(s),
-                          TO_TRANSACTION);
+            return earlier(t > 0 ? s->waiter.since + t : 0, what, s->pipe_left_at,
+                           TO_QUERY_AHEAD);
         }
-        return earlier(due, what, gone_deadline(s), TO_GONE);
-    }
+        return earlier(linked_deadline(s, what), what, transaction_deadline(s),
+                       TO_TRANSACTION);
     case PGW_SS_CANCEL:
         /* What it asked for is over (cancel.c); else a deferred cancel it
          * waits for, at most cancel_wait_timeout (a forward under way has
@@ -648,16 +629,6 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         break;
     case TO_CANCEL_OVER:
         pgw_session_close(s, NULL, "cancel request handled");
-        break;
-    case TO_GONE:
-        if (s->bytes_out != s->gone_bytes) {
-            /* It read some since: its clock starts again. */
-            s->gone_bytes = s->bytes_out;
-            s->gone_at = pgw_mono_now(loop);
-            pgw_session_arm_timer(s);
-            break;
-        }
-        pgw_relay_gone_timeout(s);
         break;
     case TO_CANCEL_WAIT:
         /* The cancel stays deferred: it still goes once the query runs. */
