@@ -1316,7 +1316,11 @@ static void shape_seen(struct pgw_session *s, const struct qent *h, uint64_t got
     struct ps_server_stmt *e = ss ? server_find(ss, st) : NULL;
     if (e) {
         e->read = true;
-        e->fresh = h->check_held;
+        /* An unread name's check fails no message: its reading is the
+         * name's, as a Parse's is (on_parse), and may be of tables a
+         * transaction changes and rolls back -- another name of st
+         * reads it again before it fails (named_send). */
+        e->fresh = h->check_held && !h->unread;
         e->shape = got;
     }
     if (got == st->shape)

@@ -2553,7 +2553,8 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
                           "12DCZ")
 
     def test_a_parse_and_describe_waits(self):
-        # (psycopg 3's and asyncpg's prepare.)
+        # (asyncpg's prepare; psycopg 3's only in a pipeline, where no Sync
+        # follows its Parse.)
         self.prepared_once(self.KNOWN)
         r = self.raw()
         self.assert_waits(r, [r.parse("s1", self.KNOWN), r.describe_stmt("s1"), r.sync()],
@@ -2713,6 +2714,76 @@ class TestAnUnreadNameMeetsASchemaChange(NoServerCase):
                                                       False)
         self.assert_read_now(described, runs, pid, ["a", "c"], ["1", "3"])
         self.assert_0A000(a)
+
+    def test_a_column_added_in_a_transaction_rolled_back(self):
+        # r reads its name inside its own transaction that adds a column,
+        # then rolls it back: the server that has the statement (X) has it
+        # read with the column.  A's statement, Parsed before, runs there
+        # as PostgreSQL runs it (its table is as it was): the unread
+        # name's check left X's reading to be read again before A's Bind
+        # fails (it gave A a 0A000 once); r's own reading, with the
+        # column, gets PostgreSQL's 0A000.
+        a = self.raw()
+        a.send(a.parse("p0", self.SQL), bind1(a, "p0", "1"), a.execute(), a.sync())
+        got = a.until_ready()
+        self.assertEqual(types(got), "12DCZ", got)
+        x_pid = data_row([b for t, b in got if t == b"D"][0])[-1]
+        hx, _ = self.hold_a_server()
+        hy, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "s1", self.SQL)
+        self.release(hx)
+        r.send(r.query("begin; alter table ps_unread add column d int default 5"))
+        self.assertEqual(types(r.until_ready()), "CCZ")
+        r.send(bind1(r, "s1", "1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "2DCZ", got)
+        self.assertEqual(data_row([b for t, b in got if t == b"D"][0]), ["1", "2", "3", "5", x_pid])
+        r.send(r.query("rollback"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+        for _ in range(2):
+            a.send(bind1(a, "p0", "1"), a.execute(), a.sync())
+            got = a.until_ready()
+            self.assertEqual(types(got), "2DCZ", got)
+            self.assertEqual(data_row([b for t, b in got if t == b"D"][0]), ["1", "2", "3", x_pid])
+        r.send(bind1(r, "s1", "1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual([sqlstate(b) for t, b in got if t == b"E"], ["0A000"], got)
+        self.release(hy)
+
+    def test_psycopg3_prepare_is_answered_and_read_at_its_first_execute(self):
+        # psycopg 3 outside a pipeline prepares with PQsendPrepare (a Parse
+        # and a Sync, no Describe): answered with no server while both are
+        # held (its name counted in SHOW CLIENTS while its execute waits),
+        # then read at that execute, after the ALTER, as PostgreSQL reads a
+        # statement prepared then; A's, Parsed before, gets 0A000.
+        import psycopg
+        sql = "select * from ps_unread where a = %s"
+        a = psycopg.connect(self.px.dsn(), autocommit=True, prepare_threshold=0)
+        self.addCleanup(a.close)
+        self.assertEqual(a.execute(sql, [1], prepare=True).fetchall(), [(1, 2, 3)])
+        hx, _ = self.hold_a_server()
+        hy, _ = self.hold_a_server()
+        b = psycopg.connect(self.px.dsn(), autocommit=True, prepare_threshold=0)
+        self.addCleanup(b.close)
+
+        def run():
+            cur = b.execute(sql, [1], prepare=True)
+            return [d.name for d in cur.description], cur.fetchall()
+        runner = pt.Background(run)
+        self.waiting(1)
+        console = self.console_conn(self.px)
+        counts = [str(r["prepared_statements"]) for r in pt.show(console, "CLIENTS")
+                  if r["state"] == "waiting"]
+        self.assertEqual(counts, ["1"])          # base: 0, its Parse waits
+        self.pg.psql("alter table ps_unread add column d int default 5")
+        self.release(hx)
+        runner.join(20)
+        self.assertIsNone(runner.error)
+        self.assertEqual(runner.result, (["a", "b", "c", "d"], [(1, 2, 3, 5)]))
+        with self.assertRaises(psycopg.errors.FeatureNotSupported):
+            a.execute(sql, [1], prepare=True)
+        self.release(hy)
 
     def test_with_a_server_idle_the_parse_goes_there(self):
         # (Passes before too.)  No wait to spare: the Parse is read there
