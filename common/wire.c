@@ -217,7 +217,8 @@ void pgw_wire_command_complete(struct pgw_wbuf *b, const char *tag)
 
 int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fields *out)
 {
-    out->severity = out->sqlstate = out->message = out->detail = out->hint = out->routine = "";
+    out->severity = out->sqlstate = out->message = out->detail = out->hint = "";
+    out->context = out->routine = "";
     size_t i = 0;
     while (i < len) {
         uint8_t code = body[i++];
@@ -234,6 +235,7 @@ int pgw_wire_parse_error(const uint8_t *body, size_t len, struct pgw_wire_err_fi
         case 'M': out->message = v; break;
         case 'D': out->detail = v; break;
         case 'H': out->hint = v; break;
+        case 'W': out->context = v; break;
         case 'R': out->routine = v; break;
         default: break;
         }

@@ -136,6 +136,7 @@ void pgw_wire_command_complete(struct pgw_wbuf *b, const char *tag);
  */
 struct pgw_wire_err_fields {
     const char *severity, *sqlstate, *message, *detail, *hint;
+    const char *context;         /* 'W': the CONTEXT lines (a COPY's "COPY t, line N") */
     const char *routine;         /* 'R': the server's C function, never translated */
 };
 /* body/len: the message body after the 5-byte header.  Returns 0 or PGW_EPROTO. */

@@ -253,6 +253,10 @@ struct pgw_session {
     uint32_t copy_abort_z;           /* ReadyForQuerys held back meanwhile */
     char copy_abort_zs;              /* ...their status */
     char copy_abort_name[40];        /* the marker's portal name (random) */
+    char *copy_abort_where;          /* the CONTEXT (W) of the server's error at
+                                        pgwharf's CopyFail: the COPY's line, which
+                                        PostgreSQL's error at the refused message
+                                        names too (malloc'd, or NULL) */
     bool copy_mixed;                 /* the client's last message other than
                                         CopyData/Flush/Sync/CopyDone/CopyFail came
                                         behind a request not answered yet */

@@ -2896,6 +2896,33 @@ static bool fe_type_valid(uint8_t type)
     }
 }
 
+/* PostgreSQL's error at a message its COPY FROM STDIN refuses: with the
+ * CONTEXT (W) it names -- "COPY t, line N", that of the server's error at
+ * pgwharf's CopyFail, read at the same place (copy_abort_reply) -- but no
+ * F/L/R: the server's there name the CopyFail's line in its source, and
+ * pgwharf's own errors carry none. */
+static void send_copy_refused(struct pgw_session *s)
+{
+    char m[64];
+    snprintf(m, sizeof(m), "unexpected message type 0x%02X during COPY from stdin",
+             s->fe_invalid_type);
+    struct pgw_wbuf b;
+    pgw_wbuf_init(&b);
+    size_t at = pgw_wbuf_msg_begin(&b, PGW_BE_ERROR);
+    static const char fields[] = "SERROR\0VERROR\0C08P01";
+    pgw_wbuf_append(&b, fields, sizeof(fields));
+    pgw_wbuf_put_u8(&b, 'M');
+    pgw_wbuf_put_str(&b, m);
+    if (s->copy_abort_where) {
+        pgw_wbuf_put_u8(&b, 'W');
+        pgw_wbuf_put_str(&b, s->copy_abort_where);
+    }
+    pgw_wbuf_put_u8(&b, 0);
+    pgw_wbuf_msg_end(&b, at);
+    pgw_session_send(s, &b);
+    pgw_wbuf_deinit(&b);
+}
+
 /* The session ends after a Terminate, or in place of a message of a type
  * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then. */
 static void close_terminated(struct pgw_session *s)
@@ -2907,10 +2934,7 @@ static void close_terminated(struct pgw_session *s)
     if (s->fe_invalid && s->copy_abort_ours) {
         /* In a COPY FROM STDIN (copy_abort_start), PostgreSQL's error
          * there, then its FATAL at the message it stopped reading. */
-        char m[64];
-        snprintf(m, sizeof(m), "unexpected message type 0x%02X during COPY from stdin",
-                 s->fe_invalid_type);
-        send_error(s, "08P01", m);
+        send_copy_refused(s);
         if (s->state != PGW_SS_CLOSING)
             pgw_session_close(s, "08P01", "terminating connection because protocol "
                               "synchronization was lost");
@@ -4717,8 +4741,14 @@ static int copy_abort_reply(struct pgw_session *s)
     if (s->copy_abort == COPY_ABORT_OUT && type == PGW_BE_ERROR && !s->copy_abort_ours &&
         pgw_track_copy_fail_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR)) {
         /* pgwharf's CopyFail failed the COPY: PostgreSQL would have sent
-         * its FATAL alone. */
+         * its error at the refused message (with this one's CONTEXT: the
+         * same line), then its FATAL.  (No room for the CONTEXT: none.) */
         s->copy_abort_ours = true;
+        if (!gone && pgw_wire_parse_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR, &f) == 0 &&
+            *f.context) {
+            free(s->copy_abort_where);
+            s->copy_abort_where = strdup(f.context);
+        }
         pgw_iobuf_cut(b, b->parsed, total);
         return 1;
     }

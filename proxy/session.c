@@ -1698,6 +1698,7 @@ void pgw_session_free(struct pgw_session *s)
     free(s->login_refusal);
     free(s->startup_order);
     free(s->sync_fail_msg);
+    free(s->copy_abort_where);
     free(s->repl_options);
     free(s->user);
     free(s->database);

@@ -496,6 +496,22 @@ def backend_messages(data):
     return out
 
 
+def messages_but_source(data):
+    """backend_messages with each error's fields whole, in order, but for
+    F, L and R (PostgreSQL's source file, line and routine: pgwharf's own
+    errors name none)."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        t = data[i:i + 1]
+        n = struct.unpack("!I", data[i + 1:i + 5])[0]
+        body = data[i + 5:i + 1 + n]
+        if t == b"E":
+            body = tuple(f for f in body.split(b"\x00") if f and f[:1] not in b"FLR")
+        out.append((t, body))
+        i += 1 + n
+    return out
+
+
 def start_copy(test, sock, table, extended=False):
     """A COPY FROM STDIN of table started on sock: its CopyInResponse read
     (by a Query, or a Parse/Bind/Execute/Sync)."""
@@ -896,6 +912,78 @@ class TestTheClientLeavingACopy(RelayCase):
                 self.assertEqual(run(a), want)
                 self.gone(port)
                 self.assert_kept_clean(pid)
+
+    def copy_end_cases(self, end):
+        """Ways into a COPY FROM STDIN, each ending at `end`: (extended or
+        None for a COPY started in the same write, what is sent)."""
+        ext = hz.parse_msg("", "copy relay_copy_leave from stdin") + bind_execute() + SYNC
+        return {
+            "later": (False, M(b"d", b"5\n") + end),
+            "three rows": (False, M(b"d", b"5\n6\n") + M(b"d", b"7\n") + end),
+            "with the query": (None, hz.query_msg("copy relay_copy_leave from stdin") +
+                               M(b"d", b"5\n") + end),
+            "execute, later": (True, M(b"d", b"5\n") + SYNC + end),
+            "with the execute": (None, ext + M(b"d", b"5\n") + end),
+            "execute, flush": (True, M(b"d", b"5\n") + M(b"H") + end),
+        }
+
+    def run_to_close(self, sock, extended, payload):
+        if extended is not None:
+            self.copy_started(sock, extended)
+        sock.sendall(payload)
+        data, closed = hz.read_until_closed(sock, 20)
+        self.assertTrue(closed, "the session did not end")
+        return messages_but_source(data)
+
+    def test_the_error_names_the_copys_line_as_postgres_does(self):
+        """PostgreSQL's ERROR at a message its COPY refuses (a Terminate,
+        a 'p') carries a CONTEXT: "COPY relay_copy_leave, line N".
+        pgwharf's had none (fails before: the W field missing); it now
+        takes the one of the server's error at its own CopyFail, read at
+        the same place.  Every field but PostgreSQL's source file, line
+        and routine (F, L, R) is PostgreSQL's; the server stays."""
+        pid = self.server_pid()
+        for end in (M(b"X"), M(b"p", b"garbage\x00")):
+            for name, (extended, payload) in self.copy_end_cases(end).items():
+                with self.subTest(end=end[:1], case=name):
+                    want = self.run_to_close(self.direct(), extended, payload)
+                    line = "line 4" if name == "three rows" else "line 2"
+                    self.assertIn(b"WCOPY relay_copy_leave, " + line.encode(), want[-2][1],
+                                  want)
+                    a = self.login()
+                    port = a.getsockname()[1]
+                    self.assertEqual(self.run_to_close(a, extended, payload), want)
+                    self.gone(port)
+                    self.assert_kept_clean(pid)
+
+    def test_a_request_behind_the_copys_is_answered_as_today(self):
+        """A known limit, pinned: a request sent behind the COPY's own
+        (a Query, or a Parse) read inside the COPY.  PostgreSQL's error
+        names the COPY's line; where pgwharf answers it itself
+        (prepared.c: max_prepared_statements on), the session ends with
+        the server, and no CopyFail of its tells the line: no W field.
+        (Where it goes to the server -- max_prepared_statements = 0,
+        session mode -- the server's own error and FATAL come, whole, or
+        at a Terminate sometimes not at all: the session may end before
+        they are read.  Not pinned here.)"""
+        if self.settings:
+            self.skipTest("prepared.c answers it in transaction mode only")
+        ext = (hz.parse_msg("", "copy relay_copy_leave from stdin") + bind_execute() +
+               hz.parse_msg("", "select 1") + bind_execute() + SYNC)
+        cases = {
+            "query": hz.query_msg("copy relay_copy_leave from stdin") +
+            hz.query_msg("select 1") + M(b"d", b"5\n") + M(b"X"),
+            "execute": ext + M(b"d", b"5\n") + M(b"X"),
+        }
+        for name, payload in cases.items():
+            with self.subTest(case=name):
+                want = self.run_to_close(self.direct(), None, payload)
+                self.assertTrue(want[-2][1][-1].startswith(b"WCOPY relay_copy_leave, line"),
+                                want)
+                got = self.run_to_close(self.login(), None, payload)
+                self.assertEqual(got[:-2], want[:-2])
+                self.assertEqual(got[-2][1], want[-2][1][:-1])      # no W
+                self.assertEqual(got[-1], want[-1])
 
     def test_a_terminate_then_a_close_keeps_the_server(self):
         """A Terminate (or a refused message) and the close at once, nothing

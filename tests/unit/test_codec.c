@@ -292,14 +292,18 @@ static void test_wire_error_roundtrip(void **state)
     assert_string_equal(f.sqlstate, "57014");
     assert_string_equal(f.message, "waited 3 s");
     assert_string_equal(f.routine, "");
-    /* A server's routine field, read whatever the language of the text. */
+    assert_string_equal(f.context, "");
+    /* A server's routine field, read whatever the language of the text;
+     * its CONTEXT too (a COPY's line, which pgwharf repeats). */
     static const uint8_t srv[] = "SFEHLER\0VERROR\0C0A000\0Mgecachter Plan\0"
+                                 "WCOPY t, Zeile 2\0"
                                  "Fplancache.c\0RRevalidateCachedQuery\0";
     struct pgw_wire_err_fields g;
     assert_int_equal(pgw_wire_parse_error(srv, sizeof(srv), &g), 0);
     assert_string_equal(g.sqlstate, "0A000");
     assert_string_equal(g.severity, "ERROR");
     assert_string_equal(g.routine, "RevalidateCachedQuery");
+    assert_string_equal(g.context, "COPY t, Zeile 2");
     /* Truncated bodies are rejected, never read past. */
     for (size_t cut = 0; cut < b.len - 5; cut++)
         assert_int_equal(pgw_wire_parse_error(b.data + 5, cut, &f), PGW_EPROTO);
