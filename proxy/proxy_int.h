@@ -260,6 +260,9 @@ struct pgw_session {
     bool copy_mixed;                 /* the client's last message other than
                                         CopyData/Flush/Sync/CopyDone/CopyFail came
                                         behind a request not answered yet */
+    uint32_t copy_mixed_seq;         /* ...the number of its request (track.req_done
+                                        + sync_out then): all before it answered at
+                                        the CopyInResponse, it was the COPY's own */
     bool ssl_asked, gss_asked;       /* SSLRequest / GSSENCRequest answered 'N' (a
                                         second is refused, as by PostgreSQL) */
     char server_fatal[6];            /* SQLSTATE of a FATAL (or PANIC) the server sent

@@ -3372,10 +3372,15 @@ static bool scan_client(struct pgw_session *s)
         }
         /* A message a COPY FROM STDIN does not read, sent behind a request
          * not answered yet: inside the COPY, or after one its data failed,
-         * it is answered by the server (copy_abort_due). */
+         * it is answered by the server (copy_abort_due).  Unless it is the
+         * COPY's own request, sent behind others (BEGIN and COPY in one
+         * write): all before it are answered at its CopyInResponse
+         * (track_backend). */
         if (type != PGW_FE_COPY_DATA && type != PGW_FE_FLUSH && type != PGW_FE_SYNC &&
-            type != PGW_FE_COPY_DONE && type != PGW_FE_COPY_FAIL)
+            type != PGW_FE_COPY_DONE && type != PGW_FE_COPY_FAIL) {
             s->copy_mixed = s->track.sync_out > 0;
+            s->copy_mixed_seq = s->track.req_done + (uint32_t)s->track.sync_out;
+        }
         if ((type == PGW_FE_COPY_DONE || type == PGW_FE_COPY_FAIL) &&
             (s->track.sync_out > 0 || s->track.fe_open > 0))
             s->copy_ends++;
@@ -4455,6 +4460,13 @@ static void track_backend(struct pgw_session *s, char type)
         s->stmt_forget_err = true;       /* a Close may have been skipped */
     if (type == PGW_BE_COPY_IN || type == PGW_BE_COPY_BOTH)
         s->copy_ins++;
+    /* The client's last request other than copy messages was answered
+     * up to itself: it is this COPY's (a later one would wait behind the
+     * COPY), its answers all foreseen (copy_abort_due).  (A link since
+     * restarts req_done: read as still behind, as before.) */
+    if (type == PGW_BE_COPY_IN && s->copy_mixed &&
+        (int32_t)(s->track.req_done - s->copy_mixed_seq) >= 0)
+        s->copy_mixed = false;
     if (type == PGW_BE_COPY_IN)
         s->srv_copy_in = true;
     else if (type == PGW_BE_ERROR || type == PGW_BE_COMMAND_COMPLETE)

@@ -956,6 +956,58 @@ class TestTheClientLeavingACopy(RelayCase):
                     self.gone(port)
                     self.assert_kept_clean(pid)
 
+    def test_in_a_transaction_block_the_client_is_answered_as_by_postgres(self):
+        """BEGIN, then a COPY FROM STDIN, then a Terminate or a refused
+        message: PostgreSQL sends the COPY's ERROR 08P01 and the FATAL.
+        With BEGIN and the COPY in one write, the COPY's own Query counted
+        as a request sent behind another (copy_mixed), pgwharf did not end
+        the COPY itself: at a Terminate the client got nothing at all, at
+        a 'p' "invalid frontend message type 112" (fails before).  Now as
+        from PostgreSQL, in separate writes too.  The failed block is
+        never lent: the server is closed (its backend ends), the COPY's
+        row not kept."""
+        begin = hz.query_msg("begin")
+        copy = hz.query_msg("copy relay_copy_leave from stdin")
+        row = M(b"d", b"5\n")
+        for end in (M(b"X"), M(b"p", b"garbage\x00")):
+            for name in ("one write", "begin answered", "copy started"):
+                with self.subTest(end=end[:1], sent=name):
+                    def run(sock):
+                        if name == "one write":
+                            sock.sendall(begin + copy + row + end)
+                        elif name == "begin answered":
+                            hz.simple_query(sock, "begin")
+                            sock.sendall(copy + row + end)
+                        else:
+                            hz.simple_query(sock, "begin")
+                            self.copy_started(sock)
+                            sock.sendall(row + end)
+                        data, closed = hz.read_until_closed(sock, 20)
+                        self.assertTrue(closed, "the session did not end")
+                        return messages_but_source(data)
+                    want = run(self.direct())
+                    self.assertEqual([b[:4] for t, b in want[-2:]], [
+                        (b"SERROR", b"VERROR", b"C08P01", b"Munexpected message type 0x%02X "
+                         b"during COPY from stdin" % end[0]),
+                        (b"SFATAL", b"VFATAL", b"C08P01", b"Mterminating connection because "
+                         b"protocol synchronization was lost")], want)
+                    pid = self.server_pid()
+                    a = self.login()
+                    port = a.getsockname()[1]
+                    self.assertEqual(run(a), want)
+                    self.gone(port)
+                    pt.wait_until(lambda: self.pg.psql(
+                        "select count(*) from pg_stat_activity where pid = %d" % pid,
+                        user=self.pg.user) == "0", 20, what="the failed block's backend ends")
+                    self.assertEqual(self.pg.psql("select count(*) from relay_copy_leave",
+                                                  user=self.pg.user), "0")
+                    b = self.login()
+                    b.sendall(hz.query_msg("select 42"))
+                    got = hz.read_until_ready(b)
+                    self.assertEqual(rows(got), [[b"42"]], got)
+                    self.assertEqual(got[-1], (b"Z", b"I"))
+                    b.close()
+
     def test_a_request_behind_the_copys_is_answered_as_today(self):
         """A known limit, pinned: a request sent behind the COPY's own
         (a Query, or a Parse) read inside the COPY.  PostgreSQL's error
