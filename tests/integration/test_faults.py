@@ -1295,8 +1295,25 @@ def set_lc_messages(case, sock, value):
     the test's end; skips where the locale is missing."""
     pg = case.pg
 
+    def connect():
+        # A test's own connections may have just closed (its cleanups run
+        # before this one): their backends free their slots as they exit.
+        got = []
+
+        def attempt():
+            try:
+                got.append(psycopg2.connect(host=sock, port=pg.port, user=pg.user,
+                                            dbname=pg.database))
+                return True
+            except psycopg2.OperationalError as e:
+                if "too many" not in str(e) and "zu viele" not in str(e):
+                    raise                            # 53300, English or German
+                return False
+        hz.wait_until(attempt, what="a free connection slot on the side cluster")
+        return got[0]
+
     def run(*sqls):
-        c = psycopg2.connect(host=sock, port=pg.port, user=pg.user, dbname=pg.database)
+        c = connect()
         try:
             c.autocommit = True
             for sql in sqls:
