@@ -41,7 +41,16 @@ static void reaper_cb(struct ev_loop *loop, ev_idle *w, int revents)
         pgw_list_del(n);
         struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
         pgw_pool_recheck_reaped(srv);     /* may close and queue more */
+        /* A LISTEN bridge held room in max_db_connections and
+         * max_user_connections (count_servers): the waiters under them get
+         * it now, not at the next tick.  (Here, not where it closed: its
+         * bridge is freed in between, proxy/notify_bridge.c.) */
+        struct pgw_pool *pool = srv->pool;
+        bool kick = srv_priv(srv)->detached && !set->destroying &&
+                    (pool->max_db_connections > 0 || pool->max_user_connections > 0);
         pgw_server_free(srv);
+        if (kick)
+            pgw_pool_kick_related(pool);
     }
     ev_idle_stop(loop, w);
 }

@@ -803,7 +803,9 @@ static int pool_servers(struct pgw_pool *p)
 {
     struct pgw_pool_stats st;
     pgw_pool_get_stats(p, &st);
-    return st.sv_active + st.sv_idle + st.sv_used + st.sv_tested + st.sv_login;
+    /* (LISTEN bridges too: connections that log in as the user, counted
+     * by max_db_connections and max_user_connections.) */
+    return st.sv_active + st.sv_idle + st.sv_used + st.sv_tested + st.sv_login + st.sv_detached;
 }
 
 /* A libpq keyword of the entry, NULL when it gives none. */

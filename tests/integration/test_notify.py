@@ -4840,6 +4840,10 @@ class TestABridgeCountsInMaxUserConnections(CommitHeldCase):
         rows = self.px.show("SERVERS", database=self.pg.database)
         self.assertIn(pid, [int(r["remote_pid"]) for r in rows])      # the bridge
         self.assertEqual(len(rows), 3)
+        # SHOW USERS' current_connections counts as max_user_connections
+        # does: the bridge too (review r5).
+        self.assertEqual([int(u["current_connections"]) for u in self.px.show("USERS")
+                          if u["name"] == self.pg.user], [3])
         # The user's third connection is the bridge: d, the first client of
         # another pool of the same user, waits for a server to log in
         # (before, it got a fourth).
