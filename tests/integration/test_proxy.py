@@ -1774,6 +1774,21 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.fails_with(b, "fetch all from xc", "34000")
         self.assertEqual(len(self.cleanups(px)), 3, self.cleanups(px))
 
+    def test_an_sql_prepare_executed_in_a_later_transaction_is_not_seen(self):
+        # Known gap (README, "Temporary tables"), pinned so that a change is
+        # seen: PREPARE p AS SELECT ... INTO TEMP (PostgreSQL prepares
+        # SELECT INTO) in one transaction, EXECUTE p in a later one on the
+        # same server (a pool of 1 here): the tag is "SELECT 1" and p's
+        # text went by in the first.  B reads the table today.  (A fix is
+        # on branch wip/s49-sql-prepare, not merged: unreviewed.)
+        px = self.start(max_prepared_statements=0)
+        a = self.autocommit(px)
+        b = self.autocommit(px)
+        a.cursor().execute("prepare mk2 as select 'secret' as s into temp g2")
+        a.cursor().execute("execute mk2")
+        self.assertEqual(pt.one(b, "select s from g2"), "secret")      # today's answer
+        self.assertEqual(self.cleanups(px), [])
+
     def test_the_unnamed_statement_bound_later(self):
         # The client's own unnamed statement, Parsed in one transaction
         # (PQprepare with no name: Go's lib/pq does so) and Bound in the
