@@ -1219,6 +1219,20 @@ static void hub_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         ev_feed_event(loop, &h->srv->user_r, EV_READ);
 }
 
+/* The hub's LISTEN of its marker channel (for the bridges, notify_bridge.c),
+ * marked queued; NULL short of memory. */
+static struct notify_req *marker_req(struct pgw_notify_hub *h)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "LISTEN \"%s\"", h->marker);
+    struct notify_req *r = req_new(NULL, sql, "", false);
+    if (r) {
+        r->marker = true;
+        h->marker_queued = true;
+    }
+    return r;
+}
+
 static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
 {
     struct ev_loop *loop = h->px->loop;
@@ -1247,12 +1261,8 @@ static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
         /* For the bridges to come (notify_bridge.c), or those waiting (they
          * came while the hub had no server): before the channels, so that
          * the server's latest statement is one of theirs. */
-        char sql[64];
-        snprintf(sql, sizeof(sql), "LISTEN \"%s\"", h->marker);
-        struct notify_req *r = req_new(NULL, sql, "", false);
+        struct notify_req *r = marker_req(h);
         if (r) {
-            r->marker = true;
-            h->marker_queued = true;
             *tailp = r;
             tailp = &r->next;
         }                                /* (short of memory: their time runs out) */
@@ -1660,12 +1670,8 @@ const char *pgw_notify_hub_marker(struct pgw_notify_hub *h, bool want)
     if (h->marker_ok)
         return h->marker;
     if (want && h->srv && !h->marker_queued) {
-        char sql[64];
-        snprintf(sql, sizeof(sql), "LISTEN \"%s\"", h->marker);
-        struct notify_req *r = req_new(NULL, sql, "", false);
+        struct notify_req *r = marker_req(h);
         if (r) {
-            r->marker = true;
-            h->marker_queued = true;
             req_push(h, r);
             hub_kick(h);
         }                                /* (short of memory: the bridges' time runs out) */
