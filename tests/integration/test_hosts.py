@@ -452,13 +452,10 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(px.log().count("server_check_query: no reply in time"), 1,
                          px.log_tail())
 
-    def test_a_host_that_stops_answering_resets_other_pools(self):
-        # The same frozen host seen from two pools (two entries naming the
-        # same host:port, one backend): the reset with no reply in fz had
-        # fz's idle servers there checked before they were lent, not fy's:
-        # fy's idle server was lent unchecked (server_check_delay) and its
-        # client hung with the entry's other host up (session 49, A).
-        # Now every pool's idle servers on that host are doubted.
+    def reset_frozen_beside_fy(self, **settings):
+        """Two entries fz and fy naming one host:port (through a relay),
+        a server of each there, fy's idle (not due for a check); the host
+        freezes and fz's session-mode reset gets no reply in time."""
         relay = FreezableRelay(pt.free_port(),
                                (self.pg.host, self.pg.port))
         self.addCleanup(relay.close)
@@ -466,7 +463,7 @@ class HostListTest(pt.PgwharfTestCase):
             relay.port, self.pg.port, self.pg.database)
         px = self.start({"fz": entry, "fy": entry}, pool_mode="session", default_pool_size=3,
                         server_reset_query="DISCARD ALL", server_connect_timeout="1s",
-                        query_wait_timeout="30s")
+                        query_wait_timeout="30s", **settings)
         held = self.db_conn(px, db="fz")
         other = self.db_conn(px, db="fy")
         for conn in (held, other):             # both on the relay
@@ -478,6 +475,16 @@ class HostListTest(pt.PgwharfTestCase):
         relay.freeze()
         held.close()                           # its reset gets no reply
         px.wait_for_log(r"server_reset_query: no reply in time")
+        return px
+
+    def test_a_host_that_stops_answering_resets_other_pools(self):
+        # The same frozen host seen from two pools (two entries naming the
+        # same host:port, one backend): the reset with no reply in fz had
+        # fz's idle servers there checked before they were lent, not fy's:
+        # fy's idle server was lent unchecked (server_check_delay) and its
+        # client hung with the entry's other host up (session 49, A).
+        # Now every pool's idle servers on that host are doubted.
+        px = self.reset_frozen_beside_fy()
         # fy's idle server is to be checked before it is lent (sv_used)
         self.assertEqual(px.show("POOLS", database="fy")[0]["sv_used"], "1", px.log_tail())
         bg = pt.Background(lambda: pt.one(psycopg2.connect(px.dsn(db="fy")),
@@ -494,24 +501,7 @@ class HostListTest(pt.PgwharfTestCase):
         # The same with no server_check_query: the reset's pool closes its
         # idle servers on the host as a check's would, and now so do the
         # other pools on that host:port (fy's was kept, lent, and hung).
-        relay = FreezableRelay(pt.free_port(),
-                               (self.pg.host, self.pg.port))
-        self.addCleanup(relay.close)
-        entry = "host=127.0.0.1,127.0.0.2 port=%d,%d dbname=%s load_balance_hosts=disable" % (
-            relay.port, self.pg.port, self.pg.database)
-        px = self.start({"fz": entry, "fy": entry}, pool_mode="session", default_pool_size=3,
-                        server_reset_query="DISCARD ALL", server_check_query="",
-                        server_connect_timeout="1s", query_wait_timeout="30s")
-        held = self.db_conn(px, db="fz")
-        other = self.db_conn(px, db="fy")
-        for conn in (held, other):
-            self.assertEqual(pt.one(conn, "select host(inet_server_addr())"), "127.0.0.1")
-        other.close()
-        pt.wait_until(lambda: px.show("POOLS", database="fy")[0]["sv_idle"] == "1",
-                      what="fy's idle server")
-        relay.freeze()
-        held.close()
-        px.wait_for_log(r"server_reset_query: no reply in time")
+        px = self.reset_frozen_beside_fy(server_check_query="")
         px.wait_for_log(r"event=server_close db=fy .*reason=\"another server of its host "
                         r"did not answer in time\"")
         self.assertEqual(px.show("POOLS", database="fy")[0]["sv_idle"], "0")
