@@ -1115,6 +1115,70 @@ bool pgw_deallocate_parse(const char *sql, size_t len, const struct pgw_ident_cl
     return false;
 }
 
+/* A statement name at *p (white space and comments before it skipped),
+ * as PostgreSQL reads it, into name: READ (ASCII), UNREAD (another, or
+ * one sql_ident does not read), NONE when no name starts there (a
+ * literal, a parenthesis). */
+static enum pgw_sql_name_kind sql_stmt_name(const char **p, const char *end,
+                                            char name[PGW_NAME_MAX + 1])
+{
+    sql_skip_space(p, end);
+    if (*p == end || !(ident_start((unsigned char)**p) || **p == '"'))
+        return PGW_SQL_NAME_NONE;
+    if (end - *p > 1 && (**p == 'U' || **p == 'u') && (*p)[1] == '&' &&
+        (end - *p < 3 || (*p)[2] != '"'))
+        return PGW_SQL_NAME_NONE;        /* U&'...': a literal */
+    const char *q = *p;
+    if (!sql_ident(p, end, NULL, name, PGW_NAME_MAX, NULL) || !pgw_pgenc_ascii(name, strlen(name))) {
+        *p = q + 1;
+        return PGW_SQL_NAME_UNREAD;
+    }
+    return PGW_SQL_NAME_READ;
+}
+
+enum pgw_sql_name_kind pgw_prepare_parse(const char *sql, size_t len,
+                                         char name[PGW_NAME_MAX + 1], size_t *rest)
+{
+    const char *p = sql, *end = sql + len;
+    sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "PREPARE"))
+        return PGW_SQL_NAME_NONE;
+    *rest = (size_t)(p - sql);
+    const char *at = p;
+    sql_skip_space(&at, end);
+    if (sql_keyword(&at, end, "TRANSACTION")) {
+        /* PREPARE TRANSACTION 'gid' (tag "PREPARE TRANSACTION"), unless
+         * a statement named so: its types or AS come next. */
+        sql_skip_space(&at, end);
+        if (at == end || (*at != '(' && !sql_keyword(&at, end, "AS")))
+            return PGW_SQL_NAME_NONE;
+    }
+    enum pgw_sql_name_kind k = sql_stmt_name(&p, end, name);
+    if (k == PGW_SQL_NAME_READ)
+        *rest = (size_t)(p - sql);
+    return k == PGW_SQL_NAME_NONE ? PGW_SQL_NAME_UNREAD : k;
+}
+
+enum pgw_sql_name_kind pgw_sql_execute_next(const char *sql, size_t len, size_t *at,
+                                            char name[PGW_NAME_MAX + 1])
+{
+    const char *end = sql + len;
+    for (size_t i = *at; i + 7 <= len; i++) {
+        if ((sql[i] != 'e' && sql[i] != 'E') || (i > 0 && ident_cont((unsigned char)sql[i - 1])))
+            continue;
+        const char *p = sql + i;
+        if (!sql_keyword(&p, end, "EXECUTE"))
+            continue;
+        enum pgw_sql_name_kind k = sql_stmt_name(&p, end, name);
+        *at = (size_t)(p - sql);
+        if (k != PGW_SQL_NAME_NONE)
+            return k;
+        i = *at - 1;
+    }
+    *at = len;
+    return PGW_SQL_NAME_NONE;
+}
+
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
 {
     size_t i = 0;

@@ -166,6 +166,30 @@ bool pgw_deallocate_parse(const char *sql, size_t len, const struct pgw_ident_cl
                           char name[PGW_CHANNEL_UTF8_MAX + 1], struct pgw_ident_full *full);
 
 /*
+ * SQL prepared statements (server_reset_session_state keeps the words of
+ * those that may leave a temporary table, relay.c stmt_sql_*).  A name is
+ * read as PostgreSQL reads it (unquoted lowered, quoted as written, U&
+ * decoded, cut to PGW_NAME_MAX bytes): PGW_SQL_NAME_READ when it is ASCII
+ * (a name of other characters may be cut or converted otherwise by the
+ * server), PGW_SQL_NAME_UNREAD for one pgwharf does not read so.
+ *
+ * pgw_prepare_parse: the statement sql[0..len) (one, as
+ * pgw_sql_statement_end splits them) is "PREPARE name ..." (not PREPARE
+ * TRANSACTION): READ with the name, *rest the offset past it (the types
+ * and the statement prepared), or UNREAD (*rest: past PREPARE); NONE for
+ * any other statement.  pgw_sql_execute_next: the next word EXECUTE of
+ * sql[*at..len) (any case, a word of its own, read as the relay's word scan
+ * reads one: in a literal or comment too) that a name follows (white space
+ * and comments between): READ or UNREAD, *at past it; NONE when no more.
+ * Pure.
+ */
+enum pgw_sql_name_kind { PGW_SQL_NAME_NONE, PGW_SQL_NAME_READ, PGW_SQL_NAME_UNREAD };
+enum pgw_sql_name_kind pgw_prepare_parse(const char *sql, size_t len,
+                                         char name[PGW_NAME_MAX + 1], size_t *rest);
+enum pgw_sql_name_kind pgw_sql_execute_next(const char *sql, size_t len, size_t *at,
+                                            char name[PGW_NAME_MAX + 1]);
+
+/*
  * A savepoint statement's kind and name: "SAVEPOINT name", "RELEASE
  * [SAVEPOINT] name", "ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name"
  * (name read as by pgw_listen_parse; "" when it is one pgwharf does not

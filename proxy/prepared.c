@@ -2795,7 +2795,8 @@ static enum pgw_ps_action named_send(struct pgw_session *s, struct pgw_iobuf *b,
                                              st->parse_len - PGW_MSG_HDR, UINT32_MAX);
             st->words_known = true;
         }
-        pgw_relay_note_bound_words(s, st->words);
+        pgw_relay_note_bound_words(s, st->words, st->parse + PGW_MSG_HDR,
+                                   st->parse_len - PGW_MSG_HDR);
     }
     if (fail == FAIL_DESCRIBE) {
         /* Answered here: nothing to send (nothing prepared either). */

@@ -147,6 +147,9 @@ struct pgw_login_refusal {
 
 /* Statement names a link forgets at most (pgw_session.stmt_forget). */
 #define PGW_STMT_FORGET_MAX 8
+/* SQL PREPAREs of one Query read at their tags (pgw_session.stmt_prep). */
+#define PGW_STMT_PREP_MAX 4
+#define PGW_STMT_PREP_UNREAD 0x80
 
 struct pgw_session {
     struct pgw_proxy *px;
@@ -279,7 +282,24 @@ struct pgw_session {
     uint32_t unnamed_words;          /* PGW_WORDS_STATE in the text of the client's
                                         last Parse into the unnamed statement: a
                                         Bind of it in a later transaction notes
-                                        them (relay.c: stmt_words_bind) */
+                                        them (relay.c: stmt_words_bind); with
+                                        PGW_WORDS_PREPARE and PGW_WORDS_EXECUTE:
+                                        an SQL PREPARE or EXECUTE in it */
+    uint64_t unnamed_server;         /* the server that Parse was read on (its
+                                        EXECUTE's words are that server's) */
+    uint64_t unnamed_prep;           /* the name hash its SQL PREPARE makes, and */
+    uint8_t unnamed_prep_words;      /* its words (as pgw_session.stmt_prep's) */
+    bool unnamed_prep_is;            /* its text is an SQL PREPARE */
+    /* The SQL PREPAREs of a Query sent with nothing else outstanding, in its
+     * order: at each tag "PREPARE" the next ran (relay.c stmt_sql_prepared).
+     * Its hash and PGW_WORDS_STATE >> 27 (PGW_STMT_PREP_UNREAD: a name not
+     * read). */
+    uint64_t stmt_prep[PGW_STMT_PREP_MAX];
+    uint8_t stmt_prep_words[PGW_STMT_PREP_MAX];
+    uint8_t stmt_prep_n, stmt_prep_at;
+    bool stmt_prep_due;              /* the Query scanned has a PREPARE (note_setting_words) */
+    bool stmt_prep_loose;            /* PREPAREs kept as sent, not at their tag,
+                                        since nothing was last outstanding */
     uint64_t stmt_forget[PGW_STMT_FORGET_MAX];  /* names of statements the server
                                         keeps words of (user_stmt_hash) that a Close
                                         or SQL DEALLOCATE sent on this link drops:
@@ -516,12 +536,21 @@ void pgw_relay_replies_read(struct pgw_session *s);
 #define PGW_WORDS_TEMP (1u << 28)
 #define PGW_WORDS_MAKE (1u << 27)
 #define PGW_WORDS_STATE (PGW_WORDS_HOLD | PGW_WORDS_TEMP | PGW_WORDS_MAKE)
+/* A statement that starts with PREPARE; the word EXECUTE (not a
+ * privilege's): an SQL prepared statement made or run (relay.c
+ * stmt_sql_*). */
+#define PGW_WORDS_PREPARE (1u << 26)
+#define PGW_WORDS_EXECUTE (1u << 25)
+_Static_assert(PGW_TP_MAX <= 25, "the tracked parameters' bits stay below PGW_WORDS_EXECUTE");
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want);
 /* A Bind of a statement whose text has these words (pgw_relay_text_words
  * of all tracked names) runs it: what it may change, as for a Query
- * (unrep_touched, settings_pending).  s has a server. */
-void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words);
+ * (unrep_touched, settings_pending), and the SQL prepared statement it
+ * makes or runs there (text: n bytes, the body of its Parse).  s has a
+ * server. */
+void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uint8_t *text,
+                                size_t n);
 /* The client's stream ended (EOF).  true when the session goes on to run
  * what the client sent whole (client_eof); false when there is nothing to
  * run, or its request waits in the pool's queue: the caller closes it. */

@@ -486,14 +486,17 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                         (c == 'a' && word_at(q, left, "alter", 5));
             if (ends_a_transaction(q, left))
                 found |= PGW_WORDS_SET;      /* may take SETs back */
+            if (c == 'p' && word_at(q, left, "prepare", 7))
+                found |= PGW_WORDS_PREPARE;  /* (SQL: PREPARE TRANSACTION too) */
             at_start = false;
         }
         /* A statement PREPAREd before, its text not here (EXECUTE, and
          * EXPLAIN ANALYZE EXECUTE or CREATE TABLE ... AS EXECUTE), or
          * pg_settings (UPDATE pg_settings SET ... WHERE name = <any
          * expression>): any parameter. */
-        if ((c == 'e' && !privilege && word_at(q, left, "execute", 7)) ||
-            (c == 'p' && word_at(q, left, "pg_settings", 11)))
+        if (c == 'e' && !privilege && word_at(q, left, "execute", 7))
+            found |= PGW_WORDS_SET | PGW_WORDS_EXECUTE | want;
+        else if (c == 'p' && word_at(q, left, "pg_settings", 11))
             found |= PGW_WORDS_SET | want;
         /* (WITHOUT HOLD: what psycopg2 declares a cursor with) */
         if (c == 'h' && !without && word_at(q, left, "hold", 4))
@@ -528,9 +531,15 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     return found;
 }
 
-void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
+static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
+
+void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uint8_t *text,
+                                size_t n)
 {
     s->state_words |= words & PGW_WORDS_STATE;
+    if ((words & (PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE)) && s->mode != PGW_POOL_SESSION &&
+        s->px->cfg->server_reset_session_state)
+        stmt_sql_bound(s, words, text, n);
     uint32_t mask = unreported_mask(s->px, s->server->pool);
     if (mask && (words & (mask | PGW_WORDS_RESET)))
         s->unrep_touched = true;
@@ -558,7 +567,7 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words)
 
 static bool stmt_words_on(const struct pgw_session *s)
 {
-    return s->mode != PGW_POOL_SESSION && !s->ps_on && s->px->cfg->server_reset_session_state;
+    return s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state;
 }
 
 /* PostgreSQL keys prepared statements by the first NAMEDATALEN - 1 bytes of
@@ -589,6 +598,43 @@ static void stmt_words_clear(struct pgw_server *srv)
 _Static_assert((PGW_WORDS_STATE >> 27) <= UINT8_MAX && (PGW_WORDS_STATE & ((1u << 27) - 1)) == 0,
                "user_stmt_words holds PGW_WORDS_STATE >> 27");
 
+/* The statement of name hash h on srv may leave what its words w (HOLD or
+ * TEMP among them) say: kept, with those of an earlier one of its name. */
+static void stmt_words_keep(struct pgw_server *srv, uint64_t h, uint32_t w)
+{
+    int i = stmt_words_find(srv, h);
+    if (i < 0 && srv->user_stmt_n == PGW_STMT_WORDS_MAX) {
+        srv->user_stmt_lost = true;
+        return;
+    }
+    if (i < 0) {
+        i = srv->user_stmt_n++;
+        srv->user_stmt_hash[i] = h;
+        srv->user_stmt_words[i] = 0;
+    }
+    srv->user_stmt_words[i] |= (uint8_t)((w & PGW_WORDS_STATE) >> 27);
+}
+
+static void stmt_words_drop(struct pgw_server *srv, uint64_t h)
+{
+    int i = stmt_words_find(srv, h);
+    if (i < 0)
+        return;
+    srv->user_stmt_n--;
+    srv->user_stmt_hash[i] = srv->user_stmt_hash[srv->user_stmt_n];
+    srv->user_stmt_words[i] = srv->user_stmt_words[srv->user_stmt_n];
+}
+
+/* A statement of name hash h made again on s's link: a Close or
+ * DEALLOCATE of the name sent ahead of it, not answered yet, dropped the
+ * one it replaces, not it (stmt_forget_done leaves it). */
+static void stmt_forget_unsay(struct pgw_session *s, uint64_t h)
+{
+    for (int k = 0; k < s->stmt_forget_n; k++)
+        if (s->stmt_forget[k] == h)
+            s->stmt_forget[k--] = s->stmt_forget[--s->stmt_forget_n];
+}
+
 /* A Parse (avail of its bytes at p, none past it) whose text has words
  * w: the unnamed statement's words, or a named one's kept on the server
  * when they say HOLD or TEMP (max_prepared_statements = 0). */
@@ -596,7 +642,8 @@ static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t a
                              uint32_t w)
 {
     if (unnamed) {
-        s->unnamed_words = w & PGW_WORDS_STATE;
+        s->unnamed_words = w & (PGW_WORDS_STATE | PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE);
+        s->unnamed_server = s->server->id;
         return;
     }
     if (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
@@ -613,20 +660,8 @@ static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t a
     uint64_t h = stmt_hash(s->px, name, n);
     /* A Close or DEALLOCATE of the name sent ahead of it, not answered
      * yet, dropped the statement this Parse makes again: not forgotten. */
-    for (int k = 0; k < s->stmt_forget_n; k++)
-        if (s->stmt_forget[k] == h)
-            s->stmt_forget[k--] = s->stmt_forget[--s->stmt_forget_n];
-    int i = stmt_words_find(srv, h);
-    if (i < 0 && srv->user_stmt_n == PGW_STMT_WORDS_MAX) {
-        srv->user_stmt_lost = true;
-        return;
-    }
-    if (i < 0) {
-        i = srv->user_stmt_n++;
-        srv->user_stmt_hash[i] = h;
-        srv->user_stmt_words[i] = 0;
-    }
-    srv->user_stmt_words[i] |= (uint8_t)((w & PGW_WORDS_STATE) >> 27);
+    stmt_forget_unsay(s, h);
+    stmt_words_keep(srv, h, w);
 }
 
 /* The statement name of a Bind (avail of its bytes at p): its length, or
@@ -649,14 +684,17 @@ static ssize_t bind_stmt_name(const uint8_t *p, uint32_t avail, const uint8_t **
 static void stmt_words_bind(struct pgw_session *s, const uint8_t *p, uint32_t avail)
 {
     const struct pgw_server *srv = s->server;
-    bool unnamed_may = (s->unnamed_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)) != 0;
+    bool unnamed_may = (s->unnamed_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP | PGW_WORDS_EXECUTE)) != 0;
     bool named_may = !s->ps_on && (srv->user_stmt_n > 0 || srv->user_stmt_lost);
     if (!unnamed_may && !named_may)
         return;
     const uint8_t *name = NULL;
     ssize_t n = bind_stmt_name(p, avail, &name);
     if (n <= 0) {                            /* (not all here: either) */
-        s->state_words |= s->unnamed_words | (n < 0 && named_may ? PGW_WORDS_STATE : 0);
+        s->state_words |= (s->unnamed_words & PGW_WORDS_STATE) |
+                          (n < 0 && named_may ? PGW_WORDS_STATE : 0);
+        if (s->unnamed_words & (PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE))
+            stmt_sql_bound(s, s->unnamed_words, NULL, 0);
         return;
     }
     if (!named_may)
@@ -706,26 +744,224 @@ static void stmt_forget_done(struct pgw_session *s)
     if (s->track.fe_open > 0 || !srv)
         return;                              /* (sent since the Sync: later) */
     s->stmt_kept = false;
-    for (int k = 0; !s->stmt_forget_err && k < s->stmt_forget_n; k++) {
-        int i = stmt_words_find(srv, s->stmt_forget[k]);
-        if (i < 0)
-            continue;
-        srv->user_stmt_n--;
-        srv->user_stmt_hash[i] = srv->user_stmt_hash[srv->user_stmt_n];
-        srv->user_stmt_words[i] = srv->user_stmt_words[srv->user_stmt_n];
-    }
+    for (int k = 0; !s->stmt_forget_err && k < s->stmt_forget_n; k++)
+        stmt_words_drop(srv, s->stmt_forget[k]);
     s->stmt_forget_n = 0;
     s->stmt_forget_err = false;
 }
 
-/* Does the text (n bytes at p) hold the word EXECUTE? */
-static bool says_execute(const uint8_t *p, size_t n)
+/* ---- SQL PREPARE and EXECUTE (server_reset_session_state)
+ *
+ * An SQL prepared statement lives on the server as a named protocol one
+ * does, in the same namespace, with max_prepared_statements on or off
+ * (pgwharf renames only protocol ones): PREPARE p AS SELECT ... INTO TEMP
+ * t (PostgreSQL prepares SELECT INTO; not DECLARE, nor CREATE TABLE AS)
+ * in one transaction, EXECUTE p in a later one, whose tag is "SELECT 1"
+ * with no word of p's text beside it.  So the server keeps the words of
+ * p as of a Parse's (user_stmt_hash): a PREPARE whose statement says HOLD
+ * or TEMP once its tag "PREPARE" says it ran, and one without them drops
+ * an old record of its name (the name was free).  EXECUTE p (alone, or in
+ * EXPLAIN ANALYZE EXECUTE p, which runs it) reads them as a Bind of it
+ * does.  DEALLOCATE and DEALLOCATE ALL / DISCARD ALL forget them as
+ * above.  A text is read for it only when its scan (pgw_relay_text_words)
+ * found a statement that starts with PREPARE (PGW_WORDS_PREPARE) or the
+ * word EXECUTE (PGW_WORDS_EXECUTE, with the server keeping some words):
+ * nothing more for any other. */
+
+/* The words the SQL prepared statements a text (n bytes at t: one that
+ * says EXECUTE) EXECUTEs on s's server may leave: all for a name pgwharf
+ * does not read, or with the server's names lost. */
+static uint32_t stmt_sql_execute_words(struct pgw_session *s, const uint8_t *t, size_t n)
 {
-    for (size_t i = 0; i + 7 <= n; i++)
-        if (lower_ascii(p[i]) == 'e' && (i == 0 || !sql_ident[p[i - 1]]) &&
-            word_at(p + i, n - i, "execute", 7))
-            return true;
-    return false;
+    const struct pgw_server *srv = s->server;
+    if (srv->user_stmt_lost)
+        return PGW_WORDS_STATE;
+    uint32_t w = 0;
+    size_t at = 0;
+    char name[PGW_NAME_MAX + 1];
+    enum pgw_sql_name_kind k;
+    while (srv->user_stmt_n > 0 &&
+           (k = pgw_sql_execute_next((const char *)t, n, &at, name)) != PGW_SQL_NAME_NONE) {
+        if (k == PGW_SQL_NAME_UNREAD)
+            return PGW_WORDS_STATE;
+        int i = stmt_words_find(srv, stmt_hash(s->px, (const uint8_t *)name, strlen(name)));
+        if (i >= 0)
+            w |= (uint32_t)srv->user_stmt_words[i] << 27;
+    }
+    return w;
+}
+
+/* The statement sql[0..len) (pgw_sql_statement_end's split; whole: not
+ * cut short, the rest of it still to come): a PREPARE (true), its name's
+ * hash in *h and the words of what follows the name in *w (all of them
+ * for one cut short), PGW_STMT_PREP_UNREAD with them for a name pgwharf
+ * does not read (or that may go on past the cut). */
+static bool stmt_sql_prepare_one(struct pgw_session *s, const char *sql, size_t len, bool whole,
+                                 uint64_t *h, uint8_t *w)
+{
+    static const char *const kw[] = { "PREPARE" };
+    char name[PGW_NAME_MAX + 1];
+    size_t rest = 0;
+    enum pgw_sql_name_kind k = pgw_prepare_parse(sql, len, name, &rest);
+    if (k == PGW_SQL_NAME_NONE && (whole || !pgw_sql_may_start(sql, len, kw, 1)))
+        return false;
+    if (!whole) {
+        *w = PGW_WORDS_STATE >> 27;
+        if (k == PGW_SQL_NAME_NONE || rest >= len)
+            k = PGW_SQL_NAME_UNREAD;
+    } else {
+        *w = (uint8_t)((pgw_relay_text_words(s->px, (const uint8_t *)sql + rest, len - rest, 0) &
+                        PGW_WORDS_STATE) >> 27);
+    }
+    if (k == PGW_SQL_NAME_UNREAD)
+        *w |= PGW_STMT_PREP_UNREAD;
+    else
+        *h = stmt_hash(s->px, (const uint8_t *)name, strlen(name));
+    return true;
+}
+
+/* One PREPARE ran, or may have (hash h, words w as stmt_sql_prepare_one's). */
+static void stmt_sql_made(struct pgw_session *s, uint64_t h, uint8_t w)
+{
+    struct pgw_server *srv = s->server;
+    uint32_t words = (uint32_t)(w & ~PGW_STMT_PREP_UNREAD) << 27;
+    if (!(words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+        return;
+    if (w & PGW_STMT_PREP_UNREAD)
+        srv->user_stmt_lost = true;
+    else
+        stmt_words_keep(srv, h, words);
+}
+
+/* A Query (n of its total bytes at p) with a statement that may start
+ * with PREPARE goes to the server; was_open: a request of the link's was
+ * outstanding.  With none, and its PREPAREs read (at most
+ * PGW_STMT_PREP_MAX), each is kept at its tag (the first tags "PREPARE"
+ * that come are theirs, in order: stmt_sql_prepared); else those whose
+ * words say HOLD or TEMP are kept now, whether they run or not (and a
+ * Query not all here: only its first statement is read, a PREPARE that
+ * is not all here kept with all words). */
+static void stmt_sql_sent(struct pgw_session *s, const uint8_t *p, uint32_t n, uint32_t total,
+                          bool was_open)
+{
+    static const char *const kw[] = { "PREPARE" };
+    const char *sql = (const char *)p + PGW_MSG_HDR;
+    size_t len = n > PGW_MSG_HDR ? n - PGW_MSG_HDR : 0;
+    if (n == total && len > 0)
+        len--;                                   /* (its NUL) */
+    if (n < total && !pgw_sql_may_start(sql, len, kw, 1))
+        return;                                  /* (its words all set: any text) */
+    uint64_t hs[PGW_STMT_PREP_MAX];
+    uint8_t ws[PGW_STMT_PREP_MAX];
+    int k = 0;
+    bool exact = !was_open && n == total;
+    for (size_t off = 0; off < len;) {
+        size_t e = pgw_sql_statement_end(sql + off, len - off);
+        uint64_t h = 0;
+        uint8_t w = 0;
+        if (stmt_sql_prepare_one(s, sql + off, e, off + e < len || n == total, &h, &w)) {
+            if (exact && k < PGW_STMT_PREP_MAX) {
+                hs[k] = h;
+                ws[k++] = w;
+            } else {
+                if (exact) {
+                    exact = false;               /* more than kept: all now */
+                    for (int j = 0; j < k; j++)
+                        stmt_sql_made(s, hs[j], ws[j]);
+                }
+                stmt_sql_made(s, h, w);
+                s->stmt_prep_loose = true;
+            }
+        }
+        if (n < total)
+            break;                               /* (streams through: the first) */
+        off += e + 1;
+    }
+    if (!exact)
+        return;
+    memcpy(s->stmt_prep, hs, sizeof(hs[0]) * (size_t)k);
+    memcpy(s->stmt_prep_words, ws, (size_t)k);
+    s->stmt_prep_n = (uint8_t)k;
+    s->stmt_prep_at = 0;
+}
+
+/* A CommandComplete "PREPARE": the next PREPARE of the Query (stmt_sql_sent)
+ * ran.  One pgwharf did not read there (none kept as sent since the link
+ * was last idle) whose transaction's words say HOLD or TEMP: any named
+ * statement there may leave both. */
+static void stmt_sql_prepared(struct pgw_session *s)
+{
+    struct pgw_server *srv = s->server;
+    if (s->stmt_prep_at < s->stmt_prep_n) {
+        uint64_t h = s->stmt_prep[s->stmt_prep_at];
+        uint8_t w = s->stmt_prep_words[s->stmt_prep_at++];
+        if (!(w & PGW_STMT_PREP_UNREAD) && !(w & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27)))
+            stmt_words_drop(srv, h);             /* the name was free: an old record */
+        stmt_sql_made(s, h, w);
+    } else if (!s->stmt_prep_loose && (s->state_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))) {
+        srv->user_stmt_lost = true;
+    }
+}
+
+/* A Parse (avail of its bytes at p, none past it) whose text may be a
+ * PREPARE (words w).  The name it makes: for the unnamed statement kept
+ * for its Bind (stmt_sql_bound); a named one, with max_prepared_statements
+ * = 0, may run at any Bind there, where its text is not at hand: any named
+ * statement there may leave both, if its words say HOLD or TEMP.  (With
+ * them on, prepared.c has its text at each Bind.) */
+static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t avail, bool unnamed,
+                           uint32_t w)
+{
+    if (unnamed)
+        s->unnamed_prep_is = false;
+    if (!(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)) || (!unnamed && s->ps_on))
+        return;
+    const uint8_t *e = p + avail, *name = p + PGW_MSG_HDR;
+    const uint8_t *b = name < e ? memchr(name, 0, (size_t)(e - name)) : NULL;
+    if (!b)
+        return;                              /* (its name not here: stmt_words_parse) */
+    b++;
+    const uint8_t *z = b < e ? memchr(b, 0, (size_t)(e - b)) : NULL;
+    uint64_t h = 0;
+    uint8_t sw = 0;
+    if (!stmt_sql_prepare_one(s, (const char *)b, z ? (size_t)(z - b) : (size_t)(e - b), z != NULL,
+                              &h, &sw))
+        return;
+    if (unnamed) {
+        s->unnamed_prep_is = true;
+        s->unnamed_prep = h;
+        s->unnamed_prep_words = sw;
+    } else if (sw & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27)) {
+        s->server->user_stmt_lost = true;
+    }
+}
+
+/* A Bind of a statement whose text (n bytes at t: the Parse's body, name
+ * first; NULL: the unnamed statement's, read at its Parse) has words w,
+ * one of them PGW_WORDS_PREPARE or PGW_WORDS_EXECUTE: the name it
+ * PREPAREs is kept now (it may run), and what it EXECUTEs here is
+ * noted. */
+static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n)
+{
+    struct pgw_server *srv = s->server;
+    if ((w & PGW_WORDS_PREPARE) && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))) {
+        const uint8_t *z = t ? memchr(t, 0, n) : NULL;
+        uint64_t h = 0;
+        uint8_t sw = 0;
+        if (!t && s->unnamed_prep_is)
+            stmt_sql_made(s, s->unnamed_prep, s->unnamed_prep_words);
+        else if (z && stmt_sql_prepare_one(s, (const char *)z + 1,
+                                           strnlen((const char *)z + 1, (size_t)(t + n - z - 1)),
+                                           true, &h, &sw))
+            stmt_sql_made(s, h, sw);
+        s->stmt_prep_loose = true;               /* (its tag: kept already) */
+    }
+    if (!(w & PGW_WORDS_EXECUTE) || (srv->user_stmt_n == 0 && !srv->user_stmt_lost))
+        return;
+    if (t)
+        s->state_words |= stmt_sql_execute_words(s, t, n);
+    else if (s->unnamed_server != srv->id)
+        s->state_words |= PGW_WORDS_STATE;       /* (its Parse read another server's) */
 }
 
 /* What a Query, Parse or FunctionCall (avail of its total bytes at p) may
@@ -756,10 +992,10 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     bool pend = s->ps_on && (type != PGW_FE_PARSE || unnamed);
     /* What it may leave on the server for another client (note_leftover):
      * a named statement's words are looked at its Bind too, with
-     * prepared statements on. */
-    bool state = s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state &&
-                 ((s->state_words & PGW_WORDS_STATE) != PGW_WORDS_STATE ||
-                  type == PGW_FE_PARSE);    /* (its own words, for a later Bind) */
+     * prepared statements on.  (Read with all words noted already too:
+     * a Parse's own, for a later Bind, and an SQL PREPARE's.) */
+    bool state = s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state;
+    s->stmt_prep_due = false;
     if (!unrep && !pend && !state)
         return;
     uint32_t mask = unreported_mask(s->px, s->server->pool);
@@ -771,18 +1007,21 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     else
         w = pgw_relay_text_words(s->px, p + PGW_MSG_HDR,
                                  total > PGW_MSG_HDR ? total - PGW_MSG_HDR : 0, mask);
-    /* SQL EXECUTE (EXPLAIN ANALYZE EXECUTE, CREATE TABLE ... AS EXECUTE)
-     * runs a named statement as a Bind does, one Parsed with HOLD or TEMP
-     * as well (max_prepared_statements = 0): it may leave both where the
-     * server keeps such a name, and a Parse of it may once Bound.  (Its
-     * text says SET to pgw_relay_text_words.) */
-    if (state && avail >= total && (w & PGW_WORDS_SET) &&
-        (s->server->user_stmt_n > 0 || s->server->user_stmt_lost ||
-         (type == PGW_FE_PARSE && !s->ps_on)) &&
-        says_execute(p + PGW_MSG_HDR, total - PGW_MSG_HDR))
-        w |= PGW_WORDS_STATE;
     if (state) {
+        /* An SQL EXECUTE (EXPLAIN ANALYZE EXECUTE, CREATE TABLE ... AS
+         * EXECUTE) runs a named statement as a Bind does, an SQL PREPAREd
+         * one or one Parsed with HOLD or TEMP (max_prepared_statements =
+         * 0): the words the server keeps of the names it runs
+         * (stmt_sql_*).  A named Parse of it with max_prepared_statements
+         * = 0 runs at a Bind whose text is not at hand, the names there
+         * then unknown now: it may leave both once Bound. */
+        if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX &&
+            (s->server->user_stmt_n > 0 || s->server->user_stmt_lost))
+            w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
         s->state_words |= w & PGW_WORDS_STATE;
+        uint32_t bound = w;
+        if ((w & PGW_WORDS_EXECUTE) && type == PGW_FE_PARSE && !unnamed && !s->ps_on)
+            bound |= PGW_WORDS_STATE;
         /* A Parse not all here that fits the buffer is read whole before
          * it is sent (offer_tx_listen: transaction and statement mode),
          * and read here again then: its words for a later Bind from that
@@ -790,7 +1029,11 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
          * names: every Bind there cost a cleanup). */
         if (type == PGW_FE_PARSE &&
             (avail >= total || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX))
-            stmt_words_parse(s, p, avail < total ? avail : total, unnamed, w);
+            stmt_words_parse(s, p, avail < total ? avail : total, unnamed, bound);
+        if (type == PGW_FE_PARSE && (w & PGW_WORDS_PREPARE) &&
+            (avail >= total || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX))
+            stmt_sql_parse(s, p, avail < total ? avail : total, unnamed, w);
+        s->stmt_prep_due = type == PGW_FE_QUERY && (w & PGW_WORDS_PREPARE);
     }
     if (unrep && mask && (w & (mask | PGW_WORDS_RESET))) {
         s->unrep_touched = true;
@@ -1488,6 +1731,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->stmt_forget_n = 0;    /* (not answered: the names stay) */
     s->stmt_forget_err = false;
     s->stmt_kept = false;
+    s->stmt_prep_n = s->stmt_prep_at = 0;
+    s->stmt_prep_loose = false;
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -3219,9 +3464,6 @@ static bool scan_client(struct pgw_session *s)
             if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state)
                 stmt_words_bind(s, p, avail < total ? avail : total);
         }
-        if ((type == PGW_FE_CLOSE || type == PGW_FE_QUERY) && s->server &&
-            s->server->user_stmt_n > 0 && stmt_words_on(s))
-            stmt_words_close(s, type, p, avail, total);
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
             pgw_notify_unnamed_gone(s);
@@ -3404,6 +3646,15 @@ static bool scan_client(struct pgw_session *s)
             s->server->user_unnamed = s->id;
             s->server->user_unnamed_gen = s->ps_unnamed_gen;
         }
+        /* What it does to the SQL and named statements whose words the
+         * server keeps (as sent: a DEALLOCATE prepared.c rewrote is not
+         * the client's). */
+        if (s->stmt_prep_due && type == PGW_FE_QUERY)
+            stmt_sql_sent(s, b->data + b->parsed, n, total, was_open);
+        s->stmt_prep_due = false;
+        if ((type == PGW_FE_QUERY || (type == PGW_FE_CLOSE && !s->ps_on)) &&
+            s->server->user_stmt_n > 0 && stmt_words_on(s))
+            stmt_words_close(s, type, b->data + b->parsed, n, total);
         if (type == PGW_FE_QUERY && s->qscan &&
             !pgw_notify_qscan_feed(s, b->data + b->parsed, n, true))
             return false;
@@ -4152,6 +4403,7 @@ void pgw_relay_fast_close_idle(struct pgw_proxy *px)
 static void ready_step(struct pgw_session *s, char status, enum scan_after *after)
 {
     s->answered++;              /* a request is over: a cancel now is for the next */
+    s->stmt_prep_n = s->stmt_prep_at = 0;   /* (the Query of stmt_sql_sent is over) */
     if (!pgw_track_ready(&s->track, status)) {
         /* A ReadyForQuery inside a pipeline: 'I' ends a transaction, the
          * next one starts now (transaction_timeout).  In statement mode
@@ -4176,6 +4428,8 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
     s->copy_ins = s->copy_ends = 0;
     if (s->stmt_forget_n || s->stmt_kept)
         stmt_forget_done(s);
+    if (s->track.fe_open == 0)
+        s->stmt_prep_loose = false;
     pgw_metrics_ready(s, status);
     if (status == 'I')
         s->xact_floor = 0;
@@ -4407,7 +4661,8 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
  * or NotificationResponse; false: drop it. */
 static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, uint32_t total)
 {
-    static const char tag[] = "LISTEN", discard[] = "DISCARD ALL", dealloc[] = "DEALLOCATE ALL";
+    static const char tag[] = "LISTEN", discard[] = "DISCARD ALL", dealloc[] = "DEALLOCATE ALL",
+                      prepare[] = "PREPARE";
     struct pgw_server *srv = s->server;
     if (type == PGW_BE_COMMAND_COMPLETE) {
         if (total - PGW_MSG_HDR == sizeof(tag) &&
@@ -4431,6 +4686,10 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
              (total - PGW_MSG_HDR == sizeof(dealloc) &&
               memcmp(msg + PGW_MSG_HDR, dealloc, sizeof(dealloc)) == 0)))
             stmt_words_clear(srv);               /* its named statements are gone */
+        if (total - PGW_MSG_HDR == sizeof(prepare) &&
+            memcmp(msg + PGW_MSG_HDR, prepare, sizeof(prepare)) == 0 &&
+            s->px->cfg->server_reset_session_state)
+            stmt_sql_prepared(s);
         note_leftover(s, (const char *)msg + PGW_MSG_HDR, total - PGW_MSG_HDR);
         return true;
     }

@@ -41,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!text)
         abort();
     memcpy(text, data + 1, n);
-    const uint32_t kinds = PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_STATE;
+    const uint32_t kinds = PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_STATE | PGW_WORDS_PREPARE |
+                           PGW_WORDS_EXECUTE;
     uint32_t names = (1u << px.ntracked) - 1;
     uint32_t got = pgw_relay_text_words(&px, text, n, want);
     uint32_t none = pgw_relay_text_words(&px, text, n, 0);

@@ -1774,21 +1774,6 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.fails_with(b, "fetch all from xc", "34000")
         self.assertEqual(len(self.cleanups(px)), 3, self.cleanups(px))
 
-    def test_an_sql_prepare_executed_in_a_later_transaction_is_not_seen(self):
-        # Known gap (README, "Temporary tables"), pinned so that a change is
-        # seen: PREPARE p AS SELECT ... INTO TEMP (PostgreSQL prepares
-        # SELECT INTO) in one transaction, EXECUTE p in a later one on the
-        # same server (a pool of 1 here): the tag is "SELECT 1" and p's
-        # text went by in the first.  B reads the table today.  (A fix is
-        # on branch wip/s49-sql-prepare, not merged: unreviewed.)
-        px = self.start(max_prepared_statements=0)
-        a = self.autocommit(px)
-        b = self.autocommit(px)
-        a.cursor().execute("prepare mk2 as select 'secret' as s into temp g2")
-        a.cursor().execute("execute mk2")
-        self.assertEqual(pt.one(b, "select s from g2"), "secret")      # today's answer
-        self.assertEqual(self.cleanups(px), [])
-
     def test_the_unnamed_statement_bound_later(self):
         # The client's own unnamed statement, Parsed in one transaction
         # (PQprepare with no name: Go's lib/pq does so) and Bound in the
@@ -1816,6 +1801,176 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                 b.cursor().execute("select 1")
                 self.assertEqual(len(self.cleanups(px)), n, self.cleanups(px))
                 px.stop()
+
+    # SQL PREPARE / EXECUTE (session 49): an SQL prepared statement lives
+    # on the server as a named protocol one does, with prepared statements
+    # on or off; PREPARE ... AS SELECT ... INTO TEMP in one transaction,
+    # EXECUTE in a later one, whose tag is "SELECT 1" with no word of the
+    # text beside it.  The server keeps the words of such a PREPARE (at its
+    # tag) for the name's EXECUTE.
+
+    def each_setting(self, check):
+        """check(px) with prepared statements off, then on (the default);
+        each pgwharf stops once its clients have closed, at the end."""
+        for mps in (0, 200):
+            with self.subTest(max_prepared_statements=mps):
+                check(self.start(max_prepared_statements=mps))
+
+    def temp_cleanups(self, px):
+        return len([l for l in self.cleanups(px) if 'DISCARD TEMP' in l])
+
+    def test_sql_prepare_then_execute_later_leaves_no_temp_table(self):
+        # Fails before: B read A's table (no cleanup), and A's second
+        # EXECUTE found it there (42P07).
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("prepare mk as select 'secret' as s into temp g1")
+            self.assertEqual(self.cleanups(px), [])      # the PREPARE itself: nothing
+            for _ in range(2):
+                c.execute("execute mk")
+                self.assertEqual(c.statusmessage, "SELECT 1")
+                self.fails_with(b, "select * from g1", "42P01")
+            # EXPLAIN ANALYZE EXECUTE runs it too (tag EXPLAIN); with
+            # parameters; by the extended protocol (psycopg 3's exec_params:
+            # the unnamed statement), PREPARE and EXECUTE alike.
+            c.execute("explain analyze execute mk")
+            self.fails_with(b, "select * from g1", "42P01")
+            c.execute("prepare mkp(int, text) as select $1 as n, $2 as s into temp g2")
+            c.execute("execute mkp(1, 'secret')")
+            self.fails_with(b, "select * from g2", "42P01")
+            a3 = self.pq_conn(px)
+            self.pq_ok(a3.pgconn.exec_params(b"execute mk", []))
+            self.fails_with(b, "select * from g1", "42P01")
+            self.pq_ok(a3.pgconn.exec_params(b"prepare mk3 as select 'secret' as s into temp g3",
+                                             []))
+            c.execute("execute mk3")
+            self.fails_with(b, "select * from g3", "42P01")
+            # EXECUTE as a named protocol statement (psycopg 3's
+            # prepare=True: its Bind in a later transaction), and inside a
+            # DO block's dynamic SQL.
+            for _ in range(2):
+                self.assertEqual(a3.execute("execute mk", prepare=True).statusmessage,
+                                 "SELECT 1")
+                self.fails_with(b, "select * from g1", "42P01")
+            c.execute("do $$ begin execute 'execute mk'; end $$")
+            self.fails_with(b, "select * from g1", "42P01")
+            self.assertEqual(self.temp_cleanups(px), 9, self.cleanups(px))
+        self.each_setting(check)
+
+    def test_sql_prepare_names_as_postgresql_reads_them(self):
+        # An unquoted name folds to lower case, a quoted one keeps its case,
+        # one over 63 bytes is its first 63 (NAMEDATALEN): each spelling of
+        # EXECUTE finds its PREPARE (fails before: B read A's tables); a
+        # statement whose name differs only in case costs nothing.
+        long = "n" * 70
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute('prepare "MIXED" as select 1')
+            for i, (prep, exe) in enumerate([
+                    ("MiXed", "execute mixed"),
+                    ('"MiXed"', 'execute "MiXed"'),
+                    ("lower1", 'execute "lower1"'),
+                    ('"Up Per"', 'execute "Up Per"'),
+                    (long, "execute " + long[:63]),
+                    ('"' + long[:63] + '"', "execute " + long[:66])]):
+                if i == 5:
+                    c.execute("deallocate " + long)
+                c.execute("prepare %s as select 'secret' as s into temp q%d" % (prep, i))
+                c.execute(exe)
+                self.assertEqual(c.statusmessage, "SELECT 1", exe)
+                self.fails_with(b, "select * from q%d" % i, "42P01")
+            n = self.temp_cleanups(px)
+            self.assertEqual(n, 6, self.cleanups(px))
+            for _ in range(3):
+                c.execute('execute "MIXED"')
+            b.cursor().execute("select 1")
+            self.assertEqual(self.temp_cleanups(px), n, self.cleanups(px))
+        self.each_setting(check)
+
+    def test_sql_deallocate_forgets_the_name(self):
+        # Once the statement is gone (DEALLOCATE [PREPARE] name, DEALLOCATE
+        # ALL, DISCARD ALL), a plain one of the same name costs nothing
+        # (fails before: no cleanup for the first, B read A's table).
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            for i, drop in enumerate(["deallocate d0", "deallocate prepare d1",
+                                      "deallocate prepare all", "discard all"]):
+                c.execute("prepare d%d as select 'secret' as s into temp g%d" % (i, i))
+                c.execute("execute d%d" % i)
+                self.fails_with(b, "select * from g%d" % i, "42P01")
+                self.assertEqual(self.temp_cleanups(px), i + 1, self.cleanups(px))
+                c.execute(drop)
+                c.execute("prepare d%d as select %d" % (i, i))
+                for _ in range(3):
+                    c.execute("execute d%d" % i)
+                    self.assertEqual(c.fetchone(), (i,))
+                self.assertEqual(self.temp_cleanups(px), i + 1, self.cleanups(px))
+        self.each_setting(check)
+
+    def test_a_plain_sql_prepare_costs_nothing(self):
+        # Beside one that may leave a table: a plain PREPARE and its
+        # EXECUTEs, one whose words say temp but make nothing, one whose
+        # PREPARE failed (42P05: the name was a plain one's), or was
+        # skipped after an error earlier in its Query, cost nothing; of a
+        # Query of several PREPAREs, only the one with the words costs.
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("prepare tmp as select 'secret' as s into temp g1")
+            c.execute("prepare plain(int) as select $1 + 1")
+            c.execute('prepare "TEMP" as select 1 as temp')
+            self.fails_with(a, "prepare plain as select 'x' as s into temp g2", "42P05")
+            self.fails_with(a, "prepare plain as select 1; "
+                               "prepare later as select 'x' as s into temp g3", "42P05")
+            c.execute("prepare later as select 3")
+            c.execute("prepare m1 as select 1; prepare m2 as select 'secret' as s into temp g4")
+            a3 = self.pq_conn(px)        # (by the extended protocol: kept at its Bind)
+            self.pq_ok(a3.pgconn.exec_params(b"prepare ext as select 'secret' as s into temp g5",
+                                             []))
+            c.execute("execute tmp")
+            self.fails_with(b, "select * from g1", "42P01")
+            self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
+            for i in range(3):
+                c.execute("execute plain(%s)", (i,))
+                self.assertEqual(c.fetchone(), (i + 1,))
+                c.execute('execute "TEMP"')
+                c.execute("execute later")
+                c.execute("execute m1")
+            b.cursor().execute("select 1")
+            self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
+            c.execute("execute m2")
+            self.fails_with(b, "select * from g4", "42P01")
+            self.pq_ok(a3.pgconn.exec_params(b"execute ext", []))
+            self.fails_with(b, "select * from g5", "42P01")
+            self.assertEqual(self.temp_cleanups(px), 3, self.cleanups(px))
+        self.each_setting(check)
+
+    def test_sql_prepare_sent_behind_another_request(self):
+        # Two Queries at once (the PREPARE's answer is not the first to
+        # come): its name is kept as sent, whether it ran or not (fails
+        # before: B read A's table).
+        def check(px):
+            b = self.autocommit(px)
+            raw = socket.create_connection((px.host, px.port), timeout=30)
+            self.addCleanup(raw.close)
+            hz.sync_login(raw, self.pg.user, self.pg.database, self.pg.password)
+            raw.sendall(hz.query_msg("show work_mem") +
+                        hz.query_msg("prepare pp as select 'secret' as s into temp g1"))
+            self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+            self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+            raw.sendall(hz.query_msg("execute pp"))
+            got = hz.read_until_ready(raw)
+            self.assertIn((b"C", b"SELECT 1\x00"), got)
+            self.fails_with(b, "select * from g1", "42P01")
+            self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
+        self.each_setting(check)
 
     def test_off_keeps_them(self):
         px = self.start(server_reset_session_state=0)

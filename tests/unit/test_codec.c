@@ -851,6 +851,97 @@ static void test_deallocate_parse(void **state)
     assert_false(full.cut);
 }
 
+/* SQL PREPARE and EXECUTE (relay.c stmt_sql_*): a statement name as
+ * PostgreSQL reads it, ASCII only. */
+static void test_prepare_parse(void **state)
+{
+    (void)state;
+    char name[PGW_NAME_MAX + 1];
+    static const struct {
+        const char *sql;
+        enum pgw_sql_name_kind kind;
+        const char *name, *rest;
+    } cases[] = {
+        { "PREPARE p AS SELECT 1 INTO TEMP t", PGW_SQL_NAME_READ, "p", " AS SELECT" },
+        { " /* c */ prepare MiX(int, text) as select $1", PGW_SQL_NAME_READ, "mix", "(int" },
+        { "PREPARE \"MiX\"AS select 1", PGW_SQL_NAME_READ, "MiX", "AS" },
+        { "prepare \"a\"\"b\" as select 1", PGW_SQL_NAME_READ, "a\"b", " as" },
+        { "PREPARE U&\"d\\0061t\\+000061\" AS select 1", PGW_SQL_NAME_READ, "data", " AS" },
+        { "PREPARE transaction AS select 1", PGW_SQL_NAME_READ, "transaction", " AS" },
+        { "PREPARE transaction (int) AS select $1", PGW_SQL_NAME_READ, "transaction", " (int" },
+        { "PREPARE --c\n prepare AS select 1", PGW_SQL_NAME_READ, "prepare", " AS" },
+        { "PREPARE TRANSACTION 'gid'", PGW_SQL_NAME_NONE, NULL, NULL },
+        { "prepare transaction E'gid'", PGW_SQL_NAME_NONE, NULL, NULL },
+        { "PREPARE \"\xc3\xa9t\xc3\xa9\" AS select 1", PGW_SQL_NAME_UNREAD, NULL, NULL },
+        { "PREPARE U&\"\\00e9\" AS select 1", PGW_SQL_NAME_UNREAD, NULL, NULL },
+        { "PREPARE \"open AS select 1", PGW_SQL_NAME_UNREAD, NULL, NULL },
+        { "PREPARE 'x' AS select 1", PGW_SQL_NAME_UNREAD, NULL, NULL },
+        { "PREPARE", PGW_SQL_NAME_UNREAD, NULL, NULL },
+        { "PREPARED p", PGW_SQL_NAME_NONE, NULL, NULL },
+        { "COMMIT PREPARED 'gid'", PGW_SQL_NAME_NONE, NULL, NULL },
+        { "select 1", PGW_SQL_NAME_NONE, NULL, NULL },
+        { "", PGW_SQL_NAME_NONE, NULL, NULL },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *sql = cases[i].sql;
+        size_t rest = 999;
+        enum pgw_sql_name_kind k = pgw_prepare_parse(sql, strlen(sql), name, &rest);
+        assert_int_equal(k, cases[i].kind);
+        if (k == PGW_SQL_NAME_READ) {
+            assert_string_equal(name, cases[i].name);
+            assert_true(rest <= strlen(sql));
+            assert_memory_equal(sql + rest, cases[i].rest, strlen(cases[i].rest));
+        }
+        /* Every piece of it cut short reads within its bytes (the relay
+         * takes a name that reaches the cut as not read). */
+        for (size_t n = 0; n < strlen(sql); n++) {
+            char *cut = malloc(n ? n : 1);
+            assert_non_null(cut);
+            memcpy(cut, sql, n);
+            if (pgw_prepare_parse(cut, n, name, &rest) == PGW_SQL_NAME_READ)
+                assert_true(rest <= n && strlen(name) <= PGW_NAME_MAX);
+            free(cut);
+        }
+    }
+    /* 70 bytes: PostgreSQL keeps 63 (NAMEDATALEN - 1). */
+    char d[96] = "PREPARE ";
+    memset(d + 8, 'S', 70);
+    strcpy(d + 78, " AS select 1");
+    size_t rest = 0;
+    assert_int_equal(pgw_prepare_parse(d, strlen(d), name, &rest), PGW_SQL_NAME_READ);
+    assert_int_equal(strlen(name), 63);
+    assert_int_equal(name[0], 's');
+    assert_int_equal(rest, 78);
+}
+
+static void test_execute_next(void **state)
+{
+    (void)state;
+    char name[PGW_NAME_MAX + 1];
+    const char *sql = "EXECUTE p(1); explain analyze execute \"Q\"; create table x as "
+                      "Execute /* c */ r; select 'execute s'; execute 'dyn'; executed t; "
+                      "execute format('x'); xexecute u; execute \"open";
+    size_t at = 0, n = strlen(sql);
+    const char *want[] = { "p", "Q", "r", "s", "format" };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        assert_int_equal(pgw_sql_execute_next(sql, n, &at, name), PGW_SQL_NAME_READ);
+        assert_string_equal(name, want[i]);
+    }
+    assert_int_equal(pgw_sql_execute_next(sql, n, &at, name), PGW_SQL_NAME_UNREAD);
+    assert_int_equal(pgw_sql_execute_next(sql, n, &at, name), PGW_SQL_NAME_NONE);
+    assert_int_equal(at, n);
+    at = 0;
+    assert_int_equal(pgw_sql_execute_next("execute U&\"\\00e9\"", 17, &at, name),
+                     PGW_SQL_NAME_UNREAD);
+    at = 0;
+    assert_int_equal(pgw_sql_execute_next("do $$ begin execute 'x'; end $$", 31, &at, name),
+                     PGW_SQL_NAME_NONE);
+    at = 0;
+    assert_int_equal(pgw_sql_execute_next("execute", 7, &at, name), PGW_SQL_NAME_NONE);
+    at = 0;
+    assert_int_equal(pgw_sql_execute_next("execute u&'x'", 13, &at, name), PGW_SQL_NAME_NONE);
+}
+
 static void test_sp_parse(void **state)
 {
     (void)state;
@@ -1072,6 +1163,8 @@ int main(void)
         cmocka_unit_test(test_listen_parse_unicode_escapes),
         cmocka_unit_test(test_sp_parse),
         cmocka_unit_test(test_deallocate_parse),
+        cmocka_unit_test(test_prepare_parse),
+        cmocka_unit_test(test_execute_next),
         cmocka_unit_test(test_statement_end),
         cmocka_unit_test(test_statement_end_in_pieces),
         cmocka_unit_test(test_datestyle_merge),

@@ -161,13 +161,14 @@ static void test_other_spellings(void **state)
     assert_int_equal(words(state, "update pg_settings set setting = 'x' where name = "
                                   "'search_' || 'path'", SP), SET | SP);
     /* a statement PREPAREd before (SQL): its text is not here */
-    assert_int_equal(words(state, "EXECUTE p('pg_catalog')", ALL), SET | ALL);
+    const uint32_t EX = PGW_WORDS_EXECUTE;
+    assert_int_equal(words(state, "EXECUTE p('pg_catalog')", ALL), SET | EX | ALL);
     assert_int_equal(words(state, "select executed from t", ALL), 0);
     assert_int_equal(words(state, "grant execute on function f() to r", ALL), 0);
-    assert_int_equal(words(state, "select 1; execute p", ALL), SET | ALL);
-    assert_int_equal(words(state, "EXPLAIN ANALYZE EXECUTE s", SP), SET | SP);
+    assert_int_equal(words(state, "select 1; execute p", ALL), SET | EX | ALL);
+    assert_int_equal(words(state, "EXPLAIN ANALYZE EXECUTE s", SP), SET | EX | SP);
     assert_int_equal(words(state, "create temp table x as execute s", SP),
-                     SET | SP | PGW_WORDS_TEMP | PGW_WORDS_MAKE);
+                     SET | EX | SP | PGW_WORDS_TEMP | PGW_WORDS_MAKE);
     assert_int_equal(words(state, "revoke execute on function f() from r", ALL), 0);
     assert_int_equal(words(state, "alter default privileges grant execute on functions to r",
                            ALL), 0);
@@ -196,6 +197,19 @@ static void test_state_words(void **state)
     assert_int_equal(words(state, "create table t (a int)", ALL), MAKE);
 }
 
+/* An SQL PREPARE: a statement that starts with it (stmt_sql_*). */
+static void test_prepare_word(void **state)
+{
+    const uint32_t PREP = PGW_WORDS_PREPARE, TEMP = PGW_WORDS_TEMP, MAKE = PGW_WORDS_MAKE;
+    assert_int_equal(words(state, "PREPARE p AS select 1 into temp t", 0), PREP | TEMP | MAKE);
+    assert_int_equal(words(state, "  /* c */ -- d\n prepare p as select 1", 0), PREP);
+    assert_int_equal(words(state, "/* c */ prepare p as select 1", 0), PREP);
+    assert_int_equal(words(state, "select 1; Prepare p as select 2", 0), PREP);
+    assert_int_equal(words(state, "select prepare from t", 0), 0);
+    assert_int_equal(words(state, "select 1 as prepared", 0), 0);
+    assert_int_equal(words(state, "COMMIT PREPARED 'x'", 0), PGW_WORDS_SET);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_tracked_names),
         cmocka_unit_test(test_other_spellings),
         cmocka_unit_test(test_state_words),
+        cmocka_unit_test(test_prepare_word),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
