@@ -8,7 +8,8 @@
  * pgw_msg_complete() as during auth (cap 8192) and the relay (cap 1 GiB).
  * Each parameter value is also read as the options parameter
  * (pgw_startup_options), each Query's text as a lone LISTEN or UNLISTEN
- * (pgw_listen_parse), and cut into statements (pgw_sql_statement_end),
+ * (pgw_listen_parse) and as SQL PREPARE and EXECUTE (pgw_prepare_parse,
+ * pgw_sql_execute_next), and cut into statements (pgw_sql_statement_end),
  * each read so too.
  * Invariants checked beyond "no crash": a parsed packet's pointers lie
  * inside it; a complete message never claims more bytes than are there;
@@ -17,6 +18,7 @@
  */
 #include <stdbool.h>
 
+#include "common/pgenc.h"
 #include "common/wire.h"
 #include "fuzz_util.h"
 #include "proxy/codec.h"
@@ -124,6 +126,32 @@ static void listen_statement(const uint8_t *sql, size_t len)
     }
 }
 
+/* A statement read as SQL PREPARE (pgw_prepare_parse) and a text's
+ * EXECUTEs (pgw_sql_execute_next): a name read is ASCII, 1 to
+ * PGW_NAME_MAX bytes, what follows it inside the text; the walk moves on
+ * and ends at the text's end. */
+static void sql_prepared(const uint8_t *sql, size_t len)
+{
+    char name[PGW_NAME_MAX + 1];
+    size_t rest = SIZE_MAX;
+    if (pgw_prepare_parse((const char *)sql, len, name, &rest) == PGW_SQL_NAME_READ) {
+        size_t n = strnlen(name, sizeof(name));
+        if (n == 0 || n > PGW_NAME_MAX || rest > len || !pgw_pgenc_ascii(name, n))
+            abort();
+    }
+    size_t at = 0, was = 0;
+    for (enum pgw_sql_name_kind k;
+         (k = pgw_sql_execute_next((const char *)sql, len, &at, name)) != PGW_SQL_NAME_NONE;
+         was = at) {
+        size_t n = strnlen(name, sizeof(name));
+        if (at <= was || at > len ||
+            (k == PGW_SQL_NAME_READ && (n == 0 || n > PGW_NAME_MAX || !pgw_pgenc_ascii(name, n))))
+            abort();
+    }
+    if (at != len)
+        abort();
+}
+
 /* Does pgw_sql_scan_feed end the statement at sql where want says, the
  * text fed in pieces of piece bytes (as a long Query streams through the
  * relay)?  (A dollar quote's tag too long for it: no ';' ends it.) */
@@ -153,6 +181,7 @@ static void statements(const uint8_t *sql, size_t len)
         if (!scan_agrees(sql + off, len - off, 1 + (len - off) % 7, n))
             abort();
         listen_statement(sql + off, n);
+        sql_prepared(sql + off, n);
         off += n + 1;
     }
 }
@@ -170,6 +199,7 @@ static void messages(const uint8_t *buf, size_t len, uint32_t max)
         if (buf[0] == 'Q') {
             listen_statement(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
             statements(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
+            sql_prepared(buf + PGW_MSG_HDR, (size_t)n - PGW_MSG_HDR);
         }
         buf += n;
         len -= (size_t)n;
