@@ -1179,6 +1179,142 @@ enum pgw_sql_name_kind pgw_sql_execute_next(const char *sql, size_t len, size_t 
     return PGW_SQL_NAME_NONE;
 }
 
+/* Past the quoted name, literal or dollar quote at *p (a '"', a '\'' or
+ * a '$' that opens one); false when it is not closed. */
+static bool sql_skip_quoted(const char **p, const char *end)
+{
+    const char *q = *p;
+    if (*q == '$') {
+        const char *t = q + 1;
+        if (t < end && ident_start((unsigned char)*t))
+            while (t < end && ident_cont((unsigned char)*t) && *t != '$')
+                t++;
+        if (t >= end || *t != '$')
+            return false;                /* ($1: not a quote) */
+        const char *e = dollar_end(q, end, (size_t)(t - q) + 1);
+        if (!e)
+            return false;
+        *p = e;
+        return true;
+    }
+    for (q++; q < end; q++) {
+        if (*q == **p) {
+            if (q + 1 < end && q[1] == **p)
+                q++;                     /* '' or "": the quote itself */
+            else
+                break;
+        }
+    }
+    if (q >= end)
+        return false;
+    *p = q + 1;
+    return true;
+}
+
+/* Past the parenthesized group at *p ('('), whatever it holds. */
+static bool sql_skip_group(const char **p, const char *end)
+{
+    int depth = 0;
+    const char *q = *p;
+    while (q < end) {
+        size_t k = sql_comment_closed(q, end);
+        if (k > 0) {
+            q += k;
+        } else if (*q == '\'' || *q == '"') {
+            if (!sql_skip_quoted(&q, end))
+                return false;
+        } else if (*q == '$') {
+            if (!sql_skip_quoted(&q, end))
+                q++;                     /* ($1, or not closed: PostgreSQL's error) */
+        } else if (ident_cont((unsigned char)*q)) {
+            while (q < end && ident_cont((unsigned char)*q))
+                q++;                     /* (a quote inside a name opens nothing) */
+        } else {
+            if (*q == '(')
+                depth++;
+            else if (*q == ')' && --depth == 0) {
+                *p = q + 1;
+                return true;
+            }
+            q++;
+        }
+    }
+    return false;
+}
+
+bool pgw_sql_temp_drops(const char *sql, size_t len)
+{
+    const char *p = sql, *end;
+    if (memchr(sql, '\\', len))
+        return false;
+    size_t e = pgw_sql_statement_end(sql, len);
+    if (!sql_at_end(sql + e, sql + len))
+        return false;                    /* another statement after it */
+    end = sql + e;
+    sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "CREATE"))
+        return false;
+    sql_skip_space(&p, end);
+    if (sql_keyword(&p, end, "GLOBAL") || sql_keyword(&p, end, "LOCAL"))
+        sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "TEMP") && !sql_keyword(&p, end, "TEMPORARY"))
+        return false;
+    sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "TABLE"))
+        return false;
+    /* Its name, columns and options up to ON COMMIT: words, quoted names,
+     * dots, commas and parenthesized groups; AS (reserved) first is a
+     * CREATE TABLE AS without the clause. */
+    for (;;) {
+        sql_skip_space(&p, end);
+        if (p == end)
+            return false;
+        if (sql_keyword(&p, end, "ON"))
+            break;
+        const char *w = p;
+        if (sql_keyword(&p, end, "AS"))
+            return false;
+        if (*p == '"') {
+            if (!sql_skip_quoted(&p, end))
+                return false;
+        } else if (*p == '(') {
+            if (!sql_skip_group(&p, end))
+                return false;
+        } else if (*p == '.' || *p == ',') {
+            p++;
+        } else if (ident_start((unsigned char)*p) &&
+                   !(end - p > 1 && (*p == 'U' || *p == 'u') && p[1] == '&')) {
+            while (p < end && ident_cont((unsigned char)*p))
+                p++;
+            if (p < end && (*p == '\'' || *p == '&'))
+                return false;            /* (E'', B'', X'', U&: a literal) */
+        } else {
+            return false;
+        }
+        if (p == w)
+            return false;
+    }
+    sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "COMMIT"))
+        return false;
+    sql_skip_space(&p, end);
+    if (!sql_keyword(&p, end, "DROP"))
+        return false;
+    sql_skip_space(&p, end);
+    if (sql_keyword(&p, end, "TABLESPACE")) {
+        sql_skip_space(&p, end);
+        if (p < end && *p == '"') {
+            if (!sql_skip_quoted(&p, end))
+                return false;
+        } else {
+            while (p < end && ident_cont((unsigned char)*p))
+                p++;
+        }
+        sql_skip_space(&p, end);
+    }
+    return p == end || sql_keyword(&p, end, "AS");
+}
+
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)
 {
     size_t i = 0;

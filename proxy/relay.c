@@ -533,9 +533,29 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
 
+/* The text in b[0..n) -- a Query's, or a Parse's body (named: its name
+ * first) -- is a lone CREATE TEMP TABLE ... ON COMMIT DROP
+ * (pgw_sql_temp_drops): its table is gone when its transaction ends, so
+ * its word TEMP leaves nothing for note_leftover.  Read only for a text
+ * that says TEMP. */
+static bool text_temp_drops(const uint8_t *b, size_t n, bool named)
+{
+    const uint8_t *e = b + n;
+    if (named) {
+        const uint8_t *z = memchr(b, 0, n);
+        if (!z)
+            return false;
+        b = z + 1;
+    }
+    const uint8_t *z = b < e ? memchr(b, 0, (size_t)(e - b)) : NULL;
+    return z && pgw_sql_temp_drops((const char *)b, (size_t)(z - b));
+}
+
 void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uint8_t *text,
                                 size_t n)
 {
+    if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true))
+        words &= ~PGW_WORDS_TEMP;
     s->state_words |= words & PGW_WORDS_STATE;
     if ((words & (PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE)) && s->mode != PGW_POOL_SESSION &&
         s->px->cfg->server_reset_session_state)
@@ -1018,6 +1038,9 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
         if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX &&
             (s->server->user_stmt_n > 0 || s->server->user_stmt_lost))
             w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
+        if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
+            text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE))
+            w &= ~PGW_WORDS_TEMP;                /* (ON COMMIT DROP: nothing stays) */
         s->state_words |= w & PGW_WORDS_STATE;
         uint32_t bound = w;
         if ((w & PGW_WORDS_EXECUTE) && type == PGW_FE_PARSE && !unnamed && !s->ps_on)

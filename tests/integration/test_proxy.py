@@ -1972,6 +1972,84 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
         self.each_setting(check)
 
+    # A temporary table ON COMMIT DROP is gone when its transaction ends:
+    # the statement that makes it (alone in its text) costs no cleanup
+    # (hunt h1 of session 49: one DISCARD TEMP each, a common pattern with
+    # transaction pooling).  Any other temporary object in the transaction
+    # still costs one.
+
+    def test_on_commit_drop_costs_nothing(self):
+        # Fails before: a DISCARD TEMP after each.
+        def check(px):
+            a = psycopg2.connect(px.dsn())
+            self.addCleanup(a.close)
+            b = self.autocommit(px)
+            c = a.cursor()
+            for i in range(3):
+                # In a transaction block, then COMMIT or ROLLBACK.
+                c.execute("create temp table oc%d (a serial, s text default 'x') "
+                          "on commit drop" % i)
+                c.execute("insert into oc%d (s) values ('secret')" % i)
+                c.execute("create temp table ocs%d on commit drop as select 'secret' as s"
+                          % i)
+                c.execute("select count(*) from oc%d, ocs%d" % (i, i))
+                self.assertEqual(c.fetchone(), (1,))
+                a.commit() if i != 1 else a.rollback()
+                self.fails_with(b, "select * from pg_temp.oc%d" % i, "42P01")
+            # An implicit transaction: dropped at once.
+            a.autocommit = True
+            c.execute("create temp table oc_now (a int) on commit drop")
+            c.execute("/* note */ CREATE TEMPORARY TABLE oc_now2 ON COMMIT DROP AS "
+                      "SELECT 1 AS n;")
+            self.fails_with(b, "select * from pg_temp.oc_now", "42P01")
+            # By the extended protocol: the unnamed statement, and a
+            # named one Bound in later transactions.
+            a3 = self.pq_conn(px)
+            for i in range(2):
+                self.assertEqual(a3.execute("create temp table oc_x on commit drop as "
+                                            "select %s::text as s", ["secret"]).statusmessage,
+                                 "SELECT 1")
+                a3.execute("create temp table oc_p (a int) on commit drop", prepare=True)
+            b.cursor().execute("select 1")
+            self.assertEqual(self.cleanups(px), [])
+        self.each_setting(check)
+
+    def test_on_commit_drop_beside_another_temp_object(self):
+        # Another temporary table in the same transaction, or in the same
+        # text (each statement is read, not the text: one of them ON
+        # COMMIT DROP does not cover the rest), or the words ON COMMIT
+        # DROP where they are not the clause: cleaned (B never reads it).
+        px = self.start()
+        a = psycopg2.connect(px.dsn())
+        self.addCleanup(a.close)
+        b = self.autocommit(px)
+        c = a.cursor()
+        c.execute("create temp table d1 (a int) on commit drop")
+        c.execute("create temp table k1 as select 'secret' as s")
+        a.commit()
+        self.fails_with(b, "select * from pg_temp.k1", "42P01")
+        a.autocommit = True
+        for i, sql in enumerate([
+                "create temp table d2 (a int) on commit drop; "
+                "create temp table k2 as select 'secret' as s",
+                "create temp table k2 as select 'secret' as s; "
+                "create temp table d2 (a int) on commit drop",
+                "create temp table k2 (s text default 'on commit drop')",
+                "create temp table k2 (s text) /* on commit drop */",
+                "create temp table k2 (s text) on commit preserve rows",
+                "create temp view k2 as select 'secret'::text as s",
+                "create temp table k2 as select 'on commit drop' as s"]):
+            c.execute(sql)
+            self.fails_with(b, "select * from pg_temp.k2", "42P01")
+            self.assertEqual(self.temp_cleanups(px), i + 2, self.cleanups(px))
+        # With standard_conforming_strings off a backslash escapes a quote:
+        # a text that reads as one statement with it on is two (the second
+        # a plain temporary table): any backslash costs the cleanup.
+        c.execute("set standard_conforming_strings = off")
+        c.execute("create temp table d3 on commit drop as select 'q\\'' as s; "
+                  "create temp table k3 (s text); --'")
+        self.fails_with(b, "select * from pg_temp.k3", "42P01")
+
     def test_off_keeps_them(self):
         px = self.start(server_reset_session_state=0)
         self.held_cursor(px)
