@@ -840,17 +840,23 @@ static bool stmt_sql_prepare_one(struct pgw_session *s, const char *sql, size_t 
     return true;
 }
 
-/* One PREPARE ran, or may have (hash h, words w as stmt_sql_prepare_one's). */
+/* One PREPARE ran, or may have (hash h, words w as stmt_sql_prepare_one's),
+ * on s's server.  Kept as a named Parse is (stmt_words_parse): a DEALLOCATE
+ * of the name or a DISCARD ALL sent ahead and answered after it does not
+ * forget it. */
 static void stmt_sql_made(struct pgw_session *s, uint64_t h, uint8_t w)
 {
     struct pgw_server *srv = s->server;
     uint32_t words = (uint32_t)(w & ~PGW_STMT_PREP_UNREAD) << 27;
     if (!(words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
         return;
-    if (w & PGW_STMT_PREP_UNREAD)
+    s->stmt_kept = true;
+    if (w & PGW_STMT_PREP_UNREAD) {
         srv->user_stmt_lost = true;
-    else
+    } else {
+        stmt_forget_unsay(s, h);
         stmt_words_keep(srv, h, words);
+    }
 }
 
 /* A Query (n of its total bytes at p) with a statement that may start
@@ -952,6 +958,7 @@ static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t ava
         s->unnamed_prep = h;
         s->unnamed_prep_words = sw;
     } else if (sw & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27)) {
+        s->stmt_kept = true;
         s->server->user_stmt_lost = true;
     }
 }

@@ -1972,6 +1972,51 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
         self.each_setting(check)
 
+    def test_sql_prepare_made_again_behind_its_deallocate_or_a_discard(self):
+        # A PREPARE kept before the answer to a DEALLOCATE of its name, a
+        # DEALLOCATE ALL or a DISCARD ALL sent ahead of it (as sent, behind
+        # another request; or at the Bind of a Parse of it): that answer,
+        # read after, forgot the new statement's words, as review r2 found
+        # for a named Parse (session 49, d8's port of d5's fix; fails
+        # before: B read A's table).
+        prep = "prepare pq as select 'secret' as s into temp gq"
+        cases = [
+            ("deallocate; prepare", 0,
+             hz.query_msg("deallocate pq") + hz.query_msg(prep)),
+            ("deallocate all; prepare", 0,
+             hz.query_msg("deallocate all") + hz.query_msg(prep)),
+            ("discard all; prepare", 0,
+             hz.query_msg("discard all") + hz.query_msg(prep)),
+            ("close, bind of a prepare", 0,
+             hz.msg(b"C", b"Spq\x00") + hz.ext_msgs(prep)[:-5] + hz.msg(b"S")),
+            ("deallocate; prepare", 200,
+             hz.query_msg("deallocate pq") + hz.query_msg(prep)),
+            ("deallocate all; prepare", 200,
+             hz.query_msg("deallocate all") + hz.query_msg(prep))]
+        for name, mps, then in cases:
+            with self.subTest(case=name, max_prepared_statements=mps):
+                px = self.start(max_prepared_statements=mps)
+                raw = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(raw.close)
+                hz.sync_login(raw, self.pg.user, self.pg.database, self.pg.password)
+                raw.sendall(hz.query_msg(prep))
+                self.assertEqual(hz.read_until_ready(raw)[-1], (b"Z", b"I"))
+                raw.sendall(then)
+                got = []
+                while then.count(b"S\x00\x00\x00\x04") + then.count(b"Q") > \
+                        len([t for t, _ in got if t == b"Z"]):
+                    got += hz.read_until_ready(raw)
+                self.assertNotIn(b"E", [t for t, _ in got], got)
+                raw.sendall(hz.query_msg("execute pq"))
+                got = hz.read_until_ready(raw)
+                self.assertIn((b"C", b"SELECT 1\x00"), got)
+                b = self.autocommit(px)
+                self.fails_with(b, "select * from gq", "42P01")
+                self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
+                raw.close()
+                b.close()
+                px.stop()
+
     # A temporary table ON COMMIT DROP is gone when its transaction ends:
     # the statement that makes it (alone in its text) costs no cleanup
     # (hunt h1 of session 49: one DISCARD TEMP each, a common pattern with
