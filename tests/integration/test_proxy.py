@@ -1774,6 +1774,25 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.fails_with(b, "fetch all from xc", "34000")
         self.assertEqual(len(self.cleanups(px)), 3, self.cleanups(px))
 
+    def test_a_named_parse_of_sql_execute_bound_later(self):
+        # With max_prepared_statements = 0 a named statement whose text
+        # is EXECUTE runs, at each Bind, whatever its name is then: one
+        # made after the Parse (a cursor WITH HOLD here) is not known when
+        # it is Parsed, so a Bind of it counts as one that may leave both
+        # (review r2's rule, kept where d5's lookup by name of the SQL
+        # EXECUTE has no text at the Bind; d5's branch alone: B fetched
+        # A's cursor).
+        px = self.start(max_prepared_statements=0)
+        p = self.pq_conn(px)
+        pg = p.pgconn
+        b = self.autocommit(px)
+        self.pq_ok(pg.prepare(b"ex", b"execute xc"))
+        self.pq_ok(pg.prepare(b"xc", b"declare xc cursor with hold for select 'secret'"))
+        self.assertEqual(self.cleanups(px), [])     # a Parse runs nothing
+        self.pq_ok(pg.exec_prepared(b"ex", []))
+        self.fails_with(b, "fetch all from xc", "34000")
+        self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
+
     def test_the_unnamed_statement_bound_later(self):
         # The client's own unnamed statement, Parsed in one transaction
         # (PQprepare with no name: Go's lib/pq does so) and Bound in the
