@@ -1042,12 +1042,14 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
          * (stmt_sql_*).  A named Parse of it with max_prepared_statements
          * = 0 runs at a Bind whose text is not at hand, the names there
          * then unknown now: it may leave both once Bound. */
+        if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
+            text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE))
+            w &= ~PGW_WORDS_TEMP;                /* (ON COMMIT DROP: its own table) */
+        /* (after: what it EXECUTEs -- AS SELECT f('execute p') -- is not
+         * its table) */
         if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX &&
             (s->server->user_stmt_n > 0 || s->server->user_stmt_lost))
             w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
-        if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
-            text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE))
-            w &= ~PGW_WORDS_TEMP;                /* (ON COMMIT DROP: nothing stays) */
         s->state_words |= w & PGW_WORDS_STATE;
         uint32_t bound = w;
         if ((w & PGW_WORDS_EXECUTE) && type == PGW_FE_PARSE && !unnamed && !s->ps_on)

@@ -2042,6 +2042,24 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
     # transaction pooling).  Any other temporary object in the transaction
     # still costs one.
 
+    def test_on_commit_drop_does_not_cover_what_its_query_executes(self):
+        # CREATE TEMP TABLE ... ON COMMIT DROP AS <query>: its own table
+        # goes at commit, but the query may EXECUTE an SQL prepared
+        # statement (through a function here) that leaves another; the
+        # word EXECUTE still reads it (fails before: B read A's r30).
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("create or replace function run_text(q text) returns int "
+                      "language plpgsql volatile as $$ begin execute q; return 1; end $$")
+            c.execute("prepare k1 as select 'secret' as s into temp r30")
+            c.execute("create temp table z30 on commit drop as select run_text('execute k1')")
+            self.fails_with(b, "select * from r30", "42P01")
+            c.execute("deallocate k1")
+            c.execute("drop function run_text(text)")
+        self.each_setting(check)
+
     def test_on_commit_drop_costs_nothing(self):
         # Fails before: a DISCARD TEMP after each.
         def check(px):
