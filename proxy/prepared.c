@@ -2137,15 +2137,18 @@ int pgw_ps_parse_alone(struct pgw_session *s, const uint8_t *m, size_t have)
     uint32_t len = pgw_get_u32(m + 1);
     if (len < 4 || len > PS_ALONE_BYTES - 1 - PGW_MSG_HDR)
         return 0;
+    /* Only where the client would wait for a server: one idle for it
+     * takes the Parse as before (read there now, a name like any other);
+     * and only with statements to share: else the Parse, whole or not,
+     * goes to a server as before (a client that stops mid-message holds
+     * it under query_timeout, not a wait for more with no server). */
+    if (!s->pool || reg_of(s)->map.count == 0 || pgw_pool_idle_for_next(s->pool))
+        return 0;
     if (have < len + 1u + PGW_MSG_HDR)
         return PGW_NOTIFY_MORE;                  /* the Parse and what follows it, whole */
     const uint8_t *next = m + len + 1;
     if (next[0] != PGW_FE_SYNC || pgw_get_u32(next + 1) != 4)
         return 0;                                /* a Describe, a Bind, a Flush...: a server's */
-    /* Only where the client would wait for a server: one idle for it
-     * takes the Parse as before (read there now, a name like any other). */
-    if (!s->pool || pgw_pool_idle_for_next(s->pool))
-        return 0;
     ps_key key;
     const char *key_name = NULL;
     struct ps_stmt *st = alone_stmt(s, m, key, &key_name);
