@@ -1561,6 +1561,13 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.addCleanup(conn.close)
         return conn
 
+    def pq_beside(self, max_prepared_statements):
+        """A pgwharf of one server, a psycopg 3 client of it (its pgconn for
+        PQprepare and PQexecPrepared) and an autocommit psycopg2 client B,
+        the next to get that server."""
+        px = self.start(max_prepared_statements=max_prepared_statements)
+        return px, self.pq_conn(px), self.autocommit(px)
+
     def pq_ok(self, res, *ok):
         from psycopg import pq
         self.assertIn(res.status, ok or (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK),
@@ -1571,9 +1578,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # psycopg's prepare=True: the Parse in one transaction, each
         # execution a Bind in another.  B fetched A's cursor (fails
         # before: B got 'secret-0').
-        px = self.start(max_prepared_statements=0)
-        p = self.pq_conn(px)
-        b = self.autocommit(px)
+        px, p, b = self.pq_beside(0)
         for i in range(3):
             p.execute("declare hc cursor with hold for select 'secret-' || %s::text", (i,),
                       prepare=True)
@@ -1585,9 +1590,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # CREATE TEMP TABLE ... AS (tag "SELECT 1") the same way: B read
         # A's table (fails before), and A's second run found it there
         # (42P07).
-        px = self.start(max_prepared_statements=0)
-        p = self.pq_conn(px)
-        b = self.autocommit(px)
+        px, p, b = self.pq_beside(0)
         for i in range(3):
             p.execute("create temp table ht as select 'secret-' || %s::text as s", (i,),
                       prepare=True)
@@ -1622,10 +1625,8 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # of the same name without the words costs nothing; a Close the
         # server skipped after an error in its batch leaves the statement,
         # and its words (fails before: its table reached B).
-        px = self.start(max_prepared_statements=0)
-        p = self.pq_conn(px)
+        px, p, b = self.pq_beside(0)
         pg = p.pgconn
-        b = self.autocommit(px)
         self.pq_ok(pg.prepare(b"s1", b"create temp table t6 as select 1 as n"))
         self.pq_ok(pg.exec_prepared(b"s1", []))
         self.pq_ok(pg.exec_(b"DEALLOCATE s1"))
@@ -1671,7 +1672,6 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # them too.  B fetched A's cursor each time (review r2 of session
         # 49; fails before).
         hold = "declare rc cursor with hold for select 'secret'"
-        b_ = {}
         for name, first, then in [
                 ("close, parse", "select 1 as hold",
                  hz.msg(b"C", b"Sr1\x00") + hz.parse_msg("r1", hold) + hz.msg(b"S")),
@@ -1756,10 +1756,8 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # does (its tag the statement's own), and so does a Parse of it
         # Bound later: B fetched A's cursor and read A's table (review r2
         # of session 49; fails before).
-        px = self.start(max_prepared_statements=0)
-        p = self.pq_conn(px)
+        px, p, b = self.pq_beside(0)
         pg = p.pgconn
-        b = self.autocommit(px)
         self.pq_ok(pg.prepare(b"plain", b"select 1"))
         self.pq_ok(pg.exec_(b"execute plain"))
         self.assertEqual(self.cleanups(px), [])   # no such statement there yet: nothing
@@ -1782,10 +1780,8 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # (review r2's rule, kept where d5's lookup by name of the SQL
         # EXECUTE has no text at the Bind; d5's branch alone: B fetched
         # A's cursor).
-        px = self.start(max_prepared_statements=0)
-        p = self.pq_conn(px)
+        px, p, b = self.pq_beside(0)
         pg = p.pgconn
-        b = self.autocommit(px)
         self.pq_ok(pg.prepare(b"ex", b"execute xc"))
         self.pq_ok(pg.prepare(b"xc", b"declare xc cursor with hold for select 'secret'"))
         self.assertEqual(self.cleanups(px), [])     # a Parse runs nothing
@@ -1801,10 +1797,8 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         from psycopg import pq
         for mps in (0, 10):
             with self.subTest(max_prepared_statements=mps):
-                px = self.start(max_prepared_statements=mps)
-                p = self.pq_conn(px)
+                px, p, b = self.pq_beside(mps)
                 pg = p.pgconn
-                b = self.autocommit(px)
                 self.pq_ok(pg.prepare(b"", b"declare uc cursor with hold for select 'secret'"))
                 self.pq_ok(pg.exec_prepared(b"", []))
                 self.fails_with(b, "fetch all from uc", "34000")
