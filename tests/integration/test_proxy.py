@@ -1561,12 +1561,17 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.addCleanup(conn.close)
         return conn
 
-    def pq_beside(self, max_prepared_statements):
-        """A pgwharf of one server, a psycopg 3 client of it (its pgconn for
-        PQprepare and PQexecPrepared) and an autocommit psycopg2 client B,
-        the next to get that server."""
+    def psycopg_beside(self, max_prepared_statements):
+        """A pgwharf of one server, a psycopg 3 client of it and an
+        autocommit psycopg2 client B, the next to get that server."""
         px = self.start(max_prepared_statements=max_prepared_statements)
         return px, self.pq_conn(px), self.autocommit(px)
+
+    def pq_beside(self, max_prepared_statements):
+        """psycopg_beside, with the psycopg 3 client's pgconn (for PQprepare
+        and PQexecPrepared) in its place."""
+        px, p, b = self.psycopg_beside(max_prepared_statements)
+        return px, p.pgconn, b
 
     def pq_ok(self, res, *ok):
         from psycopg import pq
@@ -1578,7 +1583,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # psycopg's prepare=True: the Parse in one transaction, each
         # execution a Bind in another.  B fetched A's cursor (fails
         # before: B got 'secret-0').
-        px, p, b = self.pq_beside(0)
+        px, p, b = self.psycopg_beside(0)
         for i in range(3):
             p.execute("declare hc cursor with hold for select 'secret-' || %s::text", (i,),
                       prepare=True)
@@ -1590,7 +1595,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # CREATE TEMP TABLE ... AS (tag "SELECT 1") the same way: B read
         # A's table (fails before), and A's second run found it there
         # (42P07).
-        px, p, b = self.pq_beside(0)
+        px, p, b = self.psycopg_beside(0)
         for i in range(3):
             p.execute("create temp table ht as select 'secret-' || %s::text as s", (i,),
                       prepare=True)
@@ -1625,8 +1630,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # of the same name without the words costs nothing; a Close the
         # server skipped after an error in its batch leaves the statement,
         # and its words (fails before: its table reached B).
-        px, p, b = self.pq_beside(0)
-        pg = p.pgconn
+        px, pg, b = self.pq_beside(0)
         self.pq_ok(pg.prepare(b"s1", b"create temp table t6 as select 1 as n"))
         self.pq_ok(pg.exec_prepared(b"s1", []))
         self.pq_ok(pg.exec_(b"DEALLOCATE s1"))
@@ -1756,8 +1760,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # does (its tag the statement's own), and so does a Parse of it
         # Bound later: B fetched A's cursor and read A's table (review r2
         # of session 49; fails before).
-        px, p, b = self.pq_beside(0)
-        pg = p.pgconn
+        px, pg, b = self.pq_beside(0)
         self.pq_ok(pg.prepare(b"plain", b"select 1"))
         self.pq_ok(pg.exec_(b"execute plain"))
         self.assertEqual(self.cleanups(px), [])   # no such statement there yet: nothing
@@ -1780,8 +1783,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # (review r2's rule, kept where d5's lookup by name of the SQL
         # EXECUTE has no text at the Bind; d5's branch alone: B fetched
         # A's cursor).
-        px, p, b = self.pq_beside(0)
-        pg = p.pgconn
+        px, pg, b = self.pq_beside(0)
         self.pq_ok(pg.prepare(b"ex", b"execute xc"))
         self.pq_ok(pg.prepare(b"xc", b"declare xc cursor with hold for select 'secret'"))
         self.assertEqual(self.cleanups(px), [])     # a Parse runs nothing
@@ -1797,8 +1799,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         from psycopg import pq
         for mps in (0, 10):
             with self.subTest(max_prepared_statements=mps):
-                px, p, b = self.pq_beside(mps)
-                pg = p.pgconn
+                px, pg, b = self.pq_beside(mps)
                 self.pq_ok(pg.prepare(b"", b"declare uc cursor with hold for select 'secret'"))
                 self.pq_ok(pg.exec_prepared(b"", []))
                 self.fails_with(b, "fetch all from uc", "34000")

@@ -133,11 +133,18 @@ class RelayCase(pt.PgwharfTestCase):
         st.update(self.settings)
         self.px = self.start_pgwharf(settings=st)
 
-    def login(self):
-        s = socket.create_connection((self.px.host, self.px.port), timeout=30)
+    def raw_login(self, at, keys=None):
+        """A raw socket logged in to `at` (pgwharf or the cluster)."""
+        s = socket.create_connection((at.host, at.port), timeout=30)
         self.addCleanup(s.close)
-        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
         return s
+
+    def login(self, keys=None):
+        return self.raw_login(self.px, keys)
+
+    def direct(self, keys=None):
+        return self.raw_login(self.pg, keys)
 
     def server_pid(self):
         """The pool's one server's backend PID, asked by a client of its own."""
@@ -180,9 +187,7 @@ class TestAFlushWithABody(RelayCase):
         return got + hz.read_until_ready(c)
 
     def test_its_error_goes_to_its_client(self):
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        d = self.direct()
         want = self.exchange(d)
         shape = lambda got: [(t, hz.parse_fields(b)["C"] if t == b"E" else None)
                              for t, b in got]
@@ -213,9 +218,7 @@ class TestAFlushWithABody(RelayCase):
         ReadyForQuery): the client reads what PostgreSQL sends, and the
         server goes back."""
         copy_tables(self, "relay_flush_copy", "raise exception 'relay_flush_copy'")
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        d = self.direct()
         for table, row, readies in (("relay_copy_fail", b"1\n", 1),
                                     ("relay_copy_fail", b"x\n", 1),
                                     ("relay_copy_trig", b"1\n", 2)):
@@ -243,9 +246,7 @@ class TestASyncWithABodyEndsAFailedWait(RelayCase):
         return [(t, hz.parse_fields(b)["C"] if t == b"E" else None) for t, b in got]
 
     def test_its_08P01_comes_before_the_ready(self):
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        d = self.direct()
         # PostgreSQL: the batch's own error (a bad Parse), then the Sync's.
         self.assertEqual(self.request(d, "selec 1"),
                          [(b"E", "42601"), (b"E", "08P01"), (b"Z", None)])
@@ -547,12 +548,6 @@ class TestAMessageTypePostgresRefuses(RelayCase):
     def setUp(self):
         super().setUp()
         scratch_table(self, "relay_bad_type", "n int")
-
-    def direct(self):
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        return d
 
     def ends_with(self, sock, payload):
         sock.sendall(payload)
@@ -861,12 +856,6 @@ class TestTheClientLeavingACopy(RelayCase):
                       what="psql's session ends")
         self.assert_kept_clean(pid)
 
-    def direct(self):
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        return d
-
     def test_a_terminate_is_answered_as_by_postgres(self):
         """A client that sends Terminate inside its COPY and reads on: the
         COPY reads it as a message it refuses -- PostgreSQL 15 sends ERROR
@@ -1107,18 +1096,6 @@ class CopyEndEventsCase(RelayCase):
         self.addCleanup(self.pg.psql, "drop function if exists relay_copy_ev_gate() cascade",
                         user=self.pg.user, check=False)
         return gate
-
-    def direct(self, keys=None):
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
-        return d
-
-    def login(self, keys=None):
-        s = socket.create_connection((self.px.host, self.px.port), timeout=30)
-        self.addCleanup(s.close)
-        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
-        return s
 
     def copy_started(self, sock):
         sock.sendall(hz.query_msg("copy relay_copy_ev from stdin"))
@@ -2421,12 +2398,6 @@ class TestAProbeAfterAFailedCopy(RelayCase):
     def setUp(self):
         super().setUp()
         copy_tables(self, "relay_copy_probe", "raise exception 'relay_copy_probe'")
-
-    def direct(self):
-        s = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
-        self.addCleanup(s.close)
-        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
-        return s
 
     # Each scenario: what the client sends and reads, up to its last
     # ReadyForQuery; returns the message types (and SQLSTATEs) it read.
