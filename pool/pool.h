@@ -101,6 +101,8 @@ enum pgw_server_state {
 
 /* Named statements per server whose words pgwharf keeps (user_stmt_hash). */
 #define PGW_STMT_WORDS_MAX 16
+/* SQL PREPAREs per server seen to run without those words (user_sql_plain). */
+#define PGW_SQL_PLAIN_MAX 16
 
 struct pgw_server {
     /* Read-only for users of pool.h. */
@@ -172,6 +174,15 @@ struct pgw_server {
     uint8_t user_stmt_words[PGW_STMT_WORDS_MAX];
     uint8_t user_stmt_n;
     bool user_stmt_lost;
+    /* SQL PREPAREs seen to run on it (their tag "PREPARE" read) whose text
+     * says neither HOLD nor TEMP: a hash of each name (relay.c
+     * stmt_sql_plain_*).  An SQL EXECUTE of a name neither here nor in
+     * user_stmt_hash may run what a function or DO block PREPAREd out of
+     * pgwharf's sight: it counts as one that may leave both.  The oldest
+     * makes room past PGW_SQL_PLAIN_MAX (forgotten: its EXECUTE costs a
+     * cleanup). */
+    uint64_t user_sql_plain[PGW_SQL_PLAIN_MAX];
+    uint8_t user_sql_plain_n, user_sql_plain_next;
     uint64_t user_listen;     /* the session that ran LISTEN on it
                                * (transaction/statement mode); 0: none */
     uint8_t user_leftover;    /* PGW_LEFTOVER_*: what a transaction may have

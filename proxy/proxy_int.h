@@ -541,7 +541,11 @@ void pgw_relay_replies_read(struct pgw_session *s);
  * stmt_sql_*). */
 #define PGW_WORDS_PREPARE (1u << 26)
 #define PGW_WORDS_EXECUTE (1u << 25)
-_Static_assert(PGW_TP_MAX <= 25, "the tracked parameters' bits stay below PGW_WORDS_EXECUTE");
+/* The word PREPARE past a statement's first word (a DO block's or a
+ * function's body, its EXECUTE 'PREPARE ...'): a PREPARE pgwharf does not
+ * read (relay.c stmt_sql_hidden). */
+#define PGW_WORDS_PREPARE_IN (1u << 24)
+_Static_assert(PGW_TP_MAX <= 24, "the tracked parameters' bits stay below PGW_WORDS_PREPARE_IN");
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want);
 /* A Bind of a statement whose text has these words (pgw_relay_text_words

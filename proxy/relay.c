@@ -478,6 +478,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
          * several. */
         size_t left = (size_t)(end - q);
         uint8_t c = lower_ascii(*q);
+        bool first = at_start;
         if (at_start) {
             clause = set_is_a_clause(q, left);
             /* GRANT / REVOKE / ALTER DEFAULT PRIVILEGES ... EXECUTE: a privilege */
@@ -498,6 +499,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= PGW_WORDS_SET | PGW_WORDS_EXECUTE | want;
         else if (c == 'p' && word_at(q, left, "pg_settings", 11))
             found |= PGW_WORDS_SET | want;
+        else if (c == 'p' && !first && word_at(q, left, "prepare", 7))
+            found |= PGW_WORDS_PREPARE_IN;
         /* (WITHOUT HOLD: what psycopg2 declares a cursor with) */
         if (c == 'h' && !without && word_at(q, left, "hold", 4))
             found |= PGW_WORDS_HOLD;
@@ -532,6 +535,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 }
 
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
+static void stmt_sql_hidden(struct pgw_session *s, uint32_t w);
 
 /* The text in b[0..n) -- a Query's, or a Parse's body (named: its name
  * first) -- is a lone CREATE TEMP TABLE ... ON COMMIT DROP
@@ -557,9 +561,11 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uin
     if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true))
         words &= ~PGW_WORDS_TEMP;
     s->state_words |= words & PGW_WORDS_STATE;
-    if ((words & (PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE)) && s->mode != PGW_POOL_SESSION &&
-        s->px->cfg->server_reset_session_state)
-        stmt_sql_bound(s, words, text, n);
+    if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
+        stmt_sql_hidden(s, words);
+        if (words & (PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE))
+            stmt_sql_bound(s, words, text, n);
+    }
     uint32_t mask = unreported_mask(s->px, s->server->pool);
     if (mask && (words & (mask | PGW_WORDS_RESET)))
         s->unrep_touched = true;
@@ -613,6 +619,7 @@ static void stmt_words_clear(struct pgw_server *srv)
 {
     srv->user_stmt_n = 0;
     srv->user_stmt_lost = false;
+    srv->user_sql_plain_n = 0;
 }
 
 _Static_assert((PGW_WORDS_STATE >> 27) <= UINT8_MAX && (PGW_WORDS_STATE & ((1u << 27) - 1)) == 0,
@@ -724,14 +731,70 @@ static void stmt_words_bind(struct pgw_session *s, const uint8_t *p, uint32_t av
         s->state_words |= i >= 0 ? (uint32_t)srv->user_stmt_words[i] << 27 : PGW_WORDS_STATE;
 }
 
+/* ---- SQL PREPAREs seen to run plain (user_sql_plain)
+ *
+ * A function or a DO block may PREPARE out of pgwharf's sight (PL/pgSQL's
+ * EXECUTE 'PREPARE p AS SELECT ... INTO TEMP t', its text in a function
+ * defined long before), and an SQL EXECUTE p in a later transaction then
+ * leaves that table.  So an SQL EXECUTE of a name the server keeps no
+ * words of counts as one that may leave both, unless pgwharf saw that
+ * name PREPAREd there without them: its tag "PREPARE" read
+ * (stmt_sql_prepared), or a PREPARE ahead of it in the same Query.  Such a
+ * name is forgotten (its EXECUTE costs a cleanup from then on) at a Close
+ * or lone DEALLOCATE of it as sent, at DISCARD ALL or DEALLOCATE ALL, and
+ * all of them at a text whose word PREPARE is inside a statement
+ * (stmt_sql_hidden).  Nothing of this runs for a text without the word
+ * EXECUTE. */
+
+static bool stmt_sql_plain_has(const struct pgw_server *srv, uint64_t h)
+{
+    for (int i = 0; i < srv->user_sql_plain_n; i++)
+        if (srv->user_sql_plain[i] == h)
+            return true;
+    return false;
+}
+
+static void stmt_sql_plain_keep(struct pgw_server *srv, uint64_t h)
+{
+    if (stmt_sql_plain_has(srv, h))
+        return;
+    if (srv->user_sql_plain_n < PGW_SQL_PLAIN_MAX) {
+        srv->user_sql_plain[srv->user_sql_plain_n++] = h;
+        return;
+    }
+    srv->user_sql_plain[srv->user_sql_plain_next] = h;          /* (one makes room) */
+    srv->user_sql_plain_next = (uint8_t)((srv->user_sql_plain_next + 1) % PGW_SQL_PLAIN_MAX);
+}
+
+static void stmt_sql_plain_drop(struct pgw_server *srv, uint64_t h)
+{
+    for (int i = 0; i < srv->user_sql_plain_n; i++)
+        if (srv->user_sql_plain[i] == h) {
+            srv->user_sql_plain[i] = srv->user_sql_plain[--srv->user_sql_plain_n];
+            return;
+        }
+}
+
+/* A text with words w runs on s's server: one whose word PREPARE is inside
+ * a statement (a DO block's EXECUTE 'PREPARE ...', a function's text) and
+ * that says HOLD or TEMP may PREPARE what pgwharf does not read, under a
+ * name it saw PREPAREd plain (DEALLOCATEd there first): none is known
+ * plain any more. */
+static void stmt_sql_hidden(struct pgw_session *s, uint32_t w)
+{
+    if ((w & PGW_WORDS_PREPARE_IN) && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+        s->server->user_sql_plain_n = 0;
+}
+
 /* A Close of a statement, or a lone SQL DEALLOCATE of one (avail of its
- * total bytes at p), whose name the server keeps: forgotten once answered
- * with no error (stmt_forget_done). */
+ * total bytes at p): a name the server keeps words of is forgotten once
+ * answered with no error (stmt_forget_done), one seen PREPAREd plain at
+ * once. */
 static void stmt_words_close(struct pgw_session *s, char type, const uint8_t *p, uint32_t avail,
                              uint32_t total)
 {
     struct pgw_server *srv = s->server;
-    if (srv->user_stmt_n == 0 || s->stmt_forget_n == PGW_STMT_FORGET_MAX || avail < total)
+    if (avail < total)
         return;
     const uint8_t *body = p + PGW_MSG_HDR;
     size_t blen = total - PGW_MSG_HDR;
@@ -751,7 +814,8 @@ static void stmt_words_close(struct pgw_session *s, char type, const uint8_t *p,
             return;
         h = stmt_hash(s->px, (const uint8_t *)name, strlen(name));
     }
-    if (stmt_words_find(srv, h) >= 0)
+    stmt_sql_plain_drop(srv, h);             /* (at once: a cleanup too many at worst) */
+    if (s->stmt_forget_n < PGW_STMT_FORGET_MAX && stmt_words_find(srv, h) >= 0)
         s->stmt_forget[s->stmt_forget_n++] = h;
 }
 
@@ -785,13 +849,31 @@ static void stmt_forget_done(struct pgw_session *s)
  * does.  DEALLOCATE and DEALLOCATE ALL / DISCARD ALL forget them as
  * above.  A text is read for it only when its scan (pgw_relay_text_words)
  * found a statement that starts with PREPARE (PGW_WORDS_PREPARE) or the
- * word EXECUTE (PGW_WORDS_EXECUTE, with the server keeping some words):
- * nothing more for any other. */
+ * word EXECUTE (PGW_WORDS_EXECUTE; a name the server keeps no words of
+ * is looked up among those seen PREPAREd plain, user_sql_plain): nothing
+ * more for any other. */
+
+/* Does a statement of the Query text t[0..upto) PREPARE name? */
+static bool text_prepares(const char *t, size_t upto, const char *name)
+{
+    char pn[PGW_NAME_MAX + 1];
+    for (size_t off = 0; off < upto;) {
+        size_t e = pgw_sql_statement_end(t + off, upto - off), rest = 0;
+        if (pgw_prepare_parse(t + off, e, pn, &rest) == PGW_SQL_NAME_READ && strcmp(pn, name) == 0)
+            return true;
+        off += e + 1;
+    }
+    return false;
+}
 
 /* The words the SQL prepared statements a text (n bytes at t: one that
- * says EXECUTE) EXECUTEs on s's server may leave: all for a name pgwharf
- * does not read, or with the server's names lost. */
-static uint32_t stmt_sql_execute_words(struct pgw_session *s, const uint8_t *t, size_t n)
+ * says EXECUTE; prepares: a Query's that may PREPARE too) EXECUTEs on s's
+ * server may leave: all for a name pgwharf does not read, with the
+ * server's names lost, or for a name pgwharf neither keeps words of nor
+ * saw PREPAREd plain there (user_sql_plain): a function or DO block may
+ * have PREPAREd it. */
+static uint32_t stmt_sql_execute_words(struct pgw_session *s, const uint8_t *t, size_t n,
+                                       bool prepares)
 {
     const struct pgw_server *srv = s->server;
     if (srv->user_stmt_lost)
@@ -800,13 +882,16 @@ static uint32_t stmt_sql_execute_words(struct pgw_session *s, const uint8_t *t, 
     size_t at = 0;
     char name[PGW_NAME_MAX + 1];
     enum pgw_sql_name_kind k;
-    while (srv->user_stmt_n > 0 &&
-           (k = pgw_sql_execute_next((const char *)t, n, &at, name)) != PGW_SQL_NAME_NONE) {
+    while ((k = pgw_sql_execute_next((const char *)t, n, &at, name)) != PGW_SQL_NAME_NONE) {
         if (k == PGW_SQL_NAME_UNREAD)
             return PGW_WORDS_STATE;
-        int i = stmt_words_find(srv, stmt_hash(s->px, (const uint8_t *)name, strlen(name)));
+        uint64_t h = stmt_hash(s->px, (const uint8_t *)name, strlen(name));
+        int i = stmt_words_find(srv, h);
         if (i >= 0)
             w |= (uint32_t)srv->user_stmt_words[i] << 27;
+        else if (!stmt_sql_plain_has(srv, h) &&
+                 !(prepares && text_prepares((const char *)t, at, name)))
+            return PGW_WORDS_STATE;
     }
     return w;
 }
@@ -921,8 +1006,10 @@ static void stmt_sql_prepared(struct pgw_session *s)
     if (s->stmt_prep_at < s->stmt_prep_n) {
         uint64_t h = s->stmt_prep[s->stmt_prep_at];
         uint8_t w = s->stmt_prep_words[s->stmt_prep_at++];
-        if (!(w & PGW_STMT_PREP_UNREAD) && !(w & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27)))
+        if (!(w & PGW_STMT_PREP_UNREAD) && !(w & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27))) {
             stmt_words_drop(srv, h);             /* the name was free: an old record */
+            stmt_sql_plain_keep(srv, h);
+        }
         stmt_sql_made(s, h, w);
     } else if (!s->stmt_prep_loose && (s->state_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))) {
         srv->user_stmt_lost = true;
@@ -983,10 +1070,10 @@ static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, 
             stmt_sql_made(s, h, sw);
         s->stmt_prep_loose = true;               /* (its tag: kept already) */
     }
-    if (!(w & PGW_WORDS_EXECUTE) || (srv->user_stmt_n == 0 && !srv->user_stmt_lost))
+    if (!(w & PGW_WORDS_EXECUTE))
         return;
     if (t)
-        s->state_words |= stmt_sql_execute_words(s, t, n);
+        s->state_words |= stmt_sql_execute_words(s, t, n, false);
     else if (s->unnamed_server != srv->id)
         s->state_words |= PGW_WORDS_STATE;       /* (its Parse read another server's) */
 }
@@ -1047,9 +1134,10 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
             w &= ~PGW_WORDS_TEMP;                /* (ON COMMIT DROP: its own table) */
         /* (after: what it EXECUTEs -- AS SELECT f('execute p') -- is not
          * its table) */
-        if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX &&
-            (s->server->user_stmt_n > 0 || s->server->user_stmt_lost))
-            w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
+        if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX)
+            w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR,
+                                        type == PGW_FE_QUERY && (w & PGW_WORDS_PREPARE));
+        stmt_sql_hidden(s, w);
         s->state_words |= w & PGW_WORDS_STATE;
         uint32_t bound = w;
         if ((w & PGW_WORDS_EXECUTE) && type == PGW_FE_PARSE && !unnamed && !s->ps_on)
@@ -3685,7 +3773,7 @@ static bool scan_client(struct pgw_session *s)
             stmt_sql_sent(s, b->data + b->parsed, n, total, was_open);
         s->stmt_prep_due = false;
         if ((type == PGW_FE_QUERY || (type == PGW_FE_CLOSE && !s->ps_on)) &&
-            s->server->user_stmt_n > 0 && stmt_words_on(s))
+            (s->server->user_stmt_n > 0 || s->server->user_sql_plain_n > 0) && stmt_words_on(s))
             stmt_words_close(s, type, b->data + b->parsed, n, total);
         if (type == PGW_FE_QUERY && s->qscan &&
             !pgw_notify_qscan_feed(s, b->data + b->parsed, n, true))
@@ -4712,11 +4800,13 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
             pgw_notify_tx_tag(s, msg, total);    /* COMMIT, ROLLBACK, SAVEPOINT... */
         /* (Not when a named Parse sent after it may have been kept
          * before this answer came: that statement is there.) */
-        if ((srv->user_stmt_n > 0 || srv->user_stmt_lost) && !s->stmt_kept &&
-            ((total - PGW_MSG_HDR == sizeof(discard) &&
-              memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) ||
-             (total - PGW_MSG_HDR == sizeof(dealloc) &&
-              memcmp(msg + PGW_MSG_HDR, dealloc, sizeof(dealloc)) == 0)))
+        bool drops_all = (total - PGW_MSG_HDR == sizeof(discard) &&
+                          memcmp(msg + PGW_MSG_HDR, discard, sizeof(discard)) == 0) ||
+                         (total - PGW_MSG_HDR == sizeof(dealloc) &&
+                          memcmp(msg + PGW_MSG_HDR, dealloc, sizeof(dealloc)) == 0);
+        if (drops_all)
+            srv->user_sql_plain_n = 0;           /* (a PREPARE behind it: at its tag) */
+        if ((srv->user_stmt_n > 0 || srv->user_stmt_lost) && !s->stmt_kept && drops_all)
             stmt_words_clear(srv);               /* its named statements are gone */
         if (total - PGW_MSG_HDR == sizeof(prepare) &&
             memcmp(msg + PGW_MSG_HDR, prepare, sizeof(prepare)) == 0 &&

@@ -1759,11 +1759,14 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # SQL EXECUTE runs a statement Parsed by the protocol as a Bind
         # does (its tag the statement's own), and so does a Parse of it
         # Bound later: B fetched A's cursor and read A's table (review r2
-        # of session 49; fails before).
+        # of session 49; fails before).  A name pgwharf did not see SQL
+        # PREPAREd there may be a function's (session 50): a protocol
+        # statement run so costs a cleanup, its words or not.
         px, pg, b = self.pq_beside(0)
         self.pq_ok(pg.prepare(b"plain", b"select 1"))
         self.pq_ok(pg.exec_(b"execute plain"))
-        self.assertEqual(self.cleanups(px), [])   # no such statement there yet: nothing
+        b.cursor().execute("select 1")
+        self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
         self.pq_ok(pg.prepare(b"xc", b"declare xc cursor with hold for select 'secret'"))
         self.pq_ok(pg.prepare(b"xt", b"create temp table xt as select 'secret' as s"))
         self.pq_ok(pg.exec_(b"execute xc"))
@@ -1773,7 +1776,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.pq_ok(pg.prepare(b"", b"execute xc"))
         self.pq_ok(pg.exec_prepared(b"", []))
         self.fails_with(b, "fetch all from xc", "34000")
-        self.assertEqual(len(self.cleanups(px)), 3, self.cleanups(px))
+        self.assertEqual(len(self.cleanups(px)), 4, self.cleanups(px))
 
     def test_a_named_parse_of_sql_execute_bound_later(self):
         # With max_prepared_statements = 0 a named statement whose text
@@ -2030,6 +2033,98 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                 raw.close()
                 b.close()
                 px.stop()
+
+    def test_sql_prepare_in_a_do_block_then_execute_later(self):
+        # PL/pgSQL's EXECUTE 'PREPARE ...' in a DO block: its name is not
+        # read, and EXECUTE p in a later transaction left p's table to B
+        # (session 50 d2; fails before: B read 'secret').
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("do $$ begin execute 'prepare dp1 as select ''secret'' as s "
+                      "into temp dg1'; end $$")
+            c.execute("do $$ begin perform 1; execute 'prepare dp2 as select ''secret'' "
+                      "as s into temp dg2'; end $$")
+            for i in (1, 2):
+                c.execute("execute dp%d" % i)
+                self.assertEqual(c.statusmessage, "SELECT 1")
+                self.fails_with(b, "select * from dg%d" % i, "42P01")
+        self.each_setting(check)
+
+    def test_sql_prepare_in_a_function_defined_before(self):
+        # A function, created by another connection, PREPAREs: nothing of
+        # it is in the text that calls it, and its EXECUTE in a later
+        # transaction left the table to B (session 50 d2; fails before:
+        # B read 'secret').  An EXECUTE of a name pgwharf did not see
+        # PREPAREd there counts as one that may leave both.
+        def check(px):
+            own = psycopg2.connect(self.pg.dsn())
+            own.autocommit = True
+            self.addCleanup(own.close)
+            own.cursor().execute(
+                "create or replace function mk_prep() returns int language plpgsql as $$ "
+                "begin execute 'prepare fp as select ''secret'' as s into temp fg'; "
+                "return 1; end $$")
+            self.addCleanup(own.cursor().execute, "drop function if exists mk_prep()")
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("select mk_prep()")
+            self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
+            c.execute("execute fp")
+            self.assertEqual(c.statusmessage, "SELECT 1")
+            self.fails_with(b, "select * from fg", "42P01")
+            self.assertEqual(self.temp_cleanups(px), 1, self.cleanups(px))
+        self.each_setting(check)
+
+    def test_a_do_block_that_prepares_a_plain_name_again(self):
+        # A name seen PREPAREd plain costs nothing at its EXECUTE, until a
+        # text that PREPAREs inside a statement with the word TEMP or HOLD
+        # runs there: this DO block DEALLOCATEs it and PREPAREs it again
+        # with a temporary table (session 50 d2; fails before: B read
+        # 'secret').
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("prepare pa as select 1")
+            c.execute("execute pa")
+            b.cursor().execute("select 1")
+            self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
+            c.execute("do $$ begin execute 'deallocate pa'; execute 'prepare pa as "
+                      "select ''secret'' as s into temp pg1'; end $$")
+            c.execute("execute pa")
+            self.fails_with(b, "select * from pg1", "42P01")
+        self.each_setting(check)
+
+    def test_sql_execute_of_a_name_seen_prepared_costs_nothing(self):
+        # PREPARE then EXECUTE in later transactions, in one Query with its
+        # DEALLOCATE, or again after a DEALLOCATE or a DEALLOCATE ALL: no
+        # cleanup (what the rule for names not seen PREPAREd must not
+        # cost).
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("prepare s1(int) as select $1 + 1")
+            for i in range(3):
+                c.execute("execute s1(%s)", (i,))
+                self.assertEqual(c.fetchone(), (i + 1,))
+                c.execute("prepare s2 as select 2; execute s2")
+                self.assertEqual(c.fetchone(), (2,))
+                c.execute("deallocate s2")
+                b.cursor().execute("select 1")
+            self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
+            c.execute("deallocate s1")
+            c.execute("prepare s1(int) as select $1")
+            c.execute("execute s1(1)")
+            self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
+            c.execute("deallocate all")
+            c.execute("prepare s3 as select 3")
+            c.execute("execute s3")
+            self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
+        self.each_setting(check)
 
     # A temporary table ON COMMIT DROP is gone when its transaction ends:
     # the statement that makes it (alone in its text) costs no cleanup

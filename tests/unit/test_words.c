@@ -197,17 +197,29 @@ static void test_state_words(void **state)
     assert_int_equal(words(state, "create table t (a int)", ALL), MAKE);
 }
 
-/* An SQL PREPARE: a statement that starts with it (stmt_sql_*). */
+/* An SQL PREPARE: a statement that starts with it (stmt_sql_*); the word
+ * PREPARE past a statement's first word (a DO block's EXECUTE 'PREPARE
+ * ...': relay.c stmt_sql_hidden). */
 static void test_prepare_word(void **state)
 {
-    const uint32_t PREP = PGW_WORDS_PREPARE, TEMP = PGW_WORDS_TEMP, MAKE = PGW_WORDS_MAKE;
+    const uint32_t PREP = PGW_WORDS_PREPARE, TEMP = PGW_WORDS_TEMP, MAKE = PGW_WORDS_MAKE,
+                   IN = PGW_WORDS_PREPARE_IN, EX = PGW_WORDS_EXECUTE | PGW_WORDS_SET;
     assert_int_equal(words(state, "PREPARE p AS select 1 into temp t", 0), PREP | TEMP | MAKE);
     assert_int_equal(words(state, "  /* c */ -- d\n prepare p as select 1", 0), PREP);
     assert_int_equal(words(state, "/* c */ prepare p as select 1", 0), PREP);
     assert_int_equal(words(state, "select 1; Prepare p as select 2", 0), PREP);
-    assert_int_equal(words(state, "select prepare from t", 0), 0);
+    assert_int_equal(words(state, "select prepare from t", 0), IN);
     assert_int_equal(words(state, "select 1 as prepared", 0), 0);
+    assert_int_equal(words(state, "select 1 as unprepare, prepare_x, x_prepare", 0), 0);
     assert_int_equal(words(state, "COMMIT PREPARED 'x'", 0), PGW_WORDS_SET);
+    assert_int_equal(words(state, "PREPARE TRANSACTION 'x'", 0), PREP);
+    assert_int_equal(words(state, "do $$ begin execute 'PREPARE p as select 1 into temp t'; "
+                                  "end $$", 0), EX | IN | TEMP | MAKE);
+    assert_int_equal(words(state, "do $$begin perform 1; execute 'prepare p as select 1'; end$$",
+                           0), EX | IN);
+    assert_int_equal(words(state, "select f('x')/*prepare*/", 0), IN);
+    /* One statement's first word, another's not. */
+    assert_int_equal(words(state, "prepare p as select 'prepare'", 0), PREP | IN);
 }
 
 int main(void)
