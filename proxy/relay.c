@@ -4005,12 +4005,14 @@ static bool client_data_step(struct pgw_session *s)
         if (m[0] != PGW_FE_EXECUTE && m[0] != PGW_FE_DESCRIBE && m[0] != PGW_FE_FLUSH &&
             m[0] != PGW_FE_BIND && m[0] != PGW_FE_PARSE)
             pgw_notify_portal_drop(s);
-        if (m[0] == PGW_FE_QUERY && s->ps_on) {
+        if (m[0] == PGW_FE_QUERY && (s->ps_on || pgw_ps_enabled(s))) {
             /* SQL DEALLOCATE of one of its prepared statements: answered
              * here, with no server (it would stay linked to an idle
              * client, answered by pgwharf); scan_client checked it
              * (max_packet_size, disable_pqexec).  A simple Query drops
-             * the unnamed statement. */
+             * the unnamed statement.  (s->ps_on is set at a link: a
+             * client never linked has names too, answered with no server,
+             * pgw_ps_parse_alone's, unread.) */
             uint32_t total = pgw_get_u32(m + 1) + 1;
             int r = pgw_ps_deallocate_query(s, m, have < total ? (uint32_t)have : total, total,
                                             true);

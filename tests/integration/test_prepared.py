@@ -2526,6 +2526,43 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
         r.send(r.bind("e"), r.execute(), r.sync())
         self.assertEqual(r.until_ready()[-1], (b"Z", b"I"))
 
+    def test_an_sql_deallocate_of_an_unread_name_is_answered(self):
+        # A client that never had a server: its SQL DEALLOCATE of a name
+        # answered with no server is answered as PostgreSQL answers it (a
+        # DEALLOCATE of a protocol-level name drops it), with no server,
+        # as its Close is (session 50 d2; fails before: it waited for the
+        # held server, query_wait_timeout's error).  The name is gone:
+        # PostgreSQL's 26000 at its Bind, and the name may be prepared
+        # again.
+        self.prepared_once(self.KNOWN)
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "s1", self.KNOWN)
+        self.answered(r, "S2", self.KNOWN)
+        r.send(r.query("deallocate s1"))
+        got = r.until_ready()
+        self.assertEqual(got, [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
+        r.send(r.query('deallocate prepare "S2"'))
+        self.assertEqual(r.until_ready(), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
+        row = pt.show(self.console_conn(self.px), "CLIENTS", port=r.s.getsockname()[1])[0]
+        self.assertEqual(str(row["prepared_statements"]), "0", row)
+        self.answered(r, "s1", self.KNOWN)
+        r.send(r.close_stmt("s1"), r.sync())          # (a Close: answered so already)
+        self.assertEqual(types(r.until_ready()), "3Z")
+        # psycopg 3.1's DEALLOCATE (Parsed into the unnamed statement)
+        # takes a server, as before: the server deallocates one of
+        # pgwharf's in its place.
+        self.answered(r, "s3", self.KNOWN)
+        self.release(holder)
+        r.send(r.parse("", "DEALLOCATE s3"), r.bind(""), r.msg(b"D", b"P\x00"), r.execute(),
+               r.sync())
+        self.assertEqual(r.until_ready(), [(b"1", b""), (b"2", b""), (b"n", b""),
+                                           (b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
+        for name in ("S2", "s3"):
+            r.send(r.bind(name), r.execute(), r.sync())
+            got = r.until_ready()
+            self.assertEqual((types(got), sqlstate(got[0][1])), ("EZ", "26000"))
+
     # What still takes a server (each passes before too).
 
     def test_an_unknown_text_waits_for_a_server(self):
