@@ -67,6 +67,7 @@
 #include "common/array.h"
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/hmap.h"
 #include "common/log.h"
 #include "common/wire.h"
 
@@ -1713,6 +1714,11 @@ const char *pgw_notify_msg_chan(const uint8_t *msg)
     return msg_chan(msg);
 }
 
+uint64_t pgw_notify_msg_hash(const uint8_t *msg, uint32_t total)
+{
+    return pgw_hash_bytes(msg + 1, total - 1, 0);
+}
+
 /* ---- sessions ---- */
 
 struct pgw_notify_sub *pgw_notify_sub_get(struct pgw_session *s)
@@ -2463,14 +2469,6 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
 
 #define NOTIFY_ECHO_MAX 256
 
-static uint64_t msg_hash(const uint8_t *m, uint32_t n)
-{
-    uint64_t h = 1469598103934665603ull;          /* FNV-1a */
-    for (uint32_t i = 0; i < n; i++)
-        h = (h ^ m[i]) * 1099511628211ull;
-    return h;
-}
-
 static bool fresh_has(const struct pgw_notify_sub *sub, const char *chan)
 {
     for (int i = 0; i < sub->nfresh; i++)
@@ -2525,7 +2523,7 @@ static void echo_add(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t to
             return;    /* short of memory: the hub's copy goes out too */
         sub->echo = grown;
     }
-    sub->echo[sub->necho++] = (struct notify_echo){ .hash = msg_hash(msg, total),
+    sub->echo[sub->necho++] = (struct notify_echo){ .hash = pgw_notify_msg_hash(msg, total),
                                                     .len = total, .gen = 0 };
 }
 
@@ -2536,7 +2534,7 @@ static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t t
         if (sub->echo[i].len != total)
             continue;
         if (hash == 0)
-            hash = msg_hash(msg, total);
+            hash = pgw_notify_msg_hash(msg, total);
         if (sub->echo[i].hash == hash) {
             memmove(sub->echo + i, sub->echo + i + 1,
                     (size_t)(sub->necho - i - 1) * sizeof(sub->echo[0]));

@@ -93,15 +93,6 @@ struct notify_bridge {
     struct pgw_wbuf out;
 };
 
-/* Of a NotificationResponse, its type byte left out (a held copy's differs). */
-static uint64_t body_hash(const uint8_t *m, uint32_t n)
-{
-    uint64_t h = 1469598103934665603ull;           /* FNV-1a */
-    for (uint32_t i = 1; i < n; i++)
-        h = (h ^ m[i]) * 1099511628211ull;
-    return h;
-}
-
 static bool bridged(const struct notify_bridge *b, const char *chan)
 {
     for (int i = 0; i < b->nchans; i++)
@@ -126,7 +117,7 @@ static void seen_note(struct notify_bridge *b)
         uint32_t n = 1 + pgw_get_u32(m + 1);
         if ((m[0] == PGW_BE_NOTIFY || m[0] == HELD_MAYBE) &&
             bridged(b, pgw_notify_msg_chan(m))) {
-            b->seen[b->nseen].hash = body_hash(m, n);
+            b->seen[b->nseen].hash = pgw_notify_msg_hash(m, n);
             b->seen[b->nseen++].len = n;
         }
         off += n;
@@ -140,7 +131,7 @@ static bool seen_take(struct notify_bridge *b, const uint8_t *m, uint32_t n)
         if (b->seen[i].len != n)
             continue;
         if (h == 0)
-            h = body_hash(m, n);
+            h = pgw_notify_msg_hash(m, n);
         if (b->seen[i].hash == h) {
             b->seen[i] = b->seen[--b->nseen];
             return true;
