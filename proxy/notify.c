@@ -1371,6 +1371,8 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
     int nsubs = 0;
     for (struct pgw_list *l = h->subs.next; l != &h->subs; l = l->next) {
         struct pgw_notify_sub *sub = pgw_container_of(l, struct pgw_notify_sub, node);
+        if (sub->bridge && pgw_notify_bridge_over_end(sub))
+            continue;          /* past the bound already: 54000, as its event said */
         if (sub->ending == NOTIFY_END_NONE && sub_listens(sub)) {
             sub->ending = NOTIFY_END_LOST;
             sub->end_why = why;

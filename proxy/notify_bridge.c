@@ -43,7 +43,9 @@
  * before and the gap stays).  A bridge that ends
  * before its marker (its server lost, an error, the timeout, PAUSE)
  * leaves a gap: its client is disconnected with FATAL 08006 between
- * transactions, as when the hub's server is lost (event=notify_bridge_lost).
+ * transactions, as when the hub's server is lost (event=notify_bridge_lost);
+ * one past the bound already (b->over) with 54000, as its
+ * notification_dropped said (pgw_notify_bridge_over_end).
  * One whose client goes, or whose hub's server is lost or ended (which
  * ends its clients anyway), just goes.  One bridge a client at a time.
  *
@@ -179,6 +181,26 @@ static void bridge_log(const struct notify_bridge *b, const char *what)
               pgw_log_quote(qu, sizeof(qu), s->user), b->nchans, what);
 }
 
+bool pgw_notify_bridge_over_end(struct pgw_notify_sub *sub)
+{
+    struct notify_bridge *b = sub->bridge;
+    if (!b || !b->over || sub->ending != NOTIFY_END_NONE)
+        return false;
+    /* What it was owed ends where the bridge's copies stopped: the hub's
+     * kept after its marker come after those the bridge never passed on
+     * (commit order), so they go unsent too, each counted as dropped, as
+     * the ones after them were: the client gets what reached it, then
+     * 54000, as past the bound anywhere. */
+    uint64_t n = 0;
+    for (size_t off = 0; off + PGW_MSG_HDR <= b->later.len;
+         off += 1 + (size_t)pgw_get_u32(b->later.data + off + 1))
+        n++;
+    b->px->total_notifications_dropped += n;
+    pgw_wbuf_reset(&b->later);
+    pgw_notify_backlog_end(sub->session);
+    return true;
+}
+
 void pgw_notify_bridge_end(struct pgw_notify_sub *sub, const char *why)
 {
     struct notify_bridge *b = sub->bridge;
@@ -188,14 +210,21 @@ void pgw_notify_bridge_end(struct pgw_notify_sub *sub, const char *why)
         const struct pgw_session *s = sub->session;
         char qd[200], qu[200], qr[400], reason[256];
         pgw_warn("notify_bridge_lost", "client=%s db=%s user=%s channels=%d reason=%s "
-                 "detail=\"the client is disconnected (08006) between transactions: "
-                 "notifications committed since its LISTEN's COMMIT may have been missed\"",
+                 "detail=\"%s\"",
                  s->addr_text, pgw_log_quote(qd, sizeof(qd), s->database),
                  pgw_log_quote(qu, sizeof(qu), s->user), b->nchans,
-                 pgw_log_quote(qr, sizeof(qr), why));
-        snprintf(reason, sizeof(reason), "its own server, listening for it from its COMMIT "
-                 "until the pool's listening server took over: %s", why);
-        pgw_notify_sub_lost(sub, reason);
+                 pgw_log_quote(qr, sizeof(qr), why),
+                 b->over ? "past max_notify_backlog already (notification_dropped): the client "
+                           "is disconnected (54000) between transactions, once it has read "
+                           "what reached it"
+                         : "the client is disconnected (08006) between transactions: "
+                           "notifications committed since its LISTEN's COMMIT may have "
+                           "been missed");
+        if (!pgw_notify_bridge_over_end(sub)) {
+            snprintf(reason, sizeof(reason), "its own server, listening for it from its "
+                     "COMMIT until the pool's listening server took over: %s", why);
+            pgw_notify_sub_lost(sub, reason);
+        }
     } else {
         bridge_log(b, "reason=\"its client is ended, or leaves\"");
     }

@@ -308,6 +308,12 @@ void pgw_notify_bridge_tick(struct pgw_notify_sub *sub, ev_tstamp now, bool paus
  * anyway (the hub's server lost, the sub's end); else its client may have
  * missed notifications: event=notify_bridge_lost, and FATAL 08006. */
 void pgw_notify_bridge_end(struct pgw_notify_sub *sub, const char *why);
+/* sub's bridge is past max_notify_backlog (a copy after the hub's marker
+ * dropped: event=notification_dropped said 54000) and ends before its
+ * marker, or sub's hub's server is lost: true, and sub is ended as past
+ * the bound (54000, pgw_notify_backlog_end) after what reached it, not
+ * 08006 (review r1's b->over left the lost bridge's answer, 08006). */
+bool pgw_notify_bridge_over_end(struct pgw_notify_sub *sub);
 
 /* ---- notify_ext.c, for notify.c ---- */
 

@@ -4670,12 +4670,14 @@ class OneWayRelay:
     port toward it (its backend's client_port) is p -- what pgwharf sends
     still goes through, so the backend runs it and its replies wait --
     until thaw(p).  freeze returns once that connection's relay stopped
-    reading from PostgreSQL."""
+    reading from PostgreSQL.  cut(p) closes that connection (both sides),
+    what it held back unsent: pgwharf reads the end of its server."""
 
     def __init__(self, target):
         self.target = target
         self.lock = threading.Lock()
         self.frozen = {}                 # port -> Event set once it took effect
+        self.cuts = {}                   # port -> Event set once it is closed
         self.closed = False
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -4706,6 +4708,9 @@ class OneWayRelay:
             while not self.closed:
                 with self.lock:
                     frozen = self.frozen.get(key)
+                    cut = self.cuts.get(key)
+                if cut is not None:
+                    return
                 if frozen is not None and up_on:
                     sel.unregister(up)
                     up_on = False
@@ -4726,6 +4731,9 @@ class OneWayRelay:
             sel.close()
             up.close()
             c.close()
+            with self.lock:
+                if key in self.cuts:
+                    self.cuts[key].set()
 
     def freeze(self, port):
         took = threading.Event()
@@ -4737,6 +4745,13 @@ class OneWayRelay:
     def thaw(self, port):
         with self.lock:
             self.frozen.pop(port, None)
+
+    def cut(self, port):
+        done = threading.Event()
+        with self.lock:
+            self.cuts[port] = done
+        if not done.wait(20):
+            raise AssertionError("no relayed connection from port %d" % port)
 
     def close(self):
         self.closed = True
@@ -4795,6 +4810,55 @@ class TestABridgesMarkerHeldBack(CommitHeldCase):
         self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 1)
         pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
         self.assertNotIn("event=notify_bridge_lost", self.px.log())
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+    def past_the_bound(self):
+        """held_with_a_bridge, the bridge's backend's replies held back by
+        the relay: a notification the bridge's alone, then the markers ran,
+        then three of about 4 kB after them, for 8192 bytes: the third
+        dropped.  (b, l, c, pid, the bridge's port toward PostgreSQL.)"""
+        b, l, c, pid = self.held_with_a_bridge()
+        port = self.backend_port(pid)
+        self.relay.freeze(port)
+        self.pg.psql("select pg_notify('%s', 'bridge')" % self.CHAN)
+        self.assertEqual(hz.simple_query(b, "commit"), ([], []))
+        self.assertEqual(hz.recv_msg(l), (b"Z", b"I"))
+        pt.wait_until(lambda: self.marker_ran(pid), 20, what="the bridge's marker ran")
+        for i in range(3):
+            self.pg.psql("select pg_notify('%s', repeat('x', 3990) || '%d')" % (self.CHAN, i))
+        self.px.wait_for_log("event=notification_dropped", 20)
+        return b, l, c, pid, port
+
+    def test_its_bridge_lost_past_the_bound_ends_it_with_54000(self):
+        # Past the bound (event=notification_dropped: 54000 once it has
+        # read what it was owed), then the bridge is lost before its marker
+        # came (its connection cut, 'bridge' with it): the client got FATAL
+        # 08006, which the event never said (session 49's leftover).  Now
+        # 54000, as past the bound anywhere, after what reached it: nothing
+        # here -- x0 and x1, kept for the hand-over, come after the lost
+        # 'bridge' in commit order, so they are dropped (counted) too.
+        b, l, c, pid, port = self.past_the_bound()
+        self.relay.cut(port)
+        self.assertEqual(ended_for_its_backlog(self, l), [])
+        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 3)
+        self.px.wait_for_log("event=notify_bridge_lost")
+        self.assertIn("is disconnected (54000)", self.px.log())
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
+        self.assertEqual(hz.simple_query(c, "commit"), ([], []))
+
+    def test_its_hubs_server_lost_past_the_bound_ends_it_with_54000(self):
+        # The same, the hub's server lost (terminated) before the bridge's
+        # marker came: the bridge goes with it; 54000, not 08006.
+        b, l, c, pid, port = self.past_the_bound()
+        hub = [int(r["remote_pid"]) for r in self.px.show("SERVERS", database=self.pg.database)
+               if (r["state"], r["link"]) == ("active", "")]
+        self.assertEqual(len(hub), 1)
+        self.pg.psql("select pg_terminate_backend(%d)" % hub[0])
+        self.assertEqual(ended_for_its_backlog(self, l), [])
+        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 3)
+        self.px.wait_for_log("event=notify_server_lost")
+        self.relay.thaw(port)
+        pt.wait_until(lambda: not backend_alive(self.pg, pid), 20, what="the bridge closed")
         self.assertEqual(hz.simple_query(c, "commit"), ([], []))
 
 
