@@ -503,6 +503,18 @@ static size_t backlog_max(const struct pgw_session *s)
     return (size_t)s->px->cfg->max_notify_backlog;
 }
 
+/* How many bytes may be held for the end of the client's transaction:
+ * twice the bound, for that end may throw some away, as PostgreSQL,
+ * reading them then, skips them -- the hub's copies of a channel the
+ * transaction LISTENs (HELD_MAYBE: a ROLLBACK), those of one it UNLISTENs
+ * (a COMMIT; nothing says so when they come, nor whether the UNLISTEN
+ * will).  What is the client's after that end is cut past backlog_max
+ * (lost_cut); one past held_max is dropped at once (lost_note). */
+static size_t held_max(const struct pgw_session *s)
+{
+    return 2 * backlog_max(s);
+}
+
 /* Whole messages to the client, its buffer grown to take them (up to
  * backlog_max unread, checked by the callers); false when memory is
  * short. */
@@ -2173,7 +2185,7 @@ static bool backlog_ended(struct pgw_session *s)
     return true;
 }
 
-/* msg, to be held for s, is past max_notify_backlog: dropped, with a mark
+/* msg, to be held for s, is past held_max: dropped, with a mark
  * of type (HELD_LOST, HELD_LOST_MAYBE) where it was, and the end of s's
  * transaction decides (lost_cut) whether it missed one of its own: it may
  * not be (its transaction's LISTEN of the channel rolls back, an UNLISTEN
@@ -2225,22 +2237,20 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
 static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
     struct pgw_wbuf *p = &sub->pending;
-    size_t cut = p->len, sum = 0, maybe = 0;
+    size_t cut = p->len, sum = 0;
     uint64_t lost = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         uint8_t t = p->data[off];
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         bool mark = t == HELD_LOST || t == HELD_LOST_MAYBE;
-        /* ... or the first past the bound: the copies that were its only
-         * if its LISTEN committed were held beside the rest (deliver). */
+        /* ... or the first past the bound: up to held_max was held, for
+         * what the end would throw away (deliver). */
         if (cut == p->len && (mark || sum + n > backlog_max(s)))
             cut = off;
-        if (cut > off) {
+        if (cut > off)
             sum += n;
-            maybe += t == HELD_MAYBE ? n : 0;
-        } else if (!mark) {
+        else if (!mark)
             lost++;                        /* held after it: dropped now */
-        }
         off += n;
     }
     if (cut == p->len)
@@ -2248,7 +2258,6 @@ static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
     sub->warned_held = false;           /* a drop kept: the event was for it */
     p->len = cut;
     sub->lost_from = 0;
-    sub->maybe_bytes = maybe;
     s->px->total_notifications_dropped += lost;   /* the marks' were, by lost_note */
     backlog_end(s);
 }
@@ -2275,15 +2284,16 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
         msg = conv->msg;
         total = conv->len;
     }
-    /* Held: what is the client's whichever way its transaction ends,
-     * against the bound; the hub's copies that are its only if its
-     * transaction's LISTEN commits (maybe_add) are held beside them, up
-     * to the bound too, so that those a ROLLBACK throws away do not push
-     * out one of its own, which PostgreSQL sends (review of 42a3027).
+    /* Held: up to held_max, so that the copies its transaction's end
+     * throws away do not push out one of its own, which PostgreSQL sends:
+     * those a ROLLBACK of a LISTEN throws away (maybe_add holds them only
+     * while all that is held fits the bound, so the client's own fit
+     * beside them; review of 42a3027), and those of a channel a COMMIT
+     * UNLISTENs (the copies of it, its own when they came, filled the
+     * bound, and one of another channel behind them was dropped: the
+     * COMMIT that threw them away ended the client, session 48's gap).
      * The end cuts what goes past the bound then (lost_cut). */
-    size_t held = now ? unsent(s)
-                      : sub->pending.len - (sub->maybe_bytes < sub->pending.len ? sub->maybe_bytes
-                                                                                : sub->pending.len);
+    size_t held = now ? unsent(s) : sub->pending.len;
     if (now && held > 0 && held + total > backlog_max(s)) {
         /* What one read of the hub's server delivered waits for the end
          * of the loop iteration (io_batch): a read can hold more than the
@@ -2298,16 +2308,15 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
         }
         held = unsent(s);
     }
-    if (held + total <= backlog_max(s) && now && pgw_notify_send(s, msg, total)) {
-        s->px->total_notifications++;
+    if (now) {
+        if (held + total <= backlog_max(s) && pgw_notify_send(s, msg, total))
+            s->px->total_notifications++;
+        else
+            backlog_over(s);
         return;
     }
-    if (!now && held + total > backlog_max(s)) {
+    if (held + total > held_max(s)) {
         lost_note(s, msg, HELD_LOST);      /* the end of its transaction decides */
-        return;
-    }
-    if (now || held + total > backlog_max(s)) {
-        backlog_over(s);
         return;
     }
     pgw_wbuf_append(&sub->pending, msg, total);
@@ -2401,7 +2410,6 @@ static void held_clear(struct pgw_notify_sub *sub)
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
     sub->nmaybe = 0;
-    sub->maybe_bytes = 0;
     sub->lost_from = 0;
 }
 
@@ -2413,13 +2421,11 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
     size_t kept = 0;
     int marks = 0;
     sub->lost_from = 0;
-    sub->maybe_bytes = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (keep(sub, p->data + off)) {
             memmove(p->data + kept, p->data + off, n);
             marks += p->data[kept] == HELD_MAYBE || p->data[kept] == HELD_LOST_MAYBE;
-            sub->maybe_bytes += p->data[kept] == HELD_MAYBE ? n : 0;
             if (!sub->lost_from && (p->data[kept] == HELD_LOST || p->data[kept] == HELD_LOST_MAYBE))
                 sub->lost_from = kept + 1;
             kept += n;
@@ -2653,7 +2659,6 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     if (p->len == at + total) {
         p->data[at] = HELD_MAYBE;      /* in place among the client's, until decided */
         sub->nmaybe++;
-        sub->maybe_bytes += total;
     }
 }
 
@@ -2678,7 +2683,6 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
         return false;
     size_t kept = 0;
     sub->lost_from = 0;
-    sub->maybe_bytes = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (off >= hit || p->data[off] != HELD_MAYBE ||
@@ -2689,7 +2693,6 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
             }
             if (!sub->lost_from && (p->data[off] == HELD_LOST || p->data[off] == HELD_LOST_MAYBE))
                 sub->lost_from = kept + 1;
-            sub->maybe_bytes += p->data[off] == HELD_MAYBE ? n : 0;
             memmove(p->data + kept, p->data + off, n);
             kept += n;
         } else {
@@ -2742,7 +2745,7 @@ static bool held_add(struct pgw_session *s, const uint8_t *m, uint32_t n, uint8_
         s->px->total_notifications_dropped += own;
         return false;
     }
-    if (p->len + n > backlog_max(s)) {
+    if (p->len + n > held_max(s)) {
         if (own)
             backlog_over(s);
         else

@@ -37,7 +37,9 @@
  * through the hub; 'A' when it goes out. */
 #define HELD_OWN 's'
 /* ... of a mark where notifications held for the client were dropped past
- * max_notify_backlog (lost_note): HELD_LOST of a channel it listens on,
+ * what may be held (lost_note; notify.c's held_max, twice
+ * max_notify_backlog, for its own, max_notify_backlog for the copies that
+ * may be its): HELD_LOST of a channel it listens on,
  * HELD_LOST_MAYBE of hub's copies that may be its (as HELD_MAYBE): the
  * channel, no process ID (0) and no payload; each drop is counted as it
  * happens, so one mark a channel and type stands for them all. */
@@ -139,9 +141,6 @@ struct pgw_notify_sub {
                                            committed (and HELD_LOST_MAYBE marks of
                                            those dropped past the bound) */
     int nmaybe;
-    size_t maybe_bytes;                 /* the HELD_MAYBE ones' bytes: held beside
-                                           the rest, each up to max_notify_backlog
-                                           (notify.c, deliver) */
     size_t lost_from;                   /* 1 + the offset in pending of its first
                                            mark (notify.c, lost_note); 0: none */
     bool waiting;                       /* its LISTEN runs on the hub's server */

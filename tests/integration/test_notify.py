@@ -1833,24 +1833,26 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertEqual(metric("pgwharf_listen_channels"), 1)
         self.assertEqual(metric("pgwharf_listen_clients"), 1)
 
-        # More than 1 MB for a client inside a transaction: the rest is
-        # dropped (memory stays bounded), counted and logged as it is, the
-        # client gets what was held at COMMIT, then FATAL 54000.
+        # More than 2 MB for a client inside a transaction: the rest is
+        # dropped (memory stays bounded: its end may throw away up to 1 MB
+        # of what is held, a committed UNLISTEN's), counted and logged as
+        # it is, the client gets the first 1 MB of what was held at
+        # COMMIT, then FATAL 54000; the rest held is counted then.
         self.assertEqual(hz.simple_query(b, "begin"), ([], []))
         # A marker after them, on a channel of its own: the hub has handed
-        # out all 200 once its listener has it (the count read at COMMIT
+        # out all 300 once its listener has it (the count read at COMMIT
         # missed those still on their way, and they came after it).
         d = login(self, px)
         d.sendall(hz.query_msg("listen pgw_m_end"))
         self.assertEqual([t for t, _ in hz.read_until_ready(d)], [b"C", b"Z"])
         self.assertEqual(hz.simple_query(c, "select count(pg_notify('pgw_m1', "
                                             "repeat('x', 7990) || i)) "
-                                            "from generate_series(1, 200) i"), ([[b"200"]], []))
+                                            "from generate_series(1, 300) i"), ([[b"300"]], []))
         self.assertEqual(hz.simple_query(c, "notify pgw_m_end"), ([], []))
         read_notifications(d, 1)
         # Counted as they are dropped, before the end decides whether they
         # were its (TestBacklogCountsWhatGoesOut, TestDroppedWhileHeld),
-        # and not again at the end.
+        # and not again at the end, which counts those it cuts.
         dropped = metric("pgwharf_notifications_dropped_total")
         self.assertGreater(dropped, 0)
         b.sendall(hz.query_msg("commit"))
@@ -1858,8 +1860,8 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertGreater(len(got), 100)
         self.assertLess(len(got), 200)
         self.assertEqual(len(got), metric("pgwharf_notifications_total") - 3)
-        self.assertEqual(metric("pgwharf_notifications_dropped_total"), dropped)
-        self.assertEqual(len(got) + dropped, 200)
+        self.assertGreater(metric("pgwharf_notifications_dropped_total"), dropped)
+        self.assertEqual(len(got) + metric("pgwharf_notifications_dropped_total"), 300)
         self.assertEqual([g[-2:] for g in got[:2]], ["x1", "x2"])    # in order
         self.assertIn("event=notification_dropped", px.log())
 
@@ -1971,10 +1973,11 @@ class TestSlowListener(NotifyCase):
         self.listen(other, "listen pgw_held")
         self.expect(a, "begin", ["BEGIN"], b"T")
         self.pg.psql("select count(pg_notify('pgw_held', repeat('x', 7990) || i)) "
-                     "from generate_series(1, 20) i")
-        self.assertEqual(len(read_notifications(other, 20)), 20)
-        # Past the bound: logged as dropped; the end of its transaction
-        # decides whether that ends it (the client's may not be:
+                     "from generate_series(1, 40) i")
+        self.assertEqual(len(read_notifications(other, 40)), 40)
+        # Past twice the bound (up to which what its end may throw away is
+        # held): logged as dropped; the end of its transaction decides
+        # whether that ends it (the client's may not be:
         # TestBacklogCountsWhatGoesOut).
         pt.wait_until(self.overflowed, 20, what="the held copies' overflow logged")
         self.assertNotIn("sqlstate=54000", self.px.log())
@@ -2099,6 +2102,63 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
         self.assertNotIn("sqlstate=54000", self.px.log())
 
+    def own_behind_unlistened(self, sock, a_, b_, opening, closing, heard=()):
+        """sock listens on a_ and b_, runs BEGIN and opening; two of 4 kB
+        on a_ are committed (the bound's worth), then 500 bytes on b_, then
+        it runs closing, which ends its transaction: the types of its
+        messages up to that ReadyForQuery."""
+        self.expect(sock, "listen %s; listen %s" % (a_, b_), ["LISTEN", "LISTEN"], b"I")
+        self.expect(sock, "begin; " + opening, ["BEGIN", opening.split()[0].upper()], b"T")
+        for chan, p in ((a_, "x" * 3990 + "0"), (a_, "x" * 3990 + "1"), (b_, "y" * 500)):
+            self.notify(chan, p)
+            if heard:
+                self.assertEqual(len(read_notifications(heard[chan == b_], 1)), 1)
+        sock.sendall(hz.query_msg(closing))
+        return [t for t, _ in hz.read_until_ready(sock)]
+
+    def its_own_behind_unlistened(self, name, opening, closing):
+        # PostgreSQL reads what was committed during the transaction at its
+        # end, and skips what is for a channel it no longer listens on
+        # then: the client gets b's alone.  The copies of a, its own when
+        # they came, filled the bound; b's came past it and was dropped (a
+        # mark), so the COMMIT that threw a's away ended the client with
+        # 54000 (session 48's known gap).
+        a_, b_ = "pgw_bl_%s_a" % name, "pgw_bl_%s_b" % name
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        tags = [b"C"] * (closing.count(";") + 1)
+        self.assertEqual(self.own_behind_unlistened(d, a_, b_, opening, closing),
+                         tags + [b"A", b"Z"])
+        d.close()
+        wa, wb = self.witness(a_), self.witness(b_)
+        a = login(self, self.px)
+        self.assertEqual(self.own_behind_unlistened(a, a_, b_, opening, closing,
+                                                    heard=(wa, wb)), tags + [b"Z"])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(b_, "y" * 500)])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("sqlstate=54000", self.px.log())
+        self.assertNotIn("event=notification_dropped", self.px.log())
+
+    def test_its_own_behind_those_of_a_channel_it_then_unlistens(self):
+        self.its_own_behind_unlistened("ul_then", "savepoint s", "unlisten %s; commit"
+                                       % "pgw_bl_ul_then_a")
+
+    def test_its_own_behind_those_of_a_channel_it_unlistened(self):
+        self.its_own_behind_unlistened("ul_first", "unlisten pgw_bl_ul_first_a", "commit")
+
+    def test_its_own_behind_those_of_an_unlisten_rolled_back(self):
+        # ROLLBACK: a's copies are the client's; b's is past the bound
+        # behind them: it gets a's, then 54000 (PostgreSQL sends all three).
+        a_, b_ = "pgw_bl_ul_rb_a", "pgw_bl_ul_rb_b"
+        wa, wb = self.witness(a_), self.witness(b_)
+        a = login(self, self.px)
+        self.assertEqual(self.own_behind_unlistened(a, a_, b_, "unlisten " + a_, "rollback",
+                                                    heard=(wa, wb)), [b"C", b"Z"])
+        kept = ended_for_its_backlog(self, a)
+        self.assertEqual([p[3990:] for p in kept], ["0", "1"])
+        self.assertIn("event=notification_dropped", self.px.log())
+
     def beside_the_copies(self, a_, b_):
         """A client listening on b_ that runs BEGIN; LISTEN a_, then gets
         4 kB on a_ (payload ending 0: a copy, its only if the LISTEN
@@ -2170,24 +2230,26 @@ class TestDroppedWhileHeld(NotifyCase):
     def burst(self, sock, chan, w, n):
         self.listen(sock, "listen " + chan)
         self.expect(sock, "begin", ["BEGIN"], b"T")
-        for i in range(n):     # 4 kB each: two fit in the 8 kB
+        for i in range(n):     # 4 kB each: two fit in the 8 kB, four are held
             self.notify(chan, "x" * 3990 + str(i))
             self.assertEqual(len(read_notifications(w, 1)), 1)
 
     def test_logged_and_counted_as_dropped(self):
         a, w = login(self, self.px), self.witness("pgw_dw_a")
-        self.burst(a, "pgw_dw_a", w, 4)
-        # Still in its transaction: two dropped, logged once.
+        self.burst(a, "pgw_dw_a", w, 6)
+        # Still in its transaction: two dropped (past the 16 kB held for
+        # what its end may throw away), logged once.
         self.dropped(2)
         pt.wait_until(lambda: "event=notification_dropped" in self.px.log(), 20,
                       what="the drop logged")
         self.assertEqual(self.px.log().count("event=notification_dropped"), 1)
         self.assertNotIn("sqlstate=54000", self.px.log())
-        # Its end: the two it was owed, then 54000; not counted again.
+        # Its end: the two it was owed, then 54000; the two held past the
+        # bound counted then, the dropped ones not again.
         a.sendall(hz.query_msg("commit"))
         kept = ended_for_its_backlog(self, a, before=(b"C", b"Z"))
         self.assertEqual([p[3990:] for p in kept], ["0", "1"])
-        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 2)
+        self.assertEqual(self.px.metric("pgwharf_notifications_dropped_total"), 4)
         self.assertEqual(self.px.log().count("event=notification_dropped"), 1)
 
     def test_one_its_server_sent_too_counted_once(self):
@@ -2205,7 +2267,7 @@ class TestDroppedWhileHeld(NotifyCase):
             self.notify(chan, "x" * 3990 + p)
             self.assertEqual(len(read_notifications(w, 1)), 1)
         self.expect(a, "commit and chain", ["COMMIT"], b"T")
-        self.notify(a_, "a2")
+        self.notify(a_, "z" * 400 + "a2")         # past the 16 kB held
         self.assertEqual(len(read_notifications(wa, 1)), 1)
         self.dropped(1)
         a.sendall(hz.query_msg("commit"))
@@ -2232,7 +2294,7 @@ class TestDroppedWhileHeld(NotifyCase):
         self.expect(a, "rollback", ["ROLLBACK"], b"I")
         self.assertTrue(nothing_to_read(a))
         self.expect(a, "begin", ["BEGIN"], b"T")
-        for i in range(3):
+        for i in range(5):     # four held (what its end may throw away), one dropped
             self.notify(x, "x" * 3990 + str(i))
             self.assertEqual(len(read_notifications(wx, 1)), 1)
         self.dropped(2)
@@ -2245,7 +2307,7 @@ class TestDroppedWhileHeld(NotifyCase):
 
     def test_a_client_gone_before_its_end_is_counted(self):
         b, w = login(self, self.px), self.witness("pgw_dw_b")
-        self.burst(b, "pgw_dw_b", w, 3)
+        self.burst(b, "pgw_dw_b", w, 5)
         b.close()
         pt.wait_until(lambda: self.px.metric("pgwharf_listen_clients") == 1, 20,
                       what="the client gone (the witness stays)")
