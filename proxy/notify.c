@@ -2237,7 +2237,7 @@ static void lost_note(struct pgw_session *s, const uint8_t *msg, uint8_t type)
 static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
 {
     struct pgw_wbuf *p = &sub->pending;
-    size_t cut = p->len, sum = 0;
+    size_t cut = p->len, sum = 0, maybe = 0;
     uint64_t lost = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         uint8_t t = p->data[off];
@@ -2247,10 +2247,12 @@ static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
          * what the end would throw away (deliver). */
         if (cut == p->len && (mark || sum + n > backlog_max(s)))
             cut = off;
-        if (cut > off)
+        if (cut > off) {
             sum += n;
-        else if (!mark)
+            maybe += t == HELD_MAYBE ? n : 0;
+        } else if (!mark) {
             lost++;                        /* held after it: dropped now */
+        }
         off += n;
     }
     if (cut == p->len)
@@ -2258,6 +2260,7 @@ static void lost_cut(struct pgw_session *s, struct pgw_notify_sub *sub)
     sub->warned_held = false;           /* a drop kept: the event was for it */
     p->len = cut;
     sub->lost_from = 0;
+    sub->maybe_bytes = maybe;
     s->px->total_notifications_dropped += lost;   /* the marks' were, by lost_note */
     backlog_end(s);
 }
@@ -2287,7 +2290,7 @@ static void deliver(struct pgw_session *s, const uint8_t *msg, uint32_t total,
     /* Held: up to held_max, so that the copies its transaction's end
      * throws away do not push out one of its own, which PostgreSQL sends:
      * those a ROLLBACK of a LISTEN throws away (maybe_add holds them only
-     * while all that is held fits the bound, so the client's own fit
+     * while they fit the bound among themselves, so the client's own fit
      * beside them; review of 42a3027), and those of a channel a COMMIT
      * UNLISTENs (the copies of it, its own when they came, filled the
      * bound, and one of another channel behind them was dropped: the
@@ -2410,6 +2413,7 @@ static void held_clear(struct pgw_notify_sub *sub)
     pgw_wbuf_reset(&sub->pending);
     sub->pending.failed = false;
     sub->nmaybe = 0;
+    sub->maybe_bytes = 0;
     sub->lost_from = 0;
 }
 
@@ -2421,11 +2425,13 @@ static void held_sweep(struct pgw_notify_sub *sub, held_keep_fn keep)
     size_t kept = 0;
     int marks = 0;
     sub->lost_from = 0;
+    sub->maybe_bytes = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (keep(sub, p->data + off)) {
             memmove(p->data + kept, p->data + off, n);
             marks += p->data[kept] == HELD_MAYBE || p->data[kept] == HELD_LOST_MAYBE;
+            sub->maybe_bytes += p->data[kept] == HELD_MAYBE ? n : 0;
             if (!sub->lost_from && (p->data[kept] == HELD_LOST || p->data[kept] == HELD_LOST_MAYBE))
                 sub->lost_from = kept + 1;
             kept += n;
@@ -2650,7 +2656,14 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     struct pgw_wbuf *p = &sub->pending;
     if (backlog_ended(s))
         return;
-    if (p->len + total > backlog_max(s)) {
+    /* The copies count against the bound among themselves, and against
+     * held_max with the rest: the client's own still have the bound's
+     * room beside them (a ROLLBACK throws the copies away), and a copy
+     * is not dropped for the client's own that a committed UNLISTEN then
+     * throws away (all held against the bound: BEGIN; LISTEN c; UNLISTEN
+     * a, a's filling the bound, ended the client at the COMMIT where
+     * PostgreSQL sends c's; review r3 of ecd485d). */
+    if (sub->maybe_bytes + total > backlog_max(s) || p->len + total > held_max(s)) {
         lost_note(s, msg, HELD_LOST_MAYBE);
         return;
     }
@@ -2659,6 +2672,7 @@ static void maybe_add(struct pgw_session *s, const uint8_t *msg, uint32_t total)
     if (p->len == at + total) {
         p->data[at] = HELD_MAYBE;      /* in place among the client's, until decided */
         sub->nmaybe++;
+        sub->maybe_bytes += total;
     }
 }
 
@@ -2683,6 +2697,7 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
         return false;
     size_t kept = 0;
     sub->lost_from = 0;
+    sub->maybe_bytes = 0;
     for (size_t off = 0; off + PGW_MSG_HDR <= p->len;) {
         size_t n = 1 + (size_t)pgw_get_u32(p->data + off + 1);
         if (off >= hit || p->data[off] != HELD_MAYBE ||
@@ -2693,6 +2708,7 @@ static bool maybe_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t 
             }
             if (!sub->lost_from && (p->data[off] == HELD_LOST || p->data[off] == HELD_LOST_MAYBE))
                 sub->lost_from = kept + 1;
+            sub->maybe_bytes += p->data[off] == HELD_MAYBE ? n : 0;
             memmove(p->data + kept, p->data + off, n);
             kept += n;
         } else {

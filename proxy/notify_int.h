@@ -141,6 +141,8 @@ struct pgw_notify_sub {
                                            committed (and HELD_LOST_MAYBE marks of
                                            those dropped past the bound) */
     int nmaybe;
+    size_t maybe_bytes;                 /* the HELD_MAYBE ones': up to max_notify_backlog
+                                           (notify.c, maybe_add) */
     size_t lost_from;                   /* 1 + the offset in pending of its first
                                            mark (notify.c, lost_note); 0: none */
     bool waiting;                       /* its LISTEN runs on the hub's server */

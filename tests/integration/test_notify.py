@@ -2159,6 +2159,55 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         self.assertEqual([p[3990:] for p in kept], ["0", "1"])
         self.assertIn("event=notification_dropped", self.px.log())
 
+    def copy_behind_unlistened(self, sock, a_, c_, closing, heard=()):
+        """sock listens on a_, runs BEGIN; LISTEN c_; UNLISTEN a_; two of
+        4 kB on a_ are committed (the bound's worth), then 500 bytes on c_
+        (a copy: the client's only if its LISTEN commits), then it runs
+        closing: the types of its messages up to that ReadyForQuery."""
+        self.expect(sock, "listen " + a_, ["LISTEN"], b"I")
+        self.expect(sock, "begin; listen %s; unlisten %s" % (c_, a_),
+                    ["BEGIN", "LISTEN", "UNLISTEN"], b"T")
+        for chan, p in ((a_, "x" * 3990 + "0"), (a_, "x" * 3990 + "1"), (c_, "y" * 500)):
+            self.notify(chan, p)
+            if heard:
+                self.assertEqual(len(read_notifications(heard[chan == c_], 1)), 1)
+        sock.sendall(hz.query_msg(closing))
+        return [t for t, _ in hz.read_until_ready(sock)]
+
+    def test_a_copy_of_its_listen_behind_those_of_a_channel_it_unlistens(self):
+        # PostgreSQL, reading at the COMMIT what came during the
+        # transaction, skips a's (unlistened) and sends c's (listened):
+        # C, A, Z.  The copy of c came while a's, the client's then, filled
+        # the bound: a copy was held only while all that was held fit the
+        # bound, so c's was dropped (a mark), and the COMMIT that threw a's
+        # away made it the client's: FATAL 54000 (review r3 of ecd485d).
+        a_, c_ = "pgw_bl_cp_a", "pgw_bl_cp_c"
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(self.copy_behind_unlistened(d, a_, c_, "commit"), [b"C", b"A", b"Z"])
+        d.close()
+        wa, wc = self.witness(a_), self.witness(c_)
+        a = login(self, self.px)
+        self.assertEqual(self.copy_behind_unlistened(a, a_, c_, "commit", heard=(wa, wc)),
+                         [b"C", b"Z"])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(c_, "y" * 500)])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("sqlstate=54000", self.px.log())
+        self.assertNotIn("event=notification_dropped", self.px.log())
+
+    def test_a_copy_of_its_listen_behind_those_of_an_unlisten_rolled_back(self):
+        # ROLLBACK: a's two are the client's (the bound's worth), c's copy
+        # is not: a0, a1, and it goes on, as PostgreSQL.
+        a_, c_ = "pgw_bl_cp_rb_a", "pgw_bl_cp_rb_c"
+        wa, wc = self.witness(a_), self.witness(c_)
+        a = login(self, self.px)
+        self.assertEqual(self.copy_behind_unlistened(a, a_, c_, "rollback", heard=(wa, wc)),
+                         [b"C", b"Z"])
+        self.assertEqual([x[2][3990:] for x in read_notifications(a, 2)], ["0", "1"])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("sqlstate=54000", self.px.log())
+
     def beside_the_copies(self, a_, b_):
         """A client listening on b_ that runs BEGIN; LISTEN a_, then gets
         4 kB on a_ (payload ending 0: a copy, its only if the LISTEN
