@@ -1728,9 +1728,9 @@ const char *pgw_notify_msg_chan(const uint8_t *msg)
     return msg_chan(msg);
 }
 
-uint64_t pgw_notify_msg_hash(const uint8_t *msg, uint32_t total)
+uint64_t pgw_notify_msg_hash(struct pgw_proxy *px, const uint8_t *msg, uint32_t total)
 {
-    return pgw_hash_bytes(msg + 1, total - 1, 0);
+    return pgw_hash_bytes(msg + 1, total - 1, pgw_proxy_hash_seed(px));
 }
 
 /* ---- sessions ---- */
@@ -2537,7 +2537,7 @@ static void echo_add(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t to
             return;    /* short of memory: the hub's copy goes out too */
         sub->echo = grown;
     }
-    sub->echo[sub->necho++] = (struct notify_echo){ .hash = pgw_notify_msg_hash(msg, total),
+    sub->echo[sub->necho++] = (struct notify_echo){ .hash = pgw_notify_msg_hash(sub->session->px, msg, total),
                                                     .len = total, .gen = 0 };
 }
 
@@ -2548,7 +2548,7 @@ static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t t
         if (sub->echo[i].len != total)
             continue;
         if (hash == 0)
-            hash = pgw_notify_msg_hash(msg, total);
+            hash = pgw_notify_msg_hash(sub->session->px, msg, total);
         if (sub->echo[i].hash == hash) {
             memmove(sub->echo + i, sub->echo + i + 1,
                     (size_t)(sub->necho - i - 1) * sizeof(sub->echo[0]));

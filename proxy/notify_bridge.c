@@ -119,7 +119,7 @@ static void seen_note(struct notify_bridge *b)
         uint32_t n = 1 + pgw_get_u32(m + 1);
         if ((m[0] == PGW_BE_NOTIFY || m[0] == HELD_MAYBE) &&
             bridged(b, pgw_notify_msg_chan(m))) {
-            b->seen[b->nseen].hash = pgw_notify_msg_hash(m, n);
+            b->seen[b->nseen].hash = pgw_notify_msg_hash(b->sub->session->px, m, n);
             b->seen[b->nseen++].len = n;
         }
         off += n;
@@ -133,7 +133,7 @@ static bool seen_take(struct notify_bridge *b, const uint8_t *m, uint32_t n)
         if (b->seen[i].len != n)
             continue;
         if (h == 0)
-            h = pgw_notify_msg_hash(m, n);
+            h = pgw_notify_msg_hash(b->sub->session->px, m, n);
         if (b->seen[i].hash == h) {
             b->seen[i] = b->seen[--b->nseen];
             return true;

@@ -289,7 +289,7 @@ const char *pgw_notify_msg_chan(const uint8_t *msg);
 /* A NotificationResponse's hash (whole, total bytes), its type byte left
  * out: a held copy's (HELD_MAYBE, HELD_OWN) is the same notification.  The
  * hub's echoes (notify.c) and the bridge's seen copies compare by it. */
-uint64_t pgw_notify_msg_hash(const uint8_t *msg, uint32_t total);
+uint64_t pgw_notify_msg_hash(struct pgw_proxy *px, const uint8_t *msg, uint32_t total);
 
 /* ---- notify_bridge.c, for notify.c ---- */
 

@@ -313,7 +313,7 @@ static void stmt_unref(struct ps_registry *reg, struct ps_stmt *st)
  * (application_name and extra_float_digits change no reading.) */
 static uint64_t parse_context(const struct pgw_session *s)
 {
-    uint64_t h = 0x243f6a8885a308d3ULL;
+    uint64_t h = 0x243f6a8885a308d3ULL ^ pgw_proxy_hash_seed(s->px);
     /* The database and the user the servers log in as, too: their schemas
      * (and search_path's "$user") read the text; what pgwharf learns of a
      * statement (its ParameterDescription, whether it returns rows) is

@@ -239,6 +239,19 @@ int pgw_proxy_random(struct pgw_proxy *px, void *out, size_t n)
     return 0;
 }
 
+/* The seed of the in-memory hashes whose input a client chooses (a
+ * statement's name, its text and the settings it is read in, a
+ * notification it sends): random, drawn at first use, so that nobody can
+ * make two of them collide at will; a fixed one if no random bytes. */
+uint64_t pgw_proxy_hash_seed(struct pgw_proxy *px)
+{
+    while (px->hash_seed == 0 && pgw_proxy_random(px, &px->hash_seed, sizeof(px->hash_seed)) == 0)
+        ;
+    if (px->hash_seed == 0)
+        px->hash_seed = 0x9e3779b97f4a7c15ULL;
+    return px->hash_seed;
+}
+
 static void reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
     struct pgw_proxy *px = pgw_container_of(w, struct pgw_proxy, reaper);

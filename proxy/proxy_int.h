@@ -805,8 +805,9 @@ struct pgw_proxy {
     struct pgw_scram_cache *scram_cache;     /* verifiers made from plaintext secrets */
     struct ps_registry *ps;          /* prepared statements (prepared.c) */
     struct pgw_offload *peer;        /* peer lookups (peer.c), made on first use */
-    uint64_t stmt_seed;              /* the hash seed of statement names (relay.c
-                                        stmt_hash), random; 0: not drawn yet */
+    uint64_t hash_seed;              /* the seed of hashes of what clients choose
+                                        (statement names and texts, settings,
+                                        notifications): pgw_proxy_hash_seed */
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;
     bool shutting_down, finished;
@@ -1057,5 +1058,6 @@ void pgw_batch_flush_server(struct pgw_session *s);
 void pgw_batch_forget(struct pgw_session *s);
 /* n unpredictable bytes (salts, cancel keys).  Returns 0 or PGW_EIO. */
 int pgw_proxy_random(struct pgw_proxy *px, void *out, size_t n);
+uint64_t pgw_proxy_hash_seed(struct pgw_proxy *px);
 
 #endif

@@ -600,11 +600,7 @@ static bool stmt_words_on(const struct pgw_session *s)
  * their names (its hash table's key size). */
 static uint64_t stmt_hash(struct pgw_proxy *px, const uint8_t *name, size_t n)
 {
-    while (px->stmt_seed == 0 && pgw_proxy_random(px, &px->stmt_seed, sizeof(px->stmt_seed)) == 0)
-        ;
-    if (px->stmt_seed == 0)
-        px->stmt_seed = 0x9e3779b97f4a7c15ULL;     /* (no random bytes: a fixed one) */
-    return pgw_hash_bytes(name, n < PGW_NAME_MAX ? n : PGW_NAME_MAX, px->stmt_seed);
+    return pgw_hash_bytes(name, n < PGW_NAME_MAX ? n : PGW_NAME_MAX, pgw_proxy_hash_seed(px));
 }
 
 static int stmt_words_find(const struct pgw_server *srv, uint64_t h)
