@@ -246,6 +246,9 @@ struct pgw_session {
     bool fe_invalid;                 /* ...in place of a message of a type PostgreSQL
                                         refuses after login: the end is FATAL 08P01 */
     uint8_t fe_invalid_type;         /* ...that message's type byte */
+    bool term_sent;                  /* ...and that end (or the Terminate) went to the
+                                        server, which answers it and closes (relay.c,
+                                        term_to_server) */
     uint8_t copy_abort;              /* ...in the client's COPY FROM STDIN: pgwharf's
                                         CopyFail and marker are out (relay.c,
                                         COPY_ABORT_*) */

@@ -3310,6 +3310,51 @@ static void close_terminated(struct pgw_session *s)
 
 enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
 
+/* The client ended (a Terminate, or a message PostgreSQL refuses) behind
+ * requests of which a COPY FROM STDIN was or may be one, and pgwharf
+ * cannot foresee where the server will be when it gets there: the count
+ * of replies due is unsure (a COPY may read the Syncs behind it:
+ * count_high), or a COPY waits with requests sent behind its own
+ * (copy_mixed).  Ended at once, the client lost the answers PostgreSQL
+ * gives -- a COPY that committed, the next one's CopyInResponse and its
+ * error (review r6).  The end goes to the server instead, after all the
+ * client sent: PostgreSQL answers everything, then the end itself, in a
+ * COPY with the COPY's error and FATAL, outside with its FATAL (a
+ * Terminate: nothing), and closes; the client gets all of it, the session
+ * ends at the server's close.  The server is retired: it ends anyway.
+ * false when that is not the case (nothing of a COPY outstanding, all
+ * answered: the callers end as before). */
+static bool term_to_server(struct pgw_session *s)
+{
+    if (!s->server || s->state != PGW_SS_LINKED || s->replication || s->term_sent ||
+        s->copy_abort != COPY_ABORT_NONE || s->eof_copy_fail || s->pipe_srv || s->cskip > 0 ||
+        s->trk_probe || s->swallow > 0 || (s->copy_ins == 0 && s->copy_ends == 0))
+        return false;
+    if (s->track.sync_out == 0 && s->track.fe_open == 0 &&
+        !(s->srv_copy_in && s->copy_ins > s->copy_ends))
+        return false;
+    uint8_t end[PGW_MSG_HDR] = {s->fe_invalid ? s->fe_invalid_type : PGW_FE_TERMINATE};
+    pgw_put_u32(end + 1, 4);
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+        return false;
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf,
+                           (uint32_t)(s->cbuf->len - s->cbuf->sent + sizeof(end))) ||
+        !pgw_iobuf_append(s->cbuf, end, sizeof(end)))
+        return false;
+    s->cbuf->parsed = s->cbuf->len;
+    pgw_server_retire(s->server, "the client's end went to it (in or after a COPY FROM "
+                      "STDIN pgwharf could not foresee)");
+    s->term_sent = true;
+    s->terminating = false;
+    s->term_wait = true;
+    s->client_eof = true;               /* nothing more is read from it */
+    ev_io_stop(s->px->loop, &s->cli_r);
+    pgw_relay_flush_server(s);
+    if (s->state == PGW_SS_LINKED)
+        pgw_session_arm_timer(s);       /* query_timeout bounds what runs */
+    return true;
+}
+
 /* A message of a type PostgreSQL refuses (fe_invalid), the client in a COPY
  * FROM STDIN the server runs: PostgreSQL would end the backend (ERROR
  * "unexpected message type 0xNN during COPY from stdin", then a FATAL).  A
@@ -3924,6 +3969,8 @@ static bool client_data_step(struct pgw_session *s)
                 return false;
             s->terminating = true;
             s->term_wait = false;
+            if (eof_done(s) && term_to_server(s))
+                return false;
             if (!eof_done(s)) {
                 s->terminating = false;
                 s->term_wait = true;
@@ -4371,8 +4418,8 @@ static bool eof_end_copy(struct pgw_session *s)
 
 void pgw_relay_eof_check(struct pgw_session *s)
 {
-    if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
-        return;
+    if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING || s->term_sent)
+        return;                         /* (term_sent: the session ends at the server's close) */
     /* The refused message came with the request that started this COPY
      * (before its CopyInResponse), or the client left behind it: the COPY
      * ends in its place now, as above, once all the client sent before it
@@ -4393,8 +4440,15 @@ void pgw_relay_eof_check(struct pgw_session *s)
         if (term)
             s->fe_invalid = false;
     }
-    if (!eof_done(s))
-        eof_end_copy(s);
+    /* (Behind a Terminate or a refused message, not the end of the
+     * stream: a CopyFail sent now would end, in its place, a COPY the
+     * client's end is to reach -- term_to_server, once all is in.) */
+    if (!eof_done(s)) {
+        if (!s->term_wait || (s->copy_ins == 0 && s->copy_ends == 0))
+            eof_end_copy(s);
+    } else if (s->term_wait && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
+             !s->srv_write_blocked && term_to_server(s))
+        return;
     else if (s->term_wait)
         close_terminated(s);
     else
@@ -4578,7 +4632,9 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
     if (s->track.fe_open > 0 || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
         (s->ps_on && !pgw_ps_idle(s) && !pgw_ps_closes_only(s)))
         return;
-    if (status == 'I' && !s->trk_probe)     /* (a probe's last reply releases it) */
+    /* (A probe's last reply releases it; a server the client's end went
+     * to is the session's until it closes: term_to_server.) */
+    if (status == 'I' && !s->trk_probe && !s->term_sent)
         *after = AFTER_RELEASE;
 }
 
@@ -5458,6 +5514,17 @@ void pgw_relay_server_readable(struct pgw_session *s)
         pgw_pool_server_lost(srv);
         if (s->pipe_waits) {
             pipe_lost_ahead(s);             /* (server_pipeline_depth) */
+            return;
+        }
+        if (s->term_sent && !s->server_fatal[0]) {
+            /* The server ended at the client's Terminate (term_to_server):
+             * the client gets what came before, then the close, as from
+             * PostgreSQL. */
+            s->sbuf->held = false;
+            if (s->sbuf->sent < s->sbuf->parsed)
+                pgw_session_flush_client(s);
+            if (s->state != PGW_SS_CLOSING)
+                pgw_session_close(s, NULL, "client terminated");
             return;
         }
         if (s->server_fatal[0]) {          /* the client has the server's FATAL */

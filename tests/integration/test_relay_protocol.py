@@ -1071,6 +1071,145 @@ class TestTheClientLeavingACopyInSessionMode(TestTheClientLeavingACopy):
     settings = {"pool_mode": "session", "server_reset_query": "DISCARD ALL"}
 
 
+class TestPipelinedCopies(RelayCase):
+    """Two COPY FROM STDIN sent in one write, the first whole (its data and
+    CopyDone), the second ended by a message its COPY refuses (a 'p') or a
+    Terminate: PostgreSQL runs the first (it commits), answers it, starts
+    the second, then answers the refused message with the COPY's ERROR
+    08P01 and the FATAL.  pgwharf took the refused message, read before the
+    first COPY had started, as one outside any COPY: the client got the
+    first CopyInResponse and a FATAL, the first COPY's CommandComplete and
+    ReadyForQuery lost (it had committed); at a Terminate nothing at all.
+    (review r6)  The client now reads what it reads from PostgreSQL, the
+    rows committed are the same, and no server is left busy or lent on:
+    where pgwharf cannot foresee whether the server will be in a COPY at
+    the end, the end goes to the server, which answers it and closes, as
+    PostgreSQL does (term_to_server), and the next client gets a new one;
+    else the server stays, idle (copy_abort_start, close_terminated)."""
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_pipe_a", "n int")
+        scratch_table(self, "relay_pipe_b", "n int")
+
+    def direct(self):
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=30)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        return d
+
+    @staticmethod
+    def simple(table):
+        return hz.query_msg("copy %s from stdin" % table)
+
+    @staticmethod
+    def extended(table):
+        return hz.parse_msg("", "copy %s from stdin" % table) + bind_execute() + SYNC
+
+    def cases(self, end):
+        a, b = "relay_pipe_a", "relay_pipe_b"
+        row = M(b"d", b"5\n")
+        done = M(b"c")
+        return {
+            "query": self.simple(a) + row + done + self.simple(b) + row + end,
+            "execute": self.extended(a) + row + done + self.extended(b) + row + end,
+            "query, execute": self.simple(a) + row + done + self.extended(b) + row + end,
+            "execute, sync, query": self.extended(a) + row + done + SYNC + self.simple(b) +
+            row + end,
+            "one query text": hz.query_msg("copy %s from stdin; copy %s from stdin" % (a, b)) +
+            row + done + row + end,
+            "query, a select behind": self.simple(a) + row + done + hz.query_msg("select 1") +
+            end,
+            "execute, a select behind": self.extended(a) + row + done +
+            hz.parse_msg("", "select 1") + bind_execute() + SYNC + end,
+        }
+
+    def into_cases(self, end):
+        """Requests sent into the first COPY, behind its data (the COPY
+        reads them: its error, the FATAL), then the end."""
+        a = "relay_pipe_a"
+        row = M(b"d", b"5\n")
+        return {
+            "query into a query's": self.simple(a) + hz.query_msg("select 1") + row + end,
+            "parse into an execute's": self.extended(a) + hz.parse_msg("", "select 1") +
+            bind_execute() + SYNC + row + end,
+        }
+
+    def run_to_close(self, sock, payload):
+        sock.sendall(payload)
+        data, closed = hz.read_until_closed(sock, 20)
+        self.assertTrue(closed, "the session did not end")
+        return messages_but_source(data)
+
+    def committed(self):
+        got = self.pg.psql("select (select count(*) from relay_pipe_a) || ',' || "
+                           "(select count(*) from relay_pipe_b)", user=self.pg.user)
+        self.pg.psql("truncate relay_pipe_a, relay_pipe_b", user=self.pg.user)
+        return got
+
+    def assert_as_directly(self, end, cases=None):
+        pid = self.server_pid()
+        for name, payload in (cases or self.cases(end)).items():
+            with self.subTest(end=end[:1], case=name):
+                self.committed()            # (what a failed case before left)
+                want = self.run_to_close(self.direct(), payload)
+                rows_want = self.committed()
+                a = self.login()
+                port = a.getsockname()[1]
+                self.assertEqual(self.run_to_close(a, payload), want)
+                pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                              what="the client's session ends")
+                self.assertEqual(self.committed(), rows_want)
+                # The server stays, idle and clean, or it ended (as
+                # PostgreSQL ends there) and a new one serves the next
+                # client; never one left busy or holding the session.
+                pt.wait_until(lambda: self.pg.psql(
+                    "select coalesce(max(state || ',' || (backend_xid is null)), 'gone') "
+                    "from pg_stat_activity where pid = %d" % pid, user=self.pg.user)
+                    in ("idle,true", "gone"), 20, what="the server idle or ended")
+                new_pid = self.server_pid()
+                if new_pid != pid:
+                    self.assertEqual(self.pg.psql("select count(*) from pg_stat_activity "
+                                                  "where pid = %d" % pid, user=self.pg.user),
+                                     "0")
+                    pid = new_pid
+                self.assertEqual(len(self.px.show("SERVERS")), 1)
+                b = self.login()
+                b.sendall(hz.query_msg("select 42"))
+                got = hz.read_until_ready(b)
+                self.assertEqual(rows(got), [[b"42"]], got)
+                b.close()               # (in session mode it holds the one server)
+
+    def test_a_refused_message_in_the_second(self):
+        self.assert_as_directly(M(b"p", b"garbage\x00"))
+
+    def test_a_terminate_in_the_second(self):
+        self.assert_as_directly(M(b"X"))
+
+    def test_requests_sent_into_the_copy_then_the_end(self):
+        """README's known limit, for a Terminate or a refused message (not
+        the end of the stream): requests the COPY reads, sent behind its
+        data in the write that starts it, then the end.  Where they go to
+        the server (max_prepared_statements = 0, session mode) the count
+        of ReadyForQuerys due was unsure and the session ended with the
+        FATAL alone (fails before: the COPY's error missing, or
+        everything); the server's own answer now comes, as from
+        PostgreSQL.  (With prepared statements on in transaction mode
+        pgwharf answers them itself, without the CONTEXT: README.)"""
+        if not self.settings:
+            self.skipTest("prepared.c answers them itself in transaction mode")
+        for end in (M(b"X"), M(b"p", b"garbage\x00")):
+            self.assert_as_directly(end, self.into_cases(end))
+
+
+class TestPipelinedCopiesWithoutPreparedStatements(TestPipelinedCopies):
+    settings = {"max_prepared_statements": 0}
+
+
+class TestPipelinedCopiesInSessionMode(TestPipelinedCopies):
+    settings = {"pool_mode": "session", "server_reset_query": "DISCARD ALL"}
+
+
 class CopyEndEventsCase(RelayCase):
     """While pgwharf ends a client's COPY FROM STDIN (a refused message
     type there, or the client left): what else may come meanwhile."""
