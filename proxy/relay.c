@@ -3328,8 +3328,10 @@ static bool term_to_server(struct pgw_session *s)
 {
     if (!s->server || s->state != PGW_SS_LINKED || s->replication || s->term_sent ||
         s->copy_abort != COPY_ABORT_NONE || s->eof_copy_fail || s->pipe_srv || s->cskip > 0 ||
-        s->trk_probe || s->swallow > 0 || (s->copy_ins == 0 && s->copy_ends == 0))
-        return false;
+        s->trk_probe || s->swallow > 0 || (s->copy_ins == 0 && s->copy_ends == 0) ||
+        s->pipe_stop || s->pipe_skip > 0 || s->pipe_drop > 0 ||
+        s->server->user_queued > 0 || s->server->user_tail_skip > 0)
+        return false;                   /* (other clients' requests on it: as before) */
     if (s->track.sync_out == 0 && s->track.fe_open == 0 &&
         !(s->srv_copy_in && s->copy_ins > s->copy_ends))
         return false;
