@@ -4420,8 +4420,15 @@ static bool eof_end_copy(struct pgw_session *s)
 
 void pgw_relay_eof_check(struct pgw_session *s)
 {
-    if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING || s->term_sent)
-        return;                         /* (term_sent: the session ends at the server's close) */
+    if (!s->client_eof || s->terminating || s->state == PGW_SS_CLOSING)
+        return;
+    if (s->term_sent) {
+        /* The session ends at the server's close (term_to_server); one
+         * that has no server any more has nothing left to wait for. */
+        if (!s->server || s->state != PGW_SS_LINKED)
+            pgw_session_close(s, NULL, "client terminated");
+        return;
+    }
     /* The refused message came with the request that started this COPY
      * (before its CopyInResponse), or the client left behind it: the COPY
      * ends in its place now, as above, once all the client sent before it
