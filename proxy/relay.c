@@ -3308,7 +3308,7 @@ static void close_terminated(struct pgw_session *s)
     }
 }
 
-enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
+enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED, COPY_ABORT_ROLLBACK };
 
 /* The client ended (a Terminate, or a message PostgreSQL refuses) behind
  * requests of which a COPY FROM STDIN was or may be one, and pgwharf
@@ -5131,6 +5131,28 @@ static int copy_abort_unforeseen(struct pgw_session *s)
     return -1;
 }
 
+/* The marker's ReadyForQuery says a transaction block is open (the COPY
+ * ran in one, which its failure failed): PostgreSQL would have ended the
+ * backend there, the block rolled back, and pgwharf closed the server, as
+ * when a client leaves any block.  A ROLLBACK of pgwharf's ends the block
+ * instead, all the client did in it undone, and the server goes back as
+ * ever at its ReadyForQuery (review r6).  Returns as copy_abort_reply. */
+static int copy_abort_rollback(struct pgw_session *s)
+{
+    static const char rollback[] = "Q\0\0\0\x0d" "ROLLBACK";
+    _Static_assert(sizeof(rollback) == 1 + 0x0d, "the Query's length (its NUL too)");
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+        return copy_abort_unforeseen(s);
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf,
+                           (uint32_t)(s->cbuf->len - s->cbuf->sent + sizeof(rollback))) ||
+        !pgw_iobuf_append(s->cbuf, rollback, sizeof(rollback)))
+        return copy_abort_unforeseen(s);
+    s->cbuf->parsed = s->cbuf->len;
+    s->copy_abort = COPY_ABORT_ROLLBACK;
+    pgw_relay_flush_server(s);
+    return s->state == PGW_SS_CLOSING ? -1 : 1;
+}
+
 /* A server message whole at sbuf's parse position while pgwharf ends the
  * client's COPY (copy_abort_start).  The client gets what PostgreSQL
  * would have sent it: the answers to what it sent before the refused
@@ -5165,7 +5187,9 @@ static int copy_abort_reply(struct pgw_session *s)
             s->copy_abort_z++;
             return 1;
         }
-        /* The marker's: all is answered. */
+        if (s->copy_abort == COPY_ABORT_MARKED && s->copy_abort_zs != 'I')
+            return copy_abort_rollback(s);
+        /* The marker's (or the ROLLBACK's): all is answered. */
         s->copy_abort = COPY_ABORT_NONE;
         pgw_track_probed(&s->track, s->copy_abort_zs);
         if (s->ps_on)
@@ -5173,6 +5197,15 @@ static int copy_abort_reply(struct pgw_session *s)
         s->copy_ins = s->copy_ends = 0;
         s->srv_copy_in = false;
         s->query_start = s->query_floor = 0;
+        return 1;
+    }
+    if (s->copy_abort == COPY_ABORT_ROLLBACK) {
+        /* Only the ROLLBACK's CommandComplete comes before its
+         * ReadyForQuery; anything else (a parameter's old value back, a
+         * notice) is not foreseen: the server is closed, as before. */
+        if (type != PGW_BE_COMMAND_COMPLETE)
+            return copy_abort_unforeseen(s);
+        pgw_iobuf_cut(b, b->parsed, total);
         return 1;
     }
     struct pgw_wire_err_fields f;

@@ -954,7 +954,8 @@ class TestTheClientLeavingACopy(RelayCase):
         a 'p' "invalid frontend message type 112" (fails before).  Now as
         from PostgreSQL, in separate writes too.  The failed block is
         never lent: the server is closed (its backend ends), the COPY's
-        row not kept."""
+        row not kept.  (Since: the block is rolled back by pgwharf and the
+        server kept, test_in_a_transaction_block_the_server_is_rolled_back_and_kept.)"""
         begin = hz.query_msg("begin")
         copy = hz.query_msg("copy relay_copy_leave from stdin")
         row = M(b"d", b"5\n")
@@ -985,9 +986,10 @@ class TestTheClientLeavingACopy(RelayCase):
                     port = a.getsockname()[1]
                     self.assertEqual(run(a), want)
                     self.gone(port)
-                    pt.wait_until(lambda: self.pg.psql(
-                        "select count(*) from pg_stat_activity where pid = %d" % pid,
-                        user=self.pg.user) == "0", 20, what="the failed block's backend ends")
+                    self.assertEqual(self.server_pid(), pid, "the pooled server was replaced")
+                    self.assertEqual(self.pg.psql(
+                        "select state, backend_xid is null from pg_stat_activity where pid = %d"
+                        % pid, user=self.pg.user), "idle|t")
                     self.assertEqual(self.pg.psql("select count(*) from relay_copy_leave",
                                                   user=self.pg.user), "0")
                     b = self.login()
@@ -1047,19 +1049,45 @@ class TestTheClientLeavingACopy(RelayCase):
                         self.gone(port)
                         self.assert_kept_clean(pid)
 
-    def test_in_a_transaction_block_the_server_is_closed(self):
+    def test_in_a_transaction_block_the_server_is_rolled_back_and_kept(self):
         """Inside a transaction block the COPY's failure fails the block:
-        the server is closed, as when a client leaves one (not changed)."""
+        the server was closed, as when a client leaves one, and the pool
+        logged in again (fails before: another backend).  pgwharf now ends
+        the block with a ROLLBACK of its own after its marker, and the
+        server goes back: the same backend, idle, out of any transaction,
+        nothing of the block kept (a row inserted in it, a temporary
+        table made in it, a reported parameter SET in it: PostgreSQL
+        reports its old value back at the COPY's error, which pgwharf
+        reads as ever, so the next client gets its own)."""
+        for how in ("terminate", "close"):
+            with self.subTest(leave=how):
+                pid = self.server_pid()
+                a = self.login()
+                port = a.getsockname()[1]
+                hz.simple_query(a, "begin")
+                hz.simple_query(a, "insert into relay_copy_leave values (9)")
+                hz.simple_query(a, "create temp table relay_copy_leave_tmp (n int)")
+                self.copy_started(a)
+                self.leave(a, how, before=M(b"d", b"5\n"))
+                self.gone(port)
+                self.assert_kept_clean(pid)
+                b = self.login()
+                rows_, errs = hz.simple_query(
+                    b, "select count(*) from pg_class where relname = 'relay_copy_leave_tmp'")
+                self.assertEqual((rows_, errs), ([[b"0"]], []))
+                b.close()
         pid = self.server_pid()
         a = self.login()
         port = a.getsockname()[1]
         hz.simple_query(a, "begin")
+        hz.simple_query(a, "set application_name = 'relay_copy_leave_app'")
         self.copy_started(a)
         self.leave(a, "terminate", before=M(b"d", b"5\n"))
         self.gone(port)
-        self.assertNotEqual(self.server_pid(), pid)
-        self.assertEqual(self.pg.psql("select count(*) from relay_copy_leave",
-                                      user=self.pg.user), "0")
+        self.assert_kept_clean(pid)
+        b = self.login()
+        self.assertEqual(hz.simple_query(b, "show application_name"), ([[b""]], []))
+        b.close()
 
 
 class TestTheClientLeavingACopyWithoutPreparedStatements(TestTheClientLeavingACopy):
