@@ -165,7 +165,8 @@ struct pgw_server {
                                * any may (relay.c note_setting_words) */
     /* Named statements Parsed on it with max_prepared_statements = 0 whose
      * text says HOLD or TEMP (transaction/statement mode, relay.c
-     * stmt_words_*): a hash of each name and those words, read at a Bind
+     * stmt_words_*): a hash of each name and those words (and whether it
+     * PREPAREs out of sight, relay.c STMT_WORDS_HIDDEN), read at a Bind
      * of it in a later transaction (its text not at hand then).
      * user_stmt_lost: more than PGW_STMT_WORDS_MAX, or a name not read:
      * a Bind of any named statement counts, until DISCARD ALL or

@@ -303,6 +303,9 @@ struct pgw_session {
     bool stmt_prep_due;              /* the Query scanned has a PREPARE (note_setting_words) */
     bool stmt_prep_loose;            /* PREPAREs kept as sent, not at their tag,
                                         since nothing was last outstanding */
+    bool stmt_prep_hidden;           /* a text that PREPAREs out of sight went
+                                        since the last ReadyForQuery: a tag
+                                        "PREPARE" keeps no name plain */
     uint64_t stmt_forget[PGW_STMT_FORGET_MAX];  /* names of statements the server
                                         keeps words of (user_stmt_hash) that a Close
                                         or SQL DEALLOCATE sent on this link drops:

@@ -620,6 +620,16 @@ static void stmt_words_clear(struct pgw_server *srv)
 
 _Static_assert((PGW_WORDS_STATE >> 27) <= UINT8_MAX && (PGW_WORDS_STATE & ((1u << 27) - 1)) == 0,
                "user_stmt_words holds PGW_WORDS_STATE >> 27");
+/* In user_stmt_words beside them: its text PREPAREs inside a statement and
+ * says HOLD or TEMP (stmt_sql_hidden at each Bind or EXECUTE of it). */
+#define STMT_WORDS_HIDDEN 0x40
+_Static_assert(((PGW_WORDS_STATE >> 27) & STMT_WORDS_HIDDEN) == 0,
+               "STMT_WORDS_HIDDEN is past PGW_WORDS_STATE >> 27");
+
+static bool words_hidden(uint32_t w)
+{
+    return (w & PGW_WORDS_PREPARE_IN) && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP));
+}
 
 /* The statement of name hash h on srv may leave what its words w (HOLD or
  * TEMP among them) say: kept, with those of an earlier one of its name. */
@@ -636,6 +646,21 @@ static void stmt_words_keep(struct pgw_server *srv, uint64_t h, uint32_t w)
         srv->user_stmt_words[i] = 0;
     }
     srv->user_stmt_words[i] |= (uint8_t)((w & PGW_WORDS_STATE) >> 27);
+    if (words_hidden(w))
+        srv->user_stmt_words[i] |= STMT_WORDS_HIDDEN;
+}
+
+static void stmt_sql_plain_forget(struct pgw_session *s);
+
+/* The words of the statement the server keeps at i, run by a Bind or an
+ * SQL EXECUTE on s's link: one whose text PREPAREs out of sight forgets
+ * the names seen PREPAREd plain (stmt_sql_hidden), as its text would. */
+static uint32_t stmt_words_run(struct pgw_session *s, int i)
+{
+    uint8_t k = s->server->user_stmt_words[i];
+    if (k & STMT_WORDS_HIDDEN)
+        stmt_sql_plain_forget(s);
+    return (uint32_t)(k & (PGW_WORDS_STATE >> 27)) << 27;
 }
 
 static void stmt_words_drop(struct pgw_server *srv, uint64_t h)
@@ -724,7 +749,7 @@ static void stmt_words_bind(struct pgw_session *s, const uint8_t *p, uint32_t av
         return;
     int i = -1;
     if (srv->user_stmt_lost || (i = stmt_words_find(srv, stmt_hash(s->px, name, (size_t)n))) >= 0)
-        s->state_words |= i >= 0 ? (uint32_t)srv->user_stmt_words[i] << 27 : PGW_WORDS_STATE;
+        s->state_words |= i >= 0 ? stmt_words_run(s, i) : PGW_WORDS_STATE;
 }
 
 /* ---- SQL PREPAREs seen to run plain (user_sql_plain)
@@ -778,8 +803,19 @@ static void stmt_sql_plain_drop(struct pgw_server *srv, uint64_t h)
  * plain any more. */
 static void stmt_sql_hidden(struct pgw_session *s, uint32_t w)
 {
-    if ((w & PGW_WORDS_PREPARE_IN) && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
-        s->server->user_sql_plain_n = 0;
+    if (words_hidden(w))
+        stmt_sql_plain_forget(s);
+}
+
+/* None is known plain on s's server any more, nor will be at a tag
+ * "PREPARE" answered before the link's next ReadyForQuery: that PREPARE
+ * (of the same Query, or one sent ahead) may have run before the text
+ * that PREPAREs out of sight, which may DEALLOCATE its name and PREPARE it
+ * again with a table (stmt_sql_prepared). */
+static void stmt_sql_plain_forget(struct pgw_session *s)
+{
+    s->server->user_sql_plain_n = 0;
+    s->stmt_prep_hidden = true;
 }
 
 /* A Close of a statement, or a lone SQL DEALLOCATE of one (avail of its
@@ -884,7 +920,7 @@ static uint32_t stmt_sql_execute_words(struct pgw_session *s, const uint8_t *t, 
         uint64_t h = stmt_hash(s->px, (const uint8_t *)name, strlen(name));
         int i = stmt_words_find(srv, h);
         if (i >= 0)
-            w |= (uint32_t)srv->user_stmt_words[i] << 27;
+            w |= stmt_words_run(s, i);
         else if (!stmt_sql_plain_has(srv, h) &&
                  !(prepares && text_prepares((const char *)t, at, name)))
             return PGW_WORDS_STATE;
@@ -1004,7 +1040,8 @@ static void stmt_sql_prepared(struct pgw_session *s)
         uint8_t w = s->stmt_prep_words[s->stmt_prep_at++];
         if (!(w & PGW_STMT_PREP_UNREAD) && !(w & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27))) {
             stmt_words_drop(srv, h);             /* the name was free: an old record */
-            stmt_sql_plain_keep(srv, h);
+            if (!s->stmt_prep_hidden)
+                stmt_sql_plain_keep(srv, h);
         }
         stmt_sql_made(s, h, w);
     } else if (!s->stmt_prep_loose && (s->state_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))) {
@@ -1849,6 +1886,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->stmt_kept = false;
     s->stmt_prep_n = s->stmt_prep_at = 0;
     s->stmt_prep_loose = false;
+    s->stmt_prep_hidden = false;
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -4585,6 +4623,7 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
 {
     s->answered++;              /* a request is over: a cancel now is for the next */
     s->stmt_prep_n = s->stmt_prep_at = 0;   /* (the Query of stmt_sql_sent is over) */
+    s->stmt_prep_hidden = false;
     if (!pgw_track_ready(&s->track, status)) {
         /* A ReadyForQuery inside a pipeline: 'I' ends a transaction, the
          * next one starts now (transaction_timeout).  In statement mode

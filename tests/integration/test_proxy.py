@@ -2098,6 +2098,45 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.fails_with(b, "select * from pg1", "42P01")
         self.each_setting(check)
 
+    # A DO block that DEALLOCATEs pa2 and PREPAREs it again with a
+    # temporary table (the tests below).
+    REPREPARE = ("do $$ begin execute 'deallocate pa2'; execute 'prepare pa2 as "
+                 "select ''secret'' as s into temp pg2'; end $$")
+
+    def test_a_plain_prepare_answered_after_a_do_block_that_prepares_again(self):
+        # The PREPARE of pa2 and the DO block that makes it again in one
+        # Query, or the block sent behind that Query before its answer:
+        # the names known plain were forgotten as the block was sent, and
+        # pa2's tag "PREPARE", read after, kept it plain again: B read
+        # A's table (review r2 of session 50; fails before).
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            a.cursor().execute("prepare pa2 as select 1; " + self.REPREPARE)
+            a.cursor().execute("execute pa2")
+            self.fails_with(b, "select * from pg2", "42P01")
+            r = hz.raw_login(self, px)
+            self.assertEqual(hz.simple_query(r, "deallocate pa2"), ([], []))
+            r.sendall(hz.query_msg("prepare pa2 as select 1") + hz.ext_msgs(self.REPREPARE))
+            for _ in range(2):
+                self.assertEqual(hz.read_until_ready(r)[-1], (b"Z", b"I"))
+            self.assertEqual(hz.simple_query(r, "execute pa2"), ([], []))
+            self.fails_with(b, "select * from pg2", "42P01")
+        self.each_setting(check)
+
+    def test_a_named_do_block_that_prepares_again_bound_later(self):
+        # With max_prepared_statements = 0 the block Parsed in one
+        # transaction and Bound in a later one: the server keeps its words
+        # (HOLD or TEMP), and now that its text PREPAREs out of sight, so
+        # the Bind forgets the names known plain as its text would.  B
+        # read A's table (review r2 of session 50; fails before).
+        px, pg, b = self.pq_beside(0)
+        self.pq_ok(pg.prepare(b"reprep", self.REPREPARE.encode()))
+        self.pq_ok(pg.exec_(b"prepare pa2 as select 1"))
+        self.pq_ok(pg.exec_prepared(b"reprep", []))
+        self.pq_ok(pg.exec_(b"execute pa2"))
+        self.fails_with(b, "select * from pg2", "42P01")
+
     def test_sql_execute_of_a_name_seen_prepared_costs_nothing(self):
         # PREPARE then EXECUTE in later transactions, in one Query with its
         # DEALLOCATE, or again after a DEALLOCATE or a DEALLOCATE ALL: no
