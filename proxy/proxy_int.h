@@ -303,9 +303,10 @@ struct pgw_session {
     bool stmt_prep_due;              /* the Query scanned has a PREPARE (note_setting_words) */
     bool stmt_prep_loose;            /* PREPAREs kept as sent, not at their tag,
                                         since nothing was last outstanding */
-    bool stmt_prep_hidden;           /* a text that PREPAREs out of sight went
-                                        since the last ReadyForQuery: a tag
-                                        "PREPARE" keeps no name plain */
+    bool stmt_prep_noplain;          /* a text that PREPAREs out of sight, or
+                                        a DEALLOCATE, went since the last
+                                        ReadyForQuery: a tag "PREPARE" keeps
+                                        no name plain (relay.c) */
     uint64_t stmt_forget[PGW_STMT_FORGET_MAX];  /* names of statements the server
                                         keeps words of (user_stmt_hash) that a Close
                                         or SQL DEALLOCATE sent on this link drops:
@@ -551,7 +552,11 @@ void pgw_relay_replies_read(struct pgw_session *s);
  * function's body, its EXECUTE 'PREPARE ...'): a PREPARE pgwharf does not
  * read (relay.c stmt_sql_hidden). */
 #define PGW_WORDS_PREPARE_IN (1u << 24)
-_Static_assert(PGW_TP_MAX <= 24, "the tracked parameters' bits stay below PGW_WORDS_PREPARE_IN");
+/* The word DEALLOCATE anywhere: a name seen PREPAREd plain may be gone
+ * where pgwharf does not read it, for a function to PREPARE again
+ * (relay.c stmt_sql_dealloc). */
+#define PGW_WORDS_DEALLOCATE (1u << 23)
+_Static_assert(PGW_TP_MAX <= 23, "the tracked parameters' bits stay below PGW_WORDS_DEALLOCATE");
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want);
 /* A Bind of a statement whose text has these words (pgw_relay_text_words

@@ -516,6 +516,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
+        else if (c == 'd' && word_at(q, left, "deallocate", 10))
+            found |= PGW_WORDS_DEALLOCATE;
         else if (c == 's' && !clause && word_at(q, left, "set", 3))
             found |= PGW_WORDS_SET;
         else if (c == 's' && word_at(q, left, "set_config", 10))
@@ -536,6 +538,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
 static void stmt_sql_hidden(struct pgw_session *s, uint32_t w);
+static void stmt_sql_dealloc(struct pgw_session *s, char type, const uint8_t *t, size_t n);
 
 /* The text in b[0..n) -- a Query's, or a Parse's body (named: its name
  * first) -- is a lone CREATE TEMP TABLE ... ON COMMIT DROP
@@ -563,6 +566,8 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uin
     s->state_words |= words & PGW_WORDS_STATE;
     if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
         stmt_sql_hidden(s, words);
+        if (words & PGW_WORDS_DEALLOCATE)
+            stmt_sql_dealloc(s, PGW_FE_BIND, NULL, 0);
         if (words & (PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE))
             stmt_sql_bound(s, words, text, n);
     }
@@ -621,7 +626,8 @@ static void stmt_words_clear(struct pgw_server *srv)
 _Static_assert((PGW_WORDS_STATE >> 27) <= UINT8_MAX && (PGW_WORDS_STATE & ((1u << 27) - 1)) == 0,
                "user_stmt_words holds PGW_WORDS_STATE >> 27");
 /* In user_stmt_words beside them: its text PREPAREs inside a statement and
- * says HOLD or TEMP (stmt_sql_hidden at each Bind or EXECUTE of it). */
+ * says HOLD or TEMP, or says DEALLOCATE: the names seen PREPAREd plain are
+ * forgotten at each Bind or EXECUTE of it (stmt_sql_plain_forget). */
 #define STMT_WORDS_HIDDEN 0x40
 _Static_assert(((PGW_WORDS_STATE >> 27) & STMT_WORDS_HIDDEN) == 0,
                "STMT_WORDS_HIDDEN is past PGW_WORDS_STATE >> 27");
@@ -646,7 +652,7 @@ static void stmt_words_keep(struct pgw_server *srv, uint64_t h, uint32_t w)
         srv->user_stmt_words[i] = 0;
     }
     srv->user_stmt_words[i] |= (uint8_t)((w & PGW_WORDS_STATE) >> 27);
-    if (words_hidden(w))
+    if (words_hidden(w) || (w & PGW_WORDS_DEALLOCATE))
         srv->user_stmt_words[i] |= STMT_WORDS_HIDDEN;
 }
 
@@ -694,7 +700,7 @@ static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t a
         s->unnamed_server = s->server->id;
         return;
     }
-    if (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+    if (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP | PGW_WORDS_DEALLOCATE)))
         return;
     struct pgw_server *srv = s->server;
     const uint8_t *name = p + PGW_MSG_HDR;
@@ -762,10 +768,10 @@ static void stmt_words_bind(struct pgw_session *s, const uint8_t *p, uint32_t av
  * name PREPAREd there without them: its tag "PREPARE" read
  * (stmt_sql_prepared), or a PREPARE ahead of it in the same Query.  Such a
  * name is forgotten (its EXECUTE costs a cleanup from then on) at a Close
- * or lone DEALLOCATE of it as sent, at DISCARD ALL or DEALLOCATE ALL, and
- * all of them at a text whose word PREPARE is inside a statement
- * (stmt_sql_hidden).  Nothing of this runs for a text without the word
- * EXECUTE. */
+ * or a Query's DEALLOCATE of it as sent, at DISCARD ALL, and all of them
+ * at any other text that says DEALLOCATE (stmt_sql_dealloc) or whose word
+ * PREPARE is inside a statement (stmt_sql_hidden).  Nothing of this runs
+ * for a text without the word EXECUTE, PREPARE or DEALLOCATE. */
 
 static bool stmt_sql_plain_has(const struct pgw_server *srv, uint64_t h)
 {
@@ -815,7 +821,37 @@ static void stmt_sql_hidden(struct pgw_session *s, uint32_t w)
 static void stmt_sql_plain_forget(struct pgw_session *s)
 {
     s->server->user_sql_plain_n = 0;
-    s->stmt_prep_hidden = true;
+    s->stmt_prep_noplain = true;
+}
+
+/* A text (n bytes at t; NULL: a Bind of one) that says DEALLOCATE runs on
+ * s's server: a name it drops there is known plain no more, or a function
+ * could PREPARE it again with a table.  A Query's statements
+ * "DEALLOCATE [PREPARE] name" drop theirs; any other (DEALLOCATE ALL, a
+ * DO block's, a name not read, a Parse's) all of them.  A tag "PREPARE"
+ * answered before the link's next ReadyForQuery keeps none plain: its
+ * PREPARE may have run before this. */
+static void stmt_sql_dealloc(struct pgw_session *s, char type, const uint8_t *t, size_t n)
+{
+    s->stmt_prep_noplain = true;
+    const char *sql = (const char *)t;
+    if (type != PGW_FE_QUERY || !t || n < 2 || sql[n - 1] != '\0' || memchr(sql, 0, n - 1) ||
+        !pgw_pgenc_ascii(sql, n - 1)) {
+        stmt_sql_plain_forget(s);
+        return;
+    }
+    char name[PGW_CHANNEL_UTF8_MAX + 1];
+    for (size_t off = 0, len = n - 1; off < len;) {
+        size_t e = pgw_sql_statement_end(sql + off, len - off);
+        if (pgw_relay_text_words(s->px, t + off, e, 0) & PGW_WORDS_DEALLOCATE) {
+            if (!pgw_deallocate_parse(sql + off, e, NULL, name, NULL)) {
+                stmt_sql_plain_forget(s);
+                return;
+            }
+            stmt_sql_plain_drop(s->server, stmt_hash(s->px, (const uint8_t *)name, strlen(name)));
+        }
+        off += e + 1;
+    }
 }
 
 /* A Close of a statement, or a lone SQL DEALLOCATE of one (avail of its
@@ -1040,7 +1076,7 @@ static void stmt_sql_prepared(struct pgw_session *s)
         uint8_t w = s->stmt_prep_words[s->stmt_prep_at++];
         if (!(w & PGW_STMT_PREP_UNREAD) && !(w & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27))) {
             stmt_words_drop(srv, h);             /* the name was free: an old record */
-            if (!s->stmt_prep_hidden)
+            if (!s->stmt_prep_noplain)
                 stmt_sql_plain_keep(srv, h);
         }
         stmt_sql_made(s, h, w);
@@ -1171,6 +1207,8 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
             w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR,
                                         type == PGW_FE_QUERY && (w & PGW_WORDS_PREPARE));
         stmt_sql_hidden(s, w);
+        if ((w & PGW_WORDS_DEALLOCATE) && w != UINT32_MAX)
+            stmt_sql_dealloc(s, type, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
         s->state_words |= w & PGW_WORDS_STATE;
         uint32_t bound = w;
         if ((w & PGW_WORDS_EXECUTE) && type == PGW_FE_PARSE && !unnamed && !s->ps_on)
@@ -1886,7 +1924,7 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->stmt_kept = false;
     s->stmt_prep_n = s->stmt_prep_at = 0;
     s->stmt_prep_loose = false;
-    s->stmt_prep_hidden = false;
+    s->stmt_prep_noplain = false;
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -3856,6 +3894,10 @@ static bool scan_client(struct pgw_session *s)
         if ((type == PGW_FE_QUERY || (type == PGW_FE_CLOSE && !s->ps_on)) &&
             (s->server->user_stmt_n > 0 || s->server->user_sql_plain_n > 0) && stmt_words_on(s))
             stmt_words_close(s, type, b->data + b->parsed, n, total);
+        /* A Close of an SQL PREPAREd name: a tag "PREPARE" answered
+         * behind it (that name's, sent ahead) keeps none plain. */
+        if (type == PGW_FE_CLOSE && !s->ps_on && stmt_words_on(s))
+            s->stmt_prep_noplain = true;
         if (type == PGW_FE_QUERY && s->qscan &&
             !pgw_notify_qscan_feed(s, b->data + b->parsed, n, true))
             return false;
@@ -4623,7 +4665,7 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
 {
     s->answered++;              /* a request is over: a cancel now is for the next */
     s->stmt_prep_n = s->stmt_prep_at = 0;   /* (the Query of stmt_sql_sent is over) */
-    s->stmt_prep_hidden = false;
+    s->stmt_prep_noplain = false;
     if (!pgw_track_ready(&s->track, status)) {
         /* A ReadyForQuery inside a pipeline: 'I' ends a transaction, the
          * next one starts now (transaction_timeout).  In statement mode

@@ -7,7 +7,8 @@
  * is the text, in a heap block of exactly its size (no NUL: the scan is
  * given the length, and reads past it trip ASan).  Checked: only the kind
  * bits (SET, RESET, the HOLD / TEMP / MAKE words of what a transaction
- * may leave on its server, and the SQL PREPARE / EXECUTE words) and names
+ * may leave on its server, and the SQL PREPARE / EXECUTE / DEALLOCATE
+ * words) and names
  * asked for come back; the kind bits
  * do not depend on what was asked for.
  */
@@ -43,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     memcpy(text, data + 1, n);
     const uint32_t kinds = PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_STATE | PGW_WORDS_PREPARE |
-                           PGW_WORDS_EXECUTE | PGW_WORDS_PREPARE_IN;
+                           PGW_WORDS_EXECUTE | PGW_WORDS_PREPARE_IN | PGW_WORDS_DEALLOCATE;
     uint32_t names = (1u << px.ntracked) - 1;
     uint32_t got = pgw_relay_text_words(&px, text, n, want);
     uint32_t none = pgw_relay_text_words(&px, text, n, 0);

@@ -2137,6 +2137,89 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.pq_ok(pg.exec_(b"execute pa2"))
         self.fails_with(b, "select * from pg2", "42P01")
 
+    def mk_prep_function(self):
+        """A function, created by another connection, that PREPAREs fq
+        with a temporary table (its text not in the client's)."""
+        own = psycopg2.connect(self.pg.dsn())
+        own.autocommit = True
+        self.addCleanup(own.close)
+        own.cursor().execute(
+            "create or replace function mk_prep_fq() returns int language plpgsql as $$ "
+            "begin execute 'prepare fq as select ''secret'' as s into temp fqt'; "
+            "return 1; end $$")
+        self.addCleanup(own.cursor().execute, "drop function if exists mk_prep_fq()")
+
+    def test_a_deallocate_not_read_forgets_the_names_seen_plain(self):
+        # fq PREPAREd plain, then DEALLOCATEd where pgwharf did not read
+        # it: a DO block's, among other statements of a Query, a lone one
+        # with a non-ASCII comment, one by the extended protocol, or a
+        # lone one sent behind the PREPARE before its answer (its tag
+        # kept fq plain after).  A function then PREPAREs fq with a table,
+        # and EXECUTE fq, still known plain, left it to B (review r2 of
+        # session 50; each fails before: B read 'secret').
+        self.mk_prep_function()
+        deallocs = [
+            lambda c, r: c.execute("do $$ begin execute 'deallocate fq'; end $$"),
+            lambda c, r: c.execute("deallocate fq; select 1"),
+            lambda c, r: c.execute("deallocate fq -- \u00e9"),
+            lambda c, r: (r.sendall(hz.ext_msgs("deallocate fq")), hz.read_until_ready(r)),
+        ]
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            r = hz.raw_login(self, px)
+            for k, dealloc in enumerate(deallocs):
+                with self.subTest(k=k):
+                    c.execute("prepare fq as select 1")
+                    try:
+                        dealloc(c, r)
+                        c.execute("select mk_prep_fq()")
+                        c.execute("execute fq")
+                        self.fails_with(b, "select * from fqt", "42P01")
+                    finally:
+                        c.execute("deallocate fq; drop table if exists pg_temp.fqt")
+            r.sendall(hz.query_msg("prepare fq as select 1") + hz.query_msg("deallocate fq"))
+            for _ in range(2):
+                self.assertEqual(hz.read_until_ready(r)[-1], (b"Z", b"I"))
+            c.execute("select mk_prep_fq()")
+            c.execute("execute fq")
+            self.fails_with(b, "select * from fqt", "42P01")
+        self.each_setting(check)
+
+    def test_a_named_deallocate_bound_later_forgets_the_names_seen_plain(self):
+        # With max_prepared_statements = 0 a named DEALLOCATE Parsed in one
+        # transaction, Bound after fq was PREPAREd plain: the server keeps
+        # that it DEALLOCATEs, and its Bind forgets the names known plain
+        # (review r2 of session 50; fails before: B read 'secret').
+        self.mk_prep_function()
+        px, pg, b = self.pq_beside(0)
+        self.pq_ok(pg.prepare(b"dq", b"deallocate fq"))
+        self.pq_ok(pg.exec_(b"prepare fq as select 1"))
+        self.pq_ok(pg.exec_prepared(b"dq", []))
+        self.pq_ok(pg.exec_(b"select mk_prep_fq()"))
+        self.pq_ok(pg.exec_(b"execute fq"))
+        self.fails_with(b, "select * from fqt", "42P01")
+
+    def test_a_close_behind_a_plain_prepare_forgets_it(self):
+        # With max_prepared_statements = 0 a Close of fq (it goes to the
+        # server) sent behind the Query that PREPAREs it plain, before its
+        # answer: the tag kept fq plain after the Close dropped it, and a
+        # function PREPAREd it again with a table (review r2 of session
+        # 50; fails before: B read 'secret').
+        self.mk_prep_function()
+        px = self.start(max_prepared_statements=0)
+        a = self.autocommit(px)
+        b = self.autocommit(px)
+        r = hz.raw_login(self, px)
+        r.sendall(hz.query_msg("prepare fq as select 1") + hz.msg(b"C", b"Sfq\x00") +
+                  hz.msg(b"S"))
+        self.assertEqual(hz.read_until_ready(r), [(b"C", b"PREPARE\x00"), (b"Z", b"I")])
+        self.assertEqual(hz.read_until_ready(r), [(b"3", b""), (b"Z", b"I")])
+        a.cursor().execute("select mk_prep_fq()")
+        a.cursor().execute("execute fq")
+        self.fails_with(b, "select * from fqt", "42P01")
+
     def test_sql_execute_of_a_name_seen_prepared_costs_nothing(self):
         # PREPARE then EXECUTE in later transactions, in one Query with its
         # DEALLOCATE, or again after a DEALLOCATE or a DEALLOCATE ALL: no

@@ -220,6 +220,13 @@ static void test_prepare_word(void **state)
     assert_int_equal(words(state, "select f('x')/*prepare*/", 0), IN);
     /* One statement's first word, another's not. */
     assert_int_equal(words(state, "prepare p as select 'prepare'", 0), PREP | IN);
+    /* DEALLOCATE anywhere (relay.c stmt_sql_dealloc); DISCARD is RESET. */
+    const uint32_t DEAL = PGW_WORDS_DEALLOCATE;
+    assert_int_equal(words(state, "DEALLOCATE p", 0), DEAL);
+    assert_int_equal(words(state, "do $$ begin execute 'deallocate p'; end $$", 0),
+                     EX | DEAL);
+    assert_int_equal(words(state, "select 1 as deallocated, deallocate_x", 0), 0);
+    assert_int_equal(words(state, "discard all", 0), PGW_WORDS_RESET);
 }
 
 int main(void)
