@@ -2711,6 +2711,15 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
         now->nparams = st->nparams;
         pin_types(now);
     }
+    if (!now->described && st->described && !st->retired && now->pdesc &&
+        now->nparams == st->nparams) {
+        /* What a failed transaction needs (failed_tx_answer): the
+         * client's statement's, which PostgreSQL checks there.  Not
+         * learnt for now, which no Describe may reach before the next
+         * failed transaction (a Bind's 08P01 came out as 25P02). */
+        now->rows = st->rows;
+        now->described = true;
+    }
     enum pgw_ps_action a = named_send(s, b, type, total, name_off, key_name, now, st);
     stmt_unref(reg_of(s), now);
     return a;

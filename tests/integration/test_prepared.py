@@ -796,6 +796,34 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         self.assertEqual(self.epoch(b, b.parse("s1", self.EPOCH), b.bind("s1"), b.execute(),
                                     b.sync()), [self.UTC])
 
+    def test_a_failed_transaction_after_a_set_answers_as_the_clients_statement(self):
+        # In a failed transaction PostgreSQL checks a Bind's parameter
+        # count (08P01) and describes a statement returning no rows before
+        # it refuses anything.  After a SET the client's statement goes,
+        # on a server that lacks it, as the statement of its new settings,
+        # which had learnt none of that: the Bind got 25P02, the Describe
+        # 25P02 in place of ParameterDescription and NoData (session 50
+        # h1's differential hunt: another client's DISCARD ALL emptied
+        # the server).
+        a, b = self.clients("UTC", "UTC")
+        self.assertEqual(self.epoch(a, a.parse("s1", "select 2 + 1"),
+                                    a.parse("s2", "do $$ begin end $$"), a.sync()), [])
+        self.assertEqual(self.epoch(a, a.query("set timezone = 'Asia/Tokyo'")), [])
+        self.assertEqual(self.epoch(b, b.query("discard all")), [])
+        a.send(a.query("begin; select 1/0"))
+        self.assertEqual([sqlstate(m) for t, m in a.until_ready() if t == b"E"], ["22012"])
+        one = b"\x00\x00" + b"\x00\x01" + struct.pack("!i", 1) + b"7" + b"\x00\x00"
+        a.send(a.msg(b"B", b"\x00s1\x00" + one), a.sync())
+        got = a.until_ready()
+        self.assertEqual([(t, sqlstate(m) if t == b"E" else m) for t, m in got],
+                         [(b"E", "08P01"), (b"Z", b"E")])
+        self.assertIn(b'bind message supplies 1 parameters, but prepared statement "s1" '
+                      b'requires 0', got[0][1])
+        a.send(a.describe_stmt("s2"), a.sync())
+        self.assertEqual([t for t, m in a.until_ready()], [b"t", b"n", b"Z"])
+        self.assertEqual(self.epoch(a, a.query("rollback")), [])
+        self.assertEqual(self.epoch(a, a.bind("s1"), a.execute(), a.sync()), ["3"])
+
 
 class TestAStatementKeepsItsParsesReading(pt.PgwharfTestCase):
     """A client's statement is read with the client's settings at its
