@@ -1500,18 +1500,47 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
     return ok;
 }
 
-/* Does PostgreSQL refuse a Parse of this text in a failed transaction? */
+/* Does PostgreSQL refuse a Parse of this text in a failed transaction?
+ * White space and comments before the first word are PostgreSQL's
+ * (`--` to the end of the line, nested slash-star comments): ORMs and
+ * sqlcommenter put one first, and read as unsure such a text had its
+ * Parse answered ParseComplete by pgwharf where the server refuses it. */
 static bool sql_refusable(const char *q)
 {
-    while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-        q++;
+    for (;;) {
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '\f')
+            q++;
+        if (q[0] == '-' && q[1] == '-') {
+            while (*q && *q != '\n' && *q != '\r')
+                q++;
+        } else if (q[0] == '/' && q[1] == '*') {
+            int depth = 1;
+            for (q += 2; *q && depth > 0;) {
+                if (q[0] == '/' && q[1] == '*') {
+                    depth++;
+                    q += 2;
+                } else if (q[0] == '*' && q[1] == '/') {
+                    depth--;
+                    q += 2;
+                } else {
+                    q++;
+                }
+            }
+            if (depth > 0)
+                return false;     /* not closed: PostgreSQL's syntax error */
+        } else {
+            break;
+        }
+    }
+    if (*q == '(')
+        return true;              /* a query in parentheses ends no transaction */
     char word[16];
     size_t n = 0;
     while (n < sizeof(word) - 1 && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')))
         word[n++] = *q++;
     word[n] = '\0';
     if (n == 0)
-        return false;             /* a comment, a parenthesis...: unsure */
+        return false;             /* empty, or something else: unsure */
     static const char *const ends[] = { "commit", "end", "rollback", "abort", "prepare" };
     for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
         if (strcasecmp(word, ends[i]) == 0)

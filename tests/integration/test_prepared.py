@@ -825,6 +825,77 @@ class TestStatementsKeepTheirClientsSettings(pt.PgwharfTestCase):
         self.assertEqual(self.epoch(a, a.bind("s1"), a.execute(), a.sync()), ["3"])
 
 
+class TestAFailedTransactionReadsPastLeadingComments(pt.PgwharfTestCase):
+    """In a failed transaction PostgreSQL refuses the Parse of any
+    statement but one that ends the transaction.  pgwharf judged that by
+    the text's first word and took a text starting with a comment (as
+    ORMs and sqlcommenter send) or a parenthesis as one it might take: a
+    Parse of it, which the server already had, was answered ParseComplete
+    by pgwharf where PostgreSQL answers 25P02 (the client then had a name
+    PostgreSQL never made), and a Bind with the wrong number of
+    parameters on a server lacking it got 25P02 for 08P01 (session 50
+    h1's differential hunt)."""
+
+    TEXTS = ["/* app:web */ select 1", "-- note\nselect 1", "/* a /* nested */ b */select 1",
+             "(select 1)", " \f/**/ -- x\r\n  select 1"]
+
+    def client(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        a = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(a.close)
+        return px, a
+
+    def abort(self, a):
+        a.send(a.query("begin; select 1/0"))
+        self.assertEqual([sqlstate(m) for t, m in a.until_ready() if t == b"E"], ["22012"])
+
+    def replies(self, a, *msgs):
+        a.send(*msgs)
+        return [(t, sqlstate(m) if t == b"E" else m if t == b"Z" else b"")
+                for t, m in a.until_ready()]
+
+    def test_a_parse_the_server_has_is_refused(self):
+        _, a = self.client()
+        for i, text in enumerate(self.TEXTS):
+            with self.subTest(text=text):
+                self.assertEqual(self.replies(a, a.parse("k%d" % i, text), a.bind("k%d" % i),
+                                              a.execute(), a.sync())[-1], (b"Z", b"I"))
+                self.abort(a)
+                self.assertEqual(self.replies(a, a.parse("s%d" % i, text), a.sync()),
+                                 [(b"E", "25P02"), (b"Z", b"E")])
+                self.assertEqual(self.replies(a, a.query("rollback"))[-1], (b"Z", b"I"))
+                self.assertEqual(self.replies(a, a.bind("s%d" % i), a.sync()),
+                                 [(b"E", "26000"), (b"Z", b"I")])
+
+    def test_a_bind_of_too_many_parameters_is_08p01(self):
+        px, a = self.client()
+        b = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        self.addCleanup(b.close)
+        one = b"\x00\x00" + b"\x00\x01" + struct.pack("!i", 1) + b"7" + b"\x00\x00"
+        for i, text in enumerate(self.TEXTS):
+            with self.subTest(text=text):
+                name = "s%d" % i
+                self.assertEqual(self.replies(a, a.parse(name, text), a.sync()),
+                                 [(b"1", b""), (b"Z", b"I")])
+                self.assertEqual(self.replies(b, b.query("discard all"))[-1], (b"Z", b"I"))
+                self.abort(a)
+                bind = a.msg(b"B", b"\x00" + name.encode() + b"\x00" + one)
+                self.assertEqual(self.replies(a, bind, a.sync()),
+                                 [(b"E", "08P01"), (b"Z", b"E")])
+                self.assertEqual(self.replies(a, a.query("rollback"))[-1], (b"Z", b"I"))
+
+    def test_a_commit_after_a_comment_is_still_taken(self):
+        _, a = self.client()
+        text = "/* app:web */ commit"
+        self.assertEqual(self.replies(a, a.parse("c1", text), a.sync())[-1], (b"Z", b"I"))
+        self.abort(a)
+        self.assertEqual([t for t, _ in self.replies(a, a.parse("c2", text), a.bind("c2"),
+                                                     a.execute(), a.sync())],
+                         [b"1", b"2", b"C", b"Z"])
+        self.assertEqual(self.replies(a, a.sync()), [(b"Z", b"I")])
+
+
 class TestAStatementKeepsItsParsesReading(pt.PgwharfTestCase):
     """A client's statement is read with the client's settings at its
     Parse, as PostgreSQL keeps it.  On a server that lacks that reading,
