@@ -5334,6 +5334,15 @@ static int copy_abort_reply(struct pgw_session *s)
         return 1;
     }
     bool ours = s->copy_abort_ours || s->copy_abort == COPY_ABORT_MARKED;
+    if (type == PGW_BE_PARAM_STATUS && ours) {
+        /* A setting the COPY's failure put back (a SET made in the
+         * transaction block it failed), reported at pgwharf's Sync:
+         * PostgreSQL, ending at the client's end, sends the client none.
+         * The server's record takes it (the next client's settings). */
+        note_param(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR);
+        pgw_iobuf_cut(b, b->parsed, total);
+        return 1;
+    }
     if (type != PGW_BE_NOTICE && type != PGW_BE_PARAM_STATUS &&
         (type != PGW_BE_ERROR || ours))
         return copy_abort_unforeseen(s);

@@ -999,6 +999,38 @@ class TestTheClientLeavingACopy(RelayCase):
                     self.assertEqual(got[-1], (b"Z", b"I"))
                     b.close()
 
+    def test_a_setting_the_block_puts_back_is_not_reported_to_the_client(self):
+        """BEGIN, a reported parameter SET in the block, a COPY FROM STDIN,
+        then a Terminate or a refused message: PostgreSQL sends the COPY's
+        ERROR and the FATAL, nothing else.  The COPY's failure at
+        pgwharf's CopyFail puts the SET back, and the server reports the
+        old value at pgwharf's Sync: the client got that ParameterStatus
+        before the ERROR (fails before).  The server keeps the old value
+        (the next client's application_name is its own)."""
+        copy = hz.query_msg("copy relay_copy_leave from stdin")
+        for end in (M(b"X"), M(b"p", b"garbage\x00")):
+            with self.subTest(end=end[:1]):
+                def run(sock):
+                    hz.simple_query(sock, "begin")
+                    hz.simple_query(sock, "set application_name = 'relay_copy_leave_set'")
+                    sock.sendall(copy)
+                    self.assertEqual(hz.recv_msg(sock)[0], b"G")
+                    sock.sendall(M(b"d", b"5\n") + end)
+                    data, closed = hz.read_until_closed(sock, 20)
+                    self.assertTrue(closed, "the session did not end")
+                    return messages_but_source(data)
+                want = run(self.direct())
+                self.assertEqual([t for t, b in want], [b"E", b"E"], want)
+                pid = self.server_pid()
+                a = self.login()
+                port = a.getsockname()[1]
+                self.assertEqual(run(a), want)
+                self.gone(port)
+                self.assert_kept_clean(pid)
+                b = self.login()
+                self.assertEqual(hz.simple_query(b, "show application_name"), ([[b""]], []))
+                b.close()
+
     def test_a_request_behind_the_copys_is_answered_as_today(self):
         """A known limit, pinned: a request sent behind the COPY's own
         (a Query, or a Parse) read inside the COPY.  PostgreSQL's error
