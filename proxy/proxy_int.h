@@ -151,6 +151,16 @@ struct pgw_login_refusal {
 #define PGW_STMT_PREP_MAX 4
 #define PGW_STMT_PREP_UNREAD 0x80
 
+/* What a Bind's statement, or the unnamed portal, runs as to an SQL
+ * PREPARE (relay.c stmt_portal_*): nothing of one, one (its name hash and
+ * words as pgw_session.stmt_prep's), or not known. */
+enum pgw_portal_prep { PGW_PORTAL_PREP_NONE, PGW_PORTAL_PREP_ONE, PGW_PORTAL_PREP_MAYBE };
+struct pgw_portal_prep_ref {
+    uint64_t h;
+    uint8_t w;
+    uint8_t kind;                    /* enum pgw_portal_prep */
+};
+
 struct pgw_session {
     struct pgw_proxy *px;
     uint64_t id;
@@ -294,12 +304,19 @@ struct pgw_session {
     uint8_t unnamed_prep_words;      /* its words (as pgw_session.stmt_prep's) */
     bool unnamed_prep_is;            /* its text is an SQL PREPARE */
     /* The SQL PREPAREs of a Query sent with nothing else outstanding, in its
-     * order: at each tag "PREPARE" the next ran (relay.c stmt_sql_prepared).
-     * Its hash and PGW_WORDS_STATE >> 27 (PGW_STMT_PREP_UNREAD: a name not
-     * read). */
+     * order, or of the Executes of the first request sent so (the extended
+     * protocol): at each tag "PREPARE" the next ran (relay.c
+     * stmt_sql_prepared).  Its hash and PGW_WORDS_STATE >> 27
+     * (PGW_STMT_PREP_UNREAD: a name not read). */
     uint64_t stmt_prep[PGW_STMT_PREP_MAX];
     uint8_t stmt_prep_words[PGW_STMT_PREP_MAX];
     uint8_t stmt_prep_n, stmt_prep_at;
+    bool stmt_prep_open;             /* an Execute of a PREPARE sent now is the
+                                        next in stmt_prep: nothing that may tag
+                                        "PREPARE" went unlisted since the link
+                                        was last idle (relay.c stmt_portal_run) */
+    struct pgw_portal_prep_ref bind_prep;    /* the Bind being read runs this */
+    struct pgw_portal_prep_ref portal_prep;  /* the unnamed portal's, as sent */
     bool stmt_prep_due;              /* the Query scanned has a PREPARE (note_setting_words) */
     bool stmt_prep_loose;            /* PREPAREs kept as sent, not at their tag,
                                         since nothing was last outstanding */

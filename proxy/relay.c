@@ -538,6 +538,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
 static void stmt_sql_hidden(struct pgw_session *s, uint32_t w);
+static void stmt_portal_text(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
 static void stmt_sql_dealloc(struct pgw_session *s, char type, const uint8_t *t, size_t n);
 
 /* The text in b[0..n) -- a Query's, or a Parse's body (named: its name
@@ -565,6 +566,7 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uin
         words &= ~PGW_WORDS_TEMP;
     s->state_words |= words & PGW_WORDS_STATE;
     if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
+        stmt_portal_text(s, words, text, n);
         stmt_sql_hidden(s, words);
         if (words & PGW_WORDS_DEALLOCATE)
             stmt_sql_dealloc(s, PGW_FE_BIND, NULL, 0);
@@ -696,7 +698,8 @@ static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t a
                              uint32_t w)
 {
     if (unnamed) {
-        s->unnamed_words = w & (PGW_WORDS_STATE | PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE);
+        s->unnamed_words = w & (PGW_WORDS_STATE | PGW_WORDS_PREPARE | PGW_WORDS_EXECUTE |
+                                PGW_WORDS_PREPARE_IN | PGW_WORDS_DEALLOCATE);
         s->unnamed_server = s->server->id;
         return;
     }
@@ -1085,10 +1088,93 @@ static void stmt_sql_prepared(struct pgw_session *s)
     }
 }
 
+/* ---- SQL PREPAREs sent by the extended protocol, read at their tags
+ *
+ * A Parse of "PREPARE p AS ..." runs at an Execute of a portal Bound to it
+ * (psycopg 3 with binary=True, JDBC and npgsql send every text so), and
+ * its tag "PREPARE" says it ran: one that failed (42P05: p there already,
+ * maybe a function's with a table) keeps nothing.  As a Query's
+ * (stmt_sql_sent), the PREPAREs that the Executes of the first request
+ * sent with nothing outstanding run are listed in stmt_prep, in order,
+ * while every Execute sent there that may tag "PREPARE" is: one of a
+ * portal or statement pgwharf does not know (a named portal, a named
+ * statement with max_prepared_statements = 0), or past PGW_STMT_PREP_MAX,
+ * ends the list until the link's next ReadyForQuery (stmt_prep_open), a
+ * tag that matched none keeping nothing plain. */
+
+/* A Bind (avail of its bytes at p) is read: what its statement runs, the
+ * unnamed one's as its Parse said (stmt_sql_parse); a named one's text
+ * prepared.c alone has, and tells after (stmt_portal_text).  The unnamed
+ * one Bound again, in a later request, runs its text again where pgwharf
+ * reads none: one that says DEALLOCATE, or PREPAREs out of sight, forgets
+ * the names seen PREPAREd plain as at its Parse (a named statement's
+ * PREPARE, its tag read, may have kept one plain since). */
+static void stmt_portal_bind(struct pgw_session *s, const uint8_t *p, uint32_t avail)
+{
+    const uint8_t *name = NULL;
+    ssize_t n = bind_stmt_name(p, avail, &name);
+    s->bind_prep.kind = PGW_PORTAL_PREP_MAYBE;
+    if (n != 0)
+        return;
+    if (words_hidden(s->unnamed_words) || (s->unnamed_words & PGW_WORDS_DEALLOCATE))
+        stmt_sql_plain_forget(s);
+    s->bind_prep.kind = PGW_PORTAL_PREP_NONE;
+    if (!(s->unnamed_words & PGW_WORDS_PREPARE) || !s->unnamed_prep_is)
+        return;
+    s->bind_prep.kind = PGW_PORTAL_PREP_ONE;
+    s->bind_prep.h = s->unnamed_prep;
+    s->bind_prep.w = s->unnamed_prep_words;
+}
+
+/* The Bind being read runs a named statement whose text (n bytes at t,
+ * its name first) has words w (prepared.c, at each Bind). */
+static void stmt_portal_text(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n)
+{
+    const uint8_t *z = t ? memchr(t, 0, n) : NULL;
+    uint64_t h = 0;
+    uint8_t sw = 0;
+    if (!(w & PGW_WORDS_PREPARE)) {
+        s->bind_prep.kind = PGW_PORTAL_PREP_NONE;
+    } else if (!z) {
+        s->bind_prep.kind = PGW_PORTAL_PREP_MAYBE;
+    } else if (!stmt_sql_prepare_one(s, (const char *)z + 1,
+                                     strnlen((const char *)z + 1, (size_t)(t + n - z - 1)), true,
+                                     &h, &sw)) {
+        s->bind_prep.kind = PGW_PORTAL_PREP_NONE;
+    } else {
+        s->bind_prep = (struct pgw_portal_prep_ref){ .h = h, .w = sw,
+                                                     .kind = PGW_PORTAL_PREP_ONE };
+    }
+}
+
+/* A Bind or an Execute (n of its bytes at p, the portal's name first) goes
+ * to the server.  A Bind of the unnamed portal makes it what the Bind
+ * runs; an Execute of a PREPARE is listed (or ends the list). */
+static void stmt_portal_run(struct pgw_session *s, char type, const uint8_t *p, uint32_t n)
+{
+    bool unnamed = n > PGW_MSG_HDR && p[PGW_MSG_HDR] == '\0';
+    if (type == PGW_FE_BIND) {
+        if (unnamed)
+            s->portal_prep = s->bind_prep;
+        return;
+    }
+    const struct pgw_portal_prep_ref *r = &s->portal_prep;
+    if (unnamed && r->kind == PGW_PORTAL_PREP_NONE)
+        return;
+    if (unnamed && r->kind == PGW_PORTAL_PREP_ONE && s->stmt_prep_open &&
+        s->track.sync_out == 0 && s->stmt_prep_n < PGW_STMT_PREP_MAX) {
+        s->stmt_prep[s->stmt_prep_n] = r->h;
+        s->stmt_prep_words[s->stmt_prep_n++] = r->w;
+        return;
+    }
+    s->stmt_prep_open = false;
+}
+
 /* A Parse (avail of its bytes at p, none past it) whose text may be a
  * PREPARE (words w).  The name it makes: for the unnamed statement kept
- * for its Bind (stmt_sql_bound); a named one, with max_prepared_statements
- * = 0, may run at any Bind there, where its text is not at hand: any named
+ * for its Bind (stmt_sql_bound), and its Execute's tag (stmt_portal_bind),
+ * HOLD or TEMP or not; a named one, with max_prepared_statements = 0, may
+ * run at any Bind there, where its text is not at hand: any named
  * statement there may leave both, if its words say HOLD or TEMP.  (With
  * them on, prepared.c has its text at each Bind.) */
 static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t avail, bool unnamed,
@@ -1096,7 +1182,7 @@ static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t ava
 {
     if (unnamed)
         s->unnamed_prep_is = false;
-    if (!(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)) || (!unnamed && s->ps_on))
+    if (!unnamed && (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))))
         return;
     const uint8_t *e = p + avail, *name = p + PGW_MSG_HDR;
     const uint8_t *b = name < e ? memchr(name, 0, (size_t)(e - name)) : NULL;
@@ -1923,8 +2009,10 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     s->stmt_forget_err = false;
     s->stmt_kept = false;
     s->stmt_prep_n = s->stmt_prep_at = 0;
+    s->stmt_prep_open = false;
     s->stmt_prep_loose = false;
     s->stmt_prep_noplain = false;
+    s->portal_prep.kind = PGW_PORTAL_PREP_NONE;   /* (a portal ends with its transaction) */
     if (s->unrep_touched) {
         /* What pgwharf SET of them there may have changed: the next
          * client gets a SET or RESET. */
@@ -3700,8 +3788,10 @@ static bool scan_client(struct pgw_session *s)
         else if (type == PGW_FE_BIND && s->server) {
             if (s->server->user_unrep_stmt)
                 s->unrep_touched = true;
-            if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state)
+            if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
                 stmt_words_bind(s, p, avail < total ? avail : total);
+                stmt_portal_bind(s, p, avail < total ? avail : total);
+            }
         }
         if (s->notify && (type == PGW_FE_QUERY ||
                           (type == PGW_FE_PARSE && avail > PGW_MSG_HDR && p[PGW_MSG_HDR] == 0)))
@@ -3888,8 +3978,14 @@ static bool scan_client(struct pgw_session *s)
         /* What it does to the SQL and named statements whose words the
          * server keeps (as sent: a DEALLOCATE prepared.c rewrote is not
          * the client's). */
+        if (!was_open) {
+            s->stmt_prep_n = s->stmt_prep_at = 0;
+            s->stmt_prep_open = true;
+        }
         if (s->stmt_prep_due && type == PGW_FE_QUERY)
             stmt_sql_sent(s, b->data + b->parsed, n, total, was_open);
+        if ((type == PGW_FE_BIND || type == PGW_FE_EXECUTE) && stmt_words_on(s))
+            stmt_portal_run(s, type, b->data + b->parsed, n);
         s->stmt_prep_due = false;
         if ((type == PGW_FE_QUERY || (type == PGW_FE_CLOSE && !s->ps_on)) &&
             (s->server->user_stmt_n > 0 || s->server->user_sql_plain_n > 0) && stmt_words_on(s))
@@ -4665,6 +4761,7 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
 {
     s->answered++;              /* a request is over: a cancel now is for the next */
     s->stmt_prep_n = s->stmt_prep_at = 0;   /* (the Query of stmt_sql_sent is over) */
+    s->stmt_prep_open = false;              /* (one sent behind: not listed) */
     s->stmt_prep_noplain = false;
     if (!pgw_track_ready(&s->track, status)) {
         /* A ReadyForQuery inside a pipeline: 'I' ends a transaction, the
