@@ -1570,16 +1570,24 @@ static bool parse_refused(const struct pgw_session *s, const struct ps_stmt *st)
     return tx_failed(s) && text_refusable(st);
 }
 
+static bool copy_reads_on(const struct pgw_session *s);
+
 /* Is the transaction a Parse sent now runs in (a failed one or not) still
  * to be decided by requests sent ahead and not answered?  After a
  * ReadyForQuery 'I' only an Execute or a Query among them can open a
  * transaction block (to fail later); in a block any of them may fail it or
  * end it.  An Execute earlier in the Parse's own batch leaves it unknown
- * anyway (parse_refused). */
+ * anyway (parse_refused).  Not while a COPY may read what is sent now
+ * (copy_reads_on: waiting for its answers would wait for the COPY's end,
+ * behind); a COPY that ended (its CommandComplete or error came, the
+ * ReadyForQuery after it not yet: track.copy still) reads nothing more,
+ * and what was sent after it is answered as ever (a Bind behind a
+ * ReadyForQuery still to come after a COPY, in one write with a query
+ * failing the transaction, got 25P02 for 08P01). */
 static bool tx_pending(const struct pgw_session *s)
 {
     const struct ps_queue *q = s->ps_queue;
-    return q && s->track.sync_out > 0 && s->track.execs == 0 && !s->track.copy &&
+    return q && s->track.sync_out > 0 && s->track.execs == 0 && !copy_reads_on(s) &&
            (s->track.tx_status != 'I' || q->pending_execs > 0);
 }
 
@@ -3074,14 +3082,23 @@ static void head_sync_read(struct pgw_session *s)
     q->batch_execs += carry;
 }
 
-/* The failed COPY's ErrorResponse: the Syncs of its window, before its
- * data or among it, may have been read by it, ignored, or after its
- * failure, answered.  Which, the error does not tell (a row's or a
- * trigger's before it read anything): the replies after it do
- * (maybe_resolve). */
-static void copy_failed(struct pgw_session *s)
+/* The failed COPY's ErrorResponse (msg, total: NULL when too large to
+ * hold): the Syncs of its window, before its data or among it, may have
+ * been read by it, ignored, or after its failure, answered.  Which, the
+ * error does not tell (a row's or a trigger's before it read anything):
+ * the replies after it do (maybe_resolve).  But the CopyFail's own error
+ * (57014 raised in CopyGetData) says the COPY read up to that CopyFail,
+ * every Sync of its window too, as a CopyDone's CommandComplete does:
+ * left maybe, they kept what was sent behind them from waiting for the
+ * transaction it runs in (tx_pending: a Bind's 08P01 came out as 25P02). */
+static void copy_failed(struct pgw_session *s, const uint8_t *msg, uint32_t total)
 {
     struct ps_queue *q = s->ps_queue;
+    if (msg && total > PGW_MSG_HDR &&
+        pgw_track_copy_fail_error(msg + PGW_MSG_HDR, total - PGW_MSG_HDR)) {
+        copy_drop_syncs(s);
+        return;
+    }
     for (uint32_t i = 1; i < q->len; i++) {
         struct qent *x = &q->e[(q->head + i) % q->cap];
         if (x->copy_ends > q->win_ends)
@@ -3950,7 +3967,7 @@ bool pgw_ps_backend(struct pgw_session *s, char type, const uint8_t *msg, uint32
     if (type == PGW_BE_COMMAND_COMPLETE && s->ps_queue->copy_run && copy_done(s))
         return true;                             /* the client gets copy_refused's */
     if (type == PGW_BE_ERROR && s->ps_queue->copy_run)
-        copy_failed(s);
+        copy_failed(s, msg, total);
     if (type == PGW_BE_ERROR || type == PGW_BE_READY)
         s->ps_queue->copy_run = false;   /* the COPY is over */
     if (type == PGW_BE_ERROR) {

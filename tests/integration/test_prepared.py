@@ -4794,6 +4794,71 @@ class TestStatementTheServerLacksInAFailedTransaction(pt.PgwharfTestCase):
         self.assertEqual([t for t, _ in got[7]], [b"t", b"n", b"E", b"Z"], got)
 
 
+class TestAFailedTransactionBehindACopysReplies(pt.PgwharfTestCase):
+    """A COPY ends with its CommandComplete (or its error), but pgwharf
+    counted it under way up to the ReadyForQuery after it.  A Bind of a
+    statement the server lacked, sent in one write behind that Sync and a
+    query failing the transaction, was not held for their answers (a
+    message sent during a COPY may be the COPY's to read): the Parse
+    pgwharf sent ahead of it was refused, and the client got 25P02 where
+    PostgreSQL checks the parameters first (08P01), or a Describe 25P02
+    for ParameterDescription and NoData (session 50 h1's differential
+    hunt, after a COPY FROM STDIN ended by CopyFail; h2 made it
+    deterministic).  The same exchanges in session mode are PostgreSQL's
+    answers."""
+
+    def exchange(self, mode, copy):
+        px, r = raw_on_one_server(self, mode, max_prepared_statements=1)
+        out = []
+        try:
+            def step(*msgs):
+                r.send(*msgs)
+                got = []
+                for _ in range(sum(m[:1] in (b"Q", b"S") for m in msgs)):
+                    got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+                out.append(got)
+            step(r.parse("s1", "select $1::int / ($1::int - 2)"),
+                 r.parse("s2", "do $$ begin end $$"), r.sync())
+            # The LRU of 1 drops s1 and s2 from the server.
+            step(r.parse("s3", "select 3"), r.bind("s3"), r.execute(), r.sync())
+            for msgs in ([r.bind("s1"), r.sync()], [r.msg(b"D", b"Ss2\x00"), r.sync()]):
+                # A COPY's replies, and no ReadyForQuery yet: waited for
+                # (the COPY's last reply), then the rest in one write.
+                if copy == "out":
+                    r.send(r.parse("", "copy (select 1) to stdout"), r.bind(""), r.execute(),
+                           r.msg(b"H"))
+                    last = b"C"
+                else:
+                    r.send(r.parse("", "copy pgw_cp_t from stdin"), r.bind(""), r.execute(),
+                           r.sync(), r.msg(b"f", b"no\x00"))
+                    last = b"E"
+                got = [r.read_msg()]
+                while got[-1][0] != last:
+                    got.append(r.read_msg())
+                out.append([(t, sqlstate(b) if t == b"E" else b) for t, b in got])
+                step(r.sync(), r.msg(b"Q", b"begin; select 1/0\x00"), *msgs,
+                     r.msg(b"Q", b"rollback\x00"))
+        finally:
+            r.close()
+        px.stop()
+        return out
+
+    def check(self, copy):
+        got = self.exchange("transaction", copy)
+        self.assertEqual(got, self.exchange("session", copy))
+        self.assertEqual([e for t, e in got[3] if t == b"E"], ["22012", "08P01"], got)
+        self.assertEqual([t for t, _ in got[5]],
+                         [b"Z", b"C", b"E", b"Z", b"t", b"n", b"Z", b"C", b"Z"], got)
+
+    def test_after_a_copy_to_stdout_ended_by_a_flush(self):
+        self.check("out")
+
+    def test_after_a_copy_from_stdin_ended_by_copyfail(self):
+        self.pg.psql("drop table if exists pgw_cp_t; create table pgw_cp_t(a int)")
+        self.addCleanup(self.pg.psql, "drop table if exists pgw_cp_t")
+        self.check("in")
+
+
 class TestDuplicateEndingParseInAFailedTransaction(pt.PgwharfTestCase):
     """In a failed transaction PostgreSQL accepts the text of a Parse that
     ends it (ROLLBACK...), so a Parse of a name in use with such a text gets
