@@ -1500,6 +1500,35 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
     return ok;
 }
 
+/* Past blanks and comments (-- to the end of the line, and nested block
+ * comments), as PostgreSQL's scanner skips them between words. */
+static const char *skip_blank(const char *p)
+{
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n' && *p != '\r')
+                p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 1;
+            for (p += 2; *p && depth > 0;) {
+                if (p[0] == '/' && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (p[0] == '*' && p[1] == '/') {
+                    depth--;
+                    p += 2;
+                } else {
+                    p++;
+                }
+            }
+        } else {
+            return p;
+        }
+    }
+}
+
 /* Does PostgreSQL refuse a Parse of this text in a failed transaction?
  * White space and comments before the first word are PostgreSQL's
  * (`--` to the end of the line, nested slash-star comments): ORMs and
@@ -1507,31 +1536,7 @@ static bool dup_error(struct pgw_session *s, struct pgw_iobuf *b, const char *na
  * Parse answered ParseComplete by pgwharf where the server refuses it. */
 static bool sql_refusable(const char *q)
 {
-    for (;;) {
-        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '\f')
-            q++;
-        if (q[0] == '-' && q[1] == '-') {
-            while (*q && *q != '\n' && *q != '\r')
-                q++;
-        } else if (q[0] == '/' && q[1] == '*') {
-            int depth = 1;
-            for (q += 2; *q && depth > 0;) {
-                if (q[0] == '/' && q[1] == '*') {
-                    depth++;
-                    q += 2;
-                } else if (q[0] == '*' && q[1] == '/') {
-                    depth--;
-                    q += 2;
-                } else {
-                    q++;
-                }
-            }
-            if (depth > 0)
-                return false;     /* not closed: PostgreSQL's syntax error */
-        } else {
-            break;
-        }
-    }
+    q = skip_blank(q);
     if (*q == '(')
         return true;              /* a query in parentheses ends no transaction */
     char word[16];
@@ -3688,34 +3693,6 @@ static void on_discard(struct pgw_session *s)
     }
 }
 
-/* Past blanks and comments (-- to the end of the line, and nested block
- * comments), as PostgreSQL's scanner skips them between words. */
-static const char *skip_blank(const char *p)
-{
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
-            p++;
-        if (p[0] == '-' && p[1] == '-') {
-            while (*p && *p != '\n')
-                p++;
-        } else if (p[0] == '/' && p[1] == '*') {
-            int depth = 1;
-            for (p += 2; *p && depth > 0;) {
-                if (p[0] == '/' && p[1] == '*') {
-                    depth++;
-                    p += 2;
-                } else if (p[0] == '*' && p[1] == '/') {
-                    depth--;
-                    p += 2;
-                } else {
-                    p++;
-                }
-            }
-        } else {
-            return p;
-        }
-    }
-}
 
 /* Is sql the statement cmd (its words, one space apart) alone, in any
  * case, with any blanks and comments between and around its words, and

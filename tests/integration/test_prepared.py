@@ -837,7 +837,7 @@ class TestAFailedTransactionReadsPastLeadingComments(pt.PgwharfTestCase):
     h1's differential hunt)."""
 
     TEXTS = ["/* app:web */ select 1", "-- note\nselect 1", "/* a /* nested */ b */select 1",
-             "(select 1)", " \f/**/ -- x\r\n  select 1"]
+             "(select 1)", " \f/**/ -- x\r\n  select 1", "-- ends at CR\rselect 1"]
 
     def client(self):
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
