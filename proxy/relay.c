@@ -461,8 +461,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             if (*q == ';' || *q == '\0') {
                 at_start = true;
             } else if (at_start && *q == '-' && q + 1 < end && q[1] == '-') {
-                while (q < end && *q != '\n')      /* a comment before the statement */
-                    q++;
+                while (q < end && *q != '\n' && *q != '\r')   /* a comment before the */
+                    q++;                                         /* statement: either ends it */
                 continue;
             } else if (at_start && *q == '/' && q + 1 < end && q[1] == '*') {
                 for (q += 2; q + 1 < end && !(q[0] == '*' && q[1] == '/'); q++)

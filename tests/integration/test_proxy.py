@@ -1396,6 +1396,20 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
                          self.cleanups(px))
 
+    def test_a_comment_ended_by_a_carriage_return(self):
+        # "-- c" then a CR, no LF: PostgreSQL's scanner ends the comment
+        # at either, and runs what follows; pgwharf's words skipped to the
+        # next LF and read none of it: no cleanup, B read A's table and
+        # fetched A's cursor (review r5 of 05246a0; fails before).
+        px = self.start()
+        a = self.autocommit(px)
+        b = self.autocommit(px)
+        a.cursor().execute("-- c\rcreate temp table cr1 as select 'secret' as s")
+        self.fails_with(b, "select * from pg_temp.cr1", "42P01")
+        a.cursor().execute("/* c */ -- c\r declare crc cursor with hold for select 'secret'")
+        self.fails_with(b, "fetch crc", "34000")
+        self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
+
     def test_a_do_block_or_explain_analyze_temp_table(self):
         # A DO block's CREATE TEMP TABLE (tag "DO") and EXPLAIN ANALYZE of
         # CREATE TEMP TABLE ... AS / SELECT ... INTO TEMP (tag "EXPLAIN"),
