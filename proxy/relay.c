@@ -1102,6 +1102,19 @@ static void stmt_sql_prepared(struct pgw_session *s)
  * ends the list until the link's next ReadyForQuery (stmt_prep_open), a
  * tag that matched none keeping nothing plain. */
 
+/* What a text with words w runs as to an SQL PREPARE, read (read: its
+ * statement is one, pgw_prepare_parse).  A "prepare" pgwharf's words see
+ * that it did not read as a PREPARE may still tag one: behind an empty
+ * statement (";prepare p ..."), or as the first word past a nested
+ * comment (PGW_WORDS_PREPARE_IN then) -- not known, lest its tag be taken
+ * for the next one listed (one that fails: 42P05). */
+static enum pgw_portal_prep portal_prep_kind(uint32_t w, bool read)
+{
+    if (!(w & (PGW_WORDS_PREPARE | PGW_WORDS_PREPARE_IN)))
+        return PGW_PORTAL_PREP_NONE;
+    return (w & PGW_WORDS_PREPARE) && read ? PGW_PORTAL_PREP_ONE : PGW_PORTAL_PREP_MAYBE;
+}
+
 /* A Bind (avail of its bytes at p) is read: what its statement runs, the
  * unnamed one's as its Parse said (stmt_sql_parse); a named one's text
  * prepared.c alone has, and tells after (stmt_portal_text).  The unnamed
@@ -1118,10 +1131,9 @@ static void stmt_portal_bind(struct pgw_session *s, const uint8_t *p, uint32_t a
         return;
     if (words_hidden(s->unnamed_words) || (s->unnamed_words & PGW_WORDS_DEALLOCATE))
         stmt_sql_plain_forget(s);
-    s->bind_prep.kind = PGW_PORTAL_PREP_NONE;
-    if (!(s->unnamed_words & PGW_WORDS_PREPARE) || !s->unnamed_prep_is)
+    s->bind_prep.kind = portal_prep_kind(s->unnamed_words, s->unnamed_prep_is);
+    if (s->bind_prep.kind != PGW_PORTAL_PREP_ONE)
         return;
-    s->bind_prep.kind = PGW_PORTAL_PREP_ONE;
     s->bind_prep.h = s->unnamed_prep;
     s->bind_prep.w = s->unnamed_prep_words;
 }
@@ -1133,14 +1145,12 @@ static void stmt_portal_text(struct pgw_session *s, uint32_t w, const uint8_t *t
     const uint8_t *z = t ? memchr(t, 0, n) : NULL;
     uint64_t h = 0;
     uint8_t sw = 0;
-    if (!(w & PGW_WORDS_PREPARE)) {
-        s->bind_prep.kind = PGW_PORTAL_PREP_NONE;
-    } else if (!z) {
+    if (portal_prep_kind(w, true) != PGW_PORTAL_PREP_ONE) {
+        s->bind_prep.kind = portal_prep_kind(w, true);
+    } else if (!z || !stmt_sql_prepare_one(s, (const char *)z + 1,
+                                           strnlen((const char *)z + 1, (size_t)(t + n - z - 1)),
+                                           true, &h, &sw)) {
         s->bind_prep.kind = PGW_PORTAL_PREP_MAYBE;
-    } else if (!stmt_sql_prepare_one(s, (const char *)z + 1,
-                                     strnlen((const char *)z + 1, (size_t)(t + n - z - 1)), true,
-                                     &h, &sw)) {
-        s->bind_prep.kind = PGW_PORTAL_PREP_NONE;
     } else {
         s->bind_prep = (struct pgw_portal_prep_ref){ .h = h, .w = sw,
                                                      .kind = PGW_PORTAL_PREP_ONE };

@@ -2330,6 +2330,39 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
         self.each_setting(check)
 
+    def test_a_prepare_not_read_as_one_is_no_other_names(self):
+        # An extended-protocol PREPARE pgwharf does not read as one --
+        # behind an empty statement (";prepare zz ...": PostgreSQL's
+        # parser drops it, one statement, tag "PREPARE"), the first word
+        # past a nested comment -- or behind a comment a CR ends, ran
+        # ahead of PREPARE fq, which failed (42P05: the function's, with
+        # a table).  Its tag is not fq's: fq stays not plain and EXECUTE
+        # fq costs the cleanup (review r5 of 05246a0; fails before: B
+        # read 'secret').
+        self.mk_prep_function()
+        texts = (" ; /* c */ ;prepare zz as select 1", "/* /* */ x */ prepare zz as select 1",
+                 "-- c\rprepare zz as select 1")
+        for text, stmt in [(t, n) for t in texts for n in ("", "pz")]:
+            first = hz.ext_msgs(text, stmt=stmt)[:-5]
+            for then in (hz.ext_msgs("prepare fq as select 1"),
+                         hz.ext_msgs("prepare fq as select 1", stmt="pfq")):
+                def check(px):
+                    b = self.autocommit(px)
+                    r = hz.raw_login(self, px)
+                    self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
+                    r.sendall(first + then)
+                    got = hz.read_until_ready(r)
+                    self.assertEqual([hz.parse_fields(m[1])["C"] for m in got if m[0] == b"E"],
+                                     ["42P05"], got)
+                    self.assertEqual(got.count((b"C", b"PREPARE\x00")), 1, got)
+                    r.sendall(hz.ext_msgs("execute fq"))
+                    self.assertIn((b"C", b"SELECT 1\x00"), hz.read_until_ready(r))
+                    self.fails_with(b, "select * from fqt", "42P01")
+                    self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
+                    self.assertEqual(hz.simple_query(r, "deallocate zz"), ([], []))
+                with self.subTest(text=text, stmt=stmt, then=then[:40]):
+                    self.each_setting(check)
+
     def test_an_unnamed_deallocate_bound_again_forgets_the_names_seen_plain(self):
         # The unnamed statement DEALLOCATEs fq; a named statement PREPAREs
         # fq plain (its tag read: prepared.c has its text); a Bind of the
