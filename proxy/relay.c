@@ -1166,6 +1166,8 @@ static void stmt_portal_run(struct pgw_session *s, char type, const uint8_t *p, 
     if (type == PGW_FE_BIND) {
         if (unnamed)
             s->portal_prep = s->bind_prep;
+        else if (n <= PGW_MSG_HDR)      /* (cut after its header: maybe the unnamed one) */
+            s->portal_prep.kind = PGW_PORTAL_PREP_MAYBE;
         return;
     }
     const struct pgw_portal_prep_ref *r = &s->portal_prep;

@@ -2363,6 +2363,35 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                 with self.subTest(text=text, stmt=stmt, then=then[:40]):
                     self.each_setting(check)
 
+    def test_a_bind_cut_after_its_header_is_of_no_known_portal(self):
+        # Parse/Bind of "prepare fq ..." not run, then Parse/Bind of
+        # "prepare zz ...", the Bind cut after its 5-byte header (its
+        # portal's name not read yet), and its Execute: zz ran, not fq,
+        # yet the Execute listed fq, the unnamed portal's as before, and
+        # zz's tag kept fq plain: the function's fq, EXECUTEd, left its
+        # table to B (review r5 of 05246a0; fails before with
+        # max_prepared_statements = 0, where a Bind is relayed as it
+        # comes).  (The pause only parts the bytes in two reads.)
+        self.mk_prep_function()
+        bind = hz.msg(b"B", b"\x00\x00" + struct.pack("!HHH", 0, 0, 0))
+        def check(px):
+            b = self.autocommit(px)
+            r = hz.raw_login(self, px)
+            r.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
+            r.sendall(hz.parse_msg("", "prepare fq as select 1") + bind +
+                      hz.parse_msg("", "prepare zz as select 1") + bind[:5])
+            time.sleep(0.2)                  # (no reply can come meanwhile)
+            r.sendall(bind[5:] + hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S"))
+            got = hz.read_until_ready(r)
+            self.assertEqual(got.count((b"C", b"PREPARE\x00")), 1, got)
+            r.sendall(hz.ext_msgs("execute fq"))
+            self.assertIn((b"C", b"SELECT 1\x00"), hz.read_until_ready(r))
+            self.fails_with(b, "select * from fqt", "42P01")
+            self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
+            self.assertEqual(hz.simple_query(r, "deallocate zz"), ([], []))
+        self.each_setting(check)
+
     def test_an_unnamed_deallocate_bound_again_forgets_the_names_seen_plain(self):
         # The unnamed statement DEALLOCATEs fq; a named statement PREPAREs
         # fq plain (its tag read: prepared.c has its text); a Bind of the
