@@ -1355,6 +1355,11 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.addCleanup(conn.close)
         return conn
 
+    def a_and_b(self, px):
+        """Autocommit clients A and B of px, and a cursor of A's."""
+        a = self.autocommit(px)
+        return a, self.autocommit(px), a.cursor()
+
     def fails_with(self, conn, sql, sqlstate):
         with self.assertRaises(psycopg2.Error) as cm:
             conn.cursor().execute(sql)
@@ -1854,9 +1859,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # Fails before: B read A's table (no cleanup), and A's second
         # EXECUTE found it there (42P07).
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("prepare mk as select 'secret' as s into temp g1")
             self.assertEqual(self.cleanups(px), [])      # the PREPARE itself: nothing
             for _ in range(2):
@@ -1897,9 +1900,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # statement whose name differs only in case costs nothing.
         long = "n" * 70
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute('prepare "MIXED" as select 1')
             for i, (prep, exe) in enumerate([
                     ("MiXed", "execute mixed"),
@@ -1927,9 +1928,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # ALL, DISCARD ALL), a plain one of the same name costs nothing
         # (fails before: no cleanup for the first, B read A's table).
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             for i, drop in enumerate(["deallocate d0", "deallocate prepare d1",
                                       "deallocate prepare all", "discard all"]):
                 c.execute("prepare d%d as select 'secret' as s into temp g%d" % (i, i))
@@ -1951,9 +1950,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # skipped after an error earlier in its Query, cost nothing; of a
         # Query of several PREPAREs, only the one with the words costs.
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("prepare tmp as select 'secret' as s into temp g1")
             c.execute("prepare plain(int) as select $1 + 1")
             c.execute('prepare "TEMP" as select 1 as temp')
@@ -2053,9 +2050,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # read, and EXECUTE p in a later transaction left p's table to B
         # (session 50 d2; fails before: B read 'secret').
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("do $$ begin execute 'prepare dp1 as select ''secret'' as s "
                       "into temp dg1'; end $$")
             c.execute("do $$ begin perform 1; execute 'prepare dp2 as select ''secret'' "
@@ -2081,9 +2076,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                 "begin execute 'prepare fp as select ''secret'' as s into temp fg'; "
                 "return 1; end $$")
             self.addCleanup(own.cursor().execute, "drop function if exists mk_prep()")
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("select mk_prep()")
             self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
             c.execute("execute fp")
@@ -2099,9 +2092,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # with a temporary table (session 50 d2; fails before: B read
         # 'secret').
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("prepare pa as select 1")
             c.execute("execute pa")
             b.cursor().execute("select 1")
@@ -2179,9 +2170,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             lambda c, r: (r.sendall(hz.ext_msgs("deallocate fq")), hz.read_until_ready(r)),
         ]
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             r = hz.raw_login(self, px)
             for k, dealloc in enumerate(deallocs):
                 with self.subTest(k=k):
@@ -2240,9 +2229,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # cleanup (what the rule for names not seen PREPAREd must not
         # cost).
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("prepare s1(int) as select $1 + 1")
             for i in range(3):
                 c.execute("execute s1(%s)", (i,))
@@ -2430,9 +2417,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # statement (through a function here) that leaves another; the
         # word EXECUTE still reads it (fails before: B read A's r30).
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
+            a, b, c = self.a_and_b(px)
             c.execute("create or replace function run_text(q text) returns int "
                       "language plpgsql volatile as $$ begin execute q; return 1; end $$")
             c.execute("prepare k1 as select 'secret' as s into temp r30")
