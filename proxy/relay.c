@@ -469,6 +469,9 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                     ;
                 q = q + 1 < end ? q + 2 : end;
                 continue;
+            } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
+                       lower_ascii(q[-1]) == 'u') {
+                found |= PGW_WORDS_TEMP;   /* U&"pg\005ftemp": pg_temp, no word of it */
             }
             q++;
             continue;
@@ -928,6 +931,8 @@ static void stmt_forget_done(struct pgw_session *s)
 static bool text_prepares(const char *t, size_t upto, const char *name)
 {
     char pn[PGW_NAME_MAX + 1];
+    if (memchr(t, '\\', upto))
+        return false;                            /* (its split: stmt_sql_sent) */
     for (size_t off = 0; off < upto;) {
         size_t e = pgw_sql_statement_end(t + off, upto - off), rest = 0;
         if (pgw_prepare_parse(t + off, e, pn, &rest) == PGW_SQL_NAME_READ && strcmp(pn, name) == 0)
@@ -1036,7 +1041,10 @@ static void stmt_sql_sent(struct pgw_session *s, const uint8_t *p, uint32_t n, u
     uint64_t hs[PGW_STMT_PREP_MAX];
     uint8_t ws[PGW_STMT_PREP_MAX];
     int k = 0;
-    bool exact = !was_open && n == total;
+    /* A backslash may escape a quote (standard_conforming_strings off):
+     * PostgreSQL may split the text otherwise, its tags "PREPARE" those of
+     * other statements than read here.  Kept as sent then. */
+    bool exact = !was_open && n == total && !memchr(sql, '\\', len);
     for (size_t off = 0; off < len;) {
         size_t e = pgw_sql_statement_end(sql + off, len - off);
         uint64_t h = 0;

@@ -2379,6 +2379,56 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(hz.simple_query(r, "deallocate zz"), ([], []))
         self.each_setting(check)
 
+    def test_a_query_with_a_backslash_lists_no_prepare_at_its_tags(self):
+        # With standard_conforming_strings off a backslash escapes a quote
+        # in '...': PostgreSQL splits the Query otherwise than pgwharf.
+        # Here it runs "select '...'" and "prepare zz ...", where pgwharf
+        # read "prepare fq ..." (listed, zz's tag taken for it: fq, the
+        # function's with a table, kept plain), and "prepare fq ...; execute
+        # fq" (read as a PREPARE ahead of the EXECUTE: fq's table made, no
+        # cleanup) (review r6 of 05246a0; each fails before: B read
+        # 'secret').
+        self.mk_prep_function()
+        texts = ("select '\\'; prepare fq as select 1; select '; prepare zz as select 1",
+                 "select '\\'; prepare fq as select 1; select '; execute fq")
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            c = a.cursor()
+            c.execute("set standard_conforming_strings = off")
+            for k, text in enumerate(texts):
+                with self.subTest(k=k):
+                    c.execute("select mk_prep_fq()")
+                    try:
+                        c.execute(text)
+                        if k == 0:
+                            c.execute("execute fq")
+                        self.fails_with(b, "select * from fqt", "42P01")
+                    finally:
+                        c.execute("deallocate all; drop table if exists pg_temp.fqt")
+        self.each_setting(check)
+
+    def test_pg_temp_spelled_with_unicode_escapes(self):
+        # U&"pg\005ftemp" is pg_temp to PostgreSQL, no word of it to
+        # pgwharf's scan: SELECT INTO, CREATE TABLE AS, and an SQL
+        # PREPAREd one EXECUTEd later made a temporary table with no word
+        # TEMP (review r6 of 05246a0; each fails before: B read 'secret').
+        texts = [("select 'secret' as s into U&\"pg\\005ftemp\".ut1", "ut1"),
+                 ("create table u&\"pg!005ftemp\" uescape '!'.ut2 as select 'secret' as s",
+                  "ut2"),
+                 ("prepare up as select 'secret' as s into U&\"pg\\005ftemp\".ut3", None),
+                 ("execute up", "ut3")]
+        def check(px):
+            a = self.autocommit(px)
+            b = self.autocommit(px)
+            for text, table in texts:
+                with self.subTest(text=text):
+                    a.cursor().execute(text)
+                    if table:
+                        self.fails_with(b, "select * from pg_temp." + table, "42P01")
+            a.cursor().execute("deallocate all")
+        self.each_setting(check)
+
     def test_an_unnamed_deallocate_bound_again_forgets_the_names_seen_plain(self):
         # The unnamed statement DEALLOCATEs fq; a named statement PREPAREs
         # fq plain (its tag read: prepared.c has its text); a Bind of the
