@@ -566,7 +566,7 @@ void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uin
                                 size_t n)
 {
     if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true))
-        words &= ~PGW_WORDS_TEMP;
+        words &= ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);
     s->state_words |= words & PGW_WORDS_STATE;
     if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
         stmt_portal_text(s, words, text, n);
@@ -631,7 +631,7 @@ static void stmt_words_clear(struct pgw_server *srv)
 _Static_assert((PGW_WORDS_STATE >> 27) <= UINT8_MAX && (PGW_WORDS_STATE & ((1u << 27) - 1)) == 0,
                "user_stmt_words holds PGW_WORDS_STATE >> 27");
 /* In user_stmt_words beside them: its text PREPAREs inside a statement and
- * says HOLD or TEMP, or says DEALLOCATE: the names seen PREPAREd plain are
+ * says HOLD, TEMP or MAKE, or says DEALLOCATE: the names seen PREPAREd plain are
  * forgotten at each Bind or EXECUTE of it (stmt_sql_plain_forget). */
 #define STMT_WORDS_HIDDEN 0x40
 _Static_assert(((PGW_WORDS_STATE >> 27) & STMT_WORDS_HIDDEN) == 0,
@@ -639,7 +639,7 @@ _Static_assert(((PGW_WORDS_STATE >> 27) & STMT_WORDS_HIDDEN) == 0,
 
 static bool words_hidden(uint32_t w)
 {
-    return (w & PGW_WORDS_PREPARE_IN) && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP));
+    return (w & PGW_WORDS_PREPARE_IN) && (w & PGW_WORDS_STATE);
 }
 
 /* The statement of name hash h on srv may leave what its words w (HOLD or
@@ -696,7 +696,7 @@ static void stmt_forget_unsay(struct pgw_session *s, uint64_t h)
 
 /* A Parse (avail of its bytes at p, none past it) whose text has words
  * w: the unnamed statement's words, or a named one's kept on the server
- * when they say HOLD or TEMP (max_prepared_statements = 0). */
+ * when they say HOLD, TEMP or MAKE (max_prepared_statements = 0). */
 static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t avail, bool unnamed,
                              uint32_t w)
 {
@@ -706,7 +706,7 @@ static void stmt_words_parse(struct pgw_session *s, const uint8_t *p, uint32_t a
         s->unnamed_server = s->server->id;
         return;
     }
-    if (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP | PGW_WORDS_DEALLOCATE)))
+    if (s->ps_on || !(w & (PGW_WORDS_STATE | PGW_WORDS_DEALLOCATE)))
         return;
     struct pgw_server *srv = s->server;
     const uint8_t *name = p + PGW_MSG_HDR;
@@ -744,7 +744,7 @@ static ssize_t bind_stmt_name(const uint8_t *p, uint32_t avail, const uint8_t **
 static void stmt_words_bind(struct pgw_session *s, const uint8_t *p, uint32_t avail)
 {
     const struct pgw_server *srv = s->server;
-    bool unnamed_may = (s->unnamed_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP | PGW_WORDS_EXECUTE)) != 0;
+    bool unnamed_may = (s->unnamed_words & (PGW_WORDS_STATE | PGW_WORDS_EXECUTE)) != 0;
     bool named_may = !s->ps_on && (srv->user_stmt_n > 0 || srv->user_stmt_lost);
     if (!unnamed_may && !named_may)
         return;
@@ -810,7 +810,7 @@ static void stmt_sql_plain_drop(struct pgw_server *srv, uint64_t h)
 
 /* A text with words w runs on s's server: one whose word PREPARE is inside
  * a statement (a DO block's EXECUTE 'PREPARE ...', a function's text) and
- * that says HOLD or TEMP may PREPARE what pgwharf does not read, under a
+ * that says HOLD, TEMP or MAKE may PREPARE what pgwharf does not read, under a
  * name it saw PREPAREd plain (DEALLOCATEd there first): none is known
  * plain any more. */
 static void stmt_sql_hidden(struct pgw_session *s, uint32_t w)
@@ -1009,7 +1009,7 @@ static void stmt_sql_made(struct pgw_session *s, uint64_t h, uint8_t w)
 {
     struct pgw_server *srv = s->server;
     uint32_t words = (uint32_t)(w & ~PGW_STMT_PREP_UNREAD) << 27;
-    if (!(words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+    if (!(words & PGW_WORDS_STATE))
         return;
     s->stmt_kept = true;
     if (w & PGW_STMT_PREP_UNREAD) {
@@ -1025,7 +1025,7 @@ static void stmt_sql_made(struct pgw_session *s, uint64_t h, uint8_t w)
  * outstanding.  With none, and its PREPAREs read (at most
  * PGW_STMT_PREP_MAX), each is kept at its tag (the first tags "PREPARE"
  * that come are theirs, in order: stmt_sql_prepared); else those whose
- * words say HOLD or TEMP are kept now, whether they run or not (and a
+ * words say HOLD, TEMP or MAKE are kept now, whether they run or not (and a
  * Query not all here: only its first statement is read, a PREPARE that
  * is not all here kept with all words). */
 static void stmt_sql_sent(struct pgw_session *s, const uint8_t *p, uint32_t n, uint32_t total,
@@ -1077,7 +1077,7 @@ static void stmt_sql_sent(struct pgw_session *s, const uint8_t *p, uint32_t n, u
 
 /* A CommandComplete "PREPARE": the next PREPARE of the Query (stmt_sql_sent)
  * ran.  One pgwharf did not read there (none kept as sent since the link
- * was last idle) whose transaction's words say HOLD or TEMP: any named
+ * was last idle) whose transaction's words say HOLD, TEMP or MAKE: any named
  * statement there may leave both. */
 static void stmt_sql_prepared(struct pgw_session *s)
 {
@@ -1085,13 +1085,13 @@ static void stmt_sql_prepared(struct pgw_session *s)
     if (s->stmt_prep_at < s->stmt_prep_n) {
         uint64_t h = s->stmt_prep[s->stmt_prep_at];
         uint8_t w = s->stmt_prep_words[s->stmt_prep_at++];
-        if (!(w & PGW_STMT_PREP_UNREAD) && !(w & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27))) {
+        if (!(w & PGW_STMT_PREP_UNREAD) && !(w & (PGW_WORDS_STATE >> 27))) {
             stmt_words_drop(srv, h);             /* the name was free: an old record */
             if (!s->stmt_prep_noplain)
                 stmt_sql_plain_keep(srv, h);
         }
         stmt_sql_made(s, h, w);
-    } else if (!s->stmt_prep_loose && (s->state_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))) {
+    } else if (!s->stmt_prep_loose && (s->state_words & PGW_WORDS_STATE)) {
         srv->user_stmt_lost = true;
     }
 }
@@ -1193,16 +1193,16 @@ static void stmt_portal_run(struct pgw_session *s, char type, const uint8_t *p, 
 /* A Parse (avail of its bytes at p, none past it) whose text may be a
  * PREPARE (words w).  The name it makes: for the unnamed statement kept
  * for its Bind (stmt_sql_bound), and its Execute's tag (stmt_portal_bind),
- * HOLD or TEMP or not; a named one, with max_prepared_statements = 0, may
+ * HOLD, TEMP or MAKE or not; a named one, with max_prepared_statements = 0, may
  * run at any Bind there, where its text is not at hand: any named
- * statement there may leave both, if its words say HOLD or TEMP.  (With
+ * statement there may leave both, if its words say HOLD, TEMP or MAKE.  (With
  * them on, prepared.c has its text at each Bind.) */
 static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t avail, bool unnamed,
                            uint32_t w)
 {
     if (unnamed)
         s->unnamed_prep_is = false;
-    if (!unnamed && (s->ps_on || !(w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))))
+    if (!unnamed && (s->ps_on || !(w & PGW_WORDS_STATE)))
         return;
     const uint8_t *e = p + avail, *name = p + PGW_MSG_HDR;
     const uint8_t *b = name < e ? memchr(name, 0, (size_t)(e - name)) : NULL;
@@ -1219,7 +1219,7 @@ static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t ava
         s->unnamed_prep_is = true;
         s->unnamed_prep = h;
         s->unnamed_prep_words = sw;
-    } else if (sw & ((PGW_WORDS_HOLD | PGW_WORDS_TEMP) >> 27)) {
+    } else if (sw & (PGW_WORDS_STATE >> 27)) {
         s->stmt_kept = true;
         s->server->user_stmt_lost = true;
     }
@@ -1233,7 +1233,7 @@ static void stmt_sql_parse(struct pgw_session *s, const uint8_t *p, uint32_t ava
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n)
 {
     struct pgw_server *srv = s->server;
-    if ((w & PGW_WORDS_PREPARE) && (w & (PGW_WORDS_HOLD | PGW_WORDS_TEMP))) {
+    if ((w & PGW_WORDS_PREPARE) && (w & PGW_WORDS_STATE)) {
         const uint8_t *z = t ? memchr(t, 0, n) : NULL;
         uint64_t h = 0;
         uint8_t sw = 0;
@@ -1299,14 +1299,14 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
     if (state) {
         /* An SQL EXECUTE (EXPLAIN ANALYZE EXECUTE, CREATE TABLE ... AS
          * EXECUTE) runs a named statement as a Bind does, an SQL PREPAREd
-         * one or one Parsed with HOLD or TEMP (max_prepared_statements =
+         * one or one Parsed with HOLD, TEMP or MAKE (max_prepared_statements =
          * 0): the words the server keeps of the names it runs
          * (stmt_sql_*).  A named Parse of it with max_prepared_statements
          * = 0 runs at a Bind whose text is not at hand, the names there
          * then unknown now: it may leave both once Bound. */
         if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
             text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE))
-            w &= ~PGW_WORDS_TEMP;                /* (ON COMMIT DROP: its own table) */
+            w &= ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);   /* (ON COMMIT DROP: its own table) */
         /* (after: what it EXECUTEs -- AS SELECT f('execute p') -- is not
          * its table) */
         if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX)
@@ -1322,7 +1322,7 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
         /* A Parse not all here that fits the buffer is read whole before
          * it is sent (offer_tx_listen: transaction and statement mode),
          * and read here again then: its words for a later Bind from that
-         * (one cut by a read said HOLD and TEMP, or lost its server's
+         * (one cut by a read said HOLD, TEMP and MAKE, or lost its server's
          * names: every Bind there cost a cleanup). */
         if (type == PGW_FE_PARSE &&
             (avail >= total || total > PGW_MSG_HDR + PGW_NOTIFY_QUERY_MAX))
@@ -2379,7 +2379,7 @@ static bool pipe_safe_text(const struct pgw_proxy *px, const char *sql, size_t l
 {
     return pipe_safe_sql(sql, len) &&
            !(pgw_relay_text_words(px, (const uint8_t *)sql, len, 0) &
-             (PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_HOLD | PGW_WORDS_TEMP));
+             (PGW_WORDS_SET | PGW_WORDS_RESET | PGW_WORDS_STATE));
 }
 
 /* A request that may queue on a busy server, as pipe_request reads it. */
@@ -2533,7 +2533,7 @@ static int pipe_score(struct pgw_server *srv, void *arg)
     /* Nor behind one that may leave a cursor or temporary table there (a
      * SELECT ... INTO TEMP): a query behind it would run before the
      * cleanup (note_leftover). */
-    if (srv->user_leftover || (h->state_words & (PGW_WORDS_HOLD | PGW_WORDS_TEMP)))
+    if (srv->user_leftover || (h->state_words & PGW_WORDS_STATE))
         return -1;
     if (!params_match(srv, s))
         return -1;                       /* other settings: it would need SETs */
@@ -4998,16 +4998,42 @@ static bool pipe_more(const struct pgw_session *s)
     return s->server->user_queued > 0 || s->server->user_tail_skip > 0;
 }
 
+/* The CommandComplete tag of a CREATE (n bytes at tag past "CREATE ", its
+ * NUL counted): did it make an object of a schema, which PostgreSQL puts
+ * in pg_temp when none is written and the search_path has pg_temp first?
+ * A table, view, sequence, function, type..., an extension's objects too
+ * (CREATE EXTENSION: the first schema of the search_path), and what a tag
+ * not listed names; those listed are in no schema. */
+static bool create_in_schema(const char *tag, uint32_t n)
+{
+    static const char *const global[] = {
+        "ACCESS METHOD", "CAST", "DATABASE", "EVENT TRIGGER", "FOREIGN DATA WRAPPER",
+        "LANGUAGE", "PUBLICATION", "ROLE", "SCHEMA", "SERVER", "SUBSCRIPTION", "TABLESPACE",
+        "TRANSFORM", "USER MAPPING", NULL };
+    for (const char *const *g = global; *g; g++)
+        if (n == strlen(*g) + 1 && memcmp(tag, *g, n) == 0)
+            return false;
+    return true;
+}
+
 /* Transaction and statement mode: a WITH HOLD cursor and a temporary
  * object outlive the transaction on the server, where the next client the
- * pool lends it to could read them by name.  The tag of what made one
- * ("DECLARE CURSOR"; "CREATE TABLE", "CREATE VIEW"..., and "SELECT n" of
- * SELECT INTO and CREATE TABLE AS), with a word in the client's text that
- * says so (HOLD; TEMP, TEMPORARY, pg_temp, and CREATE or INTO for a SELECT
- * tag), marks the server for the
- * cleanup the pool runs when it is given back (pgw_pool_release).  A
- * cursor without HOLD and an ordinary SELECT cost nothing.  (What a
- * function creates has no tag of its own: not seen.)  tag: cut bytes. */
+ * pool lends it to could read them by name.  The tag of what made one,
+ * with a word in the client's text that says so, marks the server for the
+ * cleanup the pool runs when it is given back (pgw_pool_release):
+ * "DECLARE CURSOR" with HOLD; a tag of an object in a schema ("CREATE
+ * TABLE", "CREATE VIEW"..., not "CREATE ROLE": create_in_schema), and
+ * "SELECT n" of SELECT INTO and CREATE TABLE AS, with CREATE or INTO.  No
+ * word TEMP is needed: with pg_temp first in the search_path PostgreSQL
+ * puts an object made with no schema written in pg_temp, and pgwharf
+ * cannot know the search_path (a SET LOCAL, ALTER ROLE ... SET, a
+ * function's set_config() or SET clause; a server that reports it,
+ * PostgreSQL 18, does so at ReadyForQuery, after the CREATE, and never a
+ * SET LOCAL's).  DDL is rare where a pool is: a round trip for it.  A
+ * cursor without HOLD, an ordinary SELECT, INSERT INTO, a lone CREATE
+ * TEMP TABLE ... ON COMMIT DROP (no word: text_temp_drops) cost nothing.
+ * (What a function creates has no tag of its own: not seen.)  tag: cut
+ * bytes. */
 static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
 {
     static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ",
@@ -5015,19 +5041,20 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
     uint32_t w = s->state_words;
     if (!w || !s->px->cfg->server_reset_session_state)
         return;
-    /* (A DO block's CREATE TEMP, and EXPLAIN ANALYZE of CREATE TEMP TABLE
-     * ... AS or SELECT ... INTO TEMP, which runs it: their own tags.  A DO
-     * block's EXECUTE 'DECLARE ... WITH HOLD' too, and it may do both.) */
+    /* (A DO block's CREATE, and EXPLAIN ANALYZE of CREATE TABLE ... AS or
+     * SELECT ... INTO, which runs it: their own tags.  A DO block's
+     * EXECUTE 'DECLARE ... WITH HOLD' too, and it may do both.) */
     bool do_block = n == sizeof(do_) && memcmp(tag, do_, sizeof(do_)) == 0;
     bool makes = (w & PGW_WORDS_MAKE) &&
                  ((n > sizeof(select) && memcmp(tag, select, sizeof(select) - 1) == 0) ||
                   do_block ||
-                  (n == sizeof(explain) && memcmp(tag, explain, sizeof(explain)) == 0));
+                  (n == sizeof(explain) && memcmp(tag, explain, sizeof(explain)) == 0) ||
+                  (n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0 &&
+                   create_in_schema(tag + sizeof(create) - 1, n - (uint32_t)sizeof(create) + 1)));
     if ((w & PGW_WORDS_HOLD) &&
         (do_block || (n == sizeof(declare) && memcmp(tag, declare, sizeof(declare)) == 0)))
         s->server->user_leftover |= PGW_LEFTOVER_CURSOR;
-    if ((w & PGW_WORDS_TEMP) &&
-        (makes || (n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0)))
+    if (makes)
         s->server->user_leftover |= PGW_LEFTOVER_TEMP;
 }
 
