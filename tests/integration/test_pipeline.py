@@ -400,6 +400,65 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, QUEUED), 0)
 
+    def test_nothing_queues_behind_a_select_into_with_pg_temp_first(self):
+        # The search_path has pg_temp first (A's SET in an earlier
+        # transaction, not tracked: the server keeps it), and A's lone
+        # SELECT ... INTO, no word TEMP, makes a temporary table: B's
+        # SELECT queued behind it ran before the cleanup and read A's table
+        # (fails before: B got A's row).  B waits for the server instead.
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            self.rows(await a.query("set search_path = pg_temp, public"))
+            g = await self.gate(51)
+            try:
+                a.send(hz.query_msg("select 'secret' as s, (select 1 from (select "
+                                    "pg_advisory_xact_lock_shared(51)) l) as marker_q51 "
+                                    "into pgw_queued_sp"))
+                await self.wait_running("marker_q51")
+                b.send(hz.query_msg("select s from pgw_queued_sp"))
+                await self.until(lambda: self.waiting() == 1, "B waiting")
+            finally:
+                await g.open()
+            try:
+                self.rows(await a.read_result())
+                rows, err = await b.read_result()
+                self.assertEqual(rows, [])
+                self.assertEqual((err or {}).get("C"), "42P01", err)
+            finally:
+                for x in (a, b):
+                    await x.close()
+        self.run_async(main())
+        self.assertEqual(metric(self.px, QUEUED), 0)
+
+    def test_a_select_into_with_pg_temp_first_does_not_queue(self):
+        # B's lone SELECT ... INTO, no word TEMP, queued behind A's SELECT
+        # on a server whose search_path has pg_temp first (B's SET before,
+        # not tracked) ran there unseen: no cleanup, and D, the next client
+        # of the server, read B's table (fails before: D got 'secret').
+        async def main():
+            a, b = await self.conn(), await self.conn()
+            self.rows(await b.query("set search_path = pg_temp, public"))
+            g = await self.hold(52, a)
+            try:
+                b.send(hz.query_msg("select 'secret' as s into pgw_queued_sp2"))
+                await self.until(lambda: self.waiting() == 1 or metric(self.px, QUEUED) == 1,
+                                 "B waiting or queued")
+            finally:
+                await g.open()
+            try:
+                self.rows(await a.read_result())
+                self.assertEqual(await b.read_result(), ([], None))
+                d = await self.conn()
+                d.send(hz.query_msg("select s from pg_temp.pgw_queued_sp2"))
+                rows, err = await d.read_result()
+                await d.close()
+                self.assertEqual(rows, [])
+                self.assertEqual((err or {}).get("C"), "42P01", err)
+            finally:
+                for x in (a, b):
+                    await x.close()
+        self.run_async(main())
+
     def test_the_client_ahead_leaving_mid_query_costs_the_queue_nothing(self):
         pids_before = None
 
