@@ -3494,6 +3494,22 @@ static void close_terminated(struct pgw_session *s)
 
 enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED, COPY_ABORT_ROLLBACK };
 
+/* Bytes of pgwharf's own for the server, behind all that cbuf holds:
+ * appended and marked scanned (parsed = len), so that the relay sends them
+ * as they are and never reads them as the client's.  That nothing of the
+ * client's waits unscanned in front of them is the caller's to see to.
+ * false when out of memory. */
+static bool cbuf_own(struct pgw_session *s, const void *bytes, size_t n)
+{
+    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+        return false;
+    if (!pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)(s->cbuf->len - s->cbuf->sent + n)) ||
+        !pgw_iobuf_append(s->cbuf, bytes, n))
+        return false;
+    s->cbuf->parsed = s->cbuf->len;
+    return true;
+}
+
 /* The client ended (a Terminate, or a message PostgreSQL refuses) behind
  * requests of which a COPY FROM STDIN was or may be one, and pgwharf
  * cannot foresee where the server will be when it gets there: the count
@@ -3521,13 +3537,8 @@ static bool term_to_server(struct pgw_session *s)
         return false;
     uint8_t end[PGW_MSG_HDR] = {s->fe_invalid ? s->fe_invalid_type : PGW_FE_TERMINATE};
     pgw_put_u32(end + 1, 4);
-    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+    if (!cbuf_own(s, end, sizeof(end)))
         return false;
-    if (!pgw_iobuf_reserve(s->px, &s->cbuf,
-                           (uint32_t)(s->cbuf->len - s->cbuf->sent + sizeof(end))) ||
-        !pgw_iobuf_append(s->cbuf, end, sizeof(end)))
-        return false;
-    s->cbuf->parsed = s->cbuf->len;
     pgw_server_retire(s->server, "the client's end went to it (in or after a COPY FROM "
                       "STDIN pgwharf could not foresee)");
     s->term_sent = true;
@@ -3587,23 +3598,25 @@ static bool copy_abort_start(struct pgw_session *s)
     char name[sizeof(s->copy_abort_name)];
     int nl = snprintf(name, sizeof(name), "pgwharf_copy_end_%02x%02x%02x%02x%02x%02x%02x%02x",
                       rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-    uint8_t desc[5 + 1 + sizeof(name)];
+    /* CopyFail, Sync, Describe (length 4 + 'P' + the name and its NUL),
+     * Sync: the longer CopyFail, both Syncs and the longest name fit. */
+    uint8_t m[sizeof(refused) + 2 * (sizeof(sync) - 1) + 1 + 4 + 1 + sizeof(name)];
+    _Static_assert(sizeof(refused) >= sizeof(left), "m holds either CopyFail");
     uint32_t dlen = 4 + 1 + (uint32_t)nl + 1;
-    desc[0] = PGW_FE_DESCRIBE;
-    pgw_put_u32(desc + 1, dlen);
-    desc[5] = 'P';
-    memcpy(desc + 6, name, (size_t)nl + 1);
-    size_t need = fail_len + 2 * (sizeof(sync) - 1) + 1 + dlen;
-    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+    size_t n = 0;
+    memcpy(m, fail, fail_len);
+    n += fail_len;
+    memcpy(m + n, sync, sizeof(sync) - 1);
+    n += sizeof(sync) - 1;
+    m[n] = PGW_FE_DESCRIBE;
+    pgw_put_u32(m + n + 1, dlen);
+    m[n + 5] = 'P';
+    memcpy(m + n + 6, name, (size_t)nl + 1);
+    n += 1 + dlen;
+    memcpy(m + n, sync, sizeof(sync) - 1);
+    n += sizeof(sync) - 1;
+    if (!cbuf_own(s, m, n))
         return false;
-    if (!pgw_iobuf_reserve(s->px, &s->cbuf, (uint32_t)(s->cbuf->len - s->cbuf->sent + need)))
-        return false;
-    struct pgw_iobuf *b = s->cbuf;
-    if (!pgw_iobuf_append(b, fail, fail_len) ||
-        !pgw_iobuf_append(b, sync, sizeof(sync) - 1) || !pgw_iobuf_append(b, desc, 1 + dlen) ||
-        !pgw_iobuf_append(b, sync, sizeof(sync) - 1))
-        return false;
-    b->parsed = b->len;
     memcpy(s->copy_abort_name, name, (size_t)nl + 1);
     s->copy_abort = COPY_ABORT_OUT;
     s->copy_abort_ours = false;
@@ -5248,12 +5261,8 @@ static void track_probe_send(struct pgw_session *s)
     static const char m[] = "S\0\0\0\4" "C\0\0\0\16" "P" OWN_NAME "\0" "S\0\0\0\4";
     _Static_assert(4 + 1 + sizeof(OWN_NAME) == 14 && sizeof(m) - 1 == 5 + 15 + 5,
                    "the Close's length byte");
-    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+    if (!cbuf_own(s, m, sizeof(m) - 1))
         return;
-    if (!pgw_iobuf_reserve(s->px, &s->cbuf, s->cbuf->len - s->cbuf->sent + sizeof(m) - 1) ||
-        !pgw_iobuf_append(s->cbuf, m, sizeof(m) - 1))
-        return;
-    s->cbuf->parsed = s->cbuf->len;
     s->trk_probe = TRK_PROBE_FIRST;
     pgw_relay_flush_server(s);
 }
@@ -5366,13 +5375,8 @@ static int copy_abort_rollback(struct pgw_session *s)
 {
     static const char rollback[] = "Q\0\0\0\x0d" "ROLLBACK";
     _Static_assert(sizeof(rollback) == 1 + 0x0d, "the Query's length (its NUL too)");
-    if (!s->cbuf && !(s->cbuf = pgw_iobuf_get(s->px)))
+    if (!cbuf_own(s, rollback, sizeof(rollback)))
         return copy_abort_unforeseen(s);
-    if (!pgw_iobuf_reserve(s->px, &s->cbuf,
-                           (uint32_t)(s->cbuf->len - s->cbuf->sent + sizeof(rollback))) ||
-        !pgw_iobuf_append(s->cbuf, rollback, sizeof(rollback)))
-        return copy_abort_unforeseen(s);
-    s->cbuf->parsed = s->cbuf->len;
     s->copy_abort = COPY_ABORT_ROLLBACK;
     pgw_relay_flush_server(s);
     return s->state == PGW_SS_CLOSING ? -1 : 1;
