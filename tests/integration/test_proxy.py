@@ -1365,6 +1365,21 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             conn.cursor().execute(sql)
         self.assertEqual(cm.exception.pgcode, sqlstate, str(cm.exception))
 
+    def leaves_nothing(self, px, cases):
+        """A and B of px (a_and_b), then each (sql, probe, sqlstate) row: sql
+        run on A's cursor, then probe on B fails with sqlstate (what A left
+        is not B's).  None for sql: a further probe of the row before; None
+        for probe: sql only.  A failed row does not stop those behind it (a
+        cleanup row runs anyway).  Returns A, B and A's cursor."""
+        a, b, cur = self.a_and_b(px)
+        for sql, probe, sqlstate in cases:
+            with self.subTest(sql=sql, probe=probe):
+                if sql is not None:
+                    cur.execute(sql)
+                if probe is not None:
+                    self.fails_with(b, probe, sqlstate)
+        return a, b, cur
+
     def cleanups(self, px):
         return re.findall(r"event=server_reset_session_state .*", px.log())
 
@@ -1389,15 +1404,12 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # CREATE TEMP TABLE ... AS (tag "SELECT 1") and SELECT ... INTO TEMP:
         # pg_temp is the server's (fails before: B read 'secret').
         px = self.start()
-        a = self.autocommit(px)
-        a.cursor().execute("create temp table t as select 'secret' as s")
-        b = self.autocommit(px)
-        self.fails_with(b, "select * from pg_temp.t", "42P01")
-        self.fails_with(b, "select * from t", "42P01")
-        a.cursor().execute("select 'secret' as s into temp t2")
-        self.fails_with(b, "select * from t2", "42P01")
-        a.cursor().execute("create temporary view v as select 'secret'::text as s")
-        self.fails_with(b, "select * from pg_temp.v", "42P01")
+        self.leaves_nothing(px, [
+            ("create temp table t as select 'secret' as s", "select * from pg_temp.t", "42P01"),
+            (None, "select * from t", "42P01"),
+            ("select 'secret' as s into temp t2", "select * from t2", "42P01"),
+            ("create temporary view v as select 'secret'::text as s",
+             "select * from pg_temp.v", "42P01")])
         self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
                          self.cleanups(px))
 
@@ -1407,12 +1419,11 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # next LF and read none of it: no cleanup, B read A's table and
         # fetched A's cursor (review r5 of 05246a0; fails before).
         px = self.start()
-        a = self.autocommit(px)
-        b = self.autocommit(px)
-        a.cursor().execute("-- c\rcreate temp table cr1 as select 'secret' as s")
-        self.fails_with(b, "select * from pg_temp.cr1", "42P01")
-        a.cursor().execute("/* c */ -- c\r declare crc cursor with hold for select 'secret'")
-        self.fails_with(b, "fetch crc", "34000")
+        self.leaves_nothing(px, [
+            ("-- c\rcreate temp table cr1 as select 'secret' as s",
+             "select * from pg_temp.cr1", "42P01"),
+            ("/* c */ -- c\r declare crc cursor with hold for select 'secret'",
+             "fetch crc", "34000")])
         self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
 
     def test_a_do_block_or_explain_analyze_temp_table(self):
@@ -1420,14 +1431,13 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # CREATE TEMP TABLE ... AS / SELECT ... INTO TEMP (tag "EXPLAIN"),
         # which runs it: B read A's table (fails before: no cleanup).
         px = self.start()
-        a = self.autocommit(px)
-        b = self.autocommit(px)
-        a.cursor().execute("do $$ begin create temp table d1 as select 'secret' as s; end $$")
-        self.fails_with(b, "select * from pg_temp.d1", "42P01")
-        a.cursor().execute("explain analyze create temp table d2 as select 'secret' as s")
-        self.fails_with(b, "select * from pg_temp.d2", "42P01")
-        a.cursor().execute("explain (analyze) select 'secret' as s into temp d3")
-        self.fails_with(b, "select * from pg_temp.d3", "42P01")
+        self.leaves_nothing(px, [
+            ("do $$ begin create temp table d1 as select 'secret' as s; end $$",
+             "select * from pg_temp.d1", "42P01"),
+            ("explain analyze create temp table d2 as select 'secret' as s",
+             "select * from pg_temp.d2", "42P01"),
+            ("explain (analyze) select 'secret' as s into temp d3",
+             "select * from pg_temp.d3", "42P01")])
         self.assertEqual(len([l for l in self.cleanups(px) if 'query="DISCARD TEMP"' in l]), 3,
                          self.cleanups(px))
 
@@ -1436,16 +1446,14 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # CREATE TEMP): B fetched A's rows (hunt h1 of session 49; fails
         # before: B's FETCH got 'secret').  One block may leave both.
         px = self.start()
-        a = self.autocommit(px)
-        b = self.autocommit(px)
-        a.cursor().execute("do $$ begin execute 'declare cur cursor with hold for "
-                           "select ''secret'''; end $$")
-        self.fails_with(b, "fetch all from cur", "34000")
+        self.leaves_nothing(px, [
+            ("do $$ begin execute 'declare cur cursor with hold for select ''secret'''; end $$",
+             "fetch all from cur", "34000"),
+            ("do $$ begin create temp table d5 as select 'secret' as s; "
+             "execute 'declare cur2 cursor with hold for select * from d5'; end $$",
+             "fetch all from cur2", "34000"),
+            (None, "select * from pg_temp.d5", "42P01")])
         px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL"')
-        a.cursor().execute("do $$ begin create temp table d5 as select 'secret' as s; "
-                           "execute 'declare cur2 cursor with hold for select * from d5'; end $$")
-        self.fails_with(b, "fetch all from cur2", "34000")
-        self.fails_with(b, "select * from pg_temp.d5", "42P01")
         px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL; DISCARD TEMP"')
 
     def made_in_pg_temp(self, a, b, cur):
@@ -2254,11 +2262,9 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # pa2's tag "PREPARE", read after, kept it plain again: B read
         # A's table (review r2 of session 50; fails before).
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            a.cursor().execute("prepare pa2 as select 1; " + self.REPREPARE)
-            a.cursor().execute("execute pa2")
-            self.fails_with(b, "select * from pg2", "42P01")
+            _, b, _ = self.leaves_nothing(px, [
+                ("prepare pa2 as select 1; " + self.REPREPARE, None, None),
+                ("execute pa2", "select * from pg2", "42P01")])
             r = hz.raw_login(self, px)
             self.assertEqual(hz.simple_query(r, "deallocate pa2"), ([], []))
             r.sendall(hz.query_msg("prepare pa2 as select 1") + hz.ext_msgs(self.REPREPARE))
@@ -2351,16 +2357,13 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # 50; fails before: B read 'secret').
         self.mk_prep_function()
         px = self.start(max_prepared_statements=0)
-        a = self.autocommit(px)
-        b = self.autocommit(px)
         r = hz.raw_login(self, px)
         r.sendall(hz.query_msg("prepare fq as select 1") + hz.msg(b"C", b"Sfq\x00") +
                   hz.msg(b"S"))
         self.assertEqual(hz.read_until_ready(r), [(b"C", b"PREPARE\x00"), (b"Z", b"I")])
         self.assertEqual(hz.read_until_ready(r), [(b"3", b""), (b"Z", b"I")])
-        a.cursor().execute("select mk_prep_fq()")
-        a.cursor().execute("execute fq")
-        self.fails_with(b, "select * from fqt", "42P01")
+        self.leaves_nothing(px, [("select mk_prep_fq()", None, None),
+                                 ("execute fq", "select * from fqt", "42P01")])
 
     def test_sql_execute_of_a_name_seen_prepared_costs_nothing(self):
         # PREPARE then EXECUTE in later transactions, in one Query with its
@@ -2528,23 +2531,19 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # cleanup) (review r6 of 05246a0; each fails before: B read
         # 'secret').
         self.mk_prep_function()
-        texts = ("select '\\'; prepare fq as select 1; select '; prepare zz as select 1",
-                 "select '\\'; prepare fq as select 1; select '; execute fq")
+        clean = ("deallocate all; drop table if exists pg_temp.fqt", None, None)
         def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            c = a.cursor()
-            c.execute("set standard_conforming_strings = off")
-            for k, text in enumerate(texts):
-                with self.subTest(k=k):
-                    c.execute("select mk_prep_fq()")
-                    try:
-                        c.execute(text)
-                        if k == 0:
-                            c.execute("execute fq")
-                        self.fails_with(b, "select * from fqt", "42P01")
-                    finally:
-                        c.execute("deallocate all; drop table if exists pg_temp.fqt")
+            self.leaves_nothing(px, [
+                ("set standard_conforming_strings = off", None, None),
+                ("select mk_prep_fq()", None, None),
+                ("select '\\'; prepare fq as select 1; select '; prepare zz as select 1",
+                 None, None),
+                ("execute fq", "select * from fqt", "42P01"),
+                clean,
+                ("select mk_prep_fq()", None, None),
+                ("select '\\'; prepare fq as select 1; select '; execute fq",
+                 "select * from fqt", "42P01"),
+                clean])
         self.each_setting(check)
 
     def test_pg_temp_spelled_with_unicode_escapes(self):
@@ -2552,21 +2551,14 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # pgwharf's scan: SELECT INTO, CREATE TABLE AS, and an SQL
         # PREPAREd one EXECUTEd later made a temporary table with no word
         # TEMP (review r6 of 05246a0; each fails before: B read 'secret').
-        texts = [("select 'secret' as s into U&\"pg\\005ftemp\".ut1", "ut1"),
+        cases = [("select 'secret' as s into U&\"pg\\005ftemp\".ut1",
+                  "select * from pg_temp.ut1", "42P01"),
                  ("create table u&\"pg!005ftemp\" uescape '!'.ut2 as select 'secret' as s",
-                  "ut2"),
-                 ("prepare up as select 'secret' as s into U&\"pg\\005ftemp\".ut3", None),
-                 ("execute up", "ut3")]
-        def check(px):
-            a = self.autocommit(px)
-            b = self.autocommit(px)
-            for text, table in texts:
-                with self.subTest(text=text):
-                    a.cursor().execute(text)
-                    if table:
-                        self.fails_with(b, "select * from pg_temp." + table, "42P01")
-            a.cursor().execute("deallocate all")
-        self.each_setting(check)
+                  "select * from pg_temp.ut2", "42P01"),
+                 ("prepare up as select 'secret' as s into U&\"pg\\005ftemp\".ut3", None, None),
+                 ("execute up", "select * from pg_temp.ut3", "42P01"),
+                 ("deallocate all", None, None)]
+        self.each_setting(lambda px: self.leaves_nothing(px, cases))
 
     def test_an_unnamed_deallocate_bound_again_forgets_the_names_seen_plain(self):
         # The unnamed statement DEALLOCATEs fq; a named statement PREPAREs
