@@ -2066,21 +2066,44 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
     def test_an_unlisten_before_the_burst(self):
         self.check("ub", "unlisten %(a)s", "commit")
 
-    def own_behind_maybe_copies(self, sock, a_, b_, closing, n=3, heard=()):
-        """sock listens on b_, runs BEGIN; LISTEN a_; n of 4 kB on a_ are
-        committed, then b_'s 500 bytes, then it runs closing: its
-        messages up to that ReadyForQuery."""
-        self.expect(sock, "listen " + b_, ["LISTEN"], b"I")
-        self.expect(sock, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
-        for i in range(n):
-            self.notify(a_, "x" * 3990 + str(i))
+    def burst(self, sock, a_, b_, n, closing, heard):
+        """n of 4 kB on a_ are committed, then 500 bytes on b_ (each read
+        by heard's witness of its channel first, if given), then sock runs
+        closing: the types of its messages up to that ReadyForQuery."""
+        for chan, p in [(a_, "x" * 3990 + str(i)) for i in range(n)] + [(b_, "y" * 500)]:
+            self.notify(chan, p)
             if heard:
-                self.assertEqual(len(read_notifications(heard[0], 1)), 1)
-        self.notify(b_, "y" * 500)
-        if heard:
-            self.assertEqual(len(read_notifications(heard[1], 1)), 1)
+                self.assertEqual(len(read_notifications(heard[chan == b_], 1)), 1)
         sock.sendall(hz.query_msg(closing))
         return [t for t, _ in hz.read_until_ready(sock)]
+
+    def b_alone_as_postgresql_sends(self, scenario, a_, b_, args, tags, none_dropped=True):
+        """scenario(sock, a_, b_, *args, heard=...) on a client of
+        PostgreSQL itself: tags, then b_'s Notification, then the
+        ReadyForQuery; the same through pgwharf, with witnesses of a_ and
+        b_: tags and the ReadyForQuery, b_'s Notification alone after
+        them, and the client goes on (no 54000; with none_dropped, no
+        notification dropped either)."""
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        self.assertEqual(scenario(d, a_, b_, *args), tags + [b"A", b"Z"])
+        d.close()
+        heard = self.witness(a_), self.witness(b_)
+        a = login(self, self.px)
+        self.assertEqual(scenario(a, a_, b_, *args, heard=heard), tags + [b"Z"])
+        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(b_, "y" * 500)])
+        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
+        self.assertNotIn("sqlstate=54000", self.px.log())
+        if none_dropped:
+            self.assertNotIn("event=notification_dropped", self.px.log())
+
+    def own_behind_maybe_copies(self, sock, a_, b_, closing, heard=()):
+        """sock listens on b_, runs BEGIN; LISTEN a_; three of 4 kB on a_
+        are committed, then b_'s 500 bytes, then it runs closing (burst)."""
+        self.expect(sock, "listen " + b_, ["LISTEN"], b"I")
+        self.expect(sock, "begin; listen " + a_, ["BEGIN", "LISTEN"], b"T")
+        return self.burst(sock, a_, b_, 3, closing, heard)
 
     def test_its_own_behind_those_a_rollback_discards(self):
         # The copies of a, which the ROLLBACK throws away, filled the bound
@@ -2088,33 +2111,17 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         # the client was ended with 54000 (a known gap, review of 42a3027).
         # The copies that are the client's only if its LISTEN commits are
         # held beside the rest now, each up to the bound.
-        a_, b_ = "pgw_bl_own_a", "pgw_bl_own_b"
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        self.assertEqual(self.own_behind_maybe_copies(d, a_, b_, "rollback"), [b"C", b"A", b"Z"])
-        d.close()
-        wa, wb = self.witness(a_), self.witness(b_)
-        a = login(self, self.px)
-        self.assertEqual(self.own_behind_maybe_copies(a, a_, b_, "rollback", heard=(wa, wb)),
-                         [b"C", b"Z"])
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(b_, "y" * 500)])
-        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
-        self.assertNotIn("sqlstate=54000", self.px.log())
+        self.b_alone_as_postgresql_sends(self.own_behind_maybe_copies, "pgw_bl_own_a",
+                                         "pgw_bl_own_b", ("rollback",), [b"C"],
+                                         none_dropped=False)    # (a copy past the bound)
 
     def own_behind_unlistened(self, sock, a_, b_, opening, closing, heard=()):
         """sock listens on a_ and b_, runs BEGIN and opening; two of 4 kB
         on a_ are committed (the bound's worth), then 500 bytes on b_, then
-        it runs closing, which ends its transaction: the types of its
-        messages up to that ReadyForQuery."""
+        it runs closing, which ends its transaction (burst)."""
         self.expect(sock, "listen %s; listen %s" % (a_, b_), ["LISTEN", "LISTEN"], b"I")
         self.expect(sock, "begin; " + opening, ["BEGIN", opening.split()[0].upper()], b"T")
-        for chan, p in ((a_, "x" * 3990 + "0"), (a_, "x" * 3990 + "1"), (b_, "y" * 500)):
-            self.notify(chan, p)
-            if heard:
-                self.assertEqual(len(read_notifications(heard[chan == b_], 1)), 1)
-        sock.sendall(hz.query_msg(closing))
-        return [t for t, _ in hz.read_until_ready(sock)]
+        return self.burst(sock, a_, b_, 2, closing, heard)
 
     def its_own_behind_unlistened(self, name, opening, closing):
         # PostgreSQL reads what was committed during the transaction at its
@@ -2123,22 +2130,9 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         # they came, filled the bound; b's came past it and was dropped (a
         # mark), so the COMMIT that threw a's away ended the client with
         # 54000 (session 48's known gap).
-        a_, b_ = "pgw_bl_%s_a" % name, "pgw_bl_%s_b" % name
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        tags = [b"C"] * (closing.count(";") + 1)
-        self.assertEqual(self.own_behind_unlistened(d, a_, b_, opening, closing),
-                         tags + [b"A", b"Z"])
-        d.close()
-        wa, wb = self.witness(a_), self.witness(b_)
-        a = login(self, self.px)
-        self.assertEqual(self.own_behind_unlistened(a, a_, b_, opening, closing,
-                                                    heard=(wa, wb)), tags + [b"Z"])
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(b_, "y" * 500)])
-        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
-        self.assertNotIn("sqlstate=54000", self.px.log())
-        self.assertNotIn("event=notification_dropped", self.px.log())
+        self.b_alone_as_postgresql_sends(self.own_behind_unlistened, "pgw_bl_%s_a" % name,
+                                         "pgw_bl_%s_b" % name, (opening, closing),
+                                         [b"C"] * (closing.count(";") + 1))
 
     def test_its_own_behind_those_of_a_channel_it_then_unlistens(self):
         self.its_own_behind_unlistened("ul_then", "savepoint s", "unlisten %s; commit"
@@ -2163,16 +2157,11 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         """sock listens on a_, runs BEGIN; LISTEN c_; UNLISTEN a_; two of
         4 kB on a_ are committed (the bound's worth), then 500 bytes on c_
         (a copy: the client's only if its LISTEN commits), then it runs
-        closing: the types of its messages up to that ReadyForQuery."""
+        closing (burst)."""
         self.expect(sock, "listen " + a_, ["LISTEN"], b"I")
         self.expect(sock, "begin; listen %s; unlisten %s" % (c_, a_),
                     ["BEGIN", "LISTEN", "UNLISTEN"], b"T")
-        for chan, p in ((a_, "x" * 3990 + "0"), (a_, "x" * 3990 + "1"), (c_, "y" * 500)):
-            self.notify(chan, p)
-            if heard:
-                self.assertEqual(len(read_notifications(heard[chan == c_], 1)), 1)
-        sock.sendall(hz.query_msg(closing))
-        return [t for t, _ in hz.read_until_ready(sock)]
+        return self.burst(sock, a_, c_, 2, closing, heard)
 
     def test_a_copy_of_its_listen_behind_those_of_a_channel_it_unlistens(self):
         # PostgreSQL, reading at the COMMIT what came during the
@@ -2181,20 +2170,8 @@ class TestBacklogCountsWhatGoesOut(NotifyCase):
         # the bound: a copy was held only while all that was held fit the
         # bound, so c's was dropped (a mark), and the COMMIT that threw a's
         # away made it the client's: FATAL 54000 (review r3 of ecd485d).
-        a_, c_ = "pgw_bl_cp_a", "pgw_bl_cp_c"
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
-        self.addCleanup(d.close)
-        hz.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        self.assertEqual(self.copy_behind_unlistened(d, a_, c_, "commit"), [b"C", b"A", b"Z"])
-        d.close()
-        wa, wc = self.witness(a_), self.witness(c_)
-        a = login(self, self.px)
-        self.assertEqual(self.copy_behind_unlistened(a, a_, c_, "commit", heard=(wa, wc)),
-                         [b"C", b"Z"])
-        self.assertEqual([x[1:] for x in read_notifications(a, 1)], [(c_, "y" * 500)])
-        self.assertEqual(hz.simple_query(a, "select 'alive'"), ([[b"alive"]], []))
-        self.assertNotIn("sqlstate=54000", self.px.log())
-        self.assertNotIn("event=notification_dropped", self.px.log())
+        self.b_alone_as_postgresql_sends(self.copy_behind_unlistened, "pgw_bl_cp_a",
+                                         "pgw_bl_cp_c", ("commit",), [b"C"])
 
     def test_a_copy_of_its_listen_behind_those_of_an_unlisten_rolled_back(self):
         # ROLLBACK: a's two are the client's (the bound's worth), c's copy
