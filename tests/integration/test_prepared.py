@@ -2549,14 +2549,25 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
 
     KNOWN = "select 40 + 2 as v"
 
-    def test_a_known_text_is_answered_while_every_server_is_held(self):
+    def known_answered(self, *names):
+        """KNOWN prepared once on the pool's server, that server then held:
+        the holder and a new client whose Parses of KNOWN as each of names
+        were answered with no server."""
         self.prepared_once(self.KNOWN)
         holder, _ = self.hold_a_server()
         r = self.raw()
-        self.answered(r, "s1", self.KNOWN)
-        self.answered(r, "s2", self.KNOWN)
+        for name in names:
+            self.answered(r, name, self.KNOWN)
+        return holder, r
+
+    def statements_of(self, r):
+        """SHOW CLIENTS' prepared_statements of client r."""
         row = pt.show(self.console_conn(self.px), "CLIENTS", port=r.s.getsockname()[1])[0]
-        self.assertEqual(str(row["prepared_statements"]), "2", row)
+        return str(row["prepared_statements"])
+
+    def test_a_known_text_is_answered_while_every_server_is_held(self):
+        holder, r = self.known_answered("s1", "s2")
+        self.assertEqual(self.statements_of(r), "2")
         # Run once a server is free.
         r.send(r.bind("s1"), r.execute(), r.bind("s2"), r.execute(), r.sync())
         self.waiting(1)
@@ -2633,18 +2644,13 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
         # held server, query_wait_timeout's error).  The name is gone:
         # PostgreSQL's 26000 at its Bind, and the name may be prepared
         # again.
-        self.prepared_once(self.KNOWN)
-        holder, _ = self.hold_a_server()
-        r = self.raw()
-        self.answered(r, "s1", self.KNOWN)
-        self.answered(r, "S2", self.KNOWN)
+        holder, r = self.known_answered("s1", "S2")
         r.send(r.query("deallocate s1"))
         got = r.until_ready()
         self.assertEqual(got, [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
         r.send(r.query('deallocate prepare "S2"'))
         self.assertEqual(r.until_ready(), [(b"C", b"DEALLOCATE\x00"), (b"Z", b"I")])
-        row = pt.show(self.console_conn(self.px), "CLIENTS", port=r.s.getsockname()[1])[0]
-        self.assertEqual(str(row["prepared_statements"]), "0", row)
+        self.assertEqual(self.statements_of(r), "0")
         self.answered(r, "s1", self.KNOWN)
         r.send(r.close_stmt("s1"), r.sync())          # (a Close: answered so already)
         self.assertEqual(types(r.until_ready()), "3Z")
