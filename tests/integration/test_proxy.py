@@ -2500,9 +2500,20 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # zz's tag kept fq plain: the function's fq, EXECUTEd, left its
         # table to B (review r5 of 05246a0; fails before with
         # max_prepared_statements = 0, where a Bind is relayed as it
-        # comes).  (The pause only parts the bytes in two reads.)
+        # comes).  The second part goes only once pgwharf has read the
+        # first (cut_read): sent back to back, both parts may come in one
+        # read, and the test then passes without the fix.
         self.mk_prep_function()
         bind = hz.msg(b"B", b"\x00\x00" + struct.pack("!HHH", 0, 0, 0))
+        def cut_read(px, r):
+            # All r sent is acknowledged (r's Send-Q 0: nothing in flight)
+            # and none of it waits in pgwharf's receive queue (Recv-Q 0):
+            # pgwharf has read it, and scanned it in that same read.
+            port = r.getsockname()[1]
+            def read():
+                mine, its = hz.tcp_queues(port, px.port), hz.tcp_queues(px.port, port)
+                return mine is not None and its is not None and mine[1] == 0 and its[0] == 0
+            pt.wait_until(read, 20, what="pgwharf to read the Bind's header")
         def check(px):
             b = self.autocommit(px)
             r = hz.raw_login(self, px)
@@ -2510,7 +2521,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
             r.sendall(hz.parse_msg("", "prepare fq as select 1") + bind +
                       hz.parse_msg("", "prepare zz as select 1") + bind[:5])
-            time.sleep(0.2)                  # (no reply can come meanwhile)
+            cut_read(px, r)
             r.sendall(bind[5:] + hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S"))
             got = hz.read_until_ready(r)
             self.assertEqual(got.count((b"C", b"PREPARE\x00")), 1, got)
