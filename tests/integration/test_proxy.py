@@ -2215,14 +2215,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # B read 'secret').  An EXECUTE of a name pgwharf did not see
         # PREPAREd there counts as one that may leave both.
         def check(px):
-            own = psycopg2.connect(self.pg.dsn())
-            own.autocommit = True
-            self.addCleanup(own.close)
-            own.cursor().execute(
-                "create or replace function mk_prep() returns int language plpgsql as $$ "
-                "begin execute 'prepare fp as select ''secret'' as s into temp fg'; "
-                "return 1; end $$")
-            self.addCleanup(own.cursor().execute, "drop function if exists mk_prep()")
+            self.mk_prep_function("mk_prep", "fp", "fg")
             a, b, c = self.a_and_b(px)
             c.execute("select mk_prep()")
             self.assertEqual(self.temp_cleanups(px), 0, self.cleanups(px))
@@ -2287,17 +2280,17 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.pq_ok(pg.exec_(b"execute pa2"))
         self.fails_with(b, "select * from pg2", "42P01")
 
-    def mk_prep_function(self):
-        """A function, created by another connection, that PREPAREs fq
+    def mk_prep_function(self, fn="mk_prep_fq", name="fq", table="fqt"):
+        """A function fn, created by another connection, that PREPAREs name
         with a temporary table (its text not in the client's)."""
         own = psycopg2.connect(self.pg.dsn())
         own.autocommit = True
         self.addCleanup(own.close)
         own.cursor().execute(
-            "create or replace function mk_prep_fq() returns int language plpgsql as $$ "
-            "begin execute 'prepare fq as select ''secret'' as s into temp fqt'; "
-            "return 1; end $$")
-        self.addCleanup(own.cursor().execute, "drop function if exists mk_prep_fq()")
+            "create or replace function %s() returns int language plpgsql as $$ "
+            "begin execute 'prepare %s as select ''secret'' as s into temp %s'; "
+            "return 1; end $$" % (fn, name, table))
+        self.addCleanup(own.cursor().execute, "drop function if exists %s()" % fn)
 
     def test_a_deallocate_not_read_forgets_the_names_seen_plain(self):
         # fq PREPAREd plain, then DEALLOCATEd where pgwharf did not read
