@@ -2292,6 +2292,23 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             "return 1; end $$" % (fn, name, table))
         self.addCleanup(own.cursor().execute, "drop function if exists %s()" % fn)
 
+    def raw_with_fq(self, px):
+        """B (autocommit) and a raw client of px whose server has fq, made
+        by mk_prep_fq() (mk_prep_function): PREPAREd with a table."""
+        b = self.autocommit(px)
+        r = hz.raw_login(self, px)
+        self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
+        return b, r
+
+    def fq_leaves_nothing(self, b, r):
+        """r EXECUTEs fq, the function's (its SELECT INTO: SELECT 1): its
+        table is not B's; then fq and zz are DEALLOCATEd."""
+        r.sendall(hz.ext_msgs("execute fq"))
+        self.assertIn((b"C", b"SELECT 1\x00"), hz.read_until_ready(r))
+        self.fails_with(b, "select * from fqt", "42P01")
+        self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
+        self.assertEqual(hz.simple_query(r, "deallocate zz"), ([], []))
+
     def test_a_deallocate_not_read_forgets_the_names_seen_plain(self):
         # fq PREPAREd plain, then DEALLOCATEd where pgwharf did not read
         # it: a DO block's, among other statements of a Query, a lone one
@@ -2469,19 +2486,13 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             for then in (hz.ext_msgs("prepare fq as select 1"),
                          hz.ext_msgs("prepare fq as select 1", stmt="pfq")):
                 def check(px):
-                    b = self.autocommit(px)
-                    r = hz.raw_login(self, px)
-                    self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
+                    b, r = self.raw_with_fq(px)
                     r.sendall(first + then)
                     got = hz.read_until_ready(r)
                     self.assertEqual([hz.parse_fields(m[1])["C"] for m in got if m[0] == b"E"],
                                      ["42P05"], got)
                     self.assertEqual(got.count((b"C", b"PREPARE\x00")), 1, got)
-                    r.sendall(hz.ext_msgs("execute fq"))
-                    self.assertIn((b"C", b"SELECT 1\x00"), hz.read_until_ready(r))
-                    self.fails_with(b, "select * from fqt", "42P01")
-                    self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
-                    self.assertEqual(hz.simple_query(r, "deallocate zz"), ([], []))
+                    self.fq_leaves_nothing(b, r)
                 with self.subTest(text=text, stmt=stmt, then=then[:40]):
                     self.each_setting(check)
 
@@ -2508,21 +2519,15 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                 return mine is not None and its is not None and mine[1] == 0 and its[0] == 0
             pt.wait_until(read, 20, what="pgwharf to read the Bind's header")
         def check(px):
-            b = self.autocommit(px)
-            r = hz.raw_login(self, px)
+            b, r = self.raw_with_fq(px)
             r.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
             r.sendall(hz.parse_msg("", "prepare fq as select 1") + bind +
                       hz.parse_msg("", "prepare zz as select 1") + bind[:5])
             cut_read(px, r)
             r.sendall(bind[5:] + hz.msg(b"E", b"\x00" + struct.pack("!I", 0)) + hz.msg(b"S"))
             got = hz.read_until_ready(r)
             self.assertEqual(got.count((b"C", b"PREPARE\x00")), 1, got)
-            r.sendall(hz.ext_msgs("execute fq"))
-            self.assertIn((b"C", b"SELECT 1\x00"), hz.read_until_ready(r))
-            self.fails_with(b, "select * from fqt", "42P01")
-            self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
-            self.assertEqual(hz.simple_query(r, "deallocate zz"), ([], []))
+            self.fq_leaves_nothing(b, r)
         self.each_setting(check)
 
     def test_a_query_with_a_backslash_lists_no_prepare_at_its_tags(self):
