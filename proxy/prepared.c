@@ -1899,7 +1899,10 @@ static bool drops_all_text(const char *t, size_t n)
  * deallocates one of pgwharf's instead: a Close and a Parse of
  * DEALLOC_STMT and a Sync go ahead of the Query (their replies swallowed:
  * only with nothing outstanding, and not in a failed transaction, where
- * the Parse would fail), and that statement's text becomes DEALLOCATE
+ * the Parse would fail; in_batch, behind an extended batch with no Sync,
+ * the Close and the Parse join the batch, no Sync, their replies dropped
+ * in turn, skipped with the Query after an error in the batch, as
+ * PostgreSQL skips it), and that statement's text becomes DEALLOCATE
  * "PGW_DEALLOC": the client gets PostgreSQL's replies, tag and all.  The
  * name goes now (a Parse of it behind the Query waits for its answer:
  * name_unsettled) and comes back unless that statement's CommandComplete
@@ -1918,7 +1921,8 @@ static bool drops_all_text(const char *t, size_t n)
  * was rewritten, 0 to send it as it is, PGW_NOTIFY_MORE to wait until
  * nothing is outstanding (or a Parse or Close of the name is answered),
  * -1 when the session was closed. */
-static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, bool quiet)
+static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, bool quiet,
+                         bool in_batch)
 {
     if (!s->server || has_word_ci(sql, len, "RULE") || has_word_ci(sql, len, "ATOMIC") ||
         has_word_ci(sql, len, "STANDARD_CONFORMING_STRINGS") || memchr(sql, '\\', len))
@@ -1949,7 +1953,9 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         struct ps_client_name *c = NULL;
         switch (dealloc_target(s, one, e, name, &full, &c)) {
         case DEALLOC_WAIT:
-            return PGW_NOTIFY_MORE;
+            /* In a batch the answer it waits for comes only with the
+             * Query's: left to the server. */
+            return in_batch ? 0 : PGW_NOTIFY_MORE;
         case DEALLOC_MINE:
             if (++found > 1) {
                 pgw_ident_full_free(&full);
@@ -1969,15 +1975,18 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     char status = s->track.tx_status ? s->track.tx_status : 'I';
     if (!found || cut || cc > UINT16_MAX || status == 'E')
         return 0;
-    if (!quiet)
+    if (!quiet && !in_batch)
         return PGW_NOTIFY_MORE;
     static const char repl[] = "DEALLOCATE \"" DEALLOC_STMT "\"";
     struct pgw_wbuf m, q;
     pgw_wbuf_init(&m);
     pgw_wbuf_init(&q);
     dealloc_stmt_prepare(&m);
-    size_t mk = pgw_wbuf_msg_begin(&m, PGW_FE_SYNC);
-    pgw_wbuf_msg_end(&m, mk);
+    size_t mk;
+    if (!in_batch) {
+        mk = pgw_wbuf_msg_begin(&m, PGW_FE_SYNC);
+        pgw_wbuf_msg_end(&m, mk);
+    }
     mk = pgw_wbuf_msg_begin(&q, PGW_FE_QUERY);
     pgw_wbuf_append(&q, sql, at);
     pgw_wbuf_append(&q, repl, sizeof(repl) - 1);
@@ -2009,6 +2018,10 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     }
     if (ok && !s->ps_queue)
         ok = (s->ps_queue = calloc(1, sizeof(*s->ps_queue))) != NULL;
+    /* In a batch the Close and Parse go with it, no Sync: replies dropped
+     * one by one, in turn, and skipped with the Query after an error. */
+    if (ok && in_batch)
+        ok = q_push(s, Q_SWALLOW, PGW_FE_CLOSE, NULL) && q_push(s, Q_SWALLOW, PGW_FE_PARSE, NULL);
     if (!ok) {
         free(cname);
         pgw_wbuf_deinit(&m);
@@ -2033,8 +2046,10 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     }
     /* Swallowed as sync_params' are: nothing is outstanding (quiet), so
      * their replies come first.  (sync_queued: no SET among them.) */
-    s->swallow++;
-    s->sync_queued = 0;
+    if (!in_batch) {
+        s->swallow++;
+        s->sync_queued = 0;
+    }
     struct ps_queue *pq = s->ps_queue;
     free(pq->qd_cname);
     stmt_unref(reg_of(s), pq->qd_stmt);
@@ -2070,8 +2085,10 @@ static void query_dealloc_reply(struct pgw_session *s, struct qent *h, char type
  * once what came before is answered (quiet); in a failed transaction the
  * server refuses it (25P02) and the name stays, as in PostgreSQL.  Behind
  * an extended batch with no Sync yet (whose answers come only with this
- * Query's), or in a batch the server skips, it goes to the server as
- * PostgreSQL would run it there: skipped, or 26000. */
+ * Query's) PostgreSQL runs it after the batch, which it ends: the server
+ * deallocates one of pgwharf's statements instead, as among other
+ * statements (query_dealloc).  In a batch the server skips it goes to the
+ * server as it is: skipped there, as by PostgreSQL. */
 int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                             uint32_t total, bool quiet)
 {
@@ -2087,8 +2104,14 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     size_t len = total - PGW_MSG_HDR;
     if (sql[len - 1] != '\0' || strlen(sql) != len - 1)
         return 0;
-    if (s->track.fe_open > 0 || s->track.skip_sync || s->track.copy)
+    if (s->track.skip_sync || s->track.copy)
         return 0;
+    /* Behind an extended batch with no Sync yet PostgreSQL runs it (it ends
+     * the batch's implicit transaction), after the batch's messages, whose
+     * answers come only with the Query's: pgwharf's statement is
+     * deallocated in its place, in the batch (query_dealloc). */
+    if (s->track.fe_open > 0)
+        return s->server ? query_dealloc(s, sql, len - 1, quiet, true) : 0;
     /* Answers are outstanding but the count may be higher than those to
      * come (a COPY read Syncs): waiting might be for ever. */
     if (!quiet && s->track.count_high)
@@ -2098,7 +2121,7 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     struct ps_client_name *cn = NULL;
     int t = dealloc_target(s, sql, len - 1, name, &full, &cn);
     if (t == DEALLOC_NONE)
-        return query_dealloc(s, sql, len - 1, quiet);
+        return query_dealloc(s, sql, len - 1, quiet, false);
     char status = s->track.tx_status ? s->track.tx_status : 'I';
     if (t == DEALLOC_WAIT || !quiet || status == 'E') {
         pgw_ident_full_free(&full);

@@ -3105,6 +3105,46 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         r.send(r.bind("s3"), r.execute(), r.sync())
         self.assertEqual(sqlstate(r.until_ready()[0][1]), "26000")
 
+    def test_behind_an_open_batch_it_runs_as_in_postgresql(self):
+        """A Query after Bind and Execute with no Sync: PostgreSQL runs it
+        after them (it ends their implicit transaction), or skips it after
+        an error among them.  pgwharf sent it on as it was: 26000, and s1
+        stayed the client's.  Each step on a direct connection and through
+        pgwharf, their messages compared."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        dealloc = (r.parse("s1", "select 1"), r.parse("s2", "select 2"), r.sync())
+        steps = [
+            (dealloc, 1),
+            ((r.bind("s1"), r.execute(), r.query("DEALLOCATE s1")), 1),
+            ((r.sync(),), 1),
+            ((r.bind("s1"), r.execute(), r.sync()), 1),
+            # skipped after an error in the batch: s2 stays
+            ((r.bind("nope"), r.execute(), r.query("deallocate prepare S2"), r.sync()), 1),
+            ((r.bind("s2"), r.execute(), r.sync()), 1),
+            # in a transaction, among other statements
+            ((r.query("begin"), r.bind("s2"), r.execute(),
+              r.query("select 3; DEALLOCATE s2; select 4")), 2),
+            ((r.query("commit"), r.bind("s2"), r.execute(), r.sync()), 2),
+            ((r.parse("s2", "select 5"), r.bind("s2"), r.execute(), r.sync()), 1),
+        ]
+
+        def run(at):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            for msgs, n in steps:
+                sock.sendall(b"".join(msgs))
+                for _ in range(n):
+                    for t, body in ph.read_until_ready(sock):
+                        out.append((t, sqlstate(body) if t == b"E" else body))
+            return out
+
+        want = run(self.pg)
+        self.assertIn((b"C", b"DEALLOCATE\x00"), want)
+        self.assertEqual(run(px), want)
+
     def test_among_other_statements_of_a_query(self):
         # psqlODBC with autocommit off drops a statement with "SAVEPOINT
         # _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE _per_query_svp_":
