@@ -419,6 +419,69 @@ class TestFlushAfterTheRequest(RelayCase):
         self.assert_own_answer(a)
 
 
+class TestACloseOfAPortalBehindARequest(RelayCase):
+    """A Close of a portal and a Flush sent behind a Query before its
+    ReadyForQuery (ts-postgres closes with Close and Flush, no Sync):
+    PostgreSQL answers the Query, then CloseComplete, and nothing is under
+    way.  pgwharf sent the Close on as a batch opened, so at the Query's
+    ReadyForQuery 'I' the server stayed with the idle client until its
+    next Sync, and the next client waited (query_wait_timeout).  Each
+    exchange runs on a direct connection and through pgwharf, their
+    messages compared."""
+
+    settings = {"query_wait_timeout": "3s"}
+
+    def exchange(self, sock, data, readies, closes):
+        """data sent, then the messages up to the readies-th ReadyForQuery
+        and the closes-th CloseComplete (in whichever order they come)."""
+        sock.sendall(data)
+        got = []
+        while sum(t == b"Z" for t, _ in got) < readies or got.count((b"3", b"")) < closes:
+            got.append(hz.recv_msg(sock))
+        return got
+
+    def compare(self, data, readies=1, closes=1):
+        want = self.exchange(self.direct(), data, readies, closes)
+        a = self.login()
+        self.assertEqual(self.exchange(a, data, readies, closes), want)
+        return a, want
+
+    def assert_server_idle(self):
+        pool = self.px.show("POOLS", database=self.pg.database, user=self.pg.user)
+        self.assertEqual([(p["sv_active"], p["sv_idle"]) for p in pool], [("0", "1")])
+
+    def test_after_a_query_the_server_goes_back(self):
+        close = M(b"C", b"P\x00") + M(b"H")
+        for request, n, closes in (
+                (hz.query_msg("select 1"), 1, 1),
+                (hz.query_msg("select 1") + hz.query_msg("select 2"), 2, 1),
+                (hz.query_msg("select 1") + close + hz.query_msg("select 2"), 2, 2)):
+            with self.subTest(request=request):
+                a, got = self.compare(request + close, n, closes)
+                self.assertEqual(got[-1], (b"3", b""))
+                # Released at the ReadyForQuery, before the CloseComplete.
+                self.assert_server_idle()
+                self.assert_b_served()
+                self.assert_own_answer(a)
+                a.close()
+
+    def test_in_a_transaction_it_closes_the_cursor(self):
+        # After ReadyForQuery 'T' a portal may be there (a cursor): the
+        # Close goes to the server, which keeps it with its client.
+        a, got = self.compare(hz.query_msg("begin; declare c cursor for select 1") +
+                              M(b"C", b"Pc\x00") + M(b"H") + hz.query_msg("fetch c"), 2)
+        self.assertEqual(got.index((b"3", b"")), 3, got)
+        self.assertEqual(errors(got)[0]["C"], "34000", got)
+        a.sendall(hz.query_msg("rollback"))
+        self.assertEqual(hz.read_until_ready(a)[-1], (b"Z", b"I"))
+        self.assert_server_idle()
+
+
+class TestACloseOfAPortalBehindARequestWithoutPreparedStatements(
+        TestACloseOfAPortalBehindARequest):
+    settings = {"query_wait_timeout": "3s", "max_prepared_statements": 0}
+
+
 class TestRequestThenTerminate(RelayCase):
     """A request and a Terminate sent together (a client that does not
     wait for the answer, PQsendQuery then PQfinish): PostgreSQL runs the
