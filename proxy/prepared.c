@@ -1300,11 +1300,18 @@ static void shape_seen(struct pgw_session *s, const struct qent *h, uint64_t got
     struct ps_stmt *st = h->stmt;
     if (h->unread) {
         /* The reading of an unread name: its own from now on (below: a
-         * fresh statement if it differs), as any name's is.  (Its message
-         * waited for this: the name is still the one it read.) */
+         * fresh statement if it differs), as any name's is -- the
+         * statement of the settings it was read with (unread_use).  (Its
+         * message waited for this: the name is still the one it read.) */
         struct ps_client_name *un = client_find(s, h->cname);
-        if (un)
+        if (un) {
             un->unread = false;
+            if (un->stmt != st) {
+                st->refs++;
+                stmt_unref(reg_of(s), un->stmt);
+                un->stmt = st;
+            }
+        }
     }
     if (!shape_fixed(st))
         return;                          /* never shaped: nothing checked */
@@ -2624,25 +2631,40 @@ static bool unread_use(struct pgw_session *s, struct pgw_iobuf *b, uint32_t name
     struct ps_registry *reg = reg_of(s);
     struct ps_stmt *old = cn->stmt;
     uint64_t ctx = parse_context_now(s);
+    /* The reading now is the name's only once its check answers
+     * (shape_seen): skipped after an error earlier in the batch, the name
+     * stays the statement its Parse was answered with, which what a
+     * failed transaction needs was learnt for (failed_tx_answer). */
+    struct ps_stmt *st = old;
     if (old->retired || old->ctx != ctx) {
-        struct ps_stmt *now = stmt_get(reg, old->parse + old->key_off, old->key_len, ctx);
-        if (!now)
+        st = stmt_get(reg, old->parse + old->key_off, old->key_len, ctx);
+        if (!st)
             goto oom;
-        cn->stmt = now;                  /* (stmt_get's reference: the name's) */
-        stmt_unref(reg, old);
+    } else {
+        st->refs++;
     }
-    struct ps_stmt *st = cn->stmt;
     if (!shape_fixed(st)) {
+        if (st != old) {
+            cn->stmt = st;               /* nothing to check: the name's now */
+            st->refs++;
+            stmt_unref(reg, old);
+        }
+        stmt_unref(reg, st);
         cn->unread = false;
         return false;
     }
     *a = name_unsettled(s, key_name, st) ? PGW_PS_WAIT : check_hold(s, b, st, key_name);
-    if (*a != PGW_PS_FORWARD)
+    if (*a != PGW_PS_FORWARD) {
+        stmt_unref(reg, st);
         return true;
+    }
     struct ps_server *ss = server_state(s);
-    if (!ss)
+    if (!ss) {
+        stmt_unref(reg, st);
         goto oom;
+    }
     if (!need_room(s, b, send_parse_len(st) + (3 + ss->nreclose) * CLOSE_BYTES + CHECK_BYTES)) {
+        stmt_unref(reg, st);
         *a = PGW_PS_NEED_ROOM;
         return true;
     }
@@ -2655,7 +2677,8 @@ static bool unread_use(struct pgw_session *s, struct pgw_iobuf *b, uint32_t name
     if (e)
         e->stale = true;                 /* closed, and Parsed again (ensure_prepared) */
     uint32_t dlen;
-    st->refs++;                          /* ensure_prepared may drop other refs */
+    /* (The reference taken above holds st: ensure_prepared may drop
+     * other refs.) */
     bool ok = ensure_prepared(s, b, st, true) &&
               check_describe(s, b, st, NULL, b->parsed, learn_now(s, st, true), cn->name, true,
                              &dlen);

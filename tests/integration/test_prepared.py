@@ -2636,6 +2636,51 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
         r.send(r.bind("e"), r.execute(), r.sync())
         self.assertEqual(r.until_ready()[-1], (b"Z", b"I"))
 
+    def test_described_in_a_failed_transaction_after_its_check_was_skipped(self):
+        """A Bind of an unread name after a SET, in a batch that failed
+        before it (its check skipped with it): the name stays the
+        statement its Parse was answered with.  It moved to the new
+        settings' statement, never described, and in a later failed
+        transaction its Describe got 25P02 where PostgreSQL describes a
+        statement returning no rows (ParameterDescription, NoData).  The
+        steps after the Parse run on a direct connection too, and the
+        messages are compared."""
+        sql = "insert into ps_unread_skip values ($1::int)"
+        self.pg.psql("drop table if exists ps_unread_skip; "
+                     "create table ps_unread_skip(a int)")
+        self.addCleanup(self.pg.psql, "drop table if exists ps_unread_skip", check=False)
+        self.prepared_once(sql)
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "s1", sql)
+        self.release(holder)
+        steps = [
+            ((r.query("set TimeZone = 'Asia/Kathmandu'"),), 1),
+            # 34000 at the Execute: the Bind (and its check) skipped.
+            ((r.execute("nope"), bind1(r, "s1", "1"), r.sync()), 1),
+            ((r.query("begin"), r.query("select 1/0")), 2),
+            ((r.describe_stmt("s1"), r.sync()), 1),      # base: EZ, 25P02
+            ((r.query("rollback"),), 1),
+            ((bind1(r, "s1", "7"), r.execute(), r.sync()), 1),
+        ]
+        got = []
+        for msgs, n in steps:
+            r.send(*msgs)
+            for _ in range(n):
+                got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        ph.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        d.sendall(r.parse("s1", sql) + r.sync())
+        ph.read_until_ready(d)
+        want = []
+        for msgs, n in steps:
+            d.sendall(b"".join(msgs))
+            for _ in range(n):
+                want += [(t, sqlstate(b) if t == b"E" else b) for t, b in ph.read_until_ready(d)]
+        self.assertIn((b"n", b""), want)
+        self.assertEqual(got, want)
+
     def test_an_sql_deallocate_of_an_unread_name_is_answered(self):
         # A client that never had a server: its SQL DEALLOCATE of a name
         # answered with no server is answered as PostgreSQL answers it (a
