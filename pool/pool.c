@@ -515,7 +515,7 @@ static void check_or_close(struct pgw_server *srv)
     const char *q = srv->pool->set->cfg->server_check_query;
     if (strcmp(q, "<empty>") == 0)
         q = "";
-    if (pgw_server_job(srv, SRV_JOB_CHECK, q) < 0)
+    if (pgw_server_job(srv, SRV_JOB_CHECK, q, false) < 0)
         pgw_server_close(srv, "out of memory for server_check_query");
 }
 
@@ -1931,9 +1931,13 @@ static const char *leftover_sql(uint8_t leftover)
 /* Run server_reset_query (reset, or NULL) on srv, with the cleanup of its
  * leftovers (server_reset_session_state) ahead of it in the same Query.
  * DISCARD ALL takes them back itself, and must be a Query of its own (it
- * cannot run inside the implicit transaction of several statements). */
+ * cannot run inside the implicit transaction of several statements).  A
+ * transaction block left open (PGW_LEFTOVER_XACT) is rolled back first,
+ * in a Query of its own too, all under the job's bound
+ * (server_connect_timeout): a frozen backend holds no client's end. */
 static void reset_job(struct pgw_server *srv, const char *reset)
 {
+    bool rollback = srv->user_leftover & PGW_LEFTOVER_XACT;
     const char *clean = leftover_sql(srv->user_leftover);
     srv->user_leftover = 0;
     if (clean && reset && pgw_sql_has_all(reset, "discard"))
@@ -1945,7 +1949,8 @@ static void reset_job(struct pgw_server *srv, const char *reset)
                  (unsigned long long)srv->id, srv->backend_pid, clean);
     }
     if (!reset || !clean) {
-        if (pgw_server_job(srv, reset ? SRV_JOB_RESET : SRV_JOB_CLEANUP, reset ? reset : clean) < 0)
+        enum srv_job job = reset ? SRV_JOB_RESET : clean ? SRV_JOB_CLEANUP : SRV_JOB_ROLLBACK;
+        if (pgw_server_job(srv, job, reset ? reset : clean, rollback) < 0)
             pgw_server_close(srv, "out of memory for server_reset_query");
         return;
     }
@@ -1953,7 +1958,7 @@ static void reset_job(struct pgw_server *srv, const char *reset)
     char *sql = malloc(n);
     if (sql)
         snprintf(sql, n, "%s; %s", clean, reset);
-    if (!sql || pgw_server_job(srv, SRV_JOB_RESET, sql) < 0)
+    if (!sql || pgw_server_job(srv, SRV_JOB_RESET, sql, rollback) < 0)
         pgw_server_close(srv, "out of memory for server_reset_query");
     free(sql);
 }
@@ -1964,10 +1969,13 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     const char *reset = pool->set->cfg->server_reset_query;
     const char *over, *why;
     struct excess x;
-    /* (A reload that turned it off since drops what was noted.) */
-    bool cleanup = srv->user_leftover && pool->set->cfg->server_reset_session_state;
+    /* (A reload that turned it off since drops what was noted; never a
+     * transaction block left open.) */
+    bool rollback = srv->user_leftover & PGW_LEFTOVER_XACT;
+    bool cleanup = (srv->user_leftover & ~PGW_LEFTOVER_XACT) &&
+                   pool->set->cfg->server_reset_session_state;
     if (!cleanup)
-        srv->user_leftover = 0;
+        srv->user_leftover &= PGW_LEFTOVER_XACT;
 
     if (srv->state != PGW_SRV_ACTIVE) {
         char names[PGW_POOL_LOG_NAMES];
@@ -2004,7 +2012,7 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
         ;                     /* closed: another pool under a shared limit logs in */
     else if (how == PGW_RELEASE_RESET && reset && *reset)
         reset_job(srv, reset);
-    else if (cleanup)
+    else if (cleanup || rollback)
         reset_job(srv, NULL);
     else
         pgw_server_make_idle(srv);

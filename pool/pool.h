@@ -342,6 +342,11 @@ int pgw_pool_acquire_replication(struct pgw_pool *pool, struct pgw_pool_waiter *
 #define PGW_LEFTOVER_CURSOR 0x1   /* a WITH HOLD cursor: CLOSE ALL */
 #define PGW_LEFTOVER_TEMP 0x2     /* a temporary table, view, sequence or
                                    * function (pg_temp): DISCARD TEMP */
+#define PGW_LEFTOVER_XACT 0x4     /* a transaction block the client left open
+                                   * (pgwharf ended its COPY in it), nothing
+                                   * else outstanding: ROLLBACK, in any mode
+                                   * and whatever server_reset_session_state
+                                   * says, before the server is reused */
 
 enum pgw_release {
     PGW_RELEASE_IDLE,         /* clean: transaction idle, nothing outstanding */

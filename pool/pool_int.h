@@ -57,7 +57,9 @@ enum srv_job {
     SRV_JOB_RESET,            /* server_reset_query after release */
     SRV_JOB_CLEANUP,          /* CLOSE ALL / DISCARD TEMP after release
                                * (server_reset_session_state) */
-    SRV_JOB_CHECK             /* server_check_query before lending */
+    SRV_JOB_CHECK,            /* server_check_query before lending */
+    SRV_JOB_ROLLBACK          /* ROLLBACK alone after release
+                               * (PGW_LEFTOVER_XACT) */
 };
 
 /* A server as the pool sees it: the public part plus private state. */
@@ -463,7 +465,10 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
                                     struct pgw_pool_waiter *w);
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st);
 void pgw_server_make_idle(struct pgw_server *srv);
-int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql);
+/* Run sql (NULL: none) on srv as job, a ROLLBACK in a Query of its own
+ * ahead of it when rollback (a transaction block left open: DISCARD ALL
+ * cannot share a Query with it). */
+int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql, bool rollback);
 /* srv runs a job (RESETTING): the backend is sent a CancelRequest for it
  * (the set's cancel hook), as the connection about to close does not stop
  * it. */

@@ -961,7 +961,7 @@ static void login_done(struct pgw_server *srv)
         return;
     }
     if (pool->connect_query && *pool->connect_query) {
-        if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query) < 0)
+        if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query, false) < 0)
             connect_failed_answered(srv, "out of memory for connect_query", "53200");
         return;
     }
@@ -1133,6 +1133,7 @@ static const char *job_name(enum srv_job job)
     case SRV_JOB_RESET:         return "server_reset_query";
     case SRV_JOB_CLEANUP:       return "server_reset_session_state";
     case SRV_JOB_CHECK:         return "server_check_query";
+    case SRV_JOB_ROLLBACK:      return "ROLLBACK";
     case SRV_JOB_NONE:          break;
     }
     return "none";
@@ -1214,11 +1215,14 @@ out:
     return rc;
 }
 
-int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
+int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql, bool rollback)
 {
     struct pool_server *ps = srv_priv(srv);
     pgw_wbuf_reset(&ps->out);
-    pgw_wire_query(&ps->out, sql);
+    if (rollback)
+        pgw_wire_query(&ps->out, "ROLLBACK");
+    if (sql)
+        pgw_wire_query(&ps->out, sql);
     if (job == SRV_JOB_CONNECT_QUERY)
         cq_read_back(srv, &ps->out);
     if (ps->out.failed)
@@ -1229,7 +1233,7 @@ int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
     ps->err_sqlstate[0] = 0;
     ps->hdr_len = 0;
     ps->body_left = ps->body_len = ps->body_got = 0;
-    srv->pending_ready = job == SRV_JOB_CONNECT_QUERY ? 2 : 1;
+    srv->pending_ready = (sql ? 1 : 0) + (job == SRV_JOB_CONNECT_QUERY) + (rollback ? 1 : 0);
     pgw_server_move(srv, PGW_SRV_RESETTING);
     io_watch(srv, job_io_cb, srv->fd, EV_WRITE);
     double t = srv->pool->set->cfg->server_connect_timeout;
@@ -1547,7 +1551,7 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
          * session 48). */
         if (job == SRV_JOB_CHECK)
             pgw_pool_server_silent(srv);
-        else if (job == SRV_JOB_RESET || job == SRV_JOB_CLEANUP)
+        else if (job == SRV_JOB_RESET || job == SRV_JOB_CLEANUP || job == SRV_JOB_ROLLBACK)
             /* ... but a frozen host gives no reply to a reset either: its
              * other idle servers were lent unchecked (server_check_delay),
              * each client's query hanging where the entry's other host was

@@ -1943,8 +1943,11 @@ void pgw_relay_link(struct pgw_session *s, struct pgw_server *srv)
 /* pgw_relay_release_mode, the server's bytes past what is scanned aside. */
 static enum pgw_release release_mode_scanned(const struct pgw_session *s)
 {
-    if (s->track.sync_out > 0 || s->track.fe_open > 0 || s->swallow > 0 || s->track.copy || s->cskip ||
-        s->sskip || s->cancel_inflight || s->track.tx_status != 'I' || (s->ps_on && !pgw_ps_idle(s)) ||
+    /* (A block the pool rolls back: PGW_LEFTOVER_XACT, copy_abort_reply.) */
+    bool rolled_back = s->server && (s->server->user_leftover & PGW_LEFTOVER_XACT);
+    if (s->track.sync_out > 0 || s->track.fe_open > 0 || s->swallow > 0 || s->track.copy ||
+        s->cskip || s->sskip || s->cancel_inflight ||
+        (s->track.tx_status != 'I' && !rolled_back) || (s->ps_on && !pgw_ps_idle(s)) ||
         s->trk_probe)
         return PGW_RELEASE_CLOSE;
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed)
@@ -2156,7 +2159,8 @@ void pgw_relay_unlink(struct pgw_session *s, enum pgw_release how)
     }
     /* (The server its transaction's LISTEN ran on may stay, listening for
      * the client until the hub's server does: notify_bridge.c.) */
-    if (!next && !(how != PGW_RELEASE_CLOSE && s->notify && pgw_notify_bridge_take(s, srv)))
+    if (!next && !(how != PGW_RELEASE_CLOSE && s->notify &&
+                   !(srv->user_leftover & PGW_LEFTOVER_XACT) && pgw_notify_bridge_take(s, srv)))
         pgw_pool_release(srv, how);
     /* A client without a server holds no empty buffer (an idle client is
      * then just its session). */
@@ -3511,7 +3515,7 @@ static void close_terminated(struct pgw_session *s)
     }
 }
 
-enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED, COPY_ABORT_ROLLBACK };
+enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
 
 /* Bytes of pgwharf's own for the server, behind all that cbuf holds:
  * appended and marked scanned (parsed = len), so that the relay sends them
@@ -5388,23 +5392,6 @@ static int copy_abort_unforeseen(struct pgw_session *s)
     return -1;
 }
 
-/* The marker's ReadyForQuery says a transaction block is open (the COPY
- * ran in one, which its failure failed): PostgreSQL would have ended the
- * backend there, the block rolled back, and pgwharf closed the server, as
- * when a client leaves any block.  A ROLLBACK of pgwharf's ends the block
- * instead, all the client did in it undone, and the server goes back as
- * ever at its ReadyForQuery (review r6).  Returns as copy_abort_reply. */
-static int copy_abort_rollback(struct pgw_session *s)
-{
-    static const char rollback[] = "Q\0\0\0\x0d" "ROLLBACK";
-    _Static_assert(sizeof(rollback) == 1 + 0x0d, "the Query's length (its NUL too)");
-    if (!cbuf_own(s, rollback, sizeof(rollback)))
-        return copy_abort_unforeseen(s);
-    s->copy_abort = COPY_ABORT_ROLLBACK;
-    pgw_relay_flush_server(s);
-    return s->state == PGW_SS_CLOSING ? -1 : 1;
-}
-
 /* A server message whole at sbuf's parse position while pgwharf ends the
  * client's COPY (copy_abort_start).  The client gets what PostgreSQL
  * would have sent it: the answers to what it sent before the refused
@@ -5439,9 +5426,19 @@ static int copy_abort_reply(struct pgw_session *s)
             s->copy_abort_z++;
             return 1;
         }
-        if (s->copy_abort == COPY_ABORT_MARKED && s->copy_abort_zs != 'I')
-            return copy_abort_rollback(s);
-        /* The marker's (or the ROLLBACK's): all is answered. */
+        if (s->copy_abort_zs != 'I') {
+            /* The marker's says a transaction block is open (the COPY ran
+             * in one, which its failure failed): PostgreSQL would have
+             * ended the backend there, the block rolled back.  The pool
+             * rolls it back once the session ends, under its jobs' bound
+             * (server_connect_timeout), and keeps the server: the
+             * client's end waits for no round trip of a backend that may
+             * be frozen (review r4; the relay's own ROLLBACK here held
+             * the client's error and FATAL, unbounded without
+             * query_timeout). */
+            s->server->user_leftover |= PGW_LEFTOVER_XACT;
+        }
+        /* The marker's: all is answered. */
         s->copy_abort = COPY_ABORT_NONE;
         pgw_track_probed(&s->track, s->copy_abort_zs);
         if (s->ps_on)
@@ -5449,15 +5446,6 @@ static int copy_abort_reply(struct pgw_session *s)
         s->copy_ins = s->copy_ends = 0;
         s->srv_copy_in = false;
         s->query_start = s->query_floor = 0;
-        return 1;
-    }
-    if (s->copy_abort == COPY_ABORT_ROLLBACK) {
-        /* Only the ROLLBACK's CommandComplete comes before its
-         * ReadyForQuery; anything else (a parameter's old value back, a
-         * notice) is not foreseen: the server is closed, as before. */
-        if (type != PGW_BE_COMMAND_COMPLETE)
-            return copy_abort_unforeseen(s);
-        pgw_iobuf_cut(b, b->parsed, total);
         return 1;
     }
     struct pgw_wire_err_fields f;

@@ -1194,6 +1194,102 @@ class TestTheClientLeavingACopyInSessionMode(TestTheClientLeavingACopy):
     settings = {"pool_mode": "session", "server_reset_query": "DISCARD ALL"}
 
 
+class RollbackHold(hz.Forwarder):
+    """A Forwarder (the pool's backend address) that holds the first
+    ROLLBACK Query on its way to PostgreSQL until go is set; held is set
+    once it is held."""
+
+    ROLLBACK = hz.query_msg("ROLLBACK")
+
+    def __init__(self, pg):
+        self.held = threading.Event()
+        self.go = threading.Event()
+        super().__init__(pg)
+
+    def chunk_hook(self, n):
+        def on_chunk(data, to):
+            at = data.find(self.ROLLBACK)
+            if at < 0 or self.held.is_set() or to.getpeername()[:2] != self.target:
+                return data
+            to.sendall(data[:at])
+            self.held.set()
+            self.go.wait()
+            return data[at:]
+        return on_chunk
+
+    def close(self):
+        self.go.set()
+        super().close()
+
+
+class TestTheClientLeavingACopyInABlockOfAFrozenBackend(RelayCase):
+    """A Terminate inside a COPY FROM STDIN inside a transaction block:
+    pgwharf ends the COPY and rolls the block back to keep the server.
+    The client's ERROR and FATAL waited for that ROLLBACK's round trip:
+    for ever on a frozen backend without query_timeout (review r4).  The
+    client gets its end first now; the pool's ROLLBACK runs under its
+    jobs' bound (server_connect_timeout), the server closed when it
+    gets no reply, nothing left behind."""
+
+    def setUp(self):
+        pt.PgwharfTestCase.setUp(self)
+        self.fwd = RollbackHold(self.pg)
+        self.addCleanup(self.fwd.close)
+        self.px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "query_wait_timeout": "20s", "log_connections": 0,
+            "server_connect_timeout": "2s"},
+            databases={self.pg.database: self.fwd.conn_string(self.pg)})
+        scratch_table(self, "relay_copy_leave", "n int")
+
+    copy_started = TestTheClientLeavingACopy.copy_started
+    gone = TestTheClientLeavingACopy.gone
+
+    @staticmethod
+    def cont(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+    def test_the_client_gets_its_end_before_the_rollback(self):
+        pid = self.server_pid()
+        a = self.login()
+        port = a.getsockname()[1]
+        hz.simple_query(a, "begin")
+        hz.simple_query(a, "insert into relay_copy_leave values (9)")
+        self.copy_started(a)
+        a.sendall(M(b"d", b"5\n") + M(b"X"))
+        # The block's ROLLBACK is on its way; the backend freezes before
+        # it gets there.
+        self.assertTrue(self.fwd.held.wait(20), "no ROLLBACK went to the server")
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(self.cont, pid)
+        pt.wait_stopped([pid])
+        self.fwd.go.set()
+        data, closed = hz.read_until_closed(a, 10)
+        self.assertTrue(closed, "the client's end waited for the frozen backend: %r" % data)
+        got = messages_but_source(data)
+        self.assertEqual([b[:4] for t, b in got], [
+            (b"SERROR", b"VERROR", b"C08P01",
+             b"Munexpected message type 0x58 during COPY from stdin"),
+            (b"SFATAL", b"VFATAL", b"C08P01", b"Mterminating connection because "
+             b"protocol synchronization was lost")], got)
+        self.gone(port)
+        # The ROLLBACK gets no reply: the server is closed at the bound.
+        self.px.wait_for_log(r"ROLLBACK: no reply in time", 20)
+        pt.wait_until(lambda: self.px.show("SERVERS") == [], 20, what="the server closed")
+        pool = self.px.show("POOLS", database=self.pg.database)[0]
+        self.assertEqual([pool[k] for k in ("cl_active", "cl_waiting", "sv_active", "sv_idle",
+                                            "sv_used", "sv_tested", "sv_login")],
+                         ["0"] * 7, pool)
+        self.cont(pid)
+        b = self.login()
+        self.assertEqual(hz.simple_query(b, "select count(*) from relay_copy_leave"),
+                         ([[b"0"]], []))
+        b.close()
+
+
 class TestPipelinedCopies(RelayCase):
     """Two COPY FROM STDIN sent in one write, the first whole (its data and
     CopyDone), the second ended by a message its COPY refuses (a 'p') or a
