@@ -3464,21 +3464,27 @@ static bool fe_type_valid(uint8_t type)
     }
 }
 
-/* PostgreSQL's error at a message its COPY FROM STDIN refuses: with the
- * CONTEXT (W) it names -- "COPY t, line N", that of the server's error at
- * pgwharf's CopyFail, read at the same place (copy_abort_reply) -- but no
- * F/L/R: the server's there name the CopyFail's line in its source, and
- * pgwharf's own errors carry none. */
+/* PostgreSQL's error at a message its COPY FROM STDIN refuses, or at the
+ * end of the client's stream there (client_eof, not fe_invalid: 08006,
+ * CopyGetData's): with the CONTEXT (W) it names -- "COPY t, line N", that
+ * of the server's error at pgwharf's CopyFail, read at the same place
+ * (copy_abort_reply) -- but no F/L/R: the server's there name the
+ * CopyFail's line in its source, and pgwharf's own errors carry none. */
 static void send_copy_refused(struct pgw_session *s)
 {
     char m[64];
-    snprintf(m, sizeof(m), "unexpected message type 0x%02X during COPY from stdin",
-             s->fe_invalid_type);
+    if (s->fe_invalid)
+        snprintf(m, sizeof(m), "unexpected message type 0x%02X during COPY from stdin",
+                 s->fe_invalid_type);
+    else
+        snprintf(m, sizeof(m), "unexpected EOF on client connection with an open transaction");
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     size_t at = pgw_wbuf_msg_begin(&b, PGW_BE_ERROR);
-    static const char fields[] = "SERROR\0VERROR\0C08P01";
-    pgw_wbuf_append(&b, fields, sizeof(fields));
+    static const char refused[] = "SERROR\0VERROR\0C08P01";
+    static const char eof[] = "SERROR\0VERROR\0C08006";
+    _Static_assert(sizeof(refused) == sizeof(eof), "one length for both");
+    pgw_wbuf_append(&b, s->fe_invalid ? refused : eof, sizeof(refused));
     pgw_wbuf_put_u8(&b, 'M');
     pgw_wbuf_put_str(&b, m);
     if (s->copy_abort_where) {
@@ -3513,6 +3519,22 @@ static void close_terminated(struct pgw_session *s)
          * data first: PostgreSQL, out of the COPY, takes it as one.) */
         pgw_session_close(s, NULL, "client terminated");
     }
+}
+
+/* The client's stream ended inside its COPY FROM STDIN, which failed at
+ * pgwharf's CopyFail (copy_abort_leave): PostgreSQL 15 sends ERROR 08006
+ * "unexpected EOF on client connection with an open transaction" (in a
+ * transaction block or not), then the FATAL of a COPY that lost its
+ * protocol, and a client that only shut down its sending side reads them.
+ * (One whose COPY had failed on its data first gets that error and its
+ * ReadyForQuery, then the close: PostgreSQL, out of the COPY, ends
+ * quietly at the end of the stream.) */
+static void close_copy_eof(struct pgw_session *s)
+{
+    send_copy_refused(s);
+    if (s->state != PGW_SS_CLOSING)
+        pgw_session_close(s, "08P01", "terminating connection because protocol "
+                          "synchronization was lost");
 }
 
 enum { COPY_ABORT_NONE, COPY_ABORT_OUT, COPY_ABORT_MARKED };
@@ -3661,10 +3683,12 @@ static bool copy_abort_start(struct pgw_session *s)
  * the end of its stream, a reset): PostgreSQL ends the backend there, the
  * COPY rolled back, and PgBouncer closes the server; so did pgwharf, and
  * the pool logged in again.  The end of copy_abort_start keeps it: the
- * COPY fails, its transaction with it, and none of the replies goes to
- * the client, gone (copy_abort_reply); the session ends at the marker's
- * ReadyForQuery (pgw_relay_eof_check), the server given back as ever (in
- * a failed transaction block: closed).  Everything whole that the client
+ * COPY fails, its transaction with it, and the client -- which may have
+ * shut down its sending side only, and read on -- gets what PostgreSQL
+ * sends it (copy_abort_reply, close_copy_eof) unless a write to it fails;
+ * the session ends at the marker's ReadyForQuery (pgw_relay_eof_check),
+ * the server given back as ever (in a failed transaction block: rolled
+ * back by the pool, PGW_LEFTOVER_XACT).  Everything whole that the client
  * sent before is scanned and goes first.  true when that end is on its
  * way (the session may have closed since: a failed write). */
 static bool copy_abort_leave(struct pgw_session *s)
@@ -4696,6 +4720,8 @@ void pgw_relay_eof_check(struct pgw_session *s)
         return;
     else if (s->term_wait)
         close_terminated(s);
+    else if (s->copy_abort_ours && !s->fe_invalid && !s->copy_abort_lost)
+        close_copy_eof(s);
     else
         pgw_session_close(s, NULL, "client closed the connection");
 }
@@ -5417,8 +5443,10 @@ static int copy_abort_reply(struct pgw_session *s)
             return -1;
         return 0;
     }
-    /* The client left (copy_abort_leave), or its socket failed since. */
-    bool gone = !s->fe_invalid || s->copy_abort_lost;
+    /* Its socket failed since.  (A client that left (copy_abort_leave)
+     * may have shut down its sending side only, and read on: it gets
+     * what PostgreSQL sends it, as one that sent a refused message.) */
+    bool gone = s->copy_abort_lost;
     if (type == PGW_BE_READY && total == 6) {
         s->copy_abort_zs = (char)p[5];
         pgw_iobuf_cut(b, b->parsed, total);

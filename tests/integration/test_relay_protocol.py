@@ -1185,6 +1185,53 @@ class TestTheClientLeavingACopy(RelayCase):
         b.close()
 
 
+    def test_a_half_close_is_answered_as_by_postgres(self):
+        """The client shuts down its sending side inside its COPY FROM
+        STDIN and reads on: PostgreSQL 15 sends ERROR 08006 "unexpected
+        EOF on client connection with an open transaction" (CONTEXT the
+        COPY's line), then FATAL 08P01 "terminating connection because
+        protocol synchronization was lost" -- in a transaction block or
+        not; after a bad row the COPY's error, its ReadyForQuery, and the
+        close.  pgwharf sent nothing but the close (fails before: []).
+        Each message as PostgreSQL's but for F, L, R; the server stays
+        (after a bad row, where the COPY's error may come before the end
+        of the stream, leaving a failed block or a batch with no Sync
+        behind it, it may be closed, as before)."""
+        cases = dict(self.copy_end_cases(b""))
+        cases["a bad row"] = (False, M(b"d", b"x\n"))
+        cases["execute, a bad row"] = (True, M(b"d", b"x\n"))
+        for block in (False, True):
+            for name, (extended, payload) in cases.items():
+                with self.subTest(block=block, case=name):
+                    pid = self.server_pid()
+                    def run(sock):
+                        if block:
+                            hz.simple_query(sock, "begin")
+                        if extended is not None:
+                            self.copy_started(sock, extended)
+                        sock.sendall(payload)
+                        sock.shutdown(socket.SHUT_WR)
+                        data, closed = hz.read_until_closed(sock, 20)
+                        self.assertTrue(closed, "the session did not end")
+                        return messages_but_source(data)
+                    want = run(self.direct())
+                    if "bad row" in name:
+                        self.assertIn(b"C22P02", want[0][1], want)
+                    else:
+                        self.assertEqual([b[:4] for t, b in want[-2:]], [
+                            (b"SERROR", b"VERROR", b"C08006", b"Munexpected EOF on client "
+                             b"connection with an open transaction"),
+                            (b"SFATAL", b"VFATAL", b"C08P01", b"Mterminating connection "
+                             b"because protocol synchronization was lost")], want)
+                    a = self.login()
+                    port = a.getsockname()[1]
+                    self.assertEqual(run(a), want)
+                    self.gone(port)
+                    if "bad row" in name:
+                        pid = self.server_pid()     # (kept or not: see above)
+                    self.assert_kept_clean(pid)
+
+
 class TestTheClientLeavingACopyWithoutPreparedStatements(TestTheClientLeavingACopy):
     settings = {"max_prepared_statements": 0}
 
