@@ -3567,13 +3567,19 @@ static bool cbuf_own(struct pgw_session *s, const void *bytes, size_t n)
  * COPY with the COPY's error and FATAL, outside with its FATAL (a
  * Terminate: nothing), and closes; the client gets all of it, the session
  * ends at the server's close.  The server is retired: it ends anyway.
- * false when that is not the case (nothing of a COPY outstanding, all
- * answered: the callers end as before). */
+ * Likewise a Terminate behind a batch with no Sync (fe_open): the server
+ * sends nothing more of it but what a Flush in it released, and the
+ * errors, which PostgreSQL flushes as they come; the session, ended at
+ * once, lost the answers still on their way (its server was closed
+ * anyway: the batch's transaction is rolled back as at PostgreSQL's end).
+ * false when that is not the case (nothing of a COPY or a batch
+ * outstanding, all answered: the callers end as before). */
 static bool term_to_server(struct pgw_session *s)
 {
+    bool batch = s->track.fe_open > 0 && !s->fe_invalid;
     if (!s->server || s->state != PGW_SS_LINKED || s->replication || s->term_sent ||
         s->copy_abort != COPY_ABORT_NONE || s->eof_copy_fail || s->pipe_srv || s->cskip > 0 ||
-        s->trk_probe || s->swallow > 0 || (s->copy_ins == 0 && s->copy_ends == 0) ||
+        s->trk_probe || s->swallow > 0 || (s->copy_ins == 0 && s->copy_ends == 0 && !batch) ||
         s->pipe_stop || s->pipe_skip > 0 || s->pipe_drop > 0 ||
         s->server->user_queued > 0 || s->server->user_tail_skip > 0)
         return false;                   /* (other clients' requests on it: as before) */
@@ -3584,8 +3590,10 @@ static bool term_to_server(struct pgw_session *s)
     pgw_put_u32(end + 1, 4);
     if (!cbuf_own(s, end, sizeof(end)))
         return false;
-    pgw_server_retire(s->server, "the client's end went to it (in or after a COPY FROM "
-                      "STDIN pgwharf could not foresee)");
+    pgw_server_retire(s->server, s->copy_ins == 0 && s->copy_ends == 0
+                      ? "the client's Terminate went to it (behind a batch with no Sync)"
+                      : "the client's end went to it (in or after a COPY FROM STDIN pgwharf "
+                        "could not foresee)");
     s->term_sent = true;
     s->terminating = false;
     s->term_wait = true;
@@ -4221,7 +4229,9 @@ static bool client_data_step(struct pgw_session *s)
          * Queries and a Terminate, two ran.)  Where that wait could be
          * for ever (eof_done: a batch with no Sync, a COPY waiting for
          * data), the session ends once it is sent (pgw_relay_flush_server),
-         * the server closed, its answer unread. */
+         * the server closed, its answer unread -- or the Terminate goes to
+         * the server behind it (term_to_server: what a Flush released
+         * comes first). */
         ev_io_stop(s->px->loop, &s->cli_r);
         if (s->server && s->state == PGW_SS_LINKED && !s->pipe_srv) {
             s->client_eof = true;

@@ -542,6 +542,43 @@ class TestRequestThenTerminate(RelayCase):
         self.several_then_terminate(["begin"] + ["insert into relay_terminate values (%d)" % i
                                                  for i in range(3)] + ["commit"], "3")
 
+    def test_a_batch_with_no_sync_flushed_then_terminate(self):
+        """A batch with no Sync, a Flush, then a Terminate: PostgreSQL
+        sends what the Flush released (and an error, which it flushes as
+        it comes), then ends; nothing of the batch is committed.  pgwharf
+        ended the session at the Terminate, those answers lost (fails
+        before: nothing, or a part, in all but "no flush").  Byte for
+        byte as from PostgreSQL."""
+        ins = hz.parse_msg("", "insert into relay_terminate values (1)") + bind_execute()
+        sel = hz.parse_msg("", "select 1") + bind_execute()
+        bad = hz.parse_msg("", "select nosuchcolumn")
+        cases = {
+            "flush": sel + M(b"H"),
+            "no flush": sel,
+            "insert, flush": ins + M(b"H"),
+            "flush, then more": sel + M(b"H") + ins,
+            "an error": sel + bad + bind_execute(),
+            "after a query": hz.query_msg("select 0") + sel + M(b"H"),
+        }
+        for name, batch in cases.items():
+            with self.subTest(case=name):
+                def run(sock):
+                    sock.sendall(batch + M(b"X"))
+                    data, closed = hz.read_until_closed(sock, 20)
+                    self.assertTrue(closed, "the session did not end at the Terminate")
+                    return messages_but_source(data)
+                want = run(self.direct())
+                shape = {"flush": b"12DC", "insert, flush": b"12C", "no flush": b""}
+                if name in shape:
+                    self.assertEqual(b"".join(t for t, _ in want), shape[name], want)
+                a = self.login()
+                port = a.getsockname()[1]
+                self.assertEqual(run(a), want)
+                pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                              what="the client's session ends")
+                self.assertEqual(self.rows_in_table(), "0")
+                self.assert_b_served()
+
 
 def backend_messages(data):
     """A stream of backend messages: [(type, body)], an ErrorResponse as
