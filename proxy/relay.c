@@ -3591,7 +3591,7 @@ static bool term_to_server(struct pgw_session *s)
     if (!cbuf_own(s, end, sizeof(end)))
         return false;
     pgw_server_retire(s->server, s->copy_ins == 0 && s->copy_ends == 0
-                      ? "the client's Terminate went to it (behind a batch with no Sync)"
+                      ? "the client's end went to it (behind a batch with no Sync)"
                       : "the client's end went to it (in or after a COPY FROM STDIN pgwharf "
                         "could not foresee)");
     s->term_sent = true;
@@ -3603,6 +3603,18 @@ static bool term_to_server(struct pgw_session *s)
     if (s->state == PGW_SS_LINKED)
         pgw_session_arm_timer(s);       /* query_timeout bounds what runs */
     return true;
+}
+
+/* The client's stream ended behind a batch with no Sync (no COPY's):
+ * PostgreSQL ends there as at a Terminate, after what a Flush in the
+ * batch released (and its errors, flushed as they came), which a client
+ * that only shut down its sending side reads.  The Terminate goes to the
+ * server in its place (term_to_server); false when it cannot (the caller
+ * ends the session, the server closed, as before). */
+static bool eof_batch_to_server(struct pgw_session *s)
+{
+    return s->track.fe_open > 0 && s->copy_ins == 0 && s->copy_ends == 0 && !s->fe_invalid &&
+           !s->srv_write_blocked && term_to_server(s);
 }
 
 /* A message of a type PostgreSQL refuses (fe_invalid), the client in a COPY
@@ -4654,7 +4666,7 @@ bool pgw_relay_client_eof(struct pgw_session *s)
      * closed since, maybe, at a failed write.) */
     bool copy_left = !s->terminating && copy_abort_leave(s);
     if (!s->terminating && !copy_left && eof_done(s))
-        return false;
+        return eof_batch_to_server(s);
     if (!s->terminating && !copy_left && !eof_end_copy(s))
         return true;            /* closed */
     if (s->px->cfg->log_disconnections && s->state != PGW_SS_CLOSING) {
@@ -4727,6 +4739,9 @@ void pgw_relay_eof_check(struct pgw_session *s)
             eof_end_copy(s);
     } else if (s->term_wait && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
              !s->srv_write_blocked && term_to_server(s))
+        return;
+    else if (!s->term_wait && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
+             eof_batch_to_server(s))
         return;
     else if (s->term_wait)
         close_terminated(s);

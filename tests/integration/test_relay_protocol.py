@@ -548,7 +548,21 @@ class TestRequestThenTerminate(RelayCase):
         it comes), then ends; nothing of the batch is committed.  pgwharf
         ended the session at the Terminate, those answers lost (fails
         before: nothing, or a part, in all but "no flush").  Byte for
-        byte as from PostgreSQL."""
+        byte as from PostgreSQL.  (In one write: pgwharf read it all
+        before any answer came.)"""
+        self.batch_then_end(lambda sock, batch: sock.sendall(batch + M(b"X")))
+
+    def test_a_batch_with_no_sync_flushed_then_the_end_of_the_stream(self):
+        """The same batches, then a shutdown of the client's sending side:
+        PostgreSQL ends at the end of the stream as at a Terminate, the
+        client reading what came before.  pgwharf ended the session at
+        once (fails before, as above)."""
+        def end(sock, batch):
+            sock.sendall(batch)
+            sock.shutdown(socket.SHUT_WR)
+        self.batch_then_end(end)
+
+    def batch_then_end(self, end):
         ins = hz.parse_msg("", "insert into relay_terminate values (1)") + bind_execute()
         sel = hz.parse_msg("", "select 1") + bind_execute()
         bad = hz.parse_msg("", "select nosuchcolumn")
@@ -563,9 +577,9 @@ class TestRequestThenTerminate(RelayCase):
         for name, batch in cases.items():
             with self.subTest(case=name):
                 def run(sock):
-                    sock.sendall(batch + M(b"X"))
+                    end(sock, batch)
                     data, closed = hz.read_until_closed(sock, 20)
-                    self.assertTrue(closed, "the session did not end at the Terminate")
+                    self.assertTrue(closed, "the session did not end")
                     return messages_but_source(data)
                 want = run(self.direct())
                 shape = {"flush": b"12DC", "insert, flush": b"12C", "no flush": b""}
