@@ -617,6 +617,11 @@ bool pgw_cancel_request(struct pgw_proxy *px, struct pgw_session *asker, uint32_
     uint32_t own = px->cfg->peer_id > 0 ? key & ~(3u << PGW_PEER_HOP_SHIFT) : key;
     struct pgw_session *s = find(px, pid, own);
     struct cancel_job *j;
+    if (s) {
+        /* Its request may be unread still, behind the cancel's connection. */
+        pgw_session_read_before_cancel(s);
+        s = find(px, pid, own);
+    }
     if (!s) {
         j = cancel_not_here(px, pid, key, from, full);
     } else if (s->is_admin) {

@@ -525,6 +525,7 @@ void pgw_session_flush_client(struct pgw_session *s);
 /* Read what the client sent (through TLS when s->ssl) and act on it; what
  * cli_r's callback does once TLS has had its say (tls.c calls it too). */
 void pgw_session_read_client(struct pgw_session *s);
+void pgw_session_read_before_cancel(struct pgw_session *s);
 void pgw_session_on_client_input(struct pgw_session *s);
 void pgw_session_login_done(struct pgw_session *s);
 /* Past authentication and not closing: what the client limits count. */

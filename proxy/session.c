@@ -814,6 +814,24 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static ssize_t cli_read_fn(void *s, void *p, size_t n) { return cli_read(s, p, n); }
 
+/* A CancelRequest for s has come: what s's client sent before it may
+ * still be in s's socket.  libev runs the watchers of one poll last
+ * ready first, so the listener (and the cancel's startup packet, read at
+ * accept) went before a request that arrived earlier: the cancel found
+ * nothing running and was dropped, the request then ran to its end.
+ * PostgreSQL reads a request sent before the cancel first (the cancel's
+ * backend fork is much slower than a read).  Read it now; s may end on
+ * it (a Terminate): the caller looks its key up again. */
+void pgw_session_read_before_cancel(struct pgw_session *s)
+{
+    if (s->state == PGW_SS_CLOSING || s->fd < 0 || !ev_is_active(&s->cli_r))
+        return;
+    char c;
+    if (recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+        return;        /* nothing, its end of stream or an error: the loop's */
+    ev_invoke(s->px->loop, &s->cli_r, EV_READ);
+}
+
 /* A session ending after its queued FATAL (close_after_sent) reads what
  * the client still sends and drops it (pgw_drain), at most 64 kB a call.
  * false: the session was closed (a read error). */

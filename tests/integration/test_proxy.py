@@ -266,6 +266,93 @@ class TestCancel(pt.PgwharfTestCase):
             a.close()
             b.close()
 
+    def _cancel_in_the_poll_of_its_query(self, px, send_query, send_cancel):
+        """pgwharf stopped while send_query() and then send_cancel() put
+        their bytes in its sockets, the postmaster while the forward comes
+        (its signal must not beat the backend's read of the query:
+        PostgreSQL's own race).  Each returns once its bytes are there.
+        px has one server, idle; back once the postmaster may signal."""
+        links = list(hz.unread_on_port(px.pid, self.pg.port, peer=True))
+        self.assertEqual(len(links), 1, links)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        px.send_signal(signal.SIGSTOP)
+        self.addCleanup(px.send_signal, signal.SIGCONT)
+        pt.wait_stopped([px.pid])
+        send_query()
+        send_cancel()
+        px.send_signal(signal.SIGCONT)
+        px.wait_for_log("event=cancel_(forwarded|ignored)")
+        self.assertNotIn("event=cancel_ignored", px.log())
+        self.assertIn("event=cancel_forwarded", px.log())
+        # The backend has read the query (its socket's queue is empty).
+        pt.wait_until(lambda: hz.tcp_queues(self.pg.port, links[0]) == (0, 0),
+                      what="the backend reading the query")
+        self.pg.resume()
+
+    def test_a_cancel_read_in_the_poll_of_its_query_finds_it(self):
+        """A query, then its cancel on a new connection, both there when
+        pgwharf next polls: libev runs the last ready first, so the
+        listener (the cancel's packet read at accept) went before the
+        client's socket, the cancel found "no query in progress" and was
+        dropped, and the query ran to its end.  PostgreSQL reads a query
+        sent before the cancel first."""
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        keys = []
+        s = socket.create_connection((px.host, px.port), timeout=60)
+        self.addCleanup(s.close)
+        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        self.assertEqual(hz.simple_query(s, "select 1"), ([[b"1"]], []))   # a server, idle
+        c = socket.socket()
+        self.addCleanup(c.close)
+        self._cancel_in_the_poll_of_its_query(
+            px, lambda: s.sendall(hz.query_msg("select pg_sleep(60) /* behind */")),
+            lambda: (c.connect((px.host, px.port)),
+                     c.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))))
+        self.assertEqual(hz.read_until_closed(c, 30), (b"", True))
+        got = hz.read_until_ready(s)
+        self.assertEqual([t for t, _ in got], [b"T", b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
+        self.assertEqual(hz.simple_query(s, "select 'usable'"), ([[b"usable"]], []))
+
+    def test_psycopg_cancel_right_behind_its_query_is_not_lost(self):
+        """The same with psycopg 3: a query sent, then conn.cancel() from
+        another thread at once (half of those were lost, the query left
+        to run to its end)."""
+        import psycopg
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        conn = psycopg.connect(px.dsn(), autocommit=True)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("select 1").fetchone(), (1,))
+        bg = {}
+
+        def unread(port, owned):
+            """The Recv-Qs of the connections to pgwharf's port, accepted
+            (owned by pgwharf) or not yet."""
+            cp = subprocess.run(["ss", "-tnpH", "state", "established", "sport", "=",
+                                 ":%d" % port], capture_output=True, text=True, timeout=30)
+            return [int(line.split()[0]) for line in cp.stdout.splitlines()
+                    if ("pid=%d," % px.pid in line) == owned]
+
+        def send_query():
+            bg["run"] = pt.Background(lambda: conn.execute("select pg_sleep(60) /* behind */"))
+            pt.wait_until(lambda: any(q > 0 for q in unread(px.port, True)),
+                          what="the query in pgwharf's socket")
+
+        def send_cancel():
+            bg["cancel"] = pt.Background(conn.cancel)
+            pt.wait_until(lambda: 16 in unread(px.port, False),
+                          what="the CancelRequest in its socket")
+
+        self._cancel_in_the_poll_of_its_query(px, send_query, send_cancel)
+        run, cancel = bg["run"], bg["cancel"]
+        cancel.join(30)
+        self.assertIsNone(cancel.error)
+        run.join(30)
+        self.assertFalse(run.is_alive())
+        self.assertIsInstance(run.error, psycopg.errors.QueryCanceled)
+        self.assertEqual(conn.execute("select 'usable'").fetchone(), ("usable",))
+
 
     def _waiting_pool(self):
         """A pool of one server, held by a raw client's open transaction;
