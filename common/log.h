@@ -62,7 +62,11 @@ int pgw_log_syslog_facility(const char *name);
 /* Quote a value for logfmt into buf (always NUL-terminated); returns buf. */
 const char *pgw_log_quote(char *buf, size_t size, const char *value);
 
-#define pgw_debug(ev, ...)  do { if (pgw_log_get_level() <= PGW_LOG_DEBUG) pgw_log(PGW_LOG_DEBUG, ev, __VA_ARGS__); } while (0)
+#define pgw_debug(ev, ...)                                                                  \
+    do {                                                                                    \
+        if (pgw_log_get_level() <= PGW_LOG_DEBUG)                                           \
+            pgw_log(PGW_LOG_DEBUG, ev, __VA_ARGS__);                                        \
+    } while (0)
 #define pgw_info(ev, ...)   pgw_log(PGW_LOG_INFO, ev, __VA_ARGS__)
 #define pgw_notice(ev, ...) pgw_log(PGW_LOG_NOTICE, ev, __VA_ARGS__)
 #define pgw_warn(ev, ...)   pgw_log(PGW_LOG_WARNING, ev, __VA_ARGS__)

@@ -278,7 +278,8 @@ bool pgw_utf8_valid(const char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t k = (unsigned char)s[i] < 0x80 ? 1 : pgw_utf8_decode((const unsigned char *)s + i, &cp);
+        size_t k =
+            (unsigned char)s[i] < 0x80 ? 1 : pgw_utf8_decode((const unsigned char *)s + i, &cp);
         if (k == 0)
             return false;
         i += k;

@@ -159,7 +159,8 @@ static void check_tls(struct conf_loader *ld)
         strcasecmp(dhe, "auto") != 0 && strcasecmp(dhe, "legacy") != 0 &&
         PARSED(ld, "client_tls_sslmode", "client_tls_dheparams"))
         key_error(ld, "client_tls_dheparams",
-                  "client_tls_dheparams: invalid value \"%s\" (expected none, auto or legacy)", dhe);
+                  "client_tls_dheparams: invalid value \"%s\" (expected none, auto or legacy)",
+                  dhe);
     if (!PARSED(ld, "server_tls_key_file", "server_tls_cert_file"))
         return;
     if (*cfg->server_tls_key_file && !*cfg->server_tls_cert_file)

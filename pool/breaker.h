@@ -99,10 +99,11 @@ const char *pgw_pool_guess_sqlstate(const char *libpq_msg);
 bool pgw_pool_target_mismatch(const char *libpq_msg);
 /* Did the server refuse the login for one role or database only (its
  * CONNECTION LIMIT, "too many connections for role/database",
- * ALLOW_CONNECTIONS false, or the slots reserved for superusers), or refuse the encryption the pool's entry
- * requires (sslmode=require, gssencmode=require against a server without
- * it)?  Unlike "sorry, too many clients already" (53300 as well), the
- * server is up for every other pool on it. */
+ * ALLOW_CONNECTIONS false, or the slots reserved for superusers), or refuse
+ * the encryption the pool's entry requires (sslmode=require,
+ * gssencmode=require against a server without it)?  Unlike "sorry, too many
+ * clients already" (53300 as well), the server is up for every other pool
+ * on it. */
 bool pgw_pool_refusal_is_local(const char *libpq_msg);
 /* The same told by where the server raised the last attempt's error (the
  * verbose form's "LOCATION:  routine, file:line"), whatever the server's
@@ -131,7 +132,8 @@ struct pgw_libpq_cancel_head {
  * getpeername) is peer/peerlen: a positive pid, and raddr that address
  * (family, port and address; a Unix socket's by the path's last
  * component, as libpq's name for it may reach the socket the server bound
- * another way: "DIR/", a symlink; an abstract one by its bytes)?  A layout that is not libpq's fails it. */
+ * another way: "DIR/", a symlink; an abstract one by its bytes)?  A
+ * layout that is not libpq's fails it. */
 bool pgw_pool_cancel_head_valid(const struct pgw_libpq_cancel_head *h,
                                 const struct sockaddr *peer, socklen_t peerlen);
 

@@ -1407,7 +1407,8 @@ bool pgw_pool_host_left(const struct pgw_pool *pool, const struct pgw_pool_waite
     ev_tstamp now = pool_now(pool);
     for (int i = 0; i < pool->nhosts; i++) {
         const struct pool_host *h = &pool->hosts[i];
-        if (!host_tried(w, i) && !host_skipped(pool, h, now, false) && !pgw_breaker_blocked(&h->be->breaker, now) &&
+        if (!host_tried(w, i) && !host_skipped(pool, h, now, false) &&
+            !pgw_breaker_blocked(&h->be->breaker, now) &&
             !(pgw_backend_resolves(h->be, &h->spec) && pgw_backend_dns_failed(h->be, &err)))
             return true;
     }
@@ -1459,7 +1460,8 @@ static bool host_skip(struct pgw_pool *pool, int i, const struct pgw_backend *be
     double retry = pool->set->cfg->server_login_retry;
     ev_tstamp now = pool_now(pool);
     pool->hosts[i].skip_until = now + (retry > 1.0 ? retry : 1.0);
-    pool->hosts[i].be->kind_recheck_at[pool->tsa] = now + 1.0;  /* no recheck (recheck_due) for a second */
+    /* no recheck (recheck_due) for a second */
+    pool->hosts[i].be->kind_recheck_at[pool->tsa] = now + 1.0;
     return true;
 }
 

@@ -458,7 +458,8 @@ static void tls_protocol_range(const char *text, const char **min, const char **
             break;
         bool neg = *p == '!';
         for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-            if (strlen(words[i].word) == n - neg && strncasecmp(words[i].word, p + neg, n - neg) == 0) {
+            if (strlen(words[i].word) == n - neg &&
+                strncasecmp(words[i].word, p + neg, n - neg) == 0) {
                 if (neg)
                     off |= words[i].mask;
                 else
@@ -939,8 +940,9 @@ static void login_done(struct pgw_server *srv)
                                                          "the server's parameters"));
         return;
     }
-    srv_priv(srv)->login_standby = pgw_params_get(&srv->params, "in_hot_standby") &&
-                                   strcmp(pgw_params_get(&srv->params, "in_hot_standby"), "on") == 0;
+    srv_priv(srv)->login_standby =
+        pgw_params_get(&srv->params, "in_hot_standby") &&
+        strcmp(pgw_params_get(&srv->params, "in_hot_standby"), "on") == 0;
     srv->connect_time = srv->request_time = now;
     double life = pool->server_lifetime;
     srv->life_jitter = 0.9 + 0.2 * pgw_pool_set_random(set);

@@ -292,7 +292,8 @@ void pgw_admin_login(struct pgw_session *s)
     bool admin = s->admin_local || pgw_conf_list_has(cfg->admin_users, s->user);
     bool stats = pgw_conf_list_has(cfg->stats_users, s->user);
     if (!admin && !stats) {
-        pgw_session_close(s, "42501", "not allowed to connect to the admin console: \"%s\"", s->user);
+        pgw_session_close(s, "42501", "not allowed to connect to the admin console: \"%s\"",
+                          s->user);
         return;
     }
     s->admin_can_write = admin;

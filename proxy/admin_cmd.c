@@ -531,7 +531,8 @@ int pgw_admin_cmd_kill_client(struct pgw_session *s, const char *arg, struct pgw
     errno = 0;
     unsigned long long id = strtoull(arg, &end, 10);
     if (!*arg || *end || errno)
-        return pgw_admin_error(out, "22023", "KILL_CLIENT needs a client id (SHOW CLIENTS, column id)");
+        return pgw_admin_error(out, "22023",
+                               "KILL_CLIENT needs a client id (SHOW CLIENTS, column id)");
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         struct pgw_session *v = pgw_container_of(l, struct pgw_session, node);
         if (v->id != id || v->state == PGW_SS_CLOSING)

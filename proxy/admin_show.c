@@ -1525,7 +1525,8 @@ static int show_dns_hosts(struct pgw_session *s, struct pgw_wbuf *out)
 
 static int show_dns_zones(struct pgw_session *s, struct pgw_wbuf *out)
 {
-    static const struct pgw_rs_col cols[] = { { "zonename", TX }, { "serial", I8 }, { "count", I4 } };
+    static const struct pgw_rs_col cols[] = { { "zonename", TX }, { "serial", I8 },
+                                              { "count", I4 } };
     return show_empty(out, cols, PGW_RS_NCOLS(cols));
 }
 
@@ -1628,9 +1629,18 @@ static int show_fake(const char *name, struct pgw_wbuf *out)
 
 /* ---- dispatch ---- */
 
-static int show_stats_all(struct pgw_session *s, struct pgw_wbuf *o) { return show_stats(s, STATS_ALL, o); }
-static int show_stats_totals(struct pgw_session *s, struct pgw_wbuf *o) { return show_stats(s, STATS_TOTALS, o); }
-static int show_stats_averages(struct pgw_session *s, struct pgw_wbuf *o) { return show_stats(s, STATS_AVERAGES, o); }
+static int show_stats_all(struct pgw_session *s, struct pgw_wbuf *o)
+{
+    return show_stats(s, STATS_ALL, o);
+}
+static int show_stats_totals(struct pgw_session *s, struct pgw_wbuf *o)
+{
+    return show_stats(s, STATS_TOTALS, o);
+}
+static int show_stats_averages(struct pgw_session *s, struct pgw_wbuf *o)
+{
+    return show_stats(s, STATS_AVERAGES, o);
+}
 
 int pgw_admin_show(struct pgw_session *s, const char *what, struct pgw_wbuf *out)
 {

@@ -79,7 +79,8 @@ static void data_row(struct pgw_aq_reply *r, const uint8_t *p, uint32_t n)
             r->null_user = true;
         if (i == 1 && len >= 0) {
             if (memchr(p + pos, 0, (size_t)len)) {
-                pgw_aq_reply_fail(r, false, "28000", "auth_query: the password column holds a NUL byte");
+                pgw_aq_reply_fail(r, false, "28000",
+                                  "auth_query: the password column holds a NUL byte");
                 return;
             }
             r->secret = strndup((const char *)p + pos, (size_t)len);
@@ -119,8 +120,9 @@ static bool reply_message(struct pgw_aq_reply *r, uint8_t type, const uint8_t *p
         r->status = n >= 1 ? (char)p[0] : '?';
         return true;
     default:
-        pgw_aq_reply_fail(r, true, "08P01", "auth_query: unexpected message type '%c' from the server",
-               type >= 0x20 && type < 0x7f ? type : '?');
+        pgw_aq_reply_fail(r, true, "08P01",
+                          "auth_query: unexpected message type '%c' from the server",
+                          type >= 0x20 && type < 0x7f ? type : '?');
         return true;
     }
 }
@@ -146,7 +148,8 @@ bool pgw_aq_reply_take(struct pgw_aq_reply *r)
         const uint8_t *m = r->in + pos;
         uint32_t len = pgw_get_u32(m + 1);
         if (len < 4) {
-            pgw_aq_reply_fail(r, true, "08P01", "auth_query: invalid message length from the server");
+            pgw_aq_reply_fail(r, true, "08P01",
+                              "auth_query: invalid message length from the server");
             return true;
         }
         uint32_t body = len - 4;
@@ -156,8 +159,9 @@ bool pgw_aq_reply_take(struct pgw_aq_reply *r)
                 r->skip = body;
                 continue;
             }
-            pgw_aq_reply_fail(r, true, "08P01", "auth_query: reply message '%c' too long (%u bytes)",
-                   m[0] >= 0x20 && m[0] < 0x7f ? m[0] : '?', body);
+            pgw_aq_reply_fail(r, true, "08P01",
+                              "auth_query: reply message '%c' too long (%u bytes)",
+                              m[0] >= 0x20 && m[0] < 0x7f ? m[0] : '?', body);
             return true;
         }
         if (avail < PGW_MSG_HDR + body)

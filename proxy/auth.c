@@ -293,7 +293,8 @@ static bool plain_check(const char *user, const char *secret, const char *passwo
         char qu[200];
         if (!ok)
             pgw_warn("auth_verifier_refused", "user=%s reason=\"the SCRAM secret has a salt or "
-                     "an iteration count pgwharf cannot use\"", pgw_log_quote(qu, sizeof(qu), user));
+                     "an iteration count pgwharf cannot use\"",
+                     pgw_log_quote(qu, sizeof(qu), user));
         if (ok && v.iterations > PLAIN_SCRAM_MAX_ITERATIONS) {
             pgw_warn("auth_verifier_refused", "user=%s iterations=%d reason=\"a cleartext "
                      "password is checked on the loop: over %d iterations would hold every "
@@ -570,7 +571,8 @@ static void peer_login(struct pgw_session *s, const char *map, int hba_line)
     socklen_t len = sizeof(cred);
     char ebuf[128];
     if (!s->unix_sock || getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-        const char *why = s->unix_sock ? strerror_r(errno, ebuf, sizeof(ebuf)) : "not a unix socket";
+        const char *why =
+            s->unix_sock ? strerror_r(errno, ebuf, sizeof(ebuf)) : "not a unix socket";
         pgw_session_close(s, "28000", "could not get peer credentials: %s", why);
         return;
     }

@@ -331,7 +331,8 @@ static void step(struct aq_lookup *lk)
             conclude(lk);
             return;
         }
-        ssize_t n = pgw_server_read(srv, lk->reply.in + lk->reply.in_len, sizeof(lk->reply.in) - lk->reply.in_len, &other);
+        ssize_t n = pgw_server_read(srv, lk->reply.in + lk->reply.in_len,
+                                    sizeof(lk->reply.in) - lk->reply.in_len, &other);
         if (n == PGW_EAGAIN) {
             io_wait(lk, other ? EV_WRITE : EV_READ);
             return;
@@ -447,8 +448,9 @@ static void conclude(struct aq_lookup *lk)
     pgw_pool_cancel_wait(&lk->waiter);
     struct pgw_server *srv = lk->srv;
     lk->srv = NULL;
-    enum pgw_release how = lk->reply.at_ready && lk->reply.status == 'I' && !lk->reply.dirty ? PGW_RELEASE_IDLE
-                                                                            : PGW_RELEASE_CLOSE;
+    enum pgw_release how = lk->reply.at_ready && lk->reply.status == 'I' && !lk->reply.dirty
+                               ? PGW_RELEASE_IDLE
+                               : PGW_RELEASE_CLOSE;
     char why[700];
     struct pgw_aq_result r = { .status = PGW_AQ_FOUND };
     if (!lk->reply.failed && lk->reply.rows > 1)

@@ -15,8 +15,9 @@
  * (sends with MSG_DONTWAIT complete inside it, so no buffer stays in the
  * kernel's hands after it returns); a round that holds a single write uses
  * send(2), the cheaper call.  A short or refused send falls back to the
- * ordinary flush, which arms the write watcher.  Where io_uring is missing (old kernel, a seccomp profile that
- * forbids it, built without liburing) io_batch stays off with a warning:
+ * ordinary flush, which arms the write watcher.  Where io_uring is missing
+ * (old kernel, a seccomp profile that forbids it, built without liburing)
+ * io_batch stays off with a warning:
  * deferring plain send(2)s buys nothing measurable.
  *
  * The list is open from the check watcher (right after polling) to the end

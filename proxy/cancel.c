@@ -342,8 +342,10 @@ static void job_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     char why[160];
     snprintf(why, sizeof(why), "cancel_wait_timeout (%g s): the %s %s", j->limit,
-             j->peer ? "peer" : "server", !j->connected ? "did not accept the connection"
-             : j->sent < sizeof(j->pkt) ? "did not take the request" : "did not close the connection");
+             j->peer ? "peer" : "server",
+             !j->connected ? "did not accept the connection"
+             : j->sent < sizeof(j->pkt) ? "did not take the request"
+             : "did not close the connection");
     job_end(j, why);
 }
 

@@ -1129,7 +1129,8 @@ static enum pgw_sql_name_kind sql_stmt_name(const char **p, const char *end,
         (end - *p < 3 || (*p)[2] != '"'))
         return PGW_SQL_NAME_NONE;        /* U&'...': a literal */
     const char *q = *p;
-    if (!sql_ident(p, end, NULL, name, PGW_NAME_MAX, NULL) || !pgw_pgenc_ascii(name, strlen(name))) {
+    if (!sql_ident(p, end, NULL, name, PGW_NAME_MAX, NULL) ||
+        !pgw_pgenc_ascii(name, strlen(name))) {
         *p = q + 1;
         return PGW_SQL_NAME_UNREAD;
     }

@@ -80,8 +80,9 @@ int pgw_startup_options(const char *options, pgw_startup_option_fn fn, void *arg
  * ("German" then "SQL" is "SQL, DMY"), and "German" sets DMY too unless
  * its own value names an order.  The two combined into out, canonical
  * ("SQL, DMY"; one part alone when neither names the other).  false when
- * either holds what is not read here (DEFAULT but as next alone, which keeps prev; quotes, a word PostgreSQL
- * refuses, two styles or two orders): the caller keeps next as it is
+ * either holds what is not read here (DEFAULT but as next alone, which
+ * keeps prev; quotes, a word PostgreSQL refuses, two styles or two
+ * orders): the caller keeps next as it is
  * (and the login's check refuses what PostgreSQL would).  Pure.
  */
 bool pgw_datestyle_merge(const char *prev, const char *next, char *out, size_t outlen);

@@ -24,13 +24,14 @@
  * What pgwharf cannot evaluate is accepted with a warning and fails closed:
  * samerole and +group (no role membership here), regular expressions (a
  * database or user name starting with '/', PostgreSQL 16's, quoted or
- * not), samehost and samenet, host names, and the methods pgwharf does not implement (ident, ldap, ...,
- * treated as reject).  A rule whose outcome hinges on such an element
- * matches if it is a reject rule and does not match otherwise; a later rule
- * then decides only if it asks for at least as much as the skipped one (the
- * same method, reject, scram-sha-256 after md5, anything after trust), else
- * the connection is rejected.  So a connection PostgreSQL would refuse, or
- * ask a password or certificate of, is never let in with less.
+ * not), samehost and samenet, host names, and the methods pgwharf does not
+ * implement (ident, ldap, ..., treated as reject).  A rule whose outcome
+ * hinges on such an element matches if it is a reject rule and does not
+ * match otherwise; a later rule then decides only if it asks for at least
+ * as much as the skipped one (the same method, reject, scram-sha-256 after
+ * md5, anything after trust), else the connection is rejected.  So a
+ * connection PostgreSQL would refuse, or ask a password or certificate of,
+ * is never let in with less.
  * A physical replication connection matches only rules whose database is
  * the keyword `replication` (not `all`, not a name); any other connection,
  * a logical replication one included, never matches that keyword -- as in

@@ -314,7 +314,8 @@ static int become_user(const char *name, int log_fd, bool log_new, char *err,
         return -1;
     }
     if (log_new && log_fd > STDERR_FILENO && fchown(log_fd, pw->pw_uid, pw->pw_gid) < 0) {
-        snprintf(err, errlen, "user \"%s\": cannot give it the new logfile: %s", name, strerror(errno));
+        snprintf(err, errlen, "user \"%s\": cannot give it the new logfile: %s", name,
+                 strerror(errno));
         return -1;
     }
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||

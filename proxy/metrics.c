@@ -857,13 +857,20 @@ static const struct {
     const char *name, *help;
     enum pool_field f;
 } pool_gauges[] = {
-    { "pgwharf_pool_client_active", "Clients linked to a server or idle, per pool (SHOW POOLS cl_active).", PF_CL_ACTIVE },
-    { "pgwharf_pool_client_waiting", "Clients waiting for a server, per pool (SHOW POOLS cl_waiting).", PF_CL_WAITING },
-    { "pgwharf_pool_server_active", "Servers lent to a client, per pool (SHOW POOLS sv_active).", PF_SV_ACTIVE },
-    { "pgwharf_pool_server_idle", "Servers idle and ready, per pool (SHOW POOLS sv_idle).", PF_SV_IDLE },
-    { "pgwharf_pool_server_used", "Idle servers due for server_check_query, per pool (SHOW POOLS sv_used).", PF_SV_USED },
-    { "pgwharf_pool_server_tested", "Servers running a reset or check query, per pool (SHOW POOLS sv_tested).", PF_SV_TESTED },
-    { "pgwharf_pool_server_login", "Servers connecting or logging in, per pool (SHOW POOLS sv_login).", PF_SV_LOGIN },
+    { "pgwharf_pool_client_active",
+      "Clients linked to a server or idle, per pool (SHOW POOLS cl_active).", PF_CL_ACTIVE },
+    { "pgwharf_pool_client_waiting",
+      "Clients waiting for a server, per pool (SHOW POOLS cl_waiting).", PF_CL_WAITING },
+    { "pgwharf_pool_server_active",
+      "Servers lent to a client, per pool (SHOW POOLS sv_active).", PF_SV_ACTIVE },
+    { "pgwharf_pool_server_idle",
+      "Servers idle and ready, per pool (SHOW POOLS sv_idle).", PF_SV_IDLE },
+    { "pgwharf_pool_server_used",
+      "Idle servers due for server_check_query, per pool (SHOW POOLS sv_used).", PF_SV_USED },
+    { "pgwharf_pool_server_tested",
+      "Servers running a reset or check query, per pool (SHOW POOLS sv_tested).", PF_SV_TESTED },
+    { "pgwharf_pool_server_login",
+      "Servers connecting or logging in, per pool (SHOW POOLS sv_login).", PF_SV_LOGIN },
     { "pgwharf_pool_paused", "1 while the pool is paused by PAUSE.", PF_PAUSED },
     { "pgwharf_pool_notify_bridges", "LISTEN bridges of the pool: servers a committed LISTEN ran "
       "on, kept listening for their client until the listening server takes over (outside "
@@ -895,7 +902,8 @@ static void render_pools(struct pgw_proxy *px, struct pgw_wbuf *b)
         for (int i = 0; i < n; i++) {
             const char *labels[] = { "database", pgw_pool_dbname(rows[i].pool),
                                      "user", pgw_pool_user(rows[i].pool), NULL };
-            sample_u(b, pool_gauges[g].name, labels, (uint64_t)pool_value(&rows[i], pool_gauges[g].f));
+            sample_u(b, pool_gauges[g].name, labels,
+                     (uint64_t)pool_value(&rows[i], pool_gauges[g].f));
         }
     }
     family(b, "pgwharf_pool_maxwait_seconds", "gauge",
@@ -917,18 +925,29 @@ static const struct {
     const char *name, *help;
     enum db_field f;
 } db_counters[] = {
-    { "pgwharf_transactions_total", "Transactions finished, per database (SHOW STATS total_xact_count).", DF_XACTS },
-    { "pgwharf_queries_total", "Queries (Query or Sync) sent, per database (SHOW STATS total_query_count).", DF_QUERIES },
-    { "pgwharf_bytes_received_total", "Bytes received from clients past their login, per database (SHOW STATS total_received).", DF_RECV },
-    { "pgwharf_bytes_sent_total", "Bytes sent to clients past their login, per database (SHOW STATS total_sent).", DF_SENT },
+    { "pgwharf_transactions_total",
+      "Transactions finished, per database (SHOW STATS total_xact_count).", DF_XACTS },
+    { "pgwharf_queries_total",
+      "Queries (Query or Sync) sent, per database (SHOW STATS total_query_count).", DF_QUERIES },
+    { "pgwharf_bytes_received_total",
+      "Bytes received from clients past their login, per database (SHOW STATS "
+      "total_received).", DF_RECV },
+    { "pgwharf_bytes_sent_total",
+      "Bytes sent to clients past their login, per database (SHOW STATS total_sent).", DF_SENT },
     { "pgwharf_server_assignments_total", "Servers lent to clients, per database.", DF_ASSIGN },
     { "pgwharf_wait_seconds_total", "Time clients waited for a server, per database.", DF_WAIT_S },
-    { "pgwharf_wait_timeouts_total", "Waits that ended at query_wait_timeout, per database.", DF_TIMEOUTS },
+    { "pgwharf_wait_timeouts_total",
+      "Waits that ended at query_wait_timeout, per database.", DF_TIMEOUTS },
     { "pgwharf_transaction_seconds_total", "Time spent in transactions, per database.", DF_XACT_S },
     { "pgwharf_query_seconds_total", "Time spent running queries, per database.", DF_QUERY_S },
-    { "pgwharf_client_parses_total", "Named Parse messages of clients, per database (SHOW STATS total_client_parse_count).", DF_CPARSE },
-    { "pgwharf_server_parses_total", "Parse messages pgwharf sent to servers for them, per database (SHOW STATS total_server_parse_count).", DF_SPARSE },
-    { "pgwharf_binds_total", "Binds of clients' named statements, per database (SHOW STATS total_bind_count).", DF_BINDS },
+    { "pgwharf_client_parses_total",
+      "Named Parse messages of clients, per database (SHOW STATS "
+      "total_client_parse_count).", DF_CPARSE },
+    { "pgwharf_server_parses_total",
+      "Parse messages pgwharf sent to servers for them, per database (SHOW STATS "
+      "total_server_parse_count).", DF_SPARSE },
+    { "pgwharf_binds_total",
+      "Binds of clients' named statements, per database (SHOW STATS total_bind_count).", DF_BINDS },
 };
 
 static void render_db_counters(struct pgw_proxy *px, struct pgw_wbuf *b)

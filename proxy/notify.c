@@ -1304,8 +1304,8 @@ static void hub_got_server(struct pgw_notify_hub *h, struct pgw_server *srv)
     h->head = first;
     char q1[200], q2[200];
     pgw_debug("notify_server", "db=%s user=%s channels=%d backend_pid=%d",
-              lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),
-              h->nchans, srv->backend_pid);
+              lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)),
+              lq(q2, sizeof(q2), pgw_pool_user(h->pool)), h->nchans, srv->backend_pid);
     hub_send(h);
 }
 
@@ -1396,8 +1396,8 @@ static void hub_lost(struct pgw_notify_hub *h, const char *why)
     pgw_warn("notify_server_lost", "db=%s user=%s channels=%d clients=%d reason=%s "
              "detail=\"the listening clients are disconnected (08006) between transactions: "
              "notifications sent until another server listens are lost\"",
-             lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)), lq(q2, sizeof(q2), pgw_pool_user(h->pool)),
-             h->nchans, nsubs, lq(q3, sizeof(q3), why));
+             lq(q1, sizeof(q1), pgw_pool_dbname(h->pool)),
+             lq(q2, sizeof(q2), pgw_pool_user(h->pool)), h->nchans, nsubs, lq(q3, sizeof(q3), why));
     hub_drop_server(h);
     hub_echo_end(h, 0);     /* the copies it was to send come from no server */
     hub_bridges_end(h, NULL);   /* their clients are ended (their markers never come) */
@@ -2537,8 +2537,8 @@ static void echo_add(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t to
             return;    /* short of memory: the hub's copy goes out too */
         sub->echo = grown;
     }
-    sub->echo[sub->necho++] = (struct notify_echo){ .hash = pgw_notify_msg_hash(sub->session->px, msg, total),
-                                                    .len = total, .gen = 0 };
+    sub->echo[sub->necho++] = (struct notify_echo){
+        .hash = pgw_notify_msg_hash(sub->session->px, msg, total), .len = total, .gen = 0 };
 }
 
 static bool echo_take(struct pgw_notify_sub *sub, const uint8_t *msg, uint32_t total)

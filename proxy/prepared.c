@@ -3372,7 +3372,8 @@ static bool query_drops_all(const struct pgw_iobuf *b, uint32_t total)
 {
     const uint8_t *m = b->data + b->parsed;
     return total > PGW_MSG_HDR && total <= PGW_MSG_HDR + 64 && b->len - b->parsed >= total &&
-           m[total - 1] == '\0' && memchr(m + PGW_MSG_HDR, 0, total - PGW_MSG_HDR) == m + total - 1 &&
+           m[total - 1] == '\0' &&
+           memchr(m + PGW_MSG_HDR, 0, total - PGW_MSG_HDR) == m + total - 1 &&
            drops_all((const char *)m + PGW_MSG_HDR);
 }
 

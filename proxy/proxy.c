@@ -413,8 +413,9 @@ static void fd_budget(struct pgw_proxy *px, bool starting)
     long long servers = pgw_conf_server_fds(cfg);
     if (servers > soft / 2)
         servers = soft / 2;
-    long long left = soft == LLONG_MAX ? LLONG_MAX / 2
-                                       : soft - servers - pgw_conf_fd_reserve(soft) - px->client_cap;
+    long long left = soft == LLONG_MAX
+                         ? LLONG_MAX / 2
+                         : soft - servers - pgw_conf_fd_reserve(soft) - px->client_cap;
     long long links = PGW_FD_CANCEL_LINKS + (left > 0 ? left : 0);
     px->cancel_cap = links < INT_MAX ? (int)links : INT_MAX;
     if (px->client_cap < cfg->max_client_conn)

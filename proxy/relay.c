@@ -4075,7 +4075,8 @@ static bool scan_client(struct pgw_session *s)
         }
         /* A Parse into the unnamed statement (or one whose name is not
          * here yet) leaves it on the server for whoever comes next. */
-        if (type == PGW_FE_PARSE && (n <= PGW_MSG_HDR || b->data[b->parsed + PGW_MSG_HDR] == '\0')) {
+        if (type == PGW_FE_PARSE &&
+            (n <= PGW_MSG_HDR || b->data[b->parsed + PGW_MSG_HDR] == '\0')) {
             s->server->user_unnamed = s->id;
             s->server->user_unnamed_gen = s->ps_unnamed_gen;
         }
@@ -4363,7 +4364,8 @@ static bool client_data_step(struct pgw_session *s)
                 r = pgw_ps_close_alone(s, m, have < total ? (uint32_t)have : total, total);
             if (r == PGW_NOTIFY_MORE)
                 return false;
-            if (r == 1)         /* then the next message from the top: a Flush after it is ignored */
+            /* then the next message from the top: a Flush after it is ignored */
+            if (r == 1)
                 return close_answered_alone(s, total);
         }
         if (m[0] == PGW_FE_SYNC && pgw_get_u32(m + 1) == 4 && pgw_ps_idle(s)) {
@@ -4673,7 +4675,8 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         char qd[200], qu[200];
         pgw_info("client_eof", "client=%s db=%s user=%s reason=\"the client's stream ended: "
                  "what it sent runs, then the session ends\"", s->addr_text,
-                 pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user));
+                 pgw_log_quote(qd, sizeof(qd), s->database),
+                 pgw_log_quote(qu, sizeof(qu), s->user));
     }
     return true;
 }
@@ -4715,8 +4718,8 @@ void pgw_relay_eof_check(struct pgw_session *s)
      * (before its CopyInResponse), or the client left behind it: the COPY
      * ends in its place now, as above, once all the client sent before it
      * is on the server. */
-    if ((s->fe_invalid ? s->term_wait : !s->eof_copy_fail) && copy_abort_due(s) && (!s->cbuf || s->cbuf->sent == s->cbuf->len) &&
-        !s->srv_write_blocked) {
+    if ((s->fe_invalid ? s->term_wait : !s->eof_copy_fail) && copy_abort_due(s) &&
+        (!s->cbuf || s->cbuf->sent == s->cbuf->len) && !s->srv_write_blocked) {
         /* A Terminate (term_wait alone) the COPY would read: a message it
          * refuses (scan_client), the client told so. */
         bool term = s->term_wait && !s->fe_invalid;

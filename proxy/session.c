@@ -940,7 +940,8 @@ static void negotiate_version(struct pgw_session *s, const struct pgw_startup *s
 
 static bool ignored_param(const struct pgw_config *cfg, const char *name)
 {
-    return cfg->ignore_startup_parameters && pgw_conf_list_has(cfg->ignore_startup_parameters, name);
+    return cfg->ignore_startup_parameters &&
+           pgw_conf_list_has(cfg->ignore_startup_parameters, name);
 }
 
 /* What take_param works on: the session, and whether a tracked parameter
@@ -1139,7 +1140,8 @@ static bool take_startup_params(struct pgw_session *s, const struct pgw_startup 
                 n--;
         }
         char buf[256], where[160];
-        snprintf(buf, sizeof(buf), "%.*s - %s", (int)n, name, app_name_addr(s, where, sizeof(where)));
+        snprintf(buf, sizeof(buf), "%.*s - %s", (int)n, name,
+                 app_name_addr(s, where, sizeof(where)));
         free(app);
         s->params[PGW_TP_APPLICATION_NAME] = strdup(buf);
         if (!s->params[PGW_TP_APPLICATION_NAME]) {
@@ -1188,7 +1190,8 @@ static void handle_startup(struct pgw_session *s)
     if (pgw_startup_parse(pkt, (size_t)need, &st) < 0) {
         /* A CancelRequest gets no answer, not even to a malformed one:
          * PostgreSQL only logs it (COMMERROR) and closes. */
-        pgw_session_close(s, st.version == PGW_PROTO_CANCELREQ ? NULL : st.sqlstate, "%s", st.error);
+        pgw_session_close(s, st.version == PGW_PROTO_CANCELREQ ? NULL : st.sqlstate, "%s",
+                          st.error);
         return;
     }
     switch (st.kind) {
@@ -1513,7 +1516,8 @@ void pgw_session_login_done(struct pgw_session *s)
     if (s->px->cfg->log_connections) {
         char qd[200], qu[200];
         pgw_info("login", "client=%s db=%s user=%s", s->addr_text,
-                 pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user));
+                 pgw_log_quote(qd, sizeof(qd), s->database),
+                 pgw_log_quote(qu, sizeof(qu), s->user));
     }
     if (s->is_admin) {
         pgw_admin_login(s);
@@ -1593,7 +1597,8 @@ static void log_disconnect(const struct pgw_session *s, enum pgw_sess_state was,
     pgw_log(sqlstate ? PGW_LOG_WARNING : PGW_LOG_INFO, "disconnect",
             "client=%s db=%s user=%s state=%s sqlstate=%s reason=%s", s->addr_text,
             pgw_log_quote(qd, sizeof(qd), s->database), pgw_log_quote(qu, sizeof(qu), s->user),
-            pgw_sess_state_name(shown), sqlstate ? sqlstate : "", pgw_log_quote(q, sizeof(q), reason));
+            pgw_sess_state_name(shown), sqlstate ? sqlstate : "",
+            pgw_log_quote(q, sizeof(q), reason));
 }
 
 /* A close's reason, cut at a character's end when too long. */

@@ -316,7 +316,8 @@ int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen)
         return ctx_fail(ctx, err, errlen, "server_tls_cert_file %s", cert);
     if (*key && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
                  (*cert && SSL_CTX_check_private_key(ctx) != 1)))
-        return key_fail(ctx, err, errlen, "server_tls_key_file", "server_tls_cert_file", key, asked);
+        return key_fail(ctx, err, errlen, "server_tls_key_file", "server_tls_cert_file", key,
+                        asked);
     SSL_CTX_free(ctx);
     ERR_clear_error();
     return 0;
@@ -495,7 +496,8 @@ static ssize_t io_failed(struct pgw_session *s, int r, bool reading)
     default:
         s->tls_flags |= PGW_TLS_BROKEN;
 #ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
-        if (reading && ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        if (reading &&
+            ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             ERR_clear_error();
             return 0;
         }
