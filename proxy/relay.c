@@ -455,11 +455,30 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
     bool at_start = true, clause = false, privilege = false, without = false, inserting = false;
+    /* Where an INSERT or MERGE is the command, not a column's label (SELECT
+     * 1 AS insert INTO t, SELECT "merge" INTO t: a SELECT INTO): first in
+     * its statement, after a '(' (WITH x AS (INSERT, COPY (INSERT), after
+     * the ')' that ends a WITH's queries or EXPLAIN's options, after
+     * EXPLAIN's own words, PREPARE's AS, or a DO block's BEGIN, THEN, ELSE,
+     * LOOP or quote (EXECUTE 'INSERT ...'). */
+    bool command_next = false, prepare_as = false, main_seen = false, opts = false, plpgsql = false;
+    char stmt = 0;                      /* its first word: PREPARE, WITH, EXPLAIN, DO */
+    int depth = 0;                      /* of parentheses in the statement */
+    uint8_t punct = 0;                  /* the last byte not blank since a word */
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (!sql_ident[*q]) {
+            if (*q == '(') {
+                opts |= stmt == 'e' && command_next && !punct && depth == 0;
+                depth++;
+            } else if (*q == ')') {
+                depth--;
+            }
+            if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
+                punct = *q;
             if (*q == ';' || *q == '\0') {
                 at_start = true;
+                depth = 0;
             } else if (at_start && *q == '-' && q + 1 < end && q[1] == '-') {
                 while (q < end && *q != '\n' && *q != '\r')   /* a comment before the */
                     q++;                                         /* statement: either ends it */
@@ -482,7 +501,21 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         size_t left = (size_t)(end - q);
         uint8_t c = lower_ascii(*q);
         bool first = at_start;
+        bool closes = punct == ')' && depth == 0;
+        bool command = first || command_next || punct == '(' || (punct == '\'' && plpgsql) ||
+                       (closes && ((stmt == 'w' && !main_seen) || (stmt == 'e' && opts)));
+        if (closes && stmt == 'w' && !(c == 'a' && word_at(q, left, "as", 2)))
+            main_seen = true;           /* (WITH x (a) AS: its columns) */
+        if (closes)
+            opts = false;
+        punct = 0;
         if (at_start) {
+            stmt = (c == 'p' && word_at(q, left, "prepare", 7)) ? 'p'
+                   : (c == 'w' && word_at(q, left, "with", 4)) ? 'w'
+                   : (c == 'e' && word_at(q, left, "explain", 7)) ? 'e'
+                   : (c == 'd' && word_at(q, left, "do", 2)) ? 'd' : 0;
+            plpgsql |= stmt == 'd';     /* (its body's statements: past a ';' too) */
+            prepare_as = main_seen = opts = false;
             clause = set_is_a_clause(q, left);
             /* GRANT / REVOKE / ALTER DEFAULT PRIVILEGES ... EXECUTE: a privilege */
             privilege = (c == 'g' && word_at(q, left, "grant", 5)) ||
@@ -512,10 +545,21 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= PGW_WORDS_TEMP;
         else if ((c == 'c' && word_at(q, left, "create", 6)) ||
                  (c == 'i' && !inserting && word_at(q, left, "into", 4)))
-            found |= PGW_WORDS_MAKE;      /* (not INSERT INTO, MERGE INTO) */
+            found |= PGW_WORDS_MAKE;      /* (not INSERT INTO, MERGE INTO: command) */
         without = c == 'w' && word_at(q, left, "without", 7);
-        inserting = (c == 'i' && word_at(q, left, "insert", 6)) ||
-                    (c == 'm' && word_at(q, left, "merge", 5));
+        inserting = command && ((c == 'i' && word_at(q, left, "insert", 6)) ||
+                                (c == 'm' && word_at(q, left, "merge", 5)));
+        command_next = stmt == 'e' ? (c == 'e' && word_at(q, left, "explain", 7)) ||
+                                     (c == 'a' && (word_at(q, left, "analyze", 7) ||
+                                                   word_at(q, left, "analyse", 7))) ||
+                                     (c == 'v' && word_at(q, left, "verbose", 7))
+                       : plpgsql ? (c == 'b' && word_at(q, left, "begin", 5)) ||
+                                       (c == 't' && word_at(q, left, "then", 4)) ||
+                                       (c == 'e' && word_at(q, left, "else", 4)) ||
+                                       (c == 'l' && word_at(q, left, "loop", 4))
+                       : false;
+        if (c == 'a' && stmt == 'p' && !prepare_as && word_at(q, left, "as", 2))
+            command_next = prepare_as = true;     /* (its first AS: PREPARE p (int) AS) */
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
@@ -972,6 +1016,34 @@ static uint32_t stmt_sql_execute_words(struct pgw_session *s, const uint8_t *t, 
     return w;
 }
 
+/* Where the statement a PREPARE names starts (sql[0..len), its name ending
+ * at rest): past its parameter types and its AS, so that an INSERT INTO
+ * there is first in its statement for pgw_relay_text_words; rest itself
+ * if they are not read (a quote or a comment among them: all its words). */
+static size_t prepare_body(const char *sql, size_t len, size_t rest)
+{
+    const uint8_t *b = (const uint8_t *)sql, *e = b + len, *q = skip_blanks(b + rest, e);
+    if (q < e && *q == '(') {
+        int depth = 0;
+        for (; q < e; q++) {
+            if (*q == '(') {
+                depth++;
+            } else if (*q == ')' && --depth == 0) {
+                q++;
+                break;
+            } else if (*q == '"' || *q == '\'' || *q == '-' || *q == '/') {
+                return rest;
+            }
+        }
+        if (depth)
+            return rest;
+        q = skip_blanks(q, e);
+    }
+    if (q < e && word_at(q, (size_t)(e - q), "as", 2))
+        return (size_t)(q + 2 - b);
+    return rest;
+}
+
 /* The statement sql[0..len) (pgw_sql_statement_end's split; whole: not
  * cut short, the rest of it still to come): a PREPARE (true), its name's
  * hash in *h and the words of what follows the name in *w (all of them
@@ -991,7 +1063,8 @@ static bool stmt_sql_prepare_one(struct pgw_session *s, const char *sql, size_t 
         if (k == PGW_SQL_NAME_NONE || rest >= len)
             k = PGW_SQL_NAME_UNREAD;
     } else {
-        *w = (uint8_t)((pgw_relay_text_words(s->px, (const uint8_t *)sql + rest, len - rest, 0) &
+        size_t body = prepare_body(sql, len, rest);
+        *w = (uint8_t)((pgw_relay_text_words(s->px, (const uint8_t *)sql + body, len - body, 0) &
                         PGW_WORDS_STATE) >> 27);
     }
     if (k == PGW_SQL_NAME_UNREAD)

@@ -1682,6 +1682,39 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                                    "where oid = 'public.pgw_sp_real'::regclass"), "p")
         self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
 
+    def test_a_select_into_after_a_column_called_insert(self):
+        # SELECT ... AS insert INTO t, SELECT "merge" INTO t: the INTO of a
+        # SELECT INTO after a column's label INSERT or MERGE was read as
+        # INSERT INTO's, no word of a table made (fails before: B read A's
+        # tables, pg_temp first in the search_path or the word TEMP).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        for name, sql in [
+                ("sl1", "select 'secret' as insert into temp sl1"),
+                ("sl2", "select 'secret' as insert into sl2"),
+                ("sl3", "select s as \"merge\" into sl3 from (select 'secret' as s) x"),
+                ("sl4", "select count(*) insert into sl4 from (select 'secret') x")]:
+            if name == "sl2":
+                cur.execute("set search_path = pg_temp, public")
+            cur.execute(sql)
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.assertEqual(len(self.cleanups(px)), 4, self.cleanups(px))
+        # INSERT INTO and MERGE INTO where a command goes cost nothing
+        cur.execute("reset search_path")
+        self.addCleanup(self.pg.psql, "drop table if exists pgw_sl_real")
+        cur.execute("create table pgw_sl_real (s text)")
+        n = len(self.cleanups(px))
+        for sql in ["insert into pgw_sl_real values ('x')",
+                    "with x as (insert into pgw_sl_real values ('y') returning s) "
+                    "insert into pgw_sl_real select s from x",
+                    "explain (analyze) insert into pgw_sl_real values ('z')",
+                    "prepare sli (text) as insert into pgw_sl_real values ($1)",
+                    "execute sli ('w')",
+                    "merge into pgw_sl_real r using (select 'v' as s) v on r.s = v.s "
+                    "when not matched then insert values (v.s)"]:
+            cur.execute(sql + "; select 1")
+            self.assertEqual(len(self.cleanups(px)), n, sql)
+
     def bound_later(self, px):
         # PQprepare("") then PQexecPrepared(""): the unnamed statement's
         # Parse and a Sync, then its Bind, Execute and Sync in the next

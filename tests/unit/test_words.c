@@ -195,6 +195,41 @@ static void test_state_words(void **state)
                            ALL), 0);
     assert_int_equal(words(state, "select temperature, tempo, attempt from t", ALL), 0);
     assert_int_equal(words(state, "create table t (a int)", ALL), MAKE);
+    /* INSERT or MERGE where a command goes; a column's label INSERT or
+     * MERGE is not one: a SELECT INTO's INTO follows it. */
+    assert_int_equal(words(state, "select 'secret' as insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "select 'secret' merge into t", ALL), MAKE);
+    assert_int_equal(words(state, "select s as \"insert\" into t from u", ALL), MAKE);
+    assert_int_equal(words(state, "select x.insert into t from x", ALL), MAKE);
+    assert_int_equal(words(state, "select count(*) insert into t from x", ALL), MAKE);
+    assert_int_equal(words(state, "prepare p as select 1 as insert into t", ALL),
+                     PGW_WORDS_PREPARE | MAKE);
+    assert_int_equal(words(state, "select 1; insert into t values (1)", ALL), 0);
+    assert_int_equal(words(state, "/* c */ INSERT\n INTO t values (1)", ALL), 0);
+    assert_int_equal(words(state, "with x as (insert into t values (1) returning a) "
+                                  "insert into u select a from x", ALL), 0);
+    assert_int_equal(words(state, "with x as (select 1) merge into t using x on true "
+                                  "when not matched then insert values (1)", ALL), 0);
+    assert_int_equal(words(state, "copy (insert into t values (1) returning a) to stdout", ALL),
+                     0);
+    assert_int_equal(words(state, "explain analyze verbose insert into t values (1)", ALL), 0);
+    assert_int_equal(words(state, "explain (analyze, buffers) insert into t values (1)", ALL),
+                     0);
+    assert_int_equal(words(state, "PREPARE p (int) AS INSERT INTO t VALUES ($1)", ALL),
+                     PGW_WORDS_PREPARE);
+    assert_int_equal(words(state, "with x as (select 1) select count(*) insert into t from x",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "explain analyze select count(*) insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "explain (analyze) select count(*) insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "select loop insert into t from (select 1 as loop) s", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "with x (a) as (select 1), y as materialized (select 2) "
+                                  "insert into t select a from x", ALL), 0);
+    assert_int_equal(words(state, "do $$ begin execute 'insert into t values (1)'; end $$", 0),
+                     PGW_WORDS_SET | PGW_WORDS_EXECUTE);
+    assert_int_equal(words(state, "do $$ begin insert into t values (1); if true then "
+                                  "insert into t values (2); else insert into t values (3); "
+                                  "end if; end $$", ALL), PGW_WORDS_SET);   /* (END) */
 }
 
 /* An SQL PREPARE: a statement that starts with it (stmt_sql_*); the word
