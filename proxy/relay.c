@@ -5204,18 +5204,20 @@ static bool create_in_schema(const char *tag, uint32_t n)
 static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
 {
     static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ",
-                      do_[] = "DO", explain[] = "EXPLAIN";
+                      do_[] = "DO", explain[] = "EXPLAIN", import[] = "IMPORT FOREIGN SCHEMA";
     uint32_t w = s->state_words;
     if (!w || !s->px->cfg->server_reset_session_state)
         return;
     /* (A DO block's CREATE, and EXPLAIN ANALYZE of CREATE TABLE ... AS or
      * SELECT ... INTO, which runs it: their own tags.  A DO block's
-     * EXECUTE 'DECLARE ... WITH HOLD' too, and it may do both.) */
+     * EXECUTE 'DECLARE ... WITH HOLD' too, and it may do both.  IMPORT
+     * FOREIGN SCHEMA ... INTO pg_temp: temporary foreign tables.) */
     bool do_block = n == sizeof(do_) && memcmp(tag, do_, sizeof(do_)) == 0;
     bool makes = (w & PGW_WORDS_MAKE) &&
                  ((n > sizeof(select) && memcmp(tag, select, sizeof(select) - 1) == 0) ||
                   do_block ||
                   (n == sizeof(explain) && memcmp(tag, explain, sizeof(explain)) == 0) ||
+                  (n == sizeof(import) && memcmp(tag, import, sizeof(import)) == 0) ||
                   (n > sizeof(create) && memcmp(tag, create, sizeof(create) - 1) == 0 &&
                    create_in_schema(tag + sizeof(create) - 1, n - (uint32_t)sizeof(create) + 1)));
     if ((w & PGW_WORDS_HOLD) &&

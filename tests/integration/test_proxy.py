@@ -1715,6 +1715,28 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             cur.execute(sql + "; select 1")
             self.assertEqual(len(self.cleanups(px)), n, sql)
 
+    def test_a_foreign_schema_imported_into_pg_temp(self):
+        # IMPORT FOREIGN SCHEMA ... INTO pg_temp makes temporary foreign
+        # tables, its tag neither CREATE nor SELECT (fails before: B read
+        # A's foreign table).
+        if "postgres_fdw" not in self.pg.psql("select name from pg_available_extensions"):
+            self.skipTest("no postgres_fdw")
+        srv = "pgw_r1_fdw"
+        self.pg.psql("create extension if not exists postgres_fdw; "
+                     "drop server if exists %s cascade; "
+                     "create server %s foreign data wrapper postgres_fdw "
+                     "options (host '%s', port '%s', dbname '%s'); "
+                     "create user mapping for %s server %s options (user '%s', password '%s')"
+                     % (srv, srv, self.pg.host, self.pg.port, self.pg.database, self.pg.user, srv,
+                        self.pg.user, self.pg.password))
+        self.addCleanup(self.pg.psql, "drop server if exists %s cascade" % srv)
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("import foreign schema pg_catalog limit to (pg_database) from server %s "
+                    "into pg_temp" % srv)
+        self.fails_with(b, "select * from pg_temp.pg_database", "42P01")
+        self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
+
     def bound_later(self, px):
         # PQprepare("") then PQexecPrepared(""): the unnamed statement's
         # Parse and a Sync, then its Bind, Execute and Sync in the next
