@@ -451,9 +451,14 @@ class TestPipeline(pt.AppRoleTestCase):
                 d = await self.conn()
                 d.send(hz.query_msg("select s from pg_temp.pgw_queued_sp2"))
                 rows, err = await d.read_result()
-                await d.close()
                 self.assertEqual(rows, [])
                 self.assertEqual((err or {}).get("C"), "42P01", err)
+                # B's table is gone (temporary, cleaned up: one server), not
+                # made in public, which would make the 42P01 pass for nothing.
+                d.send(hz.query_msg("select relname from pg_class "
+                                    "where relname = 'pgw_queued_sp2'"))
+                self.assertEqual(await d.read_result(), ([], None))
+                await d.close()
             finally:
                 for x in (a, b):
                     await x.close()

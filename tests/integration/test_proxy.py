@@ -1655,6 +1655,12 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         a.execute("execute spp")
         self.fails_with(b, "select * from pg_temp.spb3", "42P01")
         self.assertEqual(len(self.cleanups(px)), 4, self.cleanups(px))
+        # Each was made (temporary, and dropped by the cleanup: one server),
+        # none in public (a search_path not reaching the server would make
+        # the 42P01s above pass for nothing).
+        cur = b.cursor()
+        cur.execute("select relname from pg_class where relname like 'spb_'")
+        self.assertEqual(cur.fetchall(), [])
 
     def test_pg_temp_first_bound_later(self):
         self.pg_temp_bound_later(self.start())
