@@ -4347,6 +4347,18 @@ static bool client_data_step(struct pgw_session *s)
             pgw_relay_flush_server(s);
             if (s->state == PGW_SS_LINKED)
                 pgw_session_arm_timer(s);    /* (a write that waits: review) */
+        } else if (!s->server && s->state == PGW_SS_IDLE && !s->fe_invalid && s->sbuf &&
+                   s->sbuf->sent < s->sbuf->parsed) {
+            /* Answers given before it are still to be written (the batch
+             * of writes): a Close or Sync answered with no server, or the
+             * answers to a Query a held Close waited for (close_waits),
+             * whose ReadyForQuery gave the server back just now.
+             * PostgreSQL sends them, then ends; closed at once, the
+             * client got none.  Written first, then the session ends
+             * (term_wait), as pgw_relay_left_while_queued has it. */
+            s->client_eof = true;
+            s->terminating = false;
+            s->term_wait = true;
         } else {
             close_terminated(s);
         }

@@ -476,6 +476,36 @@ class TestACloseOfAPortalBehindARequest(RelayCase):
         self.assertEqual(hz.read_until_ready(a)[-1], (b"Z", b"I"))
         self.assert_server_idle()
 
+    def test_then_a_terminate_the_answers_come_first(self):
+        """The Close (with a Flush or a Sync) then a Terminate, in the
+        write of the Query or alone: PostgreSQL answers all, then ends.
+        The Terminate, read once the Query's ReadyForQuery gave the server
+        back, ended the session at once with those answers not written:
+        the client got nothing, not even the Query's rows (fails before:
+        []); so did a Close or Sync pgwharf answers with no server.  Byte
+        for byte as from PostgreSQL."""
+        query = hz.query_msg("select pg_sleep(0.2), 1")
+        close = M(b"C", b"P\x00")
+        for name, data in (("close, flush", query + close + M(b"H")),
+                           ("close, sync", query + close + SYNC),
+                           ("alone: close, sync", close + SYNC),
+                           ("alone: sync", SYNC)):
+            with self.subTest(case=name):
+                def run(sock):
+                    sock.sendall(data + M(b"X"))
+                    got, closed = hz.read_until_closed(sock, 20)
+                    self.assertTrue(closed, "the session did not end at the Terminate")
+                    return messages_but_source(got)
+                want = run(self.direct())
+                self.assertEqual(want[-1][0], b"Z" if name.endswith("sync") else b"3", want)
+                a = self.login()
+                port = a.getsockname()[1]
+                self.assertEqual(run(a), want)
+                pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                              what="the client's session ends")
+                self.assert_server_idle()
+                self.assert_b_served()
+
 
 class TestACloseOfAPortalBehindARequestWithoutPreparedStatements(
         TestACloseOfAPortalBehindARequest):
