@@ -3414,21 +3414,27 @@ static bool tx_quiet(const struct pgw_session *s)
            !s->pipe_stop && (!s->ps_on || pgw_ps_idle(s));
 }
 
-/* A Close of a portal sent behind requests not yet answered, opening no
- * batch of its own then (nothing sent since their Sync or Query), as
- * ts-postgres closes with Close and Flush, no Sync.  Sent on, it opened a
- * batch whose Sync only the client's next request would bring: the server
- * stayed with the idle client.  It waits for those answers instead: after
- * a ReadyForQuery 'I' the server goes back, and the Close is answered with
- * no server (close_portal_alone: no transaction, so PostgreSQL has no
- * portal left); else it goes on to the server then.  Not while the count
- * of answers may be high (they may never all come while the client's
- * bytes wait) nor in a COPY (the Close fails it, as in PostgreSQL). */
+/* A Close of the unnamed portal sent behind requests not yet answered,
+ * opening no batch of its own then (nothing sent since their Sync or
+ * Query), as ts-postgres closes with Close and Flush, no Sync.  Sent on,
+ * it opened a batch whose Sync only the client's next request would
+ * bring: the server stayed with the idle client.  It waits for those
+ * answers instead: after a ReadyForQuery 'I' the server goes back, and the
+ * Close is answered with no server (close_portal_alone: no transaction,
+ * so PostgreSQL has no unnamed portal left); else it goes on to the server
+ * then.  Not a named portal: a WITH HOLD cursor outlives the transaction
+ * on this server (one a function declared has no tag pgwharf sees, and
+ * server_reset_session_state may be off), and the client's Close is what
+ * closes it -- answered here, the cursor stayed for the next client,
+ * which read its rows (review r2 of ce31cce).  Not while the count of
+ * answers may be high (they may never all come while the client's bytes
+ * wait) nor in a COPY (the Close fails it, as in PostgreSQL). */
 static bool close_waits(const struct pgw_session *s, const uint8_t *m, uint32_t avail)
 {
     const struct pgw_track *t = &s->track;
     return s->server && s->mode != PGW_POOL_SESSION && !s->notify &&
-           avail > PGW_MSG_HDR && m[PGW_MSG_HDR] == 'P' && t->sync_out > 0 &&
+           avail > PGW_MSG_HDR + 1 && m[PGW_MSG_HDR] == 'P' && m[PGW_MSG_HDR + 1] == 0 &&
+           t->sync_out > 0 &&
            t->fe_open == 0 && !t->skip_sync && !t->copy && !t->count_high && !t->copy_doubt &&
            s->discard == PGW_DISCARD_NONE;
 }

@@ -465,6 +465,28 @@ class TestACloseOfAPortalBehindARequest(RelayCase):
                 self.assert_own_answer(a)
                 a.close()
 
+    def test_a_named_portal_may_be_a_held_cursor(self):
+        """A WITH HOLD cursor outlives the Query's transaction on its
+        server (one a function declares has no tag pgwharf sees): the
+        client's Close of it, behind the Query, is what closes it.  It was
+        answered with no server at the ReadyForQuery 'I', the cursor stayed
+        on the server given back, and the next client fetched A's rows."""
+        fn = "pgw_held_cursor_fn"
+        self.pg.psql("create or replace function %s() returns void language plpgsql as "
+                     "$$ begin execute 'declare held_c cursor with hold for select 1'; end $$"
+                     % fn)
+        self.addCleanup(self.pg.psql, "drop function if exists %s()" % fn, check=False)
+        a, got = self.compare(hz.query_msg("select %s()" % fn) + M(b"C", b"Pheld_c\x00") +
+                              M(b"H"))
+        self.assertEqual(got[-1], (b"3", b""))
+        a.sendall(SYNC)
+        self.assertEqual(hz.read_until_ready(a), [(b"Z", b"I")])
+        b = self.login()
+        b.sendall(hz.query_msg("fetch all held_c"))
+        got = hz.read_until_ready(b)
+        self.assertEqual([e["C"] for e in errors(got)], ["34000"], got)   # base: A's row
+        self.assert_own_answer(a)
+
     def test_in_a_transaction_it_closes_the_cursor(self):
         # After ReadyForQuery 'T' a portal may be there (a cursor): the
         # Close goes to the server, which keeps it with its client.
