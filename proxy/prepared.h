@@ -126,7 +126,7 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
  * rewritten in place, behind messages of pgwharf's: read the message
  * there again; PGW_NOTIFY_MORE read it whole first, or wait until nothing
  * is outstanding (quiet false); -1 the session was closed. */
-#define PGW_PS_DEALLOC_REWRITTEN 2
+#define PGW_PS_DEALLOC_REWRITTEN 3    /* (not PGW_NOTIFY_MORE's 2) */
 /* The client sent what replaces or drops its unnamed statement in
  * PostgreSQL (a Parse or Close of it, a simple Query): the copy kept of
  * it is not it any more. */

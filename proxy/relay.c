@@ -4020,6 +4020,15 @@ static bool scan_client(struct pgw_session *s)
                 total = pgw_get_u32(p + 1) + 1;
                 mlen = total - 1;
                 n = total;
+                /* Outside a batch it waits below to be scanned again as
+                 * answers come, which the Sync pgwharf put ahead of it
+                 * brings.  Rewritten in an open batch (no Sync ahead of
+                 * it) no answer comes: it goes on now.  (The two values
+                 * were one: it waited in a batch too, and rewritten from
+                 * server_data's ps_wait rescan -- a Bind of an unread name
+                 * ahead of it in the batch -- the client hung with the
+                 * server; review r2 of 0ec8acd.) */
+                r = s->track.fe_open > 0 ? 0 : PGW_NOTIFY_MORE;
             }
             if (r == 1) {
                 s->query_start = 0;

@@ -2681,6 +2681,45 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
         self.assertIn((b"n", b""), want)
         self.assertEqual(got, want)
 
+    def test_bound_then_deallocated_behind_the_batch(self):
+        """Bind and Execute of an unread name, then SQL DEALLOCATE of it as
+        a Query, no Sync (0ec8acd rewrites it in the batch): the Bind waits
+        for its check, and the Query was rewritten when the check's answer
+        came -- then left waiting to be scanned again (its rewrite's return
+        is PGW_NOTIFY_MORE's value) for answers the server, with no Sync,
+        never sends: the client hung, holding the pool's one server (the
+        next client's 57014).  Compared with a direct connection."""
+        sql = "select 1 as unread_dealloc"
+        self.prepared_once(sql)
+        holder, _ = self.hold_a_server()
+        r = self.raw()
+        self.answered(r, "s1", sql)
+        self.release(holder)
+        steps = [
+            ((r.bind("s1"), r.execute(), r.query("DEALLOCATE s1")), 1),
+            ((r.bind("s1"), r.execute(), r.sync()), 1),          # 26000
+        ]
+        got = []
+        for msgs, n in steps:
+            r.send(*msgs)
+            for _ in range(n):
+                got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
+        self.addCleanup(d.close)
+        ph.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
+        d.sendall(r.parse("s1", sql) + r.sync())
+        ph.read_until_ready(d)
+        want = []
+        for msgs, n in steps:
+            d.sendall(b"".join(msgs))
+            for _ in range(n):
+                want += [(t, sqlstate(b) if t == b"E" else b) for t, b in ph.read_until_ready(d)]
+        self.assertIn((b"C", b"DEALLOCATE\x00"), want)
+        self.assertEqual(got, want)
+        other = self.raw()
+        other.send(other.query("select 1"))
+        self.assertEqual(types(other.until_ready()), "TDCZ")
+
     def test_an_sql_deallocate_of_an_unread_name_is_answered(self):
         # A client that never had a server: its SQL DEALLOCATE of a name
         # answered with no server is answered as PostgreSQL answers it (a
