@@ -1960,9 +1960,12 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         struct ps_client_name *c = NULL;
         switch (dealloc_target(s, one, e, name, &full, &c)) {
         case DEALLOC_WAIT:
-            /* In a batch the answer it waits for comes only with the
-             * Query's: left to the server. */
-            return in_batch ? 0 : PGW_NOTIFY_MORE;
+            /* In a batch too: what it waits for (a Parse or Close of the
+             * name before a Sync, a Query's DEALLOCATE of it) went ahead
+             * of the batch and is answered whatever comes of it.  Sent as
+             * it was, a name Parsed there got 26000 and stayed (review r2
+             * of 0ec8acd).  Not while the count of answers may be high. */
+            return in_batch && s->track.count_high ? 0 : PGW_NOTIFY_MORE;
         case DEALLOC_MINE:
             if (++found > 1) {
                 pgw_ident_full_free(&full);

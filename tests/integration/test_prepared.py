@@ -3229,6 +3229,42 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         self.assertIn((b"C", b"DEALLOCATE\x00"), want)
         self.assertEqual(run(px), want)
 
+    def test_behind_an_open_batch_after_a_parse_not_yet_answered(self):
+        """As above, with a Parse of the name (or a Close) before a Sync
+        ahead of the batch, not yet answered: the DEALLOCATE waits for its
+        answer, then is rewritten in the batch.  It went to the server as
+        it was: 26000 where PostgreSQL deallocates s3, and s3 stayed the
+        client's."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        steps = [
+            ((r.parse("s1", "select 1"), r.parse("s2", "select 2"), r.sync()), 1),
+            ((r.parse("s3", "select 3"), r.sync(), r.bind("s2"), r.execute(),
+              r.query("DEALLOCATE s3")), 2),
+            ((r.bind("s3"), r.execute(), r.sync()), 1),            # 26000
+            ((r.close_stmt("s1"), r.sync(), r.bind("s2"), r.execute(),
+              r.query("DEALLOCATE s1")), 2),                     # 26000
+            ((r.parse("s3", "select 33"), r.sync(), r.bind("s2"), r.execute(),
+              r.query("select 1/0; DEALLOCATE s3")), 2),         # s3 stays
+            ((r.bind("s3"), r.execute(), r.sync()), 1),
+        ]
+
+        def run(at):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            for msgs, n in steps:
+                sock.sendall(b"".join(msgs))
+                for _ in range(n):
+                    for t, body in ph.read_until_ready(sock):
+                        out.append((t, sqlstate(body) if t == b"E" else body))
+            return out
+
+        want = run(self.pg)
+        self.assertEqual(want.count((b"C", b"DEALLOCATE\x00")), 1)
+        self.assertEqual(run(px), want)
+
     def test_among_other_statements_of_a_query(self):
         # psqlODBC with autocommit off drops a statement with "SAVEPOINT
         # _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE _per_query_svp_":
