@@ -3595,8 +3595,17 @@ static void close_terminated(struct pgw_session *s)
         pgw_session_close(s, "08P01", "invalid frontend message type %d", s->fe_invalid_type);
     } else {
         /* (A Terminate the COPY was to read, which had failed on its own
-         * data first: PostgreSQL, out of the COPY, takes it as one.) */
-        pgw_session_close(s, NULL, "client terminated");
+         * data first: PostgreSQL, out of the COPY, takes it as one.)
+         * What the client was answered before it goes first, as from
+         * PostgreSQL: a server's answers still in the batch of writes, and
+         * pgwharf's own (a Close or Sync answered with no server).  They
+         * were dropped with the session: a Query, a Close of the unnamed
+         * portal and a Terminate in one write got nothing (review r2 of
+         * ce31cce).  As much as the client's socket takes now. */
+        if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
+            pgw_session_flush_client(s);
+        if (s->state != PGW_SS_CLOSING)
+            pgw_session_close(s, NULL, "client terminated");
     }
 }
 
