@@ -555,9 +555,10 @@ void pgw_relay_replies_read(struct pgw_session *s);
 #define PGW_WORDS_RESET (1u << 31)
 #define PGW_WORDS_SET (1u << 30)         /* SET or set_config */
 /* HOLD (a WITH HOLD cursor), TEMP, TEMPORARY or pg_temp (a temporary
- * object), CREATE or INTO (SELECT ... INTO, CREATE TABLE ... AS, any
- * CREATE: temporary with pg_temp first in the search_path): what may
- * outlive the transaction (pgw_server.user_leftover). */
+ * object), CREATE or INTO as SQL, not in a literal or a comment (SELECT
+ * ... INTO, CREATE TABLE ... AS, any CREATE: temporary with pg_temp first
+ * in the search_path): what may outlive the transaction
+ * (pgw_server.user_leftover). */
 #define PGW_WORDS_HOLD (1u << 29)
 #define PGW_WORDS_TEMP (1u << 28)
 #define PGW_WORDS_MAKE (1u << 27)

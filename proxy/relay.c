@@ -443,12 +443,58 @@ static bool set_config_literal(const uint8_t *q, size_t left)
     return q < e && *q == ',';
 }
 
+/* Where a literal or quoted name opened by the quote at q ends ('' and
+ * "" are the quote itself), lim at the latest: past its closing quote. */
+static const uint8_t *quote_end(const uint8_t *q, const uint8_t *lim)
+{
+    uint8_t c = *q;
+    for (q++; q < lim; q++) {
+        if (*q != c)
+            continue;
+        if (q + 1 < lim && q[1] == c)
+            q++;
+        else
+            return q + 1;
+    }
+    return lim;
+}
+
+/* Where the dollar quote opened at q ($$ or $tag$, as PostgreSQL's
+ * scanner reads a '$' that starts a word) ends, lim at the latest; NULL
+ * when none opens there ($1, a parameter). */
+static const uint8_t *dollar_quote_end(const uint8_t *q, const uint8_t *lim)
+{
+    const uint8_t *r = q + 1;
+    if (r < lim && sql_ident[*r] && (uint8_t)(*r - '0') >= 10 && *r != '$')
+        while (r < lim && sql_ident[*r] && *r != '$')
+            r++;
+    if (r >= lim || *r != '$')
+        return NULL;
+    size_t m = (size_t)(r + 1 - q);
+    for (r++; r + m <= lim; r++)
+        if (*r == '$' && memcmp(r, q, m) == 0)
+            return r + m;
+    return lim;
+}
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
  * PGW_WORDS_SET also for a statement that ends a transaction, and for
  * pg_settings.  SET counts as the command unless its statement (after a ';', or the
  * NUL that ends a Parse's statement name, and the comments before it)
  * begins with a word that takes SET as a clause (a false alarm costs
- * only sharing, prepared.c). */
+ * only sharing, prepared.c).
+ *
+ * CREATE and INTO (PGW_WORDS_MAKE, a DISCARD TEMP round trip) count only
+ * where they are SQL: not in a comment, nor in a string literal ('...'
+ * -- INSERT INTO audit VALUES ('create'), has_database_privilege(...,
+ * 'CREATE'), Rails' query log tags: a comment action:create) unless the
+ * text has a DO block or the word EXECUTE or FORMAT (what a literal may
+ * run).  In a dollar quote (a function's or DO block's body) and a quoted
+ * name they count as before.  A backslash anywhere (with
+ * standard_conforming_strings off a literal ends elsewhere), or a '$'
+ * inside a number or parameter ($1$$: where a dollar quote may open
+ * otherwise than read here), counts them everywhere.  The other words
+ * are read everywhere. */
 uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
                               uint32_t want)
 {
@@ -465,9 +511,32 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     char stmt = 0;                      /* its first word: PREPARE, WITH, EXPLAIN, DO */
     int depth = 0;                      /* of parentheses in the statement */
     uint8_t punct = 0;                  /* the last byte not blank since a word */
+    /* What q is inside of, until span_end: a literal ('\''), a quoted name
+     * ('"'), a comment ('-') or a dollar quote ('$').  None goes past a
+     * NUL (nul: the next one; a Parse's statement name ends at it). */
+    const uint8_t *span_end = p, *nul = NULL;
+    uint8_t span = 0;
+    bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
+        if (q >= span_end && (*q == '\'' || *q == '"' || *q == '$' || *q == '-' || *q == '/')) {
+            if (!nul || nul < q) {
+                nul = memchr(q, 0, (size_t)(end - q));
+                nul = nul ? nul : end;
+            }
+            size_t clen = *q == '-' || *q == '/'
+                              ? pgw_sql_comment_len((const char *)q, (size_t)(nul - q)) : 0;
+            const uint8_t *e = clen ? q + clen
+                               : *q == '$' ? (q == p || !sql_ident[q[-1]]
+                                                  ? dollar_quote_end(q, nul) : NULL)
+                               : *q == '\'' || *q == '"' ? quote_end(q, nul) : NULL;
+            if (e) {
+                span = clen ? '-' : *q;
+                span_end = e;
+            }
+        }
         if (!sql_ident[*q]) {
+            blind |= *q == '\\';
             if (*q == '(') {
                 opts |= stmt == 'e' && command_next && !punct && depth == 0;
                 depth++;
@@ -544,8 +613,16 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                  (c == 'p' && word_at(q, left < 7 ? left : 7, "pg_temp", 7)))   /* pg_temp_3 */
             found |= PGW_WORDS_TEMP;
         else if ((c == 'c' && word_at(q, left, "create", 6)) ||
-                 (c == 'i' && !inserting && word_at(q, left, "into", 4)))
-            found |= PGW_WORDS_MAKE;      /* (not INSERT INTO, MERGE INTO: command) */
+                 (c == 'i' && !inserting && word_at(q, left, "into", 4))) {
+            if (q >= span_end || span == '"' || span == '$')
+                found |= PGW_WORDS_MAKE;  /* (not INSERT INTO, MERGE INTO: command) */
+            else if (span == '\'')
+                make_quoted = true;
+            else
+                make_commented = true;
+        }
+        dynamic |= (c == 'e' && word_at(q, left, "execute", 7)) ||
+                   (c == 'f' && word_at(q, left, "format", 6));
         without = c == 'w' && word_at(q, left, "without", 7);
         inserting = command && ((c == 'i' && word_at(q, left, "insert", 6)) ||
                                 (c == 'm' && word_at(q, left, "merge", 5)));
@@ -577,9 +654,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 word_at(q, left, px->tracked[t], px->tracked_len[t]))
                 found |= 1u << t;
         }
+        const uint8_t *w = q;
         for (q++; q < end && sql_ident[*q]; q++)
             ;
+        if (w >= span_end && ((uint8_t)(c - '0') < 10 || c == '$'))
+            blind |= memchr(w + 1, '$', (size_t)(q - w - 1)) != NULL;
     }
+    if ((make_quoted && (blind || plpgsql || dynamic)) || (make_commented && blind))
+        found |= PGW_WORDS_MAKE;
     return found;
 }
 

@@ -1721,6 +1721,48 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             cur.execute(sql + "; select 1")
             self.assertEqual(len(self.cleanups(px)), n, sql)
 
+    def test_create_or_into_in_a_literal_or_comment_costs_nothing(self):
+        # The words CREATE and INTO in a string or a comment make nothing
+        # (review r1 of ca89bab; fails before: each transaction cost a
+        # DISCARD TEMP).  The guard: a SELECT INTO behind a literal and a
+        # comment, pg_temp first in the search_path, is still taken back.
+        self.pg.psql("create table if not exists pgw_fa_audit (action text)")
+        self.addCleanup(self.pg.psql, "drop table if exists pgw_fa_audit")
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        import psycopg
+        a3 = psycopg.connect(px.dsn(), autocommit=True)      # extended protocol
+        self.addCleanup(a3.close)
+
+        def privilege3():
+            a3.execute("select has_database_privilege(current_user, %s, 'CREATE')",
+                       (self.pg.database,))
+
+        def tx3():
+            with a3.transaction():
+                a3.execute("insert into pgw_fa_audit values ('into')")
+                a3.execute("select action from pgw_fa_audit where action = %s", ("create",))
+
+        costly = []
+        for sql in ["begin; insert into pgw_fa_audit values ('create'); "
+                    "select count(*) from pgw_fa_audit; commit",
+                    "select count(*) from pgw_fa_audit /*action:create,controller:users*/",
+                    "select count(*) from pgw_fa_audit where action = 'into'",
+                    privilege3, tx3]:
+            n = len(self.cleanups(px))
+            if callable(sql):
+                sql()
+            else:
+                cur.execute(sql)
+            self.assertEqual(pt.one(b, "select 1"), 1)      # after any cleanup of A's
+            if len(self.cleanups(px)) != n:
+                costly.append(getattr(sql, "__name__", sql))
+        self.assertEqual(costly, [])
+        cur.execute("set search_path = pg_temp, public")
+        cur.execute("select 'secret' as s /* not into */ into fa5 -- create")
+        self.fails_with(b, "select * from pg_temp.fa5", "42P01")
+        self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
+
     def test_a_foreign_schema_imported_into_pg_temp(self):
         # IMPORT FOREIGN SCHEMA ... INTO pg_temp makes temporary foreign
         # tables, its tag neither CREATE nor SELECT (fails before: B read

@@ -232,6 +232,52 @@ static void test_state_words(void **state)
                                   "end if; end $$", ALL), PGW_WORDS_SET);   /* (END) */
 }
 
+/* CREATE and INTO in a string literal or a comment make nothing (review r1
+ * of ca89bab: each cost a DISCARD TEMP); where the literal may be code
+ * PostgreSQL runs, or PostgreSQL may read it otherwise, they still count. */
+static void test_make_words_in_literals(void **state)
+{
+    const uint32_t MAKE = PGW_WORDS_MAKE;
+    assert_int_equal(words(state, "INSERT INTO audit VALUES ('create')", ALL), 0);
+    assert_int_equal(words(state, "SELECT * FROM users WHERE id = 1 "
+                                  "/*action:create,controller:users*/", ALL), 0);
+    assert_int_equal(words(state, "SELECT has_database_privilege(current_user, 'pgwharf', "
+                                  "'CREATE')", ALL), 0);
+    assert_int_equal(words(state, "select * from log where action = 'into'", ALL), 0);
+    assert_int_equal(words(state, "select 'it''s into' from t -- select 1 into t", ALL), 0);
+    assert_int_equal(words(state, "select E'create' /* a /* into */ create */", ALL), 0);
+    assert_int_equal(words(state, "select 1 -- create\r", ALL), 0);
+    assert_int_equal(words(state, "select $1::text, 'into'", ALL), 0);
+    /* SQL, and code PostgreSQL runs */
+    assert_int_equal(words(state, "SELECT 1 INTO t", ALL), MAKE);
+    assert_int_equal(words(state, "CREATE TABLE t AS SELECT 'x'", ALL), MAKE);
+    assert_int_equal(words(state, "select 'a' /* c */ INTO t", ALL), MAKE);
+    assert_int_equal(words(state, "select 'a' -- c\rinto t", ALL), MAKE);
+    assert_int_equal(words(state, "select 1 -- c\ncreate table t ()", ALL), MAKE);
+    assert_int_equal(words(state, "/* a /* b */ it's */ select 1 into t", ALL), MAKE);
+    assert_int_equal(words(state, "select 1 as \"it's\" into t from u where v = 'x'", ALL), MAKE);
+    assert_int_equal(words(state, "select 'x' as \"create\"", ALL), MAKE);   /* (a name) */
+    assert_int_equal(words(state, "DO $$ BEGIN CREATE TABLE t (); END $$", ALL),
+                     PGW_WORDS_SET | MAKE);
+    assert_int_equal(words(state, "do $b$ begin perform 'x'; create table t (); end $b$", ALL),
+                     PGW_WORDS_SET | MAKE);
+    assert_int_equal(words(state, "DO 'begin execute ''create table t ()''; end'", ALL),
+                     PGW_WORDS_SET | PGW_WORDS_EXECUTE | ALL | MAKE);
+    assert_int_equal(words(state, "do language plpgsql 'begin create table t (); end'", 0),
+                     PGW_WORDS_SET | MAKE);
+    assert_int_equal(words(state, "select 'create table t ()' as q; do 'begin end'", 0), MAKE);
+    assert_int_equal(words(state, "select f(format('create table %I ()', 't'))", 0), MAKE);
+    /* A backslash anywhere, a '$' in a number or parameter: as before */
+    assert_int_equal(words(state, "select E'\\'' into t", ALL), MAKE);
+    assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
+    assert_int_equal(words(state, "select 'into', '\\'", ALL), MAKE);
+    assert_int_equal(words(state, "select 1$$' into t", ALL), MAKE);
+    /* a Parse's statement name ends what it opened */
+    static const char parse[] = "it's\0select 1 into t\0";
+    assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)parse, sizeof(parse), 0),
+                     MAKE);
+}
+
 /* An SQL PREPARE: a statement that starts with it (stmt_sql_*); the word
  * PREPARE past a statement's first word (a DO block's EXECUTE 'PREPARE
  * ...': relay.c stmt_sql_hidden). */
@@ -273,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_tracked_names),
         cmocka_unit_test(test_other_spellings),
         cmocka_unit_test(test_state_words),
+        cmocka_unit_test(test_make_words_in_literals),
         cmocka_unit_test(test_prepare_word),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
