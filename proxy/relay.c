@@ -549,13 +549,16 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 at_start = true;
                 depth = 0;
             } else if (at_start && *q == '-' && q + 1 < end && q[1] == '-') {
-                while (q < end && *q != '\n' && *q != '\r')   /* a comment before the */
-                    q++;                                         /* statement: either ends it */
+                /* A comment before the statement: a LF or CR ends it, and the
+                 * NUL that ends a Parse's statement name ("--" or "/\*": its
+                 * text follows) whatever it opened. */
+                while (q < end && *q != '\n' && *q != '\r' && *q)
+                    q++;
                 continue;
             } else if (at_start && *q == '/' && q + 1 < end && q[1] == '*') {
-                for (q += 2; q + 1 < end && !(q[0] == '*' && q[1] == '/'); q++)
+                for (q += 2; q + 1 < end && *q && !(q[0] == '*' && q[1] == '/'); q++)
                     ;
-                q = q + 1 < end ? q + 2 : end;
+                q = q + 1 < end && *q ? q + 2 : q < end && !*q ? q : end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
                        lower_ascii(q[-1]) == 'u') {

@@ -1763,6 +1763,22 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.fails_with(b, "select * from pg_temp.fa5", "42P01")
         self.assertEqual(len(self.cleanups(px)), 1, self.cleanups(px))
 
+    def test_a_parse_named_like_a_comment(self):
+        # A Parse whose statement name is "/*" or "--", sent as it is
+        # (max_prepared_statements = 0): the scan read its text as that
+        # comment's, past the name's NUL, and found no TEMP (fails before:
+        # B read A's temporary table).
+        px = self.start(max_prepared_statements=0)
+        b = self.autocommit(px)
+        r = hz.raw_login(self, px)
+        for name in ["/*", "-- c"]:
+            with self.subTest(name=name):
+                r.sendall(hz.ext_msgs("create temp table pgw_pn as select 'secret' as s",
+                                      stmt=name))
+                self.assertIn((b"C", b"SELECT 1\x00"), hz.read_until_ready(r))
+                self.fails_with(b, "select * from pg_temp.pgw_pn", "42P01")
+        self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
+
     def test_a_foreign_schema_imported_into_pg_temp(self):
         # IMPORT FOREIGN SCHEMA ... INTO pg_temp makes temporary foreign
         # tables, its tag neither CREATE nor SELECT (fails before: B read

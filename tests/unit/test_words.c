@@ -276,6 +276,15 @@ static void test_make_words_in_literals(void **state)
     static const char parse[] = "it's\0select 1 into t\0";
     assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)parse, sizeof(parse), 0),
                      MAKE);
+    /* a comment before its text does not go past its NUL either */
+    static const char block[] = "/*\0create temp table t (a int)\0\0";
+    assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)block, sizeof(block), 0),
+                     PGW_WORDS_TEMP | MAKE);
+    static const char line[] = "--\0create temp table t (a int)\0\0";
+    assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)line, sizeof(line), 0),
+                     PGW_WORDS_TEMP | MAKE);
+    static const char closed[] = "/* c */\0select 1\0\0";
+    assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)closed, sizeof(closed), 0), 0);
 }
 
 /* An SQL PREPARE: a statement that starts with it (stmt_sql_*); the word
