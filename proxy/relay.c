@@ -657,8 +657,10 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 word_at(q, left, px->tracked[t], px->tracked_len[t]))
                 found |= 1u << t;
         }
+        /* (A dollar quote's closing delimiter ends a word, as it ends
+         * PostgreSQL's token: select $$a$$into t is SELECT ... INTO t.) */
         const uint8_t *w = q;
-        for (q++; q < end && sql_ident[*q]; q++)
+        for (q++; q < end && sql_ident[*q] && !(span == '$' && q == span_end); q++)
             ;
         if (w >= span_end && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= memchr(w + 1, '$', (size_t)(q - w - 1)) != NULL;

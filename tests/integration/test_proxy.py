@@ -1721,6 +1721,22 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             cur.execute(sql + "; select 1")
             self.assertEqual(len(self.cleanups(px)), n, sql)
 
+    def test_a_select_into_right_behind_a_dollar_quote(self):
+        # select $$secret$$ as s, 1 as"x"into t: no blank before INTO, and
+        # PostgreSQL's token ends at the dollar quote's delimiter; the scan
+        # read "$$secret$$into" as one word: no INTO, and with pg_temp
+        # first in the search_path no cleanup (fails before: B read it).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("set search_path = pg_temp, public")
+        for name, sql in [("dq1", "select $$secret$$into dq1"),
+                          ("dq2", "select 'x' as s, $q$secret$q$into dq2")]:
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
+
     def test_create_or_into_in_a_literal_or_comment_costs_nothing(self):
         # The words CREATE and INTO in a string or a comment make nothing
         # (review r1 of ca89bab; fails before: each transaction cost a

@@ -267,6 +267,11 @@ static void test_make_words_in_literals(void **state)
                      PGW_WORDS_SET | MAKE);
     assert_int_equal(words(state, "select 'create table t ()' as q; do 'begin end'", 0), MAKE);
     assert_int_equal(words(state, "select f(format('create table %I ()', 't'))", 0), MAKE);
+    /* a dollar quote's end ends a word (PostgreSQL: SELECT ... INTO t) */
+    assert_int_equal(words(state, "select $$a$$into t", ALL), MAKE);
+    assert_int_equal(words(state, "select $q$a$q$into t", ALL), MAKE);
+    assert_int_equal(words(state, "select $$a b$$into t", ALL), MAKE);
+    assert_int_equal(words(state, "select $$a$$temp", ALL), PGW_WORDS_TEMP);
     /* A backslash anywhere, a '$' in a number or parameter: as before */
     assert_int_equal(words(state, "select E'\\'' into t", ALL), MAKE);
     assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
