@@ -46,7 +46,6 @@ import struct
 import sys
 import threading
 import time
-import unittest
 
 import pgwharf_test as pt
 import pgw_hardening as hz

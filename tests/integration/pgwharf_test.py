@@ -139,6 +139,14 @@ def free_port(lo=20000, hi=32000):
     raise PgwharfError("no free port in %d-%d" % (lo, hi))
 
 
+def sigcont(pid):
+    """SIGCONT pid (a backend a test SIGSTOPped); gone already is fine."""
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
 def wait_until(fn, timeout=10.0, interval=0.05, what="condition"):
     """fn()'s first true value, polled every interval; AssertionError (with
     the last value) after timeout seconds (fn is asked once more at the

@@ -18,7 +18,6 @@ preload list: verify_asan_link_order=0 lets it run (as for nss_gate).
 
 import glob
 import os
-import re
 import socket
 import threading
 import time

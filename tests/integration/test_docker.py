@@ -25,7 +25,6 @@ engine allows.
   against the test cluster.
 """
 
-import fnmatch
 import os
 import re
 import shutil

@@ -343,20 +343,24 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, QUEUED), 0)
 
-    def test_nothing_queues_behind_a_select_into_temp(self):
-        # A's lone SELECT ... INTO TEMP leaves a temporary table that the
-        # pool drops before B gets the server (server_reset_session_state):
-        # B's SELECT queued behind it ran before that, and read A's table
-        # (fails before: B got A's row).  B waits for the server instead.
+    def nothing_queues_behind_a_select_into(self, lock, into, first=None):
+        """A's lone SELECT ... INTO (into: the rest of its text) runs
+        behind the gate; B's SELECT of the table must wait for the server
+        (and the cleanup) instead of queuing behind it.  first: A's
+        Query before."""
+        table = into.split()[-1]
+
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.gate(3)
+            if first:
+                self.rows(await a.query(first))
+            g = await self.gate(lock)
             try:
                 a.send(hz.query_msg("select 'secret' as s, (select 1 from (select "
-                                    "pg_advisory_xact_lock_shared(3)) l) as marker_q3 "
-                                    "into temp pgw_queued_t"))
-                await self.wait_running("marker_q3")
-                b.send(hz.query_msg("select s from pgw_queued_t"))
+                                    "pg_advisory_xact_lock_shared(%d)) l) as marker_q%d "
+                                    "into %s" % (lock, lock, into)))
+                await self.wait_running("marker_q%d" % lock)
+                b.send(hz.query_msg("select s from %s" % table))
                 await self.until(lambda: self.waiting() == 1, "B waiting")
             finally:
                 await g.open()
@@ -371,16 +375,21 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(self.px, QUEUED), 0)
 
-    def test_a_select_into_temp_does_not_queue(self):
-        # B's lone SELECT ... INTO TEMP queued behind A's SELECT ran there
-        # unseen by note_setting_words: its tag did not mark the server for
-        # the cleanup, and D, the next client of the server, read B's
-        # table (fails before: D got 'secret').  B waits for the server.
+    def a_select_into_does_not_queue(self, lock, into, first=None):
+        """B's lone SELECT ... INTO (into: the rest of its text), sent while
+        A holds the server, must not queue behind A's SELECT: it waits, its
+        table is cleaned up, and D, the next client of the server, does not
+        read it (gone from pg_class: temporary, not made in public, which
+        would make the 42P01 pass for nothing).  first: B's Query before."""
+        table = into.split()[-1]
+
         async def main():
             a, b = await self.conn(), await self.conn()
-            g = await self.hold(4, a)
+            if first:
+                self.rows(await b.query(first))
+            g = await self.hold(lock, a)
             try:
-                b.send(hz.query_msg("select 'secret' as s into temp pgw_queued_t2"))
+                b.send(hz.query_msg("select 'secret' as s into %s" % into))
                 await self.until(lambda: self.waiting() == 1 or metric(self.px, QUEUED) == 1,
                                  "B waiting or queued")
             finally:
@@ -389,15 +398,31 @@ class TestPipeline(pt.AppRoleTestCase):
                 self.rows(await a.read_result())
                 self.assertEqual(await b.read_result(), ([], None))
                 d = await self.conn()
-                d.send(hz.query_msg("select s from pgw_queued_t2"))
+                d.send(hz.query_msg("select s from pg_temp.%s" % table))
                 rows, err = await d.read_result()
-                await d.close()
                 self.assertEqual(rows, [])
                 self.assertEqual((err or {}).get("C"), "42P01", err)
+                d.send(hz.query_msg("select relname from pg_class where relname = '%s'" % table))
+                self.assertEqual(await d.read_result(), ([], None))
+                await d.close()
             finally:
                 for x in (a, b):
                     await x.close()
         self.run_async(main())
+
+    def test_nothing_queues_behind_a_select_into_temp(self):
+        # A's lone SELECT ... INTO TEMP leaves a temporary table that the
+        # pool drops before B gets the server (server_reset_session_state):
+        # B's SELECT queued behind it ran before that, and read A's table
+        # (fails before: B got A's row).  B waits for the server instead.
+        self.nothing_queues_behind_a_select_into(3, "temp pgw_queued_t")
+
+    def test_a_select_into_temp_does_not_queue(self):
+        # B's lone SELECT ... INTO TEMP queued behind A's SELECT ran there
+        # unseen by note_setting_words: its tag did not mark the server for
+        # the cleanup, and D, the next client of the server, read B's
+        # table (fails before: D got 'secret').  B waits for the server.
+        self.a_select_into_does_not_queue(4, "temp pgw_queued_t2")
         self.assertEqual(metric(self.px, QUEUED), 0)
 
     def test_nothing_queues_behind_a_select_into_with_pg_temp_first(self):
@@ -406,63 +431,16 @@ class TestPipeline(pt.AppRoleTestCase):
         # SELECT ... INTO, no word TEMP, makes a temporary table: B's
         # SELECT queued behind it ran before the cleanup and read A's table
         # (fails before: B got A's row).  B waits for the server instead.
-        async def main():
-            a, b = await self.conn(), await self.conn()
-            self.rows(await a.query("set search_path = pg_temp, public"))
-            g = await self.gate(51)
-            try:
-                a.send(hz.query_msg("select 'secret' as s, (select 1 from (select "
-                                    "pg_advisory_xact_lock_shared(51)) l) as marker_q51 "
-                                    "into pgw_queued_sp"))
-                await self.wait_running("marker_q51")
-                b.send(hz.query_msg("select s from pgw_queued_sp"))
-                await self.until(lambda: self.waiting() == 1, "B waiting")
-            finally:
-                await g.open()
-            try:
-                self.rows(await a.read_result())
-                rows, err = await b.read_result()
-                self.assertEqual(rows, [])
-                self.assertEqual((err or {}).get("C"), "42P01", err)
-            finally:
-                for x in (a, b):
-                    await x.close()
-        self.run_async(main())
-        self.assertEqual(metric(self.px, QUEUED), 0)
+        self.nothing_queues_behind_a_select_into(51, "pgw_queued_sp",
+                                                 first="set search_path = pg_temp, public")
 
     def test_a_select_into_with_pg_temp_first_does_not_queue(self):
         # B's lone SELECT ... INTO, no word TEMP, queued behind A's SELECT
         # on a server whose search_path has pg_temp first (B's SET before,
         # not tracked) ran there unseen: no cleanup, and D, the next client
         # of the server, read B's table (fails before: D got 'secret').
-        async def main():
-            a, b = await self.conn(), await self.conn()
-            self.rows(await b.query("set search_path = pg_temp, public"))
-            g = await self.hold(52, a)
-            try:
-                b.send(hz.query_msg("select 'secret' as s into pgw_queued_sp2"))
-                await self.until(lambda: self.waiting() == 1 or metric(self.px, QUEUED) == 1,
-                                 "B waiting or queued")
-            finally:
-                await g.open()
-            try:
-                self.rows(await a.read_result())
-                self.assertEqual(await b.read_result(), ([], None))
-                d = await self.conn()
-                d.send(hz.query_msg("select s from pg_temp.pgw_queued_sp2"))
-                rows, err = await d.read_result()
-                self.assertEqual(rows, [])
-                self.assertEqual((err or {}).get("C"), "42P01", err)
-                # B's table is gone (temporary, cleaned up: one server), not
-                # made in public, which would make the 42P01 pass for nothing.
-                d.send(hz.query_msg("select relname from pg_class "
-                                    "where relname = 'pgw_queued_sp2'"))
-                self.assertEqual(await d.read_result(), ([], None))
-                await d.close()
-            finally:
-                for x in (a, b):
-                    await x.close()
-        self.run_async(main())
+        self.a_select_into_does_not_queue(52, "pgw_queued_sp2",
+                                          first="set search_path = pg_temp, public")
 
     def test_the_client_ahead_leaving_mid_query_costs_the_queue_nothing(self):
         pids_before = None
@@ -1211,7 +1189,6 @@ class TestPipeline(pt.AppRoleTestCase):
         async def main():
             h, q0, q1 = await self.conn(), await self.conn(), await self.conn()
             hp = str(h.w.get_extra_info("sockname")[1])
-            p0 = str(q0.w.get_extra_info("sockname")[1])
             g = await self.hold_and_queue(210, (h, "'H'"), (q0, "select 'Q0'"),
                                           (q1, "select 'Q1'"))
             try:

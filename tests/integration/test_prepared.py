@@ -7,7 +7,6 @@ sharing across clients, the per-server LRU, and PostgreSQL's own errors.
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ import struct
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
 
 import psycopg2
@@ -2663,23 +2661,32 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
             ((r.query("rollback"),), 1),
             ((bind1(r, "s1", "7"), r.execute(), r.sync()), 1),
         ]
+        got, want = self.steps_here_and_direct(r, "s1", sql, steps)
+        self.assertIn((b"n", b""), want)
+        self.assertEqual(got, want)
+
+    def steps_here_and_direct(self, r, name, sql, steps):
+        """Run steps ((messages, ReadyForQuerys to read)...) on r, through
+        pgwharf, and on a direct connection that Parsed name as sql first:
+        the messages of each (an error's SQLSTATE for its body)."""
+        def read(ready):
+            return [(t, sqlstate(b) if t == b"E" else b) for t, b in ready]
         got = []
         for msgs, n in steps:
             r.send(*msgs)
             for _ in range(n):
-                got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
+                got += read(r.until_ready())
         d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
         self.addCleanup(d.close)
         ph.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        d.sendall(r.parse("s1", sql) + r.sync())
+        d.sendall(r.parse(name, sql) + r.sync())
         ph.read_until_ready(d)
         want = []
         for msgs, n in steps:
             d.sendall(b"".join(msgs))
             for _ in range(n):
-                want += [(t, sqlstate(b) if t == b"E" else b) for t, b in ph.read_until_ready(d)]
-        self.assertIn((b"n", b""), want)
-        self.assertEqual(got, want)
+                want += read(ph.read_until_ready(d))
+        return got, want
 
     def test_bound_then_deallocated_behind_the_batch(self):
         """Bind and Execute of an unread name, then SQL DEALLOCATE of it as
@@ -2699,21 +2706,7 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
             ((r.bind("s1"), r.execute(), r.query("DEALLOCATE s1")), 1),
             ((r.bind("s1"), r.execute(), r.sync()), 1),          # 26000
         ]
-        got = []
-        for msgs, n in steps:
-            r.send(*msgs)
-            for _ in range(n):
-                got += [(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()]
-        d = socket.create_connection((self.pg.host, self.pg.port), timeout=20)
-        self.addCleanup(d.close)
-        ph.sync_login(d, self.pg.user, self.pg.database, self.pg.password)
-        d.sendall(r.parse("s1", sql) + r.sync())
-        ph.read_until_ready(d)
-        want = []
-        for msgs, n in steps:
-            d.sendall(b"".join(msgs))
-            for _ in range(n):
-                want += [(t, sqlstate(b) if t == b"E" else b) for t, b in ph.read_until_ready(d)]
+        got, want = self.steps_here_and_direct(r, "s1", sql, steps)
         self.assertIn((b"C", b"DEALLOCATE\x00"), want)
         self.assertEqual(got, want)
         other = self.raw()

@@ -691,7 +691,7 @@ class TestCancelWhileSettingsAreRestored(pt.PgwharfTestCase):
         # The one server, A's settings on it, stops: B's SETs and query
         # wait in its socket.
         os.kill(pid, signal.SIGSTOP)
-        self.addCleanup(self.cont, pid)
+        self.addCleanup(pt.sigcont, pid)
         b.sendall(hz.query_msg("select 'b', pg_sleep(60)"))
         pt.wait_until(lambda: px.show("CLIENTS", port=b.getsockname()[1])[0]["state"]
                       == "active", 20, what="B linked to the stopped server")
@@ -703,20 +703,13 @@ class TestCancelWhileSettingsAreRestored(pt.PgwharfTestCase):
         # as PostgreSQL keeps it until it has signalled the backend.
         self.assertEqual(select.select([c], [], [], 1.0)[0], [],
                          "cancel connection closed while the cancel was deferred")
-        self.cont(pid)
+        pt.sigcont(pid)
         got = hz.read_until_ready(b)
         errs = [hz.parse_fields(m) for t, m in got if t == b"E"]
         self.assertEqual([e["C"] for e in errs], ["57014"], got)
         self.assertEqual(got[-1], (b"Z", b"I"))
         self.assertEqual(hz.read_until_closed(c, 30), (b"", True))
         self.assertEqual(hz.simple_query(b, "show timezone"), ([[b"Asia/Kathmandu"]], []))
-
-    @staticmethod
-    def cont(pid):
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 class TestClosedMidMessage(pt.PgwharfTestCase):
@@ -746,7 +739,7 @@ class TestClosedMidMessage(pt.PgwharfTestCase):
             "'select repeat(%% /* mid row */'").split("|")]
         # The backend stops in the middle of writing the row.
         os.kill(pid, signal.SIGSTOP)
-        self.addCleanup(TestCancelWhileSettingsAreRestored.cont, pid)
+        self.addCleanup(pt.sigcont, pid)
         got = []
         reader = pt.Background(lambda: got.append(hz.read_until_closed(sock, 60)))
         # Everything the backend wrote is through pgwharf and at the client.

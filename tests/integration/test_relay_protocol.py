@@ -1395,13 +1395,6 @@ class TestTheClientLeavingACopyInABlockOfAFrozenBackend(RelayCase):
     copy_started = TestTheClientLeavingACopy.copy_started
     gone = TestTheClientLeavingACopy.gone
 
-    @staticmethod
-    def cont(pid):
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
     def test_the_client_gets_its_end_before_the_rollback(self):
         pid = self.server_pid()
         a = self.login()
@@ -1414,7 +1407,7 @@ class TestTheClientLeavingACopyInABlockOfAFrozenBackend(RelayCase):
         # it gets there.
         self.assertTrue(self.fwd.held.wait(20), "no ROLLBACK went to the server")
         os.kill(pid, signal.SIGSTOP)
-        self.addCleanup(self.cont, pid)
+        self.addCleanup(pt.sigcont, pid)
         pt.wait_stopped([pid])
         self.fwd.go.set()
         data, closed = hz.read_until_closed(a, 10)
@@ -1433,7 +1426,7 @@ class TestTheClientLeavingACopyInABlockOfAFrozenBackend(RelayCase):
         self.assertEqual([pool[k] for k in ("cl_active", "cl_waiting", "sv_active", "sv_idle",
                                             "sv_used", "sv_tested", "sv_login")],
                          ["0"] * 7, pool)
-        self.cont(pid)
+        pt.sigcont(pid)
         b = self.login()
         self.assertEqual(hz.simple_query(b, "select count(*) from relay_copy_leave"),
                          ([[b"0"]], []))
@@ -2516,7 +2509,6 @@ class TestRequestThenClose(RelayCase):
         # Linked already (its query holds the server), then the end of the
         # stream: its answer still comes.
         a = self.login()
-        port = a.getsockname()[1]
         a.sendall(hz.query_msg("begin") + hz.query_msg("select pg_sleep(0.5)") +
                   self.INSERT + hz.query_msg("commit"))
         a.shutdown(socket.SHUT_WR)

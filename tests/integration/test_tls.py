@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import termios
 import threading
-import time
 import unittest
 
 import psycopg2
