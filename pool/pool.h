@@ -559,6 +559,11 @@ void pgw_pool_set_gone_hook(struct pgw_pool_set *set, pgw_pool_gone_fn fn, void 
  * it.  what names the query.  NULL = none. */
 typedef void (*pgw_server_cancel_fn)(const struct pgw_server *srv, const char *what, void *arg);
 void pgw_pool_set_cancel_hook(struct pgw_pool_set *set, pgw_server_cancel_fn fn, void *arg);
+/* Called for each server as it closes (it has left its pool's lists; it is
+ * freed later), so that whoever waits for it to be gone (the console's
+ * PAUSE and WAIT_CLOSE) can answer in the next loop turn.  NULL = none. */
+typedef void (*pgw_server_closed_fn)(const struct pgw_server *srv, void *arg);
+void pgw_pool_set_closed_hook(struct pgw_pool_set *set, pgw_server_closed_fn fn, void *arg);
 /* A shutdown is under way: min_pool_size opens no more servers (clients
  * still served get them as before). */
 void pgw_pool_set_drain(struct pgw_pool_set *set);

@@ -334,6 +334,8 @@ struct pgw_pool_set {
     void *gone_hook_arg;
     pgw_server_cancel_fn cancel_hook;
     void *cancel_hook_arg;
+    pgw_server_closed_fn closed_hook;
+    void *closed_hook_arg;
 };
 
 /* pool.c */

@@ -292,6 +292,8 @@ void pgw_server_close(struct pgw_server *srv, const char *reason)
                  pgw_log_quote(q, sizeof(q), reason));
     }
     pgw_server_move(srv, PGW_SRV_CLOSING);
+    if (set->closed_hook)
+        set->closed_hook(srv, set->closed_hook_arg);
     /* PQfinish sends a Terminate first, and in libpq's blocking mode waits
      * (poll) until the socket takes it: a server that reads nothing (its
      * query waits on a lock, requests queued behind it fill its socket)

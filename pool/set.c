@@ -300,6 +300,12 @@ void pgw_pool_set_cancel_hook(struct pgw_pool_set *set, pgw_server_cancel_fn fn,
     set->cancel_hook_arg = arg;
 }
 
+void pgw_pool_set_closed_hook(struct pgw_pool_set *set, pgw_server_closed_fn fn, void *arg)
+{
+    set->closed_hook = fn;
+    set->closed_hook_arg = arg;
+}
+
 void pgw_pool_set_free_hook(struct pgw_pool_set *set, pgw_server_free_fn fn, void *arg)
 {
     set->free_hook = fn;

@@ -796,6 +796,26 @@ static void wait_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     pgw_admin_wait_tick(adm->px);
 }
 
+/* A server a waiting PAUSE or WAIT_CLOSE marked has closed: the wait is
+ * checked in the next loop turn, as PgBouncer checks it after every turn,
+ * not at the next tick (up to PGW_ADMIN_WAIT_TICK later: a PAUSE under load held
+ * every client that long after the last transaction ended).  The tick
+ * stays for what closes no server (a RESUME keeping the marked ones). */
+static void server_closed(const struct pgw_server *srv, void *arg)
+{
+    struct pgw_admin *adm = arg;
+    if (!ev_is_active(&adm->wait_timer))
+        return;
+    for (int i = 0; i < adm->nmarks; i++) {
+        if (adm->marks[i].server_id != srv->id)
+            continue;
+        ev_timer_stop(adm->px->loop, &adm->wait_timer);
+        ev_timer_set(&adm->wait_timer, 0., PGW_ADMIN_WAIT_TICK);
+        ev_timer_start(adm->px->loop, &adm->wait_timer);
+        return;
+    }
+}
+
 int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
 {
     struct pgw_admin *adm = calloc(1, sizeof(*adm));
@@ -807,6 +827,7 @@ int pgw_admin_init(struct pgw_proxy *px, char *errbuf, size_t errlen)
     ev_init(&adm->wait_timer, wait_timer_cb);
     ev_init(&adm->shutdown_timer, NULL);
     px->admin = adm;
+    pgw_pool_set_closed_hook(px->pools, server_closed, adm);
     adm->stats = pgw_stats_create(px);
     if (!adm->stats) {
         snprintf(errbuf, errlen, "out of memory");
@@ -840,6 +861,8 @@ void pgw_admin_deinit(struct pgw_proxy *px)
         return;
     ev_timer_stop(px->loop, &adm->wait_timer);
     ev_timer_stop(px->loop, &adm->shutdown_timer);
+    if (px->pools)
+        pgw_pool_set_closed_hook(px->pools, NULL, NULL);
     pgw_metrics_destroy(adm->metrics);
     pgw_stats_destroy(adm->stats);
     pgw_names_deinit(&adm->paused);

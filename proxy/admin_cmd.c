@@ -37,8 +37,6 @@
 #include "common/err.h"
 #include "common/log.h"
 
-#define WAIT_TICK 0.1
-
 /* A name for a log line, quoted as logfmt wants (a console user or an
  * argument may hold spaces, quotes, '='); the buffer lives as long as the
  * enclosing block. */
@@ -103,7 +101,7 @@ static int reply_when_closed(struct pgw_session *s, const char *db, bool pause, 
     s->admin_wait_undo = undo;
     snprintf(s->admin_wait_db, sizeof(s->admin_wait_db), "%s", db);
     if (!ev_is_active(&adm->wait_timer)) {
-        ev_timer_set(&adm->wait_timer, WAIT_TICK, WAIT_TICK);
+        ev_timer_set(&adm->wait_timer, PGW_ADMIN_WAIT_TICK, PGW_ADMIN_WAIT_TICK);
         ev_timer_start(px->loop, &adm->wait_timer);
     }
     return PGW_ADMIN_DEFERRED;

@@ -183,6 +183,10 @@ void pgw_metrics_render(struct pgw_proxy *px, struct pgw_wbuf *out);
 
 /* ---- the admin state hung on the proxy ---- */
 
+/* How often a waiting PAUSE or WAIT_CLOSE looks again for what closes no
+ * server (a server's close is seen in the next loop turn), seconds. */
+#define PGW_ADMIN_WAIT_TICK 0.1
+
 struct pgw_admin {
     struct pgw_proxy *px;
     /* PAUSE */
@@ -197,7 +201,7 @@ struct pgw_admin {
     } *marks;
     int nmarks;
     size_t capmarks;
-    ev_timer wait_timer;     /* runs while a WAIT_CLOSE waits */
+    ev_timer wait_timer;     /* runs while a PAUSE or WAIT_CLOSE waits */
     ev_timer shutdown_timer; /* SHUTDOWN WAIT_*: after the reply went out */
     enum pgw_shutdown_mode shutdown_mode;
     struct pgw_stats *stats;

@@ -2258,7 +2258,10 @@ class TestCommands(AdminTestCase):
         # A PAUSE db waiting (here for a server still in its connect_query)
         # and a KILL db from another console: KILL leaves the database
         # paused until RESUME db, but the cancel of the waiting PAUSE took
-        # that pause back (found by a review of admin_cmd.c).
+        # that pause back (found by a review of admin_cmd.c).  KILL closes
+        # the server the PAUSE waits for, so the PAUSE answers in the next
+        # loop turn (as PgBouncer's); a cancel read before it (the same
+        # turn) must not undo the pause, nor one read after it.
         gate = hz.Gate(self.pg, 7081)
         self.addCleanup(gate.close)
         db = self.pg.database
@@ -2278,7 +2281,9 @@ class TestCommands(AdminTestCase):
         conn.cursor().execute("KILL %s" % db)
         pauser.cancel()
         bg.join(10)
-        self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
+        self.assertFalse(bg.is_alive(), "PAUSE did not answer once KILL closed its server")
+        if bg.error is not None:                     # the cancel came first
+            self.assertIsInstance(bg.error, psycopg2.errors.QueryCanceled)
         self.assertEqual(paused()[db], 1, "the canceled PAUSE undid KILL's pause")
         gate.open()
         login.join(30)
@@ -2700,6 +2705,51 @@ class TestCommands(AdminTestCase):
         # nothing marked: answers at once
         conn.cursor().execute("WAIT_CLOSE")
         self.assertEqual(px.psql("select 1"), "1")
+
+    def test_pause_and_wait_close_answer_once_the_last_server_closes(self):
+        # As PgBouncer, which looks after every loop turn: a waiting PAUSE
+        # or WAIT_CLOSE answers as the last server it waits for closes.
+        # pgwharf looked every 100 ms: under load a PAUSE held every client
+        # up to that long after the last transaction ended.  Each round
+        # ends a transaction, then has two commands of another console
+        # answered (later loop turns, no clock): the reply must be there.
+        px = self.start()
+        db = self.pg.database
+        conn = self.admin_conn(px)
+        w = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(w.close)
+        hz.sync_login(w, self.pg.user, "pgbouncer", self.pg.password)
+        wport = w.getsockname()[1]
+        for rnd in range(3):
+            for cmd, before in (("PAUSE %s" % db, None),
+                                ("WAIT_CLOSE %s" % db, "RECONNECT %s" % db)):
+                holder = self.client(px, autocommit=False)
+                holder.cursor().execute("select 1")     # a lent server to wait for
+                if before:
+                    conn.cursor().execute(before)
+                w.sendall(hz.query_msg(cmd))
+                wait_until(lambda: hz.unread_on_port(px.pid, px.port).get(wport) == 0,
+                           what="pgwharf read %s" % cmd)
+                self.show(conn, "VERSION")               # it ran, and waits:
+                w.setblocking(False)
+                with self.assertRaises(BlockingIOError, msg="%s answered while a "
+                                       "transaction ran (round %d)" % (cmd, rnd)):
+                    w.recv(1, socket.MSG_PEEK)
+                holder.commit()                          # the server closes
+                self.show(conn, "VERSION")
+                self.show(conn, "VERSION")
+                try:
+                    w.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:
+                    self.fail("%s had not answered once its last server closed (round %d)"
+                              % (cmd, rnd))
+                w.settimeout(10)
+                got = hz.read_until_ready(w)
+                self.assertEqual([t for t, _ in got], [b"C", b"Z"], got)
+                self.assertEqual(got[0][1], cmd.split()[0].encode() + b"\x00")
+                holder.close()
+                if cmd.startswith("PAUSE"):
+                    conn.cursor().execute("RESUME %s" % db)
 
     def test_shutdown_wait_for_clients(self):
         px = self.start()
