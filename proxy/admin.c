@@ -523,10 +523,9 @@ struct admin_cmd {
     admin_cmd_fn fn;
 };
 
+/* SHOW (SELECT) of a view run_stmt found known. */
 static int cmd_show(struct pgw_session *s, const char *arg, struct pgw_wbuf *out)
 {
-    if (!*arg)
-        return pgw_admin_error(out, "42601", "SHOW needs an argument, use SHOW HELP;");
     return pgw_admin_show(s, arg, out);
 }
 
@@ -545,6 +544,7 @@ static int cmd_suspend(struct pgw_session *s, const char *arg, struct pgw_wbuf *
 
 static const struct admin_cmd admin_cmds[] = {
     { "show",        false, cmd_show },
+    { "select",      false, cmd_show },     /* PgBouncer's alias: SELECT pools */
     { "pause",       true,  pgw_admin_cmd_pause },
     { "resume",      true,  pgw_admin_cmd_resume },
     { "disable",     true,  pgw_admin_cmd_disable },
@@ -597,6 +597,10 @@ static int run_stmt(struct pgw_session *s, const char *text, bool last, struct p
             continue;
         if (c->needs_admin && !s->admin_can_write)
             return pgw_admin_error(out, "42501", "admin access needed");
+        /* PgBouncer's words for a view it does not know, the statement as
+         * typed ('show foo', 'select 1'): scripts match on them. */
+        if (c->fn == cmd_show && (!*st.arg || !pgw_admin_show_known(st.arg)))
+            return pgw_admin_error(out, "42601", "invalid command '%s', use SHOW HELP;", text);
         if (c->fn == pgw_admin_cmd_wait_close && !last)
             return pgw_admin_error(out, "42601", "WAIT_CLOSE must be the last command of a query");
         s->admin_last = last;

@@ -77,6 +77,8 @@ int pgw_admin_error(struct pgw_wbuf *out, const char *sqlstate, const char *fmt,
 
 /* admin_show.c: SHOW <what> */
 int pgw_admin_show(struct pgw_session *s, const char *what, struct pgw_wbuf *out);
+/* Is what a view or session parameter SHOW knows (case-insensitive)? */
+bool pgw_admin_show_known(const char *what);
 /* May SET change this key at run time (SHOW CONFIG's "changeable")? */
 bool pgw_admin_key_changeable(const char *key);
 

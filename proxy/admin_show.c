@@ -1604,22 +1604,23 @@ static int show_help(struct pgw_session *s, struct pgw_wbuf *out)
     return PGW_ADMIN_DONE;
 }
 
-/* Session parameters some drivers SHOW on connect. */
+/* Session parameters some drivers SHOW on connect, and their values. */
+static const char *const fake_params[][2] = {
+    { "client_encoding", "UTF8" }, { "default_transaction_isolation", "read committed" },
+    { "standard_conforming_strings", "on" }, { "datestyle", "ISO" }, { "timezone", "UTC" },
+    { "extra_float_digits", "2" }, { "server_version", PGW_VERSION "/pgwharf" },
+};
+
 static int show_fake(const char *name, struct pgw_wbuf *out)
 {
-    static const char *const params[][2] = {
-        { "client_encoding", "UTF8" }, { "default_transaction_isolation", "read committed" },
-        { "standard_conforming_strings", "on" }, { "datestyle", "ISO" }, { "timezone", "UTC" },
-        { "extra_float_digits", "2" }, { "server_version", PGW_VERSION "/pgwharf" },
-    };
-    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
-        if (strcasecmp(name, params[i][0]) != 0)
+    for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
+        if (strcasecmp(name, fake_params[i][0]) != 0)
             continue;
-        struct pgw_rs_col col = { params[i][0], TX };
+        struct pgw_rs_col col = { fake_params[i][0], TX };
         struct pgw_rs rs;
         pgw_rs_begin(&rs, out, &col, 1);
         pgw_rs_row(&rs);
-        pgw_rs_text(&rs, params[i][1]);
+        pgw_rs_text(&rs, fake_params[i][1]);
         pgw_rs_row_end(&rs);
         pgw_rs_end(&rs, "SHOW");
         return PGW_ADMIN_DONE;
@@ -1642,26 +1643,38 @@ static int show_stats_averages(struct pgw_session *s, struct pgw_wbuf *o)
     return show_stats(s, STATS_AVERAGES, o);
 }
 
+static const struct {
+    const char *word;
+    int (*fn)(struct pgw_session *s, struct pgw_wbuf *out);
+} views[] = {
+    { "pools", show_pools },           { "clients", show_clients },
+    { "servers", show_servers },       { "databases", show_databases },
+    { "users", show_users },           { "config", show_config },
+    { "lists", show_lists },           { "mem", show_mem },
+    { "version", show_version },       { "state", show_state },
+    { "stats", show_stats_all },       { "stats_totals", show_stats_totals },
+    { "stats_averages", show_stats_averages }, { "totals", show_totals },
+    { "breakers", show_breakers },     { "help", show_help },
+    { "prepared_statements", show_prepared },
+    { "dns_hosts", show_dns_hosts },   { "dns_zones", show_dns_zones },
+    { "peers", show_peers },           { "peer_pools", show_peer_pools },
+    { "sockets", show_sockets },       { "active_sockets", show_active_sockets },
+    { "fds", show_fds },
+};
+
+bool pgw_admin_show_known(const char *what)
+{
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
+        if (strcasecmp(what, views[i].word) == 0)
+            return true;
+    for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++)
+        if (strcasecmp(what, fake_params[i][0]) == 0)
+            return true;
+    return false;
+}
+
 int pgw_admin_show(struct pgw_session *s, const char *what, struct pgw_wbuf *out)
 {
-    static const struct {
-        const char *word;
-        int (*fn)(struct pgw_session *s, struct pgw_wbuf *out);
-    } views[] = {
-        { "pools", show_pools },           { "clients", show_clients },
-        { "servers", show_servers },       { "databases", show_databases },
-        { "users", show_users },           { "config", show_config },
-        { "lists", show_lists },           { "mem", show_mem },
-        { "version", show_version },       { "state", show_state },
-        { "stats", show_stats_all },       { "stats_totals", show_stats_totals },
-        { "stats_averages", show_stats_averages }, { "totals", show_totals },
-        { "breakers", show_breakers },     { "help", show_help },
-        { "prepared_statements", show_prepared },
-        { "dns_hosts", show_dns_hosts },   { "dns_zones", show_dns_zones },
-        { "peers", show_peers },           { "peer_pools", show_peer_pools },
-        { "sockets", show_sockets },       { "active_sockets", show_active_sockets },
-        { "fds", show_fds },
-    };
     for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
         if (strcasecmp(what, views[i].word) == 0)
             return views[i].fn(s, out);

@@ -1975,6 +1975,31 @@ class TestAccess(AdminTestCase):
                              "invalid command '%s', use SHOW HELP;" % cmd)
         self.assertIn("pgwharf", self.show(conn, "VERSION")[1][0]["version"])
 
+    def test_select_is_show_as_in_pgbouncer(self):
+        # PgBouncer takes SELECT for SHOW (SELECT version, SELECT pools,
+        # SELECT client_encoding), a stats user's too; pgwharf answered
+        # 42601 "invalid command".  A statement it does not know is echoed
+        # as typed in PgBouncer's words ('show foo', not 'SHOW foo').
+        px = self.start(admin_users=self.pg.user, stats_users=self.pg.app_user)
+        for user in (None, self.pg.app_user):
+            conn = self.admin_conn(px, user=user)
+            for view in ("VERSION", "pools", "Lists", "client_encoding"):
+                with self.subTest(user=user, view=view):
+                    cur = conn.cursor()
+                    cur.execute("SHOW %s" % view)
+                    want = ([d.name for d in cur.description], len(cur.fetchall()))
+                    cur.execute("select %s" % view)
+                    self.assertEqual(cur.statusmessage, "SHOW")
+                    self.assertEqual(([d.name for d in cur.description], len(cur.fetchall())),
+                                     want)
+            for cmd in ("select 1", "select", "show", "show foo", "Select Nothing"):
+                with self.subTest(user=user, cmd=cmd):
+                    with self.assertRaises(psycopg2.Error) as cm:
+                        conn.cursor().execute(cmd)
+                    self.assertEqual(cm.exception.pgcode, "42601")
+                    self.assertEqual(cm.exception.diag.message_primary,
+                                     "invalid command '%s', use SHOW HELP;" % cmd)
+
     @unittest.skipIf(psycopg is None, "psycopg (3) is not installed")
     def test_extended_protocol_is_refused_cleanly(self):
         px = self.start()
