@@ -1771,6 +1771,32 @@ static void dealloc_stmt_prepare(struct pgw_wbuf *m)
     pgw_wbuf_msg_end(m, at);
 }
 
+/* Is a DEALLOCATE ALL / DISCARD ALL sent and not yet answered?
+ * DROP_EARLIER: in a request before this message's (a Sync or Query
+ * after it is sent): its answer comes, and with it whether the client's
+ * names are gone.  DROP_THIS_BATCH: earlier in this message's batch,
+ * which PostgreSQL runs first or skips, with the rest, on an error. */
+enum { DROP_NONE, DROP_THIS_BATCH, DROP_EARLIER };
+
+static int drop_unsettled(const struct pgw_session *s)
+{
+    const struct ps_queue *q = s->ps_queue;
+    if (!q || q->drops == 0 || s->track.copy)
+        return DROP_NONE;
+    int at = DROP_NONE;
+    for (uint32_t i = 0; i < q->len; i++) {
+        const struct qent *x = &q->e[(q->head + i) % q->cap];
+        if (x->drops && x->type == PGW_FE_QUERY)
+            return DROP_EARLIER;
+        if (x->drops)
+            at = DROP_THIS_BATCH;
+        else if (at && (x->type == PGW_FE_SYNC || x->type == PGW_FE_QUERY ||
+                        x->type == PGW_FE_FUNCTION_CALL))
+            return DROP_EARLIER;
+    }
+    return at;
+}
+
 /* A Parse into the unnamed statement of SQL DEALLOCATE of one of the
  * client's statements (text up to end: the text, its NUL, the parameter
  * types), as psycopg 3.1 sends it (Parse, Bind, Describe, Execute, Sync).
@@ -1801,6 +1827,17 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
         break;
     }
     pgw_ident_full_free(&full);
+    /* Behind a DEALLOCATE ALL or DISCARD ALL not yet answered, as for a
+     * Query's (query_dealloc): one sent ahead is waited for, one earlier in
+     * this batch leaves the Parse to the server (26000 at its Execute, as
+     * in PostgreSQL; rewritten, it was answered DEALLOCATE: review r5). */
+    int drop = drop_unsettled(s);
+    if (drop == DROP_EARLIER) {
+        *a = PGW_PS_WAIT;
+        return true;
+    }
+    if (drop == DROP_THIS_BATCH)
+        return false;
     /* Both built first: nothing changes unless all is there. */
     struct pgw_wbuf m, p;
     pgw_wbuf_init(&m);
@@ -1983,7 +2020,26 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         }
     }
     char status = s->track.tx_status ? s->track.tx_status : 'I';
-    if (!found || cut || cc > UINT16_MAX || status == 'E')
+    if (!found || cut || cc > UINT16_MAX)
+        return 0;
+    /* A failed transaction as last answered: in a batch behind requests not
+     * answered yet (a ROLLBACK) it may not be the one the batch runs in --
+     * it waits for them, as for a drop below (else sent as it is, 26000
+     * where PostgreSQL, past the ROLLBACK, deallocates: review r5). */
+    if (status == 'E')
+        return in_batch && s->track.sync_out > 0 && !s->track.count_high ? PGW_NOTIFY_MORE
+                                                                          : 0;
+    /* In a batch, behind a DEALLOCATE ALL or DISCARD ALL not yet answered:
+     * one ahead of the batch says whether the name is still there (it
+     * waits for that answer); one in the batch runs first in PostgreSQL,
+     * and its DEALLOCATE gets 26000 -- sent as it is, the server's (or
+     * skipped with it after an error).  Rewritten, it was answered
+     * DEALLOCATE where PostgreSQL has no such statement any more (review
+     * r5 of 0ec8acd). */
+    int drop = in_batch ? drop_unsettled(s) : DROP_NONE;
+    if (drop == DROP_EARLIER)
+        return s->track.count_high ? 0 : PGW_NOTIFY_MORE;
+    if (drop == DROP_THIS_BATCH)
         return 0;
     if (!quiet && !in_batch)
         return PGW_NOTIFY_MORE;
@@ -2278,32 +2334,6 @@ static void drops_all_sent(struct pgw_session *s, bool arm)
         return;
     for (struct pgw_list *n = ss->lru.next; n != &ss->lru; n = n->next)
         pgw_container_of(n, struct ps_server_stmt, lru)->stale = true;
-}
-
-/* Is a DEALLOCATE ALL / DISCARD ALL sent and not yet answered?
- * DROP_EARLIER: in a request before this message's (a Sync or Query
- * after it is sent): its answer comes, and with it whether the client's
- * names are gone.  DROP_THIS_BATCH: earlier in this message's batch,
- * which PostgreSQL runs first or skips, with the rest, on an error. */
-enum { DROP_NONE, DROP_THIS_BATCH, DROP_EARLIER };
-
-static int drop_unsettled(const struct pgw_session *s)
-{
-    const struct ps_queue *q = s->ps_queue;
-    if (!q || q->drops == 0 || s->track.copy)
-        return DROP_NONE;
-    int at = DROP_NONE;
-    for (uint32_t i = 0; i < q->len; i++) {
-        const struct qent *x = &q->e[(q->head + i) % q->cap];
-        if (x->drops && x->type == PGW_FE_QUERY)
-            return DROP_EARLIER;
-        if (x->drops)
-            at = DROP_THIS_BATCH;
-        else if (at && (x->type == PGW_FE_SYNC || x->type == PGW_FE_QUERY ||
-                        x->type == PGW_FE_FUNCTION_CALL))
-            return DROP_EARLIER;
-    }
-    return at;
 }
 
 /* A Parse, Bind, Describe or Close PostgreSQL cannot read (a string

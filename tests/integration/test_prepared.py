@@ -3258,6 +3258,66 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         self.assertEqual(want.count((b"C", b"DEALLOCATE\x00")), 1)
         self.assertEqual(run(px), want)
 
+    def test_behind_an_open_batch_after_a_deallocate_all(self):
+        """A DEALLOCATE ALL or DISCARD ALL not yet answered -- ahead of the
+        batch or in it -- then the batch and a Query's DEALLOCATE of a name
+        that statement drops: PostgreSQL answers 26000 (the name is gone).
+        The DEALLOCATE was rewritten in the batch all the same, answered
+        DEALLOCATE (0ec8acd; review r5); so was one Parsed as the unnamed
+        statement (older).  Each step on a direct connection and through
+        pgwharf, their messages compared."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        batch = (r.parse("", "select 2"), r.bind(""), r.execute(), r.query("DEALLOCATE s1"))
+        again = [((r.parse("s1", "select 11"), r.sync()), 1),
+                 ((r.bind("s1"), r.execute(), r.sync()), 1)]
+        cases = {
+            "a query ahead": [((r.query("DEALLOCATE ALL"),) + batch, 2)],
+            "discard all ahead": [((r.query("DISCARD ALL"),) + batch, 2)],
+            "a sync ahead": [((r.parse("", "DEALLOCATE ALL"), r.bind(""), r.execute(),
+                               r.sync()) + batch, 2)],
+            "in the batch": [((r.parse("", "DEALLOCATE ALL"), r.bind(""), r.execute(),
+                               r.query("DEALLOCATE s1")), 1)],
+            # the DEALLOCATE Parsed as the unnamed statement (dealloc_parse;
+            # older than 0ec8acd)
+            "parsed, a query ahead": [((r.query("DEALLOCATE ALL"),
+                                        r.parse("", "DEALLOCATE s1"), r.bind(""), r.execute(),
+                                        r.sync()), 2)],
+            "parsed, in the batch": [((r.parse("", "DEALLOCATE ALL"), r.bind(""), r.execute(),
+                                       r.parse("", "DEALLOCATE s1"), r.bind(""), r.execute(),
+                                       r.sync()), 1)],
+            # failed: the name stays, and the DEALLOCATE ahead of the batch
+            # waited for that answer deallocates it, as in PostgreSQL
+            "failed ahead": [((r.query("begin"),), 1),
+                             ((r.query("select 1/0"), r.query("DEALLOCATE ALL"),
+                               r.query("rollback")) + batch, 4)],
+            # a failed transaction as last answered, a ROLLBACK ahead of the
+            # batch: PostgreSQL deallocates (it was sent as it was: 26000)
+            "rollback ahead": [((r.query("begin"),), 1), ((r.query("select 1/0"),), 1),
+                               ((r.query("rollback"),) + batch, 2)],
+        }
+
+        def run(at, steps):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            for msgs, n in steps:
+                sock.sendall(b"".join(msgs))
+                for _ in range(n):
+                    for t, body in ph.read_until_ready(sock):
+                        out.append((t, sqlstate(body) if t == b"E" else body))
+            return out
+
+        for name, middle in cases.items():
+            with self.subTest(case=name):
+                steps = [((r.parse("s1", "select 1"), r.sync()), 1)] + middle + again
+                want = run(self.pg, steps)
+                self.assertIn((b"C", b"DEALLOCATE\x00")
+                              if name in ("failed ahead", "rollback ahead")
+                              else (b"E", "26000"), want)
+                self.assertEqual(run(px, steps), want)   # base: DEALLOCATE, no 26000
+
     def test_among_other_statements_of_a_query(self):
         # psqlODBC with autocommit off drops a statement with "SAVEPOINT
         # _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE _per_query_svp_":
