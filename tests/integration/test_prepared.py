@@ -3046,6 +3046,21 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
     pgwharf keeps (servers have PGW_<n>), so the server answered 26000 and
     the driver failed; psycopg raised on every query past prepared_max."""
 
+    def run_at(self, at, steps):
+        """Log in to at (PostgreSQL or pgwharf) and send steps ((messages,
+        ReadyForQuerys to read)...): every message read (an error's
+        SQLSTATE for its body)."""
+        sock = socket.create_connection((at.host, at.port), timeout=20)
+        self.addCleanup(sock.close)
+        ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+        out = []
+        for msgs, n in steps:
+            sock.sendall(b"".join(msgs))
+            for _ in range(n):
+                for t, body in ph.read_until_ready(sock):
+                    out.append((t, sqlstate(body) if t == b"E" else body))
+        return out
+
     def with_s1(self, **settings):
         """A client of a pool of one (transaction mode) that prepared s1."""
         px, r = raw_on_one_server(self, "transaction", **settings)
@@ -3206,21 +3221,9 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
             ((r.parse("s2", "select 5"), r.bind("s2"), r.execute(), r.sync()), 1),
         ]
 
-        def run(at):
-            sock = socket.create_connection((at.host, at.port), timeout=20)
-            self.addCleanup(sock.close)
-            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
-            out = []
-            for msgs, n in steps:
-                sock.sendall(b"".join(msgs))
-                for _ in range(n):
-                    for t, body in ph.read_until_ready(sock):
-                        out.append((t, sqlstate(body) if t == b"E" else body))
-            return out
-
-        want = run(self.pg)
+        want = self.run_at(self.pg, steps)
         self.assertIn((b"C", b"DEALLOCATE\x00"), want)
-        self.assertEqual(run(px), want)
+        self.assertEqual(self.run_at(px, steps), want)
 
     def test_behind_an_open_batch_after_a_parse_not_yet_answered(self):
         """As above, with a Parse of the name (or a Close) before a Sync
@@ -3242,21 +3245,9 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
             ((r.bind("s3"), r.execute(), r.sync()), 1),
         ]
 
-        def run(at):
-            sock = socket.create_connection((at.host, at.port), timeout=20)
-            self.addCleanup(sock.close)
-            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
-            out = []
-            for msgs, n in steps:
-                sock.sendall(b"".join(msgs))
-                for _ in range(n):
-                    for t, body in ph.read_until_ready(sock):
-                        out.append((t, sqlstate(body) if t == b"E" else body))
-            return out
-
-        want = run(self.pg)
+        want = self.run_at(self.pg, steps)
         self.assertEqual(want.count((b"C", b"DEALLOCATE\x00")), 1)
-        self.assertEqual(run(px), want)
+        self.assertEqual(self.run_at(px, steps), want)
 
     def test_behind_an_open_batch_after_a_deallocate_all(self):
         """A DEALLOCATE ALL or DISCARD ALL not yet answered -- ahead of the
@@ -3297,26 +3288,14 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
                                ((r.query("rollback"),) + batch, 2)],
         }
 
-        def run(at, steps):
-            sock = socket.create_connection((at.host, at.port), timeout=20)
-            self.addCleanup(sock.close)
-            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
-            out = []
-            for msgs, n in steps:
-                sock.sendall(b"".join(msgs))
-                for _ in range(n):
-                    for t, body in ph.read_until_ready(sock):
-                        out.append((t, sqlstate(body) if t == b"E" else body))
-            return out
-
         for name, middle in cases.items():
             with self.subTest(case=name):
                 steps = [((r.parse("s1", "select 1"), r.sync()), 1)] + middle + again
-                want = run(self.pg, steps)
+                want = self.run_at(self.pg, steps)
                 self.assertIn((b"C", b"DEALLOCATE\x00")
                               if name in ("failed ahead", "rollback ahead")
                               else (b"E", "26000"), want)
-                self.assertEqual(run(px, steps), want)   # base: DEALLOCATE, no 26000
+                self.assertEqual(self.run_at(px, steps), want)   # base: DEALLOCATE, no 26000
 
     def test_among_other_statements_of_a_query(self):
         # psqlODBC with autocommit off drops a statement with "SAVEPOINT
