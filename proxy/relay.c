@@ -514,7 +514,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     /* What q is inside of, until span_end: a literal ('\''), a quoted name
      * ('"'), a comment ('-') or a dollar quote ('$').  None goes past a
      * NUL (nul: the next one; a Parse's statement name ends at it). */
-    const uint8_t *span_end = p, *nul = NULL;
+    const uint8_t *span_start = NULL, *span_end = p, *nul = NULL;
     uint8_t span = 0;
     bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
@@ -532,6 +532,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                                : *q == '\'' || *q == '"' ? quote_end(q, nul) : NULL;
             if (e) {
                 span = clen ? '-' : *q;
+                span_start = q;
                 span_end = e;
             }
         }
@@ -548,17 +549,12 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             if (*q == ';' || *q == '\0') {
                 at_start = true;
                 depth = 0;
-            } else if (at_start && *q == '-' && q + 1 < end && q[1] == '-') {
-                /* A comment before the statement: a LF or CR ends it, and the
-                 * NUL that ends a Parse's statement name ("--" or "/\*": its
-                 * text follows) whatever it opened. */
-                while (q < end && *q != '\n' && *q != '\r' && *q)
-                    q++;
-                continue;
-            } else if (at_start && *q == '/' && q + 1 < end && q[1] == '*') {
-                for (q += 2; q + 1 < end && *q && !(q[0] == '*' && q[1] == '/'); q++)
-                    ;
-                q = q + 1 < end && *q ? q + 2 : q < end && !*q ? q : end;
+            } else if (at_start && span == '-' && q == span_start) {
+                /* A comment before the statement (one that opens here, not
+                 * a "--" or "/\*" in a literal behind a ';' in it: select
+                 * ';--', 1 into t): to its end as the span reads it, a NUL
+                 * (a Parse's statement name) at the latest. */
+                q = span_end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
                        lower_ascii(q[-1]) == 'u') {
@@ -573,6 +569,9 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         size_t left = (size_t)(end - q);
         uint8_t c = lower_ascii(*q);
         bool first = at_start;
+        /* (in a literal, a comment or a quoted name: no command word) */
+        bool text = q < span_end && span != '$';
+        bool glued = punct == 0;        /* nothing but blanks since the last word */
         bool closes = punct == ')' && depth == 0;
         bool command = first || command_next || punct == '(' || (punct == '\'' && plpgsql) ||
                        (closes && ((stmt == 'w' && !main_seen) || (stmt == 'e' && opts)));
@@ -616,7 +615,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                  (c == 'p' && word_at(q, left < 7 ? left : 7, "pg_temp", 7)))   /* pg_temp_3 */
             found |= PGW_WORDS_TEMP;
         else if ((c == 'c' && word_at(q, left, "create", 6)) ||
-                 (c == 'i' && !inserting && word_at(q, left, "into", 4))) {
+                 (c == 'i' && !(inserting && glued) && word_at(q, left, "into", 4))) {
             if (q >= span_end || span == '"' || span == '$')
                 found |= PGW_WORDS_MAKE;  /* (not INSERT INTO, MERGE INTO: command) */
             else if (span == '\'')
@@ -627,7 +626,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         dynamic |= (c == 'e' && word_at(q, left, "execute", 7)) ||
                    (c == 'f' && word_at(q, left, "format", 6));
         without = c == 'w' && word_at(q, left, "without", 7);
-        inserting = command && ((c == 'i' && word_at(q, left, "insert", 6)) ||
+        inserting = command && !text && ((c == 'i' && word_at(q, left, "insert", 6)) ||
                                 (c == 'm' && word_at(q, left, "merge", 5)));
         command_next = stmt == 'e' ? (c == 'e' && word_at(q, left, "explain", 7)) ||
                                      (c == 'a' && (word_at(q, left, "analyze", 7) ||

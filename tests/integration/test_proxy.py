@@ -1737,6 +1737,32 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
         self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
 
+    def test_a_select_into_behind_a_semicolon_or_parenthesis_in_a_literal(self):
+        # A ';' in a literal, a quoted name or a dollar quote made the '--'
+        # or '/*' behind it "a comment before a statement": the scan skipped
+        # to the end of the line, over the literal's end and the INTO; an
+        # INSERT after a '(' in a literal or comment, or a column named
+        # insert in parentheses, took the INTO behind it for INSERT INTO's.
+        # With pg_temp first in the search_path no cleanup: B read A's
+        # table (review r6 of abe0bd8; fails before).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("set search_path = pg_temp, public")
+        cases = [("sc1", "select ';--' a, 1 b into sc1"),
+                 ("sc2", "select ';/*' a, 1 b into sc2; --*/\n"),
+                 ("sc3", 'select 1 as ";--", 2 into sc3'),
+                 ("sc4", "select $$;--$$ a, 2 b into sc4"),
+                 ("sc5", "select '(insert'into sc5"),
+                 ("sc6", "select 1 /*(insert*/ into sc6"),
+                 ("sc7", "select ';insert' into sc7"),
+                 ("sc8", "select(insert)into sc8 from (select 1 as insert) s")]
+        for name, sql in cases:
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
+
     def test_create_or_into_in_a_literal_or_comment_costs_nothing(self):
         # The words CREATE and INTO in a string or a comment make nothing
         # (review r1 of ca89bab; fails before: each transaction cost a

@@ -272,6 +272,19 @@ static void test_make_words_in_literals(void **state)
     assert_int_equal(words(state, "select $q$a$q$into t", ALL), MAKE);
     assert_int_equal(words(state, "select $$a b$$into t", ALL), MAKE);
     assert_int_equal(words(state, "select $$a$$temp", ALL), PGW_WORDS_TEMP);
+    /* a ';' or '(' in a literal, comment or quoted name: no statement
+     * start, no INSERT INTO; a column named insert in parentheses */
+    assert_int_equal(words(state, "select ';--' a, 1 b into t", ALL), MAKE);
+    assert_int_equal(words(state, "select ';/*' a, 1 b into t; --*/", ALL), MAKE);
+    assert_int_equal(words(state, "select 1 as \";--\", 2 into t", ALL), MAKE);
+    assert_int_equal(words(state, "select $$;--$$ a, 2 b into t", ALL), MAKE);
+    assert_int_equal(words(state, "select '(insert'into t", ALL), MAKE);
+    assert_int_equal(words(state, "select 1 /*(insert*/ into t", ALL), MAKE);
+    assert_int_equal(words(state, "select ';insert' into t", ALL), MAKE);
+    assert_int_equal(words(state, "select(insert)into t from (select 1 as insert) s", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "/* a /* b */ c */ insert into t values (1)", ALL), 0);
+    assert_int_equal(words(state, "-- c\ninsert into t values ('x')", ALL), 0);
     /* A backslash anywhere, a '$' in a number or parameter: as before */
     assert_int_equal(words(state, "select E'\\'' into t", ALL), MAKE);
     assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
