@@ -477,6 +477,18 @@ static const uint8_t *dollar_quote_end(const uint8_t *q, const uint8_t *lim)
     return lim;
 }
 
+/* Do blanks, then a word, follow at q before lim?  (CREATE or INTO so in
+ * a literal: a statement, what a function of the client's may run --
+ * select run_sql('create table t (a int)') -- not 'CREATE' or
+ * 'action:create'.) */
+static bool word_follows(const uint8_t *q, const uint8_t *lim)
+{
+    const uint8_t *r = q;
+    while (r < lim && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r'))
+        r++;
+    return r > q && r < lim && sql_ident[*r];
+}
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
  * PGW_WORDS_SET also for a statement that ends a transaction, and for
  * pg_settings.  SET counts as the command unless its statement (after a ';', or the
@@ -489,8 +501,10 @@ static const uint8_t *dollar_quote_end(const uint8_t *q, const uint8_t *lim)
  * -- INSERT INTO audit VALUES ('create'), has_database_privilege(...,
  * 'CREATE'), Rails' query log tags: a comment action:create) unless the
  * text has a DO block or the word EXECUTE or FORMAT (what a literal may
- * run).  In a dollar quote (a function's or DO block's body) and a quoted
- * name they count as before.  A backslash anywhere (with
+ * run), or a word follows it in the literal ('create table t (a int)',
+ * 'select 1 into t': a statement, which a function of the client's may
+ * EXECUTE: select run_sql('...')).  In a dollar quote (a function's or
+ * DO block's body) and a quoted name they count as before.  A backslash anywhere (with
  * standard_conforming_strings off a literal ends elsewhere), or a '$'
  * inside a number or parameter ($1$$: where a dollar quote may open
  * otherwise than read here), counts them everywhere.  The other words
@@ -616,7 +630,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= PGW_WORDS_TEMP;
         else if ((c == 'c' && word_at(q, left, "create", 6)) ||
                  (c == 'i' && !(inserting && glued) && word_at(q, left, "into", 4))) {
-            if (q >= span_end || span == '"' || span == '$')
+            if (q >= span_end || span == '"' || span == '$' ||
+                (span == '\'' && word_follows(q + (c == 'c' ? 6 : 4), span_end)))
                 found |= PGW_WORDS_MAKE;  /* (not INSERT INTO, MERGE INTO: command) */
             else if (span == '\'')
                 make_quoted = true;

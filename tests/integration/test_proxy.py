@@ -1763,6 +1763,26 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
         self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
 
+    def test_a_statement_in_a_literal_a_function_runs(self):
+        # select run_sql('create table t as ...'): a function of the
+        # client's EXECUTEs its argument; with pg_temp first in the
+        # search_path a temporary table, and no DO, EXECUTE or FORMAT in
+        # the text: no cleanup, B read A's table (review r6 of abe0bd8;
+        # fails before).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("create function public.r6_run_sql(q text) returns void"
+                    " language plpgsql as $f$begin execute q; end$f$")
+        self.addCleanup(self.autocommit(px).cursor().execute,
+                        "drop function public.r6_run_sql(text)")
+        cur.execute("set search_path = pg_temp, public")
+        for name, sql in [("rs1", "select r6_run_sql('create table rs1 as select 1 a')"),
+                          ("rs2", "select r6_run_sql('create sequence rs2')")]:
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+
     def test_create_or_into_in_a_literal_or_comment_costs_nothing(self):
         # The words CREATE and INTO in a string or a comment make nothing
         # (review r1 of ca89bab; fails before: each transaction cost a

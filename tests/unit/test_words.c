@@ -285,6 +285,10 @@ static void test_make_words_in_literals(void **state)
                      MAKE);
     assert_int_equal(words(state, "/* a /* b */ c */ insert into t values (1)", ALL), 0);
     assert_int_equal(words(state, "-- c\ninsert into t values ('x')", ALL), 0);
+    /* a statement in a literal: what a function of the client's may run */
+    assert_int_equal(words(state, "select run_sql('create table t (a int)')", ALL), MAKE);
+    assert_int_equal(words(state, "select run_sql('select 1 into t')", ALL), MAKE);
+    assert_int_equal(words(state, "select 'CREATE, USAGE', 'create'", ALL), 0);
     /* A backslash anywhere, a '$' in a number or parameter: as before */
     assert_int_equal(words(state, "select E'\\'' into t", ALL), MAKE);
     assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
