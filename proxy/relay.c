@@ -676,6 +676,15 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         const uint8_t *w = q;
         for (q++; q < end && sql_ident[*q] && !(span == '$' && q == span_end); q++)
             ;
+        /* In a dollar quote a '$' ends a word too, a delimiter's most
+         * likely (run_sql($$create table t ...$$), EXECUTE $x$create ...$x$
+         * in a DO block's body): the scan goes on past the word's last. */
+        if (w < span_end && span == '$')
+            for (const uint8_t *d = q - 1; d > w; d--)
+                if (*d == '$') {
+                    q = d + 1;
+                    break;
+                }
         if (w >= span_end && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= memchr(w + 1, '$', (size_t)(q - w - 1)) != NULL;
     }

@@ -1777,7 +1777,9 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                         "drop function public.r6_run_sql(text)")
         cur.execute("set search_path = pg_temp, public")
         for name, sql in [("rs1", "select r6_run_sql('create table rs1 as select 1 a')"),
-                          ("rs2", "select r6_run_sql('create sequence rs2')")]:
+                          ("rs2", "select r6_run_sql('create sequence rs2')"),
+                          ("rs3", "select r6_run_sql($$create table rs3 as select 1 a$$)"),
+                          ("rs4", "do $d$begin execute $x$create sequence rs4$x$; end$d$")]:
             cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
                         [name])
             self.assertEqual(cur.fetchone(), ("t",), sql)

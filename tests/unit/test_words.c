@@ -289,6 +289,11 @@ static void test_make_words_in_literals(void **state)
     assert_int_equal(words(state, "select run_sql('create table t (a int)')", ALL), MAKE);
     assert_int_equal(words(state, "select run_sql('select 1 into t')", ALL), MAKE);
     assert_int_equal(words(state, "select 'CREATE, USAGE', 'create'", ALL), 0);
+    /* a dollar quote's delimiter ends a word: CREATE glued to it */
+    assert_int_equal(words(state, "select run_sql($$create table t (a int)$$)", ALL), MAKE);
+    assert_int_equal(words(state, "select run_sql($x$create table t (a int)$x$)", ALL), MAKE);
+    assert_int_equal(words(state, "do $do$begin execute $x$create table t (a int)$x$; end$do$",
+                           ALL) & MAKE, MAKE);
     /* A backslash anywhere, a '$' in a number or parameter: as before */
     assert_int_equal(words(state, "select E'\\'' into t", ALL), MAKE);
     assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
