@@ -520,7 +520,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
      * its statement, after a '(' (WITH x AS (INSERT, COPY (INSERT), after
      * the ')' that ends a WITH's queries or EXPLAIN's options, after
      * EXPLAIN's own words, PREPARE's AS, or a DO block's BEGIN, THEN, ELSE,
-     * LOOP or quote (EXECUTE 'INSERT ...'). */
+     * LOOP or the quote opening a literal in its body (EXECUTE 'INSERT
+     * ...'). */
     bool command_next = false, prepare_as = false, main_seen = false, opts = false, plpgsql = false;
     char stmt = 0;                      /* its first word: PREPARE, WITH, EXPLAIN, DO */
     int depth = 0;                      /* of parentheses in the statement */
@@ -530,6 +531,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
      * NUL (nul: the next one; a Parse's statement name ends at it). */
     const uint8_t *span_start = NULL, *span_end = p, *nul = NULL;
     uint8_t span = 0;
+    const uint8_t *start_within = NULL; /* the dollar quote a ';' at_start is in */
     bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
@@ -560,8 +562,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             }
             if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
                 punct = *q;
-            if (*q == ';' || *q == '\0') {
+            if ((*q == ';' && !(q < span_end && (span == '-' || span == '"' ||
+                                                  (span == '\'' && !plpgsql)))) ||
+                *q == '\0') {
+                /* (a ';' in a comment, a quoted name or a literal of a text
+                 * with no DO: none; in a dollar quote or a DO's literal, a
+                 * body of statements, until its end) */
                 at_start = true;
+                start_within = q < span_end ? span_end : NULL;
                 depth = 0;
             } else if (at_start && span == '-' && q == span_start) {
                 /* A comment before the statement (one that opens here, not
@@ -582,12 +590,18 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
          * several. */
         size_t left = (size_t)(end - q);
         uint8_t c = lower_ascii(*q);
+        if (start_within && q >= start_within)
+            at_start = false;           /* select $$;$$ insert into t: a label */
+        start_within = NULL;
         bool first = at_start;
         /* (in a literal, a comment or a quoted name: no command word) */
         bool text = q < span_end && span != '$';
         bool glued = punct == 0;        /* nothing but blanks since the last word */
         bool closes = punct == ')' && depth == 0;
-        bool command = first || command_next || punct == '(' || (punct == '\'' && plpgsql) ||
+        /* (a quote's opening only, in a dollar quote: EXECUTE 'INSERT ...';
+         * not a closing one: select 'x' insert into t, a column's label) */
+        bool command = first || command_next || punct == '(' ||
+                       (punct == '\'' && plpgsql && q < span_end && span == '$') ||
                        (closes && ((stmt == 'w' && !main_seen) || (stmt == 'e' && opts)));
         if (closes && stmt == 'w' && !(c == 'a' && word_at(q, left, "as", 2)))
             main_seen = true;           /* (WITH x (a) AS: its columns) */

@@ -1755,7 +1755,9 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                  ("sc5", "select '(insert'into sc5"),
                  ("sc6", "select 1 /*(insert*/ into sc6"),
                  ("sc7", "select ';insert' into sc7"),
-                 ("sc8", "select(insert)into sc8 from (select 1 as insert) s")]
+                 ("sc8", "select(insert)into sc8 from (select 1 as insert) s"),
+                 ("sc9", "do $d$begin end$d$; select 'x' insert into sc9"),
+                 ("sc10", "select $$;$$ a, 1 insert into sc10")]
         for name, sql in cases:
             cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
                         [name])

@@ -294,6 +294,14 @@ static void test_make_words_in_literals(void **state)
     assert_int_equal(words(state, "select run_sql($x$create table t (a int)$x$)", ALL), MAKE);
     assert_int_equal(words(state, "do $do$begin execute $x$create table t (a int)$x$; end$do$",
                            ALL) & MAKE, MAKE);
+    /* a column labelled insert or merge behind a literal, DO in the text */
+    assert_int_equal(words(state, "do $d$begin end$d$; select 'x' insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "do 'begin end'; select 'x' merge into t", ALL), MAKE);
+    assert_int_equal(words(state, "with w as (select 1) select ';--' merge into t", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "select $$;$$ insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "do $$begin execute 'insert into t values (1)'; end$$", 0) &
+                         MAKE, 0);
     /* A backslash anywhere, a '$' in a number or parameter: as before */
     assert_int_equal(words(state, "select E'\\'' into t", ALL), MAKE);
     assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
