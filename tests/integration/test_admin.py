@@ -2320,6 +2320,58 @@ class TestCommands(AdminTestCase):
         self.assertEqual((cm.exception.pgcode, cm.exception.pgerror.split("\n")[0]),
                          ("3D000", "ERROR:  no such database: pgwharf_no_such_db"))
 
+    def test_a_cancel_read_in_the_turn_of_a_kill_still_leaves_its_pause(self):
+        # A KILL db now has the PAUSE db it leaves nothing to wait for
+        # answer in the next loop turn, so the cancel of the test above is
+        # read after that answer: it no longer reached the waiting PAUSE,
+        # and the test passed with KILL's hand-over of the pause
+        # (admin_wait_undo cleared) taken out (review r7 of session 51).
+        # Here the cancel and the KILL are read in the same turn: pgwharf
+        # stopped while both arrive, the cancel's bytes first (libev runs a
+        # turn's events last-come first, so KILL runs before the cancel;
+        # the other order is checked too).
+        px = self.start()
+        db = self.pg.database
+        conn = self.admin_conn(px)
+
+        def paused():
+            return {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+
+        def console(key=None):
+            s = socket.create_connection((px.host, px.port), timeout=10)
+            self.addCleanup(s.close)
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password, key_data=key)
+            return s
+        for cancel_first in (True, False):
+            with self.subTest(cancel_bytes_first=cancel_first):
+                holder = self.client(px, autocommit=False)
+                holder.cursor().execute("select 1")      # a lent server to wait for
+                key = []
+                pauser, killer = console(key), console()
+                canceler = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(canceler.close)
+                pauser.sendall(hz.query_msg("PAUSE %s" % db))
+                wait_until(lambda: paused().get(db) == 1, what="the database paused")
+                cancel = struct.pack("!IIII", 16, 80877102, *key[0])
+                kill = hz.query_msg("KILL %s" % db)
+                os.kill(px.pid, signal.SIGSTOP)
+                try:
+                    sends = [(canceler, cancel), (killer, kill)]
+                    for sock, data in sends if cancel_first else sends[::-1]:
+                        sock.sendall(data)
+                    # (The cancel's connection is accepted with its bytes:
+                    # TCP_DEFER_ACCEPT.)
+                    wait_until(lambda: hz.unread_on_port(px.pid, px.port).get(
+                        killer.getsockname()[1]), what="KILL queued")
+                    time.sleep(0.05)
+                finally:
+                    pt.sigcont(px.pid)
+                self.assertEqual([t for t, _ in hz.read_until_ready(killer)], [b"C", b"Z"])
+                hz.read_until_ready(pauser)              # PAUSE, or 57014: either
+                self.assertEqual(paused()[db], 1, "the canceled PAUSE undid KILL's pause")
+                conn.cursor().execute("RESUME %s" % db)
+                holder.close()
+
     def test_a_plain_resume_leaves_a_database_paused_by_name(self):
         # As PgBouncer: PAUSE db is undone by RESUME db only.  A plain
         # RESUME (or PAUSE; RESUME) also resumed it, undoing a maintenance
