@@ -2547,15 +2547,16 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
 
     KNOWN = "select 40 + 2 as v"
 
-    def known_answered(self, *names):
-        """KNOWN prepared once on the pool's server, that server then held:
-        the holder and a new client whose Parses of KNOWN as each of names
-        were answered with no server."""
-        self.prepared_once(self.KNOWN)
+    def known_answered(self, *names, sql=None):
+        """sql (KNOWN) prepared once on the pool's server, that server then
+        held: the holder and a new client whose Parses of sql as each of
+        names were answered with no server."""
+        sql = sql or self.KNOWN
+        self.prepared_once(sql)
         holder, _ = self.hold_a_server()
         r = self.raw()
         for name in names:
-            self.answered(r, name, self.KNOWN)
+            self.answered(r, name, sql)
         return holder, r
 
     def statements_of(self, r):
@@ -2647,10 +2648,7 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
         self.pg.psql("drop table if exists ps_unread_skip; "
                      "create table ps_unread_skip(a int)")
         self.addCleanup(self.pg.psql, "drop table if exists ps_unread_skip", check=False)
-        self.prepared_once(sql)
-        holder, _ = self.hold_a_server()
-        r = self.raw()
-        self.answered(r, "s1", sql)
+        holder, r = self.known_answered("s1", sql=sql)
         self.release(holder)
         steps = [
             ((r.query("set TimeZone = 'Asia/Kathmandu'"),), 1),
@@ -2697,10 +2695,7 @@ class TestAPrepareAnsweredWithNoServer(NoServerCase):
         never sends: the client hung, holding the pool's one server (the
         next client's 57014).  Compared with a direct connection."""
         sql = "select 1 as unread_dealloc"
-        self.prepared_once(sql)
-        holder, _ = self.hold_a_server()
-        r = self.raw()
-        self.answered(r, "s1", sql)
+        holder, r = self.known_answered("s1", sql=sql)
         self.release(holder)
         steps = [
             ((r.bind("s1"), r.execute(), r.query("DEALLOCATE s1")), 1),
