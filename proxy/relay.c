@@ -3700,6 +3700,44 @@ static void send_copy_refused(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
 }
 
+/* The session ends after a Terminate (close_terminated) with answers the
+ * client was given before it still to be written, as from PostgreSQL: a
+ * server's answers in the batch of writes, pgwharf's own (a Close or Sync
+ * answered with no server, the answers to a Query a held Close waited
+ * for).  Closed at once they were lost: a Query, a Close of the unnamed
+ * portal and a Terminate in one write got nothing (review r2 of ce31cce);
+ * written only as far as the client's socket took them at once, a client
+ * that was not reading then lost the rest.  The server goes now, as at the
+ * session's close (its answers after these are not the client's any more:
+ * the Terminate ended it); the session writes all it owes, then ends
+ * (term_wait: pgw_relay_eof_check, once it is written, comes back here).
+ * false when nothing is owed (the caller closes it at once). */
+static bool term_flush(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->sbuf;
+    if (s->state == PGW_SS_CLOSING || !b || b->sent >= pgw_iobuf_out_end(b))
+        return false;
+    enum pgw_release how = pgw_relay_release_mode(s);
+    /* (Held back, the rest waited for what the server would send: as at
+     * the close, it is not sent; nor what the client sent after.) */
+    b->parsed = b->len = pgw_iobuf_out_end(b);
+    b->held = false;
+    b->hold = 0;
+    pgw_pool_cancel_wait(&s->waiter);
+    if (s->pipe_srv)
+        pgw_relay_pipe_leave(s);
+    if (s->server)
+        pgw_relay_unlink(s, how);
+    if (s->cbuf)
+        s->cbuf->sent = s->cbuf->parsed = s->cbuf->len = 0;
+    s->client_eof = true;               /* nothing more is read from it */
+    s->terminating = false;
+    s->term_wait = true;
+    ev_io_stop(s->px->loop, &s->cli_r);
+    pgw_batch_flush_client(s);          /* (may end it now: all went at once) */
+    return true;
+}
+
 /* The session ends after a Terminate, or in place of a message of a type
  * PostgreSQL refuses (scan_client): with PostgreSQL's FATAL then. */
 static void close_terminated(struct pgw_session *s)
@@ -3717,19 +3755,10 @@ static void close_terminated(struct pgw_session *s)
                               "synchronization was lost");
     } else if (s->fe_invalid && s->fe_invalid_type != PGW_FE_TERMINATE) {
         pgw_session_close(s, "08P01", "invalid frontend message type %d", s->fe_invalid_type);
-    } else {
+    } else if (!term_flush(s) && s->state != PGW_SS_CLOSING) {
         /* (A Terminate the COPY was to read, which had failed on its own
-         * data first: PostgreSQL, out of the COPY, takes it as one.)
-         * What the client was answered before it goes first, as from
-         * PostgreSQL: a server's answers still in the batch of writes, and
-         * pgwharf's own (a Close or Sync answered with no server).  They
-         * were dropped with the session: a Query, a Close of the unnamed
-         * portal and a Terminate in one write got nothing (review r2 of
-         * ce31cce).  As much as the client's socket takes now. */
-        if (s->sbuf && s->sbuf->sent < s->sbuf->parsed)
-            pgw_session_flush_client(s);
-        if (s->state != PGW_SS_CLOSING)
-            pgw_session_close(s, NULL, "client terminated");
+         * data first: PostgreSQL, out of the COPY, takes it as one.) */
+        pgw_session_close(s, NULL, "client terminated");
     }
 }
 
@@ -4495,20 +4524,8 @@ static bool client_data_step(struct pgw_session *s)
             pgw_relay_flush_server(s);
             if (s->state == PGW_SS_LINKED)
                 pgw_session_arm_timer(s);    /* (a write that waits: review) */
-        } else if (!s->server && s->state == PGW_SS_IDLE && !s->fe_invalid && s->sbuf &&
-                   s->sbuf->sent < s->sbuf->parsed) {
-            /* Answers given before it are still to be written (the batch
-             * of writes): a Close or Sync answered with no server, or the
-             * answers to a Query a held Close waited for (close_waits),
-             * whose ReadyForQuery gave the server back just now.
-             * PostgreSQL sends them, then ends; closed at once, the
-             * client got none.  Written first, then the session ends
-             * (term_wait), as pgw_relay_left_while_queued has it. */
-            s->client_eof = true;
-            s->terminating = false;
-            s->term_wait = true;
         } else {
-            close_terminated(s);
+            close_terminated(s);        /* (answers owed written first: term_flush) */
         }
         return false;
     }

@@ -534,6 +534,50 @@ class TestACloseOfAPortalBehindARequestWithoutPreparedStatements(
     settings = {"query_wait_timeout": "3s", "max_prepared_statements": 0}
 
 
+class TestTerminateBehindAnswersTheClientHasNotRead(RelayCase):
+    """Answers pgwharf gave alone (a Close of the unnamed portal and a
+    Sync: no server) owed when the Terminate behind them is read, the
+    client not reading then: PostgreSQL writes them all, then ends.
+    pgwharf wrote only what the client's socket took at once and closed:
+    the rest was lost."""
+    settings = {"tcp_socket_buffer": 4096}
+
+    def test_all_are_written_then_the_session_ends(self):
+        a = socket.socket()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.settimeout(30)
+        self.addCleanup(a.close)
+        a.connect((self.px.host, self.px.port))
+        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+        port = a.getsockname()[1]
+        n = 2000
+        sender = threading.Thread(target=a.sendall,
+                                  args=((M(b"C", b"P\x00") + SYNC) * n + M(b"X"),))
+        sender.start()
+        self.addCleanup(sender.join, 60)
+        # pgwharf read all of it, the Terminate too (its socket's receive
+        # queue empty, or the session gone), with the client reading none.
+        sender.join(60)
+        self.assertFalse(sender.is_alive(), "pgwharf stopped reading the client")
+        def all_read():
+            sent = hz.tcp_queues(port, self.px.port)
+            return ((sent is None or sent[1] == 0) and
+                    hz.unread_on_port(self.px.pid, self.px.port).get(port, 0) == 0)
+        pt.wait_until(all_read, 20, what="pgwharf read the Terminate")
+        # More than the sockets between hold: the rest waits in pgwharf.
+        self.assertTrue(hz.tcp_zero_window(self.px.port, port),
+                        "the client's socket was not full at the Terminate, or the session ended")
+        data, closed = hz.read_until_closed(a, 30)
+        self.assertTrue(closed, "the session did not end after its answers")
+        want = (M(b"3") + M(b"Z", b"I")) * n
+        self.assertEqual(len(data), len(want), "answers lost: %d of %d bytes" %
+                         (len(data), len(want)))
+        self.assertTrue(data == want, "not the answers PostgreSQL gives")
+        pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                      what="the client's session ends")
+        self.assert_b_served()
+
+
 class TestRequestThenTerminate(RelayCase):
     """A request and a Terminate sent together (a client that does not
     wait for the answer, PQsendQuery then PQfinish): PostgreSQL runs the
