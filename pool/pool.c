@@ -515,7 +515,7 @@ static void check_or_close(struct pgw_server *srv)
     const char *q = srv->pool->set->cfg->server_check_query;
     if (strcmp(q, "<empty>") == 0)
         q = "";
-    if (pgw_server_job(srv, SRV_JOB_CHECK, q, false) < 0)
+    if (pgw_server_job(srv, SRV_JOB_CHECK, q) < 0)
         pgw_server_close(srv, "out of memory for server_check_query");
 }
 
@@ -1939,9 +1939,8 @@ static const char *leftover_sql(uint8_t leftover)
  * (server_connect_timeout): a frozen backend holds no client's end. */
 static void reset_job(struct pgw_server *srv, const char *reset)
 {
-    bool rollback = srv->user_leftover & PGW_LEFTOVER_XACT;
     const char *clean = leftover_sql(srv->user_leftover);
-    srv->user_leftover = 0;
+    srv->user_leftover &= PGW_LEFTOVER_XACT;     /* (the job's ROLLBACK takes it) */
     if (clean && reset && pgw_sql_has_all(reset, "discard"))
         clean = NULL;
     if (clean) {
@@ -1952,7 +1951,7 @@ static void reset_job(struct pgw_server *srv, const char *reset)
     }
     if (!reset || !clean) {
         enum srv_job job = reset ? SRV_JOB_RESET : clean ? SRV_JOB_CLEANUP : SRV_JOB_ROLLBACK;
-        if (pgw_server_job(srv, job, reset ? reset : clean, rollback) < 0)
+        if (pgw_server_job(srv, job, reset ? reset : clean) < 0)
             pgw_server_close(srv, "out of memory for server_reset_query");
         return;
     }
@@ -1960,7 +1959,7 @@ static void reset_job(struct pgw_server *srv, const char *reset)
     char *sql = malloc(n);
     if (sql)
         snprintf(sql, n, "%s; %s", clean, reset);
-    if (!sql || pgw_server_job(srv, SRV_JOB_RESET, sql, rollback) < 0)
+    if (!sql || pgw_server_job(srv, SRV_JOB_RESET, sql) < 0)
         pgw_server_close(srv, "out of memory for server_reset_query");
     free(sql);
 }

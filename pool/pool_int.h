@@ -468,9 +468,10 @@ struct pgw_server *pgw_server_start(struct pgw_pool *pool, int host, bool probe,
 void pgw_server_move(struct pgw_server *srv, enum pgw_server_state st);
 void pgw_server_make_idle(struct pgw_server *srv);
 /* Run sql (NULL: none) on srv as job, a ROLLBACK in a Query of its own
- * ahead of it when rollback (a transaction block left open: DISCARD ALL
- * cannot share a Query with it). */
-int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql, bool rollback);
+ * ahead of it when the job is a release's and srv->user_leftover has
+ * PGW_LEFTOVER_XACT (a transaction block left open: DISCARD ALL cannot
+ * share a Query with it), which it takes off. */
+int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql);
 /* srv runs a job (RESETTING): the backend is sent a CancelRequest for it
  * (the set's cancel hook), as the connection about to close does not stop
  * it. */

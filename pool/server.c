@@ -965,7 +965,7 @@ static void login_done(struct pgw_server *srv)
         return;
     }
     if (pool->connect_query && *pool->connect_query) {
-        if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query, false) < 0)
+        if (pgw_server_job(srv, SRV_JOB_CONNECT_QUERY, pool->connect_query) < 0)
             connect_failed_answered(srv, "out of memory for connect_query", "53200");
         return;
     }
@@ -1219,9 +1219,15 @@ out:
     return rc;
 }
 
-int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql, bool rollback)
+int pgw_server_job(struct pgw_server *srv, enum srv_job job, const char *sql)
 {
     struct pool_server *ps = srv_priv(srv);
+    /* A transaction block a client left open, noted for the jobs of a
+     * release (the pool's reset_job): the job takes it back first. */
+    bool rollback = (job == SRV_JOB_RESET || job == SRV_JOB_CLEANUP ||
+                     job == SRV_JOB_ROLLBACK) && (srv->user_leftover & PGW_LEFTOVER_XACT);
+    if (rollback)
+        srv->user_leftover &= (uint8_t)~PGW_LEFTOVER_XACT;
     pgw_wbuf_reset(&ps->out);
     if (rollback)
         pgw_wire_query(&ps->out, "ROLLBACK");
