@@ -223,6 +223,7 @@ struct pgw_session {
     struct pgw_pool_waiter waiter;
     uint32_t cskip, sskip;           /* body bytes of the current message still to pass */
     bool cmsg_alone;                 /* ... of one sent when nothing was under way */
+    bool cskip_copy;                 /* ... a CopyData relayed in part (relay.c) */
     bool settings_pending;           /* sent what may change a tracked setting (a SET:
                                         params are current at its answer), not all
                                         answered yet: Parses share no statement */
@@ -259,6 +260,9 @@ struct pgw_session {
     bool term_sent;                  /* ...and that end (or the Terminate) went to the
                                         server, which answers it and closes (relay.c,
                                         term_to_server) */
+    bool srv_eof_due;                /* the client's stream ended inside a CopyData
+                                        relayed in part: the end goes to the server
+                                        once all is on it (relay.c, eof_cut_to_server) */
     uint8_t copy_abort;              /* ...in the client's COPY FROM STDIN: pgwharf's
                                         CopyFail and marker are out (relay.c,
                                         COPY_ABORT_*) */

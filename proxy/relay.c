@@ -3846,6 +3846,58 @@ static bool term_to_server(struct pgw_session *s)
     return true;
 }
 
+/* The end of the client's stream goes to its server (eof_cut_to_server):
+ * the sending side of the link is shut down, all the client sent being on
+ * it.  false when the session was closed. */
+static bool srv_send_eof(struct pgw_session *s)
+{
+    s->srv_eof_due = false;
+    if (shutdown(s->server->fd, SHUT_WR) == 0)
+        return true;
+    pgw_session_close(s, NULL, "client closed the connection");
+    return false;
+}
+
+/* The client's stream ended inside a CopyData of its COPY FROM STDIN,
+ * relayed in part (cskip): PostgreSQL 15 reads the end there and sends
+ * ERROR 08006 "unexpected EOF on client connection with an open
+ * transaction" (CONTEXT the COPY's line), then FATAL 08P01 "terminating
+ * connection because protocol synchronization was lost", which a client
+ * that only shut down its sending side reads.  pgwharf cannot end that
+ * COPY itself (copy_abort_start: the server waits for the rest of the
+ * message, its CopyFail would be read as that), and closed the session at
+ * once: the client got nothing.  The end goes to the server instead, as
+ * the client sent it: the sending side of the link shut down once all the
+ * client sent is on it (srv_send_eof); the server answers as PostgreSQL,
+ * the client gets it, and the session ends at the server's close
+ * (term_sent, as term_to_server).  The server is retired: it ends anyway,
+ * and is never given back.  false when that is not the case (another
+ * message cut, other clients' requests on the server: the caller ends
+ * the session, the server closed, as before). */
+static bool eof_cut_to_server(struct pgw_session *s)
+{
+    if (!s->cskip_copy || !s->server || s->state != PGW_SS_LINKED || s->replication ||
+        s->term_sent || s->discard != PGW_DISCARD_NONE || !s->srv_copy_in ||
+        s->copy_ins <= s->copy_ends || s->copy_abort != COPY_ABORT_NONE || s->pipe_srv ||
+        s->pipe_stop || s->pipe_skip > 0 || s->pipe_drop > 0 ||
+        s->server->user_queued > 0 || s->server->user_tail_skip > 0)
+        return false;
+    pgw_server_retire(s->server, "the client's stream ended inside a CopyData (the end went "
+                                 "to it)");
+    s->term_sent = true;
+    s->client_eof = true;               /* nothing more is read from it */
+    ev_io_stop(s->px->loop, &s->cli_r);
+    if (s->cbuf && s->cbuf->sent < s->cbuf->parsed) {
+        s->srv_eof_due = true;          /* (pgw_relay_flush_server, once all is on it) */
+        pgw_relay_flush_server(s);
+    } else if (!srv_send_eof(s)) {
+        return true;
+    }
+    if (s->state == PGW_SS_LINKED)
+        pgw_session_arm_timer(s);       /* query_timeout bounds what runs */
+    return true;
+}
+
 /* The client's stream ended behind a batch with no Sync (no COPY's):
  * PostgreSQL ends there as at a Terminate, after what a Flush in the
  * batch released (and its errors, flushed as they came), which a client
@@ -4354,6 +4406,7 @@ static bool scan_client(struct pgw_session *s)
             return false;
         b->parsed += n;
         s->cskip = total - n;
+        s->cskip_copy = s->cskip > 0 && type == PGW_FE_COPY_DATA;
         /* The server reads it whole before it runs it: until the rest
          * comes, it waits for this client (linked_deadline). */
         s->cmsg_alone = s->cskip > 0 && !was_open && !s->track.copy;
@@ -4882,9 +4935,10 @@ bool pgw_relay_client_eof(struct pgw_session *s)
         pgw_pool_waiter_gone(&s->waiter);
     }
     /* A message cut short (part of it relayed, or being dropped): the
-     * server would wait for the rest of it. */
+     * server would wait for the rest of it.  (But for a CopyData: the end
+     * goes to the server, which answers it as PostgreSQL.) */
     if (s->cskip > 0)
-        return false;
+        return eof_cut_to_server(s);
     struct pgw_iobuf *b = s->cbuf;
     bool held = false;           /* whole messages not sent yet, but a Terminate */
     if (b) {
@@ -5040,6 +5094,8 @@ void pgw_relay_flush_server(struct pgw_session *s)
         return;
     }
     s->srv_write_blocked = false;
+    if (s->srv_eof_due && !srv_send_eof(s))
+        return;
     if (ev_is_active(&srv->user_w))
         ev_io_stop(loop, &srv->user_w);
     if (b->sent == b->len) {

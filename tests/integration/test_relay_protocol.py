@@ -1379,6 +1379,60 @@ class TestTheClientLeavingACopy(RelayCase):
                     self.assert_kept_clean(pid)
 
 
+    def test_a_half_close_inside_a_copydata_relayed_in_part(self):
+        """The client shuts down its sending side inside a CopyData whose
+        first bytes pgwharf relayed already, and reads on: PostgreSQL 15
+        sends ERROR 08006 "unexpected EOF on client connection with an
+        open transaction" (CONTEXT "COPY relay_copy_leave, line 2"), then
+        FATAL 08P01, and ends.  pgwharf closed the session at once: the
+        client got nothing (fails before: []).  The end now goes to the
+        server, whose answers the client gets; that server is closed,
+        never lent again, and no descriptor stays."""
+        cut = M(b"d", b"5\n") + b"d" + struct.pack("!I", 4 + 100) + b"6\n"
+        fds = lambda: len(os.listdir("/proc/%d/fd" % self.px.pid))
+        for block in (False, True):
+            for extended in (False, True):
+                with self.subTest(block=block, extended=extended):
+                    pid = self.server_pid()
+                    pt.wait_until(lambda: self.px.show("CLIENTS", database=self.pg.database) ==
+                                  [], 20, what="no client left")
+                    before = fds()
+                    def run(sock):
+                        if block:
+                            hz.simple_query(sock, "begin")
+                        self.copy_started(sock, extended)
+                        sock.sendall(cut)
+                        sock.shutdown(socket.SHUT_WR)
+                        data, closed = hz.read_until_closed(sock, 20)
+                        self.assertTrue(closed, "the session did not end")
+                        return messages_but_source(data)
+                    want = run(self.direct())
+                    self.assertEqual([b[:5] for t, b in want], [
+                        (b"SERROR", b"VERROR", b"C08006", b"Munexpected EOF on client "
+                         b"connection with an open transaction",
+                         b"WCOPY relay_copy_leave, line 2"),
+                        (b"SFATAL", b"VFATAL", b"C08P01", b"Mterminating connection "
+                         b"because protocol synchronization was lost")], want)
+                    a = self.login()
+                    port = a.getsockname()[1]
+                    self.assertEqual(run(a), want)
+                    a.close()
+                    self.gone(port)
+                    # The server ended (its backend gone), never given back.
+                    pt.wait_until(lambda: self.pg.psql(
+                        "select count(*) from pg_stat_activity where pid = %d" % pid,
+                        user=self.pg.user) == "0", 20, what="the cut COPY's backend ends")
+                    self.assertNotIn(pid, [int(r["remote_pid"]) for r in
+                                           self.px.show("SERVERS")])
+                    self.assertNotEqual(self.server_pid(), pid)
+                    pt.wait_until(lambda: self.px.show("CLIENTS", database=self.pg.database) ==
+                                  [], 20, what="no client left")
+                    # (The console's own connection may still be closing.)
+                    pt.wait_until(lambda: fds() <= before, 20, what="no descriptor more")
+                    self.assertEqual(self.pg.psql("select count(*) from relay_copy_leave",
+                                                  user=self.pg.user), "0")
+
+
 class TestTheClientLeavingACopyWithoutPreparedStatements(TestTheClientLeavingACopy):
     settings = {"max_prepared_statements": 0}
 

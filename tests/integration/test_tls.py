@@ -897,6 +897,33 @@ class TestServerTls(TlsTestCase):
         cp = self.psql(px, "select 'the other entry'", sslmode="disable")
         self.assertEqual(cp.stdout.strip(), "the other entry", cp.stderr)
 
+    def test_a_half_close_inside_a_copydata_over_a_tls_link(self):
+        """The client shuts down its sending side inside a CopyData
+        pgwharf relayed in part to a server over TLS (py.relay_protocol,
+        test_a_half_close_inside_a_copydata_relayed_in_part): the end goes
+        to the server as the socket's shutdown (no close_notify), which
+        PostgreSQL reads as the end of the stream, and the client gets its
+        ERROR 08006 and FATAL 08P01, as from PostgreSQL (fails before: no
+        error at all)."""
+        px = self.start_pgwharf(settings={"server_tls_sslmode": "require",
+                                          "pool_mode": "transaction", "default_pool_size": 1})
+        self.pg.psql("create table if not exists tls_copy_cut (n int)")
+        self.addCleanup(self.pg.psql, "drop table if exists tls_copy_cut", check=False)
+        a = socket.create_connection((px.host, px.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
+        a.sendall(hz.query_msg("copy tls_copy_cut from stdin"))
+        while hz.recv_msg(a)[0] != b"G":
+            pass
+        self.assertTrue(px.show("SERVERS")[0]["tls"].startswith("TLS"))
+        a.sendall(hz.msg(b"d", b"5\n") + b"d" + struct.pack("!I", 4 + 100) + b"6\n")
+        a.shutdown(socket.SHUT_WR)
+        data, closed = hz.read_until_closed(a, 20)
+        self.assertTrue(closed, "the session did not end")
+        self.assertEqual([(e.get("S"), e.get("C"), e.get("W")) for e in hz.error_fields_in(data)],
+                         [("ERROR", "08006", "COPY tls_copy_cut, line 2"),
+                          ("FATAL", "08P01", None)], data)
+
     def test_server_tls_slow_client(self):
         """Backpressure with a TLS server link: the client stops reading,
         pgwharf's buffer fills and it stops reading the server, a record
