@@ -824,12 +824,23 @@ static ssize_t cli_read_fn(void *s, void *p, size_t n) { return cli_read(s, p, n
  * it (a Terminate): the caller looks its key up again. */
 void pgw_session_read_before_cancel(struct pgw_session *s)
 {
-    if (s->state == PGW_SS_CLOSING || s->fd < 0 || !ev_is_active(&s->cli_r))
-        return;
-    char c;
-    if (recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
-        return;        /* nothing, its end of stream or an error: the loop's */
-    ev_invoke(s->px->loop, &s->cli_r, EV_READ);
+    /* Over TLS a read takes one record (a query of 20 kB is two), or
+     * less than OpenSSL decrypted (its rest left there, the socket empty):
+     * read until the socket and OpenSSL hold nothing more, or reading
+     * stops (a full buffer, the end).  Bounded: a client that streams
+     * (a COPY) is not read to its end here.  A closed session stays
+     * allocated until the loop reaps it. */
+    for (int round = 0; round < 64; round++) {
+        if (s->state == PGW_SS_CLOSING || s->fd < 0 || !ev_is_active(&s->cli_r))
+            return;
+        char c;
+        if (pgw_tls_pending(s) == 0 && recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+            return;    /* nothing, its end of stream or an error: the loop's */
+        uint64_t before = s->bytes_in;
+        ev_invoke(s->px->loop, &s->cli_r, EV_READ);
+        if (s->bytes_in == before && pgw_tls_pending(s) == 0)
+            return;    /* a TLS read waiting for the rest of a record, or a handshake */
+    }
 }
 
 /* A session ending after its queued FATAL (close_after_sent) reads what

@@ -556,6 +556,14 @@ static void pending_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         ev_prepare_stop(loop, w);
 }
 
+size_t pgw_tls_pending(const struct pgw_session *s)
+{
+    if (!s->ssl || (s->tls_flags & PGW_TLS_HANDSHAKE))
+        return 0;
+    int n = SSL_pending(s->ssl);
+    return n > 0 ? (size_t)n : 0;
+}
+
 void pgw_tls_close(struct pgw_session *s)
 {
     SSL *ssl = s->ssl;

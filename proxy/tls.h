@@ -76,6 +76,8 @@ void pgw_tls_writable(struct pgw_session *s);
  * (EAGAIN: wait; the right watcher is armed for a TLS retry). */
 ssize_t pgw_tls_read(struct pgw_session *s, void *buf, size_t n);
 ssize_t pgw_tls_write(struct pgw_session *s, const void *buf, size_t n);
+/* Bytes OpenSSL holds decrypted for s, unread (0 without TLS). */
+size_t pgw_tls_pending(const struct pgw_session *s);
 /* Best-effort close_notify, free s->ssl, stop the pending watcher. */
 void pgw_tls_close(struct pgw_session *s);
 

@@ -12,6 +12,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -417,6 +418,58 @@ class TestClientTls(TlsTestCase):
             if c:
                 c.close()
             holder.close()
+
+    def test_a_cancel_read_in_the_poll_of_its_two_record_query_finds_it(self):
+        """A query of two TLS records, then its cancel on a new connection,
+        all there when pgwharf next polls: the listener runs first (libev:
+        last ready first) and reads the client's pending bytes before the
+        cancel -- one SSL_read, one record: the query's second record was
+        left in the socket, the cancel found no query in progress and was
+        dropped, the query ran to its end.  Every record there (and what
+        OpenSSL holds decrypted) is read first, as without TLS."""
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "require", pool_mode="transaction", default_pool_size=1, auth_type="trust"))
+        raw = socket.create_connection(("127.0.0.1", px.port), timeout=60)
+        self.addCleanup(raw.close)
+        raw.sendall(SSL_REQUEST)
+        self.assertEqual(raw.recv(1), b"S")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(raw)
+        self.addCleanup(s.close)
+        keys = []
+        hz.sync_login(s, self.pg.user, self.pg.database, key_data=keys)
+        self.assertEqual(hz.simple_query(s, "select 1"), ([[b"1"]], []))   # a server, idle
+        links = list(hz.unread_on_port(px.pid, self.pg.port, peer=True))
+        self.assertEqual(len(links), 1, links)
+        # 20 kB: records of 16384 bytes and the rest.
+        msg = hz.query_msg("select pg_sleep(60) /* %s */" % ("x" * 20000))
+        c = socket.socket()
+        self.addCleanup(c.close)
+        self.addCleanup(self.pg.terminate_backends)     # (the query, if it was not canceled)
+        self.pg.pause()
+        self.addCleanup(self.pg.resume)
+        px.send_signal(signal.SIGSTOP)
+        self.addCleanup(px.send_signal, signal.SIGCONT)
+        pt.wait_stopped([px.pid])
+        s.sendall(msg)
+        cport = s.getsockname()[1]
+        pt.wait_until(lambda: hz.unread_on_port(px.pid, px.port).get(cport, 0) > len(msg),
+                      20, what="the query's records in pgwharf's socket")
+        c.connect(("127.0.0.1", px.port))
+        c.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        px.send_signal(signal.SIGCONT)
+        px.wait_for_log("event=cancel_(forwarded|ignored)")
+        self.assertNotIn("event=cancel_ignored", px.log())
+        pt.wait_until(lambda: hz.tcp_queues(self.pg.port, links[0]) == (0, 0),
+                      20, what="the backend reading the query")
+        self.pg.resume()
+        self.assertEqual(hz.read_until_closed(c, 30), (b"", True))
+        got = hz.read_until_ready(s)
+        self.assertEqual([t for t, _ in got], [b"T", b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[1][1])["C"], "57014")
+        self.assertEqual(hz.simple_query(s, "select 'usable'"), ([[b"usable"]], []))
 
     def test_protocols_and_ciphers(self):
         px = self.start_pgwharf(settings=self.tls_settings(
