@@ -1014,8 +1014,10 @@ static struct user_ref *find_user_ref(struct user_ref *refs, int n, const char *
 }
 
 /* The users SHOW USERS lists, by name as PgBouncer keeps them: the [users]
- * entries, the users of pools (for an entry with user=, that one), and
- * the users pool clients logged in as, each once, with
+ * and auth_file entries, the console's own user pgbouncer (PgBouncer
+ * makes it at start, for the console's pool), the users of pools (for an
+ * entry with user=, that one), and the users clients (of pools or the
+ * console) logged in as, each once, with
  * their servers (by the user they log in as, as max_user_connections
  * counts them) and logged-in clients (console sessions too, as
  * PgBouncer).  One sort, then a lookup per pool and session.  NULL when
@@ -1023,7 +1025,8 @@ static struct user_ref *find_user_ref(struct user_ref *refs, int n, const char *
 static struct user_ref *users_list(struct pgw_proxy *px, int *n)
 {
     const struct pgw_config *cfg = px->cfg;
-    size_t cap = (size_t)cfg->nusers + 1;
+    const struct pgw_auth_file *af = px->auth;
+    size_t cap = (size_t)cfg->nusers + 2 + (af ? (size_t)af->n : 0);
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         cap += 2;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
@@ -1034,6 +1037,9 @@ static struct user_ref *users_list(struct pgw_proxy *px, int *n)
     int k = 0;
     for (int i = 0; i < cfg->nusers; i++)
         refs[k++] = (struct user_ref){ .name = cfg->users[i].name, .u = &cfg->users[i] };
+    for (int i = 0; af && i < af->n; i++)
+        refs[k++].name = af->entries[i].user;
+    refs[k++].name = "pgbouncer";
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p)) {
         refs[k++].name = pgw_pool_user(p);
         if (strcmp(pgw_pool_server_user(p), pgw_pool_user(p)) != 0)
@@ -1043,7 +1049,7 @@ static struct user_ref *users_list(struct pgw_proxy *px, int *n)
      * names are users too (PgBouncer lists every login user). */
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
-        if (s->pool && pgw_session_logged_in(s))
+        if ((s->pool || s->is_admin) && pgw_session_logged_in(s))
             refs[k++].name = s->user;
     }
     qsort(refs, (size_t)k, sizeof(*refs), cmp_user_refs);

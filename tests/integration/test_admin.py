@@ -387,6 +387,7 @@ class TestShowColumns(AdminTestCase):
         users = [(r["name"], r["pool_size"]) for r in self.show(conn, "USERS")[1]]
         # pool_size is text as PgBouncer writes it, "%9d" (it was "4")
         self.assertEqual(users, sorted([("aa_user", "        4"), (self.pg.user, ""),
+                                        (self.pg.app_user, ""), ("pgbouncer", ""),
                                         ("zz_user", "        3")]))
 
     def test_users_of_several_pools_are_listed_once(self):
@@ -405,9 +406,30 @@ class TestShowColumns(AdminTestCase):
         conn = self.admin_conn(px)
         users = [(r["name"], r["current_connections"], r["current_client_connections"])
                  for r in self.show(conn, "USERS")[1]]
-        self.assertEqual(users, sorted([(app, 3, 1), (su, 0, 3)]))
+        self.assertEqual(users, sorted([(app, 3, 1), (su, 0, 3), ("pgbouncer", 0, 0)]))
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
-        self.assertEqual(lists["users"], 2)
+        self.assertEqual(lists["users"], 3)
+
+    def test_show_users_lists_pgbouncer_and_the_auth_files_users(self):
+        # As PgBouncer 1.18 (run side by side): its user list has the
+        # auth_file's users, logged in or not, and the console's own user
+        # pgbouncer, made at start; pgwharf listed neither (no row at all
+        # for a console with no pool yet, SHOW LISTS users 0).
+        su = self.pg.user
+        px = self.start_pgwharf(settings={"admin_users": su},
+                                auth_users={su: self.pg.password, "only_in_file": "secret"})
+        conn = self.admin_conn(px)
+        cols, rows = self.show(conn, "USERS")
+        self.assertEqual([r["name"] for r in rows], sorted(["only_in_file", "pgbouncer", su]))
+        by_name = {r["name"]: r for r in rows}
+        self.assertEqual(by_name["pgbouncer"],
+                         dict(name="pgbouncer", pool_size="", reserve_pool_size="",
+                              pool_mode=None, max_user_connections=0, current_connections=0,
+                              max_user_client_connections=0, current_client_connections=0))
+        self.assertEqual(by_name[su]["current_client_connections"], 1)    # this console
+        self.assertEqual(by_name["only_in_file"]["current_client_connections"], 0)
+        lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+        self.assertEqual(lists["users"], 3)
 
     def start_zz_and_aa(self, pool_size):
         """Transaction mode, databases zz and aa (zz's pool made first)."""
