@@ -867,13 +867,14 @@ static int cmp_db_row_key(const void *name, const void *row)
 
 /* SHOW DATABASES' rows, by name, each once (NULL, *n 0 when out of
  * memory): the entries but "*", then the names "*" serves now (its
- * pools', its clients'), as PgBouncer lists its auto-databases. */
+ * pools', its clients'), as PgBouncer lists its auto-databases, and the
+ * console's database (db NULL), as PgBouncer lists its admin database. */
 static struct db_row *db_rows(struct pgw_proxy *px, size_t *n_out)
 {
     const struct pgw_config *cfg = px->cfg;
     const struct pgw_conf_db *star = pgw_conf_find_db(cfg, "*");
     *n_out = 0;
-    size_t cap = (size_t)cfg->ndbs + 1;
+    size_t cap = (size_t)cfg->ndbs + 2;
     for (struct pgw_pool *p = pgw_pool_next(px->pools, NULL); p; p = pgw_pool_next(px->pools, p))
         cap++;
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next)
@@ -916,8 +917,40 @@ static struct db_row *db_rows(struct pgw_proxy *px, size_t *n_out)
     for (size_t i = 0; i < n; i++)
         if (m == 0 || strcmp(rows[i].name, rows[m - 1].name) != 0)
             rows[m++] = rows[i];
+    const char *console = console_pool_db(px);
+    if (!bsearch(console, rows, m, sizeof(*rows), cmp_db_row_key)) {
+        rows[m++] = (struct db_row){ .name = console };
+        qsort(rows, m, sizeof(*rows), cmp_db_rows);
+    }
     *n_out = m;
     return rows;
+}
+
+/* PgBouncer's row for its admin database: no host, the listen port, user
+ * pgbouncer, a pool of 2 in statement mode, never paused or disabled (a
+ * PAUSE or DISABLE of all leaves the console alone). */
+static void console_db_row(struct pgw_rs *rs, struct pgw_proxy *px, int clients)
+{
+    const struct pgw_config *cfg = px->cfg;
+    pgw_rs_row(rs);
+    pgw_rs_text(rs, console_pool_db(px));
+    pgw_rs_text(rs, NULL);
+    pgw_rs_int(rs, cfg->listen_port);
+    pgw_rs_text(rs, "pgbouncer");
+    pgw_rs_text(rs, "pgbouncer");
+    pgw_rs_int(rs, 2);                                  /* pool_size */
+    pgw_rs_int(rs, 0);                                  /* min_pool_size */
+    pgw_rs_int(rs, 0);                                  /* reserve_pool_size */
+    pgw_rs_int(rs, (int64_t)pgw_conf_server_lifetime(cfg, NULL));
+    pgw_rs_text(rs, "statement");
+    pgw_rs_text(rs, NULL);                              /* load_balance_hosts */
+    pgw_rs_int(rs, 0);                                  /* max_connections */
+    pgw_rs_int(rs, 0);                                  /* current_connections */
+    pgw_rs_int(rs, 0);                                  /* max_client_connections */
+    pgw_rs_int(rs, clients);
+    pgw_rs_int(rs, 0);                                  /* paused */
+    pgw_rs_int(rs, 0);                                  /* disabled */
+    pgw_rs_row_end(rs);
 }
 
 static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
@@ -948,6 +981,13 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     }
     for (struct pgw_list *l = px->sessions.next; l != &px->sessions; l = l->next) {
         const struct pgw_session *s = pgw_container_of(l, struct pgw_session, node);
+        if (s->state == PGW_SS_ADMIN) {
+            struct db_row *r = bsearch(console_pool_db(px), rows, m, sizeof(*rows),
+                                       cmp_db_row_key);
+            if (r && !r->db)
+                r->clients++;       /* as the console pool's cl_active */
+            continue;
+        }
         if (s->is_admin || !s->db || !s->database || !pgw_session_logged_in(s))
             continue;
         struct db_row *r = bsearch(s->database, rows, m, sizeof(*rows), cmp_db_row_key);
@@ -958,6 +998,10 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
     pgw_rs_begin(&rs, out, cols, PGW_RS_NCOLS(cols));
     for (size_t i = 0; i < m; i++) {
         const struct pgw_conf_db *db = rows[i].db;
+        if (!db) {
+            console_db_row(&rs, px, rows[i].clients);
+            continue;
+        }
         pgw_rs_row(&rs);
         pgw_rs_text(&rs, rows[i].name);
         pgw_rs_text(&rs, db->host);

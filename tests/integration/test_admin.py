@@ -246,7 +246,7 @@ class TestShowColumns(AdminTestCase):
                           config["server_round_robin"]["default"]), ("0", "0"))
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["pools"], 2)     # and the console's, as SHOW POOLS
-        self.assertEqual(lists["databases"], 3)
+        self.assertEqual(lists["databases"], 4)    # and the console's, as SHOW DATABASES
         self.assertGreaterEqual(lists["used_clients"], 2)
         # users: what SHOW USERS lists, as PgBouncer's user_list is both
         # (it was the [users] entries alone: 0 here, where a pool's user is listed)
@@ -273,9 +273,34 @@ class TestShowColumns(AdminTestCase):
         def counts():
             lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
             return lists["databases"], len(self.show(conn, "DATABASES")[1])
-        self.assertEqual(counts(), (1, 1))     # the entry
+        self.assertEqual(counts(), (2, 2))     # the entry, the console's database
         self.db_conn(px, db=self.pg.database2).cursor().execute("select 1")  # by "*"
-        self.assertEqual(counts(), (2, 2))
+        self.assertEqual(counts(), (3, 3))
+
+    def test_show_databases_lists_the_consoles_database(self):
+        # As PgBouncer (1.18 run side by side on one pgbouncer.ini): its
+        # admin database has a row (host NULL, the listen port, force_user
+        # pgbouncer, pool_size 2, pool_mode statement), in its place by
+        # name, and SHOW LISTS databases counts it: pgwharf had none (1
+        # database where PgBouncer had 2), as SHOW POOLS had no console
+        # pool before.  A PAUSE of all leaves the console alone.
+        px = self.start(server_lifetime="1234")
+        conn = self.admin_conn(px)
+        self.admin_conn(px).cursor().execute("SHOW VERSION")     # a second console
+        names = [r["name"] for r in self.show(conn, "DATABASES")[1]]
+        self.assertIn("pgbouncer", names)
+        self.assertEqual(names, sorted(names))
+        conn.cursor().execute("PAUSE")
+        row = self.rows(conn, "DATABASES", name="pgbouncer")
+        self.assertEqual(row, [dict(
+            name="pgbouncer", host=None, port=px.port, database="pgbouncer",
+            force_user="pgbouncer", pool_size=2, min_pool_size=0, reserve_pool_size=0,
+            server_lifetime=1234, pool_mode="statement", load_balance_hosts=None,
+            max_connections=0, current_connections=0, max_client_connections=0,
+            current_client_connections=2, paused=0, disabled=0)])
+        conn.cursor().execute("RESUME")
+        lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+        self.assertEqual(lists["databases"], len(names))
 
     def test_show_pools_lists_the_consoles_pool(self):
         # As PgBouncer (1.18 run side by side): a pgbouncer/pgbouncer row
