@@ -183,7 +183,7 @@ struct qent {
     bool as_is;                  /* a client's named Parse sent unrenamed, for the
                                   * server to refuse (pgw_notify_stmt_key_of) */
     bool dealloc;                /* an unnamed Parse of SQL DEALLOCATE of the client's
-                                  * name cname (stmt), sent as one of DEALLOC_STMT: the
+                                  * name cname (stmt), sent as one of dealloc_stmt: the
                                   * name is gone, and back if the server skips or
                                   * refuses it (dealloc_parse) */
     uint32_t execs;              /* a Sync/Query/FunctionCall: the Executes of its
@@ -223,7 +223,7 @@ struct qent {
     uint16_t dealloc_cc;         /* a Query of several statements whose one with this
                                   * CommandComplete (1 the first) is SQL DEALLOCATE of the
                                   * client's name cname (stmt), sent as one of
-                                  * DEALLOC_STMT (dealloc = true too): the name is gone,
+                                  * dealloc_stmt (dealloc = true too): the name is gone,
                                   * and back unless that CommandComplete comes
                                   * (query_dealloc) */
 };
@@ -1752,23 +1752,53 @@ static int dealloc_target(struct pgw_session *s, const char *sql, size_t len, ch
 }
 
 /* The statement the server deallocates in place of the client's (below):
- * never one of pgwharf's PGW_<n>. */
-#define DEALLOC_STMT "PGW_DEALLOC"
+ * never one of pgwharf's PGW_<n>, nor a name a client foresees.  It was the
+ * fixed "PGW_DEALLOC", which a client may PREPARE in SQL (no name is out of
+ * SQL's reach: a quoted one takes any byte but NUL, and the server keeps 63
+ * of them): the Close of it dropped that statement under the client, and
+ * the EXECUTE of it got 26000.  Now 16 random hex digits follow the
+ * prefix, drawn once per process: the name is on a server only from the
+ * Parse ahead of the DEALLOCATE to the DEALLOCATE itself (left there only
+ * when the client's Execute of it never comes). */
+#define DEALLOC_PREFIX "PGW_DEALLOC_"
 
-/* A Close of DEALLOC_STMT (no error if it is not there) and a Parse of it
+static const char *dealloc_stmt(struct pgw_session *s)
+{
+    struct pgw_proxy *px = s->px;
+    if (!px->ps_dealloc[0]) {
+        uint64_t v = 0;
+        if (pgw_proxy_random(px, &v, sizeof(v)) < 0 || v == 0)
+            v = pgw_proxy_hash_seed(px) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)px;
+        snprintf(px->ps_dealloc, sizeof(px->ps_dealloc), DEALLOC_PREFIX "%016llx",
+                 (unsigned long long)v);
+    }
+    return px->ps_dealloc;
+}
+
+/* A Close of dealloc_stmt (no error if it is not there) and a Parse of it
  * ("SELECT"), into m: what the server deallocates in place of a client's
  * statement. */
-static void dealloc_stmt_prepare(struct pgw_wbuf *m)
+static void dealloc_stmt_prepare(struct pgw_session *s, struct pgw_wbuf *m)
 {
-    static const char close_body[] = "S" DEALLOC_STMT;
-    static const char prep_body[] = DEALLOC_STMT "\0SELECT";
+    const char *name = dealloc_stmt(s);
     size_t at = pgw_wbuf_msg_begin(m, PGW_FE_CLOSE);
-    pgw_wbuf_append(m, close_body, sizeof(close_body));
+    pgw_wbuf_put_u8(m, 'S');
+    pgw_wbuf_append(m, name, strlen(name) + 1);
     pgw_wbuf_msg_end(m, at);
     at = pgw_wbuf_msg_begin(m, PGW_FE_PARSE);
-    pgw_wbuf_append(m, prep_body, sizeof(prep_body));
+    pgw_wbuf_append(m, name, strlen(name) + 1);
+    pgw_wbuf_append(m, "SELECT", sizeof("SELECT"));
     pgw_wbuf_put_u16(m, 0);
     pgw_wbuf_msg_end(m, at);
+}
+
+/* "DEALLOCATE \"<dealloc_stmt>\"" into m. */
+static void dealloc_stmt_text(struct pgw_session *s, struct pgw_wbuf *m)
+{
+    const char *name = dealloc_stmt(s);
+    pgw_wbuf_append(m, "DEALLOCATE \"", sizeof("DEALLOCATE \"") - 1);
+    pgw_wbuf_append(m, name, strlen(name));
+    pgw_wbuf_put_u8(m, '"');
 }
 
 /* Is a DEALLOCATE ALL / DISCARD ALL sent and not yet answered?
@@ -1802,15 +1832,14 @@ static int drop_unsettled(const struct pgw_session *s)
  * types), as psycopg 3.1 sends it (Parse, Bind, Describe, Execute, Sync).
  * The name goes now, as a Close's does (back if the server skips or refuses
  * the Parse: undo_close), and the server deallocates a statement of
- * pgwharf's instead: a Close and a Parse of DEALLOC_STMT go ahead of the
- * client's Parse (their replies swallowed), which becomes DEALLOCATE
- * "PGW_DEALLOC".  So the client gets PostgreSQL's replies, tag and all, and
+ * pgwharf's instead: a Close and a Parse of dealloc_stmt go ahead of the
+ * client's Parse (their replies swallowed), which becomes DEALLOCATE of
+ * it.  So the client gets PostgreSQL's replies, tag and all, and
  * in a failed transaction the 25P02 (of that Parse). False when it is not
  * such a Parse; else *a says what the relay does. */
 static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *total,
                           const uint8_t *text, const uint8_t *end, enum pgw_ps_action *a)
 {
-    static const char parse_body[] = "\0DEALLOCATE \"" DEALLOC_STMT "\"";
     const uint8_t *te = memchr(text, 0, (size_t)(end - text));
     if (!te || end - te != 3 || pgw_get_u16(te + 1) != 0)
         return false;                    /* parameters: not a plain DEALLOCATE */
@@ -1842,9 +1871,11 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
     struct pgw_wbuf m, p;
     pgw_wbuf_init(&m);
     pgw_wbuf_init(&p);
-    dealloc_stmt_prepare(&m);
+    dealloc_stmt_prepare(s, &m);
     size_t at = pgw_wbuf_msg_begin(&p, PGW_FE_PARSE);
-    pgw_wbuf_append(&p, parse_body, sizeof(parse_body));
+    pgw_wbuf_put_u8(&p, 0);
+    dealloc_stmt_text(s, &p);
+    pgw_wbuf_put_u8(&p, 0);
     pgw_wbuf_put_u16(&p, 0);
     pgw_wbuf_msg_end(&p, at);
     *a = PGW_PS_NEED_ROOM;
@@ -1941,13 +1972,13 @@ static bool drops_all_text(const char *t, size_t n)
  * rest of the Query skipped, the transaction failed), and the name would
  * stay the client's.  As for a Parse of it (dealloc_parse), the server
  * deallocates one of pgwharf's instead: a Close and a Parse of
- * DEALLOC_STMT and a Sync go ahead of the Query (their replies swallowed:
+ * dealloc_stmt and a Sync go ahead of the Query (their replies swallowed:
  * only with nothing outstanding, and not in a failed transaction, where
  * the Parse would fail; in_batch, behind an extended batch with no Sync,
  * the Close and the Parse join the batch, no Sync, their replies dropped
  * in turn, skipped with the Query after an error in the batch, as
- * PostgreSQL skips it), and that statement's text becomes DEALLOCATE
- * "PGW_DEALLOC": the client gets PostgreSQL's replies, tag and all.  The
+ * PostgreSQL skips it), and that statement's text becomes DEALLOCATE of
+ * dealloc_stmt: the client gets PostgreSQL's replies, tag and all.  The
  * name goes now (a Parse of it behind the Query waits for its answer:
  * name_unsettled) and comes back unless that statement's CommandComplete
  * comes (query_dealloc_reply): one before it may fail.  Statements are
@@ -1958,7 +1989,7 @@ static bool drops_all_text(const char *t, size_t n)
  * backslash may escape a quote (standard_conforming_strings off or named,
  * any backslash at all: an E'' literal continues across a newline into
  * the next quoted part) is left to the server, as are a DEALLOCATE ALL
- * or DISCARD ALL before it (which drops DEALLOC_STMT too), a second such
+ * or DISCARD ALL before it (which drops dealloc_stmt too), a second such
  * DEALLOCATE in the same Query, one in a failed transaction, and a name
  * over 63 bytes (whose NOTICE 42622 the server would no longer send).
  * PGW_PS_DEALLOC_REWRITTEN when the Query at the buffer's parse position
@@ -1993,7 +2024,7 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
             continue;
         k++;
         if (!found && drops_all_text(one, e))
-            return 0;                    /* it would drop PGW_DEALLOC too: the server's */
+            return 0;                    /* it would drop dealloc_stmt too: the server's */
         struct ps_client_name *c = NULL;
         switch (dealloc_target(s, one, e, name, &full, &c)) {
         case DEALLOC_WAIT:
@@ -2043,11 +2074,10 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         return 0;
     if (!quiet && !in_batch)
         return PGW_NOTIFY_MORE;
-    static const char repl[] = "DEALLOCATE \"" DEALLOC_STMT "\"";
     struct pgw_wbuf m, q;
     pgw_wbuf_init(&m);
     pgw_wbuf_init(&q);
-    dealloc_stmt_prepare(&m);
+    dealloc_stmt_prepare(s, &m);
     size_t mk;
     if (!in_batch) {
         mk = pgw_wbuf_msg_begin(&m, PGW_FE_SYNC);
@@ -2055,7 +2085,7 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     }
     mk = pgw_wbuf_msg_begin(&q, PGW_FE_QUERY);
     pgw_wbuf_append(&q, sql, at);
-    pgw_wbuf_append(&q, repl, sizeof(repl) - 1);
+    dealloc_stmt_text(s, &q);
     pgw_wbuf_append(&q, sql + at + plen, len - at - plen);
     pgw_wbuf_put_u8(&q, 0);
     pgw_wbuf_msg_end(&q, mk);

@@ -843,6 +843,8 @@ struct pgw_proxy {
     uint64_t hash_seed;              /* the seed of hashes of what clients choose
                                         (statement names and texts, settings,
                                         notifications): pgw_proxy_hash_seed */
+    char ps_dealloc[32];             /* the statement an SQL DEALLOCATE of a client's
+                                        deallocates on the server: prepared.c */
     uint8_t rnd[256];                /* random bytes not handed out yet */
     size_t rnd_pos;
     bool shutting_down, finished;

@@ -3220,6 +3220,35 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         self.assertIn((b"C", b"DEALLOCATE\x00"), want)
         self.assertEqual(self.run_at(px, steps), want)
 
+    def test_a_statement_the_client_named_as_pgwharfs_own_stays(self):
+        """pgwharf deallocates a statement of its own in place of the
+        client's (a Close and a Parse of it go ahead): its name was the
+        fixed PGW_DEALLOC, which a client may PREPARE in SQL too -- that
+        statement was closed under it, and its EXECUTE got 26000 where
+        PostgreSQL runs it.  As a simple Query and as psycopg 3.1 sends
+        it, in a transaction block (one server), each step on a direct
+        connection and through pgwharf, their messages compared."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        dealloc_ext = (r.parse("", "DEALLOCATE s1"), r.bind(""), r.execute(), r.sync())
+        # (A Query of DEALLOCATE alone is answered with no server.)
+        dealloc_query = (r.query("select 1; DEALLOCATE s1"),)
+        for how, dealloc in (("query", dealloc_query), ("extended", dealloc_ext)):
+            with self.subTest(how=how):
+                steps = [
+                    ((r.query("begin"),), 1),
+                    ((r.query('prepare "PGW_DEALLOC" as select 7'),), 1),
+                    ((r.parse("s1", "select 1"), r.sync()), 1),
+                    (dealloc, 1),
+                    ((r.query('execute "PGW_DEALLOC"'),), 1),
+                    ((r.query("commit"),), 1),
+                    ((r.query('deallocate "PGW_DEALLOC"'),), 1),
+                ]
+                want = self.run_at(self.pg, steps)
+                self.assertIn((b"D", b"\x00\x01\x00\x00\x00\x017"), want)
+                self.maxDiff = None
+                self.assertEqual(self.run_at(px, steps), want)   # base: 26000
+
     def test_behind_an_open_batch_after_a_parse_not_yet_answered(self):
         """As above, with a Parse of the name (or a Close) before a Sync
         ahead of the batch, not yet answered: the DEALLOCATE waits for its
