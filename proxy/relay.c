@@ -3552,12 +3552,20 @@ static bool tx_quiet(const struct pgw_session *s)
  * closes it -- answered here, the cursor stayed for the next client,
  * which read its rows (review r2 of ce31cce).  Not while the count of
  * answers may be high (they may never all come while the client's bytes
- * wait) nor in a COPY (the Close fails it, as in PostgreSQL). */
+ * wait) nor in a COPY (the Close fails it, as in PostgreSQL).  One still
+ * arriving that may be such a Close (its length is the unnamed portal's,
+ * its first body byte 'P' or not here yet) waits too, read whole first: it
+ * went on as a batch opened when the client's write was cut before its
+ * name (with max_prepared_statements = 0, which relays it as it comes), so
+ * what came of it hung on how TCP cut the bytes. */
 static bool close_waits(const struct pgw_session *s, const uint8_t *m, uint32_t avail)
 {
     const struct pgw_track *t = &s->track;
-    return s->server && s->mode != PGW_POOL_SESSION && !s->notify &&
-           avail > PGW_MSG_HDR + 1 && m[PGW_MSG_HDR] == 'P' && m[PGW_MSG_HDR + 1] == 0 &&
+    bool unnamed_portal = avail > PGW_MSG_HDR + 1
+                              ? m[PGW_MSG_HDR] == 'P' && m[PGW_MSG_HDR + 1] == 0
+                              : pgw_get_u32(m + 1) + 1 == PGW_MSG_HDR + 2 &&
+                                    (avail == PGW_MSG_HDR || m[PGW_MSG_HDR] == 'P');
+    return s->server && s->mode != PGW_POOL_SESSION && !s->notify && unnamed_portal &&
            t->sync_out > 0 &&
            t->fe_open == 0 && !t->skip_sync && !t->copy && !t->count_high && !t->copy_doubt &&
            s->discard == PGW_DISCARD_NONE;

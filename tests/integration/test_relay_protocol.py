@@ -465,6 +465,39 @@ class TestACloseOfAPortalBehindARequest(RelayCase):
                 self.assert_own_answer(a)
                 a.close()
 
+    def cut_read(self, sock):
+        """All sock sent is acknowledged (its Send-Q 0) and none of it waits
+        in pgwharf's receive queue (Recv-Q 0): pgwharf has read it, and
+        scanned it in that same read."""
+        port = sock.getsockname()[1]
+        def read():
+            mine, its = hz.tcp_queues(port, self.px.port), hz.tcp_queues(self.px.port, port)
+            return mine is not None and its is not None and mine[1] == 0 and its[0] == 0
+        pt.wait_until(read, 20, what="pgwharf to read the first part")
+
+    def test_a_close_cut_in_two_writes_goes_back_as_a_whole_one(self):
+        """The same Close, the client's write cut after its header or after
+        its first body byte: the second part sent once pgwharf has read the
+        first.  close_waits wanted the name's byte, and with fewer bytes at
+        hand the Close went on to the server as a batch opened: with
+        max_prepared_statements = 0 the server stayed with the idle client
+        until its next Sync (fails before: sv_active 1, the next client's
+        57014).  Byte for byte as from PostgreSQL, as a whole one."""
+        close = M(b"C", b"P\x00")
+        query = hz.query_msg("select 1")
+        want = self.exchange(self.direct(), query + close + M(b"H"), 1, 1)
+        for cut in (5, 6):
+            with self.subTest(cut=cut):
+                a = self.login()
+                a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                a.sendall(query + close[:cut])
+                self.cut_read(a)
+                self.assertEqual(self.exchange(a, close[cut:] + M(b"H"), 1, 1), want)
+                self.assert_server_idle()
+                self.assert_b_served()
+                self.assert_own_answer(a)
+                a.close()
+
     def test_a_named_portal_may_be_a_held_cursor(self):
         """A WITH HOLD cursor outlives the Query's transaction on its
         server (one a function declares has no tag pgwharf sees): the
