@@ -3571,6 +3571,25 @@ static bool close_waits(const struct pgw_session *s, const uint8_t *m, uint32_t 
            s->discard == PGW_DISCARD_NONE;
 }
 
+static bool close_answered_alone(struct pgw_session *s, uint32_t total);
+
+/* A whole Close of the unnamed portal (avail bytes at m) on a server that
+ * stays linked with nothing under way after a ReadyForQuery 'I' -- a
+ * cancel of the client's still in flight keeps it (cancel.c), or a
+ * release waits -- where the Close close_waits held would go: as with no
+ * server (close_portal_alone) no transaction is open, so PostgreSQL has no
+ * unnamed portal, and the Close is answered here.  Sent on, it opened a
+ * batch: once the cancel was done the server stayed with the idle client
+ * until its next Sync. */
+static bool close_alone_linked(const struct pgw_session *s, const uint8_t *m, uint32_t avail)
+{
+    return s->server && s->state == PGW_SS_LINKED && s->mode != PGW_POOL_SESSION &&
+           !s->notify && !s->pipe_srv && s->discard == PGW_DISCARD_NONE &&
+           s->track.tx_status == 'I' && !s->track.count_high && !s->track.copy_doubt &&
+           tx_quiet(s) && pgw_get_u32(m + 1) + 1 == PGW_MSG_HDR + 2 &&
+           avail >= PGW_MSG_HDR + 2 && m[PGW_MSG_HDR] == 'P' && m[PGW_MSG_HDR + 1] == 0;
+}
+
 /* Messages PostgreSQL ignores when no request is under way (nothing to
  * flush): a Flush, and CopyData, CopyDone or CopyFail outside a COPY. */
 static bool ignored_alone(char type)
@@ -4186,6 +4205,11 @@ static bool scan_client(struct pgw_session *s)
         if (type == PGW_FE_CLOSE && close_waits(s, p, avail)) {
             s->ps_wait = true;          /* scanned again as answers come */
             break;
+        }
+        if (type == PGW_FE_CLOSE && close_alone_linked(s, p, avail)) {
+            if (!close_answered_alone(s, total))
+                return false;
+            continue;
         }
         if (s->server &&
             (type == PGW_FE_QUERY || type == PGW_FE_PARSE || type == PGW_FE_FUNCTION_CALL))

@@ -3350,6 +3350,79 @@ class TestAProbeAfterACancel(pt.PgwharfTestCase):
         self.assertEqual(got[-1], (b"Z", b"I"))
 
 
+class TestAHeldCloseWithACancelInFlight(pt.PgwharfTestCase):
+    """A Close of the unnamed portal and a Flush behind a Query, held for
+    the Query's answers (close_waits), the client's cancel of the Query
+    still in flight at its ReadyForQuery 'I' (the backend's cancel
+    connection held open by a forwarder): the server stays with the
+    client until the cancel is done, and the held Close went on to it as a
+    batch opened.  The client got PostgreSQL's CloseComplete all the same,
+    but once the cancel was done the server stayed with the idle client
+    until its next Sync (sv_active 1, the next client waited).  It is
+    answered with no request sent now, as with no cancel: no transaction
+    is open, so PostgreSQL has no unnamed portal."""
+
+    settings = {}
+
+    def setUp(self):
+        super().setUp()
+        self.fwd = hz.CancelHold(self.pg)
+        self.addCleanup(self.fwd.close)
+        st = {"pool_mode": "transaction", "default_pool_size": 1, "query_wait_timeout": "20s",
+              "log_connections": 0}
+        st.update(self.settings)
+        self.px = self.start_pgwharf(settings=st,
+                                     databases={self.pg.database: self.fwd.conn_string(self.pg)})
+
+    def exchange(self, at, hold):
+        """The Query, the Close and a Flush, the Query canceled while it
+        runs: the messages up to the CloseComplete."""
+        keys = []
+        a = socket.create_connection((at.host, at.port), timeout=30)
+        self.addCleanup(a.close)
+        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+        a.sendall(hz.query_msg("select pg_sleep(60)") + M(b"C", b"P\x00") + M(b"H"))
+        pt.wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' "
+            "and state = 'active'", user=self.pg.user) == "1", 20, what="the query to run")
+        k = socket.create_connection((at.host, at.port), timeout=30)
+        self.addCleanup(k.close)
+        k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+        if hold:
+            self.fwd.wait_acted(0)
+        got = []
+        while not got or got[-1][0] != b"3":
+            got.append(hz.recv_msg(a))
+        if hold:
+            self.fwd.release(0)
+        self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+        return a, messages_but_source(b"".join(
+            t + struct.pack("!I", len(body) + 4) + body for t, body in got))
+
+    def test_the_server_goes_back_once_the_cancel_is_done(self):
+        _, want = self.exchange(self.pg, False)
+        self.assertEqual([t for t, _ in want], [b"T", b"E", b"Z", b"3"], want)
+        a, got = self.exchange(self.px, True)
+        self.assertEqual(got, want)
+        pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"]) for p in self.px.show(
+            "POOLS", database=self.pg.database, user=self.pg.user)] == [("0", "1")], 10,
+            what="the server back in the pool")          # base: sv_active 1
+        b = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(b.close)
+        hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password)
+        b.sendall(hz.query_msg("select 42"))
+        self.assertEqual(rows(hz.read_until_ready(b)), [[b"42"]])
+        a.sendall(hz.query_msg("select 7"))
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b"7"]], got)
+        self.assertEqual(got[-1], (b"Z", b"I"))
+
+
+class TestAHeldCloseWithACancelInFlightWithoutPreparedStatements(
+        TestAHeldCloseWithACancelInFlight):
+    settings = {"max_prepared_statements": 0}
+
+
 class TestRequestsRefusedAtOnce(pt.PgwharfTestCase):
     """Requests of a client whose database a reload removed: each is
     refused at once (3D000), answered by pgwharf itself."""
