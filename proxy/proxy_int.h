@@ -251,6 +251,13 @@ struct pgw_session {
     bool terminating;                /* client sent Terminate */
     bool term_wait;                  /* ...with requests unanswered: the session ends
                                         once they are, as at client_eof (relay.c) */
+    /* The open batch on the server as far as Closes go (relay.c
+     * close_batch_sent): its Closes, their CloseCompletes in, anything
+     * else in it (or an error), a Flush after its last Close. */
+    int cb_closes;
+    int cb_done;
+    bool cb_other;
+    bool cb_flushed;
     bool left_queue;                 /* it left the pool's queue at its end (relay.c,
                                         leave_queue): idle since, but the close log
                                         says waiting, the state it left */

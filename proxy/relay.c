@@ -3590,6 +3590,52 @@ static bool close_alone_linked(const struct pgw_session *s, const uint8_t *m, ui
            avail >= PGW_MSG_HDR + 2 && m[PGW_MSG_HDR] == 'P' && m[PGW_MSG_HDR + 1] == 0;
 }
 
+/* A batch of Closes and Flushes alone (no Sync), as ts-postgres closes
+ * with Close and Flush, sent behind a Query or alone: with
+ * max_prepared_statements = 0 a Close of a named statement or portal goes
+ * to the server, whose statement or cursor it is (answered with no
+ * server, a statement stayed there for the next client, and a WITH HOLD
+ * cursor too: review r2 of ce31cce).  The batch kept the server with the
+ * idle client until its next Sync.  But a Close opens no transaction and
+ * leaves nothing behind it: once every Close of the batch is answered by
+ * CloseComplete (no error: the server then skips to a Sync) and a Flush
+ * went after the last one (PostgreSQL sends nothing before a Flush or
+ * Sync), nothing is under way, and at 'I' the server goes back
+ * (close_batch_done), as at a ReadyForQuery.  Counted here as the
+ * client's messages go (type as the tracker took it, fe_was its open
+ * batch before). */
+static void close_batch_sent(struct pgw_session *s, char type, int fe_was)
+{
+    if (s->track.fe_open == 0) {
+        s->cb_closes = 0;
+        return;
+    }
+    if (fe_was == 0) {
+        s->cb_closes = s->cb_done = 0;
+        s->cb_other = s->cb_flushed = false;
+    }
+    if (type == PGW_FE_CLOSE) {
+        s->cb_closes++;
+        s->cb_flushed = false;
+    } else if (type == PGW_FE_FLUSH) {
+        s->cb_flushed = true;
+    } else {
+        s->cb_other = true;
+    }
+}
+
+/* A server message of type the client gets, other than ReadyForQuery:
+ * with nothing outstanding it answers the open batch. */
+static void close_batch_reply(struct pgw_session *s, char type)
+{
+    if (s->cb_closes == 0 || s->track.sync_out > 0 || s->track.fe_open == 0)
+        return;
+    if (type == PGW_BE_CLOSE_COMPLETE)
+        s->cb_done++;
+    else if (type != PGW_BE_NOTICE && type != PGW_BE_PARAM_STATUS && type != PGW_BE_NOTIFY)
+        s->cb_other = true;             /* (an error: the server skips to a Sync) */
+}
+
 /* Messages PostgreSQL ignores when no request is under way (nothing to
  * flush): a Flush, and CopyData, CopyDone or CopyFail outside a COPY. */
 static bool ignored_alone(char type)
@@ -4398,11 +4444,13 @@ static bool scan_client(struct pgw_session *s)
         /* A request starts with its first message (a Parse with no Sync
          * yet counts); a Sync restarts the clock as before. */
         bool was_open = s->track.sync_out > 0 || s->track.fe_open > 0;
+        int fe_was = s->track.fe_open;
         char ttype = type;
         if ((type == PGW_FE_SYNC || type == PGW_FE_FLUSH) && mlen != 4)
             ttype = pgw_track_bodied(&s->track, type);   /* (answered with an error) */
         if (pgw_track_frontend(&s->track, ttype) || (!was_open && s->track.fe_open > 0))
             s->query_start = pgw_mono_now(s->px->loop);
+        close_batch_sent(s, ttype, fe_was);
         s->requested = true;
         if (type == PGW_FE_QUERY || type == PGW_FE_SYNC || type == PGW_FE_FUNCTION_CALL) {
             s->query_count++;
@@ -5555,6 +5603,7 @@ static bool listen_check(struct pgw_session *s, char type, const uint8_t *msg, u
 static void track_backend(struct pgw_session *s, char type)
 {
     bool doubt = s->track.copy_doubt;
+    close_batch_reply(s, type);
     if (type == PGW_BE_ERROR && !s->ps_on)
         pgw_track_error(&s->track);
     if (type == PGW_BE_ERROR && s->notify)
@@ -5922,6 +5971,33 @@ static int copy_abort_reply(struct pgw_session *s)
     return 1;
 }
 
+/* The open batch was Closes and Flushes alone and all is answered
+ * (close_batch_sent): nothing is under way on the server, as after a
+ * ReadyForQuery -- the batch is taken for ended, and at 'I' the server
+ * goes back.  Not with max_prepared_statements (prepared.c answers a
+ * Close of a statement itself, and its own messages go in the batch), nor
+ * where the count of replies may be off, nor in session mode. */
+static void close_batch_done(struct pgw_session *s, enum scan_after *after)
+{
+    struct pgw_track *t = &s->track;
+    if (s->cb_closes == 0 || s->cb_other || !s->cb_flushed || s->cb_done != s->cb_closes ||
+        s->ps_on || s->notify || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
+        s->pipe_skip != 0 || s->pipe_drop != 0 || s->pipe_stop ||
+        t->sync_out != 0 || t->fe_open == 0 || t->skip_sync || t->count_high ||
+        t->copy_doubt || t->copy || t->bodied || t->ext_unsure || t->mixed_off ||
+        s->cskip != 0 || s->sskip != 0 || s->swallow != 0 || s->discard != PGW_DISCARD_NONE)
+        return;
+    s->cb_closes = 0;
+    pgw_track_closes_answered(t);
+    s->query_start = 0;
+    s->settings_pending = false;
+    s->stmt_prep_loose = false;
+    if (s->stmt_forget_n || s->stmt_kept)
+        stmt_forget_done(s);
+    if (t->tx_status == 'I' && !s->trk_probe && !s->term_sent && *after == AFTER_NONE)
+        *after = AFTER_RELEASE;
+}
+
 /* Scan server messages; returns false when the session was closed. */
 static bool scan_server(struct pgw_session *s, enum scan_after *after)
 {
@@ -6010,6 +6086,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 s->answered++;           /* the request is over (cancel.c), as below */
             }
             track_backend(s, type);
+            close_batch_done(s, after);
             if (ps) {
                 pgw_ps_backend(s, type, NULL, total);
                 ps_copy_syncs(s);
@@ -6054,8 +6131,10 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         }
         if (copy_fail && pgw_track_copy_fail_error(p + PGW_MSG_HDR, total - PGW_MSG_HDR))
             pgw_track_copy_failed(&s->track);
-        if (!drop && type != PGW_BE_READY)
+        if (!drop && type != PGW_BE_READY) {
             track_backend(s, type);
+            close_batch_done(s, after);
+        }
         if (!drop && type == PGW_BE_ERROR) {
             note_server_error(s, p, total);
             /* Nothing more of the request runs (up to its Sync): a cancel

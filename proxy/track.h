@@ -229,6 +229,17 @@ static inline void pgw_track_reset(struct pgw_track *t)
     t->req_done = t->ext_done = 0;
 }
 
+/* The open batch held Closes and Flushes alone, every Close answered by
+ * CloseComplete after a Flush, nothing outstanding (relay.c
+ * close_batch_done): a Close opens no transaction, so the server waits
+ * for nothing more of it -- taken for ended, as at a Sync. */
+static inline void pgw_track_closes_answered(struct pgw_track *t)
+{
+    t->fe_open = t->ext_open = 0;
+    t->ext_done = 0;
+    t->exec_last = false;
+}
+
 /* Mixed requests (track.c): a Query/FunctionCall opening a request, a
  * Sync, a reply the client gets, requests answered or skipped. */
 void pgw_track_mixed_query(struct pgw_track *t);

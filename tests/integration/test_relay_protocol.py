@@ -498,6 +498,61 @@ class TestACloseOfAPortalBehindARequest(RelayCase):
                 self.assert_own_answer(a)
                 a.close()
 
+    def test_a_close_of_a_statement_after_a_query_the_server_goes_back(self):
+        """A Close of a named statement and a Flush behind the Query: with
+        max_prepared_statements = 0 the statement is the server's, so the
+        Close goes to it, and it opened a batch there: the server stayed
+        with the idle client until its next Sync (fails before: sv_active
+        1, the next client's 57014).  Once its CloseComplete is in, nothing
+        is under way (a Close opens no transaction): the server goes back.
+        The statement is gone from the server (its name free again), as
+        in PostgreSQL; with a cursor's portal (test above) likewise."""
+        prep = hz.parse_msg("s1", "select 1") + SYNC
+        close = M(b"C", b"Ss1\x00") + M(b"H")
+        again = hz.parse_msg("s1", "select 3") + M(b"B", b"\x00s1\x00" + b"\x00" * 6) + \
+            M(b"E", b"\x00" + b"\x00" * 4) + M(b"C", b"Ss1\x00") + SYNC
+        for request, n, closes in (
+                (hz.query_msg("select 2"), 1, 1),
+                (hz.query_msg("select 2") + close + hz.query_msg("select 4"), 2, 2)):
+            with self.subTest(request=request):
+                def run(sock):
+                    first = self.exchange(sock, prep, 1, 0)
+                    return first + self.exchange(sock, request + close, n, closes)
+                d = self.direct()
+                want = run(d)
+                self.assertEqual(want[-1], (b"3", b""))
+                a = self.login()
+                self.assertEqual(run(a), want)
+                self.assert_server_idle()
+                self.assert_b_served()
+                # s1 was closed on the server: a Parse of it again is no 42P05
+                want = self.exchange(d, again, 1, 1)
+                self.assertEqual(errors(want), [], want)
+                self.assertEqual(self.exchange(a, again, 1, 1), want)
+                self.assert_own_answer(a)
+                a.close()
+
+    def test_a_close_that_fails_keeps_the_server_to_the_sync(self):
+        # A Close PostgreSQL refuses (a subtype it does not know, a name
+        # not in the database's encoding) makes it skip to the next Sync:
+        # the server stays with the client until then (given back at the
+        # error, the next client's Query would be skipped there).
+        for close in (M(b"C", b"Xs1\x00"), M(b"C", b"Ss\xff\x00")):
+            with self.subTest(close=close):
+                data = hz.query_msg("select 1") + close + M(b"H")
+                def run(sock):
+                    got = self.exchange(sock, data, 1, 0)
+                    got.append(hz.recv_msg(sock))
+                    return got + self.exchange(sock, SYNC, 1, 0)
+                want = run(self.direct())
+                self.assertEqual([t for t, _ in want], [b"T", b"D", b"C", b"Z", b"E", b"Z"])
+                a = self.login()
+                self.assertEqual(run(a), want)
+                self.assert_server_idle()
+                self.assert_b_served()
+                self.assert_own_answer(a)
+                a.close()
+
     def test_a_named_portal_may_be_a_held_cursor(self):
         """A WITH HOLD cursor outlives the Query's transaction on its
         server (one a function declares has no tag pgwharf sees): the
