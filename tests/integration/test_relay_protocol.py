@@ -482,18 +482,25 @@ class TestACloseOfAPortalBehindARequest(RelayCase):
         hand the Close went on to the server as a batch opened: with
         max_prepared_statements = 0 the server stayed with the idle client
         until its next Sync (fails before: sv_active 1, the next client's
-        57014).  Byte for byte as from PostgreSQL, as a whole one."""
+        57014).  Byte for byte as from PostgreSQL, as a whole one, and the
+        server back at the Query's ReadyForQuery, before the rest of the
+        Close is sent (a Close that went on would give it back only at its
+        CloseComplete)."""
         close = M(b"C", b"P\x00")
         query = hz.query_msg("select 1")
         want = self.exchange(self.direct(), query + close + M(b"H"), 1, 1)
+        self.assertEqual([t for t, _ in want], [b"T", b"D", b"C", b"Z", b"3"])
         for cut in (5, 6):
             with self.subTest(cut=cut):
                 a = self.login()
                 a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 a.sendall(query + close[:cut])
                 self.cut_read(a)
-                self.assertEqual(self.exchange(a, close[cut:] + M(b"H"), 1, 1), want)
+                got = [hz.recv_msg(a) for _ in range(4)]
                 self.assert_server_idle()
+                a.sendall(close[cut:] + M(b"H"))
+                got.append(hz.recv_msg(a))
+                self.assertEqual(got, want)
                 self.assert_b_served()
                 self.assert_own_answer(a)
                 a.close()
