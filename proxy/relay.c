@@ -444,11 +444,16 @@ static bool set_config_literal(const uint8_t *q, size_t left)
 }
 
 /* Where a literal or quoted name opened by the quote at q ends ('' and
- * "" are the quote itself), lim at the latest: past its closing quote. */
-static const uint8_t *quote_end(const uint8_t *q, const uint8_t *lim)
+ * "" are the quote itself; with escapes, an E'...' literal, a backslash
+ * takes the byte behind it), lim at the latest: past its closing quote. */
+static const uint8_t *quote_end(const uint8_t *q, const uint8_t *lim, bool escapes)
 {
     uint8_t c = *q;
     for (q++; q < lim; q++) {
+        if (*q == '\\' && escapes) {
+            q++;
+            continue;
+        }
         if (*q != c)
             continue;
         if (q + 1 < lim && q[1] == c)
@@ -477,15 +482,19 @@ static const uint8_t *dollar_quote_end(const uint8_t *q, const uint8_t *lim)
     return lim;
 }
 
-/* Do blanks, then a word, follow at q before lim?  (CREATE or INTO so in
- * a literal: a statement, what a function of the client's may run --
- * select run_sql('create table t (a int)') -- not 'CREATE' or
- * 'action:create'.) */
+/* Do blanks, then a word, follow at q before lim, or a quoted name or a
+ * comment, blanks before it or not?  (CREATE or INTO so in a literal: a
+ * statement, what a function of the client's may run -- select
+ * run_sql('create table t (a int)'), run_sql('explain analyze select 1
+ * into"t"') -- not 'CREATE' or 'action:create'.) */
 static bool word_follows(const uint8_t *q, const uint8_t *lim)
 {
     const uint8_t *r = q;
     while (r < lim && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r'))
         r++;
+    if (r < lim && (*r == '"' || (r + 1 < lim && ((r[0] == '/' && r[1] == '*') ||
+                                                  (r[0] == '-' && r[1] == '-')))))
+        return true;
     return r > q && r < lim && sql_ident[*r];
 }
 
@@ -532,6 +541,11 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     const uint8_t *span_start = NULL, *span_end = p, *nul = NULL;
     uint8_t span = 0;
     const uint8_t *start_within = NULL; /* the dollar quote a ';' at_start is in */
+    /* A DO block's body in a dollar quote, until body_end: in it a literal
+     * (inlit, opened: by the last quote) or a dollar quote (to nested_end)
+     * is SQL that EXECUTE may run, not PL/pgSQL. */
+    const uint8_t *body_end = p, *nested_end = p;
+    bool inlit = false, opened = false;
     bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
@@ -545,11 +559,29 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             const uint8_t *e = clen ? q + clen
                                : *q == '$' ? (q == p || !sql_ident[q[-1]]
                                                   ? dollar_quote_end(q, nul) : NULL)
-                               : *q == '\'' || *q == '"' ? quote_end(q, nul) : NULL;
+                               : *q == '\'' || *q == '"'
+                                   ? quote_end(q, nul, *q == '\'' && q > p &&
+                                                           lower_ascii(q[-1]) == 'e' &&
+                                                           (q - 1 == p || !sql_ident[q[-2]]))
+                                   : NULL;
             if (e) {
                 span = clen ? '-' : *q;
                 span_start = q;
                 span_end = e;
+                if (span == '$' && stmt == 'd' && !at_start) {
+                    body_end = e;
+                    inlit = false;
+                }
+            }
+        } else if (q < body_end && q > span_start) {
+            if (*q == '\'' && q >= nested_end) {
+                inlit = !inlit;         /* ('' twice) */
+                opened = inlit && q[-1] != '\'';
+            } else if (*q == '\'') {
+                opened = false;
+            } else if (*q == '$' && !inlit && q >= nested_end && !sql_ident[q[-1]]) {
+                const uint8_t *e = dollar_quote_end(q, body_end);
+                nested_end = e ? e : nested_end;
             }
         }
         if (!sql_ident[*q]) {
@@ -575,7 +607,10 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 /* A comment before the statement (one that opens here, not
                  * a "--" or "/\*" in a literal behind a ';' in it: select
                  * ';--', 1 into t): to its end as the span reads it, a NUL
-                 * (a Parse's statement name) at the latest. */
+                 * (a Parse's statement name) at the latest.  Unread: with
+                 * a backslash in the text it may be none (select 'a\';
+                 * --'; select 1 into t, standard_conforming_strings off). */
+                make_commented = true;
                 q = span_end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
@@ -598,10 +633,11 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         bool text = q < span_end && span != '$';
         bool glued = punct == 0;        /* nothing but blanks since the last word */
         bool closes = punct == ')' && depth == 0;
-        /* (a quote's opening only, in a dollar quote: EXECUTE 'INSERT ...';
-         * not a closing one: select 'x' insert into t, a column's label) */
+        /* (a quote's opening only, in a DO block's body: EXECUTE 'INSERT
+         * ...'; not a closing one: select 'x' insert into t, a column's
+         * label) */
         bool command = first || command_next || punct == '(' ||
-                       (punct == '\'' && plpgsql && q < span_end && span == '$') ||
+                       (punct == '\'' && opened && q < body_end) ||
                        (closes && ((stmt == 'w' && !main_seen) || (stmt == 'e' && opts)));
         if (closes && stmt == 'w' && !(c == 'a' && word_at(q, left, "as", 2)))
             main_seen = true;           /* (WITH x (a) AS: its columns) */
@@ -657,11 +693,18 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         without = c == 'w' && word_at(q, left, "without", 7);
         inserting = command && !text && ((c == 'i' && word_at(q, left, "insert", 6)) ||
                                 (c == 'm' && word_at(q, left, "merge", 5)));
-        command_next = stmt == 'e' ? (c == 'e' && word_at(q, left, "explain", 7)) ||
-                                     (c == 'a' && (word_at(q, left, "analyze", 7) ||
-                                                   word_at(q, left, "analyse", 7))) ||
-                                     (c == 'v' && word_at(q, left, "verbose", 7))
-                       : plpgsql ? (c == 'b' && word_at(q, left, "begin", 5)) ||
+        /* (EXPLAIN's own words: EXPLAIN first, ANALYZE and VERBOSE right
+         * after it, not a name or literal -- explain analyze select
+         * "verbose" insert into t; BEGIN, THEN, ELSE and LOOP in a DO
+         * block's body, not in what it EXECUTEs -- execute 'explain
+         * analyze select loop insert into t ...', nor after it) */
+        command_next = stmt == 'e' ? (first && c == 'e' && word_at(q, left, "explain", 7)) ||
+                                     (command_next && glued && q >= span_end &&
+                                      ((c == 'a' && (word_at(q, left, "analyze", 7) ||
+                                                     word_at(q, left, "analyse", 7))) ||
+                                       (c == 'v' && word_at(q, left, "verbose", 7))))
+                       : q < body_end && !inlit && q >= nested_end
+                                 ? (c == 'b' && word_at(q, left, "begin", 5)) ||
                                        (c == 't' && word_at(q, left, "then", 4)) ||
                                        (c == 'e' && word_at(q, left, "else", 4)) ||
                                        (c == 'l' && word_at(q, left, "loop", 4))
@@ -692,8 +735,11 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             ;
         /* In a dollar quote a '$' ends a word too, a delimiter's most
          * likely (run_sql($$create table t ...$$), EXECUTE $x$create ...$x$
-         * in a DO block's body): the scan goes on past the word's last. */
-        if (w < span_end && span == '$')
+         * in a DO block's body): the scan goes on past the word's last;
+         * so in a literal, a quoted name or a comment, where the span
+         * may be read wrong (a backslash: standard_conforming_strings
+         * off). */
+        if (w < span_end)
             for (const uint8_t *d = q - 1; d > w; d--)
                 if (*d == '$') {
                     q = d + 1;

@@ -1765,6 +1765,39 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
         self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
 
+    def test_a_select_into_behind_a_name_like_explains_or_a_do_blocks_word(self):
+        # A column named like EXPLAIN's own words (quoted, or a literal),
+        # or BEGIN, THEN, ELSE or LOOP after a DO block or in what its body
+        # EXECUTEs, was taken for the word before a command: the INSERT
+        # labelling it for INSERT INTO's, the INTO skipped; INTO or CREATE
+        # in a literal with a quoted name or comment after it was not
+        # taken for a statement.  With pg_temp first in the search_path no
+        # cleanup: B read A's table (py.words_differential; fails before).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("create function public.ew_run_sql(q text) returns void"
+                    " language plpgsql as $f$begin execute q; end$f$")
+        self.addCleanup(self.autocommit(px).cursor().execute,
+                        "drop function public.ew_run_sql(text)")
+        cur.execute("set search_path = pg_temp, public")
+        cases = [("ew1", 'explain analyze select "verbose" insert into ew1 '
+                         'from (select 1 as "verbose") s'),
+                 ("ew2", "explain (analyze) select 'x' merge into ew2"),
+                 ("ew3", "do $d$begin end$d$; select loop insert into ew3 "
+                         "from (select 1 as loop) s"),
+                 ("ew4", "do $d$begin execute 'explain analyze select ''x'' insert "
+                         "into ew4'; end$d$"),
+                 ("ew5", "select ew_run_sql('explain analyze select 1 into\"ew5\"')"),
+                 ("ew6", "select ew_run_sql('create/**/table ew6 (a int)')"),
+                 ("ew7", "select E'a\\'; --'; select 1 into ew7")]
+        for name, sql in cases:
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        # (and one for CREATE FUNCTION)
+        self.assertEqual(len(self.cleanups(px)), len(cases) + 1, self.cleanups(px))
+
     def test_a_statement_in_a_literal_a_function_runs(self):
         # select run_sql('create table t as ...'): a function of the
         # client's EXECUTEs its argument; with pg_temp first in the

@@ -103,6 +103,7 @@ class Gen:
             "(1)", "array[1]", "$$'$$", "'$$'", "'\"'", "E'\\\\'", "U&'\\0041'",
             "'create'", "'into'", "$$insert$$", "'a;b'", "1.5", "now()", "(select 1)",
             "'x'::text", "$a$ $$ $a$", "'--'||';'", "E'x\\'y'",
+            "E'a\\'; --'", "E'\\'/*'", "e'\\\\'", "E'$$\\''",
         ])
 
     def label(self):
@@ -116,7 +117,24 @@ class Gen:
             head[-1] not in "_$" else self.r.choice([" ", "\n", "/**/", "--\n"])
         if head.endswith("$$") or head.endswith("$"):
             sep = self.r.choice([" ", ""])
-        return head + sep + "into" + self.r.choice([" ", "\n", "/**/", " temp "]) + self.name()
+        name = self.name()
+        return head + sep + "into" + self.r.choice(
+            [" ", "\n", "/**/", " temp "] + ([""] if name[0] == '"' else [])) + name
+
+    def labelled(self):
+        """SELECT INTO of a column with a label like insert, the column
+        named by a word that comes before a command elsewhere (EXPLAIN's
+        own words, BEGIN, THEN, ELSE or LOOP in a DO block's body)."""
+        r = self.r
+        col = r.choice(["loop", "begin", '"then"', '"else"', '"loop"', '"begin"', '"verbose"',
+                        '"analyze"', '"analyse"', "explain", '"explain"', '"as"', "a",
+                        "'verbose'", "'loop'", "$$begin$$", "'x'"])
+        return "%sselect %s %s into %s from (select 1 as loop, 1 as begin, 1 as \"then\", " \
+               "1 as \"else\", 1 as \"verbose\", 1 as \"analyze\", 1 as \"analyse\", " \
+               "1 as explain, 1 as \"as\", 1 as a) s" % (
+                   r.choice(["", "", "explain analyze ", "explain (analyze) ",
+                             "explain analyze verbose "]), col,
+                   r.choice(["insert", "merge"]), self.name())
 
     def make(self):
         """One statement that creates a temporary object (with pg_temp first)."""
@@ -142,7 +160,8 @@ class Gen:
                     "select * into %s from x" % n,
             lambda: "explain analyze create table %s as select 1 as a" % n,
             lambda: "explain (analyze) select 1 as a into %s" % n,
-            self.select_into, self.select_into, self.select_into,
+            self.select_into, self.select_into, self.select_into, self.labelled,
+            self.labelled,
             lambda: "select $$x$$into %s" % n,
             lambda: "select 'x'into %s" % n,
             lambda: "select (1)into %s" % n,
@@ -208,7 +227,8 @@ class Gen:
                       "do_exec_dollar", "do_format"])
         if k == "direct":
             return s
-        if "into" in s.lower() and not s.lower().startswith("create"):
+        low = s.lower()
+        if "into" in low and not low.startswith("create") and not low.startswith("explain"):
             return s        # (PL/pgSQL: no EXECUTE of SELECT INTO, an INTO of its own)
         if k in ("lit", "elit", "dollar", "tag"):
             q = self.quote(s, k)
@@ -224,6 +244,12 @@ class Gen:
         if not s.lower().startswith("create") or "$d$" in s:
             return s        # (EXPLAIN in PL/pgSQL: a result with no destination)
         return "do $d$begin " + s + "; end$d$"
+
+    def spaces(self, s):
+        """s with some of its blanks other blanks or comments."""
+        if self.r.random() < 0.7:
+            return s
+        return "".join(self.blank() if c == " " and self.r.random() < 0.3 else c for c in s)
 
     def case(self, s):
         r = self.r
@@ -241,7 +267,7 @@ class Gen:
         r = self.r
         k = r.random()
         if k < 0.45:
-            return self.run(self.make())
+            return self.run(self.spaces(self.make()))
         if k < 0.7:
             return self.hidden(self.make() if r.random() < 0.8 else self.plain())
         return self.plain()

@@ -223,6 +223,24 @@ static void test_state_words(void **state)
     assert_int_equal(words(state, "explain (analyze) select count(*) insert into t", ALL), MAKE);
     assert_int_equal(words(state, "select loop insert into t from (select 1 as loop) s", ALL),
                      MAKE);
+    /* EXPLAIN's words as a name or literal, BEGIN or LOOP after a DO block
+     * or in what its body EXECUTEs: a column's label before INTO
+     * (py.words_differential) */
+    assert_int_equal(words(state, "explain analyze select \"verbose\" insert into t from x",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "explain analyze select 'verbose' merge into t", ALL), MAKE);
+    assert_int_equal(words(state, "explain (analyze) select explain insert into t from x", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "do $$begin end$$; select loop insert into t from x", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "do $$begin end$$; select \"else\" merge into t from x",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "do $$begin execute 'explain analyze select loop insert "
+                                  "into t from x'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $$begin execute 'explain analyze select ''x'' insert "
+                                  "into t'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $d$begin execute $x$explain analyze select begin insert "
+                                  "into t from x$x$; end$d$", 0) & MAKE, MAKE);
     assert_int_equal(words(state, "with x (a) as (select 1), y as materialized (select 2) "
                                   "insert into t select a from x", ALL), 0);
     assert_int_equal(words(state, "do $$ begin execute 'insert into t values (1)'; end $$", 0),
@@ -288,6 +306,12 @@ static void test_make_words_in_literals(void **state)
     /* a statement in a literal: what a function of the client's may run */
     assert_int_equal(words(state, "select run_sql('create table t (a int)')", ALL), MAKE);
     assert_int_equal(words(state, "select run_sql('select 1 into t')", ALL), MAKE);
+    /* a quoted name or a comment after the word, blanks before it or not */
+    assert_int_equal(words(state, "select run_sql('explain analyze select 1 into\"t\"')", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "select run_sql('create/**/table t (a int)')", ALL), MAKE);
+    assert_int_equal(words(state, "select run_sql('create--\ntable t (a int)')", ALL), MAKE);
+    assert_int_equal(words(state, "select 'create/', 'into-'", ALL), 0);
     assert_int_equal(words(state, "select 'CREATE, USAGE', 'create'", ALL), 0);
     /* a dollar quote's delimiter ends a word: CREATE glued to it */
     assert_int_equal(words(state, "select run_sql($$create table t (a int)$$)", ALL), MAKE);
@@ -307,6 +331,12 @@ static void test_make_words_in_literals(void **state)
     assert_int_equal(words(state, "select 'a\\' into t -- '", ALL), MAKE);
     assert_int_equal(words(state, "select 'into', '\\'", ALL), MAKE);
     assert_int_equal(words(state, "select 1$$' into t", ALL), MAKE);
+    /* an E'' literal ends where PostgreSQL ends it: a backslash takes the
+     * quote behind it (py.words_differential) */
+    assert_int_equal(words(state, "select E'a\\'; --'; select 1 into t", ALL), MAKE);
+    assert_int_equal(words(state, "select E'\\''; do $d$begin execute $x$create table t "
+                                  "(a int)$x$; end$d$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "select 'a\\'; --'; select 1 into t", ALL), MAKE);
     /* a Parse's statement name ends what it opened */
     static const char parse[] = "it's\0select 1 into t\0";
     assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)parse, sizeof(parse), 0),
