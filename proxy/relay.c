@@ -498,7 +498,107 @@ static bool word_follows(const uint8_t *q, const uint8_t *lim)
     return r > q && r < lim && sql_ident[*r];
 }
 
+/* The lexer of pgw_relay_text_words: which span the byte at q is in --
+ * a literal ('\''), a quoted name ('"'), a comment ('-') or a dollar
+ * quote ('$'), until span_end; none goes past a NUL (nul: the next one; a
+ * Parse's statement name ends at it) -- and in a DO block's body (a
+ * dollar quote, until body_end) whether in a literal (inlit; opened: by
+ * the last quote) or a dollar quote (until nested_end) of the body's own:
+ * SQL that EXECUTE may run, not PL/pgSQL.  lex_at reads each byte the
+ * rules read, in order; a word ends where lex_word_end says. */
+struct words_lex {
+    const uint8_t *p, *end;
+    const uint8_t *span_start, *span_end, *nul;
+    uint8_t span;
+    const uint8_t *body_end, *nested_end;
+    bool inlit, opened;
+};
+
+/* The span the byte at q is in ('\'', '"', '-', '$'), 0 for none. */
+static inline uint8_t lex_span(const struct words_lex *lx, const uint8_t *q)
+{
+    return q < lx->span_end ? lx->span : 0;
+}
+
+/* The byte at q: a span opens there, or in a DO block's body a literal or
+ * dollar quote of the body's own; do_body: a dollar quote opening here is
+ * a DO block's body. */
+static inline void lex_at(struct words_lex *lx, const uint8_t *q, bool do_body)
+{
+    const uint8_t *p = lx->p;
+    if (q >= lx->span_end && (*q == '\'' || *q == '"' || *q == '$' || *q == '-' || *q == '/')) {
+        if (!lx->nul || lx->nul < q) {
+            lx->nul = memchr(q, 0, (size_t)(lx->end - q));
+            lx->nul = lx->nul ? lx->nul : lx->end;
+        }
+        const uint8_t *nul = lx->nul;
+        size_t clen = *q == '-' || *q == '/'
+                          ? pgw_sql_comment_len((const char *)q, (size_t)(nul - q)) : 0;
+        const uint8_t *e = clen ? q + clen
+                           : *q == '$' ? (q == p || !sql_ident[q[-1]]
+                                              ? dollar_quote_end(q, nul) : NULL)
+                           : *q == '\'' || *q == '"'
+                               ? quote_end(q, nul, *q == '\'' && q > p &&
+                                                       lower_ascii(q[-1]) == 'e' &&
+                                                       (q - 1 == p || !sql_ident[q[-2]]))
+                               : NULL;
+        if (e) {
+            lx->span = clen ? '-' : *q;
+            lx->span_start = q;
+            lx->span_end = e;
+            if (lx->span == '$' && do_body) {
+                lx->body_end = e;
+                lx->inlit = false;
+            }
+        }
+    } else if (q < lx->body_end && q > lx->span_start) {
+        if (*q == '\'' && q >= lx->nested_end) {
+            lx->inlit = !lx->inlit;     /* ('' twice) */
+            lx->opened = lx->inlit && q[-1] != '\'';
+        } else if (*q == '\'') {
+            lx->opened = false;
+        } else if (*q == '$' && !lx->inlit && q >= lx->nested_end && !sql_ident[q[-1]]) {
+            const uint8_t *e = dollar_quote_end(q, lx->body_end);
+            lx->nested_end = e ? e : lx->nested_end;
+        }
+    }
+}
+
+/* Is q in a DO block's body, not in a literal or dollar quote in it? */
+static inline bool lex_in_body(const struct words_lex *lx, const uint8_t *q)
+{
+    return q < lx->body_end && !lx->inlit && q >= lx->nested_end;
+}
+
+/* Did the last quote before q, in a DO block's body, open a literal? */
+static inline bool lex_opened(const struct words_lex *lx, const uint8_t *q)
+{
+    return q < lx->body_end && lx->opened;
+}
+
+/* Where the word at w (an identifier character) ends: a run of them; a
+ * dollar quote's closing delimiter ends it, as it ends PostgreSQL's token
+ * (select $$a$$into t is SELECT ... INTO t).  In a span a '$' ends a word
+ * too, a delimiter's most likely (run_sql($$create table t ...$$),
+ * EXECUTE $x$create ...$x$ in a DO block's body): the word goes on past
+ * its last; so in a literal, a quoted name or a comment, where the span
+ * may be read wrong (a backslash: standard_conforming_strings off). */
+static inline const uint8_t *lex_word_end(const struct words_lex *lx, const uint8_t *w)
+{
+    const uint8_t *q = w + 1;
+    while (q < lx->end && sql_ident[*q] && !(lx->span == '$' && q == lx->span_end))
+        q++;
+    if (w < lx->span_end)
+        for (const uint8_t *d = q - 1; d > w; d--)
+            if (*d == '$')
+                return d + 1;
+    return q;
+}
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
+ * The lexer (struct words_lex: lex_at, lex_span, lex_word_end) says which
+ * span each byte is in and where a word ends; the rules here read the
+ * bytes and words and decide the flags.
  * PGW_WORDS_SET also for a statement that ends a transaction, and for
  * pg_settings.  SET counts as the command unless its statement (after a ';', or the
  * NUL that ends a Parse's statement name, and the comments before it)
@@ -535,55 +635,13 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     char stmt = 0;                      /* its first word: PREPARE, WITH, EXPLAIN, DO */
     int depth = 0;                      /* of parentheses in the statement */
     uint8_t punct = 0;                  /* the last byte not blank since a word */
-    /* What q is inside of, until span_end: a literal ('\''), a quoted name
-     * ('"'), a comment ('-') or a dollar quote ('$').  None goes past a
-     * NUL (nul: the next one; a Parse's statement name ends at it). */
-    const uint8_t *span_start = NULL, *span_end = p, *nul = NULL;
-    uint8_t span = 0;
+    struct words_lex lx = { .p = p, .end = end, .span_end = p, .body_end = p, .nested_end = p };
     const uint8_t *start_within = NULL; /* the dollar quote a ';' at_start is in */
-    /* A DO block's body in a dollar quote, until body_end: in it a literal
-     * (inlit, opened: by the last quote) or a dollar quote (to nested_end)
-     * is SQL that EXECUTE may run, not PL/pgSQL. */
-    const uint8_t *body_end = p, *nested_end = p;
-    bool inlit = false, opened = false;
     bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
-        if (q >= span_end && (*q == '\'' || *q == '"' || *q == '$' || *q == '-' || *q == '/')) {
-            if (!nul || nul < q) {
-                nul = memchr(q, 0, (size_t)(end - q));
-                nul = nul ? nul : end;
-            }
-            size_t clen = *q == '-' || *q == '/'
-                              ? pgw_sql_comment_len((const char *)q, (size_t)(nul - q)) : 0;
-            const uint8_t *e = clen ? q + clen
-                               : *q == '$' ? (q == p || !sql_ident[q[-1]]
-                                                  ? dollar_quote_end(q, nul) : NULL)
-                               : *q == '\'' || *q == '"'
-                                   ? quote_end(q, nul, *q == '\'' && q > p &&
-                                                           lower_ascii(q[-1]) == 'e' &&
-                                                           (q - 1 == p || !sql_ident[q[-2]]))
-                                   : NULL;
-            if (e) {
-                span = clen ? '-' : *q;
-                span_start = q;
-                span_end = e;
-                if (span == '$' && stmt == 'd' && !at_start) {
-                    body_end = e;
-                    inlit = false;
-                }
-            }
-        } else if (q < body_end && q > span_start) {
-            if (*q == '\'' && q >= nested_end) {
-                inlit = !inlit;         /* ('' twice) */
-                opened = inlit && q[-1] != '\'';
-            } else if (*q == '\'') {
-                opened = false;
-            } else if (*q == '$' && !inlit && q >= nested_end && !sql_ident[q[-1]]) {
-                const uint8_t *e = dollar_quote_end(q, body_end);
-                nested_end = e ? e : nested_end;
-            }
-        }
+        lex_at(&lx, q, stmt == 'd' && !at_start);
+        uint8_t in = lex_span(&lx, q);  /* the span q is in, 0 for none */
         if (!sql_ident[*q]) {
             blind |= *q == '\\';
             if (*q == '(') {
@@ -594,16 +652,15 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             }
             if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
                 punct = *q;
-            if ((*q == ';' && !(q < span_end && (span == '-' || span == '"' ||
-                                                  (span == '\'' && !plpgsql)))) ||
+            if ((*q == ';' && !(in == '-' || in == '"' || (in == '\'' && !plpgsql))) ||
                 *q == '\0') {
                 /* (a ';' in a comment, a quoted name or a literal of a text
                  * with no DO: none; in a dollar quote or a DO's literal, a
                  * body of statements, until its end) */
                 at_start = true;
-                start_within = q < span_end ? span_end : NULL;
+                start_within = in ? lx.span_end : NULL;
                 depth = 0;
-            } else if (at_start && span == '-' && q == span_start) {
+            } else if (at_start && in == '-' && q == lx.span_start) {
                 /* A comment before the statement (one that opens here, not
                  * a "--" or "/\*" in a literal behind a ';' in it: select
                  * ';--', 1 into t): to its end as the span reads it, a NUL
@@ -611,7 +668,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                  * a backslash in the text it may be none (select 'a\';
                  * --'; select 1 into t, standard_conforming_strings off). */
                 make_commented = true;
-                q = span_end;
+                q = lx.span_end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
                        lower_ascii(q[-1]) == 'u') {
@@ -630,14 +687,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         start_within = NULL;
         bool first = at_start;
         /* (in a literal, a comment or a quoted name: no command word) */
-        bool text = q < span_end && span != '$';
+        bool text = in && in != '$';
         bool glued = punct == 0;        /* nothing but blanks since the last word */
         bool closes = punct == ')' && depth == 0;
         /* (a quote's opening only, in a DO block's body: EXECUTE 'INSERT
          * ...'; not a closing one: select 'x' insert into t, a column's
          * label) */
         bool command = first || command_next || punct == '(' ||
-                       (punct == '\'' && opened && q < body_end) ||
+                       (punct == '\'' && lex_opened(&lx, q)) ||
                        (closes && ((stmt == 'w' && !main_seen) || (stmt == 'e' && opts)));
         if (closes && stmt == 'w' && !(c == 'a' && word_at(q, left, "as", 2)))
             main_seen = true;           /* (WITH x (a) AS: its columns) */
@@ -680,10 +737,10 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= PGW_WORDS_TEMP;
         else if ((c == 'c' && word_at(q, left, "create", 6)) ||
                  (c == 'i' && !(inserting && glued) && word_at(q, left, "into", 4))) {
-            if (q >= span_end || span == '"' || span == '$' ||
-                (span == '\'' && word_follows(q + (c == 'c' ? 6 : 4), span_end)))
+            if (!in || in == '"' || in == '$' ||
+                (in == '\'' && word_follows(q + (c == 'c' ? 6 : 4), lx.span_end)))
                 found |= PGW_WORDS_MAKE;  /* (not INSERT INTO, MERGE INTO: command) */
-            else if (span == '\'')
+            else if (in == '\'')
                 make_quoted = true;
             else
                 make_commented = true;
@@ -699,12 +756,11 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
          * block's body, not in what it EXECUTEs -- execute 'explain
          * analyze select loop insert into t ...', nor after it) */
         command_next = stmt == 'e' ? (first && c == 'e' && word_at(q, left, "explain", 7)) ||
-                                     (command_next && glued && q >= span_end &&
+                                     (command_next && glued && !in &&
                                       ((c == 'a' && (word_at(q, left, "analyze", 7) ||
                                                      word_at(q, left, "analyse", 7))) ||
                                        (c == 'v' && word_at(q, left, "verbose", 7))))
-                       : q < body_end && !inlit && q >= nested_end
-                                 ? (c == 'b' && word_at(q, left, "begin", 5)) ||
+                       : lex_in_body(&lx, q) ? (c == 'b' && word_at(q, left, "begin", 5)) ||
                                        (c == 't' && word_at(q, left, "then", 4)) ||
                                        (c == 'e' && word_at(q, left, "else", 4)) ||
                                        (c == 'l' && word_at(q, left, "loop", 4))
@@ -728,24 +784,9 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 word_at(q, left, px->tracked[t], px->tracked_len[t]))
                 found |= 1u << t;
         }
-        /* (A dollar quote's closing delimiter ends a word, as it ends
-         * PostgreSQL's token: select $$a$$into t is SELECT ... INTO t.) */
         const uint8_t *w = q;
-        for (q++; q < end && sql_ident[*q] && !(span == '$' && q == span_end); q++)
-            ;
-        /* In a dollar quote a '$' ends a word too, a delimiter's most
-         * likely (run_sql($$create table t ...$$), EXECUTE $x$create ...$x$
-         * in a DO block's body): the scan goes on past the word's last;
-         * so in a literal, a quoted name or a comment, where the span
-         * may be read wrong (a backslash: standard_conforming_strings
-         * off). */
-        if (w < span_end)
-            for (const uint8_t *d = q - 1; d > w; d--)
-                if (*d == '$') {
-                    q = d + 1;
-                    break;
-                }
-        if (w >= span_end && ((uint8_t)(c - '0') < 10 || c == '$'))
+        q = lex_word_end(&lx, w);
+        if (!in && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= memchr(w + 1, '$', (size_t)(q - w - 1)) != NULL;
     }
     if ((make_quoted && (blind || plpgsql || dynamic)) || (make_commented && blind))
