@@ -304,6 +304,8 @@ class TestWordsDifferential(unittest.TestCase):
         cur = conn.cursor()
         conn.autocommit = True
         cur.execute(SETUP)
+        self.addCleanup(pt.Postgres().psql, "DROP FUNCTION IF EXISTS public.run_sql(text); "
+                        "DROP TABLE IF EXISTS public.pgw_words_audit")
         cur.execute("SET statement_timeout = '10s'")
         conn.autocommit = False
         cur.execute(CREATED)
