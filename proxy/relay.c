@@ -3888,6 +3888,17 @@ static bool term_flush(struct pgw_session *s)
         pgw_relay_pipe_leave(s);
     if (s->server)
         pgw_relay_unlink(s, how);
+    if (s->state == PGW_SS_WAIT_SERVER) {
+        /* Out of its wait (queued on a busy server: server_pipeline_depth),
+         * as leave_queue: idle while it writes what it owes, waiting for
+         * nothing (it stayed waiting: SHOW CLIENTS and cl_waiting counted
+         * it for as long as the client did not read); the close's log
+         * says waiting, the state it left. */
+        s->left_queue = true;
+        s->state = PGW_SS_IDLE;
+        s->query_start = 0;
+        s->waited_since = 0;
+    }
     if (s->cbuf)
         s->cbuf->sent = s->cbuf->parsed = s->cbuf->len = 0;
     s->client_eof = true;               /* nothing more is read from it */

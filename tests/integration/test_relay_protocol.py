@@ -673,6 +673,67 @@ class TestTerminateBehindAnswersTheClientHasNotRead(RelayCase):
         self.assert_b_served()
 
 
+class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
+    """A Terminate read while the client's Query is queued on a busy server
+    (server_pipeline_depth), with answers pgwharf gave alone (Close and
+    Sync) still to be written, the client not reading: they are written,
+    then the session ends, as after a Terminate anywhere else; the queued
+    Query is dropped, as a queued request is when its client leaves.
+    pgwharf wrote what the client's socket took at once and closed (answers
+    lost: 15137 bytes of 22000); since d85475e all are written, but the
+    session stayed in its wait meanwhile (SHOW CLIENTS waiting, cl_waiting
+    1) for as long as the client did not read."""
+    settings = {"tcp_socket_buffer": 4096, "server_pipeline_depth": 2,
+                "query_wait_timeout": "60s"}
+
+    def test_answers_written_then_the_end_waiting_for_nothing(self):
+        a = self.login()
+        a.sendall(hz.query_msg("select pg_sleep(4) /* pgw_term_ahead */"))
+        pt.wait_until(lambda: self.pg.queries_running("pgw_term_ahead") == 1, 20,
+                      what="the query ahead")
+        b = socket.socket()
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        b.settimeout(30)
+        self.addCleanup(b.close)
+        b.connect((self.px.host, self.px.port))
+        hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password)
+        port = b.getsockname()[1]
+        n = 2000
+        sender = threading.Thread(target=b.sendall, args=((M(b"C", b"P\x00") + SYNC) * n,))
+        sender.start()
+        self.addCleanup(sender.join, 60)
+        sender.join(60)
+        self.assertFalse(sender.is_alive(), "pgwharf stopped reading the client")
+        def all_read():
+            sent = hz.tcp_queues(port, self.px.port)
+            return ((sent is None or sent[1] == 0) and
+                    hz.unread_on_port(self.px.pid, self.px.port).get(port, 0) == 0)
+        pt.wait_until(all_read, 20, what="pgwharf read the Close and Sync messages")
+        b.sendall(hz.query_msg("select 1"))
+        pt.wait_until(lambda: [c["state"] for c in self.px.show("CLIENTS", port=port)] ==
+                      ["waiting"], 20, what="the Query queued on the busy server")
+        b.sendall(M(b"X"))
+        pt.wait_until(all_read, 20, what="pgwharf read the Terminate")
+        self.assertTrue(hz.tcp_zero_window(self.px.port, port),
+                        "the client's socket was not full at the Terminate, or the session ended")
+        # It waits for nothing now: idle while its answers are written.
+        pt.wait_until(lambda: [c["state"] for c in self.px.show("CLIENTS", port=port)] ==
+                      ["idle"], 5, what="the client out of its wait")
+        pools = [p for p in self.px.show("POOLS") if p["database"] == self.pg.database]
+        self.assertEqual([p["cl_waiting"] for p in pools], ["0"], pools)
+        data, closed = hz.read_until_closed(b, 30)
+        self.assertTrue(closed, "the session did not end after its answers")
+        want = (M(b"3") + M(b"Z", b"I")) * n
+        self.assertEqual(len(data), len(want), "answers lost: %d of %d bytes" %
+                         (len(data), len(want)))
+        self.assertTrue(data == want, "not the answers PostgreSQL gives")
+        got = hz.read_until_ready(a)
+        self.assertEqual(rows(got), [[b""]], got)
+        pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                      what="the client's session ends")
+        self.assert_b_served()
+
+
 class TestRequestThenTerminate(RelayCase):
     """A request and a Terminate sent together (a client that does not
     wait for the answer, PQsendQuery then PQfinish): PostgreSQL runs the
