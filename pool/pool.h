@@ -462,7 +462,8 @@ double pgw_pool_query_wait_timeout(const struct pgw_pool *pool);
  * server still runs the query of a client that left): counted and logged
  * as a wait in the queue is; e gets the error it shows. */
 void pgw_pool_wait_timed_out(struct pgw_pool *pool, ev_tstamp since, struct pgw_pool_error *e);
-/* Close the pool's idle servers (the lent ones stay). */
+/* Close the pool's idle servers, and those a job other than server_reset_query
+ * takes back to idle when it ends (the lent ones stay). */
 void pgw_pool_close_idle(struct pgw_pool *pool);
 /* How the pool uses its entry's host list (load_balance_hosts), NULL when
  * the entry names one host (SHOW POOLS, as PgBouncer). */

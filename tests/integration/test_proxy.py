@@ -1340,6 +1340,49 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         self.assertEqual(one(b, "select count(*) from pg_class where relname = "
                                 "'pgw_before_reload'"), 0)
 
+    def test_a_reload_into_session_mode_gives_clean_servers_after_their_cleanup(self):
+        # A server still running a transaction's cleanup (DISCARD TEMP, as
+        # server_reset_session_state) at a reload into session mode was
+        # neither idle nor lent: it went idle once the cleanup ended, with
+        # no server_reset_query, and a session client took it with the
+        # last client's SET.  It reconnects now, as the idle ones do.
+        own = psycopg2.connect(self.pg.dsn())
+        own.autocommit = True
+        self.addCleanup(own.close)
+        # A temp table pgwharf does not see made (no CREATE in the query):
+        # a lock on it holds the cleanup of the next one.
+        execute(own, "create or replace function pgw_hidden_temp() returns int "
+                     "language plpgsql as $$ begin create temp table pgw_hidden (n int); "
+                     "return 1; end $$")
+        self.addCleanup(self.pg.psql, "drop function if exists pgw_hidden_temp()")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "default_pool_size": 1})
+        a = connect(px)
+        self.addCleanup(a.close)
+        execute(a, "select set_config('pgw.secret', 'of a', false), pgw_hidden_temp()")
+        with a.cursor() as cur:
+            cur.execute("select pg_backend_pid(), pg_my_temp_schema()::regnamespace::text")
+            pid, schema = cur.fetchone()
+        holder = psycopg2.connect(self.pg.dsn())       # straight to PostgreSQL
+        self.addCleanup(holder.close)
+        execute(holder, "lock table %s.pgw_hidden in access exclusive mode" % schema)
+        execute(a, "create temp table pgw_seen (n int)")  # its cleanup waits for holder
+        pt.wait_until(lambda: one(own, "select wait_event_type || ' ' || query "
+                                       "from pg_stat_activity where pid = %s", (pid,))
+                      == "Lock DISCARD TEMP", what="the cleanup to wait for the lock")
+        px.settings["pool_mode"] = "session"
+        reloads = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+        holder.rollback()
+        con = connect(px, db="pgbouncer")
+        self.addCleanup(con.close)
+        pt.wait_until(lambda: pt.show(con, "POOLS", database=self.pg.database)[0]["sv_tested"]
+                      == 0, what="the cleanup to end")
+        b = connect(px)
+        self.addCleanup(b.close)
+        self.assertIn(one(b, "select current_setting('pgw.secret', true)"), (None, ""))
+        self.assertNotEqual(one(b, "select pg_backend_pid()"), pid)
+
     def test_a_session_client_keeps_an_unsettable_reported_value(self):
         # A reported parameter no SET changes (track_extra_parameters =
         # is_superuser): after SET SESSION AUTHORIZATION by the client
