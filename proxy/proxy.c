@@ -697,6 +697,11 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         if (s->user && s->state != PGW_SS_STARTUP && s->state != PGW_SS_AUTH) {
             pgw_session_apply_timeouts(s);
             pgw_session_arm_timer(s);
+        } else if (s->state == PGW_SS_STARTUP || s->state == PGW_SS_AUTH) {
+            /* A login under way: client_login_timeout as set now, from
+             * its connect (as PgBouncer, which reads it at each check);
+             * one set where there was none left it open for good. */
+            pgw_session_arm_timer(s);
         }
     }
     if (ev_is_active(&px->stats_timer)) {

@@ -3617,6 +3617,33 @@ class TestTimeouts(pt.PgwharfTestCase):
         finally:
             c2.close()
 
+    def test_a_client_login_timeout_set_by_a_reload_reaches_logins_under_way(self):
+        # The reload re-armed the timers of logged-in clients only: a
+        # client_login_timeout set where there was none left the logins
+        # already under way (a startup packet half sent, a password never
+        # sent) open for good.  PgBouncer checks them against the current
+        # value; they end now at their connect + the new value.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction",
+                                          "client_login_timeout": 0})
+        half = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(half.close)
+        half.sendall(hz.startup_packet(self.pg.user, self.pg.database)[:6])
+        # Accepted in turn: the one after it asked for a password, so both are in.
+        auth = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(auth.close)
+        auth.sendall(hz.startup_packet(self.pg.user, self.pg.database))
+        self.assertEqual(hz.recv_msg(auth)[0], b"R")
+        px.settings["client_login_timeout"] = "500ms"
+        reloads = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+        for name, sock in (("startup", half), ("auth", auth)):
+            data, closed = hz.read_until_closed(sock, 10)
+            self.assertTrue(closed, name)
+            errs = hz.error_fields_in(data)
+            self.assertEqual([(e.get("C"), "client_login_timeout" in e.get("M", ""))
+                              for e in errs], [("08P01", True)], (name, data[:200]))
+
     def test_a_query_sent_a_byte_at_a_time_is_idle(self):
         # PostgreSQL reads a message whole before it runs it: a client that
         # trickles one in holds its server idle (in a transaction or, in
