@@ -226,6 +226,11 @@ struct qent {
                                   * dealloc_stmt (dealloc = true too): the name is gone,
                                   * and back unless that CommandComplete comes
                                   * (query_dealloc) */
+    uint32_t pos_after;          /* that Query: a Position (P) of an error at or past this
+                                  * one (1 the first character) is past the rewritten
+                                  * statement, and is pos_delta characters further on
+                                  * than in the client's text (dealloc_position) */
+    int32_t pos_delta;
 };
 
 struct ps_queue {
@@ -284,6 +289,8 @@ struct ps_queue {
     char *qd_cname;
     struct ps_stmt *qd_stmt;
     uint16_t qd_cc;
+    uint32_t qd_pos_after;
+    int32_t qd_pos_delta;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -753,6 +760,8 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->prev = NULL;
     x->maybe = x->probe = false;
     x->dealloc_cc = 0;
+    x->pos_after = 0;
+    x->pos_delta = 0;
     x->unnamed_gen = 0;
     x->unnamed_inject = false;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
@@ -1964,6 +1973,31 @@ static bool drops_all_text(const char *t, size_t n)
            (has_word_ci(t, n, "DEALLOCATE") || has_word_ci(t, n, "DISCARD"));
 }
 
+/* The characters of n bytes of a client's text, as PostgreSQL counts them
+ * for an error's Position: bytes where they are all ASCII, UTF-8
+ * characters in that client_encoding; -1 when not known (another
+ * encoding). */
+static long text_chars(const struct pgw_session *s, const char *t, size_t n)
+{
+    long chars = 0;
+    bool ascii = true;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)t[i] >= 0x80)
+            ascii = false;
+        if (((unsigned char)t[i] & 0xC0) != 0x80)
+            chars++;
+    }
+    if (ascii)
+        return (long)n;
+    const char *enc = s->params[PGW_TP_CLIENT_ENCODING];
+    if (!enc && s->pool)
+        enc = pgw_params_get(pgw_pool_defaults(s->pool), "client_encoding");
+    if (!enc || (strcasecmp(enc, "UTF8") != 0 && strcasecmp(enc, "UTF-8") != 0 &&
+                 strcasecmp(enc, "UNICODE") != 0))
+        return -1;
+    return chars;
+}
+
 /* A simple Query of several statements, one of them SQL DEALLOCATE
  * [PREPARE] of one of the client's statements: psqlODBC sends
  * "SAVEPOINT _per_query_svp_;DEALLOCATE \"_PLAN0x...\";RELEASE
@@ -2074,6 +2108,16 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
         return 0;
     if (!quiet && !in_batch)
         return PGW_NOTIFY_MORE;
+    /* Where an error's Position past the statement moves to (read before
+     * the buffer holding sql is edited). */
+    uint32_t pos_after = 0;
+    int32_t pos_delta = 0;
+    long before = text_chars(s, sql, at), was = text_chars(s, sql + at, plen);
+    if (before >= 0 && was >= 0) {
+        long now = (long)strlen("DEALLOCATE \"\"") + (long)strlen(dealloc_stmt(s));
+        pos_after = (uint32_t)(before + now + 1);
+        pos_delta = (int32_t)(now - was);
+    }
     struct pgw_wbuf m, q;
     pgw_wbuf_init(&m);
     pgw_wbuf_init(&q);
@@ -2153,6 +2197,8 @@ static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, boo
     pq->qd_stmt = cn->stmt;
     pq->qd_stmt->refs++;
     pq->qd_cc = (uint16_t)cc;
+    pq->qd_pos_after = pos_after;
+    pq->qd_pos_delta = pos_delta;
     client_remove(s, cn);
     return PGW_PS_DEALLOC_REWRITTEN;
 }
@@ -3485,6 +3531,8 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
             x->stmt = q->qd_stmt;
             x->dealloc = true;
             x->dealloc_cc = q->qd_cc;
+            x->pos_after = q->qd_pos_after;
+            x->pos_delta = q->qd_pos_delta;
             q->qdeallocs++;
             q->qd_cname = NULL;
             q->qd_stmt = NULL;
@@ -3945,6 +3993,43 @@ static bool bind_error(struct pgw_session *s, const struct qent *h, uint32_t *to
     return ok;
 }
 
+/* An error to a Query query_dealloc rewrote (h): its Position (P) past
+ * the rewritten statement is moved back to where it is in the client's
+ * text, as PostgreSQL reports it to a direct client (the name pgwharf
+ * deallocates is longer than most a client gives).  False when the
+ * session was closed. */
+static bool dealloc_position(struct pgw_session *s, const struct qent *h, uint32_t *total)
+{
+    const uint8_t *msg = s->sbuf->data + s->sbuf->parsed;
+    uint32_t i = PGW_MSG_HDR;
+    while (i < *total && msg[i] != 0) {
+        const uint8_t *end = memchr(msg + i + 1, 0, *total - i - 1);
+        if (!end)
+            return true;                 /* malformed: passed on untouched */
+        if (msg[i] == 'P') {
+            char *e = NULL;
+            unsigned long v = strtoul((const char *)msg + i + 1, &e, 10);
+            if (e != (const char *)end || v < h->pos_after || v > UINT32_MAX ||
+                (long)v - h->pos_delta < 1)
+                return true;
+            char num[16];
+            snprintf(num, sizeof(num), "%ld", (long)v - h->pos_delta);
+            struct pgw_wbuf w;
+            pgw_wbuf_init(&w);
+            size_t at = pgw_wbuf_msg_begin(&w, PGW_BE_ERROR);
+            pgw_wbuf_append(&w, msg + PGW_MSG_HDR, i + 1 - PGW_MSG_HDR);
+            pgw_wbuf_append(&w, num, strlen(num));
+            pgw_wbuf_append(&w, end, *total - (uint32_t)(end - msg));
+            pgw_wbuf_msg_end(&w, at);
+            bool ok = error_replace(s, total, &w);
+            pgw_wbuf_deinit(&w);
+            return ok;
+        }
+        i = (uint32_t)(end - msg) + 1;
+    }
+    return true;
+}
+
 /* The 26000 of the message failing in place of a Bind or Describe whose
  * statement's reading on this server is not the client's (shape_fail):
  * PostgreSQL's 0A000, field for field but the line, and for a Describe
@@ -3981,6 +4066,8 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
     maybe_resolve(s, PGW_BE_ERROR);
     const struct qent *h = q_head(s);
     struct pgw_wire_err_fields f;
+    if (h && h->pos_delta && !dealloc_position(s, h, total))
+        return false;
     if (h && h->shape_err &&
         pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,
                              *total - PGW_MSG_HDR, &f) == 0 && strcmp(f.sqlstate, "26000") == 0)

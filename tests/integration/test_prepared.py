@@ -3249,6 +3249,44 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
                 self.maxDiff = None
                 self.assertEqual(self.run_at(px, steps), want)   # base: 26000
 
+    def test_an_error_after_the_rewritten_statement_has_the_clients_position(self):
+        """Among other statements of a Query the DEALLOCATE is rewritten to
+        one of pgwharf's own name, longer than the client's: an error in a
+        statement after it had its Position (P) counted in the rewritten
+        text (33 characters further on with s1, 10 before the name was
+        PGW_DEALLOC_ and 16 hex digits), not in the client's, where psql
+        puts its caret.  Each step on a direct connection and through
+        pgwharf, the errors' fields compared (a name of UTF-8 characters
+        too: PostgreSQL counts characters)."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        def run(at, name):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            q = name.replace('"', '""')
+            for sql in ('select 1; DEALLOCATE "%s"; select nocol' % q,
+                        'select nocol; DEALLOCATE "%s"; select 1' % q,
+                        'DEALLOCATE "%s"; select 1;\nselect 2 +' % q):
+                sock.sendall(ph.parse_msg(name, "select 1") + ph.msg(b"S"))
+                ph.read_until_ready(sock)
+                sock.sendall(ph.query_msg(sql))
+                for t, body in ph.read_until_ready(sock):
+                    if t == b"E":
+                        f = ph.parse_fields(body)
+                        out.append((t, f["C"], f.get("P")))
+                    else:
+                        out.append((t, body))
+            return out
+        for name in ("s1", "caf\u00e9 \u00e0 1"):
+            with self.subTest(name=name):
+                want = run(self.pg, name)
+                self.assertEqual([m[2] for m in want if m[0] == b"E"],
+                                 ["35", "8", "38"] if name == "s1" else ["41", "8", "44"])
+                self.maxDiff = None
+                self.assertEqual(run(px, name), want)   # base: 62 and 65 for s1
+
     def test_behind_an_open_batch_after_a_parse_not_yet_answered(self):
         """As above, with a Parse of the name (or a Close) before a Sync
         ahead of the batch, not yet answered: the DEALLOCATE waits for its
