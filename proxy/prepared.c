@@ -2277,14 +2277,16 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
 
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *m, uint32_t avail, uint32_t total)
 {
-    if (s->notify || !pgw_ps_idle(s) || total > PGW_CLOSE_ALONE_MAX || total < PGW_MSG_HDR + 3)
+    if (s->notify || !pgw_ps_idle(s) || total > PGW_CLOSE_ALONE_MAX || total < PGW_MSG_HDR + 2)
         return 0;
     if (avail < total)
         return PGW_NOTIFY_MORE;          /* read it whole first */
     const uint8_t *body = m + PGW_MSG_HDR;
     uint32_t blen = total - PGW_MSG_HDR;
+    if (body[0] == 'S' && blen == 2 && body[1] == 0)
+        return 1;                        /* the unnamed statement: gone (drops_unnamed) */
     if (body[0] != 'S' || body[1] == 0 || memchr(body + 1, 0, blen - 1) != body + blen - 1)
-        return 0;                        /* a portal, the unnamed statement, malformed */
+        return 0;                        /* a portal, malformed */
     ps_key nkey;
     const char *key_name = name_key(s, (const char *)body + 1, nkey);
     if (!key_name)

@@ -141,14 +141,14 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
  * a longer name waits for a server, read there whole. */
 #define PGW_CLOSE_ALONE_MAX (PGW_MSG_HDR + 2 + 4096)
 
-/* A Close of a named statement msg (avail bytes of its total here) from a
+/* A Close of a statement msg (avail bytes of its total here) from a
  * client with nothing under way and no server (ts-postgres closes with
- * Close + Flush, no Sync): its name goes, and the caller answers
- * CloseComplete, as a Close linked is answered (a server taken for it
- * would stay with the idle client, its batch open until the next Sync).
- * 1 gone (answer it), 0 not (a portal, the unnamed statement, a name
- * PostgreSQL refuses or a malformed Close: the server's), PGW_NOTIFY_MORE
- * read it whole first. */
+ * Close + Flush, no Sync): its name goes (the unnamed one's copy went
+ * already: drops_unnamed), and the caller answers CloseComplete, as a
+ * Close linked is answered (a server taken for it would stay with the
+ * idle client, its batch open until the next Sync).  1 gone (answer it),
+ * 0 not (a portal, a name PostgreSQL refuses or a malformed Close: the
+ * server's), PGW_NOTIFY_MORE read it whole first. */
 int pgw_ps_close_alone(struct pgw_session *s, const uint8_t *msg, uint32_t avail,
                        uint32_t total);
 /* A Parse m (have bytes of what the client sent, from m, here) from a

@@ -2318,6 +2318,39 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         r.send(r.sync())
         self.assertEqual(types(r.until_ready()), "Z")
 
+    def test_close_of_the_unnamed_statement_and_flush(self):
+        """A Close of the unnamed statement and a Flush, with nothing under
+        way: pgw_ps_close_alone left it to a server (the unnamed statement
+        is not one of the pool's), taken for it and held with the idle
+        client until its next Sync (fails before: the other client's
+        57014 after query_wait_timeout).  The client's unnamed statement
+        is gone all the same (drops_unnamed): answered with no server now.
+        Each step on a direct connection and through pgwharf, the messages
+        compared: a Bind of it after is 26000, not the copy still on the
+        server."""
+        px, r = self.one_server()
+        r.close()
+        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
+        close = ph.msg(b"C", b"S\x00")
+        def run(at, check):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            sock.sendall(ph.parse_msg("", "select 'a'") + ph.msg(b"S"))
+            out = ph.read_until_ready(sock)
+            sock.sendall(close + ph.msg(b"H"))
+            out.append(ph.recv_msg(sock))
+            check()
+            for data in (be + ph.msg(b"S"),
+                         ph.parse_msg("", "select 'b'") + close + be + ph.msg(b"S")):
+                sock.sendall(data)
+                out += ph.read_until_ready(sock)
+            return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+        want = run(self.pg, lambda: None)
+        self.assertEqual([t for t, _ in want], [b"1", b"Z", b"3", b"E", b"Z", b"1", b"3",
+                                                b"E", b"Z"])
+        self.assertEqual(run(px, lambda: assert_another_client_runs(self, px)), want)
+
     def test_close_and_sync_in_a_full_pool(self):
         # pgx deallocates with Close + Sync; a Sync alone after it (or a
         # stray one) is answered too: no wait for a server another client
