@@ -512,6 +512,8 @@ struct words_lex {
     uint8_t span;
     const uint8_t *body_end, *nested_end;
     bool inlit, opened;
+    bool escaped;                       /* a backslash in the body: quotes unread */
+    bool nested_comment;                /* until nested_end: a comment of the body's */
 };
 
 /* The span the byte at q is in ('\'', '"', '-', '$'), 0 for none. */
@@ -548,32 +550,60 @@ static inline void lex_at(struct words_lex *lx, const uint8_t *q, bool do_body)
             lx->span_end = e;
             if (lx->span == '$' && do_body) {
                 lx->body_end = e;
-                lx->inlit = false;
+                lx->inlit = lx->escaped = false;
             }
         }
     } else if (q < lx->body_end && q > lx->span_start) {
-        if (*q == '\'' && q >= lx->nested_end) {
+        const uint8_t *e = NULL;
+        if (q < lx->nested_end) {
+            /* (in a dollar quote, comment, quoted name or E'' literal of the
+             * body's own) */
+        } else if (*q == '\\') {
+            lx->escaped = true;         /* (standard_conforming_strings off?) */
+        } else if (lx->inlit) {
+        } else if (*q == '"') {
+            e = quote_end(q, lx->body_end, false);
+        } else if (*q == '-' || *q == '/') {
+            size_t clen = pgw_sql_comment_len((const char *)q, (size_t)(lx->body_end - q));
+            e = clen ? q + clen : NULL;
+            lx->nested_comment = clen != 0;
+        } else if (*q == '\'' && lower_ascii(q[-1]) == 'e' && !sql_ident[q[-2]]) {
+            e = quote_end(q, lx->body_end, true);
+        }
+        if (e) {
+            lx->nested_end = e;         /* (its quotes neither open nor close) */
+            lx->opened = false;
+            lx->nested_comment &= *q == '-' || *q == '/';
+        } else if (*q == '\'' && q >= lx->nested_end) {
             lx->inlit = !lx->inlit;     /* ('' twice) */
             lx->opened = lx->inlit && q[-1] != '\'';
         } else if (*q == '\'') {
             lx->opened = false;
         } else if (*q == '$' && !lx->inlit && q >= lx->nested_end && !sql_ident[q[-1]]) {
-            const uint8_t *e = dollar_quote_end(q, lx->body_end);
+            e = dollar_quote_end(q, lx->body_end);
             lx->nested_end = e ? e : lx->nested_end;
+            lx->nested_comment &= !e;
         }
     }
+}
+
+/* Is q in a comment: the text's, or one in a DO block's body (in: q's
+ * span)?  A blank there. */
+static inline bool lex_comment(const struct words_lex *lx, const uint8_t *q, uint8_t in)
+{
+    return in == '-' || (q < lx->nested_end && lx->nested_comment);
 }
 
 /* Is q in a DO block's body, not in a literal or dollar quote in it? */
 static inline bool lex_in_body(const struct words_lex *lx, const uint8_t *q)
 {
-    return q < lx->body_end && !lx->inlit && q >= lx->nested_end;
+    return q < lx->body_end && !lx->inlit && q >= lx->nested_end && !lx->escaped;
 }
 
 /* Did the last quote before q, in a DO block's body, open a literal? */
 static inline bool lex_opened(const struct words_lex *lx, const uint8_t *q)
 {
-    return q < lx->body_end && lx->opened;
+    return q < lx->body_end && lx->opened && !lx->escaped;
 }
 
 /* Where the word at w (an identifier character) ends: a run of them; a
@@ -637,26 +667,62 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     uint8_t punct = 0;                  /* the last byte not blank since a word */
     struct words_lex lx = { .p = p, .end = end, .span_end = p, .body_end = p, .nested_end = p };
     const uint8_t *start_within = NULL; /* the dollar quote a ';' at_start is in */
+    /* A ';' in a span (a dollar quote, a DO text's literal) begins
+     * statements until the span's end (scope_end), where the statement it
+     * is in goes on: its state, kept (select $$;with $$ a, (1) insert into
+     * t: no WITH). */
+    const uint8_t *scope_end = NULL;
+    char outer_stmt = 0;
+    bool outer_main_seen = false, outer_opts = false, outer_prepare_as = false;
+    bool outer_clause = false, outer_privilege = false;
+    int outer_depth = 0;
     bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
+        if (scope_end && q >= scope_end) {
+            stmt = outer_stmt;
+            main_seen = outer_main_seen;
+            opts = outer_opts;
+            prepare_as = outer_prepare_as;
+            clause = outer_clause;
+            privilege = outer_privilege;
+            depth = outer_depth;
+            at_start = false;
+            scope_end = NULL;
+        }
         lex_at(&lx, q, stmt == 'd' && !at_start);
         uint8_t in = lex_span(&lx, q);  /* the span q is in, 0 for none */
         if (!sql_ident[*q]) {
             blind |= *q == '\\';
-            if (*q == '(') {
+            /* (one in a literal, a quoted name or a comment is none: with x
+             * as (select '(' a) select ')', (1) insert into t) */
+            bool code = !in || in == '$';
+            if (*q == '(' && code) {
                 opts |= stmt == 'e' && command_next && !punct && depth == 0;
                 depth++;
-            } else if (*q == ')') {
+            } else if (*q == ')' && code) {
                 depth--;
             }
-            if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
+            /* (a comment is a blank: with x as (...) -- c, then its main
+             * query, the word after the ')') */
+            if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' &&
+                !lex_comment(&lx, q, in))
                 punct = *q;
             if ((*q == ';' && !(in == '-' || in == '"' || (in == '\'' && !plpgsql))) ||
                 *q == '\0') {
                 /* (a ';' in a comment, a quoted name or a literal of a text
                  * with no DO: none; in a dollar quote or a DO's literal, a
                  * body of statements, until its end) */
+                if (in && !scope_end && *q == ';') {
+                    scope_end = lx.span_end;
+                    outer_stmt = stmt;
+                    outer_main_seen = main_seen;
+                    outer_opts = opts;
+                    outer_prepare_as = prepare_as;
+                    outer_clause = clause;
+                    outer_privilege = privilege;
+                    outer_depth = depth;
+                }
                 at_start = true;
                 start_within = in ? lx.span_end : NULL;
                 depth = 0;
@@ -685,11 +751,13 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if (start_within && q >= start_within)
             at_start = false;           /* select $$;$$ insert into t: a label */
         start_within = NULL;
-        bool first = at_start;
+        /* (a word in a comment: a blank, but for its own words) */
+        bool blank = lex_comment(&lx, q, in);
+        bool first = at_start && !blank;
         /* (in a literal, a comment or a quoted name: no command word) */
         bool text = in && in != '$';
         bool glued = punct == 0;        /* nothing but blanks since the last word */
-        bool closes = punct == ')' && depth == 0;
+        bool closes = punct == ')' && depth == 0 && !blank;
         /* (a quote's opening only, in a DO block's body: EXECUTE 'INSERT
          * ...'; not a closing one: select 'x' insert into t, a column's
          * label) */
@@ -700,13 +768,20 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             main_seen = true;           /* (WITH x (a) AS: its columns) */
         if (closes)
             opts = false;
-        punct = 0;
-        if (at_start) {
-            stmt = (c == 'p' && word_at(q, left, "prepare", 7)) ? 'p'
+        if (!blank)
+            punct = 0;
+        if (first) {
+            /* (one a ';' in a span began: what the client's function or
+             * a DO block's EXECUTE runs, its WITH, EXPLAIN or PREPARE
+             * unread -- a ';' in a literal or dollar quote of its own may
+             * be read as one: select run_sql($q$ ... $$;with $$ ...$q$)) */
+            stmt = scope_end ? 0
+                   : (c == 'p' && word_at(q, left, "prepare", 7)) ? 'p'
                    : (c == 'w' && word_at(q, left, "with", 4)) ? 'w'
                    : (c == 'e' && word_at(q, left, "explain", 7)) ? 'e'
                    : (c == 'd' && word_at(q, left, "do", 2)) ? 'd' : 0;
-            plpgsql |= stmt == 'd';     /* (its body's statements: past a ';' too) */
+            plpgsql |= stmt == 'd' || (c == 'd' && word_at(q, left, "do", 2));
+            /* (its body's statements: past a ';' too) */
             prepare_as = main_seen = opts = false;
             clause = set_is_a_clause(q, left);
             /* GRANT / REVOKE / ALTER DEFAULT PRIVILEGES ... EXECUTE: a privilege */
@@ -747,15 +822,17 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         }
         dynamic |= (c == 'e' && word_at(q, left, "execute", 7)) ||
                    (c == 'f' && word_at(q, left, "format", 6));
-        without = c == 'w' && word_at(q, left, "without", 7);
-        inserting = command && !text && ((c == 'i' && word_at(q, left, "insert", 6)) ||
-                                (c == 'm' && word_at(q, left, "merge", 5)));
+        without = blank ? without : c == 'w' && word_at(q, left, "without", 7);
+        inserting = blank ? inserting
+                          : command && !text && ((c == 'i' && word_at(q, left, "insert", 6)) ||
+                                                 (c == 'm' && word_at(q, left, "merge", 5)));
         /* (EXPLAIN's own words: EXPLAIN first, ANALYZE and VERBOSE right
          * after it, not a name or literal -- explain analyze select
          * "verbose" insert into t; BEGIN, THEN, ELSE and LOOP in a DO
          * block's body, not in what it EXECUTEs -- execute 'explain
          * analyze select loop insert into t ...', nor after it) */
-        command_next = stmt == 'e' ? (first && c == 'e' && word_at(q, left, "explain", 7)) ||
+        command_next = blank ? command_next
+                       : stmt == 'e' ? (first && c == 'e' && word_at(q, left, "explain", 7)) ||
                                      (command_next && glued && !in &&
                                       ((c == 'a' && (word_at(q, left, "analyze", 7) ||
                                                      word_at(q, left, "analyse", 7))) ||
@@ -765,7 +842,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                                        (c == 'e' && word_at(q, left, "else", 4)) ||
                                        (c == 'l' && word_at(q, left, "loop", 4))
                        : false;
-        if (c == 'a' && stmt == 'p' && !prepare_as && word_at(q, left, "as", 2))
+        if (c == 'a' && stmt == 'p' && !prepare_as && !blank && word_at(q, left, "as", 2))
             command_next = prepare_as = true;     /* (its first AS: PREPARE p (int) AS) */
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))

@@ -1841,6 +1841,32 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # (and one for CREATE FUNCTION)
         self.assertEqual(len(self.cleanups(px)), len(cases) + 1, self.cleanups(px))
 
+    def test_a_select_into_behind_a_parenthesis_or_comment_the_scan_misread(self):
+        # A parenthesis in a literal, a quoted name or a comment counted in
+        # the depth that finds the ')' ending a WITH's queries or EXPLAIN's
+        # options, a comment's bytes as the punctuation before the main
+        # query, and in a DO block's body a quote in a comment or a quoted
+        # name opened or closed its literals:
+        # the label insert behind a (1) taken for INSERT INTO's, the INTO
+        # skipped; a ';' in a dollar quote began a WITH there for the rest
+        # of the statement.  With pg_temp first in the search_path no
+        # cleanup: B read A's table (review r4; fails before).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("set search_path = pg_temp, public")
+        cases = [("rp1", "with x as (select '(' a) select ')', (1) insert into rp1"),
+                 ("rp2", "with x as (select 1 a) -- c\nselect 1 b, (1) insert into rp2"),
+                 ("rp3", "explain (analyze) /* c */ select (1) insert into rp3"),
+                 ("rp4", "do $d$begin -- don't\n execute 'explain analyze select loop "
+                         "insert into rp4 from (select 1 as loop) s'; end$d$"),
+                 ("rp5", "select $$;with $$ a, (1) insert into rp5")]
+        for name, sql in cases:
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
+
     def test_a_statement_in_a_literal_a_function_runs(self):
         # select run_sql('create table t as ...'): a function of the
         # client's EXECUTEs its argument; with pg_temp first in the

@@ -12,7 +12,8 @@ TABLE AS, EXPLAIN ANALYZE, DO blocks, a function of the client's that
 EXECUTEs its argument), harmless SQL, and wrappers (literals with '' and
 E'\\'', quoted names, comments nested or not, dollar quotes, case,
 blanks, several statements), run each in a transaction of their own on
-PostgreSQL with search_path = pg_temp, public; inside it, before the
+PostgreSQL with search_path = pg_temp, public (a fifth of them with
+standard_conforming_strings off: a backslash in a plain literal escapes); inside it, before the
 ROLLBACK, the catalogs say whether the text created a temporary object
 (pg_class relpersistence 't', pg_proc or pg_type in the session's temp
 namespace).  Every text that did must have PGW_WORDS_MAKE from the scan
@@ -104,6 +105,8 @@ class Gen:
             "'create'", "'into'", "$$insert$$", "'a;b'", "1.5", "now()", "(select 1)",
             "'x'::text", "$a$ $$ $a$", "'--'||';'", "E'x\\'y'",
             "E'a\\'; --'", "E'\\'/*'", "e'\\\\'", "E'$$\\''",
+            "'('", "')'", "'(('", "'('||')'", '"("', "/* ( */ 1", "1 -- )\n", "$$($$",
+            "'\\' ', $$x$$", "'a\\'", "'\\\\'", "$$;with $$", "';with'", "$$;explain ($$",
         ])
 
     def label(self):
@@ -168,6 +171,12 @@ class Gen:
             lambda: 'select 1 "a"into %s' % n,
             lambda: "select 'x' insert into %s" % n,
             lambda: "select $$;$$ a, 1 insert into %s" % n,
+            # (a parenthesis in a literal, a quoted name or a comment: not the
+            # one that ends a WITH's queries or EXPLAIN's options)
+            lambda: "with x as (select %s a) select %s b, (1) insert into %s" % (
+                self.value(), self.value(), n),
+            lambda: "explain (analyze %s) select %s b, (1) insert into %s" % (
+                r.choice(["", "/* ( */", "-- (\n", ", costs true"]), self.value(), n),
         ])()
 
     def plain(self):
@@ -314,8 +323,11 @@ class TestWordsDifferential(unittest.TestCase):
         started = time.monotonic()
         made = failed = alarms = 0
         misses = []
+        scs = random.Random(seed)
         for text, w in zip(texts, words):
             cur.execute("SET LOCAL search_path = pg_temp, public")
+            if scs.random() < 0.2:      # (a backslash in any literal: an escape)
+                cur.execute("SET LOCAL standard_conforming_strings = off")
             try:
                 cur.execute(text)
             except psycopg2.Error:

@@ -241,6 +241,60 @@ static void test_state_words(void **state)
                                   "into t'; end$$", 0) & MAKE, MAKE);
     assert_int_equal(words(state, "do $d$begin execute $x$explain analyze select begin insert "
                                   "into t from x$x$; end$d$", 0) & MAKE, MAKE);
+    /* a parenthesis in a literal, a quoted name or a comment is none: the
+     * ')' that ends a WITH's queries or EXPLAIN's options is where it is
+     * (review r4: with x as (select '(' a) select ')', (1) insert into t
+     * made t with no MAKE) */
+    assert_int_equal(words(state, "with x as (select '(' a) select ')', (1) insert into t",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "with x as (select 1 /* ( */) select 1 /* ) */, (1) "
+                                  "insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "with x as (select 1 -- (\n) select 1 -- )\n, (1) "
+                                  "insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "with x as (select 1 \"(\") select 1 \")\", (1) "
+                                  "insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "explain (analyze /* ( */) select 1 /* ) */, (1) "
+                                  "insert into t", ALL), MAKE);
+    /* a comment is a blank: the word after one is where it is (with x as
+     * (...) -- c, then its main query; py.words_differential) */
+    assert_int_equal(words(state, "with x as (select 1 a) -- c\nselect 1 b, (1) insert into t",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "with x as (select 1 a)/**/select (1) insert into t", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "explain (analyze) /* c */ select ';' b, (1) insert into t",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "explain (analyze) -- c\nselect (1) insert into t", ALL),
+                     MAKE);
+    assert_int_equal(words(state, "with x as (select 1) /* c */ insert into t select 1", ALL),
+                     0);
+    assert_int_equal(words(state, "with x as (select ')' a) insert into t select a from x",
+                           ALL), 0);
+    assert_int_equal(words(state, "explain (analyze, format text /* ) */) insert into t "
+                                  "values (1)", ALL), 0);
+    /* a quote in a comment or a quoted name of a DO block's body, or one
+     * an E'' literal's backslash takes, neither opens nor closes a literal
+     * of the body (review r4) */
+    assert_int_equal(words(state, "do $$begin -- don't\n execute 'explain analyze select loop "
+                                  "insert into t from x'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $$begin /* don't */ execute 'explain analyze select "
+                                  "loop insert into t from x'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $$declare \"it's\" int; begin execute 'explain analyze "
+                                  "select loop insert into t from x'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $$begin execute E'explain analyze select \\'x\\' "
+                                  "insert into t'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $$begin execute 'explain analyze select \\'x\\' "
+                                  "insert into t'; end$$", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "do $$ begin -- it's\n insert into t values (1); end $$", 0) &
+                     MAKE, 0);
+    assert_int_equal(words(state, "explain /* c */ analyze insert into t values (1)", ALL), 0);
+    /* a ';' in a dollar quote (or a DO text's literal) begins statements
+     * only until its end: then the statement it is in goes on (review r4:
+     * WITH in it made the (1) behind it a WITH's ')') */
+    assert_int_equal(words(state, "select $$;with $$ a, (1) insert into t", ALL), MAKE);
+    assert_int_equal(words(state, "do $$begin end$$; select ';with' a, (1) insert into t",
+                           ALL), MAKE);
+    assert_int_equal(words(state, "with x as (select $$;select 1$$ a) insert into t select 1",
+                           ALL), 0);
     assert_int_equal(words(state, "with x (a) as (select 1), y as materialized (select 2) "
                                   "insert into t select a from x", ALL), 0);
     assert_int_equal(words(state, "do $$ begin execute 'insert into t values (1)'; end $$", 0),
@@ -337,6 +391,10 @@ static void test_make_words_in_literals(void **state)
     assert_int_equal(words(state, "select E'\\''; do $d$begin execute $x$create table t "
                                   "(a int)$x$; end$d$", 0) & MAKE, MAKE);
     assert_int_equal(words(state, "select 'a\\'; --'; select 1 into t", ALL), MAKE);
+    /* a '$' ends a word in a literal too: with standard_conforming_strings
+     * off the "literal" may be SQL, INTO glued to a dollar quote (review
+     * r4: no test failed without it) */
+    assert_int_equal(words(state, "select 'a\\' ' a, $$x$$into t; --'", ALL), MAKE);
     /* a Parse's statement name ends what it opened */
     static const char parse[] = "it's\0select 1 into t\0";
     assert_int_equal(pgw_relay_text_words(*state, (const uint8_t *)parse, sizeof(parse), 0),
