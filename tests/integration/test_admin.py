@@ -456,6 +456,31 @@ class TestShowColumns(AdminTestCase):
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["users"], 3)
 
+    def test_show_users_merges_the_auth_file_with_users_entries_and_logins(self):
+        # The auth_file (sorted, each user once) is merged with the other
+        # users, not sorted again with them: a [users] entry also in the
+        # auth_file keeps its pool_size, the console's user and pgbouncer
+        # in the file are listed once, and SHOW LISTS users (counted
+        # without making the rows) agrees, with a large auth_file too.
+        su = self.pg.user
+        many = {"u%05d" % i: "pw" for i in range(3000)}
+        many.update({su: self.pg.password, "pgbouncer": "x", "aa_user": "x", "zz": "x"})
+        px = self.start_pgwharf(settings={"admin_users": su, "pool_mode": "transaction"},
+                                users={"aa_user": "pool_size=4", "bb_user": "pool_size=5"},
+                                auth_users=many)
+        self.assertEqual(px.psql("select 1"), "1")
+        conn = self.admin_conn(px)
+        rows = self.show(conn, "USERS")[1]
+        names = [r["name"] for r in rows]
+        self.assertEqual(names, sorted(set(many) | {"bb_user"}))
+        by_name = {r["name"]: r for r in rows}
+        self.assertEqual(by_name["aa_user"]["pool_size"], "        4")
+        self.assertEqual(by_name["bb_user"]["pool_size"], "        5")
+        self.assertEqual(by_name["zz"]["pool_size"], "")
+        self.assertEqual(by_name[su]["current_client_connections"], 1)    # this console
+        lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
+        self.assertEqual(lists["users"], len(names))
+
     def start_zz_and_aa(self, pool_size):
         """Transaction mode, databases zz and aa (zz's pool made first)."""
         cs = self.pg.conn_string()
