@@ -2226,12 +2226,14 @@ void pgw_pool_close_idle(struct pgw_pool *pool)
         pgw_server_close(pgw_container_of(n, struct pgw_server, node), "reconnect");
     /* Those on their way to idle through a job that is no server_reset_query
      * (a transaction's cleanup or ROLLBACK, a check) would come back as dirty
-     * as the idle ones: they close when it ends (job_finished). */
+     * as the idle ones: they close when it ends (job_finished).  A PAUSE's
+     * mark is no such close: RESUME takes it back (mark_lent), and the
+     * server went idle dirty all the same. */
     for (n = pool->pending.next; n != &pool->pending; n = n->next) {
         struct pgw_server *srv = pgw_container_of(n, struct pgw_server, node);
-        enum srv_job job = srv_priv(srv)->job;
-        if (srv->state == PGW_SRV_RESETTING && job != SRV_JOB_RESET &&
-            job != SRV_JOB_CONNECT_QUERY && !srv_priv(srv)->reconnect)
+        struct pool_server *ps = srv_priv(srv);
+        if (srv->state == PGW_SRV_RESETTING && ps->job != SRV_JOB_RESET &&
+            ps->job != SRV_JOB_CONNECT_QUERY && (!ps->reconnect || ps->pause_close))
             pgw_server_retire(srv, "reconnect");
     }
     pgw_pool_kick_related(pool);

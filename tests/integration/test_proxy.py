@@ -20,6 +20,7 @@ import struct
 import sys
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -1340,12 +1341,11 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         self.assertEqual(one(b, "select count(*) from pg_class where relname = "
                                 "'pgw_before_reload'"), 0)
 
-    def test_a_reload_into_session_mode_gives_clean_servers_after_their_cleanup(self):
-        # A server still running a transaction's cleanup (DISCARD TEMP, as
-        # server_reset_session_state) at a reload into session mode was
-        # neither idle nor lent: it went idle once the cleanup ended, with
-        # no server_reset_query, and a session client took it with the
-        # last client's SET.  It reconnects now, as the idle ones do.
+    def _a_cleanup_held(self):
+        """pgwharf in transaction mode, pool_size 1, its server running the
+        cleanup (DISCARD TEMP, as server_reset_session_state) of a client
+        that ran set_config('pgw.secret', 'of a', false), held by a lock:
+        (px, the server's pid, the connection holding the lock)."""
         own = psycopg2.connect(self.pg.dsn())
         own.autocommit = True
         self.addCleanup(own.close)
@@ -1369,19 +1369,59 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         pt.wait_until(lambda: one(own, "select wait_event_type || ' ' || query "
                                        "from pg_stat_activity where pid = %s", (pid,))
                       == "Lock DISCARD TEMP", what="the cleanup to wait for the lock")
-        px.settings["pool_mode"] = "session"
-        reloads = px.log().count("event=reload ")
-        px.reload()
-        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+        return px, pid, holder
+
+    def _assert_clean_after_the_cleanup(self, px, pid, holder, con):
         holder.rollback()
-        con = connect(px, db="pgbouncer")
-        self.addCleanup(con.close)
         pt.wait_until(lambda: pt.show(con, "POOLS", database=self.pg.database)[0]["sv_tested"]
                       == 0, what="the cleanup to end")
         b = connect(px)
         self.addCleanup(b.close)
         self.assertIn(one(b, "select current_setting('pgw.secret', true)"), (None, ""))
         self.assertNotEqual(one(b, "select pg_backend_pid()"), pid)
+
+    def _reload_into_session_mode(self, px):
+        px.settings["pool_mode"] = "session"
+        reloads = px.log().count("event=reload ")
+        px.reload()
+        pt.wait_until(lambda: px.log().count("event=reload ") > reloads, what="the reload")
+
+    def test_a_reload_into_session_mode_gives_clean_servers_after_their_cleanup(self):
+        # A server still running a transaction's cleanup at a reload into
+        # session mode was neither idle nor lent: it went idle once the
+        # cleanup ended, with no server_reset_query, and a session client
+        # took it with the last client's SET.  It reconnects now, as the
+        # idle ones do.
+        px, pid, holder = self._a_cleanup_held()
+        self._reload_into_session_mode(px)
+        con = connect(px, db="pgbouncer")
+        self.addCleanup(con.close)
+        self._assert_clean_after_the_cleanup(px, pid, holder, con)
+
+    def test_a_reload_into_session_mode_under_pause_then_resume_gives_clean_servers(self):
+        # As above, with a PAUSE under way at the reload: PAUSE had marked
+        # the server in its cleanup to close, a mark RESUME takes back; the
+        # reload saw it marked and left it so, and a RESUME before the
+        # cleanup ended sent it idle with the transaction client's SET,
+        # for a session client (review r5 of session 52).
+        px, pid, holder = self._a_cleanup_held()
+        pause = connect(px, db="pgbouncer")
+        self.addCleanup(pause.close)
+        # PAUSE waits for the server in its cleanup: its reply (the RESUME
+        # below cancels it) is not read.
+        def pause_waits():
+            try:
+                execute(pause, "PAUSE")
+            except psycopg2.Error:
+                pass
+        threading.Thread(target=pause_waits, daemon=True).start()
+        con = connect(px, db="pgbouncer")
+        self.addCleanup(con.close)
+        pt.wait_until(lambda: pt.show(con, "DATABASES", name=self.pg.database)[0]["paused"]
+                      == 1, what="the PAUSE")
+        self._reload_into_session_mode(px)
+        execute(con, "RESUME")
+        self._assert_clean_after_the_cleanup(px, pid, holder, con)
 
     def test_a_session_client_keeps_an_unsettable_reported_value(self):
         # A reported parameter no SET changes (track_extra_parameters =
