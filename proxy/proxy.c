@@ -697,10 +697,13 @@ int pgw_proxy_reload(struct pgw_proxy *px, struct pgw_config *cfg)
         if (s->user && s->state != PGW_SS_STARTUP && s->state != PGW_SS_AUTH) {
             pgw_session_apply_timeouts(s);
             pgw_session_arm_timer(s);
-        } else if (s->state == PGW_SS_STARTUP || s->state == PGW_SS_AUTH) {
+        } else if (s->state == PGW_SS_STARTUP || s->state == PGW_SS_AUTH ||
+                   s->state == PGW_SS_CANCEL) {
             /* A login under way: client_login_timeout as set now, from
              * its connect (as PgBouncer, which reads it at each check);
-             * one set where there was none left it open for good. */
+             * one set where there was none left it open for good.  A
+             * CancelRequest waiting for its deferred cancel: the same,
+             * cancel_wait_timeout from when it was deferred. */
             pgw_session_arm_timer(s);
         }
     }

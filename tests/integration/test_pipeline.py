@@ -787,6 +787,34 @@ class TestPipeline(pt.AppRoleTestCase):
                 await x.close()
         self.run_async(main())
 
+    def test_a_cancel_wait_timeout_set_by_a_reload_reaches_a_deferred_cancel(self):
+        """The connection of a cancel deferred while cancel_wait_timeout was
+        0 (no bound) kept it when a reload set one (the reload re-armed the
+        logins only): it closes at its deferral + the new value now, as
+        PgBouncer checks each cancel against the current value."""
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 2,
+            "metrics_port": "auto", "cancel_wait_timeout": "0"})
+
+        async def main():
+            a, b = await self.conn(px), await self.conn(px)
+            g = await self.hold_and_queue(42, (a, "'A'"), (b, "select pg_sleep(60)"), px=px)
+            k = self.ask(b, px)
+            await self.until(lambda: "event=cancel_deferred" in px.log(), "deferred")
+            px.settings["cancel_wait_timeout"] = "500ms"
+            reloads = px.log().count("event=reload ")
+            px.reload()
+            await self.until(lambda: px.log().count("event=reload ") > reloads, "the reload")
+            self.assertEqual(hz.read_until_closed(k, 10), (b"", True))
+            self.assertIn("event=cancel_wait_timeout", px.log())
+            await g.open()
+            self.assertEqual(self.rows(await a.read_result())[0][0], "A")
+            rows, err = await asyncio.wait_for(b.read_result(), 20)
+            self.assertEqual((err or {}).get("C"), "57014")
+            for x in (a, b):
+                await x.close()
+        self.run_async(main())
+
     def test_shutdown_with_a_deferred_cancel_waiting(self):
         """SIGINT (wait for servers) closes the connection waiting for a
         deferred cancel, and the queued query still gets it; SIGQUIT exits
