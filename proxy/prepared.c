@@ -285,6 +285,7 @@ struct ps_queue {
     uint32_t qdeallocs;          /* entries with dealloc_cc (name_unsettled) */
     uint32_t checks;             /* entries with check */
     bool check_flushed;          /* a Flush follows the last check sent */
+    bool backlog_flushed;        /* a Flush follows the last request sent (backlog_hold) */
     /* query_dealloc's, for the Query's entry (pgw_ps_frontend pushes it). */
     char *qd_cname;
     struct ps_stmt *qd_stmt;
@@ -3427,6 +3428,32 @@ oom:
     return PGW_PS_FAILED;
 }
 
+/* PGW_PS_BACKLOG_MAX replies expected: the message waits (PGW_PS_WAIT),
+ * scanned again as answers come.  Some may be replies pgwharf makes itself
+ * (a Close of a statement no server has, a Parse it answers), queued
+ * behind the server's replies to requests sent before them, which
+ * PostgreSQL holds until a Sync or a Flush: the client's is behind this
+ * message, so a Flush of pgwharf's asks for them (else the client waited
+ * for ever: one Bind and Execute, then 8000 such Closes and a Sync). */
+static enum pgw_ps_action backlog_hold(struct pgw_session *s, struct pgw_iobuf *b)
+{
+    struct ps_queue *q = s->ps_queue;
+    if (!q)
+        return PGW_PS_FORWARD;
+    if (q->len < PGW_PS_BACKLOG_MAX) {
+        q->backlog_flushed = false;
+        return PGW_PS_FORWARD;
+    }
+    if (!q->backlog_flushed) {
+        static const uint8_t flush[] = { PGW_FE_FLUSH, 0, 0, 0, 4 };
+        if (!need_room(s, b, sizeof(flush)))
+            return PGW_PS_NEED_ROOM;
+        insert_here(b, flush, sizeof(flush));
+        q->backlog_flushed = true;
+    }
+    return PGW_PS_WAIT;
+}
+
 bool pgw_ps_probe_idle(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
@@ -3505,7 +3532,10 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
         copy_refused(s, type);
         return PGW_PS_FAILED;
     }
-    enum pgw_ps_action held = gap_hold(s, b, type);
+    enum pgw_ps_action held = backlog_hold(s, b);
+    if (held != PGW_PS_FORWARD)
+        return held;
+    held = gap_hold(s, b, type);
     if (held != PGW_PS_FORWARD)
         return held;
     switch (type) {

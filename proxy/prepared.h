@@ -221,6 +221,16 @@ bool pgw_ps_closes_only(const struct pgw_session *s);
 bool pgw_ps_unsure(const struct pgw_session *s);
 /* Replies the session's queue still expects from its server. */
 uint32_t pgw_ps_backlog(const struct pgw_session *s);
+/* Replies the queue may expect before the client's next messages wait
+ * (pgw_ps_frontend's PGW_PS_WAIT, a Flush sent for what the server holds).
+ * High enough for a driver that sends a whole batch before it reads,
+ * which would wait for ever (JDBC's executeBatch reads once it expects
+ * about 64 kB of replies, at 250 bytes a query: hundreds of Binds and
+ * Executes).  Checked per message, not per read: a read of small messages
+ * past it doubled the queue (16384 entries and one read: 5.6 MB a
+ * client).  Below 8192, the queue's cap, by more than one message adds (a
+ * Parse pgwharf sends ahead of a Bind, a Close it makes room with). */
+#define PGW_PS_BACKLOG_MAX 8000
 
 /* srv goes back to the pool through reset_query (server_reset_query),
  * which may drop its statements (DISCARD ALL): forget them there. */

@@ -3645,19 +3645,6 @@ void pgw_relay_acquire(struct pgw_session *s)
 /* Room kept free in a buffer for what prepared statements inject. */
 #define PS_HEADROOM 1024
 
-/* Replies the prepared-statement queue may expect before the client's
- * next messages wait: a Sync is 5 bytes, its entry (struct qent) 176.
- * High enough for a driver that sends a whole batch before it reads,
- * which would wait for ever (JDBC's executeBatch reads once it expects
- * about 64 kB of replies, at 250 bytes a query: hundreds of Binds and
- * Executes), and above the 8 kB of replies PostgreSQL may hold until a
- * Sync or Flush (1638 at 5 bytes: some are always on their way).  Checked
- * per message (scan_client), not per read: a read of small messages past
- * it doubled the queue (16384 entries and one read: 5.6 MB a client).
- * Below 8192, the queue's cap, by more than one message adds (a Parse
- * pgwharf sends ahead of a Bind, a Close it makes room with). */
-#define PS_BACKLOG_MAX 8000
-
 /* Frontend messages the prepared-statement layer must see. */
 static bool ps_type(char type)
 {
@@ -4557,13 +4544,6 @@ static bool scan_client(struct pgw_session *s)
             }
             pgw_notify_close(s, p, head);
         }
-        if (s->ps_on && ps_type(type) && pgw_ps_backlog(s) >= PS_BACKLOG_MAX) {
-            /* Its entry would pass the queue's cap (doubled, copied):
-             * scanned again as answers come (server_data), as a client
-             * that has sent this much waits (linked_backlog). */
-            s->ps_wait = true;
-            break;
-        }
         if (s->ps_on && ps_type(type)) {
             /* Parse/Bind/Describe/Close are read whole (names are rewritten);
              * the rest only queue a reply. */
@@ -4721,7 +4701,7 @@ static bool replies_unread(const struct pgw_session *s)
  * the server's own backpressure notwithstanding.  Its next bytes wait. */
 static bool linked_backlog(const struct pgw_session *s)
 {
-    return s->ps_on && s->server && (replies_unread(s) || pgw_ps_backlog(s) > PS_BACKLOG_MAX);
+    return s->ps_on && s->server && (replies_unread(s) || pgw_ps_backlog(s) > PGW_PS_BACKLOG_MAX);
 }
 
 void pgw_relay_replies_read(struct pgw_session *s)

@@ -1320,6 +1320,40 @@ class TestClientsThatDoNotRead(pt.PgwharfTestCase):
                 r.close()
 
 
+class TestABacklogOfRepliesPgwharfMakes(pt.PgwharfTestCase):
+    """Replies pgwharf makes itself (CloseComplete of a statement no server
+    has, ParseComplete of one the server has) wait in the queue behind the
+    server's replies to what was sent before them, which PostgreSQL holds
+    until a Sync or a Flush.  Past the backlog's cap (8000 replies) the
+    client's next message, its Sync among them, waited for answers that
+    never came: the client hung, and its server stayed held after it left.
+    A Flush of pgwharf's asks the server for them now."""
+
+    N = 9000
+
+    def test_a_batch_of_closes_and_parses_pgwharf_answers(self):
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        try:
+            r.send(r.parse("s2", "select 2"), r.sync())
+            self.assertEqual(types(r.until_ready()), "1Z")
+            cases = (("Close", r.close_stmt("nosuch"), "3"),
+                     ("Close and Parse", r.close_stmt("s2") + r.parse("s2", "select 2"), "31"))
+            for name, m, want in cases:
+                with self.subTest(batch=name):
+                    batch = (r.parse("", "select 1") + r.bind("") + r.execute() +
+                             m * self.N + r.sync())
+                    writer = pt.Background(lambda: r.s.sendall(batch))
+                    got = types(r.until_ready())     # (a socket timeout: it hung)
+                    writer.join(30)
+                    self.assertIsNone(writer.error)
+                    self.assertEqual(got, "12DC" + want * self.N + "Z")
+            assert_another_client_runs(self, px)
+        finally:
+            r.close()
+
+
 class TestErrors(pt.PgwharfTestCase):
     def setUp(self):
         super().setUp()
