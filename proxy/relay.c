@@ -648,8 +648,8 @@ static inline const uint8_t *lex_word_end(const struct words_lex *lx, const uint
  * inside a number or parameter ($1$$: where a dollar quote may open
  * otherwise than read here), counts them everywhere.  The other words
  * are read everywhere. */
-uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
-                              uint32_t want)
+static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
+                                  uint32_t want, bool loose, bool *rescan)
 {
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
@@ -675,7 +675,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     char outer_stmt = 0;
     bool outer_main_seen = false, outer_opts = false, outer_prepare_as = false;
     bool outer_clause = false, outer_privilege = false;
-    int outer_depth = 0;
+    int outer_depth = 0, span_depth = 0;   /* span_depth: at the span's start */
     bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
@@ -692,11 +692,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         }
         lex_at(&lx, q, stmt == 'd' && !at_start);
         uint8_t in = lex_span(&lx, q);  /* the span q is in, 0 for none */
+        if (in && q == lx.span_start)
+            span_depth = depth;         /* (a ';' in it: the depth its end restores) */
         if (!sql_ident[*q]) {
             blind |= *q == '\\';
             /* (one in a literal, a quoted name or a comment is none: with x
-             * as (select '(' a) select ')', (1) insert into t) */
-            bool code = !in || in == '$';
+             * as (select '(' a) select ')', (1) insert into t; loose: every
+             * one) */
+            bool code = !in || in == '$' || loose;
             if (*q == '(' && code) {
                 opts |= stmt == 'e' && command_next && !punct && depth == 0;
                 depth++;
@@ -706,14 +709,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             /* (a comment is a blank: with x as (...) -- c, then its main
              * query, the word after the ')') */
             if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' &&
-                !lex_comment(&lx, q, in))
+                (loose || !lex_comment(&lx, q, in)))
                 punct = *q;
             if ((*q == ';' && !(in == '-' || in == '"' || (in == '\'' && !plpgsql))) ||
                 *q == '\0') {
                 /* (a ';' in a comment, a quoted name or a literal of a text
                  * with no DO: none; in a dollar quote or a DO's literal, a
                  * body of statements, until its end) */
-                if (in && !scope_end && *q == ';') {
+                if (in && !scope_end && *q == ';' && !loose) {
                     scope_end = lx.span_end;
                     outer_stmt = stmt;
                     outer_main_seen = main_seen;
@@ -721,7 +724,9 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                     outer_prepare_as = prepare_as;
                     outer_clause = clause;
                     outer_privilege = privilege;
-                    outer_depth = depth;
+                    /* (not the depth here: a dollar quote's parentheses
+                     * count, select $$);$$ is none of the statement's) */
+                    outer_depth = span_depth;
                 }
                 at_start = true;
                 start_within = in ? lx.span_end : NULL;
@@ -752,7 +757,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             at_start = false;           /* select $$;$$ insert into t: a label */
         start_within = NULL;
         /* (a word in a comment: a blank, but for its own words) */
-        bool blank = lex_comment(&lx, q, in);
+        bool blank = !loose && lex_comment(&lx, q, in);
         bool first = at_start && !blank;
         /* (in a literal, a comment or a quoted name: no command word) */
         bool text = in && in != '$';
@@ -866,9 +871,27 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if (!in && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= memchr(w + 1, '$', (size_t)(q - w - 1)) != NULL;
     }
+    *rescan = blind && !loose;          /* (see pgw_relay_text_words) */
     if ((make_quoted && (blind || plpgsql || dynamic)) || (make_commented && blind))
         found |= PGW_WORDS_MAKE;
     return found;
+}
+
+/* The spans a text's backslash (standard_conforming_strings off: 'a\' ')'
+ * is one literal) or a '$' in a number or parameter ($1$$) leaves may be
+ * misread, so such a text is scanned again, loose: every parenthesis
+ * counts, a comment is no blank, and a ';' in a span begins statements to
+ * the end of the one it is in (with x as (select '\' ' a) select ' )''a\'
+ * 'as b, (1) insert into t: a SELECT INTO, the ')' in ' )' its WITH's);
+ * its words are both scans' (select E'\n'; with x as (select '(' a)
+ * select ')', (1) insert into t: the first's MAKE).  At most twice over
+ * the text. */
+uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
+                              uint32_t want)
+{
+    bool rescan = false;
+    uint32_t found = text_words(px, p, n, want, false, &rescan);
+    return rescan ? found | text_words(px, p, n, want, true, &rescan) : found;
 }
 
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);

@@ -1907,6 +1907,31 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
         self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
 
+    def test_a_select_into_behind_a_dollar_quote_or_backslash_the_scan_misread(self):
+        # A ';' in a dollar quote restored the statement's WITH at the
+        # quote's end with the depth of the parentheses counted in it (none
+        # of the statement's: $$);$$), and with standard_conforming_strings
+        # off a literal goes on past a backslash's quote: a parenthesis or
+        # comment the scan read out of a literal was in one.  The label
+        # insert behind a (1) taken for INSERT INTO's, the INTO skipped: B
+        # read A's table (review r7; fails before).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("set search_path = pg_temp, public")
+        cases = [("rq1", "on", "with x as (select $$);$$ a) select $$(;$$ b, (1) insert into rq1"),
+                 ("rq2", "on", "with x as (select $$(;$$ a) select $$);$$ b, (1) insert into rq2"),
+                 ("rq3", "off", "with x as (select '\\' ' a) select ' )''a\\' 'as b, (1) "
+                                "insert into rq3"),
+                 ("rq4", "off", "select 'a\\' (--'\n insert into rq4")]
+        for name, scs, sql in cases:
+            cur.execute("set standard_conforming_strings = " + scs)
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            cur.execute("set standard_conforming_strings = on")
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
+
     def test_a_statement_in_a_literal_a_function_runs(self):
         # select run_sql('create table t as ...'): a function of the
         # client's EXECUTEs its argument; with pg_temp first in the

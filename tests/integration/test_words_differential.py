@@ -43,6 +43,9 @@ except ImportError:          # skips; scripts/deps.sh installs it
     psycopg2 = None
 
 MAKE = 1 << 27
+# Values with a parenthesis, ';' or backslash where a span may hide them.
+SPANS = ["$$);$$", "$$(;$$", "$a$;)$a$", "$$;$$", "'('", "')'", "'\\' ' a, ' )'",
+         "'a\\' ('", "1"]
 TAG = re.compile(r"(\$[A-Za-z_][A-Za-z_0-9]*\$)")
 
 SETUP = """
@@ -107,6 +110,7 @@ class Gen:
             "E'a\\'; --'", "E'\\'/*'", "e'\\\\'", "E'$$\\''",
             "'('", "')'", "'(('", "'('||')'", '"("', "/* ( */ 1", "1 -- )\n", "$$($$",
             "'\\' ', $$x$$", "'a\\'", "'\\\\'", "$$;with $$", "';with'", "$$;explain ($$",
+            "$$);$$", "$$(;$$", "$a$;)$a$", "'\\' ' a, ' )'", "'a\\' ('",
         ])
 
     def label(self):
@@ -177,6 +181,13 @@ class Gen:
                 self.value(), self.value(), n),
             lambda: "explain (analyze %s) select %s b, (1) insert into %s" % (
                 r.choice(["", "/* ( */", "-- (\n", ", costs true"]), self.value(), n),
+            # (a ';' in a dollar quote with a parenthesis: not the statement's;
+            # with standard_conforming_strings off a backslash's literal
+            # goes on past the quote, over a parenthesis or comment)
+            lambda: "with x as (select %s a) select %s b, (1) insert into %s" % (
+                r.choice(SPANS), r.choice(SPANS), n),
+            lambda: "select 'a\\' %s%s insert into %s" % (
+                r.choice(["(", ") (", "(1) ("]), r.choice(["--'\n", "/*'*/"]), n),
         ])()
 
     def plain(self):

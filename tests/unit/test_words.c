@@ -295,6 +295,29 @@ static void test_state_words(void **state)
                            ALL), MAKE);
     assert_int_equal(words(state, "with x as (select $$;select 1$$ a) insert into t select 1",
                            ALL), 0);
+    /* ... its depth is the one where the span opened: a dollar quote's
+     * parentheses are counted, but none of them is the statement's (review
+     * r7: with x as (select $$);$$ a) ... made t with no MAKE) */
+    assert_int_equal(words(state, "with x as (select $$);$$ a) select $$(;$$ b, (1) "
+                                  "insert into t", ALL) & MAKE, MAKE);
+    assert_int_equal(words(state, "with x as (select $$(;$$ a) select $$);$$ b, (1) "
+                                  "insert into t", ALL) & MAKE, MAKE);
+    /* a backslash (standard_conforming_strings off: a literal may go on
+     * past the quote read as its end): every parenthesis counts and a
+     * comment is no blank, from the text's start (review r7) */
+    assert_int_equal(words(state, "with x as (select '\\' ' a) select ' )''a\\' 'as b, (1) "
+                                  "insert into t", ALL) & MAKE, MAKE);
+    assert_int_equal(words(state, "select 'a\\' (--'\n insert into t", ALL) & MAKE, MAKE);
+    assert_int_equal(words(state, "select 'a\\' (/*'*/ insert into t", ALL) & MAKE, MAKE);
+    assert_int_equal(words(state, "with x as (select ' (''a\\'/* ) */ a) select '('--'\n b, "
+                                  "(1) insert into t", ALL) & MAKE, MAKE);
+    assert_int_equal(words(state, "with x as (select '\\' ' a) --'\n select $a$;)$a$-- (\n"
+                                  "-- )\n insert into t", ALL) & MAKE, MAKE);
+    /* (and what the first scan found stays: a backslash elsewhere) */
+    assert_int_equal(words(state, "select E'\\n'; with x as (select '(' a) select ')', (1) "
+                                  "insert into t", ALL) & MAKE, MAKE);
+    assert_int_equal(words(state, "select E'\\n'; with x as (select 1 a) -- c\nselect 1 b, (1) "
+                                  "insert into t", ALL) & MAKE, MAKE);
     assert_int_equal(words(state, "with x (a) as (select 1), y as materialized (select 2) "
                                   "insert into t select a from x", ALL), 0);
     assert_int_equal(words(state, "do $$ begin execute 'insert into t values (1)'; end $$", 0),
