@@ -3435,7 +3435,7 @@ oom:
  * PostgreSQL holds until a Sync or a Flush: the client's is behind this
  * message, so a Flush of pgwharf's asks for them (else the client waited
  * for ever: one Bind and Execute, then 8000 such Closes and a Sync). */
-static enum pgw_ps_action backlog_hold(struct pgw_session *s, struct pgw_iobuf *b)
+static enum pgw_ps_action backlog_hold(struct pgw_session *s, struct pgw_iobuf *b, char type)
 {
     struct ps_queue *q = s->ps_queue;
     if (!q)
@@ -3443,6 +3443,14 @@ static enum pgw_ps_action backlog_hold(struct pgw_session *s, struct pgw_iobuf *
     if (q->len < PGW_PS_BACKLOG_MAX) {
         q->backlog_flushed = false;
         return PGW_PS_FORWARD;
+    }
+    if (type == PGW_FE_SYNC && q->copy_run && q->copy_in && q->copy_ends == q->win_ends) {
+        /* A COPY FROM STDIN under way reads it and ignores it: no answer
+         * comes until the client's data, behind it, is sent -- held, the
+         * client and its server waited for ever (a client that left
+         * there too).  The session ends, its server with it. */
+        pgw_session_close(s, "54000", "too many Syncs sent during COPY FROM STDIN");
+        return PGW_PS_FAILED;
     }
     if (!q->backlog_flushed) {
         static const uint8_t flush[] = { PGW_FE_FLUSH, 0, 0, 0, 4 };
@@ -3532,7 +3540,7 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
         copy_refused(s, type);
         return PGW_PS_FAILED;
     }
-    enum pgw_ps_action held = backlog_hold(s, b);
+    enum pgw_ps_action held = backlog_hold(s, b, type);
     if (held != PGW_PS_FORWARD)
         return held;
     held = gap_hold(s, b, type);

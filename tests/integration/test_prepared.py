@@ -1353,6 +1353,28 @@ class TestABacklogOfRepliesPgwharfMakes(pt.PgwharfTestCase):
         finally:
             r.close()
 
+    def test_syncs_past_the_cap_in_a_copy_from_stdin(self):
+        # PostgreSQL reads and ignores a Sync in a COPY FROM STDIN; held at
+        # the cap, the data behind it never went: the client hung, and its
+        # server stayed held after it left (shutdown waited for it).  The
+        # session ends now, its server with it.
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1})
+        r = Raw(px.host, px.port, self.pg.user, self.pg.database)
+        try:
+            batch = (r.parse("", "create temp table if not exists t_cap_copy (a int)") +
+                     r.bind("") + r.execute() + r.parse("", "copy t_cap_copy from stdin") +
+                     r.bind("") + r.execute() + r.sync() * 8500 + r.msg(b"d", b"1\n") +
+                     r.msg(b"c") + r.sync())
+            writer = pt.Background(lambda: r.s.sendall(batch))
+            with self.assertRaises((EOFError, ConnectionResetError)):  # (a timeout: it hung)
+                while True:
+                    r.read_msg()
+            writer.join(30)
+            assert_another_client_runs(self, px)
+        finally:
+            r.close()
+
 
 class TestErrors(pt.PgwharfTestCase):
     def setUp(self):
