@@ -1626,22 +1626,34 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL"')
         px.wait_for_log(r'event=server_reset_session_state .*query="CLOSE ALL; DISCARD TEMP"')
 
+    def made_and_taken_back(self, cur, b, cases):
+        """Each (name, sql) or (name, standard_conforming_strings, sql) row:
+        sql on A's cursor makes the temporary name (checked on A's side:
+        PostgreSQL made it in pg_temp), which B, lent the server next, does
+        not read."""
+        for row in cases:
+            name, sql = row[0], row[-1]
+            if len(row) == 3:
+                cur.execute("set standard_conforming_strings = " + row[1])
+            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
+                        [name])
+            self.assertEqual(cur.fetchone(), ("t",), sql)
+            if len(row) == 3:
+                cur.execute("set standard_conforming_strings = on")
+            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+
     def made_in_pg_temp(self, a, b, cur):
         # Plain CREATEs, no word TEMP in the text, of a client A whose
         # search_path has pg_temp first: PostgreSQL makes each in pg_temp
         # (checked on A's side first), and B, lent the server next, must
         # not read them.  Each costs a DISCARD TEMP.  (A's check names no
         # pg_temp: that word alone costs the cleanup.)
-        for name, sql in [
-                ("sp1", "create table sp1 as select 'secret' as s"),
-                ("sp2", "create table sp2 (s text)"),
-                ("sp3", "select 'secret' as s into sp3"),
-                ("sp4", "create view sp4 as select 'secret'::text as s"),
-                ("sp5", "create sequence sp5")]:
-            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
-                        [name])
-            self.assertEqual(cur.fetchone(), ("t",), sql)
-            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.made_and_taken_back(cur, b, [
+            ("sp1", "create table sp1 as select 'secret' as s"),
+            ("sp2", "create table sp2 (s text)"),
+            ("sp3", "select 'secret' as s into sp3"),
+            ("sp4", "create view sp4 as select 'secret'::text as s"),
+            ("sp5", "create sequence sp5")])
         cur.execute("create function sp6() returns text language sql as $$select 'secret'$$")
         self.fails_with(b, "select pg_temp.sp6()", "42883")
 
@@ -1812,12 +1824,8 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         px = self.start()
         a, b, cur = self.a_and_b(px)
         cur.execute("set search_path = pg_temp, public")
-        for name, sql in [("dq1", "select $$secret$$into dq1"),
-                          ("dq2", "select 'x' as s, $q$secret$q$into dq2")]:
-            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
-                        [name])
-            self.assertEqual(cur.fetchone(), ("t",), sql)
-            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.made_and_taken_back(cur, b, [("dq1", "select $$secret$$into dq1"),
+                                          ("dq2", "select 'x' as s, $q$secret$q$into dq2")])
         self.assertEqual(len(self.cleanups(px)), 2, self.cleanups(px))
 
     def test_a_select_into_behind_a_semicolon_or_parenthesis_in_a_literal(self):
@@ -1841,11 +1849,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                  ("sc8", "select(insert)into sc8 from (select 1 as insert) s"),
                  ("sc9", "do $d$begin end$d$; select 'x' insert into sc9"),
                  ("sc10", "select $$;$$ a, 1 insert into sc10")]
-        for name, sql in cases:
-            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
-                        [name])
-            self.assertEqual(cur.fetchone(), ("t",), sql)
-            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.made_and_taken_back(cur, b, cases)
         self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
 
     def test_a_select_into_behind_a_name_like_explains_or_a_do_blocks_word(self):
@@ -1873,11 +1877,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                  ("ew5", "select ew_run_sql('explain analyze select 1 into\"ew5\"')"),
                  ("ew6", "select ew_run_sql('create/**/table ew6 (a int)')"),
                  ("ew7", "select E'a\\'; --'; select 1 into ew7")]
-        for name, sql in cases:
-            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
-                        [name])
-            self.assertEqual(cur.fetchone(), ("t",), sql)
-            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.made_and_taken_back(cur, b, cases)
         # (and one for CREATE FUNCTION)
         self.assertEqual(len(self.cleanups(px)), len(cases) + 1, self.cleanups(px))
 
@@ -1900,11 +1900,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                  ("rp4", "do $d$begin -- don't\n execute 'explain analyze select loop "
                          "insert into rp4 from (select 1 as loop) s'; end$d$"),
                  ("rp5", "select $$;with $$ a, (1) insert into rp5")]
-        for name, sql in cases:
-            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
-                        [name])
-            self.assertEqual(cur.fetchone(), ("t",), sql)
-            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.made_and_taken_back(cur, b, cases)
         self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
 
     def test_a_select_into_behind_a_dollar_quote_or_backslash_the_scan_misread(self):
@@ -1923,13 +1919,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                  ("rq3", "off", "with x as (select '\\' ' a) select ' )''a\\' 'as b, (1) "
                                 "insert into rq3"),
                  ("rq4", "off", "select 'a\\' (--'\n insert into rq4")]
-        for name, scs, sql in cases:
-            cur.execute("set standard_conforming_strings = " + scs)
-            cur.execute(sql + "; select relpersistence from pg_class where relname = %s",
-                        [name])
-            self.assertEqual(cur.fetchone(), ("t",), sql)
-            cur.execute("set standard_conforming_strings = on")
-            self.fails_with(b, "select * from pg_temp.%s" % name, "42P01")
+        self.made_and_taken_back(cur, b, cases)
         self.assertEqual(len(self.cleanups(px)), len(cases), self.cleanups(px))
 
     def test_a_statement_in_a_literal_a_function_runs(self):
