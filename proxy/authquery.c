@@ -108,19 +108,23 @@ struct aq_target {
     const char *db, *auth_user, *query;
 };
 
-/* False when no lookup applies (no auth_user or no query). */
+/* False when no lookup applies (no auth_user or no query).  A database
+ * not in [databases] (refused with 3D000 once logged in, session.c) is
+ * looked up as the console is, with the general settings, when the
+ * general auth_dbname gives a database to run the query in: otherwise its
+ * users, the right password given, were told 28P01 "password
+ * authentication failed" where auth_file's users learn the database does
+ * not exist. */
 static bool lookup_target(const struct pgw_session *s, struct aq_target *t)
 {
     const struct pgw_config *cfg = s->px->cfg;
-    if (!s->db && !s->is_admin)
-        return false;     /* no such database: refused once logged in (session.c) */
     t->auth_user = pgw_conf_auth_user(cfg, s->db);
     t->query = pgw_conf_auth_query(cfg, s->db);
     if (!t->auth_user || !*t->query)
         return false;
     t->db = pgw_conf_auth_dbname(cfg, s->db);
-    if (!t->db)   /* the console is no database to run a query in */
-        t->db = s->is_admin ? NULL : s->database;
+    if (!t->db)   /* the console (or no such database) is none to run a query in */
+        t->db = s->is_admin || !s->db ? NULL : s->database;
     return t->db != NULL;
 }
 

@@ -241,6 +241,36 @@ class TestAuthQuery(AuthQueryTestCase):
         self.assertRegex(px.log(), r'event=auth_query .*user=%s result=error sqlstate=3D000 .*'
                          r'auth_dbname \\"nosuchdb\\" is not in \[databases\]' % role)
 
+    def test_an_unknown_database_is_told_after_a_looked_up_users_password(self):
+        # An auth_file user with the right password learns that the
+        # database does not exist (3D000, as PostgreSQL says it after the
+        # password); a looked-up one was told 28P01 "password
+        # authentication failed" (logged as "no such user"): no lookup ran
+        # for a database not in [databases], though auth_dbname gave one to
+        # run it in.  Under trust it was 28000 "no such user".
+        role = self.make_role("nadia", "nadia_pw")
+        for auth_type in ("scram-sha-256", "md5", "trust"):
+            with self.subTest(auth_type=auth_type):
+                px = self.start_aq(auth_type=auth_type)
+                for password, sqlstate in (("bad", "28P01"), ("nadia_pw", "3D000")):
+                    if auth_type == "trust" and password == "bad":
+                        continue
+                    s = socket.create_connection((px.host, px.port), timeout=10)
+                    self.addCleanup(s.close)
+                    with self.assertRaises(hz.PgError) as cm:
+                        hz.sync_login(s, role, "no_such_db_here", password)
+                    self.assertEqual(cm.exception.sqlstate, sqlstate, str(cm.exception))
+                ghost = "aq_%d_ghost_nd" % os.getpid()
+                s = socket.create_connection((px.host, px.port), timeout=10)
+                self.addCleanup(s.close)
+                with self.assertRaises(hz.PgError) as cm:
+                    hz.sync_login(s, ghost, "no_such_db_here", "x")
+                self.assertEqual(cm.exception.sqlstate,
+                                 "28000" if auth_type == "trust" else "28P01")
+                self.assertRegex(px.log(), r"event=auth_query db=%s auth_user=%s user=%s "
+                                 r"result=found" % (self.pg.database, self.pg.user, role))
+                px.stop()
+
     def test_per_database_auth_dbname_and_auth_query(self):
         # PgBouncer's per-entry auth_dbname and auth_query win over the
         # general ones; a lookup answered for one query is not an answer
