@@ -59,6 +59,8 @@ struct pgw_auth_state {
     bool aq_found;                   /* a row came back */
     bool aq_starting;                /* inside pgw_authquery_lookup: an answer now is synchronous */
     char *aq_secret;                 /* NULL: no row, or a NULL password */
+    char *aq_key;                    /* the lookup asked for (pgw_authquery_target) */
+    size_t aq_keylen;
     /* ---- peer: the client's user name being looked up (peer.c) ---- */
     struct pgw_peer_req *peer;       /* non-NULL while waiting */
     char *peer_map;                  /* the rule's map=, NULL for none */
@@ -74,6 +76,7 @@ void pgw_auth_state_free(struct pgw_auth_state *st)
     pgw_authquery_cancel(&st->aq);
     pgw_peer_cancel(st->peer);
     free(st->peer_map);
+    free(st->aq_key);
     if (st->aq_secret) {
         OPENSSL_cleanse(st->aq_secret, strlen(st->aq_secret));
         free(st->aq_secret);
@@ -380,6 +383,8 @@ static void lookup_start(struct pgw_session *s, enum auth_method method, int hba
     st->hba_line = hba_line;
     st->aq_trust = trust;
     st->aq_starting = true;
+    free(st->aq_key);
+    st->aq_key = pgw_authquery_target(s, &st->aq_keylen);
     pgw_authquery_lookup(s, &st->aq, lookup_done);
     if (s->auth_state)               /* st, unless the answer ended the auth already */
         s->auth_state->aq_starting = false;
@@ -399,8 +404,27 @@ static void auth_fail(struct pgw_session *s, const char *why)
     pgw_session_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
 }
 
+/* The answer came from the lookup that applies now: a reload during the
+ * login may have given the database other auth_user/auth_query/auth_dbname
+ * settings, or (a database not in [databases] when the login began, looked
+ * up with the general ones) added it with settings of its own that need
+ * not know this user. */
+static bool lookup_still_applies(struct pgw_session *s)
+{
+    struct pgw_auth_state *st = s->auth_state;
+    size_t len = 0;
+    char *now = pgw_authquery_target(s, &len);
+    bool same = now && st->aq_key && len == st->aq_keylen && memcmp(now, st->aq_key, len) == 0;
+    free(now);
+    return same;
+}
+
 static void auth_ok(struct pgw_session *s)
 {
+    if (s->auth_state && s->auth_state->aq_done && !lookup_still_applies(s)) {
+        auth_fail(s, "auth_query settings changed by a reload during the login");
+        return;
+    }
     if (s->auth_state && s->auth_state->aq_done)     /* auth_query: the server login */
         pgw_authquery_server_login(s, s->auth_state->aq_secret);
     release_state(s);

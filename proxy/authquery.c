@@ -568,6 +568,14 @@ bool pgw_authquery_applies(const struct pgw_session *s)
     return s->px->aq && lookup_target(s, &t);
 }
 
+char *pgw_authquery_target(const struct pgw_session *s, size_t *len)
+{
+    struct aq_target t;
+    if (!s->px->aq || !lookup_target(s, &t))
+        return NULL;
+    return make_key(&t, s->user, len);
+}
+
 void pgw_authquery_lookup(struct pgw_session *s, struct pgw_aq_wait *w, pgw_aq_done_fn done)
 {
     struct pgw_proxy *px = s->px;

@@ -19,6 +19,7 @@
 #define PGW_PROXY_AUTHQUERY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/list.h"
 #include "ctx/ctx.h"
@@ -63,6 +64,12 @@ struct pgw_aq_wait {
 
 /* Does an auth_user apply to this session (so an unknown user is looked up)? */
 bool pgw_authquery_applies(const struct pgw_session *s);
+/* The lookup s would run now (its database, auth_user, user and query) as
+ * an opaque malloc'd key of *len bytes; NULL when none applies (or out of
+ * memory).  auth.c keeps the one its answer came from: a reload during the
+ * login may have given the client's database other settings (or, named
+ * and not in [databases] before, an entry of its own with them). */
+char *pgw_authquery_target(const struct pgw_session *s, size_t *len);
 /* Look s->user up.  done runs exactly once -- possibly before this returns
  * (a cached answer, or a lookup that fails at once) -- unless the wait is
  * cancelled or the session ends first (then never). */

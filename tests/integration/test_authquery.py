@@ -271,6 +271,66 @@ class TestAuthQuery(AuthQueryTestCase):
                                  r"result=found" % (self.pg.database, self.pg.user, role))
                 px.stop()
 
+    def scram_held_at_final(self, px, user, db, password):
+        """A SCRAM login held before its client-final message: (socket,
+        the finish: logs in or raises PgError)."""
+        s = socket.create_connection((px.host, px.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(hz.startup_packet(user, db))
+        state = {}
+        for _ in range(2):                          # SASL, then SASLContinue
+            t, body = hz.recv_msg(s)
+            if t == b"E":
+                raise hz.PgError(hz.parse_fields(body))
+            self.assertEqual(t, b"R")
+            reply = hz.auth_reply(body, user, password, state)
+            if _ == 0:
+                s.sendall(reply)
+
+        def finish():
+            s.sendall(reply)
+            while True:
+                t, body = hz.recv_msg(s)
+                if t == b"E":
+                    raise hz.PgError(hz.parse_fields(body))
+                if t == b"R":
+                    hz.auth_reply(body, user, password, state)
+                if t == b"Z":
+                    return
+        return s, finish
+
+    def test_a_reload_mid_login_does_not_let_in_on_another_lookups_answer(self):
+        # Review r1 of session 53: a client naming a database not in
+        # [databases] is looked up with the general settings; held before
+        # its SCRAM proof while a reload added that database with an
+        # auth_query that knows nobody (and a fixed user=), it was logged
+        # in on the general lookup's answer, as the entry's user.  The same
+        # for an entry whose own auth_query a reload changed.  An
+        # answer now counts only for the lookup that applies at the end;
+        # a reload that leaves it alone lets the login through.
+        role = self.make_role("rhea", "rhea_pw")
+        never = " auth_query='select usename, passwd from pg_shadow where false and usename = $1'"
+        fixed = self.pg.conn_string(self.pg.database, user=self.pg.user, password=self.pg.password)
+        px = self.start_aq(databases=dict(self.db_with_password("rhea_pw"), aqfixed=fixed,
+                                          **{self.pg.database: self.pg.conn_string()}))
+        added, f_added = self.scram_held_at_final(px, role, "aq_added_later", "rhea_pw")
+        changed, f_changed = self.scram_held_at_final(px, role, "aqfixed", "rhea_pw")
+        same, f_same = self.scram_held_at_final(px, role, "aqdb", "rhea_pw")
+        px.databases["aq_added_later"] = fixed + never
+        px.databases["aqfixed"] = fixed + never
+        px.reload()
+        px.wait_for_log(r"event=reload")
+        for what, finish in (("added", f_added), ("changed", f_changed)):
+            with self.assertRaises(hz.PgError, msg=what) as cm:
+                finish()
+            self.assertEqual(cm.exception.sqlstate, "28P01", str(cm.exception))
+        f_same()
+        same.sendall(hz.msg(b"Q", b"select current_user\x00"))
+        rows = [b for t, b in hz.read_until_ready(same) if t == b"D"]
+        self.assertIn(role.encode(), rows[0])
+        self.assertRegex(px.log(), r"event=auth_failed .*db=aq_added_later .*auth_query settings "
+                         r"changed by a reload")
+
     def test_per_database_auth_dbname_and_auth_query(self):
         # PgBouncer's per-entry auth_dbname and auth_query win over the
         # general ones; a lookup answered for one query is not an answer
