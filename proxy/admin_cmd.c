@@ -36,6 +36,7 @@
 #include "common/array.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "proxy/authquery.h"
 
 /* A name for a log line, quoted as logfmt wants (a console user or an
  * argument may hold spaces, quotes, '='); the buffer lives as long as the
@@ -518,6 +519,7 @@ int pgw_admin_cmd_kill(struct pgw_session *s, const char *arg, struct pgw_wbuf *
         n++;
     }
     reconnect_pools(px, arg, false, true);  /* as PgBouncer's KILL, which drops the pool */
+    pgw_authquery_kill(px, arg);            /* and a server lent to an auth_query lookup */
     pgw_info("admin_kill", "user=%s db=%s clients=%d", LQ(s->user), LQ(*arg ? arg : "*"), n);
     return done(out, "KILL");
 }

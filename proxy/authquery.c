@@ -711,6 +711,30 @@ void pgw_authquery_reload(struct pgw_proxy *px)
     }
 }
 
+void pgw_authquery_kill(struct pgw_proxy *px, const char *db)
+{
+    struct pgw_aq_cache *c = px->aq;
+    if (!c)
+        return;
+    /* conclude() moves the entry off the pending list (and may free it):
+     * start over after each. */
+    for (;;) {
+        struct aq_lookup *lk = NULL;
+        for (struct pgw_list *pos = c->pending.next; pos != &c->pending; pos = pos->next) {
+            struct pgw_aq_entry *e = pgw_container_of(pos, struct pgw_aq_entry, node);
+            if (e->lk && e->lk->srv && (!*db || strcmp(e->dbname, db) == 0)) {
+                lk = e->lk;
+                break;
+            }
+        }
+        if (!lk)
+            return;
+        broken(lk, "57P01", "auth_query: terminating connection due to administrator command");
+        pgw_cancel_server(px, lk->srv, "auth_query");   /* as the reply timeout: stop the query */
+        conclude(lk);
+    }
+}
+
 void pgw_authquery_deinit(struct pgw_proxy *px)
 {
     struct pgw_aq_cache *c = px->aq;

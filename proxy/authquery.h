@@ -89,5 +89,9 @@ void pgw_authquery_server_login(struct pgw_session *s, const char *secret);
 int pgw_authquery_init(struct pgw_proxy *px);
 void pgw_authquery_reload(struct pgw_proxy *px);
 void pgw_authquery_deinit(struct pgw_proxy *px);
+/* KILL db (db "" for every database): a lookup talking to a server of db's
+ * pools ends now, its query cancelled and its server closed; its waiters
+ * get 57P01. */
+void pgw_authquery_kill(struct pgw_proxy *px, const char *db);
 
 #endif

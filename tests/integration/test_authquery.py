@@ -636,6 +636,31 @@ class TestAuthQuery(AuthQueryTestCase):
     def wait_lookup_at_gate(self):
         self.pg.wait_running("FROM pg_shadow, pg_advisory_xact_lock_shared", lock_wait=True)
 
+    def test_kill_ends_a_lookup_on_the_killed_databases_server(self):
+        # Review r1 of session 53 (hunt h1's LOW): KILL db left a server
+        # lent to an auth_query lookup running its query until the lookup
+        # ended (the waiting login then went on), where KILL closes the
+        # database's servers at once.  Now the lookup ends there, its query
+        # cancelled and its server closed, and its waiter is told 57P01.
+        role = self.make_role("kit", "kit_pw")
+        gate, q = self.gated_lookup(7031)
+        px = self.start_aq(databases=dict(self.db_with_password("kit_pw"),
+                                          **{self.pg.database: self.pg.conn_string()}),
+                           auth_query=q, server_connect_timeout=60)
+        c = socket.create_connection((px.host, px.port), timeout=20)
+        self.addCleanup(c.close)
+        c.sendall(hz.startup_packet(role, "aqdb"))
+        self.wait_lookup_at_gate()
+        px.admin("KILL %s" % self.pg.database)
+        with self.assertRaises(hz.PgError) as cm:
+            hz.finish_login(c, role, "kit_pw")     # the gate stays shut
+        self.assertEqual(cm.exception.sqlstate, "57P01", str(cm.exception))
+        pt.wait_until(lambda: self.pg.queries_running("FROM pg_shadow, pg_advisory_xact_lock_shared",
+                                                      True) == 0, 10, what="the lookup's query gone")
+        px.admin("RESUME %s" % self.pg.database)
+        gate.open()
+        self.assertEqual(self.current_user(px, role, "kit_pw", "aqdb"), role)
+
     def test_burst_of_logins_runs_one_query(self):
         role = self.make_role("mia", "mia_pw")
         # Every login of the burst arrives while the lookup runs: it waits
