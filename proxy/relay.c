@@ -625,6 +625,80 @@ static inline const uint8_t *lex_word_end(const struct words_lex *lx, const uint
     return q;
 }
 
+/* What a word (left bytes at q) of a blind text says read loose: the
+ * words whose meaning the scan takes from its state (a statement's first
+ * word, a span, a clause) count wherever they are -- CREATE or INTO
+ * (MAKE), SET (its clause unread), EXECUTE (a privilege's unread), HOLD
+ * (WITHOUT unread), PREPARE (not known first: PREPARE_IN, what pgwharf
+ * does not read), and the words that end a transaction (SET). */
+static uint32_t blind_word(const uint8_t *q, size_t left, uint32_t want)
+{
+    switch (lower_ascii(*q)) {
+    case 'c':
+        return word_at(q, left, "create", 6) ? PGW_WORDS_MAKE
+               : word_at(q, left, "commit", 6) ? PGW_WORDS_SET : 0;
+    case 'i': return word_at(q, left, "into", 4) ? PGW_WORDS_MAKE : 0;
+    case 's': return word_at(q, left, "set", 3) ? PGW_WORDS_SET : 0;
+    case 'e':
+        return word_at(q, left, "execute", 7) ? PGW_WORDS_SET | PGW_WORDS_EXECUTE | want
+               : word_at(q, left, "end", 3) ? PGW_WORDS_SET : 0;
+    case 'p': return word_at(q, left, "prepare", 7) ? PGW_WORDS_PREPARE_IN : 0;
+    case 'h': return word_at(q, left, "hold", 4) ? PGW_WORDS_HOLD : 0;
+    case 'r': return word_at(q, left, "rollback", 8) ? PGW_WORDS_SET : 0;
+    case 'a': return word_at(q, left, "abort", 5) ? PGW_WORDS_SET : 0;
+    default: return 0;
+    }
+}
+
+/* The words of q[0..lim) of a blind text, read with no span at all: a
+ * word is a run of identifier characters that a '$' ends too (a dollar
+ * quote's delimiter, where one may open: x$$create ..., into$$), each
+ * what blind_word says and what the scan reads everywhere (TEMP, RESET,
+ * the tracked names ...).  For the bytes the scan does not read as words
+ * of their own: a comment before a statement (skipped), a word with a
+ * '$' in it. */
+static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const uint8_t *lim,
+                            uint32_t want)
+{
+    uint32_t found = 0;
+    while (q < lim) {
+        if (!sql_ident[*q] || *q == '$') {
+            q++;
+            continue;
+        }
+        const uint8_t *e = q;
+        while (e < lim && sql_ident[*e] && *e != '$')
+            e++;
+        size_t left = (size_t)(e - q);
+        uint8_t c = lower_ascii(*q);
+        found |= blind_word(q, left, want);
+        if ((c == 't' && (word_at(q, left, "temp", 4) || word_at(q, left, "temporary", 9))) ||
+            (c == 'p' && word_at(q, left < 7 ? left : 7, "pg_temp", 7)))
+            found |= PGW_WORDS_TEMP;
+        else if ((c == 'r' && word_at(q, left, "reset", 5)) ||
+                 (c == 'd' && word_at(q, left, "discard", 7)))
+            found |= PGW_WORDS_RESET;
+        else if (c == 'd' && word_at(q, left, "deallocate", 10))
+            found |= PGW_WORDS_DEALLOCATE;
+        else if ((c == 's' && word_at(q, left, "set_config", 10)) ||
+                 (c == 'p' && word_at(q, left, "pg_settings", 11)))
+            found |= PGW_WORDS_SET | want;
+        if ((c == 's' || c == 'x' || c == 'c') && (want & ~found))
+            found |= spelled_words(px, q, left, want & ~found);
+        const uint8_t *d = e;           /* (a name with dots: an extension's) */
+        while (d < lim && (*d == '.' || (sql_ident[*d] && *d != '$')))
+            d++;
+        for (uint32_t m = want & ~found; m; m &= m - 1) {
+            int t = __builtin_ctz(m);
+            if (c == lower_ascii((uint8_t)px->tracked[t][0]) &&
+                word_at(q, (size_t)(d - q), px->tracked[t], px->tracked_len[t]))
+                found |= 1u << t;
+        }
+        q = e;
+    }
+    return found;
+}
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
  * The lexer (struct words_lex: lex_at, lex_span, lex_word_end) says which
  * span each byte is in and where a word ends; the rules here read the
@@ -643,13 +717,19 @@ static inline const uint8_t *lex_word_end(const struct words_lex *lx, const uint
  * run), or a word follows it in the literal ('create table t (a int)',
  * 'select 1 into t': a statement, which a function of the client's may
  * EXECUTE: select run_sql('...')).  In a dollar quote (a function's or
- * DO block's body) and a quoted name they count as before.  A backslash anywhere (with
- * standard_conforming_strings off a literal ends elsewhere), or a '$'
- * inside a number or parameter ($1$$: where a dollar quote may open
- * otherwise than read here), counts them everywhere.  The other words
- * are read everywhere. */
-static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
-                                  uint32_t want, bool loose, bool *rescan)
+ * DO block's body) and a quoted name they count as before.  The other
+ * words are read everywhere.
+ *
+ * A blind text, one whose spans may be read wrong -- a backslash anywhere
+ * (with standard_conforming_strings off a literal ends elsewhere: 'a\'
+ * ')' is one), a '$' inside a number or parameter ($1$$: where a dollar
+ * quote may open otherwise than read here) -- has its words read loose
+ * too, whatever the span, state or clause they are in (blind_word,
+ * blind_words: CREATE or INTO anywhere is MAKE, SET anywhere SET, ...),
+ * what every rule that reads spans or the statement may have missed
+ * (review r7's second scan, loose, replaced: one pass). */
+uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
+                              uint32_t want)
 {
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
@@ -676,7 +756,8 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
     bool outer_main_seen = false, outer_opts = false, outer_prepare_as = false;
     bool outer_clause = false, outer_privilege = false;
     int outer_depth = 0, span_depth = 0;   /* span_depth: at the span's start */
-    bool make_quoted = false, make_commented = false, blind = false, dynamic = false;
+    bool make_quoted = false, blind = false, dynamic = false;
+    uint32_t loose = 0;                 /* the words read loose: for a blind text */
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (scope_end && q >= scope_end) {
@@ -697,9 +778,8 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
         if (!sql_ident[*q]) {
             blind |= *q == '\\';
             /* (one in a literal, a quoted name or a comment is none: with x
-             * as (select '(' a) select ')', (1) insert into t; loose: every
-             * one) */
-            bool code = !in || in == '$' || loose;
+             * as (select '(' a) select ')', (1) insert into t) */
+            bool code = !in || in == '$';
             if (*q == '(' && code) {
                 opts |= stmt == 'e' && command_next && !punct && depth == 0;
                 depth++;
@@ -709,14 +789,14 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
             /* (a comment is a blank: with x as (...) -- c, then its main
              * query, the word after the ')') */
             if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' &&
-                (loose || !lex_comment(&lx, q, in)))
+                !lex_comment(&lx, q, in))
                 punct = *q;
             if ((*q == ';' && !(in == '-' || in == '"' || (in == '\'' && !plpgsql))) ||
                 *q == '\0') {
                 /* (a ';' in a comment, a quoted name or a literal of a text
                  * with no DO: none; in a dollar quote or a DO's literal, a
                  * body of statements, until its end) */
-                if (in && !scope_end && *q == ';' && !loose) {
+                if (in && !scope_end && *q == ';') {
                     scope_end = lx.span_end;
                     outer_stmt = stmt;
                     outer_main_seen = main_seen;
@@ -737,8 +817,9 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
                  * ';--', 1 into t): to its end as the span reads it, a NUL
                  * (a Parse's statement name) at the latest.  Unread: with
                  * a backslash in the text it may be none (select 'a\';
-                 * --'; select 1 into t, standard_conforming_strings off). */
-                make_commented = true;
+                 * --'; select 1 into t, standard_conforming_strings off):
+                 * its words read loose. */
+                loose |= blind_words(px, q, lx.span_end, want);
                 q = lx.span_end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
@@ -757,7 +838,7 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
             at_start = false;           /* select $$;$$ insert into t: a label */
         start_within = NULL;
         /* (a word in a comment: a blank, but for its own words) */
-        bool blank = !loose && lex_comment(&lx, q, in);
+        bool blank = lex_comment(&lx, q, in);
         bool first = at_start && !blank;
         /* (in a literal, a comment or a quoted name: no command word) */
         bool text = in && in != '$';
@@ -822,8 +903,6 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
                 found |= PGW_WORDS_MAKE;  /* (not INSERT INTO, MERGE INTO: command) */
             else if (in == '\'')
                 make_quoted = true;
-            else
-                make_commented = true;
         }
         dynamic |= (c == 'e' && word_at(q, left, "execute", 7)) ||
                    (c == 'f' && word_at(q, left, "format", 6));
@@ -868,30 +947,14 @@ static inline uint32_t text_words(const struct pgw_proxy *px, const uint8_t *p, 
         }
         const uint8_t *w = q;
         q = lex_word_end(&lx, w);
+        const uint8_t *dollar = q - w > 1 ? memchr(w + 1, '$', (size_t)(q - w - 1)) : NULL;
         if (!in && ((uint8_t)(c - '0') < 10 || c == '$'))
-            blind |= memchr(w + 1, '$', (size_t)(q - w - 1)) != NULL;
+            blind |= dollar != NULL;
+        loose |= dollar ? blind_words(px, w, q, want) : blind_word(w, (size_t)(q - w), want);
     }
-    *rescan = blind && !loose;          /* (see pgw_relay_text_words) */
-    if ((make_quoted && (blind || plpgsql || dynamic)) || (make_commented && blind))
+    if (make_quoted && (plpgsql || dynamic))
         found |= PGW_WORDS_MAKE;
-    return found;
-}
-
-/* The spans a text's backslash (standard_conforming_strings off: 'a\' ')'
- * is one literal) or a '$' in a number or parameter ($1$$) leaves may be
- * misread, so such a text is scanned again, loose: every parenthesis
- * counts, a comment is no blank, and a ';' in a span begins statements to
- * the end of the one it is in (with x as (select '\' ' a) select ' )''a\'
- * 'as b, (1) insert into t: a SELECT INTO, the ')' in ' )' its WITH's);
- * its words are both scans' (select E'\n'; with x as (select '(' a)
- * select ')', (1) insert into t: the first's MAKE).  At most twice over
- * the text. */
-uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size_t n,
-                              uint32_t want)
-{
-    bool rescan = false;
-    uint32_t found = text_words(px, p, n, want, false, &rescan);
-    return rescan ? found | text_words(px, p, n, want, true, &rescan) : found;
+    return blind ? found | loose : found;
 }
 
 static void stmt_sql_bound(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);

@@ -13,7 +13,10 @@ EXECUTEs its argument), harmless SQL, and wrappers (literals with '' and
 E'\\'', quoted names, comments nested or not, dollar quotes, case,
 blanks, several statements), run each in a transaction of their own on
 PostgreSQL with search_path = pg_temp, public (a fifth of them with
-standard_conforming_strings off: a backslash in a plain literal escapes); inside it, before the
+standard_conforming_strings off: a backslash in a plain literal escapes;
+with a backslash in it, or a '$' glued to a number -- 1$$...$$, which
+PostgreSQL 15 rejects -- a blind text, its spans unknown to the scan);
+inside it, before the
 ROLLBACK, the catalogs say whether the text created a temporary object
 (pg_class relpersistence 't', pg_proc or pg_type in the session's temp
 namespace).  Every text that did must have PGW_WORDS_MAKE from the scan
@@ -45,7 +48,10 @@ except ImportError:          # skips; scripts/deps.sh installs it
 MAKE = 1 << 27
 # Values with a parenthesis, ';' or backslash where a span may hide them.
 SPANS = ["$$);$$", "$$(;$$", "$a$;)$a$", "$$;$$", "'('", "')'", "'\\' ' a, ' )'",
-         "'a\\' ('", "1"]
+         "'a\\' ('", "1", "1$$;)$$", "1$a$(;$a$"]
+# A blind text: its spans unknown to the scan (a backslash with
+# standard_conforming_strings off, a '$' in a number: 1$$...).
+DOLLAR_NUMBER = re.compile(r"(?<![A-Za-z0-9_$])[0-9]+\$")
 TAG = re.compile(r"(\$[A-Za-z_][A-Za-z_0-9]*\$)")
 
 SETUP = """
@@ -111,6 +117,7 @@ class Gen:
             "'('", "')'", "'(('", "'('||')'", '"("', "/* ( */ 1", "1 -- )\n", "$$($$",
             "'\\' ', $$x$$", "'a\\'", "'\\\\'", "$$;with $$", "';with'", "$$;explain ($$",
             "$$);$$", "$$(;$$", "$a$;)$a$", "'\\' ' a, ' )'", "'a\\' ('",
+            "1$$ a, 1$$", "1$a$;$a$", "2$$ -- $$",
         ])
 
     def label(self):
@@ -332,13 +339,16 @@ class TestWordsDifferential(unittest.TestCase):
         self.assertEqual(cur.fetchone()[0], 0, "temporary objects before the first text")
         conn.rollback()
         started = time.monotonic()
-        made = failed = alarms = 0
+        made = failed = alarms = blind = blind_ran = 0
         misses = []
         scs = random.Random(seed)
         for text, w in zip(texts, words):
             cur.execute("SET LOCAL search_path = pg_temp, public")
-            if scs.random() < 0.2:      # (a backslash in any literal: an escape)
+            off = scs.random() < 0.2
+            if off:                     # (a backslash in any literal: an escape)
                 cur.execute("SET LOCAL standard_conforming_strings = off")
+            is_blind = (off and "\\" in text) or bool(DOLLAR_NUMBER.search(text))
+            blind += is_blind
             try:
                 cur.execute(text)
             except psycopg2.Error:
@@ -355,6 +365,7 @@ class TestWordsDifferential(unittest.TestCase):
                 conn.autocommit = False
             if created is None:
                 continue
+            blind_ran += is_blind
             if created:
                 made += 1
                 if not w & MAKE:
@@ -364,9 +375,10 @@ class TestWordsDifferential(unittest.TestCase):
         ran = count - failed
         summary = ("seed %d: %d texts, %d rejected by PostgreSQL, %d created a temporary "
                    "object, %d misses, %d false alarms (%.1f%% of the %d that created "
-                   "nothing), %.1f s" % (seed, count, failed, made, len(misses), alarms,
-                                         100.0 * alarms / max(1, ran - made), ran - made,
-                                         time.monotonic() - started))
+                   "nothing), %d blind (%d ran), %.1f s" % (
+                       seed, count, failed, made, len(misses), alarms,
+                       100.0 * alarms / max(1, ran - made), ran - made, blind, blind_ran,
+                       time.monotonic() - started))
         print("\n" + summary, file=sys.stderr)
         if misses:
             self.fail("%s\nPGW_WORDS_SEED=%d: texts that created a temporary object without "
@@ -375,6 +387,7 @@ class TestWordsDifferential(unittest.TestCase):
         # (the generator does what it is for: texts that run and create)
         self.assertGreater(made, count // 10, summary)
         self.assertGreater(ran - made, count // 10, summary)
+        self.assertGreater(blind_ran, count // 100, summary)
 
 
 if __name__ == "__main__":

@@ -465,6 +465,61 @@ static void test_prepare_word(void **state)
     assert_int_equal(words(state, "discard all", 0), PGW_WORDS_RESET);
 }
 
+/* A blind text, one whose spans the scan may read wrong (a backslash:
+ * with standard_conforming_strings off 'x\'' is one literal, x'; a '$' in
+ * a number), has the words whose meaning the scan takes from a span, the
+ * statement or a clause read wherever they are, in one pass (review r7's
+ * second, loose, scan replaced). */
+static void test_blind_texts(void **state)
+{
+    const uint32_t MAKE = PGW_WORDS_MAKE, HOLD = PGW_WORDS_HOLD, TEMP = PGW_WORDS_TEMP,
+                   IN = PGW_WORDS_PREPARE_IN, EX = PGW_WORDS_EXECUTE | PGW_WORDS_SET;
+    /* CREATE or INTO anywhere: MAKE -- in a literal, a comment, a quoted
+     * name, glued to a '$' */
+    assert_int_equal(words(state, "select 'create', E'\\n'", 0), MAKE);
+    assert_int_equal(words(state, "select 'a\\' /* into */", 0), MAKE);
+    assert_int_equal(words(state, "select 1 as \"Into\", 'a\\'", 0), MAKE);
+    assert_int_equal(words(state, "select 1 insert into t, 'a\\'", 0), MAKE);
+    assert_int_equal(words(state, "select 'a\\' ' a, x$$create$$", 0), MAKE);
+    assert_int_equal(words(state, "select 'a\\', 'x into$$'", 0), MAKE);
+    assert_int_equal(words(state, "select 1$$ a, 1$$ into t", 0), MAKE);
+    /* ... a comment before a statement (read to its end, not as words) */
+    assert_int_equal(words(state, "select 'a\\'; --'; create table t (a int)", 0), MAKE);
+    assert_int_equal(words(state, "select 'a\\'; /*'; select 1 into t; --*/", 0), MAKE);
+    /* but as a word only, and none is none */
+    assert_int_equal(words(state, "select 'created', 'intox', E'\\n'", 0), 0);
+    assert_int_equal(words(state, "select 'a\\'; --'; select 1", 0), 0);
+    /* not blind: a literal's CREATE or INTO is none (test_make_words_in_literals) */
+    assert_int_equal(words(state, "select 'create', 'a'", 0), 0);
+    /* SET where the scan reads a clause (UPDATE ... SET) or a literal:
+     * update t set a = 'x\'';set work_mem = 1 is an UPDATE and a SET;
+     * a COMMIT behind it too (they were none) */
+    assert_int_equal(words(state, "update t set a = 'x\\'';set work_mem = 1", 0),
+                     PGW_WORDS_SET);
+    assert_int_equal(words(state, "update t set a = 'x\\'';commit", 0), PGW_WORDS_SET);
+    assert_int_equal(words(state, "update t set a = 'x\\'';set search_path = a", ALL),
+                     PGW_WORDS_SET | SP);
+    assert_int_equal(words(state, "update t set a = 'x'", 0), 0);
+    assert_int_equal(words(state, "select 'a\\'; --'; set work_mem = 1", 0), PGW_WORDS_SET);
+    /* EXECUTE where the scan reads a privilege's (ALTER ...), HOLD where
+     * it reads WITHOUT HOLD: the word alone */
+    assert_int_equal(words(state, "alter table t alter a set default 'x\\'';execute p", 0), EX);
+    assert_int_equal(words(state, "grant execute on function f() to u; select '\\'", 0), EX);
+    assert_int_equal(words(state, "declare c cursor without /*'\\'*/ hold for select 1", 0),
+                     HOLD);
+    /* PREPARE, not known first: PREPARE_IN too (pgwharf does not read it) */
+    assert_int_equal(words(state, "select 'a\\';prepare p as select 1 --'", 0),
+                     PGW_WORDS_PREPARE | IN);
+    assert_int_equal(words(state, "select 'x\\'';prepare p as select 1", 0), IN);
+    /* the words read everywhere, in a comment before a statement too */
+    assert_int_equal(words(state, "select 'a\\'; --'; set search_path = pg_temp", ALL),
+                     PGW_WORDS_SET | SP | TEMP);
+    assert_int_equal(words(state, "select 'a\\'; --'; set myext.mode = 1", ALL),
+                     PGW_WORDS_SET | EXT);
+    assert_int_equal(words(state, "select 'a\\'; --'; discard temp", 0),
+                     PGW_WORDS_RESET | TEMP);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_state_words),
         cmocka_unit_test(test_make_words_in_literals),
         cmocka_unit_test(test_prepare_word),
+        cmocka_unit_test(test_blind_texts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
