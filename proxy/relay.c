@@ -699,6 +699,18 @@ static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const 
     return found;
 }
 
+/* What pgw_relay_text_words knows of the statement it is in, kept
+ * whole where a ';' in a span begins others (until the span's end). */
+struct words_stmt {
+    char stmt;                          /* its first word: PREPARE, WITH, EXPLAIN, DO */
+    bool main_seen;                     /* WITH: the ')' that ends its queries */
+    bool opts;                          /* EXPLAIN: in its options' parentheses */
+    bool prepare_as;                    /* PREPARE: its AS */
+    bool clause;                        /* SET in it is a clause (set_is_a_clause) */
+    bool privilege;                     /* GRANT, REVOKE, ALTER: EXECUTE is a privilege */
+    int depth;                          /* of parentheses in it */
+};
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
  * The lexer (struct words_lex: lex_at, lex_span, lex_word_end) says which
  * span each byte is in and where a word ends; the rules here read the
@@ -733,7 +745,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
 {
     uint32_t found = 0;
     const uint8_t *q = p, *end = p + n;
-    bool at_start = true, clause = false, privilege = false, without = false, inserting = false;
+    bool at_start = true, without = false, inserting = false;
     /* Where an INSERT or MERGE is the command, not a column's label (SELECT
      * 1 AS insert INTO t, SELECT "merge" INTO t: a SELECT INTO): first in
      * its statement, after a '(' (WITH x AS (INSERT, COPY (INSERT), after
@@ -741,9 +753,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
      * EXPLAIN's own words, PREPARE's AS, or a DO block's BEGIN, THEN, ELSE,
      * LOOP or the quote opening a literal in its body (EXECUTE 'INSERT
      * ...'). */
-    bool command_next = false, prepare_as = false, main_seen = false, opts = false, plpgsql = false;
-    char stmt = 0;                      /* its first word: PREPARE, WITH, EXPLAIN, DO */
-    int depth = 0;                      /* of parentheses in the statement */
+    bool command_next = false, plpgsql = false;
+    struct words_stmt st = { 0 };       /* the statement's (see struct words_stmt) */
     uint8_t punct = 0;                  /* the last byte not blank since a word */
     struct words_lex lx = { .p = p, .end = end, .span_end = p, .body_end = p, .nested_end = p };
     const uint8_t *start_within = NULL; /* the dollar quote a ';' at_start is in */
@@ -752,39 +763,31 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
      * is in goes on: its state, kept (select $$;with $$ a, (1) insert into
      * t: no WITH). */
     const uint8_t *scope_end = NULL;
-    char outer_stmt = 0;
-    bool outer_main_seen = false, outer_opts = false, outer_prepare_as = false;
-    bool outer_clause = false, outer_privilege = false;
-    int outer_depth = 0, span_depth = 0;   /* span_depth: at the span's start */
+    struct words_stmt outer = { 0 };
+    int span_depth = 0;                 /* at the span's start */
     bool make_quoted = false, blind = false, dynamic = false;
     uint32_t loose = 0;                 /* the words read loose: for a blind text */
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (scope_end && q >= scope_end) {
-            stmt = outer_stmt;
-            main_seen = outer_main_seen;
-            opts = outer_opts;
-            prepare_as = outer_prepare_as;
-            clause = outer_clause;
-            privilege = outer_privilege;
-            depth = outer_depth;
+            st = outer;
             at_start = false;
             scope_end = NULL;
         }
-        lex_at(&lx, q, stmt == 'd' && !at_start);
+        lex_at(&lx, q, st.stmt == 'd' && !at_start);
         uint8_t in = lex_span(&lx, q);  /* the span q is in, 0 for none */
         if (in && q == lx.span_start)
-            span_depth = depth;         /* (a ';' in it: the depth its end restores) */
+            span_depth = st.depth;      /* (a ';' in it: the depth its end restores) */
         if (!sql_ident[*q]) {
             blind |= *q == '\\';
             /* (one in a literal, a quoted name or a comment is none: with x
              * as (select '(' a) select ')', (1) insert into t) */
             bool code = !in || in == '$';
             if (*q == '(' && code) {
-                opts |= stmt == 'e' && command_next && !punct && depth == 0;
-                depth++;
+                st.opts |= st.stmt == 'e' && command_next && !punct && st.depth == 0;
+                st.depth++;
             } else if (*q == ')' && code) {
-                depth--;
+                st.depth--;
             }
             /* (a comment is a blank: with x as (...) -- c, then its main
              * query, the word after the ')') */
@@ -798,19 +801,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                  * body of statements, until its end) */
                 if (in && !scope_end && *q == ';') {
                     scope_end = lx.span_end;
-                    outer_stmt = stmt;
-                    outer_main_seen = main_seen;
-                    outer_opts = opts;
-                    outer_prepare_as = prepare_as;
-                    outer_clause = clause;
-                    outer_privilege = privilege;
+                    outer = st;
                     /* (not the depth here: a dollar quote's parentheses
                      * count, select $$);$$ is none of the statement's) */
-                    outer_depth = span_depth;
+                    outer.depth = span_depth;
                 }
                 at_start = true;
                 start_within = in ? lx.span_end : NULL;
-                depth = 0;
+                st.depth = 0;
             } else if (at_start && in == '-' && q == lx.span_start) {
                 /* A comment before the statement (one that opens here, not
                  * a "--" or "/\*" in a literal behind a ';' in it: select
@@ -843,17 +841,18 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         /* (in a literal, a comment or a quoted name: no command word) */
         bool text = in && in != '$';
         bool glued = punct == 0;        /* nothing but blanks since the last word */
-        bool closes = punct == ')' && depth == 0 && !blank;
+        bool closes = punct == ')' && st.depth == 0 && !blank;
         /* (a quote's opening only, in a DO block's body: EXECUTE 'INSERT
          * ...'; not a closing one: select 'x' insert into t, a column's
          * label) */
         bool command = first || command_next || punct == '(' ||
                        (punct == '\'' && lex_opened(&lx, q)) ||
-                       (closes && ((stmt == 'w' && !main_seen) || (stmt == 'e' && opts)));
-        if (closes && stmt == 'w' && !(c == 'a' && word_at(q, left, "as", 2)))
-            main_seen = true;           /* (WITH x (a) AS: its columns) */
+                       (closes && ((st.stmt == 'w' && !st.main_seen) ||
+                                   (st.stmt == 'e' && st.opts)));
+        if (closes && st.stmt == 'w' && !(c == 'a' && word_at(q, left, "as", 2)))
+            st.main_seen = true;        /* (WITH x (a) AS: its columns) */
         if (closes)
-            opts = false;
+            st.opts = false;
         if (!blank)
             punct = 0;
         if (first) {
@@ -861,17 +860,17 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
              * a DO block's EXECUTE runs, its WITH, EXPLAIN or PREPARE
              * unread -- a ';' in a literal or dollar quote of its own may
              * be read as one: select run_sql($q$ ... $$;with $$ ...$q$)) */
-            stmt = scope_end ? 0
+            st.stmt = scope_end ? 0
                    : (c == 'p' && word_at(q, left, "prepare", 7)) ? 'p'
                    : (c == 'w' && word_at(q, left, "with", 4)) ? 'w'
                    : (c == 'e' && word_at(q, left, "explain", 7)) ? 'e'
                    : (c == 'd' && word_at(q, left, "do", 2)) ? 'd' : 0;
-            plpgsql |= stmt == 'd' || (c == 'd' && word_at(q, left, "do", 2));
+            plpgsql |= st.stmt == 'd' || (c == 'd' && word_at(q, left, "do", 2));
             /* (its body's statements: past a ';' too) */
-            prepare_as = main_seen = opts = false;
-            clause = set_is_a_clause(q, left);
+            st.prepare_as = st.main_seen = st.opts = false;
+            st.clause = set_is_a_clause(q, left);
             /* GRANT / REVOKE / ALTER DEFAULT PRIVILEGES ... EXECUTE: a privilege */
-            privilege = (c == 'g' && word_at(q, left, "grant", 5)) ||
+            st.privilege = (c == 'g' && word_at(q, left, "grant", 5)) ||
                         (c == 'r' && word_at(q, left, "revoke", 6)) ||
                         (c == 'a' && word_at(q, left, "alter", 5));
             if (ends_a_transaction(q, left))
@@ -884,7 +883,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
          * EXPLAIN ANALYZE EXECUTE or CREATE TABLE ... AS EXECUTE), or
          * pg_settings (UPDATE pg_settings SET ... WHERE name = <any
          * expression>): any parameter. */
-        if (c == 'e' && !privilege && word_at(q, left, "execute", 7))
+        if (c == 'e' && !st.privilege && word_at(q, left, "execute", 7))
             found |= PGW_WORDS_SET | PGW_WORDS_EXECUTE | want;
         else if (c == 'p' && word_at(q, left, "pg_settings", 11))
             found |= PGW_WORDS_SET | want;
@@ -916,7 +915,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
          * block's body, not in what it EXECUTEs -- execute 'explain
          * analyze select loop insert into t ...', nor after it) */
         command_next = blank ? command_next
-                       : stmt == 'e' ? (first && c == 'e' && word_at(q, left, "explain", 7)) ||
+                       : st.stmt == 'e' ? (first && c == 'e' && word_at(q, left, "explain", 7)) ||
                                      (command_next && glued && !in &&
                                       ((c == 'a' && (word_at(q, left, "analyze", 7) ||
                                                      word_at(q, left, "analyse", 7))) ||
@@ -926,14 +925,14 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                                        (c == 'e' && word_at(q, left, "else", 4)) ||
                                        (c == 'l' && word_at(q, left, "loop", 4))
                        : false;
-        if (c == 'a' && stmt == 'p' && !prepare_as && !blank && word_at(q, left, "as", 2))
-            command_next = prepare_as = true;     /* (its first AS: PREPARE p (int) AS) */
+        if (c == 'a' && st.stmt == 'p' && !st.prepare_as && !blank && word_at(q, left, "as", 2))
+            command_next = st.prepare_as = true;  /* (its first AS: PREPARE p (int) AS) */
         if ((c == 'r' && word_at(q, left, "reset", 5)) ||
             (c == 'd' && word_at(q, left, "discard", 7)))
             found |= PGW_WORDS_RESET;
         else if (c == 'd' && word_at(q, left, "deallocate", 10))
             found |= PGW_WORDS_DEALLOCATE;
-        else if (c == 's' && !clause && word_at(q, left, "set", 3))
+        else if (c == 's' && !st.clause && word_at(q, left, "set", 3))
             found |= PGW_WORDS_SET;
         else if (c == 's' && word_at(q, left, "set_config", 10))
             found |= PGW_WORDS_SET | (set_config_literal(q, left) ? 0 : want);
