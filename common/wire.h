@@ -36,6 +36,7 @@
 #define PGW_BE_DATA_ROW         'D'
 #define PGW_BE_EMPTY_QUERY      'I'
 #define PGW_BE_PORTAL_SUSPENDED 's'
+#define PGW_BE_FUNCTION_RESULT  'V'
 #define PGW_BE_COPY_IN          'G'
 #define PGW_BE_COPY_OUT         'H'
 #define PGW_BE_COPY_BOTH        'W'

@@ -191,6 +191,12 @@ struct pgw_server {
                                * (transaction/statement mode, relay.c); the
                                * pool cleans it up when it is given back
                                * (server_reset_session_state) */
+    bool user_drop_exempt;    /* its transaction made a table (a CREATE TABLE
+                               * tag): one ON COMMIT DROP, which costs no
+                               * cleanup, may be left a part of (relay.c
+                               * note_leftover); until ReadyForQuery 'I' */
+    bool user_drop_as;        /* one ... ON COMMIT DROP AS noted: its SELECT
+                               * tag to come */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
     double user_tail_qt;      /* their query_timeout (relay.c pipe_qt_join) */

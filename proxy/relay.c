@@ -979,11 +979,20 @@ static bool text_temp_drops(const uint8_t *b, size_t n, bool named)
     return z && pgw_sql_temp_drops((const char *)b, (size_t)(z - b));
 }
 
+/* Its words TEMP and MAKE go: its table's tag, CREATE TABLE or (AS) a
+ * SELECT, to come (note_leftover). */
+static uint32_t temp_drops_noted(struct pgw_session *s, uint32_t w)
+{
+    if (s->server && !s->server->user_drop_exempt)
+        s->server->user_drop_as = true;
+    return w & ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);
+}
+
 void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uint8_t *text,
                                 size_t n)
 {
     if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true))
-        words &= ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);
+        words = temp_drops_noted(s, words);
     s->state_words |= words & PGW_WORDS_STATE;
     if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
         stmt_portal_text(s, words, text, n);
@@ -1752,7 +1761,7 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
          * then unknown now: it may leave both once Bound. */
         if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
             text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE))
-            w &= ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);   /* (ON COMMIT DROP: its own table) */
+            w = temp_drops_noted(s, w);     /* (ON COMMIT DROP: its own table) */
         /* (after: what it EXECUTEs -- AS SELECT f('execute p') -- is not
          * its table) */
         if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX)
@@ -5772,7 +5781,35 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
     static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ",
                       do_[] = "DO", explain[] = "EXPLAIN", import[] = "IMPORT FOREIGN SCHEMA";
     uint32_t w = s->state_words;
-    if (!w || !s->px->cfg->server_reset_session_state)
+    if (!s->px->cfg->server_reset_session_state)
+        return;
+    /* A CREATE TEMP TABLE ... ON COMMIT DROP costs nothing (no word:
+     * text_temp_drops), but what its transaction runs after it may keep a
+     * part of the table past the commit: CREATE TEMP TABLE t (id serial)
+     * ON COMMIT DROP; ALTER SEQUENCE t_id_seq OWNED BY NONE leaves the
+     * temporary sequence (review r4), so may any statement that runs a
+     * function.  A transaction that made a table (any other CREATE TABLE
+     * costs the cleanup itself; a CREATE TEMP TABLE ... ON COMMIT DROP AS
+     * noted, user_drop_as: the first SELECT tag, if no table came before)
+     * and runs anything but CREATE TABLE, BEGIN, COMMIT or ROLLBACK costs
+     * it.  (A tag of what was sent before the CREATE costs it too.) */
+    static const char table[] = "CREATE TABLE", begin[] = "BEGIN", start[] = "START TRANSACTION",
+                      commit[] = "COMMIT", rollback[] = "ROLLBACK";
+    struct pgw_server *srv = s->server;
+#define TAG_IS(t) (n == sizeof(t) && memcmp(tag, t, sizeof(t)) == 0)
+    if (TAG_IS(table)) {
+        srv->user_drop_exempt = true;
+        srv->user_drop_as = false;      /* (its SELECT, if one comes, costs it) */
+    } else if (srv->user_drop_as && !srv->user_drop_exempt && n > sizeof(select) &&
+               memcmp(tag, select, sizeof(select) - 1) == 0) {
+        srv->user_drop_exempt = true;   /* (the table AS made) */
+        srv->user_drop_as = false;
+    } else if ((srv->user_drop_exempt || srv->user_drop_as) && !TAG_IS(begin) &&
+               !TAG_IS(start) && !TAG_IS(commit) && !TAG_IS(rollback)) {
+        srv->user_leftover |= PGW_LEFTOVER_TEMP;
+    }
+#undef TAG_IS
+    if (!w)
         return;
     /* (A DO block's CREATE, and EXPLAIN ANALYZE of CREATE TABLE ... AS or
      * SELECT ... INTO, which runs it: their own tags.  A DO block's
@@ -6317,6 +6354,12 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 continue;                /* (what follows is scanned as ever) */
         }
         uint32_t mlen = total - 1;
+        /* (A portal suspended, a function call's result: what ran has no
+         * tag, maybe not yet -- note_leftover's ON COMMIT DROP.) */
+        if ((type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_FUNCTION_RESULT) &&
+            s->swallow == 0 && s->server &&
+            (s->server->user_drop_exempt || s->server->user_drop_as))
+            s->server->user_leftover |= PGW_LEFTOVER_TEMP;
         bool ps = s->ps_on && s->swallow == 0;
         bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&
                       (type == PGW_BE_NOTIFY || type == PGW_BE_COMMAND_COMPLETE);
@@ -6396,6 +6439,8 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             s->answered++;
         }
         if (type == PGW_BE_READY) {
+            if (mlen >= 5 && p[5] == 'I' && s->server)
+                s->server->user_drop_exempt = s->server->user_drop_as = false;
             if (s->swallow > 0) {
                 sync_answered(s);
                 bool hold = s->sync_hold;
