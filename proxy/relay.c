@@ -719,7 +719,9 @@ struct words_stmt {
  * pg_settings.  SET counts as the command unless its statement (after a ';', or the
  * NUL that ends a Parse's statement name, and the comments before it)
  * begins with a word that takes SET as a clause (a false alarm costs
- * only sharing, prepared.c).
+ * only sharing, prepared.c) -- but for one in a literal or dollar quote
+ * with a word behind it, a statement a function of the client's may run
+ * (update t set a = run_sql('set work_mem = 1'), as for CREATE below).
  *
  * CREATE and INTO (PGW_WORDS_MAKE, a DISCARD TEMP round trip) count only
  * where they are SQL: not in a comment, nor in a string literal ('...'
@@ -932,8 +934,9 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= PGW_WORDS_RESET;
         else if (c == 'd' && word_at(q, left, "deallocate", 10))
             found |= PGW_WORDS_DEALLOCATE;
-        else if (c == 's' && !st.clause && word_at(q, left, "set", 3))
-            found |= PGW_WORDS_SET;
+        else if (c == 's' && word_at(q, left, "set", 3) &&
+                 (!st.clause || ((in == '\'' || in == '$') && word_follows(q + 3, lx.span_end))))
+            found |= PGW_WORDS_SET;     /* (update t set a = run_sql('set work_mem = 1')) */
         else if (c == 's' && word_at(q, left, "set_config", 10))
             found |= PGW_WORDS_SET | (set_config_literal(q, left) ? 0 : want);
         if ((c == 's' || c == 'x' || c == 'c') && (want & ~found))

@@ -106,6 +106,16 @@ static void test_set(void **state)
     /* inside other words */
     assert_int_equal(words(state, "select offset, settings, set_configs, resettable from t", 0),
                      0);
+    /* a SET in a literal or dollar quote with a word behind it: a statement
+     * a function of the client's may run, whatever the statement it is in
+     * (review r7) */
+    assert_int_equal(words(state, "update t set a = run_sql('set work_mem = 1')", 0),
+                     PGW_WORDS_SET);
+    assert_int_equal(words(state, "update t set a = run_sql($$SET work_mem = 1$$)", 0),
+                     PGW_WORDS_SET);
+    assert_int_equal(words(state, "update t set a = run_sql('set search_path = a')", ALL),
+                     PGW_WORDS_SET | SP);
+    assert_int_equal(words(state, "update t set a = 'set', b = \"set x\" /* set x */", 0), 0);
 }
 
 static void test_tracked_names(void **state)
