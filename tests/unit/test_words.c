@@ -313,8 +313,8 @@ static void test_state_words(void **state)
     assert_int_equal(words(state, "with x as (select $$(;$$ a) select $$);$$ b, (1) "
                                   "insert into t", ALL) & MAKE, MAKE);
     /* a backslash (standard_conforming_strings off: a literal may go on
-     * past the quote read as its end): every parenthesis counts and a
-     * comment is no blank, from the text's start (review r7) */
+     * past the quote read as its end): a blind text, CREATE or INTO
+     * anywhere is MAKE (review r7; test_blind_texts) */
     assert_int_equal(words(state, "with x as (select '\\' ' a) select ' )''a\\' 'as b, (1) "
                                   "insert into t", ALL) & MAKE, MAKE);
     assert_int_equal(words(state, "select 'a\\' (--'\n insert into t", ALL) & MAKE, MAKE);
@@ -323,7 +323,7 @@ static void test_state_words(void **state)
                                   "(1) insert into t", ALL) & MAKE, MAKE);
     assert_int_equal(words(state, "with x as (select '\\' ' a) --'\n select $a$;)$a$-- (\n"
                                   "-- )\n insert into t", ALL) & MAKE, MAKE);
-    /* (and what the first scan found stays: a backslash elsewhere) */
+    /* (and the scan's own rules hold: a backslash elsewhere) */
     assert_int_equal(words(state, "select E'\\n'; with x as (select '(' a) select ')', (1) "
                                   "insert into t", ALL) & MAKE, MAKE);
     assert_int_equal(words(state, "select E'\\n'; with x as (select 1 a) -- c\nselect 1 b, (1) "
