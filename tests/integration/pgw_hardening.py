@@ -499,6 +499,34 @@ def tcp_zero_window(local_port, peer_port):
     return "timer:(persist," in cp.stdout
 
 
+def slow_reader_login(host, port, user, db, password=None, rcvbuf=4096, timeout=30):
+    """A raw socket logged in (sync_login) with a small receive buffer
+    (SO_RCVBUF set before the connect: the window it offers stays small),
+    so that a client that does not read fills it soon and pgwharf's writes
+    to it wait: (socket, its local port).  The caller closes it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        sync_login(s, user, db, password)
+    except BaseException:
+        s.close()
+        raise
+    return s, s.getsockname()[1]
+
+
+def read_all_of(px, client_port):
+    """A condition for pt.wait_until: pgwharf (px) has read all the client
+    on client_port sent -- the client's Send-Q empty (or its socket gone)
+    and nothing unread in pgwharf's socket."""
+    def all_read():
+        sent = tcp_queues(client_port, px.port)
+        return ((sent is None or sent[1] == 0) and
+                unread_on_port(px.pid, px.port).get(client_port, 0) == 0)
+    return all_read
+
+
 def sockets(pid):
     """A line for each TCP socket of pid (socket_rows): state, local and
     peer address."""

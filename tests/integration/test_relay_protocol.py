@@ -143,6 +143,14 @@ class RelayCase(pt.PgwharfTestCase):
     def login(self, keys=None):
         return self.raw_login(self.px, keys)
 
+    def slow_reader(self):
+        """A client of pgwharf's with a small receive buffer (it fills
+        soon when the client does not read): (socket, its port)."""
+        s, port = hz.slow_reader_login(self.px.host, self.px.port, self.pg.user,
+                                       self.pg.database, self.pg.password)
+        self.addCleanup(s.close)
+        return s, port
+
     def direct(self, keys=None):
         return self.raw_login(self.pg, keys)
 
@@ -638,13 +646,7 @@ class TestTerminateBehindAnswersTheClientHasNotRead(RelayCase):
     settings = {"tcp_socket_buffer": 4096}
 
     def test_all_are_written_then_the_session_ends(self):
-        a = socket.socket()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        a.settimeout(30)
-        self.addCleanup(a.close)
-        a.connect((self.px.host, self.px.port))
-        hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password)
-        port = a.getsockname()[1]
+        a, port = self.slow_reader()
         n = 2000
         sender = threading.Thread(target=a.sendall,
                                   args=((M(b"C", b"P\x00") + SYNC) * n + M(b"X"),))
@@ -654,11 +656,7 @@ class TestTerminateBehindAnswersTheClientHasNotRead(RelayCase):
         # queue empty, or the session gone), with the client reading none.
         sender.join(60)
         self.assertFalse(sender.is_alive(), "pgwharf stopped reading the client")
-        def all_read():
-            sent = hz.tcp_queues(port, self.px.port)
-            return ((sent is None or sent[1] == 0) and
-                    hz.unread_on_port(self.px.pid, self.px.port).get(port, 0) == 0)
-        pt.wait_until(all_read, 20, what="pgwharf read the Terminate")
+        pt.wait_until(hz.read_all_of(self.px, port), 20, what="pgwharf read the Terminate")
         # More than the sockets between hold: the rest waits in pgwharf.
         self.assertTrue(hz.tcp_zero_window(self.px.port, port),
                         "the client's socket was not full at the Terminate, or the session ended")
@@ -691,23 +689,14 @@ class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
         a.sendall(hz.query_msg("select pg_sleep(4) /* pgw_term_ahead */"))
         pt.wait_until(lambda: self.pg.queries_running("pgw_term_ahead") == 1, 20,
                       what="the query ahead")
-        b = socket.socket()
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        b.settimeout(30)
-        self.addCleanup(b.close)
-        b.connect((self.px.host, self.px.port))
-        hz.sync_login(b, self.pg.user, self.pg.database, self.pg.password)
-        port = b.getsockname()[1]
+        b, port = self.slow_reader()
         n = 2000
         sender = threading.Thread(target=b.sendall, args=((M(b"C", b"P\x00") + SYNC) * n,))
         sender.start()
         self.addCleanup(sender.join, 60)
         sender.join(60)
         self.assertFalse(sender.is_alive(), "pgwharf stopped reading the client")
-        def all_read():
-            sent = hz.tcp_queues(port, self.px.port)
-            return ((sent is None or sent[1] == 0) and
-                    hz.unread_on_port(self.px.pid, self.px.port).get(port, 0) == 0)
+        all_read = hz.read_all_of(self.px, port)
         pt.wait_until(all_read, 20, what="pgwharf read the Close and Sync messages")
         b.sendall(hz.query_msg("select 1"))
         pt.wait_until(lambda: [c["state"] for c in self.px.show("CLIENTS", port=port)] ==
