@@ -3448,8 +3448,13 @@ static enum pgw_ps_action backlog_hold(struct pgw_session *s, struct pgw_iobuf *
         /* A COPY FROM STDIN under way reads it and ignores it: no answer
          * comes until the client's data, behind it, is sent -- held, the
          * client and its server waited for ever (a client that left
-         * there too).  The session ends, its server with it. */
-        pgw_session_close(s, "54000", "too many Syncs sent during COPY FROM STDIN");
+         * there too).  The session ends, its server with it; the answers
+         * the client was given before go first, then the FATAL (closed at
+         * once, a client not reading then lost both). */
+        char m[120];
+        snprintf(m, sizeof(m), "too many Syncs sent during COPY FROM STDIN (%d at most with "
+                 "max_prepared_statements on)", PGW_PS_BACKLOG_MAX);
+        pgw_relay_close_owed(s, "54000", m);
         return PGW_PS_FAILED;
     }
     if (!q->backlog_flushed) {

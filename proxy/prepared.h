@@ -110,7 +110,8 @@ enum pgw_ps_action {
     PGW_PS_NEED_ROOM,            /* wait until the buffer drains, then scan again */
     PGW_PS_WAIT,                 /* wait for the server's answers to what is sent (a
                                   * Sync's ReadyForQuery), then scan again */
-    PGW_PS_FAILED                /* the session was closed */
+    PGW_PS_FAILED                /* the session was closed (or ends once what it owes
+                                  * the client is written: pgw_relay_close_owed) */
 };
 
 /* A whole frontend message of `type` and `*total` bytes sits at b->parsed

@@ -630,6 +630,14 @@ void pgw_relay_refuse(struct pgw_session *s, const char *sqlstate, const char *m
 /* A client's login is done: welcome it (ParameterStatus, BackendKeyData,
  * ReadyForQuery), taking a server first when it needs one. */
 void pgw_relay_login(struct pgw_session *s);
+/* The session ends at a limit of pgwharf's where PostgreSQL would go on:
+ * its server goes now (closed where not idle), what the client was given
+ * before is written, then the FATAL, then it ends; the rest of what the
+ * client sends is read and dropped meanwhile (pgw_session_close_after_sent:
+ * a close at once lost those answers, and the FATAL behind them, to a
+ * client not reading then -- or to the reset of a close with its data
+ * unread). */
+void pgw_relay_close_owed(struct pgw_session *s, const char *sqlstate, const char *message);
 /* How the server should go back when the client leaves now. */
 enum pgw_release pgw_relay_release_mode(const struct pgw_session *s);
 /* With release_held set: release the server if nothing is half relayed. */

@@ -4046,17 +4046,36 @@ static void send_copy_refused(struct pgw_session *s)
  * the Terminate ended it); the session writes all it owes, then ends
  * (term_wait: pgw_relay_eof_check, once it is written, comes back here).
  * false when nothing is owed (the caller closes it at once). */
+static void drop_server_keep_owed(struct pgw_session *s);
+
 static bool term_flush(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->sbuf;
     if (s->state == PGW_SS_CLOSING || !b || b->sent >= pgw_iobuf_out_end(b))
         return false;
+    drop_server_keep_owed(s);
+    s->client_eof = true;               /* nothing more is read from it */
+    s->terminating = false;
+    s->term_wait = true;
+    ev_io_stop(s->px->loop, &s->cli_r);
+    pgw_batch_flush_client(s);          /* (may end it now: all went at once) */
+    return true;
+}
+
+/* The server goes now, as at the session's close, and what the client
+ * sent is dropped; what the client was given before stays, to be written
+ * (term_flush, pgw_relay_close_owed). */
+static void drop_server_keep_owed(struct pgw_session *s)
+{
+    struct pgw_iobuf *b = s->sbuf;
     enum pgw_release how = pgw_relay_release_mode(s);
     /* (Held back, the rest waited for what the server would send: as at
      * the close, it is not sent; nor what the client sent after.) */
-    b->parsed = b->len = pgw_iobuf_out_end(b);
-    b->held = false;
-    b->hold = 0;
+    if (b) {
+        b->parsed = b->len = pgw_iobuf_out_end(b);
+        b->held = false;
+        b->hold = 0;
+    }
     pgw_pool_cancel_wait(&s->waiter);
     if (s->pipe_srv)
         pgw_relay_pipe_leave(s);
@@ -4075,12 +4094,20 @@ static bool term_flush(struct pgw_session *s)
     }
     if (s->cbuf)
         s->cbuf->sent = s->cbuf->parsed = s->cbuf->len = 0;
-    s->client_eof = true;               /* nothing more is read from it */
-    s->terminating = false;
-    s->term_wait = true;
-    ev_io_stop(s->px->loop, &s->cli_r);
-    pgw_batch_flush_client(s);          /* (may end it now: all went at once) */
-    return true;
+}
+
+void pgw_relay_close_owed(struct pgw_session *s, const char *sqlstate, const char *message)
+{
+    if (s->state == PGW_SS_CLOSING)
+        return;
+    if (s->sskip > 0 || s->close_after_sent) {
+        /* The client has part of a server message whose rest never comes
+         * now: the connection just ends there (send_final_error). */
+        pgw_session_close(s, sqlstate, "%s", message);
+        return;
+    }
+    drop_server_keep_owed(s);
+    pgw_session_close_after_sent(s, sqlstate, "%s", message);
 }
 
 /* The session ends after a Terminate, or in place of a message of a type

@@ -1367,13 +1367,67 @@ class TestABacklogOfRepliesPgwharfMakes(pt.PgwharfTestCase):
                      r.bind("") + r.execute() + r.sync() * 8500 + r.msg(b"d", b"1\n") +
                      r.msg(b"c") + r.sync())
             writer = pt.Background(lambda: r.s.sendall(batch))
-            with self.assertRaises((EOFError, ConnectionResetError)):  # (a timeout: it hung)
+            got = []
+            with self.assertRaises(EOFError):  # (a timeout: it hung)
                 while True:
-                    r.read_msg()
+                    got.append(r.read_msg())
             writer.join(30)
+            # PostgreSQL's FATAL at a limit: the client is told why.
+            self.assertEqual(types(got[-1:]), "E", types(got))
+            self.assertEqual(sqlstate(got[-1][1]), "54000", got[-1])
+            self.assertIn(b"VFATAL\x00", got[-1][1])
+            self.assertIn(b"too many Syncs sent during COPY FROM STDIN", got[-1][1])
             assert_another_client_runs(self, px)
         finally:
             r.close()
+
+    def test_syncs_past_the_cap_in_a_copy_the_answers_owed_then_the_fatal(self):
+        # The answers the client was given before (rows, the COPY's start)
+        # still to be written, the client not reading: pgwharf wrote what
+        # its socket took at once, then closed -- the rest lost, the FATAL
+        # too (its write found no room), the client's data unread under
+        # it reset the connection.  They are written now, then the FATAL.
+        self.pg.psql("drop table if exists t_cap_owed; create table t_cap_owed (a int)")
+        px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "trust",
+                                          "default_pool_size": 1, "tcp_socket_buffer": 4096})
+        a, port = ph.slow_reader_login(px.host, px.port, self.pg.user, self.pg.database)
+        r = Raw.__new__(Raw)            # (its message makers only)
+        try:
+            n = 90                      # ~19 kB of rows: more than the sockets between hold
+            a.sendall(r.parse("", "select repeat('x', 200) from generate_series(1, %d)" % n) +
+                      r.bind("") + r.execute() +
+                      r.parse("", "copy t_cap_owed from stdin /* pgw_cap_owed */") +
+                      r.bind("") + r.execute())
+            # The COPY waits for data: PostgreSQL sent all before it (it
+            # flushes at its CopyInResponse); pgwharf read it, and the
+            # client's socket is full.
+            pt.wait_until(lambda: int(self.pg.psql(
+                "select count(*) from pg_stat_activity where query like '%pgw_cap_owed%' "
+                "and state = 'active' and wait_event = 'ClientRead' and pid <> pg_backend_pid()",
+                db="postgres", via_socket=True)) == 1, 20, what="the COPY waiting for data")
+            pt.wait_until(lambda: not any(ph.unread_on_port(px.pid, self.pg.port,
+                                                            peer=True).values()),
+                          20, what="pgwharf read the server's answers")
+            pt.wait_until(lambda: ph.tcp_zero_window(px.port, port), 20,
+                          what="the client's socket full")
+            writer = pt.Background(lambda: a.sendall(r.sync() * 8500 + r.msg(b"d", b"1\n") +
+                                                     r.msg(b"c") + r.sync()))
+            px.wait_for_log(r"sqlstate=54000 reason=.too many Syncs", 20)
+            data, closed = ph.read_until_closed(a, 30)
+            writer.join(30)
+            self.assertTrue(closed, "the session did not end")
+            got = []
+            while data:
+                size = 1 + struct.unpack("!I", data[1:5])[0]
+                got.append((data[:1], data[5:size]))
+                data = data[size:]
+            self.assertEqual(types(got), "12" + "D" * n + "C" + "12GE",
+                             "answers lost: %d messages" % len(got))
+            self.assertEqual(sqlstate(got[-1][1]), "54000", got[-1])
+            self.assertIn(b"VFATAL\x00", got[-1][1])
+            assert_another_client_runs(self, px)
+        finally:
+            a.close()
 
 
 class TestErrors(pt.PgwharfTestCase):
