@@ -267,6 +267,8 @@ struct pgw_session {
     bool term_sent;                  /* ...and that end (or the Terminate) went to the
                                         server, which answers it and closes (relay.c,
                                         term_to_server) */
+    ev_tstamp term_sent_at;          /* ...when (server_connect_timeout bounds the wait
+                                        for that close: session.c) */
     bool srv_eof_due;                /* the client's stream ended inside a CopyData
                                         relayed in part: the end goes to the server
                                         once all is on it (relay.c, eof_cut_to_server) */

@@ -4208,13 +4208,14 @@ static bool term_to_server(struct pgw_session *s)
                       : "the client's end went to it (in or after a COPY FROM STDIN pgwharf "
                         "could not foresee)");
     s->term_sent = true;
+    s->term_sent_at = pgw_mono_now(s->px->loop);
     s->terminating = false;
     s->term_wait = true;
     s->client_eof = true;               /* nothing more is read from it */
     ev_io_stop(s->px->loop, &s->cli_r);
     pgw_relay_flush_server(s);
     if (s->state == PGW_SS_LINKED)
-        pgw_session_arm_timer(s);       /* query_timeout bounds what runs */
+        pgw_session_arm_timer(s);       /* query_timeout, server_connect_timeout */
     return true;
 }
 
@@ -4257,6 +4258,7 @@ static bool eof_cut_to_server(struct pgw_session *s)
     pgw_server_retire(s->server, "the client's stream ended inside a CopyData (the end went "
                                  "to it)");
     s->term_sent = true;
+    s->term_sent_at = pgw_mono_now(s->px->loop);
     s->client_eof = true;               /* nothing more is read from it */
     ev_io_stop(s->px->loop, &s->cli_r);
     if (s->cbuf && s->cbuf->sent < s->cbuf->parsed) {
@@ -4266,7 +4268,7 @@ static bool eof_cut_to_server(struct pgw_session *s)
         return true;
     }
     if (s->state == PGW_SS_LINKED)
-        pgw_session_arm_timer(s);       /* query_timeout bounds what runs */
+        pgw_session_arm_timer(s);       /* query_timeout, server_connect_timeout */
     return true;
 }
 

@@ -361,7 +361,8 @@ static ev_tstamp transaction_deadline(const struct pgw_session *s)
     X(TRANSACTION, "transaction_timeout")                \
     X(IDLE_TRANSACTION, "idle_transaction_timeout")      \
     X(CANCEL_OVER, "cancel_over")                        \
-    X(CANCEL_WAIT, "cancel_wait_timeout")
+    X(CANCEL_WAIT, "cancel_wait_timeout")                \
+    X(TERM_SENT, "server_connect_timeout")
 
 enum session_timeout {
 #define X(name, text) TO_##name,
@@ -461,8 +462,17 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
             return earlier(t > 0 ? s->waiter.since + t : 0, what, s->pipe_left_at,
                            TO_QUERY_AHEAD);
         }
-        return earlier(linked_deadline(s, what), what, transaction_deadline(s),
-                       TO_TRANSACTION);
+        at = earlier(linked_deadline(s, what), what, transaction_deadline(s),
+                     TO_TRANSACTION);
+        /* The client's end went to its server, which answers what came
+         * before it and closes (relay.c, term_to_server, eof_cut_to_server):
+         * the session waits for that close, the server's slot held, for as
+         * long as the pool waits for any server's reply of its own -- a
+         * frozen backend held it for ever without query_timeout.  (The
+         * client left: PgBouncer closes the server at once.) */
+        if (s->term_sent && cfg->server_connect_timeout > 0)
+            at = earlier(at, what, s->term_sent_at + cfg->server_connect_timeout, TO_TERM_SENT);
+        return at;
     case PGW_SS_CANCEL:
         /* What it asked for is over (cancel.c); else a deferred cancel it
          * waits for, at most cancel_wait_timeout (a forward under way has
@@ -651,6 +661,13 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             s->server->user_pipe_broken = true;     /* maybe mid-query, as above */
         /* 25P04: PostgreSQL 17's transaction_timeout */
         pgw_session_close(s, "25P04", "%s: transaction timed out", name);
+        break;
+    case TO_TERM_SENT:
+        /* Its server is closed (retired already: never given back). */
+        if (s->server)
+            s->server->user_pipe_broken = true;
+        pgw_session_close(s, "08006", "%s: the server did not end after the client's end "
+                          "(%g s)", name, s->px->cfg->server_connect_timeout);
         break;
     case TO_LOGIN:
         pgw_session_close(s, "08P01", "%s: client did not log in in time", name);

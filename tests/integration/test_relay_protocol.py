@@ -1587,6 +1587,53 @@ class TestTheClientLeavingACopyInSessionMode(TestTheClientLeavingACopy):
     settings = {"pool_mode": "session", "server_reset_query": "DISCARD ALL"}
 
 
+class TestTheEndSentToAFrozenServer(RelayCase):
+    """The client's stream ended inside a CopyData pgwharf relayed in part:
+    the end goes to the server (eof_cut_to_server), and the session waits
+    for the server's close, PostgreSQL's answers to it on the way.  Its
+    backend frozen (SIGSTOP: a host that stopped), that wait was bounded
+    only by query_timeout, off by default: the retired server held its
+    slot for ever (fails before: the client's session never ends).
+    server_connect_timeout, the bound of the pool's own waits on a
+    server's reply, bounds it now: the server is closed, its slot free."""
+    settings = {"server_connect_timeout": "1s"}
+
+    def setUp(self):
+        super().setUp()
+        scratch_table(self, "relay_frozen_end", "n int")
+
+    def test_a_half_close_inside_a_copydata_then_a_frozen_backend(self):
+        pid = self.server_pid()
+        a = self.login()
+        port = a.getsockname()[1]
+        start_copy(self, a, "relay_frozen_end")
+        os.kill(pid, signal.SIGSTOP)
+        def thaw():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass                    # (it ended: thawed already)
+        self.addCleanup(thaw)
+        a.sendall(M(b"d", b"5\n") + b"d" + struct.pack("!I", 4 + 100) + b"6\n")
+        a.shutdown(socket.SHUT_WR)
+        data, closed = hz.read_until_closed(a, 30)
+        self.assertTrue(closed, "the session did not end: the frozen server holds it")
+        got = messages_but_source(data)
+        self.assertEqual([b[:3] for t, b in got], [(b"SFATAL", b"VFATAL", b"C08006")], got)
+        pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
+                      what="the client's session ends")
+        # The frozen backend's server is closed: its slot is free, and the
+        # next client gets a server of its own (pool of one).
+        self.assertNotIn(str(pid), [r["remote_pid"] for r in self.px.show("SERVERS")])
+        pools = [p for p in self.px.show("POOLS") if p["database"] == self.pg.database]
+        self.assertEqual([(p["sv_active"], p["cl_active"]) for p in pools], [("0", "0")], pools)
+        self.assertNotEqual(self.server_pid(), pid)
+        thaw()
+        pt.wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_stat_activity where pid = %d" % pid,
+            user=self.pg.user) == "0", 20, what="the frozen backend ends once it runs")
+
+
 class RollbackHold(hz.Forwarder):
     """A Forwarder (the pool's backend address) that holds the first
     ROLLBACK Query on its way to PostgreSQL until go is set; held is set
