@@ -4046,6 +4046,27 @@ static void send_copy_refused(struct pgw_session *s)
  * the Terminate ended it); the session writes all it owes, then ends
  * (term_wait: pgw_relay_eof_check, once it is written, comes back here).
  * false when nothing is owed (the caller closes it at once). */
+/* A client whose stream ended (or that sent a Terminate) out of its wait
+ * for a server -- the pool's queue (leave_queue), or queued on a busy
+ * server (term_flush) -- what it sent after what was answered dropped:
+ * idle from here (eof_done waits for the answers owed, not for a
+ * server), on PgBouncer's active list at its end (list_seq: SHOW CLIENTS'
+ * order, as for a client out of the queue with a server; term_flush's
+ * kept its place from when it queued, ahead of clients that logged in
+ * since), but the close's log line says what the client left: waiting
+ * (it said idle; left_queue). */
+static void out_of_wait(struct pgw_session *s)
+{
+    pgw_pool_cancel_wait(&s->waiter);
+    pgw_session_list_join(s);
+    if (s->cbuf)
+        s->cbuf->parsed = s->cbuf->len = s->cbuf->sent;
+    s->left_queue = true;
+    s->state = PGW_SS_IDLE;
+    s->query_start = 0;
+    s->waited_since = 0;
+}
+
 static void drop_server_keep_owed(struct pgw_session *s);
 
 static bool term_flush(struct pgw_session *s)
@@ -4081,17 +4102,11 @@ static void drop_server_keep_owed(struct pgw_session *s)
         pgw_relay_pipe_leave(s);
     if (s->server)
         pgw_relay_unlink(s, how);
-    if (s->state == PGW_SS_WAIT_SERVER) {
-        /* Out of its wait (queued on a busy server: server_pipeline_depth),
-         * as leave_queue: idle while it writes what it owes, waiting for
-         * nothing (it stayed waiting: SHOW CLIENTS and cl_waiting counted
-         * it for as long as the client did not read); the close's log
-         * says waiting, the state it left. */
-        s->left_queue = true;
-        s->state = PGW_SS_IDLE;
-        s->query_start = 0;
-        s->waited_since = 0;
-    }
+    /* Out of its wait (queued on a busy server: server_pipeline_depth),
+     * as leave_queue (it stayed waiting: SHOW CLIENTS and cl_waiting
+     * counted it for as long as the client did not read). */
+    if (s->state == PGW_SS_WAIT_SERVER)
+        out_of_wait(s);
     if (s->cbuf)
         s->cbuf->sent = s->cbuf->parsed = s->cbuf->len = 0;
 }
@@ -5156,17 +5171,7 @@ static bool queued_for_server(const struct pgw_session *s)
  * writes: pgw_batch_forget at a close would lose it).  client_eof set. */
 static void leave_queue(struct pgw_session *s)
 {
-    pgw_pool_cancel_wait(&s->waiter);
-    pgw_session_list_join(s);
-    if (s->cbuf)
-        s->cbuf->parsed = s->cbuf->len = s->cbuf->sent;
-    /* Idle from here (eof_done waits for the answers owed, not for a
-     * server), but the close's log line says what the client left:
-     * waiting (it said idle). */
-    s->left_queue = true;
-    s->state = PGW_SS_IDLE;
-    s->query_start = 0;
-    s->waited_since = 0;
+    out_of_wait(s);
     pgw_relay_eof_check(s);
 }
 

@@ -684,23 +684,33 @@ class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
     settings = {"tcp_socket_buffer": 4096, "server_pipeline_depth": 2,
                 "query_wait_timeout": "60s"}
 
-    def test_answers_written_then_the_end_waiting_for_nothing(self):
+    N = 2000
+
+    def queued_behind_answers(self):
+        """A client's Query queued on the busy server (a's, running), n
+        Closes and Syncs answered before it not read: (a, b, b's port)."""
         a = self.login()
         a.sendall(hz.query_msg("select pg_sleep(4) /* pgw_term_ahead */"))
         pt.wait_until(lambda: self.pg.queries_running("pgw_term_ahead") == 1, 20,
                       what="the query ahead")
         b, port = self.slow_reader()
-        n = 2000
-        sender = threading.Thread(target=b.sendall, args=((M(b"C", b"P\x00") + SYNC) * n,))
+        sender = threading.Thread(target=b.sendall,
+                                  args=((M(b"C", b"P\x00") + SYNC) * self.N,))
         sender.start()
         self.addCleanup(sender.join, 60)
         sender.join(60)
         self.assertFalse(sender.is_alive(), "pgwharf stopped reading the client")
-        all_read = hz.read_all_of(self.px, port)
-        pt.wait_until(all_read, 20, what="pgwharf read the Close and Sync messages")
+        pt.wait_until(hz.read_all_of(self.px, port), 20,
+                      what="pgwharf read the Close and Sync messages")
         b.sendall(hz.query_msg("select 1"))
         pt.wait_until(lambda: [c["state"] for c in self.px.show("CLIENTS", port=port)] ==
                       ["waiting"], 20, what="the Query queued on the busy server")
+        return a, b, port
+
+    def test_answers_written_then_the_end_waiting_for_nothing(self):
+        a, b, port = self.queued_behind_answers()
+        all_read = hz.read_all_of(self.px, port)
+        n = self.N
         b.sendall(M(b"X"))
         pt.wait_until(all_read, 20, what="pgwharf read the Terminate")
         self.assertTrue(hz.tcp_zero_window(self.px.port, port),
@@ -721,6 +731,25 @@ class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
         pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
                       what="the client's session ends")
         self.assert_b_served()
+
+    def test_out_of_its_wait_it_joins_the_active_list_at_its_end(self):
+        # Out of its wait, the client goes to the end of PgBouncer's active
+        # list (SHOW CLIENTS' order), as one out of the pool's queue does
+        # (leave_queue): it kept its place from when it queued, ahead of a
+        # client that logged in since (fails before: b listed before c).
+        a, b, port = self.queued_behind_answers()
+        c = self.login()
+        c_port = c.getsockname()[1]
+        b.sendall(M(b"X"))
+        pt.wait_until(hz.read_all_of(self.px, port), 20, what="pgwharf read the Terminate")
+        pt.wait_until(lambda: [r["state"] for r in self.px.show("CLIENTS", port=port)] ==
+                      ["idle"], 5, what="the client out of its wait")
+        ports = [int(r["port"]) for r in self.px.show("CLIENTS")
+                 if r["database"] == self.pg.database]
+        self.assertEqual(ports, [a.getsockname()[1], c_port, port])
+        data, closed = hz.read_until_closed(b, 30)
+        self.assertTrue(closed, "the session did not end after its answers")
+        self.assertEqual(rows(hz.read_until_ready(a)), [[b""]])
 
 
 class TestRequestThenTerminate(RelayCase):
