@@ -1631,11 +1631,8 @@ class TestTheEndSentToAFrozenServer(RelayCase):
         super().setUp()
         scratch_table(self, "relay_frozen_end", "n int")
 
-    def test_a_half_close_inside_a_copydata_then_a_frozen_backend(self):
-        pid = self.server_pid()
-        a = self.login()
-        port = a.getsockname()[1]
-        start_copy(self, a, "relay_frozen_end")
+    def freeze(self, pid):
+        """SIGSTOP to backend pid, SIGCONT when the test ends (thaw)."""
         os.kill(pid, signal.SIGSTOP)
         def thaw():
             try:
@@ -1643,8 +1640,31 @@ class TestTheEndSentToAFrozenServer(RelayCase):
             except ProcessLookupError:
                 pass                    # (it ended: thawed already)
         self.addCleanup(thaw)
+        return thaw
+
+    def test_a_half_close_inside_a_copydata_then_a_frozen_backend(self):
+        pid = self.server_pid()
+        a = self.login()
+        port = a.getsockname()[1]
+        start_copy(self, a, "relay_frozen_end")
+        thaw = self.freeze(pid)
         a.sendall(M(b"d", b"5\n") + b"d" + struct.pack("!I", 4 + 100) + b"6\n")
         a.shutdown(socket.SHUT_WR)
+        self.assert_freed(a, port, pid, thaw)
+
+    def test_a_terminate_behind_a_batch_with_no_sync_to_a_frozen_backend(self):
+        # (term_to_server: the Terminate goes to the server behind the
+        # batch, whose answers the client may read.)
+        pid = self.server_pid()
+        a = self.login()
+        port = a.getsockname()[1]
+        thaw = self.freeze(pid)
+        a.sendall(hz.parse_msg("", "select 1") + bind_execute() + M(b"X"))
+        self.assert_freed(a, port, pid, thaw)
+
+    def assert_freed(self, a, port, pid, thaw):
+        """The session ends with FATAL 08006 after server_connect_timeout,
+        the frozen backend's server closed, its slot free."""
         data, closed = hz.read_until_closed(a, 30)
         self.assertTrue(closed, "the session did not end: the frozen server holds it")
         got = messages_but_source(data)
