@@ -4034,21 +4034,10 @@ static void send_copy_refused(struct pgw_session *s)
     pgw_wbuf_deinit(&b);
 }
 
-/* The session ends after a Terminate (close_terminated) with answers the
- * client was given before it still to be written, as from PostgreSQL: a
- * server's answers in the batch of writes, pgwharf's own (a Close or Sync
- * answered with no server, the answers to a Query a held Close waited
- * for).  Closed at once they were lost: a Query, a Close of the unnamed
- * portal and a Terminate in one write got nothing (review r2 of ce31cce);
- * written only as far as the client's socket took them at once, a client
- * that was not reading then lost the rest.  The server goes now, as at the
- * session's close (its answers after these are not the client's any more:
- * the Terminate ended it); the session writes all it owes, then ends
- * (term_wait: pgw_relay_eof_check, once it is written, comes back here).
- * false when nothing is owed (the caller closes it at once). */
-/* A client whose stream ended (or that sent a Terminate) out of its wait
- * for a server -- the pool's queue (leave_queue), or queued on a busy
- * server (term_flush) -- what it sent after what was answered dropped:
+/* A client whose stream ended (or that sent a Terminate, or that pgwharf
+ * ends: pgw_relay_close_owed) out of its wait for a server -- the pool's
+ * queue (leave_queue), or queued on a busy server (term_flush) -- what
+ * it sent after what was answered dropped:
  * idle from here (eof_done waits for the answers owed, not for a
  * server), on PgBouncer's active list at its end (list_seq: SHOW CLIENTS'
  * order, as for a client out of the queue with a server; term_flush's
@@ -4069,6 +4058,18 @@ static void out_of_wait(struct pgw_session *s)
 
 static void drop_server_keep_owed(struct pgw_session *s);
 
+/* The session ends after a Terminate (close_terminated) with answers the
+ * client was given before it still to be written, as from PostgreSQL: a
+ * server's answers in the batch of writes, pgwharf's own (a Close or Sync
+ * answered with no server, the answers to a Query a held Close waited
+ * for).  Closed at once they were lost: a Query, a Close of the unnamed
+ * portal and a Terminate in one write got nothing (review r2 of ce31cce);
+ * written only as far as the client's socket took them at once, a client
+ * that was not reading then lost the rest.  The server goes now, as at the
+ * session's close (its answers after these are not the client's any more:
+ * the Terminate ended it); the session writes all it owes, then ends
+ * (term_wait: pgw_relay_eof_check, once it is written, comes back here).
+ * false when nothing is owed (the caller closes it at once). */
 static bool term_flush(struct pgw_session *s)
 {
     struct pgw_iobuf *b = s->sbuf;
@@ -4117,7 +4118,8 @@ void pgw_relay_close_owed(struct pgw_session *s, const char *sqlstate, const cha
         return;
     if (s->sskip > 0 || s->close_after_sent) {
         /* The client has part of a server message whose rest never comes
-         * now: the connection just ends there (send_final_error). */
+         * now: the connection just ends there (send_final_error); or it
+         * ends after a FATAL queued already. */
         pgw_session_close(s, sqlstate, "%s", message);
         return;
     }

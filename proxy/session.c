@@ -448,7 +448,7 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
          * may be longer). */
         return earlier(at, what, s->query_timeout > 0 ? s->waiter.since + s->query_timeout : 0,
                        TO_QUERY);
-    case PGW_SS_LINKED:
+    case PGW_SS_LINKED: {
         if (s->pipe_waits) {
             /* Handed a server that still runs the query of a client that
              * left ahead of its own (server_pipeline_depth): nobody's
@@ -462,8 +462,8 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
             return earlier(t > 0 ? s->waiter.since + t : 0, what, s->pipe_left_at,
                            TO_QUERY_AHEAD);
         }
-        at = earlier(linked_deadline(s, what), what, transaction_deadline(s),
-                     TO_TRANSACTION);
+        ev_tstamp end = earlier(linked_deadline(s, what), what, transaction_deadline(s),
+                                TO_TRANSACTION);
         /* The client's end went to its server, which answers what came
          * before it and closes (relay.c, term_to_server, eof_cut_to_server):
          * the session waits for that close, the server's slot held, for as
@@ -471,8 +471,9 @@ static ev_tstamp session_deadline(const struct pgw_session *s, enum session_time
          * frozen backend held it for ever without query_timeout.  (The
          * client left: PgBouncer closes the server at once.) */
         if (s->term_sent && cfg->server_connect_timeout > 0)
-            at = earlier(at, what, s->term_sent_at + cfg->server_connect_timeout, TO_TERM_SENT);
-        return at;
+            end = earlier(end, what, s->term_sent_at + cfg->server_connect_timeout, TO_TERM_SENT);
+        return end;
+    }
     case PGW_SS_CANCEL:
         /* What it asked for is over (cancel.c); else a deferred cancel it
          * waits for, at most cancel_wait_timeout (a forward under way has
