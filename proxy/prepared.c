@@ -226,11 +226,8 @@ struct qent {
                                   * dealloc_stmt (dealloc = true too): the name is gone,
                                   * and back unless that CommandComplete comes
                                   * (query_dealloc) */
-    uint32_t pos_after;          /* that Query: a Position (P) of an error at or past this
-                                  * one (1 the first character) is past the rewritten
-                                  * statement, and is pos_delta characters further on
-                                  * than in the client's text (dealloc_position) */
-    int32_t pos_delta;
+    bool pos;                    /* that Query: its errors' Position moves (ps_queue.pos,
+                                  * kept there, not here: few entries need it) */
 };
 
 struct ps_queue {
@@ -292,6 +289,16 @@ struct ps_queue {
     uint16_t qd_cc;
     uint32_t qd_pos_after;
     int32_t qd_pos_delta;
+    /* The entries with pos, in the queue's order (a ring: the first of them
+     * has the head's): a Position (P) of an error to that Query at or past
+     * after (1 the first character) is past the rewritten statement, and
+     * is delta characters further on than in the client's text
+     * (dealloc_position). */
+    struct qd_pos {
+        uint32_t after;
+        int32_t delta;
+    } *pos;
+    uint32_t pos_head, pos_len, pos_cap;
 };
 
 static struct ps_registry *reg_of(const struct pgw_session *s)
@@ -761,8 +768,7 @@ static bool q_push(struct pgw_session *s, uint8_t kind, char type, struct ps_stm
     x->prev = NULL;
     x->maybe = x->probe = false;
     x->dealloc_cc = 0;
-    x->pos_after = 0;
-    x->pos_delta = 0;
+    x->pos = false;
     x->unnamed_gen = 0;
     x->unnamed_inject = false;
     if (type == PGW_FE_EXECUTE && q->drop_armed) {
@@ -798,6 +804,30 @@ static struct qent *q_tail(const struct pgw_session *s)
     return q && q->len ? &q->e[(q->head + q->len - 1) % q->cap] : NULL;
 }
 
+/* x, the Query just queued, gets the Position of qd_pos_* (ps_queue.pos);
+ * false if out of memory. */
+static bool pos_push(struct ps_queue *q, struct qent *x)
+{
+    if (q->pos_len == q->pos_cap) {
+        uint32_t cap = q->pos_cap ? q->pos_cap * 2 : 4;
+        struct qd_pos *p = malloc(sizeof(*p) * cap);
+        if (!p)
+            return false;
+        for (uint32_t i = 0; i < q->pos_len; i++)
+            p[i] = q->pos[(q->pos_head + i) % q->pos_cap];
+        free(q->pos);
+        q->pos = p;
+        q->pos_cap = cap;
+        q->pos_head = 0;
+    }
+    struct qd_pos *p = &q->pos[(q->pos_head + q->pos_len) % q->pos_cap];
+    p->after = q->qd_pos_after;
+    p->delta = q->qd_pos_delta;
+    q->pos_len++;
+    x->pos = true;
+    return true;
+}
+
 static void q_pop(struct pgw_session *s)
 {
     struct ps_queue *q = s->ps_queue;
@@ -814,6 +844,10 @@ static void q_pop(struct pgw_session *s)
     q->drops -= x->drops;
     q->maybe -= x->maybe;
     q->qdeallocs -= x->dealloc_cc > 0;
+    if (x->pos) {
+        q->pos_head = (q->pos_head + 1) % q->pos_cap;
+        q->pos_len--;
+    }
     q->pending_execs -= x->execs;
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -967,6 +1001,7 @@ void pgw_ps_session_free(struct pgw_session *s)
         free(s->ps_queue->qd_cname);
         stmt_unref(reg_of(s), s->ps_queue->qd_stmt);
         free(s->ps_queue->e);
+        free(s->ps_queue->pos);
         free(s->ps_queue);
         s->ps_queue = NULL;
     }
@@ -3576,12 +3611,14 @@ enum pgw_ps_action pgw_ps_frontend(struct pgw_session *s, struct pgw_iobuf *b, c
             x->stmt = q->qd_stmt;
             x->dealloc = true;
             x->dealloc_cc = q->qd_cc;
-            x->pos_after = q->qd_pos_after;
-            x->pos_delta = q->qd_pos_delta;
             q->qdeallocs++;
             q->qd_cname = NULL;
             q->qd_stmt = NULL;
             q->qd_cc = 0;
+            if (q->qd_pos_delta && !pos_push(q, x)) {
+                pgw_session_close(s, "53200", "out of memory");
+                return PGW_PS_FAILED;
+            }
         }
         return PGW_PS_FORWARD;
     }
@@ -4038,12 +4075,12 @@ static bool bind_error(struct pgw_session *s, const struct qent *h, uint32_t *to
     return ok;
 }
 
-/* An error to a Query query_dealloc rewrote (h): its Position (P) past
- * the rewritten statement is moved back to where it is in the client's
- * text, as PostgreSQL reports it to a direct client (the name pgwharf
- * deallocates is longer than most a client gives).  False when the
- * session was closed. */
-static bool dealloc_position(struct pgw_session *s, const struct qent *h, uint32_t *total)
+/* An error to a Query query_dealloc rewrote (h, its ps_queue.pos): its
+ * Position (P) past the rewritten statement is moved back to where it is
+ * in the client's text, as PostgreSQL reports it to a direct client (the
+ * name pgwharf deallocates is longer than most a client gives).  False
+ * when the session was closed. */
+static bool dealloc_position(struct pgw_session *s, const struct qd_pos *h, uint32_t *total)
 {
     const uint8_t *msg = s->sbuf->data + s->sbuf->parsed;
     uint32_t i = PGW_MSG_HDR;
@@ -4054,11 +4091,11 @@ static bool dealloc_position(struct pgw_session *s, const struct qent *h, uint32
         if (msg[i] == 'P') {
             char *e = NULL;
             unsigned long v = strtoul((const char *)msg + i + 1, &e, 10);
-            if (e != (const char *)end || v < h->pos_after || v > UINT32_MAX ||
-                (long)v - h->pos_delta < 1)
+            if (e != (const char *)end || v < h->after || v > UINT32_MAX ||
+                (long)v - h->delta < 1)
                 return true;
             char num[16];
-            snprintf(num, sizeof(num), "%ld", (long)v - h->pos_delta);
+            snprintf(num, sizeof(num), "%ld", (long)v - h->delta);
             struct pgw_wbuf w;
             pgw_wbuf_init(&w);
             size_t at = pgw_wbuf_msg_begin(&w, PGW_BE_ERROR);
@@ -4111,7 +4148,8 @@ bool pgw_ps_backend_error(struct pgw_session *s, uint32_t *total)
     maybe_resolve(s, PGW_BE_ERROR);
     const struct qent *h = q_head(s);
     struct pgw_wire_err_fields f;
-    if (h && h->pos_delta && !dealloc_position(s, h, total))
+    if (h && h->pos &&
+        !dealloc_position(s, &s->ps_queue->pos[s->ps_queue->pos_head], total))
         return false;
     if (h && h->shape_err &&
         pgw_wire_parse_error(s->sbuf->data + s->sbuf->parsed + PGW_MSG_HDR,

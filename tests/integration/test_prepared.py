@@ -3498,6 +3498,46 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
                 self.maxDiff = None
                 self.assertEqual(run(px, name), want)   # base: 62 and 65 for s1
 
+    def test_two_rewritten_queries_pipelined_have_their_own_positions(self):
+        """As above, two such Queries sent together, each behind an
+        extended batch with no Sync (so both are rewritten before the first
+        is answered), of names of different lengths: each error's Position
+        is moved by its own Query's (ps_queue.pos), in either order.  Each
+        step on a direct connection and through pgwharf, the errors'
+        fields compared."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        long_name = "caf\u00e9 \u00e0 1"
+        def run(at, names):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            sock.sendall(b"".join(r.parse(n, "select 1") for n in names) + r.sync())
+            ph.read_until_ready(sock)
+            batch = b""
+            for n in names:
+                batch += (r.parse("", "select 2") + r.bind("") + r.execute() +
+                          r.query('select 1; DEALLOCATE "%s"; select nocol'
+                                  % n.replace('"', '""')))
+            sock.sendall(batch)
+            out = []
+            for _ in names:
+                for t, body in ph.read_until_ready(sock):
+                    if t == b"E":
+                        f = ph.parse_fields(body)
+                        out.append((t, f["C"], f.get("P")))
+                    else:
+                        out.append((t, body))
+            return out
+        for names in (("s1", long_name), (long_name, "s1")):
+            with self.subTest(names=names):
+                want = run(self.pg, names)
+                self.assertEqual(want.count((b"C", b"DEALLOCATE\x00")), 2)
+                self.assertEqual([m[2] for m in want if m[0] == b"E"],
+                                 ["35", "41"] if names[0] == "s1" else ["41", "35"])
+                self.maxDiff = None
+                self.assertEqual(run(px, names), want)
+
     def test_behind_an_open_batch_after_a_parse_not_yet_answered(self):
         """As above, with a Parse of the name (or a Close) before a Sync
         ahead of the batch, not yet answered: the DEALLOCATE waits for its
