@@ -3822,11 +3822,21 @@ static bool tx_quiet(const struct pgw_session *s)
 static bool close_waits(const struct pgw_session *s, const uint8_t *m, uint32_t avail)
 {
     const struct pgw_track *t = &s->track;
-    bool unnamed_portal = avail > PGW_MSG_HDR + 1
-                              ? m[PGW_MSG_HDR] == 'P' && m[PGW_MSG_HDR + 1] == 0
-                              : pgw_get_u32(m + 1) + 1 == PGW_MSG_HDR + 2 &&
-                                    (avail == PGW_MSG_HDR || m[PGW_MSG_HDR] == 'P');
-    return s->server && s->mode != PGW_POOL_SESSION && !s->notify && unnamed_portal &&
+    /* With max_prepared_statements on, the unnamed statement's too: it
+     * went on (the queue of replies prepared.c keeps has the Close pass),
+     * and kept the server the same way; after the ReadyForQuery 'I' it is
+     * answered as one with no server is (pgw_ps_close_alone: the client's
+     * unnamed statement gone, drops_unnamed; the server's dropped at the
+     * client's next link, sync_params).  With it off a Close of a
+     * statement is the server's (close_batch_done gives it back). */
+    bool stmt_too = s->ps_on;
+    bool unnamed = avail > PGW_MSG_HDR + 1
+                       ? (m[PGW_MSG_HDR] == 'P' || (stmt_too && m[PGW_MSG_HDR] == 'S')) &&
+                             m[PGW_MSG_HDR + 1] == 0
+                       : pgw_get_u32(m + 1) + 1 == PGW_MSG_HDR + 2 &&
+                             (avail == PGW_MSG_HDR || m[PGW_MSG_HDR] == 'P' ||
+                              (stmt_too && m[PGW_MSG_HDR] == 'S'));
+    return s->server && s->mode != PGW_POOL_SESSION && !s->notify && unnamed &&
            t->sync_out > 0 &&
            t->fe_open == 0 && !t->skip_sync && !t->copy && !t->count_high && !t->copy_doubt &&
            s->discard == PGW_DISCARD_NONE;

@@ -2529,6 +2529,42 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
                                                 b"E", b"Z"])
         self.assertEqual(run(px, lambda: assert_another_client_runs(self, px)), want)
 
+    def test_close_of_the_unnamed_statement_behind_a_request(self):
+        """As above, the Close and Flush sent behind a request not yet
+        answered (a Query; an extended batch with its Sync): the Close went
+        on to the server (prepared.c's queue has it pass), which stayed
+        with the idle client until its next Sync (fails before: the other
+        client's 57014 after query_wait_timeout).  It waits for the
+        request's ReadyForQuery, as a Close of the unnamed portal does
+        (close_waits), and is answered with no server then, after it.
+        Each step on a direct connection and through pgwharf, the messages
+        compared: a Bind of it after is 26000."""
+        px, r = self.one_server()
+        r.close()
+        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
+        close = ph.msg(b"C", b"S\x00")
+        def run(at, check):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            for ahead, readys in ((ph.parse_msg("", "select 'a'") + be + ph.msg(b"S"), 1),
+                                  (ph.parse_msg("", "select 'b'") + ph.msg(b"S") +
+                                   ph.query_msg("select 2"), 2)):
+                sock.sendall(ahead + close + ph.msg(b"H"))
+                for _ in range(readys):
+                    out += ph.read_until_ready(sock)
+                out.append(ph.recv_msg(sock))
+                check()
+                sock.sendall(be + ph.msg(b"S"))
+                out += ph.read_until_ready(sock)
+            return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+        want = run(self.pg, lambda: None)
+        self.assertEqual([t for t, _ in want], [b"1", b"2", b"D", b"C", b"Z", b"3", b"E", b"Z",
+                                                b"1", b"Z", b"T", b"D", b"C", b"Z", b"3",
+                                                b"E", b"Z"])
+        self.assertEqual(run(px, lambda: assert_another_client_runs(self, px)), want)
+
     def test_close_and_sync_in_a_full_pool(self):
         # pgx deallocates with Close + Sync; a Sync alone after it (or a
         # stray one) is answered too: no wait for a server another client
