@@ -115,9 +115,13 @@ static void session_stat(const struct pgw_session *s, struct pgw_dbstat *d)
     memset(d, 0, sizeof(*d));
     d->xacts = s->xact_count;
     d->queries = s->query_count;
+    /* unrelayed_out counts the welcome as written when it was queued: one
+     * never written (the client reset its connection at once, a KILL)
+     * would make the difference negative -- a total going down, or round
+     * to 2^64.  What is left out was never counted: none of it is taken. */
     if (s->welcomed) {
-        d->recv = s->bytes_in - s->unrelayed_in;
-        d->sent = s->bytes_out - s->unrelayed_out;
+        d->recv = s->bytes_in > s->unrelayed_in ? s->bytes_in - s->unrelayed_in : 0;
+        d->sent = s->bytes_out > s->unrelayed_out ? s->bytes_out - s->unrelayed_out : 0;
     }
     d->xact_us = s->xact_time_us;
     d->query_us = s->query_time_us;

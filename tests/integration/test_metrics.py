@@ -7,7 +7,9 @@ import json
 import os
 import re
 import select
+import signal
 import socket
+import struct
 import threading
 import unittest
 import urllib.error
@@ -560,6 +562,51 @@ class TestMetrics(pt.PgwharfTestCase):
             self.assertGreaterEqual(sample(fams, "pgwharf_breaker_trips", backend=backend), 1)
         finally:
             self.pg.start()
+
+    def test_a_welcome_never_written_takes_no_bytes_back(self):
+        """A client that resets its connection right after its password:
+        pgwharf's welcome (AuthenticationOk, the ParameterStatus, the
+        BackendKeyData, ReadyForQuery) cannot be written.  Its bytes are the
+        login's, left out of total_sent; they were subtracted all the same,
+        from bytes that never went: total_sent went down by the welcome,
+        and for a database with fewer bytes than that wrapped round to
+        about 1.8e19, on /metrics as on SHOW STATS."""
+        px = self.start()
+        db = self.pg.database
+        self.assertEqual(px.psql("select 1"), "1")     # the pool's welcome is known
+        admin = self.admin(px)
+
+        def sent():
+            return int(pt.show(admin, "STATS", database=db)[0]["total_sent"])
+        before = sent()
+        self.assertLess(before, 4096)
+        resets = r"event=disconnect .*client write failed"
+        for i in range(3):
+            s = socket.create_connection((px.host, px.port), timeout=10)
+            s.sendall(hz.startup_packet(self.pg.user, db))
+            t, body = hz.recv_msg(s)
+            self.assertEqual((t, struct.unpack("!I", body[:4])[0]), (b"R", 5))  # md5
+            reply = hz.auth_reply(body, self.pg.user, self.pg.password, {})
+            # pgwharf reads the password and the reset together, so the
+            # welcome meets a connection already reset
+            os.kill(px.pid, signal.SIGSTOP)
+            try:
+                s.sendall(reply)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            finally:
+                pt.sigcont(px.pid)
+            wait_until(lambda: len(re.findall(resets, px.log())) > i,
+                       what="the reset client's end logged")
+        after = sent()
+        self.assertGreaterEqual(after, before)
+        self.assertLess(after, 4096)
+        fams = self.scrape(px)
+        self.assertEqual(sample(fams, "pgwharf_bytes_sent", database=db), after)
+        self.assertEqual(self.stats_totals(admin)["total_server_bytes"], after)
+
+    def stats_totals(self, admin):
+        return {r["name"]: int(r["value"]) for r in pt.show_table(admin, "TOTALS")[1]}
 
 
 if __name__ == "__main__":
