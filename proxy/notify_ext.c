@@ -534,8 +534,10 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
         sub->held.sql = NULL;
         memcpy(sub->held_portal, x->portal, sizeof(sub->held_portal));
     }
-    if (x->synced && !r)
+    if (x->synced && !r) {
         pgw_wire_ready(&x->out, 'I');
+        s->xact_count++;                 /* as PostgreSQL's 'I' would count */
+    }
     if (x->out.failed) {
         free(r);
         return close_oom(s);

@@ -863,6 +863,24 @@ class TestShowColumns(AdminTestCase):
         stats = self.rows(conn, "STATS", database=self.pg.database)[0]
         self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (3, 3))
 
+    def test_listens_answered_here_are_counted_as_transactions(self):
+        # In transaction mode pgwharf answers LISTEN and UNLISTEN itself
+        # (the pool's listening server runs them); each ends with a
+        # ReadyForQuery 'I', a transaction as PostgreSQL's answer (and
+        # PgBouncer) counts it.  Only the query was counted: SHOW STATS
+        # and /metrics had queries 4 for transactions 1.
+        px = self.start(pool_mode="transaction")
+        cl = self.client(px)
+        cur = cl.cursor()
+        cur.execute("select 1")
+        cur.execute("listen pgw_counted")
+        cur.execute("unlisten pgw_counted")
+        cur.execute("unlisten *")
+        conn = self.admin_conn(px)
+        self.addCleanup(conn.close)
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (4, 4))
+
     def test_pipelined_transactions_are_each_counted(self):
         # Five autocommit Queries in one write are five transactions (five
         # ReadyForQuery 'I'); the ReadyForQuery inside the pipeline was not
