@@ -664,9 +664,17 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pgw_session_close(s, "25P04", "%s: transaction timed out", name);
         break;
     case TO_TERM_SENT:
-        /* Its server is closed (retired already: never given back). */
-        if (s->server)
+        /* Its server is closed (retired already: never given back), and
+         * what it runs cancelled: closing alone does not stop it
+         * (PostgreSQL sees a client gone only when it writes), so a long
+         * query the client's end went behind ran on past its server's
+         * close while the pool, its slot free, opened another backend
+         * (review r3: pool_size and max_db_connections overrun, one more
+         * backend each server_connect_timeout). */
+        if (s->server) {
             s->server->user_pipe_broken = true;
+            pgw_cancel_server(s->px, s->server, name);
+        }
         pgw_session_close(s, "08006", "%s: the server did not end after the client's end "
                           "(%g s)", name, s->px->cfg->server_connect_timeout);
         break;

@@ -1683,6 +1683,39 @@ class TestTheEndSentToAFrozenServer(RelayCase):
             user=self.pg.user) == "0", 20, what="the frozen backend ends once it runs")
 
 
+class TestTheEndSentBehindALongQuery(RelayCase):
+    """A Terminate behind a batch with no Sync whose query runs longer
+    than server_connect_timeout (term_to_server): at that bound the
+    server was closed, its slot free, but its backend ran the query on
+    (PostgreSQL sees a client gone only when it writes), and the pool
+    opened another: one backend more than pool_size and
+    max_db_connections each server_connect_timeout (fails before: the
+    query still runs).  The query is cancelled as the server closes, as
+    the pool's own queries past that bound are (review r3)."""
+    settings = {"server_connect_timeout": "1s"}
+
+    def test_the_query_it_ran_is_cancelled_with_its_close(self):
+        marker = "pgw_term_long_q"
+        self.addCleanup(self.pg.psql, "select pg_cancel_backend(pid) from pg_stat_activity "
+                        "where query like '%%%s%%' and pid <> pg_backend_pid()" % marker,
+                        db="postgres", via_socket=True, check=False)
+        pid = self.server_pid()
+        a = self.login()
+        a.sendall(hz.parse_msg("", "select pg_sleep(300) /* %s */" % marker) +
+                  bind_execute() + M(b"X"))
+        data, closed = hz.read_until_closed(a, 30)
+        self.assertTrue(closed, "the session did not end")
+        got = messages_but_source(data)
+        self.assertEqual([b[:3] for t, b in got], [(b"SFATAL", b"VFATAL", b"C08006")], got)
+        # (Its backend, not a query seen running: the bound may end it
+        # before a look at pg_stat_activity would see it.)
+        pt.wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_stat_activity where pid = %d" % pid,
+            user=self.pg.user) == "0", 20,
+            what="the backend ends, its query cancelled, not left running past the close")
+        self.assert_b_served()
+
+
 class RollbackHold(hz.Forwarder):
     """A Forwarder (the pool's backend address) that holds the first
     ROLLBACK Query on its way to PostgreSQL until go is set; held is set
