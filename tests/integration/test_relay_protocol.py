@@ -689,10 +689,14 @@ class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
     def queued_behind_answers(self):
         """A client's Query queued on the busy server (a's, running), n
         Closes and Syncs answered before it not read: (a, b, b's port)."""
+        # The query ahead waits at a gate until the test opens it (a
+        # pg_sleep(4) ended under load before the steps behind it were
+        # done: review r3).
+        self.gate = hz.Gate(self.pg, 7961)
+        self.addCleanup(self.gate.close)
         a = self.login()
-        a.sendall(hz.query_msg("select pg_sleep(4) /* pgw_term_ahead */"))
-        pt.wait_until(lambda: self.pg.queries_running("pgw_term_ahead") == 1, 20,
-                      what="the query ahead")
+        a.sendall(hz.query_msg("select %s /* pgw_term_ahead */" % self.gate.sql()))
+        self.pg.wait_running("pgw_term_ahead", lock_wait=True)
         b, port = self.slow_reader()
         sender = threading.Thread(target=b.sendall,
                                   args=((M(b"C", b"P\x00") + SYNC) * self.N,))
@@ -726,6 +730,7 @@ class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
         self.assertEqual(len(data), len(want), "answers lost: %d of %d bytes" %
                          (len(data), len(want)))
         self.assertTrue(data == want, "not the answers PostgreSQL gives")
+        self.gate.open()
         got = hz.read_until_ready(a)
         self.assertEqual(rows(got), [[b""]], got)
         pt.wait_until(lambda: self.px.show("CLIENTS", port=port) == [], 20,
@@ -749,6 +754,7 @@ class TestTerminateQueuedOnABusyServerBehindAnswers(RelayCase):
         self.assertEqual(ports, [a.getsockname()[1], c_port, port])
         data, closed = hz.read_until_closed(b, 30)
         self.assertTrue(closed, "the session did not end after its answers")
+        self.gate.open()
         self.assertEqual(rows(hz.read_until_ready(a)), [[b""]])
 
 
