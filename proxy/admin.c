@@ -194,6 +194,11 @@ bool pgw_admin_db_paused(const struct pgw_proxy *px, const char *db)
     return adm->paused_all || pgw_names_has(&adm->paused, db);
 }
 
+bool pgw_admin_db_paused_by_name(const struct pgw_proxy *px, const char *db)
+{
+    return px->admin && pgw_names_has(&px->admin->paused, db);
+}
+
 /* ---- DISABLE state ---- */
 
 bool pgw_admin_db_disabled(const struct pgw_proxy *px, const char *db)
@@ -687,6 +692,10 @@ static void handle_message(struct pgw_session *s, uint8_t type, const uint8_t *b
         reply_simple(s, len > 0 ? "invalid message format" : NULL, 'I');
         return;
     case PGW_FE_QUERY:
+        if (!s->admin_counted) {
+            s->admin_counted = true;
+            pgw_stats_console_query(s->px->admin->stats);
+        }
         if (!s->admin_skip)
             run_query(s, body, len);
         return;

@@ -131,6 +131,8 @@ struct pgw_pool_row *pgw_admin_pool_rows(struct pgw_proxy *px, int *n);
 
 /* Is this database paused by PAUSE (all or by name)? */
 bool pgw_admin_db_paused(const struct pgw_proxy *px, const char *db);
+/* ... by a PAUSE of its name (SHOW DATABASES' paused, as PgBouncer's)? */
+bool pgw_admin_db_paused_by_name(const struct pgw_proxy *px, const char *db);
 
 /* ---- per-database counters (admin_stats.c) ---- */
 
@@ -165,6 +167,12 @@ void pgw_stats_totals(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw
 void pgw_stats_sessions_total(struct pgw_proxy *px, struct pgw_dbstat *sum);
 
 struct pgw_stats;
+/* The console's own row of SHOW STATS, as PgBouncer's admin pool's: one
+ * transaction and one query per console session that sent a Query (its
+ * first: PgBouncer counts a query until a server's ReadyForQuery ends it,
+ * which never comes on the console), the rest 0. */
+void pgw_stats_console_query(struct pgw_stats *st);
+void pgw_stats_console(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw_dbstat *avg);
 struct pgw_stats *pgw_stats_create(struct pgw_proxy *px);
 void pgw_stats_destroy(struct pgw_stats *st);
 void pgw_stats_reconfigure(struct pgw_stats *st);

@@ -1023,7 +1023,10 @@ static int show_databases(struct pgw_session *self, struct pgw_wbuf *out)
         pgw_rs_int(&rs, rows[i].servers);
         pgw_rs_int(&rs, pgw_conf_max_db_client_connections(cfg, db));
         pgw_rs_int(&rs, rows[i].clients);
-        pgw_rs_int(&rs, pgw_admin_db_paused(px, rows[i].name));
+        /* A PAUSE of this database, as PgBouncer's db_paused: a PAUSE of
+         * all shows in SHOW STATE, not here (pgwharf showed it on every
+         * row). */
+        pgw_rs_int(&rs, pgw_admin_db_paused_by_name(px, rows[i].name));
         pgw_rs_int(&rs, pgw_admin_db_disabled(px, rows[i].name));
         pgw_rs_row_end(&rs);
     }
@@ -1467,13 +1470,26 @@ static int show_stats(struct pgw_session *s, enum stats_view view, struct pgw_wb
         pgw_rs_begin(&rs, out, totals, PGW_RS_NCOLS(totals));
     else
         pgw_rs_begin(&rs, out, averages, PGW_RS_NCOLS(averages));
-    for (int i = 0; i < n; i++) {
+    /* The console's row in its place by name, as PgBouncer lists its
+     * admin database's (pgwharf had none). */
+    struct pgw_dbstat_row console = { console_pool_db(s->px), { 0 }, { 0 } };
+    pgw_stats_console(s->px, &console.total, &console.avg);
+    bool console_done = false;
+    for (int i = 0; i <= n; i++) {
+        const struct pgw_dbstat_row *r = i < n ? &rows[i] : NULL;
+        if (!console_done && (!r || strcmp(console.database, r->database) < 0)) {
+            console_done = true;
+            r = &console;
+            i--;
+        }
+        if (!r)
+            break;
         pgw_rs_row(&rs);
-        pgw_rs_text(&rs, rows[i].database);
+        pgw_rs_text(&rs, r->database);
         if (view != STATS_AVERAGES)
-            stat_values(&rs, &rows[i].total);
+            stat_values(&rs, &r->total);
         if (view != STATS_TOTALS)
-            stat_values(&rs, &rows[i].avg);
+            stat_values(&rs, &r->avg);
         pgw_rs_row_end(&rs);
     }
     free(rows);

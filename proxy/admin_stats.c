@@ -47,6 +47,8 @@ struct pgw_stats {
     ev_tstamp prev_t, last_t;
     struct pgw_dbstat gone;          /* sessions freed, every database's, kept
                                         when their entry goes (the log line) */
+    uint64_t console, console_prev, console_last;   /* the console's row: sessions
+                                                       that sent a Query; snapshots */
 };
 
 bool pgw_stats_counts(const struct pgw_session *s)
@@ -317,6 +319,25 @@ struct pgw_dbstat_row *pgw_stats_rows(struct pgw_proxy *px, int *n)
     return rows;
 }
 
+void pgw_stats_console_query(struct pgw_stats *st)
+{
+    if (st)
+        st->console++;
+}
+
+void pgw_stats_console(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw_dbstat *avg)
+{
+    struct pgw_stats *st = px->admin ? px->admin->stats : NULL;
+    memset(total, 0, sizeof(*total));
+    memset(avg, 0, sizeof(*avg));
+    if (!st)
+        return;
+    total->xacts = total->queries = st->console;
+    struct pgw_dbstat d = { 0 };
+    d.xacts = d.queries = delta(st->console_last, st->console_prev);
+    averages(&d, st->last_t - st->prev_t, avg);
+}
+
 static void snapshot_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pgw_stats *st = pgw_container_of(w, struct pgw_stats, timer);
@@ -327,6 +348,8 @@ static void snapshot_cb(struct ev_loop *loop, ev_timer *w, int revents)
         st->e[i].prev = st->e[i].last;
         st->e[i].last = cur[i];
     }
+    st->console_prev = st->console_last;
+    st->console_last = st->console;
     st->prev_t = st->last_t;
     st->last_t = pgw_mono_now(loop);
     free(cur);

@@ -262,6 +262,12 @@ def replication_server_addr(px, db, **dsn):
         conn.close()
 
 
+def paused_all(conn):
+    """SHOW STATE's paused: a PAUSE of everything (SHOW DATABASES' paused is
+    a PAUSE db's only, as PgBouncer's)."""
+    return show(conn, "STATE", key="paused")[0]["value"] == "yes"
+
+
 def pool_row(conn, db, user):
     """The SHOW POOLS row of (db, user), or None."""
     rows = show(conn, "POOLS", database=db, user=user)

@@ -320,6 +320,34 @@ class TestShowColumns(AdminTestCase):
         lists = {r["list"]: r["items"] for r in self.show(conn, "LISTS")[1]}
         self.assertEqual(lists["pools"], len(self.show(conn, "POOLS")[1]))
 
+    def test_show_stats_lists_the_consoles_database(self):
+        # As PgBouncer 1.18 (run side by side): SHOW STATS, STATS_TOTALS and
+        # STATS_AVERAGES have a row for its admin database, in its place
+        # by name, whose xact_count and query_count are the console
+        # sessions that sent a Query (one each, however many it sent: its
+        # query never ends at a server's ReadyForQuery), the rest 0.
+        # pgwharf had no such row.
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        conn = self.admin_conn(px)
+        with socket.create_connection((px.host, px.port), timeout=30) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)  # no Query
+            for view in ("STATS", "STATS_TOTALS", "STATS_AVERAGES"):
+                with self.subTest(view=view):
+                    names = [r["database"] for r in self.show(conn, view)[1]]
+                    self.assertEqual(names, sorted(names))
+                    self.assertIn("pgbouncer", names)
+            other = self.admin_conn(px)
+            for _ in range(2):
+                other.cursor().execute("SHOW VERSION")
+            row = self.rows(conn, "STATS_TOTALS", database="pgbouncer")
+            want = {c: 0 for c, _ in COLUMNS["STATS_TOTALS"][1:]}
+            want.update(database="pgbouncer", xact_count=2, query_count=2)
+            self.assertEqual(row, [want])
+            row = self.rows(conn, "STATS", database="pgbouncer")[0]
+            self.assertEqual((row["total_xact_count"], row["total_query_count"],
+                              row["total_received"], row["total_wait_time"]), (2, 2, 0, 0))
+
     def test_the_consoles_pool_is_one_under_either_name(self):
         # Sessions of the console under either name are the one pool's,
         # in SHOW POOLS' place for it (they were sorted under the name
@@ -2165,6 +2193,27 @@ class TestCommands(AdminTestCase):
         self.assertIsNone(bg.error)
         self.assertGreater(bg.result, paused_until, "a query ran while everything was paused")
 
+    def test_a_pause_of_all_shows_in_show_state_not_show_databases(self):
+        # As PgBouncer 1.18 (run side by side on one pgbouncer.ini): after
+        # PAUSE with no database every SHOW DATABASES row says paused 0
+        # (its db_paused is set by PAUSE db alone); the pause of all is
+        # SHOW STATE's.  pgwharf said paused 1 on every row.
+        px = self.start()
+        self.assertEqual(px.psql("select 1"), "1")
+        conn = self.admin_conn(px)
+        conn.cursor().execute("PAUSE")
+        state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
+        self.assertEqual(state["paused"], "yes")
+        paused = {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(set(paused.values()), {0}, paused)
+        conn.cursor().execute("RESUME")
+        conn.cursor().execute("PAUSE %s" % self.pg.database)
+        paused = {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual(paused[self.pg.database], 1)
+        self.assertEqual(sum(paused.values()), 1, paused)
+        state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
+        self.assertEqual(state["paused"], "no")
+
     def test_a_client_that_leaves_a_paused_pool_is_gone_at_once(self):
         """A client whose request waits on a paused database and that then
         leaves (Terminate, or only the close of its socket) is gone at
@@ -2291,9 +2340,9 @@ class TestCommands(AdminTestCase):
         # connections close: a psycopg2 close waits for the query).
         self.addCleanup(busy.rollback)
 
-        def paused():
-            return {r["name"]: r["paused"] for r in
-                    self.show(conn, "DATABASES")[1]}.get(self.pg.database)
+        def paused():       # PAUSE db's, or SHOW STATE's for a PAUSE of all
+            return max(int(pt.paused_all(conn)), {r["name"]: r["paused"] for r in
+                       self.show(conn, "DATABASES")[1]}.get(self.pg.database))
 
         for sql in ("PAUSE %s" % self.pg.database, "PAUSE"):
             bg = Background(lambda: pauser.cursor().execute(sql))
@@ -2338,7 +2387,8 @@ class TestCommands(AdminTestCase):
         def cancel_waiting(sql):
             pauser = self.admin_conn(px)
             bg = Background(lambda: pauser.cursor().execute(sql))
-            wait_until(lambda: paused().get(db) == 1, what="the database paused")
+            wait_until(lambda: paused().get(db) == 1 or pt.paused_all(conn),
+                       what="the database paused")
             self.assertTrue(bg.is_alive(), "%s answered while a transaction ran" % sql)
             pauser.cancel()
             bg.join(10)
@@ -2477,15 +2527,17 @@ class TestCommands(AdminTestCase):
             conn.cursor().execute("RESUME")
         self.assertEqual((cm.exception.pgcode, cm.exception.pgerror.split("\n")[0]),
                          ("55000", "ERROR:  pooler is not paused/suspended"))
-        conn.cursor().execute("PAUSE")
-        self.assertEqual((paused()[db2], paused()[self.pg.database]), (1, 1))
+        conn.cursor().execute("PAUSE")      # SHOW STATE's, not SHOW DATABASES'
+        self.assertEqual((paused()[db2], paused()[self.pg.database]), (1, 0))
+        self.assertTrue(pt.paused_all(conn))
         conn.cursor().execute("RESUME")
         self.assertEqual((paused()[db2], paused()[self.pg.database]), (1, 0))
+        self.assertFalse(pt.paused_all(conn))
         self.assertEqual(px.psql("select 1"), "1")
         px.send_signal(signal.SIGUSR1)
-        wait_until(lambda: paused()[self.pg.database] == 1, what="SIGUSR1's pause")
+        wait_until(lambda: pt.paused_all(conn), what="SIGUSR1's pause")
         px.send_signal(signal.SIGUSR2)
-        wait_until(lambda: paused()[self.pg.database] == 0, what="SIGUSR2's resume")
+        wait_until(lambda: not pt.paused_all(conn), what="SIGUSR2's resume")
         self.assertEqual(paused()[db2], 1)
         conn.cursor().execute("RESUME %s" % db2)
         self.assertEqual(paused()[db2], 0)
@@ -2505,7 +2557,8 @@ class TestCommands(AdminTestCase):
             pauser = self.admin_conn(px)
             self.addCleanup(busy.rollback)          # failing, the PAUSE ends first
             bg = Background(lambda: pauser.cursor().execute(pause))
-            wait_until(lambda: {r["name"]: r["paused"] for r in self.show(conn, "DATABASES")[1]}
+            wait_until(lambda: pt.paused_all(conn) or {r["name"]: r["paused"] for r in
+                                                       self.show(conn, "DATABASES")[1]}
                        .get(self.pg.database) == 1, what="the database paused")
             conn.cursor().execute(resume)
             bg.join(10)

@@ -1417,8 +1417,7 @@ class TestStateAcrossServers(pt.PgwharfTestCase):
         threading.Thread(target=pause_waits, daemon=True).start()
         con = connect(px, db="pgbouncer")
         self.addCleanup(con.close)
-        pt.wait_until(lambda: pt.show(con, "DATABASES", name=self.pg.database)[0]["paused"]
-                      == 1, what="the PAUSE")
+        pt.wait_until(lambda: pt.paused_all(con), what="the PAUSE")
         self._reload_into_session_mode(px)
         execute(con, "RESUME")
         self._assert_clean_after_the_cleanup(px, pid, holder, con)
