@@ -179,7 +179,7 @@ static int pool_key(struct pgw_conf_db *db, const char *key, const char *val, ch
 {
     int rc;
     if (strcasecmp(key, "pool_size") == 0)
-        rc = conf_parse_int_unset(val, 1, INT_MAX, &db->pool_size, err, errlen);
+        rc = conf_parse_int_unset(val, 0, INT_MAX, &db->pool_size, err, errlen);
     else if (strcasecmp(key, "min_pool_size") == 0)
         rc = conf_parse_int_unset(val, 0, INT_MAX, &db->min_pool_size, err, errlen);
     else if (strcasecmp(key, "reserve_pool") == 0 || strcasecmp(key, "reserve_pool_size") == 0)

@@ -54,7 +54,7 @@
     X(login_notify_message,     STR,        "",            0, 0)            \
     X(pool_mode,                POOL_MODE,  "session",     0, 0)            \
     X(max_client_conn,          INT,        "100",         1, INT_MAX)      \
-    X(default_pool_size,        INT,        "20",          1, INT_MAX)      \
+    X(default_pool_size,        INT,        "20",          0, INT_MAX)      \
     X(min_pool_size,            INT,        "0",           0, INT_MAX)      \
     X(reserve_pool_size,        INT,        "0",           0, INT_MAX)      \
     X(reserve_pool_timeout,     DUR,        "5",           0, 0)            \

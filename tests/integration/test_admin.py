@@ -2214,6 +2214,29 @@ class TestCommands(AdminTestCase):
         state = {r["key"]: r["value"] for r in self.show(conn, "STATE")[1]}
         self.assertEqual(state["paused"], "no")
 
+    def test_default_pool_size_0_opens_servers_for_sized_databases_only(self):
+        # As PgBouncer 1.18 (run side by side): default_pool_size = 0 is a
+        # file it runs (pgwharf refused it): a database that sets
+        # pool_size gets that many servers; the others' clients get no
+        # server of their own and wait (query_wait_timeout), unless the
+        # reserve serves them.  SHOW DATABASES says pool_size 0.
+        cs = self.pg.conn_string()
+        px = self.start_pgwharf(
+            settings={"admin_users": self.pg.user, "pool_mode": "transaction",
+                      "default_pool_size": "0", "query_wait_timeout": "1"},
+            databases={"sized": cs + " pool_size=2", "zero": cs})
+        self.assertEqual(px.psql("select 1", db="sized"), "1")
+        conn = self.admin_conn(px)
+        sizes = {r["name"]: r["pool_size"] for r in self.show(conn, "DATABASES")[1]}
+        self.assertEqual((sizes["sized"], sizes["zero"]), (2, 0))
+        config = {r["key"]: r["value"] for r in self.show(conn, "CONFIG")[1]}
+        self.assertEqual(config["default_pool_size"], "0")
+        with self.assertRaises(psycopg2.Error) as cm:
+            self.client(px, db="zero").cursor().execute("select 1")
+        self.assertIn("query_wait_timeout", str(cm.exception))
+        self.assertEqual(self.rows(conn, "SERVERS", database="zero"), [])
+        self.assertIn("sized", [r["database"] for r in self.show(conn, "SERVERS")[1]])
+
     def test_a_client_that_leaves_a_paused_pool_is_gone_at_once(self):
         """A client whose request waits on a paused database and that then
         leaves (Terminate, or only the close of its socket) is gone at

@@ -191,6 +191,28 @@ static void test_minimal_file_gets_defaults(void **state)
 
 /* ---- value types ---- */
 
+/* default_pool_size = 0 and a database's pool_size=0, as PgBouncer 1.18
+ * takes them (run side by side): a pool of no servers of its own (its
+ * clients wait, query_wait_timeout, or the reserve), unless a database
+ * entry sets pool_size.  pgwharf refused the file. */
+static void test_pool_size_zero(void **state)
+{
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok(BASE "default_pool_size = 0\nmin_pool_size = 0\n"
+                                          "[databases]\nsized = pool_size=3\nzero = pool_size=0\n"
+                                          "plain = dbname=x\n", &d);
+    assert_int_equal(cfg->default_pool_size, 0);
+    assert_int_equal(pgw_conf_pool_size(cfg, pgw_conf_find_db(cfg, "sized"), NULL), 3);
+    assert_int_equal(pgw_conf_pool_size(cfg, pgw_conf_find_db(cfg, "zero"), NULL), 0);
+    assert_int_equal(pgw_conf_pool_size(cfg, pgw_conf_find_db(cfg, "plain"), NULL), 0);
+    assert_int_equal(d.nwarnings, 0);
+    char err[200];
+    assert_int_equal(pgw_conf_set(cfg, "default_pool_size", "0", err, sizeof(err)), 0);
+    assert_int_not_equal(pgw_conf_set(cfg, "default_pool_size", "-1", err, sizeof(err)), 0);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+}
+
 static void test_int_keys(void **state)
 {
     struct pgw_conf_diag d = { 0 };
@@ -208,9 +230,7 @@ static void test_int_keys(void **state)
     pgw_conf_diag_free(&d);
 
     expect_key_error("default_pool_size = -3",
-                     "t.ini:3: default_pool_size: expected a positive integer, got \"-3\"");
-    expect_key_error("default_pool_size = 0",
-                     "t.ini:3: default_pool_size: expected a positive integer, got \"0\"");
+                     "t.ini:3: default_pool_size: expected a non-negative integer, got \"-3\"");
     expect_key_error("server_pipeline_depth = 65",
                      "t.ini:3: server_pipeline_depth: expected an integer from 0 to 64, got \"65\"");
     expect_key_error("listen_port = 65536",
@@ -265,10 +285,10 @@ static void test_int_keys_as_pgbouncer(void **state)
 
     /* what strtol does not read whole, PgBouncer refuses too */
     expect_key_error("default_pool_size = 09",
-                     "t.ini:3: default_pool_size: expected a positive integer (decimal, 0x "
+                     "t.ini:3: default_pool_size: expected a non-negative integer (decimal, 0x "
                      "hexadecimal, or octal after a leading 0, as PgBouncer reads it), got \"09\"");
     expect_key_error("default_pool_size = 0x",
-                     "t.ini:3: default_pool_size: expected a positive integer (decimal, 0x "
+                     "t.ini:3: default_pool_size: expected a non-negative integer (decimal, 0x "
                      "hexadecimal, or octal after a leading 0, as PgBouncer reads it), got \"0x\"");
     expect_key_error("listen_port = 0x10000",
                      "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"0x10000\"");
@@ -277,7 +297,7 @@ static void test_int_keys_as_pgbouncer(void **state)
                      "\"0x7fffffffffffffffff\"");
     /* [databases]: decimal, and 0x10 (atoi's 0 in PgBouncer) an error */
     load_fail(BASE "[databases]\nb = pool_size=0x10\n", &d, 1);
-    assert_error(&d, "t.ini:4: database \"b\": pool_size: expected a positive integer, "
+    assert_error(&d, "t.ini:4: database \"b\": pool_size: expected a non-negative integer, "
                      "got \"0x10\"");
     pgw_conf_diag_free(&d);
 }
@@ -394,7 +414,7 @@ static void test_duration_keys(void **state)
     pgw_conf_free(cfg);
     pgw_conf_diag_free(&d);
     load_fail(BASE "[databases]\nb = pool_size=-2\n", &d, 1);
-    assert_error(&d, "t.ini:4: database \"b\": pool_size: expected a positive integer, "
+    assert_error(&d, "t.ini:4: database \"b\": pool_size: expected a non-negative integer, "
                      "got \"-2\"");
     pgw_conf_diag_free(&d);
     expect_key_error("server_connect_rate = fast",
@@ -630,10 +650,10 @@ static void test_value_errors_all_reported(void **state)
                    "[users]\n"
                    "u = pool_mode=bad\n", &d, 6);
     assert_error(&d, "t.ini:3: listen_port: expected an integer from 0 to 65535, got \"x\"");
-    assert_error(&d, "t.ini:4: default_pool_size: expected a positive integer, got \"-3\"");
+    assert_error(&d, "t.ini:4: default_pool_size: expected a non-negative integer, got \"-3\"");
     assert_error(&d, "t.ini:5: unknown key \"nope\"");
     assert_error(&d, "t.ini:7: database \"a\": unknown key \"hots\"");
-    assert_error(&d, "t.ini:8: database \"b\": pool_size: expected a positive integer, "
+    assert_error(&d, "t.ini:8: database \"b\": pool_size: expected a non-negative integer, "
                      "got \"zero\"");
     assert_error(&d, "t.ini:10: user \"u\": pool_mode: expected one of session, transaction, "
                      "statement; got \"bad\"");
@@ -2519,6 +2539,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_many_databases),
         cmocka_unit_test(test_minimal_file_gets_defaults),
+        cmocka_unit_test(test_pool_size_zero),
         cmocka_unit_test(test_int_keys),
         cmocka_unit_test(test_int_keys_as_pgbouncer),
         cmocka_unit_test(test_duration_parse),
