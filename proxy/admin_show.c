@@ -630,9 +630,13 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     /* The server's own application_name, as it last reported it (as
      * PgBouncer's varcache): an idle server keeps its last client's. */
     const char *app = pgw_params_get(&srv->params, "application_name");
+    /* The user it logs in as (libpq's, as given): a pool whose entry's
+     * user= a reload changed logs its new servers in as the new user
+     * while its clients last, under the old name (it listed that). */
+    const char *user = srv->conn ? PQuser(srv->conn) : NULL;
     pgw_rs_row(rs);
     pgw_rs_text(rs, "S");
-    pgw_rs_text(rs, pgw_pool_user(pool));
+    pgw_rs_text(rs, user && *user ? user : pgw_pool_user(pool));
     pgw_rs_text(rs, pgw_pool_dbname(pool));
     pgw_rs_text(rs, pgw_replication_name(srv->replication));
     pgw_rs_text(rs, state);

@@ -389,6 +389,39 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual([(s["state"], s["application_name"]) for s in servers],
                          [("idle", "last-client")])
 
+    def test_show_servers_lists_the_user_a_server_logs_in_as(self):
+        # An entry's user= changed by a reload while a client waited in the
+        # old user's pool: the server opened for it after the reload logs
+        # in as the new user (as in PgBouncer, whose pool takes the new
+        # name), but SHOW SERVERS listed it under the old one, the pool's.
+        app, su = self.pg.app_user, self.pg.user
+        px = self.start_pgwharf(
+            settings={"admin_users": su, "pool_mode": "transaction"},
+            databases={"f": self.pg.conn_string(user=app, password=self.pg.app_password)
+                       + " pool_size=1"})
+        conn = self.admin_conn(px)
+        holder = self.client(px, db="f", autocommit=False)
+        self.assertEqual(pt.one(holder, "select session_user"), app)   # holds the server
+        waiter = self.client(px, db="f")
+
+        def ask():
+            cur = waiter.cursor()
+            cur.execute("select session_user, pg_backend_pid()")
+            return cur.fetchone()
+        bg = Background(ask)
+        wait_until(lambda: pt.pool_row(conn, "f", app)["cl_waiting"] == 1, what="the wait")
+        px.databases["f"] = self.pg.conn_string(user=su, password=self.pg.password) \
+            + " pool_size=1"
+        px.reload()
+        wait_until(lambda: self.rows(conn, "DATABASES", name="f")[0]["force_user"] == su,
+                   what="the reload")
+        holder.commit()          # its server (app's) closes; the waiter's logs in
+        bg.join(10)
+        self.assertIsNone(bg.error)
+        self.assertEqual(bg.result[0], su)
+        servers = [(r["user"], r["remote_pid"]) for r in self.rows(conn, "SERVERS", database="f")]
+        self.assertEqual(servers, [(su, bg.result[1])])
+
     def test_show_config_writes_null_where_pgbouncer_does(self):
         # PgBouncer writes NULL for the keys it has no default for (their
         # default, and their value while unset); other unset strings are
