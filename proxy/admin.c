@@ -692,7 +692,7 @@ static void handle_message(struct pgw_session *s, uint8_t type, const uint8_t *b
         reply_simple(s, len > 0 ? "invalid message format" : NULL, 'I');
         return;
     case PGW_FE_QUERY:
-        if (!s->admin_counted) {
+        if (!s->admin_counted && s->px->admin) {
             s->admin_counted = true;
             pgw_stats_console_query(s->px->admin->stats);
         }
