@@ -271,6 +271,15 @@ void pgw_stats_totals(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw
     }
     free(cur);
     averages(&sum, st->last_t - st->prev_t, avg);
+    /* The console's row too, as PgBouncer sums its admin pool's: in the
+     * counts and their rates, not in the average times (its transactions
+     * take none, and would only dilute the databases'). */
+    struct pgw_dbstat ct, ca;
+    pgw_stats_console(px, &ct, &ca);
+    total->xacts += ct.xacts;
+    total->queries += ct.queries;
+    avg->xacts += ca.xacts;
+    avg->queries += ca.queries;
 }
 
 void pgw_stats_sessions_total(struct pgw_proxy *px, struct pgw_dbstat *sum)

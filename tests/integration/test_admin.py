@@ -347,6 +347,9 @@ class TestShowColumns(AdminTestCase):
             row = self.rows(conn, "STATS", database="pgbouncer")[0]
             self.assertEqual((row["total_xact_count"], row["total_query_count"],
                               row["total_received"], row["total_wait_time"]), (2, 2, 0, 0))
+            # SHOW TOTALS sums them in too, as PgBouncer's (psql's 1 and 2)
+            totals = {r["name"]: r["value"] for r in self.show(conn, "TOTALS")[1]}
+            self.assertEqual((totals["total_xact_count"], totals["total_query_count"]), (3, 3))
 
     def test_the_consoles_pool_is_one_under_either_name(self):
         # Sessions of the console under either name are the one pool's,
