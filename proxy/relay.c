@@ -5272,8 +5272,14 @@ static bool eof_done(const struct pgw_session *s)
      * for it (session_cancels_done; cancel_wait_timeout bounds it). */
     if (s->copy_abort_name[0] && s->cancel_inflight > 0)
         return false;
-    /* A COPY FROM STDIN waits for data that will never come. */
-    if (s->copy_ins > s->copy_ends)
+    /* A COPY FROM STDIN waits for data that will never come.  Not one
+     * the server ended already, on a bad row (its error came, srv_copy_in
+     * off): PostgreSQL flushes that error at once and its ReadyForQuery
+     * after it, which a Query's COPY still gets, as from PostgreSQL (the
+     * end of the stream read in between closed the session there, the
+     * client got no ReadyForQuery; by Execute nothing more comes and the
+     * tests below end it).  (A CopyBoth sets no srv_copy_in.) */
+    if (s->copy_ins > s->copy_ends && (s->srv_copy_in || s->replication))
         return true;
     /* The count of replies due may be high (count_high, track.h): the wait
      * for them could be for ever.  The session ends as it did before (the

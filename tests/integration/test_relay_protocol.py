@@ -1559,6 +1559,55 @@ class TestTheClientLeavingACopy(RelayCase):
                     self.assert_kept_clean(pid)
 
 
+    def test_a_half_close_between_the_copys_error_and_its_ready(self):
+        """As above, after a bad row: PostgreSQL flushes the COPY's error
+        at once and its ReadyForQuery after it (elog.c's own flush), so
+        the end of the client's stream may reach pgwharf between the two.
+        pgwharf ended the session there (eof_done took the COPY for one
+        still reading, its CopyInResponse counted, no CopyDone): the client
+        got the error, then the close, no ReadyForQuery, where PostgreSQL
+        sends it (fails before: py.relay_protocol's test above failed so
+        once on a loaded machine, session 53 d3).  A forwarder here holds
+        every ReadyForQuery that follows an error by 0.3 s, and the client
+        ends its stream once it has read the error: in between each time."""
+        proxy = _ReadyAfterErrorDelay((self.pg.host, int(self.pg.port)), 0.3)
+        self.addCleanup(proxy.close)
+        px = self.start_pgwharf(
+            settings=dict({"pool_mode": "transaction", "default_pool_size": 1,
+                           "max_db_connections": 1, "log_connections": 0}, **self.settings),
+            databases={"slowz": pt.entry_conninfo(host="127.0.0.1", port=proxy.port,
+                                                  dbname=self.pg.database)})
+        for block, extended in ((False, False), (True, False), (False, True), (True, True)):
+            with self.subTest(block=block, extended=extended):
+                def run(sock):
+                    if block:
+                        hz.simple_query(sock, "begin")
+                    self.copy_started(sock, extended)
+                    sock.sendall(M(b"d", b"x\n"))
+                    t, body = hz.recv_msg(sock)          # the COPY's error, then the end
+                    sock.shutdown(socket.SHUT_WR)
+                    data, closed = hz.read_until_closed(sock, 20)
+                    self.assertTrue(closed, "the session did not end")
+                    return messages_but_source(t + struct.pack("!I", 4 + len(body)) + body +
+                                               data)
+                want = run(self.direct())
+                # (By Execute the COPY read the Sync after it: the server
+                # skips to one that never comes.)
+                self.assertEqual([t for t, _ in want], [b"E"] if extended else [b"E", b"Z"],
+                                 want)
+                a = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(a.close)
+                hz.sync_login(a, self.pg.user, "slowz", self.pg.password)
+                self.assertEqual(run(a), want)
+                a.close()
+                # The next client is served (the server kept or not).
+                b = socket.create_connection((px.host, px.port), timeout=30)
+                self.addCleanup(b.close)
+                hz.sync_login(b, self.pg.user, "slowz", self.pg.password)
+                self.assertEqual(hz.simple_query(b, "select count(*) from relay_copy_leave"),
+                                 ([[b"0"]], []))
+                b.close()
+
     def test_a_half_close_inside_a_copydata_relayed_in_part(self):
         """The client shuts down its sending side inside a CopyData whose
         first bytes pgwharf relayed already, and reads on: PostgreSQL 15
@@ -2287,6 +2336,64 @@ class TestAClientGoneWhenTheServerOnItsWayIsRefused(pt.AppRoleTestCase):
             self.assertTrue(closed)
         hz.simple_query(a, "commit")
         self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"0"]])
+
+
+class _ReadyAfterErrorDelay:
+    """A TCP forwarder to PostgreSQL that holds a ReadyForQuery coming
+    right after an ErrorResponse for `delay` seconds (the two are written
+    apart by PostgreSQL, which flushes an error at once)."""
+
+    def __init__(self, target, delay):
+        self.target, self.delay = target, delay
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.port = self.ls.getsockname()[1]
+        self.ls.listen(16)
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            s = socket.create_connection(self.target)
+            threading.Thread(target=_FlakyProxy.pipe, args=(c, s), daemon=True).start()
+            threading.Thread(target=self.backend, args=(s, c), daemon=True).start()
+
+    def backend(self, a, b):
+        """Message by message once logged in (before: as it comes, an SSL
+        or GSS answer is one byte)."""
+        buf, after_error, logged_in = b"", False, False
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                if not logged_in:
+                    b.sendall(d)
+                    logged_in = b"Z\x00\x00\x00\x05" in d
+                    continue
+                buf += d
+                while len(buf) >= 5:
+                    n = struct.unpack("!I", buf[1:5])[0] + 1
+                    if len(buf) < n:
+                        break
+                    m, buf = buf[:n], buf[n:]
+                    if m[:1] == b"Z" and after_error:
+                        time.sleep(self.delay)
+                    after_error = m[:1] == b"E"
+                    b.sendall(m)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
 
 
 class _FlakyProxy:
