@@ -1994,9 +1994,38 @@ static bool sql_blank(const char *p, size_t n)
 
 static bool drops_all(const char *sql);
 
+/* Can byte c stand in an identifier or keyword (PostgreSQL's scanner:
+ * letters, digits, _, $, any byte of a multibyte character)? */
+static bool ident_byte(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return u >= 0x80 || u == '_' || u == '$' || (u >= '0' && u <= '9') ||
+           ((u | 0x20) >= 'a' && (u | 0x20) <= 'z');
+}
+
+/* Does text[0..n) hold `word` (upper case, ASCII) in any case, as a word
+ * of its own (no identifier byte either side)? */
+static bool has_token_ci(const char *text, size_t n, const char *word)
+{
+    size_t wl = strlen(word);
+    for (size_t i = 0; i + wl <= n; i++) {
+        if ((i > 0 && ident_byte(text[i - 1])) || (i + wl < n && ident_byte(text[i + wl])))
+            continue;
+        size_t k = 0;
+        while (k < wl && (text[i + k] & ~0x20) == word[k])
+            k++;
+        if (k == wl)
+            return true;
+    }
+    return false;
+}
+
 /* Is the statement text t[0..n) (no NUL) one that drops every prepared
  * statement (drops_all)?  A long one that may be (comments...): taken
- * for one. */
+ * for one.  ALL a word of its own: DEALLOCATE holds those letters, and
+ * every DEALLOCATE of 64 bytes or more among other statements (a long
+ * name, white space) was taken for a DEALLOCATE ALL and left to the
+ * server, which answered 26000 (review r2 of session 53). */
 static bool drops_all_text(const char *t, size_t n)
 {
     char one[64];
@@ -2005,7 +2034,7 @@ static bool drops_all_text(const char *t, size_t n)
         one[n] = '\0';
         return drops_all(one);
     }
-    return has_word_ci(t, n, "ALL") &&
+    return has_token_ci(t, n, "ALL") &&
            (has_word_ci(t, n, "DEALLOCATE") || has_word_ci(t, n, "DISCARD"));
 }
 

@@ -3724,6 +3724,44 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         self.assertEqual(len(rows), 1, msgs)
         self.assertTrue(rows[0][1].endswith(b"a'; deallocate s4; select "), rows)
 
+    def test_a_long_deallocate_among_other_statements(self):
+        """A DEALLOCATE of 64 bytes or more among other statements (a
+        name of 50 to 63 characters, white space, a comment): taken for a
+        DEALLOCATE ALL (DEALLOCATE holds the letters ALL), it was left to
+        the server, which has no statement of the client's name: 26000,
+        the statements after it skipped, the name still the client's.
+        Now rewritten as a short one is; DEALLOCATE ALL and DISCARD ALL
+        written long are still the server's.  Each step on a direct
+        connection and through pgwharf, the replies compared."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        def run(at):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            for n, sql in (("c" * 50, 'select 1; DEALLOCATE "%s"'),
+                           ("c" * 60, 'DEALLOCATE "%s"; select 1'),
+                           ("c" * 63, 'select 1;DEALLOCATE PREPARE "%s";select 2'),
+                           ("s1", "select 1; DEALLOCATE    /* a comment, long enough "
+                                  "to pass 64 bytes */   %s"),
+                           ("s3", "select 1; DEALLOCATE /* a comment to pass 64 bytes "
+                                  "here */ ALL; select '%s'")):
+                sock.sendall(r.parse(n, "select 1") + r.sync())
+                ph.read_until_ready(sock)
+                sock.sendall(r.query(sql % n))
+                out.append([(t, sqlstate(b) if t == b"E" else b)
+                            for t, b in ph.read_until_ready(sock)])
+                # the name is free again (or, after an error, still there)
+                sock.sendall(r.parse(n, "select 2") + r.sync())
+                out.append([(t, sqlstate(b) if t == b"E" else b)
+                            for t, b in ph.read_until_ready(sock)])
+            return out
+        want = run(self.pg)
+        self.assertNotIn(b"E", [t for m in want for t, _ in m], want)
+        self.maxDiff = None
+        self.assertEqual(run(px), want)
+
     def test_psqlodbc_with_autocommit_off(self):
         # The driver itself (UseServerSidePrepare=1, its default): each new
         # text on a statement handle drops the handle's plan first.
