@@ -176,6 +176,13 @@ static void session_cancels_done(struct pgw_session *s)
         s->release_held = true;
         pgw_relay_release_if_clean(s);
     }
+    /* A Close of the unnamed statement that waited for the cancel
+     * (relay.c close_waits), the server kept (not clean to give back):
+     * it goes on now. */
+    if (s->ps_wait && s->server && s->state == PGW_SS_LINKED && s->cancel_inflight == 0) {
+        s->ps_wait = false;
+        pgw_relay_client_data(s);
+    }
     /* Or the count of replies due unsure after a failed COPY: the probe
      * waited for the cancel (relay.c track_probe_quiet). */
     if (s->server && s->state == PGW_SS_LINKED)

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import psycopg2
@@ -2563,6 +2564,53 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         self.assertEqual([t for t, _ in want], [b"1", b"2", b"D", b"C", b"Z", b"3", b"E", b"Z",
                                                 b"1", b"Z", b"T", b"D", b"C", b"Z", b"3",
                                                 b"E", b"Z"])
+        self.assertEqual(run(px, lambda: assert_another_client_runs(self, px)), want)
+
+    def test_close_of_the_unnamed_statement_with_a_cancel_in_flight(self):
+        """As above, the request a Query the client cancels: its
+        ReadyForQuery 'I' mostly comes before the cancel's connection is
+        done, and the server stays linked until it is (cancel.c).  The
+        Close went on to the server there (close_waits held it only while
+        answers were due), a batch opened, and once the cancel was done
+        the idle client kept the server until its next Sync (fails before:
+        the other client's 57014 after query_wait_timeout, most rounds).
+        It waits for the cancel too now, then is answered with no server;
+        a Parse and Bind of the unnamed statement sent behind it use the
+        new statement, a Bind alone after it gets 26000.  Each round on a
+        direct connection and through pgwharf, the messages compared."""
+        px, r = self.one_server()
+        r.close()
+        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
+        close = ph.msg(b"C", b"S\x00")
+        def run(at, check):
+            out = []
+            for behind in (ph.msg(b"H"), ph.parse_msg("", "select 'n'") + be + ph.msg(b"S")):
+                for _ in range(3):
+                    sock = socket.create_connection((at.host, at.port), timeout=20)
+                    keys = []
+                    ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password,
+                                  key_data=keys)
+                    sock.sendall(ph.parse_msg("", "select 'a'") + ph.msg(b"S"))
+                    out += ph.read_until_ready(sock)
+                    sock.sendall(ph.query_msg("select pg_sleep(10)") + close + behind)
+                    time.sleep(0.1)
+                    c = socket.create_connection((at.host, at.port), timeout=20)
+                    c.sendall(struct.pack("!IIII", 16, 80877102, *keys[0]))
+                    c.close()
+                    out += ph.read_until_ready(sock)
+                    if behind == ph.msg(b"H"):
+                        out.append(ph.recv_msg(sock))
+                        check()
+                        sock.sendall(be + ph.msg(b"S"))
+                    out += ph.read_until_ready(sock)
+                    check()
+                    sock.close()
+            return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+        want = run(self.pg, lambda: None)
+        self.assertEqual([t for t, _ in want[:9]], [b"1", b"Z", b"T", b"E", b"Z", b"3", b"E",
+                                                    b"Z", b"1"])
+        self.assertEqual(want[3][1], "57014")
+        self.assertEqual(want[6][1], "26000")
         self.assertEqual(run(px, lambda: assert_another_client_runs(self, px)), want)
 
     def test_close_and_sync_in_a_full_pool(self):

@@ -3772,6 +3772,51 @@ class TestAHeldCloseWithACancelInFlight(pt.PgwharfTestCase):
         self.assertEqual(got[-1], (b"Z", b"I"))
 
 
+    def test_a_close_of_the_unnamed_statement_waits_for_the_cancel(self):
+        """The same with a Close of the unnamed statement (its Parse
+        answered first), the cancel held in flight until the Query's
+        ReadyForQuery is read: with max_prepared_statements on it went on
+        to the server then, a batch opened, and once the cancel was done
+        the server stayed with the idle client (sv_active 1).  It waits
+        for the cancel now and is answered with no server (with it off
+        it is the server's, and close_batch_done gives the server back);
+        a Bind of the statement after it gets 26000, as in PostgreSQL."""
+        be = M(b"B", b"\x00\x00" + b"\x00" * 6) + M(b"E", b"\x00" + b"\x00" * 4)
+        def exchange(at, hold):
+            keys = []
+            a = socket.create_connection((at.host, at.port), timeout=30)
+            self.addCleanup(a.close)
+            hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
+            a.sendall(hz.parse_msg("", "select 'a'") + SYNC)
+            got = hz.read_until_ready(a)
+            a.sendall(hz.query_msg("select pg_sleep(60)") + M(b"C", b"S\x00") + M(b"H"))
+            pt.wait_until(lambda: self.pg.psql(
+                "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' "
+                "and state = 'active'", user=self.pg.user) == "1", 20, what="the query to run")
+            k = socket.create_connection((at.host, at.port), timeout=30)
+            self.addCleanup(k.close)
+            k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
+            if hold:
+                self.fwd.wait_acted(0)
+            got += hz.read_until_ready(a)
+            if hold:
+                self.fwd.release(0)
+            got.append(hz.recv_msg(a))
+            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+            if hold:
+                pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"]) for p in self.px.show(
+                    "POOLS", database=self.pg.database, user=self.pg.user)] == [("0", "1")],
+                    10, what="the server back in the pool")          # base: sv_active 1
+            a.sendall(be + SYNC)
+            got += hz.read_until_ready(a)
+            return messages_but_source(b"".join(
+                t + struct.pack("!I", len(body) + 4) + body for t, body in got))
+        want = exchange(self.pg, False)
+        self.assertEqual([t for t, _ in want], [b"1", b"Z", b"T", b"E", b"Z", b"3", b"E",
+                                                b"Z"], want)
+        self.assertIn(b"C26000", want[6][1])
+        self.assertEqual(exchange(self.px, True), want)
+
 class TestAHeldCloseWithACancelInFlightWithoutPreparedStatements(
         TestAHeldCloseWithACancelInFlight):
     settings = {"max_prepared_statements": 0}
