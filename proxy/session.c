@@ -877,6 +877,7 @@ static bool discard_client_input(struct pgw_session *s)
     uint64_t left = UINT64_MAX;
     enum pgw_drain r = pgw_drain(s->fd, cli_read_fn, s, 65536, &left);
     s->bytes_in += UINT64_MAX - left;
+    s->unrelayed_in += UINT64_MAX - left;    /* never relayed: not in SHOW STATS */
     if (r == PGW_DRAIN_ERROR) {
         pgw_session_close(s, NULL, "client read failed: %s", strerror(errno));
         return false;

@@ -1958,6 +1958,32 @@ class TestSlowListener(NotifyCase):
         kept = ended_for_its_backlog(self, slow)
         self.assertEqual([int(p[7990:]) for p in kept], list(range(1, len(kept) + 1)))
 
+    def test_what_it_sends_after_its_end_is_not_received(self):
+        # Ended (its FATAL queued), what it sends is read and thrown away
+        # (discard_client_input): never relayed, it is no part of SHOW
+        # STATS' total_received (PgBouncer's client_bytes, what it
+        # relays).  It was: 20 kB read to be dropped counted as received.
+        db = self.pg.database
+
+        def received():
+            return int(self.px.show("STATS", database=db)[0]["total_received"])
+        slow = slow_login(self, self.px)
+        self.listen(slow, "listen pgw_slow3")
+        for k in range(64):
+            self.pg.psql("select count(pg_notify('pgw_slow3', repeat('x', 7990) || i)) "
+                         "from generate_series(%d, %d) i" % (k * 100 + 1, k * 100 + 100))
+            if "sqlstate=54000" in self.px.log():
+                break
+        pt.wait_until(lambda: "sqlstate=54000" in self.px.log(), 20, what="its end logged")
+        before = received()
+        slow.sendall(hz.query_msg("select '%s'" % ("y" * 20000)))
+        pt.wait_until(lambda: tcp_rx_queue(self.px.port, slow.getsockname()[1]) <= 0, 10,
+                      what="the request read by pgwharf")
+        self.assertGreater(len(ended_for_its_backlog(self, slow)), 0)
+        pt.wait_until(lambda: not self.px.show("CLIENTS", database=db), 10,
+                      what="the client gone")
+        self.assertEqual(received(), before)
+
     def test_held_past_the_bound_inside_a_transaction(self):
         # Held for the end of its transaction: at COMMIT it gets its
         # ReadyForQuery, the held ones (at most max_notify_backlog, here
