@@ -3303,6 +3303,7 @@ static void pipe_end_request(struct pgw_session *f, const char *sqlstate, const 
     send_error(f, sqlstate, why);
     if (f->state == PGW_SS_CLOSING)
         return;
+    f->xact_count++;                     /* its query counted when it queued */
     send_ready(f, 'I');
     if (f->notify)
         pgw_notify_flush(f);         /* held while it was queued */

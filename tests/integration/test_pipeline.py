@@ -996,6 +996,38 @@ class TestPipeline(pt.AppRoleTestCase):
         self.run_async(main())
         self.assertEqual(metric(px, FAILED), 0)
 
+    def test_a_queued_query_ended_here_counts_its_transaction(self):
+        # Q0 (57014, query_wait_timeout) and Q1 (08006) queued behind a
+        # client that left get pgwharf's error and ReadyForQuery 'I'
+        # (pipe_end_request): each was counted a query when it queued, and
+        # no transaction, unlike the 08006 that replaces a reply
+        # (pipe_failed_reply) and pgwharf's other own 'I'.
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "server_pipeline_depth": 4,
+            "metrics_port": "auto", "query_wait_timeout": 2})
+
+        def counts():
+            st = px.show("STATS", database=self.db)[0]
+            return int(st["total_xact_count"]), int(st["total_query_count"])
+
+        async def main():
+            h, q0, q1 = await self.conn(px), await self.conn(px), await self.conn(px)
+            g = await self.hold(204, h)
+            try:
+                xacts, queries = counts()
+                await self.queue((q0, "select 'Q0'"), (q1, "select 'Q1'"), px=px)
+                h.abort()
+                rows, err = await asyncio.wait_for(q0.read_result(), 30)
+                self.assertEqual((rows, err.get("C")), ([], "57014"))
+                rows, err = await asyncio.wait_for(q1.read_result(), 30)
+                self.assertEqual((rows, err.get("C")), ([], "08006"))
+                self.assertEqual(counts(), (xacts + 2, queries + 2))
+            finally:
+                await g.open()
+                for x in (q0, q1):
+                    await x.close()
+        self.run_async(main())
+
     def test_query_wait_timeout_ends_a_wait_for_the_query_of_a_client_that_left(self):
         # What bounds the wait for a query nobody reads (its client left
         # ahead of Q0's): query_wait_timeout, from when Q0 began to wait.
