@@ -519,7 +519,8 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
         return close_oom(s);
     struct pgw_iobuf *b = s->cbuf;
     pgw_iobuf_cut(b, b->parsed, x->end - b->parsed);
-    s->query_count++;
+    if (x->synced)
+        s->query_count++;        /* as a server's batch counts: at its Sync */
     if (x->executed && !listen) {
         pgw_notify_unlisten(sub, x->cur.kind, x->cur.chan);
         pgw_wire_command_complete(&x->out, "UNLISTEN");

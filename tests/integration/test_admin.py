@@ -945,6 +945,24 @@ class TestShowColumns(AdminTestCase):
         stats = self.rows(conn, "STATS", database=self.pg.database)[0]
         self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (4, 4))
 
+    def test_a_listen_split_by_a_flush_is_one_query(self):
+        # Parse, Flush (its ParseComplete read), then Bind, Execute, Sync:
+        # one query, as a SELECT sent so is counted (at its Sync).  A
+        # LISTEN pgwharf answers counted each part: queries 2 for
+        # transactions 1.
+        px = self.start(pool_mode="transaction")
+        conn = self.admin_conn(px)
+        self.addCleanup(conn.close)
+        for sql in ("select 1", "listen pgw_split"):
+            with socket.create_connection((px.host, px.port), timeout=10) as s:
+                hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+                s.sendall(hz.parse_msg("", sql) + hz.msg(b"H"))
+                self.assertEqual(hz.recv_msg(s)[0], b"1")
+                s.sendall(hz.ext_msgs(sql, parse=False, describe=False))
+                hz.read_until_ready(s)
+        stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+        self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (2, 2))
+
     def test_pipelined_transactions_are_each_counted(self):
         # Five autocommit Queries in one write are five transactions (five
         # ReadyForQuery 'I'); the ReadyForQuery inside the pipeline was not
