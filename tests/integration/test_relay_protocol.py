@@ -1568,9 +1568,10 @@ class TestTheClientLeavingACopy(RelayCase):
         got the error, then the close, no ReadyForQuery, where PostgreSQL
         sends it (fails before: py.relay_protocol's test above failed so
         once on a loaded machine, session 53 d3).  A forwarder here holds
-        every ReadyForQuery that follows an error by 0.3 s, and the client
-        ends its stream once it has read the error: in between each time."""
-        proxy = _ReadyAfterErrorDelay((self.pg.host, int(self.pg.port)), 0.3)
+        the ReadyForQuery that follows the error until the client, once it
+        has read the error, has ended its stream and pgwharf's socket has
+        the end (no longer ESTABLISHED): in between each time."""
+        proxy = _ReadyAfterError((self.pg.host, int(self.pg.port)))
         self.addCleanup(proxy.close)
         px = self.start_pgwharf(
             settings=dict({"pool_mode": "transaction", "default_pool_size": 1,
@@ -1579,13 +1580,18 @@ class TestTheClientLeavingACopy(RelayCase):
                                                   dbname=self.pg.database)})
         for block, extended in ((False, False), (True, False), (False, True), (True, True)):
             with self.subTest(block=block, extended=extended):
-                def run(sock):
+                def run(sock, px=None):
                     if block:
                         hz.simple_query(sock, "begin")
                     self.copy_started(sock, extended)
                     sock.sendall(M(b"d", b"x\n"))
                     t, body = hz.recv_msg(sock)          # the COPY's error, then the end
                     sock.shutdown(socket.SHUT_WR)
+                    if px:
+                        port = sock.getsockname()[1]
+                        pt.wait_until(lambda: _peer_ended(px.port, port), 20,
+                                      what="the end in pgwharf's socket")
+                        proxy.release.set()
                     data, closed = hz.read_until_closed(sock, 20)
                     self.assertTrue(closed, "the session did not end")
                     return messages_but_source(t + struct.pack("!I", 4 + len(body)) + body +
@@ -1598,7 +1604,8 @@ class TestTheClientLeavingACopy(RelayCase):
                 a = socket.create_connection((px.host, px.port), timeout=30)
                 self.addCleanup(a.close)
                 hz.sync_login(a, self.pg.user, "slowz", self.pg.password)
-                self.assertEqual(run(a), want)
+                proxy.release.clear()
+                self.assertEqual(run(a, px), want)
                 a.close()
                 # The next client is served (the server kept or not).
                 b = socket.create_connection((px.host, px.port), timeout=30)
@@ -2338,64 +2345,6 @@ class TestAClientGoneWhenTheServerOnItsWayIsRefused(pt.AppRoleTestCase):
         self.assertEqual(hz.simple_query(a, "select count(*) from relay_gone")[0], [[b"0"]])
 
 
-class _ReadyAfterErrorDelay:
-    """A TCP forwarder to PostgreSQL that holds a ReadyForQuery coming
-    right after an ErrorResponse for `delay` seconds (the two are written
-    apart by PostgreSQL, which flushes an error at once)."""
-
-    def __init__(self, target, delay):
-        self.target, self.delay = target, delay
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.port = self.ls.getsockname()[1]
-        self.ls.listen(16)
-        threading.Thread(target=self.run, daemon=True).start()
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            s = socket.create_connection(self.target)
-            threading.Thread(target=_FlakyProxy.pipe, args=(c, s), daemon=True).start()
-            threading.Thread(target=self.backend, args=(s, c), daemon=True).start()
-
-    def backend(self, a, b):
-        """Message by message once logged in (before: as it comes, an SSL
-        or GSS answer is one byte)."""
-        buf, after_error, logged_in = b"", False, False
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                if not logged_in:
-                    b.sendall(d)
-                    logged_in = b"Z\x00\x00\x00\x05" in d
-                    continue
-                buf += d
-                while len(buf) >= 5:
-                    n = struct.unpack("!I", buf[1:5])[0] + 1
-                    if len(buf) < n:
-                        break
-                    m, buf = buf[:n], buf[n:]
-                    if m[:1] == b"Z" and after_error:
-                        time.sleep(self.delay)
-                    after_error = m[:1] == b"E"
-                    b.sendall(m)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.ls.close()
-
-
 class _FlakyProxy:
     """A TCP forwarder to PostgreSQL whose next `fail` connections are
     closed at once (a connect failure nobody answered: the breaker, at
@@ -2419,9 +2368,11 @@ class _FlakyProxy:
                 self.fail -= 1
                 c.close()
                 continue
-            s = socket.create_connection(self.target)
-            for a, b in ((c, s), (s, c)):
-                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+            self.serve(c, socket.create_connection(self.target))
+
+    def serve(self, c, s):
+        for a, b in ((c, s), (s, c)):
+            threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def pipe(a, b):
@@ -2441,6 +2392,63 @@ class _FlakyProxy:
 
     def close(self):
         self.ls.close()
+
+
+def _peer_ended(local_port, peer_port):
+    """The TCP socket on 127.0.0.1 from local_port to peer_port is no
+    longer ESTABLISHED: its peer's end (FIN) is in it (CLOSE-WAIT), or its
+    owner has closed it already (from `ss`)."""
+    cp = subprocess.run(["ss", "-tanH", "sport", "=", ":%d" % local_port,
+                         "dport", "=", ":%d" % peer_port], capture_output=True, text=True,
+                        timeout=30)
+    return all(line.split()[0] != "ESTAB" for line in cp.stdout.splitlines() if line.strip())
+
+
+class _ReadyAfterError(_FlakyProxy):
+    """A TCP forwarder to PostgreSQL that holds a ReadyForQuery coming
+    right after an ErrorResponse (the two are written apart by
+    PostgreSQL, which flushes an error at once) until the test sets
+    `release` (each held one clears it again)."""
+
+    def __init__(self, target):
+        self.release = threading.Event()
+        super().__init__(target)
+
+    def serve(self, c, s):
+        threading.Thread(target=self.pipe, args=(c, s), daemon=True).start()
+        threading.Thread(target=self.backend, args=(s, c), daemon=True).start()
+
+    def backend(self, a, b):
+        """Message by message once logged in (before: as it comes, an SSL
+        or GSS answer is one byte)."""
+        buf, after_error, logged_in = b"", False, False
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                if not logged_in:
+                    b.sendall(d)
+                    logged_in = b"Z\x00\x00\x00\x05" in d
+                    continue
+                buf += d
+                while len(buf) >= 5:
+                    n = struct.unpack("!I", buf[1:5])[0] + 1
+                    if len(buf) < n:
+                        break
+                    m, buf = buf[:n], buf[n:]
+                    if m[:1] == b"Z" and after_error:
+                        self.release.wait(30)
+                        self.release.clear()
+                    after_error = m[:1] == b"E"
+                    b.sendall(m)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
 
 
 class TestAClientGoneWhoseServerFailsToConnectOnce(pt.PgwharfTestCase):
