@@ -195,8 +195,14 @@ struct pgw_server {
                                * tag): one ON COMMIT DROP, which costs no
                                * cleanup, may be left a part of (relay.c
                                * note_leftover); until ReadyForQuery 'I' */
-    bool user_drop_as;        /* one ... ON COMMIT DROP AS noted: its SELECT
-                               * tag to come */
+    bool user_drop_as;        /* a lone CREATE TEMP TABLE ... ON COMMIT DROP
+                               * sent (noted when scanned, ahead of the
+                               * replies before it): a SELECT tag may be its
+                               * AS's; until the server is given back */
+    bool user_drop_ran;       /* its transaction ran something before it made
+                               * a table (a deferred trigger queued may keep
+                               * a part of it at COMMIT); until
+                               * ReadyForQuery 'I' */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
     double user_tail_qt;      /* their query_timeout (relay.c pipe_qt_join) */

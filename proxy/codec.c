@@ -1245,7 +1245,14 @@ static bool sql_skip_group(const char **p, const char *end)
 
 bool pgw_sql_temp_drops(const char *sql, size_t len)
 {
+    bool as;
+    return pgw_sql_temp_drops_as(sql, len, &as);
+}
+
+bool pgw_sql_temp_drops_as(const char *sql, size_t len, bool *as)
+{
     const char *p = sql, *end;
+    *as = false;
     if (memchr(sql, '\\', len))
         return false;
     size_t e = pgw_sql_statement_end(sql, len);
@@ -1285,6 +1292,12 @@ bool pgw_sql_temp_drops(const char *sql, size_t len)
             p++;
         } else if (ident_start((unsigned char)*p) &&
                    !(end - p > 1 && (*p == 'U' || *p == 'u') && p[1] == '&')) {
+            const char *k = p;
+            if (sql_keyword(&k, end, "PARTITION")) {
+                sql_skip_space(&k, end);
+                if (sql_keyword(&k, end, "OF"))
+                    return false;        /* (its bounds' expressions run: review r4) */
+            }
             while (p < end && ident_cont((unsigned char)*p))
                 p++;
             if (p < end && (*p == '\'' || *p == '&'))
@@ -1313,7 +1326,10 @@ bool pgw_sql_temp_drops(const char *sql, size_t len)
         }
         sql_skip_space(&p, end);
     }
-    return p == end || sql_keyword(&p, end, "AS");
+    if (p == end)
+        return true;
+    *as = sql_keyword(&p, end, "AS");
+    return *as;
 }
 
 bool pgw_sql_may_start(const char *sql, size_t n, const char *const *kw, int nkw)

@@ -201,6 +201,8 @@ enum pgw_sql_name_kind pgw_sql_execute_next(const char *sql, size_t len, size_t 
  * split the text otherwise).  Pure.
  */
 bool pgw_sql_temp_drops(const char *sql, size_t len);
+/* The same, and *as: its table is made AS a query (its tag a SELECT's). */
+bool pgw_sql_temp_drops_as(const char *sql, size_t len, bool *as);
 
 /*
  * A savepoint statement's kind and name: "SAVEPOINT name", "RELEASE

@@ -968,10 +968,11 @@ static void stmt_sql_dealloc(struct pgw_session *s, char type, const uint8_t *t,
  * first) -- is a lone CREATE TEMP TABLE ... ON COMMIT DROP
  * (pgw_sql_temp_drops): its table is gone when its transaction ends, so
  * its word TEMP leaves nothing for note_leftover.  Read only for a text
- * that says TEMP. */
-static bool text_temp_drops(const uint8_t *b, size_t n, bool named)
+ * that says TEMP.  *as: its table made AS a query. */
+static bool text_temp_drops(const uint8_t *b, size_t n, bool named, bool *as)
 {
     const uint8_t *e = b + n;
+    *as = false;
     if (named) {
         const uint8_t *z = memchr(b, 0, n);
         if (!z)
@@ -979,22 +980,25 @@ static bool text_temp_drops(const uint8_t *b, size_t n, bool named)
         b = z + 1;
     }
     const uint8_t *z = b < e ? memchr(b, 0, (size_t)(e - b)) : NULL;
-    return z && pgw_sql_temp_drops((const char *)b, (size_t)(z - b));
+    return z && pgw_sql_temp_drops_as((const char *)b, (size_t)(z - b), as);
 }
 
 /* Its words TEMP and MAKE go: its table's tag, CREATE TABLE or (AS) a
  * SELECT, to come (note_leftover). */
 static uint32_t temp_drops_noted(struct pgw_session *s, uint32_t w)
 {
-    if (s->server && !s->server->user_drop_exempt)
-        s->server->user_drop_as = true;
+    if (s->server)
+        s->server->user_drop_as = true;   /* (not by user_drop_exempt: the
+                                           * replies to what is ahead may end
+                                           * its transaction yet) */
     return w & ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);
 }
 
 void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uint8_t *text,
                                 size_t n)
 {
-    if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true))
+    bool as;
+    if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true, &as))
         words = temp_drops_noted(s, words);
     s->state_words |= words & PGW_WORDS_STATE;
     if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
@@ -1762,9 +1766,15 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
          * (stmt_sql_*).  A named Parse of it with max_prepared_statements
          * = 0 runs at a Bind whose text is not at hand, the names there
          * then unknown now: it may leave both once Bound. */
+        bool as;
         if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
-            text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE))
+            text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE, &as) &&
+            !(kept && as))
             w = temp_drops_noted(s, w);     /* (ON COMMIT DROP: its own table) */
+        /* (Not an AS of a named Parse kept on the server: its Bind, maybe
+         * in a later transaction, has no text to say its SELECT tag is
+         * the table made -- review r4 of session 53.  A CREATE TABLE tag
+         * says so itself.) */
         /* (after: what it EXECUTEs -- AS SELECT f('execute p') -- is not
          * its table) */
         if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX)
@@ -5861,20 +5871,27 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
      * noted, user_drop_as: the first SELECT tag, if no table came before)
      * and runs anything but CREATE TABLE, BEGIN, COMMIT or ROLLBACK costs
      * it.  (A tag of what was sent before the CREATE costs it too.) */
-    static const char table[] = "CREATE TABLE", begin[] = "BEGIN", start[] = "START TRANSACTION",
-                      commit[] = "COMMIT", rollback[] = "ROLLBACK";
+    static const char table[] = "CREATE TABLE", table_as[] = "CREATE TABLE AS",
+                      begin[] = "BEGIN", start[] = "START TRANSACTION", commit[] = "COMMIT",
+                      rollback[] = "ROLLBACK";
     struct pgw_server *srv = s->server;
 #define TAG_IS(t) (n == sizeof(t) && memcmp(tag, t, sizeof(t)) == 0)
-    if (TAG_IS(table)) {
+    /* (A table made: a CREATE TABLE, one AS ... WITH NO DATA, or the first
+     * SELECT since an ON COMMIT DROP AS was sent -- it may be a query's
+     * sent ahead of it, then the AS's own costs it.  Anything that ran in
+     * the transaction before it costs it too: a deferred trigger an INSERT
+     * queued runs at COMMIT, the table still there -- review r4 of
+     * session 53.) */
+    if (TAG_IS(table) || TAG_IS(table_as) ||
+        (srv->user_drop_as && !srv->user_drop_exempt && n > sizeof(select) &&
+         memcmp(tag, select, sizeof(select) - 1) == 0)) {
+        if (srv->user_drop_ran)
+            srv->user_leftover |= PGW_LEFTOVER_TEMP;
         srv->user_drop_exempt = true;
-        srv->user_drop_as = false;      /* (its SELECT, if one comes, costs it) */
-    } else if (srv->user_drop_as && !srv->user_drop_exempt && n > sizeof(select) &&
-               memcmp(tag, select, sizeof(select) - 1) == 0) {
-        srv->user_drop_exempt = true;   /* (the table AS made) */
-        srv->user_drop_as = false;
-    } else if ((srv->user_drop_exempt || srv->user_drop_as) && !TAG_IS(begin) &&
-               !TAG_IS(start) && !TAG_IS(commit) && !TAG_IS(rollback)) {
-        srv->user_leftover |= PGW_LEFTOVER_TEMP;
+    } else if (!TAG_IS(begin) && !TAG_IS(start) && !TAG_IS(commit) && !TAG_IS(rollback)) {
+        if (srv->user_drop_exempt)
+            srv->user_leftover |= PGW_LEFTOVER_TEMP;
+        srv->user_drop_ran = true;
     }
 #undef TAG_IS
     if (!w)
@@ -6425,9 +6442,11 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         /* (A portal suspended, a function call's result: what ran has no
          * tag, maybe not yet -- note_leftover's ON COMMIT DROP.) */
         if ((type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_FUNCTION_RESULT) &&
-            s->swallow == 0 && s->server &&
-            (s->server->user_drop_exempt || s->server->user_drop_as))
-            s->server->user_leftover |= PGW_LEFTOVER_TEMP;
+            s->swallow == 0 && s->server) {
+            if (s->server->user_drop_exempt)
+                s->server->user_leftover |= PGW_LEFTOVER_TEMP;
+            s->server->user_drop_ran = true;
+        }
         bool ps = s->ps_on && s->swallow == 0;
         bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&
                       (type == PGW_BE_NOTIFY || type == PGW_BE_COMMAND_COMPLETE);
@@ -6508,7 +6527,7 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         }
         if (type == PGW_BE_READY) {
             if (mlen >= 5 && p[5] == 'I' && s->server)
-                s->server->user_drop_exempt = s->server->user_drop_as = false;
+                s->server->user_drop_exempt = s->server->user_drop_ran = false;
             if (s->swallow > 0) {
                 sync_answered(s);
                 bool hold = s->sync_hold;

@@ -3129,6 +3129,81 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(self.temp_cleanups(px), made + 4, self.cleanups(px))
         self.each_setting(check)
 
+    def test_on_commit_drop_and_code_its_exempt_tags_run(self):
+        # What keeps a part of an ON COMMIT DROP table with no tag after
+        # its CREATE TABLE but BEGIN, CREATE TABLE or COMMIT (review r4 of
+        # session 53; each fails before: B read the sequence, no cleanup):
+        # a partition's bound, an expression run by its CREATE TABLE; a
+        # deferred trigger an INSERT before the table queued, run by the
+        # COMMIT; and a table AS made whose Query was sent behind one
+        # ending a transaction (its ReadyForQuery 'I' forgot the AS).
+        pg = pt.Postgres()
+        pg.psql("create or replace function public.r4_run(q text) returns int "
+                "language plpgsql volatile as $$ begin execute q; return 1; end $$; "
+                "create table if not exists public.r4_q (q text); "
+                "create or replace function public.r4_trg() returns trigger "
+                "language plpgsql as $$ begin execute new.q; return null; end $$; "
+                "drop trigger if exists r4_t on public.r4_q; "
+                "create constraint trigger r4_t after insert on public.r4_q "
+                "deferrable initially deferred for each row execute function public.r4_trg()")
+        self.addCleanup(pg.psql, "drop table if exists public.r4_q; "
+                        "drop function if exists public.r4_trg(); "
+                        "drop function if exists public.r4_run(text)")
+        def partition(a, b, c, r):
+            c.execute("create temp table pb0 (id serial) on commit drop")
+            c.execute("create temp table pbp (a int) partition by range (a) on commit drop")
+            c.execute("create temp table pbp1 partition of pbp for values from "
+                      "(r4_run('alter sequence pb0_id_seq owned by none')) to (10) "
+                      "on commit drop")
+            a.commit()
+            self.fails_with(b, "select * from pg_temp.pb0_id_seq", "42P01")
+
+        def deferred(a, b, c, r):
+            c.execute("insert into r4_q values ('alter sequence pg_temp.dt0_id_seq "
+                      "owned by none')")
+            c.execute("create temp table dt0 (id serial) on commit drop")
+            a.commit()
+            self.fails_with(b, "select * from pg_temp.dt0_id_seq", "42P01")
+
+        def behind(a, b, c, r):
+            r.sendall(hz.query_msg("select 1") + hz.query_msg("begin") +
+                      hz.query_msg("create temp table pq0 on commit drop as select 1 as a") +
+                      hz.query_msg("alter table pq0 add column id serial") +
+                      hz.query_msg("alter sequence pq0_id_seq owned by none") +
+                      hz.query_msg("commit"))
+            for _ in range(6):
+                self.assertFalse([m for t, m in hz.read_until_ready(r) if t == b"E"])
+            self.fails_with(b, "select * from pg_temp.pq0_id_seq", "42P01")
+
+        def named(a, b, c, r):
+            # (max_prepared_statements = 0: Parsed by name in one
+            # transaction, Bound in a later one)
+            r.sendall(hz.parse_msg("pn0", "create temp table pn0 on commit drop as "
+                                   "select 1 as a") + hz.msg(b"S"))
+            self.assertFalse([m for t, m in hz.read_until_ready(r) if t == b"E"])
+            r.sendall(hz.query_msg("begin") +
+                      hz.msg(b"B", b"\x00pn0\x00\x00\x00\x00\x00\x00\x00") +
+                      hz.msg(b"E", b"\x00\x00\x00\x00\x00") + hz.msg(b"S") +
+                      hz.query_msg("alter table pn0 add column id serial") +
+                      hz.query_msg("alter sequence pn0_id_seq owned by none") +
+                      hz.query_msg("commit"))
+            for _ in range(5):
+                self.assertFalse([m for t, m in hz.read_until_ready(r) if t == b"E"])
+            self.fails_with(b, "select * from pg_temp.pn0_id_seq", "42P01")
+            r.sendall(hz.msg(b"C", b"Spn0\x00") + hz.msg(b"S"))
+            hz.read_until_ready(r)
+
+        def check(px):
+            for k, case in enumerate([partition, deferred, behind, named]):
+                with self.subTest(case=case.__name__):
+                    a, b, c = self.a_and_b(px)
+                    a.autocommit = False
+                    r = hz.raw_login(self, px)
+                    made = self.temp_cleanups(px)
+                    case(a, b, c, r)
+                    self.assertEqual(self.temp_cleanups(px), made + 1, self.cleanups(px))
+        self.each_setting(check)
+
     def test_on_commit_drop_beside_another_temp_object(self):
         # Another temporary table in the same transaction, or in the same
         # text (each statement is read, not the text: one of them ON

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -957,7 +958,10 @@ static void test_temp_drops(void **state)
         { "create temp table t (n) on commit drop as select 1 -- done", true },
         { "create temp table t (a int check (a > 0), b text default $$;$$) /* c */ "
           "on commit drop", true },
-        { "create temp table t partition of p for values in (1) on commit drop", true },
+        { "create temp table t partition of p for values in (1) on commit drop", false },
+        /* (its bound an expression a function runs in: review r4) */
+        { "create temp table t partition of p for values from (f()) to (2) on commit drop", false },
+        { "create temp table t (partition int, of int) on commit drop", true },
         { "create temp table t (a int) on commit drop; create temp table u (a int)", false },
         { "create temp table u (a int); create temp table t (a int) on commit drop", false },
         { "CREATE TEMP TABLE t (a int)", false },
@@ -988,6 +992,16 @@ static void test_temp_drops(void **state)
         const char *sql = cases[i].sql;
         if (pgw_sql_temp_drops(sql, strlen(sql)) != cases[i].drops)
             fail_msg("%s: %d", sql, !cases[i].drops);
+        /* (AS: made by a query, its tag a SELECT's) */
+        bool as = true;
+        char low[512];
+        size_t k = 0;
+        for (; sql[k] && k + 1 < sizeof(low); k++)
+            low[k] = (char)tolower((unsigned char)sql[k]);
+        low[k] = '\0';
+        if (pgw_sql_temp_drops_as(sql, strlen(sql), &as) != cases[i].drops ||
+            as != (cases[i].drops && (strstr(low, "drop as") || strstr(low, " as select"))))
+            fail_msg("%s: as %d", sql, as);
         /* cut short at every byte: read within its bytes */
         for (size_t n = 0; n < strlen(sql); n++) {
             char *cut = malloc(n ? n : 1);
