@@ -953,6 +953,19 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if (!in && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= dollar != NULL;
         loose |= dollar ? blind_words(px, w, q, want) : blind_word(w, (size_t)(q - w), want);
+        /* A number or parameter glued to INTO: PostgreSQL 14 and older
+         * read them apart (select 1into t, 1e1into t, $1into t: SELECT ...
+         * INTO t; 15 on: trailing junk).  Review r4 of session 53. */
+        if ((uint8_t)(c - '0') < 10 || (c == '$' && q - w > 1 && (uint8_t)(w[1] - '0') < 10)) {
+            const uint8_t *r = w + 1;
+            while (r < q && (uint8_t)(*r - '0') < 10)
+                r++;
+            if (q - r > 1 && lower_ascii(*r) == 'e' && (uint8_t)(r[1] - '0') < 10)
+                for (r++; r < q && (uint8_t)(*r - '0') < 10; r++)
+                    ;
+            if (r < q && word_at(r, (size_t)(q - r), "into", 4))
+                found |= PGW_WORDS_MAKE;
+        }
     }
     if (make_quoted && (plpgsql || dynamic))
         found |= PGW_WORDS_MAKE;

@@ -487,6 +487,13 @@ static void test_blind_texts(void **state)
     /* CREATE or INTO anywhere: MAKE -- in a literal, a comment, a quoted
      * name, glued to a '$' */
     assert_int_equal(words(state, "select 'create', E'\\n'", 0), MAKE);
+    /* a number glued to INTO: PostgreSQL 14 and older read it apart
+     * (review r4 of session 53) */
+    assert_int_equal(words(state, "select 1into t", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "select 1.5into t", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "select 1e1into t", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "select $1into t", 0) & MAKE, MAKE);
+    assert_int_equal(words(state, "select 1einto, 1intox, x1into from t", 0) & MAKE, 0);
     assert_int_equal(words(state, "select 'a\\' /* into */", 0), MAKE);
     assert_int_equal(words(state, "select 1 as \"Into\", 'a\\'", 0), MAKE);
     assert_int_equal(words(state, "select 1 insert into t, 'a\\'", 0), MAKE);
