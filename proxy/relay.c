@@ -380,6 +380,49 @@ static bool set_is_a_clause(const uint8_t *q, size_t left)
     }
 }
 
+/* Does the word at q (left bytes to the text's end) name tracked
+ * parameter t?  Its name, or for an extension's (a dot in it) its first
+ * part alone: PostgreSQL reads "myext"."mode" and myext . mode as
+ * myext.mode (review r4 of session 53). */
+static bool tracked_word(const struct pgw_proxy *px, int t, const uint8_t *q, size_t left)
+{
+    const char *name = px->tracked[t];
+    size_t len = px->tracked_len[t];
+    if (lower_ascii(*q) != lower_ascii((uint8_t)name[0]))
+        return false;
+    if (word_at(q, left, name, len))
+        return true;
+    const char *dot = memchr(name, '.', len);
+    if (!dot || !word_at(q, left, name, (size_t)(dot - name)))
+        return false;
+    /* (its first part, then a '.' and its rest, each maybe quoted, with
+     * blanks or comments between) */
+    const uint8_t *e = q + left, *r = q + (dot - name);
+    bool dotted = false;
+    while (r < e) {
+        if (*r == '"' || *r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' ||
+            (*r == '.' && !dotted)) {
+            dotted |= *r == '.';
+            r++;
+        } else if (*r == '-' && r + 1 < e && r[1] == '-') {
+            while (r < e && *r != '\n')
+                r++;
+        } else if (*r == '/' && r + 1 < e && r[1] == '*') {
+            int depth = 0;
+            for (; r + 1 < e; r++) {
+                if (r[0] == '/' && r[1] == '*')
+                    depth++, r++;
+                else if (r[0] == '*' && r[1] == '/' && --depth == 0)
+                    break;
+            }
+            r = r + 1 < e ? r + 2 : e;
+        } else {
+            break;
+        }
+    }
+    return dotted && r < e && word_at(r, (size_t)(e - r), dot + 1, len - (size_t)(dot - name) - 1);
+}
+
 /* The tracked parameters in want named by an SQL spelling of their own
  * SET (SET SCHEMA, SET XML OPTION, SET SESSION CHARACTERISTICS AS
  * TRANSACTION), the word at q (left bytes); 0 for any other word. */
@@ -429,8 +472,11 @@ static bool set_config_literal(const uint8_t *q, size_t left)
     if (q >= e || *q++ != '\'')
         return false;
     for (;;) {                       /* to the closing quote ('' is one quote) */
-        while (q < e && *q != '\'')
+        while (q < e && *q != '\'') {
+            if (*q == '\\')
+                return false;        /* (an escape, standard_conforming_strings off) */
             q++;
+        }
         if (q + 1 < e && q[1] == '\'') {
             q += 2;
             continue;
@@ -690,8 +736,7 @@ static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const 
             d++;
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
-            if (c == lower_ascii((uint8_t)px->tracked[t][0]) &&
-                word_at(q, (size_t)(d - q), px->tracked[t], px->tracked_len[t]))
+            if (tracked_word(px, t, q, (size_t)(d - q)))
                 found |= 1u << t;
         }
         q = e;
@@ -824,7 +869,10 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
                        lower_ascii(q[-1]) == 'u') {
-                found |= PGW_WORDS_TEMP;   /* U&"pg\005ftemp": pg_temp, no word of it */
+                /* U&"pg\005ftemp": pg_temp, no word of it; so a tracked
+                 * name (SET U&"extra!005ffloat!005fdigits" UESCAPE '!':
+                 * review r4 of session 53) */
+                found |= PGW_WORDS_TEMP | want;
             }
             q++;
             continue;
@@ -943,8 +991,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
             found |= spelled_words(px, q, left, want & ~found);
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
-            if (c == lower_ascii((uint8_t)px->tracked[t][0]) &&
-                word_at(q, left, px->tracked[t], px->tracked_len[t]))
+            if (tracked_word(px, t, q, left))
                 found |= 1u << t;
         }
         const uint8_t *w = q;

@@ -469,6 +469,33 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
         self.assertEqual(hz.simple_query(b, self.SQL),
                          ([[b"0.30000000000000004"]], []))
 
+    def test_a_set_of_it_by_an_escaped_name(self):
+        # A's SET of it names it with escapes the scan did not read as its
+        # name: a U& quoted name (UESCAPE, no backslash, or a backslash),
+        # a backslash in set_config's plain literal with
+        # standard_conforming_strings off.  B then printed with A's 0
+        # (review r4 of session 53; each fails before).  (A itself keeps
+        # the value it logged in with: not reported.)
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0})
+        for scs_off, sql in [
+                (False, 'set U&"extra!005ffloat!005fdigits" uescape \'!\' = 0'),
+                (False, 'set U&"extra\\005ffloat\\005fdigits" = 0'),
+                (True, "select set_config('extra\\_float\\_digits', '0', false)")]:
+            with self.subTest(sql=sql):
+                a = self.login(px)
+                if scs_off:
+                    self.assertEqual(hz.simple_query(
+                        a, "set standard_conforming_strings = off")[1], [])
+                rows, errors = hz.simple_query(a, sql + "; " + self.SQL)
+                self.assertEqual((rows[-1:], errors), ([[b"0.3"]], []))    # (it took)
+                b = self.login(px)
+                self.assertEqual(hz.simple_query(b, self.SQL),
+                                 ([[b"0.30000000000000004"]], []))
+                a.close()
+                b.close()
+
     def test_session_mode_after_server_reset_query(self):
         px = self.start_pgwharf(settings={
             "pool_mode": "session", "default_pool_size": 1, "max_db_connections": 1,

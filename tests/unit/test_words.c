@@ -116,6 +116,18 @@ static void test_set(void **state)
     assert_int_equal(words(state, "update t set a = run_sql('set search_path = a')", ALL),
                      PGW_WORDS_SET | SP);
     assert_int_equal(words(state, "update t set a = 'set', b = \"set x\" /* set x */", 0), 0);
+    /* a tracked name spelled otherwise (review r4 of session 53): an
+     * escape in a U& quoted name or, with standard_conforming_strings off,
+     * in set_config's literal; an extension's name in parts */
+    assert_int_equal(words(state, "set U&\"extra!005ffloat!005fdigits\" uescape '!' = 0", ALL)
+                     & EFD, EFD);
+    assert_int_equal(words(state, "set U&\"extra\\005ffloat\\005fdigits\" = 0", ALL) & EFD,
+                     EFD);
+    assert_int_equal(words(state, "select set_config('extra\\_float\\_digits', '0', false)",
+                           ALL) & EFD, EFD);
+    assert_int_equal(words(state, "set \"myext\".\"mode\" = 1", ALL), SET | EXT);
+    assert_int_equal(words(state, "set myext /* . */ . -- x\n Mode = 1", ALL), SET | EXT);
+    assert_int_equal(words(state, "show myext . model, myext.mode2, myext.", ALL), 0);
 }
 
 static void test_tracked_names(void **state)
