@@ -680,8 +680,39 @@ static void reply_simple(struct pgw_session *s, const char *error, char ready)
     pgw_wbuf_deinit(&out);
 }
 
+/* Is type one PgBouncer's console takes (counting its session, as
+ * handle_client_work does before it hands the message to the console),
+ * not Terminate and not one it disconnects for? */
+static bool console_counts(uint8_t type)
+{
+    switch (type) {
+    case PGW_FE_QUERY:
+    case PGW_FE_FUNCTION_CALL:
+    case PGW_FE_SYNC:
+    case PGW_FE_FLUSH:
+    case PGW_FE_PARSE:
+    case PGW_FE_BIND:
+    case PGW_FE_DESCRIBE:
+    case PGW_FE_EXECUTE:
+    case PGW_FE_CLOSE:
+    case PGW_FE_COPY_DATA:
+    case PGW_FE_COPY_DONE:
+    case PGW_FE_COPY_FAIL:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void handle_message(struct pgw_session *s, uint8_t type, const uint8_t *body, size_t len)
 {
+    /* The console's SHOW STATS row: a session counts at its first message
+     * of any kind PgBouncer takes (a Parse or a Sync too, not only a
+     * Query), as PgBouncer's counts its query and transaction then. */
+    if (!s->admin_counted && s->px->admin && console_counts(type)) {
+        s->admin_counted = true;
+        pgw_stats_console_query(s->px->admin->stats);
+    }
     switch (type) {
     case PGW_FE_TERMINATE:
         pgw_session_close(s, NULL, "client terminated");
@@ -692,10 +723,6 @@ static void handle_message(struct pgw_session *s, uint8_t type, const uint8_t *b
         reply_simple(s, len > 0 ? "invalid message format" : NULL, 'I');
         return;
     case PGW_FE_QUERY:
-        if (!s->admin_counted && s->px->admin) {
-            s->admin_counted = true;
-            pgw_stats_console_query(s->px->admin->stats);
-        }
         if (!s->admin_skip)
             run_query(s, body, len);
         return;

@@ -168,8 +168,9 @@ void pgw_stats_sessions_total(struct pgw_proxy *px, struct pgw_dbstat *sum);
 
 struct pgw_stats;
 /* The console's own row of SHOW STATS, as PgBouncer's admin pool's: one
- * transaction and one query per console session that sent a Query (its
- * first: PgBouncer counts a query until a server's ReadyForQuery ends it,
+ * transaction and one query per console session that sent a message other
+ * than Terminate, a Parse or a Sync as well as a Query (its first:
+ * PgBouncer counts a query until a server's ReadyForQuery ends it,
  * which never comes on the console), the rest 0. */
 void pgw_stats_console_query(struct pgw_stats *st);
 void pgw_stats_console(struct pgw_proxy *px, struct pgw_dbstat *total, struct pgw_dbstat *avg);

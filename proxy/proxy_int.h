@@ -476,8 +476,9 @@ struct pgw_session {
     size_t admin_out_off;            /* ... from this offset on (moved before it) */
     void (*admin_write_next)(struct ev_loop *, ev_io *, int);  /* cli_w's own callback */
     bool admin_skip;                 /* extended protocol refused: drop up to Sync */
-    bool admin_counted;              /* its first Query counted in the console's
-                                      * SHOW STATS row (pgw_stats_console_query) */
+    bool admin_counted;              /* its first message (Query, Parse, Sync...)
+                                      * counted in the console's SHOW STATS row
+                                      * (pgw_stats_console_query) */
     bool admin_waiting;              /* WAIT_CLOSE, PAUSE: reply (and read on) when done */
     bool admin_wait_pause;           /* ... and the reply is PAUSE's */
     bool admin_wait_undo;            /* ... and that PAUSE paused something (a cancel

@@ -351,6 +351,30 @@ class TestShowColumns(AdminTestCase):
             totals = {r["name"]: r["value"] for r in self.show(conn, "TOTALS")[1]}
             self.assertEqual((totals["total_xact_count"], totals["total_query_count"]), (3, 3))
 
+    def test_show_stats_counts_a_console_session_that_sent_no_query(self):
+        # As PgBouncer 1.18 (run side by side): its console session counts
+        # one transaction and one query at its first message of any kind
+        # but Terminate (handle_client_work counts before it hands the
+        # message to the console): one that sends only a Parse and a Sync,
+        # or only a Sync, counts.  pgwharf counted a Query only (review r6).
+        px = self.start()
+        conn = self.admin_conn(px)
+
+        def counted():
+            row = self.rows(conn, "STATS_TOTALS", database="pgbouncer")[0]
+            return (row["xact_count"], row["query_count"])
+        before = counted()                    # conn's own session: (1, 1)
+        for msgs in (hz.parse_msg("", "SHOW VERSION") + hz.msg(b"S"), hz.msg(b"S")):
+            with socket.create_connection((px.host, px.port), timeout=30) as s:
+                hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+                s.sendall(msgs)
+                hz.read_until_ready(s)
+        with socket.create_connection((px.host, px.port), timeout=30) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            s.sendall(hz.msg(b"X"))           # Terminate alone: not counted
+            hz.read_until_closed(s, 10)
+        self.assertEqual(counted(), (before[0] + 2, before[1] + 2))
+
     def test_the_consoles_pool_is_one_under_either_name(self):
         # Sessions of the console under either name are the one pool's,
         # in SHOW POOLS' place for it (they were sorted under the name
