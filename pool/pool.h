@@ -203,6 +203,11 @@ struct pgw_server {
                                * a table (a deferred trigger queued may keep
                                * a part of it at COMMIT); until
                                * ReadyForQuery 'I' */
+    bool user_drop_bound;     /* a BindComplete with no result of an Execute
+                               * after it yet: what the Bind ran (a domain's
+                               * CHECK on a parameter, a function folded
+                               * when planned) has no tag (relay.c
+                               * scan_server) */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
     double user_tail_qt;      /* their query_timeout (relay.c pipe_qt_join) */

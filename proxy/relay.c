@@ -6501,11 +6501,27 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
         uint32_t mlen = total - 1;
         /* (A portal suspended, a function call's result: what ran has no
          * tag, maybe not yet -- note_leftover's ON COMMIT DROP.) */
-        if ((type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_FUNCTION_RESULT) &&
-            s->swallow == 0 && s->server) {
-            if (s->server->user_drop_exempt)
-                s->server->user_leftover |= PGW_LEFTOVER_TEMP;
-            s->server->user_drop_ran = true;
+        /* A Bind runs code too (a parameter's domain CHECK, a function
+         * folded when its query is planned), with no tag if its portal is
+         * never Executed: a BindComplete no Execute's result follows
+         * before the next BindComplete or the ReadyForQuery ran
+         * something (review r7 of session 53). */
+        if (s->swallow == 0 && s->server) {
+            struct pgw_server *srv = s->server;
+            bool ran = type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_FUNCTION_RESULT ||
+                       ((type == PGW_BE_BIND_COMPLETE || type == PGW_BE_READY) &&
+                        srv->user_drop_bound);
+            if (ran) {
+                if (srv->user_drop_exempt)
+                    srv->user_leftover |= PGW_LEFTOVER_TEMP;
+                srv->user_drop_ran = true;
+            }
+            if (type == PGW_BE_BIND_COMPLETE)
+                srv->user_drop_bound = true;
+            else if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
+                     type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_ERROR ||
+                     type == PGW_BE_READY)
+                srv->user_drop_bound = false;
         }
         bool ps = s->ps_on && s->swallow == 0;
         bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&

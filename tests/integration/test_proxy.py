@@ -3204,6 +3204,73 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                     self.assertEqual(self.temp_cleanups(px), made + 1, self.cleanups(px))
         self.each_setting(check)
 
+    def test_on_commit_drop_and_code_a_bind_runs(self):
+        # A Bind runs code with no tag of its own: a parameter of a domain
+        # whose CHECK calls a function (domain_in), a Portal never
+        # Executed.  After an ON COMMIT DROP table's CREATE it may keep a
+        # part of it (ALTER SEQUENCE ... OWNED BY NONE); before it, queue
+        # a deferred trigger that does at COMMIT.  Review r7 of session
+        # 53; each fails before: B read the sequence, no cleanup.
+        pg = pt.Postgres()
+        pg.psql("create or replace function public.r7_run(q text) returns boolean "
+                "language plpgsql volatile as $$ begin if q <> '' then execute q; end if; "
+                "return true; end $$; "
+                "drop domain if exists public.r7_d; "
+                "create domain public.r7_d as text check (public.r7_run(value)); "
+                "create table if not exists public.r7_q (q text); "
+                "create or replace function public.r7_trg() returns trigger "
+                "language plpgsql as $$ begin execute new.q; return null; end $$; "
+                "drop trigger if exists r7_t on public.r7_q; "
+                "create constraint trigger r7_t after insert on public.r7_q "
+                "deferrable initially deferred for each row execute function public.r7_trg()")
+        self.addCleanup(pg.psql, "drop table if exists public.r7_q; "
+                        "drop function if exists public.r7_trg(); "
+                        "drop domain if exists public.r7_d; "
+                        "drop function if exists public.r7_run(text)")
+
+        def bind(value):
+            v = value.encode()
+            return (hz.parse_msg("", "select $1::public.r7_d") +
+                    hz.msg(b"B", b"\x00\x00\x00\x00\x00\x01" +
+                           len(v).to_bytes(4, "big") + v + b"\x00\x00"))
+
+        def after(r):
+            r.sendall(hz.query_msg("begin") +
+                      hz.query_msg("create temp table bd0 (id serial) on commit drop") +
+                      bind("alter sequence pg_temp.bd0_id_seq owned by none") + hz.msg(b"S") +
+                      hz.query_msg("commit"))
+            return "bd0", 4
+
+        def before(r):
+            r.sendall(hz.query_msg("begin") +
+                      bind("insert into public.r7_q values "
+                           "('alter sequence pg_temp.bf0_id_seq owned by none')") +
+                      hz.msg(b"S") +
+                      hz.query_msg("create temp table bf0 (id serial) on commit drop") +
+                      hz.query_msg("commit"))
+            return "bf0", 4
+
+        def implicit(r):
+            # (one implicit transaction: the CREATE's Execute, then a Bind)
+            r.sendall(hz.parse_msg("", "create temp table bi0 (id serial) on commit drop") +
+                      hz.msg(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00") +
+                      hz.msg(b"E", b"\x00\x00\x00\x00\x00") +
+                      bind("alter sequence pg_temp.bi0_id_seq owned by none") + hz.msg(b"S"))
+            return "bi0", 1
+
+        def check(px):
+            for case in (after, before, implicit):
+                with self.subTest(case=case.__name__):
+                    a, b, c = self.a_and_b(px)
+                    r = hz.raw_login(self, px)
+                    made = self.temp_cleanups(px)
+                    name, n = case(r)
+                    for _ in range(n):
+                        self.assertFalse([m for t, m in hz.read_until_ready(r) if t == b"E"])
+                    self.fails_with(b, "select * from pg_temp.%s_id_seq" % name, "42P01")
+                    self.assertEqual(self.temp_cleanups(px), made + 1, self.cleanups(px))
+        self.each_setting(check)
+
     def test_on_commit_drop_beside_another_temp_object(self):
         # Another temporary table in the same transaction, or in the same
         # text (each statement is read, not the text: one of them ON
