@@ -5942,12 +5942,18 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
      * the transaction before it costs it too: a deferred trigger an INSERT
      * queued runs at COMMIT, the table still there -- review r4 of
      * session 53.) */
-    if (TAG_IS(table) || TAG_IS(table_as) ||
-        (srv->user_drop_as && !srv->user_drop_exempt && n > sizeof(select) &&
-         memcmp(tag, select, sizeof(select) - 1) == 0)) {
+    bool as_select = !TAG_IS(table) && !TAG_IS(table_as);
+    if (!as_select || (srv->user_drop_as && !srv->user_drop_exempt && n > sizeof(select) &&
+                       memcmp(tag, select, sizeof(select) - 1) == 0)) {
         if (srv->user_drop_ran)
             srv->user_leftover |= PGW_LEFTOVER_TEMP;
         srv->user_drop_exempt = true;
+        /* (A SELECT taken for an AS's table may be any query's -- the AS
+         * noted in an earlier transaction, user_drop_as kept till the
+         * server is given back -- and have queued a deferred trigger: a
+         * table made after it costs the cleanup.  Review r7.) */
+        if (as_select)
+            srv->user_drop_ran = true;
     } else if (!TAG_IS(begin) && !TAG_IS(start) && !TAG_IS(commit) && !TAG_IS(rollback)) {
         if (srv->user_drop_exempt)
             srv->user_leftover |= PGW_LEFTOVER_TEMP;

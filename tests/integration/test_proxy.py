@@ -3271,6 +3271,49 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                     self.assertEqual(self.temp_cleanups(px), made + 1, self.cleanups(px))
         self.each_setting(check)
 
+    def test_on_commit_drop_as_and_a_select_behind_it(self):
+        # An ON COMMIT DROP ... AS noted (user_drop_as) until the server
+        # is given back takes the first SELECT tag of a later transaction
+        # for its table: a SELECT that queued a deferred trigger, then a
+        # table ON COMMIT DROP, then COMMIT (the trigger keeps its
+        # sequence) cost nothing.  Review r7 of session 53; fails before:
+        # B read the sequence, no cleanup.  So did an AS whose own query
+        # queued it, in one transaction.
+        pg = pt.Postgres()
+        pg.psql("create table if not exists public.r7s_q (q text); "
+                "create or replace function public.r7s_trg() returns trigger "
+                "language plpgsql as $$ begin execute new.q; return null; end $$; "
+                "drop trigger if exists r7s_t on public.r7s_q; "
+                "create constraint trigger r7s_t after insert on public.r7s_q "
+                "deferrable initially deferred for each row execute function public.r7s_trg(); "
+                "create or replace function public.r7s_queue() returns int "
+                "language plpgsql volatile as $$ begin insert into public.r7s_q values "
+                "('alter sequence sq0_id_seq owned by none'); return 1; end $$")
+        self.addCleanup(pg.psql, "drop table if exists public.r7s_q; "
+                        "drop function if exists public.r7s_trg(); "
+                        "drop function if exists public.r7s_queue()")
+
+        def check(px):
+            a, b, c = self.a_and_b(px)
+            r = hz.raw_login(self, px)
+            made = self.temp_cleanups(px)
+            r.sendall(hz.query_msg("create temp table sq1 on commit drop as select 1 as a") +
+                      hz.query_msg("begin") + hz.query_msg("select public.r7s_queue()") +
+                      hz.query_msg("create temp table sq0 (id serial) on commit drop") +
+                      hz.query_msg("commit"))
+            for _ in range(5):
+                self.assertFalse([m for t, m in hz.read_until_ready(r) if t == b"E"])
+            self.fails_with(b, "select * from pg_temp.sq0_id_seq", "42P01")
+            self.assertEqual(self.temp_cleanups(px), made + 1, self.cleanups(px))
+            # The same in one transaction: the AS's own query queued it.
+            a.autocommit = False
+            c.execute("create temp table sq1 on commit drop as select public.r7s_queue() as a")
+            c.execute("create temp table sq0 (id serial) on commit drop")
+            a.commit()
+            self.fails_with(b, "select * from pg_temp.sq0_id_seq", "42P01")
+            self.assertEqual(self.temp_cleanups(px), made + 2, self.cleanups(px))
+        self.each_setting(check)
+
     def test_on_commit_drop_beside_another_temp_object(self):
         # Another temporary table in the same transaction, or in the same
         # text (each statement is read, not the text: one of them ON
