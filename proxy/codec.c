@@ -1212,8 +1212,12 @@ static bool sql_skip_quoted(const char **p, const char *end)
     return true;
 }
 
-/* Past the parenthesized group at *p ('('), whatever it holds. */
-static bool sql_skip_group(const char **p, const char *end)
+/* Past the parenthesized group at *p ('('), whatever it holds; *code: it
+ * says EXCLUDE, INDEXES, STATISTICS or ALL (an EXCLUDE constraint's, or
+ * an index LIKE ... INCLUDING copies), AS ( , STORED or VIRTUAL (a
+ * generated column's): their expressions are folded when the table is
+ * made, a function in them run -- review r7 of session 53. */
+static bool sql_skip_group(const char **p, const char *end, bool *code)
 {
     int depth = 0;
     const char *q = *p;
@@ -1228,6 +1232,16 @@ static bool sql_skip_group(const char **p, const char *end)
             if (!sql_skip_quoted(&q, end))
                 q++;                     /* ($1, or not closed: PostgreSQL's error) */
         } else if (ident_cont((unsigned char)*q)) {
+            const char *kw = q;
+            if (sql_keyword(&kw, end, "EXCLUDE") || sql_keyword(&kw, end, "INDEXES") ||
+                sql_keyword(&kw, end, "STATISTICS") || sql_keyword(&kw, end, "ALL") ||
+                sql_keyword(&kw, end, "STORED") || sql_keyword(&kw, end, "VIRTUAL"))
+                *code = true;
+            else if (sql_keyword(&kw, end, "AS")) {
+                sql_skip_space(&kw, end);
+                if (kw < end && *kw == '(')
+                    *code = true;        /* (GENERATED ALWAYS AS (expr): a generated column's) */
+            }
             while (q < end && ident_cont((unsigned char)*q))
                 q++;                     /* (a quote inside a name opens nothing) */
         } else {
@@ -1286,7 +1300,8 @@ bool pgw_sql_temp_drops_as(const char *sql, size_t len, bool *as)
             if (!sql_skip_quoted(&p, end))
                 return false;
         } else if (*p == '(') {
-            if (!sql_skip_group(&p, end))
+            bool code = false;
+            if (!sql_skip_group(&p, end, &code) || code)
                 return false;
         } else if (*p == '.' || *p == ',') {
             p++;
@@ -1297,6 +1312,8 @@ bool pgw_sql_temp_drops_as(const char *sql, size_t len, bool *as)
                 sql_skip_space(&k, end);
                 if (sql_keyword(&k, end, "OF"))
                     return false;        /* (its bounds' expressions run: review r4) */
+                if (sql_keyword(&k, end, "BY"))
+                    return false;        /* (its key's folded: review r7) */
             }
             while (p < end && ident_cont((unsigned char)*p))
                 p++;

@@ -3314,6 +3314,50 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.assertEqual(self.temp_cleanups(px), made + 2, self.cleanups(px))
         self.each_setting(check)
 
+    def test_on_commit_drop_and_code_its_create_folds(self):
+        # A CREATE TEMP TABLE ... ON COMMIT DROP runs functions itself when
+        # it folds constant parts of its expressions: an EXCLUDE
+        # constraint's, a PARTITION BY key's, an index's LIKE ... INCLUDING
+        # INDEXES copies, a generated column's.  One may keep a part of an earlier ON COMMIT DROP
+        # table of the transaction (its sequence): tags BEGIN, CREATE
+        # TABLE, CREATE TABLE, COMMIT.  Review r7 of session 53; each
+        # fails before: B read the sequence, no cleanup.
+        pg = pt.Postgres()
+        pg.psql("create or replace function public.r7c_g() returns int "
+                "language plpgsql volatile as $$ begin "
+                "alter sequence if exists pg_temp.cx0_id_seq owned by none; "
+                "return 1; end $$; "
+                "create or replace function public.r7c_f(int) returns int "
+                "language plpgsql immutable as $$ begin perform public.r7c_g(); "
+                "return $1; end $$; "
+                "create table if not exists public.r7c_src (id int); "
+                "create index if not exists r7c_src_i on public.r7c_src ((id + public.r7c_f(1)))")
+        self.addCleanup(pg.psql, "drop table if exists public.r7c_src; "
+                        "drop function if exists public.r7c_f(int); "
+                        "drop function if exists public.r7c_g()")
+        cases = [
+            "create temp table cx1 (id int, exclude using btree "
+            "((id + public.r7c_f(1)) with =)) on commit drop",
+            "create temp table cx1 (like public.r7c_src including indexes) on commit drop",
+            "create temp table cx1 (id int) partition by range ((id + public.r7c_f(1))) "
+            "on commit drop",
+            "create temp table cx1 (id int, b int generated always as "
+            "(id + public.r7c_f(1)) stored) on commit drop",
+        ]
+
+        def check(px):
+            for sql in cases:
+                with self.subTest(sql=sql):
+                    a, b, c = self.a_and_b(px)
+                    a.autocommit = False
+                    made = self.temp_cleanups(px)
+                    c.execute("create temp table cx0 (id serial) on commit drop")
+                    c.execute(sql)
+                    a.commit()
+                    self.fails_with(b, "select * from pg_temp.cx0_id_seq", "42P01")
+                    self.assertEqual(self.temp_cleanups(px), made + 1, self.cleanups(px))
+        self.each_setting(check)
+
     def test_on_commit_drop_beside_another_temp_object(self):
         # Another temporary table in the same transaction, or in the same
         # text (each statement is read, not the text: one of them ON

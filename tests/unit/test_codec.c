@@ -962,6 +962,22 @@ static void test_temp_drops(void **state)
         /* (its bound an expression a function runs in: review r4) */
         { "create temp table t partition of p for values from (f()) to (2) on commit drop", false },
         { "create temp table t (partition int, of int) on commit drop", true },
+        /* (expressions folded when the table is made, a function in them
+         * run: review r7) */
+        { "create temp table t (a int, exclude using btree ((a + f(1)) with =)) on commit drop",
+          false },
+        { "create temp table t (like x including indexes) on commit drop", false },
+        { "create temp table t (LIKE x INCLUDING ALL) on commit drop", false },
+        { "create temp table t (like x including statistics) on commit drop", false },
+        { "create temp table t (like x including defaults) on commit drop", true },
+        { "create temp table t (a int) partition by range ((a + f(1))) on commit drop", false },
+        { "create temp table t (a int) PARTITION\n BY list (a) on commit drop", false },
+        { "create temp table t (a int, b int generated always as (a + f(1)) stored) "
+          "on commit drop", false },
+        { "create temp table t (a int, b int generated always as/**/(a + f(1))) on commit drop",
+          false },
+        { "create temp table t (id int generated always as identity, b text) on commit drop",
+          true },
         { "create temp table t (a int) on commit drop; create temp table u (a int)", false },
         { "create temp table u (a int); create temp table t (a int) on commit drop", false },
         { "CREATE TEMP TABLE t (a int)", false },
