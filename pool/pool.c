@@ -1973,9 +1973,6 @@ void pgw_pool_release(struct pgw_server *srv, enum pgw_release how)
     /* (A reload that turned it off since drops what was noted; never a
      * transaction block left open.) */
     bool rollback = srv->user_leftover & PGW_LEFTOVER_XACT;
-    srv->user_drop_exempt = srv->user_drop_as = srv->user_drop_ran = false;
-    srv->user_drop_bound = false;
-                                          /* (a rollback or its end took it) */
     bool cleanup = (srv->user_leftover & ~PGW_LEFTOVER_XACT) &&
                    pool->set->cfg->server_reset_session_state;
     if (!cleanup)

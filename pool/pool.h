@@ -191,23 +191,6 @@ struct pgw_server {
                                * (transaction/statement mode, relay.c); the
                                * pool cleans it up when it is given back
                                * (server_reset_session_state) */
-    bool user_drop_exempt;    /* its transaction made a table (a CREATE TABLE
-                               * tag): one ON COMMIT DROP, which costs no
-                               * cleanup, may be left a part of (relay.c
-                               * note_leftover); until ReadyForQuery 'I' */
-    bool user_drop_as;        /* a lone CREATE TEMP TABLE ... ON COMMIT DROP
-                               * sent (noted when scanned, ahead of the
-                               * replies before it): a SELECT tag may be its
-                               * AS's; until the server is given back */
-    bool user_drop_ran;       /* its transaction ran something before it made
-                               * a table (a deferred trigger queued may keep
-                               * a part of it at COMMIT); until
-                               * ReadyForQuery 'I' */
-    bool user_drop_bound;     /* a BindComplete with no result of an Execute
-                               * after it yet: what the Bind ran (a domain's
-                               * CHECK on a parameter, a function folded
-                               * when planned) has no tag (relay.c
-                               * scan_server) */
     int user_tail_skip;       /* replies after the last queued client's that
                                * nobody reads (clients that left) */
     double user_tail_qt;      /* their query_timeout (relay.c pipe_qt_join) */

@@ -191,20 +191,6 @@ enum pgw_sql_name_kind pgw_sql_execute_next(const char *sql, size_t len, size_t 
                                             char name[PGW_NAME_MAX + 1]);
 
 /*
- * Is sql[0..len) one statement (white space, comments and one ';' after
- * it) that makes a temporary table dropped at the end of its transaction,
- * and nothing else: CREATE [GLOBAL | LOCAL] TEMP[ORARY] TABLE name ...
- * ON COMMIT DROP [TABLESPACE name] [AS query], the clause read where
- * PostgreSQL's grammar has it (before AS, outside parentheses, literals,
- * quoted names and comments)?  false for anything pgwharf does not read so
- * (a backslash anywhere: with standard_conforming_strings off it would
- * split the text otherwise).  Pure.
- */
-bool pgw_sql_temp_drops(const char *sql, size_t len);
-/* The same, and *as: its table is made AS a query (its tag a SELECT's). */
-bool pgw_sql_temp_drops_as(const char *sql, size_t len, bool *as);
-
-/*
  * A savepoint statement's kind and name: "SAVEPOINT name", "RELEASE
  * [SAVEPOINT] name", "ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name"
  * (name read as by pgw_listen_parse; "" when it is one pgwharf does not

@@ -1024,42 +1024,9 @@ static void stmt_sql_hidden(struct pgw_session *s, uint32_t w);
 static void stmt_portal_text(struct pgw_session *s, uint32_t w, const uint8_t *t, size_t n);
 static void stmt_sql_dealloc(struct pgw_session *s, char type, const uint8_t *t, size_t n);
 
-/* The text in b[0..n) -- a Query's, or a Parse's body (named: its name
- * first) -- is a lone CREATE TEMP TABLE ... ON COMMIT DROP
- * (pgw_sql_temp_drops): its table is gone when its transaction ends, so
- * its word TEMP leaves nothing for note_leftover.  Read only for a text
- * that says TEMP.  *as: its table made AS a query. */
-static bool text_temp_drops(const uint8_t *b, size_t n, bool named, bool *as)
-{
-    const uint8_t *e = b + n;
-    *as = false;
-    if (named) {
-        const uint8_t *z = memchr(b, 0, n);
-        if (!z)
-            return false;
-        b = z + 1;
-    }
-    const uint8_t *z = b < e ? memchr(b, 0, (size_t)(e - b)) : NULL;
-    return z && pgw_sql_temp_drops_as((const char *)b, (size_t)(z - b), as);
-}
-
-/* Its words TEMP and MAKE go: its table's tag, CREATE TABLE or (AS) a
- * SELECT, to come (note_leftover). */
-static uint32_t temp_drops_noted(struct pgw_session *s, uint32_t w)
-{
-    if (s->server)
-        s->server->user_drop_as = true;   /* (not by user_drop_exempt: the
-                                           * replies to what is ahead may end
-                                           * its transaction yet) */
-    return w & ~(PGW_WORDS_TEMP | PGW_WORDS_MAKE);
-}
-
 void pgw_relay_note_bound_words(struct pgw_session *s, uint32_t words, const uint8_t *text,
                                 size_t n)
 {
-    bool as;
-    if ((words & PGW_WORDS_TEMP) && text && text_temp_drops(text, n, true, &as))
-        words = temp_drops_noted(s, words);
     s->state_words |= words & PGW_WORDS_STATE;
     if (s->mode != PGW_POOL_SESSION && s->px->cfg->server_reset_session_state) {
         stmt_portal_text(s, words, text, n);
@@ -1826,17 +1793,6 @@ static void note_setting_words(struct pgw_session *s, char type, const uint8_t *
          * (stmt_sql_*).  A named Parse of it with max_prepared_statements
          * = 0 runs at a Bind whose text is not at hand, the names there
          * then unknown now: it may leave both once Bound. */
-        bool as;
-        if ((w & PGW_WORDS_TEMP) && w != UINT32_MAX &&
-            text_temp_drops(p + PGW_MSG_HDR, total - PGW_MSG_HDR, type == PGW_FE_PARSE, &as) &&
-            !(kept && as))
-            w = temp_drops_noted(s, w);     /* (ON COMMIT DROP: its own table) */
-        /* (Not an AS of a named Parse kept on the server: its Bind, maybe
-         * in a later transaction, has no text to say its SELECT tag is
-         * the table made -- review r4 of session 53.  A CREATE TABLE tag
-         * says so itself.) */
-        /* (after: what it EXECUTEs -- AS SELECT f('execute p') -- is not
-         * its table) */
         if ((w & PGW_WORDS_EXECUTE) && w != UINT32_MAX)
             w |= stmt_sql_execute_words(s, p + PGW_MSG_HDR, total - PGW_MSG_HDR,
                                         type == PGW_FE_QUERY && (w & PGW_WORDS_PREPARE));
@@ -5910,8 +5866,10 @@ static bool create_in_schema(const char *tag, uint32_t n)
  * function's set_config() or SET clause; a server that reports it,
  * PostgreSQL 18, does so at ReadyForQuery, after the CREATE, and never a
  * SET LOCAL's).  DDL is rare where a pool is: a round trip for it.  A
- * cursor without HOLD, an ordinary SELECT, INSERT INTO, a lone CREATE
- * TEMP TABLE ... ON COMMIT DROP (no word: text_temp_drops) cost nothing.
+ * cursor without HOLD, an ordinary SELECT, INSERT INTO cost nothing.  A
+ * CREATE TEMP TABLE ... ON COMMIT DROP costs the cleanup as any other
+ * (what runs in its transaction may keep a part of its table: a serial's
+ * sequence OWNED BY NONE, a function a CREATE folds -- session 53).
  * (What a function creates has no tag of its own: not seen.)  tag: cut
  * bytes. */
 static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
@@ -5921,45 +5879,6 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
     uint32_t w = s->state_words;
     if (!s->px->cfg->server_reset_session_state)
         return;
-    /* A CREATE TEMP TABLE ... ON COMMIT DROP costs nothing (no word:
-     * text_temp_drops), but what its transaction runs after it may keep a
-     * part of the table past the commit: CREATE TEMP TABLE t (id serial)
-     * ON COMMIT DROP; ALTER SEQUENCE t_id_seq OWNED BY NONE leaves the
-     * temporary sequence (review r4), so may any statement that runs a
-     * function.  A transaction that made a table (any other CREATE TABLE
-     * costs the cleanup itself; a CREATE TEMP TABLE ... ON COMMIT DROP AS
-     * noted, user_drop_as: the first SELECT tag, if no table came before)
-     * and runs anything but CREATE TABLE, BEGIN, COMMIT or ROLLBACK costs
-     * it.  (A tag of what was sent before the CREATE costs it too.) */
-    static const char table[] = "CREATE TABLE", table_as[] = "CREATE TABLE AS",
-                      begin[] = "BEGIN", start[] = "START TRANSACTION", commit[] = "COMMIT",
-                      rollback[] = "ROLLBACK";
-    struct pgw_server *srv = s->server;
-#define TAG_IS(t) (n == sizeof(t) && memcmp(tag, t, sizeof(t)) == 0)
-    /* (A table made: a CREATE TABLE, one AS ... WITH NO DATA, or the first
-     * SELECT since an ON COMMIT DROP AS was sent -- it may be a query's
-     * sent ahead of it, then the AS's own costs it.  Anything that ran in
-     * the transaction before it costs it too: a deferred trigger an INSERT
-     * queued runs at COMMIT, the table still there -- review r4 of
-     * session 53.) */
-    bool as_select = !TAG_IS(table) && !TAG_IS(table_as);
-    if (!as_select || (srv->user_drop_as && !srv->user_drop_exempt && n > sizeof(select) &&
-                       memcmp(tag, select, sizeof(select) - 1) == 0)) {
-        if (srv->user_drop_ran)
-            srv->user_leftover |= PGW_LEFTOVER_TEMP;
-        srv->user_drop_exempt = true;
-        /* (A SELECT taken for an AS's table may be any query's -- the AS
-         * noted in an earlier transaction, user_drop_as kept till the
-         * server is given back -- and have queued a deferred trigger: a
-         * table made after it costs the cleanup.  Review r7.) */
-        if (as_select)
-            srv->user_drop_ran = true;
-    } else if (!TAG_IS(begin) && !TAG_IS(start) && !TAG_IS(commit) && !TAG_IS(rollback)) {
-        if (srv->user_drop_exempt)
-            srv->user_leftover |= PGW_LEFTOVER_TEMP;
-        srv->user_drop_ran = true;
-    }
-#undef TAG_IS
     if (!w)
         return;
     /* (A DO block's CREATE, and EXPLAIN ANALYZE of CREATE TABLE ... AS or
@@ -6505,30 +6424,6 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
                 continue;                /* (what follows is scanned as ever) */
         }
         uint32_t mlen = total - 1;
-        /* (A portal suspended, a function call's result: what ran has no
-         * tag, maybe not yet -- note_leftover's ON COMMIT DROP.) */
-        /* A Bind runs code too (a parameter's domain CHECK, a function
-         * folded when its query is planned), with no tag if its portal is
-         * never Executed: a BindComplete no Execute's result follows
-         * before the next BindComplete or the ReadyForQuery ran
-         * something (review r7 of session 53). */
-        if (s->swallow == 0 && s->server) {
-            struct pgw_server *srv = s->server;
-            bool ran = type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_FUNCTION_RESULT ||
-                       ((type == PGW_BE_BIND_COMPLETE || type == PGW_BE_READY) &&
-                        srv->user_drop_bound);
-            if (ran) {
-                if (srv->user_drop_exempt)
-                    srv->user_leftover |= PGW_LEFTOVER_TEMP;
-                srv->user_drop_ran = true;
-            }
-            if (type == PGW_BE_BIND_COMPLETE)
-                srv->user_drop_bound = true;
-            else if (type == PGW_BE_COMMAND_COMPLETE || type == PGW_BE_EMPTY_QUERY ||
-                     type == PGW_BE_PORTAL_SUSPENDED || type == PGW_BE_ERROR ||
-                     type == PGW_BE_READY)
-                srv->user_drop_bound = false;
-        }
         bool ps = s->ps_on && s->swallow == 0;
         bool listen = s->mode != PGW_POOL_SESSION && s->swallow == 0 &&
                       (type == PGW_BE_NOTIFY || type == PGW_BE_COMMAND_COMPLETE);
@@ -6608,8 +6503,6 @@ static bool scan_server(struct pgw_session *s, enum scan_after *after)
             s->answered++;
         }
         if (type == PGW_BE_READY) {
-            if (mlen >= 5 && p[5] == 'I' && s->server)
-                s->server->user_drop_exempt = s->server->user_drop_ran = false;
             if (s->swallow > 0) {
                 sync_answered(s);
                 bool hold = s->sync_hold;

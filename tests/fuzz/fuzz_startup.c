@@ -9,8 +9,7 @@
  * Each parameter value is also read as the options parameter
  * (pgw_startup_options), each Query's text as a lone LISTEN or UNLISTEN
  * (pgw_listen_parse), as SQL PREPARE and EXECUTE (pgw_prepare_parse,
- * pgw_sql_execute_next) and as CREATE TEMP TABLE ... ON COMMIT DROP
- * (pgw_sql_temp_drops), and cut into statements (pgw_sql_statement_end),
+ * pgw_sql_execute_next), and cut into statements (pgw_sql_statement_end),
  * each read so too.
  * Invariants checked beyond "no crash": a parsed packet's pointers lie
  * inside it; a complete message never claims more bytes than are there;
@@ -151,7 +150,6 @@ static void sql_prepared(const uint8_t *sql, size_t len)
     }
     if (at != len)
         abort();
-    (void)pgw_sql_temp_drops((const char *)sql, len);   /* (reads within its bytes) */
 }
 
 /* Does pgw_sql_scan_feed end the statement at sql where want says, the

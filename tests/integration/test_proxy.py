@@ -1766,14 +1766,13 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # The guard: a plain CREATE TABLE with the default search_path
         # makes a real table; its DISCARD TEMP leaves it, B reads it as
         # PostgreSQL would have it.  Objects in no schema (a role, a
-        # schema) and a lone ON COMMIT DROP cost nothing.
+        # schema) cost nothing.
         self.addCleanup(self.pg.psql, "drop table if exists pgw_sp_real; "
                         "drop schema if exists pgw_sp_schema; drop role if exists pgw_sp_nobody")
         px = self.start()
         a, b, cur = self.a_and_b(px)
         cur.execute("create schema pgw_sp_schema")
         cur.execute("create role pgw_sp_nobody")
-        cur.execute("create temp table spd (s text) on commit drop")
         b.cursor().execute("select 1")
         self.assertEqual(self.cleanups(px), [])
         cur.execute("create table pgw_sp_real as select 'shared' as s")
@@ -3023,11 +3022,12 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             self.fails_with(b, "select * from fqt", "42P01")
         self.each_setting(check)
 
-    # A temporary table ON COMMIT DROP is gone when its transaction ends:
-    # the statement that makes it (alone in its text) costs no cleanup
-    # (hunt h1 of session 49: one DISCARD TEMP each, a common pattern with
-    # transaction pooling).  Any other temporary object in the transaction
-    # still costs one.
+    # A temporary table ON COMMIT DROP is gone when its transaction ends,
+    # but what runs in that transaction may keep a part of it (a serial's
+    # sequence OWNED BY NONE, a function a Bind or the CREATE itself
+    # runs): its CREATE costs the cleanup as any other since session 53
+    # (sessions 49-53 exempted it, and every review found a way through).
+    # The tests below are the ways found, kept as guards.
 
     def test_on_commit_drop_does_not_cover_what_its_query_executes(self):
         # CREATE TEMP TABLE ... ON COMMIT DROP AS <query>: its own table
@@ -3045,16 +3045,15 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
             c.execute("drop function run_text(text)")
         self.each_setting(check)
 
-    def test_on_commit_drop_costs_nothing(self):
-        # Fails before: a DISCARD TEMP after each.
+    def test_on_commit_drop_costs_the_cleanup(self):
+        # Each form costs one (B never sees the tables either way).
         def check(px):
             a = psycopg2.connect(px.dsn())
             self.addCleanup(a.close)
             b = self.autocommit(px)
             c = a.cursor()
             for i in range(3):
-                # In a transaction block, then COMMIT or ROLLBACK (nothing
-                # else in it: test_on_commit_drop_and_a_sequence_left_behind).
+                # In a transaction block, then COMMIT or ROLLBACK.
                 c.execute("create temp table oc%d (a serial, s text default 'x') "
                           "on commit drop" % i)
                 c.execute("create temp table ocs%d (s text) on commit drop" % i)
@@ -3075,7 +3074,7 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
                                  "SELECT 1")
                 a3.execute("create temp table oc_p (a int) on commit drop", prepare=True)
             b.cursor().execute("select 1")
-            self.assertEqual(self.cleanups(px), [])
+            self.assertGreaterEqual(len(self.cleanups(px)), 5)
         self.each_setting(check)
 
     def test_on_commit_drop_and_a_sequence_left_behind(self):

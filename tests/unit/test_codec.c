@@ -943,92 +943,6 @@ static void test_execute_next(void **state)
     assert_int_equal(pgw_sql_execute_next("execute u&'x'", 13, &at, name), PGW_SQL_NAME_NONE);
 }
 
-/* A lone CREATE TEMP TABLE ... ON COMMIT DROP (relay.c: its TEMP leaves
- * nothing); anything else, or a text pgwharf does not read so, not. */
-static void test_temp_drops(void **state)
-{
-    (void)state;
-    static const struct { const char *sql; bool drops; } cases[] = {
-        { "CREATE TEMP TABLE t (a int) ON COMMIT DROP", true },
-        { " create temporary table t(a int, b text default 'x') on commit drop ;  ", true },
-        { "CREATE LOCAL TEMP TABLE IF NOT EXISTS pg_temp.\"T\" (LIKE x) ON COMMIT DROP", true },
-        { "create global temp table t (a int) with (fillfactor = 70) on commit drop "
-          "tablespace pg_default", true },
-        { "CREATE TEMP TABLE t ON COMMIT DROP AS SELECT 'secret' AS s", true },
-        { "create temp table t (n) on commit drop as select 1 -- done", true },
-        { "create temp table t (a int check (a > 0), b text default $$;$$) /* c */ "
-          "on commit drop", true },
-        { "create temp table t partition of p for values in (1) on commit drop", false },
-        /* (its bound an expression a function runs in: review r4) */
-        { "create temp table t partition of p for values from (f()) to (2) on commit drop", false },
-        { "create temp table t (partition int, of int) on commit drop", true },
-        /* (expressions folded when the table is made, a function in them
-         * run: review r7) */
-        { "create temp table t (a int, exclude using btree ((a + f(1)) with =)) on commit drop",
-          false },
-        { "create temp table t (like x including indexes) on commit drop", false },
-        { "create temp table t (LIKE x INCLUDING ALL) on commit drop", false },
-        { "create temp table t (like x including statistics) on commit drop", false },
-        { "create temp table t (like x including defaults) on commit drop", true },
-        { "create temp table t (a int) partition by range ((a + f(1))) on commit drop", false },
-        { "create temp table t (a int) PARTITION\n BY list (a) on commit drop", false },
-        { "create temp table t (a int, b int generated always as (a + f(1)) stored) "
-          "on commit drop", false },
-        { "create temp table t (a int, b int generated always as/**/(a + f(1))) on commit drop",
-          false },
-        { "create temp table t (id int generated always as identity, b text) on commit drop",
-          true },
-        { "create temp table t (a int) on commit drop; create temp table u (a int)", false },
-        { "create temp table u (a int); create temp table t (a int) on commit drop", false },
-        { "CREATE TEMP TABLE t (a int)", false },
-        { "CREATE TEMP TABLE t (a int) ON COMMIT DELETE ROWS", false },
-        { "CREATE TEMP TABLE t (a int) ON COMMIT PRESERVE ROWS", false },
-        { "CREATE TEMP TABLE t AS SELECT 1 AS n, 'on commit drop' AS s", false },
-        { "CREATE TEMP TABLE t (a text default 'x'' on commit drop')", false },
-        { "CREATE TEMP TABLE t (a int) /* on commit drop */", false },
-        { "CREATE TEMP TABLE t (a int) -- on commit drop", false },
-        { "CREATE TEMP TABLE t AS SELECT 1 ON COMMIT DROP", false },
-        { "CREATE TEMP TABLE t (a int) ON COMMIT DROP AS SELECT 1", true },  /* (42601) */
-        { "CREATE TEMP VIEW v AS SELECT 1", false },
-        { "CREATE TEMP SEQUENCE s", false },
-        { "CREATE TABLE t (a int) ON COMMIT DROP", false },                  /* (42P16) */
-        { "CREATE UNLOGGED TABLE t (a int) ON COMMIT DROP", false },
-        { "create temp table t (a text default E'\\'') on commit drop", false },
-        { "create temp table t on commit drop as select 'q\\'' as s; create temp table leak(x int); --'",
-          false },
-        { "create temp table t (a int) on commit drop with (x)", false },
-        { "create temp table \"on\" (a int) on commit drop", true },
-        { "create temp table t (a int) \"on\" commit drop", false },
-        { "create temp table t (a int", false },
-        { "EXPLAIN ANALYZE CREATE TEMP TABLE t ON COMMIT DROP AS SELECT 1", false },
-        { "do $$ begin create temp table t (a int) on commit drop; end $$", false },
-        { "", false },
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const char *sql = cases[i].sql;
-        if (pgw_sql_temp_drops(sql, strlen(sql)) != cases[i].drops)
-            fail_msg("%s: %d", sql, !cases[i].drops);
-        /* (AS: made by a query, its tag a SELECT's) */
-        bool as = true;
-        char low[512];
-        size_t k = 0;
-        for (; sql[k] && k + 1 < sizeof(low); k++)
-            low[k] = (char)tolower((unsigned char)sql[k]);
-        low[k] = '\0';
-        if (pgw_sql_temp_drops_as(sql, strlen(sql), &as) != cases[i].drops ||
-            as != (cases[i].drops && (strstr(low, "drop as") || strstr(low, " as select"))))
-            fail_msg("%s: as %d", sql, as);
-        /* cut short at every byte: read within its bytes */
-        for (size_t n = 0; n < strlen(sql); n++) {
-            char *cut = malloc(n ? n : 1);
-            assert_non_null(cut);
-            memcpy(cut, sql, n);
-            (void)pgw_sql_temp_drops(cut, n);
-            free(cut);
-        }
-    }
-}
-
 static void test_sp_parse(void **state)
 {
     (void)state;
@@ -1252,7 +1166,6 @@ int main(void)
         cmocka_unit_test(test_deallocate_parse),
         cmocka_unit_test(test_prepare_parse),
         cmocka_unit_test(test_execute_next),
-        cmocka_unit_test(test_temp_drops),
         cmocka_unit_test(test_statement_end),
         cmocka_unit_test(test_statement_end_in_pieces),
         cmocka_unit_test(test_datestyle_merge),
