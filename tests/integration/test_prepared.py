@@ -19,7 +19,6 @@ import struct
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
 
 import psycopg2
@@ -2593,7 +2592,12 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
                     sock.sendall(ph.parse_msg("", "select 'a'") + ph.msg(b"S"))
                     out += ph.read_until_ready(sock)
                     sock.sendall(ph.query_msg("select pg_sleep(10)") + close + behind)
-                    time.sleep(0.1)
+                    # (The cancel once the query runs: one that reaches an
+                    # idle backend does nothing, the sleep then ran out.)
+                    pt.wait_until(lambda: self.pg.psql(
+                        "select count(*) from pg_stat_activity where query = "
+                        "'select pg_sleep(10)' and state = 'active'") == "1", 20,
+                        what="the query to run")
                     c = socket.create_connection((at.host, at.port), timeout=20)
                     c.sendall(struct.pack("!IIII", 16, 80877102, *keys[0]))
                     c.close()
