@@ -3104,8 +3104,8 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # SEQUENCE t_id_seq OWNED BY NONE in its transaction: the table
         # goes at commit, its temporary sequence stays (review r4: B read
         # it before, no cleanup).  So by a function a SELECT runs, or for
-        # one ALTER TABLE gave a table AS made: anything but CREATE TABLE,
-        # BEGIN, COMMIT or ROLLBACK there costs the cleanup.
+        # one ALTER TABLE gave a table AS made.  (A guard: every ON COMMIT
+        # DROP costs the cleanup since the exemption went, session 53.)
         def check(px):
             a, b, c = self.a_and_b(px)
             c.execute("create or replace function run_text(q text) returns int "
@@ -3293,8 +3293,9 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.each_setting(check)
 
     def test_on_commit_drop_as_and_a_select_behind_it(self):
-        # An ON COMMIT DROP ... AS noted (user_drop_as) until the server
-        # is given back takes the first SELECT tag of a later transaction
+        # (A guard since the exemption went.)  An ON COMMIT DROP ... AS
+        # noted until the server was given back took the first SELECT tag
+        # of a later transaction
         # for its table: a SELECT that queued a deferred trigger, then a
         # table ON COMMIT DROP, then COMMIT (the trigger keeps its
         # sequence) cost nothing.  Review r7 of session 53; fails before:
