@@ -255,6 +255,26 @@ static void norm_socket_path(const char *path, char *out, size_t size)
     snprintf(out + o, size - o, "%s", slash);
 }
 
+/* The admin console answers as "pgwharf" and as "pgbouncer", each name
+ * unless [databases] has an entry of exactly that name (proxy/session.c):
+ * with entries of both names no client reaches the console (RELOAD, PAUSE,
+ * SHOW...: only signals are left).  PgBouncer refuses a database named
+ * "pgbouncer"; here a warning at the later of the two entries. */
+static void check_console_names(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    int a = conf_db_find(cfg, "pgwharf"), b = conf_db_find(cfg, "pgbouncer");
+    if (a < 0 || b < 0)
+        return;
+    const struct pgw_conf_db *later = &cfg->dbs[a > b ? a : b];
+    const struct pgw_conf_db *first = &cfg->dbs[a > b ? b : a];
+    conf_warn(&ld->rep, later->file, later->line,
+              "database \"%s\": with database \"%s\" (%s:%d) this leaves the admin console "
+              "no name: it answers as \"pgwharf\" or \"pgbouncer\" only where no entry has "
+              "that name (rename one of them: PgBouncer reserves \"pgbouncer\")",
+              later->name, first->name, first->file, first->line);
+}
+
 /* An entry whose server socket would be pgwharf's own (no host, or host =
  * unix_socket_dir, and the port it listens on): its pool's logins would
  * be clients of its own, each asking the pool for a server. */
@@ -436,6 +456,7 @@ void conf_validate(struct conf_loader *ld)
     check_tls(ld);
     check_pools(ld);
     check_self_entries(ld);
+    check_console_names(ld);
     check_peers(ld);
     check_track_extra(ld);
     check_addrs(ld);

@@ -544,6 +544,43 @@ static void test_sections_and_case(void **state)
  * header comes again (an %include'd file opening its own), so a file that
  * sets listen_addr above such a header listens elsewhere under PgBouncer.
  * pgwharf keeps the values and names them in a warning at the header. */
+/* The console answers as "pgwharf" and "pgbouncer" where no entry has the
+ * name: entries of both names leave it none, which a file must say. */
+static void test_databases_of_both_console_names_warn(void **state)
+{
+    (void)state;
+    struct pgw_conf_diag d = { 0 };
+    struct pgw_config *cfg = load_ok("[pgwharf]\n"
+                                     "auth_type = trust\n"
+                                     "[databases]\n"
+                                     "pgbouncer = host=h\n"          /* 4 */
+                                     "app = host=h\n"
+                                     "pgwharf = host=h dbname=app\n", &d);     /* 6 */
+    assert_int_equal(cfg->ndbs, 3);
+    assert_warning(&d, "t.ini:6: database \"pgwharf\": with database \"pgbouncer\" (t.ini:4) "
+                       "this leaves the admin console no name: it answers as \"pgwharf\" or "
+                       "\"pgbouncer\" only where no entry has that name (rename one of them: "
+                       "PgBouncer reserves \"pgbouncer\")");
+    assert_int_equal(d.nwarnings, 1);
+    pgw_conf_free(cfg);
+    pgw_conf_diag_free(&d);
+
+    /* one of the names, either, leaves the console the other; the '*'
+     * fallback and names in another case take neither */
+    static const char *const ok[] = {
+        "[pgwharf]\nauth_type = trust\n[databases]\npgwharf = host=h\n",
+        "[pgwharf]\nauth_type = trust\n[databases]\npgbouncer = host=h\n",
+        "[pgwharf]\nauth_type = trust\n[databases]\n* = host=h\nPgBouncer = host=h\n"
+        "pgwharf = host=h\n",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        cfg = load_ok(ok[i], &d);
+        assert_int_equal(d.nwarnings, 0);
+        pgw_conf_free(cfg);
+        pgw_conf_diag_free(&d);
+    }
+}
+
 static void test_general_section_again_warns(void **state)
 {
     (void)state;
@@ -2549,6 +2586,7 @@ int main(void)
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_sections_and_case),
         cmocka_unit_test(test_general_section_again_warns),
+        cmocka_unit_test(test_databases_of_both_console_names_warn),
         cmocka_unit_test(test_syntax_errors_all_reported),
         cmocka_unit_test(test_value_errors_all_reported),
         cmocka_unit_test(test_unknown_vs_unsupported),
