@@ -198,7 +198,13 @@ static int check_pidfile(const char *path, char *err, size_t errlen)
     }
     long pid = 0;
     int got = fscanf(f, "%ld", &pid);
+    int rerr = ferror(f) ? errno : 0;
     fclose(f);
+    if (rerr) {
+        /* a directory (fopen takes one): not a pidfile without a pid */
+        snprintf(err, errlen, "pidfile %s: cannot read it: %s", path, strerror(rerr));
+        return -1;
+    }
     if (got != 1 || pid <= 0) {
         /* As PgBouncer: maybe another pgwharf's, created (O_EXCL) and not
          * yet written; removing it would leave that one without. */
@@ -428,6 +434,7 @@ static int run(const char *path, const struct options *o)
     }
     char err[1024];
     if (check_pidfile(cfg->pidfile, err, sizeof(err)) < 0) {
+        pgw_conf_locate(cfg, "pidfile", err, sizeof(err), NULL);
         fprintf(stderr, "pgwharf: %s\n", err);
         pgw_conf_free(cfg);
         pgw_conf_diag_free(&diag);

@@ -5307,6 +5307,21 @@ class TestDaemonAndQuiet(pt.PgwharfTestCase):
             with open(px.settings["pidfile"]) as f:
                 self.assertEqual(f.read(), text)
 
+    def test_a_pidfile_that_is_a_directory_says_so_at_its_line(self):
+        # It said "exists without a pid (another pgwharf starting?); remove
+        # it if it is stale" -- of a directory (fopen reads one: its read
+        # fails), with no file:line, where the other pidfile errors name it.
+        px = self.prepared()
+        px.settings["pidfile"] = os.path.join(px.dir, "piddir")
+        os.mkdir(px.settings["pidfile"])
+        px.write_config()
+        with open(px.config_path) as f:
+            line = next(i for i, text in enumerate(f, 1) if text.startswith("pidfile"))
+        self.assertEqual(self.exits(px), 1, px.log())
+        self.assertIn("%s:%d: pidfile %s: cannot read it: Is a directory"
+                      % (px.config_path, line, px.settings["pidfile"]), px.log())
+        self.assertTrue(os.path.isdir(px.settings["pidfile"]))
+
     def test_quiet_keeps_stderr_empty(self):
         loud = self.start_pgwharf()
         self.assertEqual(loud.psql("select 1"), "1")
