@@ -601,7 +601,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "pgwharf: option %s needs a value\n", argv[optind - 1]);
             return 2;
         default:
-            if (optopt)
+            /* getopt_long sets optopt to the option's val both for an
+             * unknown short option and for "--quiet=1" (a value given to
+             * a long option that takes none): not "unknown option -q" */
+            if (optopt && strncmp(argv[optind - 1], "--", 2) == 0 &&
+                strchr(argv[optind - 1], '='))
+                fprintf(stderr, "pgwharf: option %.*s takes no value\n",
+                        (int)(strchr(argv[optind - 1], '=') - argv[optind - 1]),
+                        argv[optind - 1]);
+            else if (optopt)
                 fprintf(stderr, "pgwharf: unknown option -%c\n", optopt);
             else
                 fprintf(stderr, "pgwharf: unknown option %s\n", argv[optind - 1]);

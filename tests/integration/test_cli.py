@@ -265,6 +265,16 @@ class TestCli(unittest.TestCase):
         self.assertIn("--check", cp.stdout)
         self.assertEqual(run().returncode, 2)
         self.assertEqual(run("--bogus").returncode, 2)
+        # a value given to an option that takes none: it said "unknown
+        # option -q" (getopt's optopt, the option's short letter), and
+        # "unknown option -C" for --check=FILE, an option there is no -C of
+        for opt, name in (("--quiet=1", "--quiet"), ("--check=x.ini", "--check"),
+                          ("--daemon=yes", "--daemon"), ("--verbose=2", "--verbose")):
+            cp = run(opt, "x.ini")
+            self.assertEqual(cp.returncode, 2, opt)
+            self.assertIn("pgwharf: option %s takes no value\n" % name, cp.stderr)
+        self.assertIn("pgwharf: unknown option -x\n", run("-x", "x.ini").stderr)
+        self.assertIn("pgwharf: unknown option --bogus=1\n", run("--bogus=1", "x.ini").stderr)
 
     def test_errors_found_after_loading_name_the_line_of_their_key(self):
         # They said "x.ini: client TLS: ...", "nope.txt: cannot open: ...":
