@@ -275,6 +275,14 @@ static void check_console_names(struct conf_loader *ld)
               later->name, first->name, first->file, first->line);
 }
 
+static bool has_hostaddr(const struct pgw_conf_db *db)
+{
+    for (int i = 0; i < db->nconn; i++)
+        if (strcmp(db->conn_keys[i], "hostaddr") == 0)
+            return *db->conn_vals[i] != '\0';
+    return false;
+}
+
 /* An entry whose server socket would be pgwharf's own (no host, or host =
  * unix_socket_dir, and the port it listens on): its pool's logins would
  * be clients of its own, each asking the pool for a server. */
@@ -285,8 +293,11 @@ static void check_self_entries(struct conf_loader *ld)
         return;
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = &cfg->dbs[i];
-        bool own_dir = !db->host || !*db->host || strcmp(db->host, cfg->unix_socket_dir) == 0;
-        if (!own_dir && db->host[0] == '/') {
+        /* no host: unix_socket_dir, unless a hostaddr is given, which the
+         * pool connects to over TCP (pool/pool_conf.c make_hosts) */
+        bool own_dir = ((!db->host || !*db->host) && !has_hostaddr(db)) ||
+                       (db->host && strcmp(db->host, cfg->unix_socket_dir) == 0);
+        if (!own_dir && db->host && db->host[0] == '/') {
             /* the same directory however spelt ("dir/", "dir/.", "//") */
             char a[PATH_MAX + 16], b[PATH_MAX + 16], na[PATH_MAX + 16], nb[PATH_MAX + 16];
             snprintf(a, sizeof(a), "%s/.s.PGSQL", db->host);

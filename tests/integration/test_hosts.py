@@ -698,6 +698,22 @@ class HostListTest(pt.PgwharfTestCase):
         self.assertEqual(px.show("DATABASES", name="one")[0]["load_balance_hosts"], "disable")
         self.assertEqual(px.show("POOLS", database="one")[0]["load_balance_hosts"], "disable")
 
+    def test_a_hostaddr_entry_on_pgwharfs_own_port_is_not_its_socket(self):
+        # An entry with a hostaddr and no host connects over TCP to that
+        # address (pool_conf.c make_hosts), not to unix_socket_dir; the check
+        # for an entry reaching pgwharf's own socket took it for one when
+        # its port was listen_port (5432 by default: a pgwharf on 5432 in
+        # front of a server elsewhere), and the start was refused ("its
+        # server socket .../.s.PGSQL.N is pgwharf's own").  Here pgwharf
+        # listens on the cluster's port at a loopback address the cluster does
+        # not listen on (it has 127.0.0.1 and 127.0.0.2).
+        px = self.start({
+            "viaaddr": "hostaddr=127.0.0.1 port=%d dbname=%s" % (self.pg.port, self.pg.database),
+        }, listen_addr="127.0.0.4", listen_port=self.pg.port)
+        self.assertEqual(px.psql("select host(inet_server_addr()) || ':' || "
+                                 "current_setting('port')", db="viaaddr"),
+                         "127.0.0.1:%d" % self.pg.port)
+
     def test_show_databases_host_list(self):
         # SHOW DATABASES as PgBouncer 1.24: host as configured, one port,
         # load_balance_hosts only for a list; a port list whose ports

@@ -1778,7 +1778,11 @@ static void test_validation(void **state)
                * clients hung until client_login_timeout */
               "f = host=/run/x/\n"
               "g = host=/run//x/.\n"
-              "h = host=/run/y/../x\n", &d, 5);
+              "h = host=/run/y/../x\n"
+              /* a hostaddr and no host: TCP to it, not the socket (they
+               * were refused as the socket's) */
+              "i = hostaddr=10.0.0.5\n"
+              "j = hostaddr=10.0.0.5 port=5432 dbname=j\n", &d, 5);
     assert_error(&d, "t.ini:6: database \"a\": its server socket /run/x/.s.PGSQL.5432 is "
                      "pgwharf's own (unix_socket_dir and listen_port): set host or port");
     assert_error(&d, "t.ini:7: database \"b\": its server socket /run/x/.s.PGSQL.5432 is "
