@@ -293,11 +293,13 @@ static void check_self_entries(struct conf_loader *ld)
         return;
     for (int i = 0; i < cfg->ndbs; i++) {
         const struct pgw_conf_db *db = &cfg->dbs[i];
-        /* no host: unix_socket_dir, unless a hostaddr is given, which the
-         * pool connects to over TCP (pool/pool_conf.c make_hosts) */
-        bool own_dir = ((!db->host || !*db->host) && !has_hostaddr(db)) ||
-                       (db->host && strcmp(db->host, cfg->unix_socket_dir) == 0);
-        if (!own_dir && db->host && db->host[0] == '/') {
+        /* with a hostaddr the pool connects to it over TCP, whatever host
+         * says (pool/pool_conf.c make_hosts: no host is then no socket;
+         * libpq uses hostaddr for the connection, host only to name it) */
+        if (has_hostaddr(db))
+            continue;
+        bool own_dir = !db->host || !*db->host || strcmp(db->host, cfg->unix_socket_dir) == 0;
+        if (!own_dir && db->host[0] == '/') {
             /* the same directory however spelt ("dir/", "dir/.", "//") */
             char a[PATH_MAX + 16], b[PATH_MAX + 16], na[PATH_MAX + 16], nb[PATH_MAX + 16];
             snprintf(a, sizeof(a), "%s/.s.PGSQL", db->host);

@@ -1782,7 +1782,8 @@ static void test_validation(void **state)
               /* a hostaddr and no host: TCP to it, not the socket (they
                * were refused as the socket's) */
               "i = hostaddr=10.0.0.5\n"
-              "j = hostaddr=10.0.0.5 port=5432 dbname=j\n", &d, 5);
+              "j = hostaddr=10.0.0.5 port=5432 dbname=j\n"
+              "k = host=/run/x hostaddr=10.0.0.5\n", &d, 5);
     assert_error(&d, "t.ini:6: database \"a\": its server socket /run/x/.s.PGSQL.5432 is "
                      "pgwharf's own (unix_socket_dir and listen_port): set host or port");
     assert_error(&d, "t.ini:7: database \"b\": its server socket /run/x/.s.PGSQL.5432 is "
