@@ -368,7 +368,8 @@ static void lend(struct pgw_pool *pool, struct pgw_server *srv, struct pgw_pool_
     srv->link = NULL;
     srv_priv(srv)->checked = false;
     w->server = srv;
-    pool->st.total_acquires++;
+    if (!w->not_assigned)
+        pool->st.total_acquires++;
 }
 
 /* The reserve the pool may use: none with reserve_pool_timeout 0, which

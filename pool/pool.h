@@ -237,6 +237,12 @@ struct pgw_pool_waiter {
      * valid until the next failure on this loop -- read it at once, in the
      * callback or right after pgw_pool_acquire returns.  NULL otherwise. */
     const struct pgw_pool_error *error;
+    /* Set by the caller before pgw_pool_acquire: the server is for a
+     * login's welcome only, given back before the client's first request
+     * (which takes one anew): not a server assignment (SHOW STATS'
+     * server_assignment_count), as PgBouncer welcomes such a login with no
+     * server linked.  Its wait still counts. */
+    bool not_assigned;
     /* private */
     struct pgw_list node;
     struct pgw_pool *pool;

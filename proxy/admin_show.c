@@ -1389,6 +1389,9 @@ static int show_lists(struct pgw_session *s, struct pgw_wbuf *out)
     return PGW_ADMIN_DONE;
 }
 
+/* memtotal is int8 where PgBouncer's is int4 (its unsigned product, sent
+ * as int4, wraps): 2^31 bytes are 65 456 iobufs, two for each of 32 728
+ * sessions moving data at once, a load max_client_conn allows. */
 static void mem_row(struct pgw_rs *rs, const char *name, size_t size, int used, int nfree)
 {
     pgw_rs_row(rs);
@@ -1403,7 +1406,7 @@ static void mem_row(struct pgw_rs *rs, const char *name, size_t size, int used, 
 static int show_mem(struct pgw_session *s, struct pgw_wbuf *out)
 {
     static const struct pgw_rs_col cols[] = {
-        { "name", TX }, { "size", I4 }, { "used", I4 }, { "free", I4 }, { "memtotal", I4 },
+        { "name", TX }, { "size", I4 }, { "used", I4 }, { "free", I4 }, { "memtotal", I8 },
     };
     struct pgw_proxy *px = s->px;
     int sessions = 0, bufs = 0;

@@ -3748,6 +3748,10 @@ void pgw_relay_acquire(struct pgw_session *s)
     if (s->state == PGW_SS_WAIT_SERVER && s->px->cfg->server_pipeline_depth > 0 &&
         pipe_enqueue(s))
         return;
+    /* A transaction-mode login's server goes back after the welcome
+     * (sync_params' login_only): the first request takes one anew, the
+     * assignment PgBouncer counts.  A session-mode login keeps its own. */
+    s->waiter.not_assigned = s->state == PGW_SS_LOGIN_WAIT && s->mode != PGW_POOL_SESSION;
     int r = pgw_pool_acquire(s->pool, &s->waiter, s->ctx, acquired_cb, s);
     if (r == PGW_ACQ_GRANTED) {
         granted(s, s->waiter.server);

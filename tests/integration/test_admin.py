@@ -73,7 +73,7 @@ COLUMNS = {
     "CONFIG": [("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)],
     "LISTS": [("list", TEXT), ("items", INT4)],
     "MEM": [("name", TEXT), ("size", INT4), ("used", INT4), ("free", INT4),
-            ("memtotal", INT4)],
+            ("memtotal", INT8)],
     "VERSION": [("version", TEXT)],
     "STATE": [("key", TEXT), ("value", TEXT)],
     "STATS": [("database", TEXT)]
@@ -141,6 +141,23 @@ class TestShowColumns(AdminTestCase):
                 got = [(d.name, d.type_code) for d in cur.description]
                 self.assertEqual(got, expected)
                 cur.fetchall()
+
+    def test_show_mem_memtotal_is_int8(self):
+        # PgBouncer 1.18 (run side by side) types every SHOW MEM number
+        # int4; memtotal, size * (used + free), passes 2^31 at 65 456
+        # iobufs of 32 808 bytes (two for each of 32 728 sessions moving
+        # data at once), where pgwharf wrote the product into its int4
+        # column: a value no int4 holds, which typed clients (pgx) refuse.
+        # It is int8, as SHOW CLIENTS' id is, for the same reason.
+        px = self.start()
+        conn = self.admin_conn(px)
+        cur = conn.cursor()
+        cur.execute("SHOW MEM")
+        self.assertEqual([(d.name, d.type_code) for d in cur.description],
+                         [("name", TEXT), ("size", INT4), ("used", INT4), ("free", INT4),
+                          ("memtotal", INT8)])
+        for name, size, used, free, memtotal in cur.fetchall():
+            self.assertEqual(memtotal, size * (used + free), name)
 
     def test_psql_and_both_database_names(self):
         px = self.start()
@@ -932,6 +949,35 @@ class TestShowColumns(AdminTestCase):
         self.assertEqual((stats["total_xact_count"], stats["total_query_count"]), (3, 3))
         wait_until(lambda: " xacts=3 queries=3 " in self.last_stats_line(px), timeout=15,
                    what="a stats line with xacts=3 queries=3")
+
+    def test_a_pools_first_login_is_no_server_assignment(self):
+        # The pool's first client (and any login whose startup parameters
+        # a server must check) takes a server for its welcome; in
+        # transaction mode it gives it back and its first query takes one
+        # anew.  Both were counted, so total_server_assignment_count (and
+        # pgwharf_server_assignments_total) said 2 for one query; PgBouncer
+        # welcomes such a login with no server linked and counts 1, at the
+        # query (find_server).  A session-mode login keeps the server it
+        # took: one assignment as well.
+        for mode in ("transaction", "session"):
+            with self.subTest(mode=mode):
+                px = self.start(pool_mode=mode, metrics_port="auto")
+                for startup in ({}, {"DateStyle": "SQL, DMY"}):
+                    with socket.create_connection((px.host, px.port), timeout=30) as s:
+                        hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password,
+                                      **startup)
+                        s.sendall(hz.query_msg("select 1"))
+                        self.assertEqual(hz.read_until_ready(s)[-1], (b"Z", b"I"))
+                        s.sendall(hz.msg(b"X"))
+                conn = self.admin_conn(px)
+                wait_until(lambda: not self.rows(conn, "CLIENTS", database=self.pg.database),
+                           what="the clients to be gone")
+                stats = self.rows(conn, "STATS", database=self.pg.database)[0]
+                self.assertEqual((stats["total_server_assignment_count"],
+                                  stats["total_xact_count"]), (2, 2))
+                self.assertEqual(px.metric("pgwharf_server_assignments_total"), 2)
+                conn.close()
+                px.stop()
 
     def test_a_lone_sync_is_counted(self):
         # A Sync with nothing under way is answered by pgwharf with no
