@@ -729,34 +729,35 @@ void pgw_metrics_ready(struct pgw_session *s, char status)
         if (s->xact_start == 0)
             s->xact_start = s->query_start;
     }
-    if (status != 'I' || s->xact_start == 0)
-        return;
-    xact_done(s, now);
+    if (status == 'I')
+        xact_done(s, now);
 }
 
-/* A transaction ended now: it began at xact_start, or at the pipeline's
- * ReadyForQuery 'I' before it (xact_floor). */
+/* A transaction ended now: counted (SHOW STATS' xact_count, the metric
+ * pgwharf_transactions_total) and observed in the duration histogram in
+ * one place, so that the histogram's count is the sum of that counter's
+ * series (but those of databases gone from SHOW STATS: the histogram
+ * keeps them, a counter never goes down).  It began at xact_start, at
+ * the pipeline's ReadyForQuery 'I' before it (xact_floor), or at the
+ * request it answers; one with no start known (a Sync with nothing
+ * under way, answered here) took 0 s. */
 static void xact_done(struct pgw_session *s, ev_tstamp now)
 {
     ev_tstamp start = s->xact_start > 0 ? s->xact_start : s->query_start;
     if (s->xact_floor > start)
         start = s->xact_floor;
     s->xact_start = 0;
-    if (start <= 0)
-        return;
-    double d = now - start;
-    if (d < 0)
-        d = 0;
+    s->xact_count++;
+    double d = start > 0 && now > start ? now - start : 0;
     s->xact_time_us += (uint64_t)(d * 1e6);
     struct pgw_metrics *m = metrics_of(s);
-    if (m)
+    if (m && pgw_stats_counts(s))
         hist_observe(&m->xact, d);
 }
 
-void pgw_metrics_pipelined_xact(struct pgw_session *s)
+void pgw_metrics_xact_end(struct pgw_session *s)
 {
     xact_done(s, pgw_mono_now(s->px->loop));
-    s->xact_count++;
 }
 
 /* ---- the exposition text ---- */

@@ -472,7 +472,7 @@ static void client_resume(struct pgw_session *s)
     struct pgw_wbuf b;
     pgw_wbuf_init(&b);
     pgw_wire_ready(&b, 'I');
-    s->xact_count++;                     /* as PostgreSQL's 'I' would count */
+    pgw_metrics_xact_end(s);             /* as PostgreSQL's 'I' would count */
     pgw_session_send(s, &b);
     pgw_wbuf_deinit(&b);
     if (s->state == PGW_SS_CLOSING)
@@ -1873,7 +1873,7 @@ int pgw_notify_deallocated(struct pgw_session *s, struct pgw_ident_full *full,
     pgw_wire_command_complete(&b, "DEALLOCATE");
     pgw_wire_ready(&b, status);
     if (status == 'I')
-        s->xact_count++;                 /* as PostgreSQL's 'I' would count */
+        pgw_metrics_xact_end(s);         /* as PostgreSQL's 'I' would count */
     bool ok = !b.failed && (s->sbuf || (s->sbuf = pgw_iobuf_get(s->px))) &&
               pgw_iobuf_reserve(s->px, &s->sbuf, s->sbuf->len - s->sbuf->sent + (uint32_t)b.len) &&
               pgw_session_send(s, &b);
@@ -1997,7 +1997,7 @@ int pgw_notify_query(struct pgw_session *s)
             pgw_notify_unlisten(sub, kind, chan);
         pgw_wire_command_complete(&notice, "UNLISTEN");
         pgw_wire_ready(&notice, 'I');
-        s->xact_count++;                 /* as PostgreSQL's 'I' would count */
+        pgw_metrics_xact_end(s);         /* as PostgreSQL's 'I' would count */
         pgw_session_send(s, &notice);
         pgw_wbuf_deinit(&notice);
         if (s->state == PGW_SS_CLOSING)

@@ -537,7 +537,7 @@ static int ext_take(struct pgw_session *s, struct ext_batch *x)
     }
     if (x->synced && !r) {
         pgw_wire_ready(&x->out, 'I');
-        s->xact_count++;                 /* as PostgreSQL's 'I' would count */
+        pgw_metrics_xact_end(s);         /* as PostgreSQL's 'I' would count */
     }
     if (x->out.failed) {
         free(r);

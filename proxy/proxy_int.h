@@ -747,9 +747,12 @@ void pgw_cancel_deinit(struct pgw_proxy *px);
  *   pgw_metrics_observe_wait relay.c granted(): seconds since waiter.since
  *   pgw_metrics_ready    relay.c on_ready(): after the sync_out > 0 return,
  *                        before query_start is cleared
- *   pgw_metrics_pipelined_xact  relay.c on_ready(): a ReadyForQuery 'I'
+ *   pgw_metrics_xact_end relay.c on_ready(): a ReadyForQuery 'I'
  *                        inside a pipeline (a transaction ended: counted),
- *                        before xact_floor moves to it */
+ *                        before xact_floor moves to it; and every
+ *                        ReadyForQuery 'I' pgwharf sends itself (a LISTEN,
+ *                        UNLISTEN or DEALLOCATE answered here, a lone Sync,
+ *                        a queued query ended here) */
 void pgw_admin_login(struct pgw_session *s);
 void pgw_admin_input(struct pgw_session *s);
 /* A CancelRequest for a console session (cancel.c). */
@@ -764,7 +767,7 @@ void pgw_admin_pool_attach(struct pgw_proxy *px, struct pgw_pool *pool);
 bool pgw_admin_db_disabled(const struct pgw_proxy *px, const char *db);
 void pgw_metrics_observe_wait(struct pgw_session *s, double seconds);
 void pgw_metrics_ready(struct pgw_session *s, char status);
-void pgw_metrics_pipelined_xact(struct pgw_session *s);
+void pgw_metrics_xact_end(struct pgw_session *s);
 
 /* listener.c */
 struct pgw_listener {

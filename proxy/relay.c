@@ -3329,7 +3329,7 @@ static void pipe_end_request(struct pgw_session *f, const char *sqlstate, const 
     send_error(f, sqlstate, why);
     if (f->state == PGW_SS_CLOSING)
         return;
-    f->xact_count++;                     /* its query counted when it queued */
+    pgw_metrics_xact_end(f);             /* its query counted when it queued */
     send_ready(f, 'I');
     if (f->notify)
         pgw_notify_flush(f);         /* held while it was queued */
@@ -5123,7 +5123,7 @@ static bool client_data_step(struct pgw_session *s)
              * server's answer was counted: a query and a transaction. */
             pgw_iobuf_cut(b, b->parsed, PGW_MSG_HDR);
             s->query_count++;
-            s->xact_count++;
+            pgw_metrics_xact_end(s);
             send_ready(s, 'I');
             return s->state != PGW_SS_CLOSING;
         }
@@ -5629,7 +5629,7 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
          * one in a transaction ends the client as the last would (its
          * BEGIN and what followed were sent at once). */
         if (status == 'I') {
-            pgw_metrics_pipelined_xact(s);       /* SHOW STATS counts each */
+            pgw_metrics_xact_end(s);             /* SHOW STATS counts each */
             s->xact_floor = pgw_mono_now(s->px->loop);
         }
         /* The server starts on the next request now (query_timeout). */
@@ -5659,8 +5659,6 @@ static void ready_step(struct pgw_session *s, char status, enum scan_after *afte
     s->ready_at = pgw_mono_now(s->px->loop);
     s->query_floor = 0;
     s->waited_since = 0;
-    if (status == 'I')
-        s->xact_count++;
     if (fast_close_due(s)) {
         *after = AFTER_FAST_CLOSE;      /* once this ReadyForQuery is out */
         return;

@@ -315,6 +315,33 @@ class TestMetrics(pt.PgwharfTestCase):
         self.assertGreaterEqual(sample(after, "pgwharf_transactions", database=db),
                                 stats["total_xact_count"])
 
+    def test_transactions_answered_here_are_in_the_duration_histogram(self):
+        # A LISTEN or UNLISTEN pgwharf answers itself in transaction mode,
+        # and a Sync with nothing under way, end with pgwharf's own
+        # ReadyForQuery 'I': pgwharf_transactions_total counts each (as
+        # PostgreSQL's answer would be), but the duration histogram left
+        # them out, so its _count fell behind the counter (here 2 for 6).
+        # The two are kept in one place now: _count is the counter's sum,
+        # _sum its seconds.
+        px = self.start()
+        with socket.create_connection(("127.0.0.1", px.port), timeout=30) as s:
+            hz.sync_login(s, self.pg.user, self.pg.database, self.pg.password)
+            for sql in ("select 1", "listen pgw_hist", "unlisten pgw_hist", "unlisten *"):
+                self.assertEqual(hz.simple_query(s, sql)[1], [])
+            s.sendall(hz.msg(b"S"))
+            self.assertEqual(hz.read_until_ready(s), [(b"Z", b"I")])
+            s.sendall(hz.query_msg("select 2"))
+            self.assertEqual(hz.read_until_ready(s)[-1], (b"Z", b"I"))
+        fams = self.scrape(px)
+        db = self.pg.database
+        self.assertEqual(sample(fams, "pgwharf_transactions", database=db), 6)
+        h = "pgwharf_transaction_duration_seconds"
+        self.assertEqual(sample(fams, h, h + "_count"), 6)
+        self.assertEqual(sample(fams, h, h + "_bucket", le="+Inf"), 6)
+        self.assertAlmostEqual(sample(fams, h, h + "_sum"),
+                               sample(fams, "pgwharf_transaction_seconds", database=db),
+                               delta=1e-3)
+
     def test_http_errors(self):
         px = self.start()
         with self.assertRaises(urllib.error.HTTPError) as cm:
