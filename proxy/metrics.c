@@ -279,33 +279,158 @@ static void render_done(struct pgw_metrics *m)
     }
 }
 
-/* A whole request head is in c->req: answer it. */
+/* RFC 9110's tchar: what a method or a header field's name is made of. */
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static bool all_tchar(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)p[i]))
+            return false;
+    return n > 0;
+}
+
+/* One line of the head from *p (its CR LF or LF cut off; a CR anywhere
+ * else, which RFC 9112 makes invalid, is a bad line): start and length;
+ * *p moves past it.  False at the end of the head or on a bad line (*bad). */
+static bool head_line(const char **p, const char **line, size_t *len, bool *bad)
+{
+    const char *l = *p, *nl = strchr(l, '\n');
+    if (!nl)
+        return false;
+    size_t n = (size_t)(nl - l);
+    if (n > 0 && l[n - 1] == '\r')
+        n--;
+    *p = nl + 1;
+    if (memchr(l, '\r', n)) {
+        *bad = true;
+        return false;
+    }
+    *line = l;
+    *len = n;
+    return true;
+}
+
+/* The path an origin-form (/metrics?x) or absolute-form
+ * (http://host:port/metrics?x, which RFC 9112 has servers accept) target
+ * names, into path; 0, else 400 for an http(s) URI with no host, 404 for
+ * any other target (another scheme, "*", an authority). */
+static int target_path(const char *t, char *path, size_t size)
+{
+    if (*t != '/') {
+        size_t sl = strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+        if (sl == 0 || strncmp(t + sl, "://", 3) != 0)
+            return 404;
+        if (!((sl == 4 && strncasecmp(t, "http", 4) == 0) ||
+              (sl == 5 && strncasecmp(t, "https", 5) == 0)))
+            return 404;
+        t += sl + 3;
+        size_t al = strcspn(t, "/?#");
+        const char *host = t;            /* past a userinfo@, if any */
+        for (const char *a = t; a < t + al; a++)
+            if (*a == '@')
+                host = a + 1;
+        if (host == t + al || *host == ':')
+            return 400;                  /* no host: RFC 9110 4.2.1 */
+        t += al;
+    }
+    size_t pl = strcspn(t, "?#");
+    if (pl == 0) {
+        t = "/";                         /* http://host or http://host?x */
+        pl = 1;
+    }
+    if (pl >= size)
+        return 404;
+    memcpy(path, t, pl);
+    path[pl] = '\0';
+    return 0;
+}
+
+/* A whole request head is in c->req: answer it.  As RFC 9112 has a
+ * server: a request line of method, target and HTTP version (words
+ * apart by any blanks, as it allows); 505 for a version other than 1.x;
+ * 414 for a target longer than we parse; a header line with no colon, a
+ * name that is not a token (whitespace before the colon) or a folded
+ * one, a second Host, or none in an HTTP/1.1 request: 400. */
 static void handle_request(struct mconn *c)
 {
-    /* The request line: METHOD SP TARGET (SP VERSION); a method or
-     * target too long for these is a malformed request, not cut. */
     char method[16], target[512];
     const char *r = c->req;
     while (*r == '\r' || *r == '\n')
         r++;                             /* blank lines first: ignored (RFC 9112) */
-    size_t mlen = strcspn(r, " \t\r\n");
-    const char *t = r + mlen;
-    t += strspn(t, " \t");
-    size_t tlen = strcspn(t, " \t\r\n");
-    if (mlen == 0 || mlen >= sizeof(method) || t == r + mlen || tlen == 0 ||
-        tlen >= sizeof(target)) {
+    const char *line;
+    size_t len;
+    bool bad = false;
+    if (!head_line(&r, &line, &len, &bad)) {
         respond_text(c, 400, "Bad Request", "bad request\n", false);
         return;
     }
-    memcpy(method, r, mlen);
-    method[mlen] = '\0';
-    memcpy(target, t, tlen);
-    target[tlen] = '\0';
-    char *q = strchr(target, '?');
-    if (q)
-        *q = '\0';
+    const char *w[4];
+    size_t wl[4];
+    int nw = 0;
+    for (size_t i = 0; i < len;) {
+        i += strspn(line + i, " \t");
+        if (i >= len)
+            break;
+        size_t n = strcspn(line + i, " \t");
+        if (n > len - i)
+            n = len - i;
+        if (nw == 4)
+            break;
+        w[nw] = line + i;
+        wl[nw++] = n;
+        i += n;
+    }
+    if (nw != 3 || wl[0] >= sizeof(method) || !all_tchar(w[0], wl[0])) {
+        respond_text(c, 400, "Bad Request", "bad request\n", false);
+        return;
+    }
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive */
+    const char *v = w[2];
+    if (wl[2] != 8 || strncmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
+        v[6] != '.' || v[7] < '0' || v[7] > '9') {
+        respond_text(c, 400, "Bad Request", "bad request: no HTTP version\n", false);
+        return;
+    }
+    if (v[5] != '1') {
+        respond_text(c, 505, "HTTP Version Not Supported", "HTTP/1.x only\n", false);
+        return;
+    }
+    if (wl[1] >= sizeof(target)) {
+        respond_text(c, 414, "URI Too Long", "request target too long\n", false);
+        return;
+    }
+    memcpy(method, w[0], wl[0]);
+    method[wl[0]] = '\0';
+    memcpy(target, w[1], wl[1]);
+    target[wl[1]] = '\0';
+    int hosts = 0;
+    while (head_line(&r, &line, &len, &bad) && len > 0) {
+        const char *colon = memchr(line, ':', len);
+        if (*line == ' ' || *line == '\t' || !colon ||
+            !all_tchar(line, (size_t)(colon - line))) {
+            bad = true;                  /* obs-fold, no colon, a name not a token */
+            break;
+        }
+        if (colon - line == 4 && strncasecmp(line, "host", 4) == 0)
+            hosts++;
+    }
+    if (bad || hosts > 1 || (hosts == 0 && v[7] != '0')) {
+        respond_text(c, 400, "Bad Request", "bad request: header fields\n", false);
+        return;
+    }
     bool head = strcmp(method, "HEAD") == 0;
-    if (strcmp(target, "/metrics") != 0) {
+    char path[sizeof(target)];
+    int code = target_path(target, path, sizeof(path));
+    if (code == 400) {
+        respond_text(c, 400, "Bad Request", "bad request: no host in the target\n", false);
+        return;
+    }
+    if (code != 0 || strcmp(path, "/metrics") != 0) {
         respond_text(c, 404, "Not Found", "not found: try /metrics\n", head);
         return;
     }

@@ -365,14 +365,57 @@ class TestMetrics(pt.PgwharfTestCase):
         head404 = raw_request(port, b"HEAD /nope HTTP/1.0\r\n\r\n")
         self.assertTrue(head404.startswith(b"HTTP/1.0 404"), head404[:40])
         self.assertTrue(head404.endswith(b"\r\n\r\n"), head404[-40:])
-        for line in (b"X" * 15 + b"/metrics HTTP/1.0", b"GET /" + b"m" * 600 + b" HTTP/1.0",
-                     b"GET"):
+        for line in (b"X" * 15 + b"/metrics HTTP/1.0", b"GET"):
             with self.subTest(line=line[:30]):
                 r = raw_request(port, line + b"\r\n\r\n")
                 self.assertTrue(r.startswith(b"HTTP/1.0 400"), r[:40])
-        ok = raw_request(port, b"\r\nGET  /metrics?x=1\r\n\r\n")   # a blank line, no version
+        # (a target too long is 414, RFC 9112's answer to it)
+        r = raw_request(port, b"GET /" + b"m" * 600 + b" HTTP/1.0\r\n\r\n")
+        self.assertTrue(r.startswith(b"HTTP/1.0 414"), r[:40])
+        ok = raw_request(port, b"\r\nGET  /metrics?x=1 HTTP/1.0\r\n\r\n")   # a blank line first
         self.assertTrue(ok.startswith(b"HTTP/1.0 200"), ok[:40])
         self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
+
+    def test_requests_are_read_as_rfc_9112_has_a_server_read_them(self):
+        # The endpoint answered 200 to a request line of HTTP/2.0, or of no
+        # version at all, and to header lines with no colon; it answered
+        # 404 to an absolute-form target, which RFC 9112 (3.2.2) has every
+        # server accept.  Now: 505 for a major version other than 1, 400
+        # for a request line without a version, a header line with no
+        # colon, whitespace before the colon, a folded line (obs-fold), a
+        # second Host or an HTTP/1.1 request with none (RFC 9112 3.2, 5.1,
+        # 5.2); absolute-form targets are taken as their path.
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        host = b"Host: 127.0.0.1:%d\r\n" % port
+        cases = [
+            (b"GET /metrics HTTP/1.0\r\n\r\n", 200),
+            (b"GET /metrics HTTP/1.1\r\n" + host + b"\r\n", 200),
+            (b"GET /metrics HTTP/1.0\nAccept: text/plain\n\n", 200),      # bare LFs
+            (b"GET http://127.0.0.1/metrics HTTP/1.1\r\n" + host + b"\r\n", 200),
+            (b"GET HTTP://localhost:9/metrics?x=1 HTTP/1.0\r\n\r\n", 200),
+            (b"HEAD https://u@h/metrics HTTP/1.0\r\n\r\n", 200),
+            (b"GET http://127.0.0.1/other HTTP/1.0\r\n\r\n", 404),
+            (b"GET http:///metrics HTTP/1.0\r\n\r\n", 400),              # no host
+            (b"GET ftp://h/metrics HTTP/1.0\r\n\r\n", 404),
+            (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
+            (b"GET /metrics HTTP/0.9\r\n\r\n", 505),
+            (b"GET /metrics\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.1 x\r\n" + host + b"\r\n", 400),
+            (b"GET /metrics http/1.1\r\n" + host + b"\r\n", 400),
+            (b"GET /metrics HTTP/1.10\r\n" + host + b"\r\n", 400),
+            (b"GET /metrics HTTP/1.0\r\nno colon here\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.0\r\nX-A : 1\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.0\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.0\r\n: empty name\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.0\r\nX-A: 1\rX-B: 2\r\n\r\n", 400),   # a bare CR
+            (b"GET /metrics HTTP/1.1\r\n\r\n", 400),                       # no Host
+            (b"GET /metrics HTTP/1.0\r\n" + host + host + b"\r\n", 400),
+        ]
+        for request, code in cases:
+            with self.subTest(request=request):
+                reply = raw_request(port, request)
+                self.assertTrue(reply.startswith(b"HTTP/1.0 %d " % code), reply[:60])
 
     def test_slow_scrapers_block_nothing(self):
         px = self.start()
