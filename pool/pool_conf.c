@@ -174,10 +174,48 @@ static bool same_text(const char *a, const char *b)
 /* Returns true when the connection keys or connect_query changed (servers
  * must reconnect: as PgBouncer, a server set up by the old connect_query
  * is not what new clients are configured to get). */
+/* Is there a pool of (dbname, user) in set? */
+static bool pool_exists(const struct pgw_pool_set *set, const char *dbname, const char *user)
+{
+    for (const struct pgw_list *n = set->pools.next; n != &set->pools; n = n->next) {
+        const struct pgw_pool *p = pgw_container_of(n, struct pgw_pool, node);
+        if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The entry's user= (PgBouncer's forced user) changed from this pool's,
+ * the entry's pool: as PgBouncer, whose forced user is renamed in place,
+ * the pool takes the new name.  Its clients stay in it (no client is
+ * left in a pool SHOW POOLS lists under a user its new servers do not
+ * log in as); its servers, logged in as the old user, reconnect (the
+ * keys changed: close_needed, as PgBouncer's).  Not when a pool of the
+ * new name is there already (one of the entry's clients' own, from
+ * before it forced a user): this one is superseded (its clients move at
+ * their next request, relay.c repool). */
+static void rename_forced(struct pgw_pool *pool, const struct pgw_conf_db *db)
+{
+    if (!pool->db_sets_user || !db->user || !*db->user || !pool->user ||
+        strcmp(db->user, pool->user) == 0 || pool_exists(pool->set, pool->dbname, db->user))
+        return;
+    char *u = strdup(db->user);
+    if (!u)
+        return;                          /* superseded instead, as before */
+    char names[PGW_POOL_LOG_NAMES], qu[200];
+    pgw_log_quote(qu, sizeof(qu), pool->user);
+    /* (server_user points into the keys while the entry sets user=) */
+    free(pool->user);
+    pool->user = u;
+    pgw_info("pool_user_changed", "%s old_user=%s", pgw_pool_log_names(pool, names, sizeof(names)),
+             qu);
+}
+
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     pool->db_src = db;
     pool->orphan = false;
+    rename_forced(pool, db);
     pool->user_superseded = db->user && *db->user && pool->user &&
                             strcmp(db->user, pool->user) != 0;
     pool->autodb = strcmp(db->name, "*") == 0;

@@ -466,6 +466,42 @@ class TestShowColumns(AdminTestCase):
         servers = [(r["user"], r["remote_pid"]) for r in self.rows(conn, "SERVERS", database="f")]
         self.assertEqual(servers, [(su, bg.result[1])])
 
+    def test_a_reload_that_changes_the_forced_user_renames_its_pool(self):
+        # PgBouncer 1.18, run side by side, renames an entry's pool in
+        # place when a reload changes its user= (its forced user): SHOW
+        # POOLS lists it under the new user at once, with its clients; the
+        # server lent at the reload (logged in as the old user) finishes
+        # its transaction, close_needed, and closes when it comes back.
+        # pgwharf kept the pool under the old user while its clients stayed
+        # (and opened servers for them logged in as the new one) and made a
+        # second pool for the new user at their next request.
+        app, su = self.pg.app_user, self.pg.user
+        px = self.start_pgwharf(
+            settings={"admin_users": su, "pool_mode": "transaction"},
+            databases={"f": self.pg.conn_string(user=app, password=self.pg.app_password)})
+        conn = self.admin_conn(px)
+        holder = self.client(px, db="f", autocommit=False)
+        self.assertEqual(pt.one(holder, "select session_user"), app)   # holds the server
+        px.databases["f"] = self.pg.conn_string(user=su, password=self.pg.password)
+        px.reload()
+        wait_until(lambda: self.rows(conn, "DATABASES", name="f")[0]["force_user"] == su,
+                   what="the reload")
+        pools = [(r["user"], r["cl_active"], r["sv_active"]) for r in
+                 self.rows(conn, "POOLS", database="f")]
+        self.assertEqual(pools, [(su, 1, 1)])
+        servers = [(r["user"], r["close_needed"]) for r in self.rows(conn, "SERVERS", database="f")]
+        self.assertEqual(servers, [(app, 1)])
+        self.assertEqual(pt.one(holder, "select session_user"), app)   # its transaction goes on
+        holder.commit()
+        wait_until(lambda: not self.rows(conn, "SERVERS", database="f"),
+                   what="the old user's server to close")
+        self.assertEqual(pt.one(holder, "select session_user"), su)
+        holder.commit()
+        self.assertEqual([r["user"] for r in self.rows(conn, "POOLS", database="f")], [su])
+        self.assertEqual([r["user"] for r in self.rows(conn, "SERVERS", database="f")], [su])
+        self.assertRegex(px.log(), r"event=pool_user_changed db=f user=%s old_user=%s"
+                         % (su, app))
+
     def test_show_config_writes_null_where_pgbouncer_does(self):
         # PgBouncer writes NULL for the keys it has no default for (their
         # default, and their value while unset); other unset strings are

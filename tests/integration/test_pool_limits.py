@@ -322,7 +322,9 @@ class TestMaxUserConnections(PoolLimitsCase):
         # user's pool, and the old one (no client can reach it any more)
         # stayed in SHOW POOLS for good, with min_pool_size opening a
         # server for it at once, logged in as the new user and never used
-        # or closed.  As PgBouncer: only the new user's pool is left.
+        # or closed.  As PgBouncer: only the new user's pool is left (the
+        # old one renamed, as PgBouncer's: test_admin's
+        # test_a_reload_that_changes_the_forced_user_renames_its_pool).
         app, su = self.pg.app_user, self.pg.user
         px = self.start_pgwharf(settings={"pool_mode": "transaction", "auth_type": "any",
                                           "min_pool_size": 1},
@@ -343,8 +345,8 @@ class TestMaxUserConnections(PoolLimitsCase):
         wait_until(lambda: [r["user"] for r in self.show(con, "POOLS", database="f")] == [su],
                    timeout=15, what="the old user's pool to go")
         self.assertEqual({r["user"] for r in self.show(con, "SERVERS", database="f")}, {su})
-        self.assertRegex(px.log(), r"event=pool_free db=f user=%s .*reason=forced_user_changed"
-                         % app)
+        self.assertRegex(px.log(), r"event=pool_user_changed db=f user=%s old_user=%s"
+                         % (su, app))
 
 
     def test_room_goes_to_the_pool_whose_client_waited_longest(self):
