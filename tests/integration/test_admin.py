@@ -2306,6 +2306,29 @@ class TestAccess(AdminTestCase):
             self.assertEqual(errors, [])
             self.assertIn(b"pgwharf", rows[0][0])
 
+    def test_the_extended_protocol_is_answered_as_by_postgres(self):
+        """A guard for a difference kept (README, Admin console): PgBouncer
+        1.18, run side by side, answers any message but a Query or a
+        Terminate (a Sync or Flush alone too) with ERROR 08P01, then
+        ReadyForQuery, then FATAL 08P01 "bad packet", and closes the
+        session.  pgwharf keeps the session and answers as PostgreSQL's
+        framing has it: a Parse, Bind or Execute gets 08P01 once and the
+        rest up to the Sync is dropped, whose ReadyForQuery ends the error;
+        a Sync with nothing before it gets ReadyForQuery alone (nothing to
+        refuse: as from PostgreSQL, as libpq's empty pipeline sends)."""
+        px = self.start()
+        kinds = lambda got: [(t, hz.parse_fields(b)["C"] if t == b"E" else None)
+                             for t, b in got]
+        with socket.create_connection((px.host, px.port), timeout=10) as s:
+            hz.sync_login(s, self.pg.user, "pgbouncer", self.pg.password)
+            s.sendall(hz.msg(b"S"))
+            self.assertEqual(kinds(hz.read_until_ready(s)), [(b"Z", None)])
+            s.sendall(hz.ext_msgs("SHOW VERSION"))
+            self.assertEqual(kinds(hz.read_until_ready(s)), [(b"E", "08P01"), (b"Z", None)])
+            rows, errors = hz.simple_query(s, "SHOW VERSION")
+            self.assertEqual(errors, [])
+            self.assertIn(b"pgwharf", rows[0][0])
+
 
 class TestCommands(AdminTestCase):
 
