@@ -389,19 +389,21 @@ static void handle_request(struct mconn *c)
         respond_text(c, 400, "Bad Request", "bad request\n", false);
         return;
     }
+    /* (A HEAD's answer has no body, whatever its status.) */
+    bool head = wl[0] == 4 && memcmp(w[0], "HEAD", 4) == 0;
     /* HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive */
     const char *v = w[2];
     if (wl[2] != 8 || strncmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
         v[6] != '.' || v[7] < '0' || v[7] > '9') {
-        respond_text(c, 400, "Bad Request", "bad request: no HTTP version\n", false);
+        respond_text(c, 400, "Bad Request", "bad request: no HTTP version\n", head);
         return;
     }
     if (v[5] != '1') {
-        respond_text(c, 505, "HTTP Version Not Supported", "HTTP/1.x only\n", false);
+        respond_text(c, 505, "HTTP Version Not Supported", "HTTP/1.x only\n", head);
         return;
     }
     if (wl[1] >= sizeof(target)) {
-        respond_text(c, 414, "URI Too Long", "request target too long\n", false);
+        respond_text(c, 414, "URI Too Long", "request target too long\n", head);
         return;
     }
     memcpy(method, w[0], wl[0]);
@@ -420,14 +422,13 @@ static void handle_request(struct mconn *c)
             hosts++;
     }
     if (bad || hosts > 1 || (hosts == 0 && v[7] != '0')) {
-        respond_text(c, 400, "Bad Request", "bad request: header fields\n", false);
+        respond_text(c, 400, "Bad Request", "bad request: header fields\n", head);
         return;
     }
-    bool head = strcmp(method, "HEAD") == 0;
     char path[sizeof(target)];
     int code = target_path(target, path, sizeof(path));
     if (code == 400) {
-        respond_text(c, 400, "Bad Request", "bad request: no host in the target\n", false);
+        respond_text(c, 400, "Bad Request", "bad request: no host in the target\n", head);
         return;
     }
     if (code != 0 || strcmp(path, "/metrics") != 0) {

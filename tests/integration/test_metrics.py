@@ -411,11 +411,14 @@ class TestMetrics(pt.PgwharfTestCase):
             (b"GET /metrics HTTP/1.0\r\nX-A: 1\rX-B: 2\r\n\r\n", 400),   # a bare CR
             (b"GET /metrics HTTP/1.1\r\n\r\n", 400),                       # no Host
             (b"GET /metrics HTTP/1.0\r\n" + host + host + b"\r\n", 400),
+            (b"HEAD /metrics HTTP/2.0\r\n\r\n", 505),
         ]
         for request, code in cases:
             with self.subTest(request=request):
                 reply = raw_request(port, request)
                 self.assertTrue(reply.startswith(b"HTTP/1.0 %d " % code), reply[:60])
+                if request.startswith(b"HEAD"):             # no body, whatever the status
+                    self.assertTrue(reply.endswith(b"\r\n\r\n"), reply[-40:])
 
     def test_slow_scrapers_block_nothing(self):
         px = self.start()
