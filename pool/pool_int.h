@@ -253,7 +253,9 @@ struct pgw_pool {
     /* A reload set or changed its entry's user= (PgBouncer's forced user)
      * to another than this pool's: no client comes to it any more (they
      * move to the new user's pool at their next request, relay.c repool),
-     * so it keeps no servers warm and goes once unused. */
+     * so it keeps no servers warm and goes once unused.  (The entry's own
+     * pool takes the new name instead, pool_conf.c rename_forced, unless
+     * a pool has it already.) */
     bool user_superseded;
     int refs;                 /* sessions holding it (pgw_pool_ref) */
     ev_tstamp last_used;      /* last tick it had clients, waiters or busy servers */

@@ -3719,7 +3719,9 @@ void pgw_relay_login(struct pgw_session *s)
 
 /* A reload that set, changed or dropped its entry's user= (PgBouncer's
  * forced user: the pool's user) moved the client to another pool: it goes
- * there at its next request for a server.  False when out of memory. */
+ * there at its next request for a server (a change of it renames the
+ * entry's pool, which its clients stay in: pool_conf.c rename_forced).
+ * False when out of memory. */
 static bool repool(struct pgw_session *s)
 {
     const struct pgw_conf_db *db = s->db;
