@@ -2873,6 +2873,40 @@ oom:
     return true;
 }
 
+/* A Close of a statement name (key_name) the client has not Parsed: it
+ * may name a statement the client PREPAREd in SQL, which PostgreSQL keeps
+ * in the same namespace as the protocol's and a Close deallocates (SQL
+ * PREPARE is server-local: pgwharf renames only protocol statements).
+ * Answered here, it stayed on the server: an EXECUTE of it ran where
+ * PostgreSQL answers 26000, a PREPARE of the name again got 42P05.  The
+ * server's to close, as a DEALLOCATE of a name the client has not prepared
+ * is, while the client holds it: in a transaction, or in a batch open
+ * there (CLOSE_SEND).  Behind requests not answered yet, opening a batch
+ * of its own, it waits for their answers (CLOSE_WAIT): in a transaction
+ * then it goes on, else the server goes back (the Close is answered with
+ * none, pgw_ps_close_alone) -- sent on, a Close and a Flush kept the
+ * server with the idle client until its next Sync.  Answered here as
+ * before (CLOSE_ANSWER): with nothing under way outside a transaction (a
+ * server still linked for a cancel in flight or a release), where the
+ * client's SQL statements are on some server it may never get again, as
+ * with no server; where the count of answers may be off (a COPY); and a
+ * name of pgwharf's form (PGW_...), whose Close would drop the pool's
+ * statement under the other clients of that server. */
+enum close_unknown { CLOSE_ANSWER, CLOSE_SEND, CLOSE_WAIT };
+
+static enum close_unknown close_unknown(const struct pgw_session *s, const char *key_name)
+{
+    const struct pgw_track *t = &s->track;
+    if (strncmp(key_name, "PGW_", 4) == 0 || t->copy || t->copy_doubt || t->count_high ||
+        s->notify)
+        return CLOSE_ANSWER;
+    if (t->fe_open > 0)
+        return CLOSE_SEND;
+    if (t->sync_out > 0)
+        return CLOSE_WAIT;
+    return t->tx_status == 'T' || t->tx_status == 'E' ? CLOSE_SEND : CLOSE_ANSWER;
+}
+
 /* Bind (portal\0 stmt\0 ...), Describe/Close ('S'|'P' name\0). */
 static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, char type,
                                    uint32_t *total)
@@ -2916,6 +2950,20 @@ static enum pgw_ps_action on_named(struct pgw_session *s, struct pgw_iobuf *b, c
     if (name_unsettled(s, key_name, cn ? cn->stmt : NULL) ||
         (cn && type != PGW_FE_CLOSE && drop_unsettled(s) == DROP_EARLIER))
         return PGW_PS_WAIT;
+    if (type == PGW_FE_CLOSE && !cn) {
+        switch (close_unknown(s, key_name)) {
+        case CLOSE_SEND:
+            if (!q_push(s, Q_PASS, type, NULL)) {
+                pgw_session_close(s, "53200", "out of memory");
+                return PGW_PS_FAILED;
+            }
+            return PGW_PS_FORWARD;
+        case CLOSE_WAIT:
+            return PGW_PS_WAIT;
+        default:
+            break;
+        }
+    }
     if (type == PGW_FE_CLOSE) {
         /* Answered here; an unknown name is no error, as in PostgreSQL.
          * The name goes now (a Parse further on may take it again), and

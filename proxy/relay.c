@@ -4847,12 +4847,20 @@ static bool scan_client(struct pgw_session *s)
         if ((type == PGW_FE_BIND || type == PGW_FE_EXECUTE) && stmt_words_on(s))
             stmt_portal_run(s, type, b->data + b->parsed, n);
         s->stmt_prep_due = false;
-        if ((type == PGW_FE_QUERY || (type == PGW_FE_CLOSE && !s->ps_on)) &&
+        /* A Close that goes to the server: with max_prepared_statements
+         * on, of a statement only where prepared.c leaves it to the
+         * server (a name the client has not Parsed, maybe an SQL PREPAREd
+         * one: close_unknown; the client's are answered there). */
+        bool srv_close = type == PGW_FE_CLOSE &&
+                         (!s->ps_on || (n > PGW_MSG_HDR + 1 &&
+                                        b->data[b->parsed + PGW_MSG_HDR] == 'S' &&
+                                        b->data[b->parsed + PGW_MSG_HDR + 1] != '\0'));
+        if ((type == PGW_FE_QUERY || srv_close) &&
             (s->server->user_stmt_n > 0 || s->server->user_sql_plain_n > 0) && stmt_words_on(s))
             stmt_words_close(s, type, b->data + b->parsed, n, total);
         /* A Close of an SQL PREPAREd name: a tag "PREPARE" answered
          * behind it (that name's, sent ahead) keeps none plain. */
-        if (type == PGW_FE_CLOSE && !s->ps_on && stmt_words_on(s))
+        if (srv_close && stmt_words_on(s))
             s->stmt_prep_noplain = true;
         if (type == PGW_FE_QUERY && s->qscan &&
             !pgw_notify_qscan_feed(s, b->data + b->parsed, n, true))

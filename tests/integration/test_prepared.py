@@ -2669,6 +2669,104 @@ const [host, port, user, password, database] = process.argv.slice(1);
         self.assertEqual(json.loads(cp.stdout), [2, 42])
 
 
+class TestACloseOfAnSqlPreparedStatement(pt.PgwharfTestCase):
+    """A protocol Close of a name the client PREPAREd in SQL: PostgreSQL
+    keeps both kinds in one namespace, and the Close deallocates it.
+    pgwharf answered every Close of a name it did not know itself, so the
+    statement stayed on the server (an EXECUTE of it ran where PostgreSQL
+    answers 26000).  With the server the client's it goes to it now: in a
+    transaction (a failed one too, where PostgreSQL closes it all the
+    same), in a batch open there, and behind requests not answered yet,
+    where it waits for their answers (in a transaction then)."""
+
+    def run_steps(self, at, steps):
+        """steps on a connection to at: (bytes sent, how many
+        ReadyForQuerys to read, or None for one message): the replies,
+        each error as its SQLSTATE."""
+        sock = socket.create_connection((at.host, at.port), timeout=20)
+        self.addCleanup(sock.close)
+        ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+        out = []
+        for data, readys in steps:
+            sock.sendall(data)
+            if readys is None:
+                out.append(ph.recv_msg(sock))
+            for _ in range(readys or 0):
+                out += ph.read_until_ready(sock)
+        sock.close()
+        return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+
+    def test_a_close_of_an_sql_prepared_statement_deallocates_it(self):
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5)
+        r.close()
+        Q, S, H = ph.query_msg, ph.msg(b"S"), ph.msg(b"H")
+        def close(name):
+            return ph.msg(b"C", b"S" + name.encode() + b"\x00")
+        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
+        steps = [
+            # In a transaction.
+            (Q("begin; prepare p1 as select 1"), 1), (close("p1") + S, 1),
+            (Q("execute p1"), 1), (Q("rollback"), 1),
+            # In a failed transaction: the Close runs there, as its
+            # statement outlives the ROLLBACK.
+            (Q("begin; prepare p2 as select 2"), 1), (Q("select 1/0"), 1),
+            (close("p2") + S, 1), (Q("rollback"), 1), (Q("execute p2"), 1),
+            # Behind the Query not answered yet that opens the transaction.
+            (Q("begin; prepare p3 as select 3") + close("p3") + S, 2),
+            (Q("execute p3"), 1), (Q("rollback"), 1),
+            # In a batch (with no transaction open before it).
+            (ph.parse_msg("", "prepare p4 as select 4") + be + close("p4") + S, 1),
+            (Q("execute p4"), 1),
+            # With a Flush in a transaction: the COMMIT ends it all.
+            (Q("begin; prepare p5 as select 5"), 1), (close("p5") + H, None),
+            (Q("commit"), 1), (Q("execute p5"), 1),
+        ]
+        want = self.run_steps(self.pg, steps)
+        self.assertEqual(sum(1 for t, v in want if t == b"E" and v == "26000"), 5, want)
+        self.assertEqual(self.run_steps(px, steps), want)       # base: rows of 1 to 5
+        pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"]) for p in px.show(
+            "POOLS", database=self.pg.database, user=self.pg.user)] == [("0", "1")], 10,
+            what="the server back in the pool")
+        assert_another_client_runs(self, px)
+
+    def test_a_close_behind_a_request_ending_a_transaction_takes_no_server(self):
+        """Waiting for the answers ahead of it, it is answered with no
+        server once the server goes back at the ReadyForQuery 'I' (sent on,
+        the Close and its Flush kept the server with the idle client until
+        its next Sync).  Not as PostgreSQL: the statement is server-local,
+        and stays there (README)."""
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5)
+        self.addCleanup(r.close)
+        r.send(r.query("prepare p6 as select 6"), r.close_stmt("p6"), r.msg(b"H"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+        self.assertEqual(r.read_msg()[0], b"3")
+        assert_another_client_runs(self, px)
+        r.send(r.query("execute p6"))
+        self.assertEqual(types(r.until_ready()), "TDCZ")
+        r.send(r.query("deallocate p6"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+
+    def test_a_close_of_a_name_of_pgwharfs_is_answered_here(self):
+        """PGW_... names the pool's statements: a Close of one, even in a
+        transaction, drops nothing on the server."""
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5)
+        self.addCleanup(r.close)
+        r.send(r.parse("s1", "select 7"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        r.send(r.query("begin; select name from pg_prepared_statements "
+                       "where name like 'PGW\\_%' and statement = 'select 7'"))
+        got = r.until_ready()
+        self.assertEqual(types(got), "CTDCZ", got)
+        name = got[2][1][6:]
+        r.send(r.msg(b"C", b"S" + name + b"\x00"), r.sync())
+        self.assertEqual(types(r.until_ready()), "3Z")
+        r.send(r.bind("s1"), r.execute(), r.sync())
+        got = r.until_ready()
+        self.assertEqual(types(got), "2DCZ", got)
+        r.send(r.query("commit"))
+        self.assertEqual(types(r.until_ready()), "CZ")
+
+
 class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
     """Close + Flush from a client with nothing under way, left over from
     TestACloseWithoutSync (found by difftest's idle check): a Close of a
