@@ -2496,6 +2496,37 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         r.send(r.sync())
         self.assertEqual(types(r.until_ready()), "Z")
 
+    BE = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
+    CLOSE = ph.msg(b"C", b"S\x00")
+
+    def unnamed_close(self, at, check, rounds, tail=b""):
+        """On a connection to at, for each round (ahead, readys, apart):
+        ahead and then a Close of the unnamed statement and a Flush -- sent
+        apart, ahead's readys ReadyForQuerys read before the Close goes, or
+        in one write behind it --, the CloseComplete read, check() run,
+        then a Bind and Execute of the statement and a Sync; then tail, if
+        any, read to its ReadyForQuery.  The messages, each error as its
+        SQLSTATE."""
+        sock = socket.create_connection((at.host, at.port), timeout=20)
+        self.addCleanup(sock.close)
+        ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+        out = []
+        close = self.CLOSE + ph.msg(b"H")
+        for ahead, readys, apart in rounds:
+            sock.sendall(ahead if apart else ahead + close)
+            for _ in range(readys):
+                out += ph.read_until_ready(sock)
+            if apart:
+                sock.sendall(close)
+            out.append(ph.recv_msg(sock))
+            check()
+            sock.sendall(self.BE + ph.msg(b"S"))
+            out += ph.read_until_ready(sock)
+        if tail:
+            sock.sendall(tail)
+            out += ph.read_until_ready(sock)
+        return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+
     def test_close_of_the_unnamed_statement_and_flush(self):
         """A Close of the unnamed statement and a Flush, with nothing under
         way: pgw_ps_close_alone left it to a server (the unnamed statement
@@ -2508,22 +2539,10 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         server."""
         px, r = self.one_server()
         r.close()
-        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
-        close = ph.msg(b"C", b"S\x00")
         def run(at, check):
-            sock = socket.create_connection((at.host, at.port), timeout=20)
-            self.addCleanup(sock.close)
-            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
-            sock.sendall(ph.parse_msg("", "select 'a'") + ph.msg(b"S"))
-            out = ph.read_until_ready(sock)
-            sock.sendall(close + ph.msg(b"H"))
-            out.append(ph.recv_msg(sock))
-            check()
-            for data in (be + ph.msg(b"S"),
-                         ph.parse_msg("", "select 'b'") + close + be + ph.msg(b"S")):
-                sock.sendall(data)
-                out += ph.read_until_ready(sock)
-            return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+            return self.unnamed_close(
+                at, check, [(ph.parse_msg("", "select 'a'") + ph.msg(b"S"), 1, True)],
+                ph.parse_msg("", "select 'b'") + self.CLOSE + self.BE + ph.msg(b"S"))
         want = run(self.pg, lambda: None)
         self.assertEqual([t for t, _ in want], [b"1", b"Z", b"3", b"E", b"Z", b"1", b"3",
                                                 b"E", b"Z"])
@@ -2541,24 +2560,11 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         compared: a Bind of it after is 26000."""
         px, r = self.one_server()
         r.close()
-        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
-        close = ph.msg(b"C", b"S\x00")
         def run(at, check):
-            sock = socket.create_connection((at.host, at.port), timeout=20)
-            self.addCleanup(sock.close)
-            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
-            out = []
-            for ahead, readys in ((ph.parse_msg("", "select 'a'") + be + ph.msg(b"S"), 1),
-                                  (ph.parse_msg("", "select 'b'") + ph.msg(b"S") +
-                                   ph.query_msg("select 2"), 2)):
-                sock.sendall(ahead + close + ph.msg(b"H"))
-                for _ in range(readys):
-                    out += ph.read_until_ready(sock)
-                out.append(ph.recv_msg(sock))
-                check()
-                sock.sendall(be + ph.msg(b"S"))
-                out += ph.read_until_ready(sock)
-            return [(t, sqlstate(b) if t == b"E" else b) for t, b in out]
+            return self.unnamed_close(at, check, [
+                (ph.parse_msg("", "select 'a'") + self.BE + ph.msg(b"S"), 1, False),
+                (ph.parse_msg("", "select 'b'") + ph.msg(b"S") + ph.query_msg("select 2"), 2,
+                 False)])
         want = run(self.pg, lambda: None)
         self.assertEqual([t for t, _ in want], [b"1", b"2", b"D", b"C", b"Z", b"3", b"E", b"Z",
                                                 b"1", b"Z", b"T", b"D", b"C", b"Z", b"3",
@@ -2579,8 +2585,7 @@ class TestACloseWithoutSync(pt.PgwharfTestCase):
         direct connection and through pgwharf, the messages compared."""
         px, r = self.one_server()
         r.close()
-        be = ph.msg(b"B", b"\x00\x00" + b"\x00" * 6) + ph.msg(b"E", b"\x00" + b"\x00" * 4)
-        close = ph.msg(b"C", b"S\x00")
+        be, close = self.BE, self.CLOSE
         def run(at, check):
             out = []
             for behind in (ph.msg(b"H"), ph.parse_msg("", "select 'n'") + be + ph.msg(b"S")):
