@@ -3736,14 +3736,22 @@ class TestAHeldCloseWithACancelInFlight(pt.PgwharfTestCase):
         self.px = self.start_pgwharf(settings=st,
                                      databases={self.pg.database: self.fwd.conn_string(self.pg)})
 
-    def exchange(self, at, hold):
-        """The Query, the Close and a Flush, the Query canceled while it
-        runs: the messages up to the CloseComplete."""
+    def exchange(self, at, hold, before=b"", close=M(b"C", b"P\x00"), after_cancel=False):
+        """Logged in at at, before sent and answered, then the Query, close
+        and a Flush, the Query canceled while it runs (with hold, the
+        cancel held in flight until the Query's ReadyForQuery is read, and
+        until close's CloseComplete is too unless after_cancel: a Close
+        that waits for the cancel): the client's socket and its messages
+        up to the CloseComplete."""
         keys = []
         a = socket.create_connection((at.host, at.port), timeout=30)
         self.addCleanup(a.close)
         hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
-        a.sendall(hz.query_msg("select pg_sleep(60)") + M(b"C", b"P\x00") + M(b"H"))
+        got = []
+        if before:
+            a.sendall(before)
+            got += hz.read_until_ready(a)
+        a.sendall(hz.query_msg("select pg_sleep(60)") + close + M(b"H"))
         pt.wait_until(lambda: self.pg.psql(
             "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' "
             "and state = 'active'", user=self.pg.user) == "1", 20, what="the query to run")
@@ -3752,20 +3760,26 @@ class TestAHeldCloseWithACancelInFlight(pt.PgwharfTestCase):
         k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
         if hold:
             self.fwd.wait_acted(0)
-        got = []
-        while not got or got[-1][0] != b"3":
-            got.append(hz.recv_msg(a))
-        if hold:
+        got += hz.read_until_ready(a)
+        if hold and after_cancel:
+            self.fwd.release(0)
+        got.append(hz.recv_msg(a))
+        if hold and not after_cancel:
             self.fwd.release(0)
         self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
-        return a, messages_but_source(b"".join(
+        return a, got
+
+    @staticmethod
+    def but_source(got):
+        """messages_but_source of the messages got."""
+        return messages_but_source(b"".join(
             t + struct.pack("!I", len(body) + 4) + body for t, body in got))
 
     def test_the_server_goes_back_once_the_cancel_is_done(self):
-        _, want = self.exchange(self.pg, False)
+        want = self.but_source(self.exchange(self.pg, False)[1])
         self.assertEqual([t for t, _ in want], [b"T", b"E", b"Z", b"3"], want)
         a, got = self.exchange(self.px, True)
-        self.assertEqual(got, want)
+        self.assertEqual(self.but_source(got), want)
         pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"]) for p in self.px.show(
             "POOLS", database=self.pg.database, user=self.pg.user)] == [("0", "1")], 10,
             what="the server back in the pool")          # base: sv_active 1
@@ -3791,34 +3805,15 @@ class TestAHeldCloseWithACancelInFlight(pt.PgwharfTestCase):
         a Bind of the statement after it gets 26000, as in PostgreSQL."""
         be = M(b"B", b"\x00\x00" + b"\x00" * 6) + M(b"E", b"\x00" + b"\x00" * 4)
         def exchange(at, hold):
-            keys = []
-            a = socket.create_connection((at.host, at.port), timeout=30)
-            self.addCleanup(a.close)
-            hz.sync_login(a, self.pg.user, self.pg.database, self.pg.password, key_data=keys)
-            a.sendall(hz.parse_msg("", "select 'a'") + SYNC)
-            got = hz.read_until_ready(a)
-            a.sendall(hz.query_msg("select pg_sleep(60)") + M(b"C", b"S\x00") + M(b"H"))
-            pt.wait_until(lambda: self.pg.psql(
-                "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' "
-                "and state = 'active'", user=self.pg.user) == "1", 20, what="the query to run")
-            k = socket.create_connection((at.host, at.port), timeout=30)
-            self.addCleanup(k.close)
-            k.sendall(struct.pack("!IIII", 16, 80877102, keys[0][0], keys[0][1]))
-            if hold:
-                self.fwd.wait_acted(0)
-            got += hz.read_until_ready(a)
-            if hold:
-                self.fwd.release(0)
-            got.append(hz.recv_msg(a))
-            self.assertEqual(hz.read_until_closed(k, 30), (b"", True))
+            a, got = self.exchange(at, hold, before=hz.parse_msg("", "select 'a'") + SYNC,
+                                   close=M(b"C", b"S\x00"), after_cancel=True)
             if hold:
                 pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"]) for p in self.px.show(
                     "POOLS", database=self.pg.database, user=self.pg.user)] == [("0", "1")],
                     10, what="the server back in the pool")          # base: sv_active 1
             a.sendall(be + SYNC)
             got += hz.read_until_ready(a)
-            return messages_but_source(b"".join(
-                t + struct.pack("!I", len(body) + 4) + body for t, body in got))
+            return self.but_source(got)
         want = exchange(self.pg, False)
         self.assertEqual([t for t, _ in want], [b"1", b"Z", b"T", b"E", b"Z", b"3", b"E",
                                                 b"Z"], want)
