@@ -2802,6 +2802,29 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         self.leaves_nothing(px, [("select mk_prep_fq()", None, None),
                                  ("execute fq", "select * from fqt", "42P01")])
 
+    def test_a_close_in_a_transaction_forgets_a_plain_prepare(self):
+        # With max_prepared_statements on, a Close of fq, a name the client
+        # has not Parsed, goes to the server in a transaction (it may be an
+        # SQL PREPAREd one: prepared.c's close_unknown), which drops fq:
+        # the relay forgets fq was PREPAREd plain, as with the setting at 0
+        # (stmt_words_close).  A function then PREPAREs it with a table,
+        # and EXECUTE fq, still known plain, left it to B.  (Before the
+        # Close went there, answered by pgwharf, fq stayed and the
+        # function's PREPARE failed, 42P05.)
+        self.mk_prep_function()
+        px = self.start()
+        b = self.autocommit(px)
+        r = hz.raw_login(self, px)
+        self.assertEqual(hz.simple_query(r, "prepare fq as select 1"), ([], []))
+        r.sendall(hz.query_msg("begin") + hz.msg(b"C", b"Sfq\x00") + hz.msg(b"S"))
+        self.assertEqual(hz.read_until_ready(r), [(b"C", b"BEGIN\x00"), (b"Z", b"T")])
+        self.assertEqual(hz.read_until_ready(r), [(b"3", b""), (b"Z", b"T")])
+        self.assertEqual(hz.simple_query(r, "select mk_prep_fq()"), ([[b"1"]], []))
+        self.assertEqual(hz.simple_query(r, "execute fq"), ([], []))
+        self.assertEqual(hz.simple_query(r, "commit"), ([], []))
+        self.fails_with(b, "select * from fqt", "42P01")
+        self.assertEqual(hz.simple_query(r, "deallocate fq"), ([], []))
+
     def test_sql_execute_of_a_name_seen_prepared_costs_nothing(self):
         # PREPARE then EXECUTE in later transactions, in one Query with its
         # DEALLOCATE, or again after a DEALLOCATE or a DEALLOCATE ALL: no
