@@ -3877,10 +3877,10 @@ static bool close_waits(const struct pgw_session *s, const uint8_t *m, uint32_t 
      * until its next Sync once the cancel was done; answered at once
      * (close_alone_linked, a portal's), the server's unnamed statement
      * stayed for a Bind of it while still linked (review r2 of aab37ef). */
-    bool cancel_wait = stmt_too && s->cancel_inflight > 0 && t->sync_out == 0 &&
-                       s->state == PGW_SS_LINKED && t->tx_status == 'I' && tx_quiet(s) &&
-                       avail >= PGW_MSG_HDR + 2 && pgw_get_u32(m + 1) + 1 == PGW_MSG_HDR + 2 &&
-                       m[PGW_MSG_HDR] == 'S' && m[PGW_MSG_HDR + 1] == 0;
+    bool whole = avail >= PGW_MSG_HDR + 2 && pgw_get_u32(m + 1) + 1 == PGW_MSG_HDR + 2;
+    bool cancel_wait = unnamed && whole && m[PGW_MSG_HDR] == 'S' && s->cancel_inflight > 0 &&
+                       t->sync_out == 0 && s->state == PGW_SS_LINKED && t->tx_status == 'I' &&
+                       tx_quiet(s);
     return s->server && s->mode != PGW_POOL_SESSION && !s->notify && unnamed &&
            (t->sync_out > 0 || cancel_wait) &&
            t->fe_open == 0 && !t->skip_sync && !t->copy && !t->count_high && !t->copy_doubt &&
