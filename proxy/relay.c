@@ -5889,9 +5889,7 @@ static void note_leftover(struct pgw_session *s, const char *tag, uint32_t n)
     static const char declare[] = "DECLARE CURSOR", create[] = "CREATE ", select[] = "SELECT ",
                       do_[] = "DO", explain[] = "EXPLAIN", import[] = "IMPORT FOREIGN SCHEMA";
     uint32_t w = s->state_words;
-    if (!s->px->cfg->server_reset_session_state)
-        return;
-    if (!w)
+    if (!s->px->cfg->server_reset_session_state || !w)
         return;
     /* (A DO block's CREATE, and EXPLAIN ANALYZE of CREATE TABLE ... AS or
      * SELECT ... INTO, which runs it: their own tags.  A DO block's
