@@ -1959,22 +1959,6 @@ static bool dealloc_parse(struct pgw_session *s, struct pgw_iobuf *b, uint32_t *
     return true;
 }
 
-/* Does text[0..n) hold `word` (upper case, ASCII) in any case? */
-static bool has_word_ci(const char *text, size_t n, const char *word)
-{
-    size_t wl = strlen(word);
-    for (size_t i = 0; i + wl <= n; i++) {
-        if ((text[i] & ~0x20) != word[0])
-            continue;
-        size_t k = 1;
-        while (k < wl && (text[i + k] & ~0x20) == word[k])
-            k++;
-        if (k == wl)
-            return true;
-    }
-    return false;
-}
-
 /* Is text[0..n) nothing but white space and comments (a statement
  * PostgreSQL's parser drops: no CommandComplete answers it)? */
 static bool sql_blank(const char *p, size_t n)
@@ -2003,8 +1987,28 @@ static bool ident_byte(char c)
            ((u | 0x20) >= 'a' && (u | 0x20) <= 'z');
 }
 
+/* Does text[0..n) hold `word` (upper case, ASCII) in any case, anywhere
+ * (inside a longer name too)?  Only where a false hit costs nothing but
+ * a closer look: pgw_ps_deallocate_query's first glance, whose text may
+ * be cut (a Query still arriving). */
+static bool has_substr_ci(const char *text, size_t n, const char *word)
+{
+    size_t wl = strlen(word);
+    for (size_t i = 0; i + wl <= n; i++) {
+        size_t k = 0;
+        while (k < wl && (text[i + k] & ~0x20) == word[k])
+            k++;
+        if (k == wl)
+            return true;
+    }
+    return false;
+}
+
 /* Does text[0..n) hold `word` (upper case, ASCII) in any case, as a word
- * of its own (no identifier byte either side)? */
+ * of its own (no identifier byte either side), as a keyword stands?
+ * Where a hit changes the answer (query_dealloc leaves the text to the
+ * server): a name that holds the letters (a table "rules", a column
+ * discarded) is no hit. */
 static bool has_token_ci(const char *text, size_t n, const char *word)
 {
     size_t wl = strlen(word);
@@ -2025,7 +2029,9 @@ static bool has_token_ci(const char *text, size_t n, const char *word)
  * for one.  ALL a word of its own: DEALLOCATE holds those letters, and
  * every DEALLOCATE of 64 bytes or more among other statements (a long
  * name, white space) was taken for a DEALLOCATE ALL and left to the
- * server, which answered 26000 (review r2 of session 53). */
+ * server, which answered 26000 (review r2 of session 53).  DEALLOCATE
+ * and DISCARD words of their own too: a column discarded in a long
+ * statement with a UNION ALL did the same (session 54). */
 static bool drops_all_text(const char *t, size_t n)
 {
     char one[64];
@@ -2035,7 +2041,7 @@ static bool drops_all_text(const char *t, size_t n)
         return drops_all(one);
     }
     return has_token_ci(t, n, "ALL") &&
-           (has_word_ci(t, n, "DEALLOCATE") || has_word_ci(t, n, "DISCARD"));
+           (has_token_ci(t, n, "DEALLOCATE") || has_token_ci(t, n, "DISCARD"));
 }
 
 /* The characters of n bytes of a client's text, as PostgreSQL counts them
@@ -2098,8 +2104,8 @@ static long text_chars(const struct pgw_session *s, const char *t, size_t n)
 static int query_dealloc(struct pgw_session *s, const char *sql, size_t len, bool quiet,
                          bool in_batch)
 {
-    if (!s->server || has_word_ci(sql, len, "RULE") || has_word_ci(sql, len, "ATOMIC") ||
-        has_word_ci(sql, len, "STANDARD_CONFORMING_STRINGS") || memchr(sql, '\\', len))
+    if (!s->server || has_token_ci(sql, len, "RULE") || has_token_ci(sql, len, "ATOMIC") ||
+        has_token_ci(sql, len, "STANDARD_CONFORMING_STRINGS") || memchr(sql, '\\', len))
         return 0;
     /* With standard_conforming_strings off a backslash escapes a quote in
      * any literal: the split would not be PostgreSQL's. */
@@ -2304,7 +2310,7 @@ int pgw_ps_deallocate_query(struct pgw_session *s, const uint8_t *msg, uint32_t 
     const char *sql = (const char *)msg + PGW_MSG_HDR;
     size_t have = (avail < total ? avail : total) - PGW_MSG_HDR;
     /* (Among other statements only with a server: query_dealloc.) */
-    if (!may_be_deallocate(sql, have) && !(s->server && has_word_ci(sql, have, "DEALLOCATE")))
+    if (!may_be_deallocate(sql, have) && !(s->server && has_substr_ci(sql, have, "DEALLOCATE")))
         return 0;
     if (avail < total)
         return PGW_NOTIFY_MORE;          /* read it whole first */

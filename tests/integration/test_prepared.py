@@ -3917,6 +3917,46 @@ class TestSqlDeallocateOfAClientStatement(pt.PgwharfTestCase):
         self.maxDiff = None
         self.assertEqual(run(px), want)
 
+    def test_a_deallocate_beside_a_name_that_holds_a_keyword(self):
+        """A DEALLOCATE among other statements where a name holds the
+        letters of RULE, ATOMIC or STANDARD_CONFORMING_STRINGS (a table
+        "rules", a column atomic_count), or, in a statement of 64 bytes or
+        more with the word ALL (UNION ALL), of DISCARD or DEALLOCATE (a
+        column discarded): a substring match took the text for one where a
+        ';' may stand inside a statement, or for a DISCARD ALL, and left it
+        to the server, which has no statement of the client's name: 26000,
+        the statements after it skipped, the name still the client's.  Now
+        only a word of its own counts.  Each step on a direct connection
+        and through pgwharf, the replies compared."""
+        px, r = raw_on_one_server(self, "transaction")
+        r.close()
+        def run(at):
+            sock = socket.create_connection((at.host, at.port), timeout=20)
+            self.addCleanup(sock.close)
+            ph.sync_login(sock, self.pg.user, self.pg.database, self.pg.password)
+            out = []
+            for sql in ("select 1 as rules; DEALLOCATE s1; select 2",
+                        "select 1 as atomic_count; DEALLOCATE s1",
+                        "DEALLOCATE s1; select 1 as standard_conforming_strings_seen",
+                        "select discarded from (select 1 as discarded union all "
+                        "select 2) as t order by 1; DEALLOCATE s1; select 3",
+                        "select 1 as deallocated union all select 2 as deallocated "
+                        "order by 1; DEALLOCATE s1"):
+                sock.sendall(r.parse("s1", "select 1") + r.sync())
+                ph.read_until_ready(sock)
+                sock.sendall(r.query(sql))
+                out.append([(t, sqlstate(b) if t == b"E" else b)
+                            for t, b in ph.read_until_ready(sock)])
+                # the name is free again (or, after an error, still there)
+                sock.sendall(r.parse("s1", "select 2") + r.sync())
+                out.append([(t, sqlstate(b) if t == b"E" else b)
+                            for t, b in ph.read_until_ready(sock)])
+            return out
+        want = run(self.pg)
+        self.assertNotIn(b"E", [t for m in want for t, _ in m], want)
+        self.maxDiff = None
+        self.assertEqual(run(px), want)
+
     def test_psqlodbc_with_autocommit_off(self):
         # The driver itself (UseServerSidePrepare=1, its default): each new
         # text on a statement handle drops the handle's plan first.
