@@ -396,26 +396,17 @@ static bool tracked_word(const struct pgw_proxy *px, int t, const uint8_t *q, si
     if (!dot || !word_at(q, left, name, (size_t)(dot - name)))
         return false;
     /* (its first part, then a '.' and its rest, each maybe quoted, with
-     * blanks or comments between) */
+     * blanks or comments between: PostgreSQL's comments, codec's) */
     const uint8_t *e = q + left, *r = q + (dot - name);
     bool dotted = false;
+    size_t k;
     while (r < e) {
         if (*r == '"' || *r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' ||
             (*r == '.' && !dotted)) {
             dotted |= *r == '.';
             r++;
-        } else if (*r == '-' && r + 1 < e && r[1] == '-') {
-            while (r < e && *r != '\n')
-                r++;
-        } else if (*r == '/' && r + 1 < e && r[1] == '*') {
-            int depth = 0;
-            for (; r + 1 < e; r++) {
-                if (r[0] == '/' && r[1] == '*')
-                    depth++, r++;
-                else if (r[0] == '*' && r[1] == '/' && --depth == 0)
-                    break;
-            }
-            r = r + 1 < e ? r + 2 : e;
+        } else if ((k = pgw_sql_comment_len((const char *)r, (size_t)(e - r))) > 0) {
+            r += k;
         } else {
             break;
         }

@@ -496,6 +496,29 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
                 a.close()
                 b.close()
 
+    def test_a_set_of_an_extension_parameter_with_comments_in_its_name(self):
+        # A sets a tracked extension parameter naming it in parts with
+        # PostgreSQL's comments between them: a -- comment a lone '\r'
+        # ends, a nested comment whose closing star and slash stand before
+        # another star.  tracked_word's own comment skipping read on to
+        # the next '\n', and read the slash as opening another comment:
+        # the SET unseen, B (which logged in with the value A did) got A's
+        # (session 54; each fails before).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0, "track_extra_parameters": "myext.mode"})
+        got = "select current_setting('myext' || '.mode', true)"    # (naming it not)
+        for sql in ["set myext -- a comment\r. mode = 'leak'",
+                    "set myext./* /* */* x */mode = 'leak'"]:
+            with self.subTest(sql=sql):
+                a = self.login(px, **{"myext.mode": "x"})
+                rows, errors = hz.simple_query(a, sql + "; " + got)
+                self.assertEqual((rows, errors), ([[b"leak"]], []))    # (it took)
+                b = self.login(px, **{"myext.mode": "x"})
+                self.assertEqual(hz.simple_query(b, got), ([[b"x"]], []))
+                a.close()
+                b.close()
+
     def test_session_mode_after_server_reset_query(self):
         px = self.start_pgwharf(settings={
             "pool_mode": "session", "default_pool_size": 1, "max_db_connections": 1,

@@ -127,6 +127,11 @@ static void test_set(void **state)
                            ALL) & EFD, EFD);
     assert_int_equal(words(state, "set \"myext\".\"mode\" = 1", ALL), SET | EXT);
     assert_int_equal(words(state, "set myext /* . */ . -- x\n Mode = 1", ALL), SET | EXT);
+    /* PostgreSQL's comments between the parts (session 54): a '\r' ends a
+     * -- comment too, and a nested comment's closing star and slash are
+     * read as one (the slash opens no other) */
+    assert_int_equal(words(state, "set myext -- x\r. mode = 1", ALL), SET | EXT);
+    assert_int_equal(words(state, "set myext./* /* */* x */mode = 1", ALL), SET | EXT);
     assert_int_equal(words(state, "show myext . model, myext.mode2, myext.", ALL), 0);
 }
 
