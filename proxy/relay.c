@@ -747,6 +747,22 @@ struct words_stmt {
     int depth;                          /* of parentheses in it */
 };
 
+/* May p[0..n) be a blind text (pgw_relay_text_words: a backslash, or a
+ * word that starts with a digit or '$' and has a '$' further in)?  Not
+ * without a backslash or a '$' after an identifier byte: most texts
+ * (pgbench's, an ORM's, with $1 parameters), whose words then need no
+ * reading loose.  A memchr or two where blind_word ran on every word. */
+static bool may_be_blind(const uint8_t *p, size_t n)
+{
+    if (memchr(p, '\\', n))
+        return true;
+    const uint8_t *e = p + n;
+    for (const uint8_t *d = p; (d = memchr(d, '$', (size_t)(e - d))) != NULL; d++)
+        if (d > p && sql_ident[d[-1]])
+            return true;
+    return false;
+}
+
 /* One pass, a table lookup per byte: it runs on every Query and Parse.
  * The lexer (struct words_lex: lex_at, lex_span, lex_word_end) says which
  * span each byte is in and where a word ends; the rules here read the
@@ -805,6 +821,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
     int span_depth = 0;                 /* at the span's start */
     bool make_quoted = false, blind = false, dynamic = false;
     uint32_t loose = 0;                 /* the words read loose: for a blind text */
+    const bool loosen = may_be_blind(p, n);     /* (read only where it may be one) */
     want &= (1u << px->ntracked) - 1;
     while (q < end) {
         if (scope_end && q >= scope_end) {
@@ -855,7 +872,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                  * a backslash in the text it may be none (select 'a\';
                  * --'; select 1 into t, standard_conforming_strings off):
                  * its words read loose. */
-                loose |= blind_words(px, q, lx.span_end, want);
+                if (loosen)
+                    loose |= blind_words(px, q, lx.span_end, want);
                 q = lx.span_end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
@@ -990,7 +1008,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         const uint8_t *dollar = q - w > 1 ? memchr(w + 1, '$', (size_t)(q - w - 1)) : NULL;
         if (!in && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= dollar != NULL;
-        loose |= dollar ? blind_words(px, w, q, want) : blind_word(w, (size_t)(q - w), want);
+        if (loosen)
+            loose |= dollar ? blind_words(px, w, q, want) : blind_word(w, (size_t)(q - w), want);
         /* A number or parameter glued to INTO: PostgreSQL 14 and older
          * read them apart (select 1into t, 1e1into t, $1into t: SELECT ...
          * INTO t; 15 on: trailing junk).  Review r4 of session 53. */
