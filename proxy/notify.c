@@ -486,6 +486,14 @@ static void client_resume(struct pgw_session *s)
         pgw_notify_session_gone(s);      /* its LISTEN failed: listens to nothing */
     if (read_on && s->state == PGW_SS_IDLE && s->cbuf && s->cbuf->parsed < s->cbuf->len)
         pgw_relay_client_data(s);
+    /* While it waited, its buffer may have filled and its reading stopped
+     * (pgw_session_read_client): what the buffer held is taken now, so it
+     * reads on.  Else a buffer that ended at a message's end or inside a
+     * header (nothing left there asks for more) kept it unread for good:
+     * the client waited for ever and its end of stream was never seen. */
+    if (s->state != PGW_SS_CLOSING && !s->client_eof && !s->replies_unread &&
+        !s->terminating && !ev_is_active(&s->cli_r))
+        ev_io_start(s->px->loop, &s->cli_r);
 }
 
 /* Bytes the client has not read yet (it holds no server: all are whole

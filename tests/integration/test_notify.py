@@ -289,6 +289,54 @@ class TestFanOut(NotifyCase):
         self.notify("pgw_pipe", "x")
         self.assertEqual([x[1:] for x in read_notifications(a, 1)], [("pgw_pipe", "x")])
 
+    def test_listens_pipelined_past_the_relays_buffer(self):
+        # b pipelines more LISTENs than the relay's buffer holds (32 KiB)
+        # while its first one waits on the listening server (its backend
+        # stopped): the buffer fills and pgwharf stops reading b.  Each
+        # answer resumes the next LISTEN; after the last one in the buffer
+        # pgwharf must read on.  It did not when the buffer ended at a
+        # message's end (every message here is 32 bytes: it always does)
+        # or inside a header: b waited for ever, its end of stream was
+        # never read (session and descriptor kept) and a SIGTERM waited
+        # for it.
+        a = login(self, self.px)
+        self.listen(a, "listen pgw_full_ctl")
+        n = 2 * 1024 + 7
+        msgs = [hz.query_msg("LISTEN pgw_full_%010d" % i) for i in range(n)]
+        self.assertEqual({len(m) for m in msgs}, {32})
+        total = 32 * n
+        b = login(self, self.px)
+        b_port = b.getsockname()[1]
+        answered = []
+
+        def read_answers():
+            for _ in range(n):
+                answered.append([t for t, _ in hz.read_until_ready(b)])
+
+        pid, port = self.stop_listening_backend()
+        try:
+            b.sendall(msgs[0])
+            pt.wait_until(lambda: tcp_rx_queue(self.pg.port, port) > 0, 20,
+                          what="the first LISTEN sent to the stopped backend")
+            sender = pt.Background(lambda: b.sendall(b"".join(msgs[1:])))
+            # pgwharf has taken a full buffer (the first LISTEN's bytes
+            # may be dropped from it) and reads no more
+            pt.wait_until(lambda: 0 < hz.unread_on_port(self.px.pid, self.px.port).get(b_port, 0)
+                          <= total - 32 * 1024, 20, what="b's buffer full")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        reader = pt.Background(read_answers)
+        pt.wait_until(lambda: not reader.is_alive(), 60,
+                      what="every LISTEN answered (%d of %d so far)" % (len(answered), n))
+        self.assertIsNone(reader.error)
+        sender.join(20)
+        self.assertIsNone(sender.error)
+        self.assertEqual(answered, [[b"C", b"Z"]] * n)
+        self.assertEqual(hz.simple_query(b, "select 'next'"), ([[b"next"]], []))
+        self.notify("pgw_full_%010d" % (n - 1), "last")
+        self.assertEqual([x[1:] for x in read_notifications(b, 1)],
+                         [("pgw_full_%010d" % (n - 1), "last")])
+
     def test_held_until_the_transaction_ends(self):
         a = login(self, self.px)
         self.listen(a, "listen pgw_tx")
