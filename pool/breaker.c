@@ -238,6 +238,20 @@ bool pgw_pool_target_mismatch(const char *msg)
     return false;
 }
 
+bool pgw_pool_refusal_is_tls(const char *msg)
+{
+    static const char *const texts[] = {
+        "server does not support SSL, but SSL was required",
+        "certificate verify failed",
+        "does not match host name",
+        "could not get server's host name from server certificate",
+    };
+    for (size_t i = 0; msg && i < sizeof(texts) / sizeof(texts[0]); i++)
+        if (strstr(msg, texts[i]))
+            return true;
+    return false;
+}
+
 bool pgw_pool_refusal_is_local(const char *msg)
 {
     static const char *const texts[] = {

@@ -105,6 +105,11 @@ bool pgw_pool_target_mismatch(const char *libpq_msg);
  * clients already" (53300 as well), the server is up for every other pool
  * on it. */
 bool pgw_pool_refusal_is_local(const char *libpq_msg);
+/* Of those, the refusals of one host's TLS: no TLS there, or a
+ * certificate the pool's check refuses (the wrong CA, a name that does not
+ * match under verify-full).  Another host of the entry's list may pass, as
+ * libpq's own multi-host connect goes on to it. */
+bool pgw_pool_refusal_is_tls(const char *libpq_msg);
 /* The same told by where the server raised the last attempt's error (the
  * verbose form's "LOCATION:  routine, file:line"), whatever the server's
  * lc_messages: a check of the role or of the database, or the reserved

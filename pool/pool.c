@@ -353,6 +353,12 @@ void pgw_pool_login_ok(struct pgw_pool *pool)
 void pgw_pool_settings_changed(struct pgw_pool *pool)
 {
     pgw_pool_login_ok(pool);
+    for (int i = 0; i < pool->nhosts; i++) {
+        if (pool->hosts[i].tls_skip) {      /* refused under the old settings */
+            pool->hosts[i].skip_until = 0;
+            pool->hosts[i].tls_skip = false;
+        }
+    }
     pool->settings_gen++;
 }
 
@@ -977,8 +983,8 @@ static bool host_tried(const struct pgw_pool_waiter *w, int i)
  * takes the skipped hosts anyway. */
 static bool recheck_due(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now)
 {
-    return pool->tsa != PGW_TSA_PREFER_STANDBY && now >= h->be->kind_recheck_at[pool->tsa] &&
-           h->be->kind_rechecks[pool->tsa] == 0;
+    return pool->tsa != PGW_TSA_PREFER_STANDBY && !h->tls_skip &&
+           now >= h->be->kind_recheck_at[pool->tsa] && h->be->kind_rechecks[pool->tsa] == 0;
 }
 
 /* Will a client that comes now see skipped host h rechecked: one due, or
@@ -988,7 +994,7 @@ static bool recheck_due(const struct pgw_pool *pool, const struct pool_host *h, 
  * the standby promoted and found a moment later). */
 static bool recheck_open(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now)
 {
-    return pool->tsa != PGW_TSA_PREFER_STANDBY &&
+    return pool->tsa != PGW_TSA_PREFER_STANDBY && !h->tls_skip &&
            (now >= h->be->kind_recheck_at[pool->tsa] || h->be->kind_rechecks[pool->tsa] > 0) &&
            !pgw_breaker_blocked(&h->be->breaker, now);
 }
@@ -1461,6 +1467,7 @@ static bool host_skip(struct pgw_pool *pool, int i, const struct pgw_backend *be
     double retry = pool->set->cfg->server_login_retry;
     ev_tstamp now = pool_now(pool);
     pool->hosts[i].skip_until = now + (retry > 1.0 ? retry : 1.0);
+    pool->hosts[i].tls_skip = false;
     /* no recheck (recheck_due) for a second */
     pool->hosts[i].be->kind_recheck_at[pool->tsa] = now + 1.0;
     return true;
@@ -1524,11 +1531,12 @@ void pgw_pool_kick_host_pools(struct pgw_backend *be)
     pgw_pool_kick_waiting(be->set, names_backend, be);
 }
 
-void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
-                            const char *sqlstate, const char *msg)
+static void host_refused(struct pgw_pool *pool, int i, const struct pgw_backend *be,
+                         const char *sqlstate, const char *msg, bool tls)
 {
     if (!host_skip(pool, i, be))
         return;
+    pool->hosts[i].tls_skip = tls;
     char *copy = strdup(msg);
     if (copy) {
         free(pool->mismatch_error);
@@ -1567,6 +1575,18 @@ void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backe
         }
         pool->login_retry_until = until;
     }
+}
+
+void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
+                            const char *sqlstate, const char *msg)
+{
+    host_refused(pool, i, be, sqlstate, msg, false);
+}
+
+void pgw_pool_host_tls_refused(struct pgw_pool *pool, int i, const struct pgw_backend *be,
+                               const char *sqlstate, const char *msg)
+{
+    host_refused(pool, i, be, sqlstate, msg, true);
 }
 
 void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be)

@@ -200,6 +200,9 @@ struct pool_host {
      * a standby, or unreachable when asked for one; only the standby pass
      * skips it (see pgw_pool_grow). */
     ev_tstamp skip_until;
+    /* Skipped for its TLS (pgw_pool_host_tls_refused), not its kind: no
+     * early recheck; a reload of server_tls_* ends the skip. */
+    bool tls_skip;
 };
 
 struct pgw_pool {
@@ -408,6 +411,11 @@ void pgw_pool_host_failed(struct pgw_pool *pool, int i, const struct pgw_backend
  * refused login of the pool (sqlstate, msg). */
 void pgw_pool_host_mismatch(struct pgw_pool *pool, int i, const struct pgw_backend *be,
                             const char *sqlstate, const char *msg);
+/* Host i refused the pool's TLS (pgw_pool_refusal_is_tls) and the entry
+ * lists other hosts: skipped as for a mismatch, but never rechecked before
+ * server_login_retry is over (its kind is not what changed). */
+void pgw_pool_host_tls_refused(struct pgw_pool *pool, int i, const struct pgw_backend *be,
+                               const char *sqlstate, const char *msg);
 /* prefer-standby: host i could not be reached when asked for a standby:
  * the standby pass skips it as it skips a host that is not one. */
 void pgw_pool_host_no_standby(struct pgw_pool *pool, int i, const struct pgw_backend *be);

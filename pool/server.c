@@ -663,6 +663,16 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_backend_connected(be, probe);
         if (!stale)
             pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
+    } else if (!answered && pool->nhosts > 1 && pgw_pool_refusal_is_tls(text)) {
+        /* This host's TLS (none there, or a certificate the entry's check
+         * refuses): up and answering, and another host of the list may
+         * pass, as libpq's multi-host connect goes on to it; not the
+         * whole pool's refusal for server_login_retry. */
+        pgw_backend_connected(be, probe);
+        if (recheck)
+            pgw_pool_recheck_void(srv);
+        if (!stale)
+            pgw_pool_host_tls_refused(pool, ps->host, be, sqlstate, text);
     } else if (answered || local) {
         /* The server answered and refused this pool's user or database,
          * or its connect_query: the backend is fine (other pools on it

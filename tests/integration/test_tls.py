@@ -950,6 +950,36 @@ class TestServerTls(TlsTestCase):
         cp = self.psql(px, "select 'the other entry'", sslmode="disable")
         self.assertEqual(cp.stdout.strip(), "the other entry", cp.stderr)
 
+    def test_a_host_of_the_list_whose_tls_check_fails_is_passed_over(self):
+        """An entry listing two hosts (the cluster's two addresses) under
+        sslmode=verify-full: the certificate names 127.0.0.1, not 127.0.0.2.
+        The refusal on 127.0.0.2 is that host's: libpq's multi-host connect
+        goes on to the next host, and so does pgwharf now.  It was the
+        whole pool's refused login: every client got "does not match host
+        name" for server_login_retry though 127.0.0.1 served."""
+        entry = "host=127.0.0.2,127.0.0.1 port=%d dbname=%s load_balance_hosts=disable " \
+                "sslmode=verify-full sslrootcert=%s" % (self.pg.port, self.pg.database,
+                                                        self.certs.path("ca.crt"))
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "server_login_retry": "60s"},
+            databases={"hl": entry})
+        for _ in range(3):
+            cp = self.psql(px, "select host(inet_server_addr()), "
+                               "(select ssl from pg_stat_ssl where pid = pg_backend_pid())",
+                           sslmode="disable", db="hl")
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(cp.stdout.strip(), "127.0.0.1|t")
+        px.wait_for_log(r"event=server_connect_failed db=hl .*backend=127\.0\.0\.2:.*"
+                        r"does not match host name")
+        self.assertEqual([b["state"] for b in px.show("BREAKERS")], ["closed", "closed"])
+        # With both hosts refusing (the other CA), clients get the refusal.
+        entry2 = entry.replace(self.certs.path("ca.crt"), self.certs.path("otherca.crt"))
+        px.databases["hl"] = entry2
+        px.reload()
+        cp = self.psql(px, "select 1", sslmode="disable", db="hl")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("certificate verify failed", cp.stderr)
+
     def test_a_half_close_inside_a_copydata_over_a_tls_link(self):
         """The client shuts down its sending side inside a CopyData
         pgwharf relayed in part to a server over TLS (py.relay_protocol,

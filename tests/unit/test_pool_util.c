@@ -103,6 +103,24 @@ static void t_sqlstate_table(void **state)
     assert_string_equal(pgw_pool_guess_sqlstate(NULL), "08006");
 }
 
+/* One host's TLS refusals (another host of a list may pass); a role's
+ * limit or a dead server is no such thing. */
+static void t_refusal_is_tls(void **state)
+{
+    (void)state;
+    assert_true(pgw_pool_refusal_is_tls("connection to server at \"127.0.0.2\", port 5432 "
+                                        "failed: server certificate for \"127.0.0.1\" (and 1 "
+                                        "other name) does not match host name \"127.0.0.2\""));
+    assert_true(pgw_pool_refusal_is_tls("SSL error: certificate verify failed"));
+    assert_true(pgw_pool_refusal_is_tls("server does not support SSL, but SSL was required"));
+    assert_true(pgw_pool_refusal_is_tls("could not get server's host name from server "
+                                        "certificate"));
+    assert_true(pgw_pool_refusal_is_local("SSL error: certificate verify failed"));
+    assert_false(pgw_pool_refusal_is_tls("FATAL:  too many connections for role \"app\""));
+    assert_false(pgw_pool_refusal_is_tls("Connection refused"));
+    assert_false(pgw_pool_refusal_is_tls(NULL));
+}
+
 /* PostgreSQL 15's wording: a role's or database's own limit is that
  * pool's refusal; the server-wide one is the backend's state. */
 static void t_refusal_is_local(void **state)
@@ -588,6 +606,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_sqlstate_table),
         cmocka_unit_test(t_refusal_is_local),
+        cmocka_unit_test(t_refusal_is_tls),
         cmocka_unit_test(t_trim),
         cmocka_unit_test(t_server_sqlstate),
         cmocka_unit_test(t_params),
