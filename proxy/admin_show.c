@@ -14,6 +14,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,13 +269,31 @@ static const char *client_state(const struct pgw_session *s)
 
 static const char *pool_mode_text(enum pgw_pool_mode m) { return pgw_pool_mode_name(m); }
 
-/* PgBouncer's tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", "" without TLS. */
-static const char *tls_text(void *ssl, char *buf, size_t len)
+/* PgBouncer's tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", "" without TLS.
+ * On a server link (pgwharf the TLS client) PgBouncer adds the key
+ * exchange the server chose: "/ECDH=prime256v1" (an elliptic curve of
+ * OpenSSL's short names; X25519 and the like add nothing there) or
+ * "/DH=2048"; a client's row has none, as there. */
+static const char *tls_text(void *ssl, bool server_link, char *buf, size_t len)
 {
     buf[0] = '\0';
-    if (ssl)
-        snprintf(buf, len, "%s/%s", SSL_get_version((SSL *)ssl),
-                 SSL_CIPHER_get_name(SSL_get_current_cipher((SSL *)ssl)));
+    if (!ssl)
+        return buf;
+    char kx[80] = "";
+    EVP_PKEY *pk = NULL;
+    if (server_link && SSL_get_peer_tmp_key((SSL *)ssl, &pk) == 1 && pk) {
+        char group[64];
+        if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC &&
+            EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                           sizeof(group), NULL) == 1)
+            snprintf(kx, sizeof(kx), "/ECDH=%s", group);
+        else if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_DH)
+            snprintf(kx, sizeof(kx), "/DH=%d", EVP_PKEY_get_bits(pk));
+        EVP_PKEY_free(pk);
+    }
+    ERR_clear_error();
+    snprintf(buf, len, "%s/%s%s", SSL_get_version((SSL *)ssl),
+             SSL_CIPHER_get_name(SSL_get_current_cipher((SSL *)ssl)), kx);
     return buf;
 }
 
@@ -476,7 +497,7 @@ static void client_row(struct pgw_rs *rs, const struct pgw_session *s, const cha
     pgw_rs_text(rs, ptr);
     pgw_rs_text(rs, link);
     pgw_rs_int(rs, peer_pid(s));
-    pgw_rs_text(rs, tls_text(s->ssl, tls, sizeof(tls)));
+    pgw_rs_text(rs, tls_text(s->ssl, false, tls, sizeof(tls)));
     pgw_rs_text(rs, app ? app : "");
     pgw_rs_int(rs, pgw_ps_client_count(s));
     pgw_rs_uint(rs, s->id);
@@ -652,7 +673,7 @@ static void server_row(struct pgw_rs *rs, struct pgw_pool *pool, const struct pg
     pgw_rs_text(rs, ptr);
     pgw_rs_text(rs, link);
     pgw_rs_int(rs, srv->backend_pid);
-    pgw_rs_text(rs, tls_text(srv->ssl, tls, sizeof(tls)));
+    pgw_rs_text(rs, tls_text(srv->ssl, true, tls, sizeof(tls)));
     pgw_rs_text(rs, app ? app : "");
     pgw_rs_int(rs, pgw_ps_server_count(srv));
     pgw_rs_uint(rs, srv->id);

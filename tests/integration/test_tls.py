@@ -980,6 +980,24 @@ class TestServerTls(TlsTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("certificate verify failed", cp.stderr)
 
+    def test_the_tls_column_names_a_servers_key_exchange(self):
+        """SHOW SERVERS' tls of a server link ends in the key exchange the
+        server chose, as PgBouncer's "TLSv1.3/TLS_AES_256_GCM_SHA384/
+        ECDH=prime256v1" (PostgreSQL's ssl_ecdh_curve, prime256v1 by
+        default); a client's row has none, as there.  The suffix was
+        missing."""
+        curve = self.pg.psql("show ssl_ecdh_curve")
+        px = self.start_pgwharf(settings=self.tls_settings(
+            "prefer", pool_mode="session", server_tls_sslmode="require"))
+        conn = self.connect(px)
+        self.addCleanup(conn.close)
+        self.assertEqual(one(conn, "select 1"), 1)
+        servers = px.show("SERVERS")
+        self.assertEqual(len(servers), 1)
+        self.assertRegex(servers[0]["tls"], r"^TLSv1\.[23]/[\w-]+/ECDH=%s$" % re.escape(curve))
+        clients = [c for c in px.show("CLIENTS") if c["database"] == self.pg.database]
+        self.assertRegex(clients[0]["tls"], r"^TLSv1\.[23]/[\w-]+$")
+
     def test_a_half_close_inside_a_copydata_over_a_tls_link(self):
         """The client shuts down its sending side inside a CopyData
         pgwharf relayed in part to a server over TLS (py.relay_protocol,
