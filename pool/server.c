@@ -663,11 +663,15 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_backend_connected(be, probe);
         if (!stale)
             pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
-    } else if (!answered && pool->nhosts > 1 && pgw_pool_refusal_is_tls(text)) {
+    } else if (!answered && pool->nhosts > 1 && pool->tsa != PGW_TSA_PREFER_STANDBY &&
+               pgw_pool_refusal_is_tls(text)) {
         /* This host's TLS (none there, or a certificate the entry's check
          * refuses): up and answering, and another host of the list may
          * pass, as libpq's multi-host connect goes on to it; not the
-         * whole pool's refusal for server_login_retry. */
+         * whole pool's refusal for server_login_retry.  (Not with
+         * prefer-standby: its second pass takes skipped hosts, so with
+         * every host refusing, the waiters would log in again and again
+         * rather than get the refusal.) */
         pgw_backend_connected(be, probe);
         if (recheck)
             pgw_pool_recheck_void(srv);
