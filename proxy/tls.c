@@ -29,6 +29,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -314,6 +316,25 @@ int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen)
         return ctx_fail(ctx, err, errlen, "server_tls_ca_file %s", ca);
     if (*cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
         return ctx_fail(ctx, err, errlen, "server_tls_cert_file %s", cert);
+    /* libpq refuses, at every connect, a key file others may read (its
+     * rule: 0600 or less when owned by the user it runs as, 0640 or less
+     * otherwise, as root's system-wide keys are) or one that is not a
+     * regular file: every server login would fail on it. */
+    struct stat st;
+    if (*key && stat(key, &st) == 0) {
+        const char *why = NULL;
+        if (!S_ISREG(st.st_mode))
+            why = "is not a regular file";
+        else if (st.st_uid == geteuid() ? (st.st_mode & (S_IRWXG | S_IRWXO)) != 0
+                                         : (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0)
+            why = "has group or world access (libpq refuses it: 0600 or less when owned by "
+                  "the user pgwharf runs as, 0640 or less when owned by root)";
+        if (why) {
+            snprintf(err, errlen, "server_tls_key_file %s %s", key, why);
+            SSL_CTX_free(ctx);
+            return PGW_ECONFIG;
+        }
+    }
     if (*key && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
                  (*cert && SSL_CTX_check_private_key(ctx) != 1)))
         return key_fail(ctx, err, errlen, "server_tls_key_file", "server_tls_cert_file", key,

@@ -59,7 +59,8 @@ def make_cert(d, name, cn, ca, ext):
 class Certs:
     """ca.crt; server.{crt,key}; client.{crt,key} (CN pgwharf); other.{crt,key}
     (CN someone); stranger.{crt,key} (CN pgwharf, from another CA);
-    server-pass.key, client-pass.key (those keys under a passphrase)."""
+    server-pass.key, client-pass.key (those keys under a passphrase);
+    client-0644.key (client.key that others may read)."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="pgwharf-tls-")
@@ -74,6 +75,8 @@ class Certs:
         for name in ("server", "client"):
             openssl("pkey", "-in", name + ".key", "-aes256", "-passout", "pass:secret",
                     "-out", name + "-pass.key", cwd=self.dir)
+        shutil.copyfile(self.path("client.key"), self.path("client-0644.key"))
+        os.chmod(self.path("client-0644.key"), 0o644)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -1316,6 +1319,10 @@ class TestServerTls(TlsTestCase):
             ({"server_tls_cert_file": self.certs.path("client.crt"),
               "server_tls_key_file": self.certs.path("client-pass.key")},
              "client-pass.key is protected by a passphrase"),
+            # libpq refuses it at every connect (PostgreSQL's rule)
+            ({"server_tls_cert_file": self.certs.path("client.crt"),
+              "server_tls_key_file": self.certs.path("client-0644.key")},
+             "client-0644.key has group or world access"),
         ]
 
     def test_bad_server_tls_files_keep_the_old_config(self):
