@@ -566,6 +566,23 @@ static int run(const char *path, const struct options *o)
     return 0;
 }
 
+/* Is arg ("--qui=1") a value given to the long option, or an abbreviation
+ * of it, that takes none and whose val is opt?  Not merely an argument
+ * with "--" and '=': for an unknown letter inside a cluster ("-xq", the x)
+ * getopt leaves optind on the cluster, and argv[optind - 1] is the
+ * argument before it ("--user=bob": "option --user takes no value"). */
+static bool valued_flag(const struct option *lo, const char *arg, int opt)
+{
+    const char *eq = strchr(arg, '=');
+    if (!opt || strncmp(arg, "--", 2) != 0 || !eq || eq == arg + 2)
+        return false;
+    size_t n = (size_t)(eq - arg - 2);
+    for (; lo->name; lo++)
+        if (lo->val == opt && lo->has_arg == no_argument && strncmp(lo->name, arg + 2, n) == 0)
+            return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -604,8 +621,7 @@ int main(int argc, char **argv)
             /* getopt_long sets optopt to the option's val both for an
              * unknown short option and for "--quiet=1" (a value given to
              * a long option that takes none): not "unknown option -q" */
-            if (optopt && strncmp(argv[optind - 1], "--", 2) == 0 &&
-                strchr(argv[optind - 1], '='))
+            if (valued_flag(longopts, argv[optind - 1], optopt))
                 fprintf(stderr, "pgwharf: option %.*s takes no value\n",
                         (int)(strchr(argv[optind - 1], '=') - argv[optind - 1]),
                         argv[optind - 1]);

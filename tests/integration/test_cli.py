@@ -276,6 +276,18 @@ class TestCli(unittest.TestCase):
         self.assertIn("pgwharf: unknown option -x\n", run("-x", "x.ini").stderr)
         self.assertIn("pgwharf: unknown option --bogus=1\n", run("--bogus=1", "x.ini").stderr)
 
+    def test_an_unknown_letter_after_a_long_option_with_a_value(self):
+        # An unknown letter inside a cluster ("-xq": getopt stays on it) was
+        # put on the argument before it when that one had "--" and "=":
+        # "option --user takes no value" for "--user=bob -xq", where --user
+        # takes one (review r1).  An abbreviation still reads as its option.
+        for args in (("--user=nobody", "-xq", "x.ini"), ("--user=nobody", "-xq")):
+            cp = run(*args)
+            self.assertEqual(cp.returncode, 2, args)
+            self.assertIn("pgwharf: unknown option -x\n", cp.stderr, args)
+            self.assertNotIn("takes no value", cp.stderr, args)
+        self.assertIn("pgwharf: option --qui takes no value\n", run("--qui=1", "x.ini").stderr)
+
     def test_errors_found_after_loading_name_the_line_of_their_key(self):
         # They said "x.ini: client TLS: ...", "nope.txt: cannot open: ...":
         # the key's line was known while loading and dropped after.
