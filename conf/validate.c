@@ -319,6 +319,102 @@ static void check_self_entries(struct conf_loader *ld)
     }
 }
 
+/* The number of items of a comma list (0: none given), and its i-th one
+ * ("" past its end, or when it does not fit), as libpq splits host,
+ * hostaddr and port (pool/hosts.c). */
+static int list_count(const char *list)
+{
+    int n = list && *list ? 1 : 0;
+    for (const char *p = list; n && *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+static void list_item(const char *list, int i, char *out, size_t len)
+{
+    const char *p = list ? list : "";
+    for (; i > 0 && *p; i--) {
+        p += strcspn(p, ",");
+        if (*p)
+            p++;
+    }
+    size_t n = strcspn(p, ",");
+    if (n >= len)
+        n = 0;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/* Is the numeric address x (family f) one pgwharf listens on: an entry of
+ * listen_addr equal to it, or a wildcard of its family ("*", 0.0.0.0,
+ * ::) when it is a loopback or unspecified address, which reaches that
+ * listener on any host?  Names are not looked up (a reload must not block
+ * on DNS), nor the host's other addresses. */
+static bool listened_on(const char *listen, int f, const uint8_t x[16])
+{
+    static const uint8_t zero[16] = { 0 }, v6lo[16] = { [15] = 1 };
+    bool local = f == AF_INET ? x[0] == 127 || memcmp(x, zero, 16) == 0
+                              : memcmp(x, v6lo, 16) == 0 || memcmp(x, zero, 16) == 0;
+    for (const char *p = listen; *p;) {
+        size_t n = strcspn(p, PGW_CONF_LISTEN_SEP);
+        char one[256];
+        uint8_t y[16];
+        int fy;
+        snprintf(one, sizeof(one), "%.*s", (int)n, p);
+        if (n > 0 && strcmp(one, "*") == 0 && local)
+            return true;
+        if (n > 0 && pgw_addr_numeric(one, true, &fy, y) && fy == f &&
+            (memcmp(y, x, 16) == 0 || (memcmp(y, zero, 16) == 0 && local)))
+            return true;
+        p += n;
+        p += strspn(p, PGW_CONF_LISTEN_SEP);
+    }
+    return false;
+}
+
+/* An entry whose server address would be one of pgwharf's own TCP
+ * listeners (a numeric hostaddr or host, the port it listens on), as
+ * check_self_entries for its Unix socket: its pool's logins would be
+ * clients of its own, waiting for servers of that pool until
+ * client_login_timeout.  (An entry with a hostaddr was refused there as
+ * the socket's until the hostaddr was read as the pool reads it; one
+ * with host=127.0.0.1 never was.) */
+static void check_self_tcp(struct conf_loader *ld)
+{
+    const struct pgw_config *cfg = ld->cfg;
+    if (cfg->listen_port <= 0 || !PARSED(ld, "listen_addr", "listen_port"))
+        return;
+    for (int i = 0; i < cfg->ndbs; i++) {
+        const struct pgw_conf_db *db = &cfg->dbs[i];
+        const char *ha = NULL;
+        for (int k = 0; k < db->nconn && !ha; k++)
+            if (strcmp(db->conn_keys[k], "hostaddr") == 0)
+                ha = db->conn_vals[k];
+        int nh = list_count(db->host), na = list_count(ha), np = list_count(db->port);
+        int n = nh ? nh : na ? na : 1;
+        if ((na && na != n) || (np > 1 && np != n))
+            continue;                    /* (lists that do not match: the pool refuses) */
+        for (int h = 0; h < n; h++) {
+            char addr[256], port[32], *end;
+            uint8_t x[16];
+            int f;
+            list_item(ha, h, addr, sizeof(addr));
+            if (!*addr)
+                list_item(db->host, h, addr, sizeof(addr));
+            list_item(db->port, np > 1 ? h : 0, port, sizeof(port));
+            long p = strtol(*port ? port : "5432", &end, 10);
+            if (*addr && !*end && p == cfg->listen_port && pgw_addr_numeric(addr, false, &f, x) &&
+                listened_on(cfg->listen_addr, f, x)) {
+                conf_error(&ld->rep, db->file, db->line,
+                           "database \"%s\": its server %s port %ld is pgwharf's own listener "
+                           "(listen_addr and listen_port): set host, hostaddr or port",
+                           db->name, addr, p);
+                break;
+            }
+        }
+    }
+}
+
 static void check_peers(struct conf_loader *ld)
 {
     const struct pgw_config *cfg = ld->cfg;
@@ -469,6 +565,7 @@ void conf_validate(struct conf_loader *ld)
     check_tls(ld);
     check_pools(ld);
     check_self_entries(ld);
+    check_self_tcp(ld);
     check_console_names(ld);
     check_peers(ld);
     check_track_extra(ld);

@@ -1773,7 +1773,7 @@ static void test_validation(void **state)
               "b = host=/run/x port=5432\n"
               "c = port=5433\n"
               "d = host=/run/y\n"
-              "e = host=127.0.0.1\n"
+              "e = host=127.0.0.2\n"     /* (127.0.0.1: pgwharf's own listener) */
               /* the same directory spelt otherwise was let through: its
                * clients hung until client_login_timeout */
               "f = host=/run/x/\n"
@@ -1795,6 +1795,55 @@ static void test_validation(void **state)
                  "set host or port", line, 'f' + line - 11);
         assert_error(&d, want);
     }
+    pgw_conf_diag_free(&d);
+
+    /* an entry whose server is one of pgwharf's own TCP listeners (a
+     * numeric hostaddr, or host, on listen_port): its clients hung until
+     * client_login_timeout as for the socket; hostaddr=127.0.0.1 was
+     * refused as the socket's until that check read the hostaddr (review
+     * r1).  Not an address or port it does not listen on, nor a name. */
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = 127.0.0.1, ::1\n"
+              "listen_port = 6000\nunix_socket_dir =\n"
+              "[databases]\n"
+              "a = hostaddr=127.0.0.1 port=6000\n"                    /* 7 */
+              "b = host=127.0.0.1 port=6000\n"
+              "c = host=/run/x hostaddr=127.0.0.1 port=6000 dbname=c\n"
+              "d = host=db1,db2 hostaddr=10.0.0.1,::1 port=6000\n"    /* 10 */
+              "e = host=127.0.0.1 port=6001\n"
+              "f = hostaddr=127.0.0.2 port=6000\n"
+              "g = host=localhost port=6000\n"
+              "h = host=127.0.0.1,127.0.0.1 port=6001,6000\n"         /* 14 */
+              "i = host=10.0.0.1,127.0.0.1 port=6000,6001\n"
+              "* = host=127.0.0.1 port=6000\n", &d, 6);               /* 16 */
+    static const char *const self[][2] = {
+        { "7: database \"a\"", "127.0.0.1" }, { "8: database \"b\"", "127.0.0.1" },
+        { "9: database \"c\"", "127.0.0.1" }, { "10: database \"d\"", "::1" },
+        { "14: database \"h\"", "127.0.0.1" }, { "16: database \"*\"", "127.0.0.1" },
+    };
+    for (size_t i = 0; i < sizeof(self) / sizeof(self[0]); i++) {
+        char want[300];
+        snprintf(want, sizeof(want), "t.ini:%s: its server %s port 6000 is pgwharf's own "
+                 "listener (listen_addr and listen_port): set host, hostaddr or port",
+                 self[i][0], self[i][1]);
+        assert_error(&d, want);
+    }
+    pgw_conf_diag_free(&d);
+    /* a wildcard: the loopback and unspecified addresses of its family */
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = 0.0.0.0\nlisten_port = 6000\n"
+              "[databases]\n"
+              "a = hostaddr=127.0.0.5 port=6000\n"      /* 6 */
+              "b = host=0.0.0.0 port=6000\n"
+              "c = host=::1 port=6000\n"
+              "d = host=10.0.0.5 port=6000\n", &d, 2);
+    assert_error(&d, "t.ini:6: database \"a\": its server 127.0.0.5 port 6000 is pgwharf's own "
+                     "listener (listen_addr and listen_port): set host, hostaddr or port");
+    assert_error(&d, "t.ini:7: database \"b\": its server 0.0.0.0 port 6000 is pgwharf's own "
+                     "listener (listen_addr and listen_port): set host, hostaddr or port");
+    pgw_conf_diag_free(&d);
+    load_fail("[pgwharf]\nauth_type = trust\nlisten_addr = *\nlisten_port = 6000\n"
+              "[databases]\nc = host=::1 port=6000\nd = hostaddr=10.0.0.5 port=6000\n", &d, 1);
+    assert_error(&d, "t.ini:6: database \"c\": its server ::1 port 6000 is pgwharf's own "
+                 "listener (listen_addr and listen_port): set host, hostaddr or port");
     pgw_conf_diag_free(&d);
 
     /* the metrics endpoint on the clients' port: the start failed, naming
