@@ -524,9 +524,12 @@ static void conn_read(struct mconn *c)
         }
         c->rlen += (size_t)n;
         c->req[c->rlen] = '\0';
-        /* (blank lines before the request line are not its end) */
+        /* (blank lines before the request line are not its end)  The
+         * head ends at an empty line, its CR optional as on every line
+         * (head_line): "\n\r\n" covers CR LF CR LF and a bare LF line
+         * followed by CR LF, which was never taken for the end. */
         const char *h = c->req + strspn(c->req, "\r\n");
-        if (strstr(h, "\r\n\r\n") || strstr(h, "\n\n")) {
+        if (strstr(h, "\n\r\n") || strstr(h, "\n\n")) {
             handle_request(c);
             return;
         }

@@ -462,6 +462,21 @@ class TestMetrics(pt.PgwharfTestCase):
                 self.assertTrue(reply.startswith(b"HTTP/1.0 400"), reply[:40])
         self.assertEqual(sample(self.scrape(px), "pgwharf_up"), 1)
 
+    def test_a_head_whose_lines_end_in_lf_ends_at_a_crlf_blank_line(self):
+        # The head's lines are read with a CR before the LF optional (RFC
+        # 9112 2.2), but its end was looked for only as CR LF CR LF or
+        # LF LF: a line ending in a bare LF followed by the blank line
+        # CR LF was never seen as the end, and the client waited for the
+        # 10 s connection timeout, with no answer (review r2).
+        px = self.start()
+        port = int(px.settings["metrics_port"])
+        for data in (b"GET /metrics HTTP/1.0\n\r\n",
+                     b"GET /metrics HTTP/1.0\r\nAccept: text/plain\n\r\n",
+                     b"HEAD /metrics HTTP/1.1\nHost: h\n\r\n"):
+            with self.subTest(data=data):
+                reply = raw_request(port, data, timeout=3)
+                self.assertTrue(reply.startswith(b"HTTP/1.0 200 "), reply[:40])
+
     def test_idle_connections_do_not_lock_out_scrapes(self):
         # The endpoint's 32 connections held by peers that send nothing:
         # each new scrape was closed unanswered (a reset) until one of them
