@@ -396,13 +396,15 @@ static bool tracked_word(const struct pgw_proxy *px, int t, const uint8_t *q, si
     if (!dot || !word_at(q, left, name, (size_t)(dot - name)))
         return false;
     /* (its first part, then a '.' and its rest, each maybe quoted, with
-     * blanks or comments between: PostgreSQL's comments, codec's) */
+     * blanks or comments between: PostgreSQL's comments, codec's; its
+     * blanks, a form feed among them -- and a vertical tab, which 15
+     * rejects there: a false alarm at worst) */
     const uint8_t *e = q + left, *r = q + (dot - name);
     bool dotted = false;
     size_t k;
     while (r < e) {
-        if (*r == '"' || *r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' ||
-            (*r == '.' && !dotted)) {
+        if (*r == '"' || *r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' || *r == '\f' ||
+            *r == '\v' || (*r == '.' && !dotted)) {
             dotted |= *r == '.';
             r++;
         } else if ((k = pgw_sql_comment_len((const char *)r, (size_t)(e - r))) > 0) {

@@ -519,6 +519,23 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
                 a.close()
                 b.close()
 
+    def test_a_set_of_an_extension_parameter_named_in_parts_across_a_form_feed(self):
+        # PostgreSQL reads a form feed as a blank: set myext\f. mode is
+        # SET myext.mode.  tracked_word skipped spaces, tabs, newlines and
+        # comments only: the SET unseen, B got A's value (review r4 of
+        # session 54; fails before).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0, "track_extra_parameters": "myext.mode"})
+        got = "select current_setting('myext' || '.mode', true)"    # (naming it not)
+        a = self.login(px, **{"myext.mode": "x"})
+        rows, errors = hz.simple_query(a, "set myext\f. mode = 'leak'; " + got)
+        self.assertEqual((rows, errors), ([[b"leak"]], []))    # (it took)
+        b = self.login(px, **{"myext.mode": "x"})
+        self.assertEqual(hz.simple_query(b, got), ([[b"x"]], []))
+        a.close()
+        b.close()
+
     def test_session_mode_after_server_reset_query(self):
         px = self.start_pgwharf(settings={
             "pool_mode": "session", "default_pool_size": 1, "max_db_connections": 1,

@@ -132,6 +132,10 @@ static void test_set(void **state)
      * read as one (the slash opens no other) */
     assert_int_equal(words(state, "set myext -- x\r. mode = 1", ALL), SET | EXT);
     assert_int_equal(words(state, "set myext./* /* */* x */mode = 1", ALL), SET | EXT);
+    /* a form feed is one of PostgreSQL's blanks too (review r4 of
+     * session 54) */
+    assert_int_equal(words(state, "set myext\f. mode = 1", ALL), SET | EXT);
+    assert_int_equal(words(state, "set \"myext\" .\f\"mode\" = 1", ALL), SET | EXT);
     assert_int_equal(words(state, "show myext . model, myext.mode2, myext.", ALL), 0);
 }
 
