@@ -693,15 +693,21 @@ static uint32_t blind_word(const uint8_t *q, size_t left, uint32_t want)
  * word is a run of identifier characters that a '$' ends too (a dollar
  * quote's delimiter, where one may open: x$$create ..., into$$), each
  * what blind_word says and what the scan reads everywhere (TEMP, RESET,
- * the tracked names ...).  For the bytes the scan does not read as words
- * of their own: a comment before a statement (skipped), a word with a
- * '$' in it. */
+ * the tracked names -- an extension's in parts to the text's end, as
+ * tracked_word reads them: myext . mode, "myext"."mode" -- and a U&""
+ * name ...).  For the bytes the scan does not read as words of their
+ * own: a comment before a statement (skipped), a word with a '$' in it. */
 static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const uint8_t *lim,
-                            uint32_t want)
+                            const uint8_t *end, uint32_t want)
 {
     uint32_t found = 0;
+    const uint8_t *from = q;
     while (q < lim) {
         if (!sql_ident[*q] || *q == '$') {
+            /* (U&"extra!005ffloat!005fdigits" UESCAPE '!': any tracked
+             * name, as the scan reads one; review r4 of session 54) */
+            if (*q == '&' && q + 1 < lim && q[1] == '"' && q > from && lower_ascii(q[-1]) == 'u')
+                found |= PGW_WORDS_TEMP | want;
             q++;
             continue;
         }
@@ -729,7 +735,8 @@ static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const 
             d++;
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
-            if (tracked_word(px, t, q, (size_t)(d - q)))
+            if (tracked_word(px, t, q, (size_t)(d - q)) ||
+                tracked_word(px, t, q, (size_t)(end - q)))
                 found |= 1u << t;
         }
         q = e;
@@ -875,7 +882,7 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                  * --'; select 1 into t, standard_conforming_strings off):
                  * its words read loose. */
                 if (loosen)
-                    loose |= blind_words(px, q, lx.span_end, want);
+                    loose |= blind_words(px, q, lx.span_end, end, want);
                 q = lx.span_end;
                 continue;
             } else if (*q == '&' && q + 1 < end && q[1] == '"' && q > p &&
@@ -1011,7 +1018,8 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
         if (!in && ((uint8_t)(c - '0') < 10 || c == '$'))
             blind |= dollar != NULL;
         if (loosen)
-            loose |= dollar ? blind_words(px, w, q, want) : blind_word(w, (size_t)(q - w), want);
+            loose |= dollar ? blind_words(px, w, q, end, want)
+                            : blind_word(w, (size_t)(q - w), want);
         /* A number or parameter glued to INTO: PostgreSQL 14 and older
          * read them apart (select 1into t, 1e1into t, $1into t: SELECT ...
          * INTO t; 15 on: trailing junk).  Review r4 of session 53. */

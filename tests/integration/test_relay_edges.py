@@ -536,6 +536,36 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
         a.close()
         b.close()
 
+    def test_a_set_of_a_tracked_parameter_behind_a_backslash_with_scs_off(self):
+        # standard_conforming_strings off: 'a\'; --' is one literal and
+        # the SET behind it PostgreSQL's, where the scan reads a comment
+        # to the end (a blind text, its words read loose).  Read loose, an
+        # extension's name in parts (myext . mode, "myext"."mode", parts
+        # the scan's comment ends between) or a U&"" name was none: the
+        # SET unseen, B got A's value (review r4 of session 54; each
+        # fails before).
+        px = self.start_pgwharf(settings={
+            "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
+            "log_connections": 0, "track_extra_parameters": "myext.mode"})
+        got = "select current_setting('myext' || '.mode', true)"    # (naming it not)
+        efd = "select 0.1::float8 * 3"
+        for sql, query, before, after in [
+                ("select 'a\\'; --'; set myext . mode = 'leak'", got, b"leak", b"x"),
+                ("select 'a\\'; --'; set \"myext\".\"mode\" = 'leak'", got, b"leak", b"x"),
+                ("select 'a\\'; --'; set myext -- c\n. mode = 'leak'", got, b"leak", b"x"),
+                ("select 'a\\'; --'; set U&\"extra!005ffloat!005fdigits\" uescape '!' = 0",
+                 efd, b"0.3", b"0.30000000000000004")]:
+            with self.subTest(sql=sql):
+                a = self.login(px, **{"myext.mode": "x"})
+                self.assertEqual(hz.simple_query(
+                    a, "set standard_conforming_strings = off")[1], [])
+                rows, errors = hz.simple_query(a, sql + "; " + query)
+                self.assertEqual((rows[-1:], errors), ([[before]], []))    # (it took)
+                b = self.login(px, **{"myext.mode": "x"})
+                self.assertEqual(hz.simple_query(b, query), ([[after]], []))
+                a.close()
+                b.close()
+
     def test_session_mode_after_server_reset_query(self):
         px = self.start_pgwharf(settings={
             "pool_mode": "session", "default_pool_size": 1, "max_db_connections": 1,

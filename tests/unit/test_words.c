@@ -538,6 +538,18 @@ static void test_blind_texts(void **state)
     assert_int_equal(words(state, "update t set a = 'x\\'';set search_path = a", ALL),
                      PGW_WORDS_SET | SP);
     assert_int_equal(words(state, "update t set a = 'x'", 0), 0);
+    /* a tracked name in a comment read loose as PostgreSQL may read it:
+     * an extension's in parts, a U&"" name (review r4 of session 54) */
+    assert_int_equal(words(state, "select 'a\\'; --'; set myext . mode = 1", ALL),
+                     PGW_WORDS_SET | EXT);
+    assert_int_equal(words(state, "select 'a\\'; --'; set \"myext\".\"mode\" = 1", ALL),
+                     PGW_WORDS_SET | EXT);
+    assert_int_equal(words(state, "select 'a\\'; --'; set myext -- x\n. mode = 1", ALL),
+                     PGW_WORDS_SET | EXT);
+    assert_int_equal(words(state, "select 'a\\'; --'; set U&\"extra!005ffloat!005fdigits\" "
+                                  "uescape '!' = 0", ALL) & EFD, EFD);
+    assert_int_equal(words(state, "select 'a\\'; --'; set myext . model = 1", ALL),
+                     PGW_WORDS_SET);
     assert_int_equal(words(state, "select 'a\\'; --'; set work_mem = 1", 0), PGW_WORDS_SET);
     /* EXECUTE where the scan reads a privilege's (ALTER ...), HOLD where
      * it reads WITHOUT HOLD: the word alone */
