@@ -525,11 +525,15 @@ static const uint8_t *dollar_quote_end(const uint8_t *q, const uint8_t *lim)
  * comment, blanks before it or not?  (CREATE or INTO so in a literal: a
  * statement, what a function of the client's may run -- select
  * run_sql('create table t (a int)'), run_sql('explain analyze select 1
- * into"t"') -- not 'CREATE' or 'action:create'.) */
+ * into"t"') -- not 'CREATE' or 'action:create'.)  PostgreSQL's blanks: a
+ * form feed too (run_sql('create\ftable t (a int)') made its table
+ * unseen: review r4 of session 54), and a vertical tab (which 15 rejects
+ * there: a false alarm at worst). */
 static bool word_follows(const uint8_t *q, const uint8_t *lim)
 {
     const uint8_t *r = q;
-    while (r < lim && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r'))
+    while (r < lim && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' || *r == '\f' ||
+                       *r == '\v'))
         r++;
     if (r < lim && (*r == '"' || (r + 1 < lim && ((r[0] == '/' && r[1] == '*') ||
                                                   (r[0] == '-' && r[1] == '-')))))
@@ -854,9 +858,13 @@ uint32_t pgw_relay_text_words(const struct pgw_proxy *px, const uint8_t *p, size
                 st.depth--;
             }
             /* (a comment is a blank: with x as (...) -- c, then its main
-             * query, the word after the ')') */
-            if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' &&
-                !lex_comment(&lx, q, in))
+             * query, the word after the ')'; so a form feed, one of
+             * PostgreSQL's blanks -- with x as (...)\fselect (1) insert
+             * into t: its main query unseen, the ')' before INSERT read as
+             * ending the WITH's queries, review r4 of session 54 -- and a
+             * vertical tab, which 15 rejects) */
+            if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' && *q != '\f' &&
+                *q != '\v' && !lex_comment(&lx, q, in))
                 punct = *q;
             if ((*q == ';' && !(in == '-' || in == '"' || (in == '\'' && !plpgsql))) ||
                 *q == '\0') {

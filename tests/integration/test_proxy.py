@@ -1879,6 +1879,30 @@ class TestSessionStateLeftovers(pt.PgwharfTestCase):
         # (and one for CREATE FUNCTION)
         self.assertEqual(len(self.cleanups(px)), len(cases) + 1, self.cleanups(px))
 
+    def test_a_create_or_select_into_behind_a_form_feed(self):
+        # A form feed is one of PostgreSQL's blanks: CREATE in a literal
+        # with a form feed, not a space, before the next word was not taken
+        # for a statement a function of the client's may run, and one
+        # between a WITH's queries and its main query was read as
+        # punctuation: the label insert behind a (1) taken for INSERT
+        # INTO's, the INTO skipped.  With pg_temp first in the search_path
+        # no cleanup: B read A's table (review r4 of session 54,
+        # py.words_differential with form feeds among its blanks; fails
+        # before).
+        px = self.start()
+        a, b, cur = self.a_and_b(px)
+        cur.execute("create function public.ff_run_sql(q text) returns void"
+                    " language plpgsql as $f$begin execute q; end$f$")
+        self.addCleanup(self.autocommit(px).cursor().execute,
+                        "drop function public.ff_run_sql(text)")
+        cur.execute("set search_path = pg_temp, public")
+        cases = [("ff1", "select ff_run_sql('create\ftable ff1 (a int)')"),
+                 ("ff2", "select ff_run_sql('explain analyze select 1 into\fff2')"),
+                 ("ff3", "with x as (select 1 a)\fselect 1 b, (1) insert into ff3")]
+        self.made_and_taken_back(cur, b, cases)
+        # (and one for CREATE FUNCTION)
+        self.assertEqual(len(self.cleanups(px)), len(cases) + 1, self.cleanups(px))
+
     def test_a_select_into_behind_a_parenthesis_or_comment_the_scan_misread(self):
         # A parenthesis in a literal, a quoted name or a comment counted in
         # the depth that finds the ')' ending a WITH's queries or EXPLAIN's

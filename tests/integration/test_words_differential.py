@@ -103,7 +103,8 @@ class Gen:
 
     def blank(self):
         return self.r.choice([" ", " ", " ", "  ", "\n", "\t", "\r\n", " /* c */ ",
-                              "/**/", "--x\n", " -- ; ' $$\n", "/* /* n */ */"])
+                              "/**/", "--x\n", " -- ; ' $$\n", "/* /* n */ */", "\f",
+                              "\r", " \f"])
 
     def value(self):
         """An expression, with what a scan may misread: quotes, ';' and

@@ -414,6 +414,11 @@ static void test_make_words_in_literals(void **state)
     /* a statement in a literal: what a function of the client's may run */
     assert_int_equal(words(state, "select run_sql('create table t (a int)')", ALL), MAKE);
     assert_int_equal(words(state, "select run_sql('select 1 into t')", ALL), MAKE);
+    /* a form feed is one of PostgreSQL's blanks (review r4 of session 54) */
+    assert_int_equal(words(state, "select run_sql('create\ftable t (a int)')", ALL), MAKE);
+    assert_int_equal(words(state, "select run_sql('select 1 into\ft')", ALL), MAKE);
+    assert_int_equal(words(state, "with x as (select 1 a)\fselect 1 b, (1) insert into t", ALL),
+                     MAKE);
     /* a quoted name or a comment after the word, blanks before it or not */
     assert_int_equal(words(state, "select run_sql('explain analyze select 1 into\"t\"')", ALL),
                      MAKE);
