@@ -84,23 +84,19 @@ static bool server_span(struct pgw_session *s, int *fd, const uint8_t **p, size_
     return *fd >= 0;
 }
 
-/* Account for what a batched send did, then let the ordinary flush finish
- * the job (the rest of a short send, the watcher after EAGAIN, an error,
- * and everything a completed flush does next). */
-static void client_done(struct pgw_session *s, ssize_t res)
+/* Account for what the batched sends did (res: bytes sent, or -1 for "not
+ * sent"), before anything else runs: a flush of one direction can close
+ * the session, or write the other direction itself (the FATAL of a failed
+ * server send goes out behind what the client is owed), and it must start
+ * from the byte after the last one the kernel took. */
+static void account(struct pgw_session *s, unsigned want, ssize_t cres, ssize_t sres)
 {
-    if (res > 0) {
-        s->sbuf->sent += (uint32_t)res;
-        s->bytes_out += (uint64_t)res;
+    if ((want & WANT_SERVER) && sres > 0 && s->cbuf)
+        s->cbuf->sent += (uint32_t)sres;
+    if ((want & WANT_CLIENT) && cres > 0 && s->sbuf) {
+        s->sbuf->sent += (uint32_t)cres;
+        s->bytes_out += (uint64_t)cres;
     }
-    pgw_session_flush_client(s);
-}
-
-static void server_done(struct pgw_session *s, ssize_t res)
-{
-    if (res > 0)
-        s->cbuf->sent += (uint32_t)res;
-    pgw_relay_flush_server(s);
 }
 
 static ssize_t send_now(int fd, const uint8_t *p, size_t n)
@@ -112,17 +108,18 @@ static ssize_t send_now(int fd, const uint8_t *p, size_t n)
     return w;
 }
 
-/* Take the session off the list and finish both of its directions with
- * results already known (res: bytes sent, or -1 for "not sent"). */
-static void finish(struct pgw_session *s, unsigned want, ssize_t cres, ssize_t sres)
+/* Let the ordinary flush finish the job of both directions, their sends
+ * accounted for already: the rest of a short send, the watcher after
+ * EAGAIN, an error, and everything a completed flush does next. */
+static void finish(struct pgw_session *s, unsigned want)
 {
     if (want & WANT_SERVER) {
-        server_done(s, sres);
+        pgw_relay_flush_server(s);
         if (s->state == PGW_SS_CLOSING)
             return;
     }
     if (want & WANT_CLIENT)
-        client_done(s, cres);
+        pgw_session_flush_client(s);
 }
 
 /* The first session on the list, with send(2)s. */
@@ -144,7 +141,8 @@ static void flush_one(struct pgw_batch *bt)
         cres = send_now(fd, p, n);
         bt->sends++;
     }
-    finish(s, want, cres, sres);
+    account(s, want, cres, sres);
+    finish(s, want);
 }
 
 /* All of it with send(2)s: a batch of one, what is left when the ring
@@ -260,15 +258,19 @@ static bool flush_ring(struct pgw_batch *bt)
                  lost ? "completion wait failed" : "submit failed");
         ring_retire(bt);
     }
-    /* A finish() can close another session of this batch (it stays
-     * allocated until the reaper runs next iteration): skip those. */
+    /* Every session's sends are accounted for before any flush runs: a
+     * finish() can write another session of this batch (a close sends its
+     * FATAL behind what its client is owed) or close it (it stays
+     * allocated until the reaper runs next iteration: skipped below). */
+    for (unsigned i = 0; i < nsess; i++)
+        account(taken[i], want[i], cres[i], sres[i]);
     for (unsigned i = 0; i < nsess; i++) {
         if (taken[i]->state == PGW_SS_CLOSING)
             continue;
         if (cres[i] == RES_UNKNOWN || sres[i] == RES_UNKNOWN)
             pgw_session_close(taken[i], "08006", "lost track of a batched write");
         else
-            finish(taken[i], want[i], cres[i], sres[i]);
+            finish(taken[i], want[i]);
     }
     return bt->ring_ok;
 unsent:

@@ -7,8 +7,11 @@ turning io_batch off and on under load loses nothing, and io_batch = off
 writes at once (no batch counted)."""
 
 import hashlib
+import os
 import re
+import signal
 import socket
+import struct
 import threading
 import unittest
 import urllib.request
@@ -47,11 +50,11 @@ class TestBatch(pt.PgwharfTestCase):
         cp = cls.pg.pgbench(["-i", "-s", "1", "-q"], db=cls.bench_db)
         assert cp.returncode == 0, cp.stdout + cp.stderr
 
-    def start(self, **settings):
+    def start(self, databases=None, **settings):
         base = {"pool_mode": "transaction", "default_pool_size": 4, "metrics_port": "auto",
                 "max_client_conn": 200}
         base.update(settings)
-        return self.start_pgwharf(settings=base)
+        return self.start_pgwharf(settings=base, databases=databases)
 
     def bench(self, px, args):
         return self.assert_pgbench_ok(px, ["-n"] + args)[1]
@@ -137,6 +140,117 @@ class TestBatch(pt.PgwharfTestCase):
         for t in threads:
             t.join(timeout=120)
         self.assertEqual(errors, [])
+
+    def test_failed_server_send_does_not_resend_the_clients_bytes(self):
+        # One loop iteration reads a chunk of rows from the server and the
+        # client's next query; the batch sends both, the send to the
+        # server fails (its backend is gone), and the session closes.  The
+        # close wrote what the client was owed from before the batched
+        # send, which the kernel had taken already: the client read the
+        # same 32 kB twice.  Each byte of the stream must come once, in
+        # order.  (pgwharf reaches PostgreSQL by its Unix socket: a send
+        # to a peer that has gone fails there at once.)
+        db = self.pg.database
+        px = self.start(default_pool_size=1, databases={
+            db: pt.entry_conninfo(host=self.pg.sockdir, port=self.pg.port, dbname=db)})
+        mark = "batch_dup_probe"
+        s = hz.raw_login(self, px)
+        s.sendall(hz.query_msg("select '%s', i, repeat('r', 1000) "
+                               "from generate_series(1, 1000000) i" % mark))
+        got = bytearray()
+        reading = threading.Event()
+        reading.set()
+
+        def drain():
+            # Read as it comes while pgwharf runs: its writes to the
+            # client never wait for the write watcher.
+            s.settimeout(0.1)
+            while reading.is_set():
+                try:
+                    d = s.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                if not d:
+                    return
+                got.extend(d)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        g = psycopg2.connect(host=self.pg.host, port=self.pg.port, user=self.pg.user,
+                             password=self.pg.password, dbname=db)
+        g.autocommit = True
+        self.addCleanup(g.close)
+        cur = g.cursor()
+
+        def backend():
+            cur.execute("select pid, wait_event from pg_stat_activity "
+                        "where query like %s", ("select '%s'%%" % mark,))
+            return cur.fetchone()
+
+        try:
+            pt.wait_until(backend, what="the query running")
+            os.kill(px.proc.pid, signal.SIGSTOP)
+            self.addCleanup(pt.sigcont, px.proc.pid)
+            pt.wait_stopped([px.proc.pid])
+        finally:
+            reading.clear()
+            reader.join(timeout=30)
+        self.assertFalse(reader.is_alive())
+        # pgwharf is stopped: what it wrote is all in the socket.
+        s.setblocking(False)
+        while True:
+            try:
+                d = s.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not d:
+                break
+            got.extend(d)
+        # The backend fills its socket, then blocks; it ends (without its
+        # FATAL, which cannot go out) and its rows wait in pgwharf's socket.
+        pt.wait_until(lambda: backend()[1] == "ClientWrite", what="the backend blocked")
+        pid = backend()[0]
+        cur.execute("select pg_terminate_backend(%s)", (pid,))
+        # Gone from pg_stat_activity before its process ends, which closes
+        # its socket.
+        pt.wait_until(lambda: pt.proc_state(pid) in (None, "Z"), what="the backend gone")
+        s.setblocking(True)
+        s.settimeout(30)
+        s.sendall(hz.query_msg("select 2"))
+        os.kill(px.proc.pid, signal.SIGCONT)
+        while True:
+            try:
+                d = s.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            got.extend(d)
+
+        def row(i):
+            body = struct.pack("!h", 3)
+            for v in (mark.encode(), str(i).encode(), b"r" * 1000):
+                body += struct.pack("!i", len(v)) + v
+            return b"D" + struct.pack("!I", len(body) + 4) + body
+
+        # RowDescription, rows 1, 2, ... in order; at the end part of a
+        # row (the connection ends mid-message) or an ErrorResponse.
+        self.assertEqual(got[:1], b"T")
+        at = 1 + struct.unpack("!I", bytes(got[1:5]))[0]
+        i = 1
+        while at < len(got):
+            if got[at:at + 1] == b"E" and len(got) - at >= 5:
+                n = 1 + struct.unpack("!I", bytes(got[at + 1:at + 5]))[0]
+                self.assertEqual(at + n, len(got), "bytes after the ErrorResponse")
+                break
+            want = row(i)
+            part = bytes(got[at:at + len(want)])
+            self.assertEqual(part, want[:len(part)],
+                             "row %d: not the next bytes of the stream (at %d of %d)"
+                             % (i, at, len(got)))
+            at += len(want)
+            i += 1
+
 
     def test_slow_reader_and_pipelined_queries(self):
         # A raw client pipelines 200 queries without reading, then reads
