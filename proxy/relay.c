@@ -6378,9 +6378,17 @@ static int copy_abort_reply(struct pgw_session *s)
 static void close_batch_done(struct pgw_session *s, enum scan_after *after)
 {
     struct pgw_track *t = &s->track;
+    /* With max_prepared_statements on, once prepared.c waits for no
+     * answer either, but to Closes it answers itself, which go out right
+     * after this reply (pgw_ps_emit), as at a ReadyForQuery (ready_step).
+     * The Closes it leaves to the server -- a portal's, the unnamed
+     * statement's, a name the client has not Parsed, which close_unknown
+     * sends in a transaction -- were taken for under way: a client idle
+     * in its transaction after a Close and a Flush never met
+     * idle_transaction_timeout. */
     if (s->cb_closes == 0 || s->cb_other || !s->cb_flushed || s->cb_done != s->cb_closes ||
-        s->ps_on || s->notify || s->mode == PGW_POOL_SESSION || s->state != PGW_SS_LINKED ||
-        s->pipe_skip != 0 || s->pipe_drop != 0 || s->pipe_stop ||
+        (s->ps_on && !pgw_ps_closes_only(s)) || s->notify || s->mode == PGW_POOL_SESSION ||
+        s->state != PGW_SS_LINKED || s->pipe_skip != 0 || s->pipe_drop != 0 || s->pipe_stop ||
         t->sync_out != 0 || t->fe_open == 0 || t->skip_sync || t->count_high ||
         t->copy_doubt || t->copy || t->bodied || t->ext_unsure || t->mixed_off ||
         s->cskip != 0 || s->sskip != 0 || s->swallow != 0 || s->discard != PGW_DISCARD_NONE)

@@ -2772,6 +2772,42 @@ class TestACloseOfAnSqlPreparedStatement(pt.PgwharfTestCase):
         self.assertEqual(types(r.until_ready()), "CZ")
 
 
+    def test_a_close_and_a_flush_in_a_transaction_leave_it_idle(self):
+        """The Close sent on in a transaction, with a Flush and no Sync
+        (ts-postgres closes so): once its CloseComplete is in nothing is
+        under way, and a client silent in its transaction then meets
+        idle_transaction_timeout, as after a Close pgwharf answers (fails
+        before: the open batch was taken for a request running, the client
+        held its server and transaction past the timeout, and the read of
+        the FATAL timed out).  A Sync after it is answered in the
+        transaction, the statement gone.  Likewise with a Close pgwharf
+        answers itself in the batch (of a name the client Parsed)."""
+        px, r = raw_on_one_server(self, "transaction", query_wait_timeout=5,
+                                  idle_transaction_timeout=3)
+        self.addCleanup(r.close)
+        r.send(r.parse("k", "select 1"), r.sync())
+        self.assertEqual(types(r.until_ready()), "1Z")
+        r.send(r.query("begin; prepare p8 as select 8"))
+        self.assertEqual(types(r.until_ready()), "CCZ")
+        r.send(r.close_stmt("p8"), r.msg(b"H"))
+        self.assertEqual(r.read_msg()[0], b"3")
+        r.send(r.sync())
+        self.assertEqual(r.until_ready(), [(b"Z", b"T")])
+        r.send(r.query("execute p8"))
+        self.assertEqual([(t, sqlstate(b) if t == b"E" else b) for t, b in r.until_ready()],
+                         [(b"E", "26000"), (b"Z", b"E")])
+        r.send(r.query("rollback; begin; prepare p9 as select 9"))
+        self.assertEqual(types(r.until_ready()), "CCCZ")
+        r.send(r.close_stmt("p9"), r.close_stmt("k"), r.msg(b"H"))
+        self.assertEqual([r.read_msg() for _ in range(2)], [(b"3", b""), (b"3", b"")])
+        t, body = r.read_msg()            # (20 s at most: Raw's timeout)
+        self.assertEqual((t, sqlstate(body)), (b"E", "25P03"))
+        pt.wait_until(lambda: [(p["sv_active"], p["sv_idle"]) for p in px.show(
+            "POOLS", database=self.pg.database, user=self.pg.user)] in ([("0", "0")], [("0", "1")]),
+            10, what="the server closed")
+        assert_another_client_runs(self, px)
+
+
 class TestACloseWithoutSyncFirstOrOfAPortal(pt.PgwharfTestCase):
     """Close + Flush from a client with nothing under way, left over from
     TestACloseWithoutSync (found by difftest's idle check): a Close of a

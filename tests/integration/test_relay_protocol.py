@@ -582,6 +582,10 @@ class TestACloseOfAPortalBehindARequest(RelayCase):
         a, got = self.compare(hz.query_msg("select %s()" % fn) + M(b"C", b"Pheld_c\x00") +
                               M(b"H"))
         self.assertEqual(got[-1], (b"3", b""))
+        # Back at its CloseComplete, with max_prepared_statements on too
+        # (close_batch_done once prepared.c waits for nothing either; it
+        # stayed with the idle client until its Sync).
+        self.assert_server_idle()
         a.sendall(SYNC)
         self.assertEqual(hz.read_until_ready(a), [(b"Z", b"I")])
         b = self.login()
