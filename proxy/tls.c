@@ -30,7 +30,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -316,19 +315,22 @@ int pgw_tls_server_check(const struct pgw_config *cfg, char *err, size_t errlen)
         return ctx_fail(ctx, err, errlen, "server_tls_ca_file %s", ca);
     if (*cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
         return ctx_fail(ctx, err, errlen, "server_tls_cert_file %s", cert);
-    /* libpq refuses, at every connect, a key file others may read (its
-     * rule: 0600 or less when owned by the user it runs as, 0640 or less
-     * otherwise, as root's system-wide keys are) or one that is not a
-     * regular file: every server login would fail on it. */
+    /* libpq refuses, at every connect, a key file others may read or one
+     * that is not a regular file: every server login would fail on it.
+     * Its rule (fe-secure-openssl.c) goes by the file's owner alone, not
+     * by who runs it: 0640 or less when root owns the file (system-wide
+     * keys read through a group, by root itself too), 0600 or less for
+     * any other owner (the user pgwharf runs as or another: 0640 owned by
+     * postgres is refused even to root). */
     struct stat st;
     if (*key && stat(key, &st) == 0) {
         const char *why = NULL;
         if (!S_ISREG(st.st_mode))
             why = "is not a regular file";
-        else if (st.st_uid == geteuid() ? (st.st_mode & (S_IRWXG | S_IRWXO)) != 0
-                                         : (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0)
-            why = "has group or world access (libpq refuses it: 0600 or less when owned by "
-                  "the user pgwharf runs as, 0640 or less when owned by root)";
+        else if (st.st_uid == 0 ? (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0
+                                : (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+            why = "has group or world access (libpq refuses it: 0640 or less when owned by "
+                  "root, else 0600 or less)";
         if (why) {
             snprintf(err, errlen, "server_tls_key_file %s %s", key, why);
             SSL_CTX_free(ctx);

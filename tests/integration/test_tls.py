@@ -1363,6 +1363,37 @@ class TestServerTls(TlsTestCase):
                 self.assertIn("server TLS: ", cp.stderr)
                 self.assertIn(needle, cp.stderr)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to own the key files")
+    def test_server_tls_key_file_modes_go_by_the_owner_as_libpq(self):
+        """libpq's rule for a key file goes by its owner, not by who runs
+        it: root's may be 0640 (a system-wide key read through a group, by
+        root too), any other owner's 0600 or less.  pgwharf running as
+        root refused its own root-owned 0640 key, which libpq takes, and
+        started with another user's 0640 one, on which libpq fails every
+        server login."""
+        import pwd
+        d = tempfile.mkdtemp(prefix="pgwharf-keymode-")
+        self.addCleanup(shutil.rmtree, d, True)
+        root_key = os.path.join(d, "root-0640.key")
+        shutil.copyfile(self.certs.path("client.key"), root_key)
+        os.chmod(root_key, 0o640)
+        other = self.pg.osuser if self.pg.osuser not in (None, "", "root") else "nobody"
+        other_key = os.path.join(d, "other-0640.key")
+        shutil.copyfile(self.certs.path("client.key"), other_key)
+        os.chown(other_key, pwd.getpwnam(other).pw_uid, -1)
+        os.chmod(other_key, 0o640)
+        tls = {"server_tls_sslmode": "require", "pool_mode": "transaction",
+               "server_tls_cert_file": self.certs.path("client.crt")}
+        px = self.start_pgwharf(settings=dict(tls, server_tls_key_file=root_key))
+        conn = self.connect(px, sslmode="disable")
+        self.addCleanup(conn.close)
+        self.assertTrue(self.server_ssl(conn))
+        px.stop()
+        px = self.start_pgwharf(start=False, settings=dict(tls, server_tls_key_file=other_key))
+        with self.assertRaises(pt.PgwharfError):
+            px.start()
+        self.assertIn("other-0640.key has group or world access", px.log())
+
     def test_cancel_over_a_tls_server_link(self):
         """pgwharf sends the CancelRequest itself: in plain text, as libpq's
         PQcancel does, to the server that speaks TLS to it."""
