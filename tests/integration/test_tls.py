@@ -983,6 +983,29 @@ class TestServerTls(TlsTestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("certificate verify failed", cp.stderr)
 
+    def test_a_password_refused_after_a_failed_tls_try_is_the_pools_refusal(self):
+        """sslmode=prefer with a root certificate the server's does not
+        chain to: libpq's TLS attempt fails ("certificate verify
+        failed"), its plain retry gets the server's FATAL for the wrong
+        password, and its message keeps both.  That refusal is the pool's
+        (libpq's multi-host connect stops at it too), not the host's TLS:
+        it was taken for a TLS refusal by text, and every host of the
+        list was logged into with the wrong password in turn."""
+        entry = "host=127.0.0.2,127.0.0.1 port=%d dbname=%s user=%s password=wrong " \
+                "load_balance_hosts=disable sslmode=prefer sslrootcert=%s" % (
+                    self.pg.port, self.pg.database, self.pg.user, self.certs.path("otherca.crt"))
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "server_login_retry": "60s"},
+            databases={"hl": entry})
+        cp = self.psql(px, "select 1", sslmode="disable", db="hl")
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn("password authentication failed", cp.stderr)
+        px.wait_for_log(r"event=server_connect_failed db=hl .*backend=127\.0\.0\.2:.*"
+                        r"certificate verify failed.*password authentication failed")
+        cp = self.psql(px, "select 1", sslmode="disable", db="hl")
+        self.assertIn("password authentication failed", cp.stderr)
+        self.assertNotRegex(px.log(), r"event=server_connect_failed db=hl .*backend=127\.0\.0\.1:")
+
     def test_the_tls_column_names_a_servers_key_exchange(self):
         """SHOW SERVERS' tls of a server link ends in the key exchange the
         server chose, as PgBouncer's "TLSv1.3/TLS_AES_256_GCM_SHA384/
