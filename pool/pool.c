@@ -945,11 +945,13 @@ static int needed(const struct pgw_pool *pool)
 
 /* Is host h out of this attempt for target_session_attrs?  With
  * prefer-standby only the standby pass leaves out the hosts found not to
- * be one; the other pass takes any host. */
+ * be one; the other pass takes any host, but not one that refused the
+ * entry's TLS (tls_skip): no pass can log in there. */
 static bool host_skipped(const struct pgw_pool *pool, const struct pool_host *h, ev_tstamp now,
                          bool standby_pass)
 {
-    return now < h->skip_until && (pool->tsa != PGW_TSA_PREFER_STANDBY || standby_pass);
+    return now < h->skip_until &&
+           (pool->tsa != PGW_TSA_PREFER_STANDBY || standby_pass || h->tls_skip);
 }
 
 struct grow_try {

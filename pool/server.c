@@ -663,15 +663,13 @@ static void connect_failed_answered(struct pgw_server *srv, const char *msg,
         pgw_backend_connected(be, probe);
         if (!stale)
             pgw_pool_host_mismatch(pool, ps->host, be, sqlstate, text);
-    } else if (!answered && !coded && pool->nhosts > 1 && pool->tsa != PGW_TSA_PREFER_STANDBY &&
-               pgw_pool_refusal_is_tls(text)) {
+    } else if (!answered && !coded && pool->nhosts > 1 && pgw_pool_refusal_is_tls(text)) {
         /* This host's TLS (none there, or a certificate the entry's check
          * refuses): up and answering, and another host of the list may
          * pass, as libpq's multi-host connect goes on to it; not the
-         * whole pool's refusal for server_login_retry.  (Not with
-         * prefer-standby: its second pass takes skipped hosts, so with
-         * every host refusing, the waiters would log in again and again
-         * rather than get the refusal.)  Not when the server answered the
+         * whole pool's refusal for server_login_retry.  (prefer-standby's
+         * second pass, which takes the hosts skipped for their kind, does
+         * not take these: host_skipped.)  Not when the server answered the
          * last attempt (coded): sslmode=prefer keeps the failed TLS
          * attempt's text ahead of the plain one's FATAL (a wrong
          * password), which is the pool's refusal, as libpq's multi-host

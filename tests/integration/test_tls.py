@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import termios
 import threading
+import time
 import unittest
 
 import psycopg2
@@ -982,6 +983,40 @@ class TestServerTls(TlsTestCase):
         cp = self.psql(px, "select 1", sslmode="disable", db="hl")
         self.assertNotEqual(cp.returncode, 0)
         self.assertIn("certificate verify failed", cp.stderr)
+
+    def test_a_prefer_standby_entry_passes_over_a_host_whose_tls_check_fails(self):
+        """target_session_attrs=prefer-standby, the first host's name not
+        in the certificate: libpq's second pass (any host) goes on to the
+        next host, and so does pgwharf now.  That refusal stayed the whole
+        pool's (its second pass took skipped hosts), so every client got
+        "does not match host name" though 127.0.0.1 served.  With every
+        host refusing, the clients get the refusal after one login a
+        host, not a login loop."""
+        entry = "host=127.0.0.2,127.0.0.1 port=%d dbname=%s load_balance_hosts=disable " \
+                "target_session_attrs=prefer-standby sslmode=verify-full sslrootcert=%s" % (
+                    self.pg.port, self.pg.database, self.certs.path("ca.crt"))
+        px = self.start_pgwharf(
+            settings={"pool_mode": "transaction", "server_login_retry": "60s"},
+            databases={"ps": entry})
+        for _ in range(3):
+            cp = self.psql(px, "select host(inet_server_addr()), "
+                               "(select ssl from pg_stat_ssl where pid = pg_backend_pid())",
+                           sslmode="disable", db="ps")
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(cp.stdout.strip(), "127.0.0.1|t")
+        px.wait_for_log(r"event=server_connect_failed db=ps .*backend=127\.0\.0\.2:.*"
+                        r"does not match host name")
+        self.assertEqual([b["state"] for b in px.show("BREAKERS")], ["closed", "closed"])
+        px.databases["ps"] = entry.replace(self.certs.path("ca.crt"),
+                                           self.certs.path("otherca.crt"))
+        px.reload()
+        mark = len(px.log())
+        for _ in range(3):
+            cp = self.psql(px, "select 1", sslmode="disable", db="ps")
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn("certificate verify failed", cp.stderr)
+        time.sleep(0.5)
+        self.assertLessEqual(px.log()[mark:].count("event=server_connect_failed"), 4)
 
     def test_a_password_refused_after_a_failed_tls_try_is_the_pools_refusal(self):
         """sslmode=prefer with a root certificate the server's does not
