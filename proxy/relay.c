@@ -380,6 +380,10 @@ static bool set_is_a_clause(const uint8_t *q, size_t left)
     }
 }
 
+/* The most bytes of blanks, quotes and comments tracked_word reads
+ * between an extension parameter's name parts. */
+#define TRACKED_GAP_MAX 256
+
 /* Does the word at q (left bytes to the text's end) name tracked
  * parameter t?  Its name, or for an extension's (a dot in it) its first
  * part alone: PostgreSQL reads "myext"."mode" and myext . mode as
@@ -398,17 +402,25 @@ static bool tracked_word(const struct pgw_proxy *px, int t, const uint8_t *q, si
     /* (its first part, then a '.' and its rest, each maybe quoted, with
      * blanks or comments between: PostgreSQL's comments, codec's; its
      * blanks, a form feed among them -- and a vertical tab, which 15
-     * rejects there: a false alarm at worst) */
-    const uint8_t *e = q + left, *r = q + (dot - name);
+     * rejects there: a false alarm at worst.  A gap longer than
+     * TRACKED_GAP_MAX is taken for the name, a false alarm at worst: read
+     * to its end for each such word, a text of many before long comments
+     * (select 1 -- myext --myext ...) took quadratic time, review r7 of
+     * session 54.) */
+    const uint8_t *e = q + left, *gap = q + (dot - name), *r = gap;
     bool dotted = false;
     size_t k;
     while (r < e) {
+        if ((size_t)(r - gap) > TRACKED_GAP_MAX)
+            return true;
         if (*r == '"' || *r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' || *r == '\f' ||
             *r == '\v' || (*r == '.' && !dotted)) {
             dotted |= *r == '.';
             r++;
-        } else if ((k = pgw_sql_comment_len((const char *)r, (size_t)(e - r))) > 0) {
-            r += k;
+        } else if ((k = pgw_sql_comment_len((const char *)r,
+                                            (size_t)(e - r) < TRACKED_GAP_MAX + 2
+                                                ? (size_t)(e - r) : TRACKED_GAP_MAX + 2)) > 0) {
+            r += k;                     /* (one cut short: past the limit) */
         } else {
             break;
         }
@@ -705,7 +717,7 @@ static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const 
                             const uint8_t *end, uint32_t want)
 {
     uint32_t found = 0;
-    const uint8_t *from = q;
+    const uint8_t *from = q, *run_end = q;
     while (q < lim) {
         if (!sql_ident[*q] || *q == '$') {
             /* (U&"extra!005ffloat!005fdigits" UESCAPE '!': any tracked
@@ -734,9 +746,15 @@ static uint32_t blind_words(const struct pgw_proxy *px, const uint8_t *q, const 
             found |= PGW_WORDS_SET | want;
         if ((c == 's' || c == 'x' || c == 'c') && (want & ~found))
             found |= spelled_words(px, q, left, want & ~found);
-        const uint8_t *d = e;           /* (a name with dots: an extension's) */
-        while (d < lim && (*d == '.' || (sql_ident[*d] && *d != '$')))
-            d++;
+        /* (a name with dots: an extension's; once for all its words, or
+         * a run of them took quadratic time -- a.a.a..., review r7 of
+         * session 54) */
+        if (run_end < e) {
+            run_end = e;
+            while (run_end < lim && (*run_end == '.' || (sql_ident[*run_end] && *run_end != '$')))
+                run_end++;
+        }
+        const uint8_t *d = run_end;
         for (uint32_t m = want & ~found; m; m &= m - 1) {
             int t = __builtin_ctz(m);
             if (tracked_word(px, t, q, (size_t)(d - q)) ||

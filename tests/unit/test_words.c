@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "proxy/proxy_int.h"
@@ -575,6 +576,67 @@ static void test_blind_texts(void **state)
                      PGW_WORDS_RESET | TEMP);
 }
 
+/* CPU seconds of one scan of text (n bytes) */
+static double scan_seconds(void **state, const char *text, size_t n, uint32_t *got)
+{
+    clock_t t0 = clock();
+    *got = pgw_relay_text_words(*state, (const uint8_t *)text, n, ALL);
+    return (double)(clock() - t0) / CLOCKS_PER_SEC;
+}
+
+/* A text of head, then unit again and again to n bytes (malloc'd). */
+static char *repeated(const char *head, const char *unit, size_t n)
+{
+    char *t = malloc(n + 1);
+    assert_non_null(t);
+    size_t h = strlen(head), u = strlen(unit), k = h;
+    memcpy(t, head, h);
+    for (; k + u <= n; k += u)
+        memcpy(t + k, unit, u);
+    t[k] = '\0';
+    return t;
+}
+
+/* A long text is scanned in linear time: a word's look ahead (a name
+ * with dots, the gap between an extension's name parts) went to the end
+ * of a run of dotted words or of a comment for each word in it, so a
+ * 256 kB Parse of a blind text took 13 s of the loop, 1 MB minutes, and
+ * every other client of the thread waited (review r7 of session 54).
+ * A gap longer than tracked_word reads is taken for the name. */
+static void test_long_texts_in_linear_time(void **state)
+{
+    static const char *const texts[][2] = {
+        { "select '\\'; -- ", "a." },           /* blind_words: a name with dots */
+        { "select 1 -- ", "myext --" },         /* tracked_word: a comment's gap */
+        { "select 1 /* ", "myext /*" },
+        { "select '\\'; -- ", "myext --" },     /* both: a blind text's comment */
+        { "select '\\'; /* ", "myext /*" },
+        { "select '\\'; -- ", "myext " },
+    };
+    int slow = 0;
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        char *t = repeated(texts[i][0], texts[i][1], 256 * 1024);
+        uint32_t got;
+        double s = scan_seconds(state, t, strlen(t), &got);
+        if (s > 1.0) {
+            print_error("text %zu (%s%s...): %.2f s\n", i, texts[i][0], texts[i][1], s);
+            slow++;
+        }
+        free(t);
+    }
+    assert_int_equal(slow, 0);
+    /* exact up to the gap's limit, the name taken past it */
+    char buf[600];
+    snprintf(buf, sizeof(buf), "set myext /* %0200d */ . model = 1", 0);
+    assert_int_equal(words(state, buf, ALL), SET);
+    snprintf(buf, sizeof(buf), "set myext /* %0200d */ . mode = 1", 0);
+    assert_int_equal(words(state, buf, ALL), SET | EXT);
+    snprintf(buf, sizeof(buf), "set myext /* %0400d */ . mode = 1", 0);
+    assert_int_equal(words(state, buf, ALL), SET | EXT);
+    snprintf(buf, sizeof(buf), "select '\\'; -- set myext /* %0400d */ . mode = 1", 0);
+    assert_int_equal(words(state, buf, ALL) & EXT, EXT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -587,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_make_words_in_literals),
         cmocka_unit_test(test_prepare_word),
         cmocka_unit_test(test_blind_texts),
+        cmocka_unit_test(test_long_texts_in_linear_time),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
