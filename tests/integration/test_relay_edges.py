@@ -50,7 +50,6 @@ import signal
 import socket
 import struct
 import threading
-import time
 import unittest
 
 import pgwharf_test as pt
@@ -572,24 +571,22 @@ class TestUnreportedParameter(pt.PgwharfTestCase):
         # dotted words (a blind text's comment) or of a comment behind a
         # tracked extension name's first part: a 256 kB Parse (held whole,
         # prepared statements on) kept the loop 25 s, every client of it
-        # waiting (review r7 of session 54; fails before).  Milliseconds
-        # now; 5 s is the limit.
+        # waiting (review r7 of session 54; fails before).  1 MB here:
+        # minutes of the loop before (quadratic), a fraction of a second
+        # now, so the read's 120 s bound is a hang check, not a timing.
         px = self.start_pgwharf(settings={
             "pool_mode": "transaction", "default_pool_size": 1, "max_db_connections": 1,
             "max_prepared_statements": 10, "log_connections": 0,
             "track_extra_parameters": "myext.mode"})
-        n = 256 * 1024
+        n = 1024 * 1024
         for sql in ["select 1 /* \\ */; -- " + "a." * (n // 2),
                     "select 1 -- " + "myext --" * (n // 8)]:
             with self.subTest(sql=sql[:30]):
                 a = self.login(px)
-                a.settimeout(300)
-                t0 = time.monotonic()
+                a.settimeout(120)
                 a.sendall(hz.ext_msgs(sql, stmt="s1"))
                 got = [t for t, _ in hz.read_until_ready(a)]
-                took = time.monotonic() - t0
                 self.assertEqual(got, [b"1", b"2", b"T", b"D", b"C", b"Z"])
-                self.assertLess(took, 5.0)
                 a.close()
 
     def test_session_mode_after_server_reset_query(self):
