@@ -52,3 +52,32 @@ void pgw_names_deinit(struct pgw_names *ns)
     free(ns->v);
     pgw_names_init(ns);
 }
+
+int pgw_comma_count(const char *list)
+{
+    if (!list || !*list)
+        return 0;
+    int n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+bool pgw_comma_item(const char *list, int i, char *out, size_t len)
+{
+    const char *p = list ? list : "";
+    for (; i > 0 && *p; i--) {
+        p += strcspn(p, ",");
+        if (*p)
+            p++;
+    }
+    size_t n = strcspn(p, ",");
+    if (n >= len) {
+        if (len)
+            out[0] = '\0';
+        return false;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}

@@ -1,7 +1,9 @@
 /*
  * names.h - a small set of strings (database names the admin console
  * PAUSEd or DISABLEd): an unsorted array of copies, found by strcmp.  Meant
- * for a handful of names; nothing here is on a per-query path.
+ * for a handful of names; nothing here is on a per-query path.  Also the
+ * items of a libpq-style comma list (host, hostaddr, port), as the pool
+ * and the config's checks split them.
  */
 #ifndef PGW_COMMON_NAMES_H
 #define PGW_COMMON_NAMES_H
@@ -41,5 +43,11 @@ void pgw_names_clear(struct pgw_names *ns);
 
 /* Free everything; the set is empty again after. */
 void pgw_names_deinit(struct pgw_names *ns);
+
+/* A libpq-style comma list ("h1,h2"): how many items it has (0 for NULL
+ * or ""), and its i-th item copied into out (an i past the end gives the
+ * empty string).  false, out "", when the item does not fit in len. */
+int pgw_comma_count(const char *list);
+bool pgw_comma_item(const char *list, int i, char *out, size_t len);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "common/netaddr.h"
 
 #include <errno.h>
@@ -319,32 +320,6 @@ static void check_self_entries(struct conf_loader *ld)
     }
 }
 
-/* The number of items of a comma list (0: none given), and its i-th one
- * ("" past its end, or when it does not fit), as libpq splits host,
- * hostaddr and port (pool/hosts.c). */
-static int list_count(const char *list)
-{
-    int n = list && *list ? 1 : 0;
-    for (const char *p = list; n && *p; p++)
-        n += *p == ',';
-    return n;
-}
-
-static void list_item(const char *list, int i, char *out, size_t len)
-{
-    const char *p = list ? list : "";
-    for (; i > 0 && *p; i--) {
-        p += strcspn(p, ",");
-        if (*p)
-            p++;
-    }
-    size_t n = strcspn(p, ",");
-    if (n >= len)
-        n = 0;
-    memcpy(out, p, n);
-    out[n] = '\0';
-}
-
 /* Is the numeric address x (family f) one pgwharf listens on: an entry of
  * listen_addr equal to it, or a wildcard of its family ("*", 0.0.0.0,
  * ::) when it is a loopback or unspecified address, which reaches that
@@ -390,7 +365,7 @@ static void check_self_tcp(struct conf_loader *ld)
         for (int k = 0; k < db->nconn && !ha; k++)
             if (strcmp(db->conn_keys[k], "hostaddr") == 0)
                 ha = db->conn_vals[k];
-        int nh = list_count(db->host), na = list_count(ha), np = list_count(db->port);
+        int nh = pgw_comma_count(db->host), na = pgw_comma_count(ha), np = pgw_comma_count(db->port);
         int n = nh ? nh : na ? na : 1;
         if ((na && na != n) || (np > 1 && np != n))
             continue;                    /* (lists that do not match: the pool refuses) */
@@ -398,10 +373,10 @@ static void check_self_tcp(struct conf_loader *ld)
             char addr[256], port[32], *end;
             uint8_t x[16];
             int f;
-            list_item(ha, h, addr, sizeof(addr));
+            (void)pgw_comma_item(ha, h, addr, sizeof(addr));
             if (!*addr)
-                list_item(db->host, h, addr, sizeof(addr));
-            list_item(db->port, np > 1 ? h : 0, port, sizeof(port));
+                (void)pgw_comma_item(db->host, h, addr, sizeof(addr));
+            (void)pgw_comma_item(db->port, np > 1 ? h : 0, port, sizeof(port));
             long p = strtol(*port ? port : "5432", &end, 10);
             if (*addr && !*end && p == cfg->listen_port && pgw_addr_numeric(addr, false, &f, x) &&
                 listened_on(cfg->listen_addr, f, x)) {

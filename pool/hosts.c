@@ -8,46 +8,20 @@
 #include <string.h>
 
 #include "common/err.h"
-
-static int items(const char *list)
-{
-    if (!list || !*list)
-        return 0;
-    int n = 1;
-    for (const char *p = list; *p; p++)
-        n += *p == ',';
-    return n;
-}
+#include "common/names.h"
 
 int pgw_hosts_count(const char *host, const char *hostaddr)
 {
-    int n = items(host);
+    int n = pgw_comma_count(host);
     if (!n)
-        n = items(hostaddr);
+        n = pgw_comma_count(hostaddr);
     return n ? n : 1;
-}
-
-/* The i-th item of list into out; false when it does not fit. */
-static bool item_at(const char *list, int i, char *out, size_t len)
-{
-    const char *p = list ? list : "";
-    for (; i > 0 && *p; i--) {
-        p += strcspn(p, ",");
-        if (*p)
-            p++;
-    }
-    size_t n = strcspn(p, ",");
-    if (n >= len)
-        return false;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    return true;
 }
 
 int pgw_hosts_parse(const char *host, const char *hostaddr, const char *port,
                     struct pgw_host_spec *out, int count, char *err, size_t errlen)
 {
-    int na = items(hostaddr), np = items(port);
+    int na = pgw_comma_count(hostaddr), np = pgw_comma_count(port);
     if (na && na != count) {
         snprintf(err, errlen, "%d hostaddr value%s for %d hosts", na, na == 1 ? "" : "s", count);
         return -1;
@@ -59,9 +33,9 @@ int pgw_hosts_parse(const char *host, const char *hostaddr, const char *port,
     }
     for (int i = 0; i < count; i++) {
         struct pgw_host_spec *s = &out[i];
-        if (!item_at(host, i, s->host, sizeof(s->host)) ||
-            !item_at(hostaddr, i, s->hostaddr, sizeof(s->hostaddr)) ||
-            !item_at(port, np > 1 ? i : 0, s->port, sizeof(s->port))) {
+        if (!pgw_comma_item(host, i, s->host, sizeof(s->host)) ||
+            !pgw_comma_item(hostaddr, i, s->hostaddr, sizeof(s->hostaddr)) ||
+            !pgw_comma_item(port, np > 1 ? i : 0, s->port, sizeof(s->port))) {
             snprintf(err, errlen, "host %d of the list is too long", i + 1);
             return -1;
         }
