@@ -263,27 +263,24 @@ bool pgw_pool_refusal_is_local(const char *msg)
          * pg_use_reserved_connections role"): full for this pool's role,
          * not for one that may use them (pgw_pool_refused_for_role_or_db) */
         "remaining connection slots are reserved",
-        /* the server answered the SSLRequest (GSSENCRequest) with 'N':
-         * it is up, and serves the pools that do not require it */
-        "server does not support SSL, but SSL was required",
+        /* the server answered the GSSENCRequest with 'N': it is up, and
+         * serves the pools that do not require it (an SSLRequest's 'N':
+         * pgw_pool_refusal_is_tls, above) */
         "server doesn't support GSSAPI encryption, but it was required",
         /* channel_binding=require where the link or the server's
          * authentication offers none (libpq's "channel binding required,
          * but SSL not in use", "... is required, but server did not offer
          * an authentication method that supports channel binding") */
         "channel binding required", "channel binding is required",
-        /* the server's certificate failed this pool's check (the wrong
-         * sslrootcert / server_tls_ca_file, a name that does not match
-         * under verify-full): the server is up, and serves the pools that
-         * check it otherwise or not at all */
-        "certificate verify failed",
-        "does not match host name",
-        "could not get server's host name from server certificate",
     };
     for (size_t i = 0; msg && i < sizeof(texts) / sizeof(texts[0]); i++)
         if (strstr(msg, texts[i]))
             return true;
-    return false;
+    /* a TLS refusal (no TLS there, a certificate that failed this pool's
+     * check: the wrong sslrootcert / server_tls_ca_file, a name that does
+     * not match under verify-full): the server is up, and serves the
+     * pools that check it otherwise or not at all */
+    return pgw_pool_refusal_is_tls(msg);
 }
 
 /* "  XXXXX: " after a severity's colon: the SQLSTATE libpq writes in its
