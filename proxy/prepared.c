@@ -1987,14 +1987,15 @@ static bool ident_byte(char c)
            ((u | 0x20) >= 'a' && (u | 0x20) <= 'z');
 }
 
-/* Does text[0..n) hold `word` (upper case, ASCII) in any case, anywhere
- * (inside a longer name too)?  Only where a false hit costs nothing but
- * a closer look: pgw_ps_deallocate_query's first glance, whose text may
- * be cut (a Query still arriving). */
-static bool has_substr_ci(const char *text, size_t n, const char *word)
+/* Does text[0..n) hold `word` (upper case, ASCII) in any case: as a
+ * word of its own (token: no identifier byte either side, as a keyword
+ * stands), or anywhere, inside a longer name too? */
+static bool find_ci(const char *text, size_t n, const char *word, bool token)
 {
     size_t wl = strlen(word);
     for (size_t i = 0; i + wl <= n; i++) {
+        if (token && ((i > 0 && ident_byte(text[i - 1])) || (i + wl < n && ident_byte(text[i + wl]))))
+            continue;
         size_t k = 0;
         while (k < wl && (text[i + k] & ~0x20) == word[k])
             k++;
@@ -2004,24 +2005,20 @@ static bool has_substr_ci(const char *text, size_t n, const char *word)
     return false;
 }
 
-/* Does text[0..n) hold `word` (upper case, ASCII) in any case, as a word
- * of its own (no identifier byte either side), as a keyword stands?
- * Where a hit changes the answer (query_dealloc leaves the text to the
- * server): a name that holds the letters (a table "rules", a column
- * discarded) is no hit. */
+/* Anywhere: only where a false hit costs nothing but a closer look
+ * (pgw_ps_deallocate_query's first glance, whose text may be cut, a
+ * Query still arriving). */
+static bool has_substr_ci(const char *text, size_t n, const char *word)
+{
+    return find_ci(text, n, word, false);
+}
+
+/* As a word of its own: where a hit changes the answer (query_dealloc
+ * leaves the text to the server), a name that holds the letters (a table
+ * "rules", a column discarded) is no hit. */
 static bool has_token_ci(const char *text, size_t n, const char *word)
 {
-    size_t wl = strlen(word);
-    for (size_t i = 0; i + wl <= n; i++) {
-        if ((i > 0 && ident_byte(text[i - 1])) || (i + wl < n && ident_byte(text[i + wl])))
-            continue;
-        size_t k = 0;
-        while (k < wl && (text[i + k] & ~0x20) == word[k])
-            k++;
-        if (k == wl)
-            return true;
-    }
-    return false;
+    return find_ci(text, n, word, true);
 }
 
 /* Is the statement text t[0..n) (no NUL) one that drops every prepared
