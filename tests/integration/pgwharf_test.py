@@ -565,7 +565,10 @@ class Postgres:
             if cp.returncode == 0:
                 break
             tail = self.log_tail(5)
-            transient = ("lock file" in tail or "shared memory block" in tail)
+            # (pg_ctl's own word for a lock file left by a killed
+            # postmaster: the log's line may not be the last five yet)
+            transient = ("lock file" in tail or "shared memory block" in tail or
+                         "another server might be running" in cp.stdout + cp.stderr)
             if not transient or time.monotonic() > deadline:
                 raise PgwharfError("pg_ctl start failed (rc %d): %s%s\nlog:\n%s"
                                    % (cp.returncode, cp.stdout, cp.stderr,
@@ -593,6 +596,13 @@ class Postgres:
         raises when there is no postmaster (a crash of nothing tests
         nothing)."""
         pid = self.running_postmaster("kill9")
+        if children:
+            # Stopped first, the postmaster forks no backend between the
+            # listing of its children and its death: one forked then (a
+            # client connecting meanwhile) was left holding the port and
+            # the shared memory, and start() failed ("another server might
+            # be running").
+            os.kill(pid, signal.SIGSTOP)
         kids = _children(pid) if children else []
         for p in [pid] + kids:
             try:
