@@ -171,9 +171,6 @@ static bool same_text(const char *a, const char *b)
     return a == b || (a && b && strcmp(a, b) == 0);
 }
 
-/* Returns true when the connection keys or connect_query changed (servers
- * must reconnect: as PgBouncer, a server set up by the old connect_query
- * is not what new clients are configured to get). */
 /* Is there a pool of (dbname, user) in set? */
 static bool pool_exists(const struct pgw_pool_set *set, const char *dbname, const char *user)
 {
@@ -211,6 +208,9 @@ static void rename_forced(struct pgw_pool *pool, const struct pgw_conf_db *db)
              qu);
 }
 
+/* Returns true when the connection keys or connect_query changed (servers
+ * must reconnect: as PgBouncer, a server set up by the old connect_query
+ * is not what new clients are configured to get). */
 bool pgw_pool_apply_db(struct pgw_pool *pool, const struct pgw_conf_db *db)
 {
     pool->db_src = db;
