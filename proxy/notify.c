@@ -491,9 +491,8 @@ static void client_resume(struct pgw_session *s)
      * reads on.  Else a buffer that ended at a message's end or inside a
      * header (nothing left there asks for more) kept it unread for good:
      * the client waited for ever and its end of stream was never seen. */
-    if (s->state != PGW_SS_CLOSING && !s->client_eof && !s->replies_unread &&
-        !s->terminating && !ev_is_active(&s->cli_r))
-        ev_io_start(s->px->loop, &s->cli_r);
+    if (s->state != PGW_SS_CLOSING)
+        pgw_relay_read_again(s);
 }
 
 /* Bytes the client has not read yet (it holds no server: all are whole

@@ -562,6 +562,10 @@ void pgw_session_apply_timeouts(struct pgw_session *s);
 void pgw_relay_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_srv_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 void pgw_relay_client_data(struct pgw_session *s);
+/* Reading the client goes on (its buffer filled while it waited, and
+ * pgw_session_read_client stopped it), unless something keeps it stopped
+ * on purpose: its end, a Terminate, replies it has not read. */
+void pgw_relay_read_again(struct pgw_session *s);
 /* The client has read what it was answered: a request held meanwhile goes on. */
 void pgw_relay_replies_read(struct pgw_session *s);
 /* The words of n bytes of SQL text that matter there: bit i for

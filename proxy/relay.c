@@ -5229,6 +5229,19 @@ static bool client_data_step(struct pgw_session *s)
     return again;
 }
 
+void pgw_relay_read_again(struct pgw_session *s)
+{
+    if (ev_is_active(&s->cli_r) || s->fd < 0 || s->client_eof || s->terminating ||
+        s->term_wait || s->replies_unread || s->close_after_sent)
+        return;
+    if (s->state != PGW_SS_IDLE && s->state != PGW_SS_WAIT_SERVER && s->state != PGW_SS_LINKED)
+        return;
+    const struct pgw_iobuf *b = s->cbuf;
+    if (b && b->len - b->sent >= b->cap)
+        return;                          /* full still: read once it drains */
+    ev_io_start(s->px->loop, &s->cli_r);
+}
+
 void pgw_relay_client_data(struct pgw_session *s)
 {
     if (s->close_after_sent)
@@ -5240,6 +5253,15 @@ void pgw_relay_client_data(struct pgw_session *s)
      * thousands of them (a Sync is 5 bytes), a nested call each. */
     while (client_data_step(s))
         ;
+    /* Its buffer may have filled while it waited (pgw_session_read_client
+     * stopped reading it) and been taken now by pgwharf alone: Closes,
+     * Syncs, DEALLOCATEs answered here after a queued request failed
+     * (pipe_end_request) or a login waited for a server (welcome).
+     * Nothing sent to a server, no flush ends to start the reading again
+     * (pgw_relay_flush_server): the client waited for ever for the rest
+     * of its answers, its end of stream never read. */
+    if (s->state != PGW_SS_CLOSING)
+        pgw_relay_read_again(s);
 }
 
 /* ---- a client whose stream ended ---- */

@@ -3988,5 +3988,107 @@ class TestTheServersFatalInSessionMode(TestTheServersFatal):
     settings = {"pool_mode": "session"}
 
 
+class TestClosesAnsweredAloneAfterAWait(RelayCase):
+    """A client sends twice the relay's buffer (32 kB) of Closes of
+    portals, which pgwharf answers alone (CloseComplete, no server), while
+    a request of its waits: the buffer fills and pgwharf stops reading the
+    client, as it should.  Once the wait is over pgwharf answers what the
+    buffer holds; it must then read on.  Nothing started the reading again
+    where the wait ended with nothing sent to a server (the end of a flush
+    to one restarts it): after a queued request failed (server_pipeline_
+    depth, pipe_end_request) or a login that waited for a server
+    (welcome), the client waited for ever for the rest of its answers, its
+    end of stream was never read and a SIGTERM waited for it (review r5 of
+    a28f074, whose LISTEN case fixed this shape for notify.c alone)."""
+    settings = {"server_pipeline_depth": 2, "metrics_port": "auto",
+                "query_wait_timeout": "60s"}
+
+    N = 64                      # Closes of 1 kB: 64 kB
+
+    def closes(self):
+        out = []
+        for i in range(self.N):
+            name = b"pgw_portal_%06d_" % i
+            name += b"x" * (1024 - 7 - len(name))
+            out.append(M(b"C", b"P" + name + b"\0"))
+            self.assertEqual(len(out[-1]), 1024)
+        return b"".join(out)
+
+    def hold_the_server(self, key, marker):
+        gate = hz.Gate(self.pg, key)
+        self.addCleanup(gate.close)
+        a = self.login()
+        a.sendall(hz.query_msg("select %s /* %s */" % (gate.sql(), marker)))
+        self.pg.wait_running(marker, lock_wait=True)
+        return a, gate
+
+    def send_past_the_buffer(self, b, data):
+        """b sends data (in the background: pgwharf stops reading it), and
+        pgwharf has taken a full buffer of it and reads no more: all of it
+        has reached pgwharf's socket (b's Send-Q empty), and exactly 32 kB
+        are out of it."""
+        sender = pt.Background(lambda: b.sendall(data))
+        port = b.getsockname()[1]
+        pt.wait_until(lambda: hz.tcp_queues(port, self.px.port)[1] == 0, 20,
+                      what="all b sent in pgwharf's socket")
+        pt.wait_until(lambda: hz.tcp_queues(self.px.port, port)[0] == len(data) - 32768, 20,
+                      what="pgwharf's buffer of b full: %r" % (hz.tcp_queues(self.px.port, port),))
+        return sender
+
+    def assert_all_answered(self, b, sender):
+        b.settimeout(20)
+        got = []
+        try:
+            for _ in range(self.N):
+                got.append(hz.recv_msg(b)[0])
+        except socket.timeout:
+            pass
+        self.assertEqual(len(got), self.N, "CloseCompletes")
+        self.assertEqual(set(got), {b"3"})
+        sender.join(20)
+        self.assertIsNone(sender.error)
+        self.assert_own_answer(b)
+
+    def test_after_a_queued_request_failed(self):
+        a, gate = self.hold_the_server(7971, "pgw_closes_ahead")
+        b = self.login()
+        b.sendall(hz.query_msg("select 1"))
+        pt.wait_until(lambda: self.px.metric("pgwharf_pipelined_queries_total") == 1, 20,
+                      what="b's query queued on the busy server")
+        sender = self.send_past_the_buffer(b, self.closes())
+        # the server is lost while the query ahead runs: b's queued query
+        # fails (08006), then the Closes are answered here
+        self.pg.psql("select pg_terminate_backend(pid) from pg_stat_activity "
+                     "where query like '%%pgw_closes_ahead%%' and pid <> pg_backend_pid()")
+        got = hz.read_until_ready(b)
+        self.assertEqual([t for t, _ in got], [b"E", b"Z"], got)
+        self.assertEqual(hz.parse_fields(got[0][1])["C"], "08006")
+        self.assert_all_answered(b, sender)
+
+    def test_after_a_login_that_waited(self):
+        # TimeZone not the pool's: the login takes a server (to SET it)
+        # and waits for the one a holds; b's password and Closes follow
+        # its startup packet at once, as a client that pipelines its login
+        a, gate = self.hold_the_server(7972, "pgw_closes_login")
+        b = socket.create_connection((self.px.host, self.px.port), timeout=30)
+        self.addCleanup(b.close)
+        b.sendall(hz.startup_packet(self.pg.user, self.pg.database, TimeZone="Asia/Tokyo"))
+        t, body = hz.recv_msg(b)
+        self.assertEqual(t, b"R")
+        reply = hz.auth_reply(body, self.pg.user, self.pg.password, {})
+        data = self.closes()
+        sender = pt.Background(lambda: b.sendall(reply + data))
+        port = b.getsockname()[1]
+        pt.wait_until(lambda: hz.tcp_queues(port, self.px.port)[1] == 0, 20,
+                      what="all b sent in pgwharf's socket")
+        pt.wait_until(lambda: hz.tcp_queues(self.px.port, port)[0] == len(data) - 32768, 20,
+                      what="pgwharf's buffer of b full")
+        gate.open()
+        b.settimeout(20)
+        while hz.recv_msg(b)[0] != b"Z":
+            pass
+        self.assert_all_answered(b, sender)
+
+
 if __name__ == "__main__":
     unittest.main()
